@@ -1,0 +1,72 @@
+# Two commands matter: `make demo` and `make test`. Everything they need is installed here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+BUF := node_modules/.bin/buf
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export GRPC_VERBOSITY ?= ERROR
+
+.PHONY: demo test lint typecheck protos check-protos buf-lint pytest bench slurm-up slurm-down clean
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Runtime + the cloud SDKs and their local emulators (the demo runs clouds emulated).
+$(VENV)/.demo-installed: pyproject.toml $(VENV)/bin/activate
+	$(PIP) install --quiet -e '.[demo]'
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml $(VENV)/bin/activate
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
+$(BUF): package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: $(VENV)/.demo-installed
+	$(PY) scripts/demo.py
+
+test: $(VENV)/.dev-installed $(BUF)
+	$(MAKE) lint typecheck check-protos buf-lint
+	@set -o pipefail; \
+	if scripts/slurm-cluster.sh install && scripts/slurm-cluster.sh start; then \
+	  eval "$$(scripts/slurm-cluster.sh env)"; started=1; \
+	else echo "WARNING: could not start the Slurm test cluster; Slurm tests will fail" >&2; started=0; fi; \
+	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
+	[ "$$started" = 1 ] && scripts/slurm-cluster.sh stop; \
+	exit $$rc
+
+lint: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check broker adapters tests bench scripts
+
+typecheck: $(VENV)/.dev-installed
+	$(VENV)/bin/mypy
+
+protos: $(VENV)/.dev-installed
+	sh scripts/gen-protos.sh
+
+check-protos: $(VENV)/.dev-installed
+	sh scripts/check-protos.sh
+
+buf-lint: $(BUF)
+	$(BUF) lint
+
+pytest: $(VENV)/.dev-installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.dev-installed
+	$(PY) bench/grpc_load.py --json
+	$(PY) bench/placement.py --json
+
+slurm-up:
+	scripts/slurm-cluster.sh install && scripts/slurm-cluster.sh start
+
+slurm-down:
+	scripts/slurm-cluster.sh stop
+
+clean:
+	rm -rf $(VENV) node_modules .szb .demo

@@ -1,0 +1,305 @@
+"""Alibaba Cloud ECS adapter (alibabacloud_ecs20140526 on tea-openapi).
+
+Config keys: ``region`` (required), ``access_key_id``/``access_key_secret``/``security_token``
+(else the SDK's default credential chain), ``endpoint`` and ``protocol`` (a local double),
+``signature_algorithm`` ("v2" for the legacy RPC signature), ``image_id``,
+``security_group_id``, ``vswitch_ids`` ({zone: vswitch}) or ``vswitch_id``,
+``system_disk_category``, ``internet_max_bandwidth_out``, ``broker_id``, ``instance_types``
+(see `adapters._catalog`), ``live_prices`` (DescribePrice/DescribeAvailableResource, default
+true), ``heartbeat_s``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from alibabacloud_credentials.client import Client as CredentialClient
+from alibabacloud_credentials.exceptions import CredentialException
+from alibabacloud_ecs20140526 import models as ecs
+from alibabacloud_ecs20140526.client import Client as EcsClient
+from alibabacloud_tea_openapi import models as openapi
+from Tea.exceptions import TeaException, UnretryableException
+
+from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
+from adapters._codes import ECS_CODES, ECS_PREFIXES, classify
+from adapters._tags import (
+    DEFAULT_BROKER_ID,
+    TAG_BROKER,
+    TAG_CANCELLED,
+    TAG_TOKEN,
+    owned_from_tags,
+    ownership_tags,
+)
+from adapters.base import (
+    AdapterError,
+    AuthError,
+    Capability,
+    NotFoundError,
+    TransientError,
+)
+from adapters.bootstrap import DEFAULT_HEARTBEAT_S, render_user_data
+from broker.model import (
+    AttemptState,
+    AttemptStatus,
+    CapacitySnapshot,
+    LaunchRequest,
+    Offer,
+    OwnedInstance,
+    SiteId,
+)
+
+ERROR_CODES = ECS_CODES
+ERROR_PREFIXES = ECS_PREFIXES
+
+
+def classify_code(code: str) -> type[AdapterError]:
+    """The most specific class for an ECS code; plain AdapterError when unknown."""
+    return classify(code, ECS_CODES, ECS_PREFIXES)
+
+
+__all__ = ["ERROR_CODES", "ERROR_PREFIXES", "AlibabaAdapter", "map_ecs_errors"]
+
+
+@contextmanager
+def map_ecs_errors(site: str) -> Iterator[None]:
+    """Turn SDK exceptions into the adapter error tree, keeping the ECS code."""
+    try:
+        yield
+    except AdapterError:
+        raise
+    except CredentialException as exc:
+        raise AuthError(site, "NoCredentials", str(exc)) from exc
+    except UnretryableException as exc:  # connection refused, timeout, DNS …
+        raise TransientError(site, "ConnectionError", str(exc)) from exc
+    except TeaException as exc:
+        code = str(getattr(exc, "code", "") or "Unknown")
+        message = str(getattr(exc, "message", "") or exc)
+        raise classify_code(code)(site, code, message) from exc
+    except (ConnectionError, TimeoutError) as exc:
+        raise TransientError(site, type(exc).__name__, str(exc)) from exc
+
+
+_RUNNING = {
+    "Pending": AttemptState.PENDING,
+    "Starting": AttemptState.PENDING,
+    "Running": AttemptState.RUNNING,
+}
+
+
+class AlibabaAdapter:
+    """ECS instances, one per attempt, marked with the broker's tags."""
+
+    def __init__(
+        self,
+        site: SiteId,
+        config: Mapping[str, Any],
+        *,
+        client: EcsClient | None = None,
+        endpoint: str | None = None,
+        protocol: str | None = None,
+    ) -> None:
+        self.site = site
+        self.region = config_str(site, config, "region")
+        self.broker_id = config_str(site, config, "broker_id", DEFAULT_BROKER_ID)
+        self.catalog: tuple[CatalogEntry, ...] = parse_catalog(site, config)
+        self.live_prices = bool(config.get("live_prices", True))
+        self.heartbeat_s = int(config.get("heartbeat_s", DEFAULT_HEARTBEAT_S))
+        self._config = dict(config)
+        self._client = client or self._make_client(endpoint, protocol)
+
+    def _make_client(self, endpoint: str | None, protocol: str | None) -> EcsClient:
+        cfg = openapi.Config(region_id=self.region)
+        ak = config_opt_str(self.site, self._config, "access_key_id")
+        if ak:
+            cfg.access_key_id = ak
+            cfg.access_key_secret = config_str(self.site, self._config, "access_key_secret")
+            cfg.security_token = config_opt_str(self.site, self._config, "security_token")
+        else:
+            with map_ecs_errors(self.site):
+                cfg.credential = CredentialClient()  # the SDK's default chain (env, profile, RAM role)
+        cfg.endpoint = endpoint or config_opt_str(self.site, self._config, "endpoint")
+        cfg.protocol = protocol or config_opt_str(self.site, self._config, "protocol") or "https"
+        cfg.signature_algorithm = config_opt_str(self.site, self._config, "signature_algorithm")
+        cfg.connect_timeout = 5000
+        cfg.read_timeout = 30000
+        return EcsClient(cfg)
+
+    # --- Adapter protocol ---------------------------------------------------------------------
+
+    def unsupported(self) -> Mapping[Capability, str]:
+        reasons = {Capability.CAPACITY: "ECS reports stock per zone, not free accelerators or a queue"}
+        if not self.live_prices:
+            reasons[Capability.LIVE_PRICES] = "live_prices is off in this site's config"
+            reasons[Capability.STOCK] = "live_prices is off, so DescribeAvailableResource is not called"
+        return reasons
+
+    def offers(self, now: datetime) -> Sequence[Offer]:
+        static = catalog_offers(self.site, self.catalog, region=self.region, currency="CNY", read_at=None)
+        if not self.live_prices or not static:
+            return static
+        stock = self._stock()
+        prices: dict[tuple[str, bool], float] = {}
+        offers = []
+        for offer in static:
+            key = (offer.instance_type, offer.spot)
+            if key not in prices:
+                prices[key] = self._price(offer.instance_type, offer.spot)
+            zones = [offer.zone] if offer.zone else sorted(z for (z, t) in stock if t == offer.instance_type)
+            for zone in zones or [""]:
+                has_stock = stock.get((zone, offer.instance_type))
+                free = None if has_stock else 0
+                offers.append(
+                    offer.model_copy(
+                        update={
+                            "zone": zone,
+                            "price_per_hour": prices[key],
+                            "price_read_at": now,
+                            "free": free,
+                        }
+                    )
+                )
+        return offers
+
+    def capacity(self, now: datetime) -> CapacitySnapshot | None:
+        return None
+
+    def submit(self, request: LaunchRequest) -> str:
+        existing = self.find_by_token(request.token)
+        if existing is not None:
+            return existing
+        offer = request.offer
+        tags = ownership_tags(self.broker_id, request)
+        user_data = render_user_data(request, heartbeat_s=self.heartbeat_s)
+        zone = offer.zone or None
+        vswitches = self._config.get("vswitch_ids") or {}
+        req = ecs.RunInstancesRequest(
+            region_id=self.region,
+            zone_id=zone,
+            instance_type=offer.instance_type,
+            image_id=config_opt_str(self.site, self._config, "image_id"),
+            security_group_id=config_opt_str(self.site, self._config, "security_group_id"),
+            v_switch_id=(vswitches.get(zone) if zone else None)
+            or config_opt_str(self.site, self._config, "vswitch_id"),
+            instance_name=f"szb-{request.attempt_id}"[:128],
+            client_token=request.token[:64],
+            amount=1,
+            instance_charge_type="PostPaid",
+            spot_strategy="SpotAsPriceGo" if offer.spot else "NoSpot",
+            user_data=base64.b64encode(user_data.encode()).decode(),
+            internet_max_bandwidth_out=self._config.get("internet_max_bandwidth_out"),
+            tag=[ecs.RunInstancesRequestTag(key=k, value=v) for k, v in tags.items()],
+        )
+        disk = config_opt_str(self.site, self._config, "system_disk_category")
+        if disk:
+            req.system_disk = ecs.RunInstancesRequestSystemDisk(category=disk)
+        with map_ecs_errors(self.site):
+            body = self._client.run_instances(req).body.to_map()
+        ids = body.get("InstanceIdSets", {}).get("InstanceIdSet", [])
+        if not ids:
+            raise AdapterError(self.site, "NoInstanceReturned", f"RunInstances returned no id: {body}")
+        return str(ids[0])
+
+    def status(self, backend_id: str) -> AttemptStatus:
+        found = self._describe(instance_ids=[backend_id])
+        if not found:
+            raise NotFoundError(self.site, "InvalidInstanceId.NotFound", f"{backend_id} does not exist")
+        return _status_of(found[0])
+
+    def cancel(self, backend_id: str, token: str) -> None:
+        try:
+            with map_ecs_errors(self.site):
+                self._client.delete_instances(
+                    ecs.DeleteInstancesRequest(
+                        region_id=self.region,
+                        instance_id=[backend_id],
+                        force=True,
+                        client_token=token[:64],
+                    )
+                )
+        except NotFoundError:
+            return
+
+    def list_owned(self) -> Sequence[OwnedInstance]:
+        owned = []
+        for inst in self._describe(tags={TAG_BROKER: self.broker_id}):
+            tags = _tags_of(inst)
+            owned.append(owned_from_tags(self.site, str(inst["InstanceId"]), tags, _status_of(inst).state))
+        return owned
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def find_by_token(self, token: str) -> str | None:
+        """The instance already started for this token, if any (ClientToken is the first guard)."""
+        found = self._describe(tags={TAG_BROKER: self.broker_id, TAG_TOKEN: token})
+        return str(found[0]["InstanceId"]) if found else None
+
+    def _describe(
+        self, *, instance_ids: list[str] | None = None, tags: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            req = ecs.DescribeInstancesRequest(
+                region_id=self.region,
+                instance_ids=json.dumps(instance_ids) if instance_ids else None,
+                tag=[ecs.DescribeInstancesRequestTag(key=k, value=v) for k, v in (tags or {}).items()]
+                or None,
+                page_number=page,
+                page_size=100,
+            )
+            with map_ecs_errors(self.site):
+                body = self._client.describe_instances(req).body.to_map()
+            batch = body.get("Instances", {}).get("Instance", [])
+            out.extend(batch)
+            if not batch or len(out) >= int(body.get("TotalCount", 0)):
+                return out
+            page += 1
+
+    def _stock(self) -> dict[tuple[str, str], bool]:
+        """(zone, type) → has stock, from DescribeAvailableResource."""
+        req = ecs.DescribeAvailableResourceRequest(
+            region_id=self.region,
+            destination_resource="InstanceType",
+            instance_charge_type="PostPaid",
+        )
+        with map_ecs_errors(self.site):
+            body = self._client.describe_available_resource(req).body.to_map()
+        stock: dict[tuple[str, str], bool] = {}
+        for zone in body.get("AvailableZones", {}).get("AvailableZone", []):
+            for res in zone.get("AvailableResources", {}).get("AvailableResource", []):
+                for sup in res.get("SupportedResources", {}).get("SupportedResource", []):
+                    stock[(zone["ZoneId"], sup["Value"])] = sup.get("StatusCategory") == "WithStock"
+        return stock
+
+    def _price(self, instance_type: str, spot: bool) -> float:
+        req = ecs.DescribePriceRequest(
+            region_id=self.region,
+            resource_type="instance",
+            instance_type=instance_type,
+            price_unit="Hour",
+            spot_strategy="SpotAsPriceGo" if spot else None,
+        )
+        with map_ecs_errors(self.site):
+            body = self._client.describe_price(req).body.to_map()
+        return float(body["PriceInfo"]["Price"]["TradePrice"])
+
+
+def _tags_of(inst: Mapping[str, Any]) -> dict[str, str]:
+    return {t["TagKey"]: t.get("TagValue", "") for t in inst.get("Tags", {}).get("Tag", [])}
+
+
+def _status_of(inst: Mapping[str, Any]) -> AttemptStatus:
+    status = str(inst.get("Status", ""))
+    if status in _RUNNING:
+        return AttemptStatus(state=_RUNNING[status], message=f"ECS status {status}")
+    locks = [lock.get("LockReason") for lock in inst.get("OperationLocks", {}).get("LockReason", [])]
+    if "Recycling" in locks:
+        return AttemptStatus(state=AttemptState.PREEMPTED, message="spot instance released (Recycling)")
+    if TAG_CANCELLED in _tags_of(inst):
+        return AttemptStatus(state=AttemptState.CANCELLED, message=f"cancelled; ECS status {status}")
+    return AttemptStatus(state=AttemptState.LOST, message=f"ECS status {status} before the job reported")

@@ -1,0 +1,331 @@
+"""AWS EC2 adapter for both partitions: `aws` and `aws-cn` (cn-north-1, cn-northwest-1).
+
+The partition follows from the region. China regions are separate accounts: give them their
+own ``profile`` or keys, and their catalog prices in CNY (``currency`` defaults by partition).
+
+Config keys: ``region`` (required), ``partition`` (optional; checked against the region),
+``profile`` or ``access_key_id``/``secret_access_key``/``session_token``, ``endpoint_url``
+(moto), ``image_id``, ``subnet_id``, ``security_group_ids``, ``key_name``,
+``iam_instance_profile`` (name), ``broker_id``, ``currency``, ``instance_types`` (see
+`adapters._catalog`), ``live_prices`` (spot price history, default true), ``heartbeat_s``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
+
+from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
+from adapters._codes import EC2_CODES, EC2_PREFIXES, classify
+from adapters._tags import (
+    DEFAULT_BROKER_ID,
+    TAG_BROKER,
+    TAG_CANCELLED,
+    TAG_TOKEN,
+    owned_from_tags,
+    ownership_tags,
+)
+from adapters.base import (
+    AdapterError,
+    AuthError,
+    Capability,
+    ConfigError,
+    NotFoundError,
+    TransientError,
+)
+from adapters.bootstrap import DEFAULT_HEARTBEAT_S, render_user_data
+from broker.model import (
+    AttemptState,
+    AttemptStatus,
+    CapacitySnapshot,
+    LaunchRequest,
+    Offer,
+    OwnedInstance,
+    SiteId,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.client import EC2Client
+    from mypy_boto3_ec2.type_defs import InstanceTypeDef
+else:
+    EC2Client = Any
+    InstanceTypeDef = dict
+
+ERROR_CODES = EC2_CODES
+ERROR_PREFIXES = EC2_PREFIXES
+
+
+def classify_code(code: str) -> type[AdapterError]:
+    """The most specific class for an EC2 code; plain AdapterError when unknown."""
+    return classify(code, EC2_CODES, EC2_PREFIXES)
+
+
+__all__ = ["ERROR_CODES", "ERROR_PREFIXES", "AwsAdapter", "map_ec2_errors", "partition_for_region"]
+
+
+@contextmanager
+def map_ec2_errors(site: str) -> Iterator[None]:
+    """Turn botocore exceptions into the adapter error tree, keeping the EC2 code."""
+    try:
+        yield
+    except AdapterError:
+        raise
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code") or "Unknown")
+        raise classify_code(code)(site, code, str(err.get("Message") or exc)) from exc
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        raise AuthError(site, "NoCredentials", str(exc)) from exc
+    except (ProfileNotFound, NoRegionError, ParamValidationError) as exc:
+        raise ConfigError(site, type(exc).__name__, str(exc)) from exc
+    except ConnectionError as exc:  # endpoint unreachable, connect/read timeouts
+        raise TransientError(site, type(exc).__name__, str(exc)) from exc
+    except BotoCoreError as exc:
+        raise AdapterError(site, type(exc).__name__, str(exc)) from exc
+
+
+def partition_for_region(region: str) -> str:
+    """`aws-cn` for the China regions, `aws-us-gov` for GovCloud, else `aws`."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+_LIVE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
+_SPOT_REASONS = {"Server.SpotInstanceTermination", "Server.SpotInstanceShutdown"}
+
+
+class AwsAdapter:
+    """EC2 instances, one per attempt, tagged with the broker's marks."""
+
+    def __init__(
+        self,
+        site: SiteId,
+        config: Mapping[str, Any],
+        *,
+        session: boto3.Session | None = None,
+        endpoint_url: str | None = None,
+    ) -> None:
+        self.site = site
+        self.region = config_str(site, config, "region")
+        self.partition = partition_for_region(self.region)
+        declared = config.get("partition")
+        if declared is not None and declared != self.partition:
+            raise ConfigError(
+                site,
+                "PartitionMismatch",
+                f"region {self.region} is in partition {self.partition}, config says {declared}",
+            )
+        self.broker_id = config_str(site, config, "broker_id", DEFAULT_BROKER_ID)
+        self.currency = config_str(site, config, "currency", "CNY" if self.partition == "aws-cn" else "USD")
+        self.catalog: tuple[CatalogEntry, ...] = parse_catalog(site, config)
+        self.live_prices = bool(config.get("live_prices", True))
+        self.heartbeat_s = int(config.get("heartbeat_s", DEFAULT_HEARTBEAT_S))
+        self._config = dict(config)
+        endpoint = endpoint_url or config_opt_str(site, config, "endpoint_url")
+        with map_ec2_errors(site):
+            session = session or boto3.Session(
+                profile_name=config_opt_str(site, config, "profile"),
+                aws_access_key_id=config_opt_str(site, config, "access_key_id"),
+                aws_secret_access_key=config_opt_str(site, config, "secret_access_key"),
+                aws_session_token=config_opt_str(site, config, "session_token"),
+            )
+            timeouts: dict[str, Any] = {"connect_timeout": 5, "read_timeout": 30}
+            # Creates fail fast: our classifier (retry_transient / failover) decides what to retry.
+            self._create: EC2Client = session.client(
+                "ec2",
+                region_name=self.region,
+                endpoint_url=endpoint,
+                config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, **timeouts),
+            )
+            self._read: EC2Client = session.client(
+                "ec2",
+                region_name=self.region,
+                endpoint_url=endpoint,
+                config=Config(retries={"total_max_attempts": 3, "mode": "standard"}, **timeouts),
+            )
+
+    # --- Adapter protocol ---------------------------------------------------------------------
+
+    def unsupported(self) -> Mapping[Capability, str]:
+        reasons = {
+            Capability.CAPACITY: "EC2 reports no free capacity or queue",
+            Capability.STOCK: "EC2 has no stock API; capacity is learnt from InsufficientInstanceCapacity",
+        }
+        if not self.live_prices:
+            reasons[Capability.LIVE_PRICES] = "live_prices is off in this site's config"
+        return reasons
+
+    def offers(self, now: datetime) -> Sequence[Offer]:
+        static = catalog_offers(
+            self.site, self.catalog, region=self.region, currency=self.currency, read_at=None
+        )
+        spot_types = sorted({o.instance_type for o in static if o.spot})
+        if not self.live_prices or not spot_types:
+            return static
+        latest = self._spot_prices(spot_types, now)
+        offers = []
+        for offer in static:
+            if not offer.spot:
+                offers.append(offer)
+                continue
+            zones = [offer.zone] if offer.zone else sorted(z for (t, z) in latest if t == offer.instance_type)
+            if not zones:
+                offers.append(offer)
+            for zone in zones:
+                price = latest.get((offer.instance_type, zone))
+                if price is None:
+                    offers.append(offer.model_copy(update={"zone": zone}))
+                else:
+                    offers.append(
+                        offer.model_copy(update={"zone": zone, "price_per_hour": price, "price_read_at": now})
+                    )
+        return offers
+
+    def capacity(self, now: datetime) -> CapacitySnapshot | None:
+        return None
+
+    def submit(self, request: LaunchRequest) -> str:
+        existing = self.find_by_token(request.token)  # moto ignores ClientToken; real EC2 honours it
+        if existing is not None:
+            return existing
+        offer = request.offer
+        tags = [{"Key": k, "Value": v} for k, v in ownership_tags(self.broker_id, request).items()]
+        tags.append({"Key": "Name", "Value": f"szb-{request.attempt_id}"})
+        kwargs: dict[str, Any] = {
+            "ImageId": config_str(self.site, self._config, "image_id"),
+            "InstanceType": offer.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "ClientToken": request.token[:64],
+            "UserData": render_user_data(request, heartbeat_s=self.heartbeat_s),
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "TagSpecifications": [
+                {"ResourceType": "instance", "Tags": tags},
+                {"ResourceType": "volume", "Tags": tags},
+            ],
+        }
+        if offer.zone:
+            kwargs["Placement"] = {"AvailabilityZone": offer.zone}
+        if offer.spot:
+            kwargs["InstanceMarketOptions"] = {
+                "MarketType": "spot",
+                "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
+            }
+        for key, arg in (("subnet_id", "SubnetId"), ("key_name", "KeyName")):
+            value = config_opt_str(self.site, self._config, key)
+            if value:
+                kwargs[arg] = value
+        if self._config.get("security_group_ids"):
+            kwargs["SecurityGroupIds"] = list(self._config["security_group_ids"])
+        profile = config_opt_str(self.site, self._config, "iam_instance_profile")
+        if profile:
+            kwargs["IamInstanceProfile"] = {"Name": profile}
+        with map_ec2_errors(self.site):
+            resp = self._create.run_instances(**kwargs)
+        instances = resp.get("Instances", [])
+        if not instances:
+            raise AdapterError(self.site, "NoInstanceReturned", "RunInstances returned no instance")
+        return str(instances[0]["InstanceId"])
+
+    def status(self, backend_id: str) -> AttemptStatus:
+        with map_ec2_errors(self.site):
+            resp = self._read.describe_instances(InstanceIds=[backend_id])
+        found = [i for r in resp.get("Reservations", []) for i in r.get("Instances", [])]
+        if not found:
+            raise NotFoundError(self.site, "InvalidInstanceID.NotFound", f"{backend_id} does not exist")
+        return _status_of(found[0])
+
+    def cancel(self, backend_id: str, token: str) -> None:
+        try:
+            with map_ec2_errors(self.site):
+                self._create.create_tags(
+                    Resources=[backend_id], Tags=[{"Key": TAG_CANCELLED, "Value": token}]
+                )
+                self._create.terminate_instances(InstanceIds=[backend_id])
+        except NotFoundError:
+            return
+
+    def list_owned(self) -> Sequence[OwnedInstance]:
+        owned = []
+        for inst in self._describe(
+            [
+                {"Name": f"tag:{TAG_BROKER}", "Values": [self.broker_id]},
+                {"Name": "instance-state-name", "Values": _LIVE_STATES},
+            ]
+        ):
+            tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+            owned.append(owned_from_tags(self.site, inst["InstanceId"], tags, _status_of(inst).state))
+        return owned
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def find_by_token(self, token: str) -> str | None:
+        """The instance already started for this token (any state), if any."""
+        found = self._describe(
+            [
+                {"Name": f"tag:{TAG_BROKER}", "Values": [self.broker_id]},
+                {"Name": f"tag:{TAG_TOKEN}", "Values": [token]},
+            ]
+        )
+        return found[0]["InstanceId"] if found else None
+
+    def _describe(self, filters: list[Any]) -> list[InstanceTypeDef]:
+        out: list[InstanceTypeDef] = []
+        with map_ec2_errors(self.site):
+            for page in self._read.get_paginator("describe_instances").paginate(Filters=filters):
+                for reservation in page.get("Reservations", []):
+                    out.extend(reservation.get("Instances", []))
+        return out
+
+    def _spot_prices(self, instance_types: list[str], now: datetime) -> dict[tuple[str, str], float]:
+        """Latest spot price per (type, zone) from the spot price history."""
+        latest: dict[tuple[str, str], tuple[datetime, float]] = {}
+        with map_ec2_errors(self.site):
+            pages = self._read.get_paginator("describe_spot_price_history").paginate(
+                InstanceTypes=instance_types,  # type: ignore[arg-type]
+                ProductDescriptions=["Linux/UNIX"],
+                StartTime=now,
+            )
+            for page in pages:
+                for row in page.get("SpotPriceHistory", []):
+                    key = (row.get("InstanceType", ""), row.get("AvailabilityZone", ""))
+                    stamp = row["Timestamp"]
+                    if key not in latest or stamp > latest[key][0]:
+                        latest[key] = (stamp, float(row.get("SpotPrice", "0")))
+        return {k: price for k, (_, price) in latest.items()}
+
+
+def _status_of(inst: InstanceTypeDef) -> AttemptStatus:
+    state = inst.get("State", {}).get("Name", "")
+    if state == "pending":
+        return AttemptStatus(state=AttemptState.PENDING, message="EC2 state pending")
+    if state == "running":
+        return AttemptStatus(state=AttemptState.RUNNING, message="EC2 state running")
+    reason = inst.get("StateReason", {})
+    code, text = reason.get("Code", ""), reason.get("Message", "")
+    if code in _SPOT_REASONS:
+        return AttemptStatus(state=AttemptState.PREEMPTED, message=f"spot interruption: {code}")
+    tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+    if TAG_CANCELLED in tags:
+        return AttemptStatus(state=AttemptState.CANCELLED, message=f"cancelled; EC2 state {state}")
+    return AttemptStatus(
+        state=AttemptState.LOST, message=f"EC2 state {state} before the job reported: {code} {text}".strip()
+    )

@@ -1,0 +1,126 @@
+"""The one contract every backend implements, and the one error tree they all raise.
+
+Error tree (named for what dispatch does next)::
+
+    AdapterError(site, code, message)     unknown code: kept, reported, attempt failed
+    ├── CapacityError                     block (site, type, zone) for a TTL, try the next offer
+    ├── QuotaError                        block the region for a TTL, try the next offer
+    ├── TransientError                    back off and retry the same call (tenacity)
+    ├── AuthError                         open the provider's circuit breaker
+    ├── ConfigError                       open the provider's circuit breaker
+    ├── UnsupportedError                  never again for this offer; do not wait
+    └── NotFoundError                     the thing is gone (reconciliation treats it so)
+
+Adapters are synchronous: SDKs are, and the dispatcher runs each call in a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from broker.model import (
+    AttemptStatus,
+    CapacitySnapshot,
+    LaunchRequest,
+    Offer,
+    OwnedInstance,
+    SiteId,
+)
+
+
+class AdapterError(Exception):
+    """Root of every error an adapter raises; `code` keeps the backend's own code."""
+
+    def __init__(self, site: str, code: str, message: str) -> None:
+        super().__init__(f"{site}: {code}: {message}")
+        self.site = site
+        self.code = code
+        self.message = message
+
+
+class CapacityError(AdapterError):
+    """The site has no stock for this instance type/zone right now."""
+
+
+class QuotaError(AdapterError):
+    """The account's quota or limit in this region is exhausted."""
+
+
+class TransientError(AdapterError):
+    """Throttled, timed out or briefly unavailable: retrying the same call may work."""
+
+
+class AuthError(AdapterError):
+    """Credentials are missing, wrong or not allowed to do this."""
+
+
+class ConfigError(AdapterError):
+    """The site is configured wrongly (bad image, subnet, partition …)."""
+
+
+class UnsupportedError(AdapterError):
+    """The backend can never run this offer; do not retry it."""
+
+
+class NotFoundError(AdapterError):
+    """The instance, job or resource does not exist (any more)."""
+
+
+class Capability(StrEnum):
+    SPOT = "spot"
+    CONTAINER_IMAGES = "container_images"
+    ACCELERATORS = "accelerators"
+    LIVE_PRICES = "live_prices"
+    CAPACITY = "capacity"
+    """The site reports free capacity and expected wait (on-prem style)."""
+    STOCK = "stock"
+    """The site reports which zones have stock (cloud style)."""
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """A backend where jobs run.
+
+    Contract: every mutating call carries the attempt's idempotency token and is idempotent
+    per token (a retry never starts a second instance); reads are eventually consistent;
+    backend ids are unique per site. Errors are always `AdapterError` subclasses.
+    """
+
+    site: SiteId
+
+    def unsupported(self) -> Mapping[Capability, str]:
+        """Required. Capabilities this backend lacks, each with a reason `explain` can quote."""
+        ...
+
+    def offers(self, now: datetime) -> Sequence[Offer]:
+        """Required. Current offers with prices, stock and expected wait as far as known."""
+        ...
+
+    def capacity(self, now: datetime) -> CapacitySnapshot | None:
+        """Optional (None when not known). Free/total accelerators and queue per partition."""
+        ...
+
+    def submit(self, request: LaunchRequest) -> str:
+        """Required. Start the attempt; returns the backend id. Idempotent per request.token."""
+        ...
+
+    def status(self, backend_id: str) -> AttemptStatus:
+        """Required. Where the attempt is now; NotFoundError when the backend forgot it."""
+        ...
+
+    def cancel(self, backend_id: str, token: str) -> None:
+        """Required. Stop and release the attempt; a second call is a no-op."""
+        ...
+
+    def list_owned(self) -> Sequence[OwnedInstance]:
+        """Required. Everything at this site that carries this broker's marks."""
+        ...
+
+
+class AdapterFactory(Protocol):
+    """What an entry point in `shangzhuang_broker.adapters` must be (usually the class)."""
+
+    def __call__(self, site: SiteId, config: Mapping[str, Any], /) -> Adapter: ...

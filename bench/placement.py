@@ -1,0 +1,165 @@
+"""Placement benchmark: 1 job against 100, 1,000 and 10,000 offers with 20 CEL rules.
+
+    .venv/bin/python bench/placement.py --json
+
+Offers are the AWS GPU catalog (configs/catalog/aws_gpu_vms.csv, every region as a site),
+replicated with perturbed prices/zones up to the target size. Each decision draws one of a
+small mix of jobs and tenants (as a live queue would), so the CEL memo sees realistic
+reuse; `--cold` clears it before every decision to show the worst case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from broker.catalog.instances import load_instance_csv  # noqa: E402
+from broker.model import JobSpec, Offer, SiteId, TenantId  # noqa: E402
+from broker.placement import PlacementContext, place  # noqa: E402
+from broker.policy import Policy, load_policy  # noqa: E402
+
+RULES = [
+    ('"h20-is-informed-2025" in hardware.flags && site.operator_country == "US" && '
+     'tenant.country_groups.exists(g, g == "D:5")'),
+    '"prc-3a090-gp10" in hardware.flags && tenant.entity_country == "US"',
+    'job.priority == "high" && offer.spot',
+    'job.data_residency == "cn-mainland" && site.residency != "cn-mainland"',
+    'hardware.class == "3A090.a" && site.country == "RU"',
+    'tenant.kind == "sme" && job.accelerators.count > 64',
+    'hardware.tpp > 30000.0 && !("3A090.a" in tenant.export_licences)',
+    'site.carbon_gco2_kwh > 900.0 && job.priority == "low"',
+    'job.runtime_hours > 720.0',
+    'hardware.memory_gb < job.accelerators.min_memory_gb',
+    '"blocked" in site.labels',
+    'tenant.id == "t-university" && site.region == "me-central-1"',
+    'job.labels.exists(k, k == "no-cloud") && site.adapter != "slurm"',
+    'hardware.vendor == "Huawei" && site.country == "US"',
+    'job.cpus > 1000.0',
+    'size(job.accelerators.any_of) > 8',
+    'hardware.origin_country == "XX"',
+    'site.region.startsWith("il-")',
+    'tenant.monthly_budget < 0.0',
+    'job.max_wait_hours > 1000.0 && hardware.datacenter',
+]
+
+
+def write_policy(tmp: Path) -> Path:
+    regions = sorted({r.region for r in load_instance_csv(ROOT / "configs/catalog/aws_gpu_vms.csv")})
+    sites = "\n".join(
+        f"  - {{id: aws-{r}, adapter: aws, region: {r}, country: {'US' if r.startswith('us') else 'DE'}, "
+        f"residency: global, operator_country: US, carbon_gco2_kwh: 400, "
+        f"catalog: {{file: {ROOT}/configs/catalog/aws_gpu_vms.csv, region: {r}, currency: USD}}}}"
+        for r in regions
+    )
+    rules = "\n".join(f"    - id: r{i}\n      deny: '{expr}'\n      reason: rule {i}" for i, expr in
+                      enumerate(RULES))
+    text = f"""version: 1
+currency: CNY
+fx: {{USD: 7.2}}
+objective: {{price: 1.0, wait_hour_cost: 40, carbon_g_cost: 0.0002}}
+accelerators: {ROOT}/configs/accelerators.yaml
+regimes: {ROOT}/configs/regimes.yaml
+sites:
+{sites}
+tenants:
+  - {{id: t-university, kind: university, entity_country: CN}}
+  - {{id: t-sme, kind: sme, entity_country: SG}}
+  - {{id: t-partner, kind: partner, entity_country: DE, export_licences: [3A090.a]}}
+compliance:
+  rules:
+{rules}
+"""
+    path = tmp / "bench-policy.yaml"
+    path.write_text(text.replace(f"{ROOT}/configs/", "../" * 0 + f"{ROOT}/configs/"), encoding="utf-8")
+    return path
+
+
+def make_offers(policy: Policy, n: int, rng: random.Random) -> list[Offer]:
+    from broker.catalog.offers import static_offers
+
+    base = static_offers(policy)
+    out: list[Offer] = []
+    i = 0
+    while len(out) < n:
+        o = base[i % len(base)]
+        copy = i // len(base)
+        out.append(o if copy == 0 else o.model_copy(update={
+            "zone": f"{o.zone}-{copy}", "price_per_hour": round(o.price_per_hour * rng.uniform(0.8, 1.2), 4),
+            "expected_wait_s": rng.choice([0.0, 60.0, 600.0])}))
+        i += 1
+    return out
+
+
+JOBS = [
+    {"name": "train", "command": ["python", "train.py"], "runtime_estimate": "6h",
+     "resources": {"accelerators": {"count": 8, "any_of": ["H100", "A100", "H200", "L40S"]}}},
+    {"name": "infer", "command": ["serve"], "runtime_estimate": "1h", "spot": "never",
+     "resources": {"accelerators": {"count": 1}}},
+    {"name": "sweep", "command": ["sweep"], "runtime_estimate": "30m", "priority": "high",
+     "resources": {"accelerators": {"count": 4, "min_memory_gb": 40}}},
+    {"name": "tiny", "command": ["x"], "runtime_estimate": "2h", "priority": "low",
+     "resources": {"accelerators": {"count": 1, "any_of": ["L4", "A10G"]}}},
+]
+
+
+def measure(policy: Policy, offers: list[Offer], decisions: int, *, cold: bool, seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    jobs = [JobSpec.model_validate(j) for j in JOBS]
+    tenants = [TenantId(t.id) for t in policy.tenants]
+    ctx = PlacementContext()
+    for job in jobs:  # warm-up: imports, caches of the policy object
+        for t in tenants:
+            place(job, t, offers, policy, ctx)
+    times = []
+    for _ in range(decisions):
+        job, tenant = rng.choice(jobs), rng.choice(tenants)
+        if cold:
+            policy.rules._memo.clear()
+        t0 = time.perf_counter()
+        place(job, tenant, offers, policy, ctx)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    p50 = statistics.median(times) * 1e3
+    p99 = times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3
+    return {"offers": len(offers), "rules": len(policy.rules), "p50_ms": round(p50, 3),
+            "p99_ms": round(p99, 3), "decisions_per_s": round(len(times) / sum(times), 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--sizes", default="100,1000,10000")
+    ap.add_argument("--decisions", type=int, default=2000)
+    ap.add_argument("--cold", action="store_true", help="clear the CEL memo before each decision")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = load_policy(write_policy(Path(tmp)))
+    gc.freeze()  # what a long-running server does after start-up: loaded data leaves GC scans
+    rng = random.Random(args.seed)
+    results = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        offers = make_offers(policy, n, rng)
+        decisions = max(50, args.decisions * 1000 // max(n, 1000)) if n > 1000 else args.decisions
+        results.append(measure(policy, offers, decisions, cold=args.cold, seed=args.seed))
+    if args.json:
+        print(json.dumps({"cold": args.cold, "results": results}, indent=2))
+    else:
+        for r in results:
+            print(f"{r['offers']:>6} offers x {r['rules']} rules: p50 {r['p50_ms']:.3f} ms, "
+                  f"p99 {r['p99_ms']:.3f} ms, {r['decisions_per_s']:,.0f} decisions/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

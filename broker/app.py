@@ -1,0 +1,146 @@
+"""Wire the broker together: store, adapters, policy, dispatcher and the gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Mapping
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from adapters.base import Adapter
+from adapters.registry import AdapterRegistry
+from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2, broker_service_pb2_grpc
+from broker.auth import TokenAuthority
+from broker.clock import Clock, SystemClock
+from broker.config import BrokerConfig
+from broker.dispatch.dispatcher import Dispatcher
+from broker.model import SiteId, TenantId
+from broker.planning import Planner
+from broker.server import AgentServicer, BrokerServicer
+from broker.service import BrokerServices, EventHub
+from broker.store import SqliteStore
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class BrokerApp:
+    config: BrokerConfig
+    clock: Clock = field(default_factory=SystemClock)
+    registry: AdapterRegistry | None = None
+    adapter_overrides: Mapping[SiteId, Adapter] | None = None
+    """Adapters built by the caller (tests inject endpoints this way), by site id."""
+
+    server: grpc.aio.Server | None = None
+    port: int = 0
+
+    async def start(self) -> int:
+        """Start everything; returns the bound port."""
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = SqliteStore(cfg.data_dir / "broker.db", durability=cfg.durability)
+        self.hub = EventHub()
+        self.hub.bind(asyncio.get_running_loop())
+        self.store.add_listener(self.hub.publish)
+        self.planner = Planner.load(cfg, self.clock)
+        self.adapters = self._build_adapters()
+        self.planner.adapters = self.adapters
+        self.heartbeats: dict[str, float] = {}
+        host, _, port = cfg.listen.rpartition(":")
+        self.dispatcher = Dispatcher(
+            self.store, self.adapters, planner=self.planner, clock=self.clock,
+            settings=cfg.dispatch, agent_endpoint=cfg.agent_endpoint or cfg.listen,
+            max_attempts=self.planner.policy.burst.retries.max_attempts,
+        )
+        self.services = BrokerServices(self.store, self.dispatcher, self.clock, self.hub,
+                                       admit=self.planner.admit)
+        server = grpc.aio.server(
+            migration_thread_pool=futures.ThreadPoolExecutor(max_workers=4),
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+        )
+        broker_service_pb2_grpc.add_BrokerServiceServicer_to_server(
+            BrokerServicer(self.services, TokenAuthority.from_file(cfg.tokens_file),
+                           explain=self.planner.explain_proto, spend=self._spend_proto,
+                           status=self._status_proto),
+            server)
+        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
+            AgentServicer(self.services, self.heartbeats), server)
+        self.health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)  # type: ignore[no-untyped-call]
+        names = (
+            broker_service_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
+            agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, server)  # type: ignore[no-untyped-call]
+        self.port = server.add_insecure_port(f"{host or '127.0.0.1'}:{port or 0}")
+        await server.start()
+        self.server = server
+        await self.dispatcher.start()
+        for name in names[:2]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.planner.watch(self._policy_changed)
+        log.info("broker listening on %s:%d (data in %s, policy %s)", host or "127.0.0.1",
+                 self.port, cfg.data_dir, self.planner.policy_hash[:12])
+        return self.port
+
+    def _build_adapters(self) -> dict[SiteId, Adapter]:
+        registry = self.registry or AdapterRegistry.discover()
+        adapters: dict[SiteId, Adapter] = dict(self.adapter_overrides or {})
+        for site_id, adapter_name, site_config in self.planner.site_adapters():
+            if site_id in adapters:
+                continue
+            merged: dict[str, Any] = {"data_dir": str(self.config.data_dir), **site_config,
+                                      **self.config.sites.get(site_id, {})}
+            try:
+                adapters[site_id] = registry.create(adapter_name, site_id, merged)
+            except Exception as exc:  # one broken site must not stop the broker
+                log.error("site %s disabled: %s", site_id, exc)
+                self.planner.mark_unhealthy(site_id, str(exc))
+        return adapters
+
+    def _policy_changed(self) -> None:
+        self.dispatcher.capacity_changed()
+
+    def _status_proto(self) -> broker_service_pb2.GetStatusResponse:
+        return self.planner.status_report(self.store, self.dispatcher.stats.bursts)
+
+    def _spend_proto(self, tenant: TenantId, asked: str) -> broker_service_pb2.GetSpendResponse:
+        return self.planner.spend_report(tenant, asked, self.store)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        if self.server is None:
+            return
+        await self.health.enter_graceful_shutdown()
+        self.planner.stop_watching()
+        await self.dispatcher.stop()
+        await self.server.stop(grace)
+        self.store.close()
+        self.server = None
+
+
+async def serve_forever(config: BrokerConfig) -> None:
+    """Run until SIGINT/SIGTERM; SIGHUP reloads the policy."""
+    app = BrokerApp(config)
+    port = await app.start()
+    print(f"szb: broker serving on port {port}", flush=True)
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, done.set)
+    loop.add_signal_handler(signal.SIGTERM, done.set)
+    loop.add_signal_handler(signal.SIGHUP, app.planner.reload)
+    await done.wait()
+    await app.stop()

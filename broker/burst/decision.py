@@ -1,0 +1,214 @@
+"""The burst decision: run on-prem now, wait on-prem, or burst to a cloud offer. Pure.
+
+Rules, in order:
+1. Placement (`broker.placement.place`) ranks every offer; only allowed offers count.
+2. On-prem capacity free now → run there (the best-scoring free on-prem offer).
+3. On-prem would make the job wait W. With W within what is left of its `max_wait`, the job
+   waits on-prem (a site that queues jobs itself, like Slurm, is sent the job now).
+4. Beyond it, the job bursts to the best allowed cloud offer whose total cost (price ×
+   runtime + its own wait cost + spot risk) beats waiting (on-prem cost + W's wait cost +
+   the lateness cost past max_wait) — within the tenant's budget, the global cap and the
+   per-route limits. The burst condition must hold for `burst.hysteresis` before acting,
+   unless the job's remaining allowed wait is shorter than that.
+5. A job no on-prem offer can run at all goes straight to the best cloud offer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from broker.burst.money import TenantMoney, estimate_cost, split_cost
+from broker.burst.routes import RouteState, route_refusal
+from broker.decision import Action, Decision
+from broker.model import JobSpec, Offer, SiteId, SpotMode, TenantId
+from broker.placement import Explanation, PlacementContext, ScoredOffer, place, rejection_summary
+from broker.placement.blocklist import BLOCKED
+from broker.placement.health import UNHEALTHY
+from broker.policy import Policy
+
+TRANSIENT_RULES = frozenset({BLOCKED, UNHEALTHY})
+"""Rejections that may lift by themselves: a job rejected only by these waits, never fails."""
+
+
+@dataclass(frozen=True)
+class BurstInputs:
+    """Everything besides the job, offers and policy that the decision depends on."""
+
+    now: datetime
+    queued_since: datetime
+    money: TenantMoney = TenantMoney()
+    routes: Mapping[SiteId, RouteState] = field(default_factory=dict)
+    blocked: frozenset[str] = frozenset()
+    unhealthy: Mapping[SiteId, str] = field(default_factory=dict)
+    burst_pending_since: datetime | None = None
+    """When the burst condition was first seen true for this job (hysteresis memory)."""
+    queueing_sites: frozenset[str] = frozenset()
+    """On-prem sites whose backend keeps its own queue (the job can be sent there to pend)."""
+
+
+def is_onprem(policy: Policy, site_id: str) -> bool:
+    """On-prem sites are the ones described by partitions (HPC style), not cloud catalogs."""
+    site = policy.site(site_id)
+    return site is not None and bool(site.partitions)
+
+
+def demand(spec: JobSpec) -> int:
+    """What a job takes from an offer's `free`: accelerators, or CPU cores when it needs none."""
+    return spec.accelerator_count or math.ceil(spec.resources.cpus)
+
+
+def effective_max_wait(spec: JobSpec, tenant_id: str, policy: Policy) -> timedelta:
+    """The job's own max_wait, else the policy default for its priority, tenant kind, or overall."""
+    if spec.max_wait is not None:
+        return spec.max_wait
+    mw = policy.burst.max_wait
+    if spec.priority in mw.by_priority:
+        return mw.by_priority[spec.priority]
+    tenant = policy.tenant(tenant_id)
+    if tenant is not None and tenant.kind in mw.by_tenant_kind:
+        return mw.by_tenant_kind[tenant.kind]
+    return mw.default
+
+
+def _spot_risk_cost(spec: JobSpec, scored: ScoredOffer, policy: Policy) -> float:
+    """Expected cost of losing work to a spot interruption: P(interrupted) × half the run."""
+    if not scored.offer.spot:
+        return 0.0
+    limits = policy.burst.sites.get(scored.offer.site)
+    risk = limits.spot_interruption_risk if limits is not None else 0.05
+    runtime_h = spec.runtime_estimate.total_seconds() / 3600
+    return (1 - math.exp(-risk * runtime_h)) * 0.5 * scored.terms.get("cost", 0.0)
+
+
+def _late_cost(wait_s: float, allowed_s: float, policy: Policy) -> float:
+    late_h = max(0.0, wait_s - allowed_s) / 3600
+    return late_h * policy.objective.wait_hour_cost * policy.burst.late_wait_factor
+
+
+def decide(
+    spec: JobSpec,
+    tenant: TenantId,
+    offers: Sequence[Offer],
+    policy: Policy,
+    inputs: BurstInputs,
+) -> Decision:
+    """Run, wait or burst, with the reasons and the numbers behind the choice."""
+    now = inputs.now
+    ctx = PlacementContext(now=now, blocked=inputs.blocked, unhealthy_sites=inputs.unhealthy,
+                           voucher_balances=inputs.money.voucher_balances or None)
+    expl = place(spec, tenant, offers, policy, ctx)
+    waited = max(0.0, (now - inputs.queued_since).total_seconds())
+    max_wait = effective_max_wait(spec, tenant, policy).total_seconds()
+    remaining = max(0.0, max_wait - waited)
+    numbers: dict[str, Any] = {"waited_s": round(waited), "max_wait_s": round(max_wait),
+                               "remaining_wait_s": round(remaining)}
+
+    def done(action: Action, offer: ScoredOffer | None, *reasons: str, burst: bool = False,
+             pending: datetime | None = None, **more: Any) -> Decision:
+        data = {**numbers, **more, "action": action.value}
+        if offer is not None:
+            data["offer_key"] = offer.offer.key
+            data["price_per_hour"] = offer.offer.price_per_hour
+            data["currency"] = offer.offer.currency
+            data["price_read_at"] = offer.offer.price_read_at.isoformat() if offer.offer.price_read_at else None
+            data["score"] = round(offer.score, 4)
+        if pending is not None:
+            data["burst_pending_since"] = pending.isoformat()
+        return Decision(action=action, offer=offer.offer if offer else None, reasons=reasons,
+                        data=data, policy_hash=policy.hash, burst=burst, explanation=expl)
+
+    allowed = expl.allowed
+    if not allowed:
+        summary = rejection_summary(expl)
+        if any(not s.allowed and set(r.rule for r in s.reasons) <= TRANSIENT_RULES for s in expl.offers):
+            return done(Action.WAIT, None, "every allowed offer is blocked or unhealthy for now",
+                        *(f"{r.rule}: {r.message}" for r in summary[:5]))
+        return done(Action.REJECT, None, *(f"{r.rule}: {r.message}" for r in summary[:10]) or
+                    ("no offers at all",))
+
+    need = demand(spec)
+    onprem = [s for s in allowed if is_onprem(policy, s.offer.site)]
+    ready = [s for s in onprem if s.offer.free is None or s.offer.free >= need]
+    if ready:
+        return done(Action.RUN, ready[0], f"on-prem capacity free at {ready[0].offer.site}")
+
+    # Cloud candidates, re-ranked with spot risk, within route limits and money.
+    cloud: list[tuple[float, ScoredOffer, float, float]] = []
+    refused: list[str] = []
+    slack_spot_ok = True
+    if spec.deadline is not None:
+        slack = (spec.deadline - now).total_seconds() - spec.runtime_estimate.total_seconds()
+        slack_spot_ok = slack >= spec.runtime_estimate.total_seconds() * (policy.burst.deadline_slack_factor - 1)
+    for s in allowed:
+        if is_onprem(policy, s.offer.site):
+            continue
+        if s.offer.spot and not slack_spot_ok and spec.spot != SpotMode.REQUIRED:
+            refused.append(f"{s.offer.key}: deadline too close for spot")
+            continue
+        why = route_refusal(s.offer.site, inputs.routes.get(SiteId(s.offer.site)), policy, now)
+        if why is not None:
+            refused.append(why)
+            continue
+        total = estimate_cost(spec, s.offer, policy)
+        split = split_cost(tenant, s.offer.site, total, policy, inputs.money.voucher_balances)
+        if inputs.money.budget_left is not None and split.cash > inputs.money.budget_left + 1e-9:
+            refused.append(f"budget: {s.offer.key} would cost {split.cash:.2f} {policy.currency} in cash, "
+                           f"{max(0.0, inputs.money.budget_left):.2f} left this month")
+            continue
+        if inputs.money.global_left is not None and split.cash > inputs.money.global_left + 1e-9:
+            refused.append(f"global burst cap: {split.cash:.2f} {policy.currency} needed, "
+                           f"{max(0.0, inputs.money.global_left):.2f} left")
+            continue
+        cloud.append((s.score + _spot_risk_cost(spec, s, policy), s, split.cash, split.voucher))
+    cloud.sort(key=lambda c: (c[0], c[1].offer.site, c[1].offer.key))
+
+    if not onprem:
+        if cloud:
+            _, best, cash, voucher = cloud[0]
+            return done(Action.RUN, best, f"no on-prem offer can run this job; cloud {best.offer.site}",
+                        burst=True, cash=round(cash, 2), voucher=round(voucher, 2))
+        return done(Action.WAIT, None, "no on-prem offer fits and no cloud offer is usable now",
+                    *refused[:5])
+
+    queue = min(onprem, key=lambda s: (s.offer.expected_wait_s, s.score, s.offer.key))
+    wait_s = queue.offer.expected_wait_s
+    wait_cost = queue.score + _late_cost(wait_s, remaining, policy)
+    numbers.update(onprem_site=queue.offer.site, onprem_expected_wait_s=round(wait_s),
+                   onprem_total_cost=round(wait_cost, 2))
+    if wait_s <= remaining:
+        if queue.offer.site in inputs.queueing_sites:
+            return done(Action.RUN, queue, f"{queue.offer.site} expects a wait of {wait_s / 60:.0f} min, "
+                        f"within the {remaining / 60:.0f} min the job may still wait; sent to its queue")
+        return done(Action.WAIT, queue, f"waiting on-prem: expected wait {wait_s / 60:.0f} min is within "
+                    f"the {remaining / 60:.0f} min the job may still wait")
+    if not cloud:
+        return done(Action.WAIT, queue, f"on-prem wait {wait_s / 60:.0f} min exceeds max_wait, "
+                    "but no cloud offer is usable", *refused[:5])
+    cloud_cost, best, cash, voucher = cloud[0]
+    numbers.update(cloud_total_cost=round(cloud_cost, 2), cloud_offer=best.offer.key)
+    if cloud_cost >= wait_cost:
+        return done(Action.WAIT, queue, f"waiting is cheaper: on-prem {wait_cost:.2f} vs cloud "
+                    f"{cloud_cost:.2f} {policy.currency} ({best.offer.key})")
+    since = inputs.burst_pending_since or now
+    hysteresis = policy.burst.hysteresis.total_seconds()
+    held = (now - since).total_seconds()
+    if held < hysteresis and remaining > hysteresis:
+        return done(Action.WAIT, queue, f"burst to {best.offer.site} pending: condition held {held:.0f}s "
+                    f"of the {hysteresis:.0f}s hysteresis", pending=since)
+    return done(Action.RUN, best, f"burst: on-prem wait {wait_s / 60:.0f} min exceeds the "
+                f"{remaining / 60:.0f} min left of max_wait and {best.offer.site} costs {cloud_cost:.2f} "
+                f"< {wait_cost:.2f} {policy.currency} for waiting",
+                burst=True, cash=round(cash, 2), voucher=round(voucher, 2))
+
+
+def explain_json(decision: Decision) -> dict[str, Any]:
+    """The placement explanation plus the decision and its numbers."""
+    expl: Explanation | None = decision.explanation
+    body = expl.to_json() if expl is not None else {"chosen": None, "offers": [], "policy_hash": decision.policy_hash}
+    body["decision"] = {"action": decision.action.value, "burst": decision.burst,
+                        "reasons": list(decision.reasons), **dict(decision.data)}
+    return body

@@ -1,0 +1,62 @@
+"""Per-route (site) health for bursting: how busy and how failing each cloud site is."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from broker.model import Attempt, AttemptState, SiteId
+from broker.policy import Policy
+
+
+@dataclass(frozen=True)
+class RouteState:
+    provisioning: int = 0
+    """Attempts at this site not yet running."""
+    running: int = 0
+    recent_attempts: int = 0
+    """Attempts that ended within the failure-throttle window."""
+    recent_failures: int = 0
+    last_failure: datetime | None = None
+
+
+def route_states(attempts: Iterable[Attempt], now: datetime, policy: Policy) -> dict[SiteId, RouteState]:
+    """Summarise attempts per site for the throttle and the per-route limits."""
+    window = policy.burst.failure_throttle.window
+    acc: dict[SiteId, RouteState] = {}
+    for a in attempts:
+        s = acc.get(a.site, RouteState())
+        if a.state == AttemptState.PENDING:
+            s = replace(s, provisioning=s.provisioning + 1)
+        elif a.state == AttemptState.RUNNING:
+            s = replace(s, running=s.running + 1)
+        elif now - a.updated_at <= window:
+            s = replace(s, recent_attempts=s.recent_attempts + 1)
+            if a.state in (AttemptState.FAILED, AttemptState.LOST) and a.error:
+                last = a.updated_at if s.last_failure is None else max(s.last_failure, a.updated_at)
+                s = replace(s, recent_failures=s.recent_failures + 1, last_failure=last)
+        acc[a.site] = s
+    return acc
+
+
+def route_refusal(site: str, state: RouteState | None, policy: Policy, now: datetime) -> str | None:
+    """Why a burst to `site` must not start now (per-route limits, failure throttle), or None."""
+    if state is None:
+        return None
+    limits = policy.burst.sites.get(site)
+    if limits is not None and state.provisioning >= limits.max_provisioning:
+        return (f"{site} already has {state.provisioning} instance(s) provisioning "
+                f"(limit {limits.max_provisioning})")
+    if limits is not None and limits.max_instances is not None and \
+            state.provisioning + state.running >= limits.max_instances:
+        return f"{site} is at its limit of {limits.max_instances} instance(s)"
+    throttle = policy.burst.failure_throttle
+    if state.recent_attempts >= throttle.min_attempts:
+        rate = state.recent_failures / state.recent_attempts
+        cooling = state.last_failure is not None and now - state.last_failure < throttle.cooldown
+        if rate > throttle.max_failure_rate and cooling:
+            return (f"{site} is throttled: {state.recent_failures} of its last {state.recent_attempts} "
+                    f"attempts failed (limit {throttle.max_failure_rate:.0%})")
+    return None
+

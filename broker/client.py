@@ -1,0 +1,129 @@
+"""A small synchronous client for the CLI (and scripts): channel, token, error text."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+
+
+class ClientError(Exception):
+    """A call failed; the message lists the server's field violations or reasons."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, details: Sequence[str]) -> None:
+        super().__init__("\n".join([message, *details]) if details else message)
+        self.code = code
+        self.details = list(details)
+
+
+def describe_rpc_error(err: grpc.RpcError) -> ClientError:
+    """Unpack google.rpc details (BadRequest, PreconditionFailure) into readable lines."""
+    code: grpc.StatusCode = err.code()
+    message: str = err.details() or code.name
+    lines: list[str] = []
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                lines.extend(f"  {v.field}: {v.description}" for v in bad.field_violations)
+            elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+                failure = error_details_pb2.PreconditionFailure()
+                detail.Unpack(failure)
+                lines.extend(f"  {v.description}" for v in failure.violations)
+    return ClientError(code, f"{code.name}: {message}", lines)
+
+
+class BrokerClient:
+    def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None,
+                 *, timeout: float = 30.0) -> None:
+        self.channel = grpc.insecure_channel(server)
+        self.stub = broker_service_pb2_grpc.BrokerServiceStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> BrokerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, requests: Sequence[pb.SubmitJobRequest]) -> list[pb.SubmitJobResponse]:
+        try:
+            if len(requests) == 1:
+                return [self.stub.SubmitJob(requests[0], metadata=self.metadata, timeout=self.timeout)]
+            resp = self.stub.SubmitJobs(pb.SubmitJobsRequest(requests=requests),
+                                        metadata=self.metadata, timeout=self.timeout)
+            return list(resp.responses)
+        except grpc.RpcError as err:
+            raise describe_rpc_error(err) from err
+
+    def get(self, job_id: str) -> pb.GetJobResponse:
+        try:
+            return self.stub.GetJob(pb.GetJobRequest(id=job_id), metadata=self.metadata,
+                                    timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise describe_rpc_error(err) from err
+
+    def list(self, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
+        try:
+            return self.stub.ListJobs(request, metadata=self.metadata, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise describe_rpc_error(err) from err
+
+    def cancel(self, job_id: str) -> pb.CancelJobResponse:
+        try:
+            return self.stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=self.metadata,
+                                       timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise describe_rpc_error(err) from err
+
+    def watch(self, job_id: str, after_seq: int = 0) -> Iterator[pb.WatchJobResponse]:
+        """Stream events; reconnects from the last seen seq if the stream breaks."""
+        seq = after_seq
+        failures = 0
+        while True:
+            try:
+                for resp in self.stub.WatchJob(pb.WatchJobRequest(id=job_id, after_seq=seq),
+                                               metadata=self.metadata):
+                    seq = resp.event.seq
+                    failures = 0
+                    yield resp
+                return
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE or failures >= 30:
+                    raise describe_rpc_error(err) from err
+                failures += 1
+                time.sleep(min(2.0, 0.2 * failures))
+
+    def explain(self, request: pb.ExplainPlacementRequest) -> pb.ExplainPlacementResponse:
+        try:
+            return self.stub.ExplainPlacement(request, metadata=self.metadata, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise describe_rpc_error(err) from err
+
+    def spend(self, tenant: str = "") -> pb.GetSpendResponse:
+        try:
+            return self.stub.GetSpend(pb.GetSpendRequest(tenant=tenant), metadata=self.metadata,
+                                      timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise describe_rpc_error(err) from err
+
+    def status(self) -> pb.GetStatusResponse:
+        try:
+            return self.stub.GetStatus(pb.GetStatusRequest(), metadata=self.metadata,
+                                       timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise describe_rpc_error(err) from err

@@ -1,0 +1,12 @@
+"""Command groups of `szb`; each module exposes `register(subparsers)`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from broker.commands import jobs
+
+Register = Callable[[Any], None]
+
+COMMAND_GROUPS: list[Register] = [jobs.register]

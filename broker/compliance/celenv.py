@@ -1,0 +1,164 @@
+"""The CEL environment of policy rules: the variables, their fields, and static checks.
+
+Neither CEL library type-checks, so rules are checked here at load time: every
+`var.field.field` chain is resolved against `VARIABLES` (unknown variable or field is an
+error with its column), then the rule is run against sample values (wrong types surface).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Field types: "string", "int", "double", "bool", "list", "map" (free-form) or a nested mapping.
+VARIABLES: Mapping[str, Mapping[str, Any]] = {
+    "job": {
+        "name": "string", "priority": "string", "spot": "string", "data_residency": "string",
+        "max_price_per_hour": "double", "runtime_hours": "double", "max_wait_hours": "double",
+        "accelerators": {"count": "int", "any_of": "list", "min_memory_gb": "double"},
+        "cpus": "double", "memory_gb": "double", "labels": "map", "image": "string",
+    },
+    "tenant": {
+        "id": "string", "name": "string", "kind": "string", "entity_country": "string",
+        "country_groups": "list", "export_licences": "list", "allowed_sites": "list",
+        "monthly_budget": "double", "has_voucher": "bool",
+    },
+    "site": {
+        "id": "string", "adapter": "string", "provider": "string", "region": "string",
+        "country": "string", "residency": "string", "operator_country": "string",
+        "carbon_gco2_kwh": "double", "labels": "map",
+    },
+    "hardware": {
+        "name": "string", "vendor": "string", "family": "string", "class": "string",
+        "tpp": "double", "pd": "double", "pd_known": "bool", "memory_gb": "double",
+        "interconnect_gbps": "double", "datacenter": "bool", "origin_country": "string",
+        "flags": "list", "known": "bool",
+    },
+    "offer": {
+        "instance_type": "string", "accelerator": "string", "count": "int", "spot": "bool",
+        "price_per_hour": "double", "currency": "string", "region": "string", "zone": "string",
+    },
+}
+
+_SAMPLE = {"string": "", "int": 0, "double": 0.0, "bool": False, "list": [], "map": {}}
+_MACROS = re.compile(r"\.(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_]\w*)\s*,")
+_IDENT = re.compile(r"[A-Za-z_]\w*")
+_KEYWORDS = frozenset({"true", "false", "null", "in"})
+_FUNCTIONS = frozenset({
+    "has", "size", "int", "uint", "double", "string", "bool", "bytes", "type", "dyn",
+    "matches", "timestamp", "duration", "max", "min", "math", "sets",
+})
+
+Path = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    offset: int
+    """0-based character offset in the expression."""
+    message: str
+
+
+def sample(var: str) -> dict[str, Any]:
+    """Typed placeholder values for every field of a variable."""
+
+    def build(spec: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: build(v) if isinstance(v, Mapping) else _SAMPLE[v] for k, v in spec.items()}
+
+    return build(VARIABLES[var])
+
+
+def _strip_strings(src: str) -> str:
+    """The expression with string literal contents blanked (offsets kept)."""
+    out = list(src)
+    i, n = 0, len(src)
+    while i < n:
+        ch = src[i]
+        if ch in "\"'":
+            triple = src[i:i + 3] == ch * 3
+            quote = ch * 3 if triple else ch
+            j = i + len(quote)
+            while j < n and src[j:j + len(quote)] != quote:
+                j += 2 if src[j] == "\\" else 1
+            for k in range(i + len(quote), min(j, n)):
+                out[k] = " "
+            i = j + len(quote)
+        else:
+            i += 1
+    return "".join(out)
+
+
+def referenced_paths(src: str) -> tuple[list[Path], list[FieldError]]:
+    """Field paths the expression reads (`("job", "accelerators", "count")` …) and unknown names."""
+    text = _strip_strings(src)
+    bound = set(_MACROS.findall(text))
+    paths: list[Path] = []
+    errors: list[FieldError] = []
+    i, n = 0, len(text)
+    while i < n:
+        m = _IDENT.match(text, i)
+        if m is None or (i > 0 and (text[i - 1].isalnum() or text[i - 1] == "_")):
+            i += 1
+            continue
+        prev = text[:i].rstrip()
+        chain = [(m.group(), m.start())]
+        j = m.end()
+        while True:
+            k = j
+            while k < n and text[k] == " ":
+                k += 1
+            if k < n and text[k] == ".":
+                k += 1
+                while k < n and text[k] == " ":
+                    k += 1
+                m2 = _IDENT.match(text, k)
+                if m2 is None:
+                    break
+                chain.append((m2.group(), m2.start()))
+                j = m2.end()
+            else:
+                break
+        i = j
+        after = text[j:].lstrip()
+        if after.startswith("("):
+            chain.pop()  # a function or method call
+        if not chain or (prev.endswith(".")) or (prev and prev[-1].isdigit()):
+            continue
+        root, root_at = chain[0]
+        if root in bound or root in _KEYWORDS or root in _FUNCTIONS and len(chain) == 1:
+            continue
+        if root not in VARIABLES:
+            if root in _FUNCTIONS:
+                continue
+            errors.append(FieldError(root_at, f"unknown variable {root!r} (known: {', '.join(VARIABLES)})"))
+            continue
+        spec: Any = VARIABLES[root]
+        path: list[str] = [root]
+        bad = False
+        for name, at in chain[1:]:
+            if not isinstance(spec, Mapping):
+                break  # a map or list value: keys are free-form
+            if name not in spec:
+                known = ", ".join(sorted(spec))
+                errors.append(FieldError(at, f"unknown field {'.'.join(path)}.{name} (known: {known})"))
+                bad = True
+                break
+            path.append(name)
+            spec = spec[name]
+        if not bad:
+            paths.append(tuple(path))
+    return paths, errors
+
+
+def lookup(values: Mapping[str, Any], path: Path) -> Any:
+    """The value at `path` in a nested mapping of CEL variables, frozen to be hashable."""
+    node: Any = values
+    for part in path:
+        node = node[part]
+    if isinstance(node, dict):
+        return tuple(sorted(node.items()))
+    if isinstance(node, list):
+        return tuple(node)
+    return node

@@ -1,0 +1,85 @@
+"""Export classification of an accelerator under a regime: TPP, PD, class and the reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from broker.catalog.accelerators import Accelerator
+from broker.compliance.regime import Prong, Regime
+
+NONE = "none"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """The verdict for one accelerator: `cls` is a class name, `none` or `unknown`."""
+
+    name: str
+    tpp: float
+    pd: float | None
+    cls: str
+    reason: str
+    regime: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "tpp": round(self.tpp, 2),
+            "pd": None if self.pd is None else round(self.pd, 2),
+            "class": self.cls,
+            "reason": self.reason,
+            "regime": self.regime,
+        }
+
+
+def _prong_holds(prong: Prong, acc: Accelerator, regime: Regime) -> tuple[bool, str]:
+    """Whether the prong holds, and a note when it was assumed (unknown die area)."""
+    if prong.pd is not None and regime.density_prongs_datacenter_only and not acc.datacenter:
+        return False, ""
+    if prong.tpp is not None and not prong.tpp.holds(acc.tpp):
+        return False, ""
+    if prong.interconnect_gbps is not None and not prong.interconnect_gbps.holds(acc.interconnect_gbps):
+        return False, ""
+    if prong.pd is not None:
+        pd = acc.pd
+        if pd is None:
+            return True, "die area unknown: density prong assumed met (conservative)"
+        if not prong.pd.holds(pd):
+            return False, ""
+    return True, ""
+
+
+def _describe(prong: Prong) -> str:
+    parts = []
+    if prong.tpp is not None:
+        parts.append(f"TPP {prong.tpp}")
+    if prong.pd is not None:
+        parts.append(f"PD {prong.pd}")
+    if prong.interconnect_gbps is not None:
+        parts.append(f"interconnect {prong.interconnect_gbps} GB/s")
+    return " and ".join(parts)
+
+
+def classify(acc: Accelerator, regime: Regime) -> Classification:
+    """Classify `acc` under `regime`: the first class with a holding prong wins."""
+    tpp, pd = acc.tpp, acc.pd
+    facts = f"TPP {tpp:g}" + (f", PD {pd:.2f}" if pd is not None else ", PD unknown")
+    for rule in regime.classes:
+        for prong in rule.prongs:
+            holds, note = _prong_holds(prong, acc, regime)
+            if holds:
+                reason = f"{facts}: meets {rule.class_} ({prong.id}: {_describe(prong)})"
+                if note:
+                    reason += f"; {note}"
+                return Classification(acc.name, tpp, pd, rule.class_, reason, regime.name)
+    extra = "" if acc.datacenter else "; not a data-center part, so density prongs do not apply"
+    return Classification(acc.name, tpp, pd, NONE, f"{facts}: below every {regime.name} threshold{extra}",
+                          regime.name)
+
+
+def classify_unknown(name: str, regime: Regime) -> Classification:
+    """An accelerator missing from the catalog: treated as controlled (the most restrictive class)."""
+    cls = regime.classes[0].class_
+    return Classification(name, 0.0, None, cls, f"{name!r} is not in the accelerator catalog: treated as {cls}",
+                          regime.name)

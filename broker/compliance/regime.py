@@ -1,0 +1,110 @@
+"""Export-control regimes as data (configs/regimes.yaml): classes, prongs, country groups."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from broker.policy._problems import PolicyError, Problem
+from broker.policy._yaml import parse_yaml, position, validation_problems
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Bound(_Data):
+    """`min` inclusive, `max` exclusive; either may be absent."""
+
+    min: float | None = None
+    max: float | None = None
+
+    def holds(self, value: float) -> bool:
+        return (self.min is None or value >= self.min) and (self.max is None or value < self.max)
+
+    def __str__(self) -> str:
+        if self.min is not None and self.max is not None:
+            return f"in [{self.min:g}, {self.max:g})"
+        if self.min is not None:
+            return f">= {self.min:g}"
+        return f"< {self.max:g}" if self.max is not None else "any"
+
+
+class Prong(_Data):
+    """One alternative condition of a class; all of its bounds must hold."""
+
+    id: str = Field(min_length=1)
+    tpp: Bound | None = None
+    pd: Bound | None = None
+    interconnect_gbps: Bound | None = None
+
+
+class ClassRule(_Data):
+    """An export class (e.g. 3A090.a) met when any prong holds."""
+
+    class_: str = Field(alias="class", min_length=1)
+    prongs: tuple[Prong, ...] = Field(min_length=1)
+
+
+class Regime(_Data):
+    """A named set of thresholds; classes are tried in order, the first match wins."""
+
+    name: str = Field(min_length=1)
+    title: str = ""
+    source: str = ""
+    default: bool = False
+    density_prongs_datacenter_only: bool = True
+    classes: tuple[ClassRule, ...] = Field(min_length=1)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(c.class_ for c in self.classes)
+
+
+class RegimeSet(_Data):
+    regimes: tuple[Regime, ...] = Field(min_length=1)
+    country_groups: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+    def get(self, name: str) -> Regime | None:
+        return next((r for r in self.regimes if r.name == name), None)
+
+    @property
+    def default(self) -> Regime:
+        return next((r for r in self.regimes if r.default), self.regimes[0])
+
+    def groups_of(self, country: str) -> tuple[str, ...]:
+        """Country groups containing `country`, in file order."""
+        return tuple(g for g, members in self.country_groups.items() if country in members)
+
+
+def load_regimes_text(text: str, filename: str) -> RegimeSet:
+    """Parse and validate a regimes file; raises PolicyError with positions."""
+    doc = parse_yaml(text, filename)
+    if not isinstance(doc, Mapping):
+        raise PolicyError([Problem(filename, 1, 1, "expected a mapping with 'regimes:'")])
+    try:
+        regimes = RegimeSet.model_validate(doc)
+    except ValidationError as exc:
+        raise PolicyError(validation_problems(exc, doc, filename)) from exc
+    problems: list[Problem] = []
+    names = [r.name for r in regimes.regimes]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            line, col = position(doc, ["regimes", i, "name"])
+            problems.append(Problem(filename, line, col, f"regimes.{i}.name: duplicate regime {name!r}"))
+    if sum(r.default for r in regimes.regimes) > 1:
+        line, col = position(doc, ["regimes"])
+        problems.append(Problem(filename, line, col, "regimes: more than one regime is marked default"))
+    if problems:
+        raise PolicyError(problems)
+    return regimes
+
+
+def load_regimes(path: Path) -> RegimeSet:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError([Problem(str(path), 1, 1, f"cannot read regimes file: {exc.strerror}")]) from exc
+    return load_regimes_text(text, str(path))

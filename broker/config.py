@@ -1,0 +1,74 @@
+"""The broker's own settings (`broker.yaml`): where it listens, stores and finds its policy.
+
+Deployment details (credentials, endpoints, data folders) live here; routing decisions live
+in the policy file.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from broker.validation import violations
+
+
+class ConfigFileError(Exception):
+    """broker.yaml could not be read or is invalid; the message names the field."""
+
+
+class DispatchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    """How often live attempts are polled at their backends."""
+    requeue_scan_s: float = Field(default=15.0, gt=0)
+    """Full re-decision of every queued job at least this often, even with no event."""
+    reconcile_interval_s: float = Field(default=60.0, gt=0)
+    """How often every site is listed for orphans and lost attempts."""
+
+
+class BrokerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    listen: str = "127.0.0.1:50051"
+    data_dir: Path = Path(".szb")
+    policy: Path | None = None
+    """Routing policy file; None uses the embedded single-host policy."""
+    tokens_file: Path | None = None
+    """Tokens file (hashes → tenants); None runs with the single built-in dev tenant."""
+    durability: str = Field(default="normal", pattern="^(normal|full)$")
+    dispatch: DispatchSettings = DispatchSettings()
+    sites: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per-site adapter settings merged over the policy's `adapter_config` (endpoints, keys)."""
+    agent_endpoint: str = ""
+    """Address cloud instances use to reach AgentService; defaults to `listen`."""
+
+    def policy_path(self) -> Path:
+        if self.policy is not None:
+            return self.policy
+        return Path(str(resources.files("broker") / "defaults" / "policy.yaml"))
+
+
+def load_config(path: Path | None) -> BrokerConfig:
+    """Read broker.yaml; relative paths in it are relative to the file's folder."""
+    if path is None:
+        return BrokerConfig()
+    try:
+        data = YAML(typ="safe").load(path.read_text()) or {}
+    except (OSError, YAMLError) as exc:
+        raise ConfigFileError(f"{path}: {exc}") from exc
+    try:
+        cfg = BrokerConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = "; ".join(str(v) for v in violations(exc))
+        raise ConfigFileError(f"{path}: {lines}") from exc
+    base = path.parent
+    updates: dict[str, Any] = {"data_dir": base / cfg.data_dir}
+    if cfg.policy is not None:
+        updates["policy"] = base / cfg.policy
+    if cfg.tokens_file is not None:
+        updates["tokens_file"] = base / cfg.tokens_file
+    return cfg.model_copy(update=updates)

@@ -1,0 +1,1 @@
+"""Dispatch: turning placements into attempts at sites, with failover."""

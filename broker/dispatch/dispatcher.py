@@ -1,0 +1,365 @@
+"""The lifecycle driver: queued jobs → decisions → attempts at sites → terminal states.
+
+It is the imperative shell around the pure decision core: it gathers snapshots (offers,
+capacity), asks `decide`, and acts, recording every step on the job before calling a backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from adapters.base import Adapter, AdapterError, CapacityError, NotFoundError
+from broker.clock import Clock
+from broker.config import DispatchSettings
+from broker.decision import Action, Decision
+from broker.model import (
+    Attempt,
+    AttemptState,
+    AttemptStatus,
+    Job,
+    JobId,
+    JobState,
+    LaunchRequest,
+    Priority,
+    SiteId,
+)
+from broker.snapshot import PassSnapshot
+from broker.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+
+class DecisionMaker(Protocol):
+    """What the dispatcher needs from the planning shell (`broker.planning.Planner`)."""
+
+    def snapshot(self, now: datetime, live: Sequence[Attempt]) -> PassSnapshot: ...
+
+    def decide(self, job: Job, snap: PassSnapshot, store: JobStore) -> Decision: ...
+
+    def reserve(self, job: Job, attempt: Attempt, decision: Decision, store: JobStore) -> bool: ...
+
+    def settle(self, job: Job, attempt: Attempt, status: AttemptStatus, store: JobStore) -> None: ...
+
+
+_PRIORITY_ORDER = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
+ACTIVE = (JobState.PLACING, JobState.PROVISIONING, JobState.RUNNING)
+
+
+@dataclass
+class DispatchStats:
+    decisions: int = 0
+    launches: int = 0
+    bursts: list[datetime] = field(default_factory=list)
+
+
+class Dispatcher:
+    """Moves jobs through the state machine; one asyncio task plus worker threads for I/O."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        adapters: Mapping[SiteId, Adapter],
+        *,
+        planner: DecisionMaker,
+        clock: Clock,
+        settings: DispatchSettings | None = None,
+        agent_endpoint: str = "",
+        max_attempts: int = 5,
+    ) -> None:
+        self.store = store
+        self.adapters = adapters
+        self.planner = planner
+        self.clock = clock
+        self.settings = settings or DispatchSettings()
+        self.agent_endpoint = agent_endpoint
+        self.max_attempts = max_attempts
+        self.stats = DispatchStats()
+        self._kick = asyncio.Event()
+        self._dirty = True
+        self._new_jobs: set[JobId] = set()
+        self._inflight: dict[JobId, asyncio.Task[None]] = {}
+        self._waiting_reason: dict[JobId, str] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last_full_scan = 0.0
+
+    # Signals from the outside world ------------------------------------------------------
+
+    def job_submitted(self, job_id: JobId) -> None:
+        self._new_jobs.add(job_id)
+        self._kick.set()
+
+    def capacity_changed(self) -> None:
+        """Something that can change decisions happened: re-decide every queued job."""
+        self._dirty = True
+        self._kick.set()
+
+    # Lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.recover()
+        self._task = asyncio.create_task(self._run(), name="dispatcher")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._kick.set()
+        if self._task is not None:
+            await self._task
+        for task in list(self._inflight.values()):
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
+    async def recover(self) -> None:
+        """After a restart: requeue half-placed jobs, re-attach live attempts, resume launches."""
+        now = self.clock.now()
+        for job in self.store.jobs_in_states(list(ACTIVE)):
+            attempts = self.store.attempts_for(job.id)
+            live = [a for a in attempts if not a.state.terminal]
+            if job.state == JobState.PLACING or not live:
+                self.store.transition(job.id, JobState.QUEUED, now, kind="requeued",
+                                      message="broker restarted before the attempt was started")
+                continue
+            attempt = live[-1]
+            if attempt.backend_id is None:
+                # The broker died between recording the attempt and storing the backend id:
+                # submitting again with the same token adopts what the backend already started.
+                self._inflight[job.id] = asyncio.create_task(self._launch(job, attempt, None))
+        self._dirty = True
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._kick.wait(), timeout=self.settings.poll_interval_s)
+            except TimeoutError:
+                pass
+            self._kick.clear()
+            if self._stopping:
+                break
+            try:
+                await self._poll_attempts()
+                await self._schedule()
+            except Exception:  # the loop must survive any one bad job or backend
+                log.exception("dispatch pass failed")
+
+    # Scheduling --------------------------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        if loop_now - self._last_full_scan >= self.settings.requeue_scan_s:
+            self._dirty = True
+        if self._dirty:
+            self._last_full_scan = loop_now
+            self._dirty = False
+            self._new_jobs.clear()
+            queued = self.store.jobs_in_states([JobState.QUEUED])
+        elif self._new_jobs:
+            ids, self._new_jobs = self._new_jobs, set()
+            queued = [j for j in (self._get(i) for i in ids) if j and j.state == JobState.QUEUED]
+        else:
+            return
+        queued = [j for j in queued if j.id not in self._inflight]
+        if not queued:
+            return
+        queued.sort(key=lambda j: (_PRIORITY_ORDER[j.spec.priority], j.created_at, j.id))
+        now = self.clock.now()
+        snap = await asyncio.to_thread(self.planner.snapshot, now, self.store.live_attempts())
+        for job in queued:
+            decision = self.planner.decide(job, snap, self.store)
+            self.stats.decisions += 1
+            if decision.action == Action.RUN and decision.offer is not None:
+                self._waiting_reason.pop(job.id, None)
+                self._start(job, decision)
+            elif decision.action == Action.REJECT:
+                self._waiting_reason.pop(job.id, None)
+                self.store.transition(job.id, JobState.FAILED, now, kind="rejected",
+                                      message=decision.summary, data=dict(decision.data),
+                                      policy_hash=decision.policy_hash,
+                                      expect=JobState.QUEUED)
+            else:
+                reason = decision.summary or "waiting for capacity"
+                if self._waiting_reason.get(job.id) != reason:
+                    self._waiting_reason[job.id] = reason
+                    self.store.record(job.id, now, kind="waiting", message=reason,
+                                      data=dict(decision.data), policy_hash=decision.policy_hash)
+
+    def _get(self, job_id: JobId) -> Job | None:
+        try:
+            return self.store.get(job_id)
+        except Exception:
+            return None
+
+    def _start(self, job: Job, decision: Decision) -> None:
+        assert decision.offer is not None
+        offer = decision.offer
+        now = self.clock.now()
+        job = self.store.transition(
+            job.id, JobState.PLACING, now, kind="placed",
+            message=f"placed on {offer.site} ({offer.instance_type})"
+            + (" [burst]" if decision.burst else ""),
+            data={**decision.data, "offer": offer.model_dump(mode="json")},
+            policy_hash=decision.policy_hash, site=offer.site, expect=JobState.QUEUED,
+        )
+        if job.state != JobState.PLACING:
+            return  # cancelled meanwhile
+        attempt = self.store.create_attempt(job.id, offer.site, offer, secrets.token_hex(16), now)
+        if not self.planner.reserve(job, attempt, decision, self.store):
+            self.store.update_attempt(attempt.id, now, state=AttemptState.CANCELLED,
+                                      error="budget would be exceeded")
+            self.store.transition(job.id, JobState.QUEUED, now, kind="budget",
+                                  message=f"not bursting to {offer.site}: the budget would be exceeded; "
+                                  "waiting on-prem")
+            return
+        if decision.burst:
+            self.stats.bursts.append(now)
+        job = self.store.transition(
+            job.id, JobState.PROVISIONING, now, kind="attempt",
+            message=f"attempt {attempt.number} on {offer.site}",
+            data={"attempt": attempt.id, "site": offer.site, "offer": offer.key},
+        )
+        self._inflight[job.id] = asyncio.create_task(self._launch(job, attempt, decision))
+
+    async def _launch(self, job: Job, attempt: Attempt, decision: Decision | None) -> None:
+        try:
+            adapter = self.adapters.get(attempt.site)
+            if adapter is None:
+                raise AdapterError(attempt.site, "NoAdapter", "no adapter configured for this site")
+            request = LaunchRequest(
+                job_id=job.id, attempt_id=attempt.id, token=attempt.token, spec=job.spec,
+                offer=attempt.offer, agent_endpoint=self.agent_endpoint, agent_token=attempt.token,
+            )
+            backend_id = await asyncio.to_thread(adapter.submit, request)
+            now = self.clock.now()
+            self.store.update_attempt(attempt.id, now, backend_id=backend_id)
+            self.stats.launches += 1
+            current = self.store.get(job.id)
+            if current.state == JobState.CANCELLED:
+                await asyncio.to_thread(adapter.cancel, backend_id, attempt.token)
+                self.store.update_attempt(attempt.id, now, state=AttemptState.CANCELLED)
+        except AdapterError as exc:
+            await self._attempt_failed(job, attempt, exc)
+        finally:
+            self._inflight.pop(job.id, None)
+
+    async def _attempt_failed(self, job: Job, attempt: Attempt, exc: AdapterError) -> None:
+        now = self.clock.now()
+        attempt = self.store.update_attempt(attempt.id, now, state=AttemptState.FAILED, error=str(exc))
+        self.planner.settle(job, attempt, AttemptStatus(state=AttemptState.FAILED, message=str(exc)),
+                            self.store)
+        current = self.store.get(job.id)
+        if current.state.terminal:
+            return
+        data = {"attempt": attempt.id, "site": exc.site, "code": exc.code,
+                "error": type(exc).__name__}
+        if isinstance(exc, CapacityError) or current.attempts < self.max_attempts:
+            self.store.transition(job.id, JobState.QUEUED, now, kind="attempt_failed",
+                                  message=f"attempt {attempt.number} failed: {exc}", data=data)
+        else:
+            self.store.transition(job.id, JobState.FAILED, now, kind="attempt_failed",
+                                  message=f"gave up after {current.attempts} attempts: {exc}",
+                                  data=data)
+        self.capacity_changed()
+
+    # Watching attempts -------------------------------------------------------------------
+
+    async def _poll_attempts(self) -> None:
+        live = [a for a in self.store.live_attempts()
+                if a.backend_id is not None and a.job_id not in self._inflight]
+        if not live:
+            return
+        results = await asyncio.gather(*(self._poll_one(a) for a in live), return_exceptions=True)
+        for attempt, result in zip(live, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("polling %s failed: %s", attempt.id, result)
+
+    async def _poll_one(self, attempt: Attempt) -> None:
+        adapter = self.adapters.get(attempt.site)
+        if adapter is None or attempt.backend_id is None:
+            return
+        try:
+            status = await asyncio.to_thread(adapter.status, attempt.backend_id)
+        except NotFoundError:
+            status = AttemptStatus(state=AttemptState.LOST, message="the backend no longer knows it")
+        except AdapterError as exc:
+            log.info("status of %s unavailable: %s", attempt.id, exc)
+            return
+        self.apply_status(attempt, status)
+
+    def apply_status(self, attempt: Attempt, status: AttemptStatus) -> None:
+        """Fold what a backend (or the agent on an instance) reported into job and attempt."""
+        now = self.clock.now()
+        job = self.store.get(attempt.job_id)
+        if status.state == attempt.state and status.state != AttemptState.RUNNING:
+            return
+        if status.state == AttemptState.RUNNING:
+            if attempt.state != AttemptState.RUNNING:
+                self.store.update_attempt(attempt.id, now, state=AttemptState.RUNNING)
+            if job.state == JobState.PROVISIONING:
+                self.store.transition(job.id, JobState.RUNNING, now, kind="running",
+                                      message=f"running on {attempt.site}", expect=JobState.PROVISIONING)
+            return
+        if status.state == AttemptState.PENDING:
+            return
+        attempt = self.store.update_attempt(attempt.id, now, state=status.state, error=status.message)
+        self.planner.settle(job, attempt, status, self.store)
+        self.capacity_changed()
+        if job.state.terminal:
+            return
+        fields: dict[str, Any] = {"log_tail": status.log_tail}
+        if status.exit_code is not None:
+            fields["exit_code"] = status.exit_code
+        if status.state == AttemptState.SUCCEEDED:
+            self.store.transition(job.id, JobState.SUCCEEDED, now, kind="finished",
+                                  message="exit code 0", **fields)
+        elif status.state == AttemptState.FAILED:
+            self.store.transition(job.id, JobState.FAILED, now, kind="finished",
+                                  message=f"exit code {status.exit_code}", **fields)
+        elif status.state == AttemptState.CANCELLED:
+            self.store.transition(job.id, JobState.CANCELLED, now, kind="cancelled",
+                                  message="cancelled at the backend", **fields)
+        elif status.state == AttemptState.PREEMPTED:
+            self.store.transition(job.id, JobState.PREEMPTED, now, kind="preempted",
+                                  message=f"preempted on {attempt.site}",
+                                  data={"site": attempt.site, "offer": attempt.offer.key}, **fields)
+            self.store.transition(job.id, JobState.QUEUED, now, kind="requeued",
+                                  message="requeued after preemption")
+        else:  # LOST
+            if job.attempts >= self.max_attempts:
+                self.store.transition(job.id, JobState.FAILED, now, kind="lost",
+                                      message=f"attempt lost ({status.message}); no attempts left",
+                                      **fields)
+            else:
+                self.store.transition(job.id, JobState.QUEUED, now, kind="lost",
+                                      message=f"attempt lost ({status.message}); requeued")
+
+    # Cancellation ------------------------------------------------------------------------
+
+    async def cancel(self, job: Job) -> Job:
+        """Cancel a job wherever it is; the backend is told after the state is recorded."""
+        now = self.clock.now()
+        if job.state.terminal:
+            return job
+        job = self.store.transition(job.id, JobState.CANCELLED, now, kind="cancelled",
+                                    message="cancelled by the user", expect=job.state)
+        if job.state != JobState.CANCELLED:
+            return await self.cancel(job)  # it moved meanwhile: try again from where it is now
+        for attempt in self.store.attempts_for(job.id):
+            if attempt.state.terminal or attempt.backend_id is None:
+                continue
+            adapter = self.adapters.get(attempt.site)
+            if adapter is None:
+                continue
+            try:
+                await asyncio.to_thread(adapter.cancel, attempt.backend_id, attempt.token)
+                self.store.update_attempt(attempt.id, self.clock.now(), state=AttemptState.CANCELLED)
+            except AdapterError as exc:
+                log.warning("cancel of %s at %s failed: %s", attempt.id, attempt.site, exc)
+        self.capacity_changed()
+        return self.store.get(job.id)
+

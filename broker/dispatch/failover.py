@@ -1,0 +1,330 @@
+"""Pure failover helpers: what dispatch does after an adapter error, and the state it keeps.
+
+- `classify_next_step(error)` maps each `AdapterError` subclass to a `NextStep`.
+- `Blocklist` remembers (offer | region | site) blocks with a TTL on an injected clock.
+- `CircuitBreaker` / `CircuitBreakers` keep one closed/open/half-open breaker per provider.
+- `retry_transient(fn, policy=...)` retries only `TransientError`, with exponential backoff,
+  full jitter, a bounded number of attempts and a bounded total time (tenacity).
+
+Nothing here calls a backend, reads the wall clock or sleeps unless given the means to.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeVar
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+from tenacity.stop import stop_base
+
+from adapters.base import (
+    AdapterError,
+    AuthError,
+    CapacityError,
+    ConfigError,
+    NotFoundError,
+    QuotaError,
+    TransientError,
+    UnsupportedError,
+)
+from broker.model import Offer
+
+__all__ = [
+    "Block",
+    "BlockScope",
+    "Blocklist",
+    "BreakerState",
+    "CircuitBreaker",
+    "CircuitBreakers",
+    "Clock",
+    "FailoverPolicy",
+    "NextStep",
+    "RetryPolicy",
+    "classify_next_step",
+    "retry_transient",
+]
+
+Clock = Callable[[], float]
+"""Monotonic seconds; `time.monotonic` in production, a fake in tests."""
+
+T = TypeVar("T")
+
+
+class BlockScope(StrEnum):
+    OFFER = "offer"
+    """One offer key: site/zone-or-region/instance type/market."""
+    REGION = "region"
+    SITE = "site"
+
+
+class NextStep(StrEnum):
+    """What dispatch does after an adapter error (the error tree's second column)."""
+
+    RETRY_SAME = "retry_same"
+    BLOCK_OFFER_TRY_NEXT = "block_offer_try_next"
+    BLOCK_REGION_TRY_NEXT = "block_region_try_next"
+    OPEN_CIRCUIT_TRY_NEXT = "open_circuit_try_next"
+    DROP_OFFER_TRY_NEXT = "drop_offer_try_next"
+    TREAT_AS_GONE = "treat_as_gone"
+    FAIL_ATTEMPT = "fail_attempt"
+
+    @property
+    def block_scope(self) -> BlockScope | None:
+        """The blocklist scope this step records, if any."""
+        return _SCOPES.get(self)
+
+
+_SCOPES: dict[NextStep, BlockScope] = {
+    NextStep.BLOCK_OFFER_TRY_NEXT: BlockScope.OFFER,
+    NextStep.DROP_OFFER_TRY_NEXT: BlockScope.OFFER,
+    NextStep.BLOCK_REGION_TRY_NEXT: BlockScope.REGION,
+}
+
+# Most specific class first; every AdapterError subclass in adapters.base appears here.
+_NEXT_STEPS: tuple[tuple[type[AdapterError], NextStep], ...] = (
+    (CapacityError, NextStep.BLOCK_OFFER_TRY_NEXT),
+    (QuotaError, NextStep.BLOCK_REGION_TRY_NEXT),
+    (TransientError, NextStep.RETRY_SAME),
+    (AuthError, NextStep.OPEN_CIRCUIT_TRY_NEXT),
+    (ConfigError, NextStep.OPEN_CIRCUIT_TRY_NEXT),
+    (UnsupportedError, NextStep.DROP_OFFER_TRY_NEXT),
+    (NotFoundError, NextStep.TREAT_AS_GONE),
+)
+
+
+def classify_next_step(error: AdapterError) -> NextStep:
+    """Map an adapter error to what dispatch does next; unknown codes fail the attempt."""
+    for cls, step in _NEXT_STEPS:
+        if isinstance(error, cls):
+            return step
+    return NextStep.FAIL_ATTEMPT
+
+
+@dataclass(frozen=True)
+class FailoverPolicy:
+    """TTLs for blocks; the broker's policy file supplies them, these are only defaults."""
+
+    capacity_block_s: float = 600.0
+    """How long an offer stays blocked after a capacity (stock-out) error."""
+    quota_block_s: float = 3600.0
+    """How long a region stays blocked after a quota error."""
+    unsupported_block_s: float | None = None
+    """None: an unsupported offer stays blocked for the life of the blocklist."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """One blocklist entry; `until` is None for a block that never expires."""
+
+    key: str
+    scope: BlockScope
+    until: float | None
+    reason: str
+    target: str = ""
+    """The plain key placement filters on: an offer key, `site/region` or a site id."""
+
+
+def _offer_key(offer: Offer) -> str:
+    return f"offer:{offer.key}"
+
+
+def _region_key(site: str, region: str) -> str:
+    return f"region:{site}/{region or '-'}"
+
+
+def _site_key(site: str) -> str:
+    return f"site:{site}"
+
+
+@dataclass
+class Blocklist:
+    """Blocked offers, regions and sites, each until a deadline on the injected clock."""
+
+    clock: Clock = time.monotonic
+    _blocks: dict[str, Block] = field(default_factory=dict)
+
+    def block_offer(self, offer: Offer, ttl_s: float | None, reason: str) -> Block:
+        return self._add(_offer_key(offer), BlockScope.OFFER, ttl_s, reason, offer.key)
+
+    def block_region(self, site: str, region: str, ttl_s: float | None, reason: str) -> Block:
+        return self._add(_region_key(site, region), BlockScope.REGION, ttl_s, reason, f"{site}/{region}")
+
+    def block_site(self, site: str, ttl_s: float | None, reason: str) -> Block:
+        return self._add(_site_key(site), BlockScope.SITE, ttl_s, reason, site)
+
+    def blocked(self, offer: Offer) -> Block | None:
+        """The block that keeps this offer out (offer, then region, then site), or None."""
+        now = self.clock()
+        for key in (_offer_key(offer), _region_key(offer.site, offer.region), _site_key(offer.site)):
+            entry = self._blocks.get(key)
+            if entry is None:
+                continue
+            if entry.until is not None and now >= entry.until:
+                del self._blocks[key]
+                continue
+            return entry
+        return None
+
+    def active(self) -> list[Block]:
+        """Unexpired blocks, sorted by key (for `explain` and the audit log)."""
+        now = self.clock()
+        return sorted(
+            (b for b in self._blocks.values() if b.until is None or now < b.until), key=lambda b: b.key
+        )
+
+    def record(self, error: AdapterError, offer: Offer, policy: FailoverPolicy) -> NextStep:
+        """Classify `error` and add the block it calls for; returns the step."""
+        step = classify_next_step(error)
+        reason = f"{type(error).__name__}: {error.code}"
+        if step is NextStep.BLOCK_OFFER_TRY_NEXT:
+            self.block_offer(offer, policy.capacity_block_s, reason)
+        elif step is NextStep.DROP_OFFER_TRY_NEXT:
+            self.block_offer(offer, policy.unsupported_block_s, reason)
+        elif step is NextStep.BLOCK_REGION_TRY_NEXT:
+            self.block_region(offer.site, offer.region, policy.quota_block_s, reason)
+        return step
+
+    def keys(self) -> frozenset[str]:
+        """Unexpired blocks as `PlacementContext.blocked` wants them."""
+        return frozenset(b.target for b in self.active())
+
+    def _add(self, key: str, scope: BlockScope, ttl_s: float | None, reason: str, target: str) -> Block:
+        until = None if ttl_s is None else self.clock() + ttl_s
+        old = self._blocks.get(key)
+        if old is not None and (old.until is None or (until is not None and old.until > until)):
+            return old  # never shorten an existing block
+        entry = Block(key=key, scope=scope, until=until, reason=reason, target=target)
+        self._blocks[key] = entry
+        return entry
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass
+class CircuitBreaker:
+    """Closed → open after `failure_threshold` failures (or one `trip`); half-open after
+    `reset_after_s`, where one trial call decides: success closes, failure re-opens."""
+
+    failure_threshold: int = 3
+    reset_after_s: float = 300.0
+    clock: Clock = time.monotonic
+    failures: int = 0
+    reason: str = ""
+    _opened_at: float | None = None
+    _trial_in_flight: bool = False
+
+    @property
+    def state(self) -> BreakerState:
+        if self._opened_at is None:
+            return BreakerState.CLOSED
+        if self.clock() - self._opened_at >= self.reset_after_s:
+            return BreakerState.HALF_OPEN
+        return BreakerState.OPEN
+
+    def allow(self) -> bool:
+        """May a call go to the provider now? In half-open only one trial is let through."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.HALF_OPEN and not self._trial_in_flight:
+            self._trial_in_flight = True
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self.failures = 0
+        self.reason = ""
+        self._opened_at = None
+        self._trial_in_flight = False
+
+    def record_failure(self, reason: str) -> None:
+        self.failures += 1
+        self.reason = reason
+        if self.state is BreakerState.HALF_OPEN or self.failures >= self.failure_threshold:
+            self._open()
+
+    def trip(self, reason: str) -> None:
+        """Open at once (auth or config errors: retrying cannot help)."""
+        self.failures = max(self.failures + 1, self.failure_threshold)
+        self.reason = reason
+        self._open()
+
+    def _open(self) -> None:
+        self._opened_at = self.clock()
+        self._trial_in_flight = False
+
+
+@dataclass
+class CircuitBreakers:
+    """One breaker per provider (site or account), created on first use."""
+
+    failure_threshold: int = 3
+    reset_after_s: float = 300.0
+    clock: Clock = time.monotonic
+    _breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+
+    def get(self, provider: str) -> CircuitBreaker:
+        breaker = self._breakers.get(provider)
+        if breaker is None:
+            breaker = CircuitBreaker(self.failure_threshold, self.reset_after_s, self.clock)
+            self._breakers[provider] = breaker
+        return breaker
+
+    def states(self) -> dict[str, BreakerState]:
+        return {name: b.state for name, b in sorted(self._breakers.items())}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounds for retrying a TransientError in place."""
+
+    max_attempts: int = 5
+    """Calls in all, the first included."""
+    max_total_s: float = 60.0
+    """No new attempt starts after this many seconds since the first."""
+    initial_backoff_s: float = 0.5
+    """Scale of the exponential backoff (full jitter: a random wait up to this x 2^n)."""
+    max_backoff_s: float = 20.0
+
+
+class _StopAfterClock(stop_base):
+    """Stop once `limit_s` have passed on the injected clock since the first call."""
+
+    def __init__(self, limit_s: float, clock: Clock) -> None:
+        self.limit_s = limit_s
+        self.clock = clock
+        self.started = clock()
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.clock() - self.started >= self.limit_s
+
+
+def retry_transient(
+    fn: Callable[[], T],
+    *,
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Clock = time.monotonic,
+) -> T:
+    """Call `fn`, retrying only `TransientError`; the last error is re-raised unchanged."""
+    retrying = Retrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_attempt(policy.max_attempts) | _StopAfterClock(policy.max_total_s, clock),
+        wait=wait_random_exponential(multiplier=policy.initial_backoff_s, max=policy.max_backoff_s),
+        sleep=sleep,
+        reraise=True,
+    )
+    return retrying(fn)

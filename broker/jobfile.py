@@ -1,0 +1,44 @@
+"""Read job YAML files for the CLI: a spec or a problem list with file:line:col."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from broker.model import JobSpec
+from broker.policy._problems import PolicyError, Problem
+from broker.policy._yaml import parse_yaml, position
+from broker.validation import violations
+
+
+class JobFileError(Exception):
+    """The job file is unreadable or invalid; `.problems` carries every positioned error."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def load_job_file(path: Path) -> JobSpec:
+    """Parse and validate one job YAML file exactly as the server would."""
+    name = str(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise JobFileError([Problem(name, 1, 1, f"cannot read: {exc.strerror}")]) from exc
+    try:
+        doc = parse_yaml(text, name)
+    except PolicyError as exc:
+        raise JobFileError(exc.problems) from exc
+    if not isinstance(doc, dict):
+        raise JobFileError([Problem(name, 1, 1, "a job file must be a mapping of fields")])
+    try:
+        return JobSpec.model_validate(dict(doc))
+    except ValidationError as exc:
+        problems = []
+        for err, violation in zip(exc.errors(), violations(exc), strict=True):
+            loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+            line, col = position(doc, loc, key=err["type"] == "extra_forbidden")
+            problems.append(Problem(name, line, col, str(violation)))
+        raise JobFileError(problems) from exc

@@ -1,0 +1,357 @@
+"""Domain types shared by the core, the store, the adapters and the gRPC edge.
+
+Values are frozen pydantic models so they validate on the way in (a job spec from YAML or
+from the wire) and cannot be mutated on the way through.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, NewType
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    PlainSerializer,
+    ConfigDict,
+    Field,
+    field_validator,
+)
+
+JobId = NewType("JobId", str)
+TenantId = NewType("TenantId", str)
+SiteId = NewType("SiteId", str)
+AttemptId = NewType("AttemptId", str)
+
+
+class JobState(StrEnum):
+    """Lifecycle of a job; legal moves live in `broker.states`."""
+
+    QUEUED = "QUEUED"
+    PLACING = "PLACING"
+    PROVISIONING = "PROVISIONING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    PREEMPTED = "PREEMPTED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+class SpotMode(StrEnum):
+    NEVER = "never"
+    ALLOWED = "allowed"
+    REQUIRED = "required"
+
+
+class Residency(StrEnum):
+    CN_MAINLAND = "cn-mainland"
+    ANY = "any"
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(d|h|m|s)")
+_DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse `6h`, `1h30m`, `90s`, `2d` or a number of seconds into a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30m or 6h")
+    if isinstance(value, int | float):
+        return timedelta(seconds=float(value))
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text and _DURATION_PART.sub("", text) == "":
+            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+            return timedelta(seconds=seconds)
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            return timedelta(seconds=float(text))
+    raise ValueError("must be a duration such as 30m, 6h or 1h30m")
+
+
+def format_duration(value: timedelta) -> str:
+    """Render a timedelta the way job specs write it (`1h30m`)."""
+    total = int(value.total_seconds())
+    if total == 0:
+        return "0s"
+    if total < 0:
+        return "-" + format_duration(-value)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        n, total = divmod(total, size)
+        if n:
+            parts.append(f"{n}{unit}")
+    return "".join(parts)
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(lambda v: format_duration(v), return_type=str, when_used="json"),
+]
+
+_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+_LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9_.\-/]{0,61}[a-z0-9])?$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AcceleratorRequest(_Frozen):
+    """How many accelerators of which models a job needs; count 0 means none."""
+
+    count: int = Field(default=0, ge=0, le=1024)
+    any_of: tuple[str, ...] = ()
+    min_memory_gb: float = Field(default=0, ge=0)
+
+    @field_validator("any_of")
+    @classmethod
+    def _names_not_blank(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not name.strip() for name in v):
+            raise ValueError("accelerator names must not be empty")
+        return v
+
+
+class Resources(_Frozen):
+    accelerators: AcceleratorRequest = AcceleratorRequest()
+    cpus: float = Field(default=1, gt=0, le=4096)
+    memory_gb: float = Field(default=1, gt=0, le=65536)
+
+
+class JobSpec(_Frozen):
+    """The user's unit of work, exactly as written in a job YAML or sent on the wire."""
+
+    name: str = Field(pattern=_NAME, min_length=1, max_length=63)
+    command: tuple[str, ...] = Field(min_length=1)
+    image: str | None = Field(default=None, min_length=1, max_length=512)
+    env: dict[str, str] = Field(default_factory=dict)
+    resources: Resources = Resources()
+    runtime_estimate: Duration
+    max_wait: Duration | None = None
+    deadline: datetime | None = None
+    priority: Priority = Priority.NORMAL
+    spot: SpotMode = SpotMode.ALLOWED
+    max_price_per_hour: float | None = Field(default=None, gt=0)
+    data_residency: Residency = Residency.ANY
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("command")
+    @classmethod
+    def _argv0_not_blank(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v[0].strip():
+            raise ValueError("the program (first argument) must not be empty")
+        if any("\x00" in arg for arg in v):
+            raise ValueError("arguments must not contain NUL bytes")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not _ENV_KEY.match(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if "\x00" in value:
+                raise ValueError(f"{key}: value must not contain NUL bytes")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not _LABEL_KEY.match(key):
+                raise ValueError(f"label key {key!r} must be 1-63 chars of [a-z0-9_.-/]")
+            if len(value) > 63:
+                raise ValueError(f"label {key}: value longer than 63 characters")
+        return v
+
+    @field_validator("runtime_estimate")
+    @classmethod
+    def _runtime_positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be > 0")
+        if v > timedelta(days=90):
+            raise ValueError("must be at most 90d")
+        return v
+
+    @field_validator("max_wait")
+    @classmethod
+    def _wait_not_negative(cls, v: timedelta | None) -> timedelta | None:
+        if v is not None and v < timedelta(0):
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_has_zone(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("must include a UTC offset, e.g. 2026-12-01T00:00:00+08:00")
+        return v
+
+    @property
+    def accelerator_count(self) -> int:
+        return self.resources.accelerators.count
+
+
+class Job(_Frozen):
+    """A stored job: the spec plus everything the broker learned about it."""
+
+    id: JobId
+    tenant: TenantId
+    spec: JobSpec
+    client_id: str | None = None
+    state: JobState = JobState.QUEUED
+    created_at: datetime
+    updated_at: datetime
+    site: SiteId | None = None
+    attempts: int = 0
+    exit_code: int | None = None
+    log_tail: str = ""
+    message: str = ""
+    policy_hash: str = ""
+
+
+class JobEvent(_Frozen):
+    """One appended entry of a job's audit log; `seq` counts from 1 per job."""
+
+    job_id: JobId
+    seq: int
+    time: datetime
+    kind: str
+    state: JobState
+    message: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Offer(_Frozen):
+    """A concrete way to run a job: site x instance type or partition x accelerators x price."""
+
+    site: SiteId
+    instance_type: str
+    accelerator: str | None
+    count: int = Field(ge=0)
+    price_per_hour: float = Field(ge=0)
+    currency: str = "CNY"
+    spot: bool = False
+    region: str = ""
+    zone: str = ""
+    cpus: float = 0
+    memory_gb: float = 0
+    accelerator_memory_gb: float = 0
+    free: int | None = None
+    """Accelerators free right now (CPU cores for CPU-only offers), when the site knows."""
+    expected_wait_s: float = 0
+    price_read_at: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        """Stable identity of an offer, used for ties and the failover blocklist."""
+        market = "spot" if self.spot else "ondemand"
+        return f"{self.site}/{self.zone or self.region or '-'}/{self.instance_type}/{market}"
+
+
+class AttemptState(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    PREEMPTED = "PREEMPTED"
+    LOST = "LOST"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (AttemptState.PENDING, AttemptState.RUNNING)
+
+
+class Attempt(_Frozen):
+    """One try of a job on one offer; the token is stored before the backend is called."""
+
+    id: AttemptId
+    job_id: JobId
+    number: int
+    site: SiteId
+    offer: Offer
+    token: str
+    state: AttemptState = AttemptState.PENDING
+    backend_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    error: str = ""
+
+
+class LaunchRequest(_Frozen):
+    """What an adapter needs to start one attempt."""
+
+    job_id: JobId
+    attempt_id: AttemptId
+    token: str
+    """Idempotency token: the same token never starts a second instance or process."""
+    spec: JobSpec
+    offer: Offer
+    agent_endpoint: str = ""
+    agent_token: str = ""
+
+
+class AttemptStatus(_Frozen):
+    state: AttemptState
+    exit_code: int | None = None
+    log_tail: str = ""
+    message: str = ""
+
+
+class OwnedInstance(_Frozen):
+    """An instance, process or batch job at a site carrying this broker's marks."""
+
+    site: SiteId
+    backend_id: str
+    token: str | None = None
+    job_id: JobId | None = None
+    attempt_id: AttemptId | None = None
+    state: AttemptState = AttemptState.RUNNING
+
+
+class PartitionCapacity(_Frozen):
+    """Free and total accelerators of one partition and what is queued there."""
+
+    name: str
+    accelerator: str | None
+    total: int = Field(ge=0)
+    free: int = Field(ge=0)
+    queued_jobs: int = 0
+    queued_accelerator_hours: float = 0
+    running_accelerator_hours_left: float = 0
+    expected_wait_s: float | None = None
+    """The backend's own estimate of how long a new job would wait here, when it has one."""
+
+
+class CapacitySnapshot(_Frozen):
+    site: SiteId
+    taken_at: datetime
+    partitions: tuple[PartitionCapacity, ...] = ()
+
+    def partition_for(self, accelerator: str | None) -> PartitionCapacity | None:
+        for part in self.partitions:
+            if part.accelerator == accelerator:
+                return part
+        return None
+
+
+def spec_from_mapping(data: Mapping[str, Any]) -> JobSpec:
+    """Validate a mapping (YAML or wire) into a JobSpec; raises pydantic.ValidationError."""
+    return JobSpec.model_validate(dict(data))

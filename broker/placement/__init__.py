@@ -1,0 +1,18 @@
+"""The pure placement core: filter -> score -> rank, every rejection with its reason."""
+
+from __future__ import annotations
+
+from broker.placement.core import GROUP_FILTERS, OFFER_FILTERS, place, rejection_summary
+from broker.placement.types import Explanation, PlacementContext, Reason, ScoredOffer, SiteFacts
+
+__all__ = [
+    "GROUP_FILTERS",
+    "OFFER_FILTERS",
+    "Explanation",
+    "PlacementContext",
+    "Reason",
+    "ScoredOffer",
+    "SiteFacts",
+    "place",
+    "rejection_summary",
+]

@@ -1,0 +1,109 @@
+"""Per-decision environment: the job as placement reads it, and offers grouped by site x hardware."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from broker.catalog.accelerators import normalize
+from broker.model import JobSpec, Offer, SpotMode
+from broker.placement.types import PlacementContext
+from broker.policy import Hardware, Policy
+from broker.policy.schema import Site, Tenant
+
+
+class Env:
+    """Everything a filter or scorer needs about one decision, computed once."""
+
+    __slots__ = ("_job_vars", "any_of", "count", "cpus", "ctx", "job_fp", "memory_gb", "min_memory_gb",
+                 "policy", "price_cap", "residency", "runtime_h", "spec", "spot", "tenant", "tenant_id")
+
+    def __init__(self, spec: JobSpec, tenant_id: str, policy: Policy, ctx: PlacementContext) -> None:
+        self.spec = spec
+        self.policy = policy
+        self.ctx = ctx
+        self.tenant_id = tenant_id
+        self.tenant: Tenant | None = policy.tenant(tenant_id)
+        acc = spec.resources.accelerators
+        self.count = acc.count
+        self.any_of = frozenset(normalize(n) for n in acc.any_of)
+        self.min_memory_gb = acc.min_memory_gb
+        self.cpus = spec.resources.cpus
+        self.memory_gb = spec.resources.memory_gb
+        self.spot = spec.spot
+        self.price_cap = spec.max_price_per_hour
+        self.residency = spec.data_residency.value
+        self.runtime_h = spec.runtime_estimate.total_seconds() / 3600.0
+        self._job_vars: dict[str, Any] | None = None
+        self.job_fp = policy.rules.job_fingerprint(self.job_vars()) if policy.rules.job_paths else ()
+
+    def job_vars(self) -> dict[str, Any]:
+        """The CEL `job` variable (built on first use)."""
+        if self._job_vars is None:
+            s = self.spec
+            acc = s.resources.accelerators
+            self._job_vars = {
+                "name": s.name, "priority": s.priority.value, "spot": s.spot.value,
+                "data_residency": s.data_residency.value,
+                "max_price_per_hour": float(s.max_price_per_hour or 0.0), "runtime_hours": self.runtime_h,
+                "max_wait_hours": s.max_wait.total_seconds() / 3600.0 if s.max_wait is not None else -1.0,
+                "accelerators": {"count": acc.count, "any_of": list(acc.any_of),
+                                 "min_memory_gb": float(acc.min_memory_gb)},
+                "cpus": float(s.resources.cpus), "memory_gb": float(s.resources.memory_gb),
+                "labels": dict(s.labels), "image": s.image or "",
+            }
+        return self._job_vars
+
+    @property
+    def spot_never(self) -> bool:
+        return self.spot is SpotMode.NEVER
+
+    @property
+    def spot_required(self) -> bool:
+        return self.spot is SpotMode.REQUIRED
+
+
+class Group:
+    """Offers sharing a site and an accelerator model: most verdicts are the same for all."""
+
+    __slots__ = ("accelerator", "hw", "offers", "site", "site_id")
+
+    def __init__(self, site_id: str, accelerator: str | None, site: Site | None, hw: Hardware) -> None:
+        self.site_id = site_id
+        self.accelerator = accelerator
+        self.site = site
+        self.hw = hw
+        self.offers: list[Offer] = []
+
+    def labels(self, env: Env) -> dict[str, str]:
+        """Values for reason templates."""
+        site = self.site
+        operator = (site.operator_country or site.country) if site else ""
+        groups = env.policy.tenant_groups(env.tenant) if env.tenant else ()
+        return {
+            "site": self.site_id, "tenant": env.tenant_id, "accelerator": self.accelerator or "CPU",
+            "class": self.hw.classification.cls, "region": site.region if site else "",
+            "country": site.country if site else "", "operator_country": operator,
+            "zone": env.residency, "site_zone": site.residency if site else "",
+            "tenant_group": "/".join(groups) or "-", "instance_type": "",
+        }
+
+
+def group_offers(offers: Sequence[Offer], policy: Policy) -> list[Group]:
+    """Group offers by (site, accelerator), keeping first-seen order."""
+    groups: dict[tuple[str, str | None], list[Offer]] = {}
+    get = groups.get
+    for offer in offers:
+        key = (offer.site, offer.accelerator)
+        members = get(key)
+        if members is None:
+            groups[key] = [offer]
+        else:
+            members.append(offer)
+    out = []
+    sites = policy.index.sites
+    for (site_id, acc), members in groups.items():
+        g = Group(site_id, acc, sites.get(site_id), policy.hardware(acc))
+        g.offers = members
+        out.append(g)
+    return out

@@ -1,0 +1,33 @@
+"""The two filter shapes: over groups of offers (site x hardware) and over one group's offers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from broker.model import Offer
+from broker.placement._env import Env, Group
+from broker.placement.types import Reason
+
+GroupRejections = list[tuple[Group, tuple[Reason, ...]]]
+OfferRejections = list[tuple[Offer, tuple[Reason, ...]]]
+
+GroupFilter = Callable[[list[Group], Env], tuple[list[Group], GroupRejections]]
+"""Groups in, `(kept, rejections)` out; a rejection applies to every offer of the group."""
+
+OfferFilter = Callable[[Group, list[Offer], Env], tuple[list[Offer], OfferRejections]]
+"""One group's offers in, `(kept, rejections)` out."""
+
+
+def split_groups(
+    groups: list[Group], env: Env, verdict: Callable[[Group, Env], tuple[Reason, ...]]
+) -> tuple[list[Group], GroupRejections]:
+    """Apply a per-group verdict (empty = keep)."""
+    kept: list[Group] = []
+    rejected: GroupRejections = []
+    for g in groups:
+        reasons = verdict(g, env)
+        if reasons:
+            rejected.append((g, reasons))
+        else:
+            kept.append(g)
+    return kept, rejected

@@ -1,0 +1,46 @@
+"""Filter: the failover blocklist (offer keys, site ids or `site/region` keys, with a TTL upstream)."""
+
+from __future__ import annotations
+
+from broker.model import Offer
+from broker.placement._env import Env, Group
+from broker.placement._filter import GroupRejections, OfferRejections, split_groups
+from broker.placement.types import Reason
+
+BLOCKED = "failover.blocked"
+
+
+def _verdict(g: Group, env: Env) -> tuple[Reason, ...]:
+    blocked = env.ctx.blocked
+    if g.site_id in blocked:
+        return (Reason(BLOCKED, f"site {g.site_id} is blocked after a capacity or quota error"),)
+    region = g.site.region if g.site is not None else ""
+    if region and f"{g.site_id}/{region}" in blocked:
+        return (Reason(BLOCKED, f"region {region} of {g.site_id} is blocked after a quota error"),)
+    return ()
+
+
+def filter_blocked_sites(groups: list[Group], env: Env) -> tuple[list[Group], GroupRejections]:
+    """Drop groups whose site or region is blocked."""
+    if not env.ctx.blocked:
+        return groups, []
+    return split_groups(groups, env, _verdict)
+
+
+def filter_blocked_offers(g: Group, offers: list[Offer], env: Env) -> tuple[list[Offer], OfferRejections]:
+    """Drop offers whose key (site/zone/type/market) is blocked."""
+    blocked = env.ctx.blocked
+    if not blocked:
+        return offers, []
+    kept: list[Offer] = []
+    rejected: OfferRejections = []
+    for o in offers:
+        zone_key = f"{o.site}/{o.zone}" if o.zone else ""
+        if o.key in blocked:
+            rejected.append((o, (Reason(BLOCKED, f"{o.key} is blocked after a capacity error"),)))
+        elif zone_key and zone_key in blocked:
+            rejected.append((o, (Reason(BLOCKED, f"zone {o.zone} of {o.site} is blocked after a capacity "
+                                                 "error"),)))
+        else:
+            kept.append(o)
+    return kept, rejected

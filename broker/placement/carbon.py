@@ -1,0 +1,25 @@
+"""Scorer: carbon cost = power (kW) x count x runtime (h) x site intensity (g/kWh) x price per gram.
+
+Power per device comes from the accelerator catalog (`power_w`); CPU-only offers use the
+policy's `default_power_w`.
+"""
+
+from __future__ import annotations
+
+from broker.model import Offer
+from broker.placement._env import Env, Group
+
+
+def score_carbon(g: Group, offers: list[Offer], env: Env) -> list[float]:
+    """The `carbon` term of each offer (policy currency)."""
+    policy = env.policy
+    price_g = policy.objective.carbon_g_cost
+    intensity = g.site.carbon_gco2_kwh if g.site is not None else 0.0
+    if not price_g or not intensity:
+        return [0.0] * len(offers)
+    spec = g.hw.spec
+    if g.accelerator is None:
+        return [policy.document.default_power_w / 1000.0 * env.runtime_h * intensity * price_g] * len(offers)
+    kw = (spec.power_w if spec is not None else policy.document.default_power_w) / 1000.0
+    per_device = kw * env.runtime_h * intensity * price_g
+    return [per_device * o.count for o in offers]

@@ -1,0 +1,38 @@
+"""Scorer: expected cost = price/hour x runtime estimate, FX converted, minus a voucher's share.
+
+Terms: `cost` (what the job would cost, weighted by `objective.price`) and `voucher`
+(negative: the part a voucher covering the site pays, capped by its remaining balance).
+"""
+
+from __future__ import annotations
+
+from broker.model import Offer
+from broker.placement._env import Env, Group
+
+
+def _voucher(g: Group, env: Env) -> tuple[float, float]:
+    """(discount, remaining balance) of the best voucher of the tenant covering the site."""
+    tenant = env.tenant
+    if tenant is None or not tenant.vouchers:
+        return 0.0, 0.0
+    balances = env.ctx.voucher_balances
+    best = (0.0, 0.0)
+    for v in tenant.vouchers:
+        if v.sites and g.site_id not in v.sites:
+            continue
+        balance = v.balance if balances is None else balances.get(v.id, 0.0)
+        if balance > 0 and (v.discount, balance) > best:
+            best = (v.discount, balance)
+    return best
+
+
+def score_cost(g: Group, offers: list[Offer], env: Env) -> tuple[list[float], list[float]]:
+    """The `cost` and `voucher` terms of each offer (policy currency)."""
+    policy = env.policy
+    factor = env.runtime_h * policy.objective.price
+    cur = policy.currency
+    costs = [o.price_per_hour * (policy.rate(o.currency or cur) or 0.0) * factor for o in offers]
+    discount, balance = _voucher(g, env)
+    if not discount:
+        return costs, [0.0] * len(costs)
+    return costs, [-min(c * discount, balance) for c in costs]

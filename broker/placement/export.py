@@ -1,0 +1,47 @@
+"""Filter: export control (hardware class x site operator x tenant jurisdiction x licences).
+
+Driven by `compliance.export` and the regime's classification: a site operated from one
+of `operator_countries` may not give hardware of a listed class to a tenant headquartered
+in a listed country group unless the tenant holds a licence for that class.
+"""
+
+from __future__ import annotations
+
+from broker.compliance.rules import render
+from broker.placement._env import Env, Group
+from broker.placement._filter import GroupRejections, split_groups
+from broker.placement.types import Reason
+
+
+def _verdict(g: Group, env: Env) -> tuple[Reason, ...]:
+    rule = env.policy.compliance.export
+    assert rule is not None and g.site is not None
+    operator = g.site.operator_country or g.site.country
+    if operator not in rule.operator_countries:
+        return ()
+    cls = g.hw.classification.cls
+    if cls not in rule.classes:
+        return ()
+    tenant = env.tenant
+    if tenant is None:
+        return ()  # the tenant filter already rejected everything
+    if cls in tenant.export_licences:
+        return ()
+    groups = [grp for grp in env.policy.tenant_groups(tenant) if grp in rule.tenant_country_groups]
+    if not groups:
+        return ()
+    labels = g.labels(env)
+    labels["tenant_group"] = "/".join(groups)
+    message = render(rule.reason, labels)
+    if g.hw.spec is None and g.accelerator is not None:
+        message += f" ({g.hw.classification.reason})"
+    elif "assumed" in g.hw.classification.reason:
+        message += f" ({g.hw.classification.reason})"
+    return (Reason(rule.id, message),)
+
+
+def filter_export(groups: list[Group], env: Env) -> tuple[list[Group], GroupRejections]:
+    """Apply the policy's export rule; a no-op when `compliance.export` is null."""
+    if env.policy.compliance.export is None:
+        return groups, []
+    return split_groups(groups, env, _verdict)

@@ -1,0 +1,54 @@
+"""Filter: hardware fit. Per group: accelerator model (`any_of`) and memory; per offer: count, CPUs, RAM."""
+
+from __future__ import annotations
+
+from broker.model import Offer
+from broker.placement._env import Env, Group
+from broker.placement._filter import GroupRejections, OfferRejections, split_groups
+from broker.placement.types import Reason
+
+FIT = "hardware.fit"
+
+
+def _verdict(g: Group, env: Env) -> tuple[Reason, ...]:
+    if env.count == 0:
+        if g.accelerator is not None:
+            return (Reason(FIT, f"the job needs no accelerator; this offer carries {g.accelerator} "
+                                "(it would sit idle)"),)
+        return ()
+    if g.accelerator is None:
+        return (Reason(FIT, f"the job needs {env.count} accelerator(s); this offer is CPU-only"),)
+    if env.any_of and not (env.any_of & g.hw.match_keys):
+        wanted = ", ".join(env.spec.resources.accelerators.any_of)
+        return (Reason(FIT, f"the job accepts {wanted}; this offer has {g.accelerator}"),)
+    if env.min_memory_gb:
+        memory = g.offers[0].accelerator_memory_gb or (g.hw.spec.memory_gb if g.hw.spec else 0.0)
+        if memory < env.min_memory_gb:
+            return (Reason(FIT, f"{g.accelerator} has {memory:g} GB per device; the job needs "
+                                f"{env.min_memory_gb:g} GB"),)
+    return ()
+
+
+def filter_hardware_model(groups: list[Group], env: Env) -> tuple[list[Group], GroupRejections]:
+    """Keep groups whose accelerator model and memory fit the job's request."""
+    return split_groups(groups, env, _verdict)
+
+
+def filter_hardware_size(g: Group, offers: list[Offer], env: Env) -> tuple[list[Offer], OfferRejections]:
+    """Keep offers with enough accelerators, CPUs and memory (0 = the site did not say)."""
+    count, cpus, mem = env.count, env.cpus, env.memory_gb
+    kept: list[Offer] = []
+    rejected: OfferRejections = []
+    for o in offers:
+        if o.count < count:
+            rejected.append((o, (Reason(FIT, f"{o.instance_type} has {o.count} x {o.accelerator}; the job "
+                                             f"needs {count}"),)))
+        elif o.cpus and o.cpus < cpus:
+            rejected.append((o, (Reason(FIT, f"{o.instance_type} has {o.cpus:g} CPUs; the job needs "
+                                             f"{cpus:g}"),)))
+        elif o.memory_gb and o.memory_gb < mem:
+            rejected.append((o, (Reason(FIT, f"{o.instance_type} has {o.memory_gb:g} GB of memory; the job "
+                                             f"needs {mem:g}"),)))
+        else:
+            kept.append(o)
+    return kept, rejected

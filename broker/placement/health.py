@@ -1,0 +1,28 @@
+"""Filter: the site must be known to the policy and healthy (provider circuit breaker closed)."""
+
+from __future__ import annotations
+
+from broker.placement._env import Env, Group
+from broker.placement._filter import GroupRejections, split_groups
+from broker.placement.types import Reason
+
+UNKNOWN_SITE = "policy.site"
+UNHEALTHY = "health.site"
+
+
+def _verdict(g: Group, env: Env) -> tuple[Reason, ...]:
+    if g.site is None:
+        return (Reason(UNKNOWN_SITE, f"site {g.site_id} is not declared in the policy"),)
+    why = env.ctx.unhealthy_sites.get(g.site_id)  # type: ignore[call-overload]
+    if why is not None:
+        return (Reason(UNHEALTHY, f"site {g.site_id} is unhealthy: {why}"),)
+    return ()
+
+
+def filter_health(groups: list[Group], env: Env) -> tuple[list[Group], GroupRejections]:
+    """Drop groups at sites the policy does not declare or the dispatcher marked unhealthy."""
+    if not env.ctx.unhealthy_sites:
+        kept = [g for g in groups if g.site is not None]
+        if len(kept) == len(groups):
+            return kept, []
+    return split_groups(groups, env, _verdict)

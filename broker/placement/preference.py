@@ -1,0 +1,16 @@
+"""Scorer: operator preference = site `preference_per_hour` x runtime x `objective.preference`.
+
+Negative values favour a site (keep work on-prem), positive ones penalise it.
+"""
+
+from __future__ import annotations
+
+from broker.model import Offer
+from broker.placement._env import Env, Group
+
+
+def score_preference(g: Group, offers: list[Offer], env: Env) -> list[float]:
+    """The `preference` term of each offer (policy currency)."""
+    per_hour = g.site.preference_per_hour if g.site is not None else 0.0
+    value = per_hour * env.runtime_h * env.policy.objective.preference
+    return [value] * len(offers)

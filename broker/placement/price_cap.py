@@ -1,0 +1,31 @@
+"""Filter: the job's price cap (`max_price_per_hour`, in the policy currency), FX converted."""
+
+from __future__ import annotations
+
+from broker.model import Offer
+from broker.placement._env import Env, Group
+from broker.placement._filter import OfferRejections
+from broker.placement.types import Reason
+
+CAP = "job.max_price"
+FX = "policy.fx"
+
+
+def filter_price_cap(g: Group, offers: list[Offer], env: Env) -> tuple[list[Offer], OfferRejections]:
+    """Reject offers above the cap, and offers in a currency the policy has no rate for."""
+    policy = env.policy
+    cap = env.price_cap
+    kept: list[Offer] = []
+    rejected: OfferRejections = []
+    cur = policy.currency
+    for o in offers:
+        rate = policy.rate(o.currency or cur)
+        if rate is None:
+            rejected.append((o, (Reason(FX, f"no exchange rate from {o.currency} to {cur} in the policy"),)))
+            continue
+        if cap is not None and o.price_per_hour * rate > cap:
+            rejected.append((o, (Reason(CAP, f"{o.price_per_hour * rate:.2f} {cur}/h is above the job's cap "
+                                             f"of {cap:g} {cur}/h"),)))
+            continue
+        kept.append(o)
+    return kept, rejected

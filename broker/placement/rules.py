@@ -1,0 +1,101 @@
+"""Filter: the operator's CEL rules. Deny overrides allow; verdicts are memoized per group.
+
+Rules that do not read `offer` are decided once per (site, hardware, tenant, job
+projection); rules that read `offer` once per distinct projection of the offer fields read.
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import Any
+
+from broker.compliance.rules import DEFAULT_DENY
+from broker.model import Offer
+from broker.placement._env import Env, Group
+from broker.placement._filter import GroupRejections, OfferRejections
+from broker.placement.types import Reason
+
+
+def _variables(g: Group, env: Env, offer: dict[str, Any] | None = None) -> dict[str, Any]:
+    policy = env.policy
+    out = {"job": env.job_vars(), "tenant": policy.tenant_variables(env.tenant_id),
+           "site": policy.site_variables(g.site_id), "hardware": g.hw.variables}
+    if offer is not None:
+        out["offer"] = offer
+    return out
+
+
+def offer_variables(o: Offer, env: Env) -> dict[str, Any]:
+    rate = env.policy.rate(o.currency or env.policy.currency) or 0.0
+    return {"instance_type": o.instance_type, "accelerator": o.accelerator or "", "count": o.count,
+            "spot": o.spot, "price_per_hour": o.price_per_hour * rate, "currency": o.currency,
+            "region": o.region, "zone": o.zone}
+
+
+def _offer_field(o: Offer, name: str, env: Env) -> Any:
+    """One field of the CEL `offer` variable, without building the whole mapping."""
+    if name == "price_per_hour":
+        return o.price_per_hour * (env.policy.rate(o.currency or env.policy.currency) or 0.0)
+    if name == "accelerator":
+        return o.accelerator or ""
+    return getattr(o, name)
+
+
+def filter_rules(groups: list[Group], env: Env) -> tuple[list[Group], GroupRejections]:
+    """Apply the rules that do not read `offer` (and default-deny when no offer rule can allow)."""
+    rules = env.policy.rules
+    if not rules.group_rules and not rules.default_deny:
+        return groups, []
+    kept: list[Group] = []
+    rejected: GroupRejections = []
+    tenant, fp = env.tenant_id, env.job_fp
+    final = not rules.offer_rules
+    for g in groups:
+        key = ("g", g.site_id, g.accelerator, tenant, fp)
+        denials, allowed = rules.evaluate(key, lambda g=g: _variables(g, env),  # type: ignore[misc]
+                                          g.site_id, tenant, lambda g=g: g.labels(env), offer=False)
+        reasons = [Reason(*d) for d in denials]
+        if final and rules.default_deny and not allowed:
+            reasons.append(Reason(*DEFAULT_DENY))
+        if reasons:
+            rejected.append((g, tuple(reasons)))
+        else:
+            kept.append(g)
+    return kept, rejected
+
+
+def filter_offer_rules(g: Group, offers: list[Offer], env: Env) -> tuple[list[Offer], OfferRejections]:
+    """Apply the rules that read `offer`, per distinct projection of the fields they read."""
+    rules = env.policy.rules
+    if not rules.offer_rules:
+        return offers, []
+    kept: list[Offer] = []
+    rejected: OfferRejections = []
+    tenant, fp = env.tenant_id, env.job_fp
+    group_allowed = rules.evaluate(("g", g.site_id, g.accelerator, tenant, fp), lambda: _variables(g, env),
+                                   g.site_id, tenant, lambda: g.labels(env), offer=False)[1]
+    names = [p[1] for p in rules.offer_paths]
+    plain = all(n not in ("price_per_hour", "accelerator") for n in names)
+    getter = attrgetter(*names) if plain and names else None
+    local: dict[Any, tuple[Reason, ...]] = {}
+    for o in offers:
+        if getter is not None:
+            ofp = getter(o)
+        else:
+            ofp = tuple(_offer_field(o, name, env) for name in names)
+        reasons = local.get(ofp)
+        if reasons is None:
+            key = ("o", g.site_id, g.accelerator, tenant, fp, ofp)
+            denials, allowed = rules.evaluate(
+                key, lambda o=o: _variables(g, env, offer_variables(o, env)),  # type: ignore[misc]
+                g.site_id, tenant, lambda o=o: {**g.labels(env), "instance_type": o.instance_type},  # type: ignore[misc]
+                offer=True)
+            found = [Reason(*d) for d in denials]
+            if rules.default_deny and not (allowed or group_allowed):
+                found.append(Reason(*DEFAULT_DENY))
+            reasons = local[ofp] = tuple(found)
+        if reasons:
+            rejected.append((o, reasons))
+        else:
+            kept.append(o)
+    return kept, rejected

@@ -1,0 +1,351 @@
+"""The shell around the pure decision core: gathers policy, offers, capacity, money and routes.
+
+The dispatcher asks it for a `PassSnapshot` once per pass and a `Decision` per queued job;
+`explain` and admission use the very same `broker.burst.decide`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from adapters.base import Adapter, AdapterError, Capability
+from broker.api import broker_service_pb2 as pb
+from broker.api import placement_pb2
+from broker.burst import (
+    BurstInputs,
+    TenantMoney,
+    decide,
+    estimate_cost,
+    explain_json,
+    is_onprem,
+    route_states,
+    split_cost,
+)
+from broker.catalog.offers import static_offers
+from broker.clock import Clock
+from broker.config import BrokerConfig
+from broker.decision import Action, Decision
+from broker.model import (
+    Attempt,
+    AttemptStatus,
+    Job,
+    JobSpec,
+    JobState,
+    Offer,
+    SiteId,
+    TenantId,
+)
+from broker.placement import PlacementContext, place, rejection_summary
+from broker.policy import Policy, PolicyWatcher
+from broker.snapshot import PassSnapshot, partition_key
+from broker.store import JobNotFoundError, JobStore, SpendEntry
+
+log = logging.getLogger(__name__)
+
+BEIJING = timezone(timedelta(hours=8))
+RECENT_ATTEMPTS = 500
+
+
+def month_of(when: datetime) -> str:
+    """Budgets run per calendar month in Beijing time."""
+    return when.astimezone(BEIJING).strftime("%Y-%m")
+
+
+class Planner:
+    def __init__(self, watcher: PolicyWatcher, clock: Clock) -> None:
+        self.watcher = watcher
+        self.clock = clock
+        self.adapters: Mapping[SiteId, Adapter] = {}
+        self.unhealthy: dict[SiteId, str] = {}
+        self.blocked: frozenset[str] = frozenset()
+        self.recent: deque[Attempt] = deque(maxlen=RECENT_ATTEMPTS)
+        self.pending_burst: dict[str, datetime] = {}
+        self._watch_task: asyncio.Task[None] | None = None
+        self._on_change: Callable[[], None] | None = None
+
+    @classmethod
+    def load(cls, config: BrokerConfig, clock: Clock) -> Planner:
+        return cls(PolicyWatcher(config.policy_path()), clock)
+
+    @property
+    def policy(self) -> Policy:
+        return self.watcher.current
+
+    @property
+    def policy_hash(self) -> str:
+        return self.policy.hash
+
+    # Policy reload ---------------------------------------------------------------------
+
+    def watch(self, on_change: Callable[[], None]) -> None:
+        self._on_change = on_change
+        self.watcher._on_swap = lambda _p: on_change()
+        self._watch_task = asyncio.get_running_loop().create_task(self.watcher.watch(1.0))
+
+    def stop_watching(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+
+    def reload(self) -> None:
+        """SIGHUP: reload now (a bad file is refused and logged inside the watcher)."""
+        self.watcher.reload()
+
+    # Sites -----------------------------------------------------------------------------
+
+    def site_adapters(self) -> list[tuple[SiteId, str, dict[str, Any]]]:
+        out = []
+        for site in self.policy.sites:
+            config: dict[str, Any] = {
+                "partitions": [p.model_dump(mode="json") for p in site.partitions],
+                "region": site.region, "zones": list(site.zones), "provider": site.provider,
+                **site.adapter_config,
+            }
+            out.append((SiteId(site.id), site.adapter, config))
+        return out
+
+    def mark_unhealthy(self, site: SiteId, reason: str) -> None:
+        self.unhealthy[site] = reason
+
+    def queueing_sites(self) -> frozenset[str]:
+        """On-prem sites whose backend keeps a queue of its own (jobs may pend there)."""
+        return frozenset(site for site, a in self.adapters.items()
+                         if getattr(a, "queues_jobs", False))
+
+    # Snapshots ---------------------------------------------------------------------------
+
+    def live_offers(self, now: datetime) -> tuple[list[Offer], dict[str, int]]:
+        """Static catalog offers, with on-prem free capacity and waits from the adapters."""
+        policy = self.policy
+        offers = static_offers(policy, read_at=now)
+        totals: dict[str, int] = {}
+        capacity = {}
+        for site_id, adapter in self.adapters.items():
+            if not is_onprem(policy, site_id) or Capability.CAPACITY in adapter.unsupported():
+                continue
+            try:
+                snap = adapter.capacity(now)
+            except AdapterError as exc:
+                self.unhealthy[site_id] = f"capacity unavailable: {exc}"
+                continue
+            self.unhealthy.pop(site_id, None)
+            if snap is not None:
+                capacity[site_id] = snap
+        out = []
+        for offer in offers:
+            snap = capacity.get(offer.site)
+            part = None
+            if snap is not None:
+                part = next((p for p in snap.partitions if p.name == offer.instance_type), None) \
+                    or snap.partition_for(offer.accelerator)
+            if part is None:
+                out.append(offer)
+                continue
+            totals[partition_key(offer)] = part.total
+            wait = part.expected_wait_s
+            if wait is None:
+                backlog = part.running_accelerator_hours_left + part.queued_accelerator_hours
+                wait = backlog / part.total * 3600 if part.total else 0.0
+            out.append(offer.model_copy(update={"free": part.free, "expected_wait_s": wait}))
+        return out, totals
+
+    def snapshot(self, now: datetime, live: Sequence[Attempt]) -> PassSnapshot:
+        """Everything one dispatch pass decides on (adapters are asked here, in a thread)."""
+        offers, totals = self.live_offers(now)
+        routes = route_states([*live, *self.recent], now, self.policy)
+        return PassSnapshot(now=now, offers=offers, capacity_total=totals, routes=routes,
+                            blocked=self.blocked, unhealthy=dict(self.unhealthy))
+
+    def money(self, tenant: str, now: datetime, store: JobStore) -> TenantMoney:
+        policy = self.policy
+        entries = store.spend_entries(month_of(now))
+        mine = [e for e in entries if e.tenant == tenant]
+        used = sum(e.spent if e.settled else e.reserved for e in mine)
+        t = policy.tenant(tenant)
+        budget = self.budget(tenant)
+        cap = policy.burst.budget.global_monthly_cap
+        everyone = sum(e.spent if e.settled else e.reserved for e in entries)
+        balances = {}
+        for v in t.vouchers if t is not None else ():
+            balances[v.id] = max(0.0, v.balance - sum(e.voucher for e in mine if e.voucher_id == v.id))
+        return TenantMoney(
+            budget_left=None if budget is None else budget - used,
+            global_left=None if cap is None else cap - everyone,
+            voucher_balances=balances,
+        )
+
+    def decide(self, job: Job, snap: PassSnapshot, store: JobStore) -> Decision:
+        money = snap.money.get(job.tenant)
+        if money is None:
+            money = snap.money[job.tenant] = self.money(job.tenant, snap.now, store)
+        inputs = BurstInputs(
+            now=snap.now, queued_since=job.created_at, money=money, routes=snap.routes,
+            blocked=snap.blocked, unhealthy=snap.unhealthy,
+            burst_pending_since=self.pending_burst.get(job.id),
+            queueing_sites=self.queueing_sites(),
+        )
+        decision = decide(job.spec, job.tenant, snap.view(), self.policy, inputs)
+        pending = decision.data.get("burst_pending_since")
+        if pending:
+            self.pending_burst[job.id] = datetime.fromisoformat(pending)
+        else:
+            self.pending_burst.pop(job.id, None)
+        if decision.offer is not None and is_onprem(self.policy, decision.offer.site):
+            if decision.action == Action.RUN:
+                snap.claim(decision.offer, job.spec)
+            elif decision.action == Action.WAIT:
+                snap.enqueue(decision.offer, job.spec)
+        return decision
+
+    # Money ---------------------------------------------------------------------------
+
+    def reserve(self, job: Job, attempt: Attempt, decision: Decision, store: JobStore) -> bool:
+        """Reserve a burst's estimated cash atomically; False when the budget would be exceeded."""
+        if decision.offer is None or is_onprem(self.policy, decision.offer.site):
+            return True
+        policy = self.policy
+        now = self.clock.now()
+        cash = float(decision.data.get("cash", 0.0))
+        voucher = float(decision.data.get("voucher", 0.0))
+        tenant_limit = self.budget(job.tenant)
+        cap = policy.burst.budget.global_monthly_cap
+        entry = SpendEntry(tenant=job.tenant, site=attempt.site, job_id=job.id, attempt_id=attempt.id,
+                           month=month_of(now), reserved=cash, voucher=voucher,
+                           voucher_id=self._voucher_id(job.tenant, attempt.site))
+        return store.reserve_spend(entry, tenant_limit=tenant_limit, global_limit=cap)
+
+    def budget(self, tenant: str) -> float | None:
+        """The tenant's monthly burst budget (its own, else the policy default; None = no limit)."""
+        t = self.policy.tenant(tenant)
+        if t is not None and t.monthly_budget is not None:
+            return t.monthly_budget
+        return self.policy.burst.budget.default_tenant_monthly
+
+    def _voucher_id(self, tenant: str, site: str) -> str | None:
+        return split_cost(tenant, site, 1.0, self.policy, {}).voucher_id
+
+    def settle(self, job: Job, attempt: Attempt, status: AttemptStatus, store: JobStore) -> None:
+        """Actual spend = the price recorded at decision time × the attempt's actual runtime."""
+        self.recent.append(attempt.model_copy(update={"state": status.state, "error": status.message,
+                                                      "updated_at": self.clock.now()}))
+        if is_onprem(self.policy, attempt.site):
+            return
+        hours = max(0.0, (self.clock.now() - attempt.created_at).total_seconds()) / 3600
+        total = estimate_cost(job.spec, attempt.offer, self.policy, hours=hours)
+        entries = [e for e in store.spend_entries(month_of(attempt.created_at), job.tenant)
+                   if e.attempt_id == attempt.id]
+        if not entries:
+            return
+        reserved = entries[0]
+        ratio = reserved.voucher / (reserved.voucher + reserved.reserved) if reserved.voucher else 0.0
+        store.settle_spend(attempt.id, spent=total * (1 - ratio), voucher=total * ratio)
+
+    # Admission and explain -------------------------------------------------------------
+
+    def admit(self, spec: JobSpec, tenant: TenantId, now: datetime) -> list[str]:
+        """Reasons the job can never be placed for this tenant (empty when it can)."""
+        policy = self.policy
+        expl = place(spec, tenant, static_offers(policy, read_at=now), policy, PlacementContext(now=now))
+        if expl.allowed:
+            return []
+        return [f"{r.rule}: {r.message}" for r in rejection_summary(expl)[:10]] or ["no offers"]
+
+    def explain(self, spec: JobSpec, tenant: TenantId) -> dict[str, Any]:
+        now = self.clock.now()
+        snap = self.snapshot(now, [])
+        inputs = BurstInputs(now=now, queued_since=now, routes=snap.routes, blocked=snap.blocked,
+                             unhealthy=snap.unhealthy, queueing_sites=self.queueing_sites())
+        decision = decide(spec, tenant, snap.offers, self.policy, inputs)
+        return explain_json(decision)
+
+    def explain_proto(self, spec: JobSpec, tenant: TenantId) -> placement_pb2.Explanation:
+        body = self.explain(spec, tenant)
+        return explanation_to_proto(body)
+
+    # Operator views --------------------------------------------------------------------
+
+    def spend_report(self, tenant: TenantId, asked: str, store: JobStore) -> pb.GetSpendResponse:
+        """This month's spend by tenant and site; tenants see their own, internal ones anyone's."""
+        policy = self.policy
+        now = self.clock.now()
+        caller = policy.tenant(tenant)
+        target = asked or tenant
+        if target != tenant and (caller is None or caller.kind != "internal"):
+            raise JobNotFoundError(f"tenant {target!r} not found")
+        month = month_of(now)
+        entries = store.spend_entries(month, None if target == "*" else TenantId(target))
+        lines: dict[tuple[str, str], list[float]] = {}
+        for e in entries:
+            line = lines.setdefault((e.tenant, e.site), [0.0, 0.0])
+            if e.settled:
+                line[0] += e.spent
+            else:
+                line[1] += e.reserved
+        resp = pb.GetSpendResponse(currency=policy.currency, month=month, lines=[
+            pb.SpendLine(tenant=t, site=site, spent=round(v[0], 2), reserved=round(v[1], 2))
+            for (t, site), v in sorted(lines.items())])
+        if target != "*":
+            money = self.money(target, now, store)
+            resp.budget = self.budget(target) or 0.0
+            resp.budget_left = money.budget_left if money.budget_left is not None else 0.0
+            resp.vouchers_left = sum(money.voucher_balances.values())
+        return resp
+
+    def status_report(self, store: JobStore, bursts: Sequence[datetime]) -> pb.GetStatusResponse:
+        """Operator view: capacity and waits per partition, jobs by state and site, money."""
+        now = self.clock.now()
+        offers, _ = self.live_offers(now)
+        resp = pb.GetStatusResponse(policy_hash=self.policy_hash)
+        seen: set[str] = set()
+        for o in offers:
+            key = partition_key(o)
+            if not is_onprem(self.policy, o.site) or key in seen:
+                continue
+            seen.add(key)
+            resp.partitions.append(pb.PartitionStatus(
+                site=o.site, partition=o.instance_type, accelerator=o.accelerator or "",
+                total=o.count if o.accelerator else int(o.cpus), free=o.free or 0,
+                expected_wait_seconds=o.expected_wait_s))
+        for state, n in store.count_by_state().items():
+            resp.jobs_by_state[state.value] = n
+        for job in store.jobs_in_states([JobState.PROVISIONING, JobState.RUNNING]):
+            if job.site:
+                resp.active_jobs_by_site[job.site] = resp.active_jobs_by_site[job.site] + 1
+        hour_ago = now - timedelta(hours=1)
+        resp.burst_decisions_last_hour = sum(1 for b in bursts if b >= hour_ago)
+        tenants = []
+        for t in self.policy.tenants:
+            money = self.money(t.id, now, store)
+            tenants.append({"tenant": t.id, "budget_left": money.budget_left,
+                            "vouchers_left": sum(money.voucher_balances.values())})
+        resp.status_json = json.dumps({"tenants": tenants, "unhealthy": self.unhealthy,
+                                       "currency": self.policy.currency}, default=str)
+        return resp
+
+
+def explanation_to_proto(body: Mapping[str, Any]) -> placement_pb2.Explanation:
+    def scored(d: Mapping[str, Any]) -> placement_pb2.ScoredOffer:
+        return placement_pb2.ScoredOffer(
+            site=d["site"], country=d.get("country") or "", residency=d.get("residency") or "",
+            instance_type=d["instance_type"], accelerator=d.get("accelerator") or "",
+            count=d["count"], spot=d["spot"], price_per_hour=d["price_per_hour"],
+            currency=d.get("currency") or "", allowed=d["allowed"],
+            reasons=[placement_pb2.Reason(rule=r["rule"], message=r["message"]) for r in d["reasons"]],
+            score=d["score"] if d.get("score") is not None else 0.0,
+            terms={k: float(v) for k, v in d.get("terms", {}).items()},
+            expected_wait_seconds=d.get("expected_wait_s") or 0.0, zone=d.get("zone") or "",
+        )
+
+    msg = placement_pb2.Explanation(
+        offers=[scored(o) for o in body["offers"]], policy_hash=body["policy_hash"],
+        decision_json=json.dumps(body.get("decision", {}), default=str),
+    )
+    if body.get("chosen"):
+        msg.chosen.CopyFrom(scored(body["chosen"]))
+    return msg
+

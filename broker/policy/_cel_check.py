@@ -1,0 +1,139 @@
+"""Compile and check the CEL rules of a policy, reporting problems at file:line:col."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import cel
+
+from broker.compliance.celenv import VARIABLES, referenced_paths, sample
+from broker.compliance.rules import PLACEHOLDERS, CompiledRule, template_fields
+from broker.policy._problems import Problem
+from broker.policy._yaml import value_origin
+from broker.policy.schema import Rule
+
+_CEL_POS = re.compile(r"<input>:(\d+):(\d+):")
+_ID_LITERAL = re.compile(r"\b(site|tenant)\.id\s*==\s*[\"']([^\"']*)[\"']|[\"']([^\"']*)[\"']\s*==\s*(site|tenant)\.id")
+
+
+class _Locator:
+    """Maps a 0-based offset in a scalar's text to its 1-based position in the file."""
+
+    def __init__(self, lines: list[str], doc: Any, loc: list[str | int]) -> None:
+        self.line, self.col, self.style = value_origin(doc, loc)
+        self.lines = lines
+
+    def at(self, offset: int) -> tuple[int, int]:
+        if self.style in ("|", ">"):
+            first = self.line  # the indicator line; content starts on the next one
+            body = [ln for ln in self.lines[first:]]
+            indent = None
+            for i, raw in enumerate(body):
+                if not raw.strip():
+                    offset -= 1
+                    continue
+                if indent is None:
+                    indent = len(raw) - len(raw.lstrip(" "))
+                text = raw[indent:]
+                if offset <= len(text):
+                    return first + i + 1, indent + offset + 1
+                offset -= len(text) + 1
+            return self.line, self.col
+        quote = 1 if self.style in ("'", '"') else 0
+        return self.line, self.col + quote + offset
+
+
+def _offset(expr: str, line: int, col: int) -> int:
+    lines = expr.split("\n")
+    return sum(len(x) + 1 for x in lines[: line - 1]) + col - 1
+
+
+def compile_rules(
+    rules: tuple[Rule, ...], doc: Any, text: str, filename: str, site_ids: set[str], tenant_ids: set[str],
+    default_deny: bool,
+) -> tuple[list[CompiledRule], list[Problem]]:
+    """Compile every rule once; check syntax, names, fields, types, references and templates."""
+    lines = text.split("\n")
+    out: list[CompiledRule] = []
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    base = ["compliance", "rules"]
+
+    def problem(loc: list[str | int], message: str, offset: int | None = None) -> None:
+        if offset is None:
+            from broker.policy._yaml import position
+
+            line, col = position(doc, loc)
+        else:
+            line, col = _Locator(lines, doc, loc).at(offset)
+        problems.append(Problem(filename, line, col, message))
+
+    for i, rule in enumerate(rules):
+        where = f"compliance.rules.{i}"
+        if rule.id in seen:
+            problem([*base, i, "id"], f"{where}.id: duplicate rule id {rule.id!r} (first at rules.{seen[rule.id]})")
+        seen.setdefault(rule.id, i)
+        if (rule.deny is None) == (rule.allow is None):
+            problem([*base, i], f"{where}: a rule needs exactly one of 'deny' or 'allow'")
+            continue
+        effect = "deny" if rule.deny is not None else "allow"
+        expr = rule.deny if rule.deny is not None else rule.allow
+        assert expr is not None
+        loc: list[str | int] = [*base, i, effect]
+        if effect == "allow" and not default_deny:
+            problem(loc, f"{where}.allow: allow rules have no effect while compliance.default is allow", 0)
+        for field, ids, kind in (("sites", site_ids, "site"), ("tenants", tenant_ids, "tenant")):
+            scope = getattr(rule, field)
+            for j, ref in enumerate(scope or ()):
+                if ref not in ids:
+                    problem([*base, i, field, j], f"{where}.{field}.{j}: unknown {kind} {ref!r}")
+        try:
+            fields = template_fields(rule.reason)
+        except ValueError as exc:
+            problem([*base, i, "reason"], f"{where}.reason: bad template: {exc}")
+            fields = []
+        for name in fields:
+            if name not in PLACEHOLDERS:
+                problem([*base, i, "reason"], f"{where}.reason: unknown placeholder {{{name}}} "
+                                              f"(known: {', '.join(sorted(PLACEHOLDERS))})")
+        if effect == "deny" and not rule.reason.strip():
+            problem([*base, i], f"{where}: a deny rule needs a 'reason' a person can read")
+        try:
+            program = cel.compile(expr)
+        except ValueError as exc:
+            msg = str(exc)
+            m = _CEL_POS.search(msg)
+            off = _offset(expr, int(m.group(1)), int(m.group(2))) if m else 0
+            detail = msg.split("ERROR: ", 1)[-1].split("\n", 1)[0]
+            detail = _CEL_POS.sub("", detail).strip()
+            problem(loc, f"{where}.{effect}: CEL syntax error: {detail}", off)
+            continue
+        paths, errors = referenced_paths(expr)
+        for err in errors:
+            problem(loc, f"{where}.{effect}: {err.message}", err.offset)
+        for m in _ID_LITERAL.finditer(expr):
+            kind = m.group(1) or m.group(4)
+            ref = m.group(2) if m.group(1) else m.group(3)
+            if ref not in (site_ids if kind == "site" else tenant_ids):
+                problem(loc, f"{where}.{effect}: unknown {kind} {ref!r}", m.start())
+        if errors:
+            continue
+        try:
+            result: Any = program.execute({v: sample(v) for v in VARIABLES})
+        except KeyError:
+            result = False  # a map key absent from the empty sample map: fine at load time
+        except Exception as exc:
+            text_exc = str(exc).split(". ")[0]
+            problem(loc, f"{where}.{effect}: type error: {text_exc}", 0)
+            continue
+        if not isinstance(result, bool):
+            problem(loc, f"{where}.{effect}: must evaluate to a bool, not {type(result).__name__}", 0)
+            continue
+        out.append(CompiledRule(
+            id=rule.id, effect=effect, source=expr, program=program, reason=rule.reason,
+            paths=tuple(dict.fromkeys(paths)),
+            sites=frozenset(rule.sites) if rule.sites is not None else None,
+            tenants=frozenset(rule.tenants) if rule.tenants is not None else None,
+        ))
+    return out, problems

@@ -1,0 +1,97 @@
+"""YAML loading with positions: ruamel round-trip nodes and pydantic `loc` -> line:col."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from broker.policy._problems import Problem, PolicyError
+
+Loc = Sequence[str | int]
+
+
+def parse_yaml(text: str, filename: str) -> Any:
+    """Parse YAML text keeping positions; syntax errors become a PolicyError."""
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.allow_duplicate_keys = False
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        what = " ".join(x for x in (exc.context, exc.problem) if x)
+        raise PolicyError([Problem(filename, line, col, f"YAML: {what}")]) from exc
+    except Exception as exc:  # ruamel raises a few unmarked errors (e.g. bad encodings)
+        raise PolicyError([Problem(filename, 1, 1, f"YAML: {exc}")]) from exc
+
+
+def position(root: Any, loc: Loc, *, key: bool = False) -> tuple[int, int]:
+    """1-based (line, col) of the node at `loc`; the deepest existing ancestor if missing.
+
+    With `key=True` a mapping entry reports its key's position rather than its value's.
+    """
+    node = root
+    pos = (root.lc.line, root.lc.col) if hasattr(root, "lc") else (0, 0)
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, CommentedMap) and part in node:
+            child = node[part]
+            if key and last or isinstance(child, CommentedMap | CommentedSeq):
+                pos = node.lc.key(part)
+            else:
+                pos = node.lc.value(part)
+            node = child
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+            pos, node = node.lc.item(part), node[part]
+        else:
+            break
+    return pos[0] + 1, pos[1] + 1
+
+
+def _describe(err: Any) -> str:
+    kind = err["type"]
+    loc = err["loc"]
+    name = str(loc[-1]) if loc else ""
+    if kind == "extra_forbidden":
+        return f"unknown field {name!r}"
+    if kind == "missing":
+        return f"missing required field {name!r}"
+    msg = str(err["msg"])
+    return msg[0].lower() + msg[1:] if msg else kind
+
+
+def validation_problems(exc: ValidationError, root: Any, filename: str, prefix: Loc = ()) -> list[Problem]:
+    """Turn a pydantic ValidationError on a YAML document into positioned problems."""
+    problems: list[Problem] = []
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        full = [*prefix, *loc]
+        line, col = position(root, full, key=err["type"] == "extra_forbidden")
+        where = ".".join(str(p) for p in full)
+        problems.append(Problem(filename, line, col, f"{where}: {_describe(err)}" if where else _describe(err)))
+    return problems
+
+
+def value_origin(root: Any, loc: Loc) -> tuple[int, int, str]:
+    """Where a scalar's text starts (1-based line, col) and its style ('', "'", '"', '|', '>')."""
+    node = root
+    for part in loc[:-1]:
+        node = node[part]
+    last = loc[-1]
+    value = node[last]
+    if isinstance(node, CommentedSeq):
+        line, col = node.lc.item(int(last))
+    else:
+        line, col = node.lc.value(last)
+    style = getattr(value, "style", None)
+    if style is None:
+        cls = type(value).__name__
+        style = {"LiteralScalarString": "|", "FoldedScalarString": ">",
+                 "SingleQuotedScalarString": "'", "DoubleQuotedScalarString": '"'}.get(cls, "")
+    return line + 1, col + 1, str(style or "")

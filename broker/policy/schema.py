@@ -1,0 +1,238 @@
+"""The routing-policy YAML schema (what operators write). `szb policy schema` exports it.
+
+Cross-references (a tenant naming a site, a rule scoped to a tenant …) and CEL rules are
+checked after this schema validates, in `broker.policy._check`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from broker.model import Duration, Priority
+
+_ID = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+_COUNTRY = r"^[A-Z]{2}$"
+_CURRENCY = r"^[A-Z]{3}$"
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Objective(_Doc):
+    """Weights of the score terms; the score is an expected cost in the policy currency (lower wins)."""
+
+    price: float = Field(default=1.0, ge=0, description="Weight of the expected price (price x runtime).")
+    wait_hour_cost: float = Field(default=0.0, ge=0, description="Cost of one hour of expected wait.")
+    carbon_g_cost: float = Field(default=0.0, ge=0, description="Cost of one gram of CO2.")
+    preference: float = Field(default=1.0, ge=0, description="Weight of the sites' preference terms.")
+    rank: tuple[str, ...] = Field(
+        default=("score", "site", "offer"),
+        description="Tie-break chain: score, cost, wait, carbon, preference, free, site, offer.",
+    )
+
+
+class Partition(_Doc):
+    """An on-prem (Slurm/local) partition; one offer per slot size, at a shadow price."""
+
+    name: str = Field(min_length=1)
+    accelerator: str | None = Field(default=None, description="Catalog name; null for CPU-only.")
+    count_per_node: int = Field(default=0, ge=0, le=64)
+    nodes: int = Field(default=1, ge=1)
+    price_hour: float = Field(
+        gt=0,
+        description="Shadow (chargeback) price per accelerator-hour, or per job slot-hour for CPU-only.",
+    )
+    cpus_per_node: float = Field(default=0, ge=0)
+    memory_gb_per_node: float = Field(default=0, ge=0)
+    slot_counts: tuple[int, ...] | None = Field(
+        default=None, description="Accelerator counts offered; default powers of two up to count_per_node."
+    )
+    expected_wait: Duration | None = Field(default=None, description="Static wait estimate for explain.")
+
+
+class CatalogRef(_Doc):
+    """Instance types from a catalog CSV (path relative to the policy file)."""
+
+    file: str = Field(min_length=1)
+    region: str = Field(min_length=1)
+    currency: str = Field(default="USD", pattern=_CURRENCY)
+    spot: bool = Field(default=True, description="Offer the spot market where the CSV has a spot price.")
+
+
+class Site(_Doc):
+    """Where capacity lives: one provider region (or the on-prem cluster)."""
+
+    id: str = Field(pattern=_ID)
+    adapter: str = Field(min_length=1, description="Adapter entry-point name: local, slurm, aws, alibaba …")
+    adapter_config: dict[str, Any] = Field(default_factory=dict, description="Passed to the adapter as is.")
+    provider: str = Field(default="", description="Partition of the provider, e.g. aws, aws-cn, aliyun-cn.")
+    region: str = ""
+    zones: tuple[str, ...] = ()
+    country: str = Field(pattern=_COUNTRY, description="Where the hardware is (ISO 3166 alpha-2).")
+    residency: str = Field(min_length=1, description="Data-residency zone (declared in compliance.residency).")
+    operator_country: str | None = Field(
+        default=None, pattern=_COUNTRY, description="Where the operator is headquartered; default country."
+    )
+    carbon_gco2_kwh: float = Field(default=0.0, ge=0)
+    preference_per_hour: float = Field(
+        default=0.0, description="Added to the score per hour of runtime; negative = preferred."
+    )
+    partitions: tuple[Partition, ...] = ()
+    catalog: CatalogRef | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Voucher(_Doc):
+    """A compute voucher: a discount on covered sites until the balance is spent."""
+
+    id: str = Field(min_length=1)
+    balance: float = Field(ge=0)
+    discount: float = Field(gt=0, le=1, description="Fraction of the price the voucher pays.")
+    sites: tuple[str, ...] = Field(default=(), description="Sites covered; empty = all.")
+    expires: str | None = None
+
+
+TenantKind = Literal["university", "institute", "sme", "partner", "internal"]
+
+
+class Tenant(_Doc):
+    """Who pays: an organisation with its jurisdiction, licences, sites and money."""
+
+    id: str = Field(pattern=_ID)
+    name: str = ""
+    kind: TenantKind
+    entity_country: str = Field(pattern=_COUNTRY, description="Country of the headquarters.")
+    country_groups: tuple[str, ...] | None = Field(
+        default=None, description="EAR country groups; default derived from entity_country and the regimes file."
+    )
+    export_licences: tuple[str, ...] = Field(default=(), description="Classes licensed, e.g. 3A090.b.")
+    allowed_sites: tuple[str, ...] | None = Field(default=None, description="null = every site.")
+    monthly_budget: float | None = Field(default=None, ge=0)
+    vouchers: tuple[Voucher, ...] = ()
+
+
+class MaxWait(_Doc):
+    """How long a job may wait on-prem before it bursts."""
+
+    default: Duration = Field(default="30m", validate_default=True)  # type: ignore[assignment]
+    by_priority: dict[Priority, Duration] = Field(default_factory=dict)
+    by_tenant_kind: dict[TenantKind, Duration] = Field(default_factory=dict)
+
+
+class SiteBurst(_Doc):
+    max_provisioning: int = Field(default=4, ge=0, description="Instances being provisioned at once.")
+    max_instances: int | None = Field(default=None, ge=0)
+    max_idle: Duration = Field(default="10m", validate_default=True)  # type: ignore[assignment]
+    spot_interruption_risk: float = Field(default=0.05, ge=0, le=1, description="Per hour.")
+
+
+class FailureThrottle(_Doc):
+    window: Duration = Field(default="10m", validate_default=True)  # type: ignore[assignment]
+    min_attempts: int = Field(default=5, ge=1)
+    max_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    cooldown: Duration = Field(default="15m", validate_default=True)  # type: ignore[assignment]
+
+
+class Budget(_Doc):
+    global_monthly_cap: float | None = Field(default=None, ge=0, description="All burst spend, per month.")
+    default_tenant_monthly: float | None = Field(default=None, ge=0)
+    alert_fraction: float = Field(default=0.8, gt=0, le=1)
+
+
+class BlocklistTtl(_Doc):
+    capacity: Duration = Field(default="3m", validate_default=True)  # type: ignore[assignment]
+    quota: Duration = Field(default="30m", validate_default=True)  # type: ignore[assignment]
+    unhealthy: Duration = Field(default="10m", validate_default=True)  # type: ignore[assignment]
+
+
+class Retries(_Doc):
+    max_attempts: int = Field(default=5, ge=1, description="Attempts per job (each on a new offer).")
+    max_transient_retries: int = Field(default=3, ge=0)
+    backoff_initial: Duration = Field(default="1s", validate_default=True)  # type: ignore[assignment]
+    backoff_max: Duration = Field(default="60s", validate_default=True)  # type: ignore[assignment]
+
+
+class BurstSettings(_Doc):
+    """When and how far to burst to the cloud (used by the bursting logic)."""
+
+    enabled: bool = True
+    max_wait: MaxWait = MaxWait()
+    hysteresis: Duration = Field(default="10m", validate_default=True)  # type: ignore[assignment]
+    late_wait_factor: float = Field(
+        default=4.0, ge=0,
+        description="Each hour a job waits past its max_wait costs this many times wait_hour_cost.",
+    )
+    sites: dict[str, SiteBurst] = Field(default_factory=dict, description="Per-site limits, by site id.")
+    failure_throttle: FailureThrottle = FailureThrottle()
+    budget: Budget = Budget()
+    deadline_slack_factor: float = Field(default=1.5, ge=1)
+    heartbeat_timeout: Duration = Field(default="5m", validate_default=True)  # type: ignore[assignment]
+    blocklist_ttl: BlocklistTtl = BlocklistTtl()
+    attempt_timeout: Duration = Field(default="20m", validate_default=True)  # type: ignore[assignment]
+    give_up_after: Duration = Field(default="24h", validate_default=True)  # type: ignore[assignment]
+    retries: Retries = Retries()
+
+
+class ResidencyZone(_Doc):
+    countries: tuple[str, ...] = Field(default=(), description="Site countries allowed in the zone.")
+    description: str = ""
+
+
+class ResidencyRule(_Doc):
+    """Built-in filter: a job's data_residency zone must equal its site's zone."""
+
+    id: str = "residency"
+    reason: str = "job data must stay in {zone}; site {site} is in {site_zone} ({country})"
+    zones: dict[str, ResidencyZone] = Field(default_factory=dict)
+
+
+class ExportRule(_Doc):
+    """Built-in filter: licence needed for controlled hardware at sites under a foreign jurisdiction."""
+
+    id: str = "export"
+    operator_countries: tuple[str, ...] = ("US",)
+    tenant_country_groups: tuple[str, ...] = ("D:5", "Macau")
+    classes: tuple[str, ...] = ("3A090.a", "3A090.b")
+    reason: str = (
+        "{class} hardware ({accelerator}) at a site operated from {operator_country} needs an export "
+        "licence for tenants headquartered in {tenant_group}"
+    )
+
+
+class Rule(_Doc):
+    """An operator rule: a CEL condition over job, tenant, site, offer and hardware."""
+
+    id: str = Field(min_length=1)
+    description: str = ""
+    deny: str | None = None
+    allow: str | None = None
+    reason: str = ""
+    sites: tuple[str, ...] | None = Field(default=None, description="Only these sites (null = all).")
+    tenants: tuple[str, ...] | None = Field(default=None, description="Only these tenants (null = all).")
+
+
+class Compliance(_Doc):
+    regime: str | None = Field(default=None, description="Regime name; default the regimes file's default.")
+    default: Literal["allow", "deny"] = "allow"
+    residency: ResidencyRule = ResidencyRule()
+    export: ExportRule | None = ExportRule()
+    rules: tuple[Rule, ...] = ()
+
+
+class PolicyDocument(_Doc):
+    """The whole routing policy file."""
+
+    version: Literal[1]
+    currency: str = Field(pattern=_CURRENCY)
+    fx: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict, description="1 unit of KEY = VALUE units of currency.")
+    objective: Objective = Objective()
+    accelerators: str = Field(default="accelerators.yaml", description="Accelerator catalog, relative path.")
+    regimes: str = Field(default="regimes.yaml", description="Export regimes file, relative path.")
+    default_power_w: float = Field(default=150.0, ge=0, description="Power of a CPU-only offer, for carbon.")
+    sites: tuple[Site, ...] = Field(min_length=1)
+    tenants: tuple[Tenant, ...] = ()
+    burst: BurstSettings = BurstSettings()
+    compliance: Compliance = Compliance()

@@ -1,0 +1,113 @@
+"""Operator policy tests (`szb policy test`): expectations about placements, like `opa test`.
+
+A test file::
+
+    tests:
+      - name: cn-mainland data of pku-nlp never leaves the mainland
+        tenant: pku-nlp
+        job: {name: t, command: [run], runtime_estimate: 2h, data_residency: cn-mainland,
+              resources: {accelerators: {count: 8, any_of: [A800, A100, H100]}}}
+        expect:
+          residency: cn-mainland         # chosen site's zone; also: site, not_site,
+          # sites_in: [...], accelerator, allowed: true|false, denied_by: RULE
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from broker.model import JobSpec, TenantId
+from broker.policy._policy import Policy
+from broker.policy._problems import PolicyError, Problem
+from broker.policy._yaml import parse_yaml, validation_problems
+
+
+class Expect(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    allowed: bool | None = Field(default=None, description="Whether any offer is allowed.")
+    site: str | None = None
+    not_site: str | None = None
+    sites_in: tuple[str, ...] | None = None
+    residency: str | None = Field(default=None, description="Zone of the chosen site.")
+    accelerator: str | None = None
+    denied_by: str | None = Field(default=None, description="A rule id that rejects at least one offer.")
+
+
+class Case(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    tenant: str
+    job: JobSpec
+    expect: Expect
+    blocked: tuple[str, ...] = ()
+    unhealthy: dict[str, str] = Field(default_factory=dict)
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tests: tuple[Case, ...] = Field(min_length=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    name: str
+    passed: bool
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail}
+
+
+def load_tests(path: Path) -> Suite:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError([Problem(str(path), 1, 1, f"cannot read tests: {exc.strerror}")]) from exc
+    doc = parse_yaml(text, str(path))
+    try:
+        return Suite.model_validate(doc)
+    except ValidationError as exc:
+        raise PolicyError(validation_problems(exc, doc, str(path))) from exc
+
+
+def run_tests(policy: Policy, suite: Suite) -> list[Result]:
+    """Run every case through the real `place()` on the policy's static offers."""
+    from broker.catalog.offers import static_offers
+    from broker.model import SiteId
+    from broker.placement import PlacementContext, place
+
+    offers = static_offers(policy)
+    results = []
+    for case in suite.tests:
+        ctx = PlacementContext(blocked=frozenset(case.blocked),
+                               unhealthy_sites={SiteId(k): v for k, v in case.unhealthy.items()})
+        ex = place(case.job, TenantId(case.tenant), offers, policy, ctx)
+        chosen = ex.chosen.offer if ex.chosen is not None else None
+        site = policy.site(chosen.site) if chosen is not None else None
+        e = case.expect
+        failures = []
+        where = f"{chosen.site}/{chosen.instance_type}" if chosen else "nothing"
+        if e.allowed is not None and (chosen is not None) != e.allowed:
+            failures.append(f"expected {'a placement' if e.allowed else 'no placement'}, got {where}")
+        if e.site is not None and (chosen is None or chosen.site != e.site):
+            failures.append(f"expected site {e.site}, got {where}")
+        if e.not_site is not None and chosen is not None and chosen.site == e.not_site:
+            failures.append(f"expected any site but {e.not_site}, got {where}")
+        if e.sites_in is not None and chosen is not None and chosen.site not in e.sites_in:
+            failures.append(f"expected one of {', '.join(e.sites_in)}, got {where}")
+        if e.residency is not None and site is not None and site.residency != e.residency:
+            failures.append(f"expected residency {e.residency}, got {site.residency} ({where})")
+        if e.accelerator is not None and (chosen is None or chosen.accelerator != e.accelerator):
+            failures.append(f"expected accelerator {e.accelerator}, got "
+                            f"{chosen.accelerator if chosen else 'nothing'}")
+        if e.denied_by is not None and not any(r.rule == e.denied_by for s in ex.offers for r in s.reasons):
+            failures.append(f"expected rule {e.denied_by} to reject an offer; it rejected none")
+        results.append(Result(case.name, not failures, "; ".join(failures)))
+    return results

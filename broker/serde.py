@@ -1,0 +1,196 @@
+"""Proto ⇄ domain mapping for the gRPC edge: `*_to_proto` / `*_from_proto` pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.protobuf.json_format import MessageToDict
+
+from broker.api import job_pb2
+from broker.model import (
+    Job,
+    JobEvent,
+    JobId,
+    JobSpec,
+    JobState,
+    Priority,
+    Residency,
+    SiteId,
+    SpotMode,
+    TenantId,
+)
+
+_STATE_TO_PROTO = {s: job_pb2.JobState.Value(f"JOB_STATE_{s.value}") for s in JobState}
+_STATE_FROM_PROTO = {v: k for k, v in _STATE_TO_PROTO.items()}
+_PRIORITY_TO_PROTO = {p: job_pb2.Priority.Value(f"PRIORITY_{p.name}") for p in Priority}
+_PRIORITY_FROM_PROTO = {v: k for k, v in _PRIORITY_TO_PROTO.items()}
+_SPOT_TO_PROTO = {s: job_pb2.SpotMode.Value(f"SPOT_MODE_{s.name}") for s in SpotMode}
+_SPOT_FROM_PROTO = {v: k for k, v in _SPOT_TO_PROTO.items()}
+_RES_TO_PROTO = {r: job_pb2.DataResidency.Value(f"DATA_RESIDENCY_{r.name}") for r in Residency}
+_RES_FROM_PROTO = {v: k for k, v in _RES_TO_PROTO.items()}
+
+
+class UnknownEnumError(ValueError):
+    """A proto enum number we do not know (a newer or hostile client)."""
+
+    def __init__(self, field: str, value: int) -> None:
+        super().__init__(f"{field}: unknown value {value}")
+        self.field = field
+
+
+def ts_to_proto(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value.astimezone(UTC))
+    return ts
+
+
+def ts_from_proto(value: timestamp_pb2.Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def duration_to_proto(value: timedelta) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromTimedelta(value)
+    return d
+
+
+def state_to_proto(state: JobState) -> job_pb2.JobState.ValueType:
+    return _STATE_TO_PROTO[state]
+
+
+def state_from_proto(value: int) -> JobState:
+    if value not in _STATE_FROM_PROTO:
+        raise UnknownEnumError("states", value)
+    return _STATE_FROM_PROTO[value]  # type: ignore[index]
+
+
+def spec_mapping_from_proto(msg: job_pb2.JobSpec) -> dict[str, Any]:
+    """The wire spec as the mapping JobSpec validates; unset fields take their defaults."""
+    data: dict[str, Any] = {"name": msg.name, "command": list(msg.command)}
+    if msg.image:
+        data["image"] = msg.image
+    if msg.env:
+        data["env"] = dict(msg.env)
+    if msg.HasField("resources"):
+        res: dict[str, Any] = {}
+        r = msg.resources
+        if r.HasField("accelerators"):
+            a = r.accelerators
+            res["accelerators"] = {"count": a.count, "any_of": list(a.any_of),
+                                   "min_memory_gb": a.min_memory_gb}
+        if r.cpus:
+            res["cpus"] = r.cpus
+        if r.memory_gb:
+            res["memory_gb"] = r.memory_gb
+        data["resources"] = res
+    if msg.HasField("runtime_estimate"):
+        data["runtime_estimate"] = msg.runtime_estimate.ToTimedelta()
+    if msg.HasField("max_wait"):
+        data["max_wait"] = msg.max_wait.ToTimedelta()
+    if msg.HasField("deadline"):
+        data["deadline"] = ts_from_proto(msg.deadline)
+    for field, table, value in (
+        ("priority", _PRIORITY_FROM_PROTO, msg.priority),
+        ("spot", _SPOT_FROM_PROTO, msg.spot),
+        ("data_residency", _RES_FROM_PROTO, msg.data_residency),
+    ):
+        if value == 0:
+            continue
+        if value not in table:
+            raise UnknownEnumError(field, value)
+        data[field] = table[value]  # type: ignore[index]
+    if msg.HasField("max_price_per_hour"):
+        data["max_price_per_hour"] = msg.max_price_per_hour
+    if msg.labels:
+        data["labels"] = dict(msg.labels)
+    return data
+
+
+def spec_from_proto(msg: job_pb2.JobSpec) -> JobSpec:
+    """Validate a wire spec; raises pydantic.ValidationError or UnknownEnumError."""
+    return JobSpec.model_validate(spec_mapping_from_proto(msg))
+
+
+def spec_to_proto(spec: JobSpec) -> job_pb2.JobSpec:
+    acc = spec.resources.accelerators
+    msg = job_pb2.JobSpec(
+        name=spec.name,
+        command=list(spec.command),
+        image=spec.image or "",
+        env=spec.env,
+        resources=job_pb2.Resources(
+            accelerators=job_pb2.AcceleratorRequest(
+                count=acc.count, any_of=list(acc.any_of), min_memory_gb=acc.min_memory_gb),
+            cpus=spec.resources.cpus,
+            memory_gb=spec.resources.memory_gb,
+        ),
+        runtime_estimate=duration_to_proto(spec.runtime_estimate),
+        priority=_PRIORITY_TO_PROTO[spec.priority],
+        spot=_SPOT_TO_PROTO[spec.spot],
+        data_residency=_RES_TO_PROTO[spec.data_residency],
+        labels=spec.labels,
+    )
+    if spec.max_wait is not None:
+        msg.max_wait.CopyFrom(duration_to_proto(spec.max_wait))
+    if spec.deadline is not None:
+        msg.deadline.CopyFrom(ts_to_proto(spec.deadline))
+    if spec.max_price_per_hour is not None:
+        msg.max_price_per_hour = spec.max_price_per_hour
+    return msg
+
+
+def job_to_proto(job: Job) -> job_pb2.Job:
+    msg = job_pb2.Job(
+        id=job.id, tenant=job.tenant, spec=spec_to_proto(job.spec), client_id=job.client_id or "",
+        state=_STATE_TO_PROTO[job.state], create_time=ts_to_proto(job.created_at),
+        update_time=ts_to_proto(job.updated_at), site=job.site or "", attempts=job.attempts,
+        log_tail=job.log_tail, message=job.message, policy_hash=job.policy_hash,
+    )
+    if job.exit_code is not None:
+        msg.exit_code = job.exit_code
+    return msg
+
+
+def job_from_proto(msg: job_pb2.Job) -> Job:
+    """Used by clients (the CLI) to get domain objects back."""
+    return Job(
+        id=JobId(msg.id), tenant=TenantId(msg.tenant), spec=spec_from_proto(msg.spec),
+        client_id=msg.client_id or None, state=state_from_proto(msg.state),
+        created_at=ts_from_proto(msg.create_time), updated_at=ts_from_proto(msg.update_time),
+        site=SiteId(msg.site) if msg.site else None, attempts=msg.attempts,
+        exit_code=msg.exit_code if msg.HasField("exit_code") else None,
+        log_tail=msg.log_tail, message=msg.message, policy_hash=msg.policy_hash,
+    )
+
+
+def _struct(data: Mapping[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(_jsonable(data))
+    return s
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def event_to_proto(event: JobEvent) -> job_pb2.JobEvent:
+    return job_pb2.JobEvent(
+        job_id=event.job_id, seq=event.seq, time=ts_to_proto(event.time), kind=event.kind,
+        state=_STATE_TO_PROTO[event.state], message=event.message, data=_struct(event.data),
+    )
+
+
+def event_from_proto(msg: job_pb2.JobEvent) -> JobEvent:
+    return JobEvent(
+        job_id=JobId(msg.job_id), seq=msg.seq, time=ts_from_proto(msg.time), kind=msg.kind,
+        state=state_from_proto(msg.state), message=msg.message, data=MessageToDict(msg.data),
+    )

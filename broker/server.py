@@ -1,0 +1,277 @@
+"""gRPC edge: map requests to domain calls and typed errors to statuses. Nothing else."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from pydantic import ValidationError
+
+from broker.api import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    broker_service_pb2,
+    broker_service_pb2_grpc,
+    placement_pb2,
+)
+from broker.auth import AuthError, TokenAuthority
+from broker.model import AttemptState, AttemptStatus, JobSpec, TenantId
+from broker.serde import (
+    UnknownEnumError,
+    event_to_proto,
+    job_to_proto,
+    spec_from_proto,
+    state_from_proto,
+)
+from broker.service import BrokerServices, NotPlaceableError
+from broker.store import JobNotFoundError, StoreError, Submission
+from broker.validation import FieldViolation, violations
+
+MAX_BATCH = 10_000
+MAX_CLIENT_ID = 128
+MAX_ID = 128
+
+ExplainFn = Callable[[JobSpec, TenantId], placement_pb2.Explanation]
+SpendFn = Callable[[TenantId, str], broker_service_pb2.GetSpendResponse]
+StatusFn = Callable[[], broker_service_pb2.GetStatusResponse]
+
+
+class _BadRequest(Exception):
+    def __init__(self, items: Sequence[FieldViolation]) -> None:
+        super().__init__("; ".join(str(v) for v in items))
+        self.items = list(items)
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
+    """Turn a typed error into a gRPC status with rich details; the one place that does."""
+    details: list[any_pb2.Any] = []
+    if isinstance(exc, _BadRequest):
+        code, message = code_pb2.INVALID_ARGUMENT, f"invalid request: {exc}"
+        bad = error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            for v in exc.items])
+        details.append(_pack(bad))
+    elif isinstance(exc, AuthError):
+        code, message = code_pb2.UNAUTHENTICATED, str(exc)
+    elif isinstance(exc, JobNotFoundError):
+        code, message = code_pb2.NOT_FOUND, str(exc)
+    elif isinstance(exc, NotPlaceableError):
+        code, message = code_pb2.FAILED_PRECONDITION, f"no allowed offer: {exc}"
+        failure = error_details_pb2.PreconditionFailure(violations=[
+            error_details_pb2.PreconditionFailure.Violation(type="PLACEMENT", subject=f"job[{exc.index}]",
+                                                            description=r)
+            for r in exc.reasons])
+        details.append(_pack(failure))
+    elif isinstance(exc, StoreError):
+        code, message = code_pb2.INTERNAL, f"store error: {exc}"
+    else:
+        code, message = code_pb2.INTERNAL, f"internal error: {type(exc).__name__}"
+    details.append(_pack(error_details_pb2.ErrorInfo(reason=type(exc).__name__,
+                                                     domain="shangzhuang.broker.v1")))
+    status = status_pb2.Status(code=code, message=message, details=details)
+    await context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def _pack(msg: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(msg)
+    return packed
+
+
+def _spec(msg: Any, prefix: str) -> JobSpec:
+    try:
+        return spec_from_proto(msg)
+    except ValidationError as exc:
+        raise _BadRequest(violations(exc, prefix)) from exc
+    except UnknownEnumError as exc:
+        field = f"{prefix}.{exc.field}" if prefix else exc.field
+        raise _BadRequest([FieldViolation(field, "unknown enum value")]) from exc
+
+
+def _client_id(value: str, field: str) -> str | None:
+    if len(value) > MAX_CLIENT_ID:
+        raise _BadRequest([FieldViolation(field, f"must be at most {MAX_CLIENT_ID} characters")])
+    return value or None
+
+
+def _job_id(value: str) -> str:
+    if not value or len(value) > MAX_ID:
+        raise _BadRequest([FieldViolation("id", "must be a job id")])
+    return value
+
+
+class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
+    def __init__(self, services: BrokerServices, auth: TokenAuthority, *,
+                 explain: ExplainFn | None = None, spend: SpendFn | None = None,
+                 status: StatusFn | None = None) -> None:
+        self.services = services
+        self.auth = auth
+        self.explain = explain
+        self.spend = spend
+        self._status = status
+
+    def _tenant(self, context: grpc.aio.ServicerContext[Any, Any]) -> TenantId:
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        return self.auth.tenant_for(metadata)
+
+    async def SubmitJob(self, request: broker_service_pb2.SubmitJobRequest,
+                        context: grpc.aio.ServicerContext[Any, Any]) -> broker_service_pb2.SubmitJobResponse:
+        try:
+            tenant = self._tenant(context)
+            item = Submission(spec=_spec(request.job, ""),
+                              client_id=_client_id(request.client_id, "client_id"))
+            [(job, created)] = self.services.submit(tenant, [item])
+            return broker_service_pb2.SubmitJobResponse(job=job_to_proto(job), created=created)
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    async def SubmitJobs(self, request: broker_service_pb2.SubmitJobsRequest,
+                         context: grpc.aio.ServicerContext[Any, Any]) -> broker_service_pb2.SubmitJobsResponse:
+        try:
+            tenant = self._tenant(context)
+            if len(request.requests) > MAX_BATCH:
+                raise _BadRequest([FieldViolation("requests", f"at most {MAX_BATCH} jobs per call")])
+            items, problems = [], []
+            for i, r in enumerate(request.requests):
+                try:
+                    items.append(Submission(spec=_spec(r.job, f"requests[{i}].job"),
+                                            client_id=_client_id(r.client_id, f"requests[{i}].client_id")))
+                except _BadRequest as bad:
+                    problems.extend(bad.items)
+            if problems:
+                raise _BadRequest(problems)
+            results = self.services.submit(tenant, items)
+            return broker_service_pb2.SubmitJobsResponse(responses=[
+                broker_service_pb2.SubmitJobResponse(job=job_to_proto(j), created=c) for j, c in results])
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    async def GetJob(self, request: broker_service_pb2.GetJobRequest,
+                     context: grpc.aio.ServicerContext[Any, Any]) -> broker_service_pb2.GetJobResponse:
+        try:
+            job = self.services.get(self._tenant(context), _job_id(request.id))
+            return broker_service_pb2.GetJobResponse(job=job_to_proto(job))
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    async def ListJobs(self, request: broker_service_pb2.ListJobsRequest,
+                       context: grpc.aio.ServicerContext[Any, Any]) -> broker_service_pb2.ListJobsResponse:
+        try:
+            tenant = self._tenant(context)
+            if request.page_size < 0:
+                raise _BadRequest([FieldViolation("page_size", "must be >= 0")])
+            if len(request.page_token) > MAX_ID:
+                raise _BadRequest([FieldViolation("page_token", "is not a token this server issued")])
+            try:
+                states = [state_from_proto(s) for s in request.states]
+            except UnknownEnumError as exc:
+                raise _BadRequest([FieldViolation("states", "unknown job state")]) from exc
+            page = self.services.list(tenant, states=states, labels=dict(request.labels),
+                                      page_size=request.page_size, page_token=request.page_token)
+            return broker_service_pb2.ListJobsResponse(
+                jobs=[job_to_proto(j) for j in page.jobs], next_page_token=page.next_page_token)
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    async def CancelJob(self, request: broker_service_pb2.CancelJobRequest,
+                        context: grpc.aio.ServicerContext[Any, Any]) -> broker_service_pb2.CancelJobResponse:
+        try:
+            job = await self.services.cancel(self._tenant(context), _job_id(request.id))
+            return broker_service_pb2.CancelJobResponse(job=job_to_proto(job))
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    async def WatchJob(self, request: broker_service_pb2.WatchJobRequest,
+                       context: grpc.aio.ServicerContext[Any, Any]
+                       ) -> AsyncIterator[broker_service_pb2.WatchJobResponse]:
+        try:
+            tenant = self._tenant(context)
+            if request.after_seq < 0:
+                raise _BadRequest([FieldViolation("after_seq", "must be >= 0")])
+            stream = self.services.watch(tenant, _job_id(request.id), request.after_seq)
+        except Exception as exc:
+            await abort_with(context, exc)
+        try:
+            async for event in stream:
+                yield broker_service_pb2.WatchJobResponse(event=event_to_proto(event))
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    async def ExplainPlacement(self, request: broker_service_pb2.ExplainPlacementRequest,
+                               context: grpc.aio.ServicerContext[Any, Any]
+                               ) -> broker_service_pb2.ExplainPlacementResponse:
+        try:
+            tenant = self._tenant(context)
+            spec = _spec(request.job, "job")
+            if self.explain is None:
+                return broker_service_pb2.ExplainPlacementResponse()
+            return broker_service_pb2.ExplainPlacementResponse(explanation=self.explain(spec, tenant))
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    async def GetSpend(self, request: broker_service_pb2.GetSpendRequest,
+                       context: grpc.aio.ServicerContext[Any, Any]) -> broker_service_pb2.GetSpendResponse:
+        try:
+            tenant = self._tenant(context)
+            if self.spend is None:
+                return broker_service_pb2.GetSpendResponse()
+            return self.spend(tenant, request.tenant)
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    async def GetStatus(self, request: broker_service_pb2.GetStatusRequest,
+                        context: grpc.aio.ServicerContext[Any, Any]) -> broker_service_pb2.GetStatusResponse:
+        try:
+            self._tenant(context)
+            if self._status is None:
+                counts = self.services.status()["jobs_by_state"]
+                return broker_service_pb2.GetStatusResponse(jobs_by_state=counts)
+            return self._status()
+        except Exception as exc:
+            await abort_with(context, exc)
+
+
+class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
+    """Heartbeats and exit reports from bootstraps on cloud instances; one token per attempt."""
+
+    def __init__(self, services: BrokerServices, heartbeats: dict[str, float]) -> None:
+        self.services = services
+        self.heartbeats = heartbeats
+
+    def _attempt(self, attempt_id: str, token: str) -> Any:
+        try:
+            attempt = self.services.store.get_attempt(attempt_id)
+        except StoreError as exc:
+            raise AuthError("unknown attempt") from exc
+        if not hmac.compare_digest(attempt.token, token):
+            raise AuthError("wrong attempt token")
+        return attempt
+
+    async def Heartbeat(self, request: agent_service_pb2.HeartbeatRequest,
+                        context: grpc.aio.ServicerContext[Any, Any]) -> agent_service_pb2.HeartbeatResponse:
+        try:
+            attempt = self._attempt(request.attempt_id, request.token)
+            self.heartbeats[attempt.id] = self.services.clock.now().timestamp()
+            if request.running:
+                self.services.dispatcher.apply_status(attempt, AttemptStatus(state=AttemptState.RUNNING))
+            job = self.services.store.get(attempt.job_id)
+            return agent_service_pb2.HeartbeatResponse(stop=job.state.terminal)
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    async def ReportExit(self, request: agent_service_pb2.ReportExitRequest,
+                         context: grpc.aio.ServicerContext[Any, Any]) -> agent_service_pb2.ReportExitResponse:
+        try:
+            attempt = self._attempt(request.attempt_id, request.token)
+            state = AttemptState.SUCCEEDED if request.exit_code == 0 else AttemptState.FAILED
+            self.services.dispatcher.apply_status(attempt, AttemptStatus(
+                state=state, exit_code=request.exit_code, log_tail=request.log_tail[-4096:]))
+            return agent_service_pb2.ReportExitResponse()
+        except Exception as exc:
+            await abort_with(context, exc)

@@ -1,0 +1,135 @@
+"""Service functions behind the gRPC edge: domain types in, domain types out."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from broker.clock import Clock
+from broker.dispatch.dispatcher import Dispatcher
+from broker.model import Job, JobEvent, JobId, JobSpec, JobState, TenantId
+from broker.store import JobPage, JobStore, Submission
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+AdmitFn = Callable[[JobSpec, TenantId, datetime], Sequence[str]]
+"""Reasons a job can never be placed for this tenant (empty when it can)."""
+
+
+class NotPlaceableError(Exception):
+    """No offer could ever be allowed for the job: nothing is stored."""
+
+    def __init__(self, index: int, reasons: Sequence[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.index = index
+        self.reasons = list(reasons)
+
+
+class EventHub:
+    """Wakes watchers when a job gets a new event; events themselves are read from the store."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._lock = threading.Lock()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def publish(self, event: JobEvent) -> None:
+        with self._lock:
+            waiters = list(self._waiters.get(event.job_id, ()))
+        if not waiters or self._loop is None:
+            return
+        for waiter in waiters:
+            self._loop.call_soon_threadsafe(waiter.set)
+
+    def subscribe(self, job_id: str) -> asyncio.Event:
+        ev = asyncio.Event()
+        with self._lock:
+            self._waiters.setdefault(job_id, set()).add(ev)
+        return ev
+
+    def unsubscribe(self, job_id: str, ev: asyncio.Event) -> None:
+        with self._lock:
+            waiters = self._waiters.get(job_id)
+            if waiters is not None:
+                waiters.discard(ev)
+                if not waiters:
+                    del self._waiters[job_id]
+
+
+@dataclass
+class BrokerServices:
+    store: JobStore
+    dispatcher: Dispatcher
+    clock: Clock
+    hub: EventHub
+    admit: AdmitFn | None = None
+
+    def submit(self, tenant: TenantId, items: Sequence[Submission]) -> list[tuple[Job, bool]]:
+        """Validate placeability of every item first, then store them all in one transaction."""
+        now = self.clock.now()
+        if self.admit is not None:
+            for index, item in enumerate(items):
+                reasons = self.admit(item.spec, tenant, now)
+                if reasons:
+                    raise NotPlaceableError(index, reasons)
+        results = self.store.submit(tenant, items, now)
+        for job, created in results:
+            if created:
+                self.dispatcher.job_submitted(job.id)
+        return results
+
+    def get(self, tenant: TenantId, job_id: str) -> Job:
+        return self.store.get(job_id, tenant)
+
+    def list(
+        self,
+        tenant: TenantId,
+        *,
+        states: Sequence[JobState],
+        labels: Mapping[str, str],
+        page_size: int,
+        page_token: str,
+    ) -> JobPage:
+        size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
+        return self.store.list_jobs(tenant, states=states, labels=labels, page_size=size,
+                                    page_token=page_token)
+
+    async def cancel(self, tenant: TenantId, job_id: str) -> Job:
+        job = self.store.get(job_id, tenant)
+        return await self.dispatcher.cancel(job)
+
+    async def watch(self, tenant: TenantId, job_id: str, after_seq: int) -> AsyncIterator[JobEvent]:
+        """Every event after `after_seq`, live, until the job is terminal."""
+        job = self.store.get(job_id, tenant)
+        ev = self.hub.subscribe(job.id)
+        try:
+            seq = after_seq
+            while True:
+                ev.clear()
+                events = self.store.events_after(JobId(job.id), seq)
+                for event in events:
+                    seq = event.seq
+                    yield event
+                if events and events[-1].state.terminal and len(events) < 1000:
+                    return
+                if not events:
+                    current = self.store.get(job.id)
+                    if current.state.terminal:
+                        return
+                    try:
+                        await asyncio.wait_for(ev.wait(), timeout=5.0)
+                    except TimeoutError:
+                        pass
+        finally:
+            self.hub.unsubscribe(job.id, ev)
+
+    def status(self) -> dict[str, Any]:
+        return {"jobs_by_state": {s.value: n for s, n in self.store.count_by_state().items()}}

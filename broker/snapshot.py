@@ -1,0 +1,65 @@
+"""One dispatch pass's view of the world: offers with live capacity, routes, money.
+
+Within a pass, every job started or queued on-prem is subtracted from what the next job
+sees (free capacity goes down, the expected wait goes up), so one pass never over-commits a
+partition and the wait estimate includes the broker's own backlog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from broker.burst import RouteState, TenantMoney, demand
+from broker.model import JobSpec, Offer, SiteId
+
+
+def partition_key(offer: Offer) -> str:
+    """Offers of different sizes from one partition share their capacity."""
+    return f"{offer.site}/{offer.instance_type}"
+
+
+@dataclass
+class PassSnapshot:
+    now: datetime
+    offers: Sequence[Offer]
+    capacity_total: Mapping[str, int] = field(default_factory=dict)
+    """Accelerators (or cores) per on-prem partition key, for turning backlog into wait."""
+    routes: Mapping[SiteId, RouteState] = field(default_factory=dict)
+    blocked: frozenset[str] = frozenset()
+    unhealthy: Mapping[SiteId, str] = field(default_factory=dict)
+    money: dict[str, TenantMoney] = field(default_factory=dict)
+    claimed: dict[str, int] = field(default_factory=dict)
+    backlog_h: dict[str, float] = field(default_factory=dict)
+
+    def view(self) -> list[Offer]:
+        """Offers as the next job should see them after this pass's claims and backlog."""
+        if not self.claimed and not self.backlog_h:
+            return list(self.offers)
+        out = []
+        for offer in self.offers:
+            key = partition_key(offer)
+            used = self.claimed.get(key, 0)
+            backlog = self.backlog_h.get(key, 0.0)
+            if not used and not backlog:
+                out.append(offer)
+                continue
+            update: dict[str, object] = {}
+            if used and offer.free is not None:
+                update["free"] = max(0, offer.free - used)
+            total = self.capacity_total.get(key)
+            if backlog and total:
+                update["expected_wait_s"] = offer.expected_wait_s + backlog / total * 3600
+            out.append(offer.model_copy(update=update))
+        return out
+
+    def claim(self, offer: Offer, spec: JobSpec) -> None:
+        key = partition_key(offer)
+        self.claimed[key] = self.claimed.get(key, 0) + demand(spec)
+
+    def enqueue(self, offer: Offer, spec: JobSpec) -> None:
+        """A job waits for this partition: it is ahead of every later job in the pass."""
+        key = partition_key(offer)
+        hours = spec.runtime_estimate.total_seconds() / 3600
+        self.backlog_h[key] = self.backlog_h.get(key, 0.0) + demand(spec) * hours

@@ -1,0 +1,21 @@
+"""Durable state: the store contract and its implementations."""
+
+from broker.store.base import (
+    JobNotFoundError,
+    JobPage,
+    JobStore,
+    SpendEntry,
+    StoreError,
+    Submission,
+)
+from broker.store.sqlite import SqliteStore
+
+__all__ = [
+    "JobNotFoundError",
+    "JobPage",
+    "JobStore",
+    "SpendEntry",
+    "SqliteStore",
+    "StoreError",
+    "Submission",
+]

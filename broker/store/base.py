@@ -1,0 +1,222 @@
+"""The store contract: jobs, attempts and an append-only event log per job.
+
+Every implementation enforces the state machine inside the same transaction that writes the
+new state and its event, so a job's state and its audit log never disagree.
+"""
+
+from __future__ import annotations
+
+import abc
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from broker.model import (
+    Attempt,
+    AttemptId,
+    AttemptState,
+    Job,
+    JobEvent,
+    JobId,
+    JobSpec,
+    JobState,
+    Offer,
+    SiteId,
+    TenantId,
+)
+
+EventListener = Callable[[JobEvent], None]
+
+
+class StoreError(Exception):
+    """Root of store errors."""
+
+
+class JobNotFoundError(StoreError):
+    """No such job (or not visible to the asking tenant)."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One job to store; `client_id` makes the submission retry-safe per tenant."""
+
+    spec: JobSpec
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class SpendEntry:
+    """Money committed at one site for one job attempt: reserved while live, spent once done."""
+
+    tenant: TenantId
+    site: SiteId
+    job_id: JobId
+    attempt_id: AttemptId
+    month: str
+    reserved: float
+    """Cash set aside for the attempt's estimate while it is live."""
+    spent: float = 0.0
+    """Cash actually owed once settled."""
+    voucher: float = 0.0
+    """Amount paid from vouchers rather than cash."""
+    voucher_id: str | None = None
+    settled: bool = False
+
+
+def new_job_id(now: datetime) -> JobId:
+    """Time-ordered id (ms clock + randomness) so listing by id is listing by age."""
+    return JobId(f"j-{int(now.timestamp() * 1000):011x}{secrets.token_hex(5)}")
+
+
+def new_attempt_id(job_id: JobId, number: int) -> AttemptId:
+    return AttemptId(f"{job_id}-a{number}")
+
+
+# Fields of a Job that callers may set alongside a transition or on their own.
+JOB_FIELDS = frozenset({"site", "exit_code", "log_tail", "message", "policy_hash", "attempts"})
+
+
+class JobStore(abc.ABC):
+    """Durable state of the broker. Methods are synchronous and short; none scans all jobs."""
+
+    def __init__(self) -> None:
+        self._listeners: list[EventListener] = []
+
+    def add_listener(self, listener: EventListener) -> None:
+        """Call `listener` with every event after it is committed (from the writer's thread)."""
+        self._listeners.append(listener)
+
+    def _publish(self, events: Sequence[JobEvent]) -> None:
+        for event in events:
+            for listener in self._listeners:
+                listener(event)
+
+    @abc.abstractmethod
+    def submit(
+        self, tenant: TenantId, items: Sequence[Submission], now: datetime
+    ) -> list[tuple[Job, bool]]:
+        """Store all items atomically; an item whose client_id exists returns that job, False."""
+
+    @abc.abstractmethod
+    def get(self, job_id: str, tenant: TenantId | None = None) -> Job:
+        """The job; JobNotFoundError when missing or owned by another tenant."""
+
+    @abc.abstractmethod
+    def list_jobs(
+        self,
+        tenant: TenantId | None,
+        *,
+        states: Sequence[JobState] = (),
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> JobPage:
+        """Jobs oldest first, filtered; `next_page_token` is empty on the last page."""
+
+    @abc.abstractmethod
+    def transition(
+        self,
+        job_id: JobId,
+        new_state: JobState,
+        now: datetime,
+        *,
+        kind: str = "state",
+        message: str = "",
+        data: Mapping[str, Any] | None = None,
+        expect: JobState | None = None,
+        **fields: Any,
+    ) -> Job:
+        """Move the job (state machine checked), set `fields`, append one event, atomically.
+
+        With `expect`, the move only happens when the job is still in that state; otherwise
+        the current job is returned unchanged (used to lose races gracefully, e.g. cancel).
+        """
+
+    @abc.abstractmethod
+    def record(
+        self,
+        job_id: JobId,
+        now: datetime,
+        *,
+        kind: str,
+        message: str = "",
+        data: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> Job:
+        """Append an event without changing state (and set `fields`)."""
+
+    @abc.abstractmethod
+    def events_after(self, job_id: JobId, after_seq: int, limit: int = 1000) -> list[JobEvent]:
+        """Events with seq > after_seq, in order."""
+
+    @abc.abstractmethod
+    def jobs_in_states(self, states: Sequence[JobState], limit: int = 10_000) -> list[Job]:
+        """Jobs in any of `states`, oldest first (served by an index on state)."""
+
+    @abc.abstractmethod
+    def count_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state."""
+
+    # Attempts -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_attempt(
+        self, job_id: JobId, site: SiteId, offer: Offer, token: str, now: datetime
+    ) -> Attempt:
+        """Record the intent to try `offer` before any backend call (write before you act)."""
+
+    @abc.abstractmethod
+    def update_attempt(
+        self,
+        attempt_id: AttemptId,
+        now: datetime,
+        *,
+        state: AttemptState | None = None,
+        backend_id: str | None = None,
+        error: str | None = None,
+    ) -> Attempt:
+        """Set what the backend told us about the attempt."""
+
+    @abc.abstractmethod
+    def get_attempt(self, attempt_id: str) -> Attempt:
+        """The attempt; StoreError when missing."""
+
+    @abc.abstractmethod
+    def attempts_for(self, job_id: JobId) -> list[Attempt]:
+        """A job's attempts, first first."""
+
+    @abc.abstractmethod
+    def live_attempts(self) -> list[Attempt]:
+        """Attempts still PENDING or RUNNING at their backend."""
+
+    # Money --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def reserve_spend(
+        self, entry: SpendEntry, *, tenant_limit: float | None, global_limit: float | None
+    ) -> bool:
+        """Insert `entry` only if the tenant's and everyone's month totals stay within limits.
+
+        The check and the insert are one transaction, so concurrent bursts cannot overspend.
+        Totals count cash only (spent + reserved, not voucher-paid amounts).
+        """
+
+    @abc.abstractmethod
+    def settle_spend(self, attempt_id: AttemptId, spent: float, voucher: float) -> None:
+        """Turn an attempt's reservation into actual spend."""
+
+    @abc.abstractmethod
+    def spend_entries(self, month: str, tenant: TenantId | None = None) -> list[SpendEntry]:
+        """This month's entries (all tenants when None)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections."""

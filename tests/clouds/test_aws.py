@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+
+from adapters._tags import TAG_ATTEMPT, TAG_BROKER, TAG_JOB, TAG_TOKEN
+from adapters.aws import AwsAdapter, partition_for_region
+from adapters.base import Adapter, AuthError, CapacityError, ConfigError, NotFoundError, TransientError
+from adapters.registry import AdapterRegistry
+from broker.dispatch.failover import RetryPolicy, retry_transient
+from broker.model import AttemptState, SiteId
+from tests.clouds.conftest import launch
+from tests.doubles.moto_front import AwsFault, MotoFront, capacity_fault, throttle_fault
+
+NOW = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+def config(**extra: Any) -> dict[str, Any]:
+    return {
+        "region": "us-east-1",
+        "access_key_id": "testing",
+        "secret_access_key": "testing",
+        "image_id": "ami-12c6146b",
+        "broker_id": "szb-test",
+        "instance_types": [
+            {
+                "instance_type": "p4d.24xlarge",
+                "accelerator": "A100",
+                "count": 8,
+                "price_per_hour": 32.7726,
+                "spot_price_per_hour": 12.0,
+                "zones": ["us-east-1a"],
+            },
+            {"instance_type": "g5.xlarge", "accelerator": "A10G", "count": 1, "price_per_hour": 1.006},
+        ],
+        **extra,
+    }
+
+
+def adapter(moto: MotoFront, **extra: Any) -> AwsAdapter:
+    return AwsAdapter(SiteId("aws-us"), config(**extra), endpoint_url=moto.url)
+
+
+def ec2(moto: MotoFront, region: str = "us-east-1") -> Any:
+    return boto3.client(
+        "ec2",
+        endpoint_url=moto.url,
+        region_name=region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def test_is_an_adapter_and_partition_follows_region(moto: MotoFront) -> None:
+    a = adapter(moto)
+    assert isinstance(a, Adapter)
+    assert a.partition == "aws" and a.currency == "USD"
+    cn = AwsAdapter(SiteId("aws-cn"), config(region="cn-northwest-1"), endpoint_url=moto.url)
+    assert cn.partition == "aws-cn" and cn.currency == "CNY"
+    assert partition_for_region("cn-north-1") == "aws-cn"
+    with pytest.raises(ConfigError) as err:
+        AwsAdapter(SiteId("x"), config(region="cn-north-1", partition="aws"), endpoint_url=moto.url)
+    assert err.value.code == "PartitionMismatch"
+
+
+def test_offers_carry_catalog_and_live_spot_prices(moto: MotoFront) -> None:
+    offers = adapter(moto).offers(NOW)
+    by_key = {o.key: o for o in offers}
+    on_demand = by_key["aws-us/us-east-1a/p4d.24xlarge/ondemand"]
+    assert on_demand.price_per_hour == 32.7726 and on_demand.price_read_at is None
+    spot = by_key["aws-us/us-east-1a/p4d.24xlarge/spot"]
+    assert spot.price_read_at == NOW  # refreshed from describe_spot_price_history
+    assert by_key["aws-us/us-east-1/g5.xlarge/ondemand"].count == 1
+    static = adapter(moto, live_prices=False).offers(NOW)
+    assert {o.price_per_hour for o in static if o.spot} == {12.0}
+
+
+def test_submit_tags_userdata_token_and_shutdown_behaviour(moto: MotoFront) -> None:
+    a = adapter(moto)
+    offer = next(o for o in a.offers(NOW) if o.spot)
+    iid = a.submit(launch(offer, "tok-1"))
+    client = ec2(moto)
+    inst = client.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+    assert tags[TAG_BROKER] == "szb-test" and tags[TAG_JOB] == "job-1"
+    assert tags[TAG_ATTEMPT] == "att-1" and tags[TAG_TOKEN] == "tok-1"
+    assert inst["InstanceType"] == "p4d.24xlarge"
+    assert inst["Placement"]["AvailabilityZone"] == "us-east-1a"
+    assert inst.get("InstanceLifecycle") == "spot"
+    ud = client.describe_instance_attribute(InstanceId=iid, Attribute="userData")["UserData"]["Value"]
+    assert base64.b64decode(ud).decode().startswith("#!/bin/sh")
+    behaviour = client.describe_instance_attribute(
+        InstanceId=iid, Attribute="instanceInitiatedShutdownBehavior"
+    )
+    assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
+    (_, _, params) = next(c for c in moto.scenario.calls if c[0] == "RunInstances")
+    assert params["ClientToken"] == "tok-1"
+
+
+def test_resubmit_with_same_token_starts_one_instance(moto: MotoFront) -> None:
+    a = adapter(moto)
+    offer = a.offers(NOW)[0]
+    first = a.submit(launch(offer, "tok-same"))
+    assert a.submit(launch(offer, "tok-same")) == first
+    assert moto.scenario.count("RunInstances") == 1
+    assert [o.backend_id for o in a.list_owned()] == [first]
+
+
+def test_status_cancel_and_list_owned(moto: MotoFront) -> None:
+    a = adapter(moto)
+    offer = a.offers(NOW)[0]
+    iid = a.submit(launch(offer, "tok-s"))
+    assert a.status(iid).state in (AttemptState.PENDING, AttemptState.RUNNING)
+    foreign = ec2(moto).run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]
+    other_broker = adapter(moto, broker_id="someone-else").submit(launch(offer, "tok-o"))
+    owned = a.list_owned()
+    assert [(o.backend_id, o.token, o.job_id) for o in owned] == [(iid, "tok-s", "job-1")]
+    assert foreign["InstanceId"] != iid and other_broker != iid
+    a.cancel(iid, "tok-s")
+    a.cancel(iid, "tok-s")  # second call is a no-op
+    assert a.status(iid).state is AttemptState.CANCELLED
+    assert a.list_owned() == []
+
+
+def test_terminated_without_cancel_is_lost_and_spot_interruption_is_preempted(moto: MotoFront) -> None:
+    a = adapter(moto)
+    offer = a.offers(NOW)[0]
+    iid = a.submit(launch(offer, "tok-l"))
+    ec2(moto).terminate_instances(InstanceIds=[iid])
+    assert a.status(iid).state is AttemptState.LOST
+    from adapters.aws import _status_of
+
+    spot = {
+        "State": {"Name": "terminated"},
+        "StateReason": {"Code": "Server.SpotInstanceTermination", "Message": "reclaimed"},
+    }
+    assert _status_of(spot).state is AttemptState.PREEMPTED  # type: ignore[arg-type]
+
+
+def test_unknown_instance_is_not_found_and_cancel_of_it_is_quiet(moto: MotoFront) -> None:
+    a = adapter(moto)
+    with pytest.raises(NotFoundError) as err:
+        a.status("i-0123456789abcdef0")
+    assert err.value.code == "InvalidInstanceID.NotFound"
+    a.cancel("i-0123456789abcdef0", "t")
+
+
+def test_capacity_error_keeps_code_and_is_not_retried_by_botocore(moto: MotoFront) -> None:
+    moto.scenario.faults.append(capacity_fault("p4d.24xlarge", region="us-east-1"))
+    a = adapter(moto)
+    offer = a.offers(NOW)[0]
+    with pytest.raises(CapacityError) as err:
+        a.submit(launch(offer, "tok-c"))
+    assert err.value.code == "InsufficientInstanceCapacity"
+    assert err.value.site == "aws-us"
+    assert moto.scenario.count("RunInstances") == 1  # HTTP 500, yet botocore did not retry
+    g5 = next(o for o in a.offers(NOW) if o.instance_type == "g5.xlarge")
+    assert a.submit(launch(g5, "tok-g5"))
+
+
+def test_throttling_is_transient_and_retry_transient_gets_through(moto: MotoFront) -> None:
+    moto.scenario.faults.append(throttle_fault("RunInstances", times=2))
+    a = adapter(moto)
+    offer = a.offers(NOW)[0]
+    with pytest.raises(TransientError) as err:
+        a.submit(launch(offer, "tok-t"))
+    assert err.value.code == "RequestLimitExceeded"
+    iid = retry_transient(
+        lambda: a.submit(launch(offer, "tok-t")), policy=RetryPolicy(), sleep=lambda s: None
+    )
+    assert a.status(iid).state in (AttemptState.PENDING, AttemptState.RUNNING)
+    assert moto.scenario.count("RunInstances") == 3
+
+
+def test_bad_credentials_are_auth_errors(moto: MotoFront) -> None:
+    moto.scenario.rejected_access_keys.add("wrong")
+    a = adapter(moto, access_key_id="wrong", secret_access_key="wrong")
+    with pytest.raises(AuthError) as err:
+        a.list_owned()
+    assert err.value.code == "AuthFailure"
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "cls"),
+    [
+        ("VcpuLimitExceeded", 400, "QuotaError"),
+        ("Unsupported", 400, "UnsupportedError"),
+        ("InvalidAMIID.NotFound", 400, "ConfigError"),
+        ("UnauthorizedOperation", 403, "AuthError"),
+    ],
+)
+def test_wire_errors_map_through_the_table(moto: MotoFront, code: str, status: int, cls: str) -> None:
+    moto.scenario.faults.append(AwsFault("RunInstances", code, status, "scripted"))
+    a = adapter(moto)
+    with pytest.raises(Exception) as err:
+        a.submit(launch(a.offers(NOW)[0], "tok-w"))
+    assert type(err.value).__name__ == cls and err.value.code == code  # type: ignore[attr-defined]
+
+
+def test_registry_builds_it_from_config_alone(moto: MotoFront) -> None:
+    registry = AdapterRegistry.discover()
+    a = registry.create("aws", SiteId("aws-us"), config(endpoint_url=moto.url))
+    assert isinstance(a, AwsAdapter)
+    assert a.list_owned() == []

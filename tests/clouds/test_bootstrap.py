@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from adapters.bootstrap import render_user_data
+from broker.model import Offer, SiteId
+from tests.clouds.conftest import launch
+
+OFFER = Offer(site=SiteId("s"), instance_type="t", accelerator=None, count=0, price_per_hour=1)
+
+
+def run(script: str, workdir: Path) -> int:
+    env = {**os.environ, "SZB_WORKDIR": str(workdir), "SZB_NO_POWEROFF": "1"}
+    return subprocess.run(["sh", "-c", script], env=env, timeout=60, check=False).returncode
+
+
+def test_runs_the_command_writes_exit_code_and_reports(tmp_path: Path) -> None:
+    req = launch(OFFER, "tok'1").model_copy(update={"agent_endpoint": ""})
+    spec = req.spec.model_copy(update={"command": ("sh", "-c", "echo seed=$SEED; exit 3")})
+    script = render_user_data(req.model_copy(update={"spec": spec}), heartbeat_s=1)
+    assert script.startswith("#!/bin/sh")
+    assert run(script, tmp_path) == 3
+    assert (tmp_path / "exit_code").read_text().strip() == "3"
+    reports = [json.loads(line) for line in (tmp_path / "reports.jsonl").read_text().splitlines()]
+    assert reports[0]["kind"] == "started" and reports[-1]["kind"] == "exit"
+    assert reports[-1]["exit_code"] == 3 and reports[-1]["token"] == "tok'1"
+    assert "seed=7" in reports[-1]["log_tail"]
+
+
+def test_hostile_values_are_quoted(tmp_path: Path) -> None:
+    req = launch(OFFER, "t")
+    spec = req.spec.model_copy(
+        update={"command": ("echo", "$(touch pwned)", "; rm -rf /"), "env": {"X": "'; touch pwned2; '"}}
+    )
+    assert run(render_user_data(req.model_copy(update={"spec": spec, "agent_endpoint": ""})), tmp_path) == 0
+    assert not list(tmp_path.glob("pwned*")) and not Path("pwned").exists()
+    assert "$(touch pwned) ; rm -rf /" in (tmp_path / "job.log").read_text()
+
+
+def test_container_image_uses_docker_run() -> None:
+    req = launch(OFFER, "t")
+    spec = req.spec.model_copy(update={"image": "registry.example/train:1"})
+    script = render_user_data(req.model_copy(update={"spec": spec}))
+    assert "docker run --rm --name szb-att-1 -e SEED registry.example/train:1 python3 train.py" in script
+    assert "shutdown -h now" in script

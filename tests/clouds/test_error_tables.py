@@ -1,0 +1,141 @@
+"""Guard: every provider code the reference documents is mapped to the class dispatch needs."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters import alibaba, aws
+from adapters.base import (
+    AdapterError,
+    AuthError,
+    CapacityError,
+    ConfigError,
+    NotFoundError,
+    QuotaError,
+    TransientError,
+    UnsupportedError,
+)
+
+# export-controls-and-catalog.md §5.1 (plus the expired-credential codes SkyPilot maps)
+EC2_DOCUMENTED: dict[str, type[AdapterError]] = {
+    "InsufficientInstanceCapacity": CapacityError,
+    "InsufficientHostCapacity": CapacityError,
+    "InsufficientReservedInstanceCapacity": CapacityError,
+    "InsufficientCapacity": CapacityError,
+    "UnfulfillableCapacity": CapacityError,
+    "SpotMaxPriceTooLow": CapacityError,
+    "InsufficientFreeAddressesInSubnet": CapacityError,
+    "Unsupported": UnsupportedError,
+    "MaxSpotInstanceCountExceeded": QuotaError,
+    "VcpuLimitExceeded": QuotaError,
+    "InstanceLimitExceeded": QuotaError,
+    "RequestLimitExceeded": TransientError,
+    "Throttling": TransientError,
+    "InternalError": TransientError,
+    "ServiceUnavailable": TransientError,
+    "Unavailable": TransientError,
+    "ServerInternal": TransientError,
+    "UnauthorizedOperation": AuthError,
+    "AuthFailure": AuthError,
+    "OptInRequired": AuthError,
+    "PendingVerification": AuthError,
+    "ExpiredToken": AuthError,
+    "RequestExpired": AuthError,
+    "InvalidClientTokenId": AuthError,
+    "InvalidParameterValue": ConfigError,
+    "InvalidParameterCombination": ConfigError,
+    "InvalidParameter": ConfigError,
+    "InvalidAMIID.NotFound": ConfigError,
+    "InvalidAMIID.Malformed": ConfigError,
+    "InvalidKeyPair.NotFound": ConfigError,
+    "InvalidInstanceID.NotFound": NotFoundError,
+}
+
+# export-controls-and-catalog.md §5.2 and the task brief
+ECS_DOCUMENTED: dict[str, type[AdapterError]] = {
+    "NoStock": CapacityError,
+    "OperationDenied.NoStock": CapacityError,
+    "Invalid.PrivatePoolOptions.NoStock": CapacityError,
+    "LackResource": CapacityError,
+    "InvalidDedicatedHost.NotEnoughResource": CapacityError,
+    "ResourceNotAvailable": CapacityError,
+    "Zone.NotOnSale": UnsupportedError,
+    "Zone.NotOpen": UnsupportedError,
+    "InvalidInstanceType.ValueNotSupported": UnsupportedError,
+    "InvalidInstanceType.ZoneNotSupported": UnsupportedError,
+    "InvalidInstanceType.NotSupported": UnsupportedError,
+    "InvalidVpcZone.NotSupported": UnsupportedError,
+    "OperationDenied.ZoneNotAllowed": UnsupportedError,
+    "OperationDenied.ZoneSystemCategoryNotMatch": ConfigError,
+    "OperationDenied.CloudSSDNotSupported": ConfigError,
+    "QuotaExceed.ElasticQuota": QuotaError,
+    "QuotaExceed.DiskCapacity": QuotaError,
+    "QuotaExceed.AnythingNew": QuotaError,
+    "Throttling": TransientError,
+    "Throttling.User": TransientError,
+    "Throttling.Api": TransientError,
+    "ServiceUnavailable": TransientError,
+    "InternalError": TransientError,
+    "IncorrectInstanceStatus": TransientError,
+    "Forbidden.RAM": AuthError,
+    "Forbidden.Whatever": AuthError,
+    "InvalidAccessKeyId.NotFound": AuthError,
+    "InvalidAccessKeyId.Inactive": AuthError,
+    "SignatureDoesNotMatch": AuthError,
+    "InvalidAccountStatus.NotEnoughBalance": AuthError,
+    "InvalidParameter": ConfigError,
+    "InvalidParameter.Mismatch": ConfigError,
+    "InvalidImageId.NotFound": ConfigError,
+    "InvalidImageId.Malformed": ConfigError,
+    "InvalidInstanceId.NotFound": NotFoundError,
+}
+
+
+@pytest.mark.parametrize(("code", "cls"), sorted(EC2_DOCUMENTED.items()))
+def test_ec2_documented_code_is_mapped(code: str, cls: type[AdapterError]) -> None:
+    assert aws.classify_code(code) is cls
+
+
+@pytest.mark.parametrize(("code", "cls"), sorted(ECS_DOCUMENTED.items()))
+def test_ecs_documented_code_is_mapped(code: str, cls: type[AdapterError]) -> None:
+    assert alibaba.classify_code(code) is cls
+
+
+def test_unknown_codes_stay_adapter_errors_with_the_code() -> None:
+    assert aws.classify_code("SomethingNew") is AdapterError
+    assert alibaba.classify_code("SomethingNew") is AdapterError
+    with pytest.raises(AdapterError) as err, alibaba.map_ecs_errors("s"):
+        from Tea.exceptions import TeaException
+
+        raise TeaException({"code": "SomethingNew", "message": "m"})
+    assert type(err.value) is AdapterError and err.value.code == "SomethingNew"
+
+
+def test_tables_only_use_the_error_tree() -> None:
+    tree = {
+        CapacityError,
+        QuotaError,
+        TransientError,
+        AuthError,
+        ConfigError,
+        UnsupportedError,
+        NotFoundError,
+    }
+    for table in (aws.ERROR_CODES, alibaba.ERROR_CODES):
+        assert set(table.values()) <= tree
+    for prefixes in (aws.ERROR_PREFIXES, alibaba.ERROR_PREFIXES):
+        assert {cls for _, cls in prefixes} <= tree
+
+
+def test_public_exports_are_pinned() -> None:
+    from adapters import libcloud
+
+    assert sorted(aws.__all__) == sorted(
+        ["ERROR_CODES", "ERROR_PREFIXES", "AwsAdapter", "map_ec2_errors", "partition_for_region"]
+    )
+    assert sorted(alibaba.__all__) == sorted(
+        ["AlibabaAdapter", "ERROR_CODES", "ERROR_PREFIXES", "map_ecs_errors"]
+    )
+    assert sorted(libcloud.__all__) == sorted(
+        ["EXCEPTION_TYPES", "HTTP_STATUS", "LibcloudAdapter", "map_libcloud_errors"]
+    )

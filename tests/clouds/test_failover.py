@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adapters.base import (
+    AdapterError,
+    AuthError,
+    CapacityError,
+    ConfigError,
+    NotFoundError,
+    QuotaError,
+    TransientError,
+    UnsupportedError,
+)
+from broker.dispatch.failover import (
+    Blocklist,
+    BreakerState,
+    CircuitBreaker,
+    CircuitBreakers,
+    FailoverPolicy,
+    NextStep,
+    RetryPolicy,
+    classify_next_step,
+    retry_transient,
+)
+from broker.model import Offer, SiteId
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def offer(zone: str = "us-east-1a", itype: str = "p4d.24xlarge", spot: bool = False) -> Offer:
+    return Offer(
+        site=SiteId("aws-us"),
+        instance_type=itype,
+        accelerator="A100",
+        count=8,
+        price_per_hour=30,
+        spot=spot,
+        region="us-east-1",
+        zone=zone,
+    )
+
+
+@pytest.mark.parametrize(
+    ("cls", "step"),
+    [
+        (CapacityError, NextStep.BLOCK_OFFER_TRY_NEXT),
+        (QuotaError, NextStep.BLOCK_REGION_TRY_NEXT),
+        (TransientError, NextStep.RETRY_SAME),
+        (AuthError, NextStep.OPEN_CIRCUIT_TRY_NEXT),
+        (ConfigError, NextStep.OPEN_CIRCUIT_TRY_NEXT),
+        (UnsupportedError, NextStep.DROP_OFFER_TRY_NEXT),
+        (NotFoundError, NextStep.TREAT_AS_GONE),
+        (AdapterError, NextStep.FAIL_ATTEMPT),
+    ],
+)
+def test_every_error_class_has_a_next_step(cls: type[AdapterError], step: NextStep) -> None:
+    assert classify_next_step(cls("s", "Code", "m")) is step
+
+
+def test_every_adapter_error_subclass_is_classified() -> None:
+    for cls in AdapterError.__subclasses__():
+        assert classify_next_step(cls("s", "c", "m")) is not NextStep.FAIL_ATTEMPT, cls
+
+
+def test_capacity_blocks_only_that_offer_until_ttl() -> None:
+    clock = FakeClock()
+    bl = Blocklist(clock=clock)
+    step = bl.record(
+        CapacityError("aws-us", "InsufficientInstanceCapacity", "x"),
+        offer(),
+        FailoverPolicy(capacity_block_s=600),
+    )
+    assert step is NextStep.BLOCK_OFFER_TRY_NEXT
+    assert bl.blocked(offer()) is not None
+    assert bl.blocked(offer(zone="us-east-1b")) is None
+    assert bl.blocked(offer(spot=True)) is None
+    clock.now += 599
+    assert bl.blocked(offer()) is not None
+    clock.now += 1
+    assert bl.blocked(offer()) is None
+    assert bl.active() == []
+
+
+def test_quota_blocks_the_region_and_unsupported_never_expires() -> None:
+    clock = FakeClock()
+    bl = Blocklist(clock=clock)
+    bl.record(QuotaError("aws-us", "VcpuLimitExceeded", "x"), offer(), FailoverPolicy(quota_block_s=60))
+    block = bl.blocked(offer(zone="us-east-1c", itype="g5.xlarge"))
+    assert block is not None and "VcpuLimitExceeded" in block.reason
+    bl.record(UnsupportedError("aws-us", "Unsupported", "x"), offer(zone="z9"), FailoverPolicy())
+    clock.now += 10**9
+    assert bl.blocked(offer(zone="z9")) is not None
+    assert bl.blocked(offer()) is None
+    assert bl.keys() == frozenset({"aws-us/z9/p4d.24xlarge/ondemand"})
+
+
+def test_site_block_and_blocks_never_shorten() -> None:
+    clock = FakeClock()
+    bl = Blocklist(clock=clock)
+    bl.block_site("aws-us", 100, "auth")
+    bl.block_site("aws-us", 10, "again")
+    clock.now += 50
+    assert bl.blocked(offer()) is not None
+
+
+@given(ttl=st.floats(min_value=0.001, max_value=1e6), elapsed=st.floats(min_value=0, max_value=2e6))
+def test_blocked_iff_within_ttl(ttl: float, elapsed: float) -> None:
+    clock = FakeClock()
+    bl = Blocklist(clock=clock)
+    bl.block_offer(offer(), ttl, "r")
+    start = clock.now
+    clock.now += elapsed
+    assert (bl.blocked(offer()) is not None) == (clock.now < start + ttl)
+
+
+def test_breaker_opens_half_opens_and_closes() -> None:
+    clock = FakeClock()
+    b = CircuitBreaker(failure_threshold=2, reset_after_s=30, clock=clock)
+    assert b.state is BreakerState.CLOSED and b.allow()
+    b.record_failure("ServiceUnavailable")
+    assert b.state is BreakerState.CLOSED
+    b.record_failure("ServiceUnavailable")
+    assert b.state is BreakerState.OPEN and not b.allow()
+    clock.now += 30
+    assert b.state is BreakerState.HALF_OPEN
+    assert b.allow()
+    assert not b.allow()  # one trial at a time
+    b.record_failure("still down")
+    assert b.state is BreakerState.OPEN
+    clock.now += 30
+    assert b.allow()
+    b.record_success()
+    assert b.state is BreakerState.CLOSED and b.failures == 0
+
+
+def test_breaker_trip_opens_at_once_per_provider() -> None:
+    clock = FakeClock()
+    boards = CircuitBreakers(failure_threshold=5, reset_after_s=10, clock=clock)
+    boards.get("aws-cn").trip("AuthFailure")
+    assert boards.states() == {"aws-cn": BreakerState.OPEN}
+    assert boards.get("aliyun").allow()
+    assert boards.get("aws-cn").reason == "AuthFailure"
+
+
+def test_retry_transient_retries_then_succeeds() -> None:
+    clock = FakeClock()
+    calls = []
+
+    def flaky() -> str:
+        calls.append(clock.now)
+        if len(calls) < 3:
+            raise TransientError("s", "RequestLimitExceeded", "slow down")
+        return "ok"
+
+    policy = RetryPolicy(max_attempts=5, max_total_s=60, initial_backoff_s=1, max_backoff_s=4)
+    assert retry_transient(flaky, policy=policy, sleep=clock.sleep, clock=clock) == "ok"
+    assert len(calls) == 3
+    assert all(b - a <= 4 for a, b in itertools.pairwise(calls))
+
+
+def test_retry_transient_gives_up_after_max_attempts_with_last_error() -> None:
+    clock = FakeClock()
+    calls = []
+
+    def down() -> None:
+        calls.append(1)
+        raise TransientError("s", "ServiceUnavailable", str(len(calls)))
+
+    with pytest.raises(TransientError, match="ServiceUnavailable: 4"):
+        retry_transient(down, policy=RetryPolicy(max_attempts=4), sleep=clock.sleep, clock=clock)
+    assert len(calls) == 4
+
+
+def test_retry_transient_respects_total_time() -> None:
+    clock = FakeClock()
+    calls = []
+
+    def down() -> None:
+        calls.append(1)
+        clock.now += 25
+        raise TransientError("s", "Throttling", "x")
+
+    with pytest.raises(TransientError):
+        retry_transient(
+            down, policy=RetryPolicy(max_attempts=100, max_total_s=60), sleep=clock.sleep, clock=clock
+        )
+    assert len(calls) == 3
+
+
+def test_retry_transient_does_not_retry_other_errors() -> None:
+    calls = []
+
+    def no_stock() -> None:
+        calls.append(1)
+        raise CapacityError("s", "InsufficientInstanceCapacity", "x")
+
+    with pytest.raises(CapacityError):
+        retry_transient(no_stock, policy=RetryPolicy(), sleep=lambda s: None)
+    assert len(calls) == 1

@@ -1,0 +1,210 @@
+"""moto (server mode) on loopback behind a thin fault-injecting WSGI front.
+
+`MotoFront.start()` serves moto's EC2 (and every other moto backend) on 127.0.0.1:<free port>.
+Faults are chosen per test through `front.scenario` (a `Scenario` of `AwsFault`s) and answer
+with the wire shape real EC2 sends (XML ``<Response><Errors><Error>``; capacity errors as HTTP
+500, throttling as 503, auth failures as 401). `front.reset()` wipes moto's state and the
+scenario. The front also lets libcloud's EC2 driver talk to moto (query-signed requests get
+an EC2 Authorization hint; the 2016-11-15 namespace gets libcloud's trailing slash).
+
+    front = MotoFront.start()
+    front.scenario = Scenario([AwsFault("RunInstances", "InsufficientInstanceCapacity",
+                                        instance_type="p4d.24xlarge")])
+    boto3.client("ec2", endpoint_url=front.url, region_name="us-east-1", ...)
+    front.stop()
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+StartResponse = Callable[..., Any]
+
+_STATUS = {
+    400: "400 Bad Request",
+    401: "401 Unauthorized",
+    403: "403 Forbidden",
+    500: "500 Internal Server Error",
+    503: "503 Service Unavailable",
+}
+
+
+@dataclass
+class AwsFault:
+    """Answer matching EC2 calls with an error; `times` None means every time."""
+
+    action: str
+    code: str
+    status: int = 500
+    message: str = ""
+    region: str | None = None
+    instance_type: str | None = None
+    times: int | None = None
+
+    def matches(self, action: str, region: str, params: dict[str, str]) -> bool:
+        if self.times == 0 or action != self.action:
+            return False
+        if self.region is not None and region != self.region:
+            return False
+        return self.instance_type is None or params.get("InstanceType") == self.instance_type
+
+
+def capacity_fault(instance_type: str, *, region: str | None = None, times: int | None = None) -> AwsFault:
+    return AwsFault(
+        "RunInstances",
+        "InsufficientInstanceCapacity",
+        500,
+        f"We currently do not have sufficient {instance_type} capacity in the Availability Zone "
+        "you requested. Our system will be working on provisioning additional capacity.",
+        region=region,
+        instance_type=instance_type,
+        times=times,
+    )
+
+
+def throttle_fault(action: str = "RunInstances", *, times: int | None = None) -> AwsFault:
+    return AwsFault(action, "RequestLimitExceeded", 503, "Request limit exceeded.", times=times)
+
+
+@dataclass
+class Scenario:
+    """The faults for one test, plus every EC2 call seen (action, region, params)."""
+
+    faults: list[AwsFault] = field(default_factory=list)
+    rejected_access_keys: set[str] = field(default_factory=set)
+    """Requests signed with these keys fail with AuthFailure (401)."""
+    calls: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+
+    def count(self, action: str) -> int:
+        return sum(1 for a, _, _ in self.calls if a == action)
+
+
+def _error_xml(code: str, message: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+        f"<Code>{code}</Code><Message>{message}</Message></Error></Errors>"
+        f"<RequestID>{uuid.uuid4()}</RequestID></Response>"
+    ).encode()
+
+
+class _FaultFront:
+    def __init__(self, app: Any, front: MotoFront) -> None:
+        self.app = app
+        self.front = front
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        n = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(n) if n else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        params = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode(errors="replace")).items()}
+        params.update({k: v[0] for k, v in urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).items()})
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        libcloud = (
+            not auth and "Action" in params and ("AWSAccessKeyId" in params or "X-Amz-Credential" in params)
+        )
+        if libcloud:  # query-signed (libcloud's EC2 driver): tell moto it is EC2
+            cred = params.get("X-Amz-Credential") or (
+                f"{params['AWSAccessKeyId']}/20200101/{self.front.libcloud_region}/ec2/aws4_request"
+            )
+            environ["HTTP_AUTHORIZATION"] = (
+                f"AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders=host, Signature=0"
+            )
+            auth = environ["HTTP_AUTHORIZATION"]
+        credential = auth.split("Credential=")[1].split(",")[0] if "Credential=" in auth else ""
+        parts = credential.split("/")
+        access_key = parts[0] if parts else ""
+        region = parts[2] if len(parts) > 2 else "us-east-1"
+        action = params.get("Action", "")
+        scenario = self.front.scenario
+        if action:
+            scenario.calls.append((action, region, params))
+            if access_key in scenario.rejected_access_keys:
+                return self._reply(
+                    start_response,
+                    401,
+                    "AuthFailure",
+                    "AWS was not able to validate the provided access credentials",
+                )
+            for fault in scenario.faults:
+                if fault.matches(action, region, params):
+                    if fault.times is not None:
+                        fault.times -= 1
+                    return self._reply(start_response, fault.status, fault.code, fault.message or fault.code)
+        if not libcloud:
+            served: Iterable[bytes] = self.app(environ, start_response)
+            return served
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        data = b"".join(self.app(environ, capture))
+        data = data.replace(
+            b'http://ec2.amazonaws.com/doc/2016-11-15"', b'http://ec2.amazonaws.com/doc/2016-11-15/"'
+        )
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        start_response(captured["status"], [*headers, ("Content-Length", str(len(data)))])
+        return [data]
+
+    @staticmethod
+    def _reply(start_response: StartResponse, status: int, code: str, message: str) -> list[bytes]:
+        xml = _error_xml(code, message)
+        start_response(
+            _STATUS.get(status, f"{status} Error"),
+            [("Content-Type", "text/xml"), ("Content-Length", str(len(xml)))],
+        )
+        return [xml]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+class MotoFront:
+    """moto's WSGI app behind `_FaultFront`, served on a loopback port in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.scenario = Scenario()
+        self.libcloud_region = "us-east-1"
+        """Region assumed for libcloud's query-signed (SigV2) requests, which name none."""
+        app = _FaultFront(DomainDispatcherApplication(create_backend_app), self)
+        self._server: BaseWSGIServer = make_server(
+            "127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto-front", daemon=True)
+
+    @classmethod
+    def start(cls) -> MotoFront:
+        front = cls()
+        front._thread.start()
+        return front
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reset(self) -> None:
+        """Wipe moto's state and the scenario (between tests)."""
+        req = urllib.request.Request(f"{self.url}/moto-api/reset", data=b"", method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+        self.scenario = Scenario()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

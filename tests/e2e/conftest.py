@@ -1,0 +1,74 @@
+"""A real broker process per test module, with two tenants and a small local inventory."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker.auth import hash_token
+from tests.brokerproc import ROOT, BrokerProcess
+
+TOKENS = {"team-a": "token-team-a-0123456789", "team-b": "token-team-b-9876543210"}
+
+POLICY = """\
+version: 1
+currency: CNY
+objective: {price: 1.0, wait_hour_cost: 40}
+accelerators: accelerators.yaml
+regimes: regimes.yaml
+sites:
+  - id: local
+    adapter: local
+    country: CN
+    residency: cn-mainland
+    partitions:
+      - {name: a800, accelerator: A800, count_per_node: 4, price_hour: 14.0}
+      - {name: cpu, price_hour: 1.0, cpus_per_node: 8}
+tenants:
+  - {id: team-a, kind: university, entity_country: CN}
+  - {id: team-b, kind: institute, entity_country: CN}
+compliance:
+  residency:
+    zones: {cn-mainland: {countries: [CN]}}
+"""
+
+
+def write_broker_config(folder: Path, *, cancel_grace_s: float = 2.0) -> Path:
+    """A broker.yaml + policy + tokens file in `folder`; returns the broker.yaml path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("accelerators.yaml", "regimes.yaml"):
+        shutil.copy(ROOT / "configs" / name, folder / name)
+    (folder / "policy.yaml").write_text(POLICY)
+    (folder / "tokens.yaml").write_text(
+        "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items())
+    )
+    (folder / "broker.yaml").write_text(textwrap.dedent(f"""\
+        data_dir: data
+        policy: policy.yaml
+        tokens_file: tokens.yaml
+        dispatch: {{poll_interval_s: 0.2}}
+        sites:
+          local: {{cancel_grace_s: {cancel_grace_s}}}
+        """))
+    return folder / "broker.yaml"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    config = write_broker_config(tmp_path_factory.mktemp("broker"))
+    proc = BrokerProcess(config)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def auth(tenant: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {TOKENS[tenant]}"),)
+
+
+PY = sys.executable

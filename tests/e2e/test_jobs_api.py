@@ -1,0 +1,307 @@
+"""The broker end to end over a real gRPC channel: jobs, validation, tenancy, watch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.serde import state_from_proto
+from tests.brokerproc import BrokerProcess
+from tests.e2e.conftest import PY, auth
+
+TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
+
+
+@pytest.fixture(scope="module")
+def stub(broker: BrokerProcess) -> Iterator[broker_service_pb2_grpc.BrokerServiceStub]:
+    with grpc.insecure_channel(broker.address) as channel:
+        yield broker_service_pb2_grpc.BrokerServiceStub(channel)
+
+
+def spec(name: str, command: list[str], *, gpus: int = 0, runtime_s: int = 600, **extra: object
+         ) -> job_pb2.JobSpec:
+    msg = job_pb2.JobSpec(name=name, command=command,
+                          runtime_estimate=duration_pb2.Duration(seconds=runtime_s), **extra)  # type: ignore[arg-type]
+    if gpus:
+        msg.resources.accelerators.count = gpus
+        msg.resources.accelerators.any_of.append("A800")
+    return msg
+
+
+def submit(stub: broker_service_pb2_grpc.BrokerServiceStub, job: job_pb2.JobSpec,
+           tenant: str = "team-a", client_id: str = "") -> pb.SubmitJobResponse:
+    return stub.SubmitJob(pb.SubmitJobRequest(job=job, client_id=client_id), metadata=auth(tenant))
+
+
+def wait_for(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, states: set[int],
+             tenant: str = "team-a", timeout: float = 30) -> job_pb2.Job:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth(tenant)).job
+        if job.state in states:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} stuck in {state_from_proto(job.state)}: {job.message}")
+        time.sleep(0.1)
+
+
+def test_health_and_reflection_are_served(broker: BrokerProcess) -> None:
+    with grpc.insecure_channel(broker.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        resp = health.Check(health_pb2.HealthCheckRequest(service="shangzhuang.broker.v1.BrokerService"))
+        assert resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_submit_watch_succeeds_with_exit_code_and_output(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    job = submit(stub, spec("hello", [PY, "-c", "print('hello from the job')"])).job
+    assert job.state == job_pb2.JOB_STATE_QUEUED
+    events = list(stub.WatchJob(pb.WatchJobRequest(id=job.id), metadata=auth("team-a"), timeout=60))
+    states = [state_from_proto(e.event.state).value for e in events]
+    assert states[0] == "QUEUED" and states[-1] == "SUCCEEDED"
+    assert "RUNNING" in states or "PROVISIONING" in states
+    assert [e.event.seq for e in events] == list(range(1, len(events) + 1))
+    final = stub.GetJob(pb.GetJobRequest(id=job.id), metadata=auth("team-a")).job
+    assert final.exit_code == 0
+    assert "hello from the job" in final.log_tail
+    assert final.site == "local"
+    assert final.policy_hash
+
+
+def test_gpu_job_gets_its_own_devices(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    code = "import os; print('CVD=' + os.environ['CUDA_VISIBLE_DEVICES'])"
+    job = submit(stub, spec("gpus", [PY, "-c", code], gpus=2)).job
+    final = wait_for(stub, job.id, TERMINAL)
+    assert final.state == job_pb2.JOB_STATE_SUCCEEDED
+    line = [ln for ln in final.log_tail.splitlines() if ln.startswith("CVD=")][0]
+    assert len(line.removeprefix("CVD=").split(",")) == 2
+
+
+def test_failing_command_reports_exit_code_and_log_tail(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    code = "import sys; print('about to fail'); sys.exit(3)"
+    job = submit(stub, spec("fails", [PY, "-c", code])).job
+    final = wait_for(stub, job.id, TERMINAL)
+    assert final.state == job_pb2.JOB_STATE_FAILED
+    assert final.exit_code == 3
+    assert "about to fail" in final.log_tail
+
+
+def test_cancel_running_job_kills_the_process(stub: broker_service_pb2_grpc.BrokerServiceStub, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    marker = tmp_path / "pid"
+    code = f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
+    job = submit(stub, spec("sleeper", [PY, "-c", code])).job
+    wait_for(stub, job.id, {job_pb2.JOB_STATE_RUNNING})
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid = int(marker.read_text())
+    cancelled = stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-a")).job
+    assert cancelled.state == job_pb2.JOB_STATE_CANCELLED
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid), "the job's process survived its cancellation"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def test_cancel_queued_job(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    # More A800s than the site has free right now keeps it queued (4 exist, all taken below).
+    hogs = [submit(stub, spec(f"hog-{i}", [PY, "-c", "import time; time.sleep(60)"], gpus=4)).job
+            for i in range(1)]
+    wait_for(stub, hogs[0].id, {job_pb2.JOB_STATE_RUNNING})
+    queued = submit(stub, spec("waits", [PY, "-c", "pass"], gpus=4)).job
+    time.sleep(0.5)
+    assert stub.GetJob(pb.GetJobRequest(id=queued.id), metadata=auth("team-a")).job.state == job_pb2.JOB_STATE_QUEUED
+    out = stub.CancelJob(pb.CancelJobRequest(id=queued.id), metadata=auth("team-a")).job
+    assert out.state == job_pb2.JOB_STATE_CANCELLED
+    for hog in hogs:
+        stub.CancelJob(pb.CancelJobRequest(id=hog.id), metadata=auth("team-a"))
+
+
+def test_duplicate_client_id_returns_the_same_job(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    first = submit(stub, spec("idem", [PY, "-c", "pass"]), client_id="retry-123")
+    second = submit(stub, spec("idem", [PY, "-c", "pass"]), client_id="retry-123")
+    assert first.created and not second.created
+    assert first.job.id == second.job.id
+    # Another tenant's identical client_id is a different job.
+    other = submit(stub, spec("idem", [PY, "-c", "pass"]), tenant="team-b", client_id="retry-123")
+    assert other.created and other.job.id != first.job.id
+    page = stub.ListJobs(pb.ListJobsRequest(page_size=1000), metadata=auth("team-a"))
+    assert sum(1 for j in page.jobs if j.client_id == "retry-123") == 1
+
+
+def test_tenant_cannot_see_or_cancel_another_tenants_job(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    job = submit(stub, spec("private", [PY, "-c", "import time; time.sleep(2)"]), tenant="team-a").job
+    for call, req in ((stub.GetJob, pb.GetJobRequest(id=job.id)),
+                      (stub.CancelJob, pb.CancelJobRequest(id=job.id))):
+        with pytest.raises(grpc.RpcError) as err:
+            call(req, metadata=auth("team-b"))  # type: ignore[operator]
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.WatchJob(pb.WatchJobRequest(id=job.id), metadata=auth("team-b")))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    listed = stub.ListJobs(pb.ListJobsRequest(page_size=1000), metadata=auth("team-b")).jobs
+    assert job.id not in {j.id for j in listed}
+    assert stub.GetJob(pb.GetJobRequest(id=job.id), metadata=auth("team-a")).job.state != job_pb2.JOB_STATE_CANCELLED
+
+
+def test_missing_or_unknown_token_is_unauthenticated(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    for metadata in ((), (("authorization", "Bearer nope"),), (("authorization", "Basic xyz"),)):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ListJobs(pb.ListJobsRequest(), metadata=metadata)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _violations(err: grpc.RpcError) -> list[tuple[str, str]]:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    out = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            out.extend((v.field, v.description) for v in bad.field_violations)
+    return out
+
+
+def _bad(**changes: object) -> job_pb2.JobSpec:
+    msg = spec("valid-name", [PY, "-c", "pass"])
+    for path, value in changes.items():
+        target: object = msg
+        parts = path.split("__")
+        for part in parts[:-1]:
+            target = getattr(target, part)
+        if isinstance(value, list):
+            field = getattr(target, parts[-1])
+            del field[:]
+            field.extend(value)
+        elif value is None:
+            target.ClearField(parts[-1])  # type: ignore[attr-defined]
+        elif isinstance(value, dict):
+            getattr(target, parts[-1]).update(value)
+        else:
+            setattr(target, parts[-1], value)
+    return msg
+
+
+BAD_SPECS = [
+    ("name", _bad(name=""), "required"),
+    ("name", _bad(name="Upper_Case"), "[a-z0-9-]"),
+    ("name", _bad(name="x" * 64), "at most 63"),
+    ("command", _bad(command=[]), "at least 1"),
+    ("command", _bad(command=["", "x"]), "must not be empty"),
+    ("runtime_estimate", _bad(runtime_estimate=None), "required"),
+    ("runtime_estimate", _bad(runtime_estimate__seconds=0), "> 0"),
+    ("resources.accelerators.count", _bad(resources__accelerators__count=-1), ">= 0"),
+    ("resources.cpus", _bad(resources__cpus=-2), "> 0"),
+    ("resources.memory_gb", _bad(resources__memory_gb=-1), "> 0"),
+    ("max_price_per_hour", _bad(max_price_per_hour=-5), "> 0"),
+    ("max_wait", _bad(max_wait__seconds=-60), ">= 0"),
+    ("priority", _bad(priority=42), "unknown"),
+    ("env", _bad(env={"1BAD": "x"}), "environment variable"),
+    ("labels", _bad(labels={"Bad Key": "x"}), "label key"),
+    ("resources.accelerators.min_memory_gb", _bad(resources__accelerators__min_memory_gb=-1), ">= 0"),
+]
+
+
+@pytest.mark.parametrize(("field", "job", "text"), BAD_SPECS, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_SPECS)])
+def test_bad_spec_is_invalid_argument_naming_the_field(
+    stub: broker_service_pb2_grpc.BrokerServiceStub, field: str, job: job_pb2.JobSpec, text: str
+) -> None:
+    before = stub.ListJobs(pb.ListJobsRequest(page_size=1000), metadata=auth("team-b")).jobs
+    with pytest.raises(grpc.RpcError) as err:
+        submit(stub, job, tenant="team-b", client_id=f"bad-{field}")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    found = _violations(err.value)
+    assert any(f.startswith(field) and text in d for f, d in found), found
+    after = stub.ListJobs(pb.ListJobsRequest(page_size=1000), metadata=auth("team-b")).jobs
+    assert len(after) == len(before), "a rejected job was stored"
+
+
+def test_batch_with_one_bad_job_stores_nothing(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    good = pb.SubmitJobRequest(job=spec("batch-ok", [PY, "-c", "pass"]))
+    bad = pb.SubmitJobRequest(job=_bad(resources__accelerators__count=-1))
+    before = len(stub.ListJobs(pb.ListJobsRequest(page_size=1000), metadata=auth("team-b")).jobs)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitJobs(pb.SubmitJobsRequest(requests=[good, bad]), metadata=auth("team-b"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("requests[1].job.resources.accelerators.count", "must be >= 0") in _violations(err.value)
+    assert len(stub.ListJobs(pb.ListJobsRequest(page_size=1000), metadata=auth("team-b")).jobs) == before
+
+
+def test_unplaceable_job_is_failed_precondition(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    job = spec("too-big", [PY, "-c", "pass"])
+    job.resources.accelerators.count = 64
+    job.resources.accelerators.any_of.append("A800")
+    with pytest.raises(grpc.RpcError) as err:
+        submit(stub, job)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_list_filters_and_pages(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    reqs = [pb.SubmitJobRequest(job=spec(f"paged-{i}", [PY, "-c", "pass"], labels={"suite": "paging"}))
+            for i in range(7)]
+    created = stub.SubmitJobs(pb.SubmitJobsRequest(requests=reqs), metadata=auth("team-b")).responses
+    ids = [r.job.id for r in created]
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = stub.ListJobs(pb.ListJobsRequest(labels={"suite": "paging"}, page_size=3, page_token=token),
+                             metadata=auth("team-b"))
+        assert len(page.jobs) <= 3
+        seen.extend(j.id for j in page.jobs)
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ids
+    for job_id in ids:
+        wait_for(stub, job_id, TERMINAL, tenant="team-b")
+    done = stub.ListJobs(pb.ListJobsRequest(labels={"suite": "paging"}, states=[job_pb2.JOB_STATE_SUCCEEDED],
+                                            page_size=100), metadata=auth("team-b"))
+    assert {j.id for j in done.jobs} == set(ids)
+    none = stub.ListJobs(pb.ListJobsRequest(labels={"suite": "paging"}, states=[job_pb2.JOB_STATE_QUEUED]),
+                         metadata=auth("team-b"))
+    assert list(none.jobs) == []
+
+
+def test_watch_resumed_from_seq_gets_exactly_the_later_events(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    job = submit(stub, spec("resume", [PY, "-c", "print('x')"])).job
+    wait_for(stub, job.id, TERMINAL)
+    full = [e.event for e in stub.WatchJob(pb.WatchJobRequest(id=job.id), metadata=auth("team-a"), timeout=30)]
+    assert len(full) >= 4
+    for n in (1, 2, len(full) - 1):
+        resumed = [e.event for e in stub.WatchJob(pb.WatchJobRequest(id=job.id, after_seq=n),
+                                                  metadata=auth("team-a"), timeout=30)]
+        assert [e.seq for e in resumed] == [e.seq for e in full[n:]]
+        assert [e.kind for e in resumed] == [e.kind for e in full[n:]]
+
+
+def test_hostile_requests_get_clear_errors(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    cases = [
+        (stub.GetJob, pb.GetJobRequest(id=""), grpc.StatusCode.INVALID_ARGUMENT),
+        (stub.GetJob, pb.GetJobRequest(id="x" * 10_000), grpc.StatusCode.INVALID_ARGUMENT),
+        (stub.GetJob, pb.GetJobRequest(id="j-doesnotexist"), grpc.StatusCode.NOT_FOUND),
+        (stub.ListJobs, pb.ListJobsRequest(page_size=-1), grpc.StatusCode.INVALID_ARGUMENT),
+        (stub.ListJobs, pb.ListJobsRequest(states=[99]), grpc.StatusCode.INVALID_ARGUMENT),
+        (stub.SubmitJob, pb.SubmitJobRequest(job=spec("ok", ["true"]), client_id="c" * 1000),
+         grpc.StatusCode.INVALID_ARGUMENT),
+    ]
+    for call, req, code in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            call(req, metadata=auth("team-a"))  # type: ignore[operator]
+        assert err.value.code() == code, (req, err.value.details())

@@ -1,0 +1,183 @@
+"""The real single-node Slurm cluster (scripts/slurm-cluster.sh) for the Slurm adapter tests.
+
+The session fixture uses the cluster named by SZB_SLURM_URL / SZB_SLURM_TOKEN when it answers;
+otherwise it installs and starts one (root only) and stops it again at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.base import TransientError
+from adapters.slurm import SlurmAdapter
+from broker.model import (
+    AcceleratorRequest,
+    AttemptId,
+    AttemptState,
+    AttemptStatus,
+    JobId,
+    JobSpec,
+    LaunchRequest,
+    Offer,
+    Resources,
+    SiteId,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "slurm-cluster.sh"
+PARTITIONS = {"ascend": "Ascend910B", "a800": "A800"}
+SITE = SiteId("onprem-test")
+
+
+@dataclass
+class SlurmCluster:
+    url: str
+    token: str
+    user: str
+    env: dict[str, str]
+    started_here: bool
+    directory: Path | None = None
+    rest_pidfile: Path | None = field(default=None)
+
+    def restart(self) -> None:
+        """(Re)start whatever daemon is missing: `start` is idempotent."""
+        _run("start", self.env)
+
+
+def _run(cmd: str, env: dict[str, str] | None = None) -> str:
+    out = subprocess.run([str(SCRIPT), cmd], capture_output=True, text=True, timeout=180,
+                         env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"slurm-cluster.sh {cmd} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url.rstrip("/") + "/openapi/v3", timeout=3)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def _parse_env(text: str) -> dict[str, str]:
+    env = {}
+    for line in text.splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, _, value = line[len("export "):].partition("=")
+            env[key.strip()] = value.strip().strip("'\"")
+    return env
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    url = os.environ.get("SZB_SLURM_URL", "")
+    started = False
+    if url and os.environ.get("SZB_SLURM_TOKEN") and _answers(url):
+        env = {k: v for k, v in os.environ.items() if k.startswith(("SZB_SLURM", "SLURM_CONF"))}
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("no Slurm cluster at SZB_SLURM_URL and not root: cannot start one")
+        _run("install")
+        t0 = time.monotonic()
+        _run("start")
+        print(f"slurm test cluster started in {time.monotonic() - t0:.1f}s")
+        started = True
+        env = _parse_env(_run("env"))
+    directory = Path(env["SZB_SLURM_DIR"]) if env.get("SZB_SLURM_DIR") else None
+    cluster = SlurmCluster(
+        url=env["SZB_SLURM_URL"], token=env["SZB_SLURM_TOKEN"], user=env.get("SZB_SLURM_USER", "root"),
+        env=env, started_here=started, directory=directory,
+        rest_pidfile=directory / "run" / "slurmrestd.pid" if directory else None,
+    )
+    yield cluster
+    if started:
+        _run("stop")
+
+
+class Tracker:
+    """An adapter for one test plus the jobs it submitted (cancelled at teardown)."""
+
+    def __init__(self, cluster: SlurmCluster, tmp: Path) -> None:
+        self.cluster = cluster
+        self.tmp = tmp
+        self.broker_id = f"szb-test-{uuid.uuid4().hex[:8]}"
+        self.adapter = self.make()
+        self.submitted: list[str] = []
+
+    def make(self, **overrides: Any) -> SlurmAdapter:
+        config: dict[str, Any] = {
+            "url": self.cluster.url, "token": self.cluster.token, "user": self.cluster.user,
+            "partitions": PARTITIONS, "output_dir": str(self.tmp / "out"), "broker_id": self.broker_id,
+            "timeout_s": 5,
+        }
+        config.update(overrides)
+        return SlurmAdapter(SITE, config)
+
+    def submit(self, request: LaunchRequest, adapter: SlurmAdapter | None = None) -> str:
+        backend_id = (adapter or self.adapter).submit(request)
+        self.submitted.append(backend_id)
+        return backend_id
+
+    def wait(self, backend_id: str, states: set[AttemptState], timeout: float = 60) -> AttemptStatus:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.adapter.status(backend_id)
+            if status.state in states:
+                return status
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {backend_id} still {status} after {timeout}s")
+            time.sleep(0.25)
+
+
+@pytest.fixture
+def slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[Tracker]:
+    tracker = Tracker(slurm_cluster, tmp_path)
+    yield tracker
+    # make sure nothing of ours keeps GPUs busy (and that a test that broke slurmrestd left it up)
+    adapter = tracker.make()
+    try:
+        adapter.ping()
+    except TransientError:
+        slurm_cluster.restart()
+    for backend_id in tracker.submitted:
+        adapter.cancel(backend_id, "teardown")
+    for owned in adapter.list_owned():
+        adapter.cancel(owned.backend_id, "teardown")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if all(o.state.terminal for o in adapter.list_owned()):
+            break
+        time.sleep(0.25)
+
+
+def launch(
+    command: tuple[str, ...],
+    *,
+    partition: str = "a800",
+    gpus: int = 1,
+    runtime: timedelta = timedelta(minutes=2),
+    token: str | None = None,
+    env: dict[str, str] | None = None,
+) -> LaunchRequest:
+    accel = PARTITIONS[partition]
+    spec = JobSpec(
+        name="slurm-test", command=command, runtime_estimate=runtime, env=env or {},
+        resources=Resources(cpus=1, memory_gb=0.25,
+                            accelerators=AcceleratorRequest(count=gpus, any_of=(accel,))),
+    )
+    offer = Offer(site=SITE, instance_type=partition, accelerator=accel, count=4, price_per_hour=1.0)
+    tok = token or f"tok-{uuid.uuid4().hex}"
+    return LaunchRequest(job_id=JobId(f"job-{tok[-8:]}"), attempt_id=AttemptId(f"att-{tok[-8:]}"),
+                         token=tok, spec=spec, offer=offer)
