@@ -210,6 +210,8 @@ SLURM_STATES: Mapping[str, AttemptState] = {
     "BOOT_FAIL": AttemptState.LOST,
     "LAUNCH_FAILED": AttemptState.LOST,
     "REVOKED": AttemptState.LOST,  # federation: the job runs on a sibling cluster
+    "POWER_UP_NODE": AttemptState.PENDING,
+    "RECONFIG_FAIL": AttemptState.LOST,
 }
 
 
@@ -296,7 +298,7 @@ def parse_gres(text: Any, name: str = "gpu") -> dict[str | None, int]:
     if not isinstance(text, str):
         return counts
     for item in _split_top_level(text):
-        item = item.split("(", 1)[0]
+        item = re.sub(r"\([^()]*\)$", "", item)  # drop "(S:0-1)" / "(IDX:0-3)", keep "(null)"
         for prefix in ("gres:", "gres/"):
             if item.startswith(prefix):
                 item = item[len(prefix):]

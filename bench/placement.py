@@ -24,13 +24,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from broker.catalog.instances import load_instance_csv  # noqa: E402
-from broker.model import JobSpec, Offer, SiteId, TenantId  # noqa: E402
+from broker.model import JobSpec, Offer, TenantId  # noqa: E402
 from broker.placement import PlacementContext, place  # noqa: E402
 from broker.policy import Policy, load_policy  # noqa: E402
 
 RULES = [
-    ('"h20-is-informed-2025" in hardware.flags && site.operator_country == "US" && '
-     'tenant.country_groups.exists(g, g == "D:5")'),
+    (
+        '"h20-is-informed-2025" in hardware.flags && site.operator_country == "US" && '
+        'tenant.country_groups.exists(g, g == "D:5")'
+    ),
     '"prc-3a090-gp10" in hardware.flags && tenant.entity_country == "US"',
     'job.priority == "high" && offer.spot',
     'job.data_residency == "cn-mainland" && site.residency != "cn-mainland"',
@@ -38,18 +40,18 @@ RULES = [
     'tenant.kind == "sme" && job.accelerators.count > 64',
     'hardware.tpp > 30000.0 && !("3A090.a" in tenant.export_licences)',
     'site.carbon_gco2_kwh > 900.0 && job.priority == "low"',
-    'job.runtime_hours > 720.0',
-    'hardware.memory_gb < job.accelerators.min_memory_gb',
+    "job.runtime_hours > 720.0",
+    "hardware.memory_gb < job.accelerators.min_memory_gb",
     '"blocked" in site.labels',
     'tenant.id == "t-university" && site.region == "me-central-1"',
     'job.labels.exists(k, k == "no-cloud") && site.adapter != "slurm"',
     'hardware.vendor == "Huawei" && site.country == "US"',
-    'job.cpus > 1000.0',
-    'size(job.accelerators.any_of) > 8',
+    "job.cpus > 1000.0",
+    "size(job.accelerators.any_of) > 8",
     'hardware.origin_country == "XX"',
     'site.region.startsWith("il-")',
-    'tenant.monthly_budget < 0.0',
-    'job.max_wait_hours > 1000.0 && hardware.datacenter',
+    "tenant.monthly_budget < 0.0",
+    "job.max_wait_hours > 1000.0 && hardware.datacenter",
 ]
 
 
@@ -61,8 +63,9 @@ def write_policy(tmp: Path) -> Path:
         f"catalog: {{file: {ROOT}/configs/catalog/aws_gpu_vms.csv, region: {r}, currency: USD}}}}"
         for r in regions
     )
-    rules = "\n".join(f"    - id: r{i}\n      deny: '{expr}'\n      reason: rule {i}" for i, expr in
-                      enumerate(RULES))
+    rules = "\n".join(
+        f"    - id: r{i}\n      deny: '{expr}'\n      reason: rule {i}" for i, expr in enumerate(RULES)
+    )
     text = f"""version: 1
 currency: CNY
 fx: {{USD: 7.2}}
@@ -93,26 +96,55 @@ def make_offers(policy: Policy, n: int, rng: random.Random) -> list[Offer]:
     while len(out) < n:
         o = base[i % len(base)]
         copy = i // len(base)
-        out.append(o if copy == 0 else o.model_copy(update={
-            "zone": f"{o.zone}-{copy}", "price_per_hour": round(o.price_per_hour * rng.uniform(0.8, 1.2), 4),
-            "expected_wait_s": rng.choice([0.0, 60.0, 600.0])}))
+        out.append(
+            o
+            if copy == 0
+            else o.model_copy(
+                update={
+                    "zone": f"{o.zone}-{copy}",
+                    "price_per_hour": round(o.price_per_hour * rng.uniform(0.8, 1.2), 4),
+                    "expected_wait_s": rng.choice([0.0, 60.0, 600.0]),
+                }
+            )
+        )
         i += 1
     return out
 
 
 JOBS = [
-    {"name": "train", "command": ["python", "train.py"], "runtime_estimate": "6h",
-     "resources": {"accelerators": {"count": 8, "any_of": ["H100", "A100", "H200", "L40S"]}}},
-    {"name": "infer", "command": ["serve"], "runtime_estimate": "1h", "spot": "never",
-     "resources": {"accelerators": {"count": 1}}},
-    {"name": "sweep", "command": ["sweep"], "runtime_estimate": "30m", "priority": "high",
-     "resources": {"accelerators": {"count": 4, "min_memory_gb": 40}}},
-    {"name": "tiny", "command": ["x"], "runtime_estimate": "2h", "priority": "low",
-     "resources": {"accelerators": {"count": 1, "any_of": ["L4", "A10G"]}}},
+    {
+        "name": "train",
+        "command": ["python", "train.py"],
+        "runtime_estimate": "6h",
+        "resources": {"accelerators": {"count": 8, "any_of": ["H100", "A100", "H200", "L40S"]}},
+    },
+    {
+        "name": "infer",
+        "command": ["serve"],
+        "runtime_estimate": "1h",
+        "spot": "never",
+        "resources": {"accelerators": {"count": 1}},
+    },
+    {
+        "name": "sweep",
+        "command": ["sweep"],
+        "runtime_estimate": "30m",
+        "priority": "high",
+        "resources": {"accelerators": {"count": 4, "min_memory_gb": 40}},
+    },
+    {
+        "name": "tiny",
+        "command": ["x"],
+        "runtime_estimate": "2h",
+        "priority": "low",
+        "resources": {"accelerators": {"count": 1, "any_of": ["L4", "A10G"]}},
+    },
 ]
 
 
-def measure(policy: Policy, offers: list[Offer], decisions: int, *, cold: bool, seed: int) -> dict[str, float]:
+def measure(
+    policy: Policy, offers: list[Offer], decisions: int, *, cold: bool, seed: int
+) -> dict[str, float]:
     rng = random.Random(seed)
     jobs = [JobSpec.model_validate(j) for j in JOBS]
     tenants = [TenantId(t.id) for t in policy.tenants]
@@ -131,8 +163,13 @@ def measure(policy: Policy, offers: list[Offer], decisions: int, *, cold: bool, 
     times.sort()
     p50 = statistics.median(times) * 1e3
     p99 = times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3
-    return {"offers": len(offers), "rules": len(policy.rules), "p50_ms": round(p50, 3),
-            "p99_ms": round(p99, 3), "decisions_per_s": round(len(times) / sum(times), 1)}
+    return {
+        "offers": len(offers),
+        "rules": len(policy.rules),
+        "p50_ms": round(p50, 3),
+        "p99_ms": round(p99, 3),
+        "decisions_per_s": round(len(times) / sum(times), 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"cold": args.cold, "results": results}, indent=2))
     else:
         for r in results:
-            print(f"{r['offers']:>6} offers x {r['rules']} rules: p50 {r['p50_ms']:.3f} ms, "
-                  f"p99 {r['p99_ms']:.3f} ms, {r['decisions_per_s']:,.0f} decisions/s")
+            print(
+                f"{r['offers']:>6} offers x {r['rules']} rules: p50 {r['p50_ms']:.3f} ms, "
+                f"p99 {r['p99_ms']:.3f} ms, {r['decisions_per_s']:,.0f} decisions/s"
+            )
     return 0
 
 

@@ -55,12 +55,10 @@ class BrokerApp:
         self.planner = Planner.load(cfg, self.clock)
         self.adapters = self._build_adapters()
         self.planner.adapters = self.adapters
-        self.heartbeats: dict[str, float] = {}
         host, _, port = cfg.listen.rpartition(":")
         self.dispatcher = Dispatcher(
             self.store, self.adapters, planner=self.planner, clock=self.clock,
             settings=cfg.dispatch, agent_endpoint=cfg.agent_endpoint or cfg.listen,
-            max_attempts=self.planner.policy.burst.retries.max_attempts,
         )
         self.services = BrokerServices(self.store, self.dispatcher, self.clock, self.hub,
                                        admit=self.planner.admit)
@@ -75,7 +73,7 @@ class BrokerApp:
                            status=self._status_proto),
             server)
         agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(self.services, self.heartbeats), server)
+            AgentServicer(self.services), server)
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)  # type: ignore[no-untyped-call]
         names = (

@@ -31,6 +31,15 @@ from broker.catalog.offers import static_offers
 from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.decision import Action, Decision
+from broker.dispatch.dispatcher import FailoverPlan
+from broker.dispatch.failover import (
+    Blocklist,
+    BreakerState,
+    CircuitBreakers,
+    FailoverPolicy,
+    NextStep,
+    RetryPolicy,
+)
 from broker.model import (
     Attempt,
     AttemptStatus,
@@ -63,9 +72,13 @@ class Planner:
         self.clock = clock
         self.adapters: Mapping[SiteId, Adapter] = {}
         self.unhealthy: dict[SiteId, str] = {}
-        self.blocked: frozenset[str] = frozenset()
         self.recent: deque[Attempt] = deque(maxlen=RECENT_ATTEMPTS)
         self.pending_burst: dict[str, datetime] = {}
+        self.burst_jobs: set[str] = set()
+        """Jobs that already burst once: failover to the next cloud offer skips the hysteresis."""
+        seconds = lambda: clock.now().timestamp()  # noqa: E731
+        self.blocklist = Blocklist(clock=seconds)
+        self.breakers = CircuitBreakers(failure_threshold=3, reset_after_s=300.0, clock=seconds)
         self._watch_task: asyncio.Task[None] | None = None
         self._on_change: Callable[[], None] | None = None
 
@@ -111,6 +124,54 @@ class Planner:
 
     def mark_unhealthy(self, site: SiteId, reason: str) -> None:
         self.unhealthy[site] = reason
+
+    # Failover --------------------------------------------------------------------------
+
+    def failover(self) -> FailoverPlan:
+        b = self.policy.burst
+        return FailoverPlan(
+            retry=RetryPolicy(max_attempts=b.retries.max_transient_retries + 1,
+                              max_total_s=b.retries.backoff_max.total_seconds() * 2,
+                              initial_backoff_s=b.retries.backoff_initial.total_seconds(),
+                              max_backoff_s=b.retries.backoff_max.total_seconds()),
+            attempt_timeout_s=b.attempt_timeout.total_seconds(),
+            give_up_after_s=b.give_up_after.total_seconds(),
+            heartbeat_timeout_s=b.heartbeat_timeout.total_seconds(),
+            max_attempts=b.retries.max_attempts,
+        )
+
+    def record_failure(self, attempt: Attempt, error: AdapterError) -> NextStep:
+        """Block what the error says to block; auth/config errors open the site's breaker."""
+        ttl = self.policy.burst.blocklist_ttl
+        step = self.blocklist.record(error, attempt.offer, FailoverPolicy(
+            capacity_block_s=ttl.capacity.total_seconds(), quota_block_s=ttl.quota.total_seconds()))
+        breaker = self.breakers.get(attempt.site)
+        if step == NextStep.OPEN_CIRCUIT_TRY_NEXT:
+            breaker.trip(f"{type(error).__name__} {error.code}: {error.message}")
+        elif step in (NextStep.RETRY_SAME, NextStep.FAIL_ATTEMPT):
+            breaker.record_failure(f"{type(error).__name__} {error.code}")
+        return step
+
+    def record_success(self, attempt: Attempt) -> None:
+        self.breakers.get(attempt.site).record_success()
+        if not is_onprem(self.policy, attempt.site):
+            self.burst_jobs.add(attempt.job_id)
+
+    def record_preemption(self, attempt: Attempt) -> None:
+        """Spot recovery: the region that preempted the job is blocked for the next try."""
+        ttl = self.policy.burst.blocklist_ttl.capacity.total_seconds()
+        self.blocklist.block_region(attempt.site, attempt.offer.region, ttl, "spot preemption")
+
+    def needs_agent(self, site: str) -> bool:
+        """Cloud attempts report through AgentService; on-prem backends report themselves."""
+        return not is_onprem(self.policy, site)
+
+    def unhealthy_now(self) -> dict[SiteId, str]:
+        out = dict(self.unhealthy)
+        for site, state in self.breakers.states().items():
+            if state == BreakerState.OPEN:
+                out[SiteId(site)] = f"circuit open: {self.breakers.get(site).reason}"
+        return out
 
     def queueing_sites(self) -> frozenset[str]:
         """On-prem sites whose backend keeps a queue of its own (jobs may pend there)."""
@@ -159,7 +220,7 @@ class Planner:
         offers, totals = self.live_offers(now)
         routes = route_states([*live, *self.recent], now, self.policy)
         return PassSnapshot(now=now, offers=offers, capacity_total=totals, routes=routes,
-                            blocked=self.blocked, unhealthy=dict(self.unhealthy))
+                            blocked=self.blocklist.keys(), unhealthy=self.unhealthy_now())
 
     def money(self, tenant: str, now: datetime, store: JobStore) -> TenantMoney:
         policy = self.policy
@@ -183,16 +244,17 @@ class Planner:
         money = snap.money.get(job.tenant)
         if money is None:
             money = snap.money[job.tenant] = self.money(job.tenant, snap.now, store)
+        # A job that already burst fails over without waiting out the hysteresis again.
+        pending = job.created_at if job.id in self.burst_jobs else self.pending_burst.get(job.id)
         inputs = BurstInputs(
             now=snap.now, queued_since=job.created_at, money=money, routes=snap.routes,
-            blocked=snap.blocked, unhealthy=snap.unhealthy,
-            burst_pending_since=self.pending_burst.get(job.id),
+            blocked=snap.blocked, unhealthy=snap.unhealthy, burst_pending_since=pending,
             queueing_sites=self.queueing_sites(),
         )
         decision = decide(job.spec, job.tenant, snap.view(), self.policy, inputs)
-        pending = decision.data.get("burst_pending_since")
-        if pending:
-            self.pending_burst[job.id] = datetime.fromisoformat(pending)
+        since = decision.data.get("burst_pending_since")
+        if since:
+            self.pending_burst[job.id] = datetime.fromisoformat(since)
         else:
             self.pending_burst.pop(job.id, None)
         if decision.offer is not None and is_onprem(self.policy, decision.offer.site):

@@ -69,7 +69,12 @@ def state_from_proto(value: int) -> JobState:
 
 def spec_mapping_from_proto(msg: job_pb2.JobSpec) -> dict[str, Any]:
     """The wire spec as the mapping JobSpec validates; unset fields take their defaults."""
-    data: dict[str, Any] = {"name": msg.name, "command": list(msg.command)}
+    # proto3 cannot tell "" from unset: an empty required field is reported as missing.
+    data: dict[str, Any] = {}
+    if msg.name:
+        data["name"] = msg.name
+    if msg.command:
+        data["command"] = list(msg.command)
     if msg.image:
         data["image"] = msg.image
     if msg.env:

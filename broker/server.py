@@ -240,9 +240,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
 class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     """Heartbeats and exit reports from bootstraps on cloud instances; one token per attempt."""
 
-    def __init__(self, services: BrokerServices, heartbeats: dict[str, float]) -> None:
+    def __init__(self, services: BrokerServices) -> None:
         self.services = services
-        self.heartbeats = heartbeats
 
     def _attempt(self, attempt_id: str, token: str) -> Any:
         try:
@@ -257,7 +256,7 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
                         context: grpc.aio.ServicerContext[Any, Any]) -> agent_service_pb2.HeartbeatResponse:
         try:
             attempt = self._attempt(request.attempt_id, request.token)
-            self.heartbeats[attempt.id] = self.services.clock.now().timestamp()
+            self.services.dispatcher.heartbeat(attempt)
             if request.running:
                 self.services.dispatcher.apply_status(attempt, AttemptStatus(state=AttemptState.RUNNING))
             job = self.services.store.get(attempt.job_id)

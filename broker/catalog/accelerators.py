@@ -11,8 +11,16 @@ from broker.policy._problems import PolicyError, Problem
 from broker.policy._yaml import parse_yaml, position, validation_problems
 
 BITS: Mapping[str, int] = {
-    "fp4": 4, "int4": 4, "fp8": 8, "int8": 8, "fp16": 16, "bf16": 16,
-    "tf32": 32, "fp32": 32, "int32": 32, "fp64": 64,
+    "fp4": 4,
+    "int4": 4,
+    "fp8": 8,
+    "int8": 8,
+    "fp16": 16,
+    "bf16": 16,
+    "tf32": 32,
+    "fp32": 32,
+    "int32": 32,
+    "fp64": 64,
 }
 """Bit length of each precision name (TPP = dense TOPS x bit length)."""
 
@@ -107,8 +115,14 @@ def load_accelerators_text(text: str, filename: str) -> AcceleratorCatalog:
             k = normalize(key)
             if k in seen and seen[k] != i:
                 line, col = position(doc, ["accelerators", i, "name"])
-                problems.append(Problem(filename, line, col, f"accelerators.{i}: name or alias {key!r} is also "
-                                        f"used by accelerators.{seen[k]}"))
+                problems.append(
+                    Problem(
+                        filename,
+                        line,
+                        col,
+                        f"accelerators.{i}: name or alias {key!r} is also used by accelerators.{seen[k]}",
+                    )
+                )
             seen.setdefault(k, i)
     if problems:
         raise PolicyError(problems)
@@ -120,5 +134,7 @@ def load_accelerators(path: Path) -> AcceleratorCatalog:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise PolicyError([Problem(str(path), 1, 1, f"cannot read accelerator catalog: {exc.strerror}")]) from exc
+        raise PolicyError(
+            [Problem(str(path), 1, 1, f"cannot read accelerator catalog: {exc.strerror}")]
+        ) from exc
     return load_accelerators_text(text, str(path))

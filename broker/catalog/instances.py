@@ -9,8 +9,17 @@ from pathlib import Path
 
 from broker.policy._problems import PolicyError, Problem
 
-REQUIRED = ("InstanceType", "AcceleratorName", "AcceleratorCount", "vCPUs", "MemoryGiB", "Price",
-            "SpotPrice", "Region", "AvailabilityZone")
+REQUIRED = (
+    "InstanceType",
+    "AcceleratorName",
+    "AcceleratorCount",
+    "vCPUs",
+    "MemoryGiB",
+    "Price",
+    "SpotPrice",
+    "Region",
+    "AvailabilityZone",
+)
 
 _KNOWN_EMPTY_ACCELERATOR = {"trn2.48xlarge": ("Trainium2", 16)}
 """Upstream rows with an empty accelerator column (per the provider's documentation)."""
@@ -56,13 +65,20 @@ def parse_instance_csv(text: str, filename: str, *, default_currency: str) -> li
             count = int(float(rec["AcceleratorCount"] or 0))
             if acc is None and itype in _KNOWN_EMPTY_ACCELERATOR:
                 acc, count = _KNOWN_EMPTY_ACCELERATOR[itype]
-            rows.append(InstanceRow(
-                instance_type=itype, accelerator=acc, count=count if acc else 0,
-                cpus=float(rec["vCPUs"] or 0), memory_gb=float(rec["MemoryGiB"] or 0),
-                price=_float(rec["Price"]), spot_price=_float(rec["SpotPrice"]),
-                region=rec["Region"].strip(), zone=key[1],
-                currency=(rec.get("Currency") or "").strip() or default_currency,
-            ))
+            rows.append(
+                InstanceRow(
+                    instance_type=itype,
+                    accelerator=acc,
+                    count=count if acc else 0,
+                    cpus=float(rec["vCPUs"] or 0),
+                    memory_gb=float(rec["MemoryGiB"] or 0),
+                    price=_float(rec["Price"]),
+                    spot_price=_float(rec["SpotPrice"]),
+                    region=rec["Region"].strip(),
+                    zone=key[1],
+                    currency=(rec.get("Currency") or "").strip() or default_currency,
+                )
+            )
         except (ValueError, AttributeError) as exc:
             raise PolicyError([Problem(filename, n, 1, f"bad catalog row: {exc}")]) from exc
     return rows

@@ -24,31 +24,68 @@ def default_slots(count_per_node: int) -> tuple[int, ...]:
 def partition_offers(site: Site, part: Partition, *, read_at: datetime | None = None) -> list[Offer]:
     """One offer per slot size of a partition (a CPU-only partition has one, with count 0)."""
     wait = part.expected_wait.total_seconds() if part.expected_wait is not None else 0.0
-    common = {"site": SiteId(site.id), "instance_type": part.name, "currency": "", "region": site.region,
-              "expected_wait_s": wait, "price_read_at": read_at}
+    sid = SiteId(site.id)
     if part.accelerator is None:
-        return [Offer(accelerator=None, count=0, price_per_hour=part.price_hour, cpus=part.cpus_per_node,
-                      memory_gb=part.memory_gb_per_node, free=part.nodes, **common)]
+        return [
+            Offer(
+                site=sid,
+                instance_type=part.name,
+                accelerator=None,
+                count=0,
+                price_per_hour=part.price_hour,
+                region=site.region,
+                cpus=part.cpus_per_node,
+                memory_gb=part.memory_gb_per_node,
+                free=part.nodes,
+                expected_wait_s=wait,
+                price_read_at=read_at,
+            )
+        ]
     offers = []
     for n in part.slot_counts or default_slots(part.count_per_node):
         share = n / part.count_per_node
-        offers.append(Offer(accelerator=part.accelerator, count=n, price_per_hour=round(part.price_hour * n, 6),
-                            cpus=part.cpus_per_node * share, memory_gb=part.memory_gb_per_node * share,
-                            free=part.nodes * part.count_per_node, **common))
+        offers.append(
+            Offer(
+                site=sid,
+                instance_type=part.name,
+                accelerator=part.accelerator,
+                count=n,
+                price_per_hour=round(part.price_hour * n, 6),
+                region=site.region,
+                cpus=part.cpus_per_node * share,
+                memory_gb=part.memory_gb_per_node * share,
+                free=part.nodes * part.count_per_node,
+                expected_wait_s=wait,
+                price_read_at=read_at,
+            )
+        )
     return offers
 
 
 def row_offers(site: Site, row: InstanceRow, *, spot: bool, read_at: datetime | None = None) -> list[Offer]:
     """On-demand and (when priced and enabled) spot offers of one catalog row."""
-    out = []
-    common = {"site": SiteId(site.id), "instance_type": row.instance_type, "accelerator": row.accelerator,
-              "count": row.count, "currency": row.currency, "region": row.region, "zone": row.zone,
-              "cpus": row.cpus, "memory_gb": row.memory_gb, "price_read_at": read_at}
+    markets = []
     if row.price is not None:
-        out.append(Offer(price_per_hour=row.price, spot=False, **common))
+        markets.append((row.price, False))
     if spot and row.spot_price is not None:
-        out.append(Offer(price_per_hour=row.spot_price, spot=True, **common))
-    return out
+        markets.append((row.spot_price, True))
+    return [
+        Offer(
+            site=SiteId(site.id),
+            instance_type=row.instance_type,
+            accelerator=row.accelerator,
+            count=row.count,
+            price_per_hour=price,
+            currency=row.currency,
+            spot=is_spot,
+            region=row.region,
+            zone=row.zone,
+            cpus=row.cpus,
+            memory_gb=row.memory_gb,
+            price_read_at=read_at,
+        )
+        for price, is_spot in markets
+    ]
 
 
 def static_offers(

@@ -53,8 +53,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 1
     tenant = args.tenant or (policy.tenants[0].id if policy.tenants else "")
     now = datetime.now(UTC)  # the shell reads the clock; the core only receives it
-    explanation = place(job, TenantId(tenant), static_offers(policy, read_at=now), policy,
-                        PlacementContext(now=now))
+    explanation = place(
+        job, TenantId(tenant), static_offers(policy, read_at=now), policy, PlacementContext(now=now)
+    )
     if args.output == "json":
         print(json.dumps(explanation.to_json(), indent=2))
     else:
@@ -68,11 +69,14 @@ def print_table(ex: Explanation, *, tenant: str, job: str, limit: int) -> None:
     from rich.table import Table
 
     best = ex.chosen.score if ex.chosen is not None else 0.0
-    table = Table(title=f"Placement of {job} for {tenant} (policy {ex.policy_hash[:12]}, score in "
-                        f"{ex.currency}, lower wins)")
+    table = Table(
+        title=f"Placement of {job} for {tenant} (policy {ex.policy_hash[:12]}, score in "
+        f"{ex.currency}, lower wins)"
+    )
     for col in ("", "SITE", "INSTANCE", "ACCELERATORS", "SPOT", "PRICE/H", "WAIT", "SCORE", "VERDICT"):
-        table.add_column(col, justify="right" if col in ("PRICE/H", "WAIT", "SCORE") else "left",
-                         no_wrap=col != "VERDICT")
+        table.add_column(
+            col, justify="right" if col in ("PRICE/H", "WAIT", "SCORE") else "left", no_wrap=col != "VERDICT"
+        )
     for i, s in enumerate(ex.offers[:limit]):
         o = s.offer
         acc = f"{o.accelerator}x{o.count}" if o.accelerator else "-"
@@ -83,10 +87,19 @@ def print_table(ex: Explanation, *, tenant: str, job: str, limit: int) -> None:
         else:
             verdict = "chosen" if mark else f"allowed: +{s.score - best:,.2f} {ex.currency} vs chosen"
             score = f"{s.score:,.2f}"
-        table.add_row(mark, o.site, o.instance_type, acc, "yes" if o.spot else "no",
-                      f"{o.price_per_hour:,.2f} {o.currency}", f"{o.expected_wait_s / 60:.0f}m", score, verdict,
-                      style="bold green" if mark else ("dim" if not s.allowed else None))
-    console = Console()
+        table.add_row(
+            mark,
+            o.site,
+            o.instance_type,
+            acc,
+            "yes" if o.spot else "no",
+            f"{o.price_per_hour:,.2f} {o.currency}",
+            f"{o.expected_wait_s / 60:.0f}m",
+            score,
+            verdict,
+            style="bold green" if mark else ("dim" if not s.allowed else None),
+        )
+    console = Console() if sys.stdout.isatty() else Console(width=220)
     console.print(table)
     hidden = len(ex.offers) - min(limit, len(ex.offers))
     if hidden:

@@ -50,5 +50,5 @@ def cmd_classify(args: argparse.Namespace) -> int:
         table.add_column(col, justify="right" if col in ("TPP", "PD") else "left")
     for r in results:
         table.add_row(r.name, f"{r.tpp:,.0f}", "?" if r.pd is None else f"{r.pd:.2f}", r.cls, r.reason)
-    Console().print(table)
+    (Console() if sys.stdout.isatty() else Console(width=200)).print(table)
     return 0

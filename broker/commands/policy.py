@@ -40,8 +40,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         _print_problems(exc)
         return 1
-    print(f"{args.file}: ok: {len(policy.sites)} sites, {len(policy.tenants)} tenants, "
-          f"{len(policy.rules)} rules, regime {policy.regime.name}, sha256 {policy.hash[:12]}")
+    print(
+        f"{args.file}: ok: {len(policy.sites)} sites, {len(policy.tenants)} tenants, "
+        f"{len(policy.rules)} rules, regime {policy.regime.name}, sha256 {policy.hash[:12]}"
+    )
     return 0
 
 
@@ -63,11 +65,22 @@ def cmd_test(args: argparse.Namespace) -> int:
     results = run_tests(policy, suite)
     failed = [r for r in results if not r.passed]
     if args.output == "json":
-        print(json.dumps({"passed": len(results) - len(failed), "failed": len(failed),
-                          "results": [r.to_json() for r in results]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "passed": len(results) - len(failed),
+                    "failed": len(failed),
+                    "results": [r.to_json() for r in results],
+                },
+                indent=2,
+            )
+        )
     else:
         for r in results:
             print(f"{'PASS' if r.passed else 'FAIL'}: {r.name}" + ("" if r.passed else f"\n  {r.detail}"))
         print("-" * 40)
-        print(f"PASS: {len(results) - len(failed)}/{len(results)}" + (f", FAIL: {len(failed)}" if failed else ""))
+        print(
+            f"PASS: {len(results) - len(failed)}/{len(results)}"
+            + (f", FAIL: {len(failed)}" if failed else "")
+        )
     return 1 if failed else 0

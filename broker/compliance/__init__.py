@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from broker.compliance.classify import NONE, UNKNOWN, Classification, classify, classify_unknown
-from broker.compliance.regime import Bound, ClassRule, Prong, Regime, RegimeSet, load_regimes, load_regimes_text
+from broker.compliance.regime import (
+    Bound,
+    ClassRule,
+    Prong,
+    Regime,
+    RegimeSet,
+    load_regimes,
+    load_regimes_text,
+)
 
 __all__ = [
     "NONE",

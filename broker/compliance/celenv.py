@@ -15,30 +15,65 @@ from typing import Any
 # Field types: "string", "int", "double", "bool", "list", "map" (free-form) or a nested mapping.
 VARIABLES: Mapping[str, Mapping[str, Any]] = {
     "job": {
-        "name": "string", "priority": "string", "spot": "string", "data_residency": "string",
-        "max_price_per_hour": "double", "runtime_hours": "double", "max_wait_hours": "double",
+        "name": "string",
+        "priority": "string",
+        "spot": "string",
+        "data_residency": "string",
+        "max_price_per_hour": "double",
+        "runtime_hours": "double",
+        "max_wait_hours": "double",
         "accelerators": {"count": "int", "any_of": "list", "min_memory_gb": "double"},
-        "cpus": "double", "memory_gb": "double", "labels": "map", "image": "string",
+        "cpus": "double",
+        "memory_gb": "double",
+        "labels": "map",
+        "image": "string",
     },
     "tenant": {
-        "id": "string", "name": "string", "kind": "string", "entity_country": "string",
-        "country_groups": "list", "export_licences": "list", "allowed_sites": "list",
-        "monthly_budget": "double", "has_voucher": "bool",
+        "id": "string",
+        "name": "string",
+        "kind": "string",
+        "entity_country": "string",
+        "country_groups": "list",
+        "export_licences": "list",
+        "allowed_sites": "list",
+        "monthly_budget": "double",
+        "has_voucher": "bool",
     },
     "site": {
-        "id": "string", "adapter": "string", "provider": "string", "region": "string",
-        "country": "string", "residency": "string", "operator_country": "string",
-        "carbon_gco2_kwh": "double", "labels": "map",
+        "id": "string",
+        "adapter": "string",
+        "provider": "string",
+        "region": "string",
+        "country": "string",
+        "residency": "string",
+        "operator_country": "string",
+        "carbon_gco2_kwh": "double",
+        "labels": "map",
     },
     "hardware": {
-        "name": "string", "vendor": "string", "family": "string", "class": "string",
-        "tpp": "double", "pd": "double", "pd_known": "bool", "memory_gb": "double",
-        "interconnect_gbps": "double", "datacenter": "bool", "origin_country": "string",
-        "flags": "list", "known": "bool",
+        "name": "string",
+        "vendor": "string",
+        "family": "string",
+        "class": "string",
+        "tpp": "double",
+        "pd": "double",
+        "pd_known": "bool",
+        "memory_gb": "double",
+        "interconnect_gbps": "double",
+        "datacenter": "bool",
+        "origin_country": "string",
+        "flags": "list",
+        "known": "bool",
     },
     "offer": {
-        "instance_type": "string", "accelerator": "string", "count": "int", "spot": "bool",
-        "price_per_hour": "double", "currency": "string", "region": "string", "zone": "string",
+        "instance_type": "string",
+        "accelerator": "string",
+        "count": "int",
+        "spot": "bool",
+        "price_per_hour": "double",
+        "currency": "string",
+        "region": "string",
+        "zone": "string",
     },
 }
 
@@ -46,10 +81,27 @@ _SAMPLE = {"string": "", "int": 0, "double": 0.0, "bool": False, "list": [], "ma
 _MACROS = re.compile(r"\.(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_]\w*)\s*,")
 _IDENT = re.compile(r"[A-Za-z_]\w*")
 _KEYWORDS = frozenset({"true", "false", "null", "in"})
-_FUNCTIONS = frozenset({
-    "has", "size", "int", "uint", "double", "string", "bool", "bytes", "type", "dyn",
-    "matches", "timestamp", "duration", "max", "min", "math", "sets",
-})
+_FUNCTIONS = frozenset(
+    {
+        "has",
+        "size",
+        "int",
+        "uint",
+        "double",
+        "string",
+        "bool",
+        "bytes",
+        "type",
+        "dyn",
+        "matches",
+        "timestamp",
+        "duration",
+        "max",
+        "min",
+        "math",
+        "sets",
+    }
+)
 
 Path = tuple[str, ...]
 
@@ -77,10 +129,10 @@ def _strip_strings(src: str) -> str:
     while i < n:
         ch = src[i]
         if ch in "\"'":
-            triple = src[i:i + 3] == ch * 3
+            triple = src[i : i + 3] == ch * 3
             quote = ch * 3 if triple else ch
             j = i + len(quote)
-            while j < n and src[j:j + len(quote)] != quote:
+            while j < n and src[j : j + len(quote)] != quote:
                 j += 2 if src[j] == "\\" else 1
             for k in range(i + len(quote), min(j, n)):
                 out[k] = " "
@@ -127,7 +179,7 @@ def referenced_paths(src: str) -> tuple[list[Path], list[FieldError]]:
         if not chain or (prev.endswith(".")) or (prev and prev[-1].isdigit()):
             continue
         root, root_at = chain[0]
-        if root in bound or root in _KEYWORDS or root in _FUNCTIONS and len(chain) == 1:
+        if root in bound or root in _KEYWORDS or (root in _FUNCTIONS and len(chain) == 1):
             continue
         if root not in VARIABLES:
             if root in _FUNCTIONS:

@@ -74,12 +74,14 @@ def classify(acc: Accelerator, regime: Regime) -> Classification:
                     reason += f"; {note}"
                 return Classification(acc.name, tpp, pd, rule.class_, reason, regime.name)
     extra = "" if acc.datacenter else "; not a data-center part, so density prongs do not apply"
-    return Classification(acc.name, tpp, pd, NONE, f"{facts}: below every {regime.name} threshold{extra}",
-                          regime.name)
+    return Classification(
+        acc.name, tpp, pd, NONE, f"{facts}: below every {regime.name} threshold{extra}", regime.name
+    )
 
 
 def classify_unknown(name: str, regime: Regime) -> Classification:
     """An accelerator missing from the catalog: treated as controlled (the most restrictive class)."""
     cls = regime.classes[0].class_
-    return Classification(name, 0.0, None, cls, f"{name!r} is not in the accelerator catalog: treated as {cls}",
-                          regime.name)
+    return Classification(
+        name, 0.0, None, cls, f"{name!r} is not in the accelerator catalog: treated as {cls}", regime.name
+    )

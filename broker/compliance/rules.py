@@ -20,10 +20,22 @@ from broker.compliance.celenv import Path, lookup
 MEMO_LIMIT = 200_000
 """Entries kept before the memo is cleared (bounded memory; results stay correct)."""
 
-PLACEHOLDERS = frozenset({
-    "site", "tenant", "accelerator", "class", "region", "country", "operator_country", "rule",
-    "zone", "site_zone", "tenant_group", "instance_type",
-})
+PLACEHOLDERS = frozenset(
+    {
+        "site",
+        "tenant",
+        "accelerator",
+        "class",
+        "region",
+        "country",
+        "operator_country",
+        "rule",
+        "zone",
+        "site_zone",
+        "tenant_group",
+        "instance_type",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +103,14 @@ class RuleSet:
         return tuple(lookup(offer, p[1:]) for p in self.offer_paths)
 
     def evaluate(
-        self, key: tuple[Any, ...], variables: Callable[[], dict[str, Any]], site: str, tenant: str,
-        labels: Callable[[], Mapping[str, str]], *, offer: bool,
+        self,
+        key: tuple[Any, ...],
+        variables: Callable[[], dict[str, Any]],
+        site: str,
+        tenant: str,
+        labels: Callable[[], Mapping[str, str]],
+        *,
+        offer: bool,
     ) -> Verdict:
         """Verdict of the group rules (`offer=False`) or of the rules reading `offer`, memoized by `key`."""
         hit = self._memo.get(key)
@@ -107,7 +125,10 @@ class RuleSet:
 
     @staticmethod
     def _run(
-        rules: tuple[CompiledRule, ...], variables: dict[str, Any], site: str, tenant: str,
+        rules: tuple[CompiledRule, ...],
+        variables: dict[str, Any],
+        site: str,
+        tenant: str,
         labels: Callable[[], Mapping[str, str]],
     ) -> Verdict:
         denials: list[tuple[str, str]] = []
@@ -120,8 +141,12 @@ class RuleSet:
                 hit = rule.program.execute(ctx) is True
             except Exception as exc:  # a rule that cannot be evaluated fails closed
                 if rule.effect == "deny":
-                    denials.append((rule.id, f"rule could not be evaluated ({type(exc).__name__}: {exc}); "
-                                             "denied to be safe"))
+                    denials.append(
+                        (
+                            rule.id,
+                            f"rule could not be evaluated ({type(exc).__name__}: {exc}); denied to be safe",
+                        )
+                    )
                 continue
             if rule.effect == "deny" and hit:
                 denials.append((rule.id, render(rule.reason, {**labels(), "rule": rule.id})))

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from adapters.base import Adapter, AdapterError, CapacityError, NotFoundError
+from adapters.base import Adapter, AdapterError, NotFoundError, TransientError
 from broker.clock import Clock
 from broker.config import DispatchSettings
 from broker.decision import Action, Decision
+from broker.dispatch.failover import NextStep, RetryPolicy, retry_transient
+from broker.dispatch.reconcile import reconcile
 from broker.model import (
     Attempt,
     AttemptState,
@@ -47,6 +49,33 @@ class DecisionMaker(Protocol):
 
     def settle(self, job: Job, attempt: Attempt, status: AttemptStatus, store: JobStore) -> None: ...
 
+    def failover(self) -> FailoverPlan: ...
+
+    def record_failure(self, attempt: Attempt, error: AdapterError) -> NextStep: ...
+
+    def record_success(self, attempt: Attempt) -> None: ...
+
+    def record_preemption(self, attempt: Attempt) -> None: ...
+
+    def needs_agent(self, site: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class FailoverPlan:
+    """The policy's numbers for retries, timeouts and giving up, as dispatch uses them."""
+
+    retry: RetryPolicy = RetryPolicy()
+    attempt_timeout_s: float = 1200.0
+    give_up_after_s: float = 86400.0
+    heartbeat_timeout_s: float = 300.0
+    max_attempts: int = 5
+
+
+# Errors that are the offer's fault, not the job's: they move the job on without using up
+# one of its attempts (the give-up deadline still bounds the chain).
+_OFFER_FAULTS = (NextStep.BLOCK_OFFER_TRY_NEXT, NextStep.BLOCK_REGION_TRY_NEXT,
+                 NextStep.DROP_OFFER_TRY_NEXT, NextStep.OPEN_CIRCUIT_TRY_NEXT)
+
 
 _PRIORITY_ORDER = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
 ACTIVE = (JobState.PLACING, JobState.PROVISIONING, JobState.RUNNING)
@@ -71,7 +100,6 @@ class Dispatcher:
         clock: Clock,
         settings: DispatchSettings | None = None,
         agent_endpoint: str = "",
-        max_attempts: int = 5,
     ) -> None:
         self.store = store
         self.adapters = adapters
@@ -79,8 +107,11 @@ class Dispatcher:
         self.clock = clock
         self.settings = settings or DispatchSettings()
         self.agent_endpoint = agent_endpoint
-        self.max_attempts = max_attempts
         self.stats = DispatchStats()
+        self.heartbeats: dict[str, datetime] = {}
+        self._started_at = clock.now()
+        self._background: set[asyncio.Task[None]] = set()
+        self._last_reconcile = 0.0
         self._kick = asyncio.Event()
         self._dirty = True
         self._new_jobs: set[JobId] = set()
@@ -105,6 +136,8 @@ class Dispatcher:
 
     async def start(self) -> None:
         await self.recover()
+        await reconcile(self)
+        self._last_reconcile = asyncio.get_running_loop().time()
         self._task = asyncio.create_task(self._run(), name="dispatcher")
 
     async def stop(self) -> None:
@@ -112,9 +145,9 @@ class Dispatcher:
         self._kick.set()
         if self._task is not None:
             await self._task
-        for task in list(self._inflight.values()):
+        for task in [*self._inflight.values(), *self._background]:
             task.cancel()
-        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        await asyncio.gather(*self._inflight.values(), *self._background, return_exceptions=True)
 
     async def recover(self) -> None:
         """After a restart: requeue half-placed jobs, re-attach live attempts, resume launches."""
@@ -145,6 +178,10 @@ class Dispatcher:
             try:
                 await self._poll_attempts()
                 await self._schedule()
+                loop_now = asyncio.get_running_loop().time()
+                if loop_now - self._last_reconcile >= self.settings.reconcile_interval_s:
+                    self._last_reconcile = loop_now
+                    await reconcile(self)
             except Exception:  # the loop must survive any one bad job or backend
                 log.exception("dispatch pass failed")
 
@@ -182,12 +219,27 @@ class Dispatcher:
                                       message=decision.summary, data=dict(decision.data),
                                       policy_hash=decision.policy_hash,
                                       expect=JobState.QUEUED)
+            elif (why := self._give_up_reason(job, now)) is not None:
+                self._waiting_reason.pop(job.id, None)
+                self.store.transition(job.id, JobState.FAILED, now, kind="gave_up", message=why,
+                                      data=dict(decision.data), expect=JobState.QUEUED)
             else:
                 reason = decision.summary or "waiting for capacity"
                 if self._waiting_reason.get(job.id) != reason:
                     self._waiting_reason[job.id] = reason
                     self.store.record(job.id, now, kind="waiting", message=reason,
                                       data=dict(decision.data), policy_hash=decision.policy_hash)
+
+    def _give_up_reason(self, job: Job, now: datetime) -> str | None:
+        """A waiting job fails when its deadline can no longer be met, or its attempts keep failing."""
+        spec = job.spec
+        if spec.deadline is not None and now + spec.runtime_estimate > spec.deadline:
+            return f"deadline {spec.deadline.isoformat()} can no longer be met"
+        plan = self.planner.failover()
+        if job.attempts and (now - job.created_at).total_seconds() > plan.give_up_after_s:
+            return (f"gave up: not started {plan.give_up_after_s / 3600:.1f} h after submission "
+                    f"despite {job.attempts} attempt(s)")
+        return None
 
     def _get(self, job_id: JobId) -> Job | None:
         try:
@@ -234,9 +286,18 @@ class Dispatcher:
                 job_id=job.id, attempt_id=attempt.id, token=attempt.token, spec=job.spec,
                 offer=attempt.offer, agent_endpoint=self.agent_endpoint, agent_token=attempt.token,
             )
-            backend_id = await asyncio.to_thread(adapter.submit, request)
+            plan = self.planner.failover()
+            try:
+                backend_id = await asyncio.wait_for(
+                    asyncio.to_thread(retry_transient, lambda: adapter.submit(request), policy=plan.retry),
+                    timeout=plan.attempt_timeout_s,
+                )
+            except TimeoutError as exc:
+                raise TransientError(attempt.site, "AttemptTimeout",
+                                     f"no answer within {plan.attempt_timeout_s:.0f}s") from exc
             now = self.clock.now()
             self.store.update_attempt(attempt.id, now, backend_id=backend_id)
+            self.planner.record_success(attempt)
             self.stats.launches += 1
             current = self.store.get(job.id)
             if current.state == JobState.CANCELLED:
@@ -249,17 +310,23 @@ class Dispatcher:
 
     async def _attempt_failed(self, job: Job, attempt: Attempt, exc: AdapterError) -> None:
         now = self.clock.now()
-        attempt = self.store.update_attempt(attempt.id, now, state=AttemptState.FAILED, error=str(exc))
+        attempt = self.store.update_attempt(attempt.id, now, state=AttemptState.FAILED,
+                                            error=f"{type(exc).__name__}: {exc}")
         self.planner.settle(job, attempt, AttemptStatus(state=AttemptState.FAILED, message=str(exc)),
                             self.store)
+        step = self.planner.record_failure(attempt, exc)
         current = self.store.get(job.id)
         if current.state.terminal:
             return
-        data = {"attempt": attempt.id, "site": exc.site, "code": exc.code,
-                "error": type(exc).__name__}
-        if isinstance(exc, CapacityError) or current.attempts < self.max_attempts:
+        data = {"attempt": attempt.id, "site": exc.site, "offer": attempt.offer.key, "code": exc.code,
+                "error": type(exc).__name__, "next": step.value}
+        counted = sum(1 for a in self.store.attempts_for(job.id)
+                      if a.state.terminal and not _offer_fault(a.error))
+        if step in _OFFER_FAULTS or counted < self.planner.failover().max_attempts:
             self.store.transition(job.id, JobState.QUEUED, now, kind="attempt_failed",
-                                  message=f"attempt {attempt.number} failed: {exc}", data=data)
+                                  message=f"attempt {attempt.number} on {attempt.offer.key} failed "
+                                  f"({type(exc).__name__} {exc.code}): {exc.message}; next: {step.value}",
+                                  data=data)
         else:
             self.store.transition(job.id, JobState.FAILED, now, kind="attempt_failed",
                                   message=f"gave up after {current.attempts} attempts: {exc}",
@@ -289,7 +356,17 @@ class Dispatcher:
         except AdapterError as exc:
             log.info("status of %s unavailable: %s", attempt.id, exc)
             return
+        if status.state == AttemptState.RUNNING and self.planner.needs_agent(attempt.site):
+            last = self.heartbeats.get(attempt.id, max(attempt.created_at, self._started_at))
+            silent = (self.clock.now() - last).total_seconds()
+            if silent > self.planner.failover().heartbeat_timeout_s:
+                status = AttemptStatus(state=AttemptState.LOST,
+                                       message=f"no heartbeat from the instance for {silent:.0f}s")
         self.apply_status(attempt, status)
+
+    def heartbeat(self, attempt: Attempt) -> None:
+        """The agent on an instance is alive (AgentService)."""
+        self.heartbeats[attempt.id] = self.clock.now()
 
     def apply_status(self, attempt: Attempt, status: AttemptStatus) -> None:
         """Fold what a backend (or the agent on an instance) reported into job and attempt."""
@@ -308,6 +385,11 @@ class Dispatcher:
             return
         attempt = self.store.update_attempt(attempt.id, now, state=status.state, error=status.message)
         self.planner.settle(job, attempt, status, self.store)
+        self.heartbeats.pop(attempt.id, None)
+        if self.planner.needs_agent(attempt.site) and attempt.backend_id is not None:
+            self._in_background(self._terminate(attempt))
+        if status.state == AttemptState.PREEMPTED:
+            self.planner.record_preemption(attempt)
         self.capacity_changed()
         if job.state.terminal:
             return
@@ -330,13 +412,31 @@ class Dispatcher:
             self.store.transition(job.id, JobState.QUEUED, now, kind="requeued",
                                   message="requeued after preemption")
         else:  # LOST
-            if job.attempts >= self.max_attempts:
+            if job.attempts >= self.planner.failover().max_attempts:
                 self.store.transition(job.id, JobState.FAILED, now, kind="lost",
                                       message=f"attempt lost ({status.message}); no attempts left",
                                       **fields)
             else:
                 self.store.transition(job.id, JobState.QUEUED, now, kind="lost",
                                       message=f"attempt lost ({status.message}); requeued")
+
+    def _in_background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _terminate(self, attempt: Attempt) -> None:
+        """An agent-run attempt is over: make sure its instance is gone."""
+        adapter = self.adapters.get(attempt.site)
+        if adapter is None or attempt.backend_id is None:
+            return
+        try:
+            await asyncio.to_thread(adapter.cancel, attempt.backend_id, attempt.token)
+            self.store.record(attempt.job_id, self.clock.now(), kind="terminated",
+                              message=f"instance {attempt.backend_id} at {attempt.site} terminated",
+                              data={"attempt": attempt.id, "backend_id": attempt.backend_id})
+        except AdapterError as exc:  # the reconciler will find it again
+            log.warning("terminating %s at %s failed: %s", attempt.backend_id, attempt.site, exc)
 
     # Cancellation ------------------------------------------------------------------------
 
@@ -363,3 +463,7 @@ class Dispatcher:
         self.capacity_changed()
         return self.store.get(job.id)
 
+
+
+def _offer_fault(error: str) -> bool:
+    return error.startswith(("CapacityError", "QuotaError", "UnsupportedError", "AuthError", "ConfigError"))

@@ -15,8 +15,24 @@ from broker.policy.schema import Site, Tenant
 class Env:
     """Everything a filter or scorer needs about one decision, computed once."""
 
-    __slots__ = ("_job_vars", "any_of", "count", "cpus", "ctx", "job_fp", "memory_gb", "min_memory_gb",
-                 "policy", "price_cap", "residency", "runtime_h", "spec", "spot", "tenant", "tenant_id")
+    __slots__ = (
+        "_job_vars",
+        "any_of",
+        "count",
+        "cpus",
+        "ctx",
+        "job_fp",
+        "memory_gb",
+        "min_memory_gb",
+        "policy",
+        "price_cap",
+        "residency",
+        "runtime_h",
+        "spec",
+        "spot",
+        "tenant",
+        "tenant_id",
+    )
 
     def __init__(self, spec: JobSpec, tenant_id: str, policy: Policy, ctx: PlacementContext) -> None:
         self.spec = spec
@@ -43,14 +59,22 @@ class Env:
             s = self.spec
             acc = s.resources.accelerators
             self._job_vars = {
-                "name": s.name, "priority": s.priority.value, "spot": s.spot.value,
+                "name": s.name,
+                "priority": s.priority.value,
+                "spot": s.spot.value,
                 "data_residency": s.data_residency.value,
-                "max_price_per_hour": float(s.max_price_per_hour or 0.0), "runtime_hours": self.runtime_h,
+                "max_price_per_hour": float(s.max_price_per_hour or 0.0),
+                "runtime_hours": self.runtime_h,
                 "max_wait_hours": s.max_wait.total_seconds() / 3600.0 if s.max_wait is not None else -1.0,
-                "accelerators": {"count": acc.count, "any_of": list(acc.any_of),
-                                 "min_memory_gb": float(acc.min_memory_gb)},
-                "cpus": float(s.resources.cpus), "memory_gb": float(s.resources.memory_gb),
-                "labels": dict(s.labels), "image": s.image or "",
+                "accelerators": {
+                    "count": acc.count,
+                    "any_of": list(acc.any_of),
+                    "min_memory_gb": float(acc.min_memory_gb),
+                },
+                "cpus": float(s.resources.cpus),
+                "memory_gb": float(s.resources.memory_gb),
+                "labels": dict(s.labels),
+                "image": s.image or "",
             }
         return self._job_vars
 
@@ -81,11 +105,17 @@ class Group:
         operator = (site.operator_country or site.country) if site else ""
         groups = env.policy.tenant_groups(env.tenant) if env.tenant else ()
         return {
-            "site": self.site_id, "tenant": env.tenant_id, "accelerator": self.accelerator or "CPU",
-            "class": self.hw.classification.cls, "region": site.region if site else "",
-            "country": site.country if site else "", "operator_country": operator,
-            "zone": env.residency, "site_zone": site.residency if site else "",
-            "tenant_group": "/".join(groups) or "-", "instance_type": "",
+            "site": self.site_id,
+            "tenant": env.tenant_id,
+            "accelerator": self.accelerator or "CPU",
+            "class": self.hw.classification.cls,
+            "region": site.region if site else "",
+            "country": site.country if site else "",
+            "operator_country": operator,
+            "zone": env.residency,
+            "site_zone": site.residency if site else "",
+            "tenant_group": "/".join(groups) or "-",
+            "instance_type": "",
         }
 
 

@@ -39,8 +39,9 @@ def filter_blocked_offers(g: Group, offers: list[Offer], env: Env) -> tuple[list
         if o.key in blocked:
             rejected.append((o, (Reason(BLOCKED, f"{o.key} is blocked after a capacity error"),)))
         elif zone_key and zone_key in blocked:
-            rejected.append((o, (Reason(BLOCKED, f"zone {o.zone} of {o.site} is blocked after a capacity "
-                                                 "error"),)))
+            rejected.append(
+                (o, (Reason(BLOCKED, f"zone {o.zone} of {o.site} is blocked after a capacity error"),))
+            )
         else:
             kept.append(o)
     return kept, rejected

@@ -24,8 +24,8 @@ from broker.placement.residency import filter_residency
 from broker.placement.rules import filter_offer_rules, filter_rules
 from broker.placement.spot import filter_spot
 from broker.placement.tenant import filter_tenant_sites
-from broker.placement.wait import score_wait
 from broker.placement.types import Explanation, PlacementContext, Reason, ScoredOffer
+from broker.placement.wait import score_wait
 from broker.policy import Policy
 
 GROUP_FILTERS: tuple[GroupFilter, ...] = (
@@ -55,8 +55,16 @@ def _score(g: Group, offers: list[Offer], env: Env) -> list[ScoredOffer]:
     carbons = score_carbon(g, offers, env)
     prefs = score_preference(g, offers, env)
     return [
-        _new(ScoredOffer, (o, True, (), c + v + w + k + p,
-                           {"cost": c, "voucher": v, "wait": w, "carbon": k, "preference": p}))
+        _new(
+            ScoredOffer,
+            (
+                o,
+                True,
+                (),
+                c + v + w + k + p,
+                {"cost": c, "voucher": v, "wait": w, "carbon": k, "preference": p},
+            ),
+        )
         for o, c, v, w, k, p in zip(offers, costs, vouchers, waits, carbons, prefs, strict=True)
     ]
 
@@ -114,5 +122,3 @@ def rejection_summary(explanation: Explanation) -> list[Reason]:
             for r in s.reasons:
                 seen.setdefault(r, None)
     return list(seen)
-
-

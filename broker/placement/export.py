@@ -33,9 +33,7 @@ def _verdict(g: Group, env: Env) -> tuple[Reason, ...]:
     labels = g.labels(env)
     labels["tenant_group"] = "/".join(groups)
     message = render(rule.reason, labels)
-    if g.hw.spec is None and g.accelerator is not None:
-        message += f" ({g.hw.classification.reason})"
-    elif "assumed" in g.hw.classification.reason:
+    if (g.hw.spec is None and g.accelerator is not None) or "assumed" in g.hw.classification.reason:
         message += f" ({g.hw.classification.reason})"
     return (Reason(rule.id, message),)
 

@@ -13,8 +13,12 @@ FIT = "hardware.fit"
 def _verdict(g: Group, env: Env) -> tuple[Reason, ...]:
     if env.count == 0:
         if g.accelerator is not None:
-            return (Reason(FIT, f"the job needs no accelerator; this offer carries {g.accelerator} "
-                                "(it would sit idle)"),)
+            return (
+                Reason(
+                    FIT,
+                    f"the job needs no accelerator; this offer carries {g.accelerator} (it would sit idle)",
+                ),
+            )
         return ()
     if g.accelerator is None:
         return (Reason(FIT, f"the job needs {env.count} accelerator(s); this offer is CPU-only"),)
@@ -24,8 +28,12 @@ def _verdict(g: Group, env: Env) -> tuple[Reason, ...]:
     if env.min_memory_gb:
         memory = g.offers[0].accelerator_memory_gb or (g.hw.spec.memory_gb if g.hw.spec else 0.0)
         if memory < env.min_memory_gb:
-            return (Reason(FIT, f"{g.accelerator} has {memory:g} GB per device; the job needs "
-                                f"{env.min_memory_gb:g} GB"),)
+            return (
+                Reason(
+                    FIT,
+                    f"{g.accelerator} has {memory:g} GB per device; the job needs {env.min_memory_gb:g} GB",
+                ),
+            )
     return ()
 
 
@@ -41,14 +49,31 @@ def filter_hardware_size(g: Group, offers: list[Offer], env: Env) -> tuple[list[
     rejected: OfferRejections = []
     for o in offers:
         if o.count < count:
-            rejected.append((o, (Reason(FIT, f"{o.instance_type} has {o.count} x {o.accelerator}; the job "
-                                             f"needs {count}"),)))
+            rejected.append(
+                (
+                    o,
+                    (
+                        Reason(
+                            FIT, f"{o.instance_type} has {o.count} x {o.accelerator}; the job needs {count}"
+                        ),
+                    ),
+                )
+            )
         elif o.cpus and o.cpus < cpus:
-            rejected.append((o, (Reason(FIT, f"{o.instance_type} has {o.cpus:g} CPUs; the job needs "
-                                             f"{cpus:g}"),)))
+            rejected.append(
+                (o, (Reason(FIT, f"{o.instance_type} has {o.cpus:g} CPUs; the job needs {cpus:g}"),))
+            )
         elif o.memory_gb and o.memory_gb < mem:
-            rejected.append((o, (Reason(FIT, f"{o.instance_type} has {o.memory_gb:g} GB of memory; the job "
-                                             f"needs {mem:g}"),)))
+            rejected.append(
+                (
+                    o,
+                    (
+                        Reason(
+                            FIT, f"{o.instance_type} has {o.memory_gb:g} GB of memory; the job needs {mem:g}"
+                        ),
+                    ),
+                )
+            )
         else:
             kept.append(o)
     return kept, rejected

@@ -24,8 +24,18 @@ def filter_price_cap(g: Group, offers: list[Offer], env: Env) -> tuple[list[Offe
             rejected.append((o, (Reason(FX, f"no exchange rate from {o.currency} to {cur} in the policy"),)))
             continue
         if cap is not None and o.price_per_hour * rate > cap:
-            rejected.append((o, (Reason(CAP, f"{o.price_per_hour * rate:.2f} {cur}/h is above the job's cap "
-                                             f"of {cap:g} {cur}/h"),)))
+            rejected.append(
+                (
+                    o,
+                    (
+                        Reason(
+                            CAP,
+                            f"{o.price_per_hour * rate:.2f} {cur}/h is above the job's cap "
+                            f"of {cap:g} {cur}/h",
+                        ),
+                    ),
+                )
+            )
             continue
         kept.append(o)
     return kept, rejected

@@ -6,6 +6,7 @@ projection); rules that read `offer` once per distinct projection of the offer f
 
 from __future__ import annotations
 
+from functools import partial
 from operator import attrgetter
 from typing import Any
 
@@ -18,8 +19,12 @@ from broker.placement.types import Reason
 
 def _variables(g: Group, env: Env, offer: dict[str, Any] | None = None) -> dict[str, Any]:
     policy = env.policy
-    out = {"job": env.job_vars(), "tenant": policy.tenant_variables(env.tenant_id),
-           "site": policy.site_variables(g.site_id), "hardware": g.hw.variables}
+    out = {
+        "job": env.job_vars(),
+        "tenant": policy.tenant_variables(env.tenant_id),
+        "site": policy.site_variables(g.site_id),
+        "hardware": g.hw.variables,
+    }
     if offer is not None:
         out["offer"] = offer
     return out
@@ -27,9 +32,16 @@ def _variables(g: Group, env: Env, offer: dict[str, Any] | None = None) -> dict[
 
 def offer_variables(o: Offer, env: Env) -> dict[str, Any]:
     rate = env.policy.rate(o.currency or env.policy.currency) or 0.0
-    return {"instance_type": o.instance_type, "accelerator": o.accelerator or "", "count": o.count,
-            "spot": o.spot, "price_per_hour": o.price_per_hour * rate, "currency": o.currency,
-            "region": o.region, "zone": o.zone}
+    return {
+        "instance_type": o.instance_type,
+        "accelerator": o.accelerator or "",
+        "count": o.count,
+        "spot": o.spot,
+        "price_per_hour": o.price_per_hour * rate,
+        "currency": o.currency,
+        "region": o.region,
+        "zone": o.zone,
+    }
 
 
 def _offer_field(o: Offer, name: str, env: Env) -> Any:
@@ -39,6 +51,14 @@ def _offer_field(o: Offer, name: str, env: Env) -> Any:
     if name == "accelerator":
         return o.accelerator or ""
     return getattr(o, name)
+
+
+def _offer_context(g: Group, o: Offer, env: Env) -> dict[str, Any]:
+    return _variables(g, env, offer_variables(o, env))
+
+
+def _offer_labels(g: Group, o: Offer, env: Env) -> dict[str, str]:
+    return {**g.labels(env), "instance_type": o.instance_type}
 
 
 def filter_rules(groups: list[Group], env: Env) -> tuple[list[Group], GroupRejections]:
@@ -52,8 +72,14 @@ def filter_rules(groups: list[Group], env: Env) -> tuple[list[Group], GroupRejec
     final = not rules.offer_rules
     for g in groups:
         key = ("g", g.site_id, g.accelerator, tenant, fp)
-        denials, allowed = rules.evaluate(key, lambda g=g: _variables(g, env),  # type: ignore[misc]
-                                          g.site_id, tenant, lambda g=g: g.labels(env), offer=False)
+        denials, allowed = rules.evaluate(
+            key,
+            partial(_variables, g, env),
+            g.site_id,
+            tenant,
+            partial(g.labels, env),
+            offer=False,
+        )
         reasons = [Reason(*d) for d in denials]
         if final and rules.default_deny and not allowed:
             reasons.append(Reason(*DEFAULT_DENY))
@@ -72,24 +98,31 @@ def filter_offer_rules(g: Group, offers: list[Offer], env: Env) -> tuple[list[Of
     kept: list[Offer] = []
     rejected: OfferRejections = []
     tenant, fp = env.tenant_id, env.job_fp
-    group_allowed = rules.evaluate(("g", g.site_id, g.accelerator, tenant, fp), lambda: _variables(g, env),
-                                   g.site_id, tenant, lambda: g.labels(env), offer=False)[1]
+    group_allowed = rules.evaluate(
+        ("g", g.site_id, g.accelerator, tenant, fp),
+        lambda: _variables(g, env),
+        g.site_id,
+        tenant,
+        lambda: g.labels(env),
+        offer=False,
+    )[1]
     names = [p[1] for p in rules.offer_paths]
     plain = all(n not in ("price_per_hour", "accelerator") for n in names)
     getter = attrgetter(*names) if plain and names else None
     local: dict[Any, tuple[Reason, ...]] = {}
     for o in offers:
-        if getter is not None:
-            ofp = getter(o)
-        else:
-            ofp = tuple(_offer_field(o, name, env) for name in names)
+        ofp = getter(o) if getter is not None else tuple(_offer_field(o, name, env) for name in names)
         reasons = local.get(ofp)
         if reasons is None:
             key = ("o", g.site_id, g.accelerator, tenant, fp, ofp)
             denials, allowed = rules.evaluate(
-                key, lambda o=o: _variables(g, env, offer_variables(o, env)),  # type: ignore[misc]
-                g.site_id, tenant, lambda o=o: {**g.labels(env), "instance_type": o.instance_type},  # type: ignore[misc]
-                offer=True)
+                key,
+                partial(_offer_context, g, o, env),
+                g.site_id,
+                tenant,
+                partial(_offer_labels, g, o, env),
+                offer=True,
+            )
             found = [Reason(*d) for d in denials]
             if rules.default_deny and not (allowed or group_allowed):
                 found.append(Reason(*DEFAULT_DENY))

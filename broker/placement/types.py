@@ -58,8 +58,7 @@ class Explanation:
     on first access (the explanation of the decision, not the decision itself).
     """
 
-    __slots__ = ("_chain", "_offers", "chosen", "currency", "decided_at",
-                 "policy_hash", "sites")
+    __slots__ = ("_chain", "_offers", "chosen", "currency", "decided_at", "policy_hash", "sites")
 
     def __init__(
         self,

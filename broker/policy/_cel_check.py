@@ -14,7 +14,9 @@ from broker.policy._yaml import value_origin
 from broker.policy.schema import Rule
 
 _CEL_POS = re.compile(r"<input>:(\d+):(\d+):")
-_ID_LITERAL = re.compile(r"\b(site|tenant)\.id\s*==\s*[\"']([^\"']*)[\"']|[\"']([^\"']*)[\"']\s*==\s*(site|tenant)\.id")
+_ID_LITERAL = re.compile(
+    r"\b(site|tenant)\.id\s*==\s*[\"']([^\"']*)[\"']|[\"']([^\"']*)[\"']\s*==\s*(site|tenant)\.id"
+)
 
 
 class _Locator:
@@ -50,7 +52,12 @@ def _offset(expr: str, line: int, col: int) -> int:
 
 
 def compile_rules(
-    rules: tuple[Rule, ...], doc: Any, text: str, filename: str, site_ids: set[str], tenant_ids: set[str],
+    rules: tuple[Rule, ...],
+    doc: Any,
+    text: str,
+    filename: str,
+    site_ids: set[str],
+    tenant_ids: set[str],
     default_deny: bool,
 ) -> tuple[list[CompiledRule], list[Problem]]:
     """Compile every rule once; check syntax, names, fields, types, references and templates."""
@@ -72,7 +79,10 @@ def compile_rules(
     for i, rule in enumerate(rules):
         where = f"compliance.rules.{i}"
         if rule.id in seen:
-            problem([*base, i, "id"], f"{where}.id: duplicate rule id {rule.id!r} (first at rules.{seen[rule.id]})")
+            problem(
+                [*base, i, "id"],
+                f"{where}.id: duplicate rule id {rule.id!r} (first at rules.{seen[rule.id]})",
+            )
         seen.setdefault(rule.id, i)
         if (rule.deny is None) == (rule.allow is None):
             problem([*base, i], f"{where}: a rule needs exactly one of 'deny' or 'allow'")
@@ -95,8 +105,11 @@ def compile_rules(
             fields = []
         for name in fields:
             if name not in PLACEHOLDERS:
-                problem([*base, i, "reason"], f"{where}.reason: unknown placeholder {{{name}}} "
-                                              f"(known: {', '.join(sorted(PLACEHOLDERS))})")
+                problem(
+                    [*base, i, "reason"],
+                    f"{where}.reason: unknown placeholder {{{name}}} "
+                    f"(known: {', '.join(sorted(PLACEHOLDERS))})",
+                )
         if effect == "deny" and not rule.reason.strip():
             problem([*base, i], f"{where}: a deny rule needs a 'reason' a person can read")
         try:
@@ -130,10 +143,16 @@ def compile_rules(
         if not isinstance(result, bool):
             problem(loc, f"{where}.{effect}: must evaluate to a bool, not {type(result).__name__}", 0)
             continue
-        out.append(CompiledRule(
-            id=rule.id, effect=effect, source=expr, program=program, reason=rule.reason,
-            paths=tuple(dict.fromkeys(paths)),
-            sites=frozenset(rule.sites) if rule.sites is not None else None,
-            tenants=frozenset(rule.tenants) if rule.tenants is not None else None,
-        ))
+        out.append(
+            CompiledRule(
+                id=rule.id,
+                effect=effect,
+                source=expr,
+                program=program,
+                reason=rule.reason,
+                paths=tuple(dict.fromkeys(paths)),
+                sites=frozenset(rule.sites) if rule.sites is not None else None,
+                tenants=frozenset(rule.tenants) if rule.tenants is not None else None,
+            )
+        )
     return out, problems

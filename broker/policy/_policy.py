@@ -139,16 +139,30 @@ class Policy(BaseModel):
     def tenant_variables(self, tenant_id: str) -> dict[str, Any]:
         tv = self.index.tenant_vars.get(tenant_id)
         if tv is None:  # an undeclared tenant: no licences, no groups, no sites
-            tv = {"id": tenant_id, "name": "", "kind": "", "entity_country": "", "country_groups": [],
-                  "export_licences": [], "allowed_sites": [], "monthly_budget": 0.0, "has_voucher": False}
+            tv = {
+                "id": tenant_id,
+                "name": "",
+                "kind": "",
+                "entity_country": "",
+                "country_groups": [],
+                "export_licences": [],
+                "allowed_sites": [],
+                "monthly_budget": 0.0,
+                "has_voucher": False,
+            }
         return tv
 
     def _make_tenant_vars(self, t: Tenant) -> dict[str, Any]:
         return {
-            "id": t.id, "name": t.name, "kind": t.kind, "entity_country": t.entity_country,
-            "country_groups": list(self.tenant_groups(t)), "export_licences": list(t.export_licences),
+            "id": t.id,
+            "name": t.name,
+            "kind": t.kind,
+            "entity_country": t.entity_country,
+            "country_groups": list(self.tenant_groups(t)),
+            "export_licences": list(t.export_licences),
             "allowed_sites": list(t.allowed_sites or [s.id for s in self.document.sites]),
-            "monthly_budget": float(t.monthly_budget or 0.0), "has_voucher": bool(t.vouchers),
+            "monthly_budget": float(t.monthly_budget or 0.0),
+            "has_voucher": bool(t.vouchers),
         }
 
     def hardware(self, name: str | None) -> Hardware:
@@ -164,13 +178,18 @@ class Policy(BaseModel):
         else:
             cls = classify(spec, self.regime)
         variables = {
-            "name": spec.name if spec else (name or ""), "vendor": spec.vendor if spec else "",
-            "family": (spec.family or spec.name) if spec else (name or ""), "class": cls.cls,
-            "tpp": float(cls.tpp), "pd": float(cls.pd) if cls.pd is not None else -1.0,
-            "pd_known": cls.pd is not None, "memory_gb": float(spec.memory_gb) if spec else 0.0,
+            "name": spec.name if spec else (name or ""),
+            "vendor": spec.vendor if spec else "",
+            "family": (spec.family or spec.name) if spec else (name or ""),
+            "class": cls.cls,
+            "tpp": float(cls.tpp),
+            "pd": float(cls.pd) if cls.pd is not None else -1.0,
+            "pd_known": cls.pd is not None,
+            "memory_gb": float(spec.memory_gb) if spec else 0.0,
             "interconnect_gbps": float(spec.interconnect_gbps) if spec else 0.0,
             "datacenter": bool(spec.datacenter) if spec else False,
-            "origin_country": spec.origin_country if spec else "", "flags": list(spec.flags) if spec else [],
+            "origin_country": spec.origin_country if spec else "",
+            "flags": list(spec.flags) if spec else [],
             "known": spec is not None or name is None,
         }
         keys = {normalize(name or "")}
@@ -183,7 +202,13 @@ class Policy(BaseModel):
 
 def _site_vars(s: Site) -> dict[str, Any]:
     return {
-        "id": s.id, "adapter": s.adapter, "provider": s.provider, "region": s.region, "country": s.country,
-        "residency": s.residency, "operator_country": s.operator_country or s.country,
-        "carbon_gco2_kwh": float(s.carbon_gco2_kwh), "labels": dict(s.labels),
+        "id": s.id,
+        "adapter": s.adapter,
+        "provider": s.provider,
+        "region": s.region,
+        "country": s.country,
+        "residency": s.residency,
+        "operator_country": s.operator_country or s.country,
+        "carbon_gco2_kwh": float(s.carbon_gco2_kwh),
+        "labels": dict(s.labels),
     }

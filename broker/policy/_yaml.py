@@ -10,7 +10,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from broker.policy._problems import Problem, PolicyError
+from broker.policy._problems import PolicyError, Problem
 
 Loc = Sequence[str | int]
 
@@ -42,7 +42,7 @@ def position(root: Any, loc: Loc, *, key: bool = False) -> tuple[int, int]:
         last = i == len(loc) - 1
         if isinstance(node, CommentedMap) and part in node:
             child = node[part]
-            if key and last or isinstance(child, CommentedMap | CommentedSeq):
+            if (key and last) or isinstance(child, CommentedMap | CommentedSeq):
                 pos = node.lc.key(part)
             else:
                 pos = node.lc.value(part)
@@ -74,7 +74,9 @@ def validation_problems(exc: ValidationError, root: Any, filename: str, prefix: 
         full = [*prefix, *loc]
         line, col = position(root, full, key=err["type"] == "extra_forbidden")
         where = ".".join(str(p) for p in full)
-        problems.append(Problem(filename, line, col, f"{where}: {_describe(err)}" if where else _describe(err)))
+        problems.append(
+            Problem(filename, line, col, f"{where}: {_describe(err)}" if where else _describe(err))
+        )
     return problems
 
 
@@ -92,6 +94,10 @@ def value_origin(root: Any, loc: Loc) -> tuple[int, int, str]:
     style = getattr(value, "style", None)
     if style is None:
         cls = type(value).__name__
-        style = {"LiteralScalarString": "|", "FoldedScalarString": ">",
-                 "SingleQuotedScalarString": "'", "DoubleQuotedScalarString": '"'}.get(cls, "")
+        style = {
+            "LiteralScalarString": "|",
+            "FoldedScalarString": ">",
+            "SingleQuotedScalarString": "'",
+            "DoubleQuotedScalarString": '"',
+        }.get(cls, "")
     return line + 1, col + 1, str(style or "")

@@ -72,7 +72,9 @@ class Site(_Doc):
     region: str = ""
     zones: tuple[str, ...] = ()
     country: str = Field(pattern=_COUNTRY, description="Where the hardware is (ISO 3166 alpha-2).")
-    residency: str = Field(min_length=1, description="Data-residency zone (declared in compliance.residency).")
+    residency: str = Field(
+        min_length=1, description="Data-residency zone (declared in compliance.residency)."
+    )
     operator_country: str | None = Field(
         default=None, pattern=_COUNTRY, description="Where the operator is headquartered; default country."
     )
@@ -106,7 +108,8 @@ class Tenant(_Doc):
     kind: TenantKind
     entity_country: str = Field(pattern=_COUNTRY, description="Country of the headquarters.")
     country_groups: tuple[str, ...] | None = Field(
-        default=None, description="EAR country groups; default derived from entity_country and the regimes file."
+        default=None,
+        description="EAR country groups; default derived from entity_country and the regimes file.",
     )
     export_licences: tuple[str, ...] = Field(default=(), description="Classes licensed, e.g. 3A090.b.")
     allowed_sites: tuple[str, ...] | None = Field(default=None, description="null = every site.")
@@ -117,7 +120,7 @@ class Tenant(_Doc):
 class MaxWait(_Doc):
     """How long a job may wait on-prem before it bursts."""
 
-    default: Duration = Field(default="30m", validate_default=True)  # type: ignore[assignment]
+    default: Duration = Field(default="30m", validate_default=True)
     by_priority: dict[Priority, Duration] = Field(default_factory=dict)
     by_tenant_kind: dict[TenantKind, Duration] = Field(default_factory=dict)
 
@@ -125,15 +128,15 @@ class MaxWait(_Doc):
 class SiteBurst(_Doc):
     max_provisioning: int = Field(default=4, ge=0, description="Instances being provisioned at once.")
     max_instances: int | None = Field(default=None, ge=0)
-    max_idle: Duration = Field(default="10m", validate_default=True)  # type: ignore[assignment]
+    max_idle: Duration = Field(default="10m", validate_default=True)
     spot_interruption_risk: float = Field(default=0.05, ge=0, le=1, description="Per hour.")
 
 
 class FailureThrottle(_Doc):
-    window: Duration = Field(default="10m", validate_default=True)  # type: ignore[assignment]
+    window: Duration = Field(default="10m", validate_default=True)
     min_attempts: int = Field(default=5, ge=1)
     max_failure_rate: float = Field(default=0.5, gt=0, le=1)
-    cooldown: Duration = Field(default="15m", validate_default=True)  # type: ignore[assignment]
+    cooldown: Duration = Field(default="15m", validate_default=True)
 
 
 class Budget(_Doc):
@@ -143,16 +146,16 @@ class Budget(_Doc):
 
 
 class BlocklistTtl(_Doc):
-    capacity: Duration = Field(default="3m", validate_default=True)  # type: ignore[assignment]
-    quota: Duration = Field(default="30m", validate_default=True)  # type: ignore[assignment]
-    unhealthy: Duration = Field(default="10m", validate_default=True)  # type: ignore[assignment]
+    capacity: Duration = Field(default="3m", validate_default=True)
+    quota: Duration = Field(default="30m", validate_default=True)
+    unhealthy: Duration = Field(default="10m", validate_default=True)
 
 
 class Retries(_Doc):
     max_attempts: int = Field(default=5, ge=1, description="Attempts per job (each on a new offer).")
     max_transient_retries: int = Field(default=3, ge=0)
-    backoff_initial: Duration = Field(default="1s", validate_default=True)  # type: ignore[assignment]
-    backoff_max: Duration = Field(default="60s", validate_default=True)  # type: ignore[assignment]
+    backoff_initial: Duration = Field(default="1s", validate_default=True)
+    backoff_max: Duration = Field(default="60s", validate_default=True)
 
 
 class BurstSettings(_Doc):
@@ -160,19 +163,20 @@ class BurstSettings(_Doc):
 
     enabled: bool = True
     max_wait: MaxWait = MaxWait()
-    hysteresis: Duration = Field(default="10m", validate_default=True)  # type: ignore[assignment]
+    hysteresis: Duration = Field(default="10m", validate_default=True)
     late_wait_factor: float = Field(
-        default=4.0, ge=0,
+        default=4.0,
+        ge=0,
         description="Each hour a job waits past its max_wait costs this many times wait_hour_cost.",
     )
     sites: dict[str, SiteBurst] = Field(default_factory=dict, description="Per-site limits, by site id.")
     failure_throttle: FailureThrottle = FailureThrottle()
     budget: Budget = Budget()
     deadline_slack_factor: float = Field(default=1.5, ge=1)
-    heartbeat_timeout: Duration = Field(default="5m", validate_default=True)  # type: ignore[assignment]
+    heartbeat_timeout: Duration = Field(default="5m", validate_default=True)
     blocklist_ttl: BlocklistTtl = BlocklistTtl()
-    attempt_timeout: Duration = Field(default="20m", validate_default=True)  # type: ignore[assignment]
-    give_up_after: Duration = Field(default="24h", validate_default=True)  # type: ignore[assignment]
+    attempt_timeout: Duration = Field(default="20m", validate_default=True)
+    give_up_after: Duration = Field(default="24h", validate_default=True)
     retries: Retries = Retries()
 
 
@@ -227,7 +231,9 @@ class PolicyDocument(_Doc):
 
     version: Literal[1]
     currency: str = Field(pattern=_CURRENCY)
-    fx: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict, description="1 unit of KEY = VALUE units of currency.")
+    fx: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="1 unit of KEY = VALUE units of currency."
+    )
     objective: Objective = Objective()
     accelerators: str = Field(default="accelerators.yaml", description="Accelerator catalog, relative path.")
     regimes: str = Field(default="regimes.yaml", description="Export regimes file, relative path.")

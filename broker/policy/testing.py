@@ -86,8 +86,9 @@ def run_tests(policy: Policy, suite: Suite) -> list[Result]:
     offers = static_offers(policy)
     results = []
     for case in suite.tests:
-        ctx = PlacementContext(blocked=frozenset(case.blocked),
-                               unhealthy_sites={SiteId(k): v for k, v in case.unhealthy.items()})
+        ctx = PlacementContext(
+            blocked=frozenset(case.blocked), unhealthy_sites={SiteId(k): v for k, v in case.unhealthy.items()}
+        )
         ex = place(case.job, TenantId(case.tenant), offers, policy, ctx)
         chosen = ex.chosen.offer if ex.chosen is not None else None
         site = policy.site(chosen.site) if chosen is not None else None
@@ -105,8 +106,9 @@ def run_tests(policy: Policy, suite: Suite) -> list[Result]:
         if e.residency is not None and site is not None and site.residency != e.residency:
             failures.append(f"expected residency {e.residency}, got {site.residency} ({where})")
         if e.accelerator is not None and (chosen is None or chosen.accelerator != e.accelerator):
-            failures.append(f"expected accelerator {e.accelerator}, got "
-                            f"{chosen.accelerator if chosen else 'nothing'}")
+            failures.append(
+                f"expected accelerator {e.accelerator}, got {chosen.accelerator if chosen else 'nothing'}"
+            )
         if e.denied_by is not None and not any(r.rule == e.denied_by for s in ex.offers for r in s.reasons):
             failures.append(f"expected rule {e.denied_by} to reject an offer; it rejected none")
         results.append(Result(case.name, not failures, "; ".join(failures)))

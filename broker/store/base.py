@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import secrets
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,9 +72,20 @@ class SpendEntry:
     settled: bool = False
 
 
-def new_job_id(now: datetime) -> JobId:
-    """Time-ordered id (ms clock + randomness) so listing by id is listing by age."""
-    return JobId(f"j-{int(now.timestamp() * 1000):011x}{secrets.token_hex(5)}")
+class JobIds:
+    """Time-ordered ids (ms clock, a counter within the ms, randomness): listing by id is by age."""
+
+    def __init__(self) -> None:
+        self._last_ms = 0
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def next(self, now: datetime) -> JobId:
+        with self._lock:
+            ms = max(int(now.timestamp() * 1000), self._last_ms)
+            self._seq = self._seq + 1 if ms == self._last_ms else 0
+            self._last_ms = ms
+            return JobId(f"j-{ms:011x}{self._seq:04x}{secrets.token_hex(3)}")
 
 
 def new_attempt_id(job_id: JobId, number: int) -> AttemptId:
@@ -89,6 +101,7 @@ class JobStore(abc.ABC):
 
     def __init__(self) -> None:
         self._listeners: list[EventListener] = []
+        self.ids = JobIds()
 
     def add_listener(self, listener: EventListener) -> None:
         """Call `listener` with every event after it is committed (from the writer's thread)."""

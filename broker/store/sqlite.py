@@ -34,7 +34,6 @@ from broker.store.base import (
     StoreError,
     Submission,
     new_attempt_id,
-    new_job_id,
 )
 
 SCHEMA = """
@@ -161,7 +160,7 @@ class SqliteStore(JobStore):
                     if row is not None:
                         results.append((self._row_to_job(row), False))
                         continue
-                job_id = new_job_id(now)
+                job_id = self.ids.next(now)
                 db.execute(
                     "INSERT INTO jobs (id, tenant, client_id, state, spec, created_at, updated_at, last_seq)"
                     " VALUES (?,?,?,?,?,?,?,1)",

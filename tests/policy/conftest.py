@@ -23,6 +23,12 @@ def run_cli(argv: list[str]) -> int:
 
 
 @pytest.fixture
+def cli() -> Callable[[list[str]], int]:
+    """Run `szb` with this package's command groups registered."""
+    return run_cli
+
+
+@pytest.fixture
 def policy_dir(tmp_path: Path) -> Path:
     """A folder with the accelerator and regime catalogs next to where a policy will go."""
     for name in ("accelerators.yaml", "regimes.yaml"):

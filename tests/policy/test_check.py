@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.policy.conftest import CONFIGS, run_cli
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+Cli = Callable[[list[str]], int]
 
 BASE = """\
 version: 1
@@ -39,17 +40,19 @@ compliance:
 """
 
 
-def test_base_is_valid(write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_base_is_valid(
+    cli: Cli, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_policy(BASE)
-    assert run_cli(["policy", "check", str(path)]) == 0
+    assert cli(["policy", "check", str(path)]) == 0
     out = capsys.readouterr().out
     assert "ok: 2 sites, 1 tenants, 1 rules" in out
     assert out.count("\n") == 1
 
 
 @pytest.mark.parametrize("shipped", ["policy.yaml", "policy-local.yaml"])
-def test_shipped_policies_are_valid(shipped: str) -> None:
-    assert run_cli(["policy", "check", str(CONFIGS / shipped)]) == 0
+def test_shipped_policies_are_valid(cli: Cli, shipped: str) -> None:
+    assert cli(["policy", "check", str(CONFIGS / shipped)]) == 0
 
 
 # (name, old text, new text, line, col, message substring)
@@ -59,48 +62,146 @@ BROKEN = [
     ("wrong-version", "version: 1", "version: 2", 1, 10, "version: input should be 1"),
     ("bad-currency", "currency: CNY", "currency: yuan", 2, 11, "currency: string should match pattern"),
     ("unknown-top-field", "fx: {USD: 7.2}\n", "fx: {USD: 7.2}\nfoo: 1\n", 4, 1, "unknown field 'foo'"),
-    ("missing-country", "    country: US\n", "", 11, 5, "sites.1: missing required field 'country'"),
+    ("missing-country", "    country: US\n", "", 11, 5, "sites.1.country: missing required field 'country'"),
     ("negative-fx", "fx: {USD: 7.2}", "fx: {USD: -1}", 3, 11, "fx.USD: input should be greater than 0"),
-    ("zero-shadow-price", "price_hour: 14}", "price_hour: 0}", 10, 73, "price_hour: input should be greater than 0"),
+    (
+        "zero-shadow-price",
+        "price_hour: 14}",
+        "price_hour: 0}",
+        10,
+        72,
+        "price_hour: input should be greater than 0",
+    ),
     ("duplicate-site", "  - id: aws-us\n", "  - id: onprem\n", 11, 9, "duplicate site id 'onprem'"),
     ("unknown-zone", "    residency: global\n", "    residency: eu\n", 14, 16, "unknown residency zone 'eu'"),
-    ("unknown-accelerator", "accelerator: A800,", "accelerator: A8000,", 10, 39, "unknown accelerator 'A8000'"),
-    ("missing-catalog-file", "aws_gpu_vms.csv, region", "nope.csv, region", 15, 20, "file not found"),
-    ("dangling-allowed-site", "    entity_country: CN\n",
-     "    entity_country: CN\n    allowed_sites: [onprem, mars]\n", 20, 29, "unknown site 'mars'"),
-    ("cel-syntax", "job.priority == \"high\" && offer.spot", "job.priority == \"high\" &&", 25, 34,
-     "CEL syntax error"),
-    ("cel-unknown-field", "offer.spot'", "offer.spotty'", 25, 39, "unknown field offer.spotty"),
+    (
+        "unknown-accelerator",
+        "accelerator: A800,",
+        "accelerator: A8000,",
+        10,
+        35,
+        "unknown accelerator 'A8000'",
+    ),
+    ("missing-catalog-file", "aws_gpu_vms.csv, region", "nope.csv, region", 15, 21, "file not found"),
+    (
+        "dangling-allowed-site",
+        "    entity_country: CN\n",
+        "    entity_country: CN\n    allowed_sites: [onprem, mars]\n",
+        20,
+        29,
+        "unknown site 'mars'",
+    ),
+    (
+        "cel-syntax",
+        'job.priority == "high" && offer.spot',
+        'job.priority == "high" &&',
+        25,
+        39,
+        "CEL syntax error",
+    ),
+    ("cel-unknown-field", "offer.spot'", "offer.spotty'", 25, 46, "unknown field offer.spotty"),
     ("cel-unknown-variable", "job.priority ==", "jobb.priority ==", 25, 14, "unknown variable 'jobb'"),
-    ("cel-wrong-type", "job.priority == \"high\" && offer.spot", "job.accelerators.count + \"x\" == 1", 25, 14,
-     "type error"),
-    ("cel-not-bool", "job.priority == \"high\" && offer.spot", "job.cpus", 25, 14, "must evaluate to a bool"),
-    ("rule-dangling-site", "      reason: no spot", "      sites: [onprem, moon]\n      reason: no spot", 26, 30,
-     "unknown site 'moon'"),
-    ("rule-site-id-literal", "offer.spot'", "offer.spot && site.id == \"nowhere\"'", 25, 48, "unknown site 'nowhere'"),
-    ("rule-bad-placeholder", "reason: no spot for high priority", "reason: no spot at {sitee}", 26, 15,
-     "unknown placeholder {sitee}"),
-    ("rule-both-effects", "      reason: no spot", "      allow: 'true'\n      reason: no spot", 24, 7,
-     "exactly one of 'deny' or 'allow'"),
-    ("unknown-regime", "compliance:\n", "compliance:\n  regime: us-2099\n", 22, 11, "unknown regime 'us-2099'"),
-    ("bad-licence-class", "    entity_country: CN\n", "    entity_country: CN\n    export_licences: [3A999]\n",
-     20, 24, "unknown class '3A999'"),
-    ("bad-duration", "tenants:", "burst: {hysteresis: soon}\ntenants:", 16, 21, "burst.hysteresis: value error"),
-    ("burst-dangling-site", "tenants:", "burst:\n  sites: {nowhere: {max_provisioning: 2}}\ntenants:", 17, 11,
-     "burst.sites.nowhere: unknown site"),
-    ("bad-rank-chain", "fx: {USD: 7.2}\n", "fx: {USD: 7.2}\nobjective: {rank: [score, offer, site]}\n", 4, 34,
-     "'site' is unreachable"),
-    ("no-fx-rate", "fx: {USD: 7.2}", "fx: {EUR: 7.9}", 15, 68, "no fx rate for USD"),
+    (
+        "cel-wrong-type",
+        'job.priority == "high" && offer.spot',
+        'job.accelerators.count + "x" == 1',
+        25,
+        14,
+        "type error",
+    ),
+    ("cel-not-bool", 'job.priority == "high" && offer.spot', "job.cpus", 25, 14, "must evaluate to a bool"),
+    (
+        "rule-dangling-site",
+        "      reason: no spot",
+        "      sites: [onprem, moon]\n      reason: no spot",
+        26,
+        23,
+        "unknown site 'moon'",
+    ),
+    (
+        "rule-site-id-literal",
+        "offer.spot'",
+        'offer.spot && site.id == "nowhere"\'',
+        25,
+        54,
+        "unknown site 'nowhere'",
+    ),
+    (
+        "rule-bad-placeholder",
+        "reason: no spot for high priority",
+        "reason: no spot at {sitee}",
+        26,
+        15,
+        "unknown placeholder {sitee}",
+    ),
+    (
+        "rule-both-effects",
+        "      reason: no spot",
+        "      allow: 'true'\n      reason: no spot",
+        24,
+        7,
+        "exactly one of 'deny' or 'allow'",
+    ),
+    (
+        "unknown-regime",
+        "compliance:\n",
+        "compliance:\n  regime: us-2099\n",
+        21,
+        11,
+        "unknown regime 'us-2099'",
+    ),
+    (
+        "bad-licence-class",
+        "    entity_country: CN\n",
+        "    entity_country: CN\n    export_licences: [3A999]\n",
+        20,
+        23,
+        "unknown class '3A999'",
+    ),
+    (
+        "bad-duration",
+        "tenants:",
+        "burst: {hysteresis: soon}\ntenants:",
+        16,
+        21,
+        "burst.hysteresis: value error",
+    ),
+    (
+        "burst-dangling-site",
+        "tenants:",
+        "burst:\n  sites: {nowhere: {max_provisioning: 2}}\ntenants:",
+        17,
+        11,
+        "burst.sites.nowhere: unknown site",
+    ),
+    (
+        "bad-rank-chain",
+        "fx: {USD: 7.2}\n",
+        "fx: {USD: 7.2}\nobjective: {rank: [score, offer, site]}\n",
+        4,
+        34,
+        "'site' is unreachable",
+    ),
+    ("no-fx-rate", "fx: {USD: 7.2}", "fx: {EUR: 7.9}", 15, 75, "no fx rate for USD"),
 ]
 
 
-@pytest.mark.parametrize(("old", "new", "line", "col", "message"), [c[1:] for c in BROKEN],
-                         ids=[c[0] for c in BROKEN])
-def test_broken_policy(write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str],
-                       old: str, new: str, line: int, col: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "line", "col", "message"), [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN]
+)
+def test_broken_policy(
+    cli: Cli,
+    write_policy: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    old: str,
+    new: str,
+    line: int,
+    col: int,
+    message: str,
+) -> None:
     assert old in BASE
     path = write_policy(BASE.replace(old, new, 1))
-    assert run_cli(["policy", "check", str(path)]) == 1
+    assert cli(["policy", "check", str(path)]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
@@ -111,26 +212,28 @@ def test_broken_policy(write_policy: Callable[[str], Path], capsys: pytest.Captu
     assert all(x.startswith(f"{path}:") and ": error: " in x for x in lines)
 
 
-def test_every_problem_is_reported(write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_problem_is_reported(
+    cli: Cli, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     text = BASE.replace("residency: global", "residency: eu").replace("accelerator: A800,", "accelerator: X,")
-    assert run_cli(["policy", "check", str(write_policy(text))]) == 1
+    assert cli(["policy", "check", str(write_policy(text))]) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 2
 
 
 def test_broken_referenced_catalog_reports_its_own_file(
-    policy_dir: Path, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+    cli: Cli, policy_dir: Path, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     acc = policy_dir / "accelerators.yaml"
     acc.write_text(acc.read_text().replace("dense_tops: {fp16: 65, int8: 130}", "dense_tops: {fp12: 65}"))
-    assert run_cli(["policy", "check", str(write_policy(BASE))]) == 1
+    assert cli(["policy", "check", str(write_policy(BASE))]) == 1
     err = capsys.readouterr().err
     assert f"{acc}:" in err and "unknown precision 'fp12'" in err
 
 
-def test_schema_is_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+def test_schema_is_json_schema(cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    assert run_cli(["policy", "schema"]) == 0
+    assert cli(["policy", "schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert schema["type"] == "object"
     assert {"sites", "tenants", "burst", "compliance", "currency"} <= set(schema["properties"])

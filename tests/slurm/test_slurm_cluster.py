@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from adapters.base import AuthError, ConfigError, TransientError, UnsupportedError
-from adapters.slurm import SLURM_ERRORS, SlurmAdapter, error_for
+from adapters.slurm import SLURM_ERRORS, SLURM_STATES, SlurmAdapter, error_for
 from broker.model import AttemptState
 from tests.slurm.conftest import SITE, SlurmCluster, Tracker, launch
 
@@ -253,6 +253,18 @@ def test_error_table_codes_are_real_slurm_codes() -> None:
         text = strerror(code).decode()
         assert text and "Unknown error" not in text, code
         assert isinstance(error_for(str(SITE), code, text), SLURM_ERRORS[code][1])
+
+
+def test_every_slurm_job_state_is_mapped() -> None:
+    """Every state name libslurm can print (base states and flags) has an attempt state."""
+    lib = ctypes.CDLL("/usr/lib/x86_64-linux-gnu/slurm-wlm/libslurmfull.so")
+    name = lib.slurm_job_state_string
+    name.restype = ctypes.c_char_p
+    name.argtypes = [ctypes.c_uint32]
+    names = {name(i).decode() for i in range(16)} | {name(1 << bit).decode() for bit in range(8, 32)}
+    names.discard("?")
+    assert len(names) >= 20
+    assert names <= set(SLURM_STATES), names - set(SLURM_STATES)
 
 
 def test_adapter_is_usable_through_the_registry(slurm_cluster: SlurmCluster) -> None:

@@ -1,0 +1,112 @@
+"""Hot reload keeps the last good policy; `szb policy test` pass/fail; `szb explain` offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from broker.policy import PolicyWatcher
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+Cli = Callable[[list[str]], int]
+
+
+@pytest.fixture
+def shipped(tmp_path: Path) -> Path:
+    shutil.copytree(CONFIGS, tmp_path / "configs")
+    return tmp_path / "configs" / "policy.yaml"
+
+
+def test_reload_swaps_valid_and_keeps_last_good(shipped: Path) -> None:
+    swapped: list[str] = []
+    watcher = PolicyWatcher(shipped, on_swap=lambda p: swapped.append(p.hash))
+    first = watcher.current
+    assert watcher.poll() is None  # unchanged
+    shipped.write_text(shipped.read_text().replace("wait_hour_cost: 40", "wait_hour_cost: 55"))
+    os.utime(shipped, (1, 1))
+    assert watcher.poll() == []
+    assert watcher.current.hash != first.hash and watcher.current.objective.wait_hour_cost == 55
+    assert swapped == [watcher.current.hash]
+    good = watcher.current
+    shipped.write_text(shipped.read_text().replace("residency: global", "residency: nowhere", 1))
+    problems = watcher.reload()
+    assert problems and "unknown residency zone 'nowhere'" in problems[0].message
+    assert watcher.current is good and watcher.last_problems == problems
+
+
+def test_policy_test_passes(cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli(["policy", "test", str(CONFIGS / "policy.yaml"), str(CONFIGS / "policy-tests.yaml")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "FAIL" not in out and "PASS: 6/6" in out
+
+
+def test_policy_test_fails(cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tests = tmp_path / "t.yaml"
+    tests.write_text(
+        "tests:\n"
+        "  - name: wrong expectation\n"
+        "    tenant: pku-nlp\n"
+        "    job: {name: x, command: [run], runtime_estimate: 1h,\n"
+        "          resources: {accelerators: {count: 8, any_of: [A800]}}}\n"
+        "    expect: {site: aws-us-east-1}\n"
+        "  - name: right expectation\n"
+        "    tenant: pku-nlp\n"
+        "    job: {name: x, command: [run], runtime_estimate: 1h}\n"
+        "    expect: {residency: cn-mainland}\n"
+    )
+    assert cli(["policy", "test", str(CONFIGS / "policy.yaml"), str(tests), "--output", "json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["passed"] == 1 and data["failed"] == 1
+    bad = data["results"][0]
+    assert not bad["passed"] and "expected site aws-us-east-1, got shangzhuang-onprem/a800" in bad["detail"]
+
+
+def test_policy_test_bad_job_field(cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tests = tmp_path / "t.yaml"
+    tests.write_text(
+        "tests:\n  - name: x\n    tenant: pku-nlp\n    job: {name: x, command: [run], "
+        "runtime_estimate: 1h, gpus: 8}\n    expect: {}\n"
+    )
+    assert cli(["policy", "test", str(CONFIGS / "policy.yaml"), str(tests)]) == 1
+    assert f"{tests}:4:" in capsys.readouterr().err
+
+
+def test_explain_json_offline(cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "name: finetune\ncommand: [python, train.py]\nruntime_estimate: 6h\n"
+        "data_residency: cn-mainland\nresources:\n  accelerators: {count: 8, any_of: [A800, H800]}\n"
+    )
+    code = cli(
+        [
+            "explain",
+            str(job),
+            "--policy",
+            str(CONFIGS / "policy.yaml"),
+            "--tenant",
+            "pku-nlp",
+            "--output",
+            "json",
+        ]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert data["chosen"]["site"] == "shangzhuang-onprem" and data["chosen"]["residency"] == "cn-mainland"
+    assert data["policy_hash"] and data["chosen"]["price_read_at"]
+    assert all(o["residency"] == "cn-mainland" for o in data["offers"] if o["allowed"])
+
+
+def test_explain_table_and_bad_job(cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text("name: finetune\ncommand: [python]\nruntime_estimate: 1h\n")
+    assert cli(["explain", str(job), "--policy", str(CONFIGS / "policy.yaml"), "--tenant", "pku-nlp"]) == 0
+    assert "shangzhuang-onprem" in capsys.readouterr().out
+    job.write_text("name: finetune\ncommand: [python]\nruntime_estimate: 1h\ngpus: 2\n")
+    assert cli(["explain", str(job), "--policy", str(CONFIGS / "policy.yaml")]) == 1
+    assert f"{job}:4:1: error: gpus: unknown field 'gpus'" in capsys.readouterr().err
