@@ -27,6 +27,7 @@ from broker.burst import (
     route_states,
     split_cost,
 )
+from broker.catalog.instances import InstanceRow
 from broker.catalog.offers import static_offers
 from broker.clock import Clock
 from broker.config import BrokerConfig
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 
 BEIJING = timezone(timedelta(hours=8))
 RECENT_ATTEMPTS = 500
+CLOUD_OFFERS_TTL_S = 60.0
+"""Live cloud prices and stock are re-read at most this often per site."""
 
 
 def month_of(when: datetime) -> str:
@@ -80,6 +83,7 @@ class Planner:
         self.blocklist = Blocklist(clock=seconds)
         self.breakers = CircuitBreakers(failure_threshold=3, reset_after_s=300.0, clock=seconds)
         self._watch_task: asyncio.Task[None] | None = None
+        self._cloud_offers: dict[str, tuple[datetime, list[Offer]]] = {}
         self._on_change: Callable[[], None] | None = None
 
     @classmethod
@@ -117,8 +121,11 @@ class Planner:
             config: dict[str, Any] = {
                 "partitions": [p.model_dump(mode="json") for p in site.partitions],
                 "region": site.region, "zones": list(site.zones), "provider": site.provider,
+                "instance_types": _instance_types(self.policy.instances.get(site.id, ())),
                 **site.adapter_config,
             }
+            if site.catalog is not None and "currency" not in config:
+                config["currency"] = site.catalog.currency
             out.append((SiteId(site.id), site.adapter, config))
         return out
 
@@ -197,6 +204,26 @@ class Planner:
             self.unhealthy.pop(site_id, None)
             if snap is not None:
                 capacity[site_id] = snap
+        live_sites: dict[str, list[Offer]] = {}
+        for site_id, adapter in self.adapters.items():
+            if is_onprem(policy, site_id):
+                continue
+            cached = self._cloud_offers.get(site_id)
+            if cached is not None and (now - cached[0]).total_seconds() < CLOUD_OFFERS_TTL_S:
+                live_sites[site_id] = cached[1]
+                continue
+            try:
+                fresh = [o.model_copy(update={"price_read_at": o.price_read_at or now})
+                         for o in adapter.offers(now)]
+            except AdapterError as exc:
+                log.info("offers of %s unavailable, using the catalog: %s", site_id, exc)
+                continue
+            if fresh:
+                self._cloud_offers[site_id] = (now, fresh)
+                live_sites[site_id] = fresh
+        offers = [o for o in offers if o.site not in live_sites]
+        for site_offers in live_sites.values():
+            offers.extend(site_offers)
         out = []
         for offer in offers:
             snap = capacity.get(offer.site)
@@ -385,7 +412,7 @@ class Planner:
             money = self.money(t.id, now, store)
             tenants.append({"tenant": t.id, "budget_left": money.budget_left,
                             "vouchers_left": sum(money.voucher_balances.values())})
-        resp.status_json = json.dumps({"tenants": tenants, "unhealthy": self.unhealthy,
+        resp.status_json = json.dumps({"tenants": tenants, "unhealthy": self.unhealthy_now(),
                                        "currency": self.policy.currency}, default=str)
         return resp
 
@@ -411,3 +438,22 @@ def explanation_to_proto(body: Mapping[str, Any]) -> placement_pb2.Explanation:
         msg.chosen.CopyFrom(scored(body["chosen"]))
     return msg
 
+
+
+def _instance_types(rows: Sequence[InstanceRow]) -> list[dict[str, Any]]:
+    """A site's catalog rows as the cloud adapters' `instance_types` config (one entry per type)."""
+    by_type: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row.price is None:
+            continue
+        entry = by_type.get(row.instance_type)
+        if entry is None:
+            entry = by_type[row.instance_type] = {
+                "instance_type": row.instance_type, "accelerator": row.accelerator, "count": row.count,
+                "price_per_hour": row.price, "cpus": row.cpus, "memory_gb": row.memory_gb, "zones": [],
+            }
+            if row.spot_price is not None:
+                entry["spot_price_per_hour"] = row.spot_price
+        if row.zone and row.zone not in entry["zones"]:
+            entry["zones"].append(row.zone)
+    return list(by_type.values())

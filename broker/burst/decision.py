@@ -146,6 +146,9 @@ def decide(
     for s in allowed:
         if is_onprem(policy, s.offer.site):
             continue
+        if s.offer.free is not None and s.offer.free <= 0:
+            refused.append(f"{s.offer.key}: no stock")
+            continue
         if s.offer.spot and not slack_spot_ok and spec.spot != SpotMode.REQUIRED:
             refused.append(f"{s.offer.key}: deadline too close for spot")
             continue

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from broker.commands import jobs
+from broker.commands import explain, hardware, jobs, policy
 
 Register = Callable[[Any], None]
 
-COMMAND_GROUPS: list[Register] = [jobs.register]
+COMMAND_GROUPS: list[Register] = [jobs.register, policy.register, hardware.register, explain.register]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -50,16 +51,21 @@ class AwsFault:
     region: str | None = None
     instance_type: str | None = None
     times: int | None = None
+    zone: str | None = None
 
     def matches(self, action: str, region: str, params: dict[str, str]) -> bool:
         if self.times == 0 or action != self.action:
             return False
         if self.region is not None and region != self.region:
             return False
+        if self.zone is not None and params.get("Placement.AvailabilityZone") != self.zone:
+            return False
         return self.instance_type is None or params.get("InstanceType") == self.instance_type
 
 
-def capacity_fault(instance_type: str, *, region: str | None = None, times: int | None = None) -> AwsFault:
+def capacity_fault(
+    instance_type: str, *, region: str | None = None, zone: str | None = None, times: int | None = None
+) -> AwsFault:
     return AwsFault(
         "RunInstances",
         "InsufficientInstanceCapacity",
@@ -69,6 +75,7 @@ def capacity_fault(instance_type: str, *, region: str | None = None, times: int 
         region=region,
         instance_type=instance_type,
         times=times,
+        zone=zone,
     )
 
 
@@ -84,6 +91,9 @@ class Scenario:
     rejected_access_keys: set[str] = field(default_factory=set)
     """Requests signed with these keys fail with AuthFailure (401)."""
     calls: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    delay_after: dict[str, float] = field(default_factory=dict)
+    """Action -> seconds: the call reaches moto, then the answer is held back this long
+    (a broker killed meanwhile has made the cloud call without learning its result)."""
 
     def count(self, action: str) -> int:
         return sum(1 for a, _, _ in self.calls if a == action)
@@ -141,7 +151,12 @@ class _FaultFront:
                         fault.times -= 1
                     return self._reply(start_response, fault.status, fault.code, fault.message or fault.code)
         if not libcloud:
+            delay = scenario.delay_after.get(action, 0.0)
             served: Iterable[bytes] = self.app(environ, start_response)
+            if delay:
+                data = b"".join(served)
+                time.sleep(delay)
+                return [data]
             return served
         captured: dict[str, Any] = {}
 

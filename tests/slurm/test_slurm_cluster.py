@@ -229,7 +229,7 @@ def test_token_from_scontrol_and_expired_token(slurm: Tracker, slurm_cluster: Sl
     assert conf, "SLURM_CONF missing from the cluster env"
     own = slurm.make(token=None, slurm_conf=conf)
     assert own.capacity(now()).partitions
-    short = own._scontrol_token()  # a real token, then let it expire
+    short = own.rest._scontrol_token()  # a real token, then let it expire
     out = subprocess.run(["scontrol", "token", f"username={slurm_cluster.user}", "lifespan=1"],
                          capture_output=True, text=True, env={"SLURM_CONF": conf, "PATH": "/usr/bin:/bin"},
                          check=True)

@@ -1,0 +1,413 @@
+"""`SlurmAdapter`: the broker's contract (`adapters.base.Adapter`) over slurmrestd."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+
+from adapters.base import (
+    AdapterError,
+    Capability,
+    ConfigError,
+    NotFoundError,
+    UnsupportedError,
+)
+from adapters.slurm._capacity import (
+    PartitionState,
+    estimate_wait_s,
+    gres_type,
+    partition_wait_s,
+    read_partitions,
+)
+from adapters.slurm._client import SlurmRest, checked_job_id
+from adapters.slurm._config import PartitionConfig, parse_partitions
+from adapters.slurm._records import (
+    SLURM_STATES,
+    decode_exit_code,
+    decode_marks,
+    job_state_name,
+    log_tail,
+    node_partitions,
+    output_path,
+    slurm_number,
+)
+from adapters.slurm._script import (
+    ScriptSettings,
+    output_file,
+    read_exit_code,
+    submit_body,
+)
+from broker.model import (
+    AttemptId,
+    AttemptState,
+    AttemptStatus,
+    CapacitySnapshot,
+    JobId,
+    LaunchRequest,
+    Offer,
+    OwnedInstance,
+    PartitionCapacity,
+    SiteId,
+)
+
+DEFAULT_BROKER_ID = "shangzhuang"
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
+class SlurmAdapter:
+    """Slurm through slurmrestd.
+
+    Config keys: ``url`` (slurmrestd base URL, required unless the injected client has a
+    base_url), ``user`` (X-SLURM-USER-NAME; default ``root``), ``token`` (a JWT; when absent,
+    ``scontrol token username=<user> lifespan=<token_lifespan_s>`` is run, with ``slurm_conf``
+    as SLURM_CONF if given), ``partitions`` (required; the policy's list or a mapping, see
+    `adapters.slurm._config`), ``gres_types`` (``{partition or accelerator: gres type}``),
+    ``cpu_partition`` (for jobs without accelerators; default: the first CPU partition, else
+    the offer's), ``output_dir`` (shared directory for job output; default
+    ``$TMPDIR/szb-slurm-output``), ``workdir`` (job cwd; default output_dir),
+    ``container_runtime`` (e.g. ``apptainer exec``; without it images are unsupported),
+    ``environment`` (extra env for every job; PATH defaults to a standard one),
+    ``price_per_accelerator_hour``, ``price_per_cpu_hour``, ``currency`` (CNY),
+    ``time_limit_factor`` (time limit = runtime estimate x factor, default 1.5),
+    ``min_time_limit_minutes`` (default 1), ``unlimited_job_hours`` (24), ``broker_id``
+    (``shangzhuang``; one per broker sharing a cluster: reconciliation cancels jobs marked
+    with it that the broker does not know), ``api_version`` (pin one of
+    `SUPPORTED_API_VERSIONS`), ``timeout_s`` (HTTP timeout, default 10), ``token_lifespan_s``
+    (3600).
+
+    ``client``: an httpx.Client to use instead of building one (tests, custom TLS).
+    """
+
+    queues_jobs: ClassVar[bool] = True
+    """Slurm keeps its own queue: the broker may send a job that will pend here."""
+
+    def __init__(
+        self,
+        site: SiteId,
+        config: Mapping[str, Any],
+        *,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.site = site
+        url = config.get("url") or (str(client.base_url) if client and str(client.base_url) else "")
+        if not url:
+            raise ConfigError(site, "MissingUrl", "slurm adapter needs url (the slurmrestd address)")
+        self.partitions = parse_partitions(site, config)
+        self.rest = SlurmRest(
+            site, str(url), user=str(config.get("user", "root")),
+            token=str(config["token"]) if config.get("token") else None,
+            token_lifespan_s=int(config.get("token_lifespan_s", 3600)),
+            slurm_conf=str(config["slurm_conf"]) if config.get("slurm_conf") else None,
+            api_version=config.get("api_version"), timeout_s=float(config.get("timeout_s", 10.0)),
+            client=client,
+        )
+        cpu_parts = [p.name for p in self.partitions.values() if p.accelerator is None]
+        self.cpu_partition: str | None = config.get("cpu_partition") or (cpu_parts[0] if cpu_parts else None)
+        output_dir = Path(config.get("output_dir") or
+                          Path(os.environ.get("TMPDIR", "/tmp")) / "szb-slurm-output")
+        runtime = config.get("container_runtime")
+        self.settings = ScriptSettings(
+            broker_id=str(config.get("broker_id", DEFAULT_BROKER_ID)),
+            output_dir=output_dir,
+            workdir=str(config.get("workdir") or output_dir),
+            container_runtime=tuple(shlex.split(runtime) if isinstance(runtime, str)
+                                    else [str(x) for x in runtime or []]),
+            environment={str(k): str(v) for k, v in dict(config.get("environment") or {}).items()},
+            time_limit_factor=float(config.get("time_limit_factor", 1.5)),
+            min_time_limit_min=int(config.get("min_time_limit_minutes", 1)),
+        )
+        self.cpu_price = float(config.get("price_per_cpu_hour", 0.0))
+        self.currency = str(config.get("currency", "CNY"))
+        self.unlimited_s = float(config.get("unlimited_job_hours", 24)) * 3600
+        self._submit_lock = threading.Lock()
+        self._submitted: dict[str, str] = {}
+        self._gres_seen: dict[str, str] = {}
+        self._last_read: tuple[datetime, dict[str, PartitionState]] | None = None
+
+    # Settings and health, as attributes ---------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.rest.url
+
+    @property
+    def user(self) -> str:
+        return self.rest.user
+
+    @property
+    def broker_id(self) -> str:
+        return self.settings.broker_id
+
+    @property
+    def output_dir(self) -> Path:
+        return self.settings.output_dir
+
+    @property
+    def container_runtime(self) -> Sequence[str]:
+        return self.settings.container_runtime
+
+    @property
+    def healthy(self) -> bool:
+        """False after a transport failure or a transient Slurm error, until a call succeeds."""
+        return self.rest.healthy
+
+    @property
+    def last_error(self) -> str:
+        return self.rest.last_error
+
+    @property
+    def api_version(self) -> str:
+        """The slurmrestd API version in use (detected on first call)."""
+        return self.rest.version()
+
+    # Capability, capacity and offers -------------------------------------------------------
+
+    def unsupported(self) -> Mapping[Capability, str]:
+        missing = {
+            Capability.SPOT: "Slurm partitions are not preemptible spot capacity",
+            Capability.LIVE_PRICES: "on-prem capacity is charged at its configured shadow price",
+            Capability.STOCK: "Slurm reports free capacity and expected wait, not zone stock",
+        }
+        if not self.container_runtime:
+            missing[Capability.CONTAINER_IMAGES] = "no container_runtime configured for this cluster"
+        return missing
+
+    def ping(self) -> None:
+        """Raise unless slurmrestd and slurmctld answer (also refreshes ``healthy``)."""
+        self.rest.request("GET", "ping")
+
+    def capacity(self, now: datetime) -> CapacitySnapshot:
+        states = self._read_partitions(now)
+        parts = tuple(
+            PartitionCapacity(
+                name=s.config.name,
+                accelerator=s.config.accelerator,
+                total=s.total,
+                free=s.free,
+                queued_jobs=len(s.pending),
+                queued_accelerator_hours=sum(p.gpus * p.limit_s for p in s.pending) / 3600,
+                running_accelerator_hours_left=sum(r.gpus * max(0.0, r.remaining_s)
+                                                   for r in s.running) / 3600,
+                expected_wait_s=partition_wait_s(s),
+            )
+            for s in states.values()
+        )
+        return CapacitySnapshot(site=self.site, taken_at=now, partitions=parts)
+
+    def expected_wait_s(self, partition: str, count: int, now: datetime) -> float | None:
+        """Estimated seconds before a job needing `count` units starts in `partition`.
+
+        Reuses the read of the last `capacity`/`offers` call made with the same `now`.
+        """
+        cached = self._last_read
+        states = cached[1] if cached is not None and cached[0] == now else self._read_partitions(now)
+        if partition not in states:
+            raise ConfigError(self.site, "UnknownPartition", f"partition {partition!r} not configured")
+        s = states[partition]
+        return estimate_wait_s(s.total, s.free, count, s.running, s.pending)
+
+    def offers(self, now: datetime) -> Sequence[Offer]:
+        result = []
+        for s in self._read_partitions(now).values():
+            accel = s.config.accelerator
+            if accel is not None and s.total == 0:
+                continue  # no usable nodes carry this partition's accelerators right now
+            wait = estimate_wait_s(s.total, s.free, 1, s.running, s.pending)
+            result.append(Offer(
+                site=self.site,
+                instance_type=s.config.name,
+                accelerator=accel,
+                count=s.max_per_node if accel else 0,
+                price_per_hour=(s.config.price_per_accelerator_hour if accel
+                                else self.cpu_price or s.config.price_per_accelerator_hour),
+                currency=self.currency,
+                cpus=s.cpus_per_node,
+                memory_gb=s.memory_gb_per_node,
+                accelerator_memory_gb=s.config.accelerator_memory_gb,
+                free=s.free,
+                expected_wait_s=wait if wait is not None else 0.0,
+                price_read_at=now,
+            ))
+        return result
+
+    def _read_partitions(self, now: datetime) -> dict[str, PartitionState]:
+        nodes = self.rest.request("GET", "nodes").get("nodes") or []
+        jobs = self.rest.request("GET", "jobs").get("jobs") or []
+        states = read_partitions(self.partitions, nodes, jobs, now.timestamp(),
+                                 unlimited_s=self.unlimited_s, gres_seen=self._gres_seen)
+        self._last_read = (now, states)
+        return states
+
+    def _gres_type_for_submit(self, part: PartitionConfig) -> str | None:
+        if part.accelerator is None or part.gres_type:
+            return part.gres_type
+        if part.name not in self._gres_seen:
+            nodes = self.rest.request("GET", "nodes").get("nodes") or []
+            return gres_type(part, [n for n in nodes if part.name in node_partitions(n)], self._gres_seen)
+        return self._gres_seen[part.name]
+
+    # Lifecycle ---------------------------------------------------------------------------
+
+    def submit(self, request: LaunchRequest) -> str:
+        token = request.token
+        if not _TOKEN_RE.fullmatch(token) or token.startswith("."):
+            raise ConfigError(self.site, "BadToken",
+                              "idempotency token must be 1-128 chars of [A-Za-z0-9_.-]")
+        part = self._partition_for(request)
+        with self._submit_lock:
+            existing = self._find_submitted(token)
+            if existing is not None:
+                return existing
+            try:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(self.site, "OutputDir", f"cannot create {self.output_dir}: {exc}") from exc
+            gtype = self._gres_type_for_submit(part) if request.spec.accelerator_count else None
+            body = submit_body(request, part, self.settings, api_version=self.rest.version(), gres_type=gtype)
+            reply = self.rest.request("POST", "job/submit", payload=body)
+            job_id = reply.get("job_id")
+            if job_id is None:
+                raise AdapterError(self.site, "NoJobId", f"submit answered without a job id: {reply}")
+            backend_id = str(job_id)
+            self._submitted[token] = backend_id
+            try:
+                marker = self.output_dir / f"{token}.jobid"
+                tmp = marker.with_suffix(".jobid.tmp")
+                tmp.write_text(backend_id)
+                os.replace(tmp, marker)
+            except OSError:
+                pass  # the comment lookup still finds it while slurmctld remembers the job
+            return backend_id
+
+    def _partition_for(self, request: LaunchRequest) -> PartitionConfig:
+        offer, spec = request.offer, request.spec
+        part: PartitionConfig | None = self.partitions.get(offer.instance_type)
+        if part is None and offer.accelerator:
+            part = next((p for p in self.partitions.values() if p.accelerator == offer.accelerator), None)
+        if part is None and spec.accelerator_count == 0:
+            name = self.cpu_partition or next(iter(self.partitions))
+            part = self.partitions.get(name)
+        if part is None:
+            raise UnsupportedError(self.site, "NoSuchPartition",
+                                   f"no partition here for {offer.instance_type!r} / {offer.accelerator!r}")
+        if spec.accelerator_count and part.accelerator is None:
+            raise UnsupportedError(self.site, "NoAccelerators",
+                                   f"partition {part.name} has no accelerators")
+        if spec.image and not self.container_runtime:
+            raise UnsupportedError(self.site, "ImagesUnsupported",
+                                   "no container_runtime configured for this Slurm cluster")
+        return part
+
+    def _find_submitted(self, token: str) -> str | None:
+        """A job already submitted with this token: memory, marker file, then slurmctld."""
+        if token in self._submitted:
+            return self._submitted[token]
+        try:
+            text = (self.output_dir / f"{token}.jobid").read_text().strip()
+        except OSError:
+            text = ""
+        if text:
+            self._submitted[token] = text
+            return text
+        for job in self.rest.request("GET", "jobs").get("jobs") or []:
+            marks = decode_marks(job.get("comment"))
+            if marks.get("token") == token and marks.get("broker") == self.broker_id:
+                backend_id = str(job.get("job_id"))
+                self._submitted[token] = backend_id
+                return backend_id
+        return None
+
+    def _token_of(self, backend_id: str) -> str | None:
+        """The token a job was submitted with, from memory or the marker files."""
+        for token, known in self._submitted.items():
+            if known == backend_id:
+                return token
+        try:
+            markers = list(self.output_dir.glob("*.jobid"))
+        except OSError:
+            return None
+        for marker in markers:
+            try:
+                if marker.read_text().strip() == backend_id:
+                    return marker.name[: -len(".jobid")]
+            except OSError:
+                continue
+        return None
+
+    def status(self, backend_id: str) -> AttemptStatus:
+        job_id = checked_job_id(self.site, backend_id)
+        try:
+            jobs = self.rest.request("GET", f"job/{job_id}").get("jobs") or []
+        except NotFoundError:
+            jobs = []
+        if not jobs:
+            return self._forgotten(backend_id)
+        job = jobs[0]
+        name = job_state_name(job)
+        state = SLURM_STATES.get(name)
+        reason = str(job.get("state_reason") or "")
+        tail = log_tail(output_path(job))
+        if state is None:
+            return AttemptStatus(state=AttemptState.PENDING, log_tail=tail,
+                                 message=f"unknown Slurm state {name}")
+        message = name if reason in ("", "None") else f"{name} ({reason})"
+        if state is AttemptState.PENDING:
+            start = slurm_number(job.get("start_time"))
+            if start:
+                message += f", expected start {datetime.fromtimestamp(start, UTC).isoformat()}"
+            return AttemptStatus(state=state, log_tail=tail, message=message)
+        if not state.terminal:
+            return AttemptStatus(state=state, log_tail=tail, message=message)
+        code = decode_exit_code(job.get("exit_code"))
+        if state is AttemptState.SUCCEEDED and code is None:
+            code = 0
+        return AttemptStatus(state=state, exit_code=code, log_tail=tail, message=message)
+
+    def _forgotten(self, backend_id: str) -> AttemptStatus:
+        """slurmctld purged the job (MinJobAge): its recorded exit code, else NotFoundError."""
+        token = self._token_of(backend_id)
+        code = read_exit_code(self.settings, token) if token else None
+        if token is None or code is None:
+            raise NotFoundError(self.site, "NoSuchJob", f"slurm job {backend_id} is not known (any more)")
+        tail = log_tail(output_file(self.settings, token))
+        state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
+        return AttemptStatus(state=state, exit_code=code, log_tail=tail,
+                             message=f"{'COMPLETED' if code == 0 else 'FAILED'} (from the recorded "
+                             "exit code; slurmctld no longer lists the job)")
+
+    def cancel(self, backend_id: str, token: str) -> None:
+        try:
+            self.rest.request("DELETE", f"job/{checked_job_id(self.site, backend_id)}")
+        except NotFoundError:
+            return  # gone already (purged after MinJobAge): nothing to stop
+        except AdapterError as exc:
+            if exc.code == "ESLURM_ALREADY_DONE":
+                return
+            raise
+
+    def list_owned(self) -> Sequence[OwnedInstance]:
+        owned = []
+        for job in self.rest.request("GET", "jobs").get("jobs") or []:
+            marks = decode_marks(job.get("comment"))
+            if marks.get("broker") != self.broker_id:
+                continue
+            owned.append(OwnedInstance(
+                site=self.site,
+                backend_id=str(job.get("job_id")),
+                token=marks.get("token"),
+                job_id=JobId(marks["job"]) if marks.get("job") else None,
+                attempt_id=AttemptId(marks["attempt"]) if marks.get("attempt") else None,
+                state=SLURM_STATES.get(job_state_name(job), AttemptState.PENDING),
+            ))
+        return owned
+
+    def close(self) -> None:
+        self.rest.close()

@@ -1,0 +1,307 @@
+"""slurmrestd over HTTP: JWT handling, API version detection, and the one Slurm error table.
+
+Transport failures and timeouts are `TransientError` and mark the client unhealthy
+(``healthy`` / ``last_error``); HTTP 401/403 is `AuthError`; Slurm error codes in a reply's
+``errors`` list go through the one table `SLURM_ERRORS`. slurmrestd 22.05 reports a rejected
+or expired JWT and an unreachable slurmctld alike as error -1 with HTTP 500: a token the
+client fetched itself is refreshed once and the call retried, a token past its ``exp`` claim
+is `AuthError`, otherwise -1 is `TransientError`.
+
+The REST API version is detected on first use from the paths slurmrestd serves
+(``/openapi/v3``), newest first from `SUPPORTED_API_VERSIONS`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from adapters.base import (
+    AdapterError,
+    AuthError,
+    CapacityError,
+    ConfigError,
+    NotFoundError,
+    QuotaError,
+    TransientError,
+    UnsupportedError,
+)
+from broker.model import SiteId
+
+SUPPORTED_API_VERSIONS: tuple[str, ...] = ("v0.0.41", "v0.0.40", "v0.0.39", "v0.0.38")
+"""slurmrestd openapi plugin versions this adapter speaks, newest first (the one place)."""
+
+
+# ------------------------------------------------------------------------------------ errors
+
+SLURM_ERRORS: Mapping[int, tuple[str, type[AdapterError]]] = {
+    # code: (Slurm's name, what dispatch should do). Codes absent here become AdapterError.
+    -1: ("SLURM_ERROR", TransientError),  # 22.05: bad/expired JWT *or* slurmctld unreachable
+    1000: ("SLURM_UNEXPECTED_MSG_ERROR", TransientError),
+    1001: ("SLURM_COMMUNICATIONS_CONNECTION_ERROR", TransientError),
+    1002: ("SLURM_COMMUNICATIONS_SEND_ERROR", TransientError),
+    1003: ("SLURM_COMMUNICATIONS_RECEIVE_ERROR", TransientError),
+    1004: ("SLURM_COMMUNICATIONS_SHUTDOWN_ERROR", TransientError),
+    1005: ("SLURM_PROTOCOL_VERSION_ERROR", ConfigError),
+    1007: ("SLURM_PROTOCOL_AUTHENTICATION_ERROR", AuthError),
+    1800: ("SLURMCTLD_COMMUNICATIONS_CONNECTION_ERROR", TransientError),
+    1801: ("SLURMCTLD_COMMUNICATIONS_SEND_ERROR", TransientError),
+    1802: ("SLURMCTLD_COMMUNICATIONS_RECEIVE_ERROR", TransientError),
+    1803: ("SLURMCTLD_COMMUNICATIONS_SHUTDOWN_ERROR", TransientError),
+    2000: ("ESLURM_INVALID_PARTITION_NAME", ConfigError),
+    2001: ("ESLURM_DEFAULT_PARTITION_NOT_SET", ConfigError),
+    2002: ("ESLURM_ACCESS_DENIED", AuthError),
+    2003: ("ESLURM_JOB_MISSING_REQUIRED_PARTITION_GROUP", AuthError),
+    2005: ("ESLURM_TOO_MANY_REQUESTED_CPUS", UnsupportedError),
+    2006: ("ESLURM_INVALID_NODE_COUNT", UnsupportedError),
+    2007: ("ESLURM_ERROR_ON_DESC_TO_RECORD_COPY", TransientError),
+    2010: ("ESLURM_USER_ID_MISSING", AuthError),
+    2014: ("ESLURM_REQUESTED_NODE_CONFIG_UNAVAILABLE", UnsupportedError),
+    2015: ("ESLURM_REQUESTED_PART_CONFIG_UNAVAILABLE", UnsupportedError),
+    2016: ("ESLURM_NODES_BUSY", CapacityError),
+    2017: ("ESLURM_INVALID_JOB_ID", NotFoundError),
+    2019: ("ESLURM_WRITING_TO_FILE", TransientError),
+    2020: ("ESLURM_TRANSITION_STATE_NO_UPDATE", TransientError),
+    2021: ("ESLURM_ALREADY_DONE", AdapterError),  # cancel treats it as done; elsewhere: report
+    2027: ("ESLURM_IN_STANDBY_MODE", TransientError),
+    2035: ("ESLURM_FRAGMENTATION", CapacityError),
+    2036: ("ESLURM_NOT_SUPPORTED", UnsupportedError),
+    2037: ("ESLURM_DISABLED", UnsupportedError),
+    2044: ("ESLURM_INVALID_TASK_MEMORY", UnsupportedError),
+    2045: ("ESLURM_INVALID_ACCOUNT", ConfigError),
+    2050: ("ESLURM_ACCOUNTING_POLICY", QuotaError),
+    2051: ("ESLURM_INVALID_TIME_LIMIT", UnsupportedError),
+    2052: ("ESLURM_RESERVATION_ACCESS", AuthError),
+    2066: ("ESLURM_INVALID_QOS", ConfigError),
+    2068: ("ESLURM_NODE_NOT_AVAIL", CapacityError),
+    2069: ("ESLURM_INVALID_CPU_COUNT", UnsupportedError),
+    2070: ("ESLURM_PARTITION_NOT_AVAIL", CapacityError),
+    2072: ("ESLURM_INVALID_GRES", ConfigError),
+    2074: ("ESLURM_QOS_THRES", QuotaError),
+    2090: ("ESLURM_INTERNAL", TransientError),
+    2101: ("ESLURM_PARTITION_DOWN", CapacityError),
+    2102: ("ESLURM_DUPLICATE_GRES", ConfigError),
+    2105: ("ESLURM_SUBMISSIONS_DISABLED", TransientError),
+    2115: ("ESLURM_INVALID_TRES", ConfigError),
+    2118: ("ESLURM_MAINTENANCE_RESERVATION", CapacityError),
+    2119: ("ESLURM_INVALID_GRES_TYPE", ConfigError),
+    2127: ("ESLURM_ENVIRONMENT_MISSING", ConfigError),
+    2131: ("ESLURM_IN_STANDBY_USE_BACKUP", TransientError),
+    2134: ("ESLURM_INSUFFICIENT_GRES", CapacityError),
+    5004: ("SLURM_PROTOCOL_SOCKET_IMPL_TIMEOUT", TransientError),
+    6000: ("ESLURM_AUTH_CRED_INVALID", AuthError),
+    6006: ("ESLURM_AUTH_BADARG", AuthError),
+    8000: ("ESLURM_MISSING_TIME_LIMIT", ConfigError),
+    9000: ("ESLURM_REST_INVALID_QUERY", ConfigError),
+    9001: ("ESLURM_REST_FAIL_PARSING", ConfigError),
+    9002: ("ESLURM_REST_INVALID_JOBS_DESC", ConfigError),
+    9003: ("ESLURM_REST_EMPTY_RESULT", NotFoundError),
+}
+
+
+def error_for(site: str, code: int, message: str) -> AdapterError:
+    """The AdapterError for a Slurm error code (via `SLURM_ERRORS`); `code` keeps the name."""
+    name, cls = SLURM_ERRORS.get(code, (f"SLURM_{code}", AdapterError))
+    return cls(site, name, f"{message} (slurm error {code})")
+
+
+class SlurmRest:
+    """One slurmrestd endpoint: authenticated JSON requests under the detected API version.
+
+    ``token``: a JWT to use as is; when None, ``scontrol token username=<user>
+    lifespan=<token_lifespan_s>`` is run (with ``slurm_conf`` as SLURM_CONF if given) and
+    re-run before the token expires or when slurmrestd refuses it.
+    """
+
+    def __init__(
+        self,
+        site: SiteId,
+        url: str,
+        *,
+        user: str = "root",
+        token: str | None = None,
+        token_lifespan_s: int = 3600,
+        slurm_conf: str | None = None,
+        api_version: str | None = None,
+        timeout_s: float = 10.0,
+        client: httpx.Client | None = None,
+    ) -> None:
+        if api_version is not None and api_version not in SUPPORTED_API_VERSIONS:
+            raise ConfigError(site, "UnsupportedApiVersion",
+                              f"api_version {api_version!r} not in {', '.join(SUPPORTED_API_VERSIONS)}")
+        self.site = site
+        self.url = url.rstrip("/")
+        self.user = user
+        self.timeout_s = timeout_s
+        self.token_lifespan_s = token_lifespan_s
+        self.slurm_conf = slurm_conf
+        self._client = client or httpx.Client(timeout=timeout_s)
+        self._configured_token = token
+        self._api_version = api_version
+        self._token: str | None = token
+        self._token_expires: float | None = _jwt_expiry(token) if token else None
+        self._token_lock = threading.Lock()
+        self.healthy = True
+        self.last_error = ""
+
+    def close(self) -> None:
+        self._client.close()
+
+    def version(self) -> str:
+        """The API version in use (detected on first call)."""
+        if self._api_version is None:
+            self._api_version = self._detect_version()
+        return self._api_version
+
+    def _detect_version(self) -> str:
+        served: set[str] = set()
+        try:
+            spec = self.request("GET", "/openapi/v3", versioned=False)
+            for path in spec.get("paths") or {}:
+                m = re.match(r"^/slurm/(v\d+\.\d+\.\d+)/", str(path))
+                if m:
+                    served.add(m.group(1))
+        except ConfigError:
+            for version in SUPPORTED_API_VERSIONS:  # no spec served: probe
+                try:
+                    self.request("GET", f"/slurm/{version}/ping", versioned=False)
+                except ConfigError:
+                    continue
+                return version
+        for version in SUPPORTED_API_VERSIONS:
+            if version in served:
+                return version
+        raise ConfigError(self.site, "NoSupportedApiVersion",
+                          f"slurmrestd serves {sorted(served) or 'nothing'}; "
+                          f"this adapter speaks {', '.join(SUPPORTED_API_VERSIONS)}")
+
+    def _auth_headers(self, refresh: bool = False) -> dict[str, str]:
+        with self._token_lock:
+            if self._configured_token is None and (
+                refresh or self._token is None
+                or (self._token_expires is not None and self._token_expires - time.time() < 60)
+            ):
+                self._token = self._scontrol_token()
+                self._token_expires = _jwt_expiry(self._token) or time.time() + self.token_lifespan_s
+            token = self._token or ""
+        return {"X-SLURM-USER-NAME": self.user, "X-SLURM-USER-TOKEN": token}
+
+    def _scontrol_token(self) -> str:
+        env = dict(os.environ)
+        if self.slurm_conf:
+            env["SLURM_CONF"] = self.slurm_conf
+        cmd = ["scontrol", "token", f"username={self.user}", f"lifespan={self.token_lifespan_s}"]
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env, check=False)
+        except FileNotFoundError as exc:
+            raise ConfigError(self.site, "NoToken",
+                              "no token configured and scontrol is not installed") from exc
+        except subprocess.TimeoutExpired as exc:
+            self._mark(False, "scontrol token timed out")
+            raise TransientError(self.site, "TokenTimeout", "scontrol token timed out") from exc
+        m = re.search(r"SLURM_JWT=(\S+)", out.stdout)
+        if out.returncode != 0 or not m:
+            raise AuthError(self.site, "TokenFailed",
+                            f"scontrol token failed: {(out.stderr or out.stdout).strip()[:300]}")
+        return m.group(1)
+
+    def _mark(self, healthy: bool, error: str = "") -> None:
+        self.healthy = healthy
+        self.last_error = error
+
+    def request(
+        self, method: str, path: str, *, payload: Any = None, versioned: bool = True
+    ) -> dict[str, Any]:
+        url = self.url + (f"/slurm/{self.version()}/{path}" if versioned else path)
+        refreshed = False
+        while True:
+            headers = self._auth_headers(refresh=refreshed)
+            try:
+                resp = self._client.request(method, url, json=payload, headers=headers,
+                                            timeout=self.timeout_s)
+            except httpx.TimeoutException as exc:
+                self._mark(False, f"timeout: {exc}")
+                raise TransientError(self.site, "Timeout", f"{method} {url}: {exc!r}") from exc
+            except httpx.TransportError as exc:
+                self._mark(False, f"unreachable: {exc}")
+                raise TransientError(self.site, "Unreachable", f"{method} {url}: {exc!r}") from exc
+            can_refresh = self._configured_token is None and not refreshed
+            if resp.status_code in (401, 403):
+                if can_refresh:
+                    refreshed = True
+                    continue
+                self._mark(True)
+                raise AuthError(self.site, f"HTTP{resp.status_code}",
+                                f"slurmrestd refused the token for user {self.user!r}")
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                if resp.status_code == 404:  # an unknown URL, not an unknown job
+                    raise ConfigError(self.site, "NotServed", f"{method} {url}: not served by slurmrestd")
+                if resp.status_code >= 500:
+                    self._mark(False, f"HTTP {resp.status_code}")
+                    raise TransientError(self.site, f"HTTP{resp.status_code}", resp.text[:300])
+                raise AdapterError(self.site, "BadReply", f"{method} {url}: HTTP {resp.status_code}: "
+                                   f"{resp.text[:300]}")
+            errors = [e for e in body.get("errors") or [] if isinstance(e, Mapping)]
+            coded = [(_error_code(e), e) for e in errors]
+            coded = [(c, e) for c, e in coded if c != 0]
+            if coded:
+                code, first = coded[0]
+                text = str(first.get("description") or first.get("error") or "")
+                if code == -1:
+                    if can_refresh:
+                        refreshed = True
+                        continue
+                    if self._token_expires is not None and self._token_expires < time.time():
+                        self._mark(True)
+                        raise AuthError(self.site, "TokenExpired", "the configured Slurm JWT has expired")
+                err = error_for(self.site, code, f"{method} {path}: {text}")
+                self._mark(not isinstance(err, TransientError), str(err) if isinstance(err, TransientError)
+                           else "")
+                raise err
+            if resp.status_code >= 400:
+                if resp.status_code == 404:
+                    raise ConfigError(self.site, "NotServed", f"{method} {url}: not served by slurmrestd")
+                self._mark(resp.status_code < 500, f"HTTP {resp.status_code}")
+                cls = TransientError if resp.status_code >= 500 else AdapterError
+                raise cls(self.site, f"HTTP{resp.status_code}", f"{method} {url}: {resp.text[:300]}")
+            self._mark(True)
+            return body
+
+
+def _error_code(error: Mapping[str, Any]) -> int:
+    for key in ("error_code", "error_number", "errno"):
+        value = error.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return -1
+
+
+def checked_job_id(site: SiteId, backend_id: str) -> str:
+    if not re.fullmatch(r"\d+", backend_id):
+        raise NotFoundError(site, "BadJobId", f"{backend_id!r} is not a Slurm job id")
+    return backend_id
+
+
+
+def _jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT (no signature check: only to know when to refresh)."""
+    try:
+        payload = token.split(".")[1]
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    exp = data.get("exp") if isinstance(data, dict) else None
+    return float(exp) if isinstance(exp, int | float) else None

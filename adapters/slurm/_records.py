@@ -1,0 +1,242 @@
+"""Decoding slurmrestd records: job states, Slurm numbers, exit codes, gres strings, marks.
+
+Pure functions over the JSON slurmrestd returns; the places where API versions differ are
+marked "version-specific".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+from broker.model import AttemptState
+
+LOG_TAIL_BYTES = 4096
+MARK_PREFIX = "szb:"
+_NO_VAL_32 = 0xFFFFFFFE  # Slurm's NO_VAL; INFINITE is 0xFFFFFFFF; 64-bit variants are larger
+
+# ------------------------------------------------------------------------------------ states
+
+SLURM_STATES: Mapping[str, AttemptState] = {
+    "PENDING": AttemptState.PENDING,
+    "CONFIGURING": AttemptState.PENDING,  # allocated, nodes booting
+    "REQUEUED": AttemptState.PENDING,
+    "REQUEUE_FED": AttemptState.PENDING,
+    "REQUEUE_HOLD": AttemptState.PENDING,
+    "RESV_DEL_HOLD": AttemptState.PENDING,
+    "SUSPENDED": AttemptState.PENDING,  # holds its allocation but makes no progress
+    "RUNNING": AttemptState.RUNNING,
+    "COMPLETING": AttemptState.RUNNING,  # epilog still running; the final state follows
+    "RESIZING": AttemptState.RUNNING,
+    "SIGNALING": AttemptState.RUNNING,
+    "STAGE_OUT": AttemptState.RUNNING,
+    "STOPPED": AttemptState.RUNNING,
+    "UPDATE_DB": AttemptState.RUNNING,
+    "COMPLETED": AttemptState.SUCCEEDED,
+    "FAILED": AttemptState.FAILED,
+    "TIMEOUT": AttemptState.FAILED,
+    "OUT_OF_MEMORY": AttemptState.FAILED,
+    "DEADLINE": AttemptState.FAILED,
+    "SPECIAL_EXIT": AttemptState.FAILED,
+    "CANCELLED": AttemptState.CANCELLED,
+    "PREEMPTED": AttemptState.PREEMPTED,
+    "NODE_FAIL": AttemptState.LOST,  # the infrastructure failed, not the job
+    "BOOT_FAIL": AttemptState.LOST,
+    "LAUNCH_FAILED": AttemptState.LOST,
+    "REVOKED": AttemptState.LOST,  # federation: the job runs on a sibling cluster
+    "POWER_UP_NODE": AttemptState.PENDING,
+    "RECONFIG_FAIL": AttemptState.LOST,
+}
+
+
+def job_state_name(job: Mapping[str, Any]) -> str:
+    """The base state of a job record (a string in v0.0.38, a list of flags from v0.0.40)."""
+    raw = job.get("job_state", job.get("state"))
+    if isinstance(raw, list):
+        names = [str(x).upper() for x in raw]
+        for name in names:
+            if name in SLURM_STATES:
+                return name
+        return names[0] if names else "UNKNOWN"
+    if isinstance(raw, Mapping):  # defensive: {"current": [...]} as in slurmdb replies
+        return job_state_name({"job_state": raw.get("current")})
+    return str(raw or "UNKNOWN").upper()
+
+
+def slurm_number(value: Any) -> float | None:
+    """A Slurm number, plain (v0.0.38) or ``{"set", "infinite", "number"}`` (v0.0.39+).
+
+    None when unset, infinite or NO_VAL.
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return None if value >= _NO_VAL_32 else float(value)
+    if isinstance(value, Mapping):
+        if value.get("infinite") or not value.get("set", True):
+            return None
+        return slurm_number(value.get("number"))
+    if isinstance(value, str) and re.fullmatch(r"\d+", value):
+        return slurm_number(int(value))
+    return None
+
+
+def decode_exit_code(raw: Any) -> int | None:
+    """A shell-style exit code: the wait status of v0.0.38 (signal N -> 128+N) or a v0.0.39+ dict."""
+    if isinstance(raw, Mapping):
+        status = raw.get("status")
+        statuses = {str(s).upper() for s in (status if isinstance(status, list) else [status])}
+        signal = raw.get("signal")
+        sig = slurm_number(signal.get("id") if isinstance(signal, Mapping) else signal)
+        if "SIGNALED" in statuses and sig:
+            return 128 + int(sig)
+        rc = slurm_number(raw.get("return_code"))
+        return int(rc) if rc is not None else None
+    n = slurm_number(raw)
+    if n is None:
+        return None
+    status = int(n)
+    if status & 0x7F:
+        return 128 + (status & 0x7F)
+    return (status >> 8) & 0xFF
+
+
+# ------------------------------------------------------------------------------------ gres
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside parentheses: ``gpu:a:2(S:0,1),gpu:b:1`` -> two items."""
+    items: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(0, depth - 1)
+        if ch == "," and depth == 0:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    items.append("".join(current))
+    return [i.strip() for i in items if i.strip()]
+
+
+def parse_gres(text: Any, name: str = "gpu") -> dict[str | None, int]:
+    """Counts of one gres by type from a node's ``gres`` / ``gres_used`` or a job's tres string.
+
+    Accepts ``gpu:a800:4``, ``gpu:a800:4(S:0-1)``, ``gpu:a800:0(IDX:N/A)``, ``gpu:4`` (type
+    None), ``gres:gpu:a800:4``, ``gres/gpu:a800=4`` and comma lists mixing other resources.
+    """
+    counts: dict[str | None, int] = {}
+    if not isinstance(text, str):
+        return counts
+    for item in _split_top_level(text):
+        item = re.sub(r"\([^()]*\)$", "", item)  # drop "(S:0-1)" / "(IDX:0-3)", keep "(null)"
+        for prefix in ("gres:", "gres/"):
+            if item.startswith(prefix):
+                item = item[len(prefix):]
+        parts = re.split(r"[:=]", item)
+        if parts[0] != name or len(parts) < 2:
+            continue
+        if len(parts) == 2:
+            gtype, count = None, parts[1]
+        else:
+            gtype, count = parts[1], parts[2]
+        if gtype in ("", "(null)", "null"):
+            gtype = None
+        if not count.isdigit():
+            continue
+        counts[gtype] = counts.get(gtype, 0) + int(count)
+    return counts
+
+
+def job_gpus(job: Mapping[str, Any]) -> int:
+    """Accelerators a job asks for (any type): per job, else per node x nodes, else per task."""
+    per_job = sum(parse_gres(job.get("tres_per_job")).values())
+    if per_job:
+        return per_job
+    per_node = sum(parse_gres(job.get("tres_per_node")).values())
+    if per_node:
+        nodes = slurm_number(job.get("node_count")) or 1
+        return per_node * max(1, int(nodes))
+    per_task = sum(parse_gres(job.get("tres_per_task")).values())
+    if per_task:
+        tasks = slurm_number(job.get("tasks")) or 1
+        return per_task * max(1, int(tasks))
+    return 0
+
+
+# ------------------------------------------------------------------------------------ marks
+
+def encode_marks(marks: Mapping[str, str]) -> str:
+    """``szb:key=value;…`` with values percent-encoded (they may hold any character)."""
+    return ";".join(f"{MARK_PREFIX}{k}={quote(v, safe='')}" for k, v in marks.items())
+
+
+def decode_marks(comment: Any) -> dict[str, str]:
+    """The broker's marks from a job comment; {} for comments the broker did not write."""
+    marks: dict[str, str] = {}
+    if not isinstance(comment, str):
+        return marks
+    for part in comment.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key.startswith(MARK_PREFIX):
+            marks[key[len(MARK_PREFIX):]] = unquote(value)
+    return marks
+
+
+
+# ------------------------------------------------------------------------------------ nodes and output
+
+def node_partitions(node: Mapping[str, Any]) -> list[str]:
+    parts = node.get("partitions")
+    if isinstance(parts, list):
+        return [str(p) for p in parts]
+    if isinstance(parts, str):
+        return [p for p in parts.split(",") if p]
+    return []
+
+
+_UNUSABLE_NODE = {"DOWN", "DRAIN", "DRAINED", "DRAINING", "NOT_RESPONDING", "FUTURE", "FAIL",
+                  "FAILING", "ERROR", "UNKNOWN", "POWERED_DOWN", "POWER_DOWN", "POWERING_DOWN",
+                  "INVALID_REG", "MAINTENANCE", "REBOOT_REQUESTED", "REBOOT_ISSUED"}
+
+
+def node_usable(node: Mapping[str, Any]) -> bool:
+    """Can new jobs start on this node (not down, drained, unresponsive …)?"""
+    raw = node.get("state")
+    words = {str(x).upper() for x in raw} if isinstance(raw, list) else {str(raw or "").upper()}
+    words |= {str(x).upper() for x in node.get("state_flags") or []}
+    return not (words & _UNUSABLE_NODE)
+
+
+def output_path(job: Mapping[str, Any]) -> Path | None:
+    """The job's stdout file, with the filename patterns this adapter can resolve expanded."""
+    raw = job.get("standard_output")
+    if not isinstance(raw, str) or not raw:
+        return None
+    subst = {"j": str(job.get("job_id", "")), "A": str(job.get("array_job_id") or job.get("job_id", "")),
+             "x": str(job.get("name", "")), "u": str(job.get("user_name", "")), "%": "%"}
+    path = re.sub(r"%(\w|%)", lambda m: subst.get(m.group(1), m.group(0)), raw)
+    if not path.startswith("/"):
+        path = os.path.join(str(job.get("current_working_directory") or "/"), path)
+    return Path(path)
+
+
+def log_tail(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - LOG_TAIL_BYTES))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+

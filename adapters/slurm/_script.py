@@ -1,0 +1,114 @@
+"""One attempt as one Slurm batch job: the script and the job description slurmrestd takes.
+
+``--partition``, ``--gres=gpu:<type>:<n>``, cpus, memory, a time limit derived from the
+runtime estimate (x ``time_limit_factor``, at least ``min_time_limit_minutes``), the spec's
+env, the working directory, and stdout+stderr in ``<output_dir>/<token>.out``, the exit code
+in ``<token>.rc`` (the cluster's shared filesystem: the broker reads them from there). A
+container image runs through the configured ``container_runtime`` prefix (``apptainer exec
+IMAGE argv…``); a plain command runs as the shell-quoted argv. The job's name
+(``szb.<job>.<attempt>``) and comment (``szb:broker=…;szb:job=…;szb:attempt=…;szb:token=…``)
+carry the broker's marks.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adapters.slurm._config import PartitionConfig
+from adapters.slurm._records import encode_marks
+from broker.model import LaunchRequest
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class ScriptSettings:
+    broker_id: str
+    output_dir: Path
+    workdir: str
+    container_runtime: Sequence[str] = ()
+    environment: Mapping[str, str] | None = None
+    time_limit_factor: float = 1.5
+    min_time_limit_min: int = 1
+
+
+def output_file(settings: ScriptSettings, token: str) -> Path:
+    return settings.output_dir / f"{token}.out"
+
+
+def exit_code_file(settings: ScriptSettings, token: str) -> Path:
+    return settings.output_dir / f"{token}.rc"
+
+
+def read_exit_code(settings: ScriptSettings, token: str) -> int | None:
+    """The exit code the batch script recorded, when it ran to its end."""
+    try:
+        text = exit_code_file(settings, token).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def time_limit_minutes(request: LaunchRequest, settings: ScriptSettings) -> int:
+    seconds = request.spec.runtime_estimate.total_seconds() * settings.time_limit_factor
+    return max(settings.min_time_limit_min, math.ceil(seconds / 60))
+
+
+def submit_body(
+    request: LaunchRequest,
+    part: PartitionConfig,
+    settings: ScriptSettings,
+    *,
+    api_version: str,
+    gres_type: str | None,
+) -> dict[str, Any]:
+    """The ``job/submit`` payload for one attempt (version-specific where marked)."""
+    spec = request.spec
+    argv = [*settings.container_runtime, spec.image, *spec.command] if spec.image else list(spec.command)
+    rc_file = shlex.quote(str(exit_code_file(settings, request.token)))
+    # The exit code also goes to <token>.rc: it outlives slurmctld's MinJobAge purge, so an
+    # attempt that ended while slurmrestd was unreachable is still reconciled with its code.
+    script = (
+        "#!/bin/sh\n"
+        f"# Shangzhuang broker: job {request.job_id} attempt {request.attempt_id}\n"
+        f"{shlex.join(argv)}\n"
+        "rc=$?\n"
+        f"echo $rc > {rc_file}.tmp && mv -f {rc_file}.tmp {rc_file}\n"
+        "exit $rc\n"
+    )
+    env = {"PATH": DEFAULT_PATH, **(settings.environment or {}), **spec.env,
+           "SZB_JOB_ID": str(request.job_id), "SZB_ATTEMPT_ID": str(request.attempt_id)}
+    if request.agent_endpoint:
+        env["SZB_AGENT_ENDPOINT"] = request.agent_endpoint
+    if request.agent_token:
+        env["SZB_AGENT_TOKEN"] = request.agent_token
+    marks = {"broker": settings.broker_id, "job": str(request.job_id),
+             "attempt": str(request.attempt_id), "token": request.token}
+    job: dict[str, Any] = {
+        "name": f"szb.{request.job_id}.{request.attempt_id}"[:200],
+        "comment": encode_marks(marks),
+        "partition": part.name,
+        "cpus_per_task": max(1, math.ceil(spec.resources.cpus)),
+        "memory_per_node": max(1, math.ceil(spec.resources.memory_gb * 1024)),
+        "time_limit": time_limit_minutes(request, settings),
+        "requeue": False,  # the broker decides about retries, not Slurm
+        "current_working_directory": settings.workdir,
+        "standard_output": str(output_file(settings, request.token)),
+    }
+    count = spec.accelerator_count
+    gres = f"gpu:{gres_type}:{count}" if gres_type else f"gpu:{count}"
+    # version-specific: environment and gres encoding
+    if api_version == "v0.0.38":
+        job["environment"] = env
+        if count:
+            job["gres"] = gres
+    else:
+        job["environment"] = [f"{k}={v}" for k, v in env.items()]
+        if count:
+            job["tres_per_node"] = f"gres/{gres}"
+    return {"script": script, "job": job}
