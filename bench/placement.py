@@ -4,8 +4,17 @@
 
 Offers are the AWS GPU catalog (configs/catalog/aws_gpu_vms.csv, every region as a site),
 replicated with perturbed prices/zones up to the target size. Each decision draws one of a
-small mix of jobs and tenants (as a live queue would), so the CEL memo sees realistic
-reuse; `--cold` clears it before every decision to show the worst case.
+small mix of jobs and tenants (as a live queue would), so the memos see realistic reuse.
+
+How the offers reach `place()` (`--offers`):
+  same      the same list object every decision (the simulator, one dispatcher pass):
+            `place()` recognises it by identity and reuses its prepared snapshot
+  prepared  an explicit `prepare_offers(offers, policy)` (no identity check per call)
+  fresh     a new list every decision (a one-shot caller): grouped and indexed each time
+
+`--vary-runtime` gives every decision its own runtime estimate (a trace simulator's jobs),
+so the scored-decision memo misses and only the per-job-shape filter memo helps.
+`--cold` clears the CEL memo and the snapshot memos before every decision (worst case).
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from broker.catalog.instances import load_instance_csv  # noqa: E402
 from broker.model import JobSpec, Offer, TenantId  # noqa: E402
-from broker.placement import PlacementContext, place  # noqa: E402
+from broker.placement import PlacementContext, forget_snapshots, place, prepare_offers  # noqa: E402
+from broker.placement.prepared import PreparedOffers  # noqa: E402
 from broker.policy import Policy, load_policy  # noqa: E402
 
 RULES = [
@@ -143,22 +155,30 @@ JOBS = [
 
 
 def measure(
-    policy: Policy, offers: list[Offer], decisions: int, *, cold: bool, seed: int
+    policy: Policy, offers: list[Offer], decisions: int, *, cold: bool, seed: int, how: str, vary: bool
 ) -> dict[str, float]:
     rng = random.Random(seed)
     jobs = [JobSpec.model_validate(j) for j in JOBS]
     tenants = [TenantId(t.id) for t in policy.tenants]
     ctx = PlacementContext()
+    given: Sequence[Offer] = prepare_offers(offers, policy) if how == "prepared" else offers
     for job in jobs:  # warm-up: imports, caches of the policy object
         for t in tenants:
-            place(job, t, offers, policy, ctx)
+            place(job, t, given, policy, ctx)
     times = []
     for _ in range(decisions):
         job, tenant = rng.choice(jobs), rng.choice(tenants)
+        if vary:
+            job = job.model_copy(update={"runtime_estimate": timedelta(seconds=rng.randint(600, 86400))})
+        if how == "fresh":
+            given = list(offers)
         if cold:
             policy.rules._memo.clear()
+            forget_snapshots()
+            if isinstance(given, PreparedOffers):
+                given.clear()
         t0 = time.perf_counter()
-        place(job, tenant, offers, policy, ctx)
+        place(job, tenant, given, policy, ctx)
         times.append(time.perf_counter() - t0)
     times.sort()
     p50 = statistics.median(times) * 1e3
@@ -177,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--decisions", type=int, default=2000)
-    ap.add_argument("--cold", action="store_true", help="clear the CEL memo before each decision")
+    ap.add_argument(
+        "--cold", action="store_true", help="clear the CEL and snapshot memos before each decision"
+    )
+    ap.add_argument("--offers", choices=("same", "prepared", "fresh"), default="same", help="see above")
+    ap.add_argument("--vary-runtime", action="store_true", help="a distinct runtime estimate per decision")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,9 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     for n in (int(s) for s in args.sizes.split(",")):
         offers = make_offers(policy, n, rng)
         decisions = max(50, args.decisions * 1000 // max(n, 1000)) if n > 1000 else args.decisions
-        results.append(measure(policy, offers, decisions, cold=args.cold, seed=args.seed))
+        results.append(
+            measure(
+                policy,
+                offers,
+                decisions,
+                cold=args.cold,
+                seed=args.seed,
+                how=args.offers,
+                vary=args.vary_runtime,
+            )
+        )
     if args.json:
-        print(json.dumps({"cold": args.cold, "results": results}, indent=2))
+        mode = {"cold": args.cold, "offers": args.offers, "vary_runtime": args.vary_runtime}
+        print(json.dumps({**mode, "results": results}, indent=2))
     else:
         for r in results:
             print(

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from adapters.base import Adapter
 from adapters.registry import AdapterRegistry
+from broker.agent_http import AgentHttpServer
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2, broker_service_pb2_grpc
 from broker.auth import TokenAuthority
 from broker.clock import Clock, SystemClock
@@ -56,12 +57,15 @@ class BrokerApp:
         self.adapters = self._build_adapters()
         self.planner.adapters = self.adapters
         host, _, port = cfg.listen.rpartition(":")
-        self.dispatcher = Dispatcher(
-            self.store, self.adapters, planner=self.planner, clock=self.clock,
-            settings=cfg.dispatch, agent_endpoint=cfg.agent_endpoint or cfg.listen,
-        )
+        self.dispatcher = Dispatcher(self.store, self.adapters, planner=self.planner, clock=self.clock,
+                                     settings=cfg.dispatch)
         self.services = BrokerServices(self.store, self.dispatcher, self.clock, self.hub,
                                        admit=self.planner.admit)
+        self.agent_http: AgentHttpServer | None = None
+        if cfg.agent_http_listen:
+            self.agent_http = AgentHttpServer(self.services, asyncio.get_running_loop(), cfg.agent_http_listen)
+            self.agent_http.start()
+        self.dispatcher.agent_endpoint = cfg.agent_endpoint or (self.agent_http.url if self.agent_http else "")
         server = grpc.aio.server(
             migration_thread_pool=futures.ThreadPoolExecutor(max_workers=4),
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -126,6 +130,8 @@ class BrokerApp:
         self.planner.stop_watching()
         await self.dispatcher.stop()
         await self.server.stop(grace)
+        if self.agent_http is not None:
+            self.agent_http.stop()
         self.store.close()
         self.server = None
 

@@ -43,8 +43,10 @@ class BrokerConfig(BaseModel):
     dispatch: DispatchSettings = DispatchSettings()
     sites: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-site adapter settings merged over the policy's `adapter_config` (endpoints, keys)."""
+    agent_http_listen: str | None = "127.0.0.1:0"
+    """HOST:PORT of the HTTP agent endpoint bootstraps report to (None turns it off)."""
     agent_endpoint: str = ""
-    """Address cloud instances use to reach AgentService; defaults to `listen`."""
+    """Address instances use to reach the agent endpoint; default: the HTTP endpoint's URL."""
 
     def policy_path(self) -> Path:
         if self.policy is not None:

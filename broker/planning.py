@@ -27,11 +27,12 @@ from broker.burst import (
     route_states,
     split_cost,
 )
+from broker.burst.step import decide_in_pass
 from broker.catalog.instances import InstanceRow
 from broker.catalog.offers import static_offers
 from broker.clock import Clock
 from broker.config import BrokerConfig
-from broker.decision import Action, Decision
+from broker.decision import Decision
 from broker.dispatch.dispatcher import FailoverPlan
 from broker.dispatch.failover import (
     Blocklist,
@@ -273,22 +274,14 @@ class Planner:
             money = snap.money[job.tenant] = self.money(job.tenant, snap.now, store)
         # A job that already burst fails over without waiting out the hysteresis again.
         pending = job.created_at if job.id in self.burst_jobs else self.pending_burst.get(job.id)
-        inputs = BurstInputs(
-            now=snap.now, queued_since=job.created_at, money=money, routes=snap.routes,
-            blocked=snap.blocked, unhealthy=snap.unhealthy, burst_pending_since=pending,
-            queueing_sites=self.queueing_sites(),
-        )
-        decision = decide(job.spec, job.tenant, snap.view(), self.policy, inputs)
+        # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
+        decision = decide_in_pass(job.spec, job.tenant, snap, self.policy, queued_since=job.created_at,
+                                  money=money, pending_since=pending, queueing_sites=self.queueing_sites())
         since = decision.data.get("burst_pending_since")
         if since:
             self.pending_burst[job.id] = datetime.fromisoformat(since)
         else:
             self.pending_burst.pop(job.id, None)
-        if decision.offer is not None and is_onprem(self.policy, decision.offer.site):
-            if decision.action == Action.RUN:
-                snap.claim(decision.offer, job.spec)
-            elif decision.action == Action.WAIT:
-                snap.enqueue(decision.offer, job.spec)
         return decision
 
     # Money ---------------------------------------------------------------------------

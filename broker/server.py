@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NoReturn
 
@@ -20,7 +20,7 @@ from broker.api import (
     placement_pb2,
 )
 from broker.auth import AuthError, TokenAuthority
-from broker.model import AttemptState, AttemptStatus, JobSpec, TenantId
+from broker.model import JobSpec, TenantId
 from broker.serde import (
     UnknownEnumError,
     event_to_proto,
@@ -28,9 +28,11 @@ from broker.serde import (
     spec_from_proto,
     state_from_proto,
 )
-from broker.service import BrokerServices, NotPlaceableError
+from broker.service import AgentAuthError, BrokerServices, NotPlaceableError
 from broker.store import JobNotFoundError, StoreError, Submission
 from broker.validation import FieldViolation, violations
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH = 10_000
 MAX_CLIENT_ID = 128
@@ -56,7 +58,7 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
             error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
             for v in exc.items])
         details.append(_pack(bad))
-    elif isinstance(exc, AuthError):
+    elif isinstance(exc, AuthError | AgentAuthError):
         code, message = code_pb2.UNAUTHENTICATED, str(exc)
     elif isinstance(exc, JobNotFoundError):
         code, message = code_pb2.NOT_FOUND, str(exc)
@@ -70,6 +72,7 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
     elif isinstance(exc, StoreError):
         code, message = code_pb2.INTERNAL, f"store error: {exc}"
     else:
+        log.error("internal error in an RPC", exc_info=exc)
         code, message = code_pb2.INTERNAL, f"internal error: {type(exc).__name__}"
     details.append(_pack(error_details_pb2.ErrorInfo(reason=type(exc).__name__,
                                                      domain="shangzhuang.broker.v1")))
@@ -243,34 +246,20 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     def __init__(self, services: BrokerServices) -> None:
         self.services = services
 
-    def _attempt(self, attempt_id: str, token: str) -> Any:
-        try:
-            attempt = self.services.store.get_attempt(attempt_id)
-        except StoreError as exc:
-            raise AuthError("unknown attempt") from exc
-        if not hmac.compare_digest(attempt.token, token):
-            raise AuthError("wrong attempt token")
-        return attempt
-
     async def Heartbeat(self, request: agent_service_pb2.HeartbeatRequest,
                         context: grpc.aio.ServicerContext[Any, Any]) -> agent_service_pb2.HeartbeatResponse:
         try:
-            attempt = self._attempt(request.attempt_id, request.token)
-            self.services.dispatcher.heartbeat(attempt)
-            if request.running:
-                self.services.dispatcher.apply_status(attempt, AttemptStatus(state=AttemptState.RUNNING))
-            job = self.services.store.get(attempt.job_id)
-            return agent_service_pb2.HeartbeatResponse(stop=job.state.terminal)
+            stop = self.services.agent_report(request.attempt_id, request.token,
+                                              "heartbeat" if request.running else "alive", None, "")
+            return agent_service_pb2.HeartbeatResponse(stop=stop)
         except Exception as exc:
             await abort_with(context, exc)
 
     async def ReportExit(self, request: agent_service_pb2.ReportExitRequest,
                          context: grpc.aio.ServicerContext[Any, Any]) -> agent_service_pb2.ReportExitResponse:
         try:
-            attempt = self._attempt(request.attempt_id, request.token)
-            state = AttemptState.SUCCEEDED if request.exit_code == 0 else AttemptState.FAILED
-            self.services.dispatcher.apply_status(attempt, AttemptStatus(
-                state=state, exit_code=request.exit_code, log_tail=request.log_tail[-4096:]))
+            self.services.agent_report(request.attempt_id, request.token, "exit", request.exit_code,
+                                       request.log_tail)
             return agent_service_pb2.ReportExitResponse()
         except Exception as exc:
             await abort_with(context, exc)

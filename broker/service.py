@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -11,14 +12,18 @@ from typing import Any
 
 from broker.clock import Clock
 from broker.dispatch.dispatcher import Dispatcher
-from broker.model import Job, JobEvent, JobId, JobSpec, JobState, TenantId
-from broker.store import JobPage, JobStore, Submission
+from broker.model import AttemptState, AttemptStatus, Job, JobEvent, JobId, JobSpec, JobState, TenantId
+from broker.store import JobPage, JobStore, StoreError, Submission
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 
 AdmitFn = Callable[[JobSpec, TenantId, datetime], Sequence[str]]
 """Reasons a job can never be placed for this tenant (empty when it can)."""
+
+
+class AgentAuthError(Exception):
+    """An agent report with an unknown attempt or the wrong per-attempt token."""
 
 
 class NotPlaceableError(Exception):
@@ -130,6 +135,28 @@ class BrokerServices:
                         pass
         finally:
             self.hub.unsubscribe(job.id, ev)
+
+    def agent_report(self, attempt_id: str, token: str, kind: str, exit_code: int | None,
+                     log_tail: str) -> bool:
+        """A report from the bootstrap on an instance; returns True when the job should stop.
+
+        `kind` is `started`/`heartbeat` (alive, running) or `exit` (with its exit code).
+        """
+        try:
+            attempt = self.store.get_attempt(attempt_id)
+        except StoreError as exc:
+            raise AgentAuthError("unknown attempt") from exc
+        if not hmac.compare_digest(attempt.token, token):
+            raise AgentAuthError("wrong attempt token")
+        if kind == "exit":
+            code = exit_code if exit_code is not None else 1
+            state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
+            self.dispatcher.apply_status(attempt, AttemptStatus(state=state, exit_code=code,
+                                                                log_tail=log_tail[-4096:]))
+        else:
+            self.dispatcher.heartbeat(attempt)
+            self.dispatcher.apply_status(attempt, AttemptStatus(state=AttemptState.RUNNING))
+        return self.store.get(attempt.job_id).state.terminal
 
     def status(self) -> dict[str, Any]:
         return {"jobs_by_state": {s.value: n for s, n in self.store.count_by_state().items()}}

@@ -15,6 +15,7 @@
 # dir and pid file), each with 4 fake GPUs of one type, one partition per node:
 #     partition ascend -> node szb-ascend, Gres=gpu:ascend910b:4
 #     partition a800   -> node szb-a800,   Gres=gpu:a800:4
+#     partition cpu    -> both nodes (CPU-only jobs; they take cores, never GPUs)
 # so per-partition GPU capacity is distinct and enforced by Slurm (a 4 x a800 job pends while the a800
 # GPUs are busy even if the ascend ones are free). The fake GPUs are character devices cloned from
 # /dev/null (slurmd insists on a device file); jobs see CUDA_VISIBLE_DEVICES / SLURM_JOB_GPUS as usual.
@@ -54,6 +55,7 @@ HOST=$(hostname -s)
 PACKAGES=(slurm-wlm slurmctld slurmd slurm-client munge slurmrestd slurm-wlm-jwt-plugin)
 JWT_PLUGIN=/usr/lib/$(uname -m)-linux-gnu/slurm-wlm/auth_jwt.so
 
+CONFIG_CHANGED=0
 log() { echo "slurm-cluster: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -150,7 +152,9 @@ NodeName=szb-ascend NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$SLURMD_PORT CPUs
 NodeName=szb-a800 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$((SLURMD_PORT + 1)) CPUs=$CPUS RealMemory=$MEM Gres=gpu:a800:$GPUS State=UNKNOWN
 PartitionName=ascend Nodes=szb-ascend Default=YES MaxTime=INFINITE State=UP
 PartitionName=a800 Nodes=szb-a800 MaxTime=INFINITE State=UP
+PartitionName=cpu Nodes=szb-ascend,szb-a800 MaxTime=INFINITE State=UP
 CONF
+  if [ -e "$D/etc/slurm.conf" ] && ! cmp -s "$tmp" "$D/etc/slurm.conf"; then CONFIG_CHANGED=1; fi
   mv "$tmp" "$D/etc/slurm.conf"
   cat > "$D/etc/gres.conf" <<CONF
 AutoDetect=off
@@ -223,7 +227,8 @@ start() {
   # munge: Debian's postinst created /etc/munge/munge.key; reuse a munged that is already running
   install -d -o munge -g munge -m 0755 /run/munge
   install -d -o munge -g munge -m 0700 /var/log/munge /var/lib/munge
-  local cmds="" n
+  local cmds="" n ctld_was_running=0
+  running slurmctld && ctld_was_running=1
   if ! munge_ok 2>/dev/null; then
     rm -f /run/munge/munged.pid
     touch "$D/run/munged.ours"
@@ -244,6 +249,10 @@ start() {
   fi
   if [ -z "$cmds" ]; then log "daemons already running"; else run_reaped "$cmds"; fi
   wait_for 30 "slurmctld" ctld_ok || die "slurmctld not answering; see $D/log/slurmctld.log"
+  if [ "$CONFIG_CHANGED" = 1 ] && [ "$ctld_was_running" = 1 ]; then
+    log "slurm.conf changed: scontrol reconfigure"
+    scontrol reconfigure || die "scontrol reconfigure failed"
+  fi
   wait_for 40 "nodes ${NODES[*]}" nodes_ok || { sinfo -N >&2 || true; die "nodes not up; see $D/log/slurmd-*.log"; }
   wait_for 20 "slurmrestd" rest_answers || die "slurmrestd not answering; see $D/log/slurmrestd.log"
   local code; code=$(rest_http_code "$(token)")

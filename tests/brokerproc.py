@@ -40,14 +40,19 @@ class BrokerProcess:
         )
         ready = threading.Event()
 
+        log = open(self.config.parent / "broker.log", "a")  # noqa: SIM115 (closed when the pipe ends)
+
         def pump() -> None:
             assert self.proc is not None and self.proc.stdout is not None
             for line in self.proc.stdout:
                 self.output.append(line)
+                log.write(line)
+                log.flush()
                 m = re.search(r"serving on port (\d+)", line)
                 if m:
                     self.port = int(m.group(1))
                     ready.set()
+            log.close()
 
         threading.Thread(target=pump, daemon=True).start()
         deadline = time.monotonic() + timeout

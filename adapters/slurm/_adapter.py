@@ -129,6 +129,7 @@ class SlurmAdapter:
         self.unlimited_s = float(config.get("unlimited_job_hours", 24)) * 3600
         self._submit_lock = threading.Lock()
         self._submitted: dict[str, str] = {}
+        self._markers_ok = True
         self._gres_seen: dict[str, str] = {}
         self._last_read: tuple[datetime, dict[str, PartitionState]] | None = None
 
@@ -272,20 +273,25 @@ class SlurmAdapter:
                 raise ConfigError(self.site, "OutputDir", f"cannot create {self.output_dir}: {exc}") from exc
             gtype = self._gres_type_for_submit(part) if request.spec.accelerator_count else None
             body = submit_body(request, part, self.settings, api_version=self.rest.version(), gres_type=gtype)
+            self._write_marker(token, "")  # intent: a later submit with this token must look first
             reply = self.rest.request("POST", "job/submit", payload=body)
             job_id = reply.get("job_id")
             if job_id is None:
                 raise AdapterError(self.site, "NoJobId", f"submit answered without a job id: {reply}")
             backend_id = str(job_id)
             self._submitted[token] = backend_id
-            try:
-                marker = self.output_dir / f"{token}.jobid"
-                tmp = marker.with_suffix(".jobid.tmp")
-                tmp.write_text(backend_id)
-                os.replace(tmp, marker)
-            except OSError:
-                pass  # the comment lookup still finds it while slurmctld remembers the job
+            self._write_marker(token, backend_id)
             return backend_id
+
+    def _write_marker(self, token: str, backend_id: str) -> None:
+        """``<token>.jobid``: empty = a submit was attempted; else the job id it returned."""
+        try:
+            marker = self.output_dir / f"{token}.jobid"
+            tmp = marker.with_suffix(".jobid.tmp")
+            tmp.write_text(backend_id)
+            os.replace(tmp, marker)
+        except OSError:
+            self._markers_ok = False  # from now on every first submit asks slurmctld
 
     def _partition_for(self, request: LaunchRequest) -> PartitionConfig:
         offer, spec = request.offer, request.spec
@@ -307,11 +313,20 @@ class SlurmAdapter:
         return part
 
     def _find_submitted(self, token: str) -> str | None:
-        """A job already submitted with this token: memory, marker file, then slurmctld."""
+        """A job already submitted with this token: memory, marker file, then slurmctld.
+
+        slurmctld (a full job listing) is asked only when the marker says a submit was
+        attempted without recording its job id (the broker died or the reply was lost),
+        or when markers cannot be written here.
+        """
         if token in self._submitted:
             return self._submitted[token]
         try:
             text = (self.output_dir / f"{token}.jobid").read_text().strip()
+        except FileNotFoundError:
+            if self._markers_ok:
+                return None  # never attempted from this output_dir
+            text = ""
         except OSError:
             text = ""
         if text:

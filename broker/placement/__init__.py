@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from broker.placement.core import GROUP_FILTERS, OFFER_FILTERS, place, rejection_summary
+from broker.placement.prepared import PreparedOffers, forget_snapshots, prepare_offers
 from broker.placement.types import Explanation, PlacementContext, Reason, ScoredOffer, SiteFacts
 
 __all__ = [
@@ -10,9 +11,12 @@ __all__ = [
     "OFFER_FILTERS",
     "Explanation",
     "PlacementContext",
+    "PreparedOffers",
     "Reason",
     "ScoredOffer",
     "SiteFacts",
+    "forget_snapshots",
     "place",
+    "prepare_offers",
     "rejection_summary",
 ]

@@ -7,9 +7,12 @@ Cheap Python filters run first; CEL rules run last and are memoized per group.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
+from typing import Any
 
 from broker.model import JobSpec, Offer, TenantId
-from broker.placement._env import Env, Group, group_offers
+from broker.placement._env import Env, Group
 from broker.placement._filter import GroupFilter, OfferFilter
 from broker.placement.blocklist import filter_blocked_offers, filter_blocked_sites
 from broker.placement.carbon import score_carbon
@@ -18,6 +21,7 @@ from broker.placement.export import filter_export
 from broker.placement.hardware import filter_hardware_model, filter_hardware_size
 from broker.placement.health import filter_health
 from broker.placement.preference import score_preference
+from broker.placement.prepared import PreparedOffers, snapshot
 from broker.placement.price_cap import filter_price_cap
 from broker.placement.rank import best, rank
 from broker.placement.residency import filter_residency
@@ -76,15 +80,130 @@ def place(
 
     Every offer appears in the result: allowed ones best-first (the failover order), then
     rejected ones in input order, each with the rule ids and sentences that rejected it.
+    `offers` may be a `PreparedOffers` (see `prepare_offers`): same result, less work.
     """
+    prepared = snapshot(offers, policy)
     env = Env(spec, tenant, policy, ctx)
-    groups = group_offers(offers, policy)
+    if ctx.unhealthy_sites:  # the rejections are built lazily: keep what this call saw
+        env.ctx = replace(ctx, unhealthy_sites=dict(ctx.unhealthy_sites))
+    key = _shape_key(env)
+    shape = prepared.shapes.get(key)
+    if shape is None:
+        shape = _Shape(_passing(prepared, env))
+        prepared.remember(prepared.shapes, key, shape, 1 + sum(len(offers) for _, offers in shape.kept))
+    decision = _decide(prepared, key, shape, env)
+    chain = policy.objective.rank
+
+    def ranking() -> tuple[ScoredOffer, ...]:
+        rejected = shape.rejected
+        if rejected is None:
+            rejected = shape.rejected = _rejections(prepared, env)
+            prepared.charge(prepared.shapes, len(rejected))
+        return (*decision.ranked(chain), *rejected)
+
+    return Explanation(
+        decision.chosen,
+        None,
+        policy.hash,
+        currency=policy.currency,
+        sites=policy.site_facts,
+        decided_at=ctx.now,
+        ranking=ranking,
+        allowed=partial(decision.ranked, chain),
+    )
+
+
+class _Shape:
+    """What a job shape may use in a snapshot: each passing group with its passing offers."""
+
+    __slots__ = ("kept", "rejected")
+
+    def __init__(self, kept: list[tuple[Group, list[Offer]]]) -> None:
+        self.kept = kept
+        self.rejected: tuple[ScoredOffer, ...] | None = None
+
+
+class _Decision:
+    """The scored allowed offers (group order, then input order) and the best of them."""
+
+    __slots__ = ("_ranked", "allowed", "chosen")
+
+    def __init__(self, allowed: list[ScoredOffer], chosen: ScoredOffer | None) -> None:
+        self.allowed = allowed
+        self.chosen = chosen
+        self._ranked: tuple[ScoredOffer, ...] | None = None
+
+    def ranked(self, chain: Sequence[str]) -> tuple[ScoredOffer, ...]:
+        if self._ranked is None:
+            self._ranked = tuple(rank(self.allowed, chain))
+        return self._ranked
+
+
+def _shape_key(env: Env) -> tuple[Any, ...]:
+    """Every input the filters (and their reasons) read, besides the snapshot and the policy."""
+    ctx = env.ctx
+    sick = ctx.unhealthy_sites
+    return (
+        env.tenant_id,
+        env.count,
+        env.spec.resources.accelerators.any_of,
+        env.min_memory_gb,
+        env.cpus,
+        env.memory_gb,
+        env.spot,
+        env.price_cap,
+        env.residency,
+        env.job_fp,
+        ctx.blocked,
+        frozenset(sick.items()) if sick else None,
+    )
+
+
+def _passing(prepared: PreparedOffers, env: Env) -> list[tuple[Group, list[Offer]]]:
+    """Groups and offers passing every filter; only groups whose hardware can fit are looked at."""
+    groups = list(prepared.candidates(env.count, env.any_of))
+    for gf in GROUP_FILTERS:  # verdicts are per group, so filtering a subset keeps the same groups
+        if not groups:
+            break
+        groups, _ = gf(groups, env)
+    kept: list[tuple[Group, list[Offer]]] = []
+    for g in groups:
+        offers = g.offers
+        for of in OFFER_FILTERS:
+            offers, _ = of(g, offers, env)
+            if not offers:
+                break
+        if offers:
+            kept.append((g, offers))
+    return kept
+
+
+def _decide(prepared: PreparedOffers, key: tuple[Any, ...], shape: _Shape, env: Env) -> _Decision:
+    """Score the shape's offers for this runtime and voucher state, and pick the best (memoized)."""
+    tenant = env.tenant
+    balances = env.ctx.voucher_balances
+    vouchers: tuple[float, ...] | None = None
+    if tenant is not None and tenant.vouchers and balances is not None:
+        vouchers = tuple(balances.get(v.id, 0.0) for v in tenant.vouchers)
+    dkey = (key, env.runtime_h, vouchers)
+    decision: _Decision | None = prepared.decisions.get(dkey)
+    if decision is None:
+        allowed: list[ScoredOffer] = []
+        for g, offers in shape.kept:
+            allowed.extend(_score(g, offers, env))
+        decision = _Decision(allowed, best(allowed, prepared.policy.objective.rank))
+        prepared.remember(prepared.decisions, dkey, decision, 1 + len(allowed))
+    return decision
+
+
+def _rejections(prepared: PreparedOffers, env: Env) -> tuple[ScoredOffer, ...]:
+    """Every rejected offer of the snapshot with its reasons, in input order."""
+    groups = list(prepared.groups)
     rejected: list[tuple[Offer, tuple[Reason, ...]]] = []
     for gf in GROUP_FILTERS:
         groups, group_rej = gf(groups, env)
         for g, reasons in group_rej:
             rejected.extend((o, reasons) for o in g.offers)
-    allowed: list[ScoredOffer] = []
     for g in groups:
         kept = g.offers
         for of in OFFER_FILTERS:
@@ -93,25 +212,11 @@ def place(
                 rejected.extend(offer_rej)
             if not kept:
                 break
-        if kept:
-            allowed.extend(_score(g, kept, env))
-    chain = policy.objective.rank
-    snapshot = tuple(offers) if rejected else ()
-
-    def ranking() -> tuple[ScoredOffer, ...]:
-        position = {id(o): i for i, o in enumerate(snapshot)}
-        rej = sorted(rejected, key=lambda pair: position[id(pair[0])])
-        return (*rank(allowed, chain), *(ScoredOffer(o, False, r, _INF, _NO_TERMS) for o, r in rej))
-
-    return Explanation(
-        best(allowed, chain),
-        None,
-        policy.hash,
-        currency=policy.currency,
-        sites=policy.site_facts,
-        decided_at=ctx.now,
-        ranking=ranking,
-    )
+    if not rejected:
+        return ()
+    position = prepared.positions
+    rejected.sort(key=lambda pair: position[id(pair[0])])
+    return tuple(ScoredOffer(o, False, r, _INF, _NO_TERMS) for o, r in rejected)
 
 
 def rejection_summary(explanation: Explanation) -> list[Reason]:

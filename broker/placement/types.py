@@ -55,10 +55,11 @@ class Explanation:
     """A placement decision with every offer's verdict, ranked: allowed best-first, then rejected.
 
     Immutable. `chosen` is decided eagerly; the full ranked tuple `offers` is materialized
-    on first access (the explanation of the decision, not the decision itself).
+    on first access (the explanation of the decision, not the decision itself). `allowed`
+    (optional) gives the allowed part alone, so `.allowed` need not build the rejections.
     """
 
-    __slots__ = ("_chain", "_offers", "chosen", "currency", "decided_at", "policy_hash", "sites")
+    __slots__ = ("_allowed", "_chain", "_offers", "chosen", "currency", "decided_at", "policy_hash", "sites")
 
     def __init__(
         self,
@@ -70,6 +71,7 @@ class Explanation:
         sites: Mapping[str, SiteFacts] | None = None,
         decided_at: datetime = EPOCH,
         ranking: Callable[[], tuple[ScoredOffer, ...]] | None = None,
+        allowed: Callable[[], tuple[ScoredOffer, ...]] | None = None,
     ) -> None:
         self.chosen = chosen
         self.policy_hash = policy_hash
@@ -78,6 +80,7 @@ class Explanation:
         self.decided_at = decided_at
         self._offers = offers
         self._chain = ranking
+        self._allowed = allowed
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name != "_offers" and hasattr(self, name):
@@ -94,7 +97,9 @@ class Explanation:
 
     @property
     def allowed(self) -> tuple[ScoredOffer, ...]:
-        """Allowed offers, best first (the failover order)."""
+        """Allowed offers, best first (the failover order); does not build the rejected part."""
+        if self._offers is None and self._allowed is not None:
+            return self._allowed()
         return tuple(s for s in self.offers if s.allowed)
 
     def offer_json(self, scored: ScoredOffer) -> dict[str, Any]:

@@ -345,3 +345,34 @@ def test_orphan_tagged_instance_is_terminated(broker: BrokerProcess, clouds: tup
 def test_unused_fault_type_is_importable() -> None:
     # AwsFault is part of the doubles' public surface used by other tests.
     assert AwsFault("RunInstances", "X").matches("RunInstances", "us-east-1", {})
+
+
+def test_real_user_data_script_reports_to_the_broker(broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud],
+                                                     tmp_path: Path) -> None:
+    """Run the very UserData the broker gave the instance; it reports over the HTTP agent endpoint."""
+    import base64
+    import os
+    import subprocess
+
+    moto, _ = clouds
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        spec = gpu_job("userdata", "A10G")
+        spec.command[:] = ["python3", "-c", "print('trained on the instance'); raise SystemExit(4)"]
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=md()).job
+        wait_state(stub, job.id, {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING})
+        deadline = time.monotonic() + 15
+        while not ec2_instances(moto, "us-east-1", job.id):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        instance = ec2_instances(moto, "us-east-1", job.id)[0]
+        ec2 = boto3.client("ec2", endpoint_url=moto.url, region_name="us-east-1",
+                           aws_access_key_id="AKIDTESTTEST", aws_secret_access_key="secret")
+        attr = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")  # type: ignore[arg-type]
+        script = base64.b64decode(attr["UserData"]["Value"]).decode()
+        env = {**os.environ, "SZB_NO_POWEROFF": "1", "SZB_WORKDIR": str(tmp_path / "instance")}
+        done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 4, done.stderr
+        final = wait_state(stub, job.id, TERMINAL)
+        assert final.state == job_pb2.JOB_STATE_FAILED and final.exit_code == 4
+        assert "trained on the instance" in final.log_tail

@@ -147,9 +147,14 @@ def test_idempotent_resubmit_returns_same_job(slurm: Tracker, tmp_path: Path) ->
     req = launch(("sleep", "30"))
     first = slurm.submit(req)
     assert slurm.submit(req) == first
-    # a fresh adapter (broker restart) with no marker files finds it through the job comment
-    fresh = slurm.make(output_dir=str(tmp_path / "elsewhere"))
+    # a fresh adapter (broker restart) whose marker only records the intent (the broker died
+    # between slurmrestd's reply and writing the job id) finds it through the job comment
+    marker = slurm.adapter.output_dir / f"{req.token}.jobid"
+    marker.write_text("")
+    fresh = slurm.make()
     assert fresh.submit(req) == first
+    assert marker.read_text() == ""  # found, not resubmitted (the id is cached in memory)
+    marker.write_text(first)
     # and one that kept its output dir finds the marker even without asking slurmctld
     again = slurm.make()
     assert again.submit(req) == first

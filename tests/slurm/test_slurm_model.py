@@ -271,7 +271,7 @@ def test_newer_api_version_is_detected_and_spoken(tmp_path: Any) -> None:
     assert job["time_limit"] == 15 and job["requeue"] is False
     assert job["standard_output"].endswith("/tok1.out")
     assert decode_marks(job["comment"])["token"] == "tok1"
-    assert "exec echo 'hi there'" in body["script"]
+    assert "\necho 'hi there'\nrc=$?\n" in body["script"] and "/tok1.rc" in body["script"]
     status = adapter.status("77")
     assert status.state is AttemptState.FAILED and status.exit_code == 4
     with pytest.raises(NotFoundError):

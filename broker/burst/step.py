@@ -1,0 +1,62 @@
+"""One queued job's decision within a dispatch pass: the step the live planner and the simulator share.
+
+`decide_in_pass` builds the `BurstInputs` from the pass snapshot, calls `decide` on the
+snapshot's current view, and records an on-prem RUN (claim) or WAIT (backlog) in the
+snapshot so the next job of the pass sees it. `broker.planning.Planner.decide` and
+`broker.sim.engine` both call it; neither builds the inputs on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from broker.burst.decision import BurstInputs, decide, is_onprem
+from broker.burst.money import TenantMoney
+from broker.decision import Action, Decision
+from broker.model import JobSpec, SiteId, TenantId
+from broker.policy import Policy
+
+if TYPE_CHECKING:
+    from broker.snapshot import PassSnapshot
+
+
+def build_inputs(
+    snap: PassSnapshot,
+    *,
+    queued_since: datetime,
+    money: TenantMoney,
+    pending_since: datetime | None,
+    queueing_sites: frozenset[str],
+    unhealthy: Mapping[SiteId, str] | None = None,
+) -> BurstInputs:
+    """The decision inputs of one queued job, as of the pass snapshot."""
+    return BurstInputs(
+        now=snap.now, queued_since=queued_since, money=money, routes=snap.routes,
+        blocked=snap.blocked, unhealthy=snap.unhealthy if unhealthy is None else unhealthy,
+        burst_pending_since=pending_since, queueing_sites=queueing_sites,
+    )
+
+
+def decide_in_pass(
+    spec: JobSpec,
+    tenant: TenantId,
+    snap: PassSnapshot,
+    policy: Policy,
+    *,
+    queued_since: datetime,
+    money: TenantMoney,
+    pending_since: datetime | None,
+    queueing_sites: frozenset[str] = frozenset(),
+) -> Decision:
+    """Decide one job against the pass view, then claim or enqueue its on-prem offer in `snap`."""
+    inputs = build_inputs(snap, queued_since=queued_since, money=money, pending_since=pending_since,
+                          queueing_sites=queueing_sites)
+    decision = decide(spec, tenant, snap.view(), policy, inputs)
+    if decision.offer is not None and is_onprem(policy, decision.offer.site):
+        if decision.action == Action.RUN:
+            snap.claim(decision.offer, spec)
+        elif decision.action == Action.WAIT:
+            snap.enqueue(decision.offer, spec)
+    return decision

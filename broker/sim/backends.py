@@ -1,0 +1,212 @@
+"""Simulated backends: on-prem partitions, cloud routes with stock-outs, and the money ledger.
+
+None of this decides anything: it is the world the decisions act on, and it answers the
+questions an adapter or the store would (free capacity, expected wait, route states, money).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from broker.burst import RouteState, TenantMoney, is_onprem
+from broker.catalog.offers import static_offers
+from broker.model import Offer, SiteId
+from broker.policy import Policy
+from broker.sim.jobs import BEIJING, EPOCH
+from broker.sim.scenario import Scenario
+from broker.snapshot import partition_key
+
+
+@dataclass
+class Partition:
+    """One on-prem partition as the scheduler sees it: pooled accelerators (or CPU cores)."""
+
+    key: str
+    total: int
+    accelerated: bool
+    free: int = 0
+    ends: list[tuple[float, int]] = field(default_factory=list)
+    """Heap of (end time, units) of running jobs."""
+
+    def start(self, units: int, end_s: float) -> None:
+        self.free -= units
+        heapq.heappush(self.ends, (end_s, units))
+
+    def finish(self, now_s: float, units: int) -> None:
+        self.free += units
+        while self.ends and self.ends[0][0] <= now_s + 1e-9:
+            heapq.heappop(self.ends)
+
+    def expected_wait_s(self, now_s: float) -> float:
+        """The backend's estimate for a new one-unit job: 0 when free, else the next end."""
+        if self.free > 0 or not self.ends:
+            return 0.0
+        return max(0.0, self.ends[0][0] - now_s)
+
+
+def onprem_partitions(policy: Policy, onprem_gpus: int | None) -> dict[str, Partition]:
+    """Capacity per partition from the policy (`onprem_gpus` rescales the GPU partitions)."""
+    sizes: dict[str, tuple[int, bool, int]] = {}
+    for site in policy.sites:
+        for p in site.partitions:
+            key = f"{site.id}/{p.name}"
+            if p.accelerator is None:
+                sizes[key] = (p.nodes * max(1, int(p.cpus_per_node)), False, 1)
+            else:
+                sizes[key] = (p.nodes * p.count_per_node, True, p.count_per_node)
+    if onprem_gpus is not None:
+        gpus = sum(n for n, acc, _ in sizes.values() if acc)
+        for key, (n, acc, node) in list(sizes.items()):
+            if acc and gpus:
+                sizes[key] = (max(node, round(onprem_gpus * n / gpus)), acc, node)
+    return {k: Partition(k, n, acc, free=n) for k, (n, acc, _) in sizes.items()}
+
+
+class OfferBook:
+    """The static offers, with the live on-prem overlay (free, expected wait) per pass."""
+
+    def __init__(self, policy: Policy, parts: Mapping[str, Partition], provisioning_s: Mapping[str, float]):
+        self.policy = policy
+        self.static = static_offers(policy, read_at=EPOCH)
+        self.onprem_idx = [i for i, o in enumerate(self.static) if is_onprem(policy, o.site)]
+        self.parts = parts
+        # Cloud offers carry their site's mean provisioning time as expected wait (as live adapters do).
+        self.static = [o if is_onprem(policy, o.site) or not provisioning_s.get(o.site)
+                       else o.model_copy(update={"expected_wait_s": provisioning_s[o.site]})
+                       for o in self.static]
+        self.totals = {partition_key(self.static[i]): parts[partition_key(self.static[i])].total
+                       for i in self.onprem_idx if partition_key(self.static[i]) in parts}
+
+    def offers(self, now_s: float) -> list[Offer]:
+        out = list(self.static)
+        for i in self.onprem_idx:
+            o = out[i]
+            part = self.parts.get(partition_key(o))
+            if part is not None:
+                out[i] = o.model_copy(update={"free": part.free, "expected_wait_s": part.expected_wait_s(now_s)})
+        return out
+
+
+@dataclass
+class Route:
+    provisioning: int = 0
+    running: int = 0
+    ended: deque[tuple[float, bool]] = field(default_factory=deque)
+    """(end time, failed) of recent attempts, oldest first."""
+
+
+class Clouds:
+    """Cloud sites: provisioning delays, stock-out episodes, spot interruptions, route states."""
+
+    def __init__(self, policy: Policy, scenario: Scenario, horizon_s: float) -> None:
+        self.policy = policy
+        self.scenario = scenario
+        self.sites = [s.id for s in policy.sites if not s.partitions]
+        self.routes = {s: Route() for s in self.sites}
+        self.window_s = policy.burst.failure_throttle.window.total_seconds()
+        self.stockouts: dict[str, list[tuple[float, float]]] = {}
+        for site in self.sites:
+            so = scenario.stockouts_for(site)
+            rng = random.Random(f"{scenario.seed}:stockouts:{site}")
+            spans, t = [], 0.0
+            while so.per_day > 0:
+                t += rng.expovariate(so.per_day / 86400.0)
+                if t > horizon_s:
+                    break
+                spans.append((t, t + rng.expovariate(1.0 / so.mean_duration_s)))
+            self.stockouts[site] = spans
+
+    def mean_provisioning_s(self) -> dict[str, float]:
+        out = {}
+        for s in self.sites:
+            d = self.scenario.provisioning_for(s)
+            out[s] = (d.min_s + d.mode_s + d.max_s) / 3
+        return out
+
+    def stocked_out(self, site: str, t: float) -> bool:
+        return any(a <= t < b for a, b in self.stockouts.get(site, ()))
+
+    def provisioning_delay(self, site: str, job: int, attempt: int) -> float:
+        d = self.scenario.provisioning_for(site)
+        rng = random.Random(f"{self.scenario.seed}:prov:{job}:{attempt}")
+        lo, hi = min(d.min_s, d.max_s), max(d.min_s, d.max_s)
+        return rng.triangular(lo, hi, min(max(d.mode_s, lo), hi)) if hi > lo else lo
+
+    def interruption_after(self, offer: Offer, job: int, attempt: int) -> float:
+        """Seconds of running until a spot interruption (inf for on-demand)."""
+        if not offer.spot:
+            return math.inf
+        limits = self.policy.burst.sites.get(offer.site)
+        rate = self.scenario.interruptions_for(offer.site, limits.spot_interruption_risk if limits else 0.05)
+        if rate <= 0:
+            return math.inf
+        return random.Random(f"{self.scenario.seed}:spot:{job}:{attempt}").expovariate(rate / 3600.0)
+
+    def end_attempt(self, site: str, t: float, failed: bool) -> None:
+        self.routes[site].ended.append((t, failed))
+
+    def states(self, t: float, now: datetime) -> dict[SiteId, RouteState]:
+        out: dict[SiteId, RouteState] = {}
+        for site, r in self.routes.items():
+            while r.ended and r.ended[0][0] < t - self.window_s:
+                r.ended.popleft()
+            fails = [e for e, f in r.ended if f]
+            last = now + timedelta(seconds=fails[-1] - t) if fails else None
+            out[SiteId(site)] = RouteState(provisioning=r.provisioning, running=r.running,
+                                           recent_attempts=len(r.ended), recent_failures=len(fails),
+                                           last_failure=last)
+        return out
+
+
+def month_of(now: datetime) -> str:
+    return now.astimezone(BEIJING).strftime("%Y-%m")
+
+
+class Ledger:
+    """Cloud spend per tenant and month (reserved at launch, settled at the end), like the store."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.cash: dict[tuple[str, str], float] = {}
+        self.voucher: dict[tuple[str, str, str], float] = {}
+
+    def budget(self, tenant: str) -> float | None:
+        t = self.policy.tenant(tenant)
+        if t is not None and t.monthly_budget is not None:
+            return t.monthly_budget
+        return self.policy.burst.budget.default_tenant_monthly
+
+    def money(self, tenant: str, now: datetime) -> TenantMoney:
+        month = month_of(now)
+        used = self.cash.get((tenant, month), 0.0)
+        everyone = sum(v for (_, m), v in self.cash.items() if m == month)
+        budget = self.budget(tenant)
+        cap = self.policy.burst.budget.global_monthly_cap
+        t = self.policy.tenant(tenant)
+        balances = {v.id: max(0.0, v.balance - self.voucher.get((tenant, month, v.id), 0.0))
+                    for v in (t.vouchers if t is not None else ())}
+        return TenantMoney(budget_left=None if budget is None else budget - used,
+                           global_left=None if cap is None else cap - everyone, voucher_balances=balances)
+
+    def add(self, tenant: str, month: str, cash: float, voucher: float, voucher_id: str | None) -> None:
+        self.cash[(tenant, month)] = self.cash.get((tenant, month), 0.0) + cash
+        if voucher_id is not None and voucher:
+            k = (tenant, month, voucher_id)
+            self.voucher[k] = self.voucher.get(k, 0.0) + voucher
+
+    def violations(self) -> int:
+        """Tenant-months whose cash exceeds the budget, plus months over the global cap."""
+        n = sum(1 for (t, _), v in self.cash.items() if (b := self.budget(t)) is not None and v > b + 1e-6)
+        cap = self.policy.burst.budget.global_monthly_cap
+        if cap is not None:
+            months: dict[str, float] = {}
+            for (_, m), v in self.cash.items():
+                months[m] = months.get(m, 0.0) + v
+            n += sum(1 for v in months.values() if v > cap + 1e-6)
+        return n

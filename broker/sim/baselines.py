@@ -1,0 +1,145 @@
+"""Baseline strategies: alternative decision functions over the same `place()` output.
+
+Each baseline ranks nothing itself: it takes the allowed offers `place()` returned for the
+job (static facts, re-filtered by `place()` while failover blocks are active) and applies a
+simpler rule to them.
+
+- `onprem-only`: never burst a job on-prem can run; wait in FIFO order for capacity.
+- `cloud-cheapest`: burst everything at once to the cheapest allowed cloud offer (route
+  limits ignored; budgets and failover blocks respected).
+- `cheapest-offer` (SkyPilot-like): the cheapest allowed offer that is available now, on-prem
+  at its shadow price; no wait model, so a full partition fails over to the next cheapest.
+
+Jobs no on-prem partition can run go to their cheapest cloud offer in every strategy, and
+jobs no cloud can run wait for on-prem in every strategy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal
+
+from broker.burst import TenantMoney, estimate_cost, is_onprem, route_refusal, split_cost
+from broker.decision import Action, Decision
+from broker.model import SiteId
+from broker.placement import PlacementContext, ScoredOffer, place
+from broker.policy import Policy
+from broker.sim.jobs import JobFacts, SimJob
+from broker.snapshot import PassSnapshot, partition_key
+
+Kind = Literal["onprem-only", "cloud-cheapest", "cheapest-offer"]
+BASELINES: tuple[Kind, ...] = ("onprem-only", "cloud-cheapest", "cheapest-offer")
+
+
+class Baseline:
+    def __init__(self, kind: Kind, policy: Policy, facts: Sequence[JobFacts]) -> None:
+        self.name: str = kind
+        self.kind = kind
+        self.policy = policy
+        self.facts = facts
+        self.ttl_s = policy.burst.blocklist_ttl.capacity.total_seconds()
+        self._free: tuple[int, dict[str, int]] = (0, {})
+
+    # What the pass says ---------------------------------------------------------------
+
+    def _free_now(self, snap: PassSnapshot, key: str) -> int:
+        if self._free[0] != id(snap):
+            free = {}
+            for o in snap.offers:
+                if o.free is not None and is_onprem(self.policy, o.site):
+                    free[partition_key(o)] = o.free
+            self._free = (id(snap), free)
+        return self._free[1].get(key, 0) - snap.claimed.get(key, 0)
+
+    def _usable(self, job: SimJob, snap: PassSnapshot, offers: list[ScoredOffer]) -> list[ScoredOffer]:
+        """Cloud offers still allowed under the pass's failover blocks (placement decides)."""
+        if not snap.blocked or not offers:
+            return offers
+        ctx = PlacementContext(now=snap.now, blocked=snap.blocked)
+        keep = {s.offer.key for s in place(job.spec, job.tenant, [s.offer for s in offers], self.policy,
+                                           ctx).allowed}
+        return [s for s in offers if s.offer.key in keep]
+
+    def _money_ok(self, job: SimJob, s: ScoredOffer, money: TenantMoney) -> tuple[float, float] | None:
+        total = estimate_cost(job.spec, s.offer, self.policy)
+        split = split_cost(job.tenant, s.offer.site, total, self.policy, money.voucher_balances)
+        if money.budget_left is not None and split.cash > money.budget_left + 1e-9:
+            return None
+        if money.global_left is not None and split.cash > money.global_left + 1e-9:
+            return None
+        return split.cash, split.voucher
+
+    def _cost(self, job: SimJob, s: ScoredOffer) -> tuple[float, str, str]:
+        return estimate_cost(job.spec, s.offer, self.policy), s.offer.site, s.offer.key
+
+    # Decisions ------------------------------------------------------------------------
+
+    def decide(self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None) -> Decision:
+        allowed = self.facts[job.index].allowed
+        if not allowed:
+            return Decision(Action.REJECT, reasons=("no allowed offer",))
+        onprem = [s for s in allowed if is_onprem(self.policy, s.offer.site)]
+        cloud = [s for s in allowed if not is_onprem(self.policy, s.offer.site)]
+        if self.kind == "cheapest-offer":
+            return self._cheapest(job, snap, money, sorted(allowed, key=lambda s: self._cost(job, s)))
+        if self.kind == "cloud-cheapest" or not onprem:
+            run = self._burst(job, snap, money, cloud, limits=self.kind != "cloud-cheapest")
+            if run is not None or not onprem:
+                return run or Decision(Action.WAIT, reasons=("no cloud offer usable now",))
+        return self._onprem(job, snap, onprem)
+
+    def _onprem(self, job: SimJob, snap: PassSnapshot, onprem: list[ScoredOffer]) -> Decision:
+        for s in onprem:
+            if self._free_now(snap, partition_key(s.offer)) >= job.demand:
+                snap.claim(s.offer, job.spec)
+                return Decision(Action.RUN, s.offer, ("on-prem capacity free",))
+        snap.enqueue(onprem[0].offer, job.spec)
+        return Decision(Action.WAIT, onprem[0].offer, ("waiting for on-prem",))
+
+    def _burst(self, job: SimJob, snap: PassSnapshot, money: TenantMoney, cloud: list[ScoredOffer],
+               *, limits: bool) -> Decision | None:
+        for s in self._usable(job, snap, sorted(cloud, key=lambda s: self._cost(job, s))):
+            if limits and route_refusal(s.offer.site, snap.routes.get(SiteId(s.offer.site)), self.policy,
+                                        snap.now) is not None:
+                continue
+            paid = self._money_ok(job, s, money)
+            if paid is not None:
+                return Decision(Action.RUN, s.offer, ("cheapest cloud offer",), burst=True,
+                                data={"cash": paid[0], "voucher": paid[1]})
+        return None
+
+    def _cheapest(self, job: SimJob, snap: PassSnapshot, money: TenantMoney,
+                  ranked: list[ScoredOffer]) -> Decision:
+        usable = {s.offer.key for s in self._usable(job, snap, [s for s in ranked
+                                                                if not is_onprem(self.policy, s.offer.site)])}
+        for s in ranked:
+            if is_onprem(self.policy, s.offer.site):
+                if self._free_now(snap, partition_key(s.offer)) >= job.demand:
+                    snap.claim(s.offer, job.spec)
+                    return Decision(Action.RUN, s.offer, ("cheapest available offer (on-prem)",))
+                continue
+            if s.offer.key not in usable or route_refusal(
+                    s.offer.site, snap.routes.get(SiteId(s.offer.site)), self.policy, snap.now) is not None:
+                continue
+            paid = self._money_ok(job, s, money)
+            if paid is not None:
+                return Decision(Action.RUN, s.offer, ("cheapest available offer",), burst=True,
+                                data={"cash": paid[0], "voucher": paid[1]})
+        first = next((s for s in ranked if is_onprem(self.policy, s.offer.site)), None)
+        if first is not None:
+            snap.enqueue(first.offer, job.spec)
+        return Decision(Action.WAIT, first.offer if first else None, ("nothing available now",))
+
+    # Re-decision triggers -----------------------------------------------------------------
+
+    def candidates(self, job: SimJob, decision: Decision) -> tuple[str, ...]:
+        return tuple(sorted(self.facts[job.index].onprem))
+
+    def timer(self, job: SimJob, decision: Decision, now_s: float, backoff_s: float) -> float | None:
+        if self.kind == "onprem-only" and self.facts[job.index].onprem:
+            return None
+        return now_s + min(7200.0, max(backoff_s, self.ttl_s))
+
+    def wants_cloud(self, decision: Decision) -> bool:
+        return self.kind != "onprem-only" or decision.offer is None

@@ -1,0 +1,368 @@
+"""The discrete-event engine: a virtual clock driving a strategy over simulated backends.
+
+Each event (arrival, capacity freed, instance up, launch failed, spot interruption, timer)
+opens a dispatch pass: a `PassSnapshot` of the simulated world, built the way the live
+planner builds one, in which the few jobs the event concerns are decided in queue order.
+Jobs are re-decided only when the answer can change: when they arrive; when capacity frees
+in a partition they could use (at most `redecide_head` per event); when a cloud route frees
+a slot; when a timer the decision implies runs out (hysteresis, `max_wait`, back-off).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from adapters.base import CapacityError
+from broker.burst import TenantMoney, is_onprem, split_cost
+from broker.decision import Action, Decision
+from broker.dispatch.failover import Blocklist, FailoverPolicy
+from broker.model import Offer
+from broker.placement import PlacementContext, place
+from broker.policy import Policy
+from broker.sim.backends import Clouds, Ledger, OfferBook, Partition, month_of, onprem_partitions
+from broker.sim.jobs import EPOCH, SimJob
+from broker.sim.metrics import JobRecord, RunResult, Series, carbon_g
+from broker.sim.scenario import Scenario
+from broker.snapshot import PassSnapshot, partition_key
+
+FINISH, UP, FAIL, STOP, TIMER = range(5)
+"""Event kinds, in the order they are handled at equal times (capacity frees first)."""
+
+
+class Strategy(Protocol):
+    name: str
+
+    def decide(self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None) -> Decision:
+        """One job's decision within a pass (must claim/enqueue on-prem offers in `snap`)."""
+        ...
+
+    def candidates(self, job: SimJob, decision: Decision) -> tuple[str, ...]:
+        """On-prem partition keys the job could run on (capacity there may start it)."""
+        ...
+
+    def timer(self, job: SimJob, decision: Decision, now_s: float, backoff_s: float) -> float | None:
+        """When to re-decide a waiting job if nothing else happens (None: only on events)."""
+        ...
+
+    def wants_cloud(self, decision: Decision) -> bool:
+        """Whether a waiting job is held back by the cloud side (route limits, budget, blocks)."""
+        ...
+
+
+class _Fenwick:
+    """Prefix sums of queued backlog (accelerator-hours) by job index."""
+
+    def __init__(self, n: int) -> None:
+        self.t = [0.0] * (n + 1)
+
+    def add(self, i: int, v: float) -> None:
+        i += 1
+        while i < len(self.t):
+            self.t[i] += v
+            i += i & -i
+
+    def prefix(self, i: int) -> float:
+        """Sum over indices < i."""
+        s = 0.0
+        while i > 0:
+            s += self.t[i]
+            i -= i & -i
+        return s
+
+
+@dataclass(slots=True)
+class _Job:
+    queued: bool = False
+    gen: int = 0
+    listed: int = -1
+    """Generation for which the job sits in the partition/cloud deques."""
+    pending: datetime | None = None
+    burst_before: bool = False
+    wait_key: str | None = None
+    wait_units_h: float = 0.0
+    cands: tuple[str, ...] | None = None
+    timer_ver: int = 0
+    backoff: float = 0.0
+    offer: Offer | None = None
+    running_since: float = 0.0
+    reserved: tuple[float, float, str | None, str] = (0.0, 0.0, None, "")
+    rec: JobRecord = field(default_factory=JobRecord)
+
+
+class Engine:
+    def __init__(self, policy: Policy, jobs: Sequence[SimJob], scenario: Scenario, strategy: Strategy,
+                 *, progress: Callable[[int], None] | None = None) -> None:
+        self.policy, self.jobs, self.scenario, self.strategy = policy, jobs, scenario, strategy
+        self.progress = progress
+        horizon = (jobs[-1].arrival_s if jobs else 0.0) + 86400.0
+        self.parts: dict[str, Partition] = onprem_partitions(policy, scenario.onprem_gpus)
+        self.clouds = Clouds(policy, scenario, horizon)
+        self.book = OfferBook(policy, self.parts, self.clouds.mean_provisioning_s())
+        self.ledger = Ledger(policy)
+        self.t = 0.0
+        self.blocklist = Blocklist(clock=lambda: self.t)
+        ttl = policy.burst.blocklist_ttl
+        self.failover = FailoverPolicy(capacity_block_s=ttl.capacity.total_seconds(),
+                                       quota_block_s=ttl.quota.total_seconds())
+        self.state = [_Job(rec=JobRecord(arrival_s=j.arrival_s, max_wait_s=j.max_wait_s)) for j in jobs]
+        self.fen = {k: _Fenwick(len(jobs)) for k in self.parts}
+        self.waiting: dict[str, deque[tuple[int, int]]] = {k: deque() for k in self.parts}
+        self.cloud_wait: deque[tuple[int, int]] = deque()
+        self.events: list[tuple[float, int, int, int, int]] = []
+        self.seq = 0
+        self.queued = 0
+        self.decisions = 0
+        self.stockout_failures = 0
+        self.series = Series()
+        self._sample_every = max(60.0, horizon / scenario.sample_points)
+        self._next_sample = 0.0
+        self._audited: dict[tuple[int, str], bool] = {}
+
+    # Events ---------------------------------------------------------------------------
+
+    def _push(self, t: float, kind: int, job: int, tag: int = 0) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (t, kind, self.seq, job, tag))
+
+    def run(self) -> RunResult:
+        started = time.perf_counter()
+        nxt, n = 0, len(self.jobs)
+        limit = (self.jobs[-1].arrival_s if self.jobs else 0.0) + 365 * 86400.0
+        while nxt < n or self.events:
+            if nxt < n and (not self.events or self.jobs[nxt].arrival_s < self.events[0][0]):
+                job = self.jobs[nxt]
+                nxt += 1
+                self._advance(job.arrival_s)
+                st = self.state[job.index]
+                st.queued, st.gen = True, st.gen + 1
+                self.queued += 1
+                self._pass([job.index])
+                if self.progress is not None and nxt % 500 == 0:
+                    self.progress(nxt)
+                continue
+            t, kind, _, j, tag = heapq.heappop(self.events)
+            if t > limit:
+                break
+            self._advance(t)
+            self._handle(kind, j, tag)
+        self._sample(force=True)
+        if self.progress is not None:
+            self.progress(n)
+        return RunResult(strategy=self.strategy.name, records=[s.rec for s in self.state],
+                         series=self.series, decisions=self.decisions,
+                         budget_violations=self.ledger.violations(),
+                         stockout_failures=self.stockout_failures, wall_s=time.perf_counter() - started)
+
+    def _advance(self, t: float) -> None:
+        self.t = t
+        if t >= self._next_sample:
+            self._sample()
+
+    def _sample(self, *, force: bool = False) -> None:
+        acc = [p for p in self.parts.values() if p.accelerated]
+        total = sum(p.total for p in acc)
+        busy = sum(p.total - p.free for p in acc)
+        running = sum(r.running + r.provisioning for r in self.clouds.routes.values())
+        self.series.add(self.t, self.queued, busy / total if total else 0.0, running)
+        self._next_sample = self.t + self._sample_every
+
+    def _handle(self, kind: int, j: int, tag: int) -> None:
+        st, job = self.state[j], self.jobs[j]
+        if kind == TIMER:
+            if st.queued and tag == st.timer_ver:
+                self._pass([j])
+            return
+        if kind == FINISH:
+            assert st.offer is not None
+            key = partition_key(st.offer)
+            self.parts[key].finish(self.t, job.demand)
+            st.rec.end_s = self.t
+            self._pass(self._heads(key))
+            return
+        assert st.offer is not None
+        route = self.clouds.routes[st.offer.site]
+        if kind == FAIL:
+            route.provisioning -= 1
+            self.clouds.end_attempt(st.offer.site, self.t, True)
+            self.stockout_failures += 1
+            self.blocklist.record(CapacityError(st.offer.site, "InsufficientInstanceCapacity",
+                                                "simulated stock-out"), st.offer, self.failover)
+            self._settle(job, st, hours=0.0)
+            self._requeue(job, st)
+        elif kind == UP:
+            route.provisioning, route.running = route.provisioning - 1, route.running + 1
+            st.running_since = self.t
+            if math.isnan(st.rec.start_s):
+                st.rec.start_s = self.t
+            lasts = self.clouds.interruption_after(st.offer, j, st.rec.attempts)
+            if lasts < job.runtime_s:
+                self._push(self.t + lasts, STOP, j, 1)
+            else:
+                self._push(self.t + job.runtime_s, STOP, j, 0)
+            self._pass(self._cloud_heads())
+        elif kind == STOP:
+            route.running -= 1
+            self.clouds.end_attempt(st.offer.site, self.t, False)
+            self._settle(job, st, hours=(self.t - st.running_since) / 3600)
+            if tag == 1:
+                st.rec.interruptions += 1
+                ttl = self.policy.burst.blocklist_ttl.capacity.total_seconds()
+                self.blocklist.block_region(st.offer.site, st.offer.region, ttl, "spot preemption")
+                self._requeue(job, st)
+            else:
+                st.rec.end_s = self.t
+                self._pass(self._cloud_heads())
+
+    def _requeue(self, job: SimJob, st: _Job) -> None:
+        st.queued, st.gen, st.burst_before = True, st.gen + 1, True
+        self.queued += 1
+        self._pass([job.index, *self._cloud_heads()])
+
+    def _heads(self, key: str) -> list[int]:
+        """The first waiting jobs of a partition's queue that its free capacity could start."""
+        part, dq = self.parts[key], self.waiting[key]
+        while dq and (not self.state[dq[0][0]].queued or dq[0][1] != self.state[dq[0][0]].gen):
+            dq.popleft()
+        out: list[int] = []
+        units = 0
+        for j, gen in islice(dq, 64):
+            st = self.state[j]
+            if not st.queued or gen != st.gen:
+                continue
+            if self.jobs[j].demand <= part.free - units:
+                out.append(j)
+                units += self.jobs[j].demand
+            if units >= part.free or len(out) >= self.scenario.redecide_head:
+                break
+        return out
+
+    def _cloud_heads(self) -> list[int]:
+        out: list[int] = []
+        while self.cloud_wait and len(out) < 2:
+            j, gen = self.cloud_wait.popleft()
+            st = self.state[j]
+            if st.queued and gen == st.gen:
+                out.append(j)
+        return out
+
+    # Passes -----------------------------------------------------------------------------
+
+    def _pass(self, batch: list[int]) -> None:
+        batch = sorted({j for j in batch if self.state[j].queued})
+        if not batch:
+            return
+        now = EPOCH + timedelta(seconds=self.t)
+        snap = PassSnapshot(now=now, offers=self.book.offers(self.t), capacity_total=self.book.totals,
+                            routes=self.clouds.states(self.t, now), blocked=self.blocklist.keys())
+        for j in batch:
+            st = self.state[j]
+            if st.wait_key is not None:
+                self.fen[st.wait_key].add(j, -st.wait_units_h)
+                st.wait_key = None
+        added: dict[str, float] = {}
+        for j in batch:
+            job, st = self.jobs[j], self.state[j]
+            for k, fen in self.fen.items():
+                snap.backlog_h[k] = fen.prefix(j) + added.get(k, 0.0)
+            before = dict(snap.backlog_h)
+            money = snap.money.get(job.tenant)
+            if money is None:
+                money = snap.money[job.tenant] = self.ledger.money(job.tenant, now)
+            pending = job.created_at if st.burst_before else st.pending
+            d = self.strategy.decide(job, snap, money, pending)
+            self.decisions += 1
+            st.rec.decisions += 1
+            for k, v in snap.backlog_h.items():
+                if v != before.get(k, 0.0):
+                    added[k] = added.get(k, 0.0) + v - before.get(k, 0.0)
+            since = d.data.get("burst_pending_since")
+            st.pending = datetime.fromisoformat(since) if since else None
+            self._apply(job, st, d, snap)
+
+    def _apply(self, job: SimJob, st: _Job, d: Decision, snap: PassSnapshot) -> None:
+        j = job.index
+        if d.action == Action.REJECT:
+            st.queued, st.rec.rejected = False, True
+            self.queued -= 1
+            return
+        if d.action == Action.WAIT:
+            if d.offer is not None and partition_key(d.offer) in self.fen:
+                st.wait_key, st.wait_units_h = partition_key(d.offer), job.demand * job.runtime_s / 3600
+                self.fen[st.wait_key].add(j, st.wait_units_h)
+            if st.listed != st.gen:
+                st.listed = st.gen
+                if st.cands is None:
+                    st.cands = tuple(k for k in self.strategy.candidates(job, d) if k in self.waiting)
+                for k in st.cands:
+                    self.waiting[k].append((j, st.gen))
+            if self.strategy.wants_cloud(d):
+                self.cloud_wait.append((j, st.gen))
+            when = self.strategy.timer(job, d, self.t, st.backoff)
+            st.timer_ver += 1
+            if when is not None:
+                st.backoff = max(st.backoff * 2, self.policy.burst.blocklist_ttl.capacity.total_seconds())
+                self._push(max(when, self.t + 1.0), TIMER, j, st.timer_ver)
+            return
+        assert d.offer is not None
+        offer = d.offer
+        st.queued, st.offer, st.backoff = False, offer, 0.0
+        self.queued -= 1
+        st.rec.attempts += 1
+        st.rec.compliant = st.rec.compliant and self._audit(job, offer)
+        if is_onprem(self.policy, offer.site):
+            part = self.parts[partition_key(offer)]
+            part.start(job.demand, self.t + job.runtime_s)
+            if math.isnan(st.rec.start_s):
+                st.rec.start_s = self.t
+            hours = job.runtime_s / 3600
+            st.rec.cost_onprem += self._price(offer) * hours
+            st.rec.carbon_g += carbon_g(self.policy, offer, hours)
+            st.rec.burst = False
+            self._push(self.t + job.runtime_s, FINISH, j)
+            return
+        route = self.clouds.routes[offer.site]
+        route.provisioning += 1
+        st.rec.burst = True
+        if self.clouds.stocked_out(offer.site, self.t):
+            st.reserved = (0.0, 0.0, None, month_of(snap.now))
+            self._push(self.t + self.scenario.stockouts_for(offer.site).fail_after_s, FAIL, j)
+            return
+        cash, voucher = float(d.data.get("cash", 0.0)), float(d.data.get("voucher", 0.0))
+        vid = split_cost(job.tenant, offer.site, 1.0, self.policy, {}).voucher_id
+        st.reserved = (cash, voucher, vid, month_of(snap.now))
+        self.ledger.add(job.tenant, st.reserved[3], cash, voucher, vid)
+        self._push(self.t + self.clouds.provisioning_delay(offer.site, j, st.rec.attempts), UP, j)
+
+    def _price(self, offer: Offer) -> float:
+        return offer.price_per_hour * (self.policy.rate(offer.currency or self.policy.currency) or 0.0)
+
+    def _settle(self, job: SimJob, st: _Job, *, hours: float) -> None:
+        """Replace the reservation by the spend: price at decision time x hours running."""
+        assert st.offer is not None
+        cash, voucher, vid, month = st.reserved
+        total = self._price(st.offer) * hours
+        ratio = voucher / (cash + voucher) if voucher else 0.0
+        self.ledger.add(job.tenant, month, total * (1 - ratio) - cash, total * ratio - voucher, vid)
+        st.rec.cost_cloud += total
+        st.rec.cash += total * (1 - ratio)
+        st.rec.voucher += total * ratio
+        st.rec.carbon_g += carbon_g(self.policy, st.offer, hours)
+        st.reserved = (0.0, 0.0, None, month)
+
+    def _audit(self, job: SimJob, offer: Offer) -> bool:
+        """Independent compliance check: would placement allow this offer alone for this job?"""
+        key = (job.index, offer.key)
+        ok = self._audited.get(key)
+        if ok is None:
+            expl = place(job.spec, job.tenant, [offer.model_copy(update={"free": None, "expected_wait_s": 0.0})],
+                         self.policy, PlacementContext(now=EPOCH + timedelta(seconds=self.t)))
+            ok = self._audited[key] = bool(expl.allowed)
+        return ok

@@ -1,0 +1,107 @@
+"""Trace jobs -> simulated jobs (a validated `JobSpec` each) and their static placement facts."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from broker.burst import demand, effective_max_wait, estimate_cost, is_onprem
+from broker.catalog.offers import static_offers
+from broker.model import AcceleratorRequest, JobSpec, Offer, Resources, TenantId
+from broker.placement import PlacementContext, ScoredOffer, place
+from broker.policy import Policy
+from broker.sim.scenario import Scenario
+from broker.sim.traces import TraceJob
+from broker.snapshot import partition_key
+
+BEIJING = timezone(timedelta(hours=8))
+EPOCH = datetime(2026, 3, 1, tzinfo=BEIJING)
+"""Simulated time 0 (the start of a budget month)."""
+MAX_RUNTIME_S = 90 * 86400.0
+"""The longest runtime estimate a JobSpec accepts."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimJob:
+    index: int
+    id: str
+    tenant: TenantId
+    spec: JobSpec
+    arrival_s: float
+    runtime_s: float
+    demand: int
+    max_wait_s: float
+
+    @property
+    def created_at(self) -> datetime:
+        return EPOCH + timedelta(seconds=self.arrival_s)
+
+
+def build_jobs(trace: Sequence[TraceJob], policy: Policy, scenario: Scenario) -> list[SimJob]:
+    """Compress time by `scenario.time_scale`, draw tenants (seeded), build and validate specs."""
+    rng = random.Random(f"{scenario.seed}:tenants")
+    known = [t.id for t in policy.tenants] or ["default"]
+    weights = {t: w for t, w in scenario.tenants.items() if w > 0} or dict.fromkeys(known, 1.0)
+    names, cum = list(weights), []
+    total = 0.0
+    for n in names:
+        total += weights[n]
+        cum.append(total)
+    t0 = trace[0].submit_s if trace else 0.0
+    jobs: list[SimJob] = []
+    for i, tj in enumerate(trace):
+        tenant = tj.tenant or names[min(len(names) - 1, _bisect(cum, rng.random() * total))]
+        runtime = min(tj.runtime_s, MAX_RUNTIME_S)
+        accel = tj.accelerators if scenario.gpu_spec == "keep" else ()
+        spec = JobSpec(
+            name=f"j-{i}", command=("sim",), runtime_estimate=timedelta(seconds=runtime),
+            resources=Resources(accelerators=AcceleratorRequest(count=tj.count, any_of=accel),
+                                cpus=tj.cpus, memory_gb=tj.memory_gb),
+            max_wait=None if tj.max_wait_s is None else timedelta(seconds=tj.max_wait_s),
+            priority=tj.priority, data_residency=tj.residency,  # type: ignore[arg-type]
+        )
+        arrival = (tj.submit_s - t0) / scenario.time_scale
+        mw = effective_max_wait(spec, tenant, policy).total_seconds()
+        jobs.append(SimJob(i, f"j-{i}", TenantId(tenant), spec, arrival, runtime, demand(spec), mw))
+    return jobs
+
+
+def _bisect(cum: list[float], x: float) -> int:
+    for i, c in enumerate(cum):
+        if x < c:
+            return i
+    return len(cum) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class JobFacts:
+    """What static placement (no capacity, no blocks) says about one job."""
+
+    allowed: tuple[ScoredOffer, ...]
+    """Allowed offers, best-first, as `place()` ranks them."""
+    onprem: dict[str, float]
+    """Partition key -> cost of the cheapest allowed on-prem offer there (price x runtime)."""
+    cloud_cost: float | None
+    """Cost of the cheapest allowed cloud offer (price x runtime), None if there is none."""
+
+
+def job_facts(job: SimJob, policy: Policy, offers: Sequence[Offer]) -> JobFacts:
+    """Run `place()` once on the static offers and keep what the baselines and the bound need."""
+    expl = place(job.spec, job.tenant, offers, policy, PlacementContext(now=job.created_at))
+    onprem: dict[str, float] = {}
+    cloud: float | None = None
+    for s in expl.allowed:
+        cost = estimate_cost(job.spec, s.offer, policy)
+        if is_onprem(policy, s.offer.site):
+            key = partition_key(s.offer)
+            onprem[key] = min(cost, onprem.get(key, cost))
+        elif cloud is None or cost < cloud:
+            cloud = cost
+    return JobFacts(tuple(expl.allowed), onprem, cloud)
+
+
+def all_facts(jobs: Sequence[SimJob], policy: Policy) -> list[JobFacts]:
+    offers = static_offers(policy, read_at=EPOCH)
+    return [job_facts(j, policy, offers) for j in jobs]

@@ -1,0 +1,173 @@
+"""An offline lower bound on cost, from an LP relaxation solved with HiGHS.
+
+Knowing the whole trace, what is the least cost (on-prem at shadow price + cloud at list
+price) of any schedule in which at most `late` jobs start after their `max_wait`, given the
+on-prem capacity of each partition over time? With `late = 0` that is "the least cost at
+which every job could start within its max_wait". Every strategy's schedule is feasible
+for the relaxation at its own count of late jobs, so the bound never exceeds its cost.
+
+Relaxation, per job j (arrival a, run time r, max_wait w, demand d) and partition p:
+- fractions: cloud `yc` (cheapest allowed cloud offer, no provisioning delay), on-time
+  on-prem `y[p]`, late on-prem `u[p]`; yc + sum(y) + sum(u) = 1; sum(u) <= late.
+- on time, j runs inside [a, a+w+r] and always during [a+w, a+r] (when r > w): that
+  mandatory part loads each time bucket by its overlap x d x y[p]; the rest, d x min(r, w)
+  x y[p] accelerator-seconds, spreads freely over the buckets of [a, a+w] and [a+r, a+w+r]
+  (at most d x the overlap in each bucket).
+- late work d x r x u[p] arrives in a's bucket and is served, preemptively, by capacity
+  left over in later buckets (or after the horizon).
+- capacity: load of each bucket <= the partition's accelerators x the bucket's length.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from broker.sim.jobs import JobFacts, SimJob
+
+
+@dataclass
+class _Cols:
+    cost: list[float]
+    lo: list[float]
+    hi: list[float]
+    entries: list[list[tuple[int, float]]]
+
+    def add(self, cost: float, hi: float, entries: list[tuple[int, float]]) -> int:
+        self.cost.append(cost)
+        self.lo.append(0.0)
+        self.hi.append(hi)
+        self.entries.append(entries)
+        return len(self.cost) - 1
+
+
+def _edges(jobs: Sequence[SimJob], step: float) -> list[float]:
+    fine_end = max(j.arrival_s + j.max_wait_s for j in jobs) + step
+    horizon = max(j.arrival_s + j.max_wait_s + j.runtime_s for j in jobs) + step
+    edges = [float(x) for x in np.arange(0.0, fine_end + step, step)]
+    grow = step
+    while edges[-1] < horizon:
+        grow *= 1.25
+        edges.append(edges[-1] + grow)
+    return edges
+
+
+class LowerBound:
+    """The LP, built once; `solve(late)` re-solves it for another late-job allowance."""
+
+    def __init__(self, jobs: Sequence[SimJob], facts: Sequence[JobFacts], capacity: Mapping[str, int],
+                 *, max_flex_vars: int = 200_000, min_step_s: float = 60.0) -> None:
+        todo = [(j, f) for j, f in zip(jobs, facts, strict=True)
+                if f.allowed and (f.cloud_cost is not None or any(k in capacity for k in f.onprem))]
+        self.jobs = len(todo)
+        self.cost_floor = 0.0
+        if not todo:
+            self._h = None
+            return
+        spread = sum(2 * j.max_wait_s * sum(1 for k in f.onprem if k in capacity) for j, f in todo)
+        step = max(min_step_s, spread / max_flex_vars)
+        edges = _edges([j for j, _ in todo], step)
+        nb = len(edges) - 1
+        keys = sorted(capacity)
+        cap_row = {k: i * nb for i, k in enumerate(keys)}
+        flow_row = {k: len(keys) * nb + i * nb for i, k in enumerate(keys)}
+        n_rows = 2 * len(keys) * nb
+        late_row = n_rows
+        n_rows += 1
+        lower = [-math.inf] * (len(keys) * nb) + [0.0] * (len(keys) * nb) + [-math.inf]
+        upper = [capacity[k] * (edges[b + 1] - edges[b]) for k in keys for b in range(nb)]
+        upper += [0.0] * (len(keys) * nb) + [0.0]
+        cols = _Cols([], [], [], [])
+        # Per partition: served[b] and carry[b] (late work carried from bucket b to b+1).
+        for k in keys:
+            for b in range(nb):
+                cols.add(0.0, math.inf, [(cap_row[k] + b, 1.0), (flow_row[k] + b, 1.0)])
+                carry = [(flow_row[k] + b, 1.0)]
+                if b + 1 < nb:
+                    carry.append((flow_row[k] + b + 1, -1.0))
+                cols.add(0.0, math.inf, carry)
+
+        def span(x: float, y: float) -> list[tuple[int, float]]:
+            out = []
+            if y <= x:
+                return out
+            b = max(0, bisect.bisect_right(edges, x) - 1)
+            while b < nb and edges[b] < y:
+                ov = min(y, edges[b + 1]) - max(x, edges[b])
+                if ov > 0:
+                    out.append((b, ov))
+                b += 1
+            return out
+
+        for j, f in todo:
+            a, r, w, d = j.arrival_s, j.runtime_s, j.max_wait_s, float(j.demand)
+            assign = n_rows
+            lower.append(1.0)
+            upper.append(1.0)
+            n_rows += 1
+            if f.cloud_cost is not None:
+                cols.add(f.cloud_cost, 1.0, [(assign, 1.0)])
+            for k, cost in f.onprem.items():
+                if k not in capacity:
+                    continue
+                arrive = min(nb - 1, max(0, bisect.bisect_right(edges, a) - 1))
+                cols.add(cost, 1.0, [(assign, 1.0), (late_row, 1.0), (flow_row[k] + arrive, -d * r)])
+                flex = min(r, w)
+                entries = [(assign, 1.0)] + [(cap_row[k] + b, d * ov) for b, ov in span(a + w, a + r)]
+                if flex > 0:
+                    frow = n_rows
+                    lower.append(0.0)
+                    upper.append(0.0)
+                    n_rows += 1
+                    entries.append((frow, -d * flex))
+                    windows = [(a, a + w + r)] if r <= w else [(a, a + w), (a + r, a + w + r)]
+                    for x, y in windows:
+                        for b, ov in span(x, y):
+                            cols.add(0.0, d * ov, [(cap_row[k] + b, 1.0), (frow, 1.0)])
+                cols.add(cost, 1.0, entries)
+        self._late_row = late_row
+        self._build(cols, lower, upper, n_rows)
+
+    def _build(self, cols: _Cols, lower: list[float], upper: list[float], n_rows: int) -> None:
+        import highspy
+
+        lp = highspy.HighsLp()
+        lp.num_col_ = len(cols.cost)
+        lp.num_row_ = n_rows
+        lp.col_cost_ = np.array(cols.cost, dtype=np.float64)
+        lp.col_lower_ = np.array(cols.lo, dtype=np.float64)
+        lp.col_upper_ = np.array([highspy.kHighsInf if math.isinf(x) else x for x in cols.hi], dtype=np.float64)
+        lp.row_lower_ = np.array([-highspy.kHighsInf if math.isinf(x) else x for x in lower], dtype=np.float64)
+        lp.row_upper_ = np.array(upper, dtype=np.float64)
+        start = [0]
+        index: list[int] = []
+        value: list[float] = []
+        for entries in cols.entries:
+            for row, v in sorted(entries):
+                index.append(row)
+                value.append(v)
+            start.append(len(index))
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = np.array(start, dtype=np.int32)
+        lp.a_matrix_.index_ = np.array(index, dtype=np.int32)
+        lp.a_matrix_.value_ = np.array(value, dtype=np.float64)
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        h.passModel(lp)
+        self._h = h
+        self._inf = highspy.kHighsInf
+
+    def solve(self, late: int) -> float | None:
+        """The bound when at most `late` jobs may start after their max_wait (None: infeasible)."""
+        if self._h is None:
+            return 0.0
+        h = self._h
+        h.changeRowBounds(self._late_row, -self._inf, float(max(0, late)))
+        h.run()
+        if h.modelStatusToString(h.getModelStatus()) != "Optimal":
+            return None
+        return float(h.getInfo().objective_function_value)

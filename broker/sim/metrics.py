@@ -1,0 +1,117 @@
+"""Per-job records of a run and the per-strategy summary the JSON output carries."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from broker.model import Offer
+from broker.policy import Policy
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """What happened to one job in one strategy's run."""
+
+    arrival_s: float = 0.0
+    max_wait_s: float = 0.0
+    start_s: float = math.nan
+    """First start (running on-prem, or the cloud instance up); NaN if it never started."""
+    end_s: float = math.nan
+    cost_onprem: float = 0.0
+    cost_cloud: float = 0.0
+    cash: float = 0.0
+    voucher: float = 0.0
+    carbon_g: float = 0.0
+    burst: bool = False
+    """The job's last attempt ran on a cloud."""
+    rejected: bool = False
+    compliant: bool = True
+    attempts: int = 0
+    interruptions: int = 0
+    decisions: int = 0
+
+    @property
+    def wait_s(self) -> float:
+        return self.start_s - self.arrival_s
+
+    @property
+    def cost(self) -> float:
+        return self.cost_onprem + self.cost_cloud
+
+
+@dataclass
+class Series:
+    """Step samples over simulated time for the plots."""
+
+    t: list[float] = field(default_factory=list)
+    queue: list[int] = field(default_factory=list)
+    onprem_util: list[float] = field(default_factory=list)
+    cloud_instances: list[int] = field(default_factory=list)
+
+    def add(self, t: float, queue: int, util: float, cloud: int) -> None:
+        self.t.append(t)
+        self.queue.append(queue)
+        self.onprem_util.append(util)
+        self.cloud_instances.append(cloud)
+
+
+@dataclass
+class RunResult:
+    strategy: str
+    records: list[JobRecord]
+    series: Series
+    decisions: int = 0
+    budget_violations: int = 0
+    stockout_failures: int = 0
+    wall_s: float = 0.0
+
+
+def carbon_g(policy: Policy, offer: Offer, hours: float) -> float:
+    """Grams of CO2: device power x count x hours x the site's intensity (as the carbon scorer counts)."""
+    site = policy.site(offer.site)
+    intensity = site.carbon_gco2_kwh if site is not None else 0.0
+    if offer.accelerator is None:
+        return policy.document.default_power_w / 1000.0 * hours * intensity
+    spec = policy.hardware(offer.accelerator).spec
+    kw = (spec.power_w if spec is not None else policy.document.default_power_w) / 1000.0
+    return kw * offer.count * hours * intensity
+
+
+def late(rec: JobRecord) -> bool:
+    """Started after its max_wait (or never)."""
+    return math.isnan(rec.start_s) or rec.wait_s > rec.max_wait_s + 1e-6
+
+
+def summarize(run: RunResult) -> dict[str, Any]:
+    """The per-strategy numbers of the JSON output."""
+    recs = [r for r in run.records if not r.rejected]
+    waits = np.array([r.wait_s for r in recs if not math.isnan(r.start_s)], dtype=float)
+    n = len(recs)
+    cost = sum(r.cost for r in recs)
+    return {
+        "jobs": n,
+        "rejected": len(run.records) - n,
+        "never_started": sum(1 for r in recs if math.isnan(r.start_s)),
+        "cost": round(cost, 2),
+        "cost_onprem": round(sum(r.cost_onprem for r in recs), 2),
+        "cost_cloud": round(sum(r.cost_cloud for r in recs), 2),
+        "cash": round(sum(r.cash for r in recs), 2),
+        "voucher": round(sum(r.voucher for r in recs), 2),
+        "p50_wait_s": round(float(np.percentile(waits, 50)), 1) if waits.size else None,
+        "p95_wait_s": round(float(np.percentile(waits, 95)), 1) if waits.size else None,
+        "mean_wait_s": round(float(waits.mean()), 1) if waits.size else None,
+        "slo_attainment": round(1 - sum(1 for r in recs if late(r)) / n, 4) if n else 1.0,
+        "late_jobs": sum(1 for r in recs if late(r)),
+        "burst_fraction": round(sum(1 for r in recs if r.burst) / n, 4) if n else 0.0,
+        "carbon_kg": round(sum(r.carbon_g for r in recs) / 1000, 1),
+        "budget_violations": run.budget_violations,
+        "compliance_violations": sum(1 for r in run.records if not r.compliant),
+        "spot_interruptions": sum(r.interruptions for r in recs),
+        "stockout_failures": run.stockout_failures,
+        "decisions": run.decisions,
+        "wall_s": round(run.wall_s, 2),
+    }

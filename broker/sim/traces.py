@@ -1,0 +1,200 @@
+"""Workload traces: the Alibaba GPU v2023 pod list and a plain CSV, both to `TraceJob`s.
+
+The format is detected from the header row when not given (`detect_format`). Gzip'ed files
+are read transparently.
+
+Alibaba GPU v2023 (`openb_pod_list_*.csv`, Weng et al., ATC '23), per pod:
+arrival = `creation_time`; run time = `deletion_time - scheduled_time` (pods never scheduled
+are skipped: their run time is unknown); GPUs = `num_gpu`, where a shared pod (`gpu_milli` <
+1000) takes one whole GPU (the broker does not share devices); `gpu_spec` models map to
+catalog accelerators by `GPU_SPEC_MODELS` (models the catalog lacks are dropped, and a pod
+whose list becomes empty may run on any accelerator); `qos` maps to a priority by `QOS_PRIORITY`.
+
+Plain CSV columns (header required; `submit_time` and `runtime` are required):
+`submit_time` (s from trace start), `runtime` (s or a duration such as 1h30m),
+`accelerator` (catalog names separated by `|`, empty = any), `count`, `tenant`, `max_wait`
+(s or duration, empty = the policy default), `residency` (`any` or `cn-mainland`), and
+optionally `cpus`, `memory_gb`, `priority` (low/normal/high), `name`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from broker.model import parse_duration
+
+TraceFormat = Literal["alibaba-v2023", "csv"]
+FORMATS: tuple[TraceFormat, ...] = ("alibaba-v2023", "csv")
+
+GPU_SPEC_MODELS: dict[str, str | None] = {
+    "T4": "T4",
+    "A10": "A10",
+    "V100M16": "V100",
+    "V100M32": "V100-32GB",
+    "P100": None,
+    "G1": None,
+    "G2": None,
+    "G3": None,
+}
+"""Alibaba `gpu_spec` model -> catalog accelerator (None: not in the catalog, dropped).
+G1-G3 are undisclosed internal models; P100 has no catalog entry."""
+
+QOS_PRIORITY = {"LS": "normal", "Burstable": "normal", "Guaranteed": "high", "BE": "low"}
+"""Alibaba `qos` -> job priority (latency-sensitive is normal, best-effort is low)."""
+
+
+class TraceError(Exception):
+    """A trace file that cannot be read: names the file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceJob:
+    """One job of a workload trace, before it becomes a `JobSpec`."""
+
+    name: str
+    submit_s: float
+    runtime_s: float
+    count: int = 0
+    """Accelerators (0: a CPU-only job)."""
+    accelerators: tuple[str, ...] = ()
+    """Catalog accelerator names the job accepts; empty = any."""
+    cpus: float = 1.0
+    memory_gb: float = 1.0
+    tenant: str | None = None
+    max_wait_s: float | None = None
+    residency: str = "any"
+    priority: str = "normal"
+
+
+@dataclass
+class TraceInfo:
+    """What reading a trace kept and skipped, for the report."""
+
+    path: str
+    format: TraceFormat
+    rows: int = 0
+    kept: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    return io.StringIO(raw.decode("utf-8-sig"))
+
+
+def detect_format(header: Iterable[str]) -> TraceFormat:
+    """`alibaba-v2023` when the header has the pod-list columns, `csv` when it has submit/runtime."""
+    cols = {c.strip() for c in header}
+    if {"creation_time", "deletion_time", "scheduled_time", "num_gpu"} <= cols:
+        return "alibaba-v2023"
+    if {"submit_time", "runtime"} <= cols:
+        return "csv"
+    raise TraceError(f"unknown trace header {sorted(cols)}: expected the Alibaba GPU v2023 pod list "
+                     "(creation_time, scheduled_time, deletion_time, num_gpu, ...) or a CSV with "
+                     "submit_time and runtime")
+
+
+def map_gpu_spec(spec: str) -> tuple[str, ...]:
+    """`V100M16|V100M32` -> (`V100`, `V100-32GB`); unknown or uncatalogued models are dropped."""
+    out: list[str] = []
+    for model in spec.split("|"):
+        name = GPU_SPEC_MODELS.get(model.strip())
+        if name is not None and name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def _alibaba(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: float | None) -> list[TraceJob]:
+    jobs: list[TraceJob] = []
+    for line, row in enumerate(rows, start=2):
+        info.rows += 1
+        try:
+            if not row["scheduled_time"]:
+                info.skip("never scheduled (run time unknown)")
+                continue
+            runtime = max(1.0, float(row["deletion_time"]) - float(row["scheduled_time"]))
+            if max_runtime_s is not None and runtime > max_runtime_s:
+                info.skip("run time above the scenario's max_runtime")
+                continue
+            num_gpu, milli = int(row["num_gpu"]), int(row["gpu_milli"] or 0)
+            count = num_gpu if num_gpu > 0 else (1 if milli > 0 else 0)
+            jobs.append(TraceJob(
+                name=row["name"], submit_s=float(row["creation_time"]), runtime_s=runtime, count=count,
+                accelerators=map_gpu_spec(row["gpu_spec"]) if count else (),
+                cpus=max(0.1, int(row["cpu_milli"]) / 1000), memory_gb=max(0.1, int(row["memory_mib"]) / 1024),
+                priority=QOS_PRIORITY.get(row["qos"], "normal"),
+            ))
+        except (KeyError, ValueError) as exc:
+            raise TraceError(f"{info.path}:{line}: bad row: {exc}") from exc
+    return jobs
+
+
+def _seconds(text: str) -> float:
+    return parse_duration(text.strip()).total_seconds()
+
+
+def _plain(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: float | None) -> list[TraceJob]:
+    jobs: list[TraceJob] = []
+    for line, row in enumerate(rows, start=2):
+        info.rows += 1
+        try:
+            runtime = max(1.0, _seconds(row["runtime"]))
+            if max_runtime_s is not None and runtime > max_runtime_s:
+                info.skip("run time above the scenario's max_runtime")
+                continue
+            accel = tuple(a.strip() for a in (row.get("accelerator") or "").split("|") if a.strip())
+            count = int(row.get("count") or (1 if accel else 0))
+            wait = (row.get("max_wait") or "").strip()
+            jobs.append(TraceJob(
+                name=(row.get("name") or f"job-{line - 1}").strip(), submit_s=_seconds(row["submit_time"]),
+                runtime_s=runtime, count=count, accelerators=accel,
+                cpus=float(row.get("cpus") or 1), memory_gb=float(row.get("memory_gb") or 1),
+                tenant=(row.get("tenant") or "").strip() or None,
+                max_wait_s=_seconds(wait) if wait else None,
+                residency=(row.get("residency") or "any").strip() or "any",
+                priority=(row.get("priority") or "normal").strip() or "normal",
+            ))
+        except (KeyError, ValueError) as exc:
+            raise TraceError(f"{info.path}:{line}: bad row: {exc}") from exc
+    return jobs
+
+
+def read_trace(
+    path: Path, fmt: TraceFormat | None = None, *, max_runtime_s: float | None = None
+) -> tuple[list[TraceJob], TraceInfo]:
+    """Read a trace (format from the header unless given), sorted by submit time."""
+    try:
+        reader = csv.DictReader(_open_text(path))
+        header = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
+        raise TraceError(f"{path}: cannot read: {exc}") from exc
+    found = detect_format(header)
+    if fmt is not None and fmt != found:
+        raise TraceError(f"{path}: --trace-format {fmt} given but the header is {found}")
+    info = TraceInfo(path=str(path), format=found)
+    jobs = (_alibaba if found == "alibaba-v2023" else _plain)(iter(reader), info, max_runtime_s)
+    jobs.sort(key=lambda j: (j.submit_s, j.name))
+    info.kept = len(jobs)
+    return jobs, info
+
+
+def write_csv(jobs: Iterable[TraceJob], out: io.TextIOBase) -> None:
+    """Write jobs in the plain CSV format (what `read_trace` reads back)."""
+    w = csv.writer(out)
+    w.writerow(["name", "submit_time", "runtime", "accelerator", "count", "tenant", "max_wait", "residency",
+                "cpus", "memory_gb", "priority"])
+    for j in jobs:
+        w.writerow([j.name, f"{j.submit_s:g}", f"{j.runtime_s:g}", "|".join(j.accelerators), j.count,
+                    j.tenant or "", "" if j.max_wait_s is None else f"{j.max_wait_s:g}", j.residency,
+                    f"{j.cpus:g}", f"{j.memory_gb:g}", j.priority])

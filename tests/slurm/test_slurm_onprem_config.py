@@ -1,0 +1,113 @@
+"""The Slurm adapter as the broker builds it: policy partitions, gres mapping, waits. No cluster."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.base import ConfigError, NotFoundError
+from adapters.slurm import (
+    PartitionConfig,
+    PartitionState,
+    PendingWork,
+    RunningWork,
+    SlurmAdapter,
+    parse_partitions,
+    partition_wait_s,
+)
+from broker.model import AttemptState, SiteId
+
+SITE = SiteId("shangzhuang-onprem")
+POLICY_PARTITIONS: list[dict[str, Any]] = [  # what Planner.site_adapters() passes
+    {"name": "ascend", "accelerator": "Ascend910B", "count_per_node": 4, "nodes": 1, "price_hour": 6.0,
+     "cpus_per_node": 16.0, "memory_gb_per_node": 0.0, "slot_counts": None, "expected_wait": None},
+    {"name": "a800", "accelerator": "A800", "count_per_node": 4, "nodes": 1, "price_hour": 14.0,
+     "cpus_per_node": 16.0, "memory_gb_per_node": 0.0, "slot_counts": None, "expected_wait": None},
+    {"name": "cpu", "accelerator": None, "count_per_node": 0, "nodes": 2, "price_hour": 0.5,
+     "cpus_per_node": 16.0, "memory_gb_per_node": 0.0, "slot_counts": None, "expected_wait": None},
+]
+
+
+def test_policy_list_form_and_gres_types() -> None:
+    parts = parse_partitions(SITE, {"partitions": POLICY_PARTITIONS, "gres_types": {"A800": "a800-sxm"}})
+    assert list(parts) == ["ascend", "a800", "cpu"]
+    assert parts["ascend"] == PartitionConfig("ascend", "Ascend910B", None, 6.0)
+    assert parts["a800"].gres_type == "a800-sxm" and parts["a800"].price_per_accelerator_hour == 14.0
+    assert parts["cpu"].accelerator is None and parts["cpu"].gres_type is None
+    own = [{"name": "a800", "accelerator": "A800", "gres_type": "x"}]
+    by_name = parse_partitions(SITE, {"partitions": own, "gres_types": {"a800": "y"}})
+    assert by_name["a800"].gres_type == "x"  # the partition's own setting wins
+    with pytest.raises(ConfigError):
+        parse_partitions(SITE, {"partitions": [{"accelerator": "A800"}]})
+    with pytest.raises(ConfigError):
+        parse_partitions(SITE, {"partitions": []})
+
+
+def _nodes() -> list[dict[str, Any]]:
+    return [
+        {"name": "n1", "state": "MIXED", "partitions": ["ascend", "cpu"], "cpus": 16, "alloc_cpus": 2,
+         "real_memory": 8192, "gres": "gpu:ascend910b:4", "gres_used": "gpu:ascend910b:2(IDX:0-1)"},
+        {"name": "n2", "state": "IDLE", "partitions": ["a800", "cpu"], "cpus": 16, "alloc_cpus": 0,
+         "real_memory": 8192, "gres": "gpu:a800:4", "gres_used": "gpu:a800:0(IDX:N/A)"},
+    ]
+
+
+def _fake(now: float, jobs: list[dict[str, Any]], tmp: Path) -> httpx.Client:
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/openapi/v3":
+            return httpx.Response(200, json={"paths": {"/slurm/v0.0.38/ping": {}}})
+        if path.endswith("/nodes"):
+            return httpx.Response(200, json={"nodes": _nodes(), "errors": []})
+        if path.endswith("/jobs"):
+            return httpx.Response(200, json={"jobs": jobs, "errors": []})
+        if path.endswith("/job/41"):
+            return httpx.Response(500, json={"errors": [{"error_number": 2017, "error": "Invalid job id"}]})
+        return httpx.Response(404, text="no")
+    return httpx.Client(transport=httpx.MockTransport(handle))
+
+
+def test_built_from_the_policy_queues_jobs_and_reports_waits(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    running = {"job_id": 40, "job_state": "RUNNING", "partition": "ascend", "tres_per_node": "gres:gpu:2",
+               "end_time": int(now.timestamp()) + 600}
+    adapter = SlurmAdapter(SITE, {"url": "http://slurm.test", "token": "t", "partitions": POLICY_PARTITIONS,
+                                  "region": "", "zones": [], "provider": "", "output_dir": str(tmp_path)},
+                           client=_fake(now.timestamp(), [running], tmp_path))
+    assert SlurmAdapter.queues_jobs is True and getattr(adapter, "queues_jobs", False)
+    snap = {p.name: p for p in adapter.capacity(now).partitions}
+    assert set(snap) == {"ascend", "a800", "cpu"}
+    assert (snap["ascend"].total, snap["ascend"].free) == (4, 2)
+    assert snap["ascend"].expected_wait_s == pytest.approx(600, abs=2)  # a 3rd GPU frees at the limit
+    assert (snap["a800"].free, snap["a800"].expected_wait_s) == (4, 0.0)
+    assert (snap["cpu"].total, snap["cpu"].free) == (32, 30)
+    assert adapter.expected_wait_s("ascend", 2, now) == 0.0
+    assert adapter.expected_wait_s("ascend", 4, now) == pytest.approx(600, abs=2)
+    assert adapter.expected_wait_s("ascend", 5, now) is None
+
+
+def test_partition_wait_is_for_the_smallest_job_that_does_not_fit() -> None:
+    part = PartitionConfig("p", "A800", None, 1.0)
+    state = PartitionState(part, 4, 1, 4, 16, 64, (RunningWork(1, 60), RunningWork(2, 3600)), ())
+    assert partition_wait_s(state) == 60  # 2 GPUs: the first release
+    queued = PartitionState(part, 4, 0, 4, 16, 64, (RunningWork(4, 600),), (PendingWork(4, 1200),))
+    assert partition_wait_s(queued) == pytest.approx((4 * 600 + 4 * 1200) / 4)
+
+
+def test_a_purged_job_is_reconciled_from_its_recorded_exit_code(tmp_path: Path) -> None:
+    adapter = SlurmAdapter(SITE, {"url": "http://slurm.test", "token": "t", "partitions": POLICY_PARTITIONS,
+                                  "output_dir": str(tmp_path)},
+                           client=_fake(0, [], tmp_path))
+    with pytest.raises(NotFoundError):
+        adapter.status("41")  # no marker: really unknown
+    (tmp_path / "tok41.jobid").write_text("41")
+    (tmp_path / "tok41.out").write_text("the end\n")
+    with pytest.raises(NotFoundError):
+        adapter.status("41")  # the script did not get to record a code (killed, node lost)
+    (tmp_path / "tok41.rc").write_text("3\n")
+    status = adapter.status("41")
+    assert status.state is AttemptState.FAILED and status.exit_code == 3 and status.log_tail == "the end\n"
