@@ -9,4 +9,10 @@ from broker.commands import explain, hardware, jobs, policy
 
 Register = Callable[[Any], None]
 
-COMMAND_GROUPS: list[Register] = [jobs.register, policy.register, hardware.register, explain.register]
+COMMAND_GROUPS: list[Register] = [
+    jobs.register,
+    jobs.register_operator,
+    policy.register,
+    hardware.register,
+    explain.register,
+]

@@ -267,3 +267,67 @@ def cmd_watch(args: argparse.Namespace) -> int:
             return _fail(str(exc))
         _follow(client, args.id, args.after, args.output, console)
     return 0
+
+
+def register_operator(sub: Any) -> None:
+    p = sub.add_parser("status", help="on-prem capacity, queues, bursts and spend (operators)")
+    _client_args(p)
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("spend", help="this month's spend, reservations, budget and vouchers")
+    p.add_argument("--tenant", default="", help="another tenant (internal tenants only); * for all")
+    _client_args(p)
+    p.set_defaults(handler=cmd_spend)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with BrokerClient(args.server, args.token) as client:
+        try:
+            resp = client.status()
+        except ClientError as exc:
+            return _fail(str(exc))
+    extra = json.loads(resp.status_json or "{}")
+    if args.output == "json":
+        body = MessageToDict(resp, preserving_proto_field_name=True)
+        body.pop("status_json", None)
+        print(json.dumps({**body, **extra}, indent=2))
+        return 0
+    console = Console()
+    table = Table(title=f"On-prem capacity (policy {resp.policy_hash[:12]})")
+    for col in ("SITE", "PARTITION", "ACCELERATOR", "FREE/TOTAL", "EXPECTED WAIT"):
+        table.add_column(col)
+    for p in resp.partitions:
+        table.add_row(p.site, p.partition, p.accelerator or "cpu", f"{p.free}/{p.total}",
+                      f"{p.expected_wait_seconds / 60:.0f} min")
+    console.print(table)
+    console.print("Jobs: " + ", ".join(f"{k} {v}" for k, v in sorted(resp.jobs_by_state.items())))
+    console.print("Active by site: " + (", ".join(f"{k} {v}" for k, v in sorted(resp.active_jobs_by_site.items()))
+                                        or "none"))
+    console.print(f"Burst decisions in the last hour: {resp.burst_decisions_last_hour}")
+    for t in extra.get("tenants", []):
+        left = "no budget" if t["budget_left"] is None else f"{t['budget_left']:.2f} {extra.get('currency', '')} left"
+        console.print(f"  {t['tenant']}: {left}, vouchers {t['vouchers_left']:.2f}")
+    for site, why in extra.get("unhealthy", {}).items():
+        console.print(f"[red]unhealthy[/] {site}: {why}")
+    return 0
+
+
+def cmd_spend(args: argparse.Namespace) -> int:
+    with BrokerClient(args.server, args.token) as client:
+        try:
+            resp = client.spend(args.tenant)
+        except ClientError as exc:
+            return _fail(str(exc))
+    if args.output == "json":
+        print(json.dumps(MessageToDict(resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),
+                         indent=2))
+        return 0
+    table = Table(title=f"Spend in {resp.month} ({resp.currency})")
+    for col in ("TENANT", "SITE", "SPENT", "RESERVED"):
+        table.add_column(col)
+    for line in resp.lines:
+        table.add_row(line.tenant, line.site, f"{line.spent:.2f}", f"{line.reserved:.2f}")
+    console = Console()
+    console.print(table)
+    console.print(f"Budget {resp.budget:.2f}, left {resp.budget_left:.2f}, vouchers left {resp.vouchers_left:.2f}")
+    return 0

@@ -76,6 +76,7 @@ class OfferBook:
         self.static = static_offers(policy, read_at=EPOCH)
         self.onprem_idx = [i for i, o in enumerate(self.static) if is_onprem(policy, o.site)]
         self.parts = parts
+        self._cache: dict[tuple[int, int, int], Offer] = {}
         # Cloud offers carry their site's mean provisioning time as expected wait (as live adapters do).
         self.static = [o if is_onprem(policy, o.site) or not provisioning_s.get(o.site)
                        else o.model_copy(update={"expected_wait_s": provisioning_s[o.site]})
@@ -89,7 +90,14 @@ class OfferBook:
             o = out[i]
             part = self.parts.get(partition_key(o))
             if part is not None:
-                out[i] = o.model_copy(update={"free": part.free, "expected_wait_s": part.expected_wait_s(now_s)})
+                state = (part.free, round(part.expected_wait_s(now_s)))
+                got = self._cache.get((i, *state))
+                if got is None:
+                    if len(self._cache) > 50_000:
+                        self._cache.clear()
+                    got = self._cache[(i, *state)] = o.model_copy(
+                        update={"free": state[0], "expected_wait_s": float(state[1])})
+                out[i] = got
         return out
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
-from broker.burst import TenantMoney, estimate_cost, is_onprem, route_refusal, split_cost
+from broker.burst import TenantMoney, estimate_cost, route_refusal, split_cost
 from broker.decision import Action, Decision
 from broker.model import SiteId
 from broker.placement import PlacementContext, ScoredOffer, place
@@ -40,6 +40,19 @@ class Baseline:
         self.facts = facts
         self.ttl_s = policy.burst.blocklist_ttl.capacity.total_seconds()
         self._free: tuple[int, dict[str, int]] = (0, {})
+        self._onprem_sites = frozenset(site.id for site in policy.sites if site.partitions)
+        self._split: dict[int, tuple[list[ScoredOffer], list[ScoredOffer], list[ScoredOffer]]] = {}
+
+    def _lists(self, job: SimJob) -> tuple[list[ScoredOffer], list[ScoredOffer], list[ScoredOffer]]:
+        """(on-prem in placement order, cloud by cost, everything by cost) for one job, cached."""
+        got = self._split.get(job.index)
+        if got is None:
+            allowed = self.facts[job.index].allowed
+            by_cost = sorted(allowed, key=lambda s: self._cost(job, s))
+            got = ([s for s in allowed if s.offer.site in self._onprem_sites],
+                   [s for s in by_cost if s.offer.site not in self._onprem_sites], by_cost)
+            self._split[job.index] = got
+        return got
 
     # What the pass says ---------------------------------------------------------------
 
@@ -47,7 +60,7 @@ class Baseline:
         if self._free[0] != id(snap):
             free = {}
             for o in snap.offers:
-                if o.free is not None and is_onprem(self.policy, o.site):
+                if o.free is not None and o.site in self._onprem_sites:
                     free[partition_key(o)] = o.free
             self._free = (id(snap), free)
         return self._free[1].get(key, 0) - snap.claimed.get(key, 0)
@@ -57,9 +70,15 @@ class Baseline:
         if not snap.blocked or not offers:
             return offers
         ctx = PlacementContext(now=snap.now, blocked=snap.blocked)
-        keep = {s.offer.key for s in place(job.spec, job.tenant, [s.offer for s in offers], self.policy,
-                                           ctx).allowed}
-        return [s for s in offers if s.offer.key in keep]
+        out: list[ScoredOffer] = []
+        for i in range(0, len(offers), 8):
+            chunk = offers[i:i + 8]
+            keep = {s.offer.key for s in place(job.spec, job.tenant, [s.offer for s in chunk], self.policy,
+                                               ctx).allowed}
+            out.extend(s for s in chunk if s.offer.key in keep)
+            if out:
+                break
+        return out
 
     def _money_ok(self, job: SimJob, s: ScoredOffer, money: TenantMoney) -> tuple[float, float] | None:
         total = estimate_cost(job.spec, s.offer, self.policy)
@@ -76,13 +95,11 @@ class Baseline:
     # Decisions ------------------------------------------------------------------------
 
     def decide(self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None) -> Decision:
-        allowed = self.facts[job.index].allowed
-        if not allowed:
+        if not self.facts[job.index].allowed:
             return Decision(Action.REJECT, reasons=("no allowed offer",))
-        onprem = [s for s in allowed if is_onprem(self.policy, s.offer.site)]
-        cloud = [s for s in allowed if not is_onprem(self.policy, s.offer.site)]
+        onprem, cloud, by_cost = self._lists(job)
         if self.kind == "cheapest-offer":
-            return self._cheapest(job, snap, money, sorted(allowed, key=lambda s: self._cost(job, s)))
+            return self._cheapest(job, snap, money, by_cost)
         if self.kind == "cloud-cheapest" or not onprem:
             run = self._burst(job, snap, money, cloud, limits=self.kind != "cloud-cheapest")
             if run is not None or not onprem:
@@ -99,7 +116,7 @@ class Baseline:
 
     def _burst(self, job: SimJob, snap: PassSnapshot, money: TenantMoney, cloud: list[ScoredOffer],
                *, limits: bool) -> Decision | None:
-        for s in self._usable(job, snap, sorted(cloud, key=lambda s: self._cost(job, s))):
+        for s in self._usable(job, snap, cloud):
             if limits and route_refusal(s.offer.site, snap.routes.get(SiteId(s.offer.site)), self.policy,
                                         snap.now) is not None:
                 continue
@@ -111,10 +128,9 @@ class Baseline:
 
     def _cheapest(self, job: SimJob, snap: PassSnapshot, money: TenantMoney,
                   ranked: list[ScoredOffer]) -> Decision:
-        usable = {s.offer.key for s in self._usable(job, snap, [s for s in ranked
-                                                                if not is_onprem(self.policy, s.offer.site)])}
+        usable = {s.offer.key for s in self._usable(job, snap, self._lists(job)[1])}
         for s in ranked:
-            if is_onprem(self.policy, s.offer.site):
+            if s.offer.site in self._onprem_sites:
                 if self._free_now(snap, partition_key(s.offer)) >= job.demand:
                     snap.claim(s.offer, job.spec)
                     return Decision(Action.RUN, s.offer, ("cheapest available offer (on-prem)",))
@@ -126,7 +142,7 @@ class Baseline:
             if paid is not None:
                 return Decision(Action.RUN, s.offer, ("cheapest available offer",), burst=True,
                                 data={"cash": paid[0], "voucher": paid[1]})
-        first = next((s for s in ranked if is_onprem(self.policy, s.offer.site)), None)
+        first = next((s for s in ranked if s.offer.site in self._onprem_sites), None)
         if first is not None:
             snap.enqueue(first.offer, job.spec)
         return Decision(Action.WAIT, first.offer if first else None, ("nothing available now",))

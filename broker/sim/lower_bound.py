@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -45,22 +48,55 @@ class _Cols:
         return len(self.cost) - 1
 
 
-def _edges(jobs: Sequence[SimJob], step: float) -> list[float]:
-    fine_end = max(j.arrival_s + j.max_wait_s for j in jobs) + step
-    horizon = max(j.arrival_s + j.max_wait_s + j.runtime_s for j in jobs) + step
-    edges = [float(x) for x in np.arange(0.0, fine_end + step, step)]
-    grow = step
-    while edges[-1] < horizon:
-        grow *= 1.25
-        edges.append(edges[-1] + grow)
-    return edges
+def _edges(jobs: Sequence[SimJob], max_buckets: int) -> list[float]:
+    """Bucket edges at the jobs' own time points (arrival, deadline, ends), merged to at most
+    `max_buckets` buckets; any bucketing gives a valid bound, finer ones a tighter bound."""
+    pts = np.unique(np.array([x for j in jobs for x in (
+        j.arrival_s, j.arrival_s + j.max_wait_s, j.arrival_s + j.runtime_s,
+        j.arrival_s + j.max_wait_s + j.runtime_s)], dtype=np.float64))
+    pts = np.concatenate(([0.0], pts, [pts[-1] + 1.0]))
+
+    def merge(gap: float) -> list[float]:
+        out = [float(pts[0])]
+        for x in pts[1:]:
+            if x - out[-1] >= gap:
+                out.append(float(x))
+        if out[-1] < pts[-1]:
+            out.append(float(pts[-1]))
+        return out
+
+    lo, hi = 0.0, float(pts[-1])
+    edges = merge(lo)
+    if len(edges) <= max_buckets + 1:
+        return edges
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if len(merge(mid)) > max_buckets + 1:
+            lo = mid
+        else:
+            hi = mid
+    return merge(hi)
+
+
+def _quiet_highs() -> Any:
+    """A Highs instance; its constructor's banner goes to stdout's fd, so keep it off stdout."""
+    import highspy
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        return highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 class LowerBound:
     """The LP, built once; `solve(late)` re-solves it for another late-job allowance."""
 
     def __init__(self, jobs: Sequence[SimJob], facts: Sequence[JobFacts], capacity: Mapping[str, int],
-                 *, max_flex_vars: int = 200_000, min_step_s: float = 60.0) -> None:
+                 *, max_buckets: int = 1500) -> None:
         todo = [(j, f) for j, f in zip(jobs, facts, strict=True)
                 if f.allowed and (f.cloud_cost is not None or any(k in capacity for k in f.onprem))]
         self.jobs = len(todo)
@@ -68,9 +104,7 @@ class LowerBound:
         if not todo:
             self._h = None
             return
-        spread = sum(2 * j.max_wait_s * sum(1 for k in f.onprem if k in capacity) for j, f in todo)
-        step = max(min_step_s, spread / max_flex_vars)
-        edges = _edges([j for j, _ in todo], step)
+        edges = _edges([j for j, _ in todo], max_buckets)
         nb = len(edges) - 1
         keys = sorted(capacity)
         cap_row = {k: i * nb for i, k in enumerate(keys)}
@@ -155,7 +189,7 @@ class LowerBound:
         lp.a_matrix_.start_ = np.array(start, dtype=np.int32)
         lp.a_matrix_.index_ = np.array(index, dtype=np.int32)
         lp.a_matrix_.value_ = np.array(value, dtype=np.float64)
-        h = highspy.Highs()
+        h = _quiet_highs()
         h.setOptionValue("output_flag", False)
         h.passModel(lp)
         self._h = h

@@ -69,6 +69,7 @@ class Scenario(_M):
         default=None, ge=0, description="None: each site's burst.sites spot_interruption_risk.")
     sites: dict[str, SiteWorld] = Field(default_factory=dict)
     redecide_head: int = Field(default=8, ge=1, description="Queued jobs re-decided per capacity event.")
+    audit_every: int = Field(default=0, ge=0, description="Audit every Nth job's placements; 0 = auto.")
     sample_points: int = Field(default=1500, ge=10, description="Time-series samples for the plots.")
 
     @field_validator("max_runtime_s", mode="before")

@@ -89,7 +89,7 @@ def write_setup(folder: Path, moto_url: str, ecs_address: str, *, aws_key: str =
     (folder / "policy.yaml").write_text(POLICY)
     (folder / "tokens.yaml").write_text(f"tokens:\n  - {{tenant: sg-lab, sha256: {hash_token(TOKEN)}}}\n")
     aws = (f"{{endpoint_url: '{moto_url}', access_key_id: {aws_key}, secret_access_key: secret, "
-           f"image_id: {AMI}, live_prices: false}}")
+           f"image_id: {AMI}, live_prices: false, heartbeat_s: 1}}")
     ali = (f"{{endpoint: '{ecs_address}', protocol: http, access_key_id: ak-test, "
            f"access_key_secret: {ECS_KEYS['ak-test']}, image_id: m-szb-base, live_prices: false}}")
     (folder / "broker.yaml").write_text(textwrap.dedent(f"""\

@@ -109,4 +109,4 @@ def test_explain_table_and_bad_job(cli: Cli, tmp_path: Path, capsys: pytest.Capt
     assert "shangzhuang-onprem" in capsys.readouterr().out
     job.write_text("name: finetune\ncommand: [python]\nruntime_estimate: 1h\ngpus: 2\n")
     assert cli(["explain", str(job), "--policy", str(CONFIGS / "policy.yaml")]) == 1
-    assert f"{job}:4:1: error: gpus: unknown field 'gpus'" in capsys.readouterr().err
+    assert f"{job}:4:1: error: gpus: unknown field" in capsys.readouterr().err
