@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 from broker.catalog.accelerators import normalize
@@ -123,8 +124,7 @@ def group_offers(offers: Sequence[Offer], policy: Policy) -> list[Group]:
     """Group offers by (site, accelerator), keeping first-seen order."""
     groups: dict[tuple[str, str | None], list[Offer]] = {}
     get = groups.get
-    for offer in offers:
-        key = (offer.site, offer.accelerator)
+    for key, offer in zip(map(_group_key, offers), offers, strict=True):
         members = get(key)
         if members is None:
             groups[key] = [offer]
@@ -137,3 +137,6 @@ def group_offers(offers: Sequence[Offer], policy: Policy) -> list[Group]:
         g.offers = members
         out.append(g)
     return out
+
+
+_group_key = attrgetter("site", "accelerator")

@@ -10,7 +10,9 @@ import pytest
 from broker.policy import Policy, load_policy
 from tests.brokerproc import ROOT
 
-HEADER = "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
+HEADER = (
+    "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
+)
 
 POLICY = """\
 version: 1
@@ -61,7 +63,8 @@ def write_policy(folder: Path, text: str = POLICY) -> Path:
     for name in ("accelerators.yaml", "regimes.yaml"):
         shutil.copy(ROOT / "configs" / name, folder / name)
     (folder / "ali.csv").write_text(
-        f"{HEADER}\necs.gn7i-c8g1.2xlarge,A10,1,8,30,13.90,4.00,cn-beijing,cn-beijing-i\n")
+        f"{HEADER}\necs.gn7i-c8g1.2xlarge,A10,1,8,30,13.90,4.00,cn-beijing,cn-beijing-i\n"
+    )
     (folder / "aws.csv").write_text(f"{HEADER}\np4d.24xlarge,A100,8,96,1152,32.77,,us-east-1,us-east-1a\n")
     path = folder / "policy.yaml"
     path.write_text(text)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from broker.model import AttemptId, JobId, SiteId, TenantId
 from broker.store import SpendEntry, SqliteStore
 
+
 @settings(max_examples=25, deadline=None)
 @given(
     budget=st.floats(min_value=0, max_value=500),
@@ -29,9 +30,17 @@ def test_concurrent_reservations_never_exceed_budget_or_cap(
     def burst(i: int, cost: float) -> None:
         barrier.wait()
         store.reserve_spend(
-            SpendEntry(tenant=TenantId(tenants[i]), site=SiteId("cloud"), job_id=JobId(f"j{i}"),
-                       attempt_id=AttemptId(f"j{i}-a1"), month="2026-11", reserved=cost),
-            tenant_limit=budget, global_limit=cap)
+            SpendEntry(
+                tenant=TenantId(tenants[i]),
+                site=SiteId("cloud"),
+                job_id=JobId(f"j{i}"),
+                attempt_id=AttemptId(f"j{i}-a1"),
+                month="2026-11",
+                reserved=cost,
+            ),
+            tenant_limit=budget,
+            global_limit=cap,
+        )
 
     threads = [threading.Thread(target=burst, args=(i, c)) for i, c in enumerate(costs)]
     for t in threads:
@@ -51,8 +60,14 @@ def test_concurrent_reservations_never_exceed_budget_or_cap(
 
 def test_settling_turns_reservation_into_actual_spend(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "broker.db")
-    first = SpendEntry(tenant=TenantId("a"), site=SiteId("cloud"), job_id=JobId("j1"),
-                       attempt_id=AttemptId("j1-a1"), month="2026-11", reserved=50.0)
+    first = SpendEntry(
+        tenant=TenantId("a"),
+        site=SiteId("cloud"),
+        job_id=JobId("j1"),
+        attempt_id=AttemptId("j1-a1"),
+        month="2026-11",
+        reserved=50.0,
+    )
     second = replace(first, job_id=JobId("j2"), attempt_id=AttemptId("j2-a1"), reserved=20.0)
     assert store.reserve_spend(first, tenant_limit=60, global_limit=None)
     assert not store.reserve_spend(second, tenant_limit=60, global_limit=None)  # 70 > 60

@@ -15,10 +15,20 @@ from broker.policy import Policy
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
-def job(accels: tuple[str, ...] = ("A800", "A10"), *, runtime: str = "1h", max_wait: str | None = "10m",
-        spot: str = "allowed", deadline: datetime | None = None, count: int = 1) -> JobSpec:
+def job(
+    accels: tuple[str, ...] = ("A800", "A10"),
+    *,
+    runtime: str = "1h",
+    max_wait: str | None = "10m",
+    spot: str = "allowed",
+    deadline: datetime | None = None,
+    count: int = 1,
+) -> JobSpec:
     data: dict[str, object] = {
-        "name": "j", "command": ["true"], "runtime_estimate": runtime, "spot": spot,
+        "name": "j",
+        "command": ["true"],
+        "runtime_estimate": runtime,
+        "spot": spot,
         "resources": {"accelerators": {"count": count, "any_of": list(accels)}},
     }
     if max_wait is not None:
@@ -69,35 +79,56 @@ def test_waiting_is_cheaper_for_a_short_job_whose_only_cloud_is_expensive(policy
     assert d.action == Action.WAIT
     assert "waiting is cheaper" in d.reasons[0]
     # The same wait with a cheap cloud option bursts.
-    d2 = decide(job(("A800", "A10"), runtime="10m", max_wait="5m"), TenantId("lab"),
-                offers(policy, free=0, wait_s=8 * 60), policy, inputs())
+    d2 = decide(
+        job(("A800", "A10"), runtime="10m", max_wait="5m"),
+        TenantId("lab"),
+        offers(policy, free=0, wait_s=8 * 60),
+        policy,
+        inputs(),
+    )
     assert d2.action == Action.RUN and d2.burst
 
 
 def test_hysteresis_delays_a_burst_until_the_condition_has_held(policy: Policy) -> None:
     spec = job(max_wait="2h")
     waited = NOW - timedelta(minutes=5)
-    first = decide(spec, TenantId("lab"), offers(policy, free=0, wait_s=6 * 3600), policy,
-                   inputs(queued_since=waited))
+    first = decide(
+        spec, TenantId("lab"), offers(policy, free=0, wait_s=6 * 3600), policy, inputs(queued_since=waited)
+    )
     assert first.action == Action.WAIT and "pending" in first.reasons[0]
     since = datetime.fromisoformat(str(first.data["burst_pending_since"]))
-    later = decide(spec, TenantId("lab"), offers(policy, free=0, wait_s=6 * 3600), policy,
-                   inputs(now=NOW + timedelta(minutes=11), queued_since=waited, burst_pending_since=since))
+    later = decide(
+        spec,
+        TenantId("lab"),
+        offers(policy, free=0, wait_s=6 * 3600),
+        policy,
+        inputs(now=NOW + timedelta(minutes=11), queued_since=waited, burst_pending_since=since),
+    )
     assert later.action == Action.RUN and later.burst
 
 
 def test_budget_left_too_small_means_wait_with_the_reason(policy: Policy) -> None:
     spec = job(max_wait="1m", runtime="4h", spot="never")  # 55.6 CNY on demand at ali-bj
-    d = decide(spec, TenantId("poor"), offers(policy, free=0, wait_s=5 * 3600), policy,
-               inputs(money=TenantMoney(budget_left=20.0)))
+    d = decide(
+        spec,
+        TenantId("poor"),
+        offers(policy, free=0, wait_s=5 * 3600),
+        policy,
+        inputs(money=TenantMoney(budget_left=20.0)),
+    )
     assert d.action == Action.WAIT
     assert any("budget" in r for r in d.reasons)
 
 
 def test_voucher_pays_first_so_a_small_budget_still_bursts(policy: Policy) -> None:
     spec = job(max_wait="1m", runtime="1h", spot="never")  # 13.9 CNY, half paid by the voucher
-    d = decide(spec, TenantId("vouchered"), offers(policy, free=0, wait_s=5 * 3600), policy,
-               inputs(money=TenantMoney(budget_left=7.0, voucher_balances={"v1": 100.0})))
+    d = decide(
+        spec,
+        TenantId("vouchered"),
+        offers(policy, free=0, wait_s=5 * 3600),
+        policy,
+        inputs(money=TenantMoney(budget_left=7.0, voucher_balances={"v1": 100.0})),
+    )
     assert d.action == Action.RUN and d.burst
     assert d.data["voucher"] == pytest.approx(6.95) and d.data["cash"] == pytest.approx(6.95)
 
@@ -107,8 +138,11 @@ def test_per_route_provisioning_limit_and_failure_throttle(policy: Policy) -> No
     busy = {SiteId("ali-bj"): RouteState(provisioning=2)}
     d = decide(spec, TenantId("lab"), offers(policy, free=0, wait_s=5 * 3600), policy, inputs(routes=busy))
     assert d.action == Action.WAIT and any("provisioning" in r for r in d.reasons)
-    failing = {SiteId("ali-bj"): RouteState(recent_attempts=4, recent_failures=3,
-                                            last_failure=NOW - timedelta(minutes=1))}
+    failing = {
+        SiteId("ali-bj"): RouteState(
+            recent_attempts=4, recent_failures=3, last_failure=NOW - timedelta(minutes=1)
+        )
+    }
     d = decide(spec, TenantId("lab"), offers(policy, free=0, wait_s=5 * 3600), policy, inputs(routes=failing))
     assert d.action == Action.WAIT and any("throttled" in r for r in d.reasons)
 
@@ -123,7 +157,9 @@ def test_deadline_slack_moves_a_job_off_spot(policy: Policy) -> None:
 
 
 def test_no_onprem_option_goes_straight_to_the_cloud(policy: Policy) -> None:
-    d = decide(job(("A10",), max_wait="1h"), TenantId("lab"), offers(policy, free=8, wait_s=0), policy, inputs())
+    d = decide(
+        job(("A10",), max_wait="1h"), TenantId("lab"), offers(policy, free=8, wait_s=0), policy, inputs()
+    )
     assert d.action == Action.RUN and d.burst and d.offer is not None and d.offer.site == "ali-bj"
 
 
@@ -134,7 +170,9 @@ def test_unplaceable_job_is_rejected_with_reasons(policy: Policy) -> None:
 
 def test_blocked_offers_make_a_job_wait_not_fail(policy: Policy) -> None:
     every = frozenset(o.key for o in static_offers(policy))
-    d = decide(job(("A10",)), TenantId("lab"), offers(policy, free=0, wait_s=0), policy, inputs(blocked=every))
+    d = decide(
+        job(("A10",)), TenantId("lab"), offers(policy, free=0, wait_s=0), policy, inputs(blocked=every)
+    )
     assert d.action == Action.WAIT
 
 
@@ -159,8 +197,13 @@ def test_oscillating_queue_makes_a_bounded_number_of_burst_decisions(policy: Pol
         waited = t - submitted
         remaining = max(timedelta(0), timedelta(hours=2) - waited)
         wait_s = (remaining + timedelta(hours=2)).total_seconds() if high else 60.0
-        d = decide(spec, TenantId("lab"), offers(policy, free=0, wait_s=wait_s), policy,
-                   inputs(now=t, queued_since=submitted, burst_pending_since=pending))
+        d = decide(
+            spec,
+            TenantId("lab"),
+            offers(policy, free=0, wait_s=wait_s),
+            policy,
+            inputs(now=t, queued_since=submitted, burst_pending_since=pending),
+        )
         if d.action == Action.RUN and d.burst:
             bursts += 1
             break  # a burst is final: the job leaves the queue

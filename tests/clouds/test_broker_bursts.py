@@ -17,22 +17,29 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
-from broker.api import agent_service_pb2, agent_service_pb2_grpc, job_pb2
+from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
 from broker.api import broker_service_pb2 as pb
-from broker.api import broker_service_pb2_grpc
 from broker.auth import hash_token
-from broker.serde import state_from_proto
-from broker.store import SqliteStore
 from tests.brokerproc import ROOT, BrokerProcess
 from tests.clouds.conftest import ECS_KEYS
+from tests.clouds.e2e_helpers import (
+    TERMINAL,
+    TOKEN,
+    events,
+    live_attempt,
+    md,
+    play_bootstrap,
+    play_bootstrap_when_on,
+    wait_state,
+)
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import AwsFault, MotoFront, Scenario, capacity_fault, throttle_fault
 
-TOKEN = "token-sg-lab-0123456789"
 AMI = "ami-12c6146b"  # one of moto's stock images
-TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
 
-HEADER = "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
+HEADER = (
+    "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
+)
 
 POLICY = """\
 version: 1
@@ -82,17 +89,24 @@ def write_setup(folder: Path, moto_url: str, ecs_address: str, *, aws_key: str =
         shutil.copy(ROOT / "configs" / name, folder / name)
     (folder / "aws-east.csv").write_text(
         f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a\n"
-        "g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1b\n")
+        "g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1b\n"
+    )
     (folder / "aws-west.csv").write_text(f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.10,,us-west-2,us-west-2a\n")
     (folder / "ali.csv").write_text(
-        f"{HEADER},Currency\necs.gn7i-c8g1.2xlarge,A10,1,8,30,13.90,,cn-beijing,cn-beijing-i,CNY\n")
+        f"{HEADER},Currency\necs.gn7i-c8g1.2xlarge,A10,1,8,30,13.90,,cn-beijing,cn-beijing-i,CNY\n"
+    )
     (folder / "policy.yaml").write_text(POLICY)
     (folder / "tokens.yaml").write_text(f"tokens:\n  - {{tenant: sg-lab, sha256: {hash_token(TOKEN)}}}\n")
-    aws = (f"{{endpoint_url: '{moto_url}', access_key_id: {aws_key}, secret_access_key: secret, "
-           f"image_id: {AMI}, live_prices: false, heartbeat_s: 1}}")
-    ali = (f"{{endpoint: '{ecs_address}', protocol: http, access_key_id: ak-test, "
-           f"access_key_secret: {ECS_KEYS['ak-test']}, image_id: m-szb-base, live_prices: false}}")
-    (folder / "broker.yaml").write_text(textwrap.dedent(f"""\
+    aws = (
+        f"{{endpoint_url: '{moto_url}', access_key_id: {aws_key}, secret_access_key: secret, "
+        f"image_id: {AMI}, live_prices: false, heartbeat_s: 1}}"
+    )
+    ali = (
+        f"{{endpoint: '{ecs_address}', protocol: http, access_key_id: ak-test, "
+        f"access_key_secret: {ECS_KEYS['ak-test']}, image_id: m-szb-base, live_prices: false}}"
+    )
+    (folder / "broker.yaml").write_text(
+        textwrap.dedent(f"""\
         data_dir: data
         policy: policy.yaml
         tokens_file: tokens.yaml
@@ -101,7 +115,8 @@ def write_setup(folder: Path, moto_url: str, ecs_address: str, *, aws_key: str =
           aws-east: {aws}
           aws-west: {aws}
           aliyun-bj: {ali}
-        """))
+        """)
+    )
     return folder / "broker.yaml"
 
 
@@ -114,70 +129,32 @@ def clouds(moto: MotoFront, ecs_server: EcsEndpoint) -> Iterator[tuple[MotoFront
 
 
 @pytest.fixture
-def broker(tmp_path: Path, clouds: tuple[MotoFront, EcsCloud], ecs_server: EcsEndpoint) -> Iterator[BrokerProcess]:
+def broker(
+    tmp_path: Path, clouds: tuple[MotoFront, EcsCloud], ecs_server: EcsEndpoint
+) -> Iterator[BrokerProcess]:
     proc = BrokerProcess(write_setup(tmp_path, clouds[0].url, ecs_server.address))
     proc.start()
     yield proc
     proc.stop()
 
 
-def md() -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {TOKEN}"),)
-
-
 def gpu_job(name: str, *accels: str) -> job_pb2.JobSpec:
     return job_pb2.JobSpec(
-        name=name, command=["python3", "train.py"], runtime_estimate=duration_pb2.Duration(seconds=3600),
+        name=name,
+        command=["python3", "train.py"],
+        runtime_estimate=duration_pb2.Duration(seconds=3600),
         resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=1, any_of=list(accels))),
     )
 
 
-def wait_state(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, states: set[int],
-               timeout: float = 30) -> job_pb2.Job:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md()).job
-        if job.state in states:
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{job_id} stuck in {state_from_proto(job.state)}: {job.message}")
-        time.sleep(0.1)
-
-
-def events(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str) -> list[job_pb2.JobEvent]:
-    return [r.event for r in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=md(), timeout=10)]
-
-
-def live_attempt(data_dir: Path, job_id: str) -> tuple[str, str, str | None]:
-    """(attempt id, token, backend id) of the job's newest attempt, read from the store file."""
-    store = SqliteStore(data_dir / "broker.db")
-    try:
-        attempt = store.attempts_for(job_id)[-1]  # type: ignore[arg-type]
-        return attempt.id, attempt.token, attempt.backend_id
-    finally:
-        store.close()
-
-
-def play_bootstrap(broker: BrokerProcess, job_id: str, exit_code: int = 0) -> None:
-    """What the UserData script does: heartbeat as running, then report the exit status."""
-    data_dir = broker.config.parent / "data"
-    deadline = time.monotonic() + 20
-    while True:
-        attempt_id, token, backend = live_attempt(data_dir, job_id)
-        if backend is not None:
-            break
-        assert time.monotonic() < deadline, "no backend id recorded"
-        time.sleep(0.1)
-    with grpc.insecure_channel(broker.address) as channel:
-        agent = agent_service_pb2_grpc.AgentServiceStub(channel)
-        agent.Heartbeat(agent_service_pb2.HeartbeatRequest(attempt_id=attempt_id, token=token, running=True))
-        agent.ReportExit(agent_service_pb2.ReportExitRequest(attempt_id=attempt_id, token=token,
-                                                             exit_code=exit_code, log_tail="epoch 3/3 done\n"))
-
-
 def ec2_instances(moto: MotoFront, region: str, job_id: str | None = None) -> list[dict[str, object]]:
-    ec2 = boto3.client("ec2", endpoint_url=moto.url, region_name=region, aws_access_key_id="AKIDTESTTEST",
-                       aws_secret_access_key="secret")
+    ec2 = boto3.client(
+        "ec2",
+        endpoint_url=moto.url,
+        region_name=region,
+        aws_access_key_id="AKIDTESTTEST",
+        aws_secret_access_key="secret",
+    )
     filters = [{"Name": "tag:szb:job", "Values": [job_id]}] if job_id else []
     out = []
     for res in ec2.describe_instances(Filters=filters)["Reservations"]:
@@ -189,13 +166,16 @@ def test_agent_rejects_a_wrong_attempt_token(broker: BrokerProcess) -> None:
     with grpc.insecure_channel(broker.address) as channel:
         agent = agent_service_pb2_grpc.AgentServiceStub(channel)
         with pytest.raises(grpc.RpcError) as err:
-            agent.ReportExit(agent_service_pb2.ReportExitRequest(attempt_id="j-x-a1", token="nope", exit_code=0))
+            agent.ReportExit(
+                agent_service_pb2.ReportExitRequest(attempt_id="j-x-a1", token="nope", exit_code=0)
+            )
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 @pytest.mark.parametrize(("accel", "site"), [("A10G", "aws-east"), ("A10", "aliyun-bj")])
-def test_burst_runs_completes_and_terminates(broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud],
-                                             accel: str, site: str) -> None:
+def test_burst_runs_completes_and_terminates(
+    broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud], accel: str, site: str
+) -> None:
     moto, ecs = clouds
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
@@ -219,14 +199,17 @@ def test_burst_runs_completes_and_terminates(broker: BrokerProcess, clouds: tupl
         assert ecs.instances == {}
 
 
-def test_no_stock_fails_over_zone_region_then_provider(broker: BrokerProcess,
-                                                        clouds: tuple[MotoFront, EcsCloud]) -> None:
-    moto, ecs = clouds
-    moto.scenario = Scenario(faults=[
-        capacity_fault("g5.xlarge", zone="us-east-1a"),
-        capacity_fault("g5.xlarge", zone="us-east-1b"),
-        capacity_fault("g5.xlarge", region="us-west-2"),
-    ])
+def test_no_stock_fails_over_zone_region_then_provider(
+    broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud]
+) -> None:
+    moto, _ecs = clouds
+    moto.scenario = Scenario(
+        faults=[
+            capacity_fault("g5.xlarge", zone="us-east-1a"),
+            capacity_fault("g5.xlarge", zone="us-east-1b"),
+            capacity_fault("g5.xlarge", region="us-west-2"),
+        ]
+    )
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("failover", "A10G", "A10")), metadata=md()).job
@@ -236,28 +219,20 @@ def test_no_stock_fails_over_zone_region_then_provider(broker: BrokerProcess,
         history = events(stub, job.id)
     failed = [e for e in history if e.kind == "attempt_failed"]
     offers = [e.data["offer"] for e in failed]
-    assert offers == ["aws-east/us-east-1a/g5.xlarge/ondemand", "aws-east/us-east-1b/g5.xlarge/ondemand",
-                      "aws-west/us-west-2a/g5.xlarge/ondemand"]
+    assert offers == [
+        "aws-east/us-east-1a/g5.xlarge/ondemand",
+        "aws-east/us-east-1b/g5.xlarge/ondemand",
+        "aws-west/us-west-2a/g5.xlarge/ondemand",
+    ]
     assert all(e.data["code"] == "InsufficientInstanceCapacity" for e in failed)
     placed = [e.message for e in history if e.kind == "placed"]
     assert len(placed) == 4 and "aliyun-bj" in placed[-1]
     assert ec2_instances(moto, "us-east-1", job.id) == [] and ec2_instances(moto, "us-west-2", job.id) == []
 
 
-def play_bootstrap_when_on(stub: broker_service_pb2_grpc.BrokerServiceStub, broker: BrokerProcess,
-                           job_id: str, site: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md()).job
-        if job.site == site and job.state in (job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING):
-            break
-        assert job.state not in TERMINAL, job.message
-        assert time.monotonic() < deadline, f"never reached {site}: {job.site} {job.message}"
-        time.sleep(0.1)
-    play_bootstrap(broker, job_id)
-
-
-def test_throttling_is_retried_then_succeeds(broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud]) -> None:
+def test_throttling_is_retried_then_succeeds(
+    broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud]
+) -> None:
     moto, _ = clouds
     moto.scenario = Scenario(faults=[throttle_fault("RunInstances", times=2)])
     with grpc.insecure_channel(broker.address) as channel:
@@ -271,7 +246,8 @@ def test_throttling_is_retried_then_succeeds(broker: BrokerProcess, clouds: tupl
 
 
 def test_bad_credentials_mark_provider_unhealthy_and_place_elsewhere(
-        tmp_path: Path, clouds: tuple[MotoFront, EcsCloud], ecs_server: EcsEndpoint) -> None:
+    tmp_path: Path, clouds: tuple[MotoFront, EcsCloud], ecs_server: EcsEndpoint
+) -> None:
     moto, _ = clouds
     moto.scenario = Scenario(rejected_access_keys={"AKIDREVOKED"})
     proc = BrokerProcess(write_setup(tmp_path, moto.url, ecs_server.address, aws_key="AKIDREVOKED"))
@@ -286,7 +262,9 @@ def test_bad_credentials_mark_provider_unhealthy_and_place_elsewhere(
             failed = [e for e in events(stub, job.id) if e.kind == "attempt_failed"]
             assert failed and failed[0].data["error"] == "AuthError"
             # The breaker is open: a second job goes straight to the healthy provider.
-            second = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("creds-2", "A10G", "A10")), metadata=md()).job
+            second = stub.SubmitJob(
+                pb.SubmitJobRequest(job=gpu_job("creds-2", "A10G", "A10")), metadata=md()
+            ).job
             play_bootstrap_when_on(stub, proc, second.id, "aliyun-bj")
             assert [e for e in events(stub, second.id) if e.kind == "attempt_failed"] == []
             status = stub.GetStatus(pb.GetStatusRequest(), metadata=md())
@@ -296,7 +274,8 @@ def test_bad_credentials_mark_provider_unhealthy_and_place_elsewhere(
 
 
 def test_kill_after_cloud_call_before_id_stored_adopts_exactly_one(
-        broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud]) -> None:
+    broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud]
+) -> None:
     moto, _ = clouds
     moto.scenario = Scenario(delay_after={"RunInstances": 3.0})
     with grpc.insecure_channel(broker.address) as channel:
@@ -321,14 +300,30 @@ def test_kill_after_cloud_call_before_id_stored_adopts_exactly_one(
     assert live_attempt(broker.config.parent / "data", job.id)[2] == instances[0]["InstanceId"]
 
 
-def test_orphan_tagged_instance_is_terminated(broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud]) -> None:
+def test_orphan_tagged_instance_is_terminated(
+    broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud]
+) -> None:
     moto, _ = clouds
-    ec2 = boto3.client("ec2", endpoint_url=moto.url, region_name="us-east-1", aws_access_key_id="AKIDTESTTEST",
-                       aws_secret_access_key="secret")
-    tags = [{"Key": "szb:broker", "Value": "shangzhuang"}, {"Key": "szb:job", "Value": "j-gone"},
-            {"Key": "szb:attempt", "Value": "j-gone-a1"}, {"Key": "szb:token", "Value": "deadbeef"}]
-    orphan = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, InstanceType="g5.xlarge",
-                               TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+    ec2 = boto3.client(
+        "ec2",
+        endpoint_url=moto.url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDTESTTEST",
+        aws_secret_access_key="secret",
+    )
+    tags = [
+        {"Key": "szb:broker", "Value": "shangzhuang"},
+        {"Key": "szb:job", "Value": "j-gone"},
+        {"Key": "szb:attempt", "Value": "j-gone-a1"},
+        {"Key": "szb:token", "Value": "deadbeef"},
+    ]
+    orphan = ec2.run_instances(
+        ImageId=AMI,
+        MinCount=1,
+        MaxCount=1,
+        InstanceType="g5.xlarge",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )
     stranger = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, InstanceType="g5.xlarge")
     orphan_id = orphan["Instances"][0]["InstanceId"]
     stranger_id = stranger["Instances"][0]["InstanceId"]
@@ -347,8 +342,9 @@ def test_unused_fault_type_is_importable() -> None:
     assert AwsFault("RunInstances", "X").matches("RunInstances", "us-east-1", {})
 
 
-def test_real_user_data_script_reports_to_the_broker(broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud],
-                                                     tmp_path: Path) -> None:
+def test_real_user_data_script_reports_to_the_broker(
+    broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud], tmp_path: Path
+) -> None:
     """Run the very UserData the broker gave the instance; it reports over the HTTP agent endpoint."""
     import base64
     import os
@@ -366,8 +362,13 @@ def test_real_user_data_script_reports_to_the_broker(broker: BrokerProcess, clou
             assert time.monotonic() < deadline
             time.sleep(0.1)
         instance = ec2_instances(moto, "us-east-1", job.id)[0]
-        ec2 = boto3.client("ec2", endpoint_url=moto.url, region_name="us-east-1",
-                           aws_access_key_id="AKIDTESTTEST", aws_secret_access_key="secret")
+        ec2 = boto3.client(
+            "ec2",
+            endpoint_url=moto.url,
+            region_name="us-east-1",
+            aws_access_key_id="AKIDTESTTEST",
+            aws_secret_access_key="secret",
+        )
         attr = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")  # type: ignore[arg-type]
         script = base64.b64decode(attr["UserData"]["Value"]).decode()
         env = {**os.environ, "SZB_NO_POWEROFF": "1", "SZB_WORKDIR": str(tmp_path / "instance")}

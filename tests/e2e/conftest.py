@@ -47,14 +47,16 @@ def write_broker_config(folder: Path, *, cancel_grace_s: float = 2.0) -> Path:
     (folder / "tokens.yaml").write_text(
         "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items())
     )
-    (folder / "broker.yaml").write_text(textwrap.dedent(f"""\
+    (folder / "broker.yaml").write_text(
+        textwrap.dedent(f"""\
         data_dir: data
         policy: policy.yaml
         tokens_file: tokens.yaml
         dispatch: {{poll_interval_s: 0.2}}
         sites:
           local: {{cancel_grace_s: {cancel_grace_s}}}
-        """))
+        """)
+    )
     return folder / "broker.yaml"
 
 

@@ -27,23 +27,34 @@ def stub(broker: BrokerProcess) -> Iterator[broker_service_pb2_grpc.BrokerServic
         yield broker_service_pb2_grpc.BrokerServiceStub(channel)
 
 
-def spec(name: str, command: list[str], *, gpus: int = 0, runtime_s: int = 600, **extra: object
-         ) -> job_pb2.JobSpec:
-    msg = job_pb2.JobSpec(name=name, command=command,
-                          runtime_estimate=duration_pb2.Duration(seconds=runtime_s), **extra)  # type: ignore[arg-type]
+def spec(
+    name: str, command: list[str], *, gpus: int = 0, runtime_s: int = 600, **extra: object
+) -> job_pb2.JobSpec:
+    msg = job_pb2.JobSpec(
+        name=name, command=command, runtime_estimate=duration_pb2.Duration(seconds=runtime_s), **extra
+    )  # type: ignore[arg-type]
     if gpus:
         msg.resources.accelerators.count = gpus
         msg.resources.accelerators.any_of.append("A800")
     return msg
 
 
-def submit(stub: broker_service_pb2_grpc.BrokerServiceStub, job: job_pb2.JobSpec,
-           tenant: str = "team-a", client_id: str = "") -> pb.SubmitJobResponse:
+def submit(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+    job: job_pb2.JobSpec,
+    tenant: str = "team-a",
+    client_id: str = "",
+) -> pb.SubmitJobResponse:
     return stub.SubmitJob(pb.SubmitJobRequest(job=job, client_id=client_id), metadata=auth(tenant))
 
 
-def wait_for(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, states: set[int],
-             tenant: str = "team-a", timeout: float = 30) -> job_pb2.Job:
+def wait_for(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+    job_id: str,
+    states: set[int],
+    tenant: str = "team-a",
+    timeout: float = 30,
+) -> job_pb2.Job:
     deadline = time.monotonic() + timeout
     while True:
         job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth(tenant)).job
@@ -61,7 +72,9 @@ def test_health_and_reflection_are_served(broker: BrokerProcess) -> None:
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_submit_watch_succeeds_with_exit_code_and_output(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+def test_submit_watch_succeeds_with_exit_code_and_output(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
     job = submit(stub, spec("hello", [PY, "-c", "print('hello from the job')"])).job
     assert job.state == job_pb2.JOB_STATE_QUEUED
     events = list(stub.WatchJob(pb.WatchJobRequest(id=job.id), metadata=auth("team-a"), timeout=60))
@@ -81,11 +94,13 @@ def test_gpu_job_gets_its_own_devices(stub: broker_service_pb2_grpc.BrokerServic
     job = submit(stub, spec("gpus", [PY, "-c", code], gpus=2)).job
     final = wait_for(stub, job.id, TERMINAL)
     assert final.state == job_pb2.JOB_STATE_SUCCEEDED
-    line = [ln for ln in final.log_tail.splitlines() if ln.startswith("CVD=")][0]
+    line = next(ln for ln in final.log_tail.splitlines() if ln.startswith("CVD="))
     assert len(line.removeprefix("CVD=").split(",")) == 2
 
 
-def test_failing_command_reports_exit_code_and_log_tail(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+def test_failing_command_reports_exit_code_and_log_tail(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
     code = "import sys; print('about to fail'); sys.exit(3)"
     job = submit(stub, spec("fails", [PY, "-c", code])).job
     final = wait_for(stub, job.id, TERMINAL)
@@ -94,7 +109,9 @@ def test_failing_command_reports_exit_code_and_log_tail(stub: broker_service_pb2
     assert "about to fail" in final.log_tail
 
 
-def test_cancel_running_job_kills_the_process(stub: broker_service_pb2_grpc.BrokerServiceStub, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_running_job_kills_the_process(
+    stub: broker_service_pb2_grpc.BrokerServiceStub, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     marker = tmp_path / "pid"
     code = f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
     job = submit(stub, spec("sleeper", [PY, "-c", code])).job
@@ -121,12 +138,17 @@ def _alive(pid: int) -> bool:
 
 def test_cancel_queued_job(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
     # More A800s than the site has free right now keeps it queued (4 exist, all taken below).
-    hogs = [submit(stub, spec(f"hog-{i}", [PY, "-c", "import time; time.sleep(60)"], gpus=4)).job
-            for i in range(1)]
+    hogs = [
+        submit(stub, spec(f"hog-{i}", [PY, "-c", "import time; time.sleep(60)"], gpus=4)).job
+        for i in range(1)
+    ]
     wait_for(stub, hogs[0].id, {job_pb2.JOB_STATE_RUNNING})
     queued = submit(stub, spec("waits", [PY, "-c", "pass"], gpus=4)).job
     time.sleep(0.5)
-    assert stub.GetJob(pb.GetJobRequest(id=queued.id), metadata=auth("team-a")).job.state == job_pb2.JOB_STATE_QUEUED
+    assert (
+        stub.GetJob(pb.GetJobRequest(id=queued.id), metadata=auth("team-a")).job.state
+        == job_pb2.JOB_STATE_QUEUED
+    )
     out = stub.CancelJob(pb.CancelJobRequest(id=queued.id), metadata=auth("team-a")).job
     assert out.state == job_pb2.JOB_STATE_CANCELLED
     for hog in hogs:
@@ -145,10 +167,14 @@ def test_duplicate_client_id_returns_the_same_job(stub: broker_service_pb2_grpc.
     assert sum(1 for j in page.jobs if j.client_id == "retry-123") == 1
 
 
-def test_tenant_cannot_see_or_cancel_another_tenants_job(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+def test_tenant_cannot_see_or_cancel_another_tenants_job(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
     job = submit(stub, spec("private", [PY, "-c", "import time; time.sleep(2)"]), tenant="team-a").job
-    for call, req in ((stub.GetJob, pb.GetJobRequest(id=job.id)),
-                      (stub.CancelJob, pb.CancelJobRequest(id=job.id))):
+    for call, req in (
+        (stub.GetJob, pb.GetJobRequest(id=job.id)),
+        (stub.CancelJob, pb.CancelJobRequest(id=job.id)),
+    ):
         with pytest.raises(grpc.RpcError) as err:
             call(req, metadata=auth("team-b"))  # type: ignore[operator]
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -157,7 +183,10 @@ def test_tenant_cannot_see_or_cancel_another_tenants_job(stub: broker_service_pb
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     listed = stub.ListJobs(pb.ListJobsRequest(page_size=1000), metadata=auth("team-b")).jobs
     assert job.id not in {j.id for j in listed}
-    assert stub.GetJob(pb.GetJobRequest(id=job.id), metadata=auth("team-a")).job.state != job_pb2.JOB_STATE_CANCELLED
+    assert (
+        stub.GetJob(pb.GetJobRequest(id=job.id), metadata=auth("team-a")).job.state
+        != job_pb2.JOB_STATE_CANCELLED
+    )
 
 
 def test_missing_or_unknown_token_is_unauthenticated(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
@@ -219,7 +248,9 @@ BAD_SPECS = [
 ]
 
 
-@pytest.mark.parametrize(("field", "job", "text"), BAD_SPECS, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_SPECS)])
+@pytest.mark.parametrize(
+    ("field", "job", "text"), BAD_SPECS, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_SPECS)]
+)
 def test_bad_spec_is_invalid_argument_naming_the_field(
     stub: broker_service_pb2_grpc.BrokerServiceStub, field: str, job: job_pb2.JobSpec, text: str
 ) -> None:
@@ -254,15 +285,19 @@ def test_unplaceable_job_is_failed_precondition(stub: broker_service_pb2_grpc.Br
 
 
 def test_list_filters_and_pages(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
-    reqs = [pb.SubmitJobRequest(job=spec(f"paged-{i}", [PY, "-c", "pass"], labels={"suite": "paging"}))
-            for i in range(7)]
+    reqs = [
+        pb.SubmitJobRequest(job=spec(f"paged-{i}", [PY, "-c", "pass"], labels={"suite": "paging"}))
+        for i in range(7)
+    ]
     created = stub.SubmitJobs(pb.SubmitJobsRequest(requests=reqs), metadata=auth("team-b")).responses
     ids = [r.job.id for r in created]
     seen: list[str] = []
     token = ""
     while True:
-        page = stub.ListJobs(pb.ListJobsRequest(labels={"suite": "paging"}, page_size=3, page_token=token),
-                             metadata=auth("team-b"))
+        page = stub.ListJobs(
+            pb.ListJobsRequest(labels={"suite": "paging"}, page_size=3, page_token=token),
+            metadata=auth("team-b"),
+        )
         assert len(page.jobs) <= 3
         seen.extend(j.id for j in page.jobs)
         token = page.next_page_token
@@ -271,22 +306,34 @@ def test_list_filters_and_pages(stub: broker_service_pb2_grpc.BrokerServiceStub)
     assert seen == ids
     for job_id in ids:
         wait_for(stub, job_id, TERMINAL, tenant="team-b")
-    done = stub.ListJobs(pb.ListJobsRequest(labels={"suite": "paging"}, states=[job_pb2.JOB_STATE_SUCCEEDED],
-                                            page_size=100), metadata=auth("team-b"))
+    done = stub.ListJobs(
+        pb.ListJobsRequest(labels={"suite": "paging"}, states=[job_pb2.JOB_STATE_SUCCEEDED], page_size=100),
+        metadata=auth("team-b"),
+    )
     assert {j.id for j in done.jobs} == set(ids)
-    none = stub.ListJobs(pb.ListJobsRequest(labels={"suite": "paging"}, states=[job_pb2.JOB_STATE_QUEUED]),
-                         metadata=auth("team-b"))
+    none = stub.ListJobs(
+        pb.ListJobsRequest(labels={"suite": "paging"}, states=[job_pb2.JOB_STATE_QUEUED]),
+        metadata=auth("team-b"),
+    )
     assert list(none.jobs) == []
 
 
-def test_watch_resumed_from_seq_gets_exactly_the_later_events(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+def test_watch_resumed_from_seq_gets_exactly_the_later_events(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
     job = submit(stub, spec("resume", [PY, "-c", "print('x')"])).job
     wait_for(stub, job.id, TERMINAL)
-    full = [e.event for e in stub.WatchJob(pb.WatchJobRequest(id=job.id), metadata=auth("team-a"), timeout=30)]
+    full = [
+        e.event for e in stub.WatchJob(pb.WatchJobRequest(id=job.id), metadata=auth("team-a"), timeout=30)
+    ]
     assert len(full) >= 4
     for n in (1, 2, len(full) - 1):
-        resumed = [e.event for e in stub.WatchJob(pb.WatchJobRequest(id=job.id, after_seq=n),
-                                                  metadata=auth("team-a"), timeout=30)]
+        resumed = [
+            e.event
+            for e in stub.WatchJob(
+                pb.WatchJobRequest(id=job.id, after_seq=n), metadata=auth("team-a"), timeout=30
+            )
+        ]
         assert [e.seq for e in resumed] == [e.seq for e in full[n:]]
         assert [e.kind for e in resumed] == [e.kind for e in full[n:]]
 
@@ -298,8 +345,11 @@ def test_hostile_requests_get_clear_errors(stub: broker_service_pb2_grpc.BrokerS
         (stub.GetJob, pb.GetJobRequest(id="j-doesnotexist"), grpc.StatusCode.NOT_FOUND),
         (stub.ListJobs, pb.ListJobsRequest(page_size=-1), grpc.StatusCode.INVALID_ARGUMENT),
         (stub.ListJobs, pb.ListJobsRequest(states=[99]), grpc.StatusCode.INVALID_ARGUMENT),
-        (stub.SubmitJob, pb.SubmitJobRequest(job=spec("ok", ["true"]), client_id="c" * 1000),
-         grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            stub.SubmitJob,
+            pb.SubmitJobRequest(job=spec("ok", ["true"]), client_id="c" * 1000),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
     ]
     for call, req, code in cases:
         with pytest.raises(grpc.RpcError) as err:

@@ -49,15 +49,24 @@ def test_ten_thousand_queued_jobs_survive_a_restart(tmp_path: Path) -> None:
             wait_for(stub, hog.id, {job_pb2.JOB_STATE_RUNNING})
             ids: list[str] = []
             for batch in range(20):
-                reqs = [pb.SubmitJobRequest(
-                    job=job_pb2.JobSpec(
-                        name=f"q-{batch}-{i}", command=["true"],
-                        runtime_estimate=duration_pb2.Duration(seconds=60),
-                        resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=4, any_of=["A800"])),
-                        labels={"bulk": "yes"},
-                    ),
-                    client_id=f"bulk-{batch}-{i}") for i in range(500)]
-                resp = stub.SubmitJobs(pb.SubmitJobsRequest(requests=reqs), metadata=auth("team-a"), timeout=60)
+                reqs = [
+                    pb.SubmitJobRequest(
+                        job=job_pb2.JobSpec(
+                            name=f"q-{batch}-{i}",
+                            command=["true"],
+                            runtime_estimate=duration_pb2.Duration(seconds=60),
+                            resources=job_pb2.Resources(
+                                accelerators=job_pb2.AcceleratorRequest(count=4, any_of=["A800"])
+                            ),
+                            labels={"bulk": "yes"},
+                        ),
+                        client_id=f"bulk-{batch}-{i}",
+                    )
+                    for i in range(500)
+                ]
+                resp = stub.SubmitJobs(
+                    pb.SubmitJobsRequest(requests=reqs), metadata=auth("team-a"), timeout=60
+                )
                 ids.extend(r.job.id for r in resp.responses)
         assert len(set(ids)) == 10_000
         broker.kill()
@@ -67,16 +76,21 @@ def test_ten_thousand_queued_jobs_survive_a_restart(tmp_path: Path) -> None:
             seen: list[str] = []
             token = ""
             while True:
-                page = stub.ListJobs(pb.ListJobsRequest(labels={"bulk": "yes"}, page_size=1000, page_token=token),
-                                     metadata=auth("team-a"), timeout=60)
+                page = stub.ListJobs(
+                    pb.ListJobsRequest(labels={"bulk": "yes"}, page_size=1000, page_token=token),
+                    metadata=auth("team-a"),
+                    timeout=60,
+                )
                 seen.extend(j.id for j in page.jobs if j.state == job_pb2.JOB_STATE_QUEUED)
                 token = page.next_page_token
                 if not token:
                     break
             assert seen == ids
             # Resubmitting with the same client ids after the restart creates nothing new.
-            again = stub.SubmitJob(pb.SubmitJobRequest(job=spec("q-0-0", ["true"], gpus=4), client_id="bulk-0-0"),
-                                   metadata=auth("team-a"))
+            again = stub.SubmitJob(
+                pb.SubmitJobRequest(job=spec("q-0-0", ["true"], gpus=4), client_id="bulk-0-0"),
+                metadata=auth("team-a"),
+            )
             assert not again.created and again.job.id == ids[0]
             stub.CancelJob(pb.CancelJobRequest(id=hog.id), metadata=auth("team-a"))
             time.sleep(0.1)

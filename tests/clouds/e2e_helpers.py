@@ -1,0 +1,93 @@
+"""Helpers for end-to-end tests that drive a broker process and play instance bootstraps."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+
+from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
+from broker.api import broker_service_pb2 as pb
+from broker.serde import state_from_proto
+from broker.store import SqliteStore
+from tests.brokerproc import BrokerProcess
+
+TOKEN = "token-sg-lab-0123456789"
+TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
+
+
+def md(token: str = TOKEN) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def wait_state(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+    job_id: str,
+    states: set[int],
+    timeout: float = 30,
+    token: str = TOKEN,
+) -> job_pb2.Job:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md(token)).job
+        if job.state in states:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{job_id} stuck in {state_from_proto(job.state)}: {job.message}")
+        time.sleep(0.1)
+
+
+def events(
+    stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, token: str = TOKEN
+) -> list[job_pb2.JobEvent]:
+    return [r.event for r in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=md(token), timeout=10)]
+
+
+def live_attempt(data_dir: Path, job_id: str) -> tuple[str, str, str | None]:
+    """(attempt id, token, backend id) of the job's newest attempt, read from the store file."""
+    store = SqliteStore(data_dir / "broker.db")
+    try:
+        attempt = store.attempts_for(job_id)[-1]  # type: ignore[arg-type]
+        return attempt.id, attempt.token, attempt.backend_id
+    finally:
+        store.close()
+
+
+def play_bootstrap(broker: BrokerProcess, job_id: str, exit_code: int = 0) -> None:
+    """What the UserData script does: heartbeat as running, then report the exit status."""
+    data_dir = broker.config.parent / "data"
+    deadline = time.monotonic() + 20
+    while True:
+        attempt_id, token, backend = live_attempt(data_dir, job_id)
+        if backend is not None:
+            break
+        assert time.monotonic() < deadline, "no backend id recorded"
+        time.sleep(0.1)
+    with grpc.insecure_channel(broker.address) as channel:
+        agent = agent_service_pb2_grpc.AgentServiceStub(channel)
+        agent.Heartbeat(agent_service_pb2.HeartbeatRequest(attempt_id=attempt_id, token=token, running=True))
+        agent.ReportExit(
+            agent_service_pb2.ReportExitRequest(
+                attempt_id=attempt_id, token=token, exit_code=exit_code, log_tail="epoch 3/3 done\n"
+            )
+        )
+
+
+def play_bootstrap_when_on(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+    broker: BrokerProcess,
+    job_id: str,
+    site: str,
+    timeout: float = 30,
+    token: str = TOKEN,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md(token)).job
+        if job.site == site and job.state in (job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING):
+            break
+        assert job.state not in TERMINAL, job.message
+        assert time.monotonic() < deadline, f"never reached {site}: {job.site} {job.message}"
+        time.sleep(0.1)
+    play_bootstrap(broker, job_id)

@@ -1,0 +1,271 @@
+"""Overflow bursting through the real broker: a peak against 8 on-prem GPUs, budgets, spot.
+
+On-prem is the local executor with 8 A800 slots (jobs really run); the clouds are the
+Alibaba ECS doubles in two regions, reached by the real SDK. The test plays each instance's
+bootstrap through AgentService.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.auth import hash_token
+from tests.brokerproc import ROOT, BrokerProcess
+from tests.clouds.conftest import ECS_KEYS
+from tests.clouds.e2e_helpers import TERMINAL, TOKEN, events, md, play_bootstrap_when_on, wait_state
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+
+POOR_TOKEN = "token-poor-sme-000000000"
+HEADER = (
+    "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
+)
+A10 = "ecs.gn7i-c8g1.2xlarge"
+
+POLICY = """\
+version: 1
+currency: CNY
+objective: {price: 1.0, wait_hour_cost: 40}
+accelerators: accelerators.yaml
+regimes: regimes.yaml
+sites:
+  - id: onprem
+    adapter: local
+    country: CN
+    residency: cn-mainland
+    partitions:
+      - {name: a800, accelerator: A800, count_per_node: 8, price_hour: 14.0}
+  - id: ali-bj
+    adapter: alibaba
+    region: cn-beijing
+    country: CN
+    residency: cn-mainland
+    catalog: {file: ali-bj.csv, region: cn-beijing, currency: CNY, spot: true}
+  - id: ali-sh
+    adapter: alibaba
+    region: cn-shanghai
+    country: CN
+    residency: cn-mainland
+    catalog: {file: ali-sh.csv, region: cn-shanghai, currency: CNY, spot: true}
+tenants:
+  - {id: lab, kind: partner, entity_country: SG}
+  - {id: poor, kind: sme, entity_country: SG, monthly_budget: 30}
+burst:
+  sites:
+    ali-bj: {max_provisioning: 50}
+    ali-sh: {max_provisioning: 50}
+  heartbeat_timeout: 1h
+compliance:
+  residency:
+    zones: {cn-mainland: {countries: [CN]}}
+"""
+
+
+@pytest.fixture
+def regions(ecs_server: EcsEndpoint) -> Iterator[tuple[EcsCloud, EcsCloud, EcsEndpoint]]:
+    bj = EcsCloud(instance_types=(A10,), zones=("cn-beijing-i",))
+    sh = EcsCloud(instance_types=(A10,), zones=("cn-shanghai-b",))
+    ecs_server.handler = bj
+    second = EcsEndpoint.start(credentials=ECS_KEYS)
+    second.handler = sh
+    yield bj, sh, second
+    second.stop()
+    ecs_server.handler = EcsCloud()
+
+
+@pytest.fixture
+def broker(
+    tmp_path: Path, ecs_server: EcsEndpoint, regions: tuple[EcsCloud, EcsCloud, EcsEndpoint]
+) -> Iterator[BrokerProcess]:
+    for name in ("accelerators.yaml", "regimes.yaml"):
+        shutil.copy(ROOT / "configs" / name, tmp_path / name)
+    (tmp_path / "ali-bj.csv").write_text(f"{HEADER}\n{A10},A10,1,8,30,13.90,4.00,cn-beijing,cn-beijing-i\n")
+    (tmp_path / "ali-sh.csv").write_text(f"{HEADER}\n{A10},A10,1,8,30,14.50,5.00,cn-shanghai,cn-shanghai-b\n")
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    (tmp_path / "tokens.yaml").write_text(
+        f"tokens:\n  - {{tenant: lab, sha256: {hash_token(TOKEN)}}}\n"
+        f"  - {{tenant: poor, sha256: {hash_token(POOR_TOKEN)}}}\n"
+    )
+
+    def ali(endpoint: str) -> str:
+        return (
+            f"{{endpoint: '{endpoint}', protocol: http, access_key_id: ak-test, "
+            f"access_key_secret: {ECS_KEYS['ak-test']}, image_id: m-szb-base, live_prices: false}}"
+        )
+
+    (tmp_path / "broker.yaml").write_text(
+        textwrap.dedent(f"""\
+        data_dir: data
+        policy: policy.yaml
+        tokens_file: tokens.yaml
+        dispatch: {{poll_interval_s: 0.2}}
+        sites:
+          ali-bj: {ali(ecs_server.address)}
+          ali-sh: {ali(regions[2].address)}
+        """)
+    )
+    proc = BrokerProcess(tmp_path / "broker.yaml")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def spec(
+    name: str,
+    accels: list[str],
+    *,
+    max_wait_s: int,
+    runtime_s: int = 3600,
+    seconds: float = 1.0,
+    spot: int = job_pb2.SPOT_MODE_NEVER,
+) -> job_pb2.JobSpec:
+    return job_pb2.JobSpec(
+        name=name,
+        command=[sys.executable, "-c", f"import time; time.sleep({seconds})"],
+        runtime_estimate=duration_pb2.Duration(seconds=runtime_s),
+        max_wait=duration_pb2.Duration(seconds=max_wait_s),
+        resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=1, any_of=accels)),
+        spot=spot,  # type: ignore[arg-type]
+    )
+
+
+def bootstrap_cloud_jobs(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+    broker: BrokerProcess,
+    ids: list[str],
+    stop: threading.Event,
+) -> None:
+    """Play the bootstrap for every job that lands on a cloud, until told to stop."""
+    done: set[str] = set()
+    while not stop.is_set():
+        for job_id in ids:
+            if job_id in done:
+                continue
+            job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md()).job
+            if job.site.startswith("ali") and job.state in (
+                job_pb2.JOB_STATE_PROVISIONING,
+                job_pb2.JOB_STATE_RUNNING,
+            ):
+                play_bootstrap_when_on(stub, broker, job_id, job.site)
+                done.add(job_id)
+        time.sleep(0.1)
+
+
+def test_peak_of_40_jobs_on_8_gpus_bursts_only_the_impatient(broker: BrokerProcess) -> None:
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        # Alternate impatient (1 min) and patient (1 day) jobs; each could use A800 on-prem or A10 in a cloud.
+        reqs = [
+            pb.SubmitJobRequest(job=spec(f"peak-{i}", ["A800", "A10"], max_wait_s=60 if i % 2 else 86400))
+            for i in range(40)
+        ]
+        resp = stub.SubmitJobs(pb.SubmitJobsRequest(requests=reqs), metadata=md())
+        ids = [r.job.id for r in resp.responses]
+        stop = threading.Event()
+        helper = threading.Thread(target=bootstrap_cloud_jobs, args=(stub, broker, ids, stop), daemon=True)
+        helper.start()
+        try:
+            finals = [wait_state(stub, job_id, TERMINAL, timeout=90) for job_id in ids]
+        finally:
+            stop.set()
+            helper.join(timeout=10)
+    assert all(j.state == job_pb2.JOB_STATE_SUCCEEDED for j in finals), [j.message for j in finals]
+    first_eight = set(ids[:8])
+    for i, job in enumerate(finals):
+        impatient = i % 2 == 1
+        if job.id in first_eight:
+            assert job.site == "onprem", (i, job.site)  # on-prem was free when they arrived
+        elif impatient:
+            assert job.site == "ali-bj", (i, job.site, job.message)  # would have waited > 1 min
+        else:
+            assert job.site == "onprem", (i, job.site)  # a day of patience: waited and ran on-prem
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        status = stub.GetStatus(pb.GetStatusRequest(), metadata=md())
+        assert status.burst_decisions_last_hour == 16
+        placed = [e for e in events(stub, ids[9]) if e.kind == "placed"][0]
+        assert placed.data["action"] == "run" and placed.data["onprem_expected_wait_s"] > 60
+        assert placed.data["cloud_total_cost"] < placed.data["onprem_total_cost"]
+
+
+def test_tenant_at_its_budget_never_bursts_under_concurrent_submissions(broker: BrokerProcess) -> None:
+    """30 CNY a month buys two 1-hour A10 bursts (13.90 each); twelve racing submissions get two."""
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        ids: list[str] = []
+        lock = threading.Lock()
+
+        def submit(i: int) -> None:
+            job = stub.SubmitJob(
+                pb.SubmitJobRequest(job=spec(f"poor-{i}", ["A10"], max_wait_s=60)), metadata=md(POOR_TOKEN)
+            ).job
+            with lock:
+                ids.append(job.id)
+
+        threads = [threading.Thread(target=submit, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(2.0)  # several dispatch passes
+        jobs = [stub.GetJob(pb.GetJobRequest(id=i), metadata=md(POOR_TOKEN)).job for i in ids]
+        provisioned = [
+            j for j in jobs if j.state in (job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING)
+        ]
+        queued = [j for j in jobs if j.state == job_pb2.JOB_STATE_QUEUED]
+        assert len(provisioned) == 2 and len(queued) == 10
+        spend = stub.GetSpend(pb.GetSpendRequest(), metadata=md(POOR_TOKEN))
+        assert sum(line.reserved + line.spent for line in spend.lines) <= 30.0
+        assert spend.budget == 30.0 and spend.budget_left == pytest.approx(30.0 - 2 * 13.9)
+        waiting = [e.message for e in events_until_now(stub, queued[0].id, POOR_TOKEN) if e.kind == "waiting"]
+        assert any("budget" in m for m in waiting), waiting
+
+
+def events_until_now(
+    stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, token: str
+) -> list[job_pb2.JobEvent]:
+    """A job that is still queued: read its events so far without waiting for the end."""
+    out = []
+    stream = stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=md(token), timeout=2)
+    try:
+        for resp in stream:
+            out.append(resp.event)
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    return out
+
+
+def test_spot_preemption_requeues_in_another_region_and_completes(
+    broker: BrokerProcess, regions: tuple[EcsCloud, EcsCloud, EcsEndpoint]
+) -> None:
+    bj, sh, _ = regions
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(
+            pb.SubmitJobRequest(job=spec("spotty", ["A10"], max_wait_s=60, spot=job_pb2.SPOT_MODE_REQUIRED)),
+            metadata=md(),
+        ).job
+        deadline = time.monotonic() + 20
+        while not bj.instances:
+            assert time.monotonic() < deadline, "never launched in cn-beijing"
+            time.sleep(0.1)
+        [instance_id] = list(bj.instances)
+        assert bj.instances[instance_id]["SpotStrategy"] == "SpotAsPriceGo"
+        bj.reclaim_spot(instance_id)
+        play_bootstrap_when_on(stub, broker, job.id, "ali-sh")
+        final = wait_state(stub, job.id, TERMINAL)
+        assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.site == "ali-sh"
+        kinds = [e.kind for e in events(stub, job.id)]
+    assert "preempted" in kinds and kinds.index("preempted") < kinds.index("requeued")
+    assert len(sh.instances) <= 1
