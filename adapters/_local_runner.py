@@ -20,8 +20,13 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with open(attempt_dir / "output.log", "ab") as log:
         try:
-            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, preexec_fn=_default_sigterm)
+            child = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_default_sigterm,
+            )
             code = child.wait()
         except OSError as exc:
             log.write(f"cannot start {command[0]!r}: {exc}\n".encode())

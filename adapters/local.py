@@ -52,14 +52,17 @@ class LocalAdapter:
             raise ConfigError(site, "MissingDataDir", "local adapter needs data_dir")
         self.root = Path(config["data_dir"]) / "local"
         self.root.mkdir(parents=True, exist_ok=True)
-        self.inventory: dict[str, int] = {str(k): int(v) for k, v in
-                                          dict(config.get("accelerators", {})).items()}
+        self.inventory: dict[str, int] = {
+            str(k): int(v) for k, v in dict(config.get("accelerators", {})).items()
+        }
         cpus = config.get("cpus")
         # Without an explicit inventory, the policy's partitions for this site declare it.
         for part in config.get("partitions", ()):
             count = int(part.get("count_per_node", 0)) * int(part.get("nodes", 1))
             if part.get("accelerator") and count and "accelerators" not in config:
-                self.inventory[str(part["accelerator"])] = self.inventory.get(str(part["accelerator"]), 0) + count
+                self.inventory[str(part["accelerator"])] = (
+                    self.inventory.get(str(part["accelerator"]), 0) + count
+                )
             elif not part.get("accelerator") and cpus is None and part.get("cpus_per_node"):
                 cpus = float(part["cpus_per_node"]) * int(part.get("nodes", 1))
         self.cpus = float(cpus if cpus is not None else (os.cpu_count() or 1))
@@ -126,13 +129,26 @@ class LocalAdapter:
         for name, total in sorted(self.inventory.items()):
             hours_left = sum(
                 len(m.get("slots", [])) * max(0.0, m.get("ends_at", 0) - now.timestamp()) / 3600
-                for m in live if m.get("accelerator") == name
+                for m in live
+                if m.get("accelerator") == name
             )
-            parts.append(PartitionCapacity(name=name, accelerator=name, total=total,
-                                           free=total - len(used[name]),
-                                           running_accelerator_hours_left=hours_left))
-        parts.append(PartitionCapacity(name=CPU_PARTITION, accelerator=None, total=int(self.cpus),
-                                       free=max(0, int(self.cpus - cpus_used))))
+            parts.append(
+                PartitionCapacity(
+                    name=name,
+                    accelerator=name,
+                    total=total,
+                    free=total - len(used[name]),
+                    running_accelerator_hours_left=hours_left,
+                )
+            )
+        parts.append(
+            PartitionCapacity(
+                name=CPU_PARTITION,
+                accelerator=None,
+                total=int(self.cpus),
+                free=max(0, int(self.cpus - cpus_used)),
+            )
+        )
         return CapacitySnapshot(site=self.site, taken_at=now, partitions=tuple(parts))
 
     def offers(self, now: datetime) -> Sequence[Offer]:
@@ -140,11 +156,19 @@ class LocalAdapter:
         result = []
         for part in snap.partitions:
             price = self.accel_price if part.accelerator else self.cpu_price
-            result.append(Offer(
-                site=self.site, instance_type=f"local-{part.name}", accelerator=part.accelerator,
-                count=part.total if part.accelerator else 0, price_per_hour=price,
-                currency=self.currency, cpus=self.cpus, free=part.free, price_read_at=now,
-            ))
+            result.append(
+                Offer(
+                    site=self.site,
+                    instance_type=f"local-{part.name}",
+                    accelerator=part.accelerator,
+                    count=part.total if part.accelerator else 0,
+                    price_per_hour=price,
+                    currency=self.currency,
+                    cpus=self.cpus,
+                    free=part.free,
+                    price_read_at=now,
+                )
+            )
         return result
 
     # Lifecycle ---------------------------------------------------------------------------
@@ -154,8 +178,9 @@ class LocalAdapter:
         path = self.root / token
         spec = request.spec
         if spec.image:
-            raise UnsupportedError(self.site, "ImagesUnsupported",
-                                   "the local executor cannot run container images")
+            raise UnsupportedError(
+                self.site, "ImagesUnsupported", "the local executor cannot run container images"
+            )
         with self._lock:
             if (path / "meta.json").exists():
                 return token  # idempotent: this token already started
@@ -165,35 +190,55 @@ class LocalAdapter:
             slots: list[int] = []
             if count:
                 if accel not in self.inventory:
-                    raise UnsupportedError(self.site, "NoSuchAccelerator",
-                                           f"this host has no {accel} accelerators")
+                    raise UnsupportedError(
+                        self.site, "NoSuchAccelerator", f"this host has no {accel} accelerators"
+                    )
                 if count > self.inventory[accel]:
-                    raise UnsupportedError(self.site, "TooLarge",
-                                           f"needs {count} {accel}, host has {self.inventory[accel]}")
+                    raise UnsupportedError(
+                        self.site, "TooLarge", f"needs {count} {accel}, host has {self.inventory[accel]}"
+                    )
                 free = [i for i in range(self.inventory[accel]) if i not in used[accel]]
                 if len(free) < count:
-                    raise CapacityError(self.site, "NoFreeAccelerators",
-                                        f"{len(free)} of {self.inventory[accel]} {accel} free, need {count}")
+                    raise CapacityError(
+                        self.site,
+                        "NoFreeAccelerators",
+                        f"{len(free)} of {self.inventory[accel]} {accel} free, need {count}",
+                    )
                 slots = free[:count]
             if not count and cpus_used + spec.resources.cpus > self.cpus + 1e-9:
-                raise CapacityError(self.site, "NoFreeCpus",
-                                    f"{self.cpus - cpus_used:g} of {self.cpus:g} cpus free, "
-                                    f"need {spec.resources.cpus:g}")
+                raise CapacityError(
+                    self.site,
+                    "NoFreeCpus",
+                    f"{self.cpus - cpus_used:g} of {self.cpus:g} cpus free, need {spec.resources.cpus:g}",
+                )
             path.mkdir(parents=True, exist_ok=True)
-            env = {**os.environ, **spec.env,
-                   "SZB_JOB_ID": request.job_id, "SZB_ATTEMPT_ID": request.attempt_id,
-                   "CUDA_VISIBLE_DEVICES": ",".join(map(str, slots))}
+            env = {
+                **os.environ,
+                **spec.env,
+                "SZB_JOB_ID": request.job_id,
+                "SZB_ATTEMPT_ID": request.attempt_id,
+                "CUDA_VISIBLE_DEVICES": ",".join(map(str, slots)),
+            }
             cwd = self.workdir or str(path)
             child = subprocess.Popen(
                 [sys.executable, "-m", "adapters._local_runner", str(path), "--", *spec.command],
-                env=env, cwd=cwd, start_new_session=True,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             self._children[token] = child
             meta = {
-                "pid": child.pid, "job_id": request.job_id, "attempt_id": request.attempt_id,
-                "token": request.token, "accelerator": accel, "slots": slots,
-                "cpus": spec.resources.cpus, "started_at": time.time(),
+                "pid": child.pid,
+                "job_id": request.job_id,
+                "attempt_id": request.attempt_id,
+                "token": request.token,
+                "accelerator": accel,
+                "slots": slots,
+                "cpus": spec.resources.cpus,
+                "started_at": time.time(),
                 "ends_at": time.time() + spec.runtime_estimate.total_seconds(),
                 "command": shlex.join(spec.command),
             }
@@ -221,8 +266,11 @@ class LocalAdapter:
         if self._is_live(path):
             return AttemptStatus(state=AttemptState.RUNNING, log_tail=tail)
         self._reap(backend_id)
-        return AttemptStatus(state=AttemptState.LOST, log_tail=tail,
-                             message="the runner process ended without recording an exit code")
+        return AttemptStatus(
+            state=AttemptState.LOST,
+            log_tail=tail,
+            message="the runner process ended without recording an exit code",
+        )
 
     def cancel(self, backend_id: str, token: str) -> None:
         path = self.root / backend_id
@@ -252,11 +300,16 @@ class LocalAdapter:
             meta = self._meta(path)
             if not meta:
                 continue
-            owned.append(OwnedInstance(
-                site=self.site, backend_id=path.name, token=meta.get("token"),
-                job_id=meta.get("job_id"), attempt_id=meta.get("attempt_id"),
-                state=AttemptState.RUNNING if self._is_live(path) else AttemptState.SUCCEEDED,
-            ))
+            owned.append(
+                OwnedInstance(
+                    site=self.site,
+                    backend_id=path.name,
+                    token=meta.get("token"),
+                    job_id=meta.get("job_id"),
+                    attempt_id=meta.get("attempt_id"),
+                    state=AttemptState.RUNNING if self._is_live(path) else AttemptState.SUCCEEDED,
+                )
+            )
         return owned
 
     def _reap(self, token: str) -> None:
@@ -305,4 +358,3 @@ def _tail(path: Path) -> str:
             return f.read().decode("utf-8", "replace")
     except OSError:
         return ""
-

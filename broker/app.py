@@ -57,27 +57,39 @@ class BrokerApp:
         self.adapters = self._build_adapters()
         self.planner.adapters = self.adapters
         host, _, port = cfg.listen.rpartition(":")
-        self.dispatcher = Dispatcher(self.store, self.adapters, planner=self.planner, clock=self.clock,
-                                     settings=cfg.dispatch)
-        self.services = BrokerServices(self.store, self.dispatcher, self.clock, self.hub,
-                                       admit=self.planner.admit)
+        self.dispatcher = Dispatcher(
+            self.store, self.adapters, planner=self.planner, clock=self.clock, settings=cfg.dispatch
+        )
+        self.services = BrokerServices(
+            self.store, self.dispatcher, self.clock, self.hub, admit=self.planner.admit
+        )
         self.agent_http: AgentHttpServer | None = None
         if cfg.agent_http_listen:
-            self.agent_http = AgentHttpServer(self.services, asyncio.get_running_loop(), cfg.agent_http_listen)
+            self.agent_http = AgentHttpServer(
+                self.services, asyncio.get_running_loop(), cfg.agent_http_listen
+            )
             self.agent_http.start()
-        self.dispatcher.agent_endpoint = cfg.agent_endpoint or (self.agent_http.url if self.agent_http else "")
+        self.dispatcher.agent_endpoint = cfg.agent_endpoint or (
+            self.agent_http.url if self.agent_http else ""
+        )
         server = grpc.aio.server(
             migration_thread_pool=futures.ThreadPoolExecutor(max_workers=4),
-            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
         )
         broker_service_pb2_grpc.add_BrokerServiceServicer_to_server(
-            BrokerServicer(self.services, TokenAuthority.from_file(cfg.tokens_file),
-                           explain=self.planner.explain_proto, spend=self._spend_proto,
-                           status=self._status_proto),
-            server)
-        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(self.services), server)
+            BrokerServicer(
+                self.services,
+                TokenAuthority.from_file(cfg.tokens_file),
+                explain=self.planner.explain_proto,
+                spend=self._spend_proto,
+                status=self._status_proto,
+            ),
+            server,
+        )
+        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.services), server)
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)  # type: ignore[no-untyped-call]
         names = (
@@ -95,8 +107,13 @@ class BrokerApp:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self.planner.watch(self._policy_changed)
-        log.info("broker listening on %s:%d (data in %s, policy %s)", host or "127.0.0.1",
-                 self.port, cfg.data_dir, self.planner.policy_hash[:12])
+        log.info(
+            "broker listening on %s:%d (data in %s, policy %s)",
+            host or "127.0.0.1",
+            self.port,
+            cfg.data_dir,
+            self.planner.policy_hash[:12],
+        )
         return self.port
 
     def _build_adapters(self) -> dict[SiteId, Adapter]:
@@ -105,8 +122,11 @@ class BrokerApp:
         for site_id, adapter_name, site_config in self.planner.site_adapters():
             if site_id in adapters:
                 continue
-            merged: dict[str, Any] = {"data_dir": str(self.config.data_dir), **site_config,
-                                      **self.config.sites.get(site_id, {})}
+            merged: dict[str, Any] = {
+                "data_dir": str(self.config.data_dir),
+                **site_config,
+                **self.config.sites.get(site_id, {}),
+            }
             try:
                 adapters[site_id] = registry.create(adapter_name, site_id, merged)
             except Exception as exc:  # one broken site must not stop the broker

@@ -44,8 +44,9 @@ def describe_rpc_error(err: grpc.RpcError) -> ClientError:
 
 
 class BrokerClient:
-    def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None,
-                 *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, server: str = DEFAULT_SERVER, token: str | None = None, *, timeout: float = 30.0
+    ) -> None:
         self.channel = grpc.insecure_channel(server)
         self.stub = broker_service_pb2_grpc.BrokerServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
@@ -64,16 +65,16 @@ class BrokerClient:
         try:
             if len(requests) == 1:
                 return [self.stub.SubmitJob(requests[0], metadata=self.metadata, timeout=self.timeout)]
-            resp = self.stub.SubmitJobs(pb.SubmitJobsRequest(requests=requests),
-                                        metadata=self.metadata, timeout=self.timeout)
+            resp = self.stub.SubmitJobs(
+                pb.SubmitJobsRequest(requests=requests), metadata=self.metadata, timeout=self.timeout
+            )
             return list(resp.responses)
         except grpc.RpcError as err:
             raise describe_rpc_error(err) from err
 
     def get(self, job_id: str) -> pb.GetJobResponse:
         try:
-            return self.stub.GetJob(pb.GetJobRequest(id=job_id), metadata=self.metadata,
-                                    timeout=self.timeout)
+            return self.stub.GetJob(pb.GetJobRequest(id=job_id), metadata=self.metadata, timeout=self.timeout)
         except grpc.RpcError as err:
             raise describe_rpc_error(err) from err
 
@@ -85,8 +86,9 @@ class BrokerClient:
 
     def cancel(self, job_id: str) -> pb.CancelJobResponse:
         try:
-            return self.stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=self.metadata,
-                                       timeout=self.timeout)
+            return self.stub.CancelJob(
+                pb.CancelJobRequest(id=job_id), metadata=self.metadata, timeout=self.timeout
+            )
         except grpc.RpcError as err:
             raise describe_rpc_error(err) from err
 
@@ -96,8 +98,9 @@ class BrokerClient:
         failures = 0
         while True:
             try:
-                for resp in self.stub.WatchJob(pb.WatchJobRequest(id=job_id, after_seq=seq),
-                                               metadata=self.metadata):
+                for resp in self.stub.WatchJob(
+                    pb.WatchJobRequest(id=job_id, after_seq=seq), metadata=self.metadata
+                ):
                     seq = resp.event.seq
                     failures = 0
                     yield resp
@@ -116,14 +119,14 @@ class BrokerClient:
 
     def spend(self, tenant: str = "") -> pb.GetSpendResponse:
         try:
-            return self.stub.GetSpend(pb.GetSpendRequest(tenant=tenant), metadata=self.metadata,
-                                      timeout=self.timeout)
+            return self.stub.GetSpend(
+                pb.GetSpendRequest(tenant=tenant), metadata=self.metadata, timeout=self.timeout
+            )
         except grpc.RpcError as err:
             raise describe_rpc_error(err) from err
 
     def status(self) -> pb.GetStatusResponse:
         try:
-            return self.stub.GetStatus(pb.GetStatusRequest(), metadata=self.metadata,
-                                       timeout=self.timeout)
+            return self.stub.GetStatus(pb.GetStatusRequest(), metadata=self.metadata, timeout=self.timeout)
         except grpc.RpcError as err:
             raise describe_rpc_error(err) from err

@@ -15,9 +15,9 @@ from typing import Annotated, Any, NewType
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    PlainSerializer,
     ConfigDict,
     Field,
+    PlainSerializer,
     field_validator,
 )
 

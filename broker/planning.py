@@ -121,7 +121,9 @@ class Planner:
         for site in self.policy.sites:
             config: dict[str, Any] = {
                 "partitions": [p.model_dump(mode="json") for p in site.partitions],
-                "region": site.region, "zones": list(site.zones), "provider": site.provider,
+                "region": site.region,
+                "zones": list(site.zones),
+                "provider": site.provider,
                 "instance_types": _instance_types(self.policy.instances.get(site.id, ())),
                 **site.adapter_config,
             }
@@ -138,10 +140,12 @@ class Planner:
     def failover(self) -> FailoverPlan:
         b = self.policy.burst
         return FailoverPlan(
-            retry=RetryPolicy(max_attempts=b.retries.max_transient_retries + 1,
-                              max_total_s=b.retries.backoff_max.total_seconds() * 2,
-                              initial_backoff_s=b.retries.backoff_initial.total_seconds(),
-                              max_backoff_s=b.retries.backoff_max.total_seconds()),
+            retry=RetryPolicy(
+                max_attempts=b.retries.max_transient_retries + 1,
+                max_total_s=b.retries.backoff_max.total_seconds() * 2,
+                initial_backoff_s=b.retries.backoff_initial.total_seconds(),
+                max_backoff_s=b.retries.backoff_max.total_seconds(),
+            ),
             attempt_timeout_s=b.attempt_timeout.total_seconds(),
             give_up_after_s=b.give_up_after.total_seconds(),
             heartbeat_timeout_s=b.heartbeat_timeout.total_seconds(),
@@ -151,8 +155,13 @@ class Planner:
     def record_failure(self, attempt: Attempt, error: AdapterError) -> NextStep:
         """Block what the error says to block; auth/config errors open the site's breaker."""
         ttl = self.policy.burst.blocklist_ttl
-        step = self.blocklist.record(error, attempt.offer, FailoverPolicy(
-            capacity_block_s=ttl.capacity.total_seconds(), quota_block_s=ttl.quota.total_seconds()))
+        step = self.blocklist.record(
+            error,
+            attempt.offer,
+            FailoverPolicy(
+                capacity_block_s=ttl.capacity.total_seconds(), quota_block_s=ttl.quota.total_seconds()
+            ),
+        )
         breaker = self.breakers.get(attempt.site)
         if step == NextStep.OPEN_CIRCUIT_TRY_NEXT:
             breaker.trip(f"{type(error).__name__} {error.code}: {error.message}")
@@ -183,8 +192,7 @@ class Planner:
 
     def queueing_sites(self) -> frozenset[str]:
         """On-prem sites whose backend keeps a queue of its own (jobs may pend there)."""
-        return frozenset(site for site, a in self.adapters.items()
-                         if getattr(a, "queues_jobs", False))
+        return frozenset(site for site, a in self.adapters.items() if getattr(a, "queues_jobs", False))
 
     # Snapshots ---------------------------------------------------------------------------
 
@@ -214,8 +222,10 @@ class Planner:
                 live_sites[site_id] = cached[1]
                 continue
             try:
-                fresh = [o.model_copy(update={"price_read_at": o.price_read_at or now})
-                         for o in adapter.offers(now)]
+                fresh = [
+                    o.model_copy(update={"price_read_at": o.price_read_at or now})
+                    for o in adapter.offers(now)
+                ]
             except AdapterError as exc:
                 log.info("offers of %s unavailable, using the catalog: %s", site_id, exc)
                 continue
@@ -230,8 +240,9 @@ class Planner:
             snap = capacity.get(offer.site)
             part = None
             if snap is not None:
-                part = next((p for p in snap.partitions if p.name == offer.instance_type), None) \
-                    or snap.partition_for(offer.accelerator)
+                part = next(
+                    (p for p in snap.partitions if p.name == offer.instance_type), None
+                ) or snap.partition_for(offer.accelerator)
             if part is None:
                 out.append(offer)
                 continue
@@ -247,8 +258,14 @@ class Planner:
         """Everything one dispatch pass decides on (adapters are asked here, in a thread)."""
         offers, totals = self.live_offers(now)
         routes = route_states([*live, *self.recent], now, self.policy)
-        return PassSnapshot(now=now, offers=offers, capacity_total=totals, routes=routes,
-                            blocked=self.blocklist.keys(), unhealthy=self.unhealthy_now())
+        return PassSnapshot(
+            now=now,
+            offers=offers,
+            capacity_total=totals,
+            routes=routes,
+            blocked=self.blocklist.keys(),
+            unhealthy=self.unhealthy_now(),
+        )
 
     def money(self, tenant: str, now: datetime, store: JobStore) -> TenantMoney:
         policy = self.policy
@@ -275,8 +292,16 @@ class Planner:
         # A job that already burst fails over without waiting out the hysteresis again.
         pending = job.created_at if job.id in self.burst_jobs else self.pending_burst.get(job.id)
         # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
-        decision = decide_in_pass(job.spec, job.tenant, snap, self.policy, queued_since=job.created_at,
-                                  money=money, pending_since=pending, queueing_sites=self.queueing_sites())
+        decision = decide_in_pass(
+            job.spec,
+            job.tenant,
+            snap,
+            self.policy,
+            queued_since=job.created_at,
+            money=money,
+            pending_since=pending,
+            queueing_sites=self.queueing_sites(),
+        )
         since = decision.data.get("burst_pending_since")
         if since:
             self.pending_burst[job.id] = datetime.fromisoformat(since)
@@ -296,9 +321,16 @@ class Planner:
         voucher = float(decision.data.get("voucher", 0.0))
         tenant_limit = self.budget(job.tenant)
         cap = policy.burst.budget.global_monthly_cap
-        entry = SpendEntry(tenant=job.tenant, site=attempt.site, job_id=job.id, attempt_id=attempt.id,
-                           month=month_of(now), reserved=cash, voucher=voucher,
-                           voucher_id=self._voucher_id(job.tenant, attempt.site))
+        entry = SpendEntry(
+            tenant=job.tenant,
+            site=attempt.site,
+            job_id=job.id,
+            attempt_id=attempt.id,
+            month=month_of(now),
+            reserved=cash,
+            voucher=voucher,
+            voucher_id=self._voucher_id(job.tenant, attempt.site),
+        )
         return store.reserve_spend(entry, tenant_limit=tenant_limit, global_limit=cap)
 
     def budget(self, tenant: str) -> float | None:
@@ -313,14 +345,20 @@ class Planner:
 
     def settle(self, job: Job, attempt: Attempt, status: AttemptStatus, store: JobStore) -> None:
         """Actual spend = the price recorded at decision time × the attempt's actual runtime."""
-        self.recent.append(attempt.model_copy(update={"state": status.state, "error": status.message,
-                                                      "updated_at": self.clock.now()}))
+        self.recent.append(
+            attempt.model_copy(
+                update={"state": status.state, "error": status.message, "updated_at": self.clock.now()}
+            )
+        )
         if is_onprem(self.policy, attempt.site):
             return
         hours = max(0.0, (self.clock.now() - attempt.created_at).total_seconds()) / 3600
         total = estimate_cost(job.spec, attempt.offer, self.policy, hours=hours)
-        entries = [e for e in store.spend_entries(month_of(attempt.created_at), job.tenant)
-                   if e.attempt_id == attempt.id]
+        entries = [
+            e
+            for e in store.spend_entries(month_of(attempt.created_at), job.tenant)
+            if e.attempt_id == attempt.id
+        ]
         if not entries:
             return
         reserved = entries[0]
@@ -340,8 +378,14 @@ class Planner:
     def explain(self, spec: JobSpec, tenant: TenantId) -> dict[str, Any]:
         now = self.clock.now()
         snap = self.snapshot(now, [])
-        inputs = BurstInputs(now=now, queued_since=now, routes=snap.routes, blocked=snap.blocked,
-                             unhealthy=snap.unhealthy, queueing_sites=self.queueing_sites())
+        inputs = BurstInputs(
+            now=now,
+            queued_since=now,
+            routes=snap.routes,
+            blocked=snap.blocked,
+            unhealthy=snap.unhealthy,
+            queueing_sites=self.queueing_sites(),
+        )
         decision = decide(spec, tenant, snap.offers, self.policy, inputs)
         return explain_json(decision)
 
@@ -368,9 +412,14 @@ class Planner:
                 line[0] += e.spent
             else:
                 line[1] += e.reserved
-        resp = pb.GetSpendResponse(currency=policy.currency, month=month, lines=[
-            pb.SpendLine(tenant=t, site=site, spent=round(v[0], 2), reserved=round(v[1], 2))
-            for (t, site), v in sorted(lines.items())])
+        resp = pb.GetSpendResponse(
+            currency=policy.currency,
+            month=month,
+            lines=[
+                pb.SpendLine(tenant=t, site=site, spent=round(v[0], 2), reserved=round(v[1], 2))
+                for (t, site), v in sorted(lines.items())
+            ],
+        )
         if target != "*":
             money = self.money(target, now, store)
             resp.budget = self.budget(target) or 0.0
@@ -389,10 +438,16 @@ class Planner:
             if not is_onprem(self.policy, o.site) or key in seen:
                 continue
             seen.add(key)
-            resp.partitions.append(pb.PartitionStatus(
-                site=o.site, partition=o.instance_type, accelerator=o.accelerator or "",
-                total=o.count if o.accelerator else int(o.cpus), free=o.free or 0,
-                expected_wait_seconds=o.expected_wait_s))
+            resp.partitions.append(
+                pb.PartitionStatus(
+                    site=o.site,
+                    partition=o.instance_type,
+                    accelerator=o.accelerator or "",
+                    total=o.count if o.accelerator else int(o.cpus),
+                    free=o.free or 0,
+                    expected_wait_seconds=o.expected_wait_s,
+                )
+            )
         for state, n in store.count_by_state().items():
             resp.jobs_by_state[state.value] = n
         for job in store.jobs_in_states([JobState.PROVISIONING, JobState.RUNNING]):
@@ -403,34 +458,48 @@ class Planner:
         tenants = []
         for t in self.policy.tenants:
             money = self.money(t.id, now, store)
-            tenants.append({"tenant": t.id, "budget_left": money.budget_left,
-                            "vouchers_left": sum(money.voucher_balances.values())})
-        resp.status_json = json.dumps({"tenants": tenants, "unhealthy": self.unhealthy_now(),
-                                       "currency": self.policy.currency}, default=str)
+            tenants.append(
+                {
+                    "tenant": t.id,
+                    "budget_left": money.budget_left,
+                    "vouchers_left": sum(money.voucher_balances.values()),
+                }
+            )
+        resp.status_json = json.dumps(
+            {"tenants": tenants, "unhealthy": self.unhealthy_now(), "currency": self.policy.currency},
+            default=str,
+        )
         return resp
 
 
 def explanation_to_proto(body: Mapping[str, Any]) -> placement_pb2.Explanation:
     def scored(d: Mapping[str, Any]) -> placement_pb2.ScoredOffer:
         return placement_pb2.ScoredOffer(
-            site=d["site"], country=d.get("country") or "", residency=d.get("residency") or "",
-            instance_type=d["instance_type"], accelerator=d.get("accelerator") or "",
-            count=d["count"], spot=d["spot"], price_per_hour=d["price_per_hour"],
-            currency=d.get("currency") or "", allowed=d["allowed"],
+            site=d["site"],
+            country=d.get("country") or "",
+            residency=d.get("residency") or "",
+            instance_type=d["instance_type"],
+            accelerator=d.get("accelerator") or "",
+            count=d["count"],
+            spot=d["spot"],
+            price_per_hour=d["price_per_hour"],
+            currency=d.get("currency") or "",
+            allowed=d["allowed"],
             reasons=[placement_pb2.Reason(rule=r["rule"], message=r["message"]) for r in d["reasons"]],
             score=d["score"] if d.get("score") is not None else 0.0,
             terms={k: float(v) for k, v in d.get("terms", {}).items()},
-            expected_wait_seconds=d.get("expected_wait_s") or 0.0, zone=d.get("zone") or "",
+            expected_wait_seconds=d.get("expected_wait_s") or 0.0,
+            zone=d.get("zone") or "",
         )
 
     msg = placement_pb2.Explanation(
-        offers=[scored(o) for o in body["offers"]], policy_hash=body["policy_hash"],
+        offers=[scored(o) for o in body["offers"]],
+        policy_hash=body["policy_hash"],
         decision_json=json.dumps(body.get("decision", {}), default=str),
     )
     if body.get("chosen"):
         msg.chosen.CopyFrom(scored(body["chosen"]))
     return msg
-
 
 
 def _instance_types(rows: Sequence[InstanceRow]) -> list[dict[str, Any]]:
@@ -442,8 +511,13 @@ def _instance_types(rows: Sequence[InstanceRow]) -> list[dict[str, Any]]:
         entry = by_type.get(row.instance_type)
         if entry is None:
             entry = by_type[row.instance_type] = {
-                "instance_type": row.instance_type, "accelerator": row.accelerator, "count": row.count,
-                "price_per_hour": row.price, "cpus": row.cpus, "memory_gb": row.memory_gb, "zones": [],
+                "instance_type": row.instance_type,
+                "accelerator": row.accelerator,
+                "count": row.count,
+                "price_per_hour": row.price,
+                "cpus": row.cpus,
+                "memory_gb": row.memory_gb,
+                "zones": [],
             }
             if row.spot_price is not None:
                 entry["spot_price_per_hour"] = row.spot_price

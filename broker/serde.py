@@ -84,8 +84,11 @@ def spec_mapping_from_proto(msg: job_pb2.JobSpec) -> dict[str, Any]:
         r = msg.resources
         if r.HasField("accelerators"):
             a = r.accelerators
-            res["accelerators"] = {"count": a.count, "any_of": list(a.any_of),
-                                   "min_memory_gb": a.min_memory_gb}
+            res["accelerators"] = {
+                "count": a.count,
+                "any_of": list(a.any_of),
+                "min_memory_gb": a.min_memory_gb,
+            }
         if r.cpus:
             res["cpus"] = r.cpus
         if r.memory_gb:
@@ -128,7 +131,8 @@ def spec_to_proto(spec: JobSpec) -> job_pb2.JobSpec:
         env=spec.env,
         resources=job_pb2.Resources(
             accelerators=job_pb2.AcceleratorRequest(
-                count=acc.count, any_of=list(acc.any_of), min_memory_gb=acc.min_memory_gb),
+                count=acc.count, any_of=list(acc.any_of), min_memory_gb=acc.min_memory_gb
+            ),
             cpus=spec.resources.cpus,
             memory_gb=spec.resources.memory_gb,
         ),
@@ -149,10 +153,18 @@ def spec_to_proto(spec: JobSpec) -> job_pb2.JobSpec:
 
 def job_to_proto(job: Job) -> job_pb2.Job:
     msg = job_pb2.Job(
-        id=job.id, tenant=job.tenant, spec=spec_to_proto(job.spec), client_id=job.client_id or "",
-        state=_STATE_TO_PROTO[job.state], create_time=ts_to_proto(job.created_at),
-        update_time=ts_to_proto(job.updated_at), site=job.site or "", attempts=job.attempts,
-        log_tail=job.log_tail, message=job.message, policy_hash=job.policy_hash,
+        id=job.id,
+        tenant=job.tenant,
+        spec=spec_to_proto(job.spec),
+        client_id=job.client_id or "",
+        state=_STATE_TO_PROTO[job.state],
+        create_time=ts_to_proto(job.created_at),
+        update_time=ts_to_proto(job.updated_at),
+        site=job.site or "",
+        attempts=job.attempts,
+        log_tail=job.log_tail,
+        message=job.message,
+        policy_hash=job.policy_hash,
     )
     if job.exit_code is not None:
         msg.exit_code = job.exit_code
@@ -162,12 +174,19 @@ def job_to_proto(job: Job) -> job_pb2.Job:
 def job_from_proto(msg: job_pb2.Job) -> Job:
     """Used by clients (the CLI) to get domain objects back."""
     return Job(
-        id=JobId(msg.id), tenant=TenantId(msg.tenant), spec=spec_from_proto(msg.spec),
-        client_id=msg.client_id or None, state=state_from_proto(msg.state),
-        created_at=ts_from_proto(msg.create_time), updated_at=ts_from_proto(msg.update_time),
-        site=SiteId(msg.site) if msg.site else None, attempts=msg.attempts,
+        id=JobId(msg.id),
+        tenant=TenantId(msg.tenant),
+        spec=spec_from_proto(msg.spec),
+        client_id=msg.client_id or None,
+        state=state_from_proto(msg.state),
+        created_at=ts_from_proto(msg.create_time),
+        updated_at=ts_from_proto(msg.update_time),
+        site=SiteId(msg.site) if msg.site else None,
+        attempts=msg.attempts,
         exit_code=msg.exit_code if msg.HasField("exit_code") else None,
-        log_tail=msg.log_tail, message=msg.message, policy_hash=msg.policy_hash,
+        log_tail=msg.log_tail,
+        message=msg.message,
+        policy_hash=msg.policy_hash,
     )
 
 
@@ -189,13 +208,23 @@ def _jsonable(value: Any) -> Any:
 
 def event_to_proto(event: JobEvent) -> job_pb2.JobEvent:
     return job_pb2.JobEvent(
-        job_id=event.job_id, seq=event.seq, time=ts_to_proto(event.time), kind=event.kind,
-        state=_STATE_TO_PROTO[event.state], message=event.message, data=_struct(event.data),
+        job_id=event.job_id,
+        seq=event.seq,
+        time=ts_to_proto(event.time),
+        kind=event.kind,
+        state=_STATE_TO_PROTO[event.state],
+        message=event.message,
+        data=_struct(event.data),
     )
 
 
 def event_from_proto(msg: job_pb2.JobEvent) -> JobEvent:
     return JobEvent(
-        job_id=JobId(msg.job_id), seq=msg.seq, time=ts_from_proto(msg.time), kind=msg.kind,
-        state=state_from_proto(msg.state), message=msg.message, data=MessageToDict(msg.data),
+        job_id=JobId(msg.job_id),
+        seq=msg.seq,
+        time=ts_from_proto(msg.time),
+        kind=msg.kind,
+        state=state_from_proto(msg.state),
+        message=msg.message,
+        data=MessageToDict(msg.data),
     )

@@ -54,9 +54,12 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
     details: list[any_pb2.Any] = []
     if isinstance(exc, _BadRequest):
         code, message = code_pb2.INVALID_ARGUMENT, f"invalid request: {exc}"
-        bad = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in exc.items])
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in exc.items
+            ]
+        )
         details.append(_pack(bad))
     elif isinstance(exc, AuthError | AgentAuthError):
         code, message = code_pb2.UNAUTHENTICATED, str(exc)
@@ -64,18 +67,23 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
         code, message = code_pb2.NOT_FOUND, str(exc)
     elif isinstance(exc, NotPlaceableError):
         code, message = code_pb2.FAILED_PRECONDITION, f"no allowed offer: {exc}"
-        failure = error_details_pb2.PreconditionFailure(violations=[
-            error_details_pb2.PreconditionFailure.Violation(type="PLACEMENT", subject=f"job[{exc.index}]",
-                                                            description=r)
-            for r in exc.reasons])
+        failure = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type="PLACEMENT", subject=f"job[{exc.index}]", description=r
+                )
+                for r in exc.reasons
+            ]
+        )
         details.append(_pack(failure))
     elif isinstance(exc, StoreError):
         code, message = code_pb2.INTERNAL, f"store error: {exc}"
     else:
         log.error("internal error in an RPC", exc_info=exc)
         code, message = code_pb2.INTERNAL, f"internal error: {type(exc).__name__}"
-    details.append(_pack(error_details_pb2.ErrorInfo(reason=type(exc).__name__,
-                                                     domain="shangzhuang.broker.v1")))
+    details.append(
+        _pack(error_details_pb2.ErrorInfo(reason=type(exc).__name__, domain="shangzhuang.broker.v1"))
+    )
     status = status_pb2.Status(code=code, message=message, details=details)
     await context.abort_with_status(rpc_status.to_status(status))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
@@ -110,9 +118,15 @@ def _job_id(value: str) -> str:
 
 
 class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
-    def __init__(self, services: BrokerServices, auth: TokenAuthority, *,
-                 explain: ExplainFn | None = None, spend: SpendFn | None = None,
-                 status: StatusFn | None = None) -> None:
+    def __init__(
+        self,
+        services: BrokerServices,
+        auth: TokenAuthority,
+        *,
+        explain: ExplainFn | None = None,
+        spend: SpendFn | None = None,
+        status: StatusFn | None = None,
+    ) -> None:
         self.services = services
         self.auth = auth
         self.explain = explain
@@ -123,19 +137,22 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         return self.auth.tenant_for(metadata)
 
-    async def SubmitJob(self, request: broker_service_pb2.SubmitJobRequest,
-                        context: grpc.aio.ServicerContext[Any, Any]) -> broker_service_pb2.SubmitJobResponse:
+    async def SubmitJob(
+        self, request: broker_service_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_service_pb2.SubmitJobResponse:
         try:
             tenant = self._tenant(context)
-            item = Submission(spec=_spec(request.job, ""),
-                              client_id=_client_id(request.client_id, "client_id"))
+            item = Submission(
+                spec=_spec(request.job, ""), client_id=_client_id(request.client_id, "client_id")
+            )
             [(job, created)] = self.services.submit(tenant, [item])
             return broker_service_pb2.SubmitJobResponse(job=job_to_proto(job), created=created)
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def SubmitJobs(self, request: broker_service_pb2.SubmitJobsRequest,
-                         context: grpc.aio.ServicerContext[Any, Any]) -> broker_service_pb2.SubmitJobsResponse:
+    async def SubmitJobs(
+        self, request: broker_service_pb2.SubmitJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_service_pb2.SubmitJobsResponse:
         try:
             tenant = self._tenant(context)
             if len(request.requests) > MAX_BATCH:
@@ -143,28 +160,37 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             items, problems = [], []
             for i, r in enumerate(request.requests):
                 try:
-                    items.append(Submission(spec=_spec(r.job, f"requests[{i}].job"),
-                                            client_id=_client_id(r.client_id, f"requests[{i}].client_id")))
+                    items.append(
+                        Submission(
+                            spec=_spec(r.job, f"requests[{i}].job"),
+                            client_id=_client_id(r.client_id, f"requests[{i}].client_id"),
+                        )
+                    )
                 except _BadRequest as bad:
                     problems.extend(bad.items)
             if problems:
                 raise _BadRequest(problems)
             results = self.services.submit(tenant, items)
-            return broker_service_pb2.SubmitJobsResponse(responses=[
-                broker_service_pb2.SubmitJobResponse(job=job_to_proto(j), created=c) for j, c in results])
+            return broker_service_pb2.SubmitJobsResponse(
+                responses=[
+                    broker_service_pb2.SubmitJobResponse(job=job_to_proto(j), created=c) for j, c in results
+                ]
+            )
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def GetJob(self, request: broker_service_pb2.GetJobRequest,
-                     context: grpc.aio.ServicerContext[Any, Any]) -> broker_service_pb2.GetJobResponse:
+    async def GetJob(
+        self, request: broker_service_pb2.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_service_pb2.GetJobResponse:
         try:
             job = self.services.get(self._tenant(context), _job_id(request.id))
             return broker_service_pb2.GetJobResponse(job=job_to_proto(job))
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def ListJobs(self, request: broker_service_pb2.ListJobsRequest,
-                       context: grpc.aio.ServicerContext[Any, Any]) -> broker_service_pb2.ListJobsResponse:
+    async def ListJobs(
+        self, request: broker_service_pb2.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_service_pb2.ListJobsResponse:
         try:
             tenant = self._tenant(context)
             if request.page_size < 0:
@@ -175,24 +201,31 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 states = [state_from_proto(s) for s in request.states]
             except UnknownEnumError as exc:
                 raise _BadRequest([FieldViolation("states", "unknown job state")]) from exc
-            page = self.services.list(tenant, states=states, labels=dict(request.labels),
-                                      page_size=request.page_size, page_token=request.page_token)
+            page = self.services.list(
+                tenant,
+                states=states,
+                labels=dict(request.labels),
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
             return broker_service_pb2.ListJobsResponse(
-                jobs=[job_to_proto(j) for j in page.jobs], next_page_token=page.next_page_token)
+                jobs=[job_to_proto(j) for j in page.jobs], next_page_token=page.next_page_token
+            )
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def CancelJob(self, request: broker_service_pb2.CancelJobRequest,
-                        context: grpc.aio.ServicerContext[Any, Any]) -> broker_service_pb2.CancelJobResponse:
+    async def CancelJob(
+        self, request: broker_service_pb2.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_service_pb2.CancelJobResponse:
         try:
             job = await self.services.cancel(self._tenant(context), _job_id(request.id))
             return broker_service_pb2.CancelJobResponse(job=job_to_proto(job))
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def WatchJob(self, request: broker_service_pb2.WatchJobRequest,
-                       context: grpc.aio.ServicerContext[Any, Any]
-                       ) -> AsyncIterator[broker_service_pb2.WatchJobResponse]:
+    async def WatchJob(
+        self, request: broker_service_pb2.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[broker_service_pb2.WatchJobResponse]:
         try:
             tenant = self._tenant(context)
             if request.after_seq < 0:
@@ -206,9 +239,9 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def ExplainPlacement(self, request: broker_service_pb2.ExplainPlacementRequest,
-                               context: grpc.aio.ServicerContext[Any, Any]
-                               ) -> broker_service_pb2.ExplainPlacementResponse:
+    async def ExplainPlacement(
+        self, request: broker_service_pb2.ExplainPlacementRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_service_pb2.ExplainPlacementResponse:
         try:
             tenant = self._tenant(context)
             spec = _spec(request.job, "job")
@@ -218,8 +251,9 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def GetSpend(self, request: broker_service_pb2.GetSpendRequest,
-                       context: grpc.aio.ServicerContext[Any, Any]) -> broker_service_pb2.GetSpendResponse:
+    async def GetSpend(
+        self, request: broker_service_pb2.GetSpendRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_service_pb2.GetSpendResponse:
         try:
             tenant = self._tenant(context)
             if self.spend is None:
@@ -228,8 +262,9 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def GetStatus(self, request: broker_service_pb2.GetStatusRequest,
-                        context: grpc.aio.ServicerContext[Any, Any]) -> broker_service_pb2.GetStatusResponse:
+    async def GetStatus(
+        self, request: broker_service_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_service_pb2.GetStatusResponse:
         try:
             self._tenant(context)
             if self._status is None:
@@ -246,20 +281,24 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     def __init__(self, services: BrokerServices) -> None:
         self.services = services
 
-    async def Heartbeat(self, request: agent_service_pb2.HeartbeatRequest,
-                        context: grpc.aio.ServicerContext[Any, Any]) -> agent_service_pb2.HeartbeatResponse:
+    async def Heartbeat(
+        self, request: agent_service_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.HeartbeatResponse:
         try:
-            stop = self.services.agent_report(request.attempt_id, request.token,
-                                              "heartbeat" if request.running else "alive", None, "")
+            stop = self.services.agent_report(
+                request.attempt_id, request.token, "heartbeat" if request.running else "alive", None, ""
+            )
             return agent_service_pb2.HeartbeatResponse(stop=stop)
         except Exception as exc:
             await abort_with(context, exc)
 
-    async def ReportExit(self, request: agent_service_pb2.ReportExitRequest,
-                         context: grpc.aio.ServicerContext[Any, Any]) -> agent_service_pb2.ReportExitResponse:
+    async def ReportExit(
+        self, request: agent_service_pb2.ReportExitRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.ReportExitResponse:
         try:
-            self.services.agent_report(request.attempt_id, request.token, "exit", request.exit_code,
-                                       request.log_tail)
+            self.services.agent_report(
+                request.attempt_id, request.token, "exit", request.exit_code, request.log_tail
+            )
             return agent_service_pb2.ReportExitResponse()
         except Exception as exc:
             await abort_with(context, exc)

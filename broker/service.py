@@ -104,8 +104,9 @@ class BrokerServices:
         page_token: str,
     ) -> JobPage:
         size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
-        return self.store.list_jobs(tenant, states=states, labels=labels, page_size=size,
-                                    page_token=page_token)
+        return self.store.list_jobs(
+            tenant, states=states, labels=labels, page_size=size, page_token=page_token
+        )
 
     async def cancel(self, tenant: TenantId, job_id: str) -> Job:
         job = self.store.get(job_id, tenant)
@@ -136,8 +137,9 @@ class BrokerServices:
         finally:
             self.hub.unsubscribe(job.id, ev)
 
-    def agent_report(self, attempt_id: str, token: str, kind: str, exit_code: int | None,
-                     log_tail: str) -> bool:
+    def agent_report(
+        self, attempt_id: str, token: str, kind: str, exit_code: int | None, log_tail: str
+    ) -> bool:
         """A report from the bootstrap on an instance; returns True when the job should stop.
 
         `kind` is `started`/`heartbeat` (alive, running) or `exit` (with its exit code).
@@ -151,8 +153,9 @@ class BrokerServices:
         if kind == "exit":
             code = exit_code if exit_code is not None else 1
             state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
-            self.dispatcher.apply_status(attempt, AttemptStatus(state=state, exit_code=code,
-                                                                log_tail=log_tail[-4096:]))
+            self.dispatcher.apply_status(
+                attempt, AttemptStatus(state=state, exit_code=code, log_tail=log_tail[-4096:])
+            )
         else:
             self.dispatcher.heartbeat(attempt)
             self.dispatcher.apply_status(attempt, AttemptStatus(state=AttemptState.RUNNING))

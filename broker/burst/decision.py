@@ -40,7 +40,7 @@ class BurstInputs:
 
     now: datetime
     queued_since: datetime
-    money: TenantMoney = TenantMoney()
+    money: TenantMoney = field(default_factory=TenantMoney)
     routes: Mapping[SiteId, RouteState] = field(default_factory=dict)
     blocked: frozenset[str] = frozenset()
     unhealthy: Mapping[SiteId, str] = field(default_factory=dict)
@@ -98,37 +98,63 @@ def decide(
 ) -> Decision:
     """Run, wait or burst, with the reasons and the numbers behind the choice."""
     now = inputs.now
-    ctx = PlacementContext(now=now, blocked=inputs.blocked, unhealthy_sites=inputs.unhealthy,
-                           voucher_balances=inputs.money.voucher_balances or None)
+    ctx = PlacementContext(
+        now=now,
+        blocked=inputs.blocked,
+        unhealthy_sites=inputs.unhealthy,
+        voucher_balances=inputs.money.voucher_balances or None,
+    )
     expl = place(spec, tenant, offers, policy, ctx)
     waited = max(0.0, (now - inputs.queued_since).total_seconds())
     max_wait = effective_max_wait(spec, tenant, policy).total_seconds()
     remaining = max(0.0, max_wait - waited)
-    numbers: dict[str, Any] = {"waited_s": round(waited), "max_wait_s": round(max_wait),
-                               "remaining_wait_s": round(remaining)}
+    numbers: dict[str, Any] = {
+        "waited_s": round(waited),
+        "max_wait_s": round(max_wait),
+        "remaining_wait_s": round(remaining),
+    }
 
-    def done(action: Action, offer: ScoredOffer | None, *reasons: str, burst: bool = False,
-             pending: datetime | None = None, **more: Any) -> Decision:
+    def done(
+        action: Action,
+        offer: ScoredOffer | None,
+        *reasons: str,
+        burst: bool = False,
+        pending: datetime | None = None,
+        **more: Any,
+    ) -> Decision:
         data = {**numbers, **more, "action": action.value}
         if offer is not None:
             data["offer_key"] = offer.offer.key
             data["price_per_hour"] = offer.offer.price_per_hour
             data["currency"] = offer.offer.currency
-            data["price_read_at"] = offer.offer.price_read_at.isoformat() if offer.offer.price_read_at else None
+            data["price_read_at"] = (
+                offer.offer.price_read_at.isoformat() if offer.offer.price_read_at else None
+            )
             data["score"] = round(offer.score, 4)
         if pending is not None:
             data["burst_pending_since"] = pending.isoformat()
-        return Decision(action=action, offer=offer.offer if offer else None, reasons=reasons,
-                        data=data, policy_hash=policy.hash, burst=burst, explanation=expl)
+        return Decision(
+            action=action,
+            offer=offer.offer if offer else None,
+            reasons=reasons,
+            data=data,
+            policy_hash=policy.hash,
+            burst=burst,
+            explanation=expl,
+        )
 
     allowed = expl.allowed
     if not allowed:
         summary = rejection_summary(expl)
         if any(not s.allowed and set(r.rule for r in s.reasons) <= TRANSIENT_RULES for s in expl.offers):
-            return done(Action.WAIT, None, "every allowed offer is blocked or unhealthy for now",
-                        *(f"{r.rule}: {r.message}" for r in summary[:5]))
-        return done(Action.REJECT, None, *(f"{r.rule}: {r.message}" for r in summary[:10]) or
-                    ("no offers at all",))
+            return done(
+                Action.WAIT,
+                None,
+                "every allowed offer is blocked or unhealthy for now",
+                *(f"{r.rule}: {r.message}" for r in summary[:5]),
+            )
+        reasons = [f"{r.rule}: {r.message}" for r in summary[:10]] or ["no offers at all"]
+        return done(Action.REJECT, None, *reasons)
 
     need = demand(spec)
     onprem = [s for s in allowed if is_onprem(policy, s.offer.site)]
@@ -142,7 +168,9 @@ def decide(
     slack_spot_ok = True
     if spec.deadline is not None:
         slack = (spec.deadline - now).total_seconds() - spec.runtime_estimate.total_seconds()
-        slack_spot_ok = slack >= spec.runtime_estimate.total_seconds() * (policy.burst.deadline_slack_factor - 1)
+        slack_spot_ok = slack >= spec.runtime_estimate.total_seconds() * (
+            policy.burst.deadline_slack_factor - 1
+        )
     for s in allowed:
         if is_onprem(policy, s.offer.site):
             continue
@@ -159,12 +187,16 @@ def decide(
         total = estimate_cost(spec, s.offer, policy)
         split = split_cost(tenant, s.offer.site, total, policy, inputs.money.voucher_balances)
         if inputs.money.budget_left is not None and split.cash > inputs.money.budget_left + 1e-9:
-            refused.append(f"budget: {s.offer.key} would cost {split.cash:.2f} {policy.currency} in cash, "
-                           f"{max(0.0, inputs.money.budget_left):.2f} left this month")
+            refused.append(
+                f"budget: {s.offer.key} would cost {split.cash:.2f} {policy.currency} in cash, "
+                f"{max(0.0, inputs.money.budget_left):.2f} left this month"
+            )
             continue
         if inputs.money.global_left is not None and split.cash > inputs.money.global_left + 1e-9:
-            refused.append(f"global burst cap: {split.cash:.2f} {policy.currency} needed, "
-                           f"{max(0.0, inputs.money.global_left):.2f} left")
+            refused.append(
+                f"global burst cap: {split.cash:.2f} {policy.currency} needed, "
+                f"{max(0.0, inputs.money.global_left):.2f} left"
+            )
             continue
         cloud.append((s.score + _spot_risk_cost(spec, s, policy), s, split.cash, split.voucher))
     cloud.sort(key=lambda c: (c[0], c[1].offer.site, c[1].offer.key))
@@ -172,46 +204,89 @@ def decide(
     if not onprem:
         if cloud:
             _, best, cash, voucher = cloud[0]
-            return done(Action.RUN, best, f"no on-prem offer can run this job; cloud {best.offer.site}",
-                        burst=True, cash=round(cash, 2), voucher=round(voucher, 2))
-        return done(Action.WAIT, None, "no on-prem offer fits and no cloud offer is usable now",
-                    *refused[:5])
+            return done(
+                Action.RUN,
+                best,
+                f"no on-prem offer can run this job; cloud {best.offer.site}",
+                burst=True,
+                cash=round(cash, 2),
+                voucher=round(voucher, 2),
+            )
+        return done(Action.WAIT, None, "no on-prem offer fits and no cloud offer is usable now", *refused[:5])
 
     queue = min(onprem, key=lambda s: (s.offer.expected_wait_s, s.score, s.offer.key))
     wait_s = queue.offer.expected_wait_s
     wait_cost = queue.score + _late_cost(wait_s, remaining, policy)
-    numbers.update(onprem_site=queue.offer.site, onprem_expected_wait_s=round(wait_s),
-                   onprem_total_cost=round(wait_cost, 2))
+    numbers.update(
+        onprem_site=queue.offer.site,
+        onprem_expected_wait_s=round(wait_s),
+        onprem_total_cost=round(wait_cost, 2),
+    )
     if wait_s <= remaining:
         if queue.offer.site in inputs.queueing_sites:
-            return done(Action.RUN, queue, f"{queue.offer.site} expects a wait of {wait_s / 60:.0f} min, "
-                        f"within the {remaining / 60:.0f} min the job may still wait; sent to its queue")
-        return done(Action.WAIT, queue, f"waiting on-prem: expected wait {wait_s / 60:.0f} min is within "
-                    f"the {remaining / 60:.0f} min the job may still wait")
+            return done(
+                Action.RUN,
+                queue,
+                f"{queue.offer.site} expects a wait of {wait_s / 60:.0f} min, "
+                f"within the {remaining / 60:.0f} min the job may still wait; sent to its queue",
+            )
+        return done(
+            Action.WAIT,
+            queue,
+            f"waiting on-prem: expected wait {wait_s / 60:.0f} min is within "
+            f"the {remaining / 60:.0f} min the job may still wait",
+        )
     if not cloud:
-        return done(Action.WAIT, queue, f"on-prem wait {wait_s / 60:.0f} min exceeds max_wait, "
-                    "but no cloud offer is usable", *refused[:5])
+        return done(
+            Action.WAIT,
+            queue,
+            f"on-prem wait {wait_s / 60:.0f} min exceeds max_wait, but no cloud offer is usable",
+            *refused[:5],
+        )
     cloud_cost, best, cash, voucher = cloud[0]
     numbers.update(cloud_total_cost=round(cloud_cost, 2), cloud_offer=best.offer.key)
     if cloud_cost >= wait_cost:
-        return done(Action.WAIT, queue, f"waiting is cheaper: on-prem {wait_cost:.2f} vs cloud "
-                    f"{cloud_cost:.2f} {policy.currency} ({best.offer.key})")
+        return done(
+            Action.WAIT,
+            queue,
+            f"waiting is cheaper: on-prem {wait_cost:.2f} vs cloud "
+            f"{cloud_cost:.2f} {policy.currency} ({best.offer.key})",
+        )
     since = inputs.burst_pending_since or now
     hysteresis = policy.burst.hysteresis.total_seconds()
     held = (now - since).total_seconds()
     if held < hysteresis and remaining > hysteresis:
-        return done(Action.WAIT, queue, f"burst to {best.offer.site} pending: condition held {held:.0f}s "
-                    f"of the {hysteresis:.0f}s hysteresis", pending=since)
-    return done(Action.RUN, best, f"burst: on-prem wait {wait_s / 60:.0f} min exceeds the "
-                f"{remaining / 60:.0f} min left of max_wait and {best.offer.site} costs {cloud_cost:.2f} "
-                f"< {wait_cost:.2f} {policy.currency} for waiting",
-                burst=True, cash=round(cash, 2), voucher=round(voucher, 2))
+        return done(
+            Action.WAIT,
+            queue,
+            f"burst to {best.offer.site} pending: condition held {held:.0f}s "
+            f"of the {hysteresis:.0f}s hysteresis",
+            pending=since,
+        )
+    return done(
+        Action.RUN,
+        best,
+        f"burst: on-prem wait {wait_s / 60:.0f} min exceeds the "
+        f"{remaining / 60:.0f} min left of max_wait and {best.offer.site} costs {cloud_cost:.2f} "
+        f"< {wait_cost:.2f} {policy.currency} for waiting",
+        burst=True,
+        cash=round(cash, 2),
+        voucher=round(voucher, 2),
+    )
 
 
 def explain_json(decision: Decision) -> dict[str, Any]:
     """The placement explanation plus the decision and its numbers."""
     expl: Explanation | None = decision.explanation
-    body = expl.to_json() if expl is not None else {"chosen": None, "offers": [], "policy_hash": decision.policy_hash}
-    body["decision"] = {"action": decision.action.value, "burst": decision.burst,
-                        "reasons": list(decision.reasons), **dict(decision.data)}
+    body = (
+        expl.to_json()
+        if expl is not None
+        else {"chosen": None, "offers": [], "policy_hash": decision.policy_hash}
+    )
+    body["decision"] = {
+        "action": decision.action.value,
+        "burst": decision.burst,
+        "reasons": list(decision.reasons),
+        **dict(decision.data),
+    }
     return body

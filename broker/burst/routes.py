@@ -46,17 +46,23 @@ def route_refusal(site: str, state: RouteState | None, policy: Policy, now: date
         return None
     limits = policy.burst.sites.get(site)
     if limits is not None and state.provisioning >= limits.max_provisioning:
-        return (f"{site} already has {state.provisioning} instance(s) provisioning "
-                f"(limit {limits.max_provisioning})")
-    if limits is not None and limits.max_instances is not None and \
-            state.provisioning + state.running >= limits.max_instances:
+        return (
+            f"{site} already has {state.provisioning} instance(s) provisioning "
+            f"(limit {limits.max_provisioning})"
+        )
+    if (
+        limits is not None
+        and limits.max_instances is not None
+        and state.provisioning + state.running >= limits.max_instances
+    ):
         return f"{site} is at its limit of {limits.max_instances} instance(s)"
     throttle = policy.burst.failure_throttle
     if state.recent_attempts >= throttle.min_attempts:
         rate = state.recent_failures / state.recent_attempts
         cooling = state.last_failure is not None and now - state.last_failure < throttle.cooldown
         if rate > throttle.max_failure_rate and cooling:
-            return (f"{site} is throttled: {state.recent_failures} of its last {state.recent_attempts} "
-                    f"attempts failed (limit {throttle.max_failure_rate:.0%})")
+            return (
+                f"{site} is throttled: {state.recent_failures} of its last {state.recent_attempts} "
+                f"attempts failed (limit {throttle.max_failure_rate:.0%})"
+            )
     return None
-

@@ -33,9 +33,14 @@ def build_inputs(
 ) -> BurstInputs:
     """The decision inputs of one queued job, as of the pass snapshot."""
     return BurstInputs(
-        now=snap.now, queued_since=queued_since, money=money, routes=snap.routes,
-        blocked=snap.blocked, unhealthy=snap.unhealthy if unhealthy is None else unhealthy,
-        burst_pending_since=pending_since, queueing_sites=queueing_sites,
+        now=snap.now,
+        queued_since=queued_since,
+        money=money,
+        routes=snap.routes,
+        blocked=snap.blocked,
+        unhealthy=snap.unhealthy if unhealthy is None else unhealthy,
+        burst_pending_since=pending_since,
+        queueing_sites=queueing_sites,
     )
 
 
@@ -51,8 +56,13 @@ def decide_in_pass(
     queueing_sites: frozenset[str] = frozenset(),
 ) -> Decision:
     """Decide one job against the pass view, then claim or enqueue its on-prem offer in `snap`."""
-    inputs = build_inputs(snap, queued_since=queued_since, money=money, pending_since=pending_since,
-                          queueing_sites=queueing_sites)
+    inputs = build_inputs(
+        snap,
+        queued_since=queued_since,
+        money=money,
+        pending_since=pending_since,
+        queueing_sites=queueing_sites,
+    )
     decision = decide(spec, tenant, snap.view(), policy, inputs)
     if decision.offer is not None and is_onprem(policy, decision.offer.site):
         if decision.action == Action.RUN:

@@ -27,15 +27,23 @@ from broker.serde import spec_to_proto, state_from_proto, state_to_proto
 Sub = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 _STATE_STYLE = {
-    JobState.QUEUED: "yellow", JobState.PLACING: "cyan", JobState.PROVISIONING: "cyan",
-    JobState.RUNNING: "blue", JobState.SUCCEEDED: "green", JobState.FAILED: "red",
-    JobState.CANCELLED: "magenta", JobState.PREEMPTED: "yellow",
+    JobState.QUEUED: "yellow",
+    JobState.PLACING: "cyan",
+    JobState.PROVISIONING: "cyan",
+    JobState.RUNNING: "blue",
+    JobState.SUCCEEDED: "green",
+    JobState.FAILED: "red",
+    JobState.CANCELLED: "magenta",
+    JobState.PREEMPTED: "yellow",
 }
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", default=os.environ.get("SZB_SERVER", DEFAULT_SERVER),
-                   help="broker address HOST:PORT (env SZB_SERVER)")
+    p.add_argument(
+        "--server",
+        default=os.environ.get("SZB_SERVER", DEFAULT_SERVER),
+        help="broker address HOST:PORT (env SZB_SERVER)",
+    )
     p.add_argument("--token", default=os.environ.get("SZB_TOKEN"), help="bearer token (env SZB_TOKEN)")
     p.add_argument("--output", "-o", choices=["table", "json"], default="table")
 
@@ -61,8 +69,9 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_get)
 
     p = sub.add_parser("list", help="list jobs")
-    p.add_argument("--state", action="append", default=[], type=str.upper,
-                   choices=[s.value for s in JobState])
+    p.add_argument(
+        "--state", action="append", default=[], type=str.upper, choices=[s.value for s in JobState]
+    )
     p.add_argument("--label", action="append", default=[], help="KEY=VALUE")
     p.add_argument("--page-size", type=int, default=100)
     p.add_argument("--all", action="store_true", help="follow every page")
@@ -123,9 +132,13 @@ def _print_jobs(jobs: Iterable[job_pb2.Job], console: Console) -> None:
         state = state_from_proto(job.state)
         acc = job.spec.resources.accelerators
         table.add_row(
-            job.id, job.spec.name, f"[{_STATE_STYLE[state]}]{state.value}[/]", job.site or "-",
+            job.id,
+            job.spec.name,
+            f"[{_STATE_STYLE[state]}]{state.value}[/]",
+            job.site or "-",
             f"{acc.count}x{'|'.join(acc.any_of) or 'any'}" if acc.count else "-",
-            str(job.attempts), str(job.exit_code) if job.HasField("exit_code") else "-",
+            str(job.attempts),
+            str(job.exit_code) if job.HasField("exit_code") else "-",
             job.message[:60],
         )
     console.print(table)
@@ -178,9 +191,11 @@ def _follow(client: BrokerClient, job_id: str, after: int, output: str, console:
             state = state_from_proto(ev.state)
             if output == "json":
                 continue
-            console.print(f"{ev.time.ToDatetime():%H:%M:%S} {job_id} #{ev.seq:<3} "
-                          f"[{_STATE_STYLE[state]}]{state.value:<12}[/] {ev.kind}: {ev.message}",
-                          highlight=False)
+            console.print(
+                f"{ev.time.ToDatetime():%H:%M:%S} {job_id} #{ev.seq:<3} "
+                f"[{_STATE_STYLE[state]}]{state.value:<12}[/] {ev.kind}: {ev.message}",
+                highlight=False,
+            )
     except ClientError as exc:
         print(f"szb: error: {exc}", file=sys.stderr)
     job = client.get(job_id).job
@@ -220,8 +235,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     with BrokerClient(args.server, args.token) as client:
         while True:
             try:
-                resp = client.list(pb.ListJobsRequest(states=states, labels=labels,
-                                                      page_size=args.page_size, page_token=token))
+                resp = client.list(
+                    pb.ListJobsRequest(
+                        states=states, labels=labels, page_size=args.page_size, page_token=token
+                    )
+                )
             except ClientError as exc:
                 return _fail(str(exc))
             jobs.extend(resp.jobs)
@@ -256,8 +274,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if args.output == "json":
             try:
                 for resp in client.watch(args.id, args.after):
-                    print(json.dumps({**MessageToDict(resp.event, preserving_proto_field_name=True),
-                                      "state": state_from_proto(resp.event.state).value}), flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                **MessageToDict(resp.event, preserving_proto_field_name=True),
+                                "state": state_from_proto(resp.event.state).value,
+                            }
+                        ),
+                        flush=True,
+                    )
             except ClientError as exc:
                 return _fail(str(exc))
             return 0
@@ -297,15 +322,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     for col in ("SITE", "PARTITION", "ACCELERATOR", "FREE/TOTAL", "EXPECTED WAIT"):
         table.add_column(col)
     for p in resp.partitions:
-        table.add_row(p.site, p.partition, p.accelerator or "cpu", f"{p.free}/{p.total}",
-                      f"{p.expected_wait_seconds / 60:.0f} min")
+        table.add_row(
+            p.site,
+            p.partition,
+            p.accelerator or "cpu",
+            f"{p.free}/{p.total}",
+            f"{p.expected_wait_seconds / 60:.0f} min",
+        )
     console.print(table)
     console.print("Jobs: " + ", ".join(f"{k} {v}" for k, v in sorted(resp.jobs_by_state.items())))
-    console.print("Active by site: " + (", ".join(f"{k} {v}" for k, v in sorted(resp.active_jobs_by_site.items()))
-                                        or "none"))
+    console.print(
+        "Active by site: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(resp.active_jobs_by_site.items())) or "none")
+    )
     console.print(f"Burst decisions in the last hour: {resp.burst_decisions_last_hour}")
     for t in extra.get("tenants", []):
-        left = "no budget" if t["budget_left"] is None else f"{t['budget_left']:.2f} {extra.get('currency', '')} left"
+        left = (
+            "no budget"
+            if t["budget_left"] is None
+            else f"{t['budget_left']:.2f} {extra.get('currency', '')} left"
+        )
         console.print(f"  {t['tenant']}: {left}, vouchers {t['vouchers_left']:.2f}")
     for site, why in extra.get("unhealthy", {}).items():
         console.print(f"[red]unhealthy[/] {site}: {why}")
@@ -319,8 +355,14 @@ def cmd_spend(args: argparse.Namespace) -> int:
         except ClientError as exc:
             return _fail(str(exc))
     if args.output == "json":
-        print(json.dumps(MessageToDict(resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),
-                         indent=2))
+        print(
+            json.dumps(
+                MessageToDict(
+                    resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+                ),
+                indent=2,
+            )
+        )
         return 0
     table = Table(title=f"Spend in {resp.month} ({resp.currency})")
     for col in ("TENANT", "SITE", "SPENT", "RESERVED"):
@@ -329,5 +371,7 @@ def cmd_spend(args: argparse.Namespace) -> int:
         table.add_row(line.tenant, line.site, f"{line.spent:.2f}", f"{line.reserved:.2f}")
     console = Console()
     console.print(table)
-    console.print(f"Budget {resp.budget:.2f}, left {resp.budget_left:.2f}, vouchers left {resp.vouchers_left:.2f}")
+    console.print(
+        f"Budget {resp.budget:.2f}, left {resp.budget_left:.2f}, vouchers left {resp.vouchers_left:.2f}"
+    )
     return 0

@@ -37,7 +37,6 @@ from broker.store import JobStore
 log = logging.getLogger(__name__)
 
 
-
 class DecisionMaker(Protocol):
     """What the dispatcher needs from the planning shell (`broker.planning.Planner`)."""
 
@@ -64,7 +63,7 @@ class DecisionMaker(Protocol):
 class FailoverPlan:
     """The policy's numbers for retries, timeouts and giving up, as dispatch uses them."""
 
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     attempt_timeout_s: float = 1200.0
     give_up_after_s: float = 86400.0
     heartbeat_timeout_s: float = 300.0
@@ -73,8 +72,12 @@ class FailoverPlan:
 
 # Errors that are the offer's fault, not the job's: they move the job on without using up
 # one of its attempts (the give-up deadline still bounds the chain).
-_OFFER_FAULTS = (NextStep.BLOCK_OFFER_TRY_NEXT, NextStep.BLOCK_REGION_TRY_NEXT,
-                 NextStep.DROP_OFFER_TRY_NEXT, NextStep.OPEN_CIRCUIT_TRY_NEXT)
+_OFFER_FAULTS = (
+    NextStep.BLOCK_OFFER_TRY_NEXT,
+    NextStep.BLOCK_REGION_TRY_NEXT,
+    NextStep.DROP_OFFER_TRY_NEXT,
+    NextStep.OPEN_CIRCUIT_TRY_NEXT,
+)
 
 
 _PRIORITY_ORDER = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
@@ -156,8 +159,13 @@ class Dispatcher:
             attempts = self.store.attempts_for(job.id)
             live = [a for a in attempts if not a.state.terminal]
             if job.state == JobState.PLACING or not live:
-                self.store.transition(job.id, JobState.QUEUED, now, kind="requeued",
-                                      message="broker restarted before the attempt was started")
+                self.store.transition(
+                    job.id,
+                    JobState.QUEUED,
+                    now,
+                    kind="requeued",
+                    message="broker restarted before the attempt was started",
+                )
                 continue
             attempt = live[-1]
             if attempt.backend_id is None:
@@ -215,20 +223,39 @@ class Dispatcher:
                 self._start(job, decision)
             elif decision.action == Action.REJECT:
                 self._waiting_reason.pop(job.id, None)
-                self.store.transition(job.id, JobState.FAILED, now, kind="rejected",
-                                      message=decision.summary, data=dict(decision.data),
-                                      policy_hash=decision.policy_hash,
-                                      expect=JobState.QUEUED)
+                self.store.transition(
+                    job.id,
+                    JobState.FAILED,
+                    now,
+                    kind="rejected",
+                    message=decision.summary,
+                    data=dict(decision.data),
+                    policy_hash=decision.policy_hash,
+                    expect=JobState.QUEUED,
+                )
             elif (why := self._give_up_reason(job, now)) is not None:
                 self._waiting_reason.pop(job.id, None)
-                self.store.transition(job.id, JobState.FAILED, now, kind="gave_up", message=why,
-                                      data=dict(decision.data), expect=JobState.QUEUED)
+                self.store.transition(
+                    job.id,
+                    JobState.FAILED,
+                    now,
+                    kind="gave_up",
+                    message=why,
+                    data=dict(decision.data),
+                    expect=JobState.QUEUED,
+                )
             else:
                 reason = decision.summary or "waiting for capacity"
                 if self._waiting_reason.get(job.id) != reason:
                     self._waiting_reason[job.id] = reason
-                    self.store.record(job.id, now, kind="waiting", message=reason,
-                                      data=dict(decision.data), policy_hash=decision.policy_hash)
+                    self.store.record(
+                        job.id,
+                        now,
+                        kind="waiting",
+                        message=reason,
+                        data=dict(decision.data),
+                        policy_hash=decision.policy_hash,
+                    )
 
     def _give_up_reason(self, job: Job, now: datetime) -> str | None:
         """A waiting job fails when its deadline can no longer be met, or its attempts keep failing."""
@@ -237,8 +264,10 @@ class Dispatcher:
             return f"deadline {spec.deadline.isoformat()} can no longer be met"
         plan = self.planner.failover()
         if job.attempts and (now - job.created_at).total_seconds() > plan.give_up_after_s:
-            return (f"gave up: not started {plan.give_up_after_s / 3600:.1f} h after submission "
-                    f"despite {job.attempts} attempt(s)")
+            return (
+                f"gave up: not started {plan.give_up_after_s / 3600:.1f} h after submission "
+                f"despite {job.attempts} attempt(s)"
+            )
         return None
 
     def _get(self, job_id: JobId) -> Job | None:
@@ -252,26 +281,39 @@ class Dispatcher:
         offer = decision.offer
         now = self.clock.now()
         job = self.store.transition(
-            job.id, JobState.PLACING, now, kind="placed",
+            job.id,
+            JobState.PLACING,
+            now,
+            kind="placed",
             message=f"placed on {offer.site} ({offer.instance_type})"
             + (" [burst]" if decision.burst else ""),
             data={**decision.data, "offer": offer.model_dump(mode="json")},
-            policy_hash=decision.policy_hash, site=offer.site, expect=JobState.QUEUED,
+            policy_hash=decision.policy_hash,
+            site=offer.site,
+            expect=JobState.QUEUED,
         )
         if job.state != JobState.PLACING:
             return  # cancelled meanwhile
         attempt = self.store.create_attempt(job.id, offer.site, offer, secrets.token_hex(16), now)
         if not self.planner.reserve(job, attempt, decision, self.store):
-            self.store.update_attempt(attempt.id, now, state=AttemptState.CANCELLED,
-                                      error="budget would be exceeded")
-            self.store.transition(job.id, JobState.QUEUED, now, kind="budget",
-                                  message=f"not bursting to {offer.site}: the budget would be exceeded; "
-                                  "waiting on-prem")
+            self.store.update_attempt(
+                attempt.id, now, state=AttemptState.CANCELLED, error="budget would be exceeded"
+            )
+            self.store.transition(
+                job.id,
+                JobState.QUEUED,
+                now,
+                kind="budget",
+                message=f"not bursting to {offer.site}: the budget would be exceeded; waiting on-prem",
+            )
             return
         if decision.burst:
             self.stats.bursts.append(now)
         job = self.store.transition(
-            job.id, JobState.PROVISIONING, now, kind="attempt",
+            job.id,
+            JobState.PROVISIONING,
+            now,
+            kind="attempt",
             message=f"attempt {attempt.number} on {offer.site}",
             data={"attempt": attempt.id, "site": offer.site, "offer": offer.key},
         )
@@ -283,8 +325,13 @@ class Dispatcher:
             if adapter is None:
                 raise AdapterError(attempt.site, "NoAdapter", "no adapter configured for this site")
             request = LaunchRequest(
-                job_id=job.id, attempt_id=attempt.id, token=attempt.token, spec=job.spec,
-                offer=attempt.offer, agent_endpoint=self.agent_endpoint, agent_token=attempt.token,
+                job_id=job.id,
+                attempt_id=attempt.id,
+                token=attempt.token,
+                spec=job.spec,
+                offer=attempt.offer,
+                agent_endpoint=self.agent_endpoint,
+                agent_token=attempt.token,
             )
             plan = self.planner.failover()
             try:
@@ -293,8 +340,9 @@ class Dispatcher:
                     timeout=plan.attempt_timeout_s,
                 )
             except TimeoutError as exc:
-                raise TransientError(attempt.site, "AttemptTimeout",
-                                     f"no answer within {plan.attempt_timeout_s:.0f}s") from exc
+                raise TransientError(
+                    attempt.site, "AttemptTimeout", f"no answer within {plan.attempt_timeout_s:.0f}s"
+                ) from exc
             now = self.clock.now()
             self.store.update_attempt(attempt.id, now, backend_id=backend_id)
             self.planner.record_success(attempt)
@@ -310,34 +358,56 @@ class Dispatcher:
 
     async def _attempt_failed(self, job: Job, attempt: Attempt, exc: AdapterError) -> None:
         now = self.clock.now()
-        attempt = self.store.update_attempt(attempt.id, now, state=AttemptState.FAILED,
-                                            error=f"{type(exc).__name__}: {exc}")
-        self.planner.settle(job, attempt, AttemptStatus(state=AttemptState.FAILED, message=str(exc)),
-                            self.store)
+        attempt = self.store.update_attempt(
+            attempt.id, now, state=AttemptState.FAILED, error=f"{type(exc).__name__}: {exc}"
+        )
+        self.planner.settle(
+            job, attempt, AttemptStatus(state=AttemptState.FAILED, message=str(exc)), self.store
+        )
         step = self.planner.record_failure(attempt, exc)
         current = self.store.get(job.id)
         if current.state.terminal:
             return
-        data = {"attempt": attempt.id, "site": exc.site, "offer": attempt.offer.key, "code": exc.code,
-                "error": type(exc).__name__, "next": step.value}
-        counted = sum(1 for a in self.store.attempts_for(job.id)
-                      if a.state.terminal and not _offer_fault(a.error))
+        data = {
+            "attempt": attempt.id,
+            "site": exc.site,
+            "offer": attempt.offer.key,
+            "code": exc.code,
+            "error": type(exc).__name__,
+            "next": step.value,
+        }
+        counted = sum(
+            1 for a in self.store.attempts_for(job.id) if a.state.terminal and not _offer_fault(a.error)
+        )
         if step in _OFFER_FAULTS or counted < self.planner.failover().max_attempts:
-            self.store.transition(job.id, JobState.QUEUED, now, kind="attempt_failed",
-                                  message=f"attempt {attempt.number} on {attempt.offer.key} failed "
-                                  f"({type(exc).__name__} {exc.code}): {exc.message}; next: {step.value}",
-                                  data=data)
+            self.store.transition(
+                job.id,
+                JobState.QUEUED,
+                now,
+                kind="attempt_failed",
+                message=f"attempt {attempt.number} on {attempt.offer.key} failed "
+                f"({type(exc).__name__} {exc.code}): {exc.message}; next: {step.value}",
+                data=data,
+            )
         else:
-            self.store.transition(job.id, JobState.FAILED, now, kind="attempt_failed",
-                                  message=f"gave up after {current.attempts} attempts: {exc}",
-                                  data=data)
+            self.store.transition(
+                job.id,
+                JobState.FAILED,
+                now,
+                kind="attempt_failed",
+                message=f"gave up after {current.attempts} attempts: {exc}",
+                data=data,
+            )
         self.capacity_changed()
 
     # Watching attempts -------------------------------------------------------------------
 
     async def _poll_attempts(self) -> None:
-        live = [a for a in self.store.live_attempts()
-                if a.backend_id is not None and a.job_id not in self._inflight]
+        live = [
+            a
+            for a in self.store.live_attempts()
+            if a.backend_id is not None and a.job_id not in self._inflight
+        ]
         if not live:
             return
         results = await asyncio.gather(*(self._poll_one(a) for a in live), return_exceptions=True)
@@ -360,8 +430,9 @@ class Dispatcher:
             last = self.heartbeats.get(attempt.id, max(attempt.created_at, self._started_at))
             silent = (self.clock.now() - last).total_seconds()
             if silent > self.planner.failover().heartbeat_timeout_s:
-                status = AttemptStatus(state=AttemptState.LOST,
-                                       message=f"no heartbeat from the instance for {silent:.0f}s")
+                status = AttemptStatus(
+                    state=AttemptState.LOST, message=f"no heartbeat from the instance for {silent:.0f}s"
+                )
         self.apply_status(attempt, status)
 
     def heartbeat(self, attempt: Attempt) -> None:
@@ -378,8 +449,14 @@ class Dispatcher:
             if attempt.state != AttemptState.RUNNING:
                 self.store.update_attempt(attempt.id, now, state=AttemptState.RUNNING)
             if job.state == JobState.PROVISIONING:
-                self.store.transition(job.id, JobState.RUNNING, now, kind="running",
-                                      message=f"running on {attempt.site}", expect=JobState.PROVISIONING)
+                self.store.transition(
+                    job.id,
+                    JobState.RUNNING,
+                    now,
+                    kind="running",
+                    message=f"running on {attempt.site}",
+                    expect=JobState.PROVISIONING,
+                )
             return
         if status.state == AttemptState.PENDING:
             return
@@ -397,28 +474,58 @@ class Dispatcher:
         if status.exit_code is not None:
             fields["exit_code"] = status.exit_code
         if status.state == AttemptState.SUCCEEDED:
-            self.store.transition(job.id, JobState.SUCCEEDED, now, kind="finished",
-                                  message="exit code 0", **fields)
+            self.store.transition(
+                job.id, JobState.SUCCEEDED, now, kind="finished", message="exit code 0", **fields
+            )
         elif status.state == AttemptState.FAILED:
-            self.store.transition(job.id, JobState.FAILED, now, kind="finished",
-                                  message=f"exit code {status.exit_code}", **fields)
+            self.store.transition(
+                job.id,
+                JobState.FAILED,
+                now,
+                kind="finished",
+                message=f"exit code {status.exit_code}",
+                **fields,
+            )
         elif status.state == AttemptState.CANCELLED:
-            self.store.transition(job.id, JobState.CANCELLED, now, kind="cancelled",
-                                  message="cancelled at the backend", **fields)
+            self.store.transition(
+                job.id,
+                JobState.CANCELLED,
+                now,
+                kind="cancelled",
+                message="cancelled at the backend",
+                **fields,
+            )
         elif status.state == AttemptState.PREEMPTED:
-            self.store.transition(job.id, JobState.PREEMPTED, now, kind="preempted",
-                                  message=f"preempted on {attempt.site}",
-                                  data={"site": attempt.site, "offer": attempt.offer.key}, **fields)
-            self.store.transition(job.id, JobState.QUEUED, now, kind="requeued",
-                                  message="requeued after preemption")
+            self.store.transition(
+                job.id,
+                JobState.PREEMPTED,
+                now,
+                kind="preempted",
+                message=f"preempted on {attempt.site}",
+                data={"site": attempt.site, "offer": attempt.offer.key},
+                **fields,
+            )
+            self.store.transition(
+                job.id, JobState.QUEUED, now, kind="requeued", message="requeued after preemption"
+            )
         else:  # LOST
             if job.attempts >= self.planner.failover().max_attempts:
-                self.store.transition(job.id, JobState.FAILED, now, kind="lost",
-                                      message=f"attempt lost ({status.message}); no attempts left",
-                                      **fields)
+                self.store.transition(
+                    job.id,
+                    JobState.FAILED,
+                    now,
+                    kind="lost",
+                    message=f"attempt lost ({status.message}); no attempts left",
+                    **fields,
+                )
             else:
-                self.store.transition(job.id, JobState.QUEUED, now, kind="lost",
-                                      message=f"attempt lost ({status.message}); requeued")
+                self.store.transition(
+                    job.id,
+                    JobState.QUEUED,
+                    now,
+                    kind="lost",
+                    message=f"attempt lost ({status.message}); requeued",
+                )
 
     def _in_background(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -432,9 +539,13 @@ class Dispatcher:
             return
         try:
             await asyncio.to_thread(adapter.cancel, attempt.backend_id, attempt.token)
-            self.store.record(attempt.job_id, self.clock.now(), kind="terminated",
-                              message=f"instance {attempt.backend_id} at {attempt.site} terminated",
-                              data={"attempt": attempt.id, "backend_id": attempt.backend_id})
+            self.store.record(
+                attempt.job_id,
+                self.clock.now(),
+                kind="terminated",
+                message=f"instance {attempt.backend_id} at {attempt.site} terminated",
+                data={"attempt": attempt.id, "backend_id": attempt.backend_id},
+            )
         except AdapterError as exc:  # the reconciler will find it again
             log.warning("terminating %s at %s failed: %s", attempt.backend_id, attempt.site, exc)
 
@@ -445,8 +556,14 @@ class Dispatcher:
         now = self.clock.now()
         if job.state.terminal:
             return job
-        job = self.store.transition(job.id, JobState.CANCELLED, now, kind="cancelled",
-                                    message="cancelled by the user", expect=job.state)
+        job = self.store.transition(
+            job.id,
+            JobState.CANCELLED,
+            now,
+            kind="cancelled",
+            message="cancelled by the user",
+            expect=job.state,
+        )
         if job.state != JobState.CANCELLED:
             return await self.cancel(job)  # it moved meanwhile: try again from where it is now
         for attempt in self.store.attempts_for(job.id):
@@ -462,7 +579,6 @@ class Dispatcher:
                 log.warning("cancel of %s at %s failed: %s", attempt.id, attempt.site, exc)
         self.capacity_changed()
         return self.store.get(job.id)
-
 
 
 def _offer_fault(error: str) -> bool:

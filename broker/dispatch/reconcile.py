@@ -42,9 +42,13 @@ async def reconcile(dispatcher: Dispatcher) -> dict[str, int]:
             if attempt is not None and attempt.site == site:
                 if attempt.backend_id is None:
                     store.update_attempt(attempt.id, now, backend_id=inst.backend_id)
-                    store.record(attempt.job_id, now, kind="adopted",
-                                 message=f"adopted {inst.backend_id} at {site} (started before a crash)",
-                                 data={"attempt": attempt.id, "backend_id": inst.backend_id})
+                    store.record(
+                        attempt.job_id,
+                        now,
+                        kind="adopted",
+                        message=f"adopted {inst.backend_id} at {site} (started before a crash)",
+                        data={"attempt": attempt.id, "backend_id": inst.backend_id},
+                    )
                     counts["adopted"] += 1
                 continue
             try:
@@ -56,9 +60,13 @@ async def reconcile(dispatcher: Dispatcher) -> dict[str, int]:
             log.warning("reconcile: terminated orphan %s at %s", inst.backend_id, site)
             if inst.job_id:
                 try:
-                    store.record(JobId(inst.job_id), now, kind="orphan_terminated",
-                                 message=f"terminated orphan {inst.backend_id} at {site}",
-                                 data={"backend_id": inst.backend_id, "attempt": inst.attempt_id})
+                    store.record(
+                        JobId(inst.job_id),
+                        now,
+                        kind="orphan_terminated",
+                        message=f"terminated orphan {inst.backend_id} at {site}",
+                        data={"backend_id": inst.backend_id, "attempt": inst.attempt_id},
+                    )
                     if inst.attempt_id:
                         store.update_attempt(inst.attempt_id, now, state=AttemptState.CANCELLED)
                 except Exception:  # the job may not exist in this store (another broker's)

@@ -2,6 +2,22 @@
 
 filter groups (site x hardware) -> filter each kept group's offers -> score -> rank.
 Cheap Python filters run first; CEL rules run last and are memoized per group.
+
+Offers are prepared once per snapshot (`broker.placement.prepared`): grouped by (site,
+accelerator) and indexed by accelerator name, so a decision only looks at the groups whose
+hardware fits the job (a CPU-only job sees CPU groups only). Per snapshot, two memos:
+  * job shape (tenant, every job field a filter or reason reads, the CEL job projection,
+    blocked and unhealthy sites) -> the groups and offers passing every filter;
+  * shape x runtime x voucher balances -> the scored allowed offers and the best one.
+The rejected part of the explanation (every other offer with its reasons, input order) is
+built only when `Explanation.offers` is read, by the same filters over every group.
+
+Faster entry point: `prepare_offers(offers, policy)` returns a `PreparedOffers` (a read-only
+`Sequence[Offer]`) that `place()` accepts in place of the offers; build it once per offer
+snapshot (a simulator run, a dispatcher pass) and pass it to every decision. A plain
+sequence works too: the same list object holding the same offer objects (checked by
+identity, O(n) pointer compares) reuses its snapshot; a new or changed one is prepared again.
+Results are identical either way (tests/placement/test_prepared.py checks it).
 """
 
 from __future__ import annotations

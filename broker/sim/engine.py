@@ -16,8 +16,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Protocol
 
 from adapters.base import CapacityError

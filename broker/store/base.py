@@ -113,9 +113,7 @@ class JobStore(abc.ABC):
                 listener(event)
 
     @abc.abstractmethod
-    def submit(
-        self, tenant: TenantId, items: Sequence[Submission], now: datetime
-    ) -> list[tuple[Job, bool]]:
+    def submit(self, tenant: TenantId, items: Sequence[Submission], now: datetime) -> list[tuple[Job, bool]]:
         """Store all items atomically; an item whose client_id exists returns that job, False."""
 
     @abc.abstractmethod
@@ -181,9 +179,7 @@ class JobStore(abc.ABC):
     # Attempts -----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def create_attempt(
-        self, job_id: JobId, site: SiteId, offer: Offer, token: str, now: datetime
-    ) -> Attempt:
+    def create_attempt(self, job_id: JobId, site: SiteId, offer: Offer, token: str, now: datetime) -> Attempt:
         """Record the intent to try `offer` before any backend call (write before you act)."""
 
     @abc.abstractmethod

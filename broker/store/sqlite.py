@@ -144,9 +144,7 @@ class SqliteStore(JobStore):
             policy_hash=row[12],
         )
 
-    def submit(
-        self, tenant: TenantId, items: Sequence[Submission], now: datetime
-    ) -> list[tuple[Job, bool]]:
+    def submit(self, tenant: TenantId, items: Sequence[Submission], now: datetime) -> list[tuple[Job, bool]]:
         results: list[tuple[Job, bool]] = []
         events: list[JobEvent] = []
         ts = _ts(now)
@@ -164,8 +162,15 @@ class SqliteStore(JobStore):
                 db.execute(
                     "INSERT INTO jobs (id, tenant, client_id, state, spec, created_at, updated_at, last_seq)"
                     " VALUES (?,?,?,?,?,?,?,1)",
-                    (job_id, tenant, item.client_id or None, JobState.QUEUED.value,
-                     item.spec.model_dump_json(), ts, ts),
+                    (
+                        job_id,
+                        tenant,
+                        item.client_id or None,
+                        JobState.QUEUED.value,
+                        item.spec.model_dump_json(),
+                        ts,
+                        ts,
+                    ),
                 )
                 if item.spec.labels:
                     db.executemany(
@@ -177,12 +182,24 @@ class SqliteStore(JobStore):
                     (job_id, 1, ts, "submitted", JobState.QUEUED.value, "job accepted", "{}"),
                 )
                 job = Job(
-                    id=job_id, tenant=tenant, spec=item.spec, client_id=item.client_id or None,
-                    created_at=now, updated_at=now,
+                    id=job_id,
+                    tenant=tenant,
+                    spec=item.spec,
+                    client_id=item.client_id or None,
+                    created_at=now,
+                    updated_at=now,
                 )
                 results.append((job, True))
-                events.append(JobEvent(job_id=job_id, seq=1, time=now, kind="submitted",
-                                       state=JobState.QUEUED, message="job accepted"))
+                events.append(
+                    JobEvent(
+                        job_id=job_id,
+                        seq=1,
+                        time=now,
+                        kind="submitted",
+                        state=JobState.QUEUED,
+                        message="job accepted",
+                    )
+                )
         self._publish(events)
         return results
 
@@ -212,8 +229,10 @@ class SqliteStore(JobStore):
         for key, value in (labels or {}).items():
             where.append("EXISTS (SELECT 1 FROM job_labels l WHERE l.key=? AND l.value=? AND l.job_id=j.id)")
             params.extend([key, value])
-        sql = (f"SELECT {', '.join('j.' + c.strip() for c in _JOB_COLS.split(','))} FROM jobs j "
-               f"WHERE {' AND '.join(where)} ORDER BY j.id LIMIT ?")
+        sql = (
+            f"SELECT {', '.join('j.' + c.strip() for c in _JOB_COLS.split(','))} FROM jobs j "
+            f"WHERE {' AND '.join(where)} ORDER BY j.id LIMIT ?"
+        )
         with self._lock:
             rows = self._conn.execute(sql, [*params, page_size + 1]).fetchall()
         jobs = [self._row_to_job(r) for r in rows[:page_size]]
@@ -221,8 +240,14 @@ class SqliteStore(JobStore):
         return JobPage(jobs=jobs, next_page_token=token)
 
     def _append_event(
-        self, db: sqlite3.Connection, job_id: JobId, now: datetime, kind: str, state: JobState,
-        message: str, data: Mapping[str, Any] | None,
+        self,
+        db: sqlite3.Connection,
+        job_id: JobId,
+        now: datetime,
+        kind: str,
+        state: JobState,
+        message: str,
+        data: Mapping[str, Any] | None,
     ) -> JobEvent:
         seq = db.execute(
             "UPDATE jobs SET last_seq = last_seq + 1 WHERE id=? RETURNING last_seq", (job_id,)
@@ -232,11 +257,18 @@ class SqliteStore(JobStore):
             "INSERT INTO events VALUES (?,?,?,?,?,?,?)",
             (job_id, seq, _ts(now), kind, state.value, message, json.dumps(payload, default=str)),
         )
-        return JobEvent(job_id=job_id, seq=seq, time=now, kind=kind, state=state,
-                        message=message, data=payload)
+        return JobEvent(
+            job_id=job_id, seq=seq, time=now, kind=kind, state=state, message=message, data=payload
+        )
 
-    def _set_fields(self, db: sqlite3.Connection, job_id: JobId, now: datetime,
-                    state: JobState | None, fields: Mapping[str, Any]) -> None:
+    def _set_fields(
+        self,
+        db: sqlite3.Connection,
+        job_id: JobId,
+        now: datetime,
+        state: JobState | None,
+        fields: Mapping[str, Any],
+    ) -> None:
         unknown = set(fields) - JOB_FIELDS
         if unknown:
             raise StoreError(f"unknown job fields {sorted(unknown)}")
@@ -308,8 +340,15 @@ class SqliteStore(JobStore):
                 (job_id, after_seq, limit),
             ).fetchall()
         return [
-            JobEvent(job_id=JobId(r[0]), seq=r[1], time=_dt(r[2]), kind=r[3], state=JobState(r[4]),
-                     message=r[5], data=json.loads(r[6]))
+            JobEvent(
+                job_id=JobId(r[0]),
+                seq=r[1],
+                time=_dt(r[2]),
+                kind=r[3],
+                state=JobState(r[4]),
+                message=r[5],
+                data=json.loads(r[6]),
+            )
             for r in rows
         ]
 
@@ -333,14 +372,20 @@ class SqliteStore(JobStore):
 
     def _row_to_attempt(self, r: Sequence[Any]) -> Attempt:
         return Attempt(
-            id=AttemptId(r[0]), job_id=JobId(r[1]), number=r[2], site=SiteId(r[3]),
-            offer=Offer.model_validate_json(r[4]), token=r[5], state=AttemptState(r[6]),
-            backend_id=r[7], created_at=_dt(r[8]), updated_at=_dt(r[9]), error=r[10],
+            id=AttemptId(r[0]),
+            job_id=JobId(r[1]),
+            number=r[2],
+            site=SiteId(r[3]),
+            offer=Offer.model_validate_json(r[4]),
+            token=r[5],
+            state=AttemptState(r[6]),
+            backend_id=r[7],
+            created_at=_dt(r[8]),
+            updated_at=_dt(r[9]),
+            error=r[10],
         )
 
-    def create_attempt(
-        self, job_id: JobId, site: SiteId, offer: Offer, token: str, now: datetime
-    ) -> Attempt:
+    def create_attempt(self, job_id: JobId, site: SiteId, offer: Offer, token: str, now: datetime) -> Attempt:
         ts = _ts(now)
         with self._tx() as db:
             row = db.execute(
@@ -352,11 +397,30 @@ class SqliteStore(JobStore):
             attempt_id = new_attempt_id(job_id, row[0])
             db.execute(
                 f"INSERT INTO attempts ({_ATTEMPT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (attempt_id, job_id, row[0], site, offer.model_dump_json(), token,
-                 AttemptState.PENDING.value, None, ts, ts, ""),
+                (
+                    attempt_id,
+                    job_id,
+                    row[0],
+                    site,
+                    offer.model_dump_json(),
+                    token,
+                    AttemptState.PENDING.value,
+                    None,
+                    ts,
+                    ts,
+                    "",
+                ),
             )
-        return Attempt(id=attempt_id, job_id=job_id, number=row[0], site=site, offer=offer,
-                       token=token, created_at=now, updated_at=now)
+        return Attempt(
+            id=attempt_id,
+            job_id=job_id,
+            number=row[0],
+            site=site,
+            offer=offer,
+            token=token,
+            created_at=now,
+            updated_at=now,
+        )
 
     def update_attempt(
         self,
@@ -369,8 +433,11 @@ class SqliteStore(JobStore):
     ) -> Attempt:
         sets: list[str] = ["updated_at=?"]
         params: list[Any] = [_ts(now)]
-        for col, value in (("state", state.value if state else None), ("backend_id", backend_id),
-                           ("error", error)):
+        for col, value in (
+            ("state", state.value if state else None),
+            ("backend_id", backend_id),
+            ("error", error),
+        ):
             if value is not None:
                 sets.append(f"{col}=?")
                 params.append(value)
@@ -412,7 +479,9 @@ class SqliteStore(JobStore):
     def reserve_spend(
         self, entry: SpendEntry, *, tenant_limit: float | None, global_limit: float | None
     ) -> bool:
-        total = "SELECT COALESCE(SUM(CASE WHEN settled THEN spent ELSE reserved END), 0) FROM spend WHERE month=?"
+        total = (
+            "SELECT COALESCE(SUM(CASE WHEN settled THEN spent ELSE reserved END), 0) FROM spend WHERE month=?"
+        )
         with self._tx() as db:
             if tenant_limit is not None:
                 used = db.execute(total + " AND tenant=?", (entry.month, entry.tenant)).fetchone()[0]
@@ -424,8 +493,18 @@ class SqliteStore(JobStore):
                     return False
             db.execute(
                 "INSERT OR REPLACE INTO spend VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (entry.attempt_id, entry.tenant, entry.site, entry.job_id, entry.month,
-                 entry.reserved, entry.spent, entry.voucher, int(entry.settled), entry.voucher_id),
+                (
+                    entry.attempt_id,
+                    entry.tenant,
+                    entry.site,
+                    entry.job_id,
+                    entry.month,
+                    entry.reserved,
+                    entry.spent,
+                    entry.voucher,
+                    int(entry.settled),
+                    entry.voucher_id,
+                ),
             )
         return True
 
@@ -437,8 +516,10 @@ class SqliteStore(JobStore):
             )
 
     def spend_entries(self, month: str, tenant: TenantId | None = None) -> list[SpendEntry]:
-        sql = ("SELECT tenant, site, job_id, attempt_id, month, reserved, spent, voucher, settled, voucher_id "
-               "FROM spend WHERE month=?")
+        sql = (
+            "SELECT tenant, site, job_id, attempt_id, month, reserved, spent, voucher, settled, voucher_id "
+            "FROM spend WHERE month=?"
+        )
         params: list[Any] = [month]
         if tenant is not None:
             sql += " AND tenant=?"
@@ -446,9 +527,18 @@ class SqliteStore(JobStore):
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
         return [
-            SpendEntry(tenant=TenantId(r[0]), site=SiteId(r[1]), job_id=JobId(r[2]),
-                       attempt_id=AttemptId(r[3]), month=r[4], reserved=r[5], spent=r[6],
-                       voucher=r[7], settled=bool(r[8]), voucher_id=r[9])
+            SpendEntry(
+                tenant=TenantId(r[0]),
+                site=SiteId(r[1]),
+                job_id=JobId(r[2]),
+                attempt_id=AttemptId(r[3]),
+                month=r[4],
+                reserved=r[5],
+                spent=r[6],
+                voucher=r[7],
+                settled=bool(r[8]),
+                voucher_id=r[9],
+            )
             for r in rows
         ]
 

@@ -194,7 +194,7 @@ def test_peak_of_40_jobs_on_8_gpus_bursts_only_the_impatient(broker: BrokerProce
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         status = stub.GetStatus(pb.GetStatusRequest(), metadata=md())
         assert status.burst_decisions_last_hour == 16
-        placed = [e for e in events(stub, ids[9]) if e.kind == "placed"][0]
+        placed = next(e for e in events(stub, ids[9]) if e.kind == "placed")
         assert placed.data["action"] == "run" and placed.data["onprem_expected_wait_s"] > 60
         assert placed.data["cloud_total_cost"] < placed.data["onprem_total_cost"]
 
