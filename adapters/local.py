@@ -75,6 +75,12 @@ class LocalAdapter:
             Path(self.workdir).mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        # Live attempts by token; the folders are read once here, then kept up to date, so
+        # capacity and reconciliation never rescan every attempt this host ever ran.
+        self._live: dict[str, dict[str, Any]] = {}
+        for path in self.root.iterdir():
+            if path.is_dir() and self._is_live(path):
+                self._live[path.name] = self._meta(path)
 
     # Capability and capacity -------------------------------------------------------------
 
@@ -85,9 +91,6 @@ class LocalAdapter:
             Capability.LIVE_PRICES: "local capacity is charged at its configured shadow price",
             Capability.STOCK: "local capacity is reported through capacity(), not zone stock",
         }
-
-    def _attempt_dirs(self) -> list[Path]:
-        return [p for p in self.root.iterdir() if p.is_dir()]
 
     def _meta(self, path: Path) -> dict[str, Any]:
         try:
@@ -110,10 +113,11 @@ class LocalAdapter:
         slots: dict[str, set[int]] = {name: set() for name in self.inventory}
         cpus = 0.0
         live: list[dict[str, Any]] = []
-        for path in self._attempt_dirs():
-            if not self._is_live(path):
+        for token in list(self._live):
+            if not self._is_live(self.root / token):
+                del self._live[token]
                 continue
-            meta = self._meta(path)
+            meta = self._live[token]
             live.append(meta)
             accel = meta.get("accelerator")
             if accel is None:  # accelerator jobs use their partition's cores, not the CPU pool
@@ -245,6 +249,7 @@ class LocalAdapter:
             tmp = path / "meta.json.tmp"
             tmp.write_text(json.dumps(meta))
             os.replace(tmp, path / "meta.json")
+            self._live[token] = meta
         return token
 
     def status(self, backend_id: str) -> AttemptStatus:
@@ -295,11 +300,13 @@ class LocalAdapter:
         self._reap(backend_id)
 
     def list_owned(self) -> Sequence[OwnedInstance]:
+        """Attempts still running on this host (finished ones are nobody's orphans)."""
+        with self._lock:
+            self._in_use()
+            live = dict(self._live)
         owned = []
-        for path in self._attempt_dirs():
-            meta = self._meta(path)
-            if not meta:
-                continue
+        for token, meta in live.items():
+            path = self.root / token
             owned.append(
                 OwnedInstance(
                     site=self.site,

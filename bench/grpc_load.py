@@ -147,7 +147,11 @@ async def measure(echo_port: int, broker_port: int, seconds: float, concurrency:
         def submit(i: int) -> object:
             return stub.SubmitJob(pb.SubmitJobRequest(job=job(i)))
 
+        # Latency first, on a broker with a short queue; then the throughput runs.
+        lat = await open_loop(lambda req: req, submit, 500.0, seconds)
+        await asyncio.sleep(2.0)
         submit_rps = await closed_loop(lambda req: req, submit, seconds, concurrency)
+        await asyncio.sleep(2.0)
         batch = [pb.SubmitJobRequest(job=job(i)) for i in range(500)]
         jobs = 0
         t0 = time.perf_counter()
@@ -155,9 +159,6 @@ async def measure(echo_port: int, broker_port: int, seconds: float, concurrency:
             resp = await stub.SubmitJobs(pb.SubmitJobsRequest(requests=batch), timeout=60)
             jobs += len(resp.responses)
         batch_rate = jobs / (time.perf_counter() - t0)
-        print(f"echo {echo_rps:.0f}/s submit {submit_rps:.0f}/s batch {batch_rate:.0f} jobs/s", file=sys.stderr)
-        await asyncio.sleep(2.0)  # let the dispatcher catch up before the latency run
-        lat = await open_loop(lambda req: req, submit, 500.0, seconds)
     lat.sort()
     return {
         "echo_rps": round(echo_rps, 1),

@@ -259,6 +259,11 @@ class Offer(_Frozen):
     price_read_at: datetime | None = None
 
     @property
+    def partition(self) -> str:
+        """`site/instance type`: offers of different sizes from one partition share its capacity."""
+        return f"{self.site}/{self.instance_type}"
+
+    @property
     def key(self) -> str:
         """Stable identity of an offer, used for ties and the failover blocklist."""
         market = "spot" if self.spot else "ondemand"

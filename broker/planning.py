@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from adapters.base import Adapter, AdapterError, Capability
+from adapters.base import Adapter, AdapterError, Capability, CapacityError
 from broker.api import broker_service_pb2 as pb
 from broker.api import placement_pb2
 from broker.burst import (
@@ -53,6 +53,7 @@ from broker.model import (
     TenantId,
 )
 from broker.placement import PlacementContext, place, rejection_summary
+from broker.placement._env import Env
 from broker.policy import Policy, PolicyWatcher
 from broker.snapshot import PassSnapshot, partition_key
 from broker.store import JobNotFoundError, JobStore, SpendEntry
@@ -85,6 +86,8 @@ class Planner:
         self.breakers = CircuitBreakers(failure_threshold=3, reset_after_s=300.0, clock=seconds)
         self._watch_task: asyncio.Task[None] | None = None
         self._cloud_offers: dict[str, tuple[datetime, list[Offer]]] = {}
+        self._catalog: tuple[str, list[Offer]] | None = None
+        self._admitted: dict[tuple[str, str, str], list[str]] = {}
         self._on_change: Callable[[], None] | None = None
 
     @classmethod
@@ -155,6 +158,10 @@ class Planner:
     def record_failure(self, attempt: Attempt, error: AdapterError) -> NextStep:
         """Block what the error says to block; auth/config errors open the site's breaker."""
         ttl = self.policy.burst.blocklist_ttl
+        if isinstance(error, CapacityError) and is_onprem(self.policy, attempt.site):
+            # On-prem capacity is known from capacity(); a full partition is a race to requeue
+            # on, not a stock-out to block for minutes.
+            return NextStep.BLOCK_OFFER_TRY_NEXT
         step = self.blocklist.record(
             error,
             attempt.offer,
@@ -199,7 +206,7 @@ class Planner:
     def live_offers(self, now: datetime) -> tuple[list[Offer], dict[str, int]]:
         """Static catalog offers, with on-prem free capacity and waits from the adapters."""
         policy = self.policy
-        offers = static_offers(policy, read_at=now)
+        offers = self.catalog_offers()
         totals: dict[str, int] = {}
         capacity = {}
         for site_id, adapter in self.adapters.items():
@@ -258,7 +265,7 @@ class Planner:
         """Everything one dispatch pass decides on (adapters are asked here, in a thread)."""
         offers, totals = self.live_offers(now)
         routes = route_states([*live, *self.recent], now, self.policy)
-        return PassSnapshot(
+        snap = PassSnapshot(
             now=now,
             offers=offers,
             capacity_total=totals,
@@ -266,6 +273,12 @@ class Planner:
             blocked=self.blocklist.keys(),
             unhealthy=self.unhealthy_now(),
         )
+        for attempt in live:
+            # Launches still in flight are not in the adapter's capacity yet.
+            if attempt.backend_id is None and attempt.offer.accelerator and is_onprem(self.policy, attempt.site):
+                key = partition_key(attempt.offer)
+                snap.claimed[key] = snap.claimed.get(key, 0) + attempt.offer.count
+        return snap
 
     def money(self, tenant: str, now: datetime, store: JobStore) -> TenantMoney:
         policy = self.policy
@@ -367,13 +380,31 @@ class Planner:
 
     # Admission and explain -------------------------------------------------------------
 
+    def catalog_offers(self) -> list[Offer]:
+        """The policy's static offers, built once per policy (priced when the policy was read)."""
+        policy = self.policy
+        if self._catalog is None or self._catalog[0] != policy.hash:
+            self._catalog = (policy.hash, static_offers(policy, read_at=self.clock.now()))
+        return self._catalog[1]
+
     def admit(self, spec: JobSpec, tenant: TenantId, now: datetime) -> list[str]:
         """Reasons the job can never be placed for this tenant (empty when it can)."""
         policy = self.policy
-        expl = place(spec, tenant, static_offers(policy, read_at=now), policy, PlacementContext(now=now))
-        if expl.allowed:
-            return []
-        return [f"{r.rule}: {r.message}" for r in rejection_summary(expl)[:10]] or ["no offers"]
+        # Placeability depends on the job's shape and on the job fields the policy's CEL rules
+        # read, not on its command: remember answers per (shape, fields the rules see).
+        shape = spec.model_dump_json(include={"resources", "spot", "data_residency", "max_price_per_hour"})
+        seen_by_rules = repr(Env(spec, tenant, policy, PlacementContext(now=now)).job_fp)
+        key = (policy.hash, tenant, shape + seen_by_rules)
+        cached = self._admitted.get(key)
+        if cached is not None:
+            return cached
+        expl = place(spec, tenant, self.catalog_offers(), policy, PlacementContext(now=now))
+        reasons = [] if expl.allowed else (
+            [f"{r.rule}: {r.message}" for r in rejection_summary(expl)[:10]] or ["no offers"])
+        if len(self._admitted) > 10_000:
+            self._admitted.clear()
+        self._admitted[key] = reasons
+        return reasons
 
     def explain(self, spec: JobSpec, tenant: TenantId) -> dict[str, Any]:
         now = self.clock.now()

@@ -151,11 +151,12 @@ def spec_to_proto(spec: JobSpec) -> job_pb2.JobSpec:
     return msg
 
 
-def job_to_proto(job: Job) -> job_pb2.Job:
+def job_to_proto(job: Job, spec: job_pb2.JobSpec | None = None) -> job_pb2.Job:
+    """The wire form of a job; `spec` reuses the message a fresh job was submitted as."""
     msg = job_pb2.Job(
         id=job.id,
         tenant=job.tenant,
-        spec=spec_to_proto(job.spec),
+        spec=spec if spec is not None else spec_to_proto(job.spec),
         client_id=job.client_id or "",
         state=_STATE_TO_PROTO[job.state],
         create_time=ts_to_proto(job.created_at),

@@ -146,7 +146,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 spec=_spec(request.job, ""), client_id=_client_id(request.client_id, "client_id")
             )
             [(job, created)] = self.services.submit(tenant, [item])
-            return broker_service_pb2.SubmitJobResponse(job=job_to_proto(job), created=created)
+            spec = request.job if created else None
+            return broker_service_pb2.SubmitJobResponse(job=job_to_proto(job, spec), created=created)
         except Exception as exc:
             await abort_with(context, exc)
 
@@ -173,7 +174,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             results = self.services.submit(tenant, items)
             return broker_service_pb2.SubmitJobsResponse(
                 responses=[
-                    broker_service_pb2.SubmitJobResponse(job=job_to_proto(j), created=c) for j, c in results
+                    broker_service_pb2.SubmitJobResponse(job=job_to_proto(j, r.job if c else None), created=c)
+                    for (j, c), r in zip(results, request.requests, strict=True)
                 ]
             )
         except Exception as exc:

@@ -88,7 +88,7 @@ class BrokerServices:
         results = self.store.submit(tenant, items, now)
         for job, created in results:
             if created:
-                self.dispatcher.job_submitted(job.id)
+                self.dispatcher.job_submitted(job)
         return results
 
     def get(self, tenant: TenantId, job_id: str) -> Job:

@@ -17,7 +17,7 @@ from broker.model import JobSpec, Offer, SiteId
 
 def partition_key(offer: Offer) -> str:
     """Offers of different sizes from one partition share their capacity."""
-    return f"{offer.site}/{offer.instance_type}"
+    return offer.partition
 
 
 @dataclass
@@ -32,6 +32,20 @@ class PassSnapshot:
     money: dict[str, TenantMoney] = field(default_factory=dict)
     claimed: dict[str, int] = field(default_factory=dict)
     backlog_h: dict[str, float] = field(default_factory=dict)
+
+    def adjustments(self) -> dict[str, tuple[int, float]]:
+        """Partition key -> (accelerators claimed, extra wait seconds) from this pass so far.
+
+        The decision applies these to the on-prem offers itself, so the offer list handed to
+        placement stays the same object for the whole pass (placement caches per snapshot).
+        """
+        out: dict[str, tuple[int, float]] = {}
+        for key in {*self.claimed, *self.backlog_h}:
+            total = self.capacity_total.get(key)
+            backlog = self.backlog_h.get(key, 0.0)
+            extra = backlog / total * 3600 if backlog and total else 0.0
+            out[key] = (self.claimed.get(key, 0), extra)
+        return out
 
     def view(self) -> list[Offer]:
         """Offers as the next job should see them after this pass's claims and backlog."""

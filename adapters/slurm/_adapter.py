@@ -29,6 +29,7 @@ from adapters.slurm._capacity import (
 )
 from adapters.slurm._client import SlurmRest, checked_job_id
 from adapters.slurm._config import PartitionConfig, parse_partitions
+from adapters.slurm._jobs import JobTable
 from adapters.slurm._records import (
     SLURM_STATES,
     decode_exit_code,
@@ -81,7 +82,11 @@ class SlurmAdapter:
     (``shangzhuang``; one per broker sharing a cluster: reconciliation cancels jobs marked
     with it that the broker does not know), ``api_version`` (pin one of
     `SUPPORTED_API_VERSIONS`), ``timeout_s`` (HTTP timeout, default 10), ``token_lifespan_s``
-    (3600).
+    (3600), ``jobs_cache_s`` (how long one ``GET jobs`` is shared by capacity/status/list_owned,
+    default 1; 0 disables), ``jobs_full_read_s`` (an unconditional ``GET jobs`` at least this
+    often, default 30; in between, ``?update_time=`` asks whether anything changed) and
+    ``jobs_clock_margin_s`` (how far slurmctld's clock may lag this host's, default 2); see
+    `adapters.slurm._jobs`.
 
     ``client``: an httpx.Client to use instead of building one (tests, custom TLS).
     """
@@ -132,6 +137,12 @@ class SlurmAdapter:
         self._markers_ok = True
         self._gres_seen: dict[str, str] = {}
         self._last_read: tuple[datetime, dict[str, PartitionState]] | None = None
+        self.jobs = JobTable(
+            self.rest,
+            cache_s=float(config.get("jobs_cache_s", 1.0)),
+            full_read_s=float(config.get("jobs_full_read_s", 30.0)),
+            clock_margin_s=float(config.get("jobs_clock_margin_s", 2.0)),
+        )
 
     # Settings and health, as attributes ---------------------------------------------------
 
@@ -241,7 +252,7 @@ class SlurmAdapter:
 
     def _read_partitions(self, now: datetime) -> dict[str, PartitionState]:
         nodes = self.rest.request("GET", "nodes").get("nodes") or []
-        jobs = self.rest.request("GET", "jobs").get("jobs") or []
+        jobs = list(self.jobs.read().values())
         states = read_partitions(self.partitions, nodes, jobs, now.timestamp(),
                                  unlimited_s=self.unlimited_s, gres_seen=self._gres_seen)
         self._last_read = (now, states)
@@ -274,7 +285,10 @@ class SlurmAdapter:
             gtype = self._gres_type_for_submit(part) if request.spec.accelerator_count else None
             body = submit_body(request, part, self.settings, api_version=self.rest.version(), gres_type=gtype)
             self._write_marker(token, "")  # intent: a later submit with this token must look first
-            reply = self.rest.request("POST", "job/submit", payload=body)
+            try:
+                reply = self.rest.request("POST", "job/submit", payload=body)
+            finally:
+                self.jobs.invalidate()  # even a failed reply may have queued a job
             job_id = reply.get("job_id")
             if job_id is None:
                 raise AdapterError(self.site, "NoJobId", f"submit answered without a job id: {reply}")
@@ -332,7 +346,7 @@ class SlurmAdapter:
         if text:
             self._submitted[token] = text
             return text
-        for job in self.rest.request("GET", "jobs").get("jobs") or []:
+        for job in self.jobs.read(full=True).values():  # must not miss a job: no cache
             marks = decode_marks(job.get("comment"))
             if marks.get("token") == token and marks.get("broker") == self.broker_id:
                 backend_id = str(job.get("job_id"))
@@ -359,13 +373,20 @@ class SlurmAdapter:
 
     def status(self, backend_id: str) -> AttemptStatus:
         job_id = checked_job_id(self.site, backend_id)
-        try:
-            jobs = self.rest.request("GET", f"job/{job_id}").get("jobs") or []
-        except NotFoundError:
-            jobs = []
-        if not jobs:
-            return self._forgotten(backend_id)
-        job = jobs[0]
+        # The table read within the window (by capacity() of this pass, say) answers for free;
+        # otherwise one job's record (~4 KB, a few ms) instead of refreshing the whole table.
+        table = self.jobs.fresh()
+        job = table.get(job_id) if table is not None else None
+        if job is not None:
+            self.jobs.stats.cache_hits += 1
+        else:
+            try:
+                jobs = self.rest.request("GET", f"job/{job_id}").get("jobs") or []
+            except NotFoundError:
+                jobs = []
+            if not jobs:
+                return self._forgotten(backend_id)
+            job = jobs[0]
         name = job_state_name(job)
         state = SLURM_STATES.get(name)
         reason = str(job.get("state_reason") or "")
@@ -407,10 +428,14 @@ class SlurmAdapter:
             if exc.code == "ESLURM_ALREADY_DONE":
                 return
             raise
+        finally:
+            self.jobs.invalidate()  # the next read must see the cancellation
 
     def list_owned(self) -> Sequence[OwnedInstance]:
         owned = []
-        for job in self.rest.request("GET", "jobs").get("jobs") or []:
+        # Not from the window: another process (a second broker, a test) may have just submitted.
+        # Rare (reconciliation), so it always asks; when nothing changed the answer is a cheap 304.
+        for job in self.jobs.read(max_age_s=0).values():
             marks = decode_marks(job.get("comment"))
             if marks.get("broker") != self.broker_id:
                 continue

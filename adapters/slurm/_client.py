@@ -221,6 +221,21 @@ class SlurmRest:
     def request(
         self, method: str, path: str, *, payload: Any = None, versioned: bool = True
     ) -> dict[str, Any]:
+        body = self._send(method, path, payload=payload, versioned=versioned, not_modified_ok=False)
+        assert body is not None  # only a not_modified_ok request answers None
+        return body
+
+    def get_if_changed(self, path: str) -> dict[str, Any] | None:
+        """GET a versioned path; None when slurmrestd answers HTTP 304 Not Modified.
+
+        slurmrestd 22.05 answers ``GET jobs?update_time=T`` with 304 and no body when
+        slurmctld's job table has not changed since T (else with the *whole* table).
+        """
+        return self._send("GET", path, payload=None, versioned=True, not_modified_ok=True)
+
+    def _send(
+        self, method: str, path: str, *, payload: Any, versioned: bool, not_modified_ok: bool
+    ) -> dict[str, Any] | None:
         url = self.url + (f"/slurm/{self.version()}/{path}" if versioned else path)
         refreshed = False
         while True:
@@ -242,6 +257,9 @@ class SlurmRest:
                 self._mark(True)
                 raise AuthError(self.site, f"HTTP{resp.status_code}",
                                 f"slurmrestd refused the token for user {self.user!r}")
+            if resp.status_code == 304 and not_modified_ok:
+                self._mark(True)
+                return None
             try:
                 body = resp.json()
             except ValueError:

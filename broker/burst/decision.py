@@ -48,6 +48,9 @@ class BurstInputs:
     """When the burst condition was first seen true for this job (hysteresis memory)."""
     queueing_sites: frozenset[str] = frozenset()
     """On-prem sites whose backend keeps its own queue (the job can be sent there to pend)."""
+    onprem_adjust: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    """Partition key (`site/partition`) -> (accelerators already claimed, extra wait seconds)
+    from decisions made earlier in the same pass; applied to on-prem offers here."""
 
 
 def is_onprem(policy: Policy, site_id: str) -> bool:
@@ -157,8 +160,20 @@ def decide(
         return done(Action.REJECT, None, *reasons)
 
     need = demand(spec)
+    per_wait_s = policy.objective.wait_hour_cost / 3600
+
+    def fits_now(s: ScoredOffer) -> bool:
+        claimed = inputs.onprem_adjust.get(s.offer.partition, (0, 0.0))[0]
+        return s.offer.free is None or s.offer.free - claimed >= need
+
+    def wait(s: ScoredOffer) -> float:
+        return s.offer.expected_wait_s + inputs.onprem_adjust.get(s.offer.partition, (0, 0.0))[1]
+
+    def score(s: ScoredOffer) -> float:
+        return s.score + (wait(s) - s.offer.expected_wait_s) * per_wait_s
+
     onprem = [s for s in allowed if is_onprem(policy, s.offer.site)]
-    ready = [s for s in onprem if s.offer.free is None or s.offer.free >= need]
+    ready = sorted((s for s in onprem if fits_now(s)), key=lambda s: (score(s), s.offer.site, s.offer.key))
     if ready:
         return done(Action.RUN, ready[0], f"on-prem capacity free at {ready[0].offer.site}")
 
@@ -214,9 +229,9 @@ def decide(
             )
         return done(Action.WAIT, None, "no on-prem offer fits and no cloud offer is usable now", *refused[:5])
 
-    queue = min(onprem, key=lambda s: (s.offer.expected_wait_s, s.score, s.offer.key))
-    wait_s = queue.offer.expected_wait_s
-    wait_cost = queue.score + _late_cost(wait_s, remaining, policy)
+    queue = min(onprem, key=lambda s: (wait(s), score(s), s.offer.key))
+    wait_s = wait(queue)
+    wait_cost = score(queue) + _late_cost(wait_s, remaining, policy)
     numbers.update(
         onprem_site=queue.offer.site,
         onprem_expected_wait_s=round(wait_s),

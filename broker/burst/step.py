@@ -41,6 +41,7 @@ def build_inputs(
         unhealthy=snap.unhealthy if unhealthy is None else unhealthy,
         burst_pending_since=pending_since,
         queueing_sites=queueing_sites,
+        onprem_adjust=snap.adjustments(),
     )
 
 
@@ -63,7 +64,7 @@ def decide_in_pass(
         pending_since=pending_since,
         queueing_sites=queueing_sites,
     )
-    decision = decide(spec, tenant, snap.view(), policy, inputs)
+    decision = decide(spec, tenant, snap.offers, policy, inputs)
     if decision.offer is not None and is_onprem(policy, decision.offer.site):
         if decision.action == Action.RUN:
             snap.claim(decision.offer, spec)

@@ -7,6 +7,7 @@ capacity), asks `decide`, and acts, recording every step on the job before calli
 from __future__ import annotations
 
 import asyncio
+import re
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
@@ -80,6 +81,15 @@ _OFFER_FAULTS = (
 )
 
 
+_DIGITS = re.compile(r"[\d.]+")
+DECISIONS_PER_SLICE = 25
+FLOOD_SETTLE_S = 0.03
+"""A new-jobs pass waits until submissions pause this long…"""
+FLOOD_MAX_DELAY_S = 1.0
+"""…but never delays the first new job's decision longer than this…"""
+FLOOD_MAX_PENDING = 5000
+"""…or lets more than this many undecided jobs pile up."""
+
 _PRIORITY_ORDER = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
 ACTIVE = (JobState.PLACING, JobState.PROVISIONING, JobState.RUNNING)
 
@@ -115,9 +125,13 @@ class Dispatcher:
         self._started_at = clock.now()
         self._background: set[asyncio.Task[None]] = set()
         self._last_reconcile = 0.0
+        self._snap: PassSnapshot | None = None
+        self._snap_at = 0.0
         self._kick = asyncio.Event()
         self._dirty = True
-        self._new_jobs: set[JobId] = set()
+        self._new_jobs: dict[JobId, Job] = {}
+        self._last_submit = 0.0
+        self._first_new = 0.0
         self._inflight: dict[JobId, asyncio.Task[None]] = {}
         self._waiting_reason: dict[JobId, str] = {}
         self._task: asyncio.Task[None] | None = None
@@ -126,13 +140,18 @@ class Dispatcher:
 
     # Signals from the outside world ------------------------------------------------------
 
-    def job_submitted(self, job_id: JobId) -> None:
-        self._new_jobs.add(job_id)
+    def job_submitted(self, job: Job) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        if not self._new_jobs:
+            self._first_new = loop_now
+        self._last_submit = loop_now
+        self._new_jobs[job.id] = job
         self._kick.set()
 
     def capacity_changed(self) -> None:
         """Something that can change decisions happened: re-decide every queued job."""
         self._dirty = True
+        self._snap = None
         self._kick.set()
 
     # Lifecycle ---------------------------------------------------------------------------
@@ -205,8 +224,14 @@ class Dispatcher:
             self._new_jobs.clear()
             queued = self.store.jobs_in_states([JobState.QUEUED])
         elif self._new_jobs:
-            ids, self._new_jobs = self._new_jobs, set()
-            queued = [j for j in (self._get(i) for i in ids) if j and j.state == JobState.QUEUED]
+            # During a flood of submissions, let them land first (they are durable already)
+            # and decide them together a moment later.
+            if (loop_now - self._last_submit < FLOOD_SETTLE_S and len(self._new_jobs) < FLOOD_MAX_PENDING
+                    and loop_now - self._first_new < FLOOD_MAX_DELAY_S):
+                asyncio.get_running_loop().call_later(FLOOD_SETTLE_S, self._kick.set)
+                return
+            new, self._new_jobs = self._new_jobs, {}
+            queued = [j for j in new.values() if j.state == JobState.QUEUED]
         else:
             return
         queued = [j for j in queued if j.id not in self._inflight]
@@ -214,13 +239,27 @@ class Dispatcher:
             return
         queued.sort(key=lambda j: (_PRIORITY_ORDER[j.spec.priority], j.created_at, j.id))
         now = self.clock.now()
-        snap = await asyncio.to_thread(self.planner.snapshot, now, self.store.live_attempts())
-        for job in queued:
+        # A snapshot (adapters asked for capacity, prices) is reused by passes that only add
+        # new jobs, until it is a poll interval old or something freed or changed capacity.
+        if self._snap is None or loop_now - self._snap_at >= self.settings.poll_interval_s:
+            self._snap = await asyncio.to_thread(self.planner.snapshot, now, self.store.live_attempts())
+            self._snap_at = loop_now
+        snap = self._snap
+        snap.now = now
+        waiting: list[tuple[JobId, str, dict[str, Any], str]] = []
+        for n, job in enumerate(queued, start=1):
+            if n % DECISIONS_PER_SLICE == 0:
+                self._flush_waiting(waiting, now)
+                await asyncio.sleep(0)  # let RPCs in between slices of a long pass
+                if self._stopping:
+                    return
             decision = self.planner.decide(job, snap, self.store)
             self.stats.decisions += 1
             if decision.action == Action.RUN and decision.offer is not None:
                 self._waiting_reason.pop(job.id, None)
                 self._start(job, decision)
+                if decision.burst:
+                    snap.money.pop(job.tenant, None)  # the next decision sees this reservation
             elif decision.action == Action.REJECT:
                 self._waiting_reason.pop(job.id, None)
                 self.store.transition(
@@ -246,16 +285,17 @@ class Dispatcher:
                 )
             else:
                 reason = decision.summary or "waiting for capacity"
-                if self._waiting_reason.get(job.id) != reason:
-                    self._waiting_reason[job.id] = reason
-                    self.store.record(
-                        job.id,
-                        now,
-                        kind="waiting",
-                        message=reason,
-                        data=dict(decision.data),
-                        policy_hash=decision.policy_hash,
-                    )
+                # Record a new waiting event only when the reason changes, not its numbers.
+                gist = _DIGITS.sub("#", reason)
+                if self._waiting_reason.get(job.id) != gist:
+                    self._waiting_reason[job.id] = gist
+                    waiting.append((job.id, reason, dict(decision.data), decision.policy_hash))
+        self._flush_waiting(waiting, now)
+
+    def _flush_waiting(self, waiting: list[tuple[JobId, str, dict[str, Any], str]], now: datetime) -> None:
+        if waiting:
+            self.store.record_many([(job_id, "waiting", reason, data) for job_id, reason, data, _ in waiting], now)
+            waiting.clear()
 
     def _give_up_reason(self, job: Job, now: datetime) -> str | None:
         """A waiting job fails when its deadline can no longer be met, or its attempts keep failing."""
@@ -269,12 +309,6 @@ class Dispatcher:
                 f"despite {job.attempts} attempt(s)"
             )
         return None
-
-    def _get(self, job_id: JobId) -> Job | None:
-        try:
-            return self.store.get(job_id)
-        except Exception:
-            return None
 
     def _start(self, job: Job, decision: Decision) -> None:
         assert decision.offer is not None

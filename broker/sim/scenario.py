@@ -62,6 +62,8 @@ class Scenario(_M):
     onprem_gpus: int | None = Field(default=None, ge=1, description="Scale on-prem GPU partitions to N.")
     max_runtime_s: float | None = Field(default=None, gt=0, description="Drop trace jobs running longer.")
     gpu_spec: Literal["keep", "ignore"] = Field(default="keep", description="Honour trace GPU-model lists.")
+    no_spot_over_s: float | None = Field(
+        default=None, gt=0, description="Jobs longer than this are submitted with spot: never (no checkpoints).")
     tenants: dict[str, float] = Field(default_factory=dict, description="Tenant weights; empty = uniform.")
     provisioning: Delay = Delay()
     stockouts: StockOuts = StockOuts()
@@ -72,7 +74,7 @@ class Scenario(_M):
     audit_every: int = Field(default=0, ge=0, description="Audit every Nth job's placements; 0 = auto.")
     sample_points: int = Field(default=1500, ge=10, description="Time-series samples for the plots.")
 
-    @field_validator("max_runtime_s", mode="before")
+    @field_validator("max_runtime_s", "no_spot_over_s", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
         return _seconds(v)

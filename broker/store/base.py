@@ -165,6 +165,10 @@ class JobStore(abc.ABC):
         """Append an event without changing state (and set `fields`)."""
 
     @abc.abstractmethod
+    def record_many(self, entries: Sequence[tuple[JobId, str, str, Mapping[str, Any]]], now: datetime) -> None:
+        """Append one event (job, kind, message, data) per entry, in one transaction."""
+
+    @abc.abstractmethod
     def events_after(self, job_id: JobId, after_seq: int, limit: int = 1000) -> list[JobEvent]:
         """Events with seq > after_seq, in order."""
 

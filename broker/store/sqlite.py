@@ -332,6 +332,16 @@ class SqliteStore(JobStore):
         self._publish([event])
         return self._row_to_job(job_row)
 
+    def record_many(self, entries: Sequence[tuple[JobId, str, str, Mapping[str, Any]]], now: datetime) -> None:
+        events = []
+        with self._tx() as db:
+            for job_id, kind, message, data in entries:
+                row = db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+                if row is None:
+                    continue
+                events.append(self._append_event(db, job_id, now, kind, JobState(row[0]), message, data))
+        self._publish(events)
+
     def events_after(self, job_id: JobId, after_seq: int, limit: int = 1000) -> list[JobEvent]:
         with self._lock:
             rows = self._conn.execute(
