@@ -52,7 +52,7 @@ from broker.model import (
     SiteId,
     TenantId,
 )
-from broker.placement import PlacementContext, place, rejection_summary
+from broker.placement import PlacementContext, Reason, place, rejection_summary
 from broker.placement._env import Env
 from broker.policy import Policy, PolicyWatcher
 from broker.snapshot import PassSnapshot, partition_key
@@ -399,8 +399,7 @@ class Planner:
         if cached is not None:
             return cached
         expl = place(spec, tenant, self.catalog_offers(), policy, PlacementContext(now=now))
-        reasons = [] if expl.allowed else (
-            [f"{r.rule}: {r.message}" for r in rejection_summary(expl)[:10]] or ["no offers"])
+        reasons = [] if expl.allowed else _most_telling(rejection_summary(expl))
         if len(self._admitted) > 10_000:
             self._admitted.clear()
         self._admitted[key] = reasons
@@ -461,7 +460,7 @@ class Planner:
     def status_report(self, store: JobStore, bursts: Sequence[datetime]) -> pb.GetStatusResponse:
         """Operator view: capacity and waits per partition, jobs by state and site, money."""
         now = self.clock.now()
-        offers, _ = self.live_offers(now)
+        offers, totals = self.live_offers(now)
         resp = pb.GetStatusResponse(policy_hash=self.policy_hash)
         seen: set[str] = set()
         for o in offers:
@@ -474,7 +473,7 @@ class Planner:
                     site=o.site,
                     partition=o.instance_type,
                     accelerator=o.accelerator or "",
-                    total=o.count if o.accelerator else int(o.cpus),
+                    total=totals.get(key, o.count if o.accelerator else int(o.cpus)),
                     free=o.free or 0,
                     expected_wait_seconds=o.expected_wait_s,
                 )
@@ -555,3 +554,9 @@ def _instance_types(rows: Sequence[InstanceRow]) -> list[dict[str, Any]]:
         if row.zone and row.zone not in entry["zones"]:
             entry["zones"].append(row.zone)
     return list(by_type.values())
+
+
+def _most_telling(reasons: Sequence[Reason]) -> list[str]:
+    """Rejection reasons for a person: compliance and policy rules first, hardware misfits last."""
+    ordered = sorted(reasons, key=lambda r: r.rule.startswith("hardware."))
+    return [f"{r.rule}: {r.message}" for r in ordered[:10]] or ["no offers"]

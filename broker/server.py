@@ -66,7 +66,8 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
     elif isinstance(exc, JobNotFoundError):
         code, message = code_pb2.NOT_FOUND, str(exc)
     elif isinstance(exc, NotPlaceableError):
-        code, message = code_pb2.FAILED_PRECONDITION, f"no allowed offer: {exc}"
+        more = f" (and {len(exc.reasons) - 1} more reason(s))" if len(exc.reasons) > 1 else ""
+        code, message = code_pb2.FAILED_PRECONDITION, f"no allowed offer: {exc.reasons[0]}{more}"
         failure = error_details_pb2.PreconditionFailure(
             violations=[
                 error_details_pb2.PreconditionFailure.Violation(

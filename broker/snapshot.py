@@ -69,8 +69,10 @@ class PassSnapshot:
         return out
 
     def claim(self, offer: Offer, spec: JobSpec) -> None:
+        """A job starts here now: its accelerators are taken, and it is ahead of later jobs."""
         key = partition_key(offer)
         self.claimed[key] = self.claimed.get(key, 0) + demand(spec)
+        self.enqueue(offer, spec)
 
     def enqueue(self, offer: Offer, spec: JobSpec) -> None:
         """A job waits for this partition: it is ahead of every later job in the pass."""

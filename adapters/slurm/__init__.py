@@ -8,6 +8,8 @@ The broker's on-prem site: ``adapters.slurm:SlurmAdapter`` (entry point ``slurm`
 * `adapters.slurm._script`: the batch script and job description of one attempt.
 * `adapters.slurm._capacity`: free/total units per partition and the expected-wait model.
 * `adapters.slurm._client`: slurmrestd over HTTP (JWT, API version, the error table).
+* `adapters.slurm._jobs`: the job table, one ``GET jobs`` shared for ``jobs_cache_s`` by
+  capacity/status, re-checked with ``?update_time=`` (HTTP 304 when unchanged).
 * `adapters.slurm._records`: decoding states, numbers, exit codes, gres strings, marks.
 
 Idempotency: ``submit`` looks the attempt's token up (memory, a ``<output_dir>/<token>.jobid``

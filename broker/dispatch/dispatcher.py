@@ -476,6 +476,10 @@ class Dispatcher:
     def apply_status(self, attempt: Attempt, status: AttemptStatus) -> None:
         """Fold what a backend (or the agent on an instance) reported into job and attempt."""
         now = self.clock.now()
+        # The caller's copy may be stale (a poll racing an agent report): decide on the stored one.
+        attempt = self.store.get_attempt(attempt.id)
+        if attempt.state.terminal:
+            return
         job = self.store.get(attempt.job_id)
         if status.state == attempt.state and status.state != AttemptState.RUNNING:
             return

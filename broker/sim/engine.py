@@ -120,6 +120,7 @@ class Engine:
         self.seq = 0
         self.queued = 0
         self.decisions = 0
+        self.causes: dict[str, int] = {}
         self.stockout_failures = 0
         self.series = Series()
         self._sample_every = max(60.0, horizon / scenario.sample_points)
@@ -145,7 +146,7 @@ class Engine:
                 st = self.state[job.index]
                 st.queued, st.gen = True, st.gen + 1
                 self.queued += 1
-                self._pass([job.index])
+                self._pass([job.index], "arrival")
                 if self.progress is not None and nxt % 500 == 0:
                     self.progress(nxt)
                 continue
@@ -179,14 +180,14 @@ class Engine:
         st, job = self.state[j], self.jobs[j]
         if kind == TIMER:
             if st.queued and tag == st.timer_ver:
-                self._pass([j])
+                self._pass([j], "timer")
             return
         if kind == FINISH:
             assert st.offer is not None
             key = partition_key(st.offer)
             self.parts[key].finish(self.t, job.demand)
             st.rec.end_s = self.t
-            self._pass(self._heads(key))
+            self._pass(self._heads(key), "capacity")
             return
         assert st.offer is not None
         route = self.clouds.routes[st.offer.site]
@@ -208,7 +209,7 @@ class Engine:
                 self._push(self.t + lasts, STOP, j, 1)
             else:
                 self._push(self.t + job.runtime_s, STOP, j, 0)
-            self._pass(self._cloud_heads())
+            self._pass(self._cloud_heads(), "route")
         elif kind == STOP:
             route.running -= 1
             self.clouds.end_attempt(st.offer.site, self.t, False)
@@ -220,12 +221,12 @@ class Engine:
                 self._requeue(job, st)
             else:
                 st.rec.end_s = self.t
-                self._pass(self._cloud_heads())
+                self._pass(self._cloud_heads(), "route")
 
     def _requeue(self, job: SimJob, st: _Job) -> None:
         st.queued, st.gen, st.burst_before = True, st.gen + 1, True
         self.queued += 1
-        self._pass([job.index, *self._cloud_heads()])
+        self._pass([job.index, *self._cloud_heads()], "failover")
 
     def _heads(self, key: str) -> list[int]:
         """The first waiting jobs of a partition's queue that its free capacity could start."""
@@ -256,10 +257,11 @@ class Engine:
 
     # Passes -----------------------------------------------------------------------------
 
-    def _pass(self, batch: list[int]) -> None:
+    def _pass(self, batch: list[int], cause: str) -> None:
         batch = sorted({j for j in batch if self.state[j].queued})
         if not batch:
             return
+        self.causes[cause] = self.causes.get(cause, 0) + len(batch)
         now = EPOCH + timedelta(seconds=self.t)
         snap = PassSnapshot(now=now, offers=self.book.offers(self.t), capacity_total=self.book.totals,
                             routes=self.clouds.states(self.t, now), blocked=self.blocklist.keys())

@@ -1,0 +1,618 @@
+"""PostgreSQL implementation of the store (psycopg 3): the shared, multi-process option.
+
+It mirrors `SqliteStore` query for query. Where SQLite relies on its single writer, this
+module takes row locks (`FOR UPDATE`, the `last_seq` counter) or a per-month advisory lock,
+so several broker processes may share one database. psycopg is imported lazily: the broker
+runs without it until a `PostgresStore` is built.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from broker.model import (
+    Attempt,
+    AttemptId,
+    AttemptState,
+    Job,
+    JobEvent,
+    JobId,
+    JobSpec,
+    JobState,
+    Offer,
+    SiteId,
+    TenantId,
+)
+from broker.states import check_transition
+from broker.store.base import (
+    JOB_FIELDS,
+    JobNotFoundError,
+    JobPage,
+    JobStore,
+    SpendEntry,
+    StoreError,
+    Submission,
+    new_attempt_id,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+# Ids are compared and ordered byte-wise (COLLATE "C"), exactly like SQLite's BINARY collation,
+# so pagination tokens and "oldest first" do not depend on the database's locale.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  client_id TEXT,
+  state TEXT NOT NULL,
+  spec TEXT NOT NULL,
+  created_at TIMESTAMPTZ NOT NULL,
+  updated_at TIMESTAMPTZ NOT NULL,
+  site TEXT,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  exit_code INTEGER,
+  log_tail TEXT NOT NULL DEFAULT '',
+  message TEXT NOT NULL DEFAULT '',
+  policy_hash TEXT NOT NULL DEFAULT '',
+  last_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_client_id ON jobs(tenant, client_id) WHERE client_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
+CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant, id);
+CREATE TABLE IF NOT EXISTS job_labels (
+  job_id TEXT COLLATE "C" NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+  PRIMARY KEY (key, value, job_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+  job_id TEXT COLLATE "C" NOT NULL, seq INTEGER NOT NULL, time TIMESTAMPTZ NOT NULL,
+  kind TEXT NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL, data TEXT NOT NULL,
+  PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+  id TEXT COLLATE "C" PRIMARY KEY, job_id TEXT COLLATE "C" NOT NULL, number INTEGER NOT NULL,
+  site TEXT NOT NULL, offer TEXT NOT NULL, token TEXT NOT NULL UNIQUE, state TEXT NOT NULL,
+  backend_id TEXT, created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL,
+  error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_id, number);
+CREATE INDEX IF NOT EXISTS attempts_state ON attempts(state);
+CREATE TABLE IF NOT EXISTS spend (
+  attempt_id TEXT COLLATE "C" PRIMARY KEY, tenant TEXT NOT NULL, site TEXT NOT NULL,
+  job_id TEXT NOT NULL, month TEXT NOT NULL, reserved DOUBLE PRECISION NOT NULL,
+  spent DOUBLE PRECISION NOT NULL, voucher DOUBLE PRECISION NOT NULL, settled BOOLEAN NOT NULL,
+  voucher_id TEXT
+);
+CREATE INDEX IF NOT EXISTS spend_month ON spend(month, tenant);
+"""
+
+# Advisory lock keys (first int of the two-int form): schema creation, and one lock per month
+# that serialises every change to that month's spend totals.
+_LOCK_SCHEMA = 0x5A42_0001
+_LOCK_SPEND = 0x5A42_0002
+
+_JOB_COLS = (
+    "id, tenant, client_id, state, spec, created_at, updated_at, site, attempts, exit_code, "
+    "log_tail, message, policy_hash"
+)
+_ATTEMPT_COLS = "id, job_id, number, site, offer, token, state, backend_id, created_at, updated_at, error"
+_SPEND_COLS = "tenant, site, job_id, attempt_id, month, reserved, spent, voucher, settled, voucher_id"
+
+
+def _ts(value: datetime) -> datetime:
+    """The instant as an aware UTC datetime (naive values are local time, as in SqliteStore)."""
+    return datetime.fromtimestamp(value.timestamp(), tz=UTC)
+
+
+def _dt(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _text(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL; store U+FFFD instead (log tails come from processes)."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
+class PostgresStore(JobStore):
+    """One psycopg connection guarded by a lock, like SqliteStore; reconnects when broken."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__()
+        try:
+            import psycopg
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise StoreError(
+                "the PostgreSQL store needs psycopg: pip install 'shangzhuang-broker[postgres]'"
+            ) from exc
+        self._psycopg = psycopg
+        self.dsn = dsn
+        self._lock = threading.RLock()
+        self._conn = self._connect()
+        with self._tx() as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_LOCK_SCHEMA,))
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        return self._psycopg.connect(self.dsn, autocommit=True)
+
+    @property
+    def _db(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self._conn.closed or self._conn.broken:
+            self._conn = self._connect()
+        return self._conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        with self._lock:
+            db = self._db
+            with db.transaction():
+                yield db
+
+    def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        with self._lock:
+            return self._db.execute(sql, params).fetchone()
+
+    def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # Jobs ---------------------------------------------------------------------------------
+
+    def _row_to_job(self, row: Sequence[Any]) -> Job:
+        return Job(
+            id=JobId(row[0]),
+            tenant=TenantId(row[1]),
+            client_id=row[2],
+            state=JobState(row[3]),
+            spec=JobSpec.model_validate_json(row[4]),
+            created_at=_dt(row[5]),
+            updated_at=_dt(row[6]),
+            site=SiteId(row[7]) if row[7] else None,
+            attempts=row[8],
+            exit_code=row[9],
+            log_tail=row[10],
+            message=row[11],
+            policy_hash=row[12],
+        )
+
+    def submit(self, tenant: TenantId, items: Sequence[Submission], now: datetime) -> list[tuple[Job, bool]]:
+        results: list[tuple[Job, bool]] = []
+        events: list[JobEvent] = []
+        ts = _ts(now)
+        with self._tx() as db:
+            for item in items:
+                client_id = _text(item.client_id) or None
+                if client_id:
+                    row = db.execute(
+                        f"SELECT {_JOB_COLS} FROM jobs WHERE tenant=%s AND client_id=%s", (tenant, client_id)
+                    ).fetchone()
+                    if row is not None:
+                        results.append((self._row_to_job(row), False))
+                        continue
+                job_id = self.ids.next(now)
+                # ON CONFLICT: another broker process may commit the same client_id between the
+                # SELECT above and this INSERT; the insert then waits for it and yields to it.
+                inserted = db.execute(
+                    "INSERT INTO jobs (id, tenant, client_id, state, spec, created_at, updated_at, last_seq)"
+                    " VALUES (%s,%s,%s,%s,%s,%s,%s,1)"
+                    " ON CONFLICT (tenant, client_id) WHERE client_id IS NOT NULL DO NOTHING RETURNING id",
+                    (job_id, tenant, client_id, JobState.QUEUED.value, item.spec.model_dump_json(), ts, ts),
+                ).fetchone()
+                if inserted is None:
+                    row = db.execute(
+                        f"SELECT {_JOB_COLS} FROM jobs WHERE tenant=%s AND client_id=%s", (tenant, client_id)
+                    ).fetchone()
+                    if row is None:  # pragma: no cover - the conflicting row was committed
+                        raise StoreError(f"client_id {client_id!r} conflicted but is not visible")
+                    results.append((self._row_to_job(row), False))
+                    continue
+                if item.spec.labels:
+                    with db.cursor() as cur:
+                        cur.executemany(
+                            "INSERT INTO job_labels (job_id, key, value) VALUES (%s,%s,%s)",
+                            [(job_id, _text(k), _text(v)) for k, v in item.spec.labels.items()],
+                        )
+                db.execute(
+                    "INSERT INTO events VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                    (job_id, 1, ts, "submitted", JobState.QUEUED.value, "job accepted", "{}"),
+                )
+                job = Job(
+                    id=job_id,
+                    tenant=tenant,
+                    spec=item.spec,
+                    client_id=client_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+                results.append((job, True))
+                events.append(
+                    JobEvent(
+                        job_id=job_id,
+                        seq=1,
+                        time=now,
+                        kind="submitted",
+                        state=JobState.QUEUED,
+                        message="job accepted",
+                    )
+                )
+        self._publish(events)
+        return results
+
+    def get(self, job_id: str, tenant: TenantId | None = None) -> Job:
+        row = self._fetchone(f"SELECT {_JOB_COLS} FROM jobs WHERE id=%s", (job_id,))
+        if row is None or (tenant is not None and row[1] != tenant):
+            raise JobNotFoundError(f"job {job_id!r} not found")
+        return self._row_to_job(row)
+
+    def list_jobs(
+        self,
+        tenant: TenantId | None,
+        *,
+        states: Sequence[JobState] = (),
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> JobPage:
+        where, params = ["j.id > %s"], [_text(page_token)]
+        if tenant is not None:
+            where.append("j.tenant = %s")
+            params.append(tenant)
+        if states:
+            where.append("j.state = ANY(%s)")
+            params.append([s.value for s in states])
+        for key, value in (labels or {}).items():
+            where.append(
+                "EXISTS (SELECT 1 FROM job_labels l WHERE l.key=%s AND l.value=%s AND l.job_id=j.id)"
+            )
+            params.extend([_text(key), _text(value)])
+        sql = (
+            f"SELECT {', '.join('j.' + c.strip() for c in _JOB_COLS.split(','))} FROM jobs j "
+            f"WHERE {' AND '.join(where)} ORDER BY j.id LIMIT %s"
+        )
+        rows = self._fetchall(sql, [*params, page_size + 1])
+        jobs = [self._row_to_job(r) for r in rows[:page_size]]
+        token = jobs[-1].id if len(rows) > page_size else ""
+        return JobPage(jobs=jobs, next_page_token=token)
+
+    def _append_event(
+        self,
+        db: psycopg.Connection[tuple[Any, ...]],
+        job_id: JobId,
+        now: datetime,
+        kind: str,
+        state: JobState,
+        message: str,
+        data: Mapping[str, Any] | None,
+    ) -> JobEvent:
+        # The row lock taken by this UPDATE makes seqs per job contiguous across processes.
+        row = db.execute(
+            "UPDATE jobs SET last_seq = last_seq + 1 WHERE id=%s RETURNING last_seq", (job_id,)
+        ).fetchone()
+        if row is None:
+            raise JobNotFoundError(f"job {job_id!r} not found")
+        seq: int = row[0]
+        kind, message, payload = _text(kind), _text(message), dict(data or {})
+        db.execute(
+            "INSERT INTO events VALUES (%s,%s,%s,%s,%s,%s,%s)",
+            (
+                job_id,
+                seq,
+                _ts(now),
+                kind,
+                state.value,
+                message,
+                json.dumps(payload, default=str),
+            ),
+        )
+        return JobEvent(
+            job_id=job_id, seq=seq, time=now, kind=kind, state=state, message=message, data=payload
+        )
+
+    def _set_fields(
+        self,
+        db: psycopg.Connection[tuple[Any, ...]],
+        job_id: JobId,
+        now: datetime,
+        state: JobState | None,
+        fields: Mapping[str, Any],
+    ) -> None:
+        unknown = set(fields) - JOB_FIELDS
+        if unknown:
+            raise StoreError(f"unknown job fields {sorted(unknown)}")
+        sets = ["updated_at=%s"]
+        params: list[Any] = [_ts(now)]
+        if state is not None:
+            sets.append("state=%s")
+            params.append(state.value)
+        for key, value in fields.items():
+            sets.append(f"{key}=%s")
+            params.append(_text(value))
+        db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=%s", [*params, job_id])
+
+    def _lock_state(self, db: psycopg.Connection[tuple[Any, ...]], job_id: JobId) -> JobState:
+        row = db.execute("SELECT state FROM jobs WHERE id=%s FOR UPDATE", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(f"job {job_id!r} not found")
+        return JobState(row[0])
+
+    def transition(
+        self,
+        job_id: JobId,
+        new_state: JobState,
+        now: datetime,
+        *,
+        kind: str = "state",
+        message: str = "",
+        data: Mapping[str, Any] | None = None,
+        expect: JobState | None = None,
+        **fields: Any,
+    ) -> Job:
+        with self._tx() as db:
+            old = self._lock_state(db, job_id)
+            if expect is not None and old != expect:
+                event = None
+            else:
+                check_transition(job_id, old, new_state)
+                if message and "message" not in fields:
+                    fields = {**fields, "message": message}
+                self._set_fields(db, job_id, now, new_state, fields)
+                event = self._append_event(db, job_id, now, kind, new_state, message, data)
+            job_row = db.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id=%s", (job_id,)).fetchone()
+        if event is not None:
+            self._publish([event])
+        assert job_row is not None  # the row is locked by this transaction
+        return self._row_to_job(job_row)
+
+    def record(
+        self,
+        job_id: JobId,
+        now: datetime,
+        *,
+        kind: str,
+        message: str = "",
+        data: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> Job:
+        with self._tx() as db:
+            state = self._lock_state(db, job_id)
+            self._set_fields(db, job_id, now, None, fields)
+            event = self._append_event(db, job_id, now, kind, state, message, data)
+            job_row = db.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id=%s", (job_id,)).fetchone()
+        self._publish([event])
+        assert job_row is not None  # the row is locked by this transaction
+        return self._row_to_job(job_row)
+
+    def record_many(self, entries: Sequence[tuple[JobId, str, str, Mapping[str, Any]]], now: datetime) -> None:
+        events = []
+        with self._tx() as db:
+            for job_id, kind, message, data in entries:
+                row = db.execute("SELECT state FROM jobs WHERE id=%s FOR UPDATE", (job_id,)).fetchone()
+                if row is None:
+                    continue
+                events.append(self._append_event(db, job_id, now, kind, JobState(row[0]), message, data))
+        self._publish(events)
+
+    def events_after(self, job_id: JobId, after_seq: int, limit: int = 1000) -> list[JobEvent]:
+        rows = self._fetchall(
+            "SELECT job_id, seq, time, kind, state, message, data FROM events "
+            "WHERE job_id=%s AND seq>%s ORDER BY seq LIMIT %s",
+            (job_id, after_seq, limit),
+        )
+        return [
+            JobEvent(
+                job_id=JobId(r[0]),
+                seq=r[1],
+                time=_dt(r[2]),
+                kind=r[3],
+                state=JobState(r[4]),
+                message=r[5],
+                data=json.loads(r[6]),
+            )
+            for r in rows
+        ]
+
+    def jobs_in_states(self, states: Sequence[JobState], limit: int = 10_000) -> list[Job]:
+        if not states:
+            return []
+        rows = self._fetchall(
+            f"SELECT {_JOB_COLS} FROM jobs WHERE state = ANY(%s) ORDER BY id LIMIT %s",
+            ([s.value for s in states], limit),
+        )
+        return [self._row_to_job(r) for r in rows]
+
+    def count_by_state(self) -> dict[JobState, int]:
+        rows = self._fetchall("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {JobState(state): n for state, n in rows}
+
+    # Attempts -----------------------------------------------------------------------------
+
+    def _row_to_attempt(self, r: Sequence[Any]) -> Attempt:
+        return Attempt(
+            id=AttemptId(r[0]),
+            job_id=JobId(r[1]),
+            number=r[2],
+            site=SiteId(r[3]),
+            offer=Offer.model_validate_json(r[4]),
+            token=r[5],
+            state=AttemptState(r[6]),
+            backend_id=r[7],
+            created_at=_dt(r[8]),
+            updated_at=_dt(r[9]),
+            error=r[10],
+        )
+
+    def create_attempt(self, job_id: JobId, site: SiteId, offer: Offer, token: str, now: datetime) -> Attempt:
+        ts = _ts(now)
+        with self._tx() as db:
+            row = db.execute(
+                "UPDATE jobs SET attempts = attempts + 1, updated_at=%s WHERE id=%s RETURNING attempts",
+                (ts, job_id),
+            ).fetchone()
+            if row is None:
+                raise JobNotFoundError(f"job {job_id!r} not found")
+            number: int = row[0]
+            attempt_id = new_attempt_id(job_id, number)
+            db.execute(
+                f"INSERT INTO attempts ({_ATTEMPT_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                (
+                    attempt_id,
+                    job_id,
+                    number,
+                    site,
+                    offer.model_dump_json(),
+                    _text(token),
+                    AttemptState.PENDING.value,
+                    None,
+                    ts,
+                    ts,
+                    "",
+                ),
+            )
+        return Attempt(
+            id=attempt_id,
+            job_id=job_id,
+            number=number,
+            site=site,
+            offer=offer,
+            token=token,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def update_attempt(
+        self,
+        attempt_id: AttemptId,
+        now: datetime,
+        *,
+        state: AttemptState | None = None,
+        backend_id: str | None = None,
+        error: str | None = None,
+    ) -> Attempt:
+        sets: list[str] = ["updated_at=%s"]
+        params: list[Any] = [_ts(now)]
+        for col, value in (
+            ("state", state.value if state else None),
+            ("backend_id", backend_id),
+            ("error", error),
+        ):
+            if value is not None:
+                sets.append(f"{col}=%s")
+                params.append(_text(value))
+        with self._tx() as db:
+            row = db.execute(
+                f"UPDATE attempts SET {', '.join(sets)} WHERE id=%s RETURNING {_ATTEMPT_COLS}",
+                [*params, attempt_id],
+            ).fetchone()
+        if row is None:
+            raise StoreError(f"attempt {attempt_id!r} not found")
+        return self._row_to_attempt(row)
+
+    def get_attempt(self, attempt_id: str) -> Attempt:
+        row = self._fetchone(f"SELECT {_ATTEMPT_COLS} FROM attempts WHERE id=%s", (attempt_id,))
+        if row is None:
+            raise StoreError(f"attempt {attempt_id!r} not found")
+        return self._row_to_attempt(row)
+
+    def attempts_for(self, job_id: JobId) -> list[Attempt]:
+        rows = self._fetchall(
+            f"SELECT {_ATTEMPT_COLS} FROM attempts WHERE job_id=%s ORDER BY number", (job_id,)
+        )
+        return [self._row_to_attempt(r) for r in rows]
+
+    def live_attempts(self) -> list[Attempt]:
+        rows = self._fetchall(
+            f"SELECT {_ATTEMPT_COLS} FROM attempts WHERE state IN (%s, %s) ORDER BY id",
+            (AttemptState.PENDING.value, AttemptState.RUNNING.value),
+        )
+        return [self._row_to_attempt(r) for r in rows]
+
+    # Money --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _lock_month(db: psycopg.Connection[tuple[Any, ...]], month: str) -> None:
+        """Serialise every change to `month`'s totals, across processes, until commit."""
+        db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_SPEND, month))
+
+    def reserve_spend(
+        self, entry: SpendEntry, *, tenant_limit: float | None, global_limit: float | None
+    ) -> bool:
+        total = (
+            "SELECT COALESCE(SUM(CASE WHEN settled THEN spent ELSE reserved END), 0) FROM spend WHERE month=%s"
+        )
+        with self._tx() as db:
+            self._lock_month(db, entry.month)
+            if tenant_limit is not None:
+                row = db.execute(total + " AND tenant=%s", (entry.month, entry.tenant)).fetchone()
+                assert row is not None  # an aggregate always returns a row
+                if row[0] + entry.reserved > tenant_limit + 1e-9:
+                    return False
+            if global_limit is not None:
+                row = db.execute(total, (entry.month,)).fetchone()
+                assert row is not None
+                if row[0] + entry.reserved > global_limit + 1e-9:
+                    return False
+            db.execute(
+                f"INSERT INTO spend ({_SPEND_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                "ON CONFLICT (attempt_id) DO UPDATE SET tenant=EXCLUDED.tenant, site=EXCLUDED.site, "
+                "job_id=EXCLUDED.job_id, month=EXCLUDED.month, reserved=EXCLUDED.reserved, "
+                "spent=EXCLUDED.spent, voucher=EXCLUDED.voucher, settled=EXCLUDED.settled, "
+                "voucher_id=EXCLUDED.voucher_id",
+                (
+                    entry.tenant,
+                    entry.site,
+                    entry.job_id,
+                    entry.attempt_id,
+                    entry.month,
+                    entry.reserved,
+                    entry.spent,
+                    entry.voucher,
+                    entry.settled,
+                    _text(entry.voucher_id),
+                ),
+            )
+        return True
+
+    def settle_spend(self, attempt_id: AttemptId, spent: float, voucher: float) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT month FROM spend WHERE attempt_id=%s", (attempt_id,)).fetchone()
+            if row is None:
+                return
+            self._lock_month(db, row[0])
+            db.execute(
+                "UPDATE spend SET spent=%s, voucher=%s, settled=TRUE WHERE attempt_id=%s",
+                (spent, voucher, attempt_id),
+            )
+
+    def spend_entries(self, month: str, tenant: TenantId | None = None) -> list[SpendEntry]:
+        sql = f"SELECT {_SPEND_COLS} FROM spend WHERE month=%s"
+        params: list[Any] = [month]
+        if tenant is not None:
+            sql += " AND tenant=%s"
+            params.append(tenant)
+        rows = self._fetchall(sql + " ORDER BY attempt_id", params)
+        return [
+            SpendEntry(
+                tenant=TenantId(r[0]),
+                site=SiteId(r[1]),
+                job_id=JobId(r[2]),
+                attempt_id=AttemptId(r[3]),
+                month=r[4],
+                reserved=r[5],
+                spent=r[6],
+                voucher=r[7],
+                settled=bool(r[8]),
+                voucher_id=r[9],
+            )
+            for r in rows
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
