@@ -295,6 +295,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def register_operator(sub: Any) -> None:
+    p = sub.add_parser("token", help="make a tenant token and its tokens-file line")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--token", help="hash this token instead of making a new one")
+    p.set_defaults(handler=cmd_token)
+
     p = sub.add_parser("status", help="on-prem capacity, queues, bursts and spend (operators)")
     _client_args(p)
     p.set_defaults(handler=cmd_status)
@@ -374,4 +379,16 @@ def cmd_spend(args: argparse.Namespace) -> int:
     console.print(
         f"Budget {resp.budget:.2f}, left {resp.budget_left:.2f}, vouchers left {resp.vouchers_left:.2f}"
     )
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a new (or the given) token and the line for the tokens file, which keeps only its hash."""
+    import secrets
+
+    from broker.auth import hash_token
+
+    token = args.token or secrets.token_urlsafe(32)
+    print(f"token (give it to the tenant, store it nowhere else): {token}")
+    print(f"tokens file line:   - {{tenant: {args.tenant}, sha256: {hash_token(token)}}}")
     return 0
