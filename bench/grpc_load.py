@@ -74,7 +74,9 @@ async def serve_echo() -> None:
 
 def start(cmd: list[str], cwd: Path) -> tuple[subprocess.Popen[str], int]:
     env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         m = re.search(r"serving on port (\d+)", line)
@@ -188,15 +190,28 @@ def main() -> int:
         for name in ("accelerators.yaml", "regimes.yaml"):
             shutil.copy(ROOT / "configs" / name, folder / name)
         (folder / "policy.yaml").write_text(POLICY)
-        (folder / "broker.yaml").write_text(textwrap.dedent("""\
+        (folder / "broker.yaml").write_text(
+            textwrap.dedent("""\
             data_dir: data
             policy: policy.yaml
             agent_http_listen: null
-            """))
+            """)
+        )
         echo, echo_port = start([sys.executable, __file__, "--serve-echo"], ROOT)
         procs.append(echo)
-        broker, broker_port = start([sys.executable, "-m", "broker.cli", "serve", "--config",
-                                     str(folder / "broker.yaml"), "--listen", "127.0.0.1:0"], ROOT)
+        broker, broker_port = start(
+            [
+                sys.executable,
+                "-m",
+                "broker.cli",
+                "serve",
+                "--config",
+                str(folder / "broker.yaml"),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            ROOT,
+        )
         procs.append(broker)
         result = asyncio.run(measure(echo_port, broker_port, args.seconds, args.concurrency))
     finally:

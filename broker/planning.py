@@ -275,7 +275,11 @@ class Planner:
         )
         for attempt in live:
             # Launches still in flight are not in the adapter's capacity yet.
-            if attempt.backend_id is None and attempt.offer.accelerator and is_onprem(self.policy, attempt.site):
+            if (
+                attempt.backend_id is None
+                and attempt.offer.accelerator
+                and is_onprem(self.policy, attempt.site)
+            ):
                 key = partition_key(attempt.offer)
                 snap.claimed[key] = snap.claimed.get(key, 0) + attempt.offer.count
         return snap

@@ -48,8 +48,16 @@ SZB = [sys.executable, "-m", "broker.cli"]
 TOKENS = {"pku-nlp": "demo-token-pku-nlp", "ops": "demo-token-ops"}
 ECS_KEYS = {"demo-ak": "demo-secret"}
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
-STYLE = {"QUEUED": "yellow", "PLACING": "cyan", "PROVISIONING": "cyan", "RUNNING": "blue",
-         "SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "magenta", "PREEMPTED": "yellow"}
+STYLE = {
+    "QUEUED": "yellow",
+    "PLACING": "cyan",
+    "PROVISIONING": "cyan",
+    "RUNNING": "blue",
+    "SUCCEEDED": "green",
+    "FAILED": "red",
+    "CANCELLED": "magenta",
+    "PREEMPTED": "yellow",
+}
 
 
 @contextmanager
@@ -57,8 +65,14 @@ def broker(args: list[str], log: Path) -> Iterator[str]:
     """`szb serve ARGS` on a free port; yields its address and stops it on exit."""
     env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
     with open(log, "w") as out:
-        proc = subprocess.Popen([*SZB, "serve", "--listen", "127.0.0.1:0", *args], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [*SZB, "serve", "--listen", "127.0.0.1:0", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert proc.stdout is not None
         address = ""
         for line in proc.stdout:
@@ -114,8 +128,9 @@ def onprem_backend() -> str:
 
 
 def slurm_env() -> dict[str, str]:
-    out = subprocess.run([str(ROOT / "scripts" / "slurm-cluster.sh"), "env"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "slurm-cluster.sh"), "env"], capture_output=True, text=True, check=True
+    ).stdout
     return dict(re.findall(r"export (\w+)=['\"]?([^'\"\n]*)", out))
 
 
@@ -124,22 +139,34 @@ def write_burst_setup(folder: Path, moto: MotoFront, ecs: EcsEndpoint, backend: 
     demo = ROOT / "configs" / "demo"
     for name in ("aliyun.csv", "aws.csv"):
         shutil.copy(demo / name, folder / name)
-    policy = (demo / "policy.yaml").read_text().replace("../accelerators.yaml", str(ROOT / "configs/accelerators.yaml"))
+    policy = (
+        (demo / "policy.yaml")
+        .read_text()
+        .replace("../accelerators.yaml", str(ROOT / "configs/accelerators.yaml"))
+    )
     policy = policy.replace("../regimes.yaml", str(ROOT / "configs/regimes.yaml"))
     onprem = "{}"
     if backend == "slurm":
         env = slurm_env()
         policy = policy.replace("adapter: local ", "adapter: slurm ")
-        onprem = (f"{{url: '{env['SZB_SLURM_URL']}', token: '{env['SZB_SLURM_TOKEN']}', "
-                  f"user: '{env.get('SZB_SLURM_USER', 'root')}', broker_id: szb-demo}}")
+        onprem = (
+            f"{{url: '{env['SZB_SLURM_URL']}', token: '{env['SZB_SLURM_TOKEN']}', "
+            f"user: '{env.get('SZB_SLURM_USER', 'root')}', broker_id: szb-demo}}"
+        )
     (folder / "policy.yaml").write_text(policy)
     (folder / "tokens.yaml").write_text(
-        "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items()))
-    aws = (f"{{endpoint_url: '{moto.url}', access_key_id: AKIDDEMO, secret_access_key: demo, "
-           "image_id: ami-12c6146b, live_prices: false, heartbeat_s: 2}")
-    ali = (f"{{endpoint: '{ecs.address}', protocol: http, access_key_id: demo-ak, "
-           "access_key_secret: demo-secret, image_id: m-szb-base, live_prices: false, heartbeat_s: 2}")
-    (folder / "broker.yaml").write_text(textwrap.dedent(f"""\
+        "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items())
+    )
+    aws = (
+        f"{{endpoint_url: '{moto.url}', access_key_id: AKIDDEMO, secret_access_key: demo, "
+        "image_id: ami-12c6146b, live_prices: false, heartbeat_s: 2}"
+    )
+    ali = (
+        f"{{endpoint: '{ecs.address}', protocol: http, access_key_id: demo-ak, "
+        "access_key_secret: demo-secret, image_id: m-szb-base, live_prices: false, heartbeat_s: 2}"
+    )
+    (folder / "broker.yaml").write_text(
+        textwrap.dedent(f"""\
         data_dir: data
         policy: policy.yaml
         tokens_file: tokens.yaml
@@ -148,7 +175,8 @@ def write_burst_setup(folder: Path, moto: MotoFront, ecs: EcsEndpoint, backend: 
           shangzhuang-onprem: {onprem}
           aliyun-cn-beijing: {ali}
           aws-us-east-1: {aws}
-        """))
+        """)
+    )
     return folder / "broker.yaml"
 
 
@@ -176,20 +204,33 @@ class EmulatedInstances:
     def _boot(self, instance_id: str, user_data: str) -> None:
         workdir = self.folder / instance_id
         env = {**os.environ, "SZB_NO_POWEROFF": "1", "SZB_WORKDIR": str(workdir)}
-        self.procs.append(subprocess.Popen(["sh", "-c", user_data], env=env, stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL, start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                ["sh", "-c", user_data],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
         self.booted.add(instance_id)
 
     def _run(self) -> None:
-        ec2 = boto3.client("ec2", endpoint_url=self.moto.url, region_name="us-east-1",
-                           aws_access_key_id="AKIDDEMO", aws_secret_access_key="demo")
+        ec2 = boto3.client(
+            "ec2",
+            endpoint_url=self.moto.url,
+            region_name="us-east-1",
+            aws_access_key_id="AKIDDEMO",
+            aws_secret_access_key="demo",
+        )
         while not self.stop.wait(0.3):
             for iid, inst in list(self.ecs.instances.items()):
                 if iid not in self.booted and self.ecs.user_data.get(iid):
                     self._boot(iid, base64.b64decode(self.ecs.user_data[iid]).decode())
             try:
                 reservations = ec2.describe_instances(
-                    Filters=[{"Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
+                    Filters=[{"Name": "instance-state-name", "Values": ["running"]}]
+                )["Reservations"]
             except Exception:  # the emulator is shutting down
                 continue
             for res in reservations:
@@ -206,15 +247,21 @@ class EmulatedInstances:
 def gpu_job(name: str, accels: list[str], *, max_wait_s: int, seconds: float = 4.0) -> job_pb2.JobSpec:
     code = f"import time, os; time.sleep({seconds}); print('{name} done on', os.uname().nodename)"
     return job_pb2.JobSpec(
-        name=name, command=["python3", "-c", code], runtime_estimate=duration_pb2.Duration(seconds=3600),
+        name=name,
+        command=["python3", "-c", code],
+        runtime_estimate=duration_pb2.Duration(seconds=3600),
         max_wait=duration_pb2.Duration(seconds=max_wait_s),
         resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=1, any_of=accels)),
         labels={"demo": "burst"},
     )
 
 
-def live_table(stub: broker_service_pb2_grpc.BrokerServiceStub, md: tuple[tuple[str, str], ...],
-               ids: list[str], impatient: set[str]) -> Table:
+def live_table(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+    md: tuple[tuple[str, str], ...],
+    ids: list[str],
+    impatient: set[str],
+) -> Table:
     table = Table(title="Peak on a 4-GPU on-prem site (clouds emulated)")
     for col in ("JOB", "MAX WAIT", "STATE", "SITE", "MESSAGE"):
         table.add_column(col)
@@ -224,42 +271,62 @@ def live_table(stub: broker_service_pb2_grpc.BrokerServiceStub, md: tuple[tuple[
         site = job.site or "-"
         if site.startswith(("aliyun", "aws")):
             site += " [dim](emulated)[/]"
-        table.add_row(job.spec.name, "1 min" if job_id in impatient else "1 day",
-                      f"[{STYLE[state]}]{state}[/]", site, job.message[:70])
+        table.add_row(
+            job.spec.name,
+            "1 min" if job_id in impatient else "1 day",
+            f"[{STYLE[state]}]{state}[/]",
+            site,
+            job.message[:70],
+        )
     return table
 
 
 def part_two() -> None:
     console.rule("[bold]2. Overflow bursting at peak load")
     backend = onprem_backend()
-    console.print(f"on-prem site: [bold]{'Slurm (single-node cluster)' if backend == 'slurm' else 'local executor'}[/]"
-                  + ("" if backend == "slurm" else " [dim](Slurm is not installed or cannot start here)[/]"))
+    console.print(
+        f"on-prem site: [bold]{'Slurm (single-node cluster)' if backend == 'slurm' else 'local executor'}[/]"
+        + ("" if backend == "slurm" else " [dim](Slurm is not installed or cannot start here)[/]")
+    )
     moto = MotoFront.start()
     ecs_endpoint = EcsEndpoint.start(credentials=ECS_KEYS)
     ecs = EcsCloud(instance_types=("ecs.gn7i-c8g1.2xlarge",), zones=("cn-beijing-i",))
     ecs_endpoint.handler = ecs
-    console.print(f"clouds: aws-us-east-1 -> moto at {moto.url} [dim](emulated)[/], "
-                  f"aliyun-cn-beijing -> ECS endpoint at {ecs_endpoint.address} [dim](emulated)[/]")
+    console.print(
+        f"clouds: aws-us-east-1 -> moto at {moto.url} [dim](emulated)[/], "
+        f"aliyun-cn-beijing -> ECS endpoint at {ecs_endpoint.address} [dim](emulated)[/]"
+    )
     folder = WORK / "burst"
     shutil.rmtree(folder, ignore_errors=True)
     config = write_burst_setup(folder, moto, ecs_endpoint, backend)
     md = (("authorization", f"Bearer {TOKENS['pku-nlp']}"),)
     try:
-        with broker(["--config", str(config)], WORK / "burst.log") as address, \
-                EmulatedInstances(moto, ecs, folder / "instances"), grpc.insecure_channel(address) as channel:
+        with (
+            broker(["--config", str(config)], WORK / "burst.log") as address,
+            EmulatedInstances(moto, ecs, folder / "instances"),
+            grpc.insecure_channel(address) as channel,
+        ):
             stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-            console.print("\n[bold]A job the export rules refuse:[/] pku-nlp (China, group D:5) asks for H100, "
-                          "which only the US-operated site has")
+            console.print(
+                "\n[bold]A job the export rules refuse:[/] pku-nlp (China, group D:5) asks for H100, "
+                "which only the US-operated site has"
+            )
             try:
-                stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("h100-pretrain", ["H100"], max_wait_s=3600)),
-                               metadata=md)
+                stub.SubmitJob(
+                    pb.SubmitJobRequest(job=gpu_job("h100-pretrain", ["H100"], max_wait_s=3600)), metadata=md
+                )
             except grpc.RpcError as err:
                 console.print(f"[red]refused[/] {describe_rpc_error(err)}")
-            console.print("\n[bold]The peak:[/] 10 one-GPU jobs (A800 on-prem or A10/A10G in a cloud), "
-                          "alternately impatient (max_wait 1 min) and patient (1 day)")
-            reqs = [pb.SubmitJobRequest(job=gpu_job(f"peak-{i:02d}", ["A800", "A10", "A10G"],
-                                                    max_wait_s=60 if i % 2 else 86400))
-                    for i in range(10)]
+            console.print(
+                "\n[bold]The peak:[/] 10 one-GPU jobs (A800 on-prem or A10/A10G in a cloud), "
+                "alternately impatient (max_wait 1 min) and patient (1 day)"
+            )
+            reqs = [
+                pb.SubmitJobRequest(
+                    job=gpu_job(f"peak-{i:02d}", ["A800", "A10", "A10G"], max_wait_s=60 if i % 2 else 86400)
+                )
+                for i in range(10)
+            ]
             resp = stub.SubmitJobs(pb.SubmitJobsRequest(requests=reqs), metadata=md)
             ids = [r.job.id for r in resp.responses]
             impatient = {ids[i] for i in range(10) if i % 2}
@@ -267,12 +334,16 @@ def part_two() -> None:
             with Live(live_table(stub, md, ids, impatient), console=console, refresh_per_second=4) as live:
                 while time.monotonic() < deadline:
                     live.update(live_table(stub, md, ids, impatient))
-                    states = {state_from_proto(stub.GetJob(pb.GetJobRequest(id=i), metadata=md).job.state).value
-                              for i in ids}
+                    states = {
+                        state_from_proto(stub.GetJob(pb.GetJobRequest(id=i), metadata=md).job.state).value
+                        for i in ids
+                    }
                     if states <= TERMINAL:
                         break
                     time.sleep(0.5)
-            console.print(f"\n[bold]$ szb watch {ids[9]}[/]  [dim](an impatient job: its decision and burst)[/]")
+            console.print(
+                f"\n[bold]$ szb watch {ids[9]}[/]  [dim](an impatient job: its decision and burst)[/]"
+            )
             szb("watch", ids[9], "--server", address, "--token", TOKENS["pku-nlp"])
             console.print("\n[bold]$ szb status[/]")
             szb("status", "--server", address, "--token", TOKENS["ops"])
@@ -282,7 +353,9 @@ def part_two() -> None:
         moto.stop()
         ecs_endpoint.stop()
         if backend == "slurm":
-            subprocess.run([str(ROOT / "scripts" / "slurm-cluster.sh"), "stop"], cwd=ROOT, capture_output=True)
+            subprocess.run(
+                [str(ROOT / "scripts" / "slurm-cluster.sh"), "stop"], cwd=ROOT, capture_output=True
+            )
 
 
 def main() -> int:

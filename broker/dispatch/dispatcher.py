@@ -7,8 +7,8 @@ capacity), asks `decide`, and acts, recording every step on the job before calli
 from __future__ import annotations
 
 import asyncio
-import re
 import logging
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -226,8 +226,11 @@ class Dispatcher:
         elif self._new_jobs:
             # During a flood of submissions, let them land first (they are durable already)
             # and decide them together a moment later.
-            if (loop_now - self._last_submit < FLOOD_SETTLE_S and len(self._new_jobs) < FLOOD_MAX_PENDING
-                    and loop_now - self._first_new < FLOOD_MAX_DELAY_S):
+            if (
+                loop_now - self._last_submit < FLOOD_SETTLE_S
+                and len(self._new_jobs) < FLOOD_MAX_PENDING
+                and loop_now - self._first_new < FLOOD_MAX_DELAY_S
+            ):
                 asyncio.get_running_loop().call_later(FLOOD_SETTLE_S, self._kick.set)
                 return
             new, self._new_jobs = self._new_jobs, {}
@@ -294,7 +297,9 @@ class Dispatcher:
 
     def _flush_waiting(self, waiting: list[tuple[JobId, str, dict[str, Any], str]], now: datetime) -> None:
         if waiting:
-            self.store.record_many([(job_id, "waiting", reason, data) for job_id, reason, data, _ in waiting], now)
+            self.store.record_many(
+                [(job_id, "waiting", reason, data) for job_id, reason, data, _ in waiting], now
+            )
             waiting.clear()
 
     def _give_up_reason(self, job: Job, now: datetime) -> str | None:

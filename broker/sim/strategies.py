@@ -52,6 +52,9 @@ class PolicyStrategy:
         return now_s + min(MAX_BACKOFF_S, max(backoff_s, self.policy.burst.blocklist_ttl.capacity.total_seconds()))
 
     def wants_cloud(self, decision: Decision) -> bool:
+        """Held back only by the cloud side: it would burst, but no cloud offer is usable now."""
         data = decision.data
+        if data.get("burst_pending_since") or "cloud_offer" in data:
+            return False
         wait = data.get("onprem_expected_wait_s")
         return wait is None or wait > data.get("remaining_wait_s", 0)

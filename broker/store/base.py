@@ -165,7 +165,9 @@ class JobStore(abc.ABC):
         """Append an event without changing state (and set `fields`)."""
 
     @abc.abstractmethod
-    def record_many(self, entries: Sequence[tuple[JobId, str, str, Mapping[str, Any]]], now: datetime) -> None:
+    def record_many(
+        self, entries: Sequence[tuple[JobId, str, str, Mapping[str, Any]]], now: datetime
+    ) -> None:
         """Append one event (job, kind, message, data) per entry, in one transaction."""
 
     @abc.abstractmethod

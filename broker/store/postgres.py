@@ -389,7 +389,9 @@ class PostgresStore(JobStore):
         assert job_row is not None  # the row is locked by this transaction
         return self._row_to_job(job_row)
 
-    def record_many(self, entries: Sequence[tuple[JobId, str, str, Mapping[str, Any]]], now: datetime) -> None:
+    def record_many(
+        self, entries: Sequence[tuple[JobId, str, str, Mapping[str, Any]]], now: datetime
+    ) -> None:
         events = []
         with self._tx() as db:
             for job_id, kind, message, data in entries:
@@ -544,7 +546,8 @@ class PostgresStore(JobStore):
         self, entry: SpendEntry, *, tenant_limit: float | None, global_limit: float | None
     ) -> bool:
         total = (
-            "SELECT COALESCE(SUM(CASE WHEN settled THEN spent ELSE reserved END), 0) FROM spend WHERE month=%s"
+            "SELECT COALESCE(SUM(CASE WHEN settled THEN spent ELSE reserved END), 0) FROM spend"
+            " WHERE month=%s"
         )
         with self._tx() as db:
             self._lock_month(db, entry.month)

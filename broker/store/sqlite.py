@@ -332,7 +332,9 @@ class SqliteStore(JobStore):
         self._publish([event])
         return self._row_to_job(job_row)
 
-    def record_many(self, entries: Sequence[tuple[JobId, str, str, Mapping[str, Any]]], now: datetime) -> None:
+    def record_many(
+        self, entries: Sequence[tuple[JobId, str, str, Mapping[str, Any]]], now: datetime
+    ) -> None:
         events = []
         with self._tx() as db:
             for job_id, kind, message, data in entries:

@@ -73,6 +73,12 @@ sites:
     country: CN
     residency: cn-mainland
     catalog: {file: ali.csv, region: cn-beijing, currency: CNY, spot: false}
+  - id: lc-east
+    adapter: libcloud
+    region: us-east-1
+    country: US
+    residency: global
+    catalog: {file: lc-east.csv, region: us-east-1, currency: USD, spot: false}
 tenants:
   - {id: sg-lab, kind: partner, entity_country: SG}
 burst:
@@ -95,6 +101,7 @@ def write_setup(folder: Path, moto_url: str, ecs_address: str, *, aws_key: str =
     (folder / "ali.csv").write_text(
         f"{HEADER},Currency\necs.gn7i-c8g1.2xlarge,A10,1,8,30,13.90,,cn-beijing,cn-beijing-i,CNY\n"
     )
+    (folder / "lc-east.csv").write_text(f"{HEADER}\ng4dn.xlarge,T4,1,4,16,0.526,,us-east-1,us-east-1a\n")
     (folder / "policy.yaml").write_text(POLICY)
     (folder / "tokens.yaml").write_text(f"tokens:\n  - {{tenant: sg-lab, sha256: {hash_token(TOKEN)}}}\n")
     aws = (
@@ -104,6 +111,12 @@ def write_setup(folder: Path, moto_url: str, ecs_address: str, *, aws_key: str =
     ali = (
         f"{{endpoint: '{ecs_address}', protocol: http, access_key_id: ak-test, "
         f"access_key_secret: {ECS_KEYS['ak-test']}, image_id: m-szb-base, live_prices: false}}"
+    )
+    port = moto_url.rsplit(":", 1)[1]
+    lc = (
+        f"{{driver: ec2, driver_args: [{aws_key}, secret], driver_kwargs: {{region: us-east-1, "
+        f"host: 127.0.0.1, port: {port}, secure: false}}, image: {AMI}, userdata_kwarg: ex_userdata, "
+        "metadata_kwarg: ex_metadata}"
     )
     (folder / "broker.yaml").write_text(
         textwrap.dedent(f"""\
@@ -115,6 +128,7 @@ def write_setup(folder: Path, moto_url: str, ecs_address: str, *, aws_key: str =
           aws-east: {aws}
           aws-west: {aws}
           aliyun-bj: {ali}
+          lc-east: {lc}
         """)
     )
     return folder / "broker.yaml"
@@ -172,7 +186,7 @@ def test_agent_rejects_a_wrong_attempt_token(broker: BrokerProcess) -> None:
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-@pytest.mark.parametrize(("accel", "site"), [("A10G", "aws-east"), ("A10", "aliyun-bj")])
+@pytest.mark.parametrize(("accel", "site"), [("A10G", "aws-east"), ("A10", "aliyun-bj"), ("T4", "lc-east")])
 def test_burst_runs_completes_and_terminates(
     broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud], accel: str, site: str
 ) -> None:
@@ -192,7 +206,7 @@ def test_burst_runs_completes_and_terminates(
                 break
             time.sleep(0.2)
         assert "terminated" in kinds
-    if site == "aws-east":
+    if site in ("aws-east", "lc-east"):
         states = [i["State"]["Name"] for i in ec2_instances(moto, "us-east-1", job.id)]  # type: ignore[index]
         assert states and all(s in ("shutting-down", "terminated") for s in states)
     else:

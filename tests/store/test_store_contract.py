@@ -1,0 +1,585 @@
+"""The store contract, run against every implementation (SQLite and PostgreSQL).
+
+`StoreContract` holds the tests; each backend subclasses it and supplies `open_store`, a
+factory that opens another store on the same database (a second connection, as a second
+broker process would), so races and durability are tested across connections too.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.model import (
+    AttemptId,
+    AttemptState,
+    Job,
+    JobEvent,
+    JobId,
+    JobSpec,
+    JobState,
+    Offer,
+    SiteId,
+    TenantId,
+)
+from broker.states import IllegalTransitionError
+from broker.store import JobNotFoundError, JobStore, SpendEntry, SqliteStore, StoreError, Submission
+from broker.store.postgres import PostgresStore
+
+NOW = datetime(2026, 11, 3, 8, 0, 0, 123456, tzinfo=UTC)
+LATER = NOW + timedelta(minutes=5)
+A, B = TenantId("team-a"), TenantId("team-b")
+OFFER = Offer(
+    site=SiteId("aws-east"), instance_type="p4d.24xlarge", accelerator="A100", count=8, price_per_hour=3.5
+)
+
+StoreFactory = Callable[[], JobStore]
+
+
+def spec(name: str = "train", **labels: str) -> JobSpec:
+    return JobSpec(
+        name=name, command=("python", "train.py"), runtime_estimate=timedelta(hours=1), labels=labels
+    )
+
+
+def entry(
+    attempt: str, reserved: float, *, tenant: TenantId = A, month: str = "2026-11", site: str = "aws-east"
+) -> SpendEntry:
+    return SpendEntry(
+        tenant=tenant,
+        site=SiteId(site),
+        job_id=JobId(attempt.rsplit("-a", 1)[0]),
+        attempt_id=AttemptId(attempt),
+        month=month,
+        reserved=reserved,
+    )
+
+
+class StoreContract:
+    """Tests every JobStore must pass; subclasses provide the `open_store` fixture."""
+
+    __test__ = False
+
+    @pytest.fixture
+    def open_store(self) -> Iterator[StoreFactory]:  # pragma: no cover - overridden
+        raise NotImplementedError
+        yield
+
+    @pytest.fixture
+    def store(self, open_store: StoreFactory) -> JobStore:
+        return open_store()
+
+    def submit_one(self, store: JobStore, tenant: TenantId = A, name: str = "train", **labels: str) -> Job:
+        [(job, created)] = store.submit(tenant, [Submission(spec(name, **labels))], NOW)
+        assert created
+        return job
+
+    # submit / get -------------------------------------------------------------------------
+
+    def test_submit_stores_queued_jobs_with_a_first_event(self, store: JobStore) -> None:
+        results = store.submit(A, [Submission(spec("one", team="x")), Submission(spec("two"))], NOW)
+        assert [created for _, created in results] == [True, True]
+        for job, _ in results:
+            stored = store.get(job.id)
+            assert stored == job
+            assert stored.state is JobState.QUEUED
+            assert stored.created_at == NOW and stored.updated_at == NOW
+            assert stored.created_at.tzinfo is not None
+            [event] = store.events_after(job.id, 0)
+            assert (event.seq, event.kind, event.state, event.time) == (1, "submitted", JobState.QUEUED, NOW)
+        assert results[0][0].id < results[1][0].id
+        assert store.get(results[0][0].id).spec.labels == {"team": "x"}
+
+    def test_submit_is_idempotent_per_tenant_and_client_id(self, store: JobStore) -> None:
+        [(first, created)] = store.submit(A, [Submission(spec("one"), client_id="c-1")], NOW)
+        assert created and first.client_id == "c-1"
+        [(again, created_again)] = store.submit(A, [Submission(spec("other"), client_id="c-1")], LATER)
+        assert not created_again
+        assert again == store.get(first.id) and again.spec.name == "one"
+        [(other_tenant, created_b)] = store.submit(B, [Submission(spec("one"), client_id="c-1")], NOW)
+        assert created_b and other_tenant.id != first.id
+        # Within one batch, and without a client_id (never deduplicated).
+        batch = store.submit(
+            A,
+            [
+                Submission(spec("x"), client_id="c-2"),
+                Submission(spec("x"), client_id="c-2"),
+                Submission(spec("x")),
+                Submission(spec("x")),
+                Submission(spec("x"), client_id=""),
+            ],
+            NOW,
+        )
+        assert [c for _, c in batch] == [True, False, True, True, True]
+        assert batch[0][0].id == batch[1][0].id
+        assert len({j.id for j, _ in batch}) == 4
+        assert batch[4][0].client_id is None
+        assert len(store.list_jobs(A).jobs) == 5
+        assert len(store.events_after(first.id, 0)) == 1
+
+    def test_submit_idempotent_across_connections(self, open_store: StoreFactory) -> None:
+        stores = [open_store() for _ in range(4)]
+        barrier = threading.Barrier(len(stores))
+        ids: list[JobId] = []
+
+        def submit(s: JobStore) -> None:
+            barrier.wait()
+            [(job, _)] = s.submit(A, [Submission(spec(), client_id="same")], NOW)
+            ids.append(job.id)
+
+        threads = [threading.Thread(target=submit, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(ids)) == 1 and len(ids) == len(stores)
+        assert len(stores[0].list_jobs(A).jobs) == 1
+
+    def test_get_respects_tenants(self, store: JobStore) -> None:
+        job = self.submit_one(store, A)
+        assert store.get(job.id, A) == job
+        assert store.get(job.id) == job
+        with pytest.raises(JobNotFoundError):
+            store.get(job.id, B)
+        with pytest.raises(JobNotFoundError):
+            store.get("j-missing")
+
+    # list_jobs / jobs_in_states / count_by_state -------------------------------------------
+
+    def test_list_jobs_pages_oldest_first_without_gaps(self, store: JobStore) -> None:
+        ids = [self.submit_one(store, A, f"job{i}").id for i in range(7)]
+        seen: list[JobId] = []
+        token = ""
+        pages = 0
+        while True:
+            page = store.list_jobs(A, page_size=3, page_token=token)
+            seen.extend(j.id for j in page.jobs)
+            pages += 1
+            if not page.next_page_token:
+                break
+            assert page.next_page_token == page.jobs[-1].id
+            token = page.next_page_token
+        assert seen == ids == sorted(ids)
+        assert pages == 3
+        # A last page that is exactly full has no token.
+        exact = store.list_jobs(A, page_size=7)
+        assert len(exact.jobs) == 7 and exact.next_page_token == ""
+        assert store.list_jobs(A, page_size=3, page_token=ids[-1]).jobs == []
+
+    def test_list_jobs_filters_by_tenant_state_and_labels(self, store: JobStore) -> None:
+        a1 = self.submit_one(store, A, "a1", team="vision", tier="gold")
+        a2 = self.submit_one(store, A, "a2", team="vision", tier="silver")
+        a3 = self.submit_one(store, A, "a3", team="nlp")
+        b1 = self.submit_one(store, B, "b1", team="vision", tier="gold")
+        store.transition(a2.id, JobState.PLACING, LATER)
+        store.transition(a3.id, JobState.CANCELLED, LATER)
+
+        def ids(tenant: TenantId | None, **kw: Any) -> list[JobId]:
+            return [j.id for j in store.list_jobs(tenant, **kw).jobs]
+
+        assert ids(A) == [a1.id, a2.id, a3.id]
+        assert ids(B) == [b1.id]
+        assert ids(None) == sorted([a1.id, a2.id, a3.id, b1.id])
+        assert ids(A, states=[JobState.QUEUED]) == [a1.id]
+        assert ids(A, states=[JobState.PLACING, JobState.CANCELLED]) == [a2.id, a3.id]
+        assert ids(A, labels={"team": "vision"}) == [a1.id, a2.id]
+        assert ids(A, labels={"team": "vision", "tier": "gold"}) == [a1.id]
+        assert ids(None, labels={"tier": "gold"}) == sorted([a1.id, b1.id])
+        assert ids(A, labels={"team": "vision"}, states=[JobState.PLACING]) == [a2.id]
+        assert ids(A, labels={"team": "nope"}) == []
+        assert ids(B, labels={"team": "nlp"}) == []
+
+    def test_jobs_in_states_and_counts(self, store: JobStore) -> None:
+        jobs = [self.submit_one(store, A if i % 2 else B, f"j{i}") for i in range(5)]
+        store.transition(jobs[1].id, JobState.PLACING, LATER)
+        store.transition(jobs[3].id, JobState.FAILED, LATER)
+        assert [j.id for j in store.jobs_in_states([JobState.QUEUED])] == [jobs[0].id, jobs[2].id, jobs[4].id]
+        assert [j.id for j in store.jobs_in_states([JobState.QUEUED], limit=2)] == [jobs[0].id, jobs[2].id]
+        assert [j.id for j in store.jobs_in_states([JobState.FAILED, JobState.PLACING])] == [
+            jobs[1].id,
+            jobs[3].id,
+        ]
+        assert store.jobs_in_states([]) == []
+        assert store.count_by_state() == {JobState.QUEUED: 3, JobState.PLACING: 1, JobState.FAILED: 1}
+
+    # transition / record / events ----------------------------------------------------------
+
+    def test_transition_moves_sets_fields_and_appends_one_event(self, store: JobStore) -> None:
+        job = self.submit_one(store)
+        published: list[JobEvent] = []
+        store.add_listener(published.append)
+        moved = store.transition(
+            job.id, JobState.PLACING, LATER, kind="placing", message="choosing", data={"offers": 3}
+        )
+        assert moved.state is JobState.PLACING and moved.message == "choosing"
+        assert moved.updated_at == LATER and moved.created_at == NOW
+        assert store.get(job.id) == moved
+        running = store.transition(
+            job.id, JobState.PROVISIONING, LATER, site=SiteId("aws-east"), policy_hash="abc"
+        )
+        running = store.transition(job.id, JobState.RUNNING, LATER)
+        assert (running.site, running.policy_hash, running.message) == ("aws-east", "abc", "choosing")
+        done = store.transition(
+            job.id, JobState.SUCCEEDED, LATER, exit_code=0, log_tail="ok\n", message="done"
+        )
+        assert (done.exit_code, done.log_tail, done.message) == (0, "ok\n", "done")
+        events = store.events_after(job.id, 0)
+        assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+        assert [e.state for e in events] == [
+            JobState.QUEUED,
+            JobState.PLACING,
+            JobState.PROVISIONING,
+            JobState.RUNNING,
+            JobState.SUCCEEDED,
+        ]
+        assert (events[1].kind, events[1].message, events[1].data, events[1].time) == (
+            "placing",
+            "choosing",
+            {"offers": 3},
+            LATER,
+        )
+        assert published == events[1:]
+
+    def test_illegal_transition_raises_and_changes_nothing(self, store: JobStore) -> None:
+        job = self.submit_one(store)
+        published: list[JobEvent] = []
+        store.add_listener(published.append)
+        with pytest.raises(IllegalTransitionError) as info:
+            store.transition(job.id, JobState.SUCCEEDED, LATER, exit_code=0, message="nope")
+        assert (info.value.old, info.value.new) == (JobState.QUEUED, JobState.SUCCEEDED)
+        done = store.transition(job.id, JobState.CANCELLED, LATER)
+        with pytest.raises(IllegalTransitionError):
+            store.transition(job.id, JobState.QUEUED, LATER + timedelta(hours=1), site=SiteId("x"))
+        assert store.get(job.id) == done
+        assert [e.seq for e in store.events_after(job.id, 0)] == [1, 2]
+        assert [e.state for e in published] == [JobState.CANCELLED]
+
+    def test_unknown_fields_and_missing_jobs_are_rejected(self, store: JobStore) -> None:
+        job = self.submit_one(store)
+        with pytest.raises(StoreError):
+            store.transition(job.id, JobState.PLACING, LATER, bogus=1)
+        with pytest.raises(StoreError):
+            store.record(job.id, LATER, kind="note", state="RUNNING")
+        assert store.get(job.id) == job
+        assert len(store.events_after(job.id, 0)) == 1
+        with pytest.raises(JobNotFoundError):
+            store.transition(JobId("j-missing"), JobState.PLACING, LATER)
+        with pytest.raises(JobNotFoundError):
+            store.record(JobId("j-missing"), LATER, kind="note")
+
+    def test_expect_loses_races_gracefully(self, store: JobStore) -> None:
+        job = self.submit_one(store)
+        published: list[JobEvent] = []
+        store.add_listener(published.append)
+        placing = store.transition(job.id, JobState.PLACING, LATER, expect=JobState.QUEUED)
+        assert placing.state is JobState.PLACING
+        unchanged = store.transition(job.id, JobState.CANCELLED, LATER, expect=JobState.QUEUED, message="x")
+        assert unchanged == placing
+        # With a stale `expect`, even an illegal move is a quiet no-op.
+        assert store.transition(job.id, JobState.SUCCEEDED, LATER, expect=JobState.RUNNING) == placing
+        assert len(published) == 1
+        assert [e.seq for e in store.events_after(job.id, 0)] == [1, 2]
+
+    def test_concurrent_expect_has_exactly_one_winner(self, open_store: StoreFactory) -> None:
+        stores = [open_store() for _ in range(6)]
+        jobs = [self.submit_one(stores[0], A, f"j{i}") for i in range(5)]
+        barrier = threading.Barrier(len(stores))
+        wins: list[tuple[int, JobId]] = []
+        errors: list[BaseException] = []
+
+        def race(i: int, s: JobStore) -> None:
+            barrier.wait()
+            target = JobState.CANCELLED if i % 2 else JobState.PLACING
+            for job in jobs:
+                try:
+                    after = s.transition(job.id, target, LATER, expect=JobState.QUEUED, message=f"w{i}")
+                except BaseException as exc:
+                    errors.append(exc)
+                    continue
+                if after.message == f"w{i}":
+                    wins.append((i, job.id))
+
+        threads = [threading.Thread(target=race, args=(i, s)) for i, s in enumerate(stores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert sorted(j for _, j in wins) == sorted(j.id for j in jobs)
+        for job in jobs:
+            events = stores[0].events_after(job.id, 0)
+            assert [e.seq for e in events] == [1, 2]
+
+    def test_record_appends_without_changing_state(self, store: JobStore) -> None:
+        job = self.submit_one(store)
+        store.transition(job.id, JobState.PLACING, NOW)
+        published: list[JobEvent] = []
+        store.add_listener(published.append)
+        noted = store.record(job.id, LATER, kind="note", message="hello", data={"k": [1, 2]}, log_tail="tail")
+        assert noted.state is JobState.PLACING and noted.log_tail == "tail" and noted.updated_at == LATER
+        assert noted.message == ""  # record's message goes to the event only
+        [event] = store.events_after(job.id, 2)
+        assert (event.seq, event.kind, event.state, event.message, event.data) == (
+            3,
+            "note",
+            JobState.PLACING,
+            "hello",
+            {"k": [1, 2]},
+        )
+        assert published == [event]
+
+    def test_record_many_appends_in_one_go_and_skips_missing_jobs(self, store: JobStore) -> None:
+        j1, j2 = self.submit_one(store, A, "a"), self.submit_one(store, B, "b")
+        published: list[JobEvent] = []
+        store.add_listener(published.append)
+        store.record_many(
+            [
+                (j1.id, "tick", "one", {}),
+                (JobId("j-missing"), "tick", "lost", {}),
+                (j2.id, "tick", "two", {"n": 2}),
+                (j1.id, "tick", "three", {}),
+            ],
+            LATER,
+        )
+        assert [(e.job_id, e.seq, e.message) for e in published] == [
+            (j1.id, 2, "one"),
+            (j2.id, 2, "two"),
+            (j1.id, 3, "three"),
+        ]
+        assert [e.message for e in store.events_after(j1.id, 0)] == ["job accepted", "one", "three"]
+        assert store.events_after(j2.id, 1)[0].data == {"n": 2}
+        assert store.get(j1.id).updated_at == NOW  # record_many does not touch the job row
+        store.record_many([], LATER)
+
+    def test_events_after_and_limit(self, store: JobStore) -> None:
+        job = self.submit_one(store)
+        for i in range(9):
+            store.record(job.id, LATER, kind="note", message=str(i))
+        assert [e.seq for e in store.events_after(job.id, 0)] == list(range(1, 11))
+        assert [e.seq for e in store.events_after(job.id, 4)] == list(range(5, 11))
+        assert [e.seq for e in store.events_after(job.id, 4, limit=3)] == [5, 6, 7]
+        assert store.events_after(job.id, 10) == []
+        assert store.events_after(JobId("j-missing"), 0) == []
+
+    def test_event_seqs_stay_contiguous_under_concurrent_writers(self, open_store: StoreFactory) -> None:
+        stores = [open_store() for _ in range(4)]
+        job = self.submit_one(stores[0])
+        barrier = threading.Barrier(len(stores))
+
+        def write(i: int, s: JobStore) -> None:
+            barrier.wait()
+            for n in range(10):
+                if n % 2:
+                    s.record(job.id, LATER, kind="note", message=f"{i}:{n}")
+                else:
+                    s.record_many([(job.id, "tick", f"{i}:{n}", {})], LATER)
+
+        threads = [threading.Thread(target=write, args=(i, s)) for i, s in enumerate(stores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        events = stores[0].events_after(job.id, 0)
+        assert [e.seq for e in events] == list(range(1, 42))
+        assert len({e.message for e in events[1:]}) == 40
+
+    # attempts ---------------------------------------------------------------------------------
+
+    def test_attempt_lifecycle(self, store: JobStore) -> None:
+        job = self.submit_one(store)
+        first = store.create_attempt(job.id, SiteId("aws-east"), OFFER, "tok-1", NOW)
+        assert (first.id, first.number, first.state, first.backend_id) == (
+            f"{job.id}-a1",
+            1,
+            AttemptState.PENDING,
+            None,
+        )
+        assert store.get_attempt(first.id) == first
+        assert store.get(job.id).attempts == 1
+        running = store.update_attempt(first.id, LATER, state=AttemptState.RUNNING, backend_id="i-123")
+        assert (running.state, running.backend_id, running.updated_at, running.created_at) == (
+            AttemptState.RUNNING,
+            "i-123",
+            LATER,
+            NOW,
+        )
+        failed = store.update_attempt(first.id, LATER, state=AttemptState.FAILED, error="boom")
+        assert (failed.state, failed.backend_id, failed.error) == (AttemptState.FAILED, "i-123", "boom")
+        assert failed.offer == OFFER
+        second = store.create_attempt(job.id, SiteId("ali-bj"), OFFER, "tok-2", LATER)
+        assert (second.id, second.number) == (f"{job.id}-a2", 2)
+        assert store.attempts_for(job.id) == [failed, second]
+        assert store.get(job.id).attempts == 2
+        assert store.attempts_for(JobId("j-missing")) == []
+
+    def test_attempt_errors(self, store: JobStore) -> None:
+        with pytest.raises(JobNotFoundError):
+            store.create_attempt(JobId("j-missing"), SiteId("s"), OFFER, "tok", NOW)
+        with pytest.raises(StoreError):
+            store.get_attempt("j-missing-a1")
+        with pytest.raises(StoreError):
+            store.update_attempt(AttemptId("j-missing-a1"), NOW, state=AttemptState.RUNNING)
+
+    def test_live_attempts_are_pending_or_running(self, store: JobStore) -> None:
+        jobs = [self.submit_one(store, A, f"j{i}") for i in range(4)]
+        attempts = [
+            store.create_attempt(j.id, SiteId("s"), OFFER, f"tok-{i}", NOW) for i, j in enumerate(jobs)
+        ]
+        store.update_attempt(attempts[1].id, LATER, state=AttemptState.RUNNING)
+        store.update_attempt(attempts[2].id, LATER, state=AttemptState.SUCCEEDED)
+        store.update_attempt(attempts[3].id, LATER, state=AttemptState.LOST)
+        live = store.live_attempts()
+        assert [(a.id, a.state) for a in live] == [
+            (attempts[0].id, AttemptState.PENDING),
+            (attempts[1].id, AttemptState.RUNNING),
+        ]
+
+    # money ------------------------------------------------------------------------------------
+
+    def test_reserve_spend_respects_tenant_and_global_limits(self, store: JobStore) -> None:
+        assert store.reserve_spend(entry("j1-a1", 60), tenant_limit=100, global_limit=150)
+        assert not store.reserve_spend(entry("j2-a1", 41), tenant_limit=100, global_limit=None)
+        assert store.reserve_spend(entry("j2-a1", 40), tenant_limit=100, global_limit=None)  # exactly full
+        assert store.reserve_spend(entry("j3-a1", 50, tenant=B), tenant_limit=100, global_limit=150)
+        assert not store.reserve_spend(entry("j4-a1", 0.5, tenant=B), tenant_limit=100, global_limit=150)
+        assert store.reserve_spend(entry("j4-a1", 0.5, tenant=B), tenant_limit=100, global_limit=None)
+        assert store.reserve_spend(entry("j5-a1", 1e6), tenant_limit=None, global_limit=None)
+        # Other months are separate.
+        assert store.reserve_spend(entry("j6-a1", 100, month="2026-12"), tenant_limit=100, global_limit=100)
+        assert sorted(e.attempt_id for e in store.spend_entries("2026-11")) == [
+            "j1-a1",
+            "j2-a1",
+            "j3-a1",
+            "j4-a1",
+            "j5-a1",
+        ]
+
+    def test_settle_spend_counts_actual_cash(self, store: JobStore) -> None:
+        assert store.reserve_spend(entry("j1-a1", 80), tenant_limit=100, global_limit=None)
+        assert not store.reserve_spend(entry("j2-a1", 30), tenant_limit=100, global_limit=None)
+        store.settle_spend(AttemptId("j1-a1"), spent=10.0, voucher=70.0)
+        [settled] = store.spend_entries("2026-11")
+        assert (settled.settled, settled.spent, settled.voucher, settled.reserved) == (True, 10.0, 70.0, 80)
+        assert store.reserve_spend(entry("j2-a1", 90), tenant_limit=100, global_limit=None)
+        assert not store.reserve_spend(entry("j3-a1", 0.01), tenant_limit=100, global_limit=None)
+        store.settle_spend(AttemptId("j-missing-a1"), spent=1.0, voucher=0.0)  # no-op
+
+    def test_reserve_spend_replaces_an_attempts_entry(self, store: JobStore) -> None:
+        assert store.reserve_spend(entry("j1-a1", 30), tenant_limit=100, global_limit=None)
+        voucher = SpendEntry(
+            tenant=A,
+            site=SiteId("ali-bj"),
+            job_id=JobId("j1"),
+            attempt_id=AttemptId("j1-a1"),
+            month="2026-11",
+            reserved=50,
+            voucher=5.0,
+            voucher_id="v-1",
+        )
+        assert store.reserve_spend(voucher, tenant_limit=100, global_limit=None)
+        assert store.spend_entries("2026-11") == [voucher]
+
+    def test_spend_entries_filter_by_month_and_tenant(self, store: JobStore) -> None:
+        a, b = entry("j1-a1", 1), entry("j2-a1", 2, tenant=B)
+        other_month = entry("j3-a1", 3, month="2026-10")
+        for e in (a, b, other_month):
+            assert store.reserve_spend(e, tenant_limit=None, global_limit=None)
+        assert sorted(store.spend_entries("2026-11"), key=lambda e: e.attempt_id) == [a, b]
+        assert store.spend_entries("2026-11", A) == [a]
+        assert store.spend_entries("2026-11", B) == [b]
+        assert store.spend_entries("2026-10") == [other_month]
+        assert store.spend_entries("2026-09") == []
+
+    @pytest.mark.parametrize("round_", range(3))
+    def test_concurrent_reservations_never_exceed_limits(self, open_store: StoreFactory, round_: int) -> None:
+        stores = [open_store() for _ in range(4)]
+        costs = [7.0 + (i * 13 + round_ * 5) % 11 for i in range(32)]
+        tenant_limit, global_limit = 90.0, 150.0
+        barrier = threading.Barrier(len(costs))
+        errors: list[BaseException] = []
+
+        def burst(i: int) -> None:
+            tenant = A if i % 2 else B
+            barrier.wait()
+            try:
+                stores[i % len(stores)].reserve_spend(
+                    entry(f"j{i}-a1", costs[i], tenant=tenant),
+                    tenant_limit=tenant_limit,
+                    global_limit=global_limit,
+                )
+                if i % 5 == 0:  # settling at the same time must not let anyone overspend
+                    stores[i % len(stores)].settle_spend(AttemptId(f"j{i}-a1"), costs[i], 0.0)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=burst, args=(i,)) for i in range(len(costs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        entries = stores[0].spend_entries("2026-11")
+        for tenant in (A, B):
+            assert sum(e.reserved for e in entries if e.tenant == tenant) <= tenant_limit + 1e-6
+        assert sum(e.reserved for e in entries) <= global_limit + 1e-6
+        # Everything that fitted was taken: the limits are nearly used up, not left idle.
+        assert sum(e.reserved for e in entries) > global_limit - 2 * max(costs)
+
+    # durability -------------------------------------------------------------------------------
+
+    def test_state_survives_reopening(self, open_store: StoreFactory) -> None:
+        first = open_store()
+        job = self.submit_one(first, A, "keep", team="x")
+        first.transition(job.id, JobState.PLACING, LATER)
+        attempt = first.create_attempt(job.id, SiteId("s"), OFFER, "tok", LATER)
+        assert first.reserve_spend(entry(f"{job.id}-a1", 5), tenant_limit=None, global_limit=None)
+        first.close()
+        second = open_store()
+        assert second.get(job.id, A).state is JobState.PLACING
+        assert second.list_jobs(A, labels={"team": "x"}).jobs[0].id == job.id
+        assert second.get_attempt(attempt.id) == attempt
+        assert len(second.events_after(job.id, 0)) == 2
+        assert len(second.spend_entries("2026-11", A)) == 1
+
+
+class TestSqliteStore(StoreContract):
+    __test__ = True
+
+    @pytest.fixture
+    def open_store(self, tmp_path: Path) -> Iterator[StoreFactory]:
+        opened: list[JobStore] = []
+
+        def factory() -> JobStore:
+            opened.append(SqliteStore(tmp_path / "broker.db"))
+            return opened[-1]
+
+        yield factory
+        for s in opened:
+            s.close()
+
+
+class TestPostgresStore(StoreContract):
+    __test__ = True
+
+    @pytest.fixture
+    def open_store(self, pg_dsn: str) -> Iterator[StoreFactory]:
+        opened: list[JobStore] = []
+
+        def factory() -> JobStore:
+            opened.append(PostgresStore(pg_dsn))
+            return opened[-1]
+
+        yield factory
+        for s in opened:
+            s.close()
+
+    def test_nul_characters_are_stored_as_replacement_characters(self, store: JobStore) -> None:
+        job = self.submit_one(store)
+        moved = store.transition(job.id, JobState.PLACING, LATER, message="a\x00b", log_tail="x\x00")
+        assert (moved.message, moved.log_tail) == ("a\ufffdb", "x\ufffd")
+        assert store.events_after(job.id, 1)[0].message == "a\ufffdb"
