@@ -224,7 +224,7 @@ class EmulatedInstances:
             aws_secret_access_key="demo",
         )
         while not self.stop.wait(0.3):
-            for iid, inst in list(self.ecs.instances.items()):
+            for iid in list(self.ecs.instances):
                 if iid not in self.booted and self.ecs.user_data.get(iid):
                     self._boot(iid, base64.b64decode(self.ecs.user_data[iid]).decode())
             try:
