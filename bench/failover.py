@@ -67,6 +67,7 @@ from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service
 from broker.api import broker_service_pb2 as pb  # noqa: E402
 from broker.auth import hash_token  # noqa: E402
 from tests.brokerproc import BrokerProcess  # noqa: E402
+from tests.clouds.e2e_helpers import live_attempt  # noqa: E402
 from tests.doubles.moto_front import MotoFront, Scenario, capacity_fault  # noqa: E402
 
 AMI = "ami-12c6146b"  # one of moto's stock images
@@ -280,6 +281,14 @@ class Bench:
 
     def finish(self, job_id: str, launch: Call) -> None:
         """Play the bootstrap's exit report; wait until the job is terminal and its instance gone."""
+        data_dir = self.broker.config.parent / "data"
+        deadline = time.monotonic() + 20
+        # The front answers RunInstances a moment before the broker has stored the instance id;
+        # an exit reported in between would leave nothing for the broker to terminate.
+        while live_attempt(data_dir, job_id)[2] is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{job_id}: no backend id recorded")
+            time.sleep(0.01)
         since = len(self.front.stamper.calls)
         tags = launch.tags()
         self.agent.ReportExit(
@@ -287,7 +296,6 @@ class Bench:
                 attempt_id=tags["szb:attempt"], token=tags["szb:token"], exit_code=0
             )
         )
-        deadline = time.monotonic() + 20
         while self.stub.GetJob(pb.GetJobRequest(id=job_id), metadata=MD).job.state not in TERMINAL:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{job_id} did not finish")

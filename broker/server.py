@@ -146,7 +146,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             item = Submission(
                 spec=_spec(request.job, ""), client_id=_client_id(request.client_id, "client_id")
             )
-            [(job, created)] = self.services.submit(tenant, [item])
+            [(job, created)] = await self.services.submit(tenant, [item])
             spec = request.job if created else None
             return broker_service_pb2.SubmitJobResponse(job=job_to_proto(job, spec), created=created)
         except Exception as exc:
@@ -172,7 +172,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                     problems.extend(bad.items)
             if problems:
                 raise _BadRequest(problems)
-            results = self.services.submit(tenant, items)
+            results = await self.services.submit(tenant, items)
             return broker_service_pb2.SubmitJobsResponse(
                 responses=[
                     broker_service_pb2.SubmitJobResponse(job=job_to_proto(j, r.job if c else None), created=c)

@@ -6,7 +6,7 @@ import asyncio
 import hmac
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -76,20 +76,47 @@ class BrokerServices:
     clock: Clock
     hub: EventHub
     admit: AdmitFn | None = None
+    _pending: list[tuple[TenantId, Sequence[Submission], asyncio.Future[list[tuple[Job, bool]]]]] = field(
+        default_factory=list
+    )
 
-    def submit(self, tenant: TenantId, items: Sequence[Submission]) -> list[tuple[Job, bool]]:
-        """Validate placeability of every item first, then store them all in one transaction."""
+    async def submit(self, tenant: TenantId, items: Sequence[Submission]) -> list[tuple[Job, bool]]:
+        """Check every item can be placed, then store them all in one transaction.
+
+        Submissions arriving together from many callers share one commit (group commit): each
+        caller waits for the commit that holds its jobs, so an answered submit is durable.
+        """
         now = self.clock.now()
         if self.admit is not None:
             for index, item in enumerate(items):
                 reasons = self.admit(item.spec, tenant, now)
                 if reasons:
                     raise NotPlaceableError(index, reasons)
-        results = self.store.submit(tenant, items, now)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[tuple[Job, bool]]] = loop.create_future()
+        self._pending.append((tenant, items, done))
+        if len(self._pending) == 1:
+            loop.call_soon(self._commit_pending)
+        results = await done
         for job, created in results:
             if created:
                 self.dispatcher.job_submitted(job)
         return results
+
+    def _commit_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        try:
+            stored = self.store.submit_many(
+                [(tenant, items) for tenant, items, _ in pending], self.clock.now()
+            )
+        except Exception as exc:
+            for _, _, done in pending:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for (_, _, done), results in zip(pending, stored, strict=True):
+            if not done.done():
+                done.set_result(results)
 
     def get(self, tenant: TenantId, job_id: str) -> Job:
         return self.store.get(job_id, tenant)

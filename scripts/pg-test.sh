@@ -55,10 +55,24 @@ check_unshare() {
 }
 
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  if command -v python3 >/dev/null; then
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    return
+  fi
+  local p
+  for p in $(shuf -i 20000-60999 -n 50); do   # nothing answers there: free enough for a test server
+    (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+  die "no free port found"
 }
 
 port() { [ -s "$PORT_FILE" ] && cat "$PORT_FILE"; }
+
+# A pid is alive when it exists and is not a zombie (kill -0 and PostgreSQL's own check both
+# succeed on zombies, and PID 1 here may never reap a killed postmaster).
+alive() { [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+postmaster_pid() { [ -s "$DATA/postmaster.pid" ] && head -n 1 "$DATA/postmaster.pid"; }
+postmaster_alive() { alive "$(postmaster_pid || true)"; }
 
 status() {
   local bin p
@@ -82,10 +96,11 @@ start() {
     as_pg "$bin/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$D/initdb.log" 2>&1 \
       || { cat "$D/initdb.log" >&2; die "initdb failed"; }
   fi
-  # A server killed without `stop` leaves its pid file behind; pg_ctl start refuses that.
-  if [ -f "$DATA/postmaster.pid" ] && ! as_pg "$bin/pg_ctl" status -D "$DATA" >/dev/null 2>&1; then
-    rm -f "$DATA/postmaster.pid"
+  if postmaster_alive; then
+    die "a postmaster (pid $(postmaster_pid)) runs on $DATA but does not answer on port $(port || echo '?')"
   fi
+  # A server killed without `stop` leaves its pid file behind; postgres refuses to start then.
+  rm -f "$DATA/postmaster.pid"
   p=$(free_port)
   echo "$p" >"$PORT_FILE"
   as_pg "$bin/pg_ctl" start -D "$DATA" -l "$LOG" -w -t 60 \
@@ -98,7 +113,11 @@ start() {
 stop() {
   local bin
   bin=$(bindir) || return 0
-  [ -f "$DATA/postmaster.pid" ] || { log "not running"; return 0; }
+  if ! postmaster_alive; then
+    rm -f "$DATA/postmaster.pid"
+    log "not running"
+    return 0
+  fi
   as_pg "$bin/pg_ctl" stop -D "$DATA" -m fast -w -t 60 >/dev/null || die "pg_ctl stop failed"
   log "stopped"
 }

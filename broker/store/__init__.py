@@ -8,12 +8,14 @@ from broker.store.base import (
     StoreError,
     Submission,
 )
+from broker.store.postgres import PostgresStore
 from broker.store.sqlite import SqliteStore
 
 __all__ = [
     "JobNotFoundError",
     "JobPage",
     "JobStore",
+    "PostgresStore",
     "SpendEntry",
     "SqliteStore",
     "StoreError",

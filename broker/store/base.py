@@ -116,6 +116,12 @@ class JobStore(abc.ABC):
     def submit(self, tenant: TenantId, items: Sequence[Submission], now: datetime) -> list[tuple[Job, bool]]:
         """Store all items atomically; an item whose client_id exists returns that job, False."""
 
+    def submit_many(
+        self, groups: Sequence[tuple[TenantId, Sequence[Submission]]], now: datetime
+    ) -> list[list[tuple[Job, bool]]]:
+        """Several tenants' submissions at once (group commit); stores may do it in one transaction."""
+        return [self.submit(tenant, items, now) for tenant, items in groups]
+
     @abc.abstractmethod
     def get(self, job_id: str, tenant: TenantId | None = None) -> Job:
         """The job; JobNotFoundError when missing or owned by another tenant."""

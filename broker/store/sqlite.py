@@ -145,63 +145,80 @@ class SqliteStore(JobStore):
         )
 
     def submit(self, tenant: TenantId, items: Sequence[Submission], now: datetime) -> list[tuple[Job, bool]]:
-        results: list[tuple[Job, bool]] = []
+        return self.submit_many([(tenant, items)], now)[0]
+
+    def submit_many(
+        self, groups: Sequence[tuple[TenantId, Sequence[Submission]]], now: datetime
+    ) -> list[list[tuple[Job, bool]]]:
+        out: list[list[tuple[Job, bool]]] = []
         events: list[JobEvent] = []
         ts = _ts(now)
         with self._tx() as db:
-            for item in items:
-                if item.client_id:
-                    row = db.execute(
-                        f"SELECT {_JOB_COLS} FROM jobs WHERE tenant=? AND client_id=?",
-                        (tenant, item.client_id),
-                    ).fetchone()
-                    if row is not None:
-                        results.append((self._row_to_job(row), False))
-                        continue
-                job_id = self.ids.next(now)
-                db.execute(
-                    "INSERT INTO jobs (id, tenant, client_id, state, spec, created_at, updated_at, last_seq)"
-                    " VALUES (?,?,?,?,?,?,?,1)",
-                    (
-                        job_id,
-                        tenant,
-                        item.client_id or None,
-                        JobState.QUEUED.value,
-                        item.spec.model_dump_json(),
-                        ts,
-                        ts,
-                    ),
-                )
-                if item.spec.labels:
-                    db.executemany(
-                        "INSERT INTO job_labels (job_id, key, value) VALUES (?,?,?)",
-                        [(job_id, k, v) for k, v in item.spec.labels.items()],
-                    )
-                db.execute(
-                    "INSERT INTO events VALUES (?,?,?,?,?,?,?)",
-                    (job_id, 1, ts, "submitted", JobState.QUEUED.value, "job accepted", "{}"),
-                )
-                job = Job(
-                    id=job_id,
-                    tenant=tenant,
-                    spec=item.spec,
-                    client_id=item.client_id or None,
-                    created_at=now,
-                    updated_at=now,
-                )
-                results.append((job, True))
-                events.append(
-                    JobEvent(
-                        job_id=job_id,
-                        seq=1,
-                        time=now,
-                        kind="submitted",
-                        state=JobState.QUEUED,
-                        message="job accepted",
-                    )
-                )
+            for tenant, items in groups:
+                results: list[tuple[Job, bool]] = []
+                for item in items:
+                    results.append(self._insert(db, tenant, item, now, ts, events))
+                out.append(results)
         self._publish(events)
-        return results
+        return out
+
+    def _insert(
+        self,
+        db: sqlite3.Connection,
+        tenant: TenantId,
+        item: Submission,
+        now: datetime,
+        ts: float,
+        events: list[JobEvent],
+    ) -> tuple[Job, bool]:
+        if item.client_id:
+            row = db.execute(
+                f"SELECT {_JOB_COLS} FROM jobs WHERE tenant=? AND client_id=?", (tenant, item.client_id)
+            ).fetchone()
+            if row is not None:
+                return self._row_to_job(row), False
+        job_id = self.ids.next(now)
+        db.execute(
+            "INSERT INTO jobs (id, tenant, client_id, state, spec, created_at, updated_at, last_seq)"
+            " VALUES (?,?,?,?,?,?,?,1)",
+            (
+                job_id,
+                tenant,
+                item.client_id or None,
+                JobState.QUEUED.value,
+                item.spec.model_dump_json(),
+                ts,
+                ts,
+            ),
+        )
+        if item.spec.labels:
+            db.executemany(
+                "INSERT INTO job_labels (job_id, key, value) VALUES (?,?,?)",
+                [(job_id, k, v) for k, v in item.spec.labels.items()],
+            )
+        db.execute(
+            "INSERT INTO events VALUES (?,?,?,?,?,?,?)",
+            (job_id, 1, ts, "submitted", JobState.QUEUED.value, "job accepted", "{}"),
+        )
+        events.append(
+            JobEvent(
+                job_id=job_id,
+                seq=1,
+                time=now,
+                kind="submitted",
+                state=JobState.QUEUED,
+                message="job accepted",
+            )
+        )
+        job = Job(
+            id=job_id,
+            tenant=tenant,
+            spec=item.spec,
+            client_id=item.client_id or None,
+            created_at=now,
+            updated_at=now,
+        )
+        return job, True
 
     def get(self, job_id: str, tenant: TenantId | None = None) -> Job:
         with self._lock:
