@@ -36,8 +36,11 @@ test: $(VENV)/.dev-installed $(BUF)
 	if scripts/slurm-cluster.sh install && scripts/slurm-cluster.sh start; then \
 	  eval "$$(scripts/slurm-cluster.sh env)"; started=1; \
 	else echo "WARNING: could not start the Slurm test cluster; Slurm tests will fail" >&2; started=0; fi; \
+	if scripts/pg-test.sh start; then eval "$$(scripts/pg-test.sh env)"; pg_started=1; \
+	else echo "WARNING: could not start PostgreSQL; the PostgreSQL store tests will fail" >&2; pg_started=0; fi; \
 	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
 	[ "$$started" = 1 ] && scripts/slurm-cluster.sh stop; \
+	[ "$$pg_started" = 1 ] && scripts/pg-test.sh stop; \
 	exit $$rc
 
 lint: $(VENV)/.dev-installed

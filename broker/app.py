@@ -26,9 +26,10 @@ from broker.config import BrokerConfig
 from broker.dispatch.dispatcher import Dispatcher
 from broker.model import SiteId, TenantId
 from broker.planning import Planner
+from broker.reports import spend_report, status_report
 from broker.server import AgentServicer, BrokerServicer
 from broker.service import BrokerServices, EventHub
-from broker.store import SqliteStore
+from broker.store import JobStore, PostgresStore, SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,11 @@ class BrokerApp:
         """Start everything; returns the bound port."""
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = SqliteStore(cfg.data_dir / "broker.db", durability=cfg.durability)
+        self.store: JobStore = (
+            PostgresStore(cfg.store.dsn)
+            if cfg.store is not None
+            else SqliteStore(cfg.data_dir / "broker.db", durability=cfg.durability)
+        )
         self.hub = EventHub()
         self.hub.bind(asyncio.get_running_loop())
         self.store.add_listener(self.hub.publish)
@@ -139,10 +144,10 @@ class BrokerApp:
         self.dispatcher.capacity_changed()
 
     def _status_proto(self) -> broker_service_pb2.GetStatusResponse:
-        return self.planner.status_report(self.store, self.dispatcher.stats.bursts)
+        return status_report(self.planner, self.store, self.dispatcher.stats.bursts)
 
     def _spend_proto(self, tenant: TenantId, asked: str) -> broker_service_pb2.GetSpendResponse:
-        return self.planner.spend_report(tenant, asked, self.store)
+        return spend_report(self.planner, tenant, asked, self.store)
 
     async def stop(self, grace: float = 2.0) -> None:
         if self.server is None:

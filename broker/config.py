@@ -31,6 +31,12 @@ class DispatchSettings(BaseModel):
     """How often every site is listed for orphans and lost attempts."""
 
 
+class StoreSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dsn: str = Field(min_length=1)
+    """PostgreSQL connection string (`postgresql://user@host:5432/db` or `key=value` form)."""
+
+
 class BrokerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     listen: str = "127.0.0.1:50051"
@@ -41,6 +47,8 @@ class BrokerConfig(BaseModel):
     """Tokens file (hashes → tenants); None runs with the single built-in dev tenant."""
     durability: str = Field(default="normal", pattern="^(normal|full)$")
     dispatch: DispatchSettings = DispatchSettings()
+    store: StoreSettings | None = None
+    """Shared PostgreSQL store; None keeps the embedded SQLite file `data_dir/broker.db`."""
     sites: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-site adapter settings merged over the policy's `adapter_config` (endpoints, keys)."""
     agent_http_listen: str | None = "127.0.0.1:0"

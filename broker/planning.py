@@ -7,7 +7,6 @@ The dispatcher asks it for a `PassSnapshot` once per pass and a `Decision` per q
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -15,7 +14,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from adapters.base import Adapter, AdapterError, Capability, CapacityError
-from broker.api import broker_service_pb2 as pb
 from broker.api import placement_pb2
 from broker.burst import (
     BurstInputs,
@@ -33,7 +31,7 @@ from broker.catalog.offers import static_offers
 from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.decision import Decision
-from broker.dispatch.dispatcher import FailoverPlan
+from broker.dispatch.contract import FailoverPlan
 from broker.dispatch.failover import (
     Blocklist,
     BreakerState,
@@ -47,7 +45,6 @@ from broker.model import (
     AttemptStatus,
     Job,
     JobSpec,
-    JobState,
     Offer,
     SiteId,
     TenantId,
@@ -55,8 +52,9 @@ from broker.model import (
 from broker.placement import PlacementContext, Reason, place, rejection_summary
 from broker.placement._env import Env
 from broker.policy import Policy, PolicyWatcher
+from broker.serde import explanation_to_proto
 from broker.snapshot import PassSnapshot, partition_key
-from broker.store import JobNotFoundError, JobStore, SpendEntry
+from broker.store import JobStore, SpendEntry
 
 log = logging.getLogger(__name__)
 
@@ -424,116 +422,9 @@ class Planner:
         return explain_json(decision)
 
     def explain_proto(self, spec: JobSpec, tenant: TenantId) -> placement_pb2.Explanation:
-        body = self.explain(spec, tenant)
-        return explanation_to_proto(body)
+        return explanation_to_proto(self.explain(spec, tenant))
 
     # Operator views --------------------------------------------------------------------
-
-    def spend_report(self, tenant: TenantId, asked: str, store: JobStore) -> pb.GetSpendResponse:
-        """This month's spend by tenant and site; tenants see their own, internal ones anyone's."""
-        policy = self.policy
-        now = self.clock.now()
-        caller = policy.tenant(tenant)
-        target = asked or tenant
-        if target != tenant and (caller is None or caller.kind != "internal"):
-            raise JobNotFoundError(f"tenant {target!r} not found")
-        month = month_of(now)
-        entries = store.spend_entries(month, None if target == "*" else TenantId(target))
-        lines: dict[tuple[str, str], list[float]] = {}
-        for e in entries:
-            line = lines.setdefault((e.tenant, e.site), [0.0, 0.0])
-            if e.settled:
-                line[0] += e.spent
-            else:
-                line[1] += e.reserved
-        resp = pb.GetSpendResponse(
-            currency=policy.currency,
-            month=month,
-            lines=[
-                pb.SpendLine(tenant=t, site=site, spent=round(v[0], 2), reserved=round(v[1], 2))
-                for (t, site), v in sorted(lines.items())
-            ],
-        )
-        if target != "*":
-            money = self.money(target, now, store)
-            resp.budget = self.budget(target) or 0.0
-            resp.budget_left = money.budget_left if money.budget_left is not None else 0.0
-            resp.vouchers_left = sum(money.voucher_balances.values())
-        return resp
-
-    def status_report(self, store: JobStore, bursts: Sequence[datetime]) -> pb.GetStatusResponse:
-        """Operator view: capacity and waits per partition, jobs by state and site, money."""
-        now = self.clock.now()
-        offers, totals = self.live_offers(now)
-        resp = pb.GetStatusResponse(policy_hash=self.policy_hash)
-        seen: set[str] = set()
-        for o in offers:
-            key = partition_key(o)
-            if not is_onprem(self.policy, o.site) or key in seen:
-                continue
-            seen.add(key)
-            resp.partitions.append(
-                pb.PartitionStatus(
-                    site=o.site,
-                    partition=o.instance_type,
-                    accelerator=o.accelerator or "",
-                    total=totals.get(key, o.count if o.accelerator else int(o.cpus)),
-                    free=o.free or 0,
-                    expected_wait_seconds=o.expected_wait_s,
-                )
-            )
-        for state, n in store.count_by_state().items():
-            resp.jobs_by_state[state.value] = n
-        for job in store.jobs_in_states([JobState.PROVISIONING, JobState.RUNNING]):
-            if job.site:
-                resp.active_jobs_by_site[job.site] = resp.active_jobs_by_site[job.site] + 1
-        hour_ago = now - timedelta(hours=1)
-        resp.burst_decisions_last_hour = sum(1 for b in bursts if b >= hour_ago)
-        tenants = []
-        for t in self.policy.tenants:
-            money = self.money(t.id, now, store)
-            tenants.append(
-                {
-                    "tenant": t.id,
-                    "budget_left": money.budget_left,
-                    "vouchers_left": sum(money.voucher_balances.values()),
-                }
-            )
-        resp.status_json = json.dumps(
-            {"tenants": tenants, "unhealthy": self.unhealthy_now(), "currency": self.policy.currency},
-            default=str,
-        )
-        return resp
-
-
-def explanation_to_proto(body: Mapping[str, Any]) -> placement_pb2.Explanation:
-    def scored(d: Mapping[str, Any]) -> placement_pb2.ScoredOffer:
-        return placement_pb2.ScoredOffer(
-            site=d["site"],
-            country=d.get("country") or "",
-            residency=d.get("residency") or "",
-            instance_type=d["instance_type"],
-            accelerator=d.get("accelerator") or "",
-            count=d["count"],
-            spot=d["spot"],
-            price_per_hour=d["price_per_hour"],
-            currency=d.get("currency") or "",
-            allowed=d["allowed"],
-            reasons=[placement_pb2.Reason(rule=r["rule"], message=r["message"]) for r in d["reasons"]],
-            score=d["score"] if d.get("score") is not None else 0.0,
-            terms={k: float(v) for k, v in d.get("terms", {}).items()},
-            expected_wait_seconds=d.get("expected_wait_s") or 0.0,
-            zone=d.get("zone") or "",
-        )
-
-    msg = placement_pb2.Explanation(
-        offers=[scored(o) for o in body["offers"]],
-        policy_hash=body["policy_hash"],
-        decision_json=json.dumps(body.get("decision", {}), default=str),
-    )
-    if body.get("chosen"):
-        msg.chosen.CopyFrom(scored(body["chosen"]))
-    return msg
 
 
 def _instance_types(rows: Sequence[InstanceRow]) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.json_format import MessageToDict
 
-from broker.api import job_pb2
+from broker.api import job_pb2, placement_pb2
 from broker.model import (
     Job,
     JobEvent,
@@ -229,3 +230,33 @@ def event_from_proto(msg: job_pb2.JobEvent) -> JobEvent:
         message=msg.message,
         data=MessageToDict(msg.data),
     )
+
+
+def explanation_to_proto(body: Mapping[str, Any]) -> placement_pb2.Explanation:
+    def scored(d: Mapping[str, Any]) -> placement_pb2.ScoredOffer:
+        return placement_pb2.ScoredOffer(
+            site=d["site"],
+            country=d.get("country") or "",
+            residency=d.get("residency") or "",
+            instance_type=d["instance_type"],
+            accelerator=d.get("accelerator") or "",
+            count=d["count"],
+            spot=d["spot"],
+            price_per_hour=d["price_per_hour"],
+            currency=d.get("currency") or "",
+            allowed=d["allowed"],
+            reasons=[placement_pb2.Reason(rule=r["rule"], message=r["message"]) for r in d["reasons"]],
+            score=d["score"] if d.get("score") is not None else 0.0,
+            terms={k: float(v) for k, v in d.get("terms", {}).items()},
+            expected_wait_seconds=d.get("expected_wait_s") or 0.0,
+            zone=d.get("zone") or "",
+        )
+
+    msg = placement_pb2.Explanation(
+        offers=[scored(o) for o in body["offers"]],
+        policy_hash=body["policy_hash"],
+        decision_json=json.dumps(body.get("decision", {}), default=str),
+    )
+    if body.get("chosen"):
+        msg.chosen.CopyFrom(scored(body["chosen"]))
+    return msg

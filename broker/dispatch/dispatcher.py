@@ -10,16 +10,17 @@ import asyncio
 import logging
 import re
 import secrets
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from adapters.base import Adapter, AdapterError, NotFoundError, TransientError
+from adapters.base import Adapter, AdapterError, TransientError
 from broker.clock import Clock
 from broker.config import DispatchSettings
 from broker.decision import Action, Decision
-from broker.dispatch.failover import NextStep, RetryPolicy, retry_transient
+from broker.dispatch.attempts import AttemptTracking
+from broker.dispatch.contract import _OFFER_FAULTS, DecisionMaker, DispatchStats
+from broker.dispatch.failover import retry_transient
 from broker.dispatch.reconcile import reconcile
 from broker.model import (
     Attempt,
@@ -38,49 +39,6 @@ from broker.store import JobStore
 log = logging.getLogger(__name__)
 
 
-class DecisionMaker(Protocol):
-    """What the dispatcher needs from the planning shell (`broker.planning.Planner`)."""
-
-    def snapshot(self, now: datetime, live: Sequence[Attempt]) -> PassSnapshot: ...
-
-    def decide(self, job: Job, snap: PassSnapshot, store: JobStore) -> Decision: ...
-
-    def reserve(self, job: Job, attempt: Attempt, decision: Decision, store: JobStore) -> bool: ...
-
-    def settle(self, job: Job, attempt: Attempt, status: AttemptStatus, store: JobStore) -> None: ...
-
-    def failover(self) -> FailoverPlan: ...
-
-    def record_failure(self, attempt: Attempt, error: AdapterError) -> NextStep: ...
-
-    def record_success(self, attempt: Attempt) -> None: ...
-
-    def record_preemption(self, attempt: Attempt) -> None: ...
-
-    def needs_agent(self, site: str) -> bool: ...
-
-
-@dataclass(frozen=True)
-class FailoverPlan:
-    """The policy's numbers for retries, timeouts and giving up, as dispatch uses them."""
-
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    attempt_timeout_s: float = 1200.0
-    give_up_after_s: float = 86400.0
-    heartbeat_timeout_s: float = 300.0
-    max_attempts: int = 5
-
-
-# Errors that are the offer's fault, not the job's: they move the job on without using up
-# one of its attempts (the give-up deadline still bounds the chain).
-_OFFER_FAULTS = (
-    NextStep.BLOCK_OFFER_TRY_NEXT,
-    NextStep.BLOCK_REGION_TRY_NEXT,
-    NextStep.DROP_OFFER_TRY_NEXT,
-    NextStep.OPEN_CIRCUIT_TRY_NEXT,
-)
-
-
 _DIGITS = re.compile(r"[\d.]+")
 DECISIONS_PER_SLICE = 25
 FLOOD_SETTLE_S = 0.03
@@ -94,14 +52,7 @@ _PRIORITY_ORDER = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
 ACTIVE = (JobState.PLACING, JobState.PROVISIONING, JobState.RUNNING)
 
 
-@dataclass
-class DispatchStats:
-    decisions: int = 0
-    launches: int = 0
-    bursts: list[datetime] = field(default_factory=list)
-
-
-class Dispatcher:
+class Dispatcher(AttemptTracking):
     """Moves jobs through the state machine; one asyncio task plus worker threads for I/O."""
 
     def __init__(
@@ -438,190 +389,6 @@ class Dispatcher:
                 data=data,
             )
         self.capacity_changed()
-
-    # Watching attempts -------------------------------------------------------------------
-
-    async def _poll_attempts(self) -> None:
-        live = [
-            a
-            for a in self.store.live_attempts()
-            if a.backend_id is not None and a.job_id not in self._inflight
-        ]
-        if not live:
-            return
-        results = await asyncio.gather(*(self._poll_one(a) for a in live), return_exceptions=True)
-        for attempt, result in zip(live, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning("polling %s failed: %s", attempt.id, result)
-
-    async def _poll_one(self, attempt: Attempt) -> None:
-        adapter = self.adapters.get(attempt.site)
-        if adapter is None or attempt.backend_id is None:
-            return
-        try:
-            status = await asyncio.to_thread(adapter.status, attempt.backend_id)
-        except NotFoundError:
-            status = AttemptStatus(state=AttemptState.LOST, message="the backend no longer knows it")
-        except AdapterError as exc:
-            log.info("status of %s unavailable: %s", attempt.id, exc)
-            return
-        if status.state == AttemptState.RUNNING and self.planner.needs_agent(attempt.site):
-            last = self.heartbeats.get(attempt.id, max(attempt.created_at, self._started_at))
-            silent = (self.clock.now() - last).total_seconds()
-            if silent > self.planner.failover().heartbeat_timeout_s:
-                status = AttemptStatus(
-                    state=AttemptState.LOST, message=f"no heartbeat from the instance for {silent:.0f}s"
-                )
-        self.apply_status(attempt, status)
-
-    def heartbeat(self, attempt: Attempt) -> None:
-        """The agent on an instance is alive (AgentService)."""
-        self.heartbeats[attempt.id] = self.clock.now()
-
-    def apply_status(self, attempt: Attempt, status: AttemptStatus) -> None:
-        """Fold what a backend (or the agent on an instance) reported into job and attempt."""
-        now = self.clock.now()
-        # The caller's copy may be stale (a poll racing an agent report): decide on the stored one.
-        attempt = self.store.get_attempt(attempt.id)
-        if attempt.state.terminal:
-            return
-        job = self.store.get(attempt.job_id)
-        if status.state == attempt.state and status.state != AttemptState.RUNNING:
-            return
-        if status.state == AttemptState.RUNNING:
-            if attempt.state != AttemptState.RUNNING:
-                self.store.update_attempt(attempt.id, now, state=AttemptState.RUNNING)
-            if job.state == JobState.PROVISIONING:
-                self.store.transition(
-                    job.id,
-                    JobState.RUNNING,
-                    now,
-                    kind="running",
-                    message=f"running on {attempt.site}",
-                    expect=JobState.PROVISIONING,
-                )
-            return
-        if status.state == AttemptState.PENDING:
-            return
-        attempt = self.store.update_attempt(attempt.id, now, state=status.state, error=status.message)
-        self.planner.settle(job, attempt, status, self.store)
-        self.heartbeats.pop(attempt.id, None)
-        if self.planner.needs_agent(attempt.site) and attempt.backend_id is not None:
-            self._in_background(self._terminate(attempt))
-        if status.state == AttemptState.PREEMPTED:
-            self.planner.record_preemption(attempt)
-        self.capacity_changed()
-        if job.state.terminal:
-            return
-        fields: dict[str, Any] = {"log_tail": status.log_tail}
-        if status.exit_code is not None:
-            fields["exit_code"] = status.exit_code
-        if status.state == AttemptState.SUCCEEDED:
-            self.store.transition(
-                job.id, JobState.SUCCEEDED, now, kind="finished", message="exit code 0", **fields
-            )
-        elif status.state == AttemptState.FAILED:
-            self.store.transition(
-                job.id,
-                JobState.FAILED,
-                now,
-                kind="finished",
-                message=f"exit code {status.exit_code}",
-                **fields,
-            )
-        elif status.state == AttemptState.CANCELLED:
-            self.store.transition(
-                job.id,
-                JobState.CANCELLED,
-                now,
-                kind="cancelled",
-                message="cancelled at the backend",
-                **fields,
-            )
-        elif status.state == AttemptState.PREEMPTED:
-            self.store.transition(
-                job.id,
-                JobState.PREEMPTED,
-                now,
-                kind="preempted",
-                message=f"preempted on {attempt.site}",
-                data={"site": attempt.site, "offer": attempt.offer.key},
-                **fields,
-            )
-            self.store.transition(
-                job.id, JobState.QUEUED, now, kind="requeued", message="requeued after preemption"
-            )
-        else:  # LOST
-            if job.attempts >= self.planner.failover().max_attempts:
-                self.store.transition(
-                    job.id,
-                    JobState.FAILED,
-                    now,
-                    kind="lost",
-                    message=f"attempt lost ({status.message}); no attempts left",
-                    **fields,
-                )
-            else:
-                self.store.transition(
-                    job.id,
-                    JobState.QUEUED,
-                    now,
-                    kind="lost",
-                    message=f"attempt lost ({status.message}); requeued",
-                )
-
-    def _in_background(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _terminate(self, attempt: Attempt) -> None:
-        """An agent-run attempt is over: make sure its instance is gone."""
-        adapter = self.adapters.get(attempt.site)
-        if adapter is None or attempt.backend_id is None:
-            return
-        try:
-            await asyncio.to_thread(adapter.cancel, attempt.backend_id, attempt.token)
-            self.store.record(
-                attempt.job_id,
-                self.clock.now(),
-                kind="terminated",
-                message=f"instance {attempt.backend_id} at {attempt.site} terminated",
-                data={"attempt": attempt.id, "backend_id": attempt.backend_id},
-            )
-        except AdapterError as exc:  # the reconciler will find it again
-            log.warning("terminating %s at %s failed: %s", attempt.backend_id, attempt.site, exc)
-
-    # Cancellation ------------------------------------------------------------------------
-
-    async def cancel(self, job: Job) -> Job:
-        """Cancel a job wherever it is; the backend is told after the state is recorded."""
-        now = self.clock.now()
-        if job.state.terminal:
-            return job
-        job = self.store.transition(
-            job.id,
-            JobState.CANCELLED,
-            now,
-            kind="cancelled",
-            message="cancelled by the user",
-            expect=job.state,
-        )
-        if job.state != JobState.CANCELLED:
-            return await self.cancel(job)  # it moved meanwhile: try again from where it is now
-        for attempt in self.store.attempts_for(job.id):
-            if attempt.state.terminal or attempt.backend_id is None:
-                continue
-            adapter = self.adapters.get(attempt.site)
-            if adapter is None:
-                continue
-            try:
-                await asyncio.to_thread(adapter.cancel, attempt.backend_id, attempt.token)
-                self.store.update_attempt(attempt.id, self.clock.now(), state=AttemptState.CANCELLED)
-            except AdapterError as exc:
-                log.warning("cancel of %s at %s failed: %s", attempt.id, attempt.site, exc)
-        self.capacity_changed()
-        return self.store.get(job.id)
 
 
 def _offer_fault(error: str) -> bool:

@@ -29,6 +29,14 @@ from broker.model import (
     TenantId,
 )
 from broker.states import check_transition
+from broker.store._postgres_schema import (
+    ATTEMPT_COLS,
+    JOB_COLS,
+    LOCK_SCHEMA,
+    LOCK_SPEND,
+    SCHEMA,
+    SPEND_COLS,
+)
 from broker.store.base import (
     JOB_FIELDS,
     JobNotFoundError,
@@ -42,66 +50,6 @@ from broker.store.base import (
 
 if TYPE_CHECKING:
     import psycopg
-
-# Ids are compared and ordered byte-wise (COLLATE "C"), exactly like SQLite's BINARY collation,
-# so pagination tokens and "oldest first" do not depend on the database's locale.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-  id TEXT COLLATE "C" PRIMARY KEY,
-  tenant TEXT NOT NULL,
-  client_id TEXT,
-  state TEXT NOT NULL,
-  spec TEXT NOT NULL,
-  created_at TIMESTAMPTZ NOT NULL,
-  updated_at TIMESTAMPTZ NOT NULL,
-  site TEXT,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  exit_code INTEGER,
-  log_tail TEXT NOT NULL DEFAULT '',
-  message TEXT NOT NULL DEFAULT '',
-  policy_hash TEXT NOT NULL DEFAULT '',
-  last_seq INTEGER NOT NULL DEFAULT 0
-);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_client_id ON jobs(tenant, client_id) WHERE client_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
-CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant, id);
-CREATE TABLE IF NOT EXISTS job_labels (
-  job_id TEXT COLLATE "C" NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
-  PRIMARY KEY (key, value, job_id)
-);
-CREATE TABLE IF NOT EXISTS events (
-  job_id TEXT COLLATE "C" NOT NULL, seq INTEGER NOT NULL, time TIMESTAMPTZ NOT NULL,
-  kind TEXT NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL, data TEXT NOT NULL,
-  PRIMARY KEY (job_id, seq)
-);
-CREATE TABLE IF NOT EXISTS attempts (
-  id TEXT COLLATE "C" PRIMARY KEY, job_id TEXT COLLATE "C" NOT NULL, number INTEGER NOT NULL,
-  site TEXT NOT NULL, offer TEXT NOT NULL, token TEXT NOT NULL UNIQUE, state TEXT NOT NULL,
-  backend_id TEXT, created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL,
-  error TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_id, number);
-CREATE INDEX IF NOT EXISTS attempts_state ON attempts(state);
-CREATE TABLE IF NOT EXISTS spend (
-  attempt_id TEXT COLLATE "C" PRIMARY KEY, tenant TEXT NOT NULL, site TEXT NOT NULL,
-  job_id TEXT NOT NULL, month TEXT NOT NULL, reserved DOUBLE PRECISION NOT NULL,
-  spent DOUBLE PRECISION NOT NULL, voucher DOUBLE PRECISION NOT NULL, settled BOOLEAN NOT NULL,
-  voucher_id TEXT
-);
-CREATE INDEX IF NOT EXISTS spend_month ON spend(month, tenant);
-"""
-
-# Advisory lock keys (first int of the two-int form): schema creation, and one lock per month
-# that serialises every change to that month's spend totals.
-_LOCK_SCHEMA = 0x5A42_0001
-_LOCK_SPEND = 0x5A42_0002
-
-_JOB_COLS = (
-    "id, tenant, client_id, state, spec, created_at, updated_at, site, attempts, exit_code, "
-    "log_tail, message, policy_hash"
-)
-_ATTEMPT_COLS = "id, job_id, number, site, offer, token, state, backend_id, created_at, updated_at, error"
-_SPEND_COLS = "tenant, site, job_id, attempt_id, month, reserved, spent, voucher, settled, voucher_id"
 
 
 def _ts(value: datetime) -> datetime:
@@ -134,7 +82,7 @@ class PostgresStore(JobStore):
         self._lock = threading.RLock()
         self._conn = self._connect()
         with self._tx() as db:
-            db.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_LOCK_SCHEMA,))
+            db.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_SCHEMA,))
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
@@ -191,7 +139,7 @@ class PostgresStore(JobStore):
                 client_id = _text(item.client_id) or None
                 if client_id:
                     row = db.execute(
-                        f"SELECT {_JOB_COLS} FROM jobs WHERE tenant=%s AND client_id=%s", (tenant, client_id)
+                        f"SELECT {JOB_COLS} FROM jobs WHERE tenant=%s AND client_id=%s", (tenant, client_id)
                     ).fetchone()
                     if row is not None:
                         results.append((self._row_to_job(row), False))
@@ -207,7 +155,7 @@ class PostgresStore(JobStore):
                 ).fetchone()
                 if inserted is None:
                     row = db.execute(
-                        f"SELECT {_JOB_COLS} FROM jobs WHERE tenant=%s AND client_id=%s", (tenant, client_id)
+                        f"SELECT {JOB_COLS} FROM jobs WHERE tenant=%s AND client_id=%s", (tenant, client_id)
                     ).fetchone()
                     if row is None:  # pragma: no cover - the conflicting row was committed
                         raise StoreError(f"client_id {client_id!r} conflicted but is not visible")
@@ -246,7 +194,7 @@ class PostgresStore(JobStore):
         return results
 
     def get(self, job_id: str, tenant: TenantId | None = None) -> Job:
-        row = self._fetchone(f"SELECT {_JOB_COLS} FROM jobs WHERE id=%s", (job_id,))
+        row = self._fetchone(f"SELECT {JOB_COLS} FROM jobs WHERE id=%s", (job_id,))
         if row is None or (tenant is not None and row[1] != tenant):
             raise JobNotFoundError(f"job {job_id!r} not found")
         return self._row_to_job(row)
@@ -273,7 +221,7 @@ class PostgresStore(JobStore):
             )
             params.extend([_text(key), _text(value)])
         sql = (
-            f"SELECT {', '.join('j.' + c.strip() for c in _JOB_COLS.split(','))} FROM jobs j "
+            f"SELECT {', '.join('j.' + c.strip() for c in JOB_COLS.split(','))} FROM jobs j "
             f"WHERE {' AND '.join(where)} ORDER BY j.id LIMIT %s"
         )
         rows = self._fetchall(sql, [*params, page_size + 1])
@@ -364,7 +312,7 @@ class PostgresStore(JobStore):
                     fields = {**fields, "message": message}
                 self._set_fields(db, job_id, now, new_state, fields)
                 event = self._append_event(db, job_id, now, kind, new_state, message, data)
-            job_row = db.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id=%s", (job_id,)).fetchone()
+            job_row = db.execute(f"SELECT {JOB_COLS} FROM jobs WHERE id=%s", (job_id,)).fetchone()
         if event is not None:
             self._publish([event])
         assert job_row is not None  # the row is locked by this transaction
@@ -384,7 +332,7 @@ class PostgresStore(JobStore):
             state = self._lock_state(db, job_id)
             self._set_fields(db, job_id, now, None, fields)
             event = self._append_event(db, job_id, now, kind, state, message, data)
-            job_row = db.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id=%s", (job_id,)).fetchone()
+            job_row = db.execute(f"SELECT {JOB_COLS} FROM jobs WHERE id=%s", (job_id,)).fetchone()
         self._publish([event])
         assert job_row is not None  # the row is locked by this transaction
         return self._row_to_job(job_row)
@@ -424,7 +372,7 @@ class PostgresStore(JobStore):
         if not states:
             return []
         rows = self._fetchall(
-            f"SELECT {_JOB_COLS} FROM jobs WHERE state = ANY(%s) ORDER BY id LIMIT %s",
+            f"SELECT {JOB_COLS} FROM jobs WHERE state = ANY(%s) ORDER BY id LIMIT %s",
             ([s.value for s in states], limit),
         )
         return [self._row_to_job(r) for r in rows]
@@ -462,7 +410,7 @@ class PostgresStore(JobStore):
             number: int = row[0]
             attempt_id = new_attempt_id(job_id, number)
             db.execute(
-                f"INSERT INTO attempts ({_ATTEMPT_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                f"INSERT INTO attempts ({ATTEMPT_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 (
                     attempt_id,
                     job_id,
@@ -509,7 +457,7 @@ class PostgresStore(JobStore):
                 params.append(_text(value))
         with self._tx() as db:
             row = db.execute(
-                f"UPDATE attempts SET {', '.join(sets)} WHERE id=%s RETURNING {_ATTEMPT_COLS}",
+                f"UPDATE attempts SET {', '.join(sets)} WHERE id=%s RETURNING {ATTEMPT_COLS}",
                 [*params, attempt_id],
             ).fetchone()
         if row is None:
@@ -517,20 +465,20 @@ class PostgresStore(JobStore):
         return self._row_to_attempt(row)
 
     def get_attempt(self, attempt_id: str) -> Attempt:
-        row = self._fetchone(f"SELECT {_ATTEMPT_COLS} FROM attempts WHERE id=%s", (attempt_id,))
+        row = self._fetchone(f"SELECT {ATTEMPT_COLS} FROM attempts WHERE id=%s", (attempt_id,))
         if row is None:
             raise StoreError(f"attempt {attempt_id!r} not found")
         return self._row_to_attempt(row)
 
     def attempts_for(self, job_id: JobId) -> list[Attempt]:
         rows = self._fetchall(
-            f"SELECT {_ATTEMPT_COLS} FROM attempts WHERE job_id=%s ORDER BY number", (job_id,)
+            f"SELECT {ATTEMPT_COLS} FROM attempts WHERE job_id=%s ORDER BY number", (job_id,)
         )
         return [self._row_to_attempt(r) for r in rows]
 
     def live_attempts(self) -> list[Attempt]:
         rows = self._fetchall(
-            f"SELECT {_ATTEMPT_COLS} FROM attempts WHERE state IN (%s, %s) ORDER BY id",
+            f"SELECT {ATTEMPT_COLS} FROM attempts WHERE state IN (%s, %s) ORDER BY id",
             (AttemptState.PENDING.value, AttemptState.RUNNING.value),
         )
         return [self._row_to_attempt(r) for r in rows]
@@ -540,7 +488,7 @@ class PostgresStore(JobStore):
     @staticmethod
     def _lock_month(db: psycopg.Connection[tuple[Any, ...]], month: str) -> None:
         """Serialise every change to `month`'s totals, across processes, until commit."""
-        db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_SPEND, month))
+        db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_SPEND, month))
 
     def reserve_spend(
         self, entry: SpendEntry, *, tenant_limit: float | None, global_limit: float | None
@@ -562,7 +510,7 @@ class PostgresStore(JobStore):
                 if row[0] + entry.reserved > global_limit + 1e-9:
                     return False
             db.execute(
-                f"INSERT INTO spend ({_SPEND_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                f"INSERT INTO spend ({SPEND_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
                 "ON CONFLICT (attempt_id) DO UPDATE SET tenant=EXCLUDED.tenant, site=EXCLUDED.site, "
                 "job_id=EXCLUDED.job_id, month=EXCLUDED.month, reserved=EXCLUDED.reserved, "
                 "spent=EXCLUDED.spent, voucher=EXCLUDED.voucher, settled=EXCLUDED.settled, "
@@ -594,7 +542,7 @@ class PostgresStore(JobStore):
             )
 
     def spend_entries(self, month: str, tenant: TenantId | None = None) -> list[SpendEntry]:
-        sql = f"SELECT {_SPEND_COLS} FROM spend WHERE month=%s"
+        sql = f"SELECT {SPEND_COLS} FROM spend WHERE month=%s"
         params: list[Any] = [month]
         if tenant is not None:
             sql += " AND tenant=%s"

@@ -553,6 +553,7 @@ class SqliteStore(JobStore):
         if tenant is not None:
             sql += " AND tenant=?"
             params.append(tenant)
+        sql += " ORDER BY attempt_id"
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
         return [

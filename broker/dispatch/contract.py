@@ -1,0 +1,65 @@
+"""What the dispatcher needs from the planning shell, and the numbers it works with."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from adapters.base import AdapterError
+from broker.decision import Decision
+from broker.dispatch.failover import NextStep, RetryPolicy
+from broker.model import Attempt, AttemptStatus, Job
+from broker.snapshot import PassSnapshot
+from broker.store import JobStore
+
+
+class DecisionMaker(Protocol):
+    """What the dispatcher needs from the planning shell (`broker.planning.Planner`)."""
+
+    def snapshot(self, now: datetime, live: Sequence[Attempt]) -> PassSnapshot: ...
+
+    def decide(self, job: Job, snap: PassSnapshot, store: JobStore) -> Decision: ...
+
+    def reserve(self, job: Job, attempt: Attempt, decision: Decision, store: JobStore) -> bool: ...
+
+    def settle(self, job: Job, attempt: Attempt, status: AttemptStatus, store: JobStore) -> None: ...
+
+    def failover(self) -> FailoverPlan: ...
+
+    def record_failure(self, attempt: Attempt, error: AdapterError) -> NextStep: ...
+
+    def record_success(self, attempt: Attempt) -> None: ...
+
+    def record_preemption(self, attempt: Attempt) -> None: ...
+
+    def needs_agent(self, site: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class FailoverPlan:
+    """The policy's numbers for retries, timeouts and giving up, as dispatch uses them."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    attempt_timeout_s: float = 1200.0
+    give_up_after_s: float = 86400.0
+    heartbeat_timeout_s: float = 300.0
+    max_attempts: int = 5
+
+
+# Errors that are the offer's fault, not the job's: they move the job on without using up
+# one of its attempts (the give-up deadline still bounds the chain).
+_OFFER_FAULTS = (
+    NextStep.BLOCK_OFFER_TRY_NEXT,
+    NextStep.BLOCK_REGION_TRY_NEXT,
+    NextStep.DROP_OFFER_TRY_NEXT,
+    NextStep.OPEN_CIRCUIT_TRY_NEXT,
+)
+
+
+@dataclass
+class DispatchStats:
+    decisions: int = 0
+    launches: int = 0
+    bursts: list[datetime] = field(default_factory=list)
