@@ -169,7 +169,7 @@ class AlibabaAdapter:
         return None
 
     def submit(self, request: LaunchRequest) -> str:
-        existing = self.find_by_token(request.token)
+        existing = None if request.first_call else self.find_by_token(request.token)
         if existing is not None:
             return existing
         offer = request.offer

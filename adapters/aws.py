@@ -203,7 +203,9 @@ class AwsAdapter:
         return None
 
     def submit(self, request: LaunchRequest) -> str:
-        existing = self.find_by_token(request.token)  # moto ignores ClientToken; real EC2 honours it
+        # EC2 dedupes on ClientToken, but only a look-up finds what a retried call already made
+        # under another client (and moto ignores ClientToken); a first call cannot have any.
+        existing = None if request.first_call else self.find_by_token(request.token)
         if existing is not None:
             return existing
         offer = request.offer

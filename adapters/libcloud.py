@@ -189,7 +189,7 @@ class LibcloudAdapter:
 
     def submit(self, request: LaunchRequest) -> str:
         name = self.node_name(request.token)
-        existing = self._find(name)
+        existing = None if request.first_call else self._find(name)
         if existing is not None:
             return str(existing.id)
         with map_libcloud_errors(self.site):

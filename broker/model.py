@@ -311,6 +311,9 @@ class LaunchRequest(_Frozen):
     offer: Offer
     agent_endpoint: str = ""
     agent_token: str = ""
+    first_call: bool = False
+    """True only for the very first call with this token: nothing can exist under it yet, so
+    adapters may skip looking for an earlier launch (retries and recovery leave it False)."""
 
 
 class AttemptStatus(_Frozen):

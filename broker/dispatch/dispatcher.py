@@ -178,7 +178,8 @@ class Dispatcher(AttemptTracking):
             # During a flood of submissions, let them land first (they are durable already)
             # and decide them together a moment later.
             if (
-                loop_now - self._last_submit < FLOOD_SETTLE_S
+                len(self._new_jobs) > 1
+                and loop_now - self._last_submit < FLOOD_SETTLE_S
                 and len(self._new_jobs) < FLOOD_MAX_PENDING
                 and loop_now - self._first_new < FLOOD_MAX_DELAY_S
             ):
@@ -325,8 +326,17 @@ class Dispatcher(AttemptTracking):
             )
             plan = self.planner.failover()
             try:
+                calls = 0
+
+                def submit() -> str:
+                    nonlocal calls
+                    calls += 1
+                    # A fresh attempt's first call cannot find anything under its token.
+                    first = calls == 1 and decision is not None
+                    return adapter.submit(request.model_copy(update={"first_call": first}))
+
                 backend_id = await asyncio.wait_for(
-                    asyncio.to_thread(retry_transient, lambda: adapter.submit(request), policy=plan.retry),
+                    asyncio.to_thread(retry_transient, submit, policy=plan.retry),
                     timeout=plan.attempt_timeout_s,
                 )
             except TimeoutError as exc:
