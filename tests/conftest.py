@@ -1,31 +1,22 @@
+"""Fixtures shared by the policy, catalog and placement tests."""
+
 from __future__ import annotations
 
-import argparse
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from broker.commands import explain, hardware, policy
+from broker.cli import main
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
-
-def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="szb")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for module in (policy, hardware, explain):
-        module.register(sub)
-    args = parser.parse_args(argv)
-    code: int = args.handler(args)
-    return code
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.fixture
 def cli() -> Callable[[list[str]], int]:
-    """Run `szb` with this package's command groups registered."""
-    return run_cli
+    """Run `szb` in-process (exit code returned, output captured by capsys)."""
+    return main
 
 
 @pytest.fixture
