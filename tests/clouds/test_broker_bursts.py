@@ -391,3 +391,42 @@ def test_real_user_data_script_reports_to_the_broker(
         final = wait_state(stub, job.id, TERMINAL)
         assert final.state == job_pb2.JOB_STATE_FAILED and final.exit_code == 4
         assert "trained on the instance" in final.log_tail
+
+
+def test_silent_instance_is_lost_terminated_and_the_job_retried(
+    tmp_path: Path, clouds: tuple[MotoFront, EcsCloud], ecs_server: EcsEndpoint
+) -> None:
+    moto, _ = clouds
+    config = write_setup(tmp_path, moto.url, ecs_server.address)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy.read_text().replace("heartbeat_timeout: 1h", "heartbeat_timeout: 2s"))
+    proc = BrokerProcess(config)
+    proc.start()
+    try:
+        with grpc.insecure_channel(proc.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("silent", "A10G")), metadata=md()).job
+            # The first instance never reports: after 2 s without a heartbeat it is lost.
+            deadline = time.monotonic() + 30
+            while not any(e.kind == "lost" for e in events_so_far(stub, job.id)):
+                assert time.monotonic() < deadline, "the silent attempt was never declared lost"
+                time.sleep(0.2)
+            play_bootstrap_when_on(stub, proc, job.id, "aws-east")
+            final = wait_state(stub, job.id, TERMINAL)
+            assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.attempts == 2
+        instances = ec2_instances(moto, "us-east-1", job.id)
+        assert len(instances) == 2
+        states = sorted(i["State"]["Name"] for i in instances)  # type: ignore[index]
+        assert all(s in ("shutting-down", "terminated") for s in states)
+    finally:
+        proc.stop()
+
+
+def events_so_far(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str) -> list[job_pb2.JobEvent]:
+    out = []
+    try:
+        for resp in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=md(), timeout=0.5):
+            out.append(resp.event)
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    return out
