@@ -141,7 +141,7 @@ class BrokerApp:
         return adapters
 
     def _policy_changed(self) -> None:
-        self.dispatcher.capacity_changed()
+        self.dispatcher.policy_changed()
 
     def _status_proto(self) -> broker_service_pb2.GetStatusResponse:
         return status_report(self.planner, self.store, self.dispatcher.stats.bursts)

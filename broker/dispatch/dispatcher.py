@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 _DIGITS = re.compile(r"[\d.]+")
 DECISIONS_PER_SLICE = 25
+HEAD_SCAN_WAITS = 64
+"""A head scan (after capacity frees) stops deciding after this many waits in a row."""
 FLOOD_SETTLE_S = 0.03
 """A new-jobs pass waits until submissions pause this long…"""
 FLOOD_MAX_DELAY_S = 1.0
@@ -80,6 +82,7 @@ class Dispatcher(AttemptTracking):
         self._snap_at = 0.0
         self._kick = asyncio.Event()
         self._dirty = True
+        self._full = True
         self._new_jobs: dict[JobId, Job] = {}
         self._last_submit = 0.0
         self._first_new = 0.0
@@ -100,10 +103,15 @@ class Dispatcher(AttemptTracking):
         self._kick.set()
 
     def capacity_changed(self) -> None:
-        """Something that can change decisions happened: re-decide every queued job."""
+        """Capacity freed or a job came back: re-decide the head of the queue now."""
         self._dirty = True
         self._snap = None
         self._kick.set()
+
+    def policy_changed(self) -> None:
+        """A new policy: every queued job is decided again, from the head to the tail."""
+        self._full = True
+        self.capacity_changed()
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -168,10 +176,17 @@ class Dispatcher(AttemptTracking):
     async def _schedule(self) -> None:
         loop_now = asyncio.get_running_loop().time()
         if loop_now - self._last_full_scan >= self.settings.requeue_scan_s:
-            self._dirty = True
-        if self._dirty:
-            self._last_full_scan = loop_now
-            self._dirty = False
+            self._full = True
+        # Freed capacity can only start jobs at the head of the queue (deeper jobs' waits only
+        # shrink, so none of them newly needs to burst): a head scan stops after a run of
+        # waits. Periodic and policy-change scans decide every queued job.
+        head_only: set[JobId] | None = None
+        if self._full or self._dirty:
+            if self._full:
+                self._last_full_scan = loop_now
+            else:
+                head_only = set(self._new_jobs)
+            self._full = self._dirty = False
             self._new_jobs.clear()
             queued = self.store.jobs_in_states([JobState.QUEUED])
         elif self._new_jobs:
@@ -202,7 +217,10 @@ class Dispatcher(AttemptTracking):
         snap = self._snap
         snap.now = now
         waiting: list[tuple[JobId, str, dict[str, Any], str]] = []
+        waits_in_a_row = 0
         for n, job in enumerate(queued, start=1):
+            if head_only is not None and waits_in_a_row >= HEAD_SCAN_WAITS and job.id not in head_only:
+                continue
             if n % DECISIONS_PER_SLICE == 0:
                 self._flush_waiting(waiting, now)
                 await asyncio.sleep(0)  # let RPCs in between slices of a long pass
@@ -210,6 +228,7 @@ class Dispatcher(AttemptTracking):
                     return
             decision = self.planner.decide(job, snap, self.store)
             self.stats.decisions += 1
+            waits_in_a_row = waits_in_a_row + 1 if decision.action == Action.WAIT else 0
             if decision.action == Action.RUN and decision.offer is not None:
                 self._waiting_reason.pop(job.id, None)
                 self._start(job, decision)

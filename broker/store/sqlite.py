@@ -80,6 +80,8 @@ CREATE TABLE IF NOT EXISTS spend (
 CREATE INDEX IF NOT EXISTS spend_month ON spend(month, tenant);
 """
 
+SPEC_CACHE_SIZE = 200_000
+
 _JOB_COLS = (
     "id, tenant, client_id, state, spec, created_at, updated_at, site, attempts, exit_code, "
     "log_tail, message, policy_hash"
@@ -113,6 +115,7 @@ class SqliteStore(JobStore):
         self._conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
         self._conn.execute("PRAGMA foreign_keys=OFF")
         self._conn.executescript(SCHEMA)
+        self._specs: dict[str, JobSpec] = {}
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -127,13 +130,22 @@ class SqliteStore(JobStore):
 
     # Jobs ---------------------------------------------------------------------------------
 
+    def _spec(self, job_id: str, text: str) -> JobSpec:
+        """Specs never change once stored: parse each once (scans of a deep queue read many)."""
+        spec = self._specs.get(job_id)
+        if spec is None:
+            if len(self._specs) >= SPEC_CACHE_SIZE:
+                self._specs.clear()
+            spec = self._specs[job_id] = JobSpec.model_validate_json(text)
+        return spec
+
     def _row_to_job(self, row: Sequence[Any]) -> Job:
         return Job(
             id=JobId(row[0]),
             tenant=TenantId(row[1]),
             client_id=row[2],
             state=JobState(row[3]),
-            spec=JobSpec.model_validate_json(row[4]),
+            spec=self._spec(row[0], row[4]),
             created_at=_dt(row[5]),
             updated_at=_dt(row[6]),
             site=SiteId(row[7]) if row[7] else None,

@@ -1,0 +1,118 @@
+"""The report folder: `summary.md` plus PNG plots (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from broker.sim.metrics import RunResult
+
+PLOTS = ("queue.png", "onprem_utilisation.png", "cost_by_strategy.png", "wait_cdf.png")
+
+
+def write_report(folder: Path, result: Mapping[str, Any], runs: Mapping[str, RunResult]) -> list[Path]:
+    """Write summary.md, result.json and the plots into `folder`; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        path = folder / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    for name, attr, label in (("queue.png", "queue", "queued jobs"),
+                              ("onprem_utilisation.png", "onprem_util", "on-prem GPU utilisation")):
+        fig, ax = plt.subplots(figsize=(9, 3.5))
+        for strategy, run in runs.items():
+            t = np.array(run.series.t) / 3600
+            ax.step(t, getattr(run.series, attr), where="post", label=strategy, linewidth=0.9)
+        ax.set_xlabel("simulated time (h)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+        save(fig, name)
+
+    strategies = result["strategies"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    names = list(strategies)
+    onprem = [strategies[n]["cost_onprem"] for n in names]
+    cloud = [strategies[n]["cost_cloud"] for n in names]
+    ax.bar(names, onprem, label="on-prem (shadow price)")
+    ax.bar(names, cloud, bottom=onprem, label="cloud")
+    if result.get("lower_bound_cost"):
+        ax.axhline(result["lower_bound_cost"], color="k", linestyle="--", linewidth=1, label="lower bound")
+    ax.set_ylabel(f"cost ({result.get('currency', '')})")
+    ax.legend(fontsize=8)
+    save(fig, "cost_by_strategy.png")
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for strategy, run in runs.items():
+        waits = np.sort([r.wait_s for r in run.records if not r.rejected and not math.isnan(r.start_s)])
+        if waits.size:
+            ax.step(np.maximum(waits, 1.0) / 60, np.arange(1, waits.size + 1) / waits.size, where="post",
+                    label=strategy, linewidth=0.9)
+    ax.set_xscale("log")
+    ax.set_xlabel("wait before start (min, log; 0 shown at 1 s)")
+    ax.set_ylabel("share of jobs")
+    ax.legend(fontsize=8)
+    save(fig, "wait_cdf.png")
+
+    (folder / "result.json").write_text(json.dumps(result, indent=2))
+    written.append(folder / "result.json")
+    (folder / "summary.md").write_text(summary_markdown(result))
+    written.append(folder / "summary.md")
+    return written
+
+
+def summary_markdown(result: Mapping[str, Any]) -> str:
+    cur = result.get("currency", "")
+    lines = [
+        f"# Simulation: {result.get('scenario', '')}",
+        "",
+        f"Policy `{result.get('policy', '')}` (hash `{result.get('policy_hash', '')}`), seed {result.get('seed')}, "
+        f"time scale {result.get('time_scale')}, simulated in {result.get('sim_wall_s')} s.",
+        "",
+        f"| strategy | jobs | cost ({cur}) | lower bound | cost ratio | p50 wait s | p95 wait s | SLO | burst "
+        "| carbon kg | budget viol. | compliance viol. |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in result["strategies"].items():
+        lines.append(
+            f"| {name} | {s['jobs']} | {s['cost']:,.0f} | {_f(s.get('lower_bound_cost'))} | {_f(s.get('cost_ratio'))} "
+            f"| {_f(s['p50_wait_s'])} | {_f(s['p95_wait_s'])} | {s['slo_attainment']:.3f} | {s['burst_fraction']:.3f} "
+            f"| {s['carbon_kg']:,.0f} | {s['budget_violations']} | {s['compliance_violations']} |")
+    frontier = result.get("frontier", {})
+    lines += [
+        "",
+        f"Lower bound (LP relaxation, HiGHS) at the policy's late-job count: {_f(result.get('lower_bound_cost'))} "
+        f"{cur}; with every job on time: {_f(result.get('lower_bound_cost_all_on_time'))} {cur}. "
+        f"Policy cost ratio: {_f(result.get('cost_ratio'))}.",
+        "",
+        "Each strategy's lower bound is the least cost of any schedule with at most as many late jobs as it "
+        "had (a job is late when it starts after its max_wait), so every ratio is at least 1.",
+        "",
+        f"Policy on the cost-vs-SLO frontier: {frontier.get('policy_on_frontier')}"
+        + (f" (dominated by {', '.join(frontier['dominated_by'])})" if frontier.get("dominated_by") else "") + ".",
+        "",
+        "Plots: " + ", ".join(f"[{p}]({p})" for p in PLOTS) + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _f(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.2f}"
+    return str(v)
