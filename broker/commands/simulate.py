@@ -14,17 +14,28 @@ from broker.policy import PolicyError
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("simulate", help="replay a trace: cost and wait of a policy against baselines")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--trace", type=Path, help="trace file (Alibaba GPU v2023 pod list or plain CSV; .gz ok)")
+    src.add_argument(
+        "--trace", type=Path, help="trace file (Alibaba GPU v2023 pod list or plain CSV; .gz ok)"
+    )
     src.add_argument("--synthetic", type=int, metavar="N", help="generate N LLM-heavy jobs instead")
-    p.add_argument("--trace-format", choices=("alibaba-v2023", "csv"), default=None,
-                   help="default: detected from the header")
+    p.add_argument(
+        "--trace-format",
+        choices=("alibaba-v2023", "csv"),
+        default=None,
+        help="default: detected from the header",
+    )
     p.add_argument("--policy", type=Path, required=True)
     p.add_argument("--scenario", type=Path, default=None, help="scenario YAML (configs/scenarios/)")
     p.add_argument("--onprem-gpus", type=int, default=None, help="rescale on-prem GPU partitions to N GPUs")
     p.add_argument("--time-scale", type=float, default=None, help="divide inter-arrival times by K")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--baselines", choices=("all", "none"), default="none")
-    p.add_argument("--no-lower-bound", action="store_true", help="skip the LP (it needs the baselines' facts)")
+    p.add_argument("--no-lower-bound", action="store_true", help="skip the LP relaxation")
+    p.add_argument(
+        "--per-strategy-bounds",
+        action="store_true",
+        help="also solve the bound at each strategy's own late-job count (slower)",
+    )
     p.add_argument("--report", type=Path, default=None, help="write summary.md and PNG plots here")
     p.add_argument("--output", choices=("json", "table"), default="table")
     p.set_defaults(handler=cmd_simulate)
@@ -52,8 +63,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         policy = load_policy(args.policy)
         if args.trace is not None:
             trace, info = read_trace(args.trace, args.trace_format, max_runtime_s=scenario.max_runtime_s)
-            source: dict[str, Any] = {"trace": str(args.trace), "format": info.format, "rows": info.rows,
-                                      "kept": info.kept, "skipped": info.skipped}
+            source: dict[str, Any] = {
+                "trace": str(args.trace),
+                "format": info.format,
+                "rows": info.rows,
+                "kept": info.kept,
+                "skipped": info.skipped,
+            }
         else:
             trace = generate(SyntheticParams(jobs=args.synthetic), scenario.seed)
             source = {"synthetic": args.synthetic}
@@ -71,8 +87,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description:<16}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=_stderr_console(), transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=_stderr_console(),
+        transient=True,
+    ) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
@@ -81,10 +103,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             bar.update(tasks[phase], completed=done)
 
         baselines = BASELINES if args.baselines == "all" else ()
-        sim = simulate(policy, jobs, scenario, baselines=baselines,
-                       lower_bound=not args.no_lower_bound, progress=progress)
-    result = {**sim.result, "scenario": scenario.name, "seed": scenario.seed, "time_scale": scenario.time_scale,
-              "policy": str(args.policy), "policy_hash": policy.hash, "currency": policy.currency, **source}
+        sim = simulate(
+            policy,
+            jobs,
+            scenario,
+            baselines=baselines,
+            lower_bound=not args.no_lower_bound,
+            per_strategy_bounds=args.per_strategy_bounds,
+            progress=progress,
+        )
+    result = {
+        **sim.result,
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "time_scale": scenario.time_scale,
+        "policy": str(args.policy),
+        "policy_hash": policy.hash,
+        "currency": policy.currency,
+        **source,
+    }
     if args.report is not None:
         from broker.sim.report import write_report
 
@@ -109,18 +146,41 @@ def print_table(result: dict[str, Any]) -> None:
 
     cur = result.get("currency", "")
     table = Table(title=f"szb simulate: {result.get('scenario')} (time scale {result.get('time_scale')})")
-    cols = ("strategy", "jobs", f"cost {cur}", "cost ratio", "p50 wait s", "p95 wait s", "SLO", "burst",
-            "carbon kg", "budget viol.", "compl. viol.")
+    cols = (
+        "strategy",
+        "jobs",
+        f"cost {cur}",
+        "cost ratio",
+        "p50 wait s",
+        "p95 wait s",
+        "SLO",
+        "burst",
+        "carbon kg",
+        "budget viol.",
+        "compl. viol.",
+    )
     for c in cols:
         table.add_column(c, justify="left" if c == "strategy" else "right")
     for name, s in result["strategies"].items():
-        table.add_row(name, str(s["jobs"]), f"{s['cost']:,.0f}", _fmt(s.get("cost_ratio")), _fmt(s["p50_wait_s"]),
-                      _fmt(s["p95_wait_s"]), f"{s['slo_attainment']:.3f}", f"{s['burst_fraction']:.3f}",
-                      f"{s['carbon_kg']:,.0f}", str(s["budget_violations"]), str(s["compliance_violations"]))
+        table.add_row(
+            name,
+            str(s["jobs"]),
+            f"{s['cost']:,.0f}",
+            _fmt(s.get("cost_ratio")),
+            _fmt(s["p50_wait_s"]),
+            _fmt(s["p95_wait_s"]),
+            f"{s['slo_attainment']:.3f}",
+            f"{s['burst_fraction']:.3f}",
+            f"{s['carbon_kg']:,.0f}",
+            str(s["budget_violations"]),
+            str(s["compliance_violations"]),
+        )
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(table)
-    console.print(f"lower bound {_fmt(result.get('lower_bound_cost'))} {cur}; cost ratio "
-                  f"{_fmt(result.get('cost_ratio'))}; simulated in {result['sim_wall_s']} s")
+    console.print(
+        f"lower bound {_fmt(result.get('lower_bound_cost'))} {cur}; cost ratio "
+        f"{_fmt(result.get('cost_ratio'))}; simulated in {result['sim_wall_s']} s"
+    )
 
 
 def _fmt(v: Any) -> str:

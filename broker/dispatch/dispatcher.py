@@ -188,7 +188,7 @@ class Dispatcher(AttemptTracking):
                 head_only = set(self._new_jobs)
             self._full = self._dirty = False
             self._new_jobs.clear()
-            queued = self.store.jobs_in_states([JobState.QUEUED])
+            queued = await self._queued_jobs()
         elif self._new_jobs:
             # During a flood of submissions, let them land first (they are durable already)
             # and decide them together a moment later.
@@ -265,6 +265,18 @@ class Dispatcher(AttemptTracking):
                     self._waiting_reason[job.id] = gist
                     waiting.append((job.id, reason, dict(decision.data), decision.policy_hash))
         self._flush_waiting(waiting, now)
+
+    async def _queued_jobs(self) -> list[Job]:
+        """Every queued job, read a page at a time so a deep queue never stalls the RPCs."""
+        jobs: list[Job] = []
+        token = ""
+        while True:
+            page = self.store.list_jobs(None, states=[JobState.QUEUED], page_size=500, page_token=token)
+            jobs.extend(page.jobs)
+            token = page.next_page_token
+            if not token:
+                return jobs
+            await asyncio.sleep(0)
 
     def _flush_waiting(self, waiting: list[tuple[JobId, str, dict[str, Any], str]], now: datetime) -> None:
         if waiting:

@@ -78,11 +78,17 @@ class OfferBook:
         self.parts = parts
         self._cache: dict[tuple[int, int, int], Offer] = {}
         # Cloud offers carry their site's mean provisioning time as expected wait (as live adapters do).
-        self.static = [o if is_onprem(policy, o.site) or not provisioning_s.get(o.site)
-                       else o.model_copy(update={"expected_wait_s": provisioning_s[o.site]})
-                       for o in self.static]
-        self.totals = {partition_key(self.static[i]): parts[partition_key(self.static[i])].total
-                       for i in self.onprem_idx if partition_key(self.static[i]) in parts}
+        self.static = [
+            o
+            if is_onprem(policy, o.site) or not provisioning_s.get(o.site)
+            else o.model_copy(update={"expected_wait_s": provisioning_s[o.site]})
+            for o in self.static
+        ]
+        self.totals = {
+            partition_key(self.static[i]): parts[partition_key(self.static[i])].total
+            for i in self.onprem_idx
+            if partition_key(self.static[i]) in parts
+        }
 
     def offers(self, now_s: float) -> list[Offer]:
         out = list(self.static)
@@ -96,7 +102,8 @@ class OfferBook:
                     if len(self._cache) > 50_000:
                         self._cache.clear()
                     got = self._cache[(i, *state)] = o.model_copy(
-                        update={"free": state[0], "expected_wait_s": float(state[1])})
+                        update={"free": state[0], "expected_wait_s": float(state[1])}
+                    )
                 out[i] = got
         return out
 
@@ -166,9 +173,13 @@ class Clouds:
                 r.ended.popleft()
             fails = [e for e, f in r.ended if f]
             last = now + timedelta(seconds=fails[-1] - t) if fails else None
-            out[SiteId(site)] = RouteState(provisioning=r.provisioning, running=r.running,
-                                           recent_attempts=len(r.ended), recent_failures=len(fails),
-                                           last_failure=last)
+            out[SiteId(site)] = RouteState(
+                provisioning=r.provisioning,
+                running=r.running,
+                recent_attempts=len(r.ended),
+                recent_failures=len(fails),
+                last_failure=last,
+            )
         return out
 
 
@@ -197,10 +208,15 @@ class Ledger:
         budget = self.budget(tenant)
         cap = self.policy.burst.budget.global_monthly_cap
         t = self.policy.tenant(tenant)
-        balances = {v.id: max(0.0, v.balance - self.voucher.get((tenant, month, v.id), 0.0))
-                    for v in (t.vouchers if t is not None else ())}
-        return TenantMoney(budget_left=None if budget is None else budget - used,
-                           global_left=None if cap is None else cap - everyone, voucher_balances=balances)
+        balances = {
+            v.id: max(0.0, v.balance - self.voucher.get((tenant, month, v.id), 0.0))
+            for v in (t.vouchers if t is not None else ())
+        }
+        return TenantMoney(
+            budget_left=None if budget is None else budget - used,
+            global_left=None if cap is None else cap - everyone,
+            voucher_balances=balances,
+        )
 
     def add(self, tenant: str, month: str, cash: float, voucher: float, voucher_id: str | None) -> None:
         self.cash[(tenant, month)] = self.cash.get((tenant, month), 0.0) + cash

@@ -39,7 +39,7 @@ class Baseline:
         self.policy = policy
         self.facts = facts
         self.ttl_s = policy.burst.blocklist_ttl.capacity.total_seconds()
-        self._free: tuple[int, dict[str, int]] = (0, {})
+        self._free: tuple[PassSnapshot | None, dict[str, int]] = (None, {})
         self._onprem_sites = frozenset(site.id for site in policy.sites if site.partitions)
         self._split: dict[int, tuple[list[ScoredOffer], list[ScoredOffer], list[ScoredOffer]]] = {}
 
@@ -49,20 +49,23 @@ class Baseline:
         if got is None:
             allowed = self.facts[job.index].allowed
             by_cost = sorted(allowed, key=lambda s: self._cost(job, s))
-            got = ([s for s in allowed if s.offer.site in self._onprem_sites],
-                   [s for s in by_cost if s.offer.site not in self._onprem_sites], by_cost)
+            got = (
+                [s for s in allowed if s.offer.site in self._onprem_sites],
+                [s for s in by_cost if s.offer.site not in self._onprem_sites],
+                by_cost,
+            )
             self._split[job.index] = got
         return got
 
     # What the pass says ---------------------------------------------------------------
 
     def _free_now(self, snap: PassSnapshot, key: str) -> int:
-        if self._free[0] != id(snap):
+        if self._free[0] is not snap:
             free = {}
             for o in snap.offers:
                 if o.free is not None and o.site in self._onprem_sites:
                     free[partition_key(o)] = o.free
-            self._free = (id(snap), free)
+            self._free = (snap, free)
         return self._free[1].get(key, 0) - snap.claimed.get(key, 0)
 
     def _usable(self, job: SimJob, snap: PassSnapshot, offers: list[ScoredOffer]) -> list[ScoredOffer]:
@@ -72,9 +75,11 @@ class Baseline:
         ctx = PlacementContext(now=snap.now, blocked=snap.blocked)
         out: list[ScoredOffer] = []
         for i in range(0, len(offers), 8):
-            chunk = offers[i:i + 8]
-            keep = {s.offer.key for s in place(job.spec, job.tenant, [s.offer for s in chunk], self.policy,
-                                               ctx).allowed}
+            chunk = offers[i : i + 8]
+            keep = {
+                s.offer.key
+                for s in place(job.spec, job.tenant, [s.offer for s in chunk], self.policy, ctx).allowed
+            }
             out.extend(s for s in chunk if s.offer.key in keep)
             if out:
                 break
@@ -94,7 +99,9 @@ class Baseline:
 
     # Decisions ------------------------------------------------------------------------
 
-    def decide(self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None) -> Decision:
+    def decide(
+        self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None
+    ) -> Decision:
         if not self.facts[job.index].allowed:
             return Decision(Action.REJECT, reasons=("no allowed offer",))
         onprem, cloud, by_cost = self._lists(job)
@@ -114,20 +121,30 @@ class Baseline:
         snap.enqueue(onprem[0].offer, job.spec)
         return Decision(Action.WAIT, onprem[0].offer, ("waiting for on-prem",))
 
-    def _burst(self, job: SimJob, snap: PassSnapshot, money: TenantMoney, cloud: list[ScoredOffer],
-               *, limits: bool) -> Decision | None:
+    def _burst(
+        self, job: SimJob, snap: PassSnapshot, money: TenantMoney, cloud: list[ScoredOffer], *, limits: bool
+    ) -> Decision | None:
         for s in self._usable(job, snap, cloud):
-            if limits and route_refusal(s.offer.site, snap.routes.get(SiteId(s.offer.site)), self.policy,
-                                        snap.now) is not None:
+            if (
+                limits
+                and route_refusal(s.offer.site, snap.routes.get(SiteId(s.offer.site)), self.policy, snap.now)
+                is not None
+            ):
                 continue
             paid = self._money_ok(job, s, money)
             if paid is not None:
-                return Decision(Action.RUN, s.offer, ("cheapest cloud offer",), burst=True,
-                                data={"cash": paid[0], "voucher": paid[1]})
+                return Decision(
+                    Action.RUN,
+                    s.offer,
+                    ("cheapest cloud offer",),
+                    burst=True,
+                    data={"cash": paid[0], "voucher": paid[1]},
+                )
         return None
 
-    def _cheapest(self, job: SimJob, snap: PassSnapshot, money: TenantMoney,
-                  ranked: list[ScoredOffer]) -> Decision:
+    def _cheapest(
+        self, job: SimJob, snap: PassSnapshot, money: TenantMoney, ranked: list[ScoredOffer]
+    ) -> Decision:
         usable = {s.offer.key for s in self._usable(job, snap, self._lists(job)[1])}
         for s in ranked:
             if s.offer.site in self._onprem_sites:
@@ -135,13 +152,21 @@ class Baseline:
                     snap.claim(s.offer, job.spec)
                     return Decision(Action.RUN, s.offer, ("cheapest available offer (on-prem)",))
                 continue
-            if s.offer.key not in usable or route_refusal(
-                    s.offer.site, snap.routes.get(SiteId(s.offer.site)), self.policy, snap.now) is not None:
+            if (
+                s.offer.key not in usable
+                or route_refusal(s.offer.site, snap.routes.get(SiteId(s.offer.site)), self.policy, snap.now)
+                is not None
+            ):
                 continue
             paid = self._money_ok(job, s, money)
             if paid is not None:
-                return Decision(Action.RUN, s.offer, ("cheapest available offer",), burst=True,
-                                data={"cash": paid[0], "voucher": paid[1]})
+                return Decision(
+                    Action.RUN,
+                    s.offer,
+                    ("cheapest available offer",),
+                    burst=True,
+                    data={"cash": paid[0], "voucher": paid[1]},
+                )
         first = next((s for s in ranked if s.offer.site in self._onprem_sites), None)
         if first is not None:
             snap.enqueue(first.offer, job.spec)

@@ -40,7 +40,9 @@ FINISH, UP, FAIL, STOP, TIMER = range(5)
 class Strategy(Protocol):
     name: str
 
-    def decide(self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None) -> Decision:
+    def decide(
+        self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None
+    ) -> Decision:
         """One job's decision within a pass (must claim/enqueue on-prem offers in `snap`)."""
         ...
 
@@ -98,8 +100,15 @@ class _Job:
 
 
 class Engine:
-    def __init__(self, policy: Policy, jobs: Sequence[SimJob], scenario: Scenario, strategy: Strategy,
-                 *, progress: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        jobs: Sequence[SimJob],
+        scenario: Scenario,
+        strategy: Strategy,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         self.policy, self.jobs, self.scenario, self.strategy = policy, jobs, scenario, strategy
         self.progress = progress
         horizon = (jobs[-1].arrival_s if jobs else 0.0) + 86400.0
@@ -110,8 +119,9 @@ class Engine:
         self.t = 0.0
         self.blocklist = Blocklist(clock=lambda: self.t)
         ttl = policy.burst.blocklist_ttl
-        self.failover = FailoverPolicy(capacity_block_s=ttl.capacity.total_seconds(),
-                                       quota_block_s=ttl.quota.total_seconds())
+        self.failover = FailoverPolicy(
+            capacity_block_s=ttl.capacity.total_seconds(), quota_block_s=ttl.quota.total_seconds()
+        )
         self.state = [_Job(rec=JobRecord(arrival_s=j.arrival_s, max_wait_s=j.max_wait_s)) for j in jobs]
         self.fen = {k: _Fenwick(len(jobs)) for k in self.parts}
         self.waiting: dict[str, deque[tuple[int, int]]] = {k: deque() for k in self.parts}
@@ -158,10 +168,15 @@ class Engine:
         self._sample(force=True)
         if self.progress is not None:
             self.progress(n)
-        return RunResult(strategy=self.strategy.name, records=[s.rec for s in self.state],
-                         series=self.series, decisions=self.decisions,
-                         budget_violations=self.ledger.violations(),
-                         stockout_failures=self.stockout_failures, wall_s=time.perf_counter() - started)
+        return RunResult(
+            strategy=self.strategy.name,
+            records=[s.rec for s in self.state],
+            series=self.series,
+            decisions=self.decisions,
+            budget_violations=self.ledger.violations(),
+            stockout_failures=self.stockout_failures,
+            wall_s=time.perf_counter() - started,
+        )
 
     def _advance(self, t: float) -> None:
         self.t = t
@@ -195,8 +210,11 @@ class Engine:
             route.provisioning -= 1
             self.clouds.end_attempt(st.offer.site, self.t, True)
             self.stockout_failures += 1
-            self.blocklist.record(CapacityError(st.offer.site, "InsufficientInstanceCapacity",
-                                                "simulated stock-out"), st.offer, self.failover)
+            self.blocklist.record(
+                CapacityError(st.offer.site, "InsufficientInstanceCapacity", "simulated stock-out"),
+                st.offer,
+                self.failover,
+            )
             self._settle(job, st, hours=0.0)
             self._requeue(job, st)
         elif kind == UP:
@@ -263,8 +281,13 @@ class Engine:
             return
         self.causes[cause] = self.causes.get(cause, 0) + len(batch)
         now = EPOCH + timedelta(seconds=self.t)
-        snap = PassSnapshot(now=now, offers=self.book.offers(self.t), capacity_total=self.book.totals,
-                            routes=self.clouds.states(self.t, now), blocked=self.blocklist.keys())
+        snap = PassSnapshot(
+            now=now,
+            offers=self.book.offers(self.t),
+            capacity_total=self.book.totals,
+            routes=self.clouds.states(self.t, now),
+            blocked=self.blocklist.keys(),
+        )
         for j in batch:
             st = self.state[j]
             if st.wait_key is not None:
@@ -367,7 +390,12 @@ class Engine:
         key = (job.index, offer.key)
         ok = self._audited.get(key)
         if ok is None:
-            expl = place(job.spec, job.tenant, [offer.model_copy(update={"free": None, "expected_wait_s": 0.0})],
-                         self.policy, PlacementContext(now=EPOCH + timedelta(seconds=self.t)))
+            expl = place(
+                job.spec,
+                job.tenant,
+                [offer.model_copy(update={"free": None, "expected_wait_s": 0.0})],
+                self.policy,
+                PlacementContext(now=EPOCH + timedelta(seconds=self.t)),
+            )
             ok = self._audited[key] = bool(expl.allowed)
         return ok

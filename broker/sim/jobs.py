@@ -9,7 +9,16 @@ from datetime import datetime, timedelta, timezone
 
 from broker.burst import demand, effective_max_wait, estimate_cost, is_onprem
 from broker.catalog.offers import static_offers
-from broker.model import AcceleratorRequest, JobSpec, Offer, Resources, SpotMode, TenantId
+from broker.model import (
+    AcceleratorRequest,
+    JobSpec,
+    Offer,
+    Priority,
+    Residency,
+    Resources,
+    SpotMode,
+    TenantId,
+)
 from broker.placement import PlacementContext, ScoredOffer, place
 from broker.policy import Policy
 from broker.sim.scenario import Scenario
@@ -56,12 +65,19 @@ def build_jobs(trace: Sequence[TraceJob], policy: Policy, scenario: Scenario) ->
         runtime = min(tj.runtime_s, MAX_RUNTIME_S)
         accel = tj.accelerators if scenario.gpu_spec == "keep" else ()
         spec = JobSpec(
-            name=f"j-{i}", command=("sim",), runtime_estimate=timedelta(seconds=runtime),
-            resources=Resources(accelerators=AcceleratorRequest(count=tj.count, any_of=accel),
-                                cpus=tj.cpus, memory_gb=tj.memory_gb),
+            name=f"j-{i}",
+            command=("sim",),
+            runtime_estimate=timedelta(seconds=runtime),
+            resources=Resources(
+                accelerators=AcceleratorRequest(count=tj.count, any_of=accel),
+                cpus=tj.cpus,
+                memory_gb=tj.memory_gb,
+            ),
             max_wait=None if tj.max_wait_s is None else timedelta(seconds=tj.max_wait_s),
-            priority=tj.priority, data_residency=tj.residency,  # type: ignore[arg-type]
-            spot=SpotMode.NEVER if scenario.no_spot_over_s is not None and runtime > scenario.no_spot_over_s
+            priority=Priority(tj.priority),
+            data_residency=Residency(tj.residency),
+            spot=SpotMode.NEVER
+            if scenario.no_spot_over_s is not None and runtime > scenario.no_spot_over_s
             else SpotMode.ALLOWED,
         )
         arrival = (tj.submit_s - t0) / scenario.time_scale

@@ -63,12 +63,16 @@ class Scenario(_M):
     max_runtime_s: float | None = Field(default=None, gt=0, description="Drop trace jobs running longer.")
     gpu_spec: Literal["keep", "ignore"] = Field(default="keep", description="Honour trace GPU-model lists.")
     no_spot_over_s: float | None = Field(
-        default=None, gt=0, description="Jobs longer than this are submitted with spot: never (no checkpoints).")
+        default=None,
+        gt=0,
+        description="Jobs longer than this are submitted with spot: never (no checkpoints).",
+    )
     tenants: dict[str, float] = Field(default_factory=dict, description="Tenant weights; empty = uniform.")
     provisioning: Delay = Delay()
     stockouts: StockOuts = StockOuts()
     spot_interruptions_per_hour: float | None = Field(
-        default=None, ge=0, description="None: each site's burst.sites spot_interruption_risk.")
+        default=None, ge=0, description="None: each site's burst.sites spot_interruption_risk."
+    )
     sites: dict[str, SiteWorld] = Field(default_factory=dict)
     redecide_head: int = Field(default=8, ge=1, description="Queued jobs re-decided per capacity event.")
     audit_every: int = Field(default=0, ge=0, description="Audit every Nth job's placements; 0 = auto.")

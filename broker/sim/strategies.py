@@ -30,9 +30,18 @@ class PolicyStrategy:
         self.policy = policy
         self.hysteresis_s = policy.burst.hysteresis.total_seconds()
 
-    def decide(self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None) -> Decision:
-        return decide_in_pass(job.spec, job.tenant, snap, self.policy, queued_since=job.created_at,
-                              money=money, pending_since=pending)
+    def decide(
+        self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None
+    ) -> Decision:
+        return decide_in_pass(
+            job.spec,
+            job.tenant,
+            snap,
+            self.policy,
+            queued_since=job.created_at,
+            money=money,
+            pending_since=pending,
+        )
 
     def candidates(self, job: SimJob, decision: Decision) -> tuple[str, ...]:
         expl = decision.explanation
@@ -48,8 +57,10 @@ class PolicyStrategy:
             return (datetime.fromisoformat(since) - EPOCH).total_seconds() + self.hysteresis_s + 1.0
         wait, remaining = data.get("onprem_expected_wait_s"), data.get("remaining_wait_s", 0)
         if wait is not None and wait <= remaining:
-            return now_s + max(MIN_GAP_S, remaining - wait + 1.0)
-        return now_s + min(MAX_BACKOFF_S, max(backoff_s, self.policy.burst.blocklist_ttl.capacity.total_seconds()))
+            return now_s + max(MIN_GAP_S, float(remaining) - float(wait) + 1.0)
+        return now_s + min(
+            MAX_BACKOFF_S, max(backoff_s, self.policy.burst.blocklist_ttl.capacity.total_seconds())
+        )
 
     def wants_cloud(self, decision: Decision) -> bool:
         """Held back only by the cloud side: it would burst, but no cloud offer is usable now."""

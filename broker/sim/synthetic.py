@@ -43,17 +43,35 @@ class SyntheticParams:
     peak_hour: float = 15.0
     """Hour of the day (Beijing) with the most arrivals."""
     max_runtime_s: float = 3 * 86400.0
-    kinds: tuple[JobKind, ...] = field(default_factory=lambda: (
-        JobKind("finetune", 0.35, ((1, 0.2), (2, 0.2), (4, 0.3), (8, 0.3)), 3 * 3600, 1.0,
-                priorities=(("normal", 0.8), ("high", 0.1), ("low", 0.1))),
-        JobKind("pretrain-slice", 0.1, ((8, 1.0),), 10 * 3600, 0.8, priorities=(("low", 0.6), ("normal", 0.4))),
-        JobKind("eval-batch", 0.4, ((1, 0.6), (2, 0.25), (4, 0.15)), 1200, 1.2,
-                priorities=(("normal", 0.7), ("high", 0.2), ("low", 0.1))),
-        JobKind("preprocess", 0.15, ((0, 1.0),), 1800, 1.0, cpus_per_gpu=16, memory_gb_per_gpu=64),
-    ))
+    kinds: tuple[JobKind, ...] = field(
+        default_factory=lambda: (
+            JobKind(
+                "finetune",
+                0.35,
+                ((1, 0.2), (2, 0.2), (4, 0.3), (8, 0.3)),
+                3 * 3600,
+                1.0,
+                priorities=(("normal", 0.8), ("high", 0.1), ("low", 0.1)),
+            ),
+            JobKind(
+                "pretrain-slice", 0.1, ((8, 1.0),), 10 * 3600, 0.8, priorities=(("low", 0.6), ("normal", 0.4))
+            ),
+            JobKind(
+                "eval-batch",
+                0.4,
+                ((1, 0.6), (2, 0.25), (4, 0.15)),
+                1200,
+                1.2,
+                priorities=(("normal", 0.7), ("high", 0.2), ("low", 0.1)),
+            ),
+            JobKind("preprocess", 0.15, ((0, 1.0),), 1800, 1.0, cpus_per_gpu=16, memory_gb_per_gpu=64),
+        )
+    )
 
 
-def _pick(rng: random.Random, choices: tuple[tuple[int, float], ...] | tuple[tuple[str, float], ...]) -> object:
+def _pick(
+    rng: random.Random, choices: tuple[tuple[int, float], ...] | tuple[tuple[str, float], ...]
+) -> object:
     total = sum(w for _, w in choices)
     x = rng.random() * total
     for value, w in choices:
@@ -86,12 +104,19 @@ def generate(params: SyntheticParams, seed: int) -> list[TraceJob]:
                 kind = k
                 break
         count = int(_pick(rng, kind.counts))  # type: ignore[call-overload]
-        runtime = min(params.max_runtime_s,
-                      max(60.0, kind.median_runtime_s * math.exp(rng.gauss(0.0, kind.sigma))))
+        runtime = min(
+            params.max_runtime_s, max(60.0, kind.median_runtime_s * math.exp(rng.gauss(0.0, kind.sigma)))
+        )
         per = max(1, count)
-        out.append(TraceJob(
-            name=f"syn-{len(out)}", submit_s=round(t, 3), runtime_s=round(runtime),
-            count=count, cpus=kind.cpus_per_gpu * per, memory_gb=kind.memory_gb_per_gpu * per,
-            priority=str(_pick(rng, kind.priorities)),
-        ))
+        out.append(
+            TraceJob(
+                name=f"syn-{len(out)}",
+                submit_s=round(t, 3),
+                runtime_s=round(runtime),
+                count=count,
+                cpus=kind.cpus_per_gpu * per,
+                memory_gb=kind.memory_gb_per_gpu * per,
+                priority=str(_pick(rng, kind.priorities)),
+            )
+        )
     return out

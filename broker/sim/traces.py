@@ -100,9 +100,11 @@ def detect_format(header: Iterable[str]) -> TraceFormat:
         return "alibaba-v2023"
     if {"submit_time", "runtime"} <= cols:
         return "csv"
-    raise TraceError(f"unknown trace header {sorted(cols)}: expected the Alibaba GPU v2023 pod list "
-                     "(creation_time, scheduled_time, deletion_time, num_gpu, ...) or a CSV with "
-                     "submit_time and runtime")
+    raise TraceError(
+        f"unknown trace header {sorted(cols)}: expected the Alibaba GPU v2023 pod list "
+        "(creation_time, scheduled_time, deletion_time, num_gpu, ...) or a CSV with "
+        "submit_time and runtime"
+    )
 
 
 def map_gpu_spec(spec: str) -> tuple[str, ...]:
@@ -129,12 +131,18 @@ def _alibaba(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: flo
                 continue
             num_gpu, milli = int(row["num_gpu"]), int(row["gpu_milli"] or 0)
             count = num_gpu if num_gpu > 0 else (1 if milli > 0 else 0)
-            jobs.append(TraceJob(
-                name=row["name"], submit_s=float(row["creation_time"]), runtime_s=runtime, count=count,
-                accelerators=map_gpu_spec(row["gpu_spec"]) if count else (),
-                cpus=max(0.1, int(row["cpu_milli"]) / 1000), memory_gb=max(0.1, int(row["memory_mib"]) / 1024),
-                priority=QOS_PRIORITY.get(row["qos"], "normal"),
-            ))
+            jobs.append(
+                TraceJob(
+                    name=row["name"],
+                    submit_s=float(row["creation_time"]),
+                    runtime_s=runtime,
+                    count=count,
+                    accelerators=map_gpu_spec(row["gpu_spec"]) if count else (),
+                    cpus=max(0.1, int(row["cpu_milli"]) / 1000),
+                    memory_gb=max(0.1, int(row["memory_mib"]) / 1024),
+                    priority=QOS_PRIORITY.get(row["qos"], "normal"),
+                )
+            )
         except (KeyError, ValueError) as exc:
             raise TraceError(f"{info.path}:{line}: bad row: {exc}") from exc
     return jobs
@@ -156,15 +164,21 @@ def _plain(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: float
             accel = tuple(a.strip() for a in (row.get("accelerator") or "").split("|") if a.strip())
             count = int(row.get("count") or (1 if accel else 0))
             wait = (row.get("max_wait") or "").strip()
-            jobs.append(TraceJob(
-                name=(row.get("name") or f"job-{line - 1}").strip(), submit_s=_seconds(row["submit_time"]),
-                runtime_s=runtime, count=count, accelerators=accel,
-                cpus=float(row.get("cpus") or 1), memory_gb=float(row.get("memory_gb") or 1),
-                tenant=(row.get("tenant") or "").strip() or None,
-                max_wait_s=_seconds(wait) if wait else None,
-                residency=(row.get("residency") or "any").strip() or "any",
-                priority=(row.get("priority") or "normal").strip() or "normal",
-            ))
+            jobs.append(
+                TraceJob(
+                    name=(row.get("name") or f"job-{line - 1}").strip(),
+                    submit_s=_seconds(row["submit_time"]),
+                    runtime_s=runtime,
+                    count=count,
+                    accelerators=accel,
+                    cpus=float(row.get("cpus") or 1),
+                    memory_gb=float(row.get("memory_gb") or 1),
+                    tenant=(row.get("tenant") or "").strip() or None,
+                    max_wait_s=_seconds(wait) if wait else None,
+                    residency=(row.get("residency") or "any").strip() or "any",
+                    priority=(row.get("priority") or "normal").strip() or "normal",
+                )
+            )
         except (KeyError, ValueError) as exc:
             raise TraceError(f"{info.path}:{line}: bad row: {exc}") from exc
     return jobs
@@ -192,9 +206,34 @@ def read_trace(
 def write_csv(jobs: Iterable[TraceJob], out: io.TextIOBase) -> None:
     """Write jobs in the plain CSV format (what `read_trace` reads back)."""
     w = csv.writer(out)
-    w.writerow(["name", "submit_time", "runtime", "accelerator", "count", "tenant", "max_wait", "residency",
-                "cpus", "memory_gb", "priority"])
+    w.writerow(
+        [
+            "name",
+            "submit_time",
+            "runtime",
+            "accelerator",
+            "count",
+            "tenant",
+            "max_wait",
+            "residency",
+            "cpus",
+            "memory_gb",
+            "priority",
+        ]
+    )
     for j in jobs:
-        w.writerow([j.name, f"{j.submit_s:g}", f"{j.runtime_s:g}", "|".join(j.accelerators), j.count,
-                    j.tenant or "", "" if j.max_wait_s is None else f"{j.max_wait_s:g}", j.residency,
-                    f"{j.cpus:g}", f"{j.memory_gb:g}", j.priority])
+        w.writerow(
+            [
+                j.name,
+                f"{j.submit_s:g}",
+                f"{j.runtime_s:g}",
+                "|".join(j.accelerators),
+                j.count,
+                j.tenant or "",
+                "" if j.max_wait_s is None else f"{j.max_wait_s:g}",
+                j.residency,
+                f"{j.cpus:g}",
+                f"{j.memory_gb:g}",
+                j.priority,
+            ]
+        )
