@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from broker.commands import explain, hardware, jobs, policy
+from broker.commands import explain, hardware, jobs, policy, simulate
 
 Register = Callable[[Any], None]
 
@@ -15,4 +15,5 @@ COMMAND_GROUPS: list[Register] = [
     policy.register,
     hardware.register,
     explain.register,
+    simulate.register,
 ]

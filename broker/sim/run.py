@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +14,7 @@ from broker.policy import Policy
 from broker.sim.backends import onprem_partitions
 from broker.sim.baselines import BASELINES, Baseline
 from broker.sim.engine import Engine, Strategy
-from broker.sim.jobs import JobFacts, SimJob, all_facts
+from broker.sim.jobs import SimJob, all_facts
 from broker.sim.lower_bound import LowerBound
 from broker.sim.metrics import RunResult, late, summarize
 from broker.sim.scenario import Scenario
@@ -35,9 +38,13 @@ def simulate(
     baselines: Sequence[str] = BASELINES,
     lower_bound: bool = True,
     per_strategy_bounds: bool = False,
+    parallel: bool = True,
     progress: Progress | None = None,
 ) -> Simulation:
-    """Run every strategy on the same jobs and world, then bound the cost from below."""
+    """Run every strategy on the same jobs and world, then bound the cost from below.
+
+    With `parallel`, the baselines and the bound run in a forked process beside the policy run.
+    """
     started = time.perf_counter()
 
     def tick(phase: str) -> Callable[[int], None] | None:
@@ -45,31 +52,59 @@ def simulate(
             return None
         return lambda done: progress(phase, done, len(jobs))
 
-    runs: dict[str, RunResult] = {}
-    runs["policy"] = Engine(policy, jobs, scenario, PolicyStrategy(policy), progress=tick("policy")).run()
-    facts: list[JobFacts] | None = None
-    if baselines or lower_bound:
-        if progress is not None:
+    def others(report: bool = True) -> tuple[dict[str, RunResult], float | None, dict[int, float | None]]:
+        """Facts, baselines and the bound at 0 and at each baseline's late count (if asked)."""
+        done: dict[str, RunResult] = {}
+        if not (baselines or lower_bound) or not jobs:
+            return done, None, {}
+        if progress is not None and report:
             progress("placement facts", 0, len(jobs))
         facts = all_facts(jobs, policy)
-    for name in baselines:
-        strategy: Strategy = Baseline(name, policy, facts or [])  # type: ignore[arg-type]
-        runs[name] = Engine(policy, jobs, scenario, strategy, progress=tick(name)).run()
+        for name in baselines:
+            strategy: Strategy = Baseline(name, policy, facts)  # type: ignore[arg-type]
+            done[name] = Engine(
+                policy, jobs, scenario, strategy, progress=tick(name) if report else None
+            ).run()
+        if not lower_bound:
+            return done, None, {}
+        capacity = {k: p.total for k, p in onprem_partitions(policy, scenario.onprem_gpus).items()}
+        bound = LowerBound(jobs, facts, capacity)
+        solved: dict[int, float | None] = {0: bound.solve(0)}
+        if per_strategy_bounds:
+            for run in done.values():
+                n = _late_count(run)
+                if n not in solved:
+                    solved[n] = bound.solve(n)
+            global _BOUND
+            _BOUND = bound
+        return done, solved[0], solved
+
+    runs: dict[str, RunResult] = {}
+    lb_started = time.perf_counter()
+    if parallel and not per_strategy_bounds and (baselines or lower_bound) and _can_fork():
+        global _TASK
+        _TASK = lambda: others(report=False)  # noqa: E731  (inherited by the forked worker)
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            future = pool.submit(_run_task)
+            runs["policy"] = Engine(
+                policy, jobs, scenario, PolicyStrategy(policy), progress=tick("policy")
+            ).run()
+            if progress is not None:
+                progress("baselines, bound", 0, 1)
+            done, full, solved = future.result()
+    else:
+        runs["policy"] = Engine(policy, jobs, scenario, PolicyStrategy(policy), progress=tick("policy")).run()
+        done, full, solved = others()
+    runs.update(done)
     strategies = {name: summarize(run) for name, run in runs.items()}
     out: dict[str, Any] = {"strategies": strategies, "lower_bound_cost": None, "cost_ratio": None}
-    if lower_bound and facts is not None and jobs:
-        if progress is not None:
-            progress("lower bound", 0, 1)
-        lb_started = time.perf_counter()
-        bound = LowerBound(
-            jobs, facts, {k: p.total for k, p in onprem_partitions(policy, scenario.onprem_gpus).items()}
-        )
-        full = bound.solve(0)
-        solved: dict[int, float | None] = {0: full}
+    if lower_bound and jobs:
+        n_policy = _late_count(runs["policy"])
+        if per_strategy_bounds and n_policy not in solved and _BOUND is not None:
+            solved[n_policy] = _BOUND.solve(n_policy)
         for name, run in runs.items():
-            n_late = sum(1 for r in run.records if not r.rejected and late(r))
-            if n_late not in solved and per_strategy_bounds:
-                solved[n_late] = bound.solve(n_late)
+            n_late = _late_count(run)
             lb = solved.get(n_late)
             strategies[name]["late_jobs_allowed_in_bound"] = n_late
             strategies[name]["lower_bound_cost"] = None if lb is None else round(lb, 2)
@@ -80,6 +115,27 @@ def simulate(
     out["frontier"] = frontier(strategies)
     out["sim_wall_s"] = round(time.perf_counter() - started, 2)
     return Simulation(out, runs)
+
+
+_BOUND: LowerBound | None = None
+"""The last bound built in this process (re-solved for the policy's late count)."""
+
+
+def _late_count(run: RunResult) -> int:
+    return sum(1 for r in run.records if not r.rejected and late(r))
+
+
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods() and (os.cpu_count() or 1) > 1
+
+
+_TASK: Callable[[], Any] | None = None
+"""The worker's job, set just before the fork (closures cannot be pickled, forks inherit them)."""
+
+
+def _run_task() -> Any:
+    assert _TASK is not None
+    return _TASK()
 
 
 def frontier(strategies: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Arrivals are a non-homogeneous Poisson process (thinning) whose rate follows the day:
 `rate(t) = base x (1 + diurnal_amplitude x cos(2 pi (hour(t) - peak_hour) / 24))`, with
-`base` set so that `jobs` arrive over `days` on average. Each job draws a kind (fine-tune,
+`base` = `jobs_per_day` on average. Each job draws a kind (fine-tune,
 pre-train slice, inference/eval batch, CPU preprocessing) with its own accelerator count
 mix and log-normal run time. Everything comes from one seed.
 """
@@ -36,8 +36,9 @@ class SyntheticParams:
     """Parameters of the generator (all documented defaults describe an LLM-heavy platform)."""
 
     jobs: int = 10_000
-    days: float = 7.0
-    """Span of the arrivals."""
+    jobs_per_day: float = 550.0
+    """Mean arrival rate; with the default mix (~18 GPU-hours a job) 550/day loads 640 GPUs to ~65 %,
+    with peaks above capacity."""
     diurnal_amplitude: float = 0.6
     """0 = flat; 0.6 = the peak rate is 4x the trough."""
     peak_hour: float = 15.0
@@ -84,7 +85,7 @@ def _pick(
 def generate(params: SyntheticParams, seed: int) -> list[TraceJob]:
     """`params.jobs` jobs, sorted by submit time."""
     rng = random.Random(f"{seed}:synthetic")
-    span = params.days * 86400.0
+    span = params.jobs / params.jobs_per_day * 86400.0
     base = params.jobs / span
     peak = base * (1 + params.diurnal_amplitude)
     kinds_total = sum(k.weight for k in params.kinds)

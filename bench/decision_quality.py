@@ -1,0 +1,86 @@
+"""Decision-quality benchmark: the standard simulator scenarios, policy against baselines and bound.
+
+    .venv/bin/python bench/decision_quality.py [--json] [--only NAME ...] [--synthetic-jobs N]
+
+Scenarios (configs/scenarios/): `alibaba-peak` (the bundled Alibaba GPU v2023 trace, 50x
+time compression, 256 on-prem GPUs: the quality target), `alibaba-gpuspec` (the same with the
+trace's GPU-model lists kept), `synthetic-llm` (generated LLM-heavy week, policy only: the
+speed target). Prints one row per (scenario, strategy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from broker.policy import load_policy  # noqa: E402
+from broker.sim.baselines import BASELINES  # noqa: E402
+from broker.sim.jobs import build_jobs  # noqa: E402
+from broker.sim.run import simulate  # noqa: E402
+from broker.sim.scenario import load_scenario  # noqa: E402
+from broker.sim.synthetic import SyntheticParams, generate  # noqa: E402
+from broker.sim.traces import read_trace  # noqa: E402
+
+TRACE = ROOT / "configs/traces/alibaba-gpu-v2023-openb-pods.csv.gz"
+POLICY = ROOT / "configs/policy-sim.yaml"
+
+
+def run_one(name: str, synthetic_jobs: int) -> dict[str, Any]:
+    scenario = load_scenario(ROOT / "configs/scenarios" / f"{name}.yaml")
+    policy = load_policy(POLICY)
+    started = time.perf_counter()
+    if name.startswith("synthetic"):
+        trace = generate(
+            SyntheticParams(jobs=synthetic_jobs), scenario.seed
+        )
+        baselines: tuple[str, ...] = ()
+    else:
+        trace, _ = read_trace(TRACE, max_runtime_s=scenario.max_runtime_s)
+        baselines = BASELINES
+    jobs = build_jobs(trace, policy, scenario)
+    sim = simulate(policy, jobs, scenario, baselines=baselines, lower_bound=bool(baselines))
+    result = dict(sim.result)
+    result["scenario"] = name
+    result["jobs"] = len(jobs)
+    result["wall_s_total"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--synthetic-jobs", type=int, default=100_000)
+    args = parser.parse_args()
+    names = args.only or ["alibaba-peak", "alibaba-gpuspec", "synthetic-llm"]
+    results = [run_one(n, args.synthetic_jobs) for n in names]
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    head = (
+        f"{'scenario':16} {'strategy':15} {'jobs':>7} {'cost':>11} {'ratio':>6} {'SLO':>6} {'p95 wait':>9} "
+        f"{'burst':>6} {'bv':>3} {'cv':>3} {'wall s':>7}"
+    )
+    print(head)
+    for r in results:
+        for strategy, s in r["strategies"].items():
+            ratio = r["cost_ratio"] if strategy == "policy" else s.get("cost_ratio")
+            print(
+                f"{r['scenario']:16} {strategy:15} {s['jobs']:>7} {s['cost']:>11,.0f} "
+                f"{'-' if ratio is None else f'{ratio:.3f}':>6} {s['slo_attainment']:>6.3f} "
+                f"{'-' if s['p95_wait_s'] is None else s['p95_wait_s']:>9} {s['burst_fraction']:>6.3f} "
+                f"{s['budget_violations']:>3} {s['compliance_violations']:>3} {s['wall_s']:>7}"
+            )
+        print(f"{r['scenario']:16} lower bound {r.get('lower_bound_cost')}; total {r['wall_s_total']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""A tiny world for hand-computed simulations: one on-prem GPU partition and one cloud offer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.policy import Policy, load_policy
+from broker.sim.scenario import Delay, Scenario
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+POLICY = """version: 1
+currency: CNY
+objective: {{price: 1.0, wait_hour_cost: 40, carbon_g_cost: 0.0, preference: 1.0}}
+accelerators: {configs}/accelerators.yaml
+regimes: {configs}/regimes.yaml
+sites:
+  - id: onprem
+    adapter: slurm
+    provider: onprem
+    region: here
+    country: CN
+    residency: cn-mainland
+    carbon_gco2_kwh: 100
+    partitions:
+      - {{name: gpu, accelerator: A800, count_per_node: {gpus}, nodes: 1, price_hour: 2.0,
+          cpus_per_node: 64, memory_gb_per_node: 512}}
+  - id: cloud
+    adapter: alibaba
+    provider: aliyun-cn
+    region: r1
+    country: CN
+    residency: cn-mainland
+    carbon_gco2_kwh: 500
+    catalog: {{file: cloud.csv, region: r1, currency: CNY}}
+tenants:
+  - {{id: t1, kind: university, entity_country: CN, monthly_budget: 100000}}
+burst:
+  max_wait: {{default: 30m}}
+  hysteresis: 0s
+compliance:
+  residency:
+    zones: {{cn-mainland: {{countries: [CN]}}}}
+"""
+
+CATALOG = """\
+InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone,Currency
+gpu.small,A800,1,8,64,10.0,,r1,r1-a,CNY
+gpu.double,A800,2,16,128,20.0,,r1,r1-a,CNY
+"""
+
+
+def tiny_policy(folder: Path, gpus: int = 1) -> Policy:
+    (folder / "cloud.csv").write_text(CATALOG)
+    path = folder / "policy.yaml"
+    path.write_text(POLICY.format(configs=CONFIGS, gpus=gpus))
+    return load_policy(path)
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Policy:
+    return tiny_policy(tmp_path)
+
+
+@pytest.fixture
+def scenario() -> Scenario:
+    """Fixed 60 s provisioning, no stock-outs, no spot."""
+    return Scenario(seed=1, provisioning=Delay(min_s=60, mode_s=60, max_s=60))

@@ -1,0 +1,76 @@
+"""The live dispatcher's `Planner.decide` and the simulator decide through one shared function."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+
+import broker.planning
+import broker.sim.strategies
+from broker.burst.step import decide_in_pass
+from broker.clock import Clock
+from broker.model import Job, JobId
+from broker.planning import Planner
+from broker.policy import PolicyWatcher
+from broker.sim.engine import Engine
+from broker.sim.jobs import build_jobs
+from broker.sim.scenario import Scenario
+from broker.sim.strategies import PolicyStrategy
+from broker.sim.traces import TraceJob
+from broker.snapshot import PassSnapshot
+from tests.sim.conftest import CONFIGS
+
+
+class _Clock(Clock):  # type: ignore[misc]
+    pass
+
+
+def test_one_shared_function() -> None:
+    assert broker.planning.decide_in_pass is decide_in_pass
+    assert broker.sim.strategies.decide_in_pass is decide_in_pass
+
+
+def test_planner_and_simulator_decide_alike() -> None:
+    path = CONFIGS / "policy-sim.yaml"
+    watcher = PolicyWatcher(path)
+    policy = watcher.current
+    planner = Planner(watcher, clock=None)  # type: ignore[arg-type]
+    scenario = Scenario(seed=3, onprem_gpus=16)
+    trace = [
+        TraceJob(f"j{i}", i * 30.0, 3600 * (1 + i % 3), count=8 if i % 2 else 4, tenant="pku-nlp")
+        for i in range(8)
+    ]
+    jobs = build_jobs(trace, policy, scenario)
+    engine = Engine(policy, jobs, scenario, PolicyStrategy(policy))
+    for key in engine.parts:  # fill on-prem so that waits and bursts are in play
+        part = engine.parts[key]
+        if part.accelerated:
+            part.start(part.total, 5400.0)
+    strategy = PolicyStrategy(policy)
+    for sim_job in jobs:
+        now = sim_job.created_at + timedelta(minutes=40)
+        snap = PassSnapshot(
+            now=now,
+            offers=engine.book.offers(2400.0 + sim_job.arrival_s),
+            capacity_total=engine.book.totals,
+            routes=engine.clouds.states(0.0, now),
+        )
+        snap.money[sim_job.tenant] = engine.ledger.money(sim_job.tenant, now)
+        live, simulated = copy.deepcopy(snap), copy.deepcopy(snap)
+        job = Job(
+            id=JobId(sim_job.id),
+            tenant=sim_job.tenant,
+            spec=sim_job.spec,
+            created_at=sim_job.created_at,
+            updated_at=sim_job.created_at,
+        )
+        a = planner.decide(job, live, store=None)  # type: ignore[arg-type]
+        b = strategy.decide(sim_job, simulated, simulated.money[sim_job.tenant], None)
+        assert (a.action, a.offer, a.reasons, dict(a.data), a.burst) == (
+            b.action,
+            b.offer,
+            b.reasons,
+            dict(b.data),
+            b.burst,
+        )
+        assert (live.claimed, live.backlog_h) == (simulated.claimed, simulated.backlog_h)
