@@ -167,7 +167,8 @@ def decide(
         return s.offer.free is None or s.offer.free - claimed >= need
 
     def wait(s: ScoredOffer) -> float:
-        return s.offer.expected_wait_s + inputs.onprem_adjust.get(s.offer.partition, (0, 0.0))[1]
+        raw = s.offer.expected_wait_s + inputs.onprem_adjust.get(s.offer.partition, (0, 0.0))[1]
+        return raw * policy.burst.wait_estimate_factor
 
     def score(s: ScoredOffer) -> float:
         return s.score + (wait(s) - s.offer.expected_wait_s) * per_wait_s

@@ -164,6 +164,11 @@ class BurstSettings(_Doc):
     enabled: bool = True
     max_wait: MaxWait = MaxWait()
     hysteresis: Duration = Field(default="10m", validate_default=True)
+    wait_estimate_factor: float = Field(
+        default=1.0, gt=0, le=2,
+        description="Scales on-prem wait estimates in the burst decision; below 1 trusts the queue to "
+        "drain sooner than estimated (estimates built from time limits run high).",
+    )
     late_wait_factor: float = Field(
         default=4.0,
         ge=0,
