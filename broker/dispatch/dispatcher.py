@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 _DIGITS = re.compile(r"[\d.]+")
-DECISIONS_PER_SLICE = 25
+DECISIONS_PER_SLICE = 10
 HEAD_SCAN_WAITS = 64
 """A head scan (after capacity frees) stops deciding after this many waits in a row."""
 FLOOD_SETTLE_S = 0.03
@@ -223,7 +223,8 @@ class Dispatcher(AttemptTracking):
                 continue
             if n % DECISIONS_PER_SLICE == 0:
                 self._flush_waiting(waiting, now)
-                await asyncio.sleep(0)  # let RPCs in between slices of a long pass
+                # A real (if short) sleep: sleep(0) does not let gRPC's poller hand over new calls.
+                await asyncio.sleep(0.001)
                 if self._stopping:
                     return
             decision = self.planner.decide(job, snap, self.store)
