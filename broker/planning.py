@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from adapters.base import Adapter, AdapterError, Capability, CapacityError
@@ -25,6 +25,7 @@ from broker.burst import (
     route_states,
     split_cost,
 )
+from broker.burst.money import month_of
 from broker.burst.step import decide_in_pass
 from broker.catalog.instances import InstanceRow
 from broker.catalog.offers import static_offers
@@ -58,15 +59,9 @@ from broker.store import JobStore, SpendEntry
 
 log = logging.getLogger(__name__)
 
-BEIJING = timezone(timedelta(hours=8))
 RECENT_ATTEMPTS = 500
 CLOUD_OFFERS_TTL_S = 60.0
 """Live cloud prices and stock are re-read at most this often per site."""
-
-
-def month_of(when: datetime) -> str:
-    """Budgets run per calendar month in Beijing time."""
-    return when.astimezone(BEIJING).strftime("%Y-%m")
 
 
 class Planner:

@@ -8,8 +8,9 @@ from datetime import datetime, timedelta
 
 from broker.api import broker_service_pb2 as pb
 from broker.burst import is_onprem
+from broker.burst.money import month_of
 from broker.model import JobState, TenantId
-from broker.planning import Planner, month_of
+from broker.planning import Planner
 from broker.snapshot import partition_key
 from broker.store import JobNotFoundError, JobStore
 

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 from broker.model import JobSpec, Offer
 from broker.policy import Policy
+
+BEIJING = timezone(timedelta(hours=8))
+
+
+def month_of(when: datetime) -> str:
+    """Budgets run per calendar month in Beijing time."""
+    return when.astimezone(BEIJING).strftime("%Y-%m")
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from broker.burst import RouteState, TenantMoney, is_onprem
+from broker.burst.money import month_of
 from broker.catalog.offers import static_offers
 from broker.model import Offer, SiteId
 from broker.policy import Policy
-from broker.sim.jobs import BEIJING, EPOCH
+from broker.sim.jobs import EPOCH
 from broker.sim.scenario import Scenario
 from broker.snapshot import partition_key
 
@@ -181,10 +182,6 @@ class Clouds:
                 last_failure=last,
             )
         return out
-
-
-def month_of(now: datetime) -> str:
-    return now.astimezone(BEIJING).strftime("%Y-%m")
 
 
 class Ledger:

@@ -22,12 +22,13 @@ from typing import Protocol
 
 from adapters.base import CapacityError
 from broker.burst import TenantMoney, is_onprem, split_cost
+from broker.burst.money import month_of
 from broker.decision import Action, Decision
 from broker.dispatch.failover import Blocklist, FailoverPolicy
 from broker.model import Offer
 from broker.placement import PlacementContext, place
 from broker.policy import Policy
-from broker.sim.backends import Clouds, Ledger, OfferBook, Partition, month_of, onprem_partitions
+from broker.sim.backends import Clouds, Ledger, OfferBook, Partition, onprem_partitions
 from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.metrics import JobRecord, RunResult, Series, carbon_g
 from broker.sim.scenario import Scenario

@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from broker.burst import demand, effective_max_wait, estimate_cost, is_onprem
+from broker.burst.money import BEIJING
 from broker.catalog.offers import static_offers
 from broker.model import (
     AcceleratorRequest,
@@ -25,7 +26,6 @@ from broker.sim.scenario import Scenario
 from broker.sim.traces import TraceJob
 from broker.snapshot import partition_key
 
-BEIJING = timezone(timedelta(hours=8))
 EPOCH = datetime(2026, 3, 1, tzinfo=BEIJING)
 """Simulated time 0 (the start of a budget month)."""
 MAX_RUNTIME_S = 90 * 86400.0
