@@ -34,6 +34,7 @@ from broker.api import broker_service_pb2 as pb  # noqa: E402
 from broker.api import broker_service_pb2_grpc, job_pb2  # noqa: E402
 
 ECHO_METHOD = "/bench.Echo/Echo"
+SUBMIT_METHOD = "/shangzhuang.broker.v1.BrokerService/SubmitJob"
 
 POLICY = """\
 version: 1
@@ -145,9 +146,13 @@ async def measure(echo_port: int, broker_port: int, seconds: float, concurrency:
         stub = broker_service_pb2_grpc.BrokerServiceStub(ch)
         await stub.SubmitJob(pb.SubmitJobRequest(job=job(-1, hold=True)))  # takes the only slot
         await asyncio.sleep(1.0)
+        # Like the echo run, the client sends bytes it prepared and takes the answer as bytes,
+        # so both runs measure the server, not the load generator's protobuf work.
+        raw_submit = ch.unary_unary(SUBMIT_METHOD)
+        prepared = [pb.SubmitJobRequest(job=job(i)).SerializeToString() for i in range(1000)]
 
         def submit(i: int) -> object:
-            return stub.SubmitJob(pb.SubmitJobRequest(job=job(i)))
+            return raw_submit(prepared[i % len(prepared)])
 
         # Latency first, on a broker with a short queue; then the throughput runs.
         lat = await open_loop(lambda req: req, submit, 500.0, seconds)

@@ -365,12 +365,30 @@ class SqliteStore(JobStore):
         self, entries: Sequence[tuple[JobId, str, str, Mapping[str, Any]]], now: datetime
     ) -> None:
         events = []
+        ts = _ts(now)
         with self._tx() as db:
             for job_id, kind, message, data in entries:
-                row = db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+                row = db.execute(
+                    "UPDATE jobs SET last_seq = last_seq + 1 WHERE id=? RETURNING last_seq, state", (job_id,)
+                ).fetchone()
                 if row is None:
                     continue
-                events.append(self._append_event(db, job_id, now, kind, JobState(row[0]), message, data))
+                payload = dict(data)
+                db.execute(
+                    "INSERT INTO events VALUES (?,?,?,?,?,?,?)",
+                    (job_id, row[0], ts, kind, row[1], message, json.dumps(payload, default=str)),
+                )
+                events.append(
+                    JobEvent(
+                        job_id=job_id,
+                        seq=row[0],
+                        time=now,
+                        kind=kind,
+                        state=JobState(row[1]),
+                        message=message,
+                        data=payload,
+                    )
+                )
         self._publish(events)
 
     def events_after(self, job_id: JobId, after_seq: int, limit: int = 1000) -> list[JobEvent]:
