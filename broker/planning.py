@@ -43,6 +43,7 @@ from broker.dispatch.failover import (
 )
 from broker.model import (
     Attempt,
+    AttemptState,
     AttemptStatus,
     Job,
     JobSpec,
@@ -355,6 +356,9 @@ class Planner:
 
     def settle(self, job: Job, attempt: Attempt, status: AttemptStatus, store: JobStore) -> None:
         """Actual spend = the price recorded at decision time × the attempt's actual runtime."""
+        if status.state in (AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.CANCELLED):
+            self.burst_jobs.discard(job.id)  # the job is over: forget its burst memory
+            self.pending_burst.pop(job.id, None)
         self.recent.append(
             attempt.model_copy(
                 update={"state": status.state, "error": status.message, "updated_at": self.clock.now()}

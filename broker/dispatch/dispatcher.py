@@ -189,6 +189,9 @@ class Dispatcher(AttemptTracking):
             self._full = self._dirty = False
             self._new_jobs.clear()
             queued = await self._queued_jobs()
+            if head_only is None:  # forget the waiting reasons of jobs that left the queue
+                still = {j.id for j in queued}
+                self._waiting_reason = {k: v for k, v in self._waiting_reason.items() if k in still}
         elif self._new_jobs:
             # During a flood of submissions, let them land first (they are durable already)
             # and decide them together a moment later.
