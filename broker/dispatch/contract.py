@@ -50,7 +50,7 @@ class FailoverPlan:
 
 # Errors that are the offer's fault, not the job's: they move the job on without using up
 # one of its attempts (the give-up deadline still bounds the chain).
-_OFFER_FAULTS = (
+OFFER_FAULTS = (
     NextStep.BLOCK_OFFER_TRY_NEXT,
     NextStep.BLOCK_REGION_TRY_NEXT,
     NextStep.DROP_OFFER_TRY_NEXT,

@@ -19,7 +19,7 @@ from broker.clock import Clock
 from broker.config import DispatchSettings
 from broker.decision import Action, Decision
 from broker.dispatch.attempts import AttemptTracking
-from broker.dispatch.contract import _OFFER_FAULTS, DecisionMaker, DispatchStats
+from broker.dispatch.contract import OFFER_FAULTS, DecisionMaker, DispatchStats
 from broker.dispatch.failover import retry_transient
 from broker.dispatch.reconcile import reconcile
 from broker.model import (
@@ -414,7 +414,7 @@ class Dispatcher(AttemptTracking):
         counted = sum(
             1 for a in self.store.attempts_for(job.id) if a.state.terminal and not _offer_fault(a.error)
         )
-        if step in _OFFER_FAULTS or counted < self.planner.failover().max_attempts:
+        if step in OFFER_FAULTS or counted < self.planner.failover().max_attempts:
             self.store.transition(
                 job.id,
                 JobState.QUEUED,
