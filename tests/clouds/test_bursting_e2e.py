@@ -218,11 +218,19 @@ def test_tenant_at_its_budget_never_bursts_under_concurrent_submissions(broker: 
             t.start()
         for t in threads:
             t.join()
-        time.sleep(2.0)  # several dispatch passes
-        jobs = [stub.GetJob(pb.GetJobRequest(id=i), metadata=md(POOR_TOKEN)).job for i in ids]
-        provisioned = [
-            j for j in jobs if j.state in (job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING)
-        ]
+
+        def jobs_now() -> list[job_pb2.Job]:
+            return [stub.GetJob(pb.GetJobRequest(id=i), metadata=md(POOR_TOKEN)).job for i in ids]
+
+        def provisioned_of(jobs: list[job_pb2.Job]) -> list[job_pb2.Job]:
+            return [j for j in jobs if j.state in (job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING)]
+
+        deadline = time.monotonic() + 20
+        while len(provisioned_of(jobs_now())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)  # more dispatch passes: nothing else may burst
+        jobs = jobs_now()
+        provisioned = provisioned_of(jobs)
         queued = [j for j in jobs if j.state == job_pb2.JOB_STATE_QUEUED]
         assert len(provisioned) == 2 and len(queued) == 10
         spend = stub.GetSpend(pb.GetSpendRequest(), metadata=md(POOR_TOKEN))
