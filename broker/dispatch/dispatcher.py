@@ -78,6 +78,7 @@ class Dispatcher(AttemptTracking):
         self._started_at = clock.now()
         self._background: set[asyncio.Task[None]] = set()
         self._last_reconcile = 0.0
+        self._last_poll = 0.0
         self._snap: PassSnapshot | None = None
         self._snap_at = 0.0
         self._kick = asyncio.Event()
@@ -162,9 +163,13 @@ class Dispatcher(AttemptTracking):
             if self._stopping:
                 break
             try:
-                await self._poll_attempts()
+                # New work first; backends are polled on their own interval, not on every
+                # submission that wakes the loop.
                 await self._schedule()
                 loop_now = asyncio.get_running_loop().time()
+                if loop_now - self._last_poll >= self.settings.poll_interval_s:
+                    self._last_poll = loop_now
+                    await self._poll_attempts()
                 if loop_now - self._last_reconcile >= self.settings.reconcile_interval_s:
                     self._last_reconcile = loop_now
                     await reconcile(self)
