@@ -88,6 +88,23 @@ class JobIds:
             return JobId(f"j-{ms:011x}{self._seq:04x}{secrets.token_hex(3)}")
 
 
+def attempt_from_row(r: Sequence[Any], to_datetime: Callable[[Any], datetime]) -> Attempt:
+    """An attempt from its row (column order of both stores); times converted by `to_datetime`."""
+    return Attempt(
+        id=AttemptId(r[0]),
+        job_id=JobId(r[1]),
+        number=r[2],
+        site=SiteId(r[3]),
+        offer=Offer.model_validate_json(r[4]),
+        token=r[5],
+        state=AttemptState(r[6]),
+        backend_id=r[7],
+        created_at=to_datetime(r[8]),
+        updated_at=to_datetime(r[9]),
+        error=r[10],
+    )
+
+
 def new_attempt_id(job_id: JobId, number: int) -> AttemptId:
     return AttemptId(f"{job_id}-a{number}")
 

@@ -33,6 +33,7 @@ from broker.store.base import (
     SpendEntry,
     StoreError,
     Submission,
+    attempt_from_row,
     new_attempt_id,
 )
 
@@ -430,19 +431,7 @@ class SqliteStore(JobStore):
     # Attempts -----------------------------------------------------------------------------
 
     def _row_to_attempt(self, r: Sequence[Any]) -> Attempt:
-        return Attempt(
-            id=AttemptId(r[0]),
-            job_id=JobId(r[1]),
-            number=r[2],
-            site=SiteId(r[3]),
-            offer=Offer.model_validate_json(r[4]),
-            token=r[5],
-            state=AttemptState(r[6]),
-            backend_id=r[7],
-            created_at=_dt(r[8]),
-            updated_at=_dt(r[9]),
-            error=r[10],
-        )
+        return attempt_from_row(r, _dt)
 
     def create_attempt(self, job_id: JobId, site: SiteId, offer: Offer, token: str, now: datetime) -> Attempt:
         ts = _ts(now)
