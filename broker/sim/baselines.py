@@ -131,16 +131,19 @@ class Baseline:
                 is not None
             ):
                 continue
-            paid = self._money_ok(job, s, money)
-            if paid is not None:
-                return Decision(
-                    Action.RUN,
-                    s.offer,
-                    ("cheapest cloud offer",),
-                    burst=True,
-                    data={"cash": paid[0], "voucher": paid[1]},
-                )
+            burst = self._burst_if_paid(job, s, money, "cheapest cloud offer")
+            if burst is not None:
+                return burst
         return None
+
+    def _burst_if_paid(self, job: SimJob, s: ScoredOffer, money: TenantMoney, reason: str) -> Decision | None:
+        """A burst to `s` when the tenant's money covers it, else None."""
+        paid = self._money_ok(job, s, money)
+        if paid is None:
+            return None
+        return Decision(
+            Action.RUN, s.offer, (reason,), burst=True, data={"cash": paid[0], "voucher": paid[1]}
+        )
 
     def _cheapest(
         self, job: SimJob, snap: PassSnapshot, money: TenantMoney, ranked: list[ScoredOffer]
@@ -158,15 +161,9 @@ class Baseline:
                 is not None
             ):
                 continue
-            paid = self._money_ok(job, s, money)
-            if paid is not None:
-                return Decision(
-                    Action.RUN,
-                    s.offer,
-                    ("cheapest available offer",),
-                    burst=True,
-                    data={"cash": paid[0], "voucher": paid[1]},
-                )
+            burst = self._burst_if_paid(job, s, money, "cheapest available offer")
+            if burst is not None:
+                return burst
         first = next((s for s in ranked if s.offer.site in self._onprem_sites), None)
         if first is not None:
             snap.enqueue(first.offer, job.spec)

@@ -105,6 +105,14 @@ def attempt_from_row(r: Sequence[Any], to_datetime: Callable[[Any], datetime]) -
     )
 
 
+def attempt_updates(
+    state: AttemptState | None, backend_id: str | None, error: str | None
+) -> list[tuple[str, str]]:
+    """The (column, value) pairs an `update_attempt` call sets besides `updated_at`."""
+    values = (("state", state.value if state else None), ("backend_id", backend_id), ("error", error))
+    return [(col, value) for col, value in values if value is not None]
+
+
 def new_attempt_id(job_id: JobId, number: int) -> AttemptId:
     return AttemptId(f"{job_id}-a{number}")
 

@@ -46,6 +46,7 @@ from broker.store.base import (
     StoreError,
     Submission,
     attempt_from_row,
+    attempt_updates,
     new_attempt_id,
 )
 
@@ -436,14 +437,9 @@ class PostgresStore(JobStore):
     ) -> Attempt:
         sets: list[str] = ["updated_at=%s"]
         params: list[Any] = [_ts(now)]
-        for col, value in (
-            ("state", state.value if state else None),
-            ("backend_id", backend_id),
-            ("error", error),
-        ):
-            if value is not None:
-                sets.append(f"{col}=%s")
-                params.append(_text(value))
+        for col, value in attempt_updates(state, backend_id, error):
+            sets.append(f"{col}=%s")
+            params.append(_text(value))
         with self._tx() as db:
             row = db.execute(
                 f"UPDATE attempts SET {', '.join(sets)} WHERE id=%s RETURNING {ATTEMPT_COLS}",

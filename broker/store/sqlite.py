@@ -34,6 +34,7 @@ from broker.store.base import (
     StoreError,
     Submission,
     attempt_from_row,
+    attempt_updates,
     new_attempt_id,
 )
 
@@ -481,14 +482,9 @@ class SqliteStore(JobStore):
     ) -> Attempt:
         sets: list[str] = ["updated_at=?"]
         params: list[Any] = [_ts(now)]
-        for col, value in (
-            ("state", state.value if state else None),
-            ("backend_id", backend_id),
-            ("error", error),
-        ):
-            if value is not None:
-                sets.append(f"{col}=?")
-                params.append(value)
+        for col, value in attempt_updates(state, backend_id, error):
+            sets.append(f"{col}=?")
+            params.append(value)
         with self._tx() as db:
             row = db.execute(
                 f"UPDATE attempts SET {', '.join(sets)} WHERE id=? RETURNING {_ATTEMPT_COLS}",
