@@ -414,10 +414,16 @@ def test_silent_instance_is_lost_terminated_and_the_job_retried(
             play_bootstrap_when_on(stub, proc, job.id, "aws-east")
             final = wait_state(stub, job.id, TERMINAL)
             assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.attempts == 2
-        instances = ec2_instances(moto, "us-east-1", job.id)
+        # Both instances are terminated (the broker does it in the background after each end).
+        deadline = time.monotonic() + 15
+        while True:
+            instances = ec2_instances(moto, "us-east-1", job.id)
+            states = sorted(i["State"]["Name"] for i in instances)  # type: ignore[index]
+            if all(s in ("shutting-down", "terminated") for s in states):
+                break
+            assert time.monotonic() < deadline, states
+            time.sleep(0.2)
         assert len(instances) == 2
-        states = sorted(i["State"]["Name"] for i in instances)  # type: ignore[index]
-        assert all(s in ("shutting-down", "terminated") for s in states)
     finally:
         proc.stop()
 
