@@ -45,6 +45,11 @@ class AgentServiceStub:
                 request_serializer=shangzhuang_dot_broker_dot_v1_dot_agent__service__pb2.ReportExitRequest.SerializeToString,
                 response_deserializer=shangzhuang_dot_broker_dot_v1_dot_agent__service__pb2.ReportExitResponse.FromString,
                 _registered_method=True)
+        self.AppendLog = channel.unary_unary(
+                '/shangzhuang.broker.v1.AgentService/AppendLog',
+                request_serializer=shangzhuang_dot_broker_dot_v1_dot_agent__service__pb2.AppendLogRequest.SerializeToString,
+                response_deserializer=shangzhuang_dot_broker_dot_v1_dot_agent__service__pb2.AppendLogResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -63,6 +68,13 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendLog(self, request, context):
+        """A chunk of the job's output, sent as it is written (for `szb logs`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ReportExit,
                     request_deserializer=shangzhuang_dot_broker_dot_v1_dot_agent__service__pb2.ReportExitRequest.FromString,
                     response_serializer=shangzhuang_dot_broker_dot_v1_dot_agent__service__pb2.ReportExitResponse.SerializeToString,
+            ),
+            'AppendLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendLog,
+                    request_deserializer=shangzhuang_dot_broker_dot_v1_dot_agent__service__pb2.AppendLogRequest.FromString,
+                    response_serializer=shangzhuang_dot_broker_dot_v1_dot_agent__service__pb2.AppendLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +149,33 @@ class AgentService:
             '/shangzhuang.broker.v1.AgentService/ReportExit',
             shangzhuang_dot_broker_dot_v1_dot_agent__service__pb2.ReportExitRequest.SerializeToString,
             shangzhuang_dot_broker_dot_v1_dot_agent__service__pb2.ReportExitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shangzhuang.broker.v1.AgentService/AppendLog',
+            shangzhuang_dot_broker_dot_v1_dot_agent__service__pb2.AppendLogRequest.SerializeToString,
+            shangzhuang_dot_broker_dot_v1_dot_agent__service__pb2.AppendLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,8 @@ class AgentServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AgentServiceAsyncStub: ...
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.HeartbeatRequest, _agent_service_pb2.HeartbeatResponse]
     ReportExit: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.ReportExitRequest, _agent_service_pb2.ReportExitResponse]
+    AppendLog: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.AppendLogRequest, _agent_service_pb2.AppendLogResponse]
+    """A chunk of the job's output, sent as it is written (for `szb logs`)."""
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -43,6 +45,8 @@ class AgentServiceAsyncStub(AgentServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Heartbeat: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.HeartbeatRequest, _agent_service_pb2.HeartbeatResponse]  # type: ignore[assignment]
     ReportExit: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.ReportExitRequest, _agent_service_pb2.ReportExitResponse]  # type: ignore[assignment]
+    AppendLog: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.AppendLogRequest, _agent_service_pb2.AppendLogResponse]  # type: ignore[assignment]
+    """A chunk of the job's output, sent as it is written (for `szb logs`)."""
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Called by the bootstrap script on a cloud instance; authenticated by the attempt's own token."""
@@ -60,5 +64,13 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _agent_service_pb2.ReportExitRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_agent_service_pb2.ReportExitResponse, _abc.Awaitable[_agent_service_pb2.ReportExitResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AppendLog(
+        self,
+        request: _agent_service_pb2.AppendLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_service_pb2.AppendLogResponse, _abc.Awaitable[_agent_service_pb2.AppendLogResponse]]:
+        """A chunk of the job's output, sent as it is written (for `szb logs`)."""
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -6,7 +6,9 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from broker.api.shangzhuang.broker.v1 import job_pb2 as _job_pb2
 from broker.api.shangzhuang.broker.v1 import placement_pb2 as _placement_pb2
 import builtins as _builtins
@@ -19,6 +21,27 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _SpendGrouping:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SpendGroupingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SpendGrouping.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SPEND_GROUPING_UNSPECIFIED: _SpendGrouping.ValueType  # 0
+    """By tenant and site."""
+    SPEND_GROUPING_DAY: _SpendGrouping.ValueType  # 1
+    SPEND_GROUPING_SITE: _SpendGrouping.ValueType  # 2
+    SPEND_GROUPING_TENANT: _SpendGrouping.ValueType  # 3
+
+class SpendGrouping(_SpendGrouping, metaclass=_SpendGroupingEnumTypeWrapper): ...
+
+SPEND_GROUPING_UNSPECIFIED: SpendGrouping.ValueType  # 0
+"""By tenant and site."""
+SPEND_GROUPING_DAY: SpendGrouping.ValueType  # 1
+SPEND_GROUPING_SITE: SpendGrouping.ValueType  # 2
+SPEND_GROUPING_TENANT: SpendGrouping.ValueType  # 3
+Global___SpendGrouping: _TypeAlias = SpendGrouping  # noqa: Y015
 
 @_typing.final
 class SubmitJobRequest(_message.Message):
@@ -348,16 +371,29 @@ class GetSpendRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TENANT_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
-    """Empty: the caller's own tenant."""
+    """Empty: the caller's own tenant; "*": every tenant (internal tenants only)."""
+    group_by: Global___SpendGrouping.ValueType
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Attempts started in [since, until); unset: this month so far."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         tenant: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        group_by: Global___SpendGrouping.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_by", b"group_by", "since", b"since", "tenant", b"tenant", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -371,10 +407,15 @@ class SpendLine(_message.Message):
     SITE_FIELD_NUMBER: _builtins.int
     SPENT_FIELD_NUMBER: _builtins.int
     RESERVED_FIELD_NUMBER: _builtins.int
+    DAY_FIELD_NUMBER: _builtins.int
+    VOUCHER_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     site: _builtins.str
     spent: _builtins.float
     reserved: _builtins.float
+    day: _builtins.str
+    """The day (YYYY-MM-DD, Beijing time) with SPEND_GROUPING_DAY."""
+    voucher: _builtins.float
     def __init__(
         self,
         *,
@@ -382,10 +423,12 @@ class SpendLine(_message.Message):
         site: _builtins.str = ...,
         spent: _builtins.float = ...,
         reserved: _builtins.float = ...,
+        day: _builtins.str = ...,
+        voucher: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reserved", b"reserved", "site", b"site", "spent", b"spent", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "reserved", b"reserved", "site", b"site", "spent", b"spent", "tenant", b"tenant", "voucher", b"voucher"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -401,28 +444,54 @@ class GetSpendResponse(_message.Message):
     BUDGET_FIELD_NUMBER: _builtins.int
     BUDGET_LEFT_FIELD_NUMBER: _builtins.int
     VOUCHERS_LEFT_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    TOTAL_SPENT_FIELD_NUMBER: _builtins.int
+    TOTAL_RESERVED_FIELD_NUMBER: _builtins.int
     currency: _builtins.str
     month: _builtins.str
     budget: _builtins.float
+    """Unset when the tenant has no monthly budget (or several tenants were asked for)."""
     budget_left: _builtins.float
     vouchers_left: _builtins.float
+    total_spent: _builtins.float
+    total_reserved: _builtins.float
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___SpendLine]: ...
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         currency: _builtins.str = ...,
         month: _builtins.str = ...,
         lines: _abc.Iterable[Global___SpendLine] | None = ...,
-        budget: _builtins.float = ...,
-        budget_left: _builtins.float = ...,
-        vouchers_left: _builtins.float = ...,
+        budget: _builtins.float | None = ...,
+        budget_left: _builtins.float | None = ...,
+        vouchers_left: _builtins.float | None = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        total_spent: _builtins.float = ...,
+        total_reserved: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_left", b"_budget_left", "_vouchers_left", b"_vouchers_left", "budget", b"budget", "budget_left", b"budget_left", "since", b"since", "until", b"until", "vouchers_left", b"vouchers_left"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "budget_left", b"budget_left", "currency", b"currency", "lines", b"lines", "month", b"month", "vouchers_left", b"vouchers_left"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_left", b"_budget_left", "_vouchers_left", b"_vouchers_left", "budget", b"budget", "budget_left", b"budget_left", "currency", b"currency", "lines", b"lines", "month", b"month", "since", b"since", "total_reserved", b"total_reserved", "total_spent", b"total_spent", "until", b"until", "vouchers_left", b"vouchers_left"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__budget: _TypeAlias = _typing.Literal["budget"]  # noqa: Y015
+    _WhichOneofArgType__budget: _TypeAlias = _typing.Literal["_budget", b"_budget"]  # noqa: Y015
+    _WhichOneofReturnType__budget_left: _TypeAlias = _typing.Literal["budget_left"]  # noqa: Y015
+    _WhichOneofArgType__budget_left: _TypeAlias = _typing.Literal["_budget_left", b"_budget_left"]  # noqa: Y015
+    _WhichOneofReturnType__vouchers_left: _TypeAlias = _typing.Literal["vouchers_left"]  # noqa: Y015
+    _WhichOneofArgType__vouchers_left: _TypeAlias = _typing.Literal["_vouchers_left", b"_vouchers_left"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget) -> _WhichOneofReturnType__budget | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_left) -> _WhichOneofReturnType__budget_left | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__vouchers_left) -> _WhichOneofReturnType__vouchers_left | None: ...
 
 Global___GetSpendResponse: _TypeAlias = GetSpendResponse  # noqa: Y015
 
@@ -479,6 +548,43 @@ class PartitionStatus(_message.Message):
 Global___PartitionStatus: _TypeAlias = PartitionStatus  # noqa: Y015
 
 @_typing.final
+class TenantBudget(_message.Message):
+    """A tenant's money this month; budget fields are unset when it has no budget."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    BUDGET_LEFT_FIELD_NUMBER: _builtins.int
+    VOUCHERS_LEFT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    budget: _builtins.float
+    budget_left: _builtins.float
+    vouchers_left: _builtins.float
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        budget: _builtins.float | None = ...,
+        budget_left: _builtins.float | None = ...,
+        vouchers_left: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_left", b"_budget_left", "budget", b"budget", "budget_left", b"budget_left"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_left", b"_budget_left", "budget", b"budget", "budget_left", b"budget_left", "tenant", b"tenant", "vouchers_left", b"vouchers_left"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__budget: _TypeAlias = _typing.Literal["budget"]  # noqa: Y015
+    _WhichOneofArgType__budget: _TypeAlias = _typing.Literal["_budget", b"_budget"]  # noqa: Y015
+    _WhichOneofReturnType__budget_left: _TypeAlias = _typing.Literal["budget_left"]  # noqa: Y015
+    _WhichOneofArgType__budget_left: _TypeAlias = _typing.Literal["_budget_left", b"_budget_left"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget) -> _WhichOneofReturnType__budget | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_left) -> _WhichOneofReturnType__budget_left | None: ...
+
+Global___TenantBudget: _TypeAlias = TenantBudget  # noqa: Y015
+
+@_typing.final
 class GetStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -522,21 +628,53 @@ class GetStatusResponse(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class UnhealthySitesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PARTITIONS_FIELD_NUMBER: _builtins.int
     JOBS_BY_STATE_FIELD_NUMBER: _builtins.int
     ACTIVE_JOBS_BY_SITE_FIELD_NUMBER: _builtins.int
     BURST_DECISIONS_LAST_HOUR_FIELD_NUMBER: _builtins.int
     POLICY_HASH_FIELD_NUMBER: _builtins.int
     STATUS_JSON_FIELD_NUMBER: _builtins.int
+    TENANTS_FIELD_NUMBER: _builtins.int
+    UNHEALTHY_SITES_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
     burst_decisions_last_hour: _builtins.int
     policy_hash: _builtins.str
     status_json: _builtins.str
+    """The same facts as JSON (extra, for scripts); the typed fields below are the contract."""
+    currency: _builtins.str
+    """The currency of the money figures (the policy's)."""
     @_builtins.property
     def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionStatus]: ...
     @_builtins.property
     def jobs_by_state(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     @_builtins.property
     def active_jobs_by_site(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    @_builtins.property
+    def tenants(self) -> _containers.RepeatedCompositeFieldContainer[Global___TenantBudget]: ...
+    @_builtins.property
+    def unhealthy_sites(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Site id -> why it is unhealthy (circuit open, capacity unavailable, adapter not built)."""
+
     def __init__(
         self,
         *,
@@ -546,11 +684,184 @@ class GetStatusResponse(_message.Message):
         burst_decisions_last_hour: _builtins.int = ...,
         policy_hash: _builtins.str = ...,
         status_json: _builtins.str = ...,
+        tenants: _abc.Iterable[Global___TenantBudget] | None = ...,
+        unhealthy_sites: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        currency: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_decisions_last_hour", b"burst_decisions_last_hour", "jobs_by_state", b"jobs_by_state", "partitions", b"partitions", "policy_hash", b"policy_hash", "status_json", b"status_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_decisions_last_hour", b"burst_decisions_last_hour", "currency", b"currency", "jobs_by_state", b"jobs_by_state", "partitions", b"partitions", "policy_hash", b"policy_hash", "status_json", b"status_json", "tenants", b"tenants", "unhealthy_sites", b"unhealthy_sites"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class StreamJobLogsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    TAIL_BYTES_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    follow: _builtins.bool
+    """Keep streaming new output until the job is terminal."""
+    tail_bytes: _builtins.int
+    """Only the last `tail_bytes` of the output so far (0: all of it)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        follow: _builtins.bool = ...,
+        tail_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "id", b"id", "tail_bytes", b"tail_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamJobLogsRequest: _TypeAlias = StreamJobLogsRequest  # noqa: Y015
+
+@_typing.final
+class StreamJobLogsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUNK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def chunk(self) -> _job_pb2.LogChunk: ...
+    def __init__(
+        self,
+        *,
+        chunk: _job_pb2.LogChunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamJobLogsResponse: _TypeAlias = StreamJobLogsResponse  # noqa: Y015
+
+@_typing.final
+class ListOffersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    ACCELERATORS_FIELD_NUMBER: _builtins.int
+    ALLOWED_ONLY_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Whose view (operators and internal tenants only); empty: the caller's."""
+    allowed_only: _builtins.bool
+    """Only allowed offers."""
+    @_builtins.property
+    def accelerators(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only offers of these accelerators (case-insensitive); empty: all."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        accelerators: _abc.Iterable[_builtins.str] | None = ...,
+        allowed_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerators", b"accelerators", "allowed_only", b"allowed_only", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOffersRequest: _TypeAlias = ListOffersRequest  # noqa: Y015
+
+@_typing.final
+class AvailableOffer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    ZONE_FIELD_NUMBER: _builtins.int
+    INSTANCE_TYPE_FIELD_NUMBER: _builtins.int
+    ACCELERATOR_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    SPOT_FIELD_NUMBER: _builtins.int
+    PRICE_PER_HOUR_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    PRICE_PER_HOUR_POLICY_FIELD_NUMBER: _builtins.int
+    FREE_FIELD_NUMBER: _builtins.int
+    EXPECTED_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    site: _builtins.str
+    region: _builtins.str
+    zone: _builtins.str
+    instance_type: _builtins.str
+    accelerator: _builtins.str
+    count: _builtins.int
+    spot: _builtins.bool
+    price_per_hour: _builtins.float
+    currency: _builtins.str
+    price_per_hour_policy: _builtins.float
+    """The price in the policy's currency (0 when there is no FX rate)."""
+    free: _builtins.int
+    expected_wait_seconds: _builtins.float
+    allowed: _builtins.bool
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedCompositeFieldContainer[_placement_pb2.Reason]:
+        """Why the tenant may not use it (compliance, residency, tenant rules, health, blocks)."""
+
+    def __init__(
+        self,
+        *,
+        site: _builtins.str = ...,
+        region: _builtins.str = ...,
+        zone: _builtins.str = ...,
+        instance_type: _builtins.str = ...,
+        accelerator: _builtins.str = ...,
+        count: _builtins.int = ...,
+        spot: _builtins.bool = ...,
+        price_per_hour: _builtins.float = ...,
+        currency: _builtins.str = ...,
+        price_per_hour_policy: _builtins.float = ...,
+        free: _builtins.int | None = ...,
+        expected_wait_seconds: _builtins.float = ...,
+        allowed: _builtins.bool = ...,
+        reasons: _abc.Iterable[_placement_pb2.Reason] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_free", b"_free", "free", b"free"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_free", b"_free", "accelerator", b"accelerator", "allowed", b"allowed", "count", b"count", "currency", b"currency", "expected_wait_seconds", b"expected_wait_seconds", "free", b"free", "instance_type", b"instance_type", "price_per_hour", b"price_per_hour", "price_per_hour_policy", b"price_per_hour_policy", "reasons", b"reasons", "region", b"region", "site", b"site", "spot", b"spot", "zone", b"zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__free: _TypeAlias = _typing.Literal["free"]  # noqa: Y015
+    _WhichOneofArgType__free: _TypeAlias = _typing.Literal["_free", b"_free"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__free) -> _WhichOneofReturnType__free | None: ...
+
+Global___AvailableOffer: _TypeAlias = AvailableOffer  # noqa: Y015
+
+@_typing.final
+class ListOffersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFERS_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    POLICY_CURRENCY_FIELD_NUMBER: _builtins.int
+    POLICY_HASH_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    policy_currency: _builtins.str
+    policy_hash: _builtins.str
+    @_builtins.property
+    def offers(self) -> _containers.RepeatedCompositeFieldContainer[Global___AvailableOffer]: ...
+    def __init__(
+        self,
+        *,
+        offers: _abc.Iterable[Global___AvailableOffer] | None = ...,
+        tenant: _builtins.str = ...,
+        policy_currency: _builtins.str = ...,
+        policy_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offers", b"offers", "policy_currency", b"policy_currency", "policy_hash", b"policy_hash", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOffersResponse: _TypeAlias = ListOffersResponse  # noqa: Y015

@@ -80,6 +80,16 @@ class BrokerServiceStub:
                 request_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.StreamJobLogs = channel.unary_stream(
+                '/shangzhuang.broker.v1.BrokerService/StreamJobLogs',
+                request_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.StreamJobLogsRequest.SerializeToString,
+                response_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.StreamJobLogsResponse.FromString,
+                _registered_method=True)
+        self.ListOffers = channel.unary_unary(
+                '/shangzhuang.broker.v1.BrokerService/ListOffers',
+                request_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListOffersRequest.SerializeToString,
+                response_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListOffersResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServiceServicer:
@@ -146,6 +156,21 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamJobLogs(self, request, context):
+        """A job's output from its backend (local executor, Slurm, cloud agent); with `follow`,
+        keeps streaming until the job is terminal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOffers(self, request, context):
+        """What can run where, at what price, and whether the caller's tenant may use it (and why not).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +218,16 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.GetStatusRequest.FromString,
                     response_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'StreamJobLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamJobLogs,
+                    request_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.StreamJobLogsRequest.FromString,
+                    response_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.StreamJobLogsResponse.SerializeToString,
+            ),
+            'ListOffers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOffers,
+                    request_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListOffersRequest.FromString,
+                    response_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListOffersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -439,6 +474,60 @@ class BrokerService:
             '/shangzhuang.broker.v1.BrokerService/GetStatus',
             shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.GetStatusRequest.SerializeToString,
             shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shangzhuang.broker.v1.BrokerService/StreamJobLogs',
+            shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.StreamJobLogsRequest.SerializeToString,
+            shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.StreamJobLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOffers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shangzhuang.broker.v1.BrokerService/ListOffers',
+            shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListOffersRequest.SerializeToString,
+            shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListOffersResponse.FromString,
             options,
             channel_credentials,
             insecure,

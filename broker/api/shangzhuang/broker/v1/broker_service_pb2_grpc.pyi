@@ -48,6 +48,12 @@ class BrokerServiceStub:
     """Spend, reservations, budget and vouchers left this month."""
     GetStatus: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.GetStatusRequest, _broker_service_pb2.GetStatusResponse]
     """Operator view: capacity, queues and recent decisions."""
+    StreamJobLogs: _grpc.UnaryStreamMultiCallable[_broker_service_pb2.StreamJobLogsRequest, _broker_service_pb2.StreamJobLogsResponse]
+    """A job's output from its backend (local executor, Slurm, cloud agent); with `follow`,
+    keeps streaming until the job is terminal.
+    """
+    ListOffers: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.ListOffersRequest, _broker_service_pb2.ListOffersResponse]
+    """What can run where, at what price, and whether the caller's tenant may use it (and why not)."""
 
 @_typing.type_check_only
 class BrokerServiceAsyncStub(BrokerServiceStub):
@@ -69,6 +75,12 @@ class BrokerServiceAsyncStub(BrokerServiceStub):
     """Spend, reservations, budget and vouchers left this month."""
     GetStatus: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.GetStatusRequest, _broker_service_pb2.GetStatusResponse]  # type: ignore[assignment]
     """Operator view: capacity, queues and recent decisions."""
+    StreamJobLogs: _aio.UnaryStreamMultiCallable[_broker_service_pb2.StreamJobLogsRequest, _broker_service_pb2.StreamJobLogsResponse]  # type: ignore[assignment]
+    """A job's output from its backend (local executor, Slurm, cloud agent); with `follow`,
+    keeps streaming until the job is terminal.
+    """
+    ListOffers: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.ListOffersRequest, _broker_service_pb2.ListOffersResponse]  # type: ignore[assignment]
+    """What can run where, at what price, and whether the caller's tenant may use it (and why not)."""
 
 class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
     """The broker's front door. Every call carries `authorization: Bearer <token>` metadata."""
@@ -141,5 +153,23 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_broker_service_pb2.GetStatusResponse, _abc.Awaitable[_broker_service_pb2.GetStatusResponse]]:
         """Operator view: capacity, queues and recent decisions."""
+
+    @_abc_1.abstractmethod
+    def StreamJobLogs(
+        self,
+        request: _broker_service_pb2.StreamJobLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_broker_service_pb2.StreamJobLogsResponse], _abc.AsyncIterator[_broker_service_pb2.StreamJobLogsResponse]]:
+        """A job's output from its backend (local executor, Slurm, cloud agent); with `follow`,
+        keeps streaming until the job is terminal.
+        """
+
+    @_abc_1.abstractmethod
+    def ListOffers(
+        self,
+        request: _broker_service_pb2.ListOffersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_service_pb2.ListOffersResponse, _abc.Awaitable[_broker_service_pb2.ListOffersResponse]]:
+        """What can run where, at what price, and whether the caller's tenant may use it (and why not)."""
 
 def add_BrokerServiceServicer_to_server(servicer: BrokerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -286,6 +286,14 @@ class Job(_message.Message):
     LOG_TAIL_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     POLICY_HASH_FIELD_NUMBER: _builtins.int
+    INSTANCE_TYPE_FIELD_NUMBER: _builtins.int
+    ACCELERATOR_FIELD_NUMBER: _builtins.int
+    ACCELERATOR_COUNT_FIELD_NUMBER: _builtins.int
+    COST_SO_FAR_FIELD_NUMBER: _builtins.int
+    COST_CURRENCY_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    PENDING_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant: _builtins.str
     client_id: _builtins.str
@@ -296,12 +304,27 @@ class Job(_message.Message):
     log_tail: _builtins.str
     message: _builtins.str
     policy_hash: _builtins.str
+    instance_type: _builtins.str
+    """Where the latest attempt was placed (empty until the job is placed)."""
+    accelerator: _builtins.str
+    accelerator_count: _builtins.int
+    cost_so_far: _builtins.float
+    """Price × elapsed time of every started attempt so far, in `cost_currency` (the policy's)."""
+    cost_currency: _builtins.str
+    pending_reason: _builtins.str
+    """Why a QUEUED job is still waiting: the dispatcher's latest reason (empty otherwise)."""
     @_builtins.property
     def spec(self) -> Global___JobSpec: ...
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job first ran, and when it ended (unset until then)."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -318,10 +341,18 @@ class Job(_message.Message):
         log_tail: _builtins.str = ...,
         message: _builtins.str = ...,
         policy_hash: _builtins.str = ...,
+        instance_type: _builtins.str = ...,
+        accelerator: _builtins.str = ...,
+        accelerator_count: _builtins.int = ...,
+        cost_so_far: _builtins.float = ...,
+        cost_currency: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        pending_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "create_time", b"create_time", "exit_code", b"exit_code", "spec", b"spec", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "spec", b"spec", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "attempts", b"attempts", "client_id", b"client_id", "create_time", b"create_time", "exit_code", b"exit_code", "id", b"id", "log_tail", b"log_tail", "message", b"message", "policy_hash", b"policy_hash", "site", b"site", "spec", b"spec", "state", b"state", "tenant", b"tenant", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "accelerator", b"accelerator", "accelerator_count", b"accelerator_count", "attempts", b"attempts", "client_id", b"client_id", "cost_currency", b"cost_currency", "cost_so_far", b"cost_so_far", "create_time", b"create_time", "end_time", b"end_time", "exit_code", b"exit_code", "id", b"id", "instance_type", b"instance_type", "log_tail", b"log_tail", "message", b"message", "pending_reason", b"pending_reason", "policy_hash", b"policy_hash", "site", b"site", "spec", b"spec", "start_time", b"start_time", "state", b"state", "tenant", b"tenant", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
@@ -369,3 +400,31 @@ class JobEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobEvent: _TypeAlias = JobEvent  # noqa: Y015
+
+@_typing.final
+class LogChunk(_message.Message):
+    """A piece of a job's output (stdout and stderr interleaved, as the backend wrote it)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    ATTEMPT_ID_FIELD_NUMBER: _builtins.int
+    offset: _builtins.int
+    """Byte offset of `data` in the attempt's output."""
+    data: _builtins.bytes
+    attempt_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        offset: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        attempt_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_id", b"attempt_id", "data", b"data", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogChunk: _TypeAlias = LogChunk  # noqa: Y015

@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%shangzhuang/broker/v1/placement.proto\x12\x15shangzhuang.broker.v1\"\'\n\x06Reason\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xab\x03\n\x0bScoredOffer\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x02 \x01(\t\x12\x11\n\tresidency\x18\x03 \x01(\t\x12\x15\n\rinstance_type\x18\x04 \x01(\t\x12\x13\n\x0b\x61\x63\x63\x65lerator\x18\x05 \x01(\t\x12\r\n\x05\x63ount\x18\x06 \x01(\x05\x12\x0c\n\x04spot\x18\x07 \x01(\x08\x12\x16\n\x0eprice_per_hour\x18\x08 \x01(\x01\x12\x10\n\x08\x63urrency\x18\t \x01(\t\x12\x0f\n\x07\x61llowed\x18\n \x01(\x08\x12.\n\x07reasons\x18\x0b \x03(\x0b\x32\x1d.shangzhuang.broker.v1.Reason\x12\r\n\x05score\x18\x0c \x01(\x01\x12<\n\x05terms\x18\r \x03(\x0b\x32-.shangzhuang.broker.v1.ScoredOffer.TermsEntry\x12\x1d\n\x15\x65xpected_wait_seconds\x18\x0e \x01(\x01\x12\x0c\n\x04zone\x18\x0f \x01(\t\x12\x0e\n\x06region\x18\x10 \x01(\t\x1a,\n\nTermsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa1\x01\n\x0b\x45xplanation\x12\x32\n\x06\x63hosen\x18\x01 \x01(\x0b\x32\".shangzhuang.broker.v1.ScoredOffer\x12\x32\n\x06offers\x18\x02 \x03(\x0b\x32\".shangzhuang.broker.v1.ScoredOffer\x12\x13\n\x0bpolicy_hash\x18\x03 \x01(\t\x12\x15\n\rdecision_json\x18\x04 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%shangzhuang/broker/v1/placement.proto\x12\x15shangzhuang.broker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\'\n\x06Reason\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xab\x03\n\x0bScoredOffer\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x02 \x01(\t\x12\x11\n\tresidency\x18\x03 \x01(\t\x12\x15\n\rinstance_type\x18\x04 \x01(\t\x12\x13\n\x0b\x61\x63\x63\x65lerator\x18\x05 \x01(\t\x12\r\n\x05\x63ount\x18\x06 \x01(\x05\x12\x0c\n\x04spot\x18\x07 \x01(\x08\x12\x16\n\x0eprice_per_hour\x18\x08 \x01(\x01\x12\x10\n\x08\x63urrency\x18\t \x01(\t\x12\x0f\n\x07\x61llowed\x18\n \x01(\x08\x12.\n\x07reasons\x18\x0b \x03(\x0b\x32\x1d.shangzhuang.broker.v1.Reason\x12\r\n\x05score\x18\x0c \x01(\x01\x12<\n\x05terms\x18\r \x03(\x0b\x32-.shangzhuang.broker.v1.ScoredOffer.TermsEntry\x12\x1d\n\x15\x65xpected_wait_seconds\x18\x0e \x01(\x01\x12\x0c\n\x04zone\x18\x0f \x01(\t\x12\x0e\n\x06region\x18\x10 \x01(\t\x1a,\n\nTermsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb4\x02\n\x0b\x45xplanation\x12\x32\n\x06\x63hosen\x18\x01 \x01(\x0b\x32\".shangzhuang.broker.v1.ScoredOffer\x12\x32\n\x06offers\x18\x02 \x03(\x0b\x32\".shangzhuang.broker.v1.ScoredOffer\x12\x13\n\x0bpolicy_hash\x18\x03 \x01(\t\x12\x15\n\rdecision_json\x18\x04 \x01(\t\x12\x31\n\x08\x64\x65\x63ision\x18\x05 \x01(\x0b\x32\x1f.shangzhuang.broker.v1.Decision\x12\x34\n\nrejections\x18\x06 \x03(\x0b\x32 .shangzhuang.broker.v1.RuleCount\x12\x16\n\x0e\x61llowed_offers\x18\x07 \x01(\x05\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t\":\n\tRuleCount\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0e\n\x06offers\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x92\x05\n\x08\x44\x65\x63ision\x12\x35\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32%.shangzhuang.broker.v1.DecisionAction\x12\r\n\x05\x62urst\x18\x02 \x01(\x08\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x11\n\toffer_key\x18\x04 \x01(\t\x12\x16\n\x0eprice_per_hour\x18\x05 \x01(\x01\x12\x16\n\x0eprice_currency\x18\x06 \x01(\t\x12\x31\n\rprice_read_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t\x12\x16\n\x0ewaited_seconds\x18\t \x01(\x01\x12\x18\n\x10max_wait_seconds\x18\n \x01(\x01\x12\x1e\n\x16remaining_wait_seconds\x18\x0b \x01(\x01\x12\x13\n\x0bonprem_site\x18\x0c \x01(\t\x12)\n\x1conprem_expected_wait_seconds\x18\r \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11onprem_total_cost\x18\x0e \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0b\x63loud_offer\x18\x0f \x01(\t\x12\x1d\n\x10\x63loud_total_cost\x18\x10 \x01(\x01H\x02\x88\x01\x01\x12\x11\n\x04\x63\x61sh\x18\x11 \x01(\x01H\x03\x88\x01\x01\x12\x14\n\x07voucher\x18\x12 \x01(\x01H\x04\x88\x01\x01\x12\x37\n\x13\x62urst_pending_since\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x1f\n\x1d_onprem_expected_wait_secondsB\x14\n\x12_onprem_total_costB\x13\n\x11_cloud_total_costB\x07\n\x05_cashB\n\n\x08_voucher*\x80\x01\n\x0e\x44\x65\x63isionAction\x12\x1f\n\x1b\x44\x45\x43ISION_ACTION_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45\x43ISION_ACTION_RUN\x10\x01\x12\x18\n\x14\x44\x45\x43ISION_ACTION_WAIT\x10\x02\x12\x1a\n\x16\x44\x45\x43ISION_ACTION_REJECT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +34,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SCOREDOFFER_TERMSENTRY']._loaded_options = None
   _globals['_SCOREDOFFER_TERMSENTRY']._serialized_options = b'8\001'
-  _globals['_REASON']._serialized_start=64
-  _globals['_REASON']._serialized_end=103
-  _globals['_SCOREDOFFER']._serialized_start=106
-  _globals['_SCOREDOFFER']._serialized_end=533
-  _globals['_SCOREDOFFER_TERMSENTRY']._serialized_start=489
-  _globals['_SCOREDOFFER_TERMSENTRY']._serialized_end=533
-  _globals['_EXPLANATION']._serialized_start=536
-  _globals['_EXPLANATION']._serialized_end=697
+  _globals['_DECISIONACTION']._serialized_start=1601
+  _globals['_DECISIONACTION']._serialized_end=1729
+  _globals['_REASON']._serialized_start=97
+  _globals['_REASON']._serialized_end=136
+  _globals['_SCOREDOFFER']._serialized_start=139
+  _globals['_SCOREDOFFER']._serialized_end=566
+  _globals['_SCOREDOFFER_TERMSENTRY']._serialized_start=522
+  _globals['_SCOREDOFFER_TERMSENTRY']._serialized_end=566
+  _globals['_EXPLANATION']._serialized_start=569
+  _globals['_EXPLANATION']._serialized_end=877
+  _globals['_RULECOUNT']._serialized_start=879
+  _globals['_RULECOUNT']._serialized_end=937
+  _globals['_DECISION']._serialized_start=940
+  _globals['_DECISION']._serialized_end=1598
 # @@protoc_insertion_point(module_scope)

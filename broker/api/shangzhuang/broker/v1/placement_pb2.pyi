@@ -6,7 +6,9 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +19,31 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _DecisionAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DecisionActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DecisionAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DECISION_ACTION_UNSPECIFIED: _DecisionAction.ValueType  # 0
+    DECISION_ACTION_RUN: _DecisionAction.ValueType  # 1
+    """Start now on `offer_key` (on-prem, or a burst to a cloud)."""
+    DECISION_ACTION_WAIT: _DecisionAction.ValueType  # 2
+    """Stay queued; capacity, budget or stock may change."""
+    DECISION_ACTION_REJECT: _DecisionAction.ValueType  # 3
+    """No offer can ever be allowed: the job fails with the reasons."""
+
+class DecisionAction(_DecisionAction, metaclass=_DecisionActionEnumTypeWrapper): ...
+
+DECISION_ACTION_UNSPECIFIED: DecisionAction.ValueType  # 0
+DECISION_ACTION_RUN: DecisionAction.ValueType  # 1
+"""Start now on `offer_key` (on-prem, or a burst to a cloud)."""
+DECISION_ACTION_WAIT: DecisionAction.ValueType  # 2
+"""Stay queued; capacity, budget or stock may change."""
+DECISION_ACTION_REJECT: DecisionAction.ValueType  # 3
+"""No offer can ever be allowed: the job fails with the reasons."""
+Global___DecisionAction: _TypeAlias = DecisionAction  # noqa: Y015
 
 @_typing.final
 class Reason(_message.Message):
@@ -140,13 +167,30 @@ class Explanation(_message.Message):
     OFFERS_FIELD_NUMBER: _builtins.int
     POLICY_HASH_FIELD_NUMBER: _builtins.int
     DECISION_JSON_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REJECTIONS_FIELD_NUMBER: _builtins.int
+    ALLOWED_OFFERS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
     policy_hash: _builtins.str
     decision_json: _builtins.str
-    """The burst decision (run / wait / burst) with its numbers, as JSON text."""
+    """The burst decision (run / wait / burst) with its numbers, as JSON text (extra; see `decision`)."""
+    allowed_offers: _builtins.int
+    currency: _builtins.str
+    """The currency of `score` and the decision's money figures (the policy's)."""
     @_builtins.property
     def chosen(self) -> Global___ScoredOffer: ...
     @_builtins.property
     def offers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoredOffer]: ...
+    @_builtins.property
+    def decision(self) -> Global___Decision:
+        """The run / wait / burst decision, typed."""
+
+    @_builtins.property
+    def rejections(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleCount]:
+        """How many offers each rule rejected (by the first rule that rejected each), the rule
+        that blocks the job first: rules other than hardware fit, most offers first.
+        """
+
     def __init__(
         self,
         *,
@@ -154,11 +198,144 @@ class Explanation(_message.Message):
         offers: _abc.Iterable[Global___ScoredOffer] | None = ...,
         policy_hash: _builtins.str = ...,
         decision_json: _builtins.str = ...,
+        decision: Global___Decision | None = ...,
+        rejections: _abc.Iterable[Global___RuleCount] | None = ...,
+        allowed_offers: _builtins.int = ...,
+        currency: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chosen", b"chosen"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chosen", b"chosen", "decision", b"decision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chosen", b"chosen", "decision_json", b"decision_json", "offers", b"offers", "policy_hash", b"policy_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_offers", b"allowed_offers", "chosen", b"chosen", "currency", b"currency", "decision", b"decision", "decision_json", b"decision_json", "offers", b"offers", "policy_hash", b"policy_hash", "rejections", b"rejections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Explanation: _TypeAlias = Explanation  # noqa: Y015
+
+@_typing.final
+class RuleCount(_message.Message):
+    """How many offers one rule rejected, with one of its messages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    OFFERS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    rule: _builtins.str
+    offers: _builtins.int
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        rule: _builtins.str = ...,
+        offers: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "offers", b"offers", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RuleCount: _TypeAlias = RuleCount  # noqa: Y015
+
+@_typing.final
+class Decision(_message.Message):
+    """What the pure decision core decided for one job, and the numbers behind it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    OFFER_KEY_FIELD_NUMBER: _builtins.int
+    PRICE_PER_HOUR_FIELD_NUMBER: _builtins.int
+    PRICE_CURRENCY_FIELD_NUMBER: _builtins.int
+    PRICE_READ_AT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    WAITED_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    REMAINING_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    ONPREM_SITE_FIELD_NUMBER: _builtins.int
+    ONPREM_EXPECTED_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    ONPREM_TOTAL_COST_FIELD_NUMBER: _builtins.int
+    CLOUD_OFFER_FIELD_NUMBER: _builtins.int
+    CLOUD_TOTAL_COST_FIELD_NUMBER: _builtins.int
+    CASH_FIELD_NUMBER: _builtins.int
+    VOUCHER_FIELD_NUMBER: _builtins.int
+    BURST_PENDING_SINCE_FIELD_NUMBER: _builtins.int
+    action: Global___DecisionAction.ValueType
+    burst: _builtins.bool
+    offer_key: _builtins.str
+    """The chosen offer (empty when none), its price and the price's own currency."""
+    price_per_hour: _builtins.float
+    price_currency: _builtins.str
+    currency: _builtins.str
+    """The currency of every money figure below (the policy's)."""
+    waited_seconds: _builtins.float
+    max_wait_seconds: _builtins.float
+    remaining_wait_seconds: _builtins.float
+    onprem_site: _builtins.str
+    onprem_expected_wait_seconds: _builtins.float
+    onprem_total_cost: _builtins.float
+    cloud_offer: _builtins.str
+    cloud_total_cost: _builtins.float
+    cash: _builtins.float
+    """Cash and voucher amounts a burst reserves."""
+    voucher: _builtins.float
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def price_read_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def burst_pending_since(self) -> _timestamp_pb2.Timestamp:
+        """Since when the burst condition has held (hysteresis), when it is pending."""
+
+    def __init__(
+        self,
+        *,
+        action: Global___DecisionAction.ValueType = ...,
+        burst: _builtins.bool = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+        offer_key: _builtins.str = ...,
+        price_per_hour: _builtins.float = ...,
+        price_currency: _builtins.str = ...,
+        price_read_at: _timestamp_pb2.Timestamp | None = ...,
+        currency: _builtins.str = ...,
+        waited_seconds: _builtins.float = ...,
+        max_wait_seconds: _builtins.float = ...,
+        remaining_wait_seconds: _builtins.float = ...,
+        onprem_site: _builtins.str = ...,
+        onprem_expected_wait_seconds: _builtins.float | None = ...,
+        onprem_total_cost: _builtins.float | None = ...,
+        cloud_offer: _builtins.str = ...,
+        cloud_total_cost: _builtins.float | None = ...,
+        cash: _builtins.float | None = ...,
+        voucher: _builtins.float | None = ...,
+        burst_pending_since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cash", b"_cash", "_cloud_total_cost", b"_cloud_total_cost", "_onprem_expected_wait_seconds", b"_onprem_expected_wait_seconds", "_onprem_total_cost", b"_onprem_total_cost", "_voucher", b"_voucher", "burst_pending_since", b"burst_pending_since", "cash", b"cash", "cloud_total_cost", b"cloud_total_cost", "onprem_expected_wait_seconds", b"onprem_expected_wait_seconds", "onprem_total_cost", b"onprem_total_cost", "price_read_at", b"price_read_at", "voucher", b"voucher"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cash", b"_cash", "_cloud_total_cost", b"_cloud_total_cost", "_onprem_expected_wait_seconds", b"_onprem_expected_wait_seconds", "_onprem_total_cost", b"_onprem_total_cost", "_voucher", b"_voucher", "action", b"action", "burst", b"burst", "burst_pending_since", b"burst_pending_since", "cash", b"cash", "cloud_offer", b"cloud_offer", "cloud_total_cost", b"cloud_total_cost", "currency", b"currency", "max_wait_seconds", b"max_wait_seconds", "offer_key", b"offer_key", "onprem_expected_wait_seconds", b"onprem_expected_wait_seconds", "onprem_site", b"onprem_site", "onprem_total_cost", b"onprem_total_cost", "price_currency", b"price_currency", "price_per_hour", b"price_per_hour", "price_read_at", b"price_read_at", "reasons", b"reasons", "remaining_wait_seconds", b"remaining_wait_seconds", "voucher", b"voucher", "waited_seconds", b"waited_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cash: _TypeAlias = _typing.Literal["cash"]  # noqa: Y015
+    _WhichOneofArgType__cash: _TypeAlias = _typing.Literal["_cash", b"_cash"]  # noqa: Y015
+    _WhichOneofReturnType__cloud_total_cost: _TypeAlias = _typing.Literal["cloud_total_cost"]  # noqa: Y015
+    _WhichOneofArgType__cloud_total_cost: _TypeAlias = _typing.Literal["_cloud_total_cost", b"_cloud_total_cost"]  # noqa: Y015
+    _WhichOneofReturnType__onprem_expected_wait_seconds: _TypeAlias = _typing.Literal["onprem_expected_wait_seconds"]  # noqa: Y015
+    _WhichOneofArgType__onprem_expected_wait_seconds: _TypeAlias = _typing.Literal["_onprem_expected_wait_seconds", b"_onprem_expected_wait_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__onprem_total_cost: _TypeAlias = _typing.Literal["onprem_total_cost"]  # noqa: Y015
+    _WhichOneofArgType__onprem_total_cost: _TypeAlias = _typing.Literal["_onprem_total_cost", b"_onprem_total_cost"]  # noqa: Y015
+    _WhichOneofReturnType__voucher: _TypeAlias = _typing.Literal["voucher"]  # noqa: Y015
+    _WhichOneofArgType__voucher: _TypeAlias = _typing.Literal["_voucher", b"_voucher"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cash) -> _WhichOneofReturnType__cash | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cloud_total_cost) -> _WhichOneofReturnType__cloud_total_cost | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__onprem_expected_wait_seconds) -> _WhichOneofReturnType__onprem_expected_wait_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__onprem_total_cost) -> _WhichOneofReturnType__onprem_total_cost | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__voucher) -> _WhichOneofReturnType__voucher | None: ...
+
+Global___Decision: _TypeAlias = Decision  # noqa: Y015
