@@ -277,6 +277,17 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
 
+    async def StreamJobLogs(
+        self, request: broker_service_pb2.StreamJobLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[broker_service_pb2.StreamJobLogsResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "StreamJobLogs is not served yet")
+        yield broker_service_pb2.StreamJobLogsResponse()  # pragma: no cover
+
+    async def ListOffers(
+        self, request: broker_service_pb2.ListOffersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_service_pb2.ListOffersResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListOffers is not served yet")
+
 
 class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     """Heartbeats and exit reports from bootstraps on cloud instances; one token per attempt."""
@@ -305,3 +316,8 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
             return agent_service_pb2.ReportExitResponse()
         except Exception as exc:
             await abort_with(context, exc)
+
+    async def AppendLog(
+        self, request: agent_service_pb2.AppendLogRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agent_service_pb2.AppendLogResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "AppendLog is not served yet")
