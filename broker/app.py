@@ -85,10 +85,11 @@ class BrokerApp:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
+        self.auth = TokenAuthority.from_file(cfg.tokens_file)
         broker_service_pb2_grpc.add_BrokerServiceServicer_to_server(
             BrokerServicer(
                 self.services,
-                TokenAuthority.from_file(cfg.tokens_file),
+                self.auth,
                 explain=self.planner.explain_proto,
                 spend=self._spend_proto,
                 status=self._status_proto,
@@ -113,6 +114,9 @@ class BrokerApp:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self.planner.watch(self._policy_changed)
+        self._tokens_task: asyncio.Task[None] | None = None
+        if cfg.tokens_reload_s > 0:
+            self._tokens_task = asyncio.get_running_loop().create_task(self.auth.watch(cfg.tokens_reload_s))
         log.info(
             "broker listening on %s:%d (data in %s, policy %s)",
             host or "127.0.0.1",
@@ -154,6 +158,8 @@ class BrokerApp:
             return
         await self.health.enter_graceful_shutdown()
         self.planner.stop_watching()
+        if self._tokens_task is not None:
+            self._tokens_task.cancel()
         await self.dispatcher.stop()
         await self.server.stop(grace)
         if self.agent_http is not None:
@@ -163,7 +169,7 @@ class BrokerApp:
 
 
 async def serve_forever(config: BrokerConfig) -> None:
-    """Run until SIGINT/SIGTERM; SIGHUP reloads the policy."""
+    """Run until SIGINT/SIGTERM; SIGHUP reloads the policy and the tokens file."""
     app = BrokerApp(config)
     port = await app.start()
     # Everything loaded so far lives as long as the process: keep the collector off it, so
@@ -175,6 +181,11 @@ async def serve_forever(config: BrokerConfig) -> None:
     done = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, done.set)
     loop.add_signal_handler(signal.SIGTERM, done.set)
-    loop.add_signal_handler(signal.SIGHUP, app.planner.reload)
+
+    def reload() -> None:
+        app.planner.reload()
+        app.auth.reload()
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await done.wait()
     await app.stop()

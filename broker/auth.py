@@ -1,16 +1,29 @@
-"""Bearer tokens → tenants. The tokens file stores only SHA-256 hashes of tokens."""
+"""Bearer tokens → principals (tenant + role). The tokens file stores only SHA-256 hashes.
+
+The file is read again when it changes and on SIGHUP, so a revoked token stops working
+without a restart; an invalid file is refused with FILE:LINE:COL errors and the last good
+one stays in force.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import re
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-from ruamel.yaml import YAML
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from broker.model import TenantId
+from broker.policy._problems import PolicyError, Problem
+from broker.policy._yaml import parse_yaml, validation_problems
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +34,48 @@ class AuthError(Exception):
     """No token, or a token nobody issued."""
 
 
+class Role(StrEnum):
+    TENANT = "tenant"
+    """Sees and changes only its own tenant's jobs."""
+    OPERATOR = "operator"
+    """Runs the platform: lists, reads, watches and cancels every tenant's jobs; full status."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the tenant they act for, their role, and a name for the audit trail."""
+
+    tenant: TenantId
+    role: Role = Role.TENANT
+    name: str = ""
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role is Role.OPERATOR
+
+    @property
+    def who(self) -> str:
+        """The name recorded in events and audit lines (the tenant when the token has none)."""
+        return self.name or self.tenant
+
+    def sees(self, tenant: str) -> bool:
+        """Whether this caller may see a job, spend line or quota of `tenant`."""
+        return self.is_operator or tenant == self.tenant
+
+
+DEV_PRINCIPAL = Principal(DEV_TENANT, Role.OPERATOR, "dev")
+"""Without a tokens file there is one (loopback) user, who is also the operator."""
+
+
 class TokenEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tenant: str = Field(min_length=1)
+    tenant: str = Field(min_length=1, max_length=128)
+    """The tenant this token acts for (jobs it submits belong to this tenant)."""
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    """Hex SHA-256 of the token (`szb token hash TOKEN` prints it)."""
+    """Hex SHA-256 of the token (`szb token` prints the whole entry)."""
+    role: Role = Role.TENANT
+    name: str = Field(default="", max_length=128)
+    """Who holds the token (a person or service), recorded with cancels; default: the tenant."""
 
 
 class TokensFile(BaseModel):
@@ -33,43 +83,162 @@ class TokensFile(BaseModel):
     tokens: list[TokenEntry] = []
 
 
+_ENTRIES = TypeAdapter(list[TokenEntry])
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class TokenAuthority:
-    """Resolves `authorization: Bearer T` metadata to a tenant.
+def token_entry_line(tenant: str, token: str, role: Role = Role.TENANT, name: str = "") -> str:
+    """One tokens-file entry, indented so it can be appended to a file as is (or start one)."""
+    extra = f", name: {_yaml_str(name)}" if name else ""
+    return f'  - {{tenant: {_yaml_str(tenant)}, role: {role.value}, sha256: "{hash_token(token)}"{extra}}}'
 
-    With no tokens file the broker runs with a single built-in dev tenant, and says so loudly.
+
+def _yaml_str(text: str) -> str:
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def load_tokens(path: Path) -> list[TokenEntry]:
+    """Read a tokens file (`tokens: [...]` or a bare list); PolicyError with FILE:LINE:COL."""
+    name = str(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError([Problem(name, 1, 1, f"cannot read the tokens file: {exc}")]) from exc
+    root = parse_yaml(text, name)
+    items = root.get("tokens") if isinstance(root, CommentedMap) else root
+    for entry in items if isinstance(items, CommentedSeq) else ():
+        if isinstance(entry, CommentedMap):
+            _keep_hash_text(entry, text.splitlines())
+    try:
+        if isinstance(root, CommentedSeq):  # a bare list: what `szb token` output alone makes
+            entries = _ENTRIES.validate_python(root)
+        else:
+            entries = TokensFile.model_validate(root if root is not None else {}).tokens
+    except ValidationError as exc:
+        raise PolicyError(validation_problems(exc, root, name)) from exc
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        if entry.sha256 in seen:
+            line, col = _entry_position(root, i)
+            raise PolicyError(
+                [Problem(name, line, col, f"tokens.{i}.sha256: same token as tokens.{seen[entry.sha256]}")]
+            )
+        seen[entry.sha256] = i
+    return entries
+
+
+def _keep_hash_text(entry: CommentedMap, lines: list[str]) -> None:
+    """A hash of only digits (or digits and one `e`) reads as a number: take its source text."""
+    value = entry.get("sha256")
+    if isinstance(value, str) or value is None or "sha256" not in entry.lc.data:
+        return
+    line, col = entry.lc.value("sha256")
+    if line < len(lines):
+        raw = re.match(r"[^\s,}#]*", lines[line][col:])
+        entry["sha256"] = raw.group(0) if raw else str(value)
+
+
+def _entry_position(root: Any, index: int) -> tuple[int, int]:
+    seq = root if isinstance(root, CommentedSeq) else root.get("tokens")
+    line, col = seq.lc.item(index)
+    return line + 1, col + 1
+
+
+class TokenAuthority:
+    """Resolves `authorization: Bearer T` metadata to a Principal.
+
+    With no tokens file the broker runs with a single built-in dev principal, and says so loudly.
     """
 
-    def __init__(self, entries: Sequence[TokenEntry] | None) -> None:
+    def __init__(self, entries: Sequence[TokenEntry] | None, *, path: Path | None = None) -> None:
         self.dev_mode = entries is None
-        self._by_hash: dict[str, TenantId] = {e.sha256: TenantId(e.tenant) for e in entries or ()}
+        self.path = path
+        self.last_problems: list[Problem] = []
+        self._lock = threading.Lock()
+        self._digest = self._file_digest()
+        self._by_hash = self._index(entries or ())
         if self.dev_mode:
             log.warning(
-                "NO TOKENS FILE: every caller is the built-in dev tenant %r. "
+                "NO TOKENS FILE: every caller is the built-in dev tenant %r (operator). "
                 "Do not run this way with real users; set `tokens_file` in broker.yaml.",
                 DEV_TENANT,
             )
 
+    @staticmethod
+    def _index(entries: Sequence[TokenEntry]) -> dict[str, Principal]:
+        return {e.sha256: Principal(TenantId(e.tenant), e.role, e.name) for e in entries}
+
     @classmethod
     def from_file(cls, path: Path | None) -> TokenAuthority:
+        """Load `path` (None: dev mode); PolicyError when even the first file is invalid."""
         if path is None:
             return cls(None)
-        data = YAML(typ="safe").load(path.read_text()) or {}
-        return cls(TokensFile.model_validate(data).tokens)
+        return cls(load_tokens(path), path=path)
 
-    def tenant_for(self, metadata: Mapping[str, str]) -> TenantId:
-        """The caller's tenant; AuthError when the token is missing or unknown."""
+    @property
+    def count(self) -> int:
+        return len(self._by_hash)
+
+    def _file_digest(self) -> str | None:
+        if self.path is None:
+            return None
+        try:
+            return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+
+    def reload(self) -> list[Problem]:
+        """Read the file again; swap when valid, else keep the last good tokens and log why."""
+        if self.path is None:
+            return []
+        with self._lock:
+            self._digest = self._file_digest()
+            try:
+                entries = load_tokens(self.path)
+            except PolicyError as exc:
+                self.last_problems = exc.problems
+                for problem in exc.problems:
+                    log.error("tokens reload refused: %s", problem)
+                log.error("keeping the last good tokens file (%d tokens)", len(self._by_hash))
+                return exc.problems
+            self.last_problems = []
+            by_hash = self._index(entries)
+            if by_hash != self._by_hash:
+                self._by_hash = by_hash  # one assignment: a lookup sees the old or the new map
+                log.info("tokens file %s reloaded: %d tokens", self.path, len(by_hash))
+            return []
+
+    def poll(self) -> list[Problem] | None:
+        """Reload when the file's content changed; None when it did not."""
+        if self.path is None or self._file_digest() == self._digest:
+            return None
+        return self.reload()
+
+    async def watch(self, interval_s: float = 1.0) -> None:
+        """Poll the file until cancelled (run it as an asyncio task)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await asyncio.to_thread(self.poll)
+
+    def principal_for(self, metadata: Mapping[str, str]) -> Principal:
+        """The caller; AuthError when the token is missing or unknown."""
         if self.dev_mode:
-            return DEV_TENANT
+            return DEV_PRINCIPAL
         header = metadata.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("missing bearer token in 'authorization' metadata")
         # Only hashes are kept, so a dict lookup on the hash leaks nothing about tokens.
-        tenant = self._by_hash.get(hash_token(token.strip()))
-        if tenant is None:
+        principal = self._by_hash.get(hash_token(token.strip()))
+        if principal is None:
             raise AuthError("unknown token")
-        return tenant
+        return principal
+
+    def tenant_for(self, metadata: Mapping[str, str]) -> TenantId:
+        """The caller's tenant; AuthError when the token is missing or unknown."""
+        return self.principal_for(metadata).tenant

@@ -44,7 +44,9 @@ class BrokerConfig(BaseModel):
     policy: Path | None = None
     """Routing policy file; None uses the embedded single-host policy."""
     tokens_file: Path | None = None
-    """Tokens file (hashes → tenants); None runs with the single built-in dev tenant."""
+    """Tokens file (hashes → tenants and roles); None runs with the single built-in dev tenant."""
+    tokens_reload_s: float = Field(default=1.0, ge=0)
+    """How often the tokens file is checked for changes (0: only on SIGHUP)."""
     durability: str = Field(default="normal", pattern="^(normal|full)$")
     dispatch: DispatchSettings = DispatchSettings()
     store: StoreSettings | None = None

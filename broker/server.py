@@ -19,7 +19,7 @@ from broker.api import (
     broker_service_pb2_grpc,
     placement_pb2,
 )
-from broker.auth import AuthError, TokenAuthority
+from broker.auth import AuthError, Principal, TokenAuthority
 from broker.model import JobSpec, TenantId
 from broker.serde import (
     UnknownEnumError,
@@ -28,7 +28,7 @@ from broker.serde import (
     spec_from_proto,
     state_from_proto,
 )
-from broker.service import AgentAuthError, BrokerServices, NotPlaceableError
+from broker.service import AgentAuthError, BrokerServices, NotPlaceableError, PermissionDeniedError
 from broker.store import JobNotFoundError, StoreError, Submission
 from broker.validation import FieldViolation, violations
 
@@ -63,6 +63,8 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
         details.append(_pack(bad))
     elif isinstance(exc, AuthError | AgentAuthError):
         code, message = code_pb2.UNAUTHENTICATED, str(exc)
+    elif isinstance(exc, PermissionDeniedError):
+        code, message = code_pb2.PERMISSION_DENIED, str(exc)
     elif isinstance(exc, JobNotFoundError):
         code, message = code_pb2.NOT_FOUND, str(exc)
     elif isinstance(exc, NotPlaceableError):
@@ -134,9 +136,13 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self.spend = spend
         self._status = status
 
-    def _tenant(self, context: grpc.aio.ServicerContext[Any, Any]) -> TenantId:
+    def _principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
+        """The authenticated caller (tenant, role, name); AuthError otherwise."""
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-        return self.auth.tenant_for(metadata)
+        return self.auth.principal_for(metadata)
+
+    def _tenant(self, context: grpc.aio.ServicerContext[Any, Any]) -> TenantId:
+        return self._principal(context).tenant
 
     async def SubmitJob(
         self, request: broker_service_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -186,7 +192,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.GetJobResponse:
         try:
-            job = self.services.get(self._tenant(context), _job_id(request.id))
+            job = self.services.get(self._principal(context), _job_id(request.id))
             return broker_service_pb2.GetJobResponse(job=job_to_proto(job))
         except Exception as exc:
             await abort_with(context, exc)
@@ -195,7 +201,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.ListJobsResponse:
         try:
-            tenant = self._tenant(context)
+            caller = self._principal(context)
             if request.page_size < 0:
                 raise _BadRequest([FieldViolation("page_size", "must be >= 0")])
             if len(request.page_token) > MAX_ID:
@@ -204,8 +210,11 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 states = [state_from_proto(s) for s in request.states]
             except UnknownEnumError as exc:
                 raise _BadRequest([FieldViolation("states", "unknown job state")]) from exc
+            if len(request.tenant) > MAX_ID:
+                raise _BadRequest([FieldViolation("tenant", f"must be at most {MAX_ID} characters")])
             page = self.services.list(
-                tenant,
+                caller,
+                tenant=request.tenant,
                 states=states,
                 labels=dict(request.labels),
                 page_size=request.page_size,
@@ -221,7 +230,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.CancelJobResponse:
         try:
-            job = await self.services.cancel(self._tenant(context), _job_id(request.id))
+            job = await self.services.cancel(self._principal(context), _job_id(request.id))
             return broker_service_pb2.CancelJobResponse(job=job_to_proto(job))
         except Exception as exc:
             await abort_with(context, exc)
@@ -230,10 +239,10 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[broker_service_pb2.WatchJobResponse]:
         try:
-            tenant = self._tenant(context)
+            caller = self._principal(context)
             if request.after_seq < 0:
                 raise _BadRequest([FieldViolation("after_seq", "must be >= 0")])
-            stream = self.services.watch(tenant, _job_id(request.id), request.after_seq)
+            stream = self.services.watch(caller, _job_id(request.id), request.after_seq)
         except Exception as exc:
             await abort_with(context, exc)
         try:

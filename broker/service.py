@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from broker.auth import Principal
 from broker.clock import Clock
 from broker.dispatch.dispatcher import Dispatcher
 from broker.model import AttemptState, AttemptStatus, Job, JobEvent, JobId, JobSpec, JobState, TenantId
@@ -24,6 +25,10 @@ AdmitFn = Callable[[JobSpec, TenantId, datetime], Sequence[str]]
 
 class AgentAuthError(Exception):
     """An agent report with an unknown attempt or the wrong per-attempt token."""
+
+
+class PermissionDeniedError(Exception):
+    """The caller's role does not allow this call (never used to hide a job: that is NOT_FOUND)."""
 
 
 class NotPlaceableError(Exception):
@@ -118,30 +123,37 @@ class BrokerServices:
             if not done.done():
                 done.set_result(results)
 
-    def get(self, tenant: TenantId, job_id: str) -> Job:
-        return self.store.get(job_id, tenant)
+    def get(self, caller: Principal, job_id: str) -> Job:
+        """The job; JobNotFoundError when missing or another tenant's (unless an operator asks)."""
+        return self.store.get(job_id, None if caller.is_operator else caller.tenant)
 
     def list(
         self,
-        tenant: TenantId,
+        caller: Principal,
         *,
         states: Sequence[JobState],
         labels: Mapping[str, str],
         page_size: int,
         page_token: str,
+        tenant: str = "",
     ) -> JobPage:
+        """The caller's jobs; an operator sees every tenant's, or `tenant`'s when given."""
+        if tenant and not caller.sees(tenant):
+            raise PermissionDeniedError("only operators may list another tenant's jobs")
+        owner = TenantId(tenant) if tenant else (None if caller.is_operator else caller.tenant)
         size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
         return self.store.list_jobs(
-            tenant, states=states, labels=labels, page_size=size, page_token=page_token
+            owner, states=states, labels=labels, page_size=size, page_token=page_token
         )
 
-    async def cancel(self, tenant: TenantId, job_id: str) -> Job:
-        job = self.store.get(job_id, tenant)
-        return await self.dispatcher.cancel(job)
+    async def cancel(self, caller: Principal, job_id: str) -> Job:
+        """Cancel the job; the event records who asked and in which role."""
+        job = self.get(caller, job_id)
+        return await self.dispatcher.cancel(job, by=caller.who, role=caller.role.value)
 
-    async def watch(self, tenant: TenantId, job_id: str, after_seq: int) -> AsyncIterator[JobEvent]:
+    async def watch(self, caller: Principal, job_id: str, after_seq: int) -> AsyncIterator[JobEvent]:
         """Every event after `after_seq`, live, until the job is terminal."""
-        job = self.store.get(job_id, tenant)
+        job = self.get(caller, job_id)
         ev = self.hub.subscribe(job.id)
         try:
             seq = after_seq

@@ -75,6 +75,7 @@ def register(sub: Any) -> None:
     p.add_argument("--label", action="append", default=[], help="KEY=VALUE")
     p.add_argument("--page-size", type=int, default=100)
     p.add_argument("--all", action="store_true", help="follow every page")
+    p.add_argument("--tenant", default="", help="only this tenant's jobs (operators: any tenant)")
     _client_args(p)
     p.set_defaults(handler=cmd_list)
 
@@ -237,7 +238,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             try:
                 resp = client.list(
                     pb.ListJobsRequest(
-                        states=states, labels=labels, page_size=args.page_size, page_token=token
+                        states=states, labels=labels, page_size=args.page_size, page_token=token,
+                        tenant=args.tenant,
                     )
                 )
             except ClientError as exc:
@@ -295,8 +297,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def register_operator(sub: Any) -> None:
-    p = sub.add_parser("token", help="make a tenant token and its tokens-file line")
+    p = sub.add_parser(
+        "token",
+        help="make a token: its tokens-file entry goes to stdout (append it as is), the token to stderr",
+    )
     p.add_argument("--tenant", required=True)
+    p.add_argument("--role", choices=["tenant", "operator"], default="tenant",
+                   help="operator: may see and cancel every tenant's jobs")
+    p.add_argument("--name", default="", help="who holds the token (recorded with cancels)")
     p.add_argument("--token", help="hash this token instead of making a new one")
     p.set_defaults(handler=cmd_token)
 
@@ -383,12 +391,18 @@ def cmd_spend(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    """Print a new (or the given) token and the line for the tokens file, which keeps only its hash."""
+    """Print the tokens-file entry (stdout, appendable as is) and the new token (stderr).
+
+    `szb token --tenant T >> tokens.yaml` keeps only the hash on disk; the token itself is
+    shown once on the terminal, to hand to the tenant.
+    """
     import secrets
 
-    from broker.auth import hash_token
+    from broker.auth import Role, token_entry_line
 
     token = args.token or secrets.token_urlsafe(32)
-    print(f"token (give it to the tenant, store it nowhere else): {token}")
-    print(f"tokens file line:   - {{tenant: {args.tenant}, sha256: {hash_token(token)}}}")
+    if not args.token:
+        print(f"szb: token for {args.tenant} (give it to them, store it nowhere else): {token}",
+              file=sys.stderr)
+    print(token_entry_line(args.tenant, token, Role(args.role), args.name))
     return 0

@@ -187,21 +187,26 @@ class AttemptTracking:
 
     # Cancellation ------------------------------------------------------------------------
 
-    async def cancel(self, job: Job) -> Job:
-        """Cancel a job wherever it is; the backend is told after the state is recorded."""
+    async def cancel(self, job: Job, *, by: str = "", role: str = "") -> Job:
+        """Cancel a job wherever it is; the backend is told after the state is recorded.
+
+        `by` and `role` name who asked; they go into the event's data for the audit trail.
+        """
         now = self.clock.now()
         if job.state.terminal:
             return job
+        who = {"by": by, "role": role} if by else {}
         job = self.store.transition(
             job.id,
             JobState.CANCELLED,
             now,
             kind="cancelled",
-            message="cancelled by the user",
+            message=f"cancelled by {by}" + (f" ({role})" if role else "") if by else "cancelled by the user",
+            data=who,
             expect=job.state,
         )
         if job.state != JobState.CANCELLED:
-            return await self.cancel(job)  # it moved meanwhile: try again from where it is now
+            return await self.cancel(job, by=by, role=role)  # it moved meanwhile: retry from there
         for attempt in self.store.attempts_for(job.id):
             if attempt.state.terminal or attempt.backend_id is None:
                 continue
