@@ -176,7 +176,6 @@ async def serve_forever(config: BrokerConfig) -> None:
     # collections stay short under load (they were the largest latency spikes).
     gc.collect()
     gc.freeze()
-    print(f"szb: broker serving on port {port}", flush=True)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, done.set)
@@ -187,5 +186,7 @@ async def serve_forever(config: BrokerConfig) -> None:
         app.auth.reload()
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    # Ready only once the handlers are in: an early SIGHUP must reload, not kill the broker.
+    print(f"szb: broker serving on port {port}", flush=True)
     await done.wait()
     await app.stop()
