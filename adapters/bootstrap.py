@@ -6,7 +6,9 @@ final ``exit`` (code + log tail) to the broker's AgentService, writes the exit c
 ``$SZB_WORKDIR/exit_code`` and powers the machine off (unless ``SZB_NO_POWEROFF=1``).
 
 The transport lives in one shell function, ``szb_report``; it runs a python3 snippet that
-POSTs JSON (`REPORT_PATH` on the agent endpoint, bearer token) and falls back to curl.
+POSTs JSON (`REPORT_PATH` on the agent endpoint, bearer token) and falls back to curl. Both
+verify the broker's TLS certificate: against the CA bundle the broker put in the UserData
+(``agent_ca_pem``), else against the instance's system roots.
 Every report is also appended to ``$SZB_WORKDIR/reports.jsonl``.
 """
 
@@ -23,7 +25,7 @@ REPORT_PATH = "/v1/agent/report"
 LOG_TAIL_BYTES = 4096
 
 _REPORT_PY = r"""
-import json, os, sys, time, urllib.request
+import json, os, ssl, sys, time, urllib.request
 kind = sys.argv[1]
 rc = sys.argv[2] if len(sys.argv) > 2 else ""
 tail = ""
@@ -40,13 +42,15 @@ with open(os.path.join(os.environ["SZB_WORKDIR"], "reports.jsonl"), "a") as f:
     f.write(body + "\n")
 ep = os.environ.get("SZB_AGENT_ENDPOINT", "")
 if ep:
+    ca = os.environ.get("SZB_AGENT_CA") or None
     if "://" not in ep:
-        ep = "http://" + ep
+        ep = ("https://" if ca else "http://") + ep
     req = urllib.request.Request(ep.rstrip("/") + os.environ["SZB_REPORT_PATH"], data=body.encode(),
         headers={"content-type": "application/json",
                  "authorization": "Bearer " + os.environ.get("SZB_AGENT_TOKEN", "")})
     try:
-        urllib.request.urlopen(req, timeout=10).read()
+        # The broker's certificate is verified (against SZB_AGENT_CA when the broker sent one).
+        urllib.request.urlopen(req, timeout=10, context=ssl.create_default_context(cafile=ca)).read()
     except Exception as exc:
         print("szb: report failed:", exc, file=sys.stderr)
 """
@@ -68,6 +72,8 @@ SZB_LOG="$SZB_WORKDIR/job.log"
 export SZB_JOB_ID SZB_ATTEMPT_ID SZB_TOKEN SZB_AGENT_ENDPOINT SZB_AGENT_TOKEN SZB_REPORT_PATH
 export SZB_HEARTBEAT_S SZB_LOG_TAIL_BYTES SZB_WORKDIR SZB_LOG
 mkdir -p "$SZB_WORKDIR"
+SZB_AGENT_CA=""
+{ca_block}export SZB_AGENT_CA
 SZB_REPORT_PY={report_py_q}
 
 # The one transport function: szb_report KIND [EXIT_CODE]. Never fails the script.
@@ -80,10 +86,10 @@ szb_report() {{
     if [ -n "$SZB_AGENT_ENDPOINT" ] && command -v curl >/dev/null 2>&1; then
       case "$SZB_AGENT_ENDPOINT" in
         *://*) _ep="$SZB_AGENT_ENDPOINT" ;;
-        *) _ep="http://$SZB_AGENT_ENDPOINT" ;;
+        *) _ep="http${{SZB_AGENT_CA:+s}}://$SZB_AGENT_ENDPOINT" ;;
       esac
-      curl -fsS -m 10 -H "content-type: application/json" -H "authorization: Bearer $SZB_AGENT_TOKEN" \\
-        -d "$_line" "$_ep$SZB_REPORT_PATH" >/dev/null 2>&1 || true
+      curl -fsS -m 10 ${{SZB_AGENT_CA:+--cacert "$SZB_AGENT_CA"}} -H "content-type: application/json" \\
+        -H "authorization: Bearer $SZB_AGENT_TOKEN" -d "$_line" "$_ep$SZB_REPORT_PATH" >/dev/null 2>&1 || true
     fi
   fi
 }}
@@ -138,8 +144,19 @@ def render_user_data(
         heartbeat_s=int(heartbeat_s),
         tail_bytes=LOG_TAIL_BYTES,
         report_py_q=shlex.quote(_REPORT_PY),
+        ca_block=_ca_block(request.agent_ca_pem),
         env_lines=env_lines or "  :",
         run_line=run_line,
+    )
+
+
+def _ca_block(ca_pem: str) -> str:
+    """Write the CA bundle the broker's agent endpoint is verified with (none: system roots)."""
+    if not ca_pem.strip():
+        return ""
+    return (
+        'SZB_AGENT_CA="$SZB_WORKDIR/agent-ca.pem"\n'
+        f'printf \'%s\\n\' {shlex.quote(ca_pem.strip())} > "$SZB_AGENT_CA"\n'
     )
 
 

@@ -1,7 +1,12 @@
-"""The agent endpoint over plain HTTP+JSON, for bootstraps on instances without gRPC.
+"""The agent endpoint over HTTP(S)+JSON, for bootstraps on instances without gRPC.
 
-POST /v1/agent/report with `{"attempt_id", "token", "kind", "exit_code", "log_tail"}` and
-`authorization: Bearer <attempt token>`. It calls the same service function as AgentService.
+POST /v1/agent/report with `{"attempt_id", "kind", "exit_code", "log_tail"}` and
+`authorization: Bearer <attempt secret>`. It calls the same service function as AgentService.
+
+The port faces the internet (cloud instances report to it), so the server is bounded: a
+fixed pool of workers, a connection cap beyond which callers get 503 at once, a timeout on
+every read and a whole-request deadline after which the connection is cut (a slow sender
+cannot hold a worker), and TLS done in the worker, never in the accept loop.
 """
 
 from __future__ import annotations
@@ -9,39 +14,174 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 from broker.service import AgentAuthError, BrokerServices
+from broker.tls import ServerTls
 
 REPORT_PATH = "/v1/agent/report"
 MAX_BODY = 64 * 1024
+KINDS = frozenset({"started", "heartbeat", "alive", "exit"})
+INT32 = (-(2**31), 2**31 - 1)
+UNAUTHENTICATED = {"error": "unauthenticated"}
+"""The one answer for an unknown attempt, a wrong secret or a missing header (no oracle)."""
 log = logging.getLogger(__name__)
 
 
+class BadReportError(ValueError):
+    """The report is malformed; the message names the field."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _BoundedServer
+    protocol_version = "HTTP/1.0"  # one request per connection: nothing idles in a worker
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.read_timeout_s)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("agent http: " + format, *args)
+
+    def do_POST(self) -> None:
+        self.server.bridge.handle(self)
+
+    def _not_allowed(self) -> None:
+        reply(self, 405, {"error": "only POST " + REPORT_PATH})
+
+    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _not_allowed
+
+
+class _BoundedServer(HTTPServer):
+    """HTTPServer with a worker pool, a connection cap and a per-connection deadline."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        bridge: AgentHttpServer,
+        *,
+        tls: ServerTls | None,
+        max_connections: int,
+        read_timeout_s: float,
+        deadline_s: float,
+    ) -> None:
+        self.bridge = bridge
+        self.tls = tls
+        self.read_timeout_s = read_timeout_s
+        self.deadline_s = deadline_s
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._pool = ThreadPoolExecutor(max_workers=max_connections, thread_name_prefix="agent-http")
+        self._live: dict[socket.socket, float] = {}
+        self._live_lock = threading.Lock()
+        self._closing = threading.Event()
+        super().__init__(address, _Handler)
+        self._reaper = threading.Thread(target=self._reap, name="agent-http-reaper", daemon=True)
+        self._reaper.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            _busy(request, plaintext=self.tls is None)
+            self.shutdown_request(request)
+            return
+        with self._live_lock:
+            self._live[request] = time.monotonic() + self.deadline_s
+        self._pool.submit(self._work, request, client_address)
+
+    def _work(self, raw: socket.socket, client_address: Any) -> None:
+        conn: socket.socket = raw
+        try:
+            raw.settimeout(self.read_timeout_s)
+            if self.tls is not None:
+                conn = self.tls.current_http_context().wrap_socket(raw, server_side=True)
+                with self._live_lock:  # wrapping moved the descriptor to `conn`
+                    self._live[conn] = self._live.pop(raw, time.monotonic())
+            self.finish_request(conn, client_address)
+        except (OSError, ssl.SSLError) as exc:  # handshake refused, peer gone, deadline cut
+            log.debug("agent http connection from %s ended: %s", client_address, exc)
+        except Exception:
+            log.exception("agent http connection from %s failed", client_address)
+        finally:
+            with self._live_lock:
+                self._live.pop(raw, None)
+                self._live.pop(conn, None)
+            self.shutdown_request(conn)
+            self._slots.release()
+
+    def _reap(self) -> None:
+        """Cut connections past their deadline: a blocked read then returns in its worker."""
+        while not self._closing.wait(0.25):
+            now = time.monotonic()
+            with self._live_lock:
+                late = [s for s, deadline in self._live.items() if deadline < now]
+                for sock in late:
+                    self._live[sock] = float("inf")  # cut once
+            for sock in late:
+                try:  # the plain socket call: never touch an SSL object another thread reads
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def server_close(self) -> None:
+        self._closing.set()
+        super().server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _busy(request: socket.socket, *, plaintext: bool) -> None:
+    """Refuse at once when every worker is busy (plaintext only: TLS would need a handshake)."""
+    if not plaintext:
+        return
+    body = json.dumps({"error": "busy, retry later"}).encode()
+    try:
+        request.settimeout(0.5)
+        request.sendall(
+            b"HTTP/1.0 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+            + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            + body
+        )
+    except OSError:
+        pass
+
+
 class AgentHttpServer:
-    def __init__(self, services: BrokerServices, loop: asyncio.AbstractEventLoop, listen: str) -> None:
+    def __init__(
+        self,
+        services: BrokerServices,
+        loop: asyncio.AbstractEventLoop,
+        listen: str,
+        *,
+        tls: ServerTls | None = None,
+        max_connections: int = 64,
+        timeout_s: float = 10.0,
+    ) -> None:
         host, _, port = listen.rpartition(":")
-        bridge = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("agent http: " + format, *args)
-
-            def do_POST(self) -> None:
-                bridge._handle(self)
-
         self.services = services
         self.loop = loop
-        self.host = host or "127.0.0.1"
-        self.server = ThreadingHTTPServer((self.host, int(port or 0)), Handler)
-        self.server.daemon_threads = True
+        self.host = (host or "127.0.0.1").strip("[]")
+        self.timeout_s = timeout_s
+        self.server = _BoundedServer(
+            (self.host, int(port or 0)),
+            self,
+            tls=tls,
+            max_connections=max_connections,
+            read_timeout_s=timeout_s,
+            deadline_s=2 * timeout_s,
+        )
+        self.scheme = "https" if tls is not None else "http"
         self.thread = threading.Thread(target=self.server.serve_forever, name="agent-http", daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.server.server_address[1]}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.server.server_address[1]}"
 
     def start(self) -> None:
         self.thread.start()
@@ -50,40 +190,76 @@ class AgentHttpServer:
         self.server.shutdown()
         self.server.server_close()
 
-    def _handle(self, http: BaseHTTPRequestHandler) -> None:
+    def handle(self, http: BaseHTTPRequestHandler) -> None:
         if http.path != REPORT_PATH:
-            return _reply(http, 404, {"error": "not found"})
-        length = int(http.headers.get("content-length") or 0)
-        if length <= 0 or length > MAX_BODY:
-            return _reply(http, 400, {"error": "body must be 1 byte to 64 KiB of JSON"})
+            return reply(http, 404, {"error": "not found"})
+        raw_length = http.headers.get("content-length")
+        if raw_length is None:
+            return reply(http, 411, {"error": "content-length is required"})
+        if not raw_length.strip().isdigit():
+            return reply(http, 400, {"error": "content-length must be a number of bytes"})
+        length = int(raw_length)
+        if length > MAX_BODY:
+            return reply(http, 413, {"error": f"body larger than {MAX_BODY} bytes"})
+        data = http.rfile.read(length)
+        if len(data) < length:
+            return  # the caller went away (or was cut at its deadline): nobody to answer
         try:
-            body = json.loads(http.rfile.read(length))
-            attempt_id, kind = str(body["attempt_id"]), str(body["kind"])
-            exit_code = body.get("exit_code")
-            if exit_code is not None and not isinstance(exit_code, int):
-                raise ValueError("exit_code must be an integer")
-            log_tail = str(body.get("log_tail") or "")
-        except (ValueError, KeyError, TypeError) as exc:
-            return _reply(http, 400, {"error": f"bad report: {exc}"})
+            attempt_id, kind, exit_code, log_tail = parse_report(data)
+        except BadReportError as exc:
+            return reply(http, 400, {"error": f"bad report: {exc}"})
         token = http.headers.get("authorization", "").removeprefix("Bearer ").strip()
 
         async def report() -> bool:
             return self.services.agent_report(attempt_id, token, kind, exit_code, log_tail)
 
         try:
-            stop = asyncio.run_coroutine_threadsafe(report(), self.loop).result(timeout=30)
-        except AgentAuthError as exc:
-            return _reply(http, 401, {"error": str(exc)})
+            stop = asyncio.run_coroutine_threadsafe(report(), self.loop).result(timeout=self.timeout_s)
+        except AgentAuthError:
+            return reply(http, 401, UNAUTHENTICATED)
+        except ValueError as exc:  # the service's own checks of the values
+            return reply(http, 400, {"error": f"bad report: {exc}"})
+        except TimeoutError:
+            return reply(http, 503, {"error": "busy, retry later"})
         except Exception as exc:
             log.exception("agent report failed")
-            return _reply(http, 500, {"error": type(exc).__name__})
-        _reply(http, 200, {"stop": stop})
+            return reply(http, 500, {"error": type(exc).__name__})
+        reply(http, 200, {"stop": stop})
 
 
-def _reply(http: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
+def parse_report(data: bytes) -> tuple[str, str, int | None, str]:
+    """(attempt_id, kind, exit_code, log_tail) from a report body; BadReportError names the field."""
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise BadReportError(f"body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadReportError("body must be a JSON object")
+    attempt_id = body.get("attempt_id")
+    if not isinstance(attempt_id, str) or not 0 < len(attempt_id) <= 128:
+        raise BadReportError("attempt_id: must be a string of 1 to 128 characters")
+    kind = body.get("kind")
+    if kind not in KINDS:
+        raise BadReportError(f"kind: must be one of {', '.join(sorted(KINDS))}")
+    exit_code = body.get("exit_code")
+    if exit_code is not None and (
+        isinstance(exit_code, bool) or not isinstance(exit_code, int) or not INT32[0] <= exit_code <= INT32[1]
+    ):
+        raise BadReportError("exit_code: must be a 32-bit integer or null")
+    log_tail = body.get("log_tail") or ""
+    if not isinstance(log_tail, str):
+        raise BadReportError("log_tail: must be a string")
+    return attempt_id, str(kind), exit_code, log_tail
+
+
+def reply(http: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
     data = json.dumps(body).encode()
-    http.send_response(status)
-    http.send_header("content-type", "application/json")
-    http.send_header("content-length", str(len(data)))
-    http.end_headers()
-    http.wfile.write(data)
+    try:
+        http.send_response(status)
+        http.send_header("content-type", "application/json")
+        http.send_header("content-length", str(len(data)))
+        http.send_header("connection", "close")
+        http.end_headers()
+        http.wfile.write(data)
+    except OSError:
+        pass  # the caller is gone

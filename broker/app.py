@@ -30,6 +30,7 @@ from broker.reports import spend_report, status_report
 from broker.server import AgentServicer, BrokerServicer
 from broker.service import BrokerServices, EventHub
 from broker.store import JobStore, PostgresStore, SqliteStore
+from broker.tls import ServerTls, warn_if_plaintext
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,26 @@ class BrokerApp:
         self.services = BrokerServices(
             self.store, self.dispatcher, self.clock, self.hub, admit=self.planner.admit
         )
+        self.tls = ServerTls(cfg.tls) if cfg.tls is not None else None
         self.agent_http: AgentHttpServer | None = None
         if cfg.agent_http_listen:
             self.agent_http = AgentHttpServer(
-                self.services, asyncio.get_running_loop(), cfg.agent_http_listen
+                self.services,
+                asyncio.get_running_loop(),
+                cfg.agent_http_listen,
+                tls=self.tls,
+                max_connections=cfg.agent_http_max_connections,
+                timeout_s=cfg.agent_http_timeout_s,
             )
+            if self.tls is None:
+                warn_if_plaintext(self.agent_http.host, "the agent endpoint")
             self.agent_http.start()
+            log.info("agent endpoint on %s", self.agent_http.url)
         self.dispatcher.agent_endpoint = cfg.agent_endpoint or (
             self.agent_http.url if self.agent_http else ""
         )
+        if cfg.tls is not None and cfg.tls.agent_ca_file is not None:
+            self.dispatcher.agent_ca_pem = cfg.tls.agent_ca_file.read_text()
         server = grpc.aio.server(
             migration_thread_pool=futures.ThreadPoolExecutor(max_workers=4),
             options=[
@@ -106,7 +118,12 @@ class BrokerApp:
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, server)  # type: ignore[no-untyped-call]
-        self.port = server.add_insecure_port(f"{host or '127.0.0.1'}:{port or 0}")
+        address = f"{host or '127.0.0.1'}:{port or 0}"
+        if self.tls is not None:
+            self.port = server.add_secure_port(address, self.tls.grpc_credentials())
+        else:
+            warn_if_plaintext(host or "127.0.0.1", "the gRPC port")
+            self.port = server.add_insecure_port(address)
         await server.start()
         self.server = server
         await self.dispatcher.start()
@@ -118,9 +135,10 @@ class BrokerApp:
         if cfg.tokens_reload_s > 0:
             self._tokens_task = asyncio.get_running_loop().create_task(self.auth.watch(cfg.tokens_reload_s))
         log.info(
-            "broker listening on %s:%d (data in %s, policy %s)",
+            "broker listening on %s:%d (%s; data in %s, policy %s)",
             host or "127.0.0.1",
             self.port,
+            ("mutual TLS" if cfg.tls.require_client_cert else "TLS") if cfg.tls else "plaintext",
             cfg.data_dir,
             self.planner.policy_hash[:12],
         )

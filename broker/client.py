@@ -11,6 +11,7 @@ from grpc_status import rpc_status
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc
+from broker.tls import client_credentials
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
@@ -45,9 +46,21 @@ def describe_rpc_error(err: grpc.RpcError) -> ClientError:
 
 class BrokerClient:
     def __init__(
-        self, server: str = DEFAULT_SERVER, token: str | None = None, *, timeout: float = 30.0
+        self,
+        server: str = DEFAULT_SERVER,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
-        self.channel = grpc.insecure_channel(server)
+        """Plaintext unless a TLS file is given (CA only: verify the server; cert+key: mTLS too)."""
+        if tls_ca or tls_cert or tls_key:
+            creds = client_credentials(tls_ca, tls_cert, tls_key)
+            self.channel = grpc.secure_channel(server, creds)
+        else:
+            self.channel = grpc.insecure_channel(server)
         self.stub = broker_service_pb2_grpc.BrokerServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout

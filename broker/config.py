@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
@@ -29,6 +29,43 @@ class DispatchSettings(BaseModel):
     """Full re-decision of every queued job at least this often, even with no event."""
     reconcile_interval_s: float = Field(default=60.0, gt=0)
     """How often every site is listed for orphans and lost attempts."""
+
+
+class TlsSettings(BaseModel):
+    """TLS for the gRPC port and the HTTP agent endpoint (`szb tls init DIR` makes a dev set)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cert_file: Path
+    """PEM certificate chain the broker presents (leaf first)."""
+    key_file: Path
+    """PEM private key of that certificate."""
+    client_ca_file: Path | None = None
+    """PEM CA bundle that client certificates must chain to (gRPC port only)."""
+    require_client_cert: bool = False
+    """Mutual TLS on the gRPC port: refuse callers without a certificate from `client_ca_file`.
+    The agent endpoint never asks for one (instances prove themselves with their attempt secret)."""
+    agent_ca_file: Path | None = None
+    """CA bundle handed to cloud instances (in UserData) to verify the agent endpoint's
+    certificate; None: instances use their system trust store."""
+
+    @model_validator(mode="after")
+    def _client_auth_needs_a_ca(self) -> TlsSettings:
+        if self.require_client_cert and self.client_ca_file is None:
+            raise ValueError("require_client_cert needs client_ca_file")
+        if self.client_ca_file is not None and not self.require_client_cert:
+            # gRPC can only ask for a client certificate and verify it, or not ask at all.
+            raise ValueError("client_ca_file is only used with require_client_cert: true")
+        return self
+
+    def resolved(self, base: Path) -> TlsSettings:
+        """Relative paths taken from `base` (the folder of broker.yaml)."""
+        return self.model_copy(
+            update={
+                name: base / value
+                for name in ("cert_file", "key_file", "client_ca_file", "agent_ca_file")
+                if (value := getattr(self, name)) is not None
+            }
+        )
 
 
 class StoreSettings(BaseModel):
@@ -55,8 +92,14 @@ class BrokerConfig(BaseModel):
     """Per-site adapter settings merged over the policy's `adapter_config` (endpoints, keys)."""
     agent_http_listen: str | None = "127.0.0.1:0"
     """HOST:PORT of the HTTP agent endpoint bootstraps report to (None turns it off)."""
+    agent_http_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """Each read on an agent connection; a whole request must finish within twice this."""
+    agent_http_max_connections: int = Field(default=64, ge=1, le=4096)
+    """Agent connections served at once; more get 503 until one ends."""
     agent_endpoint: str = ""
     """Address instances use to reach the agent endpoint; default: the HTTP endpoint's URL."""
+    tls: TlsSettings | None = None
+    """TLS on both listening ports; None serves plaintext (loopback only, or it warns)."""
 
     def policy_path(self) -> Path:
         if self.policy is not None:
@@ -83,4 +126,6 @@ def load_config(path: Path | None) -> BrokerConfig:
         updates["policy"] = base / cfg.policy
     if cfg.tokens_file is not None:
         updates["tokens_file"] = base / cfg.tokens_file
+    if cfg.tls is not None:
+        updates["tls"] = cfg.tls.resolved(base)
     return cfg.model_copy(update=updates)

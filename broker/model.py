@@ -310,6 +310,8 @@ class LaunchRequest(_Frozen):
     spec: JobSpec
     offer: Offer
     agent_endpoint: str = ""
+    agent_ca_pem: str = ""
+    """PEM CA bundle the instance verifies the agent endpoint with (empty: its system roots)."""
     agent_token: str = ""
     first_call: bool = False
     """True only for the very first call with this token: nothing can exist under it yet, so

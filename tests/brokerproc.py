@@ -23,8 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 class BrokerProcess:
     """`szb serve --config FILE` on a free port; `kill()` is a real SIGKILL."""
 
-    def __init__(self, config: Path, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, *, extra_env: dict[str, str] | None = None, host: str = "127.0.0.1"
+    ) -> None:
         self.config = config
+        self.host = host
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
@@ -34,7 +37,7 @@ class BrokerProcess:
         env = {**os.environ, "GRPC_VERBOSITY": "ERROR", **self.extra_env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "broker.cli", "serve", "--config", str(self.config),
-             "--listen", f"127.0.0.1:{port}"],
+             "--listen", f"{self.host}:{port}"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
         )

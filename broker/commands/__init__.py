@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from broker.commands import explain, hardware, jobs, policy, simulate
+from broker.commands import explain, hardware, jobs, policy, simulate, tls
 
 Register = Callable[[Any], None]
 
@@ -16,4 +16,5 @@ COMMAND_GROUPS: list[Register] = [
     hardware.register,
     explain.register,
     simulate.register,
+    tls.register,
 ]

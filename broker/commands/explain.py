@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from broker.api import broker_service_pb2 as pb
 from broker.burst import BurstInputs, decide, explain_json
+from broker.commands._connect import add_connection_args, client_for
 from broker.jobfile import JobFileError, load_job_file
 from broker.model import JobSpec, TenantId
 from broker.placement import Explanation
@@ -24,9 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--tenant", default=None, help="tenant id (default: the policy's first tenant)")
     parser.add_argument("--output", choices=("json", "table"), default="table")
     parser.add_argument("--limit", type=int, default=25, help="table rows (json always has all offers)")
-    parser.add_argument("--server", default=os.environ.get("SZB_SERVER"),
-                        help="ask a running broker instead (live capacity, waits, blocks; env SZB_SERVER)")
-    parser.add_argument("--token", default=os.environ.get("SZB_TOKEN"), help="bearer token (env SZB_TOKEN)")
+    add_connection_args(parser, server_default=None)
     parser.set_defaults(handler=cmd_explain)
 
 
@@ -67,7 +65,7 @@ def _explain_remote(args: argparse.Namespace) -> int:
     """ExplainPlacement on a running broker: the same decision with live waits and blocks."""
     from google.protobuf.json_format import MessageToDict
 
-    from broker.client import BrokerClient, ClientError
+    from broker.client import ClientError
     from broker.serde import spec_to_proto
 
     try:
@@ -76,7 +74,7 @@ def _explain_remote(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
-    with BrokerClient(args.server, args.token) as client:
+    with client_for(args) as client:
         try:
             resp = client.explain(pb.ExplainPlacementRequest(job=spec_to_proto(job)))
         except ClientError as exc:

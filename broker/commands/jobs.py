@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,7 +17,8 @@ from rich.table import Table
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import job_pb2
-from broker.client import DEFAULT_SERVER, BrokerClient, ClientError
+from broker.client import BrokerClient, ClientError
+from broker.commands._connect import add_connection_args, client_for
 from broker.config import ConfigFileError, load_config
 from broker.jobfile import JobFileError, load_job_file
 from broker.model import JobState
@@ -39,12 +39,7 @@ _STATE_STYLE = {
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--server",
-        default=os.environ.get("SZB_SERVER", DEFAULT_SERVER),
-        help="broker address HOST:PORT (env SZB_SERVER)",
-    )
-    p.add_argument("--token", default=os.environ.get("SZB_TOKEN"), help="bearer token (env SZB_TOKEN)")
+    add_connection_args(p)
     p.add_argument("--output", "-o", choices=["table", "json"], default="table")
 
 
@@ -163,7 +158,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 1
     console = Console()
-    with BrokerClient(args.server, args.token) as client:
+    with client_for(args) as client:
         try:
             responses = client.submit(requests)
         except ClientError as exc:
@@ -208,7 +203,7 @@ def _follow(client: BrokerClient, job_id: str, after: int, output: str, console:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    with BrokerClient(args.server, args.token) as client:
+    with client_for(args) as client:
         try:
             job = client.get(args.id).job
         except ClientError as exc:
@@ -233,7 +228,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     states = [state_to_proto(JobState(s)) for s in args.state]
     jobs: list[job_pb2.Job] = []
     token = ""
-    with BrokerClient(args.server, args.token) as client:
+    with client_for(args) as client:
         while True:
             try:
                 resp = client.list(
@@ -258,7 +253,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    with BrokerClient(args.server, args.token) as client:
+    with client_for(args) as client:
         try:
             job = client.cancel(args.id).job
         except ClientError as exc:
@@ -272,7 +267,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     console = Console()
-    with BrokerClient(args.server, args.token) as client:
+    with client_for(args) as client:
         if args.output == "json":
             try:
                 for resp in client.watch(args.id, args.after):
@@ -319,7 +314,7 @@ def register_operator(sub: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with BrokerClient(args.server, args.token) as client:
+    with client_for(args) as client:
         try:
             resp = client.status()
         except ClientError as exc:
@@ -362,7 +357,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_spend(args: argparse.Namespace) -> int:
-    with BrokerClient(args.server, args.token) as client:
+    with client_for(args) as client:
         try:
             resp = client.spend(args.tenant)
         except ClientError as exc:

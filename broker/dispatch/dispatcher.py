@@ -73,6 +73,8 @@ class Dispatcher(AttemptTracking):
         self.clock = clock
         self.settings = settings or DispatchSettings()
         self.agent_endpoint = agent_endpoint
+        self.agent_ca_pem = ""
+        """CA bundle instances verify the agent endpoint's certificate with (empty: system roots)."""
         self.stats = DispatchStats()
         self.heartbeats: dict[str, datetime] = {}
         self._started_at = clock.now()
@@ -362,6 +364,7 @@ class Dispatcher(AttemptTracking):
                 spec=job.spec,
                 offer=attempt.offer,
                 agent_endpoint=self.agent_endpoint,
+                agent_ca_pem=self.agent_ca_pem,
                 agent_token=attempt.token,
             )
             plan = self.planner.failover()

@@ -1,0 +1,147 @@
+"""TLS for the broker's two listening ports and for its clients.
+
+The gRPC port uses gRPC's own TLS (optionally mutual); the HTTP agent endpoint uses an
+`ssl.SSLContext` with the same certificate. Both pick up a renewed certificate/key pair on
+the next handshake after the files change, so rotation needs no restart. Without TLS the
+broker still serves, but says so when a port is reachable from other hosts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+import threading
+from pathlib import Path
+
+import grpc
+
+from broker.config import TlsSettings
+
+log = logging.getLogger(__name__)
+
+
+class TlsFileError(Exception):
+    """A certificate, key or CA file is missing, unreadable or does not match; names the field."""
+
+
+def _read(path: Path, field: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TlsFileError(f"{field}: cannot read {path}: {exc.strerror or exc}") from exc
+    if b"-----BEGIN " not in data:
+        raise TlsFileError(f"{field}: {path} is not a PEM file")
+    return data
+
+
+class ServerTls:
+    """Holds the current certificate material; reloads it when the files change."""
+
+    def __init__(self, settings: TlsSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._stamp = self._files_stamp()
+        self.http_context = self._load_http_context()  # also proves cert and key match
+        self._grpc_config = self._load_grpc_config()
+
+    def _files(self) -> list[Path]:
+        s = self.settings
+        return [p for p in (s.cert_file, s.key_file, s.client_ca_file) if p is not None]
+
+    def _files_stamp(self) -> tuple[tuple[int, int], ...]:
+        out = []
+        for path in self._files():
+            try:
+                st = path.stat()
+                out.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append((0, 0))
+        return tuple(out)
+
+    def _load_http_context(self) -> ssl.SSLContext:
+        s = self.settings
+        _read(s.cert_file, "tls.cert_file")
+        _read(s.key_file, "tls.key_file")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(s.cert_file, s.key_file)
+        except ssl.SSLError as exc:
+            problem = f"{s.key_file} does not fit {s.cert_file}: {exc.reason}"
+            raise TlsFileError(f"tls.key_file: {problem}") from exc
+        return ctx
+
+    def _load_grpc_config(self) -> grpc.ServerCertificateConfiguration:
+        s = self.settings
+        roots = _read(s.client_ca_file, "tls.client_ca_file") if s.client_ca_file is not None else None
+        pair = (_read(s.key_file, "tls.key_file"), _read(s.cert_file, "tls.cert_file"))
+        return grpc.ssl_server_certificate_configuration([pair], root_certificates=roots)
+
+    def _changed(self) -> bool:
+        """Reload when the files changed; False (keep the old pair) when the new one is bad."""
+        stamp = self._files_stamp()
+        if stamp == self._stamp:
+            return False
+        with self._lock:
+            if stamp == self._stamp:
+                return False
+            self._stamp = stamp
+            try:
+                http_context, grpc_config = self._load_http_context(), self._load_grpc_config()
+            except TlsFileError as exc:
+                log.error("TLS files changed but cannot be used, keeping the current ones: %s", exc)
+                return False
+            self.http_context, self._grpc_config = http_context, grpc_config
+            log.info("TLS certificate reloaded from %s", self.settings.cert_file)
+            return True
+
+    def grpc_credentials(self) -> grpc.ServerCredentials:
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            return self._grpc_config if self._changed() else None
+
+        # gRPC calls `fetch` before each handshake; None keeps the current pair (its stub says
+        # the callable never returns None, but the documented contract allows it).
+        return grpc.dynamic_ssl_server_credentials(
+            self._grpc_config,
+            fetch,  # type: ignore[arg-type]
+            require_client_authentication=self.settings.require_client_cert,
+        )
+
+    def current_http_context(self) -> ssl.SSLContext:
+        """The context for the next handshake (a renewed certificate is loaded first)."""
+        self._changed()
+        return self.http_context
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_plaintext(host: str, what: str) -> None:
+    """Log a warning when a plaintext port is reachable beyond this host."""
+    if not is_loopback(host or "127.0.0.1"):
+        log.warning(
+            "%s listens on %s WITHOUT TLS: bearer tokens and agent secrets cross the network in "
+            "clear text. Set `tls:` in broker.yaml (`szb tls init DIR` makes a test set).",
+            what,
+            host,
+        )
+
+
+def client_credentials(
+    ca_file: str | None, cert_file: str | None, key_file: str | None
+) -> grpc.ChannelCredentials:
+    """TLS credentials for a client: CA (None: system roots) and an optional client pair."""
+    if bool(cert_file) != bool(key_file):
+        raise TlsFileError("--tls-cert and --tls-key go together")
+    roots = _read(Path(ca_file), "--tls-ca") if ca_file else None
+    key = _read(Path(key_file), "--tls-key") if key_file else None
+    cert = _read(Path(cert_file), "--tls-cert") if cert_file else None
+    return grpc.ssl_channel_credentials(root_certificates=roots, private_key=key, certificate_chain=cert)
