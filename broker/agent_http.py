@@ -62,6 +62,7 @@ class _BoundedServer(HTTPServer):
     """HTTPServer with a worker pool, a connection cap and a per-connection deadline."""
 
     daemon_threads = True
+    request_queue_size = 128  # accepted fast and answered 503 beyond the cap, not left in SYN limbo
 
     def __init__(
         self,

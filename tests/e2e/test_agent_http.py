@@ -1,0 +1,190 @@
+"""The HTTP agent endpoint of a real `szb serve`, spoken to with raw sockets.
+
+It faces cloud instances (so the internet): malformed requests get a 4xx reply, every
+authentication failure the same 401, and slow or idle connections cannot pile up threads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import BrokerProcess
+from tests.e2e.conftest import auth, write_broker_config
+
+MAX_CONNECTIONS = 8
+TIMEOUT_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    config = write_broker_config(tmp_path_factory.mktemp("agent-http"))
+    with config.open("a") as f:
+        f.write(
+            "agent_http_listen: 127.0.0.1:0\n"
+            f"agent_http_timeout_s: {TIMEOUT_S}\nagent_http_max_connections: {MAX_CONNECTIONS}\n"
+        )
+    proc = BrokerProcess(config)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def port(broker: BrokerProcess) -> int:
+    m = re.search(r"agent endpoint on http://[^:]+:(\d+)", "".join(broker.output))
+    assert m, "".join(broker.output)
+    return int(m.group(1))
+
+
+def exchange(port: int, raw: bytes) -> bytes:
+    """Send `raw`, read until the server closes; b'' when it closed without a word."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(raw)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+        return b"".join(chunks)
+
+
+def post(
+    port: int, body: bytes | str, *, length: str | None = None, token: str = "nope"
+) -> tuple[int, dict[str, object]]:
+    data = body.encode() if isinstance(body, str) else body
+    head = f"POST /v1/agent/report HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n"
+    if length != "omit":
+        head += f"content-length: {length if length is not None else len(data)}\r\n"
+    answer = exchange(port, head.encode() + b"\r\n" + data)
+    assert answer.startswith(b"HTTP/"), answer
+    status = int(answer.split(b" ", 2)[1])
+    return status, json.loads(answer.split(b"\r\n\r\n", 1)[1] or b"{}")
+
+
+def report(**fields: object) -> str:
+    return json.dumps({"attempt_id": "att-unknown", "kind": "heartbeat", **fields})
+
+
+def threads_of(proc: BrokerProcess) -> int:
+    assert proc.proc is not None
+    status = Path(f"/proc/{proc.proc.pid}/status").read_text()
+    return int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+
+
+# --- malformed requests ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("length", "status"),
+    [("abc", 400), ("-5", 400), ("1e3", 400), ("omit", 411), (str(10**9), 413), (str(64 * 1024 + 1), 413)],
+)
+def test_bad_content_length_gets_a_reply(port: int, length: str, status: int) -> None:
+    assert post(port, report(), length=length)[0] == status
+
+
+def test_oversized_body_is_refused_without_reading_it(port: int) -> None:
+    code, body = post(port, "x" * (64 * 1024 + 10))
+    assert code == 413 and "65536" in str(body["error"])
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (report(kind="exit", exit_code=10**30), "exit_code"),
+        (report(kind="exit", exit_code=-(2**31) - 1), "exit_code"),
+        (report(kind="exit", exit_code="3"), "exit_code"),
+        (report(kind="exit", exit_code=True), "exit_code"),
+        (report(kind="exit", exit_code=1.5), "exit_code"),
+        (report(kind="reboot"), "kind"),
+        (report(attempt_id=7), "attempt_id"),
+        (report(attempt_id="a" * 129), "attempt_id"),
+        (report(log_tail=["x"]), "log_tail"),
+        ("[1, 2]", "object"),
+        ("{not json", "JSON"),
+        ("[" * 100_000 + "]" * 100_000, ""),
+    ],
+)
+def test_bad_reports_get_400_naming_the_field(port: int, body: str, field: str) -> None:
+    code, answer = post(port, body[: 64 * 1024])
+    assert code in (400, 413) and field in str(answer["error"])
+
+
+def test_wrong_path_and_method(port: int) -> None:
+    other = exchange(port, b"POST /v1/other HTTP/1.0\r\ncontent-length: 2\r\n\r\n{}")
+    assert other.startswith(b"HTTP/1.0 404")
+    assert exchange(port, b"GET /v1/agent/report HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 405")
+
+
+# --- one answer for every authentication failure ---------------------------------------------
+
+
+def test_unknown_attempt_and_wrong_secret_answer_alike(broker: BrokerProcess, port: int) -> None:
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = job_pb2.JobSpec(name="held", command=[sys.executable, "-c", "import time; time.sleep(30)"])
+        job.runtime_estimate.seconds = 60
+        job_id = stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth("team-a")).job.id
+        try:
+            attempt_id = ""
+            deadline = time.monotonic() + 20
+            while not attempt_id:
+                assert time.monotonic() < deadline, "no attempt started"
+                events = stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=auth("team-a"), timeout=2)
+                try:
+                    for ev in events:
+                        if "attempt" in ev.event.data:
+                            attempt_id = str(ev.event.data["attempt"])
+                            break
+                except grpc.RpcError:
+                    pass
+            known = post(port, report(attempt_id=attempt_id), token="wrong-secret")
+            unknown = post(port, report(attempt_id="att-does-not-exist"), token="wrong-secret")
+            bare = f"POST /v1/agent/report HTTP/1.0\r\ncontent-length: {len(report())}\r\n\r\n{report()}"
+            no_header = exchange(port, bare.encode())
+            assert known == unknown == (401, {"error": "unauthenticated"})
+            assert no_header.startswith(b"HTTP/1.0 401")
+            assert no_header.endswith(b'{"error": "unauthenticated"}')
+            still = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth("team-a")).job
+            assert still.state in (job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_PROVISIONING)
+        finally:
+            stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth("team-a"))
+
+
+# --- slow and idle connections ---------------------------------------------------------------
+
+
+def test_half_sent_requests_neither_park_threads_nor_block_the_endpoint(
+    broker: BrokerProcess, port: int
+) -> None:
+    before = threads_of(broker)
+    held = []
+    for _ in range(100):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"POST /v1/agent/report HTTP/1.1\r\ncontent-length: 100\r\nx-slow: ")
+        held.append(sock)
+    try:
+        time.sleep(0.3)  # let the server accept them all (the bound is on threads, not on time)
+        assert threads_of(broker) <= before + MAX_CONNECTIONS + 2
+        # Beyond the cap a caller is told to come back at once, not left hanging.
+        busy = [s for s in held if s.recv(64, socket.MSG_PEEK).startswith(b"HTTP/1.0 503")]
+        assert len(busy) >= 100 - MAX_CONNECTIONS - 2
+        # The held ones are cut at their deadline: the server closes them without an answer.
+        for sock in held:
+            if sock not in busy:
+                assert sock.recv(64) == b""
+        assert post(port, report())[0] == 401  # and the endpoint serves again
+    finally:
+        for sock in held:
+            sock.close()
