@@ -50,7 +50,8 @@ class BrokerApp:
 
     async def start(self) -> int:
         """Start everything; returns the bound port."""
-        cfg = self.config
+        # Local runners run in their own folders: every path must be absolute from here on.
+        self.config = cfg = self.config.absolute()
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self.store: JobStore = (
             PostgresStore(cfg.store.dsn)

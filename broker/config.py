@@ -6,6 +6,8 @@ in the policy file.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -100,11 +102,76 @@ class BrokerConfig(BaseModel):
     """Address instances use to reach the agent endpoint; default: the HTTP endpoint's URL."""
     tls: TlsSettings | None = None
     """TLS on both listening ports; None serves plaintext (loopback only, or it warns)."""
+    metrics_listen: str | None = None
+    """HOST:PORT serving Prometheus metrics on `/metrics` (None: no metrics endpoint)."""
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    """`text` for people, `json` (one object per line) for log collectors."""
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+
+    def absolute(self) -> BrokerConfig:
+        """The same settings with every path made absolute against the current folder.
+
+        Resolved once at startup: the broker's children (local runners) run in other folders.
+        """
+        updates: dict[str, Any] = {"data_dir": self.data_dir.expanduser().resolve()}
+        if self.policy is not None:
+            updates["policy"] = self.policy.expanduser().resolve()
+        if self.tokens_file is not None:
+            updates["tokens_file"] = self.tokens_file.expanduser().resolve()
+        return self.model_copy(update=updates)
 
     def policy_path(self) -> Path:
         if self.policy is not None:
             return self.policy
         return Path(str(resources.files("broker") / "defaults" / "policy.yaml"))
+
+
+ENV_SETTINGS: dict[str, str] = {
+    "SZB_LISTEN": "listen",
+    "SZB_DATA_DIR": "data_dir",
+    "SZB_POLICY": "policy",
+    "SZB_TOKENS_FILE": "tokens_file",
+    "SZB_STORE_DSN": "store",
+    "SZB_AGENT_HTTP_LISTEN": "agent_http_listen",
+    "SZB_AGENT_ENDPOINT": "agent_endpoint",
+    "SZB_METRICS_LISTEN": "metrics_listen",
+    "SZB_LOG_FORMAT": "log_format",
+    "SZB_LOG_LEVEL": "log_level",
+}
+"""Environment variables that override broker.yaml (command-line flags override both)."""
+
+
+def apply_env(config: BrokerConfig, environ: Mapping[str, str] | None = None) -> BrokerConfig:
+    """broker.yaml's settings overridden by `SZB_*` variables (`VAR_FILE` reads VAR from a file).
+
+    The `_FILE` form is for container secrets (`SZB_STORE_DSN_FILE=/run/secrets/pg_dsn`).
+    """
+    env = os.environ if environ is None else environ
+    data = config.model_dump()
+    changed = False
+    for var, field in ENV_SETTINGS.items():
+        value = env.get(var)
+        if value is None and env.get(f"{var}_FILE"):
+            try:
+                value = Path(env[f"{var}_FILE"]).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigFileError(f"{var}_FILE: {exc}") from exc
+        if value is None:
+            continue
+        changed = True
+        if field == "store":
+            data["store"] = {"dsn": value} if value else None
+        elif field in ("agent_http_listen", "metrics_listen", "policy", "tokens_file"):
+            data[field] = value or None
+        else:
+            data[field] = value
+    if not changed:
+        return config
+    try:
+        return BrokerConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = "; ".join(str(v) for v in violations(exc))
+        raise ConfigFileError(f"environment: {lines}") from exc
 
 
 def load_config(path: Path | None) -> BrokerConfig:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,7 +18,7 @@ from broker.api import broker_service_pb2 as pb
 from broker.api import job_pb2
 from broker.client import BrokerClient, ClientError
 from broker.commands._connect import add_connection_args, client_for
-from broker.config import ConfigFileError, load_config
+from broker.config import ConfigFileError, apply_env, load_config
 from broker.jobfile import JobFileError, load_job_file
 from broker.model import JobState
 from broker.serde import spec_to_proto, state_from_proto, state_to_proto
@@ -49,6 +48,12 @@ def register(sub: Any) -> None:
     p.add_argument("--listen", help="HOST:PORT to listen on")
     p.add_argument("--data-dir", type=Path, help="where the store and local jobs live")
     p.add_argument("--policy", type=Path, help="routing policy file (overrides broker.yaml)")
+    p.add_argument("--tokens-file", type=Path, help="tokens file (overrides broker.yaml)")
+    p.add_argument("--metrics-listen", help="HOST:PORT for Prometheus `/metrics` (env SZB_METRICS_LISTEN)")
+    p.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON objects")
+    p.add_argument(
+        "--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+    )
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("submit", help="submit job YAML files")
@@ -93,20 +98,20 @@ def _fail(message: str) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from broker.app import serve_forever
+    from broker.logs import configure
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(args.config)
+        # broker.yaml, then SZB_* environment variables, then flags; paths made absolute.
+        config = apply_env(load_config(args.config))
     except ConfigFileError as exc:
         return _fail(str(exc))
     updates: dict[str, Any] = {}
-    if args.listen:
-        updates["listen"] = args.listen
-    if args.data_dir:
-        updates["data_dir"] = args.data_dir
-    if args.policy:
-        updates["policy"] = args.policy
-    config = config.model_copy(update=updates)
+    for name in ("listen", "data_dir", "policy", "tokens_file", "metrics_listen", "log_format", "log_level"):
+        value = getattr(args, name)
+        if value:
+            updates[name] = value
+    config = config.model_copy(update=updates).absolute()
+    configure(config.log_format, config.log_level)
     try:
         asyncio.run(serve_forever(config))
     except Exception as exc:

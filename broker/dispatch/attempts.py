@@ -97,6 +97,22 @@ class AttemptTracking:
         if status.state == AttemptState.PENDING:
             return
         attempt = self.store.update_attempt(attempt.id, now, state=status.state, error=status.message)
+        log.log(
+            logging.INFO if status.state == AttemptState.SUCCEEDED else logging.WARNING,
+            "attempt %d on %s ended %s%s",
+            attempt.number,
+            attempt.site,
+            status.state.value,
+            f": {status.message}" if status.message else "",
+            extra={
+                "event": "attempt",
+                "job_id": job.id,
+                "tenant": job.tenant,
+                "site": attempt.site,
+                "attempt_id": attempt.id,
+                "error": status.message or None,
+            },
+        )
         self.planner.settle(job, attempt, status, self.store)
         self.heartbeats.pop(attempt.id, None)
         if self.planner.needs_agent(attempt.site) and attempt.backend_id is not None:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.contract import OFFER_FAULTS, DecisionMaker, DispatchStats
 from broker.dispatch.failover import retry_transient
 from broker.dispatch.reconcile import reconcile
+from broker.metrics import BrokerMetrics
 from broker.model import (
     Attempt,
     AttemptState,
@@ -33,6 +35,7 @@ from broker.model import (
     Priority,
     SiteId,
 )
+from broker.placement import rejection_summary
 from broker.snapshot import PassSnapshot
 from broker.store import JobStore
 
@@ -66,6 +69,7 @@ class Dispatcher(AttemptTracking):
         clock: Clock,
         settings: DispatchSettings | None = None,
         agent_endpoint: str = "",
+        metrics: BrokerMetrics | None = None,
     ) -> None:
         self.store = store
         self.adapters = adapters
@@ -76,6 +80,7 @@ class Dispatcher(AttemptTracking):
         self.agent_ca_pem = ""
         """CA bundle instances verify the agent endpoint's certificate with (empty: system roots)."""
         self.stats = DispatchStats()
+        self.metrics = metrics or BrokerMetrics()
         self.heartbeats: dict[str, datetime] = {}
         self._started_at = clock.now()
         self._background: set[asyncio.Task[None]] = set()
@@ -219,6 +224,7 @@ class Dispatcher(AttemptTracking):
             return
         queued.sort(key=lambda j: (_PRIORITY_ORDER[j.spec.priority], j.created_at, j.id))
         now = self.clock.now()
+        pass_started = time.perf_counter()
         # A snapshot (adapters asked for capacity, prices) is reused by passes that only add
         # new jobs, until it is a poll interval old or something freed or changed capacity.
         if self._snap is None or loop_now - self._snap_at >= self.settings.poll_interval_s:
@@ -226,6 +232,14 @@ class Dispatcher(AttemptTracking):
             self._snap_at = loop_now
         snap = self._snap
         snap.now = now
+        try:
+            await self._decide_queue(queued, snap, head_only, now)
+        finally:
+            self.metrics.dispatch_pass_seconds.observe(time.perf_counter() - pass_started)
+
+    async def _decide_queue(
+        self, queued: list[Job], snap: PassSnapshot, head_only: set[JobId] | None, now: datetime
+    ) -> None:
         waiting: list[tuple[JobId, str, dict[str, Any], str]] = []
         waits_in_a_row = 0
         for n, job in enumerate(queued, start=1):
@@ -237,7 +251,10 @@ class Dispatcher(AttemptTracking):
                 await asyncio.sleep(0.001)
                 if self._stopping:
                     return
+            started = time.perf_counter()
             decision = self.planner.decide(job, snap, self.store)
+            self.metrics.placement_seconds.observe(time.perf_counter() - started)
+            self.metrics.decisions.labels(decision.action.value).inc()
             self.stats.decisions += 1
             waits_in_a_row = waits_in_a_row + 1 if decision.action == Action.WAIT else 0
             if decision.action == Action.RUN and decision.offer is not None:
@@ -247,6 +264,11 @@ class Dispatcher(AttemptTracking):
                     snap.money.pop(job.tenant, None)  # the next decision sees this reservation
             elif decision.action == Action.REJECT:
                 self._waiting_reason.pop(job.id, None)
+                log.info(
+                    "job rejected: %s",
+                    decision.summary,
+                    extra=_decision_fields(job, decision, "rejected"),
+                )
                 self.store.transition(
                     job.id,
                     JobState.FAILED,
@@ -259,6 +281,7 @@ class Dispatcher(AttemptTracking):
                 )
             elif (why := self._give_up_reason(job, now)) is not None:
                 self._waiting_reason.pop(job.id, None)
+                log.info("job gave up: %s", why, extra=_decision_fields(job, decision, "gave_up"))
                 self.store.transition(
                     job.id,
                     JobState.FAILED,
@@ -274,6 +297,7 @@ class Dispatcher(AttemptTracking):
                 gist = _DIGITS.sub("#", reason)
                 if self._waiting_reason.get(job.id) != gist:
                     self._waiting_reason[job.id] = gist
+                    log.info("job waits: %s", reason, extra=_decision_fields(job, decision, "waiting"))
                     waiting.append((job.id, reason, dict(decision.data), decision.policy_hash))
         self._flush_waiting(waiting, now)
 
@@ -327,6 +351,13 @@ class Dispatcher(AttemptTracking):
         )
         if job.state != JobState.PLACING:
             return  # cancelled meanwhile
+        log.info(
+            "job placed on %s (%s)%s",
+            offer.site,
+            offer.instance_type,
+            " [burst]" if decision.burst else "",
+            extra=_decision_fields(job, decision, "placed"),
+        )
         attempt = self.store.create_attempt(job.id, offer.site, offer, secrets.token_hex(16), now)
         if not self.planner.reserve(job, attempt, decision, self.store):
             self.store.update_attempt(
@@ -342,6 +373,28 @@ class Dispatcher(AttemptTracking):
             return
         if decision.burst:
             self.stats.bursts.append(now)
+            self.metrics.bursts.labels(offer.site).inc()
+            log.info(
+                "burst to %s (%s, %s/h)",
+                offer.site,
+                offer.instance_type,
+                offer.price_per_hour,
+                extra={**_decision_fields(job, decision, "burst"), "price": offer.price_per_hour},
+            )
+        self.metrics.attempts.labels(offer.site).inc()
+        log.info(
+            "attempt %d on %s",
+            attempt.number,
+            offer.site,
+            extra={
+                "event": "attempt",
+                "job_id": job.id,
+                "tenant": job.tenant,
+                "site": offer.site,
+                "attempt_id": attempt.id,
+                "offer": offer.key,
+            },
+        )
         job = self.store.transition(
             job.id,
             JobState.PROVISIONING,
@@ -422,7 +475,24 @@ class Dispatcher(AttemptTracking):
         counted = sum(
             1 for a in self.store.attempts_for(job.id) if a.state.terminal and not _offer_fault(a.error)
         )
+        fields = {
+            "job_id": job.id,
+            "tenant": job.tenant,
+            "site": exc.site,
+            "attempt_id": attempt.id,
+            "offer": attempt.offer.key,
+            "error": f"{type(exc).__name__} {exc.code}",
+            "next": step.value,
+        }
         if step in OFFER_FAULTS or counted < self.planner.failover().max_attempts:
+            self.metrics.failovers.labels(attempt.site, type(exc).__name__).inc()
+            log.warning(
+                "failover: attempt %d on %s failed: %s",
+                attempt.number,
+                attempt.offer.key,
+                exc.message,
+                extra={"event": "failover", **fields},
+            )
             self.store.transition(
                 job.id,
                 JobState.QUEUED,
@@ -433,6 +503,13 @@ class Dispatcher(AttemptTracking):
                 data=data,
             )
         else:
+            log.warning(
+                "attempt %d on %s failed, no attempts left: %s",
+                attempt.number,
+                attempt.offer.key,
+                exc.message,
+                extra={"event": "attempt_failed", **fields},
+            )
             self.store.transition(
                 job.id,
                 JobState.FAILED,
@@ -442,6 +519,24 @@ class Dispatcher(AttemptTracking):
                 data=data,
             )
         self.capacity_changed()
+
+
+def _decision_fields(job: Job, decision: Decision, event: str) -> dict[str, Any]:
+    """The structured fields of a decision's log line: job, tenant, site, rule ids, policy."""
+    rules: list[str] = []
+    if decision.explanation is not None and decision.action != Action.RUN:
+        rules = sorted({r.rule for r in rejection_summary(decision.explanation)})[:20]
+    offer = decision.offer
+    return {
+        "event": event,
+        "job_id": job.id,
+        "tenant": job.tenant,
+        "site": offer.site if offer is not None else None,
+        "offer": offer.key if offer is not None else None,
+        "action": decision.action.value,
+        "rules": rules,
+        "policy_hash": decision.policy_hash[:12],
+    }
 
 
 def _offer_fault(error: str) -> bool:

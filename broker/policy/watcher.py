@@ -7,30 +7,73 @@ The swap is one attribute assignment (atomic under the GIL): a decision that alr
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from broker.policy._load import load_policy
+from broker.policy._load import load_policy, load_policy_text
 from broker.policy._policy import Policy
 from broker.policy._problems import PolicyError, Problem
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PolicyLoad:
+    """One attempt to load the policy file: what was read, and whether it went into force."""
+
+    hash: str
+    """SHA-256 of the file's text (the policy hash when it loaded)."""
+    result: str
+    """`loaded` (now in force), `unchanged` (same hash as in force) or `refused` (invalid)."""
+    source: str
+    content: str
+    time: datetime
+    errors: tuple[str, ...] = ()
+    """`FILE:LINE:COL: error: ...` lines of a refused file."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class PolicyWatcher:
     """Holds the current policy; `reload()` on file change (mtime polling) or on SIGHUP."""
 
-    def __init__(self, path: Path, *, on_swap: Callable[[Policy], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        on_swap: Callable[[Policy], None] | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
         """Load `path` now; raises PolicyError when even the first policy is invalid."""
         self.path = path
         self._on_swap = on_swap
+        self.on_load: Callable[[PolicyLoad], None] | None = None
+        """Told about every load attempt (audit trail, metrics); called from the loading thread."""
+        self._clock = clock
         self._lock = threading.Lock()
-        self._current = load_policy(path)
+        policy, text = self._read()
+        self._current = policy
+        self.first_load = PolicyLoad(policy.hash, "loaded", str(path), text, clock())
+        self.last_refused: PolicyLoad | None = None
+        """The last refused file, while the file on disk stays invalid."""
         self._mtime = self._stat()
         self.last_problems: list[Problem] = []
+
+    def _read(self) -> tuple[Policy, str]:
+        """The policy and the exact text it was made from (PolicyError when invalid)."""
+        try:
+            text = self.path.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            return load_policy(self.path), ""  # load_policy raises the error with its position
+        return load_policy_text(text, str(self.path)), text
 
     @property
     def current(self) -> Policy:
@@ -49,20 +92,50 @@ class PolicyWatcher:
         with self._lock:
             self._mtime = self._stat()
             try:
-                policy = load_policy(self.path)
+                policy, text = self._read()
             except PolicyError as exc:
                 self.last_problems = exc.problems
+                try:
+                    text = self.path.read_bytes().decode("utf-8", errors="replace")
+                except OSError:
+                    text = ""
+                digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
                 for problem in exc.problems:
                     log.error("policy reload refused: %s", problem)
-                log.error("keeping policy %s", self._current.hash[:12])
+                log.error(
+                    "policy reload refused: keeping policy %s",
+                    self._current.hash[:12],
+                    extra={"event": "reload", "policy_hash": digest[:12], "source": str(self.path)},
+                )
+                self.last_refused = PolicyLoad(
+                    digest, "refused", str(self.path), text, self._clock(), tuple(map(str, exc.problems))
+                )
+                self._tell(self.last_refused)
                 return exc.problems
             self.last_problems = []
+            self.last_refused = None
             if policy.hash != self._current.hash:
                 self._current = policy
-                log.info("policy %s in force (from %s)", policy.hash[:12], self.path)
+                log.info(
+                    "policy %s in force (from %s)",
+                    policy.hash[:12],
+                    self.path,
+                    extra={"event": "reload", "policy_hash": policy.hash[:12], "source": str(self.path)},
+                )
+                self._tell(PolicyLoad(policy.hash, "loaded", str(self.path), text, self._clock()))
                 if self._on_swap is not None:
                     self._on_swap(policy)
+            else:
+                self._tell(PolicyLoad(policy.hash, "unchanged", str(self.path), text, self._clock()))
             return []
+
+    def _tell(self, load: PolicyLoad) -> None:
+        if self.on_load is None:
+            return
+        try:
+            self.on_load(load)
+        except Exception:  # recording the audit trail must never stop a reload
+            log.exception("could not record policy load %s", load.hash[:12])
 
     def changed(self) -> bool:
         """Whether the file's mtime or size differs from the last load."""

@@ -1,5 +1,6 @@
 """Durable state: the store contract and its implementations."""
 
+from broker.store._audit import AUDIT_KINDS, AuditFilter, PolicyVersion
 from broker.store.base import (
     JobNotFoundError,
     JobPage,
@@ -12,9 +13,12 @@ from broker.store.postgres import PostgresStore
 from broker.store.sqlite import SqliteStore
 
 __all__ = [
+    "AUDIT_KINDS",
+    "AuditFilter",
     "JobNotFoundError",
     "JobPage",
     "JobStore",
+    "PolicyVersion",
     "PostgresStore",
     "SpendEntry",
     "SqliteStore",

@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS spend (
   voucher_id TEXT
 );
 CREATE INDEX IF NOT EXISTS spend_month ON spend(month, tenant);
+CREATE TABLE IF NOT EXISTS policy_versions (
+  id BIGSERIAL PRIMARY KEY, hash TEXT COLLATE "C" NOT NULL, result TEXT NOT NULL,
+  source TEXT NOT NULL, content TEXT NOT NULL, errors TEXT NOT NULL, time TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX IF NOT EXISTS policy_versions_hash ON policy_versions(hash);
 """
 
 # Advisory lock keys (first int of the two-int form): schema creation, and one lock per month

@@ -27,6 +27,7 @@ from broker.model import (
     SiteId,
     TenantId,
 )
+from broker.store._audit import AuditFilter, PolicyVersion
 
 EventListener = Callable[[JobEvent], None]
 
@@ -262,6 +263,29 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def spend_entries(self, month: str, tenant: TenantId | None = None) -> list[SpendEntry]:
         """This month's entries (all tenants when None)."""
+
+    # Audit trail and operator views -------------------------------------------------------
+
+    @abc.abstractmethod
+    def record_policy_version(self, version: PolicyVersion) -> None:
+        """Append a policy file the broker loaded or refused (never updated, never deleted)."""
+
+    @abc.abstractmethod
+    def policy_versions(self, limit: int = 50) -> list[PolicyVersion]:
+        """The newest policy loads and refusals first."""
+
+    @abc.abstractmethod
+    def find_policy_version(self, hash_prefix: str) -> PolicyVersion | None:
+        """The newest stored version whose hash starts with `hash_prefix` (loaded ones first)."""
+
+    @abc.abstractmethod
+    def audit_events(self, where: AuditFilter) -> list[tuple[TenantId, JobEvent]]:
+        """Submissions, cancellations and decisions matching `where`, oldest first (the newest
+        `where.limit` of them)."""
+
+    @abc.abstractmethod
+    def active_counts(self) -> dict[tuple[str, str, str], int]:
+        """(state, site or '', tenant) -> how many unfinished jobs (for the queue-depth metric)."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -29,6 +29,8 @@ from broker.model import (
     TenantId,
 )
 from broker.states import check_transition
+from broker.store import _audit
+from broker.store._audit import AuditFilter, PolicyVersion, pg
 from broker.store._postgres_schema import (
     ATTEMPT_COLS,
     JOB_COLS,
@@ -548,6 +550,27 @@ class PostgresStore(JobStore):
             )
             for r in rows
         ]
+
+    # Audit trail ---------------------------------------------------------------------------
+
+    def record_policy_version(self, version: PolicyVersion) -> None:
+        with self._tx() as db:
+            db.execute(pg(_audit.INSERT_POLICY), _audit.policy_row(version, _ts))
+
+    def policy_versions(self, limit: int = 50) -> list[PolicyVersion]:
+        rows = self._fetchall(pg(_audit.LIST_POLICIES), (limit,))
+        return [_audit.policy_from_row(r, _dt) for r in rows]
+
+    def find_policy_version(self, hash_prefix: str) -> PolicyVersion | None:
+        row = self._fetchone(pg(_audit.FIND_POLICY), _audit.prefix_range(hash_prefix))
+        return None if row is None else _audit.policy_from_row(row, _dt)
+
+    def audit_events(self, where: AuditFilter) -> list[tuple[TenantId, JobEvent]]:
+        sql, params = _audit.audit_query(where, _ts)
+        return _audit.audit_from_rows(self._fetchall(pg(sql), params), _dt)
+
+    def active_counts(self) -> dict[tuple[str, str, str], int]:
+        return {(r[0], r[1], r[2]): r[3] for r in self._fetchall(_audit.ACTIVE_COUNTS)}
 
     def close(self) -> None:
         with self._lock:

@@ -25,6 +25,8 @@ from broker.model import (
     TenantId,
 )
 from broker.states import check_transition
+from broker.store import _audit
+from broker.store._audit import AuditFilter, PolicyVersion
 from broker.store.base import (
     JOB_FIELDS,
     JobNotFoundError,
@@ -80,6 +82,11 @@ CREATE TABLE IF NOT EXISTS spend (
   settled INTEGER NOT NULL, voucher_id TEXT
 );
 CREATE INDEX IF NOT EXISTS spend_month ON spend(month, tenant);
+CREATE TABLE IF NOT EXISTS policy_versions (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, hash TEXT NOT NULL, result TEXT NOT NULL,
+  source TEXT NOT NULL, content TEXT NOT NULL, errors TEXT NOT NULL, time REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS policy_versions_hash ON policy_versions(hash);
 """
 
 SPEC_CACHE_SIZE = 200_000
@@ -586,6 +593,33 @@ class SqliteStore(JobStore):
             )
             for r in rows
         ]
+
+    # Audit trail ---------------------------------------------------------------------------
+
+    def record_policy_version(self, version: PolicyVersion) -> None:
+        with self._tx() as db:
+            db.execute(_audit.INSERT_POLICY, _audit.policy_row(version, _ts))
+
+    def policy_versions(self, limit: int = 50) -> list[PolicyVersion]:
+        with self._lock:
+            rows = self._conn.execute(_audit.LIST_POLICIES, (limit,)).fetchall()
+        return [_audit.policy_from_row(r, _dt) for r in rows]
+
+    def find_policy_version(self, hash_prefix: str) -> PolicyVersion | None:
+        with self._lock:
+            row = self._conn.execute(_audit.FIND_POLICY, _audit.prefix_range(hash_prefix)).fetchone()
+        return None if row is None else _audit.policy_from_row(row, _dt)
+
+    def audit_events(self, where: AuditFilter) -> list[tuple[TenantId, JobEvent]]:
+        sql, params = _audit.audit_query(where, _ts)
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return _audit.audit_from_rows(rows, _dt)
+
+    def active_counts(self) -> dict[tuple[str, str, str], int]:
+        with self._lock:
+            rows = self._conn.execute(_audit.ACTIVE_COUNTS).fetchall()
+        return {(r[0], r[1], r[2]): r[3] for r in rows}
 
     def close(self) -> None:
         with self._lock:

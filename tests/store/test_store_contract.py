@@ -28,7 +28,16 @@ from broker.model import (
     TenantId,
 )
 from broker.states import IllegalTransitionError
-from broker.store import JobNotFoundError, JobStore, SpendEntry, SqliteStore, StoreError, Submission
+from broker.store import (
+    AuditFilter,
+    JobNotFoundError,
+    JobStore,
+    PolicyVersion,
+    SpendEntry,
+    SqliteStore,
+    StoreError,
+    Submission,
+)
 from broker.store.postgres import PostgresStore
 
 NOW = datetime(2026, 11, 3, 8, 0, 0, 123456, tzinfo=UTC)
@@ -545,6 +554,62 @@ class StoreContract:
         assert second.get_attempt(attempt.id) == attempt
         assert len(second.events_after(job.id, 0)) == 2
         assert len(second.spend_entries("2026-11", A)) == 1
+
+    # Audit trail --------------------------------------------------------------------------
+
+    def test_policy_versions_keep_every_load_and_refusal(self, open_store: StoreFactory) -> None:
+        store = open_store()
+        good = PolicyVersion("ab" * 32, "loaded", "/etc/szb/policy.yaml", "version: 1\n", NOW)
+        bad = PolicyVersion(
+            "cd" * 32, "refused", "/etc/szb/policy.yaml", "version: [\n", LATER,
+            ("/etc/szb/policy.yaml:1:10: error: bad",),
+        )
+        store.record_policy_version(good)
+        store.record_policy_version(bad)
+        second = open_store()  # another connection (another broker) sees the same history
+        assert second.policy_versions() == [bad, good]
+        assert second.policy_versions(limit=1) == [bad]
+        assert second.find_policy_version("abab") == good
+        assert second.find_policy_version("cd" * 32) == bad
+        assert second.find_policy_version("ef") is None
+
+    def test_find_policy_version_prefers_a_loaded_copy(self, store: JobStore) -> None:
+        h = "0f" * 32
+        store.record_policy_version(PolicyVersion(h, "loaded", "p.yaml", "a", NOW))
+        store.record_policy_version(PolicyVersion(h, "unchanged", "p.yaml", "a", LATER))
+        store.record_policy_version(PolicyVersion(h, "refused", "p.yaml", "a", LATER, ("x",)))
+        found = store.find_policy_version("0f0f")
+        assert found is not None and found.result == "unchanged"
+
+    def test_audit_events_filter_by_job_tenant_and_time(self, store: JobStore) -> None:
+        a = self.submit_one(store, A)
+        b = self.submit_one(store, B)
+        store.transition(
+            a.id, JobState.PLACING, LATER, kind="placed", data={"policy_hash": "ab", "price_per_hour": 2.5}
+        )
+        store.transition(b.id, JobState.CANCELLED, LATER, kind="cancelled", data={"by": "ops"})
+        store.record(a.id, LATER, kind="waiting", message="not audited")
+        everything = store.audit_events(AuditFilter())
+        # Oldest first; events at the same time in job id (= submission) order.
+        assert [(t, e.kind) for t, e in everything] == [
+            (A, "submitted"), (B, "submitted"), (A, "placed"), (B, "cancelled")
+        ]
+        assert [e.kind for _, e in store.audit_events(AuditFilter(job_id=a.id))] == ["submitted", "placed"]
+        mine = store.audit_events(AuditFilter(tenant=B))
+        assert [e.kind for _, e in mine] == ["submitted", "cancelled"]
+        assert mine[1][1].data == {"by": "ops"}
+        recent = store.audit_events(AuditFilter(since=LATER))
+        assert sorted(e.kind for _, e in recent) == ["cancelled", "placed"]
+        newest = store.audit_events(AuditFilter(limit=1))
+        assert len(newest) == 1 and newest[0][1].time == LATER
+
+    def test_active_counts_by_state_site_and_tenant(self, store: JobStore) -> None:
+        a1 = self.submit_one(store, A)
+        self.submit_one(store, A)
+        b = self.submit_one(store, B)
+        store.transition(a1.id, JobState.PLACING, LATER, site=SiteId("aws-east"))
+        store.transition(b.id, JobState.CANCELLED, LATER)
+        assert store.active_counts() == {("QUEUED", "", A): 1, ("PLACING", "aws-east", A): 1}
 
 
 class TestSqliteStore(StoreContract):

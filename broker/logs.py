@@ -1,0 +1,131 @@
+"""The broker's log lines: text or JSON, with job/tenant/site fields, and secrets redacted.
+
+Call sites pass their fields as `extra={"job_id": ..., "tenant": ..., "site": ..., "rules": [...]}`;
+the formatters print them (`key=value` in text, keys of the object in JSON). Every record goes
+through `redact` first, so a token, an agent secret or a credential never reaches a log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+FIELDS = (
+    "event",
+    "job_id",
+    "tenant",
+    "site",
+    "attempt_id",
+    "action",
+    "offer",
+    "rules",
+    "policy_hash",
+    "error",
+    "next",
+    "source",
+    "price",
+    "currency",
+)
+"""Structured fields the broker's log calls may carry (in this order in text lines)."""
+
+REDACTED = "[REDACTED]"
+_SECRET_KEY = re.compile(
+    r"(?i)(token|secret|password|passwd|credential|access_key|api_key|private_key|authorization)"
+)
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+"), rf"\1{REDACTED}"),
+    (
+        re.compile(
+            r"(?i)((?:[a-z_]*token|[a-z_]*secret[a-z_]*|password|passwd|access_key_id|accesskeyid|"
+            r"api_key|x-slurm-user-token|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}&]+"
+        ),
+        rf"\1{REDACTED}",
+    ),
+    (re.compile(r"(://[^:/@\s]+:)[^@/\s]+@"), rf"\1{REDACTED}@"),
+    (re.compile(r"\b(AKIA|ASIA|LTAI)[0-9A-Za-z]{12,}\b"), REDACTED),
+    (re.compile(r"\beyJ[0-9A-Za-z_-]{8,}\.[0-9A-Za-z_-]+\.[0-9A-Za-z_-]+"), REDACTED),  # JWTs
+)
+
+
+def redact(text: str) -> str:
+    """`text` with bearer tokens, key=secret pairs, URL passwords, cloud keys and JWTs masked."""
+    for pattern, repl in _PATTERNS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def _redact_value(key: str, value: Any) -> Any:
+    if _SECRET_KEY.search(key) and value not in (None, ""):
+        return REDACTED
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return [_redact_value("", v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    return value
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        name: _redact_value(name, getattr(record, name))
+        for name in FIELDS
+        if getattr(record, name, None) not in (None, "", [], ())
+    }
+
+
+def _message(record: logging.LogRecord) -> str:
+    text = record.getMessage()
+    if record.exc_info:
+        text = f"{text}\n{logging.Formatter().formatException(record.exc_info)}"
+    return redact(text)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the structured fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": _message(record),
+        }
+        out.update(_fields(record))
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """`TIME LEVEL logger: message key=value ...` for people reading a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{self.formatTime(record)} {record.levelname} {record.name}: {_message(record)}"
+        parts = []
+        for key, value in _fields(record).items():
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            parts.append(f"{key}={json.dumps(text) if ' ' in text else text}")
+        return f"{line} {' '.join(parts)}" if parts else line
+
+
+NOISY_LOGGERS = ("apscheduler", "credentials", "botocore", "urllib3", "httpx", "alibabacloud_credentials")
+"""Third-party loggers that repeat a stack trace per credential lookup; warnings only."""
+
+
+def configure(fmt: str = "text", level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Route every log record to `stream` (stderr) in `fmt`, at `level` and above."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,220 @@
+"""Prometheus metrics of one broker: counters bumped where things happen, gauges read at scrape.
+
+Each broker owns its `CollectorRegistry` (never the process-global one), so several brokers in
+one process (tests, the simulator) keep separate numbers. `/metrics` is served by
+prometheus-client's own HTTP server on `metrics_listen`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from threading import Thread
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ADAPTER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class BrokerMetrics:
+    """The broker's event counters and latency histograms, on a registry of its own."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.decisions = Counter(
+            "szb_decisions",
+            "Decisions taken for queued jobs, by action (run, wait, reject).",
+            ["action"],
+            registry=r,
+        )
+        self.bursts = Counter(
+            "szb_bursts", "Jobs sent to a cloud site (bursts), by site.", ["site"], registry=r
+        )
+        self.failovers = Counter(
+            "szb_failovers",
+            "Failed attempts after which the job moved on (next offer or retry), by site and error class.",
+            ["site", "error"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "szb_attempts", "Attempts started at a backend, by site.", ["site"], registry=r
+        )
+        self.placement_seconds = Histogram(
+            "szb_placement_seconds",
+            "Time to decide one queued job (placement + burst decision).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.dispatch_pass_seconds = Histogram(
+            "szb_dispatch_pass_seconds",
+            "Time of one dispatch pass over the queue.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rpc_seconds = Histogram(
+            "szb_rpc_duration_seconds",
+            "gRPC handling time, by method.",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rpcs = Counter(
+            "szb_rpcs", "gRPC calls handled, by method and status code.", ["method", "code"], registry=r
+        )
+        self.adapter_calls = Counter(
+            "szb_adapter_calls", "Calls to a site's backend, by site and call.", ["site", "call"], registry=r
+        )
+        self.adapter_errors = Counter(
+            "szb_adapter_errors",
+            "Failed backend calls, by site, call and error class.",
+            ["site", "call", "error"],
+            registry=r,
+        )
+        self.adapter_seconds = Histogram(
+            "szb_adapter_call_seconds",
+            "Backend call time, by site and call.",
+            ["site", "call"],
+            buckets=ADAPTER_BUCKETS,
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            "szb_policy_reloads",
+            "Policy (re)loads, by result (loaded, unchanged, refused).",
+            ["result"],
+            registry=r,
+        )
+        self.policy_refused = Gauge(
+            "szb_policy_refused", "1 while the policy file on disk is invalid and was refused.", registry=r
+        )
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """Functions the scrape-time collector reads the broker's state through."""
+
+    queue: Callable[[], Mapping[tuple[str, str, str], int]]
+    """(state, site, tenant) -> number of non-terminal jobs."""
+    breakers: Callable[[], Mapping[str, str]]
+    """site -> breaker state (closed, open, half_open)."""
+    blocklist_size: Callable[[], int]
+    unhealthy: Callable[[], Mapping[str, str]]
+    """site -> why it is out of service."""
+    money: Callable[[], Iterable[tuple[str, float, float | None]]]
+    """(tenant, cash spent and reserved this month, budget left or None)."""
+    heartbeat_lag: Callable[[], Mapping[str, float]]
+    """site -> seconds since the stalest live attempt there reported."""
+    policy_hash: Callable[[], str]
+    currency: Callable[[], str]
+
+
+BREAKER_STATES = ("closed", "open", "half_open")
+
+
+class LiveCollector(Collector):
+    """Gauges computed from the broker's state at each scrape (queue, breakers, money...)."""
+
+    def __init__(self, view: LiveView) -> None:
+        self.view = view
+
+    def collect(self) -> Iterable[Metric]:
+        v = self.view
+        queue = GaugeMetricFamily(
+            "szb_queue_jobs",
+            "Jobs not yet finished, by state, site and tenant.",
+            labels=["state", "site", "tenant"],
+        )
+        for (state, site, tenant), n in sorted(v.queue().items()):
+            queue.add_metric([state, site, tenant], n)
+        yield queue
+        breakers = GaugeMetricFamily(
+            "szb_breaker_state",
+            "Circuit breaker of each site: 1 for its current state.",
+            labels=["site", "state"],
+        )
+        for site, state in sorted(v.breakers().items()):
+            for name in BREAKER_STATES:
+                breakers.add_metric([site, name], 1.0 if state == name else 0.0)
+        yield breakers
+        yield GaugeMetricFamily(
+            "szb_blocklist_entries",
+            "Blocked (site, zone, type) and region entries in force.",
+            value=v.blocklist_size(),
+        )
+        unhealthy = GaugeMetricFamily(
+            "szb_site_unhealthy",
+            "1 for each site out of service, with the reason.",
+            labels=["site", "reason"],
+        )
+        for site, reason in sorted(v.unhealthy().items()):
+            unhealthy.add_metric([site, reason[:200]], 1.0)
+        yield unhealthy
+        currency = v.currency()
+        spend = GaugeMetricFamily(
+            "szb_spend_month",
+            "Cash spent plus reserved this month, by tenant (policy currency).",
+            labels=["tenant", "currency"],
+        )
+        left = GaugeMetricFamily(
+            "szb_budget_left",
+            "Monthly burst budget left, by tenant (tenants with a budget only).",
+            labels=["tenant", "currency"],
+        )
+        for tenant, used, budget_left in v.money():
+            spend.add_metric([tenant, currency], used)
+            if budget_left is not None:
+                left.add_metric([tenant, currency], budget_left)
+        yield spend
+        yield left
+        lag = GaugeMetricFamily(
+            "szb_heartbeat_lag_seconds",
+            "Seconds since the stalest live cloud attempt reported, by site.",
+            labels=["site"],
+        )
+        for site, seconds in sorted(v.heartbeat_lag().items()):
+            lag.add_metric([site], seconds)
+        yield lag
+        info = GaugeMetricFamily("szb_policy_info", "The policy in force (its hash).", labels=["hash"])
+        info.add_metric([v.policy_hash()], 1.0)
+        yield info
+
+
+class MetricsServer:
+    """prometheus-client's HTTP server for one registry on HOST:PORT (port 0 picks one)."""
+
+    def __init__(self, registry: CollectorRegistry, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        self._server: WSGIServer
+        self._thread: Thread
+        self._server, self._thread = start_http_server(
+            int(port or 0), addr=host or "127.0.0.1", registry=registry
+        )
+        self.port: int = self._server.server_port
+        self.host = host or "127.0.0.1"
+        log.info("metrics on http://%s:%d/metrics", self.host, self.port)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def heartbeat_lags(
+    live: Iterable[Any], heartbeats: Mapping[str, datetime], now: datetime, cloud: Callable[[str], bool]
+) -> dict[str, float]:
+    """site -> max seconds since a live cloud attempt last reported (since it started when never)."""
+    out: dict[str, float] = {}
+    for attempt in live:
+        if not cloud(attempt.site) or attempt.backend_id is None:
+            continue
+        last = heartbeats.get(attempt.id, attempt.created_at)
+        lag = max(0.0, (now - last).total_seconds())
+        out[attempt.site] = max(out.get(attempt.site, 0.0), lag)
+    return out
