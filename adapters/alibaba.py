@@ -75,6 +75,8 @@ def map_ecs_errors(site: str) -> Iterator[None]:
     except CredentialException as exc:
         raise AuthError(site, "NoCredentials", str(exc)) from exc
     except UnretryableException as exc:  # connection refused, timeout, DNS …
+        if "unable to load credentials" in str(exc):  # the default chain found nothing
+            raise AuthError(site, "NoCredentials", str(exc)) from exc
         raise TransientError(site, "ConnectionError", str(exc)) from exc
     except TeaException as exc:
         code = str(getattr(exc, "code", "") or "Unknown")

@@ -21,15 +21,19 @@ from adapters.registry import AdapterRegistry
 from broker.agent_http import AgentHttpServer
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2, broker_service_pb2_grpc
 from broker.auth import TokenAuthority
+from broker.burst.money import month_of
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig
 from broker.dispatch.dispatcher import Dispatcher
+from broker.instrument import MeasuredAdapter, RpcMetricsInterceptor
+from broker.metrics import BrokerMetrics, LiveCollector, LiveView, MetricsServer, heartbeat_lags
 from broker.model import SiteId, TenantId
 from broker.planning import Planner
+from broker.policy.watcher import PolicyLoad
 from broker.reports import spend_report, status_report
 from broker.server import AgentServicer, BrokerServicer
 from broker.service import BrokerServices, EventHub
-from broker.store import JobStore, PostgresStore, SqliteStore
+from broker.store import JobStore, PolicyVersion, PostgresStore, SqliteStore
 from broker.tls import ServerTls, warn_if_plaintext
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,8 @@ class BrokerApp:
 
     server: grpc.aio.Server | None = None
     port: int = 0
+    metrics_port: int = 0
+    """Where `/metrics` is served (0 when `metrics_listen` is not set)."""
 
     async def start(self) -> int:
         """Start everything; returns the bound port."""
@@ -61,12 +67,20 @@ class BrokerApp:
         self.hub = EventHub()
         self.hub.bind(asyncio.get_running_loop())
         self.store.add_listener(self.hub.publish)
+        self.metrics = BrokerMetrics()
         self.planner = Planner.load(cfg, self.clock)
+        self._policy_loaded(self.planner.watcher.first_load)
+        self.planner.watcher.on_load = self._policy_loaded
         self.adapters = self._build_adapters()
         self.planner.adapters = self.adapters
         host, _, port = cfg.listen.rpartition(":")
         self.dispatcher = Dispatcher(
-            self.store, self.adapters, planner=self.planner, clock=self.clock, settings=cfg.dispatch
+            self.store,
+            self.adapters,
+            planner=self.planner,
+            clock=self.clock,
+            settings=cfg.dispatch,
+            metrics=self.metrics,
         )
         self.services = BrokerServices(
             self.store, self.dispatcher, self.clock, self.hub, admit=self.planner.admit
@@ -93,6 +107,7 @@ class BrokerApp:
             self.dispatcher.agent_ca_pem = cfg.tls.agent_ca_file.read_text()
         server = grpc.aio.server(
             migration_thread_pool=futures.ThreadPoolExecutor(max_workers=4),
+            interceptors=[RpcMetricsInterceptor(self.metrics)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -135,6 +150,11 @@ class BrokerApp:
         self._tokens_task: asyncio.Task[None] | None = None
         if cfg.tokens_reload_s > 0:
             self._tokens_task = asyncio.get_running_loop().create_task(self.auth.watch(cfg.tokens_reload_s))
+        self.metrics.registry.register(LiveCollector(self._live_view()))
+        self.metrics_server: MetricsServer | None = None
+        if cfg.metrics_listen:
+            self.metrics_server = MetricsServer(self.metrics.registry, cfg.metrics_listen)
+            self.metrics_port = self.metrics_server.port
         log.info(
             "broker listening on %s:%d (%s; data in %s, policy %s)",
             host or "127.0.0.1",
@@ -159,9 +179,45 @@ class BrokerApp:
             try:
                 adapters[site_id] = registry.create(adapter_name, site_id, merged)
             except Exception as exc:  # one broken site must not stop the broker
-                log.error("site %s disabled: %s", site_id, exc)
-                self.planner.mark_unhealthy(site_id, str(exc))
-        return adapters
+                log.error("site %s disabled: %s", site_id, exc, extra={"site": site_id})
+                self.planner.mark_unhealthy(site_id, f"adapter not built: {exc}"[:300])
+        return {site: MeasuredAdapter(a, self.metrics) for site, a in adapters.items()}
+
+    def _policy_loaded(self, load: PolicyLoad) -> None:
+        """Every policy load attempt goes into the audit trail and the reload metrics."""
+        self.metrics.policy_reloads.labels(load.result).inc()
+        self.metrics.policy_refused.set(1 if load.result == "refused" else 0)
+        if load.result == "unchanged":
+            return
+        self.store.record_policy_version(
+            PolicyVersion(load.hash, load.result, load.source, load.content, load.time, load.errors)
+        )
+
+    def _live_view(self) -> LiveView:
+        planner, store, dispatcher = self.planner, self.store, self.dispatcher
+
+        def money() -> list[tuple[str, float, float | None]]:
+            now = self.clock.now()
+            used: dict[str, float] = {t.id: 0.0 for t in planner.policy.tenants}
+            for e in store.spend_entries(month_of(now)):
+                used[e.tenant] = used.get(e.tenant, 0.0) + (e.spent if e.settled else e.reserved)
+            return [
+                (tenant, cash, planner.money(tenant, now, store).budget_left)
+                for tenant, cash in sorted(used.items())
+            ]
+
+        return LiveView(
+            queue=store.active_counts,
+            breakers=lambda: {site: state.value for site, state in planner.breakers.states().items()},
+            blocklist_size=lambda: len(planner.blocklist.keys()),
+            unhealthy=lambda: {str(site): why for site, why in planner.unhealthy_now().items()},
+            money=money,
+            heartbeat_lag=lambda: heartbeat_lags(
+                store.live_attempts(), dispatcher.heartbeats, self.clock.now(), planner.needs_agent
+            ),
+            policy_hash=lambda: planner.policy_hash,
+            currency=lambda: planner.policy.currency,
+        )
 
     def _policy_changed(self) -> None:
         self.dispatcher.policy_changed()
@@ -176,6 +232,8 @@ class BrokerApp:
         if self.server is None:
             return
         await self.health.enter_graceful_shutdown()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         self.planner.stop_watching()
         if self._tokens_task is not None:
             self._tokens_task.cancel()
@@ -206,6 +264,8 @@ async def serve_forever(config: BrokerConfig) -> None:
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     # Ready only once the handlers are in: an early SIGHUP must reload, not kill the broker.
+    if app.metrics_server is not None:
+        print(f"szb: metrics on http://{app.metrics_server.host}:{app.metrics_port}/metrics", flush=True)
     print(f"szb: broker serving on port {port}", flush=True)
     await done.wait()
     await app.stop()

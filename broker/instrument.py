@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from adapters.base import Adapter, Capability, OwnedInstance
+from adapters.base import Adapter, Capability
 from broker.metrics import BrokerMetrics
-from broker.model import AttemptStatus, CapacitySnapshot, LaunchRequest, Offer, SiteId
+from broker.model import AttemptStatus, CapacitySnapshot, LaunchRequest, Offer, OwnedInstance, SiteId
 
 T = TypeVar("T")
 
@@ -70,7 +70,7 @@ def _code(context: grpc.aio.ServicerContext[Any, Any], failed: bool) -> str:
     if isinstance(code, grpc.StatusCode):
         return str(code.name)
     try:
-        return grpc.StatusCode(code).name  # type: ignore[call-arg]
+        return grpc.StatusCode(code).name
     except ValueError:
         for status in grpc.StatusCode:
             if status.value[0] == code:
@@ -86,9 +86,9 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -100,7 +100,7 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
             m.rpcs.labels(method, _code(context, failed)).inc()
 
         if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
-            inner = handler.unary_unary
+            inner: Any = handler.unary_unary  # a coroutine function under grpc.aio
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started, failed = time.perf_counter(), False
@@ -118,7 +118,7 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
-            stream_inner = handler.unary_stream
+            stream_inner: Any = handler.unary_stream  # an async generator function
 
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                 started, failed = time.perf_counter(), False

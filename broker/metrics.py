@@ -15,7 +15,14 @@ from threading import Thread
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -192,6 +199,7 @@ class MetricsServer:
 
     def __init__(self, registry: CollectorRegistry, listen: str) -> None:
         host, _, port = listen.rpartition(":")
+        disable_created_metrics()  # `*_created` series double the output and no dashboard reads them
         self._server: WSGIServer
         self._thread: Thread
         self._server, self._thread = start_http_server(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from adapters.base import Adapter, AdapterError, Capability, CapacityError
+from adapters.base import Adapter, AdapterError, AuthError, Capability, CapacityError, ConfigError
 from broker.api import placement_pb2
 from broker.burst import (
     BurstInputs,
@@ -80,6 +80,7 @@ class Planner:
         self.breakers = CircuitBreakers(failure_threshold=3, reset_after_s=300.0, clock=seconds)
         self._watch_task: asyncio.Task[None] | None = None
         self._cloud_offers: dict[str, tuple[datetime, list[Offer]]] = {}
+        self._cloud_failed: dict[str, datetime] = {}
         self._catalog: tuple[str, list[Offer]] | None = None
         self._admitted: dict[tuple[str, str, str], list[str]] = {}
         self._on_change: Callable[[], None] | None = None
@@ -222,14 +223,27 @@ class Planner:
             if cached is not None and (now - cached[0]).total_seconds() < CLOUD_OFFERS_TTL_S:
                 live_sites[site_id] = cached[1]
                 continue
+            failed = self._cloud_failed.get(site_id)
+            if failed is not None and (now - failed).total_seconds() < CLOUD_OFFERS_TTL_S:
+                continue  # asking again every pass would only repeat the same error
             try:
                 fresh = [
                     o.model_copy(update={"price_read_at": o.price_read_at or now})
                     for o in adapter.offers(now)
                 ]
+            except (AuthError, ConfigError) as exc:
+                # No credentials or a wrong profile: the site is out of service, visibly, until
+                # a later read succeeds; the broker and every other site carry on.
+                self._cloud_failed[site_id] = now
+                if self.unhealthy.get(site_id) is None:
+                    log.error("site %s out of service: %s", site_id, exc, extra={"site": site_id})
+                self.unhealthy[site_id] = f"{type(exc).__name__} {exc.code}: {exc.message}"[:300]
+                continue
             except AdapterError as exc:
                 log.info("offers of %s unavailable, using the catalog: %s", site_id, exc)
                 continue
+            self._cloud_failed.pop(site_id, None)
+            self.unhealthy.pop(site_id, None)
             if fresh:
                 self._cloud_offers[site_id] = (now, fresh)
                 live_sites[site_id] = fresh
