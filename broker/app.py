@@ -20,14 +20,14 @@ from adapters.base import Adapter
 from adapters.registry import AdapterRegistry
 from broker.agent_http import AgentHttpServer
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2, broker_service_pb2_grpc
-from broker.auth import TokenAuthority
+from broker.auth import Principal, TokenAuthority
 from broker.burst.money import month_of
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig
 from broker.dispatch.dispatcher import Dispatcher
 from broker.instrument import MeasuredAdapter, RpcMetricsInterceptor
 from broker.metrics import BrokerMetrics, LiveCollector, LiveView, MetricsServer, heartbeat_lags
-from broker.model import SiteId, TenantId
+from broker.model import SiteId
 from broker.planning import Planner
 from broker.policy.watcher import PolicyLoad
 from broker.reports import spend_report, status_report
@@ -225,8 +225,8 @@ class BrokerApp:
     def _status_proto(self) -> broker_service_pb2.GetStatusResponse:
         return status_report(self.planner, self.store, self.dispatcher.stats.bursts)
 
-    def _spend_proto(self, tenant: TenantId, asked: str) -> broker_service_pb2.GetSpendResponse:
-        return spend_report(self.planner, tenant, asked, self.store)
+    def _spend_proto(self, caller: Principal, asked: str) -> broker_service_pb2.GetSpendResponse:
+        return spend_report(self.planner, caller.tenant, asked, self.store, operator=caller.is_operator)
 
     async def stop(self, grace: float = 2.0) -> None:
         if self.server is None:

@@ -15,13 +15,16 @@ from broker.snapshot import partition_key
 from broker.store import JobNotFoundError, JobStore
 
 
-def spend_report(planner: Planner, tenant: TenantId, asked: str, store: JobStore) -> pb.GetSpendResponse:
-    """This month's spend by tenant and site; tenants see their own, internal ones anyone's."""
+def spend_report(
+    planner: Planner, tenant: TenantId, asked: str, store: JobStore, *, operator: bool = False
+) -> pb.GetSpendResponse:
+    """This month's spend by tenant and site: tenants see their own; internal tenants and
+    operators anyone's (or everyone's with `*`)."""
     policy = planner.policy
     now = planner.clock.now()
     caller = policy.tenant(tenant)
     target = asked or tenant
-    if target != tenant and (caller is None or caller.kind != "internal"):
+    if target != tenant and not operator and (caller is None or caller.kind != "internal"):
         raise JobNotFoundError(f"tenant {target!r} not found")
     month = month_of(now)
     entries = store.spend_entries(month, None if target == "*" else TenantId(target))

@@ -39,7 +39,7 @@ MAX_CLIENT_ID = 128
 MAX_ID = 128
 
 ExplainFn = Callable[[JobSpec, TenantId], placement_pb2.Explanation]
-SpendFn = Callable[[TenantId, str], broker_service_pb2.GetSpendResponse]
+SpendFn = Callable[[Principal, str], broker_service_pb2.GetSpendResponse]
 StatusFn = Callable[[], broker_service_pb2.GetStatusResponse]
 
 
@@ -267,10 +267,10 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.GetSpendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.GetSpendResponse:
         try:
-            tenant = self._tenant(context)
+            caller = self._principal(context)
             if self.spend is None:
                 return broker_service_pb2.GetSpendResponse()
-            return self.spend(tenant, request.tenant)
+            return self.spend(caller, request.tenant)
         except Exception as exc:
             await abort_with(context, exc)
 

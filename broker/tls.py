@@ -28,6 +28,9 @@ class TlsFileError(Exception):
 def _read(path: Path, field: str) -> bytes:
     try:
         data = path.read_bytes()
+    except FileNotFoundError as exc:
+        hint = f" (`szb tls init {path.parent}` makes a test set)" if field.startswith("tls.") else ""
+        raise TlsFileError(f"{field}: cannot read {path}: no such file{hint}") from exc
     except OSError as exc:
         raise TlsFileError(f"{field}: cannot read {path}: {exc.strerror or exc}") from exc
     if b"-----BEGIN " not in data:

@@ -7,7 +7,7 @@ import os
 import sys
 
 from broker.client import DEFAULT_SERVER, BrokerClient
-from broker.tls import TlsFileError
+from broker.tls import TlsFileError, is_loopback
 
 
 def add_connection_args(p: argparse.ArgumentParser, *, server_default: str | None = DEFAULT_SERVER) -> None:
@@ -34,6 +34,14 @@ def add_connection_args(p: argparse.ArgumentParser, *, server_default: str | Non
 
 def client_for(args: argparse.Namespace) -> BrokerClient:
     """A client for the parsed flags; TLS when any --tls-* flag (or its env var) is set."""
+    tls = bool(args.tls_ca or args.tls_cert or args.tls_key)
+    host = str(args.server or "").rpartition(":")[0] or "127.0.0.1"
+    if not tls and args.token and not is_loopback(host):
+        print(
+            f"szb: warning: no TLS to {args.server}: the token crosses the network in clear text "
+            "(--tls-ca FILE or SZB_TLS_CA turns TLS on)",
+            file=sys.stderr,
+        )
     try:
         return BrokerClient(
             args.server, args.token, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key

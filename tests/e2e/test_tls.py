@@ -152,6 +152,8 @@ def test_cli_tls_flags_and_environment(tls_broker: BrokerProcess, pki: Pki) -> N
     assert wrong_ca.returncode == 1 and "UNAVAILABLE" in wrong_ca.stderr
     missing = szb("list", "--server", tls_broker.address, "--tls-ca", "/nonexistent/ca.pem")
     assert missing.returncode == 1 and "--tls-ca: cannot read /nonexistent/ca.pem" in missing.stderr
+    remote = szb("list", "--server", "broker.invalid:1", "--token", "t")  # never resolves
+    assert "szb: warning: no TLS to broker.invalid:1" in remote.stderr
 
 
 def test_mutual_tls_refuses_callers_without_a_certificate_from_the_client_ca(
@@ -235,6 +237,7 @@ def test_bad_tls_files_stop_the_broker_with_the_field_named(tmp_path: Path, pki:
     (tmp_path / "broker.yaml").write_text(config.read_text().replace(wrong(pki, "server-key"), "nope.pem"))
     out = szb("serve", "--config", str(config), "--listen", "127.0.0.1:0")
     assert out.returncode == 1 and f"tls.key_file: cannot read {tmp_path / 'nope.pem'}" in out.stderr
+    assert f"`szb tls init {tmp_path}` makes a test set" in out.stderr
     config.write_text("tls: {cert_file: a.pem, key_file: b.pem, require_client_cert: true}\n")
     with pytest.raises(ConfigFileError, match="require_client_cert needs client_ca_file"):
         load_config(config)

@@ -235,3 +235,12 @@ def test_operator_lists_gets_watches_and_cancels_any_tenants_job(stub: Stub) -> 
     events = list(stub.WatchJob(pb.WatchJobRequest(id=own.id), metadata=op))
     [cancel] = [e.event for e in events if e.event.kind == "cancelled"]
     assert (cancel.data["by"], cancel.data["role"]) == ("team-a", "tenant")
+
+
+def test_operator_reads_any_tenants_spend_and_a_tenant_only_its_own(stub: Stub) -> None:
+    request = pb.GetSpendRequest(tenant="team-a")
+    refused = code_of(lambda: stub.GetSpend(request, metadata=bearer(TOKENS["team-b"])))
+    assert refused == grpc.StatusCode.NOT_FOUND
+    stub.GetSpend(request, metadata=bearer(TOKENS["team-a"]))
+    stub.GetSpend(request, metadata=bearer(OPERATOR_TOKEN))
+    stub.GetSpend(pb.GetSpendRequest(tenant="*"), metadata=bearer(OPERATOR_TOKEN))
