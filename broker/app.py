@@ -83,7 +83,8 @@ class BrokerApp:
             metrics=self.metrics,
         )
         self.services = BrokerServices(
-            self.store, self.dispatcher, self.clock, self.hub, admit=self.planner.admit
+            self.store, self.dispatcher, self.clock, self.hub, admit=self.planner.admit,
+            grant=self.planner.grant,
         )
         self.tls = ServerTls(cfg.tls) if cfg.tls is not None else None
         self.agent_http: AgentHttpServer | None = None

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.base import Adapter, AdapterError, AuthError, Capability, CapacityError, ConfigError
@@ -41,6 +41,8 @@ from broker.dispatch.failover import (
     NextStep,
     RetryPolicy,
 )
+from broker.fair_queue import FairQueue
+from broker.fairshare import priority_refusal
 from broker.model import (
     Attempt,
     AttemptState,
@@ -84,6 +86,8 @@ class Planner:
         self._catalog: tuple[str, list[Offer]] | None = None
         self._admitted: dict[tuple[str, str, str], list[str]] = {}
         self._on_change: Callable[[], None] | None = None
+        self.fair = FairQueue()
+        """Fair share across tenants: the usage book and each queued job's standing."""
 
     @classmethod
     def load(cls, config: BrokerConfig, clock: Clock) -> Planner:
@@ -317,8 +321,12 @@ class Planner:
         # A job that already burst fails over without waiting out the hysteresis again.
         pending = job.created_at if job.id in self.burst_jobs else self.pending_burst.get(job.id)
         # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
+        spec = job.spec
+        if self.fair.over_share(self.policy, job):
+            # Far over its share: the job does not wait on-prem behind others for its max_wait.
+            spec = spec.model_copy(update={"max_wait": timedelta(0)})
         decision = decide_in_pass(
-            job.spec,
+            spec,
             job.tenant,
             snap,
             self.policy,
@@ -327,6 +335,7 @@ class Planner:
             pending_since=pending,
             queueing_sites=self.queueing_sites(),
         )
+        decision = self.fair.adjust(self.policy, job, decision, snap)
         since = decision.data.get("burst_pending_since")
         if since:
             self.pending_burst[job.id] = datetime.fromisoformat(since)
@@ -338,7 +347,9 @@ class Planner:
 
     def reserve(self, job: Job, attempt: Attempt, decision: Decision, store: JobStore) -> bool:
         """Reserve a burst's estimated cash atomically; False when the budget would be exceeded."""
+        self.fair.forget(job.id)
         if decision.offer is None or is_onprem(self.policy, decision.offer.site):
+            self.fair.started(self.policy, job, attempt)
             return True
         policy = self.policy
         now = self.clock.now()
@@ -370,6 +381,8 @@ class Planner:
 
     def settle(self, job: Job, attempt: Attempt, status: AttemptStatus, store: JobStore) -> None:
         """Actual spend = the price recorded at decision time × the attempt's actual runtime."""
+        if status.state.terminal:
+            self.fair.ended(attempt, self.clock.now())
         if status.state in (AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.CANCELLED):
             self.burst_jobs.discard(job.id)  # the job is over: forget its burst memory
             self.pending_burst.pop(job.id, None)
@@ -432,7 +445,34 @@ class Planner:
             queueing_sites=self.queueing_sites(),
         )
         decision = decide(spec, tenant, snap.offers, self.policy, inputs)
-        return explain_json(decision)
+        body = explain_json(decision)
+        standing = self.fair.preview(self.policy, spec, tenant, now)
+        body["decision"]["fair_share"] = {
+            "position": standing.position,
+            "in_quota": standing.in_quota,
+            "share_ratio": round(standing.ratio, 3),
+            "standing": standing.text(),
+        }
+        body["decision"]["reasons"].append(standing.text())
+        return body
+
+    # Fair share ------------------------------------------------------------------------
+
+    def grant(self, spec: JobSpec, tenant: TenantId) -> str | None:
+        """Why the tenant may not declare this job's priority class (None when it may)."""
+        return priority_refusal(self.policy, tenant, spec.priority)
+
+    def order_queue(self, jobs: Sequence[Job], now: datetime, *, full: bool) -> list[Job]:
+        """Queued jobs in fair-share order across tenants (`full`: the whole queue, keep standings)."""
+        return self.fair.order(self.policy, jobs, now, remember=full)
+
+    def observe_live(self, live: Sequence[Attempt], now: datetime, store: JobStore) -> None:
+        """Tell fair share which attempts are live (after a restart, or ends nobody reported)."""
+        self.fair.observe(self.policy, live, now, store)
+
+    def standing(self, job_id: str) -> str | None:
+        """Where a queued job stands in the fair-share order, in words (None if not ordered yet)."""
+        return self.fair.describe(job_id)
 
     def explain_proto(self, spec: JobSpec, tenant: TenantId) -> placement_pb2.Explanation:
         return explanation_to_proto(self.explain(spec, tenant))

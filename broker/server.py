@@ -28,7 +28,13 @@ from broker.serde import (
     spec_from_proto,
     state_from_proto,
 )
-from broker.service import AgentAuthError, BrokerServices, NotPlaceableError, PermissionDeniedError
+from broker.service import (
+    AgentAuthError,
+    BrokerServices,
+    NotPlaceableError,
+    PermissionDeniedError,
+    PriorityNotGrantedError,
+)
 from broker.store import JobNotFoundError, StoreError, Submission
 from broker.validation import FieldViolation, violations
 
@@ -152,7 +158,10 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             item = Submission(
                 spec=_spec(request.job, ""), client_id=_client_id(request.client_id, "client_id")
             )
-            [(job, created)] = await self.services.submit(tenant, [item])
+            try:
+                [(job, created)] = await self.services.submit(tenant, [item])
+            except PriorityNotGrantedError as exc:
+                raise _BadRequest([FieldViolation("priority", exc.reason)]) from exc
             spec = request.job if created else None
             return broker_service_pb2.SubmitJobResponse(job=job_to_proto(job, spec), created=created)
         except Exception as exc:
@@ -178,7 +187,11 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                     problems.extend(bad.items)
             if problems:
                 raise _BadRequest(problems)
-            results = await self.services.submit(tenant, items)
+            try:
+                results = await self.services.submit(tenant, items)
+            except PriorityNotGrantedError as exc:
+                field = f"requests[{exc.index}].job.priority"
+                raise _BadRequest([FieldViolation(field, exc.reason)]) from exc
             return broker_service_pb2.SubmitJobsResponse(
                 responses=[
                     broker_service_pb2.SubmitJobResponse(job=job_to_proto(j, r.job if c else None), created=c)

@@ -6,7 +6,7 @@ import asyncio
 import hmac
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,9 @@ DEFAULT_PAGE_SIZE = 100
 
 AdmitFn = Callable[[JobSpec, TenantId, datetime], Sequence[str]]
 """Reasons a job can never be placed for this tenant (empty when it can)."""
+
+GrantFn = Callable[[JobSpec, TenantId], str | None]
+"""Why the tenant may not declare the job's priority (None when it may)."""
 
 
 class AgentAuthError(Exception):
@@ -38,6 +41,15 @@ class NotPlaceableError(Exception):
         super().__init__("; ".join(reasons))
         self.index = index
         self.reasons = list(reasons)
+
+
+class PriorityNotGrantedError(Exception):
+    """The job declares a priority class its tenant was not granted: nothing is stored."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(reason)
+        self.index = index
+        self.reason = reason
 
 
 class EventHub:
@@ -81,6 +93,7 @@ class BrokerServices:
     clock: Clock
     hub: EventHub
     admit: AdmitFn | None = None
+    grant: GrantFn | None = None
     _pending: list[tuple[TenantId, Sequence[Submission], asyncio.Future[list[tuple[Job, bool]]]]] = field(
         default_factory=list
     )
@@ -92,6 +105,11 @@ class BrokerServices:
         caller waits for the commit that holds its jobs, so an answered submit is durable.
         """
         now = self.clock.now()
+        if self.grant is not None:
+            for index, item in enumerate(items):
+                refusal = self.grant(item.spec, tenant)
+                if refusal is not None:
+                    raise PriorityNotGrantedError(index, refusal)
         if self.admit is not None:
             for index, item in enumerate(items):
                 reasons = self.admit(item.spec, tenant, now)
@@ -125,7 +143,14 @@ class BrokerServices:
 
     def get(self, caller: Principal, job_id: str) -> Job:
         """The job; JobNotFoundError when missing or another tenant's (unless an operator asks)."""
-        return self.store.get(job_id, None if caller.is_operator else caller.tenant)
+        return self._with_standing(self.store.get(job_id, None if caller.is_operator else caller.tenant))
+
+    def _with_standing(self, job: Job) -> Job:
+        """A queued job's message says where it stands in the fair-share order (live, not stored)."""
+        if job.state != JobState.QUEUED:
+            return job
+        standing = self.dispatcher.planner.standing(job.id)
+        return job if standing is None else job.model_copy(update={"message": standing})
 
     def list(
         self,
@@ -142,9 +167,10 @@ class BrokerServices:
             raise PermissionDeniedError("only operators may list another tenant's jobs")
         owner = TenantId(tenant) if tenant else (None if caller.is_operator else caller.tenant)
         size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
-        return self.store.list_jobs(
+        page = self.store.list_jobs(
             owner, states=states, labels=labels, page_size=size, page_token=page_token
         )
+        return replace(page, jobs=[self._with_standing(j) for j in page.jobs])
 
     async def cancel(self, caller: Principal, job_id: str) -> Job:
         """Cancel the job; the event records who asked and in which role."""

@@ -32,7 +32,6 @@ from broker.model import (
     JobId,
     JobState,
     LaunchRequest,
-    Priority,
     SiteId,
 )
 from broker.placement import rejection_summary
@@ -53,7 +52,6 @@ FLOOD_MAX_DELAY_S = 1.0
 FLOOD_MAX_PENDING = 5000
 """…or lets more than this many undecided jobs pile up."""
 
-_PRIORITY_ORDER = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
 ACTIVE = (JobState.PLACING, JobState.PROVISIONING, JobState.RUNNING)
 
 
@@ -193,6 +191,7 @@ class Dispatcher(AttemptTracking):
         # shrink, so none of them newly needs to burst): a head scan stops after a run of
         # waits. Periodic and policy-change scans decide every queued job.
         head_only: set[JobId] | None = None
+        new_only = False
         if self._full or self._dirty:
             if self._full:
                 self._last_full_scan = loop_now
@@ -217,20 +216,24 @@ class Dispatcher(AttemptTracking):
                 return
             new, self._new_jobs = self._new_jobs, {}
             queued = [j for j in new.values() if j.state == JobState.QUEUED]
+            new_only = True
         else:
             return
         queued = [j for j in queued if j.id not in self._inflight]
         if not queued:
             return
-        queued.sort(key=lambda j: (_PRIORITY_ORDER[j.spec.priority], j.created_at, j.id))
         now = self.clock.now()
         pass_started = time.perf_counter()
         # A snapshot (adapters asked for capacity, prices) is reused by passes that only add
         # new jobs, until it is a poll interval old or something freed or changed capacity.
         if self._snap is None or loop_now - self._snap_at >= self.settings.poll_interval_s:
-            self._snap = await asyncio.to_thread(self.planner.snapshot, now, self.store.live_attempts())
+            live = self.store.live_attempts()
+            self._snap = await asyncio.to_thread(self.planner.snapshot, now, live)
             self._snap_at = loop_now
+            self.planner.observe_live(live, now, self.store)
         snap = self._snap
+        # Across tenants by weighted dominant share (quota work first), then priority and age.
+        queued = self.planner.order_queue(queued, now, full=not new_only)
         snap.now = now
         try:
             await self._decide_queue(queued, snap, head_only, now)

@@ -12,6 +12,7 @@ from broker.catalog.instances import InstanceRow, load_instance_csv
 from broker.compliance.regime import RegimeSet, load_regimes
 from broker.compliance.rules import PLACEHOLDERS, RuleSet, template_fields
 from broker.policy._cel_check import compile_rules
+from broker.policy._fairshare_check import check_fair_share
 from broker.policy._policy import Policy
 from broker.policy._problems import PolicyError, Problem
 from broker.policy._yaml import parse_yaml, position, validation_problems
@@ -212,6 +213,8 @@ def load_policy_text(text: str, filename: str) -> Policy:
             at(loc, f"objective.rank.{j}: duplicate ranker {name!r}")
         elif "offer" in rank[:j]:
             at(loc, f"objective.rank.{j}: {name!r} is unreachable: 'offer' already orders every offer")
+
+    check_fair_share(document, at)
 
     compiled, cel_problems = compile_rules(
         comp.rules, doc, text, filename, set(site_ids), set(tenant_ids), comp.default == "deny"

@@ -100,6 +100,23 @@ class Voucher(_Doc):
 TenantKind = Literal["university", "institute", "sme", "partner", "internal"]
 
 
+class TenantShare(_Doc):
+    """A tenant's claim on on-prem capacity; unset fields inherit its kind's, then `fair_share.defaults`."""
+
+    weight: float | None = Field(default=None, gt=0, le=1000, description="Fair-share weight (relative).")
+    quota: dict[str, Annotated[int, Field(ge=0)]] | None = Field(
+        default=None,
+        description="Guaranteed accelerators (cores for a CPU-only partition) per on-prem partition, "
+        "keyed `site/partition`.",
+    )
+    may_borrow: bool | None = Field(
+        default=None, description="May run on idle on-prem capacity beyond its quota (borrowed work)."
+    )
+    priorities: tuple[Priority, ...] | None = Field(
+        default=None, description="Priority classes the tenant may declare on its jobs."
+    )
+
+
 class Tenant(_Doc):
     """Who pays: an organisation with its jurisdiction, licences, sites and money."""
 
@@ -115,6 +132,7 @@ class Tenant(_Doc):
     allowed_sites: tuple[str, ...] | None = Field(default=None, description="null = every site.")
     monthly_budget: float | None = Field(default=None, ge=0)
     vouchers: tuple[Voucher, ...] = ()
+    share: TenantShare = TenantShare()
 
 
 class MaxWait(_Doc):
@@ -231,6 +249,41 @@ class Compliance(_Doc):
     rules: tuple[Rule, ...] = ()
 
 
+class Reclaim(_Doc):
+    """Preempting borrowed on-prem work when a tenant needs its guaranteed quota back."""
+
+    enabled: bool = True
+    grace: Duration = Field(default="30s", validate_default=True, description="SIGTERM → SIGKILL.")
+    max_capacity_share: float = Field(
+        default=0.1, ge=0, le=1,
+        description="At most this share of a partition's capacity is preempted per window.",
+    )
+    window: Duration = Field(default="10m", validate_default=True)
+
+
+class FairShare(_Doc):
+    """How scarce on-prem capacity is shared across tenants (weighted dominant-resource fairness)."""
+
+    half_life: Duration = Field(
+        default="1d", validate_default=True,
+        description="Past usage counts half after this long; 0s = only what runs now counts.",
+    )
+    defaults: TenantShare = TenantShare(weight=1.0, quota={}, may_borrow=True, priorities=(
+        Priority.LOW, Priority.NORMAL))
+    by_tenant_kind: dict[TenantKind, TenantShare] = Field(default_factory=dict)
+    hold_for_under_share: bool = Field(
+        default=True,
+        description="A waiting job of a tenant within its quota or under its share keeps later "
+        "(borrowed, over-share) jobs from taking the capacity it waits for.",
+    )
+    over_share_burst_ratio: float | None = Field(
+        default=None, gt=0,
+        description="A job whose tenant uses more than this multiple of its entitled share does not "
+        "wait on-prem for its max_wait: it bursts at once when a cloud offer is allowed (null = off).",
+    )
+    reclaim: Reclaim = Reclaim()
+
+
 class PolicyDocument(_Doc):
     """The whole routing policy file."""
 
@@ -247,3 +300,4 @@ class PolicyDocument(_Doc):
     tenants: tuple[Tenant, ...] = ()
     burst: BurstSettings = BurstSettings()
     compliance: Compliance = Compliance()
+    fair_share: FairShare = FairShare()

@@ -1,0 +1,211 @@
+"""The shell around fair share: feeds the pure order with the queue and the book, remembers standings.
+
+The dispatcher asks `order` for each pass's queue; `adjust` then applies a job's standing to
+its decision (no borrowing beyond quota when the tenant may not; capacity held for a waiting
+job that is owed it; an over-share tenant bursts instead of waiting, when the policy says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from broker.burst import is_onprem
+from broker.catalog.accelerators import normalize
+from broker.decision import Action, Decision
+from broker.fairshare import QueuedWork, Standing, charge_factor, onprem_partitions, order
+from broker.fairshare.book import FairShareBook, Holding, capacity_of, demand_of, units_of
+from broker.model import Attempt, Job, JobSpec, TenantId
+from broker.policy import Policy
+from broker.snapshot import PassSnapshot
+from broker.store import JobStore
+
+
+class FairQueue:
+    """Fair-share state of one scheduler: the usage book and the last order's standings."""
+
+    def __init__(self) -> None:
+        self.book = FairShareBook(0.0)
+        self.standings: dict[str, Standing] = {}
+        self.reasons: dict[str, str] = {}
+        """The last decision's summary per queued job (shown after its standing)."""
+        self._last: list[QueuedWork] = []
+        self._shapes: dict[tuple[str, str, str], tuple[str, ...]] = {}
+
+    # Usage ---------------------------------------------------------------------------------
+
+    def observe(self, policy: Policy, live: Sequence[Attempt], now: datetime, store: JobStore) -> None:
+        """Align the book with the live attempts (adopts those a restart left, closes ended ones)."""
+        self.book.set_half_life(policy.document.fair_share.half_life.total_seconds())
+        parts = onprem_partitions(policy)
+        onprem = [a for a in live if a.offer.partition in parts]
+        for attempt in onprem:
+            if attempt.id not in self.book.live:
+                try:
+                    job = store.get(attempt.job_id)
+                except Exception:  # a job gone from the store holds nothing
+                    continue
+                self.started(policy, job, attempt)
+        self.book.sync((a.id for a in onprem), now)
+
+    def started(self, policy: Policy, job: Job, attempt: Attempt) -> None:
+        if attempt.offer.partition in onprem_partitions(policy):
+            self.book.started(
+                attempt.id,
+                Holding(
+                    job.tenant,
+                    attempt.offer.partition,
+                    demand_of(job.spec),
+                    units_of(job.spec),
+                    attempt.created_at,
+                ),
+            )
+
+    def ended(self, attempt: Attempt, now: datetime) -> None:
+        self.book.ended(attempt.id, now)
+
+    # Order ---------------------------------------------------------------------------------
+
+    def candidates(self, policy: Policy, spec: JobSpec, tenant: str) -> tuple[str, ...]:
+        """On-prem partitions whose hardware could run the job (quota is counted against these)."""
+        acc = spec.resources.accelerators
+        key = (policy.hash, tenant, f"{acc.count}|{','.join(acc.any_of)}|{spec.resources.cpus}")
+        found = self._shapes.get(key)
+        if found is not None:
+            return found
+        t = policy.tenant(tenant)
+        wanted = {normalize(n) for n in acc.any_of}
+        out = []
+        for site in policy.sites:
+            if t is not None and t.allowed_sites is not None and site.id not in t.allowed_sites:
+                continue
+            for part in site.partitions:
+                if acc.count == 0:
+                    ok = part.accelerator is None and (
+                        not part.cpus_per_node or part.cpus_per_node >= spec.resources.cpus
+                    )
+                else:
+                    ok = (
+                        part.accelerator is not None
+                        and part.count_per_node >= acc.count
+                        and (not wanted or bool(wanted & policy.hardware(part.accelerator).match_keys))
+                    )
+                if ok:
+                    out.append(f"{site.id}/{part.name}")
+        if len(self._shapes) > 10_000:
+            self._shapes.clear()
+        self._shapes[key] = found = tuple(out)
+        return found
+
+    def order(self, policy: Policy, jobs: Sequence[Job], now: datetime, *, remember: bool) -> list[Job]:
+        """The jobs in fair-share order; `remember` keeps their standings (a pass over the whole queue)."""
+        work = [
+            QueuedWork(
+                job_id=j.id,
+                tenant=j.tenant,
+                priority=j.spec.priority,
+                created_at=j.created_at,
+                demand=demand_of(j.spec),
+                units=units_of(j.spec),
+                partitions=self.candidates(policy, j.spec, j.tenant),
+            )
+            for j in jobs
+        ]
+        standings = self._run(policy, work, now)
+        by_id = {j.id: j for j in jobs}
+        if remember:
+            self.standings = {s.job_id: s for s in standings}
+            self.reasons = {k: v for k, v in self.reasons.items() if k in self.standings}
+            self._last = work
+        else:
+            self.standings.update({s.job_id: s for s in standings if s.job_id not in self.standings})
+        return [by_id[s.job_id] for s in standings]  # type: ignore[index]
+
+    def _run(self, policy: Policy, work: Sequence[QueuedWork], now: datetime) -> list[Standing]:
+        half_life = policy.document.fair_share.half_life.total_seconds()
+        states = self.book.tenant_states(policy, now, {w.tenant for w in work})
+        return order(work, states, capacity_of(policy), charge=charge_factor(half_life))
+
+    def forget(self, job_id: str) -> None:
+        self.standings.pop(job_id, None)
+        self.reasons.pop(job_id, None)
+
+    def describe(self, job_id: str) -> str | None:
+        """Standing and the last waiting reason, for a person reading `szb list` or `szb get`."""
+        st = self.standings.get(job_id)
+        if st is None:
+            return None
+        reason = self.reasons.get(job_id)
+        return f"{st.text()}; {reason}" if reason else st.text()
+
+    def preview(self, policy: Policy, spec: JobSpec, tenant: TenantId, now: datetime) -> Standing:
+        """Where a job submitted now would stand in the last known queue (for explain)."""
+        me = QueuedWork(
+            job_id="(this job)",
+            tenant=tenant,
+            priority=spec.priority,
+            created_at=now,
+            demand=demand_of(spec),
+            units=units_of(spec),
+            partitions=self.candidates(policy, spec, tenant),
+        )
+        standings = self._run(policy, [*self._last, me], now)
+        return next(s for s in standings if s.job_id == me.job_id)
+
+    # Decisions -----------------------------------------------------------------------------
+
+    def over_share(self, policy: Policy, job: Job) -> bool:
+        """The tenant is so far over its share that the policy has its jobs burst rather than wait."""
+        limit = policy.document.fair_share.over_share_burst_ratio
+        st = self.standings.get(job.id)
+        return limit is not None and st is not None and not st.in_quota and st.ratio > limit
+
+    def adjust(self, policy: Policy, job: Job, decision: Decision, snap: PassSnapshot) -> Decision:
+        """Apply the job's standing to its decision (see the module docstring)."""
+        st = self.standings.get(job.id)
+        if st is None:
+            return decision
+        offer = decision.offer
+        onprem = offer is not None and is_onprem(policy, offer.site)
+        data: dict[str, Any] = {
+            **decision.data,
+            "fair_share": {
+                "position": st.position,
+                "tenant_position": st.tenant_position,
+                "in_quota": st.in_quota,
+                "share_ratio": round(st.ratio, 3),
+                "standing": st.text(),
+            },
+        }
+        if decision.action == Action.RUN and onprem and not st.may_run_onprem and offer is not None:
+            key = offer.partition
+            snap.claimed[key] = max(0, snap.claimed.get(key, 0) - units_of(job.spec))
+            self.reasons[job.id] = "its tenant may not borrow beyond its quota"
+            return replace(
+                decision,
+                action=Action.WAIT,
+                reasons=(
+                    f"tenant {job.tenant} has used its guaranteed quota and may not borrow idle "
+                    f"on-prem capacity; waiting for its quota",
+                ),
+                data=data,
+            )
+        if decision.action == Action.WAIT:
+            self.reasons[job.id] = decision.summary
+        if (
+            decision.action == Action.WAIT
+            and onprem
+            and offer is not None
+            and offer.free is not None
+            and policy.document.fair_share.hold_for_under_share
+            and (st.in_quota or st.ratio < 1.0)
+        ):
+            # Freed capacity is kept for this job: later (over-share, borrowed) jobs of the pass
+            # must not backfill it, or a large job of a small tenant would wait for ever.
+            key = offer.partition
+            free = offer.free - snap.claimed.get(key, 0)
+            if free > 0:
+                snap.claimed[key] = snap.claimed.get(key, 0) + min(free, units_of(job.spec))
+        return replace(decision, data=data)

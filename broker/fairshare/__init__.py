@@ -1,0 +1,28 @@
+"""Fair share of scarce on-prem capacity: tenants' shares and quotas, usage, and the queue order.
+
+Pure core: the planner gathers usage and the queue, `order` returns it sorted with each
+job's standing; the simulator calls the same functions.
+"""
+
+from broker.fairshare.order import QueuedWork, Standing, TenantState, order, ordinal, share_ratios
+from broker.fairshare.shares import Share, onprem_partitions, partition_units, priority_refusal, resolve_share
+from broker.fairshare.usage import Demand, Interval, UsageLedger, charge_factor, usage
+
+__all__ = [
+    "Demand",
+    "Interval",
+    "QueuedWork",
+    "Share",
+    "Standing",
+    "TenantState",
+    "UsageLedger",
+    "charge_factor",
+    "onprem_partitions",
+    "order",
+    "ordinal",
+    "partition_units",
+    "priority_refusal",
+    "resolve_share",
+    "share_ratios",
+    "usage",
+]

@@ -1,0 +1,104 @@
+"""The fair-share book: which tenant holds what on-prem now, and its decayed past use.
+
+State, but no I/O: the planner tells it when on-prem work starts and ends (and, after a
+restart, which attempts are live); every method takes the time from its caller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from broker.fairshare.order import TenantState
+from broker.fairshare.shares import onprem_partitions, resolve_share
+from broker.fairshare.usage import ZERO, Demand, Interval, UsageLedger, usage
+from broker.model import JobSpec
+from broker.policy import Policy
+
+
+def demand_of(spec: JobSpec) -> Demand:
+    r = spec.resources
+    return Demand(float(r.accelerators.count), float(r.cpus), float(r.memory_gb))
+
+
+def units_of(spec: JobSpec) -> int:
+    """Quota units a job takes: accelerators, or whole cores when it needs none."""
+    return spec.accelerator_count or math.ceil(spec.resources.cpus)
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """One live on-prem attempt as the book counts it."""
+
+    tenant: str
+    partition: str
+    demand: Demand
+    units: int
+    start: datetime
+
+
+def capacity_of(policy: Policy) -> Demand:
+    """Total on-prem accelerators, cores and memory (the denominators of every share)."""
+    total = ZERO
+    for part in onprem_partitions(policy).values():
+        total = total + Demand(
+            float(part.count_per_node * part.nodes if part.accelerator else 0),
+            part.cpus_per_node * part.nodes,
+            part.memory_gb_per_node * part.nodes,
+        )
+    return total
+
+
+class FairShareBook:
+    """Live on-prem holdings by attempt id, plus the decayed ledger of finished ones."""
+
+    def __init__(self, half_life_s: float) -> None:
+        self.ledger = UsageLedger(half_life_s)
+        self.live: dict[str, Holding] = {}
+
+    def set_half_life(self, half_life_s: float) -> None:
+        """A new policy with another half-life starts a new ledger (past use is re-learnt)."""
+        if half_life_s != self.ledger.half_life_s:
+            self.ledger = UsageLedger(half_life_s)
+
+    def started(self, attempt_id: str, holding: Holding) -> None:
+        self.live.setdefault(attempt_id, holding)
+
+    def ended(self, attempt_id: str, end: datetime) -> None:
+        held = self.live.pop(attempt_id, None)
+        if held is not None:
+            self.ledger.add(Interval(held.tenant, held.demand, held.start, max(end, held.start)))
+
+    def sync(self, live_ids: Iterable[str], now: datetime) -> None:
+        """Close holdings whose attempt is no longer live (ended while nobody told the book)."""
+        keep = set(live_ids)
+        for attempt_id in [a for a in self.live if a not in keep]:
+            self.ended(attempt_id, now)
+
+    def tenant_states(
+        self, policy: Policy, now: datetime, tenants: Iterable[str] = ()
+    ) -> dict[str, TenantState]:
+        """Every tenant that holds, held or asks for on-prem capacity, with its share and usage."""
+        allocated: dict[str, Demand] = {}
+        in_use: dict[str, dict[str, int]] = {}
+        running = []
+        for h in self.live.values():
+            allocated[h.tenant] = allocated.get(h.tenant, ZERO) + h.demand
+            per = in_use.setdefault(h.tenant, {})
+            per[h.partition] = per.get(h.partition, 0) + h.units
+            running.append(Interval(h.tenant, h.demand, h.start))
+        history = self.ledger.history(now, running)
+        used = usage(allocated, history, self.ledger.half_life_s)
+        names = {*used, *tenants, *(t.id for t in policy.tenants)}
+        return {
+            t: TenantState(share=resolve_share(policy, t), usage=used.get(t, ZERO), in_use=in_use.get(t, {}))
+            for t in names
+        }
+
+
+def running_partition(policy: Policy, site: str, instance_type: str) -> str | None:
+    """The quota key of an on-prem offer, or None for a cloud offer."""
+    key = f"{site}/{instance_type}"
+    return key if key in onprem_partitions(policy) else None

@@ -1,0 +1,223 @@
+"""Fair share end to end on the local executor: a real `szb serve`, real gRPC, real processes.
+
+Covers issue 14: a flooding tenant does not delay another tenant's job beyond one job's
+runtime; a tenant cannot declare `high` unless granted; `szb list` says where a job stands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.auth import hash_token
+from tests.brokerproc import ROOT, BrokerProcess
+
+TOKENS = {"flood": "token-flood-0123456789", "small": "token-small-0123456789", "vip": "token-vip-01234567"}
+SLOTS = 4
+JOB_S = 1.5
+
+POLICY = f"""\
+version: 1
+currency: CNY
+objective: {{price: 1.0, wait_hour_cost: 40}}
+accelerators: accelerators.yaml
+regimes: regimes.yaml
+sites:
+  - id: local
+    adapter: local
+    country: CN
+    residency: cn-mainland
+    partitions:
+      - {{name: a800, accelerator: A800, count_per_node: {SLOTS}, price_hour: 14.0}}
+      - {{name: cpu, price_hour: 1.0, cpus_per_node: 8}}
+tenants:
+  - {{id: flood, kind: university, entity_country: CN}}
+  - {{id: small, kind: university, entity_country: CN}}
+  - {{id: vip, kind: institute, entity_country: CN, share: {{weight: 2, priorities: [low, normal, high]}}}}
+fair_share: {{half_life: 1h}}
+compliance:
+  residency:
+    zones: {{cn-mainland: {{countries: [CN]}}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    folder = tmp_path_factory.mktemp("fair")
+    for name in ("accelerators.yaml", "regimes.yaml"):
+        shutil.copy(ROOT / "configs" / name, folder / name)
+    (folder / "policy.yaml").write_text(POLICY)
+    (folder / "tokens.yaml").write_text(
+        "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items())
+    )
+    (folder / "broker.yaml").write_text(
+        textwrap.dedent("""\
+        data_dir: data
+        policy: policy.yaml
+        tokens_file: tokens.yaml
+        dispatch: {poll_interval_s: 0.2}
+        """)
+    )
+    proc = BrokerProcess(folder / "broker.yaml")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def stub(broker: BrokerProcess) -> Iterator[broker_service_pb2_grpc.BrokerServiceStub]:
+    with grpc.insecure_channel(broker.address) as channel:
+        yield broker_service_pb2_grpc.BrokerServiceStub(channel)
+
+
+def auth(tenant: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {TOKENS[tenant]}"),)
+
+
+def gpu_job(name: str, seconds: float, **extra: object) -> job_pb2.JobSpec:
+    msg = job_pb2.JobSpec(
+        name=name,
+        command=[sys.executable, "-c", f"import time; time.sleep({seconds})"],
+        runtime_estimate=duration_pb2.Duration(seconds=60),
+        **extra,  # type: ignore[arg-type]
+    )
+    msg.resources.accelerators.count = 1
+    msg.resources.accelerators.any_of.append("A800")
+    return msg
+
+
+def placed_at(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, tenant: str) -> datetime | None:
+    events = stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=auth(tenant), timeout=5)
+    try:
+        for resp in events:
+            if resp.event.kind == "placed":
+                return resp.event.time.ToDatetime()
+            if resp.event.state in (job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_SUCCEEDED):
+                break
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+    return None
+
+
+def wait_state(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+    job_id: str,
+    tenant: str,
+    states: set[int],
+    timeout: float = 90,
+) -> job_pb2.Job:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth(tenant)).job
+        if job.state in states:
+            return job
+        assert time.monotonic() < deadline, f"{job_id} stuck: {job.message}"
+        time.sleep(0.1)
+
+
+def test_high_priority_without_a_grant_is_invalid_argument(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitJob(
+            pb.SubmitJobRequest(job=gpu_job("hi", 0, priority=job_pb2.PRIORITY_HIGH)), metadata=auth("small")
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(err.value)
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad) for d in status.details)
+    assert [v.field for v in bad.field_violations] == ["priority"]
+    assert "not granted priority 'high'" in bad.field_violations[0].description
+    # Batch: the field names the item; nothing of the batch is stored.
+    before = stub.ListJobs(pb.ListJobsRequest(), metadata=auth("small")).jobs
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitJobs(
+            pb.SubmitJobsRequest(
+                requests=[
+                    pb.SubmitJobRequest(job=gpu_job("ok", 0)),
+                    pb.SubmitJobRequest(job=gpu_job("hi", 0, priority=job_pb2.PRIORITY_HIGH)),
+                ]
+            ),
+            metadata=auth("small"),
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "requests[1].job.priority" in (err.value.details() or "")
+    assert len(stub.ListJobs(pb.ListJobsRequest(), metadata=auth("small")).jobs) == len(before)
+    # A granted tenant may.
+    job = stub.SubmitJob(
+        pb.SubmitJobRequest(job=gpu_job("vip-hi", 0, priority=job_pb2.PRIORITY_HIGH)), metadata=auth("vip")
+    ).job
+    wait_state(stub, job.id, "vip", {job_pb2.JOB_STATE_SUCCEEDED})
+
+
+def test_flooding_tenant_does_not_delay_a_small_tenants_job(
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
+) -> None:
+    flood = stub.SubmitJobs(
+        pb.SubmitJobsRequest(
+            requests=[pb.SubmitJobRequest(job=gpu_job(f"f{i}", JOB_S)) for i in range(6 * SLOTS)]
+        ),
+        metadata=auth("flood"),
+    ).responses
+    ids = [r.job.id for r in flood]
+    # Wait until the flood holds every slot and has a queue behind it.
+    wait_state(stub, ids[SLOTS - 1], "flood", {job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_SUCCEEDED})
+    queued = wait_state(stub, ids[-1], "flood", {job_pb2.JOB_STATE_QUEUED})
+
+    # `szb list` says where a queued flood job stands and how far over its share the tenant is.
+    env = {
+        **os.environ,
+        "SZB_SERVER": broker.address,
+        "SZB_TOKEN": TOKENS["flood"],
+        "GRPC_VERBOSITY": "ERROR",
+    }
+    deadline = time.monotonic() + 30
+    while True:
+        out = subprocess.run(
+            [sys.executable, "-m", "broker.cli", "list", "--state", "queued", "--output", "json"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        messages = {j["id"]: j.get("message", "") for j in json.loads(out)["jobs"]}
+        if "tenant order" in messages.get(queued.id, ""):
+            break
+        assert time.monotonic() < deadline, messages
+        time.sleep(0.2)
+    assert "tenant flood at" in messages[queued.id] and "× its share" in messages[queued.id]
+
+    submitted = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("mine", 0)), metadata=auth("small")).job
+    done = wait_state(stub, submitted.id, "small", {job_pb2.JOB_STATE_SUCCEEDED})
+    mine = placed_at(stub, done.id, "small")
+    assert mine is not None
+    # No flood job took a freed slot between the small job's submission and its start: the
+    # first slot to free went to it (so it waited at most one flood job's runtime).
+    jumped = []
+    for job_id in ids:
+        at = placed_at(stub, job_id, "flood")
+        if at is not None and submitted.create_time.ToDatetime() < at < mine:
+            jumped.append(job_id)
+    assert not jumped, f"flood jobs started ahead of the small tenant's job: {jumped}"
+    for job_id in ids:  # and the flood still completes
+        wait_state(stub, job_id, "flood", {job_pb2.JOB_STATE_SUCCEEDED})
