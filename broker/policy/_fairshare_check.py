@@ -6,6 +6,7 @@ from typing import Protocol
 
 from broker.policy.schema import PolicyDocument, TenantShare
 
+
 class Report(Protocol):
     def __call__(self, loc: list[str | int], message: str, *, key: bool = False) -> None: ...
 

@@ -15,7 +15,6 @@ import textwrap
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import grpc
 import pytest
