@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from broker.model import TenantId
@@ -71,11 +71,20 @@ class TokenEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tenant: str = Field(min_length=1, max_length=128)
     """The tenant this token acts for (jobs it submits belong to this tenant)."""
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     """Hex SHA-256 of the token (`szb token` prints the whole entry)."""
+    client_cn: str | None = Field(default=None, min_length=1, max_length=255)
+    """Instead of a token: the common name of a client certificate verified by mutual TLS."""
     role: Role = Role.TENANT
     name: str = Field(default="", max_length=128)
     """Who holds the token (a person or service), recorded with cancels; default: the tenant."""
+
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> TokenEntry:
+        if (self.sha256 is None) == (self.client_cn is None):
+            raise ValueError("give exactly one of sha256 (a bearer token) or client_cn (a certificate)")
+        return self
 
 
 class TokensFile(BaseModel):
@@ -121,14 +130,15 @@ def load_tokens(path: Path) -> list[TokenEntry]:
             entries = TokensFile.model_validate(root if root is not None else {}).tokens
     except ValidationError as exc:
         raise PolicyError(validation_problems(exc, root, name)) from exc
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}
     for i, entry in enumerate(entries):
-        if entry.sha256 in seen:
+        key = ("sha256", entry.sha256) if entry.sha256 is not None else ("client_cn", entry.client_cn or "")
+        if key in seen:
             line, col = _entry_position(root, i)
-            raise PolicyError(
-                [Problem(name, line, col, f"tokens.{i}.sha256: same token as tokens.{seen[entry.sha256]}")]
-            )
-        seen[entry.sha256] = i
+            what = "token" if key[0] == "sha256" else "certificate name"
+            message = f"tokens.{i}.{key[0]}: same {what} as tokens.{seen[key]}"
+            raise PolicyError([Problem(name, line, col, message)])
+        seen[key] = i
     return entries
 
 
@@ -161,7 +171,7 @@ class TokenAuthority:
         self.last_problems: list[Problem] = []
         self._lock = threading.Lock()
         self._digest = self._file_digest()
-        self._by_hash = self._index(entries or ())
+        self._by_hash, self._by_cn = self._index(entries or ())
         if self.dev_mode:
             log.warning(
                 "NO TOKENS FILE: every caller is the built-in dev tenant %r (operator). "
@@ -170,8 +180,21 @@ class TokenAuthority:
             )
 
     @staticmethod
-    def _index(entries: Sequence[TokenEntry]) -> dict[str, Principal]:
-        return {e.sha256: Principal(TenantId(e.tenant), e.role, e.name) for e in entries}
+    def _index(entries: Sequence[TokenEntry]) -> tuple[dict[str, Principal], dict[str, Principal]]:
+        """(by token hash, by client certificate common name)."""
+        by_hash, by_cn = {}, {}
+        for e in entries:
+            principal = Principal(TenantId(e.tenant), e.role, e.name or e.client_cn or "")
+            if e.sha256 is not None:
+                by_hash[e.sha256] = principal
+            else:
+                by_cn[e.client_cn or ""] = principal
+        return by_hash, by_cn
+
+    @property
+    def uses_certificates(self) -> bool:
+        """Whether some entry names a client certificate (callers' TLS identity is then read)."""
+        return bool(self._by_cn)
 
     @classmethod
     def from_file(cls, path: Path | None) -> TokenAuthority:
@@ -182,7 +205,7 @@ class TokenAuthority:
 
     @property
     def count(self) -> int:
-        return len(self._by_hash)
+        return len(self._by_hash) + len(self._by_cn)
 
     def _file_digest(self) -> str | None:
         if self.path is None:
@@ -204,13 +227,14 @@ class TokenAuthority:
                 self.last_problems = exc.problems
                 for problem in exc.problems:
                     log.error("tokens reload refused: %s", problem)
-                log.error("keeping the last good tokens file (%d tokens)", len(self._by_hash))
+                log.error("keeping the last good tokens file (%d entries)", self.count)
                 return exc.problems
             self.last_problems = []
-            by_hash = self._index(entries)
-            if by_hash != self._by_hash:
-                self._by_hash = by_hash  # one assignment: a lookup sees the old or the new map
-                log.info("tokens file %s reloaded: %d tokens", self.path, len(by_hash))
+            by_hash, by_cn = self._index(entries)
+            if (by_hash, by_cn) != (self._by_hash, self._by_cn):
+                # Each swap is one assignment: a lookup sees the old or the new map.
+                self._by_hash, self._by_cn = by_hash, by_cn
+                log.info("tokens file %s reloaded: %d entries", self.path, self.count)
             return []
 
     def poll(self) -> list[Problem] | None:
@@ -225,12 +249,21 @@ class TokenAuthority:
             await asyncio.sleep(interval_s)
             await asyncio.to_thread(self.poll)
 
-    def principal_for(self, metadata: Mapping[str, str]) -> Principal:
-        """The caller; AuthError when the token is missing or unknown."""
+    def principal_for(self, metadata: Mapping[str, str], *, client_cn: str | None = None) -> Principal:
+        """The caller; AuthError when the token is missing or unknown.
+
+        `client_cn` is the common name of a client certificate the TLS layer verified; it
+        identifies the caller when no bearer token is sent (a token, when sent, decides).
+        """
         if self.dev_mode:
             return DEV_PRINCIPAL
         header = metadata.get("authorization", "")
         scheme, _, token = header.partition(" ")
+        if not header and client_cn is not None:
+            by_cert = self._by_cn.get(client_cn)
+            if by_cert is None:
+                raise AuthError("no tokens-file entry for this client certificate")
+            return by_cert
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("missing bearer token in 'authorization' metadata")
         # Only hashes are kept, so a dict lookup on the hash leaks nothing about tokens.

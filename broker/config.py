@@ -120,6 +120,13 @@ class BrokerConfig(BaseModel):
             updates["tokens_file"] = self.tokens_file.expanduser().resolve()
         return self.model_copy(update=updates)
 
+    @model_validator(mode="after")
+    def _agent_endpoint_matches_tls(self) -> BrokerConfig:
+        # An instance told `http://` would speak plaintext to a TLS port and never report.
+        if self.tls is not None and self.agent_endpoint.lower().startswith("http://"):
+            raise ValueError("agent_endpoint: must be https:// (or HOST:PORT) when tls is set")
+        return self
+
     def policy_path(self) -> Path:
         if self.policy is not None:
             return self.policy

@@ -145,7 +145,12 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
     def _principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         """The authenticated caller (tenant, role, name); AuthError otherwise."""
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-        return self.auth.principal_for(metadata)
+        client_cn = None
+        if self.auth.uses_certificates:
+            # Present only when mutual TLS verified the caller's certificate.
+            names = list(context.auth_context().get("x509_common_name") or ())
+            client_cn = names[0].decode(errors="replace") if names else None
+        return self.auth.principal_for(metadata, client_cn=client_cn)
 
     def _tenant(self, context: grpc.aio.ServicerContext[Any, Any]) -> TenantId:
         return self._principal(context).tenant

@@ -265,3 +265,51 @@ def test_shipped_broker_yaml_uses_tls_and_an_https_agent_endpoint() -> None:
     cfg = load_config(ROOT / "configs" / "broker.yaml")
     assert cfg.tls is not None and cfg.tls.cert_file.name and cfg.tls.agent_ca_file is not None
     assert cfg.agent_endpoint.startswith("https://")
+
+
+def test_plain_http_agent_endpoint_with_tls_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "broker.yaml"
+    config.write_text("tls: {cert_file: a.pem, key_file: b.pem}\nagent_endpoint: http://broker.example:8081\n")
+    with pytest.raises(ConfigFileError, match="agent_endpoint: must be https://"):
+        load_config(config)
+
+
+def test_a_verified_client_certificate_can_stand_for_a_token(tmp_path: Path) -> None:
+    ca = make_ca()
+    files = {"ca": ca.cert_pem}
+    for name, pair in (
+        ("server", issue(ca, "localhost", hosts=["localhost", "127.0.0.1"])),
+        ("batch", issue(ca, "svc-batch", client=True)),
+        ("stranger", issue(ca, "svc-stranger", client=True)),
+    ):
+        files[name], files[f"{name}-key"] = pair.cert_pem, pair.key_pem
+    for name, data in files.items():
+        (tmp_path / f"{name}.pem").write_bytes(data)
+    config = write_broker_config(tmp_path / "b")
+    with (config.parent / "tokens.yaml").open("a") as f:
+        f.write("  - {tenant: team-b, client_cn: svc-batch}\n")
+    with config.open("a") as f:
+        f.write(
+            f"tls: {{cert_file: {tmp_path / 'server.pem'}, key_file: {tmp_path / 'server-key.pem'}, "
+            f"client_ca_file: {tmp_path / 'ca.pem'}, require_client_cert: true}}\n"
+        )
+    proc = BrokerProcess(config)
+    proc.start()
+    ca_file = str(tmp_path / "ca.pem")
+    try:
+        pair = (str(tmp_path / "batch.pem"), str(tmp_path / "batch-key.pem"))
+        with secure(proc.address, ca_file, *pair) as ch:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(ch)
+            job = pb.SubmitJobRequest()
+            job.job.name, job.job.command[:] = "by-cert", ["true"]
+            job.job.runtime_estimate.seconds = 60
+            assert stub.SubmitJob(job, timeout=10).job.tenant == "team-b"  # no bearer token at all
+            assert call(ch) is None  # a token, when sent, decides (team-a here)
+        pair = (str(tmp_path / "stranger.pem"), str(tmp_path / "stranger-key.pem"))
+        with secure(proc.address, ca_file, *pair) as ch:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(ch)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ListJobs(REQUEST, timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        proc.stop()

@@ -114,6 +114,10 @@ def test_bad_tokens_file_names_file_line_and_column(tmp_path: Path) -> None:
     path.write_text(f"tokens:\n  - {{tenant: a, sha256: {a}}}\n  - {{tenant: b, sha256: {a}}}\n")
     with pytest.raises(PolicyError, match=rf"{path}:3:5: .*same token as tokens.0"):
         load_tokens(path)
+    both = f"{{tenant: b, sha256: {b}, client_cn: svc}}"
+    path.write_text(f"tokens:\n  - {{tenant: a, sha256: {a}}}\n  - {both}\n")
+    with pytest.raises(PolicyError, match=rf"{path}:3:.*exactly one of sha256 .* or client_cn"):
+        load_tokens(path)
 
 
 def test_szb_token_output_appends_to_the_tokens_file_as_is(tmp_path: Path) -> None:
