@@ -278,6 +278,10 @@ class LocalAdapter:
         )
 
     def cancel(self, backend_id: str, token: str) -> None:
+        self.preempt(backend_id, token, self.grace_s)
+
+    def preempt(self, backend_id: str, token: str, grace_s: float) -> None:
+        """Stop the attempt: SIGTERM to its process group, `grace_s` to exit, then SIGKILL."""
         path = self.root / backend_id
         meta = self._meta(path)
         if not meta:
@@ -287,7 +291,7 @@ class LocalAdapter:
         if not isinstance(pid, int) or not _pid_alive(pid):
             return
         _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.grace_s
+        deadline = time.monotonic() + grace_s
         child = self._children.get(backend_id)
         while time.monotonic() < deadline:
             if child is not None and child.poll() is not None:

@@ -7,6 +7,7 @@ job that is owed it; an over-share tenant bursts instead of waiting, when the po
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -15,8 +16,18 @@ from typing import Any
 from broker.burst import is_onprem
 from broker.catalog.accelerators import normalize
 from broker.decision import Action, Decision
-from broker.fairshare import QueuedWork, Standing, charge_factor, onprem_partitions, order
+from broker.fairshare import (
+    QueuedWork,
+    Standing,
+    charge_factor,
+    onprem_partitions,
+    order,
+    partition_units,
+    resolve_share,
+    share_ratios,
+)
 from broker.fairshare.book import FairShareBook, Holding, capacity_of, demand_of, units_of
+from broker.fairshare.reclaim import Running, Victim, victims
 from broker.model import Attempt, Job, JobSpec, TenantId
 from broker.policy import Policy
 from broker.snapshot import PassSnapshot
@@ -33,6 +44,12 @@ class FairQueue:
         """The last decision's summary per queued job (shown after its standing)."""
         self._last: list[QueuedWork] = []
         self._shapes: dict[tuple[str, str, str], tuple[str, ...]] = {}
+        self.ratios: dict[str, float] = {}
+        """Each active tenant's dominant share over its entitled share, as of the last order."""
+        self._wasted: deque[tuple[float, str, float]] = deque()
+        """(time, partition, unit-seconds) of recent preemptions, for the waste budget."""
+        self._freeing: dict[str, list[tuple[float, int]]] = {}
+        """Units of preempted work still shutting down, per partition (until a time)."""
 
     # Usage ---------------------------------------------------------------------------------
 
@@ -126,7 +143,10 @@ class FairQueue:
     def _run(self, policy: Policy, work: Sequence[QueuedWork], now: datetime) -> list[Standing]:
         half_life = policy.document.fair_share.half_life.total_seconds()
         states = self.book.tenant_states(policy, now, {w.tenant for w in work})
-        return order(work, states, capacity_of(policy), charge=charge_factor(half_life))
+        capacity = capacity_of(policy)
+        active = {w.tenant for w in work} | {h.tenant for h in self.book.live.values()}
+        self.ratios = share_ratios(states, active, capacity)
+        return order(work, states, capacity, charge=charge_factor(half_life))
 
     def forget(self, job_id: str) -> None:
         self.standings.pop(job_id, None)
@@ -194,6 +214,13 @@ class FairQueue:
             )
         if decision.action == Action.WAIT:
             self.reasons[job.id] = decision.summary
+            if st.in_quota and onprem and offer is not None and offer.free is not None:
+                free = offer.free - snap.claimed.get(offer.partition, 0)
+                chosen = self.reclaim(policy, job, offer.partition, free, snap.now)
+                if chosen:
+                    data["reclaim"] = [
+                        {"attempt": v.attempt_id, "tenant": v.tenant, "units": v.units} for v in chosen
+                    ]
         if (
             decision.action == Action.WAIT
             and onprem
@@ -209,3 +236,42 @@ class FairQueue:
             if free > 0:
                 snap.claimed[key] = snap.claimed.get(key, 0) + min(free, units_of(job.spec))
         return replace(decision, data=data)
+
+    # Reclaim -------------------------------------------------------------------------------
+
+    def reclaim(self, policy: Policy, job: Job, partition: str, free: int, now: datetime) -> list[Victim]:
+        """Borrowed attempts to preempt so this in-quota job gets its quota on `partition` back."""
+        rc = policy.document.fair_share.reclaim
+        part = onprem_partitions(policy).get(partition)
+        if not rc.enabled or part is None:
+            return []
+        t = now.timestamp()
+        window = rc.window.total_seconds()
+        while self._wasted and self._wasted[0][0] < t - window:
+            self._wasted.popleft()
+        freeing = [(until, n) for until, n in self._freeing.get(partition, []) if until > t]
+        self._freeing[partition] = freeing
+        budget = rc.max_capacity_share * partition_units(part) * window
+        spent = sum(w for _, p, w in self._wasted if p == partition)
+        running = [
+            Running(aid, h.tenant, h.units, h.start)
+            for aid, h in self.book.live.items()
+            if h.partition == partition
+        ]
+        quotas = {r.tenant: resolve_share(policy, r.tenant).quota.get(partition, 0) for r in running}
+        chosen = victims(
+            owner=job.tenant,
+            need=units_of(job.spec),
+            free=free + sum(n for _, n in freeing),
+            running=running,
+            quotas=quotas,
+            ratios=self.ratios,
+            waste_left=budget - spent,
+            now=now,
+        )
+        until = t + rc.grace.total_seconds() + 10.0
+        for v in chosen:
+            self._wasted.append((t, partition, v.waste))
+            self._freeing[partition].append((until, v.units))
+            self.book.ended(v.attempt_id, now)
+        return chosen

@@ -470,6 +470,10 @@ class Planner:
         """Tell fair share which attempts are live (after a restart, or ends nobody reported)."""
         self.fair.observe(self.policy, live, now, store)
 
+    def reclaim_grace_s(self) -> float:
+        """SIGTERM → SIGKILL grace for work preempted to reclaim a quota."""
+        return self.policy.document.fair_share.reclaim.grace.total_seconds()
+
     def standing(self, job_id: str) -> str | None:
         """Where a queued job stands in the fair-share order, in words (None if not ordered yet)."""
         return self.fair.describe(job_id)

@@ -42,6 +42,8 @@ class DecisionMaker(Protocol):
 
     def standing(self, job_id: str) -> str | None: ...
 
+    def reclaim_grace_s(self) -> float: ...
+
 
 @dataclass(frozen=True)
 class FailoverPlan:

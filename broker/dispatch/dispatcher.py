@@ -22,6 +22,7 @@ from broker.decision import Action, Decision
 from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.contract import OFFER_FAULTS, DecisionMaker, DispatchStats
 from broker.dispatch.failover import retry_transient
+from broker.dispatch.preempt import preempt
 from broker.dispatch.reconcile import reconcile
 from broker.metrics import BrokerMetrics
 from broker.model import (
@@ -295,6 +296,8 @@ class Dispatcher(AttemptTracking):
                     expect=JobState.QUEUED,
                 )
             else:
+                if decision.data.get("reclaim"):
+                    self._reclaim(job, decision)
                 reason = decision.summary or "waiting for capacity"
                 # Record a new waiting event only when the reason changes, not its numbers.
                 gist = _DIGITS.sub("#", reason)
@@ -303,6 +306,21 @@ class Dispatcher(AttemptTracking):
                     log.info("job waits: %s", reason, extra=_decision_fields(job, decision, "waiting"))
                     waiting.append((job.id, reason, dict(decision.data), decision.policy_hash))
         self._flush_waiting(waiting, now)
+
+    def _reclaim(self, owner: Job, decision: Decision) -> None:
+        """Fair share asked to preempt borrowed work for this job's quota: do it in the background."""
+        self._in_background(
+            preempt(
+                decision.data["reclaim"],
+                owner,
+                store=self.store,
+                adapters=self.adapters,
+                planner=self.planner,
+                clock=self.clock,
+                grace_s=self.planner.reclaim_grace_s(),
+                on_freed=self.capacity_changed,
+            )
+        )
 
     async def _queued_jobs(self) -> list[Job]:
         """Every queued job, read a page at a time so a deep queue never stalls the RPCs."""

@@ -1,0 +1,82 @@
+"""Which borrowed work is preempted for an owner's quota, and how the waste budget limits it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from broker.fairshare.reclaim import Running, borrowed, victims
+
+NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
+
+
+def run(aid: str, tenant: str, units: int, age_s: float) -> Running:
+    return Running(aid, tenant, units, NOW - timedelta(seconds=age_s))
+
+
+RUNNING = [
+    run("a-old", "a", 2, 600),  # a's quota of 2 covers its oldest attempt
+    run("a-new", "a", 2, 60),  # borrowed
+    run("b-1", "b", 1, 300),  # b has no quota: all borrowed
+    run("b-2", "b", 1, 30),
+    run("o-1", "owner", 2, 100),
+]
+QUOTAS = {"a": 2, "owner": 4}
+
+
+def test_the_latest_attempts_beyond_quota_are_borrowed() -> None:
+    assert {r.attempt_id for r in borrowed(RUNNING, QUOTAS)} == {"a-new", "b-1", "b-2"}
+
+
+def test_most_over_share_tenant_first_then_youngest_attempt() -> None:
+    got = victims(
+        owner="owner",
+        need=2,
+        free=0,
+        running=RUNNING,
+        quotas=QUOTAS,
+        ratios={"a": 1.2, "b": 2.0},
+        waste_left=1e9,
+        now=NOW,
+    )
+    assert [v.attempt_id for v in got] == ["b-2", "b-1"]
+    assert got[0].waste == 30 and got[1].waste == 300
+
+
+def test_nothing_is_preempted_when_free_capacity_is_enough_or_it_cannot_free_enough() -> None:
+    common = {"owner": "owner", "running": RUNNING, "quotas": QUOTAS, "ratios": {}, "now": NOW}
+    assert victims(need=2, free=2, waste_left=1e9, **common) == []  # type: ignore[arg-type]
+    assert victims(need=9, free=0, waste_left=1e9, **common) == []  # type: ignore[arg-type]
+    assert (
+        victims(
+            need=1,
+            free=0,
+            waste_left=1e9,
+            running=[run("o-2", "owner", 4, 9)],
+            owner="owner",
+            quotas={},
+            ratios={},
+            now=NOW,
+        )
+        == []
+    )  # never the owner's own work
+
+
+def test_waste_budget_skips_attempts_that_ran_long() -> None:
+    got = victims(
+        owner="owner",
+        need=2,
+        free=0,
+        running=RUNNING,
+        quotas=QUOTAS,
+        ratios={"a": 1.2, "b": 2.0},
+        waste_left=200,
+        now=NOW,
+    )
+    # b-1 ran 300 unit-seconds, over the budget; a-new (2 units x 60 s) fits with b-2.
+    assert [v.attempt_id for v in got] == ["b-2", "a-new"]
+    assert (
+        victims(
+            owner="owner", need=2, free=0, running=RUNNING, quotas=QUOTAS, ratios={}, waste_left=10, now=NOW
+        )
+        == []
+    )

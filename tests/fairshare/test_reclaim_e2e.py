@@ -1,0 +1,158 @@
+"""Reclaim end to end on the local executor: borrowed work is preempted when the owner needs its quota.
+
+Issue 14: the borrower's job gets SIGTERM (it may clean up within the grace), is requeued with
+its history, and the owner's job starts.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.auth import hash_token
+from tests.brokerproc import ROOT, BrokerProcess
+
+TOKENS = {"owner": "token-owner-0123456789", "borrower": "token-borrower-012345"}
+
+POLICY = """\
+version: 1
+currency: CNY
+accelerators: accelerators.yaml
+regimes: regimes.yaml
+sites:
+  - id: local
+    adapter: local
+    country: CN
+    residency: cn-mainland
+    partitions:
+      - {name: a800, accelerator: A800, count_per_node: 4, price_hour: 14.0}
+tenants:
+  - {id: owner, kind: institute, entity_country: CN, share: {quota: {local/a800: 2}}}
+  - {id: borrower, kind: sme, entity_country: CN}
+fair_share:
+  reclaim: {grace: 5s, max_capacity_share: 0.5, window: 10m}
+compliance:
+  residency:
+    zones: {cn-mainland: {countries: [CN]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    folder = tmp_path_factory.mktemp("reclaim")
+    for name in ("accelerators.yaml", "regimes.yaml"):
+        shutil.copy(ROOT / "configs" / name, folder / name)
+    (folder / "policy.yaml").write_text(POLICY)
+    (folder / "tokens.yaml").write_text(
+        "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items())
+    )
+    (folder / "broker.yaml").write_text(
+        textwrap.dedent("""\
+        data_dir: data
+        policy: policy.yaml
+        tokens_file: tokens.yaml
+        dispatch: {poll_interval_s: 0.2}
+        """)
+    )
+    proc = BrokerProcess(folder / "broker.yaml")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def auth(tenant: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {TOKENS[tenant]}"),)
+
+
+def job(name: str, code: str) -> job_pb2.JobSpec:
+    msg = job_pb2.JobSpec(
+        name=name, command=[sys.executable, "-c", code], runtime_estimate=duration_pb2.Duration(seconds=600)
+    )
+    msg.resources.accelerators.count = 1
+    msg.resources.accelerators.any_of.append("A800")
+    return msg
+
+
+def get(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, tenant: str) -> job_pb2.Job:
+    return stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth(tenant)).job
+
+
+def until(check: object, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_reclaim_preempts_borrowed_work_and_the_owner_starts(broker: BrokerProcess, tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # Each borrowed job notes the SIGTERM it gets, then exits within the grace period.
+    code = textwrap.dedent(f"""\
+        import os, signal, sys, time
+        marks = {str(marks)!r}
+        def term(*_):
+            open(os.path.join(marks, "term-" + str(os.getpid())), "w").close()
+            sys.exit(143)
+        signal.signal(signal.SIGTERM, term)
+        open(os.path.join(marks, "ready-" + str(os.getpid())), "w").close()
+        time.sleep(120)
+        """)
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        borrowed = [
+            stub.SubmitJob(pb.SubmitJobRequest(job=job(f"b{i}", code)), metadata=auth("borrower")).job.id
+            for i in range(4)
+        ]
+        until(
+            lambda: all(get(stub, j, "borrower").state == job_pb2.JOB_STATE_RUNNING for j in borrowed),
+            "the borrower fills the partition",
+        )
+        until(lambda: len(list(marks.glob("ready-*"))) == 4, "the borrowed jobs are ready for SIGTERM")
+        mine = stub.SubmitJob(
+            pb.SubmitJobRequest(job=job("mine", "print('owner ran')")), metadata=auth("owner")
+        ).job
+        until(lambda: get(stub, mine.id, "owner").state == job_pb2.JOB_STATE_SUCCEEDED, "the owner's job ran")
+
+        preempted = []
+        for j in borrowed:
+            events = _events(stub, j)
+            kinds = [e.kind for e in events]
+            if "preempted" in kinds:
+                preempted.append(j)
+                ev = events[kinds.index("preempted")]
+                assert ev.data["reclaimed_by"] == "owner" and ev.data["for_job"] == mine.id
+                assert kinds[kinds.index("preempted") + 1] == "requeued"  # history kept, back in the queue
+        # Exactly one borrowed job made room for the owner's one accelerator.
+        assert len(preempted) == 1
+        assert len(list(marks.glob("term-*"))) == 1, "the preempted job got SIGTERM and could clean up"
+        victim = get(stub, preempted[0], "borrower")
+        assert victim.state in (
+            job_pb2.JOB_STATE_QUEUED,
+            job_pb2.JOB_STATE_PLACING,
+            job_pb2.JOB_STATE_PROVISIONING,
+            job_pb2.JOB_STATE_RUNNING,
+        )
+        for j in borrowed:
+            stub.CancelJob(pb.CancelJobRequest(id=j), metadata=auth("borrower"))
+
+
+def _events(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str) -> list[job_pb2.JobEvent]:
+    out = []
+    try:
+        for resp in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=auth("borrower"), timeout=2):
+            out.append(resp.event)
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+    return out
