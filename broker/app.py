@@ -20,6 +20,7 @@ from adapters.base import Adapter
 from adapters.registry import AdapterRegistry
 from broker.agent_http import AgentHttpServer
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2, broker_service_pb2_grpc
+from broker.audit import AuditTrail
 from broker.auth import Principal, TokenAuthority
 from broker.burst.money import month_of
 from broker.clock import Clock, SystemClock
@@ -71,6 +72,9 @@ class BrokerApp:
         self.planner = Planner.load(cfg, self.clock)
         self._policy_loaded(self.planner.watcher.first_load)
         self.planner.watcher.on_load = self._policy_loaded
+        self.audit = AuditTrail(
+            self.store, lambda: self.planner.policy_hash, lambda: self.planner.watcher.last_refused
+        )
         self.adapters = self._build_adapters()
         self.planner.adapters = self.adapters
         host, _, port = cfg.listen.rpartition(":")
@@ -122,6 +126,7 @@ class BrokerApp:
                 explain=self.planner.explain_proto,
                 spend=self._spend_proto,
                 status=self._status_proto,
+                audit=self.audit,
             ),
             server,
         )
@@ -224,7 +229,11 @@ class BrokerApp:
         self.dispatcher.policy_changed()
 
     def _status_proto(self) -> broker_service_pb2.GetStatusResponse:
-        return status_report(self.planner, self.store, self.dispatcher.stats.bursts)
+        resp = status_report(self.planner, self.store, self.dispatcher.stats.bursts)
+        refused = self.audit.refused_proto()
+        if refused is not None:
+            resp.refused_policy.CopyFrom(refused)
+        return resp
 
     def _spend_proto(self, caller: Principal, asked: str) -> broker_service_pb2.GetSpendResponse:
         return spend_report(self.planner, caller.tenant, asked, self.store, operator=caller.is_operator)

@@ -143,3 +143,25 @@ class BrokerClient:
             return self.stub.GetStatus(pb.GetStatusRequest(), metadata=self.metadata, timeout=self.timeout)
         except grpc.RpcError as err:
             raise describe_rpc_error(err) from err
+
+    def policy_versions(self, limit: int = 50) -> pb.ListPolicyVersionsResponse:
+        try:
+            return self.stub.ListPolicyVersions(
+                pb.ListPolicyVersionsRequest(page_size=limit), metadata=self.metadata, timeout=self.timeout
+            )
+        except grpc.RpcError as err:
+            raise describe_rpc_error(err) from err
+
+    def policy_version(self, hash_prefix: str) -> pb.GetPolicyVersionResponse:
+        try:
+            return self.stub.GetPolicyVersion(
+                pb.GetPolicyVersionRequest(hash=hash_prefix), metadata=self.metadata, timeout=self.timeout
+            )
+        except grpc.RpcError as err:
+            raise describe_rpc_error(err) from err
+
+    def audit(self, request: pb.ListAuditEventsRequest) -> pb.ListAuditEventsResponse:
+        try:
+            return self.stub.ListAuditEvents(request, metadata=self.metadata, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise describe_rpc_error(err) from err

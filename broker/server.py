@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC
 from typing import Any, NoReturn
 
 import grpc
@@ -19,6 +20,7 @@ from broker.api import (
     broker_service_pb2_grpc,
     placement_pb2,
 )
+from broker.audit import AuditTrail, BadHashError
 from broker.auth import AuthError, Principal, TokenAuthority
 from broker.model import JobSpec, TenantId
 from broker.serde import (
@@ -135,12 +137,14 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         explain: ExplainFn | None = None,
         spend: SpendFn | None = None,
         status: StatusFn | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.services = services
         self.auth = auth
         self.explain = explain
         self.spend = spend
         self._status = status
+        self.audit = audit
 
     def _principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         """The authenticated caller (tenant, role, name); AuthError otherwise."""
@@ -314,6 +318,57 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.ListOffersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.ListOffersResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListOffers is not served yet")
+
+
+    def _audit(self, context: grpc.aio.ServicerContext[Any, Any]) -> AuditTrail:
+        """The audit trail, for operators only (tenants get PERMISSION_DENIED)."""
+        if not self._principal(context).is_operator:
+            raise PermissionDeniedError("only operators may read the audit trail")
+        if self.audit is None:
+            raise PermissionDeniedError("this broker keeps no audit trail")
+        return self.audit
+
+    async def ListPolicyVersions(
+        self,
+        request: broker_service_pb2.ListPolicyVersionsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> broker_service_pb2.ListPolicyVersionsResponse:
+        try:
+            audit = self._audit(context)
+            if request.page_size < 0:
+                raise _BadRequest([FieldViolation("page_size", "must be >= 0")])
+            return audit.versions(request.page_size)
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    async def GetPolicyVersion(
+        self, request: broker_service_pb2.GetPolicyVersionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_service_pb2.GetPolicyVersionResponse:
+        try:
+            audit = self._audit(context)
+            try:
+                return audit.version(request.hash)
+            except BadHashError as exc:
+                raise _BadRequest([FieldViolation("hash", str(exc))]) from exc
+        except Exception as exc:
+            await abort_with(context, exc)
+
+    async def ListAuditEvents(
+        self, request: broker_service_pb2.ListAuditEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_service_pb2.ListAuditEventsResponse:
+        try:
+            audit = self._audit(context)
+            if request.page_size < 0:
+                raise _BadRequest([FieldViolation("page_size", "must be >= 0")])
+            if len(request.job_id) > MAX_ID or len(request.tenant) > MAX_ID:
+                field = "job_id" if len(request.job_id) > MAX_ID else "tenant"
+                raise _BadRequest([FieldViolation(field, f"must be at most {MAX_ID} characters")])
+            since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
+            return audit.events(
+                job_id=request.job_id, tenant=request.tenant, since=since, page_size=request.page_size
+            )
+        except Exception as exc:
+            await abort_with(context, exc)
 
 
 class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):

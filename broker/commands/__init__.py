@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from broker.commands import explain, hardware, jobs, policy, simulate, tls
+from broker.commands import audit, explain, hardware, jobs, policy, simulate, tls
 
 Register = Callable[[Any], None]
 
@@ -17,4 +17,5 @@ COMMAND_GROUPS: list[Register] = [
     explain.register,
     simulate.register,
     tls.register,
+    audit.register,
 ]

@@ -12,6 +12,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from broker.api import broker_service_pb2 as pb
@@ -349,6 +350,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         + (", ".join(f"{k} {v}" for k, v in sorted(resp.active_jobs_by_site.items())) or "none")
     )
     console.print(f"Burst decisions in the last hour: {resp.burst_decisions_last_hour}")
+    if resp.HasField("refused_policy"):
+        r = resp.refused_policy
+        console.print(
+            f"[red]policy reload refused[/]: {r.source} (hash {r.hash[:12]}) is invalid; "
+            f"policy {resp.policy_hash[:12]} stays in force"
+        )
+        for err in r.errors:
+            console.print(f"  {escape(err)}", highlight=False)
     for t in extra.get("tenants", []):
         left = (
             "no budget"

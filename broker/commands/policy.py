@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from broker.commands import audit
 from broker.policy import PolicyError, load_policy
 from broker.policy.schema import PolicyDocument
 from broker.policy.testing import load_tests, run_tests
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     test.add_argument("tests", type=Path)
     test.add_argument("--output", choices=("text", "json"), default="text")
     test.set_defaults(handler=cmd_test)
+    audit.register_policy(cmds)
 
 
 def _print_problems(exc: PolicyError) -> None:

@@ -279,7 +279,7 @@ class Dispatcher(AttemptTracking):
                     now,
                     kind="rejected",
                     message=decision.summary,
-                    data=dict(decision.data),
+                    data={**decision.data, **_audit_data(decision)},
                     policy_hash=decision.policy_hash,
                     expect=JobState.QUEUED,
                 )
@@ -365,7 +365,7 @@ class Dispatcher(AttemptTracking):
             kind="placed",
             message=f"placed on {offer.site} ({offer.instance_type})"
             + (" [burst]" if decision.burst else ""),
-            data={**decision.data, "offer": offer.model_dump(mode="json")},
+            data={**decision.data, "offer": offer.model_dump(mode="json"), **_audit_data(decision)},
             policy_hash=decision.policy_hash,
             site=offer.site,
             expect=JobState.QUEUED,
@@ -558,6 +558,14 @@ def _decision_fields(job: Job, decision: Decision, event: str) -> dict[str, Any]
         "rules": rules,
         "policy_hash": decision.policy_hash[:12],
     }
+
+
+def _audit_data(decision: Decision) -> dict[str, Any]:
+    """What the audit trail keeps with a decision's event: the policy and the deciding rules."""
+    rules: list[str] = []
+    if decision.explanation is not None and decision.action != Action.RUN:
+        rules = sorted({r.rule for r in rejection_summary(decision.explanation)})
+    return {"policy_hash": decision.policy_hash, "rules": rules}
 
 
 def _offer_fault(error: str) -> bool:

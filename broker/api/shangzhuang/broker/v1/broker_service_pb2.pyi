@@ -43,6 +43,27 @@ SPEND_GROUPING_SITE: SpendGrouping.ValueType  # 2
 SPEND_GROUPING_TENANT: SpendGrouping.ValueType  # 3
 Global___SpendGrouping: _TypeAlias = SpendGrouping  # noqa: Y015
 
+class _PolicyLoadResult:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PolicyLoadResultEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PolicyLoadResult.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    POLICY_LOAD_RESULT_UNSPECIFIED: _PolicyLoadResult.ValueType  # 0
+    POLICY_LOAD_RESULT_LOADED: _PolicyLoadResult.ValueType  # 1
+    """Valid; it went into force."""
+    POLICY_LOAD_RESULT_REFUSED: _PolicyLoadResult.ValueType  # 2
+    """Invalid; the previous version stayed in force."""
+
+class PolicyLoadResult(_PolicyLoadResult, metaclass=_PolicyLoadResultEnumTypeWrapper): ...
+
+POLICY_LOAD_RESULT_UNSPECIFIED: PolicyLoadResult.ValueType  # 0
+POLICY_LOAD_RESULT_LOADED: PolicyLoadResult.ValueType  # 1
+"""Valid; it went into force."""
+POLICY_LOAD_RESULT_REFUSED: PolicyLoadResult.ValueType  # 2
+"""Invalid; the previous version stayed in force."""
+Global___PolicyLoadResult: _TypeAlias = PolicyLoadResult  # noqa: Y015
+
 @_typing.final
 class SubmitJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -663,6 +684,7 @@ class GetStatusResponse(_message.Message):
     TENANTS_FIELD_NUMBER: _builtins.int
     UNHEALTHY_SITES_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
+    REFUSED_POLICY_FIELD_NUMBER: _builtins.int
     burst_decisions_last_hour: _builtins.int
     policy_hash: _builtins.str
     status_json: _builtins.str
@@ -681,6 +703,12 @@ class GetStatusResponse(_message.Message):
     def unhealthy_sites(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Site id -> why it is unhealthy (circuit open, capacity unavailable, adapter not built)."""
 
+    @_builtins.property
+    def refused_policy(self) -> Global___PolicyVersion:
+        """The last reload the broker refused while that file is still on disk (unset otherwise):
+        its hash and errors; `policy_hash` stays the version in force.
+        """
+
     def __init__(
         self,
         *,
@@ -693,14 +721,264 @@ class GetStatusResponse(_message.Message):
         tenants: _abc.Iterable[Global___TenantBudget] | None = ...,
         unhealthy_sites: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         currency: _builtins.str = ...,
+        refused_policy: Global___PolicyVersion | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refused_policy", b"refused_policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_decisions_last_hour", b"burst_decisions_last_hour", "currency", b"currency", "jobs_by_state", b"jobs_by_state", "partitions", b"partitions", "policy_hash", b"policy_hash", "status_json", b"status_json", "tenants", b"tenants", "unhealthy_sites", b"unhealthy_sites"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_decisions_last_hour", b"burst_decisions_last_hour", "currency", b"currency", "jobs_by_state", b"jobs_by_state", "partitions", b"partitions", "policy_hash", b"policy_hash", "refused_policy", b"refused_policy", "status_json", b"status_json", "tenants", b"tenants", "unhealthy_sites", b"unhealthy_sites"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class PolicyVersion(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HASH_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    hash: _builtins.str
+    """SHA-256 of the file's text."""
+    result: Global___PolicyLoadResult.ValueType
+    source: _builtins.str
+    """The file it was read from."""
+    content: _builtins.str
+    """The file's text (GetPolicyVersion only)."""
+    active: _builtins.bool
+    """True for the version in force now."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """FILE:LINE:COL errors of a refused file."""
+
+    def __init__(
+        self,
+        *,
+        hash: _builtins.str = ...,
+        result: Global___PolicyLoadResult.ValueType = ...,
+        source: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        errors: _abc.Iterable[_builtins.str] | None = ...,
+        content: _builtins.str = ...,
+        active: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "content", b"content", "errors", b"errors", "hash", b"hash", "result", b"result", "source", b"source", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicyVersion: _TypeAlias = PolicyVersion  # noqa: Y015
+
+@_typing.final
+class ListPolicyVersionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many (default 50)."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPolicyVersionsRequest: _TypeAlias = ListPolicyVersionsRequest  # noqa: Y015
+
+@_typing.final
+class ListPolicyVersionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    ACTIVE_HASH_FIELD_NUMBER: _builtins.int
+    active_hash: _builtins.str
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PolicyVersion]: ...
+    def __init__(
+        self,
+        *,
+        versions: _abc.Iterable[Global___PolicyVersion] | None = ...,
+        active_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_hash", b"active_hash", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPolicyVersionsResponse: _TypeAlias = ListPolicyVersionsResponse  # noqa: Y015
+
+@_typing.final
+class GetPolicyVersionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HASH_FIELD_NUMBER: _builtins.int
+    hash: _builtins.str
+    """The full hash or a prefix of at least 4 hex digits."""
+    def __init__(
+        self,
+        *,
+        hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hash", b"hash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPolicyVersionRequest: _TypeAlias = GetPolicyVersionRequest  # noqa: Y015
+
+@_typing.final
+class GetPolicyVersionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def version(self) -> Global___PolicyVersion: ...
+    def __init__(
+        self,
+        *,
+        version: Global___PolicyVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPolicyVersionResponse: _TypeAlias = GetPolicyVersionResponse  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """Only this job's events."""
+    tenant: _builtins.str
+    """Only this tenant's jobs."""
+    page_size: _builtins.int
+    """At most this many, the newest (default 1000)."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only events at or after this time."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "page_size", b"page_size", "since", b"since", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsRequest: _TypeAlias = ListAuditEventsRequest  # noqa: Y015
+
+@_typing.final
+class AuditEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    POLICY_HASH_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
+    OFFER_FIELD_NUMBER: _builtins.int
+    PRICE_PER_HOUR_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    RULE_IDS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    seq: _builtins.int
+    tenant: _builtins.str
+    """The job's tenant."""
+    kind: _builtins.str
+    """submitted, cancelled, placed, rejected, gave_up, budget, attempt_failed, lost, preempted, finished."""
+    actor: _builtins.str
+    """Who did it: the submitting tenant, the canceller's name, or "broker" for its decisions."""
+    state: _job_pb2.JobState.ValueType
+    message: _builtins.str
+    policy_hash: _builtins.str
+    """The policy a decision was taken under."""
+    site: _builtins.str
+    offer: _builtins.str
+    price_per_hour: _builtins.float
+    """The chosen offer's price, in `currency`."""
+    currency: _builtins.str
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def rule_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The rules behind a refusal (rule ids)."""
+
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        job_id: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        tenant: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        state: _job_pb2.JobState.ValueType = ...,
+        message: _builtins.str = ...,
+        policy_hash: _builtins.str = ...,
+        site: _builtins.str = ...,
+        offer: _builtins.str = ...,
+        price_per_hour: _builtins.float = ...,
+        currency: _builtins.str = ...,
+        rule_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "currency", b"currency", "job_id", b"job_id", "kind", b"kind", "message", b"message", "offer", b"offer", "policy_hash", b"policy_hash", "price_per_hour", b"price_per_hour", "rule_ids", b"rule_ids", "seq", b"seq", "site", b"site", "state", b"state", "tenant", b"tenant", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEvent: _TypeAlias = AuditEvent  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___AuditEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsResponse: _TypeAlias = ListAuditEventsResponse  # noqa: Y015
 
 @_typing.final
 class StreamJobLogsRequest(_message.Message):

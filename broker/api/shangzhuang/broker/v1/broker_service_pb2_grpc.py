@@ -90,6 +90,21 @@ class BrokerServiceStub:
                 request_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListOffersRequest.SerializeToString,
                 response_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListOffersResponse.FromString,
                 _registered_method=True)
+        self.ListPolicyVersions = channel.unary_unary(
+                '/shangzhuang.broker.v1.BrokerService/ListPolicyVersions',
+                request_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListPolicyVersionsRequest.SerializeToString,
+                response_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListPolicyVersionsResponse.FromString,
+                _registered_method=True)
+        self.GetPolicyVersion = channel.unary_unary(
+                '/shangzhuang.broker.v1.BrokerService/GetPolicyVersion',
+                request_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.GetPolicyVersionRequest.SerializeToString,
+                response_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.GetPolicyVersionResponse.FromString,
+                _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/shangzhuang.broker.v1.BrokerService/ListAuditEvents',
+                request_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServiceServicer:
@@ -171,6 +186,28 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPolicyVersions(self, request, context):
+        """Operators only: every policy file the broker loaded or refused, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPolicyVersion(self, request, context):
+        """Operators only: one stored policy version (by its hash or a unique prefix), with its text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
+        """Operators only: who submitted and cancelled what, and what the broker decided, at which
+        price and under which policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -228,6 +265,21 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.ListOffers,
                     request_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListOffersRequest.FromString,
                     response_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListOffersResponse.SerializeToString,
+            ),
+            'ListPolicyVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPolicyVersions,
+                    request_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListPolicyVersionsRequest.FromString,
+                    response_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListPolicyVersionsResponse.SerializeToString,
+            ),
+            'GetPolicyVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicyVersion,
+                    request_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.GetPolicyVersionRequest.FromString,
+                    response_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.GetPolicyVersionResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -528,6 +580,87 @@ class BrokerService:
             '/shangzhuang.broker.v1.BrokerService/ListOffers',
             shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListOffersRequest.SerializeToString,
             shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListOffersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPolicyVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shangzhuang.broker.v1.BrokerService/ListPolicyVersions',
+            shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListPolicyVersionsRequest.SerializeToString,
+            shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListPolicyVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPolicyVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shangzhuang.broker.v1.BrokerService/GetPolicyVersion',
+            shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.GetPolicyVersionRequest.SerializeToString,
+            shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.GetPolicyVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shangzhuang.broker.v1.BrokerService/ListAuditEvents',
+            shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListAuditEventsRequest.SerializeToString,
+            shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,14 @@ class BrokerServiceStub:
     """
     ListOffers: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.ListOffersRequest, _broker_service_pb2.ListOffersResponse]
     """What can run where, at what price, and whether the caller's tenant may use it (and why not)."""
+    ListPolicyVersions: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.ListPolicyVersionsRequest, _broker_service_pb2.ListPolicyVersionsResponse]
+    """Operators only: every policy file the broker loaded or refused, newest first."""
+    GetPolicyVersion: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.GetPolicyVersionRequest, _broker_service_pb2.GetPolicyVersionResponse]
+    """Operators only: one stored policy version (by its hash or a unique prefix), with its text."""
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.ListAuditEventsRequest, _broker_service_pb2.ListAuditEventsResponse]
+    """Operators only: who submitted and cancelled what, and what the broker decided, at which
+    price and under which policy.
+    """
 
 @_typing.type_check_only
 class BrokerServiceAsyncStub(BrokerServiceStub):
@@ -81,6 +89,14 @@ class BrokerServiceAsyncStub(BrokerServiceStub):
     """
     ListOffers: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.ListOffersRequest, _broker_service_pb2.ListOffersResponse]  # type: ignore[assignment]
     """What can run where, at what price, and whether the caller's tenant may use it (and why not)."""
+    ListPolicyVersions: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.ListPolicyVersionsRequest, _broker_service_pb2.ListPolicyVersionsResponse]  # type: ignore[assignment]
+    """Operators only: every policy file the broker loaded or refused, newest first."""
+    GetPolicyVersion: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.GetPolicyVersionRequest, _broker_service_pb2.GetPolicyVersionResponse]  # type: ignore[assignment]
+    """Operators only: one stored policy version (by its hash or a unique prefix), with its text."""
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.ListAuditEventsRequest, _broker_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """Operators only: who submitted and cancelled what, and what the broker decided, at which
+    price and under which policy.
+    """
 
 class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
     """The broker's front door. Every call carries `authorization: Bearer <token>` metadata."""
@@ -171,5 +187,31 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_broker_service_pb2.ListOffersResponse, _abc.Awaitable[_broker_service_pb2.ListOffersResponse]]:
         """What can run where, at what price, and whether the caller's tenant may use it (and why not)."""
+
+    @_abc_1.abstractmethod
+    def ListPolicyVersions(
+        self,
+        request: _broker_service_pb2.ListPolicyVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_service_pb2.ListPolicyVersionsResponse, _abc.Awaitable[_broker_service_pb2.ListPolicyVersionsResponse]]:
+        """Operators only: every policy file the broker loaded or refused, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetPolicyVersion(
+        self,
+        request: _broker_service_pb2.GetPolicyVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_service_pb2.GetPolicyVersionResponse, _abc.Awaitable[_broker_service_pb2.GetPolicyVersionResponse]]:
+        """Operators only: one stored policy version (by its hash or a unique prefix), with its text."""
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _broker_service_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_service_pb2.ListAuditEventsResponse, _abc.Awaitable[_broker_service_pb2.ListAuditEventsResponse]]:
+        """Operators only: who submitted and cancelled what, and what the broker decided, at which
+        price and under which policy.
+        """
 
 def add_BrokerServiceServicer_to_server(servicer: BrokerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

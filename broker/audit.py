@@ -1,0 +1,141 @@
+"""The operator's audit trail: policy versions loaded or refused, and who did what to which job.
+
+Reads the store (`policy_versions`, `audit_events`) and turns rows into the API's messages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.model import JobEvent, TenantId
+from broker.policy.watcher import PolicyLoad
+from broker.serde import state_to_proto
+from broker.store import AuditFilter, JobNotFoundError, JobStore, PolicyVersion
+
+DEFAULT_VERSIONS = 50
+MAX_VERSIONS = 1000
+DEFAULT_EVENTS = 1000
+MAX_EVENTS = 10_000
+_HEX = re.compile(r"^[0-9a-f]{4,64}$")
+
+_RESULTS = {
+    "loaded": pb.POLICY_LOAD_RESULT_LOADED,
+    "unchanged": pb.POLICY_LOAD_RESULT_LOADED,
+    "refused": pb.POLICY_LOAD_RESULT_REFUSED,
+}
+
+
+class BadHashError(ValueError):
+    """Not a policy hash or a prefix of one (4 to 64 lowercase hex digits)."""
+
+
+def _ts(value: datetime) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+def version_to_proto(
+    v: PolicyVersion | PolicyLoad, *, active: str, content: bool = False
+) -> pb.PolicyVersion:
+    return pb.PolicyVersion(
+        hash=v.hash,
+        result=_RESULTS.get(v.result, pb.POLICY_LOAD_RESULT_UNSPECIFIED),
+        source=v.source,
+        time=_ts(v.time),
+        errors=list(v.errors),
+        content=v.content if content else "",
+        active=v.hash == active and v.result != "refused",
+    )
+
+
+def _actor(tenant: TenantId, event: JobEvent) -> str:
+    if event.kind == "submitted":
+        return str(event.data.get("by") or tenant)
+    if event.kind == "cancelled":
+        return str(event.data.get("by") or ("broker" if "backend" in event.message else tenant))
+    return "broker"
+
+
+def _site(data: dict[str, Any]) -> str:
+    offer = data.get("offer")
+    if isinstance(offer, dict):
+        return str(offer.get("site", ""))
+    return str(data.get("site", ""))
+
+
+def _offer(data: dict[str, Any]) -> str:
+    offer = data.get("offer")
+    if isinstance(offer, str):
+        return offer
+    return str(data.get("offer_key", ""))
+
+
+def event_to_proto(tenant: TenantId, event: JobEvent) -> pb.AuditEvent:
+    data = event.data
+    price = data.get("price_per_hour")
+    return pb.AuditEvent(
+        time=_ts(event.time),
+        job_id=event.job_id,
+        seq=event.seq,
+        tenant=tenant,
+        kind=event.kind,
+        actor=_actor(tenant, event),
+        state=state_to_proto(event.state),
+        message=event.message,
+        policy_hash=str(data.get("policy_hash", "")),
+        site=_site(data),
+        offer=_offer(data),
+        price_per_hour=float(price) if isinstance(price, int | float) else 0.0,
+        currency=str(data.get("currency", "")),
+        rule_ids=[str(r) for r in data.get("rules", ())],
+    )
+
+
+class AuditTrail:
+    """The three operator RPCs over one store; `active` and `refused` read the live watcher."""
+
+    def __init__(
+        self, store: JobStore, active: Callable[[], str], refused: Callable[[], PolicyLoad | None]
+    ) -> None:
+        self.store = store
+        self.active = active
+        self.refused = refused
+
+    def versions(self, page_size: int) -> pb.ListPolicyVersionsResponse:
+        limit = DEFAULT_VERSIONS if page_size <= 0 else min(page_size, MAX_VERSIONS)
+        active = self.active()
+        return pb.ListPolicyVersionsResponse(
+            versions=[version_to_proto(v, active=active) for v in self.store.policy_versions(limit)],
+            active_hash=active,
+        )
+
+    def version(self, prefix: str) -> pb.GetPolicyVersionResponse:
+        prefix = prefix.strip().lower()
+        if not _HEX.match(prefix):
+            raise BadHashError("must be 4 to 64 hex digits of a policy hash")
+        found = self.store.find_policy_version(prefix)
+        if found is None:
+            raise JobNotFoundError(f"no stored policy version {prefix!r}")
+        return pb.GetPolicyVersionResponse(
+            version=version_to_proto(found, active=self.active(), content=True)
+        )
+
+    def events(
+        self, *, job_id: str, tenant: str, since: datetime | None, page_size: int
+    ) -> pb.ListAuditEventsResponse:
+        limit = DEFAULT_EVENTS if page_size <= 0 else min(page_size, MAX_EVENTS)
+        rows = self.store.audit_events(
+            AuditFilter(job_id=job_id or None, tenant=tenant or None, since=since, limit=limit)
+        )
+        return pb.ListAuditEventsResponse(events=[event_to_proto(t, e) for t, e in rows])
+
+    def refused_proto(self) -> pb.PolicyVersion | None:
+        refused = self.refused()
+        return None if refused is None else version_to_proto(refused, active=self.active())

@@ -1,0 +1,159 @@
+"""`szb audit` and `szb policy history|show`: the operator's audit trail, read from the broker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+from google.protobuf.json_format import MessageToDict
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from broker.api import broker_service_pb2 as pb
+from broker.client import ClientError
+from broker.commands._connect import add_connection_args, client_for
+from broker.model import parse_duration
+from broker.serde import state_from_proto
+
+BEIJING = timedelta(hours=8)
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    add_connection_args(p)
+    p.add_argument("--output", "-o", choices=["table", "json"], default="table")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "audit", help="who submitted and cancelled what, and what the broker decided (operators)"
+    )
+    p.add_argument("--job", default="", help="only this job")
+    p.add_argument("--tenant", default="", help="only this tenant's jobs")
+    p.add_argument(
+        "--since", type=parse_since, help="a time (2026-12-01, 2026-12-01T08:00+08:00) or an age (2h, 1d)"
+    )
+    p.add_argument("--limit", type=int, default=1000, help="at most this many events, the newest")
+    _client_args(p)
+    p.set_defaults(handler=cmd_audit)
+
+
+def register_policy(cmds: Any) -> None:
+    """`szb policy history` and `szb policy show HASH` (added to the `policy` group)."""
+    history = cmds.add_parser("history", help="policy versions the broker loaded or refused (operators)")
+    history.add_argument("--limit", type=int, default=50)
+    _client_args(history)
+    history.set_defaults(handler=cmd_history)
+    show = cmds.add_parser("show", help="the text of a stored policy version (operators)")
+    show.add_argument("hash", help="the hash or a prefix of at least 4 hex digits")
+    _client_args(show)
+    show.set_defaults(handler=cmd_show)
+
+
+def parse_since(text: str) -> datetime:
+    """An ISO time or date (Beijing time when no offset is given), or an age like `2h`."""
+    try:
+        return datetime.now(UTC) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a time (2026-12-01T08:00+08:00) nor an age (2h, 1d)"
+        ) from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC) - BEIJING
+    return when
+
+
+def _ts(value: timestamp_pb2.Timestamp) -> str:
+    return (value.ToDatetime(tzinfo=UTC) + BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _run(args: argparse.Namespace, call: Callable[[Any], Any]) -> Any:
+    with client_for(args) as client:
+        try:
+            return call(client)
+        except ClientError as exc:
+            print(f"szb: error: {exc}", file=sys.stderr)
+            return None
+
+
+def _json(msg: Any) -> None:
+    print(json.dumps(MessageToDict(msg, preserving_proto_field_name=True), indent=2, ensure_ascii=False))
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    request = pb.ListAuditEventsRequest(job_id=args.job, tenant=args.tenant, page_size=max(args.limit, 0))
+    if args.since is not None:
+        request.since.FromDatetime(args.since)
+    resp = _run(args, lambda c: c.audit(request))
+    if resp is None:
+        return 1
+    if args.output == "json":
+        _json(resp)
+        return 0
+    table = Table(title="Audit trail (Beijing time)", show_lines=False)
+    for col in ("TIME", "JOB", "TENANT", "EVENT", "BY", "STATE", "POLICY", "WHAT"):
+        table.add_column(col, overflow="fold")
+    for e in resp.events:
+        what = e.message
+        if e.price_per_hour:
+            what += f" @ {e.price_per_hour:g} {e.currency}/h"
+        if e.rule_ids:
+            what += f" [rules: {', '.join(e.rule_ids)}]"
+        table.add_row(
+            _ts(e.time),
+            e.job_id,
+            e.tenant,
+            e.kind,
+            e.actor,
+            state_from_proto(e.state).value,
+            e.policy_hash[:12],
+            escape(what),  # rule ids in brackets must survive rich's markup
+        )
+    Console(width=max(Console().width, 160)).print(table)
+    if not resp.events:
+        print("no events match", file=sys.stderr)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    resp = _run(args, lambda c: c.policy_versions(max(args.limit, 0)))
+    if resp is None:
+        return 1
+    if args.output == "json":
+        _json(resp)
+        return 0
+    table = Table(title=f"Policy versions (in force: {resp.active_hash[:12]})")
+    for col in ("TIME", "HASH", "RESULT", "SOURCE", "ERRORS"):
+        table.add_column(col, overflow="fold")
+    for v in resp.versions:
+        result = "refused" if v.result == pb.POLICY_LOAD_RESULT_REFUSED else "loaded"
+        if v.active:
+            result += " (in force)"
+        table.add_row(_ts(v.time), v.hash[:12], result, v.source, escape("\n".join(v.errors)))
+    Console(width=max(Console().width, 140)).print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    resp = _run(args, lambda c: c.policy_version(args.hash))
+    if resp is None:
+        return 1
+    if args.output == "json":
+        _json(resp)
+        return 0
+    v = resp.version
+    result = "refused" if v.result == pb.POLICY_LOAD_RESULT_REFUSED else "loaded"
+    print(f"# policy {v.hash} ({result}{', in force' if v.active else ''}) from {v.source} at {_ts(v.time)}")
+    for err in v.errors:
+        print(f"# {err}")
+    sys.stdout.write(v.content)
+    return 0

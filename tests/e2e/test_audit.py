@@ -1,0 +1,190 @@
+"""The audit trail through a running `szb serve` and the CLI: policy versions and job events.
+
+Observation 6 of issue 12: no record of policy versions or refused reloads (status kept
+showing the old hash while the file on disk was invalid), nor of who submitted or cancelled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.auth import Role, token_entry_line
+from tests.brokerproc import ROOT, BrokerProcess
+from tests.e2e.conftest import POLICY, TOKENS, auth, write_broker_config
+
+OPERATOR = "token-operator-audit-0123456789"
+
+
+def szb(*args: str, token: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli", *args, "--token", token],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "GRPC_VERBOSITY": "ERROR", "COLUMNS": "200"},
+    )
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def wait_for(check, timeout: float = 15.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_policy_versions_refused_reload_and_job_audit(tmp_path: Path) -> None:
+    config = write_broker_config(tmp_path)
+    with (tmp_path / "tokens.yaml").open("a") as f:
+        f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
+    broker = BrokerProcess(config)
+    broker.start()
+    try:
+        server = ("--server", broker.address)
+        op = (("authorization", f"Bearer {OPERATOR}"),)
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            first = stub.ListPolicyVersions(pb.ListPolicyVersionsRequest(), metadata=op)
+            assert first.active_hash == sha(POLICY)
+            assert [(v.hash, v.result, v.active) for v in first.versions] == [
+                (sha(POLICY), pb.POLICY_LOAD_RESULT_LOADED, True)
+            ]
+
+            # Tenants may not read the audit trail.
+            for call, req in (
+                (stub.ListPolicyVersions, pb.ListPolicyVersionsRequest()),
+                (stub.GetPolicyVersion, pb.GetPolicyVersionRequest(hash=sha(POLICY)[:8])),
+                (stub.ListAuditEvents, pb.ListAuditEventsRequest()),
+            ):
+                with pytest.raises(grpc.RpcError) as denied:
+                    call(req, metadata=auth("team-a"))
+                assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+            # An invalid policy on disk is refused, kept in the history, and shown by status.
+            bad = POLICY.replace("price_hour: 14.0", "price_hour: -3")
+            (tmp_path / "policy.yaml").write_text(bad)
+            refused = wait_for(
+                lambda: [
+                    v
+                    for v in stub.ListPolicyVersions(pb.ListPolicyVersionsRequest(), metadata=op).versions
+                    if v.result == pb.POLICY_LOAD_RESULT_REFUSED
+                ]
+            )
+            assert refused[0].hash == sha(bad) and not refused[0].active
+            assert any("policy.yaml:" in e and "price_hour" in e for e in refused[0].errors)
+            status = stub.GetStatus(pb.GetStatusRequest(), metadata=op)
+            assert status.policy_hash == sha(POLICY)
+            assert status.refused_policy.hash == sha(bad) and status.refused_policy.errors
+            shown = szb("status", *server, token=OPERATOR)
+            assert shown.returncode == 0, shown.stderr
+            assert "policy reload refused" in shown.stdout and sha(bad)[:12] in shown.stdout
+
+            # A valid new version goes into force; the refusal is cleared from status.
+            good = POLICY.replace("price_hour: 14.0", "price_hour: 15.0")
+            (tmp_path / "policy.yaml").write_text(good)
+            wait_for(
+                lambda: stub.GetStatus(pb.GetStatusRequest(), metadata=op).policy_hash == sha(good)
+            )
+            assert not stub.GetStatus(pb.GetStatusRequest(), metadata=op).HasField("refused_policy")
+
+            history = szb("policy", "history", *server, token=OPERATOR)
+            assert history.returncode == 0, history.stderr
+            for h in (sha(POLICY), sha(bad), sha(good)):
+                assert h[:12] in history.stdout
+            assert "refused" in history.stdout and "in force" in history.stdout
+            text = szb("policy", "show", sha(bad)[:10], *server, token=OPERATOR)
+            assert text.returncode == 0, text.stderr
+            assert "price_hour: -3" in text.stdout and "refused" in text.stdout
+            old = szb("policy", "show", sha(POLICY)[:10], *server, "-o", "json", token=OPERATOR)
+            assert json.loads(old.stdout)["version"]["content"] == POLICY
+            missing = szb("policy", "show", "abcdef12", *server, token=OPERATOR)
+            assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+            bad_hash = szb("policy", "show", "xyz", *server, token=OPERATOR)
+            assert bad_hash.returncode == 1 and "hash" in bad_hash.stderr
+
+            # Jobs: who submitted and cancelled, what was decided under which policy and price.
+            ok = stub.SubmitJob(
+                pb.SubmitJobRequest(
+                    job=job_pb2.JobSpec(
+                        name="audited",
+                        command=["python3", "-c", "print(1)"],
+                        runtime_estimate=duration_pb2.Duration(seconds=60),
+                        resources=job_pb2.Resources(
+                            accelerators=job_pb2.AcceleratorRequest(count=1, any_of=["A800"])
+                        ),
+                    )
+                ),
+                metadata=auth("team-a"),
+            ).job
+            waiting = stub.SubmitJob(
+                pb.SubmitJobRequest(
+                    job=job_pb2.JobSpec(
+                        name="long-one",
+                        command=["sleep", "60"],
+                        runtime_estimate=duration_pb2.Duration(seconds=60),
+                    )
+                ),
+                metadata=auth("team-b"),
+            ).job
+            stub.CancelJob(pb.CancelJobRequest(id=waiting.id), metadata=op)
+            wait_for(
+                lambda: stub.GetJob(pb.GetJobRequest(id=ok.id), metadata=auth("team-a")).job.state
+                == job_pb2.JOB_STATE_SUCCEEDED
+            )
+    finally:
+        broker.stop()
+        (tmp_path / "policy.yaml").write_text(POLICY)
+    # The history survives a restart (it is in the store).
+    broker = BrokerProcess(config)
+    broker.start()
+    try:
+        server = ("--server", broker.address)
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            op = (("authorization", f"Bearer {OPERATOR}"),)
+            mine = stub.ListAuditEvents(pb.ListAuditEventsRequest(job_id=ok.id), metadata=op).events
+            kinds = [e.kind for e in mine]
+            assert kinds[0] == "submitted" and "placed" in kinds and kinds[-1] == "finished"
+            assert mine[0].actor == "team-a" and mine[0].tenant == "team-a"
+            placed = next(e for e in mine if e.kind == "placed")
+            assert placed.policy_hash == sha(good) and placed.site == "local"
+            assert placed.price_per_hour == 15.0 and placed.currency == "CNY"
+            theirs = stub.ListAuditEvents(pb.ListAuditEventsRequest(tenant="team-b"), metadata=op).events
+            assert {e.job_id for e in theirs} == {waiting.id}
+            cancel = next(e for e in theirs if e.kind == "cancelled")
+            assert cancel.actor == "alice"
+            versions = stub.ListPolicyVersions(pb.ListPolicyVersionsRequest(), metadata=op).versions
+            assert versions[0].hash == sha(POLICY) and versions[0].active  # loaded again at start
+            assert sha(bad) in {v.hash for v in versions}
+
+        table = szb("audit", "--tenant", "team-b", "--since", "1h", *server, token=OPERATOR)
+        assert table.returncode == 0, table.stderr
+        assert waiting.id in table.stdout and "alice" in table.stdout and ok.id not in table.stdout
+        as_json = szb("audit", "--job", ok.id, *server, "-o", "json", token=OPERATOR)
+        events = json.loads(as_json.stdout)["events"]
+        assert events[0]["kind"] == "submitted" and events[-1]["kind"] == "finished"
+        future = szb("audit", "--since", "2999-01-01", *server, "-o", "json", token=OPERATOR)
+        assert json.loads(future.stdout).get("events", []) == []
+        tenant = szb("audit", *server, token=TOKENS["team-a"])
+        assert tenant.returncode == 1 and "PERMISSION_DENIED" in tenant.stderr
+    finally:
+        broker.stop()
