@@ -1,0 +1,194 @@
+"""`szb serve --log-format json|text --log-level LEVEL`: structured lines, levels, redaction.
+
+Observation 4 of issue 12: during a 40-job peak the broker logged six lines, all about startup.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.logs import REDACTED, JsonFormatter, TextFormatter, configure, redact
+from tests.brokerproc import ROOT
+from tests.e2e.conftest import POLICY, TOKENS, auth, write_broker_config
+
+
+class Serve:
+    """`szb serve ARGS...` with its output collected line by line."""
+
+    def __init__(self, *args: str) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "broker.cli", "serve", *args],
+            cwd=ROOT,
+            env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.port = 0
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.lines.append(line.rstrip("\n"))
+                m = re.search(r"serving on port (\d+)", line)
+                if m:
+                    self.port = int(m.group(1))
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        assert ready.wait(30), "\n".join(self.lines)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=20)
+
+    def wait_for(self, pattern: str, timeout: float = 15) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if re.search(pattern, line):
+                    return line
+            time.sleep(0.1)
+        raise AssertionError(f"no line matching {pattern!r} in:\n" + "\n".join(self.lines))
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Iterator[Path]:
+    yield write_broker_config(tmp_path)
+
+
+def job(name: str, *argv: str) -> job_pb2.JobSpec:
+    return job_pb2.JobSpec(name=name, command=list(argv), runtime_estimate=duration_pb2.Duration(seconds=60))
+
+
+def test_json_log_lines_carry_job_tenant_site_and_reloads(config: Path) -> None:
+    serve = Serve("--config", str(config), "--listen", "127.0.0.1:0", "--log-format", "json")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{serve.port}") as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            j = stub.SubmitJob(pb.SubmitJobRequest(job=job("logged", "true")), metadata=auth("team-a")).job
+            serve.wait_for(
+                rf'"job_id": "{j.id}".*"event": "attempt".*SUCCEEDED|SUCCEEDED.*"job_id": "{j.id}"'
+            )
+        (config.parent / "policy.yaml").write_text(POLICY.replace("price_hour: 14.0", "price_hour: -1"))
+        serve.wait_for('"event": "reload"')
+    finally:
+        serve.stop()
+    records = [json.loads(line) for line in serve.lines if line.startswith("{")]
+    assert records, serve.lines
+    # Every log line is a JSON object (only the two readiness lines on stdout are not).
+    others = [line for line in serve.lines if not line.startswith("{")]
+    assert all(line.startswith("szb: ") for line in others), others
+    mine = [r for r in records if r.get("job_id") == j.id]
+    assert {r["event"] for r in mine} >= {"placed", "attempt"}
+    placed = next(r for r in mine if r["event"] == "placed")
+    assert placed["tenant"] == "team-a" and placed["site"] == "local" and placed["policy_hash"]
+    reload = next(r for r in records if r.get("event") == "reload")
+    assert reload["level"] == "ERROR" and "refused" in reload["message"]
+    assert any("policy.yaml:" in r["message"] and "price_hour" in r["message"] for r in records)
+    for token in TOKENS.values():
+        assert all(token not in line for line in serve.lines)
+
+
+def test_text_format_and_log_level(config: Path) -> None:
+    serve = Serve(
+        "--config", str(config), "--listen", "127.0.0.1:0", "--log-format", "text", "--log-level", "WARNING"
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{serve.port}") as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            j = stub.SubmitJob(
+                pb.SubmitJobRequest(job=job("fails", "python3", "-c", "raise SystemExit(3)")),
+                metadata=auth("team-b"),
+            ).job
+            line = serve.wait_for(rf"job_id={j.id}")
+    finally:
+        serve.stop()
+    # WARNING and above only: the failed attempt is there, the INFO placement is not.
+    assert (
+        " WARNING " in line and "event=attempt" in line and "tenant=team-b" in line and "site=local" in line
+    )
+    assert not any(" INFO " in x for x in serve.lines), serve.lines
+    assert not any("event=placed" in x for x in serve.lines)
+
+
+def test_bad_log_level_is_a_usage_error(config: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "serve", "--config", str(config), "--log-level", "LOUD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2 and "--log-level" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("authorization: Bearer tok-abc.def_123", "tok-abc.def_123"),
+        ("calling with token=9f8e7d6c5b4a", "9f8e7d6c5b4a"),
+        ('{"agent_token": "0123456789abcdef"}', "0123456789abcdef"),
+        ("dsn postgresql://broker:hunter2@db:5432/szb", "hunter2"),
+        ("key AKIAIOSFODNN7EXAMPLE rejected", "AKIAIOSFODNN7EXAMPLE"),
+        ("aliyun LTAI5tAbCdEfGhIjKlMn failed", "LTAI5tAbCdEfGhIjKlMn"),
+        ("secret_access_key: wJalrXUtnFEMI/K7MDENG", "wJalrXUtnFEMI/K7MDENG"),
+        ("X-SLURM-USER-TOKEN: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJyb290In0.c2lnbmF0dXJl", "eyJhbGciOiJIUzI1NiJ9"),
+        ("password=s3cret&user=x", "s3cret"),
+    ],
+)
+def test_redact_masks_secrets(text: str, secret: str) -> None:
+    out = redact(text)
+    assert secret not in out and REDACTED in out
+
+
+def test_redact_keeps_ordinary_text() -> None:
+    text = "job j-1a2 placed on aws-east (g5.xlarge) attempt j-1a2-a1 at 1.006 USD/h"
+    assert redact(text) == text
+
+
+def test_formatters_redact_fields_and_messages() -> None:
+    record = logging.LogRecord("broker.x", logging.INFO, __file__, 1, "using %s", ("Bearer abc123",), None)
+    record.job_id = "j-1"
+    record.error = "AuthError: access_key_id=AKIAIOSFODNN7EXAMPLE invalid"
+    record.rules = ["us-export-3a090", "residency"]
+    data = json.loads(JsonFormatter().format(record))
+    assert data["message"] == f"using Bearer {REDACTED}" and data["job_id"] == "j-1"
+    assert "AKIAIOSFODNN7EXAMPLE" not in data["error"] and data["rules"] == ["us-export-3a090", "residency"]
+    text = TextFormatter().format(record)
+    assert "abc123" not in text and "job_id=j-1" in text and "rules=us-export-3a090,residency" in text
+
+
+def test_configure_routes_everything_through_one_handler() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure("json", "DEBUG", stream)
+        logging.getLogger("broker.test").debug("hello", extra={"site": "local"})
+        logging.getLogger("credentials").error("noise from an SDK")  # quieted third party: warnings+
+        line = json.loads(stream.getvalue().splitlines()[0])
+        assert line["level"] == "DEBUG" and line["site"] == "local"
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
