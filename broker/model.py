@@ -313,6 +313,10 @@ class LaunchRequest(_Frozen):
     agent_ca_pem: str = ""
     """PEM CA bundle the instance verifies the agent endpoint with (empty: its system roots)."""
     agent_token: str = ""
+    account: str = ""
+    """The batch system's account to charge (Slurm `--account`: the tenant's, for fair share)."""
+    qos: str = ""
+    """The batch system's quality of service (Slurm `--qos`), when the policy maps one."""
     first_call: bool = False
     """True only for the very first call with this token: nothing can exist under it yet, so
     adapters may skip looking for an earlier launch (retries and recovery leave it False)."""

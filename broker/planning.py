@@ -42,7 +42,7 @@ from broker.dispatch.failover import (
     RetryPolicy,
 )
 from broker.fair_queue import FairQueue
-from broker.fairshare import priority_refusal
+from broker.fairshare import batch_account, priority_refusal
 from broker.model import (
     Attempt,
     AttemptState,
@@ -469,6 +469,10 @@ class Planner:
     def observe_live(self, live: Sequence[Attempt], now: datetime, store: JobStore) -> None:
         """Tell fair share which attempts are live (after a restart, or ends nobody reported)."""
         self.fair.observe(self.policy, live, now, store)
+
+    def batch_account(self, job: Job) -> tuple[str, str]:
+        """(account, qos) the job is charged to at a batch system: Slurm's fair share sees the tenant."""
+        return batch_account(self.policy, job.tenant, job.spec.priority)
 
     def reclaim_grace_s(self) -> float:
         """SIGTERM → SIGKILL grace for work preempted to reclaim a quota."""

@@ -1,13 +1,13 @@
 """One attempt as one Slurm batch job: the script and the job description slurmrestd takes.
 
-``--partition``, ``--gres=gpu:<type>:<n>``, cpus, memory, a time limit derived from the
-runtime estimate (x ``time_limit_factor``, at least ``min_time_limit_minutes``), the spec's
-env, the working directory, and stdout+stderr in ``<output_dir>/<token>.out``, the exit code
-in ``<token>.rc`` (the cluster's shared filesystem: the broker reads them from there). A
-container image runs through the configured ``container_runtime`` prefix (``apptainer exec
-IMAGE argv…``); a plain command runs as the shell-quoted argv. The job's name
-(``szb.<job>.<attempt>``) and comment (``szb:broker=…;szb:job=…;szb:attempt=…;szb:token=…``)
-carry the broker's marks.
+``--partition``, ``--account``/``--qos`` (the tenant's), ``--gres=gpu:<type>:<n>``, cpus,
+memory, a time limit derived from the runtime estimate (x ``time_limit_factor``, at least
+``min_time_limit_minutes``), the spec's env, the working directory, and stdout+stderr in
+``<output_dir>/<token>.out``, the exit code in ``<token>.rc`` (the cluster's shared
+filesystem: the broker reads them from there). A container image runs through the configured
+``container_runtime`` prefix (``apptainer exec IMAGE argv…``); a plain command runs as the
+shell-quoted argv. The job's name (``szb.<job>.<attempt>``) and comment
+(``szb:broker=…;szb:job=…;szb:attempt=…;szb:token=…``) carry the broker's marks.
 """
 
 from __future__ import annotations
@@ -100,6 +100,11 @@ def submit_body(
         "current_working_directory": settings.workdir,
         "standard_output": str(output_file(settings, request.token)),
     }
+    # The tenant's account (and QOS) let Slurm's own fair share and limits see who runs this.
+    if request.account:
+        job["account"] = request.account
+    if request.qos:
+        job["qos"] = request.qos
     count = spec.accelerator_count
     gres = f"gpu:{gres_type}:{count}" if gres_type else f"gpu:{count}"
     # version-specific: environment and gres encoding

@@ -44,6 +44,8 @@ class DecisionMaker(Protocol):
 
     def reclaim_grace_s(self) -> float: ...
 
+    def batch_account(self, job: Job) -> tuple[str, str]: ...
+
 
 @dataclass(frozen=True)
 class FailoverPlan:

@@ -441,6 +441,8 @@ class Dispatcher(AttemptTracking):
                 agent_ca_pem=self.agent_ca_pem,
                 agent_token=attempt.token,
             )
+            account, qos = self.planner.batch_account(job)
+            request = request.model_copy(update={"account": account, "qos": qos})
             plan = self.planner.failover()
             try:
                 calls = 0

@@ -5,7 +5,14 @@ job's standing; the simulator calls the same functions.
 """
 
 from broker.fairshare.order import QueuedWork, Standing, TenantState, order, ordinal, share_ratios
-from broker.fairshare.shares import Share, onprem_partitions, partition_units, priority_refusal, resolve_share
+from broker.fairshare.shares import (
+    Share,
+    batch_account,
+    onprem_partitions,
+    partition_units,
+    priority_refusal,
+    resolve_share,
+)
 from broker.fairshare.usage import Demand, Interval, UsageLedger, charge_factor, usage
 
 __all__ = [
@@ -16,6 +23,7 @@ __all__ = [
     "Standing",
     "TenantState",
     "UsageLedger",
+    "batch_account",
     "charge_factor",
     "onprem_partitions",
     "order",

@@ -68,3 +68,13 @@ def partition_units(part: Partition) -> int:
     if part.accelerator is not None:
         return part.count_per_node * part.nodes
     return int(part.cpus_per_node * part.nodes)
+
+
+def batch_account(policy: Policy, tenant_id: str, priority: Priority) -> tuple[str, str]:
+    """(account, qos) for the tenant's job at a batch system: its `batch` block, else its id."""
+    tenant = policy.tenant(tenant_id)
+    account = (tenant.batch.account if tenant is not None else None) or tenant_id
+    qos = policy.document.fair_share.qos_by_priority.get(priority) or (
+        tenant.batch.qos if tenant is not None else None
+    )
+    return account, qos or ""

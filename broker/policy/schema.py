@@ -117,6 +117,19 @@ class TenantShare(_Doc):
     )
 
 
+class BatchAccount(_Doc):
+    """How the tenant is known to an on-prem batch system (Slurm), so its fair share agrees."""
+
+    account: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Slurm account (--account); default the tenant id.",
+    )
+    qos: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Slurm QOS (--qos) for the tenant's jobs; fair_share.qos_by_priority wins.",
+    )
+
+
 class Tenant(_Doc):
     """Who pays: an organisation with its jurisdiction, licences, sites and money."""
 
@@ -133,6 +146,7 @@ class Tenant(_Doc):
     monthly_budget: float | None = Field(default=None, ge=0)
     vouchers: tuple[Voucher, ...] = ()
     share: TenantShare = TenantShare()
+    batch: BatchAccount = BatchAccount()
 
 
 class MaxWait(_Doc):
@@ -282,6 +296,9 @@ class FairShare(_Doc):
         "wait on-prem for its max_wait: it bursts at once when a cloud offer is allowed (null = off).",
     )
     reclaim: Reclaim = Reclaim()
+    qos_by_priority: dict[Priority, Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]] = Field(
+        default_factory=dict, description="Slurm QOS (--qos) per job priority class."
+    )
 
 
 class PolicyDocument(_Doc):
