@@ -29,9 +29,9 @@ def ownership_tags(broker_id: str, request: LaunchRequest) -> dict[str, str]:
 
 
 def owned_from_tags(
-    site: SiteId, backend_id: str, tags: Mapping[str, str], state: AttemptState
+    site: SiteId, backend_id: str, tags: Mapping[str, str], state: AttemptState, *, stopped: bool = False
 ) -> OwnedInstance:
-    """Build an OwnedInstance from an instance's tags."""
+    """Build an OwnedInstance from an instance's tags (`stopped`: it exists but does not run)."""
     job = tags.get(TAG_JOB)
     attempt = tags.get(TAG_ATTEMPT)
     return OwnedInstance(
@@ -41,4 +41,5 @@ def owned_from_tags(
         job_id=JobId(job) if job else None,
         attempt_id=AttemptId(attempt) if attempt else None,
         state=state,
+        stopped=stopped,
     )

@@ -6,7 +6,8 @@ Config keys: ``region`` (required), ``access_key_id``/``access_key_secret``/``se
 ``security_group_id``, ``vswitch_ids`` ({zone: vswitch}) or ``vswitch_id``,
 ``system_disk_category``, ``internet_max_bandwidth_out``, ``broker_id``, ``instance_types``
 (see `adapters._catalog`), ``live_prices`` (DescribePrice/DescribeAvailableResource, default
-true), ``heartbeat_s``.
+true), ``heartbeat_s``, ``report_give_up_s`` and
+``report_backoff_max_s`` (see `adapters.bootstrap`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, conf
 from adapters._codes import ECS_CODES, ECS_PREFIXES, classify
 from adapters._tags import (
     DEFAULT_BROKER_ID,
+    TAG_ATTEMPT,
     TAG_BROKER,
     TAG_CANCELLED,
     TAG_TOKEN,
@@ -42,7 +44,7 @@ from adapters.base import (
     NotFoundError,
     TransientError,
 )
-from adapters.bootstrap import DEFAULT_HEARTBEAT_S, render_user_data
+from adapters.bootstrap import bootstrap_options, render_user_data, result_from_console
 from broker.model import (
     AttemptState,
     AttemptStatus,
@@ -110,7 +112,7 @@ class AlibabaAdapter:
         self.broker_id = config_str(site, config, "broker_id", DEFAULT_BROKER_ID)
         self.catalog: tuple[CatalogEntry, ...] = parse_catalog(site, config)
         self.live_prices = bool(config.get("live_prices", True))
-        self.heartbeat_s = int(config.get("heartbeat_s", DEFAULT_HEARTBEAT_S))
+        self.boot = bootstrap_options(config)
         self._config = dict(config)
         self._client = client or self._make_client(endpoint, protocol)
 
@@ -176,7 +178,7 @@ class AlibabaAdapter:
             return existing
         offer = request.offer
         tags = ownership_tags(self.broker_id, request)
-        user_data = render_user_data(request, heartbeat_s=self.heartbeat_s)
+        user_data = render_user_data(request, **self.boot)
         zone = offer.zone or None
         vswitches = self._config.get("vswitch_ids") or {}
         req = ecs.RunInstancesRequest(
@@ -210,7 +212,26 @@ class AlibabaAdapter:
         found = self._describe(instance_ids=[backend_id])
         if not found:
             raise NotFoundError(self.site, "InvalidInstanceId.NotFound", f"{backend_id} does not exist")
-        return _status_of(found[0])
+        status = _status_of(found[0])
+        if status.state is AttemptState.LOST:  # stopped before its agent reported: the console may know
+            return self._console_result(found[0]) or status
+        return status
+
+    def _console_result(self, inst: Mapping[str, Any]) -> AttemptStatus | None:
+        """The result the bootstrap printed to the console (GetInstanceConsoleOutput), if any."""
+        attempt = _tags_of(inst).get(TAG_ATTEMPT)
+        if not attempt:
+            return None
+        req = ecs.GetInstanceConsoleOutputRequest(region_id=self.region, instance_id=str(inst["InstanceId"]))
+        try:
+            with map_ecs_errors(self.site):
+                body = self._client.get_instance_console_output(req).body.to_map()
+        except TransientError:
+            raise  # no evidence yet: the poll asks again
+        except AdapterError:
+            return None
+        text = base64.b64decode(body.get("ConsoleOutput") or "").decode("utf-8", "replace")
+        return result_from_console(text, attempt)
 
     def cancel(self, backend_id: str, token: str) -> None:
         try:
@@ -230,7 +251,9 @@ class AlibabaAdapter:
         owned = []
         for inst in self._describe(tags={TAG_BROKER: self.broker_id}):
             tags = _tags_of(inst)
-            owned.append(owned_from_tags(self.site, str(inst["InstanceId"]), tags, _status_of(inst).state))
+            stopped = str(inst.get("Status", "")) in ("Stopping", "Stopped")
+            state = _status_of(inst).state
+            owned.append(owned_from_tags(self.site, str(inst["InstanceId"]), tags, state, stopped=stopped))
         return owned
 
     # --- helpers ------------------------------------------------------------------------------

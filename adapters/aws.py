@@ -7,7 +7,8 @@ Config keys: ``region`` (required), ``partition`` (optional; checked against the
 ``profile`` or ``access_key_id``/``secret_access_key``/``session_token``, ``endpoint_url``
 (moto), ``image_id``, ``subnet_id``, ``security_group_ids``, ``key_name``,
 ``iam_instance_profile`` (name), ``broker_id``, ``currency``, ``instance_types`` (see
-`adapters._catalog`), ``live_prices`` (spot price history, default true), ``heartbeat_s``.
+`adapters._catalog`), ``live_prices`` (spot price history, default true), ``heartbeat_s``,
+``report_give_up_s`` and ``report_backoff_max_s`` (see `adapters.bootstrap`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionError,
+    HTTPClientError,
     NoCredentialsError,
     NoRegionError,
     ParamValidationError,
@@ -34,6 +36,7 @@ from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, conf
 from adapters._codes import EC2_CODES, EC2_PREFIXES, classify
 from adapters._tags import (
     DEFAULT_BROKER_ID,
+    TAG_ATTEMPT,
     TAG_BROKER,
     TAG_CANCELLED,
     TAG_TOKEN,
@@ -48,7 +51,7 @@ from adapters.base import (
     NotFoundError,
     TransientError,
 )
-from adapters.bootstrap import DEFAULT_HEARTBEAT_S, render_user_data
+from adapters.bootstrap import bootstrap_options, render_user_data, result_from_console
 from broker.model import (
     AttemptState,
     AttemptStatus,
@@ -93,7 +96,7 @@ def map_ec2_errors(site: str) -> Iterator[None]:
         raise AuthError(site, "NoCredentials", str(exc)) from exc
     except (ProfileNotFound, NoRegionError, ParamValidationError) as exc:
         raise ConfigError(site, type(exc).__name__, str(exc)) from exc
-    except ConnectionError as exc:  # endpoint unreachable, connect/read timeouts
+    except (ConnectionError, HTTPClientError) as exc:  # unreachable, read timeout, connection closed
         raise TransientError(site, type(exc).__name__, str(exc)) from exc
     except BotoCoreError as exc:
         raise AdapterError(site, type(exc).__name__, str(exc)) from exc
@@ -108,7 +111,9 @@ def partition_for_region(region: str) -> str:
     return "aws"
 
 
-_LIVE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
+_LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+"""States of instances that still exist for good (shutting-down ones are being terminated)."""
+_STOPPED_STATES = ("stopping", "stopped")
 _SPOT_REASONS = {"Server.SpotInstanceTermination", "Server.SpotInstanceShutdown"}
 
 
@@ -137,7 +142,7 @@ class AwsAdapter:
         self.currency = config_str(site, config, "currency", "CNY" if self.partition == "aws-cn" else "USD")
         self.catalog: tuple[CatalogEntry, ...] = parse_catalog(site, config)
         self.live_prices = bool(config.get("live_prices", True))
-        self.heartbeat_s = int(config.get("heartbeat_s", DEFAULT_HEARTBEAT_S))
+        self.boot = bootstrap_options(config)
         self._config = dict(config)
         endpoint = endpoint_url or config_opt_str(site, config, "endpoint_url")
         with map_ec2_errors(site):
@@ -217,8 +222,10 @@ class AwsAdapter:
             "MinCount": 1,
             "MaxCount": 1,
             "ClientToken": request.token[:64],
-            "UserData": render_user_data(request, heartbeat_s=self.heartbeat_s),
-            "InstanceInitiatedShutdownBehavior": "terminate",
+            "UserData": render_user_data(request, **self.boot),
+            # Powered off, an on-demand instance stays (stopped) until the broker has read the
+            # result from its console and deletes it; one-time spot instances cannot stop.
+            "InstanceInitiatedShutdownBehavior": "terminate" if offer.spot else "stop",
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": tags},
                 {"ResourceType": "volume", "Tags": tags},
@@ -253,7 +260,25 @@ class AwsAdapter:
         found = [i for r in resp.get("Reservations", []) for i in r.get("Instances", [])]
         if not found:
             raise NotFoundError(self.site, "InvalidInstanceID.NotFound", f"{backend_id} does not exist")
-        return _status_of(found[0])
+        status = _status_of(found[0])
+        if status.state is AttemptState.LOST:  # ended before its agent reported: the console may know
+            return self._console_result(found[0]) or status
+        return status
+
+    def _console_result(self, inst: InstanceTypeDef) -> AttemptStatus | None:
+        """The result the bootstrap printed to the console (GetConsoleOutput), if any."""
+        attempt = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}.get(TAG_ATTEMPT)
+        if not attempt:
+            return None
+        try:
+            with map_ec2_errors(self.site):
+                reply = self._read.get_console_output(InstanceId=inst["InstanceId"])
+        except TransientError:
+            raise  # no evidence yet: the poll asks again
+        except AdapterError:
+            return None
+        # botocore has already decoded the base64 `Output` of GetConsoleOutput.
+        return result_from_console(str(reply.get("Output") or ""), attempt)
 
     def cancel(self, backend_id: str, token: str) -> None:
         try:
@@ -274,7 +299,10 @@ class AwsAdapter:
             ]
         ):
             tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
-            owned.append(owned_from_tags(self.site, inst["InstanceId"], tags, _status_of(inst).state))
+            stopped = inst.get("State", {}).get("Name", "") in _STOPPED_STATES
+            owned.append(
+                owned_from_tags(self.site, inst["InstanceId"], tags, _status_of(inst).state, stopped=stopped)
+            )
         return owned
 
     # --- helpers ------------------------------------------------------------------------------

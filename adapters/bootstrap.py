@@ -1,9 +1,19 @@
 """UserData: the POSIX sh script a cloud instance runs at boot to do one attempt.
 
 The script runs the job (``docker run`` when the spec names an image, else the command
-itself) with the job's env, reports ``started``, a ``heartbeat`` every N seconds and the
-final ``exit`` (code + log tail) to the broker's AgentService, writes the exit code to
-``$SZB_WORKDIR/exit_code`` and powers the machine off (unless ``SZB_NO_POWEROFF=1``).
+itself) with the job's env, reports ``started`` and a ``heartbeat`` every N seconds to the
+broker's AgentService, and when the job ends:
+
+1. keeps the result before telling anyone: ``$SZB_WORKDIR/exit_code`` and ``result.json``
+   (exit code + log tail), and one ``SZB-RESULT`` line on its stdout, which cloud-init copies
+   to the instance's console output, where the broker can read it through the cloud's API
+   without the agent (`result_from_console`);
+2. reports ``exit`` with retries (exponential backoff with jitter, at most
+   ``report_backoff_max_s`` apart) until the broker acknowledges it, for at most
+   ``report_give_up_s`` (default 30 min, well above a broker restart), heartbeating meanwhile;
+3. only then powers the machine off (unless ``SZB_NO_POWEROFF=1``). An instance that gave up
+   still holds its result in its console output; the broker reads it before it would call the
+   attempt lost.
 
 The transport lives in one shell function, ``szb_report``; it runs a python3 snippet that
 POSTs JSON (`REPORT_PATH` on the agent endpoint, bearer token) and falls back to curl. Both
@@ -14,45 +24,107 @@ Every report is also appended to ``$SZB_WORKDIR/reports.jsonl``.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import shlex
+from collections.abc import Mapping
+from typing import Any, TypedDict
 
-from broker.model import LaunchRequest
+from broker.model import AttemptState, AttemptStatus, LaunchRequest
 
-__all__ = ["DEFAULT_HEARTBEAT_S", "REPORT_PATH", "render_user_data"]
+__all__ = [
+    "DEFAULT_HEARTBEAT_S",
+    "DEFAULT_REPORT_BACKOFF_MAX_S",
+    "DEFAULT_REPORT_GIVE_UP_S",
+    "REPORT_PATH",
+    "RESULT_MARK",
+    "BootstrapOptions",
+    "bootstrap_options",
+    "render_user_data",
+    "result_from_console",
+]
 
 DEFAULT_HEARTBEAT_S = 30
+DEFAULT_REPORT_GIVE_UP_S = 1800
+"""How long a finished instance keeps trying to hand its result to the broker (30 min)."""
+DEFAULT_REPORT_BACKOFF_MAX_S = 60
 REPORT_PATH = "/v1/agent/report"
 LOG_TAIL_BYTES = 4096
+CONSOLE_TAIL_BYTES = 2048
+RESULT_MARK = "SZB-RESULT"
+"""Console line: ``SZB-RESULT <attempt id> <base64 of {"exit_code", "log_tail"}>``."""
 
 _REPORT_PY = r"""
-import json, os, ssl, sys, time, urllib.request
+import base64, json, os, random, ssl, sys, time, urllib.error, urllib.request
 kind = sys.argv[1]
 rc = sys.argv[2] if len(sys.argv) > 2 else ""
+env = os.environ
+work = env["SZB_WORKDIR"]
 tail = ""
-if kind == "exit":
+if kind in ("exit", "keep"):
     try:
-        with open(os.environ["SZB_LOG"], "rb") as f:
-            tail = f.read()[-int(os.environ["SZB_LOG_TAIL_BYTES"]):].decode("utf-8", "replace")
+        with open(env["SZB_LOG"], "rb") as f:
+            tail = f.read()[-int(env["SZB_LOG_TAIL_BYTES"]):].decode("utf-8", "replace")
     except OSError:
         pass
-body = json.dumps({"job_id": os.environ["SZB_JOB_ID"], "attempt_id": os.environ["SZB_ATTEMPT_ID"],
-                   "token": os.environ["SZB_TOKEN"], "kind": kind,
+if kind == "keep":  # the result, kept before anyone is told: a file, then the console
+    result = json.dumps({"exit_code": int(rc), "log_tail": tail})
+    for name, text in (("exit_code", rc), ("result.json", result)):
+        with open(os.path.join(work, name + ".tmp"), "w") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(os.path.join(work, name + ".tmp"), os.path.join(work, name))
+    short = tail[-int(env["SZB_CONSOLE_TAIL_BYTES"]):]
+    line = json.dumps({"exit_code": int(rc), "log_tail": short}).encode()
+    print("SZB-RESULT", env["SZB_ATTEMPT_ID"], base64.b64encode(line).decode(), flush=True)
+    sys.exit(0)
+body = json.dumps({"job_id": env["SZB_JOB_ID"], "attempt_id": env["SZB_ATTEMPT_ID"],
+                   "token": env["SZB_TOKEN"], "kind": kind,
                    "exit_code": int(rc) if rc else None, "log_tail": tail, "time": time.time()})
-with open(os.path.join(os.environ["SZB_WORKDIR"], "reports.jsonl"), "a") as f:
+with open(os.path.join(work, "reports.jsonl"), "a") as f:
     f.write(body + "\n")
-ep = os.environ.get("SZB_AGENT_ENDPOINT", "")
-if ep:
-    ca = os.environ.get("SZB_AGENT_CA") or None
-    if "://" not in ep:
-        ep = ("https://" if ca else "http://") + ep
-    req = urllib.request.Request(ep.rstrip("/") + os.environ["SZB_REPORT_PATH"], data=body.encode(),
+ep = env.get("SZB_AGENT_ENDPOINT", "")
+if not ep:
+    sys.exit(0)
+ca = env.get("SZB_AGENT_CA") or None
+if "://" not in ep:
+    ep = ("https://" if ca else "http://") + ep
+
+
+def send():
+    req = urllib.request.Request(ep.rstrip("/") + env["SZB_REPORT_PATH"], data=body.encode(),
         headers={"content-type": "application/json",
-                 "authorization": "Bearer " + os.environ.get("SZB_AGENT_TOKEN", "")})
+                 "authorization": "Bearer " + env.get("SZB_AGENT_TOKEN", "")})
     try:
         # The broker's certificate is verified (against SZB_AGENT_CA when the broker sent one).
         urllib.request.urlopen(req, timeout=10, context=ssl.create_default_context(cafile=ca)).read()
-    except Exception as exc:
+        return "acked"
+    except urllib.error.HTTPError as exc:  # the broker answered: only its own trouble is retried
+        print("szb: report refused:", exc, file=sys.stderr)
+        return "retry" if exc.code >= 500 or exc.code in (408, 429) else "refused"
+    except Exception as exc:  # down, restarting, unreachable: try again
         print("szb: report failed:", exc, file=sys.stderr)
+        return "retry"
+
+
+if kind != "exit":
+    send()
+    sys.exit(0)
+deadline = time.time() + float(env["SZB_REPORT_GIVE_UP_S"])
+delay = min(1.0, float(env["SZB_REPORT_BACKOFF_MAX_S"]))
+while True:
+    outcome = send()
+    if outcome == "acked":
+        open(os.path.join(work, "acked"), "w").close()
+        sys.exit(0)
+    if outcome == "refused" or time.time() + delay > deadline:
+        print("szb: result not delivered (" + outcome + "); it stays in", work, "and on the console",
+              file=sys.stderr)
+        sys.exit(3)
+    time.sleep(random.uniform(delay / 2, delay))
+    delay = min(delay * 2, float(env["SZB_REPORT_BACKOFF_MAX_S"]))
 """
 
 _TEMPLATE = """\
@@ -66,20 +138,29 @@ SZB_AGENT_ENDPOINT={endpoint_q}
 SZB_AGENT_TOKEN={agent_token_q}
 SZB_REPORT_PATH={report_path_q}
 SZB_HEARTBEAT_S={heartbeat_s}
+SZB_REPORT_GIVE_UP_S={give_up_s}
+SZB_REPORT_BACKOFF_MAX_S={backoff_max_s}
 SZB_LOG_TAIL_BYTES={tail_bytes}
+SZB_CONSOLE_TAIL_BYTES={console_tail_bytes}
 SZB_WORKDIR="${{SZB_WORKDIR:-/var/lib/szb/{attempt_safe}}}"
 SZB_LOG="$SZB_WORKDIR/job.log"
 export SZB_JOB_ID SZB_ATTEMPT_ID SZB_TOKEN SZB_AGENT_ENDPOINT SZB_AGENT_TOKEN SZB_REPORT_PATH
-export SZB_HEARTBEAT_S SZB_LOG_TAIL_BYTES SZB_WORKDIR SZB_LOG
+export SZB_HEARTBEAT_S SZB_REPORT_GIVE_UP_S SZB_REPORT_BACKOFF_MAX_S SZB_LOG_TAIL_BYTES
+export SZB_CONSOLE_TAIL_BYTES SZB_WORKDIR SZB_LOG
 mkdir -p "$SZB_WORKDIR"
 SZB_AGENT_CA=""
 {ca_block}export SZB_AGENT_CA
 SZB_REPORT_PY={report_py_q}
 
 # The one transport function: szb_report KIND [EXIT_CODE]. Never fails the script.
+# KIND `exit` retries until the broker acknowledges (or the give-up time); `keep` only keeps
+# the result (files + the console line) and talks to nobody.
 szb_report() {{
   if command -v python3 >/dev/null 2>&1; then
     python3 -c "$SZB_REPORT_PY" "$@" || true
+  elif [ "$1" = keep ]; then
+    echo "$2" > "$SZB_WORKDIR/exit_code.tmp" && mv "$SZB_WORKDIR/exit_code.tmp" "$SZB_WORKDIR/exit_code"
+    echo "{report_mark} $SZB_ATTEMPT_ID $(printf '{{"exit_code":%s}}' "$2" | base64 | tr -d '\\n')"
   else
     _line="{{\\"job_id\\":\\"$SZB_JOB_ID\\",\\"attempt_id\\":\\"$SZB_ATTEMPT_ID\\",\\"kind\\":\\"$1\\",\\"exit_code\\":${{2:-null}}}}"
     echo "$_line" >> "$SZB_WORKDIR/reports.jsonl"
@@ -88,8 +169,13 @@ szb_report() {{
         *://*) _ep="$SZB_AGENT_ENDPOINT" ;;
         *) _ep="http${{SZB_AGENT_CA:+s}}://$SZB_AGENT_ENDPOINT" ;;
       esac
-      curl -fsS -m 10 ${{SZB_AGENT_CA:+--cacert "$SZB_AGENT_CA"}} -H "content-type: application/json" \\
-        -H "authorization: Bearer $SZB_AGENT_TOKEN" -d "$_line" "$_ep$SZB_REPORT_PATH" >/dev/null 2>&1 || true
+      _until=$(( $(date +%s) + SZB_REPORT_GIVE_UP_S )); _wait=1
+      until curl -fsS -m 10 ${{SZB_AGENT_CA:+--cacert "$SZB_AGENT_CA"}} -H "content-type: application/json" \\
+          -H "authorization: Bearer $SZB_AGENT_TOKEN" -d "$_line" "$_ep$SZB_REPORT_PATH" >/dev/null 2>&1; do
+        [ "$1" = exit ] && [ "$(date +%s)" -lt "$_until" ] || break
+        sleep "$_wait"
+        _wait=$(( _wait * 2 > SZB_REPORT_BACKOFF_MAX_S ? SZB_REPORT_BACKOFF_MAX_S : _wait * 2 ))
+      done
     fi
   fi
 }}
@@ -104,9 +190,10 @@ szb_report started
 SZB_HB_PID=$!
 szb_run_job > "$SZB_LOG" 2>&1
 SZB_RC=$?
-kill "$SZB_HB_PID" 2>/dev/null
-echo "$SZB_RC" > "$SZB_WORKDIR/exit_code"
+szb_report keep "$SZB_RC"
+# Heartbeats go on until the broker has the result: a restarting broker finds us alive.
 szb_report exit "$SZB_RC"
+kill "$SZB_HB_PID" 2>/dev/null
 if [ "${{SZB_NO_POWEROFF:-0}}" != 1 ]; then
   shutdown -h now || poweroff
 fi
@@ -119,6 +206,8 @@ def render_user_data(
     *,
     heartbeat_s: int = DEFAULT_HEARTBEAT_S,
     report_path: str = REPORT_PATH,
+    report_give_up_s: int = DEFAULT_REPORT_GIVE_UP_S,
+    report_backoff_max_s: int = DEFAULT_REPORT_BACKOFF_MAX_S,
 ) -> str:
     """The boot script for one attempt; every value from the request is shell-quoted."""
     spec = request.spec
@@ -142,7 +231,11 @@ def render_user_data(
         agent_token_q=shlex.quote(request.agent_token),
         report_path_q=shlex.quote(report_path),
         heartbeat_s=int(heartbeat_s),
+        give_up_s=int(report_give_up_s),
+        backoff_max_s=max(1, int(report_backoff_max_s)),
         tail_bytes=LOG_TAIL_BYTES,
+        console_tail_bytes=CONSOLE_TAIL_BYTES,
+        report_mark=RESULT_MARK,
         report_py_q=shlex.quote(_REPORT_PY),
         ca_block=_ca_block(request.agent_ca_pem),
         env_lines=env_lines or "  :",
@@ -163,3 +256,43 @@ def _ca_block(ca_pem: str) -> str:
 def _safe(text: str) -> str:
     """Characters safe in a comment, a path and a container name."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "_"
+
+
+class BootstrapOptions(TypedDict):
+    """The site config keys that shape the bootstrap (all seconds)."""
+
+    heartbeat_s: int
+    report_give_up_s: int
+    report_backoff_max_s: int
+
+
+def bootstrap_options(config: Mapping[str, Any]) -> BootstrapOptions:
+    """`render_user_data` options from a cloud site's config (`heartbeat_s`, `report_*`)."""
+    return BootstrapOptions(
+        heartbeat_s=int(config.get("heartbeat_s", DEFAULT_HEARTBEAT_S)),
+        report_give_up_s=int(config.get("report_give_up_s", DEFAULT_REPORT_GIVE_UP_S)),
+        report_backoff_max_s=int(config.get("report_backoff_max_s", DEFAULT_REPORT_BACKOFF_MAX_S)),
+    )
+
+
+def result_from_console(console: str, attempt_id: str) -> AttemptStatus | None:
+    """The result the bootstrap left on the console for this attempt (the last one), if any."""
+    for line in reversed(console.splitlines()):
+        words = line.split()
+        if RESULT_MARK not in words:
+            continue  # consoles prefix lines (timestamps, cloud-init[pid]:), so look anywhere
+        at = words.index(RESULT_MARK)
+        if len(words) < at + 3 or words[at + 1] != attempt_id:
+            continue
+        try:
+            data = json.loads(base64.b64decode(words[at + 2], validate=True))
+            code = int(data["exit_code"])
+        except (binascii.Error, ValueError, KeyError, TypeError):
+            continue
+        return AttemptStatus(
+            state=AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED,
+            exit_code=code,
+            log_tail=str(data.get("log_tail") or ""),
+            message=f"exit code {code}, read from the instance's console output",
+        )
+    return None

@@ -5,7 +5,8 @@ Config keys: ``driver`` ("dummy" or a libcloud `Provider` name such as "ec2", "o
 constructor, ``image`` (image id), ``location`` (location id), ``region``, ``currency``,
 ``broker_id``, ``instance_types`` (see `adapters._catalog`; `instance_type` is the libcloud
 size id), ``userdata_kwarg`` (e.g. "ex_userdata") and ``metadata_kwarg`` (e.g. "ex_metadata")
-when the driver takes them, ``create_kwargs`` (passed through), ``heartbeat_s``.
+when the driver takes them, ``create_kwargs`` (passed through), ``heartbeat_s``, ``report_give_up_s`` and
+``report_backoff_max_s`` (see `adapters.bootstrap`).
 
 Marks: the node name is ``szb-<broker_id>-<token>``; drivers that take metadata also get the
 broker's tags. Idempotency: submit looks for a node with that name before creating one.
@@ -19,6 +20,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import requests
+import urllib3.exceptions
 from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
 from libcloud.common.types import (
     InvalidCredsError,
@@ -42,7 +45,7 @@ from adapters.base import (
     NotFoundError,
     TransientError,
 )
-from adapters.bootstrap import DEFAULT_HEARTBEAT_S, render_user_data
+from adapters.bootstrap import bootstrap_options, render_user_data, result_from_console
 from broker.model import (
     AttemptId,
     AttemptState,
@@ -124,8 +127,21 @@ def map_libcloud_errors(site: str) -> Iterator[None]:
         raise cls(
             site, code, str(getattr(exc, "message", None) or getattr(exc, "value", None) or exc)
         ) from exc
-    except (ConnectionError, TimeoutError) as exc:
+    except NETWORK_ERRORS as exc:
         raise TransientError(site, type(exc).__name__, str(exc)) from exc
+
+
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
+    TimeoutError,
+)
+"""What libcloud's HTTP layer (requests on urllib3) raises when the endpoint is down or slow.
+
+`requests.exceptions.ConnectionError` is an `OSError`, not the built-in `ConnectionError`."""
 
 
 _STATES = {
@@ -150,7 +166,7 @@ class LibcloudAdapter:
         self.currency = config_str(site, config, "currency", "USD")
         self.broker_id = config_str(site, config, "broker_id", DEFAULT_BROKER_ID)
         self.catalog: tuple[CatalogEntry, ...] = parse_catalog(site, config)
-        self.heartbeat_s = int(config.get("heartbeat_s", DEFAULT_HEARTBEAT_S))
+        self.boot = bootstrap_options(config)
         self._config = dict(config)
         self._prefix = f"szb-{_safe(self.broker_id)}-"
         self.driver: NodeDriver = driver if driver is not None else self._make_driver()
@@ -202,7 +218,7 @@ class LibcloudAdapter:
                 kwargs["location"] = self._pick(self.driver.list_locations(), location, "location")
             userdata_kwarg = config_opt_str(self.site, self._config, "userdata_kwarg")
             if userdata_kwarg:
-                kwargs[userdata_kwarg] = render_user_data(request, heartbeat_s=self.heartbeat_s)
+                kwargs[userdata_kwarg] = render_user_data(request, **self.boot)
             metadata_kwarg = config_opt_str(self.site, self._config, "metadata_kwarg")
             if metadata_kwarg:
                 kwargs[metadata_kwarg] = ownership_tags(self.broker_id, request)
@@ -216,9 +232,25 @@ class LibcloudAdapter:
         state = _STATES.get(node.state)
         if state is not None:
             return AttemptStatus(state=state, message=f"libcloud state {node.state}")
-        return AttemptStatus(
+        return self._console_result(node) or AttemptStatus(
             state=AttemptState.LOST, message=f"libcloud state {node.state} before the job reported"
         )
+
+    def _console_result(self, node: Node) -> AttemptStatus | None:
+        """The result the bootstrap printed to the console, for drivers that can read it."""
+        read = getattr(self.driver, "ex_get_console_output", None)
+        attempt = _node_tags(node).get(TAG_ATTEMPT)
+        if read is None or not attempt:
+            return None
+        try:
+            with map_libcloud_errors(self.site):
+                reply = read(node)
+        except TransientError:
+            raise  # no evidence yet: the poll asks again
+        except AdapterError:
+            return None
+        text = reply.get("output") if isinstance(reply, dict) else reply
+        return result_from_console(str(text or ""), attempt)
 
     def cancel(self, backend_id: str, token: str) -> None:
         node = self._node(backend_id)
@@ -248,6 +280,7 @@ class LibcloudAdapter:
                     job_id=JobId(job) if job else None,
                     attempt_id=AttemptId(attempt) if attempt else None,
                     state=_STATES.get(node.state, AttemptState.LOST),
+                    stopped=node.state not in _STATES,  # exists (not terminated) but does not run
                 )
             )
         return owned

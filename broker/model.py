@@ -284,6 +284,12 @@ class AttemptState(StrEnum):
         return self not in (AttemptState.PENDING, AttemptState.RUNNING)
 
 
+BROKER_SIDE = "broker-side: "
+"""Prefix of an attempt's error when it ended for a reason on the broker's side (the broker
+was down or restarted): such an attempt never counts against its route, a circuit breaker or
+the job's attempts."""
+
+
 class Attempt(_Frozen):
     """One try of a job on one offer; the token is stored before the backend is called."""
 
@@ -298,6 +304,11 @@ class Attempt(_Frozen):
     created_at: datetime
     updated_at: datetime
     error: str = ""
+
+    @property
+    def broker_side(self) -> bool:
+        """It ended because of the broker, not the backend (see `BROKER_SIDE`)."""
+        return self.error.startswith(BROKER_SIDE)
 
 
 class LaunchRequest(_Frozen):
@@ -338,6 +349,9 @@ class OwnedInstance(_Frozen):
     job_id: JobId | None = None
     attempt_id: AttemptId | None = None
     state: AttemptState = AttemptState.RUNNING
+    stopped: bool = False
+    """Stopped but not deleted (ECS `Stopped`, EC2 `stopped`): it still holds disks and
+    addresses, so the reconciler deletes it when no live attempt owns it."""
 
 
 class PartitionCapacity(_Frozen):

@@ -73,6 +73,7 @@ class Planner:
         self.clock = clock
         self.adapters: Mapping[SiteId, Adapter] = {}
         self.unhealthy: dict[SiteId, str] = {}
+        self.unreachable: dict[SiteId, str] = {}
         self.recent: deque[Attempt] = deque(maxlen=RECENT_ATTEMPTS)
         self.pending_burst: dict[str, datetime] = {}
         self.burst_jobs: set[str] = set()
@@ -137,6 +138,13 @@ class Planner:
     def mark_unhealthy(self, site: SiteId, reason: str) -> None:
         self.unhealthy[site] = reason
 
+    def mark_unreachable(self, site: SiteId, reason: str) -> None:
+        """Reconciliation could not list the site: no new work goes there until it answers."""
+        self.unreachable[site] = reason
+
+    def mark_reachable(self, site: SiteId) -> None:
+        self.unreachable.pop(site, None)
+
     # Failover --------------------------------------------------------------------------
 
     def failover(self) -> FailoverPlan:
@@ -190,7 +198,7 @@ class Planner:
         return not is_onprem(self.policy, site)
 
     def unhealthy_now(self) -> dict[SiteId, str]:
-        out = dict(self.unhealthy)
+        out = {**{s: f"unreachable: {why}" for s, why in self.unreachable.items()}, **self.unhealthy}
         for site, state in self.breakers.states().items():
             if state == BreakerState.OPEN:
                 out[SiteId(site)] = f"circuit open: {self.breakers.get(site).reason}"

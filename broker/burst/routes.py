@@ -26,6 +26,8 @@ def route_states(attempts: Iterable[Attempt], now: datetime, policy: Policy) -> 
     window = policy.burst.failure_throttle.window
     acc: dict[SiteId, RouteState] = {}
     for a in attempts:
+        if a.broker_side:
+            continue  # ended by the broker's own downtime: says nothing about the route
         s = acc.get(a.site, RouteState())
         if a.state == AttemptState.PENDING:
             s = replace(s, provisioning=s.provisioning + 1)

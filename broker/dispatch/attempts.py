@@ -11,7 +11,7 @@ from typing import Any
 from adapters.base import Adapter, AdapterError, NotFoundError
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
-from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobId, JobState, SiteId
+from broker.model import BROKER_SIDE, Attempt, AttemptState, AttemptStatus, Job, JobId, JobState, SiteId
 from broker.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,25 @@ class AttemptTracking:
             log.info("status of %s unavailable: %s", attempt.id, exc)
             return
         if status.state == AttemptState.RUNNING and self.planner.needs_agent(attempt.site):
+            # After a (re)start every live attempt gets a full heartbeat timeout of grace.
             last = self.heartbeats.get(attempt.id, max(attempt.created_at, self._started_at))
             silent = (self.clock.now() - last).total_seconds()
             if silent > self.planner.failover().heartbeat_timeout_s:
                 status = AttemptStatus(
                     state=AttemptState.LOST, message=f"no heartbeat from the instance for {silent:.0f}s"
                 )
+        if status.state == AttemptState.LOST and self._unheard_since_restart(attempt):
+            # Its agent may have given up on us while we were down: our fault, not the route's.
+            status = status.model_copy(update={"message": BROKER_SIDE + status.message})
         self.apply_status(attempt, status)
+
+    def _unheard_since_restart(self, attempt: Attempt) -> bool:
+        """An agent-run attempt started before this broker did, never heard from since."""
+        return (
+            self.planner.needs_agent(attempt.site)
+            and attempt.created_at < self._started_at
+            and attempt.id not in self.heartbeats
+        )
 
     def heartbeat(self, attempt: Attempt) -> None:
         """The agent on an instance is alive (AgentService)."""
@@ -161,7 +173,8 @@ class AttemptTracking:
                 job.id, JobState.QUEUED, now, kind="requeued", message="requeued after preemption"
             )
         else:  # LOST
-            if job.attempts >= self.planner.failover().max_attempts:
+            used = sum(1 for a in self.store.attempts_for(job.id) if not a.broker_side)
+            if used >= self.planner.failover().max_attempts:
                 self.store.transition(
                     job.id,
                     JobState.FAILED,
@@ -224,7 +237,12 @@ class AttemptTracking:
         if job.state != JobState.CANCELLED:
             return await self.cancel(job, by=by, role=role)  # it moved meanwhile: retry from there
         for attempt in self.store.attempts_for(job.id):
-            if attempt.state.terminal or attempt.backend_id is None:
+            if attempt.state.terminal:
+                continue
+            if attempt.backend_id is None:
+                if job.id not in self._inflight:  # never sent anywhere: nothing to stop
+                    self.store.update_attempt(attempt.id, self.clock.now(), state=AttemptState.CANCELLED)
+                    self.store.settle_spend(attempt.id, spent=0.0, voucher=0.0)
                 continue
             adapter = self.adapters.get(attempt.site)
             if adapter is None:

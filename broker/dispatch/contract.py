@@ -10,7 +10,7 @@ from typing import Protocol
 from adapters.base import AdapterError
 from broker.decision import Decision
 from broker.dispatch.failover import NextStep, RetryPolicy
-from broker.model import Attempt, AttemptStatus, Job
+from broker.model import Attempt, AttemptStatus, Job, SiteId
 from broker.snapshot import PassSnapshot
 from broker.store import JobStore
 
@@ -45,6 +45,10 @@ class DecisionMaker(Protocol):
     def reclaim_grace_s(self) -> float: ...
 
     def batch_account(self, job: Job) -> tuple[str, str]: ...
+
+    def mark_unreachable(self, site: SiteId, reason: str) -> None: ...
+
+    def mark_reachable(self, site: SiteId) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from broker.dispatch.preempt import preempt
 from broker.dispatch.reconcile import reconcile
 from broker.metrics import BrokerMetrics
 from broker.model import (
+    BROKER_SIDE,
     Attempt,
     AttemptState,
     AttemptStatus,
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 
 _DIGITS = re.compile(r"[\d.]+")
+UNREACHABLE_RETRY_S = 2.0
+"""First retry of a site the reconciler could not reach; doubles up to the reconcile interval."""
 DECISIONS_PER_SLICE = 10
 HEAD_SCAN_WAITS = 64
 """A head scan (after capacity frees) stops deciding after this many waits in a row."""
@@ -98,6 +101,8 @@ class Dispatcher(AttemptTracking):
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_full_scan = 0.0
+        self._unreachable: dict[SiteId, tuple[float, float]] = {}
+        """Sites the last reconcile could not reach: (loop time of the next try, backoff)."""
 
     # Signals from the outside world ------------------------------------------------------
 
@@ -124,9 +129,27 @@ class Dispatcher(AttemptTracking):
 
     async def start(self) -> None:
         await self.recover()
-        await reconcile(self)
+        await self._reconcile(None)
         self._last_reconcile = asyncio.get_running_loop().time()
         self._task = asyncio.create_task(self._run(), name="dispatcher")
+
+    async def _reconcile(self, sites: set[SiteId] | None) -> None:
+        """Reconcile `sites` (None: all); an unreachable site is unhealthy and retried soon."""
+        report = await reconcile(
+            self.store, self.adapters, self.clock, sites=sites, launching=set(self._inflight)
+        )
+        loop_now = asyncio.get_running_loop().time()
+        for site in report.reached:
+            if self._unreachable.pop(site, None) is not None:
+                self.planner.mark_reachable(site)
+                log.info("site %s is reachable again", site)
+        for site, reason in report.unreachable.items():
+            last = self._unreachable.get(site, (0.0, UNREACHABLE_RETRY_S / 2))[1]
+            backoff = min(last * 2, self.settings.reconcile_interval_s)
+            self._unreachable[site] = (loop_now + backoff, backoff)
+            self.planner.mark_unreachable(site, reason)
+        if report.unreachable:
+            self.capacity_changed()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -140,6 +163,7 @@ class Dispatcher(AttemptTracking):
     async def recover(self) -> None:
         """After a restart: requeue half-placed jobs, re-attach live attempts, resume launches."""
         now = self.clock.now()
+        resumed: set[str] = set()
         for job in self.store.jobs_in_states(list(ACTIVE)):
             attempts = self.store.attempts_for(job.id)
             live = [a for a in attempts if not a.state.terminal]
@@ -156,8 +180,19 @@ class Dispatcher(AttemptTracking):
             if attempt.backend_id is None:
                 # The broker died between recording the attempt and storing the backend id:
                 # submitting again with the same token adopts what the backend already started.
+                resumed.add(attempt.id)
                 self._inflight[job.id] = asyncio.create_task(self._launch(job, attempt, None))
+        # Any other attempt without a backend id was never sent to a backend (its job was
+        # requeued, or is over): close it, so planning never counts it as claimed capacity.
+        for attempt in self.store.live_attempts():
+            if attempt.backend_id is None and attempt.id not in resumed:
+                self._close_unstarted(attempt, now, "the broker restarted before the attempt was started")
         self._dirty = True
+
+    def _close_unstarted(self, attempt: Attempt, now: datetime, why: str) -> None:
+        """Close an attempt no backend was ever asked to start; its reservation is released."""
+        self.store.update_attempt(attempt.id, now, state=AttemptState.CANCELLED, error=BROKER_SIDE + why)
+        self.store.settle_spend(attempt.id, spent=0.0, voucher=0.0)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -178,7 +213,9 @@ class Dispatcher(AttemptTracking):
                     await self._poll_attempts()
                 if loop_now - self._last_reconcile >= self.settings.reconcile_interval_s:
                     self._last_reconcile = loop_now
-                    await reconcile(self)
+                    await self._reconcile(None)
+                elif due := {s for s, (at, _) in self._unreachable.items() if at <= loop_now}:
+                    await self._reconcile(due)
             except Exception:  # the loop must survive any one bad job or backend
                 log.exception("dispatch pass failed")
 

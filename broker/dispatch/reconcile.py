@@ -1,74 +1,136 @@
 """Reconciliation: what each site says this broker owns vs what the store says is live.
 
 At start and periodically: an instance carrying this broker's marks whose attempt is live but
-has no backend id yet is adopted (the broker died between the cloud call and storing the id);
-one whose attempt is over, or unknown, is an orphan and is terminated. Every action is
-recorded on the job it belongs to.
+has no backend id yet is adopted (the broker died between the cloud call and storing the id).
+Anything else that still exists at the backend (running, or stopped but not deleted) and whose
+attempt is not live is terminated: an orphan (attempt unknown) or the leftover of an attempt
+that is over. Every action is recorded on the job it belongs to.
+
+Races: the backend is listed first and live attempts are read after, so an attempt started
+meanwhile is never taken for an orphan; an attempt that ended meanwhile is re-read from the
+store and is never rewritten (only its instance is removed). A site that cannot be listed is
+reported as unreachable, never raised: startup must not depend on every backend being up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 
-from adapters.base import AdapterError
-from broker.model import AttemptState, JobId
-
-if TYPE_CHECKING:
-    from broker.dispatch.dispatcher import Dispatcher
+from adapters.base import Adapter, AdapterError, TransientError
+from broker.clock import Clock
+from broker.model import Attempt, JobId, OwnedInstance, SiteId
+from broker.store import JobStore, StoreError
 
 log = logging.getLogger(__name__)
 
 
-async def reconcile(dispatcher: Dispatcher) -> dict[str, int]:
-    """One reconciliation pass over every site; returns counts of what it did."""
-    store = dispatcher.store
-    counts = {"adopted": 0, "terminated": 0, "unreachable": 0}
-    for site, adapter in list(dispatcher.adapters.items()):
+@dataclass
+class ReconcileReport:
+    """What one pass did, and which sites it could not reach (with why)."""
+
+    adopted: int = 0
+    terminated: int = 0
+    unreachable: dict[SiteId, str] = field(default_factory=dict)
+    reached: list[SiteId] = field(default_factory=list)
+
+
+async def reconcile(
+    store: JobStore,
+    adapters: Mapping[SiteId, Adapter],
+    clock: Clock,
+    *,
+    sites: set[SiteId] | None = None,
+    launching: Collection[JobId] = (),
+) -> ReconcileReport:
+    """One pass over every site (or only `sites`); `launching`: jobs whose launch is in flight."""
+    report = ReconcileReport()
+    for site, adapter in list(adapters.items()):
+        if sites is not None and site not in sites:
+            continue
         try:
             owned = await asyncio.to_thread(adapter.list_owned)
         except AdapterError as exc:
-            counts["unreachable"] += 1
-            log.info("reconcile: %s unreachable: %s", site, exc)
+            if isinstance(exc, TransientError):
+                report.unreachable[site] = f"{type(exc).__name__}: {exc}"
+            # Auth and config errors are the breaker's to find, on the next launch there.
+            log.warning("reconcile: %s could not be listed: %s", site, exc)
             continue
+        except Exception as exc:  # an unmapped SDK error must not stop startup either
+            report.unreachable[site] = f"{type(exc).__name__}: {exc}"
+            log.exception("reconcile: %s could not be listed", site)
+            continue
+        report.reached.append(site)
         # Read live attempts after listing, so an attempt started meanwhile is never an orphan.
         by_token = {a.token: a for a in store.live_attempts()}
         for inst in owned:
-            if inst.state.terminal:
-                continue
+            if inst.state.terminal and not inst.stopped:
+                continue  # gone already, or a finished batch job that holds nothing
             attempt = by_token.get(inst.token or "")
-            now = dispatcher.clock.now()
             if attempt is not None and attempt.site == site:
-                if attempt.backend_id is None:
-                    store.update_attempt(attempt.id, now, backend_id=inst.backend_id)
-                    store.record(
-                        attempt.job_id,
-                        now,
-                        kind="adopted",
-                        message=f"adopted {inst.backend_id} at {site} (started before a crash)",
-                        data={"attempt": attempt.id, "backend_id": inst.backend_id},
-                    )
-                    counts["adopted"] += 1
-                continue
-            try:
-                await asyncio.to_thread(adapter.cancel, inst.backend_id, inst.token or "")
-            except AdapterError as exc:
-                log.warning("reconcile: terminating orphan %s at %s failed: %s", inst.backend_id, site, exc)
-                continue
-            counts["terminated"] += 1
-            log.warning("reconcile: terminated orphan %s at %s", inst.backend_id, site)
-            if inst.job_id:
-                try:
-                    store.record(
-                        JobId(inst.job_id),
-                        now,
-                        kind="orphan_terminated",
-                        message=f"terminated orphan {inst.backend_id} at {site}",
-                        data={"backend_id": inst.backend_id, "attempt": inst.attempt_id},
-                    )
-                    if inst.attempt_id:
-                        store.update_attempt(inst.attempt_id, now, state=AttemptState.CANCELLED)
-                except Exception:  # the job may not exist in this store (another broker's)
-                    log.info("reconcile: orphan %s names unknown job %s", inst.backend_id, inst.job_id)
-    return counts
+                if attempt.backend_id is None and attempt.job_id not in launching:
+                    _adopt(store, clock, attempt, inst)
+                    report.adopted += 1
+                continue  # live: the poll follows it (and reads a stopped one's result)
+            if await _remove(store, adapter, clock, inst):
+                report.terminated += 1
+    return report
+
+
+def _adopt(store: JobStore, clock: Clock, attempt: Attempt, inst: OwnedInstance) -> None:
+    now = clock.now()
+    store.update_attempt(attempt.id, now, backend_id=inst.backend_id)
+    store.record(
+        attempt.job_id,
+        now,
+        kind="adopted",
+        message=f"adopted {inst.backend_id} at {inst.site} (started before a crash)",
+        data={"attempt": attempt.id, "backend_id": inst.backend_id},
+    )
+
+
+def _stored_attempt(store: JobStore, inst: OwnedInstance) -> Attempt | None:
+    """The attempt the instance's marks name, as stored now (None: unknown to this store)."""
+    if not inst.attempt_id:
+        return None
+    try:
+        attempt = store.get_attempt(inst.attempt_id)
+    except StoreError:
+        return None
+    return attempt if inst.token in (None, attempt.token) else None
+
+
+async def _remove(store: JobStore, adapter: Adapter, clock: Clock, inst: OwnedInstance) -> bool:
+    """Terminate an instance no live attempt owns; the attempt itself is never rewritten."""
+    attempt = _stored_attempt(store, inst)
+    if attempt is not None and not attempt.state.terminal:
+        return False  # it became live after the listing (or lives at another site): not ours to end
+    try:
+        await asyncio.to_thread(adapter.cancel, inst.backend_id, inst.token or "")
+    except Exception as exc:
+        log.warning("reconcile: terminating %s at %s failed: %s", inst.backend_id, inst.site, exc)
+        return False
+    what = "stopped " if inst.stopped else ""
+    now = clock.now()
+    if attempt is not None:
+        log.info("reconcile: removed %s%s of finished %s", what, inst.backend_id, attempt.id)
+        kind, message = "terminated", f"{what}instance {inst.backend_id} at {inst.site} terminated"
+        job_id: JobId | None = attempt.job_id
+    else:
+        log.warning("reconcile: terminated %sorphan %s at %s", what, inst.backend_id, inst.site)
+        kind, message = "orphan_terminated", f"terminated {what}orphan {inst.backend_id} at {inst.site}"
+        job_id = JobId(inst.job_id) if inst.job_id else None
+    if job_id is not None:
+        try:
+            store.record(
+                job_id,
+                now,
+                kind=kind,
+                message=message,
+                data={"backend_id": inst.backend_id, "attempt": inst.attempt_id},
+            )
+        except StoreError:  # the job may not exist in this store (another broker's)
+            log.info("reconcile: %s names unknown job %s", inst.backend_id, job_id)
+    return True

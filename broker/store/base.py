@@ -114,6 +114,10 @@ def attempt_updates(
     return [(col, value) for col, value in values if value is not None]
 
 
+LIVE_ATTEMPT_STATES = (AttemptState.PENDING.value, AttemptState.RUNNING.value)
+"""An attempt's state may only change from one of these: a terminal attempt is never rewritten."""
+
+
 def new_attempt_id(job_id: JobId, number: int) -> AttemptId:
     return AttemptId(f"{job_id}-a{number}")
 
@@ -230,7 +234,11 @@ class JobStore(abc.ABC):
         backend_id: str | None = None,
         error: str | None = None,
     ) -> Attempt:
-        """Set what the backend told us about the attempt."""
+        """Set what the backend told us about the attempt.
+
+        A terminal attempt keeps its state: a `state` update of one is ignored and the stored
+        attempt is returned unchanged (a late poll or a reconciler must never rewrite a result).
+        """
 
     @abc.abstractmethod
     def get_attempt(self, attempt_id: str) -> Attempt:

@@ -41,6 +41,7 @@ from broker.store._postgres_schema import (
 )
 from broker.store.base import (
     JOB_FIELDS,
+    LIVE_ATTEMPT_STATES,
     JobNotFoundError,
     JobPage,
     JobStore,
@@ -251,12 +252,19 @@ class PostgresStore(JobStore):
             raise JobNotFoundError(f"job {job_id!r} not found")
         seq: int = row[0]
         kind, message, payload = _text(kind), _text(message), dict(data or {})
+        at = _ts(now)
+        # A job's event times never go back (a pass may write with the time it started at).
+        prev = db.execute(
+            "SELECT time FROM events WHERE job_id=%s AND seq=%s", (job_id, seq - 1)
+        ).fetchone()
+        if prev is not None and prev[0] > at:
+            at = _dt(prev[0])
         db.execute(
             "INSERT INTO events VALUES (%s,%s,%s,%s,%s,%s,%s)",
             (
                 job_id,
                 seq,
-                _ts(now),
+                at,
                 kind,
                 state.value,
                 message,
@@ -264,7 +272,7 @@ class PostgresStore(JobStore):
             ),
         )
         return JobEvent(
-            job_id=job_id, seq=seq, time=now, kind=kind, state=state, message=message, data=payload
+            job_id=job_id, seq=seq, time=at, kind=kind, state=state, message=message, data=payload
         )
 
     def _set_fields(
@@ -442,11 +450,14 @@ class PostgresStore(JobStore):
         for col, value in attempt_updates(state, backend_id, error):
             sets.append(f"{col}=%s")
             params.append(_text(value))
+        guard = " AND state IN (%s, %s)" if state is not None else ""
         with self._tx() as db:
             row = db.execute(
-                f"UPDATE attempts SET {', '.join(sets)} WHERE id=%s RETURNING {ATTEMPT_COLS}",
-                [*params, attempt_id],
+                f"UPDATE attempts SET {', '.join(sets)} WHERE id=%s{guard} RETURNING {ATTEMPT_COLS}",
+                [*params, attempt_id, *(LIVE_ATTEMPT_STATES if guard else ())],
             ).fetchone()
+            if row is None and guard:  # terminal already: keep it as it is
+                row = db.execute(f"SELECT {ATTEMPT_COLS} FROM attempts WHERE id=%s", (attempt_id,)).fetchone()
         if row is None:
             raise StoreError(f"attempt {attempt_id!r} not found")
         return self._row_to_attempt(row)

@@ -29,6 +29,7 @@ from broker.store import _audit
 from broker.store._audit import AuditFilter, PolicyVersion
 from broker.store.base import (
     JOB_FIELDS,
+    LIVE_ATTEMPT_STATES,
     JobNotFoundError,
     JobPage,
     JobStore,
@@ -290,14 +291,21 @@ class SqliteStore(JobStore):
         seq = db.execute(
             "UPDATE jobs SET last_seq = last_seq + 1 WHERE id=? RETURNING last_seq", (job_id,)
         ).fetchone()[0]
+        ts = self._event_time(db, job_id, seq, _ts(now))
         payload = dict(data or {})
         db.execute(
             "INSERT INTO events VALUES (?,?,?,?,?,?,?)",
-            (job_id, seq, _ts(now), kind, state.value, message, json.dumps(payload, default=str)),
+            (job_id, seq, ts, kind, state.value, message, json.dumps(payload, default=str)),
         )
         return JobEvent(
-            job_id=job_id, seq=seq, time=now, kind=kind, state=state, message=message, data=payload
+            job_id=job_id, seq=seq, time=_dt(ts), kind=kind, state=state, message=message, data=payload
         )
+
+    @staticmethod
+    def _event_time(db: sqlite3.Connection, job_id: JobId, seq: int, ts: float) -> float:
+        """`ts`, or the job's previous event time when that is later: a job's times never go back."""
+        prev = db.execute("SELECT time FROM events WHERE job_id=? AND seq=?", (job_id, seq - 1)).fetchone()
+        return ts if prev is None else max(ts, float(prev[0]))
 
     def _set_fields(
         self,
@@ -383,15 +391,16 @@ class SqliteStore(JobStore):
                 if row is None:
                     continue
                 payload = dict(data)
+                at = self._event_time(db, job_id, row[0], ts)
                 db.execute(
                     "INSERT INTO events VALUES (?,?,?,?,?,?,?)",
-                    (job_id, row[0], ts, kind, row[1], message, json.dumps(payload, default=str)),
+                    (job_id, row[0], at, kind, row[1], message, json.dumps(payload, default=str)),
                 )
                 events.append(
                     JobEvent(
                         job_id=job_id,
                         seq=row[0],
-                        time=now,
+                        time=_dt(at),
                         kind=kind,
                         state=JobState(row[1]),
                         message=message,
@@ -492,11 +501,14 @@ class SqliteStore(JobStore):
         for col, value in attempt_updates(state, backend_id, error):
             sets.append(f"{col}=?")
             params.append(value)
+        guard = " AND state IN (?, ?)" if state is not None else ""
         with self._tx() as db:
             row = db.execute(
-                f"UPDATE attempts SET {', '.join(sets)} WHERE id=? RETURNING {_ATTEMPT_COLS}",
-                [*params, attempt_id],
+                f"UPDATE attempts SET {', '.join(sets)} WHERE id=?{guard} RETURNING {_ATTEMPT_COLS}",
+                [*params, attempt_id, *(LIVE_ATTEMPT_STATES if guard else ())],
             ).fetchone()
+            if row is None and guard:  # terminal already: keep it as it is
+                row = db.execute(f"SELECT {_ATTEMPT_COLS} FROM attempts WHERE id=?", (attempt_id,)).fetchone()
         if row is None:
             raise StoreError(f"attempt {attempt_id!r} not found")
         return self._row_to_attempt(row)

@@ -46,3 +46,45 @@ def test_container_image_uses_docker_run() -> None:
     script = render_user_data(req.model_copy(update={"spec": spec}))
     assert "docker run --rm --name szb-att-1 -e SEED registry.example/train:1 python3 train.py" in script
     assert "shutdown -h now" in script
+
+
+def test_exit_is_reported_until_acknowledged_and_kept_on_the_console_first(tmp_path: Path) -> None:
+    """Issue 11 obs. 1: one 'connection refused' used to lose the result; now it is retried."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from adapters.bootstrap import result_from_console
+
+    seen: list[str] = []
+
+    class Agent(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            seen.append(body["kind"])
+            # The broker is "restarting": the first two exit reports fail.
+            status = 503 if body["kind"] == "exit" and seen.count("exit") <= 2 else 200
+            self.send_response(status)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Agent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        req = launch(OFFER, "tok").model_copy(update={"agent_endpoint": f"127.0.0.1:{server.server_port}"})
+        spec = req.spec.model_copy(update={"command": ("sh", "-c", "echo trained; exit 5")})
+        req = req.model_copy(update={"spec": spec})
+        script = render_user_data(req, heartbeat_s=1, report_backoff_max_s=1)
+        env = {**os.environ, "SZB_WORKDIR": str(tmp_path), "SZB_NO_POWEROFF": "1"}
+        done = subprocess.run(["sh", "-c", script], env=env, timeout=60, capture_output=True, text=True)
+    finally:
+        server.shutdown()
+    assert done.returncode == 5
+    assert seen.count("exit") == 3 and (tmp_path / "acked").exists()
+    assert json.loads((tmp_path / "result.json").read_text()) == {"exit_code": 5, "log_tail": "trained\n"}
+    kept = result_from_console("[  12.3] cloud-init[811]: " + done.stdout, "att-1")
+    assert kept is not None and kept.exit_code == 5 and kept.log_tail == "trained\n"
+    assert result_from_console(done.stdout, "another-attempt") is None

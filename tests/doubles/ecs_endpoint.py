@@ -4,8 +4,9 @@
 as tea-openapi 0.4 sends by default, or the legacy HMAC-SHA1 RPC signature) and passes it to a
 handler: a function from `EcsRequest` to `(status, body)`, as an httpx MockTransport handler.
 `EcsCloud` is the stateful handler that answers RunInstances, DescribeInstances,
-DeleteInstances, DescribeAvailableResource and DescribePrice with the documented bodies;
-`EcsCloud.faults` scripts errors per test. Swap the handler per test: ``endpoint.handler = cloud``.
+DeleteInstances, DescribeAvailableResource, DescribePrice and GetInstanceConsoleOutput with the
+documented bodies; `EcsCloud.faults` scripts errors per test. Swap the handler per test:
+``endpoint.handler = cloud``.
 
     endpoint = EcsEndpoint.start(credentials={"ak-test": "sk-test"})
     endpoint.handler = EcsCloud(images={"m-ok"}, sold_out={("cn-beijing-i", "ecs.gn7-c12g1.3xlarge")})
@@ -240,6 +241,8 @@ class EcsCloud:
     faults: list[EcsFault] = field(default_factory=list)
     instances: dict[str, Body] = field(default_factory=dict)
     user_data: dict[str, str] = field(default_factory=dict)
+    console: dict[str, str] = field(default_factory=dict)
+    """Instance id -> what it printed to its serial console."""
     tokens: dict[str, list[str]] = field(default_factory=dict)
 
     def __call__(self, req: EcsRequest) -> Reply:
@@ -254,6 +257,7 @@ class EcsCloud:
             "DeleteInstances": self.delete_instances,
             "DescribeAvailableResource": self.describe_available_resource,
             "DescribePrice": self.describe_price,
+            "GetInstanceConsoleOutput": self.get_instance_console_output,
         }.get(req.action)
         if handler is None:
             return error(
@@ -364,6 +368,17 @@ class EcsCloud:
         for iid in ids:
             del self.instances[iid]
         return 200, {"RequestId": str(uuid.uuid4())}
+
+    def get_instance_console_output(self, p: Mapping[str, str]) -> Reply:
+        iid = p.get("InstanceId", "")
+        if iid not in self.instances:
+            return error(404, "InvalidInstanceId.NotFound", "The specified InstanceId does not exist.")
+        return 200, {
+            "RequestId": str(uuid.uuid4()),
+            "InstanceId": iid,
+            "LastUpdateTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "ConsoleOutput": base64.b64encode(self.console.get(iid, "").encode()).decode(),
+        }
 
     def describe_available_resource(self, p: Mapping[str, str]) -> Reply:
         zones = []

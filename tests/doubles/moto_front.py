@@ -16,6 +16,7 @@ an EC2 Authorization hint; the 2016-11-15 namespace gets libcloud's trailing sla
 
 from __future__ import annotations
 
+import base64
 import io
 import threading
 import time
@@ -150,6 +151,8 @@ class _FaultFront:
                     if fault.times is not None:
                         fault.times -= 1
                     return self._reply(start_response, fault.status, fault.code, fault.message or fault.code)
+        if action == "GetConsoleOutput" and params.get("InstanceId") in self.front.console:
+            return self._console(start_response, params["InstanceId"])
         if not libcloud:
             delay = scenario.delay_after.get(action, 0.0)
             served: Iterable[bytes] = self.app(environ, start_response)
@@ -172,6 +175,19 @@ class _FaultFront:
         start_response(captured["status"], [*headers, ("Content-Length", str(len(data)))])
         return [data]
 
+    def _console(self, start_response: StartResponse, instance_id: str) -> list[bytes]:
+        """GetConsoleOutput with what the instance printed (moto only has a canned boot log)."""
+        output = base64.b64encode(self.front.console[instance_id].encode()).decode()
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<GetConsoleOutputResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+            f"<requestId>{uuid.uuid4()}</requestId><instanceId>{instance_id}</instanceId>"
+            f"<timestamp>{time.strftime('%Y-%m-%dT%H:%M:%S.000Z', time.gmtime())}</timestamp>"
+            f"<output>{output}</output></GetConsoleOutputResponse>"
+        ).encode()
+        start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(xml)))])
+        return [xml]
+
     @staticmethod
     def _reply(start_response: StartResponse, status: int, code: str, message: str) -> list[bytes]:
         xml = _error_xml(code, message)
@@ -192,6 +208,8 @@ class MotoFront:
 
     def __init__(self) -> None:
         self.scenario = Scenario()
+        self.console: dict[str, str] = {}
+        """Instance id -> what it printed to its console (GetConsoleOutput answers with it)."""
         self.libcloud_region = "us-east-1"
         """Region assumed for libcloud's query-signed (SigV2) requests, which name none."""
         app = _FaultFront(DomainDispatcherApplication(create_backend_app), self)
@@ -219,6 +237,7 @@ class MotoFront:
         req = urllib.request.Request(f"{self.url}/moto-api/reset", data=b"", method="POST")
         urllib.request.urlopen(req, timeout=10).read()
         self.scenario = Scenario()
+        self.console = {}
 
     def stop(self) -> None:
         self._server.shutdown()

@@ -434,6 +434,30 @@ class StoreContract:
         with pytest.raises(StoreError):
             store.update_attempt(AttemptId("j-missing-a1"), NOW, state=AttemptState.RUNNING)
 
+    def test_a_terminal_attempt_is_never_rewritten(self, store: JobStore) -> None:
+        """Issue 11 obs. 5: a reconciler racing a finished attempt must not turn it CANCELLED."""
+        job = self.submit_one(store)
+        attempt = store.create_attempt(job.id, SiteId("s"), OFFER, "tok-t", NOW)
+        store.update_attempt(attempt.id, NOW, state=AttemptState.RUNNING, backend_id="i-1")
+        done = store.update_attempt(attempt.id, NOW, state=AttemptState.SUCCEEDED, error="")
+        for state in (AttemptState.CANCELLED, AttemptState.LOST, AttemptState.RUNNING):
+            again = store.update_attempt(attempt.id, LATER, state=state, error="orphan")
+            assert again == done
+        assert store.get_attempt(attempt.id) == done
+        # Fields other than the state may still be set on it (a late backend id, say).
+        assert store.update_attempt(attempt.id, LATER, backend_id="i-2").backend_id == "i-2"
+
+    def test_a_jobs_event_times_never_go_back(self, store: JobStore) -> None:
+        """Issue 11 obs. 7: a pass that writes with the time it started at comes after later events."""
+        job = self.submit_one(store)
+        store.record(job.id, LATER, kind="agent", message="report")
+        store.record(job.id, LATER - timedelta(milliseconds=40), kind="waiting", message="late pass")
+        store.record_many([(job.id, "waiting", "again", {})], NOW)
+        store.transition(job.id, JobState.PLACING, LATER - timedelta(seconds=1), message="placed")
+        times = [e.time for e in store.events_after(job.id, 0)]
+        assert times == sorted(times) and times[-1] == LATER
+        assert [e.time for e in store.events_after(job.id, 1)] == [LATER] * 4
+
     def test_live_attempts_are_pending_or_running(self, store: JobStore) -> None:
         jobs = [self.submit_one(store, A, f"j{i}") for i in range(4)]
         attempts = [

@@ -1,0 +1,60 @@
+"""Fixtures for the crash-safety tests: the cloud doubles and a restartable broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.store import JobStore, PostgresStore, SqliteStore
+from tests.brokerproc import BrokerProcess
+from tests.clouds.conftest import ecs_server, moto, moto_server  # noqa: F401 (fixtures)
+from tests.crash.world import free_port, write_setup
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+from tests.doubles.moto_front import MotoFront
+from tests.store.conftest import pg_dsn, pg_server  # noqa: F401 (fixtures)
+
+
+@pytest.fixture
+def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:  # noqa: F811
+    cloud = EcsCloud(instance_types=("ecs.gn7i-c8g1.2xlarge",), zones=("cn-beijing-i",))
+    ecs_server.handler = cloud
+    yield cloud
+    ecs_server.handler = EcsCloud()
+
+
+class Broker(BrokerProcess):
+    """A broker process whose store the test can open (as a second process would)."""
+
+    def __init__(self, config: Path, store_dsn: str | None = None) -> None:
+        super().__init__(config)
+        self.store_dsn = store_dsn
+
+    def open_store(self) -> JobStore:
+        if self.store_dsn:
+            return PostgresStore(self.store_dsn)
+        return SqliteStore(self.config.parent / "data" / "broker.db")
+
+
+MakeBroker = Callable[..., Broker]
+
+
+@pytest.fixture
+def make_broker(
+    tmp_path: Path, moto: MotoFront, ecs_server: EcsEndpoint, ecs: EcsCloud  # noqa: F811
+) -> Iterator[MakeBroker]:
+    """`make_broker(**write_setup options)` → an unstarted broker; all are stopped at the end."""
+    made: list[Broker] = []
+
+    def make(**options: Any) -> Broker:
+        folder = tmp_path / f"broker-{len(made)}"
+        config = write_setup(folder, moto.url, ecs_server.address, agent_port=free_port(), **options)
+        broker = Broker(config, options.get("store_dsn"))
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.stop()

@@ -1,0 +1,48 @@
+"""The ledger the crash tests' job commands write: one line when a run starts, one when it ends.
+
+It is the ground truth of what really ran, independent of anything the broker says.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+_CODE = r"""
+import fcntl, json, os, sys, time
+path, name, secs, code = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+def note(event):
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps({"job": name, "event": event, "attempt": os.environ.get("SZB_ATTEMPT_ID", ""),
+                            "pid": os.getpid(), "t": time.time()}) + "\n")
+note("start")
+time.sleep(secs)
+print(name, "finished with", code)
+note("end")
+sys.exit(code)
+"""
+
+
+def command(ledger: Path, name: str, seconds: float, exit_code: int = 0) -> list[str]:
+    """argv of a job that sleeps `seconds`, notes its start and end, and exits with `exit_code`."""
+    return [sys.executable, "-c", _CODE, str(ledger), name, f"{seconds:g}", str(exit_code)]
+
+
+def runs(ledger: Path) -> dict[str, list[str]]:
+    """Per job name, its start/end events in the order they happened."""
+    out: dict[str, list[str]] = defaultdict(list)
+    if not ledger.exists():
+        return out
+    for line in ledger.read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            out[entry["job"]].append(entry["event"])
+    return out
+
+
+def started_again_after_end(events: list[str]) -> bool:
+    """Was a completed execution followed by another start?"""
+    return "end" in events and "start" in events[events.index("end") :]

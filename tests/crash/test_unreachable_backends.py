@@ -1,0 +1,100 @@
+"""Every cloud adapter turns an endpoint that is down, or hangs up, into a TransientError.
+
+Issue 11, obs. 6: `requests.exceptions.ConnectionError` is not the built-in `ConnectionError`,
+so libcloud's errors escaped reconciliation and stopped startup.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from adapters.alibaba import AlibabaAdapter
+from adapters.aws import AwsAdapter
+from adapters.base import Adapter, TransientError
+from adapters.libcloud import LibcloudAdapter
+from broker.model import SiteId
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def hangs_up() -> Iterator[int]:
+    """A port that accepts each connection, reads the request and closes without answering."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(1)
+                try:
+                    conn.recv(65536)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(server.getsockname()[1])
+    stop.set()
+    thread.join(timeout=2)
+    server.close()
+
+
+def aws(port: int) -> Adapter:
+    return AwsAdapter(
+        SiteId("aws"),
+        {"region": "us-east-1", "endpoint_url": f"http://127.0.0.1:{port}", "access_key_id": "AKID",
+         "secret_access_key": "s", "image_id": "ami-1"},
+    )
+
+
+def alibaba(port: int) -> Adapter:
+    return AlibabaAdapter(
+        SiteId("ali"),
+        {"region": "cn-beijing", "endpoint": f"127.0.0.1:{port}", "protocol": "http",
+         "access_key_id": "ak", "access_key_secret": "sk"},
+    )
+
+
+def libcloud(port: int) -> Adapter:
+    return LibcloudAdapter(
+        SiteId("lc"),
+        {"driver": "ec2", "driver_args": ["AKID", "s"],
+         "driver_kwargs": {"region": "us-east-1", "host": "127.0.0.1", "port": port, "secure": False},
+         "image": "ami-1"},
+    )
+
+
+ADAPTERS: list[Callable[[int], Adapter]] = [aws, alibaba, libcloud]
+
+
+@pytest.mark.parametrize("make", ADAPTERS, ids=lambda f: f.__name__)
+def test_endpoint_down_is_transient(make: Callable[[int], Adapter]) -> None:
+    adapter = make(closed_port())
+    calls: list[Callable[[], Any]] = [adapter.list_owned, lambda: adapter.status("i-0123456789abcdef0")]
+    for call in calls:
+        with pytest.raises(TransientError):
+            call()
+
+
+@pytest.mark.parametrize("make", ADAPTERS, ids=lambda f: f.__name__)
+def test_endpoint_hanging_up_is_transient(make: Callable[[int], Adapter], hangs_up: int) -> None:
+    adapter = make(hangs_up)
+    with pytest.raises(TransientError):
+        adapter.list_owned()
