@@ -19,19 +19,28 @@ from grpc_reflection.v1alpha import reflection
 from adapters.base import Adapter
 from adapters.registry import AdapterRegistry
 from broker.agent_http import AgentHttpServer
-from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2, broker_service_pb2_grpc
+from broker.api import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    broker_service_pb2,
+    broker_service_pb2_grpc,
+    placement_pb2,
+)
 from broker.audit import AuditTrail
 from broker.auth import Principal, TokenAuthority
+from broker.burst import explain_json
 from broker.burst.money import month_of
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig
 from broker.dispatch.dispatcher import Dispatcher
 from broker.instrument import MeasuredAdapter, RpcMetricsInterceptor
+from broker.jobview import JobDetails, job_details
 from broker.metrics import BrokerMetrics, LiveCollector, LiveView, MetricsServer, heartbeat_lags
-from broker.model import SiteId
+from broker.model import Job, JobSpec, SiteId, TenantId
 from broker.planning import Planner
 from broker.policy.watcher import PolicyLoad
 from broker.reports import spend_report, status_report
+from broker.serde import explanation_to_proto, ts_from_proto
 from broker.server import AgentServicer, BrokerServicer
 from broker.service import BrokerServices, EventHub
 from broker.store import JobStore, PolicyVersion, PostgresStore, SqliteStore
@@ -87,8 +96,13 @@ class BrokerApp:
             metrics=self.metrics,
         )
         self.services = BrokerServices(
-            self.store, self.dispatcher, self.clock, self.hub, admit=self.planner.admit,
+            self.store,
+            self.dispatcher,
+            self.clock,
+            self.hub,
+            admit=self.planner.admit,
             grant=self.planner.grant,
+            describe=self._describe,
         )
         self.tls = ServerTls(cfg.tls) if cfg.tls is not None else None
         self.agent_http: AgentHttpServer | None = None
@@ -123,10 +137,11 @@ class BrokerApp:
             BrokerServicer(
                 self.services,
                 self.auth,
-                explain=self.planner.explain_proto,
+                explain=self._explain_proto,
                 spend=self._spend_proto,
                 status=self._status_proto,
                 audit=self.audit,
+                vet=self.planner.vet,
             ),
             server,
         )
@@ -228,6 +243,15 @@ class BrokerApp:
     def _policy_changed(self) -> None:
         self.dispatcher.policy_changed()
 
+    def _describe(self, job: Job) -> JobDetails:
+        attempts = self.store.attempts_for(job.id) if job.attempts else []
+        events = self.store.events_after(job.id, 0) if job.attempts else []
+        return job_details(job, attempts, events, self.planner.policy, self.clock.now())
+
+    async def _explain_proto(self, spec: JobSpec, tenant: TenantId) -> placement_pb2.Explanation:
+        snap = await self.dispatcher.current_snapshot()
+        return explanation_to_proto(explain_json(self.planner.explain(spec, tenant, snap, self.store)))
+
     def _status_proto(self) -> broker_service_pb2.GetStatusResponse:
         resp = status_report(self.planner, self.store, self.dispatcher.stats.bursts)
         refused = self.audit.refused_proto()
@@ -235,8 +259,19 @@ class BrokerApp:
             resp.refused_policy.CopyFrom(refused)
         return resp
 
-    def _spend_proto(self, caller: Principal, asked: str) -> broker_service_pb2.GetSpendResponse:
-        return spend_report(self.planner, caller.tenant, asked, self.store, operator=caller.is_operator)
+    def _spend_proto(
+        self, caller: Principal, request: broker_service_pb2.GetSpendRequest
+    ) -> broker_service_pb2.GetSpendResponse:
+        return spend_report(
+            self.planner,
+            caller.tenant,
+            request.tenant,
+            self.store,
+            operator=caller.is_operator,
+            since=ts_from_proto(request.since) if request.HasField("since") else None,
+            until=ts_from_proto(request.until) if request.HasField("until") else None,
+            group_by=request.group_by,
+        )
 
     async def stop(self, grace: float = 2.0) -> None:
         if self.server is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,7 +34,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _closed_pipe()
     return code
+
+
+EXIT_CLOSED_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for `cat` and friends when the reader goes away."""
+
+
+def _closed_pipe() -> int:
+    """The reader (`| head`) closed our stdout: stop quietly, as Unix tools do."""
+    # Python flushes stdout again at exit; point it at /dev/null so that cannot fail too.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_CLOSED_PIPE
 
 
 if __name__ == "__main__":

@@ -130,11 +130,12 @@ class BrokerClient:
         except grpc.RpcError as err:
             raise describe_rpc_error(err) from err
 
-    def spend(self, tenant: str = "") -> pb.GetSpendResponse:
+    def spend(self, request: pb.GetSpendRequest | str = "") -> pb.GetSpendResponse:
+        """GetSpend; a bare string asks for that tenant's month so far."""
+        if isinstance(request, str):
+            request = pb.GetSpendRequest(tenant=request)
         try:
-            return self.stub.GetSpend(
-                pb.GetSpendRequest(tenant=tenant), metadata=self.metadata, timeout=self.timeout
-            )
+            return self.stub.GetSpend(request, metadata=self.metadata, timeout=self.timeout)
         except grpc.RpcError as err:
             raise describe_rpc_error(err) from err
 

@@ -37,7 +37,7 @@ def load_job_file(path: Path) -> JobSpec:
         return JobSpec.model_validate(dict(doc))
     except ValidationError as exc:
         problems = []
-        for err, violation in zip(exc.errors(), violations(exc), strict=True):
+        for err, violation in zip(exc.errors(), violations(exc, model=JobSpec), strict=True):
             loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
             line, col = position(doc, loc, key=err["type"] == "extra_forbidden")
             problems.append(Problem(name, line, col, str(violation)))

@@ -10,28 +10,28 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.base import Adapter, AdapterError, AuthError, Capability, CapacityError, ConfigError
-from broker.api import placement_pb2
 from broker.burst import (
     BurstInputs,
     TenantMoney,
     decide,
     estimate_cost,
-    explain_json,
     is_onprem,
     route_states,
     split_cost,
 )
 from broker.burst.money import month_of
-from broker.burst.step import decide_in_pass
+from broker.burst.step import build_inputs, decide_in_pass
+from broker.catalog.accelerators import normalize
 from broker.catalog.instances import InstanceRow
 from broker.catalog.offers import static_offers
 from broker.clock import Clock
 from broker.config import BrokerConfig
-from broker.decision import Decision
+from broker.decision import Action, Decision
 from broker.dispatch.contract import FailoverPlan
 from broker.dispatch.failover import (
     Blocklist,
@@ -56,9 +56,9 @@ from broker.model import (
 from broker.placement import PlacementContext, Reason, place, rejection_summary
 from broker.placement._env import Env
 from broker.policy import Policy, PolicyWatcher
-from broker.serde import explanation_to_proto
 from broker.snapshot import PassSnapshot, partition_key
 from broker.store import JobStore, SpendEntry
+from broker.validation import FieldViolation, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -322,27 +322,39 @@ class Planner:
             voucher_balances=balances,
         )
 
-    def decide(self, job: Job, snap: PassSnapshot, store: JobStore) -> Decision:
-        money = snap.money.get(job.tenant)
+    def inputs_for(
+        self,
+        tenant: TenantId,
+        snap: PassSnapshot,
+        store: JobStore,
+        *,
+        queued_since: datetime,
+        pending_since: datetime | None,
+    ) -> BurstInputs:
+        """The one builder of decision inputs in the shell: the dispatcher and live explain use it."""
+        money = snap.money.get(tenant)
         if money is None:
-            money = snap.money[job.tenant] = self.money(job.tenant, snap.now, store)
+            money = snap.money[tenant] = self.money(tenant, snap.now, store)
+        return build_inputs(
+            snap,
+            queued_since=queued_since,
+            money=money,
+            pending_since=pending_since,
+            queueing_sites=self.queueing_sites(),
+        )
+
+    def decide(self, job: Job, snap: PassSnapshot, store: JobStore) -> Decision:
         # A job that already burst fails over without waiting out the hysteresis again.
         pending = job.created_at if job.id in self.burst_jobs else self.pending_burst.get(job.id)
-        # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
+        inputs = self.inputs_for(
+            job.tenant, snap, store, queued_since=job.created_at, pending_since=pending
+        )
         spec = job.spec
         if self.fair.over_share(self.policy, job):
             # Far over its share: the job does not wait on-prem behind others for its max_wait.
             spec = spec.model_copy(update={"max_wait": timedelta(0)})
-        decision = decide_in_pass(
-            spec,
-            job.tenant,
-            snap,
-            self.policy,
-            queued_since=job.created_at,
-            money=money,
-            pending_since=pending,
-            queueing_sites=self.queueing_sites(),
-        )
+        # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
+        decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
         decision = self.fair.adjust(self.policy, job, decision, snap)
         since = decision.data.get("burst_pending_since")
         if since:
@@ -441,28 +453,56 @@ class Planner:
         self._admitted[key] = reasons
         return reasons
 
-    def explain(self, spec: JobSpec, tenant: TenantId) -> dict[str, Any]:
-        now = self.clock.now()
-        snap = self.snapshot(now, [])
-        inputs = BurstInputs(
-            now=now,
-            queued_since=now,
-            routes=snap.routes,
-            blocked=snap.blocked,
-            unhealthy=snap.unhealthy,
-            queueing_sites=self.queueing_sites(),
-        )
-        decision = decide(spec, tenant, snap.offers, self.policy, inputs)
-        body = explain_json(decision)
-        standing = self.fair.preview(self.policy, spec, tenant, now)
-        body["decision"]["fair_share"] = {
+    def vet(self, spec: JobSpec) -> list[FieldViolation]:
+        """Field problems of a well-formed spec against this policy: accelerators nobody knows."""
+        known = {normalize(o.accelerator): o.accelerator for o in self.catalog_offers() if o.accelerator}
+        names = [*self.policy.accelerators.names(), *known.values()]
+        out = []
+        for i, name in enumerate(spec.resources.accelerators.any_of):
+            if self.policy.accelerators.get(name) is None and normalize(name) not in known:
+                out.append(
+                    FieldViolation(
+                        f"resources.accelerators.any_of[{i}]",
+                        # Model names are short: one wrong character of four is still a near miss.
+                        f"unknown accelerator {name!r}{did_you_mean(name, names, cutoff=0.5)}",
+                    )
+                )
+        return out
+
+    def explain(self, spec: JobSpec, tenant: TenantId, snap: PassSnapshot, store: JobStore) -> Decision:
+        """What the dispatcher would decide for this job if it were queued now, on `snap`.
+
+        `snap` is the dispatcher's current pass snapshot (live attempts, routes, its claims and
+        backlog); the inputs come from the same builder, and nothing is claimed or recorded.
+        Fair share is applied as `decide` applies it, from where the job would stand now.
+        """
+        policy = self.policy
+        standing = self.fair.preview(policy, spec, tenant, snap.now)
+        limit = policy.document.fair_share.over_share_burst_ratio
+        if limit is not None and not standing.in_quota and standing.ratio > limit:
+            spec = spec.model_copy(update={"max_wait": timedelta(0)})
+        inputs = self.inputs_for(tenant, snap, store, queued_since=snap.now, pending_since=None)
+        decision = decide(spec, tenant, snap.offers, policy, inputs)
+        fair = {
             "position": standing.position,
             "in_quota": standing.in_quota,
             "share_ratio": round(standing.ratio, 3),
             "standing": standing.text(),
         }
-        body["decision"]["reasons"].append(standing.text())
-        return body
+        data = {**decision.data, "fair_share": fair}
+        offer = decision.offer
+        if (
+            decision.action == Action.RUN
+            and offer is not None
+            and is_onprem(policy, offer.site)
+            and not standing.may_run_onprem
+        ):
+            reason = (
+                f"tenant {tenant} has used its guaranteed quota and may not borrow idle "
+                "on-prem capacity; waiting for its quota"
+            )
+            return replace(decision, action=Action.WAIT, reasons=(reason, standing.text()), data=data)
+        return replace(decision, reasons=(*decision.reasons, standing.text()), data=data)
 
     # Fair share ------------------------------------------------------------------------
 
@@ -489,10 +529,6 @@ class Planner:
     def standing(self, job_id: str) -> str | None:
         """Where a queued job stands in the fair-share order, in words (None if not ordered yet)."""
         return self.fair.describe(job_id)
-
-    def explain_proto(self, spec: JobSpec, tenant: TenantId) -> placement_pb2.Explanation:
-        return explanation_to_proto(self.explain(spec, tenant))
-
     # Operator views --------------------------------------------------------------------
 
 

@@ -8,18 +8,48 @@ from datetime import datetime, timedelta
 
 from broker.api import broker_service_pb2 as pb
 from broker.burst import is_onprem
-from broker.burst.money import month_of
-from broker.model import JobState, TenantId
+from broker.burst.money import BEIJING, month_of
+from broker.catalog.accelerators import normalize
+from broker.model import JobSpec, JobState, TenantId
 from broker.planning import Planner
+from broker.serde import ts_to_proto
 from broker.snapshot import partition_key
 from broker.store import JobNotFoundError, JobStore
 
+GROUPINGS = {
+    pb.SPEND_GROUPING_UNSPECIFIED: ("tenant", "site"),
+    pb.SPEND_GROUPING_DAY: ("day",),
+    pb.SPEND_GROUPING_SITE: ("site",),
+    pb.SPEND_GROUPING_TENANT: ("tenant",),
+}
+
+
+def _months(since: datetime, until: datetime) -> list[str]:
+    """Budget months (Beijing time) that [since, until) touches, oldest first."""
+    out: list[str] = []
+    day = since.astimezone(BEIJING).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    while day < until and len(out) < 240:
+        out.append(month_of(day))
+        day = (day + timedelta(days=32)).replace(day=1)
+    return out
+
 
 def spend_report(
-    planner: Planner, tenant: TenantId, asked: str, store: JobStore, *, operator: bool = False
+    planner: Planner,
+    tenant: TenantId,
+    asked: str,
+    store: JobStore,
+    *,
+    operator: bool = False,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    group_by: pb.SpendGrouping.ValueType = pb.SPEND_GROUPING_UNSPECIFIED,
 ) -> pb.GetSpendResponse:
-    """This month's spend by tenant and site: tenants see their own; internal tenants and
-    operators anyone's (or everyone's with `*`)."""
+    """Spend of bursts started in [since, until) (default: this month so far), grouped.
+
+    Tenants see their own; internal tenants and operators anyone's (`*` for all). Budget fields are set
+    only for one tenant that has a budget, so 0 and "no budget" differ.
+    """
     policy = planner.policy
     now = planner.clock.now()
     caller = policy.tenant(tenant)
@@ -27,26 +57,52 @@ def spend_report(
     if target != tenant and not operator and (caller is None or caller.kind != "internal"):
         raise JobNotFoundError(f"tenant {target!r} not found")
     month = month_of(now)
-    entries = store.spend_entries(month, None if target == "*" else TenantId(target))
-    lines: dict[tuple[str, str], list[float]] = {}
-    for e in entries:
-        line = lines.setdefault((e.tenant, e.site), [0.0, 0.0])
-        if e.settled:
-            line[0] += e.spent
-        else:
-            line[1] += e.reserved
+    start = since or now.astimezone(BEIJING).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = until or now
+    keys = GROUPINGS.get(group_by, GROUPINGS[pb.SPEND_GROUPING_UNSPECIFIED])
+    lines: dict[tuple[str, str, str], list[float]] = {}
+    for m in _months(start, end):
+        for e in store.spend_entries(m, None if target == "*" else TenantId(target)):
+            started = store.get_attempt(e.attempt_id).created_at
+            if not start <= started < end:
+                continue
+            key = (
+                e.tenant if "tenant" in keys else "",
+                e.site if "site" in keys else "",
+                started.astimezone(BEIJING).date().isoformat() if "day" in keys else "",
+            )
+            line = lines.setdefault(key, [0.0, 0.0, 0.0])
+            if e.settled:
+                line[0] += e.spent
+            else:
+                line[1] += e.reserved
+            line[2] += e.voucher
     resp = pb.GetSpendResponse(
         currency=policy.currency,
         month=month,
         lines=[
-            pb.SpendLine(tenant=t, site=site, spent=round(v[0], 2), reserved=round(v[1], 2))
-            for (t, site), v in sorted(lines.items())
+            pb.SpendLine(
+                tenant=t,
+                site=site,
+                day=day,
+                spent=round(v[0], 2),
+                reserved=round(v[1], 2),
+                voucher=round(v[2], 2),
+            )
+            for (t, site, day), v in sorted(lines.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1]))
         ],
+        total_spent=round(sum(v[0] for v in lines.values()), 2),
+        total_reserved=round(sum(v[1] for v in lines.values()), 2),
     )
+    resp.since.CopyFrom(ts_to_proto(start))
+    resp.until.CopyFrom(ts_to_proto(end))
     if target != "*":
         money = planner.money(target, now, store)
-        resp.budget = planner.budget(target) or 0.0
-        resp.budget_left = money.budget_left if money.budget_left is not None else 0.0
+        budget = planner.budget(target)
+        if budget is not None:
+            resp.budget = budget
+        if money.budget_left is not None:
+            resp.budget_left = money.budget_left
         resp.vouchers_left = sum(money.voucher_balances.values())
     return resp
 
@@ -79,18 +135,45 @@ def status_report(planner: Planner, store: JobStore, bursts: Sequence[datetime])
             resp.active_jobs_by_site[job.site] = resp.active_jobs_by_site[job.site] + 1
     hour_ago = now - timedelta(hours=1)
     resp.burst_decisions_last_hour = sum(1 for b in bursts if b >= hour_ago)
+    # Queued jobs per partition: the broker's own queue (jobs this partition's hardware could
+    # run) plus jobs sent to the site that have not started yet (pending in Slurm's queue).
+    waiting = store.jobs_in_states([JobState.QUEUED, JobState.PROVISIONING])
+    for p in resp.partitions:
+        p.queued_jobs = sum(
+            1
+            for job in waiting
+            if (job.state == JobState.QUEUED or job.site == p.site) and _fits(job.spec, p.accelerator)
+        )
     tenants = []
     for t in planner.policy.tenants:
         money = planner.money(t.id, now, store)
+        budget = planner.budget(t.id)
+        line = pb.TenantBudget(tenant=t.id, vouchers_left=sum(money.voucher_balances.values()))
+        if budget is not None:
+            line.budget = budget
+        if money.budget_left is not None:
+            line.budget_left = money.budget_left
+        resp.tenants.append(line)
         tenants.append(
             {
                 "tenant": t.id,
+                "budget": budget,
                 "budget_left": money.budget_left,
                 "vouchers_left": sum(money.voucher_balances.values()),
             }
         )
+    unhealthy = {str(k): v for k, v in planner.unhealthy_now().items()}
+    resp.unhealthy_sites.update(unhealthy)
+    resp.currency = planner.policy.currency
     resp.status_json = json.dumps(
-        {"tenants": tenants, "unhealthy": planner.unhealthy_now(), "currency": planner.policy.currency},
-        default=str,
+        {"tenants": tenants, "unhealthy": unhealthy, "currency": planner.policy.currency}, default=str
     )
     return resp
+
+
+def _fits(spec: JobSpec, accelerator: str) -> bool:
+    """Could a partition of this accelerator (empty: CPU-only) run the job's hardware request?"""
+    wanted = spec.resources.accelerators
+    if wanted.count == 0 or not accelerator:
+        return wanted.count == 0 and not accelerator
+    return not wanted.any_of or normalize(accelerator) in {normalize(a) for a in wanted.any_of}

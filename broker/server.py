@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC
 from typing import Any, NoReturn
 
@@ -46,9 +46,13 @@ MAX_BATCH = 10_000
 MAX_CLIENT_ID = 128
 MAX_ID = 128
 
-ExplainFn = Callable[[JobSpec, TenantId], placement_pb2.Explanation]
-SpendFn = Callable[[Principal, str], broker_service_pb2.GetSpendResponse]
+ExplainFn = Callable[[JobSpec, TenantId], Awaitable[placement_pb2.Explanation]]
+SpendFn = Callable[[Principal, broker_service_pb2.GetSpendRequest], broker_service_pb2.GetSpendResponse]
 StatusFn = Callable[[], broker_service_pb2.GetStatusResponse]
+VetFn = Callable[[JobSpec], Sequence[FieldViolation]]
+"""Problems of a well-formed spec against the running policy (e.g. an unknown accelerator)."""
+
+DOMAIN = "shangzhuang.broker.v1"
 
 
 class _BadRequest(Exception):
@@ -60,6 +64,7 @@ class _BadRequest(Exception):
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
     """Turn a typed error into a gRPC status with rich details; the one place that does."""
     details: list[any_pb2.Any] = []
+    reason = error_reason(exc)
     if isinstance(exc, _BadRequest):
         code, message = code_pb2.INVALID_ARGUMENT, f"invalid request: {exc}"
         bad = error_details_pb2.BadRequest(
@@ -92,12 +97,28 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
     else:
         log.error("internal error in an RPC", exc_info=exc)
         code, message = code_pb2.INTERNAL, f"internal error: {type(exc).__name__}"
-    details.append(
-        _pack(error_details_pb2.ErrorInfo(reason=type(exc).__name__, domain="shangzhuang.broker.v1"))
-    )
+    details.append(_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)))
     status = status_pb2.Status(code=code, message=message, details=details)
     await context.abort_with_status(rpc_status.to_status(status))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+# Stable, documented `ErrorInfo.reason` values (UPPER_SNAKE): clients switch on these,
+# never on Python class names. Most specific class first.
+ERROR_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (_BadRequest, "INVALID_ARGUMENT"),
+    (AgentAuthError, "AGENT_TOKEN_INVALID"),
+    (AuthError, "UNAUTHENTICATED"),
+    (PermissionDeniedError, "PERMISSION_DENIED"),
+    (JobNotFoundError, "NOT_FOUND"),
+    (NotPlaceableError, "NO_ALLOWED_OFFER"),
+    (StoreError, "STORE_ERROR"),
+)
+
+
+def error_reason(exc: BaseException) -> str:
+    """The `ErrorInfo.reason` of a typed error; INTERNAL for anything unexpected."""
+    return next((reason for cls, reason in ERROR_REASONS if isinstance(exc, cls)), "INTERNAL")
 
 
 def _pack(msg: Any) -> any_pb2.Any:
@@ -106,14 +127,20 @@ def _pack(msg: Any) -> any_pb2.Any:
     return packed
 
 
-def _spec(msg: Any, prefix: str) -> JobSpec:
+def _spec(msg: Any, prefix: str, vet: VetFn | None = None) -> JobSpec:
     try:
-        return spec_from_proto(msg)
+        spec = spec_from_proto(msg)
     except ValidationError as exc:
-        raise _BadRequest(violations(exc, prefix)) from exc
+        raise _BadRequest(violations(exc, prefix, model=JobSpec)) from exc
     except UnknownEnumError as exc:
         field = f"{prefix}.{exc.field}" if prefix else exc.field
         raise _BadRequest([FieldViolation(field, "unknown enum value")]) from exc
+    problems = vet(spec) if vet is not None else ()
+    if problems:
+        raise _BadRequest(
+            [FieldViolation(f"{prefix}.{p.field}" if prefix else p.field, p.description) for p in problems]
+        )
+    return spec
 
 
 def _client_id(value: str, field: str) -> str | None:
@@ -138,7 +165,9 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         spend: SpendFn | None = None,
         status: StatusFn | None = None,
         audit: AuditTrail | None = None,
+        vet: VetFn | None = None,
     ) -> None:
+        self.vet = vet
         self.services = services
         self.auth = auth
         self.explain = explain
@@ -165,14 +194,16 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         try:
             tenant = self._tenant(context)
             item = Submission(
-                spec=_spec(request.job, ""), client_id=_client_id(request.client_id, "client_id")
+                spec=_spec(request.job, "", self.vet), client_id=_client_id(request.client_id, "client_id")
             )
             try:
                 [(job, created)] = await self.services.submit(tenant, [item])
             except PriorityNotGrantedError as exc:
                 raise _BadRequest([FieldViolation("priority", exc.reason)]) from exc
             spec = request.job if created else None
-            return broker_service_pb2.SubmitJobResponse(job=job_to_proto(job, spec), created=created)
+            return broker_service_pb2.SubmitJobResponse(
+                job=job_to_proto(job, spec, self.services.details(job)), created=created
+            )
         except Exception as exc:
             await abort_with(context, exc)
 
@@ -188,7 +219,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 try:
                     items.append(
                         Submission(
-                            spec=_spec(r.job, f"requests[{i}].job"),
+                            spec=_spec(r.job, f"requests[{i}].job", self.vet),
                             client_id=_client_id(r.client_id, f"requests[{i}].client_id"),
                         )
                     )
@@ -203,7 +234,9 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 raise _BadRequest([FieldViolation(field, exc.reason)]) from exc
             return broker_service_pb2.SubmitJobsResponse(
                 responses=[
-                    broker_service_pb2.SubmitJobResponse(job=job_to_proto(j, r.job if c else None), created=c)
+                    broker_service_pb2.SubmitJobResponse(
+                        job=job_to_proto(j, r.job if c else None, self.services.details(j)), created=c
+                    )
                     for (j, c), r in zip(results, request.requests, strict=True)
                 ]
             )
@@ -215,7 +248,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
     ) -> broker_service_pb2.GetJobResponse:
         try:
             job = self.services.get(self._principal(context), _job_id(request.id))
-            return broker_service_pb2.GetJobResponse(job=job_to_proto(job))
+            return broker_service_pb2.GetJobResponse(job=job_to_proto(job, None, self.services.details(job)))
         except Exception as exc:
             await abort_with(context, exc)
 
@@ -243,7 +276,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 page_token=request.page_token,
             )
             return broker_service_pb2.ListJobsResponse(
-                jobs=[job_to_proto(j) for j in page.jobs], next_page_token=page.next_page_token
+                jobs=[job_to_proto(j, None, self.services.details(j)) for j in page.jobs],
+                next_page_token=page.next_page_token,
             )
         except Exception as exc:
             await abort_with(context, exc)
@@ -253,7 +287,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
     ) -> broker_service_pb2.CancelJobResponse:
         try:
             job = await self.services.cancel(self._principal(context), _job_id(request.id))
-            return broker_service_pb2.CancelJobResponse(job=job_to_proto(job))
+            details = self.services.details(job)
+            return broker_service_pb2.CancelJobResponse(job=job_to_proto(job, None, details))
         except Exception as exc:
             await abort_with(context, exc)
 
@@ -278,10 +313,10 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
     ) -> broker_service_pb2.ExplainPlacementResponse:
         try:
             tenant = self._tenant(context)
-            spec = _spec(request.job, "job")
+            spec = _spec(request.job, "job", self.vet)
             if self.explain is None:
                 return broker_service_pb2.ExplainPlacementResponse()
-            return broker_service_pb2.ExplainPlacementResponse(explanation=self.explain(spec, tenant))
+            return broker_service_pb2.ExplainPlacementResponse(explanation=await self.explain(spec, tenant))
         except Exception as exc:
             await abort_with(context, exc)
 
@@ -290,9 +325,14 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
     ) -> broker_service_pb2.GetSpendResponse:
         try:
             caller = self._principal(context)
+            both = request.HasField("since") and request.HasField("until")
+            if both and request.until.ToDatetime() <= request.since.ToDatetime():
+                raise _BadRequest([FieldViolation("until", "must be after since")])
+            if request.group_by not in broker_service_pb2.SpendGrouping.values():
+                raise _BadRequest([FieldViolation("group_by", "unknown enum value")])
             if self.spend is None:
                 return broker_service_pb2.GetSpendResponse()
-            return self.spend(caller, request.tenant)
+            return self.spend(caller, request)
         except Exception as exc:
             await abort_with(context, exc)
 

@@ -13,6 +13,7 @@ from typing import Any
 from broker.auth import Principal
 from broker.clock import Clock
 from broker.dispatch.dispatcher import Dispatcher
+from broker.jobview import JobDetails
 from broker.model import AttemptState, AttemptStatus, Job, JobEvent, JobId, JobSpec, JobState, TenantId
 from broker.store import JobPage, JobStore, StoreError, Submission
 
@@ -94,6 +95,8 @@ class BrokerServices:
     hub: EventHub
     admit: AdmitFn | None = None
     grant: GrantFn | None = None
+    describe: Callable[[Job], JobDetails] | None = None
+    """The client's view of a job beyond its row (placement, cost so far, start and end)."""
     _pending: list[tuple[TenantId, Sequence[Submission], asyncio.Future[list[tuple[Job, bool]]]]] = field(
         default_factory=list
     )
@@ -141,6 +144,9 @@ class BrokerServices:
             if not done.done():
                 done.set_result(results)
 
+    def details(self, job: Job) -> JobDetails | None:
+        return self.describe(job) if self.describe is not None else None
+
     def get(self, caller: Principal, job_id: str) -> Job:
         """The job; JobNotFoundError when missing or another tenant's (unless an operator asks)."""
         return self._with_standing(self.store.get(job_id, None if caller.is_operator else caller.tenant))
@@ -150,7 +156,11 @@ class BrokerServices:
         if job.state != JobState.QUEUED:
             return job
         standing = self.dispatcher.planner.standing(job.id)
-        return job if standing is None else job.model_copy(update={"message": standing})
+        if standing is None:
+            return job
+        # Why it waits (the dispatcher's latest reason) first, then where it stands.
+        message = f"{job.message}; {standing}" if job.message else standing
+        return job.model_copy(update={"message": message})
 
     def list(
         self,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 
@@ -65,13 +66,41 @@ def _path(loc: Sequence[int | str]) -> str:
     return out
 
 
-def violations(exc: ValidationError, prefix: str = "") -> list[FieldViolation]:
-    """One violation per error, field paths written the way job YAML names them."""
+def did_you_mean(word: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str:
+    """` (did you mean 'x'?)` for the closest choice (case-insensitive), or an empty string."""
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=cutoff)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+
+
+def _sibling_fields(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """The field names of the model that holds `loc`'s last part (empty when unknown)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+    return list(getattr(current, "model_fields", {}))
+
+
+def violations(
+    exc: ValidationError, prefix: str = "", *, model: type[BaseModel] | None = None
+) -> list[FieldViolation]:
+    """One violation per error, field paths written the way job YAML names them.
+
+    With `model`, an unknown field suggests the closest known one.
+    """
     result = []
     for err in exc.errors():
-        loc = [p for p in err["loc"] if p not in ("function-after[_names_not_blank(), tuple[str, ...]]",)]
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         path = _path(loc)
         if prefix:
             path = f"{prefix}.{path}" if path and not path.startswith("[") else f"{prefix}{path}"
-        result.append(FieldViolation(field=path, description=_message(err)))
+        message = _message(err)
+        if err["type"] == "extra_forbidden" and model is not None and loc:
+            message += did_you_mean(str(loc[-1]), _sibling_fields(model, loc))
+        result.append(FieldViolation(field=path, description=message))
     return result

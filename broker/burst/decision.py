@@ -25,7 +25,15 @@ from broker.burst.money import TenantMoney, estimate_cost, split_cost
 from broker.burst.routes import RouteState, route_refusal
 from broker.decision import Action, Decision
 from broker.model import JobSpec, Offer, SiteId, SpotMode, TenantId
-from broker.placement import Explanation, PlacementContext, ScoredOffer, place, rejection_summary
+from broker.placement import (
+    HARDWARE_PREFIX,
+    Explanation,
+    PlacementContext,
+    ScoredOffer,
+    place,
+    rejection_counts,
+    rejection_summary,
+)
 from broker.placement.blocklist import BLOCKED
 from broker.placement.health import UNHEALTHY
 from broker.policy import Policy
@@ -125,11 +133,13 @@ def decide(
         pending: datetime | None = None,
         **more: Any,
     ) -> Decision:
-        data = {**numbers, **more, "action": action.value}
+        # `currency` labels every money figure (costs, cash, voucher: the policy's currency);
+        # the offer's price keeps its own currency next to it.
+        data = {**numbers, **more, "action": action.value, "currency": policy.currency}
         if offer is not None:
             data["offer_key"] = offer.offer.key
             data["price_per_hour"] = offer.offer.price_per_hour
-            data["currency"] = offer.offer.currency
+            data["price_currency"] = offer.offer.currency
             data["price_read_at"] = (
                 offer.offer.price_read_at.isoformat() if offer.offer.price_read_at else None
             )
@@ -292,13 +302,30 @@ def decide(
 
 
 def explain_json(decision: Decision) -> dict[str, Any]:
-    """The placement explanation plus the decision and its numbers."""
+    """The explanation as the decision sees it: `chosen` is the decision's offer (run, burst
+    or wait there), offers are listed decision first, then allowed, then rejected with the
+    rules that block the job before hardware misfits; `rejections` counts offers per rule."""
     expl: Explanation | None = decision.explanation
-    body = (
-        expl.to_json()
-        if expl is not None
-        else {"chosen": None, "offers": [], "policy_hash": decision.policy_hash}
-    )
+    if expl is None:
+        body: dict[str, Any] = {"chosen": None, "offers": [], "policy_hash": decision.policy_hash}
+        body["rejections"], body["allowed_offers"] = [], 0
+    else:
+        body = expl.to_json()
+        body["placement_best"] = body["chosen"]
+        picked = None
+        if decision.offer is not None:
+            picked = next((s for s in expl.offers if s.offer.key == decision.offer.key), None)
+        ordered = sorted(
+            expl.offers,
+            key=lambda s: (s is not picked, not s.allowed, _is_misfit(s)),
+        )
+        body["chosen"] = expl.offer_json(picked) if picked is not None else None
+        body["offers"] = [expl.offer_json(s) for s in ordered]
+        body["rejections"] = [
+            {"rule": rule, "offers": n, "message": message}
+            for rule, n, message in rejection_counts(expl)
+        ]
+        body["allowed_offers"] = len(expl.allowed)
     body["decision"] = {
         "action": decision.action.value,
         "burst": decision.burst,
@@ -306,3 +333,7 @@ def explain_json(decision: Decision) -> dict[str, Any]:
         **dict(decision.data),
     }
     return body
+
+
+def _is_misfit(scored: ScoredOffer) -> bool:
+    return not scored.allowed and all(r.rule.startswith(HARDWARE_PREFIX) for r in scored.reasons)

@@ -1,9 +1,10 @@
 """One queued job's decision within a dispatch pass: the step the live planner and the simulator share.
 
-`decide_in_pass` builds the `BurstInputs` from the pass snapshot, calls `decide` on the
-snapshot's current view, and records an on-prem RUN (claim) or WAIT (backlog) in the
-snapshot so the next job of the pass sees it. `broker.planning.Planner.decide` and
-`broker.sim.engine` both call it; neither builds the inputs on its own.
+`build_inputs` is the one builder of a job's `BurstInputs` from a pass snapshot (money,
+routes, blocks, health, live claims and the pass's backlog). `decide_in_pass` calls
+`decide` with them and records an on-prem RUN (claim) or WAIT (backlog) in the snapshot so
+the next job of the pass sees it. The live dispatcher, live explain (which decides without
+recording) and the simulator all build their inputs here.
 """
 
 from __future__ import annotations
@@ -46,24 +47,12 @@ def build_inputs(
 
 
 def decide_in_pass(
-    spec: JobSpec,
-    tenant: TenantId,
-    snap: PassSnapshot,
-    policy: Policy,
-    *,
-    queued_since: datetime,
-    money: TenantMoney,
-    pending_since: datetime | None,
-    queueing_sites: frozenset[str] = frozenset(),
+    spec: JobSpec, tenant: TenantId, snap: PassSnapshot, policy: Policy, inputs: BurstInputs
 ) -> Decision:
-    """Decide one job against the pass view, then claim or enqueue its on-prem offer in `snap`."""
-    inputs = build_inputs(
-        snap,
-        queued_since=queued_since,
-        money=money,
-        pending_since=pending_since,
-        queueing_sites=queueing_sites,
-    )
+    """Decide one job against the pass view, then claim or enqueue its on-prem offer in `snap`.
+
+    `inputs` come from `build_inputs` on the same snapshot.
+    """
     decision = decide(spec, tenant, snap.offers, policy, inputs)
     if decision.offer is not None and is_onprem(policy, decision.offer.site):
         if decision.action == Action.RUN:

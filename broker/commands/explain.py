@@ -1,4 +1,9 @@
-"""`szb explain JOB.yaml`: offline dry-run placement from the policy's static catalog."""
+"""`szb explain JOB.yaml`: where would this job run, and why (offline, or live with `--server`).
+
+Both modes print the same shape: the decision's own offer marked first, a `-better-analyze`
+style count of what rejected the other offers (the rule that blocks the job first), every
+price with its currency.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +12,33 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from broker.api import broker_service_pb2 as pb
 from broker.burst import BurstInputs, decide, explain_json
 from broker.commands._connect import add_connection_args, client_for
 from broker.jobfile import JobFileError, load_job_file
 from broker.model import JobSpec, TenantId
-from broker.placement import Explanation
 from broker.policy import PolicyError, load_policy
+
+DEFAULT_POLICY = Path("configs/policy.yaml")
+MONEY_KEYS = ("onprem_total_cost", "cloud_total_cost", "cash", "voucher")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("explain", help="where would this job run, and why (offline)")
+    parser = sub.add_parser("explain", help="where would this job run, and why")
     parser.add_argument("job", type=Path, help="job spec YAML")
-    parser.add_argument("--policy", type=Path, default=Path("configs/policy.yaml"))
-    parser.add_argument("--tenant", default=None, help="tenant id (default: the policy's first tenant)")
-    parser.add_argument("--output", choices=("json", "table"), default="table")
+    parser.add_argument("--policy", type=Path, default=None,
+                        help=f"offline: the routing policy (default {DEFAULT_POLICY})")
+    parser.add_argument("--tenant", default=None,
+                        help="offline: tenant id (default: the policy's first tenant)")
+    parser.add_argument("--output", "-o", choices=("json", "table"), default="table")
     parser.add_argument("--limit", type=int, default=25, help="table rows (json always has all offers)")
+    # --server (or SZB_SERVER) asks a running broker instead: live capacity, waits, blocks, money.
     add_connection_args(parser, server_default=None)
     parser.set_defaults(handler=cmd_explain)
 
@@ -39,10 +54,19 @@ def load_job(path: Path) -> JobSpec:
 def cmd_explain(args: argparse.Namespace) -> int:
     from broker.catalog.offers import static_offers
 
-    if args.server:
+    server = args.server
+    if server and (args.policy is not None or args.tenant is not None):
+        print(
+            "szb: usage error: --server (or SZB_SERVER) asks the running broker (its policy, the "
+            "token's tenant); "
+            "--policy/--tenant are for an offline explain: give one or the other",
+            file=sys.stderr,
+        )
+        return 2
+    if server:
         return _explain_remote(args)
     try:
-        policy = load_policy(args.policy)
+        policy = load_policy(args.policy or DEFAULT_POLICY)
         job = load_job(args.job)
     except PolicyError as exc:
         for problem in exc.problems:
@@ -52,21 +76,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)  # the shell reads the clock; the core only receives it
     decision = decide(job, TenantId(tenant), static_offers(policy, read_at=now), policy,
                       BurstInputs(now=now, queued_since=now))
-    explanation: Explanation = decision.explanation
-    if args.output == "json":
-        print(json.dumps(explain_json(decision), indent=2))
-    else:
-        print_table(explanation, tenant=tenant, job=job.name, limit=args.limit)
-        print_decision(explain_json(decision)["decision"])
-    return 0 if explanation.chosen is not None else 1
+    body = explain_json(decision)
+    body["tenant"] = tenant
+    return _show(body, args, job=job.name)
 
 
 def _explain_remote(args: argparse.Namespace) -> int:
-    """ExplainPlacement on a running broker: the same decision with live waits and blocks."""
-    from google.protobuf.json_format import MessageToDict
-
+    """ExplainPlacement on a running broker: the decision its dispatcher would take now."""
     from broker.client import ClientError
-    from broker.serde import spec_to_proto
+    from broker.serde import explanation_from_proto, spec_to_proto
 
     try:
         job = load_job(args.job)
@@ -80,82 +98,101 @@ def _explain_remote(args: argparse.Namespace) -> int:
         except ClientError as exc:
             print(f"szb: error: {exc}", file=sys.stderr)
             return 1
-    ex = resp.explanation
-    body = MessageToDict(ex, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-    body.pop("decision_json", None)
-    body["chosen"] = body.get("chosen") if ex.HasField("chosen") else None
-    body["decision"] = json.loads(ex.decision_json or "{}")
+    body = explanation_from_proto(resp.explanation)
+    body["tenant"] = None
+    return _show(body, args, job=job.name)
+
+
+def _show(body: dict[str, Any], args: argparse.Namespace, *, job: str) -> int:
     if args.output == "json":
         print(json.dumps(body, indent=2))
     else:
-        from rich.console import Console
-
-        console = Console()
-        chosen = body["chosen"]
-        console.print(f"chosen: {chosen['site']} {chosen['instance_type']}" if chosen else "chosen: none")
-        for o in body.get("offers", [])[: args.limit]:
-            why = "; ".join(r["message"] for r in o.get("reasons", [])) or "allowed"
-            console.print(f"  {o['site']:<22} {o['instance_type']:<24} {o.get('price_per_hour', 0):>9.2f} "
-                          f"wait {o.get('expected_wait_seconds', 0) / 60:>5.0f}m  {why}", highlight=False)
-        print_decision(body["decision"])
-    return 0 if ex.HasField("chosen") else 1
+        console = Console() if sys.stdout.isatty() else Console(width=220)
+        print_table(body, job=job, limit=args.limit, console=console)
+        print_decision(body["decision"], console=console)
+    return 0 if body.get("allowed_offers") else 1
 
 
-def print_decision(decision: dict[str, object]) -> None:
-    """The run / wait / burst decision and the numbers behind it."""
-    from rich.console import Console
-
-    console = Console()
-    console.print(f"[bold]decision:[/] {decision.get('action')}"
-                  + (" (burst)" if decision.get("burst") else ""))
-    reasons = decision.get("reasons") or []
-    for reason in reasons if isinstance(reasons, list) else []:
-        console.print(f"  - {reason}", highlight=False)
-    numbers = {k: v for k, v in decision.items() if k not in ("action", "burst", "reasons")}
-    if numbers:
-        console.print("  " + ", ".join(f"{k}={v}" for k, v in numbers.items()), highlight=False)
+def summary_line(body: dict[str, Any]) -> str:
+    """`0 of 219 offers allowed: 187 hardware.fit, 12 us-export-3a090`: what rejected the rest."""
+    counts = ", ".join(f"{r['offers']} {r['rule']}" for r in body.get("rejections", []))
+    head = f"{body.get('allowed_offers', 0)} of {len(body.get('offers', []))} offers allowed"
+    return f"{head}: {counts}" if counts else head
 
 
-def print_table(ex: Explanation, *, tenant: str, job: str, limit: int) -> None:
-    """A SkyPilot-style optimizer plan: chosen row marked, why each other offer lost."""
-    from rich.console import Console
-    from rich.table import Table
+def _price(value: float, currency: str) -> str:
+    return f"{value:,.2f} {currency}".rstrip()
 
-    best = ex.chosen.score if ex.chosen is not None else 0.0
-    table = Table(
-        title=f"Placement of {job} for {tenant} (policy {ex.policy_hash[:12]}, score in "
-        f"{ex.currency}, lower wins)"
-    )
-    for col in ("", "SITE", "INSTANCE", "ACCELERATORS", "SPOT", "PRICE/H", "WAIT", "SCORE", "VERDICT"):
-        table.add_column(
-            col, justify="right" if col in ("PRICE/H", "WAIT", "SCORE") else "left", no_wrap=col != "VERDICT"
-        )
-    for i, s in enumerate(ex.offers[:limit]):
-        o = s.offer
-        acc = f"{o.accelerator}x{o.count}" if o.accelerator else "-"
-        mark = "✔" if i == 0 and ex.chosen is not None else ""
-        if not s.allowed:
-            verdict = "; ".join(f"[{r.rule}] {r.message}" for r in s.reasons)
+
+def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console) -> None:
+    """The decision's offer marked first, then allowed offers, then why the others lost."""
+    decision = body.get("decision", {})
+    currency = body.get("score_currency") or decision.get("currency", "")
+    chosen = body.get("chosen")
+    best = chosen["score"] if chosen and chosen.get("score") is not None else None
+    who = f" for {body['tenant']}" if body.get("tenant") else ""
+    console.print(escape(f"Placement of {job}{who} (policy {body.get('policy_hash', '')[:12]})"),
+                  highlight=False)
+    console.print(escape(summary_line(body)), highlight=False)
+    blocking = [r for r in body.get("rejections", []) if not r["rule"].startswith("hardware.")]
+    if not body.get("allowed_offers") and blocking:
+        top = blocking[0]
+        why = escape(f"[{top['rule']}] {top['message']}")
+        console.print(f"[bold red]blocked by[/] {why}", highlight=False)
+    table = Table(title=f"Offers (score = expected cost in {currency}, lower wins)")
+    for col in ("", "SITE", "INSTANCE", "ACCELERATORS", "SPOT", "PRICE/H", "WAIT", f"SCORE ({currency})",
+                "VERDICT"):
+        table.add_column(col, justify="right" if col in ("PRICE/H", "WAIT") or col.startswith("SCORE")
+                         else "left", no_wrap=col != "VERDICT")
+    offers = body.get("offers", [])
+    action = decision.get("action", "")
+    for i, o in enumerate(offers[:limit]):
+        mark = "✔" if i == 0 and chosen is not None else ""
+        if not o["allowed"]:
+            verdict = "; ".join(f"[{r['rule']}] {r['message']}" for r in o["reasons"])
             score = "-"
         else:
-            verdict = "chosen" if mark else f"allowed: +{s.score - best:,.2f} {ex.currency} vs chosen"
-            score = f"{s.score:,.2f}"
+            score = f"{o['score']:,.2f}" if o.get("score") is not None else "-"
+            if mark:
+                verdict = {"run": "decision: run here", "wait": "decision: wait for this"}.get(
+                    action, f"decision: {action}")
+                if decision.get("burst"):
+                    verdict += " (burst)"
+            elif best is not None and o.get("score") is not None:
+                verdict = f"allowed: {o['score'] - best:+,.2f} {currency} vs the decision's offer"
+            else:
+                verdict = "allowed"
+        acc = f"{o['accelerator']}x{o['count']}" if o.get("accelerator") else "-"
+        wait = f"{(o.get('expected_wait_s') or 0) / 60:.0f}m"
         table.add_row(
-            mark,
-            o.site,
-            o.instance_type,
-            acc,
-            "yes" if o.spot else "no",
-            f"{o.price_per_hour:,.2f} {o.currency}",
-            f"{o.expected_wait_s / 60:.0f}m",
-            score,
-            verdict,
-            style="bold green" if mark else ("dim" if not s.allowed else None),
+            mark, escape(o["site"]), escape(o["instance_type"]), escape(acc), "yes" if o["spot"] else "no",
+            _price(o["price_per_hour"], o.get("currency") or ""), wait, score, escape(verdict),
+            style="bold green" if mark else ("dim" if not o["allowed"] else None),
         )
-    console = Console() if sys.stdout.isatty() else Console(width=220)
     console.print(table)
-    hidden = len(ex.offers) - min(limit, len(ex.offers))
+    hidden = len(offers) - min(limit, len(offers))
     if hidden:
         console.print(f"... {hidden} more offers (use --limit or --output json)")
-    if ex.chosen is None:
+    if not body.get("allowed_offers"):
         console.print("[bold red]No offer is allowed for this job.[/]")
+
+
+def print_decision(decision: dict[str, Any], *, console: Console | None = None) -> None:
+    """The run / wait / burst decision and the numbers behind it, money labelled with its currency."""
+    console = console or Console()
+    currency = decision.get("currency", "")
+    console.print(f"[bold]decision:[/] {escape(str(decision.get('action')))}"
+                  + (" (burst)" if decision.get("burst") else ""), highlight=False)
+    reasons = decision.get("reasons") or []
+    for reason in reasons if isinstance(reasons, list) else []:
+        console.print(f"  - {escape(str(reason))}", highlight=False)
+    parts = []
+    skip = {"action", "burst", "reasons", "currency", "price_currency", "price_per_hour"}
+    for key, value in decision.items():
+        if key in skip or value is None:
+            continue
+        parts.append(f"{key}={value} {currency}" if key in MONEY_KEYS else f"{key}={value}")
+    if decision.get("price_per_hour") is not None:
+        parts.append(f"price_per_hour={decision['price_per_hour']} {decision.get('price_currency', '')}")
+    if parts:
+        console.print("  " + escape(", ".join(parts)), highlight=False)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,10 @@ from broker.commands._connect import add_connection_args, client_for
 from broker.config import ConfigFileError, apply_env, load_config
 from broker.jobfile import JobFileError, load_job_file
 from broker.model import JobState
-from broker.serde import spec_to_proto, state_from_proto, state_to_proto
+from broker.serde import spec_to_proto, state_from_proto, state_to_proto, ts_to_proto
 
 Sub = "argparse._SubParsersAction[argparse.ArgumentParser]"
+BEIJING_TZ = timezone(timedelta(hours=8))
 
 _STATE_STYLE = {
     JobState.QUEUED: "yellow",
@@ -66,6 +68,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("get", help="show one job")
     p.add_argument("id")
+    p.add_argument("--wide", action="store_true", help="more columns, nothing cut")
     _client_args(p)
     p.set_defaults(handler=cmd_get)
 
@@ -75,8 +78,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--label", action="append", default=[], help="KEY=VALUE")
     p.add_argument("--page-size", type=int, default=100)
+    p.add_argument("--page-token", default="", help="continue from a previous page's next token")
     p.add_argument("--all", action="store_true", help="follow every page")
     p.add_argument("--tenant", default="", help="only this tenant's jobs (operators: any tenant)")
+    p.add_argument("--wide", action="store_true", help="more columns, nothing cut (instance, cost, run time)")
     _client_args(p)
     p.set_defaults(handler=cmd_list)
 
@@ -126,24 +131,63 @@ def _job_dict(job: job_pb2.Job) -> dict[str, Any]:
     return d
 
 
-def _print_jobs(jobs: Iterable[job_pb2.Job], console: Console) -> None:
-    table = Table(show_lines=False)
-    for col in ("ID", "NAME", "STATE", "SITE", "ACCEL", "ATTEMPTS", "EXIT", "MESSAGE"):
-        table.add_column(col)
+def _age(job: job_pb2.Job) -> str:
+    if not job.HasField("start_time"):
+        return "-"
+    end = job.end_time.ToDatetime() if job.HasField("end_time") else datetime.now(UTC).replace(tzinfo=None)
+    seconds = max(0, int((end - job.start_time.ToDatetime()).total_seconds()))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def _print_jobs(jobs: Iterable[job_pb2.Job], console: Console, *, wide: bool = False) -> None:
+    """Ids are never cut (they are what users copy); the reason is cut to the terminal's width,
+    or shown whole with `wide`, which also adds placement, cost and run time."""
+    header = ["ID", "NAME", "STATE", "SITE", "ACCEL"]
+    if wide:
+        header += ["INSTANCE", "ATTEMPTS", "EXIT", "RAN", "COST"]
+    rows: list[list[str]] = []
+    states: list[JobState] = []
     for job in jobs:
         state = state_from_proto(job.state)
         acc = job.spec.resources.accelerators
-        table.add_row(
-            job.id,
-            job.spec.name,
-            f"[{_STATE_STYLE[state]}]{state.value}[/]",
-            job.site or "-",
-            f"{acc.count}x{'|'.join(acc.any_of) or 'any'}" if acc.count else "-",
-            str(job.attempts),
-            str(job.exit_code) if job.HasField("exit_code") else "-",
-            job.message[:60],
-        )
+        placed = f"{job.accelerator_count}x{job.accelerator}" if job.accelerator else ""
+        wanted = f"{acc.count}x{'|'.join(acc.any_of) or 'any'}" if acc.count else "-"
+        row = [job.id, job.spec.name, state.value, job.site or "-", placed or wanted]
+        if wide:
+            row += [
+                job.instance_type or "-",
+                str(job.attempts),
+                str(job.exit_code) if job.HasField("exit_code") else "-",
+                _age(job),
+                f"{job.cost_so_far:,.2f} {job.cost_currency}" if job.cost_currency else "-",
+            ]
+        row.append(job.pending_reason or job.message)
+        rows.append(row)
+        states.append(state)
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    # Every column but the reason keeps its full width (3 characters of border each).
+    room = console.width - sum(w + 3 for w in widths) - 4
+    table = Table(show_lines=False)
+    for col in header:
+        table.add_column(col, no_wrap=True, justify="right" if col in ("ATTEMPTS", "COST") else "left")
+    table.add_column("REASON", no_wrap=True)
+    for row, state in zip(rows, states, strict=True):
+        cells = [escape(c) for c in row[:-1]]
+        cells[2] = f"[{_STATE_STYLE[state]}]{state.value}[/]"
+        reason = row[-1] if wide else _fit(row[-1], max(room, len("REASON")))
+        table.add_row(*cells, escape(reason))
     console.print(table)
+
+
+def _console(wide: bool = False) -> Console:
+    """Wide output is never folded to the terminal: lines are as long as their content."""
+    return Console(width=100_000) if wide else Console()
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -195,7 +239,7 @@ def _follow(client: BrokerClient, job_id: str, after: int, output: str, console:
                 continue
             console.print(
                 f"{ev.time.ToDatetime():%H:%M:%S} {job_id} #{ev.seq:<3} "
-                f"[{_STATE_STYLE[state]}]{state.value:<12}[/] {ev.kind}: {ev.message}",
+                f"[{_STATE_STYLE[state]}]{state.value:<12}[/] {escape(ev.kind)}: {escape(ev.message)}",
                 highlight=False,
             )
     except ClientError as exc:
@@ -217,7 +261,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(_job_dict(job), indent=2))
     else:
-        _print_jobs([job], Console())
+        _print_jobs([job], _console(args.wide), wide=args.wide)
         if job.log_tail:
             print(job.log_tail.rstrip())
     return 0
@@ -233,7 +277,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         labels[key] = value
     states = [state_to_proto(JobState(s)) for s in args.state]
     jobs: list[job_pb2.Job] = []
-    token = ""
+    token = args.page_token
     with client_for(args) as client:
         while True:
             try:
@@ -252,9 +296,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps({"jobs": [_job_dict(j) for j in jobs], "next_page_token": token}, indent=2))
     else:
-        _print_jobs(jobs, Console())
+        _print_jobs(jobs, _console(args.wide), wide=args.wide)
         if token:
-            print(f"(more: --all, or next page token {token})")
+            print(f"(more: --all, or --page-token {token})")
     return 0
 
 
@@ -313,8 +357,11 @@ def register_operator(sub: Any) -> None:
     _client_args(p)
     p.set_defaults(handler=cmd_status)
 
-    p = sub.add_parser("spend", help="this month's spend, reservations, budget and vouchers")
+    p = sub.add_parser("spend", help="burst spend and reservations (this month, or a range), budget left")
     p.add_argument("--tenant", default="", help="another tenant (internal tenants only); * for all")
+    p.add_argument("--since", type=_when, help="from: YYYY-MM-DD (Beijing day), an ISO time, or 36h / 7d ago")
+    p.add_argument("--until", type=_when, help="until (exclusive), same forms; default now")
+    p.add_argument("--by", choices=["day", "site", "tenant"], help="one line per day, site or tenant")
     _client_args(p)
     p.set_defaults(handler=cmd_spend)
 
@@ -325,22 +372,31 @@ def cmd_status(args: argparse.Namespace) -> int:
             resp = client.status()
         except ClientError as exc:
             return _fail(str(exc))
-    extra = json.loads(resp.status_json or "{}")
     if args.output == "json":
         body = MessageToDict(resp, preserving_proto_field_name=True)
         body.pop("status_json", None)
-        print(json.dumps({**body, **extra}, indent=2))
+        body["tenants"] = [
+            {
+                "tenant": t.tenant,
+                "budget": t.budget if t.HasField("budget") else None,
+                "budget_left": t.budget_left if t.HasField("budget_left") else None,
+                "vouchers_left": t.vouchers_left,
+            }
+            for t in resp.tenants
+        ]
+        print(json.dumps(body, indent=2))
         return 0
     console = Console()
     table = Table(title=f"On-prem capacity (policy {resp.policy_hash[:12]})")
-    for col in ("SITE", "PARTITION", "ACCELERATOR", "FREE/TOTAL", "EXPECTED WAIT"):
+    for col in ("SITE", "PARTITION", "ACCELERATOR", "FREE/TOTAL", "QUEUED", "EXPECTED WAIT"):
         table.add_column(col)
     for p in resp.partitions:
         table.add_row(
-            p.site,
-            p.partition,
-            p.accelerator or "cpu",
+            escape(p.site),
+            escape(p.partition),
+            escape(p.accelerator or "cpu"),
             f"{p.free}/{p.total}",
+            str(p.queued_jobs),
             f"{p.expected_wait_seconds / 60:.0f} min",
         )
     console.print(table)
@@ -353,49 +409,88 @@ def cmd_status(args: argparse.Namespace) -> int:
     if resp.HasField("refused_policy"):
         r = resp.refused_policy
         console.print(
-            f"[red]policy reload refused[/]: {r.source} (hash {r.hash[:12]}) is invalid; "
+            f"[red]policy reload refused[/]: {escape(r.source)} (hash {r.hash[:12]}) is invalid; "
             f"policy {resp.policy_hash[:12]} stays in force"
         )
         for err in r.errors:
             console.print(f"  {escape(err)}", highlight=False)
-    for t in extra.get("tenants", []):
-        left = (
-            "no budget"
-            if t["budget_left"] is None
-            else f"{t['budget_left']:.2f} {extra.get('currency', '')} left"
-        )
-        console.print(f"  {t['tenant']}: {left}, vouchers {t['vouchers_left']:.2f}")
-    for site, why in extra.get("unhealthy", {}).items():
-        console.print(f"[red]unhealthy[/] {site}: {why}")
+    for t in resp.tenants:
+        if t.HasField("budget"):
+            left = t.budget_left if t.HasField("budget_left") else t.budget
+            money = f"{left:,.2f} of {t.budget:,.2f} {resp.currency} left"
+        else:
+            money = "no budget limit"
+        console.print(f"  {escape(t.tenant)}: {money}, vouchers {t.vouchers_left:,.2f} {resp.currency}")
+    for site, why in sorted(resp.unhealthy_sites.items()):
+        console.print(f"[red]unhealthy[/] {escape(site)}: {escape(why)}")
     return 0
 
 
+def _when(text: str) -> datetime:
+    """A point in time for --since/--until: a Beijing date, an ISO date-time, or `36h`/`7d` ago."""
+    from broker.burst.money import BEIJING
+
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not YYYY-MM-DD, an ISO date-time, or a duration like 36h or 7d"
+        ) from exc
+    return value if value.tzinfo else value.replace(tzinfo=BEIJING)
+
+
+_GROUPING = {
+    None: pb.SPEND_GROUPING_UNSPECIFIED,
+    "day": pb.SPEND_GROUPING_DAY,
+    "site": pb.SPEND_GROUPING_SITE,
+    "tenant": pb.SPEND_GROUPING_TENANT,
+}
+
+
 def cmd_spend(args: argparse.Namespace) -> int:
+    request = pb.GetSpendRequest(tenant=args.tenant, group_by=_GROUPING[args.by])
+    if args.since is not None:
+        request.since.CopyFrom(ts_to_proto(args.since))
+    if args.until is not None:
+        request.until.CopyFrom(ts_to_proto(args.until))
     with client_for(args) as client:
         try:
-            resp = client.spend(args.tenant)
+            resp = client.spend(request)
         except ClientError as exc:
             return _fail(str(exc))
     if args.output == "json":
-        print(
-            json.dumps(
-                MessageToDict(
-                    resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-                ),
-                indent=2,
-            )
+        body = MessageToDict(
+            resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
+        for key in ("budget", "budget_left", "vouchers_left"):
+            body.setdefault(key, None)  # unset: no budget (or several tenants), never 0
+        print(json.dumps(body, indent=2))
         return 0
-    table = Table(title=f"Spend in {resp.month} ({resp.currency})")
-    for col in ("TENANT", "SITE", "SPENT", "RESERVED"):
-        table.add_column(col)
+    since = resp.since.ToDatetime(tzinfo=UTC).astimezone(BEIJING_TZ)
+    until = resp.until.ToDatetime(tzinfo=UTC).astimezone(BEIJING_TZ)
+    table = Table(
+        title=f"Spend {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} Beijing time ({resp.currency})"
+    )
+    cols = {"day": ["DAY"], "site": ["SITE"], "tenant": ["TENANT"], None: ["TENANT", "SITE"]}[args.by]
+    for col in (*cols, "SPENT", "RESERVED", "VOUCHERS"):
+        table.add_column(col, justify="right" if col in ("SPENT", "RESERVED", "VOUCHERS") else "left")
     for line in resp.lines:
-        table.add_row(line.tenant, line.site, f"{line.spent:.2f}", f"{line.reserved:.2f}")
+        keys = {"DAY": line.day, "SITE": line.site, "TENANT": line.tenant}
+        money = (f"{line.spent:,.2f}", f"{line.reserved:,.2f}", f"{line.voucher:,.2f}")
+        table.add_row(*(escape(keys[c]) for c in cols), *money)
     console = Console()
     console.print(table)
-    console.print(
-        f"Budget {resp.budget:.2f}, left {resp.budget_left:.2f}, vouchers left {resp.vouchers_left:.2f}"
-    )
+    console.print(f"Total spent {resp.total_spent:,.2f} {resp.currency}, reserved {resp.total_reserved:,.2f}")
+    if resp.HasField("budget"):
+        left = resp.budget_left if resp.HasField("budget_left") else resp.budget
+        console.print(f"Budget {resp.budget:,.2f} {resp.currency} this month, left {left:,.2f}")
+    elif args.tenant != "*":
+        console.print("No monthly budget limit")
+    if resp.HasField("vouchers_left"):
+        console.print(f"Vouchers left {resp.vouchers_left:,.2f} {resp.currency}")
     return 0
 
 

@@ -7,6 +7,7 @@ capacity), asks `decide`, and acts, recording every step on the job before calli
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import secrets
@@ -358,6 +359,15 @@ class Dispatcher(AttemptTracking):
                 on_freed=self.capacity_changed,
             )
         )
+
+    async def current_snapshot(self) -> PassSnapshot:
+        """The snapshot the next decision is made on: this pass's (claims and backlog included)
+        while it is fresh, else a new one, as a pass would take it (never stored here)."""
+        loop_now = asyncio.get_running_loop().time()
+        now = self.clock.now()
+        if self._snap is not None and loop_now - self._snap_at < self.settings.poll_interval_s:
+            return dataclasses.replace(self._snap, now=now)
+        return await asyncio.to_thread(self.planner.snapshot, now, self.store.live_attempts())
 
     async def _queued_jobs(self) -> list[Job]:
         """Every queued job, read a page at a time so a deep queue never stalls the RPCs."""

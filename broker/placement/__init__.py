@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from broker.placement.core import GROUP_FILTERS, OFFER_FILTERS, place, rejection_summary
+from broker.placement.core import (
+    GROUP_FILTERS,
+    HARDWARE_PREFIX,
+    OFFER_FILTERS,
+    place,
+    rejection_counts,
+    rejection_summary,
+)
 from broker.placement.prepared import PreparedOffers, forget_snapshots, prepare_offers
 from broker.placement.types import Explanation, PlacementContext, Reason, ScoredOffer, SiteFacts
 
 __all__ = [
     "GROUP_FILTERS",
+    "HARDWARE_PREFIX",
     "OFFER_FILTERS",
     "Explanation",
     "PlacementContext",
@@ -18,5 +26,6 @@ __all__ = [
     "forget_snapshots",
     "place",
     "prepare_offers",
+    "rejection_counts",
     "rejection_summary",
 ]

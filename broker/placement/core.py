@@ -236,10 +236,32 @@ def _rejections(prepared: PreparedOffers, env: Env) -> tuple[ScoredOffer, ...]:
 
 
 def rejection_summary(explanation: Explanation) -> list[Reason]:
-    """Distinct reasons across rejected offers (for FAILED_PRECONDITION details), first-seen order."""
+    """Distinct reasons across rejected offers (for FAILED_PRECONDITION details): the rules that
+    block the job first, hardware misfits (what the job does not want) last; first-seen order."""
     seen: dict[Reason, None] = {}
     for s in explanation.offers:
         if not s.allowed:
             for r in s.reasons:
                 seen.setdefault(r, None)
-    return list(seen)
+    return sorted(seen, key=lambda r: r.rule.startswith(HARDWARE_PREFIX))
+
+
+HARDWARE_PREFIX = "hardware."
+"""Rules about the job's own hardware request: they say what the job does not want, not
+what stops it, so summaries list them after the rules that block the job."""
+
+
+def rejection_counts(explanation: Explanation) -> list[tuple[str, int, str]]:
+    """(rule, offers it rejected, one message) per rule, HTCondor `-better-analyze` style.
+
+    Each rejected offer counts for its first rule. Rules that block offers the job could
+    otherwise use come first (most offers first), hardware misfits last.
+    """
+    counts: dict[str, list[Any]] = {}
+    for s in explanation.offers:
+        if not s.allowed and s.reasons:
+            first = s.reasons[0]
+            entry = counts.setdefault(first.rule, [0, first.message])
+            entry[0] += 1
+    ordered = sorted(counts.items(), key=lambda kv: (kv[0].startswith(HARDWARE_PREFIX), -kv[1][0], kv[0]))
+    return [(rule, n, message) for rule, (n, message) in ordered]

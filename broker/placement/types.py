@@ -118,6 +118,7 @@ class Explanation:
             "price_read_at": o.price_read_at.isoformat() if o.price_read_at else None,
             "expected_wait_s": o.expected_wait_s,
             "zone": o.zone,
+            "region": o.region,
             "allowed": scored.allowed,
             "reasons": [{"rule": r.rule, "message": r.message} for r in scored.reasons],
             "score": round(scored.score, 4) if scored.allowed else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from broker.burst import TenantMoney, is_onprem
-from broker.burst.step import decide_in_pass
+from broker.burst.step import build_inputs, decide_in_pass
 from broker.decision import Decision
 from broker.policy import Policy
 from broker.sim.jobs import EPOCH, SimJob
@@ -33,15 +33,10 @@ class PolicyStrategy:
     def decide(
         self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None
     ) -> Decision:
-        return decide_in_pass(
-            job.spec,
-            job.tenant,
-            snap,
-            self.policy,
-            queued_since=job.created_at,
-            money=money,
-            pending_since=pending,
+        inputs = build_inputs(
+            snap, queued_since=job.created_at, money=money, pending_since=pending, queueing_sites=frozenset()
         )
+        return decide_in_pass(job.spec, job.tenant, snap, self.policy, inputs)
 
     def candidates(self, job: SimJob, decision: Decision) -> tuple[str, ...]:
         expl = decision.explanation

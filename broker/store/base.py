@@ -204,7 +204,11 @@ class JobStore(abc.ABC):
     def record_many(
         self, entries: Sequence[tuple[JobId, str, str, Mapping[str, Any]]], now: datetime
     ) -> None:
-        """Append one event (job, kind, message, data) per entry, in one transaction."""
+        """Append one event (job, kind, message, data) per entry, in one transaction.
+
+        Each job's `message` becomes its entry's message: the latest word on a job whose state
+        does not move (why a queued job still waits), shown by `szb list`.
+        """
 
     @abc.abstractmethod
     def events_after(self, job_id: JobId, after_seq: int, limit: int = 1000) -> list[JobEvent]:

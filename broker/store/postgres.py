@@ -358,6 +358,7 @@ class PostgresStore(JobStore):
                 row = db.execute("SELECT state FROM jobs WHERE id=%s FOR UPDATE", (job_id,)).fetchone()
                 if row is None:
                     continue
+                db.execute("UPDATE jobs SET message=%s WHERE id=%s", (_text(message), job_id))
                 events.append(self._append_event(db, job_id, now, kind, JobState(row[0]), message, data))
         self._publish(events)
 

@@ -386,7 +386,8 @@ class SqliteStore(JobStore):
         with self._tx() as db:
             for job_id, kind, message, data in entries:
                 row = db.execute(
-                    "UPDATE jobs SET last_seq = last_seq + 1 WHERE id=? RETURNING last_seq, state", (job_id,)
+                    "UPDATE jobs SET last_seq = last_seq + 1, message=? WHERE id=? RETURNING last_seq, state",
+                    (message, job_id),
                 ).fetchone()
                 if row is None:
                     continue

@@ -110,3 +110,31 @@ def test_explain_table_and_bad_job(cli: Cli, tmp_path: Path, capsys: pytest.Capt
     job.write_text("name: finetune\ncommand: [python]\nruntime_estimate: 1h\ngpus: 2\n")
     assert cli(["explain", str(job), "--policy", str(CONFIGS / "policy.yaml")]) == 1
     assert f"{job}:4:1: error: gpus: unknown field" in capsys.readouterr().err
+
+
+def test_explain_names_the_blocking_rule_first(
+    cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A D:5 tenant asking for H100: the export rule leads, hardware misfits come after."""
+    job = tmp_path / "h100.yaml"
+    job.write_text(
+        "name: big\ncommand: [python]\nruntime_estimate: 6h\n"
+        "resources:\n  accelerators: {count: 8, any_of: [H100]}\n"
+    )
+    args = ["explain", str(job), "--policy", str(CONFIGS / "policy.yaml"), "--tenant", "zhipu-sme"]
+    assert cli([*args, "-o", "json"]) == 1
+    body = json.loads(capsys.readouterr().out)
+    assert body["allowed_offers"] == 0
+    first = body["rejections"][0]
+    assert first["rule"] == "us-export-3a090" and first["offers"] > 0
+    assert body["rejections"][-1]["rule"] == "hardware.fit"
+    assert body["offers"][0]["reasons"][0]["rule"] == "us-export-3a090"
+    assert body["decision"]["reasons"][0].startswith("us-export-3a090:")
+    assert cli(args) == 1
+    out = capsys.readouterr().out
+    total = len(body["offers"])
+    counts = ", ".join(f"{r['offers']} {r['rule']}" for r in body["rejections"])
+    assert f"0 of {total} offers allowed: {counts}" in out
+    assert out.index("us-export-3a090") < out.index("hardware.fit")
+    assert "[us-export-3a090]" in out  # the rule id survives rich rendering
+    assert "USD" in out and "CNY" in out

@@ -362,8 +362,15 @@ class StoreContract:
         ]
         assert [e.message for e in store.events_after(j1.id, 0)] == ["job accepted", "one", "three"]
         assert store.events_after(j2.id, 1)[0].data == {"n": 2}
-        assert store.get(j1.id).updated_at == NOW  # record_many does not touch the job row
+        assert store.get(j1.id).updated_at == NOW  # record_many does not move the job's time
         store.record_many([], LATER)
+
+    def test_record_many_sets_the_latest_message(self, store: JobStore) -> None:
+        """`szb list` shows why a queued job waits: the message of its latest waiting event."""
+        job = self.submit_one(store)
+        store.record_many([(job.id, "waiting", "on-prem wait 40 min is within max_wait", {})], LATER)
+        assert store.get(job.id).message == "on-prem wait 40 min is within max_wait"
+        assert store.get(job.id).state == JobState.QUEUED
 
     def test_events_after_and_limit(self, store: JobStore) -> None:
         job = self.submit_one(store)

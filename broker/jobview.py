@@ -1,0 +1,56 @@
+"""What a client sees of a job beyond its stored row: placement, cost so far, start and end.
+
+Pure: built from the job, its attempts and events, the policy (for FX) and the clock's now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from broker.burst.money import estimate_cost
+from broker.model import Attempt, Job, JobEvent, JobState
+from broker.policy import Policy
+
+
+@dataclass(frozen=True)
+class JobDetails:
+    instance_type: str = ""
+    accelerator: str = ""
+    accelerator_count: int = 0
+    cost_so_far: float = 0.0
+    """Price × elapsed time of every attempt a backend accepted, in `currency`."""
+    currency: str = ""
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    pending_reason: str = ""
+
+
+def job_details(
+    job: Job, attempts: Sequence[Attempt], events: Sequence[JobEvent], policy: Policy, now: datetime
+) -> JobDetails:
+    """The client's view of `job` (attempts and events may be empty for a job never placed)."""
+    latest = attempts[-1] if attempts else None
+    cost = 0.0
+    for a in attempts:
+        if a.backend_id is None:
+            continue  # never accepted by a backend: nothing ran, nothing is billed
+        end = a.updated_at if a.state.terminal else now
+        hours = max(0.0, (end - a.created_at).total_seconds()) / 3600
+        cost += estimate_cost(job.spec, a.offer, policy, hours=hours)
+    started = next((e.time for e in events if e.state == JobState.RUNNING), None)
+    ended = next((e.time for e in reversed(events) if e.state.terminal), None)
+    if ended is None and job.state.terminal:
+        ended = job.updated_at
+    waiting = job.state in (JobState.QUEUED, JobState.PREEMPTED)
+    return JobDetails(
+        instance_type=latest.offer.instance_type if latest else "",
+        accelerator=(latest.offer.accelerator or "") if latest else "",
+        accelerator_count=job.spec.accelerator_count if latest and latest.offer.accelerator else 0,
+        cost_so_far=round(cost, 4),
+        currency=policy.currency,
+        started_at=started,
+        ended_at=ended,
+        pending_reason=(job.message or "waiting for its first decision") if waiting else "",
+    )

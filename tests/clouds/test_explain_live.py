@@ -1,0 +1,187 @@
+"""`szb explain --server` against a running broker: what it ticks is what the dispatcher does.
+
+A local on-prem site (one A800, 14 CNY/h) and an AWS site on moto (A10G at 1.006 USD/h, so
+placement alone prefers AWS). Live explain must decide with the dispatcher's inputs: free
+on-prem capacity, the tenant's money and the live attempts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.auth import hash_token
+from tests.brokerproc import ROOT, BrokerProcess
+from tests.clouds.e2e_helpers import md, wait_state
+from tests.doubles.moto_front import MotoFront
+
+AMI = "ami-12c6146b"
+POOR, RICH = "token-poor-lab-0123456789", "token-rich-lab-0123456789"
+HEADER = (
+    "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
+)
+POLICY = """\
+version: 1
+currency: CNY
+fx: {USD: 7.2}
+objective: {price: 1.0, wait_hour_cost: 40}
+accelerators: accelerators.yaml
+regimes: regimes.yaml
+sites:
+  - id: onprem
+    adapter: local
+    country: CN
+    residency: cn-mainland
+    partitions:
+      - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}
+  - id: aws-east
+    adapter: aws
+    region: us-east-1
+    country: US
+    residency: global
+    catalog: {file: aws-east.csv, region: us-east-1, currency: USD, spot: false}
+tenants:
+  - {id: poor-lab, kind: partner, entity_country: SG, monthly_budget: 0}
+  - {id: rich-lab, kind: partner, entity_country: SG, monthly_budget: 5000}
+compliance:
+  residency:
+    zones: {cn-mainland: {countries: [CN]}}
+"""
+
+
+def write_setup(folder: Path, moto_url: str) -> Path:
+    for name in ("accelerators.yaml", "regimes.yaml"):
+        shutil.copy(ROOT / "configs" / name, folder / name)
+    (folder / "aws-east.csv").write_text(f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a\n")
+    (folder / "policy.yaml").write_text(POLICY)
+    (folder / "tokens.yaml").write_text(
+        f"tokens:\n  - {{tenant: poor-lab, sha256: {hash_token(POOR)}}}\n"
+        f"  - {{tenant: rich-lab, sha256: {hash_token(RICH)}}}\n"
+    )
+    aws = (
+        f"{{endpoint_url: '{moto_url}', access_key_id: AKIDTESTTEST, secret_access_key: secret, "
+        f"image_id: {AMI}, live_prices: false, heartbeat_s: 1}}"
+    )
+    (folder / "broker.yaml").write_text(
+        textwrap.dedent(f"""\
+        data_dir: data
+        policy: policy.yaml
+        tokens_file: tokens.yaml
+        dispatch: {{poll_interval_s: 0.2, reconcile_interval_s: 1.0}}
+        sites:
+          onprem: {{cancel_grace_s: 1}}
+          aws-east: {aws}
+        """)
+    )
+    return folder / "broker.yaml"
+
+
+@pytest.fixture
+def broker(tmp_path: Path, moto: MotoFront) -> Iterator[BrokerProcess]:
+    proc = BrokerProcess(write_setup(tmp_path, moto.url))
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def job_yaml(folder: Path, name: str, *, max_wait: str, command: str = "print(1)") -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\ncommand: [{sys.executable}, -c, {json.dumps(command)}]\nruntime_estimate: 10h\n"
+        f"max_wait: {max_wait}\nresources:\n  accelerators: {{count: 1, any_of: [A800, A10G]}}\n"
+    )
+    return path
+
+
+def szb(broker: BrokerProcess, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SZB_SERVER": broker.address, "SZB_TOKEN": token, "GRPC_VERBOSITY": "ERROR"}
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_live_explain_ticks_the_decision_and_uses_money(broker: BrokerProcess, tmp_path: Path) -> None:
+    first = job_yaml(tmp_path, "holder", max_wait="1d", command="import time; time.sleep(60)")
+    # Placement alone ranks AWS first (7.24 CNY/h < 14); the decision runs on the free A800.
+    out = szb(broker, POOR, "explain", str(first), "-o", "json")
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert body["placement_best"]["site"] == "aws-east"
+    assert body["decision"]["action"] == "run" and body["chosen"]["site"] == "onprem"
+    assert body["offers"][0]["site"] == "onprem"
+    table = szb(broker, POOR, "explain", str(first))
+    ticked = [line for line in table.stdout.splitlines() if "✔" in line]
+    assert len(ticked) == 1 and "onprem" in ticked[0] and "aws-east" not in ticked[0], table.stdout
+    assert "7.24" not in ticked[0] and "1.01 USD" in table.stdout and "14.00 CNY" in table.stdout
+
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        submitted = szb(broker, POOR, "submit", str(first), "-o", "json")
+        holder = json.loads(submitted.stdout)[0]["id"]
+        running = wait_state(stub, holder, {job_pb2.JOB_STATE_RUNNING}, token=POOR)
+        assert running.site == "onprem"
+
+        # The A800 is taken: an impatient job would burst, but poor-lab's budget is 0.
+        impatient = job_yaml(tmp_path, "impatient", max_wait="0s")
+        live = szb(broker, POOR, "explain", str(impatient), "-o", "json")
+        decision = json.loads(live.stdout)["decision"]
+        assert decision["action"] == "wait", decision
+        assert any("budget" in r for r in decision["reasons"]), decision
+        assert decision["currency"] == "CNY"
+        # The dispatcher, given the same job, decides the same.
+        job_id = json.loads(szb(broker, POOR, "submit", str(impatient), "-o", "json").stdout)[0]["id"]
+        deadline = time.monotonic() + 15
+        while True:
+            waits = [e for e in events_so_far(stub, job_id, POOR) if e.kind == "waiting"]
+            if waits or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert waits and "budget" in waits[-1].message
+
+        # rich-lab may burst: explain says so, and the placed event labels both currencies.
+        rich = szb(broker, RICH, "explain", str(impatient), "-o", "json")
+        rich_decision = json.loads(rich.stdout)["decision"]
+        assert rich_decision["action"] == "run" and rich_decision["burst"], rich_decision
+        assert rich_decision["currency"] == "CNY" and rich_decision["price_currency"] == "USD"
+        burst_id = json.loads(szb(broker, RICH, "submit", str(impatient), "-o", "json").stdout)[0]["id"]
+        wait_state(stub, burst_id, {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}, token=RICH)
+        placed = next(e for e in events_so_far(stub, burst_id, RICH) if e.kind == "placed")
+        data = dict(placed.data)
+        assert data["currency"] == "CNY" and data["price_currency"] == "USD"
+        assert data["cash"] == pytest.approx(1.006 * 7.2 * 10, rel=0.01)
+        for jid, token in ((holder, POOR), (job_id, POOR), (burst_id, RICH)):
+            stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(token))
+        # `szb watch` keeps the bracketed tags rich would take for markup.
+        watched = szb(broker, RICH, "watch", burst_id)
+        assert "[burst]" in watched.stdout, watched.stdout
+
+
+def events_so_far(
+    stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, token: str
+) -> list[job_pb2.JobEvent]:
+    """Events until now (WatchJob would follow a live job until it ends)."""
+    out: list[job_pb2.JobEvent] = []
+    try:
+        for resp in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=md(token), timeout=1.0):
+            out.append(resp.event)
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+    return out

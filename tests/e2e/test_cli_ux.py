@@ -1,0 +1,248 @@
+"""Issue 12, obs. 7, 8 and 10 through the real CLI and gRPC against a running `szb serve`.
+
+Ids are never cut, a waiting job says why in `szb list`, pages continue with
+`--page-token`, a closed pipe ends quietly, typos get suggestions, errors carry stable
+reasons, and a job shows where it ran, what it cost and when.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import ROOT, BrokerProcess
+from tests.e2e.conftest import PY, TOKENS, auth
+
+
+def szb(
+    broker: BrokerProcess, *args: str, tenant: str = "team-a", columns: int = 80
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "SZB_SERVER": broker.address,
+        "SZB_TOKEN": TOKENS[tenant],
+        "GRPC_VERBOSITY": "ERROR",
+        "COLUMNS": str(columns),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def stub(broker: BrokerProcess) -> Iterator[broker_service_pb2_grpc.BrokerServiceStub]:
+    with grpc.insecure_channel(broker.address) as channel:
+        yield broker_service_pb2_grpc.BrokerServiceStub(channel)
+
+
+def spec(name: str, code: str, *, gpus: int = 0, accels: tuple[str, ...] = ()) -> job_pb2.JobSpec:
+    return job_pb2.JobSpec(
+        name=name,
+        command=[PY, "-c", code],
+        runtime_estimate=duration_pb2.Duration(seconds=600),
+        max_wait=duration_pb2.Duration(seconds=86400),
+        resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=gpus, any_of=list(accels))),
+    )
+
+
+def wait_for(
+    stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, states: set[int], tenant: str = "team-a"
+) -> job_pb2.Job:
+    deadline = time.monotonic() + 30
+    while True:
+        job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth(tenant)).job
+        if job.state in states or time.monotonic() > deadline:
+            return job
+        time.sleep(0.1)
+
+
+def error_info(err: grpc.RpcError) -> str:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    raise AssertionError("no ErrorInfo")
+
+
+def test_error_info_reasons_are_stable_upper_snake(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    cases = {
+        "INVALID_ARGUMENT": lambda: stub.SubmitJob(
+            pb.SubmitJobRequest(job=job_pb2.JobSpec()), metadata=auth("team-a")
+        ),
+        "NOT_FOUND": lambda: stub.GetJob(pb.GetJobRequest(id="j-nope"), metadata=auth("team-a")),
+        "NO_ALLOWED_OFFER": lambda: stub.SubmitJob(
+            pb.SubmitJobRequest(job=spec("too-big", "pass", gpus=64, accels=("A800",))),
+            metadata=auth("team-a"),
+        ),
+        "UNAUTHENTICATED": lambda: stub.GetJob(pb.GetJobRequest(id="j-nope")),
+    }
+    for reason, call in cases.items():
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        got = error_info(err.value)
+        assert got == reason and re.fullmatch(r"[A-Z][A-Z_]*", got), (reason, got)
+
+
+def test_unknown_accelerator_is_a_field_error_with_a_suggestion(
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub, tmp_path: Path
+) -> None:
+    good = pb.SubmitJobRequest(job=spec("fine", "pass"))
+    typo = pb.SubmitJobRequest(job=spec("typo", "pass", gpus=1, accels=("A800", "A8000")))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitJobs(pb.SubmitJobsRequest(requests=[good, typo]), metadata=auth("team-a"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(err.value)  # type: ignore[arg-type]
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    next(d for d in status.details if d.Is(error_details_pb2.BadRequest.DESCRIPTOR)).Unpack(bad)
+    [violation] = bad.field_violations
+    assert violation.field == "requests[1].job.resources.accelerators.any_of[1]"
+    assert "'A8000'" in violation.description and "did you mean 'A800'" in violation.description
+    # A known accelerator in another spelling is not an error.
+    ok = stub.SubmitJob(
+        pb.SubmitJobRequest(job=spec("spelled", "pass", gpus=1, accels=("a-800",))), metadata=auth("team-a")
+    )
+    assert ok.job.id
+    # The CLI shows the field and the suggestion; a misspelt job field gets one too.
+    job = tmp_path / "typo.yaml"
+    job.write_text(
+        f"name: typo\ncommand: [{PY}, -c, pass]\nruntime_estimate: 1m\n"
+        "resources:\n  accelerators: {count: 1, any_of: [H8OO]}\n"
+    )
+    out = szb(broker, "submit", str(job))
+    assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr
+    assert "resources.accelerators.any_of[0]" in out.stderr and "did you mean 'H800'" in out.stderr
+    job.write_text(f"name: typo\ncommand: [{PY}, -c, pass]\nruntime_estimate: 1m\nmax_wiat: 1h\n")
+    out = szb(broker, "submit", str(job))
+    assert (
+        out.returncode == 1
+        and f"{job}:4:1: error: max_wiat: unknown field (did you mean 'max_wait'?)" in out.stderr
+    )
+
+
+def test_job_shows_placement_cost_and_times(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    job = stub.SubmitJob(
+        pb.SubmitJobRequest(job=spec("placed", "import time; time.sleep(1.5)", gpus=2, accels=("A800",))),
+        metadata=auth("team-a"),
+    ).job
+    assert job.pending_reason and not job.HasField("start_time")
+    done = wait_for(stub, job.id, {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED})
+    assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.message
+    assert (done.site, done.instance_type, done.accelerator, done.accelerator_count) == (
+        "local",
+        "a800",
+        "A800",
+        2,
+    )
+    assert done.HasField("start_time") and done.HasField("end_time")
+    ran = done.end_time.ToDatetime() - done.start_time.ToDatetime()
+    assert ran.total_seconds() >= 1.0
+    # 14 CNY per hour for the a800 partition's offer, for at least the 1.5 s it ran.
+    assert done.cost_currency == "CNY" and done.cost_so_far >= 14.0 * 1.5 / 3600
+    assert done.cost_so_far < 14.0 * 60 / 3600
+    assert not done.pending_reason
+
+
+def test_list_full_ids_pending_reason_wide_and_pages(
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
+) -> None:
+    # Four A800s exist: a holder takes them all, the next job waits and says why.
+    holder = stub.SubmitJob(
+        pb.SubmitJobRequest(job=spec("holder", "import time; time.sleep(20)", gpus=4, accels=("A800",))),
+        metadata=auth("team-b"),
+    ).job
+    wait_for(stub, holder.id, {job_pb2.JOB_STATE_RUNNING}, tenant="team-b")
+    waiting = stub.SubmitJob(
+        pb.SubmitJobRequest(job=spec("waiter", "pass", gpus=4, accels=("A800",))), metadata=auth("team-b")
+    ).job
+    deadline = time.monotonic() + 15
+    while (
+        "wait" not in stub.GetJob(pb.GetJobRequest(id=waiting.id), metadata=auth("team-b")).job.pending_reason
+    ):
+        assert time.monotonic() < deadline, "no waiting reason"
+        time.sleep(0.2)
+    out = szb(broker, "list", "--state", "QUEUED", "--state", "RUNNING", tenant="team-b", columns=80)
+    assert out.returncode == 0, out.stderr
+    assert holder.id in out.stdout and waiting.id in out.stdout, out.stdout  # never cut at 80 columns
+    assert "REASON" in out.stdout
+    row = next(line for line in out.stdout.splitlines() if waiting.id in line)
+    assert "wait" in row
+    listed = json.loads(szb(broker, "list", "-o", "json", "--state", "QUEUED", tenant="team-b").stdout)
+    mine = next(j for j in listed["jobs"] if j["id"] == waiting.id)
+    assert "wait" in mine["pending_reason"]
+    wide = szb(broker, "list", "--wide", "--state", "RUNNING", tenant="team-b", columns=80)
+    line = next(line for line in wide.stdout.splitlines() if holder.id in line)
+    assert "a800" in line and "4xA800" in line and "CNY" in line
+    # Pages: --page-token continues exactly where the last page stopped.
+    first = szb(broker, "list", "--page-size", "1", tenant="team-b")
+    token = re.search(r"--page-token (\S+)", first.stdout)
+    assert token, first.stdout
+    second = json.loads(
+        szb(
+            broker, "list", "--page-size", "1", "--page-token", token.group(1), "-o", "json", tenant="team-b"
+        ).stdout
+    )
+    whole = json.loads(szb(broker, "list", "--page-size", "2", "-o", "json", tenant="team-b").stdout)
+    assert [j["id"] for j in second["jobs"]] == [whole["jobs"][1]["id"]]
+    for job_id in (holder.id, waiting.id):
+        stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth("team-b"))
+
+
+def test_closed_pipe_ends_quietly(
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
+) -> None:
+    reqs = [pb.SubmitJobRequest(job=spec(f"piped-{i}", "pass")) for i in range(40)]
+    stub.SubmitJobs(pb.SubmitJobsRequest(requests=reqs), metadata=auth("team-a"))
+    env = {
+        **os.environ,
+        "SZB_SERVER": broker.address,
+        "SZB_TOKEN": TOKENS["team-a"],
+        "GRPC_VERBOSITY": "ERROR",
+    }
+    for fmt in ("json", "table"):
+        out = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f"set -o pipefail; {sys.executable} -m broker.cli list -o {fmt} | head -n 1; "
+                "echo status=${PIPESTATUS[0]}",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+        assert re.search(r"status=(0|141)\b", out.stdout), out.stdout
+
+
+def test_spend_for_all_tenants_prints_no_fake_budget(broker: BrokerProcess) -> None:
+    # team-a is not internal: it may only see itself; its budget is unset (none), not 0.
+    out = szb(broker, "spend", "-o", "json")
+    body = json.loads(out.stdout)
+    assert body["budget"] is None and body["budget_left"] is None
+    table = szb(broker, "spend")
+    assert "Budget 0.00" not in table.stdout and "No monthly budget limit" in table.stdout
