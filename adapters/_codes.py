@@ -13,6 +13,7 @@ from adapters.base import (
     ConfigError,
     NotFoundError,
     QuotaError,
+    RequestError,
     TransientError,
     UnsupportedError,
 )
@@ -58,6 +59,8 @@ EC2_CODES: ErrorTable = {
     "InvalidGroup.NotFound": ConfigError,
     "InvalidParameterValue": ConfigError,
     "InvalidParameterCombination": ConfigError,
+    # the job's own request (never the site's health)
+    "InvalidUserData.Malformed": RequestError,
     # gone
     "InvalidInstanceID.NotFound": NotFoundError,
     "InvalidInstanceID.Malformed": NotFoundError,
@@ -111,6 +114,10 @@ ECS_CODES: ErrorTable = {
     "OperationDenied.ZoneSystemCategoryNotMatch": ConfigError,
     "OperationDenied.CloudSSDNotSupported": ConfigError,
     "InvalidAction.NotFound": ConfigError,
+    # the job's own request (never the site's health)
+    "InvalidUserData.SizeExceeded": RequestError,
+    "InvalidUserData.Base64FormatInvalid": RequestError,
+    "InvalidUserData.NotSupported": RequestError,
     # gone
     "InvalidInstanceId.NotFound": NotFoundError,
 }
@@ -128,8 +135,30 @@ ECS_PREFIXES: PrefixTable = (
 """Families of codes; the longest matching prefix wins after an exact match."""
 
 
-def classify(code: str, exact: ErrorTable, prefixes: PrefixTable) -> type[AdapterError]:
+EC2_USER_DATA_LIMIT = 16 * 1024
+"""EC2 User Guide, "Work with instance user data": user data is limited to 16 KB in raw form,
+before it is base64-encoded (boto3 encodes it)."""
+
+ECS_USER_DATA_LIMIT = 32 * 1024
+"""ECS RunInstances `UserData`: at most 32 KB of raw data before Base64 encoding."""
+
+REQUEST_MESSAGES: tuple[tuple[str, str], ...] = (
+    ("InvalidParameterValue", "user data"),
+    ("InvalidParameter", "user data"),
+    ("InvalidParameter", "userdata"),
+)
+"""(code prefix, words in the message) of generic parameter errors caused by the job's own
+request: EC2 answers an oversized UserData with `InvalidParameterValue` "User data is limited
+to 16384 bytes", which must not be read as a broken site configuration."""
+
+
+def classify(
+    code: str, exact: ErrorTable, prefixes: PrefixTable, message: str = ""
+) -> type[AdapterError]:
     """The most specific class for a provider code; plain AdapterError when unknown."""
+    lowered = message.lower()
+    if any(code.startswith(c) and words in lowered for c, words in REQUEST_MESSAGES):
+        return RequestError
     found = exact.get(code)
     if found is not None:
         return found

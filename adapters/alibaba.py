@@ -27,7 +27,7 @@ from alibabacloud_tea_openapi import models as openapi
 from Tea.exceptions import TeaException, UnretryableException
 
 from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
-from adapters._codes import ECS_CODES, ECS_PREFIXES, classify
+from adapters._codes import ECS_CODES, ECS_PREFIXES, ECS_USER_DATA_LIMIT, classify
 from adapters._tags import (
     DEFAULT_BROKER_ID,
     TAG_ATTEMPT,
@@ -42,6 +42,7 @@ from adapters.base import (
     AuthError,
     Capability,
     NotFoundError,
+    RequestError,
     TransientError,
 )
 from adapters.bootstrap import bootstrap_options, render_user_data, result_from_console
@@ -59,9 +60,9 @@ ERROR_CODES = ECS_CODES
 ERROR_PREFIXES = ECS_PREFIXES
 
 
-def classify_code(code: str) -> type[AdapterError]:
+def classify_code(code: str, message: str = "") -> type[AdapterError]:
     """The most specific class for an ECS code; plain AdapterError when unknown."""
-    return classify(code, ECS_CODES, ECS_PREFIXES)
+    return classify(code, ECS_CODES, ECS_PREFIXES, message)
 
 
 __all__ = ["ERROR_CODES", "ERROR_PREFIXES", "AlibabaAdapter", "map_ecs_errors"]
@@ -83,7 +84,7 @@ def map_ecs_errors(site: str) -> Iterator[None]:
     except TeaException as exc:
         code = str(getattr(exc, "code", "") or "Unknown")
         message = str(getattr(exc, "message", "") or exc)
-        raise classify_code(code)(site, code, message) from exc
+        raise classify_code(code, message)(site, code, message) from exc
     except (ConnectionError, TimeoutError) as exc:
         raise TransientError(site, type(exc).__name__, str(exc)) from exc
 
@@ -179,6 +180,12 @@ class AlibabaAdapter:
         offer = request.offer
         tags = ownership_tags(self.broker_id, request)
         user_data = render_user_data(request, **self.boot)
+        size = len(user_data.encode())
+        if size > ECS_USER_DATA_LIMIT:
+            # Checked before calling: ECS would refuse it as InvalidUserData.SizeExceeded.
+            raise RequestError(
+                self.site, "UserDataTooLarge", f"user data is {size} bytes; ECS allows {ECS_USER_DATA_LIMIT}"
+            )
         zone = offer.zone or None
         vswitches = self._config.get("vswitch_ids") or {}
         req = ecs.RunInstancesRequest(

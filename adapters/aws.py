@@ -33,7 +33,7 @@ from botocore.exceptions import (
 )
 
 from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
-from adapters._codes import EC2_CODES, EC2_PREFIXES, classify
+from adapters._codes import EC2_CODES, EC2_PREFIXES, EC2_USER_DATA_LIMIT, classify
 from adapters._tags import (
     DEFAULT_BROKER_ID,
     TAG_ATTEMPT,
@@ -49,6 +49,7 @@ from adapters.base import (
     Capability,
     ConfigError,
     NotFoundError,
+    RequestError,
     TransientError,
 )
 from adapters.bootstrap import bootstrap_options, render_user_data, result_from_console
@@ -73,9 +74,9 @@ ERROR_CODES = EC2_CODES
 ERROR_PREFIXES = EC2_PREFIXES
 
 
-def classify_code(code: str) -> type[AdapterError]:
+def classify_code(code: str, message: str = "") -> type[AdapterError]:
     """The most specific class for an EC2 code; plain AdapterError when unknown."""
-    return classify(code, EC2_CODES, EC2_PREFIXES)
+    return classify(code, EC2_CODES, EC2_PREFIXES, message)
 
 
 __all__ = ["ERROR_CODES", "ERROR_PREFIXES", "AwsAdapter", "map_ec2_errors", "partition_for_region"]
@@ -91,7 +92,8 @@ def map_ec2_errors(site: str) -> Iterator[None]:
     except ClientError as exc:
         err = exc.response.get("Error", {})
         code = str(err.get("Code") or "Unknown")
-        raise classify_code(code)(site, code, str(err.get("Message") or exc)) from exc
+        message = str(err.get("Message") or exc)
+        raise classify_code(code, message)(site, code, message) from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:
         raise AuthError(site, "NoCredentials", str(exc)) from exc
     except (ProfileNotFound, NoRegionError, ParamValidationError) as exc:
@@ -216,13 +218,20 @@ class AwsAdapter:
         offer = request.offer
         tags = [{"Key": k, "Value": v} for k, v in ownership_tags(self.broker_id, request).items()]
         tags.append({"Key": "Name", "Value": f"szb-{request.attempt_id}"})
+        user_data = render_user_data(request, **self.boot)
+        size = len(user_data.encode())
+        if size > EC2_USER_DATA_LIMIT:
+            # Checked before calling: EC2 would refuse it as InvalidParameterValue.
+            raise RequestError(
+                self.site, "UserDataTooLarge", f"user data is {size} bytes; EC2 allows {EC2_USER_DATA_LIMIT}"
+            )
         kwargs: dict[str, Any] = {
             "ImageId": config_str(self.site, self._config, "image_id"),
             "InstanceType": offer.instance_type,
             "MinCount": 1,
             "MaxCount": 1,
             "ClientToken": request.token[:64],
-            "UserData": render_user_data(request, **self.boot),
+            "UserData": user_data,
             # Powered off, an on-demand instance stays (stopped) until the broker has read the
             # result from its console and deletes it; one-time spot instances cannot stop.
             "InstanceInitiatedShutdownBehavior": "terminate" if offer.spot else "stop",

@@ -9,6 +9,7 @@ Error tree (named for what dispatch does next)::
     ├── AuthError                         open the provider's circuit breaker
     ├── ConfigError                       open the provider's circuit breaker
     ├── UnsupportedError                  never again for this offer; do not wait
+    ├── RequestError                      the job's own request is refused: fail the job, not the site
     └── NotFoundError                     the thing is gone (reconciliation treats it so)
 
 Adapters are synchronous: SDKs are, and the dispatcher runs each call in a worker thread.
@@ -63,6 +64,13 @@ class ConfigError(AdapterError):
 
 class UnsupportedError(AdapterError):
     """The backend can never run this offer; do not retry it."""
+
+
+class RequestError(AdapterError):
+    """The job's own request is refused (user data or a parameter over a limit, say).
+
+    It says nothing about the site's health: it never opens a breaker or blocks an offer.
+    """
 
 
 class NotFoundError(AdapterError):

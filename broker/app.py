@@ -38,8 +38,11 @@ from broker.jobview import JobDetails, job_details
 from broker.metrics import BrokerMetrics, LiveCollector, LiveView, MetricsServer, heartbeat_lags
 from broker.model import Job, JobSpec, SiteId, TenantId
 from broker.planning import Planner
+from broker.policy.schema import Limits
 from broker.policy.watcher import PolicyLoad
+from broker.quota import Quotas, resolve_limits
 from broker.reports import spend_report, status_report
+from broker.rpc_guard import DecodeGuard
 from broker.serde import explanation_to_proto, ts_from_proto
 from broker.server import AgentServicer, BrokerServicer
 from broker.service import BrokerServices, EventHub
@@ -74,6 +77,7 @@ class BrokerApp:
             if cfg.store is not None
             else SqliteStore(cfg.data_dir / "broker.db", durability=cfg.durability)
         )
+        self.store.clock = self.clock
         self.hub = EventHub()
         self.hub.bind(asyncio.get_running_loop())
         self.store.add_listener(self.hub.publish)
@@ -103,6 +107,7 @@ class BrokerApp:
             admit=self.planner.admit,
             grant=self.planner.grant,
             describe=self._describe,
+            quotas=Quotas(self._limits),
         )
         self.tls = ServerTls(cfg.tls) if cfg.tls is not None else None
         self.agent_http: AgentHttpServer | None = None
@@ -126,7 +131,8 @@ class BrokerApp:
             self.dispatcher.agent_ca_pem = cfg.tls.agent_ca_file.read_text()
         server = grpc.aio.server(
             migration_thread_pool=futures.ThreadPoolExecutor(max_workers=4),
-            interceptors=[RpcMetricsInterceptor(self.metrics)],
+            # Metrics see every call; the guard turns undecodable bytes into INVALID_ARGUMENT.
+            interceptors=[RpcMetricsInterceptor(self.metrics), DecodeGuard()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -252,8 +258,22 @@ class BrokerApp:
         snap = await self.dispatcher.current_snapshot()
         return explanation_to_proto(explain_json(self.planner.explain(spec, tenant, snap, self.store)))
 
-    def _status_proto(self) -> broker_service_pb2.GetStatusResponse:
-        resp = status_report(self.planner, self.store, self.dispatcher.stats.bursts)
+
+    def _limits(self, tenant: TenantId) -> Limits:
+        """The tenant's quotas under the current policy (a reload applies at once)."""
+        policy = self.planner.policy
+        declared = policy.tenant(tenant)
+        return resolve_limits(policy.document.limits, declared.limits if declared else None)
+
+    def _status_proto(self, caller: Principal) -> broker_service_pb2.GetStatusResponse:
+        resp = status_report(
+            self.planner,
+            self.store,
+            self.dispatcher.stats.bursts,
+            tenant=caller.tenant,
+            operator=caller.is_operator,
+            quota=self.services.quota_usage(caller.tenant),
+        )
         refused = self.audit.refused_proto()
         if refused is not None:
             resp.refused_policy.CopyFrom(refused)

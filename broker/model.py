@@ -6,9 +6,10 @@ from the wire) and cannot be mutated on the way through.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, NewType
 
@@ -72,15 +73,35 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 30m or 6h")
     if isinstance(value, int | float):
-        return timedelta(seconds=float(value))
+        return _seconds(float(value))
     if isinstance(value, str):
         text = value.strip().lower()
+        if len(text) > 64:
+            raise ValueError("must be a duration such as 30m, 6h or 1h30m")
         if text and _DURATION_PART.sub("", text) == "":
             seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
-            return timedelta(seconds=seconds)
+            return _seconds(seconds)
         if re.fullmatch(r"\d+(\.\d+)?", text):
-            return timedelta(seconds=float(text))
+            return _seconds(float(text))
     raise ValueError("must be a duration such as 30m, 6h or 1h30m")
+
+
+MAX_DURATION_S = 10 * 366 * 86400.0
+"""No duration in a spec or a policy is longer than ten years; larger ones are typos or attacks."""
+
+
+def _seconds(value: float) -> timedelta:
+    # timedelta raises OverflowError (not ValueError) for huge values: keep it a field error.
+    if not math.isfinite(value) or abs(value) > MAX_DURATION_S:
+        raise ValueError("must be a finite duration of at most 10 years")
+    return timedelta(seconds=value)
+
+
+def whole_seconds(value: timedelta) -> timedelta:
+    """Reject sub-second parts: specs are stored as `1h30m`, so they would be lost."""
+    if value.microseconds:
+        raise ValueError("must be a whole number of seconds")
+    return value
 
 
 def format_duration(value: timedelta) -> str:
@@ -107,40 +128,83 @@ Duration = Annotated[
 _NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9_.\-/]{0,61}[a-z0-9])?$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED_ENV_PREFIX = "SZB_"
+"""The broker's bootstrap and executors set `SZB_*` variables; a job may not override them."""
+
+# The OCI / Docker image reference grammar (distribution/reference's regexp.go): an optional
+# registry host[:port], lower-case path components, an optional tag and an optional digest.
+# Nothing else may pass: the image is handed to container runtimes and bootstrap scripts.
+_OCI_ALNUM = r"[a-z0-9]+"
+_OCI_PATH = rf"{_OCI_ALNUM}(?:(?:[._]|__|-+){_OCI_ALNUM})*"
+_OCI_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_OCI_HOST = rf"(?:{_OCI_DOMAIN_PART}(?:\.{_OCI_DOMAIN_PART})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_OCI_NAME = rf"(?:{_OCI_HOST}/)?{_OCI_PATH}(?:/{_OCI_PATH})*"
+_OCI_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_OCI_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+_OCI_REFERENCE = re.compile(rf"({_OCI_NAME})(?::{_OCI_TAG})?(?:@{_OCI_DIGEST})?", re.ASCII)
+_OCI_NAME_MAX = 255
+
+# Hard ceilings, whatever the policy says; per-tenant limits (broker.quota) are lower.
+MAX_ARGV = 4096
+MAX_ENV = 4096
+MAX_LABELS = 1024
+MAX_ANY_OF = 64
+MIN_DEADLINE = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_DEADLINE = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def check_image(value: str) -> str:
+    """Accept only an OCI image reference such as `registry:5000/org/app:1.2@sha256:…`."""
+    m = _OCI_REFERENCE.fullmatch(value)
+    if m is None:
+        raise ValueError(
+            "must be an OCI image reference such as docker.io/library/python:3.12 "
+            "(lower-case path, optional registry, tag and digest; no spaces or options)"
+        )
+    if len(m.group(1)) > _OCI_NAME_MAX:
+        raise ValueError(f"image name must be at most {_OCI_NAME_MAX} characters")
+    return value
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class AcceleratorRequest(_Frozen):
+class _SpecPart(BaseModel):
+    # inf/nan would be written to JSON as null and fail every later read (a poison row).
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class AcceleratorRequest(_SpecPart):
     """How many accelerators of which models a job needs; count 0 means none."""
 
     count: int = Field(default=0, ge=0, le=1024)
-    any_of: tuple[str, ...] = ()
-    min_memory_gb: float = Field(default=0, ge=0)
+    any_of: tuple[str, ...] = Field(default=(), max_length=MAX_ANY_OF)
+    min_memory_gb: float = Field(default=0, ge=0, le=1_000_000)
 
     @field_validator("any_of")
     @classmethod
     def _names_not_blank(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if any(not name.strip() for name in v):
             raise ValueError("accelerator names must not be empty")
+        if any(len(name) > 128 for name in v):
+            raise ValueError("accelerator names must be at most 128 characters")
         return v
 
 
-class Resources(_Frozen):
+class Resources(_SpecPart):
     accelerators: AcceleratorRequest = AcceleratorRequest()
     cpus: float = Field(default=1, gt=0, le=4096)
     memory_gb: float = Field(default=1, gt=0, le=65536)
 
 
-class JobSpec(_Frozen):
+class JobSpec(_SpecPart):
     """The user's unit of work, exactly as written in a job YAML or sent on the wire."""
 
     name: str = Field(pattern=_NAME, min_length=1, max_length=63)
-    command: tuple[str, ...] = Field(min_length=1)
+    command: tuple[str, ...] = Field(min_length=1, max_length=MAX_ARGV)
     image: str | None = Field(default=None, min_length=1, max_length=512)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, max_length=MAX_ENV)
     resources: Resources = Resources()
     runtime_estimate: Duration
     max_wait: Duration | None = None
@@ -149,7 +213,7 @@ class JobSpec(_Frozen):
     spot: SpotMode = SpotMode.ALLOWED
     max_price_per_hour: float | None = Field(default=None, gt=0)
     data_residency: Residency = Residency.ANY
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
 
     @field_validator("command")
     @classmethod
@@ -166,6 +230,10 @@ class JobSpec(_Frozen):
         for key, value in v.items():
             if not _ENV_KEY.match(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
+            if key.upper().startswith(RESERVED_ENV_PREFIX):
+                raise ValueError(
+                    f"{key}: names starting with {RESERVED_ENV_PREFIX} are reserved for the broker"
+                )
             if "\x00" in value:
                 raise ValueError(f"{key}: value must not contain NUL bytes")
         return v
@@ -180,6 +248,11 @@ class JobSpec(_Frozen):
                 raise ValueError(f"label {key}: value longer than 63 characters")
         return v
 
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, v: str | None) -> str | None:
+        return None if v is None else check_image(v)
+
     @field_validator("runtime_estimate")
     @classmethod
     def _runtime_positive(cls, v: timedelta) -> timedelta:
@@ -187,21 +260,30 @@ class JobSpec(_Frozen):
             raise ValueError("must be > 0")
         if v > timedelta(days=90):
             raise ValueError("must be at most 90d")
-        return v
+        return whole_seconds(v)
 
     @field_validator("max_wait")
     @classmethod
     def _wait_not_negative(cls, v: timedelta | None) -> timedelta | None:
         if v is not None and v < timedelta(0):
             raise ValueError("must be >= 0")
-        return v
+        return None if v is None else whole_seconds(v)
 
     @field_validator("deadline")
     @classmethod
     def _deadline_has_zone(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
+        if v is None:
+            return None
+        if v.tzinfo is None:
             raise ValueError("must include a UTC offset, e.g. 2026-12-01T00:00:00+08:00")
-        return v
+        try:
+            utc = v.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValueError("must be between 1970-01-01 and 9000-01-01") from exc
+        if not MIN_DEADLINE <= utc < MAX_DEADLINE:
+            raise ValueError("must be between 1970-01-01 and 9000-01-01")
+        # Kept in UTC, so the stored text and the wire Timestamp name the same instant.
+        return utc
 
     @property
     def accelerator_count(self) -> int:

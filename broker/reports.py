@@ -12,6 +12,7 @@ from broker.burst.money import BEIJING, month_of
 from broker.catalog.accelerators import normalize
 from broker.model import JobSpec, JobState, TenantId
 from broker.planning import Planner
+from broker.quota import QuotaUsage
 from broker.serde import ts_to_proto
 from broker.snapshot import partition_key
 from broker.store import JobNotFoundError, JobStore
@@ -107,11 +108,51 @@ def spend_report(
     return resp
 
 
-def status_report(planner: Planner, store: JobStore, bursts: Sequence[datetime]) -> pb.GetStatusResponse:
-    """Operator view: capacity and waits per partition, jobs by state and site, money."""
+_HEALTH_KINDS = ("circuit open", "capacity unavailable")
+
+
+def health_summary(reason: str) -> str:
+    """What a tenant may know of a sick site: the kind of trouble, never the provider's text."""
+    return next((kind for kind in _HEALTH_KINDS if reason.startswith(kind)), "unavailable")
+
+
+def quota_to_proto(tenant: TenantId, usage: QuotaUsage) -> pb.QuotaStatus:
+    lim = usage.limits
+    return pb.QuotaStatus(
+        tenant=tenant,
+        max_queued_jobs=lim.max_queued_jobs,
+        unfinished_jobs=usage.unfinished_jobs,
+        submit_rate=lim.submit_rate,
+        submit_burst=lim.submit_burst,
+        submit_tokens=round(usage.submit_tokens, 1),
+        max_spec_bytes=lim.max_spec_bytes,
+        max_env=lim.max_env,
+        max_labels=lim.max_labels,
+        max_argv=lim.max_argv,
+        max_watch_streams=lim.max_watch_streams,
+        watch_streams=usage.watch_streams,
+    )
+
+
+def status_report(
+    planner: Planner,
+    store: JobStore,
+    bursts: Sequence[datetime],
+    *,
+    tenant: TenantId,
+    operator: bool,
+    quota: QuotaUsage | None = None,
+) -> pb.GetStatusResponse:
+    """Capacity and waits per partition, jobs by state and site, money and quota.
+
+    An operator sees every tenant and the sites' error texts; a tenant sees its own jobs,
+    budget and quota, and only the kind of trouble a sick site has.
+    """
     now = planner.clock.now()
     offers, totals = planner.live_offers(now)
-    resp = pb.GetStatusResponse(policy_hash=planner.policy_hash)
+    resp = pb.GetStatusResponse(policy_hash=planner.policy_hash, operator_view=operator)
+    if quota is not None:
+        resp.quota.CopyFrom(quota_to_proto(tenant, quota))
     seen: set[str] = set()
     for o in offers:
         key = partition_key(o)
@@ -128,10 +169,10 @@ def status_report(planner: Planner, store: JobStore, bursts: Sequence[datetime])
                 expected_wait_seconds=o.expected_wait_s,
             )
         )
-    for state, n in store.count_by_state().items():
+    for state, n in store.count_by_state(None if operator else tenant).items():
         resp.jobs_by_state[state.value] = n
     for job in store.jobs_in_states([JobState.PROVISIONING, JobState.RUNNING]):
-        if job.site:
+        if job.site and (operator or job.tenant == tenant):
             resp.active_jobs_by_site[job.site] = resp.active_jobs_by_site[job.site] + 1
     hour_ago = now - timedelta(hours=1)
     resp.burst_decisions_last_hour = sum(1 for b in bursts if b >= hour_ago)
@@ -145,10 +186,11 @@ def status_report(planner: Planner, store: JobStore, bursts: Sequence[datetime])
             if (job.state == JobState.QUEUED or job.site == p.site) and _fits(job.spec, p.accelerator)
         )
     tenants = []
-    for t in planner.policy.tenants:
-        money = planner.money(t.id, now, store)
-        budget = planner.budget(t.id)
-        line = pb.TenantBudget(tenant=t.id, vouchers_left=sum(money.voucher_balances.values()))
+    shown = [t.id for t in planner.policy.tenants] if operator else [tenant]
+    for tenant_id in shown:
+        money = planner.money(tenant_id, now, store)
+        budget = planner.budget(tenant_id)
+        line = pb.TenantBudget(tenant=tenant_id, vouchers_left=sum(money.voucher_balances.values()))
         if budget is not None:
             line.budget = budget
         if money.budget_left is not None:
@@ -156,17 +198,20 @@ def status_report(planner: Planner, store: JobStore, bursts: Sequence[datetime])
         resp.tenants.append(line)
         tenants.append(
             {
-                "tenant": t.id,
+                "tenant": tenant_id,
                 "budget": budget,
                 "budget_left": money.budget_left,
                 "vouchers_left": sum(money.voucher_balances.values()),
             }
         )
-    unhealthy = {str(k): v for k, v in planner.unhealthy_now().items()}
+    unhealthy: dict[str, str] = {str(site): why for site, why in planner.unhealthy_now().items()}
+    if not operator:
+        unhealthy = {site: health_summary(why) for site, why in unhealthy.items()}
     resp.unhealthy_sites.update(unhealthy)
     resp.currency = planner.policy.currency
     resp.status_json = json.dumps(
-        {"tenants": tenants, "unhealthy": unhealthy, "currency": planner.policy.currency}, default=str
+        {"tenants": tenants, "unhealthy": unhealthy, "currency": planner.policy.currency},
+        default=str,
     )
     return resp
 

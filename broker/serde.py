@@ -13,6 +13,7 @@ from google.protobuf.json_format import MessageToDict
 from broker.api import job_pb2, placement_pb2
 from broker.jobview import JobDetails
 from broker.model import (
+    MAX_DURATION_S,
     Job,
     JobEvent,
     JobId,
@@ -35,12 +36,28 @@ _RES_TO_PROTO = {r: job_pb2.DataResidency.Value(f"DATA_RESIDENCY_{r.name}") for 
 _RES_FROM_PROTO = {v: k for k, v in _RES_TO_PROTO.items()}
 
 
-class UnknownEnumError(ValueError):
+class WireValueError(ValueError):
+    """A wire value the domain cannot hold (out-of-range Duration/Timestamp, unknown enum)."""
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}")
+        self.field = field
+        self.description = description
+
+
+class UnknownEnumError(WireValueError):
     """A proto enum number we do not know (a newer or hostile client)."""
 
     def __init__(self, field: str, value: int) -> None:
-        super().__init__(f"{field}: unknown value {value}")
-        self.field = field
+        super().__init__(field, f"unknown enum value {value}")
+
+
+# google.protobuf.Duration / Timestamp ranges (their .proto files define them).
+_DURATION_MAX_S = 315_576_000_000
+_TS_MIN_S = -62_135_596_800
+_TS_MAX_S = 253_402_300_799
+_NANOS = 999_999_999
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def ts_to_proto(value: datetime) -> timestamp_pb2.Timestamp:
@@ -51,6 +68,28 @@ def ts_to_proto(value: datetime) -> timestamp_pb2.Timestamp:
 
 def ts_from_proto(value: timestamp_pb2.Timestamp) -> datetime:
     return value.ToDatetime(tzinfo=UTC)
+
+
+def checked_duration(value: duration_pb2.Duration, field: str) -> timedelta:
+    """A wire Duration as a timedelta; WireValueError when it is not a valid whole-second one.
+
+    Specs store durations as `1h30m`, so a sub-second part would be lost: it is refused.
+    """
+    seconds, nanos = value.seconds, value.nanos
+    if abs(seconds) > _DURATION_MAX_S or abs(nanos) > _NANOS or (seconds * nanos < 0):
+        raise WireValueError(field, "is not a valid google.protobuf.Duration")
+    if nanos:
+        raise WireValueError(field, "must be a whole number of seconds (nanos = 0)")
+    if abs(seconds) > MAX_DURATION_S:
+        raise WireValueError(field, "must be at most 10 years")
+    return timedelta(seconds=seconds)
+
+
+def checked_timestamp(value: timestamp_pb2.Timestamp, field: str) -> datetime:
+    """A wire Timestamp as an aware datetime (to the microsecond); WireValueError out of range."""
+    if not _TS_MIN_S <= value.seconds <= _TS_MAX_S or not 0 <= value.nanos <= _NANOS:
+        raise WireValueError(field, "is not a valid google.protobuf.Timestamp")
+    return _EPOCH + timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
 
 
 def duration_to_proto(value: timedelta) -> duration_pb2.Duration:
@@ -97,11 +136,11 @@ def spec_mapping_from_proto(msg: job_pb2.JobSpec) -> dict[str, Any]:
             res["memory_gb"] = r.memory_gb
         data["resources"] = res
     if msg.HasField("runtime_estimate"):
-        data["runtime_estimate"] = msg.runtime_estimate.ToTimedelta()
+        data["runtime_estimate"] = checked_duration(msg.runtime_estimate, "runtime_estimate")
     if msg.HasField("max_wait"):
-        data["max_wait"] = msg.max_wait.ToTimedelta()
+        data["max_wait"] = checked_duration(msg.max_wait, "max_wait")
     if msg.HasField("deadline"):
-        data["deadline"] = ts_from_proto(msg.deadline)
+        data["deadline"] = checked_timestamp(msg.deadline, "deadline")
     for field, table, value in (
         ("priority", _PRIORITY_FROM_PROTO, msg.priority),
         ("spot", _SPOT_FROM_PROTO, msg.spot),
@@ -120,7 +159,7 @@ def spec_mapping_from_proto(msg: job_pb2.JobSpec) -> dict[str, Any]:
 
 
 def spec_from_proto(msg: job_pb2.JobSpec) -> JobSpec:
-    """Validate a wire spec; raises pydantic.ValidationError or UnknownEnumError."""
+    """Validate a wire spec; raises pydantic.ValidationError or WireValueError."""
     return JobSpec.model_validate(spec_mapping_from_proto(msg))
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC
 from typing import Any, NoReturn
 
@@ -23,8 +23,9 @@ from broker.api import (
 from broker.audit import AuditTrail, BadHashError
 from broker.auth import AuthError, Principal, TokenAuthority
 from broker.model import JobSpec, TenantId
+from broker.quota import QuotaExceededError
 from broker.serde import (
-    UnknownEnumError,
+    WireValueError,
     event_to_proto,
     job_to_proto,
     spec_from_proto,
@@ -45,10 +46,14 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 10_000
 MAX_CLIENT_ID = 128
 MAX_ID = 128
+MAX_LABEL_FILTERS = 16
+"""ListJobs matches at most this many labels at once (each one is a join)."""
+MAX_STATE_FILTERS = 16
+MAX_LABEL_TEXT = 63
 
 ExplainFn = Callable[[JobSpec, TenantId], Awaitable[placement_pb2.Explanation]]
 SpendFn = Callable[[Principal, broker_service_pb2.GetSpendRequest], broker_service_pb2.GetSpendResponse]
-StatusFn = Callable[[], broker_service_pb2.GetStatusResponse]
+StatusFn = Callable[[Principal], broker_service_pb2.GetStatusResponse]
 VetFn = Callable[[JobSpec], Sequence[FieldViolation]]
 """Problems of a well-formed spec against the running policy (e.g. an unknown accelerator)."""
 
@@ -59,6 +64,11 @@ class _BadRequest(Exception):
     def __init__(self, items: Sequence[FieldViolation]) -> None:
         super().__init__("; ".join(str(v) for v in items))
         self.items = list(items)
+
+
+def bad_request(field: str, description: str) -> Exception:
+    """An error `abort_with` turns into INVALID_ARGUMENT with one field violation."""
+    return _BadRequest([FieldViolation(field, description)])
 
 
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
@@ -74,6 +84,21 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
             ]
         )
         details.append(_pack(bad))
+    elif isinstance(exc, QuotaExceededError):
+        code, message = code_pb2.RESOURCE_EXHAUSTED, str(exc)
+        quota = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject=f"tenant:{exc.tenant}",
+                    description=f"{exc.limit}: {exc.description}",
+                    quota_id=exc.limit,
+                    quota_metric=f"shangzhuang.broker/{exc.limit}",
+                    quota_dimensions={"tenant": exc.tenant},
+                    quota_value=int(exc.value),
+                )
+            ]
+        )
+        details.append(_pack(quota))
     elif isinstance(exc, AuthError | AgentAuthError):
         code, message = code_pb2.UNAUTHENTICATED, str(exc)
     elif isinstance(exc, PermissionDeniedError):
@@ -132,9 +157,9 @@ def _spec(msg: Any, prefix: str, vet: VetFn | None = None) -> JobSpec:
         spec = spec_from_proto(msg)
     except ValidationError as exc:
         raise _BadRequest(violations(exc, prefix, model=JobSpec)) from exc
-    except UnknownEnumError as exc:
+    except WireValueError as exc:
         field = f"{prefix}.{exc.field}" if prefix else exc.field
-        raise _BadRequest([FieldViolation(field, "unknown enum value")]) from exc
+        raise _BadRequest([FieldViolation(field, exc.description)]) from exc
     problems = vet(spec) if vet is not None else ()
     if problems:
         raise _BadRequest(
@@ -143,10 +168,28 @@ def _spec(msg: Any, prefix: str, vet: VetFn | None = None) -> JobSpec:
     return spec
 
 
+def _echo(spec: Any) -> Any:
+    """The wire spec to answer with, when it is what was stored (deadlines keep microseconds)."""
+    return spec if spec.deadline.nanos % 1000 == 0 else None
+
+
 def _client_id(value: str, field: str) -> str | None:
     if len(value) > MAX_CLIENT_ID:
         raise _BadRequest([FieldViolation(field, f"must be at most {MAX_CLIENT_ID} characters")])
     return value or None
+
+
+def _label_filters(labels: Mapping[str, str]) -> dict[str, str]:
+    if len(labels) > MAX_LABEL_FILTERS:
+        raise _BadRequest([FieldViolation("labels", f"at most {MAX_LABEL_FILTERS} label filters")])
+    problems = [
+        FieldViolation(f"labels.{key[:MAX_LABEL_TEXT]}", f"at most {MAX_LABEL_TEXT} characters")
+        for key, value in labels.items()
+        if len(key) > MAX_LABEL_TEXT or len(value) > MAX_LABEL_TEXT
+    ]
+    if problems:
+        raise _BadRequest(problems[:10])
+    return dict(labels)
 
 
 def _job_id(value: str) -> str:
@@ -193,6 +236,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
     ) -> broker_service_pb2.SubmitJobResponse:
         try:
             tenant = self._tenant(context)
+            self.services.check_spec_bytes(tenant, request.job.ByteSize(), "job")
             item = Submission(
                 spec=_spec(request.job, "", self.vet), client_id=_client_id(request.client_id, "client_id")
             )
@@ -200,7 +244,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 [(job, created)] = await self.services.submit(tenant, [item])
             except PriorityNotGrantedError as exc:
                 raise _BadRequest([FieldViolation("priority", exc.reason)]) from exc
-            spec = request.job if created else None
+            # The stored deadline keeps microseconds: echo the wire spec only when it is exact.
+            spec = _echo(request.job) if created else None
             return broker_service_pb2.SubmitJobResponse(
                 job=job_to_proto(job, spec, self.services.details(job)), created=created
             )
@@ -215,6 +260,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             if len(request.requests) > MAX_BATCH:
                 raise _BadRequest([FieldViolation("requests", f"at most {MAX_BATCH} jobs per call")])
             items, problems = [], []
+            for i, r in enumerate(request.requests):
+                self.services.check_spec_bytes(tenant, r.job.ByteSize(), f"requests[{i}].job")
             for i, r in enumerate(request.requests):
                 try:
                     items.append(
@@ -235,7 +282,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             return broker_service_pb2.SubmitJobsResponse(
                 responses=[
                     broker_service_pb2.SubmitJobResponse(
-                        job=job_to_proto(j, r.job if c else None, self.services.details(j)), created=c
+                        job=job_to_proto(j, _echo(r.job) if c else None, self.services.details(j)), created=c
                     )
                     for (j, c), r in zip(results, request.requests, strict=True)
                 ]
@@ -262,8 +309,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             if len(request.page_token) > MAX_ID:
                 raise _BadRequest([FieldViolation("page_token", "is not a token this server issued")])
             try:
-                states = [state_from_proto(s) for s in request.states]
-            except UnknownEnumError as exc:
+                states = sorted({state_from_proto(s) for s in request.states})
+            except WireValueError as exc:
                 raise _BadRequest([FieldViolation("states", "unknown job state")]) from exc
             if len(request.tenant) > MAX_ID:
                 raise _BadRequest([FieldViolation("tenant", f"must be at most {MAX_ID} characters")])
@@ -271,7 +318,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 caller,
                 tenant=request.tenant,
                 states=states,
-                labels=dict(request.labels),
+                labels=_label_filters(request.labels),
                 page_size=request.page_size,
                 page_token=request.page_token,
             )
@@ -299,11 +346,11 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             caller = self._principal(context)
             if request.after_seq < 0:
                 raise _BadRequest([FieldViolation("after_seq", "must be >= 0")])
-            stream = self.services.watch(caller, _job_id(request.id), request.after_seq)
+            job_id = _job_id(request.id)
         except Exception as exc:
             await abort_with(context, exc)
         try:
-            async for event in stream:
+            async for event in self.services.watch(caller, job_id, request.after_seq):
                 yield broker_service_pb2.WatchJobResponse(event=event_to_proto(event))
         except Exception as exc:
             await abort_with(context, exc)
@@ -340,11 +387,11 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.GetStatusResponse:
         try:
-            self._tenant(context)
+            caller = self._principal(context)
             if self._status is None:
-                counts = self.services.status()["jobs_by_state"]
+                counts = self.services.status(None if caller.is_operator else caller.tenant)["jobs_by_state"]
                 return broker_service_pb2.GetStatusResponse(jobs_by_state=counts)
-            return self._status()
+            return self._status(caller)
         except Exception as exc:
             await abort_with(context, exc)
 

@@ -15,6 +15,7 @@ from broker.clock import Clock
 from broker.dispatch.dispatcher import Dispatcher
 from broker.jobview import JobDetails
 from broker.model import AttemptState, AttemptStatus, Job, JobEvent, JobId, JobSpec, JobState, TenantId
+from broker.quota import Quotas, QuotaUsage
 from broker.store import JobPage, JobStore, StoreError, Submission
 
 MAX_PAGE_SIZE = 1000
@@ -97,9 +98,31 @@ class BrokerServices:
     grant: GrantFn | None = None
     describe: Callable[[Job], JobDetails] | None = None
     """The client's view of a job beyond its row (placement, cost so far, start and end)."""
+    quotas: Quotas | None = None
     _pending: list[tuple[TenantId, Sequence[Submission], asyncio.Future[list[tuple[Job, bool]]]]] = field(
         default_factory=list
     )
+    _uncommitted: dict[TenantId, int] = field(default_factory=dict)
+    """Jobs per tenant accepted but not yet committed: they count against max_queued_jobs."""
+
+    def check_spec_bytes(self, tenant: TenantId, size: int, field: str) -> None:
+        """QuotaExceededError when one encoded spec is over the tenant's max_spec_bytes."""
+        if self.quotas is not None:
+            self.quotas.check_spec_bytes(tenant, size, field)
+
+    def _admit_quota(self, tenant: TenantId, items: Sequence[Submission]) -> None:
+        if self.quotas is None:
+            return
+        for index, item in enumerate(items):
+            self.quotas.check_spec(tenant, item.spec, f"requests[{index}].job" if len(items) > 1 else "job")
+        unfinished = self.store.count_unfinished(tenant) + self._uncommitted.get(tenant, 0)
+        self.quotas.admit(tenant, len(items), unfinished)
+
+    def quota_usage(self, tenant: TenantId) -> QuotaUsage | None:
+        """The caller's limits and what it uses now; None without quotas."""
+        if self.quotas is None:
+            return None
+        return self.quotas.usage(tenant, self.store.count_unfinished(tenant))
 
     async def submit(self, tenant: TenantId, items: Sequence[Submission]) -> list[tuple[Job, bool]]:
         """Check every item can be placed, then store them all in one transaction.
@@ -108,6 +131,7 @@ class BrokerServices:
         caller waits for the commit that holds its jobs, so an answered submit is durable.
         """
         now = self.clock.now()
+        self._admit_quota(tenant, items)
         if self.grant is not None:
             for index, item in enumerate(items):
                 refusal = self.grant(item.spec, tenant)
@@ -121,9 +145,17 @@ class BrokerServices:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[list[tuple[Job, bool]]] = loop.create_future()
         self._pending.append((tenant, items, done))
+        self._uncommitted[tenant] = self._uncommitted.get(tenant, 0) + len(items)
         if len(self._pending) == 1:
             loop.call_soon(self._commit_pending)
-        results = await done
+        try:
+            results = await done
+        finally:
+            left = self._uncommitted.get(tenant, 0) - len(items)
+            if left > 0:
+                self._uncommitted[tenant] = left
+            else:
+                self._uncommitted.pop(tenant, None)
         for job, created in results:
             if created:
                 self.dispatcher.job_submitted(job)
@@ -188,8 +220,17 @@ class BrokerServices:
         return await self.dispatcher.cancel(job, by=caller.who, role=caller.role.value)
 
     async def watch(self, caller: Principal, job_id: str, after_seq: int) -> AsyncIterator[JobEvent]:
-        """Every event after `after_seq`, live, until the job is terminal."""
+        """Every event after `after_seq`, live, until the job is terminal (one stream slot held)."""
         job = self.get(caller, job_id)
+        if self.quotas is None:
+            async for event in self._watch(job, after_seq):
+                yield event
+            return
+        with self.quotas.watch_stream(caller.tenant):
+            async for event in self._watch(job, after_seq):
+                yield event
+
+    async def _watch(self, job: Job, after_seq: int) -> AsyncIterator[JobEvent]:
         ev = self.hub.subscribe(job.id)
         try:
             seq = after_seq
@@ -236,5 +277,6 @@ class BrokerServices:
             self.dispatcher.apply_status(attempt, AttemptStatus(state=AttemptState.RUNNING))
         return self.store.get(attempt.job_id).state.terminal
 
-    def status(self) -> dict[str, Any]:
-        return {"jobs_by_state": {s.value: n for s, n in self.store.count_by_state().items()}}
+    def status(self, tenant: TenantId | None = None) -> dict[str, Any]:
+        """Jobs by state: the tenant's own, or everyone's when `tenant` is None."""
+        return {"jobs_by_state": {s.value: n for s, n in self.store.count_by_state(tenant).items()}}

@@ -353,7 +353,7 @@ def register_operator(sub: Any) -> None:
     p.add_argument("--token", help="hash this token instead of making a new one")
     p.set_defaults(handler=cmd_token)
 
-    p = sub.add_parser("status", help="on-prem capacity, queues, bursts and spend (operators)")
+    p = sub.add_parser("status", help="capacity, your jobs, quota and budget (operators: every tenant)")
     _client_args(p)
     p.set_defaults(handler=cmd_status)
 
@@ -423,6 +423,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print(f"  {escape(t.tenant)}: {money}, vouchers {t.vouchers_left:,.2f} {resp.currency}")
     for site, why in sorted(resp.unhealthy_sites.items()):
         console.print(f"[red]unhealthy[/] {escape(site)}: {escape(why)}")
+    if resp.HasField("quota"):
+        q = resp.quota
+        console.print(
+            f"Quota of {q.tenant}: {q.unfinished_jobs}/{q.max_queued_jobs} unfinished jobs, "
+            f"submit {q.submit_rate:g}/s (burst {q.submit_burst}, {q.submit_tokens:.0f} now), "
+            f"{q.watch_streams}/{q.max_watch_streams} watch streams; per job at most "
+            f"{q.max_spec_bytes} bytes, {q.max_env} env, {q.max_labels} labels, {q.max_argv} args"
+        )
     return 0
 
 

@@ -22,7 +22,7 @@ from broker.config import DispatchSettings
 from broker.decision import Action, Decision
 from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.contract import OFFER_FAULTS, DecisionMaker, DispatchStats
-from broker.dispatch.failover import retry_transient
+from broker.dispatch.failover import NextStep, retry_transient
 from broker.dispatch.preempt import preempt
 from broker.dispatch.reconcile import reconcile
 from broker.metrics import BrokerMetrics
@@ -554,7 +554,25 @@ class Dispatcher(AttemptTracking):
             "error": f"{type(exc).__name__} {exc.code}",
             "next": step.value,
         }
-        if step in OFFER_FAULTS or counted < self.planner.failover().max_attempts:
+        if step == NextStep.FAIL_JOB:
+            # The job's own request (its user data, say) was refused: retrying elsewhere would
+            # only repeat it, and the site is healthy.
+            log.warning(
+                "attempt %d on %s refused for the job's own request: %s",
+                attempt.number,
+                attempt.offer.key,
+                exc.message,
+                extra={"event": "attempt_failed", **fields},
+            )
+            self.store.transition(
+                job.id,
+                JobState.FAILED,
+                now,
+                kind="attempt_failed",
+                message=f"the job's request was refused by {exc.site} ({exc.code}): {exc.message}",
+                data=data,
+            )
+        elif step in OFFER_FAULTS or counted < self.planner.failover().max_attempts:
             self.metrics.failovers.labels(attempt.site, type(exc).__name__).inc()
             log.warning(
                 "failover: attempt %d on %s failed: %s",

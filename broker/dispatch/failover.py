@@ -33,6 +33,7 @@ from adapters.base import (
     ConfigError,
     NotFoundError,
     QuotaError,
+    RequestError,
     TransientError,
     UnsupportedError,
 )
@@ -76,6 +77,8 @@ class NextStep(StrEnum):
     DROP_OFFER_TRY_NEXT = "drop_offer_try_next"
     TREAT_AS_GONE = "treat_as_gone"
     FAIL_ATTEMPT = "fail_attempt"
+    FAIL_JOB = "fail_job"
+    """The job's own request was refused: fail the job with the reason, blame no site."""
 
     @property
     def block_scope(self) -> BlockScope | None:
@@ -97,6 +100,7 @@ _NEXT_STEPS: tuple[tuple[type[AdapterError], NextStep], ...] = (
     (AuthError, NextStep.OPEN_CIRCUIT_TRY_NEXT),
     (ConfigError, NextStep.OPEN_CIRCUIT_TRY_NEXT),
     (UnsupportedError, NextStep.DROP_OFFER_TRY_NEXT),
+    (RequestError, NextStep.FAIL_JOB),
     (NotFoundError, NextStep.TREAT_AS_GONE),
 )
 

@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_client_id ON jobs(tenant, client_id) WHERE client_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant, id);
+CREATE INDEX IF NOT EXISTS jobs_tenant_state ON jobs(tenant, state);
 CREATE TABLE IF NOT EXISTS job_labels (
   job_id TEXT COLLATE "C" NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
   PRIMARY KEY (key, value, job_id)

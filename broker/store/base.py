@@ -7,13 +7,19 @@ new state and its event, so a job's state and its audit log never disagree.
 from __future__ import annotations
 
 import abc
+import json
+import logging
+import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
+from broker.clock import Clock, SystemClock
 from broker.model import (
     Attempt,
     AttemptId,
@@ -30,6 +36,22 @@ from broker.model import (
 from broker.store._audit import AuditFilter, PolicyVersion
 
 EventListener = Callable[[JobEvent], None]
+
+log = logging.getLogger(__name__)
+
+UNREADABLE_SPEC = "unreadable spec"
+"""The reason a job is quarantined with when its stored spec no longer validates."""
+
+UNFINISHED = (
+    JobState.QUEUED,
+    JobState.PLACING,
+    JobState.PROVISIONING,
+    JobState.RUNNING,
+    JobState.PREEMPTED,
+)
+"""States a tenant's `max_queued_jobs` quota counts."""
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 class StoreError(Exception):
@@ -118,6 +140,30 @@ LIVE_ATTEMPT_STATES = (AttemptState.PENDING.value, AttemptState.RUNNING.value)
 """An attempt's state may only change from one of these: a terminal attempt is never rewritten."""
 
 
+def placeholder_spec(text: str) -> JobSpec:
+    """A stand-in for a spec that no longer validates: its name when readable, nothing to run."""
+    name = "unreadable"
+    try:
+        raw = json.loads(text)
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str) and _NAME.match(raw["name"]):
+            name = raw["name"]
+    except ValueError:
+        pass
+    return JobSpec(name=name, command=("false",), runtime_estimate=timedelta(seconds=1))
+
+
+def read_spec(text: str) -> JobSpec | str:
+    """The stored spec, or why it cannot be read (a row written by an older or buggy broker)."""
+    try:
+        return JobSpec.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{UNREADABLE_SPEC}: {where + ': ' if where else ''}{first['msg']}"
+    except ValueError as exc:
+        return f"{UNREADABLE_SPEC}: {exc}"
+
+
 def new_attempt_id(job_id: JobId, number: int) -> AttemptId:
     return AttemptId(f"{job_id}-a{number}")
 
@@ -132,6 +178,45 @@ class JobStore(abc.ABC):
     def __init__(self) -> None:
         self._listeners: list[EventListener] = []
         self.ids = JobIds()
+        self.clock: Clock = SystemClock()
+        """Stamps the events the store writes on its own (quarantines); the app sets its clock."""
+        self._poisoned: dict[JobId, tuple[JobState, str]] = {}
+        self._poison_lock = threading.Lock()
+
+    def _job_spec(self, job_id: JobId, state: JobState, text: str) -> tuple[JobSpec, JobState, str | None]:
+        """The spec of a row; an unreadable one is queued for quarantine instead of raising.
+
+        Returns the spec (a placeholder when unreadable), the state callers should see and, when
+        the job is being quarantined, the reason.
+        """
+        spec = read_spec(text)
+        if isinstance(spec, JobSpec):
+            return spec, state, None
+        if state.terminal:
+            return placeholder_spec(text), state, None
+        with self._poison_lock:
+            self._poisoned[job_id] = (state, spec)
+        return placeholder_spec(text), JobState.FAILED, spec
+
+    def _flush_quarantine(self) -> None:
+        """FAIL every job whose spec was found unreadable since the last call, with an event."""
+        while self._poisoned:
+            with self._poison_lock:
+                if not self._poisoned:
+                    return
+                job_id, (state, reason) = self._poisoned.popitem()
+            try:
+                self.transition(
+                    job_id,
+                    JobState.FAILED,
+                    self.clock.now(),
+                    kind="quarantined",
+                    message=reason,
+                    expect=state,
+                )
+                log.error("job %s quarantined: %s", job_id, reason)
+            except Exception:  # one job must never stop the caller's read
+                log.exception("could not quarantine job %s", job_id)
 
     def add_listener(self, listener: EventListener) -> None:
         """Call `listener` with every event after it is committed (from the writer's thread)."""
@@ -219,8 +304,12 @@ class JobStore(abc.ABC):
         """Jobs in any of `states`, oldest first (served by an index on state)."""
 
     @abc.abstractmethod
-    def count_by_state(self) -> dict[JobState, int]:
-        """How many jobs are in each state."""
+    def count_by_state(self, tenant: TenantId | None = None) -> dict[JobState, int]:
+        """How many jobs are in each state (of one tenant, or of everyone)."""
+
+    @abc.abstractmethod
+    def count_unfinished(self, tenant: TenantId) -> int:
+        """How many of the tenant's jobs are not yet finished (served by an index)."""
 
     # Attempts -----------------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ from broker.model import (
     Job,
     JobEvent,
     JobId,
-    JobSpec,
     JobState,
     Offer,
     SiteId,
@@ -42,6 +41,7 @@ from broker.store._postgres_schema import (
 from broker.store.base import (
     JOB_FIELDS,
     LIVE_ATTEMPT_STATES,
+    UNFINISHED,
     JobNotFoundError,
     JobPage,
     JobStore,
@@ -119,19 +119,20 @@ class PostgresStore(JobStore):
     # Jobs ---------------------------------------------------------------------------------
 
     def _row_to_job(self, row: Sequence[Any]) -> Job:
+        spec, state, reason = self._job_spec(JobId(row[0]), JobState(row[3]), row[4])
         return Job(
             id=JobId(row[0]),
             tenant=TenantId(row[1]),
             client_id=row[2],
-            state=JobState(row[3]),
-            spec=JobSpec.model_validate_json(row[4]),
+            state=state,
+            spec=spec,
             created_at=_dt(row[5]),
             updated_at=_dt(row[6]),
             site=SiteId(row[7]) if row[7] else None,
             attempts=row[8],
             exit_code=row[9],
             log_tail=row[10],
-            message=row[11],
+            message=reason or row[11],
             policy_hash=row[12],
         )
 
@@ -196,13 +197,16 @@ class PostgresStore(JobStore):
                     )
                 )
         self._publish(events)
+        self._flush_quarantine()
         return results
 
     def get(self, job_id: str, tenant: TenantId | None = None) -> Job:
         row = self._fetchone(f"SELECT {JOB_COLS} FROM jobs WHERE id=%s", (job_id,))
         if row is None or (tenant is not None and row[1] != tenant):
             raise JobNotFoundError(f"job {job_id!r} not found")
-        return self._row_to_job(row)
+        job = self._row_to_job(row)
+        self._flush_quarantine()
+        return job
 
     def list_jobs(
         self,
@@ -232,6 +236,9 @@ class PostgresStore(JobStore):
         rows = self._fetchall(sql, [*params, page_size + 1])
         jobs = [self._row_to_job(r) for r in rows[:page_size]]
         token = jobs[-1].id if len(rows) > page_size else ""
+        self._flush_quarantine()
+        if states:  # a quarantined job is FAILED now, whatever its row said
+            jobs = [j for j in jobs if j.state in states]
         return JobPage(jobs=jobs, next_page_token=token)
 
     def _append_event(
@@ -328,7 +335,9 @@ class PostgresStore(JobStore):
         if event is not None:
             self._publish([event])
         assert job_row is not None  # the row is locked by this transaction
-        return self._row_to_job(job_row)
+        job = self._row_to_job(job_row)
+        self._flush_quarantine()
+        return job
 
     def record(
         self,
@@ -347,7 +356,9 @@ class PostgresStore(JobStore):
             job_row = db.execute(f"SELECT {JOB_COLS} FROM jobs WHERE id=%s", (job_id,)).fetchone()
         self._publish([event])
         assert job_row is not None  # the row is locked by this transaction
-        return self._row_to_job(job_row)
+        job = self._row_to_job(job_row)
+        self._flush_quarantine()
+        return job
 
     def record_many(
         self, entries: Sequence[tuple[JobId, str, str, Mapping[str, Any]]], now: datetime
@@ -388,11 +399,25 @@ class PostgresStore(JobStore):
             f"SELECT {JOB_COLS} FROM jobs WHERE state = ANY(%s) ORDER BY id LIMIT %s",
             ([s.value for s in states], limit),
         )
-        return [self._row_to_job(r) for r in rows]
+        jobs = [self._row_to_job(r) for r in rows]
+        self._flush_quarantine()
+        return [j for j in jobs if j.state in states]
 
-    def count_by_state(self) -> dict[JobState, int]:
-        rows = self._fetchall("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+    def count_by_state(self, tenant: TenantId | None = None) -> dict[JobState, int]:
+        if tenant is None:
+            rows = self._fetchall("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        else:
+            rows = self._fetchall(
+                "SELECT state, COUNT(*) FROM jobs WHERE tenant=%s GROUP BY state", (tenant,)
+            )
         return {JobState(state): n for state, n in rows}
+
+    def count_unfinished(self, tenant: TenantId) -> int:
+        row = self._fetchone(
+            "SELECT COUNT(*) FROM jobs WHERE tenant=%s AND state = ANY(%s)",
+            (tenant, [s.value for s in UNFINISHED]),
+        )
+        return int(row[0]) if row is not None else 0
 
     # Attempts -----------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from broker.store._audit import AuditFilter, PolicyVersion
 from broker.store.base import (
     JOB_FIELDS,
     LIVE_ATTEMPT_STATES,
+    UNFINISHED,
     JobNotFoundError,
     JobPage,
     JobStore,
@@ -61,6 +62,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_client_id ON jobs(tenant, client_id) WHERE client_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant, id);
+CREATE INDEX IF NOT EXISTS jobs_tenant_state ON jobs(tenant, state);
 CREATE TABLE IF NOT EXISTS job_labels (
   job_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
   PRIMARY KEY (key, value, job_id)
@@ -140,29 +142,29 @@ class SqliteStore(JobStore):
 
     # Jobs ---------------------------------------------------------------------------------
 
-    def _spec(self, job_id: str, text: str) -> JobSpec:
-        """Specs never change once stored: parse each once (scans of a deep queue read many)."""
-        spec = self._specs.get(job_id)
-        if spec is None:
-            if len(self._specs) >= SPEC_CACHE_SIZE:
-                self._specs.clear()
-            spec = self._specs[job_id] = JobSpec.model_validate_json(text)
-        return spec
-
     def _row_to_job(self, row: Sequence[Any]) -> Job:
+        # Specs never change once stored: parse each once (scans of a deep queue read many).
+        state = JobState(row[3])
+        spec, reason = self._specs.get(row[0]), None
+        if spec is None:
+            spec, state, reason = self._job_spec(JobId(row[0]), state, row[4])
+            if reason is None and state == JobState(row[3]):
+                if len(self._specs) >= SPEC_CACHE_SIZE:
+                    self._specs.clear()
+                self._specs[row[0]] = spec
         return Job(
             id=JobId(row[0]),
             tenant=TenantId(row[1]),
             client_id=row[2],
-            state=JobState(row[3]),
-            spec=self._spec(row[0], row[4]),
+            state=state,
+            spec=spec,
             created_at=_dt(row[5]),
             updated_at=_dt(row[6]),
             site=SiteId(row[7]) if row[7] else None,
             attempts=row[8],
             exit_code=row[9],
             log_tail=row[10],
-            message=row[11],
+            message=reason or row[11],
             policy_hash=row[12],
         )
 
@@ -182,6 +184,7 @@ class SqliteStore(JobStore):
                     results.append(self._insert(db, tenant, item, now, ts, events))
                 out.append(results)
         self._publish(events)
+        self._flush_quarantine()
         return out
 
     def _insert(
@@ -247,7 +250,9 @@ class SqliteStore(JobStore):
             row = self._conn.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None or (tenant is not None and row[1] != tenant):
             raise JobNotFoundError(f"job {job_id!r} not found")
-        return self._row_to_job(row)
+        job = self._row_to_job(row)
+        self._flush_quarantine()
+        return job
 
     def list_jobs(
         self,
@@ -276,6 +281,9 @@ class SqliteStore(JobStore):
             rows = self._conn.execute(sql, [*params, page_size + 1]).fetchall()
         jobs = [self._row_to_job(r) for r in rows[:page_size]]
         token = jobs[-1].id if len(rows) > page_size else ""
+        self._flush_quarantine()
+        if states:  # a quarantined job is FAILED now, whatever its row said
+            jobs = [j for j in jobs if j.state in states]
         return JobPage(jobs=jobs, next_page_token=token)
 
     def _append_event(
@@ -356,7 +364,9 @@ class SqliteStore(JobStore):
             job_row = db.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         if event is not None:
             self._publish([event])
-        return self._row_to_job(job_row)
+        job = self._row_to_job(job_row)
+        self._flush_quarantine()
+        return job
 
     def record(
         self,
@@ -376,7 +386,9 @@ class SqliteStore(JobStore):
             event = self._append_event(db, job_id, now, kind, JobState(row[0]), message, data)
             job_row = db.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         self._publish([event])
-        return self._row_to_job(job_row)
+        job = self._row_to_job(job_row)
+        self._flush_quarantine()
+        return job
 
     def record_many(
         self, entries: Sequence[tuple[JobId, str, str, Mapping[str, Any]]], now: datetime
@@ -439,12 +451,25 @@ class SqliteStore(JobStore):
                 "ORDER BY id LIMIT ?",
                 [*(s.value for s in states), limit],
             ).fetchall()
-        return [self._row_to_job(r) for r in rows]
+        jobs = [self._row_to_job(r) for r in rows]
+        self._flush_quarantine()
+        return [j for j in jobs if j.state in states]
 
-    def count_by_state(self) -> dict[JobState, int]:
+    def count_by_state(self, tenant: TenantId | None = None) -> dict[JobState, int]:
+        sql, params = "SELECT state, COUNT(*) FROM jobs", []
+        if tenant is not None:
+            sql, params = sql + " WHERE tenant=?", [tenant]
         with self._lock:
-            rows = self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+            rows = self._conn.execute(sql + " GROUP BY state", params).fetchall()
         return {JobState(state): n for state, n in rows}
+
+    def count_unfinished(self, tenant: TenantId) -> int:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT COUNT(*) FROM jobs WHERE tenant=? AND state IN ({','.join('?' * len(UNFINISHED))})",
+                [tenant, *(s.value for s in UNFINISHED)],
+            ).fetchone()
+        return int(row[0])
 
     # Attempts -----------------------------------------------------------------------------
 

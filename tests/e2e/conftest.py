@@ -32,6 +32,8 @@ sites:
 tenants:
   - {id: team-a, kind: university, entity_country: CN}
   - {id: team-b, kind: institute, entity_country: CN}
+# test_restart floods 10,000 jobs at once; tests/e2e/test_quotas.py checks the defaults.
+limits: {max_queued_jobs: 20000, submit_burst: 20000}
 compliance:
   residency:
     zones: {cn-mainland: {countries: [CN]}}

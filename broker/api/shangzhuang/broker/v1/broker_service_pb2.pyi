@@ -612,6 +612,62 @@ class TenantBudget(_message.Message):
 Global___TenantBudget: _TypeAlias = TenantBudget  # noqa: Y015
 
 @_typing.final
+class QuotaStatus(_message.Message):
+    """The caller's own quotas (policy `limits:`) next to what it uses now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    MAX_QUEUED_JOBS_FIELD_NUMBER: _builtins.int
+    UNFINISHED_JOBS_FIELD_NUMBER: _builtins.int
+    SUBMIT_RATE_FIELD_NUMBER: _builtins.int
+    SUBMIT_BURST_FIELD_NUMBER: _builtins.int
+    SUBMIT_TOKENS_FIELD_NUMBER: _builtins.int
+    MAX_SPEC_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_ENV_FIELD_NUMBER: _builtins.int
+    MAX_LABELS_FIELD_NUMBER: _builtins.int
+    MAX_ARGV_FIELD_NUMBER: _builtins.int
+    MAX_WATCH_STREAMS_FIELD_NUMBER: _builtins.int
+    WATCH_STREAMS_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    max_queued_jobs: _builtins.int
+    """Unfinished jobs (queued to running) allowed, and the caller's count now."""
+    unfinished_jobs: _builtins.int
+    submit_rate: _builtins.float
+    """Token bucket of submissions: refill per second, size, tokens left now."""
+    submit_burst: _builtins.int
+    submit_tokens: _builtins.float
+    max_spec_bytes: _builtins.int
+    max_env: _builtins.int
+    max_labels: _builtins.int
+    max_argv: _builtins.int
+    max_watch_streams: _builtins.int
+    watch_streams: _builtins.int
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        max_queued_jobs: _builtins.int = ...,
+        unfinished_jobs: _builtins.int = ...,
+        submit_rate: _builtins.float = ...,
+        submit_burst: _builtins.int = ...,
+        submit_tokens: _builtins.float = ...,
+        max_spec_bytes: _builtins.int = ...,
+        max_env: _builtins.int = ...,
+        max_labels: _builtins.int = ...,
+        max_argv: _builtins.int = ...,
+        max_watch_streams: _builtins.int = ...,
+        watch_streams: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_argv", b"max_argv", "max_env", b"max_env", "max_labels", b"max_labels", "max_queued_jobs", b"max_queued_jobs", "max_spec_bytes", b"max_spec_bytes", "max_watch_streams", b"max_watch_streams", "submit_burst", b"submit_burst", "submit_rate", b"submit_rate", "submit_tokens", b"submit_tokens", "tenant", b"tenant", "unfinished_jobs", b"unfinished_jobs", "watch_streams", b"watch_streams"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuotaStatus: _TypeAlias = QuotaStatus  # noqa: Y015
+
+@_typing.final
 class GetStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -685,16 +741,22 @@ class GetStatusResponse(_message.Message):
     UNHEALTHY_SITES_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     REFUSED_POLICY_FIELD_NUMBER: _builtins.int
+    QUOTA_FIELD_NUMBER: _builtins.int
+    OPERATOR_VIEW_FIELD_NUMBER: _builtins.int
     burst_decisions_last_hour: _builtins.int
     policy_hash: _builtins.str
     status_json: _builtins.str
     """The same facts as JSON (extra, for scripts); the typed fields below are the contract."""
     currency: _builtins.str
     """The currency of the money figures (the policy's)."""
+    operator_view: _builtins.bool
+    """True when the caller is an operator and sees every tenant."""
     @_builtins.property
     def partitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionStatus]: ...
     @_builtins.property
-    def jobs_by_state(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    def jobs_by_state(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Tenants see their own jobs and money; operators see everyone's."""
+
     @_builtins.property
     def active_jobs_by_site(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     @_builtins.property
@@ -709,6 +771,10 @@ class GetStatusResponse(_message.Message):
         its hash and errors; `policy_hash` stays the version in force.
         """
 
+    @_builtins.property
+    def quota(self) -> Global___QuotaStatus:
+        """Field numbers from 20 on: the caller's own view (see QuotaStatus)."""
+
     def __init__(
         self,
         *,
@@ -722,10 +788,12 @@ class GetStatusResponse(_message.Message):
         unhealthy_sites: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         currency: _builtins.str = ...,
         refused_policy: Global___PolicyVersion | None = ...,
+        quota: Global___QuotaStatus | None = ...,
+        operator_view: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["refused_policy", b"refused_policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quota", b"quota", "refused_policy", b"refused_policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_decisions_last_hour", b"burst_decisions_last_hour", "currency", b"currency", "jobs_by_state", b"jobs_by_state", "partitions", b"partitions", "policy_hash", b"policy_hash", "refused_policy", b"refused_policy", "status_json", b"status_json", "tenants", b"tenants", "unhealthy_sites", b"unhealthy_sites"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_decisions_last_hour", b"burst_decisions_last_hour", "currency", b"currency", "jobs_by_state", b"jobs_by_state", "operator_view", b"operator_view", "partitions", b"partitions", "policy_hash", b"policy_hash", "quota", b"quota", "refused_policy", b"refused_policy", "status_json", b"status_json", "tenants", b"tenants", "unhealthy_sites", b"unhealthy_sites"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

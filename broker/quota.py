@@ -1,0 +1,164 @@
+"""Per-tenant quotas on what the API accepts: sizes, counts, submit rate and watch streams.
+
+Limits come from the policy (`limits:` with per-tenant overrides, see `broker.policy.schema`).
+The submit rate is a token bucket per tenant on an injected monotonic clock; a batch takes one
+token per job, all or nothing. Nothing here does I/O: the caller passes the counts it read.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from broker.model import JobSpec, TenantId
+from broker.policy.schema import Limits, LimitsOverride
+
+Monotonic = Callable[[], float]
+"""Seconds on a clock that never goes back (`time.monotonic` in production)."""
+
+LimitsFn = Callable[[TenantId], Limits]
+
+
+class QuotaExceededError(Exception):
+    """A tenant went over one of its limits; nothing of the request was stored."""
+
+    def __init__(self, tenant: TenantId, limit: str, value: float, description: str) -> None:
+        super().__init__(f"tenant {tenant}: {limit} ({value:g}) exceeded: {description}")
+        self.tenant = tenant
+        self.limit = limit
+        self.value = value
+        self.description = description
+
+
+class TokenBucket:
+    """`burst` tokens at most, refilled at `rate` per second; `take(n)` is all or nothing."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at = now
+
+    def level(self, now: float) -> float:
+        """Tokens available at `now` (refills lazily)."""
+        if now > self._at:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+            self._at = now
+        return self._tokens
+
+    def take(self, n: int, now: float) -> bool:
+        if self.level(now) + 1e-9 < n:
+            return False
+        self._tokens -= n
+        return True
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    """A tenant's limits next to what it uses now (shown by `szb status`)."""
+
+    limits: Limits
+    unfinished_jobs: int
+    watch_streams: int
+    submit_tokens: float
+
+
+class Quotas:
+    """Tracks the mutable side of quotas (buckets, open watch streams) for every tenant."""
+
+    def __init__(self, limits_for: LimitsFn, *, monotonic: Monotonic = time.monotonic) -> None:
+        self.limits_for = limits_for
+        self._monotonic = monotonic
+        self._buckets: dict[TenantId, TokenBucket] = {}
+        self._watches: dict[TenantId, int] = {}
+        self._lock = threading.Lock()
+
+    def _bucket(self, tenant: TenantId, limits: Limits, now: float) -> TokenBucket:
+        bucket = self._buckets.get(tenant)
+        if bucket is None or (bucket.rate, bucket.burst) != (limits.submit_rate, limits.submit_burst):
+            # A policy change resizes the bucket; tokens already spent stay spent.
+            fresh = TokenBucket(limits.submit_rate, limits.submit_burst, now)
+            if bucket is not None:
+                fresh._tokens = min(float(limits.submit_burst), bucket.level(now))
+            bucket = self._buckets[tenant] = fresh
+        return bucket
+
+    def check_spec_bytes(self, tenant: TenantId, size: int, field: str) -> None:
+        limits = self.limits_for(tenant)
+        if size > limits.max_spec_bytes:
+            raise QuotaExceededError(
+                tenant, "max_spec_bytes", limits.max_spec_bytes, f"{field} is {size} bytes encoded"
+            )
+
+    def check_spec(self, tenant: TenantId, spec: JobSpec, field: str) -> None:
+        """Counts inside one spec: env entries, labels and command arguments."""
+        limits = self.limits_for(tenant)
+        for name, count, limit in (
+            ("max_env", len(spec.env), limits.max_env),
+            ("max_labels", len(spec.labels), limits.max_labels),
+            ("max_argv", len(spec.command), limits.max_argv),
+        ):
+            if count > limit:
+                raise QuotaExceededError(tenant, name, limit, f"{field} has {count}")
+
+    def admit(self, tenant: TenantId, jobs: int, unfinished: int) -> None:
+        """Room for `jobs` more (given `unfinished` already), then take their rate tokens."""
+        limits = self.limits_for(tenant)
+        if unfinished + jobs > limits.max_queued_jobs:
+            raise QuotaExceededError(
+                tenant,
+                "max_queued_jobs",
+                limits.max_queued_jobs,
+                f"{unfinished} unfinished job(s) plus {jobs} new",
+            )
+        with self._lock:
+            now = self._monotonic()
+            bucket = self._bucket(tenant, limits, now)
+            if not bucket.take(jobs, now):
+                raise QuotaExceededError(
+                    tenant,
+                    "submit_rate",
+                    limits.submit_rate,
+                    f"{jobs} job(s) asked, {int(bucket.level(now))} may be submitted now "
+                    f"(burst {limits.submit_burst}, {limits.submit_rate:g}/s)",
+                )
+
+    @contextmanager
+    def watch_stream(self, tenant: TenantId) -> Iterator[None]:
+        """Hold one of the tenant's watch-stream slots while the body runs."""
+        limit = self.limits_for(tenant).max_watch_streams
+        with self._lock:
+            open_now = self._watches.get(tenant, 0)
+            if open_now >= limit:
+                raise QuotaExceededError(
+                    tenant, "max_watch_streams", limit, f"{open_now} stream(s) already open"
+                )
+            self._watches[tenant] = open_now + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._watches.get(tenant, 1) - 1
+                if left > 0:
+                    self._watches[tenant] = left
+                else:
+                    self._watches.pop(tenant, None)
+
+    def usage(self, tenant: TenantId, unfinished: int) -> QuotaUsage:
+        limits = self.limits_for(tenant)
+        with self._lock:
+            now = self._monotonic()
+            tokens = self._bucket(tenant, limits, now).level(now)
+            watches = self._watches.get(tenant, 0)
+        return QuotaUsage(
+            limits=limits, unfinished_jobs=unfinished, watch_streams=watches, submit_tokens=tokens
+        )
+
+
+def resolve_limits(defaults: Limits, override: LimitsOverride | None) -> Limits:
+    """The policy's default limits with a tenant's overrides applied (unset ones inherited)."""
+    changes = override.model_dump(exclude_none=True) if override is not None else {}
+    return defaults.model_copy(update=changes) if changes else defaults

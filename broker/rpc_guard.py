@@ -1,0 +1,126 @@
+"""Undecodable request bytes get INVALID_ARGUMENT, with a rate-limited warning, not a traceback.
+
+grpc.aio deserializes a request before the servicer runs; when the deserializer raises, the
+server logs the whole traceback at ERROR and answers UNKNOWN. This interceptor wraps each
+unary-request handler's deserializer so it returns a marker instead of raising, and the
+handler answers the marker with a `google.rpc.BadRequest` through the one error helper.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from broker.server import abort_with, bad_request
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
+
+
+class _Undecodable:
+    """What the guarded deserializer returns for bytes that are not the method's message."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class RateLimitedWarning:
+    """Logs at most one warning per `interval_s`, saying how many were held back meanwhile."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0) -> None:
+        self._log = logger
+        self._interval = interval_s
+        self._next = 0.0
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def warn(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next:
+                self._held += 1
+                return
+            held, self._held, self._next = self._held, 0, now + self._interval
+        suffix = f" ({held} more since the last warning)" if held else ""
+        self._log.warning(message + suffix, *args)
+
+
+def _guard(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception as exc:  # DecodeError, or anything a hostile payload makes it raise
+            return _Undecodable(type(exc).__name__)
+
+    return deserialize
+
+
+class DecodeGuard(grpc.aio.ServerInterceptor):
+    """Server interceptor: bad request bytes become INVALID_ARGUMENT on every unary-request RPC."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, Handler] = {}
+        self.warning = RateLimitedWarning(log)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        method: str = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_streaming:
+            return handler
+        wrapped = self._wrap(method, handler)
+        if wrapped is not handler:
+            self._wrapped[method] = wrapped
+        return wrapped
+
+    def _reject(self, method: str, request: _Undecodable) -> Exception:
+        self.warning.warn("undecodable request to %s (%s): answered INVALID_ARGUMENT", method, request.reason)
+        return bad_request("", f"the request is not a valid message for {method} ({request.reason})")
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        deserializer = _guard(handler.request_deserializer)
+        if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
+            inner = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                if isinstance(request, _Undecodable):
+                    await abort_with(context, self._reject(method, request))
+                return await inner(request, context)  # type: ignore[arg-type]
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=deserializer, response_serializer=handler.response_serializer
+            )
+        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                if isinstance(request, _Undecodable):
+                    await abort_with(context, self._reject(method, request))
+                async for item in inner_stream(request, context):  # type: ignore[arg-type]
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, request_deserializer=deserializer, response_serializer=handler.response_serializer
+            )
+        return handler

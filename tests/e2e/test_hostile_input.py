@@ -1,0 +1,230 @@
+"""Hostile input over a real channel: every bad value is INVALID_ARGUMENT naming its field.
+
+Covers issue 10's observations 2 (poison specs) and 3 (INTERNAL/UNKNOWN on bad input) and the
+`image` / `SZB_*` items of observation 8, against a real `szb serve` with two tenants.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import BrokerProcess
+from tests.e2e.conftest import auth, write_broker_config
+
+SUBMIT = "/shangzhuang.broker.v1.BrokerService/SubmitJob"
+WATCH = "/shangzhuang.broker.v1.BrokerService/WatchJob"
+TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
+
+
+def job(name: str = "hostile", command: tuple[str, ...] = ("true",)) -> job_pb2.JobSpec:
+    msg = job_pb2.JobSpec(name=name, command=list(command))
+    msg.runtime_estimate.seconds = 60
+    return msg
+
+
+def field_violations(err: grpc.RpcError) -> dict[str, str]:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None, err
+    out: dict[str, str] = {}
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            out.update({v.field: v.description for v in bad.field_violations})
+    return out
+
+
+def _set(path: str, value: object) -> Callable[[job_pb2.JobSpec], None]:
+    def mutate(msg: job_pb2.JobSpec) -> None:
+        *parents, leaf = path.split(".")
+        target = msg
+        for p in parents:
+            target = getattr(target, p)
+        setattr(target, leaf, value)
+
+    return mutate
+
+
+def _env(key: str) -> Callable[[job_pb2.JobSpec], None]:
+    def mutate(msg: job_pb2.JobSpec) -> None:
+        msg.env[key] = "x"
+
+    return mutate
+
+
+# (mutation of a valid spec, the field the violation must name, words in its description)
+BAD_VALUES = [
+    (
+        _set("resources.accelerators.min_memory_gb", float("inf")),
+        "resources.accelerators.min_memory_gb",
+        "finite",
+    ),
+    (
+        _set("resources.accelerators.min_memory_gb", float("nan")),
+        "resources.accelerators.min_memory_gb",
+        "finite",
+    ),
+    (_set("resources.cpus", float("inf")), "resources.cpus", "finite"),
+    (_set("resources.memory_gb", float("nan")), "resources.memory_gb", "finite"),
+    (_set("max_price_per_hour", float("inf")), "max_price_per_hour", "finite"),
+    (_set("runtime_estimate.seconds", 0), "runtime_estimate", ""),
+    (_set("runtime_estimate.nanos", 500_000_000), "runtime_estimate", "whole number of seconds"),
+    (_set("runtime_estimate.seconds", -(2**63)), "runtime_estimate", "Duration"),
+    (_set("runtime_estimate.seconds", 2**62), "runtime_estimate", "Duration"),
+    (_set("max_wait.seconds", 10**11), "max_wait", "10 years"),
+    (_set("max_wait.nanos", -1), "max_wait", ""),
+    (_set("deadline.nanos", -1), "deadline", "Timestamp"),
+    (_set("deadline.seconds", 2**62), "deadline", "Timestamp"),
+    (_set("deadline.seconds", -(2**40)), "deadline", "Timestamp"),
+    (_set("deadline.seconds", 253402300799), "deadline", "9000"),
+    (_set("image", "--privileged"), "image", "OCI image reference"),
+    (_set("image", "ubuntu:22.04 --privileged"), "image", "OCI image reference"),
+    (_set("image", "-v/:/host"), "image", "OCI image reference"),
+    (_env("SZB_TOKEN"), "env", "SZB_TOKEN"),
+    (_env("SZB_AGENT_ENDPOINT"), "env", "reserved"),
+    (_set("priority", 99), "priority", "unknown enum"),
+    (_set("resources.accelerators.count", -1), "resources.accelerators.count", ">= 0"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "field", "words"), BAD_VALUES)
+def test_a_bad_value_is_invalid_argument_naming_its_field(
+    broker: BrokerProcess, mutate: Callable[[job_pb2.JobSpec], None], field: str, words: str
+) -> None:
+    msg = job()
+    mutate(msg)
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SubmitJob(pb.SubmitJobRequest(job=msg), metadata=auth("team-a"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        violations = field_violations(err.value)
+        assert field in violations, violations
+        assert words in violations[field]
+        # Batch and explain take the same path, with the index in the field name.
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SubmitJobs(
+                pb.SubmitJobsRequest(requests=[pb.SubmitJobRequest(job=job()), pb.SubmitJobRequest(job=msg)]),
+                metadata=auth("team-a"),
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"requests[1].job.{field}" in field_violations(err.value)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ExplainPlacement(pb.ExplainPlacementRequest(job=msg), metadata=auth("team-a"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_huge_filters_are_invalid_argument_not_internal(broker: BrokerProcess) -> None:
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        many = {f"k{i}": "v" for i in range(2000)}
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ListJobs(pb.ListJobsRequest(labels=many), metadata=auth("team-a"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "labels" in field_violations(err.value)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ListJobs(pb.ListJobsRequest(labels={"k": "v" * 5000}), metadata=auth("team-a"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # Repeated states are one filter each, however often they are sent.
+        states = [job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_FAILED] * 1000
+        stub.ListJobs(pb.ListJobsRequest(states=states, labels={"a": "b"}), metadata=auth("team-a"))
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ListJobs(pb.ListJobsRequest(states=[77]), metadata=auth("team-a"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_undecodable_bytes_are_invalid_argument_without_a_traceback(broker: BrokerProcess) -> None:
+    with grpc.insecure_channel(broker.address) as channel:
+        raw_submit = channel.unary_unary(SUBMIT)
+        raw_watch = channel.unary_stream(WATCH)
+        for i in range(200):
+            body = bytes([0xFF, 0xFF, 0xFF, i % 256]) if i % 2 else b"\x0a\x05\xc3\x28abc"
+            with pytest.raises(grpc.RpcError) as err:
+                raw_submit(body, metadata=auth("team-a"))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert field_violations(err.value)
+        with pytest.raises(grpc.RpcError) as err:
+            list(raw_watch(b"\xff\xff", metadata=auth("team-a")))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # Unauthenticated garbage is refused the same way, before anyone is logged in.
+        with pytest.raises(grpc.RpcError) as err:
+            raw_submit(b"\xff\xff\xff")
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    log = "".join(broker.output)
+    assert "Traceback" not in log and "ERROR" not in log
+    warnings = [line for line in broker.output if "undecodable request" in line]
+    assert 1 <= len(warnings) <= 3  # rate-limited: one per interval, with a count of the rest
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    proc = BrokerProcess(write_broker_config(tmp_path / "poison"))
+    yield proc
+    proc.stop()
+
+
+def wait_terminal(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, tenant: str) -> job_pb2.Job:
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        got = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth(tenant)).job
+        if got.state in TERMINAL:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"{job_id} did not finish")
+
+
+def test_a_poison_row_is_quarantined_and_the_broker_starts(own_broker: BrokerProcess) -> None:
+    own_broker.start()
+    with grpc.insecure_channel(own_broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        ids = [
+            stub.SubmitJob(
+                pb.SubmitJobRequest(job=job(name=f"p{i}", command=("sleep", "30"))), metadata=auth("team-a")
+            ).job.id
+            for i in range(2)
+        ]
+    own_broker.stop()
+    # Rows as main wrote them for `runtime_estimate: 0.5s` and `min_memory_gb: +inf`, one of
+    # them caught half-placed: written into the database file itself, the broker's backend.
+    db = sqlite3.connect(own_broker.config.parent / "data" / "broker.db")
+    with db:
+        spec0 = db.execute("SELECT spec FROM jobs WHERE id=?", (ids[0],)).fetchone()[0]
+        db.execute(
+            "UPDATE jobs SET spec=?, state='PLACING' WHERE id=?", (spec0.replace('"1m"', '"0s"'), ids[0])
+        )
+        spec1 = db.execute("SELECT spec FROM jobs WHERE id=?", (ids[1],)).fetchone()[0]
+        db.execute(
+            "UPDATE jobs SET spec=?, state='QUEUED' WHERE id=?",
+            (spec1.replace('"min_memory_gb":0.0', '"min_memory_gb":null'), ids[1]),
+        )
+        db.execute("DELETE FROM attempts WHERE job_id IN (?, ?)", ids)
+    db.close()
+    own_broker.start()
+    with grpc.insecure_channel(own_broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        for job_id in ids:
+            got = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth("team-a")).job
+            assert got.state == job_pb2.JOB_STATE_FAILED and got.message.startswith("unreadable spec"), got
+            kinds = [
+                r.event.kind for r in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=auth("team-a"))
+            ]
+            assert "quarantined" in kinds
+        listed = stub.ListJobs(pb.ListJobsRequest(), metadata=auth("team-a")).jobs
+        assert sorted(j.id for j in listed) == sorted(ids)
+        cancelled = stub.CancelJob(pb.CancelJobRequest(id=ids[1]), metadata=auth("team-a")).job
+        assert cancelled.state == job_pb2.JOB_STATE_FAILED
+        # Another tenant's work is scheduled as usual.
+        other = stub.SubmitJob(pb.SubmitJobRequest(job=job(name="other")), metadata=auth("team-b")).job
+        assert wait_terminal(stub, other.id, "team-b").state == job_pb2.JOB_STATE_SUCCEEDED
+    assert "quarantined" in "".join(own_broker.output)
