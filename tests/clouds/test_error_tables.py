@@ -12,6 +12,7 @@ from adapters.base import (
     ConfigError,
     NotFoundError,
     QuotaError,
+    RequestError,
     TransientError,
     UnsupportedError,
 )
@@ -119,6 +120,7 @@ def test_tables_only_use_the_error_tree() -> None:
         AuthError,
         ConfigError,
         UnsupportedError,
+        RequestError,
         NotFoundError,
     }
     for table in (aws.ERROR_CODES, alibaba.ERROR_CODES):
@@ -139,3 +141,13 @@ def test_public_exports_are_pinned() -> None:
     assert sorted(libcloud.__all__) == sorted(
         ["EXCEPTION_TYPES", "HTTP_STATUS", "LibcloudAdapter", "map_libcloud_errors"]
     )
+
+
+def test_a_refused_user_data_blames_the_job_not_the_site() -> None:
+    """EC2 answers an oversized UserData with a generic InvalidParameterValue (issue 10, obs. 4)."""
+    message = "User data is limited to 16384 bytes"
+    assert aws.classify_code("InvalidParameterValue", message) is RequestError
+    assert aws.classify_code("InvalidParameterValue", "Invalid subnet") is ConfigError
+    assert aws.classify_code("InvalidUserData.Malformed") is RequestError
+    assert alibaba.classify_code("InvalidUserData.SizeExceeded") is RequestError
+    assert alibaba.classify_code("InvalidParameter", "The parameter UserData is invalid") is RequestError
