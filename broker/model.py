@@ -198,6 +198,19 @@ class Resources(_SpecPart):
     memory_gb: float = Field(default=1, gt=0, le=65536)
 
 
+class Checkpoint(_SpecPart):
+    """How often the job saves its progress (a restart resumes from the last checkpoint)."""
+
+    interval: Duration
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be > 0")
+        return v
+
+
 class JobSpec(_SpecPart):
     """The user's unit of work, exactly as written in a job YAML or sent on the wire."""
 
@@ -214,6 +227,7 @@ class JobSpec(_SpecPart):
     max_price_per_hour: float | None = Field(default=None, gt=0)
     data_residency: Residency = Residency.ANY
     labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
+    checkpoint: Checkpoint | None = None
 
     @field_validator("command")
     @classmethod

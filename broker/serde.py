@@ -155,6 +155,9 @@ def spec_mapping_from_proto(msg: job_pb2.JobSpec) -> dict[str, Any]:
         data["max_price_per_hour"] = msg.max_price_per_hour
     if msg.labels:
         data["labels"] = dict(msg.labels)
+    if msg.HasField("checkpoint"):
+        cp = msg.checkpoint
+        data["checkpoint"] = {"interval": cp.interval.ToTimedelta()} if cp.HasField("interval") else {}
     return data
 
 
@@ -189,6 +192,8 @@ def spec_to_proto(spec: JobSpec) -> job_pb2.JobSpec:
         msg.deadline.CopyFrom(ts_to_proto(spec.deadline))
     if spec.max_price_per_hour is not None:
         msg.max_price_per_hour = spec.max_price_per_hour
+    if spec.checkpoint is not None:
+        msg.checkpoint.interval.CopyFrom(duration_to_proto(spec.checkpoint.interval))
     return msg
 
 

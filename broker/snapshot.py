@@ -29,6 +29,9 @@ class PassSnapshot:
     routes: Mapping[SiteId, RouteState] = field(default_factory=dict)
     blocked: frozenset[str] = frozenset()
     unhealthy: Mapping[SiteId, str] = field(default_factory=dict)
+    capacity: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    """Partition key -> (free units, expected wait seconds) now, when the offers are a static
+    catalog (the simulator); empty when the on-prem offers carry their live values."""
     money: dict[str, TenantMoney] = field(default_factory=dict)
     claimed: dict[str, int] = field(default_factory=dict)
     backlog_h: dict[str, float] = field(default_factory=dict)

@@ -23,6 +23,7 @@ from typing import Any
 
 from broker.burst.money import TenantMoney, estimate_cost, split_cost
 from broker.burst.routes import RouteState, route_refusal
+from broker.burst.spot import offer_outlook, spot_refusal
 from broker.decision import Action, Decision
 from broker.model import JobSpec, Offer, SiteId, SpotMode, TenantId
 from broker.placement import (
@@ -59,6 +60,62 @@ class BurstInputs:
     onprem_adjust: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     """Partition key (`site/partition`) -> (accelerators already claimed, extra wait seconds)
     from decisions made earlier in the same pass; applied to on-prem offers here."""
+    onprem_capacity: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    """Partition key -> (free units, expected wait seconds) as the backend reports them now;
+    overrides the on-prem offers' own `free` and `expected_wait_s`, so the offer list can stay
+    one static catalog (and placement's memo stays warm) while capacity changes."""
+
+
+_ONPREM: dict[int, tuple[Policy, frozenset[str]]] = {}
+
+
+def onprem_sites(policy: Policy) -> frozenset[str]:
+    """The ids of the policy's on-prem sites (cached per policy object)."""
+    hit = _ONPREM.get(id(policy))
+    if hit is None or hit[0] is not policy:
+        if len(_ONPREM) > 64:
+            _ONPREM.clear()
+        hit = _ONPREM[id(policy)] = (policy, frozenset(s.id for s in policy.sites if s.partitions))
+    return hit[1]
+
+
+def _cloud_refusal(
+    s: ScoredOffer,
+    spec: JobSpec,
+    tenant: TenantId,
+    policy: Policy,
+    inputs: BurstInputs,
+    slack_spot_ok: bool,
+) -> str | tuple[float, float]:
+    """Why a cloud offer cannot be used now, or the (cash, voucher) it would take."""
+    if s.offer.free is not None and s.offer.free <= 0:
+        return f"{s.offer.key}: no stock"
+    if s.offer.spot and spec.spot != SpotMode.REQUIRED:
+        if not slack_spot_ok:
+            return f"{s.offer.key}: deadline too close for spot"
+        slack_h = None
+        if spec.deadline is not None:
+            slack_h = (spec.deadline - inputs.now).total_seconds() / 3600
+        why_spot = spot_refusal(spec, s.offer, policy, slack_h=slack_h)
+        if why_spot is not None:
+            return why_spot
+    why = route_refusal(s.offer.site, inputs.routes.get(SiteId(s.offer.site)), policy, inputs.now)
+    if why is not None:
+        return why
+    hours = offer_outlook(spec, s.offer, policy).billed_h if s.offer.spot else None
+    total = estimate_cost(spec, s.offer, policy, hours)  # spot: at its expected billed hours
+    split = split_cost(tenant, s.offer.site, total, policy, inputs.money.voucher_balances)
+    if inputs.money.budget_left is not None and split.cash > inputs.money.budget_left + 1e-9:
+        return (
+            f"budget: {s.offer.key} would cost {split.cash:.2f} {policy.currency} in cash, "
+            f"{max(0.0, inputs.money.budget_left):.2f} left this month"
+        )
+    if inputs.money.global_left is not None and split.cash > inputs.money.global_left + 1e-9:
+        return (
+            f"global burst cap: {split.cash:.2f} {policy.currency} needed, "
+            f"{max(0.0, inputs.money.global_left):.2f} left"
+        )
+    return split.cash, split.voucher
 
 
 def is_onprem(policy: Policy, site_id: str) -> bool:
@@ -86,13 +143,15 @@ def effective_max_wait(spec: JobSpec, tenant_id: str, policy: Policy) -> timedel
 
 
 def _spot_risk_cost(spec: JobSpec, scored: ScoredOffer, policy: Policy) -> float:
-    """Expected cost of losing work to a spot interruption: P(interrupted) × half the run."""
+    """Expected extra cost of running on spot: the billed hours lost to interruptions
+    (`broker.burst.spot`: restarts from the last checkpoint, or from zero)."""
     if not scored.offer.spot:
         return 0.0
-    limits = policy.burst.sites.get(scored.offer.site)
-    risk = limits.spot_interruption_risk if limits is not None else 0.05
     runtime_h = spec.runtime_estimate.total_seconds() / 3600
-    return (1 - math.exp(-risk * runtime_h)) * 0.5 * scored.terms.get("cost", 0.0)
+    out = offer_outlook(spec, scored.offer, policy, runtime_h)
+    if math.isinf(out.billed_h):
+        return math.inf
+    return scored.terms.get("cost", 0.0) * (out.billed_h / runtime_h - 1.0)
 
 
 def _late_cost(wait_s: float, allowed_s: float, policy: Policy) -> float:
@@ -156,7 +215,7 @@ def decide(
             explanation=expl,
         )
 
-    allowed = expl.allowed
+    allowed = expl.unranked  # every use below sorts by its own total key
     if not allowed:
         summary = rejection_summary(expl)
         if any(not s.allowed and set(r.rule for r in s.reasons) <= TRANSIENT_RULES for s in expl.offers):
@@ -172,62 +231,57 @@ def decide(
     need = demand(spec)
     per_wait_s = policy.objective.wait_hour_cost / 3600
 
+    live = inputs.onprem_capacity
+
     def fits_now(s: ScoredOffer) -> bool:
         claimed = inputs.onprem_adjust.get(s.offer.partition, (0, 0.0))[0]
-        return s.offer.free is None or s.offer.free - claimed >= need
+        cap = live.get(s.offer.partition)
+        free = s.offer.free if cap is None else cap[0]
+        return free is None or free - claimed >= need
 
     def wait(s: ScoredOffer) -> float:
-        raw = s.offer.expected_wait_s + inputs.onprem_adjust.get(s.offer.partition, (0, 0.0))[1]
+        cap = live.get(s.offer.partition)
+        base = s.offer.expected_wait_s if cap is None else cap[1]
+        raw = base + inputs.onprem_adjust.get(s.offer.partition, (0, 0.0))[1]
         return raw * policy.burst.wait_estimate_factor
 
     def score(s: ScoredOffer) -> float:
         return s.score + (wait(s) - s.offer.expected_wait_s) * per_wait_s
 
-    onprem = [s for s in allowed if is_onprem(policy, s.offer.site)]
+    home = onprem_sites(policy)
+    onprem = [s for s in allowed if s.offer.site in home]
     ready = sorted((s for s in onprem if fits_now(s)), key=lambda s: (score(s), s.offer.site, s.offer.key))
     if ready:
         return done(Action.RUN, ready[0], f"on-prem capacity free at {ready[0].offer.site}")
 
-    # Cloud candidates, re-ranked with spot risk, within route limits and money.
-    cloud: list[tuple[float, ScoredOffer, float, float]] = []
-    refused: list[str] = []
-    slack_spot_ok = True
-    if spec.deadline is not None:
-        slack = (spec.deadline - now).total_seconds() - spec.runtime_estimate.total_seconds()
-        slack_spot_ok = slack >= spec.runtime_estimate.total_seconds() * (
-            policy.burst.deadline_slack_factor - 1
+    def cloud_candidates() -> tuple[list[tuple[float, ScoredOffer, float, float]], list[str]]:
+        """The best usable cloud offer (spot risk included) within route limits and money, or
+        every refusal when none is usable. Offers are tried best-first by their static cost."""
+        slack_spot_ok = True
+        if spec.deadline is not None:
+            slack = (spec.deadline - now).total_seconds() - spec.runtime_estimate.total_seconds()
+            slack_spot_ok = slack >= spec.runtime_estimate.total_seconds() * (
+                policy.burst.deadline_slack_factor - 1
+            )
+        order = sorted(
+            (
+                (s.score + _spot_risk_cost(spec, s, policy), s.offer.site, s.offer.key, i, s)
+                for i, s in enumerate(allowed)
+                if s.offer.site not in home
+            ),
+            key=lambda c: c[:3],
         )
-    for s in allowed:
-        if is_onprem(policy, s.offer.site):
-            continue
-        if s.offer.free is not None and s.offer.free <= 0:
-            refused.append(f"{s.offer.key}: no stock")
-            continue
-        if s.offer.spot and not slack_spot_ok and spec.spot != SpotMode.REQUIRED:
-            refused.append(f"{s.offer.key}: deadline too close for spot")
-            continue
-        why = route_refusal(s.offer.site, inputs.routes.get(SiteId(s.offer.site)), policy, now)
-        if why is not None:
-            refused.append(why)
-            continue
-        total = estimate_cost(spec, s.offer, policy)
-        split = split_cost(tenant, s.offer.site, total, policy, inputs.money.voucher_balances)
-        if inputs.money.budget_left is not None and split.cash > inputs.money.budget_left + 1e-9:
-            refused.append(
-                f"budget: {s.offer.key} would cost {split.cash:.2f} {policy.currency} in cash, "
-                f"{max(0.0, inputs.money.budget_left):.2f} left this month"
-            )
-            continue
-        if inputs.money.global_left is not None and split.cash > inputs.money.global_left + 1e-9:
-            refused.append(
-                f"global burst cap: {split.cash:.2f} {policy.currency} needed, "
-                f"{max(0.0, inputs.money.global_left):.2f} left"
-            )
-            continue
-        cloud.append((s.score + _spot_risk_cost(spec, s, policy), s, split.cash, split.voucher))
-    cloud.sort(key=lambda c: (c[0], c[1].offer.site, c[1].offer.key))
+        refused: list[tuple[int, str]] = []
+        for total_score, _, _, i, s in order:
+            why = _cloud_refusal(s, spec, tenant, policy, inputs, slack_spot_ok)
+            if isinstance(why, str):
+                refused.append((i, why))
+                continue
+            return [(total_score, s, why[0], why[1])], []
+        return [], [why for _, why in sorted(refused)]
 
     if not onprem:
+        cloud, refused = cloud_candidates()
         if cloud:
             _, best, cash, voucher = cloud[0]
             return done(
@@ -262,6 +316,7 @@ def decide(
             f"waiting on-prem: expected wait {wait_s / 60:.0f} min is within "
             f"the {remaining / 60:.0f} min the job may still wait",
         )
+    cloud, refused = cloud_candidates()
     if not cloud:
         return done(
             Action.WAIT,

@@ -43,6 +43,7 @@ def build_inputs(
         burst_pending_since=pending_since,
         queueing_sites=queueing_sites,
         onprem_adjust=snap.adjustments(),
+        onprem_capacity=snap.capacity,
     )
 
 

@@ -29,6 +29,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--onprem-gpus", type=int, default=None, help="rescale on-prem GPU partitions to N GPUs")
     p.add_argument("--time-scale", type=float, default=None, help="divide inter-arrival times by K")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="replay only the first N jobs (in arrival order) for a quick look",
+    )
     p.add_argument("--baselines", choices=("all", "none"), default="none")
     p.add_argument("--no-lower-bound", action="store_true", help="skip the LP relaxation")
     p.add_argument(
@@ -73,6 +80,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         else:
             trace = generate(SyntheticParams(jobs=args.synthetic), scenario.seed)
             source = {"synthetic": args.synthetic}
+        if args.jobs is not None:
+            if args.jobs < 1:
+                raise ValueError(f"--jobs: must be >= 1, got {args.jobs}")
+            source["jobs_sampled"] = min(args.jobs, len(trace))
+            trace = trace[: args.jobs]
         jobs = build_jobs(trace, policy, scenario)
     except PolicyError as exc:
         for problem in exc.problems:

@@ -126,17 +126,31 @@ def place(
         decided_at=ctx.now,
         ranking=ranking,
         allowed=partial(decision.ranked, chain),
+        unranked=decision.allowed,
     )
 
 
 class _Shape:
     """What a job shape may use in a snapshot: each passing group with its passing offers."""
 
-    __slots__ = ("kept", "rejected")
+    __slots__ = ("_top", "kept", "rejected")
 
     def __init__(self, kept: list[tuple[Group, list[Offer]]]) -> None:
         self.kept = kept
         self.rejected: tuple[ScoredOffer, ...] | None = None
+        self._top: float | None = None
+
+    def top_hourly(self, policy: Policy) -> float:
+        """The highest price per hour (policy currency) among the kept offers."""
+        if self._top is None:
+            cur = policy.currency
+            hourly = (
+                o.price_per_hour * (policy.rate(o.currency or cur) or 0.0)
+                for _, offers in self.kept
+                for o in offers
+            )
+            self._top = max(hourly, default=0.0)
+        return self._top
 
 
 class _Decision:
@@ -198,9 +212,14 @@ def _decide(prepared: PreparedOffers, key: tuple[Any, ...], shape: _Shape, env: 
     """Score the shape's offers for this runtime and voucher state, and pick the best (memoized)."""
     tenant = env.tenant
     balances = env.ctx.voucher_balances
-    vouchers: tuple[float, ...] | None = None
+    vouchers: tuple[float | None, ...] | None = None
     if tenant is not None and tenant.vouchers and balances is not None:
-        vouchers = tuple(balances.get(v.id, 0.0) for v in tenant.vouchers)
+        # A balance covering the dearest kept offer's whole cost (discount <= 1) gives the same
+        # voucher terms as any larger one: key it as "ample" so spending elsewhere keeps the memo.
+        ample = shape.top_hourly(prepared.policy) * (env.runtime_h * prepared.policy.objective.price)
+        vouchers = tuple(
+            None if (b := balances.get(v.id, 0.0)) >= ample else b for v in tenant.vouchers
+        )
     dkey = (key, env.runtime_h, vouchers)
     decision: _Decision | None = prepared.decisions.get(dkey)
     if decision is None:

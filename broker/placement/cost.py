@@ -31,7 +31,14 @@ def score_cost(g: Group, offers: list[Offer], env: Env) -> tuple[list[float], li
     policy = env.policy
     factor = env.runtime_h * policy.objective.price
     cur = policy.currency
-    costs = [o.price_per_hour * (policy.rate(o.currency or cur) or 0.0) * factor for o in offers]
+    rates: dict[str, float] = {}  # a group's offers nearly always share one currency
+    costs = []
+    for o in offers:
+        c = o.currency or cur
+        rate = rates.get(c)
+        if rate is None:
+            rate = rates[c] = policy.rate(c) or 0.0
+        costs.append(o.price_per_hour * rate * factor)
     discount, balance = _voucher(g, env)
     if not discount:
         return costs, [0.0] * len(costs)

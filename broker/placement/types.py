@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -59,7 +59,17 @@ class Explanation:
     (optional) gives the allowed part alone, so `.allowed` need not build the rejections.
     """
 
-    __slots__ = ("_allowed", "_chain", "_offers", "chosen", "currency", "decided_at", "policy_hash", "sites")
+    __slots__ = (
+        "_allowed",
+        "_chain",
+        "_offers",
+        "_unranked",
+        "chosen",
+        "currency",
+        "decided_at",
+        "policy_hash",
+        "sites",
+    )
 
     def __init__(
         self,
@@ -72,6 +82,7 @@ class Explanation:
         decided_at: datetime = EPOCH,
         ranking: Callable[[], tuple[ScoredOffer, ...]] | None = None,
         allowed: Callable[[], tuple[ScoredOffer, ...]] | None = None,
+        unranked: Sequence[ScoredOffer] | None = None,
     ) -> None:
         self.chosen = chosen
         self.policy_hash = policy_hash
@@ -81,6 +92,7 @@ class Explanation:
         self._offers = offers
         self._chain = ranking
         self._allowed = allowed
+        self._unranked = unranked
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name != "_offers" and hasattr(self, name):
@@ -101,6 +113,13 @@ class Explanation:
         if self._offers is None and self._allowed is not None:
             return self._allowed()
         return tuple(s for s in self.offers if s.allowed)
+
+    @property
+    def unranked(self) -> Sequence[ScoredOffer]:
+        """Allowed offers in no particular order (for callers that rank by their own key)."""
+        if self._unranked is not None:
+            return self._unranked
+        return self.allowed
 
     def offer_json(self, scored: ScoredOffer) -> dict[str, Any]:
         o = scored.offer

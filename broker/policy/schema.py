@@ -198,6 +198,12 @@ class SiteBurst(_Doc):
     max_instances: int | None = Field(default=None, ge=0)
     max_idle: Duration = Field(default="10m", validate_default=True)
     spot_interruption_risk: float = Field(default=0.05, ge=0, le=1, description="Per hour.")
+    provisioning_p95: Duration = Field(
+        default="5m",
+        validate_default=True,
+        description="Time to bring up an instance here, 95th percentile: a job bursts no later than "
+        "its deadline minus this, and each spot restart costs this much time.",
+    )
 
 
 class FailureThrottle(_Doc):
@@ -246,6 +252,12 @@ class BurstSettings(_Doc):
     failure_throttle: FailureThrottle = FailureThrottle()
     budget: Budget = Budget()
     deadline_slack_factor: float = Field(default=1.5, ge=1)
+    spot_max_expected_restarts: float = Field(
+        default=3.0,
+        ge=0,
+        description="Spot is refused for a job expected to be interrupted more often than this "
+        "(from the site's interruption rate and the job's checkpoint interval).",
+    )
     heartbeat_timeout: Duration = Field(default="5m", validate_default=True)
     blocklist_ttl: BlocklistTtl = BlocklistTtl()
     attempt_timeout: Duration = Field(default="20m", validate_default=True)

@@ -18,6 +18,7 @@ from broker.burst import RouteState, TenantMoney, is_onprem
 from broker.burst.money import month_of
 from broker.catalog.offers import static_offers
 from broker.model import Offer, SiteId
+from broker.placement import prepare_offers
 from broker.policy import Policy
 from broker.sim.jobs import EPOCH
 from broker.sim.scenario import Scenario
@@ -85,10 +86,20 @@ class OfferBook:
             else o.model_copy(update={"expected_wait_s": provisioning_s[o.site]})
             for o in self.static
         ]
+        self.prepared = prepare_offers(self.static, policy)
+        """The static offers prepared once for placement (its memo lives as long as the run)."""
         self.totals = {
             partition_key(self.static[i]): parts[partition_key(self.static[i])].total
             for i in self.onprem_idx
             if partition_key(self.static[i]) in parts
+        }
+
+    def capacity(self, now_s: float) -> dict[str, tuple[int, float]]:
+        """The live on-prem overlay for `self.static`: partition key -> (free, expected wait)."""
+        return {
+            key: (part.free, float(round(part.expected_wait_s(now_s))))
+            for key, part in self.parts.items()
+            if key in self.totals
         }
 
     def offers(self, now_s: float) -> list[Offer]:

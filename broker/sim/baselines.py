@@ -24,6 +24,7 @@ from broker.burst import TenantMoney, estimate_cost, route_refusal, split_cost
 from broker.decision import Action, Decision
 from broker.model import SiteId
 from broker.placement import PlacementContext, ScoredOffer, place
+from broker.placement.rank import rank
 from broker.policy import Policy
 from broker.sim.jobs import JobFacts, SimJob
 from broker.snapshot import PassSnapshot, partition_key
@@ -41,6 +42,7 @@ class Baseline:
         self.ttl_s = policy.burst.blocklist_ttl.capacity.total_seconds()
         self._free: tuple[PassSnapshot | None, dict[str, int]] = (None, {})
         self._onprem_sites = frozenset(site.id for site in policy.sites if site.partitions)
+        self._chain = policy.objective.rank
         self._split: dict[int, tuple[list[ScoredOffer], list[ScoredOffer], list[ScoredOffer]]] = {}
 
     def _lists(self, job: SimJob) -> tuple[list[ScoredOffer], list[ScoredOffer], list[ScoredOffer]]:
@@ -48,11 +50,11 @@ class Baseline:
         got = self._split.get(job.index)
         if got is None:
             allowed = self.facts[job.index].allowed
-            by_cost = sorted(allowed, key=lambda s: self._cost(job, s))
+            by_cost = self.facts[job.index].by_cost
             got = (
-                [s for s in allowed if s.offer.site in self._onprem_sites],
+                rank([s for s in allowed if s.offer.site in self._onprem_sites], self._chain),
                 [s for s in by_cost if s.offer.site not in self._onprem_sites],
-                by_cost,
+                list(by_cost),
             )
             self._split[job.index] = got
         return got
@@ -65,6 +67,8 @@ class Baseline:
             for o in snap.offers:
                 if o.free is not None and o.site in self._onprem_sites:
                     free[partition_key(o)] = o.free
+            for part, (units, _) in snap.capacity.items():
+                free[part] = units
             self._free = (snap, free)
         return self._free[1].get(key, 0) - snap.claimed.get(key, 0)
 
@@ -93,9 +97,6 @@ class Baseline:
         if money.global_left is not None and split.cash > money.global_left + 1e-9:
             return None
         return split.cash, split.voucher
-
-    def _cost(self, job: SimJob, s: ScoredOffer) -> tuple[float, str, str]:
-        return estimate_cost(job.spec, s.offer, self.policy), s.offer.site, s.offer.key
 
     # Decisions ------------------------------------------------------------------------
 

@@ -23,10 +23,11 @@ from typing import Protocol
 from adapters.base import CapacityError
 from broker.burst import TenantMoney, is_onprem, split_cost
 from broker.burst.money import month_of
+from broker.burst.spot import offer_outlook
 from broker.decision import Action, Decision
 from broker.dispatch.failover import Blocklist, FailoverPolicy
 from broker.model import Offer
-from broker.placement import PlacementContext, place
+from broker.placement import PlacementContext, PreparedOffers, place, prepare_offers
 from broker.policy import Policy
 from broker.sim.backends import Clouds, Ledger, OfferBook, Partition, onprem_partitions
 from broker.sim.jobs import EPOCH, SimJob
@@ -96,6 +97,8 @@ class _Job:
     backoff: float = 0.0
     offer: Offer | None = None
     running_since: float = 0.0
+    done_s: float = 0.0
+    """Work kept by checkpoints across interruptions (a restart runs only the rest)."""
     reserved: tuple[float, float, str | None, str] = (0.0, 0.0, None, "")
     rec: JobRecord = field(default_factory=JobRecord)
 
@@ -137,6 +140,7 @@ class Engine:
         self._sample_every = max(60.0, horizon / scenario.sample_points)
         self._next_sample = 0.0
         self._audited: dict[tuple[int, str], bool] = {}
+        self._alone: dict[tuple[str, int], PreparedOffers] = {}
         self.audit_every = scenario.audit_every or (1 if len(jobs) <= 20_000 else 10)
 
     # Events ---------------------------------------------------------------------------
@@ -224,10 +228,11 @@ class Engine:
             if math.isnan(st.rec.start_s):
                 st.rec.start_s = self.t
             lasts = self.clouds.interruption_after(st.offer, j, st.rec.attempts)
-            if lasts < job.runtime_s:
+            left = job.runtime_s - st.done_s
+            if lasts < left:
                 self._push(self.t + lasts, STOP, j, 1)
             else:
-                self._push(self.t + job.runtime_s, STOP, j, 0)
+                self._push(self.t + left, STOP, j, 0)
             self._pass(self._cloud_heads(), "route")
         elif kind == STOP:
             route.running -= 1
@@ -235,6 +240,11 @@ class Engine:
             self._settle(job, st, hours=(self.t - st.running_since) / 3600)
             if tag == 1:
                 st.rec.interruptions += 1
+                cp = job.spec.checkpoint
+                if cp is not None:  # resume from the last checkpoint written before the interruption
+                    every = cp.interval.total_seconds()
+                    ran = self.t - st.running_since
+                    st.done_s = min(job.runtime_s, st.done_s + math.floor(ran / every) * every)
                 ttl = self.policy.burst.blocklist_ttl.capacity.total_seconds()
                 self.blocklist.block_region(st.offer.site, st.offer.region, ttl, "spot preemption")
                 self._requeue(job, st)
@@ -284,8 +294,9 @@ class Engine:
         now = EPOCH + timedelta(seconds=self.t)
         snap = PassSnapshot(
             now=now,
-            offers=self.book.offers(self.t),
+            offers=self.book.prepared,
             capacity_total=self.book.totals,
+            capacity=self.book.capacity(self.t),
             routes=self.clouds.states(self.t, now),
             blocked=self.blocklist.keys(),
         )
@@ -345,16 +356,22 @@ class Engine:
         st.rec.attempts += 1
         st.rec.compliant = st.rec.compliant and self._audit(job, offer)
         if is_onprem(self.policy, offer.site):
+            left = job.runtime_s - st.done_s
             part = self.parts[partition_key(offer)]
-            part.start(job.demand, self.t + job.runtime_s)
+            part.start(job.demand, self.t + left)
             if math.isnan(st.rec.start_s):
                 st.rec.start_s = self.t
-            hours = job.runtime_s / 3600
+            hours = left / 3600
             st.rec.cost_onprem += self._price(offer) * hours
             st.rec.carbon_g += carbon_g(self.policy, offer, hours)
             st.rec.burst = False
-            self._push(self.t + job.runtime_s, FINISH, j)
+            self._push(self.t + left, FINISH, j)
             return
+        if offer.spot:
+            st.rec.spot = True
+            outlook = offer_outlook(job.spec, offer, self.policy, (job.runtime_s - st.done_s) / 3600)
+            if outlook.restarts > self.policy.burst.spot_max_expected_restarts:
+                st.rec.spot_over_limit = True
         route = self.clouds.routes[offer.site]
         route.provisioning += 1
         st.rec.burst = True
@@ -391,10 +408,16 @@ class Engine:
         key = (job.index, offer.key)
         ok = self._audited.get(key)
         if ok is None:
+            # On-prem offers of one partition share a key and differ in size.
+            alone = self._alone.get((offer.key, offer.count))
+            if alone is None:  # prepared once per offer: placement memoizes per job shape on it
+                alone = self._alone[(offer.key, offer.count)] = prepare_offers(
+                    [offer.model_copy(update={"free": None, "expected_wait_s": 0.0})], self.policy
+                )
             expl = place(
                 job.spec,
                 job.tenant,
-                [offer.model_copy(update={"free": None, "expected_wait_s": 0.0})],
+                alone,
                 self.policy,
                 PlacementContext(now=EPOCH + timedelta(seconds=self.t)),
             )

@@ -7,11 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from broker.burst import demand, effective_max_wait, estimate_cost, is_onprem
+from broker.burst import demand, effective_max_wait, estimate_cost
+from broker.burst.decision import onprem_sites
 from broker.burst.money import BEIJING
+from broker.burst.spot import offer_outlook, spot_refusal
 from broker.catalog.offers import static_offers
 from broker.model import (
     AcceleratorRequest,
+    Checkpoint,
     JobSpec,
     Offer,
     Priority,
@@ -20,7 +23,7 @@ from broker.model import (
     SpotMode,
     TenantId,
 )
-from broker.placement import PlacementContext, ScoredOffer, place
+from broker.placement import PlacementContext, ScoredOffer, place, prepare_offers
 from broker.policy import Policy
 from broker.sim.scenario import Scenario
 from broker.sim.traces import TraceJob
@@ -79,6 +82,9 @@ def build_jobs(trace: Sequence[TraceJob], policy: Policy, scenario: Scenario) ->
             spot=SpotMode.NEVER
             if scenario.no_spot_over_s is not None and runtime > scenario.no_spot_over_s
             else SpotMode.ALLOWED,
+            checkpoint=None
+            if scenario.checkpoint_interval_s is None or runtime <= scenario.checkpoint_interval_s
+            else Checkpoint(interval=timedelta(seconds=scenario.checkpoint_interval_s)),
         )
         arrival = (tj.submit_s - t0) / scenario.time_scale
         mw = effective_max_wait(spec, tenant, policy).total_seconds()
@@ -98,28 +104,60 @@ class JobFacts:
     """What static placement (no capacity, no blocks) says about one job."""
 
     allowed: tuple[ScoredOffer, ...]
-    """Allowed offers, best-first, as `place()` ranks them."""
+    """Allowed offers (spot ones over the restart limit left out), in no particular order."""
     onprem: dict[str, float]
     """Partition key -> cost of the cheapest allowed on-prem offer there (price x runtime)."""
     cloud_cost: float | None
-    """Cost of the cheapest allowed cloud offer (price x runtime), None if there is none."""
+    """Expected cost of the cheapest allowed cloud offer (spot: with the billed hours its
+    interruptions are expected to take, `broker.burst.spot`), None if there is none."""
+    cost: dict[str, float]
+    """Offer key -> expected cost of each allowed offer (the same pricing)."""
+    by_cost: tuple[ScoredOffer, ...] = ()
+    """`allowed` by expected cost, then site, then offer key."""
 
 
-def job_facts(job: SimJob, policy: Policy, offers: Sequence[Offer]) -> JobFacts:
+def job_facts(
+    job: SimJob, policy: Policy, offers: Sequence[Offer], keys: dict[int, str] | None = None
+) -> JobFacts:
     """Run `place()` once on the static offers and keep what the baselines and the bound need."""
     expl = place(job.spec, job.tenant, offers, policy, PlacementContext(now=job.created_at))
+    home = onprem_sites(policy)
+    runtime_h = job.runtime_s / 3600
     onprem: dict[str, float] = {}
     cloud: float | None = None
-    for s in expl.allowed:
-        cost = estimate_cost(job.spec, s.offer, policy)
-        if is_onprem(policy, s.offer.site):
-            key = partition_key(s.offer)
+    costs: dict[str, float] = {}
+    kept: list[ScoredOffer] = []
+    order: list[tuple[float, str, str, ScoredOffer]] = []
+    keys = {} if keys is None else keys
+    spot_h: dict[str, float | None] = {}  # site -> expected billed hours on spot (None: refused)
+    for s in expl.unranked:
+        o = s.offer
+        hours = runtime_h
+        if o.spot:
+            if o.site not in spot_h:
+                ok = spot_refusal(job.spec, o, policy, slack_h=None) is None
+                spot_h[o.site] = offer_outlook(job.spec, o, policy, runtime_h).billed_h if ok else None
+            got = spot_h[o.site]
+            if got is None:
+                continue
+            hours = got
+        cost = estimate_cost(job.spec, o, policy, hours)
+        key = keys.get(id(o))
+        if key is None:
+            key = keys[id(o)] = o.key
+        costs[key] = cost
+        kept.append(s)
+        order.append((cost, o.site, key, s))
+        if o.site in home:
+            key = partition_key(o)
             onprem[key] = min(cost, onprem.get(key, cost))
         elif cloud is None or cost < cloud:
             cloud = cost
-    return JobFacts(tuple(expl.allowed), onprem, cloud)
+    order.sort(key=lambda c: c[:3])
+    return JobFacts(tuple(kept), onprem, cloud, costs, tuple(c[3] for c in order))
 
 
 def all_facts(jobs: Sequence[SimJob], policy: Policy) -> list[JobFacts]:
-    offers = static_offers(policy, read_at=EPOCH)
-    return [job_facts(j, policy, offers) for j in jobs]
+    offers = prepare_offers(static_offers(policy, read_at=EPOCH), policy)
+    keys = {id(o): o.key for o in offers}  # the facts share these offer objects
+    return [job_facts(j, policy, offers, keys) for j in jobs]

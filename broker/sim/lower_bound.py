@@ -7,8 +7,10 @@ which every job could start within its max_wait". Every strategy's schedule is f
 for the relaxation at its own count of late jobs, so the bound never exceeds its cost.
 
 Relaxation, per job j (arrival a, run time r, max_wait w, demand d) and partition p:
-- fractions: cloud `yc` (cheapest allowed cloud offer, no provisioning delay), on-time
-  on-prem `y[p]`, late on-prem `u[p]`; yc + sum(y) + sum(u) = 1; sum(u) <= late.
+- fractions: cloud `yc` (cheapest allowed cloud offer at its expected cost, spot priced
+  with its expected restarts as `broker.burst.spot` prices it, no provisioning delay),
+  on-time on-prem `y[p]`, late on-prem `u[p]`, never started `z` (cost 0, late);
+  yc + sum(y) + sum(u) + z = 1; sum(u) + sum(z) <= late.
 - on time, j runs inside [a, a+w+r] and always during [a+w, a+r] (when r > w): that
   mandatory part loads each time bucket by its overlap x d x y[p]; the rest, d x min(r, w)
   x y[p] accelerator-seconds, spreads freely over the buckets of [a, a+w] and [a+r, a+w+r]
@@ -167,6 +169,9 @@ class LowerBound:
             lower.append(1.0)
             upper.append(1.0)
             n_rows += 1
+            # Never starting (e.g. no budget can pay) costs nothing and counts as late, as in
+            # the strategies' own counts: so the bound at their late count stays below them.
+            cols.add(0.0, 1.0, [(assign, 1.0), (late_row, 1.0)])
             if f.cloud_cost is not None:
                 cols.add(f.cloud_cost, 1.0, [(assign, 1.0)])
             for k, cost in f.onprem.items():

@@ -33,6 +33,10 @@ class JobRecord:
     attempts: int = 0
     interruptions: int = 0
     decisions: int = 0
+    spot: bool = False
+    """Some attempt ran on spot."""
+    spot_over_limit: bool = False
+    """Some spot attempt was expected to restart more often than the policy's limit."""
 
     @property
     def wait_s(self) -> float:
@@ -111,6 +115,8 @@ def summarize(run: RunResult) -> dict[str, Any]:
         "budget_violations": run.budget_violations,
         "compliance_violations": sum(1 for r in run.records if not r.compliant),
         "spot_interruptions": sum(r.interruptions for r in recs),
+        "spot_jobs": sum(1 for r in recs if r.spot),
+        "spot_over_restart_limit": sum(1 for r in recs if r.spot_over_limit),
         "stockout_failures": run.stockout_failures,
         "decisions": run.decisions,
         "wall_s": round(run.wall_s, 2),

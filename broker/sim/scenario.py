@@ -67,6 +67,11 @@ class Scenario(_M):
         gt=0,
         description="Jobs longer than this are submitted with spot: never (no checkpoints).",
     )
+    checkpoint_interval_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Jobs longer than this are submitted with `checkpoint: {interval: this}`.",
+    )
     tenants: dict[str, float] = Field(default_factory=dict, description="Tenant weights; empty = uniform.")
     provisioning: Delay = Delay()
     stockouts: StockOuts = StockOuts()
@@ -78,7 +83,7 @@ class Scenario(_M):
     audit_every: int = Field(default=0, ge=0, description="Audit every Nth job's placements; 0 = auto.")
     sample_points: int = Field(default=1500, ge=10, description="Time-series samples for the plots.")
 
-    @field_validator("max_runtime_s", "no_spot_over_s", mode="before")
+    @field_validator("max_runtime_s", "no_spot_over_s", "checkpoint_interval_s", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
         return _seconds(v)

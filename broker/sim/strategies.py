@@ -42,7 +42,7 @@ class PolicyStrategy:
         expl = decision.explanation
         if expl is None:
             return ()
-        keys = {partition_key(s.offer) for s in expl.allowed if is_onprem(self.policy, s.offer.site)}
+        keys = {partition_key(s.offer) for s in expl.unranked if is_onprem(self.policy, s.offer.site)}
         return tuple(sorted(keys))
 
     def timer(self, job: SimJob, decision: Decision, now_s: float, backoff_s: float) -> float | None:

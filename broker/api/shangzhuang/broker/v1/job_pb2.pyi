@@ -164,6 +164,30 @@ class Resources(_message.Message):
 Global___Resources: _TypeAlias = Resources  # noqa: Y015
 
 @_typing.final
+class Checkpoint(_message.Message):
+    """How often a job saves its progress; a restart (e.g. after a spot interruption)
+    resumes from the last checkpoint instead of from zero.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def interval(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        interval: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Checkpoint: _TypeAlias = Checkpoint  # noqa: Y015
+
+@_typing.final
 class JobSpec(_message.Message):
     """The user's unit of work; the same fields as the job YAML."""
 
@@ -222,6 +246,7 @@ class JobSpec(_message.Message):
     MAX_PRICE_PER_HOUR_FIELD_NUMBER: _builtins.int
     DATA_RESIDENCY_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     priority: Global___Priority.ValueType
@@ -242,6 +267,10 @@ class JobSpec(_message.Message):
     def deadline(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def checkpoint(self) -> Global___Checkpoint:
+        """Unset: the job keeps no checkpoints."""
+
     def __init__(
         self,
         *,
@@ -258,10 +287,11 @@ class JobSpec(_message.Message):
         max_price_per_hour: _builtins.float | None = ...,
         data_residency: Global___DataResidency.ValueType = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        checkpoint: Global___Checkpoint | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour", b"_max_price_per_hour", "deadline", b"deadline", "max_price_per_hour", b"max_price_per_hour", "max_wait", b"max_wait", "resources", b"resources", "runtime_estimate", b"runtime_estimate"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour", b"_max_price_per_hour", "checkpoint", b"checkpoint", "deadline", b"deadline", "max_price_per_hour", b"max_price_per_hour", "max_wait", b"max_wait", "resources", b"resources", "runtime_estimate", b"runtime_estimate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour", b"_max_price_per_hour", "command", b"command", "data_residency", b"data_residency", "deadline", b"deadline", "env", b"env", "image", b"image", "labels", b"labels", "max_price_per_hour", b"max_price_per_hour", "max_wait", b"max_wait", "name", b"name", "priority", b"priority", "resources", b"resources", "runtime_estimate", b"runtime_estimate", "spot", b"spot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_price_per_hour", b"_max_price_per_hour", "checkpoint", b"checkpoint", "command", b"command", "data_residency", b"data_residency", "deadline", b"deadline", "env", b"env", "image", b"image", "labels", b"labels", "max_price_per_hour", b"max_price_per_hour", "max_wait", b"max_wait", "name", b"name", "priority", b"priority", "resources", b"resources", "runtime_estimate", b"runtime_estimate", "spot", b"spot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_price_per_hour: _TypeAlias = _typing.Literal["max_price_per_hour"]  # noqa: Y015
     _WhichOneofArgType__max_price_per_hour: _TypeAlias = _typing.Literal["_max_price_per_hour", b"_max_price_per_hour"]  # noqa: Y015

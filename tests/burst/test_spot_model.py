@@ -1,0 +1,112 @@
+"""Checkpoint-aware spot: expected cost and restarts under the site's interruption rate (issue 15, obs. 1)."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import timedelta
+from pathlib import Path
+
+from broker.burst import decide
+from broker.burst.spot import outlook
+from broker.decision import Action
+from broker.model import Checkpoint, JobSpec, TenantId
+from broker.policy import Policy, load_policy
+from tests.burst.conftest import POLICY, write_policy
+from tests.burst.test_decision import NOW, inputs, job, offers
+
+
+def _restart_process(runtime_h: float, rate_h: float, interval_h: float | None, rng: random.Random) -> float:
+    """Billed hours of one run under Poisson interruptions, resuming from the last checkpoint."""
+    done = billed = 0.0
+    while done < runtime_h - 1e-12:
+        lasts = rng.expovariate(rate_h)
+        left = runtime_h - done
+        if lasts >= left:
+            return billed + left
+        billed += lasts
+        if interval_h is not None:
+            done += math.floor(lasts / interval_h) * interval_h
+    return billed
+
+
+def test_a_long_job_without_checkpoints_is_expected_to_run_for_ever() -> None:
+    # The issue's job: 133.5 h at 0.05 interruptions/h restarting from zero is ~15,900 billed h.
+    out = outlook(133.5, 0.05, None, 0.0)
+    assert 15_800 < out.billed_h < 16_000
+    assert out.restarts > 700
+    # With a checkpoint every 30 minutes it loses ~15 minutes per interruption instead.
+    cp = outlook(133.5, 0.05, 0.5, 0.0)
+    assert 133.5 < cp.billed_h < 136.0
+    assert 6 < cp.restarts < 7.5
+
+
+def test_the_closed_form_matches_a_simulated_restart_process() -> None:
+    rng = random.Random(15)
+    for runtime_h, rate_h, interval_h in ((10.0, 0.1, None), (10.0, 0.3, 1.0), (30.0, 0.05, 0.5)):
+        mean = sum(_restart_process(runtime_h, rate_h, interval_h, rng) for _ in range(20_000)) / 20_000
+        expected = outlook(runtime_h, rate_h, interval_h, 0.0).billed_h
+        assert abs(mean - expected) / expected < 0.03, (runtime_h, rate_h, interval_h, mean, expected)
+
+
+def test_restarts_add_provisioning_time_to_the_completion() -> None:
+    base = outlook(10.0, 0.2, 1.0, 0.0)
+    slow = outlook(10.0, 0.2, 1.0, 0.25)
+    assert slow.billed_h == base.billed_h
+    assert math.isclose(slow.completion_h, base.completion_h + base.restarts * 0.25)
+    assert outlook(10.0, 0.0, None, 1.0) == outlook(10.0, 0.0, 1.0, 1.0)
+
+
+def _spec(runtime: str, checkpoint: str | None) -> JobSpec:
+    spec = job(("A10",), runtime=runtime, max_wait="5m")
+    if checkpoint is None:
+        return spec
+    return spec.model_copy(update={"checkpoint": Checkpoint.model_validate({"interval": checkpoint})})
+
+
+def test_spot_needs_checkpoints_for_a_long_job(policy: Policy) -> None:
+    # ali-bj: A10 at 13.90 on-demand, 4.00 spot, 0.1 interruptions/h; on-prem has no A10.
+    full = offers(policy, free=0, wait_s=0)
+    # From zero, 25 h at 0.1/h is ~112 billed hours: 447 CNY on spot against 347.5 on-demand.
+    bare = decide(_spec("25h", None), TenantId("lab"), full, policy, inputs())
+    assert bare.action == Action.RUN and bare.offer is not None
+    assert not bare.offer.spot
+    saved = decide(_spec("25h", "30m"), TenantId("lab"), full, policy, inputs())
+    assert saved.burst and saved.offer is not None and saved.offer.spot
+    # The budget is reserved at the expected cost: 4.00 x ~25.6 billed hours, not x 25.
+    expected = 4.0 * outlook(25.0, 0.1, 0.5, 300 / 3600).billed_h
+    assert math.isclose(saved.data["cash"], round(expected, 2), abs_tol=0.01)
+
+
+def _variant(tmp_path: Path, ali: str, burst_extra: str = "") -> Policy:
+    text = POLICY.replace(
+        "    ali-bj: {max_provisioning: 2, spot_interruption_risk: 0.1}",
+        f"    ali-bj: {{{ali}}}",
+    ).replace("  hysteresis: 10m\n", f"  hysteresis: 10m\n{burst_extra}")
+    return load_policy(write_policy(tmp_path, text))
+
+
+def test_spot_is_refused_over_the_restart_limit_with_the_reason(tmp_path: Path) -> None:
+    strict = _variant(
+        tmp_path, "max_provisioning: 2, spot_interruption_risk: 0.1", "  spot_max_expected_restarts: 2\n"
+    )
+    spec = _spec("40h", "30m")  # ~4 interruptions expected at 0.1/h
+    d = decide(spec, TenantId("lab"), offers(strict, free=0, wait_s=0), strict, inputs())
+    assert d.offer is not None and not d.offer.spot
+    only_spot = [o for o in offers(strict, free=0, wait_s=0) if o.spot or o.site == "onprem"]
+    refused = decide(spec, TenantId("lab"), only_spot, strict, inputs())
+    assert refused.action == Action.WAIT
+    assert any("restarts (limit 2" in r for r in refused.reasons), refused.reasons
+
+
+def test_spot_is_refused_when_the_expected_completion_misses_the_deadline(tmp_path: Path) -> None:
+    # 10 h of work, deadline in 15.5 h: ~1 interruption expected, and each restart takes 6 h.
+    slow = _variant(tmp_path, "max_provisioning: 2, spot_interruption_risk: 0.1, provisioning_p95: 6h")
+    spec = _spec("10h", "30m").model_copy(update={"deadline": NOW + timedelta(hours=15, minutes=30)})
+    only_spot = [o for o in offers(slow, free=0, wait_s=0) if o.spot or o.site == "onprem"]
+    d = decide(spec, TenantId("lab"), only_spot, slow, inputs())
+    assert d.action == Action.WAIT
+    assert any("after the deadline" in r for r in d.reasons), d.reasons
+    fast = _variant(tmp_path, "max_provisioning: 2, spot_interruption_risk: 0.1, provisioning_p95: 5m")
+    ok = decide(spec, TenantId("lab"), [o for o in offers(fast, free=0, wait_s=0) if o.spot], fast, inputs())
+    assert ok.burst and ok.offer is not None and ok.offer.spot

@@ -1,0 +1,66 @@
+"""`checkpoint: {interval: 30m}` in the job spec: file, wire, store and back (issue 15)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc
+from broker.jobfile import JobFileError, load_job_file
+from broker.serde import spec_from_proto, spec_to_proto
+from tests.brokerproc import BrokerProcess
+from tests.e2e.conftest import PY, auth
+from tests.e2e.test_jobs_api import _violations, spec
+
+
+@pytest.fixture(scope="module")
+def stub(broker: BrokerProcess) -> Iterator[broker_service_pb2_grpc.BrokerServiceStub]:
+    with grpc.insecure_channel(broker.address) as channel:
+        yield broker_service_pb2_grpc.BrokerServiceStub(channel)
+
+
+def test_job_file_checkpoint_round_trips_through_the_wire(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        "name: long-train\ncommand: [python, train.py]\nruntime_estimate: 40h\ncheckpoint: {interval: 30m}\n"
+    )
+    loaded = load_job_file(path)
+    assert loaded.checkpoint is not None and loaded.checkpoint.interval.total_seconds() == 1800
+    assert spec_from_proto(spec_to_proto(loaded)) == loaded
+    bare = loaded.model_copy(update={"checkpoint": None})
+    assert not spec_to_proto(bare).HasField("checkpoint")
+    assert spec_from_proto(spec_to_proto(bare)) == bare
+
+
+def test_bad_checkpoint_in_a_job_file_names_the_field_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("name: j\ncommand: [x]\nruntime_estimate: 1h\ncheckpoint:\n  interval: 0s\n")
+    with pytest.raises(JobFileError) as err:
+        load_job_file(path)
+    text = str(err.value)
+    assert f"{path}:5:" in text and "checkpoint.interval" in text and "must be > 0" in text
+
+
+def test_submitted_checkpoint_is_stored_and_returned(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    msg = spec("ckpt-ok", [PY, "-c", "pass"])
+    msg.checkpoint.interval.CopyFrom(duration_pb2.Duration(seconds=1800))
+    job_id = stub.SubmitJob(pb.SubmitJobRequest(job=msg), metadata=auth("team-a")).job.id
+    got = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth("team-a")).job
+    assert got.spec.HasField("checkpoint") and got.spec.checkpoint.interval.seconds == 1800
+
+
+def test_bad_checkpoint_is_invalid_argument_naming_the_field(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    msg = spec("ckpt-bad", [PY, "-c", "pass"])
+    msg.checkpoint.interval.CopyFrom(duration_pb2.Duration(seconds=-60))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitJob(pb.SubmitJobRequest(job=msg), metadata=auth("team-a"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    found = _violations(err.value)
+    assert any(f == "checkpoint.interval" and "must be > 0" in d for f, d in found), found

@@ -1,0 +1,128 @@
+"""Checkpointed spot runs in the simulator, the bound for never-started jobs, the bound's timer,
+and `--jobs N` (issue 15, observations 1 and 3, and the speed section's sample option)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from broker.burst.spot import outlook
+from broker.policy import Policy, load_policy
+from broker.sim.jobs import build_jobs
+from broker.sim.run import simulate
+from broker.sim.scenario import Delay, Scenario
+from broker.sim.traces import TraceJob
+from tests.sim.conftest import CONFIGS, POLICY
+
+SPOT_CATALOG = """\
+InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone,Currency
+gpu.double,A800,2,16,128,20.0,6.0,r1,r1-a,CNY
+"""
+
+
+def _policy(folder: Path, *, budget: float = 100000, risk: float = 0.5) -> Policy:
+    """The tiny world with a spot price; `risk` is the interruption rate policy and world assume."""
+    (folder / "cloud.csv").write_text(SPOT_CATALOG)
+    sites = f"  sites: {{cloud: {{spot_interruption_risk: {risk}}}}}\n"
+    text = (
+        POLICY.format(configs=CONFIGS, gpus=1)
+        .replace("monthly_budget: 100000", f"monthly_budget: {budget}")
+        .replace("  hysteresis: 0s\n", "  hysteresis: 0s\n" + sites)
+    )
+    assert "spot_interruption_risk" in text
+    (folder / "policy.yaml").write_text(text)
+    return load_policy(folder / "policy.yaml")
+
+
+def _scenario(checkpoint_s: float | None) -> Scenario:
+    return Scenario(
+        seed=4, provisioning=Delay(min_s=60, mode_s=60, max_s=60), checkpoint_interval_s=checkpoint_s
+    )
+
+
+# A 2-GPU job: the one on-prem GPU can never run it, so it goes to the cloud at once.
+LONG = [TraceJob("long", 0, 4 * 3600, count=2, accelerators=("A800",), tenant="t1")]
+
+
+def test_checkpointed_job_goes_to_spot_and_resumes_from_its_checkpoints(tmp_path: Path) -> None:
+    policy = _policy(tmp_path)
+    scenario = _scenario(1800)
+    jobs = build_jobs(LONG, policy, scenario)
+    assert jobs[0].spec.checkpoint is not None
+    sim = simulate(policy, jobs, scenario, baselines=(), lower_bound=False, parallel=False)
+    rec = sim.runs["policy"].records[0]
+    assert rec.spot and not rec.spot_over_limit
+    assert rec.interruptions >= 1
+    billed_h = rec.cost_cloud / 6.0
+    # Each interruption loses less than one checkpoint interval of work, never the whole run.
+    assert 4.0 <= billed_h < 4.0 + 0.5 * rec.interruptions + 1e-9
+
+
+def test_without_checkpoints_the_same_job_stays_on_demand(tmp_path: Path) -> None:
+    # From zero, 4 h at 0.5/h is ~12.8 billed hours (6.4 restarts > the limit of 3): on-demand.
+    assert outlook(4.0, 0.5, None, 0.0).restarts > 3
+    policy = _policy(tmp_path)
+    scenario = _scenario(None)
+    sim = simulate(policy, build_jobs(LONG, policy, scenario), scenario, parallel=False)
+    for name, s in sim.result["strategies"].items():
+        assert s["spot_over_restart_limit"] == 0, name
+    rec = sim.runs["policy"].records[0]
+    assert not rec.spot and rec.interruptions == 0 and rec.cost_cloud == pytest.approx(80.0)
+    # The bound prices the cloud the same way: on-demand (80) is the cheapest expected cost.
+    assert sim.result["lower_bound_cost"] == pytest.approx(80.0, rel=1e-4)
+
+
+def test_bound_stays_below_strategies_that_never_start_an_unaffordable_job(tmp_path: Path) -> None:
+    policy = _policy(tmp_path, budget=1, risk=0.0)  # no budget can pay the 2-GPU job's cloud run
+    scenario = _scenario(None)
+    trace = [*LONG, TraceJob("small", 10, 600, count=1, accelerators=("A800",), tenant="t1")]
+    sim = simulate(policy, build_jobs(trace, policy, scenario), scenario, per_strategy_bounds=True)
+    for name, s in sim.result["strategies"].items():
+        assert s["never_started"] == 1, name
+        assert s["lower_bound_cost"] is not None and s["lower_bound_cost"] <= s["cost"] + 1e-6, (name, s)
+
+
+def test_lower_bound_time_is_the_bound_alone(tmp_path: Path) -> None:
+    policy = _policy(tmp_path, risk=0.0)
+    scenario = _scenario(None)
+    trace = [
+        TraceJob(f"j{i}", 30.0 * i, 1800, count=1, accelerators=("A800",), tenant="t1") for i in range(40)
+    ]
+    sim = simulate(policy, build_jobs(trace, policy, scenario), scenario, parallel=False)
+    out = sim.result
+    # Sequential run: the policy run and the bound are disjoint parts of the whole.
+    assert out["lower_bound_s"] + out["strategies"]["policy"]["wall_s"] <= out["sim_wall_s"] + 0.01
+
+
+def test_jobs_flag_replays_the_first_n(capsys: pytest.CaptureFixture[str]) -> None:
+    from broker.commands import simulate as cmd
+
+    parser = argparse.ArgumentParser()
+    cmd.register(parser.add_subparsers())
+    args = parser.parse_args(
+        [
+            "simulate",
+            "--synthetic",
+            "40",
+            "--jobs",
+            "7",
+            "--policy",
+            str(CONFIGS / "policy-sim.yaml"),
+            "--no-lower-bound",
+            "--output",
+            "json",
+        ]
+    )
+    assert args.handler(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["jobs_sampled"] == 7
+    s = out["strategies"]["policy"]
+    assert s["jobs"] + s["rejected"] == 7
+    bad = parser.parse_args(
+        ["simulate", "--synthetic", "5", "--jobs", "0", "--policy", str(CONFIGS / "policy-sim.yaml")]
+    )
+    assert bad.handler(bad) == 1
+    assert "--jobs" in capsys.readouterr().err
