@@ -189,6 +189,39 @@ def print_table(result: dict[str, Any]) -> None:
         )
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(table)
+    tenants = result["strategies"].get("policy", {}).get("tenants")
+    if tenants:
+        jain = _fmt(result["strategies"]["policy"].get("jain_index"))
+        per = Table(title=f"policy, per tenant (Jain's fairness index {jain})")
+        for c in (
+            "tenant",
+            "weight",
+            "jobs",
+            "p95 wait s",
+            "max_wait s",
+            "SLO",
+            "p95 slowdown",
+            "on-prem used",
+            "entitled",
+            "used/entitled",
+            "burst",
+        ):
+            per.add_column(c, justify="left" if c == "tenant" else "right")
+        for name, t in tenants.items():
+            per.add_row(
+                name,
+                _fmt(t["weight"]),
+                str(t["jobs"]),
+                _fmt(t["p95_wait_s"]),
+                _fmt(t["max_wait_s"]),
+                f"{t['slo_attainment']:.3f}",
+                _fmt(t["p95_slowdown"]),
+                f"{t['onprem_share_used']:.3f}",
+                f"{t['onprem_share_entitled']:.3f}",
+                _fmt(t["used_over_entitled"]),
+                f"{t['burst_fraction']:.3f}",
+            )
+        console.print(per)
     console.print(
         f"lower bound {_fmt(result.get('lower_bound_cost'))} {cur}; cost ratio "
         f"{_fmt(result.get('cost_ratio'))}; simulated in {result['sim_wall_s']} s"

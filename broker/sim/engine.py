@@ -26,6 +26,8 @@ from broker.burst.money import month_of
 from broker.burst.spot import offer_outlook
 from broker.decision import Action, Decision
 from broker.dispatch.failover import Blocklist, FailoverPolicy
+from broker.fairshare import Demand, QueuedWork, charge_factor, order
+from broker.fairshare.book import FairShareBook, Holding, capacity_of
 from broker.model import Offer
 from broker.placement import PlacementContext, PreparedOffers, place, prepare_offers
 from broker.policy import Policy
@@ -126,9 +128,25 @@ class Engine:
         self.failover = FailoverPolicy(
             capacity_block_s=ttl.capacity.total_seconds(), quota_block_s=ttl.quota.total_seconds()
         )
-        self.state = [_Job(rec=JobRecord(arrival_s=j.arrival_s, max_wait_s=j.max_wait_s)) for j in jobs]
+        self.state = [
+            _Job(
+                rec=JobRecord(
+                    arrival_s=j.arrival_s,
+                    max_wait_s=j.max_wait_s,
+                    tenant=j.tenant,
+                    runtime_s=j.runtime_s,
+                    demand_h=j.demand * j.runtime_s / 3600,
+                )
+            )
+            for j in jobs
+        ]
+        # Fair share, as the live dispatcher orders its queue: per partition, each tenant's
+        # waiting jobs; capacity that frees goes to the head of the fair-share order.
+        self.fair = FairShareBook(policy.document.fair_share.half_life.total_seconds())
+        self.fair_capacity = capacity_of(policy)
+        self.hold = policy.document.fair_share.hold_for_under_share
+        self.by_tenant: dict[str, dict[str, deque[tuple[int, int]]]] = {k: {} for k in self.parts}
         self.fen = {k: _Fenwick(len(jobs)) for k in self.parts}
-        self.waiting: dict[str, deque[tuple[int, int]]] = {k: deque() for k in self.parts}
         self.cloud_wait: deque[tuple[int, int]] = deque()
         self.events: list[tuple[float, int, int, int, int]] = []
         self.seq = 0
@@ -206,6 +224,7 @@ class Engine:
             assert st.offer is not None
             key = partition_key(st.offer)
             self.parts[key].finish(self.t, job.demand)
+            self.fair.ended(str(j), EPOCH + timedelta(seconds=self.t))
             st.rec.end_s = self.t
             self._pass(self._heads(key), "capacity")
             return
@@ -258,19 +277,43 @@ class Engine:
         self._pass([job.index, *self._cloud_heads()], "failover")
 
     def _heads(self, key: str) -> list[int]:
-        """The first waiting jobs of a partition's queue that its free capacity could start."""
-        part, dq = self.parts[key], self.waiting[key]
-        while dq and (not self.state[dq[0][0]].queued or dq[0][1] != self.state[dq[0][0]].gen):
-            dq.popleft()
+        """The first waiting jobs, in fair-share order, that a partition's free capacity could start."""
+        part = self.parts[key]
+        work: list[QueuedWork] = []
+        for dq in self.by_tenant[key].values():
+            while dq and (not self.state[dq[0][0]].queued or dq[0][1] != self.state[dq[0][0]].gen):
+                dq.popleft()
+            for j, gen in islice(dq, 8):
+                if self.state[j].queued and gen == self.state[j].gen:
+                    job = self.jobs[j]
+                    r = job.spec.resources
+                    work.append(
+                        QueuedWork(
+                            str(j),
+                            job.tenant,
+                            job.spec.priority,
+                            job.created_at,
+                            Demand(r.accelerators.count, r.cpus, r.memory_gb),
+                            job.demand,
+                            self.state[j].cands or (key,),
+                        )
+                    )
+        if not work:
+            return []
+        now = EPOCH + timedelta(seconds=self.t)
+        tenants = self.fair.tenant_states(self.policy, now, {w.tenant for w in work})
+        ordered = order(work, tenants, self.fair_capacity, charge=charge_factor(self.fair.ledger.half_life_s))
         out: list[int] = []
         units = 0
-        for j, gen in islice(dq, 64):
-            st = self.state[j]
-            if not st.queued or gen != st.gen:
+        for standing in ordered:
+            j = int(standing.job_id)
+            if not standing.may_run_onprem:
                 continue
             if self.jobs[j].demand <= part.free - units:
                 out.append(j)
                 units += self.jobs[j].demand
+            elif self.hold and (standing.in_quota or standing.ratio < 1.0):
+                break  # the free capacity is held for this job (as the live dispatcher holds it)
             if units >= part.free or len(out) >= self.scenario.redecide_head:
                 break
         return out
@@ -338,9 +381,9 @@ class Engine:
             if st.listed != st.gen:
                 st.listed = st.gen
                 if st.cands is None:
-                    st.cands = tuple(k for k in self.strategy.candidates(job, d) if k in self.waiting)
+                    st.cands = tuple(k for k in self.strategy.candidates(job, d) if k in self.by_tenant)
                 for k in st.cands:
-                    self.waiting[k].append((j, st.gen))
+                    self.by_tenant[k].setdefault(job.tenant, deque()).append((j, st.gen))
             if self.strategy.wants_cloud(d):
                 self.cloud_wait.append((j, st.gen))
             when = self.strategy.timer(job, d, self.t, st.backoff)
@@ -359,6 +402,18 @@ class Engine:
             left = job.runtime_s - st.done_s
             part = self.parts[partition_key(offer)]
             part.start(job.demand, self.t + left)
+            r = job.spec.resources
+            self.fair.started(
+                str(j),
+                Holding(
+                    job.tenant,
+                    partition_key(offer),
+                    Demand(r.accelerators.count, r.cpus, r.memory_gb),
+                    job.demand,
+                    snap.now,
+                ),
+            )
+            st.rec.onprem_acc_h += job.demand * left / 3600
             if math.isnan(st.rec.start_s):
                 st.rec.start_s = self.t
             hours = left / 3600

@@ -18,6 +18,12 @@ class JobRecord:
 
     arrival_s: float = 0.0
     max_wait_s: float = 0.0
+    tenant: str = ""
+    runtime_s: float = 0.0
+    demand_h: float = 0.0
+    """Accelerator-hours (cores for CPU-only jobs) the job needs: what it asks of the on-prem pool."""
+    onprem_acc_h: float = 0.0
+    """Accelerator-hours (cores for CPU-only jobs) it ran on-prem, for the fair-share figures."""
     start_s: float = math.nan
     """First start (running on-prem, or the cloud instance up); NaN if it never started."""
     end_s: float = math.nan

@@ -74,6 +74,25 @@ def write_report(folder: Path, result: Mapping[str, Any], runs: Mapping[str, Run
     ax.legend(fontsize=8)
     save(fig, "wait_cdf.png")
 
+    tenants = strategies.get("policy", {}).get("tenants")
+    if tenants:
+        # Per tenant: p95 wait against max_wait, and on-prem share used against entitled.
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+        names = list(tenants)
+        x = np.arange(len(names))
+        left.bar(x - 0.2, [(tenants[n]["p95_wait_s"] or 0) / 60 for n in names], 0.4, label="p95 wait")
+        left.bar(x + 0.2, [tenants[n]["max_wait_s"] / 60 for n in names], 0.4, label="max_wait (median)")
+        left.set_yscale("symlog")
+        left.set_ylabel("minutes (symlog)")
+        left.set_xticks(x, names, fontsize=8)
+        left.legend(fontsize=8)
+        right.bar(x - 0.2, [tenants[n]["onprem_share_used"] for n in names], 0.4, label="on-prem share used")
+        right.bar(x + 0.2, [tenants[n]["onprem_share_entitled"] for n in names], 0.4, label="entitled")
+        right.set_xticks(x, names, fontsize=8)
+        right.set_title(f"Jain's index {strategies['policy'].get('jain_index')}", fontsize=9)
+        right.legend(fontsize=8)
+        save(fig, "tenants.png")
+
     (folder / "result.json").write_text(json.dumps(result, indent=2))
     written.append(folder / "result.json")
     (folder / "summary.md").write_text(summary_markdown(result))
@@ -117,6 +136,22 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
         "Plots: " + ", ".join(f"[{p}]({p})" for p in PLOTS) + ".",
         "",
     ]
+    policy = result["strategies"].get("policy", {})
+    if policy.get("tenants"):
+        lines += [
+            f"## Per tenant (policy; Jain's fairness index {_f(policy.get('jain_index'))})",
+            "",
+            "| tenant | weight | jobs | p95 wait s | max_wait s | SLO | p95 slowdown | on-prem used "
+            "| entitled | used/entitled |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, t in policy["tenants"].items():
+            lines.append(
+                f"| {name} | {_f(t['weight'])} | {t['jobs']} | {_f(t['p95_wait_s'])} | {_f(t['max_wait_s'])} "
+                f"| {t['slo_attainment']:.3f} | {_f(t['p95_slowdown'])} | {t['onprem_share_used']:.3f} "
+                f"| {t['onprem_share_entitled']:.3f} | {_f(t['used_over_entitled'])} |"
+            )
+        lines += ["", "Plot: [tenants.png](tenants.png).", ""]
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ from broker.policy import Policy
 from broker.sim.backends import onprem_partitions
 from broker.sim.baselines import BASELINES, Baseline
 from broker.sim.engine import Engine, Strategy
+from broker.sim.fairness import tenant_summary
 from broker.sim.jobs import SimJob, all_facts
 from broker.sim.lower_bound import LowerBound
 from broker.sim.metrics import RunResult, late, summarize
@@ -101,6 +102,7 @@ def simulate(
         done, full, solved, lb_s = others()
     runs.update(done)
     strategies = {name: summarize(run) for name, run in runs.items()}
+    strategies["policy"].update(tenant_summary(runs["policy"], policy))
     out: dict[str, Any] = {"strategies": strategies, "lower_bound_cost": None, "cost_ratio": None}
     if lower_bound and jobs:
         n_policy = _late_count(runs["policy"])
