@@ -180,7 +180,12 @@ class BrokerApp:
         self.metrics.registry.register(LiveCollector(self._live_view()))
         self.metrics_server: MetricsServer | None = None
         if cfg.metrics_listen:
-            self.metrics_server = MetricsServer(self.metrics.registry, cfg.metrics_listen)
+            self.metrics_server = MetricsServer(
+                self.metrics.registry,
+                cfg.metrics_listen,
+                certfile=str(cfg.tls.cert_file) if cfg.tls else None,
+                keyfile=str(cfg.tls.key_file) if cfg.tls else None,
+            )
             self.metrics_port = self.metrics_server.port
         log.info(
             "broker listening on %s:%d (%s; data in %s, policy %s)",
@@ -330,7 +335,7 @@ async def serve_forever(config: BrokerConfig) -> None:
     loop.add_signal_handler(signal.SIGHUP, reload)
     # Ready only once the handlers are in: an early SIGHUP must reload, not kill the broker.
     if app.metrics_server is not None:
-        print(f"szb: metrics on http://{app.metrics_server.host}:{app.metrics_port}/metrics", flush=True)
+        print(f"szb: metrics on {app.metrics_server.url}", flush=True)
     print(f"szb: broker serving on port {port}", flush=True)
     await done.wait()
     await app.stop()

@@ -197,17 +197,30 @@ class LiveCollector(Collector):
 class MetricsServer:
     """prometheus-client's HTTP server for one registry on HOST:PORT (port 0 picks one)."""
 
-    def __init__(self, registry: CollectorRegistry, listen: str) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        listen: str,
+        *,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+    ) -> None:
+        """Serve `registry`; with `certfile`/`keyfile` over HTTPS (the broker's own certificate)."""
         host, _, port = listen.rpartition(":")
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `*_created` series: noise
         self._server: WSGIServer
         self._thread: Thread
         self._server, self._thread = start_http_server(
-            int(port or 0), addr=host or "127.0.0.1", registry=registry
+            int(port or 0), addr=host or "127.0.0.1", registry=registry, certfile=certfile, keyfile=keyfile
         )
         self.port: int = self._server.server_port
         self.host = host or "127.0.0.1"
-        log.info("metrics on http://%s:%d/metrics", self.host, self.port)
+        self.scheme = "https" if certfile else "http"
+        log.info("metrics on %s", self.url)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}/metrics"
 
     def stop(self) -> None:
         self._server.shutdown()
