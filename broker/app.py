@@ -31,10 +31,11 @@ from broker.auth import Principal, TokenAuthority
 from broker.burst import explain_json
 from broker.burst.money import month_of
 from broker.clock import Clock, SystemClock
-from broker.config import BrokerConfig
+from broker.config import BrokerConfig, site_settings
 from broker.dispatch.dispatcher import Dispatcher
 from broker.instrument import MeasuredAdapter, RpcMetricsInterceptor
 from broker.jobview import JobDetails, job_details
+from broker.logs import quiet_third_party
 from broker.metrics import BrokerMetrics, LiveCollector, LiveView, MetricsServer, heartbeat_lags
 from broker.model import Job, JobSpec, SiteId, TenantId
 from broker.planning import Planner
@@ -203,16 +204,17 @@ class BrokerApp:
         for site_id, adapter_name, site_config in self.planner.site_adapters():
             if site_id in adapters:
                 continue
-            merged: dict[str, Any] = {
-                "data_dir": str(self.config.data_dir),
-                **site_config,
-                **self.config.sites.get(site_id, {}),
-            }
             try:
+                merged: dict[str, Any] = {
+                    "data_dir": str(self.config.data_dir),
+                    **site_config,
+                    **site_settings(self.config.sites.get(site_id, {})),
+                }
                 adapters[site_id] = registry.create(adapter_name, site_id, merged)
             except Exception as exc:  # one broken site must not stop the broker
                 log.error("site %s disabled: %s", site_id, exc, extra={"site": site_id})
                 self.planner.mark_unhealthy(site_id, f"adapter not built: {exc}"[:300])
+        quiet_third_party()  # SDKs imported just now may have attached handlers of their own
         return {site: MeasuredAdapter(a, self.metrics) for site, a in adapters.items()}
 
     def _policy_loaded(self, load: PolicyLoad) -> None:

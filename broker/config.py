@@ -181,6 +181,30 @@ def apply_env(config: BrokerConfig, environ: Mapping[str, str] | None = None) ->
         raise ConfigFileError(f"environment: {lines}") from exc
 
 
+def site_settings(settings: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A site's broker.yaml settings with `KEY_from_file: PATH` / `KEY_from_env: VAR` read in.
+
+    Keeps secrets (a Slurm JWT, cloud keys) out of broker.yaml: `token_from_file:
+    /run/secrets/slurm_jwt` becomes `token: <the file's text>`. A missing file or variable
+    raises ConfigFileError, which disables that one site (with the reason), not the broker.
+    """
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key.endswith("_from_file"):
+            try:
+                out[key.removesuffix("_from_file")] = Path(str(value)).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigFileError(f"{key}: cannot read {value}: {exc.strerror}") from exc
+        elif key.endswith("_from_env"):
+            if str(value) not in env:
+                raise ConfigFileError(f"{key}: environment variable {value} is not set")
+            out[key.removesuffix("_from_env")] = env[str(value)]
+        else:
+            out[key] = value
+    return out
+
+
 def load_config(path: Path | None) -> BrokerConfig:
     """Read broker.yaml; relative paths in it are relative to the file's folder."""
     if path is None:

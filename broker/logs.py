@@ -114,8 +114,31 @@ class TextFormatter(logging.Formatter):
         return f"{line} {' '.join(parts)}" if parts else line
 
 
-NOISY_LOGGERS = ("apscheduler", "credentials", "botocore", "urllib3", "httpx", "alibabacloud_credentials")
-"""Third-party loggers that repeat a stack trace per credential lookup; warnings only."""
+NOISY_LOGGERS = {
+    "apscheduler": logging.WARNING,
+    "botocore": logging.WARNING,
+    "urllib3": logging.WARNING,
+    "httpx": logging.WARNING,
+    # Alibaba's credential chain logs a stack trace per lookup on a handler of its own; the
+    # broker says once, itself, that the site has no credentials (status, metrics, log).
+    "credentials": logging.CRITICAL,
+    "alibabacloud_credentials": logging.CRITICAL,
+}
+"""Third-party loggers and the least level they may log at."""
+
+
+def quiet_third_party() -> None:
+    """Send noisy SDK loggers through our handler only, at their least level.
+
+    Call again after importing SDKs that attach handlers of their own at import time.
+    """
+    root_level = logging.getLogger().level
+    for name, least in NOISY_LOGGERS.items():
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+        logger.setLevel(max(least, root_level))
 
 
 def configure(fmt: str = "text", level: str = "INFO", stream: TextIO | None = None) -> None:
@@ -127,5 +150,4 @@ def configure(fmt: str = "text", level: str = "INFO", stream: TextIO | None = No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    quiet_third_party()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from broker.commands import audit, explain, hardware, jobs, policy, simulate, tls
+from broker.commands import audit, explain, hardware, health, jobs, policy, simulate, tls
 
 Register = Callable[[Any], None]
 
@@ -18,4 +18,5 @@ COMMAND_GROUPS: list[Register] = [
     simulate.register,
     tls.register,
     audit.register,
+    health.register,
 ]

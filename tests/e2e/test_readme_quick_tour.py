@@ -163,6 +163,7 @@ def test_quick_tour_on_the_embedded_default(folder: Path) -> None:
     server_dir = folder / "elsewhere"  # the broker's folder is not where the clients run
     server_dir.mkdir()
     server = Server("szb serve", server_dir, serve_env)
+    job_id = ""
     try:
         env["SZB_SERVER"] = f"127.0.0.1:{server.port}"
         done = run(f"szb submit {JOB} --wait", folder, env)
@@ -205,6 +206,8 @@ def test_quick_tour_on_the_embedded_default(folder: Path) -> None:
         by_tenant = run("szb audit --tenant dev --since 1d", folder, env)
         assert job_id in by_tenant.stdout and "placed" in by_tenant.stdout
     finally:
+        if job_id:  # never leave the long job running after a failure
+            subprocess.run(["bash", "-c", f"szb cancel {job_id}"], cwd=folder, env=env, check=False)
         server.stop()
     log = "".join(server.lines)
     assert "lost" not in log and "runner process ended" not in log
