@@ -282,7 +282,7 @@ class BrokerApp:
             quota=self.services.quota_usage(caller.tenant),
         )
         refused = self.audit.refused_proto()
-        if refused is not None:
+        if refused is not None and caller.is_operator:  # file paths and errors: operators only
             resp.refused_policy.CopyFrom(refused)
         return resp
 
