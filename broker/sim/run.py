@@ -18,6 +18,7 @@ from broker.sim.fairness import tenant_summary
 from broker.sim.jobs import SimJob, all_facts
 from broker.sim.lower_bound import LowerBound
 from broker.sim.metrics import RunResult, late, summarize
+from broker.sim.offline import OfflineSchedule, offline_schedule
 from broker.sim.scenario import Scenario
 from broker.sim.strategies import PolicyStrategy
 
@@ -55,12 +56,12 @@ def simulate(
 
     def others(
         report: bool = True,
-    ) -> tuple[dict[str, RunResult], float | None, dict[int, float | None], float]:
+    ) -> tuple[dict[str, RunResult], float | None, dict[int, float | None], float, OfflineSchedule | None]:
         """Facts, baselines and the bound at 0 and at each baseline's late count (if asked),
-        with the seconds the bound took to build and solve."""
+        with the seconds the bound took to build and solve, and the offline schedule."""
         done: dict[str, RunResult] = {}
         if not (baselines or lower_bound) or not jobs:
-            return done, None, {}, 0.0
+            return done, None, {}, 0.0, None
         if progress is not None and report:
             progress("placement facts", 0, len(jobs))
         facts = all_facts(jobs, policy)
@@ -70,9 +71,10 @@ def simulate(
                 policy, jobs, scenario, strategy, progress=tick(name) if report else None
             ).run()
         if not lower_bound:
-            return done, None, {}, 0.0
-        lb_started = time.perf_counter()
+            return done, None, {}, 0.0, None
         capacity = {k: p.total for k, p in onprem_partitions(policy, scenario.onprem_gpus).items()}
+        offline = offline_schedule(jobs, facts, capacity)
+        lb_started = time.perf_counter()
         bound = LowerBound(jobs, facts, capacity)
         solved: dict[int, float | None] = {0: bound.solve(0)}
         if per_strategy_bounds:
@@ -82,7 +84,7 @@ def simulate(
                     solved[n] = bound.solve(n)
             global _BOUND
             _BOUND = bound
-        return done, solved[0], solved, time.perf_counter() - lb_started
+        return done, solved[0], solved, time.perf_counter() - lb_started, offline
 
     runs: dict[str, RunResult] = {}
     if parallel and not per_strategy_bounds and (baselines or lower_bound) and _can_fork():
@@ -96,10 +98,10 @@ def simulate(
             ).run()
             if progress is not None:
                 progress("baselines, bound", 0, 1)
-            done, full, solved, lb_s = future.result()
+            done, full, solved, lb_s, offline = future.result()
     else:
         runs["policy"] = Engine(policy, jobs, scenario, PolicyStrategy(policy), progress=tick("policy")).run()
-        done, full, solved, lb_s = others()
+        done, full, solved, lb_s, offline = others()
     runs.update(done)
     strategies = {name: summarize(run) for name, run in runs.items()}
     strategies["policy"].update(tenant_summary(runs["policy"], policy))
@@ -119,6 +121,17 @@ def simulate(
         out["lower_bound_cost"] = None if full is None else round(full, 2)
         out["cost_ratio"] = round(strategies["policy"]["cost"] / full, 4) if full else None
         out["lower_bound_s"] = round(lb_s, 2)
+    if offline is not None:
+        # The feasible clairvoyant schedule: the yardstick at the peaks, where the LP is loose.
+        policy_cost = strategies["policy"]["cost"]
+        out["offline_cost"] = round(offline.cost, 2)
+        out["offline_ratio"] = round(policy_cost / offline.cost, 4) if offline.cost else None
+        out["offline"] = {
+            "onprem_jobs": offline.onprem_jobs,
+            "cloud_jobs": offline.cloud_jobs,
+            "late_jobs": offline.late_jobs,
+            "unplaced": offline.unplaced,
+        }
     out["frontier"] = frontier(strategies)
     out["sim_wall_s"] = round(time.perf_counter() - started, 2)
     return Simulation(out, runs)

@@ -46,6 +46,9 @@ def test_lower_bound_below_every_strategy(
     )
     sim = simulate(policy, build_jobs(trace, policy, scenario), scenario, per_strategy_bounds=True)
     assert sim.result["lower_bound_cost"] is not None
+    # The offline schedule is feasible: with nobody late it can never beat the bound.
+    if sim.result["offline"]["late_jobs"] == 0:
+        assert sim.result["offline_cost"] >= sim.result["lower_bound_cost"] - 1e-6
     for name, s in sim.result["strategies"].items():
         assert s["lower_bound_cost"] is not None, name
         assert s["lower_bound_cost"] <= s["cost"] + 1e-6, (name, s)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from broker.burst.spot import outlook
+from broker.model import JobSpec, TenantId
 from broker.policy import Policy, load_policy
-from broker.sim.jobs import build_jobs
+from broker.sim.jobs import SimJob, build_jobs
 from broker.sim.run import simulate
 from broker.sim.scenario import Delay, Scenario
 from broker.sim.traces import TraceJob
@@ -126,3 +127,33 @@ def test_jobs_flag_replays_the_first_n(capsys: pytest.CaptureFixture[str]) -> No
     )
     assert bad.handler(bad) == 1
     assert "--jobs" in capsys.readouterr().err
+
+
+def test_offline_schedule_never_overcommits_and_prefers_onprem_savings() -> None:
+    from broker.sim.jobs import JobFacts
+    from broker.sim.offline import offline_schedule
+
+    def sim_job(i: int, arrival: float, runtime: float, demand: int, wait: float) -> SimJob:
+        spec = JobSpec.model_validate({"name": f"j{i}", "command": ["x"], "runtime_estimate": f"{runtime}s"})
+        return SimJob(i, f"j{i}", TenantId("t"), spec, arrival, runtime, demand, wait)
+
+    # Two GPUs. Three 2-GPU jobs overlap; only one fits on time. The one on-prem saves most
+    # per GPU-hour (cloud 100 vs 10) wins it; the other two go to the cloud.
+    jobs = [sim_job(0, 0, 3600, 2, 0), sim_job(1, 10, 3600, 2, 0), sim_job(2, 20, 3600, 2, 0)]
+    facts = [
+        JobFacts((), {"p": 10.0}, 30.0, {}),
+        JobFacts((), {"p": 10.0}, 100.0, {}),
+        JobFacts((), {"p": 10.0}, 40.0, {}),
+    ]
+    out = offline_schedule(jobs, facts, {"p": 2})
+    assert (out.onprem_jobs, out.cloud_jobs, out.late_jobs) == (1, 2, 0)
+    assert out.cost == pytest.approx(10.0 + 30.0 + 40.0)
+    # With a max_wait long enough, all three queue on-prem one after the other.
+    patient = [sim_job(i, j.arrival_s, 3600, 2, 3 * 3600) for i, j in enumerate(jobs)]
+    out = offline_schedule(patient, facts, {"p": 2})
+    assert (out.onprem_jobs, out.cloud_jobs) == (3, 0) and out.cost == pytest.approx(30.0)
+    # Jobs no cloud can run claim on-prem first, the second of them late; the other one bursts.
+    home_only = JobFacts((), {"p": 10.0}, None, {})
+    out = offline_schedule(jobs, [facts[0], home_only, home_only], {"p": 2})
+    assert (out.onprem_jobs, out.cloud_jobs, out.late_jobs) == (2, 1, 1)
+    assert out.cost == pytest.approx(10.0 + 10.0 + 30.0)
