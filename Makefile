@@ -1,4 +1,6 @@
 # Two commands matter: `make demo` and `make test`. Everything they need is installed here.
+# `make test` runs its own Slurm cluster and PostgreSQL in a fresh folder on free ports
+# (scripts/test-env.sh), so two runs on one machine never stop each other's services.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -34,6 +36,7 @@ test: $(VENV)/.dev-installed $(BUF)
 	$(MAKE) lint typecheck check-protos buf-lint
 	scripts/system-deps.sh || echo "WARNING: system packages missing; Slurm/PostgreSQL tests will fail" >&2
 	@set -o pipefail; \
+	eval "$$(scripts/test-env.sh)"; echo "make test: services of this run in $$SZB_TEST_RUN_DIR" >&2; \
 	if scripts/slurm-cluster.sh start; then \
 	  eval "$$(scripts/slurm-cluster.sh env)"; started=1; \
 	else echo "WARNING: could not start the Slurm test cluster; Slurm tests will fail" >&2; started=0; fi; \
@@ -42,6 +45,7 @@ test: $(VENV)/.dev-installed $(BUF)
 	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
 	[ "$$started" = 1 ] && scripts/slurm-cluster.sh stop; \
 	[ "$$pg_started" = 1 ] && scripts/pg-test.sh stop; \
+	rm -rf "$$SZB_TEST_RUN_DIR"; \
 	exit $$rc
 
 lint: $(VENV)/.dev-installed

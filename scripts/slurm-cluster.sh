@@ -20,7 +20,10 @@
 # GPUs are busy even if the ascend ones are free). The fake GPUs are character devices cloned from
 # /dev/null (slurmd insists on a device file); jobs see CUDA_VISIBLE_DEVICES / SLURM_JOB_GPUS as usual.
 #
-# Everything (config, state, logs, pid files, fake devices) lives under ${SZB_SLURM_DIR:-/tmp/szb-slurm}.
+# Everything (config, state, logs, pid files, fake devices, its own munged) lives under
+# ${SZB_SLURM_DIR:-/tmp/szb-slurm}. Each cluster runs a munged of its own on a socket in that folder
+# (slurm.conf's AuthInfo=socket=...), never the system's: two clusters on one machine (two test runs)
+# can start and stop without ever stopping each other's munge.
 # Clients need SLURM_CONF=$SZB_SLURM_DIR/etc/slurm.conf (printed by `env`).
 # slurmrestd refuses to run as root, so it runs as an unprivileged system user (created if missing);
 # it uses rest_auth/jwt, and jobs are submitted as the user named in the token (root by default).
@@ -39,9 +42,12 @@ set -euo pipefail
 
 D=${SZB_SLURM_DIR:-/tmp/szb-slurm}
 export SLURM_CONF=$D/etc/slurm.conf
-REST_PORT=${SZB_SLURM_REST_PORT:-6820}
-CTLD_PORT=${SZB_SLURMCTLD_PORT:-6817}
-SLURMD_PORT=${SZB_SLURMD_PORT:-6818}
+# The ports a cluster was started with are kept in its folder, so `env`, `status` and `stop`
+# find them again without the variables.
+[ -s "$D/etc/ports" ] && . "$D/etc/ports"
+REST_PORT=${SZB_SLURM_REST_PORT:-${SAVED_REST_PORT:-6820}}
+CTLD_PORT=${SZB_SLURMCTLD_PORT:-${SAVED_CTLD_PORT:-6817}}
+SLURMD_PORT=${SZB_SLURMD_PORT:-${SAVED_SLURMD_PORT:-6818}}
 REST_USER=${SZB_SLURM_REST_USER:-szb-slurmrest}
 GPUS=${SZB_SLURM_GPUS:-4}
 CPUS=${SZB_SLURM_CPUS:-16}
@@ -50,6 +56,8 @@ TOKEN_USER=${SZB_SLURM_TOKEN_USER:-root}
 TOKEN_LIFESPAN=${SZB_SLURM_TOKEN_LIFESPAN:-86400}
 MIN_JOB_AGE=${SZB_SLURM_MIN_JOB_AGE:-120}
 REST_API=v0.0.38                       # newest openapi plugin shipped with slurmrestd 22.05
+MUNGE_DIR=$D/munge                     # this cluster's munged: socket, pid, seed and log
+MUNGE_SOCKET=$MUNGE_DIR/munge.socket
 NODES=(szb-ascend szb-a800)
 HOST=$(hostname -s)
 PACKAGES=(slurm-wlm slurmctld slurmd slurm-client munge slurmrestd slurm-wlm-jwt-plugin)
@@ -66,7 +74,7 @@ pidfile() {
   case $1 in
     slurmctld) echo "$D/run/slurmctld.pid" ;;
     slurmrestd) echo "$D/run/slurmrestd.pid" ;;
-    munged) echo "/run/munge/munged.pid" ;;
+    munged) echo "$MUNGE_DIR/munged.pid" ;;
     *) echo "$D/run/slurmd-$1.pid" ;;   # one per node name
   esac
 }
@@ -112,6 +120,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
+AuthInfo=socket=$MUNGE_SOCKET
 AuthAltTypes=auth/jwt
 AuthAltParameters=jwt_key=$D/etc/jwt_hs256.key
 StateSaveLocation=$D/spool/ctld
@@ -155,6 +164,8 @@ PartitionName=a800 Nodes=szb-a800 MaxTime=INFINITE State=UP
 PartitionName=cpu Nodes=szb-ascend,szb-a800 MaxTime=INFINITE State=UP
 CONF
   if [ -e "$D/etc/slurm.conf" ] && ! cmp -s "$tmp" "$D/etc/slurm.conf"; then CONFIG_CHANGED=1; fi
+  printf 'SAVED_REST_PORT=%s\nSAVED_CTLD_PORT=%s\nSAVED_SLURMD_PORT=%s\n' "$REST_PORT" "$CTLD_PORT" "$SLURMD_PORT" \
+    > "$D/etc/ports"
   mv "$tmp" "$D/etc/slurm.conf"
   cat > "$D/etc/gres.conf" <<CONF
 AutoDetect=off
@@ -199,7 +210,7 @@ wait_for() {  # wait_for SECONDS DESCRIPTION CMD...
   done
 }
 
-munge_ok() { munge -n </dev/null | unmunge >/dev/null; }
+munge_ok() { munge -S "$MUNGE_SOCKET" -n </dev/null | unmunge -S "$MUNGE_SOCKET" >/dev/null; }
 ctld_ok() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
 nodes_ok() {  # every node registered and usable (not down / drained / not responding / unknown)
   local states
@@ -224,17 +235,16 @@ start() {
   local t0; t0=$(date +%s.%N)
   write_config
   id "$REST_USER" >/dev/null 2>&1 || useradd -r -M -d /nonexistent -s /usr/sbin/nologin "$REST_USER"
-  # munge: Debian's postinst created /etc/munge/munge.key; reuse a munged that is already running
-  install -d -o munge -g munge -m 0755 /run/munge
-  install -d -o munge -g munge -m 0700 /var/log/munge /var/lib/munge
+  # munge: Debian's postinst created /etc/munge/munge.key; this cluster runs its own munged with it
+  install -d -o munge -g munge -m 0755 "$MUNGE_DIR"
   local cmds="" n ctld_was_running=0
   running slurmctld && ctld_was_running=1
   if ! munge_ok 2>/dev/null; then
-    rm -f /run/munge/munged.pid
-    touch "$D/run/munged.ours"
+    rm -f "$MUNGE_DIR/munged.pid" "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
     # munged must answer before slurmctld / slurmd start; all of it runs under one reaper
-    cmds+="runuser -u munge -- /usr/sbin/munged --pid-file=/run/munge/munged.pid; "
-    cmds+="for i in \$(seq 75); do munge -n </dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.2; done; "
+    cmds+="runuser -u munge -- /usr/sbin/munged --socket='$MUNGE_SOCKET' --pid-file='$MUNGE_DIR/munged.pid' \
+--seed-file='$MUNGE_DIR/munged.seed' --log-file='$MUNGE_DIR/munged.log'; "
+    cmds+="for i in \$(seq 75); do munge -S '$MUNGE_SOCKET' -n </dev/null | unmunge -S '$MUNGE_SOCKET' >/dev/null 2>&1 && break; sleep 0.2; done; "
   fi
   running slurmctld || cmds+="/usr/sbin/slurmctld -f '$SLURM_CONF'; "
   for n in "${NODES[@]}"; do
@@ -304,9 +314,11 @@ stop() {
   for n in "${NODES[@]}"; do stop_pid "slurmd $n" "$(pid_of "$(pidfile "$n")")"; done
   stop_pid slurmctld "$(pid_of "$(pidfile slurmctld)")"
   if [ -e "$D/run/munged.ours" ]; then
-    stop_pid munged "$(pid_of "$(pidfile munged)")"
+    # a cluster set up before each cluster had its own munged: it started the system's one
+    stop_pid munged "$(pid_of /run/munge/munged.pid)"
     rm -f "$D/run/munged.ours"
   fi
+  stop_pid munged "$(pid_of "$(pidfile munged)")"
   # whatever is left under our reapers: slurmstepd of running jobs and the job processes themselves
   if [ -s "$D/run/reapers" ]; then
     for r in $(sort -u "$D/run/reapers"); do
