@@ -16,6 +16,10 @@ def main(argv: list[str]) -> int:
     """Run ARGV with output to DIR/output.log and write DIR/exit_code when it ends."""
     attempt_dir = Path(argv[0])
     command = argv[argv.index("--") + 1 :]
+    # Our own pid, for a broker that died before it could record it (it then follows us).
+    pid_tmp = attempt_dir / "runner.pid.tmp"
+    pid_tmp.write_text(str(os.getpid()))
+    os.replace(pid_tmp, attempt_dir / "runner.pid")
     # The broker signals the whole process group on cancel: let the child react, then record.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with open(attempt_dir / "output.log", "ab") as log:

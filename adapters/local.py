@@ -107,6 +107,8 @@ class LocalAdapter:
         if child is not None:
             return child.poll() is None
         pid = self._meta(path).get("pid")
+        if not isinstance(pid, int):  # the broker died before recording it: the runner did
+            pid = _runner_pid(path)
         return isinstance(pid, int) and _pid_alive(pid)
 
     def _in_use(self) -> tuple[dict[str, set[int]], float, list[dict[str, Any]]]:
@@ -224,18 +226,8 @@ class LocalAdapter:
                 "CUDA_VISIBLE_DEVICES": ",".join(map(str, slots)),
             }
             cwd = self.workdir or str(path)
-            child = subprocess.Popen(
-                [sys.executable, "-m", "adapters._local_runner", str(path), "--", *spec.command],
-                env=env,
-                cwd=cwd,
-                start_new_session=True,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            self._children[token] = child
-            meta = {
-                "pid": child.pid,
+            meta: dict[str, Any] = {
+                "pid": None,
                 "job_id": request.job_id,
                 "attempt_id": request.attempt_id,
                 "token": request.token,
@@ -246,9 +238,22 @@ class LocalAdapter:
                 "ends_at": time.time() + spec.runtime_estimate.total_seconds(),
                 "command": shlex.join(spec.command),
             }
-            tmp = path / "meta.json.tmp"
-            tmp.write_text(json.dumps(meta))
-            os.replace(tmp, path / "meta.json")
+            # Intent first: a broker killed between the spawn and the pid being recorded must
+            # find this folder on its retry and not start the job a second time (the runner
+            # records its own pid in runner.pid, so it is followed either way).
+            _write_json(path / "meta.json", meta)
+            child = subprocess.Popen(
+                [sys.executable, "-m", "adapters._local_runner", str(path), "--", *spec.command],
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self._children[token] = child
+            meta["pid"] = child.pid
+            _write_json(path / "meta.json", meta)
             self._live[token] = meta
         return token
 
@@ -288,6 +293,8 @@ class LocalAdapter:
             return
         (path / "cancelled").touch()
         pid = meta.get("pid")
+        if not isinstance(pid, int):
+            pid = _runner_pid(path)
         if not isinstance(pid, int) or not _pid_alive(pid):
             return
         _signal_group(pid, signal.SIGTERM)
@@ -330,6 +337,20 @@ class LocalAdapter:
                 child.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 self._children[token] = child
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _runner_pid(path: Path) -> int | None:
+    """The pid the runner wrote for itself when it started (see `adapters._local_runner`)."""
+    try:
+        return int((path / "runner.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _safe_token(site: str, token: str) -> str:

@@ -11,7 +11,8 @@ SIGKILLs each 0–`--max-alive` s after the broker is ready. PostgreSQL rounds u
 
 The JSON has one entry per store: rounds run, kills, jobs, instances, attempts, the summed
 counts (all must be 0), the seconds per round and the details of any round with a problem.
-Exit status 1 when any count is not 0.
+Each round is also written to stderr as one JSON line as soon as it ends. Exit status 1 when
+any count is not 0.
 """
 
 from __future__ import annotations
@@ -121,9 +122,9 @@ def main() -> None:
                 )
                 report = one_round(plan, store, moto, endpoint)
                 reports.append(report)
-                if not args.json:
-                    print(f"{store} round {n + 1}/{args.rounds} seed {plan.seed}: "
-                          f"{report.seconds:.0f}s problems={report.problems() or 0}", flush=True)
+                # One JSON line per round on stderr, so a long series can be read while it runs.
+                line = {k: v for k, v in report.as_dict().items() if k != "details" or report.problems()}
+                print(json.dumps({"round": n + 1, **line}), file=sys.stderr, flush=True)
             result[store] = summarise(reports)
     finally:
         moto.stop()

@@ -1,0 +1,53 @@
+"""The local executor after a broker killed between starting a job and recording its pid.
+
+Found by the chaos harness: a job could run twice when the broker died in that window (the
+retry of the launch found no trace and started it again). Now the intent is on disk before
+the spawn and the runner records its own pid, so a restarted broker follows the first run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from adapters.local import LocalAdapter
+from broker.model import AttemptId, AttemptState, JobId, JobSpec, LaunchRequest, Offer, SiteId
+
+
+def request(token: str, command: list[str]) -> LaunchRequest:
+    spec = JobSpec(name="once", command=tuple(command), runtime_estimate=timedelta(minutes=1))
+    offer = Offer(
+        site=SiteId("local"), instance_type="local-cpu", accelerator=None, count=0, price_per_hour=0
+    )
+    return LaunchRequest(
+        job_id=JobId("j-1"), attempt_id=AttemptId("j-1-a1"), token=token, spec=spec, offer=offer
+    )
+
+
+def test_a_run_started_before_the_pid_was_recorded_is_followed_not_repeated(tmp_path: Path) -> None:
+    runs = tmp_path / "runs.txt"
+    command = [sys.executable, "-c", f"open({str(runs)!r}, 'a').write('ran\\n'); import time; time.sleep(1)"]
+    config = {"data_dir": str(tmp_path / "data"), "cpus": 2}
+    first = LocalAdapter(SiteId("local"), config)
+    token = first.submit(request("tok-1", command))
+    # What a broker killed right after the spawn leaves behind: the intent, without the pid.
+    meta_file = tmp_path / "data" / "local" / token / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta["pid"] = None
+    meta_file.write_text(json.dumps(meta))
+    deadline = time.monotonic() + 10
+    while not (meta_file.parent / "runner.pid").exists():  # a restart takes longer than this
+        assert time.monotonic() < deadline, "the runner never recorded its pid"
+        time.sleep(0.05)
+    restarted = LocalAdapter(SiteId("local"), config)  # a new broker process
+    assert restarted.submit(request("tok-1", command)) == token
+    assert restarted.status(token).state is AttemptState.RUNNING
+    deadline = time.monotonic() + 20
+    while restarted.status(token).state is AttemptState.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert restarted.status(token).state is AttemptState.SUCCEEDED
+    assert runs.read_text() == "ran\n"
