@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from broker.model import (
@@ -126,6 +127,31 @@ class Adapter(Protocol):
     def list_owned(self) -> Sequence[OwnedInstance]:
         """Required. Everything at this site that carries this broker's marks."""
         ...
+
+
+@runtime_checkable
+class LogSource(Protocol):
+    """Optional: a backend whose jobs' output the broker can read (`szb logs`).
+
+    Backends without it (cloud instances) send their output through the agent endpoint.
+    """
+
+    def read_log(self, backend_id: str, token: str, offset: int, limit: int) -> bytes:
+        """Up to `limit` bytes of the attempt's output from byte `offset` (b"" when none yet).
+
+        NotFoundError when the backend has no output for the attempt at all.
+        """
+        ...
+
+
+def read_file_chunk(path: Path, offset: int, limit: int) -> bytes | None:
+    """Bytes [offset, offset + limit) of a file; None when the file does not exist."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except FileNotFoundError:
+        return None
 
 
 class AdapterFactory(Protocol):

@@ -22,7 +22,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Capability, CapacityError, ConfigError, NotFoundError, UnsupportedError
+from adapters.base import (
+    Capability,
+    CapacityError,
+    ConfigError,
+    NotFoundError,
+    UnsupportedError,
+    read_file_chunk,
+)
 from broker.model import (
     AttemptState,
     AttemptStatus,
@@ -281,6 +288,16 @@ class LocalAdapter:
             log_tail=tail,
             message="the runner process ended without recording an exit code",
         )
+
+    def read_log(self, backend_id: str, token: str, offset: int, limit: int) -> bytes:
+        """The runner's output file (stdout and stderr together), from byte `offset`."""
+        path = self.root / _safe_token(self.site, backend_id)
+        data = read_file_chunk(path / "output.log", offset, limit)
+        if data is None:
+            if not (path / "meta.json").exists():
+                raise NotFoundError(self.site, "NoSuchAttempt", f"no local attempt {backend_id!r}")
+            return b""  # started, nothing written yet
+        return data
 
     def cancel(self, backend_id: str, token: str) -> None:
         self.preempt(backend_id, token, self.grace_s)

@@ -12,6 +12,7 @@ cannot hold a worker), and TLS done in the worker, never in the accept loop.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import socket
@@ -26,6 +27,8 @@ from broker.service import AgentAuthError, BrokerServices
 from broker.tls import ServerTls
 
 REPORT_PATH = "/v1/agent/report"
+LOG_PATH = "/v1/agent/log"
+"""Chunks of a job's output: `{"attempt_id", "offset", "data": base64}` -> `{"next_offset"}`."""
 MAX_BODY = 64 * 1024
 KINDS = frozenset({"started", "heartbeat", "alive", "exit"})
 INT32 = (-(2**31), 2**31 - 1)
@@ -191,8 +194,28 @@ class AgentHttpServer:
         self.server.shutdown()
         self.server.server_close()
 
+    def _log_chunk(self, http: BaseHTTPRequestHandler, data: bytes, token: str) -> None:
+        try:
+            attempt_id, offset, chunk = parse_log_chunk(data)
+        except BadReportError as exc:
+            return reply(http, 400, {"error": f"bad log chunk: {exc}"})
+
+        async def append() -> int:
+            return await asyncio.to_thread(self.services.agent_log, attempt_id, token, offset, chunk)
+
+        try:
+            next_offset = asyncio.run_coroutine_threadsafe(append(), self.loop).result(timeout=self.timeout_s)
+        except AgentAuthError:
+            return reply(http, 401, UNAUTHENTICATED)
+        except TimeoutError:
+            return reply(http, 503, {"error": "busy, retry later"})
+        except Exception as exc:
+            log.exception("agent log chunk failed")
+            return reply(http, 500, {"error": type(exc).__name__})
+        reply(http, 200, {"next_offset": next_offset})
+
     def handle(self, http: BaseHTTPRequestHandler) -> None:
-        if http.path != REPORT_PATH:
+        if http.path not in (REPORT_PATH, LOG_PATH):
             return reply(http, 404, {"error": "not found"})
         raw_length = http.headers.get("content-length")
         if raw_length is None:
@@ -205,11 +228,13 @@ class AgentHttpServer:
         data = http.rfile.read(length)
         if len(data) < length:
             return  # the caller went away (or was cut at its deadline): nobody to answer
+        token = http.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if http.path == LOG_PATH:
+            return self._log_chunk(http, data, token)
         try:
             attempt_id, kind, exit_code, log_tail = parse_report(data)
         except BadReportError as exc:
             return reply(http, 400, {"error": f"bad report: {exc}"})
-        token = http.headers.get("authorization", "").removeprefix("Bearer ").strip()
 
         async def report() -> bool:
             return self.services.agent_report(attempt_id, token, kind, exit_code, log_tail)
@@ -226,6 +251,27 @@ class AgentHttpServer:
             log.exception("agent report failed")
             return reply(http, 500, {"error": type(exc).__name__})
         reply(http, 200, {"stop": stop})
+
+
+def parse_log_chunk(data: bytes) -> tuple[str, int, bytes]:
+    """(attempt id, offset, bytes) of a log chunk body; BadReportError naming the field."""
+    try:
+        body = json.loads(data)
+    except ValueError as exc:
+        raise BadReportError("body is not JSON") from exc
+    if not isinstance(body, dict):
+        raise BadReportError("body must be a JSON object")
+    attempt_id, offset, chunk = body.get("attempt_id"), body.get("offset"), body.get("data")
+    if not isinstance(attempt_id, str) or not attempt_id:
+        raise BadReportError("attempt_id: must be a non-empty string")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise BadReportError("offset: must be an integer >= 0")
+    if not isinstance(chunk, str):
+        raise BadReportError("data: must be base64 text")
+    try:
+        return attempt_id, offset, base64.b64decode(chunk, validate=True)
+    except ValueError as exc:
+        raise BadReportError("data: must be base64 text") from exc
 
 
 def parse_report(data: bytes) -> tuple[str, str, int | None, str]:

@@ -34,20 +34,23 @@ from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, site_settings
 from broker.dispatch.dispatcher import Dispatcher
 from broker.instrument import MeasuredAdapter, RpcMetricsInterceptor
+from broker.joblogs import JobLogs
 from broker.jobview import JobDetails, job_details
 from broker.logs import quiet_third_party
 from broker.metrics import BrokerMetrics, LiveCollector, LiveView, MetricsServer, heartbeat_lags
 from broker.model import Job, JobSpec, SiteId, TenantId
+from broker.offerview import offer_verdicts
+from broker.placement import PlacementContext
 from broker.planning import Planner
 from broker.policy.schema import Limits
 from broker.policy.watcher import PolicyLoad
 from broker.quota import Quotas, resolve_limits
 from broker.reports import spend_report, status_report
 from broker.rpc_guard import DecodeGuard
-from broker.serde import explanation_to_proto, ts_from_proto
+from broker.serde import explanation_to_proto, offers_to_proto, ts_from_proto
 from broker.server import AgentServicer, BrokerServicer
 from broker.service import BrokerServices, EventHub
-from broker.store import JobStore, PolicyVersion, PostgresStore, SqliteStore
+from broker.store import JobNotFoundError, JobStore, PolicyVersion, PostgresStore, SqliteStore
 from broker.tls import ServerTls, warn_if_plaintext
 
 log = logging.getLogger(__name__)
@@ -109,6 +112,7 @@ class BrokerApp:
             grant=self.planner.grant,
             describe=self._describe,
             quotas=Quotas(self._limits),
+            joblogs=JobLogs(self.store, self.adapters, cfg.data_dir / "agent-logs"),
         )
         self.tls = ServerTls(cfg.tls) if cfg.tls is not None else None
         self.agent_http: AgentHttpServer | None = None
@@ -149,6 +153,7 @@ class BrokerApp:
                 status=self._status_proto,
                 audit=self.audit,
                 vet=self.planner.vet,
+                offers=self._offers_proto,
             ),
             server,
         )
@@ -265,6 +270,25 @@ class BrokerApp:
         snap = await self.dispatcher.current_snapshot()
         return explanation_to_proto(explain_json(self.planner.explain(spec, tenant, snap, self.store)))
 
+    async def _offers_proto(
+        self, caller: Principal, request: broker_service_pb2.ListOffersRequest
+    ) -> broker_service_pb2.ListOffersResponse:
+        policy = self.planner.policy
+        target = request.tenant or caller.tenant
+        asker = policy.tenant(caller.tenant)
+        if target != caller.tenant and not caller.is_operator and (asker is None or asker.kind != "internal"):
+            raise JobNotFoundError(f"tenant {target!r} not found")
+        snap = await self.dispatcher.current_snapshot()
+        ctx = PlacementContext(now=snap.now, blocked=snap.blocked, unhealthy_sites=snap.unhealthy)
+        verdicts = offer_verdicts(
+            snap.offers,
+            TenantId(target),
+            policy,
+            ctx,
+            accelerators=list(request.accelerators),
+            allowed_only=request.allowed_only,
+        )
+        return offers_to_proto(verdicts, target, policy.currency, policy.hash)
 
     def _limits(self, tenant: TenantId) -> Limits:
         """The tenant's quotas under the current policy (a reload applies at once)."""

@@ -139,6 +139,22 @@ class BrokerClient:
         except grpc.RpcError as err:
             raise describe_rpc_error(err) from err
 
+    def logs(
+        self, job_id: str, *, follow: bool = False, tail_bytes: int = 0
+    ) -> Iterator[pb.StreamJobLogsResponse]:
+        """Stream a job's output (no deadline: `follow` lasts as long as the job)."""
+        request = pb.StreamJobLogsRequest(id=job_id, follow=follow, tail_bytes=tail_bytes)
+        try:
+            yield from self.stub.StreamJobLogs(request, metadata=self.metadata)
+        except grpc.RpcError as err:
+            raise describe_rpc_error(err) from err
+
+    def offers(self, request: pb.ListOffersRequest) -> pb.ListOffersResponse:
+        try:
+            return self.stub.ListOffers(request, metadata=self.metadata, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise describe_rpc_error(err) from err
+
     def status(self) -> pb.GetStatusResponse:
         try:
             return self.stub.GetStatus(pb.GetStatusRequest(), metadata=self.metadata, timeout=self.timeout)

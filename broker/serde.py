@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.json_format import MessageToDict
 
-from broker.api import job_pb2, placement_pb2
+from broker.api import broker_service_pb2, job_pb2, placement_pb2
 from broker.jobview import JobDetails
 from broker.model import (
     MAX_DURATION_S,
@@ -25,6 +25,7 @@ from broker.model import (
     SpotMode,
     TenantId,
 )
+from broker.offerview import OfferVerdict
 
 _STATE_TO_PROTO = {s: job_pb2.JobState.Value(f"JOB_STATE_{s.value}") for s in JobState}
 _STATE_FROM_PROTO = {v: k for k, v in _STATE_TO_PROTO.items()}
@@ -442,3 +443,33 @@ def explanation_from_proto(msg: placement_pb2.Explanation) -> dict[str, Any]:
         "allowed_offers": msg.allowed_offers,
         "decision": decision_from_proto(msg.decision),
     }
+
+
+def offers_to_proto(
+    verdicts: Sequence[OfferVerdict], tenant: str, currency: str, policy_hash: str
+) -> broker_service_pb2.ListOffersResponse:
+    """`szb offers`: each offer with its price (own and policy currency) and verdict."""
+    resp = broker_service_pb2.ListOffersResponse(
+        tenant=tenant, policy_currency=currency, policy_hash=policy_hash
+    )
+    for v in verdicts:
+        o = v.offer
+        row = broker_service_pb2.AvailableOffer(
+            site=o.site,
+            region=o.region,
+            zone=o.zone,
+            instance_type=o.instance_type,
+            accelerator=o.accelerator or "",
+            count=o.count,
+            spot=o.spot,
+            price_per_hour=o.price_per_hour,
+            currency=o.currency,
+            price_per_hour_policy=round(v.price_in_policy_currency, 4),
+            expected_wait_seconds=o.expected_wait_s,
+            allowed=v.allowed,
+            reasons=[placement_pb2.Reason(rule=r.rule, message=r.message) for r in v.reasons],
+        )
+        if o.free is not None:
+            row.free = o.free
+        resp.offers.append(row)
+    return resp

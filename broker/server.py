@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC
@@ -18,6 +19,7 @@ from broker.api import (
     agent_service_pb2_grpc,
     broker_service_pb2,
     broker_service_pb2_grpc,
+    job_pb2,
     placement_pb2,
 )
 from broker.audit import AuditTrail, BadHashError
@@ -54,6 +56,9 @@ MAX_LABEL_TEXT = 63
 ExplainFn = Callable[[JobSpec, TenantId], Awaitable[placement_pb2.Explanation]]
 SpendFn = Callable[[Principal, broker_service_pb2.GetSpendRequest], broker_service_pb2.GetSpendResponse]
 StatusFn = Callable[[Principal], broker_service_pb2.GetStatusResponse]
+OffersFn = Callable[
+    [Principal, broker_service_pb2.ListOffersRequest], Awaitable[broker_service_pb2.ListOffersResponse]
+]
 VetFn = Callable[[JobSpec], Sequence[FieldViolation]]
 """Problems of a well-formed spec against the running policy (e.g. an unknown accelerator)."""
 
@@ -209,8 +214,10 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         status: StatusFn | None = None,
         audit: AuditTrail | None = None,
         vet: VetFn | None = None,
+        offers: OffersFn | None = None,
     ) -> None:
         self.vet = vet
+        self.offers = offers
         self.services = services
         self.auth = auth
         self.explain = explain
@@ -398,13 +405,30 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
     async def StreamJobLogs(
         self, request: broker_service_pb2.StreamJobLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[broker_service_pb2.StreamJobLogsResponse]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "StreamJobLogs is not served yet")
-        yield broker_service_pb2.StreamJobLogsResponse()  # pragma: no cover
+        try:
+            caller = self._principal(context)
+            if request.tail_bytes < 0:
+                raise _BadRequest([FieldViolation("tail_bytes", "must be >= 0")])
+            stream = self.services.logs(
+                caller, _job_id(request.id), follow=request.follow, tail_bytes=request.tail_bytes
+            )
+            async for piece in stream:
+                yield broker_service_pb2.StreamJobLogsResponse(
+                    chunk=job_pb2.LogChunk(offset=piece.offset, data=piece.data, attempt_id=piece.attempt_id)
+                )
+        except Exception as exc:
+            await abort_with(context, exc)
 
     async def ListOffers(
         self, request: broker_service_pb2.ListOffersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.ListOffersResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ListOffers is not served yet")
+        try:
+            caller = self._principal(context)
+            if self.offers is None:
+                return broker_service_pb2.ListOffersResponse()
+            return await self.offers(caller, request)
+        except Exception as exc:
+            await abort_with(context, exc)
 
 
     def _audit(self, context: grpc.aio.ServicerContext[Any, Any]) -> AuditTrail:
@@ -489,4 +513,12 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
     async def AppendLog(
         self, request: agent_service_pb2.AppendLogRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> agent_service_pb2.AppendLogResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "AppendLog is not served yet")
+        try:
+            if request.offset < 0:
+                raise _BadRequest([FieldViolation("offset", "must be >= 0")])
+            next_offset = await asyncio.to_thread(
+                self.services.agent_log, request.attempt_id, request.token, request.offset, request.data
+            )
+            return agent_service_pb2.AppendLogResponse(next_offset=next_offset)
+        except Exception as exc:
+            await abort_with(context, exc)

@@ -13,8 +13,19 @@ from typing import Any
 from broker.auth import Principal
 from broker.clock import Clock
 from broker.dispatch.dispatcher import Dispatcher
+from broker.joblogs import JobLogs, LogPiece
 from broker.jobview import JobDetails
-from broker.model import AttemptState, AttemptStatus, Job, JobEvent, JobId, JobSpec, JobState, TenantId
+from broker.model import (
+    Attempt,
+    AttemptState,
+    AttemptStatus,
+    Job,
+    JobEvent,
+    JobId,
+    JobSpec,
+    JobState,
+    TenantId,
+)
 from broker.quota import Quotas, QuotaUsage
 from broker.store import JobPage, JobStore, StoreError, Submission
 
@@ -96,6 +107,7 @@ class BrokerServices:
     hub: EventHub
     admit: AdmitFn | None = None
     grant: GrantFn | None = None
+    joblogs: JobLogs | None = None
     describe: Callable[[Job], JobDetails] | None = None
     """The client's view of a job beyond its row (placement, cost so far, start and end)."""
     quotas: Quotas | None = None
@@ -252,6 +264,32 @@ class BrokerServices:
                         pass
         finally:
             self.hub.unsubscribe(job.id, ev)
+
+    async def logs(
+        self, caller: Principal, job_id: str, *, follow: bool, tail_bytes: int
+    ) -> AsyncIterator[LogPiece]:
+        """The job's output (its latest attempt's), live with `follow` until the job ends."""
+        job = self.store.get(job_id, None if caller.is_operator else caller.tenant)
+        if self.joblogs is None:
+            return
+        async for piece in self.joblogs.stream(job, follow=follow, tail_bytes=tail_bytes):
+            yield piece
+
+    def agent_log(self, attempt_id: str, token: str, offset: int, data: bytes) -> int:
+        """A chunk of output from the bootstrap on an instance; returns the next offset to send."""
+        attempt = self._agent_attempt(attempt_id, token)
+        if self.joblogs is None:
+            return offset + len(data)
+        return self.joblogs.append(attempt, offset, data)
+
+    def _agent_attempt(self, attempt_id: str, token: str) -> Attempt:
+        try:
+            attempt = self.store.get_attempt(attempt_id)
+        except StoreError as exc:
+            raise AgentAuthError("unknown attempt") from exc
+        if not hmac.compare_digest(attempt.token, token):
+            raise AgentAuthError("wrong attempt token")
+        return attempt
 
     def agent_report(
         self, attempt_id: str, token: str, kind: str, exit_code: int | None, log_tail: str

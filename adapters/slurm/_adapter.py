@@ -19,6 +19,7 @@ from adapters.base import (
     ConfigError,
     NotFoundError,
     UnsupportedError,
+    read_file_chunk,
 )
 from adapters.slurm._capacity import (
     PartitionState,
@@ -418,6 +419,24 @@ class SlurmAdapter:
         return AttemptStatus(state=state, exit_code=code, log_tail=tail,
                              message=f"{'COMPLETED' if code == 0 else 'FAILED'} (from the recorded "
                              "exit code; slurmctld no longer lists the job)")
+
+    def read_log(self, backend_id: str, token: str, offset: int, limit: int) -> bytes:
+        """The job's output file: the one this adapter's script names (`<output_dir>/<token>.out`),
+        else the `standard_output` path slurmrestd reports for the job."""
+        data = read_file_chunk(output_file(self.settings, token), offset, limit)
+        if data is not None:
+            return data
+        try:
+            jobs = self.rest.request("GET", f"job/{checked_job_id(self.site, backend_id)}").get("jobs") or []
+        except NotFoundError:
+            jobs = []
+        path = output_path(jobs[0]) if jobs else None
+        data = read_file_chunk(path, offset, limit) if path is not None else None
+        if data is None:
+            if jobs and SLURM_STATES.get(job_state_name(jobs[0])) is AttemptState.PENDING:
+                return b""  # not started yet: no output file
+            raise NotFoundError(self.site, "NoOutput", f"no output file for slurm job {backend_id}")
+        return data
 
     def cancel(self, backend_id: str, token: str) -> None:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from broker.commands import audit, explain, hardware, health, jobs, policy, simulate, tls
+from broker.commands import audit, explain, hardware, health, jobs, policy, simulate, tls, view
 
 Register = Callable[[Any], None]
 
@@ -19,4 +19,5 @@ COMMAND_GROUPS: list[Register] = [
     tls.register,
     audit.register,
     health.register,
+    view.register,
 ]

@@ -29,6 +29,7 @@ from tests.doubles.moto_front import MotoFront
 
 AMI = "ami-12c6146b"
 POOR, RICH = "token-poor-lab-0123456789", "token-rich-lab-0123456789"
+CN = "token-cn-lab-0123456789"
 HEADER = (
     "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
 )
@@ -55,20 +56,32 @@ sites:
 tenants:
   - {id: poor-lab, kind: partner, entity_country: SG, monthly_budget: 0}
   - {id: rich-lab, kind: partner, entity_country: SG, monthly_budget: 5000}
+  - {id: cn-lab, kind: university, entity_country: CN}
 compliance:
+  regime: us-ac-2023
   residency:
     zones: {cn-mainland: {countries: [CN]}}
+  export:
+    id: us-export-3a090
+    operator_countries: [US]
+    tenant_country_groups: ["D:5"]
+    classes: [3A090.a, 3A090.b]
+    reason: "{class} hardware ({accelerator}) at {site}: tenant {tenant} is in {tenant_group}"
 """
 
 
 def write_setup(folder: Path, moto_url: str) -> Path:
     for name in ("accelerators.yaml", "regimes.yaml"):
         shutil.copy(ROOT / "configs" / name, folder / name)
-    (folder / "aws-east.csv").write_text(f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a\n")
+    (folder / "aws-east.csv").write_text(
+        f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a\n"
+        "p5.48xlarge,H100,8,192,2048,98.32,,us-east-1,us-east-1a\n"
+    )
     (folder / "policy.yaml").write_text(POLICY)
     (folder / "tokens.yaml").write_text(
         f"tokens:\n  - {{tenant: poor-lab, sha256: {hash_token(POOR)}}}\n"
         f"  - {{tenant: rich-lab, sha256: {hash_token(RICH)}}}\n"
+        f"  - {{tenant: cn-lab, sha256: {hash_token(CN)}}}\n"
     )
     aws = (
         f"{{endpoint_url: '{moto_url}', access_key_id: AKIDTESTTEST, secret_access_key: secret, "
@@ -185,3 +198,28 @@ def events_so_far(
         if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
             raise
     return out
+
+
+def test_offers_show_price_currency_and_the_compliance_reason(broker: BrokerProcess) -> None:
+    """`szb offers`: what can run where, at what price, allowed or not and why (SkyPilot's show-gpus)."""
+    out = szb(broker, CN, "offers", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert body["tenant"] == "cn-lab" and body["policy_currency"] == "CNY"
+    by_model = {o["accelerator"]: o for o in body["offers"]}
+    h100, a10g, a800 = by_model["H100"], by_model["A10G"], by_model["A800"]
+    assert not h100["allowed"] and h100["reasons"][0]["rule"] == "us-export-3a090"
+    assert h100["currency"] == "USD" and h100["price_per_hour_policy"] == pytest.approx(98.32 * 7.2)
+    assert a10g["allowed"] and a800["allowed"] and a800["free"] == 1 and a800["currency"] == "CNY"
+    # Another tenant's view (SG is not D:5): the H100 is allowed there.
+    sg = json.loads(szb(broker, RICH, "offers", "--accelerator", "h100", "-o", "json").stdout)
+    assert [o["accelerator"] for o in sg["offers"]] == ["H100"] and sg["offers"][0]["allowed"]
+    allowed = json.loads(szb(broker, CN, "offers", "--allowed", "-o", "json").stdout)
+    assert allowed["offers"] and all(o["allowed"] for o in allowed["offers"])
+    assert "H100" not in {o["accelerator"] for o in allowed["offers"]}
+    # A tenant may not look at another tenant's view.
+    other = szb(broker, CN, "offers", "--tenant", "rich-lab")
+    assert other.returncode == 1 and "NOT_FOUND" in other.stderr
+    table = szb(broker, CN, "offers", "--accelerator", "H100")
+    assert "[us-export-3a090]" in table.stdout and "98.32 USD" in table.stdout
+    assert "0 of 1 allowed" in table.stdout

@@ -280,3 +280,25 @@ def test_slurmrestd_killed_mid_run_broker_survives_and_reconciles(
     assert world.wait(during, TERMINAL, timeout=60).state == job_pb2.JOB_STATE_SUCCEEDED
     status = world.stub.GetStatus(pb.GetStatusRequest(), metadata=auth())
     assert SITE not in json.loads(status.status_json)["unhealthy"]
+
+
+def test_szb_logs_follows_a_slurm_job_output(world: OnPrem) -> None:
+    """`szb logs --follow` streams the Slurm job's output file while it runs, then ends."""
+    import subprocess
+    import sys
+
+    from tests.brokerproc import ROOT
+    from tests.slurm.onprem import TOKENS
+
+    job_id = world.submit(spec("logs", "for i in 1 2 3; do echo slurm-line-$i; sleep 1; done", gpus=1))
+    env = {**os.environ, "SZB_SERVER": world.broker.address, "SZB_TOKEN": TOKENS["team-a"],
+           "GRPC_VERBOSITY": "ERROR"}
+    followed = subprocess.run([sys.executable, "-m", "broker.cli", "logs", job_id, "--follow"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=90)
+    assert followed.returncode == 0, followed.stderr
+    assert [line for line in followed.stdout.splitlines() if line.startswith("slurm-line-")] == [
+        "slurm-line-1", "slurm-line-2", "slurm-line-3"]
+    assert world.get(job_id).state == job_pb2.JOB_STATE_SUCCEEDED
+    tail = subprocess.run([sys.executable, "-m", "broker.cli", "logs", job_id, "--tail", "13"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert tail.stdout == "slurm-line-3\n", tail.stdout

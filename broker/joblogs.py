@@ -1,0 +1,114 @@
+"""A job's output for `szb logs`: read from its backend, or kept from what its cloud agent sent.
+
+Backends that can read output themselves (`adapters.base.LogSource`: the local executor,
+Slurm) are asked directly. Cloud instances post their output in chunks to the agent
+endpoint; the broker appends them, in order, to one file per attempt under its data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.base import Adapter, AdapterError, LogSource, read_file_chunk
+from broker.model import Attempt, Job, SiteId
+from broker.store import JobStore
+
+CHUNK_BYTES = 64 * 1024
+MAX_AGENT_LOG_BYTES = 64 * 1024 * 1024
+"""Output kept per cloud attempt; later chunks are acknowledged and dropped."""
+FOLLOW_POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class LogPiece:
+    attempt_id: str
+    offset: int
+    data: bytes
+
+
+class JobLogs:
+    """Where each attempt's output is, and how to read it from a byte offset."""
+
+    def __init__(self, store: JobStore, adapters: Mapping[SiteId, Adapter], folder: Path) -> None:
+        self.store = store
+        self.adapters = adapters
+        self.folder = folder
+        self._lock = threading.Lock()
+
+    def _agent_file(self, attempt_id: str) -> Path:
+        return self.folder / f"{attempt_id}.log"
+
+    def append(self, attempt: Attempt, offset: int, data: bytes) -> int:
+        """Keep a chunk the agent sent at `offset`; returns the offset it should send next.
+
+        Chunks are idempotent: one already kept is acknowledged again, one beyond the end (a
+        lost chunk before it) is refused by answering the current end, which the agent resends from.
+        """
+        path = self._agent_file(attempt.id)
+        with self._lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            size = path.stat().st_size if path.exists() else 0
+            if offset > size or offset + len(data) <= size:
+                return size  # a gap to resend from, or a chunk kept already
+            if size >= MAX_AGENT_LOG_BYTES:
+                return offset + len(data)
+            with open(path, "r+b" if path.exists() else "wb") as f:
+                f.seek(offset)
+                f.write(data[: MAX_AGENT_LOG_BYTES - offset])
+            return offset + len(data)
+
+    def read(self, attempt: Attempt, offset: int, limit: int = CHUNK_BYTES) -> bytes:
+        """Up to `limit` bytes of the attempt's output from `offset` (blocking I/O: use a thread)."""
+        adapter = self.adapters.get(attempt.site)
+        if isinstance(adapter, LogSource) and attempt.backend_id is not None:
+            try:
+                return adapter.read_log(attempt.backend_id, attempt.token, offset, limit)
+            except AdapterError:
+                return b""
+        return read_file_chunk(self._agent_file(attempt.id), offset, limit) or b""
+
+    async def stream(self, job: Job, *, follow: bool, tail_bytes: int) -> AsyncIterator[LogPiece]:
+        """The output of the job's latest attempt; with `follow`, until the job is terminal.
+
+        When the job moves to a new attempt (failover, requeue), the stream goes on with it.
+        """
+        attempt_id, offset = "", 0
+        while True:
+            attempts = await asyncio.to_thread(self.store.attempts_for, job.id)
+            latest = attempts[-1] if attempts else None
+            if latest is not None and latest.id != attempt_id:
+                attempt_id, offset = latest.id, 0
+                if tail_bytes > 0:
+                    offset = await self._tail_start(latest, tail_bytes)
+            got_any = False
+            while latest is not None:
+                data = await asyncio.to_thread(self.read, latest, offset)
+                if not data:
+                    break
+                got_any = True
+                yield LogPiece(latest.id, offset, data)
+                offset += len(data)
+            if not follow:
+                return
+            current = await asyncio.to_thread(self.store.get, job.id)
+            if current.state.terminal and not got_any:
+                # One more read after the end: output written just before the job ended.
+                if latest is not None:
+                    data = await asyncio.to_thread(self.read, latest, offset)
+                    if data:
+                        yield LogPiece(latest.id, offset, data)
+                return
+            await asyncio.sleep(FOLLOW_POLL_S)
+
+    async def _tail_start(self, attempt: Attempt, tail_bytes: int) -> int:
+        """The offset `tail_bytes` before the current end of the attempt's output."""
+        end = 0
+        while True:
+            data = await asyncio.to_thread(self.read, attempt, end, 1 << 20)
+            if not data:
+                return max(0, end - tail_bytes)
+            end += len(data)

@@ -1,0 +1,73 @@
+"""`szb logs JOB [--follow]` against a running broker with the local executor (issue 12, obs. 8)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import ROOT, BrokerProcess
+from tests.e2e.conftest import PY, TOKENS, auth
+
+SCRIPT = (
+    "import time\nfor i in range(5):\n    print('line', i, flush=True)\n    time.sleep(0.4)\nprint('done')"
+)
+
+
+def szb(broker: BrokerProcess, *args: str, tenant: str = "team-a") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SZB_SERVER": broker.address, "SZB_TOKEN": TOKENS[tenant], "GRPC_VERBOSITY": "ERROR"}
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_logs_follow_a_running_local_job_to_its_end(broker: BrokerProcess) -> None:
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(
+            pb.SubmitJobRequest(
+                job=job_pb2.JobSpec(
+                    name="chatty",
+                    command=[PY, "-c", SCRIPT],
+                    runtime_estimate=duration_pb2.Duration(seconds=60),
+                )
+            ),
+            metadata=auth("team-a"),
+        ).job
+        started = time.monotonic()
+        followed = szb(broker, "logs", job.id, "--follow")
+        assert followed.returncode == 0, followed.stderr
+        expected = [f"line {i}" for i in range(5)] + ["done"]
+        assert followed.stdout.splitlines() == expected
+        # It followed the job: it ended only once the job had (5 x 0.4 s of output).
+        assert time.monotonic() - started >= 1.6
+        final = stub.GetJob(pb.GetJobRequest(id=job.id), metadata=auth("team-a")).job
+        assert final.state == job_pb2.JOB_STATE_SUCCEEDED
+        whole = szb(broker, "logs", job.id)
+        assert whole.stdout == followed.stdout
+        assert szb(broker, "logs", job.id, "--tail", "5").stdout == "done\n"
+        # Through the API: chunks carry their byte offsets and the attempt.
+        chunks = list(stub.StreamJobLogs(pb.StreamJobLogsRequest(id=job.id), metadata=auth("team-a")))
+        assert chunks and chunks[0].chunk.offset == 0 and chunks[0].chunk.attempt_id.startswith(job.id)
+        assert b"".join(c.chunk.data for c in chunks).decode() == followed.stdout
+        # Another tenant's job does not exist for it.
+        other = szb(broker, "logs", job.id, tenant="team-b")
+        assert other.returncode == 1 and "NOT_FOUND" in other.stderr
+        with pytest.raises(grpc.RpcError) as err:
+            list(
+                stub.StreamJobLogs(pb.StreamJobLogsRequest(id=job.id, tail_bytes=-1), metadata=auth("team-a"))
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
