@@ -92,6 +92,10 @@ class Scenario:
     rejected_access_keys: set[str] = field(default_factory=set)
     """Requests signed with these keys fail with AuthFailure (401)."""
     calls: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    user_data_limit: int = 16 * 1024
+    """EC2 refuses RunInstances whose UserData is longer than this in raw form (16 KB, EC2
+    User Guide "Work with instance user data"); a test may lower it to reach the refusal
+    with a spec the broker's own check lets through."""
     delay_after: dict[str, float] = field(default_factory=dict)
     """Action -> seconds: the call reaches moto, then the answer is held back this long
     (a broker killed meanwhile has made the cloud call without learning its result)."""
@@ -106,6 +110,15 @@ def _error_xml(code: str, message: str) -> bytes:
         f"<Code>{code}</Code><Message>{message}</Message></Error></Errors>"
         f"<RequestID>{uuid.uuid4()}</RequestID></Response>"
     ).encode()
+
+
+def _user_data_size(params: dict[str, str]) -> int:
+    """Bytes of UserData in raw form (it travels base64-encoded)."""
+    encoded = params.get("UserData", "")
+    try:
+        return len(base64.b64decode(encoded))
+    except ValueError:
+        return len(encoded)
 
 
 class _FaultFront:
@@ -145,6 +158,13 @@ class _FaultFront:
                     401,
                     "AuthFailure",
                     "AWS was not able to validate the provided access credentials",
+                )
+            if action == "RunInstances" and _user_data_size(params) > scenario.user_data_limit:
+                return self._reply(
+                    start_response,
+                    400,
+                    "InvalidParameterValue",
+                    f"User data is limited to {scenario.user_data_limit} bytes",
                 )
             for fault in scenario.faults:
                 if fault.matches(action, region, params):

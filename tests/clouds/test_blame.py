@@ -1,0 +1,91 @@
+"""Failure blame (issue 10, observation 4): a job's own refused request never stops a site.
+
+A job whose UserData is too large for EC2 must fail on its own, with its reason; the AWS
+site's breaker stays closed and another tenant's burst to it goes ahead. The fault front
+answers RunInstances the way EC2 documents (InvalidParameterValue, "User data is limited to
+16384 bytes"); the first test lowers that limit so a spec passing the broker's own check
+reaches the front, the second shows the broker's check stops an over-16 KB one before calling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.auth import hash_token
+from tests.brokerproc import BrokerProcess
+from tests.clouds.e2e_helpers import TERMINAL, events, md, play_bootstrap_when_on, wait_state
+from tests.clouds.test_broker_bursts import gpu_job, write_setup
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+from tests.doubles.moto_front import MotoFront
+
+OTHER = "token-sg-lab2-0123456789"
+
+
+@pytest.fixture
+def two_tenants(tmp_path: Path, moto: MotoFront, ecs_server: EcsEndpoint) -> Iterator[BrokerProcess]:
+    ecs_server.handler = EcsCloud(instance_types=("ecs.gn7i-c8g1.2xlarge",), zones=("cn-beijing-i",))
+    config = write_setup(tmp_path, moto.url, ecs_server.address)
+    policy = config.parent / "policy.yaml"
+    policy.write_text(
+        policy.read_text().replace(
+            "  - {id: sg-lab, kind: partner, entity_country: SG}\n",
+            "  - {id: sg-lab, kind: partner, entity_country: SG}\n"
+            "  - {id: sg-lab2, kind: partner, entity_country: SG}\n",
+        )
+    )
+    tokens = config.parent / "tokens.yaml"
+    tokens.write_text(tokens.read_text() + f"  - {{tenant: sg-lab2, sha256: {hash_token(OTHER)}}}\n")
+    proc = BrokerProcess(config)
+    proc.start()
+    yield proc
+    proc.stop()
+    ecs_server.handler = EcsCloud()
+
+
+def big_job(name: str, env_bytes: int) -> job_pb2.JobSpec:
+    msg = gpu_job(name, "A10G")
+    msg.env["DATASET_MANIFEST"] = "x" * env_bytes
+    return msg
+
+
+def test_refused_user_data_fails_the_job_and_the_site_keeps_working(
+    two_tenants: BrokerProcess, moto: MotoFront
+) -> None:
+    moto.scenario.user_data_limit = 9000  # a bootstrap is ~6 KB; the big job's is ~11 KB
+    with grpc.insecure_channel(two_tenants.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=big_job("huge-env", 5000)), metadata=md()).job
+        final = wait_state(stub, job.id, TERMINAL)
+        assert final.state == job_pb2.JOB_STATE_FAILED
+        assert "User data is limited to 9000 bytes" in final.message and "aws-east" in final.message
+        failed = [e for e in events(stub, job.id) if e.kind == "attempt_failed"]
+        assert len(failed) == 1 and failed[0].data["error"] == "RequestError"
+        assert moto.scenario.count("RunInstances") == 1  # not requeued to trip it again
+        status = stub.GetStatus(pb.GetStatusRequest(), metadata=md())
+        assert "aws-east" not in status.unhealthy_sites
+        # Another tenant's burst to the same site goes ahead.
+        other = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("small", "A10G")), metadata=md(OTHER)).job
+        play_bootstrap_when_on(stub, two_tenants, other.id, "aws-east", token=OTHER)
+        done = wait_state(stub, other.id, TERMINAL, token=OTHER)
+        assert done.state == job_pb2.JOB_STATE_SUCCEEDED and done.site == "aws-east"
+
+
+def test_user_data_over_16_kb_is_refused_before_calling_ec2(
+    two_tenants: BrokerProcess, moto: MotoFront
+) -> None:
+    with grpc.insecure_channel(two_tenants.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=big_job("too-big", 12_000)), metadata=md()).job
+        final = wait_state(stub, job.id, TERMINAL)
+        assert final.state == job_pb2.JOB_STATE_FAILED
+        assert "EC2 allows 16384" in final.message and "UserDataTooLarge" in final.message
+        assert moto.scenario.count("RunInstances") == 0
+        other = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("small", "A10G")), metadata=md(OTHER)).job
+        play_bootstrap_when_on(stub, two_tenants, other.id, "aws-east", token=OTHER)
+        assert wait_state(stub, other.id, TERMINAL, token=OTHER).site == "aws-east"
