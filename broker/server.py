@@ -28,6 +28,7 @@ from broker.model import JobSpec, TenantId
 from broker.quota import QuotaExceededError
 from broker.serde import (
     WireValueError,
+    checked_timestamp,
     event_to_proto,
     job_to_proto,
     spec_from_proto,
@@ -379,8 +380,12 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
     ) -> broker_service_pb2.GetSpendResponse:
         try:
             caller = self._principal(context)
-            both = request.HasField("since") and request.HasField("until")
-            if both and request.until.ToDatetime() <= request.since.ToDatetime():
+            try:
+                since = checked_timestamp(request.since, "since") if request.HasField("since") else None
+                until = checked_timestamp(request.until, "until") if request.HasField("until") else None
+            except WireValueError as exc:
+                raise _BadRequest([FieldViolation(exc.field, exc.description)]) from exc
+            if since is not None and until is not None and until <= since:
                 raise _BadRequest([FieldViolation("until", "must be after since")])
             if request.group_by not in broker_service_pb2.SpendGrouping.values():
                 raise _BadRequest([FieldViolation("group_by", "unknown enum value")])
