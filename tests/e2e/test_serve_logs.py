@@ -112,7 +112,16 @@ def test_json_log_lines_carry_job_tenant_site_and_reloads(config: Path) -> None:
 
 def test_text_format_and_log_level(config: Path) -> None:
     serve = Serve(
-        "--config", str(config), "--listen", "127.0.0.1:0", "--log-format", "text", "--log-level", "WARNING"
+        "--config",
+        str(config),
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "text",
+        "--log-level",
+        "WARNING",
+        "--metrics-listen",
+        "127.0.0.1:0",
     )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{serve.port}") as channel:
@@ -124,6 +133,8 @@ def test_text_format_and_log_level(config: Path) -> None:
             line = serve.wait_for(rf"job_id={j.id}")
     finally:
         serve.stop()
+    metrics = next(x for x in serve.lines if x.startswith("szb: metrics on http://127.0.0.1:"))
+    assert not metrics.endswith(":0/metrics")  # --metrics-listen took a free port and said which
     # WARNING and above only: the failed attempt is there, the INFO placement is not.
     assert (
         " WARNING " in line and "event=attempt" in line and "tenant=team-b" in line and "site=local" in line

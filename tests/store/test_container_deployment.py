@@ -27,11 +27,9 @@ import psycopg
 import pytest
 from ruamel.yaml import YAML
 
-from broker.auth import Role, token_entry_line
 from tests.brokerproc import ROOT
 
 DOCKER = ROOT / "docker"
-OPERATOR = "token-deploy-operator-0123456789"
 
 
 def dockerfile() -> tuple[list[str], dict[str, Any]]:
@@ -74,6 +72,14 @@ def _env_value(value: Any) -> str:
     return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
 
 
+def readme_block(heading: str) -> list[str]:
+    """Command lines of the first ```sh block under `heading`."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", text[text.index(heading) :], re.S)
+    assert block, f"no sh block under {heading}"
+    return [line.strip() for line in block.group(1).splitlines() if line.strip()]
+
+
 def test_dockerfile_is_multi_stage_non_root_with_healthcheck_and_postgres() -> None:
     stages, final = dockerfile()
     assert len(stages) >= 2 and " AS " in stages[0].upper()
@@ -104,38 +110,30 @@ class Mapper:
 
 
 @pytest.fixture
-def deployment(tmp_path: Path, pg_dsn: str) -> tuple[Mapper, dict[str, str], list[str], Path]:
+def deployment(tmp_path: Path, pg_dsn: str) -> tuple[Mapper, dict[str, str], list[str], Path, str]:
     spec = compose()
     broker = spec["services"]["broker"]
     _, final = dockerfile()
-    secrets_dir = tmp_path / "secrets"
-    secrets_dir.mkdir()
-    # The operator's preparation, as docker/compose.yaml's header says.
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "broker.cli",
-            "tls",
-            "init",
-            str(secrets_dir / "tls"),
-            "--host",
-            "broker",
-            "--host",
-            "localhost",
-            "--host",
-            "127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-        cwd=ROOT,
-    )
-    (secrets_dir / "tokens.yaml").write_text(
-        "tokens:\n" + token_entry_line("ops", OPERATOR, Role.OPERATOR, "oncall") + "\n"
-    )
+    # The operator's preparation: README "Deployment", run as written (all but `docker ...`).
+    shell = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SZB_")},
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+    }
+    token = ""
+    for line in readme_block("### Deployment"):
+        if line.startswith("docker "):
+            continue  # no container engine here: the test runs the image's entrypoint instead
+        out = subprocess.run(
+            ["bash", "-c", line], cwd=tmp_path, env=shell, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, f"$ {line}\n{out.stderr}"
+        if "--role operator" in line:
+            token = out.stderr.split()[-1]
+    secrets_dir = tmp_path / "docker" / "secrets"
+    assert token and token not in (secrets_dir / "tokens.yaml").read_text()
+    # compose's `postgres` host is, here, the test's PostgreSQL.
     (secrets_dir / "store_dsn").write_text(pg_dsn + "\n")
-    for name in ("pg_password", "aws_config", "aws_credentials", "slurm_jwt"):
-        (secrets_dir / name).write_text("")
     configs = tmp_path / "configs"  # the mounted ../configs (a copy: this test edits it)
     subprocess.run(["cp", "-r", str(ROOT / "configs"), str(configs)], check=True)
     data = tmp_path / "volume-broker-data"
@@ -177,13 +175,13 @@ def deployment(tmp_path: Path, pg_dsn: str) -> tuple[Mapper, dict[str, str], lis
         SZB_METRICS_LISTEN="127.0.0.1:0",
     )
     argv = [mapper(a) for a in [*final["ENTRYPOINT"], *(broker.get("command") or final["CMD"])]]
-    return mapper, env, argv, Path(mapper(final.get("WORKDIR", "/")))
+    return mapper, env, argv, Path(mapper(final.get("WORKDIR", "/"))), token
 
 
 def test_image_entrypoint_and_cmd_run_with_the_compose_environment(
-    deployment: tuple[Mapper, dict[str, str], list[str], Path], pg_dsn: str
+    deployment: tuple[Mapper, dict[str, str], list[str], Path, str], pg_dsn: str
 ) -> None:
-    mapper, env, argv, workdir = deployment
+    mapper, env, argv, workdir, operator = deployment
     assert argv[:2] == ["szb", "serve"]
     proc = subprocess.Popen(
         argv,
@@ -220,7 +218,7 @@ def test_image_entrypoint_and_cmd_run_with_the_compose_environment(
         checked = subprocess.run(health, env=env, cwd=workdir, capture_output=True, text=True, timeout=60)
         assert checked.returncode == 0 and "SERVING" in checked.stdout, checked.stderr
 
-        client = {**env, "SZB_SERVER": f"localhost:{port}", "SZB_TOKEN": OPERATOR}
+        client = {**env, "SZB_SERVER": f"localhost:{port}", "SZB_TOKEN": operator}
 
         def szb(*args: str) -> subprocess.CompletedProcess[str]:
             out = subprocess.run(
@@ -274,5 +272,5 @@ def test_image_entrypoint_and_cmd_run_with_the_compose_environment(
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     log = "".join(lines)
-    assert OPERATOR not in log
+    assert operator not in log
     assert all(line.startswith(("{", "szb: ")) for line in lines), log  # SZB_LOG_FORMAT=json
