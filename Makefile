@@ -30,7 +30,7 @@ $(BUF): package.json
 	touch $@
 
 demo: $(VENV)/.demo-installed
-	$(PY) scripts/demo.py
+	@eval "$$(scripts/test-env.sh)"; $(PY) scripts/demo.py; rc=$$?; rm -rf "$$SZB_TEST_RUN_DIR"; exit $$rc
 
 test: $(VENV)/.dev-installed $(BUF)
 	$(MAKE) lint typecheck check-protos buf-lint

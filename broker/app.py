@@ -33,7 +33,7 @@ from broker.burst.money import month_of
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, site_settings
 from broker.dispatch.dispatcher import Dispatcher
-from broker.instrument import MeasuredAdapter, RpcMetricsInterceptor
+from broker.instrument import RpcMetricsInterceptor, measured
 from broker.joblogs import JobLogs
 from broker.jobview import JobDetails, job_details
 from broker.logs import quiet_third_party
@@ -220,7 +220,7 @@ class BrokerApp:
                 log.error("site %s disabled: %s", site_id, exc, extra={"site": site_id})
                 self.planner.mark_unhealthy(site_id, f"adapter not built: {exc}"[:300])
         quiet_third_party()  # SDKs imported just now may have attached handlers of their own
-        return {site: MeasuredAdapter(a, self.metrics) for site, a in adapters.items()}
+        return {site: measured(a, self.metrics) for site, a in adapters.items()}
 
     def _policy_loaded(self, load: PolicyLoad) -> None:
         """Every policy load attempt goes into the audit trail and the reload metrics."""

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from adapters.base import Adapter, Capability
+from adapters.base import Adapter, Capability, LogSource
 from broker.metrics import BrokerMetrics
 from broker.model import AttemptStatus, CapacitySnapshot, LaunchRequest, Offer, OwnedInstance, SiteId
 
@@ -61,6 +61,23 @@ class MeasuredAdapter:
 
     def list_owned(self) -> Sequence[OwnedInstance]:
         return self._call("list_owned", lambda: self.inner.list_owned())
+
+
+class MeasuredLogSource(MeasuredAdapter):
+    """A measured adapter whose backend also serves job output (`adapters.base.LogSource`)."""
+
+    def read_log(self, backend_id: str, token: str, offset: int, limit: int) -> bytes:
+        source = self.inner
+        assert isinstance(source, LogSource)
+        return self._call("read_log", lambda: source.read_log(backend_id, token, offset, limit))
+
+
+def measured(adapter: Adapter, metrics: BrokerMetrics) -> MeasuredAdapter:
+    """`adapter` with its calls measured; optional protocols it implements stay visible as such
+    (checked on the class, so `isinstance(x, LogSource)` means what it says)."""
+    if isinstance(adapter, LogSource):
+        return MeasuredLogSource(adapter, metrics)
+    return MeasuredAdapter(adapter, metrics)
 
 
 def _code(context: grpc.aio.ServicerContext[Any, Any], failed: bool) -> str:

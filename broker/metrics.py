@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from threading import Thread
-from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -25,6 +24,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from broker.model import Attempt
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ class MetricsServer:
 
 
 def heartbeat_lags(
-    live: Iterable[Any], heartbeats: Mapping[str, datetime], now: datetime, cloud: Callable[[str], bool]
+    live: Iterable[Attempt], heartbeats: Mapping[str, datetime], now: datetime, cloud: Callable[[str], bool]
 ) -> dict[str, float]:
     """site -> max seconds since a live cloud attempt last reported (since it started when never)."""
     out: dict[str, float] = {}
