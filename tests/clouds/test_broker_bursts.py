@@ -291,7 +291,8 @@ def test_kill_after_cloud_call_before_id_stored_adopts_exactly_one(
     broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud]
 ) -> None:
     moto, _ = clouds
-    moto.scenario = Scenario(delay_after={"RunInstances": 3.0})
+    # long enough that a loaded machine still kills the broker before the answer arrives
+    moto.scenario = Scenario(delay_after={"RunInstances": 20.0})
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("crashy", "A10G")), metadata=md()).job
