@@ -9,6 +9,8 @@ from pathlib import Path
 
 from broker.commands import audit
 from broker.policy import PolicyError, load_policy
+from broker.policy._yaml import parse_yaml
+from broker.policy.lint import policy_warnings
 from broker.policy.schema import PolicyDocument
 from broker.policy.testing import load_tests, run_tests
 
@@ -20,6 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmds = parser.add_subparsers(dest="policy_command", required=True, metavar="SUBCOMMAND")
     check = cmds.add_parser("check", help="validate a policy file (exit 1 with FILE:LINE:COL errors)")
     check.add_argument("file", type=Path, nargs="?", default=DEFAULT_POLICY)
+    check.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     check.set_defaults(handler=cmd_check)
     schema = cmds.add_parser("schema", help="print the policy's JSON Schema (for editors)")
     schema.set_defaults(handler=cmd_schema)
@@ -42,11 +45,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         _print_problems(exc)
         return 1
+    warnings = policy_warnings(policy, parse_yaml(args.file.read_text(), str(args.file)), str(args.file))
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     print(
         f"{args.file}: ok: {len(policy.sites)} sites, {len(policy.tenants)} tenants, "
         f"{len(policy.rules)} rules, regime {policy.regime.name}, sha256 {policy.hash[:12]}"
+        + (f", {len(warnings)} warning(s)" if warnings else "")
     )
-    return 0
+    return 1 if warnings and args.strict else 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

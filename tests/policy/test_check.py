@@ -237,3 +237,23 @@ def test_schema_is_json_schema(cli: Cli, capsys: pytest.CaptureFixture[str]) -> 
     schema = json.loads(capsys.readouterr().out)
     assert schema["type"] == "object"
     assert {"sites", "tenants", "burst", "compliance", "currency"} <= set(schema["properties"])
+
+
+def test_sites_that_can_never_offer_are_warned_about(
+    cli: Cli, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new site with zero catalog rows no longer passes silently."""
+    text = BASE.replace("region: us-east-1, currency: USD}", "region: xx-nowhere-1, currency: USD}")
+    path = write_policy(text)
+    assert cli(["policy", "check", str(path)]) == 0  # warnings, not errors
+    captured = capsys.readouterr()
+    assert "1 warning(s)" in captured.out, captured
+    lines = captured.err.splitlines()
+    assert any(
+        line.startswith(
+            f"{path}:15:5: warning: sites[1] (aws-us): catalog catalog/aws_gpu_vms.csv has no priced "
+            "rows for region xx-nowhere-1"
+        )
+        for line in lines
+    ), lines
+    assert cli(["policy", "check", "--strict", str(path)]) == 1

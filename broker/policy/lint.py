@@ -1,0 +1,48 @@
+"""Warnings for a valid policy that will not do what its author expects (`szb policy check`).
+
+A site whose catalog file has no priced rows for its region passes validation (the file
+and region are fine on their own) but silently never runs anything; it is reported as
+`FILE:LINE:COL: warning: ...`. (A site with neither partitions nor a catalog, and an
+accelerator partition without accelerators, are already errors.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from broker.policy._policy import Policy
+from broker.policy._yaml import Loc, position
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyWarning:
+    """One warning at `file:line:col` (1-based)."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: warning: {self.message}"
+
+
+def policy_warnings(policy: Policy, doc: Any, filename: str) -> list[PolicyWarning]:
+    """Sites that make no offers, positioned in the parsed YAML `doc`."""
+    out: list[PolicyWarning] = []
+
+    def warn(loc: Loc, message: str) -> None:
+        line, col = position(doc, loc)
+        out.append(PolicyWarning(filename, line, col, message))
+
+    for i, site in enumerate(policy.sites):
+        rows = [r for r in policy.instances.get(site.id, ()) if r.price is not None]
+        if not site.partitions and not rows:
+            where = f" for region {site.catalog.region}" if site.catalog and site.catalog.region else ""
+            file = site.catalog.file if site.catalog else ""
+            warn(
+                ["sites", i, "catalog"],
+                f"sites[{i}] ({site.id}): catalog {file} has no priced rows{where}: the site makes no offers",
+            )
+    return out
