@@ -24,25 +24,43 @@ def write_report(folder: Path, result: Mapping[str, Any], runs: Mapping[str, Run
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
-    def save(fig: Any, name: str) -> None:
+    scenario = result.get("scenario", "")
+
+    def save(fig: Any, name: str, title: str) -> None:
         path = folder / name
+        if len(fig.axes) == 1:
+            fig.axes[0].set_title(title, fontsize=10)
+        else:
+            fig.suptitle(title, fontsize=10)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        # The title and the shown x range also go into the PNG's text chunks (for tools and tests).
+        left, right = fig.axes[0].get_xlim()
+        fig.savefig(path, dpi=110, metadata={"Title": title, "Description": f"x {left:.6g} {right:.6g}"})
         plt.close(fig)
         written.append(path)
 
-    for name, attr, label in (
-        ("queue.png", "queue", "queued jobs"),
-        ("onprem_utilisation.png", "onprem_util", "on-prem GPU utilisation"),
+    for name, attr, label, title in (
+        ("queue.png", "queue", "queued jobs", "Queued jobs over time"),
+        ("onprem_utilisation.png", "onprem_util", "on-prem GPU utilisation", "On-prem GPU use over time"),
     ):
         fig, ax = plt.subplots(figsize=(9, 3.5))
+        busy_until = 0.0
         for strategy, run in runs.items():
             t = np.array(run.series.t) / 3600
-            ax.step(t, getattr(run.series, attr), where="post", label=strategy, linewidth=0.9)
+            values = np.array(getattr(run.series, attr), dtype=float)
+            # The engine samples the state in force *until* each event time (before handling
+            # it), so a sample closes its interval: "pre" steps, not "post" (which drew the
+            # last queue value over the whole gap to the next, sparse, sample).
+            ax.step(t, values, where="pre", label=strategy, linewidth=0.9)
+            nonzero = np.nonzero(values)[0]
+            if nonzero.size:
+                busy_until = max(busy_until, float(t[nonzero[-1]]))
+        if busy_until > 0:
+            ax.set_xlim(0, busy_until * 1.03)  # no empty tail after the last job
         ax.set_xlabel("simulated time (h)")
         ax.set_ylabel(label)
         ax.legend(fontsize=8)
-        save(fig, name)
+        save(fig, name, f"{title} ({scenario})" if scenario else title)
 
     strategies = result["strategies"]
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -55,7 +73,7 @@ def write_report(folder: Path, result: Mapping[str, Any], runs: Mapping[str, Run
         ax.axhline(result["lower_bound_cost"], color="k", linestyle="--", linewidth=1, label="lower bound")
     ax.set_ylabel(f"cost ({result.get('currency', '')})")
     ax.legend(fontsize=8)
-    save(fig, "cost_by_strategy.png")
+    save(fig, "cost_by_strategy.png", "Cost by strategy: on-prem shadow price + cloud")
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for strategy, run in runs.items():
@@ -72,7 +90,7 @@ def write_report(folder: Path, result: Mapping[str, Any], runs: Mapping[str, Run
     ax.set_xlabel("wait before start (min, log; 0 shown at 1 s)")
     ax.set_ylabel("share of jobs")
     ax.legend(fontsize=8)
-    save(fig, "wait_cdf.png")
+    save(fig, "wait_cdf.png", "Wait before start (CDF)")
 
     tenants = strategies.get("policy", {}).get("tenants")
     if tenants:
@@ -89,9 +107,10 @@ def write_report(folder: Path, result: Mapping[str, Any], runs: Mapping[str, Run
         right.bar(x - 0.2, [tenants[n]["onprem_share_used"] for n in names], 0.4, label="on-prem share used")
         right.bar(x + 0.2, [tenants[n]["onprem_share_entitled"] for n in names], 0.4, label="entitled")
         right.set_xticks(x, names, fontsize=8)
-        right.set_title(f"Jain's index {strategies['policy'].get('jain_index')}", fontsize=9)
+        left.set_title("p95 wait vs max_wait", fontsize=9)
+        right.set_title(f"on-prem share (Jain's index {strategies['policy'].get('jain_index')})", fontsize=9)
         right.legend(fontsize=8)
-        save(fig, "tenants.png")
+        save(fig, "tenants.png", "Per tenant (policy)")
 
     (folder / "result.json").write_text(json.dumps(result, indent=2))
     written.append(folder / "result.json")

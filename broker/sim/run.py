@@ -120,6 +120,14 @@ def simulate(
             strategies[name]["cost_ratio"] = round(strategies[name]["cost"] / lb, 4) if lb else None
         out["lower_bound_cost"] = None if full is None else round(full, 2)
         out["cost_ratio"] = round(strategies["policy"]["cost"] / full, 4) if full else None
+        if strategies["policy"]["cost_ratio"] is None and full:
+            # Its own bound (as many late jobs as it had) was not solved: the policy's row shows
+            # its ratio to the all-on-time bound instead of nothing (a bound with no late jobs).
+            strategies["policy"].update(
+                lower_bound_cost=out["lower_bound_cost"],
+                cost_ratio=out["cost_ratio"],
+                late_jobs_allowed_in_bound=0,
+            )
         out["lower_bound_s"] = round(lb_s, 2)
     if offline is not None:
         # The feasible clairvoyant schedule: the yardstick at the peaks, where the LP is loose.

@@ -113,3 +113,56 @@ def test_cli_json_shape_and_report(
         assert key in out
     for name in ("summary.md", "queue.png", "onprem_utilisation.png", "cost_by_strategy.png", "wait_cdf.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
+
+
+def _png_text(path: Path) -> dict[str, str]:
+    """The tEXt chunks of a PNG (matplotlib writes `metadata=` there)."""
+    import struct
+
+    data = path.read_bytes()
+    pos, out = 8, {}
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"tEXt":
+            key, _, value = body.partition(b"\0")
+            out[key.decode("latin-1")] = value.decode("latin-1")
+        pos += 12 + length
+    return out
+
+
+def test_report_plots_have_titles_trimmed_axes_and_the_policy_ratio(
+    tmp_path: Path, policy: Policy, scenario: Scenario
+) -> None:
+    """Obs. 9: titled plots, queue.png without an empty tail, the policy's own ratio in the summary."""
+    import numpy as np
+
+    from broker.sim.report import write_report
+
+    # B waits for A's GPU (1 h, within its 2 h), then runs 10 h: the queue is empty for 90% of the run.
+    trace = [
+        TraceJob("a", 0, 3600, count=1, accelerators=("A800",), tenant="t1"),
+        TraceJob("b", 60, 36000, count=1, accelerators=("A800",), tenant="t1", max_wait_s=7200),
+    ]
+    jobs = build_jobs(trace, policy, scenario)
+    sim = simulate(policy, jobs, scenario)  # no per-strategy bounds: the policy row must still say
+    write_report(tmp_path, {**sim.result, "currency": "CNY", "scenario": "three"}, sim.runs)
+    for name in ("queue.png", "onprem_utilisation.png", "cost_by_strategy.png", "wait_cdf.png"):
+        assert _png_text(tmp_path / name).get("Title"), name
+    # The queue empties long before the last job ends: the x axis stops soon after it empties.
+    last_queued = 0.0
+    end = 0.0
+    for run in sim.runs.values():
+        t = np.array(run.series.t) / 3600
+        q = np.array(run.series.queue)
+        end = max(end, float(t[-1]))
+        if np.nonzero(q)[0].size:
+            last_queued = max(last_queued, float(t[np.nonzero(q)[0][-1]]))
+    _, left, right = _png_text(tmp_path / "queue.png")["Description"].split()
+    assert float(left) == 0 and float(right) <= last_queued * 1.05 + 1e-9
+    assert last_queued < end / 2  # (the trace has a tail to trim)
+    assert sim.result["strategies"]["policy"]["cost_ratio"] == pytest.approx(1.0)
+    summary = (tmp_path / "summary.md").read_text().splitlines()
+    policy_row = next(line for line in summary if line.startswith("| policy"))
+    assert policy_row.split("|")[5].strip() == "1.00", policy_row
