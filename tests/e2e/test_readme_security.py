@@ -31,7 +31,7 @@ def readme_block(heading: str) -> list[str]:
 
 
 def test_security_model_commands_run_as_written(tmp_path: Path) -> None:
-    skip = shutil.ignore_patterns("tls", "tokens.yaml")
+    skip = shutil.ignore_patterns("tls")
     shutil.copytree(ROOT / "configs", tmp_path / "configs", ignore=skip)
     broker_yaml = tmp_path / "configs" / "broker.yaml"
     text = broker_yaml.read_text()
