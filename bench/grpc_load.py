@@ -51,6 +51,8 @@ sites:
       - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}
 tenants:
   - {id: dev, kind: internal, entity_country: CN}
+# A load test floods one tenant on purpose: lift its quotas (see README "Quotas").
+limits: {max_queued_jobs: 10000000, submit_rate: 1000000, submit_burst: 10000000}
 compliance:
   residency:
     zones: {cn-mainland: {countries: [CN]}}

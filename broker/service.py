@@ -7,7 +7,7 @@ import hmac
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from broker.auth import Principal
@@ -30,6 +30,7 @@ from broker.quota import Quotas, QuotaUsage
 from broker.store import JobPage, JobStore, StoreError, Submission
 
 MAX_PAGE_SIZE = 1000
+UNFINISHED_CACHE = timedelta(seconds=1)
 DEFAULT_PAGE_SIZE = 100
 
 AdmitFn = Callable[[JobSpec, TenantId, datetime], Sequence[str]]
@@ -116,6 +117,16 @@ class BrokerServices:
     )
     _uncommitted: dict[TenantId, int] = field(default_factory=dict)
     """Jobs per tenant accepted but not yet committed: they count against max_queued_jobs."""
+    _unfinished: dict[TenantId, tuple[datetime, int]] = field(default_factory=dict)
+    """Each tenant's unfinished-job count as last read (when, how many), plus what it
+    submitted since: a flood of submits costs one count query per second, not one each."""
+
+    def _unfinished_jobs(self, tenant: TenantId) -> int:
+        now = self.clock.now()
+        cached = self._unfinished.get(tenant)
+        if cached is None or not timedelta(0) <= now - cached[0] <= UNFINISHED_CACHE:
+            cached = self._unfinished[tenant] = (now, self.store.count_unfinished(tenant))
+        return cached[1]
 
     def check_spec_bytes(self, tenant: TenantId, size: int, field: str) -> None:
         """QuotaExceededError when one encoded spec is over the tenant's max_spec_bytes."""
@@ -127,14 +138,17 @@ class BrokerServices:
             return
         for index, item in enumerate(items):
             self.quotas.check_spec(tenant, item.spec, f"requests[{index}].job" if len(items) > 1 else "job")
-        unfinished = self.store.count_unfinished(tenant) + self._uncommitted.get(tenant, 0)
+        # Finished jobs leave the count only at the next read: an over-count for a second at most.
+        unfinished = self._unfinished_jobs(tenant) + self._uncommitted.get(tenant, 0)
         self.quotas.admit(tenant, len(items), unfinished)
 
     def quota_usage(self, tenant: TenantId) -> QuotaUsage | None:
         """The caller's limits and what it uses now; None without quotas."""
         if self.quotas is None:
             return None
-        return self.quotas.usage(tenant, self.store.count_unfinished(tenant))
+        fresh = self.store.count_unfinished(tenant)
+        self._unfinished[tenant] = (self.clock.now(), fresh)
+        return self.quotas.usage(tenant, fresh)
 
     async def submit(self, tenant: TenantId, items: Sequence[Submission]) -> list[tuple[Job, bool]]:
         """Check every item can be placed, then store them all in one transaction.
@@ -168,6 +182,10 @@ class BrokerServices:
                 self._uncommitted[tenant] = left
             else:
                 self._uncommitted.pop(tenant, None)
+        created_now = sum(1 for _, created in results if created)
+        cached = self._unfinished.get(tenant)
+        if cached is not None and created_now:
+            self._unfinished[tenant] = (cached[0], cached[1] + created_now)
         for job, created in results:
             if created:
                 self.dispatcher.job_submitted(job)

@@ -111,3 +111,21 @@ def test_policy_limits_are_checked_with_file_line_col(
     assert cli(["policy", "check", str(path)]) != 0
     line = text.splitlines().index("    limits: {max_env: x}") + 1
     assert f"{path}:{line}:23: error: tenants.0.limits.max_env" in capsys.readouterr().err
+
+
+def test_the_readme_limits_are_the_defaults_and_validate() -> None:
+    import re
+
+    from ruamel.yaml import YAML
+
+    from broker.policy.schema import Tenant
+    from tests.brokerproc import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Quotas and hostile input") :]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    data = YAML(typ="safe").load(block.group(1))
+    assert Limits.model_validate(data["limits"]) == Limits()
+    tenant = Tenant.model_validate(data["tenants"][0])
+    assert resolve_limits(Limits(), tenant.limits).max_queued_jobs == 500
