@@ -122,21 +122,24 @@ class _BoundedServer(HTTPServer):
     def _reap(self) -> None:
         """Cut connections past their deadline: a blocked read then returns in its worker."""
         while not self._closing.wait(0.25):
-            now = time.monotonic()
-            with self._live_lock:
-                late = [s for s, deadline in self._live.items() if deadline < now]
-                for sock in late:
-                    self._live[sock] = float("inf")  # cut once
+            self._cut(time.monotonic())
+
+    def _cut(self, now: float) -> None:
+        with self._live_lock:
+            late = [s for s, deadline in self._live.items() if deadline < now]
             for sock in late:
-                try:  # the plain socket call: never touch an SSL object another thread reads
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                self._live[sock] = float("inf")  # cut once
+        for sock in late:
+            try:  # the plain socket call: never touch an SSL object another thread reads
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def server_close(self) -> None:
         self._closing.set()
         super().server_close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._cut(float("inf"))  # workers blocked on slow callers end now, not at their deadline
+        self._pool.shutdown(wait=False, cancel_futures=True)  # never wait here: it runs on the loop
 
 
 def _busy(request: socket.socket, *, plaintext: bool) -> None:
