@@ -19,7 +19,9 @@ The transport lives in one shell function, ``szb_report``; it runs a python3 sni
 POSTs JSON (`REPORT_PATH` on the agent endpoint, bearer token) and falls back to curl. Both
 verify the broker's TLS certificate: against the CA bundle the broker put in the UserData
 (``agent_ca_pem``), else against the instance's system roots.
-Every report is also appended to ``$SZB_WORKDIR/reports.jsonl``.
+Every report is also appended to ``$SZB_WORKDIR/reports.jsonl``. With each heartbeat (and
+before the exit report) the job's new output goes to ``/v1/agent/log`` from the last offset
+the broker acknowledged, for `szb logs`.
 """
 
 from __future__ import annotations
@@ -109,6 +111,44 @@ def send():
         return "retry"
 
 
+
+
+def ship_log():
+    # `szb logs`: output written since the last offset the broker acknowledged (best effort).
+    mark = os.path.join(work, "log.offset")
+    try:
+        with open(mark) as f:
+            off = int(f.read() or 0)
+        with open(env["SZB_LOG"], "rb") as f:
+            f.seek(off)
+            chunk = f.read(262144)
+    except (OSError, ValueError):
+        off, chunk = 0, b""
+    if not chunk:
+        return False
+    data = json.dumps({"attempt_id": env["SZB_ATTEMPT_ID"], "offset": off,
+                       "data": base64.b64encode(chunk).decode()}).encode()
+    req = urllib.request.Request(ep.rstrip("/") + "/v1/agent/log", data=data,
+        headers={"content-type": "application/json",
+                 "authorization": "Bearer " + env.get("SZB_AGENT_TOKEN", "")})
+    try:
+        reply = urllib.request.urlopen(req, timeout=10, context=ssl.create_default_context(cafile=ca))
+        nxt = int(json.loads(reply.read())["next_offset"])
+    except Exception as exc:
+        print("szb: log chunk not sent:", exc, file=sys.stderr)
+        return False
+    with open(mark + ".tmp", "w") as f:
+        f.write(str(nxt))
+    os.replace(mark + ".tmp", mark)
+    return nxt > off
+
+
+if not os.path.exists(os.path.join(work, "log.offset")):
+    with open(os.path.join(work, "log.offset"), "w") as f:
+        f.write("0")
+for _ in range(64 if kind == "exit" else 1):  # at the end, ship everything left (bounded)
+    if kind not in ("heartbeat", "exit") or not ship_log():
+        break
 if kind != "exit":
     send()
     sys.exit(0)
