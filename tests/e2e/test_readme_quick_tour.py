@@ -45,6 +45,10 @@ COVERED = {
     "szb status": "test_quick_tour_on_the_embedded_default",
     "szb spend [--tenant ID]": "test_quick_tour_on_the_embedded_default",
     "szb token --tenant ID": "test_offline_commands",
+    "szb list --wide --page-size 20 --page-token TOKEN": "test_quick_tour_on_the_embedded_default",
+    "szb logs ID --follow": "test_quick_tour_on_the_embedded_default",
+    "szb offers --tenant ID --accelerator A800": "test_quick_tour_on_the_embedded_default",
+    "szb spend --since 7d --by day": "test_quick_tour_on_the_embedded_default",
     "szb policy check configs/policy.yaml": "test_offline_commands",
     "szb policy test configs/policy.yaml configs/policy-tests.yaml": "test_offline_commands",
     "szb policy schema > policy.schema.json": "test_offline_commands",
@@ -195,6 +199,17 @@ def test_quick_tour_on_the_embedded_default(folder: Path) -> None:
         assert "Jobs:" in run("szb status", folder, env).stdout
         run("szb spend", folder, env)
         run("szb spend --tenant dev", folder, env)
+        by_day = run("szb spend --since 7d --by day", folder, env)
+        assert "DAY" in by_day.stdout and "Budget 0.00" not in by_day.stdout
+        first = json.loads(run("szb list --page-size 1 -o json", folder, env).stdout)
+        assert first["next_page_token"], first
+        wide = run(f"szb list --wide --page-size 20 --page-token {first['next_page_token']}", folder, env)
+        assert first["jobs"][0]["id"] not in wide.stdout and "COST" in wide.stdout
+        finetune = json.loads(run("szb list --page-size 1 -o json", folder, env).stdout)["jobs"][0]["id"]
+        logs = run(f"szb logs {finetune} --follow", folder, env)
+        assert "training on devices" in logs.stdout
+        offers = run("szb offers --tenant dev --accelerator A800", folder, env)
+        assert "A800" in offers.stdout and "allowed" in offers.stdout
 
         history = run("szb policy history", folder, env)
         active = re.search(r"in force: ([0-9a-f]{12})", history.stdout)
