@@ -148,7 +148,10 @@ def _fit(text: str, width: int) -> str:
 def _print_jobs(jobs: Iterable[job_pb2.Job], console: Console, *, wide: bool = False) -> None:
     """Ids are never cut (they are what users copy); the reason is cut to the terminal's width,
     or shown whole with `wide`, which also adds placement, cost and run time."""
-    header = ["ID", "NAME", "STATE", "SITE", "ACCEL"]
+    jobs = list(jobs)
+    # An operator's list spans tenants: then say whose each job is.
+    tenants = len({job.tenant for job in jobs}) > 1
+    header = ["ID", *(["TENANT"] if tenants else []), "NAME", "STATE", "SITE", "ACCEL"]
     if wide:
         header += ["INSTANCE", "ATTEMPTS", "EXIT", "RAN", "COST"]
     rows: list[list[str]] = []
@@ -158,7 +161,8 @@ def _print_jobs(jobs: Iterable[job_pb2.Job], console: Console, *, wide: bool = F
         acc = job.spec.resources.accelerators
         placed = f"{job.accelerator_count}x{job.accelerator}" if job.accelerator else ""
         wanted = f"{acc.count}x{'|'.join(acc.any_of) or 'any'}" if acc.count else "-"
-        row = [job.id, job.spec.name, state.value, job.site or "-", placed or wanted]
+        row = [job.id, *([job.tenant] if tenants else []), job.spec.name, state.value, job.site or "-",
+               placed or wanted]
         if wide:
             row += [
                 job.instance_type or "-",
@@ -179,7 +183,7 @@ def _print_jobs(jobs: Iterable[job_pb2.Job], console: Console, *, wide: bool = F
     table.add_column("REASON", no_wrap=True)
     for row, state in zip(rows, states, strict=True):
         cells = [escape(c) for c in row[:-1]]
-        cells[2] = f"[{_STATE_STYLE[state]}]{state.value}[/]"
+        cells[header.index("STATE")] = f"[{_STATE_STYLE[state]}]{state.value}[/]"
         reason = row[-1] if wide else _fit(row[-1], max(room, len("REASON")))
         table.add_row(*cells, escape(reason))
     console.print(table)

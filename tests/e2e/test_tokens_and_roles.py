@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -248,3 +249,21 @@ def test_operator_reads_any_tenants_spend_and_a_tenant_only_its_own(stub: Stub) 
     stub.GetSpend(request, metadata=bearer(TOKENS["team-a"]))
     stub.GetSpend(request, metadata=bearer(OPERATOR_TOKEN))
     stub.GetSpend(pb.GetSpendRequest(tenant="*"), metadata=bearer(OPERATOR_TOKEN))
+
+
+def test_operator_list_in_the_cli_says_whose_each_job_is(broker: BrokerProcess, stub: Stub) -> None:
+    a_job, b_job = sleeper(stub, "team-a"), sleeper(stub, "team-b")
+    try:
+        env_server = ("--server", broker.address)
+        table = szb("list", *env_server, "--token", OPERATOR_TOKEN, "--wide", "--page-size", "1000")
+        assert table.returncode == 0, table.stderr
+        lines = {line.split()[1]: line for line in table.stdout.splitlines() if line.startswith("│ j")}
+        assert "TENANT" in table.stdout
+        assert "team-a" in lines[a_job] and "team-b" in lines[b_job]
+        own = szb("list", *env_server, "--token", TOKENS["team-b"], "--tenant", "team-b", "-o", "json")
+        assert {j["tenant"] for j in json.loads(own.stdout)["jobs"]} == {"team-b"}
+        refused = szb("list", *env_server, "--token", TOKENS["team-b"], "--tenant", "team-a")
+        assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr
+    finally:
+        for job_id in (a_job, b_job):
+            stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=bearer(OPERATOR_TOKEN))
