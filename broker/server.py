@@ -51,7 +51,9 @@ MAX_CLIENT_ID = 128
 MAX_ID = 128
 MAX_LABEL_FILTERS = 16
 """ListJobs matches at most this many labels at once (each one is a join)."""
-MAX_STATE_FILTERS = 16
+MAX_LIST_BYTES = 3 * 1024 * 1024
+"""A ListJobs page ends early, with a next_page_token, once its jobs reach about this size:
+it then stays under the 4 MiB that gRPC clients accept by default."""
 MAX_LABEL_TEXT = 63
 
 ExplainFn = Callable[[JobSpec, TenantId], Awaitable[placement_pb2.Explanation]]
@@ -331,10 +333,16 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 page_size=request.page_size,
                 page_token=request.page_token,
             )
-            return broker_service_pb2.ListJobsResponse(
-                jobs=[job_to_proto(j, None, self.services.details(j)) for j in page.jobs],
-                next_page_token=page.next_page_token,
-            )
+            jobs, size = [], 0
+            for j in page.jobs:
+                msg = job_to_proto(j, None, self.services.details(j))
+                size += msg.ByteSize()
+                if jobs and size > MAX_LIST_BYTES:
+                    # A page of large specs would outgrow the message limit: stop, and say where
+                    # the next page starts.
+                    return broker_service_pb2.ListJobsResponse(jobs=jobs, next_page_token=jobs[-1].id)
+                jobs.append(msg)
+            return broker_service_pb2.ListJobsResponse(jobs=jobs, next_page_token=page.next_page_token)
         except Exception as exc:
             await abort_with(context, exc)
 

@@ -228,3 +228,31 @@ def test_a_poison_row_is_quarantined_and_the_broker_starts(own_broker: BrokerPro
         other = stub.SubmitJob(pb.SubmitJobRequest(job=job(name="other")), metadata=auth("team-b")).job
         assert wait_terminal(stub, other.id, "team-b").state == job_pb2.JOB_STATE_SUCCEEDED
     assert "quarantined" in "".join(own_broker.output)
+
+
+def test_a_page_of_large_specs_ends_early_and_paging_finds_every_job(broker: BrokerProcess) -> None:
+    """Large specs cannot make ListJobs outgrow the message limit (issue 10, observation 5)."""
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        big = job(name="big")
+        big.env["PAYLOAD"] = "p" * 60_000
+        big.labels["size"] = "big"
+        ids: set[str] = set()
+        for batch in range(2):
+            requests = [pb.SubmitJobRequest(job=big, client_id=f"big-{batch}-{i}") for i in range(40)]
+            answer = stub.SubmitJobs(pb.SubmitJobsRequest(requests=requests), metadata=auth("team-b"))
+            ids |= {r.job.id for r in answer.responses}
+        seen: list[str] = []
+        token, pages = "", 0
+        while True:
+            page = stub.ListJobs(
+                pb.ListJobsRequest(labels={"size": "big"}, page_size=1000, page_token=token),
+                metadata=auth("team-b"),
+            )
+            pages += 1
+            seen.extend(j.id for j in page.jobs)
+            assert page.ByteSize() < 4 * 1024 * 1024
+            token = page.next_page_token
+            if not token:
+                break
+        assert pages >= 2 and sorted(seen) == sorted(ids)
