@@ -304,7 +304,7 @@ async def send(address: str, cases: list[tuple[Method, bytes, str | None]], conc
 class BrokerUnderTest:
     """`szb serve` in a scratch folder, with its log collected."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, dsn: str | None = None) -> None:
         self.folder = folder
         for name in ("accelerators.yaml", "regimes.yaml"):
             shutil.copy(ROOT / "configs" / name, folder / name)
@@ -320,6 +320,7 @@ class BrokerUnderTest:
             metrics_listen: null
             dispatch: {poll_interval_s: 0.5}
             """)
+            + (f"store: {{dsn: '{dsn}'}}\n" if dsn else "")
         )
         self.log: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
@@ -407,10 +408,15 @@ def intact(address: str, stored: dict[str, tuple[str, job_pb2.JobSpec]]) -> int:
     return ok
 
 
-def run(n: int, seed: int = 1, concurrency: int = 32, batch: int = 2000) -> dict[str, Any]:
-    """Start a broker, seed it, fuzz it with `n` requests, check it; the figures as a dict."""
+def run(
+    n: int, seed: int = 1, concurrency: int = 32, batch: int = 2000, dsn: str | None = None
+) -> dict[str, Any]:
+    """Start a broker, seed it, fuzz it with `n` requests, check it; the figures as a dict.
+
+    With `dsn` (an empty PostgreSQL database) the broker keeps its state there, not in SQLite.
+    """
     folder = Path(tempfile.mkdtemp(prefix="szb-fuzz-"))
-    broker = BrokerUnderTest(folder)
+    broker = BrokerUnderTest(folder, dsn)
     try:
         broker.start()
         stored = seed_jobs(broker.address)
@@ -455,8 +461,9 @@ def main(argv: list[str] | None = None, *, run_fn: Callable[..., dict[str, Any]]
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--dsn", help="an empty PostgreSQL database to use as the store (default SQLite)")
     args = parser.parse_args(argv)
-    result = run_fn(args.n, seed=args.seed, concurrency=args.concurrency)
+    result = run_fn(args.n, seed=args.seed, concurrency=args.concurrency, dsn=args.dsn)
     if args.json:
         print(json.dumps(result))
     else:

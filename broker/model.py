@@ -208,7 +208,7 @@ class Checkpoint(_SpecPart):
     def _interval_positive(cls, v: timedelta) -> timedelta:
         if v <= timedelta(0):
             raise ValueError("must be > 0")
-        return v
+        return whole_seconds(v)
 
 
 class JobSpec(_SpecPart):

@@ -158,7 +158,8 @@ def spec_mapping_from_proto(msg: job_pb2.JobSpec) -> dict[str, Any]:
         data["labels"] = dict(msg.labels)
     if msg.HasField("checkpoint"):
         cp = msg.checkpoint
-        data["checkpoint"] = {"interval": cp.interval.ToTimedelta()} if cp.HasField("interval") else {}
+        interval = checked_duration(cp.interval, "checkpoint.interval") if cp.HasField("interval") else None
+        data["checkpoint"] = {"interval": interval} if interval is not None else {}
     return data
 
 

@@ -333,7 +333,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 page_size=request.page_size,
                 page_token=request.page_token,
             )
-            jobs, size = [], 0
+            jobs: list[job_pb2.Job] = []
+            size = 0
             for j in page.jobs:
                 msg = job_to_proto(j, None, self.services.details(j))
                 size += msg.ByteSize()

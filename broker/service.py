@@ -305,7 +305,8 @@ class BrokerServices:
             attempt = self.store.get_attempt(attempt_id)
         except StoreError as exc:
             raise AgentAuthError("unknown attempt") from exc
-        if not hmac.compare_digest(attempt.token, token):
+        # Bytes: compare_digest refuses str with non-ASCII characters (a hostile agent's token).
+        if not hmac.compare_digest(attempt.token.encode(), token.encode()):
             raise AgentAuthError("wrong attempt token")
         return attempt
 

@@ -110,11 +110,12 @@ class PostgresStore(JobStore):
 
     def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         with self._lock:
-            return self._db.execute(sql, params).fetchone()
+            return self._db.execute(sql, [_text(p) for p in params]).fetchone()
 
     def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        # A looked-up id or filter with a NUL (hostile input) matches nothing instead of raising.
         with self._lock:
-            return self._db.execute(sql, params).fetchall()
+            return self._db.execute(sql, [_text(p) for p in params]).fetchall()
 
     # Jobs ---------------------------------------------------------------------------------
 
