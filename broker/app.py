@@ -308,6 +308,8 @@ class BrokerApp:
         refused = self.audit.refused_proto()
         if refused is not None and caller.is_operator:  # file paths and errors: operators only
             resp.refused_policy.CopyFrom(refused)
+        if caller.is_operator:
+            resp.refused_tokens_file.extend(str(p) for p in self.auth.last_problems)
         return resp
 
     def _spend_proto(

@@ -418,6 +418,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for err in r.errors:
             console.print(f"  {escape(err)}", highlight=False)
+    if resp.refused_tokens_file:
+        console.print("[red]tokens file reload refused[/] (the last good tokens stay in force):")
+        for err in resp.refused_tokens_file:
+            console.print(f"  {escape(err)}", highlight=False)
     for t in resp.tenants:
         if t.HasField("budget"):
             left = t.budget_left if t.HasField("budget_left") else t.budget

@@ -75,6 +75,10 @@ def code_of(call: object) -> grpc.StatusCode | None:
     return None
 
 
+def status_errors(stub: Stub, token: str) -> list[str]:
+    return list(stub.GetStatus(pb.GetStatusRequest(), metadata=bearer(token)).refused_tokens_file)
+
+
 def list_code(stub: Stub, token: str) -> grpc.StatusCode | None:
     return code_of(lambda: stub.ListJobs(pb.ListJobsRequest(), metadata=bearer(token)))
 
@@ -187,11 +191,18 @@ def test_sighup_reloads_tokens_and_a_bad_file_keeps_the_last_good(tmp_path: Path
             log = "".join(proc.output)
             assert re.search(rf"{re.escape(str(tokens))}:\d+:\d+: error: tokens\.3\.role", log), log
             assert not refused(TOKENS["team-b"])  # last good file still in force
+            seen = status_errors(stub, OPERATOR_TOKEN)
+            where = re.escape(str(tokens))
+            assert any(re.match(rf"{where}:\d+:\d+: error: tokens\.3\.role", e) for e in seen)
+            assert not status_errors(stub, TOKENS["team-a"])  # file paths and errors: operators only
+            shown = szb("status", "--server", proc.address, "--token", OPERATOR_TOKEN)
+            assert "tokens file reload refused" in shown.stdout and "tokens.3.role" in shown.stdout
 
             tokens.write_text("".join(line for line in good.splitlines(True) if "team-b" not in line))
             assert not refused(TOKENS["team-b"])  # not polled: nothing changes until SIGHUP
             proc.proc.send_signal(signal.SIGHUP)
             wait_until(lambda: refused(TOKENS["team-b"]), "team-b refused after SIGHUP")
+            assert not status_errors(stub, OPERATOR_TOKEN)
             assert not refused(TOKENS["team-a"]) and not refused(OPERATOR_TOKEN)
     finally:
         proc.stop()
