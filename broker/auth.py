@@ -129,7 +129,10 @@ def load_tokens(path: Path) -> list[TokenEntry]:
         else:
             entries = TokensFile.model_validate(root if root is not None else {}).tokens
     except ValidationError as exc:
-        raise PolicyError(validation_problems(exc, root, name)) from exc
+        problems = validation_problems(exc, root, name)
+        if isinstance(root, CommentedSeq):  # name fields as in the `tokens:` form
+            problems = [Problem(p.file, p.line, p.col, f"tokens.{p.message}") for p in problems]
+        raise PolicyError(problems) from exc
     seen: dict[tuple[str, str], int] = {}
     for i, entry in enumerate(entries):
         key = ("sha256", entry.sha256) if entry.sha256 is not None else ("client_cn", entry.client_cn or "")

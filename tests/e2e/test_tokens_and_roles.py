@@ -105,6 +105,9 @@ def test_digit_and_exponent_hashes_read_as_text_in_both_layouts(tmp_path: Path) 
     path = tmp_path / "t.yaml"
     path.write_text(f"- {{tenant: a, sha256: {digits}}}\n- tenant: b\n  sha256: {exp}  # note\n")
     assert [e.sha256 for e in load_tokens(path)] == [digits, exp]
+    path.write_text(f"- {{tenant: a, sha256: {digits}}}\n- {{tenant: b, role: root, sha256: {exp}}}\n")
+    with pytest.raises(PolicyError, match=rf"{path}:2:\d+: error: tokens\.1\.role: input should be"):
+        load_tokens(path)
 
 
 def test_bad_tokens_file_names_file_line_and_column(tmp_path: Path) -> None:
