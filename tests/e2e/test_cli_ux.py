@@ -170,7 +170,7 @@ def test_list_full_ids_pending_reason_wide_and_pages(
 ) -> None:
     # Four A800s exist: a holder takes them all, the next job waits and says why.
     holder = stub.SubmitJob(
-        pb.SubmitJobRequest(job=spec("holder", "import time; time.sleep(20)", gpus=4, accels=("A800",))),
+        pb.SubmitJobRequest(job=spec("holder", "import time; time.sleep(90)", gpus=4, accels=("A800",))),
         metadata=auth("team-b"),
     ).job
     wait_for(stub, holder.id, {job_pb2.JOB_STATE_RUNNING}, tenant="team-b")
@@ -183,6 +183,13 @@ def test_list_full_ids_pending_reason_wide_and_pages(
     ):
         assert time.monotonic() < deadline, "no waiting reason"
         time.sleep(0.2)
+    # Obs. 10: the waiting job is counted in its partition's queue, typed status fields are set.
+    status = stub.GetStatus(pb.GetStatusRequest(), metadata=auth("team-b"))
+    a800 = next(p for p in status.partitions if p.partition == "a800")
+    assert a800.queued_jobs >= 1 and a800.free == 0, status
+    assert status.currency == "CNY"
+    team_b = next(t for t in status.tenants if t.tenant == "team-b")
+    assert not team_b.HasField("budget")  # no budget: unset, not 0
     out = szb(broker, "list", "--state", "QUEUED", "--state", "RUNNING", tenant="team-b", columns=80)
     assert out.returncode == 0, out.stderr
     assert holder.id in out.stdout and waiting.id in out.stdout, out.stdout  # never cut at 80 columns

@@ -199,6 +199,9 @@ def test_quick_tour_on_the_embedded_default(folder: Path) -> None:
         assert "Jobs:" in run("szb status", folder, env).stdout
         run("szb spend", folder, env)
         run("szb spend --tenant dev", folder, env)
+        everyone = run("szb spend --tenant '*'", folder, env)  # obs. 5/8: no fake "Budget 0.00"
+        assert "Budget" not in everyone.stdout, everyone.stdout
+        assert json.loads(run("szb spend --tenant '*' -o json", folder, env).stdout)["budget"] is None
         by_day = run("szb spend --since 7d --by day", folder, env)
         assert "DAY" in by_day.stdout and "Budget 0.00" not in by_day.stdout
         first = json.loads(run("szb list --page-size 1 -o json", folder, env).stdout)
