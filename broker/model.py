@@ -193,9 +193,12 @@ class AcceleratorRequest(_SpecPart):
 
 
 class Resources(_SpecPart):
+    """Per node: accelerators, CPUs and memory; `nodes` > 1 is a gang placed all-or-nothing."""
+
     accelerators: AcceleratorRequest = AcceleratorRequest()
     cpus: float = Field(default=1, gt=0, le=4096)
     memory_gb: float = Field(default=1, gt=0, le=65536)
+    nodes: int = Field(default=1, ge=1, le=256)
 
 
 class Checkpoint(_SpecPart):

@@ -135,6 +135,8 @@ def spec_mapping_from_proto(msg: job_pb2.JobSpec) -> dict[str, Any]:
             res["cpus"] = r.cpus
         if r.memory_gb:
             res["memory_gb"] = r.memory_gb
+        if r.nodes:
+            res["nodes"] = r.nodes
         data["resources"] = res
     if msg.HasField("runtime_estimate"):
         data["runtime_estimate"] = checked_duration(msg.runtime_estimate, "runtime_estimate")
@@ -181,6 +183,7 @@ def spec_to_proto(spec: JobSpec) -> job_pb2.JobSpec:
             ),
             cpus=spec.resources.cpus,
             memory_gb=spec.resources.memory_gb,
+            nodes=spec.resources.nodes if spec.resources.nodes > 1 else 0,
         ),
         runtime_estimate=duration_to_proto(spec.runtime_estimate),
         priority=_PRIORITY_TO_PROTO[spec.priority],

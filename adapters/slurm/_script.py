@@ -59,6 +59,36 @@ def time_limit_minutes(request: LaunchRequest, settings: ScriptSettings) -> int:
     return max(settings.min_time_limit_min, math.ceil(seconds / 60))
 
 
+GANG_PORT = 29500
+"""MASTER_PORT of a gang unless the job's env sets one (PyTorch's default)."""
+
+
+def rank_exit_file(settings: ScriptSettings, token: str, rank: int) -> Path:
+    return settings.output_dir / f"{token}.rank{rank}.rc"
+
+
+def gang_command(argv: Sequence[str], nodes: int, settings: ScriptSettings, token: str) -> str:
+    """Run argv once per node with srun; every rank gets its rank, the world size and the master.
+
+    The batch script runs on the first node, so its host name is the master address. Each
+    rank writes its own exit code (``<token>.rank<N>.rc``) and output lines are labelled with
+    the rank; srun fails the job when any rank fails and stops the others (--kill-on-bad-exit).
+    """
+    rank_rc = shlex.quote(str(settings.output_dir / f"{token}.rank"))
+    per_rank = (
+        'SZB_NODE_RANK=$SLURM_NODEID NODE_RANK=$SLURM_NODEID RANK=$SLURM_PROCID LOCAL_RANK=0; '
+        "export SZB_NODE_RANK NODE_RANK RANK LOCAL_RANK; "
+        '"$@"; rc=$?; echo $rc > ' + rank_rc + '"$SLURM_PROCID".rc; exit $rc'
+    )
+    return (
+        f"SZB_NNODES={nodes} WORLD_SIZE={nodes} SZB_MASTER_ADDR=$(hostname)\n"
+        "MASTER_ADDR=$SZB_MASTER_ADDR MASTER_PORT=${MASTER_PORT:-" + str(GANG_PORT) + "}\n"
+        "export SZB_NNODES WORLD_SIZE SZB_MASTER_ADDR MASTER_ADDR MASTER_PORT\n"
+        f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 --label "
+        f"/bin/sh -c {shlex.quote(per_rank)} szb-rank {shlex.join(argv)}"
+    )
+
+
 def submit_body(
     request: LaunchRequest,
     part: PartitionConfig,
@@ -73,10 +103,11 @@ def submit_body(
     rc_file = shlex.quote(str(exit_code_file(settings, request.token)))
     # The exit code also goes to <token>.rc: it outlives slurmctld's MinJobAge purge, so an
     # attempt that ended while slurmrestd was unreachable is still reconciled with its code.
+    nodes = spec.resources.nodes
     script = (
         "#!/bin/sh\n"
         f"# Shangzhuang broker: job {request.job_id} attempt {request.attempt_id}\n"
-        f"{shlex.join(argv)}\n"
+        f"{gang_command(argv, nodes, settings, request.token) if nodes > 1 else shlex.join(argv)}\n"
         "rc=$?\n"
         f"echo $rc > {rc_file}.tmp && mv -f {rc_file}.tmp {rc_file}\n"
         "exit $rc\n"
@@ -105,6 +136,9 @@ def submit_body(
         job["account"] = request.account
     if request.qos:
         job["qos"] = request.qos
+    if nodes > 1:  # one Slurm job over N nodes (--nodes N), one task per node
+        job["tasks"] = nodes
+        job["tasks_per_node"] = 1
     count = spec.accelerator_count
     gres = f"gpu:{gres_type}:{count}" if gres_type else f"gpu:{count}"
     # version-specific: environment and gres encoding
@@ -112,8 +146,12 @@ def submit_body(
         job["environment"] = env
         if count:
             job["gres"] = gres
+        if nodes > 1:
+            job["nodes"] = [nodes, nodes]
     else:
         job["environment"] = [f"{k}={v}" for k, v in env.items()]
+        if nodes > 1:
+            job["minimum_nodes"] = job["maximum_nodes"] = nodes
         if count:
             job["tres_per_node"] = f"gres/{gres}"
     return {"script": script, "job": job}

@@ -125,8 +125,8 @@ def is_onprem(policy: Policy, site_id: str) -> bool:
 
 
 def demand(spec: JobSpec) -> int:
-    """What a job takes from an offer's `free`: accelerators, or CPU cores when it needs none."""
-    return spec.accelerator_count or math.ceil(spec.resources.cpus)
+    """What a job takes from an offer's `free`: accelerators, or CPU cores when it needs none (× nodes)."""
+    return (spec.accelerator_count or math.ceil(spec.resources.cpus)) * spec.resources.nodes
 
 
 def effective_max_wait(spec: JobSpec, tenant_id: str, policy: Policy) -> timedelta:

@@ -38,10 +38,10 @@ class CostSplit:
 
 
 def estimate_cost(spec: JobSpec, offer: Offer, policy: Policy, hours: float | None = None) -> float:
-    """Price × runtime in the policy currency (0 when the currency has no FX rate)."""
+    """Price × runtime × nodes in the policy currency (0 when the currency has no FX rate)."""
     runtime_h = spec.runtime_estimate.total_seconds() / 3600 if hours is None else hours
     rate = policy.rate(offer.currency or policy.currency) or 0.0
-    return offer.price_per_hour * rate * runtime_h
+    return offer.price_per_hour * rate * runtime_h * spec.resources.nodes
 
 
 def split_cost(

@@ -20,12 +20,12 @@ from broker.policy import Policy
 
 def demand_of(spec: JobSpec) -> Demand:
     r = spec.resources
-    return Demand(float(r.accelerators.count), float(r.cpus), float(r.memory_gb))
+    return Demand(float(r.accelerators.count), float(r.cpus), float(r.memory_gb)).scaled(r.nodes)
 
 
 def units_of(spec: JobSpec) -> int:
     """Quota units a job takes: accelerators, or whole cores when it needs none."""
-    return spec.accelerator_count or math.ceil(spec.resources.cpus)
+    return (spec.accelerator_count or math.ceil(spec.resources.cpus)) * spec.resources.nodes
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,10 @@ class Env:
         "cpus",
         "ctx",
         "job_fp",
+        "machine_h",
         "memory_gb",
         "min_memory_gb",
+        "nodes",
         "policy",
         "price_cap",
         "residency",
@@ -51,6 +53,9 @@ class Env:
         self.price_cap = spec.max_price_per_hour
         self.residency = spec.data_residency.value
         self.runtime_h = spec.runtime_estimate.total_seconds() / 3600.0
+        self.nodes = spec.resources.nodes
+        self.machine_h = self.runtime_h * self.nodes
+        """Node-hours: a gang of N nodes costs and emits N times one node's runtime."""
         self._job_vars: dict[str, Any] | None = None
         self.job_fp = policy.rules.job_fingerprint(self.job_vars()) if policy.rules.job_paths else ()
 

@@ -19,7 +19,7 @@ def score_carbon(g: Group, offers: list[Offer], env: Env) -> list[float]:
         return [0.0] * len(offers)
     spec = g.hw.spec
     if g.accelerator is None:
-        return [policy.document.default_power_w / 1000.0 * env.runtime_h * intensity * price_g] * len(offers)
+        return [policy.document.default_power_w / 1000.0 * env.machine_h * intensity * price_g] * len(offers)
     kw = (spec.power_w if spec is not None else policy.document.default_power_w) / 1000.0
-    per_device = kw * env.runtime_h * intensity * price_g
+    per_device = kw * env.machine_h * intensity * price_g
     return [per_device * o.count for o in offers]

@@ -34,6 +34,7 @@ from broker.placement.blocklist import filter_blocked_offers, filter_blocked_sit
 from broker.placement.carbon import score_carbon
 from broker.placement.cost import score_cost
 from broker.placement.export import filter_export
+from broker.placement.gang import filter_gang
 from broker.placement.hardware import filter_hardware_model, filter_hardware_size
 from broker.placement.health import filter_health
 from broker.placement.preference import score_preference
@@ -60,6 +61,7 @@ GROUP_FILTERS: tuple[GroupFilter, ...] = (
 OFFER_FILTERS: tuple[OfferFilter, ...] = (
     filter_hardware_size,
     filter_spot,
+    filter_gang,
     filter_price_cap,
     filter_blocked_offers,
     filter_offer_rules,
@@ -183,6 +185,7 @@ def _shape_key(env: Env) -> tuple[Any, ...]:
         env.spot,
         env.price_cap,
         env.residency,
+        env.nodes,
         env.job_fp,
         ctx.blocked,
         frozenset(sick.items()) if sick else None,
@@ -216,11 +219,11 @@ def _decide(prepared: PreparedOffers, key: tuple[Any, ...], shape: _Shape, env: 
     if tenant is not None and tenant.vouchers and balances is not None:
         # A balance covering the dearest kept offer's whole cost (discount <= 1) gives the same
         # voucher terms as any larger one: key it as "ample" so spending elsewhere keeps the memo.
-        ample = shape.top_hourly(prepared.policy) * (env.runtime_h * prepared.policy.objective.price)
+        ample = shape.top_hourly(prepared.policy) * (env.machine_h * prepared.policy.objective.price)
         vouchers = tuple(
             None if (b := balances.get(v.id, 0.0)) >= ample else b for v in tenant.vouchers
         )
-    dkey = (key, env.runtime_h, vouchers)
+    dkey = (key, env.machine_h, vouchers)
     decision: _Decision | None = prepared.decisions.get(dkey)
     if decision is None:
         allowed: list[ScoredOffer] = []

@@ -29,7 +29,7 @@ def _voucher(g: Group, env: Env) -> tuple[float, float]:
 def score_cost(g: Group, offers: list[Offer], env: Env) -> tuple[list[float], list[float]]:
     """The `cost` and `voucher` terms of each offer (policy currency)."""
     policy = env.policy
-    factor = env.runtime_h * policy.objective.price
+    factor = env.machine_h * policy.objective.price
     cur = policy.currency
     rates: dict[str, float] = {}  # a group's offers nearly always share one currency
     costs = []

@@ -349,6 +349,12 @@ class FairShare(_Doc):
     )
 
 
+class GangSettings(_Doc):
+    """Multi-node (gang) jobs: `resources.nodes` > 1, placed all-or-nothing on one site."""
+
+    spot: bool = Field(default=False, description="Gangs may run on spot capacity (one loss kills all).")
+
+
 class PolicyDocument(_Doc):
     """The whole routing policy file."""
 
@@ -369,3 +375,4 @@ class PolicyDocument(_Doc):
     burst: BurstSettings = BurstSettings()
     compliance: Compliance = Compliance()
     fair_share: FairShare = FairShare()
+    gangs: GangSettings = GangSettings()

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fshangzhuang/broker/v1/job.proto\x12\x15shangzhuang.broker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\x12\x41\x63\x63\x65leratorRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12\x0e\n\x06\x61ny_of\x18\x02 \x03(\t\x12\x15\n\rmin_memory_gb\x18\x03 \x01(\x01\"m\n\tResources\x12?\n\x0c\x61\x63\x63\x65lerators\x18\x01 \x01(\x0b\x32).shangzhuang.broker.v1.AcceleratorRequest\x12\x0c\n\x04\x63pus\x18\x02 \x01(\x01\x12\x11\n\tmemory_gb\x18\x03 \x01(\x01\"9\n\nCheckpoint\x12+\n\x08interval\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xd8\x05\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\r\n\x05image\x18\x03 \x01(\t\x12\x34\n\x03\x65nv\x18\x04 \x03(\x0b\x32\'.shangzhuang.broker.v1.JobSpec.EnvEntry\x12\x33\n\tresources\x18\x05 \x01(\x0b\x32 .shangzhuang.broker.v1.Resources\x12\x33\n\x10runtime_estimate\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08max_wait\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x08\x64\x65\x61\x64line\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08priority\x18\t \x01(\x0e\x32\x1f.shangzhuang.broker.v1.Priority\x12-\n\x04spot\x18\n \x01(\x0e\x32\x1f.shangzhuang.broker.v1.SpotMode\x12\x1f\n\x12max_price_per_hour\x18\x0b \x01(\x01H\x00\x88\x01\x01\x12<\n\x0e\x64\x61ta_residency\x18\x0c \x01(\x0e\x32$.shangzhuang.broker.v1.DataResidency\x12:\n\x06labels\x18\r \x03(\x0b\x32*.shangzhuang.broker.v1.JobSpec.LabelsEntry\x12\x35\n\ncheckpoint\x18\x0e \x01(\x0b\x32!.shangzhuang.broker.v1.Checkpoint\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x15\n\x13_max_price_per_hour\"\xdb\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12,\n\x04spec\x18\x03 \x01(\x0b\x32\x1e.shangzhuang.broker.v1.JobSpec\x12\x11\n\tclient_id\x18\x04 \x01(\t\x12.\n\x05state\x18\x05 \x01(\x0e\x32\x1f.shangzhuang.broker.v1.JobState\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04site\x18\x08 \x01(\t\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x12\x16\n\texit_code\x18\n \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08log_tail\x18\x0b \x01(\t\x12\x0f\n\x07message\x18\x0c \x01(\t\x12\x13\n\x0bpolicy_hash\x18\r \x01(\t\x12\x15\n\rinstance_type\x18\x0e \x01(\t\x12\x13\n\x0b\x61\x63\x63\x65lerator\x18\x0f \x01(\t\x12\x19\n\x11\x61\x63\x63\x65lerator_count\x18\x10 \x01(\x05\x12\x13\n\x0b\x63ost_so_far\x18\x11 \x01(\x01\x12\x15\n\rcost_currency\x18\x12 \x01(\t\x12.\n\nstart_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epending_reason\x18\x15 \x01(\tB\x0c\n\n_exit_code\"\xc7\x01\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12.\n\x05state\x18\x05 \x01(\x0e\x32\x1f.shangzhuang.broker.v1.JobState\x12\x0f\n\x07message\x18\x06 \x01(\t\x12%\n\x04\x64\x61ta\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"<\n\x08LogChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nattempt_id\x18\x03 \x01(\t*\xe6\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_PLACING\x10\x02\x12\x1a\n\x16JOB_STATE_PROVISIONING\x10\x03\x12\x15\n\x11JOB_STATE_RUNNING\x10\x04\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x05\x12\x14\n\x10JOB_STATE_FAILED\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07\x12\x17\n\x13JOB_STATE_PREEMPTED\x10\x08*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03*i\n\x08SpotMode\x12\x19\n\x15SPOT_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSPOT_MODE_NEVER\x10\x01\x12\x15\n\x11SPOT_MODE_ALLOWED\x10\x02\x12\x16\n\x12SPOT_MODE_REQUIRED\x10\x03*g\n\rDataResidency\x12\x1e\n\x1a\x44\x41TA_RESIDENCY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44\x41TA_RESIDENCY_ANY\x10\x01\x12\x1e\n\x1a\x44\x41TA_RESIDENCY_CN_MAINLAND\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fshangzhuang/broker/v1/job.proto\x12\x15shangzhuang.broker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\x12\x41\x63\x63\x65leratorRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12\x0e\n\x06\x61ny_of\x18\x02 \x03(\t\x12\x15\n\rmin_memory_gb\x18\x03 \x01(\x01\"|\n\tResources\x12?\n\x0c\x61\x63\x63\x65lerators\x18\x01 \x01(\x0b\x32).shangzhuang.broker.v1.AcceleratorRequest\x12\x0c\n\x04\x63pus\x18\x02 \x01(\x01\x12\x11\n\tmemory_gb\x18\x03 \x01(\x01\x12\r\n\x05nodes\x18\x04 \x01(\x05\"9\n\nCheckpoint\x12+\n\x08interval\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xd8\x05\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x03(\t\x12\r\n\x05image\x18\x03 \x01(\t\x12\x34\n\x03\x65nv\x18\x04 \x03(\x0b\x32\'.shangzhuang.broker.v1.JobSpec.EnvEntry\x12\x33\n\tresources\x18\x05 \x01(\x0b\x32 .shangzhuang.broker.v1.Resources\x12\x33\n\x10runtime_estimate\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08max_wait\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x08\x64\x65\x61\x64line\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08priority\x18\t \x01(\x0e\x32\x1f.shangzhuang.broker.v1.Priority\x12-\n\x04spot\x18\n \x01(\x0e\x32\x1f.shangzhuang.broker.v1.SpotMode\x12\x1f\n\x12max_price_per_hour\x18\x0b \x01(\x01H\x00\x88\x01\x01\x12<\n\x0e\x64\x61ta_residency\x18\x0c \x01(\x0e\x32$.shangzhuang.broker.v1.DataResidency\x12:\n\x06labels\x18\r \x03(\x0b\x32*.shangzhuang.broker.v1.JobSpec.LabelsEntry\x12\x35\n\ncheckpoint\x18\x0e \x01(\x0b\x32!.shangzhuang.broker.v1.Checkpoint\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x15\n\x13_max_price_per_hour\"\xdb\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12,\n\x04spec\x18\x03 \x01(\x0b\x32\x1e.shangzhuang.broker.v1.JobSpec\x12\x11\n\tclient_id\x18\x04 \x01(\t\x12.\n\x05state\x18\x05 \x01(\x0e\x32\x1f.shangzhuang.broker.v1.JobState\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04site\x18\x08 \x01(\t\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x12\x16\n\texit_code\x18\n \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08log_tail\x18\x0b \x01(\t\x12\x0f\n\x07message\x18\x0c \x01(\t\x12\x13\n\x0bpolicy_hash\x18\r \x01(\t\x12\x15\n\rinstance_type\x18\x0e \x01(\t\x12\x13\n\x0b\x61\x63\x63\x65lerator\x18\x0f \x01(\t\x12\x19\n\x11\x61\x63\x63\x65lerator_count\x18\x10 \x01(\x05\x12\x13\n\x0b\x63ost_so_far\x18\x11 \x01(\x01\x12\x15\n\rcost_currency\x18\x12 \x01(\t\x12.\n\nstart_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epending_reason\x18\x15 \x01(\tB\x0c\n\n_exit_code\"\xc7\x01\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12.\n\x05state\x18\x05 \x01(\x0e\x32\x1f.shangzhuang.broker.v1.JobState\x12\x0f\n\x07message\x18\x06 \x01(\t\x12%\n\x04\x64\x61ta\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"<\n\x08LogChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nattempt_id\x18\x03 \x01(\t*\xe6\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_PLACING\x10\x02\x12\x1a\n\x16JOB_STATE_PROVISIONING\x10\x03\x12\x15\n\x11JOB_STATE_RUNNING\x10\x04\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x05\x12\x14\n\x10JOB_STATE_FAILED\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07\x12\x17\n\x13JOB_STATE_PREEMPTED\x10\x08*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03*i\n\x08SpotMode\x12\x19\n\x15SPOT_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSPOT_MODE_NEVER\x10\x01\x12\x15\n\x11SPOT_MODE_ALLOWED\x10\x02\x12\x16\n\x12SPOT_MODE_REQUIRED\x10\x03*g\n\rDataResidency\x12\x1e\n\x1a\x44\x41TA_RESIDENCY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44\x41TA_RESIDENCY_ANY\x10\x01\x12\x1e\n\x1a\x44\x41TA_RESIDENCY_CN_MAINLAND\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,30 +38,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBSPEC_ENVENTRY']._serialized_options = b'8\001'
   _globals['_JOBSPEC_LABELSENTRY']._loaded_options = None
   _globals['_JOBSPEC_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=2001
-  _globals['_JOBSTATE']._serialized_end=2231
-  _globals['_PRIORITY']._serialized_start=2233
-  _globals['_PRIORITY']._serialized_end=2327
-  _globals['_SPOTMODE']._serialized_start=2329
-  _globals['_SPOTMODE']._serialized_end=2434
-  _globals['_DATARESIDENCY']._serialized_start=2436
-  _globals['_DATARESIDENCY']._serialized_end=2539
+  _globals['_JOBSTATE']._serialized_start=2016
+  _globals['_JOBSTATE']._serialized_end=2246
+  _globals['_PRIORITY']._serialized_start=2248
+  _globals['_PRIORITY']._serialized_end=2342
+  _globals['_SPOTMODE']._serialized_start=2344
+  _globals['_SPOTMODE']._serialized_end=2449
+  _globals['_DATARESIDENCY']._serialized_start=2451
+  _globals['_DATARESIDENCY']._serialized_end=2554
   _globals['_ACCELERATORREQUEST']._serialized_start=153
   _globals['_ACCELERATORREQUEST']._serialized_end=227
   _globals['_RESOURCES']._serialized_start=229
-  _globals['_RESOURCES']._serialized_end=338
-  _globals['_CHECKPOINT']._serialized_start=340
-  _globals['_CHECKPOINT']._serialized_end=397
-  _globals['_JOBSPEC']._serialized_start=400
-  _globals['_JOBSPEC']._serialized_end=1128
-  _globals['_JOBSPEC_ENVENTRY']._serialized_start=1016
-  _globals['_JOBSPEC_ENVENTRY']._serialized_end=1058
-  _globals['_JOBSPEC_LABELSENTRY']._serialized_start=1060
-  _globals['_JOBSPEC_LABELSENTRY']._serialized_end=1105
-  _globals['_JOB']._serialized_start=1131
-  _globals['_JOB']._serialized_end=1734
-  _globals['_JOBEVENT']._serialized_start=1737
-  _globals['_JOBEVENT']._serialized_end=1936
-  _globals['_LOGCHUNK']._serialized_start=1938
-  _globals['_LOGCHUNK']._serialized_end=1998
+  _globals['_RESOURCES']._serialized_end=353
+  _globals['_CHECKPOINT']._serialized_start=355
+  _globals['_CHECKPOINT']._serialized_end=412
+  _globals['_JOBSPEC']._serialized_start=415
+  _globals['_JOBSPEC']._serialized_end=1143
+  _globals['_JOBSPEC_ENVENTRY']._serialized_start=1031
+  _globals['_JOBSPEC_ENVENTRY']._serialized_end=1073
+  _globals['_JOBSPEC_LABELSENTRY']._serialized_start=1075
+  _globals['_JOBSPEC_LABELSENTRY']._serialized_end=1120
+  _globals['_JOB']._serialized_start=1146
+  _globals['_JOB']._serialized_end=1749
+  _globals['_JOBEVENT']._serialized_start=1752
+  _globals['_JOBEVENT']._serialized_end=1951
+  _globals['_LOGCHUNK']._serialized_start=1953
+  _globals['_LOGCHUNK']._serialized_end=2013
 # @@protoc_insertion_point(module_scope)

@@ -142,10 +142,13 @@ class Resources(_message.Message):
     ACCELERATORS_FIELD_NUMBER: _builtins.int
     CPUS_FIELD_NUMBER: _builtins.int
     MEMORY_GB_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
     cpus: _builtins.float
     """Unset (0) takes the default of 1."""
     memory_gb: _builtins.float
     """Unset (0) takes the default of 1."""
+    nodes: _builtins.int
+    """Nodes of a gang job (accelerators, cpus and memory are per node); unset (0) means 1."""
     @_builtins.property
     def accelerators(self) -> Global___AcceleratorRequest: ...
     def __init__(
@@ -154,10 +157,11 @@ class Resources(_message.Message):
         accelerators: Global___AcceleratorRequest | None = ...,
         cpus: _builtins.float = ...,
         memory_gb: _builtins.float = ...,
+        nodes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accelerators", b"accelerators"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerators", b"accelerators", "cpus", b"cpus", "memory_gb", b"memory_gb"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerators", b"accelerators", "cpus", b"cpus", "memory_gb", b"memory_gb", "nodes", b"nodes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

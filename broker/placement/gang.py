@@ -1,0 +1,45 @@
+"""Filter: a gang (`resources.nodes` > 1) runs all-or-nothing on one site.
+
+On-prem, the partition needs that many nodes. Clouds would need N instances in one placement
+group (AWS cluster placement group, Alibaba deployment set) launched and rolled back
+together; the cloud adapters do not do that yet, so cloud offers are refused for gangs with
+that reason. Spot is off for gangs unless the policy's `gangs.spot` allows it.
+"""
+
+from __future__ import annotations
+
+from broker.model import Offer
+from broker.placement._env import Env, Group
+from broker.placement._filter import OfferRejections
+from broker.placement.types import Reason
+
+GANG = "job.nodes"
+
+
+def filter_gang(g: Group, offers: list[Offer], env: Env) -> tuple[list[Offer], OfferRejections]:
+    """Keep offers that can host all of a gang's nodes at once (every offer for a one-node job)."""
+    n = env.nodes
+    if n <= 1:
+        return offers, []
+    site = g.site
+    if site is None or not site.partitions:
+        why = (
+            f"a {n}-node gang needs {n} instances in one placement group; gangs on clouds are not "
+            "supported yet"
+        )
+        return [], [(o, (Reason(GANG, why),)) for o in offers]
+    nodes = {p.name: p.nodes for p in site.partitions}
+    kept: list[Offer] = []
+    rejected: OfferRejections = []
+    spot_ok = env.policy.document.gangs.spot
+    for o in offers:
+        have = nodes.get(o.instance_type, 1)
+        if have < n:
+            rejected.append(
+                (o, (Reason(GANG, f"partition {o.instance_type} has {have} node(s), the gang needs {n}"),))
+            )
+        elif o.spot and not spot_ok:
+            rejected.append((o, (Reason(GANG, "gangs do not run on spot capacity (policy gangs.spot)"),)))
+        else:
+            kept.append(o)
+    return kept, rejected

@@ -1,0 +1,73 @@
+"""Gang jobs in placement (issue 14): all nodes on one site, priced and counted as a whole."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from broker.burst import demand, estimate_cost
+from broker.model import AcceleratorRequest, JobSpec, Offer, Resources, SpotMode, TenantId
+from broker.placement import PlacementContext, place
+from broker.policy import Policy
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def spec(nodes: int, *, spot: SpotMode = SpotMode.ALLOWED) -> JobSpec:
+    return JobSpec(
+        name="train",
+        command=("torchrun", "train.py"),
+        runtime_estimate=timedelta(hours=2),
+        resources=Resources(
+            accelerators=AcceleratorRequest(count=8, any_of=("A800",)), cpus=32, memory_gb=256, nodes=nodes
+        ),
+        spot=spot,
+    )
+
+
+def test_gang_runs_only_where_one_site_has_all_its_nodes(policy: Policy, offers: list[Offer]) -> None:
+    expl = place(spec(2), TenantId("pku-nlp"), offers, policy, PlacementContext(now=NOW))
+    allowed = {s.offer.site for s in expl.allowed}
+    assert allowed == {"shangzhuang-onprem"}  # a800 has 16 nodes; clouds cannot place gangs yet
+    anywhere = spec(2).model_copy(
+        update={"resources": Resources(accelerators=AcceleratorRequest(count=1), cpus=4, memory_gb=16, nodes=2)}
+    )
+    any_gpu = place(anywhere, TenantId("pku-nlp"), offers, policy, PlacementContext(now=NOW))
+    assert {s.offer.site for s in any_gpu.allowed} == {"shangzhuang-onprem"}
+    cloud = [s for s in any_gpu.offers if s.offer.site != "shangzhuang-onprem"]
+    assert any(r.rule == "job.nodes" and "placement group" in r.message for s in cloud for r in s.reasons)
+    too_big = place(spec(17), TenantId("pku-nlp"), offers, policy, PlacementContext(now=NOW))
+    assert not too_big.allowed
+    reasons = {r.message for s in too_big.offers for r in s.reasons if r.rule == "job.nodes"}
+    assert "partition a800 has 16 node(s), the gang needs 17" in reasons
+
+
+def test_gang_counts_the_whole_gang_in_price_and_capacity(policy: Policy, offers: list[Offer]) -> None:
+    one = place(spec(1), TenantId("pku-nlp"), offers, policy, PlacementContext(now=NOW))
+    four = place(spec(4), TenantId("pku-nlp"), offers, policy, PlacementContext(now=NOW))
+    pick = next(s for s in four.allowed if s.offer.instance_type == "a800" and s.offer.count == 8)
+    same = next(s for s in one.allowed if s.offer.key == pick.offer.key and s.offer.count == 8)
+    assert pick.terms["cost"] == 4 * same.terms["cost"]
+    assert estimate_cost(spec(4), pick.offer, policy) == 4 * estimate_cost(spec(1), pick.offer, policy)
+    assert demand(spec(4)) == 32
+
+
+def test_gangs_stay_off_spot_unless_the_policy_allows(policy: Policy) -> None:
+    onprem_spot = Offer(
+        site="shangzhuang-onprem",
+        instance_type="a800",
+        accelerator="A800",
+        count=8,
+        price_per_hour=1,
+        spot=True,
+    )
+    expl = place(spec(2), TenantId("pku-nlp"), [onprem_spot], policy, PlacementContext(now=NOW))
+    assert not expl.allowed
+    assert any("gangs do not run on spot" in r.message for s in expl.offers for r in s.reasons)
+    relaxed = policy.model_copy(
+        update={
+            "document": policy.document.model_copy(
+                update={"gangs": policy.document.gangs.model_copy(update={"spot": True})}
+            )
+        }
+    )
+    assert place(spec(2), TenantId("pku-nlp"), [onprem_spot], relaxed, PlacementContext(now=NOW)).allowed

@@ -1,0 +1,117 @@
+"""Gang jobs on Slurm (issue 14): one Slurm job over N nodes, every rank with its rank variables.
+
+The test cluster's `cpu` partition has both nodes (two slurmd on one host), so a 2-node gang
+runs there; the GPU partitions have one node each.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from adapters.slurm._script import output_file, rank_exit_file
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.model import AttemptId, AttemptState, JobId, JobSpec, LaunchRequest, Offer, Resources
+from tests.brokerproc import BrokerProcess
+from tests.slurm.conftest import PARTITIONS, SITE, SlurmCluster, Tracker
+from tests.slurm.onprem import auth, write_onprem_config
+
+pytestmark = pytest.mark.slurm
+TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
+
+REPORT = (
+    'echo "rank=$RANK node=$SZB_NODE_RANK nnodes=$SZB_NNODES world=$WORLD_SIZE '
+    'master=$MASTER_ADDR:$MASTER_PORT"'
+)
+
+
+def gang(script: str, nodes: int = 2) -> LaunchRequest:
+    spec = JobSpec(
+        name="gang",
+        command=("/bin/sh", "-c", script),
+        runtime_estimate=timedelta(minutes=2),
+        resources=Resources(cpus=1, memory_gb=0.25, nodes=nodes),
+    )
+    offer = Offer(site=SITE, instance_type="cpu", accelerator=None, count=0, price_per_hour=1.0)
+    tok = f"tok-{uuid.uuid4().hex}"
+    return LaunchRequest(
+        job_id=JobId(f"job-{tok[-8:]}"),
+        attempt_id=AttemptId(f"att-{tok[-8:]}"),
+        token=tok,
+        spec=spec,
+        offer=offer,
+    )
+
+
+def test_two_node_gang_runs_every_rank_with_its_variables(slurm: Tracker) -> None:
+    adapter = slurm.make(partitions={**PARTITIONS, "cpu": None})
+    request = gang(REPORT)
+    backend_id = slurm.submit(request, adapter)
+    status = slurm.wait(backend_id, {AttemptState.SUCCEEDED, AttemptState.FAILED})
+    assert status.state == AttemptState.SUCCEEDED, status
+    out = output_file(adapter.settings, request.token).read_text()
+    lines = sorted(line.split(": ", 1)[1] for line in out.splitlines() if "rank=" in line)
+    assert [line.split()[0] for line in lines] == ["rank=0", "rank=1"]
+    assert {line.split()[1] for line in lines} == {"node=0", "node=1"}
+    assert all("nnodes=2 world=2" in line for line in lines)
+    masters = {line.split()[-1] for line in lines}
+    assert len(masters) == 1 and masters.pop().endswith(":29500")
+    for rank in (0, 1):  # each rank reports its own exit code
+        assert rank_exit_file(adapter.settings, request.token, rank).read_text().strip() == "0"
+
+
+def test_gang_fails_when_any_rank_fails(slurm: Tracker) -> None:
+    adapter = slurm.make(partitions={**PARTITIONS, "cpu": None})
+    request = gang('if [ "$RANK" = 1 ]; then exit 3; fi; sleep 1')
+    backend_id = slurm.submit(request, adapter)
+    status = slurm.wait(backend_id, {AttemptState.SUCCEEDED, AttemptState.FAILED})
+    assert status.state == AttemptState.FAILED
+    assert rank_exit_file(adapter.settings, request.token, 1).read_text().strip() == "3"
+
+
+@pytest.fixture(scope="module")
+def broker(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    folder = tmp_path_factory.mktemp("gang")
+    config = write_onprem_config(folder, slurm_cluster.env, broker_id=f"szb-gang-{uuid.uuid4().hex[:8]}")
+    proc = BrokerProcess(config)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def test_gang_through_the_broker_runs_as_one_slurm_job_and_is_priced_whole(broker: BrokerProcess) -> None:
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = job_pb2.JobSpec(
+            name="gang", command=["/bin/sh", "-c", REPORT], runtime_estimate=duration_pb2.Duration(seconds=3600)
+        )
+        job.resources.nodes = 2
+        job.resources.cpus = 1
+        # explain prices the whole gang: two nodes of the cpu partition for the runtime.
+        two = stub.ExplainPlacement(pb.ExplainPlacementRequest(job=job), metadata=auth()).explanation
+        one = stub.ExplainPlacement(
+            pb.ExplainPlacementRequest(job=_one_node(job)), metadata=auth()
+        ).explanation
+        assert two.chosen.instance_type == "cpu"
+        assert two.chosen.terms["cost"] == pytest.approx(2 * one.chosen.terms["cost"], rel=1e-3)
+        job_id = stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth()).job.id
+        deadline = time.monotonic() + 60
+        while (got := stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth()).job).state not in TERMINAL:
+            assert time.monotonic() < deadline, got.message
+            time.sleep(0.2)
+        assert got.state == job_pb2.JOB_STATE_SUCCEEDED, got.message
+        assert got.spec.resources.nodes == 2
+
+
+def _one_node(job: job_pb2.JobSpec) -> job_pb2.JobSpec:
+    single = job_pb2.JobSpec()
+    single.CopyFrom(job)
+    single.resources.nodes = 1
+    return single
