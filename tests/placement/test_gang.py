@@ -29,7 +29,9 @@ def test_gang_runs_only_where_one_site_has_all_its_nodes(policy: Policy, offers:
     allowed = {s.offer.site for s in expl.allowed}
     assert allowed == {"shangzhuang-onprem"}  # a800 has 16 nodes; clouds cannot place gangs yet
     anywhere = spec(2).model_copy(
-        update={"resources": Resources(accelerators=AcceleratorRequest(count=1), cpus=4, memory_gb=16, nodes=2)}
+        update={
+            "resources": Resources(accelerators=AcceleratorRequest(count=1), cpus=4, memory_gb=16, nodes=2)
+        }
     )
     any_gpu = place(anywhere, TenantId("pku-nlp"), offers, policy, PlacementContext(now=NOW))
     assert {s.offer.site for s in any_gpu.allowed} == {"shangzhuang-onprem"}

@@ -90,7 +90,9 @@ def test_gang_through_the_broker_runs_as_one_slurm_job_and_is_priced_whole(broke
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         job = job_pb2.JobSpec(
-            name="gang", command=["/bin/sh", "-c", REPORT], runtime_estimate=duration_pb2.Duration(seconds=3600)
+            name="gang",
+            command=["/bin/sh", "-c", REPORT],
+            runtime_estimate=duration_pb2.Duration(seconds=3600),
         )
         job.resources.nodes = 2
         job.resources.cpus = 1
