@@ -138,3 +138,18 @@ def test_explain_names_the_blocking_rule_first(
     assert out.index("us-export-3a090") < out.index("hardware.fit")
     assert "[us-export-3a090]" in out  # the rule id survives rich rendering
     assert "USD" in out and "CNY" in out
+
+
+def test_explain_refuses_server_with_policy_or_tenant(
+    cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Obs. 7: with SZB_SERVER set, --policy/--tenant were silently ignored; now a usage error."""
+    job = tmp_path / "job.yaml"
+    job.write_text("name: finetune\ncommand: [python]\nruntime_estimate: 1h\n")
+    policy = str(CONFIGS / "policy.yaml")
+    assert cli(["explain", str(job), "--server", "127.0.0.1:9", "--policy", policy]) == 2
+    assert "usage error" in capsys.readouterr().err
+    monkeypatch.setenv("SZB_SERVER", "127.0.0.1:9")
+    assert cli(["explain", str(job), "--tenant", "pku-nlp"]) == 2
+    err = capsys.readouterr().err
+    assert "--server (or SZB_SERVER)" in err and "--policy/--tenant" in err
