@@ -40,6 +40,9 @@ class FairQueue:
     def __init__(self) -> None:
         self.book = FairShareBook(0.0)
         self.standings: dict[str, Standing] = {}
+        self.provisional: dict[str, Standing] = {}
+        """Standings of jobs ordered only among other new jobs (used to decide, never shown:
+        their positions count only the new jobs)."""
         self.reasons: dict[str, str] = {}
         """The last decision's summary per queued job (shown after its standing)."""
         self._last: list[QueuedWork] = []
@@ -133,11 +136,12 @@ class FairQueue:
         standings = self._run(policy, work, now)
         by_id = {j.id: j for j in jobs}
         if remember:
+            self.provisional = {}
             self.standings = {s.job_id: s for s in standings}
             self.reasons = {k: v for k, v in self.reasons.items() if k in self.standings}
             self._last = work
         else:
-            self.standings.update({s.job_id: s for s in standings if s.job_id not in self.standings})
+            self.provisional.update({s.job_id: s for s in standings if s.job_id not in self.standings})
         return [by_id[s.job_id] for s in standings]  # type: ignore[index]
 
     def _run(self, policy: Policy, work: Sequence[QueuedWork], now: datetime) -> list[Standing]:
@@ -150,6 +154,7 @@ class FairQueue:
 
     def forget(self, job_id: str) -> None:
         self.standings.pop(job_id, None)
+        self.provisional.pop(job_id, None)
         self.reasons.pop(job_id, None)
 
     def describe(self, job_id: str) -> str | None:
@@ -179,12 +184,12 @@ class FairQueue:
     def over_share(self, policy: Policy, job: Job) -> bool:
         """The tenant is so far over its share that the policy has its jobs burst rather than wait."""
         limit = policy.document.fair_share.over_share_burst_ratio
-        st = self.standings.get(job.id)
+        st = self.standings.get(job.id) or self.provisional.get(job.id)
         return limit is not None and st is not None and not st.in_quota and st.ratio > limit
 
     def adjust(self, policy: Policy, job: Job, decision: Decision, snap: PassSnapshot) -> Decision:
         """Apply the job's standing to its decision (see the module docstring)."""
-        st = self.standings.get(job.id)
+        st = self.standings.get(job.id) or self.provisional.get(job.id)
         if st is None:
             return decision
         offer = decision.offer
