@@ -5,7 +5,10 @@
 Scenarios (configs/scenarios/): `alibaba-peak` (the bundled Alibaba GPU v2023 trace, 50x
 time compression, 256 on-prem GPUs: the quality target), `alibaba-gpuspec` (the same with the
 trace's GPU-model lists kept), `synthetic-llm` (generated LLM-heavy week, policy only: the
-speed target). Prints one row per (scenario, strategy).
+speed target). Two untuned slices (the policy knobs were set on the whole `alibaba-peak`
+run, never on these): `slice-early` and `slice-late`, the first and second half of the
+trace's jobs in submit order, each against a smaller on-prem cluster of 192 GPUs.
+Prints one row per (scenario, strategy); `--json` adds the knob settings once.
 """
 
 from __future__ import annotations
@@ -32,8 +35,14 @@ TRACE = ROOT / "configs/traces/alibaba-gpu-v2023-openb-pods.csv.gz"
 POLICY = ROOT / "configs/policy-sim.yaml"
 
 
+SLICES = {"slice-early": (0.0, 0.5), "slice-late": (0.5, 1.0)}
+"""Untuned time slices: (from, to) as fractions of the trace's jobs in submit order."""
+SLICE_GPUS = 192
+
+
 def run_one(name: str, synthetic_jobs: int) -> dict[str, Any]:
-    scenario = load_scenario(ROOT / "configs/scenarios" / f"{name}.yaml")
+    base = "alibaba-peak" if name in SLICES else name
+    scenario = load_scenario(ROOT / "configs/scenarios" / f"{base}.yaml")
     policy = load_policy(POLICY)
     started = time.perf_counter()
     if name.startswith("synthetic"):
@@ -44,6 +53,10 @@ def run_one(name: str, synthetic_jobs: int) -> dict[str, Any]:
     else:
         trace, _ = read_trace(TRACE, max_runtime_s=scenario.max_runtime_s)
         baselines = BASELINES
+        if name in SLICES:
+            lo, hi = SLICES[name]
+            trace = trace[int(lo * len(trace)) : int(hi * len(trace))]
+            scenario = scenario.model_copy(update={"onprem_gpus": SLICE_GPUS, "name": name})
     jobs = build_jobs(trace, policy, scenario)
     sim = simulate(policy, jobs, scenario, baselines=baselines, lower_bound=bool(baselines))
     result = dict(sim.result)
@@ -53,16 +66,32 @@ def run_one(name: str, synthetic_jobs: int) -> dict[str, Any]:
     return result
 
 
+def knobs() -> dict[str, Any]:
+    """The policy knobs every scenario ran with (reported once, not per slice)."""
+    b = load_policy(POLICY).burst
+    return {
+        "wait_model": b.wait_model,
+        "wait_estimate_factor": b.wait_estimate_factor,
+        "late_wait_factor": b.late_wait_factor,
+        "hysteresis_s": b.hysteresis.total_seconds(),
+        "spot_max_expected_restarts": b.spot_max_expected_restarts,
+        "provisioning_p95_s": {k: v.provisioning_p95.total_seconds() for k, v in b.sites.items()},
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--synthetic-jobs", type=int, default=100_000)
+    parser.add_argument("--policy", type=Path, default=None, help=f"default: {POLICY.relative_to(ROOT)}")
     args = parser.parse_args()
-    names = args.only or ["alibaba-peak", "alibaba-gpuspec", "synthetic-llm"]
+    global POLICY
+    POLICY = args.policy or POLICY
+    names = args.only or ["alibaba-peak", "alibaba-gpuspec", *SLICES, "synthetic-llm"]
     results = [run_one(n, args.synthetic_jobs) for n in names]
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({"knobs": knobs(), "results": results}, indent=2))
         return 0
     head = (
         f"{'scenario':16} {'strategy':15} {'jobs':>7} {'cost':>11} {'ratio':>6} {'SLO':>6} {'p95 wait':>9} "
@@ -78,7 +107,11 @@ def main() -> int:
                 f"{'-' if s['p95_wait_s'] is None else s['p95_wait_s']:>9} {s['burst_fraction']:>6.3f} "
                 f"{s['budget_violations']:>3} {s['compliance_violations']:>3} {s['wall_s']:>7}"
             )
-        print(f"{r['scenario']:16} lower bound {r.get('lower_bound_cost')}; total {r['wall_s_total']} s")
+        print(
+            f"{r['scenario']:16} lower bound {r.get('lower_bound_cost')}; offline {r.get('offline_cost')} "
+            f"(offline_ratio {r.get('offline_ratio')}); total {r['wall_s_total']} s"
+        )
+    print("knobs:", json.dumps(knobs()))
     return 0
 
 

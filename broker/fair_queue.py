@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from broker.burst import is_onprem
+from broker.burst import effective_max_wait, is_onprem
 from broker.catalog.accelerators import normalize
 from broker.decision import Action, Decision
 from broker.fairshare import (
@@ -130,6 +130,7 @@ class FairQueue:
                 demand=demand_of(j.spec),
                 units=units_of(j.spec),
                 partitions=self.candidates(policy, j.spec, j.tenant),
+                due=j.created_at + effective_max_wait(j.spec, j.tenant, policy),
             )
             for j in jobs
         ]
@@ -175,6 +176,7 @@ class FairQueue:
             demand=demand_of(spec),
             units=units_of(spec),
             partitions=self.candidates(policy, spec, tenant),
+            due=now + effective_max_wait(spec, tenant, policy),
         )
         standings = self._run(policy, [*self._last, me], now)
         return next(s for s in standings if s.job_id == me.job_id)

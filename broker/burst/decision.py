@@ -23,7 +23,7 @@ from typing import Any
 
 from broker.burst.money import TenantMoney, estimate_cost, split_cost
 from broker.burst.routes import RouteState, route_refusal
-from broker.burst.spot import offer_outlook, spot_refusal
+from broker.burst.spot import offer_outlook, provisioning_p95_h, spot_refusal
 from broker.decision import Action, Decision
 from broker.model import JobSpec, Offer, SiteId, SpotMode, TenantId
 from broker.placement import (
@@ -64,6 +64,11 @@ class BurstInputs:
     """Partition key -> (free units, expected wait seconds) as the backend reports them now;
     overrides the on-prem offers' own `free` and `expected_wait_s`, so the offer list can stay
     one static catalog (and placement's memo stays warm) while capacity changes."""
+    projected_wait: Mapping[str, float] = field(default_factory=dict)
+    """Partition key -> this job's projected wait there (`broker.burst.projection`: running
+    jobs' expected ends and the queue ahead in dispatch order). Where given, it replaces the
+    fluid estimate, and a late job bursts at the last responsible moment (deadline minus the
+    route's provisioning p95) instead of after the hysteresis."""
 
 
 _ONPREM: dict[int, tuple[Policy, frozenset[str]]] = {}
@@ -154,6 +159,12 @@ def _spot_risk_cost(spec: JobSpec, scored: ScoredOffer, policy: Policy) -> float
     return scored.terms.get("cost", 0.0) * (out.billed_h / runtime_h - 1.0)
 
 
+def _safety_lead_s(policy: Policy) -> float:
+    """The longest provisioning p95 of any cloud route: past it, a burst may come too late."""
+    leads = (provisioning_p95_h(policy, site.id) * 3600 for site in policy.sites if not site.partitions)
+    return max(leads, default=0.0)
+
+
 def _late_cost(wait_s: float, allowed_s: float, policy: Policy) -> float:
     late_h = max(0.0, wait_s - allowed_s) / 3600
     return late_h * policy.objective.wait_hour_cost * policy.burst.late_wait_factor
@@ -239,7 +250,12 @@ def decide(
         free = s.offer.free if cap is None else cap[0]
         return free is None or free - claimed >= need
 
+    projected = inputs.projected_wait
+
     def wait(s: ScoredOffer) -> float:
+        got = projected.get(s.offer.partition)
+        if got is not None:
+            return got
         cap = live.get(s.offer.partition)
         base = s.offer.expected_wait_s if cap is None else cap[1]
         raw = base + inputs.onprem_adjust.get(s.offer.partition, (0, 0.0))[1]
@@ -294,8 +310,19 @@ def decide(
             )
         return done(Action.WAIT, None, "no on-prem offer fits and no cloud offer is usable now", *refused[:5])
 
-    queue = min(onprem, key=lambda s: (wait(s), score(s), s.offer.key))
+    # Partition choice by cost among those where the job starts in time; else the shortest wait.
+    on_time = [s for s in onprem if wait(s) <= remaining]
+    if on_time and projected:
+        queue = min(on_time, key=lambda s: (score(s), wait(s), s.offer.key))
+    else:
+        queue = min(onprem, key=lambda s: (wait(s), score(s), s.offer.key))
     wait_s = wait(queue)
+    lead = _safety_lead_s(policy)
+    if queue.offer.partition in projected and wait_s > 0 and remaining <= lead:
+        # Past the last responsible moment a start that is not now may slip past the deadline
+        # with no time left to burst: count it as late by a provisioning time (the "Can't Be
+        # Late" safety net: commit to the sure option when the slack is gone).
+        wait_s = max(wait_s, remaining + lead)
     wait_cost = score(queue) + _late_cost(wait_s, remaining, policy)
     numbers.update(
         onprem_site=queue.offer.site,
@@ -332,6 +359,28 @@ def decide(
             queue,
             f"waiting is cheaper: on-prem {wait_cost:.2f} vs cloud "
             f"{cloud_cost:.2f} {policy.currency} ({best.offer.key})",
+        )
+    if queue.offer.partition in projected:
+        # Capacity may still free sooner than projected: wait until the last moment a burst
+        # can still start the job on time (its deadline minus the route's provisioning p95).
+        lead = provisioning_p95_h(policy, best.offer.site) * 3600
+        if remaining > lead:
+            return done(
+                Action.WAIT,
+                queue,
+                f"projected on-prem start in {wait_s / 60:.0f} min is late; bursting to "
+                f"{best.offer.site} at the last responsible moment, in {(remaining - lead) / 60:.0f} min",
+                burst_in_s=round(remaining - lead),
+            )
+        return done(
+            Action.RUN,
+            best,
+            f"burst: projected on-prem start in {wait_s / 60:.0f} min is past the "
+            f"{remaining / 60:.0f} min left of max_wait and {best.offer.site} costs {cloud_cost:.2f} "
+            f"< {wait_cost:.2f} {policy.currency} for waiting",
+            burst=True,
+            cash=round(cash, 2),
+            voucher=round(voucher, 2),
         )
     since = inputs.burst_pending_since or now
     hysteresis = policy.burst.hysteresis.total_seconds()

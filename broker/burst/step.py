@@ -31,6 +31,7 @@ def build_inputs(
     pending_since: datetime | None,
     queueing_sites: frozenset[str],
     unhealthy: Mapping[SiteId, str] | None = None,
+    projected_wait: Mapping[str, float] | None = None,
 ) -> BurstInputs:
     """The decision inputs of one queued job, as of the pass snapshot."""
     return BurstInputs(
@@ -44,6 +45,7 @@ def build_inputs(
         queueing_sites=queueing_sites,
         onprem_adjust=snap.adjustments(),
         onprem_capacity=snap.capacity,
+        projected_wait=projected_wait or {},
     )
 
 

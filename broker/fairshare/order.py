@@ -1,6 +1,7 @@
 """Fair-share ordering of queued on-prem work across tenants. Pure: no I/O, no clock.
 
-1. Within a tenant, jobs go by priority, then age (then id).
+1. Within a tenant, jobs go by priority, then deadline (arrival + max_wait, when known),
+   then age (then id).
 2. A tenant's jobs that fit in what is left of its guaranteed quota on a partition they
    can run on are *in quota*; the rest is *borrowed* work. Every in-quota job goes ahead of
    every borrowed job.
@@ -38,6 +39,8 @@ class QueuedWork:
     """What the job takes from a quota: accelerators, or cores when it needs none."""
     partitions: tuple[str, ...] = ()
     """On-prem partitions (`site/partition`) that could run it; empty: none can."""
+    due: datetime | None = None
+    """When it must start (arrival + max_wait); within a priority, earlier deadlines go first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +124,7 @@ def order(
 
     tiers: tuple[dict[str, list[QueuedWork]], dict[str, list[QueuedWork]]] = ({}, {})
     for tenant, jobs in by_tenant.items():
-        jobs.sort(key=lambda w: (_PRIORITY_RANK[w.priority], w.created_at, w.job_id))
+        jobs.sort(key=lambda w: (_PRIORITY_RANK[w.priority], w.due or w.created_at, w.created_at, w.job_id))
         st = states[tenant]
         left = {p: q - st.in_use.get(p, 0) for p, q in st.share.quota.items()}
         for w in jobs:

@@ -243,6 +243,12 @@ class BurstSettings(_Doc):
         description="Scales on-prem wait estimates in the burst decision; below 1 trusts the queue to "
         "drain sooner than estimated (estimates built from time limits run high).",
     )
+    wait_model: Literal["fluid", "projected"] = Field(
+        default="fluid",
+        description="fluid: backlog / capacity x wait_estimate_factor, bursting after the hysteresis; "
+        "projected: each job's start projected from running jobs' ends and the queue ahead, bursting "
+        "at the last responsible moment (where the dispatcher supplies projections).",
+    )
     late_wait_factor: float = Field(
         default=4.0,
         ge=0,

@@ -23,6 +23,7 @@ from typing import Protocol
 from adapters.base import CapacityError
 from broker.burst import TenantMoney, is_onprem, split_cost
 from broker.burst.money import month_of
+from broker.burst.projection import queue_key
 from broker.burst.spot import offer_outlook
 from broker.decision import Action, Decision
 from broker.dispatch.failover import Blocklist, FailoverPolicy
@@ -34,6 +35,7 @@ from broker.policy import Policy
 from broker.sim.backends import Clouds, Ledger, OfferBook, Partition, onprem_partitions
 from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.metrics import JobRecord, RunResult, Series, carbon_g
+from broker.sim.queues import Key, ProjectedQueues
 from broker.sim.scenario import Scenario
 from broker.snapshot import PassSnapshot, partition_key
 
@@ -148,6 +150,9 @@ class Engine:
         self.by_tenant: dict[str, dict[str, deque[tuple[int, int]]]] = {k: {} for k in self.parts}
         self.fen = {k: _Fenwick(len(jobs)) for k in self.parts}
         self.cloud_wait: deque[tuple[int, int]] = deque()
+        self.projected = ProjectedQueues(self.parts)
+        if policy.burst.wait_model == "projected" and hasattr(strategy, "projector"):
+            strategy.projector = self._project
         self.events: list[tuple[float, int, int, int, int]] = []
         self.seq = 0
         self.queued = 0
@@ -296,6 +301,7 @@ class Engine:
                             Demand(r.accelerators.count, r.cpus, r.memory_gb),
                             job.demand,
                             self.state[j].cands or (key,),
+                            due=job.created_at + timedelta(seconds=job.max_wait_s),
                         )
                     )
         if not work:
@@ -345,6 +351,7 @@ class Engine:
         )
         for j in batch:
             st = self.state[j]
+            self.projected.remove(j)
             if st.wait_key is not None:
                 self.fen[st.wait_key].add(j, -st.wait_units_h)
                 st.wait_key = None
@@ -378,6 +385,8 @@ class Engine:
             if d.offer is not None and partition_key(d.offer) in self.fen:
                 st.wait_key, st.wait_units_h = partition_key(d.offer), job.demand * job.runtime_s / 3600
                 self.fen[st.wait_key].add(j, st.wait_units_h)
+                if "burst_in_s" not in d.data:  # a job about to burst holds up nobody
+                    self.projected.add(st.wait_key, j, self._key(job), job.demand, job.runtime_s - st.done_s)
             if st.listed != st.gen:
                 st.listed = st.gen
                 if st.cands is None:
@@ -439,6 +448,21 @@ class Engine:
         st.reserved = (cash, voucher, vid, month_of(snap.now))
         self.ledger.add(job.tenant, st.reserved[3], cash, voucher, vid)
         self._push(self.t + self.clouds.provisioning_delay(offer.site, j, st.rec.attempts), UP, j)
+
+    def _key(self, job: SimJob) -> Key:
+        """Dispatch order within a tenant: priority, then deadline (arrival + max_wait)."""
+        return queue_key(job.spec.priority.value, job.arrival_s + job.max_wait_s, job.arrival_s, job.id)
+
+    def _project(self, job: SimJob) -> dict[str, float]:
+        """The job's projected wait on each partition of its kind (running ends + the queue ahead)."""
+        remaining = max(0.0, job.arrival_s + job.max_wait_s - self.t)
+        return self.projected.project(
+            self._key(job),
+            job.demand,
+            self.t,
+            max(2 * remaining, remaining + 3600.0),
+            accelerated=job.spec.accelerator_count > 0,
+        )
 
     def _price(self, offer: Offer) -> float:
         return offer.price_per_hour * (self.policy.rate(offer.currency or self.policy.currency) or 0.0)

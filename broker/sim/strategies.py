@@ -7,9 +7,11 @@ when the answer could change (its timers).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from broker.burst import TenantMoney, is_onprem
+from broker.burst.spot import provisioning_p95_h
 from broker.burst.step import build_inputs, decide_in_pass
 from broker.decision import Decision
 from broker.policy import Policy
@@ -29,12 +31,24 @@ class PolicyStrategy:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.hysteresis_s = policy.burst.hysteresis.total_seconds()
+        self.lead_s = max(
+            (provisioning_p95_h(policy, s.id) * 3600 for s in policy.sites if not s.partitions), default=0.0
+        )
+        """The longest provisioning p95 of any cloud route."""
+        self.projector: Callable[[SimJob], Mapping[str, float]] | None = None
+        """Set by the engine when the policy's wait model is `projected`: the job's projected
+        wait per partition (the live dispatcher's shell supplies the same from its adapters)."""
 
     def decide(
         self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None
     ) -> Decision:
         inputs = build_inputs(
-            snap, queued_since=job.created_at, money=money, pending_since=pending, queueing_sites=frozenset()
+            snap,
+            queued_since=job.created_at,
+            money=money,
+            pending_since=pending,
+            queueing_sites=frozenset(),
+            projected_wait=None if self.projector is None else self.projector(job),
         )
         return decide_in_pass(job.spec, job.tenant, snap, self.policy, inputs)
 
@@ -47,12 +61,18 @@ class PolicyStrategy:
 
     def timer(self, job: SimJob, decision: Decision, now_s: float, backoff_s: float) -> float | None:
         data = decision.data
+        burst_in = data.get("burst_in_s")
+        if burst_in is not None:  # the last responsible moment to burst
+            return now_s + float(burst_in) + 1.0
         since = data.get("burst_pending_since")
         if since:
             return (datetime.fromisoformat(since) - EPOCH).total_seconds() + self.hysteresis_s + 1.0
         wait, remaining = data.get("onprem_expected_wait_s"), data.get("remaining_wait_s", 0)
         if wait is not None and wait <= remaining:
-            return now_s + max(MIN_GAP_S, float(remaining) - float(wait) + 1.0)
+            gap = float(remaining) - float(wait) + 1.0
+            if self.projector is not None:  # look again before the last moment a burst could still help
+                gap = min(gap, float(remaining) - self.lead_s)
+            return now_s + max(MIN_GAP_S, gap)
         return now_s + min(
             MAX_BACKOFF_S, max(backoff_s, self.policy.burst.blocklist_ttl.capacity.total_seconds())
         )
