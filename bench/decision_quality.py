@@ -80,13 +80,13 @@ def knobs() -> dict[str, Any]:
 
 
 def main() -> int:
+    global POLICY
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--synthetic-jobs", type=int, default=100_000)
     parser.add_argument("--policy", type=Path, default=None, help=f"default: {POLICY.relative_to(ROOT)}")
     args = parser.parse_args()
-    global POLICY
     POLICY = args.policy or POLICY
     names = args.only or ["alibaba-peak", "alibaba-gpuspec", *SLICES, "synthetic-llm"]
     results = [run_one(n, args.synthetic_jobs) for n in names]
