@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -220,3 +221,15 @@ def test_flooding_tenant_does_not_delay_a_small_tenants_job(
     assert not jumped, f"flood jobs started ahead of the small tenant's job: {jumped}"
     for job_id in ids:  # and the flood still completes
         wait_state(stub, job_id, "flood", {job_pb2.JOB_STATE_SUCCEEDED})
+
+
+def test_explain_says_where_a_new_job_would_stand(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    ex = stub.ExplainPlacement(pb.ExplainPlacementRequest(job=gpu_job("what-if", 1)), metadata=auth("small"))
+    decision = json.loads(ex.explanation.decision_json)
+    standing = decision["fair_share"]["standing"]
+    assert re.fullmatch(
+        r"\d+(st|nd|rd|th) in tenant order \((within its quota|borrowed)\); "
+        r"tenant small at \d+\.\d× its share",
+        standing,
+    ), standing
+    assert standing in decision["reasons"]
