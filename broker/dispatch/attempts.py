@@ -108,6 +108,15 @@ class AttemptTracking:
             return
         if status.state == AttemptState.PENDING:
             return
+        fields: dict[str, Any] = {"log_tail": status.log_tail}
+        if status.exit_code is not None:
+            fields["exit_code"] = status.exit_code
+        final = status.state in (AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.CANCELLED)
+        if final and not job.state.terminal:
+            # The job's result is stored before the attempt is closed: a broker killed in
+            # between finds a finished job (its agent or the next poll closes the attempt),
+            # never a live job without a live attempt, which a restart would requeue and re-run.
+            self._finish_job(job, attempt, status, now, fields)
         attempt = self.store.update_attempt(attempt.id, now, state=status.state, error=status.message)
         log.log(
             logging.INFO if status.state == AttemptState.SUCCEEDED else logging.WARNING,
@@ -132,34 +141,9 @@ class AttemptTracking:
         if status.state == AttemptState.PREEMPTED:
             self.planner.record_preemption(attempt)
         self.capacity_changed()
-        if job.state.terminal:
+        if job.state.terminal or final:
             return
-        fields: dict[str, Any] = {"log_tail": status.log_tail}
-        if status.exit_code is not None:
-            fields["exit_code"] = status.exit_code
-        if status.state == AttemptState.SUCCEEDED:
-            self.store.transition(
-                job.id, JobState.SUCCEEDED, now, kind="finished", message="exit code 0", **fields
-            )
-        elif status.state == AttemptState.FAILED:
-            self.store.transition(
-                job.id,
-                JobState.FAILED,
-                now,
-                kind="finished",
-                message=f"exit code {status.exit_code}",
-                **fields,
-            )
-        elif status.state == AttemptState.CANCELLED:
-            self.store.transition(
-                job.id,
-                JobState.CANCELLED,
-                now,
-                kind="cancelled",
-                message="cancelled at the backend",
-                **fields,
-            )
-        elif status.state == AttemptState.PREEMPTED:
+        if status.state == AttemptState.PREEMPTED:
             self.store.transition(
                 job.id,
                 JobState.PREEMPTED,
@@ -191,6 +175,32 @@ class AttemptTracking:
                     kind="lost",
                     message=f"attempt lost ({status.message}); requeued",
                 )
+
+    def _finish_job(
+        self, job: Job, attempt: Attempt, status: AttemptStatus, now: datetime, fields: dict[str, Any]
+    ) -> None:
+        if status.state == AttemptState.SUCCEEDED:
+            self.store.transition(
+                job.id, JobState.SUCCEEDED, now, kind="finished", message="exit code 0", **fields
+            )
+        elif status.state == AttemptState.FAILED:
+            self.store.transition(
+                job.id,
+                JobState.FAILED,
+                now,
+                kind="finished",
+                message=f"exit code {status.exit_code}",
+                **fields,
+            )
+        else:
+            self.store.transition(
+                job.id,
+                JobState.CANCELLED,
+                now,
+                kind="cancelled",
+                message="cancelled at the backend",
+                **fields,
+            )
 
     def _in_background(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

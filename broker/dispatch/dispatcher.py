@@ -165,10 +165,12 @@ class Dispatcher(AttemptTracking):
         """After a restart: requeue half-placed jobs, re-attach live attempts, resume launches."""
         now = self.clock.now()
         resumed: set[str] = set()
-        for job in self.store.jobs_in_states(list(ACTIVE)):
+        # PREEMPTED is a step on the way back to QUEUED: a broker killed between the two
+        # transitions must not leave the job stranded there.
+        for job in self.store.jobs_in_states([*ACTIVE, JobState.PREEMPTED]):
             attempts = self.store.attempts_for(job.id)
             live = [a for a in attempts if not a.state.terminal]
-            if job.state == JobState.PLACING or not live:
+            if job.state in (JobState.PLACING, JobState.PREEMPTED) or not live:
                 self.store.transition(
                     job.id,
                     JobState.QUEUED,

@@ -176,3 +176,27 @@ def test_broker_starts_while_a_libcloud_endpoint_is_down(make_broker: MakeBroker
         assert "unreachable" in status["unhealthy"]["lc-east"], status["unhealthy"]
         job = submit(stub, job_spec("elsewhere", "A10G", ["true"]))
         wait_state(stub, job.id, {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING})
+
+
+def test_a_job_left_preempted_by_a_kill_is_requeued_at_start(make_broker: MakeBroker) -> None:
+    """Found by the chaos harness: PREEMPTED then QUEUED are two writes; a kill between them
+    left the job PREEMPTED, which nothing ever picked up again."""
+    broker = make_broker()
+    store = broker.open_store()
+    now = datetime.now(UTC)
+    spec = JobSpec(
+        name="preempted-then-killed", command=("true",), runtime_estimate=timedelta(minutes=5),
+        resources=Resources(accelerators={"count": 1, "any_of": ("A800",)}),
+    )
+    [(job, _)] = store.submit(TenantId("crash-lab"), [Submission(spec=spec)], now)
+    store.transition(job.id, JobState.PLACING, now, kind="placed", site="onprem")
+    offer = Offer(site=SiteId("onprem"), instance_type="a800", accelerator="A800", count=1, price_per_hour=14)
+    attempt = store.create_attempt(job.id, SiteId("onprem"), offer, "tok-preempted", now)
+    store.transition(job.id, JobState.PROVISIONING, now, kind="attempt")
+    store.update_attempt(attempt.id, now, state=AttemptState.PREEMPTED, error="reclaimed")
+    store.transition(job.id, JobState.PREEMPTED, now, kind="preempted", message="reclaimed")
+    store.close()
+    broker.start()
+    with grpc.insecure_channel(broker.address) as channel:
+        final = wait_state(Stub(channel), job.id, TERMINAL)
+        assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.attempts == 2, final.message
