@@ -35,12 +35,12 @@ import grpc
 from broker.api import broker_service_pb2 as pb
 from broker.api import job_pb2
 from broker.model import AttemptState, Job, JobId, JobState
-from broker.store import JobStore, PostgresStore, SqliteStore
+from broker.store import JobStore
 from tests.brokerproc import BrokerProcess
 from tests.crash import ledger
 from tests.crash.client import MD, Stub, job_spec
 from tests.crash.instances import GONE_EC2, Instances, attempt_of
-from tests.crash.world import free_port, write_setup
+from tests.crash.world import Broker, free_port, write_setup
 from tests.doubles.ecs_endpoint import EcsCloud
 from tests.doubles.moto_front import MotoFront
 
@@ -127,7 +127,7 @@ def run_round(
         folder, moto.url, ecs_address, agent_port=free_port(), store_dsn=store_dsn,
         heartbeat_timeout="30s", report_give_up_s=600, reconcile_interval_s=2.0,
     )
-    broker = BrokerProcess(config)
+    broker = Broker(config, store_dsn)
     subs = [
         _Submission(
             name=f"c{i}",
@@ -138,7 +138,7 @@ def run_round(
     ]
     started = time.monotonic()
     broker.start(port=free_port())
-    sampler = _Sampler(lambda: _open(config, store_dsn), subs)
+    sampler = _Sampler(lambda: broker.open_store(), subs)
     try:
         with Instances(moto, ecs, folder / "instances") as instances:
             sampler.start()
@@ -157,7 +157,7 @@ def run_round(
             _settle(broker, subs, instances, moto, ecs, plan.settle_timeout_s, report)
             broker.stop()
             sampler.stop()
-            _count(report, subs, book, instances, moto, ecs, _open(config, store_dsn), sampler)
+            _count(report, subs, book, instances, moto, ecs, broker.open_store(), sampler)
     finally:
         sampler.stop()
         broker.stop()
@@ -165,8 +165,6 @@ def run_round(
     return report
 
 
-def _open(config: Path, store_dsn: str | None) -> JobStore:
-    return PostgresStore(store_dsn) if store_dsn else SqliteStore(config.parent / "data" / "broker.db")
 
 
 def _submit_all(

@@ -10,10 +10,8 @@ from typing import Any
 
 import pytest
 
-from broker.store import JobStore, PostgresStore, SqliteStore
-from tests.brokerproc import BrokerProcess
 from tests.clouds.conftest import ecs_server, moto, moto_server  # noqa: F401 (fixtures)
-from tests.crash.world import free_port, write_setup
+from tests.crash.world import Broker, free_port, write_setup
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import MotoFront
 from tests.store.conftest import pg_dsn, pg_server  # noqa: F401 (fixtures)
@@ -25,19 +23,6 @@ def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:  # noqa: F811
     ecs_server.handler = cloud
     yield cloud
     ecs_server.handler = EcsCloud()
-
-
-class Broker(BrokerProcess):
-    """A broker process whose store the test can open (as a second process would)."""
-
-    def __init__(self, config: Path, store_dsn: str | None = None) -> None:
-        super().__init__(config)
-        self.store_dsn = store_dsn
-
-    def open_store(self) -> JobStore:
-        if self.store_dsn:
-            return PostgresStore(self.store_dsn)
-        return SqliteStore(self.config.parent / "data" / "broker.db")
 
 
 MakeBroker = Callable[..., Broker]

@@ -15,7 +15,8 @@ import textwrap
 from pathlib import Path
 
 from broker.auth import hash_token
-from tests.brokerproc import ROOT
+from broker.store import JobStore, PostgresStore, SqliteStore
+from tests.brokerproc import ROOT, BrokerProcess
 
 TOKEN = "token-crash-lab-0123456789"
 AMI = "ami-12c6146b"  # one of moto's stock images
@@ -133,3 +134,22 @@ def write_setup(
         + store
     )
     return folder / "broker.yaml"
+
+
+class Broker(BrokerProcess):
+    """A broker process whose store the test can open (as a second process would).
+
+    Starting waits longer than `BrokerProcess` does: the chaos rounds restart it many times
+    on a machine busy with the instances it launched."""
+
+    def __init__(self, config: Path, store_dsn: str | None = None) -> None:
+        super().__init__(config)
+        self.store_dsn = store_dsn
+
+    def start(self, port: int = 0, timeout: float = 120.0) -> int:
+        return super().start(port=port, timeout=timeout)
+
+    def open_store(self) -> JobStore:
+        if self.store_dsn:
+            return PostgresStore(self.store_dsn)
+        return SqliteStore(self.config.parent / "data" / "broker.db")
