@@ -1,6 +1,7 @@
 """What a client sees of a job beyond its stored row: placement, cost so far, start and end.
 
-Pure: built from the job, its attempts and events, the policy (for FX) and the clock's now.
+Pure: built from the job, its attempts, when it first ran and ended (`JobStore.run_times`),
+the policy (for FX) and the clock's now.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from broker.burst.money import estimate_cost
-from broker.model import Attempt, Job, JobEvent, JobState
+from broker.model import Attempt, Job, JobState
 from broker.policy import Policy
 
 
@@ -28,9 +29,13 @@ class JobDetails:
 
 
 def job_details(
-    job: Job, attempts: Sequence[Attempt], events: Sequence[JobEvent], policy: Policy, now: datetime
+    job: Job,
+    attempts: Sequence[Attempt],
+    run_times: tuple[datetime | None, datetime | None],
+    policy: Policy,
+    now: datetime,
 ) -> JobDetails:
-    """The client's view of `job` (attempts and events may be empty for a job never placed)."""
+    """The client's view of `job` (attempts may be empty for a job never placed)."""
     latest = attempts[-1] if attempts else None
     cost = 0.0
     for a in attempts:
@@ -39,8 +44,7 @@ def job_details(
         end = a.updated_at if a.state.terminal else now
         hours = max(0.0, (end - a.created_at).total_seconds()) / 3600
         cost += estimate_cost(job.spec, a.offer, policy, hours=hours)
-    started = next((e.time for e in events if e.state == JobState.RUNNING), None)
-    ended = next((e.time for e in reversed(events) if e.state.terminal), None)
+    started, ended = run_times
     if ended is None and job.state.terminal:
         ended = job.updated_at
     waiting = job.state in (JobState.QUEUED, JobState.PREEMPTED)

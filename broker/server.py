@@ -290,12 +290,13 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             except PriorityNotGrantedError as exc:
                 field = f"requests[{exc.index}].job.priority"
                 raise _BadRequest([FieldViolation(field, exc.reason)]) from exc
+            details = self.services.details_many([j for j, _ in results])
             return broker_service_pb2.SubmitJobsResponse(
                 responses=[
                     broker_service_pb2.SubmitJobResponse(
-                        job=job_to_proto(j, _echo(r.job) if c else None, self.services.details(j)), created=c
+                        job=job_to_proto(j, _echo(r.job) if c else None, d), created=c
                     )
-                    for (j, c), r in zip(results, request.requests, strict=True)
+                    for (j, c), r, d in zip(results, request.requests, details, strict=True)
                 ]
             )
         except Exception as exc:
@@ -335,8 +336,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             )
             jobs: list[job_pb2.Job] = []
             size = 0
-            for j in page.jobs:
-                msg = job_to_proto(j, None, self.services.details(j))
+            for j, details in zip(page.jobs, self.services.details_many(page.jobs), strict=True):
+                msg = job_to_proto(j, None, details)
                 size += msg.ByteSize()
                 if jobs and size > MAX_LIST_BYTES:
                     # A page of large specs would outgrow the message limit: stop, and say where

@@ -109,7 +109,7 @@ class BrokerServices:
     admit: AdmitFn | None = None
     grant: GrantFn | None = None
     joblogs: JobLogs | None = None
-    describe: Callable[[Job], JobDetails] | None = None
+    describe: Callable[[Sequence[Job]], list[JobDetails]] | None = None
     """The client's view of a job beyond its row (placement, cost so far, start and end)."""
     quotas: Quotas | None = None
     _pending: list[tuple[TenantId, Sequence[Submission], asyncio.Future[list[tuple[Job, bool]]]]] = field(
@@ -207,7 +207,12 @@ class BrokerServices:
                 done.set_result(results)
 
     def details(self, job: Job) -> JobDetails | None:
-        return self.describe(job) if self.describe is not None else None
+        return self.describe([job])[0] if self.describe is not None else None
+
+    def details_many(self, jobs: Sequence[Job]) -> list[JobDetails | None]:
+        if self.describe is None:
+            return [None] * len(jobs)
+        return list(self.describe(jobs))
 
     def get(self, caller: Principal, job_id: str) -> Job:
         """The job; JobNotFoundError when missing or another tenant's (unless an operator asks)."""

@@ -299,6 +299,17 @@ class JobStore(abc.ABC):
     def events_after(self, job_id: JobId, after_seq: int, limit: int = 1000) -> list[JobEvent]:
         """Events with seq > after_seq, in order."""
 
+    def run_times(self, job_ids: Sequence[JobId]) -> dict[JobId, tuple[datetime | None, datetime | None]]:
+        """Per job: when it first ran (its first RUNNING event) and when it ended (its last
+        terminal event); None where it has not. Stores answer for a whole page in one query."""
+        out: dict[JobId, tuple[datetime | None, datetime | None]] = {}
+        for job_id in job_ids:
+            events = self.events_after(job_id, 0)
+            started = next((e.time for e in events if e.state == JobState.RUNNING), None)
+            ended = next((e.time for e in reversed(events) if e.state.terminal), None)
+            out[job_id] = (started, ended)
+        return out
+
     @abc.abstractmethod
     def jobs_in_states(self, states: Sequence[JobState], limit: int = 10_000) -> list[Job]:
         """Jobs in any of `states`, oldest first (served by an index on state)."""

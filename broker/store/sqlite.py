@@ -442,6 +442,22 @@ class SqliteStore(JobStore):
             for r in rows
         ]
 
+    def run_times(self, job_ids: Sequence[JobId]) -> dict[JobId, tuple[datetime | None, datetime | None]]:
+        if not job_ids:
+            return {}
+        marks = ",".join("?" * len(job_ids))
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT job_id, MIN(CASE WHEN state = 'RUNNING' THEN time END), "
+                "MAX(CASE WHEN state IN ('SUCCEEDED', 'FAILED', 'CANCELLED') THEN time END) "
+                f"FROM events WHERE job_id IN ({marks}) GROUP BY job_id",
+                list(job_ids),
+            ).fetchall()
+        return {
+            JobId(r[0]): (_dt(r[1]) if r[1] is not None else None, _dt(r[2]) if r[2] is not None else None)
+            for r in rows
+        }
+
     def jobs_in_states(self, states: Sequence[JobState], limit: int = 10_000) -> list[Job]:
         if not states:
             return []

@@ -365,6 +365,27 @@ class StoreContract:
         assert store.get(j1.id).updated_at == NOW  # record_many does not move the job's time
         store.record_many([], LATER)
 
+    def test_run_times_are_the_first_run_and_the_end(self, store: JobStore) -> None:
+        """`Job.start_time`/`end_time` for a page of jobs in one query."""
+        ran, queued = self.submit_one(store, A, "ran"), self.submit_one(store, A, "queued")
+        later = LATER + timedelta(minutes=5)
+        for state, when in (
+            (JobState.PLACING, LATER),
+            (JobState.PROVISIONING, LATER),
+            (JobState.RUNNING, LATER),
+            (JobState.PREEMPTED, later),
+            (JobState.QUEUED, later),
+            (JobState.PLACING, later),
+            (JobState.PROVISIONING, later),
+            (JobState.RUNNING, later),
+            (JobState.SUCCEEDED, later + timedelta(minutes=1)),
+        ):
+            store.transition(ran.id, state, when)
+        times = store.run_times([ran.id, queued.id])
+        assert times[ran.id] == (LATER, later + timedelta(minutes=1))
+        assert times.get(queued.id, (None, None)) == (None, None)
+        assert store.run_times([]) == {}
+
     def test_record_many_sets_the_latest_message(self, store: JobStore) -> None:
         """`szb list` shows why a queued job waits: the message of its latest waiting event."""
         job = self.submit_one(store)
