@@ -58,7 +58,7 @@ def broker(tmp_path: Path, moto: MotoFront, ecs_server: EcsEndpoint) -> Iterator
         write_setup(tmp_path, moto.url, ecs_server.address),
         extra_env={"SZB_METRICS_LISTEN": "127.0.0.1:0", "SZB_LOG_FORMAT": "json"},
     )
-    proc.start()
+    proc.start(timeout=120)  # a busy machine starts the cloud adapters slowly
     yield proc
     proc.stop()
     ecs_server.handler = EcsCloud()

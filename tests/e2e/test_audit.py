@@ -57,7 +57,7 @@ def test_policy_versions_refused_reload_and_job_audit(tmp_path: Path) -> None:
     with (tmp_path / "tokens.yaml").open("a") as f:
         f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
     broker = BrokerProcess(config)
-    broker.start()
+    broker.start(timeout=120)
     try:
         server = ("--server", broker.address)
         op = (("authorization", f"Bearer {OPERATOR}"),)
@@ -155,7 +155,7 @@ def test_policy_versions_refused_reload_and_job_audit(tmp_path: Path) -> None:
         (tmp_path / "policy.yaml").write_text(POLICY)
     # The history survives a restart (it is in the store).
     broker = BrokerProcess(config)
-    broker.start()
+    broker.start(timeout=120)
     try:
         server = ("--server", broker.address)
         with grpc.insecure_channel(broker.address) as channel:
