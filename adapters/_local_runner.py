@@ -1,21 +1,26 @@
 """Runs one local job and records its exit status in files, so it outlives a broker restart.
 
-Usage: python -m adapters._local_runner DIR -- ARGV...   (env and cwd come from the caller)
+Usage: python -I _local_runner.py DIR   (DIR/launch.json is the plan; the environment given
+to this process is the job's whole environment). The runner keeps the broker's user; the
+job drops to its own user and group, limits and cores before it executes.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def main(argv: list[str]) -> int:
-    """Run ARGV with output to DIR/output.log and write DIR/exit_code when it ends."""
+    """Run the plan's argv with output to DIR/output.log and write DIR/exit_code when it ends."""
     attempt_dir = Path(argv[0])
-    command = argv[argv.index("--") + 1 :]
+    plan: dict[str, Any] = json.loads((attempt_dir / "launch.json").read_text())
     # Our own pid, for a broker that died before it could record it (it then follows us).
     pid_tmp = attempt_dir / "runner.pid.tmp"
     pid_tmp.write_text(str(os.getpid()))
@@ -25,27 +30,46 @@ def main(argv: list[str]) -> int:
     with open(attempt_dir / "output.log", "ab") as log:
         try:
             child = subprocess.Popen(
-                command,
+                plan["argv"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_default_sigterm,
+                cwd=plan["cwd"],
+                user=plan.get("uid"),
+                group=plan.get("gid"),
+                extra_groups=[] if plan.get("gid") is not None else None,
+                umask=0o077,
+                preexec_fn=lambda: _confine(plan),
             )
             code = child.wait()
-        except OSError as exc:
-            log.write(f"cannot start {command[0]!r}: {exc}\n".encode())
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.write(f"cannot start {plan['argv'][0]!r}: {exc}\n".encode())
             code = 127
     # A child killed by signal N reports -N; shells report 128+N, which is what users expect.
     if code < 0:
         code = 128 - code
+    if plan.get("seal"):  # the job is over: its folder becomes root's alone (gids are reused)
+        try:
+            os.chown(plan["seal"], 0, 0)
+            os.chmod(plan["seal"], 0o700)
+        except OSError:
+            pass
     tmp = attempt_dir / "exit_code.tmp"
     tmp.write_text(str(code))
     os.replace(tmp, attempt_dir / "exit_code")
     return 0
 
 
-def _default_sigterm() -> None:
+def _confine(plan: dict[str, Any]) -> None:
+    """In the job process, after it took its user and group, before it executes."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if plan.get("cores"):
+        os.sched_setaffinity(0, plan["cores"])
+    for name, value in (plan.get("rlimits") or {}).items():
+        which = getattr(resource, f"RLIMIT_{name}")
+        hard = resource.getrlimit(which)[1]
+        limit = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(which, (limit, limit))
 
 
 if __name__ == "__main__":

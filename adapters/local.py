@@ -1,14 +1,16 @@
 """The embedded default backend: run jobs as processes on this host.
 
 A declared accelerator inventory (e.g. 8 A800 slots) stands in for on-prem capacity. Each
-attempt lives in its own folder (`<data_dir>/local/<token>/`) holding its slots, its runner's
-pid, its output and, once done, its exit code, so a restarted broker re-attaches to jobs that
-kept running and learns how those that ended, ended.
+attempt has a record folder (`<data_dir>/local/<attempt>/`, the broker's alone) holding its
+slots, its runner's pid, its output and, once done, its exit code, so a restarted broker
+re-attaches to jobs that kept running and learns how those that ended, ended. The job itself
+runs sandboxed (`adapters._sandbox`): its own user and group, folder, environment and limits.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -22,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from adapters._sandbox import Sandbox, pick_cores
 from adapters.base import (
     Capability,
     CapacityError,
@@ -41,6 +44,8 @@ from broker.model import (
     SiteId,
 )
 
+log = logging.getLogger(__name__)
+
 LOG_TAIL_BYTES = 4096
 CPU_PARTITION = "cpu"
 
@@ -50,15 +55,22 @@ class LocalAdapter:
 
     Config: `data_dir` (required), `accelerators` ({model: slots}), `cpus` (default: host
     cores), `price_per_accelerator_hour`, `price_per_cpu_hour`, `currency`,
-    `cancel_grace_s` (SIGTERM → SIGKILL), `workdir`.
+    `cancel_grace_s` (SIGTERM → SIGKILL); the sandbox's `run_as` (default `szb-job`),
+    `job_root`, `job_gids`, `pass_env` and `limits` (`auto`, `systemd`, `rlimit`).
     """
 
     def __init__(self, site: SiteId, config: Mapping[str, Any]) -> None:
         self.site = site
         if "data_dir" not in config:
             raise ConfigError(site, "MissingDataDir", "local adapter needs data_dir")
+        self.sandbox = Sandbox.from_config(site, config, Path(config["data_dir"]))
+        for warning in self.sandbox.warnings:
+            log.warning("%s", warning)
+        if self.sandbox.user is not None:
+            log.info("local site %s: jobs run as %s with a private group each, in %s; limits: %s",
+                     site, self.sandbox.user.name, self.sandbox.job_root, self.sandbox.limits)
         self.root = Path(config["data_dir"]) / "local"
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.inventory: dict[str, int] = {
             str(k): int(v) for k, v in dict(config.get("accelerators", {})).items()
         }
@@ -77,9 +89,7 @@ class LocalAdapter:
         self.cpu_price = float(config.get("price_per_cpu_hour", 0.0))
         self.currency = str(config.get("currency", "CNY"))
         self.grace_s = float(config.get("cancel_grace_s", 5.0))
-        self.workdir = config.get("workdir")
-        if self.workdir:
-            Path(self.workdir).mkdir(parents=True, exist_ok=True)
+        self._cores = sorted(os.sched_getaffinity(0))
         self._lock = threading.Lock()
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         # Live attempts by token; the folders are read once here, then kept up to date, so
@@ -187,8 +197,9 @@ class LocalAdapter:
     # Lifecycle ---------------------------------------------------------------------------
 
     def submit(self, request: LaunchRequest) -> str:
-        token = _safe_token(self.site, request.token)
-        path = self.root / token
+        # Folders are named by attempt (one token per attempt), never by a token or secret.
+        name = _safe_name(self.site, str(request.attempt_id))
+        path = self.root / name
         spec = request.spec
         if spec.image:
             raise UnsupportedError(
@@ -196,10 +207,10 @@ class LocalAdapter:
             )
         with self._lock:
             if (path / "meta.json").exists():
-                return token  # idempotent: this token already started
+                return name  # idempotent: this attempt (and so its token) already started
             accel = request.offer.accelerator if spec.accelerator_count else None
             count = spec.accelerator_count
-            used, cpus_used, _ = self._in_use()
+            used, cpus_used, live = self._in_use()
             slots: list[int] = []
             if count:
                 if accel not in self.inventory:
@@ -224,45 +235,84 @@ class LocalAdapter:
                     "NoFreeCpus",
                     f"{self.cpus - cpus_used:g} of {self.cpus:g} cpus free, need {spec.resources.cpus:g}",
                 )
-            path.mkdir(parents=True, exist_ok=True)
-            env = {
-                **os.environ,
-                **spec.env,
-                "SZB_JOB_ID": request.job_id,
-                "SZB_ATTEMPT_ID": request.attempt_id,
-                "CUDA_VISIBLE_DEVICES": ",".join(map(str, slots)),
-            }
-            cwd = self.workdir or str(path)
-            meta: dict[str, Any] = {
-                "pid": None,
-                "job_id": request.job_id,
-                "attempt_id": request.attempt_id,
-                "token": request.token,
-                "accelerator": accel,
-                "slots": slots,
-                "cpus": spec.resources.cpus,
-                "started_at": time.time(),
-                "ends_at": time.time() + spec.runtime_estimate.total_seconds(),
-                "command": shlex.join(spec.command),
-            }
+            path.mkdir(mode=0o700, exist_ok=True)
+            meta = self._launch(request, path, slots, live)
+            env = meta.pop("env")
             # Intent first: a broker killed between the spawn and the pid being recorded must
             # find this folder on its retry and not start the job a second time (the runner
             # records its own pid in runner.pid, so it is followed either way).
             _write_json(path / "meta.json", meta)
-            child = subprocess.Popen(
-                [sys.executable, "-m", "adapters._local_runner", str(path), "--", *spec.command],
-                env=env,
-                cwd=cwd,
-                start_new_session=True,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            self._children[token] = child
-            meta["pid"] = child.pid
+            self._children[name] = self._start_runner(path, env)
+            meta["pid"] = self._children[name].pid
             _write_json(path / "meta.json", meta)
-            self._live[token] = meta
-        return token
+            self._live[name] = meta
+        return name
+
+    def _launch(
+        self, request: LaunchRequest, path: Path, slots: list[int], live: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Prepare the job's folder and the runner's plan; returns the attempt's record."""
+        spec = request.spec
+        cursor = _read_int(self.root / "next_gid", self.sandbox.gids[0])
+        gid = self.sandbox.pick_gid({int(m["gid"]) for m in live if m.get("gid")}, cursor)
+        if gid is not None:
+            (self.root / "next_gid").write_text(str(gid + 1))
+        guard, work = self.sandbox.workdir(path.name, gid)
+        busy: dict[int, int] = {}
+        for m in live:
+            for core in m.get("cores", ()):
+                busy[core] = busy.get(core, 0) + 1
+        cores = pick_cores(spec.resources.cpus, busy, self._cores)
+        broker_vars = {
+            "SZB_JOB_ID": request.job_id,
+            "SZB_ATTEMPT_ID": request.attempt_id,
+            "SZB_WORKDIR": str(work),
+            "SZB_AGENT_ENDPOINT": request.agent_endpoint,
+            "SZB_AGENT_TOKEN": request.agent_token,
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, slots)),
+        }
+        env = self.sandbox.environment(work, spec.env, broker_vars, os.environ)
+        drop = self.sandbox.user is not None and self.sandbox.limits == "rlimit"
+        plan = {
+            "argv": self.sandbox.command(spec.command, name=path.name, cpus=spec.resources.cpus,
+                                         memory_gb=spec.resources.memory_gb, gid=gid),
+            "cwd": str(work),
+            "uid": self.sandbox.user.uid if drop and self.sandbox.user else None,
+            "gid": gid if drop else None,
+            "rlimits": self.sandbox.rlimits(spec.resources.memory_gb),
+            "cores": cores if self.sandbox.limits == "rlimit" else None,
+            "seal": str(guard) if self.sandbox.user is not None else None,
+        }
+        (path / "launch.json").write_text(json.dumps(plan))
+        return {
+            "env": env,
+            "pid": None,
+            "job_id": request.job_id,
+            "attempt_id": request.attempt_id,
+            "token": request.token,
+            "accelerator": request.offer.accelerator if spec.accelerator_count else None,
+            "slots": slots,
+            "cpus": spec.resources.cpus,
+            "cores": cores,
+            "gid": gid,
+            "workdir": str(work),
+            "started_at": time.time(),
+            "ends_at": time.time() + spec.runtime_estimate.total_seconds(),
+            "command": shlex.join(spec.command),
+        }
+
+    def _start_runner(self, path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        # The runner (this user) gets the job's environment only; -I keeps it from reading
+        # PYTHON* variables or the job's folder, so nothing in the job env can steer it.
+        return subprocess.Popen(
+            [sys.executable, "-I", str(Path(__file__).with_name("_local_runner.py")), str(path)],
+            env=env,
+            cwd=str(path),
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def status(self, backend_id: str) -> AttemptStatus:
         path = self.root / backend_id
@@ -291,7 +341,7 @@ class LocalAdapter:
 
     def read_log(self, backend_id: str, token: str, offset: int, limit: int) -> bytes:
         """The runner's output file (stdout and stderr together), from byte `offset`."""
-        path = self.root / _safe_token(self.site, backend_id)
+        path = self.root / _safe_name(self.site, backend_id)
         data = read_file_chunk(path / "output.log", offset, limit)
         if data is None:
             if not (path / "meta.json").exists():
@@ -370,10 +420,17 @@ def _runner_pid(path: Path) -> int | None:
         return None
 
 
-def _safe_token(site: str, token: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", token) or token.startswith("."):
-        raise ConfigError(site, "BadToken", "idempotency token must be 1-128 chars of [A-Za-z0-9_.-]")
-    return token
+def _safe_name(site: str, name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", name) or name.startswith("."):
+        raise ConfigError(site, "BadAttemptId", "attempt id must be 1-128 chars of [A-Za-z0-9_.-]")
+    return name
+
+
+def _read_int(path: Path, default: int) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return default
 
 
 def _pid_alive(pid: int) -> bool:

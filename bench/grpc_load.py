@@ -92,7 +92,7 @@ def start(cmd: list[str], cwd: Path) -> tuple[subprocess.Popen[str], int]:
 def job(i: int, hold: bool = False) -> job_pb2.JobSpec:
     return job_pb2.JobSpec(
         name=f"load-{i}",
-        command=[sys.executable, "-c", "import time; time.sleep(3600)"] if hold else ["true"],
+        command=["python3", "-c", "import time; time.sleep(3600)"] if hold else ["true"],
         runtime_estimate=duration_pb2.Duration(seconds=3600),
         max_wait=duration_pb2.Duration(seconds=86400),
         resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=1, any_of=["A800"])),

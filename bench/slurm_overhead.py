@@ -111,6 +111,7 @@ class Direct:
                                        output_dir=output_dir, workdir=str(output_dir))
         output_dir.mkdir(parents=True, exist_ok=True)
         probe = SlurmAdapter(SiteId(SITE), {"url": self.url, "token": env["SZB_SLURM_TOKEN"],
+                                            "user": env.get("SZB_SLURM_USER", "root"),
                                             "partitions": {"cpu": None}})
         self.version = probe.api_version
         probe.close()

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
-from broker.service import AgentAuthError, BrokerServices
+from broker.service import AgentAuthError, AgentReportError, BrokerServices
 from broker.tls import ServerTls
 
 REPORT_PATH = "/v1/agent/report"
@@ -246,6 +246,8 @@ class AgentHttpServer:
             stop = asyncio.run_coroutine_threadsafe(report(), self.loop).result(timeout=self.timeout_s)
         except AgentAuthError:
             return reply(http, 401, UNAUTHENTICATED)
+        except AgentReportError as exc:  # authenticated, but a bad value: nothing was changed
+            return reply(http, 400, {"error": f"bad report: {exc}"})
         except ValueError as exc:  # the service's own checks of the values
             return reply(http, 400, {"error": f"bad report: {exc}"})
         except TimeoutError:

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from adapters.base import Adapter
 from adapters.registry import AdapterRegistry
 from broker.agent_http import AgentHttpServer
+from broker.agent_secret import SecretEscrow
 from broker.api import (
     agent_service_pb2,
     agent_service_pb2_grpc,
@@ -102,6 +103,7 @@ class BrokerApp:
             clock=self.clock,
             settings=cfg.dispatch,
             metrics=self.metrics,
+            escrow=SecretEscrow(cfg.data_dir / "launching"),
         )
         self.services = BrokerServices(
             self.store,

@@ -398,11 +398,14 @@ class Attempt(_Frozen):
     site: SiteId
     offer: Offer
     token: str
+    """Idempotency token; names the attempt at its backend and grants no agent rights."""
     state: AttemptState = AttemptState.PENDING
     backend_id: str | None = None
     created_at: datetime
     updated_at: datetime
     error: str = ""
+    secret_hash: str = Field(default="", repr=False)
+    """SHA-256 of the attempt's agent secret (the secret itself is never stored)."""
 
     @property
     def broker_side(self) -> bool:
@@ -422,7 +425,8 @@ class LaunchRequest(_Frozen):
     agent_endpoint: str = ""
     agent_ca_pem: str = ""
     """PEM CA bundle the instance verifies the agent endpoint with (empty: its system roots)."""
-    agent_token: str = ""
+    agent_token: str = Field(default="", repr=False)
+    """The attempt's agent secret: only for the job's own environment or UserData."""
     account: str = ""
     """The batch system's account to charge (Slurm `--account`: the tenant's, for fair share)."""
     qos: str = ""

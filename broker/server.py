@@ -36,6 +36,7 @@ from broker.serde import (
 )
 from broker.service import (
     AgentAuthError,
+    AgentReportError,
     BrokerServices,
     NotPlaceableError,
     PermissionDeniedError,
@@ -83,7 +84,7 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
     """Turn a typed error into a gRPC status with rich details; the one place that does."""
     details: list[any_pb2.Any] = []
     reason = error_reason(exc)
-    if isinstance(exc, _BadRequest):
+    if isinstance(exc, _BadRequest | AgentReportError):
         code, message = code_pb2.INVALID_ARGUMENT, f"invalid request: {exc}"
         bad = error_details_pb2.BadRequest(
             field_violations=[

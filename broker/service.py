@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from broker.agent_secret import agent_secret_matches
 from broker.auth import Principal
 from broker.clock import Clock
 from broker.dispatch.dispatcher import Dispatcher
@@ -28,6 +28,7 @@ from broker.model import (
 )
 from broker.quota import Quotas, QuotaUsage
 from broker.store import JobPage, JobStore, StoreError, Submission
+from broker.validation import FieldViolation
 
 MAX_PAGE_SIZE = 1000
 UNFINISHED_CACHE = timedelta(seconds=1)
@@ -40,8 +41,23 @@ GrantFn = Callable[[JobSpec, TenantId], str | None]
 """Why the tenant may not declare the job's priority (None when it may)."""
 
 
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+AGENT_KINDS = frozenset({"started", "heartbeat", "alive", "exit"})
+
+
 class AgentAuthError(Exception):
-    """An agent report with an unknown attempt or the wrong per-attempt token."""
+    """An agent report with an unknown attempt or the wrong secret: one answer for both."""
+
+    def __init__(self) -> None:
+        super().__init__("unauthenticated")
+
+
+class AgentReportError(Exception):
+    """An authenticated agent report with a bad value; nothing was changed."""
+
+    def __init__(self, items: Sequence[FieldViolation]) -> None:
+        super().__init__("; ".join(str(v) for v in items))
+        self.items = list(items)
 
 
 class PermissionDeniedError(Exception):
@@ -305,30 +321,36 @@ class BrokerServices:
             return offset + len(data)
         return self.joblogs.append(attempt, offset, data)
 
-    def _agent_attempt(self, attempt_id: str, token: str) -> Attempt:
+    def _agent_attempt(self, attempt_id: str, secret: str) -> Attempt:
+        """The attempt whose agent secret this is; one AgentAuthError for any mismatch."""
         try:
-            attempt = self.store.get_attempt(attempt_id)
-        except StoreError as exc:
-            raise AgentAuthError("unknown attempt") from exc
-        # Bytes: compare_digest refuses str with non-ASCII characters (a hostile agent's token).
-        if not hmac.compare_digest(attempt.token.encode(), token.encode()):
-            raise AgentAuthError("wrong attempt token")
+            attempt: Attempt | None = self.store.get_attempt(attempt_id)
+        except StoreError:
+            attempt = None
+        # An unknown attempt is hashed and compared too: both failures cost the same.
+        if not agent_secret_matches(secret, attempt.secret_hash if attempt else None):
+            raise AgentAuthError()
+        assert attempt is not None
         return attempt
 
     def agent_report(
-        self, attempt_id: str, token: str, kind: str, exit_code: int | None, log_tail: str
+        self, attempt_id: str, secret: str, kind: str, exit_code: int | None, log_tail: str
     ) -> bool:
-        """A report from the bootstrap on an instance; returns True when the job should stop.
+        """A report from the agent of one attempt; returns True when the job should stop.
 
-        `kind` is `started`/`heartbeat` (alive, running) or `exit` (with its exit code).
+        `kind` is `started`/`heartbeat`/`alive` (running) or `exit` (with its exit code). The
+        attempt id and its agent secret are checked together, in constant time.
         """
-        try:
-            attempt = self.store.get_attempt(attempt_id)
-        except StoreError as exc:
-            raise AgentAuthError("unknown attempt") from exc
-        # Bytes: compare_digest refuses str with non-ASCII characters (a hostile agent's token).
-        if not hmac.compare_digest(attempt.token.encode(), token.encode()):
-            raise AgentAuthError("wrong attempt token")
+        attempt = self._agent_attempt(attempt_id, secret)
+        problems = []
+        if kind not in AGENT_KINDS:
+            problems.append(FieldViolation("kind", f"must be one of {', '.join(sorted(AGENT_KINDS))}"))
+        if exit_code is not None and (
+            isinstance(exit_code, bool) or not INT32_MIN <= exit_code <= INT32_MAX
+        ):
+            problems.append(FieldViolation("exit_code", "must be a 32-bit signed integer"))
+        if problems:
+            raise AgentReportError(problems)
         if kind == "exit":
             code = exit_code if exit_code is not None else 1
             state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -61,6 +62,7 @@ from broker.model import (
 )
 
 DEFAULT_BROKER_ID = "shangzhuang"
+log = logging.getLogger(__name__)
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
@@ -68,7 +70,8 @@ class SlurmAdapter:
     """Slurm through slurmrestd.
 
     Config keys: ``url`` (slurmrestd base URL, required unless the injected client has a
-    base_url), ``user`` (X-SLURM-USER-NAME; default ``root``), ``token`` (a JWT; when absent,
+    base_url), ``user`` (X-SLURM-USER-NAME, the account jobs run as; required, never
+    defaulted to ``root``), ``token`` (a JWT; when absent,
     ``scontrol token username=<user> lifespan=<token_lifespan_s>`` is run, with ``slurm_conf``
     as SLURM_CONF if given), ``partitions`` (required; the policy's list or a mapping, see
     `adapters.slurm._config`), ``gres_types`` (``{partition or accelerator: gres type}``),
@@ -107,8 +110,16 @@ class SlurmAdapter:
         if not url:
             raise ConfigError(site, "MissingUrl", "slurm adapter needs url (the slurmrestd address)")
         self.partitions = parse_partitions(site, config)
+        user = str(config.get("user") or "").strip()
+        if not user:
+            raise ConfigError(site, "MissingUser",
+                              "slurm adapter needs user: the Slurm account jobs run as "
+                              "(X-SLURM-USER-NAME); it is never defaulted to root")
+        if user == "root":
+            log.warning("site %s: Slurm jobs run as root (user: root); configure an "
+                        "unprivileged account", site)
         self.rest = SlurmRest(
-            site, str(url), user=str(config.get("user", "root")),
+            site, str(url), user=user,
             token=str(config["token"]) if config.get("token") else None,
             token_lifespan_s=int(config.get("token_lifespan_s", 3600)),
             slurm_conf=str(config["slurm_conf"]) if config.get("slurm_conf") else None,

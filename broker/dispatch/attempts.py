@@ -12,7 +12,7 @@ from adapters.base import Adapter, AdapterError, NotFoundError
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.model import BROKER_SIDE, Attempt, AttemptState, AttemptStatus, Job, JobId, JobState, SiteId
-from broker.store import JobStore
+from broker.store import JobMove, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -94,30 +94,25 @@ class AttemptTracking:
         if status.state == attempt.state and status.state != AttemptState.RUNNING:
             return
         if status.state == AttemptState.RUNNING:
-            if attempt.state != AttemptState.RUNNING:
-                self.store.update_attempt(attempt.id, now, state=AttemptState.RUNNING)
-            if job.state == JobState.PROVISIONING:
-                self.store.transition(
-                    job.id,
+            if attempt.state != AttemptState.RUNNING or job.state == JobState.PROVISIONING:
+                running = JobMove(
                     JobState.RUNNING,
-                    now,
-                    kind="running",
-                    message=f"running on {attempt.site}",
+                    "running",
+                    f"running on {attempt.site}",
                     expect=JobState.PROVISIONING,
                 )
+                self.store.update_attempt(attempt.id, now, state=AttemptState.RUNNING, moves=[running])
             return
         if status.state == AttemptState.PENDING:
             return
-        fields: dict[str, Any] = {"log_tail": status.log_tail}
-        if status.exit_code is not None:
-            fields["exit_code"] = status.exit_code
-        final = status.state in (AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.CANCELLED)
-        if final and not job.state.terminal:
-            # The job's result is stored before the attempt is closed: a broker killed in
-            # between finds a finished job (its agent or the next poll closes the attempt),
-            # never a live job without a live attempt, which a restart would requeue and re-run.
-            self._finish_job(job, attempt, status, now, fields)
-        attempt = self.store.update_attempt(attempt.id, now, state=status.state, error=status.message)
+        # The attempt's end and its job's move are one transaction: never one without the other.
+        attempt = self.store.update_attempt(
+            attempt.id,
+            now,
+            state=status.state,
+            error=status.message,
+            moves=() if job.state.terminal else self._job_moves(job, attempt, status),
+        )
         log.log(
             logging.INFO if status.state == AttemptState.SUCCEEDED else logging.WARNING,
             "attempt %d on %s ended %s%s",
@@ -141,66 +136,41 @@ class AttemptTracking:
         if status.state == AttemptState.PREEMPTED:
             self.planner.record_preemption(attempt)
         self.capacity_changed()
-        if job.state.terminal or final:
-            return
-        if status.state == AttemptState.PREEMPTED:
-            self.store.transition(
-                job.id,
-                JobState.PREEMPTED,
-                now,
-                kind="preempted",
-                message=f"preempted on {attempt.site}",
-                data={"site": attempt.site, "offer": attempt.offer.key},
-                **fields,
-            )
-            self.store.transition(
-                job.id, JobState.QUEUED, now, kind="requeued", message="requeued after preemption"
-            )
-        else:  # LOST
-            used = sum(1 for a in self.store.attempts_for(job.id) if not a.broker_side)
-            if used >= self.planner.failover().max_attempts:
-                self.store.transition(
-                    job.id,
-                    JobState.FAILED,
-                    now,
-                    kind="lost",
-                    message=f"attempt lost ({status.message}); no attempts left",
-                    **fields,
-                )
-            else:
-                self.store.transition(
-                    job.id,
-                    JobState.QUEUED,
-                    now,
-                    kind="lost",
-                    message=f"attempt lost ({status.message}); requeued",
-                )
 
-    def _finish_job(
-        self, job: Job, attempt: Attempt, status: AttemptStatus, now: datetime, fields: dict[str, Any]
-    ) -> None:
+    def _job_moves(self, job: Job, attempt: Attempt, status: AttemptStatus) -> list[JobMove]:
+        """How the job moves when its attempt ended with `status`."""
+        fields: dict[str, Any] = {"log_tail": status.log_tail}
+        if status.exit_code is not None:
+            fields["exit_code"] = status.exit_code
         if status.state == AttemptState.SUCCEEDED:
-            self.store.transition(
-                job.id, JobState.SUCCEEDED, now, kind="finished", message="exit code 0", **fields
-            )
-        elif status.state == AttemptState.FAILED:
-            self.store.transition(
-                job.id,
-                JobState.FAILED,
-                now,
-                kind="finished",
-                message=f"exit code {status.exit_code}",
-                **fields,
-            )
-        else:
-            self.store.transition(
-                job.id,
-                JobState.CANCELLED,
-                now,
-                kind="cancelled",
-                message="cancelled at the backend",
-                **fields,
-            )
+            return [JobMove(JobState.SUCCEEDED, "finished", "exit code 0", fields=fields)]
+        if status.state == AttemptState.FAILED:
+            return [JobMove(JobState.FAILED, "finished", f"exit code {status.exit_code}", fields=fields)]
+        if status.state == AttemptState.CANCELLED:
+            return [JobMove(JobState.CANCELLED, "cancelled", "cancelled at the backend", fields=fields)]
+        if status.state == AttemptState.PREEMPTED:
+            return [
+                JobMove(
+                    JobState.PREEMPTED,
+                    "preempted",
+                    f"preempted on {attempt.site}",
+                    data={"site": attempt.site, "offer": attempt.offer.key},
+                    fields=fields,
+                ),
+                JobMove(JobState.QUEUED, "requeued", "requeued after preemption"),
+            ]
+        # LOST
+        used = sum(1 for a in self.store.attempts_for(job.id) if not a.broker_side)
+        if used >= self.planner.failover().max_attempts:
+            return [
+                JobMove(
+                    JobState.FAILED,
+                    "lost",
+                    f"attempt lost ({status.message}); no attempts left",
+                    fields=fields,
+                )
+            ]
+        return [JobMove(JobState.QUEUED, "lost", f"attempt lost ({status.message}); requeued")]
 
     def _in_background(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

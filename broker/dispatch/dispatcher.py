@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from adapters.base import Adapter, AdapterError, TransientError
+from broker.agent_secret import SecretEscrow, new_agent_secret
 from broker.clock import Clock
 from broker.config import DispatchSettings
 from broker.decision import Action, Decision
@@ -73,8 +74,10 @@ class Dispatcher(AttemptTracking):
         settings: DispatchSettings | None = None,
         agent_endpoint: str = "",
         metrics: BrokerMetrics | None = None,
+        escrow: SecretEscrow | None = None,
     ) -> None:
         self.store = store
+        self.escrow = escrow or SecretEscrow(None)
         self.adapters = adapters
         self.planner = planner
         self.clock = clock
@@ -184,7 +187,8 @@ class Dispatcher(AttemptTracking):
                 # The broker died between recording the attempt and storing the backend id:
                 # submitting again with the same token adopts what the backend already started.
                 resumed.add(attempt.id)
-                self._inflight[job.id] = asyncio.create_task(self._launch(job, attempt, None))
+                secret = self.escrow.get(attempt.id)
+                self._inflight[job.id] = asyncio.create_task(self._launch(job, attempt, None, secret))
         # Any other attempt without a backend id was never sent to a backend (its job was
         # requeued, or is over): close it, so planning never counts it as claimed capacity.
         for attempt in self.store.live_attempts():
@@ -428,7 +432,12 @@ class Dispatcher(AttemptTracking):
             " [burst]" if decision.burst else "",
             extra=_decision_fields(job, decision, "placed"),
         )
-        attempt = self.store.create_attempt(job.id, offer.site, offer, secrets.token_hex(16), now)
+        # The idempotency token names the attempt at its backend; the agent secret (only its
+        # hash is stored) is what authenticates the attempt's reports.
+        secret, secret_hash = new_agent_secret()
+        attempt = self.store.create_attempt(
+            job.id, offer.site, offer, secrets.token_hex(16), now, secret_hash=secret_hash
+        )
         if not self.planner.reserve(job, attempt, decision, self.store):
             self.store.update_attempt(
                 attempt.id, now, state=AttemptState.CANCELLED, error="budget would be exceeded"
@@ -473,10 +482,18 @@ class Dispatcher(AttemptTracking):
             message=f"attempt {attempt.number} on {offer.site}",
             data={"attempt": attempt.id, "site": offer.site, "offer": offer.key},
         )
-        self._inflight[job.id] = asyncio.create_task(self._launch(job, attempt, decision))
+        self.escrow.put(attempt.id, secret)  # before any backend can have seen it
+        self._inflight[job.id] = asyncio.create_task(self._launch(job, attempt, decision, secret))
 
-    async def _launch(self, job: Job, attempt: Attempt, decision: Decision | None) -> None:
+    async def _launch(
+        self, job: Job, attempt: Attempt, decision: Decision | None, secret: str | None = None
+    ) -> None:
         try:
+            if secret is None:
+                # Resumed after a restart without its escrowed secret: only the hash survived,
+                # so the attempt gets a new one (nothing can have started with the old one).
+                secret, secret_hash = new_agent_secret()
+                attempt = self.store.update_attempt(attempt.id, self.clock.now(), secret_hash=secret_hash)
             adapter = self.adapters.get(attempt.site)
             if adapter is None:
                 raise AdapterError(attempt.site, "NoAdapter", "no adapter configured for this site")
@@ -488,7 +505,7 @@ class Dispatcher(AttemptTracking):
                 offer=attempt.offer,
                 agent_endpoint=self.agent_endpoint,
                 agent_ca_pem=self.agent_ca_pem,
-                agent_token=attempt.token,
+                agent_token=secret,
             )
             account, qos = self.planner.batch_account(job)
             request = request.model_copy(update={"account": account, "qos": qos})
@@ -522,6 +539,7 @@ class Dispatcher(AttemptTracking):
         except AdapterError as exc:
             await self._attempt_failed(job, attempt, exc)
         finally:
+            self.escrow.drop(attempt.id)
             self._inflight.pop(job.id, None)
 
     async def _attempt_failed(self, job: Job, attempt: Attempt, exc: AdapterError) -> None:

@@ -2,6 +2,7 @@
 
 from broker.store._audit import AUDIT_KINDS, AuditFilter, PolicyVersion
 from broker.store.base import (
+    JobMove,
     JobNotFoundError,
     JobPage,
     JobStore,
@@ -15,6 +16,7 @@ from broker.store.sqlite import SqliteStore
 __all__ = [
     "AUDIT_KINDS",
     "AuditFilter",
+    "JobMove",
     "JobNotFoundError",
     "JobPage",
     "JobStore",

@@ -36,8 +36,9 @@ CREATE TABLE IF NOT EXISTS attempts (
   id TEXT COLLATE "C" PRIMARY KEY, job_id TEXT COLLATE "C" NOT NULL, number INTEGER NOT NULL,
   site TEXT NOT NULL, offer TEXT NOT NULL, token TEXT NOT NULL UNIQUE, state TEXT NOT NULL,
   backend_id TEXT, created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL,
-  error TEXT NOT NULL DEFAULT ''
+  error TEXT NOT NULL DEFAULT '', secret_hash TEXT NOT NULL DEFAULT ''
 );
+ALTER TABLE attempts ADD COLUMN IF NOT EXISTS secret_hash TEXT NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_id, number);
 CREATE INDEX IF NOT EXISTS attempts_state ON attempts(state);
 CREATE TABLE IF NOT EXISTS spend (
@@ -63,5 +64,7 @@ JOB_COLS = (
     "id, tenant, client_id, state, spec, created_at, updated_at, site, attempts, exit_code, "
     "log_tail, message, policy_hash"
 )
-ATTEMPT_COLS = "id, job_id, number, site, offer, token, state, backend_id, created_at, updated_at, error"
+ATTEMPT_COLS = (
+    "id, job_id, number, site, offer, token, state, backend_id, created_at, updated_at, error, secret_hash"
+)
 SPEND_COLS = "tenant, site, job_id, attempt_id, month, reserved, spent, voucher, settled, voucher_id"

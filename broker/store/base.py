@@ -13,7 +13,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -125,14 +125,20 @@ def attempt_from_row(r: Sequence[Any], to_datetime: Callable[[Any], datetime]) -
         created_at=to_datetime(r[8]),
         updated_at=to_datetime(r[9]),
         error=r[10],
+        secret_hash=r[11] or "",
     )
 
 
 def attempt_updates(
-    state: AttemptState | None, backend_id: str | None, error: str | None
+    state: AttemptState | None, backend_id: str | None, error: str | None, secret_hash: str | None = None
 ) -> list[tuple[str, str]]:
     """The (column, value) pairs an `update_attempt` call sets besides `updated_at`."""
-    values = (("state", state.value if state else None), ("backend_id", backend_id), ("error", error))
+    values = (
+        ("state", state.value if state else None),
+        ("backend_id", backend_id),
+        ("error", error),
+        ("secret_hash", secret_hash),
+    )
     return [(col, value) for col, value in values if value is not None]
 
 
@@ -162,6 +168,21 @@ def read_spec(text: str) -> JobSpec | str:
         return f"{UNREADABLE_SPEC}: {where + ': ' if where else ''}{first['msg']}"
     except ValueError as exc:
         return f"{UNREADABLE_SPEC}: {exc}"
+
+
+@dataclass(frozen=True)
+class JobMove:
+    """A state change of an attempt's job, written in the attempt update's transaction.
+
+    Skipped when the job is already terminal, or not in `expect` when that is set.
+    """
+
+    state: JobState
+    kind: str
+    message: str = ""
+    data: Mapping[str, Any] | None = None
+    expect: JobState | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 def new_attempt_id(job_id: JobId, number: int) -> AttemptId:
@@ -325,7 +346,16 @@ class JobStore(abc.ABC):
     # Attempts -----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def create_attempt(self, job_id: JobId, site: SiteId, offer: Offer, token: str, now: datetime) -> Attempt:
+    def create_attempt(
+        self,
+        job_id: JobId,
+        site: SiteId,
+        offer: Offer,
+        token: str,
+        now: datetime,
+        *,
+        secret_hash: str = "",
+    ) -> Attempt:
         """Record the intent to try `offer` before any backend call (write before you act)."""
 
     @abc.abstractmethod
@@ -337,11 +367,14 @@ class JobStore(abc.ABC):
         state: AttemptState | None = None,
         backend_id: str | None = None,
         error: str | None = None,
+        secret_hash: str | None = None,
+        moves: Sequence[JobMove] = (),
     ) -> Attempt:
-        """Set what the backend told us about the attempt.
+        """Set what the backend told us about the attempt, and move its job, atomically.
 
-        A terminal attempt keeps its state: a `state` update of one is ignored and the stored
-        attempt is returned unchanged (a late poll or a reconciler must never rewrite a result).
+        A terminal attempt keeps its state: a `state` update of one is ignored, the stored
+        attempt is returned unchanged and `moves` are not applied (a late poll or a reconciler
+        must never rewrite a result).
         """
 
     @abc.abstractmethod

@@ -42,6 +42,7 @@ from broker.store.base import (
     JOB_FIELDS,
     LIVE_ATTEMPT_STATES,
     UNFINISHED,
+    JobMove,
     JobNotFoundError,
     JobPage,
     JobStore,
@@ -322,16 +323,9 @@ class PostgresStore(JobStore):
         expect: JobState | None = None,
         **fields: Any,
     ) -> Job:
+        move = JobMove(new_state, kind, message, data, expect, fields)
         with self._tx() as db:
-            old = self._lock_state(db, job_id)
-            if expect is not None and old != expect:
-                event = None
-            else:
-                check_transition(job_id, old, new_state)
-                if message and "message" not in fields:
-                    fields = {**fields, "message": message}
-                self._set_fields(db, job_id, now, new_state, fields)
-                event = self._append_event(db, job_id, now, kind, new_state, message, data)
+            event = self._move(db, job_id, self._lock_state(db, job_id), now, move)
             job_row = db.execute(f"SELECT {JOB_COLS} FROM jobs WHERE id=%s", (job_id,)).fetchone()
         if event is not None:
             self._publish([event])
@@ -339,6 +333,24 @@ class PostgresStore(JobStore):
         job = self._row_to_job(job_row)
         self._flush_quarantine()
         return job
+
+    def _move(
+        self,
+        db: psycopg.Connection[tuple[Any, ...]],
+        job_id: JobId,
+        old: JobState,
+        now: datetime,
+        move: JobMove,
+    ) -> JobEvent | None:
+        """Apply one state change inside the caller's transaction; None when `expect` differs."""
+        if move.expect is not None and old != move.expect:
+            return None
+        check_transition(job_id, old, move.state)
+        fields = dict(move.fields)
+        if move.message and "message" not in fields:
+            fields["message"] = move.message
+        self._set_fields(db, job_id, now, move.state, fields)
+        return self._append_event(db, job_id, now, move.kind, move.state, move.message, move.data)
 
     def record(
         self,
@@ -439,7 +451,16 @@ class PostgresStore(JobStore):
     def _row_to_attempt(self, r: Sequence[Any]) -> Attempt:
         return attempt_from_row(r, _dt)
 
-    def create_attempt(self, job_id: JobId, site: SiteId, offer: Offer, token: str, now: datetime) -> Attempt:
+    def create_attempt(
+        self,
+        job_id: JobId,
+        site: SiteId,
+        offer: Offer,
+        token: str,
+        now: datetime,
+        *,
+        secret_hash: str = "",
+    ) -> Attempt:
         ts = _ts(now)
         with self._tx() as db:
             row = db.execute(
@@ -451,7 +472,7 @@ class PostgresStore(JobStore):
             number: int = row[0]
             attempt_id = new_attempt_id(job_id, number)
             db.execute(
-                f"INSERT INTO attempts ({ATTEMPT_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                f"INSERT INTO attempts ({ATTEMPT_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 (
                     attempt_id,
                     job_id,
@@ -464,6 +485,7 @@ class PostgresStore(JobStore):
                     ts,
                     ts,
                     "",
+                    _text(secret_hash),
                 ),
             )
         return Attempt(
@@ -475,6 +497,7 @@ class PostgresStore(JobStore):
             token=token,
             created_at=now,
             updated_at=now,
+            secret_hash=secret_hash,
         )
 
     def update_attempt(
@@ -485,22 +508,35 @@ class PostgresStore(JobStore):
         state: AttemptState | None = None,
         backend_id: str | None = None,
         error: str | None = None,
+        secret_hash: str | None = None,
+        moves: Sequence[JobMove] = (),
     ) -> Attempt:
         sets: list[str] = ["updated_at=%s"]
         params: list[Any] = [_ts(now)]
-        for col, value in attempt_updates(state, backend_id, error):
+        for col, value in attempt_updates(state, backend_id, error, secret_hash):
             sets.append(f"{col}=%s")
             params.append(_text(value))
         guard = " AND state IN (%s, %s)" if state is not None else ""
+        events: list[JobEvent] = []
         with self._tx() as db:
             row = db.execute(
                 f"UPDATE attempts SET {', '.join(sets)} WHERE id=%s{guard} RETURNING {ATTEMPT_COLS}",
                 [*params, attempt_id, *(LIVE_ATTEMPT_STATES if guard else ())],
             ).fetchone()
-            if row is None and guard:  # terminal already: keep it as it is
+            if row is None and guard:  # terminal already: keep it as it is, and its job too
                 row = db.execute(f"SELECT {ATTEMPT_COLS} FROM attempts WHERE id=%s", (attempt_id,)).fetchone()
-        if row is None:
-            raise StoreError(f"attempt {attempt_id!r} not found")
+                moves = ()
+            if row is None:
+                raise StoreError(f"attempt {attempt_id!r} not found")
+            for move in moves:
+                job_id = JobId(row[1])
+                current = self._lock_state(db, job_id)
+                if current.terminal:
+                    break
+                event = self._move(db, job_id, current, now, move)
+                if event is not None:
+                    events.append(event)
+        self._publish(events)
         return self._row_to_attempt(row)
 
     def get_attempt(self, attempt_id: str) -> Attempt:

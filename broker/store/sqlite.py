@@ -31,6 +31,7 @@ from broker.store.base import (
     JOB_FIELDS,
     LIVE_ATTEMPT_STATES,
     UNFINISHED,
+    JobMove,
     JobNotFoundError,
     JobPage,
     JobStore,
@@ -75,7 +76,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS attempts (
   id TEXT PRIMARY KEY, job_id TEXT NOT NULL, number INTEGER NOT NULL, site TEXT NOT NULL,
   offer TEXT NOT NULL, token TEXT NOT NULL UNIQUE, state TEXT NOT NULL, backend_id TEXT,
-  created_at REAL NOT NULL, updated_at REAL NOT NULL, error TEXT NOT NULL DEFAULT ''
+  created_at REAL NOT NULL, updated_at REAL NOT NULL, error TEXT NOT NULL DEFAULT '',
+  secret_hash TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_id, number);
 CREATE INDEX IF NOT EXISTS attempts_state ON attempts(state);
@@ -98,7 +100,9 @@ _JOB_COLS = (
     "id, tenant, client_id, state, spec, created_at, updated_at, site, attempts, exit_code, "
     "log_tail, message, policy_hash"
 )
-_ATTEMPT_COLS = "id, job_id, number, site, offer, token, state, backend_id, created_at, updated_at, error"
+_ATTEMPT_COLS = (
+    "id, job_id, number, site, offer, token, state, backend_id, created_at, updated_at, error, secret_hash"
+)
 
 
 def _ts(value: datetime) -> float:
@@ -127,6 +131,9 @@ class SqliteStore(JobStore):
         self._conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
         self._conn.execute("PRAGMA foreign_keys=OFF")
         self._conn.executescript(SCHEMA)
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(attempts)")}
+        if "secret_hash" not in columns:  # a data dir from before per-attempt agent secrets
+            self._conn.execute("ALTER TABLE attempts ADD COLUMN secret_hash TEXT NOT NULL DEFAULT ''")
         self._specs: dict[str, JobSpec] = {}
 
     @contextmanager
@@ -348,25 +355,31 @@ class SqliteStore(JobStore):
         expect: JobState | None = None,
         **fields: Any,
     ) -> Job:
+        move = JobMove(new_state, kind, message, data, expect, fields)
         with self._tx() as db:
             row = db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is None:
                 raise JobNotFoundError(f"job {job_id!r} not found")
-            old = JobState(row[0])
-            if expect is not None and old != expect:
-                event = None
-            else:
-                check_transition(job_id, old, new_state)
-                if message and "message" not in fields:
-                    fields = {**fields, "message": message}
-                self._set_fields(db, job_id, now, new_state, fields)
-                event = self._append_event(db, job_id, now, kind, new_state, message, data)
+            event = self._move(db, job_id, JobState(row[0]), now, move)
             job_row = db.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         if event is not None:
             self._publish([event])
         job = self._row_to_job(job_row)
         self._flush_quarantine()
         return job
+
+    def _move(
+        self, db: sqlite3.Connection, job_id: JobId, old: JobState, now: datetime, move: JobMove
+    ) -> JobEvent | None:
+        """Apply one state change inside the caller's transaction; None when `expect` differs."""
+        if move.expect is not None and old != move.expect:
+            return None
+        check_transition(job_id, old, move.state)
+        fields = dict(move.fields)
+        if move.message and "message" not in fields:
+            fields["message"] = move.message
+        self._set_fields(db, job_id, now, move.state, fields)
+        return self._append_event(db, job_id, now, move.kind, move.state, move.message, move.data)
 
     def record(
         self,
@@ -492,7 +505,16 @@ class SqliteStore(JobStore):
     def _row_to_attempt(self, r: Sequence[Any]) -> Attempt:
         return attempt_from_row(r, _dt)
 
-    def create_attempt(self, job_id: JobId, site: SiteId, offer: Offer, token: str, now: datetime) -> Attempt:
+    def create_attempt(
+        self,
+        job_id: JobId,
+        site: SiteId,
+        offer: Offer,
+        token: str,
+        now: datetime,
+        *,
+        secret_hash: str = "",
+    ) -> Attempt:
         ts = _ts(now)
         with self._tx() as db:
             row = db.execute(
@@ -503,7 +525,7 @@ class SqliteStore(JobStore):
                 raise JobNotFoundError(f"job {job_id!r} not found")
             attempt_id = new_attempt_id(job_id, row[0])
             db.execute(
-                f"INSERT INTO attempts ({_ATTEMPT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO attempts ({_ATTEMPT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     attempt_id,
                     job_id,
@@ -516,6 +538,7 @@ class SqliteStore(JobStore):
                     ts,
                     ts,
                     "",
+                    secret_hash,
                 ),
             )
         return Attempt(
@@ -527,6 +550,7 @@ class SqliteStore(JobStore):
             token=token,
             created_at=now,
             updated_at=now,
+            secret_hash=secret_hash,
         )
 
     def update_attempt(
@@ -537,22 +561,35 @@ class SqliteStore(JobStore):
         state: AttemptState | None = None,
         backend_id: str | None = None,
         error: str | None = None,
+        secret_hash: str | None = None,
+        moves: Sequence[JobMove] = (),
     ) -> Attempt:
         sets: list[str] = ["updated_at=?"]
         params: list[Any] = [_ts(now)]
-        for col, value in attempt_updates(state, backend_id, error):
+        for col, value in attempt_updates(state, backend_id, error, secret_hash):
             sets.append(f"{col}=?")
             params.append(value)
         guard = " AND state IN (?, ?)" if state is not None else ""
+        events: list[JobEvent] = []
         with self._tx() as db:
             row = db.execute(
                 f"UPDATE attempts SET {', '.join(sets)} WHERE id=?{guard} RETURNING {_ATTEMPT_COLS}",
                 [*params, attempt_id, *(LIVE_ATTEMPT_STATES if guard else ())],
             ).fetchone()
-            if row is None and guard:  # terminal already: keep it as it is
+            if row is None and guard:  # terminal already: keep it as it is, and its job too
                 row = db.execute(f"SELECT {_ATTEMPT_COLS} FROM attempts WHERE id=?", (attempt_id,)).fetchone()
-        if row is None:
-            raise StoreError(f"attempt {attempt_id!r} not found")
+                moves = ()
+            if row is None:
+                raise StoreError(f"attempt {attempt_id!r} not found")
+            for move in moves:
+                job_id = JobId(row[1])
+                current = JobState(db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()[0])
+                if current.terminal:
+                    break
+                event = self._move(db, job_id, current, now, move)
+                if event is not None:
+                    events.append(event)
+        self._publish(events)
         return self._row_to_attempt(row)
 
     def get_attempt(self, attempt_id: str) -> Attempt:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import shlex
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import grpc
@@ -54,16 +57,44 @@ def live_attempt(data_dir: Path, job_id: str) -> tuple[str, str, str | None]:
         store.close()
 
 
-def play_bootstrap(broker: BrokerProcess, job_id: str, exit_code: int = 0) -> None:
-    """What the UserData script does: heartbeat as running, then report the exit status."""
+UserDataFn = Callable[[str], str]
+"""The UserData script an instance (by backend id) was started with."""
+
+
+def ecs_user_data(clouds: Iterable[Mapping[str, str]]) -> UserDataFn:
+    """UserData lookup over ECS doubles' `user_data` maps (base64 as sent)."""
+
+    def lookup(instance_id: str) -> str:
+        for user_data in clouds:
+            if instance_id in user_data:
+                return base64.b64decode(user_data[instance_id]).decode()
+        raise AssertionError(f"no UserData for {instance_id}")
+
+    return lookup
+
+
+def agent_secret_of(script: str) -> str:
+    """The agent secret a UserData script hands to its instance's bootstrap."""
+    for line in script.splitlines():
+        if line.startswith("SZB_AGENT_TOKEN="):
+            return shlex.split(line.split("=", 1)[1])[0]
+    raise AssertionError("the UserData carries no agent secret")
+
+
+def play_bootstrap(broker: BrokerProcess, job_id: str, user_data: UserDataFn, exit_code: int = 0) -> None:
+    """What the UserData script does: heartbeat as running, then report the exit status.
+
+    It authenticates with the agent secret found in the instance's UserData, as the real one does.
+    """
     data_dir = broker.config.parent / "data"
     deadline = time.monotonic() + 20
     while True:
-        attempt_id, token, backend = live_attempt(data_dir, job_id)
+        attempt_id, _token, backend = live_attempt(data_dir, job_id)
         if backend is not None:
             break
         assert time.monotonic() < deadline, "no backend id recorded"
         time.sleep(0.1)
+    token = agent_secret_of(user_data(backend))
     with grpc.insecure_channel(broker.address) as channel:
         agent = agent_service_pb2_grpc.AgentServiceStub(channel)
         agent.Heartbeat(agent_service_pb2.HeartbeatRequest(attempt_id=attempt_id, token=token, running=True))
@@ -79,6 +110,7 @@ def play_bootstrap_when_on(
     broker: BrokerProcess,
     job_id: str,
     site: str,
+    user_data: UserDataFn,
     timeout: float = 30,
     token: str = TOKEN,
 ) -> None:
@@ -90,4 +122,4 @@ def play_bootstrap_when_on(
         assert job.state not in TERMINAL, job.message
         assert time.monotonic() < deadline, f"never reached {site}: {job.site} {job.message}"
         time.sleep(0.1)
-    play_bootstrap(broker, job_id)
+    play_bootstrap(broker, job_id, user_data)

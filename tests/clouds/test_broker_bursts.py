@@ -1,11 +1,13 @@
 """Bursting end to end: a real broker process, real SDKs on the wire, the cloud doubles.
 
-The test plays the bootstrap on each instance by calling AgentService with the attempt's
-token, as the UserData script would.
+The test plays the bootstrap on each instance by calling AgentService with the agent secret
+found in the instance's UserData, as the UserData script would.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import shutil
 import textwrap
 import time
@@ -20,11 +22,15 @@ from google.protobuf import duration_pb2
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
 from broker.api import broker_service_pb2 as pb
 from broker.auth import hash_token
+from broker.store import SqliteStore
 from tests.brokerproc import ROOT, BrokerProcess
 from tests.clouds.conftest import ECS_KEYS
 from tests.clouds.e2e_helpers import (
     TERMINAL,
     TOKEN,
+    UserDataFn,
+    agent_secret_of,
+    ecs_user_data,
     events,
     live_attempt,
     md,
@@ -161,6 +167,27 @@ def gpu_job(name: str, *accels: str) -> job_pb2.JobSpec:
     )
 
 
+def user_data_of(clouds: tuple[MotoFront, EcsCloud]) -> UserDataFn:
+    """UserData of an instance in moto (AWS and libcloud sites) or the ECS double."""
+    moto, ecs = clouds
+    from_ecs = ecs_user_data([ecs.user_data])
+
+    def lookup(instance_id: str) -> str:
+        if instance_id in ecs.user_data:
+            return from_ecs(instance_id)
+        for region in ("us-east-1", "us-west-2"):
+            ec2 = boto3.client("ec2", endpoint_url=moto.url, region_name=region,
+                               aws_access_key_id="AKIDTESTTEST", aws_secret_access_key="secret")
+            try:
+                attr = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+            except ec2.exceptions.ClientError:
+                continue
+            return base64.b64decode(attr["UserData"]["Value"]).decode()
+        raise AssertionError(f"no UserData for {instance_id}")
+
+    return lookup
+
+
 def ec2_instances(moto: MotoFront, region: str, job_id: str | None = None) -> list[dict[str, object]]:
     ec2 = boto3.client(
         "ec2",
@@ -195,7 +222,7 @@ def test_burst_runs_completes_and_terminates(
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("burst", accel)), metadata=md()).job
         wait_state(stub, job.id, {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING})
-        play_bootstrap(broker, job.id)
+        play_bootstrap(broker, job.id, user_data_of(clouds))
         final = wait_state(stub, job.id, TERMINAL)
         assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.site == site
         assert final.exit_code == 0 and "epoch 3/3" in final.log_tail
@@ -213,6 +240,39 @@ def test_burst_runs_completes_and_terminates(
         assert ecs.instances == {}
 
 
+@pytest.mark.parametrize(("accel", "site"), [("A10G", "aws-east"), ("A10", "aliyun-bj")])
+def test_the_agent_secret_is_in_user_data_only_never_in_tags(
+    broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud], accel: str, site: str
+) -> None:
+    moto, ecs = clouds
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("secret", accel)), metadata=md()).job
+        wait_state(stub, job.id, {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING})
+        deadline = time.monotonic() + 15
+        while (backend := live_attempt(broker.config.parent / "data", job.id)[2]) is None:
+            assert time.monotonic() < deadline, "no backend id recorded"
+            time.sleep(0.1)
+        secret = agent_secret_of(user_data_of(clouds)(backend))
+        if site == "aws-east":
+            [instance] = ec2_instances(moto, "us-east-1", job.id)
+            tags = {t["Key"]: t["Value"] for t in instance["Tags"]}  # type: ignore[attr-defined]
+        else:
+            tags = {t["TagKey"]: t["TagValue"] for t in ecs.instances[backend]["Tags"]["Tag"]}
+        store = SqliteStore(broker.config.parent / "data" / "broker.db")
+        try:
+            attempt = store.attempts_for(job.id)[-1]  # type: ignore[arg-type]
+        finally:
+            store.close()
+        assert tags["szb:token"] == attempt.token != secret  # the token names, the secret stays out
+        assert not any(secret in f"{k}={v}" for k, v in tags.items())
+        assert attempt.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
+        assert all(secret not in str(e) for e in events_so_far(stub, job.id))
+        play_bootstrap(broker, job.id, user_data_of(clouds))  # and it is what authenticates the agent
+        assert wait_state(stub, job.id, TERMINAL).state == job_pb2.JOB_STATE_SUCCEEDED
+    assert secret not in (broker.config.parent / "broker.log").read_text()
+
+
 def test_no_stock_fails_over_zone_region_then_provider(
     broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud]
 ) -> None:
@@ -227,7 +287,7 @@ def test_no_stock_fails_over_zone_region_then_provider(
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("failover", "A10G", "A10")), metadata=md()).job
-        play_bootstrap_when_on(stub, broker, job.id, "aliyun-bj")
+        play_bootstrap_when_on(stub, broker, job.id, "aliyun-bj", user_data_of(clouds))
         final = wait_state(stub, job.id, TERMINAL)
         assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.site == "aliyun-bj"
         history = events(stub, job.id)
@@ -252,7 +312,7 @@ def test_throttling_is_retried_then_succeeds(
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("throttled", "A10G")), metadata=md()).job
-        play_bootstrap_when_on(stub, broker, job.id, "aws-east")
+        play_bootstrap_when_on(stub, broker, job.id, "aws-east", user_data_of(clouds))
         final = wait_state(stub, job.id, TERMINAL)
         assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.attempts == 1
     assert moto.scenario.count("RunInstances") == 3  # two throttled, one through
@@ -270,7 +330,7 @@ def test_bad_credentials_mark_provider_unhealthy_and_place_elsewhere(
         with grpc.insecure_channel(proc.address) as channel:
             stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
             job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("creds", "A10G", "A10")), metadata=md()).job
-            play_bootstrap_when_on(stub, proc, job.id, "aliyun-bj")
+            play_bootstrap_when_on(stub, proc, job.id, "aliyun-bj", user_data_of(clouds))
             final = wait_state(stub, job.id, TERMINAL)
             assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.site == "aliyun-bj"
             failed = [e for e in events(stub, job.id) if e.kind == "attempt_failed"]
@@ -279,7 +339,7 @@ def test_bad_credentials_mark_provider_unhealthy_and_place_elsewhere(
             second = stub.SubmitJob(
                 pb.SubmitJobRequest(job=gpu_job("creds-2", "A10G", "A10")), metadata=md()
             ).job
-            play_bootstrap_when_on(stub, proc, second.id, "aliyun-bj")
+            play_bootstrap_when_on(stub, proc, second.id, "aliyun-bj", user_data_of(clouds))
             assert [e for e in events(stub, second.id) if e.kind == "attempt_failed"] == []
             status = stub.GetStatus(pb.GetStatusRequest(), metadata=md())
             assert "aws-east" in status.status_json and "circuit open" in status.status_json
@@ -307,7 +367,7 @@ def test_kill_after_cloud_call_before_id_stored_adopts_exactly_one(
     broker.restart()
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-        play_bootstrap(broker, job.id)
+        play_bootstrap(broker, job.id, user_data_of(clouds))
         final = wait_state(stub, job.id, TERMINAL)
         assert final.state == job_pb2.JOB_STATE_SUCCEEDED
     instances = ec2_instances(moto, "us-east-1", job.id)
@@ -412,7 +472,7 @@ def test_silent_instance_is_lost_terminated_and_the_job_retried(
             while not any(e.kind == "lost" for e in events_so_far(stub, job.id)):
                 assert time.monotonic() < deadline, "the silent attempt was never declared lost"
                 time.sleep(0.2)
-            play_bootstrap_when_on(stub, proc, job.id, "aws-east")
+            play_bootstrap_when_on(stub, proc, job.id, "aws-east", user_data_of(clouds))
             final = wait_state(stub, job.id, TERMINAL)
             assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.attempts == 2
         # Both instances are terminated (the broker does it in the background after each end).

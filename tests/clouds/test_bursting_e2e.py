@@ -8,7 +8,6 @@ bootstrap through AgentService.
 from __future__ import annotations
 
 import shutil
-import sys
 import textwrap
 import threading
 import time
@@ -22,9 +21,18 @@ from google.protobuf import duration_pb2
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
-from tests.brokerproc import ROOT, BrokerProcess
+from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
 from tests.clouds.conftest import ECS_KEYS
-from tests.clouds.e2e_helpers import TERMINAL, TOKEN, events, md, play_bootstrap_when_on, wait_state
+from tests.clouds.e2e_helpers import (
+    TERMINAL,
+    TOKEN,
+    UserDataFn,
+    ecs_user_data,
+    events,
+    md,
+    play_bootstrap_when_on,
+    wait_state,
+)
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 
 POOR_TOKEN = "token-poor-sme-000000000"
@@ -132,7 +140,7 @@ def spec(
 ) -> job_pb2.JobSpec:
     return job_pb2.JobSpec(
         name=name,
-        command=[sys.executable, "-c", f"import time; time.sleep({seconds})"],
+        command=[JOB_PYTHON, "-c", f"import time; time.sleep({seconds})"],
         runtime_estimate=duration_pb2.Duration(seconds=runtime_s),
         max_wait=duration_pb2.Duration(seconds=max_wait_s),
         resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=1, any_of=accels)),
@@ -145,6 +153,7 @@ def bootstrap_cloud_jobs(
     broker: BrokerProcess,
     ids: list[str],
     stop: threading.Event,
+    user_data: UserDataFn,
 ) -> None:
     """Play the bootstrap for every job that lands on a cloud, until told to stop."""
     done: set[str] = set()
@@ -157,12 +166,15 @@ def bootstrap_cloud_jobs(
                 job_pb2.JOB_STATE_PROVISIONING,
                 job_pb2.JOB_STATE_RUNNING,
             ):
-                play_bootstrap_when_on(stub, broker, job_id, job.site)
+                play_bootstrap_when_on(stub, broker, job_id, job.site, user_data)
                 done.add(job_id)
         time.sleep(0.1)
 
 
-def test_peak_of_40_jobs_on_8_gpus_bursts_only_the_impatient(broker: BrokerProcess) -> None:
+def test_peak_of_40_jobs_on_8_gpus_bursts_only_the_impatient(
+    broker: BrokerProcess, regions: tuple[EcsCloud, EcsCloud, EcsEndpoint]
+) -> None:
+    user_data = ecs_user_data([regions[0].user_data, regions[1].user_data])
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         # Alternate impatient (1 min) and patient (1 day) jobs; each could use A800 on-prem or A10 in a cloud.
@@ -173,7 +185,9 @@ def test_peak_of_40_jobs_on_8_gpus_bursts_only_the_impatient(broker: BrokerProce
         resp = stub.SubmitJobs(pb.SubmitJobsRequest(requests=reqs), metadata=md())
         ids = [r.job.id for r in resp.responses]
         stop = threading.Event()
-        helper = threading.Thread(target=bootstrap_cloud_jobs, args=(stub, broker, ids, stop), daemon=True)
+        helper = threading.Thread(
+            target=bootstrap_cloud_jobs, args=(stub, broker, ids, stop, user_data), daemon=True
+        )
         helper.start()
         try:
             finals = [wait_state(stub, job_id, TERMINAL, timeout=90) for job_id in ids]
@@ -271,7 +285,7 @@ def test_spot_preemption_requeues_in_another_region_and_completes(
         [instance_id] = list(bj.instances)
         assert bj.instances[instance_id]["SpotStrategy"] == "SpotAsPriceGo"
         bj.reclaim_spot(instance_id)
-        play_bootstrap_when_on(stub, broker, job.id, "ali-sh")
+        play_bootstrap_when_on(stub, broker, job.id, "ali-sh", ecs_user_data([bj.user_data, sh.user_data]))
         final = wait_state(stub, job.id, TERMINAL)
         assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.site == "ali-sh"
         kinds = [e.kind for e in events(stub, job.id)]

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.brokerproc import ROOT, BrokerProcess
+from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
 from tests.e2e.conftest import TOKENS
 
 
@@ -43,10 +43,10 @@ def test_bad_job_file_is_rejected_before_sending_with_its_line(broker: BrokerPro
 
 def test_submit_wait_exit_codes_follow_the_job(broker: BrokerProcess, tmp_path: Path) -> None:
     ok = tmp_path / "ok.yaml"
-    ok.write_text(f"name: cli-ok\ncommand: [{sys.executable}, -c, 'print(42)']\nruntime_estimate: 1m\n")
+    ok.write_text(f"name: cli-ok\ncommand: [{JOB_PYTHON}, -c, 'print(42)']\nruntime_estimate: 1m\n")
     bad = tmp_path / "fail.yaml"
     bad.write_text(
-        f"name: cli-fail\ncommand: [{sys.executable}, -c, 'raise SystemExit(5)']\nruntime_estimate: 1m\n"
+        f"name: cli-fail\ncommand: [{JOB_PYTHON}, -c, 'raise SystemExit(5)']\nruntime_estimate: 1m\n"
     )
     done = szb(broker, "submit", str(ok), "--wait", "--output", "json")
     assert done.returncode == 0, done.stderr

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -112,20 +114,35 @@ def test_failing_command_reports_exit_code_and_log_tail(
 def test_cancel_running_job_kills_the_process(
     stub: broker_service_pb2_grpc.BrokerServiceStub, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    marker = tmp_path / "pid"
-    code = f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
+    # The sandboxed job cannot write to the test's folder: find its process by a marker.
+    marker = f"sleeper-{uuid.uuid4().hex}"
+    code = f"import time; time.sleep(300)  # {marker}"
     job = submit(stub, spec("sleeper", [PY, "-c", code])).job
     wait_for(stub, job.id, {job_pb2.JOB_STATE_RUNNING})
     deadline = time.monotonic() + 10
-    while not marker.exists() and time.monotonic() < deadline:
+    pids = _pids_with(marker)
+    while not pids and time.monotonic() < deadline:
         time.sleep(0.05)
-    pid = int(marker.read_text())
+        pids = _pids_with(marker)
+    (pid,) = pids
     cancelled = stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-a")).job
     assert cancelled.state == job_pb2.JOB_STATE_CANCELLED
     deadline = time.monotonic() + 10
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid), "the job's process survived its cancellation"
+
+
+def _pids_with(marker: str) -> list[int]:
+    """Processes whose command line holds `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def _alive(pid: int) -> bool:

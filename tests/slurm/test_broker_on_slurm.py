@@ -169,6 +169,22 @@ def test_gpu_job_runs_on_slurm_and_succeeds_with_output(world: OnPrem) -> None:
     assert "placed" in kinds and "finished" in kinds
 
 
+def test_the_agent_secret_is_in_the_job_env_not_in_slurm_marks_or_file_names(world: OnPrem) -> None:
+    job_id = world.submit(spec("secret", 'echo "secret=$SZB_AGENT_TOKEN"'))
+    job = world.wait(job_id, TERMINAL)
+    assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.message
+    secret = job.log_tail.split("secret=", 1)[1].split()[0]
+    assert len(secret) >= 43  # 256 bits, url-safe base64
+    inst = world.at_slurm(job_id)
+    assert inst is not None and inst.token and inst.token != secret
+    [slurm_job] = world.slurm.rest.request("GET", f"job/{inst.backend_id}")["jobs"]
+    assert secret not in json.dumps(slurm_job)  # comment, name, output file name, ...
+    outputs = [p.name for p in (world.broker.config.parent / "slurm-output").iterdir()]
+    assert any(inst.token in name for name in outputs)  # the token still names the files
+    assert not any(secret in name for name in outputs)
+    assert all(secret not in str(e) for e in world.events(job_id))
+
+
 def test_ascend_and_cpu_jobs_go_to_their_partitions(world: OnPrem) -> None:
     ascend = world.submit(spec("npu", "echo on $SLURM_JOB_PARTITION", gpus=2, accelerator="Ascend910B"))
     cpu = world.submit(spec("cpu", "echo on $SLURM_JOB_PARTITION"))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import pytest
 
 from adapters.base import AuthError, ConfigError, TransientError, UnsupportedError
 from adapters.slurm import SLURM_ERRORS, SLURM_STATES, SlurmAdapter, error_for
+from adapters.slurm._script import submit_body
 from broker.model import AttemptState
 from tests.slurm.conftest import SITE, SlurmCluster, Tracker, launch
 
@@ -65,6 +68,25 @@ def test_job_succeeds_with_output_tail(slurm: Tracker) -> None:
     assert status.exit_code == 0
     assert f"hello from {req.job_id} ni hao 3" in status.log_tail
     assert Path(slurm.adapter.output_dir / f"{req.token}.out").exists()
+
+
+def test_agent_secret_reaches_the_job_env_only(slurm: Tracker) -> None:
+    """The secret travels in the slurmrestd job environment: not in the comment, file names or script."""
+    secret = secrets.token_urlsafe(32)
+    req = launch(("/bin/sh", "-c", 'echo "secret=$SZB_AGENT_TOKEN"'), partition="ascend")
+    req = req.model_copy(update={"agent_token": secret, "agent_endpoint": "http://127.0.0.1:9"})
+    backend_id = slurm.submit(req)
+    status = slurm.wait(backend_id, TERMINAL)
+    assert status.state is AttemptState.SUCCEEDED, status
+    assert f"secret={secret}" in status.log_tail  # the job got it, through its environment
+    [job] = slurm.adapter.rest.request("GET", f"job/{backend_id}")["jobs"]
+    assert secret not in json.dumps(job)  # comment, name, output path, everything slurmrestd shows
+    assert req.token in str(job.get("comment"))  # the token stays: it names, it grants nothing
+    files = [p.name for p in slurm.adapter.output_dir.iterdir()]
+    assert files and not any(secret in name for name in files)
+    body = submit_body(req, slurm.adapter.partitions["ascend"], slurm.adapter.settings,
+                       api_version=slurm.adapter.api_version, gres_type=None)
+    assert secret not in body["script"] and secret not in json.dumps(body["job"].get("comment"))
 
 
 def test_failing_job_keeps_exit_code(slurm: Tracker) -> None:

@@ -292,9 +292,19 @@ def test_config_errors() -> None:
         SlurmAdapter(SiteId("s"), {"url": "http://x", "partitions": {"a": "A800"}, "api_version": "v0.0.1"})
 
 
+def test_the_slurm_user_is_required_and_never_defaults_to_root(tmp_path: Any) -> None:
+    base = {"url": "http://x", "token": "t", "partitions": {"a": "A800"}, "output_dir": str(tmp_path)}
+    for missing in ({}, {"user": ""}, {"user": "  "}):
+        with pytest.raises(ConfigError) as info:
+            SlurmAdapter(SiteId("s"), {**base, **missing})
+        assert info.value.code == "MissingUser" and "user" in str(info.value)
+    assert SlurmAdapter(SiteId("s"), {**base, "user": "alice"}).user == "alice"
+
+
 def test_connection_refused_is_transient_and_unhealthy(tmp_path: Any) -> None:
     adapter = SlurmAdapter(SiteId("s"), {"url": "http://127.0.0.1:9", "token": "t", "timeout_s": 2,
-                                         "partitions": {"a800": "A800"}, "output_dir": str(tmp_path)})
+                                         "user": "alice", "partitions": {"a800": "A800"},
+                                         "output_dir": str(tmp_path)})
     with pytest.raises(TransientError) as info:
         adapter.status("1")
     assert info.value.code == "Unreachable"

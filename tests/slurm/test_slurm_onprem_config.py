@@ -75,8 +75,9 @@ def test_built_from_the_policy_queues_jobs_and_reports_waits(tmp_path: Path) -> 
     now = datetime.now(UTC)
     running = {"job_id": 40, "job_state": "RUNNING", "partition": "ascend", "tres_per_node": "gres:gpu:2",
                "end_time": int(now.timestamp()) + 600}
-    adapter = SlurmAdapter(SITE, {"url": "http://slurm.test", "token": "t", "partitions": POLICY_PARTITIONS,
-                                  "region": "", "zones": [], "provider": "", "output_dir": str(tmp_path)},
+    adapter = SlurmAdapter(SITE, {"url": "http://slurm.test", "token": "t", "user": "alice",
+                                  "partitions": POLICY_PARTITIONS, "region": "", "zones": [], "provider": "",
+                                  "output_dir": str(tmp_path)},
                            client=_fake(now.timestamp(), [running], tmp_path))
     assert SlurmAdapter.queues_jobs is True and getattr(adapter, "queues_jobs", False)
     snap = {p.name: p for p in adapter.capacity(now).partitions}
@@ -99,8 +100,8 @@ def test_partition_wait_is_for_the_smallest_job_that_does_not_fit() -> None:
 
 
 def test_a_purged_job_is_reconciled_from_its_recorded_exit_code(tmp_path: Path) -> None:
-    adapter = SlurmAdapter(SITE, {"url": "http://slurm.test", "token": "t", "partitions": POLICY_PARTITIONS,
-                                  "output_dir": str(tmp_path)},
+    adapter = SlurmAdapter(SITE, {"url": "http://slurm.test", "token": "t", "user": "alice",
+                                  "partitions": POLICY_PARTITIONS, "output_dir": str(tmp_path)},
                            client=_fake(0, [], tmp_path))
     with pytest.raises(NotFoundError):
         adapter.status("41")  # no marker: really unknown

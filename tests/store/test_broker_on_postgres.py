@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import grpc
@@ -11,7 +10,7 @@ from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.model import JobState
 from broker.store import PostgresStore
-from tests.brokerproc import BrokerProcess
+from tests.brokerproc import JOB_PYTHON, BrokerProcess
 from tests.e2e.conftest import auth, write_broker_config
 from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
 
@@ -23,7 +22,7 @@ def test_jobs_and_events_live_in_postgres_and_survive_a_restart(tmp_path: Path, 
     broker.start()
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-        done = submit(stub, spec("on-postgres", [sys.executable, "-c", "print('hello pg')"])).job
+        done = submit(stub, spec("on-postgres", [JOB_PYTHON, "-c", "print('hello pg')"])).job
         assert wait_for(stub, done.id, TERMINAL).state == job_pb2.JOB_STATE_SUCCEEDED
         again = submit(stub, spec("on-postgres", ["true"]), client_id="pg-retry")
         same = submit(stub, spec("on-postgres", ["true"]), client_id="pg-retry")

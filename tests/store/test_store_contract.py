@@ -30,6 +30,7 @@ from broker.model import (
 from broker.states import IllegalTransitionError
 from broker.store import (
     AuditFilter,
+    JobMove,
     JobNotFoundError,
     JobStore,
     PolicyVersion,
@@ -485,6 +486,44 @@ class StoreContract:
         times = [e.time for e in store.events_after(job.id, 0)]
         assert times == sorted(times) and times[-1] == LATER
         assert [e.time for e in store.events_after(job.id, 1)] == [LATER] * 4
+
+    def test_attempt_keeps_only_its_secret_hash(self, store: JobStore) -> None:
+        job = self.submit_one(store)
+        first = store.create_attempt(job.id, SiteId("s"), OFFER, "tok-1", NOW, secret_hash="ab" * 32)
+        assert store.get_attempt(first.id).secret_hash == "ab" * 32
+        rotated = store.update_attempt(first.id, LATER, secret_hash="cd" * 32)
+        assert rotated.secret_hash == "cd" * 32 and rotated.token == "tok-1"
+        assert store.get_attempt(first.id) == rotated
+        assert "cd" * 32 not in repr(rotated)  # never in logs by accident
+
+    def test_attempt_end_and_job_moves_are_one_transaction(self, store: JobStore) -> None:
+        job = self.submit_one(store)
+        for state in (JobState.PLACING, JobState.PROVISIONING):
+            store.transition(job.id, state, NOW)
+        attempt = store.create_attempt(job.id, SiteId("s"), OFFER, "tok-1", NOW)
+        running = JobMove(JobState.RUNNING, "running", "running on s", expect=JobState.PROVISIONING)
+        store.update_attempt(attempt.id, NOW, state=AttemptState.RUNNING, moves=[running])
+        assert store.get(job.id).state == JobState.RUNNING
+        events = len(store.events_after(job.id, 0))
+        # A job move the database refuses (an exit code no column holds) undoes the attempt's end.
+        huge = JobMove(JobState.FAILED, "finished", "exit code huge", fields={"exit_code": 10**30})
+        with pytest.raises(Exception):  # noqa: B017 (each driver raises its own overflow error)
+            store.update_attempt(attempt.id, LATER, state=AttemptState.FAILED, moves=[huge])
+        assert store.get_attempt(attempt.id).state == AttemptState.RUNNING
+        assert store.get(job.id).state == JobState.RUNNING
+        assert len(store.events_after(job.id, 0)) == events
+        # An illegal move undoes it too.
+        with pytest.raises(IllegalTransitionError):
+            store.update_attempt(attempt.id, LATER, state=AttemptState.FAILED,
+                                 moves=[JobMove(JobState.PLACING, "bad")])
+        assert store.get_attempt(attempt.id).state == AttemptState.RUNNING
+        done = JobMove(JobState.FAILED, "finished", "exit code 7", fields={"exit_code": 7, "log_tail": "x"})
+        ended = store.update_attempt(attempt.id, LATER, state=AttemptState.FAILED, moves=[done])
+        job_now = store.get(job.id)
+        assert (ended.state, job_now.state, job_now.exit_code) == (AttemptState.FAILED, JobState.FAILED, 7)
+        # Once the job is terminal, further moves are skipped, not errors.
+        store.update_attempt(attempt.id, LATER, error="late", moves=[JobMove(JobState.QUEUED, "lost")])
+        assert store.get(job.id).state == JobState.FAILED
 
     def test_live_attempts_are_pending_or_running(self, store: JobStore) -> None:
         jobs = [self.submit_one(store, A, f"j{i}") for i in range(4)]

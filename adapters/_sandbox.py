@@ -1,0 +1,274 @@
+"""How the local executor confines one job: user, private group, folder, environment, limits.
+
+A job runs as the unprivileged ``run_as`` user with a private group of its own (one gid per
+attempt from ``job_gids``, no supplementary groups), in ``<job_root>/<attempt>/work``:
+
+    <job_root>/              root, 0711   outside the data dir; nobody can list it
+      <attempt>/             root:<gid>, 0710 while the job runs, root-only once it ended
+        work/                run_as:<gid>, 0700   cwd, HOME and TMPDIR of the job
+
+Another job runs as the same user but with another gid, so it can neither enter this
+folder nor read the process's /proc entries (ptrace checks compare gids too). Its
+environment is an allow-list: PATH and LANG from the broker (plus ``pass_env``), the job's
+own ``env``, then the broker's ``SZB_*`` variables. Memory and CPUs come from the request:
+through a cgroup (``systemd-run --scope``: MemoryMax, CPUQuota) where systemd runs the
+host, else ``setrlimit`` (RLIMIT_DATA = memory) and CPU affinity (ceil(cpus) cores).
+A broker that is not root can do none of the user/group part and says so at start.
+"""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import logging
+import math
+import os
+import pwd
+import shutil
+import stat
+import tempfile
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.base import ConfigError
+from broker.model import SiteId
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUN_AS = "szb-job"
+DEFAULT_JOB_GIDS = (2_000_000_000, 2_000_999_999)
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PASSED_FROM_BROKER = ("PATH", "LANG")
+"""The only variables of the broker's own environment a job sees (besides `pass_env`)."""
+LIMITS = ("auto", "systemd", "rlimit")
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class JobUser:
+    name: str
+    uid: int
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """The confinement settings of one local site, checked once at start."""
+
+    site: SiteId
+    job_root: Path
+    user: JobUser | None
+    """None when the broker is not root: jobs run as the broker's own user."""
+    gids: tuple[int, int]
+    limits: str
+    """`systemd` (cgroup v2 through systemd-run --scope) or `rlimit`."""
+    pass_env: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_config(cls, site: SiteId, config: Mapping[str, Any], data_dir: Path) -> Sandbox:
+        privileged = os.geteuid() == 0
+        data_dir = data_dir.resolve()
+        # `workdir` is the older name of the same setting.
+        root = config.get("job_root") or config.get("workdir") or _default_job_root(data_dir)
+        job_root = Path(root).resolve()
+        if job_root == data_dir or data_dir in job_root.parents:
+            raise ConfigError(site, "JobRootInDataDir",
+                              f"job_root {job_root} must be outside the data dir {data_dir}")
+        pass_env = config.get("pass_env") or ()
+        if isinstance(pass_env, str) or not all(isinstance(n, str) for n in pass_env):
+            raise ConfigError(site, "BadPassEnv", "pass_env must be a list of variable names")
+        gids = _gid_range(site, config.get("job_gids", DEFAULT_JOB_GIDS))
+        limits = _limits(site, str(config.get("limits", "auto")), privileged)
+        warnings: list[str] = []
+        user = None
+        run_as = str(config.get("run_as") or DEFAULT_RUN_AS)
+        if privileged:
+            user = _job_user(site, run_as)
+        else:
+            warnings.append(
+                f"local site {site}: the broker runs as uid {os.geteuid()}, not root, so jobs run "
+                f"as that same user: run_as ({run_as}) and private groups are not applied, and a "
+                "job can read whatever this user can (the data dir, other jobs' folders, "
+                "their processes); the environment allow-list, own session, working folder "
+                f"outside the data dir and {limits} limits still apply"
+            )
+        if limits == "rlimit" and privileged and config.get("limits", "auto") == "auto":
+            log.info("local site %s: no systemd on this host: memory and CPU limits use "
+                     "setrlimit and CPU affinity", site)
+        sandbox = cls(site, job_root, user, gids, limits, tuple(pass_env), tuple(warnings))
+        sandbox._prepare(data_dir)
+        return sandbox
+
+    # Folders -----------------------------------------------------------------------------
+
+    def _prepare(self, data_dir: Path) -> None:
+        """The data dir private to the broker, the job root ready and reachable by jobs."""
+        _private(self.site, data_dir)
+        self.job_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        info = self.job_root.stat()
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            raise ConfigError(self.site, "JobRootNotOwned",
+                              f"job_root {self.job_root} must belong to the broker's user and not "
+                              "be writable by others")
+        self.job_root.chmod(0o711 if self.user else 0o700)
+        if self.user is not None:
+            blocked = _untraversable(self.job_root, self.user.uid)
+            if blocked is not None:
+                raise ConfigError(self.site, "JobRootUnreachable",
+                                  f"job_root {self.job_root}: the job user {self.user.name} cannot "
+                                  f"enter {blocked}; choose a job_root jobs can reach")
+
+    def workdir(self, name: str, gid: int | None) -> tuple[Path, Path]:
+        """Create the job's guard folder and its 0700 working folder; returns (guard, work)."""
+        guard = self.job_root / name
+        work = guard / "work"
+        guard.mkdir(mode=0o700, exist_ok=True)
+        work.mkdir(mode=0o700, exist_ok=True)
+        if self.user is not None and gid is not None:
+            os.chown(guard, 0, gid)
+            guard.chmod(0o710)
+            os.chown(work, self.user.uid, gid)
+        work.chmod(0o700)
+        return guard, work
+
+    # Identity and environment -----------------------------------------------------------
+
+    def pick_gid(self, in_use: Collection[int], cursor: int) -> int | None:
+        """The next free private gid at or after `cursor` (None when not root)."""
+        if self.user is None:
+            return None
+        first, last = self.gids
+        size = last - first + 1
+        for step in range(size):
+            gid = first + (cursor - first + step) % size
+            if gid not in in_use and not _group_exists(gid):
+                return gid
+        raise ConfigError(self.site, "NoFreeGid", f"all {size} job_gids are in use")
+
+    def environment(
+        self,
+        work: Path,
+        job_env: Mapping[str, str],
+        broker_vars: Mapping[str, str],
+        environ: Mapping[str, str],
+    ) -> dict[str, str]:
+        """The job's whole environment: the allow-list, its own env, then the broker's SZB_*."""
+        env = {"PATH": environ.get("PATH") or DEFAULT_PATH}
+        for name in (*PASSED_FROM_BROKER[1:], *self.pass_env):
+            if name in environ:
+                env[name] = environ[name]
+        env.update(HOME=str(work), TMPDIR=str(work))
+        if self.user is not None:
+            env.update(USER=self.user.name, LOGNAME=self.user.name)
+        env.update(job_env)
+        env.update(broker_vars)
+        return env
+
+    # Limits -----------------------------------------------------------------------------
+
+    def command(self, argv: Sequence[str], *, name: str, cpus: float, memory_gb: float,
+                gid: int | None) -> list[str]:
+        """The argv the runner starts: the job's own, wrapped in a scope under systemd."""
+        if self.limits != "systemd":
+            return list(argv)
+        wrapped = [
+            "systemd-run", "--scope", "--quiet", "--collect", f"--unit=szb-{name}",
+            "-p", f"MemoryMax={int(memory_gb * GIB)}", "-p", f"CPUQuota={math.ceil(cpus * 100)}%",
+            "--",
+        ]
+        if self.user is not None and gid is not None:
+            # The scope is created as root; the job itself then drops to its user and group.
+            wrapped += ["setpriv", f"--reuid={self.user.uid}", f"--regid={gid}", "--clear-groups", "--"]
+        return wrapped + list(argv)
+
+    def rlimits(self, memory_gb: float) -> dict[str, int]:
+        """Resource limits the runner sets in the job process (no core dumps: they hold env)."""
+        limits = {"CORE": 0}
+        if self.limits == "rlimit":
+            limits["DATA"] = int(memory_gb * GIB)
+        return limits
+
+
+def pick_cores(cpus: float, busy: Mapping[int, int], available: Collection[int]) -> list[int]:
+    """ceil(cpus) of the host's cores, least used by running local jobs first."""
+    ranked = sorted(available, key=lambda c: (busy.get(c, 0), c))
+    return sorted(ranked[: max(1, min(len(ranked), math.ceil(cpus)))])
+
+
+def _default_job_root(data_dir: Path) -> Path:
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"szb-jobs-{digest}"
+
+
+def _gid_range(site: SiteId, value: Any) -> tuple[int, int]:
+    try:
+        first, last = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(site, "BadJobGids", "job_gids must be [first, last] group ids") from None
+    if not 1000 <= first <= last < 2**32 - 1:
+        raise ConfigError(site, "BadJobGids", "job_gids must be [first, last] with 1000 <= first <= last")
+    return first, last
+
+
+def _limits(site: SiteId, wanted: str, privileged: bool) -> str:
+    if wanted not in LIMITS:
+        raise ConfigError(site, "BadLimits", f"limits must be one of {', '.join(LIMITS)}")
+    systemd = (
+        privileged
+        and Path("/run/systemd/system").is_dir()
+        and shutil.which("systemd-run") is not None
+        and shutil.which("setpriv") is not None
+    )
+    if wanted == "systemd" and not systemd:
+        raise ConfigError(site, "NoSystemd",
+                          "limits: systemd needs root, a running systemd, systemd-run and setpriv")
+    if wanted == "auto":
+        return "systemd" if systemd else "rlimit"
+    return wanted
+
+
+def _job_user(site: SiteId, name: str) -> JobUser:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError(
+            site, "NoSuchUser",
+            f"run_as: user {name!r} does not exist; create it (useradd --system --no-create-home "
+            f"--shell /usr/sbin/nologin {name}) or set run_as to an unprivileged user",
+        ) from None
+    if entry.pw_uid == 0:
+        raise ConfigError(site, "PrivilegedRunAs",
+                          f"run_as: {name!r} is root; jobs need an unprivileged user")
+    return JobUser(name, entry.pw_uid)
+
+
+def _group_exists(gid: int) -> bool:
+    try:
+        grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return True
+
+
+def _private(site: SiteId, data_dir: Path) -> None:
+    """The data dir (store, attempt records) is for the broker's user alone."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    info = data_dir.stat()
+    if info.st_mode & 0o077:
+        if info.st_uid != os.geteuid():
+            raise ConfigError(site, "DataDirShared",
+                              f"data dir {data_dir} is open to others and not ours to restrict")
+        data_dir.chmod(0o700)
+        log.warning("data dir %s was open to other users; restricted to 0700 (jobs must not "
+                    "read the store)", data_dir)
+
+
+def _untraversable(path: Path, uid: int) -> Path | None:
+    """The first ancestor of `path` the user `uid` (primary group aside) cannot enter."""
+    for folder in reversed(path.parents):
+        info = folder.stat()
+        if not info.st_mode & (stat.S_IXUSR if info.st_uid == uid else stat.S_IXOTH):
+            return folder
+    return None

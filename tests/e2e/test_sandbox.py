@@ -1,0 +1,321 @@
+"""Local jobs are sandboxed: a real `szb serve` (two tenants) whose jobs probe their limits.
+
+Each job is a small python3 program that prints what it could see or do; the broker runs
+it as the sandbox would for any tenant. Observation 1 of issue 10: a job printed the
+broker's environment, read broker.db, listed other attempts' folders and posted `exit 0`
+for another tenant's running job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
+from broker.api import broker_service_pb2 as pb
+from broker.store import SqliteStore
+from tests.brokerproc import JOB_USER, BrokerProcess
+from tests.e2e.conftest import PY, auth, write_broker_config
+from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
+
+BROKER_SECRET = "broker-own-aws-secret-" + uuid.uuid4().hex
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="switching to the job user needs root")
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[BrokerProcess]:
+    # A folder anyone may enter, so only the broker's own care keeps jobs out of its data dir.
+    folder = Path(tempfile.mkdtemp(prefix="szb-sandbox-"))
+    folder.chmod(0o755)
+    config = write_broker_config(folder / "b")
+    (folder / "b").chmod(0o755)
+    proc = BrokerProcess(config, extra_env={"AWS_SECRET_ACCESS_KEY": BROKER_SECRET})
+    proc.start()
+    yield proc
+    proc.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stub(broker: BrokerProcess) -> Iterator[broker_service_pb2_grpc.BrokerServiceStub]:
+    with grpc.insecure_channel(broker.address) as channel:
+        yield broker_service_pb2_grpc.BrokerServiceStub(channel)
+
+
+def data_dir(broker: BrokerProcess) -> Path:
+    return broker.config.parent / "data"
+
+
+def run_probe(
+    stub: broker_service_pb2_grpc.BrokerServiceStub, code: str, tenant: str = "team-a", **extra: object
+) -> dict[str, object]:
+    """Run `code` as a job; it prints one JSON object as its last line."""
+    job = submit(stub, spec(f"probe-{uuid.uuid4().hex[:8]}", [PY, "-c", code], **extra), tenant=tenant).job
+    final = wait_for(stub, job.id, TERMINAL, tenant=tenant)
+    assert final.state == job_pb2.JOB_STATE_SUCCEEDED, final.log_tail
+    result: dict[str, object] = json.loads(final.log_tail.strip().splitlines()[-1])
+    return result
+
+
+def start_sleeper(
+    stub: broker_service_pb2_grpc.BrokerServiceStub, tenant: str, setup: str = ""
+) -> tuple[job_pb2.Job, int]:
+    """A running job of `tenant` and the pid of its process."""
+    marker = f"sleeper-{uuid.uuid4().hex}"
+    code = f"{setup}\nimport time; time.sleep(120)  # {marker}"
+    job = submit(stub, spec("sleeper", [PY, "-c", code]), tenant=tenant).job
+    wait_for(stub, job.id, {job_pb2.JOB_STATE_RUNNING}, tenant=tenant)
+    deadline = time.monotonic() + 10
+    while True:
+        pids = [
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and _cmdline_has(p, marker)
+        ]
+        if pids:
+            return job, pids[0]
+        assert time.monotonic() < deadline, "the sleeper's process never appeared"
+        time.sleep(0.05)
+
+
+def _cmdline_has(proc: Path, marker: str) -> bool:
+    try:
+        return marker.encode() in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def test_a_job_sees_only_the_allow_listed_environment(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    code = "import json, os; print(dict(os.environ)); print(json.dumps(sorted(os.environ)))"
+    job = submit(stub, spec("env", [PY, "-c", code], env={"MY_SETTING": "on"})).job
+    final = wait_for(stub, job.id, TERMINAL)
+    assert final.state == job_pb2.JOB_STATE_SUCCEEDED, final.log_tail
+    assert BROKER_SECRET not in final.log_tail
+    names = set(json.loads(final.log_tail.strip().splitlines()[-1]))
+    assert "AWS_SECRET_ACCESS_KEY" not in names and "MY_SETTING" in names
+    # LC_CTYPE: python itself may set it (PEP 538) when LANG is unset.
+    allowed = {"PATH", "LANG", "HOME", "TMPDIR", "USER", "LOGNAME", "LC_CTYPE", "MY_SETTING",
+               "CUDA_VISIBLE_DEVICES"}
+    assert {n for n in names if not n.startswith("SZB_")} <= allowed
+    assert {"SZB_JOB_ID", "SZB_ATTEMPT_ID", "SZB_AGENT_TOKEN"} <= names
+
+
+@ROOT_ONLY
+def test_a_job_runs_as_the_job_user_in_its_own_session_and_private_folder(
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
+) -> None:
+    code = (
+        "import json, os; st = os.stat(os.getcwd())\n"
+        "print(json.dumps({'uid': os.getuid(), 'euid': os.geteuid(), 'gid': os.getgid(),\n"
+        "  'groups': os.getgroups(), 'sid': os.getsid(0), 'pgid': os.getpgid(0), 'cwd': os.getcwd(),\n"
+        "  'mode': st.st_mode & 0o7777, 'owner': st.st_uid, 'home': os.environ['HOME']}))"
+    )
+    seen = run_probe(stub, code)
+    user = pwd.getpwnam(JOB_USER)
+    assert seen["uid"] == seen["euid"] == user.pw_uid
+    assert seen["gid"] != 0 and 0 not in seen["groups"]  # type: ignore[operator]
+    assert broker.proc is not None
+    assert seen["sid"] != os.getsid(broker.proc.pid) and seen["pgid"] != os.getpgid(broker.proc.pid)
+    assert seen["sid"] == seen["pgid"]  # a session of its own, led by its runner
+    assert seen["mode"] == 0o700 and seen["owner"] == user.pw_uid
+    cwd = Path(str(seen["cwd"]))
+    assert seen["home"] == str(cwd)
+    assert data_dir(broker).resolve() not in cwd.parents
+
+
+@ROOT_ONLY
+def test_a_job_reads_neither_the_store_nor_another_tenants_job(
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
+) -> None:
+    other, pid = start_sleeper(stub, "team-b", setup="open('secret.txt', 'w').write('team-b private')")
+    try:
+        other_cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        targets = {
+            "store": str(data_dir(broker) / "broker.db"),
+            "data_dir": str(data_dir(broker)),
+            "attempt_records": str(data_dir(broker) / "local"),
+            "other_folder": str(other_cwd),
+            "other_file": str(other_cwd / "secret.txt"),
+            "other_guard": str(other_cwd.parent),
+            "job_root": str(other_cwd.parent.parent),
+            "other_environ": f"/proc/{pid}/environ",
+        }
+        code = (
+            "import json, os\n"
+            f"targets = {targets!r}\n"
+            "seen = {}\n"
+            "for name, path in targets.items():\n"
+            "    try:\n"
+            "        if os.path.isdir(path):\n"
+            "            os.listdir(path)\n"
+            "        else:\n"
+            "            open(path, 'rb').read(16)\n"
+            "        seen[name] = 'read'\n"
+            "    except PermissionError:\n"
+            "        seen[name] = 'denied'\n"
+            "print(json.dumps(seen))"
+        )
+        seen = run_probe(stub, code, tenant="team-a")
+        assert seen == dict.fromkeys(targets, "denied")
+        # The folder names carry neither the attempt's token nor its agent secret.
+        attempt = _attempts(broker, other.id)[-1]
+        names = [p.name for p in (data_dir(broker) / "local").iterdir()] + [other_cwd.parent.name]
+        assert not any(attempt.token in n for n in names)
+    finally:
+        stub.CancelJob(pb.CancelJobRequest(id=other.id), metadata=auth("team-b"))
+
+
+def test_memory_and_cpu_limits_come_from_the_request(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    code = (
+        "import json, os\n"
+        "try:\n"
+        "    block = bytearray(1024 ** 3)\n"
+        "    memory = 'unlimited'\n"
+        "except MemoryError:\n"
+        "    memory = 'limited'\n"
+        "print(json.dumps({'memory': memory, 'cores': len(os.sched_getaffinity(0))}))"
+    )
+    job = spec("limits", [PY, "-c", code])
+    job.resources.memory_gb = 0.25
+    job.resources.cpus = 1
+    final = wait_for(stub, submit(stub, job).job.id, TERMINAL)
+    if final.state == job_pb2.JOB_STATE_SUCCEEDED:
+        seen = json.loads(final.log_tail.strip().splitlines()[-1])
+        assert seen["memory"] == "limited"
+        if not Path("/run/systemd/system").is_dir():  # setrlimit + affinity: one core
+            assert seen["cores"] == 1
+    else:  # a cgroup's OOM killer ended it instead
+        assert final.exit_code == 137, final.log_tail
+
+
+# Agent secrets -------------------------------------------------------------------------
+
+
+def _attempts(broker: BrokerProcess, job_id: str) -> list:  # type: ignore[type-arg]
+    store = SqliteStore(data_dir(broker) / "broker.db")
+    try:
+        return store.attempts_for(job_id)  # type: ignore[arg-type]
+    finally:
+        store.close()
+
+
+def _post(url: str, secret: str, body: dict[str, object]) -> tuple[int, str]:
+    req = urllib.request.Request(
+        url + "/v1/agent/report",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {secret}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def _secret_of(pid: int) -> tuple[str, str]:
+    """(agent endpoint, agent secret) from the job process's own environment (we are root)."""
+    env = dict(
+        item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item
+    )
+    return env["SZB_AGENT_ENDPOINT"], env["SZB_AGENT_TOKEN"]
+
+
+@ROOT_ONLY
+def test_a_forged_report_for_another_tenants_job_is_refused_uniformly(
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
+) -> None:
+    victim, _pid = start_sleeper(stub, "team-b")
+    try:
+        attempt = _attempts(broker, victim.id)[-1]
+        # The attacker knows the victim's attempt id and its idempotency token (tags, Slurm
+        # comments and file names carry it) and holds a valid secret of its own.
+        code = (
+            "import json, os, urllib.request, urllib.error\n"
+            "def post(attempt, secret):\n"
+            "    body = json.dumps({'attempt_id': attempt, 'kind': 'exit', 'exit_code': 0,\n"
+            "                       'log_tail': 'forged'}).encode()\n"
+            "    req = urllib.request.Request(os.environ['SZB_AGENT_ENDPOINT'] + '/v1/agent/report',\n"
+            "        data=body, headers={'content-type': 'application/json',\n"
+            "                            'authorization': 'Bearer ' + secret})\n"
+            "    try:\n"
+            "        with urllib.request.urlopen(req, timeout=10) as r:\n"
+            "            return [r.status, r.read().decode()]\n"
+            "    except urllib.error.HTTPError as e:\n"
+            "        return [e.code, e.read().decode()]\n"
+            "own = os.environ['SZB_AGENT_TOKEN']\n"
+            f"victim = {attempt.id!r}\n"
+            "print(json.dumps({\n"
+            "  'own_secret': post(victim, own),\n"
+            f"  'token': post(victim, {attempt.token!r}),\n"
+            "  'guess': post(victim, 'x' * 43),\n"
+            "  'unknown_attempt': post(victim + '9', own),\n"
+            "}))"
+        )
+        answers = run_probe(stub, code, tenant="team-a")
+        assert {tuple(a) for a in answers.values()} == {(401, '{"error": "unauthenticated"}')}  # type: ignore[arg-type]
+        with grpc.insecure_channel(broker.address) as channel:
+            agent = agent_service_pb2_grpc.AgentServiceStub(channel)
+            details = set()
+            for attempt_id, secret in ((attempt.id, attempt.token), (attempt.id + "9", attempt.token)):
+                with pytest.raises(grpc.RpcError) as err:
+                    agent.ReportExit(agent_service_pb2.ReportExitRequest(
+                        attempt_id=attempt_id, token=secret, exit_code=0))
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                details.add(err.value.details())
+            assert len(details) == 1
+        time.sleep(1.0)  # a few dispatch passes
+        assert stub.GetJob(pb.GetJobRequest(id=victim.id), metadata=auth("team-b")).job.state == (
+            job_pb2.JOB_STATE_RUNNING
+        )
+    finally:
+        stub.CancelJob(pb.CancelJobRequest(id=victim.id), metadata=auth("team-b"))
+
+
+@ROOT_ONLY
+def test_exit_codes_are_int32_and_a_bad_report_changes_nothing(
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
+) -> None:
+    job, pid = start_sleeper(stub, "team-b")
+    try:
+        endpoint, secret = _secret_of(pid)
+        status, body = _post(endpoint, secret, {"attempt_id": _attempts(broker, job.id)[-1].id,
+                                                "kind": "exit", "exit_code": 10**30})
+        assert status == 400 and "exit_code" in body
+        attempt = _attempts(broker, job.id)[-1]
+        assert attempt.state.value == "RUNNING"
+        current = stub.GetJob(pb.GetJobRequest(id=job.id), metadata=auth("team-b")).job
+        assert current.state == job_pb2.JOB_STATE_RUNNING
+        # The real agent, with the real secret, is still heard.
+        status, _ = _post(endpoint, secret, {"attempt_id": attempt.id, "kind": "exit", "exit_code": 7,
+                                             "log_tail": "bye"})
+        assert status == 200
+        final = wait_for(stub, job.id, TERMINAL, tenant="team-b")
+        assert final.state == job_pb2.JOB_STATE_FAILED and final.exit_code == 7
+    finally:
+        os.kill(pid, 9)
+    # Where the secret lives: the job's environment only. The store has its hash.
+    assert attempt.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret != attempt.token
+    for path in data_dir(broker).glob("broker.db*"):
+        assert secret.encode() not in path.read_bytes(), path
+    history = list(stub.WatchJob(pb.WatchJobRequest(id=job.id), metadata=auth("team-b"), timeout=10))
+    assert history and all(secret not in str(r.event) for r in history)
+    assert secret not in (broker.config.parent / "broker.log").read_text()
+    assert secret not in "".join(broker.output)
