@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import BrokerProcess
+from tests.brokerproc import JOB_PYTHON, BrokerProcess
 from tests.e2e.conftest import auth, write_broker_config
 
 MAX_CONNECTIONS = 8
@@ -133,7 +132,7 @@ def test_wrong_path_and_method(port: int) -> None:
 def test_unknown_attempt_and_wrong_secret_answer_alike(broker: BrokerProcess, port: int) -> None:
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-        job = job_pb2.JobSpec(name="held", command=[sys.executable, "-c", "import time; time.sleep(30)"])
+        job = job_pb2.JobSpec(name="held", command=[JOB_PYTHON, "-c", "import time; time.sleep(30)"])
         job.runtime_estimate.seconds = 60
         job_id = stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth("team-a")).job.id
         try:

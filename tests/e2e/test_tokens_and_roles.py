@@ -19,7 +19,7 @@ from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import Role, load_tokens, token_entry_line
 from broker.policy import PolicyError
-from tests.brokerproc import ROOT, BrokerProcess
+from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
 from tests.e2e.conftest import TOKENS, write_broker_config
 
 OPERATOR_TOKEN = "token-operator-ops-0123456789"
@@ -62,7 +62,7 @@ def stub(broker: BrokerProcess) -> Iterator[Stub]:
 
 
 def sleeper(stub: Stub, tenant: str) -> str:
-    job = job_pb2.JobSpec(name="sleeper", command=[sys.executable, "-c", "import time; time.sleep(60)"])
+    job = job_pb2.JobSpec(name="sleeper", command=[JOB_PYTHON, "-c", "import time; time.sleep(60)"])
     job.runtime_estimate.seconds = 120
     return stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=bearer(TOKENS[tenant])).job.id
 

@@ -26,7 +26,7 @@ from grpc_status import rpc_status
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
-from tests.brokerproc import ROOT, BrokerProcess
+from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
 
 TOKENS = {"flood": "token-flood-0123456789", "small": "token-small-0123456789", "vip": "token-vip-01234567"}
 SLOTS = 4
@@ -93,7 +93,7 @@ def auth(tenant: str) -> tuple[tuple[str, str], ...]:
 def gpu_job(name: str, seconds: float, **extra: object) -> job_pb2.JobSpec:
     msg = job_pb2.JobSpec(
         name=name,
-        command=[sys.executable, "-c", f"import time; time.sleep({seconds})"],
+        command=[JOB_PYTHON, "-c", f"import time; time.sleep({seconds})"],
         runtime_estimate=duration_pb2.Duration(seconds=60),
         **extra,  # type: ignore[arg-type]
     )
