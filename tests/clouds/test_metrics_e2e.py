@@ -23,7 +23,17 @@ from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import BrokerProcess
 from tests.clouds.conftest import ECS_KEYS
-from tests.clouds.e2e_helpers import TERMINAL, TOKEN, events, live_attempt, md, play_bootstrap, wait_state
+from tests.clouds.e2e_helpers import (
+    TERMINAL,
+    TOKEN,
+    agent_secret_of,
+    ecs_user_data,
+    events,
+    live_attempt,
+    md,
+    play_bootstrap,
+    wait_state,
+)
 from tests.clouds.test_broker_bursts import gpu_job, write_setup
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import MotoFront, Scenario, capacity_fault
@@ -72,7 +82,9 @@ def metrics_url(proc: BrokerProcess) -> str:
     raise AssertionError("the broker did not say where its metrics are:\n" + "".join(proc.output))
 
 
-def test_metrics_and_logs_during_a_burst_with_failover(broker: BrokerProcess, moto: MotoFront) -> None:
+def test_metrics_and_logs_during_a_burst_with_failover(
+    broker: BrokerProcess, moto: MotoFront, ecs_server: EcsEndpoint
+) -> None:
     moto.scenario = Scenario(
         faults=[
             capacity_fault("g5.xlarge", zone="us-east-1a"),
@@ -99,7 +111,10 @@ def test_metrics_and_logs_during_a_burst_with_failover(broker: BrokerProcess, mo
             time.sleep(0.1)
         during = scrape(url)
         attempt_id, attempt_token, _ = live_attempt(broker.config.parent / "data", job.id)
-        play_bootstrap(broker, job.id)
+        assert isinstance(ecs_server.handler, EcsCloud)
+        user_data = ecs_user_data([ecs_server.handler.user_data])
+        agent_secret = agent_secret_of(user_data(backend))
+        play_bootstrap(broker, job.id, user_data)
         final = wait_state(stub, job.id, TERMINAL)
         assert final.state == job_pb2.JOB_STATE_SUCCEEDED
         history = events(stub, job.id)
@@ -157,6 +172,6 @@ def test_metrics_and_logs_during_a_burst_with_failover(broker: BrokerProcess, mo
     assert all(r["error"].startswith("CapacityError") for r in failovers)
     # Secrets never reach the log: the tenant's token, the attempt's agent secret, cloud keys.
     text = "".join(broker.output)
-    for secret in (TOKEN, attempt_token, ECS_KEYS["ak-test"]):
+    for secret in (TOKEN, attempt_token, agent_secret, ECS_KEYS["ak-test"]):
         assert secret not in text
     assert attempt_id in text

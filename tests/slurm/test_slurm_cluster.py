@@ -299,6 +299,6 @@ def test_adapter_is_usable_through_the_registry(slurm_cluster: SlurmCluster) -> 
 
     registry = AdapterRegistry.discover()
     adapter = registry.create("slurm", SITE, {"url": slurm_cluster.url, "token": slurm_cluster.token,
-                                              "partitions": {"a800": "A800"}})
+                                              "user": slurm_cluster.user, "partitions": {"a800": "A800"}})
     assert isinstance(adapter, SlurmAdapter)
     assert adapter.capacity(now()) is not None
