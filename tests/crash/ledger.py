@@ -5,10 +5,14 @@ It is the ground truth of what really ran, independent of anything the broker sa
 
 from __future__ import annotations
 
+import hashlib
 import json
-import sys
+import os
+import tempfile
 from collections import defaultdict
 from pathlib import Path
+
+from tests.brokerproc import JOB_PYTHON
 
 _CODE = r"""
 import fcntl, json, os, sys, time
@@ -26,15 +30,30 @@ sys.exit(code)
 """
 
 
+def _shared(ledger: Path) -> Path:
+    """Where jobs really write `ledger`: local jobs run sandboxed as the job user, who cannot
+    reach a test's private tmp folder, so the file lives in a world-writable spot instead."""
+    folder = Path(tempfile.gettempdir()) / "szb-test-ledgers"
+    if not folder.exists():
+        folder.mkdir(exist_ok=True)
+        folder.chmod(0o1777)
+    path = folder / (hashlib.sha256(str(ledger.resolve()).encode()).hexdigest()[:16] + ".jsonl")
+    if not path.exists():
+        path.touch()
+        os.chmod(path, 0o666)
+    return path
+
+
 def command(ledger: Path, name: str, seconds: float, exit_code: int = 0) -> list[str]:
     """argv of a job that sleeps `seconds`, notes its start and end, and exits with `exit_code`."""
-    return [sys.executable, "-c", _CODE, str(ledger), name, f"{seconds:g}", str(exit_code)]
+    return [JOB_PYTHON, "-c", _CODE, str(_shared(ledger)), name, f"{seconds:g}", str(exit_code)]
 
 
 def runs(ledger: Path) -> dict[str, list[str]]:
     """Per job name, its start/end events in the order they happened."""
     out: dict[str, list[str]] = defaultdict(list)
-    if not ledger.exists():
+    ledger = _shared(ledger)
+    if not ledger.stat().st_size:
         return out
     for line in ledger.read_text().splitlines():
         if line.strip():

@@ -7,6 +7,7 @@ libcloud endpoint stopped startup). Each runs a real broker process against the 
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from broker.api import agent_service_pb2, agent_service_pb2_grpc, job_pb2
 from broker.api import broker_service_pb2 as pb
 from broker.model import Attempt, AttemptState, JobId, JobSpec, JobState, Offer, Resources, SiteId, TenantId
 from broker.store import Submission
+from tests.clouds.e2e_helpers import agent_secret_of
 from tests.crash.client import MD, TERMINAL, Stub, events, job_spec, submit, wait_state
 from tests.crash.conftest import Broker, MakeBroker
 from tests.crash.world import AMI
@@ -34,6 +36,12 @@ def ec2(moto: MotoFront) -> Any:
         "ec2", endpoint_url=moto.url, region_name="us-east-1",
         aws_access_key_id="AKIDCRASH", aws_secret_access_key="secret",
     )
+
+
+def agent_secret(moto: MotoFront, instance_id: str) -> str:
+    """The agent secret the broker gave the instance, read from its UserData."""
+    attr = ec2(moto).describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+    return agent_secret_of(base64.b64decode(attr["UserData"]["Value"]).decode())
 
 
 def ec2_state(moto: MotoFront, instance_id: str) -> str:
@@ -125,9 +133,11 @@ def test_an_attempt_finishing_while_the_reconciler_lists_is_never_rewritten(
         stub = Stub(channel)
         job = submit(stub, job_spec("finishes-mid-listing", "A10G", ["true"]))
         attempt = _backend_attempt(broker, job.id)
+        assert attempt.backend_id is not None
+        secret = agent_secret(moto, attempt.backend_id)
         agent = agent_service_pb2_grpc.AgentServiceStub(channel)
         agent.Heartbeat(
-            agent_service_pb2.HeartbeatRequest(attempt_id=attempt.id, token=attempt.token, running=True)
+            agent_service_pb2.HeartbeatRequest(attempt_id=attempt.id, token=secret, running=True)
         )
         wait_state(stub, job.id, {job_pb2.JOB_STATE_RUNNING})
         # Hold every DescribeInstances answer back: the next listing is in flight for 2 s.
@@ -135,7 +145,7 @@ def test_an_attempt_finishing_while_the_reconciler_lists_is_never_rewritten(
         moto.scenario.delay_after["DescribeInstances"] = 2.0
         until(lambda: sum(1 for c in moto.scenario.calls if _is_listing(c)) > seen, what="no listing")
         agent.ReportExit(
-            agent_service_pb2.ReportExitRequest(attempt_id=attempt.id, token=attempt.token, exit_code=0)
+            agent_service_pb2.ReportExitRequest(attempt_id=attempt.id, token=secret, exit_code=0)
         )
         assert wait_state(stub, job.id, TERMINAL).state == job_pb2.JOB_STATE_SUCCEEDED
         listed = sum(1 for c in moto.scenario.calls if _is_listing(c))

@@ -7,7 +7,6 @@ its history, and the owner's job starts.
 from __future__ import annotations
 
 import shutil
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from google.protobuf import duration_pb2
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
-from tests.brokerproc import ROOT, BrokerProcess
+from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
 
 TOKENS = {"owner": "token-owner-0123456789", "borrower": "token-borrower-012345"}
 
@@ -76,7 +75,7 @@ def auth(tenant: str) -> tuple[tuple[str, str], ...]:
 
 def job(name: str, code: str) -> job_pb2.JobSpec:
     msg = job_pb2.JobSpec(
-        name=name, command=[sys.executable, "-c", code], runtime_estimate=duration_pb2.Duration(seconds=600)
+        name=name, command=[JOB_PYTHON, "-c", code], runtime_estimate=duration_pb2.Duration(seconds=600)
     )
     msg.resources.accelerators.count = 1
     msg.resources.accelerators.any_of.append("A800")
