@@ -7,6 +7,7 @@ its history, and the owner's job starts.
 from __future__ import annotations
 
 import shutil
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -94,8 +95,9 @@ def until(check: object, what: str, timeout: float = 60) -> None:
 
 
 def test_reclaim_preempts_borrowed_work_and_the_owner_starts(broker: BrokerProcess, tmp_path: Path) -> None:
-    marks = tmp_path / "marks"
-    marks.mkdir()
+    # Jobs run sandboxed as the job user, who cannot enter the test's private tmp folder.
+    marks = Path(tempfile.mkdtemp(prefix="szb-marks-"))
+    marks.chmod(0o1777)
     # Each borrowed job notes the SIGTERM it gets, then exits within the grace period.
     code = textwrap.dedent(f"""\
         import os, signal, sys, time
