@@ -23,7 +23,7 @@ import pytest
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
-from tests.brokerproc import ROOT, BrokerProcess
+from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
 from tests.clouds.e2e_helpers import md, wait_state
 from tests.doubles.moto_front import MotoFront
 
@@ -112,7 +112,7 @@ def broker(tmp_path: Path, moto: MotoFront) -> Iterator[BrokerProcess]:
 def job_yaml(folder: Path, name: str, *, max_wait: str, command: str = "print(1)") -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(
-        f"name: {name}\ncommand: [{sys.executable}, -c, {json.dumps(command)}]\nruntime_estimate: 10h\n"
+        f"name: {name}\ncommand: [{JOB_PYTHON}, -c, {json.dumps(command)}]\nruntime_estimate: 10h\n"
         f"max_wait: {max_wait}\nresources:\n  accelerators: {{count: 1, any_of: [A800, A10G]}}\n"
     )
     return path

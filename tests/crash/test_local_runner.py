@@ -8,13 +8,14 @@ the spawn and the runner records its own pid, so a restarted broker follows the 
 from __future__ import annotations
 
 import json
-import sys
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
 from adapters.local import LocalAdapter
 from broker.model import AttemptId, AttemptState, JobId, JobSpec, LaunchRequest, Offer, SiteId
+from tests.brokerproc import JOB_PYTHON
 
 
 def request(token: str, command: list[str]) -> LaunchRequest:
@@ -28,8 +29,11 @@ def request(token: str, command: list[str]) -> LaunchRequest:
 
 
 def test_a_run_started_before_the_pid_was_recorded_is_followed_not_repeated(tmp_path: Path) -> None:
-    runs = tmp_path / "runs.txt"
-    command = [sys.executable, "-c", f"open({str(runs)!r}, 'a').write('ran\\n'); import time; time.sleep(1)"]
+    # The job runs sandboxed as the job user: it writes where that user may.
+    shared = Path(tempfile.mkdtemp(prefix="szb-runs-"))
+    shared.chmod(0o1777)
+    runs = shared / "runs.txt"
+    command = [JOB_PYTHON, "-c", f"open({str(runs)!r}, 'a').write('ran\\n'); import time; time.sleep(1)"]
     config = {"data_dir": str(tmp_path / "data"), "cpus": 2}
     first = LocalAdapter(SiteId("local"), config)
     token = first.submit(request("tok-1", command))
