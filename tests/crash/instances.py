@@ -129,6 +129,10 @@ class Instances:
         return True
 
     def _power_off_ec2(self, iid: str) -> None:
+        # A terminated VM has no OS left to power off; moto would "stop" it anyway (EC2 refuses).
+        now = self._ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        if now["State"]["Name"] not in ("pending", "running"):
+            return
         attr = self._ec2.describe_instance_attribute(
             InstanceId=iid, Attribute="instanceInitiatedShutdownBehavior"
         )
