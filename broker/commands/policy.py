@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from broker.commands import audit
+from broker.commands import audit, replay
 from broker.policy import PolicyError, load_policy
 from broker.policy._yaml import parse_yaml
 from broker.policy.lint import policy_warnings
@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     test.add_argument("--output", choices=("text", "json"), default="text")
     test.set_defaults(handler=cmd_test)
     audit.register_policy(cmds)
+    replay.register(cmds)
 
 
 def _print_problems(exc: PolicyError) -> None:

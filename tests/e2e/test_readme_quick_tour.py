@@ -60,6 +60,10 @@ COVERED = {
     "szb simulate --trace configs/traces/alibaba-gpu-v2023-openb-pods.csv.gz --policy "
     "configs/policy-sim.yaml --scenario configs/scenarios/alibaba-peak.yaml --baselines all "
     "--report out/": "test_simulate_as_written",
+    # Run in tests/e2e/test_policy_replay.py on a store a real `szb serve` left behind.
+    "szb policy replay --policy candidate.yaml --since 7d --data-dir .szb --report replay/": (
+        "test_readme_line_shows_a_moved_and_a_refused_job"
+    ),
 }
 
 

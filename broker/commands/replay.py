@@ -1,0 +1,159 @@
+"""`szb policy replay`: the broker's own recorded history under the active and a candidate policy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from broker.policy import Policy, PolicyError
+
+DEFAULT_DATA_DIR = Path(".szb")
+
+
+def register(cmds: Any) -> None:
+    p = cmds.add_parser(
+        "replay", help="replay the store's recorded jobs under the active policy and a candidate (diff)"
+    )
+    p.add_argument("--policy", type=Path, required=True, help="the candidate policy file")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="compare against this file instead of the policy the store recorded as active",
+    )
+    p.add_argument("--since", default=None, help="only jobs submitted since (an age like 7d, or a time)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--store", metavar="DSN", help="a PostgreSQL store (postgresql://...)")
+    src.add_argument("--data-dir", type=Path, default=None, help="the broker's data dir (default .szb)")
+    p.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    p.add_argument("--report", type=Path, default=None, help="write summary.json and PNG plots here")
+    p.set_defaults(handler=cmd_replay)
+
+
+def _fail(message: str) -> int:
+    print(f"szb policy replay: {message}", file=sys.stderr)
+    return 1
+
+
+def _open_store(args: argparse.Namespace) -> Any:
+    if args.store:
+        from broker.store.postgres import PostgresStore
+
+        return PostgresStore(args.store)
+    from broker.store.sqlite import SqliteStore
+
+    folder = args.data_dir or DEFAULT_DATA_DIR
+    db = folder / "broker.db"
+    if not db.is_file():  # never create an empty store where the user expected one
+        raise FileNotFoundError(f"no broker store at {db} (give --data-dir DIR or --store DSN)")
+    return SqliteStore(db)
+
+
+def _active_policy(store: Any) -> tuple[Policy, str]:
+    """The newest policy version the broker loaded, from the audit trail."""
+    from broker.policy import load_policy_text
+
+    for version in store.policy_versions(limit=200):
+        if version.result in ("loaded", "unchanged") and version.content:
+            where = f"{version.source} (sha256 {version.hash[:12]}, stored {version.time:%Y-%m-%d %H:%M})"
+            return load_policy_text(version.content, version.source or "stored policy"), where
+    raise LookupError("the store records no loaded policy version (give --baseline FILE)")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from broker.commands.audit import parse_since
+    from broker.policy import load_policy
+    from broker.sim.replay import diff, read_history, replay
+
+    since: datetime | None = None
+    if args.since:
+        try:
+            since = parse_since(args.since)
+        except argparse.ArgumentTypeError as exc:
+            return _fail(f"--since: {exc}")
+    try:
+        candidate = load_policy(args.policy)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        return _fail(f"--policy: {exc}")
+    try:
+        store = _open_store(args)
+    except Exception as exc:  # a missing file, a refused connection: say which store
+        return _fail(str(exc))
+    try:
+        if args.baseline is not None:
+            current, source = load_policy(args.baseline), str(args.baseline)
+        else:
+            current, source = _active_policy(store)
+        history = read_history(store, since)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except (LookupError, OSError) as exc:
+        return _fail(str(exc))
+    finally:
+        store.close()
+    if not history.jobs:
+        return _fail("no recorded jobs" + (f" since {since:%Y-%m-%d %H:%M} UTC" if since else ""))
+    result = diff(history, replay(current, history), replay(candidate, history))
+    result["current_policy"] = source
+    result["candidate_policy"] = str(args.policy)
+    result["actual_runtimes"] = len(history.runtimes_s)
+    if args.report is not None:
+        from broker.sim.replay_report import write_replay_report
+
+        result["report_files"] = [str(p) for p in write_replay_report(args.report, result)]
+    if args.output == "json":
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        _table(result)
+    return 0
+
+
+def _table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=f"Replay of {result['jobs']} recorded jobs")
+    for col in ("", "current", "candidate", "change"):
+        t.add_column(col, justify="right" if col else "left")
+    labels = {
+        "cost": "total cost (CNY)",
+        "p50_wait_s": "wait p50 (s)",
+        "p95_wait_s": "wait p95 (s)",
+        "bursts": "jobs burst to a cloud",
+        "rejected": "refused",
+        "never_started": "never started",
+        "late_jobs": "late (over max_wait)",
+    }
+    for key, label in labels.items():
+        a, b, d = result["current"].get(key), result["candidate"].get(key), result["delta"].get(key)
+        t.add_row(label, _v(a), _v(b), "" if d in (None, 0) else f"{d:+g}")
+    console.print(t)
+    console.print(f"current: {result['current_policy']}   candidate: {result['candidate_policy']}")
+    for title, rows, cols in (
+        ("Placement changed", result["placement_changed"], ("site_before", "site_after")),
+        ("Refused under the candidate", result["refusals_new"], ("site_before",)),
+        ("No longer refused", result["refusals_gone"], ("site_after",)),
+    ):
+        if not rows:
+            continue
+        jt = Table(title=f"{title} ({len(rows)})")
+        for c in ("job", "tenant", "name", *cols):
+            jt.add_column(c)
+        for r in rows[:50]:
+            jt.add_row(*(str(r.get(c) or "-") for c in ("job", "tenant", "name", *cols)))
+        console.print(jt)
+
+
+def _v(v: Any) -> str:
+    return "-" if v is None else f"{v:g}" if isinstance(v, int | float) else str(v)

@@ -1,0 +1,131 @@
+"""Replay of the broker's own history: stored jobs -> simulated jobs, two policies, one diff.
+
+Arrivals are the jobs' recorded submit times; runtimes are what they actually ran (first
+RUNNING to the terminal event) or, for jobs that never ran, their estimate. The simulator's
+engine (`broker.sim.engine`) replays them with the default scenario's world.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from broker.burst import demand, effective_max_wait
+from broker.model import Job, JobId, JobState
+from broker.policy import Policy
+from broker.sim.engine import Engine
+from broker.sim.jobs import MAX_RUNTIME_S, SimJob
+from broker.sim.metrics import RunResult, summarize
+from broker.sim.scenario import Scenario
+from broker.sim.strategies import PolicyStrategy
+from broker.store.base import JobStore
+
+PAGE = 500
+
+
+class ReplayError(Exception):
+    """Nothing to replay, or a store that cannot be read."""
+
+
+@dataclass(frozen=True)
+class History:
+    jobs: list[Job]
+    runtimes_s: dict[str, float]
+    """Job id -> seconds it actually ran (only jobs that ran and ended)."""
+
+
+def read_history(store: JobStore, since: datetime | None) -> History:
+    """Every stored job submitted at or after `since`, oldest first, with its actual runtime."""
+    jobs: list[Job] = []
+    token = ""
+    while True:
+        page = store.list_jobs(None, page_size=PAGE, page_token=token)
+        jobs.extend(j for j in page.jobs if since is None or j.created_at >= since)
+        token = page.next_page_token
+        if not token:
+            break
+    jobs.sort(key=lambda j: (j.created_at, j.id))
+    runtimes: dict[str, float] = {}
+    for i in range(0, len(jobs), PAGE):
+        times = store.run_times([j.id for j in jobs[i : i + PAGE]])
+        for job_id, (started, ended) in times.items():
+            if started is None and ended is not None:
+                # Finished before the broker saw it running (a job of a second or two): its
+                # run began at most when its last attempt was launched.
+                started = _launched(store, job_id)
+            if started is not None and ended is not None and ended >= started:
+                runtimes[job_id] = (ended - started).total_seconds()
+    return History(jobs, runtimes)
+
+
+def _launched(store: JobStore, job_id: str) -> datetime | None:
+    events = store.events_after(JobId(job_id), 0)
+    return next((e.time for e in reversed(events) if e.state == JobState.PROVISIONING), None)
+
+
+def sim_jobs(history: History, policy: Policy) -> list[SimJob]:
+    """The stored jobs as the simulator's jobs (their own specs, tenants and submit times)."""
+    if not history.jobs:
+        return []
+    t0 = history.jobs[0].created_at
+    out: list[SimJob] = []
+    for i, job in enumerate(history.jobs):
+        runtime = history.runtimes_s.get(job.id, job.spec.runtime_estimate.total_seconds())
+        runtime = min(max(runtime, 1.0), MAX_RUNTIME_S)
+        mw = effective_max_wait(job.spec, job.tenant, policy).total_seconds()
+        arrival = (job.created_at - t0).total_seconds()
+        out.append(SimJob(i, job.id, job.tenant, job.spec, arrival, runtime, demand(job.spec), mw))
+    return out
+
+
+@dataclass
+class PolicyRun:
+    run: RunResult
+    sites: list[str | None]
+    """Per job, the site of its last attempt (None: refused or never started)."""
+
+
+def replay(policy: Policy, history: History, scenario: Scenario | None = None) -> PolicyRun:
+    """Replay the history under one policy."""
+    jobs = sim_jobs(history, policy)
+    engine = Engine(policy, jobs, scenario or Scenario(), PolicyStrategy(policy))
+    run = engine.run()
+    sites = [
+        None if st.rec.rejected or st.offer is None or math.isnan(st.rec.start_s) else str(st.offer.site)
+        for st in engine.state
+    ]
+    return PolicyRun(run, sites)
+
+
+KEYS = ("cost", "p50_wait_s", "p95_wait_s", "burst_fraction", "rejected", "never_started", "late_jobs")
+
+
+def diff(history: History, before: PolicyRun, after: PolicyRun) -> dict[str, Any]:
+    """Totals of both runs, their difference, and the jobs whose outcome changed."""
+    a, b = summarize(before.run), summarize(after.run)
+    for s, r in ((a, before), (b, after)):
+        s["bursts"] = sum(1 for rec in r.run.records if rec.burst and not rec.rejected)
+    delta = {
+        k: None if a.get(k) is None or b.get(k) is None else round(b[k] - a[k], 4) for k in (*KEYS, "bursts")
+    }
+    moved, refused, admitted = [], [], []
+    for i, job in enumerate(history.jobs):
+        ra, rb = before.run.records[i], after.run.records[i]
+        row = {"job": job.id, "tenant": job.tenant, "name": job.spec.name, "recorded_site": job.site}
+        if rb.rejected and not ra.rejected:
+            refused.append({**row, "site_before": before.sites[i]})
+        elif ra.rejected and not rb.rejected:
+            admitted.append({**row, "site_after": after.sites[i]})
+        elif before.sites[i] != after.sites[i]:
+            moved.append({**row, "site_before": before.sites[i], "site_after": after.sites[i]})
+    return {
+        "jobs": len(history.jobs),
+        "current": a,
+        "candidate": b,
+        "delta": delta,
+        "placement_changed": moved,
+        "refusals_new": refused,
+        "refusals_gone": admitted,
+    }

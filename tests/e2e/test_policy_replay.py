@@ -1,0 +1,133 @@
+"""`szb policy replay` on a store written by a real `szb serve` run (issue 15: replay of history).
+
+The broker runs in a fresh folder on its embedded default (the local executor), jobs are
+submitted over its gRPC port and run, the broker is stopped, and the README's replay line runs
+as written against the `.szb` it left behind, with candidate policies that move a job to a
+cheaper site, refuse another, or change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.brokerproc import ROOT
+from tests.e2e.test_readme_quick_tour import Server, base_env, fresh_clone, run
+
+README_LINE = "szb policy replay --policy candidate.yaml --since 7d --data-dir .szb --report replay/"
+
+SPARE_SITE = """  - id: spare
+    adapter: local
+    adapter_config: {workdir: /tmp/szb-spare}
+    country: CN
+    residency: cn-mainland
+    partitions:
+      - name: cpu
+        price_hour: 0.2
+        cpus_per_node: 16
+        memory_gb_per_node: 64
+tenants:"""
+
+A800 = """      - name: a800
+        accelerator: A800
+        count_per_node: 8
+        price_hour: 14.0           # shadow price per card-hour
+        cpus_per_node: 64
+        memory_gb_per_node: 512
+"""
+
+
+def default_policy() -> str:
+    """The embedded default policy, its includes pointing at the clone's configs/."""
+    text = (ROOT / "broker" / "defaults" / "policy.yaml").read_text()
+    return text.replace("accelerators: accelerators.yaml", "accelerators: configs/accelerators.yaml").replace(
+        "regimes: regimes.yaml", "regimes: configs/regimes.yaml"
+    )
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = fresh_clone(tmp_path_factory.mktemp("replay"))
+    env = base_env(folder)
+    server = Server("szb serve", folder, {**env, "SZB_LISTEN": "127.0.0.1:0"})
+    try:
+        env["SZB_SERVER"] = f"127.0.0.1:{server.port}"
+        for job in ("configs/examples/hello.yaml", "configs/examples/finetune-a800.yaml"):
+            out = run(f"szb submit {job} --wait", folder, env)
+            assert "SUCCEEDED" in out.stdout, out.stdout
+    finally:
+        server.stop()
+    assert (folder / ".szb" / "broker.db").exists()
+    return folder
+
+
+def replay(folder: Path, args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", f"szb policy replay {args}"],
+        cwd=folder,
+        env=base_env(folder),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_readme_line_shows_a_moved_and_a_refused_job(history: Path) -> None:
+    folder = history
+    # Cheaper CPU capacity elsewhere, and no A800 partition any more.
+    candidate = default_policy().replace(A800, "").replace("tenants:", SPARE_SITE, 1)
+    assert candidate.count("a800") == 0 and "spare" in candidate
+    (folder / "candidate.yaml").write_text(candidate)
+    out = run(README_LINE, folder, base_env(folder))
+    assert "Replay of 2 recorded jobs" in out.stdout
+    assert "Placement changed (1)" in out.stdout and "Refused under the candidate (1)" in out.stdout
+    for png in ("totals.png", "changes.png"):
+        assert (folder / "replay" / png).stat().st_size > 1000
+    body = json.loads((folder / "replay" / "summary.json").read_text())
+    (moved,) = body["placement_changed"]
+    assert (moved["name"], moved["site_before"], moved["site_after"]) == ("hello", "local", "spare")
+    assert moved["recorded_site"] == "local"  # where the broker actually ran it
+    (refused,) = body["refusals_new"]
+    assert refused["name"] == "finetune-glm-6b" and refused["site_before"] == "local"
+    assert body["current"]["rejected"] == 0 and body["candidate"]["rejected"] == 1
+    assert body["candidate"]["cost"] < body["current"]["cost"]
+    assert "defaults/policy.yaml (sha256 " in body["current_policy"]  # the version the broker loaded
+    assert body["actual_runtimes"] == 2  # both ran: their recorded runtimes, not the estimates
+
+
+def test_the_same_policy_changes_nothing(history: Path) -> None:
+    folder = history
+    (folder / "same.yaml").write_text(default_policy())
+    out = replay(folder, "--policy same.yaml --output json")
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert body["jobs"] == 2
+    assert body["placement_changed"] == body["refusals_new"] == body["refusals_gone"] == []
+    assert body["delta"]["cost"] == 0 and body["current"]["rejected"] == 0
+
+
+def test_refusals_vanish_against_a_baseline_that_refused(history: Path) -> None:
+    folder = history
+    (folder / "narrow.yaml").write_text(default_policy().replace(A800, ""))
+    (folder / "same.yaml").write_text(default_policy())
+    out = replay(folder, "--policy same.yaml --baseline narrow.yaml -o json")
+    assert out.returncode == 0, out.stderr
+    (back,) = json.loads(out.stdout)["refusals_gone"]
+    assert back["name"] == "finetune-glm-6b" and back["site_after"] == "local"
+
+
+def test_clear_errors(history: Path) -> None:
+    folder = history
+    (folder / "same.yaml").write_text(default_policy())
+    missing = replay(folder, "--policy same.yaml --data-dir nowhere")
+    assert missing.returncode == 1 and "no broker store at nowhere/broker.db" in missing.stderr
+    assert not (folder / "nowhere").exists()  # nothing created where the user expected a store
+    empty = replay(folder, "--policy same.yaml --since 2099-01-01")
+    assert empty.returncode == 1 and "no recorded jobs since" in empty.stderr
+    (folder / "broken.yaml").write_text(default_policy().replace("price_hour: 1.0", "price_hour: cheap"))
+    broken = replay(folder, "--policy broken.yaml")
+    line = next(i for i, t in enumerate(default_policy().splitlines(), 1) if "price_hour: 1.0" in t)
+    assert broken.returncode == 1 and f"broken.yaml:{line}:" in broken.stderr, broken.stderr
