@@ -173,7 +173,7 @@ def measure(
         if how == "fresh":
             given = list(offers)
         if cold:
-            policy.rules._memo.clear()
+            policy.rules.clear()
             forget_snapshots()
             if isinstance(given, PreparedOffers):
                 given.clear()
