@@ -4,17 +4,20 @@
 
 Offers are the AWS GPU catalog (configs/catalog/aws_gpu_vms.csv, every region as a site),
 replicated with perturbed prices/zones up to the target size. Each decision draws one of a
-small mix of jobs and tenants (as a live queue would), so the memos see realistic reuse.
+small mix of jobs and tenants (as a live queue would).
+
+Three cases are measured side by side at every size (`--modes` picks some):
+  cold        nothing cached (the headline): every rule verdict, the offers' snapshot and
+              every memo are dropped before each decision, and each job has its own runtime
+  warm_rules  the rule verdicts kept from earlier decisions, everything else dropped, and
+              each job has its own runtime (a new job on a known fleet)
+  repeated    everything kept, jobs from the small mix (the same question asked again)
 
 How the offers reach `place()` (`--offers`):
   same      the same list object every decision (the simulator, one dispatcher pass):
             `place()` recognises it by identity and reuses its prepared snapshot
   prepared  an explicit `prepare_offers(offers, policy)` (no identity check per call)
   fresh     a new list every decision (a one-shot caller): grouped and indexed each time
-
-`--vary-runtime` gives every decision its own runtime estimate (a trace simulator's jobs),
-so the scored-decision memo misses and only the per-job-shape filter memo helps.
-`--cold` clears the CEL memo and the snapshot memos before every decision (worst case).
 """
 
 from __future__ import annotations
@@ -154,13 +157,18 @@ JOBS = [
 ]
 
 
+MODES = ("cold", "warm_rules", "repeated")
+
+
 def measure(
-    policy: Policy, offers: list[Offer], decisions: int, *, cold: bool, seed: int, how: str, vary: bool
+    policy: Policy, offers: list[Offer], decisions: int, *, mode: str, seed: int, how: str
 ) -> dict[str, float]:
     rng = random.Random(seed)
     jobs = [JobSpec.model_validate(j) for j in JOBS]
     tenants = [TenantId(t.id) for t in policy.tenants]
     ctx = PlacementContext()
+    policy.rules.clear()
+    forget_snapshots()
     given: Sequence[Offer] = prepare_offers(offers, policy) if how == "prepared" else offers
     for job in jobs:  # warm-up: imports, caches of the policy object
         for t in tenants:
@@ -168,12 +176,13 @@ def measure(
     times = []
     for _ in range(decisions):
         job, tenant = rng.choice(jobs), rng.choice(tenants)
-        if vary:
+        if mode != "repeated":  # a new job: the scored-decision memo cannot answer it
             job = job.model_copy(update={"runtime_estimate": timedelta(seconds=rng.randint(600, 86400))})
         if how == "fresh":
             given = list(offers)
-        if cold:
-            policy.rules.clear()
+        if mode != "repeated":
+            if mode == "cold":
+                policy.rules.clear()
             forget_snapshots()
             if isinstance(given, PreparedOffers):
                 given.clear()
@@ -184,8 +193,6 @@ def measure(
     p50 = statistics.median(times) * 1e3
     p99 = times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3
     return {
-        "offers": len(offers),
-        "rules": len(policy.rules),
         "p50_ms": round(p50, 3),
         "p99_ms": round(p99, 3),
         "decisions_per_s": round(len(times) / sum(times), 1),
@@ -197,41 +204,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--decisions", type=int, default=2000)
-    ap.add_argument(
-        "--cold", action="store_true", help="clear the CEL and snapshot memos before each decision"
-    )
     ap.add_argument("--offers", choices=("same", "prepared", "fresh"), default="same", help="see above")
-    ap.add_argument("--vary-runtime", action="store_true", help="a distinct runtime estimate per decision")
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES))
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         policy = load_policy(write_policy(Path(tmp)))
     gc.freeze()  # what a long-running server does after start-up: loaded data leaves GC scans
     rng = random.Random(args.seed)
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        ap.error(f"--modes: unknown {', '.join(unknown)} (known: {', '.join(MODES)})")
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
         offers = make_offers(policy, n, rng)
         decisions = max(50, args.decisions * 1000 // max(n, 1000)) if n > 1000 else args.decisions
-        results.append(
-            measure(
-                policy,
-                offers,
-                decisions,
-                cold=args.cold,
-                seed=args.seed,
-                how=args.offers,
-                vary=args.vary_runtime,
-            )
-        )
+        row: dict[str, object] = {"offers": len(offers), "rules": len(policy.rules)}
+        for mode in modes:
+            row[mode] = measure(policy, offers, decisions, mode=mode, seed=args.seed, how=args.offers)
+        results.append(row)
     if args.json:
-        mode = {"cold": args.cold, "offers": args.offers, "vary_runtime": args.vary_runtime}
-        print(json.dumps({**mode, "results": results}, indent=2))
+        print(json.dumps({"headline": "cold", "offers": args.offers, "results": results}, indent=2))
     else:
         for r in results:
-            print(
-                f"{r['offers']:>6} offers x {r['rules']} rules: p50 {r['p50_ms']:.3f} ms, "
-                f"p99 {r['p99_ms']:.3f} ms, {r['decisions_per_s']:,.0f} decisions/s"
-            )
+            for mode in modes:
+                m = r[mode]
+                assert isinstance(m, dict)
+                print(
+                    f"{r['offers']:>6} offers x {r['rules']} rules, {mode:>10}: p50 {m['p50_ms']:.3f} ms, "
+                    f"p99 {m['p99_ms']:.3f} ms, {m['decisions_per_s']:,.0f} decisions/s"
+                )
     return 0
 
 

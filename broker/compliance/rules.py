@@ -24,6 +24,9 @@ from broker.compliance.celenv import Path, lookup
 MEMO_LIMIT = 200_000
 """Entries kept before the memo is cleared (bounded memory; results stay correct)."""
 
+FROZEN_LIMIT = 4096
+"""Variable mappings whose frozen fields are kept (each is pinned alive while kept)."""
+
 PLACEHOLDERS = frozenset(
     {
         "site",
@@ -101,6 +104,9 @@ class RuleSet:
         # frozen value per path read from it): the site, tenant and hardware mappings are
         # shared by every group, so each field is frozen once, not once per group and rule.
         self._frozen: dict[int, tuple[Any, dict[Path, Any]]] = {}
+        self._paths_under: dict[str, tuple[Path, ...]] = {}
+        for path in dict.fromkeys(p for r in rules for p in r.paths):
+            self._paths_under[path[0]] = (*self._paths_under.get(path[0], ()), path)
 
     def clear(self) -> None:
         """Forget every memoized verdict (benchmarks of the uncached path; results unchanged)."""
@@ -108,18 +114,21 @@ class RuleSet:
         self._rule_memo.clear()
         self._frozen.clear()
 
-    def _value(self, variables: Mapping[str, Any], path: Path) -> Any:
-        root = variables[path[0]]
+    def _fields(self, name: str, root: Any) -> dict[Path, Any]:
+        """Frozen values of every path any rule reads under variable `name`, once per mapping."""
         entry = self._frozen.get(id(root))
-        if entry is None or entry[0] is not root:
-            if len(self._frozen) >= MEMO_LIMIT:
-                self._frozen.clear()
-            entry = self._frozen[id(root)] = (root, {})
-        seen = entry[1]
-        if path in seen:
-            return seen[path]
-        value = seen[path] = _freeze(_at(root, path[1:]))
-        return value
+        if entry is not None and entry[0] is root:
+            return entry[1]
+        if len(self._frozen) >= FROZEN_LIMIT:
+            self._frozen.clear()
+        fields: dict[Path, Any] = {}
+        for path in self._paths_under.get(name, ()):
+            try:
+                fields[path] = _freeze(_at(root, path[1:]))
+            except (KeyError, TypeError, IndexError):
+                pass  # absent: rules reading it run on the full context
+        self._frozen[id(root)] = (root, fields)
+        return fields
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -164,12 +173,13 @@ class RuleSet:
         memo = self._rule_memo
         if len(memo) >= MEMO_LIMIT:
             memo.clear()
+        frozen = {name: self._fields(name, root) for name, root in variables.items()}
         for rule in rules:
             if not rule.in_scope(site, tenant):
                 continue
             try:
-                key = (rule.id, *(self._value(variables, p) for p in rule.paths))
-            except (KeyError, TypeError):  # a path not in the variables: run on the full context
+                key: tuple[Any, ...] | None = (rule.id, *[frozen[p[0]][p] for p in rule.paths])
+            except KeyError:  # a path not in the variables: run on the full context
                 key = None
             outcome = memo.get(key) if key is not None else None
             if outcome is None:
