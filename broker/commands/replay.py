@@ -140,6 +140,9 @@ def _table(result: dict[str, Any]) -> None:
         t.add_row(label, _v(a), _v(b), "" if d in (None, 0) else f"{d:+g}")
     console.print(t)
     console.print(f"current: {result['current_policy']}   candidate: {result['candidate_policy']}")
+    if result["capacity_errors"]:
+        errors = ", ".join(f"{site} {n}" for site, n in result["capacity_errors"].items())
+        console.print(f"recorded capacity errors, replayed as stock-outs: {errors}")
     for title, rows, cols in (
         ("Placement changed", result["placement_changed"], ("site_before", "site_after")),
         ("Refused under the candidate", result["refusals_new"], ("site_before",)),

@@ -2,13 +2,14 @@
 
 Arrivals are the jobs' recorded submit times; runtimes are what they actually ran (first
 RUNNING to the terminal event) or, for jobs that never ran, their estimate. The simulator's
-engine (`broker.sim.engine`) replays them with the default scenario's world.
+engine (`broker.sim.engine`) replays them in the default scenario's world, with the capacity
+errors the store recorded per site as that site's stock-out rate.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from broker.policy import Policy
 from broker.sim.engine import Engine
 from broker.sim.jobs import MAX_RUNTIME_S, SimJob
 from broker.sim.metrics import RunResult, summarize
-from broker.sim.scenario import Scenario
+from broker.sim.scenario import Scenario, SiteWorld, StockOuts
 from broker.sim.strategies import PolicyStrategy
 from broker.store.base import JobStore
 
@@ -34,6 +35,8 @@ class History:
     jobs: list[Job]
     runtimes_s: dict[str, float]
     """Job id -> seconds it actually ran (only jobs that ran and ended)."""
+    capacity_errors: dict[str, int] = field(default_factory=dict)
+    """Site -> launches the backend refused for want of capacity (attempt errors)."""
 
 
 def read_history(store: JobStore, since: datetime | None) -> History:
@@ -57,7 +60,27 @@ def read_history(store: JobStore, since: datetime | None) -> History:
                 started = _launched(store, job_id)
             if started is not None and ended is not None and ended >= started:
                 runtimes[job_id] = (ended - started).total_seconds()
-    return History(jobs, runtimes)
+    capacity: dict[str, int] = {}
+    for job in jobs:
+        for attempt in store.attempts_for(job.id):
+            # How the dispatcher records a backend's CapacityError (`Type: message`).
+            if attempt.error.startswith("CapacityError"):
+                capacity[str(attempt.site)] = capacity.get(str(attempt.site), 0) + 1
+    return History(jobs, runtimes, capacity)
+
+
+def scenario_for(history: History) -> Scenario:
+    """The default world, with each site's recorded capacity errors as its stock-out rate."""
+    if not history.jobs or not history.capacity_errors:
+        return Scenario()
+    span_s = (history.jobs[-1].created_at - history.jobs[0].created_at).total_seconds()
+    days = max(span_s, 3600.0) / 86400  # at least an hour: a burst of errors is not a rate
+    return Scenario(
+        sites={
+            site: SiteWorld(stockouts=StockOuts(per_day=n / days))
+            for site, n in sorted(history.capacity_errors.items())
+        }
+    )
 
 
 def _launched(store: JobStore, job_id: str) -> datetime | None:
@@ -90,7 +113,7 @@ class PolicyRun:
 def replay(policy: Policy, history: History, scenario: Scenario | None = None) -> PolicyRun:
     """Replay the history under one policy."""
     jobs = sim_jobs(history, policy)
-    engine = Engine(policy, jobs, scenario or Scenario(), PolicyStrategy(policy))
+    engine = Engine(policy, jobs, scenario or scenario_for(history), PolicyStrategy(policy))
     run = engine.run()
     sites = [
         None if st.rec.rejected or st.offer is None or math.isnan(st.rec.start_s) else str(st.offer.site)
@@ -122,6 +145,7 @@ def diff(history: History, before: PolicyRun, after: PolicyRun) -> dict[str, Any
             moved.append({**row, "site_before": before.sites[i], "site_after": after.sites[i]})
     return {
         "jobs": len(history.jobs),
+        "capacity_errors": dict(history.capacity_errors),
         "current": a,
         "candidate": b,
         "delta": delta,

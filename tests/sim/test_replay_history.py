@@ -1,0 +1,47 @@
+"""Reading a store's history for `szb policy replay`: runtimes, `--since`, capacity errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from broker.model import AttemptState, JobSpec, JobState, Offer, SiteId, TenantId
+from broker.sim.replay import read_history, scenario_for
+from broker.store.base import Submission
+from broker.store.sqlite import SqliteStore
+
+T0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
+OFFER = Offer(
+    site=SiteId("aws-east"), instance_type="g5.xlarge", accelerator="A10G", count=1, price_per_hour=1.0
+)
+
+
+def test_history_runtimes_since_and_capacity_errors(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "broker.db")
+    try:
+        spec = JobSpec.model_validate({"name": "x", "command": ["true"], "runtime_estimate": "1h"})
+        (old, _), (new, _) = (
+            store.submit(TenantId("team-a"), [Submission(spec)], T0)[0],
+            store.submit(TenantId("team-a"), [Submission(spec)], T0 + timedelta(hours=2))[0],
+        )
+        first = store.create_attempt(new.id, OFFER.site, OFFER, "tok-1", T0 + timedelta(hours=2))
+        store.update_attempt(
+            first.id, T0 + timedelta(hours=2), state=AttemptState.FAILED,
+            error="CapacityError: InsufficientInstanceCapacity",
+        )  # fmt: skip
+        for state, minutes in ((JobState.PLACING, 0), (JobState.PROVISIONING, 1), (JobState.RUNNING, 3)):
+            store.transition(new.id, state, T0 + timedelta(hours=2, minutes=minutes))
+        store.transition(new.id, JobState.SUCCEEDED, T0 + timedelta(hours=2, minutes=43))
+
+        everything = read_history(store, None)
+        assert [j.id for j in everything.jobs] == [old.id, new.id]
+        assert everything.runtimes_s == {new.id: 40 * 60.0}  # RUNNING -> end; `old` never ran
+        assert everything.capacity_errors == {"aws-east": 1}
+        world = scenario_for(everything)
+        assert world.stockouts_for("aws-east").per_day == 12.0  # 1 error over the 2 h history
+        assert world.stockouts_for("ali-bj").per_day == 0.0
+
+        recent = read_history(store, T0 + timedelta(hours=1))
+        assert [j.id for j in recent.jobs] == [new.id]
+    finally:
+        store.close()
