@@ -26,6 +26,7 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
 import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,8 +85,11 @@ class Sandbox:
         warnings: list[str] = []
         user = None
         run_as = str(config.get("run_as") or DEFAULT_RUN_AS)
+        # The embedded default must run jobs on a fresh machine: its own job user is created on
+        # first start; a user the operator named is never created behind their back.
+        create = bool(config.get("create_user", not config.get("run_as")))
         if privileged:
-            user = _job_user(site, run_as)
+            user = _job_user(site, run_as, create=create)
         else:
             warnings.append(
                 f"local site {site}: the broker runs as uid {os.geteuid()}, not root, so jobs run "
@@ -229,10 +233,12 @@ def _limits(site: SiteId, wanted: str, privileged: bool) -> str:
     return wanted
 
 
-def _job_user(site: SiteId, name: str) -> JobUser:
+def _job_user(site: SiteId, name: str, *, create: bool = False) -> JobUser:
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
+        if create and _create_user(name):
+            return _job_user(site, name)
         raise ConfigError(
             site, "NoSuchUser",
             f"run_as: user {name!r} does not exist; create it (useradd --system --no-create-home "
@@ -242,6 +248,23 @@ def _job_user(site: SiteId, name: str) -> JobUser:
         raise ConfigError(site, "PrivilegedRunAs",
                           f"run_as: {name!r} is root; jobs need an unprivileged user")
     return JobUser(name, entry.pw_uid)
+
+
+def _create_user(name: str) -> bool:
+    """Add `name` as a system user without a home or login shell; False when that failed."""
+    argv = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        log.warning("could not create the job user %s: %s", name, exc)
+        return False
+    try:
+        pwd.getpwnam(name)  # another broker starting at the same moment may have made it
+    except KeyError:
+        log.warning("could not create the job user %s: %s", name, done.stderr.strip())
+        return False
+    log.warning("created the unprivileged job user %s for local jobs (run_as)", name)
+    return True
 
 
 def _group_exists(gid: int) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -21,22 +20,9 @@ from broker.api import broker_service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB_USER = "szb-job"
-"""The local executor's default `run_as` user; tests running as root create it."""
+"""The local executor's default `run_as` user; a broker running as root creates it."""
 JOB_PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
 """A python3 the sandboxed job user can run (the test venv may sit in root's home)."""
-
-
-def ensure_job_user(name: str = JOB_USER) -> None:
-    """Create the unprivileged job user when running as root and it is missing."""
-    if os.geteuid() != 0:
-        return
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-            check=True,
-        )
 
 
 class BrokerProcess:

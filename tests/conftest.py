@@ -9,15 +9,8 @@ from pathlib import Path
 import pytest
 
 from broker.cli import main
-from tests.brokerproc import ensure_job_user
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def job_user() -> None:
-    """Local jobs run as the unprivileged `szb-job` user; as root, make sure it exists."""
-    ensure_job_user()
 
 
 @pytest.fixture
