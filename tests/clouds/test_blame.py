@@ -20,7 +20,7 @@ from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
 from tests.brokerproc import BrokerProcess
 from tests.clouds.e2e_helpers import TERMINAL, events, md, play_bootstrap_when_on, wait_state
-from tests.clouds.test_broker_bursts import gpu_job, write_setup
+from tests.clouds.test_broker_bursts import gpu_job, user_data_of, write_setup
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import MotoFront
 
@@ -55,8 +55,10 @@ def big_job(name: str, env_bytes: int) -> job_pb2.JobSpec:
 
 
 def test_refused_user_data_fails_the_job_and_the_site_keeps_working(
-    two_tenants: BrokerProcess, moto: MotoFront
+    two_tenants: BrokerProcess, moto: MotoFront, ecs_server: EcsEndpoint
 ) -> None:
+    assert isinstance(ecs_server.handler, EcsCloud)
+    user_data = user_data_of((moto, ecs_server.handler))
     moto.scenario.user_data_limit = 9000  # a bootstrap is ~6 KB; the big job's is ~11 KB
     with grpc.insecure_channel(two_tenants.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
@@ -71,14 +73,16 @@ def test_refused_user_data_fails_the_job_and_the_site_keeps_working(
         assert "aws-east" not in status.unhealthy_sites
         # Another tenant's burst to the same site goes ahead.
         other = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("small", "A10G")), metadata=md(OTHER)).job
-        play_bootstrap_when_on(stub, two_tenants, other.id, "aws-east", token=OTHER)
+        play_bootstrap_when_on(stub, two_tenants, other.id, "aws-east", user_data, token=OTHER)
         done = wait_state(stub, other.id, TERMINAL, token=OTHER)
         assert done.state == job_pb2.JOB_STATE_SUCCEEDED and done.site == "aws-east"
 
 
 def test_user_data_over_16_kb_is_refused_before_calling_ec2(
-    two_tenants: BrokerProcess, moto: MotoFront
+    two_tenants: BrokerProcess, moto: MotoFront, ecs_server: EcsEndpoint
 ) -> None:
+    assert isinstance(ecs_server.handler, EcsCloud)
+    user_data = user_data_of((moto, ecs_server.handler))
     with grpc.insecure_channel(two_tenants.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         job = stub.SubmitJob(pb.SubmitJobRequest(job=big_job("too-big", 12_000)), metadata=md()).job
@@ -87,5 +91,5 @@ def test_user_data_over_16_kb_is_refused_before_calling_ec2(
         assert "EC2 allows 16384" in final.message and "UserDataTooLarge" in final.message
         assert moto.scenario.count("RunInstances") == 0
         other = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("small", "A10G")), metadata=md(OTHER)).job
-        play_bootstrap_when_on(stub, two_tenants, other.id, "aws-east", token=OTHER)
+        play_bootstrap_when_on(stub, two_tenants, other.id, "aws-east", user_data, token=OTHER)
         assert wait_state(stub, other.id, TERMINAL, token=OTHER).site == "aws-east"
