@@ -2,10 +2,12 @@
 
 from broker.store._audit import AUDIT_KINDS, AuditFilter, PolicyVersion
 from broker.store.base import (
+    FencedOut,
     JobMove,
     JobNotFoundError,
     JobPage,
     JobStore,
+    LeaseRow,
     SpendEntry,
     StoreError,
     Submission,
@@ -16,10 +18,12 @@ from broker.store.sqlite import SqliteStore
 __all__ = [
     "AUDIT_KINDS",
     "AuditFilter",
+    "FencedOut",
     "JobMove",
     "JobNotFoundError",
     "JobPage",
     "JobStore",
+    "LeaseRow",
     "PolicyVersion",
     "PostgresStore",
     "SpendEntry",

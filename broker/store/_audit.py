@@ -1,7 +1,4 @@
-"""The audit trail's SQL, shared by both stores: policy versions, audit events, queue depth.
-
-Statements use `?` placeholders; the PostgreSQL store turns them into `%s` with `pg()`.
-"""
+"""The audit trail's SQL: policy versions, audit events, queue depth (`?` placeholders)."""
 
 from __future__ import annotations
 
@@ -65,11 +62,6 @@ ACTIVE_COUNTS = (
     "SELECT state, COALESCE(site, ''), tenant, COUNT(*) FROM jobs "
     f"WHERE state IN ({', '.join(repr(s) for s in ACTIVE_STATES)}) GROUP BY state, site, tenant"
 )
-
-
-def pg(sql: str) -> str:
-    """The statement with PostgreSQL's `%s` placeholders."""
-    return sql.replace("?", "%s")
 
 
 def policy_row(v: PolicyVersion, ts: Callable[[datetime], Any]) -> tuple[Any, ...]:

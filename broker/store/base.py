@@ -7,17 +7,12 @@ new state and its event, so a job's state and its audit log never disagree.
 from __future__ import annotations
 
 import abc
-import json
 import logging
-import re
-import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
-
-from pydantic import ValidationError
 
 from broker.clock import Clock, SystemClock
 from broker.model import (
@@ -34,13 +29,12 @@ from broker.model import (
     TenantId,
 )
 from broker.store._audit import AuditFilter, PolicyVersion
+from broker.store._rows import UNREADABLE_SPEC as UNREADABLE_SPEC
+from broker.store._rows import JobIds, placeholder_spec, read_spec
 
 EventListener = Callable[[JobEvent], None]
 
 log = logging.getLogger(__name__)
-
-UNREADABLE_SPEC = "unreadable spec"
-"""The reason a job is quarantined with when its stored spec no longer validates."""
 
 UNFINISHED = (
     JobState.QUEUED,
@@ -51,8 +45,6 @@ UNFINISHED = (
 )
 """States a tenant's `max_queued_jobs` quota counts."""
 
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
 
 class StoreError(Exception):
     """Root of store errors."""
@@ -60,6 +52,21 @@ class StoreError(Exception):
 
 class JobNotFoundError(StoreError):
     """No such job (or not visible to the asking tenant)."""
+
+
+class FencedOut(StoreError):
+    """A fenced write refused: another scheduler claimed leadership since this one's epoch."""
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """Who leads the schedulers: the epoch of the latest claim, its holder and lease."""
+
+    epoch: int
+    holder: str
+    holder_pid: int | None
+    """PostgreSQL backend pid of the holder's advisory-lock session (None on SQLite)."""
+    lease_until: datetime
 
 
 @dataclass(frozen=True)
@@ -95,81 +102,6 @@ class SpendEntry:
     settled: bool = False
 
 
-class JobIds:
-    """Time-ordered ids (ms clock, a counter within the ms, randomness): listing by id is by age."""
-
-    def __init__(self) -> None:
-        self._last_ms = 0
-        self._seq = 0
-        self._lock = threading.Lock()
-
-    def next(self, now: datetime) -> JobId:
-        with self._lock:
-            ms = max(int(now.timestamp() * 1000), self._last_ms)
-            self._seq = self._seq + 1 if ms == self._last_ms else 0
-            self._last_ms = ms
-            return JobId(f"j-{ms:011x}{self._seq:04x}{secrets.token_hex(3)}")
-
-
-def attempt_from_row(r: Sequence[Any], to_datetime: Callable[[Any], datetime]) -> Attempt:
-    """An attempt from its row (column order of both stores); times converted by `to_datetime`."""
-    return Attempt(
-        id=AttemptId(r[0]),
-        job_id=JobId(r[1]),
-        number=r[2],
-        site=SiteId(r[3]),
-        offer=Offer.model_validate_json(r[4]),
-        token=r[5],
-        state=AttemptState(r[6]),
-        backend_id=r[7],
-        created_at=to_datetime(r[8]),
-        updated_at=to_datetime(r[9]),
-        error=r[10],
-        secret_hash=r[11] or "",
-    )
-
-
-def attempt_updates(
-    state: AttemptState | None, backend_id: str | None, error: str | None, secret_hash: str | None = None
-) -> list[tuple[str, str]]:
-    """The (column, value) pairs an `update_attempt` call sets besides `updated_at`."""
-    values = (
-        ("state", state.value if state else None),
-        ("backend_id", backend_id),
-        ("error", error),
-        ("secret_hash", secret_hash),
-    )
-    return [(col, value) for col, value in values if value is not None]
-
-
-LIVE_ATTEMPT_STATES = (AttemptState.PENDING.value, AttemptState.RUNNING.value)
-"""An attempt's state may only change from one of these: a terminal attempt is never rewritten."""
-
-
-def placeholder_spec(text: str) -> JobSpec:
-    """A stand-in for a spec that no longer validates: its name when readable, nothing to run."""
-    name = "unreadable"
-    try:
-        raw = json.loads(text)
-        if isinstance(raw, dict) and isinstance(raw.get("name"), str) and _NAME.match(raw["name"]):
-            name = raw["name"]
-    except ValueError:
-        pass
-    return JobSpec(name=name, command=("false",), runtime_estimate=timedelta(seconds=1))
-
-
-def read_spec(text: str) -> JobSpec | str:
-    """The stored spec, or why it cannot be read (a row written by an older or buggy broker)."""
-    try:
-        return JobSpec.model_validate_json(text)
-    except ValidationError as exc:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
-        where = ".".join(str(p) for p in first["loc"])
-        return f"{UNREADABLE_SPEC}: {where + ': ' if where else ''}{first['msg']}"
-    except ValueError as exc:
-        return f"{UNREADABLE_SPEC}: {exc}"
-
-
 @dataclass(frozen=True)
 class JobMove:
     """A state change of an attempt's job, written in the attempt update's transaction.
@@ -183,10 +115,6 @@ class JobMove:
     data: Mapping[str, Any] | None = None
     expect: JobState | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
-
-
-def new_attempt_id(job_id: JobId, number: int) -> AttemptId:
-    return AttemptId(f"{job_id}-a{number}")
 
 
 # Fields of a Job that callers may set alongside a transition or on their own.
@@ -431,6 +359,24 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def active_counts(self) -> dict[tuple[str, str, str], int]:
         """(state, site or '', tenant) -> how many unfinished jobs (for the queue-depth metric)."""
+
+    # Leadership and fencing (the election itself lives in broker/ha) ----------------------
+
+    @abc.abstractmethod
+    def claim_leadership(self, holder: str, backend_pid: int | None, lease_s: float, now: datetime) -> int:
+        """Bump the epoch and record the holder and its lease; the new epoch (caller holds the lock)."""
+
+    @abc.abstractmethod
+    def renew_leadership(self, holder: str, epoch: int, lease_s: float, now: datetime) -> bool:
+        """Extend the lease iff `epoch` (held by `holder`) is still the current one."""
+
+    @abc.abstractmethod
+    def leadership(self) -> LeaseRow | None:
+        """The current lease; None while nobody ever claimed."""
+
+    @abc.abstractmethod
+    def set_fence(self, epoch: int | None) -> None:
+        """Refuse (FencedOut) every scheduler write from now on unless the epoch is still `epoch`."""
 
     @abc.abstractmethod
     def close(self) -> None:

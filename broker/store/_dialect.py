@@ -1,0 +1,230 @@
+"""What differs between SQLite and PostgreSQL for the one SQL store: connections, transactions,
+placeholders, column types, time values, text cleaning, locks and schema introspection.
+
+Queries are written once with `?` placeholders; `Db` (a connection inside the store's lock)
+hands them to the dialect, which turns them into its own placeholders.
+"""
+
+from __future__ import annotations
+
+import abc
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+Row = tuple[Any, ...]
+
+
+class Dialect(abc.ABC):
+    """One database engine's side of the store."""
+
+    name: str
+    types: Mapping[str, str]
+    """Schema placeholders (`{time}`, `{key}`...) and what they mean for this engine."""
+    row_lock = ""
+    """Suffix of a SELECT that locks the rows it reads until commit (a single writer needs none)."""
+    share_lock = ""
+    """Suffix of a SELECT that keeps the rows it reads from changing until commit."""
+
+    @abc.abstractmethod
+    def connect(self) -> Any:
+        """A new connection in autocommit mode (transactions are explicit)."""
+
+    def broken(self, conn: Any) -> bool:
+        """True when `conn` must be replaced by a new one."""
+        return False
+
+    @abc.abstractmethod
+    @contextmanager
+    def transaction(self, conn: Any) -> Iterator[None]:
+        """Commit on success, roll back on any exception."""
+
+    def sql(self, text: str) -> str:
+        """The statement with this engine's placeholders."""
+        return text
+
+    def param(self, value: Any) -> Any:
+        """A value as this engine stores it."""
+        return value
+
+    @abc.abstractmethod
+    def ts(self, value: datetime) -> Any:
+        """A time as stored."""
+
+    @abc.abstractmethod
+    def dt(self, value: Any) -> datetime:
+        """A stored time as an aware UTC datetime."""
+
+    def lock_month(self, db: Db, month: str) -> None:  # noqa: B027 - a single writer needs none
+        """Serialise every change to `month`'s spend totals until commit."""
+
+    def lock_schema(self, db: Db) -> None:  # noqa: B027 - a single writer needs none
+        """Serialise schema creation between processes until commit."""
+
+    @abc.abstractmethod
+    def columns(self, db: Db, table: str) -> set[str]:
+        """Column names of `table`."""
+
+    def execute(self, conn: Any, sql: str, params: Sequence[Any]) -> Any:
+        return conn.execute(self.sql(sql), [self.param(p) for p in params])
+
+    def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        conn.executemany(self.sql(sql), [[self.param(p) for p in row] for row in rows])
+
+
+class Db:
+    """A connection used under the store's lock: runs `?` statements through the dialect."""
+
+    def __init__(self, dialect: Dialect, conn: Any) -> None:
+        self.dialect = dialect
+        self.conn = conn
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row = self.dialect.execute(self.conn, sql, params).fetchone()
+        return None if row is None else tuple(row)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return [tuple(r) for r in self.dialect.execute(self.conn, sql, params).fetchall()]
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.dialect.execute(self.conn, sql, params)
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.dialect.executemany(self.conn, sql, rows)
+
+
+def marks(n: int) -> str:
+    """`?, ?, ...` for an IN list of n values."""
+    return ", ".join("?" * n)
+
+
+class SqliteDialect(Dialect):
+    """One WAL file; a single writer at a time (BEGIN IMMEDIATE), so no row locks are needed."""
+
+    name = "sqlite"
+    types = {
+        "key": "TEXT",
+        "time": "REAL",
+        "real": "REAL",
+        "bool": "INTEGER",
+        "bigint": "INTEGER",
+        "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "norowid": "WITHOUT ROWID",
+    }
+
+    def __init__(self, path: str, durability: str) -> None:
+        self.path = path
+        self.durability = durability
+
+    def connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        return conn
+
+    @contextmanager
+    def transaction(self, conn: Any) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def ts(self, value: datetime) -> float:
+        return value.timestamp()
+
+    def dt(self, value: Any) -> datetime:
+        return datetime.fromtimestamp(value, tz=UTC)
+
+    def columns(self, db: Db, table: str) -> set[str]:
+        return {r[1] for r in db.all(f"PRAGMA table_info({table})")}
+
+
+# Advisory lock keys (first int of the two-int form): schema creation, and one lock per month
+# that serialises every change to that month's spend totals.
+LOCK_SCHEMA = 0x5A42_0001
+LOCK_SPEND = 0x5A42_0002
+
+
+class PostgresDialect(Dialect):
+    """psycopg 3, imported lazily: the broker runs without it until a PostgresStore is built."""
+
+    name = "postgresql"
+    # Ids are compared and ordered byte-wise (COLLATE "C"), exactly like SQLite's BINARY
+    # collation, so pagination tokens and "oldest first" do not depend on the database's locale.
+    types = {
+        "key": 'TEXT COLLATE "C"',
+        "time": "TIMESTAMPTZ",
+        "real": "DOUBLE PRECISION",
+        "bool": "BOOLEAN",
+        "bigint": "BIGINT",
+        "serial": "BIGSERIAL PRIMARY KEY",
+        "norowid": "",
+    }
+    row_lock = " FOR UPDATE"
+    share_lock = " FOR SHARE"
+
+    def __init__(self, dsn: str) -> None:
+        from broker.store.base import StoreError
+
+        try:
+            import psycopg
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise StoreError(
+                "the PostgreSQL store needs psycopg: pip install 'shangzhuang-broker[postgres]'"
+            ) from exc
+        self._psycopg = psycopg
+        self.dsn = dsn
+
+    def connect(self) -> Any:
+        return self._psycopg.connect(self.dsn, autocommit=True)
+
+    def broken(self, conn: Any) -> bool:
+        return bool(conn.closed or conn.broken)
+
+    @contextmanager
+    def transaction(self, conn: Any) -> Iterator[None]:
+        with conn.transaction():
+            yield
+
+    def sql(self, text: str) -> str:
+        return text.replace("%", "%%").replace("?", "%s")
+
+    def param(self, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL: store U+FFFD instead (log tails come from processes),
+        # and a looked-up id or filter with a NUL (hostile input) matches nothing.
+        return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+    def ts(self, value: datetime) -> datetime:
+        # Naive values are local time, as `datetime.timestamp()` reads them on SQLite.
+        return datetime.fromtimestamp(value.timestamp(), tz=UTC)
+
+    def dt(self, value: Any) -> datetime:
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
+
+    def lock_month(self, db: Db, month: str) -> None:
+        db.run("SELECT pg_advisory_xact_lock(?, hashtext(?))", (LOCK_SPEND, month))
+
+    def lock_schema(self, db: Db) -> None:
+        db.run("SELECT pg_advisory_xact_lock(?, 0)", (LOCK_SCHEMA,))
+
+    def columns(self, db: Db, table: str) -> set[str]:
+        rows = db.all(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ?",
+            (table,),
+        )
+        return {r[0] for r in rows}
+
+    def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with conn.cursor() as cur:
+            cur.executemany(self.sql(sql), [[self.param(p) for p in row] for row in rows])

@@ -1,0 +1,91 @@
+"""The store's schema, written once for both engines (`{time}`, `{key}`... come from the dialect)."""
+
+from __future__ import annotations
+
+from broker.store._dialect import Db
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+  id {key} PRIMARY KEY,
+  tenant TEXT NOT NULL,
+  client_id TEXT,
+  state TEXT NOT NULL,
+  spec TEXT NOT NULL,
+  created_at {time} NOT NULL,
+  updated_at {time} NOT NULL,
+  site TEXT,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  exit_code INTEGER,
+  log_tail TEXT NOT NULL DEFAULT '',
+  message TEXT NOT NULL DEFAULT '',
+  policy_hash TEXT NOT NULL DEFAULT '',
+  last_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_client_id ON jobs(tenant, client_id) WHERE client_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
+CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant, id);
+CREATE INDEX IF NOT EXISTS jobs_tenant_state ON jobs(tenant, state);
+CREATE TABLE IF NOT EXISTS job_labels (
+  job_id {key} NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+  PRIMARY KEY (key, value, job_id)
+) {norowid};
+CREATE TABLE IF NOT EXISTS events (
+  job_id {key} NOT NULL, seq INTEGER NOT NULL, time {time} NOT NULL, kind TEXT NOT NULL,
+  state TEXT NOT NULL, message TEXT NOT NULL, data TEXT NOT NULL, epoch {bigint},
+  PRIMARY KEY (job_id, seq)
+) {norowid};
+CREATE TABLE IF NOT EXISTS attempts (
+  id {key} PRIMARY KEY, job_id {key} NOT NULL, number INTEGER NOT NULL, site TEXT NOT NULL,
+  offer TEXT NOT NULL, token TEXT NOT NULL UNIQUE, state TEXT NOT NULL, backend_id TEXT,
+  created_at {time} NOT NULL, updated_at {time} NOT NULL, error TEXT NOT NULL DEFAULT '',
+  secret_hash TEXT NOT NULL DEFAULT '', epoch {bigint}
+);
+CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_id, number);
+CREATE INDEX IF NOT EXISTS attempts_state ON attempts(state);
+CREATE TABLE IF NOT EXISTS spend (
+  attempt_id {key} PRIMARY KEY, tenant TEXT NOT NULL, site TEXT NOT NULL, job_id TEXT NOT NULL,
+  month TEXT NOT NULL, reserved {real} NOT NULL, spent {real} NOT NULL, voucher {real} NOT NULL,
+  settled {bool} NOT NULL, voucher_id TEXT
+);
+CREATE INDEX IF NOT EXISTS spend_month ON spend(month, tenant);
+CREATE TABLE IF NOT EXISTS policy_versions (
+  id {serial}, hash {key} NOT NULL, result TEXT NOT NULL,
+  source TEXT NOT NULL, content TEXT NOT NULL, errors TEXT NOT NULL, time {time} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS policy_versions_hash ON policy_versions(hash);
+CREATE TABLE IF NOT EXISTS leadership (
+  id INTEGER PRIMARY KEY CHECK (id = 1), epoch {bigint} NOT NULL, holder TEXT,
+  holder_pid {bigint}, lease_until {time}
+);
+INSERT INTO leadership (id, epoch) VALUES (1, 0) ON CONFLICT (id) DO NOTHING
+"""
+
+# Columns added after the first release: a data dir or database from before gets them on open.
+ADDED_COLUMNS = (
+    ("attempts", "secret_hash", "TEXT NOT NULL DEFAULT ''"),
+    ("attempts", "epoch", "{bigint}"),
+    ("events", "epoch", "{bigint}"),
+)
+
+JOB_COLS = (
+    "id, tenant, client_id, state, spec, created_at, updated_at, site, attempts, exit_code, "
+    "log_tail, message, policy_hash"
+)
+ATTEMPT_COLS = (
+    "id, job_id, number, site, offer, token, state, backend_id, created_at, updated_at, error, secret_hash"
+)
+SPEND_COLS = "tenant, site, job_id, attempt_id, month, reserved, spent, voucher, settled, voucher_id"
+EVENT_COLS = "job_id, seq, time, kind, state, message, data"
+INSERT_EVENT = f"INSERT INTO events ({EVENT_COLS}, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def create_schema(db: Db) -> None:
+    """Create what is missing (inside the caller's transaction, under the schema lock)."""
+    dialect = db.dialect
+    dialect.lock_schema(db)
+    for statement in SCHEMA.format(**dialect.types).split(";"):
+        if statement.strip():
+            db.run(statement)
+    for table, column, decl in ADDED_COLUMNS:
+        if column not in dialect.columns(db, table):
+            db.run(f"ALTER TABLE {table} ADD COLUMN {column} {decl.format(**dialect.types)}")

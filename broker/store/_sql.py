@@ -1,0 +1,79 @@
+"""The one SQL store, over a dialect: SQLite and PostgreSQL share every query.
+
+Its parts: `_sql_core` (connection, transactions, fencing, rows), `_sql_jobs` (jobs and
+events), `_sql_attempts` (attempts and money); this module adds the audit trail and the
+scheduler leadership lease. Where SQLite relies on its single writer, PostgreSQL takes row
+locks (`FOR UPDATE`, the `last_seq` counter) or a per-month advisory lock, so several broker
+processes may share one database.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from broker.model import JobEvent, TenantId
+from broker.store import _audit
+from broker.store._audit import AuditFilter, PolicyVersion
+from broker.store._sql_attempts import SqlAttempts
+from broker.store.base import LeaseRow, StoreError
+
+
+class SqlStore(SqlAttempts):
+    """The store contract on one SQL database; `SqliteStore` and `PostgresStore` only connect."""
+
+    # Audit trail ---------------------------------------------------------------------------
+
+    def record_policy_version(self, version: PolicyVersion) -> None:
+        with self._tx() as db:
+            db.run(_audit.INSERT_POLICY, _audit.policy_row(version, self._dialect.ts))
+
+    def policy_versions(self, limit: int = 50) -> list[PolicyVersion]:
+        rows = self._all(_audit.LIST_POLICIES, (limit,))
+        return [_audit.policy_from_row(r, self._dialect.dt) for r in rows]
+
+    def find_policy_version(self, hash_prefix: str) -> PolicyVersion | None:
+        row = self._one(_audit.FIND_POLICY, _audit.prefix_range(hash_prefix))
+        return None if row is None else _audit.policy_from_row(row, self._dialect.dt)
+
+    def audit_events(self, where: AuditFilter) -> list[tuple[TenantId, JobEvent]]:
+        sql, params = _audit.audit_query(where, self._dialect.ts)
+        return _audit.audit_from_rows(self._all(sql, params), self._dialect.dt)
+
+    def active_counts(self) -> dict[tuple[str, str, str], int]:
+        return {(r[0], r[1], r[2]): r[3] for r in self._all(_audit.ACTIVE_COUNTS)}
+
+    # Scheduler leadership ------------------------------------------------------------------
+
+    def claim_leadership(self, holder: str, backend_pid: int | None, lease_s: float, now: datetime) -> int:
+        until = self._dialect.ts(now + timedelta(seconds=lease_s))
+        with self._tx() as db:
+            # The UPDATE waits for every fenced transaction holding the row FOR SHARE.
+            row = db.one(
+                "UPDATE leadership SET epoch = epoch + 1, holder = ?, holder_pid = ?, lease_until = ? "
+                "WHERE id = 1 RETURNING epoch",
+                (holder, backend_pid, until),
+            )
+        if row is None:  # pragma: no cover - the schema always inserts the row
+            raise StoreError("the leadership row is missing")
+        return int(row[0])
+
+    def renew_leadership(self, holder: str, epoch: int, lease_s: float, now: datetime) -> bool:
+        until = self._dialect.ts(now + timedelta(seconds=lease_s))
+        with self._tx() as db:
+            row = db.one(
+                "UPDATE leadership SET lease_until = ? "
+                "WHERE id = 1 AND epoch = ? AND holder = ? RETURNING epoch",
+                (until, epoch, holder),
+            )
+        return row is not None
+
+    def leadership(self) -> LeaseRow | None:
+        row = self._one("SELECT epoch, holder, holder_pid, lease_until FROM leadership WHERE id = 1")
+        if row is None or row[1] is None:
+            return None
+        return LeaseRow(
+            epoch=int(row[0]),
+            holder=row[1],
+            holder_pid=None if row[2] is None else int(row[2]),
+            lease_until=self._dialect.dt(row[3]),
+        )

@@ -1,0 +1,200 @@
+"""Attempts and money in the SQL store: write before you act, and never overspend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from broker.model import Attempt, AttemptId, AttemptState, JobEvent, JobId, Offer, SiteId, TenantId
+from broker.store._dialect import marks
+from broker.store._rows import LIVE_ATTEMPT_STATES, attempt_updates, new_attempt_id
+from broker.store._schema import ATTEMPT_COLS, SPEND_COLS
+from broker.store._sql_jobs import SqlJobs
+from broker.store.base import JobMove, JobNotFoundError, SpendEntry, StoreError
+
+_SPEND_TOTAL = (
+    "SELECT COALESCE(SUM(CASE WHEN settled THEN spent ELSE reserved END), 0) FROM spend WHERE month = ?"
+)
+_UPSERT_SPEND = (
+    f"INSERT INTO spend ({SPEND_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (attempt_id) DO UPDATE SET tenant = excluded.tenant, site = excluded.site, "
+    "job_id = excluded.job_id, month = excluded.month, reserved = excluded.reserved, "
+    "spent = excluded.spent, voucher = excluded.voucher, settled = excluded.settled, "
+    "voucher_id = excluded.voucher_id"
+)
+
+
+class SqlAttempts(SqlJobs):
+    """The attempt and money half of the store contract."""
+
+    def create_attempt(
+        self,
+        job_id: JobId,
+        site: SiteId,
+        offer: Offer,
+        token: str,
+        now: datetime,
+        *,
+        secret_hash: str = "",
+    ) -> Attempt:
+        ts = self._dialect.ts(now)
+        with self._tx(fenced=True) as db:
+            row = db.one(
+                "UPDATE jobs SET attempts = attempts + 1, updated_at = ? WHERE id = ? RETURNING attempts",
+                (ts, job_id),
+            )
+            if row is None:
+                raise JobNotFoundError(f"job {job_id!r} not found")
+            number: int = row[0]
+            attempt_id = new_attempt_id(job_id, number)
+            db.run(
+                f"INSERT INTO attempts ({ATTEMPT_COLS}, epoch) VALUES ({marks(13)})",
+                (
+                    attempt_id,
+                    job_id,
+                    number,
+                    site,
+                    offer.model_dump_json(),
+                    token,
+                    AttemptState.PENDING.value,
+                    None,
+                    ts,
+                    ts,
+                    "",
+                    secret_hash,
+                    self._fence,
+                ),
+            )
+        return Attempt(
+            id=attempt_id,
+            job_id=job_id,
+            number=number,
+            site=site,
+            offer=offer,
+            token=token,
+            created_at=now,
+            updated_at=now,
+            secret_hash=secret_hash,
+        )
+
+    def update_attempt(
+        self,
+        attempt_id: AttemptId,
+        now: datetime,
+        *,
+        state: AttemptState | None = None,
+        backend_id: str | None = None,
+        error: str | None = None,
+        secret_hash: str | None = None,
+        moves: Sequence[JobMove] = (),
+    ) -> Attempt:
+        # An unfenced update (an agent's report) keeps the epoch of the leader that wrote last.
+        sets = ["updated_at = ?", "epoch = COALESCE(?, epoch)"]
+        params: list[Any] = [self._dialect.ts(now), self._fence]
+        for col, value in attempt_updates(state, backend_id, error, secret_hash):
+            sets.append(f"{col} = ?")
+            params.append(value)
+        guard = " AND state IN (?, ?)" if state is not None else ""
+        events: list[JobEvent] = []
+        with self._tx(fenced=True) as db:
+            row = db.one(
+                f"UPDATE attempts SET {', '.join(sets)} WHERE id = ?{guard} RETURNING {ATTEMPT_COLS}",
+                [*params, attempt_id, *(LIVE_ATTEMPT_STATES if guard else ())],
+            )
+            if row is None and guard:  # terminal already: keep it as it is, and its job too
+                row = db.one(f"SELECT {ATTEMPT_COLS} FROM attempts WHERE id = ?", (attempt_id,))
+                moves = ()
+            if row is None:
+                raise StoreError(f"attempt {attempt_id!r} not found")
+            for move in moves:
+                job_id = JobId(row[1])
+                current = self._lock_state(db, job_id)
+                if current.terminal:
+                    break
+                event = self._move(db, job_id, current, now, move)
+                if event is not None:
+                    events.append(event)
+        self._publish(events)
+        return self._row_to_attempt(row)
+
+    def get_attempt(self, attempt_id: str) -> Attempt:
+        row = self._one(f"SELECT {ATTEMPT_COLS} FROM attempts WHERE id = ?", (attempt_id,))
+        if row is None:
+            raise StoreError(f"attempt {attempt_id!r} not found")
+        return self._row_to_attempt(row)
+
+    def attempts_for(self, job_id: JobId) -> list[Attempt]:
+        rows = self._all(f"SELECT {ATTEMPT_COLS} FROM attempts WHERE job_id = ? ORDER BY number", (job_id,))
+        return [self._row_to_attempt(r) for r in rows]
+
+    def live_attempts(self) -> list[Attempt]:
+        rows = self._all(
+            f"SELECT {ATTEMPT_COLS} FROM attempts WHERE state IN (?, ?) ORDER BY id", LIVE_ATTEMPT_STATES
+        )
+        return [self._row_to_attempt(r) for r in rows]
+
+    # Money --------------------------------------------------------------------------------
+
+    def reserve_spend(
+        self, entry: SpendEntry, *, tenant_limit: float | None, global_limit: float | None
+    ) -> bool:
+        with self._tx(fenced=True) as db:
+            self._dialect.lock_month(db, entry.month)
+            if tenant_limit is not None:
+                row = db.one(_SPEND_TOTAL + " AND tenant = ?", (entry.month, entry.tenant))
+                if row is None or row[0] + entry.reserved > tenant_limit + 1e-9:
+                    return False
+            if global_limit is not None:
+                row = db.one(_SPEND_TOTAL, (entry.month,))
+                if row is None or row[0] + entry.reserved > global_limit + 1e-9:
+                    return False
+            db.run(
+                _UPSERT_SPEND,
+                (
+                    entry.tenant,
+                    entry.site,
+                    entry.job_id,
+                    entry.attempt_id,
+                    entry.month,
+                    entry.reserved,
+                    entry.spent,
+                    entry.voucher,
+                    entry.settled,
+                    entry.voucher_id,
+                ),
+            )
+        return True
+
+    def settle_spend(self, attempt_id: AttemptId, spent: float, voucher: float) -> None:
+        with self._tx(fenced=True) as db:
+            row = db.one("SELECT month FROM spend WHERE attempt_id = ?", (attempt_id,))
+            if row is None:
+                return
+            self._dialect.lock_month(db, row[0])
+            db.run(
+                "UPDATE spend SET spent = ?, voucher = ?, settled = TRUE WHERE attempt_id = ?",
+                (spent, voucher, attempt_id),
+            )
+
+    def spend_entries(self, month: str, tenant: TenantId | None = None) -> list[SpendEntry]:
+        sql = f"SELECT {SPEND_COLS} FROM spend WHERE month = ?"
+        params: list[Any] = [month]
+        if tenant is not None:
+            sql += " AND tenant = ?"
+            params.append(tenant)
+        return [
+            SpendEntry(
+                tenant=TenantId(r[0]),
+                site=SiteId(r[1]),
+                job_id=JobId(r[2]),
+                attempt_id=AttemptId(r[3]),
+                month=r[4],
+                reserved=r[5],
+                spent=r[6],
+                voucher=r[7],
+                settled=bool(r[8]),
+                voucher_id=r[9],
+            )
+            for r in self._all(sql + " ORDER BY attempt_id", params)
+        ]

@@ -1,0 +1,255 @@
+"""Jobs and their event log in the SQL store: submit, read, list, move, record."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from broker.model import Job, JobEvent, JobId, JobState, TenantId
+from broker.store._dialect import Db, marks
+from broker.store._schema import EVENT_COLS, INSERT_EVENT, JOB_COLS
+from broker.store._sql_core import SqlCore
+from broker.store.base import UNFINISHED, JobMove, JobNotFoundError, JobPage, StoreError, Submission
+
+_INSERT_JOB = (
+    "INSERT INTO jobs (id, tenant, client_id, state, spec, created_at, updated_at, last_seq)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, 1)"
+)
+_HAS_LABEL = "EXISTS (SELECT 1 FROM job_labels l WHERE l.key = ? AND l.value = ? AND l.job_id = j.id)"
+_TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+class SqlJobs(SqlCore):
+    """The job half of the store contract."""
+
+    def submit(self, tenant: TenantId, items: Sequence[Submission], now: datetime) -> list[tuple[Job, bool]]:
+        return self.submit_many([(tenant, items)], now)[0]
+
+    def submit_many(
+        self, groups: Sequence[tuple[TenantId, Sequence[Submission]]], now: datetime
+    ) -> list[list[tuple[Job, bool]]]:
+        out: list[list[tuple[Job, bool]]] = []
+        fresh: list[Job] = []
+        with self._tx() as db:
+            for tenant, items in groups:
+                out.append([self._insert(db, tenant, item, now, fresh) for item in items])
+            self._insert_batch(db, fresh, now)
+        self._publish(
+            [
+                JobEvent(
+                    job_id=job.id,
+                    seq=1,
+                    time=now,
+                    kind="submitted",
+                    state=JobState.QUEUED,
+                    message="job accepted",
+                )
+                for results in out
+                for job, created in results
+                if created
+            ]
+        )
+        self._flush_quarantine()
+        return out
+
+    def _insert(
+        self, db: Db, tenant: TenantId, item: Submission, now: datetime, fresh: list[Job]
+    ) -> tuple[Job, bool]:
+        """A new job (inserted now when it has a client_id, else left in `fresh` for one batched
+        insert), or the job an earlier submission with the same client_id made."""
+        client_id = self._dialect.param(item.client_id) or None
+        if client_id:
+            existing = self._by_client_id(db, tenant, client_id)
+            if existing is not None:
+                return existing, False
+        job = Job(
+            id=self.ids.next(now),
+            tenant=tenant,
+            spec=item.spec,
+            client_id=client_id,
+            created_at=now,
+            updated_at=now,
+        )
+        if client_id is None:
+            fresh.append(job)
+            return job, True
+        # ON CONFLICT: another broker process may commit the same client_id between the SELECT
+        # above and this INSERT; the insert then waits for it and yields to it.
+        ts = self._dialect.ts(now)
+        row = db.one(
+            f"{_INSERT_JOB} ON CONFLICT (tenant, client_id) WHERE client_id IS NOT NULL "
+            "DO NOTHING RETURNING id",
+            (job.id, tenant, client_id, JobState.QUEUED.value, item.spec.model_dump_json(), ts, ts),
+        )
+        if row is None:
+            existing = self._by_client_id(db, tenant, client_id)
+            if existing is None:  # pragma: no cover - the conflicting row was committed
+                raise StoreError(f"client_id {client_id!r} conflicted but is not visible")
+            return existing, False
+        self._insert_batch(db, [job], now, jobs_row=False)
+        return job, True
+
+    def _by_client_id(self, db: Db, tenant: TenantId, client_id: str) -> Job | None:
+        row = db.one(f"SELECT {JOB_COLS} FROM jobs WHERE tenant = ? AND client_id = ?", (tenant, client_id))
+        return None if row is None else self._row_to_job(row)
+
+    def _insert_batch(self, db: Db, jobs: Sequence[Job], now: datetime, *, jobs_row: bool = True) -> None:
+        """The rows of new jobs (their labels and first event) in a few batched statements."""
+        ts = self._dialect.ts(now)
+        if jobs_row:
+            db.many(
+                _INSERT_JOB,
+                [
+                    (j.id, j.tenant, j.client_id, JobState.QUEUED.value, j.spec.model_dump_json(), ts, ts)
+                    for j in jobs
+                ],
+            )
+        db.many(
+            "INSERT INTO job_labels (job_id, key, value) VALUES (?, ?, ?)",
+            [(j.id, k, v) for j in jobs for k, v in j.spec.labels.items()],
+        )
+        db.many(
+            INSERT_EVENT,
+            [(j.id, 1, ts, "submitted", JobState.QUEUED.value, "job accepted", "{}", None) for j in jobs],
+        )
+
+    def get(self, job_id: str, tenant: TenantId | None = None) -> Job:
+        row = self._one(f"SELECT {JOB_COLS} FROM jobs WHERE id = ?", (job_id,))
+        if row is None or (tenant is not None and row[1] != tenant):
+            raise JobNotFoundError(f"job {job_id!r} not found")
+        job = self._row_to_job(row)
+        self._flush_quarantine()
+        return job
+
+    def list_jobs(
+        self,
+        tenant: TenantId | None,
+        *,
+        states: Sequence[JobState] = (),
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> JobPage:
+        where, params = ["j.id > ?"], [page_token]
+        if tenant is not None:
+            where.append("j.tenant = ?")
+            params.append(tenant)
+        if states:
+            where.append(f"j.state IN ({marks(len(states))})")
+            params.extend(s.value for s in states)
+        for key, value in (labels or {}).items():
+            where.append(_HAS_LABEL)
+            params.extend([key, value])
+        sql = (
+            f"SELECT {', '.join('j.' + c.strip() for c in JOB_COLS.split(','))} FROM jobs j "
+            f"WHERE {' AND '.join(where)} ORDER BY j.id LIMIT ?"
+        )
+        rows = self._all(sql, [*params, page_size + 1])
+        jobs = [self._row_to_job(r) for r in rows[:page_size]]
+        token = jobs[-1].id if len(rows) > page_size else ""
+        self._flush_quarantine()
+        if states:  # a quarantined job is FAILED now, whatever its row said
+            jobs = [j for j in jobs if j.state in states]
+        return JobPage(jobs=jobs, next_page_token=token)
+
+    def transition(
+        self,
+        job_id: JobId,
+        new_state: JobState,
+        now: datetime,
+        *,
+        kind: str = "state",
+        message: str = "",
+        data: Mapping[str, Any] | None = None,
+        expect: JobState | None = None,
+        **fields: Any,
+    ) -> Job:
+        move = JobMove(new_state, kind, message, data, expect, fields)
+        with self._tx(fenced=True) as db:
+            event = self._move(db, job_id, self._lock_state(db, job_id), now, move)
+            row = self._job_row(db, job_id)
+        if event is not None:
+            self._publish([event])
+        job = self._row_to_job(row)
+        self._flush_quarantine()
+        return job
+
+    def record(
+        self,
+        job_id: JobId,
+        now: datetime,
+        *,
+        kind: str,
+        message: str = "",
+        data: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> Job:
+        with self._tx(fenced=True) as db:
+            state = self._lock_state(db, job_id)
+            self._set_fields(db, job_id, now, None, fields)
+            event = self._append_event(db, job_id, now, kind, state, message, data)
+            row = self._job_row(db, job_id)
+        self._publish([event])
+        job = self._row_to_job(row)
+        self._flush_quarantine()
+        return job
+
+    def record_many(
+        self, entries: Sequence[tuple[JobId, str, str, Mapping[str, Any]]], now: datetime
+    ) -> None:
+        events = []
+        with self._tx(fenced=True) as db:
+            for job_id, kind, message, data in entries:
+                # The UPDATE locks the row (PostgreSQL) before the event reads its state.
+                row = db.one("UPDATE jobs SET message = ? WHERE id = ? RETURNING state", (message, job_id))
+                if row is None:
+                    continue
+                events.append(self._append_event(db, job_id, now, kind, JobState(row[0]), message, data))
+        self._publish(events)
+
+    def events_after(self, job_id: JobId, after_seq: int, limit: int = 1000) -> list[JobEvent]:
+        rows = self._all(
+            f"SELECT {EVENT_COLS} FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (job_id, after_seq, limit),
+        )
+        return [self._event_from_row(r) for r in rows]
+
+    def run_times(self, job_ids: Sequence[JobId]) -> dict[JobId, tuple[datetime | None, datetime | None]]:
+        if not job_ids:
+            return {}
+        rows = self._all(
+            "SELECT job_id, MIN(CASE WHEN state = 'RUNNING' THEN time END), "
+            f"MAX(CASE WHEN state IN ({', '.join(repr(s) for s in _TERMINAL)}) THEN time END) "
+            f"FROM events WHERE job_id IN ({marks(len(job_ids))}) GROUP BY job_id",
+            list(job_ids),
+        )
+        dt = self._dialect.dt
+        return {
+            JobId(r[0]): (dt(r[1]) if r[1] is not None else None, dt(r[2]) if r[2] is not None else None)
+            for r in rows
+        }
+
+    def jobs_in_states(self, states: Sequence[JobState], limit: int = 10_000) -> list[Job]:
+        if not states:
+            return []
+        rows = self._all(
+            f"SELECT {JOB_COLS} FROM jobs WHERE state IN ({marks(len(states))}) ORDER BY id LIMIT ?",
+            [*(s.value for s in states), limit],
+        )
+        jobs = [self._row_to_job(r) for r in rows]
+        self._flush_quarantine()
+        return [j for j in jobs if j.state in states]
+
+    def count_by_state(self, tenant: TenantId | None = None) -> dict[JobState, int]:
+        sql, params = "SELECT state, COUNT(*) FROM jobs", []
+        if tenant is not None:
+            sql, params = sql + " WHERE tenant = ?", [tenant]
+        return {JobState(state): n for state, n in self._all(sql + " GROUP BY state", params)}
+
+    def count_unfinished(self, tenant: TenantId) -> int:
+        row = self._one(
+            f"SELECT COUNT(*) FROM jobs WHERE tenant = ? AND state IN ({marks(len(UNFINISHED))})",
+            [tenant, *(s.value for s in UNFINISHED)],
+        )
+        return int(row[0]) if row is not None else 0
