@@ -7,8 +7,10 @@ broker process would), so races and durability are tested across connections too
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from broker.model import (
+    Attempt,
     AttemptId,
     AttemptState,
     Job,
@@ -30,6 +33,7 @@ from broker.model import (
 from broker.states import IllegalTransitionError
 from broker.store import (
     AuditFilter,
+    FencedOut,
     JobMove,
     JobNotFoundError,
     JobStore,
@@ -702,6 +706,120 @@ class StoreContract:
         store.transition(b.id, JobState.CANCELLED, LATER)
         assert store.active_counts() == {("QUEUED", "", A): 1, ("PLACING", "aws-east", A): 1}
 
+    # leadership and fencing -------------------------------------------------------------------
+
+    def raw(self, store: JobStore, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows read around the store (another connection), for columns the API does not show."""
+        raise NotImplementedError  # pragma: no cover - overridden
+
+    def fenced_writes(self, store: JobStore, job: Job, attempt: Attempt) -> list[Callable[[], object]]:
+        """One of each scheduler write, all of them legal for `job` and `attempt` as set up."""
+        return [
+            lambda: store.transition(job.id, JobState.PROVISIONING, LATER, message="deposed"),
+            lambda: store.record(job.id, LATER, kind="waiting", message="deposed"),
+            lambda: store.record_many([(job.id, "waiting", "deposed", {})], LATER),
+            lambda: store.create_attempt(job.id, SiteId("s"), OFFER, "tok-deposed", LATER),
+            lambda: store.update_attempt(attempt.id, LATER, state=AttemptState.RUNNING, backend_id="i-x"),
+            lambda: store.reserve_spend(entry(attempt.id, 5), tenant_limit=None, global_limit=None),
+            lambda: store.settle_spend(attempt.id, 9.0, 0.0),
+        ]
+
+    def snapshot(self, store: JobStore, job: Job) -> tuple[object, ...]:
+        return (
+            store.get(job.id),
+            store.events_after(job.id, 0),
+            store.attempts_for(job.id),
+            store.spend_entries("2026-11"),
+        )
+
+    def test_leadership_is_empty_until_claimed_then_shows_the_holder(self, open_store: StoreFactory) -> None:
+        one, two = open_store(), open_store()
+        assert one.leadership() is None
+        first = one.claim_leadership("sched-1", 4242, 10.0, NOW)
+        lease = two.leadership()
+        assert lease is not None
+        assert (lease.epoch, lease.holder, lease.holder_pid) == (first, "sched-1", 4242)
+        assert lease.lease_until == NOW + timedelta(seconds=10)
+        second = two.claim_leadership("sched-2", None, 5.0, LATER)
+        assert second == first + 1
+        again = one.leadership()
+        assert again is not None
+        assert (again.epoch, again.holder, again.holder_pid) == (second, "sched-2", None)
+        assert again.lease_until == LATER + timedelta(seconds=5)
+
+    def test_renew_extends_the_current_epoch_and_fails_after_a_takeover(
+        self, open_store: StoreFactory
+    ) -> None:
+        one, two = open_store(), open_store()
+        epoch = one.claim_leadership("sched-1", None, 10.0, NOW)
+        assert one.renew_leadership("sched-1", epoch, 10.0, LATER)
+        lease = two.leadership()
+        assert lease is not None and lease.lease_until == LATER + timedelta(seconds=10)
+        assert not one.renew_leadership("sched-other", epoch, 10.0, LATER)  # not the holder
+        two.claim_leadership("sched-2", None, 10.0, LATER)
+        assert not one.renew_leadership("sched-1", epoch, 60.0, LATER + timedelta(minutes=1))
+        lease = two.leadership()
+        assert lease is not None and lease.holder == "sched-2"
+        assert lease.lease_until == LATER + timedelta(seconds=10)
+
+    def test_current_epoch_writes_succeed_and_carry_the_epoch(self, open_store: StoreFactory) -> None:
+        leader = open_store()
+        job = self.submit_one(leader)
+        epoch = leader.claim_leadership("sched-1", None, 10.0, NOW)
+        leader.set_fence(epoch)
+        leader.transition(job.id, JobState.PLACING, NOW)
+        attempt = leader.create_attempt(job.id, SiteId("s"), OFFER, "tok-1", NOW)
+        for write in self.fenced_writes(leader, job, attempt):
+            write()
+        assert leader.get(job.id).state is JobState.PROVISIONING
+        assert leader.get_attempt(attempt.id).state is AttemptState.RUNNING
+        assert leader.spend_entries("2026-11")[0].settled
+        epochs = self.raw(leader, "SELECT seq, epoch FROM events WHERE job_id = ? ORDER BY seq", (job.id,))
+        assert epochs[0] == (1, None)  # the submission is not a scheduler decision
+        assert {e for _, e in epochs[1:]} == {epoch} and len(epochs) == 5
+        rows = self.raw(leader, "SELECT id, epoch FROM attempts WHERE job_id = ? ORDER BY id", (job.id,))
+        assert [e for _, e in rows] == [epoch, epoch]
+        # An unfenced report (an agent's, through an API replica) keeps the leader's epoch.
+        api = open_store()
+        api.update_attempt(attempt.id, LATER, backend_id="i-y")
+        assert self.raw(api, "SELECT epoch FROM attempts WHERE id = ?", (attempt.id,)) == [(epoch,)]
+
+    def test_a_deposed_store_cannot_write_and_stores_nothing(self, open_store: StoreFactory) -> None:
+        old, new = open_store(), open_store()
+        job = self.submit_one(old)
+        old.set_fence(old.claim_leadership("sched-1", None, 10.0, NOW))
+        old.transition(job.id, JobState.PLACING, NOW)
+        attempt = old.create_attempt(job.id, SiteId("s"), OFFER, "tok-1", NOW)
+        old.reserve_spend(entry(attempt.id, 5), tenant_limit=None, global_limit=None)
+        before = self.snapshot(new, job)
+        new.set_fence(new.claim_leadership("sched-2", None, 10.0, LATER))
+        for write in self.fenced_writes(old, job, attempt):
+            with pytest.raises(FencedOut):
+                write()
+        with pytest.raises(StoreError):  # FencedOut is a StoreError: callers' handlers see it
+            old.transition(job.id, JobState.CANCELLED, LATER)
+        assert self.snapshot(new, job) == before
+        assert self.snapshot(old, job) == before
+        # The new leader writes; the old one, unfenced again, is just a client.
+        assert new.transition(job.id, JobState.PROVISIONING, LATER).state is JobState.PROVISIONING
+        old.set_fence(None)
+        assert old.record(job.id, LATER, kind="note").state is JobState.PROVISIONING
+
+    def test_unfenced_inserts_and_cancels_keep_working_during_a_takeover(
+        self, open_store: StoreFactory
+    ) -> None:
+        api, one, two = open_store(), open_store(), open_store()
+        one.set_fence(one.claim_leadership("sched-1", None, 10.0, NOW))
+        queued = self.submit_one(api)
+        two.set_fence(two.claim_leadership("sched-2", None, 10.0, NOW))
+        with pytest.raises(FencedOut):
+            one.transition(queued.id, JobState.PLACING, LATER)
+        [(late, created)] = api.submit(B, [Submission(spec("late"), client_id="c-9")], LATER)
+        assert created
+        assert api.transition(queued.id, JobState.CANCELLED, LATER).state is JobState.CANCELLED
+        assert two.transition(late.id, JobState.PLACING, LATER).state is JobState.PLACING
+        assert [j.id for j in api.jobs_in_states([JobState.PLACING])] == [late.id]
+
 
 class TestSqliteStore(StoreContract):
     __test__ = True
@@ -718,6 +836,11 @@ class TestSqliteStore(StoreContract):
         for s in opened:
             s.close()
 
+    def raw(self, store: JobStore, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        assert isinstance(store, SqliteStore)
+        with closing(sqlite3.connect(store.path)) as db:
+            return db.execute(sql, params).fetchall()
+
 
 class TestPostgresStore(StoreContract):
     __test__ = True
@@ -733,6 +856,59 @@ class TestPostgresStore(StoreContract):
         yield factory
         for s in opened:
             s.close()
+
+    def raw(self, store: JobStore, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        assert isinstance(store, PostgresStore)
+        with psycopg.connect(store.dsn, autocommit=True) as db:
+            return db.execute(sql.replace("?", "%s"), params).fetchall()
+
+    def test_a_fenced_write_waits_for_a_claim_in_flight_then_is_refused(
+        self, open_store: StoreFactory, pg_dsn: str
+    ) -> None:
+        """FOR SHARE on the lease row: a write racing a takeover either commits before the claim
+        or sees the new epoch; unfenced API writes do not wait for the claim at all."""
+        import psycopg
+
+        old, api = open_store(), open_store()
+        job = self.submit_one(old)
+        old.set_fence(old.claim_leadership("sched-1", None, 10.0, NOW))
+        outcome: list[object] = []
+
+        def deposed_write() -> None:
+            try:
+                outcome.append(old.transition(job.id, JobState.PLACING, LATER))
+            except Exception as exc:
+                outcome.append(exc)
+
+        with psycopg.connect(pg_dsn) as claimer, psycopg.connect(pg_dsn, autocommit=True) as admin:
+            # A claim, its transaction still open.
+            claimer.execute("UPDATE leadership SET epoch = epoch + 1, holder = 'sched-2' WHERE id = 1")
+            writer = threading.Thread(target=deposed_write)
+            writer.start()
+            self.wait_for_lock_wait(admin, "FOR SHARE")
+            [(other, created)] = api.submit(B, [Submission(spec("during"), client_id="c-1")], LATER)
+            assert created and api.transition(other.id, JobState.CANCELLED, LATER).state is JobState.CANCELLED
+            assert writer.is_alive()
+            claimer.commit()
+        writer.join(30)
+        assert len(outcome) == 1 and isinstance(outcome[0], FencedOut)
+        assert old.get(job.id).state is JobState.QUEUED and len(old.events_after(job.id, 0)) == 1
+
+    @staticmethod
+    def wait_for_lock_wait(admin: Any, query_part: str) -> None:
+        """Until a session waits on a lock in a statement containing `query_part` (`admin` is in
+        autocommit: a transaction would keep reading one snapshot of pg_stat_activity)."""
+        for _ in range(600):
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                (f"%{query_part}%",),
+            ).fetchone()
+            if row[0]:
+                return
+            threading.Event().wait(0.05)
+        pytest.fail(f"no session waited on a lock in a statement with {query_part!r}")
 
     def test_nul_characters_are_stored_as_replacement_characters(self, store: JobStore) -> None:
         job = self.submit_one(store)
