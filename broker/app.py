@@ -1,4 +1,9 @@
-"""Wire the broker together: store, adapters, policy, dispatcher and the gRPC server."""
+"""Wire the broker together for its role: store, policy, adapters, dispatcher, gRPC edge.
+
+`all` (the default) is one process doing everything, exactly the embedded single-host broker.
+`api` serves every RPC and the agent endpoint from the shared PostgreSQL store and never
+calls a backend; `scheduler` campaigns to be the one process that decides and launches.
+"""
 
 from __future__ import annotations
 
@@ -6,57 +11,39 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Mapping, Sequence
-from concurrent import futures
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import grpc
-from grpc_health.v1 import _async as health_aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from adapters.base import Adapter
 from adapters.registry import AdapterRegistry
 from broker.agent_http import AgentHttpServer
 from broker.agent_secret import SecretEscrow
-from broker.api import (
-    agent_service_pb2,
-    agent_service_pb2_grpc,
-    broker_service_pb2,
-    broker_service_pb2_grpc,
-    placement_pb2,
-)
 from broker.audit import AuditTrail
-from broker.auth import Principal, TokenAuthority
-from broker.burst import explain_json
-from broker.burst.money import month_of
+from broker.auth import TokenAuthority
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, site_settings
 from broker.dispatch.dispatcher import Dispatcher
-from broker.instrument import RpcMetricsInterceptor, measured
+from broker.grpcserve import GrpcEdge
+from broker.ha.api import StoreOnlyDispatch
+from broker.ha.election import Timing
+from broker.ha.notify import Listener, Note, Notifier
+from broker.ha.scheduler import SchedulerRole
+from broker.instrument import measured
 from broker.joblogs import JobLogs
-from broker.jobview import JobDetails, job_details
 from broker.logs import quiet_third_party
-from broker.metrics import BrokerMetrics, LiveCollector, LiveView, MetricsServer, heartbeat_lags
-from broker.model import Job, JobSpec, SiteId, TenantId
-from broker.offerview import offer_verdicts
-from broker.placement import PlacementContext
+from broker.metrics import BrokerMetrics, LiveCollector, MetricsServer
+from broker.model import SiteId
 from broker.planning import Planner
-from broker.policy.schema import Limits
 from broker.policy.watcher import PolicyLoad
-from broker.quota import Quotas, resolve_limits
-from broker.reports import spend_report, status_report
-from broker.rpc_guard import DecodeGuard
-from broker.serde import explanation_to_proto, offers_to_proto, ts_from_proto
+from broker.quota import Quotas
+from broker.rpcviews import RpcViews
 from broker.server import AgentServicer, BrokerServicer
 from broker.service import BrokerServices, EventHub
-from broker.store import JobNotFoundError, JobStore, PolicyVersion, PostgresStore, SqliteStore
+from broker.store import JobStore, PolicyVersion, PostgresStore, SqliteStore
 from broker.tls import ServerTls, warn_if_plaintext
 
 log = logging.getLogger(__name__)
-
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -67,16 +54,46 @@ class BrokerApp:
     adapter_overrides: Mapping[SiteId, Adapter] | None = None
     """Adapters built by the caller (tests inject endpoints this way), by site id."""
 
-    server: grpc.aio.Server | None = None
+    edge: GrpcEdge | None = None
     port: int = 0
     metrics_port: int = 0
     """Where `/metrics` is served (0 when `metrics_listen` is not set)."""
 
     async def start(self) -> int:
-        """Start everything; returns the bound port."""
+        """Start everything the role runs; returns the bound gRPC port."""
         # Local runners run in their own folders: every path must be absolute from here on.
         self.config = cfg = self.config.absolute()
+        cfg.check_role()
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.notifier: Notifier | None = None
+        self.listener: Listener | None = None
+        self.role: SchedulerRole | None = None
+        self.agent_http: AgentHttpServer | None = None
+        self._open_store()
+        self.tls = ServerTls(cfg.tls) if cfg.tls is not None else None
+        self.auth = TokenAuthority.from_file(cfg.tokens_file)
+        self.edge = GrpcEdge(self.metrics)
+        if cfg.role == "scheduler":
+            await self._start_scheduler()
+        else:
+            await self._start_serving()
+        self.planner.watch(self._policy_changed)
+        self._tokens_task: asyncio.Task[None] | None = None
+        if cfg.tokens_reload_s > 0 and cfg.role != "scheduler":
+            self._tokens_task = asyncio.get_running_loop().create_task(self.auth.watch(cfg.tokens_reload_s))
+        self._start_metrics()
+        log.info(
+            "broker (%s) listening on port %d (%s; data in %s, policy %s)",
+            cfg.role,
+            self.port,
+            ("mutual TLS" if cfg.tls.require_client_cert else "TLS") if cfg.tls else "plaintext",
+            cfg.data_dir,
+            self.planner.policy_hash[:12],
+        )
+        return self.port
+
+    def _open_store(self) -> None:
+        cfg = self.config
         self.store: JobStore = (
             PostgresStore(cfg.store.dsn)
             if cfg.store is not None
@@ -93,18 +110,46 @@ class BrokerApp:
         self.audit = AuditTrail(
             self.store, lambda: self.planner.policy_hash, lambda: self.planner.watcher.last_refused
         )
-        self.adapters = self._build_adapters()
-        self.planner.adapters = self.adapters
-        host, _, port = cfg.listen.rpartition(":")
-        self.dispatcher = Dispatcher(
+        if cfg.store is not None and cfg.role != "all":
+            # Split roles wake each other (new jobs, cancels, agent reports, watchers).
+            notifier = self.notifier = Notifier(cfg.store.dsn)
+            self.store.add_listener(lambda e: notifier.send({"j": e.job_id, "e": e.kind}))
+
+    def _dispatcher(self, adapters: Mapping[SiteId, Adapter]) -> Dispatcher:
+        cfg = self.config
+        dispatcher = Dispatcher(
             self.store,
-            self.adapters,
+            adapters,
             planner=self.planner,
             clock=self.clock,
             settings=cfg.dispatch,
             metrics=self.metrics,
             escrow=SecretEscrow(cfg.data_dir / "launching"),
         )
+        dispatcher.agent_endpoint = cfg.agent_endpoint or (self.agent_http.url if self.agent_http else "")
+        if cfg.tls is not None and cfg.tls.agent_ca_file is not None:
+            dispatcher.agent_ca_pem = cfg.tls.agent_ca_file.read_text()
+        return dispatcher
+
+    async def _start_serving(self) -> None:
+        """Roles `all` and `api`: every RPC, the agent endpoint; `all` also dispatches."""
+        cfg = self.config
+        if cfg.role == "api":
+            self.adapters: dict[SiteId, Adapter] = {}
+            self.dispatcher: Any = StoreOnlyDispatch(
+                self.store,
+                planner=self.planner,
+                clock=self.clock,
+                notifier=self.notifier,
+                snapshot_refresh_s=cfg.ha.snapshot_refresh_s,
+            )
+            self._listen(self._wake_watchers)
+        else:
+            self.adapters = self._build_adapters()
+            self.planner.adapters = self.adapters
+            self.dispatcher = self._dispatcher(self.adapters)
+        views = RpcViews(self.planner, self.store, self.dispatcher, self.clock, self.audit, self.auth)
+        self.views = views
         self.services = BrokerServices(
             self.store,
             self.dispatcher,
@@ -112,80 +157,84 @@ class BrokerApp:
             self.hub,
             admit=self.planner.admit,
             grant=self.planner.grant,
-            describe=self._describe,
-            quotas=Quotas(self._limits),
+            describe=views.describe,
+            quotas=Quotas(views.limits),
             joblogs=JobLogs(self.store, self.adapters, cfg.data_dir / "agent-logs"),
         )
-        self.tls = ServerTls(cfg.tls) if cfg.tls is not None else None
-        self.agent_http: AgentHttpServer | None = None
-        if cfg.agent_http_listen:
-            self.agent_http = AgentHttpServer(
-                self.services,
-                asyncio.get_running_loop(),
-                cfg.agent_http_listen,
-                tls=self.tls,
-                max_connections=cfg.agent_http_max_connections,
-                timeout_s=cfg.agent_http_timeout_s,
-            )
-            if self.tls is None:
-                warn_if_plaintext(self.agent_http.host, "the agent endpoint")
-            self.agent_http.start()
-            log.info("agent endpoint on %s", self.agent_http.url)
-        self.dispatcher.agent_endpoint = cfg.agent_endpoint or (
-            self.agent_http.url if self.agent_http else ""
+        views.services = self.services
+        self._start_agent_http()
+        if cfg.role == "all" and self.agent_http is not None:
+            self.dispatcher.agent_endpoint = cfg.agent_endpoint or self.agent_http.url
+        assert self.edge is not None
+        servicer = BrokerServicer(
+            self.services,
+            self.auth,
+            explain=views.explain_proto,
+            spend=views.spend_proto,
+            status=views.status_proto,
+            audit=self.audit,
+            vet=self.planner.vet,
+            offers=views.offers_proto,
         )
-        if cfg.tls is not None and cfg.tls.agent_ca_file is not None:
-            self.dispatcher.agent_ca_pem = cfg.tls.agent_ca_file.read_text()
-        server = grpc.aio.server(
-            migration_thread_pool=futures.ThreadPoolExecutor(max_workers=4),
-            # Metrics see every call; the guard turns undecodable bytes into INVALID_ARGUMENT.
-            interceptors=[RpcMetricsInterceptor(self.metrics), DecodeGuard()],
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
-        self.auth = TokenAuthority.from_file(cfg.tokens_file)
-        broker_service_pb2_grpc.add_BrokerServiceServicer_to_server(
-            BrokerServicer(
-                self.services,
-                self.auth,
-                explain=self._explain_proto,
-                spend=self._spend_proto,
-                status=self._status_proto,
-                audit=self.audit,
-                vet=self.planner.vet,
-                offers=self._offers_proto,
-            ),
-            server,
-        )
-        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.services), server)
-        self.health = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)  # type: ignore[no-untyped-call]
-        names = (
-            broker_service_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
-            agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        )
-        reflection.enable_server_reflection(names, server)  # type: ignore[no-untyped-call]
-        address = f"{host or '127.0.0.1'}:{port or 0}"
-        if self.tls is not None:
-            self.port = server.add_secure_port(address, self.tls.grpc_credentials())
-        else:
-            warn_if_plaintext(host or "127.0.0.1", "the gRPC port")
-            self.port = server.add_insecure_port(address)
-        await server.start()
-        self.server = server
+        self.edge.add(servicer, AgentServicer(self.services))
+        self.port = await self.edge.bind(cfg.listen, self.tls)
         await self.dispatcher.start()
-        for name in names[:2]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        self.planner.watch(self._policy_changed)
-        self._tokens_task: asyncio.Task[None] | None = None
-        if cfg.tokens_reload_s > 0:
-            self._tokens_task = asyncio.get_running_loop().create_task(self.auth.watch(cfg.tokens_reload_s))
-        self.metrics.registry.register(LiveCollector(self._live_view()))
+        await self.edge.serving()
+        self.metrics.registry.register(LiveCollector(views.live_view()))
+
+    async def _start_scheduler(self) -> None:
+        """Role `scheduler`: health and metrics only; the dispatcher runs while elected."""
+        cfg = self.config
+        assert cfg.store is not None and self.notifier is not None and self.edge is not None
+        self.adapters = self._build_adapters()
+        self.planner.adapters = self.adapters
+        self.role = SchedulerRole(
+            cfg.store.dsn,
+            self.store,
+            self.adapters,
+            self._dispatcher,
+            timing=Timing(cfg.ha.lease_s, cfg.ha.renew_s),
+            metrics=self.metrics,
+            notifier=self.notifier,
+        )
+        # Offers and capacity are asked of the adapters only through the leader's guard.
+        self.planner.adapters = self.role.adapters
+        self.edge.add(None, None)
+        self.port = await self.edge.bind(cfg.listen, self.tls)
+        await self.edge.serving()
+        await self.role.start()
+
+    def _listen(self, deliver: Any) -> None:
+        cfg = self.config
+        assert cfg.store is not None and self.notifier is not None
+        self.listener = Listener(cfg.store.dsn, deliver, ignore_sender=self.notifier.sender)
+        self.listener.start()
+
+    def _wake_watchers(self, note: Note) -> None:
+        """Another process wrote an event: watchers of that job re-read the store now."""
+        job_id = note.get("j")
+        if isinstance(job_id, str):
+            self.hub.wake(job_id)
+
+    def _start_agent_http(self) -> None:
+        cfg = self.config
+        if not cfg.agent_http_listen:
+            return
+        self.agent_http = AgentHttpServer(
+            self.services,
+            asyncio.get_running_loop(),
+            cfg.agent_http_listen,
+            tls=self.tls,
+            max_connections=cfg.agent_http_max_connections,
+            timeout_s=cfg.agent_http_timeout_s,
+        )
+        if self.tls is None:
+            warn_if_plaintext(self.agent_http.host, "the agent endpoint")
+        self.agent_http.start()
+        log.info("agent endpoint on %s", self.agent_http.url)
+
+    def _start_metrics(self) -> None:
+        cfg = self.config
         self.metrics_server: MetricsServer | None = None
         if cfg.metrics_listen:
             self.metrics_server = MetricsServer(
@@ -195,15 +244,6 @@ class BrokerApp:
                 keyfile=str(cfg.tls.key_file) if cfg.tls else None,
             )
             self.metrics_port = self.metrics_server.port
-        log.info(
-            "broker listening on %s:%d (%s; data in %s, policy %s)",
-            host or "127.0.0.1",
-            self.port,
-            ("mutual TLS" if cfg.tls.require_client_cert else "TLS") if cfg.tls else "plaintext",
-            cfg.data_dir,
-            self.planner.policy_hash[:12],
-        )
-        return self.port
 
     def _build_adapters(self) -> dict[SiteId, Adapter]:
         registry = self.registry or AdapterRegistry.discover()
@@ -234,125 +274,32 @@ class BrokerApp:
             PolicyVersion(load.hash, load.result, load.source, load.content, load.time, load.errors)
         )
 
-    def _live_view(self) -> LiveView:
-        planner, store, dispatcher = self.planner, self.store, self.dispatcher
-
-        def money() -> list[tuple[str, float, float | None]]:
-            now = self.clock.now()
-            used: dict[str, float] = {t.id: 0.0 for t in planner.policy.tenants}
-            for e in store.spend_entries(month_of(now)):
-                used[e.tenant] = used.get(e.tenant, 0.0) + (e.spent if e.settled else e.reserved)
-            return [
-                (tenant, cash, planner.money(tenant, now, store).budget_left)
-                for tenant, cash in sorted(used.items())
-            ]
-
-        return LiveView(
-            queue=store.active_counts,
-            breakers=lambda: {site: state.value for site, state in planner.breakers.states().items()},
-            blocklist_size=lambda: len(planner.blocklist.keys()),
-            unhealthy=lambda: {str(site): why for site, why in planner.unhealthy_now().items()},
-            money=money,
-            heartbeat_lag=lambda: heartbeat_lags(
-                store.live_attempts(), dispatcher.heartbeats, self.clock.now(), planner.needs_agent
-            ),
-            policy_hash=lambda: planner.policy_hash,
-            currency=lambda: planner.policy.currency,
-        )
-
     def _policy_changed(self) -> None:
-        self.dispatcher.policy_changed()
-
-    def _describe(self, jobs: Sequence[Job]) -> list[JobDetails]:
-        """Placement, cost and times of a page of jobs (one query for the times of all)."""
-        policy, now = self.planner.policy, self.clock.now()
-        times = self.store.run_times([j.id for j in jobs if j.attempts])
-        return [
-            job_details(
-                job,
-                self.store.attempts_for(job.id) if job.attempts else [],
-                times.get(job.id, (None, None)),
-                policy,
-                now,
-            )
-            for job in jobs
-        ]
-
-    async def _explain_proto(self, spec: JobSpec, tenant: TenantId) -> placement_pb2.Explanation:
-        snap = await self.dispatcher.current_snapshot()
-        return explanation_to_proto(explain_json(self.planner.explain(spec, tenant, snap, self.store)))
-
-    async def _offers_proto(
-        self, caller: Principal, request: broker_service_pb2.ListOffersRequest
-    ) -> broker_service_pb2.ListOffersResponse:
-        policy = self.planner.policy
-        target = request.tenant or caller.tenant
-        asker = policy.tenant(caller.tenant)
-        if target != caller.tenant and not caller.is_operator and (asker is None or asker.kind != "internal"):
-            raise JobNotFoundError(f"tenant {target!r} not found")
-        snap = await self.dispatcher.current_snapshot()
-        ctx = PlacementContext(now=snap.now, blocked=snap.blocked, unhealthy_sites=snap.unhealthy)
-        verdicts = offer_verdicts(
-            snap.offers,
-            TenantId(target),
-            policy,
-            ctx,
-            accelerators=list(request.accelerators),
-            allowed_only=request.allowed_only,
-        )
-        return offers_to_proto(verdicts, target, policy.currency, policy.hash)
-
-    def _limits(self, tenant: TenantId) -> Limits:
-        """The tenant's quotas under the current policy (a reload applies at once)."""
-        policy = self.planner.policy
-        declared = policy.tenant(tenant)
-        return resolve_limits(policy.document.limits, declared.limits if declared else None)
-
-    def _status_proto(self, caller: Principal) -> broker_service_pb2.GetStatusResponse:
-        resp = status_report(
-            self.planner,
-            self.store,
-            self.dispatcher.stats.bursts,
-            tenant=caller.tenant,
-            operator=caller.is_operator,
-            quota=self.services.quota_usage(caller.tenant),
-        )
-        refused = self.audit.refused_proto()
-        if refused is not None and caller.is_operator:  # file paths and errors: operators only
-            resp.refused_policy.CopyFrom(refused)
-        if caller.is_operator:
-            resp.refused_tokens_file.extend(str(p) for p in self.auth.last_problems)
-        return resp
-
-    def _spend_proto(
-        self, caller: Principal, request: broker_service_pb2.GetSpendRequest
-    ) -> broker_service_pb2.GetSpendResponse:
-        return spend_report(
-            self.planner,
-            caller.tenant,
-            request.tenant,
-            self.store,
-            operator=caller.is_operator,
-            since=ts_from_proto(request.since) if request.HasField("since") else None,
-            until=ts_from_proto(request.until) if request.HasField("until") else None,
-            group_by=request.group_by,
-        )
+        dispatcher = self.role.dispatcher if self.role is not None else self.dispatcher
+        if dispatcher is not None:
+            dispatcher.policy_changed()
 
     async def stop(self, grace: float = 2.0) -> None:
-        if self.server is None:
+        if self.edge is None:
             return
-        await self.health.enter_graceful_shutdown()
+        edge, self.edge = self.edge, None
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.planner.stop_watching()
         if self._tokens_task is not None:
             self._tokens_task.cancel()
-        await self.dispatcher.stop()
-        await self.server.stop(grace)
+        if self.role is not None:
+            await self.role.stop()
+        else:
+            await self.dispatcher.stop()
+        await edge.stop(grace)
         if self.agent_http is not None:
             self.agent_http.stop()
+        if self.listener is not None:
+            await asyncio.to_thread(self.listener.stop)
+        if self.notifier is not None:
+            await asyncio.to_thread(self.notifier.close)
         self.store.close()
-        self.server = None
 
 
 async def serve_forever(config: BrokerConfig) -> None:
@@ -376,6 +323,7 @@ async def serve_forever(config: BrokerConfig) -> None:
     # Ready only once the handlers are in: an early SIGHUP must reload, not kill the broker.
     if app.metrics_server is not None:
         print(f"szb: metrics on {app.metrics_server.url}", flush=True)
-    print(f"szb: broker serving on port {port}", flush=True)
+    what = "scheduler" if config.role == "scheduler" else "broker"
+    print(f"szb: {what} serving on port {port}", flush=True)
     await done.wait()
     await app.stop()

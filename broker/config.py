@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ruamel.yaml import YAML
@@ -70,6 +70,24 @@ class TlsSettings(BaseModel):
         )
 
 
+class HaSettings(BaseModel):
+    """Leader election of the `scheduler` role (PostgreSQL advisory lock plus a lease)."""
+
+    model_config = ConfigDict(extra="forbid")
+    lease_s: float = Field(default=3.0, gt=0, le=60)
+    """How long a leader's lease lasts without renewal; a standby takes over once it expired."""
+    renew_s: float = Field(default=0.5, gt=0, le=10)
+    """How often the leader renews its lease and a standby looks at it."""
+    snapshot_refresh_s: float = Field(default=2.0, gt=0, le=60)
+    """How often an `api` replica refreshes its admission snapshot (policy file, quotas)."""
+
+    @model_validator(mode="after")
+    def _renew_well_within_lease(self) -> HaSettings:
+        if self.renew_s * 2 > self.lease_s:
+            raise ValueError("renew_s must be at most half of lease_s")
+        return self
+
+
 class StoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dsn: str = Field(min_length=1)
@@ -107,6 +125,10 @@ class BrokerConfig(BaseModel):
     log_format: str = Field(default="text", pattern="^(text|json)$")
     """`text` for people, `json` (one object per line) for log collectors."""
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    role: Literal["all", "api", "scheduler"] = "all"
+    """`all`: one process does everything (the embedded default); `api`: a stateless replica
+    serving the RPCs; `scheduler`: a candidate for the one active decision loop (see broker/ha)."""
+    ha: HaSettings = HaSettings()
 
     def absolute(self) -> BrokerConfig:
         """The same settings with every path made absolute against the current folder.
@@ -127,6 +149,14 @@ class BrokerConfig(BaseModel):
             raise ValueError("agent_endpoint: must be https:// (or HOST:PORT) when tls is set")
         return self
 
+    def check_role(self) -> None:
+        """ConfigFileError unless the role can run with these settings (after env and flags)."""
+        # Replicas and standbys meet only in a shared database: SQLite is one process's file.
+        if self.role != "all" and self.store is None:
+            raise ConfigFileError(
+                f"role {self.role!r} needs a PostgreSQL store: set store.dsn in broker.yaml or SZB_STORE_DSN"
+            )
+
     def policy_path(self) -> Path:
         if self.policy is not None:
             return self.policy
@@ -144,6 +174,7 @@ ENV_SETTINGS: dict[str, str] = {
     "SZB_METRICS_LISTEN": "metrics_listen",
     "SZB_LOG_FORMAT": "log_format",
     "SZB_LOG_LEVEL": "log_level",
+    "SZB_ROLE": "role",
 }
 """Environment variables that override broker.yaml (command-line flags override both)."""
 
@@ -205,6 +236,26 @@ def site_settings(settings: Mapping[str, Any], environ: Mapping[str, str] | None
     return out
 
 
+def _positioned(path: Path, exc: ValidationError) -> str:
+    """`FILE:LINE:COL: field: problem` per error; a whole-document error points at the key its
+    message starts with (e.g. `role`)."""
+    from broker.policy._yaml import parse_yaml, position  # lazy: the policy package is large
+
+    try:
+        root = parse_yaml(path.read_text(), str(path))
+    except Exception:  # it parsed safely a moment ago; positions are a nicety
+        root = None
+    out = []
+    for err, violation in zip(exc.errors(), violations(exc), strict=True):
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        first = violation.description.split(" ", 1)[0].rstrip(":")
+        if not loc and isinstance(root, dict) and first in root:
+            loc = [first]
+        line, col = position(root, loc, key=True) if root is not None else (1, 1)
+        out.append(f"{path}:{line}:{col}: {violation}")
+    return "; ".join(out)
+
+
 def load_config(path: Path | None) -> BrokerConfig:
     """Read broker.yaml; relative paths in it are relative to the file's folder."""
     if path is None:
@@ -216,8 +267,7 @@ def load_config(path: Path | None) -> BrokerConfig:
     try:
         cfg = BrokerConfig.model_validate(data)
     except ValidationError as exc:
-        lines = "; ".join(str(v) for v in violations(exc))
-        raise ConfigFileError(f"{path}: {lines}") from exc
+        raise ConfigFileError(_positioned(path, exc)) from exc
     base = path.parent
     updates: dict[str, Any] = {"data_dir": base / cfg.data_dir}
     if cfg.policy is not None:

@@ -94,8 +94,12 @@ class EventHub:
         self._loop = loop
 
     def publish(self, event: JobEvent) -> None:
+        self.wake(event.job_id)
+
+    def wake(self, job_id: str) -> None:
+        """Watchers of `job_id` re-read its events now (any thread; also for other processes' writes)."""
         with self._lock:
-            waiters = list(self._waiters.get(event.job_id, ()))
+            waiters = list(self._waiters.get(job_id, ()))
         if not waiters or self._loop is None:
             return
         for waiter in waiters:

@@ -57,6 +57,12 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--log-level", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
     )
+    p.add_argument(
+        "--role",
+        choices=["all", "api", "scheduler"],
+        help="all: one process (default); api: a stateless RPC replica; scheduler: the elected "
+        "decision loop (api and scheduler need a PostgreSQL store)",
+    )
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("submit", help="submit job YAML files")
@@ -112,11 +118,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigFileError as exc:
         return _fail(str(exc))
     updates: dict[str, Any] = {}
-    for name in ("listen", "data_dir", "policy", "tokens_file", "metrics_listen", "log_format", "log_level"):
+    names = ["listen", "data_dir", "policy", "tokens_file", "metrics_listen", "log_format", "log_level"]
+    names.append("role")
+    for name in names:
         value = getattr(args, name)
         if value:
             updates[name] = value
     config = config.model_copy(update=updates).absolute()
+    try:
+        config.check_role()
+    except ConfigFileError as exc:
+        return _fail(str(exc))
     configure(config.log_format, config.log_level)
     try:
         asyncio.run(serve_forever(config))

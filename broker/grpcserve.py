@@ -1,0 +1,72 @@
+"""The gRPC server: interceptors, message limits, services, health, reflection and the port."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2, broker_service_pb2_grpc
+from broker.instrument import RpcMetricsInterceptor
+from broker.metrics import BrokerMetrics
+from broker.rpc_guard import DecodeGuard
+from broker.server import AgentServicer, BrokerServicer
+from broker.tls import ServerTls, warn_if_plaintext
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+BROKER = broker_service_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name
+AGENT = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
+HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+class GrpcEdge:
+    """One gRPC server; `broker`/`agent` servicers are left out by roles that do not serve them."""
+
+    def __init__(self, metrics: BrokerMetrics) -> None:
+        self.server = grpc.aio.server(
+            migration_thread_pool=futures.ThreadPoolExecutor(max_workers=4),
+            # Metrics see every call; the guard turns undecodable bytes into INVALID_ARGUMENT.
+            interceptors=[RpcMetricsInterceptor(metrics), DecodeGuard()],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self.health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)  # type: ignore[no-untyped-call]
+        self.names: list[str] = []
+
+    def add(self, broker: BrokerServicer | None, agent: AgentServicer | None) -> None:
+        if broker is not None:
+            broker_service_pb2_grpc.add_BrokerServiceServicer_to_server(broker, self.server)
+            self.names.append(BROKER)
+        if agent is not None:
+            agent_service_pb2_grpc.add_AgentServiceServicer_to_server(agent, self.server)
+            self.names.append(AGENT)
+        names = (*self.names, HEALTH, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, self.server)  # type: ignore[no-untyped-call]
+
+    async def bind(self, listen: str, tls: ServerTls | None) -> int:
+        """Listen on HOST:PORT (TLS when given); returns the bound port."""
+        host, _, port = listen.rpartition(":")
+        address = f"{host or '127.0.0.1'}:{port or 0}"
+        if tls is not None:
+            bound = self.server.add_secure_port(address, tls.grpc_credentials())
+        else:
+            warn_if_plaintext(host or "127.0.0.1", "the gRPC port")
+            bound = self.server.add_insecure_port(address)
+        await self.server.start()
+        return bound
+
+    async def serving(self, extra: Sequence[str] = ()) -> None:
+        for name in (*self.names, *extra):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)

@@ -1,0 +1,95 @@
+"""The `api` role's stand-in for the dispatcher: store writes only, never a backend call.
+
+An API replica validates, admits and inserts; it records cancellations and agent reports in
+the store and wakes the active scheduler (LISTEN/NOTIFY), which does everything that talks
+to a backend: launching, stopping the instances of cancelled jobs, terminating finished ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from datetime import datetime
+
+from adapters.base import Adapter
+from broker.clock import Clock
+from broker.dispatch.attempts import AttemptTracking
+from broker.dispatch.contract import DecisionMaker, DispatchStats
+from broker.ha.notify import Notifier
+from broker.model import Attempt, Job, JobId, JobState, SiteId
+from broker.snapshot import PassSnapshot
+from broker.store import JobStore
+
+
+class StoreOnlyDispatch(AttemptTracking):
+    """What `BrokerServices` asks of a dispatcher, done with the store alone."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        planner: DecisionMaker,
+        clock: Clock,
+        notifier: Notifier | None,
+        snapshot_refresh_s: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.adapters: Mapping[SiteId, Adapter] = {}
+        self.planner = planner
+        self.clock = clock
+        self.notifier = notifier
+        self.snapshot_refresh_s = snapshot_refresh_s
+        self.heartbeats: dict[str, datetime] = {}
+        self.stats = DispatchStats()
+        self.agent_endpoint = ""
+        self.agent_ca_pem = ""
+        self._started_at = clock.now()
+        self._background: set[asyncio.Task[None]] = set()
+        self._inflight: dict[JobId, asyncio.Task[None]] = {}
+        self._snap: tuple[float, PassSnapshot] | None = None
+
+    async def start(self) -> None:
+        """Nothing to start: the scheduler owns the decision loop."""
+
+    async def stop(self) -> None:
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    def job_submitted(self, job: Job) -> None:
+        """The store's `submitted` event already wakes the scheduler."""
+
+    def policy_changed(self) -> None:
+        self._snap = None
+
+    def heartbeat(self, attempt: Attempt) -> None:
+        """An agent is alive: tell the scheduler, which keeps the heartbeat clock."""
+        self.heartbeats[attempt.id] = self.clock.now()
+        if self.notifier is not None:
+            self.notifier.send({"hb": attempt.id, "j": attempt.job_id})
+
+    async def cancel(self, job: Job, *, by: str = "", role: str = "") -> Job:
+        """Record the cancellation; the scheduler stops its attempts at their backends."""
+        while not job.state.terminal:
+            who = {"by": by, "role": role} if by else {}
+            message = f"cancelled by {by}" + (f" ({role})" if role else "") if by else "cancelled by the user"
+            job = self.store.transition(
+                job.id,
+                JobState.CANCELLED,
+                self.clock.now(),
+                kind="cancelled",
+                message=message,
+                data=who,
+                expect=job.state,
+            )
+        return job
+
+    async def current_snapshot(self) -> PassSnapshot:
+        """Offers from the catalog (no adapter is asked), cached for a refresh interval."""
+        now = time.monotonic()
+        if self._snap is None or now - self._snap[0] >= self.snapshot_refresh_s:
+            live = self.store.live_attempts()
+            snap = await asyncio.to_thread(self.planner.snapshot, self.clock.now(), live)
+            self._snap = (now, snap)
+        snap = self._snap[1]
+        snap.now = self.clock.now()
+        return snap

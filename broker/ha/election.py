@@ -1,0 +1,191 @@
+"""Leader election for the `scheduler` role: a PostgreSQL advisory lock plus a lease.
+
+The lock is held by a dedicated session (its own connection, its own thread), so a busy
+event loop never delays renewal. A leader that dies loses the session and so the lock at
+once; a leader that is paused (SIGSTOP, a stalled VM) keeps its session open, so a standby
+that finds the lease expired terminates the holder's backend and takes the lock. Each new
+leader gets a higher epoch; a leader whose own lease ran out by its monotonic clock stops
+acting at once (`may_act`), before it even learns it was deposed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from broker.clock import Clock, SystemClock
+from broker.ha.lease import LeaseBook, SqlLeaseBook
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = (0x5A42_0100, 1)
+"""The advisory lock (two-int form) only the active scheduler's election session holds."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    lease_s: float = 3.0
+    renew_s: float = 0.5
+
+
+class Elector:
+    """Campaigns for the scheduler role in a thread; calls back on election and deposition.
+
+    `on_elected(epoch)` and `on_deposed(reason)` run in the elector's thread: hand work to
+    the event loop from them (`loop.call_soon_threadsafe`).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        on_elected: Callable[[int], None],
+        on_deposed: Callable[[str], None],
+        timing: Timing | None = None,
+        clock: Clock | None = None,
+        book: Callable[[Any], LeaseBook] | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.on_elected = on_elected
+        self.on_deposed = on_deposed
+        self.timing = timing or Timing()
+        self.clock = clock or SystemClock()
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._book_for = book or SqlLeaseBook
+        self.epoch: int | None = None
+        self._valid_until = 0.0
+        """Monotonic time the lease lasts to, counted from before the last renewal was sent."""
+        self._stale_since: dict[int, float] = {}
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="elector", daemon=True)
+
+    # Queries from other threads ---------------------------------------------------------
+
+    @property
+    def leading(self) -> bool:
+        return self.epoch is not None
+
+    def may_act(self) -> bool:
+        """True while this process leads and its lease is still valid by its own clock."""
+        return self.epoch is not None and time.monotonic() < self._valid_until
+
+    # Lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop campaigning; a leader steps down and frees the lock for a standby at once."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception as exc:  # the session broke (terminated, network): start over
+                log.warning("election session lost: %s", exc)
+                self._drop_session(f"election session lost: {exc}")
+                self._stop.wait(self.timing.renew_s)
+                continue
+            self._stop.wait(self.timing.renew_s)
+        self._drop_session("shutting down")
+
+    def _session(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            import psycopg
+
+            self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+            self.book = self._book_for(self._conn)
+        return self._conn
+
+    def _drop_session(self, reason: str) -> None:
+        self._step_down(reason)
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # closing a dead connection must not stop the elector
+                pass
+        self._conn = None
+
+    def _step_down(self, reason: str) -> None:
+        if self.epoch is None:
+            return
+        log.warning("scheduler leadership (epoch %d) lost: %s", self.epoch, reason)
+        self.epoch = None
+        self._valid_until = 0.0
+        self.on_deposed(reason)
+
+    # One round --------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        conn = self._session()
+        if self.epoch is not None:
+            self._renew(conn)
+        else:
+            self._campaign(conn)
+
+    def _renew(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        assert self.epoch is not None
+        sent = time.monotonic()
+        if sent >= self._valid_until:
+            # Paused past our own lease (SIGSTOP, a stall): a standby may lead by now.
+            self._drop_session("the lease expired before it could be renewed")
+            return
+        if not self.book.renew_leadership(self.holder, self.epoch, self.timing.lease_s, self.clock.now()):
+            self._drop_session("another scheduler holds a newer epoch")
+            return
+        self._valid_until = sent + self.timing.lease_s
+
+    def _campaign(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        sent = time.monotonic()
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEY).fetchone()
+        if row is None or not row[0]:
+            self._unseat_stale_holder(conn)
+            return
+        pid = conn.info.backend_pid
+        epoch = self.book.claim_leadership(self.holder, pid, self.timing.lease_s, self.clock.now())
+        self._valid_until = sent + self.timing.lease_s
+        self.epoch = epoch
+        self._stale_since.clear()
+        log.warning("elected active scheduler (epoch %d, holder %s)", epoch, self.holder)
+        self.on_elected(epoch)
+
+    def _unseat_stale_holder(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """Terminate the lock holder's session when its lease ran out (it is paused or hung)."""
+        found = conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 2",
+            LOCK_KEY,
+        ).fetchone()
+        if found is None:
+            return  # freed meanwhile: the next round takes it
+        holder_pid = int(found[0])
+        lease = self.book.leadership()
+        now = time.monotonic()
+        if lease is not None and lease.backend_pid == holder_pid and lease.expires_at > self.clock.now():
+            self._stale_since.pop(holder_pid, None)
+            return
+        # Expired, or a holder that never claimed the lease: give it one lease period first.
+        first = self._stale_since.setdefault(holder_pid, now)
+        expired = lease is not None and lease.backend_pid == holder_pid
+        if not expired and now - first < self.timing.lease_s:
+            return
+        log.warning(
+            "the scheduler lease of %s expired: terminating its session (backend %d)",
+            lease.holder if lease else "an unknown holder",
+            holder_pid,
+        )
+        conn.execute("SELECT pg_terminate_backend(%s)", (holder_pid,))
+        self._stale_since.pop(holder_pid, None)

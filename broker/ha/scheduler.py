@@ -1,0 +1,225 @@
+"""The `scheduler` role: the dispatcher and the reconciler run only while this process leads.
+
+A standby campaigns (see `election`); once elected it fences the store with its epoch,
+recovers and reconciles like a restarted broker, and starts deciding. API replicas wake it
+through notifications (new jobs, cancellations, agent reports); a sweep catches what a lost
+notification would have said. Deposed, it stops its dispatcher and goes back to standby.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from prometheus_client import Gauge
+
+from adapters.base import Adapter, AdapterError
+from broker.dispatch.dispatcher import Dispatcher
+from broker.ha.election import Elector, Timing
+from broker.ha.guard import LeaderOnlyAdapter, leader_only
+from broker.ha.lease import LeaseBook, SqlLeaseBook
+from broker.ha.notify import Listener, Note, Notifier
+from broker.metrics import BrokerMetrics
+from broker.model import AttemptState, JobId, JobState, SiteId
+from broker.store import JobStore, StoreError
+
+log = logging.getLogger(__name__)
+
+SWEEP_S = 5.0
+"""How often the leader looks for live attempts of jobs that ended (a cancel it missed)."""
+ENDED_KINDS = frozenset({"finished", "lost", "preempted"})
+
+
+class SchedulerRole:
+    """Runs a `Dispatcher` for each term this process leads; nothing in between."""
+
+    def __init__(
+        self,
+        dsn: str,
+        store: JobStore,
+        adapters: Mapping[SiteId, Adapter],
+        make_dispatcher: Callable[[Mapping[SiteId, Adapter]], Dispatcher],
+        *,
+        timing: Timing,
+        metrics: BrokerMetrics,
+        notifier: Notifier,
+    ) -> None:
+        self.store = store
+        self.make_dispatcher = make_dispatcher
+        self.elector = Elector(
+            dsn,
+            on_elected=self._elected,
+            on_deposed=self._deposed,
+            timing=timing,
+            clock=store.clock,
+            book=_lease_book(store),
+        )
+        self.adapters: dict[SiteId, LeaderOnlyAdapter] = {
+            site: leader_only(a, self.elector.may_act) for site, a in adapters.items()
+        }
+        self.listener = Listener(dsn, self._note_from_thread, ignore_sender=notifier.sender)
+        self.dispatcher: Dispatcher | None = None
+        self.epoch: int | None = None
+        self._changes: asyncio.Queue[tuple[str, int | None]] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._new: set[str] = set()
+        self._leader = Gauge(
+            "szb_scheduler_leader", "1 while this process is the active scheduler", registry=metrics.registry
+        )
+        self._epoch = Gauge(
+            "szb_scheduler_epoch", "Fencing epoch of this process's term", registry=metrics.registry
+        )
+
+    async def start(self) -> None:
+        self._supervisor = asyncio.create_task(self._supervise(), name="scheduler-role")
+        self.listener.start()
+        self.elector.start()
+        _say("scheduler standing by for election")
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.elector.stop)  # a leader steps down first: standbys go at once
+        self._changes.put_nowait(("stop", None))
+        await self._supervisor
+        await asyncio.to_thread(self.listener.stop)
+
+    # Terms -------------------------------------------------------------------------------
+
+    def _elected(self, epoch: int) -> None:
+        self._loop.call_soon_threadsafe(self._changes.put_nowait, ("elected", epoch))
+
+    def _deposed(self, reason: str) -> None:
+        self._loop.call_soon_threadsafe(self._changes.put_nowait, ("deposed", None))
+
+    async def _supervise(self) -> None:
+        while True:
+            change, epoch = await self._changes.get()
+            if change == "elected" and epoch is not None:
+                await self._lead(epoch)
+            else:
+                await self._follow()
+            if change == "stop":
+                return
+
+    async def _lead(self, epoch: int) -> None:
+        await self._follow()
+        fence = getattr(self.store, "set_fence", None)
+        if fence is not None:
+            fence(epoch)  # from now on this store's writes succeed only while `epoch` is current
+        self.epoch = epoch
+        dispatcher = self.make_dispatcher(self.adapters)
+        self.dispatcher = dispatcher
+        try:
+            await dispatcher.start()  # recover + reconcile, like a restarted broker
+        except Exception:
+            log.exception("the scheduler could not start its term (epoch %d)", epoch)
+        self._leader.set(1)
+        self._epoch.set(epoch)
+        self._spawn(self._sweep(dispatcher))
+        _say(f"scheduler active (epoch {epoch})")
+
+    async def _follow(self) -> None:
+        dispatcher, self.dispatcher = self.dispatcher, None
+        if dispatcher is None:
+            return
+        self._leader.set(0)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await dispatcher.stop()
+        _say(f"scheduler standby (term {self.epoch} over)")
+
+    def _spawn(self, coro: Any) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # Wake-ups from API replicas -------------------------------------------------------------
+
+    def _note_from_thread(self, note: Note) -> None:
+        self._loop.call_soon_threadsafe(self._on_note, note)
+
+    def _on_note(self, note: Note) -> None:
+        d = self.dispatcher
+        if d is None:
+            return
+        if isinstance(note.get("hb"), str):
+            d.heartbeats[note["hb"]] = self.store.clock.now()
+        kind, job_id = note.get("e"), note.get("j")
+        if not isinstance(job_id, str):
+            return
+        if kind == "submitted":
+            if not self._new:
+                self._loop.call_soon(self._submitted, d)
+            self._new.add(job_id)
+        elif kind == "cancelled":
+            self._spawn(self._stop_attempts(d, JobId(job_id)))
+        elif kind in ENDED_KINDS:
+            self._spawn(self._remove_leftovers(d, JobId(job_id)))
+
+    def _submitted(self, d: Dispatcher) -> None:
+        ids, self._new = self._new, set()
+        for job_id in sorted(ids):
+            try:
+                job = self.store.get(job_id)
+            except StoreError:
+                continue
+            if job.state == JobState.QUEUED and d is self.dispatcher:
+                d.job_submitted(job)
+
+    async def _stop_attempts(self, d: Dispatcher, job_id: JobId) -> None:
+        """Stop the live attempts of a job an API replica cancelled (or that ended meanwhile)."""
+        for attempt in self.store.attempts_for(job_id):
+            if attempt.state.terminal:
+                continue
+            now = self.store.clock.now()
+            if attempt.backend_id is None:
+                if job_id not in d._inflight:  # never sent: nothing to stop
+                    self.store.update_attempt(attempt.id, now, state=AttemptState.CANCELLED)
+                    self.store.settle_spend(attempt.id, spent=0.0, voucher=0.0)
+                continue  # a launch in flight cancels itself once it sees the job CANCELLED
+            adapter = self.adapters.get(attempt.site)
+            if adapter is None:
+                continue
+            try:
+                await asyncio.to_thread(adapter.cancel, attempt.backend_id, attempt.token)
+                self.store.update_attempt(attempt.id, self.store.clock.now(), state=AttemptState.CANCELLED)
+            except AdapterError as exc:
+                log.warning("cancel of %s at %s failed: %s", attempt.id, attempt.site, exc)
+        d.capacity_changed()
+
+    async def _remove_leftovers(self, d: Dispatcher, job_id: JobId) -> None:
+        """An agent reported the end through a replica: remove the instance, re-decide."""
+        for attempt in self.store.attempts_for(job_id):
+            if attempt.state.terminal and attempt.backend_id and d.planner.needs_agent(attempt.site):
+                d.heartbeats.pop(attempt.id, None)
+                await d._terminate(attempt)
+        d.capacity_changed()
+
+    async def _sweep(self, d: Dispatcher) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                ended = {
+                    a.job_id for a in self.store.live_attempts() if self.store.get(a.job_id).state.terminal
+                }
+                for job_id in ended:
+                    await self._stop_attempts(d, job_id)
+            except Exception:  # a store hiccup (or the fence): the next sweep tries again
+                log.warning("scheduler sweep failed", exc_info=True)
+
+
+def _lease_book(store: JobStore) -> Callable[[Any], LeaseBook]:
+    """The store keeps the lease when it can fence its writes by epoch; else the elector's table."""
+    if hasattr(store, "claim_leadership"):
+        fenced: LeaseBook = store  # type: ignore[assignment]
+        return lambda conn: fenced
+    return SqlLeaseBook
+
+
+def _say(line: str) -> None:
+    """One line on stdout for operators and the test harness (the log may be JSON)."""
+    log.info("%s", line)
+    print(f"szb: {line}", flush=True)

@@ -1,0 +1,146 @@
+"""What the RPCs read beyond a job's row: details, explain, offers, quotas, status, spend.
+
+The same in every role that serves RPCs; an `api` replica's dispatcher stand-in answers
+snapshots from the catalog alone (no adapter is asked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from broker.api import broker_service_pb2, placement_pb2
+from broker.audit import AuditTrail
+from broker.auth import Principal, TokenAuthority
+from broker.burst import explain_json
+from broker.burst.money import month_of
+from broker.clock import Clock
+from broker.jobview import JobDetails, job_details
+from broker.metrics import LiveView, heartbeat_lags
+from broker.model import Job, JobSpec, TenantId
+from broker.offerview import offer_verdicts
+from broker.placement import PlacementContext
+from broker.planning import Planner
+from broker.policy.schema import Limits
+from broker.quota import resolve_limits
+from broker.reports import spend_report, status_report
+from broker.serde import explanation_to_proto, offers_to_proto, ts_from_proto
+from broker.store import JobNotFoundError, JobStore
+
+if TYPE_CHECKING:
+    from broker.service import BrokerServices
+
+
+@dataclass
+class RpcViews:
+    planner: Planner
+    store: JobStore
+    dispatcher: Any
+    """The Dispatcher, or the `api` role's store-only stand-in (same snapshot and stats)."""
+    clock: Clock
+    audit: AuditTrail
+    auth: TokenAuthority | None = None
+    services: BrokerServices | None = None
+
+    def live_view(self) -> LiveView:
+        planner, store, dispatcher = self.planner, self.store, self.dispatcher
+
+        def money() -> list[tuple[str, float, float | None]]:
+            now = self.clock.now()
+            used: dict[str, float] = {t.id: 0.0 for t in planner.policy.tenants}
+            for e in store.spend_entries(month_of(now)):
+                used[e.tenant] = used.get(e.tenant, 0.0) + (e.spent if e.settled else e.reserved)
+            return [
+                (tenant, cash, planner.money(tenant, now, store).budget_left)
+                for tenant, cash in sorted(used.items())
+            ]
+
+        return LiveView(
+            queue=store.active_counts,
+            breakers=lambda: {site: state.value for site, state in planner.breakers.states().items()},
+            blocklist_size=lambda: len(planner.blocklist.keys()),
+            unhealthy=lambda: {str(site): why for site, why in planner.unhealthy_now().items()},
+            money=money,
+            heartbeat_lag=lambda: heartbeat_lags(
+                store.live_attempts(), dispatcher.heartbeats, self.clock.now(), planner.needs_agent
+            ),
+            policy_hash=lambda: planner.policy_hash,
+            currency=lambda: planner.policy.currency,
+        )
+
+    def describe(self, jobs: Sequence[Job]) -> list[JobDetails]:
+        """Placement, cost and times of a page of jobs (one query for the times of all)."""
+        policy, now = self.planner.policy, self.clock.now()
+        times = self.store.run_times([j.id for j in jobs if j.attempts])
+        return [
+            job_details(
+                job,
+                self.store.attempts_for(job.id) if job.attempts else [],
+                times.get(job.id, (None, None)),
+                policy,
+                now,
+            )
+            for job in jobs
+        ]
+
+    async def explain_proto(self, spec: JobSpec, tenant: TenantId) -> placement_pb2.Explanation:
+        snap = await self.dispatcher.current_snapshot()
+        return explanation_to_proto(explain_json(self.planner.explain(spec, tenant, snap, self.store)))
+
+    async def offers_proto(
+        self, caller: Principal, request: broker_service_pb2.ListOffersRequest
+    ) -> broker_service_pb2.ListOffersResponse:
+        policy = self.planner.policy
+        target = request.tenant or caller.tenant
+        asker = policy.tenant(caller.tenant)
+        if target != caller.tenant and not caller.is_operator and (asker is None or asker.kind != "internal"):
+            raise JobNotFoundError(f"tenant {target!r} not found")
+        snap = await self.dispatcher.current_snapshot()
+        ctx = PlacementContext(now=snap.now, blocked=snap.blocked, unhealthy_sites=snap.unhealthy)
+        verdicts = offer_verdicts(
+            snap.offers,
+            TenantId(target),
+            policy,
+            ctx,
+            accelerators=list(request.accelerators),
+            allowed_only=request.allowed_only,
+        )
+        return offers_to_proto(verdicts, target, policy.currency, policy.hash)
+
+    def limits(self, tenant: TenantId) -> Limits:
+        """The tenant's quotas under the current policy (a reload applies at once)."""
+        policy = self.planner.policy
+        declared = policy.tenant(tenant)
+        return resolve_limits(policy.document.limits, declared.limits if declared else None)
+
+    def status_proto(self, caller: Principal) -> broker_service_pb2.GetStatusResponse:
+        assert self.services is not None
+        resp = status_report(
+            self.planner,
+            self.store,
+            self.dispatcher.stats.bursts,
+            tenant=caller.tenant,
+            operator=caller.is_operator,
+            quota=self.services.quota_usage(caller.tenant),
+        )
+        refused = self.audit.refused_proto()
+        if refused is not None and caller.is_operator:  # file paths and errors: operators only
+            resp.refused_policy.CopyFrom(refused)
+        if caller.is_operator and self.auth is not None:
+            resp.refused_tokens_file.extend(str(p) for p in self.auth.last_problems)
+        return resp
+
+    def spend_proto(
+        self, caller: Principal, request: broker_service_pb2.GetSpendRequest
+    ) -> broker_service_pb2.GetSpendResponse:
+        return spend_report(
+            self.planner,
+            caller.tenant,
+            request.tenant,
+            self.store,
+            operator=caller.is_operator,
+            since=ts_from_proto(request.since) if request.HasField("since") else None,
+            until=ts_from_proto(request.until) if request.HasField("until") else None,
+            group_by=request.group_by,
+        )
