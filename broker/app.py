@@ -115,10 +115,10 @@ class BrokerApp:
             notifier = self.notifier = Notifier(cfg.store.dsn)
             self.store.add_listener(lambda e: notifier.send({"j": e.job_id, "e": e.kind}))
 
-    def _dispatcher(self, adapters: Mapping[SiteId, Adapter]) -> Dispatcher:
+    def _dispatcher(self, store: JobStore, adapters: Mapping[SiteId, Adapter]) -> Dispatcher:
         cfg = self.config
         dispatcher = Dispatcher(
-            self.store,
+            store,
             adapters,
             planner=self.planner,
             clock=self.clock,
@@ -147,7 +147,7 @@ class BrokerApp:
         else:
             self.adapters = self._build_adapters()
             self.planner.adapters = self.adapters
-            self.dispatcher = self._dispatcher(self.adapters)
+            self.dispatcher = self._dispatcher(self.store, self.adapters)
         views = RpcViews(self.planner, self.store, self.dispatcher, self.clock, self.audit, self.auth)
         self.views = views
         self.services = BrokerServices(

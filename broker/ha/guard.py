@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from adapters.base import Adapter, AdapterError, Capability, LogSource
 from broker.model import AttemptStatus, CapacitySnapshot, LaunchRequest, Offer, OwnedInstance, SiteId
+from broker.store import JobStore, StoreError
 
 T = TypeVar("T")
 
@@ -75,3 +76,45 @@ def leader_only(adapter: Adapter, may_act: Callable[[], bool]) -> LeaderOnlyAdap
     if isinstance(adapter, LogSource):
         return LeaderOnlyLogSource(adapter, may_act)
     return LeaderOnlyAdapter(adapter, may_act)
+
+
+WRITES = frozenset(
+    {
+        "transition",
+        "record",
+        "record_many",
+        "create_attempt",
+        "update_attempt",
+        "reserve_spend",
+        "settle_spend",
+    }
+)
+"""The store calls a scheduler makes that change state (submissions come from API replicas)."""
+
+
+class NotLeaderWriteError(StoreError):
+    """A scheduler write refused in-process: this process's lease is not surely valid."""
+
+
+class LeaderOnlyStore:
+    """The store as the scheduler's dispatcher sees it: writes only while `may_act()` holds.
+
+    The database's fence (the epoch check in each write) is the guarantee; this refuses
+    earlier, before a paused leader that just resumed even reaches the database.
+    """
+
+    def __init__(self, inner: JobStore, may_act: Callable[[], bool]) -> None:
+        self._inner = inner
+        self._may_act = may_act
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if name not in WRITES:
+            return value
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if not self._may_act():
+                raise NotLeaderWriteError(f"{name} refused: not the active scheduler")
+            return value(*args, **kwargs)
+
+        return guarded

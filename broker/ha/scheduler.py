@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import Gauge
 
 from adapters.base import Adapter, AdapterError
 from broker.dispatch.dispatcher import Dispatcher
 from broker.ha.election import Elector, Timing
-from broker.ha.guard import LeaderOnlyAdapter, leader_only
+from broker.ha.guard import LeaderOnlyAdapter, LeaderOnlyStore, leader_only
 from broker.ha.lease import LeaseBook, SqlLeaseBook
 from broker.ha.notify import Listener, Note, Notifier
 from broker.metrics import BrokerMetrics
@@ -40,13 +40,12 @@ class SchedulerRole:
         dsn: str,
         store: JobStore,
         adapters: Mapping[SiteId, Adapter],
-        make_dispatcher: Callable[[Mapping[SiteId, Adapter]], Dispatcher],
+        make_dispatcher: Callable[[JobStore, Mapping[SiteId, Adapter]], Dispatcher],
         *,
         timing: Timing,
         metrics: BrokerMetrics,
         notifier: Notifier,
     ) -> None:
-        self.store = store
         self.make_dispatcher = make_dispatcher
         self.elector = Elector(
             dsn,
@@ -56,6 +55,8 @@ class SchedulerRole:
             clock=store.clock,
             book=_lease_book(store),
         )
+        # What the dispatcher writes and calls goes out only while this process surely leads.
+        self.store = cast(JobStore, LeaderOnlyStore(store, self.elector.may_act))
         self.adapters: dict[SiteId, LeaderOnlyAdapter] = {
             site: leader_only(a, self.elector.may_act) for site, a in adapters.items()
         }
@@ -105,11 +106,11 @@ class SchedulerRole:
 
     async def _lead(self, epoch: int) -> None:
         await self._follow()
-        fence = getattr(self.store, "set_fence", None)
+        fence = getattr(self.store, "set_fence", None)  # the database refuses a deposed term's writes
         if fence is not None:
             fence(epoch)  # from now on this store's writes succeed only while `epoch` is current
         self.epoch = epoch
-        dispatcher = self.make_dispatcher(self.adapters)
+        dispatcher = self.make_dispatcher(self.store, self.adapters)
         self.dispatcher = dispatcher
         try:
             await dispatcher.start()  # recover + reconcile, like a restarted broker

@@ -1,0 +1,101 @@
+"""Issue 13, the api role: WatchJob and agent reports through an API replica that is not the
+leader (the scheduler's writes reach the watcher; the agent's reports reach the scheduler)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
+from broker.api import broker_service_pb2 as pb
+from tests.clouds.e2e_helpers import agent_secret_of, md, wait_state
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+from tests.ha.cloud import attempts, cloud_cluster, gpu_spec, wait_until
+from tests.ha.conftest import Cluster, Node
+
+TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
+
+
+@pytest.fixture
+def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:
+    cloud = EcsCloud(instance_types=("ecs.gn7i-c8g1.2xlarge",), zones=("cn-beijing-i",))
+    ecs_server.handler = cloud
+    yield cloud
+    ecs_server.handler = EcsCloud()
+
+
+@pytest.fixture
+def split(tmp_path: Path, pg_dsn: str, ecs_server: EcsEndpoint, ecs: EcsCloud) -> Iterator[Cluster]:
+    cluster = cloud_cluster(tmp_path / "broker", pg_dsn, ecs_server.address)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def agent_url(node: Node) -> str:
+    m = re.search(r"agent endpoint on (http://\S+)", node.text())
+    assert m, node.text()
+    return m.group(1)
+
+
+def launched(dsn: str, job_id: str) -> bool:
+    tried = attempts(dsn, job_id)
+    return bool(tried) and tried[-1].backend_id is not None
+
+
+def post_exit(url: str, attempt_id: str, secret: str) -> dict[str, object]:
+    body = json.dumps({"attempt_id": attempt_id, "kind": "exit", "exit_code": 0, "log_tail": "done\n"})
+    req = urllib.request.Request(
+        f"{url}/v1/agent/report",
+        data=body.encode(),
+        headers={"authorization": f"Bearer {secret}", "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        answer: dict[str, object] = json.loads(resp.read() or b"{}")
+        return answer
+
+
+def test_watch_and_agent_reports_go_through_a_replica_that_is_not_the_leader(
+    split: Cluster, ecs: EcsCloud
+) -> None:
+    api = split.start("api")
+    split.start("scheduler")
+    leader = split.leader()
+    with grpc.insecure_channel(api.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_spec("via-replica")), metadata=md()).job
+        seen: list[job_pb2.JobEvent] = []
+        stream = stub.WatchJob(pb.WatchJobRequest(id=job.id), metadata=md(), timeout=60)
+        watcher = threading.Thread(target=lambda: seen.extend(r.event for r in stream), daemon=True)
+        watcher.start()
+        wait_until("the leader launched an instance", lambda: launched(split.dsn, job.id))
+        attempt = attempts(split.dsn, job.id)[-1]
+        assert attempt.backend_id is not None
+        secret = agent_secret_of(base64.b64decode(ecs.user_data[attempt.backend_id]).decode())
+        # The watcher sees the leader's writes (placed, attempt) through the replica.
+        wait_until("the replica's watcher saw the attempt", lambda: any(e.kind == "attempt" for e in seen))
+        agent = agent_service_pb2_grpc.AgentServiceStub(channel)
+        beat = agent.Heartbeat(
+            agent_service_pb2.HeartbeatRequest(attempt_id=attempt.id, token=secret, running=True)
+        )
+        assert not beat.stop
+        assert wait_state(stub, job.id, {job_pb2.JOB_STATE_RUNNING}).state == job_pb2.JOB_STATE_RUNNING
+        post_exit(agent_url(api), attempt.id, secret)
+        done = wait_state(stub, job.id, TERMINAL)
+        watcher.join(timeout=30)
+    assert done.state == job_pb2.JOB_STATE_SUCCEEDED and done.log_tail == "done\n"
+    kinds = [e.kind for e in seen]
+    assert kinds[0] == "submitted" and "running" in kinds and kinds[-1] == "finished", kinds
+    assert not watcher.is_alive(), "the watch stream did not end with the job"
+    # The leader acts on the report that came through the replica: the instance is removed.
+    wait_until("the leader terminated the finished instance", lambda: not ecs.instances)
+    assert leader.leading()

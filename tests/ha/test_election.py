@@ -1,0 +1,94 @@
+"""Issue 13, roles and election: `szb serve --role api|scheduler` on PostgreSQL; exactly one
+scheduler is active (advisory lock + lease), a standby takes over when the leader dies."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import psycopg
+
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import JOB_PYTHON, ROOT
+from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
+from tests.ha.conftest import LEASE_S, Cluster
+
+TAKEOVER_BOUND_S = 30.0
+"""Far above the 5 s target (measured in bench/ha.py): a loaded test machine must not flake."""
+
+
+def lease_row(dsn: str) -> tuple[str, int, int]:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT holder, backend_pid, epoch FROM ha_leadership").fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+def run_job(address: str, name: str) -> job_pb2.Job:
+    with grpc.insecure_channel(address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = submit(stub, spec(name, [JOB_PYTHON, "-c", f"print('{name}')"])).job
+        return wait_for(stub, job.id, TERMINAL, timeout=60)
+
+
+def test_two_schedulers_elect_exactly_one_and_it_runs_the_jobs_the_api_accepts(cluster: Cluster) -> None:
+    api = cluster.start("api")
+    first, second = cluster.start("scheduler"), cluster.start("scheduler")
+    leader = cluster.leader()
+    standby = second if leader is first else first
+    time.sleep(LEASE_S * 2)  # several renewals: still the same single leader
+    assert cluster.leader() is leader and not standby.leading()
+    holder, _, epoch = lease_row(cluster.dsn)
+    assert f":{leader.pid}:" in holder and epoch == leader.epochs()[-1]
+    done = run_job(api.address, "elected")
+    assert done.state == job_pb2.JOB_STATE_SUCCEEDED and "elected" in done.log_tail
+    assert not standby.epochs(), "the standby was never elected"
+
+
+def test_a_standby_takes_over_after_the_leader_is_killed(cluster: Cluster) -> None:
+    api = cluster.start("api")
+    cluster.start("scheduler")
+    cluster.start("scheduler")
+    old = cluster.leader()
+    old_epoch = old.epochs()[-1]
+    old.kill()
+    killed = time.monotonic()
+    new = cluster.leader(timeout=TAKEOVER_BOUND_S)
+    took = time.monotonic() - killed
+    print(f"takeover after SIGKILL: {took:.2f}s")
+    assert new is not old and new.epochs()[-1] > old_epoch
+    assert took < TAKEOVER_BOUND_S
+    done = run_job(api.address, "after-takeover")
+    assert done.state == job_pb2.JOB_STATE_SUCCEEDED
+
+
+def serve(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli", "serve", "--config", str(config), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_split_roles_refuse_to_start_without_postgresql(tmp_path: Path) -> None:
+    config = tmp_path / "broker.yaml"
+    config.write_text("listen: 127.0.0.1:0\ndata_dir: data\n")
+    for role in ("api", "scheduler"):
+        result = serve(config, "--role", role)
+        assert result.returncode == 1
+        assert f"role '{role}' needs a PostgreSQL store" in result.stderr
+        assert not (tmp_path / "data" / "broker.db").exists()
+
+
+def test_a_bad_role_in_broker_yaml_is_reported_with_its_position(tmp_path: Path) -> None:
+    config = tmp_path / "broker.yaml"
+    config.write_text("listen: 127.0.0.1:0\ndata_dir: data\nrole: leader\n")
+    result = serve(config)
+    assert result.returncode == 1
+    assert f"{config}:3:1: role:" in result.stderr and "'scheduler'" in result.stderr
