@@ -22,7 +22,9 @@ from tests.doubles.ecs_endpoint import EcsCloud, Reply
 from tests.ha.conftest import LEASE_S, RENEW_S, Cluster
 
 A10 = "ecs.gn7i-c8g1.2xlarge"
-HEADER = "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
+HEADER = (
+    "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
+)
 POLICY = """\
 version: 1
 currency: CNY

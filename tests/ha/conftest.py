@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.brokerproc import BrokerProcess
-from tests.e2e.conftest import write_broker_config
 from tests.clouds.conftest import ecs_server
+from tests.e2e.conftest import write_broker_config
 from tests.store.conftest import pg_dsn, pg_server
 
 __all__ = ["ecs_server", "pg_dsn", "pg_server"]
@@ -52,6 +52,9 @@ class Node(BrokerProcess):
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
 
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def text(self) -> str:
         return "".join(self.output)
 
@@ -79,17 +82,19 @@ class Cluster:
         """The one scheduler that says it leads (waits for an election)."""
         deadline = time.monotonic() + timeout
         while True:
-            alive = [n for n in (among or self.nodes) if n.role == "scheduler" and n.proc and n.proc.poll() is None]
+            alive = [n for n in (among or self.nodes) if n.role == "scheduler" and n.running()]
             leading = [n for n in alive if n.leading()]
             if len(leading) == 1:
                 return leading[0]
             assert len(leading) <= 1, "two schedulers say they lead"
-            assert time.monotonic() < deadline, "no scheduler was elected:\n" + "\n".join(n.text() for n in alive)
+            logs = "\n".join(n.text() for n in alive)
+            assert time.monotonic() < deadline, f"no scheduler was elected:\n{logs}"
             time.sleep(0.05)
 
     def stop(self) -> None:
         for node in self.nodes:
-            node.resume() if node.proc and node.proc.poll() is None else None
+            if node.running():
+                node.resume()
             node.stop()
 
 
