@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,8 @@ from Tea.exceptions import TeaException, UnretryableException
 
 from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
 from adapters._codes import ECS_CODES, ECS_PREFIXES, ECS_USER_DATA_LIMIT, classify
+from adapters._ecs_gang import EcsGangs
+from adapters._gang import client_token, gang_tags, is_gang, parse_gang_id
 from adapters._tags import (
     DEFAULT_BROKER_ID,
     TAG_ATTEMPT,
@@ -96,8 +98,8 @@ _RUNNING = {
 }
 
 
-class AlibabaAdapter:
-    """ECS instances, one per attempt, marked with the broker's tags."""
+class AlibabaAdapter(EcsGangs):
+    """ECS instances, one per attempt (N in a deployment set for a gang), marked with tags."""
 
     def __init__(
         self,
@@ -174,11 +176,11 @@ class AlibabaAdapter:
         return None
 
     def submit(self, request: LaunchRequest) -> str:
-        existing = None if request.first_call else self.find_by_token(request.token)
+        existing = None if request.first_call else self._launched(request)
         if existing is not None:
             return existing
         offer = request.offer
-        tags = ownership_tags(self.broker_id, request)
+        tags = {**ownership_tags(self.broker_id, request), **gang_tags(request)}
         user_data = render_user_data(request, **self.boot)
         size = len(user_data.encode())
         if size > ECS_USER_DATA_LIMIT:
@@ -197,7 +199,8 @@ class AlibabaAdapter:
             v_switch_id=(vswitches.get(zone) if zone else None)
             or config_opt_str(self.site, self._config, "vswitch_id"),
             instance_name=f"szb-{request.attempt_id}"[:128],
-            client_token=request.token[:64],
+            client_token=client_token(request),
+            deployment_set_id=request.group or None,
             amount=1,
             instance_charge_type="PostPaid",
             spot_strategy="SpotAsPriceGo" if offer.spot else "NoSpot",
@@ -241,6 +244,9 @@ class AlibabaAdapter:
         return result_from_console(text, attempt)
 
     def cancel(self, backend_id: str, token: str) -> None:
+        gang = parse_gang_id(backend_id)
+        if gang is not None:
+            return self.cancel_gang(gang, token)
         try:
             with map_ecs_errors(self.site):
                 self._client.delete_instances(
@@ -264,6 +270,15 @@ class AlibabaAdapter:
         return owned
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _errors(self) -> AbstractContextManager[None]:
+        return map_ecs_errors(self.site)
+
+    def _launched(self, request: LaunchRequest) -> str | None:
+        """What an earlier call under this launch's token (and rank) already started."""
+        if is_gang(request):
+            return self.find_node(request.token, request.node_rank)
+        return self.find_by_token(request.token)
 
     def find_by_token(self, token: str) -> str | None:
         """The instance already started for this token, if any (ClientToken is the first guard)."""

@@ -14,7 +14,7 @@ Config keys: ``region`` (required), ``partition`` (optional; checked against the
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +32,10 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 
+from adapters._aws_gang import Ec2Gangs
 from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
 from adapters._codes import EC2_CODES, EC2_PREFIXES, EC2_USER_DATA_LIMIT, classify
+from adapters._gang import client_token, gang_tags, is_gang, parse_gang_id
 from adapters._tags import (
     DEFAULT_BROKER_ID,
     TAG_ATTEMPT,
@@ -119,8 +121,8 @@ _STOPPED_STATES = ("stopping", "stopped")
 _SPOT_REASONS = {"Server.SpotInstanceTermination", "Server.SpotInstanceShutdown"}
 
 
-class AwsAdapter:
-    """EC2 instances, one per attempt, tagged with the broker's marks."""
+class AwsAdapter(Ec2Gangs):
+    """EC2 instances, one per attempt (N in a cluster placement group for a gang), tagged."""
 
     def __init__(
         self,
@@ -212,11 +214,12 @@ class AwsAdapter:
     def submit(self, request: LaunchRequest) -> str:
         # EC2 dedupes on ClientToken, but only a look-up finds what a retried call already made
         # under another client (and moto ignores ClientToken); a first call cannot have any.
-        existing = None if request.first_call else self.find_by_token(request.token)
+        existing = None if request.first_call else self._launched(request)
         if existing is not None:
             return existing
         offer = request.offer
-        tags = [{"Key": k, "Value": v} for k, v in ownership_tags(self.broker_id, request).items()]
+        marks = {**ownership_tags(self.broker_id, request), **gang_tags(request)}
+        tags = [{"Key": k, "Value": v} for k, v in marks.items()]
         tags.append({"Key": "Name", "Value": f"szb-{request.attempt_id}"})
         user_data = render_user_data(request, **self.boot)
         size = len(user_data.encode())
@@ -230,7 +233,7 @@ class AwsAdapter:
             "InstanceType": offer.instance_type,
             "MinCount": 1,
             "MaxCount": 1,
-            "ClientToken": request.token[:64],
+            "ClientToken": client_token(request),
             "UserData": user_data,
             # Powered off, an on-demand instance stays (stopped) until the broker has read the
             # result from its console and deletes it; one-time spot instances cannot stop.
@@ -240,8 +243,11 @@ class AwsAdapter:
                 {"ResourceType": "volume", "Tags": tags},
             ],
         }
-        if offer.zone:
-            kwargs["Placement"] = {"AvailabilityZone": offer.zone}
+        placement = {"AvailabilityZone": offer.zone} if offer.zone else {}
+        if request.group:
+            placement["GroupName"] = request.group
+        if placement:
+            kwargs["Placement"] = placement
         if offer.spot:
             kwargs["InstanceMarketOptions"] = {
                 "MarketType": "spot",
@@ -290,6 +296,9 @@ class AwsAdapter:
         return result_from_console(str(reply.get("Output") or ""), attempt)
 
     def cancel(self, backend_id: str, token: str) -> None:
+        gang = parse_gang_id(backend_id)
+        if gang is not None:
+            return self.cancel_gang(gang, token)
         try:
             with map_ec2_errors(self.site):
                 self._create.create_tags(
@@ -315,6 +324,15 @@ class AwsAdapter:
         return owned
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _errors(self) -> AbstractContextManager[None]:
+        return map_ec2_errors(self.site)
+
+    def _launched(self, request: LaunchRequest) -> str | None:
+        """What an earlier call under this launch's token (and rank) already started."""
+        if is_gang(request):
+            return self.find_node(request.token, request.node_rank)
+        return self.find_by_token(request.token)
 
     def find_by_token(self, token: str) -> str | None:
         """The instance already started for this token (any state), if any."""

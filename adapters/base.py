@@ -144,6 +144,28 @@ class LogSource(Protocol):
         ...
 
 
+@runtime_checkable
+class GangLauncher(Protocol):
+    """Optional: a cloud that starts a gang's N nodes together in one placement group.
+
+    `submit` with `request.group` set starts node `request.node_rank` in that group, idempotent
+    per (token, rank); `cancel` of a gang backend id (`adapters._gang.GangId`) terminates every
+    node and then deletes the group.
+    """
+
+    def create_group(self, request: LaunchRequest) -> str:
+        """The attempt's placement group (EC2) or deployment set (ECS); idempotent per token."""
+        ...
+
+    def find_node(self, token: str, rank: int) -> str | None:
+        """The instance already started for this token and rank (any state), if any."""
+        ...
+
+    def node_address(self, backend_id: str) -> str:
+        """A node's private address (the master address of a gang's rank 0); "" when unknown."""
+        ...
+
+
 def read_file_chunk(path: Path, offset: int, limit: int) -> bytes | None:
     """Bytes [offset, offset + limit) of a file; None when the file does not exist."""
     try:

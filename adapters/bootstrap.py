@@ -33,6 +33,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
+from adapters._gang import GANG_PORT
 from broker.model import AttemptState, AttemptStatus, LaunchRequest
 
 __all__ = [
@@ -84,6 +85,7 @@ if kind == "keep":  # the result, kept before anyone is told: a file, then the c
     sys.exit(0)
 body = json.dumps({"job_id": env["SZB_JOB_ID"], "attempt_id": env["SZB_ATTEMPT_ID"],
                    "token": env["SZB_TOKEN"], "kind": kind,
+                   "rank": int(env["SZB_NODE_RANK"]) if env.get("SZB_NODE_RANK") else None,
                    "exit_code": int(rc) if rc else None, "log_tail": tail, "time": time.time()})
 with open(os.path.join(work, "reports.jsonl"), "a") as f:
     f.write(body + "\n")
@@ -187,7 +189,7 @@ SZB_LOG="$SZB_WORKDIR/job.log"
 export SZB_JOB_ID SZB_ATTEMPT_ID SZB_TOKEN SZB_AGENT_ENDPOINT SZB_AGENT_TOKEN SZB_REPORT_PATH
 export SZB_HEARTBEAT_S SZB_REPORT_GIVE_UP_S SZB_REPORT_BACKOFF_MAX_S SZB_LOG_TAIL_BYTES
 export SZB_CONSOLE_TAIL_BYTES SZB_WORKDIR SZB_LOG
-mkdir -p "$SZB_WORKDIR"
+{gang_block}mkdir -p "$SZB_WORKDIR"
 SZB_AGENT_CA=""
 {ca_block}export SZB_AGENT_CA
 SZB_REPORT_PY={report_py_q}
@@ -202,7 +204,7 @@ szb_report() {{
     echo "$2" > "$SZB_WORKDIR/exit_code.tmp" && mv "$SZB_WORKDIR/exit_code.tmp" "$SZB_WORKDIR/exit_code"
     echo "{report_mark} $SZB_ATTEMPT_ID $(printf '{{"exit_code":%s}}' "$2" | base64 | tr -d '\\n')"
   else
-    _line="{{\\"job_id\\":\\"$SZB_JOB_ID\\",\\"attempt_id\\":\\"$SZB_ATTEMPT_ID\\",\\"kind\\":\\"$1\\",\\"exit_code\\":${{2:-null}}}}"
+    _line="{{\\"job_id\\":\\"$SZB_JOB_ID\\",\\"attempt_id\\":\\"$SZB_ATTEMPT_ID\\",\\"kind\\":\\"$1\\",\\"rank\\":${{SZB_NODE_RANK:-null}},\\"exit_code\\":${{2:-null}}}}"
     echo "$_line" >> "$SZB_WORKDIR/reports.jsonl"
     if [ -n "$SZB_AGENT_ENDPOINT" ] && command -v curl >/dev/null 2>&1; then
       case "$SZB_AGENT_ENDPOINT" in
@@ -222,7 +224,7 @@ szb_report() {{
 
 szb_run_job() {{
 {env_lines}
-{run_line}
+{gang_env}{run_line}
 }}
 
 szb_report started
@@ -253,8 +255,9 @@ def render_user_data(
     spec = request.spec
     env_lines = "\n".join(f"  {k}={shlex.quote(v)}; export {k}" for k, v in sorted(spec.env.items()))
     command = " ".join(shlex.quote(arg) for arg in spec.command)
+    gang_vars = _GANG_VARS if spec.resources.nodes > 1 else ()
     if spec.image:
-        env_flags = "".join(f" -e {k}" for k in sorted(spec.env))
+        env_flags = "".join(f" -e {k}" for k in sorted({*spec.env, *gang_vars}))
         gpus = " --gpus all" if spec.accelerator_count else ""
         name = shlex.quote(f"szb-{_safe(str(request.attempt_id))}")
         run_line = f"  docker run --rm --name {name}{gpus}{env_flags} {shlex.quote(spec.image)} {command}"
@@ -280,6 +283,34 @@ def render_user_data(
         ca_block=_ca_block(request.agent_ca_pem),
         env_lines=env_lines or "  :",
         run_line=run_line,
+        gang_block=_gang_block(request),
+        gang_env=_GANG_ENV if gang_vars else "",
+    )
+
+
+_GANG_VARS = ("SZB_NODE_RANK", "SZB_NNODES", "SZB_MASTER_ADDR", "NODE_RANK", "RANK", "LOCAL_RANK",
+              "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# Set after the job's own env: the launcher's variables are the broker's, except a MASTER_PORT
+# the job chose.
+_GANG_ENV = (
+    "  NODE_RANK=$SZB_NODE_RANK RANK=$SZB_NODE_RANK LOCAL_RANK=0 WORLD_SIZE=$SZB_NNODES\n"
+    "  MASTER_ADDR=$SZB_MASTER_ADDR MASTER_PORT=${MASTER_PORT:-" + str(GANG_PORT) + "}\n"
+    "  export NODE_RANK RANK LOCAL_RANK WORLD_SIZE MASTER_ADDR MASTER_PORT\n"
+)
+
+
+def _gang_block(request: LaunchRequest) -> str:
+    """A gang node's rank, size and master address (rank 0 is the master: its own address)."""
+    nodes = request.spec.resources.nodes
+    if nodes <= 1:
+        return ""
+    master = shlex.quote(request.master_addr) if request.master_addr else (
+        "\"$(hostname -I 2>/dev/null | cut -d' ' -f1)\"\n"
+        'SZB_MASTER_ADDR="${SZB_MASTER_ADDR:-$(hostname)}"'
+    )
+    return (
+        f"SZB_NODE_RANK={int(request.node_rank)}\nSZB_NNODES={nodes}\nSZB_MASTER_ADDR={master}\n"
+        "export SZB_NODE_RANK SZB_NNODES SZB_MASTER_ADDR\n"
     )
 
 

@@ -1,6 +1,7 @@
 """The agent endpoint over HTTP(S)+JSON, for bootstraps on instances without gRPC.
 
-POST /v1/agent/report with `{"attempt_id", "kind", "exit_code", "log_tail"}` and
+POST /v1/agent/report with `{"attempt_id", "kind", "exit_code", "log_tail"}` (plus `rank` from a
+gang's node) and
 `authorization: Bearer <attempt secret>`. It calls the same service function as AgentService.
 
 The port faces the internet (cloud instances report to it), so the server is bounded: a
@@ -236,11 +237,12 @@ class AgentHttpServer:
             return self._log_chunk(http, data, token)
         try:
             attempt_id, kind, exit_code, log_tail = parse_report(data)
+            rank = parse_rank(data)
         except BadReportError as exc:
             return reply(http, 400, {"error": f"bad report: {exc}"})
 
         async def report() -> bool:
-            return self.services.agent_report(attempt_id, token, kind, exit_code, log_tail)
+            return self.services.agent_report(attempt_id, token, kind, exit_code, log_tail, rank)
 
         try:
             stop = asyncio.run_coroutine_threadsafe(report(), self.loop).result(timeout=self.timeout_s)
@@ -302,6 +304,14 @@ def parse_report(data: bytes) -> tuple[str, str, int | None, str]:
     if not isinstance(log_tail, str):
         raise BadReportError("log_tail: must be a string")
     return attempt_id, str(kind), exit_code, log_tail
+
+
+def parse_rank(data: bytes) -> int | None:
+    """A gang node's `rank` in a report body (None for a one-node job); BadReportError if bad."""
+    rank = json.loads(data).get("rank")
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < 4096):
+        raise BadReportError("rank: must be an integer from 0 to 4095 or null")
+    return rank
 
 
 def reply(http: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:

@@ -434,6 +434,12 @@ class LaunchRequest(_Frozen):
     first_call: bool = False
     """True only for the very first call with this token: nothing can exist under it yet, so
     adapters may skip looking for an earlier launch (retries and recovery leave it False)."""
+    node_rank: int = Field(default=0, ge=0)
+    """A gang's node (0 … nodes-1) this launch starts; 0 for a one-node job."""
+    group: str = ""
+    """The placement group (EC2) or deployment set (ECS) a gang's node joins; empty otherwise."""
+    master_addr: str = ""
+    """Address of a gang's rank 0, for the other ranks (rank 0 finds its own at boot)."""
 
 
 class AttemptStatus(_Frozen):

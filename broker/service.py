@@ -13,6 +13,7 @@ from broker.agent_secret import agent_secret_matches
 from broker.auth import Principal
 from broker.clock import Clock
 from broker.dispatch.dispatcher import Dispatcher
+from broker.dispatch.gang import rank_exit
 from broker.joblogs import JobLogs, LogPiece
 from broker.jobview import JobDetails
 from broker.model import (
@@ -338,7 +339,13 @@ class BrokerServices:
         return attempt
 
     def agent_report(
-        self, attempt_id: str, secret: str, kind: str, exit_code: int | None, log_tail: str
+        self,
+        attempt_id: str,
+        secret: str,
+        kind: str,
+        exit_code: int | None,
+        log_tail: str,
+        rank: int | None = None,
     ) -> bool:
         """A report from the agent of one attempt; returns True when the job should stop.
 
@@ -355,7 +362,13 @@ class BrokerServices:
             problems.append(FieldViolation("exit_code", "must be a 32-bit signed integer"))
         if problems:
             raise AgentReportError(problems)
-        if kind == "exit":
+        if kind == "exit" and rank is not None and self.store.get(attempt.job_id).spec.resources.nodes > 1:
+            # One node of a gang ended: the gang ends when all did, or at once when one failed.
+            code = exit_code if exit_code is not None else 1
+            self.dispatcher.heartbeat(attempt)
+            gang = rank_exit(self.store, attempt, rank, code, log_tail, self.dispatcher.clock.now())
+            self.dispatcher.apply_status(attempt, gang)
+        elif kind == "exit":
             code = exit_code if exit_code is not None else 1
             state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
             self.dispatcher.apply_status(

@@ -11,6 +11,7 @@ from typing import Any
 from adapters.base import Adapter, AdapterError, NotFoundError
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
+from broker.dispatch.gang import gang_status, is_gang_attempt
 from broker.model import BROKER_SIDE, Attempt, AttemptState, AttemptStatus, Job, JobId, JobState, SiteId
 from broker.store import JobMove, JobStore
 
@@ -52,7 +53,10 @@ class AttemptTracking:
         if adapter is None or attempt.backend_id is None:
             return
         try:
-            status = await asyncio.to_thread(adapter.status, attempt.backend_id)
+            if is_gang_attempt(attempt):
+                status = await asyncio.to_thread(gang_status, adapter, attempt, self.store)
+            else:
+                status = await asyncio.to_thread(adapter.status, attempt.backend_id)
         except NotFoundError:
             status = AttemptStatus(state=AttemptState.LOST, message="the backend no longer knows it")
         except AdapterError as exc:

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from adapters.base import Adapter, AdapterError, TransientError
@@ -24,6 +25,7 @@ from broker.decision import Action, Decision
 from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.contract import OFFER_FAULTS, DecisionMaker, DispatchStats
 from broker.dispatch.failover import NextStep, retry_transient
+from broker.dispatch.gang import gang_launcher, launch_gang
 from broker.dispatch.preempt import preempt
 from broker.dispatch.reconcile import reconcile
 from broker.metrics import BrokerMetrics
@@ -520,10 +522,13 @@ class Dispatcher(AttemptTracking):
                     first = calls == 1 and decision is not None
                     return adapter.submit(request.model_copy(update={"first_call": first}))
 
-                backend_id = await asyncio.wait_for(
-                    asyncio.to_thread(retry_transient, submit, policy=plan.retry),
-                    timeout=plan.attempt_timeout_s,
+                gang = gang_launcher(adapter) if job.spec.resources.nodes > 1 else None
+                launch = (
+                    partial(launch_gang, gang, request, plan.retry, fresh=decision is not None)
+                    if gang is not None
+                    else partial(retry_transient, submit, policy=plan.retry)
                 )
+                backend_id = await asyncio.wait_for(asyncio.to_thread(launch), timeout=plan.attempt_timeout_s)
             except TimeoutError as exc:
                 raise TransientError(
                     attempt.site, "AttemptTimeout", f"no answer within {plan.attempt_timeout_s:.0f}s"

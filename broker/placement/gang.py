@@ -1,9 +1,10 @@
 """Filter: a gang (`resources.nodes` > 1) runs all-or-nothing on one site.
 
-On-prem, the partition needs that many nodes. Clouds would need N instances in one placement
-group (AWS cluster placement group, Alibaba deployment set) launched and rolled back
-together; the cloud adapters do not do that yet, so cloud offers are refused for gangs with
-that reason. Spot is off for gangs unless the policy's `gangs.spot` allows it.
+On-prem, the partition needs that many nodes. At a cloud the gang is N instances in one
+placement group (AWS cluster placement group, Alibaba deployment set) launched and rolled back
+together (`broker.dispatch.gang`): the `aws` and `alibaba` adapters do that; other clouds'
+offers are refused for gangs with that reason. Spot is off for gangs unless the policy's
+`gangs.spot` allows it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from broker.placement._filter import OfferRejections
 from broker.placement.types import Reason
 
 GANG = "job.nodes"
+GANG_ADAPTERS = frozenset({"aws", "alibaba"})
+"""Cloud adapters that launch a gang's instances together in one placement group."""
 
 
 def filter_gang(g: Group, offers: list[Offer], env: Env) -> tuple[list[Offer], OfferRejections]:
@@ -22,18 +25,18 @@ def filter_gang(g: Group, offers: list[Offer], env: Env) -> tuple[list[Offer], O
     if n <= 1:
         return offers, []
     site = g.site
-    if site is None or not site.partitions:
+    if site is None or (not site.partitions and site.adapter not in GANG_ADAPTERS):
         why = (
-            f"a {n}-node gang needs {n} instances in one placement group; gangs on clouds are not "
-            "supported yet"
+            f"a {n}-node gang needs {n} instances in one placement group; the "
+            f"{site.adapter if site else 'unknown'} adapter cannot launch gangs"
         )
         return [], [(o, (Reason(GANG, why),)) for o in offers]
-    nodes = {p.name: p.nodes for p in site.partitions}
+    nodes = {p.name: p.nodes for p in site.partitions} if site.partitions else None
     kept: list[Offer] = []
     rejected: OfferRejections = []
     spot_ok = env.policy.document.gangs.spot
     for o in offers:
-        have = nodes.get(o.instance_type, 1)
+        have = n if nodes is None else nodes.get(o.instance_type, 1)
         if have < n:
             rejected.append(
                 (o, (Reason(GANG, f"partition {o.instance_type} has {have} node(s), the gang needs {n}"),))

@@ -4,8 +4,9 @@
 as tea-openapi 0.4 sends by default, or the legacy HMAC-SHA1 RPC signature) and passes it to a
 handler: a function from `EcsRequest` to `(status, body)`, as an httpx MockTransport handler.
 `EcsCloud` is the stateful handler that answers RunInstances, DescribeInstances,
-DeleteInstances, DescribeAvailableResource, DescribePrice and GetInstanceConsoleOutput with the
-documented bodies; `EcsCloud.faults` scripts errors per test. Swap the handler per test:
+DeleteInstances, DescribeAvailableResource, DescribePrice, GetInstanceConsoleOutput and the
+deployment-set calls (`tests.doubles.ecs_sets`) with the documented bodies; `EcsCloud.faults`
+scripts errors per test. Swap the handler per test:
 ``endpoint.handler = cloud``.
 
     endpoint = EcsEndpoint.start(credentials={"ak-test": "sk-test"})
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.doubles.ecs_sets import DeploymentSets
 
 Body = dict[str, Any]
 Reply = tuple[int, Body]
@@ -200,11 +203,18 @@ class EcsFault:
     message: str = "scripted fault"
     instance_type: str | None = None
     times: int | None = None
+    after: int = 0
+    """Let this many matching calls through first (the 2nd launch of a gang fails: after=1)."""
 
     def matches(self, req: EcsRequest) -> bool:
         if self.action != req.action or self.times == 0:
             return False
-        return self.instance_type is None or req.params.get("InstanceType") == self.instance_type
+        if self.instance_type is not None and req.params.get("InstanceType") != self.instance_type:
+            return False
+        if self.after > 0:
+            self.after -= 1
+            return False
+        return True
 
 
 def _indexed(params: Mapping[str, str], prefix: str) -> list[str]:
@@ -226,7 +236,7 @@ def _tags(params: Mapping[str, str]) -> dict[str, str]:
 
 
 @dataclass
-class EcsCloud:
+class EcsCloud(DeploymentSets):
     """Documented ECS behaviour for one region, with scripted stock, prices and faults."""
 
     images: set[str] = field(default_factory=lambda: {"m-szb-base"})
@@ -244,6 +254,8 @@ class EcsCloud:
     console: dict[str, str] = field(default_factory=dict)
     """Instance id -> what it printed to its serial console."""
     tokens: dict[str, list[str]] = field(default_factory=dict)
+    deployment_sets: dict[str, Body] = field(default_factory=dict)
+    set_tokens: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, req: EcsRequest) -> Reply:
         for fault in self.faults:
@@ -258,6 +270,8 @@ class EcsCloud:
             "DescribeAvailableResource": self.describe_available_resource,
             "DescribePrice": self.describe_price,
             "GetInstanceConsoleOutput": self.get_instance_console_output,
+            "CreateDeploymentSet": self.create_deployment_set,
+            "DeleteDeploymentSet": self.delete_deployment_set,
         }.get(req.action)
         if handler is None:
             return error(
@@ -303,6 +317,9 @@ class EcsCloud:
                 "The requested resource is sold out in the specified zone; try other types of "
                 "resources or other regions and zones.",
             )
+        bad_set = self.check_deployment_set(p)
+        if bad_set is not None:
+            return bad_set
         ids = ["i-" + uuid.uuid4().hex[:20] for _ in range(int(p.get("Amount", "1")))]
         for iid in ids:
             self.instances[iid] = {
@@ -318,6 +335,9 @@ class EcsCloud:
                 "CreationTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%MZ"),
                 "Tags": {"Tag": [{"TagKey": k, "TagValue": v} for k, v in _tags(p).items()]},
                 "OperationLocks": {"LockReason": []},
+                "DeploymentSetId": p.get("DeploymentSetId", ""),
+                "VpcAttributes": {"PrivateIpAddress": {"IpAddress": [f"192.168.{len(self.instances) // 250}."
+                                                                     f"{len(self.instances) % 250 + 2}"]}},
             }
             self.user_data[iid] = p.get("UserData", "")
         if token:

@@ -1,6 +1,7 @@
 """moto (server mode) on loopback behind a thin fault-injecting WSGI front.
 
-`MotoFront.start()` serves moto's EC2 (and every other moto backend) on 127.0.0.1:<free port>.
+`MotoFront.start()` serves moto's EC2 (and every other moto backend) on 127.0.0.1:<free port>,
+plus EC2 placement groups, which moto lacks (`tests.doubles.ec2_groups`).
 Faults are chosen per test through `front.scenario` (a `Scenario` of `AwsFault`s) and answer
 with the wire shape real EC2 sends (XML ``<Response><Errors><Error>``; capacity errors as HTTP
 500, throttling as 503, auth failures as 401). `front.reset()` wipes moto's state and the
@@ -30,6 +31,8 @@ from typing import Any
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from tests.doubles.ec2_groups import PlacementGroups
+
 StartResponse = Callable[..., Any]
 
 _STATUS = {
@@ -53,6 +56,8 @@ class AwsFault:
     instance_type: str | None = None
     times: int | None = None
     zone: str | None = None
+    after: int = 0
+    """Let this many matching calls through first (the 2nd launch of a gang fails: after=1)."""
 
     def matches(self, action: str, region: str, params: dict[str, str]) -> bool:
         if self.times == 0 or action != self.action:
@@ -61,11 +66,17 @@ class AwsFault:
             return False
         if self.zone is not None and params.get("Placement.AvailabilityZone") != self.zone:
             return False
-        return self.instance_type is None or params.get("InstanceType") == self.instance_type
+        if self.instance_type is not None and params.get("InstanceType") != self.instance_type:
+            return False
+        if self.after > 0:
+            self.after -= 1
+            return False
+        return True
 
 
 def capacity_fault(
-    instance_type: str, *, region: str | None = None, zone: str | None = None, times: int | None = None
+    instance_type: str, *, region: str | None = None, zone: str | None = None, times: int | None = None,
+    after: int = 0,
 ) -> AwsFault:
     return AwsFault(
         "RunInstances",
@@ -77,6 +88,7 @@ def capacity_fault(
         instance_type=instance_type,
         times=times,
         zone=zone,
+        after=after,
     )
 
 
@@ -171,6 +183,10 @@ class _FaultFront:
                     if fault.times is not None:
                         fault.times -= 1
                     return self._reply(start_response, fault.status, fault.code, fault.message or fault.code)
+        if action and self.front.placement.handles(action, params):
+            return self.front.placement.serve(
+                action, region, params, start_response, lambda sr: self.app(environ, sr), self._reply
+            )
         if action == "GetConsoleOutput" and params.get("InstanceId") in self.front.console:
             return self._console(start_response, params["InstanceId"])
         if not libcloud:
@@ -228,6 +244,8 @@ class MotoFront:
 
     def __init__(self) -> None:
         self.scenario = Scenario()
+        self.placement = PlacementGroups()
+        """Placement groups (moto has none) and the instances started in each."""
         self.console: dict[str, str] = {}
         """Instance id -> what it printed to its console (GetConsoleOutput answers with it)."""
         self.libcloud_region = "us-east-1"
@@ -257,6 +275,7 @@ class MotoFront:
         req = urllib.request.Request(f"{self.url}/moto-api/reset", data=b"", method="POST")
         urllib.request.urlopen(req, timeout=10).read()
         self.scenario = Scenario()
+        self.placement = PlacementGroups()
         self.console = {}
 
     def stop(self) -> None:

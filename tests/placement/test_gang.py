@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from broker.burst import demand, estimate_cost
 from broker.model import AcceleratorRequest, JobSpec, Offer, Resources, SpotMode, TenantId
 from broker.placement import PlacementContext, place
-from broker.policy import Policy
+from broker.policy import Policy, load_policy_text
+from tests.placement.conftest import CONFIGS
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -27,16 +28,28 @@ def spec(nodes: int, *, spot: SpotMode = SpotMode.ALLOWED) -> JobSpec:
 def test_gang_runs_only_where_one_site_has_all_its_nodes(policy: Policy, offers: list[Offer]) -> None:
     expl = place(spec(2), TenantId("pku-nlp"), offers, policy, PlacementContext(now=NOW))
     allowed = {s.offer.site for s in expl.allowed}
-    assert allowed == {"shangzhuang-onprem"}  # a800 has 16 nodes; clouds cannot place gangs yet
+    assert allowed == {"shangzhuang-onprem"}  # a800 has 16 nodes; no cloud sells A800
     anywhere = spec(2).model_copy(
         update={
             "resources": Resources(accelerators=AcceleratorRequest(count=1), cpus=4, memory_gb=16, nodes=2)
         }
     )
     any_gpu = place(anywhere, TenantId("pku-nlp"), offers, policy, PlacementContext(now=NOW))
-    assert {s.offer.site for s in any_gpu.allowed} == {"shangzhuang-onprem"}
-    cloud = [s for s in any_gpu.offers if s.offer.site != "shangzhuang-onprem"]
-    assert any(r.rule == "job.nodes" and "placement group" in r.message for s in cloud for r in s.reasons)
+    sites = {s.offer.site for s in any_gpu.allowed}
+    # AWS and Alibaba launch a gang's instances in one placement group / deployment set.
+    assert {"shangzhuang-onprem", "aws-us-east-1", "aliyun-cn-beijing"} <= sites
+    assert not any(s.offer.spot for s in any_gpu.allowed)  # gangs stay off spot
+    # A cloud adapter that cannot launch gangs is refused with the reason.
+    text = (CONFIGS / "policy.yaml").read_text().replace("adapter: aws", "adapter: libcloud")
+    no_gangs = load_policy_text(text, str(CONFIGS / "policy.yaml"))
+    refused = place(anywhere, TenantId("pku-nlp"), offers, no_gangs, PlacementContext(now=NOW))
+    assert not any(s.offer.site.startswith("aws") for s in refused.allowed)
+    aws = [s for s in refused.offers if s.offer.site.startswith("aws")]
+    assert any(
+        r.rule == "job.nodes" and "libcloud adapter cannot launch gangs" in r.message
+        for s in aws
+        for r in s.reasons
+    )
     too_big = place(spec(17), TenantId("pku-nlp"), offers, policy, PlacementContext(now=NOW))
     assert not too_big.allowed
     reasons = {r.message for s in too_big.offers for r in s.reasons if r.rule == "job.nodes"}

@@ -1,0 +1,79 @@
+"""Gang jobs on ECS: N instances in one deployment set (mixed into `AlibabaAdapter`).
+
+The set is created with the `LowLatency` strategy (ECS's network low-latency placement, the
+counterpart of an EC2 cluster placement group) and the attempt's token as its ClientToken, so
+creating it again returns the same set. Each node's RunInstances carries `DeploymentSetId`,
+its own ClientToken and a rank tag (`adapters._gang`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from alibabacloud_ecs20140526 import models as ecs
+from alibabacloud_ecs20140526.client import Client as EcsClient
+
+from adapters._gang import TAG_RANK, GangId, group_name
+from adapters._tags import TAG_BROKER, TAG_TOKEN
+from adapters.base import AdapterError
+from broker.model import LaunchRequest, SiteId
+
+log = logging.getLogger(__name__)
+
+
+class EcsGangs:
+    """create_group / find_node / node_address / cancel_gang for `AlibabaAdapter`."""
+
+    site: SiteId
+    region: str
+    broker_id: str
+    _client: EcsClient
+
+    if TYPE_CHECKING:  # the adapter's own, used here
+
+        def _errors(self) -> AbstractContextManager[None]: ...
+        def _describe(
+            self, *, instance_ids: list[str] | None = None, tags: Mapping[str, str] | None = None
+        ) -> list[dict[str, Any]]: ...
+        def cancel(self, backend_id: str, token: str) -> None: ...
+
+    def create_group(self, request: LaunchRequest) -> str:
+        req = ecs.CreateDeploymentSetRequest(
+            region_id=self.region,
+            deployment_set_name=group_name(request.token),
+            strategy="LowLatency",
+            client_token=f"ds-{request.token}"[:64],
+        )
+        with self._errors():
+            body = self._client.create_deployment_set(req).body.to_map()
+        group = str(body.get("DeploymentSetId") or "")
+        if not group:
+            raise AdapterError(self.site, "NoDeploymentSetReturned", f"CreateDeploymentSet returned {body}")
+        return group
+
+    def find_node(self, token: str, rank: int) -> str | None:
+        found = self._describe(tags={TAG_BROKER: self.broker_id, TAG_TOKEN: token, TAG_RANK: str(rank)})
+        return str(found[0]["InstanceId"]) if found else None
+
+    def node_address(self, backend_id: str) -> str:
+        found = self._describe(instance_ids=[backend_id])
+        if not found:
+            return ""
+        ips = found[0].get("VpcAttributes", {}).get("PrivateIpAddress", {}).get("IpAddress", [])
+        return str(ips[0]) if ips else ""
+
+    def cancel_gang(self, gang: GangId, token: str) -> None:
+        """Release every node, then delete the set (left to a later call while it holds any)."""
+        for node in gang.nodes:
+            self.cancel(node, token)
+        try:
+            with self._errors():
+                self._client.delete_deployment_set(
+                    ecs.DeleteDeploymentSetRequest(region_id=self.region, deployment_set_id=gang.group)
+                )
+        except AdapterError as exc:
+            if exc.code != "InvalidDeploymentSetId.NotFound":
+                log.warning("deployment set %s at %s not deleted yet: %s", gang.group, self.site, exc)

@@ -1,0 +1,60 @@
+"""What the cloud adapters share for gang jobs: node marks, per-rank tokens, gang backend ids.
+
+A gang attempt is one attempt (one token, one agent secret) like a Slurm gang; at a cloud it is
+N instances in one placement group (EC2) or deployment set (ECS). Its backend id names the
+group and the instances in rank order: ``gang:<group>:<rank 0 id>,<rank 1 id>,…``, so cancel
+and terminate reach every node and the group with the one id the store keeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from broker.model import LaunchRequest
+
+TAG_RANK = "szb:rank"
+"""A gang node's rank (0 … N-1); every node of a gang carries the attempt's token tag too."""
+GANG_PREFIX = "gang:"
+GANG_PORT = 29500
+"""MASTER_PORT of a gang unless the job's env sets one (PyTorch's default, as on Slurm)."""
+
+
+@dataclass(frozen=True)
+class GangId:
+    """The parts of a gang backend id: its group and its instances in rank order."""
+
+    group: str
+    nodes: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{GANG_PREFIX}{self.group}:{','.join(self.nodes)}"
+
+
+def parse_gang_id(backend_id: str) -> GangId | None:
+    """The gang a backend id names, or None for a one-node id."""
+    if not backend_id.startswith(GANG_PREFIX):
+        return None
+    group, _, nodes = backend_id[len(GANG_PREFIX) :].rpartition(":")
+    return GangId(group, tuple(n for n in nodes.split(",") if n))
+
+
+def is_gang(request: LaunchRequest) -> bool:
+    """The launch is one node of a gang (it joins a group)."""
+    return bool(request.group)
+
+
+def client_token(request: LaunchRequest) -> str:
+    """The cloud's idempotency token: the attempt's, per rank for a gang's nodes (≤ 64 chars)."""
+    if is_gang(request):
+        return f"{request.token[:56]}-r{request.node_rank}"
+    return request.token[:64]
+
+
+def group_name(token: str) -> str:
+    """The name of a gang's placement group / deployment set (idempotent per attempt token)."""
+    return f"szb-{token}"[:128]
+
+
+def gang_tags(request: LaunchRequest) -> dict[str, str]:
+    """The rank mark of a gang's node (none for a one-node job)."""
+    return {TAG_RANK: str(request.node_rank)} if is_gang(request) else {}
