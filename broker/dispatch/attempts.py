@@ -149,7 +149,9 @@ class AttemptTracking:
         if status.state == AttemptState.SUCCEEDED:
             return [JobMove(JobState.SUCCEEDED, "finished", "exit code 0", fields=fields)]
         if status.state == AttemptState.FAILED:
-            return [JobMove(JobState.FAILED, "finished", f"exit code {status.exit_code}", fields=fields)]
+            # A gang's status names the rank that failed ("rank 1 of 4: …"): keep it in the message.
+            rank = f" ({status.message.split(':')[0]})" if status.message.startswith("rank ") else ""
+            return [JobMove(JobState.FAILED, "finished", f"exit code {status.exit_code}{rank}", fields=fields)]
         if status.state == AttemptState.CANCELLED:
             return [JobMove(JobState.CANCELLED, "cancelled", "cancelled at the backend", fields=fields)]
         if status.state == AttemptState.PREEMPTED:

@@ -184,9 +184,14 @@ class _FaultFront:
                         fault.times -= 1
                     return self._reply(start_response, fault.status, fault.code, fault.message or fault.code)
         if action and self.front.placement.handles(action, params):
-            return self.front.placement.serve(
+            grouped = self.front.placement.serve(
                 action, region, params, start_response, lambda sr: self.app(environ, sr), self._reply
             )
+            if scenario.delay_after.get(action):
+                data = b"".join(grouped)
+                time.sleep(scenario.delay_after[action])
+                return [data]
+            return grouped
         if action == "GetConsoleOutput" and params.get("InstanceId") in self.front.console:
             return self._console(start_response, params["InstanceId"])
         if not libcloud:

@@ -1,0 +1,342 @@
+"""Gang jobs on two clouds through the real broker (issue 14): a 2-node gang in one EC2 cluster
+placement group (moto behind the fault front) and in one ECS deployment set (the ECS double),
+reached by the real SDKs. Each node's bootstrap is played over the agent HTTP endpoint with
+its rank and the attempt's secret from its UserData, as the real script reports.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+import shutil
+import socket
+import textwrap
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.auth import hash_token
+from broker.store import SqliteStore
+from tests.brokerproc import ROOT, BrokerProcess
+from tests.clouds.conftest import ECS_KEYS
+from tests.clouds.e2e_helpers import TERMINAL, TOKEN, agent_secret_of, events, md, wait_state
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint, EcsFault
+from tests.doubles.moto_front import MotoFront, capacity_fault
+
+AMI = "ami-12c6146b"
+A10 = "ecs.gn7i-c8g1.2xlarge"
+HEADER = (
+    "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
+)
+POLICY = """\
+version: 1
+currency: CNY
+fx: {USD: 7.2}
+objective: {price: 1.0, wait_hour_cost: 40}
+accelerators: accelerators.yaml
+regimes: regimes.yaml
+sites:
+  - {id: aws-east, adapter: aws, region: us-east-1, country: US, residency: global,
+     catalog: {file: aws-east.csv, region: us-east-1, currency: USD, spot: false}}
+  - {id: aws-west, adapter: aws, region: us-west-2, country: US, residency: global,
+     catalog: {file: aws-west.csv, region: us-west-2, currency: USD, spot: false}}
+  - {id: ali-bj, adapter: alibaba, region: cn-beijing, country: CN, residency: cn-mainland,
+     catalog: {file: ali-bj.csv, region: cn-beijing, currency: CNY, spot: false}}
+  - {id: ali-sh, adapter: alibaba, region: cn-shanghai, country: CN, residency: cn-mainland,
+     catalog: {file: ali-sh.csv, region: cn-shanghai, currency: CNY, spot: false}}
+tenants:
+  - {id: sg-lab, kind: partner, entity_country: SG}
+burst:
+  retries: {max_transient_retries: 2, backoff_initial: 0.05s, backoff_max: 0.1s}
+  heartbeat_timeout: 1h
+compliance:
+  residency:
+    zones: {cn-mainland: {countries: [CN]}}
+"""
+
+
+@pytest.fixture
+def regions(ecs_server: EcsEndpoint) -> Iterator[tuple[EcsCloud, EcsCloud, EcsEndpoint]]:
+    """Two ECS regions: Beijing behind the session's endpoint, Shanghai behind its own."""
+    bj = EcsCloud(instance_types=(A10,), zones=("cn-beijing-i",))
+    sh = EcsCloud(instance_types=(A10,), zones=("cn-shanghai-b",))
+    ecs_server.handler = bj
+    second = EcsEndpoint.start(credentials=ECS_KEYS)
+    second.handler = sh
+    yield bj, sh, second
+    second.stop()
+    ecs_server.handler = EcsCloud()
+
+
+def free_port() -> int:
+    """A loopback port for the agent endpoint, which must not move across a restart."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class World:
+    broker: BrokerProcess
+    moto: MotoFront
+    bj: EcsCloud
+    sh: EcsCloud
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path,
+    moto: MotoFront,
+    ecs_server: EcsEndpoint,
+    regions: tuple[EcsCloud, EcsCloud, EcsEndpoint],
+) -> Iterator[World]:
+    for name in ("accelerators.yaml", "regimes.yaml"):
+        shutil.copy(ROOT / "configs" / name, tmp_path / name)
+    (tmp_path / "aws-east.csv").write_text(f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a\n")
+    (tmp_path / "aws-west.csv").write_text(f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.10,,us-west-2,us-west-2a\n")
+    (tmp_path / "ali-bj.csv").write_text(f"{HEADER}\n{A10},A10,1,8,30,13.90,,cn-beijing,cn-beijing-i\n")
+    (tmp_path / "ali-sh.csv").write_text(f"{HEADER}\n{A10},A10,1,8,30,14.50,,cn-shanghai,cn-shanghai-b\n")
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    (tmp_path / "tokens.yaml").write_text(f"tokens:\n  - {{tenant: sg-lab, sha256: {hash_token(TOKEN)}}}\n")
+    aws = (
+        f"{{endpoint_url: '{moto.url}', access_key_id: AKIDTESTTEST, secret_access_key: secret, "
+        f"image_id: {AMI}, live_prices: false}}"
+    )
+
+    def ali(address: str) -> str:
+        return (
+            f"{{endpoint: '{address}', protocol: http, access_key_id: ak-test, "
+            f"access_key_secret: {ECS_KEYS['ak-test']}, image_id: m-szb-base, live_prices: false}}"
+        )
+
+    (tmp_path / "broker.yaml").write_text(
+        textwrap.dedent(f"""\
+        data_dir: data
+        policy: policy.yaml
+        tokens_file: tokens.yaml
+        dispatch: {{poll_interval_s: 0.2, reconcile_interval_s: 1.0}}
+        agent_http_listen: 127.0.0.1:{free_port()}
+        sites:
+          aws-east: {aws}
+          aws-west: {aws}
+          ali-bj: {ali(ecs_server.address)}
+          ali-sh: {ali(regions[2].address)}
+        """)
+    )
+    proc = BrokerProcess(tmp_path / "broker.yaml")
+    proc.start()
+    yield World(proc, moto, regions[0], regions[1])
+    proc.stop()
+
+
+def gang(name: str, accel: str, nodes: int = 2) -> job_pb2.JobSpec:
+    return job_pb2.JobSpec(
+        name=name,
+        command=["torchrun", "train.py"],
+        runtime_estimate=duration_pb2.Duration(seconds=3600),
+        resources=job_pb2.Resources(
+            accelerators=job_pb2.AcceleratorRequest(count=1, any_of=[accel]), nodes=nodes
+        ),
+    )
+
+
+def submit(world: World, spec: job_pb2.JobSpec) -> tuple[broker_service_pb2_grpc.BrokerServiceStub, str]:
+    stub = broker_service_pb2_grpc.BrokerServiceStub(grpc.insecure_channel(world.broker.address))
+    job = stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=md()).job
+    return stub, job.id
+
+
+def gang_of(world: World, job_id: str, site: str, timeout: float = 30) -> tuple[str, list[str]]:
+    """(attempt id, instance ids in rank order) once the job's gang at `site` has launched."""
+    deadline = time.monotonic() + timeout
+    while True:
+        store = SqliteStore(world.broker.config.parent / "data" / "broker.db")
+        try:
+            attempts = store.attempts_for(job_id)  # type: ignore[arg-type]
+        finally:
+            store.close()
+        last = attempts[-1] if attempts else None
+        if last is not None and last.site == site and (last.backend_id or "").startswith("gang:"):
+            return last.id, (last.backend_id or "").rsplit(":", 1)[1].split(",")
+        assert time.monotonic() < deadline, f"no gang launched at {site}: {last}"
+        time.sleep(0.1)
+
+
+def ec2(moto: MotoFront, region: str) -> Any:
+    return boto3.client(
+        "ec2",
+        endpoint_url=moto.url,
+        region_name=region,
+        aws_access_key_id="AKIDTESTTEST",
+        aws_secret_access_key="secret",
+    )
+
+
+def ec2_live(moto: MotoFront, region: str, job_id: str) -> dict[str, dict[str, Any]]:
+    """The job's EC2 instances that are not terminated (or shutting down), by id."""
+    pages = ec2(moto, region).describe_instances(Filters=[{"Name": "tag:szb:job", "Values": [job_id]}])
+    return {
+        i["InstanceId"]: i
+        for r in pages["Reservations"]
+        for i in r["Instances"]
+        if i["State"]["Name"] not in ("terminated", "shutting-down")
+    }
+
+
+def ecs_live(cloud: EcsCloud, job_id: str) -> dict[str, dict[str, Any]]:
+    return {
+        iid: inst
+        for iid, inst in cloud.instances.items()
+        if {t["TagKey"]: t["TagValue"] for t in inst["Tags"]["Tag"]}.get("szb:job") == job_id
+    }
+
+
+def aws_user_data(moto: MotoFront, region: str, instance_id: str) -> str:
+    attr = ec2(moto, region).describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+    return base64.b64decode(attr["UserData"]["Value"]).decode()
+
+
+def var(script: str, name: str) -> str:
+    """A `NAME=value` line's value in a UserData script."""
+    for line in script.splitlines():
+        if line.startswith(f"{name}="):
+            return shlex.split(line.split("=", 1)[1])[0]
+    raise AssertionError(f"{name} not set in the UserData")
+
+
+def report_exit(script: str, attempt_id: str, exit_code: int) -> None:
+    """What a node's bootstrap sends when its command ends: its rank, with the attempt's secret."""
+    body = json.dumps(
+        {
+            "attempt_id": attempt_id,
+            "kind": "exit",
+            "exit_code": exit_code,
+            "log_tail": f"rank {var(script, 'SZB_NODE_RANK')} done\n",
+            "rank": int(var(script, "SZB_NODE_RANK")),
+        }
+    ).encode()
+    req = urllib.request.Request(
+        var(script, "SZB_AGENT_ENDPOINT").rstrip("/") + "/v1/agent/report",
+        data=body,
+        headers={"content-type": "application/json", "authorization": f"Bearer {agent_secret_of(script)}"},
+    )
+    urllib.request.urlopen(req, timeout=10).read()
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_aws_gang_runs_in_one_placement_group_and_ends_when_every_rank_did(world: World) -> None:
+    stub, job_id = submit(world, gang("ddp", "A10G"))
+    attempt_id, ids = gang_of(world, job_id, "aws-east")
+    live = ec2_live(world.moto, "us-east-1", job_id)
+    assert set(live) == set(ids) and len(ids) == 2
+    groups = {world.moto.placement.group_of(i) for i in ids}
+    assert len(groups) == 1 and None not in groups  # both nodes in one cluster placement group
+    scripts = [aws_user_data(world.moto, "us-east-1", i) for i in ids]
+    assert [var(s, "SZB_NODE_RANK") for s in scripts] == ["0", "1"]
+    assert {var(s, "SZB_NNODES") for s in scripts} == {"2"}
+    assert var(scripts[1], "SZB_MASTER_ADDR") == live[ids[0]]["PrivateIpAddress"]
+    assert "WORLD_SIZE=$SZB_NNODES" in scripts[0] and "MASTER_PORT=${MASTER_PORT:-29500}" in scripts[0]
+    wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING})
+    report_exit(scripts[1], attempt_id, 0)
+    time.sleep(0.5)
+    job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md()).job
+    assert job.state == job_pb2.JOB_STATE_RUNNING  # rank 0 is still at work
+    report_exit(scripts[0], attempt_id, 0)
+    job = wait_state(stub, job_id, TERMINAL)
+    assert job.state == job_pb2.JOB_STATE_SUCCEEDED and job.exit_code == 0
+    eventually(lambda: not ec2_live(world.moto, "us-east-1", job_id), "gang instances left running")
+    eventually(lambda: not world.moto.placement.groups, "placement group left behind")
+    kinds = [e.kind for e in events(stub, job_id)]
+    assert kinds.count("rank_exit") == 2
+
+
+def test_aws_partial_launch_leaves_nothing_and_fails_over_as_a_whole(world: World) -> None:
+    # The gang's 2nd RunInstances in us-east-1 finds no capacity (EC2's InsufficientInstanceCapacity).
+    world.moto.scenario.faults = [capacity_fault("g5.xlarge", region="us-east-1", after=1, times=1)]
+    stub, job_id = submit(world, gang("ddp", "A10G"))
+    attempt_id, ids = gang_of(world, job_id, "aws-west")
+    assert ec2_live(world.moto, "us-east-1", job_id) == {}  # rank 0 there was rolled back
+    assert world.moto.scenario.count("RunInstances") == 4  # 2 in the east (1 refused), 2 in the west
+    assert {r for r, _ in world.moto.placement.groups} == {"us-west-2"}  # the east's group deleted
+    assert set(ec2_live(world.moto, "us-west-2", job_id)) == set(ids)
+    # A rank failing fails the job at once and ends every node.
+    report_exit(aws_user_data(world.moto, "us-west-2", ids[1]), attempt_id, 3)
+    job = wait_state(stub, job_id, TERMINAL)
+    assert job.state == job_pb2.JOB_STATE_FAILED and job.exit_code == 3
+    eventually(lambda: not ec2_live(world.moto, "us-west-2", job_id), "gang instances left running")
+    eventually(lambda: not world.moto.placement.groups, "placement group left behind")
+
+
+def test_ecs_partial_launch_fails_over_then_the_gang_runs_in_one_deployment_set(world: World) -> None:
+    world.bj.faults = [EcsFault("RunInstances", "OperationDenied.NoStock", 403, after=1, times=1)]
+    stub, job_id = submit(world, gang("ddp", "A10"))
+    attempt_id, ids = gang_of(world, job_id, "ali-sh")
+    assert ecs_live(world.bj, job_id) == {} and world.bj.deployment_sets == {}
+    live = ecs_live(world.sh, job_id)
+    assert set(live) == set(ids)
+    [ds] = world.sh.deployment_sets
+    assert world.sh.deployment_sets[ds]["DeploymentStrategy"] == "LowLatency"
+    assert {inst["DeploymentSetId"] for inst in live.values()} == {ds}
+    scripts = [base64.b64decode(world.sh.user_data[i]).decode() for i in ids]
+    assert (
+        var(scripts[1], "SZB_MASTER_ADDR")
+        == live[ids[0]]["VpcAttributes"]["PrivateIpAddress"]["IpAddress"][0]
+    )
+    report_exit(scripts[0], attempt_id, 0)
+    time.sleep(0.5)
+    assert stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md()).job.state not in TERMINAL
+    report_exit(scripts[1], attempt_id, 0)
+    job = wait_state(stub, job_id, TERMINAL)
+    assert job.state == job_pb2.JOB_STATE_SUCCEEDED
+    eventually(lambda: not ecs_live(world.sh, job_id), "gang instances left running")
+    eventually(lambda: not world.sh.deployment_sets, "deployment set left behind")
+
+
+def test_ecs_rank_failure_fails_the_job_and_ends_every_node(world: World) -> None:
+    stub, job_id = submit(world, gang("ddp", "A10", nodes=3))
+    attempt_id, ids = gang_of(world, job_id, "ali-bj")
+    assert len(ecs_live(world.bj, job_id)) == 3
+    report_exit(base64.b64decode(world.bj.user_data[ids[0]]).decode(), attempt_id, 137)
+    job = wait_state(stub, job_id, TERMINAL)
+    assert job.state == job_pb2.JOB_STATE_FAILED and job.exit_code == 137
+    assert job.message == "exit code 137 (rank 0 of 3)"
+    eventually(lambda: not ecs_live(world.bj, job_id), "gang instances left running")
+    eventually(lambda: not world.bj.deployment_sets, "deployment set left behind")
+
+
+def test_broker_killed_mid_gang_launch_adopts_what_started_and_leaks_nothing(world: World) -> None:
+    # Rank 0's RunInstances reaches EC2 but the broker dies before it hears the answer.
+    world.moto.scenario.delay_after = {"RunInstances": 5.0}
+    stub, job_id = submit(world, gang("ddp", "A10G"))
+    eventually(lambda: len(ec2_live(world.moto, "us-east-1", job_id)) == 1, "rank 0 never started")
+    world.broker.kill()
+    world.moto.scenario.delay_after = {}
+    world.broker.restart()
+    stub = broker_service_pb2_grpc.BrokerServiceStub(grpc.insecure_channel(world.broker.address))
+    attempt_id, ids = gang_of(world, job_id, "aws-east")
+    assert (
+        set(ec2_live(world.moto, "us-east-1", job_id)) == set(ids) and len(ids) == 2
+    )  # adopted, not doubled
+    assert len(world.moto.placement.groups) == 1
+    for node in ids:  # both nodes report with the secret they were started with
+        report_exit(aws_user_data(world.moto, "us-east-1", node), attempt_id, 0)
+    assert wait_state(stub, job_id, TERMINAL).state == job_pb2.JOB_STATE_SUCCEEDED
+    eventually(lambda: not ec2_live(world.moto, "us-east-1", job_id), "gang instances left running")
+    eventually(lambda: not world.moto.placement.groups, "placement group left behind")
