@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from broker.clock import Clock, SystemClock
-from broker.ha.lease import LeaseBook, SqlLeaseBook
+from broker.store import JobStore
 
 if TYPE_CHECKING:
     import psycopg
@@ -48,20 +48,21 @@ class Elector:
     def __init__(
         self,
         dsn: str,
+        book: JobStore,
         *,
         on_elected: Callable[[int], None],
         on_deposed: Callable[[str], None],
         timing: Timing | None = None,
         clock: Clock | None = None,
-        book: Callable[[Any], LeaseBook] | None = None,
     ) -> None:
         self.dsn = dsn
+        self.book = book
+        """Keeps the lease and the epoch (the store, whose fenced writes check that epoch)."""
         self.on_elected = on_elected
         self.on_deposed = on_deposed
         self.timing = timing or Timing()
         self.clock = clock or SystemClock()
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._book_for = book or SqlLeaseBook
         self.epoch: int | None = None
         self._valid_until = 0.0
         """Monotonic time the lease lasts to, counted from before the last renewal was sent."""
@@ -107,7 +108,6 @@ class Elector:
             import psycopg
 
             self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
-            self.book = self._book_for(self._conn)
         return self._conn
 
     def _drop_session(self, reason: str) -> None:
@@ -174,12 +174,12 @@ class Elector:
         holder_pid = int(found[0])
         lease = self.book.leadership()
         now = time.monotonic()
-        if lease is not None and lease.backend_pid == holder_pid and lease.expires_at > self.clock.now():
+        if lease is not None and lease.holder_pid == holder_pid and lease.lease_until > self.clock.now():
             self._stale_since.pop(holder_pid, None)
             return
         # Expired, or a holder that never claimed the lease: give it one lease period first.
         first = self._stale_since.setdefault(holder_pid, now)
-        expired = lease is not None and lease.backend_pid == holder_pid
+        expired = lease is not None and lease.holder_pid == holder_pid
         if not expired and now - first < self.timing.lease_s:
             return
         log.warning(

@@ -19,7 +19,6 @@ from adapters.base import Adapter, AdapterError
 from broker.dispatch.dispatcher import Dispatcher
 from broker.ha.election import Elector, Timing
 from broker.ha.guard import LeaderOnlyAdapter, LeaderOnlyStore, leader_only
-from broker.ha.lease import LeaseBook, SqlLeaseBook
 from broker.ha.notify import Listener, Note, Notifier
 from broker.metrics import BrokerMetrics
 from broker.model import AttemptState, JobId, JobState, SiteId
@@ -48,12 +47,7 @@ class SchedulerRole:
     ) -> None:
         self.make_dispatcher = make_dispatcher
         self.elector = Elector(
-            dsn,
-            on_elected=self._elected,
-            on_deposed=self._deposed,
-            timing=timing,
-            clock=store.clock,
-            book=_lease_book(store),
+            dsn, store, on_elected=self._elected, on_deposed=self._deposed, timing=timing, clock=store.clock
         )
         # What the dispatcher writes and calls goes out only while this process surely leads.
         self.store = cast(JobStore, LeaderOnlyStore(store, self.elector.may_act))
@@ -106,9 +100,8 @@ class SchedulerRole:
 
     async def _lead(self, epoch: int) -> None:
         await self._follow()
-        fence = getattr(self.store, "set_fence", None)  # the database refuses a deposed term's writes
-        if fence is not None:
-            fence(epoch)  # from now on this store's writes succeed only while `epoch` is current
+        # From now on the database refuses this store's writes once another term began.
+        self.store.set_fence(epoch)
         self.epoch = epoch
         dispatcher = self.make_dispatcher(self.store, self.adapters)
         self.dispatcher = dispatcher
@@ -210,14 +203,6 @@ class SchedulerRole:
                     await self._stop_attempts(d, job_id)
             except Exception:  # a store hiccup (or the fence): the next sweep tries again
                 log.warning("scheduler sweep failed", exc_info=True)
-
-
-def _lease_book(store: JobStore) -> Callable[[Any], LeaseBook]:
-    """The store keeps the lease when it can fence its writes by epoch; else the elector's table."""
-    if hasattr(store, "claim_leadership"):
-        fenced: LeaseBook = store  # type: ignore[assignment]
-        return lambda conn: fenced
-    return SqlLeaseBook
 
 
 def _say(line: str) -> None:

@@ -22,7 +22,7 @@ TAKEOVER_BOUND_S = 30.0
 
 def lease_row(dsn: str) -> tuple[str, int, int]:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT holder, backend_pid, epoch FROM ha_leadership").fetchone()
+        row = conn.execute("SELECT holder, holder_pid, epoch FROM leadership").fetchone()
     assert row is not None
     return row[0], row[1], row[2]
 
