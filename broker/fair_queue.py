@@ -7,6 +7,7 @@ job that is owed it; an over-share tenant bursts instead of waiting, when the po
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
@@ -17,6 +18,7 @@ from broker.burst import effective_max_wait, is_onprem
 from broker.catalog.accelerators import normalize
 from broker.decision import Action, Decision
 from broker.fairshare import (
+    Demand,
     QueuedWork,
     Standing,
     charge_factor,
@@ -31,7 +33,9 @@ from broker.fairshare.reclaim import Running, Victim, victims
 from broker.model import Attempt, Job, JobSpec, TenantId
 from broker.policy import Policy
 from broker.snapshot import PassSnapshot
-from broker.store import JobStore
+from broker.store import FairUsage, JobStore, StoreError
+
+log = logging.getLogger(__name__)
 
 
 class FairQueue:
@@ -53,12 +57,19 @@ class FairQueue:
         """(time, partition, unit-seconds) of recent preemptions, for the waste budget."""
         self._freeing: dict[str, list[tuple[float, int]]] = {}
         """Units of preempted work still shutting down, per partition (until a time)."""
+        self._loaded = False
+        self._saved: tuple[int, int] | None = None
+        """(ledger identity, its change count) as last saved to the store."""
 
     # Usage ---------------------------------------------------------------------------------
 
     def observe(self, policy: Policy, live: Sequence[Attempt], now: datetime, store: JobStore) -> None:
-        """Align the book with the live attempts (adopts those a restart left, closes ended ones)."""
+        """Align the book with the live attempts (adopts those a restart left, closes ended ones);
+        the decayed usage of finished work is read from the store once and saved when it grew."""
         self.book.set_half_life(policy.document.fair_share.half_life.total_seconds())
+        if not self._loaded:
+            self._loaded = True
+            self._load_usage(store)
         parts = onprem_partitions(policy)
         onprem = [a for a in live if a.offer.partition in parts]
         for attempt in onprem:
@@ -69,6 +80,37 @@ class FairQueue:
                     continue
                 self.started(policy, job, attempt)
         self.book.sync((a.id for a in onprem), now)
+        self._save_usage(store)
+
+    def _load_usage(self, store: JobStore) -> None:
+        """Past use survives a restart: take back the ledger kept under the same half-life."""
+        try:
+            kept = store.load_fair_usage()
+        except StoreError as exc:
+            log.warning("fair-share usage not read from the store: %s", exc)
+            return
+        ledger = self.book.ledger
+        if kept is not None and kept.half_life_s == ledger.half_life_s:
+            ledger.restore(kept.at_s, {t: Demand(*v) for t, v in kept.sums.items()})
+        self._saved = (id(ledger), ledger.changes)
+
+    def _save_usage(self, store: JobStore) -> None:
+        ledger = self.book.ledger
+        mark = (id(ledger), ledger.changes)
+        if mark == self._saved:
+            return
+        state = ledger.state()
+        usage = FairUsage(
+            half_life_s=ledger.half_life_s,
+            at_s=state[0] if state else 0.0,
+            sums={t: (d.accelerators, d.cpus, d.memory_gb) for t, d in (state[1] if state else {}).items()},
+        )
+        try:
+            store.save_fair_usage(usage)
+        except StoreError as exc:  # kept in memory; the next pass tries again
+            log.warning("fair-share usage not saved: %s", exc)
+            return
+        self._saved = mark
 
     def started(self, policy: Policy, job: Job, attempt: Attempt) -> None:
         if attempt.offer.partition in onprem_partitions(policy):

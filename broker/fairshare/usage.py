@@ -76,6 +76,24 @@ class UsageLedger:
         self.half_life_s = max(0.0, half_life_s)
         self._sums: dict[str, Demand] = {}
         self._at: float | None = None
+        self.changes = 0
+        """Counts the intervals added (or states restored): a saver compares it with its last."""
+
+    def state(self) -> tuple[float, dict[str, Demand]] | None:
+        """(time in epoch seconds, decayed resource-seconds per tenant) to keep; None when empty."""
+        if self._at is None or not self._sums:
+            return None
+        return self._at, dict(self._sums)
+
+    def restore(self, at_s: float, sums: Mapping[str, Demand]) -> None:
+        """Take back a kept state (after a restart): what was added since is kept too."""
+        if self.half_life_s <= 0:
+            return
+        mine = self._sums
+        self._sums, self._at = dict(sums), at_s
+        for tenant, part in mine.items():  # intervals added before the restore (rare)
+            self._sums[tenant] = self._sums.get(tenant, ZERO) + part
+        self.changes += 1
 
     def _advance(self, t: float) -> None:
         if self._at is None:
@@ -96,6 +114,7 @@ class UsageLedger:
         assert self._at is not None
         part = _integral(interval.demand, start, end, self._at, self.half_life_s)
         self._sums[interval.tenant] = self._sums.get(interval.tenant, ZERO) + part
+        self.changes += 1
 
     def history(self, now: datetime, running: Iterable[Interval] = ()) -> dict[str, Demand]:
         """Per tenant, the decayed average of what it held (finished work plus running work so far)."""

@@ -2,6 +2,7 @@
 
 from broker.store._audit import AUDIT_KINDS, AuditFilter, PolicyVersion
 from broker.store.base import (
+    FairUsage,
     FencedOut,
     JobMove,
     JobNotFoundError,
@@ -18,6 +19,7 @@ from broker.store.sqlite import SqliteStore
 __all__ = [
     "AUDIT_KINDS",
     "AuditFilter",
+    "FairUsage",
     "FencedOut",
     "JobMove",
     "JobNotFoundError",

@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS policy_versions (
   source TEXT NOT NULL, content TEXT NOT NULL, errors TEXT NOT NULL, time {time} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS policy_versions_hash ON policy_versions(hash);
+CREATE TABLE IF NOT EXISTS fair_usage (
+  tenant {key} PRIMARY KEY, half_life_s {real} NOT NULL, at_s {real} NOT NULL,
+  accelerators {real} NOT NULL, cpus {real} NOT NULL, memory_gb {real} NOT NULL
+);
 CREATE TABLE IF NOT EXISTS leadership (
   id INTEGER PRIMARY KEY CHECK (id = 1), epoch {bigint} NOT NULL, holder TEXT,
   holder_pid {bigint}, lease_until {time}

@@ -15,7 +15,7 @@ from broker.model import JobEvent, TenantId
 from broker.store import _audit
 from broker.store._audit import AuditFilter, PolicyVersion
 from broker.store._sql_attempts import SqlAttempts
-from broker.store.base import LeaseRow, StoreError
+from broker.store.base import FairUsage, LeaseRow, StoreError
 
 
 class SqlStore(SqlAttempts):
@@ -41,6 +41,26 @@ class SqlStore(SqlAttempts):
 
     def active_counts(self) -> dict[tuple[str, str, str], int]:
         return {(r[0], r[1], r[2]): r[3] for r in self._all(_audit.ACTIVE_COUNTS)}
+
+    # Fair share ----------------------------------------------------------------------------
+
+    def save_fair_usage(self, usage: FairUsage) -> None:
+        rows = [(t, usage.half_life_s, usage.at_s, *v) for t, v in sorted(usage.sums.items())]
+        with self._tx(fenced=True) as db:
+            db.run("DELETE FROM fair_usage")
+            if rows:
+                db.many(
+                    "INSERT INTO fair_usage (tenant, half_life_s, at_s, accelerators, cpus, memory_gb) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+
+    def load_fair_usage(self) -> FairUsage | None:
+        rows = self._all("SELECT tenant, half_life_s, at_s, accelerators, cpus, memory_gb FROM fair_usage")
+        if not rows:
+            return None
+        sums = {str(r[0]): (float(r[3]), float(r[4]), float(r[5])) for r in rows}
+        return FairUsage(half_life_s=float(rows[0][1]), at_s=float(rows[0][2]), sums=sums)
 
     # Scheduler leadership ------------------------------------------------------------------
 

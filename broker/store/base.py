@@ -103,6 +103,16 @@ class SpendEntry:
 
 
 @dataclass(frozen=True)
+class FairUsage:
+    """The fair-share ledger's state: per tenant (accelerators, CPUs, memory GB)·s decayed to
+    `at_s` (epoch seconds) with half-life `half_life_s`."""
+
+    half_life_s: float
+    at_s: float
+    sums: Mapping[str, tuple[float, float, float]]
+
+
+@dataclass(frozen=True)
 class JobMove:
     """A state change of an attempt's job, written in the attempt update's transaction.
 
@@ -377,6 +387,16 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def set_fence(self, epoch: int | None) -> None:
         """Refuse (FencedOut) every scheduler write from now on unless the epoch is still `epoch`."""
+
+    # Fair share ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def save_fair_usage(self, usage: FairUsage) -> None:
+        """Replace the decayed on-prem usage of finished work (one row per tenant)."""
+
+    @abc.abstractmethod
+    def load_fair_usage(self) -> FairUsage | None:
+        """The decayed usage last saved, or None when none was."""
 
     @abc.abstractmethod
     def close(self) -> None:
