@@ -139,7 +139,10 @@ class AlibabaAdapter(EcsGangs):
     # --- Adapter protocol ---------------------------------------------------------------------
 
     def unsupported(self) -> Mapping[Capability, str]:
-        reasons = {Capability.CAPACITY: "ECS reports stock per zone, not free accelerators or a queue"}
+        reasons = {
+            Capability.CAPACITY: "ECS reports stock per zone, not free accelerators or a queue",
+            Capability.QUEUES_JOBS: "an ECS instance starts or fails; nothing waits in a queue",
+        }
         if not self.live_prices:
             reasons[Capability.LIVE_PRICES] = "live_prices is off in this site's config"
             reasons[Capability.STOCK] = "live_prices is off, so DescribeAvailableResource is not called"

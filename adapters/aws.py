@@ -177,6 +177,7 @@ class AwsAdapter(Ec2Gangs):
         reasons = {
             Capability.CAPACITY: "EC2 reports no free capacity or queue",
             Capability.STOCK: "EC2 has no stock API; capacity is learnt from InsufficientInstanceCapacity",
+            Capability.QUEUES_JOBS: "an EC2 instance starts or fails; nothing waits in a queue",
         }
         if not self.live_prices:
             reasons[Capability.LIVE_PRICES] = "live_prices is off in this site's config"

@@ -23,6 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from broker.errors import BrokerError
 from broker.model import (
     AttemptStatus,
     CapacitySnapshot,
@@ -33,7 +34,7 @@ from broker.model import (
 )
 
 
-class AdapterError(Exception):
+class AdapterError(BrokerError):
     """Root of every error an adapter raises; `code` keeps the backend's own code."""
 
     def __init__(self, site: str, code: str, message: str) -> None:
@@ -87,6 +88,9 @@ class Capability(StrEnum):
     """The site reports free capacity and expected wait (on-prem style)."""
     STOCK = "stock"
     """The site reports which zones have stock (cloud style)."""
+    QUEUES_JOBS = "queues_jobs"
+    """The backend keeps a queue of its own (a batch system): the broker may send a job
+    there to pend. Without it an attempt starts or fails, and nothing waits at the site."""
 
 
 @runtime_checkable
@@ -101,7 +105,10 @@ class Adapter(Protocol):
     site: SiteId
 
     def unsupported(self) -> Mapping[Capability, str]:
-        """Required. Capabilities this backend lacks, each with a reason `explain` can quote."""
+        """Required. Capabilities this backend lacks, each with a reason `explain` can quote.
+
+        Every capability not listed is promised (see `supports`), so list all that are missing.
+        """
         ...
 
     def offers(self, now: datetime) -> Sequence[Offer]:
@@ -164,6 +171,11 @@ class GangLauncher(Protocol):
     def node_address(self, backend_id: str) -> str:
         """A node's private address (the master address of a gang's rank 0); "" when unknown."""
         ...
+
+
+def supports(adapter: Adapter, capability: Capability) -> bool:
+    """Whether the adapter has the capability (it is not among those it says it lacks)."""
+    return capability not in adapter.unsupported()
 
 
 def read_file_chunk(path: Path, offset: int, limit: int) -> bytes | None:

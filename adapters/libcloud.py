@@ -191,6 +191,7 @@ class LibcloudAdapter:
             Capability.LIVE_PRICES: "prices come from the site's static catalog",
             Capability.STOCK: "libcloud has no stock API",
             Capability.CAPACITY: "libcloud reports no free capacity or queue",
+            Capability.QUEUES_JOBS: "a libcloud node starts or fails; nothing waits in a queue",
         }
         if not self._config.get("userdata_kwarg"):
             reasons[Capability.CONTAINER_IMAGES] = "no userdata_kwarg configured, so no bootstrap script runs"

@@ -107,6 +107,7 @@ class LocalAdapter:
             Capability.CONTAINER_IMAGES: "the local executor runs commands directly, not images",
             Capability.LIVE_PRICES: "local capacity is charged at its configured shadow price",
             Capability.STOCK: "local capacity is reported through capacity(), not zone stock",
+            Capability.QUEUES_JOBS: "a local process starts at once or fails; nothing queues here",
         }
 
     def _meta(self, path: Path) -> dict[str, Any]:

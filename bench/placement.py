@@ -103,7 +103,7 @@ compliance:
 
 
 def make_offers(policy: Policy, n: int, rng: random.Random) -> list[Offer]:
-    from broker.catalog.offers import static_offers
+    from broker.policy.offers import static_offers
 
     base = static_offers(policy)
     out: list[Offer] = []

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
+from broker.errors import BrokerError
 from broker.service import AgentAuthError, AgentReportError, BrokerServices
 from broker.tls import ServerTls
 
@@ -38,7 +39,7 @@ UNAUTHENTICATED = {"error": "unauthenticated"}
 log = logging.getLogger(__name__)
 
 
-class BadReportError(ValueError):
+class BadReportError(BrokerError, ValueError):
     """The report is malformed; the message names the field."""
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from broker.api import broker_service_pb2 as pb
+from broker.errors import BrokerError
 from broker.model import JobEvent, TenantId
 from broker.policy.watcher import PolicyLoad
 from broker.serde import state_to_proto
@@ -31,7 +32,7 @@ _RESULTS = {
 }
 
 
-class BadHashError(ValueError):
+class BadHashError(BrokerError, ValueError):
     """Not a policy hash or a prefix of one (4 to 64 lowercase hex digits)."""
 
 

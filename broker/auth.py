@@ -21,16 +21,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from broker.errors import BrokerError
 from broker.model import TenantId
-from broker.policy._problems import PolicyError, Problem
-from broker.policy._yaml import parse_yaml, validation_problems
+from broker.yamlfile import PolicyError, Problem, parse_yaml, validation_problems
 
 log = logging.getLogger(__name__)
 
 DEV_TENANT = TenantId("dev")
 
 
-class AuthError(Exception):
+class AuthError(BrokerError):
     """No token, or a token nobody issued."""
 
 

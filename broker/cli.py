@@ -8,9 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from broker.commands import COMMAND_GROUPS
+from broker.errors import BrokerError
 
 
-class UsageError(Exception):
+class UsageError(BrokerError):
     """Wrong arguments: exit code 2."""
 
 

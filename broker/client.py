@@ -11,12 +11,13 @@ from grpc_status import rpc_status
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc
+from broker.errors import BrokerError
 from broker.tls import client_credentials
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
 
-class ClientError(Exception):
+class ClientError(BrokerError):
     """A call failed; the message lists the server's field violations or reasons."""
 
     def __init__(self, code: grpc.StatusCode, message: str, details: Sequence[str]) -> None:

@@ -16,10 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from broker.errors import BrokerError
 from broker.validation import violations
+from broker.yamlfile import parse_yaml, position
 
 
-class ConfigFileError(Exception):
+class ConfigFileError(BrokerError):
     """broker.yaml could not be read or is invalid; the message names the field."""
 
 
@@ -239,8 +241,6 @@ def site_settings(settings: Mapping[str, Any], environ: Mapping[str, str] | None
 def _positioned(path: Path, exc: ValidationError) -> str:
     """`FILE:LINE:COL: field: problem` per error; a whole-document error points at the key its
     message starts with (e.g. `role`)."""
-    from broker.policy._yaml import parse_yaml, position  # lazy: the policy package is large
-
     try:
         root = parse_yaml(path.read_text(), str(path))
     except Exception:  # it parsed safely a moment ago; positions are a nicety

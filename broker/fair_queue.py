@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from broker.burst import effective_max_wait, is_onprem
+from broker.burst.snapshot import PassSnapshot
 from broker.catalog.accelerators import normalize
 from broker.decision import Action, Decision
 from broker.fairshare import (
@@ -32,7 +33,6 @@ from broker.fairshare.book import FairShareBook, Holding, capacity_of, demand_of
 from broker.fairshare.reclaim import Running, Victim, victims
 from broker.model import Attempt, Job, JobSpec, TenantId
 from broker.policy import Policy
-from broker.snapshot import PassSnapshot
 from broker.store import FairUsage, JobStore, StoreError
 
 log = logging.getLogger(__name__)

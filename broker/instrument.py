@@ -26,7 +26,7 @@ class MeasuredAdapter:
         self._metrics = metrics
 
     def __getattr__(self, name: str) -> Any:
-        # Adapter-specific attributes (queues_jobs, caches the tests read) are the inner one's.
+        # Adapter-specific attributes (caches the tests read, ping) are the inner one's.
         return getattr(self.inner, name)
 
     def _call(self, call: str, fn: Callable[[], T]) -> T:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from broker.errors import BrokerError
 from broker.model import JobSpec
-from broker.policy._problems import PolicyError, Problem
-from broker.policy._yaml import parse_yaml, position
 from broker.validation import violations
+from broker.yamlfile import PolicyError, Problem, parse_yaml, position
 
 
-class JobFileError(Exception):
+class JobFileError(BrokerError):
     """The job file is unreadable or invalid; `.problems` carries every positioned error."""
 
     def __init__(self, problems: list[Problem]) -> None:

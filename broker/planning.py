@@ -14,7 +14,15 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from adapters.base import Adapter, AdapterError, AuthError, Capability, CapacityError, ConfigError
+from adapters.base import (
+    Adapter,
+    AdapterError,
+    AuthError,
+    Capability,
+    CapacityError,
+    ConfigError,
+    supports,
+)
 from broker.burst import (
     BurstInputs,
     TenantMoney,
@@ -25,10 +33,10 @@ from broker.burst import (
     split_cost,
 )
 from broker.burst.money import month_of
+from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.step import build_inputs, decide_in_pass
 from broker.catalog.accelerators import normalize
 from broker.catalog.instances import InstanceRow
-from broker.catalog.offers import static_offers
 from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.decision import Action, Decision
@@ -56,7 +64,7 @@ from broker.model import (
 from broker.placement import PlacementContext, Reason, place, rejection_summary
 from broker.placement._env import Env
 from broker.policy import Policy, PolicyWatcher
-from broker.snapshot import PassSnapshot, partition_key
+from broker.policy.offers import static_offers
 from broker.store import JobStore, SpendEntry
 from broker.validation import FieldViolation, did_you_mean
 
@@ -206,7 +214,7 @@ class Planner:
 
     def queueing_sites(self) -> frozenset[str]:
         """On-prem sites whose backend keeps a queue of its own (jobs may pend there)."""
-        return frozenset(site for site, a in self.adapters.items() if getattr(a, "queues_jobs", False))
+        return frozenset(site for site, a in self.adapters.items() if supports(a, Capability.QUEUES_JOBS))
 
     # Snapshots ---------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from broker.errors import BrokerError
 from broker.model import JobSpec, TenantId
 from broker.policy.schema import Limits, LimitsOverride
 
@@ -22,7 +23,7 @@ Monotonic = Callable[[], float]
 LimitsFn = Callable[[TenantId], Limits]
 
 
-class QuotaExceededError(Exception):
+class QuotaExceededError(BrokerError):
     """A tenant went over one of its limits; nothing of the request was stored."""
 
     def __init__(self, tenant: TenantId, limit: str, value: float, description: str) -> None:

@@ -9,12 +9,12 @@ from datetime import datetime, timedelta
 from broker.api import broker_service_pb2 as pb
 from broker.burst import is_onprem
 from broker.burst.money import BEIJING, month_of
+from broker.burst.snapshot import partition_key
 from broker.catalog.accelerators import normalize
 from broker.model import JobSpec, JobState, TenantId
 from broker.planning import Planner
 from broker.quota import QuotaUsage
 from broker.serde import ts_to_proto
-from broker.snapshot import partition_key
 from broker.store import JobNotFoundError, JobStore
 
 GROUPINGS = {

@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.json_format import MessageToDict
 
 from broker.api import broker_service_pb2, job_pb2, placement_pb2
+from broker.errors import BrokerError
 from broker.jobview import JobDetails
 from broker.model import (
     MAX_DURATION_S,
@@ -37,7 +38,7 @@ _RES_TO_PROTO = {r: job_pb2.DataResidency.Value(f"DATA_RESIDENCY_{r.name}") for 
 _RES_FROM_PROTO = {v: k for k, v in _RES_TO_PROTO.items()}
 
 
-class WireValueError(ValueError):
+class WireValueError(BrokerError, ValueError):
     """A wire value the domain cannot hold (out-of-range Duration/Timestamp, unknown enum)."""
 
     def __init__(self, field: str, description: str) -> None:

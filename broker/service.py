@@ -14,6 +14,7 @@ from broker.auth import Principal
 from broker.clock import Clock
 from broker.dispatch.dispatcher import Dispatcher
 from broker.dispatch.gang import rank_exit
+from broker.errors import BrokerError
 from broker.joblogs import JobLogs, LogPiece
 from broker.jobview import JobDetails
 from broker.model import (
@@ -46,14 +47,14 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 AGENT_KINDS = frozenset({"started", "heartbeat", "alive", "exit"})
 
 
-class AgentAuthError(Exception):
+class AgentAuthError(BrokerError):
     """An agent report with an unknown attempt or the wrong secret: one answer for both."""
 
     def __init__(self) -> None:
         super().__init__("unauthenticated")
 
 
-class AgentReportError(Exception):
+class AgentReportError(BrokerError):
     """An authenticated agent report with a bad value; nothing was changed."""
 
     def __init__(self, items: Sequence[FieldViolation]) -> None:
@@ -61,11 +62,11 @@ class AgentReportError(Exception):
         self.items = list(items)
 
 
-class PermissionDeniedError(Exception):
+class PermissionDeniedError(BrokerError):
     """The caller's role does not allow this call (never used to hide a job: that is NOT_FOUND)."""
 
 
-class NotPlaceableError(Exception):
+class NotPlaceableError(BrokerError):
     """No offer could ever be allowed for the job: nothing is stored."""
 
     def __init__(self, index: int, reasons: Sequence[str]) -> None:
@@ -74,7 +75,7 @@ class NotPlaceableError(Exception):
         self.reasons = list(reasons)
 
 
-class PriorityNotGrantedError(Exception):
+class PriorityNotGrantedError(BrokerError):
     """The job declares a priority class its tenant was not granted: nothing is stored."""
 
     def __init__(self, index: int, reason: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from broker.errors import BrokerError
 from broker.model import JobState
 
 Q, PL, PR, RU = JobState.QUEUED, JobState.PLACING, JobState.PROVISIONING, JobState.RUNNING
@@ -21,7 +22,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 
 
-class IllegalTransitionError(Exception):
+class IllegalTransitionError(BrokerError):
     """A caller tried a move the state machine forbids: a bug, never silently applied."""
 
     def __init__(self, job_id: str, old: JobState, new: JobState) -> None:

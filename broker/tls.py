@@ -17,11 +17,12 @@ from pathlib import Path
 import grpc
 
 from broker.config import TlsSettings
+from broker.errors import BrokerError
 
 log = logging.getLogger(__name__)
 
 
-class TlsFileError(Exception):
+class TlsFileError(BrokerError):
     """A certificate, key or CA file is missing, unreadable or does not match; names the field."""
 
 

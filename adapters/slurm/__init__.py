@@ -3,7 +3,7 @@
 The broker's on-prem site: ``adapters.slurm:SlurmAdapter`` (entry point ``slurm``). Modules:
 
 * `adapters.slurm._adapter`: `SlurmAdapter` (submit, status, cancel, list_owned, capacity,
-  offers); ``queues_jobs = True`` tells the broker that jobs may be sent here to pend.
+  offers); it does not list ``Capability.QUEUES_JOBS`` as missing: jobs may be sent here to pend.
 * `adapters.slurm._config`: partitions (the policy's list or a mapping) and gres types.
 * `adapters.slurm._script`: the batch script and job description of one attempt.
 * `adapters.slurm._capacity`: free/total units per partition and the expected-wait model.

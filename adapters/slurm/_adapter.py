@@ -10,7 +10,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 
@@ -94,9 +94,6 @@ class SlurmAdapter:
 
     ``client``: an httpx.Client to use instead of building one (tests, custom TLS).
     """
-
-    queues_jobs: ClassVar[bool] = True
-    """Slurm keeps its own queue: the broker may send a job that will pend here."""
 
     def __init__(
         self,

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from broker.burst.decision import BurstInputs, decide, is_onprem
 from broker.burst.money import TenantMoney
+from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision
 from broker.model import JobSpec, SiteId, TenantId
 from broker.policy import Policy
-
-if TYPE_CHECKING:
-    from broker.snapshot import PassSnapshot
 
 
 def build_inputs(

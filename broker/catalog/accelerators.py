@@ -7,8 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from broker.policy._problems import PolicyError, Problem
-from broker.policy._yaml import parse_yaml, position, validation_problems
+from broker.yamlfile import PolicyError, Problem, parse_yaml, position, validation_problems
 
 BITS: Mapping[str, int] = {
     "fp4": 4,

@@ -7,7 +7,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.policy._problems import PolicyError, Problem
+from broker.yamlfile import PolicyError, Problem
 
 REQUIRED = (
     "InstanceType",

@@ -52,7 +52,7 @@ def load_job(path: Path) -> JobSpec:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from broker.catalog.offers import static_offers
+    from broker.policy.offers import static_offers
 
     server = args.server
     if server and (args.policy is not None or args.tenant is not None):

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from broker.commands import audit, replay
 from broker.policy import PolicyError, load_policy
-from broker.policy._yaml import parse_yaml
 from broker.policy.lint import policy_warnings
 from broker.policy.schema import PolicyDocument
-from broker.policy.testing import load_tests, run_tests
+from broker.policytest import load_tests, run_tests
+from broker.yamlfile import parse_yaml
 
 DEFAULT_POLICY = Path("configs/policy.yaml")
 

@@ -8,10 +8,10 @@ from datetime import datetime
 from typing import Protocol
 
 from adapters.base import AdapterError
+from broker.burst.snapshot import PassSnapshot
 from broker.decision import Decision
 from broker.dispatch.failover import NextStep, RetryPolicy
 from broker.model import Attempt, AttemptStatus, Job, SiteId
-from broker.snapshot import PassSnapshot
 from broker.store import JobStore
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from adapters.base import Adapter, AdapterError, TransientError
 from broker.agent_secret import SecretEscrow, new_agent_secret
+from broker.burst.snapshot import PassSnapshot
 from broker.clock import Clock
 from broker.config import DispatchSettings
 from broker.decision import Action, Decision
@@ -41,7 +42,6 @@ from broker.model import (
     SiteId,
 )
 from broker.placement import rejection_summary
-from broker.snapshot import PassSnapshot
 from broker.store import JobStore
 
 log = logging.getLogger(__name__)

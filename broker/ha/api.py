@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from adapters.base import Adapter
+from broker.burst.snapshot import PassSnapshot
 from broker.clock import Clock
 from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.contract import DecisionMaker, DispatchStats
 from broker.ha.notify import Notifier
 from broker.model import Attempt, Job, JobId, JobState, SiteId
-from broker.snapshot import PassSnapshot
 from broker.store import JobStore
 
 

@@ -11,7 +11,8 @@ from broker.placement.core import (
     rejection_summary,
 )
 from broker.placement.prepared import PreparedOffers, forget_snapshots, prepare_offers
-from broker.placement.types import Explanation, PlacementContext, Reason, ScoredOffer, SiteFacts
+from broker.placement.types import Explanation, PlacementContext, Reason, ScoredOffer
+from broker.policy import SiteFacts
 
 __all__ = [
     "GROUP_FILTERS",

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from broker.model import Offer, SiteId
+from broker.policy import SiteFacts
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -43,12 +44,6 @@ class PlacementContext:
     """Site id -> why it is unhealthy (circuit breaker open)."""
     voucher_balances: Mapping[str, float] | None = None
     """Remaining balance per voucher id; None = the balances written in the policy."""
-
-
-@dataclass(frozen=True, slots=True)
-class SiteFacts:
-    country: str
-    residency: str
 
 
 class Explanation:

@@ -9,9 +9,8 @@ import cel
 
 from broker.compliance.celenv import VARIABLES, referenced_paths, sample
 from broker.compliance.rules import PLACEHOLDERS, CompiledRule, template_fields
-from broker.policy._problems import Problem
-from broker.policy._yaml import value_origin
 from broker.policy.schema import Rule
+from broker.yamlfile import Problem, position, value_origin
 
 _CEL_POS = re.compile(r"<input>:(\d+):(\d+):")
 _ID_LITERAL = re.compile(
@@ -69,8 +68,6 @@ def compile_rules(
 
     def problem(loc: list[str | int], message: str, offset: int | None = None) -> None:
         if offset is None:
-            from broker.policy._yaml import position
-
             line, col = position(doc, loc)
         else:
             line, col = _Locator(lines, doc, loc).at(offset)

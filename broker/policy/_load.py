@@ -14,9 +14,8 @@ from broker.compliance.rules import PLACEHOLDERS, RuleSet, template_fields
 from broker.policy._cel_check import compile_rules
 from broker.policy._fairshare_check import check_fair_share
 from broker.policy._policy import Policy
-from broker.policy._problems import PolicyError, Problem
-from broker.policy._yaml import parse_yaml, position, validation_problems
 from broker.policy.schema import PolicyDocument
+from broker.yamlfile import PolicyError, Problem, parse_yaml, position, validation_problems
 
 RANKERS = ("score", "cost", "wait", "carbon", "preference", "free", "site", "offer")
 

@@ -36,6 +36,14 @@ class Hardware:
     """Normalized names a job's `any_of` may use for it: name, family, aliases."""
 
 
+@dataclass(frozen=True, slots=True)
+class SiteFacts:
+    """What an Explanation prints about a site: its country and residency zone."""
+
+    country: str
+    residency: str
+
+
 class PolicyIndex:
     """Mutable caches owned by one Policy (memoization only; never changes a result)."""
 
@@ -112,8 +120,6 @@ class Policy(BaseModel):
         """Site id -> (country, residency) facts an Explanation prints (built once)."""
         facts = self.index.site_facts
         if not facts:
-            from broker.placement.types import SiteFacts
-
             facts.update({s.id: SiteFacts(s.country, s.residency) for s in self.document.sites})
         return facts
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.policy._policy import Policy
-from broker.policy._yaml import Loc, position
+from broker.yamlfile import Loc, position
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from broker.policy._load import load_policy, load_policy_text
 from broker.policy._policy import Policy
-from broker.policy._problems import PolicyError, Problem
+from broker.yamlfile import PolicyError, Problem
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ from datetime import datetime, timedelta
 
 from broker.burst import RouteState, TenantMoney, is_onprem
 from broker.burst.money import month_of
-from broker.catalog.offers import static_offers
+from broker.burst.snapshot import partition_key
 from broker.model import Offer, SiteId
 from broker.placement import prepare_offers
 from broker.policy import Policy
+from broker.policy.offers import static_offers
 from broker.sim.jobs import EPOCH
 from broker.sim.scenario import Scenario
-from broker.snapshot import partition_key
 
 
 @dataclass

@@ -21,13 +21,13 @@ from datetime import datetime
 from typing import Literal
 
 from broker.burst import TenantMoney, estimate_cost, route_refusal, split_cost
+from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.decision import Action, Decision
 from broker.model import SiteId
 from broker.placement import PlacementContext, ScoredOffer, place
 from broker.placement.rank import rank
 from broker.policy import Policy
 from broker.sim.jobs import JobFacts, SimJob
-from broker.snapshot import PassSnapshot, partition_key
 
 Kind = Literal["onprem-only", "cloud-cheapest", "cheapest-offer"]
 BASELINES: tuple[Kind, ...] = ("onprem-only", "cloud-cheapest", "cheapest-offer")

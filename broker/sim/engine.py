@@ -24,6 +24,7 @@ from adapters.base import CapacityError
 from broker.burst import TenantMoney, is_onprem, split_cost
 from broker.burst.money import month_of
 from broker.burst.projection import queue_key
+from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.spot import offer_outlook
 from broker.decision import Action, Decision
 from broker.dispatch.failover import Blocklist, FailoverPolicy
@@ -37,7 +38,6 @@ from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.metrics import JobRecord, RunResult, Series, carbon_g
 from broker.sim.queues import Key, ProjectedQueues
 from broker.sim.scenario import Scenario
-from broker.snapshot import PassSnapshot, partition_key
 
 FINISH, UP, FAIL, STOP, TIMER = range(5)
 """Event kinds, in the order they are handled at equal times (capacity frees first)."""

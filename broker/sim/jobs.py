@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 from broker.burst import demand, effective_max_wait, estimate_cost
 from broker.burst.decision import onprem_sites
 from broker.burst.money import BEIJING
+from broker.burst.snapshot import partition_key
 from broker.burst.spot import offer_outlook, spot_refusal
-from broker.catalog.offers import static_offers
 from broker.model import (
     AcceleratorRequest,
     Checkpoint,
@@ -25,9 +25,9 @@ from broker.model import (
 )
 from broker.placement import PlacementContext, ScoredOffer, place, prepare_offers
 from broker.policy import Policy
+from broker.policy.offers import static_offers
 from broker.sim.scenario import Scenario
 from broker.sim.traces import TraceJob
-from broker.snapshot import partition_key
 
 EPOCH = datetime(2026, 3, 1, tzinfo=BEIJING)
 """Simulated time 0 (the start of a budget month)."""

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from broker.burst import demand, effective_max_wait
+from broker.errors import BrokerError
 from broker.model import Job, JobId, JobState
 from broker.policy import Policy
 from broker.sim.engine import Engine
@@ -26,7 +27,7 @@ from broker.store.base import JobStore
 PAGE = 500
 
 
-class ReplayError(Exception):
+class ReplayError(BrokerError):
     """Nothing to replay, or a store that cannot be read."""
 
 

@@ -13,10 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from broker.errors import BrokerError
 from broker.model import parse_duration
 
 
-class ScenarioError(Exception):
+class ScenarioError(BrokerError):
     """A scenario file that does not validate; the message names the field."""
 
 

@@ -11,12 +11,12 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from broker.burst import TenantMoney, is_onprem
+from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.spot import provisioning_p95_h
 from broker.burst.step import build_inputs, decide_in_pass
 from broker.decision import Decision
 from broker.policy import Policy
 from broker.sim.jobs import EPOCH, SimJob
-from broker.snapshot import PassSnapshot, partition_key
 
 MIN_GAP_S = 60.0
 """Shortest timer: re-deciding more often than this cannot change much."""

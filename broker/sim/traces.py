@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from broker.errors import BrokerError
 from broker.model import parse_duration
 
 TraceFormat = Literal["alibaba-v2023", "csv"]
@@ -49,7 +50,7 @@ QOS_PRIORITY = {"LS": "normal", "Burstable": "normal", "Guaranteed": "high", "BE
 """Alibaba `qos` -> job priority (latency-sensitive is normal, best-effort is low)."""
 
 
-class TraceError(Exception):
+class TraceError(BrokerError):
     """A trace file that cannot be read: names the file and line."""
 
 

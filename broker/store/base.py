@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from broker.clock import Clock, SystemClock
+from broker.errors import BrokerError
 from broker.model import (
     Attempt,
     AttemptId,
@@ -46,7 +47,7 @@ UNFINISHED = (
 """States a tenant's `max_queued_jobs` quota counts."""
 
 
-class StoreError(Exception):
+class StoreError(BrokerError):
     """Root of store errors."""
 
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from broker.burst import BurstInputs, RouteState, TenantMoney, decide, effective_max_wait
-from broker.catalog.offers import static_offers
 from broker.decision import Action
 from broker.model import JobSpec, Offer, SiteId, TenantId
 from broker.policy import Policy
+from broker.policy.offers import static_offers
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

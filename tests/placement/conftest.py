@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.catalog.offers import static_offers
 from broker.model import Offer
 from broker.policy import Policy, load_policy
+from broker.policy.offers import static_offers
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

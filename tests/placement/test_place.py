@@ -224,7 +224,7 @@ def test_default_deny_needs_allow_rule(tmp_path: Path) -> None:
         "compliance:\n  default: deny\n  rules:\n    - {id: gpu-only, allow: 'hardware.name == \"A800\"'}\n",
     )
     pol = load_policy_text(text, str(tmp_path / "p.yaml"))
-    from broker.catalog.offers import static_offers
+    from broker.policy.offers import static_offers
 
     local = static_offers(pol)
     assert place(job(resources=accel(1)), TenantId("dev"), local, pol, PlacementContext()).chosen is not None
@@ -233,8 +233,8 @@ def test_default_deny_needs_allow_rule(tmp_path: Path) -> None:
 
 
 def test_local_policy_places_gpu_and_cpu_jobs() -> None:
-    from broker.catalog.offers import static_offers
     from broker.policy import load_policy
+    from broker.policy.offers import static_offers
 
     pol = load_policy(Path(__file__).resolve().parents[2] / "configs" / "policy-local.yaml")
     local = static_offers(pol)

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import broker.planning
 import broker.sim.strategies
+from broker.burst.snapshot import PassSnapshot
 from broker.burst.step import decide_in_pass
 from broker.clock import Clock
 from broker.model import Job, JobId
@@ -17,7 +18,6 @@ from broker.sim.jobs import build_jobs
 from broker.sim.scenario import Scenario
 from broker.sim.strategies import PolicyStrategy
 from broker.sim.traces import TraceJob
-from broker.snapshot import PassSnapshot
 from tests.sim.conftest import CONFIGS
 
 

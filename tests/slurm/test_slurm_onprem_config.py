@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.base import ConfigError, NotFoundError
+from adapters.base import Capability, ConfigError, NotFoundError, supports
 from adapters.slurm import (
     PartitionConfig,
     PartitionState,
@@ -79,7 +79,7 @@ def test_built_from_the_policy_queues_jobs_and_reports_waits(tmp_path: Path) -> 
                                   "partitions": POLICY_PARTITIONS, "region": "", "zones": [], "provider": "",
                                   "output_dir": str(tmp_path)},
                            client=_fake(now.timestamp(), [running], tmp_path))
-    assert SlurmAdapter.queues_jobs is True and getattr(adapter, "queues_jobs", False)
+    assert supports(adapter, Capability.QUEUES_JOBS)
     snap = {p.name: p for p in adapter.capacity(now).partitions}
     assert set(snap) == {"ascend", "a800", "cpu"}
     assert (snap["ascend"].total, snap["ascend"].free) == (4, 2)

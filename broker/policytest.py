@@ -20,10 +20,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from broker.model import JobSpec, TenantId
-from broker.policy._policy import Policy
-from broker.policy._problems import PolicyError, Problem
-from broker.policy._yaml import parse_yaml, validation_problems
+from broker.model import JobSpec, SiteId, TenantId
+from broker.placement import PlacementContext, place
+from broker.policy import Policy
+from broker.policy.offers import static_offers
+from broker.yamlfile import PolicyError, Problem, parse_yaml, validation_problems
 
 
 class Expect(BaseModel):
@@ -79,10 +80,6 @@ def load_tests(path: Path) -> Suite:
 
 def run_tests(policy: Policy, suite: Suite) -> list[Result]:
     """Run every case through the real `place()` on the policy's static offers."""
-    from broker.catalog.offers import static_offers
-    from broker.model import SiteId
-    from broker.placement import PlacementContext, place
-
     offers = static_offers(policy)
     results = []
     for case in suite.tests:

@@ -11,7 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from broker.burst import RouteState, TenantMoney, demand
+from broker.burst.decision import demand
+from broker.burst.money import TenantMoney
+from broker.burst.routes import RouteState
 from broker.model import JobSpec, Offer, SiteId
 
 

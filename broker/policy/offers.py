@@ -7,7 +7,7 @@ from datetime import datetime
 
 from broker.catalog.instances import InstanceRow
 from broker.model import Offer, SiteId
-from broker.policy import Policy
+from broker.policy._policy import Policy
 from broker.policy.schema import Partition, Site
 
 

@@ -1,8 +1,13 @@
-"""YAML loading with positions: ruamel round-trip nodes and pydantic `loc` -> line:col."""
+"""YAML files read with positions: `Problem` (FILE:LINE:COL), `PolicyError`, ruamel nodes -> line:col.
+
+The policy, the catalogs it references, the tokens file and job files are all read here,
+so none of them depends on another to report an error.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -10,9 +15,30 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from broker.policy._problems import PolicyError, Problem
+from broker.errors import BrokerError
 
 Loc = Sequence[str | int]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One error at `file:line:col` (1-based), printed the way compilers do."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: error: {self.message}"
+
+
+class PolicyError(BrokerError):
+    """The policy (or a catalog it references) is invalid; `.problems` lists every error."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems) or "invalid policy")
+        self.problems = problems
 
 
 def parse_yaml(text: str, filename: str) -> Any:
