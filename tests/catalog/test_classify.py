@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.catalog import classify, load_accelerators
+from broker.catalog import load_accelerators
 from broker.catalog.instances import load_instance_csv
-from broker.compliance import load_regimes
+from broker.compliance import classify, load_regimes
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CATALOG = load_accelerators(CONFIGS / "accelerators.yaml")
