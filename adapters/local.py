@@ -9,14 +9,10 @@ runs sandboxed (`adapters._sandbox`): its own user and group, folder, environmen
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
-import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -24,7 +20,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from adapters._sandbox import Sandbox, pick_cores
+from adapters._local_launch import prepare_launch, start_runner
+from adapters._local_records import (
+    output_tail,
+    pid_alive,
+    read_meta,
+    runner_pid,
+    safe_name,
+    signal_group,
+    write_json,
+)
+from adapters._sandbox import Sandbox
 from adapters.base import (
     Capability,
     CapacityError,
@@ -46,7 +52,6 @@ from broker.model import (
 
 log = logging.getLogger(__name__)
 
-LOG_TAIL_BYTES = 4096
 CPU_PARTITION = "cpu"
 
 
@@ -111,11 +116,7 @@ class LocalAdapter:
         }
 
     def _meta(self, path: Path) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = json.loads((path / "meta.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return data
+        return read_meta(path)
 
     def _is_live(self, path: Path) -> bool:
         if (path / "exit_code").exists() or (path / "cancelled").exists():
@@ -126,8 +127,8 @@ class LocalAdapter:
             return child.poll() is None
         pid = self._meta(path).get("pid")
         if not isinstance(pid, int):  # the broker died before recording it: the runner did
-            pid = _runner_pid(path)
-        return isinstance(pid, int) and _pid_alive(pid)
+            pid = runner_pid(path)
+        return isinstance(pid, int) and pid_alive(pid)
 
     def _in_use(self) -> tuple[dict[str, set[int]], float, list[dict[str, Any]]]:
         slots: dict[str, set[int]] = {name: set() for name in self.inventory}
@@ -199,7 +200,7 @@ class LocalAdapter:
 
     def submit(self, request: LaunchRequest) -> str:
         # Folders are named by attempt (one token per attempt), never by a token or secret.
-        name = _safe_name(self.site, str(request.attempt_id))
+        name = safe_name(self.site, str(request.attempt_id))
         path = self.root / name
         spec = request.spec
         if spec.image:
@@ -237,90 +238,24 @@ class LocalAdapter:
                     f"{self.cpus - cpus_used:g} of {self.cpus:g} cpus free, need {spec.resources.cpus:g}",
                 )
             path.mkdir(mode=0o700, exist_ok=True)
-            meta = self._launch(request, path, slots, live)
+            meta = prepare_launch(self.sandbox, self.root, self._cores, request, path, slots, live)
             env = meta.pop("env")
             # Intent first: a broker killed between the spawn and the pid being recorded must
             # find this folder on its retry and not start the job a second time (the runner
             # records its own pid in runner.pid, so it is followed either way).
-            _write_json(path / "meta.json", meta)
-            self._children[name] = self._start_runner(path, env)
+            write_json(path / "meta.json", meta)
+            self._children[name] = start_runner(path, env)
             meta["pid"] = self._children[name].pid
-            _write_json(path / "meta.json", meta)
+            write_json(path / "meta.json", meta)
             self._live[name] = meta
         return name
-
-    def _launch(
-        self, request: LaunchRequest, path: Path, slots: list[int], live: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        """Prepare the job's folder and the runner's plan; returns the attempt's record."""
-        spec = request.spec
-        cursor = _read_int(self.root / "next_gid", self.sandbox.gids[0])
-        gid = self.sandbox.pick_gid({int(m["gid"]) for m in live if m.get("gid")}, cursor)
-        if gid is not None:
-            (self.root / "next_gid").write_text(str(gid + 1))
-        guard, work = self.sandbox.workdir(path.name, gid)
-        busy: dict[int, int] = {}
-        for m in live:
-            for core in m.get("cores", ()):
-                busy[core] = busy.get(core, 0) + 1
-        cores = pick_cores(spec.resources.cpus, busy, self._cores)
-        broker_vars = {
-            "SZB_JOB_ID": request.job_id,
-            "SZB_ATTEMPT_ID": request.attempt_id,
-            "SZB_WORKDIR": str(work),
-            "SZB_AGENT_ENDPOINT": request.agent_endpoint,
-            "SZB_AGENT_TOKEN": request.agent_token,
-            "CUDA_VISIBLE_DEVICES": ",".join(map(str, slots)),
-        }
-        env = self.sandbox.environment(work, spec.env, broker_vars, os.environ)
-        drop = self.sandbox.user is not None and self.sandbox.limits == "rlimit"
-        plan = {
-            "argv": self.sandbox.command(spec.command, name=path.name, cpus=spec.resources.cpus,
-                                         memory_gb=spec.resources.memory_gb, gid=gid),
-            "cwd": str(work),
-            "uid": self.sandbox.user.uid if drop and self.sandbox.user else None,
-            "gid": gid if drop else None,
-            "rlimits": self.sandbox.rlimits(spec.resources.memory_gb),
-            "cores": cores if self.sandbox.limits == "rlimit" else None,
-            "seal": str(guard) if self.sandbox.user is not None else None,
-        }
-        (path / "launch.json").write_text(json.dumps(plan))
-        return {
-            "env": env,
-            "pid": None,
-            "job_id": request.job_id,
-            "attempt_id": request.attempt_id,
-            "token": request.token,
-            "accelerator": request.offer.accelerator if spec.accelerator_count else None,
-            "slots": slots,
-            "cpus": spec.resources.cpus,
-            "cores": cores,
-            "gid": gid,
-            "workdir": str(work),
-            "started_at": time.time(),
-            "ends_at": time.time() + spec.runtime_estimate.total_seconds(),
-            "command": shlex.join(spec.command),
-        }
-
-    def _start_runner(self, path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        # The runner (this user) gets the job's environment only; -I keeps it from reading
-        # PYTHON* variables or the job's folder, so nothing in the job env can steer it.
-        return subprocess.Popen(
-            [sys.executable, "-I", str(Path(__file__).with_name("_local_runner.py")), str(path)],
-            env=env,
-            cwd=str(path),
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
 
     def status(self, backend_id: str) -> AttemptStatus:
         path = self.root / backend_id
         meta = self._meta(path)
         if not meta:
             raise NotFoundError(self.site, "NoSuchAttempt", f"no local attempt {backend_id!r}")
-        tail = _tail(path / "output.log")
+        tail = output_tail(path / "output.log")
         exit_file = path / "exit_code"
         if exit_file.exists():
             code = int(exit_file.read_text().strip() or "1")
@@ -342,7 +277,7 @@ class LocalAdapter:
 
     def read_log(self, backend_id: str, token: str, offset: int, limit: int) -> bytes:
         """The runner's output file (stdout and stderr together), from byte `offset`."""
-        path = self.root / _safe_name(self.site, backend_id)
+        path = self.root / safe_name(self.site, backend_id)
         data = read_file_chunk(path / "output.log", offset, limit)
         if data is None:
             if not (path / "meta.json").exists():
@@ -362,20 +297,20 @@ class LocalAdapter:
         (path / "cancelled").touch()
         pid = meta.get("pid")
         if not isinstance(pid, int):
-            pid = _runner_pid(path)
-        if not isinstance(pid, int) or not _pid_alive(pid):
+            pid = runner_pid(path)
+        if not isinstance(pid, int) or not pid_alive(pid):
             return
-        _signal_group(pid, signal.SIGTERM)
+        signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         child = self._children.get(backend_id)
         while time.monotonic() < deadline:
             if child is not None and child.poll() is not None:
                 break
-            if child is None and not _pid_alive(pid):
+            if child is None and not pid_alive(pid):
                 break
             time.sleep(0.05)
         else:
-            _signal_group(pid, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)
         self._reap(backend_id)
 
     def list_owned(self) -> Sequence[OwnedInstance]:
@@ -405,63 +340,3 @@ class LocalAdapter:
                 child.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 self._children[token] = child
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-def _runner_pid(path: Path) -> int | None:
-    """The pid the runner wrote for itself when it started (see `adapters._local_runner`)."""
-    try:
-        return int((path / "runner.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _safe_name(site: str, name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", name) or name.startswith("."):
-        raise ConfigError(site, "BadAttemptId", "attempt id must be 1-128 chars of [A-Za-z0-9_.-]")
-    return name
-
-
-def _read_int(path: Path, default: int) -> int:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return default
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); /proc tells them apart.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _tail(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - LOG_TAIL_BYTES))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""

@@ -37,7 +37,13 @@ class BrokerMetrics:
     """The broker's event counters and latency histograms, on a registry of its own."""
 
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
+        self.registry = CollectorRegistry()
+        self._dispatch_metrics(self.registry)
+        self._call_metrics(self.registry)
+        self._policy_metrics(self.registry)
+
+    def _dispatch_metrics(self, r: CollectorRegistry) -> None:
+        """What the dispatcher decides and starts, and how long deciding takes."""
         self.decisions = Counter(
             "szb_decisions",
             "Decisions taken for queued jobs, by action (run, wait, reject).",
@@ -68,6 +74,9 @@ class BrokerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+    def _call_metrics(self, r: CollectorRegistry) -> None:
+        """gRPC calls handled and backend calls made: counts, errors, durations."""
         self.rpc_seconds = Histogram(
             "szb_rpc_duration_seconds",
             "gRPC handling time, by method.",
@@ -94,6 +103,9 @@ class BrokerMetrics:
             buckets=ADAPTER_BUCKETS,
             registry=r,
         )
+
+    def _policy_metrics(self, r: CollectorRegistry) -> None:
+        """Policy reloads and whether the file on disk is refused."""
         self.policy_reloads = Counter(
             "szb_policy_reloads",
             "Policy (re)loads, by result (loaded, unchanged, refused).",

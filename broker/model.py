@@ -6,21 +6,16 @@ from the wire) and cannot be mutated on the way through.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, NewType
+from typing import Any, NewType
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from broker.durations import Duration, whole_seconds
+from broker.imageref import check_image
 
 JobId = NewType("JobId", str)
 TenantId = NewType("TenantId", str)
@@ -62,87 +57,11 @@ class Residency(StrEnum):
     ANY = "any"
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(d|h|m|s)")
-_DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-
-
-def parse_duration(value: object) -> timedelta:
-    """Parse `6h`, `1h30m`, `90s`, `2d` or a number of seconds into a timedelta."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as 30m or 6h")
-    if isinstance(value, int | float):
-        return _seconds(float(value))
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if len(text) > 64:
-            raise ValueError("must be a duration such as 30m, 6h or 1h30m")
-        if text and _DURATION_PART.sub("", text) == "":
-            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
-            return _seconds(seconds)
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            return _seconds(float(text))
-    raise ValueError("must be a duration such as 30m, 6h or 1h30m")
-
-
-MAX_DURATION_S = 10 * 366 * 86400.0
-"""No duration in a spec or a policy is longer than ten years; larger ones are typos or attacks."""
-
-
-def _seconds(value: float) -> timedelta:
-    # timedelta raises OverflowError (not ValueError) for huge values: keep it a field error.
-    if not math.isfinite(value) or abs(value) > MAX_DURATION_S:
-        raise ValueError("must be a finite duration of at most 10 years")
-    return timedelta(seconds=value)
-
-
-def whole_seconds(value: timedelta) -> timedelta:
-    """Reject sub-second parts: specs are stored as `1h30m`, so they would be lost."""
-    if value.microseconds:
-        raise ValueError("must be a whole number of seconds")
-    return value
-
-
-def format_duration(value: timedelta) -> str:
-    """Render a timedelta the way job specs write it (`1h30m`)."""
-    total = int(value.total_seconds())
-    if total == 0:
-        return "0s"
-    if total < 0:
-        return "-" + format_duration(-value)
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        n, total = divmod(total, size)
-        if n:
-            parts.append(f"{n}{unit}")
-    return "".join(parts)
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(lambda v: format_duration(v), return_type=str, when_used="json"),
-]
-
 _NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9_.\-/]{0,61}[a-z0-9])?$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_ENV_PREFIX = "SZB_"
 """The broker's bootstrap and executors set `SZB_*` variables; a job may not override them."""
-
-# The OCI / Docker image reference grammar (distribution/reference's regexp.go): an optional
-# registry host[:port], lower-case path components, an optional tag and an optional digest.
-# Nothing else may pass: the image is handed to container runtimes and bootstrap scripts.
-_OCI_ALNUM = r"[a-z0-9]+"
-_OCI_PATH = rf"{_OCI_ALNUM}(?:(?:[._]|__|-+){_OCI_ALNUM})*"
-_OCI_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_OCI_HOST = rf"(?:{_OCI_DOMAIN_PART}(?:\.{_OCI_DOMAIN_PART})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
-_OCI_NAME = rf"(?:{_OCI_HOST}/)?{_OCI_PATH}(?:/{_OCI_PATH})*"
-_OCI_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-_OCI_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-_OCI_REFERENCE = re.compile(rf"({_OCI_NAME})(?::{_OCI_TAG})?(?:@{_OCI_DIGEST})?", re.ASCII)
-_OCI_NAME_MAX = 255
 
 # Hard ceilings, whatever the policy says; per-tenant limits (broker.quota) are lower.
 MAX_ARGV = 4096
@@ -151,19 +70,6 @@ MAX_LABELS = 1024
 MAX_ANY_OF = 64
 MIN_DEADLINE = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_DEADLINE = datetime(9000, 1, 1, tzinfo=UTC)
-
-
-def check_image(value: str) -> str:
-    """Accept only an OCI image reference such as `registry:5000/org/app:1.2@sha256:…`."""
-    m = _OCI_REFERENCE.fullmatch(value)
-    if m is None:
-        raise ValueError(
-            "must be an OCI image reference such as docker.io/library/python:3.12 "
-            "(lower-case path, optional registry, tag and digest; no spaces or options)"
-        )
-    if len(m.group(1)) > _OCI_NAME_MAX:
-        raise ValueError(f"image name must be at most {_OCI_NAME_MAX} characters")
-    return value
 
 
 class _Frozen(BaseModel):

@@ -61,23 +61,7 @@ def spend_report(
     start = since or now.astimezone(BEIJING).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = until or now
     keys = GROUPINGS.get(group_by, GROUPINGS[pb.SPEND_GROUPING_UNSPECIFIED])
-    lines: dict[tuple[str, str, str], list[float]] = {}
-    for m in _months(start, end):
-        for e in store.spend_entries(m, None if target == "*" else TenantId(target)):
-            started = store.get_attempt(e.attempt_id).created_at
-            if not start <= started < end:
-                continue
-            key = (
-                e.tenant if "tenant" in keys else "",
-                e.site if "site" in keys else "",
-                started.astimezone(BEIJING).date().isoformat() if "day" in keys else "",
-            )
-            line = lines.setdefault(key, [0.0, 0.0, 0.0])
-            if e.settled:
-                line[0] += e.spent
-            else:
-                line[1] += e.reserved
-            line[2] += e.voucher
+    lines = _spend_lines(store, target, start, end, keys)
     resp = pb.GetSpendResponse(
         currency=policy.currency,
         month=month,
@@ -106,6 +90,30 @@ def spend_report(
             resp.budget_left = money.budget_left
         resp.vouchers_left = sum(money.voucher_balances.values())
     return resp
+
+
+def _spend_lines(
+    store: JobStore, target: str, start: datetime, end: datetime, keys: tuple[str, ...]
+) -> dict[tuple[str, str, str], list[float]]:
+    """(tenant, site, day) -> [spent, reserved, voucher] of bursts started in [start, end)."""
+    lines: dict[tuple[str, str, str], list[float]] = {}
+    for m in _months(start, end):
+        for e in store.spend_entries(m, None if target == "*" else TenantId(target)):
+            started = store.get_attempt(e.attempt_id).created_at
+            if not start <= started < end:
+                continue
+            key = (
+                e.tenant if "tenant" in keys else "",
+                e.site if "site" in keys else "",
+                started.astimezone(BEIJING).date().isoformat() if "day" in keys else "",
+            )
+            line = lines.setdefault(key, [0.0, 0.0, 0.0])
+            if e.settled:
+                line[0] += e.spent
+            else:
+                line[1] += e.reserved
+            line[2] += e.voucher
+    return lines
 
 
 _HEALTH_KINDS = ("circuit open", "capacity unavailable")
@@ -149,10 +157,34 @@ def status_report(
     budget and quota, and only the kind of trouble a sick site has.
     """
     now = planner.clock.now()
-    offers, totals = planner.live_offers(now)
     resp = pb.GetStatusResponse(policy_hash=planner.policy_hash, operator_view=operator)
     if quota is not None:
         resp.quota.CopyFrom(quota_to_proto(tenant, quota))
+    _add_partitions(resp, planner, now, store)
+    for state, n in store.count_by_state(None if operator else tenant).items():
+        resp.jobs_by_state[state.value] = n
+    for job in store.jobs_in_states([JobState.PROVISIONING, JobState.RUNNING]):
+        if job.site and (operator or job.tenant == tenant):
+            resp.active_jobs_by_site[job.site] = resp.active_jobs_by_site[job.site] + 1
+    hour_ago = now - timedelta(hours=1)
+    resp.burst_decisions_last_hour = sum(1 for b in bursts if b >= hour_ago)
+    shown = [t.id for t in planner.policy.tenants] if operator else [tenant]
+    tenants = _add_budgets(resp, planner, now, store, shown)
+    unhealthy: dict[str, str] = {str(site): why for site, why in planner.unhealthy_now().items()}
+    if not operator:
+        unhealthy = {site: health_summary(why) for site, why in unhealthy.items()}
+    resp.unhealthy_sites.update(unhealthy)
+    resp.currency = planner.policy.currency
+    resp.status_json = json.dumps(
+        {"tenants": tenants, "unhealthy": unhealthy, "currency": planner.policy.currency},
+        default=str,
+    )
+    return resp
+
+
+def _add_partitions(resp: pb.GetStatusResponse, planner: Planner, now: datetime, store: JobStore) -> None:
+    """One line per on-prem partition: free/total, expected wait, jobs queued for it."""
+    offers, totals = planner.live_offers(now)
     seen: set[str] = set()
     for o in offers:
         key = partition_key(o)
@@ -169,13 +201,6 @@ def status_report(
                 expected_wait_seconds=o.expected_wait_s,
             )
         )
-    for state, n in store.count_by_state(None if operator else tenant).items():
-        resp.jobs_by_state[state.value] = n
-    for job in store.jobs_in_states([JobState.PROVISIONING, JobState.RUNNING]):
-        if job.site and (operator or job.tenant == tenant):
-            resp.active_jobs_by_site[job.site] = resp.active_jobs_by_site[job.site] + 1
-    hour_ago = now - timedelta(hours=1)
-    resp.burst_decisions_last_hour = sum(1 for b in bursts if b >= hour_ago)
     # Queued jobs per partition: the broker's own queue (jobs this partition's hardware could
     # run) plus jobs sent to the site that have not started yet (pending in Slurm's queue).
     waiting = store.jobs_in_states([JobState.QUEUED, JobState.PROVISIONING])
@@ -185,8 +210,13 @@ def status_report(
             for job in waiting
             if (job.state == JobState.QUEUED or job.site == p.site) and _fits(job.spec, p.accelerator)
         )
-    tenants = []
-    shown = [t.id for t in planner.policy.tenants] if operator else [tenant]
+
+
+def _add_budgets(
+    resp: pb.GetStatusResponse, planner: Planner, now: datetime, store: JobStore, shown: Sequence[str]
+) -> list[dict[str, object]]:
+    """Budget, budget left and vouchers of each shown tenant (also returned for `status_json`)."""
+    tenants: list[dict[str, object]] = []
     for tenant_id in shown:
         money = planner.money(tenant_id, now, store)
         budget = planner.budget(tenant_id)
@@ -204,16 +234,7 @@ def status_report(
                 "vouchers_left": sum(money.voucher_balances.values()),
             }
         )
-    unhealthy: dict[str, str] = {str(site): why for site, why in planner.unhealthy_now().items()}
-    if not operator:
-        unhealthy = {site: health_summary(why) for site, why in unhealthy.items()}
-    resp.unhealthy_sites.update(unhealthy)
-    resp.currency = planner.policy.currency
-    resp.status_json = json.dumps(
-        {"tenants": tenants, "unhealthy": unhealthy, "currency": planner.policy.currency},
-        default=str,
-    )
-    return resp
+    return tenants
 
 
 def _fits(spec: JobSpec, accelerator: str) -> bool:

@@ -11,10 +11,10 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.json_format import MessageToDict
 
 from broker.api import broker_service_pb2, job_pb2, placement_pb2
+from broker.durations import MAX_DURATION_S
 from broker.errors import BrokerError
 from broker.jobview import JobDetails
 from broker.model import (
-    MAX_DURATION_S,
     Job,
     JobEvent,
     JobId,

@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from broker.model import JobSpec, Offer, format_duration
+from broker.durations import format_duration
+from broker.model import JobSpec, Offer
 from broker.policy import Policy
 
 DEFAULT_RISK = 0.05

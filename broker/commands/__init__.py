@@ -5,13 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from broker.commands import audit, explain, hardware, health, jobs, policy, simulate, tls, view
+from broker.commands import (
+    audit,
+    explain,
+    hardware,
+    health,
+    jobs,
+    operator,
+    policy,
+    simulate,
+    tls,
+    view,
+)
 
 Register = Callable[[Any], None]
 
 COMMAND_GROUPS: list[Register] = [
     jobs.register,
-    jobs.register_operator,
+    operator.register,
     policy.register,
     hardware.register,
     explain.register,

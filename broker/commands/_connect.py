@@ -32,6 +32,12 @@ def add_connection_args(p: argparse.ArgumentParser, *, server_default: str | Non
     )
 
 
+
+def add_client_args(p: argparse.ArgumentParser) -> None:
+    """The connection flags plus `--output table|json`, for commands that print results."""
+    add_connection_args(p)
+    p.add_argument("--output", "-o", choices=["table", "json"], default="table")
+
 def client_for(args: argparse.Namespace) -> BrokerClient:
     """A client for the parsed flags; TLS when any --tls-* flag (or its env var) is set."""
     tls = bool(args.tls_ca or args.tls_cert or args.tls_key)

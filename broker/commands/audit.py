@@ -17,16 +17,11 @@ from rich.table import Table
 
 from broker.api import broker_service_pb2 as pb
 from broker.client import ClientError
-from broker.commands._connect import add_connection_args, client_for
-from broker.model import parse_duration
+from broker.commands._connect import add_client_args, client_for
+from broker.durations import parse_duration
 from broker.serde import state_from_proto
 
 BEIJING = timedelta(hours=8)
-
-
-def _client_args(p: argparse.ArgumentParser) -> None:
-    add_connection_args(p)
-    p.add_argument("--output", "-o", choices=["table", "json"], default="table")
 
 
 def register(sub: Any) -> None:
@@ -39,7 +34,7 @@ def register(sub: Any) -> None:
         "--since", type=parse_since, help="a time (2026-12-01, 2026-12-01T08:00+08:00) or an age (2h, 1d)"
     )
     p.add_argument("--limit", type=int, default=1000, help="at most this many events, the newest")
-    _client_args(p)
+    add_client_args(p)
     p.set_defaults(handler=cmd_audit)
 
 
@@ -47,11 +42,11 @@ def register_policy(cmds: Any) -> None:
     """`szb policy history` and `szb policy show HASH` (added to the `policy` group)."""
     history = cmds.add_parser("history", help="policy versions the broker loaded or refused (operators)")
     history.add_argument("--limit", type=int, default=50)
-    _client_args(history)
+    add_client_args(history)
     history.set_defaults(handler=cmd_history)
     show = cmds.add_parser("show", help="the text of a stored policy version (operators)")
     show.add_argument("hash", help="the hash or a prefix of at least 4 hex digits")
-    _client_args(show)
+    add_client_args(show)
     show.set_defaults(handler=cmd_show)
 
 

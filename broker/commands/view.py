@@ -74,21 +74,29 @@ def cmd_offers(args: argparse.Namespace) -> int:
             print(f"szb: error: {exc}", file=sys.stderr)
             return 1
     if args.output == "json":
-        rows = []
-        for o in resp.offers:
-            row = MessageToDict(
-                o, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-            )
-            row["free"] = o.free if o.HasField("free") else None
-            rows.append(row)
-        body = {
-            "tenant": resp.tenant,
-            "policy_currency": resp.policy_currency,
-            "policy_hash": resp.policy_hash,
-            "offers": rows,
-        }
-        print(json.dumps(body, indent=2))
+        print(json.dumps(_offers_json(resp), indent=2))
         return 0
+    console = Console() if sys.stdout.isatty() else Console(width=220)
+    console.print(_offers_table(resp))
+    return 0
+
+
+def _offers_json(resp: pb.ListOffersResponse) -> dict[str, Any]:
+    rows = []
+    for o in resp.offers:
+        row = MessageToDict(o, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        row["free"] = o.free if o.HasField("free") else None
+        rows.append(row)
+    return {
+        "tenant": resp.tenant,
+        "policy_currency": resp.policy_currency,
+        "policy_hash": resp.policy_hash,
+        "offers": rows,
+    }
+
+
+def _offers_table(resp: pb.ListOffersResponse) -> Table:
+    """One row per offer; rejected ones dimmed, with every rule that rejected them."""
     cur = resp.policy_currency
     allowed = sum(1 for o in resp.offers if o.allowed)
     table = Table(
@@ -127,6 +135,4 @@ def cmd_offers(args: argparse.Namespace) -> int:
             escape(verdict),
             style=None if o.allowed else "dim",
         )
-    console = Console() if sys.stdout.isatty() else Console(width=220)
-    console.print(table)
-    return 0
+    return table

@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from broker.model import Duration, Priority
+from broker.durations import Duration
+from broker.model import Priority
 
 _ID = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _COUNTRY = r"^[A-Z]{2}$"

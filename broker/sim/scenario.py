@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from broker.durations import parse_duration
 from broker.errors import BrokerError
-from broker.model import parse_duration
 
 
 class ScenarioError(BrokerError):

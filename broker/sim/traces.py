@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from broker.durations import parse_duration
 from broker.errors import BrokerError
-from broker.model import parse_duration
 
 TraceFormat = Literal["alibaba-v2023", "csv"]
 FORMATS: tuple[TraceFormat, ...] = ("alibaba-v2023", "csv")

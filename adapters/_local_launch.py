@@ -1,0 +1,89 @@
+"""How the local executor starts one attempt: the job's folder, environment and limits, then its runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from adapters._local_records import read_int
+from adapters._sandbox import Sandbox, pick_cores
+from broker.model import LaunchRequest
+
+
+def prepare_launch(
+    sandbox: Sandbox,
+    root: Path,
+    host_cores: list[int],
+    request: LaunchRequest,
+    path: Path,
+    slots: list[int],
+    live: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Prepare the job's folder and the runner's plan; returns the attempt's record."""
+    spec = request.spec
+    cursor = read_int(root / "next_gid", sandbox.gids[0])
+    gid = sandbox.pick_gid({int(m["gid"]) for m in live if m.get("gid")}, cursor)
+    if gid is not None:
+        (root / "next_gid").write_text(str(gid + 1))
+    guard, work = sandbox.workdir(path.name, gid)
+    busy: dict[int, int] = {}
+    for m in live:
+        for core in m.get("cores", ()):
+            busy[core] = busy.get(core, 0) + 1
+    cores = pick_cores(spec.resources.cpus, busy, host_cores)
+    broker_vars = {
+        "SZB_JOB_ID": request.job_id,
+        "SZB_ATTEMPT_ID": request.attempt_id,
+        "SZB_WORKDIR": str(work),
+        "SZB_AGENT_ENDPOINT": request.agent_endpoint,
+        "SZB_AGENT_TOKEN": request.agent_token,
+        "CUDA_VISIBLE_DEVICES": ",".join(map(str, slots)),
+    }
+    env = sandbox.environment(work, spec.env, broker_vars, os.environ)
+    drop = sandbox.user is not None and sandbox.limits == "rlimit"
+    plan = {
+        "argv": sandbox.command(spec.command, name=path.name, cpus=spec.resources.cpus,
+                                     memory_gb=spec.resources.memory_gb, gid=gid),
+        "cwd": str(work),
+        "uid": sandbox.user.uid if drop and sandbox.user else None,
+        "gid": gid if drop else None,
+        "rlimits": sandbox.rlimits(spec.resources.memory_gb),
+        "cores": cores if sandbox.limits == "rlimit" else None,
+        "seal": str(guard) if sandbox.user is not None else None,
+    }
+    (path / "launch.json").write_text(json.dumps(plan))
+    return {
+        "env": env,
+        "pid": None,
+        "job_id": request.job_id,
+        "attempt_id": request.attempt_id,
+        "token": request.token,
+        "accelerator": request.offer.accelerator if spec.accelerator_count else None,
+        "slots": slots,
+        "cpus": spec.resources.cpus,
+        "cores": cores,
+        "gid": gid,
+        "workdir": str(work),
+        "started_at": time.time(),
+        "ends_at": time.time() + spec.runtime_estimate.total_seconds(),
+        "command": shlex.join(spec.command),
+    }
+
+def start_runner(path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # The runner (this user) gets the job's environment only; -I keeps it from reading
+    # PYTHON* variables or the job's folder, so nothing in the job env can steer it.
+    return subprocess.Popen(
+        [sys.executable, "-I", str(Path(__file__).with_name("_local_runner.py")), str(path)],
+        env=env,
+        cwd=str(path),
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

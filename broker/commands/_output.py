@@ -1,0 +1,104 @@
+"""What the job commands print: the jobs table, JSON of a job, errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from broker.api import job_pb2
+from broker.model import JobState
+from broker.serde import state_from_proto
+
+STATE_STYLE = {
+    JobState.QUEUED: "yellow",
+    JobState.PLACING: "cyan",
+    JobState.PROVISIONING: "cyan",
+    JobState.RUNNING: "blue",
+    JobState.SUCCEEDED: "green",
+    JobState.FAILED: "red",
+    JobState.CANCELLED: "magenta",
+    JobState.PREEMPTED: "yellow",
+}
+
+
+
+def fail(message: str) -> int:
+    print(f"szb: error: {message}", file=sys.stderr)
+    return 1
+
+
+
+def job_dict(job: job_pb2.Job) -> dict[str, Any]:
+    d = MessageToDict(job, preserving_proto_field_name=True)
+    d["state"] = state_from_proto(job.state).value
+    return d
+
+
+def _age(job: job_pb2.Job) -> str:
+    if not job.HasField("start_time"):
+        return "-"
+    end = job.end_time.ToDatetime() if job.HasField("end_time") else datetime.now(UTC).replace(tzinfo=None)
+    seconds = max(0, int((end - job.start_time.ToDatetime()).total_seconds()))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def print_jobs(jobs: Iterable[job_pb2.Job], console: Console, *, wide: bool = False) -> None:
+    """Ids are never cut (they are what users copy); the reason is cut to the terminal's width,
+    or shown whole with `wide`, which also adds placement, cost and run time."""
+    jobs = list(jobs)
+    # An operator's list spans tenants: then say whose each job is.
+    tenants = len({job.tenant for job in jobs}) > 1
+    header = ["ID", *(["TENANT"] if tenants else []), "NAME", "STATE", "SITE", "ACCEL"]
+    if wide:
+        header += ["INSTANCE", "ATTEMPTS", "EXIT", "RAN", "COST"]
+    rows: list[list[str]] = []
+    states: list[JobState] = []
+    for job in jobs:
+        state = state_from_proto(job.state)
+        acc = job.spec.resources.accelerators
+        placed = f"{job.accelerator_count}x{job.accelerator}" if job.accelerator else ""
+        wanted = f"{acc.count}x{'|'.join(acc.any_of) or 'any'}" if acc.count else "-"
+        row = [job.id, *([job.tenant] if tenants else []), job.spec.name, state.value, job.site or "-",
+               placed or wanted]
+        if wide:
+            row += [
+                job.instance_type or "-",
+                str(job.attempts),
+                str(job.exit_code) if job.HasField("exit_code") else "-",
+                _age(job),
+                f"{job.cost_so_far:,.2f} {job.cost_currency}" if job.cost_currency else "-",
+            ]
+        row.append(job.pending_reason or job.message)
+        rows.append(row)
+        states.append(state)
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    # Every column but the reason keeps its full width (3 characters of border each).
+    room = console.width - sum(w + 3 for w in widths) - 4
+    table = Table(show_lines=False)
+    for col in header:
+        table.add_column(col, no_wrap=True, justify="right" if col in ("ATTEMPTS", "COST") else "left")
+    table.add_column("REASON", no_wrap=True)
+    for row, state in zip(rows, states, strict=True):
+        cells = [escape(c) for c in row[:-1]]
+        cells[header.index("STATE")] = f"[{STATE_STYLE[state]}]{state.value}[/]"
+        reason = row[-1] if wide else _fit(row[-1], max(room, len("REASON")))
+        table.add_row(*cells, escape(reason))
+    console.print(table)
+
+
+def console_for(wide: bool = False) -> Console:
+    """Wide output is never folded to the terminal: lines are as long as their content."""
+    return Console(width=100_000) if wide else Console()

@@ -1,0 +1,222 @@
+"""`szb token|status|spend`: tokens for the tokens file, the broker's state, money spent."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from broker.api import broker_service_pb2 as pb
+from broker.auth import Role, token_entry_line
+from broker.burst.money import BEIJING
+from broker.client import ClientError
+from broker.commands._connect import add_client_args, client_for
+from broker.commands._output import fail
+from broker.serde import ts_to_proto
+
+BEIJING_TZ = timezone(timedelta(hours=8))
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "token",
+        help="make a token: its tokens-file entry goes to stdout (append it as is), the token to stderr",
+    )
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--role", choices=["tenant", "operator"], default="tenant",
+                   help="operator: may see and cancel every tenant's jobs")
+    p.add_argument("--name", default="", help="who holds the token (recorded with cancels)")
+    p.add_argument("--token", help="hash this token instead of making a new one")
+    p.set_defaults(handler=cmd_token)
+
+    p = sub.add_parser("status", help="capacity, your jobs, quota and budget (operators: every tenant)")
+    add_client_args(p)
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("spend", help="burst spend and reservations (this month, or a range), budget left")
+    p.add_argument("--tenant", default="", help="another tenant (internal tenants only); * for all")
+    p.add_argument("--since", type=_when, help="from: YYYY-MM-DD (Beijing day), an ISO time, or 36h / 7d ago")
+    p.add_argument("--until", type=_when, help="until (exclusive), same forms; default now")
+    p.add_argument("--by", choices=["day", "site", "tenant"], help="one line per day, site or tenant")
+    add_client_args(p)
+    p.set_defaults(handler=cmd_spend)
+
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
+        try:
+            resp = client.status()
+        except ClientError as exc:
+            return fail(str(exc))
+    if args.output == "json":
+        print(json.dumps(_status_json(resp), indent=2))
+        return 0
+    console = Console()
+    _print_capacity(resp, console)
+    _print_refusals(resp, console)
+    _print_tenants(resp, console)
+    return 0
+
+
+def _status_json(resp: pb.GetStatusResponse) -> dict[str, Any]:
+    body = MessageToDict(resp, preserving_proto_field_name=True)
+    body.pop("status_json", None)
+    body["tenants"] = [
+        {
+            "tenant": t.tenant,
+            "budget": t.budget if t.HasField("budget") else None,
+            "budget_left": t.budget_left if t.HasField("budget_left") else None,
+            "vouchers_left": t.vouchers_left,
+        }
+        for t in resp.tenants
+    ]
+    return body
+
+
+def _print_capacity(resp: pb.GetStatusResponse, console: Console) -> None:
+    """On-prem partitions, jobs per state and site, recent burst decisions."""
+    table = Table(title=f"On-prem capacity (policy {resp.policy_hash[:12]})")
+    for col in ("SITE", "PARTITION", "ACCELERATOR", "FREE/TOTAL", "QUEUED", "EXPECTED WAIT"):
+        table.add_column(col)
+    for p in resp.partitions:
+        table.add_row(
+            escape(p.site),
+            escape(p.partition),
+            escape(p.accelerator or "cpu"),
+            f"{p.free}/{p.total}",
+            str(p.queued_jobs),
+            f"{p.expected_wait_seconds / 60:.0f} min",
+        )
+    console.print(table)
+    console.print("Jobs: " + ", ".join(f"{k} {v}" for k, v in sorted(resp.jobs_by_state.items())))
+    console.print(
+        "Active by site: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(resp.active_jobs_by_site.items())) or "none")
+    )
+    console.print(f"Burst decisions in the last hour: {resp.burst_decisions_last_hour}")
+
+
+def _print_refusals(resp: pb.GetStatusResponse, console: Console) -> None:
+    """Reloads of the policy or the tokens file that were refused (the old ones stay)."""
+    if resp.HasField("refused_policy"):
+        r = resp.refused_policy
+        console.print(
+            f"[red]policy reload refused[/]: {escape(r.source)} (hash {r.hash[:12]}) is invalid; "
+            f"policy {resp.policy_hash[:12]} stays in force"
+        )
+        for err in r.errors:
+            console.print(f"  {escape(err)}", highlight=False)
+    if resp.refused_tokens_file:
+        console.print("[red]tokens file reload refused[/] (the last good tokens stay in force):")
+        for err in resp.refused_tokens_file:
+            console.print(f"  {escape(err)}", highlight=False)
+
+
+def _print_tenants(resp: pb.GetStatusResponse, console: Console) -> None:
+    """Budgets and vouchers per tenant, unhealthy sites, the caller's quota."""
+    for t in resp.tenants:
+        if t.HasField("budget"):
+            left = t.budget_left if t.HasField("budget_left") else t.budget
+            money = f"{left:,.2f} of {t.budget:,.2f} {resp.currency} left"
+        else:
+            money = "no budget limit"
+        console.print(f"  {escape(t.tenant)}: {money}, vouchers {t.vouchers_left:,.2f} {resp.currency}")
+    for site, why in sorted(resp.unhealthy_sites.items()):
+        console.print(f"[red]unhealthy[/] {escape(site)}: {escape(why)}")
+    if resp.HasField("quota"):
+        q = resp.quota
+        console.print(
+            f"Quota of {q.tenant}: {q.unfinished_jobs}/{q.max_queued_jobs} unfinished jobs, "
+            f"submit {q.submit_rate:g}/s (burst {q.submit_burst}, {q.submit_tokens:.0f} now), "
+            f"{q.watch_streams}/{q.max_watch_streams} watch streams; per job at most "
+            f"{q.max_spec_bytes} bytes, {q.max_env} env, {q.max_labels} labels, {q.max_argv} args"
+        )
+
+
+def _when(text: str) -> datetime:
+    """A point in time for --since/--until: a Beijing date, an ISO date-time, or `36h`/`7d` ago."""
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not YYYY-MM-DD, an ISO date-time, or a duration like 36h or 7d"
+        ) from exc
+    return value if value.tzinfo else value.replace(tzinfo=BEIJING)
+
+
+_GROUPING = {
+    None: pb.SPEND_GROUPING_UNSPECIFIED,
+    "day": pb.SPEND_GROUPING_DAY,
+    "site": pb.SPEND_GROUPING_SITE,
+    "tenant": pb.SPEND_GROUPING_TENANT,
+}
+
+
+def cmd_spend(args: argparse.Namespace) -> int:
+    request = pb.GetSpendRequest(tenant=args.tenant, group_by=_GROUPING[args.by])
+    if args.since is not None:
+        request.since.CopyFrom(ts_to_proto(args.since))
+    if args.until is not None:
+        request.until.CopyFrom(ts_to_proto(args.until))
+    with client_for(args) as client:
+        try:
+            resp = client.spend(request)
+        except ClientError as exc:
+            return fail(str(exc))
+    if args.output == "json":
+        body = MessageToDict(
+            resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+        for key in ("budget", "budget_left", "vouchers_left"):
+            body.setdefault(key, None)  # unset: no budget (or several tenants), never 0
+        print(json.dumps(body, indent=2))
+        return 0
+    since = resp.since.ToDatetime(tzinfo=UTC).astimezone(BEIJING_TZ)
+    until = resp.until.ToDatetime(tzinfo=UTC).astimezone(BEIJING_TZ)
+    table = Table(
+        title=f"Spend {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} Beijing time ({resp.currency})"
+    )
+    cols = {"day": ["DAY"], "site": ["SITE"], "tenant": ["TENANT"], None: ["TENANT", "SITE"]}[args.by]
+    for col in (*cols, "SPENT", "RESERVED", "VOUCHERS"):
+        table.add_column(col, justify="right" if col in ("SPENT", "RESERVED", "VOUCHERS") else "left")
+    for line in resp.lines:
+        keys = {"DAY": line.day, "SITE": line.site, "TENANT": line.tenant}
+        money = (f"{line.spent:,.2f}", f"{line.reserved:,.2f}", f"{line.voucher:,.2f}")
+        table.add_row(*(escape(keys[c]) for c in cols), *money)
+    console = Console()
+    console.print(table)
+    console.print(f"Total spent {resp.total_spent:,.2f} {resp.currency}, reserved {resp.total_reserved:,.2f}")
+    if resp.HasField("budget"):
+        left = resp.budget_left if resp.HasField("budget_left") else resp.budget
+        console.print(f"Budget {resp.budget:,.2f} {resp.currency} this month, left {left:,.2f}")
+    elif args.tenant != "*":
+        console.print("No monthly budget limit")
+    if resp.HasField("vouchers_left"):
+        console.print(f"Vouchers left {resp.vouchers_left:,.2f} {resp.currency}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print the tokens-file entry (stdout, appendable as is) and the new token (stderr).
+
+    `szb token --tenant T >> tokens.yaml` keeps only the hash on disk; the token itself is
+    shown once on the terminal, to hand to the tenant.
+    """
+    token = args.token or secrets.token_urlsafe(32)
+    if not args.token:
+        print(f"szb: token for {args.tenant} (give it to them, store it nowhere else): {token}",
+              file=sys.stderr)
+    print(token_entry_line(args.tenant, token, Role(args.role), args.name))
+    return 0

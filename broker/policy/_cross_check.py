@@ -1,0 +1,194 @@
+"""Cross-checks of a schema-valid policy document: references between sections resolve.
+
+Each check reports through `at(loc, message)` so every problem keeps its FILE:LINE:COL;
+none stops at the first problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from broker.catalog.accelerators import AcceleratorCatalog
+from broker.compliance.regime import Regime, RegimeSet
+from broker.compliance.rules import PLACEHOLDERS, template_fields
+from broker.policy._fairshare_check import Report
+from broker.policy.schema import PolicyDocument, Site
+
+RANKERS = ("score", "cost", "wait", "carbon", "preference", "free", "site", "offer")
+
+
+def pick_regime(document: PolicyDocument, regimes: RegimeSet, at: Report) -> Regime:
+    """The regime `compliance.regime` names (the default one when unnamed or unknown)."""
+    name = document.compliance.regime
+    if name is None:
+        return regimes.default
+    found = regimes.get(name)
+    if found is None:
+        at(
+            ["compliance", "regime"],
+            f"compliance.regime: unknown regime {name!r} "
+            f"(known: {', '.join(r.name for r in regimes.regimes)})",
+        )
+        return regimes.default
+    return found
+
+
+def check_sites(
+    document: PolicyDocument, accelerators: AcceleratorCatalog, base: Path, at: Report
+) -> dict[str, int]:
+    """Site ids are unique, zones and currencies known, partitions sane; returns id -> index."""
+    currencies = {document.currency, *document.fx}
+    site_ids: dict[str, int] = {}
+    zones = document.compliance.residency.zones
+    for i, site in enumerate(document.sites):
+        if site.id in site_ids:
+            at(
+                ["sites", i, "id"],
+                f"sites.{i}.id: duplicate site id {site.id!r} (first at sites.{site_ids[site.id]})",
+            )
+        site_ids.setdefault(site.id, i)
+        if site.residency != "global" and site.residency not in zones:
+            at(
+                ["sites", i, "residency"],
+                f"sites.{i}.residency: unknown residency zone {site.residency!r} "
+                f"(declared: {', '.join(['global', *zones])})",
+            )
+        elif (
+            site.residency in zones
+            and zones[site.residency].countries
+            and site.country not in zones[site.residency].countries
+        ):
+            at(
+                ["sites", i, "residency"],
+                f"sites.{i}.residency: site country {site.country} is not in zone "
+                f"{site.residency!r} ({', '.join(zones[site.residency].countries)})",
+            )
+        if not site.partitions and site.catalog is None:
+            at(["sites", i], f"sites.{i}: a site needs 'partitions' or a 'catalog'")
+        _check_partitions(document, site, i, accelerators, at)
+        if site.catalog is not None:
+            if site.catalog.currency not in currencies:
+                at(
+                    ["sites", i, "catalog", "currency"],
+                    f"sites.{i}.catalog.currency: no fx rate for {site.catalog.currency} (add it under fx)",
+                )
+            if not (base / site.catalog.file).is_file():
+                at(
+                    ["sites", i, "catalog", "file"],
+                    f"sites.{i}.catalog.file: file not found: {base / site.catalog.file}",
+                )
+    return site_ids
+
+
+def _check_partitions(
+    document: PolicyDocument, site: Site, i: int, accelerators: AcceleratorCatalog, at: Report
+) -> None:
+    for j, part in enumerate(site.partitions):
+        ploc: list[str | int] = ["sites", i, "partitions", j]
+        if part.accelerator is not None and accelerators.get(part.accelerator) is None:
+            at(
+                [*ploc, "accelerator"],
+                f"sites.{i}.partitions.{j}.accelerator: unknown accelerator "
+                f"{part.accelerator!r} (not in {document.accelerators})",
+            )
+        if part.accelerator is not None and part.count_per_node < 1:
+            at(
+                [*ploc, "count_per_node"],
+                f"sites.{i}.partitions.{j}.count_per_node: must be >= 1 for an accelerator partition",
+            )
+        for k, n in enumerate(part.slot_counts or ()):
+            if not 1 <= n <= part.count_per_node:
+                at(
+                    [*ploc, "slot_counts", k],
+                    f"sites.{i}.partitions.{j}.slot_counts.{k}: {n} is not "
+                    f"within 1..{part.count_per_node}",
+                )
+
+
+def check_tenants(
+    document: PolicyDocument,
+    regime: Regime,
+    regimes: RegimeSet,
+    site_ids: dict[str, int],
+    at: Report,
+) -> dict[str, int]:
+    """Tenant ids are unique and every site, class and group they name exists."""
+    tenant_ids: dict[str, int] = {}
+    for i, tenant in enumerate(document.tenants):
+        if tenant.id in tenant_ids:
+            at(["tenants", i, "id"], f"tenants.{i}.id: duplicate tenant id {tenant.id!r}")
+        tenant_ids.setdefault(tenant.id, i)
+        for j, ref in enumerate(tenant.allowed_sites or ()):
+            if ref not in site_ids:
+                at(["tenants", i, "allowed_sites", j], f"tenants.{i}.allowed_sites.{j}: unknown site {ref!r}")
+        for j, lic in enumerate(tenant.export_licences):
+            if lic not in regime.class_names:
+                at(
+                    ["tenants", i, "export_licences", j],
+                    f"tenants.{i}.export_licences.{j}: unknown class "
+                    f"{lic!r} (regime {regime.name}: "
+                    f"{', '.join(regime.class_names)})",
+                )
+        for j, group in enumerate(tenant.country_groups or ()):
+            if group not in regimes.country_groups:
+                at(
+                    ["tenants", i, "country_groups", j],
+                    f"tenants.{i}.country_groups.{j}: unknown country group {group!r}",
+                )
+        for j, voucher in enumerate(tenant.vouchers):
+            for k, ref in enumerate(voucher.sites):
+                if ref not in site_ids:
+                    at(
+                        ["tenants", i, "vouchers", j, "sites", k],
+                        f"tenants.{i}.vouchers.{j}.sites.{k}: unknown site {ref!r}",
+                    )
+    for sid in document.burst.sites:
+        if sid not in site_ids:
+            at(["burst", "sites", sid], f"burst.sites.{sid}: unknown site {sid!r}", key=True)
+    return tenant_ids
+
+
+def check_compliance(document: PolicyDocument, regime: Regime, regimes: RegimeSet, at: Report) -> None:
+    """Export classes and groups exist in the regime; reason templates use known placeholders."""
+    comp = document.compliance
+    if comp.export is not None:
+        for j, cls in enumerate(comp.export.classes):
+            if cls not in regime.class_names:
+                at(
+                    ["compliance", "export", "classes", j],
+                    f"compliance.export.classes.{j}: unknown class {cls!r} (regime {regime.name})",
+                )
+        for j, group in enumerate(comp.export.tenant_country_groups):
+            if group not in regimes.country_groups:
+                at(
+                    ["compliance", "export", "tenant_country_groups", j],
+                    f"compliance.export.tenant_country_groups.{j}: unknown country group {group!r}",
+                )
+    for section in ("residency", "export"):
+        rule = getattr(comp, section)
+        if rule is None:
+            continue
+        try:
+            names = template_fields(rule.reason)
+        except ValueError as exc:
+            at(["compliance", section, "reason"], f"compliance.{section}.reason: bad template: {exc}")
+            continue
+        for name in names:
+            if name not in PLACEHOLDERS:
+                at(
+                    ["compliance", section, "reason"],
+                    f"compliance.{section}.reason: unknown placeholder {{{name}}}",
+                )
+
+
+def check_rank(document: PolicyDocument, at: Report) -> None:
+    """`objective.rank` names known rankers, once each, none after the total order 'offer'."""
+    rank = document.objective.rank
+    for j, name in enumerate(rank):
+        loc: list[str | int] = ["objective", "rank", j]
+        if name not in RANKERS:
+            at(loc, f"objective.rank.{j}: unknown ranker {name!r} (known: {', '.join(RANKERS)})")
+        elif name in rank[:j]:
+            at(loc, f"objective.rank.{j}: duplicate ranker {name!r}")
+        elif "offer" in rank[:j]:
+            at(loc, f"objective.rank.{j}: {name!r} is unreachable: 'offer' already orders every offer")
