@@ -4,16 +4,19 @@ The broker's on-prem site: ``adapters.slurm:SlurmAdapter`` (entry point ``slurm`
 
 * `adapters.slurm._adapter`: `SlurmAdapter` (submit, status, cancel, list_owned, capacity,
   offers); it does not list ``Capability.QUEUES_JOBS`` as missing: jobs may be sent here to pend.
-* `adapters.slurm._config`: partitions (the policy's list or a mapping) and gres types.
+* `adapters.slurm._config`: partitions (the policy's list or a mapping), gres types, and
+  the partition an attempt is submitted to.
+* `adapters.slurm._ledger`: which job each idempotency token started (``<token>.jobid`` markers).
 * `adapters.slurm._script`: the batch script and job description of one attempt.
 * `adapters.slurm._capacity`: free/total units per partition and the expected-wait model.
 * `adapters.slurm._client`: slurmrestd over HTTP (JWT, API version, the error table).
 * `adapters.slurm._jobs`: the job table, one ``GET jobs`` shared for ``jobs_cache_s`` by
   capacity/status, re-checked with ``?update_time=`` (HTTP 304 when unchanged).
-* `adapters.slurm._records`: decoding states, numbers, exit codes, gres strings, marks.
+* `adapters.slurm._records`: decoding states, numbers, exit codes, gres strings, marks, and
+  an attempt's status from its job record.
 
-Idempotency: ``submit`` looks the attempt's token up (memory, a ``<output_dir>/<token>.jobid``
-marker that outlives slurmctld's MinJobAge purge, then the job comments) before submitting,
+Idempotency: ``submit`` looks the attempt's token up in the ledger (memory, a
+``<output_dir>/<token>.jobid`` marker that outlives slurmctld's MinJobAge purge, then the job comments) before submitting,
 so a retried submit returns the first job instead of starting a second one. v0.0.38 (Slurm
 22.05) is the API version tested against real daemons; newer ones differ only in the places
 marked "version-specific".

@@ -8,7 +8,7 @@ import re
 import shlex
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ from adapters.base import (
     Capability,
     ConfigError,
     NotFoundError,
-    UnsupportedError,
     read_file_chunk,
 )
 from adapters.slurm._capacity import (
@@ -30,17 +29,17 @@ from adapters.slurm._capacity import (
     read_partitions,
 )
 from adapters.slurm._client import SlurmRest, checked_job_id
-from adapters.slurm._config import PartitionConfig, parse_partitions
+from adapters.slurm._config import PartitionConfig, parse_partitions, partition_for
 from adapters.slurm._jobs import JobTable
+from adapters.slurm._ledger import TokenLedger
 from adapters.slurm._records import (
     SLURM_STATES,
-    decode_exit_code,
     decode_marks,
     job_state_name,
+    job_status,
     log_tail,
     node_partitions,
     output_path,
-    slurm_number,
 )
 from adapters.slurm._script import (
     ScriptSettings,
@@ -142,8 +141,6 @@ class SlurmAdapter:
         self.currency = str(config.get("currency", "CNY"))
         self.unlimited_s = float(config.get("unlimited_job_hours", 24)) * 3600
         self._submit_lock = threading.Lock()
-        self._submitted: dict[str, str] = {}
-        self._markers_ok = True
         self._gres_seen: dict[str, str] = {}
         self._last_read: tuple[datetime, dict[str, PartitionState]] | None = None
         self.jobs = JobTable(
@@ -152,6 +149,7 @@ class SlurmAdapter:
             full_read_s=float(config.get("jobs_full_read_s", 30.0)),
             clock_margin_s=float(config.get("jobs_clock_margin_s", 2.0)),
         )
+        self.ledger = TokenLedger(output_dir, self.jobs, self.settings.broker_id)
 
     # Settings and health, as attributes ---------------------------------------------------
 
@@ -282,9 +280,11 @@ class SlurmAdapter:
         if not _TOKEN_RE.fullmatch(token) or token.startswith("."):
             raise ConfigError(self.site, "BadToken",
                               "idempotency token must be 1-128 chars of [A-Za-z0-9_.-]")
-        part = self._partition_for(request)
+        part = partition_for(
+            self.site, self.partitions, self.cpu_partition, bool(self.container_runtime), request
+        )
         with self._submit_lock:
-            existing = self._find_submitted(token)
+            existing = self.ledger.find(token)
             if existing is not None:
                 return existing
             try:
@@ -293,7 +293,7 @@ class SlurmAdapter:
                 raise ConfigError(self.site, "OutputDir", f"cannot create {self.output_dir}: {exc}") from exc
             gtype = self._gres_type_for_submit(part) if request.spec.accelerator_count else None
             body = submit_body(request, part, self.settings, api_version=self.rest.version(), gres_type=gtype)
-            self._write_marker(token, "")  # intent: a later submit with this token must look first
+            self.ledger.intent(token)
             try:
                 reply = self.rest.request("POST", "job/submit", payload=body)
             finally:
@@ -302,83 +302,8 @@ class SlurmAdapter:
             if job_id is None:
                 raise AdapterError(self.site, "NoJobId", f"submit answered without a job id: {reply}")
             backend_id = str(job_id)
-            self._submitted[token] = backend_id
-            self._write_marker(token, backend_id)
+            self.ledger.record(token, backend_id)
             return backend_id
-
-    def _write_marker(self, token: str, backend_id: str) -> None:
-        """``<token>.jobid``: empty = a submit was attempted; else the job id it returned."""
-        try:
-            marker = self.output_dir / f"{token}.jobid"
-            tmp = marker.with_suffix(".jobid.tmp")
-            tmp.write_text(backend_id)
-            os.replace(tmp, marker)
-        except OSError:
-            self._markers_ok = False  # from now on every first submit asks slurmctld
-
-    def _partition_for(self, request: LaunchRequest) -> PartitionConfig:
-        offer, spec = request.offer, request.spec
-        part: PartitionConfig | None = self.partitions.get(offer.instance_type)
-        if part is None and offer.accelerator:
-            part = next((p for p in self.partitions.values() if p.accelerator == offer.accelerator), None)
-        if part is None and spec.accelerator_count == 0:
-            name = self.cpu_partition or next(iter(self.partitions))
-            part = self.partitions.get(name)
-        if part is None:
-            raise UnsupportedError(self.site, "NoSuchPartition",
-                                   f"no partition here for {offer.instance_type!r} / {offer.accelerator!r}")
-        if spec.accelerator_count and part.accelerator is None:
-            raise UnsupportedError(self.site, "NoAccelerators",
-                                   f"partition {part.name} has no accelerators")
-        if spec.image and not self.container_runtime:
-            raise UnsupportedError(self.site, "ImagesUnsupported",
-                                   "no container_runtime configured for this Slurm cluster")
-        return part
-
-    def _find_submitted(self, token: str) -> str | None:
-        """A job already submitted with this token: memory, marker file, then slurmctld.
-
-        slurmctld (a full job listing) is asked only when the marker says a submit was
-        attempted without recording its job id (the broker died or the reply was lost),
-        or when markers cannot be written here.
-        """
-        if token in self._submitted:
-            return self._submitted[token]
-        try:
-            text = (self.output_dir / f"{token}.jobid").read_text().strip()
-        except FileNotFoundError:
-            if self._markers_ok:
-                return None  # never attempted from this output_dir
-            text = ""
-        except OSError:
-            text = ""
-        if text:
-            self._submitted[token] = text
-            return text
-        for job in self.jobs.read(full=True).values():  # must not miss a job: no cache
-            marks = decode_marks(job.get("comment"))
-            if marks.get("token") == token and marks.get("broker") == self.broker_id:
-                backend_id = str(job.get("job_id"))
-                self._submitted[token] = backend_id
-                return backend_id
-        return None
-
-    def _token_of(self, backend_id: str) -> str | None:
-        """The token a job was submitted with, from memory or the marker files."""
-        for token, known in self._submitted.items():
-            if known == backend_id:
-                return token
-        try:
-            markers = list(self.output_dir.glob("*.jobid"))
-        except OSError:
-            return None
-        for marker in markers:
-            try:
-                if marker.read_text().strip() == backend_id:
-                    return marker.name[: -len(".jobid")]
-            except OSError:
-                continue
-        return None
 
     def status(self, backend_id: str) -> AttemptStatus:
         job_id = checked_job_id(self.site, backend_id)
@@ -396,29 +321,11 @@ class SlurmAdapter:
             if not jobs:
                 return self._forgotten(backend_id)
             job = jobs[0]
-        name = job_state_name(job)
-        state = SLURM_STATES.get(name)
-        reason = str(job.get("state_reason") or "")
-        tail = log_tail(output_path(job))
-        if state is None:
-            return AttemptStatus(state=AttemptState.PENDING, log_tail=tail,
-                                 message=f"unknown Slurm state {name}")
-        message = name if reason in ("", "None") else f"{name} ({reason})"
-        if state is AttemptState.PENDING:
-            start = slurm_number(job.get("start_time"))
-            if start:
-                message += f", expected start {datetime.fromtimestamp(start, UTC).isoformat()}"
-            return AttemptStatus(state=state, log_tail=tail, message=message)
-        if not state.terminal:
-            return AttemptStatus(state=state, log_tail=tail, message=message)
-        code = decode_exit_code(job.get("exit_code"))
-        if state is AttemptState.SUCCEEDED and code is None:
-            code = 0
-        return AttemptStatus(state=state, exit_code=code, log_tail=tail, message=message)
+        return job_status(job)
 
     def _forgotten(self, backend_id: str) -> AttemptStatus:
         """slurmctld purged the job (MinJobAge): its recorded exit code, else NotFoundError."""
-        token = self._token_of(backend_id)
+        token = self.ledger.token_of(backend_id)
         code = read_exit_code(self.settings, token) if token else None
         if token is None or code is None:
             raise NotFoundError(self.site, "NoSuchJob", f"slurm job {backend_id} is not known (any more)")

@@ -239,16 +239,7 @@ class SlurmRest:
         url = self.url + (f"/slurm/{self.version()}/{path}" if versioned else path)
         refreshed = False
         while True:
-            headers = self._auth_headers(refresh=refreshed)
-            try:
-                resp = self._client.request(method, url, json=payload, headers=headers,
-                                            timeout=self.timeout_s)
-            except httpx.TimeoutException as exc:
-                self._mark(False, f"timeout: {exc}")
-                raise TransientError(self.site, "Timeout", f"{method} {url}: {exc!r}") from exc
-            except httpx.TransportError as exc:
-                self._mark(False, f"unreachable: {exc}")
-                raise TransientError(self.site, "Unreachable", f"{method} {url}: {exc!r}") from exc
+            resp = self._http(method, url, payload, refresh=refreshed)
             can_refresh = self._configured_token is None and not refreshed
             if resp.status_code in (401, 403):
                 if can_refresh:
@@ -260,35 +251,16 @@ class SlurmRest:
             if resp.status_code == 304 and not_modified_ok:
                 self._mark(True)
                 return None
-            try:
-                body = resp.json()
-            except ValueError:
-                body = None
-            if not isinstance(body, dict):
-                if resp.status_code == 404:  # an unknown URL, not an unknown job
-                    raise ConfigError(self.site, "NotServed", f"{method} {url}: not served by slurmrestd")
-                if resp.status_code >= 500:
-                    self._mark(False, f"HTTP {resp.status_code}")
-                    raise TransientError(self.site, f"HTTP{resp.status_code}", resp.text[:300])
-                raise AdapterError(self.site, "BadReply", f"{method} {url}: HTTP {resp.status_code}: "
-                                   f"{resp.text[:300]}")
+            body = self._json_body(resp, method, url)
             errors = [e for e in body.get("errors") or [] if isinstance(e, Mapping)]
             coded = [(_error_code(e), e) for e in errors]
             coded = [(c, e) for c, e in coded if c != 0]
             if coded:
                 code, first = coded[0]
-                text = str(first.get("description") or first.get("error") or "")
-                if code == -1:
-                    if can_refresh:
-                        refreshed = True
-                        continue
-                    if self._token_expires is not None and self._token_expires < time.time():
-                        self._mark(True)
-                        raise AuthError(self.site, "TokenExpired", "the configured Slurm JWT has expired")
-                err = error_for(self.site, code, f"{method} {path}: {text}")
-                self._mark(not isinstance(err, TransientError), str(err) if isinstance(err, TransientError)
-                           else "")
-                raise err
+                if code == -1 and can_refresh:
+                    refreshed = True
+                    continue
+                raise self._slurm_error(code, first, f"{method} {path}")
             if resp.status_code >= 400:
                 if resp.status_code == 404:
                     raise ConfigError(self.site, "NotServed", f"{method} {url}: not served by slurmrestd")
@@ -297,6 +269,44 @@ class SlurmRest:
                 raise cls(self.site, f"HTTP{resp.status_code}", f"{method} {url}: {resp.text[:300]}")
             self._mark(True)
             return body
+
+    def _http(self, method: str, url: str, payload: Any, *, refresh: bool) -> httpx.Response:
+        """One HTTP exchange; timeouts and transport failures become TransientError."""
+        headers = self._auth_headers(refresh=refresh)
+        try:
+            return self._client.request(method, url, json=payload, headers=headers, timeout=self.timeout_s)
+        except httpx.TimeoutException as exc:
+            self._mark(False, f"timeout: {exc}")
+            raise TransientError(self.site, "Timeout", f"{method} {url}: {exc!r}") from exc
+        except httpx.TransportError as exc:
+            self._mark(False, f"unreachable: {exc}")
+            raise TransientError(self.site, "Unreachable", f"{method} {url}: {exc!r}") from exc
+
+    def _json_body(self, resp: httpx.Response, method: str, url: str) -> dict[str, Any]:
+        """The reply's JSON object; a reply that is not one is classified by its HTTP status."""
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            return body
+        if resp.status_code == 404:  # an unknown URL, not an unknown job
+            raise ConfigError(self.site, "NotServed", f"{method} {url}: not served by slurmrestd")
+        if resp.status_code >= 500:
+            self._mark(False, f"HTTP {resp.status_code}")
+            raise TransientError(self.site, f"HTTP{resp.status_code}", resp.text[:300])
+        raise AdapterError(self.site, "BadReply", f"{method} {url}: HTTP {resp.status_code}: "
+                           f"{resp.text[:300]}")
+
+    def _slurm_error(self, code: int, first: Mapping[str, Any], call: str) -> AdapterError:
+        """The classified error for Slurm's first error code (-1 with an expired JWT: AuthError)."""
+        text = str(first.get("description") or first.get("error") or "")
+        if code == -1 and self._token_expires is not None and self._token_expires < time.time():
+            self._mark(True)
+            return AuthError(self.site, "TokenExpired", "the configured Slurm JWT has expired")
+        err = error_for(self.site, code, f"{call}: {text}")
+        self._mark(not isinstance(err, TransientError), str(err) if isinstance(err, TransientError) else "")
+        return err
 
 
 def _error_code(error: Mapping[str, Any]) -> int:

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.base import ConfigError
-from broker.model import SiteId
+from adapters.base import ConfigError, UnsupportedError
+from broker.model import LaunchRequest, SiteId
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,30 @@ def parse_partitions(site: SiteId, config: Mapping[str, Any]) -> dict[str, Parti
             gres = gres_types.get(name) or (gres_types.get(accel) if accel else None)
             parts[name] = PartitionConfig(name, accel, gres if accel else None, default_price)
     return parts
+
+
+def partition_for(
+    site: SiteId,
+    partitions: Mapping[str, PartitionConfig],
+    cpu_partition: str | None,
+    images: bool,
+    request: LaunchRequest,
+) -> PartitionConfig:
+    """The partition an attempt is submitted to; UnsupportedError when none here can run it."""
+    offer, spec = request.offer, request.spec
+    part: PartitionConfig | None = partitions.get(offer.instance_type)
+    if part is None and offer.accelerator:
+        part = next((p for p in partitions.values() if p.accelerator == offer.accelerator), None)
+    if part is None and spec.accelerator_count == 0:
+        name = cpu_partition or next(iter(partitions))
+        part = partitions.get(name)
+    if part is None:
+        raise UnsupportedError(site, "NoSuchPartition",
+                               f"no partition here for {offer.instance_type!r} / {offer.accelerator!r}")
+    if spec.accelerator_count and part.accelerator is None:
+        raise UnsupportedError(site, "NoAccelerators",
+                               f"partition {part.name} has no accelerators")
+    if spec.image and not images:
+        raise UnsupportedError(site, "ImagesUnsupported",
+                               "no container_runtime configured for this Slurm cluster")
+    return part

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from broker.model import AttemptState
+from broker.model import AttemptState, AttemptStatus
 
 LOG_TAIL_BYTES = 4096
 MARK_PREFIX = "szb:"
@@ -240,3 +241,25 @@ def log_tail(path: Path | None) -> str:
     except OSError:
         return ""
 
+
+def job_status(job: Mapping[str, Any]) -> AttemptStatus:
+    """An attempt's status from its slurmrestd job record: state, reason, exit code, output."""
+    name = job_state_name(job)
+    state = SLURM_STATES.get(name)
+    reason = str(job.get("state_reason") or "")
+    tail = log_tail(output_path(job))
+    if state is None:
+        return AttemptStatus(state=AttemptState.PENDING, log_tail=tail,
+                             message=f"unknown Slurm state {name}")
+    message = name if reason in ("", "None") else f"{name} ({reason})"
+    if state is AttemptState.PENDING:
+        start = slurm_number(job.get("start_time"))
+        if start:
+            message += f", expected start {datetime.fromtimestamp(start, UTC).isoformat()}"
+        return AttemptStatus(state=state, log_tail=tail, message=message)
+    if not state.terminal:
+        return AttemptStatus(state=state, log_tail=tail, message=message)
+    code = decode_exit_code(job.get("exit_code"))
+    if state is AttemptState.SUCCEEDED and code is None:
+        code = 0
+    return AttemptStatus(state=state, exit_code=code, log_tail=tail, message=message)

@@ -89,6 +89,35 @@ def gang_command(argv: Sequence[str], nodes: int, settings: ScriptSettings, toke
     )
 
 
+def batch_script(request: LaunchRequest, settings: ScriptSettings) -> str:
+    """The job's shell script: run the command (in the container runtime, over the gang's nodes)."""
+    spec = request.spec
+    argv = [*settings.container_runtime, spec.image, *spec.command] if spec.image else list(spec.command)
+    rc_file = shlex.quote(str(exit_code_file(settings, request.token)))
+    # The exit code also goes to <token>.rc: it outlives slurmctld's MinJobAge purge, so an
+    # attempt that ended while slurmrestd was unreachable is still reconciled with its code.
+    nodes = spec.resources.nodes
+    return (
+        "#!/bin/sh\n"
+        f"# Shangzhuang broker: job {request.job_id} attempt {request.attempt_id}\n"
+        f"{gang_command(argv, nodes, settings, request.token) if nodes > 1 else shlex.join(argv)}\n"
+        "rc=$?\n"
+        f"echo $rc > {rc_file}.tmp && mv -f {rc_file}.tmp {rc_file}\n"
+        "exit $rc\n"
+    )
+
+
+def job_environment(request: LaunchRequest, settings: ScriptSettings) -> dict[str, str]:
+    """The job's environment: a standard PATH, the site's, the job's, then the broker's SZB_* vars."""
+    env = {"PATH": DEFAULT_PATH, **(settings.environment or {}), **request.spec.env,
+           "SZB_JOB_ID": str(request.job_id), "SZB_ATTEMPT_ID": str(request.attempt_id)}
+    if request.agent_endpoint:
+        env["SZB_AGENT_ENDPOINT"] = request.agent_endpoint
+    if request.agent_token:
+        env["SZB_AGENT_TOKEN"] = request.agent_token
+    return env
+
+
 def submit_body(
     request: LaunchRequest,
     part: PartitionConfig,
@@ -99,25 +128,9 @@ def submit_body(
 ) -> dict[str, Any]:
     """The ``job/submit`` payload for one attempt (version-specific where marked)."""
     spec = request.spec
-    argv = [*settings.container_runtime, spec.image, *spec.command] if spec.image else list(spec.command)
-    rc_file = shlex.quote(str(exit_code_file(settings, request.token)))
-    # The exit code also goes to <token>.rc: it outlives slurmctld's MinJobAge purge, so an
-    # attempt that ended while slurmrestd was unreachable is still reconciled with its code.
     nodes = spec.resources.nodes
-    script = (
-        "#!/bin/sh\n"
-        f"# Shangzhuang broker: job {request.job_id} attempt {request.attempt_id}\n"
-        f"{gang_command(argv, nodes, settings, request.token) if nodes > 1 else shlex.join(argv)}\n"
-        "rc=$?\n"
-        f"echo $rc > {rc_file}.tmp && mv -f {rc_file}.tmp {rc_file}\n"
-        "exit $rc\n"
-    )
-    env = {"PATH": DEFAULT_PATH, **(settings.environment or {}), **spec.env,
-           "SZB_JOB_ID": str(request.job_id), "SZB_ATTEMPT_ID": str(request.attempt_id)}
-    if request.agent_endpoint:
-        env["SZB_AGENT_ENDPOINT"] = request.agent_endpoint
-    if request.agent_token:
-        env["SZB_AGENT_TOKEN"] = request.agent_token
+    script = batch_script(request, settings)
+    env = job_environment(request, settings)
     marks = {"broker": settings.broker_id, "job": str(request.job_id),
              "attempt": str(request.attempt_id), "token": request.token}
     job: dict[str, Any] = {

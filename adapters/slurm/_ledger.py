@@ -1,0 +1,88 @@
+"""Which Slurm job each idempotency token started: memory, marker files, then slurmctld.
+
+``<output_dir>/<token>.jobid`` outlives slurmctld's MinJobAge purge: empty means a submit
+was attempted (look before submitting again), otherwise it holds the job id.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from adapters.slurm._jobs import JobTable
+from adapters.slurm._records import decode_marks
+
+
+class TokenLedger:
+    """Token -> job id for one adapter; callers serialize submits around `find` + `record`."""
+
+    def __init__(self, output_dir: Path, jobs: JobTable, broker_id: str) -> None:
+        self.output_dir = output_dir
+        self.jobs = jobs
+        self.broker_id = broker_id
+        self._submitted: dict[str, str] = {}
+        self._markers_ok = True
+
+    def intent(self, token: str) -> None:
+        """A submit with this token is about to be sent: a retry must look before sending."""
+        self._write_marker(token, "")
+
+    def record(self, token: str, backend_id: str) -> None:
+        """The submit with this token returned this job id."""
+        self._submitted[token] = backend_id
+        self._write_marker(token, backend_id)
+
+    def _write_marker(self, token: str, backend_id: str) -> None:
+        """``<token>.jobid``: empty = a submit was attempted; else the job id it returned."""
+        try:
+            marker = self.output_dir / f"{token}.jobid"
+            tmp = marker.with_suffix(".jobid.tmp")
+            tmp.write_text(backend_id)
+            os.replace(tmp, marker)
+        except OSError:
+            self._markers_ok = False  # from now on every first submit asks slurmctld
+
+    def find(self, token: str) -> str | None:
+        """A job already submitted with this token: memory, marker file, then slurmctld.
+
+        slurmctld (a full job listing) is asked only when the marker says a submit was
+        attempted without recording its job id (the broker died or the reply was lost),
+        or when markers cannot be written here.
+        """
+        if token in self._submitted:
+            return self._submitted[token]
+        try:
+            text = (self.output_dir / f"{token}.jobid").read_text().strip()
+        except FileNotFoundError:
+            if self._markers_ok:
+                return None  # never attempted from this output_dir
+            text = ""
+        except OSError:
+            text = ""
+        if text:
+            self._submitted[token] = text
+            return text
+        for job in self.jobs.read(full=True).values():  # must not miss a job: no cache
+            marks = decode_marks(job.get("comment"))
+            if marks.get("token") == token and marks.get("broker") == self.broker_id:
+                backend_id = str(job.get("job_id"))
+                self._submitted[token] = backend_id
+                return backend_id
+        return None
+
+    def token_of(self, backend_id: str) -> str | None:
+        """The token a job was submitted with, from memory or the marker files."""
+        for token, known in self._submitted.items():
+            if known == backend_id:
+                return token
+        try:
+            markers = list(self.output_dir.glob("*.jobid"))
+        except OSError:
+            return None
+        for marker in markers:
+            try:
+                if marker.read_text().strip() == backend_id:
+                    return marker.name[: -len(".jobid")]
+            except OSError:
+                continue
+        return None
