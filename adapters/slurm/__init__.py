@@ -16,8 +16,9 @@ The broker's on-prem site: ``adapters.slurm:SlurmAdapter`` (entry point ``slurm`
   an attempt's status from its job record.
 
 Idempotency: ``submit`` looks the attempt's token up in the ledger (memory, a
-``<output_dir>/<token>.jobid`` marker that outlives slurmctld's MinJobAge purge, then the job comments) before submitting,
-so a retried submit returns the first job instead of starting a second one. v0.0.38 (Slurm
+``<output_dir>/<token>.jobid`` marker that outlives slurmctld's MinJobAge purge, then the
+job comments) before submitting, so a retried submit returns the first job instead of
+starting a second one. v0.0.38 (Slurm
 22.05) is the API version tested against real daemons; newer ones differ only in the places
 marked "version-specific".
 """
