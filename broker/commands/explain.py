@@ -20,10 +20,13 @@ from rich.table import Table
 
 from broker.api import broker_service_pb2 as pb
 from broker.burst import BurstInputs, decide, explain_json
+from broker.client import ClientError
 from broker.commands._connect import add_connection_args, client_for
 from broker.jobfile import JobFileError, load_job_file
 from broker.model import JobSpec, TenantId
 from broker.policy import PolicyError, load_policy
+from broker.policy.offers import static_offers
+from broker.serde import explanation_from_proto, spec_to_proto
 
 DEFAULT_POLICY = Path("configs/policy.yaml")
 MONEY_KEYS = ("onprem_total_cost", "cloud_total_cost", "cash", "voucher")
@@ -52,8 +55,6 @@ def load_job(path: Path) -> JobSpec:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from broker.policy.offers import static_offers
-
     server = args.server
     if server and (args.policy is not None or args.tenant is not None):
         print(
@@ -83,9 +84,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def _explain_remote(args: argparse.Namespace) -> int:
     """ExplainPlacement on a running broker: the decision its dispatcher would take now."""
-    from broker.client import ClientError
-    from broker.serde import explanation_from_proto, spec_to_proto
-
     try:
         job = load_job(args.job)
     except PolicyError as exc:

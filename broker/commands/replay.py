@@ -9,7 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from broker.policy import Policy, PolicyError
+from broker.commands.audit import parse_since
+from broker.policy import Policy, PolicyError, load_policy, load_policy_text
 
 DEFAULT_DATA_DIR = Path(".szb")
 
@@ -55,8 +56,6 @@ def _open_store(args: argparse.Namespace) -> Any:
 
 def _active_policy(store: Any) -> tuple[Policy, str]:
     """The newest policy version the broker loaded, from the audit trail."""
-    from broker.policy import load_policy_text
-
     for version in store.policy_versions(limit=200):
         if version.result in ("loaded", "unchanged") and version.content:
             where = f"{version.source} (sha256 {version.hash[:12]}, stored {version.time:%Y-%m-%d %H:%M})"
@@ -65,8 +64,6 @@ def _active_policy(store: Any) -> tuple[Policy, str]:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from broker.commands.audit import parse_since
-    from broker.policy import load_policy
     from broker.sim.replay import diff, read_history, replay
 
     since: datetime | None = None
