@@ -104,7 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         config.check_role()
     except ConfigFileError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     configure(config.log_format, config.log_level)
     try:
         asyncio.run(serve_forever(config))
