@@ -17,6 +17,7 @@ tell the broker's own, expected errors from bugs. The tree::
     ├── WireValueError (also a ValueError)             broker.serde
     ├── BadReportError, BadHashError (also ValueErrors) broker.agent_http, broker.audit
     ├── ClientError            broker.client: what the server answered
+    ├── _BadRequest            broker.server: becomes INVALID_ARGUMENT with field violations
     ├── UsageError             broker.cli
     ├── ReplayError, TraceError, ScenarioError         broker.sim
     └── AdapterError           adapters.base: a backend's error, classified by kind

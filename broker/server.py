@@ -24,6 +24,7 @@ from broker.api import (
 )
 from broker.audit import AuditTrail, BadHashError
 from broker.auth import AuthError, Principal, TokenAuthority
+from broker.errors import BrokerError
 from broker.model import JobSpec, TenantId
 from broker.quota import QuotaExceededError
 from broker.serde import (
@@ -69,7 +70,7 @@ VetFn = Callable[[JobSpec], Sequence[FieldViolation]]
 DOMAIN = "shangzhuang.broker.v1"
 
 
-class _BadRequest(Exception):
+class _BadRequest(BrokerError):
     def __init__(self, items: Sequence[FieldViolation]) -> None:
         super().__init__("; ".join(str(v) for v in items))
         self.items = list(items)
