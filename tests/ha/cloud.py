@@ -50,7 +50,9 @@ compliance:
 """
 
 
-def cloud_cluster(folder: Path, dsn: str, ecs_address: str) -> Cluster:
+def cloud_cluster(
+    folder: Path, dsn: str, ecs_address: str, *, lease: tuple[float, float] = (LEASE_S, RENEW_S)
+) -> Cluster:
     """A cluster config (policy, catalog, tokens) pointing its one site at the ECS double."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("accelerators.yaml", "regimes.yaml"):
@@ -69,7 +71,7 @@ def cloud_cluster(folder: Path, dsn: str, ecs_address: str) -> Cluster:
         tokens_file: tokens.yaml
         dispatch: {{poll_interval_s: 0.2, reconcile_interval_s: 2}}
         store: {{dsn: '{dsn}'}}
-        ha: {{lease_s: {LEASE_S}, renew_s: {RENEW_S}}}
+        ha: {{lease_s: {lease[0]}, renew_s: {lease[1]}}}
         sites:
           ali-bj: {site}
         """)
