@@ -215,8 +215,8 @@ def run(
         for t in threads:
             t.start()
         began, takeovers, starting = time.monotonic(), [], []
-        while time.monotonic() - began + args.kill_every <= args.duration:
-            time.sleep(args.kill_every)
+        for k in range(1, int(args.duration // args.kill_every) + 1):
+            time.sleep(max(0.0, began + k * args.kill_every - time.monotonic()))
             takeovers.append(kill_leader(cluster, starting))
             print(f"kill {len(takeovers)}: takeover {takeovers[-1]:.2f}s", file=sys.stderr, flush=True)
         load.stop.set()
