@@ -18,6 +18,7 @@ from typing import Any
 from adapters.base import Adapter
 from adapters.registry import AdapterRegistry
 from broker.agent_http import AgentHttpServer
+from broker.agent_rpc import AgentServicer
 from broker.agent_secret import SecretEscrow
 from broker.audit import AuditTrail
 from broker.auth import TokenAuthority
@@ -38,7 +39,7 @@ from broker.planning import Planner
 from broker.policy.watcher import PolicyLoad
 from broker.quota import Quotas
 from broker.rpcviews import RpcViews
-from broker.server import AgentServicer, BrokerServicer
+from broker.server import BrokerServicer
 from broker.service import BrokerServices, EventHub
 from broker.store import JobStore, PolicyVersion, PostgresStore, SqliteStore
 from broker.tls import ServerTls, warn_if_plaintext

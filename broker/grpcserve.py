@@ -10,11 +10,12 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from broker.agent_rpc import AgentServicer
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2, broker_service_pb2_grpc
 from broker.instrument import RpcMetricsInterceptor
 from broker.metrics import BrokerMetrics
 from broker.rpc_guard import DecodeGuard
-from broker.server import AgentServicer, BrokerServicer
+from broker.server import BrokerServicer
 from broker.tls import ServerTls, warn_if_plaintext
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024

@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 from pydantic import ValidationError
 
 from broker.api import (
-    agent_service_pb2,
-    agent_service_pb2_grpc,
     broker_service_pb2,
     broker_service_pb2_grpc,
     job_pb2,
     placement_pb2,
 )
 from broker.audit import AuditTrail, BadHashError
-from broker.auth import AuthError, Principal, TokenAuthority
-from broker.errors import BrokerError
+from broker.auth import Principal, TokenAuthority
 from broker.model import JobSpec, TenantId
-from broker.quota import QuotaExceededError
+from broker.rpc_errors import DOMAIN, ERROR_REASONS, _BadRequest, abort_with, bad_request, error_reason
 from broker.serde import (
     WireValueError,
     checked_timestamp,
@@ -36,15 +29,14 @@ from broker.serde import (
     state_from_proto,
 )
 from broker.service import (
-    AgentAuthError,
-    AgentReportError,
     BrokerServices,
-    NotPlaceableError,
     PermissionDeniedError,
     PriorityNotGrantedError,
 )
-from broker.store import JobNotFoundError, StoreError, Submission
+from broker.store import Submission
 from broker.validation import FieldViolation, violations
+
+__all__ = ["DOMAIN", "ERROR_REASONS", "BrokerServicer", "abort_with", "bad_request", "error_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -66,101 +58,6 @@ OffersFn = Callable[
 ]
 VetFn = Callable[[JobSpec], Sequence[FieldViolation]]
 """Problems of a well-formed spec against the running policy (e.g. an unknown accelerator)."""
-
-DOMAIN = "shangzhuang.broker.v1"
-
-
-class _BadRequest(BrokerError):
-    def __init__(self, items: Sequence[FieldViolation]) -> None:
-        super().__init__("; ".join(str(v) for v in items))
-        self.items = list(items)
-
-
-def bad_request(field: str, description: str) -> Exception:
-    """An error `abort_with` turns into INVALID_ARGUMENT with one field violation."""
-    return _BadRequest([FieldViolation(field, description)])
-
-
-async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
-    """Turn a typed error into a gRPC status with rich details; the one place that does."""
-    details: list[any_pb2.Any] = []
-    reason = error_reason(exc)
-    if isinstance(exc, _BadRequest | AgentReportError):
-        code, message = code_pb2.INVALID_ARGUMENT, f"invalid request: {exc}"
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in exc.items
-            ]
-        )
-        details.append(_pack(bad))
-    elif isinstance(exc, QuotaExceededError):
-        code, message = code_pb2.RESOURCE_EXHAUSTED, str(exc)
-        quota = error_details_pb2.QuotaFailure(
-            violations=[
-                error_details_pb2.QuotaFailure.Violation(
-                    subject=f"tenant:{exc.tenant}",
-                    description=f"{exc.limit}: {exc.description}",
-                    quota_id=exc.limit,
-                    quota_metric=f"shangzhuang.broker/{exc.limit}",
-                    quota_dimensions={"tenant": exc.tenant},
-                    quota_value=int(exc.value),
-                )
-            ]
-        )
-        details.append(_pack(quota))
-    elif isinstance(exc, AuthError | AgentAuthError):
-        code, message = code_pb2.UNAUTHENTICATED, str(exc)
-    elif isinstance(exc, PermissionDeniedError):
-        code, message = code_pb2.PERMISSION_DENIED, str(exc)
-    elif isinstance(exc, JobNotFoundError):
-        code, message = code_pb2.NOT_FOUND, str(exc)
-    elif isinstance(exc, NotPlaceableError):
-        more = f" (and {len(exc.reasons) - 1} more reason(s))" if len(exc.reasons) > 1 else ""
-        code, message = code_pb2.FAILED_PRECONDITION, f"no allowed offer: {exc.reasons[0]}{more}"
-        failure = error_details_pb2.PreconditionFailure(
-            violations=[
-                error_details_pb2.PreconditionFailure.Violation(
-                    type="PLACEMENT", subject=f"job[{exc.index}]", description=r
-                )
-                for r in exc.reasons
-            ]
-        )
-        details.append(_pack(failure))
-    elif isinstance(exc, StoreError):
-        code, message = code_pb2.INTERNAL, f"store error: {exc}"
-    else:
-        log.error("internal error in an RPC", exc_info=exc)
-        code, message = code_pb2.INTERNAL, f"internal error: {type(exc).__name__}"
-    details.append(_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)))
-    status = status_pb2.Status(code=code, message=message, details=details)
-    await context.abort_with_status(rpc_status.to_status(status))
-    raise AssertionError("abort_with_status returned")  # pragma: no cover
-
-
-# Stable, documented `ErrorInfo.reason` values (UPPER_SNAKE): clients switch on these,
-# never on Python class names. Most specific class first.
-ERROR_REASONS: tuple[tuple[type[BaseException], str], ...] = (
-    (_BadRequest, "INVALID_ARGUMENT"),
-    (QuotaExceededError, "QUOTA_EXCEEDED"),
-    (AgentAuthError, "AGENT_TOKEN_INVALID"),
-    (AuthError, "UNAUTHENTICATED"),
-    (PermissionDeniedError, "PERMISSION_DENIED"),
-    (JobNotFoundError, "NOT_FOUND"),
-    (NotPlaceableError, "NO_ALLOWED_OFFER"),
-    (StoreError, "STORE_ERROR"),
-)
-
-
-def error_reason(exc: BaseException) -> str:
-    """The `ErrorInfo.reason` of a typed error; INTERNAL for anything unexpected."""
-    return next((reason for cls, reason in ERROR_REASONS if isinstance(exc, cls)), "INTERNAL")
-
-
-def _pack(msg: Any) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(msg)
-    return packed
 
 
 def _spec(msg: Any, prefix: str, vet: VetFn | None = None) -> JobSpec:
@@ -496,47 +393,5 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             return audit.events(
                 job_id=request.job_id, tenant=request.tenant, since=since, page_size=request.page_size
             )
-        except Exception as exc:
-            await abort_with(context, exc)
-
-
-class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
-    """Heartbeats and exit reports from bootstraps on cloud instances; one token per attempt."""
-
-    def __init__(self, services: BrokerServices) -> None:
-        self.services = services
-
-    async def Heartbeat(
-        self, request: agent_service_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> agent_service_pb2.HeartbeatResponse:
-        try:
-            stop = self.services.agent_report(
-                request.attempt_id, request.token, "heartbeat" if request.running else "alive", None, ""
-            )
-            return agent_service_pb2.HeartbeatResponse(stop=stop)
-        except Exception as exc:
-            await abort_with(context, exc)
-
-    async def ReportExit(
-        self, request: agent_service_pb2.ReportExitRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> agent_service_pb2.ReportExitResponse:
-        try:
-            self.services.agent_report(
-                request.attempt_id, request.token, "exit", request.exit_code, request.log_tail
-            )
-            return agent_service_pb2.ReportExitResponse()
-        except Exception as exc:
-            await abort_with(context, exc)
-
-    async def AppendLog(
-        self, request: agent_service_pb2.AppendLogRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> agent_service_pb2.AppendLogResponse:
-        try:
-            if request.offset < 0:
-                raise _BadRequest([FieldViolation("offset", "must be >= 0")])
-            next_offset = await asyncio.to_thread(
-                self.services.agent_log, request.attempt_id, request.token, request.offset, request.data
-            )
-            return agent_service_pb2.AppendLogResponse(next_offset=next_offset)
         except Exception as exc:
             await abort_with(context, exc)

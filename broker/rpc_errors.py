@@ -1,0 +1,121 @@
+"""Typed errors to gRPC statuses with rich details: the one place that maps them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from broker.auth import AuthError
+from broker.errors import BrokerError
+from broker.quota import QuotaExceededError
+from broker.service import (
+    AgentAuthError,
+    AgentReportError,
+    NotPlaceableError,
+    PermissionDeniedError,
+)
+from broker.store import JobNotFoundError, StoreError
+from broker.validation import FieldViolation
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "shangzhuang.broker.v1"
+
+
+class _BadRequest(BrokerError):
+    def __init__(self, items: Sequence[FieldViolation]) -> None:
+        super().__init__("; ".join(str(v) for v in items))
+        self.items = list(items)
+
+
+def bad_request(field: str, description: str) -> Exception:
+    """An error `abort_with` turns into INVALID_ARGUMENT with one field violation."""
+    return _BadRequest([FieldViolation(field, description)])
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
+    """Turn a typed error into a gRPC status with rich details; the one place that does."""
+    details: list[any_pb2.Any] = []
+    reason = error_reason(exc)
+    if isinstance(exc, _BadRequest | AgentReportError):
+        code, message = code_pb2.INVALID_ARGUMENT, f"invalid request: {exc}"
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in exc.items
+            ]
+        )
+        details.append(_pack(bad))
+    elif isinstance(exc, QuotaExceededError):
+        code, message = code_pb2.RESOURCE_EXHAUSTED, str(exc)
+        quota = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject=f"tenant:{exc.tenant}",
+                    description=f"{exc.limit}: {exc.description}",
+                    quota_id=exc.limit,
+                    quota_metric=f"shangzhuang.broker/{exc.limit}",
+                    quota_dimensions={"tenant": exc.tenant},
+                    quota_value=int(exc.value),
+                )
+            ]
+        )
+        details.append(_pack(quota))
+    elif isinstance(exc, AuthError | AgentAuthError):
+        code, message = code_pb2.UNAUTHENTICATED, str(exc)
+    elif isinstance(exc, PermissionDeniedError):
+        code, message = code_pb2.PERMISSION_DENIED, str(exc)
+    elif isinstance(exc, JobNotFoundError):
+        code, message = code_pb2.NOT_FOUND, str(exc)
+    elif isinstance(exc, NotPlaceableError):
+        more = f" (and {len(exc.reasons) - 1} more reason(s))" if len(exc.reasons) > 1 else ""
+        code, message = code_pb2.FAILED_PRECONDITION, f"no allowed offer: {exc.reasons[0]}{more}"
+        failure = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type="PLACEMENT", subject=f"job[{exc.index}]", description=r
+                )
+                for r in exc.reasons
+            ]
+        )
+        details.append(_pack(failure))
+    elif isinstance(exc, StoreError):
+        code, message = code_pb2.INTERNAL, f"store error: {exc}"
+    else:
+        log.error("internal error in an RPC", exc_info=exc)
+        code, message = code_pb2.INTERNAL, f"internal error: {type(exc).__name__}"
+    details.append(_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)))
+    status = status_pb2.Status(code=code, message=message, details=details)
+    await context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+# Stable, documented `ErrorInfo.reason` values (UPPER_SNAKE): clients switch on these,
+# never on Python class names. Most specific class first.
+ERROR_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (_BadRequest, "INVALID_ARGUMENT"),
+    (QuotaExceededError, "QUOTA_EXCEEDED"),
+    (AgentAuthError, "AGENT_TOKEN_INVALID"),
+    (AuthError, "UNAUTHENTICATED"),
+    (PermissionDeniedError, "PERMISSION_DENIED"),
+    (JobNotFoundError, "NOT_FOUND"),
+    (NotPlaceableError, "NO_ALLOWED_OFFER"),
+    (StoreError, "STORE_ERROR"),
+)
+
+
+def error_reason(exc: BaseException) -> str:
+    """The `ErrorInfo.reason` of a typed error; INTERNAL for anything unexpected."""
+    return next((reason for cls, reason in ERROR_REASONS if isinstance(exc, cls)), "INTERNAL")
+
+
+def _pack(msg: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(msg)
+    return packed
