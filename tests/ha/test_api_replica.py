@@ -99,3 +99,21 @@ def test_watch_and_agent_reports_go_through_a_replica_that_is_not_the_leader(
     # The leader acts on the report that came through the replica: the instance is removed.
     wait_until("the leader terminated the finished instance", lambda: not ecs.instances)
     assert leader.leading()
+
+
+def test_a_cancel_through_a_replica_stops_the_instance_the_leader_started(
+    split: Cluster, ecs: EcsCloud
+) -> None:
+    api = split.start("api")
+    split.start("scheduler")
+    split.leader()
+    with grpc.insecure_channel(api.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_spec("cancel-via-replica")), metadata=md()).job
+        wait_until("the leader launched an instance", lambda: launched(split.dsn, job.id))
+        assert len(ecs.instances) == 1
+        cancelled = stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=md()).job
+        assert cancelled.state == job_pb2.JOB_STATE_CANCELLED
+    # The replica only recorded it; the leader, woken, stops the instance at the backend.
+    wait_until("the leader stopped the cancelled job's instance", lambda: not ecs.instances)
+    wait_until("the attempt is closed", lambda: attempts(split.dsn, job.id)[-1].state.terminal)
