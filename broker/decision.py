@@ -1,13 +1,19 @@
-"""What the pure decision core tells the dispatcher to do with one queued job."""
+"""What the pure decision core tells the dispatcher to do with one queued job (typed, frozen).
+
+Its JSON (events, explain) and wire form are made in `broker.serde_decision`, nowhere else.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING
 
 from broker.model import Offer
+
+if TYPE_CHECKING:
+    from broker.placement import Explanation
 
 
 class Action(StrEnum):
@@ -19,18 +25,64 @@ class Action(StrEnum):
     """No offer can ever be allowed: the job fails with the reasons."""
 
 
+@dataclass(frozen=True, slots=True)
+class DecisionFacts:
+    """The numbers behind a burst decision (money in the policy's `currency`)."""
+
+    waited_s: float = 0.0
+    max_wait_s: float = 0.0
+    remaining_wait_s: float = 0.0
+    currency: str = ""
+    score: float | None = None
+    """The chosen offer's placement score."""
+    onprem_site: str | None = None
+    onprem_expected_wait_s: float | None = None
+    onprem_total_cost: float | None = None
+    cloud_offer: str | None = None
+    cloud_total_cost: float | None = None
+    cash: float | None = None
+    """What a burst takes from the tenant's budget (its voucher pays `voucher`)."""
+    voucher: float | None = None
+    burst_pending_since: datetime | None = None
+    """When the burst condition was first seen true (hysteresis memory)."""
+    burst_in_s: float | None = None
+    """A late job bursts this many seconds from now (its last responsible moment)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FairShareNote:
+    """Where the job stands in the fair-share order when it was decided."""
+
+    position: int
+    in_quota: bool
+    share_ratio: float
+    standing: str
+    tenant_position: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReclaimVictim:
+    """Borrowed work fair share asks to preempt so this job gets its quota back."""
+
+    attempt: str
+    tenant: str
+    units: int
+
+
 @dataclass(frozen=True)
 class Decision:
     action: Action
     offer: Offer | None = None
     reasons: tuple[str, ...] = ()
-    data: Mapping[str, Any] = field(default_factory=dict)
-    """The numbers behind the decision and the explanation, recorded on the job's event."""
+    facts: DecisionFacts = DecisionFacts()
+    """The numbers behind the decision, recorded (as JSON, by serde) on the job's event."""
     policy_hash: str = ""
     burst: bool = False
     """True when `offer` is a cloud burst rather than on-prem capacity."""
-    explanation: Any = None
-    """The placement explanation behind the decision (`broker.placement.Explanation`)."""
+    explanation: Explanation | None = None
+    """The placement explanation behind the decision."""
+    fair_share: FairShareNote | None = None
+    reclaim: tuple[ReclaimVictim, ...] = ()
 
     @property
     def summary(self) -> str:

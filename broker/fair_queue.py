@@ -12,12 +12,11 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from broker.burst import effective_max_wait, is_onprem
 from broker.burst.snapshot import PassSnapshot
 from broker.catalog.accelerators import normalize
-from broker.decision import Action, Decision
+from broker.decision import Action, Decision, FairShareNote, ReclaimVictim
 from broker.fairshare import (
     Demand,
     QueuedWork,
@@ -238,16 +237,8 @@ class FairQueue:
             return decision
         offer = decision.offer
         onprem = offer is not None and is_onprem(policy, offer.site)
-        data: dict[str, Any] = {
-            **decision.data,
-            "fair_share": {
-                "position": st.position,
-                "tenant_position": st.tenant_position,
-                "in_quota": st.in_quota,
-                "share_ratio": round(st.ratio, 3),
-                "standing": st.text(),
-            },
-        }
+        fair = FairShareNote(st.position, st.in_quota, round(st.ratio, 3), st.text(), st.tenant_position)
+        reclaim: tuple[ReclaimVictim, ...] = ()
         if decision.action == Action.RUN and onprem and not st.may_run_onprem and offer is not None:
             key = offer.partition
             snap.claimed[key] = max(0, snap.claimed.get(key, 0) - units_of(job.spec))
@@ -259,7 +250,7 @@ class FairQueue:
                     f"tenant {job.tenant} has used its guaranteed quota and may not borrow idle "
                     f"on-prem capacity; waiting for its quota",
                 ),
-                data=data,
+                fair_share=fair,
             )
         if decision.action == Action.WAIT:
             self.reasons[job.id] = decision.summary
@@ -267,9 +258,7 @@ class FairQueue:
                 free = offer.free - snap.claimed.get(offer.partition, 0)
                 chosen = self.reclaim(policy, job, offer.partition, free, snap.now)
                 if chosen:
-                    data["reclaim"] = [
-                        {"attempt": v.attempt_id, "tenant": v.tenant, "units": v.units} for v in chosen
-                    ]
+                    reclaim = tuple(ReclaimVictim(v.attempt_id, v.tenant, v.units) for v in chosen)
         if (
             decision.action == Action.WAIT
             and onprem
@@ -284,7 +273,7 @@ class FairQueue:
             free = offer.free - snap.claimed.get(key, 0)
             if free > 0:
                 snap.claimed[key] = snap.claimed.get(key, 0) + min(free, units_of(job.spec))
-        return replace(decision, data=data)
+        return replace(decision, fair_share=fair, reclaim=reclaim)
 
     # Reclaim -------------------------------------------------------------------------------
 

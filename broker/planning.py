@@ -39,7 +39,7 @@ from broker.catalog.accelerators import normalize
 from broker.catalog.instances import InstanceRow
 from broker.clock import Clock
 from broker.config import BrokerConfig
-from broker.decision import Action, Decision
+from broker.decision import Action, Decision, FairShareNote
 from broker.dispatch.contract import FailoverPlan
 from broker.dispatch.failover import (
     Blocklist,
@@ -364,9 +364,9 @@ class Planner:
         # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
         decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
         decision = self.fair.adjust(self.policy, job, decision, snap)
-        since = decision.data.get("burst_pending_since")
-        if since:
-            self.pending_burst[job.id] = datetime.fromisoformat(since)
+        since = decision.facts.burst_pending_since
+        if since is not None:
+            self.pending_burst[job.id] = since
         else:
             self.pending_burst.pop(job.id, None)
         return decision
@@ -381,8 +381,8 @@ class Planner:
             return True
         policy = self.policy
         now = self.clock.now()
-        cash = float(decision.data.get("cash", 0.0))
-        voucher = float(decision.data.get("voucher", 0.0))
+        cash = decision.facts.cash or 0.0
+        voucher = decision.facts.voucher or 0.0
         tenant_limit = self.budget(job.tenant)
         cap = policy.burst.budget.global_monthly_cap
         entry = SpendEntry(
@@ -491,13 +491,7 @@ class Planner:
             spec = spec.model_copy(update={"max_wait": timedelta(0)})
         inputs = self.inputs_for(tenant, snap, store, queued_since=snap.now, pending_since=None)
         decision = decide(spec, tenant, snap.offers, policy, inputs)
-        fair = {
-            "position": standing.position,
-            "in_quota": standing.in_quota,
-            "share_ratio": round(standing.ratio, 3),
-            "standing": standing.text(),
-        }
-        data = {**decision.data, "fair_share": fair}
+        fair = FairShareNote(standing.position, standing.in_quota, round(standing.ratio, 3), standing.text())
         offer = decision.offer
         if (
             decision.action == Action.RUN
@@ -509,8 +503,8 @@ class Planner:
                 f"tenant {tenant} has used its guaranteed quota and may not borrow idle "
                 "on-prem capacity; waiting for its quota"
             )
-            return replace(decision, action=Action.WAIT, reasons=(reason, standing.text()), data=data)
-        return replace(decision, reasons=(*decision.reasons, standing.text()), data=data)
+            return replace(decision, action=Action.WAIT, reasons=(reason, standing.text()), fair_share=fair)
+        return replace(decision, reasons=(*decision.reasons, standing.text()), fair_share=fair)
 
     # Fair share ------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from broker.api import broker_service_pb2, placement_pb2
 from broker.audit import AuditTrail
 from broker.auth import Principal, TokenAuthority
-from broker.burst import explain_json
 from broker.burst.money import month_of
 from broker.clock import Clock
 from broker.jobview import JobDetails, job_details
@@ -26,6 +25,7 @@ from broker.policy.schema import Limits
 from broker.quota import resolve_limits
 from broker.reports import spend_report, status_report
 from broker.serde import explanation_to_proto, offers_to_proto, ts_from_proto
+from broker.serde_decision import explain_json
 from broker.store import JobNotFoundError, JobStore
 
 if TYPE_CHECKING:

@@ -1,6 +1,7 @@
 """Overflow bursting: the pure run / wait / burst decision and the money and route facts it uses."""
 
-from broker.burst.decision import BurstInputs, decide, demand, effective_max_wait, explain_json, is_onprem
+from broker.burst.decision import decide
+from broker.burst.inputs import BurstInputs, demand, effective_max_wait, is_onprem
 from broker.burst.money import CostSplit, TenantMoney, estimate_cost, split_cost
 from broker.burst.routes import RouteState, route_refusal, route_states
 
@@ -13,7 +14,6 @@ __all__ = [
     "demand",
     "effective_max_wait",
     "estimate_cost",
-    "explain_json",
     "is_onprem",
     "route_refusal",
     "route_states",

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from broker.burst.decision import BurstInputs, decide, is_onprem
+from broker.burst.decision import decide
+from broker.burst.inputs import BurstInputs, is_onprem
 from broker.burst.money import TenantMoney
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision

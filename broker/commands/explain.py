@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from broker.api import broker_service_pb2 as pb
-from broker.burst import BurstInputs, decide, explain_json
+from broker.burst import BurstInputs, decide
 from broker.client import ClientError
 from broker.commands._connect import add_connection_args, client_for
 from broker.jobfile import JobFileError, load_job_file
@@ -27,6 +27,7 @@ from broker.model import JobSpec, TenantId
 from broker.policy import PolicyError, load_policy
 from broker.policy.offers import static_offers
 from broker.serde import explanation_from_proto, spec_to_proto
+from broker.serde_decision import explain_json
 
 DEFAULT_POLICY = Path("configs/policy.yaml")
 MONEY_KEYS = ("onprem_total_cost", "cloud_total_cost", "cash", "voucher")

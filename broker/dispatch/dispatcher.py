@@ -42,6 +42,7 @@ from broker.model import (
     SiteId,
 )
 from broker.placement import rejection_summary
+from broker.serde_decision import decision_data, reclaim_json
 from broker.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -325,7 +326,7 @@ class Dispatcher(AttemptTracking):
                     now,
                     kind="rejected",
                     message=decision.summary,
-                    data={**decision.data, **_audit_data(decision)},
+                    data={**decision_data(decision), **_audit_data(decision)},
                     policy_hash=decision.policy_hash,
                     expect=JobState.QUEUED,
                 )
@@ -338,11 +339,11 @@ class Dispatcher(AttemptTracking):
                     now,
                     kind="gave_up",
                     message=why,
-                    data=dict(decision.data),
+                    data=decision_data(decision),
                     expect=JobState.QUEUED,
                 )
             else:
-                if decision.data.get("reclaim"):
+                if decision.reclaim:
                     self._reclaim(job, decision)
                 reason = decision.summary or "waiting for capacity"
                 # Record a new waiting event only when the reason changes, not its numbers.
@@ -350,14 +351,14 @@ class Dispatcher(AttemptTracking):
                 if self._waiting_reason.get(job.id) != gist:
                     self._waiting_reason[job.id] = gist
                     log.info("job waits: %s", reason, extra=_decision_fields(job, decision, "waiting"))
-                    waiting.append((job.id, reason, dict(decision.data), decision.policy_hash))
+                    waiting.append((job.id, reason, decision_data(decision), decision.policy_hash))
         self._flush_waiting(waiting, now)
 
     def _reclaim(self, owner: Job, decision: Decision) -> None:
         """Fair share asked to preempt borrowed work for this job's quota: do it in the background."""
         self._in_background(
             preempt(
-                decision.data["reclaim"],
+                reclaim_json(decision),
                 owner,
                 store=self.store,
                 adapters=self.adapters,
@@ -420,7 +421,7 @@ class Dispatcher(AttemptTracking):
             kind="placed",
             message=f"placed on {offer.site} ({offer.instance_type})"
             + (" [burst]" if decision.burst else ""),
-            data={**decision.data, "offer": offer.model_dump(mode="json"), **_audit_data(decision)},
+            data={**decision_data(decision), "offer": offer.model_dump(mode="json"), **_audit_data(decision)},
             policy_hash=decision.policy_hash,
             site=offer.site,
             expect=JobState.QUEUED,

@@ -22,7 +22,7 @@ from typing import Literal
 
 from broker.burst import TenantMoney, estimate_cost, route_refusal, split_cost
 from broker.burst.snapshot import PassSnapshot, partition_key
-from broker.decision import Action, Decision
+from broker.decision import Action, Decision, DecisionFacts
 from broker.model import SiteId
 from broker.placement import PlacementContext, ScoredOffer, place
 from broker.placement.rank import rank
@@ -143,7 +143,7 @@ class Baseline:
         if paid is None:
             return None
         return Decision(
-            Action.RUN, s.offer, (reason,), burst=True, data={"cash": paid[0], "voucher": paid[1]}
+            Action.RUN, s.offer, (reason,), burst=True, facts=DecisionFacts(cash=paid[0], voucher=paid[1])
         )
 
     def _cheapest(

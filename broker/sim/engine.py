@@ -29,11 +29,12 @@ from broker.burst.spot import offer_outlook
 from broker.decision import Action, Decision
 from broker.dispatch.failover import Blocklist, FailoverPolicy
 from broker.fairshare import Demand, QueuedWork, charge_factor, order
-from broker.fairshare.book import FairShareBook, Holding, capacity_of
+from broker.fairshare.book import Holding, capacity_of
 from broker.model import Offer
 from broker.placement import PlacementContext, PreparedOffers, place, prepare_offers
 from broker.policy import Policy
 from broker.sim.backends import Clouds, Ledger, OfferBook, Partition, onprem_partitions
+from broker.sim.fairbook import IncrementalBook
 from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.metrics import JobRecord, RunResult, Series, carbon_g
 from broker.sim.queues import Key, ProjectedQueues
@@ -144,7 +145,7 @@ class Engine:
         ]
         # Fair share, as the live dispatcher orders its queue: per partition, each tenant's
         # waiting jobs; capacity that frees goes to the head of the fair-share order.
-        self.fair = FairShareBook(policy.document.fair_share.half_life.total_seconds())
+        self.fair = IncrementalBook(policy.document.fair_share.half_life.total_seconds())
         self.fair_capacity = capacity_of(policy)
         self.hold = policy.document.fair_share.hold_for_under_share
         self.by_tenant: dict[str, dict[str, deque[tuple[int, int]]]] = {k: {} for k in self.parts}
@@ -371,8 +372,7 @@ class Engine:
             for k, v in snap.backlog_h.items():
                 if v != before.get(k, 0.0):
                     added[k] = added.get(k, 0.0) + v - before.get(k, 0.0)
-            since = d.data.get("burst_pending_since")
-            st.pending = datetime.fromisoformat(since) if since else None
+            st.pending = d.facts.burst_pending_since
             self._apply(job, st, d, snap)
 
     def _apply(self, job: SimJob, st: _Job, d: Decision, snap: PassSnapshot) -> None:
@@ -385,7 +385,7 @@ class Engine:
             if d.offer is not None and partition_key(d.offer) in self.fen:
                 st.wait_key, st.wait_units_h = partition_key(d.offer), job.demand * job.runtime_s / 3600
                 self.fen[st.wait_key].add(j, st.wait_units_h)
-                if "burst_in_s" not in d.data:  # a job about to burst holds up nobody
+                if d.facts.burst_in_s is None:  # a job about to burst holds up nobody
                     self.projected.add(st.wait_key, j, self._key(job), job.demand, job.runtime_s - st.done_s)
             if st.listed != st.gen:
                 st.listed = st.gen
@@ -443,7 +443,7 @@ class Engine:
             st.reserved = (0.0, 0.0, None, month_of(snap.now))
             self._push(self.t + self.scenario.stockouts_for(offer.site).fail_after_s, FAIL, j)
             return
-        cash, voucher = float(d.data.get("cash", 0.0)), float(d.data.get("voucher", 0.0))
+        cash, voucher = d.facts.cash or 0.0, d.facts.voucher or 0.0
         vid = split_cost(job.tenant, offer.site, 1.0, self.policy, {}).voucher_id
         st.reserved = (cash, voucher, vid, month_of(snap.now))
         self.ledger.add(job.tenant, st.reserved[3], cash, voucher, vid)

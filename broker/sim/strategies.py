@@ -60,18 +60,16 @@ class PolicyStrategy:
         return tuple(sorted(keys))
 
     def timer(self, job: SimJob, decision: Decision, now_s: float, backoff_s: float) -> float | None:
-        data = decision.data
-        burst_in = data.get("burst_in_s")
-        if burst_in is not None:  # the last responsible moment to burst
-            return now_s + float(burst_in) + 1.0
-        since = data.get("burst_pending_since")
-        if since:
-            return (datetime.fromisoformat(since) - EPOCH).total_seconds() + self.hysteresis_s + 1.0
-        wait, remaining = data.get("onprem_expected_wait_s"), data.get("remaining_wait_s", 0)
+        f = decision.facts
+        if f.burst_in_s is not None:  # the last responsible moment to burst
+            return now_s + f.burst_in_s + 1.0
+        if f.burst_pending_since is not None:
+            return (f.burst_pending_since - EPOCH).total_seconds() + self.hysteresis_s + 1.0
+        wait, remaining = f.onprem_expected_wait_s, f.remaining_wait_s
         if wait is not None and wait <= remaining:
-            gap = float(remaining) - float(wait) + 1.0
+            gap = remaining - wait + 1.0
             if self.projector is not None:  # look again before the last moment a burst could still help
-                gap = min(gap, float(remaining) - self.lead_s)
+                gap = min(gap, remaining - self.lead_s)
             return now_s + max(MIN_GAP_S, gap)
         return now_s + min(
             MAX_BACKOFF_S, max(backoff_s, self.policy.burst.blocklist_ttl.capacity.total_seconds())
@@ -79,8 +77,8 @@ class PolicyStrategy:
 
     def wants_cloud(self, decision: Decision) -> bool:
         """Held back only by the cloud side: it would burst, but no cloud offer is usable now."""
-        data = decision.data
-        if data.get("burst_pending_since") or "cloud_offer" in data:
+        f = decision.facts
+        if f.burst_pending_since is not None or f.cloud_offer is not None:
             return False
-        wait = data.get("onprem_expected_wait_s")
-        return wait is None or wait > data.get("remaining_wait_s", 0)
+        wait = f.onprem_expected_wait_s
+        return wait is None or wait > f.remaining_wait_s

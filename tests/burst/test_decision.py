@@ -61,14 +61,14 @@ def test_free_onprem_runs_there(policy: Policy) -> None:
 def test_wait_within_max_wait_stays_onprem(policy: Policy) -> None:
     d = decide(job(max_wait="30m"), TenantId("lab"), offers(policy, free=0, wait_s=600), policy, inputs())
     assert d.action == Action.WAIT and d.offer is not None and d.offer.site == "onprem"
-    assert d.data["onprem_expected_wait_s"] == 600
+    assert d.facts.onprem_expected_wait_s == 600
 
 
 def test_long_wait_bursts_to_cheapest_allowed_cloud(policy: Policy) -> None:
     d = decide(job(max_wait="5m"), TenantId("lab"), offers(policy, free=0, wait_s=3 * 3600), policy, inputs())
     assert d.action == Action.RUN and d.burst
     assert d.offer is not None and d.offer.site == "ali-bj"
-    assert d.data["cloud_total_cost"] < d.data["onprem_total_cost"]
+    assert (d.facts.cloud_total_cost or 0) < (d.facts.onprem_total_cost or 0)
     assert "burst" in d.reasons[0]
 
 
@@ -96,7 +96,8 @@ def test_hysteresis_delays_a_burst_until_the_condition_has_held(policy: Policy) 
         spec, TenantId("lab"), offers(policy, free=0, wait_s=6 * 3600), policy, inputs(queued_since=waited)
     )
     assert first.action == Action.WAIT and "pending" in first.reasons[0]
-    since = datetime.fromisoformat(str(first.data["burst_pending_since"]))
+    since = first.facts.burst_pending_since
+    assert since is not None
     later = decide(
         spec,
         TenantId("lab"),
@@ -130,7 +131,7 @@ def test_voucher_pays_first_so_a_small_budget_still_bursts(policy: Policy) -> No
         inputs(money=TenantMoney(budget_left=7.0, voucher_balances={"v1": 100.0})),
     )
     assert d.action == Action.RUN and d.burst
-    assert d.data["voucher"] == pytest.approx(6.95) and d.data["cash"] == pytest.approx(6.95)
+    assert d.facts.voucher == pytest.approx(6.95) and d.facts.cash == pytest.approx(6.95)
 
 
 def test_per_route_provisioning_limit_and_failure_throttle(policy: Policy) -> None:
@@ -207,8 +208,7 @@ def test_oscillating_queue_makes_a_bounded_number_of_burst_decisions(policy: Pol
         if d.action == Action.RUN and d.burst:
             bursts += 1
             break  # a burst is final: the job leaves the queue
-        since = d.data.get("burst_pending_since")
-        pending = datetime.fromisoformat(str(since)) if since else None
+        pending = d.facts.burst_pending_since
         t += timedelta(minutes=1)
     # It bursts at most once, and only when its remaining allowed wait ran below the hysteresis.
     assert bursts <= 1

@@ -75,7 +75,7 @@ def test_spot_needs_checkpoints_for_a_long_job(policy: Policy) -> None:
     assert saved.burst and saved.offer is not None and saved.offer.spot
     # The budget is reserved at the expected cost: 4.00 x ~25.6 billed hours, not x 25.
     expected = 4.0 * outlook(25.0, 0.1, 0.5, 300 / 3600).billed_h
-    assert math.isclose(saved.data["cash"], round(expected, 2), abs_tol=0.01)
+    assert math.isclose(saved.facts.cash or 0.0, round(expected, 2), abs_tol=0.01)
 
 
 def _variant(tmp_path: Path, ali: str, burst_extra: str = "") -> Policy:

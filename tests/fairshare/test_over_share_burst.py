@@ -62,5 +62,5 @@ def test_a_tenant_far_over_its_share_bursts_instead_of_waiting(tmp_path: Path) -
     # small waits on-prem within its max_wait; hog, at 2x its share (> 1.5), bursts now.
     assert small.action == Action.WAIT and not small.burst
     assert hog.action == Action.RUN and hog.burst and hog.offer is not None and hog.offer.site == "cloud"
-    assert hog.data["fair_share"]["share_ratio"] > 1.5
+    assert hog.fair_share is not None and hog.fair_share.share_ratio > 1.5
     store.close()

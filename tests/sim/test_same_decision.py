@@ -66,11 +66,11 @@ def test_planner_and_simulator_decide_alike() -> None:
         )
         a = planner.decide(job, live, store=None)  # type: ignore[arg-type]
         b = strategy.decide(sim_job, simulated, simulated.money[sim_job.tenant], None)
-        assert (a.action, a.offer, a.reasons, dict(a.data), a.burst) == (
+        assert (a.action, a.offer, a.reasons, a.facts, a.burst) == (
             b.action,
             b.offer,
             b.reasons,
-            dict(b.data),
+            b.facts,
             b.burst,
         )
         assert (live.claimed, live.backlog_h) == (simulated.claimed, simulated.backlog_h)

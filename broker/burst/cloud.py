@@ -1,0 +1,131 @@
+"""The cloud side of a burst decision: which cloud offer a job may burst to now, and at what cost."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from broker.burst.inputs import BurstInputs
+from broker.burst.money import estimate_cost, split_cost
+from broker.burst.routes import route_refusal
+from broker.burst.spot import offer_outlook, spot_refusal
+from broker.model import JobSpec, SiteId, SpotMode, TenantId
+from broker.placement import ScoredOffer
+from broker.policy import Policy
+
+
+@dataclass(frozen=True, slots=True)
+class CloudPick:
+    """The cloud offer a job would burst to: its total score (spot risk included) and money."""
+
+    total: float
+    scored: ScoredOffer
+    cash: float
+    voucher: float
+
+
+def spot_risk_cost(spec: JobSpec, scored: ScoredOffer, policy: Policy) -> float:
+    """Expected extra cost of running on spot: the billed hours lost to interruptions
+    (`broker.burst.spot`: restarts from the last checkpoint, or from zero)."""
+    if not scored.offer.spot:
+        return 0.0
+    runtime_h = spec.runtime_estimate.total_seconds() / 3600
+    out = offer_outlook(spec, scored.offer, policy, runtime_h)
+    if math.isinf(out.billed_h):
+        return math.inf
+    return scored.terms.get("cost", 0.0) * (out.billed_h / runtime_h - 1.0)
+
+
+_Order = list[tuple[float, int, ScoredOffer]]
+_ORDERS: dict[tuple[int, object, object], tuple[Sequence[ScoredOffer], _Order]] = {}
+
+
+def cloud_order(
+    spec: JobSpec, allowed: Sequence[ScoredOffer], home: frozenset[str], policy: Policy
+) -> _Order:
+    """Cloud offers as (total, input index, offer), best-first by score plus spot risk.
+
+    Memoized on the allowed list's identity (placement hands out the same list for the same
+    job shape, runtime and vouchers), so re-deciding a waiting job does not re-sort its offers.
+    """
+    key = (id(allowed), spec.runtime_estimate, spec.checkpoint)
+    hit = _ORDERS.get(key)
+    if hit is not None and hit[0] is allowed:
+        return hit[1]
+    ranked = sorted(
+        (
+            (s.score + spot_risk_cost(spec, s, policy), s.offer.site, s.offer.key, i, s)
+            for i, s in enumerate(allowed)
+            if s.offer.site not in home
+        ),
+        key=lambda c: c[:4],
+    )
+    order = [(c[0], c[3], c[4]) for c in ranked]
+    if len(_ORDERS) > 4096:
+        _ORDERS.clear()
+    _ORDERS[key] = (allowed, order)
+    return order
+
+
+def cloud_refusal(
+    s: ScoredOffer,
+    spec: JobSpec,
+    tenant: TenantId,
+    policy: Policy,
+    inputs: BurstInputs,
+    slack_spot_ok: bool,
+) -> str | tuple[float, float]:
+    """Why a cloud offer cannot be used now, or the (cash, voucher) it would take."""
+    if s.offer.free is not None and s.offer.free <= 0:
+        return f"{s.offer.key}: no stock"
+    if s.offer.spot and spec.spot != SpotMode.REQUIRED:
+        if not slack_spot_ok:
+            return f"{s.offer.key}: deadline too close for spot"
+        slack_h = None
+        if spec.deadline is not None:
+            slack_h = (spec.deadline - inputs.now).total_seconds() / 3600
+        why_spot = spot_refusal(spec, s.offer, policy, slack_h=slack_h)
+        if why_spot is not None:
+            return why_spot
+    why = route_refusal(s.offer.site, inputs.routes.get(SiteId(s.offer.site)), policy, inputs.now)
+    if why is not None:
+        return why
+    hours = offer_outlook(spec, s.offer, policy).billed_h if s.offer.spot else None
+    total = estimate_cost(spec, s.offer, policy, hours)  # spot: at its expected billed hours
+    split = split_cost(tenant, s.offer.site, total, policy, inputs.money.voucher_balances)
+    if inputs.money.budget_left is not None and split.cash > inputs.money.budget_left + 1e-9:
+        return (
+            f"budget: {s.offer.key} would cost {split.cash:.2f} {policy.currency} in cash, "
+            f"{max(0.0, inputs.money.budget_left):.2f} left this month"
+        )
+    if inputs.money.global_left is not None and split.cash > inputs.money.global_left + 1e-9:
+        return (
+            f"global burst cap: {split.cash:.2f} {policy.currency} needed, "
+            f"{max(0.0, inputs.money.global_left):.2f} left"
+        )
+    return split.cash, split.voucher
+
+
+def best_cloud(
+    spec: JobSpec,
+    tenant: TenantId,
+    allowed: Sequence[ScoredOffer],
+    policy: Policy,
+    inputs: BurstInputs,
+    home: frozenset[str],
+) -> CloudPick | list[str]:
+    """The best usable cloud offer within route limits and money, or every refusal when none is."""
+    slack_spot_ok = True
+    if spec.deadline is not None:
+        runtime_s = spec.runtime_estimate.total_seconds()
+        slack = (spec.deadline - inputs.now).total_seconds() - runtime_s
+        slack_spot_ok = slack >= runtime_s * (policy.burst.deadline_slack_factor - 1)
+    refused: list[tuple[int, str]] = []
+    for total, i, s in cloud_order(spec, allowed, home, policy):
+        why = cloud_refusal(s, spec, tenant, policy, inputs, slack_spot_ok)
+        if isinstance(why, str):
+            refused.append((i, why))
+            continue
+        return CloudPick(total, s, why[0], why[1])
+    return [why for _, why in sorted(refused)]  # in the offers' own order

@@ -1,0 +1,82 @@
+"""What a burst decision reads besides the job, offers and policy, and the job facts it derives."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from broker.burst.money import TenantMoney
+from broker.burst.routes import RouteState
+from broker.model import JobSpec, SiteId
+from broker.placement.blocklist import BLOCKED
+from broker.placement.health import UNHEALTHY
+from broker.policy import Policy
+
+TRANSIENT_RULES = frozenset({BLOCKED, UNHEALTHY})
+"""Rejections that may lift by themselves: a job rejected only by these waits, never fails."""
+
+
+@dataclass(frozen=True)
+class BurstInputs:
+    """Everything besides the job, offers and policy that the decision depends on."""
+
+    now: datetime
+    queued_since: datetime
+    money: TenantMoney = field(default_factory=TenantMoney)
+    routes: Mapping[SiteId, RouteState] = field(default_factory=dict)
+    blocked: frozenset[str] = frozenset()
+    unhealthy: Mapping[SiteId, str] = field(default_factory=dict)
+    burst_pending_since: datetime | None = None
+    """When the burst condition was first seen true for this job (hysteresis memory)."""
+    queueing_sites: frozenset[str] = frozenset()
+    """On-prem sites whose backend keeps its own queue (the job can be sent there to pend)."""
+    onprem_adjust: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    """Partition key (`site/partition`) -> (accelerators already claimed, extra wait seconds)
+    from decisions made earlier in the same pass; applied to on-prem offers here."""
+    onprem_capacity: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    """Partition key -> (free units, expected wait seconds) as the backend reports them now;
+    overrides the on-prem offers' own `free` and `expected_wait_s`, so the offer list can stay
+    one static catalog (and placement's memo stays warm) while capacity changes."""
+    projected_wait: Mapping[str, float] = field(default_factory=dict)
+    """Partition key -> this job's projected wait there (`broker.burst.projection`: running
+    jobs' expected ends and the queue ahead in dispatch order). Where given, it replaces the
+    fluid estimate, and a late job bursts at the last responsible moment (deadline minus the
+    route's provisioning p95) instead of after the hysteresis."""
+
+
+_ONPREM: dict[int, tuple[Policy, frozenset[str]]] = {}
+
+
+def onprem_sites(policy: Policy) -> frozenset[str]:
+    """The ids of the policy's on-prem sites (cached per policy object)."""
+    hit = _ONPREM.get(id(policy))
+    if hit is None or hit[0] is not policy:
+        if len(_ONPREM) > 64:
+            _ONPREM.clear()
+        hit = _ONPREM[id(policy)] = (policy, frozenset(s.id for s in policy.sites if s.partitions))
+    return hit[1]
+
+
+def is_onprem(policy: Policy, site_id: str) -> bool:
+    """On-prem sites are the ones described by partitions (HPC style), not cloud catalogs."""
+    return site_id in onprem_sites(policy)
+
+
+def demand(spec: JobSpec) -> int:
+    """What a job takes from an offer's `free`: accelerators, or CPU cores when it needs none (× nodes)."""
+    return (spec.accelerator_count or math.ceil(spec.resources.cpus)) * spec.resources.nodes
+
+
+def effective_max_wait(spec: JobSpec, tenant_id: str, policy: Policy) -> timedelta:
+    """The job's own max_wait, else the policy default for its priority, tenant kind, or overall."""
+    if spec.max_wait is not None:
+        return spec.max_wait
+    mw = policy.burst.max_wait
+    if spec.priority in mw.by_priority:
+        return mw.by_priority[spec.priority]
+    tenant = policy.tenant(tenant_id)
+    if tenant is not None and tenant.kind in mw.by_tenant_kind:
+        return mw.by_tenant_kind[tenant.kind]
+    return mw.default

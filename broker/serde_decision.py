@@ -1,0 +1,126 @@
+"""JSON and wire forms of a burst decision (the serde side of `broker.decision`).
+
+The decision core returns typed, frozen values; only this module turns them into the dict
+recorded on job events and shown by `szb explain`, and back (`facts_from_json`), and through
+the typed proto (`broker.serde.decision_to_proto` / `decision_from_proto`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import datetime
+from typing import Any
+
+from broker.api import placement_pb2
+from broker.decision import Decision, DecisionFacts
+from broker.placement import HARDWARE_PREFIX, Explanation, ScoredOffer, rejection_counts
+from broker.serde import decision_from_proto, decision_to_proto
+
+_TIMES = ("burst_pending_since",)
+_FACTS = tuple(f.name for f in fields(DecisionFacts))
+
+
+def facts_json(facts: DecisionFacts) -> dict[str, Any]:
+    """The facts that are set (None left out), datetimes as ISO 8601."""
+    out: dict[str, Any] = {}
+    for name in _FACTS:
+        value = getattr(facts, name)
+        if value is None:
+            continue
+        out[name] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+def facts_from_json(data: dict[str, Any]) -> DecisionFacts:
+    """The typed facts back from `facts_json` (unknown keys ignored)."""
+    kw: dict[str, Any] = {}
+    for name in _FACTS:
+        value = data.get(name)
+        if value is None:
+            continue
+        kw[name] = datetime.fromisoformat(value) if name in _TIMES and isinstance(value, str) else value
+    if "currency" in kw:
+        kw["currency"] = str(kw["currency"])
+    return DecisionFacts(**kw)
+
+
+def decision_data(decision: Decision) -> dict[str, Any]:
+    """The numbers behind a decision as recorded on the job's event (the pre-typed `data`).
+
+    `currency` labels every money figure (the policy's); the offer's price keeps its own
+    currency next to it. Fair-share standing and reclaim victims are added when present.
+    """
+    data = facts_json(decision.facts)
+    data["action"] = decision.action.value
+    offer = decision.offer
+    if offer is not None:
+        data["offer_key"] = offer.key
+        data["price_per_hour"] = offer.price_per_hour
+        data["price_currency"] = offer.currency
+        data["price_read_at"] = offer.price_read_at.isoformat() if offer.price_read_at else None
+    fair = decision.fair_share
+    if fair is not None:
+        data["fair_share"] = {
+            "position": fair.position,
+            **({"tenant_position": fair.tenant_position} if fair.tenant_position is not None else {}),
+            "in_quota": fair.in_quota,
+            "share_ratio": fair.share_ratio,
+            "standing": fair.standing,
+        }
+    if decision.reclaim:
+        data["reclaim"] = reclaim_json(decision)
+    return data
+
+
+def reclaim_json(decision: Decision) -> list[dict[str, Any]]:
+    """The borrowed attempts fair share asks to preempt for this job."""
+    return [{"attempt": v.attempt, "tenant": v.tenant, "units": v.units} for v in decision.reclaim]
+
+
+def decision_proto(decision: Decision) -> placement_pb2.Decision:
+    """The typed wire form of a decision."""
+    return decision_to_proto(
+        {**decision_data(decision), "burst": decision.burst, "reasons": list(decision.reasons)}
+    )
+
+
+def facts_from_proto(msg: placement_pb2.Decision) -> DecisionFacts:
+    """The typed facts back from the wire form."""
+    return facts_from_json(decision_from_proto(msg))
+
+
+def explain_json(decision: Decision) -> dict[str, Any]:
+    """The explanation as the decision sees it: `chosen` is the decision's offer (run, burst
+    or wait there), offers are listed decision first, then allowed, then rejected with the
+    rules that block the job before hardware misfits; `rejections` counts offers per rule."""
+    expl: Explanation | None = decision.explanation
+    if expl is None:
+        body: dict[str, Any] = {"chosen": None, "offers": [], "policy_hash": decision.policy_hash}
+        body["rejections"], body["allowed_offers"] = [], 0
+    else:
+        body = expl.to_json()
+        body["placement_best"] = body["chosen"]
+        picked = None
+        if decision.offer is not None:
+            picked = next((s for s in expl.offers if s.offer.key == decision.offer.key), None)
+        ordered = sorted(
+            expl.offers,
+            key=lambda s: (s is not picked, not s.allowed, _is_misfit(s)),
+        )
+        body["chosen"] = expl.offer_json(picked) if picked is not None else None
+        body["offers"] = [expl.offer_json(s) for s in ordered]
+        body["rejections"] = [
+            {"rule": rule, "offers": n, "message": message} for rule, n, message in rejection_counts(expl)
+        ]
+        body["allowed_offers"] = len(expl.allowed)
+    body["decision"] = {
+        "action": decision.action.value,
+        "burst": decision.burst,
+        "reasons": list(decision.reasons),
+        **decision_data(decision),
+    }
+    return body
+
+
+def _is_misfit(scored: ScoredOffer) -> bool:
+    return not scored.allowed and all(r.rule.startswith(HARDWARE_PREFIX) for r in scored.reasons)
