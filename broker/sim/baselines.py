@@ -44,6 +44,7 @@ class Baseline:
         self._onprem_sites = frozenset(site.id for site in policy.sites if site.partitions)
         self._chain = policy.objective.rank
         self._split: dict[int, tuple[list[ScoredOffer], list[ScoredOffer], list[ScoredOffer]]] = {}
+        self._verdicts: tuple[frozenset[str], dict[str, bool]] = (frozenset(), {})
 
     def _lists(self, job: SimJob) -> tuple[list[ScoredOffer], list[ScoredOffer], list[ScoredOffer]]:
         """(on-prem in placement order, cloud by cost, everything by cost) for one job, cached."""
@@ -73,18 +74,24 @@ class Baseline:
         return self._free[1].get(key, 0) - snap.claimed.get(key, 0)
 
     def _usable(self, job: SimJob, snap: PassSnapshot, offers: list[ScoredOffer]) -> list[ScoredOffer]:
-        """Cloud offers still allowed under the pass's failover blocks (placement decides)."""
+        """Cloud offers still allowed under the pass's failover blocks (placement decides).
+
+        The offers passed static placement for this job already, so a block is the only new
+        reason to refuse one: placement's verdict on each offer is kept per set of blocks."""
         if not snap.blocked or not offers:
             return offers
+        if self._verdicts[0] != snap.blocked:
+            self._verdicts = (snap.blocked, {})
+        verdicts = self._verdicts[1]
         ctx = PlacementContext(now=snap.now, blocked=snap.blocked)
         out: list[ScoredOffer] = []
         for i in range(0, len(offers), 8):
             chunk = offers[i : i + 8]
-            keep = {
-                s.offer.key
-                for s in place(job.spec, job.tenant, [s.offer for s in chunk], self.policy, ctx).allowed
-            }
-            out.extend(s for s in chunk if s.offer.key in keep)
+            unknown = [s.offer for s in chunk if s.offer.key not in verdicts]
+            if unknown:
+                keep = {s.offer.key for s in place(job.spec, job.tenant, unknown, self.policy, ctx).allowed}
+                verdicts.update((o.key, o.key in keep) for o in unknown)
+            out.extend(s for s in chunk if verdicts[s.offer.key])
             if out:
                 break
         return out

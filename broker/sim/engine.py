@@ -15,13 +15,11 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from itertools import islice
-from typing import Protocol
 
 from adapters.base import CapacityError
-from broker.burst import TenantMoney, is_onprem, split_cost
+from broker.burst import is_onprem, split_cost
 from broker.burst.money import month_of
 from broker.burst.projection import queue_key
 from broker.burst.snapshot import PassSnapshot, partition_key
@@ -31,81 +29,18 @@ from broker.dispatch.failover import Blocklist, FailoverPolicy
 from broker.fairshare import Demand, QueuedWork, charge_factor, order
 from broker.fairshare.book import Holding, capacity_of
 from broker.model import Offer
-from broker.placement import PlacementContext, PreparedOffers, place, prepare_offers
 from broker.policy import Policy
+from broker.sim.audit import Auditor
 from broker.sim.backends import Clouds, Ledger, OfferBook, Partition, onprem_partitions
 from broker.sim.fairbook import IncrementalBook
 from broker.sim.jobs import EPOCH, SimJob
-from broker.sim.metrics import JobRecord, RunResult, Series, carbon_g
+from broker.sim.metrics import RunResult, Series, carbon_g
 from broker.sim.queues import Key, ProjectedQueues
 from broker.sim.scenario import Scenario
+from broker.sim.state import Fenwick, SimState, Strategy, queued_work, take_heads
 
 FINISH, UP, FAIL, STOP, TIMER = range(5)
 """Event kinds, in the order they are handled at equal times (capacity frees first)."""
-
-
-class Strategy(Protocol):
-    name: str
-
-    def decide(
-        self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None
-    ) -> Decision:
-        """One job's decision within a pass (must claim/enqueue on-prem offers in `snap`)."""
-        ...
-
-    def candidates(self, job: SimJob, decision: Decision) -> tuple[str, ...]:
-        """On-prem partition keys the job could run on (capacity there may start it)."""
-        ...
-
-    def timer(self, job: SimJob, decision: Decision, now_s: float, backoff_s: float) -> float | None:
-        """When to re-decide a waiting job if nothing else happens (None: only on events)."""
-        ...
-
-    def wants_cloud(self, decision: Decision) -> bool:
-        """Whether a waiting job is held back by the cloud side (route limits, budget, blocks)."""
-        ...
-
-
-class _Fenwick:
-    """Prefix sums of queued backlog (accelerator-hours) by job index."""
-
-    def __init__(self, n: int) -> None:
-        self.t = [0.0] * (n + 1)
-
-    def add(self, i: int, v: float) -> None:
-        i += 1
-        while i < len(self.t):
-            self.t[i] += v
-            i += i & -i
-
-    def prefix(self, i: int) -> float:
-        """Sum over indices < i."""
-        s = 0.0
-        while i > 0:
-            s += self.t[i]
-            i -= i & -i
-        return s
-
-
-@dataclass(slots=True)
-class _Job:
-    queued: bool = False
-    gen: int = 0
-    listed: int = -1
-    """Generation for which the job sits in the partition/cloud deques."""
-    pending: datetime | None = None
-    burst_before: bool = False
-    wait_key: str | None = None
-    wait_units_h: float = 0.0
-    cands: tuple[str, ...] | None = None
-    timer_ver: int = 0
-    backoff: float = 0.0
-    offer: Offer | None = None
-    running_since: float = 0.0
-    done_s: float = 0.0
-    """Work kept by checkpoints across interruptions (a restart runs only the rest)."""
-    reserved: tuple[float, float, str | None, str] = (0.0, 0.0, None, "")
-    rec: JobRecord = field(default_factory=JobRecord)
 
 
 class Engine:
@@ -117,6 +52,7 @@ class Engine:
         strategy: Strategy,
         *,
         progress: Callable[[int], None] | None = None,
+        auditor: Auditor | None = None,
     ) -> None:
         self.policy, self.jobs, self.scenario, self.strategy = policy, jobs, scenario, strategy
         self.progress = progress
@@ -131,25 +67,14 @@ class Engine:
         self.failover = FailoverPolicy(
             capacity_block_s=ttl.capacity.total_seconds(), quota_block_s=ttl.quota.total_seconds()
         )
-        self.state = [
-            _Job(
-                rec=JobRecord(
-                    arrival_s=j.arrival_s,
-                    max_wait_s=j.max_wait_s,
-                    tenant=j.tenant,
-                    runtime_s=j.runtime_s,
-                    demand_h=j.demand * j.runtime_s / 3600,
-                )
-            )
-            for j in jobs
-        ]
+        self.state = [SimState.of(j) for j in jobs]
         # Fair share, as the live dispatcher orders its queue: per partition, each tenant's
         # waiting jobs; capacity that frees goes to the head of the fair-share order.
         self.fair = IncrementalBook(policy.document.fair_share.half_life.total_seconds())
         self.fair_capacity = capacity_of(policy)
         self.hold = policy.document.fair_share.hold_for_under_share
         self.by_tenant: dict[str, dict[str, deque[tuple[int, int]]]] = {k: {} for k in self.parts}
-        self.fen = {k: _Fenwick(len(jobs)) for k in self.parts}
+        self.fen = {k: Fenwick(len(jobs)) for k in self.parts}
         self.cloud_wait: deque[tuple[int, int]] = deque()
         self.projected = ProjectedQueues(self.parts)
         if policy.burst.wait_model == "projected" and hasattr(strategy, "projector"):
@@ -163,9 +88,8 @@ class Engine:
         self.series = Series()
         self._sample_every = max(60.0, horizon / scenario.sample_points)
         self._next_sample = 0.0
-        self._audited: dict[tuple[int, str], bool] = {}
-        self._alone: dict[tuple[str, int], PreparedOffers] = {}
-        self.audit_every = scenario.audit_every or (1 if len(jobs) <= 20_000 else 10)
+        every = scenario.audit_every or (1 if len(jobs) <= 20_000 else 10)
+        self.auditor = auditor or Auditor(policy, every)  # shared by runs: each (job, offer) once
 
     # Events ---------------------------------------------------------------------------
 
@@ -277,7 +201,7 @@ class Engine:
                 st.rec.end_s = self.t
                 self._pass(self._cloud_heads(), "route")
 
-    def _requeue(self, job: SimJob, st: _Job) -> None:
+    def _requeue(self, job: SimJob, st: SimState) -> None:
         st.queued, st.gen, st.burst_before = True, st.gen + 1, True
         self.queued += 1
         self._pass([job.index, *self._cloud_heads()], "failover")
@@ -291,39 +215,13 @@ class Engine:
                 dq.popleft()
             for j, gen in islice(dq, 8):
                 if self.state[j].queued and gen == self.state[j].gen:
-                    job = self.jobs[j]
-                    r = job.spec.resources
-                    work.append(
-                        QueuedWork(
-                            str(j),
-                            job.tenant,
-                            job.spec.priority,
-                            job.created_at,
-                            Demand(r.accelerators.count, r.cpus, r.memory_gb),
-                            job.demand,
-                            self.state[j].cands or (key,),
-                            due=job.created_at + timedelta(seconds=job.max_wait_s),
-                        )
-                    )
+                    work.append(queued_work(self.jobs[j], self.state[j].cands or (key,)))
         if not work:
             return []
         now = EPOCH + timedelta(seconds=self.t)
         tenants = self.fair.tenant_states(self.policy, now, {w.tenant for w in work})
         ordered = order(work, tenants, self.fair_capacity, charge=charge_factor(self.fair.ledger.half_life_s))
-        out: list[int] = []
-        units = 0
-        for standing in ordered:
-            j = int(standing.job_id)
-            if not standing.may_run_onprem:
-                continue
-            if self.jobs[j].demand <= part.free - units:
-                out.append(j)
-                units += self.jobs[j].demand
-            elif self.hold and (standing.in_quota or standing.ratio < 1.0):
-                break  # the free capacity is held for this job (as the live dispatcher holds it)
-            if units >= part.free or len(out) >= self.scenario.redecide_head:
-                break
-        return out
+        return take_heads(ordered, self.jobs, part.free, self.hold, self.scenario.redecide_head)
 
     def _cloud_heads(self) -> list[int]:
         out: list[int] = []
@@ -375,62 +273,72 @@ class Engine:
             st.pending = d.facts.burst_pending_since
             self._apply(job, st, d, snap)
 
-    def _apply(self, job: SimJob, st: _Job, d: Decision, snap: PassSnapshot) -> None:
-        j = job.index
+    def _apply(self, job: SimJob, st: SimState, d: Decision, snap: PassSnapshot) -> None:
         if d.action == Action.REJECT:
             st.queued, st.rec.rejected = False, True
             self.queued -= 1
-            return
-        if d.action == Action.WAIT:
-            if d.offer is not None and partition_key(d.offer) in self.fen:
-                st.wait_key, st.wait_units_h = partition_key(d.offer), job.demand * job.runtime_s / 3600
-                self.fen[st.wait_key].add(j, st.wait_units_h)
-                if d.facts.burst_in_s is None:  # a job about to burst holds up nobody
-                    self.projected.add(st.wait_key, j, self._key(job), job.demand, job.runtime_s - st.done_s)
-            if st.listed != st.gen:
-                st.listed = st.gen
-                if st.cands is None:
-                    st.cands = tuple(k for k in self.strategy.candidates(job, d) if k in self.by_tenant)
-                for k in st.cands:
-                    self.by_tenant[k].setdefault(job.tenant, deque()).append((j, st.gen))
-            if self.strategy.wants_cloud(d):
-                self.cloud_wait.append((j, st.gen))
-            when = self.strategy.timer(job, d, self.t, st.backoff)
-            st.timer_ver += 1
-            if when is not None:
-                st.backoff = max(st.backoff * 2, self.policy.burst.blocklist_ttl.capacity.total_seconds())
-                self._push(max(when, self.t + 1.0), TIMER, j, st.timer_ver)
-            return
-        assert d.offer is not None
+        elif d.action == Action.WAIT:
+            self._wait(job, st, d)
+        else:
+            assert d.offer is not None
+            st.queued, st.offer, st.backoff = False, d.offer, 0.0
+            self.queued -= 1
+            st.rec.attempts += 1
+            st.rec.compliant = st.rec.compliant and self.auditor.allows(job, d.offer, self.t)
+            if is_onprem(self.policy, d.offer.site):
+                self._start_onprem(job, st, d.offer, snap)
+            else:
+                self._start_cloud(job, st, d, snap)
+
+    def _wait(self, job: SimJob, st: SimState, d: Decision) -> None:
+        """Queue the job where the decision waits (backlog, projection, re-decision triggers)."""
+        j = job.index
+        if d.offer is not None and partition_key(d.offer) in self.fen:
+            st.wait_key, st.wait_units_h = partition_key(d.offer), job.demand * job.runtime_s / 3600
+            self.fen[st.wait_key].add(j, st.wait_units_h)
+            if d.facts.burst_in_s is None:  # a job about to burst holds up nobody
+                self.projected.add(st.wait_key, j, self._key(job), job.demand, job.runtime_s - st.done_s)
+        if st.listed != st.gen:
+            st.listed = st.gen
+            if st.cands is None:
+                st.cands = tuple(k for k in self.strategy.candidates(job, d) if k in self.by_tenant)
+            for k in st.cands:
+                self.by_tenant[k].setdefault(job.tenant, deque()).append((j, st.gen))
+        if self.strategy.wants_cloud(d):
+            self.cloud_wait.append((j, st.gen))
+        when = self.strategy.timer(job, d, self.t, st.backoff)
+        st.timer_ver += 1
+        if when is not None:
+            st.backoff = max(st.backoff * 2, self.policy.burst.blocklist_ttl.capacity.total_seconds())
+            self._push(max(when, self.t + 1.0), TIMER, j, st.timer_ver)
+
+    def _start_onprem(self, job: SimJob, st: SimState, offer: Offer, snap: PassSnapshot) -> None:
+        left = job.runtime_s - st.done_s
+        part = self.parts[partition_key(offer)]
+        part.start(job.demand, self.t + left)
+        r = job.spec.resources
+        self.fair.started(
+            str(job.index),
+            Holding(
+                job.tenant,
+                partition_key(offer),
+                Demand(r.accelerators.count, r.cpus, r.memory_gb),
+                job.demand,
+                snap.now,
+            ),
+        )
+        st.rec.onprem_acc_h += job.demand * left / 3600
+        if math.isnan(st.rec.start_s):
+            st.rec.start_s = self.t
+        hours = left / 3600
+        st.rec.cost_onprem += self._price(offer) * hours
+        st.rec.carbon_g += carbon_g(self.policy, offer, hours)
+        st.rec.burst = False
+        self._push(self.t + left, FINISH, job.index)
+
+    def _start_cloud(self, job: SimJob, st: SimState, d: Decision, snap: PassSnapshot) -> None:
         offer = d.offer
-        st.queued, st.offer, st.backoff = False, offer, 0.0
-        self.queued -= 1
-        st.rec.attempts += 1
-        st.rec.compliant = st.rec.compliant and self._audit(job, offer)
-        if is_onprem(self.policy, offer.site):
-            left = job.runtime_s - st.done_s
-            part = self.parts[partition_key(offer)]
-            part.start(job.demand, self.t + left)
-            r = job.spec.resources
-            self.fair.started(
-                str(j),
-                Holding(
-                    job.tenant,
-                    partition_key(offer),
-                    Demand(r.accelerators.count, r.cpus, r.memory_gb),
-                    job.demand,
-                    snap.now,
-                ),
-            )
-            st.rec.onprem_acc_h += job.demand * left / 3600
-            if math.isnan(st.rec.start_s):
-                st.rec.start_s = self.t
-            hours = left / 3600
-            st.rec.cost_onprem += self._price(offer) * hours
-            st.rec.carbon_g += carbon_g(self.policy, offer, hours)
-            st.rec.burst = False
-            self._push(self.t + left, FINISH, j)
-            return
+        assert offer is not None
         if offer.spot:
             st.rec.spot = True
             outlook = offer_outlook(job.spec, offer, self.policy, (job.runtime_s - st.done_s) / 3600)
@@ -441,13 +349,15 @@ class Engine:
         st.rec.burst = True
         if self.clouds.stocked_out(offer.site, self.t):
             st.reserved = (0.0, 0.0, None, month_of(snap.now))
-            self._push(self.t + self.scenario.stockouts_for(offer.site).fail_after_s, FAIL, j)
+            self._push(self.t + self.scenario.stockouts_for(offer.site).fail_after_s, FAIL, job.index)
             return
         cash, voucher = d.facts.cash or 0.0, d.facts.voucher or 0.0
         vid = split_cost(job.tenant, offer.site, 1.0, self.policy, {}).voucher_id
         st.reserved = (cash, voucher, vid, month_of(snap.now))
         self.ledger.add(job.tenant, st.reserved[3], cash, voucher, vid)
-        self._push(self.t + self.clouds.provisioning_delay(offer.site, j, st.rec.attempts), UP, j)
+        self._push(
+            self.t + self.clouds.provisioning_delay(offer.site, job.index, st.rec.attempts), UP, job.index
+        )
 
     def _key(self, job: SimJob) -> Key:
         """Dispatch order within a tenant: priority, then deadline (arrival + max_wait)."""
@@ -467,7 +377,7 @@ class Engine:
     def _price(self, offer: Offer) -> float:
         return offer.price_per_hour * (self.policy.rate(offer.currency or self.policy.currency) or 0.0)
 
-    def _settle(self, job: SimJob, st: _Job, *, hours: float) -> None:
+    def _settle(self, job: SimJob, st: SimState, *, hours: float) -> None:
         """Replace the reservation by the spend: price at decision time x hours running."""
         assert st.offer is not None
         cash, voucher, vid, month = st.reserved
@@ -479,26 +389,3 @@ class Engine:
         st.rec.voucher += total * ratio
         st.rec.carbon_g += carbon_g(self.policy, st.offer, hours)
         st.reserved = (0.0, 0.0, None, month)
-
-    def _audit(self, job: SimJob, offer: Offer) -> bool:
-        """Independent compliance check: would placement allow this offer alone for this job?"""
-        if job.index % self.audit_every:
-            return True
-        key = (job.index, offer.key)
-        ok = self._audited.get(key)
-        if ok is None:
-            # On-prem offers of one partition share a key and differ in size.
-            alone = self._alone.get((offer.key, offer.count))
-            if alone is None:  # prepared once per offer: placement memoizes per job shape on it
-                alone = self._alone[(offer.key, offer.count)] = prepare_offers(
-                    [offer.model_copy(update={"free": None, "expected_wait_s": 0.0})], self.policy
-                )
-            expl = place(
-                job.spec,
-                job.tenant,
-                alone,
-                self.policy,
-                PlacementContext(now=EPOCH + timedelta(seconds=self.t)),
-            )
-            ok = self._audited[key] = bool(expl.allowed)
-        return ok

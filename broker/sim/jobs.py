@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from broker.burst import demand, effective_max_wait, estimate_cost
+from broker.burst import demand, effective_max_wait
 from broker.burst.decision import onprem_sites
 from broker.burst.money import BEIJING
 from broker.burst.snapshot import partition_key
@@ -117,12 +117,18 @@ class JobFacts:
 
 
 def job_facts(
-    job: SimJob, policy: Policy, offers: Sequence[Offer], keys: dict[int, str] | None = None
+    job: SimJob,
+    policy: Policy,
+    offers: Sequence[Offer],
+    keys: dict[int, tuple[str, float, str | None]] | None = None,
 ) -> JobFacts:
-    """Run `place()` once on the static offers and keep what the baselines and the bound need."""
+    """Run `place()` once on the static offers and keep what the baselines and the bound need.
+
+    `keys` caches per offer object (id): its key, price per hour in the policy currency, and
+    its partition key when on-prem (shared across jobs by `all_facts`)."""
     expl = place(job.spec, job.tenant, offers, policy, PlacementContext(now=job.created_at))
-    home = onprem_sites(policy)
     runtime_h = job.runtime_s / 3600
+    nodes = job.spec.resources.nodes
     onprem: dict[str, float] = {}
     cloud: float | None = None
     costs: dict[str, float] = {}
@@ -141,23 +147,28 @@ def job_facts(
             if got is None:
                 continue
             hours = got
-        cost = estimate_cost(job.spec, o, policy, hours)
-        key = keys.get(id(o))
-        if key is None:
-            key = keys[id(o)] = o.key
+        known = keys.get(id(o))
+        if known is None:
+            known = keys[id(o)] = _offer_facts(o, policy)
+        key, hourly, part = known
+        cost = hourly * hours * nodes  # = estimate_cost(job.spec, o, policy, hours)
         costs[key] = cost
         kept.append(s)
         order.append((cost, o.site, key, s))
-        if o.site in home:
-            key = partition_key(o)
-            onprem[key] = min(cost, onprem.get(key, cost))
+        if part is not None:
+            onprem[part] = min(cost, onprem.get(part, cost))
         elif cloud is None or cost < cloud:
             cloud = cost
     order.sort(key=lambda c: c[:3])
     return JobFacts(tuple(kept), onprem, cloud, costs, tuple(c[3] for c in order))
 
 
+def _offer_facts(o: Offer, policy: Policy) -> tuple[str, float, str | None]:
+    hourly = o.price_per_hour * (policy.rate(o.currency or policy.currency) or 0.0)
+    return o.key, hourly, partition_key(o) if o.site in onprem_sites(policy) else None
+
+
 def all_facts(jobs: Sequence[SimJob], policy: Policy) -> list[JobFacts]:
     offers = prepare_offers(static_offers(policy, read_at=EPOCH), policy)
-    keys = {id(o): o.key for o in offers}  # the facts share these offer objects
+    keys = {id(o): _offer_facts(o, policy) for o in offers}  # the facts share these offer objects
     return [job_facts(j, policy, offers, keys) for j in jobs]

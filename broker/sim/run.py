@@ -13,13 +13,14 @@ from typing import Any
 from broker.policy import Policy
 from broker.sim.backends import onprem_partitions
 from broker.sim.baselines import BASELINES, Baseline
-from broker.sim.engine import Engine, Strategy
+from broker.sim.engine import Engine
 from broker.sim.fairness import tenant_summary
 from broker.sim.jobs import SimJob, all_facts
 from broker.sim.lower_bound import LowerBound
 from broker.sim.metrics import RunResult, late, summarize
 from broker.sim.offline import OfflineSchedule, offline_schedule
 from broker.sim.scenario import Scenario
+from broker.sim.state import Strategy
 from broker.sim.strategies import PolicyStrategy
 
 Progress = Callable[[str, int, int], None]
