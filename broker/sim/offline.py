@@ -40,6 +40,8 @@ class OfflineSchedule:
     """Jobs no cloud can run that could not start on time on-prem either."""
     unplaced: int
     """Jobs with no allowed offer at all (rejected in every strategy too)."""
+    method: str = "greedy"
+    """How the schedule was made: `greedy`, or `greedy+milp` when the MILP improved it."""
 
 
 class _Partition:

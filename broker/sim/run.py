@@ -8,14 +8,16 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from broker.policy import Policy
+from broker.sim.audit import Auditor
 from broker.sim.backends import onprem_partitions
 from broker.sim.baselines import BASELINES, Baseline
 from broker.sim.engine import Engine
 from broker.sim.fairness import tenant_summary
-from broker.sim.jobs import SimJob, all_facts
+from broker.sim.jobs import JobFacts, SimJob, all_facts
 from broker.sim.lower_bound import LowerBound
 from broker.sim.metrics import RunResult, late, summarize
 from broker.sim.offline import OfflineSchedule, offline_schedule
@@ -33,6 +35,70 @@ class Simulation:
     runs: dict[str, RunResult] = field(default_factory=dict)
 
 
+@dataclass
+class _Others:
+    """What runs beside the policy: baselines, the bound (at 0 and at each late count), its
+    build+solve seconds, and the offline schedule."""
+
+    done: dict[str, RunResult] = field(default_factory=dict)
+    full: float | None = None
+    solved: dict[int, float | None] = field(default_factory=dict)
+    lb_s: float = 0.0
+    offline: OfflineSchedule | None = None
+
+
+@dataclass
+class _World:
+    policy: Policy
+    jobs: Sequence[SimJob]
+    scenario: Scenario
+    baselines: Sequence[str]
+    lower_bound: bool
+    per_strategy_bounds: bool
+    progress: Progress | None
+
+    def tick(self, phase: str) -> Callable[[int], None] | None:
+        progress, n = self.progress, len(self.jobs)
+        return None if progress is None else (lambda done: progress(phase, done, n))
+
+    def policy_run(self) -> RunResult:
+        return Engine(
+            self.policy, self.jobs, self.scenario, PolicyStrategy(self.policy), progress=self.tick("policy")
+        ).run()
+
+    def baseline(self, name: str, facts: list[JobFacts], auditor: Auditor | None, report: bool) -> RunResult:
+        strategy: Strategy = Baseline(name, self.policy, facts)  # type: ignore[arg-type]
+        tick = self.tick(name) if report else None
+        return Engine(self.policy, self.jobs, self.scenario, strategy, progress=tick, auditor=auditor).run()
+
+    def bound(self, facts: list[JobFacts], done: dict[str, RunResult]) -> _Others:
+        """The offline schedule and the LP bound (at each baseline's late count if asked)."""
+        capacity = {k: p.total for k, p in onprem_partitions(self.policy, self.scenario.onprem_gpus).items()}
+        offline = offline_schedule(self.jobs, facts, capacity)
+        lb_started = time.perf_counter()
+        bound = LowerBound(self.jobs, facts, capacity)
+        solved: dict[int, float | None] = {0: bound.solve(0)}
+        if self.per_strategy_bounds:
+            for run in done.values():
+                n = _late_count(run)
+                if n not in solved:
+                    solved[n] = bound.solve(n)
+            global _BOUND
+            _BOUND = bound
+        return _Others(done, solved[0], solved, time.perf_counter() - lb_started, offline)
+
+    def others(self) -> _Others:
+        """Facts, baselines and the bound, one after the other (with progress)."""
+        if not (self.baselines or self.lower_bound) or not self.jobs:
+            return _Others()
+        if self.progress is not None:
+            self.progress("placement facts", 0, len(self.jobs))
+        facts = all_facts(self.jobs, self.policy)
+        auditor = Auditor(self.policy, _audit_every(self.scenario, self.jobs))
+        done = {name: self.baseline(name, facts, auditor, True) for name in self.baselines}
+        return self.bound(facts, done) if self.lower_bound else _Others(done)
+
+
 def simulate(
     policy: Policy,
     jobs: Sequence[SimJob],
@@ -46,90 +112,54 @@ def simulate(
 ) -> Simulation:
     """Run every strategy on the same jobs and world, then bound the cost from below.
 
-    With `parallel`, the baselines and the bound run in a forked process beside the policy run.
+    With `parallel`, a forked worker computes the facts and runs each baseline and the bound
+    in processes of its own, beside the policy run in this process.
     """
     started = time.perf_counter()
-
-    def tick(phase: str) -> Callable[[int], None] | None:
-        if progress is None:
-            return None
-        return lambda done: progress(phase, done, len(jobs))
-
-    def others(
-        report: bool = True,
-    ) -> tuple[dict[str, RunResult], float | None, dict[int, float | None], float, OfflineSchedule | None]:
-        """Facts, baselines and the bound at 0 and at each baseline's late count (if asked),
-        with the seconds the bound took to build and solve, and the offline schedule."""
-        done: dict[str, RunResult] = {}
-        if not (baselines or lower_bound) or not jobs:
-            return done, None, {}, 0.0, None
-        if progress is not None and report:
-            progress("placement facts", 0, len(jobs))
-        facts = all_facts(jobs, policy)
-        for name in baselines:
-            strategy: Strategy = Baseline(name, policy, facts)  # type: ignore[arg-type]
-            done[name] = Engine(
-                policy, jobs, scenario, strategy, progress=tick(name) if report else None
-            ).run()
-        if not lower_bound:
-            return done, None, {}, 0.0, None
-        capacity = {k: p.total for k, p in onprem_partitions(policy, scenario.onprem_gpus).items()}
-        offline = offline_schedule(jobs, facts, capacity)
-        lb_started = time.perf_counter()
-        bound = LowerBound(jobs, facts, capacity)
-        solved: dict[int, float | None] = {0: bound.solve(0)}
-        if per_strategy_bounds:
-            for run in done.values():
-                n = _late_count(run)
-                if n not in solved:
-                    solved[n] = bound.solve(n)
-            global _BOUND
-            _BOUND = bound
-        return done, solved[0], solved, time.perf_counter() - lb_started, offline
-
-    runs: dict[str, RunResult] = {}
-    if parallel and not per_strategy_bounds and (baselines or lower_bound) and _can_fork():
+    world = _World(policy, jobs, scenario, baselines, lower_bound, per_strategy_bounds, progress)
+    if parallel and not per_strategy_bounds and (baselines or lower_bound) and jobs and _can_fork():
         global _TASK
-        _TASK = lambda: others(report=False)  # noqa: E731  (inherited by the forked worker)
+        _TASK = lambda: _others_in_parallel(world)  # noqa: E731  (inherited by the forked worker)
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             future = pool.submit(_run_task)
-            runs["policy"] = Engine(
-                policy, jobs, scenario, PolicyStrategy(policy), progress=tick("policy")
-            ).run()
+            policy_run = world.policy_run()
             if progress is not None:
                 progress("baselines, bound", 0, 1)
-            done, full, solved, lb_s, offline = future.result()
+            others: _Others = future.result()
     else:
-        runs["policy"] = Engine(policy, jobs, scenario, PolicyStrategy(policy), progress=tick("policy")).run()
-        done, full, solved, lb_s, offline = others()
-    runs.update(done)
+        policy_run = world.policy_run()
+        others = world.others()
+    runs = {"policy": policy_run, **others.done}
+    out = _result(world, runs, others)
+    out["sim_wall_s"] = round(time.perf_counter() - started, 2)
+    return Simulation(out, runs)
+
+
+def _others_in_parallel(world: _World) -> _Others:
+    """In the forked worker: facts once, then each baseline and the bound in a process of its own."""
+    facts = all_facts(world.jobs, world.policy)
+    global _NAMED
+    _NAMED = {name: partial(world.baseline, name, facts, None, False) for name in world.baselines}
+    _NAMED["bound"] = partial(world.bound, facts, {})  # set before the pool forks its workers
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
+        bound = pool.submit(_run_named, "bound") if world.lower_bound else None
+        futures = {name: pool.submit(_run_named, name) for name in world.baselines}
+        done = {name: f.result() for name, f in futures.items()}
+        got: _Others = bound.result() if bound is not None else _Others()
+    got.done = done
+    return got
+
+
+def _result(world: _World, runs: dict[str, RunResult], others: _Others) -> dict[str, Any]:
+    """The JSON result: every strategy's summary, the bound and ratios, the offline schedule."""
     strategies = {name: summarize(run) for name, run in runs.items()}
-    strategies["policy"].update(tenant_summary(runs["policy"], policy))
+    strategies["policy"].update(tenant_summary(runs["policy"], world.policy))
     out: dict[str, Any] = {"strategies": strategies, "lower_bound_cost": None, "cost_ratio": None}
-    if lower_bound and jobs:
-        n_policy = _late_count(runs["policy"])
-        if per_strategy_bounds and n_policy not in solved and _BOUND is not None:
-            again = time.perf_counter()
-            solved[n_policy] = _BOUND.solve(n_policy)
-            lb_s += time.perf_counter() - again
-        for name, run in runs.items():
-            n_late = _late_count(run)
-            lb = solved.get(n_late)
-            strategies[name]["late_jobs_allowed_in_bound"] = n_late
-            strategies[name]["lower_bound_cost"] = None if lb is None else round(lb, 2)
-            strategies[name]["cost_ratio"] = round(strategies[name]["cost"] / lb, 4) if lb else None
-        out["lower_bound_cost"] = None if full is None else round(full, 2)
-        out["cost_ratio"] = round(strategies["policy"]["cost"] / full, 4) if full else None
-        if strategies["policy"]["cost_ratio"] is None and full:
-            # Its own bound (as many late jobs as it had) was not solved: the policy's row shows
-            # its ratio to the all-on-time bound instead of nothing (a bound with no late jobs).
-            strategies["policy"].update(
-                lower_bound_cost=out["lower_bound_cost"],
-                cost_ratio=out["cost_ratio"],
-                late_jobs_allowed_in_bound=0,
-            )
-        out["lower_bound_s"] = round(lb_s, 2)
+    if world.lower_bound and world.jobs:
+        _bound_rows(world, runs, others, strategies, out)
+    offline = others.offline
     if offline is not None:
         # The feasible clairvoyant schedule: the yardstick at the peaks, where the LP is loose.
         policy_cost = strategies["policy"]["cost"]
@@ -140,10 +170,47 @@ def simulate(
             "cloud_jobs": offline.cloud_jobs,
             "late_jobs": offline.late_jobs,
             "unplaced": offline.unplaced,
+            "method": offline.method,
         }
     out["frontier"] = frontier(strategies)
-    out["sim_wall_s"] = round(time.perf_counter() - started, 2)
-    return Simulation(out, runs)
+    return out
+
+
+def _bound_rows(
+    world: _World,
+    runs: dict[str, RunResult],
+    others: _Others,
+    strategies: dict[str, dict[str, Any]],
+    out: dict[str, Any],
+) -> None:
+    """Each strategy's bound (as many late jobs as it had) and ratio; the all-on-time bound."""
+    solved, full = others.solved, others.full
+    n_policy = _late_count(runs["policy"])
+    if world.per_strategy_bounds and n_policy not in solved and _BOUND is not None:
+        again = time.perf_counter()
+        solved[n_policy] = _BOUND.solve(n_policy)
+        others.lb_s += time.perf_counter() - again
+    for name, run in runs.items():
+        n_late = _late_count(run)
+        lb = solved.get(n_late)
+        strategies[name]["late_jobs_allowed_in_bound"] = n_late
+        strategies[name]["lower_bound_cost"] = None if lb is None else round(lb, 2)
+        strategies[name]["cost_ratio"] = round(strategies[name]["cost"] / lb, 4) if lb else None
+    out["lower_bound_cost"] = None if full is None else round(full, 2)
+    out["cost_ratio"] = round(strategies["policy"]["cost"] / full, 4) if full else None
+    if strategies["policy"]["cost_ratio"] is None and full:
+        # Its own bound (as many late jobs as it had) was not solved: the policy's row shows
+        # its ratio to the all-on-time bound instead of nothing (a bound with no late jobs).
+        strategies["policy"].update(
+            lower_bound_cost=out["lower_bound_cost"],
+            cost_ratio=out["cost_ratio"],
+            late_jobs_allowed_in_bound=0,
+        )
+    out["lower_bound_s"] = round(others.lb_s, 2)
+
+
+def _audit_every(scenario: Scenario, jobs: Sequence[SimJob]) -> int:
+    return scenario.audit_every or (1 if len(jobs) <= 20_000 else 10)
 
 
 _BOUND: LowerBound | None = None
@@ -165,6 +232,14 @@ _TASK: Callable[[], Any] | None = None
 def _run_task() -> Any:
     assert _TASK is not None
     return _TASK()
+
+
+_NAMED: dict[str, Callable[[], Any]] = {}
+"""The nested workers' jobs by name (set before their fork, like `_TASK`)."""
+
+
+def _run_named(name: str) -> Any:
+    return _NAMED[name]()
 
 
 def frontier(strategies: dict[str, dict[str, Any]]) -> dict[str, Any]:
