@@ -8,16 +8,33 @@ from typing import Any
 
 from broker.model import Job, JobEvent, JobId, JobState, TenantId
 from broker.store._dialect import Db, marks
-from broker.store._schema import EVENT_COLS, INSERT_EVENT, JOB_COLS
+from broker.store._schema import EVENT_COLS, JOB_COLS
 from broker.store._sql_core import SqlCore
 from broker.store.base import UNFINISHED, JobMove, JobNotFoundError, JobPage, StoreError, Submission
 
-_INSERT_JOB = (
-    "INSERT INTO jobs (id, tenant, client_id, state, spec, created_at, updated_at, last_seq)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, 1)"
-)
+_NEW_JOB_COLS = "id, tenant, client_id, state, spec, created_at, updated_at, last_seq"
+_INSERT_JOB = f"INSERT INTO jobs ({_NEW_JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, 1)"
 _HAS_LABEL = "EXISTS (SELECT 1 FROM job_labels l WHERE l.key = ? AND l.value = ? AND l.job_id = j.id)"
 _TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+def by_states(where: str, params: list[Any], states: Sequence[JobState], limit: int) -> tuple[str, list[Any]]:
+    """Jobs matching `where` in any of `states`, oldest first, at most `limit`.
+
+    One index range on (state, id) per state, each with its own LIMIT, merged: flat however
+    deep the queue and however many finished jobs sort before it (an IN list would make both
+    engines walk the primary key, or sort every match, to find the oldest).
+    """
+    cols = ", ".join("j." + c.strip() for c in JOB_COLS.split(","))
+    cond = f" AND {where}" if where else ""
+    if len(states) <= 1:
+        state = f"j.state = ?{cond}" if states else where or "1 = 1"
+        sql = f"SELECT {cols} FROM jobs j WHERE {state} ORDER BY j.id LIMIT ?"
+        return sql, [*(s.value for s in states), *params, limit]
+    branch = f"SELECT * FROM (SELECT {cols} FROM jobs j WHERE j.state = ?{cond} ORDER BY j.id LIMIT ?) s"
+    union = " UNION ALL ".join(f"{branch}{i}" for i in range(len(states)))
+    sql = f"SELECT * FROM ({union}) u ORDER BY id LIMIT ?"
+    return sql, [*(v for s in states for v in (s.value, *params, limit)), limit]
 
 
 class SqlJobs(SqlCore):
@@ -35,6 +52,9 @@ class SqlJobs(SqlCore):
             for tenant, items in groups:
                 out.append([self._insert(db, tenant, item, now, fresh) for item in items])
             self._insert_batch(db, fresh, now)
+        if not self._listeners:  # nobody to tell (a bulk load): skip building the events
+            self._flush_quarantine()
+            return out
         self._publish(
             [
                 JobEvent(
@@ -98,21 +118,18 @@ class SqlJobs(SqlCore):
         """The rows of new jobs (their labels and first event) in a few batched statements."""
         ts = self._dialect.ts(now)
         if jobs_row:
-            db.many(
-                _INSERT_JOB,
+            db.insert_rows(
+                "jobs",
+                _NEW_JOB_COLS,
                 [
-                    (j.id, j.tenant, j.client_id, JobState.QUEUED.value, j.spec.model_dump_json(), ts, ts)
+                    (j.id, j.tenant, j.client_id, JobState.QUEUED.value, j.spec.model_dump_json(), ts, ts, 1)
                     for j in jobs
                 ],
             )
-        db.many(
-            "INSERT INTO job_labels (job_id, key, value) VALUES (?, ?, ?)",
-            [(j.id, k, v) for j in jobs for k, v in j.spec.labels.items()],
-        )
-        db.many(
-            INSERT_EVENT,
-            [(j.id, 1, ts, "submitted", JobState.QUEUED.value, "job accepted", "{}", None) for j in jobs],
-        )
+        labels = [(j.id, k, v) for j in jobs for k, v in j.spec.labels.items()]
+        db.insert_rows("job_labels", "job_id, key, value", labels)
+        first = [(j.id, 1, ts, "submitted", JobState.QUEUED.value, "job accepted", "{}", None) for j in jobs]
+        db.insert_rows("events", f"{EVENT_COLS}, epoch", first)
 
     def get(self, job_id: str, tenant: TenantId | None = None) -> Job:
         row = self._one(f"SELECT {JOB_COLS} FROM jobs WHERE id = ?", (job_id,))
@@ -135,17 +152,11 @@ class SqlJobs(SqlCore):
         if tenant is not None:
             where.append("j.tenant = ?")
             params.append(tenant)
-        if states:
-            where.append(f"j.state IN ({marks(len(states))})")
-            params.extend(s.value for s in states)
         for key, value in (labels or {}).items():
             where.append(_HAS_LABEL)
             params.extend([key, value])
-        sql = (
-            f"SELECT {', '.join('j.' + c.strip() for c in JOB_COLS.split(','))} FROM jobs j "
-            f"WHERE {' AND '.join(where)} ORDER BY j.id LIMIT ?"
-        )
-        rows = self._all(sql, [*params, page_size + 1])
+        sql, params = by_states(" AND ".join(where), params, states, page_size + 1)
+        rows = self._all(sql, params)
         jobs = [self._row_to_job(r) for r in rows[:page_size]]
         token = jobs[-1].id if len(rows) > page_size else ""
         self._flush_quarantine()
@@ -233,10 +244,7 @@ class SqlJobs(SqlCore):
     def jobs_in_states(self, states: Sequence[JobState], limit: int = 10_000) -> list[Job]:
         if not states:
             return []
-        rows = self._all(
-            f"SELECT {JOB_COLS} FROM jobs WHERE state IN ({marks(len(states))}) ORDER BY id LIMIT ?",
-            [*(s.value for s in states), limit],
-        )
+        rows = self._all(*by_states("", [], states, limit))
         jobs = [self._row_to_job(r) for r in rows]
         self._flush_quarantine()
         return [j for j in jobs if j.state in states]

@@ -208,6 +208,40 @@ class StoreContract:
         assert ids(A, labels={"team": "nope"}) == []
         assert ids(B, labels={"team": "nlp"}) == []
 
+    def test_several_states_merge_oldest_first_within_the_limit(self, store: JobStore) -> None:
+        """Several states are read as one merged, limited list (one index range per state)."""
+        jobs = [
+            self.submit_one(store, A if i % 3 else B, f"m{i}", team="x" if i % 2 else "y") for i in range(9)
+        ]
+        for i, state in (
+            (0, JobState.PLACING),
+            (4, JobState.PLACING),
+            (5, JobState.CANCELLED),
+            (7, JobState.PLACING),
+        ):
+            store.transition(jobs[i].id, state, LATER)
+        for i in (2, 8):
+            store.transition(jobs[i].id, JobState.PLACING, LATER)
+            store.transition(jobs[i].id, JobState.PROVISIONING, LATER)
+        live = [JobState.PLACING, JobState.PROVISIONING, JobState.RUNNING, JobState.PREEMPTED]
+        expected = [jobs[i].id for i in (0, 2, 4, 7, 8)]
+        assert [j.id for j in store.jobs_in_states(live)] == expected
+        for limit in (1, 2, 4):
+            assert [j.id for j in store.jobs_in_states(live, limit=limit)] == expected[:limit]
+        seen, token = [], ""
+        while True:
+            page = store.list_jobs(
+                None, states=[JobState.PROVISIONING, JobState.PLACING], page_size=2, page_token=token
+            )
+            seen.extend(j.id for j in page.jobs)
+            if not (token := page.next_page_token):
+                break
+        assert seen == expected
+        assert [j.id for j in store.list_jobs(A, states=live, labels={"team": "y"}).jobs] == [
+            jobs[i].id for i in (2, 4, 8)
+        ]
+        assert [j.id for j in store.list_jobs(B, states=live).jobs] == [jobs[0].id]
+
     def test_jobs_in_states_and_counts(self, store: JobStore) -> None:
         jobs = [self.submit_one(store, A if i % 2 else B, f"j{i}") for i in range(5)]
         store.transition(jobs[1].id, JobState.PLACING, LATER)
@@ -518,8 +552,9 @@ class StoreContract:
         assert len(store.events_after(job.id, 0)) == events
         # An illegal move undoes it too.
         with pytest.raises(IllegalTransitionError):
-            store.update_attempt(attempt.id, LATER, state=AttemptState.FAILED,
-                                 moves=[JobMove(JobState.PLACING, "bad")])
+            store.update_attempt(
+                attempt.id, LATER, state=AttemptState.FAILED, moves=[JobMove(JobState.PLACING, "bad")]
+            )
         assert store.get_attempt(attempt.id).state == AttemptState.RUNNING
         done = JobMove(JobState.FAILED, "finished", "exit code 7", fields={"exit_code": 7, "log_tail": "x"})
         ended = store.update_attempt(attempt.id, LATER, state=AttemptState.FAILED, moves=[done])
@@ -656,7 +691,11 @@ class StoreContract:
         store = open_store()
         good = PolicyVersion("ab" * 32, "loaded", "/etc/szb/policy.yaml", "version: 1\n", NOW)
         bad = PolicyVersion(
-            "cd" * 32, "refused", "/etc/szb/policy.yaml", "version: [\n", LATER,
+            "cd" * 32,
+            "refused",
+            "/etc/szb/policy.yaml",
+            "version: [\n",
+            LATER,
             ("/etc/szb/policy.yaml:1:10: error: bad",),
         )
         store.record_policy_version(good)
@@ -687,7 +726,10 @@ class StoreContract:
         everything = store.audit_events(AuditFilter())
         # Oldest first; events at the same time in job id (= submission) order.
         assert [(t, e.kind) for t, e in everything] == [
-            (A, "submitted"), (B, "submitted"), (A, "placed"), (B, "cancelled")
+            (A, "submitted"),
+            (B, "submitted"),
+            (A, "placed"),
+            (B, "cancelled"),
         ]
         assert [e.kind for _, e in store.audit_events(AuditFilter(job_id=a.id))] == ["submitted", "placed"]
         mine = store.audit_events(AuditFilter(tenant=B))
