@@ -28,6 +28,7 @@ from broker.dispatch.dispatcher import Dispatcher
 from broker.grpcserve import GrpcEdge
 from broker.ha.api import StoreOnlyDispatch
 from broker.ha.election import Timing
+from broker.ha.logs import SharedJobLogs
 from broker.ha.notify import Listener, Note, Notifier
 from broker.ha.scheduler import SchedulerRole
 from broker.instrument import measured
@@ -70,6 +71,7 @@ class BrokerApp:
         self.listener: Listener | None = None
         self.role: SchedulerRole | None = None
         self.agent_http: AgentHttpServer | None = None
+        self.shared_logs: SharedJobLogs | None = None
         self._open_store()
         self.tls = ServerTls(cfg.tls) if cfg.tls is not None else None
         self.auth = TokenAuthority.from_file(cfg.tokens_file)
@@ -160,7 +162,7 @@ class BrokerApp:
             grant=self.planner.grant,
             describe=views.describe,
             quotas=Quotas(views.limits),
-            joblogs=JobLogs(self.store, self.adapters, cfg.data_dir / "agent-logs"),
+            joblogs=self._joblogs(),
         )
         views.services = self.services
         self._start_agent_http()
@@ -182,6 +184,14 @@ class BrokerApp:
         await self.dispatcher.start()
         await self.edge.serving()
         self.metrics.registry.register(LiveCollector(views.live_view()))
+
+    def _joblogs(self) -> JobLogs:
+        folder = self.config.data_dir / "agent-logs"
+        if self.config.role == "api" and self.config.store is not None:
+            # Any replica may receive an instance's next chunk, and any may be asked to stream it.
+            self.shared_logs = SharedJobLogs(self.store, self.adapters, folder, self.config.store.dsn)
+            return self.shared_logs
+        return JobLogs(self.store, self.adapters, folder)
 
     async def _start_scheduler(self) -> None:
         """Role `scheduler`: health and metrics only; the dispatcher runs while elected."""
@@ -300,6 +310,8 @@ class BrokerApp:
             await asyncio.to_thread(self.listener.stop)
         if self.notifier is not None:
             await asyncio.to_thread(self.notifier.close)
+        if self.shared_logs is not None:
+            self.shared_logs.close()
         self.store.close()
 
 

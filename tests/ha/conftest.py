@@ -26,8 +26,8 @@ ACTIVE = re.compile(r"scheduler active \(epoch (\d+)\)")
 class Node(BrokerProcess):
     """One process of the split broker; `role` is given through SZB_ROLE."""
 
-    def __init__(self, config: Path, role: str) -> None:
-        super().__init__(config, extra_env={"SZB_ROLE": role})
+    def __init__(self, config: Path, role: str, env: dict[str, str] | None = None) -> None:
+        super().__init__(config, extra_env={"SZB_ROLE": role, **(env or {})})
         self.role = role
 
     @property
@@ -72,8 +72,8 @@ class Cluster:
         self.dsn = dsn
         self.nodes: list[Node] = []
 
-    def start(self, role: str) -> Node:
-        node = Node(self.config, role)
+    def start(self, role: str, env: dict[str, str] | None = None) -> Node:
+        node = Node(self.config, role, env)
         self.nodes.append(node)
         node.start()
         return node

@@ -117,3 +117,36 @@ def test_a_cancel_through_a_replica_stops_the_instance_the_leader_started(
     # The replica only recorded it; the leader, woken, stops the instance at the backend.
     wait_until("the leader stopped the cancelled job's instance", lambda: not ecs.instances)
     wait_until("the attempt is closed", lambda: attempts(split.dsn, job.id)[-1].state.terminal)
+
+
+def test_output_an_agent_posts_to_one_replica_streams_from_another(split: Cluster, ecs: EcsCloud) -> None:
+    # Each replica with a disk of its own, as on two hosts: only the database is shared.
+    first = split.start("api", {"SZB_DATA_DIR": str(split.config.parent / "replica-1")})
+    second = split.start("api", {"SZB_DATA_DIR": str(split.config.parent / "replica-2")})
+    split.start("scheduler")
+    split.leader()
+    with grpc.insecure_channel(first.address) as one, grpc.insecure_channel(second.address) as two:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(one)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_spec("logs-anywhere")), metadata=md()).job
+        wait_until("the leader launched an instance", lambda: launched(split.dsn, job.id))
+        attempt = attempts(split.dsn, job.id)[-1]
+        assert attempt.backend_id is not None
+        secret = agent_secret_of(base64.b64decode(ecs.user_data[attempt.backend_id]).decode())
+        lines = [b"epoch 1/3\n", b"epoch 2/3\n", b"epoch 3/3\n"]
+        offset = 0
+        for i, line in enumerate(lines):  # alternate replicas, as a load balancer would
+            agent = agent_service_pb2_grpc.AgentServiceStub(one if i % 2 == 0 else two)
+            req = agent_service_pb2.AppendLogRequest(
+                attempt_id=attempt.id, token=secret, offset=offset, data=line
+            )
+            offset = agent.AppendLog(req).next_offset
+        # A chunk sent again (a retry after a lost answer) is acknowledged, not kept twice.
+        again = agent_service_pb2.AppendLogRequest(
+            attempt_id=attempt.id, token=secret, offset=0, data=lines[0]
+        )
+        assert agent_service_pb2_grpc.AgentServiceStub(two).AppendLog(again).next_offset == offset
+        for channel in (one, two):
+            logs = broker_service_pb2_grpc.BrokerServiceStub(channel).StreamJobLogs(
+                pb.StreamJobLogsRequest(id=job.id), metadata=md(), timeout=30
+            )
+            assert b"".join(r.chunk.data for r in logs) == b"".join(lines)
