@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -85,6 +86,8 @@ def start(cmd: list[str], cwd: Path) -> tuple[subprocess.Popen[str], int]:
     for line in proc.stdout:
         m = re.search(r"serving on port (\d+)", line)
         if m:
+            # Keep reading its output: a full pipe would block the server's logging mid-run.
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
             return proc, int(m.group(1))
     raise RuntimeError(f"{cmd} did not start")
 

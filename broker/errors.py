@@ -12,12 +12,12 @@ tell the broker's own, expected errors from bugs. The tree::
     ├── AuthError              broker.auth: no or a wrong token
     ├── QuotaExceededError     broker.quota
     ├── IllegalTransitionError broker.states
-    ├── AgentAuthError, AgentReportError, PermissionDeniedError,
-    │   NotPlaceableError, PriorityNotGrantedError     broker.service
+    ├── AgentAuthError, AgentReportError, PermissionDeniedError      broker.service
+    ├── NotPlaceableError, PriorityNotGrantedError     broker.submit
     ├── WireValueError (also a ValueError)             broker.serde
     ├── BadReportError, BadHashError (also ValueErrors) broker.agent_http, broker.audit
     ├── ClientError            broker.client: what the server answered
-    ├── _BadRequest            broker.server: becomes INVALID_ARGUMENT with field violations
+    ├── BadRequestError        broker.validation: becomes INVALID_ARGUMENT with field violations
     ├── UsageError             broker.cli
     ├── ReplayError, TraceError, ScenarioError         broker.sim
     └── AdapterError           adapters.base: a backend's error, classified by kind

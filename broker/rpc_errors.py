@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -12,26 +11,22 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from broker.auth import AuthError
-from broker.errors import BrokerError
 from broker.quota import QuotaExceededError
 from broker.service import (
     AgentAuthError,
     AgentReportError,
-    NotPlaceableError,
     PermissionDeniedError,
 )
 from broker.store import JobNotFoundError, StoreError
-from broker.validation import FieldViolation
+from broker.submit import NotPlaceableError
+from broker.validation import BadRequestError, FieldViolation
 
 log = logging.getLogger(__name__)
 
 DOMAIN = "shangzhuang.broker.v1"
 
 
-class _BadRequest(BrokerError):
-    def __init__(self, items: Sequence[FieldViolation]) -> None:
-        super().__init__("; ".join(str(v) for v in items))
-        self.items = list(items)
+_BadRequest = BadRequestError
 
 
 def bad_request(field: str, description: str) -> Exception:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC
 from typing import Any
 
 import grpc
-from pydantic import ValidationError
 
 from broker.api import (
     broker_service_pb2,
@@ -25,23 +24,19 @@ from broker.serde import (
     checked_timestamp,
     event_to_proto,
     job_to_proto,
-    spec_from_proto,
     state_from_proto,
 )
 from broker.service import (
     BrokerServices,
     PermissionDeniedError,
-    PriorityNotGrantedError,
 )
-from broker.store import Submission
-from broker.validation import FieldViolation, violations
+from broker.submit import VetFn, wire_spec
+from broker.validation import FieldViolation
 
 __all__ = ["DOMAIN", "ERROR_REASONS", "BrokerServicer", "abort_with", "bad_request", "error_reason"]
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 10_000
-MAX_CLIENT_ID = 128
 MAX_ID = 128
 MAX_LABEL_FILTERS = 16
 """ListJobs matches at most this many labels at once (each one is a join)."""
@@ -56,35 +51,6 @@ StatusFn = Callable[[Principal], broker_service_pb2.GetStatusResponse]
 OffersFn = Callable[
     [Principal, broker_service_pb2.ListOffersRequest], Awaitable[broker_service_pb2.ListOffersResponse]
 ]
-VetFn = Callable[[JobSpec], Sequence[FieldViolation]]
-"""Problems of a well-formed spec against the running policy (e.g. an unknown accelerator)."""
-
-
-def _spec(msg: Any, prefix: str, vet: VetFn | None = None) -> JobSpec:
-    try:
-        spec = spec_from_proto(msg)
-    except ValidationError as exc:
-        raise _BadRequest(violations(exc, prefix, model=JobSpec)) from exc
-    except WireValueError as exc:
-        field = f"{prefix}.{exc.field}" if prefix else exc.field
-        raise _BadRequest([FieldViolation(field, exc.description)]) from exc
-    problems = vet(spec) if vet is not None else ()
-    if problems:
-        raise _BadRequest(
-            [FieldViolation(f"{prefix}.{p.field}" if prefix else p.field, p.description) for p in problems]
-        )
-    return spec
-
-
-def _echo(spec: Any) -> Any:
-    """The wire spec to answer with, when it is what was stored (deadlines keep microseconds)."""
-    return spec if spec.deadline.nanos % 1000 == 0 else None
-
-
-def _client_id(value: str, field: str) -> str | None:
-    if len(value) > MAX_CLIENT_ID:
-        raise _BadRequest([FieldViolation(field, f"must be at most {MAX_CLIENT_ID} characters")])
-    return value or None
 
 
 def _label_filters(labels: Mapping[str, str]) -> dict[str, str]:
@@ -145,20 +111,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.SubmitJobResponse:
         try:
-            tenant = self._tenant(context)
-            self.services.check_spec_bytes(tenant, request.job.ByteSize(), "job")
-            item = Submission(
-                spec=_spec(request.job, "", self.vet), client_id=_client_id(request.client_id, "client_id")
-            )
-            try:
-                [(job, created)] = await self.services.submit(tenant, [item])
-            except PriorityNotGrantedError as exc:
-                raise _BadRequest([FieldViolation("priority", exc.reason)]) from exc
-            # The stored deadline keeps microseconds: echo the wire spec only when it is exact.
-            spec = _echo(request.job) if created else None
-            return broker_service_pb2.SubmitJobResponse(
-                job=job_to_proto(job, spec, self.services.details(job)), created=created
-            )
+            return await self.services.submitter.submit_job(self._tenant(context), request, self.vet)
         except Exception as exc:
             await abort_with(context, exc)
 
@@ -166,38 +119,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.SubmitJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.SubmitJobsResponse:
         try:
-            tenant = self._tenant(context)
-            if len(request.requests) > MAX_BATCH:
-                raise _BadRequest([FieldViolation("requests", f"at most {MAX_BATCH} jobs per call")])
-            items, problems = [], []
-            for i, r in enumerate(request.requests):
-                self.services.check_spec_bytes(tenant, r.job.ByteSize(), f"requests[{i}].job")
-            for i, r in enumerate(request.requests):
-                try:
-                    items.append(
-                        Submission(
-                            spec=_spec(r.job, f"requests[{i}].job", self.vet),
-                            client_id=_client_id(r.client_id, f"requests[{i}].client_id"),
-                        )
-                    )
-                except _BadRequest as bad:
-                    problems.extend(bad.items)
-            if problems:
-                raise _BadRequest(problems)
-            try:
-                results = await self.services.submit(tenant, items)
-            except PriorityNotGrantedError as exc:
-                field = f"requests[{exc.index}].job.priority"
-                raise _BadRequest([FieldViolation(field, exc.reason)]) from exc
-            details = self.services.details_many([j for j, _ in results])
-            return broker_service_pb2.SubmitJobsResponse(
-                responses=[
-                    broker_service_pb2.SubmitJobResponse(
-                        job=job_to_proto(j, _echo(r.job) if c else None, d), created=c
-                    )
-                    for (j, c), r, d in zip(results, request.requests, details, strict=True)
-                ]
-            )
+            return await self.services.submitter.submit_jobs(self._tenant(context), request, self.vet)
         except Exception as exc:
             await abort_with(context, exc)
 
@@ -278,7 +200,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
     ) -> broker_service_pb2.ExplainPlacementResponse:
         try:
             tenant = self._tenant(context)
-            spec = _spec(request.job, "job", self.vet)
+            spec = wire_spec(request.job, "job", self.vet)
             if self.explain is None:
                 return broker_service_pb2.ExplainPlacementResponse()
             return broker_service_pb2.ExplainPlacementResponse(explanation=await self.explain(spec, tenant))

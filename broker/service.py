@@ -6,7 +6,6 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
 from typing import Any
 
 from broker.agent_secret import agent_secret_matches
@@ -24,24 +23,16 @@ from broker.model import (
     Job,
     JobEvent,
     JobId,
-    JobSpec,
     JobState,
     TenantId,
 )
 from broker.quota import Quotas, QuotaUsage
-from broker.store import JobPage, JobStore, StoreError, Submission
+from broker.store import JobPage, JobStore, StoreError
+from broker.submit import AdmitFn, GrantFn, SubmitPath
 from broker.validation import FieldViolation
 
 MAX_PAGE_SIZE = 1000
-UNFINISHED_CACHE = timedelta(seconds=1)
 DEFAULT_PAGE_SIZE = 100
-
-AdmitFn = Callable[[JobSpec, TenantId, datetime], Sequence[str]]
-"""Reasons a job can never be placed for this tenant (empty when it can)."""
-
-GrantFn = Callable[[JobSpec, TenantId], str | None]
-"""Why the tenant may not declare the job's priority (None when it may)."""
-
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 AGENT_KINDS = frozenset({"started", "heartbeat", "alive", "exit"})
@@ -64,24 +55,6 @@ class AgentReportError(BrokerError):
 
 class PermissionDeniedError(BrokerError):
     """The caller's role does not allow this call (never used to hide a job: that is NOT_FOUND)."""
-
-
-class NotPlaceableError(BrokerError):
-    """No offer could ever be allowed for the job: nothing is stored."""
-
-    def __init__(self, index: int, reasons: Sequence[str]) -> None:
-        super().__init__("; ".join(reasons))
-        self.index = index
-        self.reasons = list(reasons)
-
-
-class PriorityNotGrantedError(BrokerError):
-    """The job declares a priority class its tenant was not granted: nothing is stored."""
-
-    def __init__(self, index: int, reason: str) -> None:
-        super().__init__(reason)
-        self.index = index
-        self.reason = reason
 
 
 class EventHub:
@@ -134,99 +107,23 @@ class BrokerServices:
     describe: Callable[[Sequence[Job]], list[JobDetails]] | None = None
     """The client's view of a job beyond its row (placement, cost so far, start and end)."""
     quotas: Quotas | None = None
-    _pending: list[tuple[TenantId, Sequence[Submission], asyncio.Future[list[tuple[Job, bool]]]]] = field(
-        default_factory=list
-    )
-    _uncommitted: dict[TenantId, int] = field(default_factory=dict)
-    """Jobs per tenant accepted but not yet committed: they count against max_queued_jobs."""
-    _unfinished: dict[TenantId, tuple[datetime, int]] = field(default_factory=dict)
-    """Each tenant's unfinished-job count as last read (when, how many), plus what it
-    submitted since: a flood of submits costs one count query per second, not one each."""
+    submitter: SubmitPath = field(init=False)
+    """SubmitJob/SubmitJobs: validate, admit, insert, ack (see broker.submit)."""
 
-    def _unfinished_jobs(self, tenant: TenantId) -> int:
-        now = self.clock.now()
-        cached = self._unfinished.get(tenant)
-        if cached is None or not timedelta(0) <= now - cached[0] <= UNFINISHED_CACHE:
-            cached = self._unfinished[tenant] = (now, self.store.count_unfinished(tenant))
-        return cached[1]
-
-    def check_spec_bytes(self, tenant: TenantId, size: int, field: str) -> None:
-        """QuotaExceededError when one encoded spec is over the tenant's max_spec_bytes."""
-        if self.quotas is not None:
-            self.quotas.check_spec_bytes(tenant, size, field)
-
-    def _admit_quota(self, tenant: TenantId, items: Sequence[Submission]) -> None:
-        if self.quotas is None:
-            return
-        for index, item in enumerate(items):
-            self.quotas.check_spec(tenant, item.spec, f"requests[{index}].job" if len(items) > 1 else "job")
-        # Finished jobs leave the count only at the next read: an over-count for a second at most.
-        unfinished = self._unfinished_jobs(tenant) + self._uncommitted.get(tenant, 0)
-        self.quotas.admit(tenant, len(items), unfinished)
+    def __post_init__(self) -> None:
+        self.submitter = SubmitPath(
+            self.store,
+            self.clock,
+            admit=self.admit,
+            grant=self.grant,
+            quotas=self.quotas,
+            describe=self.describe,
+            on_created=self.dispatcher.job_submitted,
+        )
 
     def quota_usage(self, tenant: TenantId) -> QuotaUsage | None:
         """The caller's limits and what it uses now; None without quotas."""
-        if self.quotas is None:
-            return None
-        fresh = self.store.count_unfinished(tenant)
-        self._unfinished[tenant] = (self.clock.now(), fresh)
-        return self.quotas.usage(tenant, fresh)
-
-    async def submit(self, tenant: TenantId, items: Sequence[Submission]) -> list[tuple[Job, bool]]:
-        """Check every item can be placed, then store them all in one transaction.
-
-        Submissions arriving together from many callers share one commit (group commit): each
-        caller waits for the commit that holds its jobs, so an answered submit is durable.
-        """
-        now = self.clock.now()
-        self._admit_quota(tenant, items)
-        if self.grant is not None:
-            for index, item in enumerate(items):
-                refusal = self.grant(item.spec, tenant)
-                if refusal is not None:
-                    raise PriorityNotGrantedError(index, refusal)
-        if self.admit is not None:
-            for index, item in enumerate(items):
-                reasons = self.admit(item.spec, tenant, now)
-                if reasons:
-                    raise NotPlaceableError(index, reasons)
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[list[tuple[Job, bool]]] = loop.create_future()
-        self._pending.append((tenant, items, done))
-        self._uncommitted[tenant] = self._uncommitted.get(tenant, 0) + len(items)
-        if len(self._pending) == 1:
-            loop.call_soon(self._commit_pending)
-        try:
-            results = await done
-        finally:
-            left = self._uncommitted.get(tenant, 0) - len(items)
-            if left > 0:
-                self._uncommitted[tenant] = left
-            else:
-                self._uncommitted.pop(tenant, None)
-        created_now = sum(1 for _, created in results if created)
-        cached = self._unfinished.get(tenant)
-        if cached is not None and created_now:
-            self._unfinished[tenant] = (cached[0], cached[1] + created_now)
-        for job, created in results:
-            if created:
-                self.dispatcher.job_submitted(job)
-        return results
-
-    def _commit_pending(self) -> None:
-        pending, self._pending = self._pending, []
-        try:
-            stored = self.store.submit_many(
-                [(tenant, items) for tenant, items, _ in pending], self.clock.now()
-            )
-        except Exception as exc:
-            for _, _, done in pending:
-                if not done.done():
-                    done.set_exception(exc)
-            return
-        for (_, _, done), results in zip(pending, stored, strict=True):
-            if not done.done():
-                done.set_result(results)
+        return self.submitter.quota_usage(tenant)
 
     def details(self, job: Job) -> JobDetails | None:
         return self.describe([job])[0] if self.describe is not None else None

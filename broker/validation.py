@@ -10,6 +10,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from broker.errors import BrokerError
+
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -104,3 +106,11 @@ def violations(
             message += did_you_mean(str(loc[-1]), _sibling_fields(model, loc))
         result.append(FieldViolation(field=path, description=message))
     return result
+
+
+class BadRequestError(BrokerError):
+    """A request with field problems; the gRPC edge answers INVALID_ARGUMENT naming each field."""
+
+    def __init__(self, items: Sequence[FieldViolation]) -> None:
+        super().__init__("; ".join(str(v) for v in items))
+        self.items = list(items)

@@ -1,0 +1,274 @@
+"""The submit path: validate → admit against a cached snapshot → insert → ack.
+
+It never waits on the decision loop: admission reads the policy in force and the tenant's
+quotas (cached per policy), the store insert runs off the event loop in one short
+transaction shared by every submit that arrives meanwhile (group commit), and the
+dispatcher is only told that jobs arrived once they are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import job_pb2
+from broker.clock import Clock
+from broker.errors import BrokerError
+from broker.jobview import JobDetails
+from broker.model import Job, JobSpec, TenantId
+from broker.quota import Quotas, QuotaUsage
+from broker.serde import WireValueError, job_to_proto, spec_from_proto
+from broker.store import JobStore, Submission
+from broker.validation import BadRequestError, FieldViolation, violations
+
+MAX_BATCH = 10_000
+MAX_CLIENT_ID = 128
+UNFINISHED_CACHE = timedelta(seconds=1)
+
+AdmitFn = Callable[[JobSpec, TenantId, datetime], Sequence[str]]
+"""Reasons a job can never be placed for this tenant (empty when it can)."""
+
+GrantFn = Callable[[JobSpec, TenantId], str | None]
+"""Why the tenant may not declare the job's priority (None when it may)."""
+
+VetFn = Callable[[JobSpec], Sequence[FieldViolation]]
+"""Problems of a well-formed spec against the running policy (e.g. an unknown accelerator)."""
+
+DescribeFn = Callable[[Sequence[Job]], list[JobDetails]]
+Results = list[tuple[Job, bool]]
+
+
+class NotPlaceableError(BrokerError):
+    """No offer could ever be allowed for the job: nothing is stored."""
+
+    def __init__(self, index: int, reasons: Sequence[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.index = index
+        self.reasons = list(reasons)
+
+
+class PriorityNotGrantedError(BrokerError):
+    """The job declares a priority class its tenant was not granted: nothing is stored."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(reason)
+        self.index = index
+        self.reason = reason
+
+
+def wire_spec(msg: job_pb2.JobSpec, prefix: str, vet: VetFn | None = None) -> JobSpec:
+    """The domain spec of a wire spec; BadRequestError naming each bad field under `prefix`."""
+    try:
+        spec = spec_from_proto(msg)
+    except ValidationError as exc:
+        raise BadRequestError(violations(exc, prefix, model=JobSpec)) from exc
+    except WireValueError as exc:
+        raise BadRequestError([FieldViolation(_under(prefix, exc.field), exc.description)]) from exc
+    problems = vet(spec) if vet is not None else ()
+    if problems:
+        raise BadRequestError([FieldViolation(_under(prefix, p.field), p.description) for p in problems])
+    return spec
+
+
+def _under(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _client_id(value: str, field: str) -> str | None:
+    if len(value) > MAX_CLIENT_ID:
+        raise BadRequestError([FieldViolation(field, f"must be at most {MAX_CLIENT_ID} characters")])
+    return value or None
+
+
+def _echo(spec: job_pb2.JobSpec) -> job_pb2.JobSpec | None:
+    """The wire spec to answer with, when it is what was stored (deadlines keep microseconds)."""
+    return spec if spec.deadline.nanos % 1000 == 0 else None
+
+
+@dataclass
+class SubmitPath:
+    """SubmitJob and SubmitJobs from wire message to durable, acknowledged jobs."""
+
+    store: JobStore
+    clock: Clock
+    admit: AdmitFn | None = None
+    grant: GrantFn | None = None
+    quotas: Quotas | None = None
+    describe: DescribeFn | None = None
+    on_created: Callable[[Job], None] | None = None
+    """Told of each new job once it is durable (the dispatcher's wake-up in one process)."""
+    _pending: list[tuple[TenantId, Sequence[Submission], asyncio.Future[Results]]] = field(
+        default_factory=list
+    )
+    _committing: bool = False
+    _uncommitted: dict[TenantId, int] = field(default_factory=dict)
+    """Jobs per tenant accepted but not yet committed: they count against max_queued_jobs."""
+    _unfinished: dict[TenantId, tuple[datetime, int]] = field(default_factory=dict)
+    """Each tenant's unfinished-job count as last read (when, how many), plus what it
+    submitted since: a flood of submits costs one count query per second, not one each."""
+    _writer: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="submit-commit")
+    )
+
+    # The wire side -----------------------------------------------------------------------
+
+    async def submit_job(
+        self, tenant: TenantId, request: pb.SubmitJobRequest, vet: VetFn | None = None
+    ) -> pb.SubmitJobResponse:
+        """One job: every problem names its field; nothing is stored unless it is accepted."""
+        self.check_spec_bytes(tenant, request.job.ByteSize(), "job")
+        item = Submission(
+            spec=wire_spec(request.job, "", vet), client_id=_client_id(request.client_id, "client_id")
+        )
+        try:
+            [(job, created)] = await self.submit(tenant, [item])
+        except PriorityNotGrantedError as exc:
+            raise BadRequestError([FieldViolation("priority", exc.reason)]) from exc
+        # The stored deadline keeps microseconds: echo the wire spec only when it is exact.
+        spec = _echo(request.job) if created else None
+        return pb.SubmitJobResponse(job=job_to_proto(job, spec, self._details([job])[0]), created=created)
+
+    async def submit_jobs(
+        self, tenant: TenantId, request: pb.SubmitJobsRequest, vet: VetFn | None = None
+    ) -> pb.SubmitJobsResponse:
+        """A batch, all or nothing: every bad job is named (`requests[i].job.<field>`)."""
+        if len(request.requests) > MAX_BATCH:
+            raise BadRequestError([FieldViolation("requests", f"at most {MAX_BATCH} jobs per call")])
+        for i, r in enumerate(request.requests):
+            self.check_spec_bytes(tenant, r.job.ByteSize(), f"requests[{i}].job")
+        items: list[Submission] = []
+        problems: list[FieldViolation] = []
+        for i, r in enumerate(request.requests):
+            try:
+                items.append(
+                    Submission(
+                        spec=wire_spec(r.job, f"requests[{i}].job", vet),
+                        client_id=_client_id(r.client_id, f"requests[{i}].client_id"),
+                    )
+                )
+            except BadRequestError as bad:
+                problems.extend(bad.items)
+        if problems:
+            raise BadRequestError(problems)
+        try:
+            results = await self.submit(tenant, items)
+        except PriorityNotGrantedError as exc:
+            field_name = f"requests[{exc.index}].job.priority"
+            raise BadRequestError([FieldViolation(field_name, exc.reason)]) from exc
+        details = self._details([j for j, _ in results])
+        return pb.SubmitJobsResponse(
+            responses=[
+                pb.SubmitJobResponse(job=job_to_proto(j, _echo(r.job) if c else None, d), created=c)
+                for (j, c), r, d in zip(results, request.requests, details, strict=True)
+            ]
+        )
+
+    def _details(self, jobs: Sequence[Job]) -> Sequence[JobDetails | None]:
+        return self.describe(jobs) if self.describe is not None else [None] * len(jobs)
+
+    # Admission ---------------------------------------------------------------------------
+
+    def check_spec_bytes(self, tenant: TenantId, size: int, field: str) -> None:
+        """QuotaExceededError when one encoded spec is over the tenant's max_spec_bytes."""
+        if self.quotas is not None:
+            self.quotas.check_spec_bytes(tenant, size, field)
+
+    def _unfinished_jobs(self, tenant: TenantId) -> int:
+        now = self.clock.now()
+        cached = self._unfinished.get(tenant)
+        if cached is None or not timedelta(0) <= now - cached[0] <= UNFINISHED_CACHE:
+            cached = self._unfinished[tenant] = (now, self.store.count_unfinished(tenant))
+        return cached[1]
+
+    def _admit_quota(self, tenant: TenantId, items: Sequence[Submission]) -> None:
+        if self.quotas is None:
+            return
+        for index, item in enumerate(items):
+            self.quotas.check_spec(tenant, item.spec, f"requests[{index}].job" if len(items) > 1 else "job")
+        # Finished jobs leave the count only at the next read: an over-count for a second at most.
+        unfinished = self._unfinished_jobs(tenant) + self._uncommitted.get(tenant, 0)
+        self.quotas.admit(tenant, len(items), unfinished)
+
+    def _admit_policy(self, tenant: TenantId, items: Sequence[Submission], now: datetime) -> None:
+        if self.grant is not None:
+            for index, item in enumerate(items):
+                refusal = self.grant(item.spec, tenant)
+                if refusal is not None:
+                    raise PriorityNotGrantedError(index, refusal)
+        if self.admit is not None:
+            for index, item in enumerate(items):
+                reasons = self.admit(item.spec, tenant, now)
+                if reasons:
+                    raise NotPlaceableError(index, reasons)
+
+    def quota_usage(self, tenant: TenantId) -> QuotaUsage | None:
+        """The caller's limits and what it uses now; None without quotas."""
+        if self.quotas is None:
+            return None
+        fresh = self.store.count_unfinished(tenant)
+        self._unfinished[tenant] = (self.clock.now(), fresh)
+        return self.quotas.usage(tenant, fresh)
+
+    # Insert and ack ----------------------------------------------------------------------
+
+    async def submit(self, tenant: TenantId, items: Sequence[Submission]) -> Results:
+        """Check every item can be placed, then store them all in one transaction.
+
+        Submissions arriving together from many callers share one commit (group commit): each
+        caller waits for the commit that holds its jobs, so an answered submit is durable.
+        """
+        self._admit_quota(tenant, items)
+        self._admit_policy(tenant, items, self.clock.now())
+        done: asyncio.Future[Results] = asyncio.get_running_loop().create_future()
+        self._pending.append((tenant, items, done))
+        self._uncommitted[tenant] = self._uncommitted.get(tenant, 0) + len(items)
+        self._kick()
+        try:
+            results = await done
+        finally:
+            left = self._uncommitted.get(tenant, 0) - len(items)
+            if left > 0:
+                self._uncommitted[tenant] = left
+            else:
+                self._uncommitted.pop(tenant, None)
+        created = [job for job, was_created in results if was_created]
+        cached = self._unfinished.get(tenant)
+        if cached is not None and created:
+            self._unfinished[tenant] = (cached[0], cached[1] + len(created))
+        if self.on_created is not None:
+            for job in created:
+                self.on_created(job)
+        return results
+
+    def _kick(self) -> None:
+        """Start a commit of everything pending, unless one is running (it starts the next)."""
+        if self._committing or not self._pending:
+            return
+        self._committing = True
+        pending, self._pending = self._pending, []
+        loop = asyncio.get_running_loop()
+        groups = [(tenant, items) for tenant, items, _ in pending]
+        work = loop.run_in_executor(self._writer, self.store.submit_many, groups, self.clock.now())
+        work.add_done_callback(lambda f: self._committed(pending, f))
+
+    def _committed(self, pending: list[Any], work: asyncio.Future[list[Results]]) -> None:
+        self._committing = False
+        exc = work.exception()
+        for index, (_, _, done) in enumerate(pending):
+            if done.done():
+                continue
+            if exc is not None:
+                done.set_exception(exc)
+            else:
+                done.set_result(work.result()[index])
+        self._kick()
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
