@@ -69,6 +69,7 @@ class Elector:
         self._stale_since: dict[int, float] = {}
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._stop = threading.Event()
+        self._resign = threading.Event()
         self._thread = threading.Thread(target=self._run, name="elector", daemon=True)
 
     # Queries from other threads ---------------------------------------------------------
@@ -85,6 +86,10 @@ class Elector:
 
     def start(self) -> None:
         self._thread.start()
+
+    def resign(self) -> None:
+        """Give the role up at the next round (this process cannot lead now); campaign again."""
+        self._resign.set()
 
     def stop(self) -> None:
         """Stop campaigning; a leader steps down and frees the lock for a standby at once."""
@@ -130,6 +135,11 @@ class Elector:
     # One round --------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        if self._resign.is_set():
+            self._resign.clear()
+            self._drop_session("resigned: the term could not start")
+            self._stop.wait(self.timing.lease_s)  # let a standby have it first
+            return
         conn = self._session()
         if self.epoch is not None:
             self._renew(conn)

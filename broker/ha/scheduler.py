@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 SWEEP_S = 5.0
 """How often the leader looks for live attempts of jobs that ended (a cancel it missed)."""
 ENDED_KINDS = frozenset({"finished", "lost", "preempted"})
+MAX_NEW_READS = 200
+"""New jobs announced together up to which each is read and handed over; above: a full pass."""
 
 
 class SchedulerRole:
@@ -108,7 +110,10 @@ class SchedulerRole:
         try:
             await dispatcher.start()  # recover + reconcile, like a restarted broker
         except Exception:
+            # A leader that does not dispatch is worse than none: let a standby have the role.
             log.exception("the scheduler could not start its term (epoch %d)", epoch)
+            self.elector.resign()
+            return
         self._leader.set(1)
         self._epoch.set(epoch)
         self._spawn(self._sweep(dispatcher))
@@ -155,12 +160,17 @@ class SchedulerRole:
 
     def _submitted(self, d: Dispatcher) -> None:
         ids, self._new = self._new, set()
+        if d is not self.dispatcher:
+            return
+        if len(ids) > MAX_NEW_READS:
+            d.policy_changed()  # a flood: one pass over the whole queue, not a read per job
+            return
         for job_id in sorted(ids):
             try:
                 job = self.store.get(job_id)
             except StoreError:
                 continue
-            if job.state == JobState.QUEUED and d is self.dispatcher:
+            if job.state == JobState.QUEUED:
                 d.job_submitted(job)
 
     async def _stop_attempts(self, d: Dispatcher, job_id: JobId) -> None:
