@@ -49,81 +49,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from broker.policy import load_policy
-    from broker.sim.baselines import BASELINES
-    from broker.sim.jobs import build_jobs
-    from broker.sim.run import simulate
-    from broker.sim.scenario import ScenarioError, load_scenario
-    from broker.sim.synthetic import SyntheticParams, generate
-    from broker.sim.traces import TraceError, read_trace
-
-    try:
-        scenario = load_scenario(args.scenario)
-        update: dict[str, Any] = {}
-        if args.time_scale is not None:
-            update["time_scale"] = args.time_scale
-        if args.onprem_gpus is not None:
-            update["onprem_gpus"] = args.onprem_gpus
-        if args.seed is not None:
-            update["seed"] = args.seed
-        scenario = scenario.model_copy(update=update)
-        policy = load_policy(args.policy)
-        if args.trace is not None:
-            trace, info = read_trace(args.trace, args.trace_format, max_runtime_s=scenario.max_runtime_s)
-            source: dict[str, Any] = {
-                "trace": str(args.trace),
-                "format": info.format,
-                "rows": info.rows,
-                "kept": info.kept,
-                "skipped": info.skipped,
-            }
-        else:
-            trace = generate(SyntheticParams(jobs=args.synthetic), scenario.seed)
-            source = {"synthetic": args.synthetic}
-        if args.jobs is not None:
-            if args.jobs < 1:
-                raise ValueError(f"--jobs: must be >= 1, got {args.jobs}")
-            source["jobs_sampled"] = min(args.jobs, len(trace))
-            trace = trace[: args.jobs]
-        jobs = build_jobs(trace, policy, scenario)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
-    except (ScenarioError, TraceError, OSError, ValueError) as exc:
-        print(f"szb: error: {exc}", file=sys.stderr)
-        return 1
-    if not jobs:
-        print("szb: error: the trace has no jobs to replay", file=sys.stderr)
-        return 1
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description:<16}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=_stderr_console(),
-        transient=True,
-    ) as bar:
-        tasks: dict[str, Any] = {}
-
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total)
-            bar.update(tasks[phase], completed=done)
-
-        baselines = BASELINES if args.baselines == "all" else ()
-        sim = simulate(
-            policy,
-            jobs,
-            scenario,
-            baselines=baselines,
-            lower_bound=not args.no_lower_bound,
-            per_strategy_bounds=args.per_strategy_bounds,
-            progress=progress,
-        )
+    loaded = _load(args)
+    if isinstance(loaded, int):
+        return loaded
+    policy, scenario, jobs, source = loaded
+    sim = _run(args, policy, scenario, jobs)
     result = {
         **sim.result,
         "scenario": scenario.name,
@@ -146,33 +76,133 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]] | int:
+    """(policy, scenario, jobs, source facts), or the exit code after a clear error."""
+    from broker.policy import load_policy
+    from broker.sim.jobs import build_jobs
+    from broker.sim.scenario import ScenarioError, load_scenario
+    from broker.sim.traces import TraceError
+
+    try:
+        scenario = load_scenario(args.scenario)
+        update = {
+            k: getattr(args, k) for k in ("time_scale", "onprem_gpus", "seed") if getattr(args, k) is not None
+        }
+        scenario = scenario.model_copy(update=update)
+        policy = load_policy(args.policy)
+        trace, source = _trace(args, scenario)
+        if args.jobs is not None:
+            if args.jobs < 1:
+                raise ValueError(f"--jobs: must be >= 1, got {args.jobs}")
+            source["jobs_sampled"] = min(args.jobs, len(trace))
+            trace = trace[: args.jobs]
+        jobs = build_jobs(trace, policy, scenario)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except (ScenarioError, TraceError, OSError, ValueError) as exc:
+        print(f"szb: error: {exc}", file=sys.stderr)
+        return 1
+    if not jobs:
+        print("szb: error: the trace has no jobs to replay", file=sys.stderr)
+        return 1
+    return policy, scenario, jobs, source
+
+
+def _trace(args: argparse.Namespace, scenario: Any) -> tuple[list[Any], dict[str, Any]]:
+    from broker.sim.synthetic import SyntheticParams, generate
+    from broker.sim.traces import read_trace
+
+    if args.trace is None:
+        return generate(SyntheticParams(jobs=args.synthetic), scenario.seed), {"synthetic": args.synthetic}
+    trace, info = read_trace(args.trace, args.trace_format, max_runtime_s=scenario.max_runtime_s)
+    source = {"trace": str(args.trace), "format": info.format, "rows": info.rows, "kept": info.kept}
+    source["skipped"] = info.skipped
+    return trace, source
+
+
+def _run(args: argparse.Namespace, policy: Any, scenario: Any, jobs: list[Any]) -> Any:
+    """The simulation, with a progress bar on stderr."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from broker.sim.baselines import BASELINES
+    from broker.sim.run import simulate
+
+    with Progress(
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=_stderr_console(),
+        transient=True,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        return simulate(
+            policy,
+            jobs,
+            scenario,
+            baselines=BASELINES if args.baselines == "all" else (),
+            lower_bound=not args.no_lower_bound,
+            per_strategy_bounds=args.per_strategy_bounds,
+            progress=progress,
+        )
+
+
 def _stderr_console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True)
 
 
+_STRATEGY_COLS = ("jobs", "cost", "cost ratio", "p50 wait s", "p95 wait s", "SLO", "burst", "carbon kg")
+_TENANT_COLS = (
+    "tenant",
+    "weight",
+    "jobs",
+    "p95 wait s",
+    "max_wait s",
+    "SLO",
+    "p95 slowdown",
+    "on-prem used",
+    "entitled",
+    "used/entitled",
+    "burst",
+)
+
+
 def print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
+
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(_strategy_table(result))
+    if result["strategies"].get("policy", {}).get("tenants"):
+        console.print(_tenant_table(result))
+    cur = result.get("currency", "")
+    line = (
+        f"lower bound {_fmt(result.get('lower_bound_cost'))} {cur}; cost ratio "
+        f"{_fmt(result.get('cost_ratio'))}"
+    )
+    if result.get("offline_cost") is not None:
+        offline, ratio = _fmt(result["offline_cost"]), _fmt(result.get("offline_ratio"))
+        line += f"; offline schedule {offline} {cur}, ratio {ratio}"
+    console.print(f"{line}; simulated in {result['sim_wall_s']} s")
+
+
+def _strategy_table(result: dict[str, Any]) -> Any:
     from rich.table import Table
 
     cur = result.get("currency", "")
     table = Table(title=f"szb simulate: {result.get('scenario')} (time scale {result.get('time_scale')})")
-    cols = (
-        "strategy",
-        "jobs",
-        f"cost {cur}",
-        "cost ratio",
-        "p50 wait s",
-        "p95 wait s",
-        "SLO",
-        "burst",
-        "carbon kg",
-        "budget viol.",
-        "compl. viol.",
-    )
-    for c in cols:
-        table.add_column(c, justify="left" if c == "strategy" else "right")
+    table.add_column("strategy", justify="left")
+    for c in (*_STRATEGY_COLS, "budget viol.", "compl. viol."):
+        table.add_column(f"cost {cur}" if c == "cost" else c, justify="right")
     for name, s in result["strategies"].items():
         table.add_row(
             name,
@@ -187,45 +217,31 @@ def print_table(result: dict[str, Any]) -> None:
             str(s["budget_violations"]),
             str(s["compliance_violations"]),
         )
-    console = Console() if sys.stdout.isatty() else Console(width=200)
-    console.print(table)
-    tenants = result["strategies"].get("policy", {}).get("tenants")
-    if tenants:
-        jain = _fmt(result["strategies"]["policy"].get("jain_index"))
-        per = Table(title=f"policy, per tenant (Jain's fairness index {jain})")
-        for c in (
-            "tenant",
-            "weight",
-            "jobs",
-            "p95 wait s",
-            "max_wait s",
-            "SLO",
-            "p95 slowdown",
-            "on-prem used",
-            "entitled",
-            "used/entitled",
-            "burst",
-        ):
-            per.add_column(c, justify="left" if c == "tenant" else "right")
-        for name, t in tenants.items():
-            per.add_row(
-                name,
-                _fmt(t["weight"]),
-                str(t["jobs"]),
-                _fmt(t["p95_wait_s"]),
-                _fmt(t["max_wait_s"]),
-                f"{t['slo_attainment']:.3f}",
-                _fmt(t["p95_slowdown"]),
-                f"{t['onprem_share_used']:.3f}",
-                f"{t['onprem_share_entitled']:.3f}",
-                _fmt(t["used_over_entitled"]),
-                f"{t['burst_fraction']:.3f}",
-            )
-        console.print(per)
-    console.print(
-        f"lower bound {_fmt(result.get('lower_bound_cost'))} {cur}; cost ratio "
-        f"{_fmt(result.get('cost_ratio'))}; simulated in {result['sim_wall_s']} s"
-    )
+    return table
+
+
+def _tenant_table(result: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    jain = _fmt(result["strategies"]["policy"].get("jain_index"))
+    per = Table(title=f"policy, per tenant (Jain's fairness index {jain})")
+    for c in _TENANT_COLS:
+        per.add_column(c, justify="left" if c == "tenant" else "right")
+    for name, t in result["strategies"]["policy"]["tenants"].items():
+        per.add_row(
+            name,
+            _fmt(t["weight"]),
+            str(t["jobs"]),
+            _fmt(t["p95_wait_s"]),
+            _fmt(t["max_wait_s"]),
+            f"{t['slo_attainment']:.3f}",
+            _fmt(t["p95_slowdown"]),
+            f"{t['onprem_share_used']:.3f}",
+            f"{t['onprem_share_entitled']:.3f}",
+            _fmt(t["used_over_entitled"]),
+            f"{t['burst_fraction']:.3f}",
+        )
+    return per
 
 
 def _fmt(v: Any) -> str:
