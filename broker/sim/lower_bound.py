@@ -109,6 +109,76 @@ def _quiet_highs() -> Any:
         os.close(saved)
 
 
+class _Model:
+    """The LP's columns and row bounds as they are added (rows: per partition and bucket the
+    capacity and the late-work flow, one late-count row, then per job its assignment)."""
+
+    def __init__(self, edges: list[float], keys: list[str], capacity: Mapping[str, int]) -> None:
+        self.edges = edges
+        self.nb = nb = len(edges) - 1
+        self.cap_row = {k: i * nb for i, k in enumerate(keys)}
+        self.flow_row = {k: len(keys) * nb + i * nb for i, k in enumerate(keys)}
+        self.late_row = 2 * len(keys) * nb
+        self.n_rows = self.late_row + 1
+        self.lower = [-math.inf] * (len(keys) * nb) + [0.0] * (len(keys) * nb) + [-math.inf]
+        self.upper = [capacity[k] * (edges[b + 1] - edges[b]) for k in keys for b in range(nb)]
+        self.upper += [0.0] * (len(keys) * nb) + [0.0]
+        self.cols = _Cols([], [], [], [])
+        # Per partition: served[b] and carry[b] (late work carried from bucket b to b+1).
+        for k in keys:
+            for b in range(nb):
+                self.cols.add(0.0, math.inf, [(self.cap_row[k] + b, 1.0), (self.flow_row[k] + b, 1.0)])
+                carry = [(self.flow_row[k] + b, 1.0)]
+                if b + 1 < nb:
+                    carry.append((self.flow_row[k] + b + 1, -1.0))
+                self.cols.add(0.0, math.inf, carry)
+
+    def row(self, lo: float, hi: float) -> int:
+        self.lower.append(lo)
+        self.upper.append(hi)
+        self.n_rows += 1
+        return self.n_rows - 1
+
+    def span(self, x: float, y: float) -> list[tuple[int, float]]:
+        """(bucket, seconds of overlap) of the interval [x, y)."""
+        edges = self.edges
+        out: list[tuple[int, float]] = []
+        if y <= x:
+            return out
+        b = max(0, bisect.bisect_right(edges, x) - 1)
+        while b < self.nb and edges[b] < y:
+            ov = min(y, edges[b + 1]) - max(x, edges[b])
+            if ov > 0:
+                out.append((b, ov))
+            b += 1
+        return out
+
+    def add_job(self, j: SimJob, f: JobFacts, capacity: Mapping[str, int]) -> None:
+        a, r, w, d = j.arrival_s, j.runtime_s, j.max_wait_s, float(j.demand)
+        cols, assign = self.cols, self.row(1.0, 1.0)
+        # Never starting (e.g. no budget can pay) costs nothing and counts as late, as in
+        # the strategies' own counts: so the bound at their late count stays below them.
+        cols.add(0.0, 1.0, [(assign, 1.0), (self.late_row, 1.0)])
+        if f.cloud_cost is not None:
+            cols.add(f.cloud_cost, 1.0, [(assign, 1.0)])
+        for k, cost in f.onprem.items():
+            if k not in capacity:
+                continue
+            cap, flow = self.cap_row[k], self.flow_row[k]
+            arrive = min(self.nb - 1, max(0, bisect.bisect_right(self.edges, a) - 1))
+            cols.add(cost, 1.0, [(assign, 1.0), (self.late_row, 1.0), (flow + arrive, -d * r)])
+            flex = min(r, w)
+            entries = [(assign, 1.0)] + [(cap + b, d * ov) for b, ov in self.span(a + w, a + r)]
+            if flex > 0:
+                frow = self.row(0.0, 0.0)
+                entries.append((frow, -d * flex))
+                windows = [(a, a + w + r)] if r <= w else [(a, a + w), (a + r, a + w + r)]
+                for x, y in windows:
+                    for b, ov in self.span(x, y):
+                        cols.add(0.0, d * ov, [(cap + b, 1.0), (frow, 1.0)])
+            cols.add(cost, 1.0, entries)
+
+
 class LowerBound:
     """The LP, built once; `solve(late)` re-solves it for another late-job allowance."""
 
@@ -130,70 +200,11 @@ class LowerBound:
         if not todo:
             self._h = None
             return
-        edges = _edges([j for j, _ in todo], max_buckets)
-        nb = len(edges) - 1
-        keys = sorted(capacity)
-        cap_row = {k: i * nb for i, k in enumerate(keys)}
-        flow_row = {k: len(keys) * nb + i * nb for i, k in enumerate(keys)}
-        n_rows = 2 * len(keys) * nb
-        late_row = n_rows
-        n_rows += 1
-        lower = [-math.inf] * (len(keys) * nb) + [0.0] * (len(keys) * nb) + [-math.inf]
-        upper = [capacity[k] * (edges[b + 1] - edges[b]) for k in keys for b in range(nb)]
-        upper += [0.0] * (len(keys) * nb) + [0.0]
-        cols = _Cols([], [], [], [])
-        # Per partition: served[b] and carry[b] (late work carried from bucket b to b+1).
-        for k in keys:
-            for b in range(nb):
-                cols.add(0.0, math.inf, [(cap_row[k] + b, 1.0), (flow_row[k] + b, 1.0)])
-                carry = [(flow_row[k] + b, 1.0)]
-                if b + 1 < nb:
-                    carry.append((flow_row[k] + b + 1, -1.0))
-                cols.add(0.0, math.inf, carry)
-
-        def span(x: float, y: float) -> list[tuple[int, float]]:
-            out: list[tuple[int, float]] = []
-            if y <= x:
-                return out
-            b = max(0, bisect.bisect_right(edges, x) - 1)
-            while b < nb and edges[b] < y:
-                ov = min(y, edges[b + 1]) - max(x, edges[b])
-                if ov > 0:
-                    out.append((b, ov))
-                b += 1
-            return out
-
+        model = _Model(_edges([j for j, _ in todo], max_buckets), sorted(capacity), capacity)
         for j, f in todo:
-            a, r, w, d = j.arrival_s, j.runtime_s, j.max_wait_s, float(j.demand)
-            assign = n_rows
-            lower.append(1.0)
-            upper.append(1.0)
-            n_rows += 1
-            # Never starting (e.g. no budget can pay) costs nothing and counts as late, as in
-            # the strategies' own counts: so the bound at their late count stays below them.
-            cols.add(0.0, 1.0, [(assign, 1.0), (late_row, 1.0)])
-            if f.cloud_cost is not None:
-                cols.add(f.cloud_cost, 1.0, [(assign, 1.0)])
-            for k, cost in f.onprem.items():
-                if k not in capacity:
-                    continue
-                arrive = min(nb - 1, max(0, bisect.bisect_right(edges, a) - 1))
-                cols.add(cost, 1.0, [(assign, 1.0), (late_row, 1.0), (flow_row[k] + arrive, -d * r)])
-                flex = min(r, w)
-                entries = [(assign, 1.0)] + [(cap_row[k] + b, d * ov) for b, ov in span(a + w, a + r)]
-                if flex > 0:
-                    frow = n_rows
-                    lower.append(0.0)
-                    upper.append(0.0)
-                    n_rows += 1
-                    entries.append((frow, -d * flex))
-                    windows = [(a, a + w + r)] if r <= w else [(a, a + w), (a + r, a + w + r)]
-                    for x, y in windows:
-                        for b, ov in span(x, y):
-                            cols.add(0.0, d * ov, [(cap_row[k] + b, 1.0), (frow, 1.0)])
-                cols.add(cost, 1.0, entries)
-        self._late_row = late_row
-        self._build(cols, lower, upper, n_rows)
+            model.add_job(j, f, capacity)
+        self._late_row = model.late_row
+        self._build(model.cols, model.lower, model.upper, model.n_rows)
 
     def _build(self, cols: _Cols, lower: list[float], upper: list[float], n_rows: int) -> None:
         import highspy

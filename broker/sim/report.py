@@ -18,16 +18,34 @@ def write_report(folder: Path, result: Mapping[str, Any], runs: Mapping[str, Run
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    plots = _Plots(folder, result, runs)
+    plots.over_time()
+    plots.cost_bars()
+    plots.wait_cdf()
+    if result["strategies"].get("policy", {}).get("tenants"):
+        plots.tenants()
+    written = plots.written
+    (folder / "result.json").write_text(json.dumps(result, indent=2))
+    written.append(folder / "result.json")
+    (folder / "summary.md").write_text(summary_markdown(result))
+    written.append(folder / "summary.md")
+    return written
 
-    scenario = result.get("scenario", "")
 
-    def save(fig: Any, name: str, title: str) -> None:
-        path = folder / name
+class _Plots:
+    """The report's PNGs, each titled (the title also goes into the PNG's text chunks)."""
+
+    def __init__(self, folder: Path, result: Mapping[str, Any], runs: Mapping[str, RunResult]) -> None:
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        self.plt, self.np = plt, np
+        self.folder, self.result, self.runs = folder, result, runs
+        self.written: list[Path] = []
+
+    def save(self, fig: Any, name: str, title: str) -> None:
+        path = self.folder / name
         if len(fig.axes) == 1:
             fig.axes[0].set_title(title, fontsize=10)
         else:
@@ -36,68 +54,75 @@ def write_report(folder: Path, result: Mapping[str, Any], runs: Mapping[str, Run
         # The title and the shown x range also go into the PNG's text chunks (for tools and tests).
         left, right = fig.axes[0].get_xlim()
         fig.savefig(path, dpi=110, metadata={"Title": title, "Description": f"x {left:.6g} {right:.6g}"})
-        plt.close(fig)
-        written.append(path)
+        self.plt.close(fig)
+        self.written.append(path)
 
-    for name, attr, label, title in (
-        ("queue.png", "queue", "queued jobs", "Queued jobs over time"),
-        ("onprem_utilisation.png", "onprem_util", "on-prem GPU utilisation", "On-prem GPU use over time"),
-    ):
-        fig, ax = plt.subplots(figsize=(9, 3.5))
-        busy_until = 0.0
-        for strategy, run in runs.items():
-            t = np.array(run.series.t) / 3600
-            values = np.array(getattr(run.series, attr), dtype=float)
-            # The engine samples the state in force *until* each event time (before handling
-            # it), so a sample closes its interval: "pre" steps, not "post" (which drew the
-            # last queue value over the whole gap to the next, sparse, sample).
-            ax.step(t, values, where="pre", label=strategy, linewidth=0.9)
-            nonzero = np.nonzero(values)[0]
-            if nonzero.size:
-                busy_until = max(busy_until, float(t[nonzero[-1]]))
-        if busy_until > 0:
-            ax.set_xlim(0, busy_until * 1.03)  # no empty tail after the last job
-        ax.set_xlabel("simulated time (h)")
-        ax.set_ylabel(label)
+    def over_time(self) -> None:
+        np, scenario = self.np, self.result.get("scenario", "")
+        for name, attr, label, title in (
+            ("queue.png", "queue", "queued jobs", "Queued jobs over time"),
+            ("onprem_utilisation.png", "onprem_util", "on-prem GPU utilisation", "On-prem GPU use over time"),
+        ):
+            fig, ax = self.plt.subplots(figsize=(9, 3.5))
+            busy_until = 0.0
+            for strategy, run in self.runs.items():
+                t = np.array(run.series.t) / 3600
+                values = np.array(getattr(run.series, attr), dtype=float)
+                # The engine samples the state in force *until* each event time (before handling
+                # it), so a sample closes its interval: "pre" steps, not "post" (which drew the
+                # last queue value over the whole gap to the next, sparse, sample).
+                ax.step(t, values, where="pre", label=strategy, linewidth=0.9)
+                nonzero = np.nonzero(values)[0]
+                if nonzero.size:
+                    busy_until = max(busy_until, float(t[nonzero[-1]]))
+            if busy_until > 0:
+                ax.set_xlim(0, busy_until * 1.03)  # no empty tail after the last job
+            ax.set_xlabel("simulated time (h)")
+            ax.set_ylabel(label)
+            ax.legend(fontsize=8)
+            self.save(fig, name, f"{title} ({scenario})" if scenario else title)
+
+    def cost_bars(self) -> None:
+        strategies = self.result["strategies"]
+        fig, ax = self.plt.subplots(figsize=(7, 3.5))
+        names = list(strategies)
+        onprem = [strategies[n]["cost_onprem"] for n in names]
+        cloud = [strategies[n]["cost_cloud"] for n in names]
+        ax.bar(names, onprem, label="on-prem (shadow price)")
+        ax.bar(names, cloud, bottom=onprem, label="cloud")
+        if self.result.get("lower_bound_cost"):
+            lb = self.result["lower_bound_cost"]
+            ax.axhline(lb, color="k", linestyle="--", linewidth=1, label="lower bound")
+        ax.set_ylabel(f"cost ({self.result.get('currency', '')})")
         ax.legend(fontsize=8)
-        save(fig, name, f"{title} ({scenario})" if scenario else title)
+        self.save(fig, "cost_by_strategy.png", "Cost by strategy: on-prem shadow price + cloud")
 
-    strategies = result["strategies"]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    names = list(strategies)
-    onprem = [strategies[n]["cost_onprem"] for n in names]
-    cloud = [strategies[n]["cost_cloud"] for n in names]
-    ax.bar(names, onprem, label="on-prem (shadow price)")
-    ax.bar(names, cloud, bottom=onprem, label="cloud")
-    if result.get("lower_bound_cost"):
-        ax.axhline(result["lower_bound_cost"], color="k", linestyle="--", linewidth=1, label="lower bound")
-    ax.set_ylabel(f"cost ({result.get('currency', '')})")
-    ax.legend(fontsize=8)
-    save(fig, "cost_by_strategy.png", "Cost by strategy: on-prem shadow price + cloud")
+    def wait_cdf(self) -> None:
+        np = self.np
+        fig, ax = self.plt.subplots(figsize=(7, 3.5))
+        for strategy, run in self.runs.items():
+            waits = np.sort([r.wait_s for r in run.records if not r.rejected and not math.isnan(r.start_s)])
+            if waits.size:
+                ax.step(
+                    np.maximum(waits, 1.0) / 60,
+                    np.arange(1, waits.size + 1) / waits.size,
+                    where="post",
+                    label=strategy,
+                    linewidth=0.9,
+                )
+        ax.set_xscale("log")
+        ax.set_xlabel("wait before start (min, log; 0 shown at 1 s)")
+        ax.set_ylabel("share of jobs")
+        ax.legend(fontsize=8)
+        self.save(fig, "wait_cdf.png", "Wait before start (CDF)")
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for strategy, run in runs.items():
-        waits = np.sort([r.wait_s for r in run.records if not r.rejected and not math.isnan(r.start_s)])
-        if waits.size:
-            ax.step(
-                np.maximum(waits, 1.0) / 60,
-                np.arange(1, waits.size + 1) / waits.size,
-                where="post",
-                label=strategy,
-                linewidth=0.9,
-            )
-    ax.set_xscale("log")
-    ax.set_xlabel("wait before start (min, log; 0 shown at 1 s)")
-    ax.set_ylabel("share of jobs")
-    ax.legend(fontsize=8)
-    save(fig, "wait_cdf.png", "Wait before start (CDF)")
-
-    tenants = strategies.get("policy", {}).get("tenants")
-    if tenants:
-        # Per tenant: p95 wait against max_wait, and on-prem share used against entitled.
-        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    def tenants(self) -> None:
+        """Per tenant: p95 wait against max_wait, and on-prem share used against entitled."""
+        policy = self.result["strategies"]["policy"]
+        tenants = policy["tenants"]
+        fig, (left, right) = self.plt.subplots(1, 2, figsize=(10, 3.5))
         names = list(tenants)
-        x = np.arange(len(names))
+        x = self.np.arange(len(names))
         left.bar(x - 0.2, [(tenants[n]["p95_wait_s"] or 0) / 60 for n in names], 0.4, label="p95 wait")
         left.bar(x + 0.2, [tenants[n]["max_wait_s"] / 60 for n in names], 0.4, label="max_wait (median)")
         left.set_yscale("symlog")
@@ -108,15 +133,9 @@ def write_report(folder: Path, result: Mapping[str, Any], runs: Mapping[str, Run
         right.bar(x + 0.2, [tenants[n]["onprem_share_entitled"] for n in names], 0.4, label="entitled")
         right.set_xticks(x, names, fontsize=8)
         left.set_title("p95 wait vs max_wait", fontsize=9)
-        right.set_title(f"on-prem share (Jain's index {strategies['policy'].get('jain_index')})", fontsize=9)
+        right.set_title(f"on-prem share (Jain's index {policy.get('jain_index')})", fontsize=9)
         right.legend(fontsize=8)
-        save(fig, "tenants.png", "Per tenant (policy)")
-
-    (folder / "result.json").write_text(json.dumps(result, indent=2))
-    written.append(folder / "result.json")
-    (folder / "summary.md").write_text(summary_markdown(result))
-    written.append(folder / "summary.md")
-    return written
+        self.save(fig, "tenants.png", "Per tenant (policy)")
 
 
 def summary_markdown(result: Mapping[str, Any]) -> str:
