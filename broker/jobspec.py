@@ -1,0 +1,194 @@
+"""The job spec: the user's unit of work as written in a job YAML or sent on the wire, validated.
+
+Every field is checked on the way in (name, argv, environment, labels, image, durations,
+deadline), so a stored spec can always be read back and run. `broker.model` re-exports it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from broker.durations import Duration, whole_seconds
+from broker.imageref import check_image
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+class SpotMode(StrEnum):
+    NEVER = "never"
+    ALLOWED = "allowed"
+    REQUIRED = "required"
+
+
+class Residency(StrEnum):
+    CN_MAINLAND = "cn-mainland"
+    ANY = "any"
+
+
+_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+_LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9_.\-/]{0,61}[a-z0-9])?$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED_ENV_PREFIX = "SZB_"
+"""The broker's bootstrap and executors set `SZB_*` variables; a job may not override them."""
+
+# Hard ceilings, whatever the policy says; per-tenant limits (broker.quota) are lower.
+MAX_ARGV = 4096
+MAX_ENV = 4096
+MAX_LABELS = 1024
+MAX_ANY_OF = 64
+MIN_DEADLINE = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_DEADLINE = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+class _SpecPart(BaseModel):
+    # inf/nan would be written to JSON as null and fail every later read (a poison row).
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class AcceleratorRequest(_SpecPart):
+    """How many accelerators of which models a job needs; count 0 means none."""
+
+    count: int = Field(default=0, ge=0, le=1024)
+    any_of: tuple[str, ...] = Field(default=(), max_length=MAX_ANY_OF)
+    min_memory_gb: float = Field(default=0, ge=0, le=1_000_000)
+
+    @field_validator("any_of")
+    @classmethod
+    def _names_not_blank(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not name.strip() for name in v):
+            raise ValueError("accelerator names must not be empty")
+        if any(len(name) > 128 for name in v):
+            raise ValueError("accelerator names must be at most 128 characters")
+        return v
+
+
+class Resources(_SpecPart):
+    """Per node: accelerators, CPUs and memory; `nodes` > 1 is a gang placed all-or-nothing."""
+
+    accelerators: AcceleratorRequest = AcceleratorRequest()
+    cpus: float = Field(default=1, gt=0, le=4096)
+    memory_gb: float = Field(default=1, gt=0, le=65536)
+    nodes: int = Field(default=1, ge=1, le=256)
+
+
+class Checkpoint(_SpecPart):
+    """How often the job saves its progress (a restart resumes from the last checkpoint)."""
+
+    interval: Duration
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be > 0")
+        return whole_seconds(v)
+
+
+class JobSpec(_SpecPart):
+    """The user's unit of work, exactly as written in a job YAML or sent on the wire."""
+
+    name: str = Field(pattern=_NAME, min_length=1, max_length=63)
+    command: tuple[str, ...] = Field(min_length=1, max_length=MAX_ARGV)
+    image: str | None = Field(default=None, min_length=1, max_length=512)
+    env: dict[str, str] = Field(default_factory=dict, max_length=MAX_ENV)
+    resources: Resources = Resources()
+    runtime_estimate: Duration
+    max_wait: Duration | None = None
+    deadline: datetime | None = None
+    priority: Priority = Priority.NORMAL
+    spot: SpotMode = SpotMode.ALLOWED
+    max_price_per_hour: float | None = Field(default=None, gt=0)
+    data_residency: Residency = Residency.ANY
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
+    checkpoint: Checkpoint | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _argv0_not_blank(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v[0].strip():
+            raise ValueError("the program (first argument) must not be empty")
+        if any("\x00" in arg for arg in v):
+            raise ValueError("arguments must not contain NUL bytes")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not _ENV_KEY.match(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if key.upper().startswith(RESERVED_ENV_PREFIX):
+                raise ValueError(
+                    f"{key}: names starting with {RESERVED_ENV_PREFIX} are reserved for the broker"
+                )
+            if "\x00" in value:
+                raise ValueError(f"{key}: value must not contain NUL bytes")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not _LABEL_KEY.match(key):
+                raise ValueError(f"label key {key!r} must be 1-63 chars of [a-z0-9_.-/]")
+            if len(value) > 63:
+                raise ValueError(f"label {key}: value longer than 63 characters")
+        return v
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, v: str | None) -> str | None:
+        return None if v is None else check_image(v)
+
+    @field_validator("runtime_estimate")
+    @classmethod
+    def _runtime_positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be > 0")
+        if v > timedelta(days=90):
+            raise ValueError("must be at most 90d")
+        return whole_seconds(v)
+
+    @field_validator("max_wait")
+    @classmethod
+    def _wait_not_negative(cls, v: timedelta | None) -> timedelta | None:
+        if v is not None and v < timedelta(0):
+            raise ValueError("must be >= 0")
+        return None if v is None else whole_seconds(v)
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_has_zone(cls, v: datetime | None) -> datetime | None:
+        if v is None:
+            return None
+        if v.tzinfo is None:
+            raise ValueError("must include a UTC offset, e.g. 2026-12-01T00:00:00+08:00")
+        try:
+            utc = v.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValueError("must be between 1970-01-01 and 9000-01-01") from exc
+        if not MIN_DEADLINE <= utc < MAX_DEADLINE:
+            raise ValueError("must be between 1970-01-01 and 9000-01-01")
+        # Kept in UTC, so the stored text and the wire Timestamp name the same instant.
+        return utc
+
+    @property
+    def accelerator_count(self) -> int:
+        return self.resources.accelerators.count
+
+
+
+
+def spec_from_mapping(data: Mapping[str, Any]) -> JobSpec:
+    """Validate a mapping (YAML or wire) into a JobSpec; raises pydantic.ValidationError."""
+    return JobSpec.model_validate(dict(data))
