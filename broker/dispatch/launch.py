@@ -1,0 +1,271 @@
+"""Starting a decided job: record the placement and the attempt, then submit it to its backend.
+
+Every step is recorded on the job before a backend is called; a failed submit moves the job on
+(fail it, fail over, or give up) through one path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from functools import partial
+
+from adapters.base import Adapter, AdapterError, TransientError
+from broker.agent_secret import SecretEscrow, new_agent_secret
+from broker.config import DispatchSettings
+from broker.decision import Decision
+from broker.dispatch.attempts import AttemptTracking
+from broker.dispatch.contract import OFFER_FAULTS, DispatchStats
+from broker.dispatch.failover import NextStep, retry_transient
+from broker.dispatch.gang import gang_launcher, launch_gang
+from broker.dispatch.records import audit_data, decision_fields, offer_fault
+from broker.metrics import BrokerMetrics
+from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, LaunchRequest
+from broker.serde_decision import decision_data
+
+log = logging.getLogger(__name__)
+
+
+class Launching(AttemptTracking):
+    """The part of the dispatcher that starts attempts; mixed into `Dispatcher`."""
+
+    escrow: SecretEscrow
+    settings: DispatchSettings
+    stats: DispatchStats
+    metrics: BrokerMetrics
+    agent_endpoint: str
+    agent_ca_pem: str
+
+    def _start(self, job: Job, decision: Decision) -> None:
+        """Place the job on the decision's offer, reserve its money and launch an attempt."""
+        assert decision.offer is not None
+        offer = decision.offer
+        now = self.clock.now()
+        burst = " [burst]" if decision.burst else ""
+        job = self.store.transition(
+            job.id,
+            JobState.PLACING,
+            now,
+            kind="placed",
+            message=f"placed on {offer.site} ({offer.instance_type})" + burst,
+            data={**decision_data(decision), "offer": offer.model_dump(mode="json"), **audit_data(decision)},
+            policy_hash=decision.policy_hash,
+            site=offer.site,
+            expect=JobState.QUEUED,
+        )
+        if job.state != JobState.PLACING:
+            return  # cancelled meanwhile
+        log.info(
+            "job placed on %s (%s)%s",
+            offer.site,
+            offer.instance_type,
+            burst,
+            extra=decision_fields(job, decision, "placed"),
+        )
+        # The idempotency token names the attempt at its backend; the agent secret (only its
+        # hash is stored) is what authenticates the attempt's reports.
+        secret, secret_hash = new_agent_secret()
+        attempt = self.store.create_attempt(
+            job.id, offer.site, offer, secrets.token_hex(16), now, secret_hash=secret_hash
+        )
+        if not self.planner.reserve(job, attempt, decision, self.store):
+            self._over_budget(job, attempt)
+            return
+        self._count_attempt(job, attempt, decision)
+        job = self.store.transition(
+            job.id,
+            JobState.PROVISIONING,
+            now,
+            kind="attempt",
+            message=f"attempt {attempt.number} on {offer.site}",
+            data={"attempt": attempt.id, "site": offer.site, "offer": offer.key},
+        )
+        self.escrow.put(attempt.id, secret)  # before any backend can have seen it
+        self._inflight[job.id] = asyncio.create_task(self._launch(job, attempt, decision, secret))
+
+    def _over_budget(self, job: Job, attempt: Attempt) -> None:
+        """The burst's reservation was refused: close the attempt and requeue the job on-prem."""
+        now = self.clock.now()
+        self.store.update_attempt(
+            attempt.id, now, state=AttemptState.CANCELLED, error="budget would be exceeded"
+        )
+        self.store.transition(
+            job.id,
+            JobState.QUEUED,
+            now,
+            kind="budget",
+            message=f"not bursting to {attempt.site}: the budget would be exceeded; waiting on-prem",
+        )
+
+    def _count_attempt(self, job: Job, attempt: Attempt, decision: Decision) -> None:
+        """Metrics, stats and log lines of a new attempt (and of the burst it may be)."""
+        offer = attempt.offer
+        if decision.burst:
+            self.stats.bursts.append(self.clock.now())
+            self.metrics.bursts.labels(offer.site).inc()
+            log.info(
+                "burst to %s (%s, %s/h)",
+                offer.site,
+                offer.instance_type,
+                offer.price_per_hour,
+                extra={**decision_fields(job, decision, "burst"), "price": offer.price_per_hour},
+            )
+        self.metrics.attempts.labels(offer.site).inc()
+        log.info(
+            "attempt %d on %s",
+            attempt.number,
+            offer.site,
+            extra={
+                "event": "attempt",
+                "job_id": job.id,
+                "tenant": job.tenant,
+                "site": offer.site,
+                "attempt_id": attempt.id,
+                "offer": offer.key,
+            },
+        )
+
+    async def _launch(
+        self, job: Job, attempt: Attempt, decision: Decision | None, secret: str | None = None
+    ) -> None:
+        try:
+            if secret is None:
+                # Resumed after a restart without its escrowed secret: only the hash survived,
+                # so the attempt gets a new one (nothing can have started with the old one).
+                secret, secret_hash = new_agent_secret()
+                attempt = self.store.update_attempt(attempt.id, self.clock.now(), secret_hash=secret_hash)
+            adapter = self.adapters.get(attempt.site)
+            if adapter is None:
+                raise AdapterError(attempt.site, "NoAdapter", "no adapter configured for this site")
+            request = self._launch_request(job, attempt, secret)
+            backend_id = await self._submit(adapter, request, first=decision is not None)
+            now = self.clock.now()
+            self.store.update_attempt(attempt.id, now, backend_id=backend_id)
+            self.planner.record_success(attempt)
+            self.stats.launches += 1
+            current = self.store.get(job.id)
+            if current.state == JobState.CANCELLED:
+                await asyncio.to_thread(adapter.cancel, backend_id, attempt.token)
+                self.store.update_attempt(attempt.id, now, state=AttemptState.CANCELLED)
+        except AdapterError as exc:
+            await self._attempt_failed(job, attempt, exc)
+        finally:
+            self.escrow.drop(attempt.id)
+            self._inflight.pop(job.id, None)
+
+    def _launch_request(self, job: Job, attempt: Attempt, secret: str) -> LaunchRequest:
+        account, qos = self.planner.batch_account(job)
+        return LaunchRequest(
+            job_id=job.id,
+            attempt_id=attempt.id,
+            token=attempt.token,
+            spec=job.spec,
+            offer=attempt.offer,
+            agent_endpoint=self.agent_endpoint,
+            agent_ca_pem=self.agent_ca_pem,
+            agent_token=secret,
+            account=account,
+            qos=qos,
+        )
+
+    async def _submit(self, adapter: Adapter, request: LaunchRequest, *, first: bool) -> str:
+        """Submit in a worker thread, retrying transient errors, within the attempt timeout.
+
+        `first`: a fresh attempt's first call (nothing can exist under its token yet). A gang
+        at a cloud starts all its nodes together (`broker.dispatch.gang`).
+        """
+        plan = self.planner.failover()
+        calls = 0
+
+        def submit() -> str:
+            nonlocal calls
+            calls += 1
+            return adapter.submit(request.model_copy(update={"first_call": first and calls == 1}))
+
+        gang = gang_launcher(adapter) if request.spec.resources.nodes > 1 else None
+        launch: Callable[[], str] = (
+            partial(launch_gang, gang, request, plan.retry, fresh=first)
+            if gang is not None
+            else partial(retry_transient, submit, policy=plan.retry)
+        )
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(launch), timeout=plan.attempt_timeout_s)
+        except TimeoutError as exc:
+            raise TransientError(
+                request.offer.site, "AttemptTimeout", f"no answer within {plan.attempt_timeout_s:.0f}s"
+            ) from exc
+
+    async def _attempt_failed(self, job: Job, attempt: Attempt, exc: AdapterError) -> None:
+        now = self.clock.now()
+        attempt = self.store.update_attempt(
+            attempt.id, now, state=AttemptState.FAILED, error=f"{type(exc).__name__}: {exc}"
+        )
+        self.planner.settle(
+            job, attempt, AttemptStatus(state=AttemptState.FAILED, message=str(exc)), self.store
+        )
+        step = self.planner.record_failure(attempt, exc)
+        current = self.store.get(job.id)
+        if current.state.terminal:
+            return
+        state, event, text, message = self._after_failure(current, attempt, exc, step)
+        if event == "failover":
+            self.metrics.failovers.labels(attempt.site, type(exc).__name__).inc()
+        log.warning(
+            text,
+            attempt.number,
+            attempt.offer.key,
+            exc.message,
+            extra={
+                "event": event,
+                "job_id": job.id,
+                "tenant": job.tenant,
+                "site": exc.site,
+                "attempt_id": attempt.id,
+                "offer": attempt.offer.key,
+                "error": f"{type(exc).__name__} {exc.code}",
+                "next": step.value,
+            },
+        )
+        data = {
+            "attempt": attempt.id,
+            "site": exc.site,
+            "offer": attempt.offer.key,
+            "code": exc.code,
+            "error": type(exc).__name__,
+            "next": step.value,
+        }
+        self.store.transition(job.id, state, now, kind="attempt_failed", message=message, data=data)
+        self.capacity_changed()
+
+    def _after_failure(
+        self, job: Job, attempt: Attempt, exc: AdapterError, step: NextStep
+    ) -> tuple[JobState, str, str, str]:
+        """Where a job goes after a failed submit: (state, log event, log format, event message)."""
+        if step == NextStep.FAIL_JOB:
+            # The job's own request (its user data, say) was refused: retrying elsewhere would
+            # only repeat it, and the site is healthy.
+            return (
+                JobState.FAILED,
+                "attempt_failed",
+                "attempt %d on %s refused for the job's own request: %s",
+                f"the job's request was refused by {exc.site} ({exc.code}): {exc.message}",
+            )
+        counted = sum(
+            1 for a in self.store.attempts_for(job.id) if a.state.terminal and not offer_fault(a.error)
+        )
+        if step in OFFER_FAULTS or counted < self.planner.failover().max_attempts:
+            return (
+                JobState.QUEUED,
+                "failover",
+                "failover: attempt %d on %s failed: %s",
+                f"attempt {attempt.number} on {attempt.offer.key} failed "
+                f"({type(exc).__name__} {exc.code}): {exc.message}; next: {step.value}",
+            )
+        return (
+            JobState.FAILED,
+            "attempt_failed",
+            "attempt %d on %s failed, no attempts left: %s",
+            f"gave up after {job.attempts} attempts: {exc}",
+        )

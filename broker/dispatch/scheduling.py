@@ -1,0 +1,238 @@
+"""One scheduling pass: which queued jobs to decide, on which snapshot, and acting on each decision."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import re
+import time
+from datetime import datetime
+from typing import Any
+
+from broker.burst.snapshot import PassSnapshot
+from broker.decision import Action, Decision
+from broker.dispatch.launch import Launching
+from broker.dispatch.preempt import preempt
+from broker.dispatch.records import audit_data, decision_fields
+from broker.model import Job, JobId, JobState
+from broker.serde_decision import decision_data, reclaim_json
+
+log = logging.getLogger(__name__)
+
+_DIGITS = re.compile(r"[\d.]+")
+DECISIONS_PER_SLICE = 10
+HEAD_SCAN_WAITS = 64
+"""A head scan (after capacity frees) stops deciding after this many waits in a row."""
+FLOOD_SETTLE_S = 0.03
+"""A new-jobs pass waits until submissions pause this long…"""
+FLOOD_MAX_DELAY_S = 1.0
+"""…but never delays the first new job's decision longer than this…"""
+FLOOD_MAX_PENDING = 5000
+"""…or lets more than this many undecided jobs pile up."""
+
+Waiting = list[tuple[JobId, str, dict[str, Any], str]]
+
+
+class Scheduling(Launching):
+    """The part of the dispatcher that decides queued jobs; mixed into `Dispatcher`."""
+
+    _kick: asyncio.Event
+    _dirty: bool
+    _full: bool
+    _new_jobs: dict[JobId, Job]
+    _last_submit: float
+    _first_new: float
+    _last_full_scan: float
+    _waiting_reason: dict[JobId, str]
+    _snap: PassSnapshot | None
+    _snap_at: float
+    _stopping: bool
+
+    async def _schedule(self) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        picked = await self._pick_jobs(loop_now)
+        if picked is None:
+            return
+        queued, head_only, new_only = picked
+        queued = [j for j in queued if j.id not in self._inflight]
+        if not queued:
+            return
+        now = self.clock.now()
+        pass_started = time.perf_counter()
+        # A snapshot (adapters asked for capacity, prices) is reused by passes that only add
+        # new jobs, until it is a poll interval old or something freed or changed capacity.
+        if self._snap is None or loop_now - self._snap_at >= self.settings.poll_interval_s:
+            live = self.store.live_attempts()
+            self._snap = await asyncio.to_thread(self.planner.snapshot, now, live)
+            self._snap_at = loop_now
+            self.planner.observe_live(live, now, self.store)
+        snap = self._snap
+        # Across tenants by weighted dominant share (quota work first), then priority and age.
+        queued = self.planner.order_queue(queued, now, full=not new_only)
+        snap.now = now
+        try:
+            await self._decide_queue(queued, snap, head_only, now)
+        finally:
+            self.metrics.dispatch_pass_seconds.observe(time.perf_counter() - pass_started)
+
+    async def _pick_jobs(self, loop_now: float) -> tuple[list[Job], set[JobId] | None, bool] | None:
+        """This pass's jobs, the head scan's new ones (None: decide all), and whether only new ones."""
+        if loop_now - self._last_full_scan >= self.settings.requeue_scan_s:
+            self._full = True
+        # Freed capacity can only start jobs at the head of the queue (deeper jobs' waits only
+        # shrink, so none of them newly needs to burst): a head scan stops after a run of
+        # waits. Periodic and policy-change scans decide every queued job.
+        if self._full or self._dirty:
+            head_only: set[JobId] | None = None
+            if self._full:
+                self._last_full_scan = loop_now
+            else:
+                head_only = set(self._new_jobs)
+            self._full = self._dirty = False
+            self._new_jobs.clear()
+            queued = await self._queued_jobs()
+            if head_only is None:  # forget the waiting reasons of jobs that left the queue
+                still = {j.id for j in queued}
+                self._waiting_reason = {k: v for k, v in self._waiting_reason.items() if k in still}
+            return queued, head_only, False
+        if not self._new_jobs:
+            return None
+        # During a flood of submissions, let them land first (they are durable already)
+        # and decide them together a moment later.
+        if (
+            len(self._new_jobs) > 1
+            and loop_now - self._last_submit < FLOOD_SETTLE_S
+            and len(self._new_jobs) < FLOOD_MAX_PENDING
+            and loop_now - self._first_new < FLOOD_MAX_DELAY_S
+        ):
+            asyncio.get_running_loop().call_later(FLOOD_SETTLE_S, self._kick.set)
+            return None
+        new, self._new_jobs = self._new_jobs, {}
+        return [j for j in new.values() if j.state == JobState.QUEUED], None, True
+
+    async def _decide_queue(
+        self, queued: list[Job], snap: PassSnapshot, head_only: set[JobId] | None, now: datetime
+    ) -> None:
+        waiting: Waiting = []
+        waits_in_a_row = 0
+        for n, job in enumerate(queued, start=1):
+            if head_only is not None and waits_in_a_row >= HEAD_SCAN_WAITS and job.id not in head_only:
+                continue
+            if n % DECISIONS_PER_SLICE == 0:
+                self._flush_waiting(waiting, now)
+                # A real (if short) sleep: sleep(0) does not let gRPC's poller hand over new calls.
+                await asyncio.sleep(0.001)
+                if self._stopping:
+                    return
+            started = time.perf_counter()
+            decision = self.planner.decide(job, snap, self.store)
+            self.metrics.placement_seconds.observe(time.perf_counter() - started)
+            self.metrics.decisions.labels(decision.action.value).inc()
+            self.stats.decisions += 1
+            waits_in_a_row = waits_in_a_row + 1 if decision.action == Action.WAIT else 0
+            self._act(job, decision, snap, waiting, now)
+        self._flush_waiting(waiting, now)
+
+    def _act(self, job: Job, decision: Decision, snap: PassSnapshot, waiting: Waiting, now: datetime) -> None:
+        """Carry out one decision: start, reject, give up, or record why the job waits."""
+        if decision.action == Action.RUN and decision.offer is not None:
+            self._waiting_reason.pop(job.id, None)
+            self._start(job, decision)
+            if decision.burst:
+                snap.money.pop(job.tenant, None)  # the next decision sees this reservation
+        elif decision.action == Action.REJECT:
+            self._waiting_reason.pop(job.id, None)
+            log.info("job rejected: %s", decision.summary, extra=decision_fields(job, decision, "rejected"))
+            self.store.transition(
+                job.id,
+                JobState.FAILED,
+                now,
+                kind="rejected",
+                message=decision.summary,
+                data={**decision_data(decision), **audit_data(decision)},
+                policy_hash=decision.policy_hash,
+                expect=JobState.QUEUED,
+            )
+        elif (why := self._give_up_reason(job, now)) is not None:
+            self._waiting_reason.pop(job.id, None)
+            log.info("job gave up: %s", why, extra=decision_fields(job, decision, "gave_up"))
+            self.store.transition(
+                job.id,
+                JobState.FAILED,
+                now,
+                kind="gave_up",
+                message=why,
+                data=decision_data(decision),
+                expect=JobState.QUEUED,
+            )
+        else:
+            self._wait(job, decision, waiting)
+
+    def _wait(self, job: Job, decision: Decision, waiting: Waiting) -> None:
+        """The job stays queued: reclaim quota if fair share asks, and note a changed reason."""
+        if decision.reclaim:
+            self._reclaim(job, decision)
+        reason = decision.summary or "waiting for capacity"
+        # Record a new waiting event only when the reason changes, not its numbers.
+        gist = _DIGITS.sub("#", reason)
+        if self._waiting_reason.get(job.id) != gist:
+            self._waiting_reason[job.id] = gist
+            log.info("job waits: %s", reason, extra=decision_fields(job, decision, "waiting"))
+            waiting.append((job.id, reason, decision_data(decision), decision.policy_hash))
+
+    def _reclaim(self, owner: Job, decision: Decision) -> None:
+        """Fair share asked to preempt borrowed work for this job's quota: do it in the background."""
+        self._in_background(
+            preempt(
+                reclaim_json(decision),
+                owner,
+                store=self.store,
+                adapters=self.adapters,
+                planner=self.planner,
+                clock=self.clock,
+                grace_s=self.planner.reclaim_grace_s(),
+                on_freed=self.capacity_changed,
+            )
+        )
+
+    async def current_snapshot(self) -> PassSnapshot:
+        """The snapshot the next decision is made on: this pass's (claims and backlog included)
+        while it is fresh, else a new one, as a pass would take it (never stored here)."""
+        loop_now = asyncio.get_running_loop().time()
+        now = self.clock.now()
+        if self._snap is not None and loop_now - self._snap_at < self.settings.poll_interval_s:
+            return dataclasses.replace(self._snap, now=now)
+        return await asyncio.to_thread(self.planner.snapshot, now, self.store.live_attempts())
+
+    async def _queued_jobs(self) -> list[Job]:
+        """Every queued job, read a page at a time so a deep queue never stalls the RPCs."""
+        jobs: list[Job] = []
+        token = ""
+        while True:
+            page = self.store.list_jobs(None, states=[JobState.QUEUED], page_size=500, page_token=token)
+            jobs.extend(page.jobs)
+            token = page.next_page_token
+            if not token:
+                return jobs
+            await asyncio.sleep(0)
+
+    def _flush_waiting(self, waiting: Waiting, now: datetime) -> None:
+        if waiting:
+            self.store.record_many(
+                [(job_id, "waiting", reason, data) for job_id, reason, data, _ in waiting], now
+            )
+            waiting.clear()
+
+    def _give_up_reason(self, job: Job, now: datetime) -> str | None:
+        """A waiting job fails when its deadline can no longer be met, or its attempts keep failing."""
+        spec = job.spec
+        if spec.deadline is not None and now + spec.runtime_estimate > spec.deadline:
+            return f"deadline {spec.deadline.isoformat()} can no longer be met"
+        plan = self.planner.failover()
+        if job.attempts and (now - job.created_at).total_seconds() > plan.give_up_after_s:
+            return (
+                f"gave up: not started {plan.give_up_after_s / 3600:.1f} h after submission "
+                f"despite {job.attempts} attempt(s)"
+            )
+        return None
