@@ -14,8 +14,11 @@ new candidate started in its place. Then the load stops and everything drains.
 Reported (JSON with `--json`):
 - `takeover_s` (p50/p99/max): from the SIGKILL until another candidate says it is active.
 - `double_dispatch`: jobs seen with two live attempts at once (sampled every 0.25 s and at
-  the end) plus attempts with more than one instance at the double (one ClientToken, two
-  instances: a launch sent twice by two leaders without the token would show here).
+  the end), plus attempts with more than one instance at the double (one ClientToken, two
+  instances), plus `deposed_backend_calls`: calls the double received from a process (each
+  candidate signs with an access key of its own) after another candidate was elected in its
+  place. With `--mode pause|mixed` the leader is SIGSTOPped instead (and resumed once a
+  standby took over), which is where a deposed leader could still call a backend.
 - `lost_acknowledged`: acknowledged submissions missing from the store at the end.
 - `leaked_instances`: instances left at the double once every job ended and a reconcile ran.
 - `unfinished`: acknowledged jobs not terminal after the drain (should be 0 too).
@@ -51,7 +54,8 @@ from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint  # noqa: E402
 from tests.ha.cloud import A10, cloud_cluster, gpu_spec  # noqa: E402
 from tests.ha.conftest import Cluster, Node  # noqa: E402
 
-ECS_KEYS = {"ak-test": "sk-test"}
+ECS_KEYS = {"ak-test": "sk-test", **{f"ak-s{i}": "sk-test" for i in range(200)}}
+AK_ENV = "SZB_BENCH_AK"
 LIVE = "('PENDING', 'RUNNING')"
 
 
@@ -140,6 +144,66 @@ class Agents:
             pass  # a replica restarting, or a secret a resumed launch replaced: next round
 
 
+class CallLog:
+    """The ECS double's handler, noting when each process (by its access key) called it."""
+
+    def __init__(self, inner: EcsCloud) -> None:
+        self.inner = inner
+        self.calls: list[tuple[float, str, str]] = []
+
+    def __call__(self, req: Any) -> Any:
+        self.calls.append((time.monotonic(), req.access_key_id, req.action))
+        return self.inner(req)
+
+
+class Candidates:
+    """Scheduler candidates, each with an access key of its own, and each one's terms."""
+
+    START_SLACK_S = 0.2
+    """A term is seen from the election log line, read a moment after the claim itself."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.keys: dict[int, str] = {}
+        self.terms: dict[str, list[list[float]]] = {}
+        """Access key -> [start, end] of each term (end: another candidate was elected)."""
+        self._seen: dict[int, int] = {}
+        self._n = itertools.count()
+        self.stop = threading.Event()
+
+    def start(self) -> Node:
+        key = f"ak-s{next(self._n)}"
+        node = self.cluster.start("scheduler", {AK_ENV: key})
+        self.keys[id(node)] = key
+        return node
+
+    def watch(self) -> None:
+        """Note each election as soon as its log line appears (polled every 5 ms)."""
+        while not self.stop.wait(0.005):
+            for node in list(self.cluster.nodes):
+                key = self.keys.get(id(node))
+                if key is None:
+                    continue
+                elected = sum(1 for line in list(node.output) if "elected active scheduler" in line)
+                if elected > self._seen.get(id(node), 0):
+                    self._seen[id(node)] = elected
+                    now = time.monotonic()
+                    for other in self.terms.values():
+                        if other and other[-1][1] == float("inf"):
+                            other[-1][1] = now
+                    self.terms.setdefault(key, []).append([now - self.START_SLACK_S, float("inf")])
+
+    def deposed_calls(self, calls: list[tuple[float, str, str]]) -> list[tuple[str, float]]:
+        """Calls a candidate made outside its terms (action, seconds after its last term ended)."""
+        out = []
+        for at, key, action in calls:
+            terms = self.terms.get(key, [])
+            if key.startswith("ak-s") and not any(a <= at <= b for a, b in terms):
+                ended = max((b for _, b in terms if b < at), default=at)
+                out.append((action, round(at - ended, 3)))
+        return out
+
+
 class DoubleWatch:
     """Samples the store for jobs with two live attempts at the same moment."""
 
@@ -157,20 +221,30 @@ class DoubleWatch:
                 self.jobs.update(r[0] for r in rows)
 
 
-def kill_leader(cluster: Cluster, starting: list[threading.Thread], timeout: float = 60.0) -> float:
-    """SIGKILL the active scheduler, start a new candidate; seconds until another one leads."""
+def take_over(
+    candidates: Candidates, pause: bool, starting: list[threading.Thread], timeout: float = 60.0
+) -> float:
+    """SIGKILL (or SIGSTOP) the active scheduler; seconds until another candidate leads.
+
+    A killed one is replaced by a new candidate; a paused one is resumed after the takeover
+    and must step down on its own (its calls after the takeover are counted)."""
+    cluster = candidates.cluster
     old = cluster.leader()
     old_epoch = old.epochs()[-1]
-    old.kill()
-    killed = time.monotonic()
-    starter = threading.Thread(target=cluster.start, args=("scheduler",), daemon=True)
-    starter.start()
-    starting.append(starter)
+    old.pause() if pause else old.kill()
+    stopped = time.monotonic()
+    if not pause:
+        starter = threading.Thread(target=candidates.start, daemon=True)
+        starter.start()
+        starting.append(starter)
     while True:
         for node in list(cluster.nodes):
             if node is not old and node.running() and node.leading() and node.epochs()[-1] > old_epoch:
-                return time.monotonic() - killed
-        if time.monotonic() - killed > timeout:
+                took = time.monotonic() - stopped
+                if pause:
+                    old.resume()
+                return took
+        if time.monotonic() - stopped > timeout:
             raise RuntimeError("no takeover within a minute")
         time.sleep(0.01)
 
@@ -200,14 +274,21 @@ def live_twice(dsn: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def run(
-    args: argparse.Namespace, dsn: str, ecs: EcsEndpoint, cloud: EcsCloud, folder: Path
-) -> dict[str, Any]:
-    cluster = cloud_cluster(folder, dsn, ecs.address, lease=(args.lease, args.lease / 6))
+def run(args: argparse.Namespace, dsn: str, ecs: EcsEndpoint, calls: CallLog, folder: Path) -> dict[str, Any]:
+    cloud = calls.inner
+    cluster = cloud_cluster(
+        folder,
+        dsn,
+        ecs.address,
+        lease=(args.lease, args.lease / 6),
+        access_key=f"access_key_id_from_env: {AK_ENV}",
+    )
+    candidates = Candidates(cluster)
+    threading.Thread(target=candidates.watch, daemon=True).start()
     try:
-        apis = [cluster.start("api"), cluster.start("api")]
-        cluster.start("scheduler")
-        cluster.start("scheduler")
+        apis = [cluster.start("api", {AK_ENV: "ak-test"}), cluster.start("api", {AK_ENV: "ak-test"})]
+        candidates.start()
+        candidates.start()
         cluster.leader()
         load = Load(apis, args.rate, args.burst, args.kill_every)
         agents, watch = Agents(dsn, apis, cloud), DoubleWatch(dsn)
@@ -217,8 +298,10 @@ def run(
         began, takeovers, starting = time.monotonic(), [], []
         for k in range(1, int(args.duration // args.kill_every) + 1):
             time.sleep(max(0.0, began + k * args.kill_every - time.monotonic()))
-            takeovers.append(kill_leader(cluster, starting))
-            print(f"kill {len(takeovers)}: takeover {takeovers[-1]:.2f}s", file=sys.stderr, flush=True)
+            pause = args.mode == "pause" or (args.mode == "mixed" and k % 2 == 0)
+            takeovers.append(take_over(candidates, pause, starting))
+            what = "pause" if pause else "kill"
+            print(f"{what} {len(takeovers)}: takeover {takeovers[-1]:.2f}s", file=sys.stderr, flush=True)
         load.stop.set()
         threads[0].join(timeout=30)
         unfinished = wait_drained(dsn, load.acked, args.drain)
@@ -230,8 +313,15 @@ def run(
         watch.stop.set()
         for starter in starting:
             starter.join(timeout=60)
-        return report(dsn, cloud, load, watch, takeovers, unfinished)
+        result = report(dsn, cloud, load, watch, takeovers, unfinished)
+        deposed = candidates.deposed_calls(calls.calls)
+        result["deposed_backend_calls"] = len(deposed)
+        result["deposed_calls_detail"] = deposed[:20]
+        result["double_dispatch"] += len(deposed)
+        result["mode"] = args.mode
+        return result
     finally:
+        candidates.stop.set()
         cluster.stop()
 
 
@@ -272,18 +362,24 @@ def main() -> int:
     ap.add_argument("--burst", type=int, default=20, help="jobs in each SubmitJobs burst")
     ap.add_argument("--lease", type=float, default=3.0, help="the scheduler lease (ha.lease_s)")
     ap.add_argument("--drain", type=float, default=180.0, help="seconds to wait for every job to end")
+    ap.add_argument(
+        "--mode",
+        choices=["kill", "pause", "mixed"],
+        default="kill",
+        help="SIGKILL the leader, SIGSTOP it (resumed after the takeover), or alternate",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     server = os.environ.get("SZB_PG_DSN")
     if not server:
         print('bench/ha.py needs PostgreSQL: eval "$(scripts/pg-test.sh env)"', file=sys.stderr)
         return 2
-    cloud = EcsCloud(instance_types=(A10,), zones=("cn-beijing-i",))
+    calls = CallLog(EcsCloud(instance_types=(A10,), zones=("cn-beijing-i",)))
     ecs = EcsEndpoint.start(credentials=ECS_KEYS)
-    ecs.handler = cloud
+    ecs.handler = calls
     try:
         with fresh_database(server) as dsn, tempfile.TemporaryDirectory(prefix="szb-ha-") as tmp:
-            result = run(args, dsn, ecs, cloud, Path(tmp) / "broker")
+            result = run(args, dsn, ecs, calls, Path(tmp) / "broker")
     finally:
         ecs.stop()
     if args.json:

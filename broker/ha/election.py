@@ -175,7 +175,9 @@ class Elector:
     def _unseat_stale_holder(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         """Terminate the lock holder's session when its lease ran out (it is paused or hung)."""
         found = conn.execute(
+            # pg_locks lists every database's locks: only this database's holder is a rival.
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             " AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 2",
             LOCK_KEY,
         ).fetchone()

@@ -51,9 +51,17 @@ compliance:
 
 
 def cloud_cluster(
-    folder: Path, dsn: str, ecs_address: str, *, lease: tuple[float, float] = (LEASE_S, RENEW_S)
+    folder: Path,
+    dsn: str,
+    ecs_address: str,
+    *,
+    lease: tuple[float, float] = (LEASE_S, RENEW_S),
+    access_key: str = "access_key_id: ak-test",
 ) -> Cluster:
-    """A cluster config (policy, catalog, tokens) pointing its one site at the ECS double."""
+    """A cluster config (policy, catalog, tokens) pointing its one site at the ECS double.
+
+    `access_key` is the site's key setting (`access_key_id_from_env: VAR` gives each process
+    a key of its own, so the double can tell whose calls it gets)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("accelerators.yaml", "regimes.yaml"):
         shutil.copy(ROOT / "configs" / name, folder / name)
@@ -61,7 +69,7 @@ def cloud_cluster(
     (folder / "policy.yaml").write_text(POLICY)
     (folder / "tokens.yaml").write_text(f"tokens:\n  - {{tenant: lab, sha256: {hash_token(TOKEN)}}}\n")
     site = (
-        f"{{endpoint: '{ecs_address}', protocol: http, access_key_id: ak-test, "
+        f"{{endpoint: '{ecs_address}', protocol: http, {access_key}, "
         f"access_key_secret: {ECS_KEYS['ak-test']}, image_id: m-szb-base, live_prices: false}}"
     )
     (folder / "broker.yaml").write_text(

@@ -1,0 +1,124 @@
+"""The elector on its own, on the real PostgreSQL: who it unseats, and when it steps down."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from broker.clock import SystemClock
+from broker.ha.election import LOCK_KEY, Elector, Timing
+from broker.store import PostgresStore
+
+TIMING = Timing(lease_s=1.0, renew_s=0.1)
+
+
+class Terms:
+    def __init__(self) -> None:
+        self.elected: list[int] = []
+        self.deposed: list[str] = []
+        self.changed = threading.Event()
+
+    def on_elected(self, epoch: int) -> None:
+        self.elected.append(epoch)
+        self.changed.set()
+
+    def on_deposed(self, reason: str) -> None:
+        self.deposed.append(reason)
+        self.changed.set()
+
+
+def wait(what: str, check: object, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def store(pg_dsn: str) -> Iterator[PostgresStore]:
+    s = PostgresStore(pg_dsn)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def other_database(pg_server: str) -> Iterator[str]:
+    name = f"szb_ha_other_{time.monotonic_ns()}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield make_conninfo(pg_server, dbname=name)
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def elector(dsn: str, store: PostgresStore, terms: Terms) -> Elector:
+    return Elector(
+        dsn,
+        store,
+        on_elected=terms.on_elected,
+        on_deposed=terms.on_deposed,
+        timing=TIMING,
+        clock=SystemClock(),
+    )
+
+
+def test_a_scheduler_of_another_database_is_neither_a_rival_nor_unseated(
+    pg_dsn: str, store: PostgresStore, other_database: str
+) -> None:
+    with psycopg.connect(other_database, autocommit=True) as elsewhere:
+        elsewhere.execute("SELECT pg_advisory_lock(%s, %s)", LOCK_KEY)  # another broker's leader
+        leader_terms, standby_terms = Terms(), Terms()
+        leader = elector(pg_dsn, store, leader_terms)
+        leader.start()
+        standby_store = PostgresStore(pg_dsn)
+        standby = elector(pg_dsn, standby_store, standby_terms)
+        try:
+            wait("elected in its own database", lambda: leader_terms.elected)
+            standby.start()  # it looks for this database's holder every round
+            time.sleep(TIMING.lease_s * 4)
+            assert elsewhere.execute("SELECT 1").fetchone() == (1,), "another database's leader was unseated"
+            assert not standby_terms.elected and not leader_terms.deposed
+        finally:
+            standby.stop()
+            leader.stop()
+            standby_store.close()
+
+
+def test_a_lock_holder_that_never_claims_the_lease_is_unseated(pg_dsn: str, store: PostgresStore) -> None:
+    stuck = psycopg.connect(pg_dsn, autocommit=True)
+    stuck.execute("SELECT pg_advisory_lock(%s, %s)", LOCK_KEY)  # paused between lock and claim
+    terms = Terms()
+    e = elector(pg_dsn, store, terms)
+    e.start()
+    try:
+        wait("the stuck holder was terminated and the standby elected", lambda: terms.elected)
+        with pytest.raises(psycopg.OperationalError):
+            stuck.execute("SELECT 1")
+    finally:
+        e.stop()
+        stuck.close()
+
+
+def test_a_leader_whose_epoch_moved_on_steps_down_and_stops_acting(pg_dsn: str, store: PostgresStore) -> None:
+    terms = Terms()
+    e = elector(pg_dsn, store, terms)
+    e.start()
+    try:
+        wait("elected", lambda: terms.elected)
+        assert e.may_act()
+        # Another holder claims a newer epoch (as a standby does after unseating a paused one).
+        rival = PostgresStore(pg_dsn)
+        try:
+            rival.claim_leadership("rival", None, 30.0, SystemClock().now())
+        finally:
+            rival.close()
+        wait("deposed", lambda: terms.deposed)
+        assert not e.may_act() and "newer epoch" in terms.deposed[0]
+    finally:
+        e.stop()
