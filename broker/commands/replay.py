@@ -140,6 +140,8 @@ def _table(result: dict[str, Any]) -> None:
     if result["capacity_errors"]:
         errors = ", ".join(f"{site} {n}" for site, n in result["capacity_errors"].items())
         console.print(f"recorded capacity errors, replayed as stock-outs: {errors}")
+    n = len(result.get("recorded_prices", {}))
+    console.print(f"prices: {n} offer(s) at the price recorded when launched, the rest at catalog prices")
     for title, rows, cols in (
         ("Placement changed", result["placement_changed"], ("site_before", "site_after")),
         ("Refused under the candidate", result["refusals_new"], ("site_before",)),

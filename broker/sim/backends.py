@@ -73,9 +73,22 @@ def onprem_partitions(policy: Policy, onprem_gpus: int | None) -> dict[str, Part
 class OfferBook:
     """The static offers, with the live on-prem overlay (free, expected wait) per pass."""
 
-    def __init__(self, policy: Policy, parts: Mapping[str, Partition], provisioning_s: Mapping[str, float]):
+    def __init__(
+        self,
+        policy: Policy,
+        parts: Mapping[str, Partition],
+        provisioning_s: Mapping[str, float],
+        prices: Mapping[str, tuple[float, str]] | None = None,
+    ):
         self.policy = policy
         self.static = static_offers(policy, read_at=EPOCH)
+        if prices:  # recorded prices (offer key -> price per hour, currency) replace the catalog's
+            self.static = [
+                o.model_copy(update={"price_per_hour": prices[o.key][0], "currency": prices[o.key][1]})
+                if o.key in prices
+                else o
+                for o in self.static
+            ]
         self.onprem_idx = [i for i, o in enumerate(self.static) if is_onprem(policy, o.site)]
         self.parts = parts
         self._cache: dict[tuple[int, int, int], Offer] = {}

@@ -14,7 +14,7 @@ import heapq
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from itertools import islice
 
@@ -53,13 +53,14 @@ class Engine:
         *,
         progress: Callable[[int], None] | None = None,
         auditor: Auditor | None = None,
+        prices: Mapping[str, tuple[float, str]] | None = None,
     ) -> None:
         self.policy, self.jobs, self.scenario, self.strategy = policy, jobs, scenario, strategy
         self.progress = progress
         horizon = (jobs[-1].arrival_s if jobs else 0.0) + 86400.0
         self.parts: dict[str, Partition] = onprem_partitions(policy, scenario.onprem_gpus)
         self.clouds = Clouds(policy, scenario, horizon)
-        self.book = OfferBook(policy, self.parts, self.clouds.mean_provisioning_s())
+        self.book = OfferBook(policy, self.parts, self.clouds.mean_provisioning_s(), prices)
         self.ledger = Ledger(policy)
         self.t = 0.0
         self.blocklist = Blocklist(clock=lambda: self.t)

@@ -4,6 +4,11 @@ Arrivals are the jobs' recorded submit times; runtimes are what they actually ra
 RUNNING to the terminal event) or, for jobs that never ran, their estimate. The simulator's
 engine (`broker.sim.engine`) replays them in the default scenario's world, with the capacity
 errors the store recorded per site as that site's stock-out rate.
+
+Prices: for every offer the broker launched in the period, the price its attempt recorded
+(the newest one per offer key, in the currency it was quoted in) replaces the policy's catalog
+price, in both runs. Offers never launched keep the catalog price (there is nothing recorded
+to replay), and one price per offer holds for the whole replay (no price changes over time).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ class History:
     """Job id -> seconds it actually ran (only jobs that ran and ended)."""
     capacity_errors: dict[str, int] = field(default_factory=dict)
     """Site -> launches the backend refused for want of capacity (attempt errors)."""
+    prices: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """Offer key -> (price per hour, currency) its newest attempt in the period recorded."""
 
 
 def read_history(store: JobStore, since: datetime | None) -> History:
@@ -62,12 +69,18 @@ def read_history(store: JobStore, since: datetime | None) -> History:
             if started is not None and ended is not None and ended >= started:
                 runtimes[job_id] = (ended - started).total_seconds()
     capacity: dict[str, int] = {}
+    quoted: dict[str, tuple[datetime, float, str]] = {}
     for job in jobs:
         for attempt in store.attempts_for(job.id):
             # How the dispatcher records a backend's CapacityError (`Type: message`).
             if attempt.error.startswith("CapacityError"):
                 capacity[str(attempt.site)] = capacity.get(str(attempt.site), 0) + 1
-    return History(jobs, runtimes, capacity)
+            o = attempt.offer
+            at = o.price_read_at or attempt.created_at
+            if o.key not in quoted or at >= quoted[o.key][0]:
+                quoted[o.key] = (at, o.price_per_hour, o.currency)
+    prices = {key: (price, cur) for key, (_, price, cur) in sorted(quoted.items())}
+    return History(jobs, runtimes, capacity, prices)
 
 
 def scenario_for(history: History) -> Scenario:
@@ -114,7 +127,8 @@ class PolicyRun:
 def replay(policy: Policy, history: History, scenario: Scenario | None = None) -> PolicyRun:
     """Replay the history under one policy."""
     jobs = sim_jobs(history, policy)
-    engine = Engine(policy, jobs, scenario or scenario_for(history), PolicyStrategy(policy))
+    world = scenario or scenario_for(history)
+    engine = Engine(policy, jobs, world, PolicyStrategy(policy), prices=history.prices)
     run = engine.run()
     sites = [
         None if st.rec.rejected or st.offer is None or math.isnan(st.rec.start_s) else str(st.offer.site)
@@ -147,6 +161,7 @@ def diff(history: History, before: PolicyRun, after: PolicyRun) -> dict[str, Any
     return {
         "jobs": len(history.jobs),
         "capacity_errors": dict(history.capacity_errors),
+        "recorded_prices": {k: {"price_per_hour": p, "currency": c} for k, (p, c) in history.prices.items()},
         "current": a,
         "candidate": b,
         "delta": delta,

@@ -45,3 +45,48 @@ def test_history_runtimes_since_and_capacity_errors(tmp_path: Path) -> None:
         assert [j.id for j in recent.jobs] == [new.id]
     finally:
         store.close()
+
+
+def test_replay_prices_offers_at_what_the_store_recorded(tmp_path: Path) -> None:
+    """#15 replay: an offer's recorded price (the newest) replaces the catalog's in the replay."""
+    from broker.policy import load_policy
+    from broker.policy.offers import static_offers
+    from broker.sim.replay import replay
+
+    policy = load_policy(Path(__file__).resolve().parents[2] / "configs/policy.yaml")
+    spec = JobSpec.model_validate(
+        {
+            "name": "t4",
+            "command": ["true"],
+            "runtime_estimate": "1h",
+            "max_wait": "0s",
+            "spot": "never",
+            "resources": {"accelerators": {"count": 1, "any_of": ["T4"]}},
+        }
+    )
+    store = SqliteStore(tmp_path / "broker.db")
+    try:
+        (job, _) = store.submit(TenantId("pku-nlp"), [Submission(spec)], T0)[0]
+        catalog = replay(policy, read_history(store, None))
+        chosen = catalog.sites[0]
+        assert chosen is not None and not chosen.startswith("onprem")
+        same = [o for o in static_offers(policy) if o.site == chosen and o.accelerator == "T4" and not o.spot]
+        for n, offer in enumerate(same):  # every zone of that site quoted dear, the newest quote dearest
+            for minutes, price in ((0, 2 * offer.price_per_hour), (5, 50 * offer.price_per_hour)):
+                at = T0 + timedelta(minutes=minutes)
+                quoted = offer.model_copy(update={"price_read_at": at, "price_per_hour": price})
+                store.create_attempt(job.id, offer.site, quoted, f"t{n}-{minutes}", at)
+        offer = same[0]
+        history = read_history(store, None)
+        assert history.prices[offer.key] == (50 * offer.price_per_hour, offer.currency)  # the newest quote
+        recorded = replay(policy, history)
+        assert recorded.sites[0] != chosen  # that offer is now dear: the replay picks another
+        assert summarize_cost(recorded) > summarize_cost(catalog)
+    finally:
+        store.close()
+
+
+def summarize_cost(run: object) -> float:
+    from broker.sim.metrics import summarize
+
+    return float(summarize(run.run)["cost"])  # type: ignore[attr-defined]
