@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,6 +42,8 @@ class OfflineSchedule:
     """Jobs with no allowed offer at all (rejected in every strategy too)."""
     method: str = "greedy"
     """How the schedule was made: `greedy`, or `greedy+milp` when the MILP improved it."""
+    placements: dict[int, tuple[str, float]] = field(default_factory=dict, repr=False, compare=False)
+    """Job index -> (partition key, start second) of every job placed on-prem."""
 
 
 class _Partition:
@@ -109,6 +111,7 @@ def offline_schedule(
     order = sorted(range(len(jobs)), key=lambda i: (-saving(i), jobs[i].arrival_s, i))
     cost = 0.0
     onprem = cloud = late = unplaced = 0
+    placements: dict[int, tuple[str, float]] = {}
     for i in order:
         j, f = jobs[i], facts[i]
         choices = sorted((c, k) for k, c in f.onprem.items() if k in parts)
@@ -120,6 +123,7 @@ def offline_schedule(
             start = parts[k].earliest(j.arrival_s, j.arrival_s + j.max_wait_s, j.runtime_s, j.demand)
             if start is not None:
                 parts[k].take(start, j.runtime_s, j.demand)
+                placements[i] = (k, start)
                 cost += c
                 onprem += 1
                 placed = True
@@ -130,16 +134,14 @@ def offline_schedule(
             cost += cloud_cost
             cloud += 1
             continue
-        if not choices:
-            unplaced += 1
-            continue
-        c, k = choices[0]
-        start = parts[k].earliest(j.arrival_s, math.inf, j.runtime_s, j.demand)
+        start = (
+            parts[choices[0][1]].earliest(j.arrival_s, math.inf, j.runtime_s, j.demand) if choices else None
+        )
         if start is None:
             unplaced += 1
             continue
+        c, k = choices[0]  # no cloud can run it: the earliest start on-prem, even if late
         parts[k].take(start, j.runtime_s, j.demand)
-        cost += c
-        onprem += 1
-        late += 1
-    return OfflineSchedule(cost, onprem, cloud, late, unplaced)
+        placements[i] = (k, start)
+        cost, onprem, late = cost + c, onprem + 1, late + 1
+    return OfflineSchedule(cost, onprem, cloud, late, unplaced, placements=placements)

@@ -21,6 +21,7 @@ from broker.sim.jobs import JobFacts, SimJob, all_facts
 from broker.sim.lower_bound import LowerBound
 from broker.sim.metrics import RunResult, late, summarize
 from broker.sim.offline import OfflineSchedule, offline_schedule
+from broker.sim.offline_milp import improve
 from broker.sim.scenario import Scenario
 from broker.sim.state import Strategy
 from broker.sim.strategies import PolicyStrategy
@@ -74,7 +75,7 @@ class _World:
     def bound(self, facts: list[JobFacts], done: dict[str, RunResult]) -> _Others:
         """The offline schedule and the LP bound (at each baseline's late count if asked)."""
         capacity = {k: p.total for k, p in onprem_partitions(self.policy, self.scenario.onprem_gpus).items()}
-        offline = offline_schedule(self.jobs, facts, capacity)
+        offline = improve(self.jobs, facts, capacity, offline_schedule(self.jobs, facts, capacity))
         lb_started = time.perf_counter()
         bound = LowerBound(self.jobs, facts, capacity)
         solved: dict[int, float | None] = {0: bound.solve(0)}

@@ -1,0 +1,258 @@
+"""The greedy offline schedule improved by a HiGHS MILP over time windows (where it fits).
+
+The greedy (`broker.sim.offline`) decides jobs one at a time. Here, for the windows of the
+trace where the greedy spent most in the cloud, the jobs of the window that could go either
+way are taken out of the schedule and re-decided together by a small MILP: each job goes to
+the cloud (at its expected cost) or starts on an on-prem partition at one of a few on-time
+start times (arrival, every `step_s`, arrival + max_wait, and its greedy start), with every
+bucket's accelerators (what the rest of the schedule holds there plus the window's jobs)
+within the partition. The greedy assignment is one solution of each MILP, so a window is
+only replaced by a cheaper feasible one: the result never costs more than the greedy and
+stays feasible (`check` re-verifies the whole schedule from scratch).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from broker.sim.jobs import JobFacts, SimJob
+from broker.sim.offline import OfflineSchedule
+
+BUCKET_S = 60.0
+"""The greedy's time buckets (a job holds every bucket it touches)."""
+
+
+def _span(start: float, runtime: float) -> tuple[int, int]:
+    b0 = int(start // BUCKET_S)
+    return b0, max(b0 + 1, math.ceil((start + runtime) / BUCKET_S))
+
+
+def usage(
+    jobs: Sequence[SimJob], placements: Mapping[int, tuple[str, float]], size: int
+) -> dict[str, np.ndarray]:
+    """Accelerators held per partition and bucket by the on-prem placements."""
+    used: dict[str, np.ndarray] = {}
+    for i, (k, start) in placements.items():
+        b0, b1 = _span(start, jobs[i].runtime_s)
+        arr = used.setdefault(k, np.zeros(size, dtype=np.int64))
+        arr[b0:b1] += jobs[i].demand
+    return used
+
+
+def _horizon(jobs: Sequence[SimJob], placements: Mapping[int, tuple[str, float]]) -> int:
+    ends = [_span(s, jobs[i].runtime_s)[1] for i, (_, s) in placements.items()]
+    latest = max((j.arrival_s + j.max_wait_s + j.runtime_s for j in jobs), default=0.0)
+    return max([*ends, math.ceil(latest / BUCKET_S) + 2]) + 1
+
+
+def check(
+    jobs: Sequence[SimJob], facts: Sequence[JobFacts], capacity: Mapping[str, int], sched: OfflineSchedule
+) -> list[str]:
+    """Every way the schedule breaks the rules (empty: feasible), recomputed from its placements."""
+    problems = []
+    used = usage(jobs, sched.placements, _horizon(jobs, sched.placements))
+    for k, arr in used.items():
+        if k not in capacity or int(arr.max()) > capacity[k]:
+            problems.append(f"{k}: {int(arr.max())} accelerators in use, {capacity.get(k, 0)} exist")
+    cost = 0.0
+    for i, (j, f) in enumerate(zip(jobs, facts, strict=True)):
+        placed = sched.placements.get(i)
+        if placed is None:
+            cost += f.cloud_cost or 0.0
+            continue
+        k, start = placed
+        if k not in f.onprem:
+            problems.append(f"job {i}: partition {k} is not allowed for it")
+            continue
+        cost += f.onprem[k]
+        late = start > j.arrival_s + j.max_wait_s + 1e-6
+        if start < j.arrival_s - 1e-6 or (late and f.cloud_cost is not None):
+            problems.append(
+                f"job {i}: starts at {start:.0f}, window [{j.arrival_s:.0f}, +{j.max_wait_s:.0f}]"
+            )
+    if not math.isclose(cost, sched.cost, rel_tol=1e-9, abs_tol=1e-6):
+        problems.append(f"cost {sched.cost:.2f} but the placements cost {cost:.2f}")
+    return problems
+
+
+def improve(
+    jobs: Sequence[SimJob],
+    facts: Sequence[JobFacts],
+    capacity: Mapping[str, int],
+    greedy: OfflineSchedule,
+    *,
+    windows: int = 12,
+    window_jobs: int = 60,
+    step_s: float = 600.0,
+    time_limit_s: float = 2.0,
+) -> OfflineSchedule:
+    """The greedy schedule with its `windows` dearest windows re-decided by a MILP each."""
+    flexible = [
+        i
+        for i in sorted(range(len(jobs)), key=lambda i: (jobs[i].arrival_s, i))
+        if facts[i].cloud_cost is not None and any(k in capacity for k in facts[i].onprem)
+    ]
+    placements = dict(greedy.placements)
+    chunks = [flexible[n : n + window_jobs] for n in range(0, len(flexible), window_jobs)]
+    spent = [sum(facts[i].cloud_cost or 0.0 for i in c if i not in placements) for c in chunks]
+    dearest = sorted(range(len(chunks)), key=lambda n: -spent[n])[:windows]
+    used = usage(jobs, placements, _horizon(jobs, placements))
+    saved = 0.0
+    for n in sorted(dearest):
+        saved += _window(jobs, facts, capacity, chunks[n], placements, used, step_s, time_limit_s)
+    if saved <= 1e-6:
+        return greedy
+    onprem = len(placements)
+    return replace(
+        greedy,
+        cost=greedy.cost - saved,
+        onprem_jobs=onprem,
+        cloud_jobs=greedy.cloud_jobs - (onprem - greedy.onprem_jobs),
+        method="greedy+milp",
+        placements=placements,
+    )
+
+
+def _window(
+    jobs: Sequence[SimJob],
+    facts: Sequence[JobFacts],
+    capacity: Mapping[str, int],
+    window: list[int],
+    placements: dict[int, tuple[str, float]],
+    used: dict[str, np.ndarray],
+    step_s: float,
+    time_limit_s: float,
+) -> float:
+    """Re-decide one window's jobs together; apply and return the saving (0: greedy kept)."""
+    before = sum(
+        facts[i].onprem[placements[i][0]] if i in placements else facts[i].cloud_cost or 0.0 for i in window
+    )
+    for i in window:  # take the window's jobs out of the schedule
+        if i in placements:
+            k, s = placements[i]
+            b0, b1 = _span(s, jobs[i].runtime_s)
+            used[k][b0:b1] -= jobs[i].demand
+    cands = _candidates(jobs, facts, capacity, window, placements, used, step_s)
+    chosen = _solve(jobs, facts, capacity, window, cands, used, time_limit_s)
+    after = (
+        None
+        if chosen is None
+        else sum(facts[i].onprem[chosen[i][0]] if i in chosen else facts[i].cloud_cost or 0.0 for i in window)
+    )
+    if chosen is None or after is None or after >= before - 1e-6:
+        chosen, after = {i: placements[i] for i in window if i in placements}, before
+    for i in window:
+        placements.pop(i, None)
+        if i in chosen:
+            k, s = placements[i] = chosen[i]
+            b0, b1 = _span(s, jobs[i].runtime_s)
+            used[k][b0:b1] += jobs[i].demand
+    return before - after
+
+
+def _candidates(
+    jobs: Sequence[SimJob],
+    facts: Sequence[JobFacts],
+    capacity: Mapping[str, int],
+    window: list[int],
+    placements: Mapping[int, tuple[str, float]],
+    used: Mapping[str, np.ndarray],
+    step_s: float,
+) -> list[tuple[int, str, float]]:
+    """(job, partition, start) options that fit beside the rest of the schedule and save money."""
+    out = []
+    for i in window:
+        j, f = jobs[i], facts[i]
+        for k, c in f.onprem.items():
+            if k not in capacity or k not in used or f.cloud_cost is None or c >= f.cloud_cost:
+                continue
+            starts = {j.arrival_s + m * step_s for m in range(int(j.max_wait_s // step_s) + 1)}
+            starts.add(j.arrival_s + j.max_wait_s)
+            if placements.get(i, ("", 0.0))[0] == k:
+                starts.add(placements[i][1])
+            for s in sorted(starts):
+                b0, b1 = _span(s, j.runtime_s)
+                if b1 <= len(used[k]) and int(used[k][b0:b1].max()) + j.demand <= capacity[k]:
+                    out.append((i, k, s))
+    return out
+
+
+def _capacity_rows(
+    jobs: Sequence[SimJob],
+    capacity: Mapping[str, int],
+    cands: list[tuple[int, str, float]],
+    used: Mapping[str, np.ndarray],
+) -> list[tuple[float, list[tuple[int, float]]]]:
+    """Per partition and stretch of buckets where the same options overlap: their accelerators
+    within what the rest of the schedule leaves free there (rows that cannot bind are left out)."""
+    rows: list[tuple[float, list[tuple[int, float]]]] = []
+    for k in sorted({k for _, k, _ in cands}):
+        mine = [
+            (c, *_span(s, jobs[i].runtime_s), jobs[i].demand) for c, (i, kk, s) in enumerate(cands) if kk == k
+        ]
+        col, b0, b1, d = (np.array(x) for x in zip(*mine, strict=True))
+        cuts = np.unique(np.concatenate([b0, b1]))
+        held = np.maximum.reduceat(used[k][: cuts[-1]], cuts[:-1])
+        for t in range(len(cuts) - 1):
+            active = (b0 <= cuts[t]) & (b1 >= cuts[t + 1])
+            room = capacity[k] - int(held[t])
+            if int(d[active].sum()) > room:
+                rows.append(
+                    (float(room), [(int(c), float(v)) for c, v in zip(col[active], d[active], strict=True)])
+                )
+    return rows
+
+
+def _solve(
+    jobs: Sequence[SimJob],
+    facts: Sequence[JobFacts],
+    capacity: Mapping[str, int],
+    window: list[int],
+    cands: list[tuple[int, str, float]],
+    used: Mapping[str, np.ndarray],
+    time_limit_s: float,
+) -> dict[int, tuple[str, float]] | None:
+    """The MILP of the module docstring; the chosen on-prem starts, or None if not solved."""
+    import highspy
+
+    from broker.sim.lower_bound import _quiet_highs
+
+    if not cands:
+        return None
+    row_of = {i: r for r, i in enumerate(window)}
+    rows = _capacity_rows(jobs, capacity, cands, used)
+    n_x = len(cands)
+    costs = [facts[i].onprem[k] for i, k, _ in cands] + [facts[i].cloud_cost or 0.0 for i in window]
+    entries: list[list[tuple[int, float]]] = [[] for _ in range(n_x + len(window))]
+    for c, (i, _, _) in enumerate(cands):
+        entries[c].append((row_of[i], 1.0))
+    for r in range(len(window)):
+        entries[n_x + r].append((r, 1.0))
+    for r, (_, coefs) in enumerate(rows):
+        for c, v in coefs:
+            entries[c].append((len(window) + r, v))
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = len(costs), len(window) + len(rows)
+    lp.col_cost_ = np.array(costs)
+    lp.col_lower_, lp.col_upper_ = np.zeros(len(costs)), np.ones(len(costs))
+    lp.row_lower_ = np.array([1.0] * len(window) + [-highspy.kHighsInf] * len(rows))
+    lp.row_upper_ = np.array([1.0] * len(window) + [u for u, _ in rows])
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.cumsum([0] + [len(e) for e in entries]).astype(np.int32)
+    lp.a_matrix_.index_ = np.array([r for e in entries for r, _ in e], dtype=np.int32)
+    lp.a_matrix_.value_ = np.array([v for e in entries for _, v in e])
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * len(costs)
+    h = _quiet_highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", time_limit_s)
+    h.setOptionValue("mip_rel_gap", 1e-4)
+    h.passModel(lp)
+    h.run()
+    if h.getInfo().primal_solution_status != 2:  # no feasible solution found
+        return None
+    x = h.getSolution().col_value
+    return {i: (k, s) for c, (i, k, s) in enumerate(cands) if x[c] > 0.5}
