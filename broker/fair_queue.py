@@ -29,6 +29,7 @@ from broker.fairshare import (
     share_ratios,
 )
 from broker.fairshare.book import FairShareBook, Holding, capacity_of, demand_of, units_of
+from broker.fairshare.holds import Hold, Holds
 from broker.fairshare.reclaim import Running, Victim, victims
 from broker.model import Attempt, Job, JobSpec, TenantId
 from broker.policy import Policy
@@ -56,6 +57,8 @@ class FairQueue:
         """(time, partition, unit-seconds) of recent preemptions, for the waste budget."""
         self._freeing: dict[str, list[tuple[float, int]]] = {}
         """Units of preempted work still shutting down, per partition (until a time)."""
+        self.holds = Holds()
+        """Capacity kept for a waiting head job across passes (see `broker.fairshare.holds`)."""
         self._loaded = False
         self._saved: tuple[int, int] | None = None
         """(ledger identity, its change count) as last saved to the store."""
@@ -178,6 +181,7 @@ class FairQueue:
         standings = self._run(policy, work, now)
         by_id = {j.id: j for j in jobs}
         if remember:
+            self.holds = Holds()  # a pass over the queue's head names the holders again
             self.provisional = {}
             self.standings = {s.job_id: s for s in standings}
             self.reasons = {k: v for k, v in self.reasons.items() if k in self.standings}
@@ -195,6 +199,7 @@ class FairQueue:
         return order(work, states, capacity, charge=charge_factor(half_life))
 
     def forget(self, job_id: str) -> None:
+        self.holds.drop_unless(gone=job_id)
         self.standings.pop(job_id, None)
         self.provisional.pop(job_id, None)
         self.reasons.pop(job_id, None)
@@ -273,7 +278,15 @@ class FairQueue:
             free = offer.free - snap.claimed.get(key, 0)
             if free > 0:
                 snap.claimed[key] = snap.claimed.get(key, 0) + min(free, units_of(job.spec))
+            # Passes that decide only new jobs do not see this one: the hold is remembered.
+            self.holds.put(key, Hold(job.id, job.tenant, min(max(free, 0), units_of(job.spec)), st.in_quota))
         return replace(decision, fair_share=fair, reclaim=reclaim)
+
+    def held_for(self, policy: Policy, job: Job, now: datetime) -> dict[str, int]:
+        """Units a job decided among new jobs only must leave to a waiting job ahead of it."""
+        if job.id not in self.provisional:
+            return {}  # a pass over the queue's head: the holders claimed their capacity in it
+        return self.book.held_for(self.holds, policy, now, job.id, job.tenant)
 
     # Reclaim -------------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from broker.dispatch.failover import (
 )
 from broker.fair_queue import FairQueue
 from broker.fairshare import batch_account, priority_refusal
+from broker.fairshare.holds import claimed_meanwhile
 from broker.model import (
     Attempt,
     AttemptState,
@@ -362,7 +363,9 @@ class Planner:
             # Far over its share: the job does not wait on-prem behind others for its max_wait.
             spec = spec.model_copy(update={"max_wait": timedelta(0)})
         # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
-        decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
+        held = self.fair.held_for(self.policy, job, snap.now)  # kept for a waiting job ahead
+        with claimed_meanwhile(snap.claimed, held):
+            decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
         decision = self.fair.adjust(self.policy, job, decision, snap)
         since = decision.facts.burst_pending_since
         if since is not None:

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from broker.fairshare.order import TenantState
+from broker.fairshare.holds import Holds
+from broker.fairshare.order import TenantState, dominant, share_ratios
 from broker.fairshare.shares import onprem_partitions, resolve_share
 from broker.fairshare.usage import ZERO, Demand, Interval, UsageLedger, usage
 from broker.model import JobSpec
@@ -96,6 +97,19 @@ class FairShareBook:
             t: TenantState(share=resolve_share(policy, t), usage=used.get(t, ZERO), in_use=in_use.get(t, {}))
             for t in names
         }
+
+
+    def held_for(
+        self, holds: Holds, policy: Policy, now: datetime, job_id: str, tenant: str
+    ) -> dict[str, int]:
+        """Units per partition a job must leave to waiting jobs ahead of it (see `Holds`)."""
+        if not holds:
+            return {}
+        capacity = capacity_of(policy)
+        states = self.tenant_states(policy, now, {tenant, *holds.holders()})
+        active = {t for t, st in states.items() if dominant(st.usage, capacity) > 0}
+        ratios = share_ratios(states, active | {tenant, *holds.holders()}, capacity)
+        return holds.blocking(job_id, tenant, ratios)
 
 
 def running_partition(policy: Policy, site: str, instance_type: str) -> str | None:

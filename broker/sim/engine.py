@@ -28,6 +28,7 @@ from broker.decision import Action, Decision
 from broker.dispatch.failover import Blocklist, FailoverPolicy
 from broker.fairshare import Demand, QueuedWork, charge_factor, order
 from broker.fairshare.book import Holding, capacity_of
+from broker.fairshare.holds import Holds, claimed_meanwhile
 from broker.model import Offer
 from broker.policy import Policy
 from broker.sim.audit import Auditor
@@ -74,6 +75,7 @@ class Engine:
         self.fair = IncrementalBook(policy.document.fair_share.half_life.total_seconds())
         self.fair_capacity = capacity_of(policy)
         self.hold = policy.document.fair_share.hold_for_under_share
+        self.holds = Holds()  # capacity kept for each partition's waiting head across passes
         self.by_tenant: dict[str, dict[str, deque[tuple[int, int]]]] = {k: {} for k in self.parts}
         self.fen = {k: Fenwick(len(jobs)) for k in self.parts}
         self.cloud_wait: deque[tuple[int, int]] = deque()
@@ -222,7 +224,8 @@ class Engine:
         now = EPOCH + timedelta(seconds=self.t)
         tenants = self.fair.tenant_states(self.policy, now, {w.tenant for w in work})
         ordered = order(work, tenants, self.fair_capacity, charge=charge_factor(self.fair.ledger.half_life_s))
-        return take_heads(ordered, self.jobs, part.free, self.hold, self.scenario.redecide_head)
+        limit = self.scenario.redecide_head
+        return take_heads(ordered, self.jobs, part.free, self.hold, limit, self.holds.at(key))
 
     def _cloud_heads(self) -> list[int]:
         out: list[int] = []
@@ -265,7 +268,9 @@ class Engine:
             if money is None:
                 money = snap.money[job.tenant] = self.ledger.money(job.tenant, now)
             pending = job.created_at if st.burst_before else st.pending
-            d = self.strategy.decide(job, snap, money, pending)
+            held = self.fair.held_for(self.holds, self.policy, now, str(j), job.tenant)
+            with claimed_meanwhile(snap.claimed, held):  # kept for a waiting job ahead in fair order
+                d = self.strategy.decide(job, snap, money, pending)
             self.decisions += 1
             st.rec.decisions += 1
             for k, v in snap.backlog_h.items():
@@ -273,6 +278,8 @@ class Engine:
                     added[k] = added.get(k, 0.0) + v - before.get(k, 0.0)
             st.pending = d.facts.burst_pending_since
             self._apply(job, st, d, snap)
+            if not st.queued:
+                self.holds.drop_unless(gone=str(j))
 
     def _apply(self, job: SimJob, st: SimState, d: Decision, snap: PassSnapshot) -> None:
         if d.action == Action.REJECT:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -111,10 +111,16 @@ def queued_work(job: SimJob, cands: tuple[str, ...]) -> QueuedWork:
 
 
 def take_heads(
-    ordered: Sequence[Standing], jobs: Sequence[SimJob], free: int, hold: bool, limit: int
+    ordered: Sequence[Standing],
+    jobs: Sequence[SimJob],
+    free: int,
+    hold: bool,
+    limit: int,
+    on_hold: Callable[[Standing, int], None] | None = None,
 ) -> list[int]:
     """The first jobs in fair-share order that `free` units could start (at most `limit`); with
-    `hold`, capacity stops at an in-quota (or under-share) job that does not fit, as live."""
+    `hold`, capacity stops at an in-quota (or under-share) job that does not fit, as live
+    (`on_hold` is told which)."""
     out: list[int] = []
     units = 0
     for standing in ordered:
@@ -125,6 +131,8 @@ def take_heads(
             out.append(j)
             units += jobs[j].demand
         elif hold and (standing.in_quota or standing.ratio < 1.0):
+            if on_hold is not None:
+                on_hold(standing, jobs[j].demand)
             break  # the free capacity is held for this job (as the live dispatcher holds it)
         if units >= free or len(out) >= limit:
             break

@@ -1,0 +1,85 @@
+"""Capacity held for a waiting job that is owed it, from one dispatch pass to the next. Pure.
+
+With `hold_for_under_share`, a waiting job of a tenant within its quota or under its share
+keeps the capacity it waits for from jobs behind it in the fair order: free units accumulate
+until it fits (an 8-GPU job of a small tenant is not starved by a stream of 1-GPU jobs of a
+flooding one). A pass that decides only new arrivals or a timer's job does not see the
+holder, so the hold is remembered here, per partition, until the holder leaves the queue or
+a later pass names another head; every other job's decision counts the held units as taken,
+unless its tenant stands ahead of the holder's (a lower share ratio, and the holder is not
+within its quota).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from broker.fairshare.order import Standing
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    job_id: str
+    tenant: str
+    units: int
+    in_quota: bool
+
+
+class Holds:
+    """The current hold of each partition (at most one: the head of its fair order)."""
+
+    def __init__(self) -> None:
+        self._by_partition: dict[str, Hold] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._by_partition)
+
+    def put(self, partition: str, hold: Hold | None) -> None:
+        """The partition's head waits (a hold) or none does (None) as of this pass."""
+        if hold is None:
+            self._by_partition.pop(partition, None)
+        else:
+            self._by_partition[partition] = hold
+
+    def at(self, partition: str) -> Callable[[Standing, int], None]:
+        """Forget the partition's hold; the returned function sets the new one (job, its units)."""
+        self._by_partition.pop(partition, None)
+
+        def hold(standing: Standing, units: int) -> None:
+            self._by_partition[partition] = Hold(standing.job_id, standing.tenant, units, standing.in_quota)
+
+        return hold
+
+    def drop_unless(self, queued: Collection[str] | None = None, *, gone: str | None = None) -> None:
+        """Forget holds whose job left the queue (`gone`, or every job not in `queued`)."""
+        for part, hold in list(self._by_partition.items()):
+            if hold.job_id == gone or (queued is not None and hold.job_id not in queued):
+                del self._by_partition[part]
+
+    def holders(self) -> set[str]:
+        return {h.tenant for h in self._by_partition.values()}
+
+    def blocking(self, job_id: str, tenant: str, ratios: Mapping[str, float]) -> dict[str, int]:
+        """Units per partition this job must leave alone: held for a job ahead of it."""
+        out: dict[str, int] = {}
+        mine = ratios.get(tenant, 0.0)
+        for part, h in self._by_partition.items():
+            if h.job_id == job_id or h.tenant == tenant:
+                continue
+            if h.in_quota or mine >= ratios.get(h.tenant, 0.0):
+                out[part] = h.units
+        return out
+
+
+@contextmanager
+def claimed_meanwhile(claimed: dict[str, int], held: Mapping[str, int]) -> Iterator[None]:
+    """Count `held` units as claimed (a pass's `PassSnapshot.claimed`) while one job is decided."""
+    for part, units in held.items():
+        claimed[part] = claimed.get(part, 0) + units
+    try:
+        yield
+    finally:
+        for part, units in held.items():
+            claimed[part] -= units
