@@ -1,17 +1,26 @@
-"""gRPC load benchmark: SubmitJob against a bare echo service in the same process setup.
+"""gRPC load benchmark: SubmitJob against a bare echo service in the same run.
 
     python bench/grpc_load.py --json [--seconds 5] [--concurrency 32]
+        [--store sqlite|postgres] [--role all|api]
 
-Both servers run as their own process (`szb serve` with a SQLite store; a grpc.aio echo
-server answering the same bytes back); the load comes from this process over loopback.
-Prints one JSON object: echo_rps, submit_rps, submit_ratio, batch_jobs_per_s, p50/p99 of
-SubmitJob at 500 requests/s (open loop).
+Both servers run as their own process: `szb serve` (role `all` on SQLite by default; with
+`--store postgres` on a fresh database of the server `SZB_PG_DSN` names, and with `--role api`
+an API replica, which needs PostgreSQL) and a grpc.aio echo server that decodes each
+SubmitJobRequest and answers a SubmitJobResponse holding the job (the same messages, the same
+(de)serialization, no store and no policy). The load comes from this process over loopback.
+
+Prints one JSON object: echo and submit throughput (closed loop), `submit_ratio`, SubmitJobs
+of 500 in jobs/s, p50/p99 of SubmitJob at half the echo's measured capacity (open loop; the
+rate is `latency_rate_rps`, the fraction `load_point`), the server CPU seconds spent per
+request in each phase (the machine is shared: CPU per request moves less than wall figures),
+and the load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -23,7 +32,9 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
@@ -61,14 +72,18 @@ compliance:
 
 
 async def serve_echo() -> None:
-    """A bare gRPC server whose one method returns the request bytes."""
+    """A bare gRPC server: decodes a SubmitJobRequest, answers a SubmitJobResponse with its job."""
 
-    async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        return request
+    async def echo(request: pb.SubmitJobRequest, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        job = job_pb2.Job(id="j-echo", tenant="dev", spec=request.job)
+        return pb.SubmitJobResponse(job=job, created=True)
 
-    handler = grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+    method = grpc.unary_unary_rpc_method_handler(
+        echo,
+        request_deserializer=pb.SubmitJobRequest.FromString,
+        response_serializer=pb.SubmitJobResponse.SerializeToString,
     )
+    handler = grpc.method_handlers_generic_handler("bench.Echo", {"Echo": method})
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -124,11 +139,16 @@ async def closed_loop(call: object, make: object, seconds: float, concurrency: i
 async def open_loop(call: object, make: object, rate: float, seconds: float) -> list[float]:
     """Latencies (ms) of requests sent at a fixed rate, whatever the answers do."""
     latencies: list[float] = []
+    failures: list[str] = []
     tasks = []
 
     async def one(i: int) -> None:
         t0 = time.perf_counter()
-        await call(make(i))  # type: ignore[operator]
+        try:
+            await call(make(i))  # type: ignore[operator]
+        except grpc.aio.AioRpcError as exc:  # counted, never timed: see `failed`
+            failures.append(exc.code().name)
+            return
         latencies.append((time.perf_counter() - t0) * 1000)
 
     start_t = time.perf_counter()
@@ -139,103 +159,132 @@ async def open_loop(call: object, make: object, rate: float, seconds: float) -> 
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
+    if failures:
+        print(f"open loop: {len(failures)} call(s) failed: {sorted(set(failures))}", file=sys.stderr)
     return latencies
 
 
-async def measure(echo_port: int, broker_port: int, seconds: float, concurrency: int) -> dict[str, float]:
-    sample = pb.SubmitJobRequest(job=job(0)).SerializeToString()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as ch:
-        echo = ch.unary_unary(ECHO_METHOD)
-        await echo(sample)
-        echo_rps = await closed_loop(echo, lambda i: sample, seconds, concurrency)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{broker_port}") as ch:
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def batches(call: Any, body: bytes, seconds: float) -> tuple[float, int]:
+    """Jobs per second of SubmitJobs of 500, one caller after the other; and the calls made."""
+    jobs = calls = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        await call(body, timeout=60)
+        jobs += 500
+        calls += 1
+    return jobs / (time.perf_counter() - t0), calls
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[max(0, int(len(ordered) * q) - 1)], 2)
+
+
+async def measure(
+    echo: tuple[int, int], broker: tuple[int, int], seconds: float, concurrency: int
+) -> dict[str, Any]:
+    """Every phase on the echo first, then on the broker; `echo`/`broker` are (port, pid)."""
+    out: dict[str, Any] = {}
+    # Both servers get the same prepared bytes, and answers are taken as bytes: the figures
+    # are the servers', not the load generator's protobuf work.
+    prepared = [pb.SubmitJobRequest(job=job(i)).SerializeToString() for i in range(1000)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{echo[0]}") as ch:
+        call: Any = ch.unary_unary(ECHO_METHOD)
+        await call(prepared[0])
+        cpu0 = cpu_s(echo[1])
+        echo_rps = await closed_loop(lambda r: r, lambda i: call(prepared[i % 1000]), seconds, concurrency)
+        out["echo_cpu_ms_per_request"] = round((cpu_s(echo[1]) - cpu0) * 1000 / (echo_rps * seconds), 3)
+        rate = echo_rps / 2
+        lat_echo = await open_loop(lambda r: r, lambda i: call(prepared[i % 1000]), rate, seconds)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{broker[0]}") as ch:
         stub = broker_service_pb2_grpc.BrokerServiceStub(ch)
         await stub.SubmitJob(pb.SubmitJobRequest(job=job(-1, hold=True)))  # takes the only slot
         await asyncio.sleep(1.0)
-        # Like the echo run, the client sends bytes it prepared and takes the answer as bytes,
-        # so both runs measure the server, not the load generator's protobuf work.
-        raw_submit = ch.unary_unary(SUBMIT_METHOD)
-        prepared = [pb.SubmitJobRequest(job=job(i)).SerializeToString() for i in range(1000)]
-
-        def submit(i: int) -> object:
-            return raw_submit(prepared[i % len(prepared)])
-
+        call = ch.unary_unary(SUBMIT_METHOD)
         # Latency first, on a broker with a short queue; then the throughput runs.
-        lat = await open_loop(lambda req: req, submit, 500.0, seconds)
+        cpu0 = cpu_s(broker[1])
+        lat = await open_loop(lambda r: r, lambda i: call(prepared[i % 1000]), rate, seconds)
+        out["latency_cpu_ms_per_request"] = round((cpu_s(broker[1]) - cpu0) * 1000 / len(lat), 3)
         await asyncio.sleep(2.0)
-        submit_rps = await closed_loop(lambda req: req, submit, seconds, concurrency)
+        cpu0 = cpu_s(broker[1])
+        submit_rps = await closed_loop(lambda r: r, lambda i: call(prepared[i % 1000]), seconds, concurrency)
+        out["submit_cpu_ms_per_request"] = round((cpu_s(broker[1]) - cpu0) * 1000 / (submit_rps * seconds), 3)
         await asyncio.sleep(2.0)
-        raw_batch = ch.unary_unary(SUBMIT_BATCH_METHOD)
-        batch = pb.SubmitJobsRequest(requests=[pb.SubmitJobRequest(job=job(i)) for i in range(500)])
-        body = batch.SerializeToString()
-
-        async def batches(callers: int) -> float:
-            jobs = 0
-            t0 = time.perf_counter()
-
-            async def caller() -> None:
-                nonlocal jobs
-                while time.perf_counter() - t0 < seconds:
-                    await raw_batch(body, timeout=60)
-                    jobs += 500
-
-            await asyncio.gather(*(caller() for _ in range(callers)))
-            return jobs / (time.perf_counter() - t0)
-
-        batch_rate = await batches(1)
-    lat.sort()
+        body = pb.SubmitJobsRequest(requests=[pb.SubmitJobRequest(job=job(i)) for i in range(500)])
+        cpu0 = cpu_s(broker[1])
+        batch_call: Any = ch.unary_unary(SUBMIT_BATCH_METHOD)
+        batch_rate, calls = await batches(batch_call, body.SerializeToString(), seconds)
+        out["batch_cpu_ms_per_job"] = round((cpu_s(broker[1]) - cpu0) * 1000 / (calls * 500), 4)
     return {
         "echo_rps": round(echo_rps, 1),
         "submit_rps": round(submit_rps, 1),
         "submit_ratio": round(submit_rps / echo_rps, 3),
         "batch_jobs_per_s": round(batch_rate, 1),
-        "p50_ms_at_500rps": round(statistics.median(lat), 2),
-        "p99_ms_at_500rps": round(lat[int(len(lat) * 0.99) - 1], 2),
+        "latency_rate_rps": round(rate, 1),
+        "load_point": 0.5,
+        "p50_ms": round(statistics.median(lat), 2),
+        "p99_ms": percentile(lat, 0.99),
+        "echo_p50_ms": round(statistics.median(lat_echo), 2),
+        "echo_p99_ms": percentile(lat_echo, 0.99),
+        **out,
+        # What the ratio would be with the CPU to itself: the shared machine moves wall figures.
+        "submit_cpu_ratio": round(out["echo_cpu_ms_per_request"] / out["submit_cpu_ms_per_request"], 3),
         "concurrency": concurrency,
         "seconds": seconds,
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--serve-echo", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve_echo:
-        asyncio.run(serve_echo())
-        return 0
-    folder = Path(tempfile.mkdtemp(prefix="szb-bench-"))
+@contextlib.contextmanager
+def fresh_database(server_dsn: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on the server `server_dsn` names; dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    name = f"szb_bench_{os.getpid()}_{int(time.time())}"
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(server_dsn, dbname=name)
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def write_config(folder: Path, dsn: str | None) -> Path:
+    for name in ("accelerators.yaml", "regimes.yaml"):
+        shutil.copy(ROOT / "configs" / name, folder / name)
+    (folder / "policy.yaml").write_text(POLICY)
+    store = f"store: {{dsn: '{dsn}'}}\n" if dsn else ""
+    (folder / "broker.yaml").write_text(
+        textwrap.dedent("""\
+        data_dir: data
+        policy: policy.yaml
+        agent_http_listen: null
+        """)
+        + store
+    )
+    return folder / "broker.yaml"
+
+
+def run(args: argparse.Namespace, folder: Path, dsn: str | None) -> dict[str, Any]:
     procs: list[subprocess.Popen[str]] = []
     try:
-        for name in ("accelerators.yaml", "regimes.yaml"):
-            shutil.copy(ROOT / "configs" / name, folder / name)
-        (folder / "policy.yaml").write_text(POLICY)
-        (folder / "broker.yaml").write_text(
-            textwrap.dedent("""\
-            data_dir: data
-            policy: policy.yaml
-            agent_http_listen: null
-            """)
-        )
         echo, echo_port = start([sys.executable, __file__, "--serve-echo"], ROOT)
         procs.append(echo)
-        broker, broker_port = start(
-            [
-                sys.executable,
-                "-m",
-                "broker.cli",
-                "serve",
-                "--config",
-                str(folder / "broker.yaml"),
-                "--listen",
-                "127.0.0.1:0",
-            ],
-            ROOT,
-        )
+        config = write_config(folder, dsn)
+        serve = [sys.executable, "-m", "broker.cli", "serve", "--config", str(config)]
+        broker, broker_port = start([*serve, "--listen", "127.0.0.1:0", "--role", args.role], ROOT)
         procs.append(broker)
-        result = asyncio.run(measure(echo_port, broker_port, args.seconds, args.concurrency))
+        return asyncio.run(
+            measure((echo_port, echo.pid), (broker_port, broker.pid), args.seconds, args.concurrency)
+        )
     finally:
         for proc in procs:
             proc.terminate()
@@ -243,12 +292,47 @@ def main() -> int:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--role", choices=("all", "api"), default="all")
+    parser.add_argument("--serve-echo", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_echo:
+        asyncio.run(serve_echo())
+        return 0
+    if args.role == "api" and args.store != "postgres":
+        parser.error("--role api needs --store postgres (API replicas share one PostgreSQL)")
+    server_dsn = os.environ.get("SZB_PG_DSN", "")
+    if args.store == "postgres" and not server_dsn:
+        parser.error('--store postgres needs SZB_PG_DSN (eval "$(scripts/pg-test.sh env)")')
+    folder = Path(tempfile.mkdtemp(prefix="szb-bench-"))
+    load_before = os.getloadavg()[0]
+    try:
+        if args.store == "postgres":
+            with fresh_database(server_dsn) as dsn:
+                result = run(args, folder, dsn)
+        else:
+            result = run(args, folder, None)
+    finally:
         shutil.rmtree(folder, ignore_errors=True)
+    result = {
+        "store": args.store,
+        "role": args.role,
+        **result,
+        "loadavg_1m_before": round(load_before, 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+    }
     if args.json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
-            print(f"{key:>20}: {value}")
+            print(f"{key:>26}: {value}")
     return 0
 
 

@@ -162,6 +162,7 @@ class BrokerApp:
             grant=self.planner.grant,
             describe=views.describe,
             quotas=Quotas(views.limits),
+            policy_version=lambda: self.planner.policy_hash,
             joblogs=self._joblogs(),
         )
         views.services = self.services

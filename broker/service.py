@@ -107,6 +107,8 @@ class BrokerServices:
     describe: Callable[[Sequence[Job]], list[JobDetails]] | None = None
     """The client's view of a job beyond its row (placement, cost so far, start and end)."""
     quotas: Quotas | None = None
+    policy_version: Callable[[], str] | None = None
+    """The hash of the policy in force (lets the submit path keep answers per policy)."""
     submitter: SubmitPath = field(init=False)
     """SubmitJob/SubmitJobs: validate, admit, insert, ack (see broker.submit)."""
 
@@ -119,6 +121,7 @@ class BrokerServices:
             quotas=self.quotas,
             describe=self.describe,
             on_created=self.dispatcher.job_submitted,
+            policy_version=self.policy_version,
         )
 
     def quota_usage(self, tenant: TenantId) -> QuotaUsage | None:

@@ -104,6 +104,9 @@ class SubmitPath:
     describe: DescribeFn | None = None
     on_created: Callable[[Job], None] | None = None
     """Told of each new job once it is durable (the dispatcher's wake-up in one process)."""
+    policy_version: Callable[[], str] | None = None
+    """The hash of the policy in force: vetting answers are kept per policy (None: not kept)."""
+    _vetted: dict[tuple[str, tuple[str, ...]], list[FieldViolation]] = field(default_factory=dict)
     _pending: list[tuple[TenantId, Sequence[Submission], asyncio.Future[Results]]] = field(
         default_factory=list
     )
@@ -125,7 +128,8 @@ class SubmitPath:
         """One job: every problem names its field; nothing is stored unless it is accepted."""
         self.check_spec_bytes(tenant, request.job.ByteSize(), "job")
         item = Submission(
-            spec=wire_spec(request.job, "", vet), client_id=_client_id(request.client_id, "client_id")
+            spec=wire_spec(request.job, "", self._cached(vet)),
+            client_id=_client_id(request.client_id, "client_id"),
         )
         try:
             [(job, created)] = await self.submit(tenant, [item])
@@ -145,6 +149,7 @@ class SubmitPath:
             self.check_spec_bytes(tenant, r.job.ByteSize(), f"requests[{i}].job")
         items: list[Submission] = []
         problems: list[FieldViolation] = []
+        vet = self._cached(vet)
         for i, r in enumerate(request.requests):
             try:
                 items.append(
@@ -169,6 +174,23 @@ class SubmitPath:
                 for (j, c), r, d in zip(results, request.requests, details, strict=True)
             ]
         )
+
+    def _cached(self, vet: VetFn | None) -> VetFn | None:
+        """`vet` remembered per (policy, accelerator names): it reads nothing else of a spec."""
+        if vet is None or self.policy_version is None:
+            return vet
+        version = self.policy_version()
+
+        def cached(spec: JobSpec) -> Sequence[FieldViolation]:
+            key = (version, spec.resources.accelerators.any_of)
+            found = self._vetted.get(key)
+            if found is None:
+                if len(self._vetted) > 4096:
+                    self._vetted.clear()
+                found = self._vetted[key] = list(vet(spec))
+            return found
+
+        return cached
 
     def _details(self, jobs: Sequence[Job]) -> Sequence[JobDetails | None]:
         return self.describe(jobs) if self.describe is not None else [None] * len(jobs)

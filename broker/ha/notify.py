@@ -67,9 +67,12 @@ class Notifier:
             try:
                 if conn is None or conn.closed or conn.broken:
                     conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
-                with conn.transaction():  # delivered together, at commit
-                    for note in batch:
-                        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(note)))
+                # One statement for the whole batch (a flood of submits is one round trip,
+                # not one per job); delivered together, at commit.
+                conn.execute(
+                    "SELECT pg_notify(%s, note) FROM unnest(%s::text[]) AS note",
+                    (CHANNEL, [json.dumps(note) for note in batch]),
+                )
             except Exception as exc:  # readers poll as well: a lost wake-up only costs latency
                 log.info("could not send %d notification(s): %s", len(batch), exc)
                 conn = None
