@@ -14,7 +14,7 @@ tell the broker's own, expected errors from bugs. The tree::
     ├── IllegalTransitionError broker.states
     ├── AgentAuthError, AgentReportError, PermissionDeniedError      broker.service
     ├── NotPlaceableError, PriorityNotGrantedError     broker.submit
-    ├── WireValueError (also a ValueError)             broker.serde
+    ├── WireValueError (also a ValueError)             broker.serde_wire (re-exported by broker.serde)
     ├── BadReportError, BadHashError (also ValueErrors) broker.agent_http, broker.audit
     ├── ClientError            broker.client: what the server answered
     ├── BadRequestError        broker.validation: becomes INVALID_ARGUMENT with field violations

@@ -1,0 +1,96 @@
+"""Wire primitives of the gRPC edge: timestamps, durations and enums, with their range checks.
+
+`broker.serde` builds messages from these; they live apart to keep each module one job.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from broker.api import job_pb2
+from broker.durations import MAX_DURATION_S
+from broker.errors import BrokerError
+from broker.model import JobState, Priority, Residency, SpotMode
+
+_STATE_TO_PROTO = {s: job_pb2.JobState.Value(f"JOB_STATE_{s.value}") for s in JobState}
+_STATE_FROM_PROTO = {v: k for k, v in _STATE_TO_PROTO.items()}
+_PRIORITY_TO_PROTO = {p: job_pb2.Priority.Value(f"PRIORITY_{p.name}") for p in Priority}
+_PRIORITY_FROM_PROTO = {v: k for k, v in _PRIORITY_TO_PROTO.items()}
+_SPOT_TO_PROTO = {s: job_pb2.SpotMode.Value(f"SPOT_MODE_{s.name}") for s in SpotMode}
+_SPOT_FROM_PROTO = {v: k for k, v in _SPOT_TO_PROTO.items()}
+_RES_TO_PROTO = {r: job_pb2.DataResidency.Value(f"DATA_RESIDENCY_{r.name}") for r in Residency}
+_RES_FROM_PROTO = {v: k for k, v in _RES_TO_PROTO.items()}
+
+
+class WireValueError(BrokerError, ValueError):
+    """A wire value the domain cannot hold (out-of-range Duration/Timestamp, unknown enum)."""
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}")
+        self.field = field
+        self.description = description
+
+
+class UnknownEnumError(WireValueError):
+    """A proto enum number we do not know (a newer or hostile client)."""
+
+    def __init__(self, field: str, value: int) -> None:
+        super().__init__(field, f"unknown enum value {value}")
+
+
+# google.protobuf.Duration / Timestamp ranges (their .proto files define them).
+_DURATION_MAX_S = 315_576_000_000
+_TS_MIN_S = -62_135_596_800
+_TS_MAX_S = 253_402_300_799
+_NANOS = 999_999_999
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ts_to_proto(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value.astimezone(UTC))
+    return ts
+
+
+def ts_from_proto(value: timestamp_pb2.Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def checked_duration(value: duration_pb2.Duration, field: str) -> timedelta:
+    """A wire Duration as a timedelta; WireValueError when it is not a valid whole-second one.
+
+    Specs store durations as `1h30m`, so a sub-second part would be lost: it is refused.
+    """
+    seconds, nanos = value.seconds, value.nanos
+    if abs(seconds) > _DURATION_MAX_S or abs(nanos) > _NANOS or (seconds * nanos < 0):
+        raise WireValueError(field, "is not a valid google.protobuf.Duration")
+    if nanos:
+        raise WireValueError(field, "must be a whole number of seconds (nanos = 0)")
+    if abs(seconds) > MAX_DURATION_S:
+        raise WireValueError(field, "must be at most 10 years")
+    return timedelta(seconds=seconds)
+
+
+def checked_timestamp(value: timestamp_pb2.Timestamp, field: str) -> datetime:
+    """A wire Timestamp as an aware datetime (to the microsecond); WireValueError out of range."""
+    if not _TS_MIN_S <= value.seconds <= _TS_MAX_S or not 0 <= value.nanos <= _NANOS:
+        raise WireValueError(field, "is not a valid google.protobuf.Timestamp")
+    return _EPOCH + timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
+
+
+def duration_to_proto(value: timedelta) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromTimedelta(value)
+    return d
+
+
+def state_to_proto(state: JobState) -> job_pb2.JobState.ValueType:
+    return _STATE_TO_PROTO[state]
+
+
+def state_from_proto(value: int) -> JobState:
+    if value not in _STATE_FROM_PROTO:
+        raise UnknownEnumError("states", value)
+    return _STATE_FROM_PROTO[value]  # type: ignore[index]
