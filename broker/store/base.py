@@ -10,7 +10,6 @@ import abc
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +29,12 @@ from broker.model import (
     TenantId,
 )
 from broker.store._audit import AuditFilter, PolicyVersion
+from broker.store._records import FairUsage as FairUsage
+from broker.store._records import JobMove as JobMove
+from broker.store._records import JobPage as JobPage
+from broker.store._records import LeaseRow as LeaseRow
+from broker.store._records import SpendEntry as SpendEntry
+from broker.store._records import Submission as Submission
 from broker.store._rows import UNREADABLE_SPEC as UNREADABLE_SPEC
 from broker.store._rows import JobIds, placeholder_spec, read_spec
 
@@ -57,75 +62,6 @@ class JobNotFoundError(StoreError):
 
 class FencedOut(StoreError):
     """A fenced write refused: another scheduler claimed leadership since this one's epoch."""
-
-
-@dataclass(frozen=True)
-class LeaseRow:
-    """Who leads the schedulers: the epoch of the latest claim, its holder and lease."""
-
-    epoch: int
-    holder: str
-    holder_pid: int | None
-    """PostgreSQL backend pid of the holder's advisory-lock session (None on SQLite)."""
-    lease_until: datetime
-
-
-@dataclass(frozen=True)
-class Submission:
-    """One job to store; `client_id` makes the submission retry-safe per tenant."""
-
-    spec: JobSpec
-    client_id: str | None = None
-
-
-@dataclass(frozen=True)
-class JobPage:
-    jobs: list[Job]
-    next_page_token: str
-
-
-@dataclass(frozen=True)
-class SpendEntry:
-    """Money committed at one site for one job attempt: reserved while live, spent once done."""
-
-    tenant: TenantId
-    site: SiteId
-    job_id: JobId
-    attempt_id: AttemptId
-    month: str
-    reserved: float
-    """Cash set aside for the attempt's estimate while it is live."""
-    spent: float = 0.0
-    """Cash actually owed once settled."""
-    voucher: float = 0.0
-    """Amount paid from vouchers rather than cash."""
-    voucher_id: str | None = None
-    settled: bool = False
-
-
-@dataclass(frozen=True)
-class FairUsage:
-    """The fair-share ledger's state: per tenant (accelerators, CPUs, memory GB)·s decayed to
-    `at_s` (epoch seconds) with half-life `half_life_s`."""
-
-    half_life_s: float
-    at_s: float
-    sums: Mapping[str, tuple[float, float, float]]
-
-
-@dataclass(frozen=True)
-class JobMove:
-    """A state change of an attempt's job, written in the attempt update's transaction.
-
-    Skipped when the job is already terminal, or not in `expect` when that is set.
-    """
-
-    state: JobState
-    kind: str
-    message: str = ""
-    data: Mapping[str, Any] | None = None
-    expect: JobState | None = None
-    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 # Fields of a Job that callers may set alongside a transition or on their own.
