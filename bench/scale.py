@@ -198,19 +198,21 @@ def rss_mb(pid: int) -> dict[str, float]:
 
 
 @contextmanager
-def serve(config: Path) -> Iterator[tuple[subprocess.Popen[str], float, str]]:
-    """`szb serve` on the store; yields the process, seconds until a ListJobs answered, address."""
+def serve(config: Path, role: str) -> Iterator[tuple[subprocess.Popen[str], float, str]]:
+    """`szb serve` on the store; yields the process, seconds until it served (a ListJobs answered,
+    or for the scheduler role, which serves no RPCs, its health port is up), and its address."""
     port_file = config.parent / "port"
     env = {**os.environ, "GRPC_VERBOSITY": "ERROR", "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "broker.cli", "serve", "--config", str(config), "--listen", "127.0.0.1:0"],
+        [sys.executable, "-m", "broker.cli", "serve", "--config", str(config), "--listen", "127.0.0.1:0",
+         "--role", role],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     port: list[str] = []
     threading.Thread(target=_pump, args=(proc, port, port_file), daemon=True).start()
     try:
-        address = _wait_serving(proc, port, 600, port_file.with_suffix(".log"))
+        address = _wait_serving(proc, port, 600, port_file.with_suffix(".log"), rpc=role != "scheduler")
         yield proc, time.perf_counter() - t0, address
     finally:
         proc.terminate()
@@ -230,12 +232,16 @@ def _pump(proc: subprocess.Popen[str], port: list[str], log_to: Path) -> None:
                 port.append(line.rsplit("serving on port", 1)[1].split()[0])
 
 
-def _wait_serving(proc: subprocess.Popen[str], port: list[str], timeout: float, log: Path) -> str:
+def _wait_serving(
+    proc: subprocess.Popen[str], port: list[str], timeout: float, log: Path, *, rpc: bool
+) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             time.sleep(0.5)
             raise RuntimeError("szb serve exited:\n" + log.read_text()[-3000:])
+        if port and not rpc:
+            return f"127.0.0.1:{port[0]}"
         if port:
             address = f"127.0.0.1:{port[0]}"
             with grpc.insecure_channel(address) as ch:
@@ -249,9 +255,13 @@ def _wait_serving(proc: subprocess.Popen[str], port: list[str], timeout: float, 
     raise RuntimeError("szb serve did not answer ListJobs in time")
 
 
-def process_figures(config: Path, mid: str, deep: str, settle_s: float) -> dict[str, Any]:
-    """Restart-to-serving, ListJobs latency at depth and RSS of the real broker."""
-    with serve(config) as (proc, ready_s, address), grpc.insecure_channel(address) as ch:
+def process_figures(config: Path, mid: str, deep: str, settle_s: float, role: str) -> dict[str, Any]:
+    """Restart-to-serving, ListJobs latency at depth and RSS of the real broker in `role`."""
+    if role == "scheduler":
+        with serve(config, role) as (proc, ready_s, _):
+            time.sleep(settle_s)  # elected, then the dispatcher's first passes over the queue
+            return {"restart_to_serving_s": round(ready_s, 2), f"after_{settle_s:g}s": rss_mb(proc.pid)}
+    with serve(config, role) as (proc, ready_s, address), grpc.insecure_channel(address) as ch:
         stub = broker_service_pb2_grpc.BrokerServiceStub(ch)
 
         def page(token: str) -> Callable[[], object]:
@@ -263,7 +273,7 @@ def process_figures(config: Path, mid: str, deep: str, settle_s: float) -> dict[
         out["list_page_at_end_ms"] = median_ms(page(deep))
         out["after_start"] = rss_mb(proc.pid)
         time.sleep(settle_s)  # the dispatcher's first passes over the deep queue
-        out["list_first_page_ms_while_dispatching"] = median_ms(page(""))
+        out["list_first_page_ms_after_settle"] = median_ms(page(""))
         out[f"after_{settle_s:g}s"] = rss_mb(proc.pid)
     return out
 
@@ -274,9 +284,12 @@ def run_store(kind: str, args: argparse.Namespace, folder: Path) -> dict[str, An
         out = ingest(store, kind, target, args.jobs, args.batch, [c for c in checkpoints if c <= args.jobs])
         out["bench_process_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         store.close()
+        mid, deep = out.pop("mid_token"), out.pop("deep_token")
         if not args.skip_serve:
             config = write_config(folder, dsn)
-            out["serve"] = process_figures(config, out.pop("mid_token"), out.pop("deep_token"), args.settle)
+            # The api and scheduler roles need PostgreSQL; SQLite is the embedded `all` role.
+            for role in ("all", "api", "scheduler") if dsn else ("all",):
+                out[f"serve_{role}"] = process_figures(config, mid, deep, args.settle, role)
     return out
 
 
