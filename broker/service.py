@@ -12,7 +12,7 @@ from broker.agent_secret import agent_secret_matches
 from broker.auth import Principal
 from broker.clock import Clock
 from broker.dispatch.dispatcher import Dispatcher
-from broker.dispatch.gang import rank_exit
+from broker.dispatch.gang import is_gang_attempt, rank_exit
 from broker.errors import BrokerError
 from broker.joblogs import JobLogs, LogPiece
 from broker.jobview import JobDetails
@@ -261,6 +261,9 @@ class BrokerServices:
             isinstance(exit_code, bool) or not INT32_MIN <= exit_code <= INT32_MAX
         ):
             problems.append(FieldViolation("exit_code", "must be a 32-bit signed integer"))
+        if kind == "exit" and rank is None and is_gang_attempt(attempt):
+            # One node's exit without its rank would end the whole gang.
+            problems.append(FieldViolation("rank", "required in the exit report of a gang's node"))
         if problems:
             raise AgentReportError(problems)
         if kind == "exit" and rank is not None and self.store.get(attempt.job_id).spec.resources.nodes > 1:

@@ -13,6 +13,7 @@ import shutil
 import socket
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -215,17 +216,17 @@ def var(script: str, name: str) -> str:
     raise AssertionError(f"{name} not set in the UserData")
 
 
-def report_exit(script: str, attempt_id: str, exit_code: int) -> None:
+def report_exit(script: str, attempt_id: str, exit_code: int, *, rank: bool = True) -> None:
     """What a node's bootstrap sends when its command ends: its rank, with the attempt's secret."""
-    body = json.dumps(
-        {
-            "attempt_id": attempt_id,
-            "kind": "exit",
-            "exit_code": exit_code,
-            "log_tail": f"rank {var(script, 'SZB_NODE_RANK')} done\n",
-            "rank": int(var(script, "SZB_NODE_RANK")),
-        }
-    ).encode()
+    report = {
+        "attempt_id": attempt_id,
+        "kind": "exit",
+        "exit_code": exit_code,
+        "log_tail": f"rank {var(script, 'SZB_NODE_RANK')} done\n",
+    }
+    if rank:
+        report["rank"] = int(var(script, "SZB_NODE_RANK"))
+    body = json.dumps(report).encode()
     req = urllib.request.Request(
         var(script, "SZB_AGENT_ENDPOINT").rstrip("/") + "/v1/agent/report",
         data=body,
@@ -254,6 +255,10 @@ def test_aws_gang_runs_in_one_placement_group_and_ends_when_every_rank_did(world
     assert var(scripts[1], "SZB_MASTER_ADDR") == live[ids[0]]["PrivateIpAddress"]
     assert "WORLD_SIZE=$SZB_NNODES" in scripts[0] and "MASTER_PORT=${MASTER_PORT:-29500}" in scripts[0]
     wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING})
+    # A node's exit without its rank would end the whole gang: refused, nothing changes.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        report_exit(scripts[1], attempt_id, 0, rank=False)
+    assert refused.value.code == 400 and b"rank" in refused.value.read()
     report_exit(scripts[1], attempt_id, 0)
     time.sleep(0.5)
     job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md()).job

@@ -86,3 +86,18 @@ def test_gangs_stay_off_spot_unless_the_policy_allows(policy: Policy) -> None:
         }
     )
     assert place(spec(2), TenantId("pku-nlp"), [onprem_spot], relaxed, PlacementContext(now=NOW)).allowed
+
+
+def test_a_cloud_gang_costs_n_instances(policy: Policy, offers: list[Offer]) -> None:
+    one = spec(1).model_copy(
+        update={"resources": Resources(accelerators=AcceleratorRequest(count=1), cpus=4, memory_gb=16)}
+    )
+    three = one.model_copy(update={"resources": one.resources.model_copy(update={"nodes": 3})})
+    single = place(one, TenantId("pku-nlp"), offers, policy, PlacementContext(now=NOW))
+    gang = place(three, TenantId("pku-nlp"), offers, policy, PlacementContext(now=NOW))
+    cloud = next(s for s in gang.allowed if s.offer.site == "aws-us-east-1")
+    same = next(
+        s for s in single.allowed if s.offer.key == cloud.offer.key and s.offer.count == cloud.offer.count
+    )
+    assert cloud.terms["cost"] == 3 * same.terms["cost"]
+    assert estimate_cost(three, cloud.offer, policy) == 3 * estimate_cost(one, cloud.offer, policy)
