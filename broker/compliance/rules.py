@@ -20,6 +20,8 @@ from typing import Any
 import cel
 
 from broker.compliance.celenv import Path, lookup
+from broker.compliance.native import compile_native
+from broker.compliance.plan import Live, Outcome, Plan, live_rule, run_native
 
 MEMO_LIMIT = 200_000
 """Entries kept before the memo is cleared (bounded memory; results stay correct)."""
@@ -89,17 +91,25 @@ DEFAULT_DENY = ("compliance.default", "no allow rule matched and compliance.defa
 
 
 class RuleSet:
-    """All operator rules of a policy with their memo; evaluation is pure (a cache only)."""
+    """All operator rules of a policy with their memo; evaluation is pure (a cache only).
+
+    `fast` (the default) plans each (tenant, job) natively first (`broker.compliance.plan`);
+    with `fast = False` every rule in scope runs on CEL over the full variables, unmemoized:
+    the plain path the fast one is checked against.
+    """
 
     def __init__(self, rules: tuple[CompiledRule, ...], *, default_deny: bool) -> None:
         self.rules = rules
         self.default_deny = default_deny
+        self.fast = True
         self.group_rules = tuple(r for r in rules if not r.uses_offer)
         self.offer_rules = tuple(r for r in rules if r.uses_offer)
+        self.natives = tuple(compile_native(r.source) for r in rules)
         self.job_paths = tuple(sorted({p for r in rules for p in r.paths if p[0] == "job"}))
         self.offer_paths = tuple(sorted({p for r in self.offer_rules for p in r.paths if p[0] == "offer"}))
         self._memo: dict[tuple[Any, ...], Verdict] = {}
         self._rule_memo: dict[tuple[Any, ...], tuple[bool, str | None]] = {}
+        self._plans: dict[tuple[Any, ...], Plan] = {}
         # id of a variable's mapping -> (the mapping, kept alive so the id stays its own;
         # frozen value per path read from it): the site, tenant and hardware mappings are
         # shared by every group, so each field is frozen once, not once per group and rule.
@@ -109,9 +119,10 @@ class RuleSet:
             self._paths_under[path[0]] = (*self._paths_under.get(path[0], ()), path)
 
     def clear(self) -> None:
-        """Forget every memoized verdict (benchmarks of the uncached path; results unchanged)."""
+        """Forget every memoized verdict and plan (benchmarks of the uncached path; results unchanged)."""
         self._memo.clear()
         self._rule_memo.clear()
+        self._plans.clear()
         self._frozen.clear()
 
     def _fields(self, name: str, root: Any) -> dict[Path, Any]:
@@ -139,6 +150,32 @@ class RuleSet:
     def offer_fingerprint(self, offer: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(lookup(offer, p[1:]) for p in self.offer_paths)
 
+    def plan(
+        self,
+        tenant: str,
+        fp: tuple[Any, ...],
+        job: Callable[[], Mapping[str, Any]],
+        tenant_vars: Callable[[], Mapping[str, Any]],
+    ) -> Plan:
+        """The rules still live for `tenant` and a job of projection `fp` (memoized)."""
+        key = (tenant, fp)
+        plan = self._plans.get(key)
+        if plan is None:
+            bound = {"job": job(), "tenant": tenant_vars()}
+            group: list[Live] = []
+            offer: list[Live] = []
+            for i, rule in enumerate(self.rules):
+                if rule.tenants is not None and tenant not in rule.tenants:
+                    continue
+                live = live_rule(i, self.natives[i], bound)
+                if live is not None:
+                    (offer if rule.uses_offer else group).append(live)
+            plan = Plan(tuple(group), tuple(offer))
+            if len(self._plans) >= FROZEN_LIMIT:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
     def evaluate(
         self,
         key: tuple[Any, ...],
@@ -148,13 +185,19 @@ class RuleSet:
         labels: Callable[[], Mapping[str, str]],
         *,
         offer: bool,
+        plan: Plan,
+        hardware: str | None,
     ) -> Verdict:
         """Verdict of the group rules (`offer=False`) or of the rules reading `offer`, memoized by `key`."""
+        if not self.fast:
+            return self._run_plain(
+                self.offer_rules if offer else self.group_rules, variables(), site, tenant, labels
+            )
         hit = self._memo.get(key)
         if hit is not None:
             return hit
-        rules = self.offer_rules if offer else self.group_rules
-        verdict = self._run(rules, variables(), site, tenant, labels)
+        lives = plan.offer if offer else plan.group
+        verdict = self._run(lives, plan, variables, site, hardware, labels, offer)
         if len(self._memo) >= MEMO_LIMIT:
             self._memo.clear()
         self._memo[key] = verdict
@@ -162,38 +205,87 @@ class RuleSet:
 
     def _run(
         self,
+        lives: tuple[Live, ...],
+        plan: Plan,
+        variables: Callable[[], dict[str, Any]],
+        site: str,
+        hardware: str | None,
+        labels: Callable[[], Mapping[str, str]],
+        offer: bool,
+    ) -> Verdict:
+        denials: list[tuple[str, str]] = []
+        allowed = False
+        memo = plan.memo
+        values: dict[str, Any] | None = None
+        for live in lives:
+            rule = self.rules[live.index]
+            if rule.sites is not None and site not in rule.sites:
+                continue
+            outcome = live.fixed
+            if outcome is None:
+                mkey = (
+                    None
+                    if offer
+                    else (live.index, site if live.by_site else None, hardware if live.by_hardware else None)
+                )
+                outcome = memo.get(mkey) if mkey is not None else None
+                if outcome is None:
+                    if values is None:
+                        values = variables()
+                    outcome = run_native(live.native, values) or self._cel(rule, values)
+                    if mkey is not None:
+                        memo[mkey] = outcome
+            hit, error = outcome
+            if error is not None:  # a rule that cannot be evaluated fails closed
+                if rule.effect == "deny":
+                    denials.append((rule.id, error))
+            elif hit:
+                if rule.effect == "deny":
+                    denials.append((rule.id, render(rule.reason, {**labels(), "rule": rule.id})))
+                else:
+                    allowed = True
+        return tuple(denials), allowed
+
+    def _cel(self, rule: CompiledRule, variables: dict[str, Any]) -> Outcome:
+        """The CEL outcome of one rule, memoized per distinct tuple of the values it reads."""
+        memo = self._rule_memo
+        if len(memo) >= MEMO_LIMIT:
+            memo.clear()
+        try:
+            key: tuple[Any, ...] | None = (
+                rule.id,
+                *[self._fields(p[0], variables[p[0]])[p] for p in rule.paths],
+            )
+        except KeyError:  # a path not in the variables: run on the full context
+            key = None
+        outcome = memo.get(key) if key is not None else None
+        if outcome is None:
+            outcome = _execute(rule, variables, key is not None)
+            if key is not None:
+                memo[key] = outcome
+        return outcome
+
+    def _run_plain(
+        self,
         rules: tuple[CompiledRule, ...],
         variables: dict[str, Any],
         site: str,
         tenant: str,
         labels: Callable[[], Mapping[str, str]],
     ) -> Verdict:
+        """Every rule in scope on CEL over the full variables: the reference the fast path must equal."""
         denials: list[tuple[str, str]] = []
         allowed = False
-        memo = self._rule_memo
-        if len(memo) >= MEMO_LIMIT:
-            memo.clear()
-        frozen = {name: self._fields(name, root) for name, root in variables.items()}
         for rule in rules:
             if not rule.in_scope(site, tenant):
                 continue
-            try:
-                key: tuple[Any, ...] | None = (rule.id, *[frozen[p[0]][p] for p in rule.paths])
-            except KeyError:  # a path not in the variables: run on the full context
-                key = None
-            outcome = memo.get(key) if key is not None else None
-            if outcome is None:
-                outcome = _execute(rule, variables, key is not None)
-                if key is not None:
-                    memo[key] = outcome
-            hit, error = outcome
-            if error is not None:  # a rule that cannot be evaluated fails closed
+            hit, error = _execute(rule, variables, False)
+            if error is not None:
                 if rule.effect == "deny":
                     denials.append((rule.id, error))
-                continue
-            if rule.effect == "deny" and hit:
+            elif hit and rule.effect == "deny":
                 denials.append((rule.id, render(rule.reason, {**labels(), "rule": rule.id})))
-            elif rule.effect == "allow" and hit:
+            elif hit:
                 allowed = True
         return tuple(denials), allowed
 

@@ -10,6 +10,7 @@ from functools import partial
 from operator import attrgetter
 from typing import Any
 
+from broker.compliance.plan import Plan
 from broker.compliance.rules import DEFAULT_DENY
 from broker.model import Offer
 from broker.placement._env import Env, Group
@@ -61,6 +62,13 @@ def _offer_labels(g: Group, o: Offer, env: Env) -> dict[str, str]:
     return {**g.labels(env), "instance_type": o.instance_type}
 
 
+def _plan(env: Env) -> Plan:
+    policy = env.policy
+    return policy.rules.plan(
+        env.tenant_id, env.job_fp, env.job_vars, partial(policy.tenant_variables, env.tenant_id)
+    )
+
+
 def filter_rules(groups: list[Group], env: Env) -> tuple[list[Group], GroupRejections]:
     """Apply the rules that do not read `offer` (and default-deny when no offer rule can allow)."""
     rules = env.policy.rules
@@ -69,6 +77,7 @@ def filter_rules(groups: list[Group], env: Env) -> tuple[list[Group], GroupRejec
     kept: list[Group] = []
     rejected: GroupRejections = []
     tenant, fp = env.tenant_id, env.job_fp
+    plan = _plan(env)
     final = not rules.offer_rules
     for g in groups:
         key = ("g", g.site_id, g.accelerator, tenant, fp)
@@ -79,6 +88,8 @@ def filter_rules(groups: list[Group], env: Env) -> tuple[list[Group], GroupRejec
             tenant,
             partial(g.labels, env),
             offer=False,
+            plan=plan,
+            hardware=g.accelerator,
         )
         reasons = [Reason(*d) for d in denials]
         if final and rules.default_deny and not allowed:
@@ -98,6 +109,7 @@ def filter_offer_rules(g: Group, offers: list[Offer], env: Env) -> tuple[list[Of
     kept: list[Offer] = []
     rejected: OfferRejections = []
     tenant, fp = env.tenant_id, env.job_fp
+    plan = _plan(env)
     group_allowed = rules.evaluate(
         ("g", g.site_id, g.accelerator, tenant, fp),
         lambda: _variables(g, env),
@@ -105,7 +117,13 @@ def filter_offer_rules(g: Group, offers: list[Offer], env: Env) -> tuple[list[Of
         tenant,
         lambda: g.labels(env),
         offer=False,
+        plan=plan,
+        hardware=g.accelerator,
     )[1]
+    if rules.fast and not plan.offer:  # no offer rule can match this job: one verdict for all
+        if rules.default_deny and not group_allowed:
+            return [], [(o, (Reason(*DEFAULT_DENY),)) for o in offers]
+        return offers, []
     names = [p[1] for p in rules.offer_paths]
     plain = all(n not in ("price_per_hour", "accelerator") for n in names)
     getter = attrgetter(*names) if plain and names else None
@@ -122,6 +140,8 @@ def filter_offer_rules(g: Group, offers: list[Offer], env: Env) -> tuple[list[Of
                 tenant,
                 partial(_offer_labels, g, o, env),
                 offer=True,
+                plan=plan,
+                hardware=g.accelerator,
             )
             found = [Reason(*d) for d in denials]
             if rules.default_deny and not (allowed or group_allowed):

@@ -151,15 +151,34 @@ def test_deduplicated_rule_verdicts_equal_every_rule_on_every_offer(
                 "site": policy.site_variables(o.site),
                 "hardware": hw.variables,
             }
-            got_g = rules._run(
-                rules.group_rules, variables, o.site, tenant, lambda g=g, env=env: g.labels(env)
+            plan = rules.plan(tenant, env.job_fp, env.job_vars, lambda t=tenant: policy.tenant_variables(t))
+            ovars = {**variables, "offer": offer_variables(o, env)}
+            got_g = rules.evaluate(
+                ("test-g", o.site, o.accelerator, tenant, env.job_fp),
+                lambda v=variables: v,
+                o.site,
+                tenant,
+                lambda g=g, env=env: g.labels(env),
+                offer=False,
+                plan=plan,
+                hardware=o.accelerator,
             )
-            got_o = rules._run(
-                rules.offer_rules,
-                {**variables, "offer": offer_variables(o, env)},
+            got_o = rules.evaluate(
+                (
+                    "test-o",
+                    o.site,
+                    o.accelerator,
+                    tenant,
+                    env.job_fp,
+                    rules.offer_fingerprint(ovars["offer"]),
+                ),
+                lambda v=ovars: v,
                 o.site,
                 tenant,
                 lambda g=g, o=o, env=env: {**g.labels(env), "instance_type": o.instance_type},
+                offer=True,
+                plan=plan,
+                hardware=o.accelerator,
             )
             got = (tuple(sorted(got_g[0] + got_o[0])), got_g[1] or got_o[1])
             assert got == _naive(rules, env, o), (job, tenant, o)

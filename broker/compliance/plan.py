@@ -1,0 +1,76 @@
+"""Per-decision rule plans: rules partially evaluated on the job and the tenant first.
+
+A plan is built once per (tenant, job projection). Each rule in the tenant's scope is run
+natively (see `broker.compliance.native`) with only `job` and `tenant` bound:
+  * false: the rule cannot match any site, hardware or offer (CEL's `&&` absorbs errors,
+    so no later field can turn it into an error either) and is dropped;
+  * true: its outcome is fixed for every group;
+  * undecided: it stays, evaluated once per distinct site and/or hardware it reads
+    (the site id and accelerator name stand for the fields: both map to one mapping).
+Rules without a native form, and inputs the native form cannot decide, run on CEL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from broker.compliance.native import Fallback, Native, Unknown
+
+Outcome = tuple[bool, str | None]
+"""(matched, error message); a rule that could not be evaluated has matched False."""
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """A rule still undecided (or decided true) for one (tenant, job)."""
+
+    index: int
+    """Position in the rule set (orders the denials)."""
+    fixed: Outcome | None
+    """The outcome for every group, when the job and the tenant decide it."""
+    native: Native | None
+    by_site: bool
+    by_hardware: bool
+
+
+MATCHED: Outcome = (True, None)
+
+
+def live_rule(index: int, native: Native | None, bound: Mapping[str, Any]) -> Live | None:
+    """How rule `index` stands once `bound` (job, tenant) is known; None when it cannot match."""
+    roots = native.roots if native is not None else frozenset({"site", "hardware", "offer"})
+    by_site, by_hw = "site" in roots, "hardware" in roots
+    if native is None:
+        return Live(index, None, None, True, True)
+    try:
+        hit = native.fn(bound)
+    except Unknown:
+        return Live(index, None, native, by_site, by_hw)
+    except Fallback:  # CEL decides (and words any error), per group
+        return Live(index, None, None, True, True)
+    if not hit:
+        return None
+    return Live(index, MATCHED, native, by_site, by_hw)
+
+
+def run_native(native: Native | None, variables: Mapping[str, Any]) -> Outcome | None:
+    """The native outcome on fully bound variables, or None when CEL must decide."""
+    if native is None:
+        return None
+    try:
+        return native.fn(variables), None
+    except (Fallback, Unknown):
+        return None
+
+
+class Plan:
+    """The live group and offer rules of one (tenant, job), with a memo of their outcomes."""
+
+    __slots__ = ("group", "memo", "offer")
+
+    def __init__(self, group: tuple[Live, ...], offer: tuple[Live, ...]) -> None:
+        self.group = group
+        self.offer = offer
+        self.memo: dict[tuple[int, str | None, str | None], Outcome] = {}

@@ -1,0 +1,149 @@
+"""Rules compiled to Python predicates agree with the CEL program on random inputs, errors
+included (issue 15, "Cold decisions": compile what can be compiled)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cel
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import broker.policy  # noqa: F401  (import order: policy before compliance)
+from broker.compliance.native import Fallback, Unknown, compile_native
+
+SCALARS = st.one_of(
+    st.sampled_from(["", "a", "ab", "b", "cn-mainland", "US", "D:5"]),
+    st.integers(-3, 5),
+    st.sampled_from([-1.5, 0.0, 1.0, 2.5, 30000.0]),
+    st.booleans(),
+)
+VALUES = st.one_of(
+    SCALARS,
+    st.lists(SCALARS, max_size=3),
+    st.dictionaries(st.sampled_from(["a", "b", "k"]), SCALARS, max_size=2),
+)
+FIELDS = ["s", "n", "d", "b", "l", "m", "x"]
+"""Field names the variables may or may not hold (any may be missing or of another type)."""
+
+
+def _literal() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.sampled_from(
+            ['"a"', "'ab'", '""', '"US"', "1", "0", "-2", "2.5", "1.0", "30000.0", "true", "false"]
+        ),
+        st.lists(st.sampled_from(['"a"', "1", "2.5", "true", '"b"']), max_size=3).map(
+            lambda xs: f"[{', '.join(xs)}]"
+        ),
+    )
+
+
+def _field() -> st.SearchStrategy[str]:
+    var = st.sampled_from(["job", "site"])
+    name = st.sampled_from(FIELDS)
+    return st.one_of(
+        st.builds(lambda v, f: f"{v}.{f}", var, name),
+        st.builds(lambda v, f, k: f"{v}.{f}.{k}", var, name, st.sampled_from(["a", "k"])),
+        st.builds(lambda v, f: f'{v}["{f}"]', var, name),
+    )
+
+
+def _operand() -> st.SearchStrategy[str]:
+    return st.one_of(_field(), _literal(), _field().map(lambda f: f"size({f})"))
+
+
+def _atom() -> st.SearchStrategy[str]:
+    ops = st.sampled_from(["==", "!=", "<", "<=", ">", ">=", "in"])
+    return st.one_of(
+        st.builds(lambda a, op, b: f"{a} {op} {b}", _operand(), ops, _operand()),
+        _field(),
+        st.builds(lambda f, lit: f"{f}.startsWith({lit})", _field(), _literal()),
+        st.builds(lambda f, lit: f"{f}.contains({lit})", _field(), _literal()),
+        st.builds(
+            lambda f, m, lit: f"{f}.{m}(e, e == {lit})",
+            _field(),
+            st.sampled_from(["exists", "all"]),
+            _literal(),
+        ),
+        st.builds(lambda f: f"has({f})", _field().filter(lambda f: "[" not in f)),
+        st.sampled_from(["true", "false"]),
+    )
+
+
+EXPRS = st.recursive(
+    _atom(),
+    lambda inner: st.one_of(
+        st.builds(lambda a, b: f"{a} && {b}", inner, inner),
+        st.builds(lambda a, b: f"{a} || {b}", inner, inner),
+        inner.map(lambda a: f"!({a})"),
+        inner.map(lambda a: f"({a})"),
+    ),
+    max_leaves=6,
+)
+VARIABLES = st.fixed_dictionaries(
+    {
+        "job": st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=6),
+        "site": st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=6),
+    }
+)
+
+
+def _cel(src: str, variables: dict[str, Any]) -> Any:
+    try:
+        return cel.compile(src).execute(cel.Context(variables))
+    except Exception as exc:  # any CEL error: the rule fails closed
+        return exc
+
+
+@settings(max_examples=500, deadline=None)
+@given(src=EXPRS, variables=VARIABLES)
+def test_native_predicate_answers_only_what_cel_answers(src: str, variables: dict[str, Any]) -> None:
+    native = compile_native(src)
+    assert native is not None, src  # the generator stays inside the compiled subset
+    expected = _cel(src, variables)
+    try:
+        got = native.fn(variables)
+    except Fallback:
+        return  # the caller runs CEL: nothing to compare
+    assert got is expected, (src, variables, expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(src=EXPRS, job=VARIABLES, sites=st.lists(VARIABLES, min_size=1, max_size=4))
+def test_a_rule_decided_on_the_job_alone_is_decided_for_every_site(
+    src: str, job: dict[str, Any], sites: list[dict[str, Any]]
+) -> None:
+    native = compile_native(src)
+    assert native is not None
+    try:
+        partial = native.fn({"job": job["job"]})
+    except (Fallback, Unknown):
+        return
+    for s in sites:
+        assert _cel(src, {"job": job["job"], "site": s["site"]}) is partial, (src, job, s)
+
+
+@pytest.mark.parametrize(
+    "src",
+    [
+        "job.a + 1 > 2",  # arithmetic
+        "job.a > 0u",  # unsigned literal
+        'job.s == "a\\"b"',  # an escape in a string
+        "job.s.matches('a.*')",  # RE2, not Python's re
+        "job.a ? true : false",
+        "int(job.d) == 1",
+        "job.l.exists_one(e, e == 1)",
+        "job.s == null",
+        'r"a" == job.s',
+        "job.a == 1 == true",
+    ],
+)
+def test_syntax_outside_the_subset_stays_on_cel(src: str) -> None:
+    assert compile_native(src) is None
+
+
+def test_the_benchmark_rules_all_compile() -> None:
+    from bench.placement import RULES
+
+    assert [r for r in RULES if compile_native(r) is None] == []
