@@ -17,20 +17,28 @@ rule that is already false cannot match any site (partial evaluation).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-
-class Fallback(Exception):
-    """The native predicate cannot decide this input: run the CEL program."""
-
-
-class Unknown(Exception):
-    """The outcome depends on a variable not bound yet (partial evaluation)."""
-
-
-Fn = Callable[[Mapping[str, Any]], Any]
+from broker.compliance._native_ops import (
+    Fallback,
+    Fn,
+    Unknown,
+    boolean,
+    constant,
+    field,
+    has,
+    logic,
+    macro,
+    relation,
+    size,
+    string_method,
+    truth,
+    variable,
+)
+from broker.compliance._native_ops import (
+    kind as value_kind,
+)
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -45,8 +53,8 @@ _RELOPS = frozenset({"==", "!=", "<", "<=", ">", ">=", "in"})
 _STRING_METHODS = frozenset({"startsWith", "endsWith", "contains"})
 _MACROS = frozenset({"exists", "all"})
 _INT_MAX = 2**63 - 1
-_EXACT = 2**53
-_ERROR = object()
+
+__all__ = ["Fallback", "Native", "Unknown", "compile_native"]
 
 
 class _Unsupported(Exception):
@@ -69,7 +77,7 @@ def compile_native(src: str) -> Native | None:
         fn = parser.parse()
     except (_Unsupported, ValueError, RecursionError):
         return None
-    return Native(_boolean(fn), frozenset(parser.roots))
+    return Native(boolean(fn), frozenset(parser.roots))
 
 
 def _tokenize(src: str) -> list[tuple[str, str]]:
@@ -86,183 +94,6 @@ def _tokenize(src: str) -> list[tuple[str, str]]:
         out.append((kind, m.group(kind)))
         i = m.end()
     return out
-
-
-# -- value semantics (CEL's, on the types the broker's variables hold) -------------------------
-def _kind(v: Any) -> str | None:
-    t = v.__class__
-    if t is str:
-        return "s"
-    if t is bool:
-        return "b"
-    if t is int or t is float:
-        return "n"
-    return None
-
-
-def _eq(a: Any, b: Any) -> bool:
-    ka, kb = _kind(a), _kind(b)
-    if ka is None or kb is None:
-        raise Fallback
-    if ka != kb:
-        return False  # CEL's heterogeneous equality: "1" == 1 is false, not an error
-    if ka == "n" and a.__class__ is not b.__class__ and (abs(a) > _EXACT or abs(b) > _EXACT):
-        raise Fallback  # int vs double beyond exact floats: leave rounding to CEL
-    return bool(a == b)
-
-
-def _order(a: Any, b: Any) -> tuple[Any, Any]:
-    ka, kb = _kind(a), _kind(b)
-    if ka != kb or ka not in ("s", "n"):
-        raise Fallback  # CEL raises "no such overload" (or orders bools): let it say so
-    if ka == "n" and a.__class__ is not b.__class__ and (abs(a) > _EXACT or abs(b) > _EXACT):
-        raise Fallback
-    return a, b
-
-
-def _contains(item: Any, container: Any) -> bool:
-    if isinstance(container, (list, tuple)):
-        return any(_eq(item, e) for e in container)
-    if isinstance(container, dict) and item.__class__ is str and all(k.__class__ is str for k in container):
-        return item in container
-    raise Fallback
-
-
-def _truth(v: Any) -> bool:
-    if v is True or v is False:
-        return bool(v)
-    raise Fallback  # a non-bool where CEL wants one: CEL errors
-
-
-def _boolean(fn: Fn) -> Fn:
-    def run(env: Mapping[str, Any]) -> bool:
-        return _truth(fn(env))
-
-    return run
-
-
-def _side(fn: Fn, env: Mapping[str, Any]) -> bool | Exception:
-    """A `&&`/`||` operand: its bool, or the exception it raised (CEL absorbs errors there)."""
-    try:
-        v = fn(env)
-    except (Fallback, Unknown) as exc:
-        return exc
-    return v if (v is True or v is False) else Fallback()
-
-
-def _logic(a: Fn, b: Fn, absorbing: bool) -> Fn:
-    """`&&` (absorbing=False) or `||` (absorbing=True) with CEL's commutative error absorption."""
-
-    def run(env: Mapping[str, Any]) -> bool:
-        x = _side(a, env)
-        if x is absorbing:
-            return absorbing
-        y = _side(b, env)
-        if y is absorbing:
-            return absorbing
-        if isinstance(x, bool) and isinstance(y, bool):
-            return not absorbing
-        if isinstance(x, Unknown) or isinstance(y, Unknown):
-            raise Unknown
-        raise Fallback
-
-    return run
-
-
-_RELATIONS: dict[str, Callable[[Any, Any], bool]] = {
-    "==": _eq,
-    "!=": lambda a, b: not _eq(a, b),
-    "<": lambda a, b: (lambda p: p[0] < p[1])(_order(a, b)),
-    "<=": lambda a, b: (lambda p: p[0] <= p[1])(_order(a, b)),
-    ">": lambda a, b: (lambda p: p[0] > p[1])(_order(a, b)),
-    ">=": lambda a, b: (lambda p: p[0] >= p[1])(_order(a, b)),
-    "in": _contains,
-}
-
-
-def _relation(op: str, a: Fn, b: Fn) -> Fn:
-    rel = _RELATIONS[op]
-    return lambda env: rel(a(env), b(env))
-
-
-def _field(base: Fn, name: str) -> Fn:
-    def run(env: Mapping[str, Any]) -> Any:
-        node = base(env)
-        if node.__class__ is not dict or name not in node:
-            raise Fallback  # CEL: no such key (or a field of a non-map)
-        return node[name]
-
-    return run
-
-
-def _variable(name: str) -> Fn:
-    def run(env: Mapping[str, Any]) -> Any:
-        try:
-            return env[name]
-        except KeyError:
-            raise Unknown from None
-
-    return run
-
-
-def _constant(value: Any) -> Fn:
-    return lambda env: value
-
-
-def _size(arg: Fn) -> Fn:
-    def run(env: Mapping[str, Any]) -> int:
-        v = arg(env)
-        if v.__class__ in (str, list, tuple, dict):
-            return len(v)
-        raise Fallback
-
-    return run
-
-
-def _string_method(base: Fn, name: str, arg: Fn) -> Fn:
-    def run(env: Mapping[str, Any]) -> bool:
-        s, x = base(env), arg(env)
-        if s.__class__ is not str or x.__class__ is not str:
-            raise Fallback
-        if name == "startsWith":
-            return s.startswith(x)
-        if name == "endsWith":
-            return s.endswith(x)
-        return x in s
-
-    return run
-
-
-def _has(base: Fn, name: str) -> Fn:
-    def run(env: Mapping[str, Any]) -> bool:
-        node = base(env)
-        if node.__class__ is not dict:
-            raise Fallback
-        return name in node
-
-    return run
-
-
-def _macro(base: Fn, name: str, var: str, body: Fn) -> Fn:
-    """`exists` / `all` over a list (or a map's keys), absorbing errors like CEL."""
-    decisive = name == "exists"
-
-    def run(env: Mapping[str, Any]) -> bool:
-        items = base(env)
-        if items.__class__ not in (list, tuple, dict):
-            raise Fallback
-        failure: Exception | None = None
-        for item in items:
-            r = _side(body, {**env, var: item})
-            if r is decisive:
-                return decisive
-            if isinstance(r, Exception) and not isinstance(failure, Unknown):
-                failure = r
-        if failure is not None:
-            raise failure
-        return not decisive
-
-    return run
 
 
 class _Parser:
@@ -296,14 +127,14 @@ class _Parser:
         fn = self.conjunction()
         while self.peek() == "||":
             self.take()
-            fn = _logic(fn, self.conjunction(), True)
+            fn = logic(fn, self.conjunction(), True)
         return fn
 
     def conjunction(self) -> Fn:
         fn = self.relation()
         while self.peek() == "&&":
             self.take()
-            fn = _logic(fn, self.relation(), False)
+            fn = logic(fn, self.relation(), False)
         return fn
 
     def relation(self) -> Fn:
@@ -311,7 +142,7 @@ class _Parser:
         op = self.peek()
         if op in _RELOPS and self.tokens[self.i][0] in ("op", "id"):
             self.take()
-            fn = _relation(op, fn, self.unary())
+            fn = relation(op, fn, self.unary())
             if self.peek() in _RELOPS:
                 raise _Unsupported("chained relation")
         return fn
@@ -321,13 +152,13 @@ class _Parser:
         if tok == "!":
             self.take()
             inner = self.unary()
-            return lambda env: not _truth(inner(env))
+            return lambda env: not truth(inner(env))
         if tok == "-":
             self.take()
             kind, text = self.take()
             if kind != "num":
                 raise _Unsupported("unary minus")
-            return _constant(_number("-" + text))
+            return constant(_number("-" + text))
         return self.member()
 
     def member(self) -> Fn:
@@ -338,12 +169,12 @@ class _Parser:
                 self.take("]")
                 if kind != "str":
                     raise _Unsupported("index")
-                fn = _field(fn, text[1:-1])
+                fn = field(fn, text[1:-1])
                 continue
             kind, attr = self.take()
             if kind != "id":
                 raise _Unsupported(attr)
-            fn = self.method(fn, attr) if self.peek() == "(" else _field(fn, attr)
+            fn = self.method(fn, attr) if self.peek() == "(" else field(fn, attr)
         return fn
 
     def method(self, base: Fn, attr: str) -> Fn:
@@ -357,22 +188,22 @@ class _Parser:
             body = self.disjunction()
             self.bound.pop()
             self.take(")")
-            return _macro(base, attr, var, body)
+            return macro(base, attr, var, body)
         if attr == "size":
             self.take(")")
-            return _size(base)
+            return size(base)
         if attr in _STRING_METHODS:
             arg = self.disjunction()
             self.take(")")
-            return _string_method(base, attr, arg)
+            return string_method(base, attr, arg)
         raise _Unsupported(attr)
 
     def primary(self) -> Fn:
         kind, text = self.take()
         if kind == "num":
-            return _constant(_number(text))
+            return constant(_number(text))
         if kind == "str":
-            return _constant(text[1:-1])
+            return constant(text[1:-1])
         if text == "(":
             fn = self.disjunction()
             self.take(")")
@@ -382,19 +213,19 @@ class _Parser:
         if kind != "id" or text in ("null", "in"):
             raise _Unsupported(text)
         if text in ("true", "false"):
-            return _constant(text == "true")
+            return constant(text == "true")
         if self.peek() == "(":
             return self.function(text)
         if text not in self.bound:
             self.roots.add(text)
-        return _variable(text)
+        return variable(text)
 
     def function(self, name: str) -> Fn:
         self.take("(")
         if name == "size":
             arg = self.disjunction()
             self.take(")")
-            return _size(arg)
+            return size(arg)
         if name == "has":
             start = self.i
             self.member()  # validates the argument; rebuilt below without its last field
@@ -406,7 +237,7 @@ class _Parser:
             base.bound = list(self.bound)
             fn = base.parse()
             self.roots |= base.roots
-            return _has(fn, self.tokens[end - 1][1])
+            return has(fn, self.tokens[end - 1][1])
         raise _Unsupported(name)
 
     def list_literal(self) -> Fn:
@@ -417,12 +248,12 @@ class _Parser:
                 items.append(fn({}))  # literals only: a list of fields stays on CEL
             except (Fallback, Unknown):
                 raise _Unsupported("list element") from None
-            if _kind(items[-1]) is None:
+            if value_kind(items[-1]) is None:
                 raise _Unsupported("list element")
             if self.peek() != "]":
                 self.take(",")
         self.take("]")
-        return _constant(tuple(items))
+        return constant(tuple(items))
 
 
 def _number(text: str) -> int | float:

@@ -50,6 +50,26 @@ def _offset(expr: str, line: int, col: int) -> int:
     return sum(len(x) + 1 for x in lines[: line - 1]) + col - 1
 
 
+class _Reporter:
+    """Collects problems at file:line:col for one policy document."""
+
+    def __init__(self, doc: Any, text: str, filename: str) -> None:
+        self.doc = doc
+        self.lines = text.split("\n")
+        self.filename = filename
+        self.problems: list[Problem] = []
+
+    def __call__(self, loc: list[str | int], message: str, offset: int | None = None) -> None:
+        if offset is None:
+            line, col = position(self.doc, loc)
+        else:
+            line, col = _Locator(self.lines, self.doc, loc).at(offset)
+        self.problems.append(Problem(self.filename, line, col, message))
+
+
+_BASE: list[str | int] = ["compliance", "rules"]
+
+
 def compile_rules(
     rules: tuple[Rule, ...],
     doc: Any,
@@ -60,96 +80,107 @@ def compile_rules(
     default_deny: bool,
 ) -> tuple[list[CompiledRule], list[Problem]]:
     """Compile every rule once; check syntax, names, fields, types, references and templates."""
-    lines = text.split("\n")
+    problem = _Reporter(doc, text, filename)
     out: list[CompiledRule] = []
-    problems: list[Problem] = []
     seen: dict[str, int] = {}
-    base = ["compliance", "rules"]
-
-    def problem(loc: list[str | int], message: str, offset: int | None = None) -> None:
-        if offset is None:
-            line, col = position(doc, loc)
-        else:
-            line, col = _Locator(lines, doc, loc).at(offset)
-        problems.append(Problem(filename, line, col, message))
-
     for i, rule in enumerate(rules):
         where = f"compliance.rules.{i}"
         if rule.id in seen:
             problem(
-                [*base, i, "id"],
+                [*_BASE, i, "id"],
                 f"{where}.id: duplicate rule id {rule.id!r} (first at rules.{seen[rule.id]})",
             )
         seen.setdefault(rule.id, i)
         if (rule.deny is None) == (rule.allow is None):
-            problem([*base, i], f"{where}: a rule needs exactly one of 'deny' or 'allow'")
+            problem([*_BASE, i], f"{where}: a rule needs exactly one of 'deny' or 'allow'")
             continue
         effect = "deny" if rule.deny is not None else "allow"
-        expr = rule.deny if rule.deny is not None else rule.allow
-        assert expr is not None
-        loc: list[str | int] = [*base, i, effect]
         if effect == "allow" and not default_deny:
-            problem(loc, f"{where}.allow: allow rules have no effect while compliance.default is allow", 0)
-        for field, ids, kind in (("sites", site_ids, "site"), ("tenants", tenant_ids, "tenant")):
-            scope = getattr(rule, field)
-            for j, ref in enumerate(scope or ()):
-                if ref not in ids:
-                    problem([*base, i, field, j], f"{where}.{field}.{j}: unknown {kind} {ref!r}")
-        try:
-            fields = template_fields(rule.reason)
-        except ValueError as exc:
-            problem([*base, i, "reason"], f"{where}.reason: bad template: {exc}")
-            fields = []
-        for name in fields:
-            if name not in PLACEHOLDERS:
-                problem(
-                    [*base, i, "reason"],
-                    f"{where}.reason: unknown placeholder {{{name}}} "
-                    f"(known: {', '.join(sorted(PLACEHOLDERS))})",
-                )
-        if effect == "deny" and not rule.reason.strip():
-            problem([*base, i], f"{where}: a deny rule needs a 'reason' a person can read")
-        try:
-            program = cel.compile(expr)
-        except ValueError as exc:
-            msg = str(exc)
-            m = _CEL_POS.search(msg)
-            off = _offset(expr, int(m.group(1)), int(m.group(2))) if m else 0
-            detail = msg.split("ERROR: ", 1)[-1].split("\n", 1)[0]
-            detail = _CEL_POS.sub("", detail).strip()
-            problem(loc, f"{where}.{effect}: CEL syntax error: {detail}", off)
-            continue
-        paths, errors = referenced_paths(expr)
-        for err in errors:
-            problem(loc, f"{where}.{effect}: {err.message}", err.offset)
-        for m in _ID_LITERAL.finditer(expr):
-            kind = m.group(1) or m.group(4)
-            ref = m.group(2) if m.group(1) else m.group(3)
-            if ref not in (site_ids if kind == "site" else tenant_ids):
-                problem(loc, f"{where}.{effect}: unknown {kind} {ref!r}", m.start())
-        if errors:
-            continue
-        try:
-            result: Any = program.execute({v: sample(v) for v in VARIABLES})
-        except KeyError:
-            result = False  # a map key absent from the empty sample map: fine at load time
-        except Exception as exc:
-            text_exc = str(exc).split(". ")[0]
-            problem(loc, f"{where}.{effect}: type error: {text_exc}", 0)
-            continue
-        if not isinstance(result, bool):
-            problem(loc, f"{where}.{effect}: must evaluate to a bool, not {type(result).__name__}", 0)
-            continue
-        out.append(
-            CompiledRule(
-                id=rule.id,
-                effect=effect,
-                source=expr,
-                program=program,
-                reason=rule.reason,
-                paths=tuple(dict.fromkeys(paths)),
-                sites=frozenset(rule.sites) if rule.sites is not None else None,
-                tenants=frozenset(rule.tenants) if rule.tenants is not None else None,
+            problem(
+                [*_BASE, i, effect],
+                f"{where}.allow: allow rules have no effect while compliance.default is allow",
+                0,
             )
-        )
-    return out, problems
+        _check_scopes_and_reason(rule, i, effect, problem, site_ids, tenant_ids)
+        compiled = _compile(rule, i, effect, problem, site_ids, tenant_ids)
+        if compiled is not None:
+            out.append(compiled)
+    return out, problem.problems
+
+
+def _check_scopes_and_reason(
+    rule: Rule, i: int, effect: str, problem: _Reporter, site_ids: set[str], tenant_ids: set[str]
+) -> None:
+    """Scopes name declared sites and tenants; the reason is a valid template a person can read."""
+    where = f"compliance.rules.{i}"
+    for field, ids, kind in (("sites", site_ids, "site"), ("tenants", tenant_ids, "tenant")):
+        for j, ref in enumerate(getattr(rule, field) or ()):
+            if ref not in ids:
+                problem([*_BASE, i, field, j], f"{where}.{field}.{j}: unknown {kind} {ref!r}")
+    try:
+        fields = template_fields(rule.reason)
+    except ValueError as exc:
+        problem([*_BASE, i, "reason"], f"{where}.reason: bad template: {exc}")
+        fields = []
+    for name in fields:
+        if name not in PLACEHOLDERS:
+            problem(
+                [*_BASE, i, "reason"],
+                f"{where}.reason: unknown placeholder {{{name}}} (known: {', '.join(sorted(PLACEHOLDERS))})",
+            )
+    if effect == "deny" and not rule.reason.strip():
+        problem([*_BASE, i], f"{where}: a deny rule needs a 'reason' a person can read")
+
+
+def _compile(
+    rule: Rule, i: int, effect: str, problem: _Reporter, site_ids: set[str], tenant_ids: set[str]
+) -> CompiledRule | None:
+    """The compiled rule, or None after reporting a syntax, name, reference or type problem."""
+    where = f"compliance.rules.{i}.{effect}"
+    expr = rule.deny if rule.deny is not None else rule.allow
+    assert expr is not None
+    loc: list[str | int] = [*_BASE, i, effect]
+    try:
+        program = cel.compile(expr)
+    except ValueError as exc:
+        msg = str(exc)
+        m = _CEL_POS.search(msg)
+        off = _offset(expr, int(m.group(1)), int(m.group(2))) if m else 0
+        detail = _CEL_POS.sub("", msg.split("ERROR: ", 1)[-1].split("\n", 1)[0]).strip()
+        problem(loc, f"{where}: CEL syntax error: {detail}", off)
+        return None
+    paths, errors = referenced_paths(expr)
+    for err in errors:
+        problem(loc, f"{where}: {err.message}", err.offset)
+    for m in _ID_LITERAL.finditer(expr):
+        kind = m.group(1) or m.group(4)
+        ref = m.group(2) if m.group(1) else m.group(3)
+        if ref not in (site_ids if kind == "site" else tenant_ids):
+            problem(loc, f"{where}: unknown {kind} {ref!r}", m.start())
+    if errors or not _type_checks(program, where, loc, problem):
+        return None
+    return CompiledRule(
+        id=rule.id,
+        effect=effect,
+        source=expr,
+        program=program,
+        reason=rule.reason,
+        paths=tuple(dict.fromkeys(paths)),
+        sites=frozenset(rule.sites) if rule.sites is not None else None,
+        tenants=frozenset(rule.tenants) if rule.tenants is not None else None,
+    )
+
+
+def _type_checks(program: cel.Program, where: str, loc: list[str | int], problem: _Reporter) -> bool:
+    """Run the rule on typed sample values: type errors and non-bool results are problems."""
+    try:
+        result: Any = program.execute({v: sample(v) for v in VARIABLES})
+    except KeyError:
+        result = False  # a map key absent from the empty sample map: fine at load time
+    except Exception as exc:
+        problem(loc, f"{where}: type error: {str(exc).split('. ')[0]}", 0)
+        return False
+    if not isinstance(result, bool):
+        problem(loc, f"{where}: must evaluate to a bool, not {type(result).__name__}", 0)
+        return False
+    return True

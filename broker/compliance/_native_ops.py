@@ -1,0 +1,200 @@
+"""The value semantics of natively compiled CEL rules: CEL's, on the broker's variable types.
+
+Closures built here take the CEL variables (a mapping) and return a value, raise `Fallback`
+where CEL would error or the types leave the simple cases (the caller then runs CEL), or
+raise `Unknown` when a variable is not bound yet (partial evaluation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+class Fallback(Exception):
+    """The native predicate cannot decide this input: run the CEL program."""
+
+
+class Unknown(Exception):
+    """The outcome depends on a variable not bound yet (partial evaluation)."""
+
+
+Fn = Callable[[Mapping[str, Any]], Any]
+
+_EXACT = 2**53
+
+
+def kind(v: Any) -> str | None:
+    t = v.__class__
+    if t is str:
+        return "s"
+    if t is bool:
+        return "b"
+    if t is int or t is float:
+        return "n"
+    return None
+
+
+def _eq(a: Any, b: Any) -> bool:
+    ka, kb = kind(a), kind(b)
+    if ka is None or kb is None:
+        raise Fallback
+    if ka != kb:
+        return False  # CEL's heterogeneous equality: "1" == 1 is false, not an error
+    if ka == "n" and a.__class__ is not b.__class__ and (abs(a) > _EXACT or abs(b) > _EXACT):
+        raise Fallback  # int vs double beyond exact floats: leave rounding to CEL
+    return bool(a == b)
+
+
+def _order(a: Any, b: Any) -> tuple[Any, Any]:
+    ka, kb = kind(a), kind(b)
+    if ka != kb or ka not in ("s", "n"):
+        raise Fallback  # CEL raises "no such overload" (or orders bools): let it say so
+    if ka == "n" and a.__class__ is not b.__class__ and (abs(a) > _EXACT or abs(b) > _EXACT):
+        raise Fallback
+    return a, b
+
+
+def _contains(item: Any, container: Any) -> bool:
+    if isinstance(container, (list, tuple)):
+        return any(_eq(item, e) for e in container)
+    if isinstance(container, dict) and item.__class__ is str and all(k.__class__ is str for k in container):
+        return item in container
+    raise Fallback
+
+
+def truth(v: Any) -> bool:
+    if v is True or v is False:
+        return bool(v)
+    raise Fallback  # a non-bool where CEL wants one: CEL errors
+
+
+def boolean(fn: Fn) -> Fn:
+    def run(env: Mapping[str, Any]) -> bool:
+        return truth(fn(env))
+
+    return run
+
+
+def _side(fn: Fn, env: Mapping[str, Any]) -> bool | Exception:
+    """A `&&`/`||` operand: its bool, or the exception it raised (CEL absorbs errors there)."""
+    try:
+        v = fn(env)
+    except (Fallback, Unknown) as exc:
+        return exc
+    return v if (v is True or v is False) else Fallback()
+
+
+def logic(a: Fn, b: Fn, absorbing: bool) -> Fn:
+    """`&&` (absorbing=False) or `||` (absorbing=True) with CEL's commutative error absorption."""
+
+    def run(env: Mapping[str, Any]) -> bool:
+        x = _side(a, env)
+        if x is absorbing:
+            return absorbing
+        y = _side(b, env)
+        if y is absorbing:
+            return absorbing
+        if isinstance(x, bool) and isinstance(y, bool):
+            return not absorbing
+        if isinstance(x, Unknown) or isinstance(y, Unknown):
+            raise Unknown
+        raise Fallback
+
+    return run
+
+
+_RELATIONS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": _eq,
+    "!=": lambda a, b: not _eq(a, b),
+    "<": lambda a, b: (lambda p: p[0] < p[1])(_order(a, b)),
+    "<=": lambda a, b: (lambda p: p[0] <= p[1])(_order(a, b)),
+    ">": lambda a, b: (lambda p: p[0] > p[1])(_order(a, b)),
+    ">=": lambda a, b: (lambda p: p[0] >= p[1])(_order(a, b)),
+    "in": _contains,
+}
+
+
+def relation(op: str, a: Fn, b: Fn) -> Fn:
+    rel = _RELATIONS[op]
+    return lambda env: rel(a(env), b(env))
+
+
+def field(base: Fn, name: str) -> Fn:
+    def run(env: Mapping[str, Any]) -> Any:
+        node = base(env)
+        if node.__class__ is not dict or name not in node:
+            raise Fallback  # CEL: no such key (or a field of a non-map)
+        return node[name]
+
+    return run
+
+
+def variable(name: str) -> Fn:
+    def run(env: Mapping[str, Any]) -> Any:
+        try:
+            return env[name]
+        except KeyError:
+            raise Unknown from None
+
+    return run
+
+
+def constant(value: Any) -> Fn:
+    return lambda env: value
+
+
+def size(arg: Fn) -> Fn:
+    def run(env: Mapping[str, Any]) -> int:
+        v = arg(env)
+        if v.__class__ in (str, list, tuple, dict):
+            return len(v)
+        raise Fallback
+
+    return run
+
+
+def string_method(base: Fn, name: str, arg: Fn) -> Fn:
+    def run(env: Mapping[str, Any]) -> bool:
+        s, x = base(env), arg(env)
+        if s.__class__ is not str or x.__class__ is not str:
+            raise Fallback
+        if name == "startsWith":
+            return s.startswith(x)
+        if name == "endsWith":
+            return s.endswith(x)
+        return x in s
+
+    return run
+
+
+def has(base: Fn, name: str) -> Fn:
+    def run(env: Mapping[str, Any]) -> bool:
+        node = base(env)
+        if node.__class__ is not dict:
+            raise Fallback
+        return name in node
+
+    return run
+
+
+def macro(base: Fn, name: str, var: str, body: Fn) -> Fn:
+    """`exists` / `all` over a list (or a map's keys), absorbing errors like CEL."""
+    decisive = name == "exists"
+
+    def run(env: Mapping[str, Any]) -> bool:
+        items = base(env)
+        if items.__class__ not in (list, tuple, dict):
+            raise Fallback
+        failure: Exception | None = None
+        for item in items:
+            r = _side(body, {**env, var: item})
+            if r is decisive:
+                return decisive
+            if isinstance(r, Exception) and not isinstance(failure, Unknown):
+                failure = r
+        if failure is not None:
+            raise failure
+        return not decisive
+
+    return run
