@@ -40,6 +40,12 @@ def _verdict(g: Group, env: Env) -> tuple[Reason, ...]:
 
 def filter_export(groups: list[Group], env: Env) -> tuple[list[Group], GroupRejections]:
     """Apply the policy's export rule; a no-op when `compliance.export` is null."""
-    if env.policy.compliance.export is None:
+    rule = env.policy.compliance.export
+    if rule is None:
         return groups, []
+    tenant = env.tenant
+    if tenant is None or not any(
+        grp in rule.tenant_country_groups for grp in env.policy.tenant_groups(tenant)
+    ):
+        return groups, []  # the rule cannot apply to this tenant: `_verdict` keeps every group
     return split_groups(groups, env, _verdict)

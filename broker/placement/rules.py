@@ -110,6 +110,9 @@ def filter_offer_rules(g: Group, offers: list[Offer], env: Env) -> tuple[list[Of
     rejected: OfferRejections = []
     tenant, fp = env.tenant_id, env.job_fp
     plan = _plan(env)
+    fast_clear = rules.fast and not plan.offer  # no offer rule can match this job
+    if fast_clear and not rules.default_deny:
+        return offers, []
     group_allowed = rules.evaluate(
         ("g", g.site_id, g.accelerator, tenant, fp),
         lambda: _variables(g, env),
@@ -120,8 +123,8 @@ def filter_offer_rules(g: Group, offers: list[Offer], env: Env) -> tuple[list[Of
         plan=plan,
         hardware=g.accelerator,
     )[1]
-    if rules.fast and not plan.offer:  # no offer rule can match this job: one verdict for all
-        if rules.default_deny and not group_allowed:
+    if fast_clear:  # one verdict for every offer: the default, unless a group rule allowed
+        if not group_allowed:
             return [], [(o, (Reason(*DEFAULT_DENY),)) for o in offers]
         return offers, []
     names = [p[1] for p in rules.offer_paths]
