@@ -11,10 +11,10 @@ import logging
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from adapters._gang import TAG_RANK, GangId, group_name
+from adapters._gang import TAG_RANK, GangId, group_name, owned_group
 from adapters._tags import TAG_BROKER, TAG_TOKEN
 from adapters.base import AdapterError
-from broker.model import LaunchRequest, SiteId
+from broker.model import LaunchRequest, OwnedInstance, SiteId
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.client import EC2Client
@@ -41,7 +41,7 @@ class Ec2Gangs:
         def cancel(self, backend_id: str, token: str) -> None: ...
 
     def create_group(self, request: LaunchRequest) -> str:
-        name = group_name(request.token)
+        name = group_name(self.broker_id, request.token)
         tags = [{"Key": TAG_BROKER, "Value": self.broker_id}, {"Key": TAG_TOKEN, "Value": request.token}]
         try:
             with self._errors():
@@ -72,12 +72,31 @@ class Ec2Gangs:
         return str(found[0].get("PrivateIpAddress") or "") if found else ""
 
     def cancel_gang(self, gang: GangId, token: str) -> None:
-        """Terminate every node, then delete the group (left to a later call while in use)."""
+        """Terminate every node, then delete the group. A group still in use (its instances
+        are shutting down) is left to the reconciler, which lists it (`owned_groups`)."""
         for node in gang.nodes:
             self.cancel(node, token)
         try:
             with self._errors():
                 self._create.delete_placement_group(GroupName=gang.group)
         except AdapterError as exc:
-            if exc.code != "InvalidPlacementGroup.Unknown":
-                log.warning("placement group %s at %s not deleted yet: %s", gang.group, self.site, exc)
+            if exc.code == "InvalidPlacementGroup.Unknown":
+                return
+            if not gang.nodes:
+                raise  # the reconciler's own call: it tries again on its next pass
+            log.warning("placement group %s at %s not deleted yet: %s", gang.group, self.site, exc)
+
+    def listed_groups(self) -> list[OwnedInstance]:
+        """`owned_groups`, or none when the groups cannot be listed (the instances still are)."""
+        try:
+            return self.owned_groups()
+        except AdapterError as exc:
+            log.warning("groups at %s not listed: %s", self.site, exc)
+            return []
+
+    def owned_groups(self) -> list[OwnedInstance]:
+        """This broker's placement groups (named after their attempt's token)."""
+        with self._errors():
+            groups = self._read.describe_placement_groups().get("PlacementGroups", [])
+        found = (owned_group(self.site, self.broker_id, g["GroupName"], g["GroupName"]) for g in groups)
+        return [g for g in found if g is not None]

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 from alibabacloud_ecs20140526 import models as ecs
 from alibabacloud_ecs20140526.client import Client as EcsClient
 
-from adapters._gang import TAG_RANK, GangId, group_name
+from adapters._gang import TAG_RANK, GangId, group_name, owned_group
 from adapters._tags import TAG_BROKER, TAG_TOKEN
 from adapters.base import AdapterError
-from broker.model import LaunchRequest, SiteId
+from broker.model import LaunchRequest, OwnedInstance, SiteId
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class EcsGangs:
     def create_group(self, request: LaunchRequest) -> str:
         req = ecs.CreateDeploymentSetRequest(
             region_id=self.region,
-            deployment_set_name=group_name(request.token),
+            deployment_set_name=group_name(self.broker_id, request.token),
             strategy="LowLatency",
             client_token=f"ds-{request.token}"[:64],
         )
@@ -66,7 +66,8 @@ class EcsGangs:
         return str(ips[0]) if ips else ""
 
     def cancel_gang(self, gang: GangId, token: str) -> None:
-        """Release every node, then delete the set (left to a later call while it holds any)."""
+        """Release every node, then delete the set. A set that still holds instances is left
+        to the reconciler, which lists it (`owned_groups`)."""
         for node in gang.nodes:
             self.cancel(node, token)
         try:
@@ -75,5 +76,35 @@ class EcsGangs:
                     ecs.DeleteDeploymentSetRequest(region_id=self.region, deployment_set_id=gang.group)
                 )
         except AdapterError as exc:
-            if exc.code != "InvalidDeploymentSetId.NotFound":
-                log.warning("deployment set %s at %s not deleted yet: %s", gang.group, self.site, exc)
+            if exc.code == "InvalidDeploymentSetId.NotFound":
+                return
+            if not gang.nodes:
+                raise  # the reconciler's own call: it tries again on its next pass
+            log.warning("deployment set %s at %s not deleted yet: %s", gang.group, self.site, exc)
+
+    def listed_groups(self) -> list[OwnedInstance]:
+        """`owned_groups`, or none when the groups cannot be listed (the instances still are)."""
+        try:
+            return self.owned_groups()
+        except AdapterError as exc:
+            log.warning("groups at %s not listed: %s", self.site, exc)
+            return []
+
+    def owned_groups(self) -> list[OwnedInstance]:
+        """This broker's deployment sets (named after their attempt's token)."""
+        out: list[OwnedInstance] = []
+        page = 1
+        while True:
+            req = ecs.DescribeDeploymentSetsRequest(region_id=self.region, page_number=page, page_size=50)
+            with self._errors():
+                body = self._client.describe_deployment_sets(req).body.to_map()
+            sets = body.get("DeploymentSets", {}).get("DeploymentSet", [])
+            for ds in sets:
+                group = owned_group(
+                    self.site, self.broker_id, ds["DeploymentSetId"], ds.get("DeploymentSetName", "")
+                )
+                if group is not None:
+                    out.append(group)
+            if not sets or page * 50 >= int(body.get("TotalCount", 0)):
+                return out
+            page += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from broker.model import LaunchRequest
+from broker.model import AttemptState, LaunchRequest, OwnedInstance, SiteId
 
 TAG_RANK = "szb:rank"
 """A gang node's rank (0 … N-1); every node of a gang carries the attempt's token tag too."""
@@ -50,9 +50,26 @@ def client_token(request: LaunchRequest) -> str:
     return request.token[:64]
 
 
-def group_name(token: str) -> str:
+def group_name(broker_id: str, token: str) -> str:
     """The name of a gang's placement group / deployment set (idempotent per attempt token)."""
-    return f"szb-{token}"[:128]
+    return f"szb-{broker_id}-{token}"[:128]
+
+
+def group_token(broker_id: str, name: str) -> str | None:
+    """The attempt token a group of this broker is named after (None: not this broker's)."""
+    prefix = f"szb-{broker_id}-"
+    return name[len(prefix) :] or None if name.startswith(prefix) else None
+
+
+def owned_group(site: SiteId, broker_id: str, group: str, name: str) -> OwnedInstance | None:
+    """A group of this broker as the reconciler lists it: a gang id without nodes, whose
+    cancel deletes the group (once its instances are gone) when its attempt is over."""
+    token = group_token(broker_id, name)
+    if token is None:
+        return None
+    return OwnedInstance(
+        site=site, backend_id=str(GangId(group, ())), token=token, state=AttemptState.RUNNING
+    )
 
 
 def gang_tags(request: LaunchRequest) -> dict[str, str]:

@@ -270,7 +270,7 @@ class AlibabaAdapter(EcsGangs):
             stopped = str(inst.get("Status", "")) in ("Stopping", "Stopped")
             state = _status_of(inst).state
             owned.append(owned_from_tags(self.site, str(inst["InstanceId"]), tags, state, stopped=stopped))
-        return owned
+        return [*owned, *self.listed_groups()]  # after the instances: a group empties first
 
     # --- helpers ------------------------------------------------------------------------------
 

@@ -322,7 +322,7 @@ class AwsAdapter(Ec2Gangs):
             owned.append(
                 owned_from_tags(self.site, inst["InstanceId"], tags, _status_of(inst).state, stopped=stopped)
             )
-        return owned
+        return [*owned, *self.listed_groups()]  # after the instances: a group empties first
 
     # --- helpers ------------------------------------------------------------------------------
 

@@ -42,6 +42,12 @@ def gang_launcher(adapter: Adapter) -> CloudGang | None:
     return adapter if isinstance(adapter, GangLauncher) else None
 
 
+def adoptable(store: JobStore, adapter: Adapter, attempt: Attempt) -> bool:
+    """Whether the reconciler may adopt one listed instance as the attempt's backend id: never
+    for a cloud gang, whose resumed launch adopts its nodes rank by rank."""
+    return gang_launcher(adapter) is None or store.get(attempt.job_id).spec.resources.nodes <= 1
+
+
 def is_gang_attempt(attempt: Attempt) -> bool:
     return attempt.backend_id is not None and parse_gang_id(attempt.backend_id) is not None
 

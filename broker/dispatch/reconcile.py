@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from adapters.base import Adapter, AdapterError, TransientError
 from broker.clock import Clock
+from broker.dispatch.gang import adoptable
 from broker.model import Attempt, JobId, OwnedInstance, SiteId
 from broker.store import JobStore, StoreError
 
@@ -70,7 +71,8 @@ async def reconcile(
                 continue  # gone already, or a finished batch job that holds nothing
             attempt = by_token.get(inst.token or "")
             if attempt is not None and attempt.site == site:
-                if attempt.backend_id is None and attempt.job_id not in launching:
+                idle = attempt.backend_id is None and attempt.job_id not in launching
+                if idle and adoptable(store, adapter, attempt):
                     _adopt(store, clock, attempt, inst)
                     report.adopted += 1
                 continue  # live: the poll follows it (and reads a stopped one's result)

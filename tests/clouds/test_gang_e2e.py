@@ -33,7 +33,7 @@ from tests.brokerproc import ROOT, BrokerProcess
 from tests.clouds.conftest import ECS_KEYS
 from tests.clouds.e2e_helpers import TERMINAL, TOKEN, agent_secret_of, events, md, wait_state
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint, EcsFault
-from tests.doubles.moto_front import MotoFront, capacity_fault
+from tests.doubles.moto_front import AwsFault, MotoFront, capacity_fault
 
 AMI = "ami-12c6146b"
 A10 = "ecs.gn7i-c8g1.2xlarge"
@@ -243,6 +243,10 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 20) -> Non
 
 
 def test_aws_gang_runs_in_one_placement_group_and_ends_when_every_rank_did(world: World) -> None:
+    # EC2 refuses to delete a group whose instances are still shutting down: the first delete
+    # fails, and the reconciler deletes the group on a later pass.
+    in_use = AwsFault("DeletePlacementGroup", "InvalidPlacementGroup.InUse", 400, "in use", times=1)
+    world.moto.scenario.faults = [in_use]
     stub, job_id = submit(world, gang("ddp", "A10G"))
     attempt_id, ids = gang_of(world, job_id, "aws-east")
     live = ec2_live(world.moto, "us-east-1", job_id)
@@ -270,6 +274,7 @@ def test_aws_gang_runs_in_one_placement_group_and_ends_when_every_rank_did(world
     eventually(lambda: not world.moto.placement.groups, "placement group left behind")
     kinds = [e.kind for e in events(stub, job_id)]
     assert kinds.count("rank_exit") == 2
+    assert in_use.times == 0 and world.moto.scenario.count("DeletePlacementGroup") >= 2
 
 
 def test_aws_partial_launch_leaves_nothing_and_fails_over_as_a_whole(world: World) -> None:
@@ -291,6 +296,8 @@ def test_aws_partial_launch_leaves_nothing_and_fails_over_as_a_whole(world: Worl
 
 def test_ecs_partial_launch_fails_over_then_the_gang_runs_in_one_deployment_set(world: World) -> None:
     world.bj.faults = [EcsFault("RunInstances", "OperationDenied.NoStock", 403, after=1, times=1)]
+    # The set still holds the released instances at the first delete: the reconciler retries.
+    world.sh.faults = [EcsFault("DeleteDeploymentSet", "DependencyViolation.NotEmpty", 403, times=1)]
     stub, job_id = submit(world, gang("ddp", "A10"))
     attempt_id, ids = gang_of(world, job_id, "ali-sh")
     assert ecs_live(world.bj, job_id) == {} and world.bj.deployment_sets == {}
@@ -312,6 +319,7 @@ def test_ecs_partial_launch_fails_over_then_the_gang_runs_in_one_deployment_set(
     assert job.state == job_pb2.JOB_STATE_SUCCEEDED
     eventually(lambda: not ecs_live(world.sh, job_id), "gang instances left running")
     eventually(lambda: not world.sh.deployment_sets, "deployment set left behind")
+    assert world.sh.faults[0].times == 0  # the first delete was refused; the reconciler's went through
 
 
 def test_ecs_rank_failure_fails_the_job_and_ends_every_node(world: World) -> None:

@@ -272,6 +272,7 @@ class EcsCloud(DeploymentSets):
             "GetInstanceConsoleOutput": self.get_instance_console_output,
             "CreateDeploymentSet": self.create_deployment_set,
             "DeleteDeploymentSet": self.delete_deployment_set,
+            "DescribeDeploymentSets": self.describe_deployment_sets,
         }.get(req.action)
         if handler is None:
             return error(

@@ -1,11 +1,13 @@
 """Deployment sets for the ECS double: CreateDeploymentSet, DeleteDeploymentSet, and RunInstances'
 `DeploymentSetId`, with the documented bodies and error codes (ECS API 2014-05-26:
-CreateDeploymentSet returns `DeploymentSetId` and honours `ClientToken`; DeleteDeploymentSet
+CreateDeploymentSet returns `DeploymentSetId` and honours `ClientToken`; DescribeDeploymentSets
+pages `DeploymentSets.DeploymentSet` with each set's `InstanceIds`; DeleteDeploymentSet
 refuses a set that still holds instances with 403 `DependencyViolation.NotEmpty`).
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -74,6 +76,31 @@ class DeploymentSets:
             )
         del self.deployment_sets[ds]
         return 200, {"RequestId": str(uuid.uuid4())}
+
+    def describe_deployment_sets(self, p: Mapping[str, str]) -> Reply:
+        wanted = json.loads(p["DeploymentSetIds"]) if p.get("DeploymentSetIds") else None
+        found = [
+            {
+                **ds,
+                "InstanceAmount": len(members := self._members(ds["DeploymentSetId"])),
+                "InstanceIds": {"InstanceId": members},
+            }
+            for ds in self.deployment_sets.values()
+            if (wanted is None or ds["DeploymentSetId"] in wanted)
+            and (not p.get("DeploymentSetName") or ds["DeploymentSetName"] == p["DeploymentSetName"])
+        ]
+        number, size = int(p.get("PageNumber", "1")), int(p.get("PageSize", "10"))
+        return 200, {
+            "RequestId": str(uuid.uuid4()),
+            "RegionId": p.get("RegionId", ""),
+            "TotalCount": len(found),
+            "PageNumber": number,
+            "PageSize": size,
+            "DeploymentSets": {"DeploymentSet": found[(number - 1) * size : number * size]},
+        }
+
+    def _members(self, ds: str) -> list[str]:
+        return [iid for iid, inst in self.instances.items() if inst.get("DeploymentSetId") == ds]
 
     def check_deployment_set(self, p: Mapping[str, str]) -> Reply | None:
         """RunInstances' `DeploymentSetId` must name an existing set (None: fine)."""
