@@ -323,6 +323,10 @@ def run(args: argparse.Namespace, dsn: str, ecs: EcsEndpoint, calls: CallLog, fo
     finally:
         candidates.stop.set()
         cluster.stop()
+        for node in cluster.nodes:  # who unseated whom, for the record
+            for line in node.output:
+                if "terminating its session" in line or "leadership (epoch" in line:
+                    print(f"[{node.pid}] {line.rstrip()}", file=sys.stderr)
 
 
 def report(

@@ -208,6 +208,7 @@ class BrokerApp:
             timing=Timing(cfg.ha.lease_s, cfg.ha.renew_s),
             metrics=self.metrics,
             notifier=self.notifier,
+            health=self.edge.health,
         )
         # Offers and capacity are asked of the adapters only through the leader's guard.
         self.planner.adapters = self.role.adapters

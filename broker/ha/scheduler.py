@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+from grpc_health.v1 import health_pb2
 from prometheus_client import Gauge
 
 from adapters.base import Adapter, AdapterError
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 SWEEP_S = 5.0
 """How often the leader looks for live attempts of jobs that ended (a cancel it missed)."""
 ENDED_KINDS = frozenset({"finished", "lost", "preempted"})
+LEADER_HEALTH = "shangzhuang.broker.v1.Scheduler"
+"""Health-check service name that is SERVING only on the active scheduler (a readiness probe)."""
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 MAX_NEW_READS = 200
 """New jobs announced together up to which each is read and handed over; above: a full pass."""
 
@@ -46,6 +51,7 @@ class SchedulerRole:
         timing: Timing,
         metrics: BrokerMetrics,
         notifier: Notifier,
+        health: Any = None,
     ) -> None:
         self.make_dispatcher = make_dispatcher
         self.elector = Elector(
@@ -57,6 +63,8 @@ class SchedulerRole:
             site: leader_only(a, self.elector.may_act) for site, a in adapters.items()
         }
         self.listener = Listener(dsn, self._note_from_thread, ignore_sender=notifier.sender)
+        self.health = health
+        """The gRPC health servicer: `LEADER_HEALTH` is SERVING only while this process leads."""
         self.dispatcher: Dispatcher | None = None
         self.epoch: int | None = None
         self._changes: asyncio.Queue[tuple[str, int | None]] = asyncio.Queue()
@@ -71,6 +79,7 @@ class SchedulerRole:
         )
 
     async def start(self) -> None:
+        await self._set_health(False)
         self._supervisor = asyncio.create_task(self._supervise(), name="scheduler-role")
         self.listener.start()
         self.elector.start()
@@ -116,6 +125,7 @@ class SchedulerRole:
             return
         self._leader.set(1)
         self._epoch.set(epoch)
+        await self._set_health(True)
         self._spawn(self._sweep(dispatcher))
         _say(f"scheduler active (epoch {epoch})")
 
@@ -124,11 +134,16 @@ class SchedulerRole:
         if dispatcher is None:
             return
         self._leader.set(0)
+        await self._set_health(False)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await dispatcher.stop()
         _say(f"scheduler standby (term {self.epoch} over)")
+
+    async def _set_health(self, leading: bool) -> None:
+        if self.health is not None:
+            await self.health.set(LEADER_HEALTH, SERVING if leading else NOT_SERVING)
 
     def _spawn(self, coro: Any) -> None:
         task = self._loop.create_task(coro)

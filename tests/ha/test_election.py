@@ -10,11 +10,13 @@ from pathlib import Path
 
 import grpc
 import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.ha.scheduler import LEADER_HEALTH
 from tests.brokerproc import JOB_PYTHON, ROOT
 from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
-from tests.ha.conftest import LEASE_S, Cluster
+from tests.ha.conftest import LEASE_S, Cluster, Node
 
 TAKEOVER_BOUND_S = 30.0
 """Far above the 5 s target (measured in bench/ha.py): a loaded test machine must not flake."""
@@ -46,6 +48,16 @@ def test_two_schedulers_elect_exactly_one_and_it_runs_the_jobs_the_api_accepts(c
     done = run_job(api.address, "elected")
     assert done.state == job_pb2.JOB_STATE_SUCCEEDED and "elected" in done.log_tail
     assert not standby.epochs(), "the standby was never elected"
+    # Readiness: the scheduler health service is SERVING on the leader only; both are live.
+    assert health(leader, LEADER_HEALTH) == health_pb2.HealthCheckResponse.SERVING
+    assert health(standby, LEADER_HEALTH) == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert health(standby, "") == health_pb2.HealthCheckResponse.SERVING
+
+
+def health(node: Node, service: str) -> int:
+    with grpc.insecure_channel(node.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status)
 
 
 def test_a_standby_takes_over_after_the_leader_is_killed(cluster: Cluster) -> None:
