@@ -67,7 +67,7 @@ from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service
 from broker.api import broker_service_pb2 as pb  # noqa: E402
 from broker.auth import hash_token  # noqa: E402
 from tests.brokerproc import BrokerProcess  # noqa: E402
-from tests.clouds.e2e_helpers import live_attempt  # noqa: E402
+from tests.clouds.e2e_helpers import agent_secret_of, live_attempt  # noqa: E402
 from tests.doubles.moto_front import MotoFront, Scenario, capacity_fault  # noqa: E402
 
 AMI = "ami-12c6146b"  # one of moto's stock images
@@ -291,10 +291,10 @@ class Bench:
             time.sleep(0.01)
         since = len(self.front.stamper.calls)
         tags = launch.tags()
+        # The agent secret travels in the UserData only (the token tag is public).
+        secret = agent_secret_of(base64.b64decode(launch.params["UserData"]).decode())
         self.agent.ReportExit(
-            agent_service_pb2.ReportExitRequest(
-                attempt_id=tags["szb:attempt"], token=tags["szb:token"], exit_code=0
-            )
+            agent_service_pb2.ReportExitRequest(attempt_id=tags["szb:attempt"], token=secret, exit_code=0)
         )
         while self.stub.GetJob(pb.GetJobRequest(id=job_id), metadata=MD).job.state not in TERMINAL:
             if time.monotonic() > deadline:

@@ -49,9 +49,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def ts_to_proto(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value.astimezone(UTC))
-    return ts
+    # Whole days, seconds and microseconds since the epoch: exact, and a third of the cost of
+    # Timestamp.FromDatetime (every answer to a submit carries two of these per job).
+    since = value.astimezone(UTC) - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000
+    )
 
 
 def ts_from_proto(value: timestamp_pb2.Timestamp) -> datetime:

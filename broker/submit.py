@@ -220,10 +220,13 @@ class SubmitPath:
 
     def _admit_policy(self, tenant: TenantId, items: Sequence[Submission], now: datetime) -> None:
         if self.grant is not None:
+            refusals: dict[object, str | None] = {}  # a batch asks about a few priorities only
             for index, item in enumerate(items):
-                refusal = self.grant(item.spec, tenant)
-                if refusal is not None:
-                    raise PriorityNotGrantedError(index, refusal)
+                priority = item.spec.priority
+                if priority not in refusals:
+                    refusals[priority] = self.grant(item.spec, tenant)
+                if refusals[priority] is not None:
+                    raise PriorityNotGrantedError(index, str(refusals[priority]))
         if self.admit is not None:
             for index, item in enumerate(items):
                 reasons = self.admit(item.spec, tenant, now)
