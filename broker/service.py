@@ -27,7 +27,7 @@ from broker.model import (
     TenantId,
 )
 from broker.quota import Quotas, QuotaUsage
-from broker.store import JobPage, JobStore, StoreError
+from broker.store import JobPage, JobStore, SqliteStore, StoreError
 from broker.submit import AdmitFn, GrantFn, SubmitPath
 from broker.validation import FieldViolation
 
@@ -122,6 +122,7 @@ class BrokerServices:
             describe=self.describe,
             on_created=self.dispatcher.job_submitted,
             policy_version=self.policy_version,
+            commit_inline=isinstance(self.store, SqliteStore),
         )
 
     def quota_usage(self, tenant: TenantId) -> QuotaUsage | None:
