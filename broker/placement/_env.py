@@ -30,6 +30,7 @@ class Env:
         "policy",
         "price_cap",
         "residency",
+        "rule_plan",
         "runtime_h",
         "spec",
         "spot",
@@ -57,6 +58,8 @@ class Env:
         self.machine_h = self.runtime_h * self.nodes
         """Node-hours: a gang of N nodes costs and emits N times one node's runtime."""
         self._job_vars: dict[str, Any] | None = None
+        self.rule_plan: Any = None
+        """The compliance rules' plan for this tenant and job (`broker.placement.rules`)."""
         self.job_fp = policy.rules.job_fingerprint(self.job_vars()) if policy.rules.job_paths else ()
 
     def job_vars(self) -> dict[str, Any]:

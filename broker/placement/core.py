@@ -31,22 +31,19 @@ from broker.model import JobSpec, Offer, TenantId
 from broker.placement._env import Env, Group
 from broker.placement._filter import GroupFilter, OfferFilter
 from broker.placement.blocklist import filter_blocked_offers, filter_blocked_sites
-from broker.placement.carbon import score_carbon
-from broker.placement.cost import score_cost
 from broker.placement.export import filter_export
 from broker.placement.gang import filter_gang
 from broker.placement.hardware import filter_hardware_model, filter_hardware_size
 from broker.placement.health import filter_health
-from broker.placement.preference import score_preference
 from broker.placement.prepared import PreparedOffers, snapshot
 from broker.placement.price_cap import filter_price_cap
-from broker.placement.rank import best, rank
+from broker.placement.rank import rank
 from broker.placement.residency import filter_residency
 from broker.placement.rules import filter_offer_rules, filter_rules
+from broker.placement.scored import Scored, score_all
 from broker.placement.spot import filter_spot
 from broker.placement.tenant import filter_tenant_sites
 from broker.placement.types import Explanation, PlacementContext, Reason, ScoredOffer
-from broker.placement.wait import score_wait
 from broker.policy import Policy
 
 GROUP_FILTERS: tuple[GroupFilter, ...] = (
@@ -68,27 +65,6 @@ OFFER_FILTERS: tuple[OfferFilter, ...] = (
 )
 _INF = float("inf")
 _NO_TERMS: dict[str, float] = {}
-_new = tuple.__new__
-
-
-def _score(g: Group, offers: list[Offer], env: Env) -> list[ScoredOffer]:
-    costs, vouchers = score_cost(g, offers, env)
-    waits = score_wait(g, offers, env)
-    carbons = score_carbon(g, offers, env)
-    prefs = score_preference(g, offers, env)
-    return [
-        _new(
-            ScoredOffer,
-            (
-                o,
-                True,
-                (),
-                c + v + w + k + p,
-                {"cost": c, "voucher": v, "wait": w, "carbon": k, "preference": p},
-            ),
-        )
-        for o, c, v, w, k, p in zip(offers, costs, vouchers, waits, carbons, prefs, strict=True)
-    ]
 
 
 def place(
@@ -156,18 +132,18 @@ class _Shape:
 
 
 class _Decision:
-    """The scored allowed offers (group order, then input order) and the best of them."""
+    """The scored allowed offers (group order, then input order, built when read) and the best."""
 
     __slots__ = ("_ranked", "allowed", "chosen")
 
-    def __init__(self, allowed: list[ScoredOffer], chosen: ScoredOffer | None) -> None:
+    def __init__(self, allowed: Scored) -> None:
         self.allowed = allowed
-        self.chosen = chosen
+        self.chosen = allowed.chosen
         self._ranked: tuple[ScoredOffer, ...] | None = None
 
     def ranked(self, chain: Sequence[str]) -> tuple[ScoredOffer, ...]:
         if self._ranked is None:
-            self._ranked = tuple(rank(self.allowed, chain))
+            self._ranked = tuple(rank(self.allowed.items, chain))
         return self._ranked
 
 
@@ -226,11 +202,9 @@ def _decide(prepared: PreparedOffers, key: tuple[Any, ...], shape: _Shape, env: 
     dkey = (key, env.machine_h, vouchers)
     decision: _Decision | None = prepared.decisions.get(dkey)
     if decision is None:
-        allowed: list[ScoredOffer] = []
-        for g, offers in shape.kept:
-            allowed.extend(_score(g, offers, env))
-        decision = _Decision(allowed, best(allowed, prepared.policy.objective.rank))
-        prepared.remember(prepared.decisions, dkey, decision, 1 + len(allowed))
+        offers, terms = score_all(shape.kept, env)
+        decision = _Decision(Scored(offers, terms, prepared.policy.objective.rank))
+        prepared.remember(prepared.decisions, dkey, decision, 1 + len(offers))
     return decision
 
 

@@ -18,6 +18,8 @@ def filter_price_cap(g: Group, offers: list[Offer], env: Env) -> tuple[list[Offe
     kept: list[Offer] = []
     rejected: OfferRejections = []
     cur = policy.currency
+    if cap is None and all(policy.rate(c or cur) is not None for c in {o.currency for o in offers}):
+        return offers, []  # no cap and every rate known: nothing to reject
     for o in offers:
         rate = policy.rate(o.currency or cur)
         if rate is None:

@@ -12,16 +12,17 @@ from typing import Any
 
 from broker.placement.types import ScoredOffer
 
-_Q = 6
+Q = 6
+"""Decimal places kept when comparing terms (ties are exact and deterministic)."""
 
 
 def _term(name: str) -> Callable[[ScoredOffer], Any]:
-    return lambda s: round(s.terms.get(name, 0.0), _Q)
+    return lambda s: round(s.terms.get(name, 0.0), Q)
 
 
 RANKERS: dict[str, Callable[[ScoredOffer], Any]] = {
-    "score": lambda s: round(s.score, _Q),
-    "cost": lambda s: round(s.terms.get("cost", 0.0) + s.terms.get("voucher", 0.0), _Q),
+    "score": lambda s: round(s.score, Q),
+    "cost": lambda s: round(s.terms.get("cost", 0.0) + s.terms.get("voucher", 0.0), Q),
     "wait": _term("wait"),
     "carbon": _term("carbon"),
     "preference": _term("preference"),
@@ -31,7 +32,8 @@ RANKERS: dict[str, Callable[[ScoredOffer], Any]] = {
 }
 
 
-def _chain(chain: Sequence[str]) -> list[str]:
+def full_chain(chain: Sequence[str]) -> list[str]:
+    """The chain with the offer key last (a total order)."""
     names = list(chain)
     if "offer" not in names:
         names.append("offer")
@@ -40,7 +42,7 @@ def _chain(chain: Sequence[str]) -> list[str]:
 
 def sort_key(chain: Sequence[str]) -> Callable[[ScoredOffer], tuple[Any, ...]]:
     """The lexicographic key of a chain (validated at policy load)."""
-    keys = [RANKERS[n] for n in _chain(chain)]
+    keys = [RANKERS[n] for n in full_chain(chain)]
     return lambda s: tuple(k(s) for k in keys)
 
 
@@ -53,11 +55,11 @@ def best(scored: list[ScoredOffer], chain: Sequence[str]) -> ScoredOffer | None:
     """The first offer of `rank(scored, chain)` in O(n), without building every key."""
     if not scored:
         return None
-    names = _chain(chain)
+    names = full_chain(chain)
     if names[0] == "score":  # narrow to the exact-score ties first: cheap floats, no offer keys
         low = min(s.score for s in scored)
-        top = round(low, _Q)
-        scored = [s for s in scored if s.score <= low + 1e-5 and round(s.score, _Q) == top]
+        top = round(low, Q)
+        scored = [s for s in scored if s.score <= low + 1e-5 and round(s.score, Q) == top]
         if len(scored) == 1:
             return scored[0]
     return min(scored, key=sort_key(names))

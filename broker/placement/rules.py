@@ -63,10 +63,13 @@ def _offer_labels(g: Group, o: Offer, env: Env) -> dict[str, str]:
 
 
 def _plan(env: Env) -> Plan:
-    policy = env.policy
-    return policy.rules.plan(
-        env.tenant_id, env.job_fp, env.job_vars, partial(policy.tenant_variables, env.tenant_id)
-    )
+    plan: Plan | None = env.rule_plan
+    if plan is None:
+        policy = env.policy
+        plan = env.rule_plan = policy.rules.plan(
+            env.tenant_id, env.job_fp, env.job_vars, partial(policy.tenant_variables, env.tenant_id)
+        )
+    return plan
 
 
 def filter_rules(groups: list[Group], env: Env) -> tuple[list[Group], GroupRejections]:

@@ -20,12 +20,25 @@ from broker.placement import (
     prepare_offers,
 )
 from broker.placement._env import Env, group_offers
-from broker.placement.core import _score
 from broker.placement.rank import best, rank
+from broker.placement.scored import score_all
 from broker.placement.types import Reason
 from broker.policy import Policy, load_policy
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _score(g: Any, offers: list[Offer], env: Env) -> list[ScoredOffer]:
+    """Every offer scored eagerly (the reference for the lazily built `Scored`)."""
+    _, terms = score_all([(g, offers)], env)
+    return [
+        ScoredOffer(
+            o, True, (), c + v + w + k + p, {"cost": c, "voucher": v, "wait": w, "carbon": k, "preference": p}
+        )
+        for o, (c, v, w, k, p) in zip(offers, terms, strict=True)
+    ]
+
+
 SETTINGS = settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
