@@ -279,7 +279,7 @@ class FairQueue:
             if free > 0:
                 snap.claimed[key] = snap.claimed.get(key, 0) + min(free, units_of(job.spec))
             # Passes that decide only new jobs do not see this one: the hold is remembered.
-            self.holds.put(key, Hold(job.id, job.tenant, min(max(free, 0), units_of(job.spec)), st.in_quota))
+            self.holds.put(key, Hold(job.id, job.tenant, units_of(job.spec), st.in_quota))
         return replace(decision, fair_share=fair, reclaim=reclaim)
 
     def held_for(self, policy: Policy, job: Job, now: datetime) -> dict[str, int]:

@@ -355,16 +355,16 @@ class Planner:
     def decide(self, job: Job, snap: PassSnapshot, store: JobStore) -> Decision:
         # A job that already burst fails over without waiting out the hysteresis again.
         pending = job.created_at if job.id in self.burst_jobs else self.pending_burst.get(job.id)
-        inputs = self.inputs_for(
-            job.tenant, snap, store, queued_since=job.created_at, pending_since=pending
-        )
         spec = job.spec
         if self.fair.over_share(self.policy, job):
             # Far over its share: the job does not wait on-prem behind others for its max_wait.
             spec = spec.model_copy(update={"max_wait": timedelta(0)})
-        # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
         held = self.fair.held_for(self.policy, job, snap.now)  # kept for a waiting job ahead
         with claimed_meanwhile(snap.claimed, held):
+            inputs = self.inputs_for(
+                job.tenant, snap, store, queued_since=job.created_at, pending_since=pending
+            )
+            # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
             decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
         decision = self.fair.adjust(self.policy, job, decision, snap)
         since = decision.facts.burst_pending_since
