@@ -210,6 +210,11 @@ class BrokerApp:
             notifier=self.notifier,
             health=self.edge.health,
         )
+        if not cfg.agent_endpoint and any(self.planner.needs_agent(site) for site in self.adapters):
+            log.warning(
+                "role scheduler without agent_endpoint: cloud instances will not know where to report;"
+                " set it to the API replicas' agent address"
+            )
         # Offers and capacity are asked of the adapters only through the leader's guard.
         self.planner.adapters = self.role.adapters
         self.edge.add(None, None)
