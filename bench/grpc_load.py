@@ -110,7 +110,7 @@ def start(cmd: list[str], cwd: Path) -> tuple[subprocess.Popen[str], int]:
 def job(i: int, hold: bool = False) -> job_pb2.JobSpec:
     return job_pb2.JobSpec(
         name=f"load-{i}",
-        command=["python3", "-c", "import time; time.sleep(3600)"] if hold else ["true"],
+        command=["python3", "-c", "import time; time.sleep(600)"] if hold else ["true"],
         runtime_estimate=duration_pb2.Duration(seconds=3600),
         max_wait=duration_pb2.Duration(seconds=86400),
         resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=1, any_of=["A800"])),
@@ -204,7 +204,7 @@ async def measure(
         lat_echo = await open_loop(lambda r: r, lambda i: call(prepared[i % 1000]), rate, seconds)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{broker[0]}") as ch:
         stub = broker_service_pb2_grpc.BrokerServiceStub(ch)
-        await stub.SubmitJob(pb.SubmitJobRequest(job=job(-1, hold=True)))  # takes the only slot
+        holder = (await stub.SubmitJob(pb.SubmitJobRequest(job=job(-1, hold=True)))).job  # the only slot
         await asyncio.sleep(1.0)
         call = ch.unary_unary(SUBMIT_METHOD)
         # Latency first, on a broker with a short queue; then the throughput runs.
@@ -221,6 +221,13 @@ async def measure(
         batch_call: Any = ch.unary_unary(SUBMIT_BATCH_METHOD)
         batch_rate, calls = await batches(batch_call, body.SerializeToString(), seconds)
         out["batch_cpu_ms_per_job"] = round((cpu_s(broker[1]) - cpu0) * 1000 / (calls * 500), 4)
+        # Its process would outlive the broker otherwise (in the api role nothing started it).
+        await stub.CancelJob(pb.CancelJobRequest(id=holder.id))
+        for _ in range(150):  # the local site stops it (a grace period, then SIGKILL)
+            state = (await stub.GetJob(pb.GetJobRequest(id=holder.id))).job.state
+            if state in (job_pb2.JOB_STATE_CANCELLED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_SUCCEEDED):
+                break
+            await asyncio.sleep(0.1)
     return {
         "echo_rps": round(echo_rps, 1),
         "submit_rps": round(submit_rps, 1),
