@@ -1,0 +1,33 @@
+"""`bench/placement.py --json` reports cold, warm-rules and repeated figures side by side with
+CPU time and the machine's load average (issue 15, "Cold decisions"); a small run of it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_json_has_every_mode_with_wall_and_cpu_quantiles_and_the_load() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench/placement.py"), "--json", "--sizes", "60,120", "--decisions", "9"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    report = json.loads(out.stdout)
+    assert report["headline"] == "cold"
+    assert report["machine"]["cpus"] >= 1
+    assert len(report["machine"]["load_average_1_5_15m"]["before"]) == 3
+    assert [r["offers"] for r in report["results"]] == [60, 120]
+    for row in report["results"]:
+        assert row["rules"] == 20
+        for mode in ("cold", "warm_rules", "repeated"):
+            figures = row[mode]
+            assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+            assert 0 <= figures["cpu_p50_ms"] <= figures["cpu_p99_ms"]
+            assert figures["decisions_per_s"] > 0
