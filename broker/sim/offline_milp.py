@@ -24,6 +24,8 @@ from broker.sim.offline import OfflineSchedule
 
 BUCKET_S = 60.0
 """The greedy's time buckets (a job holds every bucket it touches)."""
+MAX_NODES = 300
+"""Branch-and-bound nodes per window; the wall-clock limit is only a safety net."""
 
 
 def _span(start: float, runtime: float) -> tuple[int, int]:
@@ -85,10 +87,10 @@ def improve(
     capacity: Mapping[str, int],
     greedy: OfflineSchedule,
     *,
-    windows: int = 12,
+    windows: int = 6,
     window_jobs: int = 60,
     step_s: float = 600.0,
-    time_limit_s: float = 2.0,
+    time_limit_s: float = 30.0,
 ) -> OfflineSchedule:
     """The greedy schedule with its `windows` dearest windows re-decided by a MILP each."""
     flexible = [
@@ -249,7 +251,9 @@ def _solve(
     h = _quiet_highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", time_limit_s)
-    h.setOptionValue("mip_rel_gap", 1e-4)
+    h.setOptionValue("mip_rel_gap", 1e-3)
+    h.setOptionValue("threads", 1)
+    h.setOptionValue("mip_max_nodes", MAX_NODES)  # a work limit, so the result does not depend on load
     h.passModel(lp)
     h.run()
     if h.getInfo().primal_solution_status != 2:  # no feasible solution found
