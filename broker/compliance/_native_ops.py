@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from broker.errors import BrokerError
 
-class Fallback(Exception):
+
+class Fallback(BrokerError):
     """The native predicate cannot decide this input: run the CEL program."""
 
 
-class Unknown(Exception):
+class Unknown(BrokerError):
     """The outcome depends on a variable not bound yet (partial evaluation)."""
 
 

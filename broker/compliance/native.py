@@ -39,6 +39,7 @@ from broker.compliance._native_ops import (
 from broker.compliance._native_ops import (
     kind as value_kind,
 )
+from broker.errors import BrokerError
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -57,7 +58,7 @@ _INT_MAX = 2**63 - 1
 __all__ = ["Fallback", "Native", "Unknown", "compile_native"]
 
 
-class _Unsupported(Exception):
+class _Unsupported(BrokerError):
     """Syntax outside the compiled subset: the rule stays on CEL."""
 
 
