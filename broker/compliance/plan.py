@@ -65,6 +65,18 @@ def run_native(native: Native | None, variables: Mapping[str, Any]) -> Outcome |
         return None
 
 
+UNDECIDED: Outcome = (False, "undecided")
+"""A partial outcome that depends on the variables not bound yet."""
+
+
+def decided_without(native: Native, variables: Mapping[str, Any], unbound: str) -> Outcome:
+    """The outcome with `unbound` left out (`UNDECIDED` when it matters or CEL must decide)."""
+    try:
+        return native.fn({k: v for k, v in variables.items() if k != unbound}), None
+    except (Fallback, Unknown):
+        return UNDECIDED
+
+
 class Plan:
     """The live group and offer rules of one (tenant, job), with a memo of their outcomes."""
 

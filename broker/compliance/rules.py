@@ -21,7 +21,7 @@ import cel
 
 from broker.compliance.celenv import Path, lookup
 from broker.compliance.native import compile_native
-from broker.compliance.plan import Live, Outcome, Plan, live_rule, run_native
+from broker.compliance.plan import UNDECIDED, Live, Outcome, Plan, decided_without, live_rule, run_native
 
 MEMO_LIMIT = 200_000
 """Entries kept before the memo is cleared (bounded memory; results stay correct)."""
@@ -232,7 +232,7 @@ class RuleSet:
                 if outcome is None:
                     if values is None:
                         values = variables()
-                    outcome = run_native(live.native, values) or self._cel(rule, values)
+                    outcome = self._outcome(live, rule, plan, values, hardware, offer)
                     if mkey is not None:
                         memo[mkey] = outcome
             hit, error = outcome
@@ -245,6 +245,26 @@ class RuleSet:
                 else:
                     allowed = True
         return tuple(denials), allowed
+
+    def _outcome(
+        self,
+        live: Live,
+        rule: CompiledRule,
+        plan: Plan,
+        values: dict[str, Any],
+        hardware: str | None,
+        offer: bool,
+    ) -> Outcome:
+        """A live rule's outcome: per hardware first if it reads site and hardware, then native, then CEL."""
+        native = live.native
+        if native is not None and not offer and live.by_site and live.by_hardware:
+            hkey = (live.index, None, hardware)  # never a full-evaluation key of this rule
+            early = plan.memo.get(hkey)
+            if early is None:
+                early = plan.memo[hkey] = decided_without(native, values, "site")
+            if early is not UNDECIDED:
+                return early
+        return run_native(native, values) or self._cel(rule, values)
 
     def _cel(self, rule: CompiledRule, variables: dict[str, Any]) -> Outcome:
         """The CEL outcome of one rule, memoized per distinct tuple of the values it reads."""
