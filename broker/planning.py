@@ -1,38 +1,22 @@
-"""The shell around the pure decision core: gathers policy, offers, capacity, money and routes.
+"""The shell around the pure decision core: policy, site health, offers, money and fair share.
 
 The dispatcher asks it for a `PassSnapshot` once per pass and a `Decision` per queued job;
-`explain` and admission use the very same `broker.burst.decide`.
+`explain` and admission use the very same `broker.burst.decide`. Its parts each do one job:
+`dispatch.health.SiteHealth` (blocklist, breakers, sick sites), `dispatch.offers.OfferSource`
+(adapters asked off the event loop), `dispatch.spend.SpendLedger` (money), `fair_queue.FairQueue`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from adapters.base import (
-    Adapter,
-    AdapterError,
-    AuthError,
-    Capability,
-    CapacityError,
-    ConfigError,
-    supports,
-)
-from broker.burst import (
-    BurstInputs,
-    TenantMoney,
-    decide,
-    estimate_cost,
-    is_onprem,
-    route_states,
-    split_cost,
-)
-from broker.burst.money import month_of
+from adapters.base import Adapter, AdapterError, Capability, supports
+from broker.burst import BurstInputs, TenantMoney, decide, is_onprem, route_states
 from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.step import build_inputs, decide_in_pass
 from broker.catalog.accelerators import normalize
@@ -41,61 +25,36 @@ from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.decision import Action, Decision, FairShareNote
 from broker.dispatch.contract import FailoverPlan
-from broker.dispatch.failover import (
-    Blocklist,
-    BreakerState,
-    CircuitBreakers,
-    FailoverPolicy,
-    NextStep,
-    RetryPolicy,
-)
+from broker.dispatch.failover import NextStep, RetryPolicy
+from broker.dispatch.health import SiteHealth
+from broker.dispatch.offers import OfferReading, OfferSource
+from broker.dispatch.spend import SpendLedger
 from broker.fair_queue import FairQueue
 from broker.fairshare import batch_account, priority_refusal
 from broker.fairshare.holds import claimed_meanwhile
-from broker.model import (
-    Attempt,
-    AttemptState,
-    AttemptStatus,
-    Job,
-    JobSpec,
-    Offer,
-    SiteId,
-    TenantId,
-)
+from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, Offer, SiteId, TenantId
 from broker.placement import PlacementContext, Reason, place, rejection_summary
 from broker.placement._env import Env
 from broker.policy import Policy, PolicyWatcher
-from broker.policy.offers import static_offers
-from broker.store import JobStore, SpendEntry
+from broker.store import JobStore
 from broker.validation import FieldViolation, did_you_mean
 
-log = logging.getLogger(__name__)
-
 RECENT_ATTEMPTS = 500
-CLOUD_OFFERS_TTL_S = 60.0
-"""Live cloud prices and stock are re-read at most this often per site."""
 
 
 class Planner:
     def __init__(self, watcher: PolicyWatcher, clock: Clock) -> None:
         self.watcher = watcher
         self.clock = clock
-        self.adapters: Mapping[SiteId, Adapter] = {}
-        self.unhealthy: dict[SiteId, str] = {}
-        self.unreachable: dict[SiteId, str] = {}
+        self.health = SiteHealth(lambda: self.policy, clock)
+        self.offers = OfferSource(lambda: self.policy, clock, self.health)
+        self.ledger = SpendLedger(lambda: self.policy, clock)
         self.recent: deque[Attempt] = deque(maxlen=RECENT_ATTEMPTS)
         self.pending_burst: dict[str, datetime] = {}
         self.burst_jobs: set[str] = set()
         """Jobs that already burst once: failover to the next cloud offer skips the hysteresis."""
-        seconds = lambda: clock.now().timestamp()  # noqa: E731
-        self.blocklist = Blocklist(clock=seconds)
-        self.breakers = CircuitBreakers(failure_threshold=3, reset_after_s=300.0, clock=seconds)
         self._watch_task: asyncio.Task[None] | None = None
-        self._cloud_offers: dict[str, tuple[datetime, list[Offer]]] = {}
-        self._cloud_failed: dict[str, datetime] = {}
-        self._catalog: tuple[str, list[Offer]] | None = None
         self._admitted: dict[tuple[str, str, str], list[str]] = {}
-        self._on_change: Callable[[], None] | None = None
         self.fair = FairQueue()
         """Fair share across tenants: the usage book and each queued job's standing."""
 
@@ -111,10 +70,17 @@ class Planner:
     def policy_hash(self) -> str:
         return self.policy.hash
 
+    @property
+    def adapters(self) -> Mapping[SiteId, Adapter]:
+        return self.offers.adapters
+
+    @adapters.setter
+    def adapters(self, adapters: Mapping[SiteId, Adapter]) -> None:
+        self.offers.adapters = adapters
+
     # Policy reload ---------------------------------------------------------------------
 
     def watch(self, on_change: Callable[[], None]) -> None:
-        self._on_change = on_change
         self.watcher._on_swap = lambda _p: on_change()
         self._watch_task = asyncio.get_running_loop().create_task(self.watcher.watch(1.0))
 
@@ -126,7 +92,7 @@ class Planner:
         """SIGHUP: reload now (a bad file is refused and logged inside the watcher)."""
         self.watcher.reload()
 
-    # Sites -----------------------------------------------------------------------------
+    # Sites and their health ------------------------------------------------------------
 
     def site_adapters(self) -> list[tuple[SiteId, str, dict[str, Any]]]:
         out = []
@@ -145,16 +111,17 @@ class Planner:
         return out
 
     def mark_unhealthy(self, site: SiteId, reason: str) -> None:
-        self.unhealthy[site] = reason
+        self.health.mark_unhealthy(site, reason)
 
     def mark_unreachable(self, site: SiteId, reason: str) -> None:
         """Reconciliation could not list the site: no new work goes there until it answers."""
-        self.unreachable[site] = reason
+        self.health.mark_unreachable(site, reason)
 
     def mark_reachable(self, site: SiteId) -> None:
-        self.unreachable.pop(site, None)
+        self.health.mark_reachable(site)
 
-    # Failover --------------------------------------------------------------------------
+    def unhealthy_now(self) -> dict[SiteId, str]:
+        return self.health.unhealthy_now()
 
     def failover(self) -> FailoverPlan:
         b = self.policy.burst
@@ -173,134 +140,54 @@ class Planner:
 
     def record_failure(self, attempt: Attempt, error: AdapterError) -> NextStep:
         """Block what the error says to block; auth/config errors open the site's breaker."""
-        ttl = self.policy.burst.blocklist_ttl
-        if isinstance(error, CapacityError) and is_onprem(self.policy, attempt.site):
-            # On-prem capacity is known from capacity(); a full partition is a race to requeue
-            # on, not a stock-out to block for minutes.
-            return NextStep.BLOCK_OFFER_TRY_NEXT
-        step = self.blocklist.record(
-            error,
-            attempt.offer,
-            FailoverPolicy(
-                capacity_block_s=ttl.capacity.total_seconds(), quota_block_s=ttl.quota.total_seconds()
-            ),
-        )
-        breaker = self.breakers.get(attempt.site)
-        if step == NextStep.OPEN_CIRCUIT_TRY_NEXT:
-            breaker.trip(f"{type(error).__name__} {error.code}: {error.message}")
-        elif step in (NextStep.RETRY_SAME, NextStep.FAIL_ATTEMPT):
-            breaker.record_failure(f"{type(error).__name__} {error.code}")
-        return step
+        return self.health.record_failure(attempt, error)
 
     def record_success(self, attempt: Attempt) -> None:
-        self.breakers.get(attempt.site).record_success()
+        self.health.record_success(attempt)
         if not is_onprem(self.policy, attempt.site):
             self.burst_jobs.add(attempt.job_id)
 
     def record_preemption(self, attempt: Attempt) -> None:
         """Spot recovery: the region that preempted the job is blocked for the next try."""
-        ttl = self.policy.burst.blocklist_ttl.capacity.total_seconds()
-        self.blocklist.block_region(attempt.site, attempt.offer.region, ttl, "spot preemption")
+        self.health.record_preemption(attempt)
 
     def needs_agent(self, site: str) -> bool:
         """Cloud attempts report through AgentService; on-prem backends report themselves."""
         return not is_onprem(self.policy, site)
 
-    def unhealthy_now(self) -> dict[SiteId, str]:
-        out = {**{s: f"unreachable: {why}" for s, why in self.unreachable.items()}, **self.unhealthy}
-        for site, state in self.breakers.states().items():
-            if state == BreakerState.OPEN:
-                out[SiteId(site)] = f"circuit open: {self.breakers.get(site).reason}"
-        return out
-
     def queueing_sites(self) -> frozenset[str]:
         """On-prem sites whose backend keeps a queue of its own (jobs may pend there)."""
         return frozenset(site for site, a in self.adapters.items() if supports(a, Capability.QUEUES_JOBS))
 
-    # Snapshots ---------------------------------------------------------------------------
+    # Snapshots and decisions -------------------------------------------------------------
 
-    def live_offers(self, now: datetime) -> tuple[list[Offer], dict[str, int]]:
-        """Static catalog offers, with on-prem free capacity and waits from the adapters."""
-        policy = self.policy
-        offers = self.catalog_offers()
-        totals: dict[str, int] = {}
-        capacity = {}
-        for site_id, adapter in self.adapters.items():
-            if not is_onprem(policy, site_id) or Capability.CAPACITY in adapter.unsupported():
-                continue
-            try:
-                snap = adapter.capacity(now)
-            except AdapterError as exc:
-                self.unhealthy[site_id] = f"capacity unavailable: {exc}"
-                continue
-            self.unhealthy.pop(site_id, None)
-            if snap is not None:
-                capacity[site_id] = snap
-        live_sites: dict[str, list[Offer]] = {}
-        for site_id, adapter in self.adapters.items():
-            if is_onprem(policy, site_id):
-                continue
-            cached = self._cloud_offers.get(site_id)
-            if cached is not None and (now - cached[0]).total_seconds() < CLOUD_OFFERS_TTL_S:
-                live_sites[site_id] = cached[1]
-                continue
-            failed = self._cloud_failed.get(site_id)
-            if failed is not None and (now - failed).total_seconds() < CLOUD_OFFERS_TTL_S:
-                continue  # asking again every pass would only repeat the same error
-            try:
-                fresh = [
-                    o.model_copy(update={"price_read_at": o.price_read_at or now})
-                    for o in adapter.offers(now)
-                ]
-            except (AuthError, ConfigError) as exc:
-                # No credentials or a wrong profile: the site is out of service, visibly, until
-                # a later read succeeds; the broker and every other site carry on.
-                self._cloud_failed[site_id] = now
-                if self.unhealthy.get(site_id) is None:
-                    log.error("site %s out of service: %s", site_id, exc, extra={"site": site_id})
-                self.unhealthy[site_id] = f"{type(exc).__name__} {exc.code}: {exc.message}"[:300]
-                continue
-            except AdapterError as exc:
-                log.info("offers of %s unavailable, using the catalog: %s", site_id, exc)
-                continue
-            self._cloud_failed.pop(site_id, None)
-            self.unhealthy.pop(site_id, None)
-            if fresh:
-                self._cloud_offers[site_id] = (now, fresh)
-                live_sites[site_id] = fresh
-        offers = [o for o in offers if o.site not in live_sites]
-        for site_offers in live_sites.values():
-            offers.extend(site_offers)
-        out = []
-        for offer in offers:
-            snap = capacity.get(offer.site)
-            part = None
-            if snap is not None:
-                part = next(
-                    (p for p in snap.partitions if p.name == offer.instance_type), None
-                ) or snap.partition_for(offer.accelerator)
-            if part is None:
-                out.append(offer)
-                continue
-            totals[partition_key(offer)] = part.total
-            wait = part.expected_wait_s
-            if wait is None:
-                backlog = part.running_accelerator_hours_left + part.queued_accelerator_hours
-                wait = backlog / part.total * 3600 if part.total else 0.0
-            out.append(offer.model_copy(update={"free": part.free, "expected_wait_s": wait}))
-        return out, totals
+    def catalog_offers(self) -> list[Offer]:
+        """The policy's static offers, built once per policy (priced when the policy was read)."""
+        return self.offers.catalog()
 
-    def snapshot(self, now: datetime, live: Sequence[Attempt]) -> PassSnapshot:
-        """Everything one dispatch pass decides on (adapters are asked here, in a thread)."""
-        offers, totals = self.live_offers(now)
-        routes = route_states([*live, *self.recent], now, self.policy)
+    async def read_snapshot(
+        self, now: datetime, live: Sequence[Attempt], *, wait_s: float | None
+    ) -> PassSnapshot:
+        """A snapshot on a fresh offer reading (adapters asked in a worker thread).
+
+        `wait_s` None waits for the backends however long they take (the dispatcher); else the
+        last reading is used when they do not answer in time (explain, offers).
+        """
+        reading = await (self.offers.fresh() if wait_s is None else self.offers.current(wait_s))
+        return self.snapshot(now, live, reading)
+
+    def snapshot(
+        self, now: datetime, live: Sequence[Attempt], reading: OfferReading | None = None
+    ) -> PassSnapshot:
+        """Everything one dispatch pass decides on, from an offer reading (the last one by default)."""
+        reading = reading or self.offers.latest()
         snap = PassSnapshot(
             now=now,
-            offers=offers,
-            capacity_total=totals,
-            routes=routes,
-            blocked=self.blocklist.keys(),
-            unhealthy=self.unhealthy_now(),
+            offers=reading.offers,
+            capacity_total=reading.totals,
+            routes=route_states([*live, *self.recent], now, self.policy),
+            blocked=self.health.blocked(),
+            unhealthy=self.health.unhealthy_now(),
         )
         for attempt in live:
             # Launches still in flight are not in the adapter's capacity yet.
@@ -314,22 +201,11 @@ class Planner:
         return snap
 
     def money(self, tenant: str, now: datetime, store: JobStore) -> TenantMoney:
-        policy = self.policy
-        entries = store.spend_entries(month_of(now))
-        mine = [e for e in entries if e.tenant == tenant]
-        used = sum(e.spent if e.settled else e.reserved for e in mine)
-        t = policy.tenant(tenant)
-        budget = self.budget(tenant)
-        cap = policy.burst.budget.global_monthly_cap
-        everyone = sum(e.spent if e.settled else e.reserved for e in entries)
-        balances = {}
-        for v in t.vouchers if t is not None else ():
-            balances[v.id] = max(0.0, v.balance - sum(e.voucher for e in mine if e.voucher_id == v.id))
-        return TenantMoney(
-            budget_left=None if budget is None else budget - used,
-            global_left=None if cap is None else cap - everyone,
-            voucher_balances=balances,
-        )
+        return self.ledger.money(tenant, now, store)
+
+    def budget(self, tenant: str) -> float | None:
+        """The tenant's monthly burst budget (its own, else the policy default; None = no limit)."""
+        return self.ledger.budget(tenant)
 
     def inputs_for(
         self,
@@ -340,7 +216,8 @@ class Planner:
         queued_since: datetime,
         pending_since: datetime | None,
     ) -> BurstInputs:
-        """The one builder of decision inputs in the shell: the dispatcher and live explain use it."""
+        """A job's decision inputs: the pass's money for the tenant (read once per pass and after
+        each of its bursts), then the one pure builder the simulator uses too (`build_inputs`)."""
         money = snap.money.get(tenant)
         if money is None:
             money = snap.money[tenant] = self.money(tenant, snap.now, store)
@@ -374,7 +251,7 @@ class Planner:
             self.pending_burst.pop(job.id, None)
         return decision
 
-    # Money ---------------------------------------------------------------------------
+    # Money -----------------------------------------------------------------------------
 
     def reserve(self, job: Job, attempt: Attempt, decision: Decision, store: JobStore) -> bool:
         """Reserve a burst's estimated cash atomically; False when the budget would be exceeded."""
@@ -382,36 +259,10 @@ class Planner:
         if decision.offer is None or is_onprem(self.policy, decision.offer.site):
             self.fair.started(self.policy, job, attempt)
             return True
-        policy = self.policy
-        now = self.clock.now()
-        cash = decision.facts.cash or 0.0
-        voucher = decision.facts.voucher or 0.0
-        tenant_limit = self.budget(job.tenant)
-        cap = policy.burst.budget.global_monthly_cap
-        entry = SpendEntry(
-            tenant=job.tenant,
-            site=attempt.site,
-            job_id=job.id,
-            attempt_id=attempt.id,
-            month=month_of(now),
-            reserved=cash,
-            voucher=voucher,
-            voucher_id=self._voucher_id(job.tenant, attempt.site),
-        )
-        return store.reserve_spend(entry, tenant_limit=tenant_limit, global_limit=cap)
-
-    def budget(self, tenant: str) -> float | None:
-        """The tenant's monthly burst budget (its own, else the policy default; None = no limit)."""
-        t = self.policy.tenant(tenant)
-        if t is not None and t.monthly_budget is not None:
-            return t.monthly_budget
-        return self.policy.burst.budget.default_tenant_monthly
-
-    def _voucher_id(self, tenant: str, site: str) -> str | None:
-        return split_cost(tenant, site, 1.0, self.policy, {}).voucher_id
+        return self.ledger.reserve(job, attempt, decision, store)
 
     def settle(self, job: Job, attempt: Attempt, status: AttemptStatus, store: JobStore) -> None:
-        """Actual spend = the price recorded at decision time × the attempt's actual runtime."""
+        """An attempt ended: forget its job's burst memory when the job is over, settle its spend."""
         if status.state.terminal:
             self.fair.ended(attempt, self.clock.now())
         if status.state in (AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.CANCELLED):
@@ -422,29 +273,9 @@ class Planner:
                 update={"state": status.state, "error": status.message, "updated_at": self.clock.now()}
             )
         )
-        if is_onprem(self.policy, attempt.site):
-            return
-        hours = max(0.0, (self.clock.now() - attempt.created_at).total_seconds()) / 3600
-        total = estimate_cost(job.spec, attempt.offer, self.policy, hours=hours)
-        entries = [
-            e
-            for e in store.spend_entries(month_of(attempt.created_at), job.tenant)
-            if e.attempt_id == attempt.id
-        ]
-        if not entries:
-            return
-        reserved = entries[0]
-        ratio = reserved.voucher / (reserved.voucher + reserved.reserved) if reserved.voucher else 0.0
-        store.settle_spend(attempt.id, spent=total * (1 - ratio), voucher=total * ratio)
+        self.ledger.settle(job, attempt, store)
 
     # Admission and explain -------------------------------------------------------------
-
-    def catalog_offers(self) -> list[Offer]:
-        """The policy's static offers, built once per policy (priced when the policy was read)."""
-        policy = self.policy
-        if self._catalog is None or self._catalog[0] != policy.hash:
-            self._catalog = (policy.hash, static_offers(policy, read_at=self.clock.now()))
-        return self._catalog[1]
 
     def admit(self, spec: JobSpec, tenant: TenantId, now: datetime) -> list[str]:
         """Reasons the job can never be placed for this tenant (empty when it can)."""
@@ -534,7 +365,6 @@ class Planner:
     def standing(self, job_id: str) -> str | None:
         """Where a queued job stands in the fair-share order, in words (None if not ordered yet)."""
         return self.fair.describe(job_id)
-    # Operator views --------------------------------------------------------------------
 
 
 def _instance_types(rows: Sequence[InstanceRow]) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from broker.burst import is_onprem
 from broker.burst.money import BEIJING, month_of
 from broker.burst.snapshot import partition_key
 from broker.catalog.accelerators import normalize
+from broker.dispatch.offers import OfferReading
 from broker.model import JobSpec, JobState, TenantId
 from broker.planning import Planner
 from broker.quota import QuotaUsage
@@ -150,8 +151,11 @@ def status_report(
     tenant: TenantId,
     operator: bool,
     quota: QuotaUsage | None = None,
+    reading: OfferReading | None = None,
 ) -> pb.GetStatusResponse:
     """Capacity and waits per partition, jobs by state and site, money and quota.
+
+    `reading`: the offers read off the event loop (`OfferSource.current`); the last one if None.
 
     An operator sees every tenant and the sites' error texts; a tenant sees its own jobs,
     budget and quota, and only the kind of trouble a sick site has.
@@ -160,7 +164,7 @@ def status_report(
     resp = pb.GetStatusResponse(policy_hash=planner.policy_hash, operator_view=operator)
     if quota is not None:
         resp.quota.CopyFrom(quota_to_proto(tenant, quota))
-    _add_partitions(resp, planner, now, store)
+    _add_partitions(resp, planner, reading or planner.offers.latest(), store)
     for state, n in store.count_by_state(None if operator else tenant).items():
         resp.jobs_by_state[state.value] = n
     for job in store.jobs_in_states([JobState.PROVISIONING, JobState.RUNNING]):
@@ -182,9 +186,11 @@ def status_report(
     return resp
 
 
-def _add_partitions(resp: pb.GetStatusResponse, planner: Planner, now: datetime, store: JobStore) -> None:
+def _add_partitions(
+    resp: pb.GetStatusResponse, planner: Planner, reading: OfferReading, store: JobStore
+) -> None:
     """One line per on-prem partition: free/total, expected wait, jobs queued for it."""
-    offers, totals = planner.live_offers(now)
+    offers, totals = reading.offers, reading.totals
     seen: set[str] = set()
     for o in offers:
         key = partition_key(o)

@@ -15,6 +15,7 @@ from broker.audit import AuditTrail
 from broker.auth import Principal, TokenAuthority
 from broker.burst.money import month_of
 from broker.clock import Clock
+from broker.dispatch.scheduling import ANSWER_WAIT_S
 from broker.jobview import JobDetails, job_details
 from broker.metrics import LiveView, heartbeat_lags
 from broker.model import Job, JobSpec, TenantId
@@ -58,8 +59,8 @@ class RpcViews:
 
         return LiveView(
             queue=store.active_counts,
-            breakers=lambda: {site: state.value for site, state in planner.breakers.states().items()},
-            blocklist_size=lambda: len(planner.blocklist.keys()),
+            breakers=lambda: {site: state.value for site, state in planner.health.breakers.states().items()},
+            blocklist_size=lambda: len(planner.health.blocked()),
             unhealthy=lambda: {str(site): why for site, why in planner.unhealthy_now().items()},
             money=money,
             heartbeat_lag=lambda: heartbeat_lags(
@@ -114,8 +115,10 @@ class RpcViews:
         declared = policy.tenant(tenant)
         return resolve_limits(policy.document.limits, declared.limits if declared else None)
 
-    def status_proto(self, caller: Principal) -> broker_service_pb2.GetStatusResponse:
+    async def status_proto(self, caller: Principal) -> broker_service_pb2.GetStatusResponse:
         assert self.services is not None
+        # The backends are asked in a worker thread; a slow one leaves its last reading in place.
+        reading = await self.planner.offers.current(ANSWER_WAIT_S)
         resp = status_report(
             self.planner,
             self.store,
@@ -123,6 +126,7 @@ class RpcViews:
             tenant=caller.tenant,
             operator=caller.is_operator,
             quota=self.services.quota_usage(caller.tenant),
+            reading=reading,
         )
         refused = self.audit.refused_proto()
         if refused is not None and caller.is_operator:  # file paths and errors: operators only

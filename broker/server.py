@@ -47,7 +47,7 @@ MAX_LABEL_TEXT = 63
 
 ExplainFn = Callable[[JobSpec, TenantId], Awaitable[placement_pb2.Explanation]]
 SpendFn = Callable[[Principal, broker_service_pb2.GetSpendRequest], broker_service_pb2.GetSpendResponse]
-StatusFn = Callable[[Principal], broker_service_pb2.GetStatusResponse]
+StatusFn = Callable[[Principal], Awaitable[broker_service_pb2.GetStatusResponse]]
 OffersFn = Callable[
     [Principal, broker_service_pb2.ListOffersRequest], Awaitable[broker_service_pb2.ListOffersResponse]
 ]
@@ -235,7 +235,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             if self._status is None:
                 counts = self.services.status(None if caller.is_operator else caller.tenant)["jobs_by_state"]
                 return broker_service_pb2.GetStatusResponse(jobs_by_state=counts)
-            return self._status(caller)
+            return await self._status(caller)
         except Exception as exc:
             await abort_with(context, exc)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from broker.model import JobSpec, Offer
+from broker.placement.cost import best_voucher
 from broker.policy import Policy
 
 BEIJING = timezone(timedelta(hours=8))
@@ -48,15 +49,60 @@ def split_cost(
     tenant_id: str, site_id: str, total: float, policy: Policy, balances: Mapping[str, float]
 ) -> CostSplit:
     """Vouchers pay first, at their discount, for the sites they cover; the rest is cash."""
-    tenant = policy.tenant(tenant_id)
-    best: tuple[float, float, str] | None = None
-    for v in tenant.vouchers if tenant is not None else ():
-        if v.sites and site_id not in v.sites:
-            continue
-        balance = balances.get(v.id, v.balance)
-        if balance > 0 and (best is None or (v.discount, balance) > best[:2]):
-            best = (v.discount, balance, v.id)
+    best = best_voucher(policy.tenant(tenant_id), site_id, balances)
     if best is None:
         return CostSplit(total, total, 0.0, None)
     voucher = min(total * best[0], best[1])
     return CostSplit(total, total - voucher, voucher, best[2])
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One attempt's money in a month: cash (spent once settled, else reserved) and voucher use."""
+
+    tenant: str
+    cash: float
+    voucher: float = 0.0
+    voucher_id: str | None = None
+
+
+def monthly_budget(policy: Policy, tenant_id: str) -> float | None:
+    """The tenant's monthly burst budget (its own, else the policy default; None = no limit)."""
+    tenant = policy.tenant(tenant_id)
+    if tenant is not None and tenant.monthly_budget is not None:
+        return tenant.monthly_budget
+    return policy.burst.budget.default_tenant_monthly
+
+
+def tenant_money(policy: Policy, tenant_id: str, charges: Iterable[Charge]) -> TenantMoney:
+    """What a tenant has left this month, from every charge of the month (all tenants').
+
+    The one money ledger: the live broker feeds it the store's spend entries, the simulator
+    its own book, so both decide on the same arithmetic.
+    """
+    used = everyone = 0.0
+    spent_from: dict[str, float] = {}
+    for c in charges:
+        everyone += c.cash
+        if c.tenant != tenant_id:
+            continue
+        used += c.cash
+        if c.voucher_id is not None:
+            spent_from[c.voucher_id] = spent_from.get(c.voucher_id, 0.0) + c.voucher
+    budget = monthly_budget(policy, tenant_id)
+    cap = policy.burst.budget.global_monthly_cap
+    tenant = policy.tenant(tenant_id)
+    return TenantMoney(
+        budget_left=None if budget is None else budget - used,
+        global_left=None if cap is None else cap - everyone,
+        voucher_balances={
+            v.id: max(0.0, v.balance - spent_from.get(v.id, 0.0))
+            for v in (tenant.vouchers if tenant is not None else ())
+        },
+    )
+
+
+def voucher_for(policy: Policy, tenant_id: str, site_id: str, money: TenantMoney) -> str | None:
+    """The voucher a burst to `site_id` draws on: the one `split_cost` chose with these balances."""
+    best = best_voucher(policy.tenant(tenant_id), site_id, money.voucher_balances)
+    return None if best is None else best[2]

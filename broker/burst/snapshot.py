@@ -8,7 +8,7 @@ partition and the wait estimate includes the broker's own backlog.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from broker.burst.decision import demand
@@ -28,7 +28,7 @@ class PassSnapshot:
     offers: Sequence[Offer]
     capacity_total: Mapping[str, int] = field(default_factory=dict)
     """Accelerators (or cores) per on-prem partition key, for turning backlog into wait."""
-    routes: Mapping[SiteId, RouteState] = field(default_factory=dict)
+    routes: dict[SiteId, RouteState] = field(default_factory=dict)
     blocked: frozenset[str] = frozenset()
     unhealthy: Mapping[SiteId, str] = field(default_factory=dict)
     capacity: Mapping[str, tuple[int, float]] = field(default_factory=dict)
@@ -84,3 +84,11 @@ class PassSnapshot:
         key = partition_key(offer)
         hours = spec.runtime_estimate.total_seconds() / 3600
         self.backlog_h[key] = self.backlog_h.get(key, 0.0) + demand(spec) * hours
+
+    def launch(self, tenant: str, offer: Offer) -> None:
+        """A burst starts at a cloud: its route has one more instance provisioning (per-route
+        limits hold within the pass), and the tenant's money is read again for its next job."""
+        site = SiteId(offer.site)
+        state = self.routes.get(site, RouteState())
+        self.routes[site] = replace(state, provisioning=state.provisioning + 1)
+        self.money.pop(tenant, None)

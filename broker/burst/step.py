@@ -2,9 +2,10 @@
 
 `build_inputs` is the one builder of a job's `BurstInputs` from a pass snapshot (money,
 routes, blocks, health, live claims and the pass's backlog). `decide_in_pass` calls
-`decide` with them and records an on-prem RUN (claim) or WAIT (backlog) in the snapshot so
-the next job of the pass sees it. The live dispatcher, live explain (which decides without
-recording) and the simulator all build their inputs here.
+`decide` with them and records an on-prem RUN (claim), WAIT (backlog) or a burst (route
+slot, money read again) in the snapshot so the next job of the pass sees it. The live
+dispatcher, live explain (which decides without recording) and the simulator all build their
+inputs here.
 """
 
 from __future__ import annotations
@@ -50,14 +51,19 @@ def build_inputs(
 def decide_in_pass(
     spec: JobSpec, tenant: TenantId, snap: PassSnapshot, policy: Policy, inputs: BurstInputs
 ) -> Decision:
-    """Decide one job against the pass view, then claim or enqueue its on-prem offer in `snap`.
+    """Decide one job against the pass view, then record it in `snap` for the pass's next job:
+    an on-prem RUN claims capacity, a WAIT joins the backlog, a burst takes a route slot and money.
 
     `inputs` come from `build_inputs` on the same snapshot.
     """
     decision = decide(spec, tenant, snap.offers, policy, inputs)
-    if decision.offer is not None and is_onprem(policy, decision.offer.site):
+    if decision.offer is None:
+        return decision
+    if is_onprem(policy, decision.offer.site):
         if decision.action == Action.RUN:
             snap.claim(decision.offer, spec)
         elif decision.action == Action.WAIT:
             snap.enqueue(decision.offer, spec)
+    elif decision.action == Action.RUN:
+        snap.launch(tenant, decision.offer)
     return decision

@@ -30,6 +30,8 @@ FLOOD_MAX_DELAY_S = 1.0
 """…but never delays the first new job's decision longer than this…"""
 FLOOD_MAX_PENDING = 5000
 """…or lets more than this many undecided jobs pile up."""
+ANSWER_WAIT_S = 2.0
+"""How long an RPC waits for the backends' fresh offers before answering on the last ones."""
 
 Waiting = list[tuple[JobId, str, dict[str, Any], str]]
 
@@ -64,7 +66,7 @@ class Scheduling(Launching):
         # new jobs, until it is a poll interval old or something freed or changed capacity.
         if self._snap is None or loop_now - self._snap_at >= self.settings.poll_interval_s:
             live = self.store.live_attempts()
-            self._snap = await asyncio.to_thread(self.planner.snapshot, now, live)
+            self._snap = await self.planner.read_snapshot(now, live, wait_s=None)
             self._snap_at = loop_now
             self.planner.observe_live(live, now, self.store)
         snap = self._snap
@@ -138,9 +140,9 @@ class Scheduling(Launching):
         """Carry out one decision: start, reject, give up, or record why the job waits."""
         if decision.action == Action.RUN and decision.offer is not None:
             self._waiting_reason.pop(job.id, None)
+            # The pass's next decision reads the tenant's money again, with this reservation
+            # (`decide_in_pass` dropped it from the snapshot).
             self._start(job, decision)
-            if decision.burst:
-                snap.money.pop(job.tenant, None)  # the next decision sees this reservation
         elif decision.action == Action.REJECT:
             self._waiting_reason.pop(job.id, None)
             log.info("job rejected: %s", decision.summary, extra=decision_fields(job, decision, "rejected"))
@@ -198,12 +200,16 @@ class Scheduling(Launching):
 
     async def current_snapshot(self) -> PassSnapshot:
         """The snapshot the next decision is made on: this pass's (claims and backlog included)
-        while it is fresh, else a new one, as a pass would take it (never stored here)."""
+        while it is fresh, else a new one, as a pass would take it (never stored here).
+
+        For RPCs (explain, offers): a backend that does not answer within `ANSWER_WAIT_S`
+        leaves its last reading in place rather than holding up the answer."""
         loop_now = asyncio.get_running_loop().time()
         now = self.clock.now()
         if self._snap is not None and loop_now - self._snap_at < self.settings.poll_interval_s:
             return dataclasses.replace(self._snap, now=now)
-        return await asyncio.to_thread(self.planner.snapshot, now, self.store.live_attempts())
+        live = self.store.live_attempts()
+        return await self.planner.read_snapshot(now, live, wait_s=ANSWER_WAIT_S)
 
     async def _queued_jobs(self) -> list[Job]:
         """Every queued job, read a page at a time so a deep queue never stalls the RPCs."""

@@ -6,23 +6,29 @@ Terms: `cost` (what the job would cost, weighted by `objective.price`) and `vouc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from broker.model import Offer
 from broker.placement._env import Env, Group
+from broker.policy.schema import Tenant
 
 
-def _voucher(g: Group, env: Env) -> tuple[float, float]:
-    """(discount, remaining balance) of the best voucher of the tenant covering the site."""
-    tenant = env.tenant
-    if tenant is None or not tenant.vouchers:
-        return 0.0, 0.0
-    balances = env.ctx.voucher_balances
-    best = (0.0, 0.0)
-    for v in tenant.vouchers:
-        if v.sites and g.site_id not in v.sites:
+def best_voucher(
+    tenant: Tenant | None, site_id: str, balances: Mapping[str, float] | None
+) -> tuple[float, float, str] | None:
+    """(discount, remaining balance, id) of the tenant's best voucher covering the site, or None.
+
+    The one voucher choice: placement's `voucher` term and the money split of a burst
+    (`broker.burst.money.split_cost`) both use it. `balances` None, or a voucher missing from
+    it, means the balance written in the policy (nothing spent from it yet).
+    """
+    best: tuple[float, float, str] | None = None
+    for v in tenant.vouchers if tenant is not None else ():
+        if v.sites and site_id not in v.sites:
             continue
-        balance = v.balance if balances is None else balances.get(v.id, 0.0)
-        if balance > 0 and (v.discount, balance) > best:
-            best = (v.discount, balance)
+        balance = v.balance if balances is None else balances.get(v.id, v.balance)
+        if balance > 0 and (best is None or (v.discount, balance) > best[:2]):
+            best = (v.discount, balance, v.id)
     return best
 
 
@@ -39,7 +45,8 @@ def score_cost(g: Group, offers: list[Offer], env: Env) -> tuple[list[float], li
         if rate is None:
             rate = rates[c] = policy.rate(c) or 0.0
         costs.append(o.price_per_hour * rate * factor)
-    discount, balance = _voucher(g, env)
-    if not discount:
+    voucher = best_voucher(env.tenant, g.site_id, env.ctx.voucher_balances)
+    if voucher is None:
         return costs, [0.0] * len(costs)
+    discount, balance, _ = voucher
     return costs, [-min(c * discount, balance) for c in costs]

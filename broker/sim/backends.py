@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from broker.burst import RouteState, TenantMoney, is_onprem
-from broker.burst.money import month_of
+from broker.burst.money import Charge, month_of, monthly_budget, tenant_money
 from broker.burst.snapshot import partition_key
 from broker.model import Offer, SiteId
 from broker.placement import prepare_offers
@@ -217,27 +217,14 @@ class Ledger:
         self.voucher: dict[tuple[str, str, str], float] = {}
 
     def budget(self, tenant: str) -> float | None:
-        t = self.policy.tenant(tenant)
-        if t is not None and t.monthly_budget is not None:
-            return t.monthly_budget
-        return self.policy.burst.budget.default_tenant_monthly
+        return monthly_budget(self.policy, tenant)
 
     def money(self, tenant: str, now: datetime) -> TenantMoney:
+        """What the tenant has left: the live broker's arithmetic (`tenant_money`) on this book."""
         month = month_of(now)
-        used = self.cash.get((tenant, month), 0.0)
-        everyone = sum(v for (_, m), v in self.cash.items() if m == month)
-        budget = self.budget(tenant)
-        cap = self.policy.burst.budget.global_monthly_cap
-        t = self.policy.tenant(tenant)
-        balances = {
-            v.id: max(0.0, v.balance - self.voucher.get((tenant, month, v.id), 0.0))
-            for v in (t.vouchers if t is not None else ())
-        }
-        return TenantMoney(
-            budget_left=None if budget is None else budget - used,
-            global_left=None if cap is None else cap - everyone,
-            voucher_balances=balances,
-        )
+        charges = [Charge(t, v) for (t, m), v in self.cash.items() if m == month]
+        charges += [Charge(t, 0.0, v, vid) for (t, m, vid), v in self.voucher.items() if m == month]
+        return tenant_money(self.policy, tenant, charges)
 
     def add(self, tenant: str, month: str, cash: float, voucher: float, voucher_id: str | None) -> None:
         self.cash[(tenant, month)] = self.cash.get((tenant, month), 0.0) + cash

@@ -19,8 +19,8 @@ from datetime import timedelta
 from itertools import islice
 
 from adapters.base import CapacityError
-from broker.burst import is_onprem, split_cost
-from broker.burst.money import month_of
+from broker.burst import is_onprem
+from broker.burst.money import month_of, voucher_for
 from broker.burst.projection import queue_key
 from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.spot import offer_outlook
@@ -360,7 +360,8 @@ class Engine:
             self._push(self.t + self.scenario.stockouts_for(offer.site).fail_after_s, FAIL, job.index)
             return
         cash, voucher = d.facts.cash or 0.0, d.facts.voucher or 0.0
-        vid = split_cost(job.tenant, offer.site, 1.0, self.policy, {}).voucher_id
+        # The voucher the decision's split drew on (chosen from the same balances).
+        vid = voucher_for(self.policy, job.tenant, offer.site, self.ledger.money(job.tenant, snap.now))
         st.reserved = (cash, voucher, vid, month_of(snap.now))
         self.ledger.add(job.tenant, st.reserved[3], cash, voucher, vid)
         self._push(

@@ -1,0 +1,88 @@
+"""Site health: which sites, regions and offers take no new work now, and why.
+
+Three sources: the blocklist (offers and regions blocked for a while after capacity, quota
+or preemption errors), one circuit breaker per site (auth/config errors and repeated
+failures), and the sites a backend call could not reach or read. Time comes from the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from adapters.base import AdapterError, CapacityError
+from broker.burst import is_onprem
+from broker.clock import Clock
+from broker.dispatch.failover import Blocklist, BreakerState, CircuitBreakers, FailoverPolicy, NextStep
+from broker.model import Attempt, SiteId
+from broker.policy import Policy
+
+log = logging.getLogger(__name__)
+
+
+class SiteHealth:
+    """The blocklist, the breakers and the unhealthy/unreachable sites, as one view."""
+
+    def __init__(self, policy: Callable[[], Policy], clock: Clock) -> None:
+        self._policy = policy
+        seconds = lambda: clock.now().timestamp()  # noqa: E731
+        self.blocklist = Blocklist(clock=seconds)
+        self.breakers = CircuitBreakers(failure_threshold=3, reset_after_s=300.0, clock=seconds)
+        self.unhealthy: dict[SiteId, str] = {}
+        """Sites whose adapter could not be built or whose capacity/offers could not be read."""
+        self.unreachable: dict[SiteId, str] = {}
+        """Sites reconciliation could not list: no new work goes there until they answer."""
+
+    def mark_unhealthy(self, site: SiteId, reason: str) -> None:
+        self.unhealthy[site] = reason
+
+    def mark_healthy(self, site: SiteId) -> None:
+        self.unhealthy.pop(site, None)
+
+    def mark_unreachable(self, site: SiteId, reason: str) -> None:
+        self.unreachable[site] = reason
+
+    def mark_reachable(self, site: SiteId) -> None:
+        self.unreachable.pop(site, None)
+
+    def record_failure(self, attempt: Attempt, error: AdapterError) -> NextStep:
+        """Block what the error says to block; auth/config errors open the site's breaker."""
+        policy = self._policy()
+        ttl = policy.burst.blocklist_ttl
+        if isinstance(error, CapacityError) and is_onprem(policy, attempt.site):
+            # On-prem capacity is known from capacity(); a full partition is a race to requeue
+            # on, not a stock-out to block for minutes.
+            return NextStep.BLOCK_OFFER_TRY_NEXT
+        step = self.blocklist.record(
+            error,
+            attempt.offer,
+            FailoverPolicy(
+                capacity_block_s=ttl.capacity.total_seconds(), quota_block_s=ttl.quota.total_seconds()
+            ),
+        )
+        breaker = self.breakers.get(attempt.site)
+        if step == NextStep.OPEN_CIRCUIT_TRY_NEXT:
+            breaker.trip(f"{type(error).__name__} {error.code}: {error.message}")
+        elif step in (NextStep.RETRY_SAME, NextStep.FAIL_ATTEMPT):
+            breaker.record_failure(f"{type(error).__name__} {error.code}")
+        return step
+
+    def record_success(self, attempt: Attempt) -> None:
+        self.breakers.get(attempt.site).record_success()
+
+    def record_preemption(self, attempt: Attempt) -> None:
+        """Spot recovery: the region that preempted the job is blocked for the next try."""
+        ttl = self._policy().burst.blocklist_ttl.capacity.total_seconds()
+        self.blocklist.block_region(attempt.site, attempt.offer.region, ttl, "spot preemption")
+
+    def blocked(self) -> frozenset[str]:
+        """The blocklist's keys (offers, regions, sites) as placement reads them."""
+        return self.blocklist.keys()
+
+    def unhealthy_now(self) -> dict[SiteId, str]:
+        """Every site that takes no new work now, with the reason (unreachable, sick, breaker open)."""
+        out = {**{s: f"unreachable: {why}" for s, why in self.unreachable.items()}, **self.unhealthy}
+        for site, state in self.breakers.states().items():
+            if state == BreakerState.OPEN:
+                out[SiteId(site)] = f"circuit open: {self.breakers.get(site).reason}"
+        return out

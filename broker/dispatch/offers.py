@@ -1,0 +1,173 @@
+"""The offer source: catalog offers with live on-prem capacity and live cloud prices.
+
+Adapters are asked only in a worker thread, one read at a time (callers of a read in flight
+join it), so a slow backend never holds up the event loop or the RPCs on it. Callers that
+must answer promptly (status, explain) wait a bounded time and otherwise get the last reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from adapters.base import Adapter, AdapterError, AuthError, Capability, ConfigError
+from broker.burst import is_onprem
+from broker.burst.snapshot import partition_key
+from broker.clock import Clock
+from broker.dispatch.health import SiteHealth
+from broker.model import CapacitySnapshot, Offer, SiteId
+from broker.policy import Policy
+from broker.policy.offers import static_offers
+
+log = logging.getLogger(__name__)
+
+CLOUD_OFFERS_TTL_S = 60.0
+"""Live cloud prices and stock are re-read at most this often per site."""
+
+
+@dataclass(frozen=True)
+class OfferReading:
+    """One read of every site: offers (on-prem ones with free units and waits) and partition totals."""
+
+    offers: list[Offer]
+    totals: dict[str, int] = field(default_factory=dict)
+    read_at: datetime | None = None
+    """When the adapters were asked; None for the catalog alone (nothing read yet)."""
+
+
+class OfferSource:
+    """Reads offers from the adapters off the event loop; keeps the last reading."""
+
+    def __init__(self, policy: Callable[[], Policy], clock: Clock, health: SiteHealth) -> None:
+        self._policy = policy
+        self.clock = clock
+        self.health = health
+        self.adapters: Mapping[SiteId, Adapter] = {}
+        self._catalog: tuple[str, list[Offer]] | None = None
+        self._cloud: dict[str, tuple[datetime, list[Offer]]] = {}
+        self._cloud_failed: dict[str, datetime] = {}
+        self._latest: OfferReading | None = None
+        self._inflight: asyncio.Future[OfferReading] | None = None
+
+    def catalog(self) -> list[Offer]:
+        """The policy's static offers, built once per policy (priced when the policy was read)."""
+        policy = self._policy()
+        if self._catalog is None or self._catalog[0] != policy.hash:
+            self._catalog = (policy.hash, static_offers(policy, read_at=self.clock.now()))
+        return self._catalog[1]
+
+    def latest(self) -> OfferReading:
+        """The last reading (never asks a backend); the catalog alone before the first one."""
+        return self._latest if self._latest is not None else OfferReading(self.catalog())
+
+    async def fresh(self) -> OfferReading:
+        """A reading taken now (or joined while in flight), however long the backends take."""
+        return await asyncio.shield(self._start_read())
+
+    async def current(self, wait_s: float) -> OfferReading:
+        """A fresh reading if the backends answer within `wait_s`, else the last one."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._start_read()), timeout=wait_s)
+        except TimeoutError:
+            return self.latest()
+
+    def _start_read(self) -> asyncio.Future[OfferReading]:
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.ensure_future(asyncio.to_thread(self.read, self.clock.now()))
+            self._inflight.add_done_callback(self._keep)
+        return self._inflight
+
+    def _keep(self, done: asyncio.Future[OfferReading]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self._latest = done.result()
+
+    def read(self, now: datetime) -> OfferReading:
+        """Ask every adapter (blocking: call it in a worker thread, never on the event loop)."""
+        policy = self._policy()
+        capacity = self._capacities(policy, now)
+        live_sites = self._cloud_offers(policy, now)
+        offers = [o for o in self.catalog() if o.site not in live_sites]
+        for site_offers in live_sites.values():
+            offers.extend(site_offers)
+        out, totals = _with_capacity(offers, capacity)
+        return OfferReading(out, totals, now)
+
+    def _capacities(self, policy: Policy, now: datetime) -> dict[str, CapacitySnapshot]:
+        """On-prem free capacity and queues per site; a site that cannot say is unhealthy."""
+        capacity: dict[str, CapacitySnapshot] = {}
+        for site_id, adapter in self.adapters.items():
+            if not is_onprem(policy, site_id) or Capability.CAPACITY in adapter.unsupported():
+                continue
+            try:
+                snap = adapter.capacity(now)
+            except AdapterError as exc:
+                self.health.mark_unhealthy(site_id, f"capacity unavailable: {exc}")
+                continue
+            self.health.mark_healthy(site_id)
+            if snap is not None:
+                capacity[site_id] = snap
+        return capacity
+
+    def _cloud_offers(self, policy: Policy, now: datetime) -> dict[str, list[Offer]]:
+        """Live offers per cloud site (cached for a minute; a failing site is not asked every pass)."""
+        live_sites: dict[str, list[Offer]] = {}
+        for site_id, adapter in self.adapters.items():
+            if is_onprem(policy, site_id):
+                continue
+            cached = self._cloud.get(site_id)
+            if cached is not None and (now - cached[0]).total_seconds() < CLOUD_OFFERS_TTL_S:
+                live_sites[site_id] = cached[1]
+                continue
+            failed = self._cloud_failed.get(site_id)
+            if failed is not None and (now - failed).total_seconds() < CLOUD_OFFERS_TTL_S:
+                continue  # asking again every pass would only repeat the same error
+            try:
+                fresh = [
+                    o.model_copy(update={"price_read_at": o.price_read_at or now})
+                    for o in adapter.offers(now)
+                ]
+            except (AuthError, ConfigError) as exc:
+                # No credentials or a wrong profile: the site is out of service, visibly, until
+                # a later read succeeds; the broker and every other site carry on.
+                self._cloud_failed[site_id] = now
+                if self.health.unhealthy.get(site_id) is None:
+                    log.error("site %s out of service: %s", site_id, exc, extra={"site": site_id})
+                self.health.mark_unhealthy(site_id, f"{type(exc).__name__} {exc.code}: {exc.message}"[:300])
+                continue
+            except AdapterError as exc:
+                log.info("offers of %s unavailable, using the catalog: %s", site_id, exc)
+                continue
+            self._cloud_failed.pop(site_id, None)
+            self.health.mark_healthy(site_id)
+            if fresh:
+                self._cloud[site_id] = (now, fresh)
+                live_sites[site_id] = fresh
+        return live_sites
+
+
+def _with_capacity(
+    offers: list[Offer], capacity: Mapping[str, CapacitySnapshot]
+) -> tuple[list[Offer], dict[str, int]]:
+    """On-prem offers with their partition's free units and expected wait; partition totals."""
+    totals: dict[str, int] = {}
+    out = []
+    for offer in offers:
+        snap = capacity.get(offer.site)
+        part = None
+        if snap is not None:
+            part = next(
+                (p for p in snap.partitions if p.name == offer.instance_type), None
+            ) or snap.partition_for(offer.accelerator)
+        if part is None:
+            out.append(offer)
+            continue
+        totals[partition_key(offer)] = part.total
+        wait = part.expected_wait_s
+        if wait is None:
+            backlog = part.running_accelerator_hours_left + part.queued_accelerator_hours
+            wait = backlog / part.total * 3600 if part.total else 0.0
+        out.append(offer.model_copy(update={"free": part.free, "expected_wait_s": wait}))
+    return out, totals

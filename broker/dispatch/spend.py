@@ -1,0 +1,76 @@
+"""The live broker's side of the money ledger: the store's spend entries fed to `broker.burst.money`.
+
+What a tenant has left is computed by `tenant_money` (the simulator uses the same); this
+module reads the month's entries, reserves a burst's cash atomically, and settles it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from broker.burst import estimate_cost, is_onprem
+from broker.burst.money import Charge, TenantMoney, month_of, monthly_budget, tenant_money, voucher_for
+from broker.clock import Clock
+from broker.decision import Decision
+from broker.model import Attempt, Job
+from broker.policy import Policy
+from broker.store import JobStore, SpendEntry
+
+
+def charges(entries: Iterable[SpendEntry]) -> list[Charge]:
+    """Spend entries as the ledger counts them: what was spent once settled, else what is reserved."""
+    return [Charge(e.tenant, e.spent if e.settled else e.reserved, e.voucher, e.voucher_id) for e in entries]
+
+
+class SpendLedger:
+    """Money left, reservations and settlements of cloud attempts, on the store's spend table."""
+
+    def __init__(self, policy: Callable[[], Policy], clock: Clock) -> None:
+        self._policy = policy
+        self.clock = clock
+
+    def money(self, tenant: str, now: datetime, store: JobStore) -> TenantMoney:
+        """The tenant's money this month (budget, global cap and voucher balances left)."""
+        return tenant_money(self._policy(), tenant, charges(store.spend_entries(month_of(now))))
+
+    def budget(self, tenant: str) -> float | None:
+        return monthly_budget(self._policy(), tenant)
+
+    def reserve(self, job: Job, attempt: Attempt, decision: Decision, store: JobStore) -> bool:
+        """Reserve a burst's estimated cash atomically; False when a budget would be exceeded."""
+        policy = self._policy()
+        now = self.clock.now()
+        # The voucher the decision's split drew on: chosen from the same balances.
+        voucher_id = voucher_for(policy, job.tenant, attempt.site, self.money(job.tenant, now, store))
+        entry = SpendEntry(
+            tenant=job.tenant,
+            site=attempt.site,
+            job_id=job.id,
+            attempt_id=attempt.id,
+            month=month_of(now),
+            reserved=decision.facts.cash or 0.0,
+            voucher=decision.facts.voucher or 0.0,
+            voucher_id=voucher_id,
+        )
+        return store.reserve_spend(
+            entry, tenant_limit=self.budget(job.tenant), global_limit=policy.burst.budget.global_monthly_cap
+        )
+
+    def settle(self, job: Job, attempt: Attempt, store: JobStore) -> None:
+        """Actual spend = the price recorded at decision time × the attempt's actual runtime."""
+        policy = self._policy()
+        if is_onprem(policy, attempt.site):
+            return
+        hours = max(0.0, (self.clock.now() - attempt.created_at).total_seconds()) / 3600
+        total = estimate_cost(job.spec, attempt.offer, policy, hours=hours)
+        entries = [
+            e
+            for e in store.spend_entries(month_of(attempt.created_at), job.tenant)
+            if e.attempt_id == attempt.id
+        ]
+        if not entries:
+            return
+        reserved = entries[0]
+        ratio = reserved.voucher / (reserved.voucher + reserved.reserved) if reserved.voucher else 0.0
+        store.settle_spend(attempt.id, spent=total * (1 - ratio), voucher=total * ratio)
