@@ -72,8 +72,9 @@ def submit(broker: BrokerProcess, token: str, *files: Path) -> list[str]:
 
 
 def placed_at(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, token: str) -> str | None:
-    placed = [e for e in events_so_far(stub, job_id, token) if e.kind == "placed"]
-    return placed[0].site if placed else None
+    """The site the job was placed on (None while it is queued)."""
+    job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md(token)).job
+    return job.site or None
 
 
 def test_a_batch_bursts_within_the_route_limit_and_explain_agrees(
