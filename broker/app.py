@@ -161,7 +161,7 @@ class BrokerApp:
             admit=self.planner.admit,
             grant=self.planner.grant,
             describe=views.describe,
-            quotas=Quotas(views.limits),
+            quotas=Quotas(views.limits, version=lambda: self.planner.policy_hash),
             policy_version=lambda: self.planner.policy_hash,
             joblogs=self._joblogs(),
         )

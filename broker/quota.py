@@ -70,12 +70,34 @@ class QuotaUsage:
 class Quotas:
     """Tracks the mutable side of quotas (buckets, open watch streams) for every tenant."""
 
-    def __init__(self, limits_for: LimitsFn, *, monotonic: Monotonic = time.monotonic) -> None:
-        self.limits_for = limits_for
+    def __init__(
+        self,
+        limits_for: LimitsFn,
+        *,
+        monotonic: Monotonic = time.monotonic,
+        version: Callable[[], object] | None = None,
+    ) -> None:
+        self._limits_for = limits_for
+        self._version = version
+        """The policy in force (its hash): each tenant's limits are resolved once per policy."""
+        self._resolved: tuple[object, dict[TenantId, Limits]] = (None, {})
         self._monotonic = monotonic
         self._buckets: dict[TenantId, TokenBucket] = {}
         self._watches: dict[TenantId, int] = {}
         self._lock = threading.Lock()
+
+    def limits_for(self, tenant: TenantId) -> Limits:
+        """The tenant's limits under the policy in force (a submit asks three times)."""
+        if self._version is None:
+            return self._limits_for(tenant)
+        version = self._version()
+        if self._resolved[0] != version:
+            self._resolved = (version, {})
+        known = self._resolved[1]
+        limits = known.get(tenant)
+        if limits is None:
+            limits = known[tenant] = self._limits_for(tenant)
+        return limits
 
     def _bucket(self, tenant: TenantId, limits: Limits, now: float) -> TokenBucket:
         bucket = self._buckets.get(tenant)

@@ -173,3 +173,33 @@ def test_vetting_follows_a_policy_reload(tmp_path: Path) -> None:
             assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
     finally:
         broker.stop()
+
+
+def test_quota_limits_follow_a_policy_reload(tmp_path: Path) -> None:
+    """Limits are resolved once per policy: a reload that lowers one tenant's max_labels
+    applies to its next submit, and only to that tenant."""
+    broker = BrokerProcess(write_broker_config(tmp_path))
+    broker.start()
+    job = spec("labelled", [PY, "-c", "pass"], labels={"a": "1", "b": "2", "c": "3"})
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            for tenant in ("team-a", "team-b"):  # the limits of both are resolved (and kept)
+                assert stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth(tenant)).created
+            first = policy_hash(stub)
+            lowered = POLICY.replace(
+                "{id: team-a, kind: university, entity_country: CN}",
+                "{id: team-a, kind: university, entity_country: CN, limits: {max_labels: 2}}",
+            )
+            assert lowered != POLICY
+            (tmp_path / "policy.yaml").write_text(lowered)
+            assert broker.proc is not None
+            broker.proc.send_signal(signal.SIGHUP)
+            wait_hash(stub, first)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth("team-a"))
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "max_labels" in (err.value.details() or "")
+            assert stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth("team-b")).created
+    finally:
+        broker.stop()
