@@ -34,8 +34,9 @@ class AgentServicer(agent_service_pb2_grpc.AgentServiceServicer):
         self, request: agent_service_pb2.ReportExitRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> agent_service_pb2.ReportExitResponse:
         try:
+            rank = request.rank if request.HasField("rank") else None
             self.services.agent_report(
-                request.attempt_id, request.token, "exit", request.exit_code, request.log_tail
+                request.attempt_id, request.token, "exit", request.exit_code, request.log_tail, rank
             )
             return agent_service_pb2.ReportExitResponse()
         except Exception as exc:

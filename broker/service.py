@@ -265,9 +265,12 @@ class BrokerServices:
         if kind == "exit" and rank is None and is_gang_attempt(attempt):
             # One node's exit without its rank would end the whole gang.
             problems.append(FieldViolation("rank", "required in the exit report of a gang's node"))
+        nodes = self.store.get(attempt.job_id).spec.resources.nodes
+        if rank is not None and not 0 <= rank < nodes:
+            problems.append(FieldViolation("rank", f"must be 0 to {nodes - 1} for this job"))
         if problems:
             raise AgentReportError(problems)
-        if kind == "exit" and rank is not None and self.store.get(attempt.job_id).spec.resources.nodes > 1:
+        if kind == "exit" and rank is not None and nodes > 1:
             # One node of a gang ended: the gang ends when all did, or at once when one failed.
             code = exit_code if exit_code is not None else 1
             self.dispatcher.heartbeat(attempt)

@@ -26,7 +26,7 @@ import pytest
 from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
-from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
 from broker.store import SqliteStore
 from tests.brokerproc import ROOT, BrokerProcess
@@ -332,6 +332,45 @@ def test_ecs_rank_failure_fails_the_job_and_ends_every_node(world: World) -> Non
     assert job.message == "exit code 137 (rank 0 of 3)"
     eventually(lambda: not ecs_live(world.bj, job_id), "gang instances left running")
     eventually(lambda: not world.bj.deployment_sets, "deployment set left behind")
+
+
+def rank_exits(world: World, job_id: str) -> int:
+    store = SqliteStore(world.broker.config.parent / "data" / "broker.db")
+    try:
+        return sum(e.kind == "rank_exit" for e in store.events_after(job_id, 0))  # type: ignore[arg-type]
+    finally:
+        store.close()
+
+
+def test_gang_ranks_report_over_grpc_with_their_rank(world: World) -> None:
+    # The gRPC agent service carries the rank too: a report without it, or out of range, is refused
+    # with the field named and changes nothing; each rank's report counts once.
+    stub, job_id = submit(world, gang("ddp", "A10"))
+    attempt_id, ids = gang_of(world, job_id, "ali-bj")
+    secret = agent_secret_of(base64.b64decode(world.bj.user_data[ids[0]]).decode())
+    with grpc.insecure_channel(world.broker.address) as channel:
+        agent = agent_service_pb2_grpc.AgentServiceStub(channel)
+
+        def exit_report(**rank: int) -> None:
+            req = agent_service_pb2.ReportExitRequest(attempt_id=attempt_id, token=secret, exit_code=0, **rank)
+            agent.ReportExit(req)
+
+        for bad in ({}, {"rank": 2}, {"rank": -1}):
+            with pytest.raises(grpc.RpcError) as refused:
+                exit_report(**bad)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "rank" in (refused.value.details() or "")
+        assert rank_exits(world, job_id) == 0
+        exit_report(rank=1)
+        exit_report(rank=1)  # a retried report is kept once
+        assert rank_exits(world, job_id) == 1
+        job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md()).job
+        assert job.state not in TERMINAL  # rank 0 is still at work
+        exit_report(rank=0)
+    job = wait_state(stub, job_id, TERMINAL)
+    assert job.state == job_pb2.JOB_STATE_SUCCEEDED
+    assert [e.kind for e in events(stub, job_id)].count("rank_exit") == 2
+    eventually(lambda: not ecs_live(world.bj, job_id), "gang instances left running")
 
 
 def test_broker_killed_mid_gang_launch_adopts_what_started_and_leaks_nothing(world: World) -> None:

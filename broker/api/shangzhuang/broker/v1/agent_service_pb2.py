@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)shangzhuang/broker/v1/agent_service.proto\x12\x15shangzhuang.broker.v1\"F\n\x10HeartbeatRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07running\x18\x03 \x01(\x08\"!\n\x11HeartbeatResponse\x12\x0c\n\x04stop\x18\x01 \x01(\x08\"[\n\x11ReportExitRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x10\n\x08log_tail\x18\x04 \x01(\t\"\x14\n\x12ReportExitResponse\"S\n\x10\x41ppendLogRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"(\n\x11\x41ppendLogResponse\x12\x13\n\x0bnext_offset\x18\x01 \x01(\x03\x32\xb1\x02\n\x0c\x41gentService\x12^\n\tHeartbeat\x12\'.shangzhuang.broker.v1.HeartbeatRequest\x1a(.shangzhuang.broker.v1.HeartbeatResponse\x12\x61\n\nReportExit\x12(.shangzhuang.broker.v1.ReportExitRequest\x1a).shangzhuang.broker.v1.ReportExitResponse\x12^\n\tAppendLog\x12\'.shangzhuang.broker.v1.AppendLogRequest\x1a(.shangzhuang.broker.v1.AppendLogResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)shangzhuang/broker/v1/agent_service.proto\x12\x15shangzhuang.broker.v1\"F\n\x10HeartbeatRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07running\x18\x03 \x01(\x08\"!\n\x11HeartbeatResponse\x12\x0c\n\x04stop\x18\x01 \x01(\x08\"w\n\x11ReportExitRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x10\n\x08log_tail\x18\x04 \x01(\t\x12\x11\n\x04rank\x18\x05 \x01(\x05H\x00\x88\x01\x01\x42\x07\n\x05_rank\"\x14\n\x12ReportExitResponse\"S\n\x10\x41ppendLogRequest\x12\x12\n\nattempt_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"(\n\x11\x41ppendLogResponse\x12\x13\n\x0bnext_offset\x18\x01 \x01(\x03\x32\xb1\x02\n\x0c\x41gentService\x12^\n\tHeartbeat\x12\'.shangzhuang.broker.v1.HeartbeatRequest\x1a(.shangzhuang.broker.v1.HeartbeatResponse\x12\x61\n\nReportExit\x12(.shangzhuang.broker.v1.ReportExitRequest\x1a).shangzhuang.broker.v1.ReportExitResponse\x12^\n\tAppendLog\x12\'.shangzhuang.broker.v1.AppendLogRequest\x1a(.shangzhuang.broker.v1.AppendLogResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,13 +36,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEATRESPONSE']._serialized_start=140
   _globals['_HEARTBEATRESPONSE']._serialized_end=173
   _globals['_REPORTEXITREQUEST']._serialized_start=175
-  _globals['_REPORTEXITREQUEST']._serialized_end=266
-  _globals['_REPORTEXITRESPONSE']._serialized_start=268
-  _globals['_REPORTEXITRESPONSE']._serialized_end=288
-  _globals['_APPENDLOGREQUEST']._serialized_start=290
-  _globals['_APPENDLOGREQUEST']._serialized_end=373
-  _globals['_APPENDLOGRESPONSE']._serialized_start=375
-  _globals['_APPENDLOGRESPONSE']._serialized_end=415
-  _globals['_AGENTSERVICE']._serialized_start=418
-  _globals['_AGENTSERVICE']._serialized_end=723
+  _globals['_REPORTEXITREQUEST']._serialized_end=294
+  _globals['_REPORTEXITRESPONSE']._serialized_start=296
+  _globals['_REPORTEXITRESPONSE']._serialized_end=316
+  _globals['_APPENDLOGREQUEST']._serialized_start=318
+  _globals['_APPENDLOGREQUEST']._serialized_end=401
+  _globals['_APPENDLOGRESPONSE']._serialized_start=403
+  _globals['_APPENDLOGRESPONSE']._serialized_end=443
+  _globals['_AGENTSERVICE']._serialized_start=446
+  _globals['_AGENTSERVICE']._serialized_end=751
 # @@protoc_insertion_point(module_scope)

@@ -70,10 +70,15 @@ class ReportExitRequest(_message.Message):
     TOKEN_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     LOG_TAIL_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
     attempt_id: _builtins.str
     token: _builtins.str
     exit_code: _builtins.int
     log_tail: _builtins.str
+    rank: _builtins.int
+    """The node's rank (0-based) when the job is a multi-node gang; required then, since one
+    node's exit is not the whole job's. Unset for a one-node job.
+    """
     def __init__(
         self,
         *,
@@ -81,12 +86,15 @@ class ReportExitRequest(_message.Message):
         token: _builtins.str = ...,
         exit_code: _builtins.int = ...,
         log_tail: _builtins.str = ...,
+        rank: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_rank", b"_rank", "rank", b"rank"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_id", b"attempt_id", "exit_code", b"exit_code", "log_tail", b"log_tail", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_rank", b"_rank", "attempt_id", b"attempt_id", "exit_code", b"exit_code", "log_tail", b"log_tail", "rank", b"rank", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__rank: _TypeAlias = _typing.Literal["rank"]  # noqa: Y015
+    _WhichOneofArgType__rank: _TypeAlias = _typing.Literal["_rank", b"_rank"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rank) -> _WhichOneofReturnType__rank | None: ...
 
 Global___ReportExitRequest: _TypeAlias = ReportExitRequest  # noqa: Y015
 
