@@ -25,8 +25,8 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
-from broker.api import broker_service_pb2 as pb
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
+from broker.api import broker_service_pb2 as pb
 from broker.auth import hash_token
 from broker.store import SqliteStore
 from tests.brokerproc import ROOT, BrokerProcess
@@ -352,7 +352,9 @@ def test_gang_ranks_report_over_grpc_with_their_rank(world: World) -> None:
         agent = agent_service_pb2_grpc.AgentServiceStub(channel)
 
         def exit_report(**rank: int) -> None:
-            req = agent_service_pb2.ReportExitRequest(attempt_id=attempt_id, token=secret, exit_code=0, **rank)
+            req = agent_service_pb2.ReportExitRequest(
+                attempt_id=attempt_id, token=secret, exit_code=0, **rank
+            )
             agent.ReportExit(req)
 
         for bad in ({}, {"rank": 2}, {"rank": -1}):
