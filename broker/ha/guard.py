@@ -11,15 +11,19 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from adapters.base import Adapter, AdapterError, Capability, LogSource
+from adapters.base import Adapter, Capability, LogSource, TransientError
 from broker.model import AttemptStatus, CapacitySnapshot, LaunchRequest, Offer, OwnedInstance, SiteId
 from broker.store import JobStore, StoreError
 
 T = TypeVar("T")
 
 
-class NotLeaderError(AdapterError):
-    """This process is not (or no longer surely) the active scheduler: nothing was sent."""
+class NotLeaderError(TransientError):
+    """This process is not (or no longer surely) the active scheduler: nothing was sent.
+
+    Transient, not a failure of the attempt: the call is the active scheduler's to make, and it
+    makes it again with the same token; failing the attempt here would blame a healthy launch.
+    """
 
 
 class LeaderOnlyAdapter:
