@@ -4,30 +4,24 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
-from adapters.base import Adapter, Capability, LogSource
+from adapters.base import Adapter, LogSource
+from adapters.wrapper import AdapterWrapper, LogSourceWrapper
 from broker.metrics import BrokerMetrics
-from broker.model import AttemptStatus, CapacitySnapshot, LaunchRequest, Offer, OwnedInstance, SiteId
 
 T = TypeVar("T")
 
 
-class MeasuredAdapter:
+class MeasuredAdapter(AdapterWrapper):
     """An adapter whose calls are counted and timed per site; everything else passes through."""
 
     def __init__(self, inner: Adapter, metrics: BrokerMetrics) -> None:
-        self.inner = inner
-        self.site: SiteId = inner.site
+        super().__init__(inner)
         self._metrics = metrics
-
-    def __getattr__(self, name: str) -> Any:
-        # Adapter-specific attributes (caches the tests read, ping) are the inner one's.
-        return getattr(self.inner, name)
 
     def _call(self, call: str, fn: Callable[[], T]) -> T:
         m = self._metrics
@@ -41,35 +35,9 @@ class MeasuredAdapter:
         finally:
             m.adapter_seconds.labels(self.site, call).observe(time.perf_counter() - started)
 
-    def unsupported(self) -> Mapping[Capability, str]:
-        return self.inner.unsupported()
 
-    def offers(self, now: datetime) -> Sequence[Offer]:
-        return self._call("offers", lambda: self.inner.offers(now))
-
-    def capacity(self, now: datetime) -> CapacitySnapshot | None:
-        return self._call("capacity", lambda: self.inner.capacity(now))
-
-    def submit(self, request: LaunchRequest) -> str:
-        return self._call("submit", lambda: self.inner.submit(request))
-
-    def status(self, backend_id: str) -> AttemptStatus:
-        return self._call("status", lambda: self.inner.status(backend_id))
-
-    def cancel(self, backend_id: str, token: str) -> None:
-        self._call("cancel", lambda: self.inner.cancel(backend_id, token))
-
-    def list_owned(self) -> Sequence[OwnedInstance]:
-        return self._call("list_owned", lambda: self.inner.list_owned())
-
-
-class MeasuredLogSource(MeasuredAdapter):
+class MeasuredLogSource(MeasuredAdapter, LogSourceWrapper):
     """A measured adapter whose backend also serves job output (`adapters.base.LogSource`)."""
-
-    def read_log(self, backend_id: str, token: str, offset: int, limit: int) -> bytes:
-        source = self.inner
-        assert isinstance(source, LogSource)
-        return self._call("read_log", lambda: source.read_log(backend_id, token, offset, limit))
 
 
 def measured(adapter: Adapter, metrics: BrokerMetrics) -> MeasuredAdapter:

@@ -7,12 +7,11 @@ refused here before it is sent, even before the elector's thread has noticed the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from adapters.base import Adapter, Capability, LogSource, TransientError
-from broker.model import AttemptStatus, CapacitySnapshot, LaunchRequest, Offer, OwnedInstance, SiteId
+from adapters.base import Adapter, LogSource, TransientError
+from adapters.wrapper import AdapterWrapper, LogSourceWrapper
 from broker.store import JobStore, StoreError
 
 T = TypeVar("T")
@@ -26,18 +25,14 @@ class NotLeaderError(TransientError):
     """
 
 
-class LeaderOnlyAdapter:
+class LeaderOnlyAdapter(AdapterWrapper):
     """An adapter whose calls go out only while `may_act()` holds."""
 
     def __init__(self, inner: Adapter, may_act: Callable[[], bool]) -> None:
-        self.inner = inner
-        self.site: SiteId = inner.site
+        super().__init__(inner)
         self._may_act = may_act
         self.refused = 0
         """Calls refused because this process was not the leader (read by tests and bench)."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     def _call(self, call: str, fn: Callable[[], T]) -> T:
         if not self._may_act():
@@ -45,35 +40,9 @@ class LeaderOnlyAdapter:
             raise NotLeaderError(self.site, "NotLeader", f"{call} refused: not the active scheduler")
         return fn()
 
-    def unsupported(self) -> Mapping[Capability, str]:
-        return self.inner.unsupported()
 
-    def offers(self, now: datetime) -> Sequence[Offer]:
-        return self._call("offers", lambda: self.inner.offers(now))
-
-    def capacity(self, now: datetime) -> CapacitySnapshot | None:
-        return self._call("capacity", lambda: self.inner.capacity(now))
-
-    def submit(self, request: LaunchRequest) -> str:
-        return self._call("submit", lambda: self.inner.submit(request))
-
-    def status(self, backend_id: str) -> AttemptStatus:
-        return self._call("status", lambda: self.inner.status(backend_id))
-
-    def cancel(self, backend_id: str, token: str) -> None:
-        self._call("cancel", lambda: self.inner.cancel(backend_id, token))
-
-    def list_owned(self) -> Sequence[OwnedInstance]:
-        return self._call("list_owned", lambda: self.inner.list_owned())
-
-
-class LeaderOnlyLogSource(LeaderOnlyAdapter):
+class LeaderOnlyLogSource(LeaderOnlyAdapter, LogSourceWrapper):
     """The same for a backend that also serves job output."""
-
-    def read_log(self, backend_id: str, token: str, offset: int, limit: int) -> bytes:
-        source = self.inner
-        assert isinstance(source, LogSource)
-        return self._call("read_log", lambda: source.read_log(backend_id, token, offset, limit))
 
 
 def leader_only(adapter: Adapter, may_act: Callable[[], bool]) -> LeaderOnlyAdapter:
