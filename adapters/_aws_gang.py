@@ -11,7 +11,7 @@ import logging
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from adapters._gang import TAG_RANK, GangId, group_name, owned_group
+from adapters._gang import TAG_RANK, CloudGangs, group_name, owned_group
 from adapters._tags import TAG_BROKER, TAG_TOKEN
 from adapters.base import AdapterError
 from broker.model import LaunchRequest, OwnedInstance, SiteId
@@ -26,8 +26,11 @@ else:
 log = logging.getLogger(__name__)
 
 
-class Ec2Gangs:
+class Ec2Gangs(CloudGangs):
     """create_group / find_node / node_address / cancel_gang for `AwsAdapter`."""
+
+    GROUP_KIND = "placement group"
+    GROUP_GONE = "InvalidPlacementGroup.Unknown"
 
     site: SiteId
     broker_id: str
@@ -71,28 +74,8 @@ class Ec2Gangs:
         found = [i for r in resp.get("Reservations", []) for i in r.get("Instances", [])]
         return str(found[0].get("PrivateIpAddress") or "") if found else ""
 
-    def cancel_gang(self, gang: GangId, token: str) -> None:
-        """Terminate every node, then delete the group. A group still in use (its instances
-        are shutting down) is left to the reconciler, which lists it (`owned_groups`)."""
-        for node in gang.nodes:
-            self.cancel(node, token)
-        try:
-            with self._errors():
-                self._create.delete_placement_group(GroupName=gang.group)
-        except AdapterError as exc:
-            if exc.code == "InvalidPlacementGroup.Unknown":
-                return
-            if not gang.nodes:
-                raise  # the reconciler's own call: it tries again on its next pass
-            log.warning("placement group %s at %s not deleted yet: %s", gang.group, self.site, exc)
-
-    def listed_groups(self) -> list[OwnedInstance]:
-        """`owned_groups`, or none when the groups cannot be listed (the instances still are)."""
-        try:
-            return self.owned_groups()
-        except AdapterError as exc:
-            log.warning("groups at %s not listed: %s", self.site, exc)
-            return []
+    def _delete_group(self, group: str) -> None:
+        self._create.delete_placement_group(GroupName=group)
 
     def owned_groups(self) -> list[OwnedInstance]:
         """This broker's placement groups (named after their attempt's token)."""

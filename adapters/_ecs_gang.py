@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from alibabacloud_ecs20140526 import models as ecs
 from alibabacloud_ecs20140526.client import Client as EcsClient
 
-from adapters._gang import TAG_RANK, GangId, group_name, owned_group
+from adapters._gang import TAG_RANK, CloudGangs, group_name, owned_group
 from adapters._tags import TAG_BROKER, TAG_TOKEN
 from adapters.base import AdapterError
 from broker.model import LaunchRequest, OwnedInstance, SiteId
@@ -24,8 +24,11 @@ from broker.model import LaunchRequest, OwnedInstance, SiteId
 log = logging.getLogger(__name__)
 
 
-class EcsGangs:
+class EcsGangs(CloudGangs):
     """create_group / find_node / node_address / cancel_gang for `AlibabaAdapter`."""
+
+    GROUP_KIND = "deployment set"
+    GROUP_GONE = "InvalidDeploymentSetId.NotFound"
 
     site: SiteId
     region: str
@@ -65,30 +68,10 @@ class EcsGangs:
         ips = found[0].get("VpcAttributes", {}).get("PrivateIpAddress", {}).get("IpAddress", [])
         return str(ips[0]) if ips else ""
 
-    def cancel_gang(self, gang: GangId, token: str) -> None:
-        """Release every node, then delete the set. A set that still holds instances is left
-        to the reconciler, which lists it (`owned_groups`)."""
-        for node in gang.nodes:
-            self.cancel(node, token)
-        try:
-            with self._errors():
-                self._client.delete_deployment_set(
-                    ecs.DeleteDeploymentSetRequest(region_id=self.region, deployment_set_id=gang.group)
-                )
-        except AdapterError as exc:
-            if exc.code == "InvalidDeploymentSetId.NotFound":
-                return
-            if not gang.nodes:
-                raise  # the reconciler's own call: it tries again on its next pass
-            log.warning("deployment set %s at %s not deleted yet: %s", gang.group, self.site, exc)
-
-    def listed_groups(self) -> list[OwnedInstance]:
-        """`owned_groups`, or none when the groups cannot be listed (the instances still are)."""
-        try:
-            return self.owned_groups()
-        except AdapterError as exc:
-            log.warning("groups at %s not listed: %s", self.site, exc)
-            return []
+    def _delete_group(self, group: str) -> None:
+        self._client.delete_deployment_set(
+            ecs.DeleteDeploymentSetRequest(region_id=self.region, deployment_set_id=group)
+        )
 
     def owned_groups(self) -> list[OwnedInstance]:
         """This broker's deployment sets (named after their attempt's token)."""

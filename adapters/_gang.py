@@ -8,9 +8,15 @@ and terminate reach every node and the group with the one id the store keeps.
 
 from __future__ import annotations
 
+import logging
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
+from adapters.base import AdapterError
 from broker.model import AttemptState, LaunchRequest, OwnedInstance, SiteId
+
+log = logging.getLogger(__name__)
 
 TAG_RANK = "szb:rank"
 """A gang node's rank (0 … N-1); every node of a gang carries the attempt's token tag too."""
@@ -75,3 +81,48 @@ def owned_group(site: SiteId, broker_id: str, group: str, name: str) -> OwnedIns
 def gang_tags(request: LaunchRequest) -> dict[str, str]:
     """The rank mark of a gang's node (none for a one-node job)."""
     return {TAG_RANK: str(request.node_rank)} if is_gang(request) else {}
+
+
+class CloudGangs:
+    """Ending a gang and listing its groups, shared by the EC2 and ECS gang mixins."""
+
+    site: SiteId
+    GROUP_KIND: ClassVar[str]
+    """What the cloud calls the group, for the log ("placement group", "deployment set")."""
+    GROUP_GONE: ClassVar[str]
+    """The error code of deleting a group that no longer exists."""
+
+    if TYPE_CHECKING:  # the adapter's own, used here
+
+        def _errors(self) -> AbstractContextManager[None]: ...
+        def cancel(self, backend_id: str, token: str) -> None: ...
+
+    def _delete_group(self, group: str) -> None:
+        raise NotImplementedError
+
+    def owned_groups(self) -> list[OwnedInstance]:
+        """This broker's groups (named after their attempt's token)."""
+        raise NotImplementedError
+
+    def cancel_gang(self, gang: GangId, token: str) -> None:
+        """End every node, then delete the group. A group that still holds instances (they are
+        shutting down) is left to the reconciler, which lists it (`owned_groups`)."""
+        for node in gang.nodes:
+            self.cancel(node, token)
+        try:
+            with self._errors():
+                self._delete_group(gang.group)
+        except AdapterError as exc:
+            if exc.code == self.GROUP_GONE:
+                return
+            if not gang.nodes:
+                raise  # the reconciler's own call: it tries again on its next pass
+            log.warning("%s %s at %s not deleted yet: %s", self.GROUP_KIND, gang.group, self.site, exc)
+
+    def listed_groups(self) -> list[OwnedInstance]:
+        """`owned_groups`, or none when the groups cannot be listed (the instances still are)."""
+        try:
+            return self.owned_groups()
+        except AdapterError as exc:
+            log.warning("groups at %s not listed: %s", self.site, exc)
+            return []
