@@ -97,12 +97,9 @@ class CloudGangs:
         def _errors(self) -> AbstractContextManager[None]: ...
         def cancel(self, backend_id: str, token: str) -> None: ...
 
-    def _delete_group(self, group: str) -> None:
-        raise NotImplementedError
-
-    def owned_groups(self) -> list[OwnedInstance]:
-        """This broker's groups (named after their attempt's token)."""
-        raise NotImplementedError
+        # Each cloud's mixin: delete one group; list this broker's groups (named after tokens).
+        def _delete_group(self, group: str) -> None: ...
+        def owned_groups(self) -> list[OwnedInstance]: ...
 
     def cancel_gang(self, gang: GangId, token: str) -> None:
         """End every node, then delete the group. A group that still holds instances (they are
