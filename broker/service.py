@@ -265,7 +265,8 @@ class BrokerServices:
         if kind == "exit" and rank is None and is_gang_attempt(attempt):
             # One node's exit without its rank would end the whole gang.
             problems.append(FieldViolation("rank", "required in the exit report of a gang's node"))
-        nodes = self.store.get(attempt.job_id).spec.resources.nodes
+        # Only a report with a rank needs the job's spec: heartbeats stay one read.
+        nodes = self.store.get(attempt.job_id).spec.resources.nodes if rank is not None else 1
         if rank is not None and not 0 <= rank < nodes:
             problems.append(FieldViolation("rank", f"must be 0 to {nodes - 1} for this job"))
         if problems:
