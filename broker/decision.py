@@ -61,6 +61,25 @@ class FairShareNote:
 
 
 @dataclass(frozen=True, slots=True)
+class ProjectionNote:
+    """Where a projected on-prem wait came from (`burst.wait_model: projected`, live explain)."""
+
+    partition: str
+    wait_s: float
+    free_units: int
+    running: tuple[tuple[int, float], ...]
+    """(units, seconds until its expected end) of the soonest-ending running jobs (at most 10)."""
+    running_jobs: int
+    backend_queue_jobs: int
+    """Jobs pending in the backend's own queue (Slurm), ahead of every broker waiter."""
+    ahead_jobs: int
+    ahead_units: int
+    ahead_unit_hours: float
+    runtime_ratio: float
+    """The asking tenant's learned actual/estimated runtime ratio."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReclaimVictim:
     """Borrowed work fair share asks to preempt so this job gets its quota back."""
 
@@ -83,6 +102,8 @@ class Decision:
     """The placement explanation behind the decision."""
     fair_share: FairShareNote | None = None
     reclaim: tuple[ReclaimVictim, ...] = ()
+    projection: ProjectionNote | None = None
+    """Where the on-prem wait came from, when it was projected (live explain)."""
 
     @property
     def summary(self) -> str:

@@ -20,15 +20,15 @@ from broker.burst import BurstInputs, TenantMoney, decide, is_onprem, route_stat
 from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.step import build_inputs, decide_in_pass
 from broker.catalog.accelerators import normalize
-from broker.catalog.instances import InstanceRow
 from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.decision import Action, Decision, FairShareNote
-from broker.dispatch.contract import FailoverPlan
-from broker.dispatch.failover import NextStep, RetryPolicy
+from broker.dispatch.contract import FailoverPlan, failover_plan
+from broker.dispatch.failover import NextStep
 from broker.dispatch.health import SiteHealth
-from broker.dispatch.offers import OfferReading, OfferSource
+from broker.dispatch.offers import OfferReading, OfferSource, instance_types
 from broker.dispatch.spend import SpendLedger
+from broker.dispatch.waits import LiveWaits
 from broker.fair_queue import FairQueue
 from broker.fairshare import batch_account, priority_refusal
 from broker.fairshare.holds import claimed_meanwhile
@@ -57,6 +57,8 @@ class Planner:
         self._admitted: dict[tuple[str, str, str], list[str]] = {}
         self.fair = FairQueue()
         """Fair share across tenants: the usage book and each queued job's standing."""
+        self.waits = LiveWaits()
+        """Projected on-prem waits (`burst.wait_model: projected`): what each job has ahead."""
 
     @classmethod
     def load(cls, config: BrokerConfig, clock: Clock) -> Planner:
@@ -102,7 +104,7 @@ class Planner:
                 "region": site.region,
                 "zones": list(site.zones),
                 "provider": site.provider,
-                "instance_types": _instance_types(self.policy.instances.get(site.id, ())),
+                "instance_types": instance_types(self.policy.instances.get(site.id, ())),
                 **site.adapter_config,
             }
             if site.catalog is not None and "currency" not in config:
@@ -124,19 +126,7 @@ class Planner:
         return self.health.unhealthy_now()
 
     def failover(self) -> FailoverPlan:
-        b = self.policy.burst
-        return FailoverPlan(
-            retry=RetryPolicy(
-                max_attempts=b.retries.max_transient_retries + 1,
-                max_total_s=b.retries.backoff_max.total_seconds() * 2,
-                initial_backoff_s=b.retries.backoff_initial.total_seconds(),
-                max_backoff_s=b.retries.backoff_max.total_seconds(),
-            ),
-            attempt_timeout_s=b.attempt_timeout.total_seconds(),
-            give_up_after_s=b.give_up_after.total_seconds(),
-            heartbeat_timeout_s=b.heartbeat_timeout.total_seconds(),
-            max_attempts=b.retries.max_attempts,
-        )
+        return failover_plan(self.policy)
 
     def record_failure(self, attempt: Attempt, error: AdapterError) -> NextStep:
         """Block what the error says to block; auth/config errors open the site's breaker."""
@@ -198,7 +188,15 @@ class Planner:
             ):
                 key = partition_key(attempt.offer)
                 snap.claimed[key] = snap.claimed.get(key, 0) + attempt.offer.count
+        if self.policy.burst.wait_model == "projected":
+            self.waits.noted(snap, live)
         return snap
+
+    def projected_waits(
+        self, spec: JobSpec, tenant: TenantId, queued_since: datetime, snap: PassSnapshot, store: JobStore
+    ) -> dict[str, float] | None:
+        """The job's projected wait per on-prem partition (None under the fluid model)."""
+        return self.waits.for_job(self.policy, spec, tenant, queued_since, snap, store, self.queueing_sites())
 
     def money(self, tenant: str, now: datetime, store: JobStore) -> TenantMoney:
         return self.ledger.money(tenant, now, store)
@@ -215,6 +213,7 @@ class Planner:
         *,
         queued_since: datetime,
         pending_since: datetime | None,
+        projected_wait: dict[str, float] | None = None,
     ) -> BurstInputs:
         """A job's decision inputs: the pass's money for the tenant (read once per pass and after
         each of its bursts), then the one pure builder the simulator uses too (`build_inputs`)."""
@@ -227,6 +226,7 @@ class Planner:
             money=money,
             pending_since=pending_since,
             queueing_sites=self.queueing_sites(),
+            projected_wait=projected_wait,
         )
 
     def decide(self, job: Job, snap: PassSnapshot, store: JobStore) -> Decision:
@@ -237,13 +237,21 @@ class Planner:
             # Far over its share: the job does not wait on-prem behind others for its max_wait.
             spec = spec.model_copy(update={"max_wait": timedelta(0)})
         held = self.fair.held_for(self.policy, job, snap.now)  # kept for a waiting job ahead
+        projected = self.projected_waits(spec, job.tenant, job.created_at, snap, store)
         with claimed_meanwhile(snap.claimed, held):
             inputs = self.inputs_for(
-                job.tenant, snap, store, queued_since=job.created_at, pending_since=pending
+                job.tenant,
+                snap,
+                store,
+                queued_since=job.created_at,
+                pending_since=pending,
+                projected_wait=projected,
             )
             # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
             decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
         decision = self.fair.adjust(self.policy, job, decision, snap)
+        if projected is not None:
+            self.waits.record(job, decision, self.policy, snap, store)
         since = decision.facts.burst_pending_since
         if since is not None:
             self.pending_burst[job.id] = since
@@ -265,6 +273,8 @@ class Planner:
         """An attempt ended: forget its job's burst memory when the job is over, settle its spend."""
         if status.state.terminal:
             self.fair.ended(attempt, self.clock.now())
+        if status.state == AttemptState.SUCCEEDED:
+            self.waits.ratios.forget(job.tenant)  # its history grew: learn the ratio again
         if status.state in (AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.CANCELLED):
             self.burst_jobs.discard(job.id)  # the job is over: forget its burst memory
             self.pending_burst.pop(job.id, None)
@@ -323,8 +333,13 @@ class Planner:
         limit = policy.document.fair_share.over_share_burst_ratio
         if limit is not None and not standing.in_quota and standing.ratio > limit:
             spec = spec.model_copy(update={"max_wait": timedelta(0)})
-        inputs = self.inputs_for(tenant, snap, store, queued_since=snap.now, pending_since=None)
+        projected = self.projected_waits(spec, tenant, snap.now, snap, store)
+        inputs = self.inputs_for(
+            tenant, snap, store, queued_since=snap.now, pending_since=None, projected_wait=projected
+        )
         decision = decide(spec, tenant, snap.offers, policy, inputs)
+        if projected is not None:
+            decision = self.waits.explained(decision, snap, tenant, store)
         fair = FairShareNote(standing.position, standing.in_quota, round(standing.ratio, 3), standing.text())
         offer = decision.offer
         if (
@@ -347,8 +362,15 @@ class Planner:
         return priority_refusal(self.policy, tenant, spec.priority)
 
     def order_queue(self, jobs: Sequence[Job], now: datetime, *, full: bool) -> list[Job]:
-        """Queued jobs in fair-share order across tenants (`full`: the whole queue, keep standings)."""
+        """Queued jobs in fair-share order across tenants (`full`: the whole queue, keep standings).
+
+        It starts a pass: the projected waits' lines are redrawn in this order when `full`."""
+        self.waits.begin_pass(full=full)
         return self.fair.order(self.policy, jobs, now, remember=full)
+
+    def still_waiting(self, job: Job) -> None:
+        """A queued job the pass skipped (deep in a head scan): it still waits where it did."""
+        self.waits.keep(job)
 
     def observe_live(self, live: Sequence[Attempt], now: datetime, store: JobStore) -> None:
         """Tell fair share which attempts are live (after a restart, or ends nobody reported)."""
@@ -365,30 +387,6 @@ class Planner:
     def standing(self, job_id: str) -> str | None:
         """Where a queued job stands in the fair-share order, in words (None if not ordered yet)."""
         return self.fair.describe(job_id)
-
-
-def _instance_types(rows: Sequence[InstanceRow]) -> list[dict[str, Any]]:
-    """A site's catalog rows as the cloud adapters' `instance_types` config (one entry per type)."""
-    by_type: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if row.price is None:
-            continue
-        entry = by_type.get(row.instance_type)
-        if entry is None:
-            entry = by_type[row.instance_type] = {
-                "instance_type": row.instance_type,
-                "accelerator": row.accelerator,
-                "count": row.count,
-                "price_per_hour": row.price,
-                "cpus": row.cpus,
-                "memory_gb": row.memory_gb,
-                "zones": [],
-            }
-            if row.spot_price is not None:
-                entry["spot_price_per_hour"] = row.spot_price
-        if row.zone and row.zone not in entry["zones"]:
-            entry["zones"].append(row.zone)
-    return list(by_type.values())
 
 
 def _most_telling(reasons: Sequence[Reason]) -> list[str]:

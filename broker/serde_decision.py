@@ -69,6 +69,20 @@ def decision_data(decision: Decision) -> dict[str, Any]:
         }
     if decision.reclaim:
         data["reclaim"] = reclaim_json(decision)
+    note = decision.projection
+    if note is not None:
+        data["projection"] = {
+            "partition": note.partition,
+            "wait_s": note.wait_s,
+            "free_units": note.free_units,
+            "running": [{"units": u, "ends_in_s": s} for u, s in note.running],
+            "running_jobs": note.running_jobs,
+            "backend_queue_jobs": note.backend_queue_jobs,
+            "queue_ahead_jobs": note.ahead_jobs,
+            "queue_ahead_units": note.ahead_units,
+            "queue_ahead_unit_hours": note.ahead_unit_hours,
+            "runtime_ratio": note.runtime_ratio,
+        }
     return data
 
 

@@ -25,7 +25,15 @@ _OPTIONAL_NUMBERS = {
     "cloud_total_cost": "cloud_total_cost",
     "cash": "cash",
     "voucher": "voucher",
+    "burst_in_s": "burst_in_seconds",
 }
+_PROJECTION_COUNTS = (
+    "free_units",
+    "running_jobs",
+    "backend_queue_jobs",
+    "queue_ahead_jobs",
+    "queue_ahead_units",
+)
 _WAIT_NUMBERS = {
     "waited_s": "waited_seconds",
     "max_wait_s": "max_wait_seconds",
@@ -59,6 +67,21 @@ def decision_to_proto(d: Mapping[str, Any]) -> placement_pb2.Decision:
         ts = _ts_from_iso(d.get(key))
         if ts is not None:
             getattr(msg, key).CopyFrom(ts)
+    p = d.get("projection")
+    if p:
+        msg.projection.CopyFrom(
+            placement_pb2.ProjectedWait(
+                partition=p["partition"],
+                wait_seconds=float(p["wait_s"]),
+                running=[
+                    placement_pb2.RunningEnd(units=r["units"], ends_in_seconds=r["ends_in_s"])
+                    for r in p["running"]
+                ],
+                queue_ahead_unit_hours=float(p["queue_ahead_unit_hours"]),
+                runtime_ratio=float(p["runtime_ratio"]),
+                **{k: int(p[k]) for k in _PROJECTION_COUNTS},
+            )
+        )
     return msg
 
 
@@ -86,6 +109,16 @@ def decision_from_proto(msg: placement_pb2.Decision) -> dict[str, Any]:
     for key in ("price_read_at", "burst_pending_since"):
         if msg.HasField(key):  # type: ignore[arg-type]
             d[key] = ts_from_proto(getattr(msg, key)).isoformat()
+    if msg.HasField("projection"):
+        p = msg.projection
+        d["projection"] = {
+            "partition": p.partition,
+            "wait_s": p.wait_seconds,
+            "running": [{"units": r.units, "ends_in_s": r.ends_in_seconds} for r in p.running],
+            "queue_ahead_unit_hours": p.queue_ahead_unit_hours,
+            "runtime_ratio": p.runtime_ratio,
+            **{k: getattr(p, k) for k in _PROJECTION_COUNTS},
+        }
     return d
 
 

@@ -186,7 +186,7 @@ def print_decision(decision: dict[str, Any], *, console: Console | None = None) 
     for reason in reasons if isinstance(reasons, list) else []:
         console.print(f"  - {escape(str(reason))}", highlight=False)
     parts = []
-    skip = {"action", "burst", "reasons", "currency", "price_currency", "price_per_hour"}
+    skip = {"action", "burst", "reasons", "currency", "price_currency", "price_per_hour", "projection"}
     for key, value in decision.items():
         if key in skip or value is None:
             continue
@@ -195,3 +195,17 @@ def print_decision(decision: dict[str, Any], *, console: Console | None = None) 
         parts.append(f"price_per_hour={decision['price_per_hour']} {decision.get('price_currency', '')}")
     if parts:
         console.print("  " + escape(", ".join(parts)), highlight=False)
+    if decision.get("projection"):
+        console.print("  " + escape(projection_text(decision["projection"])), highlight=False)
+
+
+def projection_text(p: dict[str, Any]) -> str:
+    """Where a projected on-prem wait came from, in one line."""
+    ends = ", ".join(f"{r['units']} in {r['ends_in_s'] / 60:.0f} min" for r in p["running"][:5])
+    return (
+        f"projected wait on {p['partition']}: {p['wait_s'] / 60:.0f} min from {p['free_units']} free "
+        f"unit(s); {p['running_jobs']} running (units freed: {ends or 'none'}); "
+        f"{p['backend_queue_jobs']} pending at the backend; {p['queue_ahead_jobs']} job(s) ahead "
+        f"({p['queue_ahead_units']} units, {p['queue_ahead_unit_hours']} unit-hours); "
+        f"runtime ratio x{p['runtime_ratio']}"
+    )

@@ -12,6 +12,7 @@ from broker.burst.snapshot import PassSnapshot
 from broker.decision import Decision
 from broker.dispatch.failover import NextStep, RetryPolicy
 from broker.model import Attempt, AttemptStatus, Job, SiteId
+from broker.policy import Policy
 from broker.store import JobStore
 
 
@@ -41,6 +42,8 @@ class DecisionMaker(Protocol):
     def needs_agent(self, site: str) -> bool: ...
 
     def order_queue(self, jobs: Sequence[Job], now: datetime, *, full: bool) -> list[Job]: ...
+
+    def still_waiting(self, job: Job) -> None: ...
 
     def observe_live(self, live: Sequence[Attempt], now: datetime, store: JobStore) -> None: ...
 
@@ -81,3 +84,20 @@ class DispatchStats:
     decisions: int = 0
     launches: int = 0
     bursts: list[datetime] = field(default_factory=list)
+
+
+def failover_plan(policy: Policy) -> FailoverPlan:
+    """The policy's retry, timeout and give-up numbers as the dispatcher uses them."""
+    b = policy.burst
+    return FailoverPlan(
+        retry=RetryPolicy(
+            max_attempts=b.retries.max_transient_retries + 1,
+            max_total_s=b.retries.backoff_max.total_seconds() * 2,
+            initial_backoff_s=b.retries.backoff_initial.total_seconds(),
+            max_backoff_s=b.retries.backoff_max.total_seconds(),
+        ),
+        attempt_timeout_s=b.attempt_timeout.total_seconds(),
+        give_up_after_s=b.give_up_after.total_seconds(),
+        heartbeat_timeout_s=b.heartbeat_timeout.total_seconds(),
+        max_attempts=b.retries.max_attempts,
+    )

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from adapters.base import Adapter, AdapterError, AuthError, Capability, ConfigError
 from broker.burst import is_onprem
 from broker.burst.snapshot import partition_key
+from broker.catalog.instances import InstanceRow
 from broker.clock import Clock
 from broker.dispatch.health import SiteHealth
 from broker.model import CapacitySnapshot, Offer, SiteId
@@ -171,3 +173,27 @@ def _with_capacity(
             wait = backlog / part.total * 3600 if part.total else 0.0
         out.append(offer.model_copy(update={"free": part.free, "expected_wait_s": wait}))
     return out, totals
+
+
+def instance_types(rows: Sequence[InstanceRow]) -> list[dict[str, Any]]:
+    """A site's catalog rows as the cloud adapters' `instance_types` config (one entry per type)."""
+    by_type: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row.price is None:
+            continue
+        entry = by_type.get(row.instance_type)
+        if entry is None:
+            entry = by_type[row.instance_type] = {
+                "instance_type": row.instance_type,
+                "accelerator": row.accelerator,
+                "count": row.count,
+                "price_per_hour": row.price,
+                "cpus": row.cpus,
+                "memory_gb": row.memory_gb,
+                "zones": [],
+            }
+            if row.spot_price is not None:
+                entry["spot_price_per_hour"] = row.spot_price
+        if row.zone and row.zone not in entry["zones"]:
+            entry["zones"].append(row.zone)
+    return list(by_type.values())

@@ -120,6 +120,7 @@ class Scheduling(Launching):
         waits_in_a_row = 0
         for n, job in enumerate(queued, start=1):
             if head_only is not None and waits_in_a_row >= HEAD_SCAN_WAITS and job.id not in head_only:
+                self.planner.still_waiting(job)
                 continue
             if n % DECISIONS_PER_SLICE == 0:
                 self._flush_waiting(waiting, now)

@@ -1,10 +1,10 @@
 """The one SQL store, over a dialect: SQLite and PostgreSQL share every query.
 
 Its parts: `_sql_core` (connection, transactions, fencing, rows), `_sql_jobs` (jobs and
-events), `_sql_attempts` (attempts and money); this module adds the audit trail and the
-scheduler leadership lease. Where SQLite relies on its single writer, PostgreSQL takes row
-locks (`FOR UPDATE`, the `last_seq` counter) or a per-month advisory lock, so several broker
-processes may share one database.
+events), `_sql_attempts` (attempts and money), `_sql_runs` (run history); this module adds
+the audit trail and the scheduler leadership lease. Where SQLite relies on its single
+writer, PostgreSQL takes row locks (`FOR UPDATE`, the `last_seq` counter) or a per-month
+advisory lock, so several broker processes may share one database.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from broker.model import JobEvent, TenantId
 from broker.store import _audit
 from broker.store._audit import AuditFilter, PolicyVersion
 from broker.store._sql_attempts import SqlAttempts
+from broker.store._sql_runs import SqlRuns
 from broker.store.base import FairUsage, LeaseRow, StoreError
 
 
-class SqlStore(SqlAttempts):
+class SqlStore(SqlAttempts, SqlRuns):
     """The store contract on one SQL database; `SqliteStore` and `PostgresStore` only connect."""
 
     # Audit trail ---------------------------------------------------------------------------

@@ -264,6 +264,15 @@ class JobStore(abc.ABC):
     def live_attempts(self) -> list[Attempt]:
         """Attempts still PENDING or RUNNING at their backend."""
 
+    @abc.abstractmethod
+    def run_starts(self, job_ids: Sequence[JobId]) -> dict[JobId, datetime]:
+        """Per job: when its latest run began (its last move to RUNNING); absent if it never ran."""
+
+    @abc.abstractmethod
+    def recent_runtimes(self, tenant: TenantId, limit: int) -> list[tuple[float, float]]:
+        """(runtime estimate, actual run) seconds of the tenant's newest `limit` succeeded jobs,
+        newest first; bounded by `limit` however long the history."""
+
     # Money --------------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -425,6 +425,40 @@ class StoreContract:
         assert times.get(queued.id, (None, None)) == (None, None)
         assert store.run_times([]) == {}
 
+    def run(self, store: JobStore, job: Job, start: datetime, end: datetime | None, final: JobState) -> None:
+        """Move a queued job through a run that began at `start` (ended at `end` in `final`)."""
+        store.transition(job.id, JobState.PLACING, start)
+        store.transition(job.id, JobState.PROVISIONING, start)
+        store.transition(job.id, JobState.RUNNING, start, kind="running")
+        store.record(job.id, start + timedelta(seconds=30), kind="log", message="still running")
+        if end is not None:
+            store.transition(job.id, final, end)
+
+    def test_run_starts_are_the_latest_move_to_running(self, store: JobStore) -> None:
+        """The live wait projection dates a running job from its current run, not its first."""
+        again, once, queued = (self.submit_one(store, A, n) for n in ("again", "once", "queued"))
+        self.run(store, again, LATER, LATER + timedelta(minutes=1), JobState.PREEMPTED)
+        store.transition(again.id, JobState.QUEUED, LATER + timedelta(minutes=1))
+        self.run(store, again, LATER + timedelta(minutes=7), None, JobState.RUNNING)
+        self.run(store, once, LATER + timedelta(minutes=2), None, JobState.RUNNING)
+        starts = store.run_starts([again.id, once.id, queued.id])
+        assert starts == {again.id: LATER + timedelta(minutes=7), once.id: LATER + timedelta(minutes=2)}
+        assert store.run_starts([]) == {}
+
+    def test_recent_runtimes_are_the_tenants_newest_succeeded_runs(self, store: JobStore) -> None:
+        """(estimate, actual) of the newest N succeeded runs of one tenant: failures, other
+        tenants and older jobs are left out, so the read stays bounded however long the history."""
+        jobs = [self.submit_one(store, A, f"ok-{i}") for i in range(5)]
+        failed, other = self.submit_one(store, A, "failed"), self.submit_one(store, B, "other")
+        for i, job in enumerate(jobs):  # estimate 1 h; job i ran (i + 1) x 30 min
+            self.run(store, job, LATER, LATER + timedelta(minutes=30 * (i + 1)), JobState.SUCCEEDED)
+        self.run(store, failed, LATER, LATER + timedelta(minutes=1), JobState.FAILED)
+        self.run(store, other, LATER, LATER + timedelta(hours=9), JobState.SUCCEEDED)
+        assert store.recent_runtimes(A, 3) == [(3600.0, 9000.0), (3600.0, 7200.0), (3600.0, 5400.0)]
+        assert len(store.recent_runtimes(A, 100)) == 5
+        assert store.recent_runtimes(B, 10) == [(3600.0, 32400.0)]
+        assert store.recent_runtimes(TenantId("nobody"), 10) == []
+
     def test_record_many_sets_the_latest_message(self, store: JobStore) -> None:
         """`szb list` shows why a queued job waits: the message of its latest waiting event."""
         job = self.submit_one(store)
@@ -882,6 +916,19 @@ class TestSqliteStore(StoreContract):
         assert isinstance(store, SqliteStore)
         with closing(sqlite3.connect(store.path)) as db:
             return db.execute(sql, params).fetchall()
+
+
+    def test_recent_runtimes_read_the_partial_index_not_the_table(self, store: JobStore) -> None:
+        """A tenant with a deep queue still learns its ratio from an index range, not a scan."""
+        self.submit_one(store)
+        plan = self.raw(
+            store,
+            "EXPLAIN QUERY PLAN SELECT id, spec FROM jobs WHERE tenant = ? AND state = 'SUCCEEDED' "
+            "ORDER BY id DESC LIMIT ?",
+            ("team-a", 5),
+        )
+        text = " ".join(str(r[-1]) for r in plan)
+        assert "jobs_succeeded" in text and "TEMP B-TREE" not in text, text
 
 
 class TestPostgresStore(StoreContract):

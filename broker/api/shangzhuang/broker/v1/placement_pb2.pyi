@@ -263,6 +263,8 @@ class Decision(_message.Message):
     CASH_FIELD_NUMBER: _builtins.int
     VOUCHER_FIELD_NUMBER: _builtins.int
     BURST_PENDING_SINCE_FIELD_NUMBER: _builtins.int
+    BURST_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    PROJECTION_FIELD_NUMBER: _builtins.int
     action: Global___DecisionAction.ValueType
     burst: _builtins.bool
     offer_key: _builtins.str
@@ -282,6 +284,8 @@ class Decision(_message.Message):
     cash: _builtins.float
     """Cash and voucher amounts a burst reserves."""
     voucher: _builtins.float
+    burst_in_seconds: _builtins.float
+    """A job projected late bursts this many seconds from now (its last responsible moment)."""
     @_builtins.property
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -289,6 +293,10 @@ class Decision(_message.Message):
     @_builtins.property
     def burst_pending_since(self) -> _timestamp_pb2.Timestamp:
         """Since when the burst condition has held (hysteresis), when it is pending."""
+
+    @_builtins.property
+    def projection(self) -> Global___ProjectedWait:
+        """Where the on-prem wait came from when the policy projects starts (live explain)."""
 
     def __init__(
         self,
@@ -312,11 +320,15 @@ class Decision(_message.Message):
         cash: _builtins.float | None = ...,
         voucher: _builtins.float | None = ...,
         burst_pending_since: _timestamp_pb2.Timestamp | None = ...,
+        burst_in_seconds: _builtins.float | None = ...,
+        projection: Global___ProjectedWait | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cash", b"_cash", "_cloud_total_cost", b"_cloud_total_cost", "_onprem_expected_wait_seconds", b"_onprem_expected_wait_seconds", "_onprem_total_cost", b"_onprem_total_cost", "_voucher", b"_voucher", "burst_pending_since", b"burst_pending_since", "cash", b"cash", "cloud_total_cost", b"cloud_total_cost", "onprem_expected_wait_seconds", b"onprem_expected_wait_seconds", "onprem_total_cost", b"onprem_total_cost", "price_read_at", b"price_read_at", "voucher", b"voucher"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_burst_in_seconds", b"_burst_in_seconds", "_cash", b"_cash", "_cloud_total_cost", b"_cloud_total_cost", "_onprem_expected_wait_seconds", b"_onprem_expected_wait_seconds", "_onprem_total_cost", b"_onprem_total_cost", "_voucher", b"_voucher", "burst_in_seconds", b"burst_in_seconds", "burst_pending_since", b"burst_pending_since", "cash", b"cash", "cloud_total_cost", b"cloud_total_cost", "onprem_expected_wait_seconds", b"onprem_expected_wait_seconds", "onprem_total_cost", b"onprem_total_cost", "price_read_at", b"price_read_at", "projection", b"projection", "voucher", b"voucher"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cash", b"_cash", "_cloud_total_cost", b"_cloud_total_cost", "_onprem_expected_wait_seconds", b"_onprem_expected_wait_seconds", "_onprem_total_cost", b"_onprem_total_cost", "_voucher", b"_voucher", "action", b"action", "burst", b"burst", "burst_pending_since", b"burst_pending_since", "cash", b"cash", "cloud_offer", b"cloud_offer", "cloud_total_cost", b"cloud_total_cost", "currency", b"currency", "max_wait_seconds", b"max_wait_seconds", "offer_key", b"offer_key", "onprem_expected_wait_seconds", b"onprem_expected_wait_seconds", "onprem_site", b"onprem_site", "onprem_total_cost", b"onprem_total_cost", "price_currency", b"price_currency", "price_per_hour", b"price_per_hour", "price_read_at", b"price_read_at", "reasons", b"reasons", "remaining_wait_seconds", b"remaining_wait_seconds", "voucher", b"voucher", "waited_seconds", b"waited_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_burst_in_seconds", b"_burst_in_seconds", "_cash", b"_cash", "_cloud_total_cost", b"_cloud_total_cost", "_onprem_expected_wait_seconds", b"_onprem_expected_wait_seconds", "_onprem_total_cost", b"_onprem_total_cost", "_voucher", b"_voucher", "action", b"action", "burst", b"burst", "burst_in_seconds", b"burst_in_seconds", "burst_pending_since", b"burst_pending_since", "cash", b"cash", "cloud_offer", b"cloud_offer", "cloud_total_cost", b"cloud_total_cost", "currency", b"currency", "max_wait_seconds", b"max_wait_seconds", "offer_key", b"offer_key", "onprem_expected_wait_seconds", b"onprem_expected_wait_seconds", "onprem_site", b"onprem_site", "onprem_total_cost", b"onprem_total_cost", "price_currency", b"price_currency", "price_per_hour", b"price_per_hour", "price_read_at", b"price_read_at", "projection", b"projection", "reasons", b"reasons", "remaining_wait_seconds", b"remaining_wait_seconds", "voucher", b"voucher", "waited_seconds", b"waited_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__burst_in_seconds: _TypeAlias = _typing.Literal["burst_in_seconds"]  # noqa: Y015
+    _WhichOneofArgType__burst_in_seconds: _TypeAlias = _typing.Literal["_burst_in_seconds", b"_burst_in_seconds"]  # noqa: Y015
     _WhichOneofReturnType__cash: _TypeAlias = _typing.Literal["cash"]  # noqa: Y015
     _WhichOneofArgType__cash: _TypeAlias = _typing.Literal["_cash", b"_cash"]  # noqa: Y015
     _WhichOneofReturnType__cloud_total_cost: _TypeAlias = _typing.Literal["cloud_total_cost"]  # noqa: Y015
@@ -327,6 +339,8 @@ class Decision(_message.Message):
     _WhichOneofArgType__onprem_total_cost: _TypeAlias = _typing.Literal["_onprem_total_cost", b"_onprem_total_cost"]  # noqa: Y015
     _WhichOneofReturnType__voucher: _TypeAlias = _typing.Literal["voucher"]  # noqa: Y015
     _WhichOneofArgType__voucher: _TypeAlias = _typing.Literal["_voucher", b"_voucher"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__burst_in_seconds) -> _WhichOneofReturnType__burst_in_seconds | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cash) -> _WhichOneofReturnType__cash | None: ...
     @_typing.overload
@@ -339,3 +353,82 @@ class Decision(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__voucher) -> _WhichOneofReturnType__voucher | None: ...
 
 Global___Decision: _TypeAlias = Decision  # noqa: Y015
+
+@_typing.final
+class ProjectedWait(_message.Message):
+    """The sources of a projected on-prem wait (`burst.wait_model: projected`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITION_FIELD_NUMBER: _builtins.int
+    WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    FREE_UNITS_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    RUNNING_JOBS_FIELD_NUMBER: _builtins.int
+    BACKEND_QUEUE_JOBS_FIELD_NUMBER: _builtins.int
+    QUEUE_AHEAD_JOBS_FIELD_NUMBER: _builtins.int
+    QUEUE_AHEAD_UNITS_FIELD_NUMBER: _builtins.int
+    QUEUE_AHEAD_UNIT_HOURS_FIELD_NUMBER: _builtins.int
+    RUNTIME_RATIO_FIELD_NUMBER: _builtins.int
+    partition: _builtins.str
+    """The partition (`site/partition`) the job would wait in, and its projected wait there."""
+    wait_seconds: _builtins.float
+    free_units: _builtins.int
+    running_jobs: _builtins.int
+    backend_queue_jobs: _builtins.int
+    """Jobs pending in the backend's own queue (Slurm), ahead of every broker waiter."""
+    queue_ahead_jobs: _builtins.int
+    """The broker's waiting jobs ahead of this one, in the dispatcher's order (bursts left out)."""
+    queue_ahead_units: _builtins.int
+    queue_ahead_unit_hours: _builtins.float
+    runtime_ratio: _builtins.float
+    """The asking tenant's learned ratio of actual to estimated runtime."""
+    @_builtins.property
+    def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunningEnd]:
+        """The soonest-ending running jobs there (at most 10) and how many run in all."""
+
+    def __init__(
+        self,
+        *,
+        partition: _builtins.str = ...,
+        wait_seconds: _builtins.float = ...,
+        free_units: _builtins.int = ...,
+        running: _abc.Iterable[Global___RunningEnd] | None = ...,
+        running_jobs: _builtins.int = ...,
+        backend_queue_jobs: _builtins.int = ...,
+        queue_ahead_jobs: _builtins.int = ...,
+        queue_ahead_units: _builtins.int = ...,
+        queue_ahead_unit_hours: _builtins.float = ...,
+        runtime_ratio: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend_queue_jobs", b"backend_queue_jobs", "free_units", b"free_units", "partition", b"partition", "queue_ahead_jobs", b"queue_ahead_jobs", "queue_ahead_unit_hours", b"queue_ahead_unit_hours", "queue_ahead_units", b"queue_ahead_units", "running", b"running", "running_jobs", b"running_jobs", "runtime_ratio", b"runtime_ratio", "wait_seconds", b"wait_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectedWait: _TypeAlias = ProjectedWait  # noqa: Y015
+
+@_typing.final
+class RunningEnd(_message.Message):
+    """A running job's units and the seconds until its expected end (estimate x its tenant's ratio)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNITS_FIELD_NUMBER: _builtins.int
+    ENDS_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    units: _builtins.int
+    ends_in_seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        units: _builtins.int = ...,
+        ends_in_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ends_in_seconds", b"ends_in_seconds", "units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunningEnd: _TypeAlias = RunningEnd  # noqa: Y015

@@ -1,0 +1,54 @@
+"""Run history in the SQL store: when running jobs started, how long finished ones ran.
+
+The live wait projection (`broker.dispatch.waits`) reads these: the start of each running
+on-prem job, and each tenant's recent runtimes against their estimates. Both are bounded
+index reads (the events primary key per job; the partial `jobs_succeeded` index per tenant),
+never a scan of the job table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from broker.model import JobId, TenantId
+from broker.store._dialect import marks
+from broker.store._rows import read_spec
+from broker.store._sql_core import SqlCore
+
+RUNNING_KIND = "running"
+"""The event kind of a job's move to RUNNING (`broker.dispatch.attempts`)."""
+
+
+class SqlRuns(SqlCore):
+    """Run starts and recent runtimes (see the module docstring)."""
+
+    def run_starts(self, job_ids: Sequence[JobId]) -> dict[JobId, datetime]:
+        if not job_ids:
+            return {}
+        rows = self._all(
+            f"SELECT job_id, MAX(time) FROM events WHERE job_id IN ({marks(len(job_ids))}) "
+            "AND kind = ? GROUP BY job_id",
+            [*job_ids, RUNNING_KIND],
+        )
+        return {JobId(r[0]): self._dialect.dt(r[1]) for r in rows if r[1] is not None}
+
+    def recent_runtimes(self, tenant: TenantId, limit: int) -> list[tuple[float, float]]:
+        # The literal state matches the partial index's predicate (a bound one would not).
+        rows = self._all(
+            "SELECT j.id, j.spec, MAX(CASE WHEN e.kind = ? THEN e.time END), "
+            "MAX(CASE WHEN e.state = 'SUCCEEDED' THEN e.time END) "
+            "FROM (SELECT id, spec FROM jobs WHERE tenant = ? AND state = 'SUCCEEDED' "
+            "ORDER BY id DESC LIMIT ?) j JOIN events e ON e.job_id = j.id GROUP BY j.id, j.spec",
+            [RUNNING_KIND, tenant, limit],
+        )
+        dt = self._dialect.dt
+        out: list[tuple[str, float, float]] = []
+        for job_id, text, started, ended in rows:
+            spec = read_spec(text)
+            if isinstance(spec, str) or started is None or ended is None:
+                continue
+            ran = (dt(ended) - dt(started)).total_seconds()
+            out.append((str(job_id), spec.runtime_estimate.total_seconds(), ran))
+        out.sort(reverse=True)
+        return [(est, ran) for _, est, ran in out]
