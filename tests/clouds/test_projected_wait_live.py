@@ -1,0 +1,208 @@
+"""The projected-start wait model used live: a real `szb serve` (local on-prem A800, AWS on moto).
+
+With `burst.wait_model: projected`, the dispatcher projects a queued job's on-prem start from
+the running job's expected end (start + runtime estimate x the tenant's learned ratio) and the
+jobs ahead, and `szb explain` shows the same projection with where it came from. A job whose
+projected start is within its max_wait waits on-prem; one projected late bursts to the cloud
+at its last responsible moment (its deadline minus the route's provisioning p95).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.auth import hash_token
+from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
+from tests.clouds.e2e_helpers import md, wait_state
+from tests.clouds.test_explain_live import events_so_far
+from tests.doubles.moto_front import MotoFront
+
+AMI = "ami-12c6146b"
+TOKEN = "token-lab-0123456789abcdef"
+HEADER = (
+    "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
+)
+POLICY = """\
+version: 1
+currency: CNY
+fx: {USD: 7.2}
+objective: {price: 1.0, wait_hour_cost: 40}
+accelerators: accelerators.yaml
+regimes: regimes.yaml
+sites:
+  - id: onprem
+    adapter: local
+    country: CN
+    residency: cn-mainland
+    partitions:
+      - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}
+  - id: aws-east
+    adapter: aws
+    region: us-east-1
+    country: US
+    residency: global
+    catalog: {file: aws-east.csv, region: us-east-1, currency: USD, spot: false}
+tenants:
+  - {id: lab, kind: partner, entity_country: SG, monthly_budget: 5000}
+burst:
+  wait_model: projected
+  sites:
+    aws-east: {provisioning_p95: 50s}
+compliance:
+  residency:
+    zones: {cn-mainland: {countries: [CN]}}
+"""
+
+
+def write_setup(folder: Path, moto_url: str) -> Path:
+    for name in ("accelerators.yaml", "regimes.yaml"):
+        shutil.copy(ROOT / "configs" / name, folder / name)
+    (folder / "aws-east.csv").write_text(f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a\n")
+    (folder / "policy.yaml").write_text(POLICY)
+    (folder / "tokens.yaml").write_text(f"tokens:\n  - {{tenant: lab, sha256: {hash_token(TOKEN)}}}\n")
+    aws = (
+        f"{{endpoint_url: '{moto_url}', access_key_id: AKIDTESTTEST, secret_access_key: secret, "
+        f"image_id: {AMI}, live_prices: false, heartbeat_s: 1}}"
+    )
+    (folder / "broker.yaml").write_text(
+        textwrap.dedent(f"""\
+        data_dir: data
+        policy: policy.yaml
+        tokens_file: tokens.yaml
+        dispatch: {{poll_interval_s: 0.2, reconcile_interval_s: 1.0, requeue_scan_s: 1.0}}
+        sites:
+          onprem: {{cancel_grace_s: 1}}
+          aws-east: {aws}
+        """)
+    )
+    return folder / "broker.yaml"
+
+
+@pytest.fixture
+def broker(tmp_path: Path, moto: MotoFront) -> Iterator[BrokerProcess]:
+    proc = BrokerProcess(write_setup(tmp_path, moto.url))
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def job_yaml(folder: Path, name: str, *, estimate: str, max_wait: str, command: str = "print(1)") -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\ncommand: [{JOB_PYTHON}, -c, {json.dumps(command)}]\nruntime_estimate: {estimate}\n"
+        f"max_wait: {max_wait}\nresources:\n  accelerators: {{count: 1, any_of: [A800, A10G]}}\n"
+    )
+    return path
+
+
+def szb(broker: BrokerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SZB_SERVER": broker.address, "SZB_TOKEN": TOKEN, "GRPC_VERBOSITY": "ERROR"}
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def submit(broker: BrokerProcess, path: Path) -> str:
+    out = szb(broker, "submit", str(path), "-o", "json")
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout)[0]["id"])
+
+
+def hold_the_a800(broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub, folder: Path,
+                  estimate: str) -> str:
+    """A job that runs on the only on-prem A800 (for a minute) with the given runtime estimate."""
+    sleep = "import time; time.sleep(60)"
+    holder = job_yaml(folder, "holder", estimate=estimate, max_wait="1d", command=sleep)
+    job_id = submit(broker, holder)
+    assert wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING}, token=TOKEN).site == "onprem"
+    return job_id
+
+
+def first_event(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, kind: str,
+                timeout: float = 30) -> job_pb2.JobEvent:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in events_so_far(stub, job_id, TOKEN) if e.kind == kind]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no {kind} event on {job_id}"
+        time.sleep(0.2)
+
+
+def test_a_running_job_that_ends_within_max_wait_keeps_the_next_job_on_prem(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        holder = hold_the_a800(broker, stub, tmp_path, "20m")
+        patient = job_yaml(tmp_path, "patient", estimate="1h", max_wait="1h")
+        out = szb(broker, "explain", str(patient), "-o", "json")
+        assert out.returncode == 0, out.stderr
+        decision = json.loads(out.stdout)["decision"]
+        # The A800 frees when the holder's 20-minute estimate runs out: within the hour it may wait.
+        assert decision["action"] == "wait" and not decision["burst"], decision
+        assert "waiting on-prem" in decision["reasons"][0], decision
+        projection = decision["projection"]
+        assert projection["partition"] == "onprem/a800" and projection["free_units"] == 0
+        assert projection["running_jobs"] == 1 and projection["running"][0]["units"] == 1
+        assert 18 * 60 <= projection["running"][0]["ends_in_s"] <= 20 * 60, projection
+        assert projection["wait_s"] == pytest.approx(projection["running"][0]["ends_in_s"], abs=5)
+        assert projection["queue_ahead_jobs"] == 0 and projection["runtime_ratio"] == 1.0
+        table = szb(broker, "explain", str(patient))
+        assert "projected wait on onprem/a800" in table.stdout, table.stdout
+        # The dispatcher, given the job, decides the same: it waits on-prem, and a second such
+        # job has the first ahead of it in the line (its 1 h estimate after the holder's end).
+        job_id = submit(broker, patient)
+        waiting = first_event(stub, job_id, "waiting")
+        assert "waiting on-prem" in waiting.message, waiting.message
+        assert waiting.data["onprem_expected_wait_s"] == pytest.approx(projection["wait_s"], abs=10)
+        second = json.loads(szb(broker, "explain", str(patient), "-o", "json").stdout)["decision"]
+        assert second["projection"]["queue_ahead_jobs"] == 1, second
+        assert second["onprem_expected_wait_s"] == pytest.approx(projection["wait_s"] + 3600, abs=10)
+        for jid in (holder, job_id):
+            stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(TOKEN))
+
+
+def test_a_long_running_job_makes_the_next_burst_at_its_last_responsible_moment(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        holder = hold_the_a800(broker, stub, tmp_path, "10h")
+        # 60 s of max_wait and a 50 s provisioning p95: the job waits ~10 s, then bursts.
+        hurried = job_yaml(tmp_path, "hurried", estimate="1h", max_wait="60s")
+        decision = json.loads(szb(broker, "explain", str(hurried), "-o", "json").stdout)["decision"]
+        assert decision["action"] == "wait" and "last responsible moment" in decision["reasons"][0], decision
+        assert 0 < decision["burst_in_s"] <= 10, decision
+        assert decision["projection"]["running"][0]["ends_in_s"] > 9 * 3600
+        job_id = submit(broker, hurried)
+        waiting = first_event(stub, job_id, "waiting")
+        assert "last responsible moment" in waiting.message, waiting.message
+        placed = first_event(stub, job_id, "placed")
+        assert "aws-east" in placed.message and "[burst]" in placed.message, placed.message
+        assert placed.data["onprem_expected_wait_s"] > 9 * 3600  # the projection it burst on
+        on_cloud = wait_state(stub, job_id, {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING},
+                              token=TOKEN)
+        assert on_cloud.site == "aws-east"
+        # It burst no earlier than its last responsible moment: deadline minus provisioning p95.
+        assert (placed.time.ToDatetime() - waiting.time.ToDatetime()).total_seconds() >= 5
+        for jid in (holder, job_id):
+            stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(TOKEN))

@@ -1,0 +1,111 @@
+"""The per-tenant runtime ratio the live wait projection learns from the store (SQLite and PostgreSQL).
+
+A tenant whose jobs historically ran twice their estimates gets projections twice as long: the
+dispatcher's `LiveWaits` reads the running job's start and its tenant's history from a real
+store, and the queued job's projected wait behind it doubles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from broker.burst.snapshot import PassSnapshot
+from broker.dispatch.runtimes import LearnedRatios, learned_ratio
+from broker.dispatch.waits import LiveWaits
+from broker.jobspec import Resources
+from broker.model import Attempt, AttemptState, JobSpec, JobState, Offer, SiteId, TenantId
+from broker.policy import Policy, load_policy_text
+from broker.store import JobStore, PostgresStore, SqliteStore, Submission
+from tests.burst.conftest import write_policy
+
+T0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
+NOW = T0 + timedelta(days=1)
+A800 = Offer(
+    site=SiteId("onprem"), instance_type="a800", accelerator="A800", count=8, price_per_hour=14.0, free=0
+)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    if request.param == "sqlite":
+        opened: JobStore = SqliteStore(tmp_path / "broker.db")
+    else:
+        opened = PostgresStore(request.getfixturevalue("pg_dsn"))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Policy:
+    from tests.burst.conftest import POLICY
+
+    path = write_policy(tmp_path, POLICY.replace("burst:\n", "burst:\n  wait_model: projected\n", 1))
+    return load_policy_text(path.read_text(), str(path))
+
+
+def gpu_job(name: str, hours: float) -> JobSpec:
+    return JobSpec(
+        name=name,
+        command=("python", "train.py"),
+        runtime_estimate=timedelta(hours=hours),
+        resources=Resources.model_validate({"accelerators": {"count": 8, "any_of": ["A800"]}}),
+    )
+
+
+def history(store: JobStore, tenant: str, stretch: float, n: int = 5) -> None:
+    """`n` finished 1-hour-estimate jobs of `tenant` that each ran `stretch` hours."""
+    for i in range(n):
+        [(job, _)] = store.submit(TenantId(tenant), [Submission(gpu_job(f"past-{i}", 1.0))], T0)
+        start = T0 + timedelta(hours=3 * i)
+        for state in (JobState.PLACING, JobState.PROVISIONING):
+            store.transition(job.id, state, start)
+        store.transition(job.id, JobState.RUNNING, start, kind="running")
+        store.transition(job.id, JobState.SUCCEEDED, start + timedelta(hours=stretch))
+
+
+def running(store: JobStore, tenant: str, started: datetime) -> Attempt:
+    """A 1-hour-estimate job of `tenant` running on the whole A800 partition since `started`."""
+    [(job, _)] = store.submit(TenantId(tenant), [Submission(gpu_job("now", 1.0))], started)
+    for state in (JobState.PLACING, JobState.PROVISIONING):
+        store.transition(job.id, state, started)
+    attempt = store.create_attempt(job.id, A800.site, A800, "tok-" + tenant, started)
+    store.update_attempt(attempt.id, started, backend_id="pid-1", state=AttemptState.RUNNING)
+    store.transition(job.id, JobState.RUNNING, started, kind="running")
+    return store.get_attempt(attempt.id)
+
+
+def projected_behind(store: JobStore, policy: Policy, tenant: str) -> float:
+    """The projected wait of a full-partition job queued behind `tenant`'s running job."""
+    snap = PassSnapshot(now=NOW, offers=[A800], capacity_total={A800.partition: 8})
+    waits = LiveWaits()
+    waits.noted(snap, [running(store, tenant, NOW - timedelta(minutes=30))])
+    got = waits.for_job(policy, gpu_job("next", 1.0), "lab", NOW, snap, store, frozenset())
+    assert got is not None
+    return got[A800.partition]
+
+
+def test_a_tenant_whose_jobs_ran_twice_their_estimates_gets_projections_twice_as_long(
+    store: JobStore, policy: Policy
+) -> None:
+    history(store, "lab", stretch=2.0)
+    history(store, "poor", stretch=1.0)
+    ratios = LearnedRatios()
+    assert ratios.ratio("lab", store, NOW) == 2.0
+    assert ratios.ratio("poor", store, NOW) == 1.0
+    assert ratios.ratio("vouchered", store, NOW) == 1.0  # no history
+    # Started 30 min ago with a 1 h estimate: it ends in 30 min at ratio 1, in 90 min at ratio 2.
+    assert projected_behind(store, policy, "poor") == pytest.approx(30 * 60)
+    assert projected_behind(store, policy, "lab") == pytest.approx(90 * 60)
+
+
+def test_the_ratio_is_learned_from_a_bounded_window_and_clamped(store: JobStore) -> None:
+    history(store, "lab", stretch=1.0, n=3)
+    history(store, "lab", stretch=3.0, n=4)  # the newest runs outvote the older ones
+    assert LearnedRatios(window=4).ratio("lab", store, NOW) == 3.0
+    assert LearnedRatios(window=100).ratio("lab", store, NOW) == 3.0
+    assert learned_ratio([(3600.0, 36000.0)]) == 4.0 and learned_ratio([(3600.0, 60.0)]) == 0.25
+    assert learned_ratio([]) == 1.0 and learned_ratio([(0.0, 60.0)]) == 1.0
