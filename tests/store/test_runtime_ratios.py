@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 from broker.burst.snapshot import PassSnapshot
+from broker.decision import Action, Decision, DecisionFacts
 from broker.dispatch.runtimes import LearnedRatios, learned_ratio
 from broker.dispatch.waits import LiveWaits
 from broker.jobspec import Resources
 from broker.model import Attempt, AttemptState, JobSpec, JobState, Offer, SiteId, TenantId
 from broker.policy import Policy, load_policy_text
 from broker.store import JobStore, PostgresStore, SqliteStore, Submission
-from tests.burst.conftest import write_policy
+from tests.burst.conftest import POLICY, write_policy
 
 T0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
 NOW = T0 + timedelta(days=1)
@@ -41,8 +42,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
 
 @pytest.fixture
 def policy(tmp_path: Path) -> Policy:
-    from tests.burst.conftest import POLICY
-
     path = write_policy(tmp_path, POLICY.replace("burst:\n", "burst:\n  wait_model: projected\n", 1))
     return load_policy_text(path.read_text(), str(path))
 
@@ -109,3 +108,45 @@ def test_the_ratio_is_learned_from_a_bounded_window_and_clamped(store: JobStore)
     assert LearnedRatios(window=100).ratio("lab", store, NOW) == 3.0
     assert learned_ratio([(3600.0, 36000.0)]) == 4.0 and learned_ratio([(3600.0, 60.0)]) == 0.25
     assert learned_ratio([]) == 1.0 and learned_ratio([(0.0, 60.0)]) == 1.0
+
+
+def test_waiters_ahead_count_in_decision_order_and_bursts_hold_up_nobody(
+    store: JobStore, policy: Policy
+) -> None:
+    """A full pass: each job sees the waiters decided before it; a job that bursts (or will, at
+    its last responsible moment) is left out; a pass over new jobs keeps the earlier waiters."""
+    snap = PassSnapshot(now=NOW, offers=[A800], capacity_total={A800.partition: 8})
+    waits = LiveWaits()
+    waits.noted(snap, [running(store, "poor", NOW - timedelta(minutes=30))])  # ends in 30 min
+    jobs = []
+    for name in ("first", "bursting", "late", "second"):
+        [(job, _)] = store.submit(TenantId("lab"), [Submission(gpu_job(name, 1.0))], NOW)
+        jobs.append(job)
+
+    def wait_of(spec: JobSpec) -> float:
+        got = waits.for_job(policy, spec, "lab", NOW, snap, store, frozenset())
+        assert got is not None
+        return got[A800.partition]
+
+    cloud = Offer(site=SiteId("aws-east"), instance_type="p4d.24xlarge", accelerator="A100", count=8,
+                  price_per_hour=32.77)
+    waiting = Decision(Action.WAIT, A800, facts=DecisionFacts(onprem_expected_wait_s=1800.0))
+    decisions = [
+        waiting,
+        Decision(Action.RUN, cloud, burst=True),
+        Decision(Action.WAIT, A800, facts=DecisionFacts(onprem_expected_wait_s=9e3, burst_in_s=60.0)),
+        waiting,
+    ]
+    waits.begin_pass(full=True)
+    seen = []
+    for job, decision in zip(jobs, decisions, strict=True):
+        seen.append(wait_of(job.spec))
+        waits.record(job, decision, policy, snap, store)
+    # first: behind the running job; the burst and the late job add nothing for "second".
+    assert seen == [pytest.approx(1800.0), pytest.approx(1800 + 3600.0),
+                    pytest.approx(1800 + 3600.0), pytest.approx(1800 + 3600.0)]
+    waits.begin_pass(full=False)  # new jobs go behind both waiters
+    assert wait_of(gpu_job("new", 1.0)) == pytest.approx(1800 + 2 * 3600.0)
+    waits.begin_pass(full=True)  # a head scan that skips "second" keeps it where it was
+    waits.keep(jobs[3])
+    assert wait_of(gpu_job("new", 1.0)) == pytest.approx(1800 + 3600.0)
