@@ -192,11 +192,9 @@ class Planner:
             self.waits.noted(snap, live)
         return snap
 
-    def projected_waits(
-        self, spec: JobSpec, tenant: TenantId, queued_since: datetime, snap: PassSnapshot, store: JobStore
-    ) -> dict[str, float] | None:
+    def projected_waits(self, spec: JobSpec, snap: PassSnapshot, store: JobStore) -> dict[str, float] | None:
         """The job's projected wait per on-prem partition (None under the fluid model)."""
-        return self.waits.for_job(self.policy, spec, tenant, queued_since, snap, store, self.queueing_sites())
+        return self.waits.for_job(self.policy, spec, snap, store, self.queueing_sites())
 
     def money(self, tenant: str, now: datetime, store: JobStore) -> TenantMoney:
         return self.ledger.money(tenant, now, store)
@@ -237,7 +235,7 @@ class Planner:
             # Far over its share: the job does not wait on-prem behind others for its max_wait.
             spec = spec.model_copy(update={"max_wait": timedelta(0)})
         held = self.fair.held_for(self.policy, job, snap.now)  # kept for a waiting job ahead
-        projected = self.projected_waits(spec, job.tenant, job.created_at, snap, store)
+        projected = self.projected_waits(spec, snap, store)
         with claimed_meanwhile(snap.claimed, held):
             inputs = self.inputs_for(
                 job.tenant,
@@ -333,7 +331,7 @@ class Planner:
         limit = policy.document.fair_share.over_share_burst_ratio
         if limit is not None and not standing.in_quota and standing.ratio > limit:
             spec = spec.model_copy(update={"max_wait": timedelta(0)})
-        projected = self.projected_waits(spec, tenant, snap.now, snap, store)
+        projected = self.projected_waits(spec, snap, store)
         inputs = self.inputs_for(
             tenant, snap, store, queued_since=snap.now, pending_since=None, projected_wait=projected
         )

@@ -12,13 +12,13 @@ earlier waiter, as the dispatcher does. The math stays in `broker.burst.projecti
 
 from __future__ import annotations
 
-import itertools
+import heapq
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from broker.burst.inputs import demand, effective_max_wait, is_onprem
+from broker.burst.inputs import demand, is_onprem
 from broker.burst.projection import projected_wait_s
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, ProjectionNote
@@ -26,6 +26,9 @@ from broker.dispatch.runtimes import LearnedRatios
 from broker.model import Attempt, AttemptState, Job, JobSpec
 from broker.policy import Policy
 from broker.store import JobNotFoundError, JobStore
+
+NEVER_S = 1e9
+"""A projected wait standing for "never" (finite, so it can be rounded and compared)."""
 
 Ahead = tuple[int, float]
 """(units, expected runtime seconds) of a job that starts before the one projected."""
@@ -43,6 +46,54 @@ class PartitionView:
     """Broker jobs pending in the backend's own queue (Slurm): ahead of every broker waiter."""
     foreign: int = 0
     """Units busy with work the broker did not start (their ends: the backend's own estimate)."""
+    line: _Line | None = None
+    """The line so far, list-scheduled (rebuilt when the view or the line is redrawn)."""
+
+
+@dataclass
+class _Line:
+    """A partition's line list-scheduled up to its last job: where the next job starts from.
+
+    Each job of the line is placed once, so projecting the next job costs one pass over the
+    running ends however deep the queue (the same schedule as `projected_wait_s` over the
+    whole line, which it calls for each start)."""
+
+    free: int
+    heap: list[tuple[float, int]]
+    t: float
+    total: int
+    generation: int
+    applied: int = 0
+
+    @classmethod
+    def of(cls, view: PartitionView, now_s: float, generation: int) -> _Line:
+        heap = list(view.ends)
+        heapq.heapify(heap)
+        line = cls(view.free, heap, now_s, view.free + sum(u for _, u in heap), generation)
+        for units, runtime in view.backend_queue:
+            line.add(units, runtime)
+        return line
+
+    def start(self, need: int) -> float:
+        """When a job needing `need` units would start after the line (inf: never here)."""
+        if need > self.total:
+            return math.inf
+        if self.free >= need:
+            return self.t
+        # The soonest `need - free` ends always free enough (each holds a unit or more): the
+        # projection needs only those, not a copy of every running job.
+        soonest = heapq.nsmallest(need - self.free, self.heap)
+        return self.t + projected_wait_s(self.free, soonest, (), need, self.t)
+
+    def add(self, units: int, runtime_s: float) -> None:
+        at = self.start(units)
+        if math.isinf(at):
+            return  # it can never start here: it holds nothing up
+        while self.heap and self.heap[0][0] <= at:  # ends passed by then free their units
+            self.free += heapq.heappop(self.heap)[1]
+        self.free -= units
+        heapq.heappush(self.heap, (at + runtime_s, units))
+        self.t = at
 
 
 @dataclass(frozen=True)
@@ -69,6 +120,7 @@ class LiveWaits:
         self.lines: dict[str, list[Ahead]] = {}
         """Partition -> the waiters' entries in decision order (what a later job has ahead)."""
         self._previous: dict[str, tuple[str, Ahead]] = {}
+        self._generation = 0
 
     # Gathering ------------------------------------------------------------------------
 
@@ -161,6 +213,7 @@ class LiveWaits:
         new jobs only keeps them (new jobs go behind every earlier waiter)."""
         if full:
             self._previous, self.entries, self.lines = self.entries, {}, {}
+            self._generation += 1
 
     def keep(self, job: Job) -> None:
         """A job the pass did not decide again (deep in a head scan) still waits where it did."""
@@ -182,6 +235,7 @@ class LiveWaits:
             if view is not None:  # it starts now: its units are busy until its expected end
                 view.free = max(0, view.free - demand(job.spec))
                 view.ends.append((snap.now.timestamp() + runtime, demand(job.spec)))
+                view.line = None
         elif decision.facts.burst_in_s is None:  # waits (here or in the backend's queue)
             self._line(job.id, offer.partition, (demand(job.spec), runtime))
 
@@ -192,34 +246,30 @@ class LiveWaits:
     # Projection -------------------------------------------------------------------------
 
     def for_job(
-        self,
-        policy: Policy,
-        spec: JobSpec,
-        tenant: str,
-        queued_since: datetime,
-        snap: PassSnapshot,
-        store: JobStore,
-        queueing: frozenset[str],
+        self, policy: Policy, spec: JobSpec, snap: PassSnapshot, store: JobStore, queueing: frozenset[str]
     ) -> dict[str, float] | None:
         """The job's projected wait per on-prem partition; None when the policy's model is fluid."""
         if policy.burst.wait_model != "projected":
             return None
         self.ready(policy, snap, store, queueing)
-        waited = (snap.now - queued_since).total_seconds()
-        remaining = max(0.0, effective_max_wait(spec, tenant, policy).total_seconds() - waited)
-        return self.project(spec, snap, remaining)
+        return self.project(spec, snap)
 
-    def project(self, spec: JobSpec, snap: PassSnapshot, remaining_s: float) -> dict[str, float]:
+    def project(self, spec: JobSpec, snap: PassSnapshot) -> dict[str, float]:
         """The job's projected wait on every on-prem partition of its kind, given what is ahead."""
         need, now_s = demand(spec), snap.now.timestamp()
-        give_up = max(2 * remaining_s, remaining_s + 3600.0)
         out: dict[str, float] = {}
         for key, view in self._view(snap).items():
             if view.accelerated != (spec.accelerator_count > 0):
                 continue
-            ahead: Iterable[Ahead] = itertools.chain(view.backend_queue, self.lines.get(key, ()))
-            wait = projected_wait_s(view.free, view.ends, ahead, need, now_s, give_up_after_s=give_up)
-            out[key] = wait if math.isfinite(wait) else 1e9
+            line = view.line
+            if line is None or line.generation != self._generation:
+                line = view.line = _Line.of(view, now_s, self._generation)
+            waiting = self.lines.get(key, ())
+            for units, runtime in waiting[line.applied :]:
+                line.add(units, runtime)
+            line.applied = len(waiting)
+            wait = line.start(need) - now_s
+            out[key] = wait if math.isfinite(wait) else NEVER_S
         return out
 
     def explained(self, decision: Decision, snap: PassSnapshot, tenant: str, store: JobStore) -> Decision:

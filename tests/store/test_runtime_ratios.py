@@ -82,7 +82,7 @@ def projected_behind(store: JobStore, policy: Policy, tenant: str) -> float:
     snap = PassSnapshot(now=NOW, offers=[A800], capacity_total={A800.partition: 8})
     waits = LiveWaits()
     waits.noted(snap, [running(store, tenant, NOW - timedelta(minutes=30))])
-    got = waits.for_job(policy, gpu_job("next", 1.0), "lab", NOW, snap, store, frozenset())
+    got = waits.for_job(policy, gpu_job("next", 1.0), snap, store, frozenset())
     assert got is not None
     return got[A800.partition]
 
@@ -124,7 +124,7 @@ def test_waiters_ahead_count_in_decision_order_and_bursts_hold_up_nobody(
         jobs.append(job)
 
     def wait_of(spec: JobSpec) -> float:
-        got = waits.for_job(policy, spec, "lab", NOW, snap, store, frozenset())
+        got = waits.for_job(policy, spec, snap, store, frozenset())
         assert got is not None
         return got[A800.partition]
 
