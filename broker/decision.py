@@ -62,7 +62,7 @@ class FairShareNote:
 
 @dataclass(frozen=True, slots=True)
 class ProjectionNote:
-    """Where a projected on-prem wait came from (`burst.wait_model: projected`, live explain)."""
+    """Where a projected on-prem wait came from (`burst.wait_model: projected`, live decisions)."""
 
     partition: str
     wait_s: float
@@ -103,7 +103,7 @@ class Decision:
     fair_share: FairShareNote | None = None
     reclaim: tuple[ReclaimVictim, ...] = ()
     projection: ProjectionNote | None = None
-    """Where the on-prem wait came from, when it was projected (live explain)."""
+    """Where the on-prem wait came from, when it was projected (live explain, job events)."""
 
     @property
     def summary(self) -> str:

@@ -248,7 +248,8 @@ class Planner:
             # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
             decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
         decision = self.fair.adjust(self.policy, job, decision, snap)
-        if projected is not None:
+        if projected is not None:  # recorded with where its wait came from, then in the line
+            decision = self.waits.explained(decision, snap, job.tenant, store)
             self.waits.record(job, decision, self.policy, snap, store)
         since = decision.facts.burst_pending_since
         if since is not None:

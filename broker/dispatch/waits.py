@@ -64,6 +64,9 @@ class _Line:
     total: int
     generation: int
     applied: int = 0
+    """Broker waiters of the line placed so far."""
+    sent: int = 0
+    """Jobs pending in the backend's queue placed so far (they go before every broker waiter)."""
 
     @classmethod
     def of(cls, view: PartitionView, now_s: float, generation: int) -> _Line:
@@ -72,6 +75,7 @@ class _Line:
         line = cls(view.free, heap, now_s, view.free + sum(u for _, u in heap), generation)
         for units, runtime in view.backend_queue:
             line.add(units, runtime)
+        line.sent = len(view.backend_queue)
         return line
 
     def start(self, need: int) -> float:
@@ -118,6 +122,8 @@ class LiveWaits:
         self.entries: dict[str, tuple[str, Ahead]] = {}
         """Job id -> (partition, ahead entry) of each waiter, in decision order."""
         self.lines: dict[str, list[Ahead]] = {}
+        self._sums: dict[str, tuple[int, float]] = {}
+        """Partition -> (units, unit-seconds) of its line, kept as it grows (for the note)."""
         """Partition -> the waiters' entries in decision order (what a later job has ahead)."""
         self._previous: dict[str, tuple[str, Ahead]] = {}
         self._generation = 0
@@ -212,7 +218,7 @@ class LiveWaits:
         """A pass over the queue's head redraws the waiting lines in its order; a pass over
         new jobs only keeps them (new jobs go behind every earlier waiter)."""
         if full:
-            self._previous, self.entries, self.lines = self.entries, {}, {}
+            self._previous, self.entries, self.lines, self._sums = self.entries, {}, {}, {}
             self._generation += 1
 
     def keep(self, job: Job) -> None:
@@ -236,12 +242,18 @@ class LiveWaits:
                 view.free = max(0, view.free - demand(job.spec))
                 view.ends.append((snap.now.timestamp() + runtime, demand(job.spec)))
                 view.line = None
-        elif decision.facts.burst_in_s is None:  # waits (here or in the backend's queue)
+        elif decision.action == Action.RUN:  # sent to the backend's own queue (Slurm) to pend
+            view = self._view(snap).get(offer.partition)
+            if view is not None:  # as the next snapshot will see it: pending at the backend
+                view.backend_queue.append((demand(job.spec), runtime))
+        elif decision.facts.burst_in_s is None:  # waits in the broker's queue for this partition
             self._line(job.id, offer.partition, (demand(job.spec), runtime))
 
     def _line(self, job_id: str, partition: str, entry: Ahead) -> None:
         self.entries[job_id] = (partition, entry)
         self.lines.setdefault(partition, []).append(entry)
+        units, unit_s = self._sums.get(partition, (0, 0.0))
+        self._sums[partition] = (units + entry[0], unit_s + entry[0] * entry[1])
 
     # Projection -------------------------------------------------------------------------
 
@@ -262,6 +274,13 @@ class LiveWaits:
             if view.accelerated != (spec.accelerator_count > 0):
                 continue
             line = view.line
+            if line is not None and line.sent < len(view.backend_queue):
+                if line.applied:  # they go before the broker's waiters already placed: redo
+                    line = None
+                else:
+                    for units, runtime in view.backend_queue[line.sent :]:
+                        line.add(units, runtime)
+                    line.sent = len(view.backend_queue)
             if line is None or line.generation != self._generation:
                 line = view.line = _Line.of(view, now_s, self._generation)
             waiting = self.lines.get(key, ())
@@ -273,7 +292,7 @@ class LiveWaits:
         return out
 
     def explained(self, decision: Decision, snap: PassSnapshot, tenant: str, store: JobStore) -> Decision:
-        """The decision with where its projected on-prem wait came from (for `szb explain`)."""
+        """The decision with where its projected on-prem wait came from (explain, job events)."""
         site, wait = decision.facts.onprem_site, decision.facts.onprem_expected_wait_s
         offer = decision.offer
         partition = offer.partition if offer is not None and offer.site == site else None
@@ -283,17 +302,17 @@ class LiveWaits:
         if view is None or partition is None:
             return decision
         now_s = snap.now.timestamp()
-        line = self.lines.get(partition, [])
+        ahead_units, ahead_unit_s = self._sums.get(partition, (0, 0.0))
         note = ProjectionNote(
             partition=partition,
             wait_s=round(wait or 0.0),
             free_units=view.free,
-            running=tuple((u, round(max(0.0, e - now_s))) for e, u in sorted(view.ends)[:10]),
+            running=tuple((u, round(max(0.0, e - now_s))) for e, u in heapq.nsmallest(10, view.ends)),
             running_jobs=len(view.ends),
             backend_queue_jobs=len(view.backend_queue),
-            ahead_jobs=len(line),
-            ahead_units=sum(u for u, _ in line),
-            ahead_unit_hours=round(sum(u * r for u, r in line) / 3600, 2),
+            ahead_jobs=len(self.lines.get(partition, ())),
+            ahead_units=ahead_units,
+            ahead_unit_hours=round(ahead_unit_s / 3600, 2),
             runtime_ratio=round(self.ratios.ratio(tenant, store, snap.now), 3),
         )
         return replace(decision, projection=note)

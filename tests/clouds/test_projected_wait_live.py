@@ -174,6 +174,10 @@ def test_a_running_job_that_ends_within_max_wait_keeps_the_next_job_on_prem(
         waiting = first_event(stub, job_id, "waiting")
         assert "waiting on-prem" in waiting.message, waiting.message
         assert waiting.data["onprem_expected_wait_s"] == pytest.approx(projection["wait_s"], abs=10)
+        recorded = waiting.data["projection"]  # the job's own event says where its wait came from
+        assert recorded["partition"] == "onprem/a800" and recorded["queue_ahead_jobs"] == 0
+        ends_in = projection["running"][0]["ends_in_s"]
+        assert recorded["running"][0]["ends_in_s"] == pytest.approx(ends_in, abs=10)
         second = json.loads(szb(broker, "explain", str(patient), "-o", "json").stdout)["decision"]
         assert second["projection"]["queue_ahead_jobs"] == 1, second
         assert second["onprem_expected_wait_s"] == pytest.approx(projection["wait_s"] + 3600, abs=10)
@@ -199,6 +203,7 @@ def test_a_long_running_job_makes_the_next_burst_at_its_last_responsible_moment(
         placed = first_event(stub, job_id, "placed")
         assert "aws-east" in placed.message and "[burst]" in placed.message, placed.message
         assert placed.data["onprem_expected_wait_s"] > 9 * 3600  # the projection it burst on
+        assert placed.data["projection"]["running"][0]["ends_in_s"] > 9 * 3600
         on_cloud = wait_state(stub, job_id, {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING},
                               token=TOKEN)
         assert on_cloud.site == "aws-east"

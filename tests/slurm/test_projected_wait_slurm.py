@@ -3,7 +3,8 @@
 A broker process whose on-prem site is the Slurm test cluster: a job holding all four A800s
 runs at Slurm with a 30-minute estimate; a four-GPU job asked about now is projected to start
 when that running job's estimate runs out, and the explanation names the running job's units
-and expected end as the source.
+and expected end as the source. Once that job pends in Slurm's own queue, the next one has it
+ahead.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def test_a_running_slurm_job_is_the_source_of_the_projected_wait(broker: BrokerP
         holder = stub.SubmitJob(
             pb.SubmitJobRequest(job=spec("holder", "sleep 120", gpus=4, runtime_s=1800)), metadata=auth()
         ).job.id
+        queued = [holder]
         try:
             deadline = time.monotonic() + 60
             while (job := stub.GetJob(pb.GetJobRequest(id=holder), metadata=auth()).job).state != (
@@ -64,9 +66,24 @@ def test_a_running_slurm_job_is_the_source_of_the_projected_wait(broker: BrokerP
             # Slurm queues jobs itself: a job projected to start within its max_wait is sent there.
             assert decision["action"] == "run" and not decision["burst"], decision
             assert "sent to its queue" in decision["reasons"][0], decision
-        finally:
-            stub.CancelJob(pb.CancelJobRequest(id=holder), metadata=auth())
+            # Sent there, it pends in Slurm's own queue behind the holder: the next job has it
+            # ahead, its 10-minute estimate after the holder's end.
+            queued.append(stub.SubmitJob(pb.SubmitJobRequest(job=ask), metadata=auth()).job.id)
             deadline = time.monotonic() + 30
-            while stub.GetJob(pb.GetJobRequest(id=holder), metadata=auth()).job.state not in TERMINAL:
+            while True:
+                answer = stub.ExplainPlacement(pb.ExplainPlacementRequest(job=ask), metadata=auth())
+                later = decision_from_proto(answer.explanation.decision)
+                if later["projection"]["backend_queue_jobs"] == 1:
+                    break
+                assert time.monotonic() < deadline, later
+                time.sleep(0.3)
+            assert later["projection"]["wait_s"] == pytest.approx(ends_in + 600, abs=30), later
+        finally:
+            for job_id in queued:
+                stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth())
+            deadline = time.monotonic() + 30
+            while any(
+                stub.GetJob(pb.GetJobRequest(id=j), metadata=auth()).job.state not in TERMINAL for j in queued
+            ):
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
