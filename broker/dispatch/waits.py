@@ -155,8 +155,11 @@ class LiveWaits:
         views: dict[str, PartitionView] = {}
         waits: dict[str, float] = {}
         for offer in snap.offers:
-            if is_onprem(policy, offer.site) and offer.partition not in views:
-                views[offer.partition] = PartitionView(offer.accelerator is not None, offer.free or 0)
+            # Capacity not read (the catalog alone): no projection there, the fluid estimate stands.
+            if offer.free is None or not is_onprem(policy, offer.site):
+                continue
+            if offer.partition not in views:
+                views[offer.partition] = PartitionView(offer.accelerator is not None, offer.free)
                 waits[offer.partition] = offer.expected_wait_s
         known = self._learn(live, store)
         busy: dict[str, int] = {}
@@ -287,7 +290,7 @@ class LiveWaits:
             for units, runtime in waiting[line.applied :]:
                 line.add(units, runtime)
             line.applied = len(waiting)
-            wait = line.start(need) - now_s
+            wait = max(0.0, line.start(need) - now_s)  # a line drawn a moment ago starts no earlier
             out[key] = wait if math.isfinite(wait) else NEVER_S
         return out
 

@@ -150,3 +150,15 @@ def test_waiters_ahead_count_in_decision_order_and_bursts_hold_up_nobody(
     waits.begin_pass(full=True)  # a head scan that skips "second" keeps it where it was
     waits.keep(jobs[3])
     assert wait_of(gpu_job("new", 1.0)) == pytest.approx(1800 + 3600.0)
+
+
+def test_a_partition_whose_capacity_was_not_read_is_left_to_the_fluid_estimate(
+    store: JobStore, policy: Policy
+) -> None:
+    """Offers from the catalog alone (no backend answered yet) carry no free count: no projection
+    there (it would read as "never starts" and burst everything)."""
+    unread = A800.model_copy(update={"free": None})
+    snap = PassSnapshot(now=NOW, offers=[unread], capacity_total={})
+    waits = LiveWaits()
+    waits.noted(snap, [])
+    assert waits.for_job(policy, gpu_job("next", 1.0), snap, store, frozenset()) == {}
