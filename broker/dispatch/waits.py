@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from broker.burst.inputs import demand, is_onprem
 from broker.burst.projection import projected_wait_s
@@ -132,9 +133,7 @@ class LiveWaits:
 
     def noted(self, snap: PassSnapshot, live: Sequence[Attempt]) -> None:
         """A new snapshot and the live attempts it was taken with (read when first projected on)."""
-        if len(self._unread) > 8:
-            self._unread.clear()
-        self._unread[id(snap)] = (snap, live)
+        _keep_last(self._unread, id(snap), (snap, live))
 
     def ready(self, policy: Policy, snap: PassSnapshot, store: JobStore, queueing: frozenset[str]) -> None:
         """Build the snapshot's partition views, once, before its first projection."""
@@ -186,9 +185,7 @@ class LiveWaits:
             if view.foreign:
                 view.ends.append((now.timestamp() + waits[key], view.foreign))
             view.free = max(0, view.free - launching.get(key, 0))
-        if len(self._views) > 8:
-            self._views.clear()
-        self._views[id(snap)] = (snap, views)
+        _keep_last(self._views, id(snap), (snap, views))
         self._latest = views
 
     def _learn(self, live: Sequence[Attempt], store: JobStore) -> dict[str, _Known]:
@@ -321,9 +318,21 @@ class LiveWaits:
         return replace(decision, projection=note)
 
     def _view(self, snap: PassSnapshot) -> dict[str, PartitionView]:
-        hit = self._views.get(id(snap))
-        return hit[1] if hit is not None and hit[0] is snap else self._latest
+        """The snapshot's partition views (kept as the most recently used), else the latest."""
+        hit = self._views.pop(id(snap), None)
+        if hit is None or hit[0] is not snap:
+            return self._latest
+        self._views[id(snap)] = hit
+        return hit[1]
 
     def _runtime(self, spec: JobSpec, tenant: str, store: JobStore, now: datetime) -> float:
         return spec.runtime_estimate.total_seconds() * self.ratios.ratio(tenant, store, now)
 
+
+def _keep_last(memo: dict[int, Any], key: int, value: Any, size: int = 8) -> None:
+    """Remember `value` under `key`, forgetting the oldest entries beyond `size` (a pass in
+    progress keeps its snapshot's entry while explain reads fresh snapshots)."""
+    memo.pop(key, None)
+    memo[key] = value
+    while len(memo) > size:
+        del memo[next(iter(memo))]
