@@ -78,13 +78,22 @@ def boolean(fn: Fn) -> Fn:
     return run
 
 
-def _side(fn: Fn, env: Mapping[str, Any]) -> bool | Exception:
-    """A `&&`/`||` operand: its bool, or the exception it raised (CEL absorbs errors there)."""
+_UNKNOWN = "unknown"
+_FALLBACK = "fallback"
+"""What a `&&`/`||` operand gave besides a bool. Markers, not the exception objects: a kept
+exception's traceback holds its frame, whose caller keeps the exception (a reference cycle
+only the garbage collector frees, with every frame's locals: a cold decision made hundreds)."""
+
+
+def _side(fn: Fn, env: Mapping[str, Any]) -> bool | str:
+    """A `&&`/`||` operand: its bool, or `_UNKNOWN`/`_FALLBACK` for what it raised (CEL absorbs errors there)."""
     try:
         v = fn(env)
-    except (Fallback, Unknown) as exc:
-        return exc
-    return v if (v is True or v is False) else Fallback()
+    except Unknown:
+        return _UNKNOWN
+    except Fallback:
+        return _FALLBACK
+    return v if (v is True or v is False) else _FALLBACK
 
 
 def logic(a: Fn, b: Fn, absorbing: bool) -> Fn:
@@ -97,9 +106,9 @@ def logic(a: Fn, b: Fn, absorbing: bool) -> Fn:
         y = _side(b, env)
         if y is absorbing:
             return absorbing
-        if isinstance(x, bool) and isinstance(y, bool):
+        if (x is True or x is False) and (y is True or y is False):
             return not absorbing
-        if isinstance(x, Unknown) or isinstance(y, Unknown):
+        if x is _UNKNOWN or y is _UNKNOWN:
             raise Unknown
         raise Fallback
 
@@ -132,12 +141,15 @@ def field(base: Fn, name: str) -> Fn:
     return run
 
 
+_UNBOUND = object()
+
+
 def variable(name: str) -> Fn:
     def run(env: Mapping[str, Any]) -> Any:
-        try:
-            return env[name]
-        except KeyError:
-            raise Unknown from None
+        value = env.get(name, _UNBOUND)
+        if value is _UNBOUND:
+            raise Unknown
+        return value
 
     return run
 
@@ -188,15 +200,17 @@ def macro(base: Fn, name: str, var: str, body: Fn) -> Fn:
         items = base(env)
         if items.__class__ not in (list, tuple, dict):
             raise Fallback
-        failure: Exception | None = None
+        failure: str | None = None
         for item in items:
             r = _side(body, {**env, var: item})
             if r is decisive:
                 return decisive
-            if isinstance(r, Exception) and not isinstance(failure, Unknown):
+            if (r is _UNKNOWN or r is _FALLBACK) and failure is not _UNKNOWN:
                 failure = r
-        if failure is not None:
-            raise failure
+        if failure is _UNKNOWN:
+            raise Unknown
+        if failure is _FALLBACK:
+            raise Fallback
         return not decisive
 
     return run
