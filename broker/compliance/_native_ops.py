@@ -86,7 +86,7 @@ only the garbage collector frees, with every frame's locals: a cold decision mad
 
 
 def _side(fn: Fn, env: Mapping[str, Any]) -> bool | str:
-    """A `&&`/`||` operand: its bool, or `_UNKNOWN`/`_FALLBACK` for what it raised (CEL absorbs errors there)."""
+    """A `&&`/`||` operand: its bool, or `_UNKNOWN`/`_FALLBACK` for what it raised (CEL absorbs errors)."""
     try:
         v = fn(env)
     except Unknown:

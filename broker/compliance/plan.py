@@ -8,6 +8,9 @@ natively (see `broker.compliance.native`) with only `job` and `tenant` bound:
   * undecided: it stays, evaluated once per distinct site and/or hardware it reads
     (the site id and accelerator name stand for the fields: both map to one mapping).
 Rules without a native form, and inputs the native form cannot decide, run on CEL.
+
+A rule reading both the site and the hardware is first run with one of them unbound (once
+per hardware, then once per site): when that decides it, the other cannot change it.
 """
 
 from __future__ import annotations
@@ -80,9 +83,39 @@ def decided_without(native: Native, variables: Mapping[str, Any], unbound: str) 
 class Plan:
     """The live group and offer rules of one (tenant, job), with a memo of their outcomes."""
 
-    __slots__ = ("group", "memo", "offer")
+    __slots__ = ("folds", "group", "memo", "offer")
 
     def __init__(self, group: tuple[Live, ...], offer: tuple[Live, ...]) -> None:
         self.group = group
         self.offer = offer
         self.memo: dict[tuple[int, str | None, str | None], Outcome] = {}
+        self.folds: Any = None
+        """Per-site and per-hardware verdicts (`broker.compliance.verdict`), made on first use."""
+
+    def early(self, live: Live, native: Native, values: Mapping[str, Any], hardware: str | None) -> Outcome:
+        """A site-and-hardware rule's outcome with the site unbound (memoized per hardware)."""
+        key = (live.index, None, hardware)  # never a full-evaluation key of this rule
+        early = self.memo.get(key)
+        if early is None:
+            early = self.memo[key] = decided_without(native, values, "site")
+        return early
+
+    def site_early(self, live: Live, native: Native, values: Mapping[str, Any], site: str) -> Outcome:
+        """A site-and-hardware rule's outcome with the hardware unbound (memoized per site)."""
+        key = (~live.index, site, None)  # a negative index: never a full-evaluation key
+        early = self.memo.get(key)
+        if early is None:
+            early = self.memo[key] = decided_without(native, values, "hardware")
+        return early
+
+    def outcome(
+        self, live: Live, values: Mapping[str, Any], site: str, hardware: str | None
+    ) -> Outcome | None:
+        """A site-and-hardware rule's outcome when the hardware or the site alone decides it."""
+        native = live.native
+        if native is None or not (live.by_site and live.by_hardware):
+            return None
+        early = self.early(live, native, values, hardware)
+        if early is UNDECIDED:
+            early = self.site_early(live, native, values, site)
+        return None if early is UNDECIDED else early

@@ -21,7 +21,9 @@ import cel
 
 from broker.compliance.celenv import Path, lookup
 from broker.compliance.native import compile_native
-from broker.compliance.plan import UNDECIDED, Live, Outcome, Plan, decided_without, live_rule, run_native
+from broker.compliance.plan import Live, Outcome, Plan, live_rule, run_native
+from broker.compliance.values import at, execute, freeze
+from broker.compliance.verdict import Folds
 
 MEMO_LIMIT = 200_000
 """Entries kept before the memo is cleared (bounded memory; results stay correct)."""
@@ -135,7 +137,7 @@ class RuleSet:
         fields: dict[Path, Any] = {}
         for path in self._paths_under.get(name, ()):
             try:
-                fields[path] = _freeze(_at(root, path[1:]))
+                fields[path] = freeze(at(root, path[1:]))
             except (KeyError, TypeError, IndexError):
                 pass  # absent: rules reading it run on the full context
         self._frozen[id(root)] = (root, fields)
@@ -145,7 +147,7 @@ class RuleSet:
         return len(self.rules)
 
     def job_fingerprint(self, job: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(_freeze(_at(job, p[1:])) for p in self.job_paths)  # `job` whole holds dicts
+        return tuple(freeze(at(job, p[1:])) for p in self.job_paths)  # `job` whole holds dicts
 
     def offer_fingerprint(self, offer: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(lookup(offer, p[1:]) for p in self.offer_paths)
@@ -232,7 +234,7 @@ class RuleSet:
                 if outcome is None:
                     if values is None:
                         values = variables()
-                    outcome = self._outcome(live, rule, plan, values, hardware, offer)
+                    outcome = self._outcome(live, rule, plan, values, site, hardware, offer)
                     if mkey is not None:
                         memo[mkey] = outcome
             hit, error = outcome
@@ -252,19 +254,59 @@ class RuleSet:
         rule: CompiledRule,
         plan: Plan,
         values: dict[str, Any],
+        site: str,
         hardware: str | None,
         offer: bool,
     ) -> Outcome:
-        """A live rule's outcome: per hardware first if it reads site and hardware, then native, then CEL."""
-        native = live.native
-        if native is not None and not offer and live.by_site and live.by_hardware:
-            hkey = (live.index, None, hardware)  # never a full-evaluation key of this rule
-            early = plan.memo.get(hkey)
-            if early is None:
-                early = plan.memo[hkey] = decided_without(native, values, "site")
-            if early is not UNDECIDED:
+        """A live rule's outcome: decided by the hardware or the site alone if it reads both, else
+        native, else CEL."""
+        if not offer:
+            early = plan.outcome(live, values, site, hardware)
+            if early is not None:
                 return early
-        return run_native(native, values) or self._cel(rule, values)
+        return run_native(live.native, values) or self._cel(rule, values)
+
+    def group_verdict(
+        self,
+        plan: Plan,
+        site: str,
+        tenant: str,
+        hardware: str | None,
+        variables: Callable[[], dict[str, Any]],
+    ) -> tuple[bool, bool]:
+        """(denied, allowed) by the group rules, as `evaluate(offer=False)` decides, without reasons.
+
+        `allowed` is False for a denied group (the decision does not need it there)."""
+        if not self.fast:
+            denials, allowed = self._run_plain(self.group_rules, variables(), site, tenant, dict)
+            return bool(denials), allowed and not denials
+        return self._folds(plan).verdict(site, hardware, variables)
+
+    def offer_verdict(
+        self,
+        plan: Plan,
+        site: str,
+        hardware: str | None,
+        projection: Any,
+        variables: Callable[[], dict[str, Any]],
+    ) -> tuple[bool, bool]:
+        """(denied, allowed) by the offer rules for an offer of `projection` (`offer_fingerprint`
+        fields), as `evaluate(offer=True)` decides, without reasons; needs `fast`."""
+        return self._folds(plan).offer_verdict(site, hardware, projection, variables)
+
+    def _folds(self, plan: Plan) -> Folds:
+        folds: Folds | None = plan.folds
+        if folds is None:
+            rules = self.rules
+            folds = plan.folds = Folds(
+                plan,
+                rules,
+                lambda live, values, s, hw: self._outcome(
+                    live, rules[live.index], plan, values, s, hw, False
+                ),
+                lambda live, values: run_native(live.native, values) or self._cel(rules[live.index], values),
+            )
+        return folds
 
     def _cel(self, rule: CompiledRule, variables: dict[str, Any]) -> Outcome:
         """The CEL outcome of one rule, memoized per distinct tuple of the values it reads."""
@@ -280,7 +322,7 @@ class RuleSet:
             key = None
         outcome = memo.get(key) if key is not None else None
         if outcome is None:
-            outcome = _execute(rule, variables, key is not None)
+            outcome = execute(rule.program, rule.paths, variables, key is not None)
             if key is not None:
                 memo[key] = outcome
         return outcome
@@ -299,7 +341,7 @@ class RuleSet:
         for rule in rules:
             if not rule.in_scope(site, tenant):
                 continue
-            hit, error = _execute(rule, variables, False)
+            hit, error = execute(rule.program, rule.paths, variables, False)
             if error is not None:
                 if rule.effect == "deny":
                     denials.append((rule.id, error))
@@ -308,47 +350,3 @@ class RuleSet:
             elif hit:
                 allowed = True
         return tuple(denials), allowed
-
-
-def _at(values: Mapping[str, Any], path: Path) -> Any:
-    node: Any = values
-    for part in path:
-        node = node[part]
-    return node
-
-
-def _freeze(value: Any) -> Any:
-    """A hashable image of a CEL value that keeps types apart (CEL tells 1, 1.0 and true apart)."""
-    if value.__class__ is str:  # a str equals no other CEL type's value
-        return value
-    if isinstance(value, dict):
-        return (dict, tuple((_freeze(k), _freeze(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return (list, tuple(_freeze(v) for v in value))
-    return (value.__class__, value)
-
-
-def _project(variables: Mapping[str, Any], paths: tuple[Path, ...]) -> dict[str, Any]:
-    """The variables cut down to `paths` (nested mappings holding only what the rule reads)."""
-    out: dict[str, Any] = {}
-    for path in paths:
-        if any(path[:i] in paths for i in range(1, len(path))):
-            continue  # a prefix of it is copied whole
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = _at(variables, path)
-    return out
-
-
-def _execute(rule: CompiledRule, variables: dict[str, Any], small: bool) -> tuple[bool, str | None]:
-    """(matched, error message) of one rule; run on its projection, or on everything if that fails."""
-    if small:
-        try:
-            return rule.program.execute(cel.Context(_project(variables, rule.paths))) is True, None
-        except Exception:  # rerun on the full context: the outcome it always had
-            pass
-    try:
-        return rule.program.execute(cel.Context(variables)) is True, None
-    except Exception as exc:
-        return False, f"rule could not be evaluated ({type(exc).__name__}: {exc}); denied to be safe"

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from broker.placement.core import (
-    GROUP_FILTERS,
-    HARDWARE_PREFIX,
-    OFFER_FILTERS,
-    place,
-    rejection_counts,
-    rejection_summary,
-)
+from broker.placement.core import HARDWARE_PREFIX, place, rejection_counts, rejection_summary
+from broker.placement.pipeline import GROUP_FILTERS, OFFER_FILTERS
 from broker.placement.prepared import PreparedOffers, forget_snapshots, prepare_offers
 from broker.placement.types import Explanation, PlacementContext, Reason, ScoredOffer
 from broker.policy import SiteFacts

@@ -17,6 +17,12 @@ GroupFilter = Callable[[list[Group], Env], tuple[list[Group], GroupRejections]]
 OfferFilter = Callable[[Group, list[Offer], Env], tuple[list[Offer], OfferRejections]]
 """One group's offers in, `(kept, rejections)` out."""
 
+GroupKeep = Callable[[list[Group]], list[Group]]
+"""A group filter's `kept` part for one decision, without reasons (`broker.placement.pipeline`)."""
+
+OfferKeep = Callable[[Group, list[Offer]], list[Offer]]
+"""An offer filter's `kept` part for one decision, without reasons."""
+
 
 def split_groups(
     groups: list[Group], env: Env, verdict: Callable[[Group, Env], tuple[Reason, ...]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from broker.model import Offer
 from broker.placement._env import Env, Group
-from broker.placement._filter import GroupRejections, OfferRejections, split_groups
+from broker.placement._filter import GroupKeep, GroupRejections, OfferKeep, OfferRejections, split_groups
 from broker.placement.types import Reason
 
 BLOCKED = "failover.blocked"
@@ -45,3 +45,17 @@ def filter_blocked_offers(g: Group, offers: list[Offer], env: Env) -> tuple[list
         else:
             kept.append(o)
     return kept, rejected
+
+
+def keep_unblocked_sites(env: Env) -> GroupKeep | None:
+    """`filter_blocked_sites`'s kept groups (None: every group, nothing is blocked)."""
+    if not env.ctx.blocked:
+        return None
+    return lambda groups: [g for g in groups if not _verdict(g, env)]
+
+
+def keep_unblocked_offers(env: Env) -> OfferKeep | None:
+    """`filter_blocked_offers`'s kept offers (None: every offer, nothing is blocked)."""
+    if not env.ctx.blocked:
+        return None
+    return lambda g, offers: filter_blocked_offers(g, offers, env)[0]

@@ -29,40 +29,13 @@ from typing import Any
 
 from broker.model import JobSpec, Offer, TenantId
 from broker.placement._env import Env, Group
-from broker.placement._filter import GroupFilter, OfferFilter
-from broker.placement.blocklist import filter_blocked_offers, filter_blocked_sites
-from broker.placement.export import filter_export
-from broker.placement.gang import filter_gang
-from broker.placement.hardware import filter_hardware_model, filter_hardware_size
-from broker.placement.health import filter_health
+from broker.placement.pipeline import GROUP_FILTERS, OFFER_FILTERS, passing, passing_plain
 from broker.placement.prepared import PreparedOffers, snapshot
-from broker.placement.price_cap import filter_price_cap
 from broker.placement.rank import rank
-from broker.placement.residency import filter_residency
-from broker.placement.rules import filter_offer_rules, filter_rules
-from broker.placement.scored import Scored, score_all
-from broker.placement.spot import filter_spot
-from broker.placement.tenant import filter_tenant_sites
+from broker.placement.scored import Scored, score_all, score_columns
 from broker.placement.types import Explanation, PlacementContext, Reason, ScoredOffer
 from broker.policy import Policy
 
-GROUP_FILTERS: tuple[GroupFilter, ...] = (
-    filter_health,
-    filter_blocked_sites,
-    filter_tenant_sites,
-    filter_hardware_model,
-    filter_residency,
-    filter_export,
-    filter_rules,
-)
-OFFER_FILTERS: tuple[OfferFilter, ...] = (
-    filter_hardware_size,
-    filter_spot,
-    filter_gang,
-    filter_price_cap,
-    filter_blocked_offers,
-    filter_offer_rules,
-)
 _INF = float("inf")
 _NO_TERMS: dict[str, float] = {}
 
@@ -170,21 +143,10 @@ def _shape_key(env: Env) -> tuple[Any, ...]:
 
 def _passing(prepared: PreparedOffers, env: Env) -> list[tuple[Group, list[Offer]]]:
     """Groups and offers passing every filter; only groups whose hardware can fit are looked at."""
-    groups = list(prepared.candidates(env.count, env.any_of))
-    for gf in GROUP_FILTERS:  # verdicts are per group, so filtering a subset keeps the same groups
-        if not groups:
-            break
-        groups, _ = gf(groups, env)
-    kept: list[tuple[Group, list[Offer]]] = []
-    for g in groups:
-        offers = g.offers
-        for of in OFFER_FILTERS:
-            offers, _ = of(g, offers, env)
-            if not offers:
-                break
-        if offers:
-            kept.append((g, offers))
-    return kept
+    candidates = prepared.candidates(env.count, env.any_of)
+    if env.policy.rules.fast:
+        return passing(candidates, env)
+    return passing_plain(candidates, env)  # the reference path (`RuleSet.fast = False`)
 
 
 def _decide(prepared: PreparedOffers, key: tuple[Any, ...], shape: _Shape, env: Env) -> _Decision:
@@ -196,14 +158,13 @@ def _decide(prepared: PreparedOffers, key: tuple[Any, ...], shape: _Shape, env: 
         # A balance covering the dearest kept offer's whole cost (discount <= 1) gives the same
         # voucher terms as any larger one: key it as "ample" so spending elsewhere keeps the memo.
         ample = shape.top_hourly(prepared.policy) * (env.machine_h * prepared.policy.objective.price)
-        vouchers = tuple(
-            None if (b := balances.get(v.id, 0.0)) >= ample else b for v in tenant.vouchers
-        )
+        vouchers = tuple(None if (b := balances.get(v.id, 0.0)) >= ample else b for v in tenant.vouchers)
     dkey = (key, env.machine_h, vouchers)
     decision: _Decision | None = prepared.decisions.get(dkey)
     if decision is None:
-        offers, terms = score_all(shape.kept, env)
-        decision = _Decision(Scored(offers, terms, prepared.policy.objective.rank))
+        score = score_columns if env.policy.rules.fast else score_all  # the reference path
+        offers, columns = score(shape.kept, env)
+        decision = _Decision(Scored(offers, columns, prepared.policy.objective.rank))
         prepared.remember(prepared.decisions, dkey, decision, 1 + len(offers))
     return decision
 

@@ -45,8 +45,13 @@ def score_cost(g: Group, offers: list[Offer], env: Env) -> tuple[list[float], li
         if rate is None:
             rate = rates[c] = policy.rate(c) or 0.0
         costs.append(o.price_per_hour * rate * factor)
+    return costs, voucher_terms(g, env, costs)
+
+
+def voucher_terms(g: Group, env: Env, costs: list[float]) -> list[float]:
+    """The `voucher` term of each offer of the group, given their `cost` terms."""
     voucher = best_voucher(env.tenant, g.site_id, env.ctx.voucher_balances)
     if voucher is None:
-        return costs, [0.0] * len(costs)
+        return [0.0] * len(costs)
     discount, balance, _ = voucher
-    return costs, [-min(c * discount, balance) for c in costs]
+    return [-min(c * discount, balance) for c in costs]

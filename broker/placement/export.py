@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from broker.compliance.rules import render
 from broker.placement._env import Env, Group
-from broker.placement._filter import GroupRejections, split_groups
+from broker.placement._filter import GroupKeep, GroupRejections, split_groups
 from broker.placement.types import Reason
 
 
@@ -49,3 +49,29 @@ def filter_export(groups: list[Group], env: Env) -> tuple[list[Group], GroupReje
     ):
         return groups, []  # the rule cannot apply to this tenant: `_verdict` keeps every group
     return split_groups(groups, env, _verdict)
+
+
+def keep_export(env: Env) -> GroupKeep | None:
+    """`filter_export`'s kept groups (None: every group, the rule cannot apply to this tenant)."""
+    rule = env.policy.compliance.export
+    tenant = env.tenant
+    if rule is None or tenant is None:
+        return None
+    if not any(grp in rule.tenant_country_groups for grp in env.policy.tenant_groups(tenant)):
+        return None
+    operators, classes, licences = rule.operator_countries, rule.classes, tenant.export_licences
+
+    def keep(groups: list[Group]) -> list[Group]:
+        out = []
+        for g in groups:
+            assert g.site is not None
+            cls = g.hw.classification.cls
+            if (
+                (g.site.operator_country or g.site.country) not in operators
+                or cls not in classes
+                or cls in licences
+            ):
+                out.append(g)
+        return out
+
+    return keep

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from broker.model import Offer
 from broker.placement._env import Env, Group
-from broker.placement._filter import GroupRejections, OfferRejections, split_groups
+from broker.placement._filter import GroupKeep, GroupRejections, OfferKeep, OfferRejections, split_groups
 from broker.placement.types import Reason
 
 FIT = "hardware.fit"
@@ -77,3 +77,18 @@ def filter_hardware_size(g: Group, offers: list[Offer], env: Env) -> tuple[list[
         else:
             kept.append(o)
     return kept, rejected
+
+
+def keep_hardware_model(env: Env) -> GroupKeep:
+    """`filter_hardware_model`'s kept groups (its reasons are only built for rejected ones)."""
+    return lambda groups: [g for g in groups if not _verdict(g, env)]
+
+
+def keep_hardware_size(env: Env) -> OfferKeep:
+    """`filter_hardware_size`'s kept offers, without reasons."""
+    count, cpus, mem = env.count, env.cpus, env.memory_gb
+    return lambda g, offers: [
+        o
+        for o in offers
+        if not (o.count < count or (o.cpus and o.cpus < cpus) or (o.memory_gb and o.memory_gb < mem))
+    ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from broker.placement._env import Env, Group
-from broker.placement._filter import GroupRejections, split_groups
+from broker.placement._filter import GroupKeep, GroupRejections, split_groups
 from broker.placement.types import Reason
 
 UNKNOWN_SITE = "policy.site"
@@ -26,3 +26,12 @@ def filter_health(groups: list[Group], env: Env) -> tuple[list[Group], GroupReje
         if len(kept) == len(groups):
             return kept, []
     return split_groups(groups, env, _verdict)
+
+
+def keep_healthy(env: Env) -> GroupKeep:
+    """`filter_health`'s kept groups, without reasons."""
+    sick = env.ctx.unhealthy_sites
+    if not sick:
+        return lambda groups: [g for g in groups if g.site is not None]
+    get = sick.get
+    return lambda groups: [g for g in groups if g.site is not None and get(g.site_id) is None]  # type: ignore[call-overload]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from broker.compliance.rules import render
 from broker.model import Residency
 from broker.placement._env import Env, Group
-from broker.placement._filter import GroupRejections, split_groups
+from broker.placement._filter import GroupKeep, GroupRejections, split_groups
 from broker.placement.types import Reason
 
 
@@ -22,3 +22,11 @@ def filter_residency(groups: list[Group], env: Env) -> tuple[list[Group], GroupR
     if env.residency == Residency.ANY.value:
         return groups, []
     return split_groups(groups, env, _verdict)
+
+
+def keep_residency(env: Env) -> GroupKeep | None:
+    """`filter_residency`'s kept groups (None: every group, the job's data may go anywhere)."""
+    zone = env.residency
+    if zone == Residency.ANY.value:
+        return None
+    return lambda groups: [g for g in groups if g.site is not None and g.site.residency == zone]

@@ -6,6 +6,7 @@ projection); rules that read `offer` once per distinct projection of the offer f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from operator import attrgetter
 from typing import Any
@@ -14,7 +15,7 @@ from broker.compliance.plan import Plan
 from broker.compliance.rules import DEFAULT_DENY
 from broker.model import Offer
 from broker.placement._env import Env, Group
-from broker.placement._filter import GroupRejections, OfferRejections
+from broker.placement._filter import GroupKeep, GroupRejections, OfferKeep, OfferRejections
 from broker.placement.types import Reason
 
 
@@ -52,6 +53,14 @@ def _offer_field(o: Offer, name: str, env: Env) -> Any:
     if name == "accelerator":
         return o.accelerator or ""
     return getattr(o, name)
+
+
+def _projection(env: Env) -> Callable[[Offer], Any]:
+    """An offer's values of every offer field a rule reads (what its offer-rule verdicts depend on)."""
+    names = [p[1] for p in env.policy.rules.offer_paths]
+    if names and all(n not in ("price_per_hour", "accelerator") for n in names):
+        return attrgetter(*names)
+    return lambda o: tuple(_offer_field(o, name, env) for name in names)
 
 
 def _offer_context(g: Group, o: Offer, env: Env) -> dict[str, Any]:
@@ -130,12 +139,10 @@ def filter_offer_rules(g: Group, offers: list[Offer], env: Env) -> tuple[list[Of
         if not group_allowed:
             return [], [(o, (Reason(*DEFAULT_DENY),)) for o in offers]
         return offers, []
-    names = [p[1] for p in rules.offer_paths]
-    plain = all(n not in ("price_per_hour", "accelerator") for n in names)
-    getter = attrgetter(*names) if plain and names else None
+    project = _projection(env)
     local: dict[Any, tuple[Reason, ...]] = {}
     for o in offers:
-        ofp = getter(o) if getter is not None else tuple(_offer_field(o, name, env) for name in names)
+        ofp = project(o)
         reasons = local.get(ofp)
         if reasons is None:
             key = ("o", g.site_id, g.accelerator, tenant, fp, ofp)
@@ -158,3 +165,61 @@ def filter_offer_rules(g: Group, offers: list[Offer], env: Env) -> tuple[list[Of
         else:
             kept.append(o)
     return kept, rejected
+
+
+def keep_rules(env: Env) -> GroupKeep | None:
+    """`filter_rules`' kept groups, per site / hardware verdicts and no reasons (None: no rule applies)."""
+    rules = env.policy.rules
+    if not rules.group_rules and not rules.default_deny:
+        return None
+    plan = _plan(env)
+    need_allow = rules.default_deny and not rules.offer_rules
+    verdict, tenant = rules.group_verdict, env.tenant_id
+
+    def keep(groups: list[Group]) -> list[Group]:
+        out = []
+        for g in groups:
+            denied, allowed = verdict(plan, g.site_id, tenant, g.accelerator, partial(_variables, g, env))
+            if not denied and (allowed or not need_allow):
+                out.append(g)
+        return out
+
+    return keep
+
+
+def keep_offer_rules(env: Env) -> OfferKeep | None:
+    """`filter_offer_rules`' kept offers (None: every offer, no offer rule can match this job)."""
+    rules = env.policy.rules
+    if not rules.offer_rules:
+        return None
+    plan = _plan(env)
+    if not rules.fast:
+        return lambda g, offers: filter_offer_rules(g, offers, env)[0]
+    default_deny = rules.default_deny
+    if not plan.offer and not default_deny:
+        return None
+    project, tenant = _projection(env), env.tenant_id
+
+    def keep(g: Group, offers: list[Offer]) -> list[Offer]:
+        # under default deny an allow among the group rules allows every offer of the group
+        group_allowed = (
+            default_deny
+            and rules.group_verdict(plan, g.site_id, tenant, g.accelerator, partial(_variables, g, env))[1]
+        )
+        if not plan.offer:
+            return offers if group_allowed else []
+        local: dict[Any, bool] = {}
+        kept = []
+        for o in offers:
+            ofp = project(o)
+            ok = local.get(ofp)
+            if ok is None:
+                denied, allowed = rules.offer_verdict(
+                    plan, g.site_id, g.accelerator, ofp, partial(_offer_context, g, o, env)
+                )
+                ok = local[ofp] = not denied and (allowed or group_allowed or not default_deny)
+            if ok:
+                kept.append(o)
+        return kept
+
+    return keep

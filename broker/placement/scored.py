@@ -1,20 +1,22 @@
 """Scored allowed offers, built only when read: a decision needs the floats and the winner.
 
-`score_all` computes every allowed offer's terms and score (the same sums, in the same order,
-as a `ScoredOffer` holds); `Scored` picks the best exactly as `rank.best` would and builds
-the `ScoredOffer` objects (the chosen one included, as the same object) on first access.
+`score_all` computes every allowed offer's terms and score with the scorers themselves (one
+call per group and term: the reference); `score_columns` computes the same floats (the same
+operations in the same order) in one list comprehension per term over every kept offer.
+`Scored` picks the best exactly as `rank.best` would and builds the `ScoredOffer` objects
+(the chosen one included, as the same object) on first access.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import overload
 
 from broker.model import Offer
 from broker.placement._env import Env, Group
-from broker.placement.carbon import score_carbon
-from broker.placement.cost import score_cost
-from broker.placement.preference import score_preference
+from broker.placement.carbon import carbon_of, score_carbon
+from broker.placement.cost import score_cost, voucher_terms
+from broker.placement.preference import preference_of, score_preference
 from broker.placement.rank import Q, best, full_chain, sort_key
 from broker.placement.types import ScoredOffer
 from broker.placement.wait import score_wait
@@ -22,32 +24,90 @@ from broker.placement.wait import score_wait
 Terms = tuple[float, float, float, float, float]
 """cost, voucher, wait, carbon, preference."""
 
+Columns = tuple[list[float], list[float], list[float], list[float], list[float]]
+"""The five terms of every offer, one list per term (cost, voucher, wait, carbon, preference)."""
+
 _new = tuple.__new__
 
 
-def score_all(kept: list[tuple[Group, list[Offer]]], env: Env) -> tuple[list[Offer], list[Terms]]:
-    """Every kept offer (group order, then input order) with its five terms."""
+def score_all(kept: list[tuple[Group, list[Offer]]], env: Env) -> tuple[list[Offer], Columns]:
+    """Every kept offer (group order, then input order) with its five terms, scorer by scorer."""
     offers: list[Offer] = []
-    terms: list[Terms] = []
+    columns: Columns = ([], [], [], [], [])
     for g, members in kept:
         costs, vouchers = score_cost(g, members, env)
-        waits = score_wait(g, members, env)
-        carbons = score_carbon(g, members, env)
-        prefs = score_preference(g, members, env)
         offers.extend(members)
-        terms.extend(zip(costs, vouchers, waits, carbons, prefs, strict=True))
-    return offers, terms
+        for column, values in zip(
+            columns,
+            (
+                costs,
+                vouchers,
+                score_wait(g, members, env),
+                score_carbon(g, members, env),
+                score_preference(g, members, env),
+            ),
+            strict=True,
+        ):
+            column.extend(values)
+    return offers, columns
+
+
+def score_columns(kept: list[tuple[Group, list[Offer]]], env: Env) -> tuple[list[Offer], Columns]:
+    """`score_all`'s offers and floats, computed per term over all offers at once."""
+    policy, objective = env.policy, env.policy.objective
+    offers = [o for _, members in kept for o in members]
+    factor = env.machine_h * objective.price
+    cur = policy.currency
+    rates = _Rates(policy.rate)
+    costs = [o.price_per_hour * rates[o.currency or cur] * factor for o in offers]
+    per_second = objective.wait_hour_cost / 3600.0
+    waits = [o.expected_wait_s * per_second for o in offers] if per_second else [0.0] * len(offers)
+    vouchers, carbons, prefs = group_terms(kept, env, costs)
+    return offers, (costs, vouchers, waits, carbons, prefs)
+
+
+def group_terms(
+    kept: list[tuple[Group, list[Offer]]], env: Env, costs: list[float]
+) -> tuple[list[float], list[float], list[float]]:
+    """The terms fixed per group (voucher share of the cost, carbon, preference), for every offer."""
+    vouchers: list[float] = []
+    carbons: list[float] = []
+    prefs: list[float] = []
+    tenant = env.tenant
+    any_voucher = tenant is not None and bool(tenant.vouchers)
+    i = 0
+    for g, members in kept:
+        n = len(members)
+        if any_voucher:
+            vouchers += voucher_terms(g, env, costs[i : i + n])
+        value, per_device = carbon_of(g, env)
+        carbons += [value * o.count for o in members] if per_device else [value] * n
+        prefs += [preference_of(g, env)] * n
+        i += n
+    return vouchers if any_voucher else [0.0] * len(costs), carbons, prefs
+
+
+class _Rates(dict[str, float]):
+    """Policy-currency units per unit of a currency (0.0 when unknown), looked up once each."""
+
+    def __init__(self, rate: Callable[[str], float | None]) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def __missing__(self, currency: str) -> float:
+        value = self[currency] = self.rate(currency) or 0.0
+        return value
 
 
 class Scored(Sequence[ScoredOffer]):
     """The allowed offers of one decision as `ScoredOffer`s, built on first read."""
 
-    __slots__ = ("_built", "_list", "_offers", "_scores", "_terms", "chosen")
+    __slots__ = ("_built", "_columns", "_list", "_offers", "_scores", "chosen")
 
-    def __init__(self, offers: list[Offer], terms: list[Terms], chain: Sequence[str]) -> None:
+    def __init__(self, offers: list[Offer], columns: Columns, chain: Sequence[str]) -> None:
         self._offers = offers
-        self._terms = terms
-        self._scores = [c + v + w + k + p for c, v, w, k, p in terms]
+        self._columns = columns
+        self._scores = [c + v + w + k + p for c, v, w, k, p in zip(*columns, strict=True)]
         self._built: dict[int, ScoredOffer] = {}
         self._list: list[ScoredOffer] | None = None
         self.chosen = self._best(chain)
@@ -55,7 +115,7 @@ class Scored(Sequence[ScoredOffer]):
     def _make(self, i: int) -> ScoredOffer:
         s = self._built.get(i)
         if s is None:
-            c, v, w, k, p = self._terms[i]
+            c, v, w, k, p = (column[i] for column in self._columns)
             terms = {"cost": c, "voucher": v, "wait": w, "carbon": k, "preference": p}
             s = self._built[i] = _new(ScoredOffer, (self._offers[i], True, (), self._scores[i], terms))
         return s

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from broker.model import Offer
 from broker.placement._env import Env, Group
-from broker.placement._filter import OfferRejections
+from broker.placement._filter import OfferKeep, OfferRejections
 from broker.placement.types import Reason
 
 SPOT = "job.spot"
@@ -22,3 +22,14 @@ def filter_spot(g: Group, offers: list[Offer], env: Env) -> tuple[list[Offer], O
     if len(kept) == len(offers):
         return offers, []
     return kept, [(o, (Reason(SPOT, why),)) for o in offers if o.spot is not want]
+
+
+def keep_spot(env: Env) -> OfferKeep | None:
+    """`filter_spot`'s kept offers (None: every offer, the job takes either market)."""
+    if env.spot_never:
+        want = False
+    elif env.spot_required:
+        want = True
+    else:
+        return None
+    return lambda g, offers: [o for o in offers if o.spot is want]

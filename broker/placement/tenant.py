@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from broker.placement._env import Env, Group
-from broker.placement._filter import GroupRejections, split_groups
+from broker.placement._filter import GroupKeep, GroupRejections, split_groups
 from broker.placement.types import Reason
 
 UNKNOWN_TENANT = "policy.tenant"
@@ -25,3 +25,14 @@ def filter_tenant_sites(groups: list[Group], env: Env) -> tuple[list[Group], Gro
     if env.tenant is not None and env.tenant.allowed_sites is None:
         return groups, []
     return split_groups(groups, env, _verdict)
+
+
+def keep_tenant_sites(env: Env) -> GroupKeep | None:
+    """`filter_tenant_sites`'s kept groups (None: every group)."""
+    tenant = env.tenant
+    if tenant is None:
+        return lambda groups: []
+    allowed = tenant.allowed_sites
+    if allowed is None:
+        return None
+    return lambda groups: [g for g in groups if g.site_id in allowed]

@@ -30,12 +30,12 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 def _score(g: Any, offers: list[Offer], env: Env) -> list[ScoredOffer]:
     """Every offer scored eagerly (the reference for the lazily built `Scored`)."""
-    _, terms = score_all([(g, offers)], env)
+    _, columns = score_all([(g, offers)], env)
     return [
         ScoredOffer(
             o, True, (), c + v + w + k + p, {"cost": c, "voucher": v, "wait": w, "carbon": k, "preference": p}
         )
-        for o, (c, v, w, k, p) in zip(offers, terms, strict=True)
+        for o, c, v, w, k, p in zip(offers, *columns, strict=True)
     ]
 
 

@@ -1,0 +1,204 @@
+"""Group verdicts without reasons: what a decision asks of the group rules (denied? allowed?).
+
+A plan's live group rules are folded once per site and once per hardware instead of once
+per (site, hardware) group:
+  * rules decided on the job and tenant alone (and not site-scoped): one verdict for all;
+  * rules reading the site but not the hardware (and site-scoped decided ones): per site;
+  * rules reading the hardware but not the site: per hardware;
+  * rules reading both: per hardware with the site unbound and per site with the hardware
+    unbound; only a rule that neither decides (or one CEL must run) runs per group.
+Every outcome is read from or written to the plan's memo under the keys `RuleSet.evaluate`
+uses, so the reasons an explanation shows later come from the same outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from broker.compliance.plan import UNDECIDED, Live, Outcome, Plan
+
+
+class Scoped(Protocol):
+    """What the fold reads of a compiled rule besides its outcome."""
+
+    @property
+    def effect(self) -> str: ...
+
+    @property
+    def sites(self) -> frozenset[str] | None: ...
+
+
+OutcomeOf = Callable[[Live, dict[str, Any], str, "str | None"], Outcome]
+"""A live group rule's outcome on one group's variables (site, hardware): `RuleSet._outcome`."""
+
+OfferOutcomeOf = Callable[[Live, dict[str, Any]], Outcome]
+"""A live offer rule's outcome on one offer's variables."""
+
+Folded = tuple[bool, bool, frozenset[int]]
+"""(a deny rule matched or failed, an allow rule matched, indexes of the rules left undecided)."""
+
+
+class Folds:
+    """The per-site and per-hardware verdicts of one plan's group rules (built as groups come)."""
+
+    __slots__ = (
+        "_allowed",
+        "_both",
+        "_by_hw",
+        "_by_offer",
+        "_by_site",
+        "_denied",
+        "_per_hw",
+        "_per_site",
+        "offer_outcome",
+        "outcome",
+        "plan",
+        "rules",
+    )
+
+    def __init__(
+        self, plan: Plan, rules: tuple[Scoped, ...], outcome: OutcomeOf, offer_outcome: OfferOutcomeOf
+    ) -> None:
+        self.plan = plan
+        self.rules = rules
+        self.outcome = outcome
+        self.offer_outcome = offer_outcome
+        self._by_offer: dict[tuple[Any, ...], Outcome] = {}
+        self._denied = self._allowed = False
+        per_site: list[Live] = []
+        per_hw: list[Live] = []
+        both: list[Live] = []
+        for live in plan.group:
+            rule = rules[live.index]
+            if live.fixed is not None and rule.sites is None:
+                self._denied = self._denied or (live.fixed[0] and rule.effect == "deny")
+                self._allowed = self._allowed or (live.fixed[0] and rule.effect != "deny")
+            elif live.fixed is not None or (live.by_site and not live.by_hardware):
+                per_site.append(live)
+            elif live.by_hardware and not live.by_site and rule.sites is None:
+                per_hw.append(live)
+            else:
+                both.append(live)
+        self._per_site, self._per_hw, self._both = tuple(per_site), tuple(per_hw), tuple(both)
+        self._by_site: dict[str, Folded] = {}
+        self._by_hw: dict[str | None, Folded] = {}
+
+    def verdict(
+        self, site: str, hardware: str | None, variables: Callable[[], dict[str, Any]]
+    ) -> tuple[bool, bool]:
+        """(denied, allowed) for the group (site, hardware); `allowed` is False for a denied group."""
+        values: dict[str, Any] | None = None
+        s = self._by_site.get(site)
+        if s is None:
+            values = variables()
+            s = self._by_site[site] = self._fold_site(site, hardware, values)
+        h = self._by_hw.get(hardware)
+        if h is None:
+            values = variables() if values is None else values
+            h = self._by_hw[hardware] = self._fold_hardware(site, hardware, values)
+        if self._denied or s[0] or h[0]:
+            return True, False
+        allowed = self._allowed or s[1] or h[1]
+        if not (s[2] and h[2]):
+            return False, allowed
+        left = s[2] & h[2]
+        if not left:
+            return False, allowed
+        lives = tuple(live for live in self._both if live.index in left)
+        denied, more = self._fold(lives, site, hardware, variables() if values is None else values)
+        return denied, (allowed or more) and not denied
+
+    def offer_verdict(
+        self, site: str, hardware: str | None, projection: Any, variables: Callable[[], dict[str, Any]]
+    ) -> tuple[bool, bool]:
+        """(denied, allowed) by the offer rules for one offer, given the projection of the offer
+        fields they read; each rule runs once per distinct (site, hardware, projection) it reads."""
+        allowed = False
+        values: dict[str, Any] | None = None
+        memo, rules = self._by_offer, self.rules
+        for live in self.plan.offer:
+            rule = rules[live.index]
+            if rule.sites is not None and site not in rule.sites:
+                continue
+            result = live.fixed
+            if result is None:
+                key = (
+                    live.index,
+                    site if live.by_site else None,
+                    hardware if live.by_hardware else None,
+                    projection,
+                )
+                result = memo.get(key)
+                if result is None:
+                    values = variables() if values is None else values
+                    result = memo[key] = self.offer_outcome(live, values)
+            denied, allowed = _join(rule.effect, result, False, allowed)
+            if denied:
+                return True, False
+        return False, allowed
+
+    def _fold_site(self, site: str, hardware: str | None, values: dict[str, Any]) -> Folded:
+        """The site's rules, and the site-and-hardware rules the site alone decides."""
+        denied, allowed = self._fold(self._per_site, site, hardware, values)
+        left: list[int] = []
+        plan, rules = self.plan, self.rules
+        for live in self._both:
+            scope = rules[live.index].sites
+            if scope is not None and site not in scope:
+                continue  # not this site's rule: it decides nothing here
+            early = UNDECIDED
+            if live.native is not None and live.by_site and live.by_hardware:
+                early = plan.site_early(live, live.native, values, site)
+            if early is UNDECIDED:
+                left.append(live.index)
+            else:
+                denied, allowed = _join(rules[live.index].effect, early, denied, allowed)
+        return denied, allowed, frozenset(left)
+
+    def _fold_hardware(self, site: str, hardware: str | None, values: dict[str, Any]) -> Folded:
+        """The hardware's rules, and the site-and-hardware rules the hardware alone decides."""
+        denied, allowed = self._fold(self._per_hw, site, hardware, values)
+        left: list[int] = []
+        plan, rules = self.plan, self.rules
+        for live in self._both:
+            early = UNDECIDED
+            if (
+                live.native is not None
+                and live.by_site
+                and live.by_hardware
+                and rules[live.index].sites is None
+            ):
+                early = plan.early(live, live.native, values, hardware)
+            if early is UNDECIDED:
+                left.append(live.index)
+            else:
+                denied, allowed = _join(rules[live.index].effect, early, denied, allowed)
+        return denied, allowed, frozenset(left)
+
+    def _fold(
+        self, lives: tuple[Live, ...], site: str, hardware: str | None, values: dict[str, Any]
+    ) -> tuple[bool, bool]:
+        """Fold fully evaluated rules (memo keys as `RuleSet._run` writes them)."""
+        denied = allowed = False
+        memo, rules = self.plan.memo, self.rules
+        for live in lives:
+            rule = rules[live.index]
+            if rule.sites is not None and site not in rule.sites:
+                continue
+            result = live.fixed
+            if result is None:
+                key = (live.index, site if live.by_site else None, hardware if live.by_hardware else None)
+                result = memo.get(key)
+                if result is None:
+                    result = memo[key] = self.outcome(live, values, site, hardware)
+            denied, allowed = _join(rule.effect, result, denied, allowed)
+        return denied, allowed
+
+
+def _join(effect: str, outcome: Outcome, denied: bool, allowed: bool) -> tuple[bool, bool]:
+    """A deny rule that matched or failed denies (fail closed); an allow rule that matched allows."""
+    hit, error = outcome
+    if effect == "deny":
+        return denied or hit or error is not None, allowed
+    return denied, allowed or (hit and error is None)

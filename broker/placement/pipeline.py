@@ -1,0 +1,130 @@
+"""The filters in the order `place()` applies them, and the decision's path through them.
+
+A decision needs only what passes every filter; the reasons for the rest are built when an
+explanation is read (`broker.placement.core`). So each filter may have a keep-only twin,
+built once per decision: None when it keeps everything for this job, else a function giving
+exactly the filter's `kept` part without building reasons (per-site and per-hardware rule
+verdicts, one list comprehension per group). A filter without a twin runs as is, its
+reasons dropped. tests/placement/test_keep.py checks every twin against its filter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from broker.model import Offer
+from broker.placement._env import Env, Group
+from broker.placement._filter import GroupFilter, GroupKeep, OfferFilter, OfferKeep
+from broker.placement.blocklist import (
+    filter_blocked_offers,
+    filter_blocked_sites,
+    keep_unblocked_offers,
+    keep_unblocked_sites,
+)
+from broker.placement.export import filter_export, keep_export
+from broker.placement.gang import filter_gang, keep_gang
+from broker.placement.hardware import (
+    filter_hardware_model,
+    filter_hardware_size,
+    keep_hardware_model,
+    keep_hardware_size,
+)
+from broker.placement.health import filter_health, keep_healthy
+from broker.placement.price_cap import filter_price_cap, keep_price_cap
+from broker.placement.residency import filter_residency, keep_residency
+from broker.placement.rules import filter_offer_rules, filter_rules, keep_offer_rules, keep_rules
+from broker.placement.spot import filter_spot, keep_spot
+from broker.placement.tenant import filter_tenant_sites, keep_tenant_sites
+
+GROUP_FILTERS: tuple[GroupFilter, ...] = (
+    filter_health,
+    filter_blocked_sites,
+    filter_tenant_sites,
+    filter_hardware_model,
+    filter_residency,
+    filter_export,
+    filter_rules,
+)
+OFFER_FILTERS: tuple[OfferFilter, ...] = (
+    filter_hardware_size,
+    filter_spot,
+    filter_gang,
+    filter_price_cap,
+    filter_blocked_offers,
+    filter_offer_rules,
+)
+
+KEEP_GROUPS: dict[GroupFilter, Callable[[Env], GroupKeep | None]] = {
+    filter_health: keep_healthy,
+    filter_blocked_sites: keep_unblocked_sites,
+    filter_tenant_sites: keep_tenant_sites,
+    filter_hardware_model: keep_hardware_model,
+    filter_residency: keep_residency,
+    filter_export: keep_export,
+    filter_rules: keep_rules,
+}
+KEEP_OFFERS: dict[OfferFilter, Callable[[Env], OfferKeep | None]] = {
+    filter_hardware_size: keep_hardware_size,
+    filter_spot: keep_spot,
+    filter_gang: keep_gang,
+    filter_price_cap: keep_price_cap,
+    filter_blocked_offers: keep_unblocked_offers,
+    filter_offer_rules: keep_offer_rules,
+}
+
+
+def keep_groups(gf: GroupFilter, env: Env) -> GroupKeep | None:
+    """The keep-only form of a group filter for this decision (None: it keeps every group)."""
+    twin = KEEP_GROUPS.get(gf)
+    if twin is None:
+        return lambda groups: gf(groups, env)[0]
+    return twin(env)
+
+
+def keep_offers(of: OfferFilter, env: Env) -> OfferKeep | None:
+    """The keep-only form of an offer filter for this decision (None: it keeps every offer)."""
+    twin = KEEP_OFFERS.get(of)
+    if twin is None:
+        return lambda g, offers: of(g, offers, env)[0]
+    return twin(env)
+
+
+def passing(candidates: tuple[Group, ...], env: Env) -> list[tuple[Group, list[Offer]]]:
+    """The candidate groups passing every group filter, each with its offers passing every offer filter."""
+    groups = list(candidates)
+    for gf in GROUP_FILTERS:  # verdicts are per group, so filtering a subset keeps the same groups
+        if not groups:
+            return []
+        keep = keep_groups(gf, env)
+        if keep is not None:
+            groups = keep(groups)
+    steps = [s for s in (keep_offers(of, env) for of in OFFER_FILTERS) if s is not None]
+    kept: list[tuple[Group, list[Offer]]] = []
+    for g in groups:
+        offers = g.offers
+        for step in steps:
+            offers = step(g, offers)
+            if not offers:
+                break
+        if offers:
+            kept.append((g, offers))
+    return kept
+
+
+def passing_plain(candidates: tuple[Group, ...], env: Env) -> list[tuple[Group, list[Offer]]]:
+    """`passing` through the filters themselves, reasons built and dropped (the reference)."""
+    groups = list(candidates)
+    for gf in GROUP_FILTERS:
+        if not groups:
+            return []
+        groups, _ = gf(groups, env)
+    kept: list[tuple[Group, list[Offer]]] = []
+    for g in groups:
+        offers = g.offers
+        for of in OFFER_FILTERS:
+            offers, _ = of(g, offers, env)
+            if not offers:
+                break
+        if offers:
+            kept.append((g, offers))
+    return kept
