@@ -124,6 +124,22 @@ def test_a_rule_decided_on_the_job_alone_is_decided_for_every_site(
         assert _cel(src, {"job": job["job"], "site": s["site"]}) is partial, (src, job, s)
 
 
+@settings(max_examples=300, deadline=None)
+@given(src=EXPRS, site=VARIABLES, jobs=st.lists(VARIABLES, min_size=1, max_size=4))
+def test_a_rule_decided_on_the_site_alone_is_decided_for_every_job(
+    src: str, site: dict[str, Any], jobs: list[dict[str, Any]]
+) -> None:
+    """The other way round (a rule reading site and hardware decided per site, hardware unbound)."""
+    native = compile_native(src)
+    assert native is not None
+    try:
+        partial = native.fn({"site": site["site"]})
+    except (Fallback, Unknown):
+        return
+    for j in jobs:
+        assert _cel(src, {"job": j["job"], "site": site["site"]}) is partial, (src, site, j)
+
+
 @pytest.mark.parametrize(
     "src",
     [
