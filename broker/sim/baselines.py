@@ -23,9 +23,8 @@ from typing import Literal
 from broker.burst import TenantMoney, estimate_cost, route_refusal, split_cost
 from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.decision import Action, Decision, DecisionFacts
-from broker.model import SiteId
-from broker.placement import PlacementContext, ScoredOffer, place
-from broker.placement.rank import rank
+from broker.model import Offer, SiteId
+from broker.placement import PlacementContext, place
 from broker.policy import Policy
 from broker.sim.jobs import JobFacts, SimJob
 
@@ -42,21 +41,15 @@ class Baseline:
         self.ttl_s = policy.burst.blocklist_ttl.capacity.total_seconds()
         self._free: tuple[PassSnapshot | None, dict[str, int]] = (None, {})
         self._onprem_sites = frozenset(site.id for site in policy.sites if site.partitions)
-        self._chain = policy.objective.rank
-        self._split: dict[int, tuple[list[ScoredOffer], list[ScoredOffer], list[ScoredOffer]]] = {}
+        self._split: dict[int, tuple[Sequence[Offer], list[Offer], Sequence[Offer]]] = {}
         self._verdicts: tuple[frozenset[str], dict[str, bool]] = (frozenset(), {})
 
-    def _lists(self, job: SimJob) -> tuple[list[ScoredOffer], list[ScoredOffer], list[ScoredOffer]]:
+    def _lists(self, job: SimJob) -> tuple[Sequence[Offer], list[Offer], Sequence[Offer]]:
         """(on-prem in placement order, cloud by cost, everything by cost) for one job, cached."""
         got = self._split.get(job.index)
         if got is None:
-            allowed = self.facts[job.index].allowed
-            by_cost = self.facts[job.index].by_cost
-            got = (
-                rank([s for s in allowed if s.offer.site in self._onprem_sites], self._chain),
-                [s for s in by_cost if s.offer.site not in self._onprem_sites],
-                list(by_cost),
-            )
+            f = self.facts[job.index]
+            got = (f.onprem_ranked, [o for o in f.by_cost if o.site not in self._onprem_sites], f.by_cost)
             self._split[job.index] = got
         return got
 
@@ -73,7 +66,7 @@ class Baseline:
             self._free = (snap, free)
         return self._free[1].get(key, 0) - snap.claimed.get(key, 0)
 
-    def _usable(self, job: SimJob, snap: PassSnapshot, offers: list[ScoredOffer]) -> list[ScoredOffer]:
+    def _usable(self, job: SimJob, snap: PassSnapshot, offers: list[Offer]) -> list[Offer]:
         """Cloud offers still allowed under the pass's failover blocks (placement decides).
 
         The offers passed static placement for this job already, so a block is the only new
@@ -84,26 +77,30 @@ class Baseline:
             self._verdicts = (snap.blocked, {})
         verdicts = self._verdicts[1]
         ctx = PlacementContext(now=snap.now, blocked=snap.blocked)
-        out: list[ScoredOffer] = []
+        out: list[Offer] = []
         for i in range(0, len(offers), 8):
             chunk = offers[i : i + 8]
-            unknown = [s.offer for s in chunk if s.offer.key not in verdicts]
+            unknown = [o for o in chunk if o.key not in verdicts]
             if unknown:
                 keep = {s.offer.key for s in place(job.spec, job.tenant, unknown, self.policy, ctx).allowed}
                 verdicts.update((o.key, o.key in keep) for o in unknown)
-            out.extend(s for s in chunk if verdicts[s.offer.key])
+            out.extend(o for o in chunk if verdicts[o.key])
             if out:
                 break
         return out
 
-    def _money_ok(self, job: SimJob, s: ScoredOffer, money: TenantMoney) -> tuple[float, float] | None:
-        total = estimate_cost(job.spec, s.offer, self.policy)
-        split = split_cost(job.tenant, s.offer.site, total, self.policy, money.voucher_balances)
+    def _money_ok(self, job: SimJob, offer: Offer, money: TenantMoney) -> tuple[float, float] | None:
+        total = estimate_cost(job.spec, offer, self.policy)
+        split = split_cost(job.tenant, offer.site, total, self.policy, money.voucher_balances)
         if money.budget_left is not None and split.cash > money.budget_left + 1e-9:
             return None
         if money.global_left is not None and split.cash > money.global_left + 1e-9:
             return None
         return split.cash, split.voucher
+
+    def _route_refused(self, offer: Offer, snap: PassSnapshot) -> bool:
+        route = snap.routes.get(SiteId(offer.site))
+        return route_refusal(offer.site, route, self.policy, snap.now) is not None
 
     # Decisions ------------------------------------------------------------------------
 
@@ -121,61 +118,53 @@ class Baseline:
                 return run or Decision(Action.WAIT, reasons=("no cloud offer usable now",))
         return self._onprem(job, snap, onprem)
 
-    def _onprem(self, job: SimJob, snap: PassSnapshot, onprem: list[ScoredOffer]) -> Decision:
-        for s in onprem:
-            if self._free_now(snap, partition_key(s.offer)) >= job.demand:
-                snap.claim(s.offer, job.spec)
-                return Decision(Action.RUN, s.offer, ("on-prem capacity free",))
-        snap.enqueue(onprem[0].offer, job.spec)
-        return Decision(Action.WAIT, onprem[0].offer, ("waiting for on-prem",))
+    def _onprem(self, job: SimJob, snap: PassSnapshot, onprem: Sequence[Offer]) -> Decision:
+        for o in onprem:
+            if self._free_now(snap, partition_key(o)) >= job.demand:
+                snap.claim(o, job.spec)
+                return Decision(Action.RUN, o, ("on-prem capacity free",))
+        snap.enqueue(onprem[0], job.spec)
+        return Decision(Action.WAIT, onprem[0], ("waiting for on-prem",))
 
     def _burst(
-        self, job: SimJob, snap: PassSnapshot, money: TenantMoney, cloud: list[ScoredOffer], *, limits: bool
+        self, job: SimJob, snap: PassSnapshot, money: TenantMoney, cloud: list[Offer], *, limits: bool
     ) -> Decision | None:
-        for s in self._usable(job, snap, cloud):
-            if (
-                limits
-                and route_refusal(s.offer.site, snap.routes.get(SiteId(s.offer.site)), self.policy, snap.now)
-                is not None
-            ):
+        for o in self._usable(job, snap, cloud):
+            if limits and self._route_refused(o, snap):
                 continue
-            burst = self._burst_if_paid(job, s, money, "cheapest cloud offer")
+            burst = self._burst_if_paid(job, o, money, "cheapest cloud offer")
             if burst is not None:
                 return burst
         return None
 
-    def _burst_if_paid(self, job: SimJob, s: ScoredOffer, money: TenantMoney, reason: str) -> Decision | None:
-        """A burst to `s` when the tenant's money covers it, else None."""
-        paid = self._money_ok(job, s, money)
+    def _burst_if_paid(self, job: SimJob, offer: Offer, money: TenantMoney, reason: str) -> Decision | None:
+        """A burst to `offer` when the tenant's money covers it, else None."""
+        paid = self._money_ok(job, offer, money)
         if paid is None:
             return None
         return Decision(
-            Action.RUN, s.offer, (reason,), burst=True, facts=DecisionFacts(cash=paid[0], voucher=paid[1])
+            Action.RUN, offer, (reason,), burst=True, facts=DecisionFacts(cash=paid[0], voucher=paid[1])
         )
 
     def _cheapest(
-        self, job: SimJob, snap: PassSnapshot, money: TenantMoney, ranked: list[ScoredOffer]
+        self, job: SimJob, snap: PassSnapshot, money: TenantMoney, ranked: Sequence[Offer]
     ) -> Decision:
-        usable = {s.offer.key for s in self._usable(job, snap, self._lists(job)[1])}
-        for s in ranked:
-            if s.offer.site in self._onprem_sites:
-                if self._free_now(snap, partition_key(s.offer)) >= job.demand:
-                    snap.claim(s.offer, job.spec)
-                    return Decision(Action.RUN, s.offer, ("cheapest available offer (on-prem)",))
+        usable = {o.key for o in self._usable(job, snap, self._lists(job)[1])}
+        for o in ranked:
+            if o.site in self._onprem_sites:
+                if self._free_now(snap, partition_key(o)) >= job.demand:
+                    snap.claim(o, job.spec)
+                    return Decision(Action.RUN, o, ("cheapest available offer (on-prem)",))
                 continue
-            if (
-                s.offer.key not in usable
-                or route_refusal(s.offer.site, snap.routes.get(SiteId(s.offer.site)), self.policy, snap.now)
-                is not None
-            ):
+            if o.key not in usable or self._route_refused(o, snap):
                 continue
-            burst = self._burst_if_paid(job, s, money, "cheapest available offer")
+            burst = self._burst_if_paid(job, o, money, "cheapest available offer")
             if burst is not None:
                 return burst
-        first = next((s for s in ranked if s.offer.site in self._onprem_sites), None)
+        first = next((o for o in ranked if o.site in self._onprem_sites), None)
         if first is not None:
-            snap.enqueue(first.offer, job.spec)
-        return Decision(Action.WAIT, first.offer if first else None, ("nothing available now",))
+            snap.enqueue(first, job.spec)
+        return Decision(Action.WAIT, first, ("nothing available now",))
 
     # Re-decision triggers -----------------------------------------------------------------
 

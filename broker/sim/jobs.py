@@ -24,6 +24,7 @@ from broker.model import (
     TenantId,
 )
 from broker.placement import PlacementContext, ScoredOffer, place, prepare_offers
+from broker.placement.rank import rank
 from broker.policy import Policy
 from broker.policy.offers import static_offers
 from broker.sim.scenario import Scenario
@@ -103,8 +104,8 @@ def _bisect(cum: list[float], x: float) -> int:
 class JobFacts:
     """What static placement (no capacity, no blocks) says about one job."""
 
-    allowed: tuple[ScoredOffer, ...]
-    """Allowed offers (spot ones over the restart limit left out), in no particular order."""
+    allowed: tuple[Offer, ...]
+    """Allowed offers (spot ones over the restart limit left out), in placement's unranked order."""
     onprem: dict[str, float]
     """Partition key -> cost of the cheapest allowed on-prem offer there (price x runtime)."""
     cloud_cost: float | None
@@ -112,8 +113,10 @@ class JobFacts:
     interruptions are expected to take, `broker.burst.spot`), None if there is none."""
     cost: dict[str, float]
     """Offer key -> expected cost of each allowed offer (the same pricing)."""
-    by_cost: tuple[ScoredOffer, ...] = ()
+    by_cost: tuple[Offer, ...] = ()
     """`allowed` by expected cost, then site, then offer key."""
+    onprem_ranked: tuple[Offer, ...] = ()
+    """The allowed on-prem offers best-first by the policy's rank chain (placement's order)."""
 
 
 def job_facts(
@@ -124,20 +127,45 @@ def job_facts(
 ) -> JobFacts:
     """Run `place()` once on the static offers and keep what the baselines and the bound need.
 
+    The plain path (one full placement per job); `all_facts` gives the same facts faster.
     `keys` caches per offer object (id): its key, price per hour in the policy currency, and
-    its partition key when on-prem (shared across jobs by `all_facts`)."""
+    its partition key when on-prem (shared across jobs)."""
     expl = place(job.spec, job.tenant, offers, policy, PlacementContext(now=job.created_at))
+    home = onprem_sites(policy)
+    onprem = [s for s in expl.unranked if s.offer.site in home]
+    return _priced(job, policy, _rows([s.offer for s in expl.unranked], policy, keys), onprem)
+
+
+_Row = tuple[Offer, str, float, "str | None"]
+"""An allowed offer, its key, its price per hour (policy currency), its partition if on-prem."""
+
+
+def _rows(
+    allowed: Sequence[Offer], policy: Policy, keys: dict[int, tuple[str, float, str | None]] | None
+) -> list[_Row]:
+    keys = {} if keys is None else keys
+    out = []
+    for o in allowed:
+        known = keys.get(id(o))
+        if known is None:
+            known = keys[id(o)] = _offer_facts(o, policy)
+        out.append((o, *known))
+    return out
+
+
+def _priced(
+    job: SimJob, policy: Policy, rows: Sequence[_Row], onprem_scored: Sequence[ScoredOffer]
+) -> JobFacts:
+    """Price the allowed offers for the job (spot at its expected billed hours) into its facts."""
     runtime_h = job.runtime_s / 3600
     nodes = job.spec.resources.nodes
     onprem: dict[str, float] = {}
     cloud: float | None = None
     costs: dict[str, float] = {}
-    kept: list[ScoredOffer] = []
-    order: list[tuple[float, str, str, ScoredOffer]] = []
-    keys = {} if keys is None else keys
+    kept: list[Offer] = []
+    order: list[tuple[float, str, str, int]] = []
     spot_h: dict[str, float | None] = {}  # site -> expected billed hours on spot (None: refused)
-    for s in expl.unranked:
-        o = s.offer
+    for o, key, hourly, part in rows:
         hours = runtime_h
         if o.spot:
             if o.site not in spot_h:
@@ -147,20 +175,20 @@ def job_facts(
             if got is None:
                 continue
             hours = got
-        known = keys.get(id(o))
-        if known is None:
-            known = keys[id(o)] = _offer_facts(o, policy)
-        key, hourly, part = known
         cost = hourly * hours * nodes  # = estimate_cost(job.spec, o, policy, hours)
         costs[key] = cost
-        kept.append(s)
-        order.append((cost, o.site, key, s))
+        order.append((cost, o.site, key, len(kept)))  # the index: stable among equal keys
+        kept.append(o)
         if part is not None:
             onprem[part] = min(cost, onprem.get(part, cost))
         elif cloud is None or cost < cloud:
             cloud = cost
-    order.sort(key=lambda c: c[:3])
-    return JobFacts(tuple(kept), onprem, cloud, costs, tuple(c[3] for c in order))
+    order.sort()
+    ranked = [s.offer for s in rank(list(onprem_scored), policy.objective.rank)] if onprem_scored else []
+    if len(kept) < len(rows):  # spot offers left out: keep the ranking to the kept ones
+        held = {id(o) for o in kept}
+        ranked = [o for o in ranked if id(o) in held]
+    return JobFacts(tuple(kept), onprem, cloud, costs, tuple(kept[c[3]] for c in order), tuple(ranked))
 
 
 def _offer_facts(o: Offer, policy: Policy) -> tuple[str, float, str | None]:
@@ -168,7 +196,40 @@ def _offer_facts(o: Offer, policy: Policy) -> tuple[str, float, str | None]:
     return o.key, hourly, partition_key(o) if o.site in onprem_sites(policy) else None
 
 
+RUNTIME_FREE_PATHS = frozenset({"runtime_hours", "name"})
+"""Job fields a shape-level placement may not depend on: when no compliance rule reads them,
+placement's verdicts (which offers are allowed) do not either (its own shape memo is keyed
+without them); only its scores do."""
+
+
+def shape_spec(spec: JobSpec, policy: Policy) -> JobSpec | None:
+    """The job with a fixed name and a one-hour runtime, standing for every job of its shape in
+    placement's allow/deny verdicts; None when a rule reads the runtime or the name."""
+    if any(len(p) < 2 or p[1] in RUNTIME_FREE_PATHS for p in policy.rules.job_paths):
+        return None  # (a rule reading `job` whole reads them too)
+    return spec.model_copy(update={"name": "shape", "runtime_estimate": timedelta(hours=1)})
+
+
 def all_facts(jobs: Sequence[SimJob], policy: Policy) -> list[JobFacts]:
+    """Every job's facts: the allowed set from one placement per job shape (a one-hour stand-in,
+    placement's memo answers the rest), on-prem scores at the job's own runtime from a
+    placement over the on-prem offers alone. Same facts as `job_facts` (tests pin it)."""
     offers = prepare_offers(static_offers(policy, read_at=EPOCH), policy)
     keys = {id(o): _offer_facts(o, policy) for o in offers}  # the facts share these offer objects
-    return [job_facts(j, policy, offers, keys) for j in jobs]
+    home = onprem_sites(policy)
+    local = prepare_offers([o for o in offers if o.site in home], policy)
+    rows: dict[int, tuple[Sequence[ScoredOffer], list[_Row]]] = {}  # per shape's allowed list
+    out = []
+    for j in jobs:
+        shape = shape_spec(j.spec, policy)
+        if shape is None:
+            out.append(job_facts(j, policy, offers, keys))
+            continue
+        ctx = PlacementContext(now=j.created_at)
+        allowed = place(shape, j.tenant, offers, policy, ctx).unranked  # memoized: one per shape
+        hit = rows.get(id(allowed))
+        if hit is None or hit[0] is not allowed:
+            hit = rows[id(allowed)] = (allowed, _rows([s.offer for s in allowed], policy, keys))
+        scored = place(j.spec, j.tenant, local, policy, ctx).unranked if local else ()
+        out.append(_priced(j, policy, hit[1], scored))
+    return out

@@ -1,0 +1,80 @@
+"""The simulator's shortcuts decide exactly like the plain path (issue 15, speed): the facts
+built from one placement per job shape, and the audit's shape memo (same answers, not timings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.placement import prepare_offers
+from broker.policy import Policy, load_policy
+from broker.policy.offers import static_offers
+from broker.sim.jobs import EPOCH, JobFacts, SimJob, all_facts, build_jobs, job_facts, shape_spec
+from broker.sim.scenario import load_scenario
+from broker.sim.traces import read_trace
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+RUNTIME_RULE = """\
+    - id: long-jobs-off-spot
+      deny: 'job.runtime_hours > 2.0 && offer.spot'
+      reason: "long jobs do not run on spot"
+"""
+
+
+def _jobs(policy: Policy, n: int = 400) -> list[SimJob]:
+    scenario = load_scenario(CONFIGS / "scenarios/alibaba-peak.yaml")
+    trace, _ = read_trace(CONFIGS / "traces/alibaba-gpu-v2023-openb-pods.csv.gz", max_runtime_s=scenario.max_runtime_s)
+    step = max(1, len(trace) // n)  # spread over the trace: every tenant, shape and runtime range
+    return build_jobs(trace[::step][:n], policy, scenario)
+
+
+def _policy_reading_runtime(folder: Path) -> Policy:
+    text = (CONFIGS / "policy-sim.yaml").read_text()
+    text = text.replace("accelerators: accelerators.yaml", f"accelerators: {CONFIGS}/accelerators.yaml")
+    text = text.replace("regimes: regimes.yaml", f"regimes: {CONFIGS}/regimes.yaml")
+    text = text.replace("file: catalog/", f"file: {CONFIGS}/catalog/")
+    text = text.replace("  rules:\n", "  rules:\n" + RUNTIME_RULE, 1)
+    path = folder / "policy.yaml"
+    path.write_text(text)
+    return load_policy(path)
+
+
+def _plain(jobs: list[SimJob], policy: Policy) -> list[JobFacts]:
+    offers = prepare_offers(static_offers(policy, read_at=EPOCH), policy)
+    return [job_facts(j, policy, offers) for j in jobs]
+
+
+def _view(f: JobFacts) -> tuple[object, ...]:
+    def keys(offers: tuple[object, ...]) -> list[tuple[str, int]]:
+        return [(o.key, o.count) for o in offers]  # type: ignore[attr-defined]
+
+    return (keys(f.allowed), f.onprem, f.cloud_cost, f.cost, keys(f.by_cost), keys(f.onprem_ranked))
+
+
+def test_facts_from_job_shapes_equal_one_placement_per_job() -> None:
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    jobs = _jobs(policy)
+    assert shape_spec(jobs[0].spec, policy) is not None  # the shortcut is taken
+    fast, plain = all_facts(jobs, policy), _plain(jobs, policy)
+    assert [_view(f) for f in fast] == [_view(f) for f in plain]
+    assert any(f.onprem_ranked and f.cloud_cost is not None for f in fast)  # both sides exercised
+    assert len({len(f.onprem_ranked) for f in fast}) > 1
+
+
+def test_a_rule_reading_the_runtime_turns_the_shape_shortcut_off(tmp_path: Path) -> None:
+    policy = _policy_reading_runtime(tmp_path)
+    jobs = _jobs(policy, 200)
+    assert shape_spec(jobs[0].spec, policy) is None
+    fast = all_facts(jobs, policy)
+    assert [_view(f) for f in fast] == [_view(f) for f in _plain(jobs, policy)]
+    long_jobs = [f for j, f in zip(jobs, fast, strict=True) if j.runtime_s > 2 * 3600]
+    assert long_jobs and not any(o.spot for f in long_jobs for o in f.allowed)  # the rule bit
+
+
+@pytest.mark.parametrize("path", [("job",), ("job", "name"), ("job", "runtime_hours")])
+def test_shape_spec_refuses_rules_reading_the_job_whole_or_its_runtime(path: tuple[str, ...]) -> None:
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    spec = _jobs(policy, 1)[0].spec
+    policy.rules.job_paths = (path,)  # type: ignore[misc]
+    assert shape_spec(spec, policy) is None
