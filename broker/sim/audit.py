@@ -7,15 +7,19 @@ from datetime import timedelta
 from broker.model import Offer
 from broker.placement import PlacementContext, PreparedOffers, place, prepare_offers
 from broker.policy import Policy
-from broker.sim.jobs import EPOCH, SimJob
+from broker.sim.jobs import EPOCH, SimJob, shape_spec
 
 
 class Auditor:
-    """Checks one job in `every` (all when 1), each (job, offer) once."""
+    """Checks one job in `every` (all when 1), each (job, offer) once.
 
-    def __init__(self, policy: Policy, every: int) -> None:
+    With `by_shape` the job is checked as its shape (`shape_spec`: a one-hour stand-in, when no
+    rule reads the runtime or name), so placement's memo answers every job of that shape."""
+
+    def __init__(self, policy: Policy, every: int, *, by_shape: bool = True) -> None:
         self.policy = policy
         self.every = every
+        self.by_shape = by_shape
         self._audited: dict[tuple[int, str], bool] = {}
         self._alone: dict[tuple[str, int], PreparedOffers] = {}
 
@@ -33,5 +37,6 @@ class Auditor:
                     [offer.model_copy(update={"free": None, "expected_wait_s": 0.0})], self.policy
                 )
             ctx = PlacementContext(now=EPOCH + timedelta(seconds=t))
-            ok = self._audited[key] = bool(place(job.spec, job.tenant, alone, self.policy, ctx).allowed)
+            spec = (shape_spec(job.spec, self.policy) if self.by_shape else None) or job.spec
+            ok = self._audited[key] = bool(place(spec, job.tenant, alone, self.policy, ctx).allowed)
         return ok

@@ -215,6 +215,8 @@ class Ledger:
         self.policy = policy
         self.cash: dict[tuple[str, str], float] = {}
         self.voucher: dict[tuple[str, str, str], float] = {}
+        self._money: dict[tuple[str, str], TenantMoney] = {}
+        """(tenant, month) -> what it has left, until the next `add` (most passes add nothing)."""
 
     def budget(self, tenant: str) -> float | None:
         return monthly_budget(self.policy, tenant)
@@ -222,11 +224,15 @@ class Ledger:
     def money(self, tenant: str, now: datetime) -> TenantMoney:
         """What the tenant has left: the live broker's arithmetic (`tenant_money`) on this book."""
         month = month_of(now)
-        charges = [Charge(t, v) for (t, m), v in self.cash.items() if m == month]
-        charges += [Charge(t, 0.0, v, vid) for (t, m, vid), v in self.voucher.items() if m == month]
-        return tenant_money(self.policy, tenant, charges)
+        got = self._money.get((tenant, month))
+        if got is None:
+            charges = [Charge(t, v) for (t, m), v in self.cash.items() if m == month]
+            charges += [Charge(t, 0.0, v, vid) for (t, m, vid), v in self.voucher.items() if m == month]
+            got = self._money[(tenant, month)] = tenant_money(self.policy, tenant, charges)
+        return got
 
     def add(self, tenant: str, month: str, cash: float, voucher: float, voucher_id: str | None) -> None:
+        self._money.clear()
         self.cash[(tenant, month)] = self.cash.get((tenant, month), 0.0) + cash
         if voucher_id is not None and voucher:
             k = (tenant, month, voucher_id)

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from broker.fairshare.book import FairShareBook, Holding
 from broker.fairshare.order import TenantState
-from broker.fairshare.shares import resolve_share
+from broker.fairshare.shares import Share, resolve_share
 from broker.fairshare.usage import ZERO, Demand
 from broker.policy import Policy
 
@@ -35,6 +35,10 @@ class IncrementalBook(FairShareBook):
         self._weighted: dict[str, list[float]] = {}
         self._in_use: dict[str, dict[str, int]] = {}
         self._origin = 0.0
+        self._version = 0
+        """Bumped by every start and end: the read memo below holds for one (time, version)."""
+        self._memo: tuple[tuple[float, int, int], dict[str, TenantState]] | None = None
+        self._shares: tuple[Policy | None, dict[str, Share]] = (None, {})
 
     def _weight(self, start: float) -> float:
         h = self.ledger.half_life_s
@@ -63,11 +67,13 @@ class IncrementalBook(FairShareBook):
             del per[h.partition]
 
     def started(self, attempt_id: str, holding: Holding) -> None:
+        self._version += 1
         if attempt_id not in self.live:
             self._book(holding, +1)
         super().started(attempt_id, holding)
 
     def ended(self, attempt_id: str, end: datetime) -> None:
+        self._version += 1
         held = self.live.get(attempt_id)
         if held is not None:
             self._book(held, -1)
@@ -76,7 +82,29 @@ class IncrementalBook(FairShareBook):
     def tenant_states(
         self, policy: Policy, now: datetime, tenants: Iterable[str] = ()
     ) -> dict[str, TenantState]:
-        """Every tenant that holds, held or asks for on-prem capacity, with its share and usage."""
+        """Every tenant that holds, held or asks for on-prem capacity, with its share and usage.
+
+        Read many times per dispatch pass with nothing started or ended in between: the states
+        are kept for one (time, book version), and only the asked-for tenants added per read."""
+        key = (now.timestamp(), self._version, id(policy))
+        if self._memo is None or self._memo[0] != key:
+            self._memo = (key, self._states(policy, now))
+        known = self._memo[1]
+        out = dict(known)
+        for x in tenants:
+            if x not in out:
+                out[x] = TenantState(share=self._share(policy, x), usage=ZERO, in_use={})
+        return out
+
+    def _share(self, policy: Policy, tenant: str) -> Share:
+        if self._shares[0] is not policy:
+            self._shares = (policy, {})
+        got = self._shares[1].get(tenant)
+        if got is None:
+            got = self._shares[1][tenant] = resolve_share(policy, tenant)
+        return got
+
+    def _states(self, policy: Policy, now: datetime) -> dict[str, TenantState]:
         t = now.timestamp()
         self._rebase(t)
         h = self.ledger.half_life_s
@@ -93,10 +121,10 @@ class IncrementalBook(FairShareBook):
             run = [max(0.0, a[i] - decay * w[i]) for i in range(3)]
             hist = _vec(p)
             used[tenant] = Demand(*((a[i] + hist[i] + run[i]) * 0.5 for i in range(3)))
-        names = {*used, *tenants, *(x.id for x in policy.tenants)}
+        names = {*used, *(x.id for x in policy.tenants)}
         return {
             x: TenantState(
-                share=resolve_share(policy, x), usage=used.get(x, ZERO), in_use=dict(self._in_use.get(x, {}))
+                share=self._share(policy, x), usage=used.get(x, ZERO), in_use=dict(self._in_use.get(x, {}))
             )
             for x in names
         }

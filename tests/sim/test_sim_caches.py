@@ -10,11 +10,13 @@ import pytest
 from broker.placement import prepare_offers
 from broker.policy import Policy, load_policy
 from broker.policy.offers import static_offers
+from broker.sim.audit import Auditor
 from broker.sim.jobs import EPOCH, JobFacts, SimJob, all_facts, build_jobs, job_facts, shape_spec
 from broker.sim.scenario import load_scenario
 from broker.sim.traces import read_trace
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+TRACE = CONFIGS / "traces/alibaba-gpu-v2023-openb-pods.csv.gz"
 RUNTIME_RULE = """\
     - id: long-jobs-off-spot
       deny: 'job.runtime_hours > 2.0 && offer.spot'
@@ -24,7 +26,7 @@ RUNTIME_RULE = """\
 
 def _jobs(policy: Policy, n: int = 400) -> list[SimJob]:
     scenario = load_scenario(CONFIGS / "scenarios/alibaba-peak.yaml")
-    trace, _ = read_trace(CONFIGS / "traces/alibaba-gpu-v2023-openb-pods.csv.gz", max_runtime_s=scenario.max_runtime_s)
+    trace, _ = read_trace(TRACE, max_runtime_s=scenario.max_runtime_s)
     step = max(1, len(trace) // n)  # spread over the trace: every tenant, shape and runtime range
     return build_jobs(trace[::step][:n], policy, scenario)
 
@@ -78,3 +80,13 @@ def test_shape_spec_refuses_rules_reading_the_job_whole_or_its_runtime(path: tup
     spec = _jobs(policy, 1)[0].spec
     policy.rules.job_paths = (path,)  # type: ignore[misc]
     assert shape_spec(spec, policy) is None
+
+
+def test_the_audit_by_shape_answers_like_the_audit_of_each_job() -> None:
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    jobs = _jobs(policy, 150)
+    offers = static_offers(policy, read_at=EPOCH)
+    by_shape, plain = Auditor(policy, 1), Auditor(policy, 1, by_shape=False)
+    fast = [by_shape.allows(j, o, j.arrival_s) for j in jobs for o in offers]
+    assert fast == [plain.allows(j, o, j.arrival_s) for j in jobs for o in offers]
+    assert True in fast and False in fast  # rules both allow and deny here
