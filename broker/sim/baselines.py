@@ -26,7 +26,7 @@ from broker.decision import Action, Decision, DecisionFacts
 from broker.model import Offer, SiteId
 from broker.placement import PlacementContext, place
 from broker.policy import Policy
-from broker.sim.jobs import JobFacts, SimJob
+from broker.sim.jobs import JobFacts, SimJob, shape_spec
 
 Kind = Literal["onprem-only", "cloud-cheapest", "cheapest-offer"]
 BASELINES: tuple[Kind, ...] = ("onprem-only", "cloud-cheapest", "cheapest-offer")
@@ -70,19 +70,22 @@ class Baseline:
         """Cloud offers still allowed under the pass's failover blocks (placement decides).
 
         The offers passed static placement for this job already, so a block is the only new
-        reason to refuse one: placement's verdict on each offer is kept per set of blocks."""
+        reason to refuse one: placement's verdict on each offer is kept per set of blocks. It is
+        asked about the job's shape (`shape_spec`) over the pass's whole catalog, so its memo
+        answers every job of that shape while the blocks stay the same."""
         if not snap.blocked or not offers:
             return offers
         if self._verdicts[0] != snap.blocked:
             self._verdicts = (snap.blocked, {})
         verdicts = self._verdicts[1]
         ctx = PlacementContext(now=snap.now, blocked=snap.blocked)
+        spec = shape_spec(job.spec, self.policy) or job.spec
         out: list[Offer] = []
         for i in range(0, len(offers), 8):
             chunk = offers[i : i + 8]
             unknown = [o for o in chunk if o.key not in verdicts]
             if unknown:
-                keep = {s.offer.key for s in place(job.spec, job.tenant, unknown, self.policy, ctx).allowed}
+                keep = {s.offer.key for s in place(spec, job.tenant, snap.offers, self.policy, ctx).unranked}
                 verdicts.update((o.key, o.key in keep) for o in unknown)
             out.extend(o for o in chunk if verdicts[o.key])
             if out:

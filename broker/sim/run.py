@@ -72,10 +72,17 @@ class _World:
         tick = self.tick(name) if report else None
         return Engine(self.policy, self.jobs, self.scenario, strategy, progress=tick, auditor=auditor).run()
 
+    def capacity(self) -> dict[str, int]:
+        return {k: p.total for k, p in onprem_partitions(self.policy, self.scenario.onprem_gpus).items()}
+
+    def offline(self, facts: list[JobFacts]) -> OfflineSchedule:
+        """The offline reference schedule: greedy, improved by the MILP windows."""
+        capacity = self.capacity()
+        return improve(self.jobs, facts, capacity, offline_schedule(self.jobs, facts, capacity))
+
     def bound(self, facts: list[JobFacts], done: dict[str, RunResult]) -> _Others:
-        """The offline schedule and the LP bound (at each baseline's late count if asked)."""
-        capacity = {k: p.total for k, p in onprem_partitions(self.policy, self.scenario.onprem_gpus).items()}
-        offline = improve(self.jobs, facts, capacity, offline_schedule(self.jobs, facts, capacity))
+        """The LP bound (at each baseline's late count if asked)."""
+        capacity = self.capacity()
         lb_started = time.perf_counter()
         bound = LowerBound(self.jobs, facts, capacity)
         solved: dict[int, float | None] = {0: bound.solve(0)}
@@ -86,7 +93,7 @@ class _World:
                     solved[n] = bound.solve(n)
             global _BOUND
             _BOUND = bound
-        return _Others(done, solved[0], solved, time.perf_counter() - lb_started, offline)
+        return _Others(done, solved[0], solved, time.perf_counter() - lb_started)
 
     def others(self) -> _Others:
         """Facts, baselines and the bound, one after the other (with progress)."""
@@ -97,7 +104,11 @@ class _World:
         facts = all_facts(self.jobs, self.policy)
         auditor = Auditor(self.policy, _audit_every(self.scenario, self.jobs))
         done = {name: self.baseline(name, facts, auditor, True) for name in self.baselines}
-        return self.bound(facts, done) if self.lower_bound else _Others(done)
+        if not self.lower_bound:
+            return _Others(done)
+        got = self.bound(facts, done)
+        got.offline = self.offline(facts)
+        return got
 
 
 def simulate(
@@ -138,19 +149,29 @@ def simulate(
 
 
 def _others_in_parallel(world: _World) -> _Others:
-    """In the forked worker: facts once, then each baseline and the bound in a process of its own."""
+    """In the forked worker: facts once, then each baseline, the offline schedule and the LP
+    bound as tasks of a pool of two processes, the longest first (`_LONGEST_FIRST`)."""
     facts = all_facts(world.jobs, world.policy)
     global _NAMED
     _NAMED = {name: partial(world.baseline, name, facts, None, False) for name in world.baselines}
-    _NAMED["bound"] = partial(world.bound, facts, {})  # set before the pool forks its workers
+    if world.lower_bound:  # set before the pool forks its workers
+        _NAMED["offline"] = partial(world.offline, facts)
+        _NAMED["bound"] = partial(world.bound, facts, {})
+    order = sorted(
+        _NAMED, key=lambda n: (_LONGEST_FIRST.index(n) if n in _LONGEST_FIRST else len(_LONGEST_FIRST), n)
+    )
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
-        bound = pool.submit(_run_named, "bound") if world.lower_bound else None
-        futures = {name: pool.submit(_run_named, name) for name in world.baselines}
-        done = {name: f.result() for name, f in futures.items()}
-        got: _Others = bound.result() if bound is not None else _Others()
-    got.done = done
+        futures = {name: pool.submit(_run_named, name) for name in order}
+        results = {name: f.result() for name, f in futures.items()}
+    got: _Others = results.pop("bound", _Others())
+    got.offline = results.pop("offline", None)
+    got.done = {name: results[name] for name in world.baselines}
     return got
+
+
+_LONGEST_FIRST = ("offline", "onprem-only", "cheapest-offer", "cloud-cheapest", "bound")
+"""The parallel tasks by their usual CPU time, longest first (so the pool ends together)."""
 
 
 def _result(world: _World, runs: dict[str, RunResult], others: _Others) -> dict[str, Any]:

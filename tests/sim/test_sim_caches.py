@@ -7,10 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from broker.placement import prepare_offers
+from broker.burst.snapshot import PassSnapshot
+from broker.model import Offer
+from broker.placement import PlacementContext, place, prepare_offers
 from broker.policy import Policy, load_policy
 from broker.policy.offers import static_offers
 from broker.sim.audit import Auditor
+from broker.sim.baselines import Baseline, Kind
+from broker.sim.engine import Engine
 from broker.sim.jobs import EPOCH, JobFacts, SimJob, all_facts, build_jobs, job_facts, shape_spec
 from broker.sim.scenario import load_scenario
 from broker.sim.traces import read_trace
@@ -90,3 +94,35 @@ def test_the_audit_by_shape_answers_like_the_audit_of_each_job() -> None:
     fast = [by_shape.allows(j, o, j.arrival_s) for j in jobs for o in offers]
     assert fast == [plain.allows(j, o, j.arrival_s) for j in jobs for o in offers]
     assert True in fast and False in fast  # rules both allow and deny here
+
+
+class _PlainBaseline(Baseline):
+    """The reference: each cloud offer placed for the job itself under the pass's blocks, no memo."""
+
+    blocked_passes = 0
+
+    def _usable(self, job: SimJob, snap: PassSnapshot, offers: list[Offer]) -> list[Offer]:
+        if not snap.blocked or not offers:
+            return offers
+        _PlainBaseline.blocked_passes += 1
+        ctx = PlacementContext(now=snap.now, blocked=snap.blocked)
+        keep = {s.offer.key for s in place(job.spec, job.tenant, list(offers), self.policy, ctx).allowed}
+        return [o for o in offers if o.key in keep]
+
+
+@pytest.mark.parametrize("kind", ["cloud-cheapest", "cheapest-offer"])
+def test_baselines_keep_block_verdicts_by_shape_and_decide_as_placing_each_job(kind: Kind) -> None:
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    scenario = load_scenario(CONFIGS / "scenarios/alibaba-peak.yaml")
+    trace, _ = read_trace(TRACE, max_runtime_s=scenario.max_runtime_s)
+    jobs = build_jobs(trace[:900], policy, scenario)
+    facts = all_facts(jobs, policy)
+
+    def run(strategy: Baseline) -> list[tuple[object, ...]]:
+        got = Engine(policy, jobs, scenario, strategy).run()  # type: ignore[arg-type]
+        return [(r.start_s, r.cost, r.burst, r.attempts, r.rejected) for r in got.records]
+
+    _PlainBaseline.blocked_passes = 0
+    plain = run(_PlainBaseline(kind, policy, facts))
+    assert _PlainBaseline.blocked_passes > 0  # failover blocks were in force for some decisions
+    assert run(Baseline(kind, policy, facts)) == plain
