@@ -23,7 +23,7 @@ from broker.compliance.celenv import Path, lookup
 from broker.compliance.native import compile_native
 from broker.compliance.plan import Live, Outcome, Plan, live_rule, run_native
 from broker.compliance.values import at, execute, freeze
-from broker.compliance.verdict import Folds
+from broker.compliance.verdict import Folds, G
 
 MEMO_LIMIT = 200_000
 """Entries kept before the memo is cleared (bounded memory; results stay correct)."""
@@ -281,6 +281,12 @@ class RuleSet:
             denials, allowed = self._run_plain(self.group_rules, variables(), site, tenant, dict)
             return bool(denials), allowed and not denials
         return self._folds(plan).verdict(site, hardware, variables)
+
+    def keep_groups(
+        self, plan: Plan, groups: list[G], variables: Callable[[G], dict[str, Any]], need_allow: bool
+    ) -> list[G]:
+        """The groups `group_verdict` neither denies nor (if `need_allow`) leaves unallowed; needs `fast`."""
+        return self._folds(plan).keep(groups, variables, need_allow)
 
     def offer_verdict(
         self,

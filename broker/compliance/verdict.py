@@ -14,7 +14,8 @@ uses, so the reasons an explanation shows later come from the same outcomes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from broker.compliance.plan import UNDECIDED, Live, Outcome, Plan
 
@@ -34,6 +35,19 @@ OutcomeOf = Callable[[Live, dict[str, Any], str, "str | None"], Outcome]
 
 OfferOutcomeOf = Callable[[Live, dict[str, Any]], Outcome]
 """A live offer rule's outcome on one offer's variables."""
+
+
+class Located(Protocol):
+    """What the fold reads of a group of offers: its site and accelerator names."""
+
+    @property
+    def site_id(self) -> str: ...
+
+    @property
+    def accelerator(self) -> str | None: ...
+
+
+G = TypeVar("G", bound=Located)
 
 Folded = tuple[bool, bool, frozenset[int]]
 """(a deny rule matched or failed, an allow rule matched, indexes of the rules left undecided)."""
@@ -108,6 +122,22 @@ class Folds:
         lives = tuple(live for live in self._both if live.index in left)
         denied, more = self._fold(lives, site, hardware, variables() if values is None else values)
         return denied, (allowed or more) and not denied
+
+    def keep(self, groups: list[G], variables: Callable[[G], dict[str, Any]], need_allow: bool) -> list[G]:
+        """The groups not denied (and allowed, when `need_allow`): `verdict` over many groups,
+        read straight from the per-site and per-hardware folds where they decide."""
+        by_site, by_hw = self._by_site, self._by_hw
+        kept: list[G] = []
+        for g in groups:
+            s, h = by_site.get(g.site_id), by_hw.get(g.accelerator)
+            if s is None or h is None or (s[2] and h[2]):
+                denied, allowed = self.verdict(g.site_id, g.accelerator, partial(variables, g))
+            else:
+                denied = self._denied or s[0] or h[0]
+                allowed = self._allowed or s[1] or h[1]
+            if not denied and (allowed or not need_allow):
+                kept.append(g)
+        return kept
 
     def offer_verdict(
         self, site: str, hardware: str | None, projection: Any, variables: Callable[[], dict[str, Any]]

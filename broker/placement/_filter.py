@@ -20,8 +20,16 @@ OfferFilter = Callable[[Group, list[Offer], Env], tuple[list[Offer], OfferReject
 GroupKeep = Callable[[list[Group]], list[Group]]
 """A group filter's `kept` part for one decision, without reasons (`broker.placement.pipeline`)."""
 
-OfferKeep = Callable[[Group, list[Offer]], list[Offer]]
-"""An offer filter's `kept` part for one decision, without reasons."""
+Kept = list[tuple[Group, list[Offer]]]
+"""Groups, each with its offers still in the running (never empty), in group order."""
+
+OfferKeep = Callable[[Kept], Kept]
+"""An offer filter's `kept` part for one decision, over every group at once, without reasons."""
+
+
+def per_group(of: OfferFilter, env: Env) -> OfferKeep:
+    """An offer filter as an `OfferKeep` (its reasons built and dropped)."""
+    return lambda pairs: [(g, kept) for g, offers in pairs if (kept := of(g, offers, env)[0])]
 
 
 def split_groups(

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from broker.model import Offer
 from broker.placement._env import Env, Group
-from broker.placement._filter import GroupKeep, GroupRejections, OfferKeep, OfferRejections, split_groups
+from broker.placement._filter import (
+    GroupKeep,
+    GroupRejections,
+    OfferKeep,
+    OfferRejections,
+    per_group,
+    split_groups,
+)
 from broker.placement.types import Reason
 
 BLOCKED = "failover.blocked"
@@ -58,4 +65,4 @@ def keep_unblocked_offers(env: Env) -> OfferKeep | None:
     """`filter_blocked_offers`'s kept offers (None: every offer, nothing is blocked)."""
     if not env.ctx.blocked:
         return None
-    return lambda g, offers: filter_blocked_offers(g, offers, env)[0]
+    return per_group(filter_blocked_offers, env)

@@ -55,3 +55,15 @@ def voucher_terms(g: Group, env: Env, costs: list[float]) -> list[float]:
         return [0.0] * len(costs)
     discount, balance, _ = voucher
     return [-min(c * discount, balance) for c in costs]
+
+
+def voucher_columns(kept: list[tuple[Group, list[Offer]]], env: Env, costs: list[float]) -> list[float]:
+    """`voucher_terms` over every kept group at once, given every kept offer's `cost` term."""
+    tenant = env.tenant
+    if tenant is None or not tenant.vouchers:  # no voucher can cover any site
+        return [0.0] * len(costs)
+    out: list[float] = []
+    for g, offers in kept:
+        n = len(out)
+        out += voucher_terms(g, env, costs[n : n + len(offers)])
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from broker.model import Offer
 from broker.placement._env import Env, Group
-from broker.placement._filter import OfferKeep, OfferRejections
+from broker.placement._filter import OfferKeep, OfferRejections, per_group
 from broker.placement.types import Reason
 
 GANG = "job.nodes"
@@ -52,4 +52,4 @@ def keep_gang(env: Env) -> OfferKeep | None:
     """`filter_gang`'s kept offers (None: every offer, a one-node job)."""
     if env.nodes <= 1:
         return None
-    return lambda g, offers: filter_gang(g, offers, env)[0]
+    return per_group(filter_gang, env)

@@ -87,8 +87,14 @@ def keep_hardware_model(env: Env) -> GroupKeep:
 def keep_hardware_size(env: Env) -> OfferKeep:
     """`filter_hardware_size`'s kept offers, without reasons."""
     count, cpus, mem = env.count, env.cpus, env.memory_gb
-    return lambda g, offers: [
-        o
-        for o in offers
-        if not (o.count < count or (o.cpus and o.cpus < cpus) or (o.memory_gb and o.memory_gb < mem))
+    return lambda pairs: [
+        (g, kept)
+        for g, offers in pairs
+        if (
+            kept := [
+                o
+                for o in offers
+                if not (o.count < count or (o.cpus and o.cpus < cpus) or (o.memory_gb and o.memory_gb < mem))
+            ]
+        )
     ]

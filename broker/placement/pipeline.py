@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from broker.model import Offer
 from broker.placement._env import Env, Group
-from broker.placement._filter import GroupFilter, GroupKeep, OfferFilter, OfferKeep
+from broker.placement._filter import GroupFilter, GroupKeep, Kept, OfferFilter, OfferKeep, per_group
 from broker.placement.blocklist import (
     filter_blocked_offers,
     filter_blocked_sites,
@@ -85,7 +85,7 @@ def keep_offers(of: OfferFilter, env: Env) -> OfferKeep | None:
     """The keep-only form of an offer filter for this decision (None: it keeps every offer)."""
     twin = KEEP_OFFERS.get(of)
     if twin is None:
-        return lambda g, offers: of(g, offers, env)[0]
+        return per_group(of, env)
     return twin(env)
 
 
@@ -98,16 +98,13 @@ def passing(candidates: tuple[Group, ...], env: Env) -> list[tuple[Group, list[O
         keep = keep_groups(gf, env)
         if keep is not None:
             groups = keep(groups)
-    steps = [s for s in (keep_offers(of, env) for of in OFFER_FILTERS) if s is not None]
-    kept: list[tuple[Group, list[Offer]]] = []
-    for g in groups:
-        offers = g.offers
-        for step in steps:
-            offers = step(g, offers)
-            if not offers:
-                break
-        if offers:
-            kept.append((g, offers))
+    kept: Kept = [(g, g.offers) for g in groups if g.offers]
+    for of in OFFER_FILTERS:  # each step over every group at once: one call per filter, not per group
+        if not kept:
+            break
+        step = keep_offers(of, env)
+        if step is not None:
+            kept = step(kept)
     return kept
 
 

@@ -11,10 +11,17 @@ from broker.placement._env import Env, Group
 
 def score_preference(g: Group, offers: list[Offer], env: Env) -> list[float]:
     """The `preference` term of each offer (policy currency)."""
-    return [preference_of(g, env)] * len(offers)
-
-
-def preference_of(g: Group, env: Env) -> float:
-    """The group's `preference` term (the same for each of its offers)."""
     per_hour = g.site.preference_per_hour if g.site is not None else 0.0
-    return per_hour * env.runtime_h * env.policy.objective.preference
+    value = per_hour * env.runtime_h * env.policy.objective.preference
+    return [value] * len(offers)
+
+
+def preference_terms(kept: list[tuple[Group, list[Offer]]], env: Env) -> list[float]:
+    """`score_preference` over every kept group at once: the same floats, one list."""
+    runtime_h, weight = env.runtime_h, env.policy.objective.preference
+    out: list[float] = []
+    for g, offers in kept:
+        out += [(g.site.preference_per_hour if g.site is not None else 0.0) * runtime_h * weight] * len(
+            offers
+        )
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from broker.model import Offer
 from broker.placement._env import Env, Group
-from broker.placement._filter import OfferKeep, OfferRejections
+from broker.placement._filter import Kept, OfferKeep, OfferRejections, per_group
 from broker.placement.types import Reason
 
 CAP = "job.max_price"
@@ -45,14 +45,18 @@ def filter_price_cap(g: Group, offers: list[Offer], env: Env) -> tuple[list[Offe
 
 def keep_price_cap(env: Env) -> OfferKeep:
     """`filter_price_cap`'s kept offers, without reasons."""
-    policy = env.policy
     if env.price_cap is not None:
-        return lambda g, offers: filter_price_cap(g, offers, env)[0]
-    rate, cur = policy.rate, policy.currency
+        return per_group(filter_price_cap, env)
+    rate, cur = env.policy.rate, env.policy.currency
 
-    def known(g: Group, offers: list[Offer]) -> list[Offer]:
-        if all(rate(c or cur) is not None for c in {o.currency for o in offers}):
-            return offers
-        return [o for o in offers if rate(o.currency or cur) is not None]
+    def known(pairs: Kept) -> Kept:
+        """No cap: only an offer in a currency without a rate is rejected (checked once per currency)."""
+        if all(rate(c or cur) is not None for c in {o.currency for _, offers in pairs for o in offers}):
+            return pairs
+        return [
+            (g, kept)
+            for g, offers in pairs
+            if (kept := [o for o in offers if rate(o.currency or cur) is not None])
+        ]
 
     return known

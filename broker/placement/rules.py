@@ -15,7 +15,7 @@ from broker.compliance.plan import Plan
 from broker.compliance.rules import DEFAULT_DENY
 from broker.model import Offer
 from broker.placement._env import Env, Group
-from broker.placement._filter import GroupKeep, GroupRejections, OfferKeep, OfferRejections
+from broker.placement._filter import GroupKeep, GroupRejections, OfferKeep, OfferRejections, per_group
 from broker.placement.types import Reason
 
 
@@ -174,17 +174,14 @@ def keep_rules(env: Env) -> GroupKeep | None:
         return None
     plan = _plan(env)
     need_allow = rules.default_deny and not rules.offer_rules
-    verdict, tenant = rules.group_verdict, env.tenant_id
+    if not rules.fast:
+        return lambda groups: filter_rules(groups, env)[0]
+    variables = partial(_group_variables, env)
+    return lambda groups: rules.keep_groups(plan, groups, variables, need_allow)
 
-    def keep(groups: list[Group]) -> list[Group]:
-        out = []
-        for g in groups:
-            denied, allowed = verdict(plan, g.site_id, tenant, g.accelerator, partial(_variables, g, env))
-            if not denied and (allowed or not need_allow):
-                out.append(g)
-        return out
 
-    return keep
+def _group_variables(env: Env, g: Group) -> dict[str, Any]:
+    return _variables(g, env)
 
 
 def keep_offer_rules(env: Env) -> OfferKeep | None:
@@ -194,13 +191,13 @@ def keep_offer_rules(env: Env) -> OfferKeep | None:
         return None
     plan = _plan(env)
     if not rules.fast:
-        return lambda g, offers: filter_offer_rules(g, offers, env)[0]
+        return per_group(filter_offer_rules, env)
     default_deny = rules.default_deny
     if not plan.offer and not default_deny:
         return None
     project, tenant = _projection(env), env.tenant_id
 
-    def keep(g: Group, offers: list[Offer]) -> list[Offer]:
+    def keep_group(g: Group, offers: list[Offer]) -> list[Offer]:
         # under default deny an allow among the group rules allows every offer of the group
         group_allowed = (
             default_deny
@@ -222,4 +219,4 @@ def keep_offer_rules(env: Env) -> OfferKeep | None:
                 kept.append(o)
         return kept
 
-    return keep
+    return lambda pairs: [(g, kept) for g, offers in pairs if (kept := keep_group(g, offers))]

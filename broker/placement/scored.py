@@ -14,9 +14,9 @@ from typing import overload
 
 from broker.model import Offer
 from broker.placement._env import Env, Group
-from broker.placement.carbon import carbon_of, score_carbon
-from broker.placement.cost import score_cost, voucher_terms
-from broker.placement.preference import preference_of, score_preference
+from broker.placement.carbon import carbon_terms, score_carbon
+from broker.placement.cost import score_cost, voucher_columns
+from broker.placement.preference import preference_terms, score_preference
 from broker.placement.rank import Q, best, full_chain, sort_key
 from broker.placement.types import ScoredOffer
 from broker.placement.wait import score_wait
@@ -62,29 +62,13 @@ def score_columns(kept: list[tuple[Group, list[Offer]]], env: Env) -> tuple[list
     costs = [o.price_per_hour * rates[o.currency or cur] * factor for o in offers]
     per_second = objective.wait_hour_cost / 3600.0
     waits = [o.expected_wait_s * per_second for o in offers] if per_second else [0.0] * len(offers)
-    vouchers, carbons, prefs = group_terms(kept, env, costs)
-    return offers, (costs, vouchers, waits, carbons, prefs)
-
-
-def group_terms(
-    kept: list[tuple[Group, list[Offer]]], env: Env, costs: list[float]
-) -> tuple[list[float], list[float], list[float]]:
-    """The terms fixed per group (voucher share of the cost, carbon, preference), for every offer."""
-    vouchers: list[float] = []
-    carbons: list[float] = []
-    prefs: list[float] = []
-    tenant = env.tenant
-    any_voucher = tenant is not None and bool(tenant.vouchers)
-    i = 0
-    for g, members in kept:
-        n = len(members)
-        if any_voucher:
-            vouchers += voucher_terms(g, env, costs[i : i + n])
-        value, per_device = carbon_of(g, env)
-        carbons += [value * o.count for o in members] if per_device else [value] * n
-        prefs += [preference_of(g, env)] * n
-        i += n
-    return vouchers if any_voucher else [0.0] * len(costs), carbons, prefs
+    return offers, (
+        costs,
+        voucher_columns(kept, env, costs),
+        waits,
+        carbon_terms(kept, env),
+        preference_terms(kept, env),
+    )
 
 
 class _Rates(dict[str, float]):

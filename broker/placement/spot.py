@@ -32,4 +32,4 @@ def keep_spot(env: Env) -> OfferKeep | None:
         want = True
     else:
         return None
-    return lambda g, offers: [o for o in offers if o.spot is want]
+    return lambda pairs: [(g, kept) for g, offers in pairs if (kept := [o for o in offers if o.spot is want])]
