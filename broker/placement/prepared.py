@@ -37,10 +37,8 @@ class PreparedOffers(Sequence[Offer]):
     """An immutable snapshot of offers, grouped and indexed for one policy."""
 
     __slots__ = (
-        "_by_name",
+        "_by_accelerator",
         "_candidates",
-        "_cpu",
-        "_gpu",
         "_positions",
         "_weight",
         "decisions",
@@ -54,19 +52,14 @@ class PreparedOffers(Sequence[Offer]):
         self.offers: tuple[Offer, ...] = tuple(offers)
         self.policy = policy
         self.groups: tuple[Group, ...] = tuple(group_offers(self.offers, policy))
-        by_name: dict[str, list[int]] = {}
-        cpu: list[int] = []
-        gpu: list[int] = []
+        by_accelerator: dict[str | None, list[int]] = {}
         for i, g in enumerate(self.groups):
-            if g.accelerator is None:
-                cpu.append(i)
-                continue
-            gpu.append(i)
-            for name in g.hw.match_keys:
-                by_name.setdefault(name, []).append(i)
-        self._by_name = by_name
-        self._cpu = tuple(cpu)
-        self._gpu = tuple(gpu)
+            members = by_accelerator.get(g.accelerator)
+            if members is None:
+                by_accelerator[g.accelerator] = [i]
+            else:
+                members.append(i)
+        self._by_accelerator = by_accelerator
         self._candidates: dict[tuple[bool, frozenset[str]], tuple[Group, ...]] = {}
         self._positions: dict[int, int] | None = None
         self._weight: dict[int, int] = {}
@@ -85,12 +78,18 @@ class PreparedOffers(Sequence[Offer]):
         key = (count == 0, any_of)
         hit = self._candidates.get(key)
         if hit is None:
+            by_acc = self._by_accelerator
             if count == 0:
-                idx: Sequence[int] = self._cpu
-            elif not any_of:
-                idx = self._gpu
-            else:
-                idx = sorted({i for name in any_of for i in self._by_name.get(name, ())})
+                idx: Sequence[int] = by_acc.get(None, ())
+            else:  # each accelerator's names are looked at once, not once per group
+                groups = self.groups
+                idx = sorted(
+                    i
+                    for acc, members in by_acc.items()
+                    if acc is not None
+                    and (not any_of or not any_of.isdisjoint(groups[members[0]].hw.match_keys))
+                    for i in members
+                )
             hit = self._candidates[key] = tuple(self.groups[i] for i in idx)
         return hit
 
