@@ -96,17 +96,22 @@ def _edges(jobs: Sequence[SimJob], max_buckets: int) -> list[float]:
 
 
 def _quiet_highs() -> Any:
-    """A Highs instance; its constructor's banner goes to stdout's fd, so keep it off stdout."""
+    """A single-threaded Highs instance; its constructor's banner goes to stdout's fd, so keep
+    it off stdout. HiGHS starts one thread pool per process at its first run and refuses a run
+    asking for another thread count later (the MILP's status stays unset and its window keeps
+    the greedy), so every solve here asks for the same one thread, in whatever order they run."""
     import highspy
 
     sys.stdout.flush()
     saved = os.dup(1)
     try:
         os.dup2(2, 1)
-        return highspy.Highs()  # type: ignore[no-untyped-call]
+        h = highspy.Highs()  # type: ignore[no-untyped-call]
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+    h.setOptionValue("threads", 1)
+    return h
 
 
 class _Model:

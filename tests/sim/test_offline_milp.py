@@ -75,3 +75,17 @@ def test_random_schedules_stay_feasible_and_never_cost_more(seed: int) -> None:
     better = improve(jobs, facts, capacity, greedy, windows=4, window_jobs=30)
     assert check(jobs, facts, capacity, better) == []
     assert better.cost <= greedy.cost + 1e-9
+
+
+def test_milp_still_improves_after_the_lp_bound_ran_in_the_same_process() -> None:
+    # HiGHS keeps one thread pool per process: the LP bound solved first (as a pool worker may
+    # do before it takes the offline task) must not leave the MILP unable to run.
+    from broker.model import Offer, SiteId
+    from broker.sim.lower_bound import LowerBound
+
+    jobs = [sim_job(0, 0, 7200, 1, 3600), sim_job(1, 0, 3600, 1, 0)]
+    home = (Offer(site=SiteId("home"), instance_type="p", accelerator="A800", count=1, price_per_hour=10.0),)
+    facts = [JobFacts(home, {"p": 10.0}, 60.0, {}), JobFacts(home, {"p": 10.0}, 40.0, {})]
+    assert LowerBound(jobs, facts, {"p": 1}).solve(0) == pytest.approx(20.0)
+    better = improve(jobs, facts, {"p": 1}, offline_schedule(jobs, facts, {"p": 1}))
+    assert better.cost == pytest.approx(20.0) and better.method == "greedy+milp"
