@@ -1,6 +1,7 @@
 """Decision-quality benchmark: the standard simulator scenarios, policy against baselines and bound.
 
     .venv/bin/python bench/decision_quality.py [--json] [--only NAME ...] [--synthetic-jobs N]
+        [--policy FILE] [--burst KEY=VALUE ...]
 
 Scenarios (configs/scenarios/): `alibaba-peak` (the bundled Alibaba GPU v2023 trace, 50x
 time compression, 256 on-prem GPUs: the quality target), `alibaba-gpuspec` (the same with the
@@ -8,28 +9,34 @@ trace's GPU-model lists kept), `synthetic-llm` (generated LLM-heavy week, policy
 speed target). Two untuned slices (the policy knobs were set on the whole `alibaba-peak`
 run, never on these): `slice-early` and `slice-late`, the first and second half of the
 trace's jobs in submit order, each against a smaller on-prem cluster of 192 GPUs.
-Prints one row per (scenario, strategy); `--json` adds the knob settings once.
+Prints one row per (scenario, strategy); `--json` adds the knob settings once. `--burst`
+overrides `burst.*` knobs of the policy for every scenario, e.g. `--burst wait_model=projected
+late_wait_factor=4` (the projected wait model; values are read as YAML).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ruamel.yaml import YAML
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from broker.policy import load_policy  # noqa: E402
+from broker.policy import Policy, load_policy_text  # noqa: E402
 from broker.sim.baselines import BASELINES  # noqa: E402
 from broker.sim.jobs import build_jobs  # noqa: E402
 from broker.sim.run import simulate  # noqa: E402
 from broker.sim.scenario import load_scenario  # noqa: E402
 from broker.sim.synthetic import SyntheticParams, generate  # noqa: E402
 from broker.sim.traces import read_trace  # noqa: E402
+from broker.yamlfile import parse_yaml  # noqa: E402
 
 TRACE = ROOT / "configs/traces/alibaba-gpu-v2023-openb-pods.csv.gz"
 POLICY = ROOT / "configs/policy-sim.yaml"
@@ -38,6 +45,22 @@ POLICY = ROOT / "configs/policy-sim.yaml"
 SLICES = {"slice-early": (0.0, 0.5), "slice-late": (0.5, 1.0)}
 """Untuned time slices: (from, to) as fractions of the trace's jobs in submit order."""
 SLICE_GPUS = 192
+BURST: list[str] = []
+"""`burst.KEY=VALUE` overrides from the command line."""
+
+
+def load_policy(path: Path) -> Policy:
+    """The policy file with the `--burst` overrides applied."""
+    text = path.read_text()
+    if BURST:
+        doc = parse_yaml(text, str(path))
+        for item in BURST:
+            key, _, value = item.partition("=")
+            doc.setdefault("burst", {})[key] = parse_yaml(value, "--burst")
+        out = io.StringIO()
+        YAML().dump(doc, out)
+        text = out.getvalue()
+    return load_policy_text(text, str(path))
 
 
 def run_one(name: str, synthetic_jobs: int) -> dict[str, Any]:
@@ -86,8 +109,10 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--synthetic-jobs", type=int, default=100_000)
     parser.add_argument("--policy", type=Path, default=None, help=f"default: {POLICY.relative_to(ROOT)}")
+    parser.add_argument("--burst", nargs="*", default=[], metavar="KEY=VALUE", help="override burst.KEY")
     args = parser.parse_args()
     POLICY = args.policy or POLICY
+    BURST[:] = args.burst
     names = args.only or ["alibaba-peak", "alibaba-gpuspec", *SLICES, "synthetic-llm"]
     results = [run_one(n, args.synthetic_jobs) for n in names]
     if args.json:

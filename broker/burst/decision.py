@@ -18,6 +18,7 @@ The result is a typed, frozen `broker.decision.Decision`; its JSON is made by `b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -33,7 +34,7 @@ from broker.burst.inputs import (
 )
 from broker.burst.spot import provisioning_p95_h
 from broker.decision import Action, Decision, DecisionFacts
-from broker.model import JobSpec, Offer, TenantId
+from broker.model import JobSpec, Offer, SiteId, TenantId
 from broker.placement import Explanation, PlacementContext, ScoredOffer, place, rejection_summary
 from broker.policy import Policy
 
@@ -138,10 +139,37 @@ def decide(
     ready = [s for s in onprem if v.fits_now(s, need)]
     if ready:
         best = min(ready, key=lambda s: (v.score(s), s.offer.site, s.offer.key))
+        cheaper = _cheaper_in_time(v, onprem, best)
+        if cheaper is not None:
+            v.facts = replace(v.facts, onprem_site=cheaper.offer.site)
+            return v.done(
+                Action.WAIT,
+                cheaper,
+                f"waiting for {cheaper.offer.partition}: projected to start it in "
+                f"{v.wait(cheaper) / 60:.0f} min, within its max_wait, for less than "
+                f"{best.offer.partition} now",
+                onprem_expected_wait_s=round(v.wait(cheaper)),
+            )
         return v.done(Action.RUN, best, f"on-prem capacity free at {best.offer.site}")
     if not onprem:
         return _cloud_only(v)
     return _wait_or_burst(v, onprem)
+
+
+def _cheaper_in_time(v: _View, onprem: list[ScoredOffer], best: ScoredOffer) -> ScoredOffer | None:
+    """With projected waits: a partition that costs less than the one free now, its projected wait
+    charged at wait_hour_cost, and is projected to start the job in time with a provisioning p95
+    to spare for a burst should the projection slip."""
+    projected = v.inputs.projected_wait
+    if not projected:
+        return None
+    spare = v.remaining - _safety_lead_s(v.policy)
+    fits = [
+        s
+        for s in onprem
+        if projected.get(s.offer.partition, math.inf) <= spare and v.score(s) < v.score(best) - 1e-9
+    ]
+    return min(fits, key=lambda s: (v.score(s), s.offer.key)) if fits else None
 
 
 def _nothing_allowed(v: _View) -> Decision:
@@ -241,7 +269,7 @@ def _burst_at_last_moment(v: _View, queue: ScoredOffer, pick: CloudPick, wait_s:
     """Projected waits: capacity may still free sooner than projected, so wait until the last
     moment a burst can still start the job on time (its deadline minus the route's provisioning p95)."""
     site = pick.scored.offer.site
-    lead = provisioning_p95_h(v.policy, site) * 3600
+    lead = _launch_lead_s(v.policy, v.inputs, site)
     if v.remaining > lead:
         return v.done(
             Action.WAIT,
@@ -282,6 +310,17 @@ def _burst_after_hysteresis(
         burst=True,
         pick=pick,
     )
+
+
+def _launch_lead_s(policy: Policy, inputs: BurstInputs, site: str) -> float:
+    """How long before the deadline a burst to `site` must start: its provisioning p95, one more
+    for each full round of `max_provisioning` launches already committed there ahead of this job."""
+    lead = provisioning_p95_h(policy, site) * 3600
+    limits = policy.burst.sites.get(site)
+    ahead = inputs.launches_ahead.get(SiteId(site), 0)
+    if limits is not None and limits.max_provisioning > 0 and ahead:
+        lead *= 1 + ahead // limits.max_provisioning
+    return lead
 
 
 _LEADS: dict[int, tuple[Policy, float]] = {}

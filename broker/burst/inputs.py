@@ -44,6 +44,11 @@ class BurstInputs:
     jobs' expected ends and the queue ahead in dispatch order). Where given, it replaces the
     fluid estimate, and a late job bursts at the last responsible moment (deadline minus the
     route's provisioning p95) instead of after the hysteresis."""
+    launches_ahead: Mapping[SiteId, int] = field(default_factory=dict)
+    """Cloud site -> bursts already committed to it (waiting for their last responsible moment)
+    that are due before this job. The route starts at most `max_provisioning` at once, so each
+    full round of them ahead moves this job's last responsible moment one provisioning p95
+    earlier: a crowd of jobs due together does not queue behind the route's limit past its deadlines."""
 
 
 _ONPREM: dict[int, tuple[Policy, frozenset[str]]] = {}

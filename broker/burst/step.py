@@ -31,6 +31,7 @@ def build_inputs(
     queueing_sites: frozenset[str],
     unhealthy: Mapping[SiteId, str] | None = None,
     projected_wait: Mapping[str, float] | None = None,
+    launches_ahead: Mapping[SiteId, int] | None = None,
 ) -> BurstInputs:
     """The decision inputs of one queued job, as of the pass snapshot."""
     return BurstInputs(
@@ -45,6 +46,7 @@ def build_inputs(
         onprem_adjust=snap.adjustments(),
         onprem_capacity=snap.capacity,
         projected_wait=projected_wait or {},
+        launches_ahead=launches_ahead or {},
     )
 
 

@@ -21,7 +21,6 @@ from itertools import islice
 from adapters.base import CapacityError
 from broker.burst import is_onprem
 from broker.burst.money import month_of, voucher_for
-from broker.burst.projection import queue_key
 from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.spot import offer_outlook
 from broker.decision import Action, Decision
@@ -36,7 +35,7 @@ from broker.sim.backends import Clouds, Ledger, OfferBook, Partition, onprem_par
 from broker.sim.fairbook import IncrementalBook
 from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.metrics import RunResult, Series, carbon_g
-from broker.sim.queues import Key, ProjectedQueues
+from broker.sim.queues import FairRatios, LaunchQueue, ProjectedQueues, dispatch_key
 from broker.sim.scenario import Scenario
 from broker.sim.state import Fenwick, SimState, Strategy, queued_work, take_heads
 
@@ -79,7 +78,8 @@ class Engine:
         self.by_tenant: dict[str, dict[str, deque[tuple[int, int]]]] = {k: {} for k in self.parts}
         self.fen = {k: Fenwick(len(jobs)) for k in self.parts}
         self.cloud_wait: deque[tuple[int, int]] = deque()
-        self.projected = ProjectedQueues(self.parts)
+        self.projected, self.launches = ProjectedQueues(self.parts), LaunchQueue()
+        self.fair_ratios = FairRatios(self.projected, self.fair_capacity)
         if policy.burst.wait_model == "projected" and hasattr(strategy, "projector"):
             strategy.projector = self._project
         self.events: list[tuple[float, int, int, int, int]] = []
@@ -255,6 +255,7 @@ class Engine:
         for j in batch:
             st = self.state[j]
             self.projected.remove(j)
+            self.launches.remove(j)
             if st.wait_key is not None:
                 self.fen[st.wait_key].add(j, -st.wait_units_h)
                 st.wait_key = None
@@ -305,7 +306,10 @@ class Engine:
             st.wait_key, st.wait_units_h = partition_key(d.offer), job.demand * job.runtime_s / 3600
             self.fen[st.wait_key].add(j, st.wait_units_h)
             if d.facts.burst_in_s is None:  # a job about to burst holds up nobody
-                self.projected.add(st.wait_key, j, self._key(job), job.demand, job.runtime_s - st.done_s)
+                left = job.runtime_s - st.done_s
+                self.projected.add(st.wait_key, j, dispatch_key(job), job.demand, left, job.tenant)
+            elif d.facts.cloud_offer is not None:  # it takes a launch slot there at its last moment
+                self.launches.add(d.facts.cloud_offer.split("/")[0], j, job.arrival_s + job.max_wait_s)
         if st.listed != st.gen:
             st.listed = st.gen
             if st.cands is None:
@@ -368,20 +372,13 @@ class Engine:
             self.t + self.clouds.provisioning_delay(offer.site, job.index, st.rec.attempts), UP, job.index
         )
 
-    def _key(self, job: SimJob) -> Key:
-        """Dispatch order within a tenant: priority, then deadline (arrival + max_wait)."""
-        return queue_key(job.spec.priority.value, job.arrival_s + job.max_wait_s, job.arrival_s, job.id)
-
-    def _project(self, job: SimJob) -> dict[str, float]:
-        """The job's projected wait on each partition of its kind (running ends + the queue ahead)."""
-        remaining = max(0.0, job.arrival_s + job.max_wait_s - self.t)
-        return self.projected.project(
-            self._key(job),
-            job.demand,
-            self.t,
-            max(2 * remaining, remaining + 3600.0),
-            accelerated=job.spec.accelerator_count > 0,
+    def _project(self, job: SimJob) -> tuple[dict[str, float], LaunchQueue]:
+        """The job's projected waits (fair-share standing as of now) and the committed bursts."""
+        now = EPOCH + timedelta(seconds=self.t)
+        ratios = self.fair_ratios.at(
+            self.t, job.tenant, lambda ts: self.fair.tenant_states(self.policy, now, ts)
         )
+        return self.projected.project_job(job, self.t, ratios), self.launches
 
     def _price(self, offer: Offer) -> float:
         return offer.price_per_hour * (self.policy.rate(offer.currency or self.policy.currency) or 0.0)

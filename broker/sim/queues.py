@@ -2,34 +2,78 @@
 
 Per on-prem partition: the jobs waiting for it (not those about to burst), keyed in dispatch
 order (priority, then deadline). A job's projection takes the partition's running jobs'
-expected ends and the jobs keyed ahead of it.
+expected ends and the jobs ahead of it: those keyed ahead, and every waiting job of a tenant
+further below its fair share than the job's own (the dispatcher lets those tenants go first,
+whatever their deadlines), so an over-share tenant's projection is not optimistic.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from broker.burst.projection import projected_wait_s
+from broker.burst.projection import projected_wait_s, queue_key
+from broker.fairshare import Demand, TenantState, share_ratios
+from broker.model import SiteId
 from broker.sim.backends import Partition
+from broker.sim.jobs import SimJob
 
 Key = tuple[int, float, float, str]
+Entry = tuple[Key, int, float, str]
+"""A waiting job: dispatch key, units, remaining runtime, tenant."""
 
 NEVER_S = 1e9
 """A projected wait standing for "never" (finite, so it can be rounded and compared)."""
 
 
+def dispatch_key(job: SimJob) -> Key:
+    """Dispatch order within a tenant: priority, then deadline (arrival + max_wait)."""
+    return queue_key(job.spec.priority.value, job.arrival_s + job.max_wait_s, job.arrival_s, job.id)
+
+
+class LaunchQueue:
+    """Per cloud site, the deadlines of the jobs waiting to burst there at their last responsible moment."""
+
+    def __init__(self) -> None:
+        self.due: dict[str, list[tuple[float, int]]] = {}
+        self.where: dict[int, tuple[str, float]] = {}
+
+    def add(self, site: str, job: int, due_s: float) -> None:
+        self.remove(job)
+        bisect.insort(self.due.setdefault(site, []), (due_s, job))
+        self.where[job] = (site, due_s)
+
+    def remove(self, job: int) -> None:
+        got = self.where.pop(job, None)
+        if got is not None:
+            queue = self.due[got[0]]
+            del queue[bisect.bisect_left(queue, (got[1], job))]
+
+    def ahead(self, due_s: float) -> dict[SiteId, int]:
+        """Per site, the committed bursts due before `due_s`."""
+        out = {}
+        for site, queue in self.due.items():
+            n = bisect.bisect_left(queue, (due_s, -1))
+            if n:
+                out[SiteId(site)] = n
+        return out
+
+
 class ProjectedQueues:
     def __init__(self, parts: Mapping[str, Partition]) -> None:
         self.parts = parts
-        self.waiting: dict[str, dict[int, tuple[Key, int, float]]] = {k: {} for k in parts}
+        self.waiting: dict[str, dict[int, Entry]] = {k: {} for k in parts}
         self.where: dict[int, str] = {}
-        self._sorted: dict[str, list[tuple[Key, int, float]] | None] = dict.fromkeys(parts)
+        self._sorted: dict[str, list[Entry] | None] = dict.fromkeys(parts)
 
-    def add(self, part: str, job: int, key: Key, units: int, runtime_s: float) -> None:
+    def tenants(self) -> set[str]:
+        """Tenants with a job waiting in some partition."""
+        return {e[3] for queue in self.waiting.values() for e in queue.values()}
+
+    def add(self, part: str, job: int, key: Key, units: int, runtime_s: float, tenant: str) -> None:
         self.remove(job)
-        self.waiting[part][job] = (key, units, runtime_s)
+        self.waiting[part][job] = (key, units, runtime_s, tenant)
         self.where[job] = part
         self._sorted[part] = None
 
@@ -39,16 +83,35 @@ class ProjectedQueues:
             del self.waiting[part][job]
             self._sorted[part] = None
 
-    def _ordered(self, part: str) -> list[tuple[Key, int, float]]:
+    def _ordered(self, part: str) -> list[Entry]:
         got = self._sorted[part]
         if got is None:
             got = self._sorted[part] = sorted(self.waiting[part].values())
         return got
 
+    def project_job(self, job: SimJob, now_s: float, ratios: Mapping[str, float]) -> dict[str, float]:
+        """The job's projected wait on each partition of its kind (running ends + the queue ahead);
+        `ratios`: each tenant's share used over share entitled."""
+        remaining = max(0.0, job.arrival_s + job.max_wait_s - now_s)
+        give_up = max(2 * remaining, remaining + 3600.0)
+        accelerated = job.spec.accelerator_count > 0
+        mine = ratios.get(job.tenant, 0.0)
+        first = frozenset(t for t, r in ratios.items() if r < mine and t != job.tenant)
+        key = dispatch_key(job)
+        return self.project(key, job.demand, now_s, give_up, accelerated=accelerated, first=first)
+
     def project(
-        self, key: Key, units: int, now_s: float, give_up_after_s: float, *, accelerated: bool
+        self,
+        key: Key,
+        units: int,
+        now_s: float,
+        give_up_after_s: float,
+        *,
+        accelerated: bool,
+        first: frozenset[str] = frozenset(),
     ) -> dict[str, float]:
-        """Projected wait of a job with this dispatch key on every partition of its kind."""
+        """Projected wait of a job with this dispatch key on every partition of its kind; the
+        waiting jobs of the tenants in `first` count as ahead of it wherever they are keyed."""
         out: dict[str, float] = {}
         for name, part in self.parts.items():
             if part.accelerated != accelerated:
@@ -58,7 +121,9 @@ class ProjectedQueues:
                 continue
             queue = self._ordered(name)
             n = bisect.bisect_left(queue, (key,))
-            ahead = ((u, r) for _, u, r in queue[:n])
+            ahead = [(u, r) for _, u, r, _ in queue[:n]]
+            if first:
+                ahead += [(u, r) for _, u, r, t in queue[n:] if t in first]
             ends = part.ends
             # Jobs ending at this very instant may be off the heap before their units are back.
             missing = part.total - part.free - sum(u for _, u in ends)
@@ -67,3 +132,23 @@ class ProjectedQueues:
             wait = projected_wait_s(part.free, ends, ahead, units, now_s, give_up_after_s=give_up_after_s)
             out[name] = min(wait, NEVER_S)
         return out
+
+
+class FairRatios:
+    """Each tenant's fair-share ratio (dominant share used over share entitled), once per instant
+    and set of tenants: those holding capacity, those waiting, and the job being decided."""
+
+    def __init__(self, queues: ProjectedQueues, capacity: Demand) -> None:
+        self.queues, self.capacity = queues, capacity
+        self._memo: tuple[float, frozenset[str], dict[str, float]] = (-1.0, frozenset(), {})
+
+    def at(
+        self, now_s: float, tenant: str, states: Callable[[set[str]], Mapping[str, TenantState]]
+    ) -> dict[str, float]:
+        waiting = self.queues.tenants() | {tenant}
+        if self._memo[0] == now_s and tenant in self._memo[1]:
+            return self._memo[2]
+        got = states(waiting)
+        active = waiting | {t for t, s in got.items() if any(s.usage.shares(self.capacity))}
+        self._memo = (now_s, frozenset(active), share_ratios(got, active, self.capacity))
+        return self._memo[2]

@@ -17,6 +17,7 @@ from broker.burst.step import build_inputs, decide_in_pass
 from broker.decision import Decision
 from broker.policy import Policy
 from broker.sim.jobs import EPOCH, SimJob
+from broker.sim.queues import LaunchQueue
 
 MIN_GAP_S = 60.0
 """Shortest timer: re-deciding more often than this cannot change much."""
@@ -35,20 +36,26 @@ class PolicyStrategy:
             (provisioning_p95_h(policy, s.id) * 3600 for s in policy.sites if not s.partitions), default=0.0
         )
         """The longest provisioning p95 of any cloud route."""
-        self.projector: Callable[[SimJob], Mapping[str, float]] | None = None
+        self.projector: Callable[[SimJob], tuple[Mapping[str, float], LaunchQueue]] | None = None
         """Set by the engine when the policy's wait model is `projected`: the job's projected
-        wait per partition (the live dispatcher's shell supplies the same from its adapters)."""
+        wait per partition and the bursts committed per cloud route (the live dispatcher's
+        shell supplies the same from its adapters and store)."""
 
     def decide(
         self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None
     ) -> Decision:
+        projected, ahead = None, None
+        if self.projector is not None:
+            projected, launches = self.projector(job)
+            ahead = launches.ahead(job.arrival_s + job.max_wait_s)
         inputs = build_inputs(
             snap,
             queued_since=job.created_at,
             money=money,
             pending_since=pending,
             queueing_sites=frozenset(),
-            projected_wait=None if self.projector is None else self.projector(job),
+            projected_wait=projected,
+            launches_ahead=ahead,
         )
         return decide_in_pass(job.spec, job.tenant, snap, self.policy, inputs)
 

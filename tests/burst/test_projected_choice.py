@@ -1,0 +1,85 @@
+"""The pure decision with projected waits (issue 15, obs. 2 and 3): bursts lined up on a route
+move a late job's last responsible moment earlier, and a cheaper partition projected to start
+the job in time wins over a dearer one free now when it saves more than the wait costs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from broker.burst import BurstInputs, decide
+from broker.decision import Action
+from broker.model import SiteId, TenantId
+from broker.policy import Policy, load_policy
+from broker.policy.offers import static_offers
+from tests.burst.conftest import POLICY, write_policy
+from tests.burst.test_decision import NOW, job
+
+CHEAP, DEAR = "onprem/a800", "onprem/a800b"
+
+
+@pytest.fixture(scope="module")
+def two_partitions(tmp_path_factory: pytest.TempPathFactory) -> Policy:
+    text = POLICY.replace(
+        "      - {name: a800, accelerator: A800, count_per_node: 8, price_hour: 14.0}\n",
+        "      - {name: a800, accelerator: A800, count_per_node: 8, price_hour: 14.0}\n"
+        "      - {name: a800b, accelerator: A800, count_per_node: 8, price_hour: 20.0}\n",
+    )
+    return load_policy(write_policy(tmp_path_factory.mktemp("two-partitions"), text))
+
+
+def projected(waited_min: float, waits: dict[str, float], free: dict[str, int], **kw: object) -> BurstInputs:
+    return BurstInputs(
+        now=NOW,
+        queued_since=NOW - timedelta(minutes=waited_min),
+        onprem_capacity={k: (n, 0.0) for k, n in free.items()},
+        projected_wait=waits,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_bursts_lined_up_on_the_route_move_the_last_responsible_moment_earlier(policy: Policy) -> None:
+    spec = job(("A800", "A10"), max_wait="30m")
+    offers = static_offers(policy, read_at=NOW)
+    # Projected to start in 2 h; 10 min of its 30 left; ali-bj brings an instance up within
+    # 5 min (p95) and launches at most 2 at a time.
+    late = projected(20, {"onprem/a800": 7200.0}, {"onprem/a800": 0})
+    alone = decide(spec, TenantId("lab"), offers, policy, late)
+    assert alone.action == Action.WAIT and alone.facts.burst_in_s == 300
+    queue = {SiteId("ali-bj"): 2}  # a full round of bursts due before this job is lined up there
+    crowded = decide(
+        spec,
+        TenantId("lab"),
+        offers,
+        policy,
+        projected(20, {"onprem/a800": 7200.0}, {"onprem/a800": 0}, launches_ahead=queue),
+    )
+    assert crowded.action == Action.RUN and crowded.burst and crowded.offer is not None
+    assert crowded.offer.site == "ali-bj"
+
+
+@pytest.mark.parametrize(
+    ("runtime", "cheap_wait_s", "where", "action"),
+    [
+        ("10h", 120.0, CHEAP, Action.WAIT),  # saves 60 CNY for 2 min of waiting (1.3 CNY)
+        ("2m", 120.0, DEAR, Action.RUN),  # saves 0.2 CNY: not worth 2 min
+        ("10h", 1600.0, DEAR, Action.RUN),  # in time, but no provisioning p95 left for a burst
+    ],
+)
+def test_a_cheaper_partition_that_starts_the_job_in_time_wins(
+    two_partitions: Policy, runtime: str, cheap_wait_s: float, where: str, action: Action
+) -> None:
+    spec = job(("A800",), runtime=runtime, max_wait="30m")
+    offers = static_offers(two_partitions, read_at=NOW)
+    inputs = projected(0, {CHEAP: cheap_wait_s, DEAR: 0.0}, {CHEAP: 0, DEAR: 8})
+    d = decide(spec, TenantId("lab"), offers, two_partitions, inputs)
+    assert d.action == action and d.offer is not None and d.offer.partition == where and not d.burst
+
+
+def test_without_projections_the_free_partition_runs_the_job(two_partitions: Policy) -> None:
+    spec = job(("A800",), runtime="10h", max_wait="30m")
+    offers = static_offers(two_partitions, read_at=NOW)
+    inputs = BurstInputs(now=NOW, queued_since=NOW, onprem_capacity={CHEAP: (0, 120.0), DEAR: (8, 0.0)})
+    d = decide(spec, TenantId("lab"), offers, two_partitions, inputs)
+    assert d.action == Action.RUN and d.offer is not None and d.offer.partition == DEAR
