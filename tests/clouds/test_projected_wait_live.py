@@ -26,7 +26,7 @@ from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
 from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
-from tests.clouds.e2e_helpers import md, wait_state
+from tests.clouds.e2e_helpers import TERMINAL, md, wait_state
 from tests.clouds.test_explain_live import events_so_far
 from tests.doubles.moto_front import MotoFront
 
@@ -214,3 +214,26 @@ def test_a_long_running_job_makes_the_next_burst_at_its_last_responsible_moment(
         assert (placed.time.ToDatetime() - waiting.time.ToDatetime()).total_seconds() >= 5
         for jid in (holder, job_id):
             stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(TOKEN))
+
+
+def test_the_ratio_learned_from_the_tenants_finished_jobs_stretches_the_projection(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """Jobs that ran about 3x their 1-second estimates (recorded by this broker's own dispatcher)
+    make the tenant's next running job's expected end about 3x its estimate too."""
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        for n in range(2):
+            sleep = "import time; time.sleep(3)"
+            slow = job_yaml(tmp_path, f"slow-{n}", estimate="1s", max_wait="1h", command=sleep)
+            done = wait_state(stub, submit(broker, slow), TERMINAL, token=TOKEN)
+            assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.message
+        holder = hold_the_a800(broker, stub, tmp_path, "20m")
+        patient = job_yaml(tmp_path, "patient", estimate="1h", max_wait="1d")
+        answer = json.loads(szb(broker, "explain", str(patient), "-o", "json").stdout)
+        projection = answer["decision"]["projection"]
+        ratio = projection["runtime_ratio"]
+        assert 2.5 <= ratio <= 4.0, projection  # 3 s runs against 1 s estimates (clamped at 4)
+        ends_in = projection["running"][0]["ends_in_s"]
+        assert 1200 * ratio - 120 <= ends_in <= 1200 * ratio + 1, projection
+        stub.CancelJob(pb.CancelJobRequest(id=holder), metadata=md(TOKEN))
