@@ -196,16 +196,18 @@ def print_decision(decision: dict[str, Any], *, console: Console | None = None) 
     if parts:
         console.print("  " + escape(", ".join(parts)), highlight=False)
     if decision.get("projection"):
-        console.print("  " + escape(projection_text(decision["projection"])), highlight=False)
+        for line in projection_lines(decision["projection"]):
+            console.print("  " + escape(line), highlight=False)
 
 
-def projection_text(p: dict[str, Any]) -> str:
-    """Where a projected on-prem wait came from, in one line."""
+def projection_lines(p: dict[str, Any]) -> list[str]:
+    """Where a projected on-prem wait came from, for a person."""
     ends = ", ".join(f"{r['units']} in {r['ends_in_s'] / 60:.0f} min" for r in p["running"][:5])
-    return (
-        f"projected wait on {p['partition']}: {p['wait_s'] / 60:.0f} min from {p['free_units']} free "
-        f"unit(s); {p['running_jobs']} running (units freed: {ends or 'none'}); "
-        f"{p['backend_queue_jobs']} pending at the backend; {p['queue_ahead_jobs']} job(s) ahead "
-        f"({p['queue_ahead_units']} units, {p['queue_ahead_unit_hours']} unit-hours); "
-        f"runtime ratio x{p['runtime_ratio']}"
-    )
+    return [
+        f"projected wait on {p['partition']}: {p['wait_s'] / 60:.0f} min",
+        f"  free now: {p['free_units']} unit(s); running: {p['running_jobs']} "
+        f"(units freed: {ends or 'none'})",
+        f"  ahead: {p['backend_queue_jobs']} pending at the backend, {p['queue_ahead_jobs']} waiting "
+        f"in the broker ({p['queue_ahead_units']} units, {p['queue_ahead_unit_hours']} unit-hours)",
+        f"  runtime ratio (actual / estimate, learned for the tenant): x{p['runtime_ratio']}",
+    ]
