@@ -9,6 +9,7 @@ The dispatcher asks it for a `PassSnapshot` once per pass and a `Decision` per q
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -192,9 +193,10 @@ class Planner:
             self.waits.noted(snap, live)
         return snap
 
-    def projected_waits(self, spec: JobSpec, snap: PassSnapshot, store: JobStore) -> dict[str, float] | None:
-        """The job's projected wait per on-prem partition (None under the fluid model)."""
-        return self.waits.for_job(self.policy, spec, snap, store, self.queueing_sites())
+    def _place(self, job: Job) -> float:
+        """The job's place in this pass's fair-share order (inf: a pass over new jobs only)."""
+        standing = self.fair.standings.get(job.id)
+        return math.inf if standing is None else standing.position
 
     def money(self, tenant: str, now: datetime, store: JobStore) -> TenantMoney:
         return self.ledger.money(tenant, now, store)
@@ -235,7 +237,7 @@ class Planner:
             # Far over its share: the job does not wait on-prem behind others for its max_wait.
             spec = spec.model_copy(update={"max_wait": timedelta(0)})
         held = self.fair.held_for(self.policy, job, snap.now)  # kept for a waiting job ahead
-        projected = self.projected_waits(spec, snap, store)
+        projected = self.waits.for_job(self.policy, spec, snap, store, self.queueing_sites())
         with claimed_meanwhile(snap.claimed, held):
             inputs = self.inputs_for(
                 job.tenant,
@@ -250,7 +252,7 @@ class Planner:
         decision = self.fair.adjust(self.policy, job, decision, snap)
         if projected is not None:  # recorded with where its wait came from, then in the line
             decision = self.waits.explained(decision, snap, job.tenant, store)
-            self.waits.record(job, decision, self.policy, snap, store)
+            self.waits.record(job, decision, self.policy, snap, store, self._place(job))
         since = decision.facts.burst_pending_since
         if since is not None:
             self.pending_burst[job.id] = since
@@ -332,13 +334,14 @@ class Planner:
         limit = policy.document.fair_share.over_share_burst_ratio
         if limit is not None and not standing.in_quota and standing.ratio > limit:
             spec = spec.model_copy(update={"max_wait": timedelta(0)})
-        projected = self.projected_waits(spec, snap, store)
+        # Waiters the job would stand behind in the fair-share order of the next full pass.
+        projected = self.waits.for_job(policy, spec, snap, store, self.queueing_sites(), standing.position)
         inputs = self.inputs_for(
             tenant, snap, store, queued_since=snap.now, pending_since=None, projected_wait=projected
         )
         decision = decide(spec, tenant, snap.offers, policy, inputs)
         if projected is not None:
-            decision = self.waits.explained(decision, snap, tenant, store)
+            decision = self.waits.explained(decision, snap, tenant, store, standing.position)
         fair = FairShareNote(standing.position, standing.in_quota, round(standing.ratio, 3), standing.text())
         offer = decision.offer
         if (
@@ -369,7 +372,7 @@ class Planner:
 
     def still_waiting(self, job: Job) -> None:
         """A queued job the pass skipped (deep in a head scan): it still waits where it did."""
-        self.waits.keep(job)
+        self.waits.keep(job, self._place(job))
 
     def observe_live(self, live: Sequence[Attempt], now: datetime, store: JobStore) -> None:
         """Tell fair share which attempts are live (after a restart, or ends nobody reported)."""

@@ -7,11 +7,13 @@ ahead — those pending in the backend's own queue (Slurm), then the broker's wa
 the order the dispatcher decides them (fair share, then priority and deadline), jobs about to
 burst left out. A pass over the queue's head records each decision as it is made, so a job
 sees exactly the waiters decided before it; a pass over new jobs only puts them behind every
-earlier waiter, as the dispatcher does. The math stays in `broker.burst.projection`.
+earlier waiter, as the dispatcher does. Explain counts the waiters before the job's place in
+the last fair-share order. The math stays in `broker.burst.projection`.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections.abc import Sequence
@@ -123,10 +125,14 @@ class LiveWaits:
         self.entries: dict[str, tuple[str, Ahead]] = {}
         """Job id -> (partition, ahead entry) of each waiter, in decision order."""
         self.lines: dict[str, list[Ahead]] = {}
+        self.positions: dict[str, list[float]] = {}
+        """Partition -> each waiter's place in the last fair-share order (inf: not ordered yet),
+        ascending along the line: explain counts only the waiters that would stand before it."""
         self._sums: dict[str, tuple[int, float]] = {}
         """Partition -> (units, unit-seconds) of its line, kept as it grows (for the note)."""
         """Partition -> the waiters' entries in decision order (what a later job has ahead)."""
         self._previous: dict[str, tuple[str, Ahead]] = {}
+        """The last full pass's waiters (a head scan keeps those it skips)."""
         self._generation = 0
 
     # Gathering ------------------------------------------------------------------------
@@ -219,18 +225,26 @@ class LiveWaits:
         new jobs only keeps them (new jobs go behind every earlier waiter)."""
         if full:
             self._previous, self.entries, self.lines, self._sums = self.entries, {}, {}, {}
+            self.positions = {}
             self._generation += 1
 
-    def keep(self, job: Job) -> None:
+    def keep(self, job: Job, position: float) -> None:
         """A job the pass did not decide again (deep in a head scan) still waits where it did."""
         entry = self._previous.get(job.id)
         if entry is not None:
-            self._line(job.id, *entry)
+            self._line(job.id, *entry, position)
 
     def record(
-        self, job: Job, decision: Decision, policy: Policy, snap: PassSnapshot, store: JobStore
+        self,
+        job: Job,
+        decision: Decision,
+        policy: Policy,
+        snap: PassSnapshot,
+        store: JobStore,
+        position: float = math.inf,
     ) -> None:
-        """What this decision means for the jobs decided after it."""
+        """What this decision means for the jobs decided after it (`position`: the job's place
+        in the fair-share order of this pass; inf when only new jobs are decided)."""
         offer = decision.offer
         if offer is None or not is_onprem(policy, offer.site):
             return  # a burst (or nothing) holds up no on-prem partition
@@ -247,51 +261,84 @@ class LiveWaits:
             if view is not None:  # as the next snapshot will see it: pending at the backend
                 view.backend_queue.append((demand(job.spec), runtime))
         elif decision.facts.burst_in_s is None:  # waits in the broker's queue for this partition
-            self._line(job.id, offer.partition, (demand(job.spec), runtime))
+            self._line(job.id, offer.partition, (demand(job.spec), runtime), position)
 
-    def _line(self, job_id: str, partition: str, entry: Ahead) -> None:
+    def _line(self, job_id: str, partition: str, entry: Ahead, position: float) -> None:
         self.entries[job_id] = (partition, entry)
         self.lines.setdefault(partition, []).append(entry)
+        places = self.positions.setdefault(partition, [])
+        places.append(max(position, places[-1]) if places else position)  # kept ascending
         units, unit_s = self._sums.get(partition, (0, 0.0))
         self._sums[partition] = (units + entry[0], unit_s + entry[0] * entry[1])
 
     # Projection -------------------------------------------------------------------------
 
     def for_job(
-        self, policy: Policy, spec: JobSpec, snap: PassSnapshot, store: JobStore, queueing: frozenset[str]
+        self,
+        policy: Policy,
+        spec: JobSpec,
+        snap: PassSnapshot,
+        store: JobStore,
+        queueing: frozenset[str],
+        before: int | None = None,
     ) -> dict[str, float] | None:
-        """The job's projected wait per on-prem partition; None when the policy's model is fluid."""
+        """The job's projected wait per on-prem partition; None when the policy's model is fluid.
+
+        `before`: the job's place in the fair-share order (explain); only waiters placed before
+        it count. Without it the job comes after every waiter so far (a dispatch pass)."""
         if policy.burst.wait_model != "projected":
             return None
         self.ready(policy, snap, store, queueing)
-        return self.project(spec, snap)
+        return self.project(spec, snap, before)
 
-    def project(self, spec: JobSpec, snap: PassSnapshot) -> dict[str, float]:
+    def project(self, spec: JobSpec, snap: PassSnapshot, before: int | None = None) -> dict[str, float]:
         """The job's projected wait on every on-prem partition of its kind, given what is ahead."""
         need, now_s = demand(spec), snap.now.timestamp()
         out: dict[str, float] = {}
         for key, view in self._view(snap).items():
             if view.accelerated != (spec.accelerator_count > 0):
                 continue
-            line = view.line
-            if line is not None and line.sent < len(view.backend_queue):
-                if line.applied:  # they go before the broker's waiters already placed: redo
-                    line = None
-                else:
-                    for units, runtime in view.backend_queue[line.sent :]:
-                        line.add(units, runtime)
-                    line.sent = len(view.backend_queue)
-            if line is None or line.generation != self._generation:
-                line = view.line = _Line.of(view, now_s, self._generation)
-            waiting = self.lines.get(key, ())
-            for units, runtime in waiting[line.applied :]:
-                line.add(units, runtime)
-            line.applied = len(waiting)
+            ahead = self._ahead(key, before)
+            if ahead < len(self.lines.get(key, ())):  # a place inside the line: that prefix alone
+                line = _Line.of(view, now_s, self._generation)
+                for units, runtime in self.lines[key][:ahead]:
+                    line.add(units, runtime)
+            else:
+                line = self._whole_line(key, view, now_s)
             wait = max(0.0, line.start(need) - now_s)  # a line drawn a moment ago starts no earlier
             out[key] = wait if math.isfinite(wait) else NEVER_S
         return out
 
-    def explained(self, decision: Decision, snap: PassSnapshot, tenant: str, store: JobStore) -> Decision:
+    def _whole_line(self, key: str, view: PartitionView, now_s: float) -> _Line:
+        """The partition's whole line list-scheduled, placing only what was added since last time."""
+        line = view.line
+        if line is not None and line.sent < len(view.backend_queue):
+            if line.applied:  # they go before the broker's waiters already placed: redo
+                line = None
+            else:
+                for units, runtime in view.backend_queue[line.sent :]:
+                    line.add(units, runtime)
+                line.sent = len(view.backend_queue)
+        if line is None or line.generation != self._generation:
+            line = view.line = _Line.of(view, now_s, self._generation)
+        waiting = self.lines.get(key, ())
+        for units, runtime in waiting[line.applied :]:
+            line.add(units, runtime)
+        line.applied = len(waiting)
+        return line
+
+    def _ahead(self, partition: str, before: int | None) -> int:
+        """How many of the partition's waiters stand before a job at place `before` (all: None)."""
+        places = self.positions.get(partition, [])
+        if before is None or (places and math.isinf(places[-1])):
+            # Waiters decided since the last fair-share order have no place yet: a job asked
+            # about now goes behind them all, as the next pass over new jobs would put it.
+            return len(places)
+        return bisect.bisect_left(places, before)
+
+    def explained(
+        self, decision: Decision, snap: PassSnapshot, tenant: str, store: JobStore, before: int | None = None
+    ) -> Decision:
         """The decision with where its projected on-prem wait came from (explain, job events)."""
         site, wait = decision.facts.onprem_site, decision.facts.onprem_expected_wait_s
         offer = decision.offer
@@ -302,7 +349,12 @@ class LiveWaits:
         if view is None or partition is None:
             return decision
         now_s = snap.now.timestamp()
-        ahead_units, ahead_unit_s = self._sums.get(partition, (0, 0.0))
+        ahead = self._ahead(partition, before)
+        if ahead == len(self.lines.get(partition, ())):
+            ahead_units, ahead_unit_s = self._sums.get(partition, (0, 0.0))
+        else:
+            prefix = self.lines[partition][:ahead]
+            ahead_units, ahead_unit_s = sum(u for u, _ in prefix), sum(u * r for u, r in prefix)
         note = ProjectionNote(
             partition=partition,
             wait_s=round(wait or 0.0),
@@ -310,7 +362,7 @@ class LiveWaits:
             running=tuple((u, round(max(0.0, e - now_s))) for e, u in heapq.nsmallest(10, view.ends)),
             running_jobs=len(view.ends),
             backend_queue_jobs=len(view.backend_queue),
-            ahead_jobs=len(self.lines.get(partition, ())),
+            ahead_jobs=ahead,
             ahead_units=ahead_units,
             ahead_unit_hours=round(ahead_unit_s / 3600, 2),
             runtime_ratio=round(self.ratios.ratio(tenant, store, snap.now), 3),

@@ -139,16 +139,24 @@ def test_waiters_ahead_count_in_decision_order_and_bursts_hold_up_nobody(
     ]
     waits.begin_pass(full=True)
     seen = []
-    for job, decision in zip(jobs, decisions, strict=True):
+    for place, (job, decision) in enumerate(zip(jobs, decisions, strict=True), start=1):
         seen.append(wait_of(job.spec))
-        waits.record(job, decision, policy, snap, store)
+        waits.record(job, decision, policy, snap, store, place)
     # first: behind the running job; the burst and the late job add nothing for "second".
     assert seen == [pytest.approx(1800.0), pytest.approx(1800 + 3600.0),
                     pytest.approx(1800 + 3600.0), pytest.approx(1800 + 3600.0)]
+    # Explain counts only the waiters that stand before the job's place in the fair-share order.
+    for place, expected in ((1, 1800.0), (2, 1800 + 3600.0), (4, 1800 + 3600.0), (5, 1800 + 7200.0)):
+        got = waits.for_job(policy, gpu_job("asked", 1.0), snap, store, frozenset(), place)
+        assert got is not None and got[A800.partition] == pytest.approx(expected), place
     waits.begin_pass(full=False)  # new jobs go behind both waiters
     assert wait_of(gpu_job("new", 1.0)) == pytest.approx(1800 + 2 * 3600.0)
+    [(new, _)] = store.submit(TenantId("lab"), [Submission(gpu_job("new", 1.0))], NOW)
+    waits.record(new, waiting, policy, snap, store)  # decided among new jobs: no place yet
+    asked = waits.for_job(policy, gpu_job("asked", 1.0), snap, store, frozenset(), 1)
+    assert asked is not None and asked[A800.partition] == pytest.approx(1800 + 3 * 3600.0)
     waits.begin_pass(full=True)  # a head scan that skips "second" keeps it where it was
-    waits.keep(jobs[3])
+    waits.keep(jobs[3], 4)
     assert wait_of(gpu_job("new", 1.0)) == pytest.approx(1800 + 3600.0)
 
 
