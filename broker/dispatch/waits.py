@@ -73,6 +73,7 @@ class _Line:
 
     @classmethod
     def of(cls, view: PartitionView, now_s: float, generation: int) -> _Line:
+        """The view's running ends, then the jobs pending at the backend, placed from `now_s`."""
         heap = list(view.ends)
         heapq.heapify(heap)
         line = cls(view.free, heap, now_s, view.free + sum(u for _, u in heap), generation)
@@ -93,6 +94,7 @@ class _Line:
         return self.t + projected_wait_s(self.free, soonest, (), need, self.t)
 
     def add(self, units: int, runtime_s: float) -> None:
+        """Place the next job of the line where it starts, holding its units for `runtime_s`."""
         at = self.start(units)
         if math.isinf(at):
             return  # it can never start here: it holds nothing up
@@ -125,12 +127,12 @@ class LiveWaits:
         self.entries: dict[str, tuple[str, Ahead]] = {}
         """Job id -> (partition, ahead entry) of each waiter, in decision order."""
         self.lines: dict[str, list[Ahead]] = {}
+        """Partition -> the waiters' entries in decision order (what a later job has ahead)."""
         self.positions: dict[str, list[float]] = {}
         """Partition -> each waiter's place in the last fair-share order (inf: not ordered yet),
         ascending along the line: explain counts only the waiters that would stand before it."""
         self._sums: dict[str, tuple[int, float]] = {}
         """Partition -> (units, unit-seconds) of its line, kept as it grows (for the note)."""
-        """Partition -> the waiters' entries in decision order (what a later job has ahead)."""
         self._previous: dict[str, tuple[str, Ahead]] = {}
         """The last full pass's waiters (a head scan keeps those it skips)."""
         self._generation = 0
