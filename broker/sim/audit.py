@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from broker.model import Offer
+from broker.model import JobSpec, Offer
 from broker.placement import PlacementContext, PreparedOffers, place, prepare_offers
 from broker.policy import Policy
-from broker.sim.jobs import EPOCH, SimJob, shape_spec
+from broker.sim.jobs import EPOCH, SimJob, shape_of
 
 
 class Auditor:
@@ -22,6 +22,8 @@ class Auditor:
         self.by_shape = by_shape
         self._audited: dict[tuple[int, str], bool] = {}
         self._alone: dict[tuple[str, int], PreparedOffers] = {}
+        self._shapes: dict[tuple[str, int, str, int], tuple[JobSpec, bool]] = {}
+        """(tenant, id of a shared shape spec, offer key, count) -> (the spec, the verdict)."""
 
     def allows(self, job: SimJob, offer: Offer, t: float) -> bool:
         """Would placement allow this offer alone for this job (at simulated second `t`)?"""
@@ -29,6 +31,10 @@ class Auditor:
             return True
         key = (job.index, offer.key)
         ok = self._audited.get(key)
+        if ok is None and self.by_shape and job.shape is not None:
+            hit = self._shapes.get((job.tenant, id(job.shape), offer.key, offer.count))
+            if hit is not None and hit[0] is job.shape:
+                ok = self._audited[key] = hit[1]
         if ok is None:
             # On-prem offers of one partition share a key and differ in size.
             alone = self._alone.get((offer.key, offer.count))
@@ -37,6 +43,8 @@ class Auditor:
                     [offer.model_copy(update={"free": None, "expected_wait_s": 0.0})], self.policy
                 )
             ctx = PlacementContext(now=EPOCH + timedelta(seconds=t))
-            spec = (shape_spec(job.spec, self.policy) if self.by_shape else None) or job.spec
+            spec = (shape_of(job, self.policy) if self.by_shape else None) or job.spec
             ok = self._audited[key] = bool(place(spec, job.tenant, alone, self.policy, ctx).allowed)
+            if self.by_shape and job.shape is not None:
+                self._shapes[(job.tenant, id(job.shape), offer.key, offer.count)] = (job.shape, ok)
         return ok

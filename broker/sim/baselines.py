@@ -26,7 +26,7 @@ from broker.decision import Action, Decision, DecisionFacts
 from broker.model import Offer, SiteId
 from broker.placement import PlacementContext, place
 from broker.policy import Policy
-from broker.sim.jobs import JobFacts, SimJob, shape_spec
+from broker.sim.jobs import JobFacts, SimJob, shape_of
 
 Kind = Literal["onprem-only", "cloud-cheapest", "cheapest-offer"]
 BASELINES: tuple[Kind, ...] = ("onprem-only", "cloud-cheapest", "cheapest-offer")
@@ -79,7 +79,7 @@ class Baseline:
             self._verdicts = (snap.blocked, {})
         verdicts = self._verdicts[1]
         ctx = PlacementContext(now=snap.now, blocked=snap.blocked)
-        spec = shape_spec(job.spec, self.policy) or job.spec
+        spec = shape_of(job, self.policy) or job.spec
         out: list[Offer] = []
         for i in range(0, len(offers), 8):
             chunk = offers[i : i + 8]

@@ -46,6 +46,9 @@ class SimJob:
     runtime_s: float
     demand: int
     max_wait_s: float
+    shape: JobSpec | None = None
+    """`shape_spec(spec)`, one object shared by every job of the same shape (`build_jobs`), so
+    placement verdicts can be kept per shape; None: not known (`shape_of` makes one)."""
 
     @property
     def created_at(self) -> datetime:
@@ -64,6 +67,7 @@ def build_jobs(trace: Sequence[TraceJob], policy: Policy, scenario: Scenario) ->
         cum.append(total)
     t0 = trace[0].submit_s if trace else 0.0
     jobs: list[SimJob] = []
+    shapes: dict[tuple[object, ...], JobSpec | None] = {}
     for i, tj in enumerate(trace):
         tenant = tj.tenant or names[min(len(names) - 1, _bisect(cum, rng.random() * total))]
         runtime = min(tj.runtime_s, MAX_RUNTIME_S)
@@ -89,7 +93,14 @@ def build_jobs(trace: Sequence[TraceJob], policy: Policy, scenario: Scenario) ->
         )
         arrival = (tj.submit_s - t0) / scenario.time_scale
         mw = effective_max_wait(spec, tenant, policy).total_seconds()
-        jobs.append(SimJob(i, f"j-{i}", TenantId(tenant), spec, arrival, runtime, demand(spec), mw))
+        # Every spec field but the name and the runtime comes from these (the spec above).
+        cp = None if spec.checkpoint is None else spec.checkpoint.interval
+        key: tuple[object, ...] = (tj.count, accel, tj.cpus, tj.memory_gb, tj.max_wait_s, tj.priority)
+        key = (*key, tj.residency, spec.spot, cp)
+        if key not in shapes:
+            shapes[key] = shape_spec(spec, policy)
+        job = SimJob(i, f"j-{i}", TenantId(tenant), spec, arrival, runtime, demand(spec), mw, shapes[key])
+        jobs.append(job)
     return jobs
 
 
@@ -210,6 +221,11 @@ def shape_spec(spec: JobSpec, policy: Policy) -> JobSpec | None:
     return spec.model_copy(update={"name": "shape", "runtime_estimate": timedelta(hours=1)})
 
 
+def shape_of(job: SimJob, policy: Policy) -> JobSpec | None:
+    """The job's shape spec: the shared one `build_jobs` made, else a new `shape_spec`."""
+    return job.shape if job.shape is not None else shape_spec(job.spec, policy)
+
+
 def all_facts(jobs: Sequence[SimJob], policy: Policy) -> list[JobFacts]:
     """Every job's facts: the allowed set from one placement per job shape (a one-hour stand-in,
     placement's memo answers the rest), on-prem scores at the job's own runtime from a
@@ -218,18 +234,18 @@ def all_facts(jobs: Sequence[SimJob], policy: Policy) -> list[JobFacts]:
     keys = {id(o): _offer_facts(o, policy) for o in offers}  # the facts share these offer objects
     home = onprem_sites(policy)
     local = prepare_offers([o for o in offers if o.site in home], policy)
-    rows: dict[int, tuple[Sequence[ScoredOffer], list[_Row]]] = {}  # per shape's allowed list
+    rows: dict[tuple[str, int], tuple[JobSpec, list[_Row]]] = {}  # (tenant, id of the shape)
     out = []
     for j in jobs:
-        shape = shape_spec(j.spec, policy)
+        shape = shape_of(j, policy)
         if shape is None:
             out.append(job_facts(j, policy, offers, keys))
             continue
         ctx = PlacementContext(now=j.created_at)
-        allowed = place(shape, j.tenant, offers, policy, ctx).unranked  # memoized: one per shape
-        hit = rows.get(id(allowed))
-        if hit is None or hit[0] is not allowed:
-            hit = rows[id(allowed)] = (allowed, _rows([s.offer for s in allowed], policy, keys))
+        hit = rows.get((j.tenant, id(shape)))
+        if hit is None or hit[0] is not shape:
+            allowed = place(shape, j.tenant, offers, policy, ctx).unranked
+            hit = rows[(j.tenant, id(shape))] = (shape, _rows([s.offer for s in allowed], policy, keys))
         scored = place(j.spec, j.tenant, local, policy, ctx).unranked if local else ()
         out.append(_priced(j, policy, hit[1], scored))
     return out

@@ -126,3 +126,15 @@ def test_baselines_keep_block_verdicts_by_shape_and_decide_as_placing_each_job(k
     plain = run(_PlainBaseline(kind, policy, facts))
     assert _PlainBaseline.blocked_passes > 0  # failover blocks were in force for some decisions
     assert run(Baseline(kind, policy, facts)) == plain
+
+
+@pytest.mark.parametrize("name", ["alibaba-peak", "synthetic-llm", "flood"])
+def test_jobs_of_one_shape_share_a_shape_spec_equal_to_their_own(name: str) -> None:
+    from broker.sim.synthetic import SyntheticParams, generate
+
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    scenario = load_scenario(CONFIGS / f"scenarios/{name}.yaml")
+    trace = generate(SyntheticParams(jobs=600), scenario.seed)
+    jobs = build_jobs(trace, policy, scenario)
+    assert all(j.shape == shape_spec(j.spec, policy) for j in jobs)
+    assert len({id(j.shape) for j in jobs}) < len(jobs) / 4  # shared, not one per job
