@@ -27,7 +27,7 @@ from broker.decision import Action, Decision, FairShareNote
 from broker.dispatch.contract import FailoverPlan, failover_plan
 from broker.dispatch.failover import NextStep
 from broker.dispatch.health import SiteHealth
-from broker.dispatch.offers import OfferReading, OfferSource, instance_types
+from broker.dispatch.offers import OfferReading, OfferSource, site_configs
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
 from broker.fair_queue import FairQueue
@@ -98,20 +98,7 @@ class Planner:
     # Sites and their health ------------------------------------------------------------
 
     def site_adapters(self) -> list[tuple[SiteId, str, dict[str, Any]]]:
-        out = []
-        for site in self.policy.sites:
-            config: dict[str, Any] = {
-                "partitions": [p.model_dump(mode="json") for p in site.partitions],
-                "region": site.region,
-                "zones": list(site.zones),
-                "provider": site.provider,
-                "instance_types": instance_types(self.policy.instances.get(site.id, ())),
-                **site.adapter_config,
-            }
-            if site.catalog is not None and "currency" not in config:
-                config["currency"] = site.catalog.currency
-            out.append((SiteId(site.id), site.adapter, config))
-        return out
+        return site_configs(self.policy)
 
     def mark_unhealthy(self, site: SiteId, reason: str) -> None:
         self.health.mark_unhealthy(site, reason)
@@ -214,6 +201,7 @@ class Planner:
         queued_since: datetime,
         pending_since: datetime | None,
         projected_wait: dict[str, float] | None = None,
+        launches_ahead: Mapping[SiteId, int] | None = None,
     ) -> BurstInputs:
         """A job's decision inputs: the pass's money for the tenant (read once per pass and after
         each of its bursts), then the one pure builder the simulator uses too (`build_inputs`)."""
@@ -227,6 +215,7 @@ class Planner:
             pending_since=pending_since,
             queueing_sites=self.queueing_sites(),
             projected_wait=projected_wait,
+            launches_ahead=launches_ahead,
         )
 
     def decide(self, job: Job, snap: PassSnapshot, store: JobStore) -> Decision:
@@ -238,6 +227,7 @@ class Planner:
             spec = spec.model_copy(update={"max_wait": timedelta(0)})
         held = self.fair.held_for(self.policy, job, snap.now)  # kept for a waiting job ahead
         projected = self.waits.for_job(self.policy, spec, snap, store, self.queueing_sites())
+        ahead = self.waits.launches_ahead(self.policy, spec, job.tenant, job.created_at)
         with claimed_meanwhile(snap.claimed, held):
             inputs = self.inputs_for(
                 job.tenant,
@@ -246,6 +236,7 @@ class Planner:
                 queued_since=job.created_at,
                 pending_since=pending,
                 projected_wait=projected,
+                launches_ahead=ahead,
             )
             # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
             decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
@@ -336,8 +327,15 @@ class Planner:
             spec = spec.model_copy(update={"max_wait": timedelta(0)})
         # Waiters the job would stand behind in the fair-share order of the next full pass.
         projected = self.waits.for_job(policy, spec, snap, store, self.queueing_sites(), standing.position)
+        ahead = self.waits.launches_ahead(policy, spec, tenant, snap.now)
         inputs = self.inputs_for(
-            tenant, snap, store, queued_since=snap.now, pending_since=None, projected_wait=projected
+            tenant,
+            snap,
+            store,
+            queued_since=snap.now,
+            pending_since=None,
+            projected_wait=projected,
+            launches_ahead=ahead,
         )
         decision = decide(spec, tenant, snap.offers, policy, inputs)
         if projected is not None:

@@ -197,3 +197,21 @@ def instance_types(rows: Sequence[InstanceRow]) -> list[dict[str, Any]]:
         if row.zone and row.zone not in entry["zones"]:
             entry["zones"].append(row.zone)
     return list(by_type.values())
+
+
+def site_configs(policy: Policy) -> list[tuple[SiteId, str, dict[str, Any]]]:
+    """Each site's adapter name and config: partitions, region, catalog instance types, overrides."""
+    out = []
+    for site in policy.sites:
+        config: dict[str, Any] = {
+            "partitions": [p.model_dump(mode="json") for p in site.partitions],
+            "region": site.region,
+            "zones": list(site.zones),
+            "provider": site.provider,
+            "instance_types": instance_types(policy.instances.get(site.id, ())),
+            **site.adapter_config,
+        }
+        if site.catalog is not None and "currency" not in config:
+            config["currency"] = site.catalog.currency
+        out.append((SiteId(site.id), site.adapter, config))
+    return out

@@ -16,93 +16,19 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from broker.burst.inputs import demand, is_onprem
-from broker.burst.projection import projected_wait_s
+from broker.burst.inputs import demand, effective_max_wait, is_onprem
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, ProjectionNote
+from broker.dispatch.lines import NEVER_S, Ahead, CommittedBursts, Line, PartitionView
 from broker.dispatch.runtimes import LearnedRatios
-from broker.model import Attempt, AttemptState, Job, JobSpec
+from broker.model import Attempt, AttemptState, Job, JobSpec, SiteId
 from broker.policy import Policy
 from broker.store import JobNotFoundError, JobStore
-
-NEVER_S = 1e9
-"""A projected wait standing for "never" (finite, so it can be rounded and compared)."""
-
-Ahead = tuple[int, float]
-"""(units, expected runtime seconds) of a job that starts before the one projected."""
-
-
-@dataclass
-class PartitionView:
-    """One on-prem partition as a snapshot saw it, plus this snapshot's own starts."""
-
-    accelerated: bool
-    free: int
-    ends: list[tuple[float, int]] = field(default_factory=list)
-    """(expected end, units) of running and launching jobs (as epoch seconds)."""
-    backend_queue: list[Ahead] = field(default_factory=list)
-    """Broker jobs pending in the backend's own queue (Slurm): ahead of every broker waiter."""
-    foreign: int = 0
-    """Units busy with work the broker did not start (their ends: the backend's own estimate)."""
-    line: _Line | None = None
-    """The line so far, list-scheduled (rebuilt when the view or the line is redrawn)."""
-
-
-@dataclass
-class _Line:
-    """A partition's line list-scheduled up to its last job: where the next job starts from.
-
-    Each job of the line is placed once, so projecting the next job costs one pass over the
-    running ends however deep the queue (the same schedule as `projected_wait_s` over the
-    whole line, which it calls for each start)."""
-
-    free: int
-    heap: list[tuple[float, int]]
-    t: float
-    total: int
-    generation: int
-    applied: int = 0
-    """Broker waiters of the line placed so far."""
-    sent: int = 0
-    """Jobs pending in the backend's queue placed so far (they go before every broker waiter)."""
-
-    @classmethod
-    def of(cls, view: PartitionView, now_s: float, generation: int) -> _Line:
-        """The view's running ends, then the jobs pending at the backend, placed from `now_s`."""
-        heap = list(view.ends)
-        heapq.heapify(heap)
-        line = cls(view.free, heap, now_s, view.free + sum(u for _, u in heap), generation)
-        for units, runtime in view.backend_queue:
-            line.add(units, runtime)
-        line.sent = len(view.backend_queue)
-        return line
-
-    def start(self, need: int) -> float:
-        """When a job needing `need` units would start after the line (inf: never here)."""
-        if need > self.total:
-            return math.inf
-        if self.free >= need:
-            return self.t
-        # The soonest `need - free` ends always free enough (each holds a unit or more): the
-        # projection needs only those, not a copy of every running job.
-        soonest = heapq.nsmallest(need - self.free, self.heap)
-        return self.t + projected_wait_s(self.free, soonest, (), need, self.t)
-
-    def add(self, units: int, runtime_s: float) -> None:
-        """Place the next job of the line where it starts, holding its units for `runtime_s`."""
-        at = self.start(units)
-        if math.isinf(at):
-            return  # it can never start here: it holds nothing up
-        while self.heap and self.heap[0][0] <= at:  # ends passed by then free their units
-            self.free += heapq.heappop(self.heap)[1]
-        self.free -= units
-        heapq.heappush(self.heap, (at + runtime_s, units))
-        self.t = at
 
 
 @dataclass(frozen=True)
@@ -136,6 +62,9 @@ class LiveWaits:
         self._previous: dict[str, tuple[str, Ahead]] = {}
         """The last full pass's waiters (a head scan keeps those it skips)."""
         self._generation = 0
+        self.bursts = CommittedBursts()
+        """Jobs waiting to burst at their last responsible moment, per cloud site (by deadline)."""
+        self._seen: set[str] = set()
 
     # Gathering ------------------------------------------------------------------------
 
@@ -229,9 +158,13 @@ class LiveWaits:
             self._previous, self.entries, self.lines, self._sums = self.entries, {}, {}, {}
             self.positions = {}
             self._generation += 1
+            for job_id in [j for j in self.bursts.where if j not in self._seen]:
+                self.bursts.put(job_id, None, 0.0)  # left the queue since the last full pass
+            self._seen = set()
 
     def keep(self, job: Job, position: float) -> None:
         """A job the pass did not decide again (deep in a head scan) still waits where it did."""
+        self._seen.add(job.id)
         entry = self._previous.get(job.id)
         if entry is not None:
             self._line(job.id, *entry, position)
@@ -247,6 +180,11 @@ class LiveWaits:
     ) -> None:
         """What this decision means for the jobs decided after it (`position`: the job's place
         in the fair-share order of this pass; inf when only new jobs are decided)."""
+        self._seen.add(job.id)
+        f = decision.facts
+        committed = f.burst_in_s is not None and f.cloud_offer and decision.action == Action.WAIT
+        due_s = job.created_at.timestamp() + f.max_wait_s
+        self.bursts.put(job.id, f.cloud_offer.split("/")[0] if committed and f.cloud_offer else None, due_s)
         offer = decision.offer
         if offer is None or not is_onprem(policy, offer.site):
             return  # a burst (or nothing) holds up no on-prem partition
@@ -302,7 +240,7 @@ class LiveWaits:
                 continue
             ahead = self._ahead(key, before)
             if ahead < len(self.lines.get(key, ())):  # a place inside the line: that prefix alone
-                line = _Line.of(view, now_s, self._generation)
+                line = Line.of(view, now_s, self._generation)
                 for units, runtime in self.lines[key][:ahead]:
                     line.add(units, runtime)
             else:
@@ -311,7 +249,7 @@ class LiveWaits:
             out[key] = wait if math.isfinite(wait) else NEVER_S
         return out
 
-    def _whole_line(self, key: str, view: PartitionView, now_s: float) -> _Line:
+    def _whole_line(self, key: str, view: PartitionView, now_s: float) -> Line:
         """The partition's whole line list-scheduled, placing only what was added since last time."""
         line = view.line
         if line is not None and line.sent < len(view.backend_queue):
@@ -322,12 +260,20 @@ class LiveWaits:
                     line.add(units, runtime)
                 line.sent = len(view.backend_queue)
         if line is None or line.generation != self._generation:
-            line = view.line = _Line.of(view, now_s, self._generation)
+            line = view.line = Line.of(view, now_s, self._generation)
         waiting = self.lines.get(key, ())
         for units, runtime in waiting[line.applied :]:
             line.add(units, runtime)
         line.applied = len(waiting)
         return line
+
+    def launches_ahead(
+        self, policy: Policy, spec: JobSpec, tenant: str, queued_since: datetime
+    ) -> Mapping[SiteId, int] | None:
+        """Per cloud site, the bursts committed there by jobs due before this one (None: fluid)."""
+        if policy.burst.wait_model != "projected":
+            return None
+        return self.bursts.ahead((queued_since + effective_max_wait(spec, tenant, policy)).timestamp())
 
     def _ahead(self, partition: str, before: int | None) -> int:
         """How many of the partition's waiters stand before a job at place `before` (all: None)."""

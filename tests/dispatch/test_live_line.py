@@ -1,6 +1,6 @@
 """The live line's incremental schedule gives what `projected_wait_s` gives over the whole line.
 
-The dispatcher places each waiter once (`broker.dispatch.waits._Line`) instead of replaying the
+The dispatcher places each waiter once (`broker.dispatch.lines.Line`) instead of replaying the
 line for every job; on random partitions and lines both must give the same projected start.
 """
 
@@ -12,7 +12,7 @@ import random
 import pytest
 
 from broker.burst.projection import projected_wait_s
-from broker.dispatch.waits import PartitionView, _Line
+from broker.dispatch.lines import Line, PartitionView
 
 NOW = 1_800_000_000.0
 
@@ -35,7 +35,7 @@ def check(rng: random.Random) -> None:
     line = [(rng.randint(1, total + 2), rng.uniform(60, 20_000)) for _ in range(rng.randint(0, 40))]
     need = rng.randint(1, total + 1)
     view = PartitionView(accelerated=True, free=free, ends=list(ends), backend_queue=backend)
-    state = _Line.of(view, NOW, generation=0)
+    state = Line.of(view, NOW, generation=0)
     cut = rng.randint(0, len(line))
     for units, runtime in line[:cut]:  # placed across two passes: the result must not care
         state.add(units, runtime)

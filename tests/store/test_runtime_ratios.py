@@ -170,3 +170,23 @@ def test_a_partition_whose_capacity_was_not_read_is_left_to_the_fluid_estimate(
     waits = LiveWaits()
     waits.noted(snap, [])
     assert waits.for_job(policy, gpu_job("next", 1.0), snap, store, frozenset()) == {}
+
+
+def test_bursts_lined_up_on_a_route_count_for_jobs_due_later(store: JobStore, policy: Policy) -> None:
+    """Jobs waiting to burst to a site at their last responsible moment are `launches_ahead` of a
+    job due after them (the decision moves its own last moment earlier); gone once they leave."""
+    snap = PassSnapshot(now=NOW, offers=[A800], capacity_total={A800.partition: 8})
+    waits = LiveWaits()
+    waits.noted(snap, [])
+    waits.begin_pass(full=True)
+    route = "aws-east/us-east-1a/p4d/ondemand"
+    committed = DecisionFacts(max_wait_s=600.0, burst_in_s=300.0, cloud_offer=route)
+    for name in ("one", "two"):
+        [(job, _)] = store.submit(TenantId("lab"), [Submission(gpu_job(name, 1.0))], NOW)
+        waits.record(job, Decision(Action.WAIT, A800, facts=committed), policy, snap, store, 1)
+    spec = gpu_job("asked", 1.0)  # the policy's default max_wait (30 min): due after both
+    assert waits.launches_ahead(policy, spec, "lab", NOW) == {SiteId("aws-east"): 2}
+    assert waits.launches_ahead(policy, spec, "lab", NOW - timedelta(hours=1)) == {}
+    waits.begin_pass(full=True)  # the next full pass does not see them: they left the queue
+    waits.begin_pass(full=True)
+    assert waits.launches_ahead(policy, spec, "lab", NOW) == {}

@@ -1,0 +1,120 @@
+"""A partition's waiting line for the live projected wait, and the bursts lined up on each route.
+
+`Line` list-schedules a partition's line incrementally (`broker.dispatch.waits` keeps one per
+partition view): each waiter is placed once, and each start is `projected_wait_s` over the
+soonest running ends, so a projection costs the same however deep the queue. `CommittedBursts`
+keeps, per cloud site, the deadlines of jobs waiting to burst there at their last responsible
+moment (`BurstInputs.launches_ahead`). Pure.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from broker.burst.projection import projected_wait_s
+from broker.model import SiteId
+
+NEVER_S = 1e9
+"""A projected wait standing for "never" (finite, so it can be rounded and compared)."""
+
+Ahead = tuple[int, float]
+"""(units, expected runtime seconds) of a job that starts before the one projected."""
+
+
+@dataclass
+class PartitionView:
+    """One on-prem partition as a snapshot saw it, plus this snapshot's own starts."""
+
+    accelerated: bool
+    free: int
+    ends: list[tuple[float, int]] = field(default_factory=list)
+    """(expected end, units) of running and launching jobs (as epoch seconds)."""
+    backend_queue: list[Ahead] = field(default_factory=list)
+    """Broker jobs pending in the backend's own queue (Slurm): ahead of every broker waiter."""
+    foreign: int = 0
+    """Units busy with work the broker did not start (their ends: the backend's own estimate)."""
+    line: Line | None = None
+    """The line so far, list-scheduled (rebuilt when the view or the line is redrawn)."""
+
+
+@dataclass
+class Line:
+    """A partition's line list-scheduled up to its last job: where the next job starts from.
+
+    Each job of the line is placed once, so projecting the next job costs one pass over the
+    running ends however deep the queue (the same schedule as `projected_wait_s` over the
+    whole line, which it calls for each start)."""
+
+    free: int
+    heap: list[tuple[float, int]]
+    t: float
+    total: int
+    generation: int
+    applied: int = 0
+    """Broker waiters of the line placed so far."""
+    sent: int = 0
+    """Jobs pending in the backend's queue placed so far (they go before every broker waiter)."""
+
+    @classmethod
+    def of(cls, view: PartitionView, now_s: float, generation: int) -> Line:
+        """The view's running ends, then the jobs pending at the backend, placed from `now_s`."""
+        heap = list(view.ends)
+        heapq.heapify(heap)
+        line = cls(view.free, heap, now_s, view.free + sum(u for _, u in heap), generation)
+        for units, runtime in view.backend_queue:
+            line.add(units, runtime)
+        line.sent = len(view.backend_queue)
+        return line
+
+    def start(self, need: int) -> float:
+        """When a job needing `need` units would start after the line (inf: never here)."""
+        if need > self.total:
+            return math.inf
+        if self.free >= need:
+            return self.t
+        # The soonest `need - free` ends always free enough (each holds a unit or more): the
+        # projection needs only those, not a copy of every running job.
+        soonest = heapq.nsmallest(need - self.free, self.heap)
+        return self.t + projected_wait_s(self.free, soonest, (), need, self.t)
+
+    def add(self, units: int, runtime_s: float) -> None:
+        """Place the next job of the line where it starts, holding its units for `runtime_s`."""
+        at = self.start(units)
+        if math.isinf(at):
+            return  # it can never start here: it holds nothing up
+        while self.heap and self.heap[0][0] <= at:  # ends passed by then free their units
+            self.free += heapq.heappop(self.heap)[1]
+        self.free -= units
+        heapq.heappush(self.heap, (at + runtime_s, units))
+        self.t = at
+
+
+class CommittedBursts:
+    """Per cloud site, the deadlines of the jobs committed to burst there (WAIT with `burst_in_s`)."""
+
+    def __init__(self) -> None:
+        self.due: dict[str, list[tuple[float, str]]] = {}
+        self.where: dict[str, tuple[str, float]] = {}
+
+    def put(self, job_id: str, site: str | None, due_s: float) -> None:
+        """The job's latest decision: committed to burst to `site` by `due_s` (None: not)."""
+        old = self.where.pop(job_id, None)
+        if old is not None:
+            line = self.due[old[0]]
+            del line[bisect.bisect_left(line, (old[1], job_id))]
+        if site is not None:
+            bisect.insort(self.due.setdefault(site, []), (due_s, job_id))
+            self.where[job_id] = (site, due_s)
+
+    def ahead(self, due_s: float) -> Mapping[SiteId, int]:
+        """Per site, the committed bursts due before `due_s`."""
+        out: dict[SiteId, int] = {}
+        for site, line in self.due.items():
+            n = bisect.bisect_left(line, (due_s, ""))
+            if n:
+                out[SiteId(site)] = n
+        return out
