@@ -112,6 +112,11 @@ class RuleSet:
         self._memo: dict[tuple[Any, ...], Verdict] = {}
         self._rule_memo: dict[tuple[Any, ...], tuple[bool, str | None]] = {}
         self._plans: dict[tuple[Any, ...], Plan] = {}
+        self._shared: dict[tuple[Any, ...], Plan] = {}
+        self._job_index = tuple(
+            tuple(self.job_paths.index(p) for p in r.paths if p[0] == "job") for r in rules
+        )
+        """Per rule, the positions in `job_paths` (and so in a job fingerprint) of the job fields it reads."""
         # id of a variable's mapping -> (the mapping, kept alive so the id stays its own;
         # frozen value per path read from it): the site, tenant and hardware mappings are
         # shared by every group, so each field is frozen once, not once per group and rule.
@@ -125,6 +130,7 @@ class RuleSet:
         self._memo.clear()
         self._rule_memo.clear()
         self._plans.clear()
+        self._shared.clear()
         self._frozen.clear()
 
     def _fields(self, name: str, root: Any) -> dict[Path, Any]:
@@ -172,10 +178,26 @@ class RuleSet:
                 live = live_rule(i, self.natives[i], bound)
                 if live is not None:
                     (offer if rule.uses_offer else group).append(live)
-            plan = Plan(tuple(group), tuple(offer))
+            plan = self._shared_plan(tenant, fp, tuple(group), tuple(offer))
             if len(self._plans) >= FROZEN_LIMIT:
                 self._plans.clear()
             self._plans[key] = plan
+        return plan
+
+    def _shared_plan(
+        self, tenant: str, fp: tuple[Any, ...], group: tuple[Live, ...], offer: tuple[Live, ...]
+    ) -> Plan:
+        """One plan (and memo) for every job whose live rules and the job fields they still read
+        agree: jobs differing only in fields the plan already decided on share verdicts."""
+        read = sorted(
+            {j for live in (*group, *offer) if live.fixed is None for j in self._job_index[live.index]}
+        )
+        key = (tenant, group, offer, tuple(fp[j] for j in read))
+        plan = self._shared.get(key)
+        if plan is None:
+            if len(self._shared) >= FROZEN_LIMIT:
+                self._shared.clear()
+            plan = self._shared[key] = Plan(group, offer)
         return plan
 
     def evaluate(
