@@ -16,13 +16,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.model import JobSpec, Offer
-from broker.placement import GROUP_FILTERS, OFFER_FILTERS, PlacementContext
+from broker.model import JobSpec, Offer, TenantId
+from broker.placement import GROUP_FILTERS, OFFER_FILTERS, PlacementContext, forget_snapshots, place
 from broker.placement._env import Env, Group, group_offers
 from broker.placement.pipeline import keep_groups, keep_offers, passing, passing_plain
 from broker.placement.scored import score_all, score_columns
 from broker.policy import Policy, load_policy
-from tests.placement.test_fast_rules import RULES
+from tests.placement.test_fast_rules import RULES, _catalog, _seen
+from tests.placement.test_fast_rules import jobs as fuzz_jobs
 from tests.placement.test_prepared import TENANTS, contexts, jobs, offer_pools
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -167,3 +168,30 @@ def test_the_fast_path_passes_and_scores_like_the_filters_and_scorers(
     want_offers, want = score_all(plain, env)
     assert _ids(got_offers) == _ids(want_offers)
     assert got == want  # exact floats: the same operations in the same order
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=policies, data=st.data())
+def test_memos_kept_across_many_jobs_decide_like_the_plain_cel_path(
+    tmp_path_factory: Any, offers: list[Offer], key: Any, data: st.DataObject
+) -> None:
+    """Warm: one set of memos (rule plans shared by jobs that differ only in fields the plan
+    decided on, per-site and per-hardware verdicts) serves a queue of different jobs."""
+    policy = _get_policy(tmp_path_factory, key)
+    catalog = _catalog(offers, data.draw(st.integers(0, 2**32)))
+    policy.rules.clear()
+    forget_snapshots()
+    for _ in range(6):
+        job = data.draw(st.one_of(fuzz_jobs, wide_jobs))
+        tenant = data.draw(st.sampled_from(TENANTS))
+        policy.rules.fast = False
+        try:
+            plain = _seen(
+                place(job, TenantId(tenant), list(catalog), policy, PlacementContext())
+            )  # own snapshot
+        finally:
+            policy.rules.fast = True
+        assert _seen(place(job, TenantId(tenant), catalog, policy, PlacementContext())) == plain, (
+            job,
+            tenant,
+        )
