@@ -31,3 +31,4 @@ def test_bench_json_has_every_mode_with_wall_and_cpu_quantiles_and_the_load() ->
             assert 0 < figures["p50_ms"] <= figures["p99_ms"]
             assert 0 <= figures["cpu_p50_ms"] <= figures["cpu_p99_ms"]
             assert figures["decisions_per_s"] > 0
+            assert set(figures["gc_collections"]) == {"0", "1", "2"}
