@@ -32,7 +32,7 @@ from broker.placement._env import Env, Group
 from broker.placement.pipeline import GROUP_FILTERS, OFFER_FILTERS, passing, passing_plain
 from broker.placement.prepared import PreparedOffers, snapshot
 from broker.placement.rank import rank
-from broker.placement.scored import Scored, score_all, score_columns
+from broker.placement.scored import PerHour, Scored, score_all, score_columns
 from broker.placement.types import Explanation, PlacementContext, Reason, ScoredOffer
 from broker.policy import Policy
 
@@ -84,23 +84,24 @@ def place(
 class _Shape:
     """What a job shape may use in a snapshot: each passing group with its passing offers."""
 
-    __slots__ = ("_top", "kept", "rejected")
+    __slots__ = ("_per_hour", "_top", "kept", "rejected")
 
     def __init__(self, kept: list[tuple[Group, list[Offer]]]) -> None:
         self.kept = kept
         self.rejected: tuple[ScoredOffer, ...] | None = None
         self._top: float | None = None
+        self._per_hour: PerHour | None = None
+
+    def per_hour(self, policy: Policy) -> PerHour:
+        """The runtime-independent part of the shape's scores (built once, reused by every runtime)."""
+        if self._per_hour is None:
+            self._per_hour = PerHour(self.kept, policy)
+        return self._per_hour
 
     def top_hourly(self, policy: Policy) -> float:
         """The highest price per hour (policy currency) among the kept offers."""
         if self._top is None:
-            cur = policy.currency
-            hourly = (
-                o.price_per_hour * (policy.rate(o.currency or cur) or 0.0)
-                for _, offers in self.kept
-                for o in offers
-            )
-            self._top = max(hourly, default=0.0)
+            self._top = max(self.per_hour(policy).hourly, default=0.0)
         return self._top
 
 
@@ -162,8 +163,10 @@ def _decide(prepared: PreparedOffers, key: tuple[Any, ...], shape: _Shape, env: 
     dkey = (key, env.machine_h, vouchers)
     decision: _Decision | None = prepared.decisions.get(dkey)
     if decision is None:
-        score = score_columns if env.policy.rules.fast else score_all  # the reference path
-        offers, columns = score(shape.kept, env)
+        if env.policy.rules.fast:
+            offers, columns = score_columns(shape.kept, env, shape.per_hour(prepared.policy))
+        else:  # the reference path
+            offers, columns = score_all(shape.kept, env)
         decision = _Decision(Scored(offers, columns, prepared.policy.objective.rank))
         prepared.remember(prepared.decisions, dkey, decision, 1 + len(offers))
     return decision

@@ -20,6 +20,7 @@ from broker.placement.preference import preference_terms, score_preference
 from broker.placement.rank import Q, best, full_chain, sort_key
 from broker.placement.types import ScoredOffer
 from broker.placement.wait import score_wait
+from broker.policy import Policy
 
 Terms = tuple[float, float, float, float, float]
 """cost, voucher, wait, carbon, preference."""
@@ -52,20 +53,37 @@ def score_all(kept: list[tuple[Group, list[Offer]]], env: Env) -> tuple[list[Off
     return offers, columns
 
 
-def score_columns(kept: list[tuple[Group, list[Offer]]], env: Env) -> tuple[list[Offer], Columns]:
-    """`score_all`'s offers and floats, computed per term over all offers at once."""
-    policy, objective = env.policy, env.policy.objective
-    offers = [o for _, members in kept for o in members]
-    factor = env.machine_h * objective.price
-    cur = policy.currency
-    rates = _Rates(policy.rate)
-    costs = [o.price_per_hour * rates[o.currency or cur] * factor for o in offers]
-    per_second = objective.wait_hour_cost / 3600.0
-    waits = [o.expected_wait_s * per_second for o in offers] if per_second else [0.0] * len(offers)
-    return offers, (
+class PerHour:
+    """What a shape's scores share whatever the job's runtime: its offers (flat), each one's
+    price per hour in the policy currency, and each one's `wait` term."""
+
+    __slots__ = ("hourly", "offers", "waits")
+
+    def __init__(self, kept: list[tuple[Group, list[Offer]]], policy: Policy) -> None:
+        self.offers = [o for _, members in kept for o in members]
+        cur = policy.currency
+        rates = _Rates(policy.rate)
+        self.hourly = [o.price_per_hour * rates[o.currency or cur] for o in self.offers]
+        per_second = policy.objective.wait_hour_cost / 3600.0
+        self.waits = (
+            [o.expected_wait_s * per_second for o in self.offers] if per_second else [0.0] * len(self.offers)
+        )
+
+
+def score_columns(
+    kept: list[tuple[Group, list[Offer]]], env: Env, per_hour: PerHour | None = None
+) -> tuple[list[Offer], Columns]:
+    """`score_all`'s offers and floats, computed per term over all offers at once.
+
+    `cost` is (price x rate) x (node-hours x weight), as `score_cost` computes it, so the
+    price per hour may come from a `PerHour` kept for the shape (a new runtime reuses it)."""
+    base = per_hour or PerHour(kept, env.policy)
+    factor = env.machine_h * env.policy.objective.price
+    costs = [h * factor for h in base.hourly]
+    return base.offers, (
         costs,
         voucher_columns(kept, env, costs),
-        waits,
+        base.waits,
         carbon_terms(kept, env),
         preference_terms(kept, env),
     )
@@ -99,8 +117,14 @@ class Scored(Sequence[ScoredOffer]):
     def _make(self, i: int) -> ScoredOffer:
         s = self._built.get(i)
         if s is None:
-            c, v, w, k, p = (column[i] for column in self._columns)
-            terms = {"cost": c, "voucher": v, "wait": w, "carbon": k, "preference": p}
+            cost, voucher, wait, carbon, pref = self._columns
+            terms = {
+                "cost": cost[i],
+                "voucher": voucher[i],
+                "wait": wait[i],
+                "carbon": carbon[i],
+                "preference": pref[i],
+            }
             s = self._built[i] = _new(ScoredOffer, (self._offers[i], True, (), self._scores[i], terms))
         return s
 
@@ -121,8 +145,18 @@ class Scored(Sequence[ScoredOffer]):
 
     @property
     def items(self) -> list[ScoredOffer]:
-        if self._list is None:
-            self._list = [self._make(i) for i in range(len(self._offers))]
+        if self._list is None:  # one pass; the ones `_best` built (`chosen`) stay the same objects
+            get = self._built.get
+            self._list = [
+                get(i)
+                or _new(
+                    ScoredOffer,
+                    (o, True, (), s, {"cost": c, "voucher": v, "wait": w, "carbon": k, "preference": p}),
+                )
+                for i, (o, s, c, v, w, k, p) in enumerate(
+                    zip(self._offers, self._scores, *self._columns, strict=True)
+                )
+            ]
         return self._list
 
     def __len__(self) -> int:
