@@ -139,6 +139,8 @@ class Route:
     running: int = 0
     ended: deque[tuple[float, bool]] = field(default_factory=deque)
     """(end time, failed) of recent attempts, oldest first."""
+    quiet: tuple[tuple[int, int, int], RouteState] | None = None
+    """The last state read with no failure in the window, by (provisioning, running, attempts)."""
 
 
 class Clouds:
@@ -194,18 +196,30 @@ class Clouds:
     def states(self, t: float, now: datetime) -> dict[SiteId, RouteState]:
         out: dict[SiteId, RouteState] = {}
         for site, r in self.routes.items():
-            while r.ended and r.ended[0][0] < t - self.window_s:
-                r.ended.popleft()
-            fails = [e for e, f in r.ended if f]
-            last = now + timedelta(seconds=fails[-1] - t) if fails else None
-            out[SiteId(site)] = RouteState(
-                provisioning=r.provisioning,
-                running=r.running,
-                recent_attempts=len(r.ended),
-                recent_failures=len(fails),
-                last_failure=last,
-            )
+            ended = r.ended
+            while ended and ended[0][0] < t - self.window_s:
+                ended.popleft()
+            fails = [e for e, f in ended if f] if ended else []
+            if fails:
+                last = now + timedelta(seconds=fails[-1] - t)
+                state = _route(r, len(ended), len(fails), last)
+            else:  # no failure in the window: the state does not depend on the time, keep it
+                key = (r.provisioning, r.running, len(ended))
+                if r.quiet is None or r.quiet[0] != key:
+                    r.quiet = (key, _route(r, len(ended), 0, None))
+                state = r.quiet[1]
+            out[SiteId(site)] = state
         return out
+
+
+def _route(r: Route, attempts: int, failures: int, last: datetime | None) -> RouteState:
+    return RouteState(
+        provisioning=r.provisioning,
+        running=r.running,
+        recent_attempts=attempts,
+        recent_failures=failures,
+        last_failure=last,
+    )
 
 
 class Ledger:

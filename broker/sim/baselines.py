@@ -40,6 +40,7 @@ class Baseline:
         self.facts = facts
         self.ttl_s = policy.burst.blocklist_ttl.capacity.total_seconds()
         self._free: tuple[PassSnapshot | None, dict[str, int]] = (None, {})
+        self._listed: tuple[Sequence[Offer] | None, list[Offer]] = (None, [])
         self._onprem_sites = frozenset(site.id for site in policy.sites if site.partitions)
         self._split: dict[int, tuple[Sequence[Offer], list[Offer], Sequence[Offer]]] = {}
         self._verdicts: tuple[frozenset[str], dict[str, bool]] = (frozenset(), {})
@@ -57,9 +58,11 @@ class Baseline:
 
     def _free_now(self, snap: PassSnapshot, key: str) -> int:
         if self._free[0] is not snap:
+            if self._listed[0] is not snap.offers:  # the run's one catalog: its on-prem offers once
+                self._listed = (snap.offers, [o for o in snap.offers if o.site in self._onprem_sites])
             free = {}
-            for o in snap.offers:
-                if o.free is not None and o.site in self._onprem_sites:
+            for o in self._listed[1]:
+                if o.free is not None:
                     free[partition_key(o)] = o.free
             for part, (units, _) in snap.capacity.items():
                 free[part] = units
