@@ -2,7 +2,9 @@
 
 Rules, in order:
 1. Placement (`broker.placement.place`) ranks every offer; only allowed offers count.
-2. On-prem capacity free now → run there (the best-scoring free on-prem offer).
+2. On-prem capacity free now → run there (the best-scoring free on-prem offer), unless, with
+   projected waits, a cheaper partition (its projected wait charged at wait_hour_cost) is
+   projected to start the job with a provisioning p95 to spare: the job waits for that one.
 3. On-prem would make the job wait W. With W within what is left of its `max_wait`, the job
    waits on-prem (a site that queues jobs itself, like Slurm, is sent the job now).
 4. Beyond it, the job bursts to the best allowed cloud offer whose total cost (price ×
@@ -10,7 +12,8 @@ Rules, in order:
    the lateness cost past max_wait) — within the tenant's budget, the global cap and the
    per-route limits. The burst condition must hold for `burst.hysteresis` before acting,
    unless the job's remaining allowed wait is shorter than that; with projected waits the
-   job instead bursts at its last responsible moment (deadline minus provisioning p95).
+   job instead bursts at its last responsible moment (deadline minus the route's provisioning
+   p95, one p95 earlier per full round of `max_provisioning` bursts lined up there ahead of it).
 5. A job no on-prem offer can run at all goes straight to the best cloud offer.
 
 The result is a typed, frozen `broker.decision.Decision`; its JSON is made by `broker.serde_decision`.

@@ -5,6 +5,7 @@ tenant further below its share. Asserts decisions and outcomes (on time or not),
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from broker.sim.queues import ProjectedQueues
 from broker.sim.run import simulate
 from broker.sim.scenario import Delay, Scenario
 from broker.sim.traces import TraceJob
+from tests.brokerproc import ROOT
 from tests.sim.conftest import CATALOG, CONFIGS, POLICY
 
 
@@ -83,3 +85,18 @@ def test_over_share_tenant_is_projected_behind_an_under_share_tenant() -> None:
     early = (1, 800.0, 60.0, "b2")  # keyed before small's job, but small's tenant goes first
     assert queues.project(early, 8, 0.0, 1e9, accelerated=True)["p/x"] == 6000.0
     assert queues.project(early, 8, 0.0, 1e9, accelerated=True, first=frozenset({"small"}))["p/x"] == 9000.0
+
+
+def test_decision_quality_bench_applies_burst_overrides() -> None:
+    # The README's projected rows run `bench/decision_quality.py ... --burst wait_model=projected
+    # late_wait_factor=4`: the overrides reach the policy every scenario runs with.
+    spec = importlib.util.spec_from_file_location("decision_quality", ROOT / "bench/decision_quality.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.BURST[:] = ["wait_model=projected", "late_wait_factor=4"]
+    knobs = bench.knobs()
+    assert knobs["wait_model"] == "projected" and knobs["late_wait_factor"] == 4.0
+    assert knobs["wait_estimate_factor"] == 0.4  # the rest as configs/policy-sim.yaml has it
+    bench.BURST[:] = []
+    assert bench.knobs()["wait_model"] == "fluid"
