@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
+
 from broker.burst import demand, effective_max_wait
 from broker.burst.decision import onprem_sites
 from broker.burst.money import BEIJING
@@ -195,11 +197,65 @@ def _priced(
         elif cloud is None or cost < cloud:
             cloud = cost
     order.sort()
-    ranked = [s.offer for s in rank(list(onprem_scored), policy.objective.rank)] if onprem_scored else []
-    if len(kept) < len(rows):  # spot offers left out: keep the ranking to the kept ones
-        held = {id(o) for o in kept}
-        ranked = [o for o in ranked if id(o) in held]
-    return JobFacts(tuple(kept), onprem, cloud, costs, tuple(kept[c[3]] for c in order), tuple(ranked))
+    ranked = _kept(_rank_onprem(policy, onprem_scored), kept, len(kept) < len(rows))
+    return JobFacts(tuple(kept), onprem, cloud, costs, tuple(kept[c[3]] for c in order), ranked)
+
+
+def _rank_onprem(policy: Policy, onprem_scored: Sequence[ScoredOffer]) -> tuple[Offer, ...]:
+    """The allowed on-prem offers by the policy's rank chain."""
+    return tuple(s.offer for s in rank(list(onprem_scored), policy.objective.rank)) if onprem_scored else ()
+
+
+def _kept(ranked: tuple[Offer, ...], kept: Sequence[Offer], dropped: bool) -> tuple[Offer, ...]:
+    """`ranked` without the offers the spot check dropped (if any were)."""
+    if not dropped:
+        return ranked
+    held = {id(o) for o in kept}
+    return tuple(o for o in ranked if id(o) in held)
+
+
+class _Priced:
+    """One shape's allowed offers as arrays, priced for each job of the shape at once: the same
+    floats (price x hours x nodes, in that order) and the same orders as `_priced`."""
+
+    def __init__(self, rows: Sequence[_Row]) -> None:
+        self.offers = np.empty(len(rows), dtype=object)
+        self.offers[:] = [r[0] for r in rows]
+        self.keys = np.array([r[1] for r in rows], dtype=object)
+        self.hourly = np.array([r[2] for r in rows], dtype=np.float64)
+        self.home = [(i, r[3]) for i, r in enumerate(rows) if r[3] is not None]
+        self.cloud = np.array([i for i, r in enumerate(rows) if r[3] is None], dtype=np.int64)
+        sites = [r[0].site for r in rows]
+        self.site_rank = np.unique(np.array(sites, dtype=object), return_inverse=True)[1]
+        self.key_rank = np.unique(self.keys, return_inverse=True)[1]
+        self.spot: dict[str, tuple[Offer, list[int]]] = {}  # site -> (its first spot offer, rows)
+        for i, r in enumerate(rows):
+            if r[0].spot:
+                self.spot.setdefault(r[0].site, (r[0], []))[1].append(i)
+
+    def facts(self, job: SimJob, policy: Policy, onprem_ranked: tuple[Offer, ...]) -> JobFacts:
+        runtime_h = job.runtime_s / 3600
+        hours = np.full(len(self.hourly), runtime_h)
+        keep = np.ones(len(self.hourly), dtype=bool)
+        for o, idx in self.spot.values():
+            if spot_refusal(job.spec, o, policy, slack_h=None) is None:
+                hours[idx] = offer_outlook(job.spec, o, policy, runtime_h).billed_h
+            else:
+                keep[idx] = False
+        cost = self.hourly * hours * job.spec.resources.nodes
+        kept = np.flatnonzero(keep)
+        values = cost.tolist()
+        onprem: dict[str, float] = {}
+        for i, part in self.home:
+            if keep[i]:
+                onprem[part] = min(values[i], onprem.get(part, values[i]))
+        clouds = self.cloud[keep[self.cloud]]
+        cloud = float(cost[clouds].min()) if len(clouds) else None
+        order = kept[np.lexsort((kept, self.key_rank[kept], self.site_rank[kept], cost[kept]))]
+        allowed = self.offers[kept].tolist()
+        costs = dict(zip(self.keys[kept].tolist(), cost[kept].tolist(), strict=True))
+        ranked = _kept(onprem_ranked, allowed, len(kept) < len(keep))
+        return JobFacts(tuple(allowed), onprem, cloud, costs, tuple(self.offers[order].tolist()), ranked)
 
 
 def _offer_facts(o: Offer, policy: Policy) -> tuple[str, float, str | None]:
@@ -234,7 +290,8 @@ def all_facts(jobs: Sequence[SimJob], policy: Policy) -> list[JobFacts]:
     keys = {id(o): _offer_facts(o, policy) for o in offers}  # the facts share these offer objects
     home = onprem_sites(policy)
     local = prepare_offers([o for o in offers if o.site in home], policy)
-    rows: dict[tuple[str, int], tuple[JobSpec, list[_Row]]] = {}  # (tenant, id of the shape)
+    shapes: dict[tuple[str, int], tuple[JobSpec, _Priced]] = {}  # (tenant, id of the shape)
+    onprem: dict[tuple[str, int, float], tuple[Offer, ...]] = {}  # (tenant, shape, runtime)
     out = []
     for j in jobs:
         shape = shape_of(j, policy)
@@ -242,10 +299,18 @@ def all_facts(jobs: Sequence[SimJob], policy: Policy) -> list[JobFacts]:
             out.append(job_facts(j, policy, offers, keys))
             continue
         ctx = PlacementContext(now=j.created_at)
-        hit = rows.get((j.tenant, id(shape)))
+        hit = shapes.get((j.tenant, id(shape)))
         if hit is None or hit[0] is not shape:
             allowed = place(shape, j.tenant, offers, policy, ctx).unranked
-            hit = rows[(j.tenant, id(shape))] = (shape, _rows([s.offer for s in allowed], policy, keys))
-        scored = place(j.spec, j.tenant, local, policy, ctx).unranked if local else ()
-        out.append(_priced(j, policy, hit[1], scored))
+            hit = shapes[(j.tenant, id(shape))] = (
+                shape,
+                _Priced(_rows([s.offer for s in allowed], policy, keys)),
+            )
+        # On-prem scores read the runtime (and the shape), not the name: one ranking per runtime.
+        at = (j.tenant, id(shape), j.runtime_s)
+        ranked = onprem.get(at)
+        if ranked is None:
+            scored = place(j.spec, j.tenant, local, policy, ctx).unranked if local else ()
+            ranked = onprem[at] = _rank_onprem(policy, scored)
+        out.append(hit[1].facts(j, policy, ranked))
     return out
