@@ -39,6 +39,8 @@ class Live:
 
 
 MATCHED: Outcome = (True, None)
+UNMATCHED: Outcome = (False, None)
+"""The two error-free outcomes, shared (memos hold one of them per rule and site or hardware)."""
 
 
 def live_rule(index: int, native: Native | None, bound: Mapping[str, Any]) -> Live | None:
@@ -63,7 +65,7 @@ def run_native(native: Native | None, variables: Mapping[str, Any]) -> Outcome |
     if native is None:
         return None
     try:
-        return native.fn(variables), None
+        return MATCHED if native.fn(variables) else UNMATCHED
     except (Fallback, Unknown):
         return None
 
@@ -75,7 +77,7 @@ UNDECIDED: Outcome = (False, "undecided")
 def decided_without(native: Native, variables: Mapping[str, Any], unbound: str) -> Outcome:
     """The outcome with `unbound` left out (`UNDECIDED` when it matters or CEL must decide)."""
     try:
-        return native.fn({k: v for k, v in variables.items() if k != unbound}), None
+        return MATCHED if native.fn({k: v for k, v in variables.items() if k != unbound}) else UNMATCHED
     except (Fallback, Unknown):
         return UNDECIDED
 
