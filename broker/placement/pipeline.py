@@ -54,6 +54,17 @@ OFFER_FILTERS: tuple[OfferFilter, ...] = (
     filter_offer_rules,
 )
 
+KEEP_ORDER: tuple[OfferFilter, ...] = (
+    filter_spot,
+    filter_hardware_size,
+    filter_price_cap,
+    filter_gang,
+    filter_blocked_offers,
+    filter_offer_rules,
+)
+"""`OFFER_FILTERS` in the order the decision runs them: each keeps an offer on its own fields
+(and its group's), so the order changes no result, only how many offers the later ones see."""
+
 KEEP_GROUPS: dict[GroupFilter, Callable[[Env], GroupKeep | None]] = {
     filter_health: keep_healthy,
     filter_blocked_sites: keep_unblocked_sites,
@@ -99,7 +110,7 @@ def passing(candidates: tuple[Group, ...], env: Env) -> list[tuple[Group, list[O
         if keep is not None:
             groups = keep(groups)
     kept: Kept = [(g, g.offers) for g in groups if g.offers]
-    for of in OFFER_FILTERS:  # each step over every group at once: one call per filter, not per group
+    for of in KEEP_ORDER:  # each step over every group at once: one call per filter, not per group
         if not kept:
             break
         step = keep_offers(of, env)

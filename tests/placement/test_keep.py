@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from broker.model import JobSpec, Offer, TenantId
 from broker.placement import GROUP_FILTERS, OFFER_FILTERS, PlacementContext, forget_snapshots, place
 from broker.placement._env import Env, Group, group_offers
-from broker.placement.pipeline import keep_groups, keep_offers, passing, passing_plain
+from broker.placement.pipeline import KEEP_ORDER, keep_groups, keep_offers, passing, passing_plain
 from broker.placement.scored import score_all, score_columns
 from broker.policy import Policy, load_policy
 from tests.placement.test_fast_rules import RULES, _catalog, _seen
@@ -195,3 +195,7 @@ def test_memos_kept_across_many_jobs_decide_like_the_plain_cel_path(
             job,
             tenant,
         )
+
+
+def test_the_decision_runs_every_offer_filter_once() -> None:
+    assert sorted(map(id, KEEP_ORDER)) == sorted(map(id, OFFER_FILTERS))
