@@ -132,16 +132,27 @@ def group_offers(offers: Sequence[Offer], policy: Policy) -> list[Group]:
     """Group offers by (site, accelerator), keeping first-seen order."""
     groups: dict[tuple[str, str | None], list[Offer]] = {}
     get = groups.get
+    last: tuple[str, str | None] | None = None
+    members: list[Offer] = []
     for key, offer in zip(map(_group_key, offers), offers, strict=True):
-        members = get(key)
-        if members is None:
-            groups[key] = [offer]
-        else:
+        if key == last:  # catalogs and readings list a site's offers together: runs of one group
             members.append(offer)
+            continue
+        found = get(key)
+        if found is None:
+            members = groups[key] = [offer]
+        else:
+            members = found
+            members.append(offer)
+        last = key
     out = []
     sites = policy.index.sites
+    hardware: dict[str | None, Hardware] = {}
     for (site_id, acc), members in groups.items():
-        g = Group(site_id, acc, sites.get(site_id), policy.hardware(acc))
+        hw = hardware.get(acc)
+        if hw is None:
+            hw = hardware[acc] = policy.hardware(acc)
+        g = Group(site_id, acc, sites.get(site_id), hw)
         g.offers = members
         out.append(g)
     return out

@@ -199,3 +199,18 @@ def test_memos_kept_across_many_jobs_decide_like_the_plain_cel_path(
 
 def test_the_decision_runs_every_offer_filter_once() -> None:
     assert sorted(map(id, KEEP_ORDER)) == sorted(map(id, OFFER_FILTERS))
+
+
+@SETTINGS
+@given(data=st.data())
+def test_grouping_keeps_first_seen_groups_and_input_order(
+    policy: Policy, offers: list[Offer], data: st.DataObject
+) -> None:
+    pool = data.draw(offer_pools(offers))
+    pool = pool + data.draw(st.permutations(pool))  # runs and interleavings of the same groups
+    naive: dict[tuple[str, str | None], list[Offer]] = {}
+    for o in pool:
+        naive.setdefault((o.site, o.accelerator), []).append(o)
+    got = group_offers(pool, policy)
+    assert [(g.site_id, g.accelerator) for g in got] == list(naive)
+    assert [_ids(g.offers) for g in got] == [_ids(m) for m in naive.values()]
