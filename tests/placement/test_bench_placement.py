@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_bench_json_has_every_mode_with_wall_and_cpu_quantiles_and_the_load() -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench/placement.py"), "--json", "--sizes", "60,120", "--decisions", "9"],
+        [sys.executable, str(ROOT / "bench/placement.py"), "--json", "--sizes", "452,1000", "--decisions", "9"],
         capture_output=True,
         text=True,
         check=True,
@@ -23,7 +23,7 @@ def test_bench_json_has_every_mode_with_wall_and_cpu_quantiles_and_the_load() ->
     assert report["headline"] == "cold"
     assert report["machine"]["cpus"] >= 1
     assert len(report["machine"]["load_average_1_5_15m"]["before"]) == 3
-    assert [r["offers"] for r in report["results"]] == [60, 120]
+    assert [r["offers"] for r in report["results"]] == [452, 1000]  # the README's sizes
     for row in report["results"]:
         assert row["rules"] == 20
         for mode in ("cold", "warm_rules", "repeated"):
