@@ -13,7 +13,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_bench_json_has_every_mode_with_wall_and_cpu_quantiles_and_the_load() -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench/placement.py"), "--json", "--sizes", "452,1000", "--decisions", "9"],
+        [
+            sys.executable,
+            str(ROOT / "bench/placement.py"),
+            "--json",
+            "--sizes",
+            "452,1000",
+            "--decisions",
+            "9",
+        ],
         capture_output=True,
         text=True,
         check=True,
