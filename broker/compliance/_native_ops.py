@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from broker.errors import BrokerError
 
@@ -126,12 +127,47 @@ _RELATIONS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+_CONSTANTS: WeakKeyDictionary[Fn, Any] = WeakKeyDictionary()
+_VARIABLES: WeakKeyDictionary[Fn, str] = WeakKeyDictionary()
+"""Which compiled closures are a literal or a bare variable: the common shapes get one closure
+(`x.f == "lit"`), not a chain of them, with the same answers and the same raises."""
+
+
 def relation(op: str, a: Fn, b: Fn) -> Fn:
+    if op in ("==", "!=") and b in _CONSTANTS and _CONSTANTS[b].__class__ is str:
+        return _equals_text(a, _CONSTANTS[b], op == "!=")
     rel = _RELATIONS[op]
     return lambda env: rel(a(env), b(env))
 
 
+def _equals_text(a: Fn, text: str, negate: bool) -> Fn:
+    """`a == "text"` (or `!=`): `_eq` with its string case first."""
+
+    def run(env: Mapping[str, Any]) -> bool:
+        x = a(env)
+        if x.__class__ is str:
+            return x != text if negate else x == text
+        if kind(x) is None:
+            raise Fallback
+        return negate  # another CEL type never equals a string
+
+    return run
+
+
 def field(base: Fn, name: str) -> Fn:
+    root = _VARIABLES.get(base)
+    if root is not None:  # `variable.name`: one closure
+
+        def top(env: Mapping[str, Any]) -> Any:
+            node = env.get(root, _UNBOUND)
+            if node is _UNBOUND:
+                raise Unknown
+            if node.__class__ is not dict or name not in node:
+                raise Fallback
+            return node[name]
+
+        return top
+
     def run(env: Mapping[str, Any]) -> Any:
         node = base(env)
         if node.__class__ is not dict or name not in node:
@@ -151,11 +187,16 @@ def variable(name: str) -> Fn:
             raise Unknown
         return value
 
+    _VARIABLES[run] = name
     return run
 
 
 def constant(value: Any) -> Fn:
-    return lambda env: value
+    def run(env: Mapping[str, Any]) -> Any:
+        return value
+
+    _CONSTANTS[run] = value
+    return run
 
 
 def size(arg: Fn) -> Fn:
