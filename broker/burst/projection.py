@@ -7,14 +7,14 @@ starts after them. Jobs ahead that will burst are left out by the caller. This i
 scheduling without backfill, so it errs late when small jobs slip past big ones.
 
 The expected end of a running job is its start plus its runtime estimate corrected by the
-tenant's learned ratio of actual to estimated runtime (`RuntimeRatios`).
+tenant's learned ratio of actual to estimated runtime (`broker.burst.runtimes`).
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 
@@ -69,21 +69,3 @@ def projected_wait_s(
     if not start(need):
         return math.inf
     return t - now_s
-
-
-class RuntimeRatios:
-    """Per-tenant ratio of actual to estimated runtime, learned from finished jobs (EWMA)."""
-
-    def __init__(self, weight: float = 0.1, initial: Mapping[str, float] | None = None) -> None:
-        self.weight = weight
-        self.ratios: dict[str, float] = dict(initial or {})
-
-    def observe(self, tenant: str, estimated_s: float, actual_s: float) -> None:
-        if estimated_s <= 0 or actual_s < 0:
-            return
-        r = min(4.0, max(0.01, actual_s / estimated_s))
-        old = self.ratios.get(tenant)
-        self.ratios[tenant] = r if old is None else old + self.weight * (r - old)
-
-    def ratio(self, tenant: str) -> float:
-        return self.ratios.get(tenant, 1.0)

@@ -1,37 +1,27 @@
 """Each tenant's learned ratio of actual to estimated runtime, read from the store's history.
 
 The live wait projection stretches a running or queued job's runtime estimate by its tenant's
-ratio: a tenant whose jobs ran twice their estimates gets projections twice as long. The ratio
-is the median over the tenant's newest `window` succeeded jobs (robust to one job that hung),
-clamped to [`LOW`, `HIGH`]; no history gives 1.0. Each tenant's history is read again after
-`ttl_s` of clock time, or sooner when one of its jobs finishes (`forget`).
+ratio: a tenant whose jobs ran twice their estimates gets projections twice as long. The rule
+(median over the newest `window` succeeded jobs, clamped, 1.0 without history) is
+`broker.burst.runtimes.learned_ratio`, the simulator's too; this module only reads the history
+from the store. Each tenant's history is read again after `ttl_s` of clock time, or sooner when
+one of its jobs finishes (`forget`).
 """
 
 from __future__ import annotations
 
 import logging
-import statistics
-from collections.abc import Sequence
 from datetime import datetime
 
+from broker.burst.runtimes import HIGH, LOW, WINDOW, learned_ratio
 from broker.model import TenantId
 from broker.store import JobStore, StoreError
 
 log = logging.getLogger(__name__)
 
-WINDOW = 50
-"""Finished jobs per tenant the ratio is learned from (the store reads no more)."""
-LOW, HIGH = 0.25, 4.0
-"""The ratio's clamp: an estimate is never taken as more than 4x too long or too short."""
+__all__ = ["HIGH", "LOW", "WINDOW", "LearnedRatios", "learned_ratio"]
+
 TTL_S = 300.0
-
-
-def learned_ratio(runs: Sequence[tuple[float, float]]) -> float:
-    """Median actual/estimate of (estimate, actual) seconds pairs, clamped; 1.0 without history. Pure."""
-    ratios = [actual / est for est, actual in runs if est > 0 and actual >= 0]
-    if not ratios:
-        return 1.0
-    return min(HIGH, max(LOW, statistics.median(ratios)))
 
 
 class LearnedRatios:

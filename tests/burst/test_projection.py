@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.burst.projection import RuntimeRatios, projected_wait_s, queue_key
+from broker.burst.projection import projected_wait_s, queue_key
 from broker.fairshare import Demand, TenantState, order
 from broker.model import Priority
 from broker.policy import load_policy
@@ -38,17 +38,6 @@ def test_projection_follows_running_ends_and_the_queue_ahead() -> None:
     assert projected_wait_s(2, ends, [(5, 50.0)], 1, 0.0) == 0.0
     # Stops early once past the horizon: only "later than that" is known.
     assert projected_wait_s(0, [(1000.0, 4)], [(4, 9999.0)], 1, 0.0, give_up_after_s=10.0) == 1000.0
-
-
-def test_runtime_ratio_is_learned_per_tenant() -> None:
-    ratios = RuntimeRatios(weight=0.5)
-    assert ratios.ratio("a") == 1.0
-    ratios.observe("a", 3600, 1800)
-    ratios.observe("a", 3600, 1800)
-    assert ratios.ratio("a") == pytest.approx(0.5)
-    ratios.observe("a", 3600, 3600)
-    assert ratios.ratio("a") == pytest.approx(0.75)
-    assert ratios.ratio("b") == 1.0
 
 
 def test_deadline_orders_jobs_within_a_priority_and_fair_share_wraps_it() -> None:

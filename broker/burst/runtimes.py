@@ -1,0 +1,52 @@
+"""Each tenant's learned ratio of actual to estimated runtime. Pure.
+
+Projections stretch a job's runtime estimate by its tenant's ratio: a tenant whose jobs ran
+half their estimates gets projections half as long. The ratio is the median over the tenant's
+newest `WINDOW` finished jobs (robust to one job that hung), clamped to [`LOW`, `HIGH`]; no
+history gives 1.0. The live dispatcher learns it from the store (`broker.dispatch.runtimes`),
+the simulator from the jobs it finishes (`RatioLearner`): one rule, both sides.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from collections.abc import Iterable
+
+WINDOW = 50
+"""Finished jobs per tenant the ratio is learned from (the newest ones)."""
+LOW, HIGH = 0.25, 4.0
+"""The ratio's clamp: an estimate is never taken as more than 4x too long or too short."""
+
+
+def learned_ratio(runs: Iterable[tuple[float, float]]) -> float:
+    """Median actual/estimate of (estimate, actual) seconds pairs, clamped; 1.0 without history."""
+    ratios = [actual / est for est, actual in runs if est > 0 and actual >= 0]
+    if not ratios:
+        return 1.0
+    return min(HIGH, max(LOW, statistics.median(ratios)))
+
+
+class RatioLearner:
+    """Per-tenant ratios learned from finished jobs as they finish (the newest `window` each)."""
+
+    def __init__(self, window: int = WINDOW) -> None:
+        self.window = window
+        self._runs: dict[str, deque[tuple[float, float]]] = {}
+        self._ratio: dict[str, float] = {}
+        self.version = 0
+        """Bumped whenever a ratio changes (cached projections are stale then)."""
+
+    def observe(self, tenant: str, estimated_s: float, actual_s: float) -> None:
+        """One of the tenant's jobs finished: it ran `actual_s` against `estimated_s`."""
+        runs = self._runs.get(tenant)
+        if runs is None:
+            runs = self._runs[tenant] = deque(maxlen=self.window)
+        runs.append((estimated_s, actual_s))
+        value = learned_ratio(runs)
+        if value != self._ratio.get(tenant, 1.0):
+            self.version += 1
+        self._ratio[tenant] = value
+
+    def ratio(self, tenant: str) -> float:
+        return self._ratio.get(tenant, 1.0)

@@ -1,0 +1,46 @@
+"""The one learner of actual/estimate runtime ratios (live and simulated): median, window, clamp."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.burst.runtimes import HIGH, LOW, RatioLearner, learned_ratio
+from broker.dispatch import runtimes as live
+
+
+def test_the_ratio_is_the_median_so_one_hung_job_does_not_move_it() -> None:
+    runs = [(3600.0, 1800.0), (3600.0, 1800.0), (3600.0, 36000.0)]
+    assert learned_ratio(runs) == pytest.approx(0.5)
+    assert learned_ratio([(100.0, 100.0), (100.0, 300.0)]) == pytest.approx(2.0)
+
+
+def test_no_history_or_no_usable_estimate_gives_one() -> None:
+    assert learned_ratio([]) == 1.0
+    assert learned_ratio([(0.0, 60.0), (-5.0, 60.0)]) == 1.0
+    assert RatioLearner().ratio("nobody") == 1.0
+
+
+def test_the_ratio_is_clamped() -> None:
+    assert (LOW, HIGH) == (0.25, 4.0)
+    assert learned_ratio([(3600.0, 36000.0)]) == HIGH
+    assert learned_ratio([(3600.0, 60.0)]) == LOW
+
+
+def test_the_learner_keeps_each_tenants_newest_window() -> None:
+    learner = RatioLearner(window=3)
+    for _ in range(5):
+        learner.observe("a", 1000.0, 4000.0)  # old history: 4x
+    before = learner.version
+    for _ in range(3):
+        learner.observe("a", 1000.0, 500.0)  # the newest three: 0.5x
+    assert learner.ratio("a") == pytest.approx(0.5)
+    assert learner.version > before
+    assert learner.ratio("b") == 1.0
+    learner.observe("b", 1000.0, 2000.0)
+    assert learner.ratio("b") == pytest.approx(2.0) and learner.ratio("a") == pytest.approx(0.5)
+
+
+def test_live_and_simulated_sides_share_one_rule() -> None:
+    assert live.learned_ratio is learned_ratio
+    assert live.LOW == LOW and live.HIGH == HIGH
+    assert live.LearnedRatios().window == RatioLearner().window
