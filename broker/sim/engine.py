@@ -32,6 +32,7 @@ from broker.model import Offer
 from broker.policy import Policy
 from broker.sim.audit import Auditor
 from broker.sim.backends import Clouds, Ledger, OfferBook, Partition, onprem_partitions
+from broker.sim.expected import estimate_of
 from broker.sim.fairbook import IncrementalBook
 from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.metrics import RunResult, Series, carbon_g
@@ -157,6 +158,7 @@ class Engine:
             assert st.offer is not None
             key = partition_key(st.offer)
             self.parts[key].finish(self.t, job.demand)
+            self.projected.running.ended(key, job)
             self.fair.ended(str(j), EPOCH + timedelta(seconds=self.t))
             st.rec.end_s = self.t
             self._pass(self._heads(key), "capacity")
@@ -202,6 +204,7 @@ class Engine:
                 self._requeue(job, st)
             else:
                 st.rec.end_s = self.t
+                self.projected.running.learn(job)
                 self._pass(self._cloud_heads(), "route")
 
     def _requeue(self, job: SimJob, st: SimState) -> None:
@@ -303,10 +306,10 @@ class Engine:
         """Queue the job where the decision waits (backlog, projection, re-decision triggers)."""
         j = job.index
         if d.offer is not None and partition_key(d.offer) in self.fen:
-            st.wait_key, st.wait_units_h = partition_key(d.offer), job.demand * job.runtime_s / 3600
+            st.wait_key, st.wait_units_h = partition_key(d.offer), job.demand * estimate_of(job) / 3600
             self.fen[st.wait_key].add(j, st.wait_units_h)
             if d.facts.burst_in_s is None:  # a job about to burst holds up nobody
-                left = job.runtime_s - st.done_s
+                left = self.projected.running.expected_left(job, st.done_s)
                 self.projected.add(st.wait_key, j, dispatch_key(job), job.demand, left, job.tenant)
             elif d.facts.cloud_offer is not None:  # it takes a launch slot there at its last moment
                 self.launches.add(d.facts.cloud_offer.split("/")[0], j, job.arrival_s + job.max_wait_s)
@@ -325,15 +328,15 @@ class Engine:
             self._push(max(when, self.t + 1.0), TIMER, j, st.timer_ver)
 
     def _start_onprem(self, job: SimJob, st: SimState, offer: Offer, snap: PassSnapshot) -> None:
-        left = job.runtime_s - st.done_s
-        part = self.parts[partition_key(offer)]
-        part.start(job.demand, self.t + left)
+        left, key = job.runtime_s - st.done_s, partition_key(offer)
+        self.parts[key].start(job.demand, self.t + max(0.0, estimate_of(job) - st.done_s))
+        self.projected.running.started(key, job, self.t, st.done_s)
         r = job.spec.resources
         self.fair.started(
             str(job.index),
             Holding(
                 job.tenant,
-                partition_key(offer),
+                key,
                 Demand(r.accelerators.count, r.cpus, r.memory_gb),
                 job.demand,
                 snap.now,

@@ -29,6 +29,7 @@ from broker.placement import PlacementContext, ScoredOffer, place, prepare_offer
 from broker.placement.rank import rank
 from broker.policy import Policy
 from broker.policy.offers import static_offers
+from broker.sim.estimates import estimate_s
 from broker.sim.scenario import Scenario
 from broker.sim.traces import TraceJob
 
@@ -77,7 +78,7 @@ def build_jobs(trace: Sequence[TraceJob], policy: Policy, scenario: Scenario) ->
         spec = JobSpec(
             name=f"j-{i}",
             command=("sim",),
-            runtime_estimate=timedelta(seconds=runtime),
+            runtime_estimate=timedelta(seconds=estimate_s(scenario, tenant, i, runtime, MAX_RUNTIME_S)),
             resources=Resources(
                 accelerators=AcceleratorRequest(count=tj.count, any_of=accel),
                 cpus=tj.cpus,

@@ -17,6 +17,7 @@ from broker.burst.projection import projected_wait_s, queue_key
 from broker.fairshare import Demand, TenantState, share_ratios
 from broker.model import SiteId
 from broker.sim.backends import Partition
+from broker.sim.expected import RunningEnds
 from broker.sim.jobs import SimJob
 
 Key = tuple[int, float, float, str]
@@ -61,8 +62,10 @@ class LaunchQueue:
 
 
 class ProjectedQueues:
-    def __init__(self, parts: Mapping[str, Partition]) -> None:
+    def __init__(self, parts: Mapping[str, Partition], running: RunningEnds | None = None) -> None:
         self.parts = parts
+        self.running = running or RunningEnds(parts)
+        """Running jobs' expected ends (estimates x learned ratios, never actual runtimes)."""
         self.waiting: dict[str, dict[int, Entry]] = {k: {} for k in parts}
         self.where: dict[int, str] = {}
         self._sorted: dict[str, list[Entry] | None] = dict.fromkeys(parts)
@@ -124,8 +127,8 @@ class ProjectedQueues:
             ahead = [(u, r) for _, u, r, _ in queue[:n]]
             if first:
                 ahead += [(u, r) for _, u, r, t in queue[n:] if t in first]
-            ends = part.ends
-            # Jobs ending at this very instant may be off the heap before their units are back.
+            ends = self.running.ends(name)
+            # Busy units no known running job holds (none expected) count as freeing now.
             missing = part.total - part.free - sum(u for _, u in ends)
             if missing > 0:
                 ends = [*ends, (now_s, missing)]

@@ -16,6 +16,7 @@ from broker.sim.audit import Auditor
 from broker.sim.backends import onprem_partitions
 from broker.sim.baselines import BASELINES, Baseline
 from broker.sim.engine import Engine
+from broker.sim.expected import clairvoyant
 from broker.sim.fairness import tenant_summary
 from broker.sim.jobs import JobFacts, SimJob, all_facts
 from broker.sim.lower_bound import LowerBound
@@ -57,15 +58,17 @@ class _World:
     lower_bound: bool
     per_strategy_bounds: bool
     progress: Progress | None
+    decided: Sequence[SimJob] = ()
+    """The jobs as submitted (users' runtime estimates) for the policy; `jobs` are the same jobs
+    with their actual runtimes as estimates, for the clairvoyant references."""
 
     def tick(self, phase: str) -> Callable[[int], None] | None:
         progress, n = self.progress, len(self.jobs)
         return None if progress is None else (lambda done: progress(phase, done, n))
 
     def policy_run(self) -> RunResult:
-        return Engine(
-            self.policy, self.jobs, self.scenario, PolicyStrategy(self.policy), progress=self.tick("policy")
-        ).run()
+        strategy = PolicyStrategy(self.policy)
+        return Engine(self.policy, self.decided, self.scenario, strategy, progress=self.tick("policy")).run()
 
     def baseline(self, name: str, facts: list[JobFacts], auditor: Auditor | None, report: bool) -> RunResult:
         strategy: Strategy = Baseline(name, self.policy, facts)  # type: ignore[arg-type]
@@ -128,7 +131,8 @@ def simulate(
     in processes of its own, beside the policy run in this process.
     """
     started = time.perf_counter()
-    world = _World(policy, jobs, scenario, baselines, lower_bound, per_strategy_bounds, progress)
+    refs = clairvoyant(jobs)  # the baselines, offline schedule and bound see the actual runtimes
+    world = _World(policy, refs, scenario, baselines, lower_bound, per_strategy_bounds, progress, jobs)
     if parallel and not per_strategy_bounds and (baselines or lower_bound) and jobs and _can_fork():
         global _TASK
         _TASK = lambda: _others_in_parallel(world)  # noqa: E731  (inherited by the forked worker)

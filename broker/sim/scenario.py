@@ -9,7 +9,7 @@ and `seed`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -53,6 +53,16 @@ class SiteWorld(_M):
     spot_interruptions_per_hour: float | None = Field(default=None, ge=0)
 
 
+class RuntimeEstimates(_M):
+    """How far users' runtime estimates are off: estimate = actual x bias(tenant) x lognormal(0, sigma)."""
+
+    bias: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="Per tenant: how many times the actual runtime users estimate."
+    )
+    default_bias: float = Field(default=1.0, gt=0, description="The bias of tenants not in `bias`.")
+    sigma: float = Field(default=0.0, ge=0, le=5, description="Spread of the lognormal noise (0: none).")
+
+
 class Scenario(_M):
     """The simulated world; every random draw comes from `seed`."""
 
@@ -74,6 +84,9 @@ class Scenario(_M):
         description="Jobs longer than this are submitted with `checkpoint: {interval: this}`.",
     )
     tenants: dict[str, float] = Field(default_factory=dict, description="Tenant weights; empty = uniform.")
+    runtime_estimates: RuntimeEstimates | None = Field(
+        default=None, description="Users' runtime estimates vs the actual runtimes; None: exact."
+    )
     provisioning: Delay = Delay()
     stockouts: StockOuts = StockOuts()
     spot_interruptions_per_hour: float | None = Field(

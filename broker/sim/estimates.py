@@ -1,0 +1,27 @@
+"""The runtime estimate a simulated user submits with a trace job (`Scenario.runtime_estimates`).
+
+The trace gives actual runtimes only; the estimate is the actual runtime times the tenant's
+bias times seeded lognormal noise, so the policy decides on what a user would write while
+completion and billing follow the actual runtime. No knob: the estimate is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from broker.sim.scenario import Scenario
+
+MIN_ESTIMATE_S = 60.0
+"""The shortest estimate a user writes."""
+
+
+def estimate_s(scenario: Scenario, tenant: str, index: int, actual_s: float, longest_s: float) -> float:
+    """Job `index`'s runtime estimate in seconds (deterministic in the scenario's seed)."""
+    knob = scenario.runtime_estimates
+    if knob is None:
+        return actual_s
+    factor = knob.bias.get(tenant, knob.default_bias)
+    if knob.sigma > 0:
+        factor *= math.exp(random.Random(f"{scenario.seed}:estimate:{index}").gauss(0.0, knob.sigma))
+    return min(longest_s, max(MIN_ESTIMATE_S, round(actual_s * factor)))
