@@ -38,7 +38,11 @@ class RunningEnds:
         return max(0.0, estimate_of(job) * self.learner.ratio(job.tenant) - done_s)
 
     def started(self, part: str, job: SimJob, now_s: float, done_s: float) -> None:
-        self.running[part][job.index] = (now_s, estimate_of(job), done_s, job.demand, job.tenant)
+        self.add(part, job.index, (now_s, estimate_of(job), done_s, job.demand, job.tenant))
+
+    def add(self, part: str, key: int, run: Running) -> None:
+        """A run holds units of the partition from now on."""
+        self.running[part][key] = run
         self._ends.pop(part, None)
 
     def ended(self, part: str, job: SimJob) -> None:

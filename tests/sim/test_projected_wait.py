@@ -75,6 +75,7 @@ def test_over_share_tenant_is_projected_behind_an_under_share_tenant() -> None:
     # "small" first, so "big"'s next job counts small's job as ahead of it, and not vice versa.
     part = Partition("p/x", 8, True, free=0, ends=[(1000.0, 8)])
     queues = ProjectedQueues({"p/x": part})
+    queues.running.add("p/x", 0, (0.0, 1000.0, 0.0, 8, "other"))  # started at 0, estimate 1000 s
     queues.add("p/x", 1, (1, 100.0, 0.0, "b1"), 8, 5000.0, "big")
     queues.add("p/x", 2, (1, 900.0, 50.0, "s1"), 8, 3000.0, "small")
     key = (1, 950.0, 60.0, "b2")

@@ -1,0 +1,145 @@
+"""Runtime estimates in the simulator are not clairvoyant (issue 15, the projected wait model):
+users' estimates come from the scenario's error model, the policy decides and projects on them
+corrected by the ratio it learns from the jobs it finishes (the live learner), the references
+stay on actual runtimes. Asserts decisions and outcomes, not timings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from broker.burst import TenantMoney
+from broker.burst.runtimes import RatioLearner
+from broker.burst.snapshot import PassSnapshot
+from broker.decision import Action, Decision
+from broker.policy import Policy
+from broker.sim.engine import Engine
+from broker.sim.expected import RunningEnds, clairvoyant, estimate_of
+from broker.sim.jobs import SimJob, build_jobs
+from broker.sim.run import simulate
+from broker.sim.scenario import Delay, RuntimeEstimates, Scenario, ScenarioError, load_scenario
+from broker.sim.strategies import PolicyStrategy
+from tests.sim.conftest import tiny_policy
+from tests.sim.test_projected_wait import a800, projected_policy
+
+TWICE = RuntimeEstimates(bias={"t1": 2.0})
+
+
+def test_estimates_follow_the_knob_deterministically_and_default_to_exact(tmp_path: Path) -> None:
+    policy = tiny_policy(tmp_path)
+    trace = [a800(f"j{i}", i * 10.0, 600.0 + 60 * i) for i in range(20)]
+    exact = build_jobs(trace, policy, Scenario(seed=3))
+    assert [estimate_of(j) for j in exact] == [j.runtime_s for j in exact]
+    assert [estimate_of(j) for j in build_jobs(trace, policy, Scenario(seed=3, runtime_estimates=TWICE))] == [
+        2 * j.runtime_s for j in exact
+    ]
+    noisy = Scenario(seed=3, runtime_estimates=RuntimeEstimates(default_bias=2.0, sigma=0.5))
+    first = [estimate_of(j) for j in build_jobs(trace, policy, noisy)]
+    assert first == [estimate_of(j) for j in build_jobs(trace, policy, noisy)]  # seeded
+    assert first != [estimate_of(j) for j in build_jobs(trace, policy, noisy.model_copy(update={"seed": 4}))]
+    ratios = sorted(e / j.runtime_s for e, j in zip(first, exact, strict=True))
+    assert ratios[0] < 2.0 < ratios[-1] and 1.3 < ratios[10] < 3.0  # noise around the bias
+
+
+def test_the_references_see_actual_runtimes(tmp_path: Path) -> None:
+    policy = tiny_policy(tmp_path)
+    jobs = build_jobs([a800("a", 0, 600.0)], policy, Scenario(runtime_estimates=TWICE))
+    assert estimate_of(jobs[0]) == 1200.0 and estimate_of(clairvoyant(jobs)[0]) == 600.0
+    # Completion and billing follow the actual runtime, whatever the estimate.
+    sim = simulate(policy, jobs, Scenario(runtime_estimates=TWICE), baselines=(), lower_bound=False)
+    rec = sim.runs["policy"].records[0]
+    assert rec.end_s - rec.start_s == pytest.approx(600.0)
+    assert rec.cost_onprem == pytest.approx(2.0 * 600 / 3600)
+
+
+def test_the_simulator_learns_a_twice_over_estimating_tenants_ratio(tmp_path: Path) -> None:
+    policy = projected_policy(tmp_path)
+    scenario = Scenario(seed=1, runtime_estimates=TWICE)
+    jobs = build_jobs([a800(f"h{i}", i * 700.0, 600.0) for i in range(5)], policy, scenario)
+    engine = Engine(policy, jobs, scenario, PolicyStrategy(policy))
+    engine.run()
+    assert engine.projected.running.learner.ratio("t1") == pytest.approx(0.5)
+    assert engine.projected.running.learner.ratio("someone-else") == 1.0
+
+
+def test_a_running_jobs_expected_end_shrinks_with_the_learned_ratio(tmp_path: Path) -> None:
+    policy = tiny_policy(tmp_path)
+    job = build_jobs([a800("a", 0, 3600.0)], policy, Scenario(runtime_estimates=TWICE))[0]
+    learner = RatioLearner()
+    running = RunningEnds(["onprem/gpu"], learner)
+    running.started("onprem/gpu", job, 100.0, 0.0)
+    assert running.ends("onprem/gpu") == [(100.0 + 7200.0, 1)]  # no history: the estimate
+    assert running.expected_left(job, 0.0) == 7200.0
+    for _ in range(3):
+        learner.observe("t1", 2000.0, 1000.0)
+    assert running.ends("onprem/gpu") == [(100.0 + 3600.0, 1)]  # learned 0.5: half as long
+    assert running.expected_left(job, 600.0) == 3000.0  # less the work a checkpoint saved
+
+
+class Recording(PolicyStrategy):
+    """The policy's own decisions, kept per job (the test reads what it projected)."""
+
+    def __init__(self, policy: Policy) -> None:
+        super().__init__(policy)
+        self.seen: dict[str, list[Decision]] = {}
+
+    def decide(
+        self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None
+    ) -> Decision:
+        d = super().decide(job, snap, money, pending)
+        self.seen.setdefault(job.id, []).append(d)
+        return d
+
+
+@pytest.mark.parametrize(("history", "projected_s"), [(3, 1140.0), (0, 2340.0)])
+def test_projections_use_the_learned_ratio_not_the_actual_runtime(
+    tmp_path: Path, history: int, projected_s: float
+) -> None:
+    # t1 estimates every job 2x too long. A (20 min actual, 40 min estimated) holds the only
+    # GPU; B (max_wait 30 min) arrives a minute later. Having learned 0.5 from t1's finished
+    # jobs, the policy projects A's real end (19 min: B waits on-prem); without history it
+    # projects A's estimate (39 min: B is late and plans a burst at its last responsible
+    # moment). Never A's actual runtime unless learned: the simulator is not clairvoyant.
+    policy = projected_policy(tmp_path)
+    scenario = Scenario(seed=1, provisioning=Delay(min_s=60, mode_s=60, max_s=60), runtime_estimates=TWICE)
+    t0 = 700.0 * history
+    trace = [a800(f"h{i}", i * 700.0, 600.0) for i in range(history)]
+    trace += [a800("a", t0, 1200.0), a800("b", t0 + 60, 3600.0)]
+    jobs = build_jobs(trace, policy, scenario)
+    strategy = Recording(policy)
+    records = Engine(policy, jobs, scenario, strategy).run().records
+    first = strategy.seen[jobs[-1].id][0]
+    assert first.action == Action.WAIT
+    assert first.facts.onprem_expected_wait_s == pytest.approx(projected_s, abs=1)
+    assert (first.facts.burst_in_s is None) is (history > 0)  # late without history: a burst is planned
+    # A ends before B's last responsible moment either way: B runs on-prem, on time.
+    assert not records[-1].burst and records[-1].start_s == pytest.approx(t0 + 1200.0)
+
+
+@pytest.mark.parametrize(
+    ("knob", "field"),
+    [
+        ("{bias: {t1: -2}}", "runtime_estimates.bias.t1"),
+        ("{sigma: lots}", "runtime_estimates.sigma"),
+        ("{sigma: -1}", "runtime_estimates.sigma"),
+        ("{biass: {t1: 2}}", "runtime_estimates.biass"),
+        ("2.0", "runtime_estimates"),
+    ],
+)
+def test_a_bad_estimate_knob_names_the_field(tmp_path: Path, knob: str, field: str) -> None:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(f"seed: 1\nruntime_estimates: {knob}\n")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    assert f"{path}: {field}:" in str(err.value)
+
+
+def test_the_shipped_estimates_scenario_loads() -> None:
+    root = Path(__file__).resolve().parents[2]
+    got = load_scenario(root / "configs/scenarios/alibaba-peak-estimates.yaml")
+    base = load_scenario(root / "configs/scenarios/alibaba-peak.yaml")
+    assert got.runtime_estimates is not None and got.runtime_estimates.sigma == 0.5
+    drop = {"name", "description", "runtime_estimates"}
+    assert got.model_dump(exclude=drop) == base.model_dump(exclude=drop)  # only the estimates differ
