@@ -7,9 +7,10 @@ Scenarios (configs/scenarios/): `alibaba-peak` (the bundled Alibaba GPU v2023 tr
 time compression, 256 on-prem GPUs: the quality target), `alibaba-gpuspec` (the same with the
 trace's GPU-model lists kept), `alibaba-peak-estimates` (alibaba-peak with users' runtime
 estimates ~2x too long: an assumed error model, see the file), `synthetic-llm` (generated
-LLM-heavy week, policy only: the speed target). Two untuned slices (the policy knobs were set on the whole `alibaba-peak`
-run, never on these): `slice-early` and `slice-late`, the first and second half of the
-trace's jobs in submit order, each against a smaller on-prem cluster of 192 GPUs.
+LLM-heavy week, policy only: the speed target). Two untuned slices (the policy knobs were set
+on the whole `alibaba-peak` run, never on these): `slice-early` and `slice-late`, the first
+and second half of the trace's jobs in submit order, each against a smaller on-prem cluster
+of 192 GPUs.
 Prints one row per (scenario, strategy); `--json` adds the knob settings once. `--burst`
 overrides `burst.*` knobs of the policy for every scenario, e.g. `--burst wait_model=projected
 late_wait_factor=4` (the projected wait model; values are read as YAML).
@@ -43,7 +44,10 @@ TRACE = ROOT / "configs/traces/alibaba-gpu-v2023-openb-pods.csv.gz"
 POLICY = ROOT / "configs/policy-sim.yaml"
 
 
-STANDARD = ["alibaba-peak", "alibaba-gpuspec", "alibaba-peak-estimates", "slice-early", "slice-late", "synthetic-llm"]
+STANDARD = [
+    *("alibaba-peak", "alibaba-gpuspec", "alibaba-peak-estimates"),
+    *("slice-early", "slice-late", "synthetic-llm"),
+]
 """Every scenario the benchmark runs by default."""
 SLICES = {"slice-early": (0.0, 0.5), "slice-late": (0.5, 1.0)}
 """Untuned time slices: (from, to) as fractions of the trace's jobs in submit order."""
