@@ -5,6 +5,7 @@ stay on actual runtimes. Asserts decisions and outcomes, not timings."""
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import datetime
 from pathlib import Path
 
@@ -143,3 +144,13 @@ def test_the_shipped_estimates_scenario_loads() -> None:
     assert got.runtime_estimates is not None and got.runtime_estimates.sigma == 0.5
     drop = {"name", "description", "runtime_estimates"}
     assert got.model_dump(exclude=drop) == base.model_dump(exclude=drop)  # only the estimates differ
+
+
+def test_the_decision_quality_bench_runs_the_estimates_scenario_by_default() -> None:
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("decision_quality", root / "bench/decision_quality.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert "alibaba-peak-estimates" in bench.STANDARD
+    assert (root / "configs/scenarios/alibaba-peak-estimates.yaml").is_file()
