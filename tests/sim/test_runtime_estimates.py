@@ -15,14 +15,14 @@ from broker.burst import TenantMoney
 from broker.burst.runtimes import RatioLearner
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision
-from broker.policy import Policy
+from broker.policy import Policy, load_policy
 from broker.sim.engine import Engine
 from broker.sim.expected import RunningEnds, clairvoyant, estimate_of
 from broker.sim.jobs import SimJob, build_jobs
 from broker.sim.run import simulate
 from broker.sim.scenario import Delay, RuntimeEstimates, Scenario, ScenarioError, load_scenario
 from broker.sim.strategies import PolicyStrategy
-from tests.sim.conftest import tiny_policy
+from tests.sim.conftest import CATALOG, CONFIGS, POLICY, tiny_policy
 from tests.sim.test_projected_wait import a800, projected_policy
 
 TWICE = RuntimeEstimates(bias={"t1": 2.0})
@@ -42,6 +42,27 @@ def test_estimates_follow_the_knob_deterministically_and_default_to_exact(tmp_pa
     assert first != [estimate_of(j) for j in build_jobs(trace, policy, noisy.model_copy(update={"seed": 4}))]
     ratios = sorted(e / j.runtime_s for e, j in zip(first, exact, strict=True))
     assert ratios[0] < 2.0 < ratios[-1] and 1.3 < ratios[10] < 3.0  # noise around the bias
+
+
+def test_the_bound_offline_schedule_and_baselines_ignore_the_estimates(tmp_path: Path) -> None:
+    # Two GPUs' worth of work on one GPU and a budget for a few bursts: the baselines burst as
+    # far as the money reaches. The references are the same whatever users estimate (a 3x
+    # estimate would reserve 3x the money); only the policy's own run may change.
+    (tmp_path / "cloud.csv").write_text(CATALOG)
+    text = POLICY.format(configs=CONFIGS, gpus=1).replace("monthly_budget: 100000", "monthly_budget: 40")
+    (tmp_path / "policy.yaml").write_text(text)
+    policy = load_policy(tmp_path / "policy.yaml")
+    trace = [a800(f"j{i}", i * 300.0, 1800.0 + 600 * (i % 3)) for i in range(12)]
+    noisy = Scenario(seed=2, runtime_estimates=RuntimeEstimates(default_bias=3.0, sigma=0.8))
+    got = [
+        simulate(policy, build_jobs(trace, policy, sc), sc, parallel=False).result
+        for sc in (Scenario(seed=2), noisy)
+    ]
+    for key in ("lower_bound_cost", "offline_cost"):
+        assert got[0][key] is not None and got[0][key] == got[1][key]
+    for name in ("onprem-only", "cloud-cheapest", "cheapest-offer"):
+        assert got[0]["strategies"][name]["cost"] == got[1]["strategies"][name]["cost"]
+        assert got[0]["strategies"][name]["slo_attainment"] == got[1]["strategies"][name]["slo_attainment"]
 
 
 def test_the_references_see_actual_runtimes(tmp_path: Path) -> None:
