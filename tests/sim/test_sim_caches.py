@@ -28,8 +28,8 @@ RUNTIME_RULE = """\
 """
 
 
-def _jobs(policy: Policy, n: int = 400) -> list[SimJob]:
-    scenario = load_scenario(CONFIGS / "scenarios/alibaba-peak.yaml")
+def _jobs(policy: Policy, n: int = 400, scenario_name: str = "alibaba-peak") -> list[SimJob]:
+    scenario = load_scenario(CONFIGS / f"scenarios/{scenario_name}.yaml")
     trace, _ = read_trace(TRACE, max_runtime_s=scenario.max_runtime_s)
     step = max(1, len(trace) // n)  # spread over the trace: every tenant, shape and runtime range
     return build_jobs(trace[::step][:n], policy, scenario)
@@ -58,9 +58,10 @@ def _view(f: JobFacts) -> tuple[object, ...]:
     return (keys(f.allowed), f.onprem, f.cloud_cost, f.cost, keys(f.by_cost), keys(f.onprem_ranked))
 
 
-def test_facts_from_job_shapes_equal_one_placement_per_job() -> None:
+@pytest.mark.parametrize("scenario", ["alibaba-peak", "alibaba-gpuspec"])  # GPU model lists dropped / kept
+def test_facts_from_job_shapes_equal_one_placement_per_job(scenario: str) -> None:
     policy = load_policy(CONFIGS / "policy-sim.yaml")
-    jobs = _jobs(policy)
+    jobs = _jobs(policy, scenario_name=scenario)
     assert shape_spec(jobs[0].spec, policy) is not None  # the shortcut is taken
     fast, plain = all_facts(jobs, policy), _plain(jobs, policy)
     assert [_view(f) for f in fast] == [_view(f) for f in plain]
@@ -82,7 +83,7 @@ def test_a_rule_reading_the_runtime_turns_the_shape_shortcut_off(tmp_path: Path)
 def test_shape_spec_refuses_rules_reading_the_job_whole_or_its_runtime(path: tuple[str, ...]) -> None:
     policy = load_policy(CONFIGS / "policy-sim.yaml")
     spec = _jobs(policy, 1)[0].spec
-    policy.rules.job_paths = (path,)  # type: ignore[misc]
+    policy.rules.job_paths = (path,)
     assert shape_spec(spec, policy) is None
 
 
@@ -119,7 +120,7 @@ def test_baselines_keep_block_verdicts_by_shape_and_decide_as_placing_each_job(k
     facts = all_facts(jobs, policy)
 
     def run(strategy: Baseline) -> list[tuple[object, ...]]:
-        got = Engine(policy, jobs, scenario, strategy).run()  # type: ignore[arg-type]
+        got = Engine(policy, jobs, scenario, strategy).run()
         return [(r.start_s, r.cost, r.burst, r.attempts, r.rejected) for r in got.records]
 
     _PlainBaseline.blocked_passes = 0
@@ -138,3 +139,25 @@ def test_jobs_of_one_shape_share_a_shape_spec_equal_to_their_own(name: str) -> N
     jobs = build_jobs(trace, policy, scenario)
     assert all(j.shape == shape_spec(j.spec, policy) for j in jobs)
     assert len({id(j.shape) for j in jobs}) < len(jobs) / 4  # shared, not one per job
+
+
+@pytest.mark.parametrize("scenario", ["alibaba-peak", "alibaba-gpuspec"])
+def test_a_run_with_the_shape_shortcuts_off_gives_the_same_figures(
+    scenario: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import broker.sim.jobs as sim_jobs
+    from broker.sim.run import simulate
+
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    world = load_scenario(CONFIGS / f"scenarios/{scenario}.yaml")
+
+    def figures() -> dict[str, object]:
+        jobs = _jobs(policy, 500, scenario)
+        out = simulate(policy, jobs, world, parallel=False).result
+        timed = {name: {k: v for k, v in s.items() if k != "wall_s"} for name, s in out["strategies"].items()}
+        untimed = {k: v for k, v in out.items() if k not in ("sim_wall_s", "lower_bound_s")}
+        return untimed | {"strategies": timed}
+
+    fast = figures()
+    monkeypatch.setattr(sim_jobs, "shape_spec", lambda spec, policy: None)  # every job placed as itself
+    assert figures() == fast
