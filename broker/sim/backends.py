@@ -34,16 +34,24 @@ class Partition:
     accelerated: bool
     free: int = 0
     ends: list[tuple[float, int]] = field(default_factory=list)
-    """Heap of (end time, units) of running jobs."""
+    """Heap of (expected end, units) of running jobs: the backend's view (the users' estimates)."""
+    gone: dict[tuple[float, int], int] = field(default_factory=dict)
+    """Entries of `ends` whose jobs finished before their expected end (dropped lazily)."""
 
     def start(self, units: int, end_s: float) -> None:
         self.free -= units
         heapq.heappush(self.ends, (end_s, units))
 
-    def finish(self, now_s: float, units: int) -> None:
+    def finish(self, now_s: float, units: int, end_s: float | None = None) -> None:
+        """`units` free now; `end_s`: the end the job was expected at, if it is still to come."""
         self.free += units
-        while self.ends and self.ends[0][0] <= now_s + 1e-9:
-            heapq.heappop(self.ends)
+        if end_s is not None and end_s > now_s + 1e-9:  # still in the heap: drop it when on top
+            self.gone[(end_s, units)] = self.gone.get((end_s, units), 0) + 1
+        while self.ends and (self.ends[0][0] <= now_s + 1e-9 or self.ends[0] in self.gone):
+            top = heapq.heappop(self.ends)
+            n = self.gone.pop(top, 0)
+            if n > 1:
+                self.gone[top] = n - 1
 
     def expected_wait_s(self, now_s: float) -> float:
         """The backend's estimate for a new one-unit job: 0 when free, else the next end."""

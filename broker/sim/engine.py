@@ -157,8 +157,7 @@ class Engine:
         if kind == FINISH:
             assert st.offer is not None
             key = partition_key(st.offer)
-            self.parts[key].finish(self.t, job.demand)
-            self.projected.running.ended(key, job)
+            self.parts[key].finish(self.t, job.demand, self.projected.running.ended(key, job))
             self.fair.ended(str(j), EPOCH + timedelta(seconds=self.t))
             st.rec.end_s = self.t
             self._pass(self._heads(key), "capacity")

@@ -45,11 +45,13 @@ class RunningEnds:
         self.running[part][key] = run
         self._ends.pop(part, None)
 
-    def ended(self, part: str, job: SimJob) -> None:
-        """The job finished on the partition: its units are free, its runtime is learned."""
-        self.running[part].pop(job.index, None)
+    def ended(self, part: str, job: SimJob) -> float | None:
+        """The job finished on the partition: its units are free, its runtime is learned.
+        Returns the end its estimate gave the backend (start + estimate - done), if it ran here."""
+        run = self.running[part].pop(job.index, None)
         self._ends.pop(part, None)
         self.learn(job)
+        return None if run is None else run[0] + max(0.0, run[1] - run[2])
 
     def learn(self, job: SimJob) -> None:
         """The job ran to completion: its actual/estimate ratio feeds its tenant's learner."""

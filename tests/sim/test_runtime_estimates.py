@@ -16,6 +16,7 @@ from broker.burst.runtimes import RatioLearner
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision
 from broker.policy import Policy, load_policy
+from broker.sim.backends import Partition
 from broker.sim.engine import Engine
 from broker.sim.expected import RunningEnds, clairvoyant, estimate_of
 from broker.sim.jobs import SimJob, build_jobs
@@ -175,3 +176,16 @@ def test_the_decision_quality_bench_runs_the_estimates_scenario_by_default() -> 
     spec.loader.exec_module(bench)
     assert "alibaba-peak-estimates" in bench.STANDARD
     assert (root / "configs/scenarios/alibaba-peak-estimates.yaml").is_file()
+
+
+def test_the_backends_expected_wait_forgets_a_job_that_ended_before_its_estimate() -> None:
+    part = Partition("p/x", 2, True, free=2)
+    part.start(1, 1000.0)  # estimated to end at 1000, really ends at 100
+    part.start(1, 5000.0)
+    part.finish(100.0, 1, 1000.0)
+    part.start(1, 3000.0)  # the freed unit is taken again: the next end is 3000, not the stale 1000
+    assert part.expected_wait_s(100.0) == 2900.0
+    part.finish(200.0, 1, 3000.0)
+    part.start(1, 9000.0)
+    assert part.expected_wait_s(200.0) == 4800.0
+    assert not part.gone  # nothing left to drop: every dropped entry was found
