@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable
 
-from broker.sim.scenario import Scenario
+from broker.sim.scenario import Scenario, ScenarioError
 
 MIN_ESTIMATE_S = 60.0
 """The shortest estimate a user writes."""
@@ -25,3 +26,14 @@ def estimate_s(scenario: Scenario, tenant: str, index: int, actual_s: float, lon
     if knob.sigma > 0:
         factor *= math.exp(random.Random(f"{scenario.seed}:estimate:{index}").gauss(0.0, knob.sigma))
     return min(longest_s, max(MIN_ESTIMATE_S, round(actual_s * factor)))
+
+
+def check_bias(scenario: Scenario, tenants: Iterable[str]) -> None:
+    """Refuse a bias for a tenant no job can have (a typo would silently get `default_bias`)."""
+    knob = scenario.runtime_estimates
+    known = set(tenants)
+    unknown = sorted(t for t in (knob.bias if knob is not None else {}) if t not in known)
+    if unknown:
+        raise ScenarioError(
+            f"runtime_estimates.bias.{unknown[0]}: no such tenant (known: {', '.join(sorted(known))})"
+        )

@@ -29,7 +29,7 @@ from broker.placement import PlacementContext, ScoredOffer, place, prepare_offer
 from broker.placement.rank import rank
 from broker.policy import Policy
 from broker.policy.offers import static_offers
-from broker.sim.estimates import estimate_s
+from broker.sim.estimates import check_bias, estimate_s
 from broker.sim.scenario import Scenario
 from broker.sim.traces import TraceJob
 
@@ -64,6 +64,7 @@ def build_jobs(trace: Sequence[TraceJob], policy: Policy, scenario: Scenario) ->
     known = [t.id for t in policy.tenants] or ["default"]
     weights = {t: w for t, w in scenario.tenants.items() if w > 0} or dict.fromkeys(known, 1.0)
     names, cum = list(weights), []
+    check_bias(scenario, {*known, *weights, *(tj.tenant for tj in trace if tj.tenant)})
     total = 0.0
     for n in names:
         total += weights[n]

@@ -189,3 +189,11 @@ def test_the_backends_expected_wait_forgets_a_job_that_ended_before_its_estimate
     part.start(1, 9000.0)
     assert part.expected_wait_s(200.0) == 4800.0
     assert not part.gone  # nothing left to drop: every dropped entry was found
+
+
+def test_a_bias_for_an_unknown_tenant_names_it(tmp_path: Path) -> None:
+    policy = tiny_policy(tmp_path)
+    scenario = Scenario(runtime_estimates=RuntimeEstimates(bias={"t1": 2.0, "t2-typo": 2.0}))
+    with pytest.raises(ScenarioError) as err:
+        build_jobs([a800("a", 0, 600.0)], policy, scenario)
+    assert str(err.value) == "runtime_estimates.bias.t2-typo: no such tenant (known: t1)"
