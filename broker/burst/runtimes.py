@@ -50,3 +50,7 @@ class RatioLearner:
 
     def ratio(self, tenant: str) -> float:
         return self._ratio.get(tenant, 1.0)
+
+    def ratios(self) -> dict[str, float]:
+        """Every tenant's ratio learned so far (tenants with no finished job are not listed)."""
+        return dict(sorted(self._ratio.items()))

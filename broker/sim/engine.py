@@ -133,6 +133,7 @@ class Engine:
             budget_violations=self.ledger.violations(),
             stockout_failures=self.stockout_failures,
             wall_s=time.perf_counter() - started,
+            runtime_ratios=self.projected.running.learner.ratios(),
         )
 
     def _advance(self, t: float) -> None:

@@ -78,6 +78,8 @@ class RunResult:
     budget_violations: int = 0
     stockout_failures: int = 0
     wall_s: float = 0.0
+    runtime_ratios: dict[str, float] = field(default_factory=dict)
+    """Each tenant's actual/estimate runtime ratio learned by the end of the run."""
 
 
 def carbon_g(policy: Policy, offer: Offer, hours: float) -> float:

@@ -182,6 +182,8 @@ def _result(world: _World, runs: dict[str, RunResult], others: _Others) -> dict[
     """The JSON result: every strategy's summary, the bound and ratios, the offline schedule."""
     strategies = {name: summarize(run) for name, run in runs.items()}
     strategies["policy"].update(tenant_summary(runs["policy"], world.policy))
+    learned = runs["policy"].runtime_ratios  # what its projections stretched estimates by
+    strategies["policy"]["runtime_ratios"] = {t: round(r, 3) for t, r in learned.items()}
     out: dict[str, Any] = {"strategies": strategies, "lower_bound_cost": None, "cost_ratio": None}
     if world.lower_bound and world.jobs:
         _bound_rows(world, runs, others, strategies, out)

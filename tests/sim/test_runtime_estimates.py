@@ -85,6 +85,9 @@ def test_the_simulator_learns_a_twice_over_estimating_tenants_ratio(tmp_path: Pa
     engine.run()
     assert engine.projected.running.learner.ratio("t1") == pytest.approx(0.5)
     assert engine.projected.running.learner.ratio("someone-else") == 1.0
+    # ... and the run's JSON says what it learned.
+    sim = simulate(policy, jobs, scenario, baselines=(), lower_bound=False)
+    assert sim.result["strategies"]["policy"]["runtime_ratios"] == {"t1": 0.5}
 
 
 def test_a_running_jobs_expected_end_shrinks_with_the_learned_ratio(tmp_path: Path) -> None:
