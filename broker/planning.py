@@ -31,7 +31,7 @@ from broker.dispatch.offers import OfferReading, OfferSource, site_configs
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
 from broker.fair_queue import FairQueue
-from broker.fairshare import batch_account, priority_refusal
+from broker.fairshare import batch_account, held_back, priority_refusal
 from broker.fairshare.holds import claimed_meanwhile
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, Offer, SiteId, TenantId
 from broker.placement import PlacementContext, Reason, place, rejection_summary
@@ -216,6 +216,8 @@ class Planner:
             queueing_sites=self.queueing_sites(),
             projected_wait=projected_wait,
             launches_ahead=launches_ahead,
+            # Fair share owes the tenant what a far-over-share tenant holds: its max_wait is firm.
+            firm_deadline=held_back(self.fair.ratios, tenant, self.policy.burst.firm_deadline_share_gap),
         )
 
     def decide(self, job: Job, snap: PassSnapshot, store: JobStore) -> Decision:

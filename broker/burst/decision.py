@@ -14,6 +14,8 @@ Rules, in order:
    unless the job's remaining allowed wait is shorter than that; with projected waits the
    job instead bursts at its last responsible moment (deadline minus the route's provisioning
    p95, one p95 earlier per full round of `max_provisioning` bursts lined up there ahead of it).
+   A firm deadline (`BurstInputs.firm_deadline`: fair share owes the tenant the capacity it waits
+   for) skips the cost comparison: projected late, the job bursts at that moment ("Can't Be Late").
 5. A job no on-prem offer can run at all goes straight to the best cloud offer.
 
 The result is a typed, frozen `broker.decision.Decision`; its JSON is made by `broker.serde_decision`.
@@ -252,7 +254,8 @@ def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
         return v.done(Action.WAIT, queue, reason, *pick[:5])
     best = pick.scored.offer
     v.facts = replace(v.facts, cloud_total_cost=round(pick.total, 2), cloud_offer=best.key)
-    if pick.total >= wait_cost:
+    firm = v.inputs.firm_deadline and queue.offer.partition in v.inputs.projected_wait
+    if pick.total >= wait_cost and not firm:
         return v.done(
             Action.WAIT,
             queue,
@@ -262,6 +265,9 @@ def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
     why = (
         f"{left_min:.0f} min left of max_wait and {best.site} costs {pick.total:.2f} "
         f"< {wait_cost:.2f} {v.policy.currency} for waiting"
+        if pick.total < wait_cost
+        else f"{left_min:.0f} min left of a firm max_wait (the tenant is owed capacity held by "
+        f"a tenant far over its fair share); {best.site} costs {pick.total:.2f} {v.policy.currency}"
     )
     if queue.offer.partition in v.inputs.projected_wait:
         return _burst_at_last_moment(v, queue, pick, wait_s, why)

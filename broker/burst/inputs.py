@@ -49,6 +49,10 @@ class BurstInputs:
     that are due before this job. The route starts at most `max_provisioning` at once, so each
     full round of them ahead moves this job's last responsible moment one provisioning p95
     earlier: a crowd of jobs due together does not queue behind the route's limit past its deadlines."""
+    firm_deadline: bool = False
+    """The job's max_wait is a firm deadline ("Can't Be Late"): projected late on-prem, it bursts
+    at its last responsible moment to the best usable cloud offer, however the premium compares
+    with the lateness cost. Set for a tenant below its fair share (fair share owes it the wait)."""
 
 
 _ONPREM: dict[int, tuple[Policy, frozenset[str]]] = {}

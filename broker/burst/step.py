@@ -32,6 +32,7 @@ def build_inputs(
     unhealthy: Mapping[SiteId, str] | None = None,
     projected_wait: Mapping[str, float] | None = None,
     launches_ahead: Mapping[SiteId, int] | None = None,
+    firm_deadline: bool = False,
 ) -> BurstInputs:
     """The decision inputs of one queued job, as of the pass snapshot."""
     return BurstInputs(
@@ -47,6 +48,7 @@ def build_inputs(
         onprem_capacity=snap.capacity,
         projected_wait=projected_wait or {},
         launches_ahead=launches_ahead or {},
+        firm_deadline=firm_deadline,
     )
 
 

@@ -4,7 +4,15 @@ Pure core: the planner gathers usage and the queue, `order` returns it sorted wi
 job's standing; the simulator calls the same functions.
 """
 
-from broker.fairshare.order import QueuedWork, Standing, TenantState, order, ordinal, share_ratios
+from broker.fairshare.order import (
+    QueuedWork,
+    Standing,
+    TenantState,
+    held_back,
+    order,
+    ordinal,
+    share_ratios,
+)
 from broker.fairshare.shares import (
     Share,
     batch_account,
@@ -25,6 +33,7 @@ __all__ = [
     "UsageLedger",
     "batch_account",
     "charge_factor",
+    "held_back",
     "onprem_partitions",
     "order",
     "ordinal",

@@ -102,6 +102,16 @@ def share_ratios(tenants: Mapping[str, TenantState], active: set[str], capacity:
     }
 
 
+def held_back(ratios: Mapping[str, float], tenant: str, gap: float) -> bool:
+    """Another active tenant's share ratio is at least `gap` times `tenant`'s (and above 0): the
+    tenant waits for capacity fair share owes it, held by a tenant far further over its share.
+    `gap` 0: never."""
+    if gap <= 0:
+        return False
+    top = max((r for t, r in ratios.items() if t != tenant), default=0.0)
+    return top > 0 and top >= gap * ratios.get(tenant, 0.0)
+
+
 def _key(usage: Demand, capacity: Demand, weight: float, tenant: str) -> tuple[float, float, float, str]:
     acc, cpu, mem = usage.shares(capacity)
     return (max(acc, cpu, mem) / weight, acc / weight, max(cpu, mem) / weight, tenant)

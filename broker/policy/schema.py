@@ -255,6 +255,13 @@ class BurstSettings(_Doc):
         ge=0,
         description="Each hour a job waits past its max_wait costs this many times wait_hour_cost.",
     )
+    firm_deadline_share_gap: float = Field(
+        default=2.0,
+        ge=0,
+        description="Projected waits: a job's max_wait is firm (projected late, it bursts at its last "
+        "responsible moment whatever the premium) while another active tenant's fair-share ratio is "
+        "at least this many times its own tenant's (the capacity it waits for is owed to it); 0: never.",
+    )
     sites: dict[str, SiteBurst] = Field(default_factory=dict, description="Per-site limits, by site id.")
     failure_throttle: FailureThrottle = FailureThrottle()
     budget: Budget = Budget()

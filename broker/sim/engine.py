@@ -375,13 +375,13 @@ class Engine:
             self.t + self.clouds.provisioning_delay(offer.site, job.index, st.rec.attempts), UP, job.index
         )
 
-    def _project(self, job: SimJob) -> tuple[dict[str, float], LaunchQueue]:
-        """The job's projected waits (fair-share standing as of now) and the committed bursts."""
+    def _project(self, job: SimJob) -> tuple[dict[str, float], LaunchQueue, Mapping[str, float]]:
+        """The job's projected waits, the committed bursts and the tenants' fair-share ratios."""
         now = EPOCH + timedelta(seconds=self.t)
         ratios = self.fair_ratios.at(
             self.t, job.tenant, lambda ts: self.fair.tenant_states(self.policy, now, ts)
         )
-        return self.projected.project_job(job, self.t, ratios), self.launches
+        return self.projected.project_job(job, self.t, ratios), self.launches, ratios
 
     def _price(self, offer: Offer) -> float:
         return offer.price_per_hour * (self.policy.rate(offer.currency or self.policy.currency) or 0.0)

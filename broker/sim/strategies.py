@@ -15,9 +15,12 @@ from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.spot import provisioning_p95_h
 from broker.burst.step import build_inputs, decide_in_pass
 from broker.decision import Decision
+from broker.fairshare import held_back
 from broker.policy import Policy
 from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.queues import LaunchQueue
+
+Projector = Callable[[SimJob], tuple[Mapping[str, float], LaunchQueue, Mapping[str, float]]]
 
 MIN_GAP_S = 60.0
 """Shortest timer: re-deciding more often than this cannot change much."""
@@ -36,18 +39,19 @@ class PolicyStrategy:
             (provisioning_p95_h(policy, s.id) * 3600 for s in policy.sites if not s.partitions), default=0.0
         )
         """The longest provisioning p95 of any cloud route."""
-        self.projector: Callable[[SimJob], tuple[Mapping[str, float], LaunchQueue]] | None = None
+        self.projector: Projector | None = None
         """Set by the engine when the policy's wait model is `projected`: the job's projected
-        wait per partition and the bursts committed per cloud route (the live dispatcher's
-        shell supplies the same from its adapters and store)."""
+        wait per partition, the bursts committed per cloud route and the tenants' fair-share
+        ratios (the live dispatcher's shell supplies the same from its adapters and store)."""
 
     def decide(
         self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None
     ) -> Decision:
-        projected, ahead = None, None
+        projected, ahead, firm = None, None, False
         if self.projector is not None:
-            projected, launches = self.projector(job)
+            projected, launches, ratios = self.projector(job)
             ahead = launches.ahead(job.arrival_s + job.max_wait_s)
+            firm = held_back(ratios, job.tenant, self.policy.burst.firm_deadline_share_gap)
         inputs = build_inputs(
             snap,
             queued_since=job.created_at,
@@ -56,6 +60,7 @@ class PolicyStrategy:
             queueing_sites=frozenset(),
             projected_wait=projected,
             launches_ahead=ahead,
+            firm_deadline=firm,
         )
         return decide_in_pass(job.spec, job.tenant, snap, self.policy, inputs)
 

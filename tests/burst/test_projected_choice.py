@@ -10,6 +10,7 @@ import pytest
 
 from broker.burst import BurstInputs, decide
 from broker.decision import Action
+from broker.fairshare import held_back
 from broker.model import SiteId, TenantId
 from broker.policy import Policy, load_policy
 from broker.policy.offers import static_offers
@@ -83,3 +84,42 @@ def test_without_projections_the_free_partition_runs_the_job(two_partitions: Pol
     inputs = BurstInputs(now=NOW, queued_since=NOW, onprem_capacity={CHEAP: (0, 120.0), DEAR: (8, 0.0)})
     d = decide(spec, TenantId("lab"), offers, two_partitions, inputs)
     assert d.action == Action.RUN and d.offer is not None and d.offer.partition == DEAR
+
+
+LEAD_S = 300  # aws-east's provisioning p95: the 5-min default
+
+
+def test_a_firm_deadline_bursts_at_the_last_moment_where_lateness_looks_cheaper(policy: Policy) -> None:
+    # A long job projected to start 10 min late: the lateness (4 x 40 CNY/h for 10 min) costs far
+    # less than the cloud's premium, so it waits on-prem past its max_wait. With a firm deadline
+    # (its tenant is held back by one far over its fair share) it bursts at its last
+    # responsible moment instead: waiting until then, bursting then, whatever the premium.
+    spec = job(("A800", "A100"), runtime="10h", max_wait="30m", count=8)
+    offers = static_offers(policy, read_at=NOW)
+    wait = {"onprem/a800": 30 * 60 + 600.0}
+    loose = decide(spec, TenantId("lab"), offers, policy, projected(0, wait, {"onprem/a800": 0}))
+    assert loose.action == Action.WAIT and loose.facts.burst_in_s is None
+    assert loose.facts.cloud_total_cost is not None and loose.facts.onprem_total_cost is not None
+    assert loose.facts.cloud_total_cost > loose.facts.onprem_total_cost
+    early = decide(
+        spec, TenantId("lab"), offers, policy, projected(0, wait, {"onprem/a800": 0}, firm_deadline=True)
+    )
+    assert early.action == Action.WAIT and early.facts.burst_in_s == 30 * 60 - LEAD_S
+    wait_late = {"onprem/a800": 600.0 + LEAD_S}  # at its last responsible moment, still 10 min late
+    at_last = projected(30 - LEAD_S / 60, wait_late, {"onprem/a800": 0}, firm_deadline=True)
+    due = decide(spec, TenantId("lab"), offers, policy, at_last)
+    assert due.action == Action.RUN and due.burst and due.offer is not None and due.offer.site == "aws-east"
+    in_time = {"onprem/a800": 120.0}  # capacity frees in time: the firm deadline changes nothing
+    soon = projected(10, in_time, {"onprem/a800": 0}, firm_deadline=True)
+    ok = decide(spec, TenantId("lab"), offers, policy, soon)
+    assert ok.action == Action.WAIT and not ok.burst and ok.facts.burst_in_s is None
+
+
+def test_held_back_names_a_tenant_far_below_another_active_tenant() -> None:
+    ratios = {"flood": 1.6, "small": 0.3, "mid": 0.9}
+    assert held_back(ratios, "small", 2.0)  # 1.6 >= 2 x 0.3
+    assert not held_back(ratios, "mid", 2.0)  # 1.6 < 2 x 0.9
+    assert not held_back(ratios, "flood", 2.0)
+    assert held_back({"flood": 0.5, "idle": 0.0}, "idle", 2.0)  # uses nothing while another does
+    assert not held_back({"a": 0.0, "b": 0.0}, "a", 2.0)  # nobody uses anything: nobody owed
+    assert not held_back(ratios, "small", 0.0)  # 0 turns the rule off

@@ -89,15 +89,15 @@ def test_over_share_tenant_is_projected_behind_an_under_share_tenant() -> None:
 
 
 def test_decision_quality_bench_applies_burst_overrides() -> None:
-    # The README's projected rows run `bench/decision_quality.py ... --burst wait_model=projected
-    # late_wait_factor=4`: the overrides reach the policy every scenario runs with.
+    # The README's fluid rows run `bench/decision_quality.py ... --burst wait_model=fluid
+    # late_wait_factor=1`: the overrides reach the policy every scenario runs with.
     spec = importlib.util.spec_from_file_location("decision_quality", ROOT / "bench/decision_quality.py")
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    bench.BURST[:] = ["wait_model=projected", "late_wait_factor=4"]
+    bench.BURST[:] = ["wait_model=fluid", "late_wait_factor=1"]
     knobs = bench.knobs()
-    assert knobs["wait_model"] == "projected" and knobs["late_wait_factor"] == 4.0
+    assert knobs["wait_model"] == "fluid" and knobs["late_wait_factor"] == 1.0
     assert knobs["wait_estimate_factor"] == 0.4  # the rest as configs/policy-sim.yaml has it
     bench.BURST[:] = []
-    assert bench.knobs()["wait_model"] == "fluid"
+    assert bench.knobs()["wait_model"] == "projected" and bench.knobs()["late_wait_factor"] == 4.0
