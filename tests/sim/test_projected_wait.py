@@ -101,3 +101,36 @@ def test_decision_quality_bench_applies_burst_overrides() -> None:
     assert knobs["wait_estimate_factor"] == 0.4  # the rest as configs/policy-sim.yaml has it
     bench.BURST[:] = []
     assert bench.knobs()["wait_model"] == "projected" and bench.knobs()["late_wait_factor"] == 4.0
+
+
+@pytest.mark.parametrize(("gap", "bursts"), [(2.0, True), (0.0, False)])
+def test_a_tenant_held_back_by_a_far_over_share_tenant_bursts_rather_than_be_late(
+    tmp_path: Path, gap: float, bursts: bool
+) -> None:
+    # Tenant "big" holds both GPUs for 2,460 s; "small" (using nothing) queues a 10 h job a minute
+    # in, projected to start 10 min past its 30-min max_wait. Ten minutes of lateness (4 x 40
+    # CNY/h) costs less than the cloud's premium over on-prem for 10 h, so without a firm
+    # deadline it waits and is late; with one (big's share ratio >= 2x small's) it bursts at
+    # its last responsible moment and starts on time.
+    (tmp_path / "cloud.csv").write_text(CATALOG)
+    knobs = f"  wait_model: projected\n  late_wait_factor: 4\n  firm_deadline_share_gap: {gap}\n"
+    text = POLICY.format(configs=CONFIGS, gpus=2).replace("  hysteresis: 0s\n", "  hysteresis: 0s\n" + knobs)
+    text = text.replace(
+        "tenants:\n",
+        "tenants:\n  - {id: big, kind: university, entity_country: CN, monthly_budget: 100000}\n"
+        "  - {id: small, kind: university, entity_country: CN, monthly_budget: 100000}\n",
+    )
+    (tmp_path / "policy.yaml").write_text(text)
+    policy = load_policy(tmp_path / "policy.yaml")
+    scenario = Scenario(seed=1, provisioning=Delay(min_s=60, mode_s=60, max_s=60))
+    trace = [
+        TraceJob("a", 0, 2460, count=1, accelerators=("A800",), tenant="big"),
+        TraceJob("b", 0, 2460, count=1, accelerators=("A800",), tenant="big"),
+        TraceJob("s", 60, 36000, count=1, accelerators=("A800",), tenant="small"),
+    ]
+    sim = simulate(policy, build_jobs(trace, policy, scenario), scenario, baselines=(), lower_bound=False)
+    s = sim.runs["policy"].records[2]
+    assert s.burst is bursts
+    assert late(s) is not bursts
+    if bursts:  # it waited for its last responsible moment first
+        assert s.decisions >= 2 and s.wait_s > 600

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from datetime import timedelta
+from pathlib import Path
 
 import broker.planning
 import broker.sim.strategies
@@ -30,8 +31,18 @@ def test_one_shared_function() -> None:
     assert broker.sim.strategies.decide_in_pass is decide_in_pass
 
 
-def test_planner_and_simulator_decide_alike() -> None:
-    path = CONFIGS / "policy-sim.yaml"
+def test_planner_and_simulator_decide_alike(tmp_path: Path) -> None:
+    # Under the fluid wait model, as before policy-sim.yaml went projected: the live projection
+    # reads the store's runtime history, which this store-less comparison has not (the live
+    # projected path is tested in tests/clouds/test_projected_wait_live.py).
+    for item in CONFIGS.iterdir():
+        (tmp_path / item.name).symlink_to(item)
+    path = tmp_path / "policy-fluid.yaml"
+    text = (CONFIGS / "policy-sim.yaml").read_text()
+    projected = "  wait_model: projected\n  late_wait_factor: 4.0\n"
+    fluid = text.replace(projected, "  wait_model: fluid\n  late_wait_factor: 1.0\n")
+    assert fluid != text
+    path.write_text(fluid)
     watcher = PolicyWatcher(path)
     policy = watcher.current
     planner = Planner(watcher, clock=None)  # type: ignore[arg-type]
