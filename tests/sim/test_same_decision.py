@@ -11,11 +11,11 @@ import broker.sim.strategies
 from broker.burst.snapshot import PassSnapshot
 from broker.burst.step import decide_in_pass
 from broker.clock import Clock
-from broker.model import Job, JobId
+from broker.model import Job, JobId, TenantId
 from broker.planning import Planner
 from broker.policy import PolicyWatcher
 from broker.sim.engine import Engine
-from broker.sim.jobs import build_jobs
+from broker.sim.jobs import EPOCH, build_jobs
 from broker.sim.scenario import Scenario
 from broker.sim.strategies import PolicyStrategy
 from broker.sim.traces import TraceJob
@@ -85,3 +85,24 @@ def test_planner_and_simulator_decide_alike(tmp_path: Path) -> None:
             b.burst,
         )
         assert (live.claimed, live.backlog_h) == (simulated.claimed, simulated.backlog_h)
+
+
+def test_planner_gives_a_firm_deadline_to_a_tenant_held_back_by_a_far_over_share_one() -> None:
+    # The live planner sets BurstInputs.firm_deadline from its fair-share pass's ratios, by the
+    # same rule as the simulator (broker.fairshare.held_back, burst.firm_deadline_share_gap 2).
+    watcher = PolicyWatcher(CONFIGS / "policy-sim.yaml")
+    planner = Planner(watcher, clock=None)  # type: ignore[arg-type]
+    assert watcher.current.burst.firm_deadline_share_gap == 2.0
+    engine = Engine(watcher.current, [], Scenario(seed=3, onprem_gpus=16), PolicyStrategy(watcher.current))
+    now = EPOCH
+    snap = PassSnapshot(now=now, offers=engine.book.offers(0.0), capacity_total=engine.book.totals)
+    planner.fair.ratios = {"zhipu-sme": 1.8, "pku-nlp": 0.2, "sg-partner": 1.0}
+    firm = {}
+    for tenant in planner.fair.ratios:
+        snap.money[tenant] = engine.ledger.money(tenant, now)
+        store = None  # the pass's money is already in the snapshot: no store read
+        inputs = planner.inputs_for(
+            TenantId(tenant), snap, store, queued_since=now, pending_since=None  # type: ignore[arg-type]
+        )
+        firm[tenant] = inputs.firm_deadline
+    assert firm == {"zhipu-sme": False, "pku-nlp": True, "sg-partner": False}
