@@ -244,7 +244,7 @@ class Planner:
             decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
         decision = self.fair.adjust(self.policy, job, decision, snap)
         if projected is not None:  # recorded with where its wait came from, then in the line
-            decision = self.waits.explained(decision, snap, job.tenant, store)
+            decision = self.waits.explained(decision, snap, job.tenant, store, projected=projected)
             self.waits.record(job, decision, self.policy, snap, store, self._place(job))
         since = decision.facts.burst_pending_since
         if since is not None:
@@ -341,7 +341,7 @@ class Planner:
         )
         decision = decide(spec, tenant, snap.offers, policy, inputs)
         if projected is not None:
-            decision = self.waits.explained(decision, snap, tenant, store, standing.position)
+            decision = self.waits.explained(decision, snap, tenant, store, standing.position, projected)
         fair = FairShareNote(standing.position, standing.in_quota, round(standing.ratio, 3), standing.text())
         offer = decision.offer
         if (

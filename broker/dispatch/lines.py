@@ -21,6 +21,9 @@ from broker.model import SiteId
 NEVER_S = 1e9
 """A projected wait standing for "never" (finite, so it can be rounded and compared)."""
 
+SOONEST = 10
+"""Running ends a projection note lists (the soonest)."""
+
 Ahead = tuple[int, float]
 """(units, expected runtime seconds) of a job that starts before the one projected."""
 
@@ -39,6 +42,21 @@ class PartitionView:
     """Units busy with work the broker did not start (their ends: the backend's own estimate)."""
     line: Line | None = None
     """The line so far, list-scheduled (rebuilt when the view or the line is redrawn)."""
+    _soonest: list[tuple[float, int]] | None = field(default=None, init=False, repr=False)
+
+    def soonest(self) -> list[tuple[float, int]]:
+        """The (at most) SOONEST earliest `ends`, kept once per view (explain reads it per decision)."""
+        if self._soonest is None:
+            self._soonest = heapq.nsmallest(SOONEST, self.ends)
+        return self._soonest
+
+    def started(self, end_s: float, units: int) -> None:
+        """A job this snapshot starts: its units are busy until `end_s` (the line is redrawn)."""
+        self.ends.append((end_s, units))
+        self.line = None
+        if self._soonest is not None:
+            bisect.insort(self._soonest, (end_s, units))
+            del self._soonest[SOONEST:]
 
 
 @dataclass

@@ -14,7 +14,6 @@ the last fair-share order. The math stays in `broker.burst.projection`.
 from __future__ import annotations
 
 import bisect
-import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -194,8 +193,7 @@ class LiveWaits:
             view = self._view(snap).get(offer.partition)
             if view is not None:  # it starts now: its units are busy until its expected end
                 view.free = max(0, view.free - demand(job.spec))
-                view.ends.append((snap.now.timestamp() + runtime, demand(job.spec)))
-                view.line = None
+                view.started(snap.now.timestamp() + runtime, demand(job.spec))
         elif decision.action == Action.RUN:  # sent to the backend's own queue (Slurm) to pend
             view = self._view(snap).get(offer.partition)
             if view is not None:  # as the next snapshot will see it: pending at the backend
@@ -285,14 +283,18 @@ class LiveWaits:
         return bisect.bisect_left(places, before)
 
     def explained(
-        self, decision: Decision, snap: PassSnapshot, tenant: str, store: JobStore, before: int | None = None
+        self,
+        decision: Decision,
+        snap: PassSnapshot,
+        tenant: str,
+        store: JobStore,
+        before: int | None = None,
+        projected: Mapping[str, float] | None = None,
     ) -> Decision:
-        """The decision with where its projected on-prem wait came from (explain, job events)."""
-        site, wait = decision.facts.onprem_site, decision.facts.onprem_expected_wait_s
-        offer = decision.offer
-        partition = offer.partition if offer is not None and offer.site == site else None
-        if partition is None and site is not None:
-            partition = next((k for k in self._view(snap) if k.startswith(f"{site}/")), None)
+        """The decision with where its projected on-prem wait came from (explain, job events);
+        `projected`: the waits the decision was made on (`for_job`), to find its partition."""
+        wait = decision.facts.onprem_expected_wait_s
+        partition = decided_partition(decision, projected or {})
         view = self._view(snap).get(partition or "")
         if view is None or partition is None:
             return decision
@@ -307,7 +309,7 @@ class LiveWaits:
             partition=partition,
             wait_s=round(wait or 0.0),
             free_units=view.free,
-            running=tuple((u, round(max(0.0, e - now_s))) for e, u in heapq.nsmallest(10, view.ends)),
+            running=tuple((u, round(max(0.0, e - now_s))) for e, u in view.soonest()),
             running_jobs=len(view.ends),
             backend_queue_jobs=len(view.backend_queue),
             ahead_jobs=ahead,
@@ -327,6 +329,26 @@ class LiveWaits:
 
     def _runtime(self, spec: JobSpec, tenant: str, store: JobStore, now: datetime) -> float:
         return spec.runtime_estimate.total_seconds() * self.ratios.ratio(tenant, store, now)
+
+
+def decided_partition(decision: Decision, projected: Mapping[str, float]) -> str | None:
+    """The on-prem partition whose projected wait the decision weighed (None: not projected).
+
+    A wait or a send to a backend queue names it as its offer; a burst names only the site and
+    the wait, rounded and raised to the last responsible moment when late: the partition of that
+    site whose projection it is (exactly, else the longest below it: the raise only lengthens)."""
+    site, wait = decision.facts.onprem_site, decision.facts.onprem_expected_wait_s
+    offer = decision.offer
+    if site is None:
+        return None
+    if offer is not None and offer.site == site:
+        return offer.partition if offer.partition in projected else None
+    mine = sorted((round(w), k) for k, w in projected.items() if k.startswith(f"{site}/"))
+    below = [(w, k) for w, k in mine if wait is None or w <= wait]
+    if below:
+        top = below[-1][0]
+        return next(k for w, k in below if w == top)  # equal waits: the first by name
+    return mine[0][1] if mine else None
 
 
 def _keep_last(memo: dict[int, Any], key: int, value: Any, size: int = 8) -> None:

@@ -18,20 +18,26 @@ from broker.store._sql_core import SqlCore
 
 RUNNING_KIND = "running"
 """The event kind of a job's move to RUNNING (`broker.dispatch.attempts`)."""
+RUN_STARTS_CHUNK = 500
+"""Job ids per `run_starts` query."""
 
 
 class SqlRuns(SqlCore):
     """Run starts and recent runtimes (see the module docstring)."""
 
     def run_starts(self, job_ids: Sequence[JobId]) -> dict[JobId, datetime]:
-        if not job_ids:
-            return {}
-        rows = self._all(
-            f"SELECT job_id, MAX(time) FROM events WHERE job_id IN ({marks(len(job_ids))}) "
-            "AND kind = ? GROUP BY job_id",
-            [*job_ids, RUNNING_KIND],
-        )
-        return {JobId(r[0]): self._dialect.dt(r[1]) for r in rows if r[1] is not None}
+        out: dict[JobId, datetime] = {}
+        # Chunked: after a restart every running job is asked at once, and one IN list of
+        # thousands of ids would pass SQLite's bound-parameter limit.
+        for at in range(0, len(job_ids), RUN_STARTS_CHUNK):
+            chunk = job_ids[at : at + RUN_STARTS_CHUNK]
+            rows = self._all(
+                f"SELECT job_id, MAX(time) FROM events WHERE job_id IN ({marks(len(chunk))}) "
+                "AND kind = ? GROUP BY job_id",
+                [*chunk, RUNNING_KIND],
+            )
+            out.update((JobId(r[0]), self._dialect.dt(r[1])) for r in rows if r[1] is not None)
+        return out
 
     def recent_runtimes(self, tenant: TenantId, limit: int) -> list[tuple[float, float]]:
         # The literal state matches the partial index's predicate (a bound one would not).

@@ -20,7 +20,7 @@ from broker.dispatch.waits import LiveWaits
 from broker.jobspec import Resources
 from broker.model import Attempt, AttemptState, JobSpec, JobState, Offer, SiteId, TenantId
 from broker.policy import Policy, load_policy_text
-from broker.store import JobStore, PostgresStore, SqliteStore, Submission
+from broker.store import JobStore, PostgresStore, SqliteStore, StoreError, Submission
 from tests.burst.conftest import POLICY, write_policy
 
 T0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
@@ -102,10 +102,10 @@ def test_a_tenant_whose_jobs_ran_twice_their_estimates_gets_projections_twice_as
 
 
 def test_the_ratio_is_learned_from_a_bounded_window_and_clamped(store: JobStore) -> None:
-    history(store, "lab", stretch=1.0, n=3)
-    history(store, "lab", stretch=3.0, n=4)  # the newest runs outvote the older ones
-    assert LearnedRatios(window=4).ratio("lab", store, NOW) == 3.0
-    assert LearnedRatios(window=100).ratio("lab", store, NOW) == 3.0
+    history(store, "lab", stretch=1.0, n=5)
+    history(store, "lab", stretch=3.0, n=2)  # only the newest runs count: the window is bounded
+    assert LearnedRatios(window=2).ratio("lab", store, NOW) == 3.0
+    assert LearnedRatios(window=100).ratio("lab", store, NOW) == 1.0  # all 7: the older ones outvote
     assert learned_ratio([(3600.0, 36000.0)]) == 4.0 and learned_ratio([(3600.0, 60.0)]) == 0.25
     assert learned_ratio([]) == 1.0 and learned_ratio([(0.0, 60.0)]) == 1.0
 
@@ -190,3 +190,32 @@ def test_bursts_lined_up_on_a_route_count_for_jobs_due_later(store: JobStore, po
     waits.begin_pass(full=True)  # the next full pass does not see them: they left the queue
     waits.begin_pass(full=True)
     assert waits.launches_ahead(policy, spec, "lab", NOW) == {}
+
+
+class FailingHistory(SqliteStore):
+    """A store whose runtime history cannot be read (the database failing), counting the reads."""
+
+    reads = 0
+
+    def recent_runtimes(self, tenant: TenantId, limit: int) -> list[tuple[float, float]]:
+        self.reads += 1
+        raise StoreError("database is locked")
+
+
+def test_a_failing_history_read_is_not_retried_for_every_running_job(tmp_path: Path) -> None:
+    """While the store fails the fallback ratio is kept a short while (injected clock): one read
+    per retry period, not one per running job per pass; the last good ratio is the fallback."""
+    failing = FailingHistory(tmp_path / "broker.db")
+    ratios = LearnedRatios(ttl_s=300.0, retry_s=30.0)
+    assert [ratios.ratio("lab", failing, NOW) for _ in range(50)] == [1.0] * 50
+    assert failing.reads == 1
+    assert ratios.ratio("lab", failing, NOW + timedelta(seconds=29)) == 1.0 and failing.reads == 1
+    assert ratios.ratio("lab", failing, NOW + timedelta(seconds=30)) == 1.0 and failing.reads == 2
+    good = SqliteStore(tmp_path / "good.db")
+    history(good, "lab", stretch=2.0)
+    assert ratios.ratio("lab", good, NOW + timedelta(seconds=60)) == 2.0
+    later = NOW + timedelta(seconds=60 + 300)
+    assert ratios.ratio("lab", failing, later) == 2.0 and failing.reads == 3
+    assert ratios.ratio("lab", failing, later + timedelta(seconds=10)) == 2.0 and failing.reads == 3
+    failing.close()
+    good.close()

@@ -44,6 +44,7 @@ from broker.store import (
     Submission,
 )
 from broker.store.postgres import PostgresStore
+from broker.store._sql_runs import RUN_STARTS_CHUNK
 
 NOW = datetime(2026, 11, 3, 8, 0, 0, 123456, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
@@ -444,6 +445,16 @@ class StoreContract:
         starts = store.run_starts([again.id, once.id, queued.id])
         assert starts == {again.id: LATER + timedelta(minutes=7), once.id: LATER + timedelta(minutes=2)}
         assert store.run_starts([]) == {}
+
+    def test_run_starts_of_every_running_job_after_a_restart(self, store: JobStore) -> None:
+        """After a restart every running job is asked at once: more ids than one statement may
+        bind (PostgreSQL: 65,535; SQLite's default build: 32,766) are read in chunks."""
+        jobs = [self.submit_one(store, A, n) for n in ("first", "middle", "last")]
+        for minutes, job in enumerate(jobs):
+            self.run(store, job, LATER + timedelta(minutes=minutes), None, JobState.RUNNING)
+        ids = [JobId(f"j-gone-{i}") for i in range(70_000)]
+        ids[0], ids[RUN_STARTS_CHUNK], ids[-1] = (j.id for j in jobs)  # first, next chunk, last
+        assert store.run_starts(ids) == {j.id: LATER + timedelta(minutes=m) for m, j in enumerate(jobs)}
 
     def test_recent_runtimes_are_the_tenants_newest_succeeded_runs(self, store: JobStore) -> None:
         """(estimate, actual) of the newest N succeeded runs of one tenant: failures, other

@@ -1,0 +1,102 @@
+"""The projection note on a live decision (explain, job events) describes the partition the
+decision weighed, and lists the soonest running ends as the pass starts more jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from broker.burst.snapshot import PassSnapshot
+from broker.decision import Action, Decision, DecisionFacts
+from broker.dispatch.waits import LiveWaits
+from broker.model import Job, JobId, Offer, SiteId, TenantId
+from broker.policy import Policy, load_policy_text
+from broker.store import JobStore, SqliteStore
+from tests.burst.conftest import POLICY, write_policy
+from tests.store.test_runtime_ratios import A800, NOW, gpu_job, running
+
+CPU = Offer(
+    site=SiteId("onprem"), instance_type="cpu", accelerator=None, count=64, price_per_hour=1.0, free=64
+)
+H800 = Offer(
+    site=SiteId("onprem"), instance_type="h800", accelerator="H800", count=8, price_per_hour=20.0,
+    free=0, expected_wait_s=7200.0,
+)
+CLOUD = Offer(site=SiteId("aws-east"), instance_type="p4d.24xlarge", accelerator="A100", count=8,
+              price_per_hour=32.77)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[JobStore]:
+    opened = SqliteStore(tmp_path / "broker.db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Policy:
+    path = write_policy(tmp_path, POLICY.replace("burst:\n", "burst:\n  wait_model: projected\n", 1))
+    return load_policy_text(path.read_text(), str(path))
+
+
+def burst(wait_s: float, remaining_s: float = 0.0) -> Decision:
+    """A burst to the cloud after weighing an on-prem wait of `wait_s` (as decide() records it)."""
+    facts = DecisionFacts(onprem_site="onprem", onprem_expected_wait_s=wait_s, remaining_wait_s=remaining_s)
+    return Decision(Action.RUN, CLOUD, burst=True, facts=facts)
+
+
+def test_a_burst_is_explained_by_the_partition_whose_projected_wait_it_weighed(
+    store: JobStore, policy: Policy
+) -> None:
+    """A CPU partition (free) and two GPU ones: A800 frees in 30 min (a running broker job),
+    H800 in 2 h (foreign work). Each burst's note names the GPU partition whose wait it used."""
+    snap = PassSnapshot(
+        now=NOW, offers=[CPU, A800, H800],
+        capacity_total={CPU.partition: 64, A800.partition: 8, H800.partition: 8},
+    )
+    waits = LiveWaits()
+    waits.noted(snap, [running(store, "lab", NOW - timedelta(minutes=30))])
+    projected = waits.for_job(policy, gpu_job("big", 1.0), snap, store, frozenset())
+    assert projected == {A800.partition: pytest.approx(1800.0), H800.partition: pytest.approx(7200.0)}
+    cases = [
+        (7200.0, H800.partition, 0, 1),
+        (1800.0, A800.partition, 0, 1),
+        (7300.0, H800.partition, 0, 1),  # raised to the last responsible moment: the longest below
+        (1900.0, A800.partition, 0, 1),
+    ]
+    for wait_s, partition, free, running_jobs in cases:
+        note = waits.explained(burst(wait_s), snap, "lab", store, projected=projected).projection
+        assert note is not None, wait_s
+        assert (note.partition, note.wait_s, note.free_units, note.running_jobs) == (
+            partition, wait_s, free, running_jobs
+        ), wait_s
+    # A wait names its partition itself; a decision not made on a projection gets no note.
+    facts = DecisionFacts(onprem_site="onprem", onprem_expected_wait_s=7200)
+    waiting = Decision(Action.WAIT, H800, facts=facts)
+    note = waits.explained(waiting, snap, "lab", store, projected=projected).projection
+    assert note is not None and note.partition == H800.partition
+    assert waits.explained(burst(7200.0), snap, "lab", store, projected={}).projection is None
+
+
+def test_the_note_lists_the_soonest_ends_including_jobs_this_pass_started(
+    store: JobStore, policy: Policy
+) -> None:
+    """The soonest ends are kept once per view; a job the pass starts sooner than them shows up."""
+    free_a800 = A800.model_copy(update={"free": 8})
+    snap = PassSnapshot(now=NOW, offers=[free_a800], capacity_total={A800.partition: 16})
+    waits = LiveWaits()
+    waits.noted(snap, [running(store, "lab", NOW - timedelta(minutes=30))])  # 8 units, 30 min left
+    waits.begin_pass(full=True)
+    asked = Decision(Action.WAIT, A800, facts=DecisionFacts(onprem_site="onprem", onprem_expected_wait_s=0))
+    projected = waits.for_job(policy, gpu_job("a", 1.0), snap, store, frozenset())
+    first = waits.explained(asked, snap, "lab", store, projected=projected).projection
+    assert first is not None and first.running == ((8, 1800),)
+    quick = Job(id=JobId("quick"), tenant=TenantId("lab"), spec=gpu_job("quick", 0.25), created_at=NOW,
+                updated_at=NOW)
+    waits.record(quick, Decision(Action.RUN, free_a800), policy, snap, store, 1)
+    projected = waits.for_job(policy, gpu_job("b", 1.0), snap, store, frozenset())
+    second = waits.explained(asked, snap, "lab", store, projected=projected).projection
+    assert second is not None and second.running == ((8, 900), (8, 1800)) and second.running_jobs == 2
