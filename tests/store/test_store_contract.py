@@ -43,8 +43,8 @@ from broker.store import (
     StoreError,
     Submission,
 )
-from broker.store.postgres import PostgresStore
 from broker.store._sql_runs import RUN_STARTS_CHUNK
+from broker.store.postgres import PostgresStore
 
 NOW = datetime(2026, 11, 3, 8, 0, 0, 123456, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
