@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import groupby
 from operator import attrgetter
 from typing import Any
 
@@ -132,19 +133,14 @@ def group_offers(offers: Sequence[Offer], policy: Policy) -> list[Group]:
     """Group offers by (site, accelerator), keeping first-seen order."""
     groups: dict[tuple[str, str | None], list[Offer]] = {}
     get = groups.get
-    last: tuple[str, str | None] | None = None
-    members: list[Offer] = []
-    for key, offer in zip(map(_group_key, offers), offers, strict=True):
-        if key == last:  # catalogs and readings list a site's offers together: runs of one group
-            members.append(offer)
-            continue
-        found = get(key)
-        if found is None:
-            members = groups[key] = [offer]
+    # catalogs and readings list a site's offers together: one step per run of a group, the
+    # keys computed and compared in C
+    for key, run in groupby(offers, _group_key):
+        members = get(key)
+        if members is None:
+            groups[key] = list(run)
         else:
-            members = found
-            members.append(offer)
-        last = key
+            members.extend(run)
     out = []
     sites = policy.index.sites
     hardware: dict[str | None, Hardware] = {}

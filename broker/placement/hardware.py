@@ -87,6 +87,8 @@ def keep_hardware_model(env: Env) -> GroupKeep:
 def keep_hardware_size(env: Env) -> OfferKeep:
     """`filter_hardware_size`'s kept offers, without reasons."""
     count, cpus, mem = env.count, env.cpus, env.memory_gb
+    # The three fields read from the offer's `__dict__` (one attribute look-up per offer: on a
+    # pydantic model each costs ~50 ns, a dict subscript a fraction of it). Same tests as the filter.
     return lambda pairs: [
         (g, kept)
         for g, offers in pairs
@@ -94,7 +96,11 @@ def keep_hardware_size(env: Env) -> OfferKeep:
             kept := [
                 o
                 for o in offers
-                if not (o.count < count or (o.cpus and o.cpus < cpus) or (o.memory_gb and o.memory_gb < mem))
+                if not (
+                    (d := o.__dict__)["count"] < count
+                    or ((c := d["cpus"]) and c < cpus)
+                    or ((m := d["memory_gb"]) and m < mem)
+                )
             ]
         )
     ]
