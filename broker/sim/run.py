@@ -58,7 +58,7 @@ class _World:
     lower_bound: bool
     per_strategy_bounds: bool
     progress: Progress | None
-    decided: Sequence[SimJob] = ()
+    decided: Sequence[SimJob]
     """The jobs as submitted (users' runtime estimates) for the policy; `jobs` are the same jobs
     with their actual runtimes as estimates, for the clairvoyant references."""
 

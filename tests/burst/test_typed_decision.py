@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from broker.api import placement_pb2
 from broker.burst import decide
-from broker.decision import Action, Decision, DecisionFacts, FairShareNote, ReclaimVictim
+from broker.decision import Action, Decision, DecisionFacts, FairShareNote, ProjectionNote, ReclaimVictim
 from broker.model import TenantId
 from broker.policy import Policy
-from broker.serde import explanation_from_proto, explanation_to_proto
+from broker.serde import decision_from_proto, explanation_from_proto, explanation_to_proto
 from broker.serde_decision import decision_data, decision_proto, explain_json, facts_from_proto
 from tests.burst.test_decision import NOW, inputs, job, offers
 
@@ -72,3 +73,43 @@ def test_fair_share_and_reclaim_are_typed_and_recorded() -> None:
     }
     assert data["reclaim"] == [{"attempt": "att-1", "tenant": "b", "units": 2}]
     assert data["waited_s"] == 60 and data["currency"] == "CNY" and data["action"] == "wait"
+
+
+def test_a_projected_wait_and_a_late_burst_round_trip_through_the_wire() -> None:
+    """The projection note and burst_in_s survive decision data -> proto bytes -> data and facts."""
+    note = ProjectionNote(
+        partition="onprem/a800",
+        wait_s=5400.0,
+        free_units=3,
+        running=((8, 1800.0), (2, 3600.0)),
+        running_jobs=7,
+        backend_queue_jobs=2,
+        ahead_jobs=4,
+        ahead_units=12,
+        ahead_unit_hours=9.5,
+        runtime_ratio=1.75,
+    )
+    facts = DecisionFacts(
+        waited_s=120, max_wait_s=3600, remaining_wait_s=3480, currency="CNY", onprem_site="onprem",
+        onprem_expected_wait_s=5400.0, onprem_total_cost=60.0, cloud_offer="aws-east/p4d.24xlarge",
+        cloud_total_cost=40.0, burst_in_s=3430.0,
+    )
+    d = Decision(Action.WAIT, facts=facts, projection=note, reasons=("late: bursting at the last moment",))
+    wire = placement_pb2.Decision.FromString(decision_proto(d).SerializeToString())
+    assert wire.burst_in_seconds == 3430.0 and wire.projection.partition == "onprem/a800"
+    assert facts_from_proto(wire) == facts
+    back = decision_from_proto(wire)
+    assert back["projection"] == decision_data(d)["projection"] == {
+        "partition": "onprem/a800",
+        "wait_s": 5400.0,
+        "free_units": 3,
+        "running": [{"units": 8, "ends_in_s": 1800.0}, {"units": 2, "ends_in_s": 3600.0}],
+        "running_jobs": 7,
+        "backend_queue_jobs": 2,
+        "queue_ahead_jobs": 4,
+        "queue_ahead_units": 12,
+        "queue_ahead_unit_hours": 9.5,
+        "runtime_ratio": 1.75,
+    }
+    assert back["burst_in_s"] == 3430.0
+    assert "projection" not in decision_from_proto(decision_proto(Decision(Action.WAIT, facts=facts)))

@@ -194,24 +194,29 @@ def test_a_long_running_job_makes_the_next_burst_at_its_last_responsible_moment(
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         holder = hold_the_a800(broker, stub, tmp_path, "10h")
-        # 60 s of max_wait and a 50 s provisioning p95: the job waits ~10 s, then bursts.
-        hurried = job_yaml(tmp_path, "hurried", estimate="1h", max_wait="60s")
+        # 80 s of max_wait and a 50 s provisioning p95: the job waits ~30 s, then bursts (room for
+        # a slow first pass on a loaded machine: one after 30 s would burst at once, no waiting).
+        hurried = job_yaml(tmp_path, "hurried", estimate="1h", max_wait="80s")
         decision = json.loads(szb(broker, "explain", str(hurried), "-o", "json").stdout)["decision"]
         assert decision["action"] == "wait" and "last responsible moment" in decision["reasons"][0], decision
-        assert 0 < decision["burst_in_s"] <= 10, decision
+        assert 0 < decision["burst_in_s"] <= 30, decision
         assert decision["projection"]["running"][0]["ends_in_s"] > 9 * 3600
         job_id = submit(broker, hurried)
         waiting = first_event(stub, job_id, "waiting")
         assert "last responsible moment" in waiting.message, waiting.message
-        placed = first_event(stub, job_id, "placed")
+        assert 0 < waiting.data["burst_in_s"] <= 30, waiting.data
+        placed = first_event(stub, job_id, "placed", timeout=90)
         assert "aws-east" in placed.message and "[burst]" in placed.message, placed.message
         assert placed.data["onprem_expected_wait_s"] > 9 * 3600  # the projection it burst on
         assert placed.data["projection"]["running"][0]["ends_in_s"] > 9 * 3600
         on_cloud = wait_state(stub, job_id, {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING},
                               token=TOKEN)
         assert on_cloud.site == "aws-east"
-        # It burst no earlier than its last responsible moment: deadline minus provisioning p95.
-        assert (placed.time.ToDatetime() - waiting.time.ToDatetime()).total_seconds() >= 5
+        # It burst no earlier than its last responsible moment (deadline minus provisioning p95),
+        # as the decision it burst on records it: no wall-clock gap between events is measured.
+        assert "burst_in_s" not in placed.data, placed.data
+        assert placed.data["remaining_wait_s"] <= 50 <= waiting.data["remaining_wait_s"], placed.data
+        assert placed.data["waited_s"] >= placed.data["max_wait_s"] - 50 - 1, placed.data
         for jid in (holder, job_id):
             stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(TOKEN))
 
@@ -219,12 +224,12 @@ def test_a_long_running_job_makes_the_next_burst_at_its_last_responsible_moment(
 def test_the_ratio_learned_from_the_tenants_finished_jobs_stretches_the_projection(
     broker: BrokerProcess, tmp_path: Path
 ) -> None:
-    """Jobs that ran about 3x their 1-second estimates (recorded by this broker's own dispatcher)
-    make the tenant's next running job's expected end about 3x its estimate too."""
+    """Jobs that ran about 4x their 1-second estimates (recorded by this broker's own dispatcher)
+    make the tenant's next running job's expected end several times its estimate too."""
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         for n in range(2):
-            sleep = "import time; time.sleep(3)"
+            sleep = "import time; time.sleep(4)"
             slow = job_yaml(tmp_path, f"slow-{n}", estimate="1s", max_wait="1h", command=sleep)
             done = wait_state(stub, submit(broker, slow), TERMINAL, token=TOKEN)
             assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.message
@@ -233,7 +238,9 @@ def test_the_ratio_learned_from_the_tenants_finished_jobs_stretches_the_projecti
         answer = json.loads(szb(broker, "explain", str(patient), "-o", "json").stdout)
         projection = answer["decision"]["projection"]
         ratio = projection["runtime_ratio"]
-        assert 2.5 <= ratio <= 4.0, projection  # 3 s runs against 1 s estimates (clamped at 4)
+        # 4 s runs against 1 s estimates, measured between the recorded running and succeeded
+        # events: a RUNNING seen up to 2 s late on a loaded machine still reads >= 2 (no history: 1).
+        assert 2.0 <= ratio <= 4.0, projection
         ends_in = projection["running"][0]["ends_in_s"]
         assert 1200 * ratio - 120 <= ends_in <= 1200 * ratio + 1, projection
         stub.CancelJob(pb.CancelJobRequest(id=holder), metadata=md(TOKEN))

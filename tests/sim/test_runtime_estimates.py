@@ -200,3 +200,15 @@ def test_a_bias_for_an_unknown_tenant_names_it(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as err:
         build_jobs([a800("a", 0, 600.0)], policy, scenario)
     assert str(err.value) == "runtime_estimates.bias.t2-typo: no such tenant (known: t1)"
+
+
+def test_a_simulated_world_must_be_given_the_jobs_the_policy_decides(tmp_path: Path) -> None:
+    """Without the jobs as submitted the policy would silently run on none: it is required."""
+    from broker.sim.run import _World
+
+    policy = tiny_policy(tmp_path)
+    jobs = build_jobs([a800("j0", 0.0, 600.0)], policy, Scenario(seed=3))
+    with pytest.raises(TypeError, match="decided"):
+        _World(policy, jobs, Scenario(seed=3), (), False, False, None)  # type: ignore[call-arg]
+    world = _World(policy, jobs, Scenario(seed=3), (), False, False, None, jobs)
+    assert [j.id for j in world.decided] == [j.id for j in jobs]
