@@ -44,11 +44,23 @@ class PartitionView:
     """The line so far, list-scheduled (rebuilt when the view or the line is redrawn)."""
     _soonest: list[tuple[float, int]] | None = field(default=None, init=False, repr=False)
 
+    _noted: tuple[float, int, tuple[tuple[int, float], ...]] | None = field(
+        default=None, init=False, repr=False
+    )
+
     def soonest(self) -> list[tuple[float, int]]:
         """The (at most) SOONEST earliest `ends`, kept once per view (explain reads it per decision)."""
         if self._soonest is None:
             self._soonest = heapq.nsmallest(SOONEST, self.ends)
         return self._soonest
+
+    def soonest_in(self, now_s: float) -> tuple[tuple[int, float], ...]:
+        """(units, whole seconds from `now_s` to its end) of the soonest ends (the explain note)."""
+        hit = self._noted
+        if hit is None or hit[0] != now_s or hit[1] != len(self.ends):
+            running = tuple((u, round(max(0.0, e - now_s))) for e, u in self.soonest())
+            hit = self._noted = (now_s, len(self.ends), running)
+        return hit[2]
 
     def started(self, end_s: float, units: int) -> None:
         """A job this snapshot starts: its units are busy until `end_s` (the line is redrawn)."""

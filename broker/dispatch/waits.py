@@ -309,7 +309,7 @@ class LiveWaits:
             partition=partition,
             wait_s=round(wait or 0.0),
             free_units=view.free,
-            running=tuple((u, round(max(0.0, e - now_s))) for e, u in view.soonest()),
+            running=view.soonest_in(now_s),
             running_jobs=len(view.ends),
             backend_queue_jobs=len(view.backend_queue),
             ahead_jobs=ahead,
