@@ -76,7 +76,7 @@ def boolean(fn: Fn) -> Fn:
     def run(env: Mapping[str, Any]) -> bool:
         return truth(fn(env))
 
-    return run
+    return strict_as(run, fn)
 
 
 _UNKNOWN = "unknown"
@@ -100,11 +100,15 @@ def _side(fn: Fn, env: Mapping[str, Any]) -> bool | str:
 def logic(a: Fn, b: Fn, absorbing: bool) -> Fn:
     """`&&` (absorbing=False) or `||` (absorbing=True) with CEL's commutative error absorption."""
 
+    ra, rb = _STRICT.get(a), _STRICT.get(b)
+
     def run(env: Mapping[str, Any]) -> bool:
-        x = _side(a, env)
+        # an operand whose first step reads an unbound variable is unknown without running it
+        # (raising and catching `Unknown` costs ~2 us; partial evaluation meets it often)
+        x = _UNKNOWN if ra is not None and ra not in env else _side(a, env)
         if x is absorbing:
             return absorbing
-        y = _side(b, env)
+        y = _UNKNOWN if rb is not None and rb not in env else _side(b, env)
         if y is absorbing:
             return absorbing
         if (x is True or x is False) and (y is True or y is False):
@@ -127,6 +131,18 @@ _RELATIONS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+_STRICT: WeakKeyDictionary[Fn, str] = WeakKeyDictionary()
+"""Closures whose first step reads this variable: with it unbound they raise `Unknown`, nothing else."""
+
+
+def strict_as(fn: Fn, first: Fn) -> Fn:
+    """Mark `fn`, whose first step is calling `first`, as strict on `first`'s variable (if any)."""
+    root = _STRICT.get(first)
+    if root is not None:
+        _STRICT[fn] = root
+    return fn
+
+
 _CONSTANTS: WeakKeyDictionary[Fn, Any] = WeakKeyDictionary()
 _VARIABLES: WeakKeyDictionary[Fn, str] = WeakKeyDictionary()
 """Which compiled closures are a literal or a bare variable: the common shapes get one closure
@@ -137,7 +153,7 @@ def relation(op: str, a: Fn, b: Fn) -> Fn:
     if op in ("==", "!=") and b in _CONSTANTS and _CONSTANTS[b].__class__ is str:
         return _equals_text(a, _CONSTANTS[b], op == "!=")
     rel = _RELATIONS[op]
-    return lambda env: rel(a(env), b(env))
+    return strict_as(lambda env: rel(a(env), b(env)), a)
 
 
 def _equals_text(a: Fn, text: str, negate: bool) -> Fn:
@@ -151,7 +167,7 @@ def _equals_text(a: Fn, text: str, negate: bool) -> Fn:
             raise Fallback
         return negate  # another CEL type never equals a string
 
-    return run
+    return strict_as(run, a)
 
 
 def field(base: Fn, name: str) -> Fn:
@@ -166,6 +182,7 @@ def field(base: Fn, name: str) -> Fn:
                 raise Fallback
             return node[name]
 
+        _STRICT[top] = root
         return top
 
     def run(env: Mapping[str, Any]) -> Any:
@@ -174,7 +191,7 @@ def field(base: Fn, name: str) -> Fn:
             raise Fallback  # CEL: no such key (or a field of a non-map)
         return node[name]
 
-    return run
+    return strict_as(run, base)
 
 
 _UNBOUND = object()
@@ -188,6 +205,7 @@ def variable(name: str) -> Fn:
         return value
 
     _VARIABLES[run] = name
+    _STRICT[run] = name
     return run
 
 
@@ -206,7 +224,7 @@ def size(arg: Fn) -> Fn:
             return len(v)
         raise Fallback
 
-    return run
+    return strict_as(run, arg)
 
 
 def string_method(base: Fn, name: str, arg: Fn) -> Fn:
@@ -220,7 +238,7 @@ def string_method(base: Fn, name: str, arg: Fn) -> Fn:
             return s.endswith(x)
         return x in s
 
-    return run
+    return strict_as(run, base)
 
 
 def has(base: Fn, name: str) -> Fn:
@@ -230,7 +248,7 @@ def has(base: Fn, name: str) -> Fn:
             raise Fallback
         return name in node
 
-    return run
+    return strict_as(run, base)
 
 
 def macro(base: Fn, name: str, var: str, body: Fn) -> Fn:
@@ -254,4 +272,4 @@ def macro(base: Fn, name: str, var: str, body: Fn) -> Fn:
             raise Fallback
         return not decisive
 
-    return run
+    return strict_as(run, base)

@@ -32,6 +32,7 @@ from broker.compliance._native_ops import (
     macro,
     relation,
     size,
+    strict_as,
     string_method,
     truth,
     variable,
@@ -153,7 +154,7 @@ class _Parser:
         if tok == "!":
             self.take()
             inner = self.unary()
-            return lambda env: not truth(inner(env))
+            return strict_as(lambda env: not truth(inner(env)), inner)
         if tok == "-":
             self.take()
             kind, text = self.take()

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import broker.policy  # noqa: F401  (import order: policy before compliance)
+from broker.compliance import _native_ops
 from broker.compliance.native import Fallback, Unknown, compile_native
 
 SCALARS = st.one_of(
@@ -138,6 +139,25 @@ def test_a_rule_decided_on_the_site_alone_is_decided_for_every_job(
         return
     for j in jobs:
         assert _cel(src, {"job": j["job"], "site": site["site"]}) is partial, (src, site, j)
+
+
+@settings(max_examples=300, deadline=None)
+@given(src=EXPRS, variables=VARIABLES, drop=st.sampled_from(["job", "site"]))
+def test_a_part_marked_strict_on_a_variable_only_says_unknown_without_it(
+    src: str, variables: dict[str, Any], drop: str
+) -> None:
+    """`&&`/`||` skip an operand marked strict on an unbound variable (it would only raise
+    `Unknown`): every marked closure must raise `Unknown` when its variable is unbound."""
+    before = set(_native_ops._STRICT.keys())
+    native = compile_native(src)
+    assert native is not None
+    marked = [(fn, root) for fn, root in list(_native_ops._STRICT.items()) if fn not in before]
+    partial = {k: v for k, v in variables.items() if k != drop}
+    for fn, root in marked:
+        if root in partial:
+            continue
+        with pytest.raises(Unknown):
+            fn(partial)
 
 
 @pytest.mark.parametrize(
