@@ -8,6 +8,7 @@ raise `Unknown` when a variable is not bound yet (partial evaluation).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -23,6 +24,8 @@ class Unknown(BrokerError):
 
 
 Fn = Callable[[Mapping[str, Any]], Any]
+Side = Callable[[Mapping[str, Any]], "bool | str"]
+"""A predicate that returns its bool, or `UNKNOWN`/`FALLBACK` instead of raising."""
 
 _EXACT = 2**53
 
@@ -79,8 +82,8 @@ def boolean(fn: Fn) -> Fn:
     return strict_as(run, fn)
 
 
-_UNKNOWN = "unknown"
-_FALLBACK = "fallback"
+_UNKNOWN = UNKNOWN = "unknown"
+_FALLBACK = FALLBACK = "fallback"
 """What a `&&`/`||` operand gave besides a bool. Markers, not the exception objects: a kept
 exception's traceback holds its frame, whose caller keeps the exception (a reference cycle
 only the garbage collector frees, with every frame's locals: a cold decision made hundreds)."""
@@ -99,25 +102,42 @@ def _side(fn: Fn, env: Mapping[str, Any]) -> bool | str:
 
 def logic(a: Fn, b: Fn, absorbing: bool) -> Fn:
     """`&&` (absorbing=False) or `||` (absorbing=True) with CEL's commutative error absorption."""
-
     ra, rb = _STRICT.get(a), _STRICT.get(b)
+    sa, sb = side_of(a), side_of(b)
 
-    def run(env: Mapping[str, Any]) -> bool:
+    def core(env: Mapping[str, Any]) -> bool | str:
         # an operand whose first step reads an unbound variable is unknown without running it
         # (raising and catching `Unknown` costs ~2 us; partial evaluation meets it often)
-        x = _UNKNOWN if ra is not None and ra not in env else _side(a, env)
+        x = _UNKNOWN if ra is not None and ra not in env else sa(env)
         if x is absorbing:
             return absorbing
-        y = _UNKNOWN if rb is not None and rb not in env else _side(b, env)
+        y = _UNKNOWN if rb is not None and rb not in env else sb(env)
         if y is absorbing:
             return absorbing
         if (x is True or x is False) and (y is True or y is False):
             return not absorbing
-        if x is _UNKNOWN or y is _UNKNOWN:
-            raise Unknown
-        raise Fallback
+        return _UNKNOWN if x is _UNKNOWN or y is _UNKNOWN else _FALLBACK
 
+    def run(env: Mapping[str, Any]) -> bool:
+        r = core(env)
+        if r is _UNKNOWN:
+            raise Unknown
+        if r is _FALLBACK:
+            raise Fallback
+        return r is True
+
+    _SIDES[run] = core
     return run
+
+
+_SIDES: WeakKeyDictionary[Fn, Side] = WeakKeyDictionary()
+"""`&&`/`||` closures' marker-returning forms: nested and top-level callers skip the raise."""
+
+
+def side_of(fn: Fn) -> Side:
+    """`fn` as a `&&`/`||` operand: its bool, or `_UNKNOWN`/`_FALLBACK`, raising neither."""
+    core = _SIDES.get(fn)
+    return core if core is not None else partial(_side, fn)
 
 
 _RELATIONS: dict[str, Callable[[Any, Any], bool]] = {

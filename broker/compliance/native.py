@@ -21,8 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.compliance._native_ops import (
+    FALLBACK,
+    UNKNOWN,
     Fallback,
     Fn,
+    Side,
     Unknown,
     boolean,
     constant,
@@ -31,6 +34,7 @@ from broker.compliance._native_ops import (
     logic,
     macro,
     relation,
+    side_of,
     size,
     strict_as,
     string_method,
@@ -56,7 +60,7 @@ _STRING_METHODS = frozenset({"startsWith", "endsWith", "contains"})
 _MACROS = frozenset({"exists", "all"})
 _INT_MAX = 2**63 - 1
 
-__all__ = ["Fallback", "Native", "Unknown", "compile_native"]
+__all__ = ["FALLBACK", "UNKNOWN", "Fallback", "Native", "Unknown", "compile_native"]
 
 
 class _Unsupported(BrokerError):
@@ -69,6 +73,8 @@ class Native:
 
     fn: Fn
     roots: frozenset[str]
+    side: Side
+    """`fn` returning `UNKNOWN` or `FALLBACK` where `fn` raises (no exception on the hot path)."""
 
 
 def compile_native(src: str) -> Native | None:
@@ -79,7 +85,7 @@ def compile_native(src: str) -> Native | None:
         fn = parser.parse()
     except (_Unsupported, ValueError, RecursionError):
         return None
-    return Native(boolean(fn), frozenset(parser.roots))
+    return Native(boolean(fn), frozenset(parser.roots), side_of(fn))
 
 
 def _tokenize(src: str) -> list[tuple[str, str]]:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.compliance.native import Fallback, Native, Unknown
+from broker.compliance.native import FALLBACK, UNKNOWN, Native
 
 Outcome = tuple[bool, str | None]
 """(matched, error message); a rule that could not be evaluated has matched False."""
@@ -49,11 +49,10 @@ def live_rule(index: int, native: Native | None, bound: Mapping[str, Any]) -> Li
     by_site, by_hw = "site" in roots, "hardware" in roots
     if native is None:
         return Live(index, None, None, True, True)
-    try:
-        hit = native.fn(bound)
-    except Unknown:
+    hit = native.side(bound)
+    if hit is UNKNOWN:
         return Live(index, None, native, by_site, by_hw)
-    except Fallback:  # CEL decides (and words any error), per group
+    if hit is FALLBACK:  # CEL decides (and words any error), per group
         return Live(index, None, None, True, True)
     if not hit:
         return None
@@ -64,10 +63,10 @@ def run_native(native: Native | None, variables: Mapping[str, Any]) -> Outcome |
     """The native outcome on fully bound variables, or None when CEL must decide."""
     if native is None:
         return None
-    try:
-        return MATCHED if native.fn(variables) else UNMATCHED
-    except (Fallback, Unknown):
-        return None
+    hit = native.side(variables)
+    if hit is True or hit is False:
+        return MATCHED if hit else UNMATCHED
+    return None
 
 
 UNDECIDED: Outcome = (False, "undecided")
@@ -76,10 +75,10 @@ UNDECIDED: Outcome = (False, "undecided")
 
 def decided_without(native: Native, variables: Mapping[str, Any], unbound: str) -> Outcome:
     """The outcome with `unbound` left out (`UNDECIDED` when it matters or CEL must decide)."""
-    try:
-        return MATCHED if native.fn({k: v for k, v in variables.items() if k != unbound}) else UNMATCHED
-    except (Fallback, Unknown):
-        return UNDECIDED
+    hit = native.side({k: v for k, v in variables.items() if k != unbound})
+    if hit is True or hit is False:
+        return MATCHED if hit else UNMATCHED
+    return UNDECIDED
 
 
 class Plan:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import broker.policy  # noqa: F401  (import order: policy before compliance)
 from broker.compliance import _native_ops
-from broker.compliance.native import Fallback, Unknown, compile_native
+from broker.compliance.native import FALLBACK, UNKNOWN, Fallback, Unknown, compile_native
 
 SCALARS = st.one_of(
     st.sampled_from(["", "a", "ab", "b", "cn-mainland", "US", "D:5"]),
@@ -158,6 +158,24 @@ def test_a_part_marked_strict_on_a_variable_only_says_unknown_without_it(
             continue
         with pytest.raises(Unknown):
             fn(partial)
+
+
+@settings(max_examples=400, deadline=None)
+@given(src=EXPRS, variables=VARIABLES, drop=st.sampled_from(["job", "site", ""]))
+def test_the_marker_form_answers_what_the_predicate_answers_or_raises(
+    src: str, variables: dict[str, Any], drop: str
+) -> None:
+    """`Native.side` (what the rule plans call) returns UNKNOWN / FALLBACK where `fn` raises."""
+    native = compile_native(src)
+    assert native is not None
+    bound = {k: v for k, v in variables.items() if k != drop}
+    try:
+        expected: Any = native.fn(bound)
+    except Unknown:
+        expected = UNKNOWN
+    except Fallback:
+        expected = FALLBACK
+    assert native.side(bound) is expected, (src, bound)
 
 
 @pytest.mark.parametrize(
