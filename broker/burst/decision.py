@@ -37,6 +37,7 @@ from broker.burst.inputs import (
     is_onprem,
     onprem_sites,
 )
+from broker.burst.projection import NEVER_S
 from broker.burst.spot import provisioning_p95_h
 from broker.decision import Action, Decision, DecisionFacts
 from broker.model import JobSpec, Offer, SiteId, TenantId
@@ -93,7 +94,7 @@ class _View:
         part = s.offer.partition
         got = self.inputs.projected_wait.get(part)
         if got is not None:
-            return got
+            return min(got, NEVER_S)  # "never" (inf) stays a number that rounds and compares
         cap = self.inputs.onprem_capacity.get(part)
         base = s.offer.expected_wait_s if cap is None else cap[1]
         raw = base + self.inputs.onprem_adjust.get(part, (0, 0.0))[1]

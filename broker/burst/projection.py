@@ -18,6 +18,9 @@ from collections.abc import Iterable, Sequence
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 
+NEVER_S = 1e9
+"""A projected wait standing for "never" (finite, so it can be rounded, compared and sent)."""
+
 
 def queue_key(priority: str, due_s: float, arrival_s: float, job_id: str) -> tuple[int, float, float, str]:
     """The dispatcher's order within a tenant: priority, then deadline (arrival + max_wait), then age.

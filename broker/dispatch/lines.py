@@ -18,9 +18,6 @@ from dataclasses import dataclass, field
 from broker.burst.projection import projected_wait_s
 from broker.model import SiteId
 
-NEVER_S = 1e9
-"""A projected wait standing for "never" (finite, so it can be rounded and compared)."""
-
 SOONEST = 10
 """Running ends a projection note lists (the soonest)."""
 

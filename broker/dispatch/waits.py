@@ -21,9 +21,10 @@ from datetime import datetime
 from typing import Any
 
 from broker.burst.inputs import demand, effective_max_wait, is_onprem
+from broker.burst.projection import NEVER_S
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, ProjectionNote
-from broker.dispatch.lines import NEVER_S, Ahead, CommittedBursts, Line, PartitionView
+from broker.dispatch.lines import Ahead, CommittedBursts, Line, PartitionView
 from broker.dispatch.runtimes import LearnedRatios
 from broker.model import Attempt, AttemptState, Job, JobSpec, SiteId
 from broker.policy import Policy

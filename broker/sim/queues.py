@@ -10,10 +10,9 @@ whatever their deadlines), so an over-share tenant's projection is not optimisti
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Callable, Mapping
 
-from broker.burst.projection import projected_wait_s, queue_key
+from broker.burst.projection import NEVER_S, projected_wait_s, queue_key
 from broker.fairshare import Demand, TenantState, share_ratios
 from broker.model import SiteId
 from broker.sim.backends import Partition
@@ -23,9 +22,6 @@ from broker.sim.jobs import SimJob
 Key = tuple[int, float, float, str]
 Entry = tuple[Key, int, float, str]
 """A waiting job: dispatch key, units, remaining runtime, tenant."""
-
-NEVER_S = 1e9
-"""A projected wait standing for "never" (finite, so it can be rounded and compared)."""
 
 
 def dispatch_key(job: SimJob) -> Key:
@@ -120,7 +116,7 @@ class ProjectedQueues:
             if part.accelerated != accelerated:
                 continue
             if units > part.total:
-                out[name] = math.inf
+                out[name] = NEVER_S
                 continue
             queue = self._ordered(name)
             n = bisect.bisect_left(queue, (key,))

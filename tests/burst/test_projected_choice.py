@@ -123,3 +123,16 @@ def test_held_back_names_a_tenant_far_below_another_active_tenant() -> None:
     assert held_back({"flood": 0.5, "idle": 0.0}, "idle", 2.0)  # uses nothing while another does
     assert not held_back({"a": 0.0, "b": 0.0}, "a", 2.0)  # nobody uses anything: nobody owed
     assert not held_back(ratios, "small", 0.0)  # 0 turns the rule off
+
+
+def test_a_partition_that_can_never_start_the_job_is_a_late_wait_not_a_crash(policy: Policy) -> None:
+    # A projection of "never" (inf: the partition is too small, or the line gives up) used to
+    # reach round() and raise OverflowError; it is a very late wait, so the job is set to burst
+    # at its last responsible moment.
+    spec = job(("A800", "A10"), max_wait="30m")
+    offers = static_offers(policy, read_at=NOW)
+    never = projected(0, {"onprem/a800": float("inf")}, {"onprem/a800": 0})
+    decision = decide(spec, TenantId("lab"), offers, policy, never)
+    waited = decision.facts.onprem_expected_wait_s
+    assert waited is not None and waited >= 10**9
+    assert decision.action == Action.WAIT and decision.facts.burst_in_s is not None
