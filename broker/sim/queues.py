@@ -10,6 +10,7 @@ whatever their deadlines), so an over-share tenant's projection is not optimisti
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from collections.abc import Callable, Mapping
 
 from broker.burst.projection import NEVER_S, projected_wait_s, queue_key
@@ -65,21 +66,25 @@ class ProjectedQueues:
         self.waiting: dict[str, dict[int, Entry]] = {k: {} for k in parts}
         self.where: dict[int, str] = {}
         self._sorted: dict[str, list[Entry] | None] = dict.fromkeys(parts)
+        self._per_tenant: Counter[str] = Counter()
+        """Waiting jobs per tenant, kept by add/remove: fair-share ratios are read per decision."""
 
     def tenants(self) -> set[str]:
         """Tenants with a job waiting in some partition."""
-        return {e[3] for queue in self.waiting.values() for e in queue.values()}
+        return {t for t, n in self._per_tenant.items() if n > 0}
 
     def add(self, part: str, job: int, key: Key, units: int, runtime_s: float, tenant: str) -> None:
         self.remove(job)
         self.waiting[part][job] = (key, units, runtime_s, tenant)
         self.where[job] = part
         self._sorted[part] = None
+        self._per_tenant[tenant] += 1
 
     def remove(self, job: int) -> None:
         part = self.where.pop(job, None)
         if part is not None:
-            del self.waiting[part][job]
+            tenant = self.waiting[part].pop(job)[3]
+            self._per_tenant[tenant] -= 1
             self._sorted[part] = None
 
     def _ordered(self, part: str) -> list[Entry]:
@@ -144,9 +149,9 @@ class FairRatios:
     def at(
         self, now_s: float, tenant: str, states: Callable[[set[str]], Mapping[str, TenantState]]
     ) -> dict[str, float]:
-        waiting = self.queues.tenants() | {tenant}
         if self._memo[0] == now_s and tenant in self._memo[1]:
             return self._memo[2]
+        waiting = self.queues.tenants() | {tenant}
         got = states(waiting)
         active = waiting | {t for t, s in got.items() if any(s.usage.shares(self.capacity))}
         self._memo = (now_s, frozenset(active), share_ratios(got, active, self.capacity))

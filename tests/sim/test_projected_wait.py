@@ -134,3 +134,17 @@ def test_a_tenant_held_back_by_a_far_over_share_tenant_bursts_rather_than_be_lat
     assert late(s) is not bursts
     if bursts:  # it waited for its last responsible moment first
         assert s.decisions >= 2 and s.wait_s > 600
+
+
+def test_waiting_tenants_follow_adds_moves_and_removes() -> None:
+    parts = {"a": Partition("a", 8, True, free=8), "b": Partition("b", 8, True, free=8)}
+    queues = ProjectedQueues(parts)
+    queues.add("a", 1, (1, 10.0, 0.0, "j1"), 1, 60.0, "t1")
+    queues.add("b", 2, (1, 20.0, 0.0, "j2"), 1, 60.0, "t2")
+    queues.add("b", 1, (1, 10.0, 0.0, "j1"), 1, 60.0, "t1")  # the same job moves partition
+    assert queues.tenants() == {"t1", "t2"}
+    queues.remove(2)
+    queues.remove(2)  # removing twice changes nothing
+    assert queues.tenants() == {"t1"}
+    queues.remove(1)
+    assert queues.tenants() == set()
