@@ -91,7 +91,10 @@ def one_pass(policy: Policy, store: JobStore, depth: int) -> list[float]:
         got = waits.for_job(policy, job.spec, snap, store, frozenset())
         assert got is not None
         waits.launches_ahead(policy, job.spec, job.tenant, job.created_at)
-        facts = DecisionFacts(onprem_site="onprem", onprem_expected_wait_s=round(got[OFFER.partition]))
+        wait_s = round(got[OFFER.partition])
+        facts = DecisionFacts(
+            onprem_site="onprem", onprem_partition=OFFER.partition, onprem_expected_wait_s=wait_s
+        )
         asked = Decision(Action.WAIT, OFFER, facts=facts)
         decision = waits.explained(asked, snap, "lab", store, projected=got)
         assert decision.projection is not None

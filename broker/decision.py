@@ -36,6 +36,8 @@ class DecisionFacts:
     score: float | None = None
     """The chosen offer's placement score."""
     onprem_site: str | None = None
+    onprem_partition: str | None = None
+    """The on-prem partition (`site/partition`) whose wait the decision weighed."""
     onprem_expected_wait_s: float | None = None
     onprem_total_cost: float | None = None
     cloud_offer: str | None = None

@@ -56,6 +56,7 @@ def decision_to_proto(d: Mapping[str, Any]) -> placement_pb2.Decision:
         price_currency=d.get("price_currency") or "",
         currency=d.get("currency") or "",
         onprem_site=d.get("onprem_site") or "",
+        onprem_partition=d.get("onprem_partition") or "",
         cloud_offer=d.get("cloud_offer") or "",
     )
     for key, field in _WAIT_NUMBERS.items():
@@ -101,6 +102,8 @@ def decision_from_proto(msg: placement_pb2.Decision) -> dict[str, Any]:
         )
     if msg.onprem_site:
         d["onprem_site"] = msg.onprem_site
+    if msg.onprem_partition:
+        d["onprem_partition"] = msg.onprem_partition
     if msg.cloud_offer:
         d["cloud_offer"] = msg.cloud_offer
     for key, field in _OPTIONAL_NUMBERS.items():

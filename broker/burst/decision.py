@@ -147,7 +147,8 @@ def decide(
         best = min(ready, key=lambda s: (v.score(s), s.offer.site, s.offer.key))
         cheaper = _cheaper_in_time(v, onprem, best)
         if cheaper is not None:
-            v.facts = replace(v.facts, onprem_site=cheaper.offer.site)
+            where = cheaper.offer
+            v.facts = replace(v.facts, onprem_site=where.site, onprem_partition=where.partition)
             return v.done(
                 Action.WAIT,
                 cheaper,
@@ -231,6 +232,7 @@ def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
     v.facts = replace(
         v.facts,
         onprem_site=queue.offer.site,
+        onprem_partition=queue.offer.partition,
         onprem_expected_wait_s=round(wait_s),
         onprem_total_cost=round(wait_cost, 2),
     )

@@ -293,11 +293,14 @@ class LiveWaits:
         projected: Mapping[str, float] | None = None,
     ) -> Decision:
         """The decision with where its projected on-prem wait came from (explain, job events);
-        `projected`: the waits the decision was made on (`for_job`), to find its partition."""
+        `projected`: the waits the decision was made on (`for_job`): no note for a partition
+        whose wait was not projected."""
         wait = decision.facts.onprem_expected_wait_s
-        partition = decided_partition(decision, projected or {})
-        view = self._view(snap).get(partition or "")
-        if view is None or partition is None:
+        partition = decision.facts.onprem_partition  # the partition the decision weighed
+        if partition is None or partition not in (projected or {}):
+            return decision
+        view = self._view(snap).get(partition)
+        if view is None:
             return decision
         now_s = snap.now.timestamp()
         ahead = self._ahead(partition, before)
@@ -330,26 +333,6 @@ class LiveWaits:
 
     def _runtime(self, spec: JobSpec, tenant: str, store: JobStore, now: datetime) -> float:
         return spec.runtime_estimate.total_seconds() * self.ratios.ratio(tenant, store, now)
-
-
-def decided_partition(decision: Decision, projected: Mapping[str, float]) -> str | None:
-    """The on-prem partition whose projected wait the decision weighed (None: not projected).
-
-    A wait or a send to a backend queue names it as its offer; a burst names only the site and
-    the wait, rounded and raised to the last responsible moment when late: the partition of that
-    site whose projection it is (exactly, else the longest below it: the raise only lengthens)."""
-    site, wait = decision.facts.onprem_site, decision.facts.onprem_expected_wait_s
-    offer = decision.offer
-    if site is None:
-        return None
-    if offer is not None and offer.site == site:
-        return offer.partition if offer.partition in projected else None
-    mine = sorted((round(w), k) for k, w in projected.items() if k.startswith(f"{site}/"))
-    below = [(w, k) for w, k in mine if wait is None or w <= wait]
-    if below:
-        top = below[-1][0]
-        return next(k for w, k in below if w == top)  # equal waits: the first by name
-    return mine[0][1] if mine else None
 
 
 def _keep_last(memo: dict[int, Any], key: int, value: Any, size: int = 8) -> None:

@@ -67,11 +67,11 @@ compliance:
 """
 
 
-def write_setup(folder: Path, moto_url: str) -> Path:
+def write_setup(folder: Path, moto_url: str, policy: str = POLICY) -> Path:
     for name in ("accelerators.yaml", "regimes.yaml"):
         shutil.copy(ROOT / "configs" / name, folder / name)
     (folder / "aws-east.csv").write_text(f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a\n")
-    (folder / "policy.yaml").write_text(POLICY)
+    (folder / "policy.yaml").write_text(policy)
     (folder / "tokens.yaml").write_text(f"tokens:\n  - {{tenant: lab, sha256: {hash_token(TOKEN)}}}\n")
     aws = (
         f"{{endpoint_url: '{moto_url}', access_key_id: AKIDTESTTEST, secret_access_key: secret, "
@@ -99,11 +99,35 @@ def broker(tmp_path: Path, moto: MotoFront) -> Iterator[BrokerProcess]:
     proc.stop()
 
 
-def job_yaml(folder: Path, name: str, *, estimate: str, max_wait: str, command: str = "print(1)") -> Path:
+# A second on-prem partition, cheaper than the A800 one and named after it.
+TWO_PARTITIONS = POLICY.replace(
+    "      - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}\n",
+    "      - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 20.0}\n"
+    "      - {name: l20, accelerator: L20, count_per_node: 1, price_hour: 5.0}\n",
+)
+
+
+@pytest.fixture
+def two_partitions(tmp_path: Path, moto: MotoFront) -> Iterator[BrokerProcess]:
+    proc = BrokerProcess(write_setup(tmp_path, moto.url, TWO_PARTITIONS))
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def job_yaml(
+    folder: Path,
+    name: str,
+    *,
+    estimate: str,
+    max_wait: str,
+    command: str = "print(1)",
+    accelerators: str = "A800, A10G",
+) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(
         f"name: {name}\ncommand: [{JOB_PYTHON}, -c, {json.dumps(command)}]\nruntime_estimate: {estimate}\n"
-        f"max_wait: {max_wait}\nresources:\n  accelerators: {{count: 1, any_of: [A800, A10G]}}\n"
+        f"max_wait: {max_wait}\nresources:\n  accelerators: {{count: 1, any_of: [{accelerators}]}}\n"
     )
     return path
 
@@ -244,3 +268,45 @@ def test_the_ratio_learned_from_the_tenants_finished_jobs_stretches_the_projecti
         ends_in = projection["running"][0]["ends_in_s"]
         assert 1200 * ratio - 120 <= ends_in <= 1200 * ratio + 1, projection
         stub.CancelJob(pb.CancelJobRequest(id=holder), metadata=md(TOKEN))
+
+
+def test_a_burst_names_the_partition_it_weighed_when_two_project_the_same_wait(
+    two_partitions: BrokerProcess, tmp_path: Path
+) -> None:
+    """Both on-prem partitions are busy with a job past its 1 s estimate (it ends "now") and have
+    a 1 h waiter lined up: each projects a new job to start in exactly 1 h. A job that may wait
+    80 s weighs the cheaper partition (l20), bursts at its last responsible moment, and its
+    facts, event note and `szb explain` name l20 (the rounded wait alone matches both)."""
+    broker = two_partitions
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        sleep = "import time; time.sleep(180)"
+        held = []
+        for accel in ("A800", "L20"):
+            holder = job_yaml(tmp_path, f"hold-{accel.lower()}", estimate="1s", max_wait="1d",
+                              command=sleep, accelerators=accel)
+            held.append(submit(broker, holder))
+        for job_id in held:
+            assert wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING}, token=TOKEN).site == "onprem"
+        for accel in ("A800", "L20"):  # due before the probe: ahead of it in each line
+            waiter = job_yaml(tmp_path, f"next-{accel.lower()}", estimate="1h", max_wait="20s",
+                              accelerators=accel)
+            held.append(submit(broker, waiter))
+            assert "waiting on-prem" in first_event(stub, held[-1], "waiting").message
+        probe = job_yaml(tmp_path, "probe", estimate="1h", max_wait="80s", accelerators="A800, L20, A10G")
+        decision = json.loads(szb(broker, "explain", str(probe), "-o", "json").stdout)["decision"]
+        assert decision["onprem_partition"] == "onprem/l20", decision
+        assert decision["projection"]["partition"] == "onprem/l20", decision
+        assert decision["onprem_expected_wait_s"] == 3600 and decision["burst_in_s"] > 0, decision
+        table = szb(broker, "explain", str(probe))
+        assert "onprem_partition=onprem/l20" in table.stdout, table.stdout
+        assert "projected wait on onprem/l20: 60 min" in table.stdout, table.stdout
+        job_id = submit(broker, probe)
+        placed = first_event(stub, job_id, "placed", timeout=90)
+        assert "aws-east" in placed.message and "[burst]" in placed.message, placed.message
+        assert placed.data["onprem_expected_wait_s"] == 3600, placed.data  # equal on both partitions
+        assert placed.data["onprem_partition"] == "onprem/l20", placed.data
+        assert placed.data["projection"]["partition"] == "onprem/l20", placed.data
+        assert placed.data["projection"]["queue_ahead_jobs"] == 1, placed.data
+        for jid in (*held, job_id):
+            stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(TOKEN))

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from broker.burst import BurstInputs, decide
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, DecisionFacts
 from broker.dispatch.waits import LiveWaits
 from broker.model import Job, JobId, Offer, SiteId, TenantId
-from broker.policy import Policy, load_policy_text
+from broker.policy import Policy, load_policy, load_policy_text
+from broker.policy.offers import static_offers
 from broker.store import JobStore, SqliteStore
 from tests.burst.conftest import POLICY, write_policy
+from tests.burst.test_decision import job
 from tests.store.test_runtime_ratios import A800, NOW, gpu_job, running
 
 CPU = Offer(
@@ -42,9 +45,9 @@ def policy(tmp_path: Path) -> Policy:
     return load_policy_text(path.read_text(), str(path))
 
 
-def burst(wait_s: float, remaining_s: float = 0.0) -> Decision:
-    """A burst to the cloud after weighing an on-prem wait of `wait_s` (as decide() records it)."""
-    facts = DecisionFacts(onprem_site="onprem", onprem_expected_wait_s=wait_s, remaining_wait_s=remaining_s)
+def burst(wait_s: float, partition: str) -> Decision:
+    """A burst to the cloud after weighing `partition`'s on-prem wait of `wait_s` (as decide() records it)."""
+    facts = DecisionFacts(onprem_site="onprem", onprem_partition=partition, onprem_expected_wait_s=wait_s)
     return Decision(Action.RUN, CLOUD, burst=True, facts=facts)
 
 
@@ -52,7 +55,8 @@ def test_a_burst_is_explained_by_the_partition_whose_projected_wait_it_weighed(
     store: JobStore, policy: Policy
 ) -> None:
     """A CPU partition (free) and two GPU ones: A800 frees in 30 min (a running broker job),
-    H800 in 2 h (foreign work). Each burst's note names the GPU partition whose wait it used."""
+    H800 in 2 h (foreign work). Each burst's note names the GPU partition its facts name, even
+    when its wait was raised past both projections (the last responsible moment)."""
     snap = PassSnapshot(
         now=NOW, offers=[CPU, A800, H800],
         capacity_total={CPU.partition: 64, A800.partition: 8, H800.partition: 8},
@@ -64,21 +68,23 @@ def test_a_burst_is_explained_by_the_partition_whose_projected_wait_it_weighed(
     cases = [
         (7200.0, H800.partition, 0, 1),
         (1800.0, A800.partition, 0, 1),
-        (7300.0, H800.partition, 0, 1),  # raised to the last responsible moment: the longest below
-        (1900.0, A800.partition, 0, 1),
+        (7300.0, H800.partition, 0, 1),  # raised to the last responsible moment
+        (7300.0, A800.partition, 0, 1),  # the shorter wait, raised past the longer one
     ]
     for wait_s, partition, free, running_jobs in cases:
-        note = waits.explained(burst(wait_s), snap, "lab", store, projected=projected).projection
+        note = waits.explained(burst(wait_s, partition), snap, "lab", store, projected=projected).projection
         assert note is not None, wait_s
         assert (note.partition, note.wait_s, note.free_units, note.running_jobs) == (
             partition, wait_s, free, running_jobs
         ), wait_s
     # A wait names its partition itself; a decision not made on a projection gets no note.
-    facts = DecisionFacts(onprem_site="onprem", onprem_expected_wait_s=7200)
+    facts = DecisionFacts(onprem_site="onprem", onprem_partition=H800.partition, onprem_expected_wait_s=7200)
     waiting = Decision(Action.WAIT, H800, facts=facts)
     note = waits.explained(waiting, snap, "lab", store, projected=projected).projection
     assert note is not None and note.partition == H800.partition
-    assert waits.explained(burst(7200.0), snap, "lab", store, projected={}).projection is None
+    assert waits.explained(burst(7200.0, H800.partition), snap, "lab", store, projected={}).projection is None
+    unnamed = Decision(Action.RUN, CLOUD, burst=True, facts=DecisionFacts(onprem_site="onprem"))
+    assert waits.explained(unnamed, snap, "lab", store, projected=projected).projection is None
 
 
 def test_the_note_lists_the_soonest_ends_including_jobs_this_pass_started(
@@ -90,7 +96,8 @@ def test_the_note_lists_the_soonest_ends_including_jobs_this_pass_started(
     waits = LiveWaits()
     waits.noted(snap, [running(store, "lab", NOW - timedelta(minutes=30))])  # 8 units, 30 min left
     waits.begin_pass(full=True)
-    asked = Decision(Action.WAIT, A800, facts=DecisionFacts(onprem_site="onprem", onprem_expected_wait_s=0))
+    facts = DecisionFacts(onprem_site="onprem", onprem_partition=A800.partition, onprem_expected_wait_s=0)
+    asked = Decision(Action.WAIT, A800, facts=facts)
     projected = waits.for_job(policy, gpu_job("a", 1.0), snap, store, frozenset())
     first = waits.explained(asked, snap, "lab", store, projected=projected).projection
     assert first is not None and first.running == ((8, 1800),)
@@ -100,3 +107,36 @@ def test_the_note_lists_the_soonest_ends_including_jobs_this_pass_started(
     projected = waits.for_job(policy, gpu_job("b", 1.0), snap, store, frozenset())
     second = waits.explained(asked, snap, "lab", store, projected=projected).projection
     assert second is not None and second.running == ((8, 900), (8, 1800)) and second.running_jobs == 2
+
+
+TWO = POLICY.replace(
+    "      - {name: a800, accelerator: A800, count_per_node: 8, price_hour: 14.0}\n",
+    "      - {name: dear, accelerator: A800, count_per_node: 8, price_hour: 20.0}\n"
+    "      - {name: thrifty, accelerator: A800, count_per_node: 8, price_hour: 14.0}\n",
+).replace("burst:\n", "burst:\n  wait_model: projected\n", 1)
+
+
+def test_a_burst_weighing_one_of_two_equal_projections_is_explained_by_that_one(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """Two A800 partitions, both busy with foreign work for exactly 2 h: equal projected waits.
+    decide() weighs the cheaper one (`thrifty`) and records it; the note names it, where a guess
+    from the rounded wait would take the first by name (`dear`)."""
+    policy = load_policy(write_policy(tmp_path, TWO))
+    offers = [
+        o.model_copy(update={"free": 0, "expected_wait_s": 7200.0}) if o.site == "onprem" else o
+        for o in static_offers(policy, read_at=NOW)
+    ]
+    snap = PassSnapshot(now=NOW, offers=offers, capacity_total={"onprem/dear": 8, "onprem/thrifty": 8})
+    waits = LiveWaits()
+    waits.noted(snap, [])
+    spec = job(("A800", "A10"), max_wait="30m")
+    projected = waits.for_job(policy, spec, snap, store, frozenset())
+    assert projected == {"onprem/dear": pytest.approx(7200.0), "onprem/thrifty": pytest.approx(7200.0)}
+    inputs = BurstInputs(now=NOW, queued_since=NOW - timedelta(minutes=29), projected_wait=projected)
+    decision = decide(spec, TenantId("lab"), offers, policy, inputs)
+    assert decision.action == Action.RUN and decision.burst, decision.reasons
+    assert decision.facts.onprem_partition == "onprem/thrifty"
+    note = waits.explained(decision, snap, "lab", store, projected=projected).projection
+    assert note is not None and note.partition == "onprem/thrifty"
+    assert (note.free_units, note.running_jobs) == (0, 1)  # the foreign work, ending in 2 h

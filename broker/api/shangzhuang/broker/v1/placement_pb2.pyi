@@ -265,6 +265,7 @@ class Decision(_message.Message):
     BURST_PENDING_SINCE_FIELD_NUMBER: _builtins.int
     BURST_IN_SECONDS_FIELD_NUMBER: _builtins.int
     PROJECTION_FIELD_NUMBER: _builtins.int
+    ONPREM_PARTITION_FIELD_NUMBER: _builtins.int
     action: Global___DecisionAction.ValueType
     burst: _builtins.bool
     offer_key: _builtins.str
@@ -286,6 +287,8 @@ class Decision(_message.Message):
     voucher: _builtins.float
     burst_in_seconds: _builtins.float
     """A job projected late bursts this many seconds from now (its last responsible moment)."""
+    onprem_partition: _builtins.str
+    """The on-prem partition (`site/partition`) whose wait the decision weighed."""
     @_builtins.property
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -322,10 +325,11 @@ class Decision(_message.Message):
         burst_pending_since: _timestamp_pb2.Timestamp | None = ...,
         burst_in_seconds: _builtins.float | None = ...,
         projection: Global___ProjectedWait | None = ...,
+        onprem_partition: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_burst_in_seconds", b"_burst_in_seconds", "_cash", b"_cash", "_cloud_total_cost", b"_cloud_total_cost", "_onprem_expected_wait_seconds", b"_onprem_expected_wait_seconds", "_onprem_total_cost", b"_onprem_total_cost", "_voucher", b"_voucher", "burst_in_seconds", b"burst_in_seconds", "burst_pending_since", b"burst_pending_since", "cash", b"cash", "cloud_total_cost", b"cloud_total_cost", "onprem_expected_wait_seconds", b"onprem_expected_wait_seconds", "onprem_total_cost", b"onprem_total_cost", "price_read_at", b"price_read_at", "projection", b"projection", "voucher", b"voucher"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_burst_in_seconds", b"_burst_in_seconds", "_cash", b"_cash", "_cloud_total_cost", b"_cloud_total_cost", "_onprem_expected_wait_seconds", b"_onprem_expected_wait_seconds", "_onprem_total_cost", b"_onprem_total_cost", "_voucher", b"_voucher", "action", b"action", "burst", b"burst", "burst_in_seconds", b"burst_in_seconds", "burst_pending_since", b"burst_pending_since", "cash", b"cash", "cloud_offer", b"cloud_offer", "cloud_total_cost", b"cloud_total_cost", "currency", b"currency", "max_wait_seconds", b"max_wait_seconds", "offer_key", b"offer_key", "onprem_expected_wait_seconds", b"onprem_expected_wait_seconds", "onprem_site", b"onprem_site", "onprem_total_cost", b"onprem_total_cost", "price_currency", b"price_currency", "price_per_hour", b"price_per_hour", "price_read_at", b"price_read_at", "projection", b"projection", "reasons", b"reasons", "remaining_wait_seconds", b"remaining_wait_seconds", "voucher", b"voucher", "waited_seconds", b"waited_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_burst_in_seconds", b"_burst_in_seconds", "_cash", b"_cash", "_cloud_total_cost", b"_cloud_total_cost", "_onprem_expected_wait_seconds", b"_onprem_expected_wait_seconds", "_onprem_total_cost", b"_onprem_total_cost", "_voucher", b"_voucher", "action", b"action", "burst", b"burst", "burst_in_seconds", b"burst_in_seconds", "burst_pending_since", b"burst_pending_since", "cash", b"cash", "cloud_offer", b"cloud_offer", "cloud_total_cost", b"cloud_total_cost", "currency", b"currency", "max_wait_seconds", b"max_wait_seconds", "offer_key", b"offer_key", "onprem_expected_wait_seconds", b"onprem_expected_wait_seconds", "onprem_partition", b"onprem_partition", "onprem_site", b"onprem_site", "onprem_total_cost", b"onprem_total_cost", "price_currency", b"price_currency", "price_per_hour", b"price_per_hour", "price_read_at", b"price_read_at", "projection", b"projection", "reasons", b"reasons", "remaining_wait_seconds", b"remaining_wait_seconds", "voucher", b"voucher", "waited_seconds", b"waited_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__burst_in_seconds: _TypeAlias = _typing.Literal["burst_in_seconds"]  # noqa: Y015
     _WhichOneofArgType__burst_in_seconds: _TypeAlias = _typing.Literal["_burst_in_seconds", b"_burst_in_seconds"]  # noqa: Y015
