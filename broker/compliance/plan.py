@@ -84,14 +84,12 @@ def decided_without(native: Native, variables: Mapping[str, Any], unbound: str) 
 class Plan:
     """The live group and offer rules of one (tenant, job), with a memo of their outcomes."""
 
-    __slots__ = ("folds", "group", "memo", "offer")
+    __slots__ = ("group", "memo", "offer")
 
     def __init__(self, group: tuple[Live, ...], offer: tuple[Live, ...]) -> None:
         self.group = group
         self.offer = offer
         self.memo: dict[tuple[int, str | None, str | None], Outcome] = {}
-        self.folds: Any = None
-        """Per-site and per-hardware verdicts (`broker.compliance.verdict`), made on first use."""
 
     def early(self, live: Live, native: Native, values: Mapping[str, Any], hardware: str | None) -> Outcome:
         """A site-and-hardware rule's outcome with the site unbound (memoized per hardware)."""

@@ -113,6 +113,9 @@ class RuleSet:
         self._rule_memo: dict[tuple[Any, ...], tuple[bool, str | None]] = {}
         self._plans: dict[tuple[Any, ...], Plan] = {}
         self._shared: dict[tuple[Any, ...], Plan] = {}
+        self._fold_of: dict[int, Folds] = {}
+        """id of a plan -> its per-site and per-hardware verdicts (kept here, not on the plan: a
+        plan and its folds referring to each other would leave cyclic garbage when dropped)."""
         self._job_index = tuple(
             tuple(self.job_paths.index(p) for p in r.paths if p[0] == "job") for r in rules
         )
@@ -131,6 +134,7 @@ class RuleSet:
         self._rule_memo.clear()
         self._plans.clear()
         self._shared.clear()
+        self._fold_of.clear()
         self._frozen.clear()
 
     def _fields(self, name: str, root: Any) -> dict[Path, Any]:
@@ -323,10 +327,12 @@ class RuleSet:
         return self._folds(plan).offer_verdict(site, hardware, projection, variables)
 
     def _folds(self, plan: Plan) -> Folds:
-        folds: Folds | None = plan.folds
-        if folds is None:
+        folds = self._fold_of.get(id(plan))
+        if folds is None or folds.plan is not plan:  # (a kept entry pins its plan: ids stay unique)
+            if len(self._fold_of) >= FROZEN_LIMIT:
+                self._fold_of.clear()
             rules = self.rules
-            folds = plan.folds = Folds(
+            folds = self._fold_of[id(plan)] = Folds(
                 plan,
                 rules,
                 lambda live, values, s, hw: self._outcome(

@@ -29,7 +29,8 @@ from typing import Any
 
 from broker.model import JobSpec, Offer, TenantId
 from broker.placement._env import Env, Group
-from broker.placement.pipeline import GROUP_FILTERS, OFFER_FILTERS, passing, passing_plain
+from broker.placement.flat import Flat
+from broker.placement.pipeline import GROUP_FILTERS, OFFER_FILTERS, passing_flat, passing_plain
 from broker.placement.prepared import PreparedOffers, snapshot
 from broker.placement.rank import rank
 from broker.placement.scored import PerHour, Scored, score_all, score_columns
@@ -56,8 +57,8 @@ def place(
     key = _shape_key(env)
     shape = prepared.shapes.get(key)
     if shape is None:
-        shape = _Shape(_passing(prepared, env))
-        prepared.remember(prepared.shapes, key, shape, 1 + sum(len(offers) for _, offers in shape.kept))
+        shape = _passing(prepared, env)
+        prepared.remember(prepared.shapes, key, shape, 1 + shape.size)
     decision = _decide(prepared, key, shape, env)
     chain = policy.objective.rank
 
@@ -82,20 +83,40 @@ def place(
 
 
 class _Shape:
-    """What a job shape may use in a snapshot: each passing group with its passing offers."""
+    """What a job shape may use in a snapshot: the offers passing every filter, as positions
+    into the snapshot's `Flat` offers (the decision's path) or as (group, offers) pairs."""
 
-    __slots__ = ("_per_hour", "_top", "kept", "rejected")
+    __slots__ = ("_kept", "_per_hour", "_top", "flat", "rejected", "sel", "size")
 
-    def __init__(self, kept: list[tuple[Group, list[Offer]]]) -> None:
-        self.kept = kept
+    def __init__(
+        self,
+        kept: list[tuple[Group, list[Offer]]] | None,
+        flat: Flat | None = None,
+        sel: list[int] | None = None,
+    ) -> None:
+        self._kept = kept
+        self.flat = flat
+        self.sel = sel
+        self.size = len(sel) if sel is not None else sum(len(offers) for _, offers in kept or ())
         self.rejected: tuple[ScoredOffer, ...] | None = None
         self._top: float | None = None
         self._per_hour: PerHour | None = None
 
+    @property
+    def kept(self) -> list[tuple[Group, list[Offer]]]:
+        """Each passing group with its passing offers."""
+        if self._kept is None:
+            assert self.flat is not None and self.sel is not None
+            self._kept = self.flat.pairs(self.sel)
+        return self._kept
+
     def per_hour(self, policy: Policy) -> PerHour:
         """The runtime-independent part of the shape's scores (built once, reused by every runtime)."""
         if self._per_hour is None:
-            self._per_hour = PerHour(self.kept, policy)
+            if self.flat is not None and self.sel is not None:
+                self._per_hour = PerHour.of_flat(self.flat, self.sel, policy)
+            else:
+                self._per_hour = PerHour(self.kept, policy)
         return self._per_hour
 
     def top_hourly(self, policy: Policy) -> float:
@@ -142,12 +163,13 @@ def _shape_key(env: Env) -> tuple[Any, ...]:
     )
 
 
-def _passing(prepared: PreparedOffers, env: Env) -> list[tuple[Group, list[Offer]]]:
+def _passing(prepared: PreparedOffers, env: Env) -> _Shape:
     """Groups and offers passing every filter; only groups whose hardware can fit are looked at."""
     candidates = prepared.candidates(env.count, env.any_of)
     if env.policy.rules.fast:
-        return passing(candidates, env)
-    return passing_plain(candidates, env)  # the reference path (`RuleSet.fast = False`)
+        flat = prepared.flat
+        return _Shape(None, flat, passing_flat(candidates, env, flat))
+    return _Shape(passing_plain(candidates, env))  # the reference path (`RuleSet.fast = False`)
 
 
 def _decide(prepared: PreparedOffers, key: tuple[Any, ...], shape: _Shape, env: Env) -> _Decision:
@@ -164,7 +186,7 @@ def _decide(prepared: PreparedOffers, key: tuple[Any, ...], shape: _Shape, env: 
     decision: _Decision | None = prepared.decisions.get(dkey)
     if decision is None:
         if env.policy.rules.fast:
-            offers, columns = score_columns(shape.kept, env, shape.per_hour(prepared.policy))
+            offers, columns = score_columns(shape.per_hour(prepared.policy), env)
         else:  # the reference path
             offers, columns = score_all(shape.kept, env)
         decision = _Decision(Scored(offers, columns, prepared.policy.objective.rank))

@@ -6,7 +6,7 @@ Terms: `cost` (what the job would cost, weighted by `objective.price`) and `vouc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from broker.model import Offer
 from broker.placement._env import Env, Group
@@ -57,13 +57,17 @@ def voucher_terms(g: Group, env: Env, costs: list[float]) -> list[float]:
     return [-min(c * discount, balance) for c in costs]
 
 
-def voucher_columns(kept: list[tuple[Group, list[Offer]]], env: Env, costs: list[float]) -> list[float]:
-    """`voucher_terms` over every kept group at once, given every kept offer's `cost` term."""
+def voucher_columns(
+    groups: Sequence[Group], present: Iterable[int], gids: list[int], costs: list[float], env: Env
+) -> list[float]:
+    """`voucher_terms` over many offers at once: `gids` gives each offer's group in `groups`."""
     tenant = env.tenant
     if tenant is None or not tenant.vouchers:  # no voucher can cover any site
         return [0.0] * len(costs)
-    out: list[float] = []
-    for g, offers in kept:
-        n = len(out)
-        out += voucher_terms(g, env, costs[n : n + len(offers)])
-    return out
+    balances = env.ctx.voucher_balances
+    best: list[tuple[float, float, str] | None] = [None] * len(groups)
+    for gid in present:
+        best[gid] = best_voucher(tenant, groups[gid].site_id, balances)
+    return [
+        0.0 if (v := best[gid]) is None else -min(c * v[0], v[1]) for c, gid in zip(costs, gids, strict=True)
+    ]

@@ -5,6 +5,8 @@ Negative values favour a site (keep work on-prem), positive ones penalise it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from broker.model import Offer
 from broker.placement._env import Env, Group
 
@@ -16,12 +18,13 @@ def score_preference(g: Group, offers: list[Offer], env: Env) -> list[float]:
     return [value] * len(offers)
 
 
-def preference_terms(kept: list[tuple[Group, list[Offer]]], env: Env) -> list[float]:
-    """`score_preference` over every kept group at once: the same floats, one list."""
+def preference_terms(
+    groups: Sequence[Group], present: Iterable[int], gids: list[int], env: Env
+) -> list[float]:
+    """`score_preference` over many offers at once (`gids`: each offer's group in `groups`)."""
     runtime_h, weight = env.runtime_h, env.policy.objective.preference
-    out: list[float] = []
-    for g, offers in kept:
-        out += [(g.site.preference_per_hour if g.site is not None else 0.0) * runtime_h * weight] * len(
-            offers
-        )
-    return out
+    value = [0.0] * len(groups)
+    for gid in present:
+        site = groups[gid].site
+        value[gid] = (site.preference_per_hour if site is not None else 0.0) * runtime_h * weight
+    return list(map(value.__getitem__, gids))

@@ -10,12 +10,15 @@ operations in the same order) in one list comprehension per term over every kept
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from itertools import repeat
+from operator import add, itemgetter, mul
 from typing import overload
 
 from broker.model import Offer
 from broker.placement._env import Env, Group
 from broker.placement.carbon import carbon_terms, score_carbon
 from broker.placement.cost import score_cost, voucher_columns
+from broker.placement.flat import Flat
 from broker.placement.preference import preference_terms, score_preference
 from broker.placement.rank import Q, best, full_chain, sort_key
 from broker.placement.types import ScoredOffer
@@ -55,12 +58,17 @@ def score_all(kept: list[tuple[Group, list[Offer]]], env: Env) -> tuple[list[Off
 
 class PerHour:
     """What a shape's scores share whatever the job's runtime: its offers (flat), each one's
-    price per hour in the policy currency, and each one's `wait` term."""
+    price per hour in the policy currency, `wait` term, accelerator count and group."""
 
-    __slots__ = ("hourly", "offers", "waits")
+    __slots__ = ("counts", "gids", "groups", "hourly", "offers", "present", "waits")
 
     def __init__(self, kept: list[tuple[Group, list[Offer]]], policy: Policy) -> None:
         self.offers = [o for _, members in kept for o in members]
+        self.groups: Sequence[Group] = [g for g, _ in kept]
+        self.gids = [i for i, (_, members) in enumerate(kept) for _ in members]
+        """Each offer's position in `groups`."""
+        self.present: Sequence[int] = range(len(kept))
+        """The positions in `groups` of the groups holding these offers."""
         cur = policy.currency
         rates = _Rates(policy.rate)
         self.hourly = [o.price_per_hour * rates[o.currency or cur] for o in self.offers]
@@ -68,24 +76,46 @@ class PerHour:
         self.waits = (
             [o.expected_wait_s * per_second for o in self.offers] if per_second else [0.0] * len(self.offers)
         )
+        self.counts = [o.count for o in self.offers]
+
+    @classmethod
+    def of_flat(cls, flat: Flat, sel: list[int], policy: Policy) -> PerHour:
+        """The same lists for the offers at `sel` in a snapshot's `Flat` (C-level passes)."""
+        self = cls.__new__(cls)
+        dicts = list(map(flat.dicts.__getitem__, sel))
+        self.offers = list(map(flat.offers.__getitem__, sel))
+        self.groups = flat.groups
+        self.gids = list(map(flat.gids.__getitem__, sel))
+        self.present = list(dict.fromkeys(self.gids))
+        cur, rate = policy.currency, policy.rate
+        currencies = list(map(_CURRENCY, dicts))
+        rates = {c: rate(c or cur) or 0.0 for c in set(currencies)}
+        self.hourly = list(map(mul, map(_PRICE, dicts), map(rates.__getitem__, currencies)))
+        per_second = policy.objective.wait_hour_cost / 3600.0
+        self.waits = list(map(mul, map(_WAIT, dicts), repeat(per_second))) if per_second else [0.0] * len(sel)
+        self.counts = list(map(_COUNT, dicts))
+        return self
 
 
-def score_columns(
-    kept: list[tuple[Group, list[Offer]]], env: Env, per_hour: PerHour | None = None
-) -> tuple[list[Offer], Columns]:
+_CURRENCY, _PRICE, _WAIT, _COUNT = (
+    itemgetter(f) for f in ("currency", "price_per_hour", "expected_wait_s", "count")
+)
+
+
+def score_columns(base: PerHour, env: Env) -> tuple[list[Offer], Columns]:
     """`score_all`'s offers and floats, computed per term over all offers at once.
 
     `cost` is (price x rate) x (node-hours x weight), as `score_cost` computes it, so the
     price per hour may come from a `PerHour` kept for the shape (a new runtime reuses it)."""
-    base = per_hour or PerHour(kept, env.policy)
     factor = env.machine_h * env.policy.objective.price
-    costs = [h * factor for h in base.hourly]
+    costs = list(map(mul, base.hourly, repeat(factor)))
+    groups, present, gids = base.groups, base.present, base.gids
     return base.offers, (
         costs,
-        voucher_columns(kept, env, costs),
+        voucher_columns(groups, present, gids, costs, env),
         base.waits,
-        carbon_terms(kept, env),
-        preference_terms(kept, env),
+        carbon_terms(groups, present, gids, base.counts, env),
+        preference_terms(groups, present, gids, env),
     )
 
 
@@ -109,7 +139,8 @@ class Scored(Sequence[ScoredOffer]):
     def __init__(self, offers: list[Offer], columns: Columns, chain: Sequence[str]) -> None:
         self._offers = offers
         self._columns = columns
-        self._scores = [c + v + w + k + p for c, v, w, k, p in zip(*columns, strict=True)]
+        cost, voucher, wait, carbon, pref = columns  # (((c + v) + w) + k) + p, as the scorers add them
+        self._scores = list(map(add, map(add, map(add, map(add, cost, voucher), wait), carbon), pref))
         self._built: dict[int, ScoredOffer] = {}
         self._list: list[ScoredOffer] | None = None
         self.chosen = self._best(chain)
@@ -137,8 +168,8 @@ class Scored(Sequence[ScoredOffer]):
         if names[0] != "score":
             return best(self.items, chain)
         low = min(scores)
-        top = round(low, Q)
-        ties = [i for i, s in enumerate(scores) if s <= low + 1e-5 and round(s, Q) == top]
+        top, near = round(low, Q), low + 1e-5
+        ties = [i for i, s in enumerate(scores) if s <= near and round(s, Q) == top]
         if len(ties) == 1:
             return self._make(ties[0])
         return min((self._make(i) for i in ties), key=sort_key(names))
