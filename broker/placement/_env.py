@@ -100,7 +100,7 @@ class Env:
 class Group:
     """Offers sharing a site and an accelerator model: most verdicts are the same for all."""
 
-    __slots__ = ("accelerator", "hw", "index", "offers", "site", "site_id")
+    __slots__ = ("accelerator", "hw", "offers", "site", "site_id")
 
     def __init__(self, site_id: str, accelerator: str | None, site: Site | None, hw: Hardware) -> None:
         self.site_id = site_id
@@ -108,8 +108,6 @@ class Group:
         self.site = site
         self.hw = hw
         self.offers: list[Offer] = []
-        self.index = 0
-        """The group's position in its snapshot (`group_offers` order)."""
 
     def labels(self, env: Env) -> dict[str, str]:
         """Values for reason templates."""
@@ -143,7 +141,7 @@ def group_offers(offers: Sequence[Offer], policy: Policy) -> list[Group]:
             groups[key] = list(run)
         else:
             members.extend(run)
-    out: list[Group] = []
+    out = []
     sites = policy.index.sites
     hardware: dict[str | None, Hardware] = {}
     for (site_id, acc), members in groups.items():
@@ -152,7 +150,6 @@ def group_offers(offers: Sequence[Offer], policy: Policy) -> list[Group]:
             hw = hardware[acc] = policy.hardware(acc)
         g = Group(site_id, acc, sites.get(site_id), hw)
         g.offers = members
-        g.index = len(out)
         out.append(g)
     return out
 

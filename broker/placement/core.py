@@ -29,8 +29,7 @@ from typing import Any
 
 from broker.model import JobSpec, Offer, TenantId
 from broker.placement._env import Env, Group
-from broker.placement.flat import Flat
-from broker.placement.pipeline import GROUP_FILTERS, OFFER_FILTERS, passing_flat, passing_plain
+from broker.placement.pipeline import GROUP_FILTERS, OFFER_FILTERS, passing, passing_plain
 from broker.placement.prepared import PreparedOffers, snapshot
 from broker.placement.rank import rank
 from broker.placement.scored import PerHour, Scored, score_all, score_columns
@@ -83,40 +82,21 @@ def place(
 
 
 class _Shape:
-    """What a job shape may use in a snapshot: the offers passing every filter, as positions
-    into the snapshot's `Flat` offers (the decision's path) or as (group, offers) pairs."""
+    """What a job shape may use in a snapshot: each passing group with its passing offers."""
 
-    __slots__ = ("_kept", "_per_hour", "_top", "flat", "rejected", "sel", "size")
+    __slots__ = ("_per_hour", "_top", "kept", "rejected", "size")
 
-    def __init__(
-        self,
-        kept: list[tuple[Group, list[Offer]]] | None,
-        flat: Flat | None = None,
-        sel: list[int] | None = None,
-    ) -> None:
-        self._kept = kept
-        self.flat = flat
-        self.sel = sel
-        self.size = len(sel) if sel is not None else sum(len(offers) for _, offers in kept or ())
+    def __init__(self, kept: list[tuple[Group, list[Offer]]]) -> None:
+        self.kept = kept
+        self.size = sum(len(offers) for _, offers in kept)
         self.rejected: tuple[ScoredOffer, ...] | None = None
         self._top: float | None = None
         self._per_hour: PerHour | None = None
 
-    @property
-    def kept(self) -> list[tuple[Group, list[Offer]]]:
-        """Each passing group with its passing offers."""
-        if self._kept is None:
-            assert self.flat is not None and self.sel is not None
-            self._kept = self.flat.pairs(self.sel)
-        return self._kept
-
     def per_hour(self, policy: Policy) -> PerHour:
         """The runtime-independent part of the shape's scores (built once, reused by every runtime)."""
         if self._per_hour is None:
-            if self.flat is not None and self.sel is not None:
-                self._per_hour = PerHour.of_flat(self.flat, self.sel, policy)
-            else:
-                self._per_hour = PerHour(self.kept, policy)
+            self._per_hour = PerHour(self.kept, policy)
         return self._per_hour
 
     def top_hourly(self, policy: Policy) -> float:
@@ -167,8 +147,7 @@ def _passing(prepared: PreparedOffers, env: Env) -> _Shape:
     """Groups and offers passing every filter; only groups whose hardware can fit are looked at."""
     candidates = prepared.candidates(env.count, env.any_of)
     if env.policy.rules.fast:
-        flat = prepared.flat
-        return _Shape(None, flat, passing_flat(candidates, env, flat))
+        return _Shape(passing(candidates, env))
     return _Shape(passing_plain(candidates, env))  # the reference path (`RuleSet.fast = False`)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from broker.model import Offer
 from broker.placement._env import Env, Group
 from broker.placement._filter import GroupKeep, GroupRejections, OfferKeep, OfferRejections, split_groups
-from broker.placement.flat import Flat, FlatKeep
 from broker.placement.types import Reason
 
 FIT = "hardware.fit"
@@ -105,22 +104,3 @@ def keep_hardware_size(env: Env) -> OfferKeep:
             ]
         )
     ]
-
-
-def flat_hardware_size(env: Env) -> FlatKeep:
-    """`keep_hardware_size` over a selection of a snapshot's offers (same tests, same order)."""
-    count, cpus, mem = env.count, env.cpus, env.memory_gb
-
-    def keep(flat: Flat, sel: list[int]) -> list[int]:
-        dicts = flat.dicts
-        return [
-            i
-            for i in sel
-            if not (
-                (d := dicts[i])["count"] < count
-                or ((c := d["cpus"]) and c < cpus)
-                or ((m := d["memory_gb"]) and m < mem)
-            )
-        ]
-
-    return keep

@@ -6,9 +6,6 @@ built once per decision: None when it keeps everything for this job, else a func
 exactly the filter's `kept` part without building reasons (per-site and per-hardware rule
 verdicts, one list comprehension per group). A filter without a twin runs as is, its
 reasons dropped. tests/placement/test_keep.py checks every twin against its filter.
-
-`passing_flat`, the decision's path, runs the offer twins over positions into the snapshot's
-`Flat` offers (`broker.placement.flat`): one pass over every group at once.
 """
 
 from __future__ import annotations
@@ -25,20 +22,18 @@ from broker.placement.blocklist import (
     keep_unblocked_sites,
 )
 from broker.placement.export import filter_export, keep_export
-from broker.placement.flat import Flat, FlatKeep
 from broker.placement.gang import filter_gang, keep_gang
 from broker.placement.hardware import (
     filter_hardware_model,
     filter_hardware_size,
-    flat_hardware_size,
     keep_hardware_model,
     keep_hardware_size,
 )
 from broker.placement.health import filter_health, keep_healthy
-from broker.placement.price_cap import filter_price_cap, flat_price_cap, keep_price_cap
+from broker.placement.price_cap import filter_price_cap, keep_price_cap
 from broker.placement.residency import filter_residency, keep_residency
 from broker.placement.rules import filter_offer_rules, filter_rules, keep_offer_rules, keep_rules
-from broker.placement.spot import filter_spot, flat_spot, keep_spot
+from broker.placement.spot import filter_spot, keep_spot
 from broker.placement.tenant import filter_tenant_sites, keep_tenant_sites
 
 GROUP_FILTERS: tuple[GroupFilter, ...] = (
@@ -88,13 +83,6 @@ KEEP_OFFERS: dict[OfferFilter, Callable[[Env], OfferKeep | None]] = {
     filter_offer_rules: keep_offer_rules,
 }
 
-FLAT_OFFERS: dict[OfferFilter, Callable[[Env], FlatKeep | None]] = {
-    filter_hardware_size: flat_hardware_size,
-    filter_spot: flat_spot,
-    filter_price_cap: flat_price_cap,
-}
-"""Offer twins over a selection of a snapshot's `Flat` offers (the others run per group)."""
-
 
 def keep_groups(gf: GroupFilter, env: Env) -> GroupKeep | None:
     """The keep-only form of a group filter for this decision (None: it keeps every group)."""
@@ -112,8 +100,8 @@ def keep_offers(of: OfferFilter, env: Env) -> OfferKeep | None:
     return twin(env)
 
 
-def passing_groups(candidates: tuple[Group, ...], env: Env) -> list[Group]:
-    """The candidate groups passing every group filter."""
+def passing(candidates: tuple[Group, ...], env: Env) -> list[tuple[Group, list[Offer]]]:
+    """The candidate groups passing every group filter, each with its offers passing every offer filter."""
     groups = list(candidates)
     for gf in GROUP_FILTERS:  # verdicts are per group, so filtering a subset keeps the same groups
         if not groups:
@@ -121,28 +109,6 @@ def passing_groups(candidates: tuple[Group, ...], env: Env) -> list[Group]:
         keep = keep_groups(gf, env)
         if keep is not None:
             groups = keep(groups)
-    return groups
-
-
-def passing_flat(candidates: tuple[Group, ...], env: Env, flat: Flat) -> list[int]:
-    """The positions in `flat` of the candidate offers passing every filter (the decision's path)."""
-    sel = flat.select(passing_groups(candidates, env))
-    for of in KEEP_ORDER:
-        if not sel:
-            break
-        twin = FLAT_OFFERS.get(of)
-        if twin is not None:
-            step = twin(env)
-            if step is not None:
-                sel = step(flat, sel)
-        elif (pairs_step := keep_offers(of, env)) is not None:
-            sel = flat.through(pairs_step, sel)
-    return sel
-
-
-def passing(candidates: tuple[Group, ...], env: Env) -> list[tuple[Group, list[Offer]]]:
-    """The candidate groups passing every group filter, each with its offers passing every offer filter."""
-    groups = passing_groups(candidates, env)
     kept: Kept = [(g, g.offers) for g in groups if g.offers]
     for of in KEEP_ORDER:  # each step over every group at once: one call per filter, not per group
         if not kept:

@@ -21,7 +21,6 @@ from typing import Any, overload
 
 from broker.model import Offer
 from broker.placement._env import Group, group_offers
-from broker.placement.flat import Flat
 from broker.policy import Policy
 
 MEMO_LIMIT = 4096
@@ -40,7 +39,6 @@ class PreparedOffers(Sequence[Offer]):
     __slots__ = (
         "_by_accelerator",
         "_candidates",
-        "_flat",
         "_positions",
         "_weight",
         "decisions",
@@ -64,7 +62,6 @@ class PreparedOffers(Sequence[Offer]):
         self._by_accelerator = by_accelerator
         self._candidates: dict[tuple[bool, frozenset[str]], tuple[Group, ...]] = {}
         self._positions: dict[int, int] | None = None
-        self._flat: Flat | None = None
         self._weight: dict[int, int] = {}
         self.shapes: dict[Hashable, Any] = {}
         """Memo of `place()`: job shape -> groups and offers passing every filter."""
@@ -95,13 +92,6 @@ class PreparedOffers(Sequence[Offer]):
                 )
             hit = self._candidates[key] = tuple(self.groups[i] for i in idx)
         return hit
-
-    @property
-    def flat(self) -> Flat:
-        """The offers in group order, for the decision's per-offer passes (built on first use)."""
-        if self._flat is None:
-            self._flat = Flat(self.groups)
-        return self._flat
 
     @property
     def positions(self) -> dict[int, int]:

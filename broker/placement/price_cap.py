@@ -5,7 +5,6 @@ from __future__ import annotations
 from broker.model import Offer
 from broker.placement._env import Env, Group
 from broker.placement._filter import Kept, OfferKeep, OfferRejections, per_group
-from broker.placement.flat import Flat, FlatKeep
 from broker.placement.types import Reason
 
 CAP = "job.max_price"
@@ -61,25 +60,3 @@ def keep_price_cap(env: Env) -> OfferKeep:
         ]
 
     return known
-
-
-def flat_price_cap(env: Env) -> FlatKeep:
-    """`keep_price_cap` over a selection of a snapshot's offers (one rate look-up per currency)."""
-    policy, cap = env.policy, env.price_cap
-    cur = policy.currency
-
-    def keep(flat: Flat, sel: list[int]) -> list[int]:
-        currencies = flat.column("currency", sel)
-        rates = {c: policy.rate(c or cur) for c in set(currencies)}
-        if cap is None:
-            if all(r is not None for r in rates.values()):
-                return sel
-            return [i for i, c in zip(sel, currencies, strict=True) if rates[c] is not None]
-        dicts = flat.dicts
-        return [
-            i
-            for i, c in zip(sel, currencies, strict=True)
-            if (r := rates[c]) is not None and not dicts[i]["price_per_hour"] * r > cap
-        ]
-
-    return keep

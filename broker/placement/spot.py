@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from itertools import compress, repeat
-from operator import is_, itemgetter
-
 from broker.model import Offer
 from broker.placement._env import Env, Group
 from broker.placement._filter import OfferKeep, OfferRejections
-from broker.placement.flat import Flat, FlatKeep
 from broker.placement.types import Reason
 
 SPOT = "job.spot"
@@ -37,21 +33,3 @@ def keep_spot(env: Env) -> OfferKeep | None:
     else:
         return None
     return lambda pairs: [(g, kept) for g, offers in pairs if (kept := [o for o in offers if o.spot is want])]
-
-
-_SPOT = itemgetter("spot")
-
-
-def flat_spot(env: Env) -> FlatKeep | None:
-    """`keep_spot` over a selection of a snapshot's offers (None: the job takes either market)."""
-    if env.spot_never:
-        want = False
-    elif env.spot_required:
-        want = True
-    else:
-        return None
-
-    def keep(flat: Flat, sel: list[int]) -> list[int]:
-        return list(compress(sel, map(is_, map(_SPOT, map(flat.dicts.__getitem__, sel)), repeat(want))))
-
-    return keep

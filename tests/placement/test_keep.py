@@ -19,16 +19,7 @@ from hypothesis import strategies as st
 from broker.model import JobSpec, Offer, TenantId
 from broker.placement import GROUP_FILTERS, OFFER_FILTERS, PlacementContext, forget_snapshots, place
 from broker.placement._env import Env, Group, group_offers
-from broker.placement.flat import Flat
-from broker.placement.pipeline import (
-    FLAT_OFFERS,
-    KEEP_ORDER,
-    keep_groups,
-    keep_offers,
-    passing,
-    passing_flat,
-    passing_plain,
-)
+from broker.placement.pipeline import KEEP_ORDER, keep_groups, keep_offers, passing, passing_plain
 from broker.placement.scored import PerHour, score_all, score_columns
 from broker.policy import Policy, load_policy
 from tests.placement.test_fast_rules import RULES, _catalog, _seen
@@ -133,8 +124,6 @@ def test_each_keep_twin_keeps_what_its_filter_keeps_on_the_plain_cel_path(
         want = _plain_kept_groups(gf, list(groups), env)
         assert _ids(got) == _ids(want), (gf.__name__, job, tenant, ctx)
     allowed = _plain_kept_groups(GROUP_FILTERS[-1], list(groups), env)  # offer rules see these only
-    flat = Flat(group_offers(pool, policy))
-    allowed = [flat.groups[g.index] for g in allowed]  # the same groups, in the snapshot `flat` holds
     for g in allowed:
         for of in OFFER_FILTERS:
             step = keep_offers(of, env)
@@ -142,11 +131,6 @@ def test_each_keep_twin_keeps_what_its_filter_keeps_on_the_plain_cel_path(
             got_offers = got_pairs[0][1] if got_pairs else []
             want_offers = _plain_kept_offers(of, g, g.offers, env)
             assert _ids(got_offers) == _ids(want_offers), (of.__name__, g.site_id, g.accelerator, job, tenant)
-            flat_twin = FLAT_OFFERS.get(of)
-            flat_step = None if flat_twin is None else flat_twin(env)
-            if flat_step is not None:  # the positional twin, on this group's positions in the snapshot
-                sel = flat_step(flat, flat.select([g]))
-                assert _ids([flat.offers[i] for i in sel]) == _ids(want_offers), (of.__name__, job, tenant)
 
 
 @SETTINGS
@@ -174,8 +158,6 @@ def test_the_fast_path_passes_and_scores_like_the_filters_and_scorers(
     env = Env(job, tenant, policy, ctx)
     groups = tuple(group_offers(pool, policy))
     fast = passing(groups, env)
-    flat = Flat(groups)
-    sel = passing_flat(groups, env, flat)
     policy.rules.fast = False
     try:
         plain = passing_plain(groups, Env(job, tenant, policy, ctx))
@@ -183,12 +165,10 @@ def test_the_fast_path_passes_and_scores_like_the_filters_and_scorers(
         policy.rules.fast = True
     want_pairs = [(id(g), _ids(o)) for g, o in plain]
     assert [(id(g), _ids(o)) for g, o in fast] == want_pairs
-    assert [(id(g), _ids(o)) for g, o in flat.pairs(sel)] == want_pairs
     want_offers, want = score_all(plain, env)
-    for base in (PerHour(fast, policy), PerHour.of_flat(flat, sel, policy)):
-        got_offers, got = score_columns(base, env)
-        assert _ids(got_offers) == _ids(want_offers)
-        assert got == want  # exact floats: the same operations in the same order
+    got_offers, got = score_columns(PerHour(fast, policy), env)
+    assert _ids(got_offers) == _ids(want_offers)
+    assert got == want  # exact floats: the same operations in the same order
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
