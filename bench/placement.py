@@ -9,7 +9,9 @@ small mix of jobs and tenants (as a live queue would).
 Each case reports wall-clock p50/p99 (perf_counter) and CPU p50/p99 (process_time: what
 the decision itself costs on a shared machine), the garbage collections that ran during its
 decisions per generation (`gc_collections`: a collection inside a decision is part of its
-time), and the JSON carries the machine's load average before and after the run. Like
+time), what the p99 cases are (`tail`: the slowest 1% by wall time, how many of them ran a
+collection, their job/tenant shapes, and every shape's CPU p50 / p99), and the JSON carries
+the machine's load average before and after the run. Like
 `szb serve`, the bench freezes what it loaded (`gc.freeze()`) before measuring.
 
 The job mix has 12 (job, tenant) shapes whose cold cost differs ~5x (a 1-GPU job with no
@@ -41,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -187,6 +190,8 @@ def measure(
     times = []
     cpu = []
     collections = [0, 0, 0]
+    shapes: list[str] = []
+    collected: list[bool] = []  # a collection started inside the decision
 
     def count(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -205,11 +210,14 @@ def measure(
             forget_snapshots()
             if isinstance(given, PreparedOffers):
                 given.clear()
+        seen = sum(collections)
         c0 = time.process_time()
         t0 = time.perf_counter()
         place(job, tenant, given, policy, ctx)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
+        collected.append(sum(collections) > seen)
+        shapes.append(f"{job.name}/{tenant}")
     gc.callbacks.remove(count)  # (a collection between decisions is counted too: it is their garbage)
     return {
         "p50_ms": _ms(times, 0.5),
@@ -218,6 +226,24 @@ def measure(
         "cpu_p99_ms": _ms(cpu, 0.99),
         "decisions_per_s": round(len(times) / sum(times), 1),
         "gc_collections": {str(g): n for g, n in enumerate(collections)},
+        "tail": _tail(times, cpu, shapes, collected),
+    }
+
+
+def _tail(
+    times: list[float], cpu: list[float], shapes: list[str], collected: list[bool]
+) -> dict[str, object]:
+    """What the slowest 1% (wall) are: their shapes, how many ran a garbage collection, and
+    each shape's CPU p50 / p99 over the whole run (`job/tenant`)."""
+    slow = sorted(range(len(times)), key=times.__getitem__)[int(len(times) * 0.99) :]
+    by_shape: dict[str, list[float]] = {}
+    for name, c in zip(shapes, cpu, strict=True):
+        by_shape.setdefault(name, []).append(c)
+    return {
+        "decisions": len(slow),
+        "with_gc": sum(collected[i] for i in slow),
+        "shapes": dict(Counter(shapes[i] for i in slow).most_common()),
+        "shape_cpu_p50_p99_ms": {name: [_ms(v, 0.5), _ms(v, 0.99)] for name, v in sorted(by_shape.items())},
     }
 
 
@@ -268,10 +294,13 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 m = r[mode]
                 assert isinstance(m, dict)
+                tail = m["tail"]
+                assert isinstance(tail, dict)
                 print(
                     f"{r['offers']:>6} offers x {r['rules']} rules, {mode:>10}: p50 {m['p50_ms']:.3f} ms, "
                     f"p99 {m['p99_ms']:.3f} ms (CPU {m['cpu_p50_ms']:.3f} / {m['cpu_p99_ms']:.3f} ms), "
-                    f"{m['decisions_per_s']:,.0f} decisions/s"
+                    f"{m['decisions_per_s']:,.0f} decisions/s; slowest 1%: {tail['with_gc']} of "
+                    f"{tail['decisions']} with a GC, {tail['shapes']}"
                 )
     return 0
 

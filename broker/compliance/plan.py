@@ -73,9 +73,17 @@ UNDECIDED: Outcome = (False, "undecided")
 """A partial outcome that depends on the variables not bound yet."""
 
 
-def decided_without(native: Native, variables: Mapping[str, Any], unbound: str) -> Outcome:
-    """The outcome with `unbound` left out (`UNDECIDED` when it matters or CEL must decide)."""
-    hit = native.side({k: v for k, v in variables.items() if k != unbound})
+def without(variables: Mapping[str, Any], unbound: str) -> dict[str, Any]:
+    """`variables` with `unbound` left out."""
+    return {k: v for k, v in variables.items() if k != unbound}
+
+
+def decided_without(
+    native: Native, variables: Mapping[str, Any], unbound: str, reduced: Mapping[str, Any] | None = None
+) -> Outcome:
+    """The outcome with `unbound` left out (`UNDECIDED` when it matters or CEL must decide);
+    `reduced` is `without(variables, unbound)` when the caller has it already."""
+    hit = native.side(without(variables, unbound) if reduced is None else reduced)
     if hit is True or hit is False:
         return MATCHED if hit else UNMATCHED
     return UNDECIDED
@@ -91,20 +99,34 @@ class Plan:
         self.offer = offer
         self.memo: dict[tuple[int, str | None, str | None], Outcome] = {}
 
-    def early(self, live: Live, native: Native, values: Mapping[str, Any], hardware: str | None) -> Outcome:
+    def early(
+        self,
+        live: Live,
+        native: Native,
+        values: Mapping[str, Any],
+        hardware: str | None,
+        reduced: Mapping[str, Any] | None = None,
+    ) -> Outcome:
         """A site-and-hardware rule's outcome with the site unbound (memoized per hardware)."""
         key = (live.index, None, hardware)  # never a full-evaluation key of this rule
         early = self.memo.get(key)
         if early is None:
-            early = self.memo[key] = decided_without(native, values, "site")
+            early = self.memo[key] = decided_without(native, values, "site", reduced)
         return early
 
-    def site_early(self, live: Live, native: Native, values: Mapping[str, Any], site: str) -> Outcome:
+    def site_early(
+        self,
+        live: Live,
+        native: Native,
+        values: Mapping[str, Any],
+        site: str,
+        reduced: Mapping[str, Any] | None = None,
+    ) -> Outcome:
         """A site-and-hardware rule's outcome with the hardware unbound (memoized per site)."""
         key = (~live.index, site, None)  # a negative index: never a full-evaluation key
         early = self.memo.get(key)
         if early is None:
-            early = self.memo[key] = decided_without(native, values, "hardware")
+            early = self.memo[key] = decided_without(native, values, "hardware", reduced)
         return early
 
     def outcome(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from broker.compliance.plan import UNDECIDED, Live, Outcome, Plan
+from broker.compliance.plan import MATCHED, UNDECIDED, UNMATCHED, Live, Outcome, Plan, without
 
 
 class Scoped(Protocol):
@@ -130,7 +130,7 @@ class Folds:
         kept: list[G] = []
         for g in groups:
             s, h = by_site.get(g.site_id), by_hw.get(g.accelerator)
-            if s is None or h is None or (s[2] and h[2]):
+            if s is None or h is None or (s[2] and h[2] and not s[2].isdisjoint(h[2])):
                 denied, allowed = self.verdict(g.site_id, g.accelerator, partial(variables, g))
             else:
                 denied = self._denied or s[0] or h[0]
@@ -173,13 +173,16 @@ class Folds:
         denied, allowed = self._fold(self._per_site, site, hardware, values)
         left: list[int] = []
         plan, rules = self.plan, self.rules
+        unbound: dict[str, Any] | None = None  # the variables without the hardware, built once
         for live in self._both:
             scope = rules[live.index].sites
             if scope is not None and site not in scope:
                 continue  # not this site's rule: it decides nothing here
             early = UNDECIDED
             if live.native is not None and live.by_site and live.by_hardware:
-                early = plan.site_early(live, live.native, values, site)
+                if unbound is None:
+                    unbound = without(values, "hardware")
+                early = plan.site_early(live, live.native, values, site, unbound)
             if early is UNDECIDED:
                 left.append(live.index)
             else:
@@ -191,6 +194,7 @@ class Folds:
         denied, allowed = self._fold(self._per_hw, site, hardware, values)
         left: list[int] = []
         plan, rules = self.plan, self.rules
+        unbound: dict[str, Any] | None = None  # the variables without the site, built once
         for live in self._both:
             early = UNDECIDED
             if (
@@ -199,7 +203,9 @@ class Folds:
                 and live.by_hardware
                 and rules[live.index].sites is None
             ):
-                early = plan.early(live, live.native, values, hardware)
+                if unbound is None:
+                    unbound = without(values, "site")
+                early = plan.early(live, live.native, values, hardware, unbound)
             if early is UNDECIDED:
                 left.append(live.index)
             else:
@@ -221,8 +227,19 @@ class Folds:
                 key = (live.index, site if live.by_site else None, hardware if live.by_hardware else None)
                 result = memo.get(key)
                 if result is None:
-                    result = memo[key] = self.outcome(live, values, site, hardware)
-            denied, allowed = _join(rule.effect, result, denied, allowed)
+                    native = live.native
+                    if native is not None and not (live.by_site and live.by_hardware):
+                        # what `outcome` does first for such a rule, without its three calls
+                        hit = native.side(values)
+                        result = MATCHED if hit is True else UNMATCHED if hit is False else None
+                    if result is None:
+                        result = self.outcome(live, values, site, hardware)
+                    memo[key] = result
+            hit_, error = result
+            if rule.effect == "deny":  # `_join`, inline
+                denied = denied or hit_ or error is not None
+            else:
+                allowed = allowed or (hit_ and error is None)
         return denied, allowed
 
 
