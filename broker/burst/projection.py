@@ -38,37 +38,53 @@ def projected_wait_s(
     now_s: float,
     *,
     give_up_after_s: float = math.inf,
+    total: int | None = None,
+    ends_sorted: bool = False,
 ) -> float:
     """Seconds until a job needing `need` units starts (inf: never, the partition is too small).
 
     `free` units are free now; `ends` are (expected end, units) of running jobs; `ahead` are
     (units, expected runtime) of queued jobs that start first, in order. Stops early once the
     projection passes `give_up_after_s` (the answer is then only known to be later than that).
+    A caller that keeps `ends` sorted and their units summed (`total`: free plus those units)
+    may say so; the answer is the same.
     """
-    heap = list(ends)
-    heapq.heapify(heap)
-    total = free + sum(u for _, u in heap)
-    t = now_s
-
-    def start(units: int) -> bool:
-        nonlocal free, t
-        if units > total:
-            return False
-        while free < units:
-            if not heap:
-                return False
-            end, u = heapq.heappop(heap)
-            t = max(t, end)
-            free += u
-        return True
-
+    if not ends_sorted:
+        ends = sorted(ends)
+    if total is None:
+        total = free + sum(u for _, u in ends)
+    # List scheduling, inlined (it runs for every job ahead of every projection). The running
+    # ends are read in order and the ends of the jobs placed meanwhile come from a heap: the
+    # soonest of the two is the same (end, units) a single heap of both would give. free + the
+    # units not yet freed always equal `total`, so a job that fits in `total` finds its units.
+    placed: list[tuple[float, int]] = []
+    i, n, t = 0, len(ends), now_s
+    pop, push = heapq.heappop, heapq.heappush
     for units, runtime in ahead:
-        if not start(units):
+        if units > total:
             continue  # it can never start here: it holds nothing up
+        while free < units:
+            if placed and (i == n or placed[0] < ends[i]):
+                end, u = pop(placed)
+            else:
+                end, u = ends[i]
+                i += 1
+            if end > t:
+                t = end
+            free += u
         if t - now_s > give_up_after_s:
             return t - now_s
         free -= units
-        heapq.heappush(heap, (t + runtime, units))
-    if not start(need):
+        push(placed, (t + runtime, units))
+    if need > total:
         return math.inf
+    while free < need:
+        if placed and (i == n or placed[0] < ends[i]):
+            end, u = pop(placed)
+        else:
+            end, u = ends[i]
+            i += 1
+        if end > t:
+            t = end
+        free += u
     return t - now_s

@@ -9,8 +9,9 @@ drive only completions and bills, never a projection.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 
 from broker.burst.runtimes import RatioLearner
@@ -31,7 +32,8 @@ class RunningEnds:
     def __init__(self, parts: Iterable[str], learner: RatioLearner | None = None) -> None:
         self.learner = learner or RatioLearner()
         self.running: dict[str, dict[int, Running]] = {k: {} for k in parts}
-        self._ends: dict[str, tuple[int, list[tuple[float, int]]]] = {}
+        self._ends: dict[str, _Ends] = {}
+        """Per partition, the expected ends under one learner version, kept as runs start and end."""
 
     def expected_left(self, job: SimJob, done_s: float) -> float:
         """Seconds the job is expected to run from now on (estimate x its tenant's ratio, less done)."""
@@ -43,13 +45,21 @@ class RunningEnds:
     def add(self, part: str, key: int, run: Running) -> None:
         """A run holds units of the partition from now on."""
         self.running[part][key] = run
-        self._ends.pop(part, None)
+        got = self._ends.get(part)
+        if got is not None and got.version == self.learner.version:
+            got.put(key, _end(run, self.learner.ratio))
+        else:
+            self._ends.pop(part, None)
 
     def ended(self, part: str, job: SimJob) -> float | None:
         """The job finished on the partition: its units are free, its runtime is learned.
         Returns the end its estimate gave the backend (start + estimate - done), if it ran here."""
         run = self.running[part].pop(job.index, None)
-        self._ends.pop(part, None)
+        got = self._ends.get(part)
+        if got is not None and got.version == self.learner.version:
+            got.drop(job.index)
+        else:
+            self._ends.pop(part, None)
         self.learn(job)
         return None if run is None else run[0] + max(0.0, run[1] - run[2])
 
@@ -58,15 +68,53 @@ class RunningEnds:
         self.learner.observe(job.tenant, estimate_of(job), job.runtime_s)
 
     def ends(self, part: str) -> list[tuple[float, int]]:
-        """(expected end, units) of the partition's running jobs (an end in the past means now)."""
+        """(expected end, units) of the partition's running jobs, soonest first (an end in the
+        past means now)."""
+        return self._kept(part).ordered
+
+    def units(self, part: str) -> int:
+        """Units the partition's running jobs hold (the sum over `ends`)."""
+        return self._kept(part).units
+
+    def _kept(self, part: str) -> _Ends:
         version = self.learner.version
         got = self._ends.get(part)
-        if got is None or got[0] != version:
+        if got is None or got.version != version:
             ratio = self.learner.ratio
-            rows = self.running[part].values()
-            ends = [(start + max(0.0, est * ratio(who) - done), n) for start, est, done, n, who in rows]
-            got = self._ends[part] = (version, ends)
-        return got[1]
+            got = self._ends[part] = _Ends(version)
+            for key, run in self.running[part].items():
+                got.put(key, _end(run, ratio))
+        return got
+
+
+def _end(run: Running, ratio: Callable[[str], float]) -> tuple[float, int]:
+    start, est, done, n, who = run
+    return start + max(0.0, est * ratio(who) - done), n
+
+
+class _Ends:
+    """One partition's expected ends under one learner version: sorted, with their units summed
+    (a start or an end moves one entry instead of recomputing every running job's end)."""
+
+    __slots__ = ("by_key", "ordered", "units", "version")
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.by_key: dict[int, tuple[float, int]] = {}
+        self.ordered: list[tuple[float, int]] = []
+        self.units = 0
+
+    def put(self, key: int, end: tuple[float, int]) -> None:
+        self.drop(key)
+        self.by_key[key] = end
+        bisect.insort(self.ordered, end)
+        self.units += end[1]
+
+    def drop(self, key: int) -> None:
+        end = self.by_key.pop(key, None)
+        if end is not None:
+            del self.ordered[bisect.bisect_left(self.ordered, end)]
+            self.units -= end[1]
 
 
 def clairvoyant(jobs: Sequence[SimJob]) -> list[SimJob]:

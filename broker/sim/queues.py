@@ -129,11 +129,24 @@ class ProjectedQueues:
             if first:
                 ahead += [(u, r) for _, u, r, t in queue[n:] if t in first]
             ends = self.running.ends(name)
+            held = self.running.units(name)
             # Busy units no known running job holds (none expected) count as freeing now.
-            missing = part.total - part.free - sum(u for _, u in ends)
+            missing = part.total - part.free - held
             if missing > 0:
                 ends = [*ends, (now_s, missing)]
-            wait = projected_wait_s(part.free, ends, ahead, units, now_s, give_up_after_s=give_up_after_s)
+                ends.sort()
+                held += missing
+            total = part.free + held
+            wait = projected_wait_s(
+                part.free,
+                ends,
+                ahead,
+                units,
+                now_s,
+                give_up_after_s=give_up_after_s,
+                total=total,
+                ends_sorted=True,
+            )
             out[name] = min(wait, NEVER_S)
         return out
 

@@ -1,0 +1,137 @@
+"""The projected wait model's fast paths give exactly what the plain ones give (issue 15, speed):
+the inlined list scheduling over kept-sorted running ends, and the running ends kept as runs
+start and end instead of recomputed (same floats, not timings)."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+
+import pytest
+
+from broker.burst.projection import projected_wait_s
+from broker.burst.runtimes import RatioLearner
+from broker.sim.expected import RunningEnds
+
+
+def _heap_reference(
+    free: int,
+    ends: list[tuple[float, int]],
+    ahead: list[tuple[int, float]],
+    need: int,
+    now_s: float,
+    give_up_after_s: float,
+) -> float:
+    """The list scheduling as first written (one heap of every end, a start per job ahead)."""
+    heap = list(ends)
+    heapq.heapify(heap)
+    total = free + sum(u for _, u in heap)
+    t = now_s
+
+    def start(units: int) -> bool:
+        nonlocal free, t
+        if units > total:
+            return False
+        while free < units:
+            if not heap:
+                return False
+            end, u = heapq.heappop(heap)
+            t = max(t, end)
+            free += u
+        return True
+
+    for units, runtime in ahead:
+        if not start(units):
+            continue
+        if t - now_s > give_up_after_s:
+            return t - now_s
+        free -= units
+        heapq.heappush(heap, (t + runtime, units))
+    if not start(need):
+        return math.inf
+    return t - now_s
+
+
+def _instance(
+    rng: random.Random,
+) -> tuple[int, list[tuple[float, int]], list[tuple[int, float]], int, float, float]:
+    now = rng.choice([0.0, 1234.5, 1e6 + 0.1])
+    # Ends on a coarse grid so that equal ends (with equal or different units) are common, and
+    # some ends lie in the past (a job running past its estimate).
+    ends = [
+        (now + rng.choice([-300.0, 0.0, 60.0, 0.1 * rng.randrange(1, 90000)]), rng.randint(1, 8))
+        for _ in range(rng.randint(0, 40))
+    ]
+    free = rng.randint(0, 8)
+    total = free + sum(u for _, u in ends)
+    ahead = [
+        (rng.randint(1, max(1, total + 2)), rng.choice([60.0, 3600.0, rng.uniform(1, 20000)]))
+        for _ in range(rng.randint(0, 30))
+    ]
+    give_up = rng.choice([math.inf, 0.0, 600.0, rng.uniform(0, 50000)])
+    return free, ends, ahead, rng.randint(1, total + 3), now, give_up
+
+
+def test_the_inlined_projection_over_sorted_ends_equals_the_heap_projection() -> None:
+    rng = random.Random(15)
+    early = 0
+    for _ in range(4000):
+        free, ends, ahead, need, now, give_up = _instance(rng)
+        want = _heap_reference(free, ends, ahead, need, now, give_up)
+        shuffled = ends[:]
+        rng.shuffle(shuffled)
+        plain = projected_wait_s(free, shuffled, iter(ahead), need, now, give_up_after_s=give_up)
+        total = free + sum(u for _, u in ends)
+        kept = projected_wait_s(
+            free, sorted(ends), ahead, need, now, give_up_after_s=give_up, total=total, ends_sorted=True
+        )
+        assert plain == want and kept == want  # the same float, not an approximation
+        early += give_up < want < math.inf
+    assert early > 100  # the give-up path was taken
+
+
+def test_running_ends_kept_as_runs_start_and_end_equal_a_recompute() -> None:
+    rng = random.Random(7)
+    learner = RatioLearner(window=5)
+    kept = RunningEnds(["a", "b"], learner)
+    live: dict[str, set[int]] = {"a": set(), "b": set()}
+    bumps = 0
+    for step in range(3000):
+        part = rng.choice("ab")
+        if live[part] and rng.random() < 0.45:
+            key = rng.choice(sorted(live[part]))
+            live[part].discard(key)
+            kept.running[part].pop(key)
+            got = kept._ends.get(part)  # what `ended` does, without a SimJob
+            if got is not None and got.version == learner.version:
+                got.drop(key)
+            else:
+                kept._ends.pop(part, None)
+        else:
+            key = rng.randrange(200)
+            live[part].add(key)
+            run = (
+                float(step),
+                rng.choice([600.0, 3600.0, 7200.0]),
+                rng.choice([0.0, 300.0]),
+                rng.randint(1, 4),
+                rng.choice("xyz"),
+            )
+            kept.add(part, key, run)  # also a restart of a job already running (replaced)
+        if rng.random() < 0.02:
+            before = learner.version
+            learner.observe(rng.choice("xyz"), 1000.0, rng.choice([500.0, 1000.0, 3000.0]))
+            bumps += learner.version != before
+        if rng.random() < 0.3:
+            fresh = RunningEnds([part], learner)
+            fresh.running[part] = dict(kept.running[part])
+            assert kept.ends(part) == sorted(fresh.ends(part))
+            assert kept.units(part) == sum(u for _, u in fresh.ends(part))
+    assert bumps > 3  # learned ratios changed along the way
+
+
+@pytest.mark.parametrize("which", ["ends", "units"])
+def test_running_ends_of_an_empty_partition(which: str) -> None:
+    kept = RunningEnds(["a"])
+    assert getattr(kept, which)("a") == ([] if which == "ends" else 0)
