@@ -110,13 +110,46 @@ def passing(candidates: tuple[Group, ...], env: Env) -> list[tuple[Group, list[O
         if keep is not None:
             groups = keep(groups)
     kept: Kept = [(g, g.offers) for g in groups if g.offers]
-    for of in KEEP_ORDER:  # each step over every group at once: one call per filter, not per group
+    order = KEEP_ORDER
+    fused = keep_market_and_size(env)
+    if fused is not None and kept:
+        kept = fused(kept)
+        order = tuple(of for of in KEEP_ORDER if of is not filter_spot and of is not filter_hardware_size)
+    for of in order:  # each step over every group at once: one call per filter, not per group
         if not kept:
             break
         step = keep_offers(of, env)
         if step is not None:
             kept = step(kept)
     return kept
+
+
+def keep_market_and_size(env: Env) -> OfferKeep | None:
+    """`keep_spot` then `keep_hardware_size` in one pass over each group's offers (each offer's
+    field mapping read once); None when the job takes either market (no spot step to fuse)."""
+    if env.spot_never:
+        want = False
+    elif env.spot_required:
+        want = True
+    else:
+        return None
+    count, cpus, mem = env.count, env.cpus, env.memory_gb
+    return lambda pairs: [
+        (g, kept)
+        for g, offers in pairs
+        if (
+            kept := [
+                o
+                for o in offers
+                if (d := o.__dict__)["spot"] is want
+                and not (
+                    d["count"] < count
+                    or ((c := d["cpus"]) and c < cpus)
+                    or ((m := d["memory_gb"]) and m < mem)
+                )
+            ]
+        )
+    ]
 
 
 def passing_plain(candidates: tuple[Group, ...], env: Env) -> list[tuple[Group, list[Offer]]]:

@@ -10,7 +10,7 @@ operations in the same order) in one list comprehension per term over every kept
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 from operator import add, attrgetter, itemgetter, mul
 from typing import overload
 
@@ -144,7 +144,8 @@ class Scored(Sequence[ScoredOffer]):
             return best(self.items, chain)
         low = min(scores)
         top, near = round(low, Q), low + 1e-5
-        ties = [i for i, s in enumerate(scores) if s <= near and round(s, Q) == top]
+        close = compress(range(len(scores)), map(near.__ge__, scores))  # s <= near, in C
+        ties = [i for i in close if round(scores[i], Q) == top]
         if len(ties) == 1:
             return self._make(ties[0])
         return min((self._make(i) for i in ties), key=sort_key(names))

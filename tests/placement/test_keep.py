@@ -19,8 +19,17 @@ from hypothesis import strategies as st
 from broker.model import JobSpec, Offer, TenantId
 from broker.placement import GROUP_FILTERS, OFFER_FILTERS, PlacementContext, forget_snapshots, place
 from broker.placement._env import Env, Group, group_offers
-from broker.placement.pipeline import KEEP_ORDER, keep_groups, keep_offers, passing, passing_plain
+from broker.placement.hardware import filter_hardware_size
+from broker.placement.pipeline import (
+    KEEP_ORDER,
+    keep_groups,
+    keep_market_and_size,
+    keep_offers,
+    passing,
+    passing_plain,
+)
 from broker.placement.scored import PerHour, score_all, score_columns
+from broker.placement.spot import filter_spot
 from broker.policy import Policy, load_policy
 from tests.placement.test_fast_rules import RULES, _catalog, _seen
 from tests.placement.test_fast_rules import jobs as fuzz_jobs
@@ -131,6 +140,12 @@ def test_each_keep_twin_keeps_what_its_filter_keeps_on_the_plain_cel_path(
             got_offers = got_pairs[0][1] if got_pairs else []
             want_offers = _plain_kept_offers(of, g, g.offers, env)
             assert _ids(got_offers) == _ids(want_offers), (of.__name__, g.site_id, g.accelerator, job, tenant)
+        fused = keep_market_and_size(env)  # spot and size in one pass: what the two filters keep
+        if fused is not None:
+            by_market = _plain_kept_offers(filter_spot, g, g.offers, env)
+            want_offers = _plain_kept_offers(filter_hardware_size, g, by_market, env) if by_market else []
+            got_pairs = fused([(g, g.offers)])
+            assert _ids(got_pairs[0][1] if got_pairs else []) == _ids(want_offers), (job, tenant)
 
 
 @SETTINGS

@@ -1,5 +1,6 @@
 """The size twin of the cold decision path (issue 15, "Cold decisions, not only cached ones")
-keeps exactly the offers `filter_hardware_size` keeps, the same objects in the same order.
+keeps exactly the offers `filter_hardware_size` keeps, the same objects in the same order;
+the fused market-and-size pass keeps what `filter_spot` then `filter_hardware_size` keep.
 
 `keep_hardware_size` reads an offer's count, CPUs and memory from its field mapping (one
 attribute look-up per offer, not three); this pins it to the filter on offers and jobs drawn
@@ -13,8 +14,10 @@ from hypothesis import strategies as st
 
 from broker.model import JobSpec, Offer, TenantId
 from broker.placement import PlacementContext
-from broker.placement._env import Env, group_offers
+from broker.placement._env import Env, Group, group_offers
 from broker.placement.hardware import filter_hardware_size, keep_hardware_size
+from broker.placement.pipeline import keep_market_and_size
+from broker.placement.spot import filter_spot
 from broker.policy import Policy
 
 SITES = ["aliyun-beijing", "aws-us-east-1"]
@@ -27,13 +30,15 @@ offer_rows = st.lists(
         st.integers(min_value=0, max_value=8),
         st.sampled_from(SIZES),
         st.sampled_from(SIZES),
+        st.booleans(),
     ),
     min_size=1,
     max_size=40,
 )
+Row = tuple[str, str | None, int, float, float, bool]
 
 
-def _offers(rows: list[tuple[str, str | None, int, float, float]]) -> list[Offer]:
+def _offers(rows: list[Row]) -> list[Offer]:
     # model_construct: the filter must agree on any stored value, validated or not (NaN, negatives)
     return [
         Offer.model_construct(
@@ -44,8 +49,9 @@ def _offers(rows: list[tuple[str, str | None, int, float, float]]) -> list[Offer
             price_per_hour=1.0,
             cpus=cpus,
             memory_gb=mem,
+            spot=spot,
         )
-        for i, (site, acc, count, cpus, mem) in enumerate(rows)
+        for i, (site, acc, count, cpus, mem, spot) in enumerate(rows)
     ]
 
 
@@ -58,16 +64,25 @@ def _offers(rows: list[tuple[str, str | None, int, float, float]]) -> list[Offer
 )
 def test_the_size_twin_keeps_the_offers_the_size_filter_keeps(
     policy: Policy,
-    rows: list[tuple[str, str | None, int, float, float]],
+    rows: list[Row],
     count: int,
     cpus: int,
     memory: float,
 ) -> None:
-    job = JobSpec.model_validate(
+    env = Env(_job(count, cpus, memory, "allowed"), TenantId("pku-nlp"), policy, PlacementContext())
+    groups = group_offers(_offers(rows), policy)
+    got = keep_hardware_size(env)([(g, g.offers) for g in groups])
+    want = [(g, kept) for g in groups if (kept := filter_hardware_size(g, g.offers, env)[0])]
+    assert _ids(got) == _ids(want)
+
+
+def _job(count: int, cpus: int, memory: float, spot: str) -> JobSpec:
+    return JobSpec.model_validate(
         {
             "name": "s",
             "command": ["run"],
             "runtime_estimate": "1h",
+            "spot": spot,
             "resources": {
                 "accelerators": {"count": count},
                 **({"cpus": cpus} if cpus else {}),  # the spec takes positive sizes or none
@@ -75,10 +90,33 @@ def test_the_size_twin_keeps_the_offers_the_size_filter_keeps(
             },
         }
     )
-    env = Env(job, TenantId("pku-nlp"), policy, PlacementContext())
+
+
+def _ids(pairs: list[tuple[Group, list[Offer]]]) -> list[tuple[int, list[int]]]:
+    return [(id(g), [id(o) for o in kept]) for g, kept in pairs]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=offer_rows,
+    count=st.integers(min_value=0, max_value=8),
+    cpus=st.sampled_from([0, 1, 8, 96]),
+    memory=st.sampled_from([0, 7.5, 8, 512]),
+    spot=st.sampled_from(["never", "required", "allowed"]),
+)
+def test_the_market_and_size_pass_keeps_what_the_spot_then_size_filters_keep(
+    policy: Policy, rows: list[Row], count: int, cpus: int, memory: float, spot: str
+) -> None:
+    env = Env(_job(count, cpus, memory, spot), TenantId("pku-nlp"), policy, PlacementContext())
     groups = group_offers(_offers(rows), policy)
-    got = keep_hardware_size(env)([(g, g.offers) for g in groups])
-    want = [(g, kept) for g in groups if (kept := filter_hardware_size(g, g.offers, env)[0])]
-    assert [(id(g), [id(o) for o in kept]) for g, kept in got] == [
-        (id(g), [id(o) for o in kept]) for g, kept in want
-    ]
+    fused = keep_market_and_size(env)
+    if spot == "allowed":  # no market step: nothing to fuse, the size twin runs alone
+        assert fused is None
+        return
+    assert fused is not None
+    want = []
+    for g in groups:
+        market = filter_spot(g, g.offers, env)[0]
+        if market and (kept := filter_hardware_size(g, market, env)[0]):
+            want.append((g, kept))
+    assert _ids(fused([(g, g.offers) for g in groups])) == _ids(want)
