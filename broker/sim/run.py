@@ -15,6 +15,7 @@ from broker.policy import Policy
 from broker.sim.audit import Auditor
 from broker.sim.backends import onprem_partitions
 from broker.sim.baselines import BASELINES, Baseline
+from broker.sim.collector import fewer_collections
 from broker.sim.engine import Engine
 from broker.sim.expected import clairvoyant
 from broker.sim.fairness import tenant_summary
@@ -68,12 +69,16 @@ class _World:
 
     def policy_run(self) -> RunResult:
         strategy = PolicyStrategy(self.policy)
-        return Engine(self.policy, self.decided, self.scenario, strategy, progress=self.tick("policy")).run()
+        engine = Engine(self.policy, self.decided, self.scenario, strategy, progress=self.tick("policy"))
+        with fewer_collections():
+            return engine.run()
 
     def baseline(self, name: str, facts: list[JobFacts], auditor: Auditor | None, report: bool) -> RunResult:
         strategy: Strategy = Baseline(name, self.policy, facts)  # type: ignore[arg-type]
         tick = self.tick(name) if report else None
-        return Engine(self.policy, self.jobs, self.scenario, strategy, progress=tick, auditor=auditor).run()
+        engine = Engine(self.policy, self.jobs, self.scenario, strategy, progress=tick, auditor=auditor)
+        with fewer_collections():
+            return engine.run()
 
     def capacity(self) -> dict[str, int]:
         return {k: p.total for k, p in onprem_partitions(self.policy, self.scenario.onprem_gpus).items()}
@@ -104,7 +109,8 @@ class _World:
             return _Others()
         if self.progress is not None:
             self.progress("placement facts", 0, len(self.jobs))
-        facts = all_facts(self.jobs, self.policy)
+        with fewer_collections():
+            facts = all_facts(self.jobs, self.policy)
         auditor = Auditor(self.policy, _audit_every(self.scenario, self.jobs))
         done = {name: self.baseline(name, facts, auditor, True) for name in self.baselines}
         if not self.lower_bound:
@@ -155,7 +161,8 @@ def simulate(
 def _others_in_parallel(world: _World) -> _Others:
     """In the forked worker: facts once, then each baseline, the offline schedule and the LP
     bound as tasks of a pool of two processes, the longest first (`_LONGEST_FIRST`)."""
-    facts = all_facts(world.jobs, world.policy)
+    with fewer_collections():
+        facts = all_facts(world.jobs, world.policy)
     global _NAMED
     _NAMED = {name: partial(world.baseline, name, facts, None, False) for name in world.baselines}
     if world.lower_bound:  # set before the pool forks its workers
@@ -267,7 +274,8 @@ _NAMED: dict[str, Callable[[], Any]] = {}
 
 
 def _run_named(name: str) -> Any:
-    return _NAMED[name]()
+    with fewer_collections():
+        return _NAMED[name]()
 
 
 def frontier(strategies: dict[str, dict[str, Any]]) -> dict[str, Any]:
