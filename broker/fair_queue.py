@@ -276,6 +276,8 @@ class FairQueue:
             # must not backfill it, or a large job of a small tenant would wait for ever.
             key = offer.partition
             free = offer.free - snap.claimed.get(key, 0)
+            if free >= units_of(job.spec):  # it could start, and yields to a late job: no hold
+                return replace(decision, fair_share=fair, reclaim=reclaim)
             if free > 0:
                 snap.claimed[key] = snap.claimed.get(key, 0) + min(free, units_of(job.spec))
             # Passes that decide only new jobs do not see this one: the hold is remembered.

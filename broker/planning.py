@@ -208,6 +208,7 @@ class Planner:
         money = snap.money.get(tenant)
         if money is None:
             money = snap.money[tenant] = self.money(tenant, snap.now, store)
+        gap = self.policy.burst.firm_deadline_share_gap
         return build_inputs(
             snap,
             queued_since=queued_since,
@@ -217,7 +218,8 @@ class Planner:
             projected_wait=projected_wait,
             launches_ahead=launches_ahead,
             # Fair share owes the tenant what a far-over-share tenant holds: its max_wait is firm.
-            firm_deadline=held_back(self.fair.ratios, tenant, self.policy.burst.firm_deadline_share_gap),
+            firm_deadline=held_back(self.fair.ratios, tenant, gap),
+            late_claims=self.waits.claims.view(self.fair.ratios, tenant, gap),  # one may take what frees
         )
 
     def decide(self, job: Job, snap: PassSnapshot, store: JobStore) -> Decision:
@@ -228,6 +230,7 @@ class Planner:
             # Far over its share: the job does not wait on-prem behind others for its max_wait.
             spec = spec.model_copy(update={"max_wait": timedelta(0)})
         held = self.fair.held_for(self.policy, job, snap.now)  # kept for a waiting job ahead
+        self.waits.claims.put(job.id, None)  # its own late claim is no reason to yield
         projected = self.waits.for_job(self.policy, spec, snap, store, self.queueing_sites())
         ahead = self.waits.launches_ahead(self.policy, spec, job.tenant, job.created_at)
         with claimed_meanwhile(snap.claimed, held):

@@ -4,7 +4,9 @@ Rules, in order:
 1. Placement (`broker.placement.place`) ranks every offer; only allowed offers count.
 2. On-prem capacity free now → run there (the best-scoring free on-prem offer), unless, with
    projected waits, a cheaper partition (its projected wait charged at wait_hour_cost) is
-   projected to start the job with a provisioning p95 to spare: the job waits for that one.
+   projected to start the job with a provisioning p95 to spare: the job waits for that one; or
+   unless a late job waiting to burst from that partition needs the capacity this job would take
+   and its burst would cost more than this job's (`BurstInputs.late_claims`): the job yields.
 3. On-prem would make the job wait W. With W within what is left of its `max_wait`, the job
    waits on-prem (a site that queues jobs itself, like Slurm, is sent the job now).
 4. Beyond it, the job bursts to the best allowed cloud offer whose total cost (price ×
@@ -157,7 +159,9 @@ def decide(
                 f"{best.offer.partition} now",
                 onprem_expected_wait_s=round(v.wait(cheaper)),
             )
-        return v.done(Action.RUN, best, f"on-prem capacity free at {best.offer.site}")
+        return _yield_to_late(v, best, need) or v.done(
+            Action.RUN, best, f"on-prem capacity free at {best.offer.site}"
+        )
     if not onprem:
         return _cloud_only(v)
     return _wait_or_burst(v, onprem)
@@ -177,6 +181,35 @@ def _cheaper_in_time(v: _View, onprem: list[ScoredOffer], best: ScoredOffer) -> 
         if projected.get(s.offer.partition, math.inf) <= spare and v.score(s) < v.score(best) - 1e-9
     ]
     return min(fits, key=lambda s: (v.score(s), s.offer.key)) if fits else None
+
+
+def _yield_to_late(v: _View, best: ScoredOffer, need: int) -> Decision | None:
+    """A late job would burst from `best`'s partition unless it gets the units this job would take
+    (it fits the free units, not what this job leaves) and its premium (cloud total − on-prem cost)
+    is above this job's: this job waits and leaves them to it. Not under a firm deadline, nor past
+    this job's own last responsible moment."""
+    part = best.offer.partition
+    claims = v.inputs.late_claims.get(part)
+    cap = v.inputs.onprem_capacity.get(part)
+    free = best.offer.free if cap is None else cap[0]
+    if not claims or v.inputs.firm_deadline or free is None or v.remaining <= _safety_lead_s(v.policy):
+        return None  # (a job with no time left to burst itself keeps its start)
+    free -= v.inputs.onprem_adjust.get(part, (0, 0.0))[0]
+    top = max((p for u, p in claims.values() if free - need < u <= free), default=None)
+    if top is None:
+        return None
+    pick = v.cloud()
+    if isinstance(pick, list) or pick.total - v.score(best) >= top:
+        return None  # no cloud to fall back on, or its own burst would cost as much
+    mine = pick.total - v.score(best)
+    v.facts = replace(v.facts, onprem_site=best.offer.site)
+    return v.done(
+        Action.WAIT,
+        best,
+        f"yielding {part} to a late job whose burst would cost {top:.2f} {v.policy.currency} more "
+        f"than on-prem; this job's would cost {mine:.2f} more",
+        onprem_expected_wait_s=round(v.wait(best)),
+    )
 
 
 def _nothing_allowed(v: _View) -> Decision:

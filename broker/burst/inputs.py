@@ -49,6 +49,10 @@ class BurstInputs:
     that are due before this job. The route starts at most `max_provisioning` at once, so each
     full round of them ahead moves this job's last responsible moment one provisioning p95
     earlier: a crowd of jobs due together does not queue behind the route's limit past its deadlines."""
+    late_claims: Mapping[str, Mapping[str, tuple[int, float]]] = field(default_factory=dict)
+    """Partition key -> job -> (units, premium) of the late jobs waiting there to burst at their
+    last responsible moment (`broker.burst.claims`). A job that could start now yields the
+    capacity to one that fits it and whose burst would cost more than this job's own."""
     firm_deadline: bool = False
     """The job's max_wait is a firm deadline ("Can't Be Late"): projected late on-prem, it bursts
     at its last responsible moment to the best usable cloud offer, however the premium compares

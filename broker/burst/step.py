@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
+from broker.burst.claims import Claim
 from broker.burst.decision import decide
 from broker.burst.inputs import BurstInputs, is_onprem
 from broker.burst.money import TenantMoney
@@ -33,6 +34,7 @@ def build_inputs(
     projected_wait: Mapping[str, float] | None = None,
     launches_ahead: Mapping[SiteId, int] | None = None,
     firm_deadline: bool = False,
+    late_claims: Mapping[str, Mapping[str, Claim]] | None = None,
 ) -> BurstInputs:
     """The decision inputs of one queued job, as of the pass snapshot."""
     return BurstInputs(
@@ -49,6 +51,7 @@ def build_inputs(
         projected_wait=projected_wait or {},
         launches_ahead=launches_ahead or {},
         firm_deadline=firm_deadline,
+        late_claims=late_claims or {},
     )
 
 

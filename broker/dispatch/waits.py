@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from broker.burst.claims import LateClaims, claim_premium
 from broker.burst.inputs import demand, effective_max_wait, is_onprem
 from broker.burst.projection import NEVER_S
 from broker.burst.snapshot import PassSnapshot
@@ -64,6 +65,8 @@ class LiveWaits:
         self._generation = 0
         self.bursts = CommittedBursts()
         """Jobs waiting to burst at their last responsible moment, per cloud site (by deadline)."""
+        self.claims = LateClaims()
+        """The same jobs' late claims on their on-prem partition (`broker.burst.claims`)."""
         self._seen: set[str] = set()
 
     # Gathering ------------------------------------------------------------------------
@@ -160,6 +163,7 @@ class LiveWaits:
             self._generation += 1
             for job_id in [j for j in self.bursts.where if j not in self._seen]:
                 self.bursts.put(job_id, None, 0.0)  # left the queue since the last full pass
+                self.claims.put(job_id, None)
             self._seen = set()
 
     def keep(self, job: Job, position: float) -> None:
@@ -186,6 +190,9 @@ class LiveWaits:
         due_s = job.created_at.timestamp() + f.max_wait_s
         self.bursts.put(job.id, f.cloud_offer.split("/")[0] if committed and f.cloud_offer else None, due_s)
         offer = decision.offer
+        late = claim_premium(f, policy) if committed else None
+        part = offer.partition if late is not None and offer is not None else None
+        self.claims.put(job.id, part, demand(job.spec), late or 0.0, job.tenant)  # on its on-prem partition
         if offer is None or not is_onprem(policy, offer.site):
             return  # a burst (or nothing) holds up no on-prem partition
         runtime = self._runtime(job.spec, job.tenant, store, snap.now)

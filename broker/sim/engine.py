@@ -20,6 +20,7 @@ from itertools import islice
 
 from adapters.base import CapacityError
 from broker.burst import is_onprem
+from broker.burst.claims import LateClaims
 from broker.burst.money import month_of, voucher_for
 from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.spot import offer_outlook
@@ -79,14 +80,12 @@ class Engine:
         self.by_tenant: dict[str, dict[str, deque[tuple[int, int]]]] = {k: {} for k in self.parts}
         self.fen = {k: Fenwick(len(jobs)) for k in self.parts}
         self.cloud_wait: deque[tuple[int, int]] = deque()
-        self.projected, self.launches = ProjectedQueues(self.parts), LaunchQueue()
+        self.projected, self.launches, self.claims = ProjectedQueues(self.parts), LaunchQueue(), LateClaims()
         self.fair_ratios = FairRatios(self.projected, self.fair_capacity)
         if policy.burst.wait_model == "projected" and hasattr(strategy, "projector"):
             strategy.projector = self._project
         self.events: list[tuple[float, int, int, int, int]] = []
-        self.seq = 0
-        self.queued = 0
-        self.decisions = 0
+        self.seq = self.queued = self.decisions = 0
         self.causes: dict[str, int] = {}
         self.stockout_failures = 0
         self.series = Series()
@@ -162,6 +161,7 @@ class Engine:
             self.fair.ended(str(j), EPOCH + timedelta(seconds=self.t))
             st.rec.end_s = self.t
             self._pass(self._heads(key), "capacity")
+            self._pass([int(j) for j in self.claims.yielded_to(key, self.parts[key].free)], "yield")
             return
         assert st.offer is not None
         route = self.clouds.routes[st.offer.site]
@@ -375,13 +375,13 @@ class Engine:
             self.t + self.clouds.provisioning_delay(offer.site, job.index, st.rec.attempts), UP, job.index
         )
 
-    def _project(self, job: SimJob) -> tuple[dict[str, float], LaunchQueue, Mapping[str, float]]:
-        """The job's projected waits, the committed bursts and the tenants' fair-share ratios."""
+    def _project(self, job: SimJob) -> tuple[dict[str, float], LaunchQueue, Mapping[str, float], LateClaims]:
+        """The job's projected waits, committed bursts, tenants' fair-share ratios and late claims."""
         now = EPOCH + timedelta(seconds=self.t)
         ratios = self.fair_ratios.at(
             self.t, job.tenant, lambda ts: self.fair.tenant_states(self.policy, now, ts)
         )
-        return self.projected.project_job(job, self.t, ratios), self.launches, ratios
+        return self.projected.project_job(job, self.t, ratios), self.launches, ratios, self.claims
 
     def _price(self, offer: Offer) -> float:
         return offer.price_per_hour * (self.policy.rate(offer.currency or self.policy.currency) or 0.0)

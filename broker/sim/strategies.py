@@ -11,16 +11,17 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from broker.burst import TenantMoney, is_onprem
+from broker.burst.claims import LateClaims, claim_premium
 from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.spot import provisioning_p95_h
 from broker.burst.step import build_inputs, decide_in_pass
-from broker.decision import Decision
+from broker.decision import Action, Decision
 from broker.fairshare import held_back
 from broker.policy import Policy
 from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.queues import LaunchQueue
 
-Projector = Callable[[SimJob], tuple[Mapping[str, float], LaunchQueue, Mapping[str, float]]]
+Projector = Callable[[SimJob], tuple[Mapping[str, float], LaunchQueue, Mapping[str, float], LateClaims]]
 
 MIN_GAP_S = 60.0
 """Shortest timer: re-deciding more often than this cannot change much."""
@@ -41,17 +42,20 @@ class PolicyStrategy:
         """The longest provisioning p95 of any cloud route."""
         self.projector: Projector | None = None
         """Set by the engine when the policy's wait model is `projected`: the job's projected
-        wait per partition, the bursts committed per cloud route and the tenants' fair-share
-        ratios (the live dispatcher's shell supplies the same from its adapters and store)."""
+        wait per partition, the bursts committed per cloud route, the tenants' fair-share
+        ratios and the late claims, each job's own kept as it is decided (the live dispatcher's
+        shell supplies the same from its adapters and store, `broker.dispatch.waits`)."""
 
     def decide(
         self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None
     ) -> Decision:
-        projected, ahead, firm = None, None, False
+        projected, ahead, firm, claims, ratios, gap = None, None, False, None, None, 0.0
         if self.projector is not None:
-            projected, launches, ratios = self.projector(job)
+            projected, launches, ratios, claims = self.projector(job)
+            claims.put(str(job.index), None)  # its own claim is no reason to yield
             ahead = launches.ahead(job.arrival_s + job.max_wait_s)
-            firm = held_back(ratios, job.tenant, self.policy.burst.firm_deadline_share_gap)
+            gap = self.policy.burst.firm_deadline_share_gap
+            firm = held_back(ratios, job.tenant, gap)
         inputs = build_inputs(
             snap,
             queued_since=job.created_at,
@@ -61,8 +65,16 @@ class PolicyStrategy:
             projected_wait=projected,
             launches_ahead=ahead,
             firm_deadline=firm,
+            late_claims=None if claims is None else claims.view(ratios, job.tenant, gap),
         )
-        return decide_in_pass(job.spec, job.tenant, snap, self.policy, inputs)
+        d = decide_in_pass(job.spec, job.tenant, snap, self.policy, inputs)
+        if claims is not None:
+            claims.note(d, inputs, job.demand)  # it yielded: the top claim there is decided next
+            premium = claim_premium(d.facts, self.policy)
+            late = premium is not None and d.action == Action.WAIT and d.offer is not None
+            part = partition_key(d.offer) if late and d.offer is not None else None
+            claims.put(str(job.index), part, job.demand, premium or 0.0, job.tenant)
+        return d
 
     def candidates(self, job: SimJob, decision: Decision) -> tuple[str, ...]:
         expl = decision.explanation
