@@ -245,7 +245,7 @@ class BurstSettings(_Doc):
         "drain sooner than estimated (estimates built from time limits run high).",
     )
     wait_model: Literal["fluid", "projected"] = Field(
-        default="fluid",
+        default="projected",
         description="fluid: backlog / capacity x wait_estimate_factor, bursting after the hysteresis; "
         "projected: each job's start projected from running jobs' ends and the queue ahead, bursting "
         "at the last responsible moment (where the dispatcher supplies projections).",

@@ -27,6 +27,9 @@ def test_a_tenant_far_over_its_share_bursts_instead_of_waiting(tmp_path: Path) -
     text = (
         POLICY.format(configs=CONFIGS, gpus=4)
         .replace("price_hour: 2.0,", "price_hour: 2.0, expected_wait: 1h,")
+        # The fluid model: the partition's expected wait stands in for the hog's running work
+        # (the book's holdings here, not running attempts a projection would read).
+        .replace("  hysteresis: 0s\n", "  hysteresis: 0s\n  wait_model: fluid\n")
         .replace(
             "  - {id: t1, kind: university, entity_country: CN, monthly_budget: 100000}\n",
             "  - {id: hog, kind: university, entity_country: CN, monthly_budget: 100000}\n"

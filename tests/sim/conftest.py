@@ -52,10 +52,13 @@ gpu.double,A800,2,16,128,20.0,,r1,r1-a,CNY
 """
 
 
-def tiny_policy(folder: Path, gpus: int = 1) -> Policy:
+def tiny_policy(folder: Path, gpus: int = 1, wait_model: str | None = None) -> Policy:
     (folder / "cloud.csv").write_text(CATALOG)
     path = folder / "policy.yaml"
-    path.write_text(POLICY.format(configs=CONFIGS, gpus=gpus))
+    text = POLICY.format(configs=CONFIGS, gpus=gpus)
+    if wait_model is not None:
+        text = text.replace("  hysteresis: 0s\n", f"  hysteresis: 0s\n  wait_model: {wait_model}\n")
+    path.write_text(text)
     return load_policy(path)
 
 

@@ -13,6 +13,7 @@ from broker.sim.jobs import build_jobs
 from broker.sim.run import simulate
 from broker.sim.scenario import Scenario
 from broker.sim.traces import TraceJob, read_trace, write_csv
+from tests.sim.conftest import tiny_policy
 
 THREE = [
     # A runs on the one on-prem GPU at once: 1 h x 2 CNY.
@@ -25,7 +26,10 @@ THREE = [
 ]
 
 
-def test_three_jobs_known_costs_and_waits(policy: Policy, scenario: Scenario) -> None:
+def test_three_jobs_known_costs_and_waits(tmp_path: Path, scenario: Scenario) -> None:
+    # The fluid wait model: B's on-prem wait is A's remaining backlog, late at once, so B bursts
+    # on arrival (the projected model would keep it until its last responsible moment).
+    policy = tiny_policy(tmp_path, wait_model="fluid")
     jobs = build_jobs(THREE, policy, scenario)
     sim = simulate(policy, jobs, scenario, per_strategy_bounds=True)
     p = sim.result["strategies"]["policy"]

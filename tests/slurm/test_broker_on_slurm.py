@@ -214,15 +214,27 @@ def test_cancel_cancels_the_slurm_job(world: OnPrem) -> None:
 
 
 def test_job_larger_than_free_capacity_pends_with_a_wait_estimate(world: OnPrem) -> None:
+    submitted = time.monotonic()
     blocker = world.submit(spec("half", "sleep 120", gpus=2, runtime_s=120))  # time limit 3 min
     world.wait(blocker, {job_pb2.JOB_STATE_RUNNING})
     big = spec("whole", "echo got all four", gpus=4, runtime_s=60)
     # szb explain (the broker's ExplainPlacement): the on-prem wait is the blocker's time left
     expl = world.stub.ExplainPlacement(pb.ExplainPlacementRequest(job=big), metadata=auth()).explanation
+    asked = time.monotonic()
     decision = json.loads(expl.decision_json)
-    assert decision["onprem_site"] == SITE
-    assert 60 < decision["onprem_expected_wait_s"] <= 180, decision
+    assert decision["onprem_site"] == SITE and decision["onprem_partition"] == f"{SITE}/a800"
+    # Projected (the default wait model): the blocker's 120 s estimate x the tenant's runtime
+    # ratio, learned from the module's earlier jobs (those ran far under their estimates), less
+    # what it has run since it was submitted.
+    note = decision["projection"]
+    expected_s = 120 * note["runtime_ratio"]
+    assert note["partition"] == f"{SITE}/a800" and note["free_units"] == 2, note
+    blocker_end = note["running"][0]
+    assert blocker_end["units"] == 2, note
+    assert expected_s - (asked - submitted) - 1 <= blocker_end["ends_in_s"] <= expected_s + 1, note
+    assert decision["onprem_expected_wait_s"] == pytest.approx(blocker_end["ends_in_s"], abs=1), decision
     assert decision["action"] == "run" and "sent to its queue" in " ".join(decision["reasons"])
+    # Slurm's own estimate for the offer still comes from the blocker's time limit.
     assert expl.chosen.instance_type == "a800" and expl.chosen.expected_wait_seconds > 60
     # submitted, it is sent to Slurm and pends there (Resources), not run elsewhere
     job_id = world.submit(big)
