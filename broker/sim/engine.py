@@ -39,7 +39,7 @@ from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.metrics import RunResult, Series, carbon_g
 from broker.sim.queues import FairRatios, LaunchQueue, ProjectedQueues, dispatch_key
 from broker.sim.scenario import Scenario
-from broker.sim.state import Fenwick, SimState, Strategy, queued_work, take_heads
+from broker.sim.state import Fenwick, SimState, Strategy, take_heads
 
 FINISH, UP, FAIL, STOP, TIMER = range(5)
 """Event kinds, in the order they are handled at equal times (capacity frees first)."""
@@ -221,7 +221,7 @@ class Engine:
                 dq.popleft()
             for j, gen in islice(dq, 8):
                 if self.state[j].queued and gen == self.state[j].gen:
-                    work.append(queued_work(self.jobs[j], self.state[j].cands or (key,)))
+                    work.append(self.state[j].fair_work(self.jobs[j], self.state[j].cands or (key,)))
         if not work:
             return []
         now = EPOCH + timedelta(seconds=self.t)

@@ -12,8 +12,9 @@ import math
 from collections.abc import Iterable
 from datetime import datetime
 
-from broker.fairshare.book import FairShareBook, Holding
-from broker.fairshare.order import TenantState
+from broker.fairshare.book import FairShareBook, Holding, capacity_of
+from broker.fairshare.holds import Holds
+from broker.fairshare.order import TenantState, dominant, share_ratios
 from broker.fairshare.shares import Share, resolve_share
 from broker.fairshare.usage import ZERO, Demand
 from broker.policy import Policy
@@ -39,6 +40,9 @@ class IncrementalBook(FairShareBook):
         """Bumped by every start and end: the read memo below holds for one (time, version)."""
         self._memo: tuple[tuple[float, int, int], dict[str, TenantState]] | None = None
         self._shares: tuple[Policy | None, dict[str, Share]] = (None, {})
+        self._in_use_memo: tuple[int, dict[str, dict[str, int]]] = (-1, {})
+        self._held_memo: tuple[object, dict[str, float]] = (None, {})
+        self._capacity: tuple[Policy | None, Demand] = (None, ZERO)
 
     def _weight(self, start: float) -> float:
         h = self.ledger.half_life_s
@@ -96,6 +100,24 @@ class IncrementalBook(FairShareBook):
                 out[x] = TenantState(share=self._share(policy, x), usage=ZERO, in_use={})
         return out
 
+    def held_for(
+        self, holds: Holds, policy: Policy, now: datetime, job_id: str, tenant: str
+    ) -> dict[str, int]:
+        """`FairShareBook.held_for`, its share ratios kept for one (time, book version, tenants asked)
+        and the capacity once per policy: a pass asks it for each job it decides."""
+        if not holds:
+            return {}
+        asked = frozenset({tenant, *holds.holders()})
+        key = (now.timestamp(), self._version, id(policy), asked)
+        if self._held_memo[0] != key:
+            if self._capacity[0] is not policy:
+                self._capacity = (policy, capacity_of(policy))
+            capacity = self._capacity[1]
+            states = self.tenant_states(policy, now, asked)
+            active = {t for t, st in states.items() if dominant(st.usage, capacity) > 0}
+            self._held_memo = (key, share_ratios(states, active | asked, capacity))
+        return holds.blocking(job_id, tenant, self._held_memo[1])
+
     def _share(self, policy: Policy, tenant: str) -> Share:
         if self._shares[0] is not policy:
             self._shares = (policy, {})
@@ -108,26 +130,35 @@ class IncrementalBook(FairShareBook):
         t = now.timestamp()
         self._rebase(t)
         h = self.ledger.half_life_s
-        past = self.ledger.history(now)
+        past = self.ledger.history(now)  # advances the ledger to `now`: called as before, same floats
         decay = 2 ** (-(t - self._origin) / h) if h > 0 else 0.0
         used: dict[str, Demand] = {}
+        none = [0.0, 0.0, 0.0]
         for tenant in {*past, *(k for k, v in self._held.items() if any(v))}:
-            a = self._held.get(tenant, [0.0, 0.0, 0.0])
+            a = self._held.get(tenant, none)
             if h <= 0:
                 used[tenant] = Demand(*a)
                 continue
-            w = self._weighted.get(tenant, [0.0, 0.0, 0.0])
+            w = self._weighted.get(tenant, none)
             p = past.get(tenant, ZERO)
-            run = [max(0.0, a[i] - decay * w[i]) for i in range(3)]
-            hist = _vec(p)
-            used[tenant] = Demand(*((a[i] + hist[i] + run[i]) * 0.5 for i in range(3)))
-        names = {*used, *(x.id for x in policy.tenants)}
-        return {
-            x: TenantState(
-                share=self._share(policy, x), usage=used.get(x, ZERO), in_use=dict(self._in_use.get(x, {}))
+            # (held + decayed history + running work so far) / 2, term by term as `usage` adds them.
+            used[tenant] = Demand(
+                (a[0] + p.accelerators + max(0.0, a[0] - decay * w[0])) * 0.5,
+                (a[1] + p.cpus + max(0.0, a[1] - decay * w[1])) * 0.5,
+                (a[2] + p.memory_gb + max(0.0, a[2] - decay * w[2])) * 0.5,
             )
+        names = {*used, *(x.id for x in policy.tenants)}
+        in_use = self._in_use_copies()
+        return {
+            x: TenantState(share=self._share(policy, x), usage=used.get(x, ZERO), in_use=in_use.get(x, {}))
             for x in names
         }
+
+    def _in_use_copies(self) -> dict[str, dict[str, int]]:
+        """Each tenant's units per partition, copied once per book version (reads keep their copy)."""
+        if self._in_use_memo[0] != self._version:
+            self._in_use_memo = (self._version, {t: dict(per) for t, per in self._in_use.items()})
+        return self._in_use_memo[1]
 
 
 def close(a: Demand, b: Demand, tol: float = 1e-6) -> bool:

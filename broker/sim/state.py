@@ -80,6 +80,15 @@ class SimState:
     """Work kept by checkpoints across interruptions (a restart runs only the rest)."""
     reserved: tuple[float, float, str | None, str] = (0.0, 0.0, None, "")
     rec: JobRecord = field(default_factory=JobRecord)
+    work: QueuedWork | None = None
+    """The job as fair share orders it, kept (it changes only with its candidate partitions)."""
+
+    def fair_work(self, job: SimJob, cands: tuple[str, ...]) -> QueuedWork:
+        """`queued_work(job, cands)`, built once per candidate set (read on every capacity event)."""
+        got = self.work
+        if got is None or got.partitions != cands:
+            got = self.work = queued_work(job, cands)
+        return got
 
     @classmethod
     def of(cls, j: SimJob) -> SimState:

@@ -1,0 +1,96 @@
+"""The simulator's fair-share shortcuts answer exactly as the plain computations (issue 15, speed):
+the tenants' states summed term by term with their quota units copied once per book version,
+the holds' share ratios kept per (time, version, tenants asked), and each waiting job's
+fair-share view kept per candidate set (the same floats and objects' values, not timings)."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from broker.fairshare.book import FairShareBook, Holding
+from broker.fairshare.holds import Hold, Holds
+from broker.fairshare.order import TenantState
+from broker.fairshare.shares import resolve_share
+from broker.fairshare.usage import ZERO, Demand
+from broker.policy import Policy, load_policy
+from broker.sim.fairbook import IncrementalBook
+from broker.sim.jobs import EPOCH, build_jobs
+from broker.sim.scenario import load_scenario
+from broker.sim.state import SimState, queued_work
+from broker.sim.synthetic import SyntheticParams, generate
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _plain_states(book: IncrementalBook, policy: Policy, now: datetime) -> dict[str, TenantState]:
+    """The states as first written: per resource, (held + history + running so far) / 2."""
+    t = now.timestamp()
+    h = book.ledger.half_life_s
+    past = book.ledger.history(now)
+    decay = 2 ** (-(t - book._origin) / h) if h > 0 else 0.0
+    used: dict[str, Demand] = {}
+    for tenant in {*past, *(k for k, v in book._held.items() if any(v))}:
+        a = book._held.get(tenant, [0.0, 0.0, 0.0])
+        if h <= 0:
+            used[tenant] = Demand(*a)
+            continue
+        w = book._weighted.get(tenant, [0.0, 0.0, 0.0])
+        p = past.get(tenant, ZERO)
+        run = [max(0.0, a[i] - decay * w[i]) for i in range(3)]
+        hist = (p.accelerators * 1.0, p.cpus * 1.0, p.memory_gb * 1.0)
+        used[tenant] = Demand(*((a[i] + hist[i] + run[i]) * 0.5 for i in range(3)))
+    names = {*used, *(x.id for x in policy.tenants)}
+    return {
+        x: TenantState(resolve_share(policy, x), used.get(x, ZERO), dict(book._in_use.get(x, {})))
+        for x in names
+    }
+
+
+def test_states_and_held_capacity_equal_the_plain_computation() -> None:
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    tenants = [t.id for t in policy.tenants]
+    rng = random.Random(11)
+    book, holds = IncrementalBook(3 * 3600.0), Holds()
+    running: list[str] = []
+    t, checked, blocked = 0.0, 0, 0
+    for n in range(1500):
+        t += rng.choice([0.0, 0.0, rng.expovariate(1 / 600)])  # several reads at one instant
+        now = EPOCH + timedelta(seconds=t)
+        if running and rng.random() < 0.4:
+            book.ended(running.pop(rng.randrange(len(running))), now)
+        elif rng.random() < 0.6:
+            gpus = rng.choice([1, 2, 8])
+            part = rng.choice(["shangzhuang-onprem/ascend", "shangzhuang-onprem/a800"])
+            book.started(
+                str(n), Holding(rng.choice(tenants), part, Demand(gpus, 8.0 * gpus, 64.0), gpus, now)
+            )
+            running.append(str(n))
+        if rng.random() < 0.2:
+            part = rng.choice(["shangzhuang-onprem/ascend", "shangzhuang-onprem/a800"])
+            hold = Hold(str(rng.randrange(n + 1)), rng.choice(tenants), rng.randint(1, 8), rng.random() < 0.3)
+            holds.put(part, hold if rng.random() < 0.8 else None)
+        if rng.random() < 0.3:
+            fast = book.tenant_states(policy, now, {"someone-new"})
+            plain = _plain_states(book, policy, now) | {"someone-new": fast["someone-new"]}
+            assert fast == plain
+            checked += 1
+        for _ in range(2):  # a pass asks for each job it decides: the kept ratios answer the second
+            job, tenant = str(rng.randrange(n + 1)), rng.choice(tenants)
+            got = book.held_for(holds, policy, now, job, tenant)
+            assert got == FairShareBook.held_for(book, holds, policy, now, job, tenant)
+            blocked += bool(got)
+    assert checked > 300 and blocked > 100  # states read often, holds in force often
+
+
+def test_a_waiting_jobs_fair_share_view_is_kept_per_candidate_set() -> None:
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    scenario = load_scenario(CONFIGS / "scenarios/flood.yaml")
+    jobs = build_jobs(generate(SyntheticParams(jobs=50), scenario.seed), policy, scenario)
+    for job in jobs:
+        st = SimState.of(job)
+        first = st.fair_work(job, ("a/x",))
+        assert first == queued_work(job, ("a/x",)) and st.fair_work(job, ("a/x",)) is first
+        other = st.fair_work(job, ("a/x", "a/y"))
+        assert other == queued_work(job, ("a/x", "a/y")) and other is not first
