@@ -72,14 +72,22 @@ def _edges(jobs: Sequence[SimJob], max_buckets: int) -> list[float]:
         )
     )
     pts = np.concatenate(([0.0], pts, [pts[-1] + 1.0]))
+    xs: list[float] = pts.tolist()
 
     def merge(gap: float) -> list[float]:
-        out = [float(pts[0])]
-        for x in pts[1:]:
-            if x - out[-1] >= gap:
-                out.append(float(x))
-        if out[-1] < pts[-1]:
-            out.append(float(pts[-1]))
+        """Keep each point at least `gap` after the last one kept (and the last point)."""
+        out = [xs[0]]
+        i, n = 1, len(xs)
+        while i < n:
+            last = out[-1]
+            # The next point kept: the first with x - last >= gap (x - last grows with x), found
+            # by bisection instead of a scan, as the bisection on `gap` below calls this 40 times.
+            i = bisect.bisect_left(xs, gap, i, n, key=lambda x: x - last)
+            if i < n:
+                out.append(xs[i])
+                i += 1
+        if out[-1] < xs[-1]:
+            out.append(xs[-1])
         return out
 
     lo, hi = 0.0, float(pts[-1])
