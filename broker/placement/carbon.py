@@ -6,8 +6,7 @@ policy's `default_power_w`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from operator import mul
+from collections.abc import Sequence
 
 from broker.model import Offer
 from broker.placement._env import Env, Group
@@ -28,30 +27,27 @@ def score_carbon(g: Group, offers: list[Offer], env: Env) -> list[float]:
     return [per_device * o.count for o in offers]
 
 
-def carbon_terms(
-    groups: Sequence[Group], present: Iterable[int], gids: list[int], counts: list[int], env: Env
-) -> list[float]:
-    """`score_carbon` over many offers at once (`gids`: each offer's group in `groups`): the same floats."""
+def carbon_terms(groups: Sequence[Group], sizes: Sequence[int], counts: list[int], env: Env) -> list[float]:
+    """`score_carbon` over many offers at once (`groups[i]` holds the next `sizes[i]`): the same floats."""
     policy = env.policy
     price_g = policy.objective.carbon_g_cost
     if not price_g:
-        return [0.0] * len(gids)
+        return [0.0] * len(counts)
     machine_h, default_w = env.machine_h, policy.document.default_power_w
-    value = [0.0] * len(groups)
-    per_device = [False] * len(groups)  # the value is per accelerator: times the offer's count
-    for gid in present:
-        g = groups[gid]
+    values: list[float] = []  # each offer's group value: the term itself, or per accelerator
+    scaled: list[bool] = []  # the offer's term is its group value times its accelerator count
+    for g, n in zip(groups, sizes, strict=True):
         intensity = g.site.carbon_gco2_kwh if g.site is not None else 0.0
         if not intensity:
-            continue
-        if g.accelerator is None:
-            value[gid] = default_w / 1000.0 * machine_h * intensity * price_g
+            value, per_device = 0.0, False
+        elif g.accelerator is None:
+            value, per_device = default_w / 1000.0 * machine_h * intensity * price_g, False
         else:
             spec = g.hw.spec
-            value[gid] = (
-                (spec.power_w if spec is not None else default_w) / 1000.0 * machine_h * intensity * price_g
-            )
-            per_device[gid] = True
-    if all(per_device[gid] for gid in present):
-        return list(map(mul, map(value.__getitem__, gids), counts))
-    return [value[gid] * c if per_device[gid] else value[gid] for gid, c in zip(gids, counts, strict=True)]
+            kw = (spec.power_w if spec is not None else default_w) / 1000.0
+            value, per_device = kw * machine_h * intensity * price_g, True
+        values += [value] * n
+        scaled += [per_device] * n
+    if all(scaled):
+        return [v * c for v, c in zip(values, counts, strict=True)]
+    return [v * c if s else v for v, c, s in zip(values, counts, scaled, strict=True)]

@@ -6,7 +6,7 @@ Terms: `cost` (what the job would cost, weighted by `objective.price`) and `vouc
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from broker.model import Offer
 from broker.placement._env import Env, Group
@@ -58,16 +58,13 @@ def voucher_terms(g: Group, env: Env, costs: list[float]) -> list[float]:
 
 
 def voucher_columns(
-    groups: Sequence[Group], present: Iterable[int], gids: list[int], costs: list[float], env: Env
+    groups: Sequence[Group], sizes: Sequence[int], costs: list[float], env: Env
 ) -> list[float]:
-    """`voucher_terms` over many offers at once: `gids` gives each offer's group in `groups`."""
+    """`voucher_terms` over many offers at once: `groups[i]` holds the next `sizes[i]` of them."""
     tenant = env.tenant
     if tenant is None or not tenant.vouchers:  # no voucher can cover any site
         return [0.0] * len(costs)
-    balances = env.ctx.voucher_balances
-    best: list[tuple[float, float, str] | None] = [None] * len(groups)
-    for gid in present:
-        best[gid] = best_voucher(tenant, groups[gid].site_id, balances)
-    return [
-        0.0 if (v := best[gid]) is None else -min(c * v[0], v[1]) for c, gid in zip(costs, gids, strict=True)
-    ]
+    out: list[float] = []
+    for g, n in zip(groups, sizes, strict=True):
+        out += voucher_terms(g, env, costs[len(out) : len(out) + n])
+    return out

@@ -125,8 +125,8 @@ def passing(candidates: tuple[Group, ...], env: Env) -> list[tuple[Group, list[O
 
 
 def keep_market_and_size(env: Env) -> OfferKeep | None:
-    """`keep_spot` then `keep_hardware_size` in one pass over each group's offers (each offer's
-    field mapping read once); None when the job takes either market (no spot step to fuse)."""
+    """`keep_spot` then `keep_hardware_size` in one pass over each group's offers (their field
+    mappings, read at grouping); None when the job takes either market (no spot step to fuse)."""
     if env.spot_never:
         want = False
     elif env.spot_required:
@@ -140,8 +140,8 @@ def keep_market_and_size(env: Env) -> OfferKeep | None:
         if (
             kept := [
                 o
-                for o in offers
-                if (d := o.__dict__)["spot"] is want
+                for o, d in zip(offers, g.field_maps(offers), strict=True)
+                if d["spot"] is want
                 and not (
                     d["count"] < count
                     or ((c := d["cpus"]) and c < cpus)

@@ -5,7 +5,7 @@ Negative values favour a site (keep work on-prem), positive ones penalise it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from broker.model import Offer
 from broker.placement._env import Env, Group
@@ -18,13 +18,10 @@ def score_preference(g: Group, offers: list[Offer], env: Env) -> list[float]:
     return [value] * len(offers)
 
 
-def preference_terms(
-    groups: Sequence[Group], present: Iterable[int], gids: list[int], env: Env
-) -> list[float]:
-    """`score_preference` over many offers at once (`gids`: each offer's group in `groups`)."""
+def preference_terms(groups: Sequence[Group], sizes: Sequence[int], env: Env) -> list[float]:
+    """`score_preference` over many offers at once (`groups[i]` holds the next `sizes[i]`)."""
     runtime_h, weight = env.runtime_h, env.policy.objective.preference
-    value = [0.0] * len(groups)
-    for gid in present:
-        site = groups[gid].site
-        value[gid] = (site.preference_per_hour if site is not None else 0.0) * runtime_h * weight
-    return list(map(value.__getitem__, gids))
+    out: list[float] = []
+    for g, n in zip(groups, sizes, strict=True):
+        out += [(g.site.preference_per_hour if g.site is not None else 0.0) * runtime_h * weight] * n
+    return out
