@@ -187,6 +187,24 @@ def _equals_text(a: Fn, text: str, negate: bool) -> Fn:
             raise Fallback
         return negate  # another CEL type never equals a string
 
+    read = _FIELDS.get(a)
+    if read is not None:  # `variable.name == "text"`: its marker form in one frame (the commonest rule part)
+        root, name = read
+
+        def side(env: Mapping[str, Any]) -> bool | str:
+            node = env.get(root, _UNBOUND)
+            if node is _UNBOUND:
+                return _UNKNOWN
+            if node.__class__ is not dict or name not in node:
+                return _FALLBACK
+            x = node[name]
+            if x.__class__ is str:
+                return x != text if negate else x == text
+            if kind(x) is None:
+                return _FALLBACK
+            return negate
+
+        _SIDES[run] = side
     return strict_as(run, a)
 
 
@@ -203,6 +221,7 @@ def field(base: Fn, name: str) -> Fn:
             return node[name]
 
         _STRICT[top] = root
+        _FIELDS[top] = (root, name)
         return top
 
     def run(env: Mapping[str, Any]) -> Any:
@@ -215,6 +234,8 @@ def field(base: Fn, name: str) -> Fn:
 
 
 _UNBOUND = object()
+_FIELDS: WeakKeyDictionary[Fn, tuple[str, str]] = WeakKeyDictionary()
+"""`variable.name` closures: the variable and the field they read."""
 
 
 def variable(name: str) -> Fn:

@@ -178,6 +178,28 @@ def test_the_marker_form_answers_what_the_predicate_answers_or_raises(
     assert native.side(bound) is expected, (src, bound)
 
 
+@pytest.mark.parametrize("src", ['job.x == "a"', 'job.x != "a"', 'job.x == "a" && site.y != "b"'])
+@pytest.mark.parametrize(
+    "value", ["a", "b", "", 1, 0, 2.5, True, False, ["a"], {"a": 1}, None, "missing", "unbound"]
+)
+def test_a_field_compared_with_text_answers_in_its_one_frame_form_what_the_predicate_answers(
+    src: str, value: Any
+) -> None:
+    """`variable.name == "text"` has its own marker form (the commonest rule part): every CEL
+    kind of value, a missing field and an unbound variable, as `fn` answers or raises."""
+    job: dict[str, Any] = {} if value == "missing" else {"x": value}
+    bound: dict[str, Any] = {"site": {"y": "b"}} if value == "unbound" else {"job": job, "site": {"y": "c"}}
+    native = compile_native(src)
+    assert native is not None
+    try:
+        expected: Any = native.fn(bound)
+    except Unknown:
+        expected = UNKNOWN
+    except Fallback:
+        expected = FALLBACK
+    assert native.side(bound) is expected
+
+
 @pytest.mark.parametrize(
     "src",
     [
