@@ -175,10 +175,9 @@ def _cheaper_in_time(v: _View, onprem: list[ScoredOffer], best: ScoredOffer) -> 
     if not projected:
         return None
     spare = v.remaining - _safety_lead_s(v.policy)
+    now = v.score(best) - v.wait(best) * v.policy.objective.wait_hour_cost / 3600  # it starts now
     fits = [
-        s
-        for s in onprem
-        if projected.get(s.offer.partition, math.inf) <= spare and v.score(s) < v.score(best) - 1e-9
+        s for s in onprem if projected.get(s.offer.partition, math.inf) <= spare and v.score(s) < now - 1e-9
     ]
     return min(fits, key=lambda s: (v.score(s), s.offer.key)) if fits else None
 

@@ -136,3 +136,16 @@ def test_a_partition_that_can_never_start_the_job_is_a_late_wait_not_a_crash(pol
     waited = decision.facts.onprem_expected_wait_s
     assert waited is not None and waited >= 10**9
     assert decision.action == Action.WAIT and decision.facts.burst_in_s is not None
+
+
+def test_the_partition_free_now_is_not_charged_a_projected_wait_it_will_not_have(
+    two_partitions: Policy,
+) -> None:
+    # The dearer partition has room now, though its projection (jobs ahead in its line) says
+    # 10 min: the job starts there now, so waiting 2 min for the cheaper one (to save 0.2 CNY on
+    # a 2-min job) is compared with starting now, not with 10 min of waiting that will not happen.
+    spec = job(("A800",), runtime="2m", max_wait="30m")
+    offers = static_offers(two_partitions, read_at=NOW)
+    inputs = projected(0, {CHEAP: 120.0, DEAR: 600.0}, {CHEAP: 0, DEAR: 8})
+    d = decide(spec, TenantId("lab"), offers, two_partitions, inputs)
+    assert d.action == Action.RUN and d.offer is not None and d.offer.partition == DEAR
