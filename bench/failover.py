@@ -46,7 +46,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 import urllib.parse
@@ -65,41 +64,22 @@ from google.protobuf import duration_pb2  # noqa: E402
 
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2  # noqa: E402
 from broker.api import broker_service_pb2 as pb  # noqa: E402
-from broker.auth import hash_token  # noqa: E402
 from tests.brokerproc import BrokerProcess  # noqa: E402
+from tests.clouds import on_moto  # noqa: E402
 from tests.clouds.e2e_helpers import agent_secret_of, live_attempt  # noqa: E402
 from tests.doubles.moto_front import MotoFront, Scenario, capacity_fault  # noqa: E402
 
-AMI = "ami-12c6146b"  # one of moto's stock images
 TOKEN = "token-bench-0123456789abcdef"
 INSTANCE_TYPE = "g5.xlarge"
 ZONE_A, ZONE_B = "us-east-1a", "us-east-1b"
 POLL_INTERVAL_S = 0.05
 CAPACITY_BLOCK_S = 1.0
 TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
-HEADER = (
-    "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
-)
-POLICY = f"""\
-version: 1
-currency: CNY
-fx: {{USD: 7.2}}
-objective: {{price: 1.0, wait_hour_cost: 40}}
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: onprem
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {{name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}}
-  - id: aws-east
-    adapter: aws
-    region: us-east-1
-    country: US
-    residency: global
-    catalog: {{file: aws-east.csv, region: us-east-1, currency: USD, spot: false}}
+POLICY = (
+    on_moto.POLICY_HEAD
+    + on_moto.ONPREM_A800
+    + on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv")
+    + f"""\
 tenants:
   - {{id: bench, kind: partner, entity_country: SG}}
 burst:
@@ -108,10 +88,9 @@ burst:
   blocklist_ttl: {{capacity: {CAPACITY_BLOCK_S:g}s}}
   # half the attempts fail by design; never throttle the route for it
   failure_throttle: {{max_failure_rate: 1.0}}
-compliance:
-  residency:
-    zones: {{cn-mainland: {{countries: [CN]}}}}
 """
+    + on_moto.CN_RESIDENCY
+)
 
 
 # ------------------------------------------------------------------------ stamped moto front
@@ -220,29 +199,19 @@ class StampedFront(MotoFront):
 
 
 def write_setup(folder: Path, moto_url: str) -> Path:
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, folder / name)
-    (folder / "aws-east.csv").write_text(
-        f"{HEADER}\n{INSTANCE_TYPE},A10G,1,4,16,1.006,,us-east-1,{ZONE_A}\n"
-        f"{INSTANCE_TYPE},A10G,1,4,16,1.006,,us-east-1,{ZONE_B}\n"
+    setup = on_moto.BrokerSetup(
+        POLICY,
+        tokens={"bench": TOKEN},
+        sites={"aws-east": on_moto.aws_on_moto(moto_url, heartbeat_s=60)},
+        catalogs={
+            "aws-east.csv": on_moto.catalog(
+                f"{INSTANCE_TYPE},A10G,1,4,16,1.006,,us-east-1,{ZONE_A}",
+                f"{INSTANCE_TYPE},A10G,1,4,16,1.006,,us-east-1,{ZONE_B}",
+            )
+        },
+        dispatch=f"poll_interval_s: {POLL_INTERVAL_S}",
     )
-    (folder / "policy.yaml").write_text(POLICY)
-    (folder / "tokens.yaml").write_text(f"tokens:\n  - {{tenant: bench, sha256: {hash_token(TOKEN)}}}\n")
-    aws = (
-        f"{{endpoint_url: '{moto_url}', access_key_id: AKIDTESTTEST, secret_access_key: secret, "
-        f"image_id: {AMI}, live_prices: false, heartbeat_s: 60}}"
-    )
-    (folder / "broker.yaml").write_text(
-        textwrap.dedent(f"""\
-        data_dir: data
-        policy: policy.yaml
-        tokens_file: tokens.yaml
-        dispatch: {{poll_interval_s: {POLL_INTERVAL_S}}}
-        sites:
-          aws-east: {aws}
-        """)
-    )
-    return folder / "broker.yaml"
+    return setup.write(folder)
 
 
 MD = (("authorization", f"Bearer {TOKEN}"),)

@@ -93,6 +93,22 @@ class BrokerProcess:
         return self.start(port=self.port)
 
 
+def szb(
+    broker: BrokerProcess, token: str, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The `szb` CLI as a user types it, against `broker` with a tenant's `token` (`env`: more)."""
+    full = {**os.environ, "SZB_SERVER": broker.address, "SZB_TOKEN": token, "GRPC_VERBOSITY": "ERROR"}
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli", *args],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @contextmanager
 def stub_for(address: str) -> Iterator[broker_service_pb2_grpc.BrokerServiceStub]:
     with grpc.insecure_channel(address) as channel:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from broker.model import AttemptId, JobId, JobSpec, LaunchRequest, Offer
+from tests.brokerproc import BrokerProcess
+from tests.clouds.on_moto import A10, ECS_KEYS, BrokerSetup
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import MotoFront
 
-ECS_KEYS = {"ak-test": "sk-test"}
+__all__ = ["ECS_KEYS", "Regions", "StartBroker"]
+
+StartBroker = Callable[..., BrokerProcess]
+Regions = tuple[EcsCloud, EcsCloud, EcsEndpoint]
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +35,43 @@ def moto(moto_server: MotoFront) -> Iterator[MotoFront]:
     moto_server.reset()
 
 
+@pytest.fixture
+def start_broker(tmp_path: Path) -> Iterator[StartBroker]:
+    """`start_broker(setup, extra_env=..., timeout=...)`: `szb serve` on `setup` written into the
+    test's folder; every broker started is stopped after the test."""
+    started: list[BrokerProcess] = []
+
+    def start(
+        setup: BrokerSetup, *, extra_env: dict[str, str] | None = None, timeout: float = 30.0
+    ) -> BrokerProcess:
+        proc = BrokerProcess(setup.write(tmp_path), extra_env=extra_env)
+        started.append(proc)
+        proc.start(timeout=timeout)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
 @pytest.fixture(scope="session")
 def ecs_server() -> Iterator[EcsEndpoint]:
     endpoint = EcsEndpoint.start(credentials=ECS_KEYS)
     yield endpoint
     endpoint.stop()
+
+
+@pytest.fixture
+def regions(ecs_server: EcsEndpoint) -> Iterator[Regions]:
+    """Two ECS regions with A10s: Beijing behind the session's endpoint, Shanghai behind its own."""
+    bj = EcsCloud(instance_types=(A10,), zones=("cn-beijing-i",))
+    sh = EcsCloud(instance_types=(A10,), zones=("cn-shanghai-b",))
+    ecs_server.handler = bj
+    second = EcsEndpoint.start(credentials=ECS_KEYS)
+    second.handler = sh
+    yield bj, sh, second
+    second.stop()
+    ecs_server.handler = EcsCloud()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -14,10 +15,28 @@ from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service
 from broker.api import broker_service_pb2 as pb
 from broker.serde import state_from_proto
 from broker.store import SqliteStore
-from tests.brokerproc import BrokerProcess
+from tests.brokerproc import JOB_PYTHON, BrokerProcess
 
 TOKEN = "token-sg-lab-0123456789"
 TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
+
+
+def job_yaml(
+    folder: Path,
+    name: str,
+    *,
+    max_wait: str,
+    estimate: str = "10h",
+    command: str = "print(1)",
+    accelerators: str = "A800, A10G",
+) -> Path:
+    """A one-accelerator job file running `command` in Python (as the sandboxed job user can)."""
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\ncommand: [{JOB_PYTHON}, -c, {json.dumps(command)}]\nruntime_estimate: {estimate}\n"
+        f"max_wait: {max_wait}\nresources:\n  accelerators: {{count: 1, any_of: [{accelerators}]}}\n"
+    )
+    return path
 
 
 def md(token: str = TOKEN) -> tuple[tuple[str, str], ...]:

@@ -10,17 +10,17 @@ reaches the front, the second shows the broker's check stops an over-16 KB one b
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import replace
 
 import grpc
 import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from broker.auth import hash_token
 from tests.brokerproc import BrokerProcess
+from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TERMINAL, events, md, play_bootstrap_when_on, wait_state
-from tests.clouds.test_broker_bursts import gpu_job, user_data_of, write_setup
+from tests.clouds.test_broker_bursts import gpu_job, setup, user_data_of
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import MotoFront
 
@@ -28,23 +28,19 @@ OTHER = "token-sg-lab2-0123456789"
 
 
 @pytest.fixture
-def two_tenants(tmp_path: Path, moto: MotoFront, ecs_server: EcsEndpoint) -> Iterator[BrokerProcess]:
+def two_tenants(
+    moto: MotoFront, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> Iterator[BrokerProcess]:
     ecs_server.handler = EcsCloud(instance_types=("ecs.gn7i-c8g1.2xlarge",), zones=("cn-beijing-i",))
-    config = write_setup(tmp_path, moto.url, ecs_server.address)
-    policy = config.parent / "policy.yaml"
-    policy.write_text(
-        policy.read_text().replace(
-            "  - {id: sg-lab, kind: partner, entity_country: SG}\n",
-            "  - {id: sg-lab, kind: partner, entity_country: SG}\n"
-            "  - {id: sg-lab2, kind: partner, entity_country: SG}\n",
-        )
+    base = setup(moto.url, ecs_server.address)
+    policy = base.policy.replace(
+        "  - {id: sg-lab, kind: partner, entity_country: SG}\n",
+        "  - {id: sg-lab, kind: partner, entity_country: SG}\n"
+        "  - {id: sg-lab2, kind: partner, entity_country: SG}\n",
     )
-    tokens = config.parent / "tokens.yaml"
-    tokens.write_text(tokens.read_text() + f"  - {{tenant: sg-lab2, sha256: {hash_token(OTHER)}}}\n")
-    proc = BrokerProcess(config)
-    proc.start()
+    proc = start_broker(replace(base, policy=policy, tokens={**base.tokens, "sg-lab2": OTHER}))
     yield proc
-    proc.stop()
+    proc.stop()  # before the double forgets its instances
     ecs_server.handler = EcsCloud()
 
 

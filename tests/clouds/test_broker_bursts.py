@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import shutil
-import textwrap
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -21,10 +20,10 @@ from google.protobuf import duration_pb2
 
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
 from broker.api import broker_service_pb2 as pb
-from broker.auth import hash_token
 from broker.store import SqliteStore
-from tests.brokerproc import ROOT, BrokerProcess
-from tests.clouds.conftest import ECS_KEYS
+from tests.brokerproc import BrokerProcess
+from tests.clouds import on_moto
+from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import (
     TERMINAL,
     TOKEN,
@@ -41,103 +40,49 @@ from tests.clouds.e2e_helpers import (
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import AwsFault, MotoFront, Scenario, capacity_fault, throttle_fault
 
-AMI = "ami-12c6146b"  # one of moto's stock images
-
-HEADER = (
-    "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
-)
-
-POLICY = """\
-version: 1
-currency: CNY
-fx: {USD: 7.2}
-objective: {price: 1.0, wait_hour_cost: 40}
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: onprem
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}
-  - id: aws-east
-    adapter: aws
-    region: us-east-1
-    country: US
-    residency: global
-    catalog: {file: aws-east.csv, region: us-east-1, currency: USD, spot: false}
-  - id: aws-west
-    adapter: aws
-    region: us-west-2
-    country: US
-    residency: global
-    catalog: {file: aws-west.csv, region: us-west-2, currency: USD, spot: false}
-  - id: aliyun-bj
-    adapter: alibaba
-    region: cn-beijing
-    country: CN
-    residency: cn-mainland
-    catalog: {file: ali.csv, region: cn-beijing, currency: CNY, spot: false}
-  - id: lc-east
-    adapter: libcloud
-    region: us-east-1
-    country: US
-    residency: global
-    catalog: {file: lc-east.csv, region: us-east-1, currency: USD, spot: false}
+POLICY = (
+    on_moto.POLICY_HEAD
+    + on_moto.ONPREM_A800
+    + on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv")
+    + on_moto.cloud_site("aws-west", "aws", "us-west-2", "aws-west.csv")
+    + on_moto.cloud_site("aliyun-bj", "alibaba", "cn-beijing", "ali.csv", currency="CNY")
+    + on_moto.cloud_site("lc-east", "libcloud", "us-east-1", "lc-east.csv")
+    + """\
 tenants:
   - {id: sg-lab, kind: partner, entity_country: SG}
 burst:
   retries: {max_transient_retries: 4, backoff_initial: 0.05s, backoff_max: 0.2s}
   heartbeat_timeout: 1h
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
 """
+    + on_moto.CN_RESIDENCY
+)
 
 
-def write_setup(folder: Path, moto_url: str, ecs_address: str, *, aws_key: str = "AKIDTESTTEST") -> Path:
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, folder / name)
-    (folder / "aws-east.csv").write_text(
-        f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a\n"
-        "g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1b\n"
-    )
-    (folder / "aws-west.csv").write_text(f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.10,,us-west-2,us-west-2a\n")
-    (folder / "ali.csv").write_text(
-        f"{HEADER},Currency\necs.gn7i-c8g1.2xlarge,A10,1,8,30,13.90,,cn-beijing,cn-beijing-i,CNY\n"
-    )
-    (folder / "lc-east.csv").write_text(f"{HEADER}\ng4dn.xlarge,T4,1,4,16,0.526,,us-east-1,us-east-1a\n")
-    (folder / "policy.yaml").write_text(POLICY)
-    (folder / "tokens.yaml").write_text(f"tokens:\n  - {{tenant: sg-lab, sha256: {hash_token(TOKEN)}}}\n")
-    aws = (
-        f"{{endpoint_url: '{moto_url}', access_key_id: {aws_key}, secret_access_key: secret, "
-        f"image_id: {AMI}, live_prices: false, heartbeat_s: 1}}"
-    )
-    ali = (
-        f"{{endpoint: '{ecs_address}', protocol: http, access_key_id: ak-test, "
-        f"access_key_secret: {ECS_KEYS['ak-test']}, image_id: m-szb-base, live_prices: false}}"
-    )
+def setup(moto_url: str, ecs_address: str, *, aws_key: str = "AKIDTESTTEST") -> on_moto.BrokerSetup:
+    """Sites: the local A800, AWS on moto (two regions), the ECS double, libcloud's EC2 driver on moto."""
+    aws = on_moto.aws_on_moto(moto_url, access_key=aws_key, heartbeat_s=1)
     port = moto_url.rsplit(":", 1)[1]
     lc = (
         f"{{driver: ec2, driver_args: [{aws_key}, secret], driver_kwargs: {{region: us-east-1, "
-        f"host: 127.0.0.1, port: {port}, secure: false}}, image: {AMI}, userdata_kwarg: ex_userdata, "
+        f"host: 127.0.0.1, port: {port}, secure: false}}, image: {on_moto.AMI}, userdata_kwarg: ex_userdata, "
         "metadata_kwarg: ex_metadata}"
     )
-    (folder / "broker.yaml").write_text(
-        textwrap.dedent(f"""\
-        data_dir: data
-        policy: policy.yaml
-        tokens_file: tokens.yaml
-        dispatch: {{poll_interval_s: 0.2, reconcile_interval_s: 1.0}}
-        sites:
-          aws-east: {aws}
-          aws-west: {aws}
-          aliyun-bj: {ali}
-          lc-east: {lc}
-        """)
+    return on_moto.BrokerSetup(
+        POLICY,
+        tokens={"sg-lab": TOKEN},
+        sites={"aws-east": aws, "aws-west": aws, "aliyun-bj": on_moto.ecs_double(ecs_address), "lc-east": lc},
+        catalogs={
+            "aws-east.csv": on_moto.catalog(
+                "g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a",
+                "g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1b",
+            ),
+            "aws-west.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.10,,us-west-2,us-west-2a"),
+            "ali.csv": on_moto.catalog(
+                "ecs.gn7i-c8g1.2xlarge,A10,1,8,30,13.90,,cn-beijing,cn-beijing-i,CNY", currency=True
+            ),
+            "lc-east.csv": on_moto.catalog("g4dn.xlarge,T4,1,4,16,0.526,,us-east-1,us-east-1a"),
+        },
     )
-    return folder / "broker.yaml"
 
 
 @pytest.fixture
@@ -150,12 +95,9 @@ def clouds(moto: MotoFront, ecs_server: EcsEndpoint) -> Iterator[tuple[MotoFront
 
 @pytest.fixture
 def broker(
-    tmp_path: Path, clouds: tuple[MotoFront, EcsCloud], ecs_server: EcsEndpoint
-) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(write_setup(tmp_path, clouds[0].url, ecs_server.address))
-    proc.start()
-    yield proc
-    proc.stop()
+    clouds: tuple[MotoFront, EcsCloud], ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> BrokerProcess:
+    return start_broker(setup(clouds[0].url, ecs_server.address))
 
 
 def gpu_job(name: str, *accels: str) -> job_pb2.JobSpec:
@@ -320,31 +262,27 @@ def test_throttling_is_retried_then_succeeds(
 
 
 def test_bad_credentials_mark_provider_unhealthy_and_place_elsewhere(
-    tmp_path: Path, clouds: tuple[MotoFront, EcsCloud], ecs_server: EcsEndpoint
+    clouds: tuple[MotoFront, EcsCloud], ecs_server: EcsEndpoint, start_broker: StartBroker
 ) -> None:
     moto, _ = clouds
     moto.scenario = Scenario(rejected_access_keys={"AKIDREVOKED"})
-    proc = BrokerProcess(write_setup(tmp_path, moto.url, ecs_server.address, aws_key="AKIDREVOKED"))
-    proc.start()
-    try:
-        with grpc.insecure_channel(proc.address) as channel:
-            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-            job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("creds", "A10G", "A10")), metadata=md()).job
-            play_bootstrap_when_on(stub, proc, job.id, "aliyun-bj", user_data_of(clouds))
-            final = wait_state(stub, job.id, TERMINAL)
-            assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.site == "aliyun-bj"
-            failed = [e for e in events(stub, job.id) if e.kind == "attempt_failed"]
-            assert failed and failed[0].data["error"] == "AuthError"
-            # The breaker is open: a second job goes straight to the healthy provider.
-            second = stub.SubmitJob(
-                pb.SubmitJobRequest(job=gpu_job("creds-2", "A10G", "A10")), metadata=md()
-            ).job
-            play_bootstrap_when_on(stub, proc, second.id, "aliyun-bj", user_data_of(clouds))
-            assert [e for e in events(stub, second.id) if e.kind == "attempt_failed"] == []
-            status = stub.GetStatus(pb.GetStatusRequest(), metadata=md())
-            assert "aws-east" in status.status_json and "circuit open" in status.status_json
-    finally:
-        proc.stop()
+    proc = start_broker(setup(moto.url, ecs_server.address, aws_key="AKIDREVOKED"))
+    with grpc.insecure_channel(proc.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("creds", "A10G", "A10")), metadata=md()).job
+        play_bootstrap_when_on(stub, proc, job.id, "aliyun-bj", user_data_of(clouds))
+        final = wait_state(stub, job.id, TERMINAL)
+        assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.site == "aliyun-bj"
+        failed = [e for e in events(stub, job.id) if e.kind == "attempt_failed"]
+        assert failed and failed[0].data["error"] == "AuthError"
+        # The breaker is open: a second job goes straight to the healthy provider.
+        second = stub.SubmitJob(
+            pb.SubmitJobRequest(job=gpu_job("creds-2", "A10G", "A10")), metadata=md()
+        ).job
+        play_bootstrap_when_on(stub, proc, second.id, "aliyun-bj", user_data_of(clouds))
+        assert [e for e in events(stub, second.id) if e.kind == "attempt_failed"] == []
+        status = stub.GetStatus(pb.GetStatusRequest(), metadata=md())
+        assert "aws-east" in status.status_json and "circuit open" in status.status_json
 
 
 def test_kill_after_cloud_call_before_id_stored_adopts_exactly_one(
@@ -393,13 +331,13 @@ def test_orphan_tagged_instance_is_terminated(
         {"Key": "szb:token", "Value": "deadbeef"},
     ]
     orphan = ec2.run_instances(
-        ImageId=AMI,
+        ImageId=on_moto.AMI,
         MinCount=1,
         MaxCount=1,
         InstanceType="g5.xlarge",
         TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
     )
-    stranger = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, InstanceType="g5.xlarge")
+    stranger = ec2.run_instances(ImageId=on_moto.AMI, MinCount=1, MaxCount=1, InstanceType="g5.xlarge")
     orphan_id = orphan["Instances"][0]["InstanceId"]
     stranger_id = stranger["Instances"][0]["InstanceId"]
     deadline = time.monotonic() + 20
@@ -455,38 +393,33 @@ def test_real_user_data_script_reports_to_the_broker(
 
 
 def test_silent_instance_is_lost_terminated_and_the_job_retried(
-    tmp_path: Path, clouds: tuple[MotoFront, EcsCloud], ecs_server: EcsEndpoint
+    clouds: tuple[MotoFront, EcsCloud], ecs_server: EcsEndpoint, start_broker: StartBroker
 ) -> None:
     moto, _ = clouds
-    config = write_setup(tmp_path, moto.url, ecs_server.address)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(policy.read_text().replace("heartbeat_timeout: 1h", "heartbeat_timeout: 2s"))
-    proc = BrokerProcess(config)
-    proc.start()
-    try:
-        with grpc.insecure_channel(proc.address) as channel:
-            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-            job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("silent", "A10G")), metadata=md()).job
-            # The first instance never reports: after 2 s without a heartbeat it is lost.
-            deadline = time.monotonic() + 30
-            while not any(e.kind == "lost" for e in events_so_far(stub, job.id)):
-                assert time.monotonic() < deadline, "the silent attempt was never declared lost"
-                time.sleep(0.2)
-            play_bootstrap_when_on(stub, proc, job.id, "aws-east", user_data_of(clouds))
-            final = wait_state(stub, job.id, TERMINAL)
-            assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.attempts == 2
-        # Both instances are terminated (the broker does it in the background after each end).
-        deadline = time.monotonic() + 15
-        while True:
-            instances = ec2_instances(moto, "us-east-1", job.id)
-            states = sorted(i["State"]["Name"] for i in instances)  # type: ignore[index]
-            if all(s in ("shutting-down", "terminated") for s in states):
-                break
-            assert time.monotonic() < deadline, states
+    base = setup(moto.url, ecs_server.address)
+    silent = base.policy.replace("heartbeat_timeout: 1h", "heartbeat_timeout: 2s")
+    proc = start_broker(replace(base, policy=silent))
+    with grpc.insecure_channel(proc.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("silent", "A10G")), metadata=md()).job
+        # The first instance never reports: after 2 s without a heartbeat it is lost.
+        deadline = time.monotonic() + 30
+        while not any(e.kind == "lost" for e in events_so_far(stub, job.id)):
+            assert time.monotonic() < deadline, "the silent attempt was never declared lost"
             time.sleep(0.2)
-        assert len(instances) == 2
-    finally:
-        proc.stop()
+        play_bootstrap_when_on(stub, proc, job.id, "aws-east", user_data_of(clouds))
+        final = wait_state(stub, job.id, TERMINAL)
+        assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.attempts == 2
+    # Both instances are terminated (the broker does it in the background after each end).
+    deadline = time.monotonic() + 15
+    while True:
+        instances = ec2_instances(moto, "us-east-1", job.id)
+        states = sorted(i["State"]["Name"] for i in instances)  # type: ignore[index]
+        if all(s in ("shutting-down", "terminated") for s in states):
+            break
+        assert time.monotonic() < deadline, states
+        time.sleep(0.2)
+    assert len(instances) == 2
 
 
 def events_so_far(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str) -> list[job_pb2.JobEvent]:

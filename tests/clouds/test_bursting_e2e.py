@@ -7,12 +7,8 @@ bootstrap through AgentService.
 
 from __future__ import annotations
 
-import shutil
-import textwrap
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -20,9 +16,9 @@ from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from broker.auth import hash_token
-from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
-from tests.clouds.conftest import ECS_KEYS
+from tests.brokerproc import JOB_PYTHON, BrokerProcess
+from tests.clouds import on_moto
+from tests.clouds.conftest import Regions, StartBroker
 from tests.clouds.e2e_helpers import (
     TERMINAL,
     TOKEN,
@@ -33,39 +29,16 @@ from tests.clouds.e2e_helpers import (
     play_bootstrap_when_on,
     wait_state,
 )
-from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+from tests.doubles.ecs_endpoint import EcsEndpoint
 
 POOR_TOKEN = "token-poor-sme-000000000"
-HEADER = (
-    "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
-)
-A10 = "ecs.gn7i-c8g1.2xlarge"
 
-POLICY = """\
-version: 1
-currency: CNY
-objective: {price: 1.0, wait_hour_cost: 40}
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: onprem
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 8, price_hour: 14.0}
-  - id: ali-bj
-    adapter: alibaba
-    region: cn-beijing
-    country: CN
-    residency: cn-mainland
-    catalog: {file: ali-bj.csv, region: cn-beijing, currency: CNY, spot: true}
-  - id: ali-sh
-    adapter: alibaba
-    region: cn-shanghai
-    country: CN
-    residency: cn-mainland
-    catalog: {file: ali-sh.csv, region: cn-shanghai, currency: CNY, spot: true}
+POLICY = (
+    on_moto.POLICY_HEAD
+    + on_moto.ONPREM_A800.replace("count_per_node: 1", "count_per_node: 8")
+    + on_moto.cloud_site("ali-bj", "alibaba", "cn-beijing", "ali-bj.csv", currency="CNY", spot=True)
+    + on_moto.cloud_site("ali-sh", "alibaba", "cn-shanghai", "ali-sh.csv", currency="CNY", spot=True)
+    + """\
 tenants:
   - {id: lab, kind: partner, entity_country: SG}
   - {id: poor, kind: sme, entity_country: SG, monthly_budget: 30}
@@ -74,59 +47,29 @@ burst:
     ali-bj: {max_provisioning: 50}
     ali-sh: {max_provisioning: 50}
   heartbeat_timeout: 1h
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
 """
-
-
-@pytest.fixture
-def regions(ecs_server: EcsEndpoint) -> Iterator[tuple[EcsCloud, EcsCloud, EcsEndpoint]]:
-    bj = EcsCloud(instance_types=(A10,), zones=("cn-beijing-i",))
-    sh = EcsCloud(instance_types=(A10,), zones=("cn-shanghai-b",))
-    ecs_server.handler = bj
-    second = EcsEndpoint.start(credentials=ECS_KEYS)
-    second.handler = sh
-    yield bj, sh, second
-    second.stop()
-    ecs_server.handler = EcsCloud()
+    + on_moto.CN_RESIDENCY
+)
 
 
 @pytest.fixture
 def broker(
-    tmp_path: Path, ecs_server: EcsEndpoint, regions: tuple[EcsCloud, EcsCloud, EcsEndpoint]
-) -> Iterator[BrokerProcess]:
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, tmp_path / name)
-    (tmp_path / "ali-bj.csv").write_text(f"{HEADER}\n{A10},A10,1,8,30,13.90,4.00,cn-beijing,cn-beijing-i\n")
-    (tmp_path / "ali-sh.csv").write_text(f"{HEADER}\n{A10},A10,1,8,30,14.50,5.00,cn-shanghai,cn-shanghai-b\n")
-    (tmp_path / "policy.yaml").write_text(POLICY)
-    (tmp_path / "tokens.yaml").write_text(
-        f"tokens:\n  - {{tenant: lab, sha256: {hash_token(TOKEN)}}}\n"
-        f"  - {{tenant: poor, sha256: {hash_token(POOR_TOKEN)}}}\n"
+    ecs_server: EcsEndpoint, regions: Regions, start_broker: StartBroker
+) -> BrokerProcess:
+    setup = on_moto.BrokerSetup(
+        POLICY,
+        tokens={"lab": TOKEN, "poor": POOR_TOKEN},
+        sites={
+            "ali-bj": on_moto.ecs_double(ecs_server.address),
+            "ali-sh": on_moto.ecs_double(regions[2].address),
+        },
+        catalogs={
+            "ali-bj.csv": on_moto.catalog(f"{on_moto.A10},A10,1,8,30,13.90,4.00,cn-beijing,cn-beijing-i"),
+            "ali-sh.csv": on_moto.catalog(f"{on_moto.A10},A10,1,8,30,14.50,5.00,cn-shanghai,cn-shanghai-b"),
+        },
+        dispatch="poll_interval_s: 0.2",
     )
-
-    def ali(endpoint: str) -> str:
-        return (
-            f"{{endpoint: '{endpoint}', protocol: http, access_key_id: ak-test, "
-            f"access_key_secret: {ECS_KEYS['ak-test']}, image_id: m-szb-base, live_prices: false}}"
-        )
-
-    (tmp_path / "broker.yaml").write_text(
-        textwrap.dedent(f"""\
-        data_dir: data
-        policy: policy.yaml
-        tokens_file: tokens.yaml
-        dispatch: {{poll_interval_s: 0.2}}
-        sites:
-          ali-bj: {ali(ecs_server.address)}
-          ali-sh: {ali(regions[2].address)}
-        """)
-    )
-    proc = BrokerProcess(tmp_path / "broker.yaml")
-    proc.start()
-    yield proc
-    proc.stop()
+    return start_broker(setup)
 
 
 def spec(
@@ -172,7 +115,7 @@ def bootstrap_cloud_jobs(
 
 
 def test_peak_of_40_jobs_on_8_gpus_bursts_only_the_impatient(
-    broker: BrokerProcess, regions: tuple[EcsCloud, EcsCloud, EcsEndpoint]
+    broker: BrokerProcess, regions: Regions
 ) -> None:
     user_data = ecs_user_data([regions[0].user_data, regions[1].user_data])
     with grpc.insecure_channel(broker.address) as channel:
@@ -271,7 +214,7 @@ def events_until_now(
 
 
 def test_spot_preemption_requeues_in_another_region_and_completes(
-    broker: BrokerProcess, regions: tuple[EcsCloud, EcsCloud, EcsEndpoint]
+    broker: BrokerProcess, regions: Regions
 ) -> None:
     bj, sh, _ = regions
     with grpc.insecure_channel(broker.address) as channel:

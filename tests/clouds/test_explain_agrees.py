@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -19,37 +19,33 @@ import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import BrokerProcess
-from tests.clouds.e2e_helpers import md, wait_state
-from tests.clouds.test_explain_live import POOR, RICH, events_so_far, job_yaml, szb, write_setup
+from tests.brokerproc import BrokerProcess, szb
+from tests.clouds.conftest import StartBroker
+from tests.clouds.e2e_helpers import job_yaml, md, wait_state
+from tests.clouds.on_moto import BrokerSetup
+from tests.clouds.test_explain_live import POOR, RICH, events_so_far, setup
 from tests.doubles.moto_front import MotoFront
 
 ROUTE_FULL = "aws-east is at its limit of 1 instance(s)"
 
 
-def start(tmp_path: Path, moto: MotoFront, *, max_instances: int, rich_budget: int) -> BrokerProcess:
-    config = write_setup(tmp_path, moto.url)
-    policy = tmp_path / "policy.yaml"
-    text = policy.read_text().replace("monthly_budget: 5000", f"monthly_budget: {rich_budget}")
-    policy.write_text(text + f"burst:\n  sites:\n    aws-east: {{max_instances: {max_instances}}}\n")
-    proc = BrokerProcess(config)
-    proc.start()
-    return proc
+def limited(moto: MotoFront, *, max_instances: int, rich_budget: int) -> BrokerSetup:
+    """test_explain_live's site with a route limit at AWS and rich-lab's budget."""
+    base = setup(moto.url)
+    policy = base.policy.replace("monthly_budget: 5000", f"monthly_budget: {rich_budget}")
+    limit = f"burst:\n  sites:\n    aws-east: {{max_instances: {max_instances}}}\n"
+    return replace(base, policy=policy + limit)
 
 
 @pytest.fixture
-def route_limited(tmp_path: Path, moto: MotoFront) -> Iterator[BrokerProcess]:
-    proc = start(tmp_path, moto, max_instances=1, rich_budget=5000)
-    yield proc
-    proc.stop()
+def route_limited(moto: MotoFront, start_broker: StartBroker) -> BrokerProcess:
+    return start_broker(limited(moto, max_instances=1, rich_budget=5000))
 
 
 @pytest.fixture
-def budget_limited(tmp_path: Path, moto: MotoFront) -> Iterator[BrokerProcess]:
+def budget_limited(moto: MotoFront, start_broker: StartBroker) -> BrokerProcess:
     # 10 h x 1.006 USD x 7.2 = 72.4 CNY: a budget of 100 pays for exactly one burst.
-    proc = start(tmp_path, moto, max_instances=5, rich_budget=100)
-    yield proc
-    proc.stop()
+    return start_broker(limited(moto, max_instances=5, rich_budget=100))
 
 
 def waiting_reason(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, token: str) -> str:

@@ -8,13 +8,7 @@ on-prem capacity, the tenant's money and the live attempts.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -22,37 +16,19 @@ import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from broker.auth import hash_token
-from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
-from tests.clouds.e2e_helpers import md, wait_state
+from tests.brokerproc import BrokerProcess, szb
+from tests.clouds import on_moto
+from tests.clouds.conftest import StartBroker
+from tests.clouds.e2e_helpers import job_yaml, md, wait_state
 from tests.doubles.moto_front import MotoFront
 
-AMI = "ami-12c6146b"
 POOR, RICH = "token-poor-lab-0123456789", "token-rich-lab-0123456789"
 CN = "token-cn-lab-0123456789"
-HEADER = (
-    "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
-)
-POLICY = """\
-version: 1
-currency: CNY
-fx: {USD: 7.2}
-objective: {price: 1.0, wait_hour_cost: 40}
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: onprem
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}
-  - id: aws-east
-    adapter: aws
-    region: us-east-1
-    country: US
-    residency: global
-    catalog: {file: aws-east.csv, region: us-east-1, currency: USD, spot: false}
+POLICY = (
+    on_moto.POLICY_HEAD
+    + on_moto.ONPREM_A800
+    + on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv")
+    + """\
 tenants:
   - {id: poor-lab, kind: partner, entity_country: SG, monthly_budget: 0}
   - {id: rich-lab, kind: partner, entity_country: SG, monthly_budget: 5000}
@@ -68,66 +44,26 @@ compliance:
     classes: [3A090.a, 3A090.b]
     reason: "{class} hardware ({accelerator}) at {site}: tenant {tenant} is in {tenant_group}"
 """
+)
 
 
-def write_setup(folder: Path, moto_url: str) -> Path:
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, folder / name)
-    (folder / "aws-east.csv").write_text(
-        f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a\n"
-        "p5.48xlarge,H100,8,192,2048,98.32,,us-east-1,us-east-1a\n"
+def setup(moto_url: str) -> on_moto.BrokerSetup:
+    return on_moto.BrokerSetup(
+        POLICY,
+        tokens={"poor-lab": POOR, "rich-lab": RICH, "cn-lab": CN},
+        sites={"onprem": "{cancel_grace_s: 1}", "aws-east": on_moto.aws_on_moto(moto_url, heartbeat_s=1)},
+        catalogs={
+            "aws-east.csv": on_moto.catalog(
+                "g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a",
+                "p5.48xlarge,H100,8,192,2048,98.32,,us-east-1,us-east-1a",
+            )
+        },
     )
-    (folder / "policy.yaml").write_text(POLICY)
-    (folder / "tokens.yaml").write_text(
-        f"tokens:\n  - {{tenant: poor-lab, sha256: {hash_token(POOR)}}}\n"
-        f"  - {{tenant: rich-lab, sha256: {hash_token(RICH)}}}\n"
-        f"  - {{tenant: cn-lab, sha256: {hash_token(CN)}}}\n"
-    )
-    aws = (
-        f"{{endpoint_url: '{moto_url}', access_key_id: AKIDTESTTEST, secret_access_key: secret, "
-        f"image_id: {AMI}, live_prices: false, heartbeat_s: 1}}"
-    )
-    (folder / "broker.yaml").write_text(
-        textwrap.dedent(f"""\
-        data_dir: data
-        policy: policy.yaml
-        tokens_file: tokens.yaml
-        dispatch: {{poll_interval_s: 0.2, reconcile_interval_s: 1.0}}
-        sites:
-          onprem: {{cancel_grace_s: 1}}
-          aws-east: {aws}
-        """)
-    )
-    return folder / "broker.yaml"
 
 
 @pytest.fixture
-def broker(tmp_path: Path, moto: MotoFront) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(write_setup(tmp_path, moto.url))
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-def job_yaml(folder: Path, name: str, *, max_wait: str, command: str = "print(1)") -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(
-        f"name: {name}\ncommand: [{JOB_PYTHON}, -c, {json.dumps(command)}]\nruntime_estimate: 10h\n"
-        f"max_wait: {max_wait}\nresources:\n  accelerators: {{count: 1, any_of: [A800, A10G]}}\n"
-    )
-    return path
-
-
-def szb(broker: BrokerProcess, token: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SZB_SERVER": broker.address, "SZB_TOKEN": token, "GRPC_VERBOSITY": "ERROR"}
-    return subprocess.run(
-        [sys.executable, "-m", "broker.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def broker(moto: MotoFront, start_broker: StartBroker) -> BrokerProcess:
+    return start_broker(setup(moto.url))
 
 
 def test_live_explain_ticks_the_decision_and_uses_money(broker: BrokerProcess, tmp_path: Path) -> None:

@@ -9,15 +9,12 @@ from __future__ import annotations
 import base64
 import json
 import shlex
-import shutil
 import socket
-import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -27,57 +24,29 @@ from google.protobuf import duration_pb2
 
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
 from broker.api import broker_service_pb2 as pb
-from broker.auth import hash_token
 from broker.store import SqliteStore
-from tests.brokerproc import ROOT, BrokerProcess
-from tests.clouds.conftest import ECS_KEYS
+from tests.brokerproc import BrokerProcess
+from tests.clouds import on_moto
+from tests.clouds.conftest import Regions, StartBroker
 from tests.clouds.e2e_helpers import TERMINAL, TOKEN, agent_secret_of, events, md, wait_state
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint, EcsFault
 from tests.doubles.moto_front import AwsFault, MotoFront, capacity_fault
 
-AMI = "ami-12c6146b"
-A10 = "ecs.gn7i-c8g1.2xlarge"
-HEADER = (
-    "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
-)
-POLICY = """\
-version: 1
-currency: CNY
-fx: {USD: 7.2}
-objective: {price: 1.0, wait_hour_cost: 40}
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - {id: aws-east, adapter: aws, region: us-east-1, country: US, residency: global,
-     catalog: {file: aws-east.csv, region: us-east-1, currency: USD, spot: false}}
-  - {id: aws-west, adapter: aws, region: us-west-2, country: US, residency: global,
-     catalog: {file: aws-west.csv, region: us-west-2, currency: USD, spot: false}}
-  - {id: ali-bj, adapter: alibaba, region: cn-beijing, country: CN, residency: cn-mainland,
-     catalog: {file: ali-bj.csv, region: cn-beijing, currency: CNY, spot: false}}
-  - {id: ali-sh, adapter: alibaba, region: cn-shanghai, country: CN, residency: cn-mainland,
-     catalog: {file: ali-sh.csv, region: cn-shanghai, currency: CNY, spot: false}}
+POLICY = (
+    on_moto.POLICY_HEAD
+    + on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv")
+    + on_moto.cloud_site("aws-west", "aws", "us-west-2", "aws-west.csv")
+    + on_moto.cloud_site("ali-bj", "alibaba", "cn-beijing", "ali-bj.csv", currency="CNY")
+    + on_moto.cloud_site("ali-sh", "alibaba", "cn-shanghai", "ali-sh.csv", currency="CNY")
+    + """\
 tenants:
   - {id: sg-lab, kind: partner, entity_country: SG}
 burst:
   retries: {max_transient_retries: 2, backoff_initial: 0.05s, backoff_max: 0.1s}
   heartbeat_timeout: 1h
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
 """
-
-
-@pytest.fixture
-def regions(ecs_server: EcsEndpoint) -> Iterator[tuple[EcsCloud, EcsCloud, EcsEndpoint]]:
-    """Two ECS regions: Beijing behind the session's endpoint, Shanghai behind its own."""
-    bj = EcsCloud(instance_types=(A10,), zones=("cn-beijing-i",))
-    sh = EcsCloud(instance_types=(A10,), zones=("cn-shanghai-b",))
-    ecs_server.handler = bj
-    second = EcsEndpoint.start(credentials=ECS_KEYS)
-    second.handler = sh
-    yield bj, sh, second
-    second.stop()
-    ecs_server.handler = EcsCloud()
+    + on_moto.CN_RESIDENCY
+)
 
 
 def free_port() -> int:
@@ -97,48 +66,30 @@ class World:
 
 @pytest.fixture
 def world(
-    tmp_path: Path,
     moto: MotoFront,
     ecs_server: EcsEndpoint,
-    regions: tuple[EcsCloud, EcsCloud, EcsEndpoint],
-) -> Iterator[World]:
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, tmp_path / name)
-    (tmp_path / "aws-east.csv").write_text(f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a\n")
-    (tmp_path / "aws-west.csv").write_text(f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.10,,us-west-2,us-west-2a\n")
-    (tmp_path / "ali-bj.csv").write_text(f"{HEADER}\n{A10},A10,1,8,30,13.90,,cn-beijing,cn-beijing-i\n")
-    (tmp_path / "ali-sh.csv").write_text(f"{HEADER}\n{A10},A10,1,8,30,14.50,,cn-shanghai,cn-shanghai-b\n")
-    (tmp_path / "policy.yaml").write_text(POLICY)
-    (tmp_path / "tokens.yaml").write_text(f"tokens:\n  - {{tenant: sg-lab, sha256: {hash_token(TOKEN)}}}\n")
-    aws = (
-        f"{{endpoint_url: '{moto.url}', access_key_id: AKIDTESTTEST, secret_access_key: secret, "
-        f"image_id: {AMI}, live_prices: false}}"
+    regions: Regions,
+    start_broker: StartBroker,
+) -> World:
+    aws = on_moto.aws_on_moto(moto.url)
+    setup = on_moto.BrokerSetup(
+        POLICY,
+        tokens={"sg-lab": TOKEN},
+        sites={
+            "aws-east": aws,
+            "aws-west": aws,
+            "ali-bj": on_moto.ecs_double(ecs_server.address),
+            "ali-sh": on_moto.ecs_double(regions[2].address),
+        },
+        catalogs={
+            "aws-east.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a"),
+            "aws-west.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.10,,us-west-2,us-west-2a"),
+            "ali-bj.csv": on_moto.catalog(f"{on_moto.A10},A10,1,8,30,13.90,,cn-beijing,cn-beijing-i"),
+            "ali-sh.csv": on_moto.catalog(f"{on_moto.A10},A10,1,8,30,14.50,,cn-shanghai,cn-shanghai-b"),
+        },
+        extra=f"agent_http_listen: 127.0.0.1:{free_port()}",
     )
-
-    def ali(address: str) -> str:
-        return (
-            f"{{endpoint: '{address}', protocol: http, access_key_id: ak-test, "
-            f"access_key_secret: {ECS_KEYS['ak-test']}, image_id: m-szb-base, live_prices: false}}"
-        )
-
-    (tmp_path / "broker.yaml").write_text(
-        textwrap.dedent(f"""\
-        data_dir: data
-        policy: policy.yaml
-        tokens_file: tokens.yaml
-        dispatch: {{poll_interval_s: 0.2, reconcile_interval_s: 1.0}}
-        agent_http_listen: 127.0.0.1:{free_port()}
-        sites:
-          aws-east: {aws}
-          aws-west: {aws}
-          ali-bj: {ali(ecs_server.address)}
-          ali-sh: {ali(regions[2].address)}
-        """)
-    )
-    proc = BrokerProcess(tmp_path / "broker.yaml")
-    proc.start()
-    yield World(proc, moto, regions[0], regions[1])
-    proc.stop()
+    return World(start_broker(setup), moto, regions[0], regions[1])
 
 
 def gang(name: str, accel: str, nodes: int = 2) -> job_pb2.JobSpec:

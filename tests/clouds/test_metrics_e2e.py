@@ -13,7 +13,6 @@ import re
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -22,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import BrokerProcess
-from tests.clouds.conftest import ECS_KEYS
+from tests.clouds.conftest import ECS_KEYS, StartBroker
 from tests.clouds.e2e_helpers import (
     TERMINAL,
     TOKEN,
@@ -34,7 +33,7 @@ from tests.clouds.e2e_helpers import (
     play_bootstrap,
     wait_state,
 )
-from tests.clouds.test_broker_bursts import gpu_job, write_setup
+from tests.clouds.test_broker_bursts import gpu_job, setup
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import MotoFront, Scenario, capacity_fault
 
@@ -62,15 +61,15 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def broker(tmp_path: Path, moto: MotoFront, ecs_server: EcsEndpoint) -> Iterator[BrokerProcess]:
+def broker(moto: MotoFront, ecs_server: EcsEndpoint, start_broker: StartBroker) -> Iterator[BrokerProcess]:
     ecs_server.handler = EcsCloud(instance_types=("ecs.gn7i-c8g1.2xlarge",), zones=("cn-beijing-i",))
-    proc = BrokerProcess(
-        write_setup(tmp_path, moto.url, ecs_server.address),
+    proc = start_broker(
+        setup(moto.url, ecs_server.address),
         extra_env={"SZB_METRICS_LISTEN": "127.0.0.1:0", "SZB_LOG_FORMAT": "json"},
+        timeout=120,  # a busy machine starts the cloud adapters slowly
     )
-    proc.start(timeout=120)  # a busy machine starts the cloud adapters slowly
     yield proc
-    proc.stop()
+    proc.stop()  # before the double forgets its instances
     ecs_server.handler = EcsCloud()
 
 

@@ -10,13 +10,7 @@ at its last responsible moment (its deadline minus the route's provisioning p95)
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -24,79 +18,43 @@ import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from broker.auth import hash_token
-from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
-from tests.clouds.e2e_helpers import TERMINAL, md, wait_state
+from tests.brokerproc import BrokerProcess, szb
+from tests.clouds import on_moto
+from tests.clouds.conftest import StartBroker
+from tests.clouds.e2e_helpers import TERMINAL, job_yaml, md, wait_state
 from tests.clouds.test_explain_live import events_so_far
 from tests.doubles.moto_front import MotoFront
 
-AMI = "ami-12c6146b"
 TOKEN = "token-lab-0123456789abcdef"
-HEADER = (
-    "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
-)
-POLICY = """\
-version: 1
-currency: CNY
-fx: {USD: 7.2}
-objective: {price: 1.0, wait_hour_cost: 40}
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: onprem
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}
-  - id: aws-east
-    adapter: aws
-    region: us-east-1
-    country: US
-    residency: global
-    catalog: {file: aws-east.csv, region: us-east-1, currency: USD, spot: false}
+POLICY = (
+    on_moto.POLICY_HEAD
+    + on_moto.ONPREM_A800
+    + on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv")
+    + """\
 tenants:
   - {id: lab, kind: partner, entity_country: SG, monthly_budget: 5000}
 burst:
   wait_model: projected
   sites:
     aws-east: {provisioning_p95: 50s}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
 """
+    + on_moto.CN_RESIDENCY
+)
 
 
-def write_setup(folder: Path, moto_url: str, policy: str = POLICY) -> Path:
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, folder / name)
-    (folder / "aws-east.csv").write_text(f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a\n")
-    (folder / "policy.yaml").write_text(policy)
-    (folder / "tokens.yaml").write_text(f"tokens:\n  - {{tenant: lab, sha256: {hash_token(TOKEN)}}}\n")
-    aws = (
-        f"{{endpoint_url: '{moto_url}', access_key_id: AKIDTESTTEST, secret_access_key: secret, "
-        f"image_id: {AMI}, live_prices: false, heartbeat_s: 1}}"
+def setup(moto_url: str, policy: str = POLICY) -> on_moto.BrokerSetup:
+    return on_moto.BrokerSetup(
+        policy,
+        tokens={"lab": TOKEN},
+        sites={"onprem": "{cancel_grace_s: 1}", "aws-east": on_moto.aws_on_moto(moto_url, heartbeat_s=1)},
+        catalogs={"aws-east.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a")},
+        dispatch="poll_interval_s: 0.2, reconcile_interval_s: 1.0, requeue_scan_s: 1.0",
     )
-    (folder / "broker.yaml").write_text(
-        textwrap.dedent(f"""\
-        data_dir: data
-        policy: policy.yaml
-        tokens_file: tokens.yaml
-        dispatch: {{poll_interval_s: 0.2, reconcile_interval_s: 1.0, requeue_scan_s: 1.0}}
-        sites:
-          onprem: {{cancel_grace_s: 1}}
-          aws-east: {aws}
-        """)
-    )
-    return folder / "broker.yaml"
 
 
 @pytest.fixture
-def broker(tmp_path: Path, moto: MotoFront) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(write_setup(tmp_path, moto.url))
-    proc.start()
-    yield proc
-    proc.stop()
+def broker(moto: MotoFront, start_broker: StartBroker) -> BrokerProcess:
+    return start_broker(setup(moto.url))
 
 
 # A second on-prem partition, cheaper than the A800 one and named after it.
@@ -108,44 +66,12 @@ TWO_PARTITIONS = POLICY.replace(
 
 
 @pytest.fixture
-def two_partitions(tmp_path: Path, moto: MotoFront) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(write_setup(tmp_path, moto.url, TWO_PARTITIONS))
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-def job_yaml(
-    folder: Path,
-    name: str,
-    *,
-    estimate: str,
-    max_wait: str,
-    command: str = "print(1)",
-    accelerators: str = "A800, A10G",
-) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(
-        f"name: {name}\ncommand: [{JOB_PYTHON}, -c, {json.dumps(command)}]\nruntime_estimate: {estimate}\n"
-        f"max_wait: {max_wait}\nresources:\n  accelerators: {{count: 1, any_of: [{accelerators}]}}\n"
-    )
-    return path
-
-
-def szb(broker: BrokerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SZB_SERVER": broker.address, "SZB_TOKEN": TOKEN, "GRPC_VERBOSITY": "ERROR"}
-    return subprocess.run(
-        [sys.executable, "-m", "broker.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def two_partitions(moto: MotoFront, start_broker: StartBroker) -> BrokerProcess:
+    return start_broker(setup(moto.url, TWO_PARTITIONS))
 
 
 def submit(broker: BrokerProcess, path: Path) -> str:
-    out = szb(broker, "submit", str(path), "-o", "json")
+    out = szb(broker, TOKEN, "submit", str(path), "-o", "json")
     assert out.returncode == 0, out.stderr
     return str(json.loads(out.stdout)[0]["id"])
 
@@ -178,7 +104,7 @@ def test_a_running_job_that_ends_within_max_wait_keeps_the_next_job_on_prem(
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         holder = hold_the_a800(broker, stub, tmp_path, "20m")
         patient = job_yaml(tmp_path, "patient", estimate="1h", max_wait="1h")
-        out = szb(broker, "explain", str(patient), "-o", "json")
+        out = szb(broker, TOKEN, "explain", str(patient), "-o", "json")
         assert out.returncode == 0, out.stderr
         decision = json.loads(out.stdout)["decision"]
         # The A800 frees when the holder's 20-minute estimate runs out: within the hour it may wait.
@@ -190,7 +116,7 @@ def test_a_running_job_that_ends_within_max_wait_keeps_the_next_job_on_prem(
         assert 18 * 60 <= projection["running"][0]["ends_in_s"] <= 20 * 60, projection
         assert projection["wait_s"] == pytest.approx(projection["running"][0]["ends_in_s"], abs=5)
         assert projection["queue_ahead_jobs"] == 0 and projection["runtime_ratio"] == 1.0
-        table = szb(broker, "explain", str(patient))
+        table = szb(broker, TOKEN, "explain", str(patient))
         assert "projected wait on onprem/a800" in table.stdout, table.stdout
         # The dispatcher, given the job, decides the same: it waits on-prem, and a second such
         # job has the first ahead of it in the line (its 1 h estimate after the holder's end).
@@ -204,7 +130,7 @@ def test_a_running_job_that_ends_within_max_wait_keeps_the_next_job_on_prem(
         recorded_end = recorded["running"][0]["ends_in_s"]
         assert ends_in - 120 <= recorded_end <= ends_in + 1, recorded
         assert waiting.data["onprem_expected_wait_s"] == pytest.approx(recorded_end, abs=5)
-        second = json.loads(szb(broker, "explain", str(patient), "-o", "json").stdout)["decision"]
+        second = json.loads(szb(broker, TOKEN, "explain", str(patient), "-o", "json").stdout)["decision"]
         assert second["projection"]["queue_ahead_jobs"] == 1, second
         holder_end = second["projection"]["running"][0]["ends_in_s"]
         assert second["onprem_expected_wait_s"] == pytest.approx(holder_end + 3600, abs=5)
@@ -221,7 +147,7 @@ def test_a_long_running_job_makes_the_next_burst_at_its_last_responsible_moment(
         # 80 s of max_wait and a 50 s provisioning p95: the job waits ~30 s, then bursts (room for
         # a slow first pass on a loaded machine: one after 30 s would burst at once, no waiting).
         hurried = job_yaml(tmp_path, "hurried", estimate="1h", max_wait="80s")
-        decision = json.loads(szb(broker, "explain", str(hurried), "-o", "json").stdout)["decision"]
+        decision = json.loads(szb(broker, TOKEN, "explain", str(hurried), "-o", "json").stdout)["decision"]
         assert decision["action"] == "wait" and "last responsible moment" in decision["reasons"][0], decision
         assert 0 < decision["burst_in_s"] <= 30, decision
         assert decision["projection"]["running"][0]["ends_in_s"] > 9 * 3600
@@ -259,7 +185,7 @@ def test_the_ratio_learned_from_the_tenants_finished_jobs_stretches_the_projecti
             assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.message
         holder = hold_the_a800(broker, stub, tmp_path, "20m")
         patient = job_yaml(tmp_path, "patient", estimate="1h", max_wait="1d")
-        answer = json.loads(szb(broker, "explain", str(patient), "-o", "json").stdout)
+        answer = json.loads(szb(broker, TOKEN, "explain", str(patient), "-o", "json").stdout)
         projection = answer["decision"]["projection"]
         ratio = projection["runtime_ratio"]
         # 4 s runs against 1 s estimates, measured between the recorded running and succeeded
@@ -294,11 +220,11 @@ def test_a_burst_names_the_partition_it_weighed_when_two_project_the_same_wait(
             held.append(submit(broker, waiter))
             assert "waiting on-prem" in first_event(stub, held[-1], "waiting").message
         probe = job_yaml(tmp_path, "probe", estimate="1h", max_wait="80s", accelerators="A800, L20, A10G")
-        decision = json.loads(szb(broker, "explain", str(probe), "-o", "json").stdout)["decision"]
+        decision = json.loads(szb(broker, TOKEN, "explain", str(probe), "-o", "json").stdout)["decision"]
         assert decision["onprem_partition"] == "onprem/l20", decision
         assert decision["projection"]["partition"] == "onprem/l20", decision
         assert decision["onprem_expected_wait_s"] == 3600 and decision["burst_in_s"] > 0, decision
-        table = szb(broker, "explain", str(probe))
+        table = szb(broker, TOKEN, "explain", str(probe))
         assert "onprem_partition=onprem/l20" in table.stdout, table.stdout
         assert "projected wait on onprem/l20: 60 min" in table.stdout, table.stdout
         job_id = submit(broker, probe)

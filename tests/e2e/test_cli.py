@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
+from tests.brokerproc import JOB_PYTHON, BrokerProcess
+from tests.brokerproc import szb as run_szb
 from tests.e2e.conftest import TOKENS
 
 
 def szb(broker: BrokerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "SZB_SERVER": broker.address,
-        "SZB_TOKEN": TOKENS["team-a"],
-        "GRPC_VERBOSITY": "ERROR",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "broker.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_szb(broker, TOKENS["team-a"], *args, timeout=120)
 
 
 def test_bad_job_file_is_rejected_before_sending_with_its_line(broker: BrokerProcess, tmp_path: Path) -> None:

@@ -25,27 +25,14 @@ from grpc_status import rpc_status
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import ROOT, BrokerProcess
+from tests.brokerproc import szb as run_szb
 from tests.e2e.conftest import PY, TOKENS, auth
 
 
 def szb(
     broker: BrokerProcess, *args: str, tenant: str = "team-a", columns: int = 80
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "SZB_SERVER": broker.address,
-        "SZB_TOKEN": TOKENS[tenant],
-        "GRPC_VERBOSITY": "ERROR",
-        "COLUMNS": str(columns),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "broker.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_szb(broker, TOKENS[tenant], *args, env={"COLUMNS": str(columns)})
 
 
 @pytest.fixture(scope="module")

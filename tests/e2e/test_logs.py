@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 
 import grpc
@@ -13,7 +11,8 @@ from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import ROOT, BrokerProcess
+from tests.brokerproc import BrokerProcess
+from tests.brokerproc import szb as run_szb
 from tests.e2e.conftest import PY, TOKENS, auth
 
 SCRIPT = (
@@ -22,15 +21,7 @@ SCRIPT = (
 
 
 def szb(broker: BrokerProcess, *args: str, tenant: str = "team-a") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SZB_SERVER": broker.address, "SZB_TOKEN": TOKENS[tenant], "GRPC_VERBOSITY": "ERROR"}
-    return subprocess.run(
-        [sys.executable, "-m", "broker.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_szb(broker, TOKENS[tenant], *args)
 
 
 def test_logs_follow_a_running_local_job_to_its_end(broker: BrokerProcess) -> None:
