@@ -75,17 +75,21 @@ class ProjectedQueues:
 
     def add(self, part: str, job: int, key: Key, units: int, runtime_s: float, tenant: str) -> None:
         self.remove(job)
-        self.waiting[part][job] = (key, units, runtime_s, tenant)
+        entry = self.waiting[part][job] = (key, units, runtime_s, tenant)
         self.where[job] = part
-        self._sorted[part] = None
+        line = self._sorted[part]
+        if line is not None:  # kept in order as jobs come and go (keys are unique: they end in the job id)
+            bisect.insort(line, entry)
         self._per_tenant[tenant] += 1
 
     def remove(self, job: int) -> None:
         part = self.where.pop(job, None)
         if part is not None:
-            tenant = self.waiting[part].pop(job)[3]
-            self._per_tenant[tenant] -= 1
-            self._sorted[part] = None
+            entry = self.waiting[part].pop(job)
+            self._per_tenant[entry[3]] -= 1
+            line = self._sorted[part]
+            if line is not None:
+                del line[bisect.bisect_left(line, entry)]
 
     def _ordered(self, part: str) -> list[Entry]:
         got = self._sorted[part]

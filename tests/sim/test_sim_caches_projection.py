@@ -135,3 +135,38 @@ def test_running_ends_kept_as_runs_start_and_end_equal_a_recompute() -> None:
 def test_running_ends_of_an_empty_partition(which: str) -> None:
     kept = RunningEnds(["a"])
     assert getattr(kept, which)("a") == ([] if which == "ends" else 0)
+
+
+def test_a_partitions_line_kept_in_order_as_jobs_come_and_go_equals_a_fresh_sort() -> None:
+    from broker.sim.backends import Partition
+    from broker.sim.queues import ProjectedQueues
+
+    rng = random.Random(5)
+    parts = {"p/x": Partition("p/x", 16, True, free=2), "p/y": Partition("p/y", 8, True, free=0)}
+    queues = ProjectedQueues(parts)
+    for key in range(30):
+        queues.running.add(
+            rng.choice(list(parts)), key, (0.0, rng.uniform(10, 5000), 0.0, rng.randint(1, 2), "t")
+        )
+    checked = 0
+    for step in range(2500):
+        job = rng.randrange(120)
+        if rng.random() < 0.35:
+            queues.remove(job)
+        else:  # a new waiter, or one moved to another partition or re-keyed (re-decided)
+            key = (rng.randint(0, 2), float(rng.randrange(50)), float(step), f"j{job}")
+            queues.add(
+                rng.choice(list(parts)), job, key, rng.randint(1, 8), rng.uniform(60, 9000), rng.choice("abc")
+            )
+        if rng.random() < 0.3:
+            fresh = ProjectedQueues(parts, queues.running)
+            fresh.waiting = {k: dict(v) for k, v in queues.waiting.items()}
+            probe = (1, float(rng.randrange(50)), 1e9, "probe")
+            first = frozenset(rng.sample("abc", rng.randint(0, 2)))
+            for part in parts:
+                assert queues._ordered(part) == sorted(queues.waiting[part].values())
+            units = rng.randint(1, 8)
+            got = queues.project(probe, units, 0.0, 1e9, accelerated=True, first=first)
+            assert got == fresh.project(probe, units, 0.0, 1e9, accelerated=True, first=first)
+            checked += 1
+    assert checked > 500
