@@ -239,13 +239,17 @@ class Ledger:
         self.voucher: dict[tuple[str, str, str], float] = {}
         self._money: dict[tuple[str, str], TenantMoney] = {}
         """(tenant, month) -> what it has left, until the next `add` (most passes add nothing)."""
+        self._month: tuple[datetime | None, str] = (None, "")
+        """The budget month of the last instant asked about (a pass asks once per job it decides)."""
 
     def budget(self, tenant: str) -> float | None:
         return monthly_budget(self.policy, tenant)
 
     def money(self, tenant: str, now: datetime) -> TenantMoney:
         """What the tenant has left: the live broker's arithmetic (`tenant_money`) on this book."""
-        month = month_of(now)
+        if self._month[0] != now:
+            self._month = (now, month_of(now))
+        month = self._month[1]
         got = self._money.get((tenant, month))
         if got is None:
             charges = [Charge(t, v) for (t, m), v in self.cash.items() if m == month]

@@ -94,3 +94,25 @@ def test_a_waiting_jobs_fair_share_view_is_kept_per_candidate_set() -> None:
         assert first == queued_work(job, ("a/x",)) and st.fair_work(job, ("a/x",)) is first
         other = st.fair_work(job, ("a/x", "a/y"))
         assert other == queued_work(job, ("a/x", "a/y")) and other is not first
+
+
+def test_the_ledgers_money_with_its_month_kept_per_instant_equals_a_fresh_ledger() -> None:
+    from broker.burst.money import month_of
+    from broker.sim.backends import Ledger
+
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    tenants = [t.id for t in policy.tenants]
+    rng = random.Random(2)
+    ledger = Ledger(policy)
+    # An hour before a month ends in Beijing time, so the instants cross into the next month.
+    t = datetime(2026, 3, 31, 23, 0, tzinfo=EPOCH.tzinfo)
+    for _ in range(400):
+        t += timedelta(seconds=rng.choice([0, 0, 20, 45]))
+        tenant = rng.choice(tenants)
+        if rng.random() < 0.3:
+            ledger.add(tenant, month_of(t), rng.uniform(0, 900), 0.0, None)
+        fresh = Ledger(policy)
+        fresh.cash, fresh.voucher = dict(ledger.cash), dict(ledger.voucher)
+        assert ledger.money(tenant, t) == fresh.money(tenant, t)
+    assert {m for _, m in ledger.cash} == {"2026-03", "2026-04"}  # both months were spent in
+    assert any(ledger.money(x, t).budget_left is not None for x in tenants)  # a budget is read
