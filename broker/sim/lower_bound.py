@@ -28,7 +28,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -53,9 +53,20 @@ class _Cols:
         return len(self.cost) - 1
 
 
-def _edges(jobs: Sequence[SimJob], max_buckets: int) -> list[float]:
-    """Bucket edges at the jobs' own time points (arrival, deadline, ends), merged to at most
-    `max_buckets` buckets; any bucketing gives a valid bound, finer ones a tighter bound."""
+class _Timed(Protocol):
+    """What the bucket edges read of a job."""
+
+    @property
+    def arrival_s(self) -> float: ...
+    @property
+    def max_wait_s(self) -> float: ...
+    @property
+    def runtime_s(self) -> float: ...
+
+
+def _points(jobs: Sequence[_Timed]) -> np.ndarray:
+    """The jobs' own time points (arrival, deadline, ends), sorted and unique, from 0 to one
+    second past the last."""
     pts = np.unique(
         np.array(
             [
@@ -71,7 +82,13 @@ def _edges(jobs: Sequence[SimJob], max_buckets: int) -> list[float]:
             dtype=np.float64,
         )
     )
-    pts = np.concatenate(([0.0], pts, [pts[-1] + 1.0]))
+    return np.concatenate(([0.0], pts, [pts[-1] + 1.0]))
+
+
+def _edges(jobs: Sequence[SimJob], max_buckets: int) -> list[float]:
+    """Bucket edges at the jobs' own time points (arrival, deadline, ends), merged to at most
+    `max_buckets` buckets; any bucketing gives a valid bound, finer ones a tighter bound."""
+    pts = _points(jobs)
     xs: list[float] = pts.tolist()
 
     def merge(gap: float) -> list[float]:

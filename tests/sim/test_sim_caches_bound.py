@@ -6,9 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-import numpy as np
-
-from broker.sim.lower_bound import _edges
+from broker.sim.lower_bound import _edges, _points
 
 
 @dataclass
@@ -20,22 +18,7 @@ class _Job:
 
 def _plain_edges(jobs: list[_Job], max_buckets: int) -> list[float]:
     """The edges as first written: a scan over every point for each gap tried."""
-    pts = np.unique(
-        np.array(
-            [
-                x
-                for j in jobs
-                for x in (
-                    j.arrival_s,
-                    j.arrival_s + j.max_wait_s,
-                    j.arrival_s + j.runtime_s,
-                    j.arrival_s + j.max_wait_s + j.runtime_s,
-                )
-            ],
-            dtype=np.float64,
-        )
-    )
-    pts = np.concatenate(([0.0], pts, [pts[-1] + 1.0]))
+    pts = _points(jobs)  # the same points; the merge is what differs
 
     def merge(gap: float) -> list[float]:
         out = [float(pts[0])]
