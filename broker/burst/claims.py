@@ -80,9 +80,8 @@ class LateClaims:
         offer = decision.offer
         if decision.action != Action.WAIT or offer is None or offer.partition not in inputs.late_claims:
             return
-        cap = inputs.onprem_capacity.get(offer.partition)
-        free = offer.free if cap is None else cap[0]
-        if free is not None and free - inputs.onprem_adjust.get(offer.partition, (0, 0.0))[0] >= need:
+        free = inputs.free_units(offer)
+        if free is not None and free >= need:
             self.yields.add(offer.partition)
 
 

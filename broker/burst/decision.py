@@ -86,11 +86,8 @@ class _View:
         )
 
     def fits_now(self, s: ScoredOffer, need: int) -> bool:
-        part = s.offer.partition
-        claimed = self.inputs.onprem_adjust.get(part, (0, 0.0))[0]
-        cap = self.inputs.onprem_capacity.get(part)
-        free = s.offer.free if cap is None else cap[0]
-        return free is None or free - claimed >= need
+        free = self.inputs.free_units(s.offer)
+        return free is None or free >= need
 
     def wait(self, s: ScoredOffer) -> float:
         part = s.offer.partition
@@ -189,11 +186,9 @@ def _yield_to_late(v: _View, best: ScoredOffer, need: int) -> Decision | None:
     this job's own last responsible moment."""
     part = best.offer.partition
     claims = v.inputs.late_claims.get(part)
-    cap = v.inputs.onprem_capacity.get(part)
-    free = best.offer.free if cap is None else cap[0]
+    free = v.inputs.free_units(best.offer)
     if not claims or v.inputs.firm_deadline or free is None or v.remaining <= _safety_lead_s(v.policy):
         return None  # (a job with no time left to burst itself keeps its start)
-    free -= v.inputs.onprem_adjust.get(part, (0, 0.0))[0]
     top = max((p for u, p in claims.values() if free - need < u <= free), default=None)
     if top is None:
         return None

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from broker.burst.money import TenantMoney
 from broker.burst.routes import RouteState
-from broker.model import JobSpec, SiteId
+from broker.model import JobSpec, Offer, SiteId
 from broker.placement.blocklist import BLOCKED
 from broker.placement.health import UNHEALTHY
 from broker.policy import Policy
@@ -57,6 +57,12 @@ class BurstInputs:
     """The job's max_wait is a firm deadline ("Can't Be Late"): projected late on-prem, it bursts
     at its last responsible moment to the best usable cloud offer, however the premium compares
     with the lateness cost. Set for a tenant below its fair share (fair share owes it the wait)."""
+
+    def free_units(self, offer: Offer) -> int | None:
+        """Free units of the offer's partition now, less those claimed earlier in the pass (None: unknown)."""
+        cap = self.onprem_capacity.get(offer.partition)
+        free = offer.free if cap is None else cap[0]
+        return None if free is None else free - self.onprem_adjust.get(offer.partition, (0, 0.0))[0]
 
 
 _ONPREM: dict[int, tuple[Policy, frozenset[str]]] = {}
