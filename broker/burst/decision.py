@@ -196,7 +196,7 @@ def _yield_to_late(v: _View, best: ScoredOffer, need: int) -> Decision | None:
     if isinstance(pick, list) or pick.total - v.score(best) >= top:
         return None  # no cloud to fall back on, or its own burst would cost as much
     mine = pick.total - v.score(best)
-    v.facts = replace(v.facts, onprem_site=best.offer.site)
+    v.facts = replace(v.facts, onprem_site=best.offer.site, onprem_partition=best.offer.partition)
     return v.done(
         Action.WAIT,
         best,

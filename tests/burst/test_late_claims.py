@@ -67,6 +67,7 @@ def test_a_job_yields_free_capacity_to_a_late_job_whose_burst_costs_more(
     d = decide(spec, TenantId("lab"), offers, policy, inputs(1, {"k": (1, mine + 0.5)}))
     assert d.action == Action.WAIT and not d.burst and d.offer is not None and d.offer.partition == PART
     assert d.reasons[0].startswith("yielding onprem/a800 to a late job")
+    assert d.facts.onprem_partition == PART  # explain and the live projection note read it
     assert d.facts.onprem_expected_wait_s == 0 and d.facts.onprem_site == "onprem"
     d = decide(spec, TenantId("lab"), offers, policy, inputs(1, {"k": (1, mine - 0.5)}))
     assert d.action == Action.RUN and d.offer is not None and d.offer.partition == PART
