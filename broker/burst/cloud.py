@@ -53,19 +53,56 @@ def cloud_order(
     hit = _ORDERS.get(key)
     if hit is not None and hit[0] is allowed:
         return hit[1]
-    ranked = sorted(
-        (
-            (s.score + spot_risk_cost(spec, s, policy), s.offer.site, s.offer.key, i, s)
-            for i, s in enumerate(allowed)
-            if s.offer.site not in home
-        ),
-        key=lambda c: c[:4],
-    )
+    ranked = _ranked(spec, allowed, home, policy)
     order = [(c[0], c[3], c[4]) for c in ranked]
     if len(_ORDERS) > 4096:
         _ORDERS.clear()
     _ORDERS[key] = (allowed, order)
     return order
+
+
+def _ranked(
+    spec: JobSpec, allowed: Sequence[ScoredOffer], home: frozenset[str], policy: Policy
+) -> list[tuple[float, str, str, int, ScoredOffer]]:
+    """`cloud_order`'s rows (total, site, key, index, offer), sorted. A spot offer's risk is
+    `spot_risk_cost`'s float: the outlook depends only on the site (its rate and p95) for one
+    job, so it is computed once per site. The index is unique, so the offer is never compared."""
+    runtime_h = spec.runtime_estimate.total_seconds() / 3600
+    factors: dict[str, float | None] = {}  # site -> billed/runtime - 1 (None: never completes)
+    rows: list[tuple[float, str, str, int, ScoredOffer]] = []
+    for i, s in enumerate(allowed):
+        o = s.offer
+        site = o.site
+        if site in home:
+            continue
+        risk = 0.0
+        if o.spot:
+            if site in factors:
+                f = factors[site]
+            else:
+                billed = offer_outlook(spec, o, policy, runtime_h).billed_h
+                f = factors[site] = None if math.isinf(billed) else billed / runtime_h - 1.0
+            risk = math.inf if f is None else s.terms.get("cost", 0.0) * f
+        rows.append((s.score + risk, site, o.key, i, s))
+    rows.sort()
+    return rows
+
+
+_ONPREM_OF: dict[int, tuple[Sequence[ScoredOffer], frozenset[str], list[ScoredOffer]]] = {}
+
+
+def onprem_offers(allowed: Sequence[ScoredOffer], home: frozenset[str]) -> list[ScoredOffer]:
+    """The allowed on-prem offers, in input order. Memoized on the allowed list's identity (as
+    `cloud_order` is): placement hands out the same list for the same shape, runtime and vouchers,
+    so a re-decided job does not walk every offer again. Callers only read the list."""
+    hit = _ONPREM_OF.get(id(allowed))
+    if hit is not None and hit[0] is allowed and hit[1] is home:
+        return hit[2]
+    onprem = [s for s in allowed if s.offer.site in home]
+    if len(_ONPREM_OF) > 4096:
+        _ONPREM_OF.clear()
+    _ONPREM_OF[id(allowed)] = (allowed, home, onprem)
+    return onprem
 
 
 def cloud_refusal(

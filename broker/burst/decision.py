@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from broker.burst.cloud import CloudPick, best_cloud
+from broker.burst.cloud import CloudPick, best_cloud, onprem_offers
 from broker.burst.inputs import (
     TRANSIENT_RULES,
     BurstInputs,
@@ -70,11 +70,11 @@ class _View:
         pick: CloudPick | None = None,
         **more: float | datetime | None,
     ) -> Decision:
-        facts = replace(self.facts, **more) if more else self.facts  # type: ignore[arg-type]
-        if offer is not None:
-            facts = replace(facts, score=round(offer.score, 4))
+        if offer is not None:  # one replace with every field (later ones win, as in sequence)
+            more["score"] = round(offer.score, 4)
         if pick is not None:
-            facts = replace(facts, cash=round(pick.cash, 2), voucher=round(pick.voucher, 2))
+            more["cash"], more["voucher"] = round(pick.cash, 2), round(pick.voucher, 2)
+        facts = replace(self.facts, **more) if more else self.facts  # type: ignore[arg-type]
         return Decision(
             action=action,
             offer=offer.offer if offer else None,
@@ -138,8 +138,7 @@ def decide(
     allowed = expl.unranked  # every use below picks by its own total key
     if not allowed:
         return _nothing_allowed(v)
-    home = onprem_sites(policy)
-    onprem = [s for s in allowed if s.offer.site in home]
+    onprem = onprem_offers(allowed, onprem_sites(policy))
     need = demand(spec)
     ready = [s for s in onprem if v.fits_now(s, need)]
     if ready:

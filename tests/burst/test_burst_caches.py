@@ -1,0 +1,113 @@
+"""The burst decision's shortcuts answer exactly as the plain computations (issue 15, speed):
+the cloud order with each spot site's outlook computed once per job, the allowed on-prem offers
+kept per allowed list, and a decision's facts made with one `replace` (values, not timings)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+from broker.burst.cloud import CloudPick, cloud_order, onprem_offers, spot_risk_cost
+from broker.burst.decision import _View
+from broker.burst.inputs import BurstInputs, onprem_sites
+from broker.decision import Action, DecisionFacts
+from broker.model import Checkpoint, JobSpec, TenantId
+from broker.placement import PlacementContext, ScoredOffer, place, prepare_offers
+from broker.policy import Policy, load_policy
+from broker.policy.offers import static_offers
+from broker.sim.jobs import EPOCH, build_jobs
+from broker.sim.scenario import load_scenario
+from broker.sim.synthetic import SyntheticParams, generate
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _plain_order(
+    spec: JobSpec, allowed: list[ScoredOffer], home: frozenset[str], policy: Policy
+) -> list[tuple[float, int, ScoredOffer]]:
+    """The order as first written: every cloud offer's own spot risk, sorted on (total, site, key, index)."""
+    ranked = sorted(
+        (
+            (s.score + spot_risk_cost(spec, s, policy), s.offer.site, s.offer.key, i, s)
+            for i, s in enumerate(allowed)
+            if s.offer.site not in home
+        ),
+        key=lambda c: c[:4],
+    )
+    return [(c[0], c[3], c[4]) for c in ranked]
+
+
+def _specs(policy: Policy, n: int) -> list[tuple[JobSpec, TenantId]]:
+    """Synthetic jobs, each at a random runtime with or without checkpoints (some never finish on spot)."""
+    scenario = load_scenario(CONFIGS / "scenarios" / "synthetic-llm.yaml")
+    rng = random.Random(5)
+    out = []
+    for job in build_jobs(generate(SyntheticParams(jobs=n), scenario.seed), policy, scenario):
+        hours = rng.choice([0.2, 1.0, 7.5, 40.0, 133.5, 9000.0])
+        cp = rng.choice([None, Checkpoint(interval=timedelta(minutes=30))])
+        spec = job.spec.model_copy(update={"runtime_estimate": timedelta(hours=hours), "checkpoint": cp})
+        out.append((spec, job.tenant))
+    return out
+
+
+def test_the_cloud_order_with_one_outlook_per_site_equals_the_plain_sort() -> None:
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    offers = prepare_offers(static_offers(policy), policy)
+    home = onprem_sites(policy)
+    rates = {policy.burst.sites[s].spot_interruption_risk for s in policy.burst.sites}
+    assert len(rates) > 1  # sites differ: an outlook kept across sites would show
+    ctx = PlacementContext(now=EPOCH)
+    spot = never = 0
+    for spec, tenant in _specs(policy, 300):
+        allowed = list(place(spec, tenant, offers, policy, ctx).unranked)
+        got, want = cloud_order(spec, allowed, home, policy), _plain_order(spec, allowed, home, policy)
+        assert [(t, i) for t, i, _ in got] == [(t, i) for t, i, _ in want]
+        assert all(a is b for (_, _, a), (_, _, b) in zip(got, want, strict=True))
+        spot += sum(1 for _, _, s in got if s.offer.spot)
+        never += sum(1 for t, _, _ in got if t == float("inf"))
+    assert spot and never  # spot offers were priced, and some never complete there
+
+
+def test_the_allowed_on_prem_offers_kept_per_list_equal_a_fresh_filter() -> None:
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    offers = prepare_offers(static_offers(policy), policy)
+    home = onprem_sites(policy)
+    lists = [
+        place(spec, tenant, offers, policy, PlacementContext(now=EPOCH)).unranked
+        for spec, tenant in _specs(policy, 120)
+    ]
+    assert len({id(a) for a in lists}) > 10
+    for allowed in [*lists, *reversed(lists), *lists]:  # kept ones come back, new ones are filtered
+        got = onprem_offers(allowed, home)
+        assert got == [s for s in allowed if s.offer.site in home]
+        assert onprem_offers(allowed, home) is got
+    assert any(onprem_offers(a, home) for a in lists)
+    fresh = list(lists[0])  # another list with the same offers is filtered on its own
+    assert onprem_offers(fresh, home) == onprem_offers(lists[0], home)
+    assert onprem_offers(fresh, frozenset()) == []
+
+
+def test_a_decisions_facts_in_one_replace_equal_the_replaces_in_sequence() -> None:
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    offers = prepare_offers(static_offers(policy), policy)
+    spec, tenant = _specs(policy, 5)[0]
+    expl = place(spec, tenant, offers, policy, PlacementContext(now=EPOCH))
+    scored = expl.unranked[0]
+    pick = CloudPick(12.345678, scored, 10.126, 2.2249)
+    facts = DecisionFacts(waited_s=10, max_wait_s=600, remaining_wait_s=590, currency=policy.currency)
+    cases: list[tuple[ScoredOffer | None, CloudPick | None, dict[str, float]]] = [
+        (None, None, {}),
+        (scored, None, {"onprem_expected_wait_s": 30}),
+        (scored, pick, {"score": 1.0, "burst_in_s": 5}),
+        (None, pick, {"cash": 3.0}),
+    ]
+    for offer, p, more in cases:
+        v = _View(spec, tenant, policy, BurstInputs(now=EPOCH, queued_since=EPOCH), expl, 590.0, facts)
+        want = replace(facts, **more) if more else facts  # type: ignore[arg-type]
+        if offer is not None:
+            want = replace(want, score=round(offer.score, 4))
+        if p is not None:
+            want = replace(want, cash=round(p.cash, 2), voucher=round(p.voucher, 2))
+        assert v.done(Action.WAIT, offer, "why", pick=p, **more).facts == want
