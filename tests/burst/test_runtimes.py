@@ -1,17 +1,31 @@
-"""The one learner of actual/estimate runtime ratios (live and simulated): median, window, clamp."""
+"""The one learner of actual/estimate runtime ratios (live and simulated): median, the spread of
+the tenant's errors job by job, window, clamp."""
 
 from __future__ import annotations
 
 import pytest
 
-from broker.burst.runtimes import HIGH, LOW, RatioLearner, learned_ratio
+import math
+
+from broker.burst.runtimes import HIGH, LOW, SPREAD_Z, RatioLearner, learned_ratio
 from broker.dispatch import runtimes as live
 
 
 def test_the_ratio_is_the_median_so_one_hung_job_does_not_move_it() -> None:
     runs = [(3600.0, 1800.0), (3600.0, 1800.0), (3600.0, 36000.0)]
-    assert learned_ratio(runs) == pytest.approx(0.5)
-    assert learned_ratio([(100.0, 100.0), (100.0, 300.0)]) == pytest.approx(2.0)
+    assert learned_ratio(runs) == pytest.approx(0.5)  # neither the median nor the spread moves
+    assert learned_ratio([(100.0, 125.0)] * 4) == pytest.approx(1.25)  # all off by one factor: that factor
+
+
+def test_estimates_that_scatter_stretch_the_ratio_past_the_median() -> None:
+    # Median 1, each job a quarter off either way: the projection plans on a later end, by
+    # SPREAD_Z robust standard deviations of the log ratio (1.4826 x the median absolute deviation).
+    scatter = [(100.0, 80.0), (100.0, 125.0), (100.0, 80.0), (100.0, 125.0), (100.0, 100.0)]
+    assert SPREAD_Z > 0
+    assert learned_ratio(scatter) == pytest.approx(math.exp(SPREAD_Z * 1.4826 * math.log(1.25)), rel=1e-3)
+    wider = [(100.0, 50.0), (100.0, 200.0), (100.0, 50.0), (100.0, 200.0), (100.0, 100.0)]
+    assert 1.0 < learned_ratio(scatter) < learned_ratio(wider) <= HIGH  # it grows with the error
+    assert learned_ratio([(100.0, 100.0), (100.0, 300.0)]) > 2.0  # above the median of two
 
 
 def test_no_history_or_no_usable_estimate_gives_one() -> None:
