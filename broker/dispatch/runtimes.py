@@ -2,10 +2,10 @@
 
 The live wait projection stretches a running or queued job's runtime estimate by its tenant's
 ratio: a tenant whose jobs ran twice their estimates gets projections twice as long. The rule
-(median over the newest `window` succeeded jobs, clamped, 1.0 without history) is
-`broker.burst.runtimes.learned_ratio`, the simulator's too; this module only reads the history
-from the store. Each tenant's history is read again after `ttl_s` of clock time, or sooner when
-one of its jobs finishes (`forget`).
+(median over the newest `window` succeeded jobs, stretched by the spread of their errors,
+clamped, 1.0 without history) is `broker.burst.runtimes.learned_ratio`, the simulator's too;
+this module only reads the history from the store. Each tenant's history is read again after
+`ttl_s` of clock time, or sooner when one of its jobs finishes (`forget`).
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@ the tenant's errors job by job, window, clamp."""
 
 from __future__ import annotations
 
-import pytest
-
 import math
+
+import pytest
 
 from broker.burst.runtimes import HIGH, LOW, SPREAD_Z, RatioLearner, learned_ratio
 from broker.dispatch import runtimes as live

@@ -59,7 +59,7 @@ def test_a_waiter_behind_a_job_of_a_scattering_tenant_bursts_in_time(tmp_path: P
 def test_the_live_planner_projects_the_scatter_too(tmp_path: Path) -> None:
     # The same A and B through the live planner on a SQLite store: t1's history is read from
     # the store, A runs on the GPU since a minute ago, B is decided now and is projected late.
-    policy = projected_policy(tmp_path)
+    projected_policy(tmp_path)  # writes the policy file the planner watches
     planner = Planner(PolicyWatcher(tmp_path / "policy.yaml"), ManualClock(NOW))
     store = SqliteStore(tmp_path / "broker.db")
     for i, ratio in enumerate(SCATTER):
@@ -74,6 +74,7 @@ def test_the_live_planner_projects_the_scatter_too(tmp_path: Path) -> None:
     assert got.facts.onprem_expected_wait_s is not None and got.facts.onprem_expected_wait_s > 30 * 60
     assert got.facts.burst_in_s is not None  # late: a burst at its last responsible moment
     assert planner.waits.ratios.ratio("t1", store, NOW) > 1.2
+    assert planner.policy.burst.wait_model == "projected"
     store.close()
 
 
