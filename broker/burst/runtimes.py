@@ -15,6 +15,7 @@ rule, both sides.
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections import deque
@@ -38,12 +39,26 @@ def learned_ratio(runs: Iterable[tuple[float, float]]) -> float:
     actual) seconds pairs, times `SPREAD_Z` robust standard deviations of the log ratio, clamped;
     1.0 without history."""
     ratios = [actual / est for est, actual in runs if est > 0 and actual >= 0]
+    return _from_ratios(ratios, [_log(r) for r in ratios])
+
+
+def _from_ratios(ratios: list[float], logs: list[float]) -> float:
+    """`learned_ratio` from the counted ratios and their logs (medians only: any order will do)."""
     if not ratios:
         return 1.0
-    logs = [math.log(max(r, 1e-9)) for r in ratios]
     mid = statistics.median(logs)
     spread = _MAD_TO_SD * statistics.median(abs(x - mid) for x in logs)
     return min(HIGH, max(LOW, statistics.median(ratios) * math.exp(SPREAD_Z * spread)))
+
+
+def _log(ratio: float) -> float:
+    return math.log(max(ratio, 1e-9))
+
+
+def _counted(run: tuple[float, float]) -> float | None:
+    """The run's actual/estimate as `learned_ratio` counts it (None: not counted)."""
+    est, actual = run
+    return actual / est if est > 0 and actual >= 0 else None
 
 
 class RatioLearner:
@@ -52,6 +67,9 @@ class RatioLearner:
     def __init__(self, window: int = WINDOW) -> None:
         self.window = window
         self._runs: dict[str, deque[tuple[float, float]]] = {}
+        self._kept: dict[str, tuple[list[float], list[float]] | None] = {}
+        """Each tenant's counted ratios of its window, sorted, with their logs (None: no window, or a
+        ratio that is not finite was seen: its window is read whole, as `learned_ratio` reads it)."""
         self._ratio: dict[str, float] = {}
         self.version = 0
         """Bumped whenever a ratio changes (cached projections are stale then)."""
@@ -61,8 +79,22 @@ class RatioLearner:
         runs = self._runs.get(tenant)
         if runs is None:
             runs = self._runs[tenant] = deque(maxlen=self.window)
+            self._kept[tenant] = ([], []) if self.window > 0 else None
+        kept = self._kept[tenant]
+        if kept is not None and len(runs) == runs.maxlen and (old := _counted(runs[0])) is not None:
+            i = bisect.bisect_left(kept[0], old)  # it leaves the window
+            del kept[0][i], kept[1][i]
         runs.append((estimated_s, actual_s))
-        value = learned_ratio(runs)
+        new = _counted((estimated_s, actual_s))
+        if kept is not None and new is not None:
+            if math.isfinite(new):
+                i = bisect.bisect_right(kept[0], new)
+                kept[0].insert(i, new)
+                kept[1].insert(i, _log(new))
+            else:  # inf or nan: medians over them depend on the order; read the window plainly
+                kept = self._kept[tenant] = None
+        # The same values `learned_ratio(runs)` counts, each log taken once: the same medians.
+        value = learned_ratio(runs) if kept is None else _from_ratios(*kept)
         if value != self._ratio.get(tenant, 1.0):
             self.version += 1
         self._ratio[tenant] = value

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from broker.burst import RouteState, TenantMoney, is_onprem
-from broker.burst.money import Charge, month_of, monthly_budget, tenant_money
+from broker.burst.money import BEIJING, Charge, month_of, monthly_budget, tenant_money
 from broker.burst.snapshot import partition_key
 from broker.model import Offer, SiteId
 from broker.placement import prepare_offers
@@ -230,6 +230,14 @@ def _route(r: Route, attempts: int, failures: int, last: datetime | None) -> Rou
     )
 
 
+def month_span(now: datetime) -> tuple[datetime, datetime, str]:
+    """The budget month of `now` (`month_of`) with its first instant and the next month's."""
+    local = now.astimezone(BEIJING)
+    start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start, end, month_of(now)
+
+
 class Ledger:
     """Cloud spend per tenant and month (reserved at launch, settled at the end), like the store."""
 
@@ -239,17 +247,19 @@ class Ledger:
         self.voucher: dict[tuple[str, str, str], float] = {}
         self._money: dict[tuple[str, str], TenantMoney] = {}
         """(tenant, month) -> what it has left, until the next `add` (most passes add nothing)."""
-        self._month: tuple[datetime | None, str] = (None, "")
-        """The budget month of the last instant asked about (a pass asks once per job it decides)."""
+        self._month: tuple[datetime, datetime, str] | None = None
+        """The budget month last asked about and its span [start, end) (a pass asks once per job it
+        decides; a month's instants need no time-zone conversion and `strftime` each)."""
 
     def budget(self, tenant: str) -> float | None:
         return monthly_budget(self.policy, tenant)
 
     def money(self, tenant: str, now: datetime) -> TenantMoney:
         """What the tenant has left: the live broker's arithmetic (`tenant_money`) on this book."""
-        if self._month[0] != now:
-            self._month = (now, month_of(now))
-        month = self._month[1]
+        span = self._month
+        if span is None or not span[0] <= now < span[1]:
+            span = self._month = month_span(now)
+        month = span[2]
         got = self._money.get((tenant, month))
         if got is None:
             charges = [Charge(t, v) for (t, m), v in self.cash.items() if m == month]

@@ -1,6 +1,7 @@
 """The burst decision's shortcuts answer exactly as the plain computations (issue 15, speed):
 the cloud order with each spot site's outlook computed once per job, the allowed on-prem offers
-kept per allowed list, and a decision's facts made with one `replace` (values, not timings)."""
+kept per allowed list, a decision's facts made with one `replace`, and the learned runtime ratio
+from a window kept sorted (values, not timings)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from broker.burst.cloud import CloudPick, cloud_order, onprem_offers, spot_risk_cost
 from broker.burst.decision import _View
 from broker.burst.inputs import BurstInputs, onprem_sites
+from broker.burst.runtimes import HIGH, LOW, RatioLearner, learned_ratio
 from broker.decision import Action, DecisionFacts
 from broker.model import Checkpoint, JobSpec, TenantId
 from broker.placement import PlacementContext, ScoredOffer, place, prepare_offers
@@ -111,3 +113,22 @@ def test_a_decisions_facts_in_one_replace_equal_the_replaces_in_sequence() -> No
         if p is not None:
             want = replace(want, cash=round(p.cash, 2), voucher=round(p.voucher, 2))
         assert v.done(Action.WAIT, offer, "why", pick=p, **more).facts == want
+
+
+def test_the_learned_ratio_from_a_window_kept_sorted_equals_the_ratio_of_the_window() -> None:
+    rng = random.Random(3)
+    values = [0.0, -5.0, 60.0, 600.0, 3600.0, 7200.0]
+    seen: set[float] = set()
+    for window in (0, 1, 2, 3, 50):
+        learner = RatioLearner(window)
+        for n in range(1500):
+            tenant = rng.choice(["a", "b", "c"])
+            est = rng.choice([*values, rng.uniform(1, 9000)])
+            actual = rng.choice([*values, rng.uniform(0, 9000), rng.uniform(0, 20000), est, 2 * est])
+            if window == 50 and n == 700:  # not finite: the tenant's window is read whole from then on
+                tenant, est, actual = "c", 600.0, float("inf")
+            learner.observe(tenant, est, actual)
+            assert learner.ratio(tenant) == learned_ratio(learner._runs[tenant]), (window, n, tenant)
+            seen.add(learner.ratio(tenant))
+    assert learner._kept["c"] is None and learner._kept["a"] and learner._kept["b"]
+    assert len(seen - {LOW, HIGH, 1.0}) > 100  # medians and spreads vary, not only the clamps

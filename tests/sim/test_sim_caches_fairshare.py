@@ -6,7 +6,7 @@ fair-share view kept per candidate set (the same floats and objects' values, not
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from broker.fairshare.book import FairShareBook, Holding
@@ -116,3 +116,17 @@ def test_the_ledgers_money_with_its_month_kept_per_instant_equals_a_fresh_ledger
         assert ledger.money(tenant, t) == fresh.money(tenant, t)
     assert {m for _, m in ledger.cash} == {"2026-03", "2026-04"}  # both months were spent in
     assert any(ledger.money(x, t).budget_left is not None for x in tenants)  # a budget is read
+
+
+def test_a_budget_months_span_holds_exactly_the_instants_of_that_month() -> None:
+    from broker.burst.money import month_of
+    from broker.sim.backends import month_span
+
+    rng = random.Random(4)
+    base = datetime(2027, 12, 31, 15, 59, 59, tzinfo=UTC)  # 23:59:59 in Beijing
+    for _ in range(300):
+        now = base + timedelta(days=rng.choice([0, 31, 59, 60, 400]), seconds=rng.uniform(-3, 3))
+        start, end, month = month_span(now)
+        assert month == month_of(now) == month_of(start) == month_of(end - timedelta(microseconds=1))
+        assert start <= now < end and month_of(end) != month
+        assert month_of(start - timedelta(microseconds=1)) != month
