@@ -18,12 +18,19 @@ The job mix has 12 (job, tenant) shapes whose cold cost differs ~5x (a 1-GPU job
 model preference may use every accelerator group; an 8-GPU one a third of them), so a p99
 over the mix is the dearest shapes' upper tail, not a rare event.
 
-Three cases are measured side by side at every size (`--modes` picks some):
-  cold        nothing cached (the headline): every rule verdict, the offers' snapshot and
-              every memo are dropped before each decision, and each job has its own runtime
-  warm_rules  the rule verdicts kept from earlier decisions, everything else dropped, and
-              each job has its own runtime (a new job on a known fleet)
-  repeated    everything kept, jobs from the small mix (the same question asked again)
+Four cases are measured side by side at every size (`--modes` picks some):
+  cold          nothing cached about the job or the rules (the headline): every rule plan and
+                verdict and every memo a job filled (the shapes, the scored decisions, the
+                candidate groups) are dropped before each decision, and each job has its own
+                runtime; the catalog's snapshot stays, as it does in a server between catalog
+                refreshes: its offers grouped by (site, accelerator) and each group's per-market
+                values (`broker/placement/parts.py`), which no job decides
+  cold_regroup  cold, and the snapshot dropped too: the catalog is grouped again and every
+                group's values computed again inside each decision (a new catalog per job; the
+                definition of "cold" before the fifth pass)
+  warm_rules    cold, with the rule plans and verdicts kept from earlier decisions (a new job
+                on a known fleet)
+  repeated      everything kept, jobs from the small mix (the same question asked again)
 
 How the offers reach `place()` (`--offers`):
   same      the same list object every decision (the simulator, one dispatcher pass):
@@ -54,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 from broker.catalog.instances import load_instance_csv  # noqa: E402
 from broker.model import JobSpec, Offer, TenantId  # noqa: E402
 from broker.placement import PlacementContext, forget_snapshots, place, prepare_offers  # noqa: E402
-from broker.placement.prepared import PreparedOffers  # noqa: E402
+from broker.placement.prepared import snapshot  # noqa: E402
 from broker.policy import Policy, load_policy  # noqa: E402
 
 RULES = [
@@ -171,7 +178,7 @@ JOBS = [
 ]
 
 
-MODES = ("cold", "warm_rules", "repeated")
+MODES = ("cold", "cold_regroup", "warm_rules", "repeated")
 
 
 def measure(
@@ -205,11 +212,12 @@ def measure(
         if how == "fresh":
             given = list(offers)
         if mode != "repeated":
-            if mode == "cold":
+            if mode != "warm_rules":
                 policy.rules.clear()
-            forget_snapshots()
-            if isinstance(given, PreparedOffers):
-                given.clear()
+            if mode == "cold_regroup" or how == "fresh":
+                forget_snapshots()  # `place()` prepares the offers again
+            else:
+                snapshot(given, policy).clear()  # the catalog's snapshot, its job memos dropped
         seen = sum(collections)
         c0 = time.process_time()
         t0 = time.perf_counter()

@@ -50,6 +50,7 @@ def place(
     `offers` may be a `PreparedOffers` (see `prepare_offers`): same result, less work.
     """
     prepared = snapshot(offers, policy)
+    prepared.decided += 1
     env = Env(spec, tenant, policy, ctx)
     if ctx.unhealthy_sites:  # the rejections are built lazily: keep what this call saw
         env.ctx = replace(ctx, unhealthy_sites=dict(ctx.unhealthy_sites))
@@ -146,8 +147,8 @@ def _shape_key(env: Env) -> tuple[Any, ...]:
 def _passing(prepared: PreparedOffers, env: Env) -> _Shape:
     """Groups and offers passing every filter; only groups whose hardware can fit are looked at."""
     candidates = prepared.candidates(env.count, env.any_of)
-    if env.policy.rules.fast:
-        return _Shape(passing(candidates, env))
+    if env.policy.rules.fast:  # a snapshot's second decision on builds (then reads) its groups' parts
+        return _Shape(passing(candidates, env, parts=prepared.decided > 1))
     return _Shape(passing_plain(candidates, env))  # the reference path (`RuleSet.fast = False`)
 
 

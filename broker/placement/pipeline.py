@@ -100,8 +100,10 @@ def keep_offers(of: OfferFilter, env: Env) -> OfferKeep | None:
     return twin(env)
 
 
-def passing(candidates: tuple[Group, ...], env: Env) -> list[tuple[Group, list[Offer]]]:
-    """The candidate groups passing every group filter, each with its offers passing every offer filter."""
+def passing(candidates: tuple[Group, ...], env: Env, parts: bool = True) -> list[tuple[Group, list[Offer]]]:
+    """The candidate groups passing every group filter, each with its offers passing every offer
+    filter; `parts`: keep whole groups as their market parts (`Group.part`, built once per
+    snapshot: worth it when the snapshot serves more than one decision)."""
     groups = list(candidates)
     for gf in GROUP_FILTERS:  # verdicts are per group, so filtering a subset keeps the same groups
         if not groups:
@@ -109,13 +111,8 @@ def passing(candidates: tuple[Group, ...], env: Env) -> list[tuple[Group, list[O
         keep = keep_groups(gf, env)
         if keep is not None:
             groups = keep(groups)
-    kept: Kept = [(g, g.offers) for g in groups if g.offers]
-    order = KEEP_ORDER
-    fused = keep_market_and_size(env)
-    if fused is not None and kept:
-        kept = fused(kept)
-        order = tuple(of for of in KEEP_ORDER if of is not filter_spot and of is not filter_hardware_size)
-    for of in order:  # each step over every group at once: one call per filter, not per group
+    kept: Kept = keep_market_and_size(env, parts)([(g, g.offers) for g in groups if g.offers])
+    for of in _AFTER_SIZE:  # each step over every group at once: one call per filter, not per group
         if not kept:
             break
         step = keep_offers(of, env)
@@ -124,15 +121,48 @@ def passing(candidates: tuple[Group, ...], env: Env) -> list[tuple[Group, list[O
     return kept
 
 
-def keep_market_and_size(env: Env) -> OfferKeep | None:
-    """`keep_spot` then `keep_hardware_size` in one pass over each group's offers (their field
-    mappings, read at grouping); None when the job takes either market (no spot step to fuse)."""
-    if env.spot_never:
-        want = False
-    elif env.spot_required:
-        want = True
-    else:
-        return None
+_AFTER_SIZE = tuple(of for of in KEEP_ORDER if of is not filter_spot and of is not filter_hardware_size)
+
+
+def keep_market_and_size(env: Env, parts: bool = True) -> OfferKeep:
+    """`keep_spot` then `keep_hardware_size` in one pass. With `parts`, a group's whole offers
+    get the part of the job's market (`Group.part`), kept whole when its smallest sizes fit
+    the job, else tested offer by offer; any other list is tested offer by offer."""
+    spot = False if env.spot_never else True if env.spot_required else None
+    if not parts:
+        return keep_hardware_size(env) if spot is None else _keep_market_and_size(env, spot)
+    count, cpus, mem, policy = env.count, env.cpus, env.memory_gb, env.policy
+    plain = _keep_market_and_size(env, spot)
+
+    def keep(pairs: Kept) -> Kept:
+        out: Kept = []
+        for g, offers in pairs:
+            if offers is not g.offers:
+                out += plain([(g, offers)])
+                continue
+            part = g.part(spot, policy)
+            if part.fits(count, cpus, mem):
+                if part:
+                    out.append((g, part))
+                continue
+            picked = [
+                i
+                for i, d in enumerate(part.fields)
+                if not (
+                    d["count"] < count
+                    or ((c := d["cpus"]) and c < cpus)
+                    or ((m := d["memory_gb"]) and m < mem)
+                )
+            ]
+            if picked:
+                out.append((g, part.subset(picked)))
+        return out
+
+    return keep
+
+
+def _keep_market_and_size(env: Env, spot: bool | None) -> OfferKeep:
+    """The market and size tests on each offer's field mapping (`spot` None: either market)."""
     count, cpus, mem = env.count, env.cpus, env.memory_gb
     return lambda pairs: [
         (g, kept)
@@ -141,7 +171,7 @@ def keep_market_and_size(env: Env) -> OfferKeep | None:
             kept := [
                 o
                 for o, d in zip(offers, g.field_maps(offers), strict=True)
-                if d["spot"] is want
+                if (spot is None or d["spot"] is spot)
                 and not (
                     d["count"] < count
                     or ((c := d["cpus"]) and c < cpus)

@@ -41,6 +41,7 @@ class PreparedOffers(Sequence[Offer]):
         "_candidates",
         "_positions",
         "_weight",
+        "decided",
         "decisions",
         "groups",
         "offers",
@@ -63,6 +64,8 @@ class PreparedOffers(Sequence[Offer]):
         self._candidates: dict[tuple[bool, frozenset[str]], tuple[Group, ...]] = {}
         self._positions: dict[int, int] | None = None
         self._weight: dict[int, int] = {}
+        self.decided = 0
+        """Decisions made on this snapshot (`place()` counts them; not a memo)."""
         self.shapes: dict[Hashable, Any] = {}
         """Memo of `place()`: job shape -> groups and offers passing every filter."""
         self.decisions: dict[Hashable, Any] = {}
@@ -117,7 +120,8 @@ class PreparedOffers(Sequence[Offer]):
         self._weight[id(memo)] = held
 
     def clear(self) -> None:
-        """Forget the memoized decisions (the grouping and the index stay)."""
+        """Forget every memo a job filled (the grouping, the index and the groups' parts stay)."""
+        self._candidates.clear()
         self.shapes.clear()
         self.decisions.clear()
         self._weight.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from broker.model import Offer
 from broker.placement._env import Env, Group
 from broker.placement._filter import Kept, OfferKeep, OfferRejections, per_group
+from broker.placement.parts import Part
 from broker.placement.types import Reason
 
 CAP = "job.max_price"
@@ -51,7 +52,10 @@ def keep_price_cap(env: Env) -> OfferKeep:
 
     def known(pairs: Kept) -> Kept:
         """No cap: only an offer in a currency without a rate is rejected (checked once per currency)."""
-        if all(rate(c or cur) is not None for c in {o.currency for _, offers in pairs for o in offers}):
+        currencies = {o.currency for _, offers in pairs if type(offers) is not Part for o in offers}.union(
+            *(offers.currencies for _, offers in pairs if type(offers) is Part)
+        )
+        if all(rate(c or cur) is not None for c in currencies):
             return pairs
         return [
             (g, kept)

@@ -217,6 +217,6 @@ def keep_offer_rules(env: Env) -> OfferKeep | None:
                 ok = local[ofp] = not denied and (allowed or group_allowed or not default_deny)
             if ok:
                 kept.append(o)
-        return kept
+        return offers if len(kept) == len(offers) else kept  # all kept: the same list (a part stays one)
 
     return lambda pairs: [(g, kept) for g, offers in pairs if (kept := keep_group(g, offers))]

@@ -1,4 +1,4 @@
-"""`bench/placement.py --json` reports cold, warm-rules and repeated figures side by side with
+"""`bench/placement.py --json` reports cold, cold-regroup, warm-rules and repeated figures side by side with
 CPU time and the machine's load average (issue 15, "Cold decisions"); a small run of it."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def test_bench_json_has_every_mode_with_wall_and_cpu_quantiles_and_the_load() ->
     assert [r["offers"] for r in report["results"]] == [452, 1000]  # the README's sizes
     for row in report["results"]:
         assert row["rules"] == 20
-        for mode in ("cold", "warm_rules", "repeated"):
+        for mode in ("cold", "cold_regroup", "warm_rules", "repeated"):
             figures = row[mode]
             assert 0 < figures["p50_ms"] <= figures["p99_ms"]
             assert 0 <= figures["cpu_p50_ms"] <= figures["cpu_p99_ms"]

@@ -96,27 +96,29 @@ def _ids(pairs: list[tuple[Group, list[Offer]]]) -> list[tuple[int, list[int]]]:
     return [(id(g), [id(o) for o in kept]) for g, kept in pairs]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     rows=offer_rows,
     count=st.integers(min_value=0, max_value=8),
     cpus=st.sampled_from([0, 1, 8, 96]),
     memory=st.sampled_from([0, 7.5, 8, 512]),
     spot=st.sampled_from(["never", "required", "allowed"]),
+    every=st.integers(min_value=1, max_value=3),
+    parts=st.booleans(),
 )
 def test_the_market_and_size_pass_keeps_what_the_spot_then_size_filters_keep(
-    policy: Policy, rows: list[Row], count: int, cpus: int, memory: float, spot: str
+    policy: Policy, rows: list[Row], count: int, cpus: int, memory: float, spot: str, every: int, parts: bool
 ) -> None:
+    """Whole groups (with `parts`, their market part kept whole when its smallest sizes fit,
+    else offer by offer), any other list of a group's offers (offer by offer), twice."""
     env = Env(_job(count, cpus, memory, spot), TenantId("pku-nlp"), policy, PlacementContext())
     groups = group_offers(_offers(rows), policy)
-    fused = keep_market_and_size(env)
-    if spot == "allowed":  # no market step: nothing to fuse, the size twin runs alone
-        assert fused is None
-        return
-    assert fused is not None
-    want = []
-    for g in groups:
-        market = filter_spot(g, g.offers, env)[0]
-        if market and (kept := filter_hardware_size(g, market, env)[0]):
-            want.append((g, kept))
-    assert _ids(fused([(g, g.offers) for g in groups])) == _ids(want)
+    fused = keep_market_and_size(env, parts)
+    for given_ in ([(g, g.offers) for g in groups], [(g, g.offers[::every]) for g in groups]):
+        want = []
+        for g, offers in given_:
+            market = filter_spot(g, offers, env)[0]
+            if market and (kept := filter_hardware_size(g, market, env)[0]):
+                want.append((g, kept))
+        assert _ids(fused(given_)) == _ids(want)
+        assert _ids(fused(given_)) == _ids(want)  # the groups' parts kept from the first call

@@ -1,0 +1,102 @@
+"""A group's market parts (issue 15, "Cold decisions, not only cached ones"): the per-offer
+values kept with the snapshot are the ones the scorers compute from each offer, and the
+market-and-size pass keeps what the filters keep, whichever job came first.
+
+The parts are built on first use and kept with the catalog's snapshot, so a later job with
+another market, size or runtime reads values a former job's decision built: these tests run
+several jobs over one grouping and compare each with the plain filters and scorers.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from broker.model import JobSpec, Offer, TenantId
+from broker.placement import PlacementContext
+from broker.placement._env import Env, group_offers
+from broker.placement.hardware import filter_hardware_size
+from broker.placement.pipeline import keep_market_and_size
+from broker.placement.price_cap import filter_price_cap, keep_price_cap
+from broker.placement.scored import PerHour, score_all, score_columns
+from broker.placement.spot import filter_spot
+from broker.policy import Policy
+
+rows = st.lists(
+    st.tuples(
+        st.sampled_from(["aliyun-beijing", "aws-us-east-1"]),
+        st.sampled_from(["A800", "H100", None]),
+        st.integers(min_value=0, max_value=8),
+        st.sampled_from([0.0, 1.0, 8.0, 96.0, float("nan")]),
+        st.booleans(),
+        st.sampled_from([0.37, 2.5, 31.2, 0.1]),
+        st.sampled_from(["USD", "CNY", "", "XTS"]),  # XTS: no rate in the policy
+        st.sampled_from([0.0, 60.0, 600.0, 1e-3]),
+    ),
+    min_size=1,
+    max_size=30,
+)
+job_shapes = st.tuples(
+    st.integers(min_value=0, max_value=8),
+    st.sampled_from([0, 1, 8]),
+    st.sampled_from(["never", "required", "allowed"]),
+    st.sampled_from([1, 6, 30]),
+)
+
+
+def _offers(drawn: list[tuple[str, str | None, int, float, bool, float, str, float]]) -> list[Offer]:
+    return [
+        Offer.model_construct(
+            site=site,
+            instance_type=f"it-{i}",
+            accelerator=acc,
+            count=count,
+            price_per_hour=price,
+            currency=currency,
+            cpus=cpus,
+            memory_gb=0.0,
+            spot=spot,
+            expected_wait_s=wait,
+        )
+        for i, (site, acc, count, cpus, spot, price, currency, wait) in enumerate(drawn)
+    ]
+
+
+def _job(count: int, cpus: int, spot: str, hours: int) -> JobSpec:
+    return JobSpec.model_validate(
+        {
+            "name": "p",
+            "command": ["run"],
+            "runtime_estimate": f"{hours}h",
+            "spot": spot,
+            "resources": {"accelerators": {"count": count}, **({"cpus": cpus} if cpus else {})},
+        }
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(drawn=rows, jobs=st.lists(job_shapes, min_size=1, max_size=4))
+def test_parts_kept_across_jobs_filter_and_score_like_the_filters_and_scorers(
+    policy: Policy,
+    drawn: list[tuple[str, str | None, int, float, bool, float, str, float]],
+    jobs: list[tuple[int, int, str, int]],
+) -> None:
+    groups = group_offers(_offers(drawn), policy)  # one grouping: its parts serve every job
+    for shape in jobs:
+        env = Env(_job(*shape), TenantId("pku-nlp"), policy, PlacementContext())
+        got = keep_market_and_size(env, parts=True)([(g, g.offers) for g in groups if g.offers])
+        got = keep_price_cap(env)(got)
+        want = []
+        for g in groups:
+            kept = filter_spot(g, g.offers, env)[0]
+            kept = filter_hardware_size(g, kept, env)[0] if kept else kept
+            kept = filter_price_cap(g, kept, env)[0] if kept else kept
+            if kept:
+                want.append((g, kept))
+        assert [(id(g), [id(o) for o in kept]) for g, kept in got] == [
+            (id(g), [id(o) for o in kept]) for g, kept in want
+        ]
+        want_offers, want_columns = score_all(want, env)
+        got_offers, got_columns = score_columns(PerHour(got, policy), env)
+        assert [id(o) for o in got_offers] == [id(o) for o in want_offers]
+        assert got_columns == want_columns  # exact floats: the same operations in the same order
