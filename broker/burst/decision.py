@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from broker.burst.cloud import CloudPick, best_cloud, onprem_offers
@@ -60,6 +60,8 @@ class _View:
     expl: Explanation
     remaining: float
     facts: DecisionFacts
+    known: dict[int, tuple[float, float]] = field(default_factory=dict)
+    """id(scored offer) -> its (wait, score): the inputs hold still within one decision."""
 
     def done(
         self,
@@ -90,18 +92,26 @@ class _View:
         return free is None or free >= need
 
     def wait(self, s: ScoredOffer) -> float:
-        part = s.offer.partition
-        got = self.inputs.projected_wait.get(part)
-        if got is not None:
-            return min(got, NEVER_S)  # "never" (inf) stays a number that rounds and compares
-        cap = self.inputs.onprem_capacity.get(part)
-        base = s.offer.expected_wait_s if cap is None else cap[1]
-        raw = base + self.inputs.onprem_adjust.get(part, (0, 0.0))[1]
-        return raw * self.policy.burst.wait_estimate_factor
+        got = self.known.get(id(s))
+        return (got or self._know(s))[0]
 
     def score(self, s: ScoredOffer) -> float:
+        got = self.known.get(id(s))
+        return (got or self._know(s))[1]
+
+    def _know(self, s: ScoredOffer) -> tuple[float, float]:
+        part = s.offer.partition
+        wait = self.inputs.projected_wait.get(part)
+        if wait is not None:
+            wait = min(wait, NEVER_S)  # "never" (inf) stays a number that rounds and compares
+        else:
+            cap = self.inputs.onprem_capacity.get(part)
+            base = s.offer.expected_wait_s if cap is None else cap[1]
+            raw = base + self.inputs.onprem_adjust.get(part, (0, 0.0))[1]
+            wait = raw * self.policy.burst.wait_estimate_factor
         per_wait_s = self.policy.objective.wait_hour_cost / 3600
-        return s.score + (self.wait(s) - s.offer.expected_wait_s) * per_wait_s
+        got = self.known[id(s)] = (wait, s.score + (wait - s.offer.expected_wait_s) * per_wait_s)
+        return got
 
     def cloud(self) -> CloudPick | list[str]:
         return best_cloud(

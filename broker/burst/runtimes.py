@@ -47,7 +47,7 @@ def _from_ratios(ratios: list[float], logs: list[float]) -> float:
     if not ratios:
         return 1.0
     mid = statistics.median(logs)
-    spread = _MAD_TO_SD * statistics.median(abs(x - mid) for x in logs)
+    spread = _MAD_TO_SD * statistics.median([abs(x - mid) for x in logs])
     return min(HIGH, max(LOW, statistics.median(ratios) * math.exp(SPREAD_Z * spread)))
 
 

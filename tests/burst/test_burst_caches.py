@@ -132,3 +132,39 @@ def test_the_learned_ratio_from_a_window_kept_sorted_equals_the_ratio_of_the_win
             seen.add(learner.ratio(tenant))
     assert learner._kept["c"] is None and learner._kept["a"] and learner._kept["b"]
     assert len(seen - {LOW, HIGH, 1.0}) > 100  # medians and spreads vary, not only the clamps
+
+
+def test_a_views_waits_and_scores_kept_per_offer_equal_the_plain_formulas() -> None:
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    offers = prepare_offers(static_offers(policy), policy)
+    home = onprem_sites(policy)
+    factor, per_s = policy.burst.wait_estimate_factor, policy.objective.wait_hour_cost / 3600
+    rng = random.Random(8)
+    seen = 0
+    for spec, tenant in _specs(policy, 60):
+        expl = place(spec, tenant, offers, policy, PlacementContext(now=EPOCH))
+        mine = [s for s in expl.unranked if s.offer.site in home]
+        parts = sorted({s.offer.partition for s in mine})
+        projected = {p: rng.choice([0.0, 90.0, float("inf")]) for p in parts if rng.random() < 0.5}
+        capacity = {p: (rng.randint(0, 8), rng.uniform(0, 900)) for p in parts if rng.random() < 0.5}
+        adjust = {p: (1, rng.uniform(0, 60)) for p in parts if rng.random() < 0.5}
+        inputs = BurstInputs(
+            now=EPOCH,
+            queued_since=EPOCH,
+            projected_wait=projected,
+            onprem_capacity=capacity,
+            onprem_adjust=adjust,
+        )
+        facts = DecisionFacts(waited_s=0, max_wait_s=600, remaining_wait_s=600, currency=policy.currency)
+        v = _View(spec, tenant, policy, inputs, expl, 600.0, facts)
+        for s in [*mine, *mine[::-1], *expl.unranked[:5]]:
+            part = s.offer.partition
+            if part in projected:
+                wait = min(projected[part], 1e9)
+            else:
+                base = capacity[part][1] if part in capacity else s.offer.expected_wait_s
+                wait = (base + adjust.get(part, (0, 0.0))[1]) * factor
+            assert v.wait(s) == wait
+            assert v.score(s) == s.score + (wait - s.offer.expected_wait_s) * per_s
+            seen += 1
+    assert seen > 100
