@@ -66,6 +66,9 @@ class ProjectedQueues:
         self.waiting: dict[str, dict[int, Entry]] = {k: {} for k in parts}
         self.where: dict[int, str] = {}
         self._sorted: dict[str, list[Entry] | None] = dict.fromkeys(parts)
+        self._pairs: dict[str, list[tuple[int, float]]] = {}
+        """Per partition, the (units, runtime) of each entry of its kept line, at the same positions
+        (the jobs ahead of a key are a slice of it, not a tuple built per entry per projection)."""
         self._per_tenant: Counter[str] = Counter()
         """Waiting jobs per tenant, kept by add/remove: fair-share ratios are read per decision."""
 
@@ -79,7 +82,9 @@ class ProjectedQueues:
         self.where[job] = part
         line = self._sorted[part]
         if line is not None:  # kept in order as jobs come and go (keys are unique: they end in the job id)
-            bisect.insort(line, entry)
+            i = bisect.bisect_right(line, entry)
+            line.insert(i, entry)
+            self._pairs[part].insert(i, (units, runtime_s))
         self._per_tenant[tenant] += 1
 
     def remove(self, job: int) -> None:
@@ -89,12 +94,14 @@ class ProjectedQueues:
             self._per_tenant[entry[3]] -= 1
             line = self._sorted[part]
             if line is not None:
-                del line[bisect.bisect_left(line, entry)]
+                i = bisect.bisect_left(line, entry)
+                del line[i], self._pairs[part][i]
 
     def _ordered(self, part: str) -> list[Entry]:
         got = self._sorted[part]
         if got is None:
             got = self._sorted[part] = sorted(self.waiting[part].values())
+            self._pairs[part] = [(u, r) for _, u, r, _ in got]
         return got
 
     def project_job(self, job: SimJob, now_s: float, ratios: Mapping[str, float]) -> dict[str, float]:
@@ -129,7 +136,7 @@ class ProjectedQueues:
                 continue
             queue = self._ordered(name)
             n = bisect.bisect_left(queue, (key,))
-            ahead = [(u, r) for _, u, r, _ in queue[:n]]
+            ahead = self._pairs[name][:n]
             if first:
                 ahead += [(u, r) for _, u, r, t in queue[n:] if t in first]
             ends = self.running.ends(name)

@@ -165,6 +165,7 @@ def test_a_partitions_line_kept_in_order_as_jobs_come_and_go_equals_a_fresh_sort
             first = frozenset(rng.sample("abc", rng.randint(0, 2)))
             for part in parts:
                 assert queues._ordered(part) == sorted(queues.waiting[part].values())
+                assert queues._pairs[part] == [(u, r) for _, u, r, _ in queues._ordered(part)]
             units = rng.randint(1, 8)
             got = queues.project(probe, units, 0.0, 1e9, accelerated=True, first=first)
             assert got == fresh.project(probe, units, 0.0, 1e9, accelerated=True, first=first)
