@@ -20,6 +20,7 @@ from typing import Any
 import cel
 
 from broker.compliance.celenv import Path, lookup
+from broker.compliance.classes import ValueClasses
 from broker.compliance.native import compile_native
 from broker.compliance.plan import Live, Outcome, Plan, live_rule, run_native
 from broker.compliance.values import at, execute, freeze
@@ -107,6 +108,7 @@ class RuleSet:
         self.group_rules = tuple(r for r in rules if not r.uses_offer)
         self.offer_rules = tuple(r for r in rules if r.uses_offer)
         self.natives = tuple(compile_native(r.source) for r in rules)
+        self.classes = ValueClasses(rules)  # compiled with the rules: `clear()` keeps them
         self.job_paths = tuple(sorted({p for r in rules for p in r.paths if p[0] == "job"}))
         self.offer_paths = tuple(sorted({p for r in self.offer_rules for p in r.paths if p[0] == "offer"}))
         self._memo: dict[tuple[Any, ...], Verdict] = {}
@@ -339,6 +341,7 @@ class RuleSet:
                     live, rules[live.index], plan, values, s, hw, False
                 ),
                 lambda live, values: run_native(live.native, values) or self._cel(rules[live.index], values),
+                self.classes,
             )
         return folds
 

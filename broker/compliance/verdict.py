@@ -13,10 +13,11 @@ uses, so the reasons an explanation shows later come from the same outcomes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
+from broker.compliance.classes import ValueClasses
 from broker.compliance.plan import MATCHED, UNDECIDED, UNMATCHED, Live, Outcome, Plan, without
 
 
@@ -65,6 +66,8 @@ class Folds:
         "_denied",
         "_per_hw",
         "_per_site",
+        "_shared",
+        "classes",
         "offer_outcome",
         "outcome",
         "plan",
@@ -72,12 +75,22 @@ class Folds:
     )
 
     def __init__(
-        self, plan: Plan, rules: tuple[Scoped, ...], outcome: OutcomeOf, offer_outcome: OfferOutcomeOf
+        self,
+        plan: Plan,
+        rules: tuple[Scoped, ...],
+        outcome: OutcomeOf,
+        offer_outcome: OfferOutcomeOf,
+        classes: ValueClasses,
     ) -> None:
         self.plan = plan
         self.rules = rules
         self.outcome = outcome
         self.offer_outcome = offer_outcome
+        self.classes = classes
+        self._shared: dict[tuple[int, int, Hashable], Outcome] = {}
+        """(kind, rule, class of the site or accelerator) -> a native outcome: the sites (or
+        accelerators) giving a rule the same inputs share one evaluation (`ValueClasses`);
+        kind 0: the rule whole, 1: with the hardware unbound, 2: with the site unbound."""
         self._by_offer: dict[tuple[Any, ...], Outcome] = {}
         self._denied = self._allowed = False
         per_site: list[Live] = []
@@ -180,9 +193,14 @@ class Folds:
                 continue  # not this site's rule: it decides nothing here
             early = UNDECIDED
             if live.native is not None and live.by_site and live.by_hardware:
-                if unbound is None:
-                    unbound = without(values, "hardware")
-                early = plan.site_early(live, live.native, values, site, unbound)
+                shared = (1, live.index, self.classes.of(live.index, "site", site, values["site"]))
+                found = self._shared.get(shared)
+                if found is not None:
+                    early = found
+                else:
+                    if unbound is None:
+                        unbound = without(values, "hardware")
+                    early = self._shared[shared] = plan.site_early(live, live.native, values, site, unbound)
             if early is UNDECIDED:
                 left.append(live.index)
             else:
@@ -203,9 +221,16 @@ class Folds:
                 and live.by_hardware
                 and rules[live.index].sites is None
             ):
-                if unbound is None:
-                    unbound = without(values, "site")
-                early = plan.early(live, live.native, values, hardware, unbound)
+                hw_class = self.classes.of(live.index, "hardware", hardware, values["hardware"])
+                found = self._shared.get((2, live.index, hw_class))
+                if found is not None:
+                    early = found
+                else:
+                    if unbound is None:
+                        unbound = without(values, "site")
+                    early = self._shared[(2, live.index, hw_class)] = plan.early(
+                        live, live.native, values, hardware, unbound
+                    )
             if early is UNDECIDED:
                 left.append(live.index)
             else:
@@ -228,10 +253,17 @@ class Folds:
                 result = memo.get(key)
                 if result is None:
                     native = live.native
-                    if native is not None and not (live.by_site and live.by_hardware):
-                        # what `outcome` does first for such a rule, without its three calls
-                        hit = native.side(values)
-                        result = MATCHED if hit is True else UNMATCHED if hit is False else None
+                    if native is not None and live.by_site is not live.by_hardware:
+                        # what `outcome` does first for such a rule, without its three calls,
+                        # once per class of the site (or the accelerator) the rule reads
+                        root, name = ("site", site) if live.by_site else ("hardware", hardware)
+                        shared = (0, live.index, self.classes.of(live.index, root, name, values[root]))
+                        result = self._shared.get(shared)
+                        if result is None:
+                            hit = native.side(values)
+                            result = MATCHED if hit is True else UNMATCHED if hit is False else None
+                            if result is not None:
+                                self._shared[shared] = result
                     if result is None:
                         result = self.outcome(live, values, site, hardware)
                     memo[key] = result
