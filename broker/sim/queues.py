@@ -10,6 +10,7 @@ whatever their deadlines), so an over-share tenant's projection is not optimisti
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections import Counter
 from collections.abc import Callable, Mapping
 
@@ -69,6 +70,8 @@ class ProjectedQueues:
         self._pairs: dict[str, list[tuple[int, float]]] = {}
         """Per partition, the (units, runtime) of each entry of its kept line, at the same positions
         (the jobs ahead of a key are a slice of it, not a tuple built per entry per projection)."""
+        self._by_tenant: dict[str, dict[str, list[Entry]] | None] = dict.fromkeys(parts)
+        """Per partition (once read), each tenant's part of the line, kept in order likewise."""
         self._per_tenant: Counter[str] = Counter()
         """Waiting jobs per tenant, kept by add/remove: fair-share ratios are read per decision."""
 
@@ -85,6 +88,9 @@ class ProjectedQueues:
             i = bisect.bisect_right(line, entry)
             line.insert(i, entry)
             self._pairs[part].insert(i, (units, runtime_s))
+        lines = self._by_tenant[part]
+        if lines is not None:
+            bisect.insort(lines.setdefault(tenant, []), entry)
         self._per_tenant[tenant] += 1
 
     def remove(self, job: int) -> None:
@@ -96,6 +102,10 @@ class ProjectedQueues:
             if line is not None:
                 i = bisect.bisect_left(line, entry)
                 del line[i], self._pairs[part][i]
+            lines = self._by_tenant[part]
+            if lines is not None:
+                mine = lines[entry[3]]
+                del mine[bisect.bisect_left(mine, entry)]
 
     def _ordered(self, part: str) -> list[Entry]:
         got = self._sorted[part]
@@ -138,7 +148,7 @@ class ProjectedQueues:
             n = bisect.bisect_left(queue, (key,))
             ahead = self._pairs[name][:n]
             if first:
-                ahead += [(u, r) for _, u, r, t in queue[n:] if t in first]
+                ahead += self._behind(name, key, first)
             ends = self.running.ends(name)
             held = self.running.units(name)
             # Busy units no known running job holds (none expected) count as freeing now.
@@ -160,6 +170,22 @@ class ProjectedQueues:
             )
             out[name] = min(wait, NEVER_S)
         return out
+
+
+    def _behind(self, part: str, key: Key, first: frozenset[str]) -> list[tuple[int, float]]:
+        """(units, runtime) of the jobs of `first`'s tenants keyed after `key`, in line order: each
+        tenant's own line from `key` on, merged (keys are unique), not the whole line's tail filtered."""
+        lines = self._by_tenant[part]
+        if lines is None:
+            lines = self._by_tenant[part] = {}
+            for entry in self._ordered(part):
+                lines.setdefault(entry[3], []).append(entry)
+        tails = [line[bisect.bisect_left(line, (key,)) :] for t in first if (line := lines.get(t))]
+        tails = [tail for tail in tails if tail]
+        if not tails:
+            return []
+        merged = tails[0] if len(tails) == 1 else heapq.merge(*tails)
+        return [(u, r) for _, u, r, _ in merged]
 
 
 class FairRatios:

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from broker.burst import TenantMoney, is_onprem
+from broker.burst import TenantMoney
 from broker.burst.claims import LateClaims, claim_premium
+from broker.burst.cloud import onprem_offers
+from broker.burst.inputs import onprem_sites
 from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.spot import provisioning_p95_h
 from broker.burst.step import build_inputs, decide_in_pass
@@ -80,7 +82,7 @@ class PolicyStrategy:
         expl = decision.explanation
         if expl is None:
             return ()
-        keys = {partition_key(s.offer) for s in expl.unranked if is_onprem(self.policy, s.offer.site)}
+        keys = {partition_key(s.offer) for s in onprem_offers(expl.unranked, onprem_sites(self.policy))}
         return tuple(sorted(keys))
 
     def timer(self, job: SimJob, decision: Decision, now_s: float, backoff_s: float) -> float | None:

@@ -4,6 +4,7 @@ start and end instead of recomputed (same floats, not timings)."""
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import random
@@ -166,6 +167,11 @@ def test_a_partitions_line_kept_in_order_as_jobs_come_and_go_equals_a_fresh_sort
             for part in parts:
                 assert queues._ordered(part) == sorted(queues.waiting[part].values())
                 assert queues._pairs[part] == [(u, r) for _, u, r, _ in queues._ordered(part)]
+                for tenant, line in (queues._by_tenant[part] or {}).items():
+                    assert line == [e for e in queues._ordered(part) if e[3] == tenant]
+                line = queues._ordered(part)  # the jobs of the tenants let first, keyed after the probe
+                tail = line[bisect.bisect_left(line, (probe,)) :]
+                assert queues._behind(part, probe, first) == [(u, r) for _, u, r, t in tail if t in first]
             units = rng.randint(1, 8)
             got = queues.project(probe, units, 0.0, 1e9, accelerated=True, first=first)
             assert got == fresh.project(probe, units, 0.0, 1e9, accelerated=True, first=first)
