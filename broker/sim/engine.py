@@ -63,8 +63,7 @@ class Engine:
         self.parts: dict[str, Partition] = onprem_partitions(policy, scenario.onprem_gpus)
         self.clouds = Clouds(policy, scenario, horizon)
         self.book = OfferBook(policy, self.parts, self.clouds.mean_provisioning_s(), prices)
-        self.ledger = Ledger(policy)
-        self.t = 0.0
+        self.ledger, self.t = Ledger(policy), 0.0
         self.blocklist = Blocklist(clock=lambda: self.t)
         ttl = policy.burst.blocklist_ttl
         self.failover = FailoverPolicy(
@@ -84,6 +83,7 @@ class Engine:
         self.fair_ratios = FairRatios(self.projected, self.fair_capacity)
         if policy.burst.wait_model == "projected" and hasattr(strategy, "projector"):
             strategy.projector = self._project
+        self.projected.running.learns = hasattr(strategy, "projector")  # only the policy reads ratios
         self.events: list[tuple[float, int, int, int, int]] = []
         self.seq = self.queued = self.decisions = 0
         self.causes: dict[str, int] = {}

@@ -31,6 +31,8 @@ class RunningEnds:
 
     def __init__(self, parts: Iterable[str], learner: RatioLearner | None = None) -> None:
         self.learner = learner or RatioLearner()
+        self.learns = True
+        """Whether finished jobs feed the learner (a baseline reads no projection: its runs need not)."""
         self.running: dict[str, dict[int, Running]] = {k: {} for k in parts}
         self._ends: dict[str, _Ends] = {}
         """Per partition, the expected ends under one learner version, kept as runs start and end."""
@@ -65,7 +67,8 @@ class RunningEnds:
 
     def learn(self, job: SimJob) -> None:
         """The job ran to completion: its actual/estimate ratio feeds its tenant's learner."""
-        self.learner.observe(job.tenant, estimate_of(job), job.runtime_s)
+        if self.learns:
+            self.learner.observe(job.tenant, estimate_of(job), job.runtime_s)
 
     def ends(self, part: str) -> list[tuple[float, int]]:
         """(expected end, units) of the partition's running jobs, soonest first (an end in the

@@ -177,3 +177,34 @@ def test_a_partitions_line_kept_in_order_as_jobs_come_and_go_equals_a_fresh_sort
             assert got == fresh.project(probe, units, 0.0, 1e9, accelerated=True, first=first)
             checked += 1
     assert checked > 500
+
+
+def test_baselines_decide_the_same_without_learning_runtime_ratios() -> None:
+    """A baseline reads no projection, so its engine skips the learner; the policy's keeps it."""
+    from pathlib import Path
+
+    from broker.policy import load_policy
+    from broker.sim.baselines import BASELINES, Baseline
+    from broker.sim.engine import Engine
+    from broker.sim.jobs import all_facts, build_jobs
+    from broker.sim.scenario import load_scenario
+    from broker.sim.strategies import PolicyStrategy
+    from broker.sim.traces import read_trace
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    policy = load_policy(configs / "policy-sim.yaml")
+    scenario = load_scenario(configs / "scenarios/alibaba-peak-estimates.yaml")  # estimates err: ratios != 1
+    trace_file = configs / "traces/alibaba-gpu-v2023-openb-pods.csv.gz"
+    trace, _ = read_trace(trace_file, max_runtime_s=scenario.max_runtime_s)
+    jobs = build_jobs(trace[::20][:300], policy, scenario)
+    facts = all_facts(jobs, policy)
+    for name in BASELINES:
+        plain = Engine(policy, jobs, scenario, Baseline(name, policy, facts))  # type: ignore[arg-type]
+        plain.projected.running.learns = True
+        skipping = Engine(policy, jobs, scenario, Baseline(name, policy, facts))  # type: ignore[arg-type]
+        assert not skipping.projected.running.learns
+        want, got = plain.run(), skipping.run()
+        assert want.runtime_ratios and not got.runtime_ratios
+        assert got.records == want.records and got.decisions == want.decisions
+    policy_run = Engine(policy, jobs, scenario, PolicyStrategy(policy)).run()
+    assert any(r != 1.0 for r in policy_run.runtime_ratios.values())
