@@ -43,7 +43,8 @@ class Baseline:
         self._listed: tuple[Sequence[Offer] | None, list[Offer]] = (None, [])
         self._onprem_sites = frozenset(site.id for site in policy.sites if site.partitions)
         self._split: dict[int, tuple[Sequence[Offer], list[Offer], Sequence[Offer]]] = {}
-        self._verdicts: tuple[frozenset[str], dict[str, bool]] = (frozenset(), {})
+        self._verdicts: dict[frozenset[str], dict[str, bool]] = {}
+        """Per set of blocks, each cloud offer key's verdict (see `_usable`)."""
 
     def _lists(self, job: SimJob) -> tuple[Sequence[Offer], list[Offer], Sequence[Offer]]:
         """(on-prem in placement order, cloud by cost, everything by cost) for one job, cached."""
@@ -73,23 +74,25 @@ class Baseline:
         """Cloud offers still allowed under the pass's failover blocks (placement decides).
 
         The offers passed static placement for this job already, so a block is the only new
-        reason to refuse one: placement's verdict on each offer is kept per set of blocks. It is
-        asked about the job's shape (`shape_spec`) over the pass's whole catalog, so its memo
-        answers every job of that shape while the blocks stay the same."""
+        reason to refuse one: placement's verdict on each offer is kept per set of blocks, for
+        every offer of the job asking (the verdicts of all sets seen are kept: blocks come and
+        go). It is asked about the job's shape (`shape_spec`) over the pass's whole catalog,
+        so its memo answers every job of that shape while the blocks stay the same."""
         if not snap.blocked or not offers:
             return offers
-        if self._verdicts[0] != snap.blocked:
-            self._verdicts = (snap.blocked, {})
-        verdicts = self._verdicts[1]
-        ctx = PlacementContext(now=snap.now, blocked=snap.blocked)
-        spec = shape_of(job, self.policy) or job.spec
+        verdicts = self._verdicts.get(snap.blocked)
+        if verdicts is None:
+            if len(self._verdicts) >= 4096:
+                self._verdicts.clear()
+            verdicts = self._verdicts[snap.blocked] = {}
         out: list[Offer] = []
         for i in range(0, len(offers), 8):
             chunk = offers[i : i + 8]
-            unknown = [o for o in chunk if o.key not in verdicts]
-            if unknown:
+            if any(o.key not in verdicts for o in chunk):
+                ctx = PlacementContext(now=snap.now, blocked=snap.blocked)
+                spec = shape_of(job, self.policy) or job.spec
                 keep = {s.offer.key for s in place(spec, job.tenant, snap.offers, self.policy, ctx).unranked}
-                verdicts.update((o.key, o.key in keep) for o in unknown)
+                verdicts.update((o.key, o.key in keep) for o in offers if o.key not in verdicts)
             out.extend(o for o in chunk if verdicts[o.key])
             if out:
                 break
@@ -155,14 +158,15 @@ class Baseline:
     def _cheapest(
         self, job: SimJob, snap: PassSnapshot, money: TenantMoney, ranked: Sequence[Offer]
     ) -> Decision:
-        usable = {o.key for o in self._usable(job, snap, self._lists(job)[1])}
+        # Without blocks every cloud offer of the job is usable: no keys to compare.
+        usable = {o.key for o in self._usable(job, snap, self._lists(job)[1])} if snap.blocked else None
         for o in ranked:
             if o.site in self._onprem_sites:
                 if self._free_now(snap, partition_key(o)) >= job.demand:
                     snap.claim(o, job.spec)
                     return Decision(Action.RUN, o, ("cheapest available offer (on-prem)",))
                 continue
-            if o.key not in usable or self._route_refused(o, snap):
+            if (usable is not None and o.key not in usable) or self._route_refused(o, snap):
                 continue
             burst = self._burst_if_paid(job, o, money, "cheapest available offer")
             if burst is not None:

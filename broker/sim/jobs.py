@@ -58,8 +58,14 @@ class SimJob:
         return EPOCH + timedelta(seconds=self.arrival_s)
 
 
-def build_jobs(trace: Sequence[TraceJob], policy: Policy, scenario: Scenario) -> list[SimJob]:
-    """Compress time by `scenario.time_scale`, draw tenants (seeded), build and validate specs."""
+def build_jobs(
+    trace: Sequence[TraceJob], policy: Policy, scenario: Scenario, *, copy_shapes: bool = True
+) -> list[SimJob]:
+    """Compress time by `scenario.time_scale`, draw tenants (seeded), build and validate specs.
+
+    With `copy_shapes`, a job of a shape already built is that job's spec with its own name and
+    runtime estimate (both checked as validation would): the same specs, without validating
+    every job again (tests/sim/test_sim_caches_jobs.py pins it against `copy_shapes=False`)."""
     rng = random.Random(f"{scenario.seed}:tenants")
     known = [t.id for t in policy.tenants] or ["default"]
     weights = {t: w for t, w in scenario.tenants.items() if w > 0} or dict.fromkeys(known, 1.0)
@@ -71,41 +77,61 @@ def build_jobs(trace: Sequence[TraceJob], policy: Policy, scenario: Scenario) ->
         cum.append(total)
     t0 = trace[0].submit_s if trace else 0.0
     jobs: list[SimJob] = []
-    shapes: dict[tuple[object, ...], JobSpec | None] = {}
+    shapes: dict[tuple[object, ...], tuple[JobSpec, JobSpec | None]] = {}  # key -> (a spec, its shape)
     for i, tj in enumerate(trace):
         tenant = tj.tenant or names[min(len(names) - 1, _bisect(cum, rng.random() * total))]
         runtime = min(tj.runtime_s, MAX_RUNTIME_S)
         accel = tj.accelerators if scenario.gpu_spec == "keep" else ()
-        spec = JobSpec(
-            name=f"j-{i}",
-            command=("sim",),
-            runtime_estimate=timedelta(seconds=estimate_s(scenario, tenant, i, runtime, MAX_RUNTIME_S)),
-            resources=Resources(
-                accelerators=AcceleratorRequest(count=tj.count, any_of=accel),
-                cpus=tj.cpus,
-                memory_gb=tj.memory_gb,
-            ),
-            max_wait=None if tj.max_wait_s is None else timedelta(seconds=tj.max_wait_s),
-            priority=Priority(tj.priority),
-            data_residency=Residency(tj.residency),
-            spot=SpotMode.NEVER
+        estimate = timedelta(seconds=estimate_s(scenario, tenant, i, runtime, MAX_RUNTIME_S))
+        spot = (
+            SpotMode.NEVER
             if scenario.no_spot_over_s is not None and runtime > scenario.no_spot_over_s
-            else SpotMode.ALLOWED,
-            checkpoint=None
-            if scenario.checkpoint_interval_s is None or runtime <= scenario.checkpoint_interval_s
-            else Checkpoint(interval=timedelta(seconds=scenario.checkpoint_interval_s)),
+            else SpotMode.ALLOWED
         )
+        every = scenario.checkpoint_interval_s
+        cp = None if every is None or runtime <= every else timedelta(seconds=every)
+        # Every spec field but the name and the runtime comes from these.
+        key: tuple[object, ...] = (tj.count, accel, tj.cpus, tj.memory_gb, tj.max_wait_s, tj.priority)
+        key = (*key, tj.residency, spot, cp)
+        known_shape = shapes.get(key)
+        if copy_shapes and known_shape is not None and _valid_estimate(estimate):
+            spec = known_shape[0].model_copy(update={"name": f"j-{i}", "runtime_estimate": estimate})
+        else:
+            spec = _spec(i, tj, accel, estimate, spot, cp)
+        if known_shape is None:
+            known_shape = shapes[key] = (spec, shape_spec(spec, policy))
         arrival = (tj.submit_s - t0) / scenario.time_scale
         mw = effective_max_wait(spec, tenant, policy).total_seconds()
-        # Every spec field but the name and the runtime comes from these (the spec above).
-        cp = None if spec.checkpoint is None else spec.checkpoint.interval
-        key: tuple[object, ...] = (tj.count, accel, tj.cpus, tj.memory_gb, tj.max_wait_s, tj.priority)
-        key = (*key, tj.residency, spec.spot, cp)
-        if key not in shapes:
-            shapes[key] = shape_spec(spec, policy)
-        job = SimJob(i, f"j-{i}", TenantId(tenant), spec, arrival, runtime, demand(spec), mw, shapes[key])
-        jobs.append(job)
+        jobs.append(
+            SimJob(i, f"j-{i}", TenantId(tenant), spec, arrival, runtime, demand(spec), mw, known_shape[1])
+        )
     return jobs
+
+
+def _spec(
+    i: int, tj: TraceJob, accel: tuple[str, ...], estimate: timedelta, spot: SpotMode, cp: timedelta | None
+) -> JobSpec:
+    """Job `i`'s spec, validated."""
+    return JobSpec(
+        name=f"j-{i}",
+        command=("sim",),
+        runtime_estimate=estimate,
+        resources=Resources(
+            accelerators=AcceleratorRequest(count=tj.count, any_of=accel),
+            cpus=tj.cpus,
+            memory_gb=tj.memory_gb,
+        ),
+        max_wait=None if tj.max_wait_s is None else timedelta(seconds=tj.max_wait_s),
+        priority=Priority(tj.priority),
+        data_residency=Residency(tj.residency),
+        spot=spot,
+        checkpoint=None if cp is None else Checkpoint(interval=cp),
+    )
+
+
+def _valid_estimate(estimate: timedelta) -> bool:
+    """What `JobSpec` accepts as a runtime estimate given as a timedelta (its validators)."""
+    return timedelta(0) < estimate <= timedelta(days=90) and not estimate.microseconds
 
 
 def _bisect(cum: list[float], x: float) -> int:
