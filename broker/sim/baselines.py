@@ -42,18 +42,13 @@ class Baseline:
         self._free: tuple[PassSnapshot | None, dict[str, int]] = (None, {})
         self._listed: tuple[Sequence[Offer] | None, list[Offer]] = (None, [])
         self._onprem_sites = frozenset(site.id for site in policy.sites if site.partitions)
-        self._split: dict[int, tuple[Sequence[Offer], list[Offer], Sequence[Offer]]] = {}
         self._verdicts: dict[frozenset[str], dict[str, bool]] = {}
         """Per set of blocks, each cloud offer key's verdict (see `_usable`)."""
 
-    def _lists(self, job: SimJob) -> tuple[Sequence[Offer], list[Offer], Sequence[Offer]]:
-        """(on-prem in placement order, cloud by cost, everything by cost) for one job, cached."""
-        got = self._split.get(job.index)
-        if got is None:
-            f = self.facts[job.index]
-            got = (f.onprem_ranked, [o for o in f.by_cost if o.site not in self._onprem_sites], f.by_cost)
-            self._split[job.index] = got
-        return got
+    def _lists(self, job: SimJob) -> tuple[Sequence[Offer], Sequence[Offer], Sequence[Offer]]:
+        """(on-prem in placement order, cloud by cost, everything by cost) for one job."""
+        f = self.facts[job.index]
+        return f.onprem_ranked, f.cloud_by_cost, f.by_cost
 
     # What the pass says ---------------------------------------------------------------
 
@@ -70,7 +65,7 @@ class Baseline:
             self._free = (snap, free)
         return self._free[1].get(key, 0) - snap.claimed.get(key, 0)
 
-    def _usable(self, job: SimJob, snap: PassSnapshot, offers: list[Offer]) -> list[Offer]:
+    def _usable(self, job: SimJob, snap: PassSnapshot, offers: Sequence[Offer]) -> Sequence[Offer]:
         """Cloud offers still allowed under the pass's failover blocks (placement decides).
 
         The offers passed static placement for this job already, so a block is the only new
@@ -136,7 +131,7 @@ class Baseline:
         return Decision(Action.WAIT, onprem[0], ("waiting for on-prem",))
 
     def _burst(
-        self, job: SimJob, snap: PassSnapshot, money: TenantMoney, cloud: list[Offer], *, limits: bool
+        self, job: SimJob, snap: PassSnapshot, money: TenantMoney, cloud: Sequence[Offer], *, limits: bool
     ) -> Decision | None:
         for o in self._usable(job, snap, cloud):
             if limits and self._route_refused(o, snap):

@@ -158,6 +158,8 @@ class JobFacts:
     """`allowed` by expected cost, then site, then offer key."""
     onprem_ranked: tuple[Offer, ...] = ()
     """The allowed on-prem offers best-first by the policy's rank chain (placement's order)."""
+    cloud_by_cost: tuple[Offer, ...] = ()
+    """`by_cost` without the on-prem offers (what the baselines burst to, cheapest first)."""
 
 
 def job_facts(
@@ -226,7 +228,9 @@ def _priced(
             cloud = cost
     order.sort()
     ranked = _kept(_rank_onprem(policy, onprem_scored), kept, len(kept) < len(rows))
-    return JobFacts(tuple(kept), onprem, cloud, costs, tuple(kept[c[3]] for c in order), ranked)
+    by_cost = tuple(kept[c[3]] for c in order)
+    clouds = tuple(o for o in by_cost if o.site not in onprem_sites(policy))
+    return JobFacts(tuple(kept), onprem, cloud, costs, by_cost, ranked, clouds)
 
 
 def _rank_onprem(policy: Policy, onprem_scored: Sequence[ScoredOffer]) -> tuple[Offer, ...]:
@@ -253,6 +257,7 @@ class _Priced:
         self.hourly = np.array([r[2] for r in rows], dtype=np.float64)
         self.home = [(i, r[3]) for i, r in enumerate(rows) if r[3] is not None]
         self.cloud = np.array([i for i, r in enumerate(rows) if r[3] is None], dtype=np.int64)
+        self.is_cloud = np.array([r[3] is None for r in rows], dtype=bool)
         sites = [r[0].site for r in rows]
         self.site_rank = np.unique(np.array(sites, dtype=object), return_inverse=True)[1]
         self.key_rank = np.unique(self.keys, return_inverse=True)[1]
@@ -283,7 +288,8 @@ class _Priced:
         allowed = self.offers[kept].tolist()
         costs = dict(zip(self.keys[kept].tolist(), cost[kept].tolist(), strict=True))
         ranked = _kept(onprem_ranked, allowed, len(kept) < len(keep))
-        return JobFacts(tuple(allowed), onprem, cloud, costs, tuple(self.offers[order].tolist()), ranked)
+        by_cost, clouds = self.offers[order].tolist(), self.offers[order[self.is_cloud[order]]].tolist()
+        return JobFacts(tuple(allowed), onprem, cloud, costs, tuple(by_cost), ranked, tuple(clouds))
 
 
 def _offer_facts(o: Offer, policy: Policy) -> tuple[str, float, str | None]:
@@ -319,6 +325,7 @@ def all_facts(jobs: Sequence[SimJob], policy: Policy) -> list[JobFacts]:
     home = onprem_sites(policy)
     local = prepare_offers([o for o in offers if o.site in home], policy)
     shapes: dict[tuple[str, int], tuple[JobSpec, _Priced]] = {}  # (tenant, id of the shape)
+    priced: dict[tuple[int, ...], _Priced] = {}  # the same allowed offers (ids): the same arrays
     onprem: dict[tuple[str, int, float], tuple[Offer, ...]] = {}  # (tenant, shape, runtime)
     out = []
     for j in jobs:
@@ -329,11 +336,11 @@ def all_facts(jobs: Sequence[SimJob], policy: Policy) -> list[JobFacts]:
         ctx = PlacementContext(now=j.created_at)
         hit = shapes.get((j.tenant, id(shape)))
         if hit is None or hit[0] is not shape:
-            allowed = place(shape, j.tenant, offers, policy, ctx).unranked
-            hit = shapes[(j.tenant, id(shape))] = (
-                shape,
-                _Priced(_rows([s.offer for s in allowed], policy, keys)),
-            )
+            allowed = [s.offer for s in place(shape, j.tenant, offers, policy, ctx).unranked]
+            ids = tuple(id(o) for o in allowed)  # the offers live as long as `offers`
+            if ids not in priced:
+                priced[ids] = _Priced(_rows(allowed, policy, keys))
+            hit = shapes[(j.tenant, id(shape))] = (shape, priced[ids])
         # On-prem scores read the runtime (and the shape), not the name: one ranking per runtime.
         at = (j.tenant, id(shape), j.runtime_s)
         ranked = onprem.get(at)

@@ -3,6 +3,7 @@ built from one placement per job shape, and the audit's shape memo (same answers
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,8 @@ def _view(f: JobFacts) -> tuple[object, ...]:
     def keys(offers: tuple[object, ...]) -> list[tuple[str, int]]:
         return [(o.key, o.count) for o in offers]  # type: ignore[attr-defined]
 
-    return (keys(f.allowed), f.onprem, f.cloud_cost, f.cost, keys(f.by_cost), keys(f.onprem_ranked))
+    views = (keys(f.allowed), f.onprem, f.cloud_cost, f.cost, keys(f.by_cost), keys(f.onprem_ranked))
+    return (*views, keys(f.cloud_by_cost))
 
 
 @pytest.mark.parametrize("scenario", ["alibaba-peak", "alibaba-gpuspec"])  # GPU model lists dropped / kept
@@ -102,7 +104,7 @@ class _PlainBaseline(Baseline):
 
     blocked_passes = 0
 
-    def _usable(self, job: SimJob, snap: PassSnapshot, offers: list[Offer]) -> list[Offer]:
+    def _usable(self, job: SimJob, snap: PassSnapshot, offers: Sequence[Offer]) -> Sequence[Offer]:
         if not snap.blocked or not offers:
             return offers
         _PlainBaseline.blocked_passes += 1
