@@ -88,21 +88,10 @@ def _ranked(
     return rows
 
 
-_ONPREM_OF: dict[int, tuple[Sequence[ScoredOffer], frozenset[str], list[ScoredOffer]]] = {}
-
-
 def onprem_offers(allowed: Sequence[ScoredOffer], home: frozenset[str]) -> list[ScoredOffer]:
-    """The allowed on-prem offers, in input order. Memoized on the allowed list's identity (as
-    `cloud_order` is): placement hands out the same list for the same shape, runtime and vouchers,
-    so a re-decided job does not walk every offer again. Callers only read the list."""
-    hit = _ONPREM_OF.get(id(allowed))
-    if hit is not None and hit[0] is allowed and hit[1] is home:
-        return hit[2]
-    onprem = [s for s in allowed if s.offer.site in home]
-    if len(_ONPREM_OF) > 4096:
-        _ONPREM_OF.clear()
-    _ONPREM_OF[id(allowed)] = (allowed, home, onprem)
-    return onprem
+    """The allowed on-prem offers, in input order. Not kept per allowed list: holding thousands of
+    placements alive costs the collector more than walking ~70 offers again saves."""
+    return [s for s in allowed if s.offer.site in home]
 
 
 def cloud_refusal(

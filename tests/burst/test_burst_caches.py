@@ -1,7 +1,7 @@
 """The burst decision's shortcuts answer exactly as the plain computations (issue 15, speed):
-the cloud order with each spot site's outlook computed once per job, the allowed on-prem offers
-kept per allowed list, a decision's facts made with one `replace`, and the learned runtime ratio
-from a window kept sorted (values, not timings)."""
+the cloud order with each spot site's outlook computed once per job, a decision's facts made with
+one `replace`, its waits and scores kept per offer, and the learned runtime ratio from a window
+kept sorted (values, not timings)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from broker.burst.cloud import CloudPick, cloud_order, onprem_offers, spot_risk_cost
+from broker.burst.cloud import CloudPick, cloud_order, spot_risk_cost
 from broker.burst.decision import _View
 from broker.burst.inputs import BurstInputs, onprem_sites
 from broker.burst.runtimes import HIGH, LOW, RatioLearner, learned_ratio
@@ -70,25 +70,6 @@ def test_the_cloud_order_with_one_outlook_per_site_equals_the_plain_sort() -> No
         spot += sum(1 for _, _, s in got if s.offer.spot)
         never += sum(1 for t, _, _ in got if t == float("inf"))
     assert spot and never  # spot offers were priced, and some never complete there
-
-
-def test_the_allowed_on_prem_offers_kept_per_list_equal_a_fresh_filter() -> None:
-    policy = load_policy(CONFIGS / "policy-sim.yaml")
-    offers = prepare_offers(static_offers(policy), policy)
-    home = onprem_sites(policy)
-    lists = [
-        place(spec, tenant, offers, policy, PlacementContext(now=EPOCH)).unranked
-        for spec, tenant in _specs(policy, 120)
-    ]
-    assert len({id(a) for a in lists}) > 10
-    for allowed in [*lists, *reversed(lists), *lists]:  # kept ones come back, new ones are filtered
-        got = onprem_offers(allowed, home)
-        assert got == [s for s in allowed if s.offer.site in home]
-        assert onprem_offers(allowed, home) is got
-    assert any(onprem_offers(a, home) for a in lists)
-    fresh = list(lists[0])  # another list with the same offers is filtered on its own
-    assert onprem_offers(fresh, home) == onprem_offers(lists[0], home)
-    assert onprem_offers(fresh, frozenset()) == []
 
 
 def test_a_decisions_facts_in_one_replace_equal_the_replaces_in_sequence() -> None:
