@@ -9,15 +9,20 @@ several jobs over one grouping and compare each with the plain filters and score
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.placement import load_policy, write_policy
 from broker.model import JobSpec, Offer, TenantId
 from broker.placement import PlacementContext
 from broker.placement._env import Env, group_offers
 from broker.placement.hardware import filter_hardware_size
 from broker.placement.pipeline import keep_market_and_size
 from broker.placement.price_cap import filter_price_cap, keep_price_cap
+from broker.placement.rules import filter_offer_rules, keep_offer_rules
 from broker.placement.scored import PerHour, score_all, score_columns
 from broker.placement.spot import filter_spot
 from broker.policy import Policy
@@ -100,3 +105,42 @@ def test_parts_kept_across_jobs_filter_and_score_like_the_filters_and_scorers(
         got_offers, got_columns = score_columns(PerHour(got, policy), env)
         assert [id(o) for o in got_offers] == [id(o) for o in want_offers]
         assert got_columns == want_columns  # exact floats: the same operations in the same order
+
+
+with tempfile.TemporaryDirectory() as _tmp:
+    OFFER_RULES = load_policy(
+        write_policy(Path(_tmp))
+    )  # the benchmark's: `job.priority == "high" && offer.spot`
+OFFER_SITES = sorted(OFFER_RULES.index.sites)[:3]
+
+
+@settings(max_examples=150, deadline=None)
+@given(drawn=rows, priority=st.sampled_from(["high", "normal"]), count=st.integers(min_value=0, max_value=8))
+def test_offer_rules_keep_from_a_part_what_the_filter_keeps(
+    drawn: list[tuple[str, str | None, int, float, bool, float, str, float]], priority: str, count: int
+) -> None:
+    """The offer rules keep from a group's market part (whole, or the offers that fit the job)
+    exactly what the filter keeps on the plain CEL path."""
+    policy = OFFER_RULES
+    offers = [o.model_copy(update={"site": OFFER_SITES[i % 3]}) for i, o in enumerate(_offers(drawn))]
+    groups = group_offers(offers, policy)
+    job = JobSpec.model_validate(
+        {
+            "name": "r",
+            "command": ["x"],
+            "runtime_estimate": "1h",
+            "priority": priority,
+            "resources": {"accelerators": {"count": count}},
+        }
+    )
+    policy.rules.clear()
+    env = Env(job, TenantId("t-sme"), policy, PlacementContext())
+    kept = keep_market_and_size(env, parts=True)([(g, g.offers) for g in groups if g.offers])
+    step = keep_offer_rules(env)
+    got = step(kept) if step is not None else kept
+    policy.rules.fast = False
+    try:
+        want = [(g, k) for g, offers in kept if (k := filter_offer_rules(g, list(offers), env)[0])]
+    finally:
+        policy.rules.fast = True
+    assert [(id(g), [id(o) for o in k]) for g, k in got] == [(id(g), [id(o) for o in k]) for g, k in want]
