@@ -77,14 +77,30 @@ class _Partition:
             return None
         if self.fits(arrival, runtime, demand):
             return arrival
-        i = bisect.bisect_right(self.ends, arrival)
+        # Then the ends after arrival up to `latest`, in order (at most MAX_CANDIDATES of them
+        # when `latest` is bounded); the first that fits.
+        ends = self.ends
+        i = bisect.bisect_right(ends, arrival)
         bounded = not math.isinf(latest)
-        for n, t in enumerate(self.ends[i:]):
-            if t > latest or (bounded and n >= MAX_CANDIDATES):
-                return None
-            if self.fits(t, runtime, demand):
-                return t
-        return None if bounded or not self.ends else max(arrival, self.ends[-1])
+        stop = min(bisect.bisect_right(ends, latest, i), i + MAX_CANDIDATES) if bounded else len(ends)
+        for at in range(i, stop, MAX_CANDIDATES):
+            found = self.first_fit(ends[at : min(stop, at + MAX_CANDIDATES)], runtime, demand)
+            if found is not None:
+                return found
+        return None if bounded or not ends else max(arrival, ends[-1])
+
+    def first_fit(self, starts: list[float], runtime: float, demand: int) -> float | None:
+        """The first of `starts` that `fits`: every start's busiest bucket in one numpy call."""
+        spans = [self._span(t, runtime) for t in starts]
+        if not spans:
+            return None
+        top = max(b1 for _, b1 in spans)
+        if top >= len(self.used):  # (the pairs below read one bucket past each span)
+            self.used = np.concatenate([self.used, np.zeros(top - len(self.used) + 1024, dtype=np.int32)])
+        # reduceat over [b0, b1, b0', b1', ...]: the even results are the max over each [b0, b1).
+        peaks = np.maximum.reduceat(self.used, np.array(spans, dtype=np.int64).ravel())[::2]
+        room = np.flatnonzero(peaks <= self.total - demand)
+        return starts[int(room[0])] if len(room) else None
 
 
 def offline_schedule(
