@@ -40,7 +40,7 @@ class Baseline:
         self.facts = facts
         self.ttl_s = policy.burst.blocklist_ttl.capacity.total_seconds()
         self._free: tuple[PassSnapshot | None, dict[str, int]] = (None, {})
-        self._listed: tuple[Sequence[Offer] | None, list[Offer]] = (None, [])
+        self._listed: tuple[Sequence[Offer] | None, list[tuple[str, int]]] = (None, [])
         self._onprem_sites = frozenset(site.id for site in policy.sites if site.partitions)
         self._verdicts: dict[frozenset[str], dict[str, bool]] = {}
         """Per set of blocks, each cloud offer key's verdict (see `_usable`)."""
@@ -54,12 +54,10 @@ class Baseline:
 
     def _free_now(self, snap: PassSnapshot, key: str) -> int:
         if self._free[0] is not snap:
-            if self._listed[0] is not snap.offers:  # the run's one catalog: its on-prem offers once
-                self._listed = (snap.offers, [o for o in snap.offers if o.site in self._onprem_sites])
-            free = {}
-            for o in self._listed[1]:
-                if o.free is not None:
-                    free[partition_key(o)] = o.free
+            if self._listed[0] is not snap.offers:  # the run's one catalog (frozen offers): read once
+                known = [(partition_key(o), o.free) for o in snap.offers if o.site in self._onprem_sites]
+                self._listed = (snap.offers, [(key, n) for key, n in known if n is not None])
+            free = dict(self._listed[1])
             for part, (units, _) in snap.capacity.items():
                 free[part] = units
             self._free = (snap, free)
