@@ -46,3 +46,27 @@ def test_bench_json_has_every_mode_with_wall_and_cpu_quantiles_and_the_load() ->
             assert set(tail["shapes"]) <= set(tail["shape_cpu_p50_p99_ms"])
             for p50, p99 in tail["shape_cpu_p50_p99_ms"].values():
                 assert 0 <= p50 <= p99
+
+
+def test_bench_modes_flag_measures_only_the_modes_named() -> None:
+    """`--modes cold,cold_regroup,repeated` (the README's 10,000-offer row), on a small size."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench/placement.py"),
+            "--json",
+            "--sizes",
+            "100",
+            "--decisions",
+            "5",
+            "--modes",
+            "cold,cold_regroup,repeated",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    (row,) = json.loads(out.stdout)["results"]
+    assert {"cold", "cold_regroup", "repeated"} <= set(row)
+    assert "warm_rules" not in row
