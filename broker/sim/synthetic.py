@@ -71,15 +71,21 @@ class SyntheticParams:
 
 
 def _pick(
-    rng: random.Random, choices: tuple[tuple[int, float], ...] | tuple[tuple[str, float], ...]
+    rng: random.Random,
+    choices: tuple[tuple[int, float], ...] | tuple[tuple[str, float], ...],
+    total: float | None = None,
 ) -> object:
-    total = sum(w for _, w in choices)
-    x = rng.random() * total
+    """A value drawn by weight; `total`: the weights' sum (`_total`), when the caller keeps it."""
+    x = rng.random() * (_total(choices) if total is None else total)
     for value, w in choices:
         x -= w
         if x < 0:
             return value
     return choices[-1][0]
+
+
+def _total(choices: tuple[tuple[int, float], ...] | tuple[tuple[str, float], ...]) -> float:
+    return sum(w for _, w in choices)
 
 
 def generate(params: SyntheticParams, seed: int) -> list[TraceJob]:
@@ -89,6 +95,7 @@ def generate(params: SyntheticParams, seed: int) -> list[TraceJob]:
     base = params.jobs / span
     peak = base * (1 + params.diurnal_amplitude)
     kinds_total = sum(k.weight for k in params.kinds)
+    totals = {id(k): (_total(k.counts), _total(k.priorities)) for k in params.kinds}  # the same sums, once
     out: list[TraceJob] = []
     t = 0.0
     while len(out) < params.jobs:
@@ -104,7 +111,8 @@ def generate(params: SyntheticParams, seed: int) -> list[TraceJob]:
             if x < 0:
                 kind = k
                 break
-        count = int(_pick(rng, kind.counts))  # type: ignore[call-overload]
+        count_total, priority_total = totals[id(kind)]
+        count = int(_pick(rng, kind.counts, count_total))  # type: ignore[call-overload]
         runtime = min(
             params.max_runtime_s, max(60.0, kind.median_runtime_s * math.exp(rng.gauss(0.0, kind.sigma)))
         )
@@ -117,7 +125,7 @@ def generate(params: SyntheticParams, seed: int) -> list[TraceJob]:
                 count=count,
                 cpus=kind.cpus_per_gpu * per,
                 memory_gb=kind.memory_gb_per_gpu * per,
-                priority=str(_pick(rng, kind.priorities)),
+                priority=str(_pick(rng, kind.priorities, priority_total)),
             )
         )
     return out

@@ -52,3 +52,15 @@ def test_a_copied_job_whose_estimate_validation_refuses_raises_the_same_error() 
             build_jobs(trace, policy, scenario, copy_shapes=copy_shapes)
         errors.append(str(caught.value))
     assert errors[0] == errors[1]
+
+
+def test_synthetic_jobs_with_the_weights_summed_once_equal_summing_them_per_draw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import broker.sim.synthetic as synthetic
+
+    fast = generate(SyntheticParams(jobs=3000), 11)
+    kept = synthetic._pick
+    monkeypatch.setattr(synthetic, "_pick", lambda rng, choices, total=None: kept(rng, choices))
+    assert generate(SyntheticParams(jobs=3000), 11) == fast
+    assert len({(j.count, j.priority) for j in fast}) > 8  # every kind's counts and priorities drawn
