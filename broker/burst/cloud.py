@@ -12,6 +12,7 @@ from broker.burst.routes import route_refusal
 from broker.burst.spot import offer_outlook, spot_refusal
 from broker.model import JobSpec, SiteId, SpotMode, TenantId
 from broker.placement import ScoredOffer
+from broker.placement.scored import Scored
 from broker.policy import Policy
 
 
@@ -91,6 +92,8 @@ def _ranked(
 def onprem_offers(allowed: Sequence[ScoredOffer], home: frozenset[str]) -> list[ScoredOffer]:
     """The allowed on-prem offers, in input order. Not kept per allowed list: holding thousands of
     placements alive costs the collector more than walking ~70 offers again saves."""
+    if isinstance(allowed, Scored):  # builds only the on-prem offers' ScoredOffers
+        return allowed.at_sites(home)
     return [s for s in allowed if s.offer.site in home]
 
 

@@ -155,6 +155,14 @@ class Scored(Sequence[ScoredOffer]):
             ]
         return self._list
 
+    def at_sites(self, sites: frozenset[str]) -> list[ScoredOffer]:
+        """The allowed offers at these sites, in input order, building only those (the same
+        objects `items` gives): a burst decision that stays on-prem never builds the cloud's."""
+        if self._list is not None:
+            return [s for s in self._list if s.offer.site in sites]
+        make = self._make
+        return [make(i) for i, o in enumerate(self._offers) if o.site in sites]
+
     def __len__(self) -> int:
         return len(self._offers)
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from broker.burst.cloud import CloudPick, cloud_order, spot_risk_cost
+from broker.burst.cloud import CloudPick, cloud_order, onprem_offers, spot_risk_cost
 from broker.burst.decision import _View
 from broker.burst.inputs import BurstInputs, onprem_sites
 from broker.burst.runtimes import HIGH, LOW, RatioLearner, learned_ratio
@@ -149,3 +149,29 @@ def test_a_views_waits_and_scores_kept_per_offer_equal_the_plain_formulas() -> N
             assert v.score(s) == s.score + (wait - s.offer.expected_wait_s) * per_s
             seen += 1
     assert seen > 100
+
+
+def test_the_onprem_offers_built_alone_are_the_ones_the_whole_list_gives() -> None:
+    """`Scored.at_sites` builds only the on-prem `ScoredOffer`s; read before or after the whole
+    list, it gives the same offers, scores and terms, as the same objects, in input order."""
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    offers = prepare_offers(static_offers(policy), policy)
+    home = onprem_sites(policy)
+    ctx = PlacementContext(now=EPOCH)
+    seen_home = seen_cloud = 0
+    for n, (spec, tenant) in enumerate(_specs(policy, 120)):
+        scored = place(spec, tenant, offers, policy, ctx).unranked
+        first = onprem_offers(scored, home) if n % 2 else None  # half of them before the whole list
+        whole = list(scored)
+        want = [s for s in whole if s.offer.site in home]
+        got = onprem_offers(scored, home)
+        def rows(xs: list[ScoredOffer]) -> list[object]:
+            return [(s.offer.key, s.score, s.terms) for s in xs]
+
+        assert rows(got) == rows(want)
+        assert all(a is b for a, b in zip(got, want, strict=True))
+        if first is not None:
+            assert all(a is b for a, b in zip(first, want, strict=True)) and len(first) == len(want)
+        seen_home += len(want)
+        seen_cloud += len(whole) - len(want)
+    assert seen_home and seen_cloud  # both kinds of offer were allowed
