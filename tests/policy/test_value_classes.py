@@ -65,20 +65,25 @@ def _answers(index: int, variables: dict[str, Any]) -> Any:
     return native.side(variables)
 
 
+def _same_answer_within_a_class(
+    kind: str, other: str, pair: list[dict[str, Any]], theirs: dict[str, Any]
+) -> None:
+    """Two values of `kind` in one class of a rule get its answer alike, `other` unbound then bound."""
+    classes = ValueClasses(RULES.rules)
+    a, b = pair
+    for i in range(len(RULES.rules)):
+        if classes.of(i, kind, "a", a) != classes.of(i, kind, "b", b):
+            continue
+        for others in ({**BOUND}, {**BOUND, other: theirs}):
+            assert _answers(i, {**others, kind: a}) == _answers(i, {**others, kind: b}), RULES.rules[i].source
+
+
 @settings(max_examples=200, deadline=None)
 @given(pair=st.lists(sites, min_size=2, max_size=2), hw=hardware)
 def test_sites_of_one_class_get_the_same_answer_from_the_rule(
     pair: list[dict[str, Any]], hw: dict[str, Any]
 ) -> None:
-    classes = ValueClasses(RULES.rules)
-    a, b = pair
-    for i in range(len(RULES.rules)):
-        if classes.of(i, "site", "a", a) != classes.of(i, "site", "b", b):
-            continue
-        for others in ({**BOUND}, {**BOUND, "hardware": hw}):  # the hardware unbound, then bound
-            assert _answers(i, {**others, "site": a}) == _answers(i, {**others, "site": b}), RULES.rules[
-                i
-            ].source
+    _same_answer_within_a_class("site", "hardware", pair, hw)
 
 
 @settings(max_examples=200, deadline=None)
@@ -86,15 +91,7 @@ def test_sites_of_one_class_get_the_same_answer_from_the_rule(
 def test_accelerators_of_one_class_get_the_same_answer_from_the_rule(
     pair: list[dict[str, Any]], site: dict[str, Any]
 ) -> None:
-    classes = ValueClasses(RULES.rules)
-    a, b = pair
-    for i in range(len(RULES.rules)):
-        if classes.of(i, "hardware", "a", a) != classes.of(i, "hardware", "b", b):
-            continue
-        for others in ({**BOUND}, {**BOUND, "site": site}):  # the site unbound, then bound
-            assert _answers(i, {**others, "hardware": a}) == _answers(i, {**others, "hardware": b}), (
-                RULES.rules[i].source
-            )
+    _same_answer_within_a_class("hardware", "site", pair, site)
 
 
 def test_a_class_joins_the_sites_that_agree_on_what_the_rule_reads() -> None:
