@@ -96,7 +96,7 @@ def test_the_audit_by_shape_answers_like_the_audit_of_each_job() -> None:
     by_shape, plain = Auditor(policy, 1), Auditor(policy, 1, by_shape=False)
     fast = [by_shape.allows(j, o, j.arrival_s) for j in jobs for o in offers]
     assert fast == [plain.allows(j, o, j.arrival_s) for j in jobs for o in offers]
-    assert True in fast and False in fast  # rules both allow and deny here
+    assert 0 < sum(fast) < len(fast)  # some offers allowed and some denied: both answers compared
 
 
 class _PlainBaseline(Baseline):
