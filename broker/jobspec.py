@@ -153,11 +153,7 @@ class JobSpec(_SpecPart):
     @field_validator("runtime_estimate")
     @classmethod
     def _runtime_positive(cls, v: timedelta) -> timedelta:
-        if v <= timedelta(0):
-            raise ValueError("must be > 0")
-        if v > timedelta(days=90):
-            raise ValueError("must be at most 90d")
-        return whole_seconds(v)
+        return check_runtime_estimate(v)
 
     @field_validator("max_wait")
     @classmethod
@@ -187,6 +183,15 @@ class JobSpec(_SpecPart):
         return self.resources.accelerators.count
 
 
+
+
+def check_runtime_estimate(v: timedelta) -> timedelta:
+    """A runtime estimate as `JobSpec` accepts it (> 0, at most 90 days, whole seconds); ValueError else."""
+    if v <= timedelta(0):
+        raise ValueError("must be > 0")
+    if v > timedelta(days=90):
+        raise ValueError("must be at most 90d")
+    return whole_seconds(v)
 
 
 def spec_from_mapping(data: Mapping[str, Any]) -> JobSpec:

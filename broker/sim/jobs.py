@@ -14,6 +14,7 @@ from broker.burst.decision import onprem_sites
 from broker.burst.money import BEIJING
 from broker.burst.snapshot import partition_key
 from broker.burst.spot import offer_outlook, spot_refusal
+from broker.jobspec import check_runtime_estimate
 from broker.model import (
     AcceleratorRequest,
     Checkpoint,
@@ -130,8 +131,12 @@ def _spec(
 
 
 def _valid_estimate(estimate: timedelta) -> bool:
-    """What `JobSpec` accepts as a runtime estimate given as a timedelta (its validators)."""
-    return timedelta(0) < estimate <= timedelta(days=90) and not estimate.microseconds
+    """Whether `JobSpec` accepts `estimate` as a runtime estimate (its own check)."""
+    try:
+        check_runtime_estimate(estimate)
+    except ValueError:
+        return False
+    return True
 
 
 def _bisect(cum: list[float], x: float) -> int:
