@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -140,15 +141,22 @@ def simulate(
     refs = clairvoyant(jobs)  # the baselines, offline schedule and bound see the actual runtimes
     world = _World(policy, refs, scenario, baselines, lower_bound, per_strategy_bounds, progress, jobs)
     if parallel and not per_strategy_bounds and (baselines or lower_bound) and jobs and _can_fork():
-        global _TASK
-        _TASK = lambda: _others_in_parallel(world)  # noqa: E731  (inherited by the forked worker)
+        global _TASK, _SLOTS
         ctx = multiprocessing.get_context("fork")
+        # One side task at a time while the policy run holds a core (three busy processes on two
+        # cores would slow the policy run, the longest single piece, by a third), all after it.
+        beside = _side_slots(os.cpu_count() or 1)
+        _SLOTS = slots = ctx.Semaphore(beside)
+        _TASK = lambda: _others_in_parallel(world)  # noqa: E731  (inherited by the forked worker)
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             future = pool.submit(_run_task)
             policy_run = world.policy_run()
+            for _ in range(SIDE_WORKERS - beside):
+                slots.release()
             if progress is not None:
                 progress("baselines, bound", 0, 1)
             others: _Others = future.result()
+        _SLOTS = None
     else:
         policy_run = world.policy_run()
         others = world.others()
@@ -172,7 +180,7 @@ def _others_in_parallel(world: _World) -> _Others:
         _NAMED, key=lambda n: (_LONGEST_FIRST.index(n) if n in _LONGEST_FIRST else len(_LONGEST_FIRST), n)
     )
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=SIDE_WORKERS, mp_context=ctx) as pool:
         futures = {name: pool.submit(_run_named, name) for name in order}
         results = {name: f.result() for name, f in futures.items()}
     got: _Others = results.pop("bound", _Others())
@@ -274,8 +282,21 @@ _NAMED: dict[str, Callable[[], Any]] = {}
 
 
 def _run_named(name: str) -> Any:
-    with fewer_collections():
+    with _SLOTS or nullcontext(), fewer_collections():  # wait for a free core (see `simulate`)
         return _NAMED[name]()
+
+
+SIDE_WORKERS = 2
+"""Processes running the side tasks (baselines, offline schedule, bound)."""
+
+_SLOTS: Any = None
+"""How many side tasks may run at once (a semaphore shared with the forked workers): one fewer
+than the cores while the policy run goes on, `SIDE_WORKERS` after it."""
+
+
+def _side_slots(cores: int) -> int:
+    """Side tasks let run beside the policy run: every core but the policy run's."""
+    return max(1, min(SIDE_WORKERS, cores - 1))
 
 
 def frontier(strategies: dict[str, dict[str, Any]]) -> dict[str, Any]:
