@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from broker.burst.inputs import BurstInputs
 from broker.burst.money import estimate_cost, split_cost
 from broker.burst.routes import route_refusal
 from broker.burst.spot import offer_outlook, spot_refusal
-from broker.model import JobSpec, SiteId, SpotMode, TenantId
+from broker.model import JobSpec, Offer, SiteId, SpotMode, TenantId
 from broker.placement import ScoredOffer
 from broker.placement.scored import Scored
 from broker.policy import Policy
@@ -38,13 +38,30 @@ def spot_risk_cost(spec: JobSpec, scored: ScoredOffer, policy: Policy) -> float:
     return scored.terms.get("cost", 0.0) * (out.billed_h / runtime_h - 1.0)
 
 
-_Order = list[tuple[float, int, ScoredOffer]]
-_ORDERS: dict[tuple[int, object, object], tuple[Sequence[ScoredOffer], _Order]] = {}
+_Row = tuple[float, int, ScoredOffer]
+
+
+class CloudOrder:
+    """Cloud offers as (total, input index, offer), best-first, the `ScoredOffer`s built only as
+    they are read (a burst decision walks a few of them; the same objects on every read)."""
+
+    __slots__ = ("_allowed", "_rows")
+
+    def __init__(self, allowed: Sequence[ScoredOffer], rows: list[tuple[float, int]]) -> None:
+        self._allowed, self._rows = allowed, rows
+
+    def __iter__(self) -> Iterator[_Row]:
+        at = self._allowed.at if isinstance(self._allowed, Scored) else self._allowed.__getitem__
+        for total, i in self._rows:
+            yield total, i, at(i)
+
+
+_ORDERS: dict[tuple[int, object, object], tuple[Sequence[ScoredOffer], CloudOrder]] = {}
 
 
 def cloud_order(
     spec: JobSpec, allowed: Sequence[ScoredOffer], home: frozenset[str], policy: Policy
-) -> _Order:
+) -> CloudOrder:
     """Cloud offers as (total, input index, offer), best-first by score plus spot risk.
 
     Memoized on the allowed list's identity (placement hands out the same list for the same
@@ -54,12 +71,62 @@ def cloud_order(
     hit = _ORDERS.get(key)
     if hit is not None and hit[0] is allowed:
         return hit[1]
-    ranked = _ranked(spec, allowed, home, policy)
-    order = [(c[0], c[3], c[4]) for c in ranked]
+    if isinstance(allowed, Scored):
+        rows = _sorted_floats(spec, allowed, home, policy)
+    else:
+        rows = [(c[0], c[3]) for c in _ranked(spec, allowed, home, policy)]
+    order = CloudOrder(allowed, rows)
     if len(_ORDERS) > 4096:
         _ORDERS.clear()
     _ORDERS[key] = (allowed, order)
     return order
+
+
+def _factor(spec: JobSpec, offer: Offer, policy: Policy, runtime_h: float) -> float | None:
+    """A spot site's billed/runtime - 1 for this job (None: it never completes there)."""
+    billed = offer_outlook(spec, offer, policy, runtime_h).billed_h
+    return None if math.isinf(billed) else billed / runtime_h - 1.0
+
+
+_Slot = tuple[int, str, str, Offer | None]
+_LAYOUTS: dict[tuple[int, frozenset[str]], tuple[list[Offer], list[_Slot]]] = {}
+
+
+def _layout(offers: list[Offer], home: frozenset[str]) -> list[_Slot]:
+    """Each cloud offer's (index, site, key, itself if spot), in input order: kept per offer list
+    (placement keeps one list per job shape, so its keys are not formatted again per decision)."""
+    key = (id(offers), home)
+    hit = _LAYOUTS.get(key)
+    if hit is not None and hit[0] is offers:
+        return hit[1]
+    slots: list[_Slot] = [
+        (i, o.site, o.key, o if o.spot else None) for i, o in enumerate(offers) if o.site not in home
+    ]
+    if len(_LAYOUTS) > 4096:
+        _LAYOUTS.clear()
+    _LAYOUTS[key] = (offers, slots)
+    return slots
+
+
+def _sorted_floats(
+    spec: JobSpec, allowed: Scored, home: frozenset[str], policy: Policy
+) -> list[tuple[float, int]]:
+    """`_ranked`'s (total, index) order from the placement's floats (the same rows, built in the
+    same order, sorted the same way), no `ScoredOffer` built."""
+    offers, scores, costs = allowed.floats()
+    runtime_h = spec.runtime_estimate.total_seconds() / 3600
+    factors: dict[str, float | None] = {}
+    rows: list[tuple[float, str, str, int]] = []
+    for i, site, key, spot in _layout(offers, home):
+        risk = 0.0
+        if spot is not None:
+            if site not in factors:
+                factors[site] = _factor(spec, spot, policy, runtime_h)
+            f = factors[site]
+            risk = math.inf if f is None else costs[i] * f
+        rows.append((scores[i] + risk, site, key, i))
+    rows.sort()
+    return [(r[0], r[3]) for r in rows]
 
 
 def _ranked(
@@ -78,11 +145,9 @@ def _ranked(
             continue
         risk = 0.0
         if o.spot:
-            if site in factors:
-                f = factors[site]
-            else:
-                billed = offer_outlook(spec, o, policy, runtime_h).billed_h
-                f = factors[site] = None if math.isinf(billed) else billed / runtime_h - 1.0
+            if site not in factors:
+                factors[site] = _factor(spec, o, policy, runtime_h)
+            f = factors[site]
             risk = math.inf if f is None else s.terms.get("cost", 0.0) * f
         rows.append((s.score + risk, site, o.key, i, s))
     rows.sort()

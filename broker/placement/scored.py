@@ -163,6 +163,14 @@ class Scored(Sequence[ScoredOffer]):
         make = self._make
         return [make(i) for i, o in enumerate(self._offers) if o.site in sites]
 
+    def at(self, i: int) -> ScoredOffer:
+        """The i-th allowed offer (the same object `items` and `at_sites` give), building only it."""
+        return self._list[i] if self._list is not None else self._make(i)
+
+    def floats(self) -> tuple[list[Offer], list[float], list[float]]:
+        """The allowed offers (input order), their scores and their `cost` terms, nothing built."""
+        return self._offers, self._scores, self._columns[0]
+
     def __len__(self) -> int:
         return len(self._offers)
 

@@ -17,6 +17,7 @@ from broker.burst.runtimes import HIGH, LOW, RatioLearner, learned_ratio
 from broker.decision import Action, DecisionFacts
 from broker.model import Checkpoint, JobSpec, TenantId
 from broker.placement import PlacementContext, ScoredOffer, place, prepare_offers
+from broker.placement.scored import Scored
 from broker.policy import Policy, load_policy
 from broker.policy.offers import static_offers
 from broker.sim.jobs import EPOCH, build_jobs
@@ -62,14 +63,38 @@ def test_the_cloud_order_with_one_outlook_per_site_equals_the_plain_sort() -> No
     assert len(rates) > 1  # sites differ: an outlook kept across sites would show
     ctx = PlacementContext(now=EPOCH)
     spot = never = 0
+    swapped = 0
     for spec, tenant in _specs(policy, 300):
-        allowed = list(place(spec, tenant, offers, policy, ctx).unranked)
-        got, want = cloud_order(spec, allowed, home, policy), _plain_order(spec, allowed, home, policy)
-        assert [(t, i) for t, i, _ in got] == [(t, i) for t, i, _ in want]
-        assert all(a is b for (_, _, a), (_, _, b) in zip(got, want, strict=True))
+        scored = place(spec, tenant, offers, policy, ctx).unranked
+        assert isinstance(scored, Scored)
+        # From the placement's floats (its ScoredOffers built as read), then from a plain list.
+        lazy = list(cloud_order(spec, scored, home, policy))
+        allowed = list(scored)
+        got, want = list(cloud_order(spec, allowed, home, policy)), _plain_order(spec, allowed, home, policy)
+        for order in (lazy, got):
+            assert [(t, i) for t, i, _ in order] == [(t, i) for t, i, _ in want]
+            assert all(a is b for (_, _, a), (_, _, b) in zip(order, want, strict=True))
         spot += sum(1 for _, _, s in got if s.offer.spot)
         never += sum(1 for t, _, _ in got if t == float("inf"))
+        rows = [(t, i) for t, i, _ in want]
+        swapped += sum(1 for a, b in zip(rows, rows[1:]) if a[0] == b[0] and a[1] > b[1])
     assert spot and never  # spot offers were priced, and some never complete there
+    assert swapped  # equal totals ordered by (site, key), not by index, were met
+
+
+def test_the_cloud_order_builds_only_the_offers_read() -> None:
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    offers = prepare_offers(static_offers(policy), policy)
+    spec, tenant = _specs(policy, 5)[0]
+    scored = place(spec, tenant, offers, policy, PlacementContext(now=EPOCH)).unranked
+    assert isinstance(scored, Scored)
+    rows = iter(cloud_order(spec, scored, onprem_sites(policy), policy))
+    _, i, first = next(rows)
+    _, j, second = next(rows)
+    built = set(scored._built)
+    assert scored._list is None and {i, j} <= built and len(built - {i, j}) <= 1  # (+ placement's chosen)
+    assert len(scored) > 10  # many cloud offers were not built
+    assert scored.at(i) is first and list(scored)[j] is second  # the same objects once all are built
 
 
 def test_a_decisions_facts_in_one_replace_equal_the_replaces_in_sequence() -> None:
