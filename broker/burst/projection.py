@@ -57,25 +57,38 @@ def projected_wait_s(
     # ends are read in order and the ends of the jobs placed meanwhile come from a heap: the
     # soonest of the two is the same (end, units) a single heap of both would give. free + the
     # units not yet freed always equal `total`, so a job that fits in `total` finds its units.
+    # A job started by a placed end replaces it in the heap (one heapreplace, not a pop and a
+    # push: the same values come out in the same order).
     placed: list[tuple[float, int]] = []
     i, n, t = 0, len(ends), now_s
-    pop, push = heapq.heappop, heapq.heappush
+    pop, push, swap = heapq.heappop, heapq.heappush, heapq.heapreplace
     for units, runtime in ahead:
         if units > total:
             continue  # it can never start here: it holds nothing up
         while free < units:
             if placed and (i == n or placed[0] < ends[i]):
-                end, u = pop(placed)
+                end, u = placed[0]
+                if end > t:
+                    t = end
+                free += u
+                if free >= units:  # it starts now: its end takes the freed end's place in the heap
+                    if t - now_s > give_up_after_s:
+                        return t - now_s
+                    free -= units
+                    swap(placed, (t + runtime, units))
+                    break
+                pop(placed)
             else:
                 end, u = ends[i]
                 i += 1
-            if end > t:
-                t = end
-            free += u
-        if t - now_s > give_up_after_s:
-            return t - now_s
-        free -= units
-        push(placed, (t + runtime, units))
+                if end > t:
+                    t = end
+                free += u
+        else:
+            if t - now_s > give_up_after_s:
+                return t - now_s
+            free -= units
+            push(placed, (t + runtime, units))
     if need > total:
         return math.inf
     while free < need:

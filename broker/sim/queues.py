@@ -10,9 +10,9 @@ whatever their deadlines), so an over-share tenant's projection is not optimisti
 from __future__ import annotations
 
 import bisect
-import heapq
 from collections import Counter
 from collections.abc import Callable, Mapping
+from itertools import chain
 
 from broker.burst.projection import NEVER_S, projected_wait_s, queue_key
 from broker.fairshare import Demand, TenantState, share_ratios
@@ -72,6 +72,8 @@ class ProjectedQueues:
         (the jobs ahead of a key are a slice of it, not a tuple built per entry per projection)."""
         self._by_tenant: dict[str, dict[str, list[Entry]] | None] = dict.fromkeys(parts)
         """Per partition (once read), each tenant's part of the line, kept in order likewise."""
+        self._tenant_pairs: dict[str, dict[str, list[tuple[int, float]]]] = {}
+        """Per partition (once read), each tenant's (units, runtime) pairs, at its line's positions."""
         self._per_tenant: Counter[str] = Counter()
         """Waiting jobs per tenant, kept by add/remove: fair-share ratios are read per decision."""
 
@@ -90,7 +92,10 @@ class ProjectedQueues:
             self._pairs[part].insert(i, (units, runtime_s))
         lines = self._by_tenant[part]
         if lines is not None:
-            bisect.insort(lines.setdefault(tenant, []), entry)
+            mine = lines.setdefault(tenant, [])
+            i = bisect.bisect_right(mine, entry)
+            mine.insert(i, entry)
+            self._tenant_pairs[part].setdefault(tenant, []).insert(i, (units, runtime_s))
         self._per_tenant[tenant] += 1
 
     def remove(self, job: int) -> None:
@@ -105,7 +110,8 @@ class ProjectedQueues:
             lines = self._by_tenant[part]
             if lines is not None:
                 mine = lines[entry[3]]
-                del mine[bisect.bisect_left(mine, entry)]
+                i = bisect.bisect_left(mine, entry)
+                del mine[i], self._tenant_pairs[part][entry[3]][i]
 
     def _ordered(self, part: str) -> list[Entry]:
         got = self._sorted[part]
@@ -171,20 +177,28 @@ class ProjectedQueues:
             out[name] = min(wait, NEVER_S)
         return out
 
-
     def _behind(self, part: str, key: Key, first: frozenset[str]) -> list[tuple[int, float]]:
         """(units, runtime) of the jobs of `first`'s tenants keyed after `key`, in line order: each
-        tenant's own line from `key` on, merged (keys are unique), not the whole line's tail filtered."""
+        tenant's own line from `key` on (one tenant: a slice of its pairs), merged (keys are unique:
+        a sort of sorted runs), not the whole line's tail filtered."""
         lines = self._by_tenant[part]
         if lines is None:
             lines = self._by_tenant[part] = {}
+            pairs = self._tenant_pairs[part] = {}
             for entry in self._ordered(part):
                 lines.setdefault(entry[3], []).append(entry)
-        tails = [line[bisect.bisect_left(line, (key,)) :] for t in first if (line := lines.get(t))]
-        tails = [tail for tail in tails if tail]
-        if not tails:
+                pairs.setdefault(entry[3], []).append((entry[1], entry[2]))
+        starts = [
+            (t, i)
+            for t in first
+            if (line := lines.get(t)) and (i := bisect.bisect_left(line, (key,))) < len(line)
+        ]
+        if not starts:
             return []
-        merged = tails[0] if len(tails) == 1 else heapq.merge(*tails)
+        if len(starts) == 1:
+            t, i = starts[0]
+            return self._tenant_pairs[part][t][i:]
+        merged = sorted(chain.from_iterable(lines[t][i:] for t, i in starts))
         return [(u, r) for _, u, r, _ in merged]
 
 

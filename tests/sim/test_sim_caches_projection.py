@@ -169,6 +169,7 @@ def test_a_partitions_line_kept_in_order_as_jobs_come_and_go_equals_a_fresh_sort
                 assert queues._pairs[part] == [(u, r) for _, u, r, _ in queues._ordered(part)]
                 for tenant, line in (queues._by_tenant[part] or {}).items():
                     assert line == [e for e in queues._ordered(part) if e[3] == tenant]
+                    assert queues._tenant_pairs[part][tenant] == [(u, r) for _, u, r, _ in line]
                 line = queues._ordered(part)  # the jobs of the tenants let first, keyed after the probe
                 tail = line[bisect.bisect_left(line, (probe,)) :]
                 assert queues._behind(part, probe, first) == [(u, r) for _, u, r, t in tail if t in first]
