@@ -37,7 +37,7 @@ from broker.sim.expected import estimate_of
 from broker.sim.fairbook import IncrementalBook
 from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.metrics import RunResult, Series, carbon_g
-from broker.sim.queues import FairRatios, LaunchQueue, ProjectedQueues, dispatch_key
+from broker.sim.queues import FairRatios, LaunchQueue, ProjectedQueues, Waits, dispatch_key
 from broker.sim.scenario import Scenario
 from broker.sim.state import Fenwick, SimState, Strategy, take_heads
 
@@ -375,7 +375,7 @@ class Engine:
             self.t + self.clouds.provisioning_delay(offer.site, job.index, st.rec.attempts), UP, job.index
         )
 
-    def _project(self, job: SimJob) -> tuple[dict[str, float], LaunchQueue, Mapping[str, float], LateClaims]:
+    def _project(self, job: SimJob) -> tuple[Waits, LaunchQueue, Mapping[str, float], LateClaims]:
         """The job's projected waits, committed bursts, tenants' fair-share ratios and late claims."""
         now = EPOCH + timedelta(seconds=self.t)
         ratios = self.fair_ratios.at(

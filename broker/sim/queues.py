@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from itertools import chain
 
 from broker.burst.projection import NEVER_S, projected_wait_s, queue_key
@@ -120,16 +120,17 @@ class ProjectedQueues:
             self._pairs[part] = [(u, r) for _, u, r, _ in got]
         return got
 
-    def project_job(self, job: SimJob, now_s: float, ratios: Mapping[str, float]) -> dict[str, float]:
-        """The job's projected wait on each partition of its kind (running ends + the queue ahead);
-        `ratios`: each tenant's share used over share entitled."""
+    def project_job(self, job: SimJob, now_s: float, ratios: Mapping[str, float]) -> Waits:
+        """The job's projected wait on each partition of its kind (running ends + the queue ahead),
+        each computed when first read; `ratios`: each tenant's share used over share entitled."""
         remaining = max(0.0, job.arrival_s + job.max_wait_s - now_s)
         give_up = max(2 * remaining, remaining + 3600.0)
         accelerated = job.spec.accelerator_count > 0
         mine = ratios.get(job.tenant, 0.0)
         first = frozenset(t for t, r in ratios.items() if r < mine and t != job.tenant)
         key = dispatch_key(job)
-        return self.project(key, job.demand, now_s, give_up, accelerated=accelerated, first=first)
+        names = [name for name, part in self.parts.items() if part.accelerated == accelerated]
+        return Waits(names, lambda name: self._wait(name, key, job.demand, now_s, give_up, first))
 
     def project(
         self,
@@ -143,39 +144,44 @@ class ProjectedQueues:
     ) -> dict[str, float]:
         """Projected wait of a job with this dispatch key on every partition of its kind; the
         waiting jobs of the tenants in `first` count as ahead of it wherever they are keyed."""
-        out: dict[str, float] = {}
-        for name, part in self.parts.items():
-            if part.accelerated != accelerated:
-                continue
-            if units > part.total:
-                out[name] = NEVER_S
-                continue
-            queue = self._ordered(name)
-            n = bisect.bisect_left(queue, (key,))
-            ahead = self._pairs[name][:n]
-            if first:
-                ahead += self._behind(name, key, first)
-            ends = self.running.ends(name)
-            held = self.running.units(name)
-            # Busy units no known running job holds (none expected) count as freeing now.
-            missing = part.total - part.free - held
-            if missing > 0:
-                ends = [*ends, (now_s, missing)]
-                ends.sort()
-                held += missing
-            total = part.free + held
-            wait = projected_wait_s(
-                part.free,
-                ends,
-                ahead,
-                units,
-                now_s,
-                give_up_after_s=give_up_after_s,
-                total=total,
-                ends_sorted=True,
-            )
-            out[name] = min(wait, NEVER_S)
-        return out
+        return {
+            name: self._wait(name, key, units, now_s, give_up_after_s, first)
+            for name, part in self.parts.items()
+            if part.accelerated == accelerated
+        }
+
+    def _wait(
+        self, name: str, key: Key, units: int, now_s: float, give_up_after_s: float, first: frozenset[str]
+    ) -> float:
+        """`project`'s wait on one partition."""
+        part = self.parts[name]
+        if units > part.total:
+            return NEVER_S
+        queue = self._ordered(name)
+        n = bisect.bisect_left(queue, (key,))
+        ahead = self._pairs[name][:n]
+        if first:
+            ahead += self._behind(name, key, first)
+        ends = self.running.ends(name)
+        held = self.running.units(name)
+        # Busy units no known running job holds (none expected) count as freeing now.
+        missing = part.total - part.free - held
+        if missing > 0:
+            ends = [*ends, (now_s, missing)]
+            ends.sort()
+            held += missing
+        total = part.free + held
+        wait = projected_wait_s(
+            part.free,
+            ends,
+            ahead,
+            units,
+            now_s,
+            give_up_after_s=give_up_after_s,
+            total=total,
+            ends_sorted=True,
+        )
+        return min(wait, NEVER_S)
 
     def _behind(self, part: str, key: Key, first: frozenset[str]) -> list[tuple[int, float]]:
         """(units, runtime) of the jobs of `first`'s tenants keyed after `key`, in line order: each
@@ -200,6 +206,35 @@ class ProjectedQueues:
             return self._tenant_pairs[part][t][i:]
         merged = sorted(chain.from_iterable(lines[t][i:] for t, i in starts))
         return [(u, r) for _, u, r, _ in merged]
+
+
+class Waits(Mapping[str, float]):
+    """One job's projected waits, per partition of its kind, each computed on first read (a
+    decision reads only the partitions its allowed offers are in), within the decision that
+    asked: the queues do not change meanwhile."""
+
+    __slots__ = ("_compute", "_got", "_names")
+
+    def __init__(self, names: list[str], compute: Callable[[str], float]) -> None:
+        self._names, self._compute = names, compute
+        self._got: dict[str, float] = {}
+
+    def __getitem__(self, name: str) -> float:
+        got = self._got.get(name)
+        if got is None:
+            if name not in self._names:
+                raise KeyError(name)
+            got = self._got[name] = self._compute(name)
+        return got
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 class FairRatios:

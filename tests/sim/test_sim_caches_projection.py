@@ -209,3 +209,61 @@ def test_baselines_decide_the_same_without_learning_runtime_ratios() -> None:
         assert got.records == want.records and got.decisions == want.decisions
     policy_run = Engine(policy, jobs, scenario, PolicyStrategy(policy)).run()
     assert any(r != 1.0 for r in policy_run.runtime_ratios.values())
+
+
+def test_a_jobs_waits_computed_when_read_equal_every_partition_projected_at_once() -> None:
+    """`project_job` computes a partition's wait only when the decision reads it: the same floats
+    as `project` over every partition of the job's kind, read in any order, and nothing unread."""
+    from pathlib import Path
+
+    from broker.policy import load_policy
+    from broker.sim.backends import onprem_partitions
+    from broker.sim.jobs import build_jobs
+    from broker.sim.queues import ProjectedQueues, dispatch_key
+    from broker.sim.scenario import load_scenario
+    from broker.sim.synthetic import SyntheticParams, generate
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    policy = load_policy(configs / "policy-sim.yaml")
+    scenario = load_scenario(configs / "scenarios/synthetic-llm.yaml")
+    jobs = build_jobs(generate(SyntheticParams(jobs=400), scenario.seed), policy, scenario)
+    parts = onprem_partitions(policy, scenario.onprem_gpus)
+    rng = random.Random(11)
+    queues = ProjectedQueues(parts)
+    for p in parts.values():
+        p.free = rng.randint(0, 2)
+    for job in jobs[:150]:  # running and waiting jobs on the partitions
+        name = rng.choice(list(parts))
+        if rng.random() < 0.5:
+            queues.running.add(name, job.index, (0.0, rng.uniform(60, 9000), 0.0, job.demand, job.tenant))
+        else:
+            queues.add(name, job.index, dispatch_key(job), job.demand, rng.uniform(60, 9000), job.tenant)
+    tenants = sorted({j.tenant for j in jobs})
+    kinds = partial = 0
+    seen: set[float] = set()
+    for job in jobs[150:]:
+        now = rng.uniform(0.0, 3000.0)
+        ratios = {t: rng.choice([0.0, 0.5, 1.0, 2.0]) for t in tenants}
+        lazy = queues.project_job(job, now, ratios)
+        remaining = max(0.0, job.arrival_s + job.max_wait_s - now)
+        first = frozenset(t for t, r in ratios.items() if r < ratios[job.tenant] and t != job.tenant)
+        want = queues.project(
+            dispatch_key(job),
+            job.demand,
+            now,
+            max(2 * remaining, remaining + 3600.0),
+            accelerated=job.spec.accelerator_count > 0,
+            first=first,
+        )
+        names = list(want)
+        rng.shuffle(names)
+        assert len(lazy) == len(want) and all(n in lazy for n in want) and "nowhere" not in lazy
+        read = names[: rng.randint(1, len(names))]
+        assert [lazy[n] for n in read] == [want[n] for n in read]
+        assert set(lazy._got) == set(read)  # the others were not computed
+        partial += len(read) < len(names)
+        assert dict(lazy) == want and lazy.get("nowhere") is None
+        kinds |= 1 << (job.spec.accelerator_count > 0)
+        seen |= set(want.values())
+    assert kinds == 3 and partial > 50  # GPU and CPU jobs; some waits never read
+    assert len(seen) > 100  # the waits vary (queues ahead, tenants let first)
