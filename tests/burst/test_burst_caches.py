@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 
 from broker.burst.cloud import CloudPick, cloud_order, onprem_offers, spot_risk_cost
@@ -77,7 +78,7 @@ def test_the_cloud_order_with_one_outlook_per_site_equals_the_plain_sort() -> No
         spot += sum(1 for _, _, s in got if s.offer.spot)
         never += sum(1 for t, _, _ in got if t == float("inf"))
         rows = [(t, i) for t, i, _ in want]
-        swapped += sum(1 for a, b in zip(rows, rows[1:]) if a[0] == b[0] and a[1] > b[1])
+        swapped += sum(1 for a, b in pairwise(rows) if a[0] == b[0] and a[1] > b[1])
     assert spot and never  # spot offers were priced, and some never complete there
     assert swapped  # equal totals ordered by (site, key), not by index, were met
 
