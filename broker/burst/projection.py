@@ -30,6 +30,12 @@ def queue_key(priority: str, due_s: float, arrival_s: float, job_id: str) -> tup
     return PRIORITY_RANK.get(priority, 1), due_s, arrival_s, job_id
 
 
+# List scheduling, inlined (it runs for every job ahead of every projection). The running
+# ends are read in order and the ends of the jobs placed meanwhile come from a heap: the
+# soonest of the two is the same (end, units) a single heap of both would give. free + the
+# units not yet freed always equal `total`, so a job that fits in `total` finds its units.
+# A job started by a placed end replaces it in the heap (one heapreplace, not a pop and a
+# push: the same values come out in the same order).
 def projected_wait_s(
     free: int,
     ends: Sequence[tuple[float, int]],
@@ -53,12 +59,6 @@ def projected_wait_s(
         ends = sorted(ends)
     if total is None:
         total = free + sum(u for _, u in ends)
-    # List scheduling, inlined (it runs for every job ahead of every projection). The running
-    # ends are read in order and the ends of the jobs placed meanwhile come from a heap: the
-    # soonest of the two is the same (end, units) a single heap of both would give. free + the
-    # units not yet freed always equal `total`, so a job that fits in `total` finds its units.
-    # A job started by a placed end replaces it in the heap (one heapreplace, not a pop and a
-    # push: the same values come out in the same order).
     placed: list[tuple[float, int]] = []
     i, n, t = 0, len(ends), now_s
     pop, push, swap = heapq.heappop, heapq.heappush, heapq.heapreplace
@@ -91,13 +91,21 @@ def projected_wait_s(
             push(placed, (t + runtime, units))
     if need > total:
         return math.inf
-    while free < need:
+    return _freed_at(need - free, placed, ends, i, t) - now_s
+
+
+def _freed_at(
+    short: int, placed: list[tuple[float, int]], ends: Sequence[tuple[float, int]], i: int, t: float
+) -> float:
+    """When `short` more units are free: the soonest placed or running (from `ends[i]`) ends, from `t`."""
+    n = len(ends)
+    while short > 0:
         if placed and (i == n or placed[0] < ends[i]):
-            end, u = pop(placed)
+            end, u = heapq.heappop(placed)
         else:
             end, u = ends[i]
             i += 1
         if end > t:
             t = end
-        free += u
-    return t - now_s
+        short -= u
+    return t
