@@ -40,16 +40,22 @@ SLACK = 1e-7
 
 @dataclass
 class _Cols:
+    """The LP's columns, column-wise: each column's rows ascending (HiGHS's own order)."""
+
     cost: list[float]
-    lo: list[float]
     hi: list[float]
-    entries: list[list[tuple[int, float]]]
+    start: list[int]
+    index: list[int]
+    value: list[float]
 
     def add(self, cost: float, hi: float, entries: list[tuple[int, float]]) -> int:
+        """A column with its (row, coefficient) entries, rows ascending."""
         self.cost.append(cost)
-        self.lo.append(0.0)
         self.hi.append(hi)
-        self.entries.append(entries)
+        for row, v in entries:
+            self.index.append(row)
+            self.value.append(v)
+        self.start.append(len(self.index))
         return len(self.cost) - 1
 
 
@@ -90,34 +96,40 @@ def _edges(jobs: Sequence[SimJob], max_buckets: int) -> list[float]:
     `max_buckets` buckets; any bucketing gives a valid bound, finer ones a tighter bound."""
     pts = _points(jobs)
     xs: list[float] = pts.tolist()
-
-    def merge(gap: float) -> list[float]:
-        """Keep each point at least `gap` after the last one kept (and the last point)."""
-        out = [xs[0]]
-        i, n = 1, len(xs)
-        while i < n:
-            last = out[-1]
-            # The next point kept: the first with x - last >= gap (x - last grows with x), found
-            # by bisection instead of a scan, as the bisection on `gap` below calls this 40 times.
-            i = bisect.bisect_left(xs, gap, i, n, key=lambda x: x - last)
-            if i < n:
-                out.append(xs[i])
-                i += 1
-        if out[-1] < xs[-1]:
-            out.append(xs[-1])
-        return out
-
     lo, hi = 0.0, float(pts[-1])
-    edges = merge(lo)
+    edges = _merge(xs, lo)
     if len(edges) <= max_buckets + 1:
         return edges
     for _ in range(40):
         mid = (lo + hi) / 2
-        if len(merge(mid)) > max_buckets + 1:
+        if len(_merge(xs, mid)) > max_buckets + 1:
             lo = mid
         else:
             hi = mid
-    return merge(hi)
+    return _merge(xs, hi)
+
+
+def _merge(xs: list[float], gap: float) -> list[float]:
+    """Keep each point of sorted `xs` at least `gap` after the last one kept (and the last point)."""
+    out = [xs[0]]
+    i, n = 1, len(xs)
+    while i < n:
+        last = out[-1]
+        # The next point kept: the first with x - last >= gap (x - last grows with x), found by
+        # bisection instead of a scan, as the bisection on `gap` in `_edges` calls this 40 times:
+        # searched for last + gap, then moved to where x - last >= gap starts (the two can differ
+        # in the last bit, and the plain scan tests x - last).
+        first, i = i, bisect.bisect_left(xs, last + gap, i, n)
+        while i > first and xs[i - 1] - last >= gap:
+            i -= 1
+        while i < n and xs[i] - last < gap:
+            i += 1
+        if i < n:
+            out.append(xs[i])
+            i += 1
+    if out[-1] < xs[-1]:
+        out.append(xs[-1])
+    return out
 
 
 def _quiet_highs() -> Any:
@@ -153,7 +165,7 @@ class _Model:
         self.lower = [-math.inf] * (len(keys) * nb) + [0.0] * (len(keys) * nb) + [-math.inf]
         self.upper = [capacity[k] * (edges[b + 1] - edges[b]) for k in keys for b in range(nb)]
         self.upper += [0.0] * (len(keys) * nb) + [0.0]
-        self.cols = _Cols([], [], [], [])
+        self.cols = _Cols([], [], [0], [], [])
         # Per partition: served[b] and carry[b] (late work carried from bucket b to b+1).
         for k in keys:
             for b in range(nb):
@@ -184,28 +196,33 @@ class _Model:
         return out
 
     def add_job(self, j: SimJob, f: JobFacts, capacity: Mapping[str, int]) -> None:
+        """The job's columns (each column's rows ascending: capacity and flow rows, the late row,
+        then the job's own rows in the order they are made)."""
         a, r, w, d = j.arrival_s, j.runtime_s, j.max_wait_s, float(j.demand)
-        cols, assign = self.cols, self.row(1.0, 1.0)
+        cols, late, assign = self.cols, self.late_row, self.row(1.0, 1.0)
         # Never starting (e.g. no budget can pay) costs nothing and counts as late, as in
         # the strategies' own counts: so the bound at their late count stays below them.
-        cols.add(0.0, 1.0, [(assign, 1.0), (self.late_row, 1.0)])
+        cols.add(0.0, 1.0, [(late, 1.0), (assign, 1.0)])
         if f.cloud_cost is not None:
             cols.add(f.cloud_cost, 1.0, [(assign, 1.0)])
+        # The buckets the job touches are the same in every partition: found once.
+        arrive = min(self.nb - 1, max(0, bisect.bisect_right(self.edges, a) - 1))
+        flex = min(r, w)
+        mandatory = [(b, d * ov) for b, ov in self.span(a + w, a + r)]
+        windows = [(a, a + w + r)] if r <= w else [(a, a + w), (a + r, a + w + r)]
+        free = [(b, d * ov) for x, y in windows for b, ov in self.span(x, y)] if flex > 0 else []
         for k, cost in f.onprem.items():
             if k not in capacity:
                 continue
             cap, flow = self.cap_row[k], self.flow_row[k]
-            arrive = min(self.nb - 1, max(0, bisect.bisect_right(self.edges, a) - 1))
-            cols.add(cost, 1.0, [(assign, 1.0), (self.late_row, 1.0), (flow + arrive, -d * r)])
-            flex = min(r, w)
-            entries = [(assign, 1.0)] + [(cap + b, d * ov) for b, ov in self.span(a + w, a + r)]
+            cols.add(cost, 1.0, [(flow + arrive, -d * r), (late, 1.0), (assign, 1.0)])
+            entries = [(cap + b, v) for b, v in mandatory]
+            entries.append((assign, 1.0))
             if flex > 0:
                 frow = self.row(0.0, 0.0)
+                for b, hi in free:
+                    cols.add(0.0, hi, [(cap + b, 1.0), (frow, 1.0)])
                 entries.append((frow, -d * flex))
-                windows = [(a, a + w + r)] if r <= w else [(a, a + w), (a + r, a + w + r)]
-                for x, y in windows:
-                    for b, ov in self.span(x, y):
-                        cols.add(0.0, d * ov, [(cap + b, 1.0), (frow, 1.0)])
             cols.add(cost, 1.0, entries)
 
 
@@ -243,26 +260,18 @@ class LowerBound:
         lp.num_col_ = len(cols.cost)
         lp.num_row_ = n_rows
         lp.col_cost_ = np.array(cols.cost, dtype=np.float64)
-        lp.col_lower_ = np.array(cols.lo, dtype=np.float64)
-        lp.col_upper_ = np.array(
-            [highspy.kHighsInf if math.isinf(x) else x for x in cols.hi], dtype=np.float64
-        )
-        lp.row_lower_ = np.array(
-            [-highspy.kHighsInf if math.isinf(x) else x for x in lower], dtype=np.float64
-        )
+        lp.col_lower_ = np.zeros(len(cols.cost), dtype=np.float64)
+        hi = np.array(cols.hi, dtype=np.float64)
+        hi[np.isinf(hi)] = highspy.kHighsInf
+        lp.col_upper_ = hi
+        lo = np.array(lower, dtype=np.float64)
+        lo[np.isinf(lo)] = -highspy.kHighsInf
+        lp.row_lower_ = lo
         lp.row_upper_ = np.array(upper, dtype=np.float64)
-        start = [0]
-        index: list[int] = []
-        value: list[float] = []
-        for entries in cols.entries:
-            for row, v in sorted(entries):
-                index.append(row)
-                value.append(v)
-            start.append(len(index))
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = np.array(start, dtype=np.int32)
-        lp.a_matrix_.index_ = np.array(index, dtype=np.int32)
-        lp.a_matrix_.value_ = np.array(value, dtype=np.float64)
+        lp.a_matrix_.start_ = np.array(cols.start, dtype=np.int32)
+        lp.a_matrix_.index_ = np.array(cols.index, dtype=np.int32)
+        lp.a_matrix_.value_ = np.array(cols.value, dtype=np.float64)
         h = _quiet_highs()
         h.setOptionValue("output_flag", False)
         h.passModel(lp)

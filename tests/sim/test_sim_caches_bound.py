@@ -3,10 +3,11 @@ speed): the same floats, so the same LP and the same bound."""
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
-from broker.sim.lower_bound import _edges, _points
+from broker.sim.lower_bound import _edges, _merge, _points
 
 
 @dataclass
@@ -60,3 +61,32 @@ def test_bucket_edges_by_bisection_equal_the_plain_scan() -> None:
         assert got == _plain_edges(jobs, buckets)
         merged += len(got) < 4 * n
     assert merged > 20  # the bisection on the gap ran (more points than buckets)
+
+
+def _plain_merge(xs: list[float], gap: float) -> list[float]:
+    out = [xs[0]]
+    for x in xs[1:]:
+        if x - out[-1] >= gap:
+            out.append(x)
+    if out[-1] < xs[-1]:
+        out.append(xs[-1])
+    return out
+
+
+def test_merge_keeps_the_points_of_the_plain_scan_where_last_plus_gap_rounds() -> None:
+    # x >= last + gap and x - last >= gap can disagree in the last bit either way near the
+    # boundary (x below last + gap passing, x above it failing): points placed there, and their
+    # neighbours one ulp away, with gaps far smaller than the points and as large as them.
+    rng = random.Random(7)
+    below = above = 0
+    for n in range(3000):
+        last = rng.uniform(0, 1e6)
+        gap = rng.uniform(0, 1e4) if n % 2 else rng.uniform(0, 1e6)
+        edge = last + gap
+        down, up = math.nextafter(edge, -math.inf), math.nextafter(edge, math.inf)
+        below += down - last >= gap
+        above += not edge - last >= gap
+        later = (up + rng.uniform(0, 3e6) for _ in range(rng.randint(0, 20)))
+        xs = sorted({last, down, edge, up, *later})  # `last` is kept (the first point)
+        assert _merge(xs, gap) == _plain_merge(xs, gap)
+    assert below > 5 and above > 100
