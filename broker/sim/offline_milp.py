@@ -192,10 +192,11 @@ def _capacity_rows(
     capacity: Mapping[str, int],
     cands: list[tuple[int, str, float]],
     used: Mapping[str, np.ndarray],
-) -> list[tuple[float, list[tuple[int, float]]]]:
+) -> list[tuple[float, np.ndarray, np.ndarray]]:
     """Per partition and stretch of buckets where the same options overlap: their accelerators
-    within what the rest of the schedule leaves free there (rows that cannot bind are left out)."""
-    rows: list[tuple[float, list[tuple[int, float]]]] = []
+    within what the rest of the schedule leaves free there (rows that cannot bind are left out),
+    as (room, the options' columns, their accelerators)."""
+    rows: list[tuple[float, np.ndarray, np.ndarray]] = []
     for k in sorted({k for _, k, _ in cands}):
         mine = [
             (c, *_span(s, jobs[i].runtime_s), jobs[i].demand) for c, (i, kk, s) in enumerate(cands) if kk == k
@@ -207,10 +208,25 @@ def _capacity_rows(
             active = (b0 <= cuts[t]) & (b1 >= cuts[t + 1])
             room = capacity[k] - int(held[t])
             if int(d[active].sum()) > room:
-                rows.append(
-                    (float(room), [(int(c), float(v)) for c, v in zip(col[active], d[active], strict=True)])
-                )
+                rows.append((float(room), col[active], d[active]))
     return rows
+
+
+def _matrix(
+    assign: list[int], n_window: int, rows: list[tuple[float, np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The MILP's columns (each option's assignment row `assign[c]`, then one cloud column per
+    window job) as column-wise (start, index, value): in each column its assignment row first,
+    then its capacity rows (`n_window` + their number) in order."""
+    n_x = len(assign)
+    n_cols = n_x + n_window
+    counts = [len(c) for _, c, _ in rows]
+    at = np.concatenate([np.arange(n_cols), *(c for _, c, _ in rows)]).astype(np.int64)
+    row = np.concatenate([assign, np.arange(n_window), np.repeat(n_window + np.arange(len(rows)), counts)])
+    value = np.concatenate([np.ones(n_cols), *(d for _, _, d in rows)]).astype(np.float64)
+    order = np.argsort(at, kind="stable")  # per column: its rows in the order written, ascending
+    start = np.concatenate([[0], np.cumsum(np.bincount(at, minlength=n_cols))]).astype(np.int32)
+    return start, row[order].astype(np.int32), value[order]
 
 
 def _solve(
@@ -231,26 +247,16 @@ def _solve(
         return None
     row_of = {i: r for r, i in enumerate(window)}
     rows = _capacity_rows(jobs, capacity, cands, used)
-    n_x = len(cands)
     costs = [facts[i].onprem[k] for i, k, _ in cands] + [facts[i].cloud_cost or 0.0 for i in window]
-    entries: list[list[tuple[int, float]]] = [[] for _ in range(n_x + len(window))]
-    for c, (i, _, _) in enumerate(cands):
-        entries[c].append((row_of[i], 1.0))
-    for r in range(len(window)):
-        entries[n_x + r].append((r, 1.0))
-    for r, (_, coefs) in enumerate(rows):
-        for c, v in coefs:
-            entries[c].append((len(window) + r, v))
+    start, index, value = _matrix([row_of[i] for i, _, _ in cands], len(window), rows)
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = len(costs), len(window) + len(rows)
     lp.col_cost_ = np.array(costs)
     lp.col_lower_, lp.col_upper_ = np.zeros(len(costs)), np.ones(len(costs))
     lp.row_lower_ = np.array([1.0] * len(window) + [-highspy.kHighsInf] * len(rows))
-    lp.row_upper_ = np.array([1.0] * len(window) + [u for u, _ in rows])
+    lp.row_upper_ = np.array([1.0] * len(window) + [u for u, _, _ in rows])
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = np.cumsum([0] + [len(e) for e in entries]).astype(np.int32)
-    lp.a_matrix_.index_ = np.array([r for e in entries for r, _ in e], dtype=np.int32)
-    lp.a_matrix_.value_ = np.array([v for e in entries for _, v in e])
+    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = start, index, value
     lp.integrality_ = [highspy.HighsVarType.kInteger] * len(costs)
     h = _quiet_highs()
     h.setOptionValue("output_flag", False)
