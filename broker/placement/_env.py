@@ -12,6 +12,10 @@ from broker.placement.types import PlacementContext
 from broker.policy import Hardware, Policy
 from broker.policy.schema import Site, Tenant
 
+FLAT, PER_DEVICE, ZERO = 1.0, 2.0, 0.0
+"""How a group's carbon term applies (`Group.scoring`): the same for each offer (CPU-only), per
+accelerator (times the offer's count), or not at all (no intensity)."""
+
 
 class Env:
     """Everything a filter or scorer needs about one decision, computed once."""
@@ -99,7 +103,7 @@ class Env:
 class Group:
     """Offers sharing a site and an accelerator model: most verdicts are the same for all."""
 
-    __slots__ = ("_parts", "accelerator", "fields", "hw", "offers", "site", "site_id")
+    __slots__ = ("_parts", "_scoring", "accelerator", "fields", "hw", "offers", "site", "site_id")
 
     def __init__(self, site_id: str, accelerator: str | None, site: Site | None, hw: Hardware) -> None:
         self.site_id = site_id
@@ -110,6 +114,7 @@ class Group:
         self.fields: list[dict[str, Any]] | None = None
         """Each offer's field mapping (`__dict__`), aligned with `offers`, when grouping read them."""
         self._parts: dict[bool | None, Part] | None = None
+        self._scoring: tuple[Policy, tuple[float, float, float, float]] | None = None
 
     def part(self, spot: bool | None, policy: Policy) -> Part:
         """The group's offers of one market (None: all of them) with their values, built on
@@ -119,8 +124,27 @@ class Group:
             parts = self._parts = {}
         part = parts.get(spot)
         if part is None:
-            part = parts[spot] = market_part(self.offers, self.field_maps(self.offers), spot, policy)
+            fields = self.field_maps(self.offers)
+            part = parts[spot] = market_part(self.offers, fields, spot, policy, self.scoring(policy))
         return part
+
+    def scoring(self, policy: Policy) -> tuple[float, float, float, float]:
+        """What the carbon and preference terms read of the group, kept with the snapshot: power
+        per device (kW), site intensity, carbon mode (`broker.placement.vector`), preference per hour."""
+        kept = self._scoring
+        if kept is not None and kept[0] is policy:
+            return kept[1]
+        site, default_w = self.site, policy.document.default_power_w
+        intensity = site.carbon_gco2_kwh if site is not None else 0.0
+        kw, mode = default_w / 1000.0, FLAT  # as `score_carbon` computes them
+        if not intensity:
+            intensity, mode = 0.0, ZERO
+        elif self.accelerator is not None:
+            spec = self.hw.spec
+            kw, mode = (spec.power_w if spec is not None else default_w) / 1000.0, PER_DEVICE
+        values = (kw, intensity, mode, site.preference_per_hour if site is not None else 0.0)
+        self._scoring = (policy, values)
+        return values
 
     def field_maps(self, offers: list[Offer]) -> list[dict[str, Any]]:
         """The field mappings of `offers` (this group's offers or a subset of them).

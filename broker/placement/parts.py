@@ -16,16 +16,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.model import Offer
 from broker.policy import Policy
+
+if TYPE_CHECKING:
+    from broker.placement.vector import Floats
+
+Scoring = tuple[float, float, float, float]
+"""What the carbon and preference terms read of an offer's group (`Group.scoring`)."""
 
 
 class Part(list[Offer]):
     """Offers with their field mappings and the job-independent values scoring reads."""
 
-    __slots__ = ("counts", "currencies", "fields", "hourly", "min_count", "min_cpus", "min_memory", "waits")
+    __slots__ = (
+        "_array",
+        "counts",
+        "currencies",
+        "fields",
+        "hourly",
+        "min_count",
+        "min_cpus",
+        "min_memory",
+        "scoring",
+        "waits",
+    )
 
     def __init__(
         self,
@@ -35,6 +52,7 @@ class Part(list[Offer]):
         waits: list[float],
         counts: list[int],
         currencies: frozenset[str],
+        scoring: Scoring,
     ) -> None:
         super().__init__(offers)
         self.fields = fields
@@ -44,6 +62,9 @@ class Part(list[Offer]):
         self.counts = counts
         self.currencies = currencies
         """The offers' currencies (a subset's may name more: only "all have a rate" is asked)."""
+        self.scoring = scoring
+        """The group's carbon and preference values (`Group.scoring`)."""
+        self._array: Floats | None = None
         self.min_count: float = -math.inf  # a subset is not size-tested again: never "fits"
         self.min_cpus: float = -math.inf
         self.min_memory: float = -math.inf
@@ -52,21 +73,39 @@ class Part(list[Offer]):
         """Every offer passes the size test for this job (False: test each offer)."""
         return self.min_count >= count and self.min_cpus >= cpus and self.min_memory >= memory_gb
 
+    def array(self) -> Floats:
+        """The offers' scoring values as one 7 x n float64 array (`vector.stack`), made once."""
+        found = self._array
+        if found is None:
+            import broker.placement.vector as vector  # numpy loads with a decision, not the CLI
+
+            found = self._array = vector.stack(
+                self.hourly, self.waits, self.counts, [self.scoring], [len(self)]
+            )
+        return found
+
     def subset(self, picked: list[int]) -> Part:
         """The offers at the indexes `picked` (ascending), with their values (C-level gathers:
         a list comprehension per column costs more than the few offers a group holds)."""
-        return Part(
+        part = Part(
             map(self.__getitem__, picked),
             list(map(self.fields.__getitem__, picked)),
             list(map(self.hourly.__getitem__, picked)),
             list(map(self.waits.__getitem__, picked)),
             list(map(self.counts.__getitem__, picked)),
             self.currencies,
+            self.scoring,
         )
+        if self._array is not None:
+            part._array = self._array[:, picked]
+        return part
 
 
-def build_part(offers: list[Offer], fields: list[dict[str, Any]], policy: Policy) -> Part:
-    """`offers` (with their field mappings) as a part: the values computed as `PerHour` does."""
+def build_part(
+    offers: list[Offer], fields: list[dict[str, Any]], policy: Policy, scoring: Scoring = (0.0, 0.0, 0.0, 0.0)
+) -> Part:
+    """`offers` (with their field mappings) as a part: the values computed as `PerHour` does;
+    `scoring`: their group's carbon and preference values."""
     cur, rate = policy.currency, policy.rate
     currencies = frozenset({d["currency"] for d in fields})
     rates = {c: rate(c or cur) or 0.0 for c in currencies}
@@ -78,17 +117,20 @@ def build_part(offers: list[Offer], fields: list[dict[str, Any]], policy: Policy
         [d["expected_wait_s"] * per_second for d in fields] if per_second else [0.0] * len(fields),
         [d["count"] for d in fields],
         currencies,
+        scoring,
     )
 
 
-def market_part(offers: list[Offer], fields: list[dict[str, Any]], spot: bool | None, policy: Policy) -> Part:
+def market_part(
+    offers: list[Offer], fields: list[dict[str, Any]], spot: bool | None, policy: Policy, scoring: Scoring
+) -> Part:
     """The offers of one market (`spot` True or False) or all of them (None), in input order,
     with the smallest sizes the size test can reject on (a NaN never rejects, nor does an
     unknown, zero, CPU or memory size)."""
     if spot is not None:
         picked = [i for i, d in enumerate(fields) if d["spot"] is spot]
         offers, fields = [offers[i] for i in picked], [fields[i] for i in picked]
-    part = build_part(offers, fields, policy)
+    part = build_part(offers, fields, policy, scoring)
     part.min_count = min((c for c in part.counts if c == c), default=math.inf)
     part.min_cpus = min((c for d in fields if (c := d["cpus"]) and c == c), default=math.inf)
     part.min_memory = min((m for d in fields if (m := d["memory_gb"]) and m == m), default=math.inf)

@@ -34,6 +34,7 @@ from broker.policy import Policy, load_policy
 from tests.placement.test_fast_rules import RULES, _catalog, _seen
 from tests.placement.test_fast_rules import jobs as fuzz_jobs
 from tests.placement.test_prepared import TENANTS, contexts, jobs, offer_pools
+from tests.placement.test_vector import exact
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SETTINGS = settings(
@@ -183,7 +184,7 @@ def test_the_fast_path_passes_and_scores_like_the_filters_and_scorers(
     want_offers, want = score_all(plain, env)
     got_offers, got = score_columns(PerHour(fast, policy), env)
     assert _ids(got_offers) == _ids(want_offers)
-    assert got == want  # exact floats: the same operations in the same order
+    assert exact(got) == exact(want)  # exact floats: the same operations in the same order
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

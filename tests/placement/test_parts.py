@@ -26,6 +26,7 @@ from broker.placement.rules import filter_offer_rules, keep_offer_rules
 from broker.placement.scored import PerHour, score_all, score_columns
 from broker.placement.spot import filter_spot
 from broker.policy import Policy
+from tests.placement.test_vector import exact, vector_from
 
 rows = st.lists(
     st.tuples(
@@ -102,9 +103,11 @@ def test_parts_kept_across_jobs_filter_and_score_like_the_filters_and_scorers(
             (id(g), [id(o) for o in kept]) for g, kept in want
         ]
         want_offers, want_columns = score_all(want, env)
-        got_offers, got_columns = score_columns(PerHour(got, policy), env)
-        assert [id(o) for o in got_offers] == [id(o) for o in want_offers]
-        assert got_columns == want_columns  # exact floats: the same operations in the same order
+        for smallest in (0, 10**9):  # as arrays (the parts' arrays reused by later jobs), as lists
+            with vector_from(smallest):
+                got_offers, got_columns = score_columns(PerHour(got, policy), env)
+            assert [id(o) for o in got_offers] == [id(o) for o in want_offers]
+            assert exact(got_columns) == exact(want_columns)  # the same operations in the same order
 
 
 with tempfile.TemporaryDirectory() as _tmp:
