@@ -271,7 +271,8 @@ class Scored(Sequence[ScoredOffer]):
 
     def floats(self) -> tuple[list[Offer], list[float], list[float]]:
         """The allowed offers (input order), their scores and their `cost` terms, nothing built."""
-        return self._offers, self._scores, self._columns[0]
+        columns, scores = self._lists()
+        return self._offers, scores, columns[0]
 
     def __len__(self) -> int:
         return len(self._offers)
