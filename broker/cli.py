@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 import broker._startup  # noqa: F401  (first: trims the imports below)
-from broker.commands import COMMAND_GROUPS
+from broker.commands import groups
 from broker.errors import BrokerError
 
 
@@ -16,18 +16,21 @@ class UsageError(BrokerError):
     """Wrong arguments: exit code 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full `szb` parser; every command module registers its own subcommands."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The `szb` parser; every command module registers its own subcommands. Given the
+    arguments, only the module of the command they name (the full parser without one)."""
     parser = argparse.ArgumentParser(prog="szb", description="Shangzhuang Broker")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in COMMAND_GROUPS:
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    for register in groups(command):
         register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: 0 ok, 1 error (message on stderr), 2 usage."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)

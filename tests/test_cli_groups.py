@@ -1,0 +1,45 @@
+"""`szb CMD` registers only CMD's command module (issue 15, start-up): the command -> module
+map agrees with what every module registers, and a simulate run imports no other group."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+
+from broker.cli import build_parser
+from broker.commands import COMMAND_MODULE, GROUPS
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return list(sub.choices)
+
+
+def test_each_command_maps_to_the_module_that_registers_it() -> None:
+    registered: dict[str, str] = {}
+    for name in GROUPS:
+        parser = argparse.ArgumentParser()
+        sub = parser.add_subparsers()
+        importlib.import_module(f"broker.commands.{name}").register(sub)
+        registered.update(dict.fromkeys(_commands(parser), name))
+    assert registered == COMMAND_MODULE
+    assert _commands(build_parser()) == list(registered)  # the full parser: every command, in order
+
+
+def test_a_named_command_gets_only_its_own_module_and_parses_the_same() -> None:
+    argv = ["simulate", "--synthetic", "10", "--policy", "p.yaml", "--output", "json"]
+    assert _commands(build_parser(argv)) == ["simulate"]
+    assert vars(build_parser(argv).parse_args(argv)) == vars(build_parser().parse_args(argv))
+    assert _commands(build_parser(["--help"])) == _commands(build_parser())
+    assert _commands(build_parser(["no-such-command"])) == _commands(build_parser())
+
+
+def test_szb_simulate_imports_no_other_command_group() -> None:
+    code = (
+        "import sys; from broker.cli import build_parser; build_parser(['simulate']); "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('broker.commands.'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["broker.commands.simulate"]
