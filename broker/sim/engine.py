@@ -39,7 +39,7 @@ from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.metrics import RunResult, Series, carbon_g
 from broker.sim.queues import FairRatios, LaunchQueue, ProjectedQueues, Waits, dispatch_key
 from broker.sim.scenario import Scenario
-from broker.sim.state import Fenwick, SimState, Strategy, take_heads
+from broker.sim.state import Fenwick, Line, SimState, Strategy, line_of, take_heads
 
 FINISH, UP, FAIL, STOP, TIMER = range(5)
 """Event kinds, in the order they are handled at equal times (capacity frees first)."""
@@ -70,13 +70,13 @@ class Engine:
             capacity_block_s=ttl.capacity.total_seconds(), quota_block_s=ttl.quota.total_seconds()
         )
         self.state = [SimState.of(j) for j in jobs]
-        # Fair share, as the live dispatcher orders its queue: per partition, each tenant's
-        # waiting jobs; capacity that frees goes to the head of the fair-share order.
+        # Fair share, as the live dispatcher orders its queue: per partition, each tenant's waiting
+        # jobs per line (`line_of`); capacity that frees goes to the head of the fair-share order.
         self.fair = IncrementalBook(policy.document.fair_share.half_life.total_seconds())
         self.fair_capacity = capacity_of(policy)
         self.hold = policy.document.fair_share.hold_for_under_share
         self.holds = Holds()  # capacity kept for each partition's waiting head across passes
-        self.by_tenant: dict[str, dict[str, deque[tuple[int, int]]]] = {k: {} for k in self.parts}
+        self.by_tenant: dict[str, dict[Line, deque[tuple[int, int]]]] = {k: {} for k in self.parts}
         self.fen = {k: Fenwick(len(jobs)) for k in self.parts}
         self.cloud_wait: deque[tuple[int, int]] = deque()
         self.projected, self.launches, self.claims = ProjectedQueues(self.parts), LaunchQueue(), LateClaims()
@@ -318,7 +318,7 @@ class Engine:
             if st.cands is None:
                 st.cands = tuple(k for k in self.strategy.candidates(job, d) if k in self.by_tenant)
             for k in st.cands:
-                self.by_tenant[k].setdefault(job.tenant, deque()).append((j, st.gen))
+                self.by_tenant[k].setdefault(line_of(job), deque()).append((j, st.gen))
         if self.strategy.wants_cloud(d):
             self.cloud_wait.append((j, st.gen))
         when = self.strategy.timer(job, d, self.t, st.backoff)

@@ -119,6 +119,19 @@ def queued_work(job: SimJob, cands: tuple[str, ...]) -> QueuedWork:
     )
 
 
+Line = tuple[str, str, float]
+"""(tenant, priority, max_wait seconds): one waiting line of a partition (`line_of`)."""
+
+
+def line_of(job: SimJob) -> Line:
+    """The waiting line a job joins on each partition it could use: its tenant's jobs of one priority
+    and max_wait, in arrival order, so also in the dispatcher's order (priority, then deadline).
+    A capacity event reads the first few jobs of each line: one line per tenant would let a
+    tenant's low-priority backlog hide its later normal-priority jobs, which the live
+    dispatcher, ordering each tenant's queue by priority first, decides ahead of them."""
+    return job.tenant, job.spec.priority.value, job.max_wait_s
+
+
 def take_heads(
     ordered: Sequence[Standing],
     jobs: Sequence[SimJob],
