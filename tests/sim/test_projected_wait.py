@@ -100,7 +100,7 @@ def test_decision_quality_bench_applies_burst_overrides() -> None:
     assert knobs["wait_model"] == "fluid" and knobs["late_wait_factor"] == 1.0
     assert knobs["wait_estimate_factor"] == 0.4  # the rest as configs/policy-sim.yaml has it
     bench.BURST[:] = []
-    assert bench.knobs()["wait_model"] == "projected" and bench.knobs()["late_wait_factor"] == 4.0
+    assert bench.knobs()["wait_model"] == "projected" and bench.knobs()["late_wait_factor"] == 1.5
 
 
 @pytest.mark.parametrize(("gap", "bursts"), [(2.0, True), (0.0, False)])

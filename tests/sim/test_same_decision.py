@@ -39,7 +39,7 @@ def test_planner_and_simulator_decide_alike(tmp_path: Path) -> None:
         (tmp_path / item.name).symlink_to(item)
     path = tmp_path / "policy-fluid.yaml"
     text = (CONFIGS / "policy-sim.yaml").read_text()
-    projected = "  wait_model: projected\n  late_wait_factor: 4.0\n"
+    projected = "  wait_model: projected\n  late_wait_factor: 1.5\n"
     fluid = text.replace(projected, "  wait_model: fluid\n  late_wait_factor: 1.0\n")
     assert fluid != text
     path.write_text(fluid)
