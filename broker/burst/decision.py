@@ -62,6 +62,12 @@ class _View:
     facts: DecisionFacts
     known: dict[int, tuple[float, float]] = field(default_factory=dict)
     """id(scored offer) -> its (wait, score): the inputs hold still within one decision."""
+    noted: dict[str, object] = field(default_factory=dict)
+    """Fields set on `facts` so far (`note`), applied in `done` with its own in one `replace`."""
+
+    def note(self, **fields: object) -> None:
+        """Set facts fields (later ones win, as a `replace` each would)."""
+        self.noted.update(fields)
 
     def done(
         self,
@@ -72,11 +78,12 @@ class _View:
         pick: CloudPick | None = None,
         **more: float | datetime | None,
     ) -> Decision:
+        fields = {**self.noted, **more} if self.noted else more
         if offer is not None:  # one replace with every field (later ones win, as in sequence)
-            more["score"] = round(offer.score, 4)
+            fields["score"] = round(offer.score, 4)
         if pick is not None:
-            more["cash"], more["voucher"] = round(pick.cash, 2), round(pick.voucher, 2)
-        facts = replace(self.facts, **more) if more else self.facts  # type: ignore[arg-type]
+            fields["cash"], fields["voucher"] = round(pick.cash, 2), round(pick.voucher, 2)
+        facts = replace(self.facts, **fields) if fields else self.facts
         return Decision(
             action=action,
             offer=offer.offer if offer else None,
@@ -156,7 +163,7 @@ def decide(
         cheaper = _cheaper_in_time(v, onprem, best)
         if cheaper is not None:
             where = cheaper.offer
-            v.facts = replace(v.facts, onprem_site=where.site, onprem_partition=where.partition)
+            v.note(onprem_site=where.site, onprem_partition=where.partition)
             return v.done(
                 Action.WAIT,
                 cheaper,
@@ -205,7 +212,7 @@ def _yield_to_late(v: _View, best: ScoredOffer, need: int) -> Decision | None:
     if isinstance(pick, list) or pick.total - v.score(best) >= top:
         return None  # no cloud to fall back on, or its own burst would cost as much
     mine = pick.total - v.score(best)
-    v.facts = replace(v.facts, onprem_site=best.offer.site, onprem_partition=best.offer.partition)
+    v.note(onprem_site=best.offer.site, onprem_partition=best.offer.partition)
     return v.done(
         Action.WAIT,
         best,
@@ -265,8 +272,7 @@ def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
     """On-prem has no room now: wait in the chosen partition, or burst when waiting costs more."""
     queue, wait_s = _queue_choice(v, onprem)
     wait_cost = v.score(queue) + _late_cost(wait_s, v.remaining, v.policy)
-    v.facts = replace(
-        v.facts,
+    v.note(
         onprem_site=queue.offer.site,
         onprem_partition=queue.offer.partition,
         onprem_expected_wait_s=round(wait_s),
@@ -292,7 +298,7 @@ def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
         reason = f"on-prem wait {wait_s / 60:.0f} min exceeds max_wait, but no cloud offer is usable"
         return v.done(Action.WAIT, queue, reason, *pick[:5])
     best = pick.scored.offer
-    v.facts = replace(v.facts, cloud_total_cost=round(pick.total, 2), cloud_offer=best.key)
+    v.note(cloud_total_cost=round(pick.total, 2), cloud_offer=best.key)
     firm = v.inputs.firm_deadline and queue.offer.partition in v.inputs.projected_wait
     if pick.total >= wait_cost and not firm:
         return v.done(

@@ -8,8 +8,9 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 from datetime import timedelta
-from itertools import pairwise
+from itertools import pairwise, product
 from pathlib import Path
+from typing import Any
 
 from broker.burst.cloud import CloudPick, cloud_order, onprem_offers, spot_risk_cost
 from broker.burst.decision import _View
@@ -106,15 +107,27 @@ def test_a_decisions_facts_in_one_replace_equal_the_replaces_in_sequence() -> No
     scored = expl.unranked[0]
     pick = CloudPick(12.345678, scored, 10.126, 2.2249)
     facts = DecisionFacts(waited_s=10, max_wait_s=600, remaining_wait_s=590, currency=policy.currency)
-    cases: list[tuple[ScoredOffer | None, CloudPick | None, dict[str, float]]] = [
+    cases: list[tuple[ScoredOffer | None, CloudPick | None, dict[str, Any]]] = [
         (None, None, {}),
         (scored, None, {"onprem_expected_wait_s": 30}),
         (scored, pick, {"score": 1.0, "burst_in_s": 5}),
         (None, pick, {"cash": 3.0}),
     ]
-    for offer, p, more in cases:
+    notes: list[list[dict[str, object]]] = [
+        [],
+        [{"onprem_site": "a", "onprem_partition": "a/x"}],
+        [
+            {"onprem_site": "a", "onprem_expected_wait_s": 12, "cloud_offer": "c"},
+            {"cloud_total_cost": 9.5, "cloud_offer": "d", "score": 2.0, "cash": 1.0},
+        ],
+    ]
+    for (offer, p, more), noted in product(cases, notes):
         v = _View(spec, tenant, policy, BurstInputs(now=EPOCH, queued_since=EPOCH), expl, 590.0, facts)
-        want = replace(facts, **more) if more else facts  # type: ignore[arg-type]
+        want = facts
+        for fields in noted:  # what the decision notes on its way, as a replace each
+            v.note(**fields)
+            want = replace(want, **fields)
+        want = replace(want, **more) if more else want
         if offer is not None:
             want = replace(want, score=round(offer.score, 4))
         if p is not None:
