@@ -80,8 +80,21 @@ def filter_hardware_size(g: Group, offers: list[Offer], env: Env) -> tuple[list[
 
 
 def keep_hardware_model(env: Env) -> GroupKeep:
-    """`filter_hardware_model`'s kept groups (its reasons are only built for rejected ones)."""
-    return lambda groups: [g for g in groups if not _verdict(g, env)]
+    """`filter_hardware_model`'s kept groups: `_verdict`'s tests without its messages (a job
+    asking for memory rejects most groups, and each message is a formatted sentence)."""
+    if env.count == 0:
+        return lambda groups: [g for g in groups if g.accelerator is None]
+    any_of, need = env.any_of, env.min_memory_gb
+
+    def fits(g: Group) -> bool:
+        if g.accelerator is None or (any_of and not (any_of & g.hw.match_keys)):
+            return False
+        if need:
+            memory = g.offers[0].accelerator_memory_gb or (g.hw.spec.memory_gb if g.hw.spec else 0.0)
+            return not memory < need
+        return True
+
+    return lambda groups: [g for g in groups if fits(g)]
 
 
 def keep_hardware_size(env: Env) -> OfferKeep:

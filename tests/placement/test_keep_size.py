@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 from broker.model import JobSpec, Offer, TenantId
 from broker.placement import PlacementContext
 from broker.placement._env import Env, Group, group_offers
-from broker.placement.hardware import filter_hardware_size, keep_hardware_size
+from broker.placement.hardware import (
+    filter_hardware_model,
+    filter_hardware_size,
+    keep_hardware_model,
+    keep_hardware_size,
+)
 from broker.placement.pipeline import keep_market_and_size
 from broker.placement.spot import filter_spot
 from broker.policy import Policy
@@ -122,3 +127,32 @@ def test_the_market_and_size_pass_keeps_what_the_spot_then_size_filters_keep(
                 want.append((g, kept))
         assert _ids(fused(given_)) == _ids(want)
         assert _ids(fused(given_)) == _ids(want)  # the groups' parts kept from the first call
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    count=st.sampled_from([0, 1, 2, 8]),
+    any_of=st.lists(st.sampled_from(["A100", "a800", "H100", "L4", "Ascend910B", "T4", "XPU-9"]), max_size=3),
+    memory=st.sampled_from([0, 16, 24, 40, 48, 80, 96, 141]),
+    stated=st.sampled_from([0.0, 0.0, 24.0, 40.0, 80.0, float("nan")]),
+)
+def test_the_model_twin_keeps_the_groups_the_model_filter_keeps(
+    policy: Policy, offers: list[Offer], count: int, any_of: list[str], memory: int, stated: float
+) -> None:
+    """`keep_hardware_model` tests the model and the memory per device without the filter's
+    messages: the same groups on jobs at the catalog's memory sizes (equal, just above), with an
+    offer's own stated memory (0: the accelerator catalog's) or none (CPU-only)."""
+    restated = {"accelerator_memory_gb": stated}
+    pool = [o.model_copy(update=restated) if i % 3 else o for i, o in enumerate(offers)]
+    groups = group_offers(pool, policy)
+    job = JobSpec.model_validate(
+        {
+            "name": "m",
+            "command": ["run"],
+            "runtime_estimate": "1h",
+            "resources": {"accelerators": {"count": count, "any_of": any_of, "min_memory_gb": memory}},
+        }
+    )
+    env = Env(job, TenantId("pku-nlp"), policy, PlacementContext())
+    want = filter_hardware_model(list(groups), env)[0]
+    assert [id(g) for g in keep_hardware_model(env)(list(groups))] == [id(g) for g in want]
