@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -48,9 +49,18 @@ class JobRecord:
     def wait_s(self) -> float:
         return self.start_s - self.arrival_s
 
+    def __reduce__(self) -> tuple[type[JobRecord], tuple[Any, ...]]:
+        # Every run's records cross two process boundaries (side task -> side worker -> main):
+        # the fields as one tuple pickle in half the time of the dataclass's per-record state.
+        return JobRecord, _FIELDS(self)
+
     @property
     def cost(self) -> float:
         return self.cost_onprem + self.cost_cloud
+
+
+_FIELDS = attrgetter(*(f.name for f in fields(JobRecord)))
+"""A record's fields in the order `JobRecord(...)` takes them."""
 
 
 @dataclass

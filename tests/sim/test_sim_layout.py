@@ -103,3 +103,21 @@ def test_one_side_task_at_a_time_beside_the_policy_run_on_two_cores(
         running += {"start": 1, "end": -1}.get(kind, 0)
         most = max(most, running)
     assert _ended(log) == 5 and most == 1, events
+
+
+def test_a_record_pickles_to_an_equal_record() -> None:
+    import dataclasses
+    import math
+    import pickle
+
+    from broker.sim.metrics import JobRecord
+
+    names = [f.name for f in dataclasses.fields(JobRecord)]
+    # Every field a value of its own (no two alike), so a field read or set out of order shows.
+    values: dict[str, Any] = {n: (f"t-{n}" if n == "tenant" else i + 0.5) for i, n in enumerate(names)}
+    rec = JobRecord(**values)
+    rec.burst, rec.rejected, rec.compliant, rec.spot, rec.spot_over_limit = True, False, False, True, False
+    rec.attempts, rec.interruptions, rec.decisions = 3, 4, 5
+    back = pickle.loads(pickle.dumps([rec, JobRecord()], protocol=pickle.HIGHEST_PROTOCOL))
+    assert [getattr(back[0], n) for n in names] == [getattr(rec, n) for n in names]
+    assert math.isnan(back[1].start_s) and back[1].tenant == "" and back[1].compliant
