@@ -43,7 +43,7 @@ FLUID = {"wait_model": "fluid", "late_wait_factor": 1.0}
 projected model's)."""
 SETTINGS: list[tuple[str, dict[str, Any]]] = [
     *(("fluid", {**FLUID, "wait_estimate_factor": f}) for f in (0.25, 0.4, 0.6, 1.0)),
-    *(("projected", {"wait_model": "projected", "late_wait_factor": f}) for f in (1.0, 4.0, 8.0)),
+    *(("projected", {"wait_model": "projected", "late_wait_factor": f}) for f in (1.0, 1.5, 4.0, 8.0)),
 ]
 
 
