@@ -34,13 +34,16 @@ class Reading(Protocol):
 class ValueClasses:
     """Per rule, per site id (or accelerator name): the values it reads there, frozen."""
 
-    __slots__ = ("_classes", "_reads")
+    __slots__ = ("_classes", "_reads", "known")
 
     def __init__(self, rules: Sequence[Reading]) -> None:
         self._reads: tuple[dict[str, tuple[Path, ...]], ...] = tuple(
             {root: tuple(p[1:] for p in r.paths if p[0] == root) for root in ROOTS} for r in rules
         )
         self._classes: dict[tuple[int, str, str | None], tuple[Any, Hashable]] = {}
+        self.known = self._classes
+        """(rule, root, name) -> (the mapping read, its class): what `of` returns for that very
+        mapping, readable without a call (the folds' inner loops)."""
 
     def of(self, index: int, root: str, name: str | None, mapping: Any) -> Hashable:
         """The class of `mapping` (the `root` variable of site or accelerator `name`) for rule

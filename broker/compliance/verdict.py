@@ -257,7 +257,16 @@ class Folds:
                         # what `outcome` does first for such a rule, without its three calls,
                         # once per class of the site (or the accelerator) the rule reads
                         root, name = ("site", site) if live.by_site else ("hardware", hardware)
-                        shared = (0, live.index, self.classes.of(live.index, root, name, values[root]))
+                        # `classes.of` without its call when the class is known (the commonest case)
+                        known = self.classes.known.get((live.index, root, name))
+                        mapping = values[root]
+                        shared = (
+                            0,
+                            live.index,
+                            known[1]
+                            if known is not None and known[0] is mapping
+                            else self.classes.of(live.index, root, name, mapping),
+                        )
                         result = self._shared.get(shared)
                         if result is None:
                             hit = native.side(values)

@@ -176,12 +176,13 @@ def keep_rules(env: Env) -> GroupKeep | None:
     need_allow = rules.default_deny and not rules.offer_rules
     if not rules.fast:
         return lambda groups: filter_rules(groups, env)[0]
-    variables = partial(_group_variables, env)
+    policy = env.policy
+    job, tenant, site = env.job_vars(), policy.tenant_variables(env.tenant_id), policy.site_variables
+
+    def variables(g: Group) -> dict[str, Any]:  # `_variables`, with the job's and tenant's read once
+        return {"job": job, "tenant": tenant, "site": site(g.site_id), "hardware": g.hw.variables}
+
     return lambda groups: rules.keep_groups(plan, groups, variables, need_allow)
-
-
-def _group_variables(env: Env, g: Group) -> dict[str, Any]:
-    return _variables(g, env)
 
 
 def keep_offer_rules(env: Env) -> OfferKeep | None:
