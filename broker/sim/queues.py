@@ -227,6 +227,15 @@ class Waits(Mapping[str, float]):
             got = self._got[name] = self._compute(name)
         return got
 
+    def get(self, name: str, default: float | None = None) -> float | None:  # type: ignore[override]
+        """`Mapping.get` without its try/except around `__getitem__` (a decision reads it per offer)."""
+        got = self._got.get(name)
+        if got is None:
+            if name not in self._names:
+                return default
+            got = self._got[name] = self._compute(name)
+        return got
+
     def __contains__(self, name: object) -> bool:
         return name in self._names
 
