@@ -155,7 +155,8 @@ def simulate(
                 slots.release()
             if progress is not None:
                 progress("baselines, bound", 0, 1)
-            others: _Others = future.result()
+            with fewer_collections():  # ~25k objects unpickled beside this process's large heap
+                others: _Others = future.result()
         _SLOTS = None
     else:
         policy_run = world.policy_run()

@@ -121,3 +121,37 @@ def test_a_record_pickles_to_an_equal_record() -> None:
     back = pickle.loads(pickle.dumps([rec, JobRecord()], protocol=pickle.HIGHEST_PROTOCOL))
     assert [getattr(back[0], n) for n in names] == [getattr(rec, n) for n in names]
     assert math.isnan(back[1].start_s) and back[1].tenant == "" and back[1].compliant
+
+
+class _Probe:
+    """Unpickled in the main process: notes the collector's young threshold at that moment."""
+
+    seen: list[int] = []
+
+    def __init__(self) -> None:
+        self.state = 1  # (pickle calls __setstate__ only for an object with state)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import gc
+
+        _Probe.seen.append(gc.get_threshold()[0])
+        self.__dict__.update(state)  # (the side worker pickles it again for the main process)
+
+
+@pytest.mark.skipif(not sim_run._can_fork(), reason="needs fork and more than one core")
+def test_the_side_results_are_unpickled_with_fewer_collections(monkeypatch: pytest.MonkeyPatch) -> None:
+    from broker.sim.collector import YOUNG
+
+    policy, jobs, scenario = _world(100)
+    bound = sim_run._World.bound
+
+    def probed(self: Any, *args: Any) -> Any:
+        # The probe rides along with the bound's results to the main process.
+        got = bound(self, *args)
+        got.solved[-1] = _Probe()  # type: ignore[assignment]
+        return got
+
+    monkeypatch.setattr(sim_run._World, "bound", probed)
+    _Probe.seen.clear()
+    simulate(policy, jobs, scenario, baselines=())
+    assert _Probe.seen == [YOUNG]  # (the side worker's own unpickling is in its process, not here)
