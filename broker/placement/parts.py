@@ -33,6 +33,7 @@ class Part(list[Offer]):
 
     __slots__ = (
         "_array",
+        "_source",
         "counts",
         "currencies",
         "fields",
@@ -65,6 +66,8 @@ class Part(list[Offer]):
         self.scoring = scoring
         """The group's carbon and preference values (`Group.scoring`)."""
         self._array: Floats | None = None
+        self._source: tuple[Part, list[int]] | None = None
+        """For a subset: the whole part and the indexes picked (its array's rows are those)."""
         self.min_count: float = -math.inf  # a subset is not size-tested again: never "fits"
         self.min_cpus: float = -math.inf
         self.min_memory: float = -math.inf
@@ -77,11 +80,14 @@ class Part(list[Offer]):
         """The offers' scoring values as one 7 x n float64 array (`vector.stack`), made once."""
         found = self._array
         if found is None:
-            import broker.placement.vector as vector  # numpy loads with a decision, not the CLI
+            if self._source is not None:  # a subset: rows of the whole part's (made once per snapshot)
+                whole, picked = self._source
+                found = whole.array()[:, picked]
+            else:
+                import broker.placement.vector as vector  # numpy loads with a decision, not the CLI
 
-            found = self._array = vector.stack(
-                self.hourly, self.waits, self.counts, [self.scoring], [len(self)]
-            )
+                found = vector.stack(self.hourly, self.waits, self.counts, [self.scoring], [len(self)])
+            self._array = found
         return found
 
     def subset(self, picked: list[int]) -> Part:
@@ -96,8 +102,7 @@ class Part(list[Offer]):
             self.currencies,
             self.scoring,
         )
-        if self._array is not None:
-            part._array = self._array[:, picked]
+        part._source = (self, picked)
         return part
 
 
