@@ -58,6 +58,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# numpy (the array scoring of many kept offers) is imported here, as a server loads it before its
+# first decisions: importing it starts OpenBLAS's worker thread, which spins for ~0.5 s of CPU
+# (`process_time` counts it) and would otherwise land inside the measured decisions
+import broker.placement.vector  # noqa: E402,F401
 from broker.catalog.instances import load_instance_csv  # noqa: E402
 from broker.model import JobSpec, Offer, TenantId  # noqa: E402
 from broker.placement import PlacementContext, forget_snapshots, place, prepare_offers  # noqa: E402
