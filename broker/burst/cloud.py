@@ -89,12 +89,14 @@ def _factor(spec: JobSpec, offer: Offer, policy: Policy, runtime_h: float) -> fl
 
 
 _Slot = tuple[int, str, str, Offer | None]
-_LAYOUTS: dict[tuple[int, frozenset[str]], tuple[list[Offer], list[_Slot]]] = {}
+_Layout = tuple[list[_Slot], list[int]]
+_LAYOUTS: dict[tuple[int, frozenset[str]], tuple[list[Offer], _Layout]] = {}
 
 
-def _layout(offers: list[Offer], home: frozenset[str]) -> list[_Slot]:
-    """Each cloud offer's (index, site, key, itself if spot), in input order: kept per offer list
-    (placement keeps one list per job shape, so its keys are not formatted again per decision)."""
+def _layout(offers: list[Offer], home: frozenset[str]) -> _Layout:
+    """Each cloud offer's (index, site, key, itself if spot) and each on-prem offer's index, in
+    input order: kept per offer list (placement keeps one list per job shape, so a decision
+    neither walks every offer for its on-prem ones nor formats the cloud's keys again)."""
     key = (id(offers), home)
     hit = _LAYOUTS.get(key)
     if hit is not None and hit[0] is offers:
@@ -102,10 +104,11 @@ def _layout(offers: list[Offer], home: frozenset[str]) -> list[_Slot]:
     slots: list[_Slot] = [
         (i, o.site, o.key, o if o.spot else None) for i, o in enumerate(offers) if o.site not in home
     ]
+    layout = (slots, [i for i, o in enumerate(offers) if o.site in home])
     if len(_LAYOUTS) > 4096:
         _LAYOUTS.clear()
-    _LAYOUTS[key] = (offers, slots)
-    return slots
+    _LAYOUTS[key] = (offers, layout)
+    return layout
 
 
 def _sorted_floats(
@@ -117,7 +120,7 @@ def _sorted_floats(
     runtime_h = spec.runtime_estimate.total_seconds() / 3600
     factors: dict[str, float | None] = {}
     rows: list[tuple[float, str, str, int]] = []
-    for i, site, key, spot in _layout(offers, home):
+    for i, site, key, spot in _layout(offers, home)[0]:
         risk = 0.0
         if spot is not None:
             if site not in factors:
@@ -158,7 +161,8 @@ def onprem_offers(allowed: Sequence[ScoredOffer], home: frozenset[str]) -> list[
     """The allowed on-prem offers, in input order. Not kept per allowed list: holding thousands of
     placements alive costs the collector more than walking ~70 offers again saves."""
     if isinstance(allowed, Scored):  # builds only the on-prem offers' ScoredOffers
-        return allowed.at_sites(home)
+        at = allowed.at
+        return [at(i) for i in _layout(allowed.floats()[0], home)[1]]
     return [s for s in allowed if s.offer.site in home]
 
 

@@ -191,8 +191,9 @@ def test_a_views_waits_and_scores_kept_per_offer_equal_the_plain_formulas() -> N
 
 
 def test_the_onprem_offers_built_alone_are_the_ones_the_whole_list_gives() -> None:
-    """`Scored.at_sites` builds only the on-prem `ScoredOffer`s; read before or after the whole
-    list, it gives the same offers, scores and terms, as the same objects, in input order."""
+    """`onprem_offers` builds only the on-prem `ScoredOffer`s (at the indices kept per offer list);
+    read before or after the whole list, it gives the same offers, scores and terms, as the same
+    objects, in input order."""
     policy = load_policy(CONFIGS / "policy-sim.yaml")
     offers = prepare_offers(static_offers(policy), policy)
     home = onprem_sites(policy)
