@@ -15,6 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# Loaded at start-up, not inside the first decision that scores many offers as arrays
+# (numpy's import and its BLAS thread's spin-up; placement imports it lazily for the CLI).
+import broker.placement.vector  # noqa: F401
 from adapters.base import Adapter
 from adapters.registry import AdapterRegistry
 from broker.agent_http import AgentHttpServer
