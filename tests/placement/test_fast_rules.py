@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -156,3 +157,26 @@ def test_fast_rule_path_decides_like_the_plain_cel_path(
         plain = _decide(policy, job, tenant, catalog, fast=False, cold=True)
         assert _decide(policy, job, tenant, catalog, fast=True, cold=True) == plain, (job, tenant)
         assert _decide(policy, job, tenant, catalog, fast=True, cold=False) == plain, (job, tenant)
+
+
+@pytest.mark.parametrize("first", ["T4", "H100", "Ascend910B"])
+def test_a_rule_on_site_and_hardware_decided_early_per_class_decides_like_the_plain_path(
+    tmp_path: Path, offers: list[Offer], first: str
+) -> None:
+    """A rule reading the site and the accelerator is decided early by either alone (a non-US
+    site, or hardware outside 3A090.a) once per class of sites or accelerators; whichever comes
+    first, its early answer must not reach a site or accelerator of another class."""
+    policy = _policy(tmp_path, (1,), "allow")  # 3A090.a hardware at a US site, for an SME
+    job = JobSpec.model_validate(
+        {
+            "name": "d",
+            "command": ["run"],
+            "runtime_estimate": "1h",
+            "resources": {"accelerators": {"count": 1}},
+        }
+    )
+    catalog = sorted(offers, key=lambda o: o.accelerator != first)  # that accelerator's offers seen first
+    plain = _decide(policy, job, "zhipu-sme", catalog, fast=False, cold=True)
+    denied = [o for o, allowed, reasons, *_ in plain[1:] if ("fuzz-1",) in {r[:1] for r in reasons}]
+    assert denied and len(denied) < len(plain) - 1  # the rule denies some offers, not all
+    assert _decide(policy, job, "zhipu-sme", catalog, fast=True, cold=True) == plain
