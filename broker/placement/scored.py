@@ -256,17 +256,8 @@ class Scored(Sequence[ScoredOffer]):
             ]
         return self._list
 
-    def at_sites(self, sites: frozenset[str]) -> list[ScoredOffer]:
-        """The allowed offers at these sites, in input order, building only those (the same
-        objects `items` gives): a burst decision that stays on-prem never builds the cloud's."""
-        if self._list is not None:
-            return [s for s in self._list if s.offer.site in sites]
-        self._lists()  # one conversion, not one per offer read
-        make = self._make
-        return [make(i) for i, o in enumerate(self._offers) if o.site in sites]
-
     def at(self, i: int) -> ScoredOffer:
-        """The i-th allowed offer (the same object `items` and `at_sites` give), building only it."""
+        """The i-th allowed offer (the same object `items` gives), building only it."""
         return self._list[i] if self._list is not None else self._make(i)
 
     def floats(self) -> tuple[list[Offer], list[float], list[float]]:
