@@ -148,16 +148,18 @@ def simulate(
         beside = _side_slots(os.cpu_count() or 1)
         _SLOTS = slots = ctx.Semaphore(beside)
         _TASK = lambda: _others_in_parallel(world)  # noqa: E731  (inherited by the forked worker)
-        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            future = pool.submit(_run_task)
-            policy_run = world.policy_run()
-            for _ in range(SIDE_WORKERS - beside):
-                slots.release()
-            if progress is not None:
-                progress("baselines, bound", 0, 1)
-            with fewer_collections():  # ~25k objects unpickled beside this process's large heap
-                others: _Others = future.result()
-        _SLOTS = None
+        try:  # a raise (the policy run, a progress callback) leaves no slots for a later run
+            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                future = pool.submit(_run_task)
+                policy_run = world.policy_run()
+                for _ in range(SIDE_WORKERS - beside):
+                    slots.release()
+                if progress is not None:
+                    progress("baselines, bound", 0, 1)
+                with fewer_collections():  # ~25k objects unpickled beside this process's large heap
+                    others: _Others = future.result()
+        finally:
+            _SLOTS = _TASK = None
     else:
         policy_run = world.policy_run()
         others = world.others()

@@ -155,3 +155,23 @@ def test_the_side_results_are_unpickled_with_fewer_collections(monkeypatch: pyte
     _Probe.seen.clear()
     simulate(policy, jobs, scenario, baselines=())
     assert _Probe.seen == [YOUNG]  # (the side worker's own unpickling is in its process, not here)
+
+
+class _Stop(Exception):
+    """Raised by a progress callback to stop a simulation midway (a user's cancel)."""
+
+
+@pytest.mark.skipif(not sim_run._can_fork(), reason="needs fork and more than one core")
+def test_a_raise_during_the_policy_run_leaves_no_side_slots_behind() -> None:
+    policy, jobs, scenario = _world(100)
+
+    def stop_at_policy(phase: str, done: int, total: int) -> None:
+        if phase == "policy" and done == total:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        simulate(policy, jobs, scenario, progress=stop_at_policy)
+    # The semaphore and the worker's task, set for that run's fork, went with it.
+    assert sim_run._SLOTS is None and sim_run._TASK is None
+    again = simulate(policy, jobs, scenario).result
+    assert _strip(again) == _strip(simulate(policy, jobs, scenario, parallel=False).result)
