@@ -256,45 +256,74 @@ class _Priced:
     floats (price x hours x nodes, in that order) and the same orders as `_priced`."""
 
     def __init__(self, rows: Sequence[_Row]) -> None:
-        self.offers = np.empty(len(rows), dtype=object)
-        self.offers[:] = [r[0] for r in rows]
-        self.keys = np.array([r[1] for r in rows], dtype=object)
         self.hourly = np.array([r[2] for r in rows], dtype=np.float64)
         self.home = [(i, r[3]) for i, r in enumerate(rows) if r[3] is not None]
         self.cloud = np.array([i for i, r in enumerate(rows) if r[3] is None], dtype=np.int64)
-        self.is_cloud = np.array([r[3] is None for r in rows], dtype=bool)
         sites = [r[0].site for r in rows]
         self.site_rank = np.unique(np.array(sites, dtype=object), return_inverse=True)[1]
-        self.key_rank = np.unique(self.keys, return_inverse=True)[1]
+        self.key_rank = np.unique(np.array([r[1] for r in rows], dtype=object), return_inverse=True)[1]
+        self.offer_list = tuple(r[0] for r in rows)
+        self.key_list = [r[1] for r in rows]
+        self.cloud_list = [r[3] is None for r in rows]
         self.spot: dict[str, tuple[Offer, list[int]]] = {}  # site -> (its first spot offer, rows)
         for i, r in enumerate(rows):
             if r[0].spot:
                 self.spot.setdefault(r[0].site, (r[0], []))[1].append(i)
 
-    def facts(self, job: SimJob, policy: Policy, onprem_ranked: tuple[Offer, ...]) -> JobFacts:
-        runtime_h = job.runtime_s / 3600
-        hours = np.full(len(self.hourly), runtime_h)
-        keep = np.ones(len(self.hourly), dtype=bool)
-        for o, idx in self.spot.values():
-            if spot_refusal(job.spec, o, policy, slack_h=None) is None:
-                hours[idx] = offer_outlook(job.spec, o, policy, runtime_h).billed_h
-            else:
-                keep[idx] = False
-        cost = self.hourly * hours * job.spec.resources.nodes
-        kept = np.flatnonzero(keep)
-        values = cost.tolist()
+    def facts_of(
+        self, jobs: Sequence[SimJob], policy: Policy, ranked: Sequence[tuple[Offer, ...]]
+    ) -> list[JobFacts]:
+        """The facts of jobs of this shape (`ranked[n]`: job n's on-prem offers in rank order),
+        priced as one table: row n is `hourly * hours * nodes` for job n, elementwise as alone."""
+        runtime_h = [job.runtime_s / 3600 for job in jobs]
+        hours = np.repeat(np.array(runtime_h, dtype=np.float64)[:, None], len(self.hourly), axis=1)
+        keep = np.ones(hours.shape, dtype=bool)
+        for n, job in enumerate(jobs):
+            for o, idx in self.spot.values():
+                if spot_refusal(job.spec, o, policy, slack_h=None) is None:
+                    hours[n, idx] = offer_outlook(job.spec, o, policy, runtime_h[n]).billed_h
+                else:
+                    keep[n, idx] = False
+        nodes = np.array([job.spec.resources.nodes for job in jobs], dtype=np.float64)
+        cost = self.hourly * hours * nodes[:, None]
+        # Per row: the kept offers by (cost, site, key, index), then the dropped ones (cut off).
+        width = (len(jobs), len(self.hourly))
+        index = np.broadcast_to(np.arange(width[1]), width)
+        ranks = (np.broadcast_to(self.key_rank, width), np.broadcast_to(self.site_rank, width))
+        order = np.lexsort((index, *ranks, cost, (~keep).astype(np.int8)))
+        in_cloud = keep[:, self.cloud]
+        cheapest = np.where(in_cloud, cost[:, self.cloud], np.inf).min(axis=1, initial=np.inf).tolist()
+        clouds = in_cloud.sum(axis=1).tolist()
+        rows = zip(cost.tolist(), keep.tolist(), keep.sum(axis=1).tolist(), order.tolist(), strict=True)
+        return [
+            self._row(values, kept, n_kept, by, cheapest[n] if clouds[n] else None, ranked[n])
+            for n, (values, kept, n_kept, by) in enumerate(rows)
+        ]
+
+    def _row(
+        self,
+        values: list[float],
+        kept: list[bool],
+        n_kept: int,
+        order: list[int],
+        cloud: float | None,
+        ranked: tuple[Offer, ...],
+    ) -> JobFacts:
+        """One job's facts from its row of the table."""
         onprem: dict[str, float] = {}
         for i, part in self.home:
-            if keep[i]:
+            if kept[i]:
                 onprem[part] = min(values[i], onprem.get(part, values[i]))
-        clouds = self.cloud[keep[self.cloud]]
-        cloud = float(cost[clouds].min()) if len(clouds) else None
-        order = kept[np.lexsort((kept, self.key_rank[kept], self.site_rank[kept], cost[kept]))]
-        allowed = self.offers[kept].tolist()
-        costs = dict(zip(self.keys[kept].tolist(), cost[kept].tolist(), strict=True))
-        ranked = _kept(onprem_ranked, allowed, len(kept) < len(keep))
-        by_cost, clouds = self.offers[order].tolist(), self.offers[order[self.is_cloud[order]]].tolist()
-        return JobFacts(tuple(allowed), onprem, cloud, costs, tuple(by_cost), ranked, tuple(clouds))
+        offers, keys = self.offer_list, self.key_list
+        if n_kept == len(kept):
+            allowed, costs = offers, dict(zip(keys, values, strict=True))
+        else:
+            allowed = tuple(o for o, k in zip(offers, kept, strict=True) if k)
+            costs = {key: v for key, v, k in zip(keys, values, kept, strict=True) if k}
+        by_cost = tuple(offers[i] for i in order[:n_kept])
+        clouds = tuple(offers[i] for i in order[:n_kept] if self.cloud_list[i])
+        ranked = _kept(ranked, allowed, n_kept < len(kept))
+        return JobFacts(allowed, onprem, cloud, costs, by_cost, ranked, clouds)
 
 
 def _offer_facts(o: Offer, policy: Policy) -> tuple[str, float, str | None]:
@@ -332,11 +361,14 @@ def all_facts(jobs: Sequence[SimJob], policy: Policy) -> list[JobFacts]:
     shapes: dict[tuple[str, int], tuple[JobSpec, _Priced]] = {}  # (tenant, id of the shape)
     priced: dict[tuple[int, ...], _Priced] = {}  # the same allowed offers (ids): the same arrays
     onprem: dict[tuple[str, int, float], tuple[Offer, ...]] = {}  # (tenant, shape, runtime)
-    out = []
+    out: list[JobFacts | None] = []
+    tables: dict[_Priced, list[int]] = {}  # each table's jobs (their indices)
+    ranks: list[tuple[Offer, ...]] = []
     for j in jobs:
         shape = shape_of(j, policy)
         if shape is None:
             out.append(job_facts(j, policy, offers, keys))
+            ranks.append(())
             continue
         ctx = PlacementContext(now=j.created_at)
         hit = shapes.get((j.tenant, id(shape)))
@@ -352,5 +384,11 @@ def all_facts(jobs: Sequence[SimJob], policy: Policy) -> list[JobFacts]:
         if ranked is None:
             scored = place(j.spec, j.tenant, local, policy, ctx).unranked if local else ()
             ranked = onprem[at] = _rank_onprem(policy, scored)
-        out.append(hit[1].facts(j, policy, ranked))
-    return out
+        tables.setdefault(hit[1], []).append(len(out))
+        out.append(None)
+        ranks.append(ranked)
+    for table, at_n in tables.items():  # each table prices all its jobs at once
+        got = table.facts_of([jobs[n] for n in at_n], policy, [ranks[n] for n in at_n])
+        for n, f in zip(at_n, got, strict=True):
+            out[n] = f
+    return [f for f in out if f is not None]
