@@ -45,14 +45,19 @@ class CloudOrder:
     """Cloud offers as (total, input index, offer), best-first, the `ScoredOffer`s built only as
     they are read (a burst decision walks a few of them; the same objects on every read)."""
 
-    __slots__ = ("_allowed", "_rows")
+    __slots__ = ("_allowed", "rows")
 
-    def __init__(self, allowed: Sequence[ScoredOffer], rows: list[tuple[float, int]]) -> None:
-        self._allowed, self._rows = allowed, rows
+    def __init__(self, allowed: Sequence[ScoredOffer], rows: list[tuple[float, int, str]]) -> None:
+        self._allowed, self.rows = allowed, rows
+        """(total, input index, site) per cloud offer, best-first."""
+
+    def at(self, i: int) -> ScoredOffer:
+        """The allowed offer at input index `i`."""
+        return self._allowed.at(i) if isinstance(self._allowed, Scored) else self._allowed[i]
 
     def __iter__(self) -> Iterator[_Row]:
         at = self._allowed.at if isinstance(self._allowed, Scored) else self._allowed.__getitem__
-        for total, i in self._rows:
+        for total, i, _ in self.rows:
             yield total, i, at(i)
 
 
@@ -71,11 +76,13 @@ def cloud_order(
     hit = _ORDERS.get(key)
     if hit is not None and hit[0] is allowed:
         return hit[1]
-    if isinstance(allowed, Scored):
-        rows = _sorted_floats(spec, allowed, home, policy)
+    if isinstance(allowed, Scored):  # from the placement's floats, no `ScoredOffer` built
+        offers, scores, costs = allowed.floats()
+        slots = _layout(offers, home)[0]
     else:
-        rows = [(c[0], c[3]) for c in _ranked(spec, allowed, home, policy)]
-    order = CloudOrder(allowed, rows)
+        slots = _slots([s.offer for s in allowed], home)
+        scores, costs = [s.score for s in allowed], [s.terms.get("cost", 0.0) for s in allowed]
+    order = CloudOrder(allowed, _ranked(spec, slots, scores, costs, policy))
     if len(_ORDERS) > 4096:
         _ORDERS.clear()
     _ORDERS[key] = (allowed, order)
@@ -93,34 +100,36 @@ _Layout = tuple[list[_Slot], list[int]]
 _LAYOUTS: dict[tuple[int, frozenset[str]], tuple[list[Offer], _Layout]] = {}
 
 
+def _slots(offers: Sequence[Offer], home: frozenset[str]) -> list[_Slot]:
+    """Each cloud offer's (index, site, key, itself if spot), in input order."""
+    return [(i, o.site, o.key, o if o.spot else None) for i, o in enumerate(offers) if o.site not in home]
+
+
 def _layout(offers: list[Offer], home: frozenset[str]) -> _Layout:
-    """Each cloud offer's (index, site, key, itself if spot) and each on-prem offer's index, in
-    input order: kept per offer list (placement keeps one list per job shape, so a decision
-    neither walks every offer for its on-prem ones nor formats the cloud's keys again)."""
+    """`_slots` and each on-prem offer's index, in input order: kept per offer list (placement
+    keeps one list per job shape, so a decision neither walks every offer for its on-prem ones
+    nor formats the cloud's keys again)."""
     key = (id(offers), home)
     hit = _LAYOUTS.get(key)
     if hit is not None and hit[0] is offers:
         return hit[1]
-    slots: list[_Slot] = [
-        (i, o.site, o.key, o if o.spot else None) for i, o in enumerate(offers) if o.site not in home
-    ]
-    layout = (slots, [i for i, o in enumerate(offers) if o.site in home])
+    layout = (_slots(offers, home), [i for i, o in enumerate(offers) if o.site in home])
     if len(_LAYOUTS) > 4096:
         _LAYOUTS.clear()
     _LAYOUTS[key] = (offers, layout)
     return layout
 
 
-def _sorted_floats(
-    spec: JobSpec, allowed: Scored, home: frozenset[str], policy: Policy
-) -> list[tuple[float, int]]:
-    """`_ranked`'s (total, index) order from the placement's floats (the same rows, built in the
-    same order, sorted the same way), no `ScoredOffer` built."""
-    offers, scores, costs = allowed.floats()
+def _ranked(
+    spec: JobSpec, slots: list[_Slot], scores: Sequence[float], costs: Sequence[float], policy: Policy
+) -> list[tuple[float, int, str]]:
+    """The cloud offers' (total, index, site), sorted on (total, site, key, index). A spot offer's
+    risk is `spot_risk_cost`'s float: the outlook depends only on the site (its rate and p95) for
+    one job, so it is computed once per site. The index is unique: nothing past it is compared."""
     runtime_h = spec.runtime_estimate.total_seconds() / 3600
-    factors: dict[str, float | None] = {}
+    factors: dict[str, float | None] = {}  # site -> billed/runtime - 1 (None: never completes)
     rows: list[tuple[float, str, str, int]] = []
-    for i, site, key, spot in _layout(offers, home)[0]:
+    for i, site, key, spot in slots:
         risk = 0.0
         if spot is not None:
             if site not in factors:
@@ -129,32 +138,7 @@ def _sorted_floats(
             risk = math.inf if f is None else costs[i] * f
         rows.append((scores[i] + risk, site, key, i))
     rows.sort()
-    return [(r[0], r[3]) for r in rows]
-
-
-def _ranked(
-    spec: JobSpec, allowed: Sequence[ScoredOffer], home: frozenset[str], policy: Policy
-) -> list[tuple[float, str, str, int, ScoredOffer]]:
-    """`cloud_order`'s rows (total, site, key, index, offer), sorted. A spot offer's risk is
-    `spot_risk_cost`'s float: the outlook depends only on the site (its rate and p95) for one
-    job, so it is computed once per site. The index is unique, so the offer is never compared."""
-    runtime_h = spec.runtime_estimate.total_seconds() / 3600
-    factors: dict[str, float | None] = {}  # site -> billed/runtime - 1 (None: never completes)
-    rows: list[tuple[float, str, str, int, ScoredOffer]] = []
-    for i, s in enumerate(allowed):
-        o = s.offer
-        site = o.site
-        if site in home:
-            continue
-        risk = 0.0
-        if o.spot:
-            if site not in factors:
-                factors[site] = _factor(spec, o, policy, runtime_h)
-            f = factors[site]
-            risk = math.inf if f is None else s.terms.get("cost", 0.0) * f
-        rows.append((s.score + risk, site, o.key, i, s))
-    rows.sort()
-    return rows
+    return [(r[0], r[3], r[1]) for r in rows]
 
 
 def onprem_offers(allowed: Sequence[ScoredOffer], home: frozenset[str]) -> list[ScoredOffer]:
@@ -213,17 +197,35 @@ def best_cloud(
     inputs: BurstInputs,
     home: frozenset[str],
 ) -> CloudPick | list[str]:
-    """The best usable cloud offer within route limits and money, or every refusal when none is."""
+    """The best usable cloud offer within route limits and money, or every refusal when none is.
+
+    A site whose route refuses refuses each of its offers whatever else they fail: they are
+    passed over, and their reasons (`cloud_refusal`'s) made only when no offer is usable."""
     slack_spot_ok = True
     if spec.deadline is not None:
         runtime_s = spec.runtime_estimate.total_seconds()
         slack = (spec.deadline - inputs.now).total_seconds() - runtime_s
         slack_spot_ok = slack >= runtime_s * (policy.burst.deadline_slack_factor - 1)
+    order = cloud_order(spec, allowed, home, policy)
+    shut: dict[str, bool] = {}
+    passed: list[int] = []
     refused: list[tuple[int, str]] = []
-    for total, i, s in cloud_order(spec, allowed, home, policy):
+    for total, i, site in order.rows:
+        closed = shut.get(site)
+        if closed is None:
+            why_route = route_refusal(site, inputs.routes.get(SiteId(site)), policy, inputs.now)
+            closed = shut[site] = why_route is not None
+        if closed:
+            passed.append(i)
+            continue
+        s = order.at(i)
         why = cloud_refusal(s, spec, tenant, policy, inputs, slack_spot_ok)
         if isinstance(why, str):
             refused.append((i, why))
             continue
         return CloudPick(total, s, why[0], why[1])
+    for i in passed:
+        why = cloud_refusal(order.at(i), spec, tenant, policy, inputs, slack_spot_ok)
+        assert isinstance(why, str)  # its route refuses it
+        refused.append((i, why))
     return [why for _, why in sorted(refused)]  # in the offers' own order

@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from itertools import chain
 
 from broker.burst.projection import NEVER_S, projected_wait_s, queue_key
 from broker.fairshare import Demand, TenantState, share_ratios
@@ -24,6 +23,10 @@ from broker.sim.jobs import SimJob
 Key = tuple[int, float, float, str]
 Entry = tuple[Key, int, float, str]
 """A waiting job: dispatch key, units, remaining runtime, tenant."""
+_Group = tuple[list[Entry], list[tuple[int, float]]]
+MAX_GROUPS = 16
+"""Sets of tenants whose part of a partition's line is kept (each costs a list per set per
+job that comes or goes)."""
 
 
 def dispatch_key(job: SimJob) -> Key:
@@ -70,10 +73,9 @@ class ProjectedQueues:
         self._pairs: dict[str, list[tuple[int, float]]] = {}
         """Per partition, the (units, runtime) of each entry of its kept line, at the same positions
         (the jobs ahead of a key are a slice of it, not a tuple built per entry per projection)."""
-        self._by_tenant: dict[str, dict[str, list[Entry]] | None] = dict.fromkeys(parts)
-        """Per partition (once read), each tenant's part of the line, kept in order likewise."""
-        self._tenant_pairs: dict[str, dict[str, list[tuple[int, float]]]] = {}
-        """Per partition (once read), each tenant's (units, runtime) pairs, at its line's positions."""
+        self._groups: dict[str, dict[frozenset[str], _Group]] = {k: {} for k in parts}
+        """Per partition, the part of its line of each set of tenants let first that was read
+        (`_behind`), kept in order likewise, with its (units, runtime) pairs at the same positions."""
         self._per_tenant: Counter[str] = Counter()
         """Waiting jobs per tenant, kept by add/remove: fair-share ratios are read per decision."""
 
@@ -90,12 +92,11 @@ class ProjectedQueues:
             i = bisect.bisect_right(line, entry)
             line.insert(i, entry)
             self._pairs[part].insert(i, (units, runtime_s))
-        lines = self._by_tenant[part]
-        if lines is not None:
-            mine = lines.setdefault(tenant, [])
-            i = bisect.bisect_right(mine, entry)
-            mine.insert(i, entry)
-            self._tenant_pairs[part].setdefault(tenant, []).insert(i, (units, runtime_s))
+        for who, (entries, pairs) in self._groups[part].items():
+            if tenant in who:
+                i = bisect.bisect_right(entries, entry)
+                entries.insert(i, entry)
+                pairs.insert(i, (units, runtime_s))
         self._per_tenant[tenant] += 1
 
     def remove(self, job: int) -> None:
@@ -107,11 +108,10 @@ class ProjectedQueues:
             if line is not None:
                 i = bisect.bisect_left(line, entry)
                 del line[i], self._pairs[part][i]
-            lines = self._by_tenant[part]
-            if lines is not None:
-                mine = lines[entry[3]]
-                i = bisect.bisect_left(mine, entry)
-                del mine[i], self._tenant_pairs[part][entry[3]][i]
+            for who, (entries, pairs) in self._groups[part].items():
+                if entry[3] in who:
+                    i = bisect.bisect_left(entries, entry)
+                    del entries[i], pairs[i]
 
     def _ordered(self, part: str) -> list[Entry]:
         got = self._sorted[part]
@@ -184,28 +184,17 @@ class ProjectedQueues:
         return min(wait, NEVER_S)
 
     def _behind(self, part: str, key: Key, first: frozenset[str]) -> list[tuple[int, float]]:
-        """(units, runtime) of the jobs of `first`'s tenants keyed after `key`, in line order: each
-        tenant's own line from `key` on (one tenant: a slice of its pairs), merged (keys are unique:
-        a sort of sorted runs), not the whole line's tail filtered."""
-        lines = self._by_tenant[part]
-        if lines is None:
-            lines = self._by_tenant[part] = {}
-            pairs = self._tenant_pairs[part] = {}
-            for entry in self._ordered(part):
-                lines.setdefault(entry[3], []).append(entry)
-                pairs.setdefault(entry[3], []).append((entry[1], entry[2]))
-        starts = [
-            (t, i)
-            for t in first
-            if (line := lines.get(t)) and (i := bisect.bisect_left(line, (key,))) < len(line)
-        ]
-        if not starts:
-            return []
-        if len(starts) == 1:
-            t, i = starts[0]
-            return self._tenant_pairs[part][t][i:]
-        merged = sorted(chain.from_iterable(lines[t][i:] for t, i in starts))
-        return [(u, r) for _, u, r, _ in merged]
+        """(units, runtime) of the jobs of `first`'s tenants keyed after `key`, in line order: a slice
+        of the part of the line those tenants hold, kept per set of tenants (a few sets recur: the
+        tenants below a job's own fair-share ratio), not the whole line's tail filtered."""
+        groups = self._groups[part]
+        got = groups.get(first)
+        if got is None:
+            if len(groups) >= MAX_GROUPS:  # many tenants: the sets of the ones read last are kept
+                groups.clear()
+            entries = [e for e in self._ordered(part) if e[3] in first]
+            got = groups[first] = (entries, [(u, r) for _, u, r, _ in entries])
+        return got[1][bisect.bisect_left(got[0], (key,)) :]
 
 
 class Waits(Mapping[str, float]):

@@ -12,12 +12,21 @@ from itertools import pairwise, product
 from pathlib import Path
 from typing import Any
 
-from broker.burst.cloud import CloudPick, cloud_order, onprem_offers, spot_risk_cost
+from broker.burst.cloud import (
+    CloudPick,
+    best_cloud,
+    cloud_order,
+    cloud_refusal,
+    onprem_offers,
+    spot_risk_cost,
+)
 from broker.burst.decision import _View
 from broker.burst.inputs import BurstInputs, onprem_sites
+from broker.burst.money import TenantMoney
+from broker.burst.routes import RouteState, route_refusal
 from broker.burst.runtimes import HIGH, LOW, RatioLearner, learned_ratio
 from broker.decision import Action, DecisionFacts
-from broker.model import Checkpoint, JobSpec, TenantId
+from broker.model import Checkpoint, JobSpec, SiteId, TenantId
 from broker.placement import PlacementContext, ScoredOffer, place, prepare_offers
 from broker.placement.scored import Scored
 from broker.policy import Policy, load_policy
@@ -205,6 +214,7 @@ def test_the_onprem_offers_built_alone_are_the_ones_the_whole_list_gives() -> No
         whole = list(scored)
         want = [s for s in whole if s.offer.site in home]
         got = onprem_offers(scored, home)
+
         def rows(xs: list[ScoredOffer]) -> list[object]:
             return [(s.offer.key, s.score, s.terms) for s in xs]
 
@@ -215,3 +225,75 @@ def test_the_onprem_offers_built_alone_are_the_ones_the_whole_list_gives() -> No
         seen_home += len(want)
         seen_cloud += len(whole) - len(want)
     assert seen_home and seen_cloud  # both kinds of offer were allowed
+
+
+def _plain_best_cloud(
+    spec: JobSpec,
+    tenant: TenantId,
+    allowed: Scored,
+    policy: Policy,
+    inputs: BurstInputs,
+    home: frozenset[str],
+) -> CloudPick | list[str]:
+    """`best_cloud` as first written: every offer in the cloud order through `cloud_refusal`."""
+    slack_spot_ok = True
+    if spec.deadline is not None:
+        runtime_s = spec.runtime_estimate.total_seconds()
+        slack = (spec.deadline - inputs.now).total_seconds() - runtime_s
+        slack_spot_ok = slack >= runtime_s * (policy.burst.deadline_slack_factor - 1)
+    refused: list[tuple[int, str]] = []
+    for total, i, s in cloud_order(spec, allowed, home, policy):
+        why = cloud_refusal(s, spec, tenant, policy, inputs, slack_spot_ok)
+        if isinstance(why, str):
+            refused.append((i, why))
+            continue
+        return CloudPick(total, s, why[0], why[1])
+    return [why for _, why in sorted(refused)]
+
+
+def test_the_best_cloud_passing_over_refused_routes_equals_every_offer_refused_in_turn() -> None:
+    """`best_cloud` passes over the offers of a site whose route refuses (route limits, throttle)
+    and makes their reasons only when no offer is usable: the same pick, or the same reasons in
+    the same order, as asking `cloud_refusal` of every offer in turn."""
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    offers = prepare_offers(static_offers(policy), policy)
+    home = onprem_sites(policy)
+    sites = sorted(policy.burst.sites)
+    rng = random.Random(11)
+    now = EPOCH + timedelta(days=3)
+    picked = refusals = passed_over_then_picked = 0
+    for spec, tenant in _specs(policy, 160):
+        if rng.random() < 0.5:
+            spec = spec.model_copy(update={"deadline": now + spec.runtime_estimate * rng.choice([1.1, 3.0])})
+        scored = place(spec, tenant, offers, policy, PlacementContext(now=now)).unranked
+        assert isinstance(scored, Scored)
+        for _ in range(4):
+            routes = {}
+            for site in sites:  # at the provisioning limit, throttled after failures, or open
+                limit = policy.burst.sites[site].max_provisioning
+                how = rng.choice(["limit", "throttled", "open", "open"])
+                if how == "limit":
+                    routes[SiteId(site)] = RouteState(provisioning=limit)
+                elif how == "throttled":
+                    routes[SiteId(site)] = RouteState(
+                        recent_attempts=20, recent_failures=20, last_failure=now - timedelta(seconds=5)
+                    )
+            budget = rng.choice([None, 0.0, 5.0, 1e9])
+            inputs = BurstInputs(
+                now=now, queued_since=now, money=TenantMoney(budget_left=budget), routes=routes
+            )
+            got = best_cloud(spec, tenant, scored, policy, inputs, home)
+            want = _plain_best_cloud(spec, tenant, scored, policy, inputs, home)
+            assert got == want
+            if isinstance(got, CloudPick):
+                assert isinstance(want, CloudPick) and got.scored is want.scored
+                picked += 1
+                order = cloud_order(spec, scored, home, policy).rows
+                passed_over_then_picked += any(
+                    route_refusal(site, routes.get(SiteId(site)), policy, now) is not None
+                    for total, _, site in order
+                    if total < got.total
+                )
+            else:
+                refusals += len(got) > 0
+    assert picked and refusals and passed_over_then_picked  # picks behind refused routes, and refusals

@@ -138,9 +138,15 @@ def test_running_ends_of_an_empty_partition(which: str) -> None:
     assert getattr(kept, which)("a") == ([] if which == "ends" else 0)
 
 
-def test_a_partitions_line_kept_in_order_as_jobs_come_and_go_equals_a_fresh_sort() -> None:
+@pytest.mark.parametrize("max_groups", [16, 2])
+def test_a_partitions_line_kept_in_order_as_jobs_come_and_go_equals_a_fresh_sort(
+    max_groups: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import broker.sim.queues
     from broker.sim.backends import Partition
     from broker.sim.queues import ProjectedQueues
+
+    monkeypatch.setattr(broker.sim.queues, "MAX_GROUPS", max_groups)  # 2: sets dropped and made again
 
     rng = random.Random(5)
     parts = {"p/x": Partition("p/x", 16, True, free=2), "p/y": Partition("p/y", 8, True, free=0)}
@@ -150,6 +156,7 @@ def test_a_partitions_line_kept_in_order_as_jobs_come_and_go_equals_a_fresh_sort
             rng.choice(list(parts)), key, (0.0, rng.uniform(10, 5000), 0.0, rng.randint(1, 2), "t")
         )
     checked = 0
+    groups: set[frozenset[str]] = set()
     for step in range(2500):
         job = rng.randrange(120)
         if rng.random() < 0.35:
@@ -167,9 +174,9 @@ def test_a_partitions_line_kept_in_order_as_jobs_come_and_go_equals_a_fresh_sort
             for part in parts:
                 assert queues._ordered(part) == sorted(queues.waiting[part].values())
                 assert queues._pairs[part] == [(u, r) for _, u, r, _ in queues._ordered(part)]
-                for tenant, line in (queues._by_tenant[part] or {}).items():
-                    assert line == [e for e in queues._ordered(part) if e[3] == tenant]
-                    assert queues._tenant_pairs[part][tenant] == [(u, r) for _, u, r, _ in line]
+                for who, (line, pairs) in queues._groups[part].items():  # each kept set's part
+                    assert line == [e for e in queues._ordered(part) if e[3] in who]
+                    assert pairs == [(u, r) for _, u, r, _ in line]
                 line = queues._ordered(part)  # the jobs of the tenants let first, keyed after the probe
                 tail = line[bisect.bisect_left(line, (probe,)) :]
                 assert queues._behind(part, probe, first) == [(u, r) for _, u, r, t in tail if t in first]
@@ -177,7 +184,9 @@ def test_a_partitions_line_kept_in_order_as_jobs_come_and_go_equals_a_fresh_sort
             got = queues.project(probe, units, 0.0, 1e9, accelerated=True, first=first)
             assert got == fresh.project(probe, units, 0.0, 1e9, accelerated=True, first=first)
             checked += 1
+            groups |= {who for part in parts for who in queues._groups[part]}
     assert checked > 500
+    assert {len(who) for who in groups} == {0, 1, 2}  # sets of one tenant and of two were kept
 
 
 def test_baselines_decide_the_same_without_learning_runtime_ratios() -> None:
