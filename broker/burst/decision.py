@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from broker.burst.cloud import CloudPick, best_cloud, onprem_offers
@@ -59,11 +59,12 @@ class _View:
     inputs: BurstInputs
     expl: Explanation
     remaining: float
-    facts: DecisionFacts
+    facts: dict[str, object]
+    """The fields every decision's facts carry (waited, max_wait, remaining, currency)."""
     known: dict[int, tuple[float, float]] = field(default_factory=dict)
     """id(scored offer) -> its (wait, score): the inputs hold still within one decision."""
     noted: dict[str, object] = field(default_factory=dict)
-    """Fields set on `facts` so far (`note`), applied in `done` with its own in one `replace`."""
+    """Fields noted so far (`note`), given with `done`'s own to the one `DecisionFacts` it builds."""
 
     def note(self, **fields: object) -> None:
         """Set facts fields (later ones win, as a `replace` each would)."""
@@ -78,12 +79,12 @@ class _View:
         pick: CloudPick | None = None,
         **more: float | datetime | None,
     ) -> Decision:
-        fields = {**self.noted, **more} if self.noted else more
-        if offer is not None:  # one replace with every field (later ones win, as in sequence)
+        fields = {**self.facts, **self.noted, **more}  # built once (later fields win, as in sequence)
+        if offer is not None:
             fields["score"] = round(offer.score, 4)
         if pick is not None:
             fields["cash"], fields["voucher"] = round(pick.cash, 2), round(pick.voucher, 2)
-        facts = replace(self.facts, **fields) if fields else self.facts
+        facts = DecisionFacts(**fields)  # type: ignore[arg-type]
         return Decision(
             action=action,
             offer=offer.offer if offer else None,
@@ -145,12 +146,12 @@ def decide(
     waited = max(0.0, (now - inputs.queued_since).total_seconds())
     max_wait = effective_max_wait(spec, tenant, policy).total_seconds()
     remaining = max(0.0, max_wait - waited)
-    facts = DecisionFacts(
-        waited_s=round(waited),
-        max_wait_s=round(max_wait),
-        remaining_wait_s=round(remaining),
-        currency=policy.currency,
-    )
+    facts: dict[str, object] = {
+        "waited_s": round(waited),
+        "max_wait_s": round(max_wait),
+        "remaining_wait_s": round(remaining),
+        "currency": policy.currency,
+    }
     v = _View(spec, tenant, policy, inputs, expl, remaining, facts)
     allowed = expl.unranked  # every use below picks by its own total key
     if not allowed:

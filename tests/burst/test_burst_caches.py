@@ -1,6 +1,6 @@
 """The burst decision's shortcuts answer exactly as the plain computations (issue 15, speed):
 the cloud order with each spot site's outlook computed once per job, a decision's facts made with
-one `replace`, its waits and scores kept per offer, and the learned runtime ratio from a window
+one construction, its waits and scores kept per offer, and the learned runtime ratio from a window
 kept sorted (values, not timings)."""
 
 from __future__ import annotations
@@ -109,12 +109,16 @@ def test_the_cloud_order_builds_only_the_offers_read() -> None:
 
 
 def test_a_decisions_facts_in_one_replace_equal_the_replaces_in_sequence() -> None:
+    """The facts a decision builds once from its base fields, its notes and `done`'s own equal
+    the base facts replaced field by field in that order (later ones win)."""
     policy = load_policy(CONFIGS / "policy-sim.yaml")
     offers = prepare_offers(static_offers(policy), policy)
     spec, tenant = _specs(policy, 5)[0]
     expl = place(spec, tenant, offers, policy, PlacementContext(now=EPOCH))
     scored = expl.unranked[0]
     pick = CloudPick(12.345678, scored, 10.126, 2.2249)
+    base: dict[str, object] = {"waited_s": 10, "max_wait_s": 600, "remaining_wait_s": 590}
+    base["currency"] = policy.currency
     facts = DecisionFacts(waited_s=10, max_wait_s=600, remaining_wait_s=590, currency=policy.currency)
     cases: list[tuple[ScoredOffer | None, CloudPick | None, dict[str, Any]]] = [
         (None, None, {}),
@@ -131,7 +135,7 @@ def test_a_decisions_facts_in_one_replace_equal_the_replaces_in_sequence() -> No
         ],
     ]
     for (offer, p, more), noted in product(cases, notes):
-        v = _View(spec, tenant, policy, BurstInputs(now=EPOCH, queued_since=EPOCH), expl, 590.0, facts)
+        v = _View(spec, tenant, policy, BurstInputs(now=EPOCH, queued_since=EPOCH), expl, 590.0, base)
         want = facts
         for fields in noted:  # what the decision notes on its way, as a replace each
             v.note(**fields)
@@ -184,8 +188,8 @@ def test_a_views_waits_and_scores_kept_per_offer_equal_the_plain_formulas() -> N
             onprem_capacity=capacity,
             onprem_adjust=adjust,
         )
-        facts = DecisionFacts(waited_s=0, max_wait_s=600, remaining_wait_s=600, currency=policy.currency)
-        v = _View(spec, tenant, policy, inputs, expl, 600.0, facts)
+        base = {"waited_s": 0, "max_wait_s": 600, "remaining_wait_s": 600, "currency": policy.currency}
+        v = _View(spec, tenant, policy, inputs, expl, 600.0, base)
         for s in [*mine, *mine[::-1], *expl.unranked[:5]]:
             part = s.offer.partition
             if part in projected:
