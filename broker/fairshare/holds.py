@@ -12,8 +12,8 @@ within its quota).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from broker.fairshare.order import Standing
@@ -73,13 +73,27 @@ class Holds:
         return out
 
 
-@contextmanager
-def claimed_meanwhile(claimed: dict[str, int], held: Mapping[str, int]) -> Iterator[None]:
-    """Count `held` units as claimed (a pass's `PassSnapshot.claimed`) while one job is decided."""
-    for part, units in held.items():
-        claimed[part] = claimed.get(part, 0) + units
-    try:
-        yield
-    finally:
-        for part, units in held.items():
-            claimed[part] -= units
+def claimed_meanwhile(claimed: dict[str, int], held: Mapping[str, int]) -> AbstractContextManager[None]:
+    """Count `held` units as claimed (a pass's `PassSnapshot.claimed`) while one job is decided.
+
+    Most jobs have nothing held against them: a context that does nothing, not a generator's."""
+    return _Claimed(claimed, held) if held else _NOTHING
+
+
+class _Claimed:
+    __slots__ = ("claimed", "held")
+
+    def __init__(self, claimed: dict[str, int], held: Mapping[str, int]) -> None:
+        self.claimed, self.held = claimed, held
+
+    def __enter__(self) -> None:
+        claimed = self.claimed
+        for part, units in self.held.items():
+            claimed[part] = claimed.get(part, 0) + units
+
+    def __exit__(self, *exc: object) -> None:
+        for part, units in self.held.items():
+            self.claimed[part] -= units
+
+
+_NOTHING: AbstractContextManager[None] = nullcontext()

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from broker.fairshare.book import FairShareBook, Holding
-from broker.fairshare.holds import Hold, Holds
+from broker.fairshare.holds import Hold, Holds, claimed_meanwhile
 from broker.fairshare.order import TenantState
 from broker.fairshare.shares import resolve_share
 from broker.fairshare.usage import ZERO, Demand
@@ -130,3 +130,24 @@ def test_a_budget_months_span_holds_exactly_the_instants_of_that_month() -> None
         assert month == month_of(now) == month_of(start) == month_of(end - timedelta(microseconds=1))
         assert start <= now < end and month_of(end) != month
         assert month_of(start - timedelta(microseconds=1)) != month
+
+
+def test_units_held_count_as_claimed_only_while_one_job_is_decided() -> None:
+    """`claimed_meanwhile` (a plain context, not a generator's; none at all when nothing is held)
+    adds the held units to the pass's claims for the decision and takes them off after it, also
+    when the decision raises."""
+    rng = random.Random(4)
+    for _ in range(200):
+        claimed = {p: rng.randint(0, 4) for p in rng.sample("abcd", rng.randint(0, 3))}
+        held = {p: rng.randint(1, 8) for p in rng.sample("abcde", rng.randint(0, 2))}
+        before = dict(claimed)
+        during = {p: before.get(p, 0) + held.get(p, 0) for p in {*before, *held}}
+        with claimed_meanwhile(claimed, held):
+            assert all(claimed.get(p, 0) == n for p, n in during.items())
+        assert {p: n for p, n in claimed.items() if n or p in before} == before
+        try:
+            with claimed_meanwhile(claimed, held):
+                raise KeyError("the decision failed")
+        except KeyError:
+            pass
+        assert {p: n for p, n in claimed.items() if n or p in before} == before
