@@ -12,6 +12,7 @@ from broker.fairshare.order import (
     order,
     ordinal,
     share_ratios,
+    standings,
 )
 from broker.fairshare.shares import (
     Share,
@@ -41,5 +42,6 @@ __all__ = [
     "priority_refusal",
     "resolve_share",
     "share_ratios",
+    "standings",
     "usage",
 ]

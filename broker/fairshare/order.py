@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -125,6 +125,18 @@ def order(
     charge: float = 1.0,
 ) -> list[Standing]:
     """The queue in fair-share order with each job's standing (unknown tenants get defaults)."""
+    return list(standings(work, tenants, capacity, charge=charge))
+
+
+def standings(
+    work: Sequence[QueuedWork],
+    tenants: Mapping[str, TenantState],
+    capacity: Demand,
+    *,
+    charge: float = 1.0,
+) -> Iterator[Standing]:
+    """`order`, one standing at a time: a reader that needs only the first few (the simulator's
+    capacity event) stops there, and the rest is never put in order."""
     by_tenant: dict[str, list[QueuedWork]] = {}
     for w in work:
         by_tenant.setdefault(w.tenant, []).append(w)
@@ -146,7 +158,7 @@ def order(
                 tiers[1].setdefault(tenant, []).append(w)
 
     usage = {t: s.usage for t, s in states.items()}
-    out: list[Standing] = []
+    position = 0
     seen: dict[str, int] = {}
     for tier, queues in enumerate(tiers):
         heap = [(_key(usage[t], capacity, states[t].share.weight, t), t) for t in queues]
@@ -158,18 +170,16 @@ def order(
             heads[t] += 1
             seen[t] = seen.get(t, 0) + 1
             in_quota = tier == 0
-            out.append(
-                Standing(
-                    job_id=w.job_id,
-                    tenant=t,
-                    position=len(out) + 1,
-                    tenant_position=seen[t],
-                    in_quota=in_quota,
-                    ratio=ratios.get(t, 0.0),
-                    may_run_onprem=in_quota or states[t].share.may_borrow or not w.partitions,
-                )
+            position += 1
+            yield Standing(
+                job_id=w.job_id,
+                tenant=t,
+                position=position,
+                tenant_position=seen[t],
+                in_quota=in_quota,
+                ratio=ratios.get(t, 0.0),
+                may_run_onprem=in_quota or states[t].share.may_borrow or not w.partitions,
             )
             usage[t] = usage[t] + w.demand.scaled(charge)
             if heads[t] < len(queues[t]):
                 heapq.heappush(heap, (_key(usage[t], capacity, states[t].share.weight, t), t))
-    return out

@@ -26,7 +26,7 @@ from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.spot import offer_outlook
 from broker.decision import Action, Decision
 from broker.dispatch.failover import Blocklist, FailoverPolicy
-from broker.fairshare import Demand, QueuedWork, charge_factor, order
+from broker.fairshare import Demand, QueuedWork, charge_factor, standings
 from broker.fairshare.book import Holding, capacity_of
 from broker.fairshare.holds import Holds, claimed_meanwhile
 from broker.model import Offer
@@ -226,8 +226,8 @@ class Engine:
             return []
         now = EPOCH + timedelta(seconds=self.t)
         tenants = self.fair.tenant_states(self.policy, now, {w.tenant for w in work})
-        ordered = order(work, tenants, self.fair_capacity, charge=charge_factor(self.fair.ledger.half_life_s))
-        limit = self.scenario.redecide_head
+        charge, limit = charge_factor(self.fair.ledger.half_life_s), self.scenario.redecide_head
+        ordered = standings(work, tenants, self.fair_capacity, charge=charge)  # read only up to the heads
         return take_heads(ordered, self.jobs, part.free, self.hold, limit, self.holds.at(key))
 
     def _cloud_heads(self) -> list[int]:

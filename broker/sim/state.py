@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -133,7 +133,7 @@ def line_of(job: SimJob) -> Line:
 
 
 def take_heads(
-    ordered: Sequence[Standing],
+    ordered: Iterable[Standing],
     jobs: Sequence[SimJob],
     free: int,
     hold: bool,

@@ -5,20 +5,24 @@ fair-share view kept per candidate set (the same floats and objects' values, not
 
 from __future__ import annotations
 
+import heapq
 import random
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from broker.fairshare.book import FairShareBook, Holding
+from broker.fairshare.book import FairShareBook, Holding, capacity_of
 from broker.fairshare.holds import Hold, Holds, claimed_meanwhile
-from broker.fairshare.order import TenantState
-from broker.fairshare.shares import resolve_share
+from broker.fairshare.order import _PRIORITY_RANK as PRIORITY_RANK
+from broker.fairshare.order import QueuedWork, Standing, TenantState, dominant, order, share_ratios, standings
+from broker.fairshare.order import _key as _order_key
+from broker.fairshare.shares import onprem_partitions, resolve_share
 from broker.fairshare.usage import ZERO, Demand
 from broker.policy import Policy, load_policy
 from broker.sim.fairbook import IncrementalBook
 from broker.sim.jobs import EPOCH, build_jobs
 from broker.sim.scenario import load_scenario
-from broker.sim.state import SimState, queued_work
+from broker.sim.state import SimState, queued_work, take_heads
 from broker.sim.synthetic import SyntheticParams, generate
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -151,3 +155,104 @@ def test_units_held_count_as_claimed_only_while_one_job_is_decided() -> None:
         except KeyError:
             pass
         assert {p: n for p, n in claimed.items() if n or p in before} == before
+
+
+def _plain_order(
+    work: Sequence[QueuedWork],
+    tenants: Mapping[str, TenantState],
+    capacity: Demand,
+    *,
+    charge: float = 1.0,
+) -> list[Standing]:
+    """`order` as first written: every standing built, in a list."""
+    by_tenant: dict[str, list[QueuedWork]] = {}
+    for w in work:
+        by_tenant.setdefault(w.tenant, []).append(w)
+    states = {t: tenants.get(t, TenantState()) for t in by_tenant}
+    active = set(by_tenant) | {t for t, s in tenants.items() if dominant(s.usage, capacity) > 0}
+    ratios = share_ratios({**tenants, **states}, active, capacity)
+
+    tiers: tuple[dict[str, list[QueuedWork]], dict[str, list[QueuedWork]]] = ({}, {})
+    for tenant, jobs in by_tenant.items():
+        jobs.sort(key=lambda w: (PRIORITY_RANK[w.priority], w.due or w.created_at, w.created_at, w.job_id))
+        st = states[tenant]
+        left = {p: q - st.in_use.get(p, 0) for p, q in st.share.quota.items()}
+        for w in jobs:
+            fits = next((p for p in w.partitions if p in left and left[p] >= w.units), None)
+            if fits is not None:
+                left[fits] -= w.units
+                tiers[0].setdefault(tenant, []).append(w)
+            else:
+                tiers[1].setdefault(tenant, []).append(w)
+
+    usage = {t: s.usage for t, s in states.items()}
+    out: list[Standing] = []
+    seen: dict[str, int] = {}
+    for tier, queues in enumerate(tiers):
+        heap = [(_order_key(usage[t], capacity, states[t].share.weight, t), t) for t in queues]
+        heapq.heapify(heap)
+        heads = dict.fromkeys(queues, 0)
+        while heap:
+            _, t = heapq.heappop(heap)
+            w = queues[t][heads[t]]
+            heads[t] += 1
+            seen[t] = seen.get(t, 0) + 1
+            in_quota = tier == 0
+            out.append(
+                Standing(
+                    job_id=w.job_id,
+                    tenant=t,
+                    position=len(out) + 1,
+                    tenant_position=seen[t],
+                    in_quota=in_quota,
+                    ratio=ratios.get(t, 0.0),
+                    may_run_onprem=in_quota or states[t].share.may_borrow or not w.partitions,
+                )
+            )
+            usage[t] = usage[t] + w.demand.scaled(charge)
+            if heads[t] < len(queues[t]):
+                heapq.heappush(heap, (_order_key(usage[t], capacity, states[t].share.weight, t), t))
+    return out
+
+
+def _recorder(into: list[tuple[Standing, int]]) -> Callable[[Standing, int], None]:
+    def on_hold(standing: Standing, units: int) -> None:
+        into.append((standing, units))
+
+    return on_hold
+
+
+def test_the_heads_read_from_the_order_one_standing_at_a_time_equal_the_heads_of_the_whole_order() -> None:
+    """A capacity event reads the fair-share order (`standings`) only up to its heads: the same
+    heads, and the same standing handed to a hold, as `take_heads` over the whole `order`."""
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    scenario = load_scenario(CONFIGS / "scenarios/flood.yaml")
+    jobs = build_jobs(generate(SyntheticParams(jobs=400), scenario.seed), policy, scenario)
+    parts = sorted(onprem_partitions(policy))
+    capacity = capacity_of(policy)
+    rng = random.Random(6)
+    stopped_early = holds = 0
+    for _ in range(150):
+        chosen = rng.sample(jobs, rng.randint(1, 40))
+        work = [queued_work(j, tuple(rng.sample(parts, rng.randint(0, 2)))) for j in chosen]
+        tenants: dict[str, TenantState] = {
+            t: TenantState(
+                share=resolve_share(policy, t),
+                usage=Demand(rng.uniform(0, 60), rng.uniform(0, 500), rng.uniform(0, 4000)),
+                in_use={p: rng.randint(0, 16) for p in parts if rng.random() < 0.5},
+            )
+            for t in {j.tenant for j in jobs}
+            if rng.random() < 0.8
+        }
+        free, hold, limit = rng.randint(0, 24), rng.random() < 0.5, rng.randint(1, 8)
+        whole = _plain_order(work, tenants, capacity, charge=0.5)
+        assert order(work, tenants, capacity, charge=0.5) == whole
+        lazy = standings(work, tenants, capacity, charge=0.5)
+        held_whole: list[tuple[Standing, int]] = []
+        held_lazy: list[tuple[Standing, int]] = []
+        want = take_heads(whole, jobs, free, hold, limit, _recorder(held_whole))
+        got = take_heads(lazy, jobs, free, hold, limit, _recorder(held_lazy))
+        assert got == want and held_lazy == held_whole
+        stopped_early += next(lazy, None) is not None  # the rest was never put in order
+        holds += bool(held_whole)
+    assert stopped_early > 50 and holds
