@@ -45,11 +45,13 @@ class CloudOrder:
     """Cloud offers as (total, input index, offer), best-first, the `ScoredOffer`s built only as
     they are read (a burst decision walks a few of them; the same objects on every read)."""
 
-    __slots__ = ("_allowed", "rows")
+    __slots__ = ("_allowed", "rows", "slots")
 
-    def __init__(self, allowed: Sequence[ScoredOffer], rows: list[tuple[float, int, str]]) -> None:
-        self._allowed, self.rows = allowed, rows
-        """(total, input index, site) per cloud offer, best-first."""
+    def __init__(
+        self, allowed: Sequence[ScoredOffer], rows: list[tuple[float, int]], slots: list[_Slot]
+    ) -> None:
+        self._allowed, self.rows, self.slots = allowed, rows, slots
+        """(total, position in `slots`) per cloud offer, best-first; `slots` in tie order."""
 
     def at(self, i: int) -> ScoredOffer:
         """The allowed offer at input index `i`."""
@@ -57,7 +59,9 @@ class CloudOrder:
 
     def __iter__(self) -> Iterator[_Row]:
         at = self._allowed.at if isinstance(self._allowed, Scored) else self._allowed.__getitem__
-        for total, i, _ in self.rows:
+        slots = self.slots
+        for total, r in self.rows:
+            i = slots[r][0]
             yield total, i, at(i)
 
 
@@ -82,7 +86,7 @@ def cloud_order(
     else:
         slots = _slots([s.offer for s in allowed], home)
         scores, costs = [s.score for s in allowed], [s.terms.get("cost", 0.0) for s in allowed]
-    order = CloudOrder(allowed, _ranked(spec, slots, scores, costs, policy))
+    order = CloudOrder(allowed, _ranked(spec, slots, scores, costs, policy), slots)
     if len(_ORDERS) > 4096:
         _ORDERS.clear()
     _ORDERS[key] = (allowed, order)
@@ -101,12 +105,16 @@ _LAYOUTS: dict[tuple[int, frozenset[str]], tuple[list[Offer], _Layout]] = {}
 
 
 def _slots(offers: Sequence[Offer], home: frozenset[str]) -> list[_Slot]:
-    """Each cloud offer's (index, site, key, itself if spot), in input order."""
-    return [(i, o.site, o.key, o if o.spot else None) for i, o in enumerate(offers) if o.site not in home]
+    """Each cloud offer's (index, site, key, itself if spot), in tie order: site, key, index."""
+    slots: list[_Slot] = [
+        (i, o.site, o.key, o if o.spot else None) for i, o in enumerate(offers) if o.site not in home
+    ]
+    slots.sort(key=lambda s: (s[1], s[2], s[0]))
+    return slots
 
 
 def _layout(offers: list[Offer], home: frozenset[str]) -> _Layout:
-    """`_slots` and each on-prem offer's index, in input order: kept per offer list (placement
+    """`_slots` and each on-prem offer's index (input order): kept per offer list (placement
     keeps one list per job shape, so a decision neither walks every offer for its on-prem ones
     nor formats the cloud's keys again)."""
     key = (id(offers), home)
@@ -122,23 +130,23 @@ def _layout(offers: list[Offer], home: frozenset[str]) -> _Layout:
 
 def _ranked(
     spec: JobSpec, slots: list[_Slot], scores: Sequence[float], costs: Sequence[float], policy: Policy
-) -> list[tuple[float, int, str]]:
-    """The cloud offers' (total, index, site), sorted on (total, site, key, index). A spot offer's
-    risk is `spot_risk_cost`'s float: the outlook depends only on the site (its rate and p95) for
-    one job, so it is computed once per site. The index is unique: nothing past it is compared."""
+) -> list[tuple[float, int]]:
+    """(total, position in `slots`) per cloud offer, sorted: `slots` are in tie order, so this is the
+    order on (total, site, key, index). A spot offer's risk is `spot_risk_cost`'s float: the outlook
+    depends only on the site (its rate and p95) for one job, so it is computed once per site."""
     runtime_h = spec.runtime_estimate.total_seconds() / 3600
     factors: dict[str, float | None] = {}  # site -> billed/runtime - 1 (None: never completes)
-    rows: list[tuple[float, str, str, int]] = []
-    for i, site, key, spot in slots:
+    rows: list[tuple[float, int]] = []
+    for r, (i, site, _, spot) in enumerate(slots):
         risk = 0.0
         if spot is not None:
             if site not in factors:
                 factors[site] = _factor(spec, spot, policy, runtime_h)
             f = factors[site]
             risk = math.inf if f is None else costs[i] * f
-        rows.append((scores[i] + risk, site, key, i))
+        rows.append((scores[i] + risk, r))
     rows.sort()
-    return [(r[0], r[3], r[1]) for r in rows]
+    return rows
 
 
 def onprem_offers(allowed: Sequence[ScoredOffer], home: frozenset[str]) -> list[ScoredOffer]:
@@ -210,7 +218,9 @@ def best_cloud(
     shut: dict[str, bool] = {}
     passed: list[int] = []
     refused: list[tuple[int, str]] = []
-    for total, i, site in order.rows:
+    slots = order.slots
+    for total, r in order.rows:
+        i, site = slots[r][0], slots[r][1]
         closed = shut.get(site)
         if closed is None:
             why_route = route_refusal(site, inputs.routes.get(SiteId(site)), policy, inputs.now)

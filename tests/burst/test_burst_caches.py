@@ -188,8 +188,8 @@ def test_a_views_waits_and_scores_kept_per_offer_equal_the_plain_formulas() -> N
             onprem_capacity=capacity,
             onprem_adjust=adjust,
         )
-        base = {"waited_s": 0, "max_wait_s": 600, "remaining_wait_s": 600, "currency": policy.currency}
-        v = _View(spec, tenant, policy, inputs, expl, 600.0, base)
+        facts = {"waited_s": 0, "max_wait_s": 600, "remaining_wait_s": 600, "currency": policy.currency}
+        v = _View(spec, tenant, policy, inputs, expl, 600.0, facts)
         for s in [*mine, *mine[::-1], *expl.unranked[:5]]:
             part = s.offer.partition
             if part in projected:
@@ -292,10 +292,9 @@ def test_the_best_cloud_passing_over_refused_routes_equals_every_offer_refused_i
             if isinstance(got, CloudPick):
                 assert isinstance(want, CloudPick) and got.scored is want.scored
                 picked += 1
-                order = cloud_order(spec, scored, home, policy).rows
                 passed_over_then_picked += any(
-                    route_refusal(site, routes.get(SiteId(site)), policy, now) is not None
-                    for total, _, site in order
+                    route_refusal(s.offer.site, routes.get(SiteId(s.offer.site)), policy, now) is not None
+                    for total, _, s in cloud_order(spec, scored, home, policy)
                     if total < got.total
                 )
             else:
