@@ -60,9 +60,10 @@ class BurstInputs:
 
     def free_units(self, offer: Offer) -> int | None:
         """Free units of the offer's partition now, less those claimed earlier in the pass (None: unknown)."""
-        cap = self.onprem_capacity.get(offer.partition)
+        part = offer.partition  # (formatted on each read)
+        cap = self.onprem_capacity.get(part)
         free = offer.free if cap is None else cap[0]
-        return None if free is None else free - self.onprem_adjust.get(offer.partition, (0, 0.0))[0]
+        return None if free is None else free - self.onprem_adjust.get(part, (0, 0.0))[0]
 
 
 _ONPREM: dict[int, tuple[Policy, frozenset[str]]] = {}
