@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from broker.policy import Policy, load_policy_text  # noqa: E402
 from broker.sim.baselines import BASELINES  # noqa: E402
-from broker.sim.jobs import build_jobs  # noqa: E402
+from broker.sim.jobs import SimJob, build_jobs  # noqa: E402
 from broker.sim.run import simulate  # noqa: E402
-from broker.sim.scenario import load_scenario  # noqa: E402
+from broker.sim.scenario import Scenario, load_scenario  # noqa: E402
 from broker.sim.synthetic import SyntheticParams, generate  # noqa: E402
 from broker.sim.traces import read_trace  # noqa: E402
 from broker.yamlfile import parse_yaml  # noqa: E402
@@ -70,11 +70,11 @@ def load_policy(path: Path) -> Policy:
     return load_policy_text(text, str(path))
 
 
-def run_one(name: str, synthetic_jobs: int) -> dict[str, Any]:
+def scenario_jobs(name: str, synthetic_jobs: int) -> tuple[Policy, Scenario, list[SimJob], tuple[str, ...]]:
+    """The policy, scenario, jobs and baselines a standard scenario (or slice) runs with."""
     base = "alibaba-peak" if name in SLICES else name
     scenario = load_scenario(ROOT / "configs/scenarios" / f"{base}.yaml")
     policy = load_policy(POLICY)
-    started = time.perf_counter()
     if name.startswith("synthetic"):
         trace = generate(
             SyntheticParams(jobs=synthetic_jobs), scenario.seed
@@ -87,7 +87,12 @@ def run_one(name: str, synthetic_jobs: int) -> dict[str, Any]:
             lo, hi = SLICES[name]
             trace = trace[int(lo * len(trace)) : int(hi * len(trace))]
             scenario = scenario.model_copy(update={"onprem_gpus": SLICE_GPUS, "name": name})
-    jobs = build_jobs(trace, policy, scenario)
+    return policy, scenario, build_jobs(trace, policy, scenario), baselines
+
+
+def run_one(name: str, synthetic_jobs: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    policy, scenario, jobs, baselines = scenario_jobs(name, synthetic_jobs)
     sim = simulate(policy, jobs, scenario, baselines=baselines, lower_bound=bool(baselines))
     result = dict(sim.result)
     result["scenario"] = name

@@ -1,0 +1,76 @@
+"""`bench/decision_gap.py` splits the policy's cost over the offline schedule's job by job (issue
+15: what is left of `slice-late`'s gap). On a hand-made world where the only difference is the
+cloud offer a site preference makes the policy pick, the whole gap lands in `cloud offer choice`,
+with the preference named. Asserts the split, not timings."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from broker.policy import load_policy
+from broker.sim.jobs import build_jobs
+from broker.sim.scenario import Delay, Scenario
+from broker.sim.traces import TraceJob
+from tests.brokerproc import ROOT
+from tests.sim.conftest import CATALOG, CONFIGS, POLICY
+
+SECOND_SITE = """  - id: cloud2
+    adapter: alibaba
+    provider: aliyun-cn
+    region: r2
+    country: CN
+    residency: cn-mainland
+    catalog: {file: cloud.csv, region: r2, currency: CNY}
+tenants:
+"""
+
+
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("decision_gap", ROOT / "bench/decision_gap.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("preference", [5.0, 0.0])
+def test_a_preferred_dearer_cloud_is_the_whole_gap_and_named(tmp_path: Path, preference: float) -> None:
+    # The only GPU runs A for 2 h; B (1 h, max_wait 30 min) must burst. `cloud` sells the GPU at
+    # 10 CNY/h, `cloud2` at 12. With +5 CNY/h of preference on `cloud` the policy's score picks
+    # `cloud2`: 2 CNY over the offline schedule's pick, all of it offer choice, 5 CNY of
+    # preference behind it. Without the preference both pick `cloud`: no gap.
+    (tmp_path / "cloud.csv").write_text(CATALOG + "gpu.small,A800,1,8,64,12.0,,r2,r2-a,CNY\n")
+    text = POLICY.format(configs=CONFIGS, gpus=1).replace("tenants:\n", SECOND_SITE)
+    cloud = "    carbon_gco2_kwh: 500\n"
+    text = text.replace(cloud, f"{cloud}    preference_per_hour: {preference}\n")
+    knobs = "  hysteresis: 0s\n  wait_model: projected\n  late_wait_factor: 8\n"
+    text = text.replace("  hysteresis: 0s\n", knobs)
+    (tmp_path / "policy.yaml").write_text(text)
+    policy = load_policy(tmp_path / "policy.yaml")
+    scenario = Scenario(seed=1, provisioning=Delay(min_s=60, mode_s=60, max_s=60))
+    trace = [
+        TraceJob(n, at, run, count=1, accelerators=("A800",), tenant="t1")
+        for n, at, run in (("a", 0.0, 7200.0), ("b", 60.0, 3600.0))
+    ]
+    module = bench()
+    try:
+        got = module.gap(policy, build_jobs(trace, policy, scenario), scenario)
+    finally:
+        sys.modules.pop("decision_quality", None)
+    assert got["offline_cost"] == pytest.approx(2.0 * 2 + 10.0)  # A at home, B on `cloud`
+    buckets = got["buckets"]
+    assert sum(buckets.values()) == pytest.approx(got["gap"], abs=0.02)
+    assert buckets["partition choice"] == buckets["which jobs burst"] == 0.0
+    if preference:
+        assert got["gap"] == pytest.approx(2.0) and buckets["cloud offer choice"] == pytest.approx(2.0)
+        [row] = got["cloud_offer_choice"]
+        where = (row["tenant"], row["policy_site"], row["cheapest_site"], row["jobs"])
+        assert where == ("t1", "cloud2", "cloud", 1)
+        assert row["preference"] == pytest.approx(5.0)  # 5 CNY/h x 1 h for `cloud` over `cloud2`
+    else:
+        assert got["gap"] == pytest.approx(0.0) and got["cloud_offer_choice"] == []
