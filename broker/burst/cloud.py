@@ -154,7 +154,7 @@ def onprem_offers(allowed: Sequence[ScoredOffer], home: frozenset[str]) -> list[
     placements alive costs the collector more than walking ~70 offers again saves."""
     if isinstance(allowed, Scored):  # builds only the on-prem offers' ScoredOffers
         at = allowed.at
-        return [at(i) for i in _layout(allowed.floats()[0], home)[1]]
+        return [at(i) for i in _layout(allowed.offers(), home)[1]]
     return [s for s in allowed if s.offer.site in home]
 
 

@@ -260,6 +260,10 @@ class Scored(Sequence[ScoredOffer]):
         """The i-th allowed offer (the same object `items` gives), building only it."""
         return self._list[i] if self._list is not None else self._make(i)
 
+    def offers(self) -> list[Offer]:
+        """The allowed offers (input order), nothing built and no lists made from the arrays."""
+        return self._offers
+
     def floats(self) -> tuple[list[Offer], list[float], list[float]]:
         """The allowed offers (input order), their scores and their `cost` terms, nothing built."""
         columns, scores = self._lists()

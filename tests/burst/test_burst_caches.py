@@ -204,17 +204,19 @@ def test_a_views_waits_and_scores_kept_per_offer_equal_the_plain_formulas() -> N
 
 
 def test_the_onprem_offers_built_alone_are_the_ones_the_whole_list_gives() -> None:
-    """`onprem_offers` builds only the on-prem `ScoredOffer`s (at the indices kept per offer list);
-    read before or after the whole list, it gives the same offers, scores and terms, as the same
-    objects, in input order."""
+    """`onprem_offers` builds only the on-prem `ScoredOffer`s (at the indices kept per offer list,
+    read from placement's arrays without making its lists); read before or after the whole list,
+    it gives the same offers, scores and terms, as the same objects, in input order."""
     policy = load_policy(CONFIGS / "policy-sim.yaml")
     offers = prepare_offers(static_offers(policy), policy)
     home = onprem_sites(policy)
     ctx = PlacementContext(now=EPOCH)
-    seen_home = seen_cloud = 0
+    seen_home = seen_cloud = from_arrays = 0
     for n, (spec, tenant) in enumerate(_specs(policy, 120)):
         scored = place(spec, tenant, offers, policy, ctx).unranked
         first = onprem_offers(scored, home) if n % 2 else None  # half of them before the whole list
+        assert isinstance(scored, Scored)
+        from_arrays += first is not None and scored._scores is None  # no lists made from the arrays
         whole = list(scored)
         want = [s for s in whole if s.offer.site in home]
         got = onprem_offers(scored, home)
@@ -228,7 +230,7 @@ def test_the_onprem_offers_built_alone_are_the_ones_the_whole_list_gives() -> No
             assert all(a is b for a, b in zip(first, want, strict=True)) and len(first) == len(want)
         seen_home += len(want)
         seen_cloud += len(whole) - len(want)
-    assert seen_home and seen_cloud  # both kinds of offer were allowed
+    assert seen_home and seen_cloud and from_arrays  # both kinds of offer were allowed
 
 
 def _plain_best_cloud(
