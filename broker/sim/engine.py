@@ -267,7 +267,7 @@ class Engine:
             job, st = self.jobs[j], self.state[j]
             for k, fen in self.fen.items():
                 snap.backlog_h[k] = fen.prefix(j) + added.get(k, 0.0)
-            before = dict(snap.backlog_h)
+            before = dict(snap.backlog_h) if j != batch[-1] else {}  # (only the pass's next jobs read it)
             money = snap.money.get(job.tenant)
             if money is None:
                 money = snap.money[job.tenant] = self.ledger.money(job.tenant, now)
@@ -277,7 +277,7 @@ class Engine:
                 d = self.strategy.decide(job, snap, money, pending)
             self.decisions += 1
             st.rec.decisions += 1
-            for k, v in snap.backlog_h.items():
+            for k, v in snap.backlog_h.items() if j != batch[-1] else ():
                 if v != before.get(k, 0.0):
                     added[k] = added.get(k, 0.0) + v - before.get(k, 0.0)
             st.pending = d.facts.burst_pending_since

@@ -276,3 +276,56 @@ def test_a_jobs_waits_computed_when_read_equal_every_partition_projected_at_once
         seen |= set(want.values())
     assert kinds == 3 and partial > 50  # GPU and CPU jobs; some waits never read
     assert len(seen) > 100  # the waits vary (queues ahead, tenants let first)
+
+
+def test_each_job_of_a_pass_sees_the_backlog_the_pass_added_before_it() -> None:
+    """The engine notes what a decision adds to the pass's backlog only for the pass's next jobs
+    (not after its last): each job of a many-job pass still sees the queued backlog ahead of it
+    plus everything the pass's earlier decisions added, as when every decision was noted."""
+    from broker.burst.snapshot import PassSnapshot
+    from broker.policy import load_policy
+    from broker.sim.engine import Engine
+    from broker.sim.jobs import build_jobs
+    from broker.sim.scenario import Scenario
+    from broker.sim.strategies import PolicyStrategy
+    from broker.sim.traces import TraceJob
+    from tests.sim.conftest import CONFIGS
+
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    trace = [TraceJob(f"j{i}", i * 5.0, 3600.0 * (1 + i % 4), count=1 + i % 8) for i in range(40)]
+    jobs = build_jobs(trace, policy, Scenario(seed=2, onprem_gpus=32))
+    engine = Engine(policy, jobs, Scenario(seed=2, onprem_gpus=32), PolicyStrategy(policy))
+    for part in engine.parts.values():  # full: the jobs wait on-prem and join the backlog
+        if part.accelerated:
+            part.start(part.total, 7200.0)
+    seen: list[tuple[int, dict[str, float], dict[str, float], dict[str, float]]] = []
+    decide = engine.strategy.decide
+
+    def recording(job, snap: PassSnapshot, money, pending):  # type: ignore[no-untyped-def]
+        ahead = {k: fen.prefix(job.index) for k, fen in engine.fen.items()}
+        before = dict(snap.backlog_h)
+        d = decide(job, snap, money, pending)
+        seen.append((job.index, ahead, before, dict(snap.backlog_h)))
+        return d
+
+    engine.strategy.decide = recording  # type: ignore[method-assign]
+    rng = random.Random(9)
+    order = list(range(len(jobs)))
+    rng.shuffle(order)
+    added_some = 0
+    while order:
+        n = rng.randint(1, 6)
+        batch, order = order[:n], order[n:]
+        for j in batch:
+            engine.state[j].queued = True
+            engine.state[j].gen += 1
+        seen.clear()
+        engine._pass(batch, "test")
+        added: dict[str, float] = {}
+        for _, ahead, before, after in seen:
+            assert before == {k: v + added.get(k, 0.0) for k, v in ahead.items()}
+            for k, v in after.items():
+                if v != before.get(k, 0.0):
+                    added[k] = added.get(k, 0.0) + v - before.get(k, 0.0)
+            added_some += len(seen) > 1 and after != before
+    assert added_some > 5  # passes of several jobs, their decisions adding backlog, were met
