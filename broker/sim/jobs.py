@@ -6,6 +6,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import compress
 
 import numpy as np
 
@@ -320,8 +321,9 @@ class _Priced:
         else:
             allowed = tuple(o for o, k in zip(offers, kept, strict=True) if k)
             costs = {key: v for key, v, k in zip(keys, values, kept, strict=True) if k}
-        by_cost = tuple(offers[i] for i in order[:n_kept])
-        clouds = tuple(offers[i] for i in order[:n_kept] if self.cloud_list[i])
+        by = order[:n_kept]
+        by_cost = tuple(map(offers.__getitem__, by))
+        clouds = tuple(compress(by_cost, map(self.cloud_list.__getitem__, by)))
         ranked = _kept(ranked, allowed, n_kept < len(kept))
         return JobFacts(allowed, onprem, cloud, costs, by_cost, ranked, clouds)
 
