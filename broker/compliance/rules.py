@@ -328,6 +328,11 @@ class RuleSet:
         fields), as `evaluate(offer=True)` decides, without reasons; needs `fast`."""
         return self._folds(plan).offer_verdict(site, hardware, projection, variables)
 
+    def folds(self, plan: Plan) -> Folds:
+        """The plan's per-site, per-hardware and per-offer-projection verdicts (`offer_verdict` and
+        the others read them): a caller asking many verdicts of one plan reads them once; needs `fast`."""
+        return self._folds(plan)
+
     def _folds(self, plan: Plan) -> Folds:
         folds = self._fold_of.get(id(plan))
         if folds is None or folds.plan is not plan:  # (a kept entry pins its plan: ids stay unique)

@@ -15,7 +15,9 @@ scorers read the offers' fields again (same floats either way: same operations).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
+from functools import partial
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from broker.model import Offer
@@ -23,6 +25,12 @@ from broker.policy import Policy
 
 if TYPE_CHECKING:
     from broker.placement.vector import Floats
+
+Classes = tuple[tuple[Any, list[int]], ...]
+"""Distinct values of an offer projection, each with the indexes of the offers giving it (`Part.classes`)."""
+
+KEPT_LIMIT = 16
+"""Projections (and subsets by them) a part keeps before it computes them again (bounded memory)."""
 
 Scoring = tuple[float, float, float, float]
 """What the carbon and preference terms read of an offer's group (`Group.scoring`)."""
@@ -33,6 +41,8 @@ class Part(list[Offer]):
 
     __slots__ = (
         "_array",
+        "_classes",
+        "_keeping",
         "_source",
         "counts",
         "currencies",
@@ -68,9 +78,17 @@ class Part(list[Offer]):
         self._array: Floats | None = None
         self._source: tuple[Part, list[int]] | None = None
         """For a subset: the whole part and the indexes picked (its array's rows are those)."""
+        self._classes: dict[Hashable, Classes] | None = None
+        self._keeping: dict[tuple[Hashable, tuple[bool, ...]], Part] | None = None
+        """A whole part's offers by projection and the subsets kept by them (`classes`, `keeping`)."""
         self.min_count: float = -math.inf  # a subset is not size-tested again: never "fits"
         self.min_cpus: float = -math.inf
         self.min_memory: float = -math.inf
+
+    @property
+    def whole(self) -> bool:
+        """A group's market part itself (kept with the snapshot), not a subset of one."""
+        return self._source is None
 
     def fits(self, count: int, cpus: float, memory_gb: float) -> bool:
         """Every offer passes the size test for this job (False: test each offer)."""
@@ -90,20 +108,59 @@ class Part(list[Offer]):
             self._array = found
         return found
 
+    def classes(self, reads: Hashable, project: Callable[[Offer], Any]) -> Classes:
+        """The distinct values `project` gives over the offers (first seen first), each with the
+        indexes of the offers giving it, kept per `reads`: what `project`'s values depend on
+        besides the offer (the offer fields a policy's rules read)."""
+        kept = self._classes
+        if kept is None:
+            kept = self._classes = {}
+        found = kept.get(reads)
+        if found is None:
+            by: dict[Any, list[int]] = {}
+            for i, o in enumerate(self):
+                by.setdefault(project(o), []).append(i)
+            if len(kept) >= KEPT_LIMIT:
+                kept.clear()
+            found = kept[reads] = tuple(by.items())
+        return found
+
+    def keeping(self, reads: Hashable, classes: Classes, marked: tuple[bool, ...]) -> Part:
+        """The offers whose class (`classes(reads, ...)`) is marked, in input order, kept with the
+        part: the same subset serves every decision whose verdicts mark the same classes."""
+        kept = self._keeping
+        if kept is None:
+            kept = self._keeping = {}
+        key = (reads, marked)
+        found = kept.get(key)
+        if found is None:
+            picked = sorted(i for mark, (_, at) in zip(marked, classes, strict=True) if mark for i in at)
+            if len(kept) >= KEPT_LIMIT:
+                kept.clear()
+            found = kept[key] = self.subset(picked)
+        return found
+
     def subset(self, picked: list[int]) -> Part:
-        """The offers at the indexes `picked` (ascending), with their values (C-level gathers:
-        a list comprehension per column costs more than the few offers a group holds)."""
+        """The offers at the indexes `picked` (ascending), with their values (one C-level gather
+        per column: a comprehension costs more than the few offers a group holds)."""
+        # (itemgetter of one index gives the item, not a 1-tuple)
+        get: Callable[[list[Any]], Any] = itemgetter(*picked) if len(picked) > 1 else partial(_at, picked)
         part = Part(
-            map(self.__getitem__, picked),
-            list(map(self.fields.__getitem__, picked)),
-            list(map(self.hourly.__getitem__, picked)),
-            list(map(self.waits.__getitem__, picked)),
-            list(map(self.counts.__getitem__, picked)),
+            get(self),
+            list(get(self.fields)),
+            list(get(self.hourly)),
+            list(get(self.waits)),
+            list(get(self.counts)),
             self.currencies,
             self.scoring,
         )
-        part._source = (self, picked)
+        source = self._source  # a subset of a subset: its rows are the whole part's at these indexes
+        part._source = (self, picked) if source is None else (source[0], [source[1][i] for i in picked])
         return part
+
+
+def _at(picked: list[int], values: list[Any]) -> list[Any]:
+    return [values[i] for i in picked]
 
 
 def build_part(

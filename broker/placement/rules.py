@@ -12,10 +12,11 @@ from operator import attrgetter
 from typing import Any
 
 from broker.compliance.plan import Plan
-from broker.compliance.rules import DEFAULT_DENY
+from broker.compliance.rules import DEFAULT_DENY, RuleSet
 from broker.model import Offer
 from broker.placement._env import Env, Group
 from broker.placement._filter import GroupKeep, GroupRejections, OfferKeep, OfferRejections, per_group
+from broker.placement.parts import Part
 from broker.placement.types import Reason
 
 
@@ -185,6 +186,15 @@ def keep_rules(env: Env) -> GroupKeep | None:
     return lambda groups: rules.keep_groups(plan, groups, variables, need_allow)
 
 
+def _offer_keys(plan: Plan, rules: RuleSet) -> tuple[bool, bool]:
+    """Whether the plan's offer verdicts depend on the site, on the hardware: only when a live
+    offer rule reads (or is scoped to) it, as the folds' own memo keys say."""
+    return (
+        any(live.by_site or rules.rules[live.index].sites is not None for live in plan.offer),
+        any(live.by_hardware for live in plan.offer),
+    )
+
+
 def keep_offer_rules(env: Env) -> OfferKeep | None:
     """`filter_offer_rules`' kept offers (None: every offer, no offer rule can match this job)."""
     rules = env.policy.rules
@@ -197,6 +207,15 @@ def keep_offer_rules(env: Env) -> OfferKeep | None:
     if not plan.offer and not default_deny:
         return None
     project, tenant = _projection(env), env.tenant_id
+    folds = rules.folds(plan)
+    by_site, by_hardware = _offer_keys(plan, rules)
+    seen: dict[tuple[Any, ...], tuple[bool, bool]] = {}
+
+    def verdict(g: Group, o: Offer, ofp: Any, key: tuple[Any, ...]) -> tuple[bool, bool]:
+        found = seen[key] = folds.offer_verdict(
+            g.site_id, g.accelerator, ofp, partial(_offer_context, g, o, env)
+        )
+        return found
 
     def keep_group(g: Group, offers: list[Offer]) -> list[Offer]:
         # under default deny an allow among the group rules allows every offer of the group
@@ -206,18 +225,32 @@ def keep_offer_rules(env: Env) -> OfferKeep | None:
         )
         if not plan.offer:
             return offers if group_allowed else []
+        site, hardware = g.site_id if by_site else None, g.accelerator if by_hardware else None
+        if type(offers) is Part and offers.whole:  # its offers by projection, kept with the snapshot
+            classes = offers.classes(rules, project)  # (`project` reads the rules' offer paths, rates)
+            marks = []
+            for ofp, at in classes:
+                key = (site, hardware, ofp)
+                denied, allowed = seen.get(key) or verdict(g, offers[at[0]], ofp, key)
+                marks.append(not denied and (allowed or group_allowed or not default_deny))
+            if all(marks):
+                return offers
+            return offers.keeping(rules, classes, tuple(marks)) if any(marks) else []
         local: dict[Any, bool] = {}
-        kept = []
-        for o in offers:
+        picked = []
+        for i, o in enumerate(offers):
             ofp = project(o)
             ok = local.get(ofp)
             if ok is None:
-                denied, allowed = rules.offer_verdict(
-                    plan, g.site_id, g.accelerator, ofp, partial(_offer_context, g, o, env)
-                )
+                key = (site, hardware, ofp)
+                denied, allowed = seen.get(key) or verdict(g, o, ofp, key)
                 ok = local[ofp] = not denied and (allowed or group_allowed or not default_deny)
             if ok:
-                kept.append(o)
-        return offers if len(kept) == len(offers) else kept  # all kept: the same list (a part stays one)
+                picked.append(i)
+        if len(picked) == len(offers):
+            return offers  # all kept: the same list
+        if type(offers) is Part:  # the offers of a part that fit the job: a part still (its array's rows)
+            return offers.subset(picked) if picked else []
+        return [offers[i] for i in picked]
 
     return lambda pairs: [(g, kept) for g, offers in pairs if (kept := keep_group(g, offers))]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bench.placement import load_policy, write_policy
@@ -20,6 +20,7 @@ from broker.model import JobSpec, Offer, TenantId
 from broker.placement import PlacementContext
 from broker.placement._env import Env, group_offers
 from broker.placement.hardware import filter_hardware_size
+from broker.placement.parts import Part
 from broker.placement.pipeline import keep_market_and_size
 from broker.placement.price_cap import filter_price_cap, keep_price_cap
 from broker.placement.rules import filter_offer_rules, keep_offer_rules
@@ -147,3 +148,102 @@ def test_offer_rules_keep_from_a_part_what_the_filter_keeps(
     finally:
         policy.rules.fast = True
     assert [(id(g), [id(o) for o in k]) for g, k in got] == [(id(g), [id(o) for o in k]) for g, k in want]
+
+
+def _with_offer_rules(*extra: tuple[str, str, str]) -> Policy:
+    """The benchmark's policy with more offer rules: (id, deny expression, sites or "")."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_policy(Path(tmp))
+        text = path.read_text(encoding="utf-8") + "".join(
+            f"    - id: {name}\n      deny: '{expr}'\n      reason: {name}\n"
+            + (f"      sites: {sites}\n" if sites else "")
+            for name, expr, sites in extra
+        )
+        path.write_text(text, encoding="utf-8")
+        return load_policy(path)
+
+
+MIXED_SITES = ["aws-us-east-1", "aws-ap-northeast-1", "aws-ap-northeast-2"]
+OFFER_POLICIES = (
+    (OFFER_RULES, OFFER_SITES),
+    (  # rules reading the site, the hardware
+        _with_offer_rules(
+            ("site-spot", 'site.country == "US" && offer.spot', ""),
+            ("h100-count", 'hardware.family == "H100" && offer.count >= 4', ""),
+        ),
+        MIXED_SITES,
+    ),
+    (
+        _with_offer_rules(("scoped", '!offer.spot && job.priority == "normal"', "[aws-ap-northeast-2]")),
+        MIXED_SITES,
+    ),
+)
+
+
+def _rule_job(priority: str, count: int, hours: int) -> JobSpec:
+    return JobSpec.model_validate(
+        {
+            "name": "r",
+            "command": ["x"],
+            "runtime_estimate": f"{hours}h",
+            "priority": priority,
+            "resources": {"accelerators": {"count": count}},
+        }
+    )
+
+
+@example(  # an H100 and an A800 group at one site, the same offer values: the hardware rule tells them apart
+    drawn=[
+        ("aliyun-beijing", "H100", 8, 0.0, False, 1.0, "USD", 0.0),
+        ("aliyun-beijing", "H100", 0, 0.0, False, 1.0, "USD", 0.0),
+        ("aliyun-beijing", "H100", 0, 0.0, False, 1.0, "USD", 0.0),
+        ("aliyun-beijing", "A800", 8, 0.0, False, 1.0, "USD", 0.0),
+    ],
+    which=1,
+    jobs=[("normal", 1, 1)],
+)
+@settings(max_examples=150, deadline=None)
+@given(
+    drawn=rows,
+    which=st.sampled_from([0, 1, 2]),
+    jobs=st.lists(
+        st.tuples(
+            st.sampled_from(["high", "normal"]),
+            st.integers(min_value=0, max_value=8),
+            st.sampled_from([1, 30]),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+)
+def test_offer_rules_keep_parts_across_jobs_that_score_like_the_scorers(
+    drawn: list[tuple[str, str | None, int, float, bool, float, str, float]],
+    which: int,
+    jobs: list[tuple[str, int, int]],
+) -> None:
+    """A group's offers by the values the offer rules read, and the subsets verdicts keep, are
+    kept with its part: each later job, whatever its verdicts, keeps what the filter keeps on the
+    plain CEL path, as parts (so it scores from arrays) whose values are its offers' own; with
+    rules reading the site or the hardware too, one decision's verdicts are not shared across them."""
+    policy, sites = OFFER_POLICIES[which]
+    offers = [o.model_copy(update={"site": sites[i % 3]}) for i, o in enumerate(_offers(drawn))]
+    groups = group_offers(offers, policy)  # one grouping: its parts serve every job
+    for priority, count, hours in jobs:
+        policy.rules.clear()  # cold verdicts, the parts kept
+        env = Env(_rule_job(priority, count, hours), TenantId("t-sme"), policy, PlacementContext())
+        kept = keep_market_and_size(env, parts=True)([(g, g.offers) for g in groups if g.offers])
+        step = keep_offer_rules(env)
+        got = step(kept) if step is not None else kept
+        policy.rules.fast = False
+        try:
+            want = [(g, k) for g, offers in kept if (k := filter_offer_rules(g, list(offers), env)[0])]
+        finally:
+            policy.rules.fast = True
+        assert [(id(g), [id(o) for o in k]) for g, k in got] == [(id(g), [id(o) for o in k]) for g, k in want]
+        assert all(type(k) is Part for _, k in got)  # a part loses offers to a verdict: a part still
+        want_offers, want_columns = score_all(want, env)
+        for smallest in (0, 10**9):  # from the parts' arrays (kept ones reused by later jobs), as lists
+            with vector_from(smallest):
+                got_offers, got_columns = score_columns(PerHour(got, policy), env)
+            assert [id(o) for o in got_offers] == [id(o) for o in want_offers]
+            assert exact(got_columns) == exact(want_columns)

@@ -203,3 +203,12 @@ def test_a_subset_of_a_part_gathers_its_offers_values(
         assert exact(sub.array()) == exact(
             vector.stack(rebuilt.hourly, rebuilt.waits, rebuilt.counts, [g.scoring(policy)], [len(picked)])
         )
+        # a subset of a subset (the offers that fit, then the ones the offer rules keep): its own
+        # offers' values, gathered from the whole part's array
+        again = data.draw(st.lists(st.integers(0, len(sub) - 1), min_size=1, unique=True).map(sorted))
+        inner = sub.subset(again)
+        assert [id(o) for o in inner] == [id(sub[i]) for i in again]
+        assert inner.hourly == [sub.hourly[i] for i in again] and inner.counts == [
+            sub.counts[i] for i in again
+        ]
+        assert exact(inner.array()) == exact(whole[:, [picked[i] for i in again]])
