@@ -29,7 +29,7 @@ from broker.model import Offer, SiteId
 class CatalogEntry(BaseModel):
     """One instance type a site offers, with its static (catalog) prices."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     instance_type: str = Field(min_length=1)
     accelerator: str | None = None

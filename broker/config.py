@@ -26,7 +26,7 @@ class ConfigFileError(BrokerError):
 
 
 class DispatchSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     poll_interval_s: float = Field(default=0.5, gt=0)
     """How often live attempts are polled at their backends."""
     requeue_scan_s: float = Field(default=15.0, gt=0)
@@ -38,7 +38,7 @@ class DispatchSettings(BaseModel):
 class TlsSettings(BaseModel):
     """TLS for the gRPC port and the HTTP agent endpoint (`szb tls init DIR` makes a dev set)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     cert_file: Path
     """PEM certificate chain the broker presents (leaf first)."""
     key_file: Path
@@ -75,7 +75,7 @@ class TlsSettings(BaseModel):
 class HaSettings(BaseModel):
     """Leader election of the `scheduler` role (PostgreSQL advisory lock plus a lease)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     lease_s: float = Field(default=3.0, gt=0, le=60)
     """How long a leader's lease lasts without renewal; a standby takes over once it expired."""
     renew_s: float = Field(default=0.5, gt=0, le=10)
@@ -91,13 +91,13 @@ class HaSettings(BaseModel):
 
 
 class StoreSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     dsn: str = Field(min_length=1)
     """PostgreSQL connection string (`postgresql://user@host:5432/db` or `key=value` form)."""
 
 
 class BrokerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     listen: str = "127.0.0.1:50051"
     data_dir: Path = Path(".szb")
     policy: Path | None = None

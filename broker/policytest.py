@@ -28,7 +28,7 @@ from broker.yamlfile import PolicyError, Problem, parse_yaml, validation_problem
 
 
 class Expect(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     allowed: bool | None = Field(default=None, description="Whether any offer is allowed.")
     site: str | None = None
@@ -40,7 +40,7 @@ class Expect(BaseModel):
 
 
 class Case(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1)
     tenant: str
@@ -51,7 +51,7 @@ class Case(BaseModel):
 
 
 class Suite(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     tests: tuple[Case, ...] = Field(min_length=1)
 

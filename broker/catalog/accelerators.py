@@ -27,7 +27,7 @@ BITS: Mapping[str, int] = {
 class Accelerator(BaseModel):
     """One accelerator model with the specs its export classification needs."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1)
     vendor: str = Field(min_length=1)
@@ -72,7 +72,7 @@ def normalize(name: str) -> str:
 class AcceleratorCatalog(BaseModel):
     """All known accelerators, looked up by name, alias or spelling variant."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     accelerators: tuple[Accelerator, ...]
     source: str = ""

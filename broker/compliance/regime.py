@@ -11,7 +11,7 @@ from broker.yamlfile import PolicyError, Problem, parse_yaml, position, validati
 
 
 class _Data(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Bound(_Data):

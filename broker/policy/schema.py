@@ -19,7 +19,7 @@ _CURRENCY = r"^[A-Z]{3}$"
 
 
 class _Doc(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class Objective(_Doc):

@@ -26,7 +26,7 @@ def _seconds(v: Any) -> Any:
 
 
 class _M(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Delay(_M):

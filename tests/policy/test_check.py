@@ -183,6 +183,41 @@ BROKEN = [
         "'site' is unreachable",
     ),
     ("no-fx-rate", "fx: {USD: 7.2}", "fx: {EUR: 7.9}", 15, 75, "no fx rate for USD"),
+    # YAML's .nan and .inf are floats: a NaN preference made every score NaN (the dispatcher's
+    # pick then raised), an infinite fx rate priced every foreign offer at inf.
+    (
+        "nan-shadow-price",
+        "price_hour: 14}",
+        "price_hour: .nan}",
+        10,
+        72,
+        "price_hour: input should be a finite number",
+    ),
+    ("inf-fx", "fx: {USD: 7.2}", "fx: {USD: .inf}", 3, 11, "fx.USD: input should be a finite number"),
+    (
+        "nan-preference",
+        "    residency: global\n",
+        "    residency: global\n    preference_per_hour: .nan\n",
+        15,
+        26,
+        "preference_per_hour: input should be a finite number",
+    ),
+    (
+        "minus-inf-preference",
+        "    residency: global\n",
+        "    residency: global\n    preference_per_hour: -.inf\n",
+        15,
+        26,
+        "preference_per_hour: input should be a finite number",
+    ),
+    (
+        "inf-wait-cost",
+        "fx: {USD: 7.2}\n",
+        "fx: {USD: 7.2}\nobjective: {wait_hour_cost: .inf}\n",
+        4,
+        29,
+        "finite number",
+    ),
 ]
 
 

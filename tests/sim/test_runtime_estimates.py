@@ -152,6 +152,8 @@ def test_projections_use_the_learned_ratio_not_the_actual_runtime(
         ("{sigma: -1}", "runtime_estimates.sigma"),
         ("{biass: {t1: 2}}", "runtime_estimates.biass"),
         ("2.0", "runtime_estimates"),
+        ("{sigma: .nan}", "runtime_estimates.sigma"),  # NaN compares false: it passed ge=0
+        ("{bias: {t1: .inf}}", "runtime_estimates.bias.t1"),
     ],
 )
 def test_a_bad_estimate_knob_names_the_field(tmp_path: Path, knob: str, field: str) -> None:
