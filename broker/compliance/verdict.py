@@ -187,13 +187,22 @@ class Folds:
         left: list[int] = []
         plan, rules = self.plan, self.rules
         unbound: dict[str, Any] | None = None  # the variables without the hardware, built once
+        classes = self.classes
         for live in self._both:
             scope = rules[live.index].sites
             if scope is not None and site not in scope:
                 continue  # not this site's rule: it decides nothing here
             early = UNDECIDED
             if live.native is not None and live.by_site and live.by_hardware:
-                shared = (1, live.index, self.classes.of(live.index, "site", site, values["site"]))
+                mapping = values["site"]
+                known = classes.known.get((live.index, "site", site))  # `classes.of` without its call
+                shared = (
+                    1,
+                    live.index,
+                    known[1]
+                    if known is not None and known[0] is mapping
+                    else classes.of(live.index, "site", site, mapping),
+                )
                 found = self._shared.get(shared)
                 if found is not None:
                     early = found
@@ -213,6 +222,7 @@ class Folds:
         left: list[int] = []
         plan, rules = self.plan, self.rules
         unbound: dict[str, Any] | None = None  # the variables without the site, built once
+        classes = self.classes
         for live in self._both:
             early = UNDECIDED
             if (
@@ -221,7 +231,13 @@ class Folds:
                 and live.by_hardware
                 and rules[live.index].sites is None
             ):
-                hw_class = self.classes.of(live.index, "hardware", hardware, values["hardware"])
+                mapping = values["hardware"]
+                known = classes.known.get((live.index, "hardware", hardware))  # `classes.of` without its call
+                hw_class = (
+                    known[1]
+                    if known is not None and known[0] is mapping
+                    else classes.of(live.index, "hardware", hardware, mapping)
+                )
                 found = self._shared.get((2, live.index, hw_class))
                 if found is not None:
                     early = found
