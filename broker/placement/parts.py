@@ -30,7 +30,7 @@ Classes = tuple[tuple[Any, list[int]], ...]
 """Distinct values of an offer projection, each with the indexes of the offers giving it (`Part.classes`)."""
 
 KEPT_LIMIT = 16
-"""Projections (and subsets by them) a part keeps before it computes them again (bounded memory)."""
+"""Projections (and classes' offers) a part keeps before it computes them again (bounded memory)."""
 
 Scoring = tuple[float, float, float, float]
 """What the carbon and preference terms read of an offer's group (`Group.scoring`)."""
@@ -79,8 +79,8 @@ class Part(list[Offer]):
         self._source: tuple[Part, list[int]] | None = None
         """For a subset: the whole part and the indexes picked (its array's rows are those)."""
         self._classes: dict[Hashable, Classes] | None = None
-        self._keeping: dict[tuple[Hashable, tuple[bool, ...]], Part] | None = None
-        """A whole part's offers by projection and the subsets kept by them (`classes`, `keeping`)."""
+        self._keeping: dict[tuple[Hashable, int], Part] | None = None
+        """A whole part's offers by projection, and each class's offers (`classes`, `keeping`)."""
         self.min_count: float = -math.inf  # a subset is not size-tested again: never "fits"
         self.min_cpus: float = -math.inf
         self.min_memory: float = -math.inf
@@ -126,18 +126,23 @@ class Part(list[Offer]):
         return found
 
     def keeping(self, reads: Hashable, classes: Classes, marked: tuple[bool, ...]) -> Part:
-        """The offers whose class (`classes(reads, ...)`) is marked, in input order, kept with the
-        part: the same subset serves every decision whose verdicts mark the same classes."""
+        """The offers whose class (`classes(reads, ...)`) is marked, in input order. The offers of
+        one class are a cell of a partition no job decides (like a market part: the offers with
+        these values of the fields the rules read), kept with the part; a union of several
+        cells, which a decision's verdicts pick, is built for the decision."""
+        if marked.count(True) != 1:
+            return self.subset(
+                sorted(i for mark, (_, at) in zip(marked, classes, strict=True) if mark for i in at)
+            )
         kept = self._keeping
         if kept is None:
             kept = self._keeping = {}
-        key = (reads, marked)
+        key = (reads, marked.index(True))
         found = kept.get(key)
         if found is None:
-            picked = sorted(i for mark, (_, at) in zip(marked, classes, strict=True) if mark for i in at)
             if len(kept) >= KEPT_LIMIT:
                 kept.clear()
-            found = kept[key] = self.subset(picked)
+            found = kept[key] = self.subset(classes[key[1]][1])
         return found
 
     def subset(self, picked: list[int]) -> Part:

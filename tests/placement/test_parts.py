@@ -192,6 +192,20 @@ def _rule_job(priority: str, count: int, hours: int) -> JobSpec:
     )
 
 
+@example(  # an H100 group (at aws-ap-northeast-1: rows 1, 4, 7) whose rules keep two of its three classes
+    drawn=[
+        ("x", "A800", 1, 0.0, False, 1.0, "USD", 0.0),
+        ("x", "H100", 8, 0.0, False, 2.5, "USD", 0.0),
+        ("x", "A800", 1, 0.0, False, 1.0, "USD", 0.0),
+        ("x", "A800", 1, 0.0, False, 1.0, "USD", 0.0),
+        ("x", "H100", 2, 0.0, False, 0.37, "USD", 60.0),
+        ("x", "A800", 1, 0.0, False, 1.0, "USD", 0.0),
+        ("x", "A800", 1, 0.0, False, 1.0, "USD", 0.0),
+        ("x", "H100", 1, 0.0, False, 0.1, "CNY", 0.0),
+    ],
+    which=1,
+    jobs=[("normal", 1, 1), ("high", 1, 30)],
+)
 @example(  # an H100 and an A800 group at one site, the same offer values: the hardware rule tells them apart
     drawn=[
         ("aliyun-beijing", "H100", 8, 0.0, False, 1.0, "USD", 0.0),
@@ -221,7 +235,7 @@ def test_offer_rules_keep_parts_across_jobs_that_score_like_the_scorers(
     which: int,
     jobs: list[tuple[str, int, int]],
 ) -> None:
-    """A group's offers by the values the offer rules read, and the subsets verdicts keep, are
+    """A group's offers by the values the offer rules read, and each such class's offers, are
     kept with its part: each later job, whatever its verdicts, keeps what the filter keeps on the
     plain CEL path, as parts (so it scores from arrays) whose values are its offers' own; with
     rules reading the site or the hardware too, one decision's verdicts are not shared across them."""
