@@ -43,7 +43,8 @@ _Row = tuple[float, int, ScoredOffer]
 
 class CloudOrder:
     """Cloud offers as (total, input index, offer), best-first, the `ScoredOffer`s built only as
-    they are read (a burst decision walks a few of them; the same objects on every read)."""
+    they are read (a burst decision walks a few of them; the same objects on every read).
+    `rows` are (total, position in `slots`) per cloud offer, best-first; `slots` in tie order."""
 
     __slots__ = ("_allowed", "rows", "slots")
 
@@ -51,7 +52,6 @@ class CloudOrder:
         self, allowed: Sequence[ScoredOffer], rows: list[tuple[float, int]], slots: list[_Slot]
     ) -> None:
         self._allowed, self.rows, self.slots = allowed, rows, slots
-        """(total, position in `slots`) per cloud offer, best-first; `slots` in tie order."""
 
     def at(self, i: int) -> ScoredOffer:
         """The allowed offer at input index `i`."""

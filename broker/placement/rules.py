@@ -212,10 +212,9 @@ def keep_offer_rules(env: Env) -> OfferKeep | None:
     seen: dict[tuple[Any, ...], tuple[bool, bool]] = {}
 
     def verdict(g: Group, o: Offer, ofp: Any, key: tuple[Any, ...]) -> tuple[bool, bool]:
-        found = seen[key] = folds.offer_verdict(
-            g.site_id, g.accelerator, ofp, partial(_offer_context, g, o, env)
-        )
-        return found
+        if key not in seen:  # (denied, allowed): asked of the folds once per decision
+            seen[key] = folds.offer_verdict(g.site_id, g.accelerator, ofp, partial(_offer_context, g, o, env))
+        return seen[key]
 
     def keep_group(g: Group, offers: list[Offer]) -> list[Offer]:
         # under default deny an allow among the group rules allows every offer of the group
@@ -231,7 +230,7 @@ def keep_offer_rules(env: Env) -> OfferKeep | None:
             marks = []
             for ofp, at in classes:
                 key = (site, hardware, ofp)
-                denied, allowed = seen.get(key) or verdict(g, offers[at[0]], ofp, key)
+                denied, allowed = verdict(g, offers[at[0]], ofp, key)
                 marks.append(not denied and (allowed or group_allowed or not default_deny))
             if all(marks):
                 return offers
@@ -243,7 +242,7 @@ def keep_offer_rules(env: Env) -> OfferKeep | None:
             ok = local.get(ofp)
             if ok is None:
                 key = (site, hardware, ofp)
-                denied, allowed = seen.get(key) or verdict(g, o, ofp, key)
+                denied, allowed = verdict(g, o, ofp, key)
                 ok = local[ofp] = not denied and (allowed or group_allowed or not default_deny)
             if ok:
                 picked.append(i)
