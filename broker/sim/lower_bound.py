@@ -133,20 +133,23 @@ def _merge(xs: list[float], gap: float) -> list[float]:
 
 
 def _quiet_highs() -> Any:
-    """A single-threaded Highs instance; its constructor's banner goes to stdout's fd, so keep
-    it off stdout. HiGHS starts one thread pool per process at its first run and refuses a run
-    asking for another thread count later (the MILP's status stays unset and its window keeps
-    the greedy), so every solve here asks for the same one thread, in whatever order they run."""
+    """A single-threaded Highs instance; its constructor prints a copyright banner to stdout's
+    fd (where `--output json` goes) whatever `output_flag` says, so send it to /dev/null.
+    HiGHS starts one thread pool per process at its first run and refuses a run asking for
+    another thread count later (the MILP's status stays unset and its window keeps the
+    greedy), so every solve here asks for the same one thread, in whatever order they run."""
     import highspy
 
     sys.stdout.flush()
     saved = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(2, 1)
+        os.dup2(null, 1)
         h = highspy.Highs()  # type: ignore[no-untyped-call]
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+        os.close(null)
     h.setOptionValue("threads", 1)
     return h
 
