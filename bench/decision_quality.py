@@ -1,7 +1,7 @@
 """Decision-quality benchmark: the standard simulator scenarios, policy against baselines and bound.
 
     .venv/bin/python bench/decision_quality.py [--json] [--only NAME ...] [--synthetic-jobs N]
-        [--policy FILE] [--burst KEY=VALUE ...]
+        [--policy FILE] [--burst KEY=VALUE ...] [--trace FILE]
 
 Scenarios (configs/scenarios/): `alibaba-peak` (the bundled Alibaba GPU v2023 trace, 50x
 time compression, 256 on-prem GPUs: the quality target), `alibaba-gpuspec` (the same with the
@@ -13,7 +13,10 @@ and second half of the trace's jobs in submit order, each against a smaller on-p
 of 192 GPUs.
 Prints one row per (scenario, strategy); `--json` adds the knob settings once. `--burst`
 overrides `burst.*` knobs of the policy for every scenario, e.g. `--burst wait_model=projected
-late_wait_factor=4` (the projected wait model; values are read as YAML).
+late_wait_factor=4` (the projected wait model; values are read as YAML). `--trace` runs the
+trace scenarios and slices on another trace (any format `szb simulate --trace` reads), e.g. a
+held-out one. With `--json` each result carries `targets`: issue 15's targets, each with its
+figure and whether it is met (null where the scenario has no baselines or bound).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ STANDARD = [
 SLICES = {"slice-early": (0.0, 0.5), "slice-late": (0.5, 1.0)}
 """Untuned time slices: (from, to) as fractions of the trace's jobs in submit order."""
 SLICE_GPUS = 192
+OFFLINE_RATIO_MAX, COST_RATIO_MAX, SLO_MIN = 1.05, 1.20, 0.97
+"""Issue 15's decision-quality targets: `offline_ratio` <= 1.05 at SLO >= 0.97, `cost_ratio` <= 1.20."""
 BURST: list[str] = []
 """`burst.KEY=VALUE` overrides from the command line."""
 
@@ -96,9 +101,27 @@ def run_one(name: str, synthetic_jobs: int) -> dict[str, Any]:
     sim = simulate(policy, jobs, scenario, baselines=baselines, lower_bound=bool(baselines))
     result = dict(sim.result)
     result["scenario"] = name
+    result["trace"] = None if name.startswith("synthetic") else str(TRACE)
     result["jobs"] = len(jobs)
     result["wall_s_total"] = round(time.perf_counter() - started, 2)
+    result["targets"] = targets(result)
     return result
+
+
+def targets(result: dict[str, Any]) -> dict[str, Any] | None:
+    """Each decision-quality target with its figure and whether the policy run meets it."""
+    if result.get("offline_ratio") is None or result.get("cost_ratio") is None:
+        return None  # policy only (the synthetic speed scenario): nothing to compare against
+    policy = result["strategies"]["policy"]
+    offline, cost, slo = result["offline_ratio"], result["cost_ratio"], policy["slo_attainment"]
+    dominated = result["frontier"]["dominated_by"]
+    over = policy["spot_over_restart_limit"]
+    return {
+        "offline_ratio": {"value": offline, "slo": slo, "met": offline <= OFFLINE_RATIO_MAX and slo >= SLO_MIN},
+        "cost_ratio": {"value": cost, "met": cost <= COST_RATIO_MAX},
+        "on_frontier": {"dominated_by": dominated, "met": not dominated},
+        "spot_over_restart_limit": {"value": over, "met": over == 0},
+    }
 
 
 def knobs() -> dict[str, Any]:
@@ -115,15 +138,17 @@ def knobs() -> dict[str, Any]:
 
 
 def main() -> int:
-    global POLICY
+    global POLICY, TRACE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--synthetic-jobs", type=int, default=100_000)
     parser.add_argument("--policy", type=Path, default=None, help=f"default: {POLICY.relative_to(ROOT)}")
     parser.add_argument("--burst", nargs="*", default=[], metavar="KEY=VALUE", help="override burst.KEY")
+    parser.add_argument("--trace", type=Path, default=None, help=f"default: {TRACE.relative_to(ROOT)}")
     args = parser.parse_args()
     POLICY = args.policy or POLICY
+    TRACE = args.trace or TRACE
     BURST[:] = args.burst
     names = args.only or STANDARD
     results = [run_one(n, args.synthetic_jobs) for n in names]
@@ -148,6 +173,9 @@ def main() -> int:
             f"{r['scenario']:16} lower bound {r.get('lower_bound_cost')}; offline {r.get('offline_cost')} "
             f"(offline_ratio {r.get('offline_ratio')}); total {r['wall_s_total']} s"
         )
+        if r["targets"] is not None:
+            missed = [name for name, t in r["targets"].items() if not t["met"]]
+            print(f"{r['scenario']:16} targets: {'all met' if not missed else 'NOT met: ' + ', '.join(missed)}")
     print("knobs:", json.dumps(knobs()))
     return 0
 

@@ -1,0 +1,62 @@
+"""`bench/decision_quality.py --trace FILE` runs the trace scenarios on another trace (a held-out
+one), and `--json` reports each issue-15 target with its figure and whether it is met."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _held_out(path: Path, first: int, rows: int) -> int:
+    """A contiguous block of the bundled trace's rows, written as a plain CSV; its row count."""
+    with gzip.open(ROOT / "configs/traces/alibaba-gpu-v2023-openb-pods.csv.gz", "rt", newline="") as src:
+        reader = csv.reader(src)
+        header = next(reader)
+        block = [row for i, row in enumerate(reader) if first <= i < first + rows]
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(header)
+        writer.writerows(block)
+    return len(block)
+
+
+def test_the_bench_runs_another_trace_and_says_which_targets_it_meets(tmp_path: Path) -> None:
+    trace = tmp_path / "held-out.csv"
+    rows = _held_out(trace, 5000, 300)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "bench/decision_quality.py", "--json", "--only", "alibaba-peak", "slice-late",
+         "--trace", str(trace)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    whole, late = json.loads(out.stdout)["results"]
+    assert whole["trace"] == late["trace"] == str(trace)
+    assert 0 < late["jobs"] < whole["jobs"] <= rows  # the given trace, not the bundled 8k jobs
+    for r in (whole, late):
+        t = r["targets"]
+        slo = r["strategies"]["policy"]["slo_attainment"]
+        assert t["offline_ratio"] == {
+            "value": r["offline_ratio"], "slo": slo, "met": r["offline_ratio"] <= 1.05 and slo >= 0.97
+        }  # fmt: skip
+        assert t["cost_ratio"] == {"value": r["cost_ratio"], "met": r["cost_ratio"] <= 1.20}
+        assert t["on_frontier"]["met"] is (not r["frontier"]["dominated_by"])
+        over = r["strategies"]["policy"]["spot_over_restart_limit"]
+        assert t["spot_over_restart_limit"] == {"value": over, "met": over == 0}
+
+
+def test_a_policy_only_scenario_has_no_targets_to_meet() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("decision_quality", ROOT / "bench/decision_quality.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.targets({"offline_ratio": None, "cost_ratio": None}) is None
