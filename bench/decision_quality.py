@@ -117,7 +117,11 @@ def targets(result: dict[str, Any]) -> dict[str, Any] | None:
     dominated = result["frontier"]["dominated_by"]
     over = policy["spot_over_restart_limit"]
     return {
-        "offline_ratio": {"value": offline, "slo": slo, "met": offline <= OFFLINE_RATIO_MAX and slo >= SLO_MIN},
+        "offline_ratio": {
+            "value": offline,
+            "slo": slo,
+            "met": offline <= OFFLINE_RATIO_MAX and slo >= SLO_MIN,
+        },
         "cost_ratio": {"value": cost, "met": cost <= COST_RATIO_MAX},
         "on_frontier": {"dominated_by": dominated, "met": not dominated},
         "spot_over_restart_limit": {"value": over, "met": over == 0},
@@ -175,7 +179,8 @@ def main() -> int:
         )
         if r["targets"] is not None:
             missed = [name for name, t in r["targets"].items() if not t["met"]]
-            print(f"{r['scenario']:16} targets: {'all met' if not missed else 'NOT met: ' + ', '.join(missed)}")
+            verdict = "all met" if not missed else "NOT met: " + ", ".join(missed)
+            print(f"{r['scenario']:16} targets: {verdict}")
     print("knobs:", json.dumps(knobs()))
     return 0
 
