@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
+import tempfile
+import urllib.parse
+from contextlib import ExitStack, closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +44,7 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _open_store(args: argparse.Namespace) -> Any:
+def _open_store(args: argparse.Namespace, scratch: ExitStack) -> Any:
     if args.store:
         from broker.store.postgres import PostgresStore
 
@@ -51,7 +55,19 @@ def _open_store(args: argparse.Namespace) -> Any:
     db = folder / "broker.db"
     if not db.is_file():  # never create an empty store where the user expected one
         raise FileNotFoundError(f"no broker store at {db} (give --data-dir DIR or --store DSN)")
-    return SqliteStore(db)
+    # Read a snapshot, never the store itself: opening a store brings an older schema up to
+    # date (a write), and a broker still running keeps writing between the pages read.
+    copy = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="szb-replay-"))) / "broker.db"
+    # Without a -wal file no broker has the store open: read it as immutable, which leaves no
+    # -wal/-shm files behind either. With one, a read-only connection sees what was committed.
+    live = db.with_name(db.name + "-wal").exists()
+    uri = f"file:{urllib.parse.quote(str(db.resolve()))}?{'mode=ro' if live else 'immutable=1'}"
+    try:
+        with closing(sqlite3.connect(uri, uri=True)) as src, closing(sqlite3.connect(copy)) as dst:
+            src.backup(dst)
+    except sqlite3.Error as exc:
+        raise OSError(f"cannot read the broker store at {db}: {exc}") from exc
+    return SqliteStore(copy)
 
 
 def _active_policy(store: Any) -> tuple[Policy, str]:
@@ -59,8 +75,19 @@ def _active_policy(store: Any) -> tuple[Policy, str]:
     for version in store.policy_versions(limit=200):
         if version.result in ("loaded", "unchanged") and version.content:
             where = f"{version.source} (sha256 {version.hash[:12]}, stored {version.time:%Y-%m-%d %H:%M})"
-            return load_policy_text(version.content, version.source or "stored policy"), where
+            try:
+                return load_policy_text(version.content, version.source or "stored policy"), where
+            except PolicyError as exc:
+                raise StoredPolicyError(where, exc) from exc
     raise LookupError("the store records no loaded policy version (give --baseline FILE)")
+
+
+class StoredPolicyError(Exception):
+    """The policy the store records as active no longer loads (its files moved, or newer rules)."""
+
+    def __init__(self, where: str, error: PolicyError) -> None:
+        super().__init__(where)
+        self.where, self.error = where, error
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -80,24 +107,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 1
     except OSError as exc:
         return _fail(f"--policy: {exc}")
-    try:
-        store = _open_store(args)
-    except Exception as exc:  # a missing file, a refused connection: say which store
-        return _fail(str(exc))
-    try:
-        if args.baseline is not None:
-            current, source = load_policy(args.baseline), str(args.baseline)
-        else:
-            current, source = _active_policy(store)
-        history = read_history(store, since)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
-    except (LookupError, OSError) as exc:
-        return _fail(str(exc))
-    finally:
-        store.close()
+    with ExitStack() as scratch:
+        try:
+            store = _open_store(args, scratch)
+        except Exception as exc:  # a missing file, a refused connection: say which store
+            return _fail(str(exc))
+        try:
+            if args.baseline is not None:
+                current, source = load_policy(args.baseline), str(args.baseline)
+            else:
+                current, source = _active_policy(store)
+            history = read_history(store, since)
+        except PolicyError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            return 1
+        except StoredPolicyError as exc:
+            _fail(f"the active policy the store records, {exc.where}, no longer loads:")
+            for problem in exc.error.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return _fail("compare against a policy file instead: --baseline FILE")
+        except (LookupError, OSError) as exc:
+            return _fail(str(exc))
+        finally:
+            store.close()
     if not history.jobs:
         return _fail("no recorded jobs" + (f" since {since:%Y-%m-%d %H:%M} UTC" if since else ""))
     result = diff(history, replay(current, history), replay(candidate, history))
@@ -144,8 +177,8 @@ def _table(result: dict[str, Any]) -> None:
     console.print(f"prices: {n} offer(s) at the price recorded when launched, the rest at catalog prices")
     for title, rows, cols in (
         ("Placement changed", result["placement_changed"], ("site_before", "site_after")),
-        ("Refused under the candidate", result["refusals_new"], ("site_before",)),
-        ("No longer refused", result["refusals_gone"], ("site_after",)),
+        ("Refused under the candidate", result["refusals_new"], ("site_before", "reason")),
+        ("No longer refused", result["refusals_gone"], ("site_after", "reason_before")),
     ):
         if not rows:
             continue

@@ -5,10 +5,12 @@ RUNNING to the terminal event) or, for jobs that never ran, their estimate. The 
 engine (`broker.sim.engine`) replays them in the default scenario's world, with the capacity
 errors the store recorded per site as that site's stock-out rate.
 
-Prices: for every offer the broker launched in the period, the price its attempt recorded
-(the newest one per offer key, in the currency it was quoted in) replaces the policy's catalog
-price, in both runs. Offers never launched keep the catalog price (there is nothing recorded
-to replay), and one price per offer holds for the whole replay (no price changes over time).
+Prices: for every cloud offer the broker launched in the period, the price its attempt
+recorded (the newest one per offer key, in the currency it was quoted in) replaces the policy's
+catalog price, in both runs. On-prem partitions keep each policy's own `price_hour`: that is a
+shadow price the policy sets, so a candidate that changes it must show the change. Offers never
+launched keep the catalog price (there is nothing recorded to replay), and one price per offer
+holds for the whole replay (no price changes over time).
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from datetime import datetime
 from typing import Any
 
 from broker.burst import demand, effective_max_wait
+from broker.burst.inputs import is_onprem
 from broker.errors import BrokerError
 from broker.model import Job, JobId, JobState
+from broker.placement import HARDWARE_PREFIX, PlacementContext, place, rejection_summary
 from broker.policy import Policy
+from broker.policy.offers import static_offers
 from broker.sim.engine import Engine
 from broker.sim.jobs import MAX_RUNTIME_S, SimJob
 from broker.sim.metrics import RunResult, summarize
@@ -122,19 +127,43 @@ class PolicyRun:
     run: RunResult
     sites: list[str | None]
     """Per job, the site of its last attempt (None: refused or never started)."""
+    prices: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """The recorded prices this run used (cloud offers only)."""
+    refusals: dict[int, str] = field(default_factory=dict)
+    """Job index -> why the policy refuses it (the rule that blocks it first)."""
+
+
+def market_prices(history: History, policy: Policy) -> dict[str, tuple[float, str]]:
+    """The recorded prices of cloud offers: an on-prem partition's price is the policy's own."""
+    home = {o.key for o in static_offers(policy) if is_onprem(policy, o.site)}
+    return {key: quote for key, quote in history.prices.items() if key not in home}
+
+
+def refusal_reason(job: Job, policy: Policy) -> str:
+    """`rule: message` of what refuses the job under `policy` (blocking rules before misfits)."""
+    expl = place(job.spec, job.tenant, static_offers(policy), policy, PlacementContext(now=job.created_at))
+    reasons = rejection_summary(expl)
+    if not reasons:
+        return "no offer at all" if not expl.offers else "refused by the burst decision"
+    first = next((r for r in reasons if not r.rule.startswith(HARDWARE_PREFIX)), reasons[0])
+    return f"{first.rule}: {first.message}"
 
 
 def replay(policy: Policy, history: History, scenario: Scenario | None = None) -> PolicyRun:
     """Replay the history under one policy."""
     jobs = sim_jobs(history, policy)
     world = scenario or scenario_for(history)
-    engine = Engine(policy, jobs, world, PolicyStrategy(policy), prices=history.prices)
+    prices = market_prices(history, policy)
+    engine = Engine(policy, jobs, world, PolicyStrategy(policy), prices=prices)
     run = engine.run()
     sites = [
         None if st.rec.rejected or st.offer is None or math.isnan(st.rec.start_s) else str(st.offer.site)
         for st in engine.state
     ]
-    return PolicyRun(run, sites)
+    refusals = {
+        i: refusal_reason(history.jobs[i], policy) for i, st in enumerate(engine.state) if st.rec.rejected
+    }
+    return PolicyRun(run, sites, prices, refusals)
 
 
 KEYS = ("cost", "p50_wait_s", "p95_wait_s", "burst_fraction", "rejected", "never_started", "late_jobs")
@@ -153,15 +182,18 @@ def diff(history: History, before: PolicyRun, after: PolicyRun) -> dict[str, Any
         ra, rb = before.run.records[i], after.run.records[i]
         row = {"job": job.id, "tenant": job.tenant, "name": job.spec.name, "recorded_site": job.site}
         if rb.rejected and not ra.rejected:
-            refused.append({**row, "site_before": before.sites[i]})
+            refused.append({**row, "site_before": before.sites[i], "reason": after.refusals.get(i)})
         elif ra.rejected and not rb.rejected:
-            admitted.append({**row, "site_after": after.sites[i]})
+            admitted.append({**row, "site_after": after.sites[i], "reason_before": before.refusals.get(i)})
         elif before.sites[i] != after.sites[i]:
             moved.append({**row, "site_before": before.sites[i], "site_after": after.sites[i]})
     return {
         "jobs": len(history.jobs),
         "capacity_errors": dict(history.capacity_errors),
-        "recorded_prices": {k: {"price_per_hour": p, "currency": c} for k, (p, c) in history.prices.items()},
+        "recorded_prices": {
+            k: {"price_per_hour": p, "currency": c}
+            for k, (p, c) in sorted({**before.prices, **after.prices}.items())
+        },
         "current": a,
         "candidate": b,
         "delta": delta,

@@ -8,7 +8,10 @@ cheaper site, refuse another, or change nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -131,3 +134,77 @@ def test_clear_errors(history: Path) -> None:
     broken = replay(folder, "--policy broken.yaml")
     line = next(i for i, t in enumerate(default_policy().splitlines(), 1) if "price_hour: 1.0" in t)
     assert broken.returncode == 1 and f"broken.yaml:{line}:" in broken.stderr, broken.stderr
+
+
+def copy_of(history: Path, tmp_path: Path) -> Path:
+    """The history's data dir copied (the module's own stays as the broker left it)."""
+    target = tmp_path / "copy"
+    shutil.copytree(history / ".szb", target)
+    return target
+
+
+def test_a_candidate_on_prem_price_changes_the_cost(history: Path) -> None:
+    """#15 review: an on-prem partition's price is the policy's own (a shadow price), so the
+    recorded launch price must not hide a candidate that changes it."""
+    folder = history
+    (folder / "same.yaml").write_text(default_policy())
+    halved = (
+        default_policy()
+        .replace("price_hour: 14.0", "price_hour: 7.0")
+        .replace("price_hour: 1.0 ", "price_hour: 0.5 ")
+    )
+    (folder / "halved.yaml").write_text(halved)
+    out = replay(folder, "--policy halved.yaml --baseline same.yaml -o json")
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert body["placement_changed"] == [] and body["candidate"]["rejected"] == 0
+    assert body["candidate"]["cost"] == pytest.approx(body["current"]["cost"] / 2, rel=0.05), body
+    assert body["recorded_prices"] == {}  # only cloud launches are replayed at their recorded price
+
+
+def test_a_refusal_names_the_rule_that_refuses(history: Path) -> None:
+    folder = history
+    (folder / "abroad.yaml").write_text(
+        default_policy().replace("residency: cn-mainland\n", "residency: global\n", 1)
+    )
+    out = replay(folder, "--policy abroad.yaml")
+    assert out.returncode == 0, out.stderr
+    assert "Refused under the candidate (1)" in out.stdout and "residency:" in out.stdout, out.stdout
+    body = json.loads(replay(folder, "--policy abroad.yaml -o json").stdout)
+    (refused,) = body["refusals_new"]
+    assert refused["name"] == "finetune-glm-6b"
+    assert refused["reason"].startswith("residency: ") and "cn-mainland" in refused["reason"]
+    back = json.loads(replay(folder, "--policy same.yaml --baseline abroad.yaml -o json").stdout)
+    (admitted,) = back["refusals_gone"]
+    assert admitted["reason_before"] == refused["reason"]
+
+
+def test_replay_never_writes_an_older_store(history: Path, tmp_path: Path) -> None:
+    """A store from before the epoch columns and the leadership table: replay reads it as it is
+    (opening it as a store would bring its schema up to date) and leaves no files beside it."""
+    data = copy_of(history, tmp_path)
+    with sqlite3.connect(data / "broker.db") as db:
+        for table, column in (("attempts", "epoch"), ("events", "epoch"), ("attempts", "secret_hash")):
+            db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute("DROP TABLE leadership")
+    before = hashlib.sha256((data / "broker.db").read_bytes()).hexdigest()
+    files = sorted(p.name for p in data.iterdir())
+    (history / "same.yaml").write_text(default_policy())
+    out = replay(history, f"--policy same.yaml --data-dir {data} -o json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["jobs"] == 2
+    assert hashlib.sha256((data / "broker.db").read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in data.iterdir()) == files
+
+
+def test_an_active_policy_that_no_longer_loads_says_so(history: Path, tmp_path: Path) -> None:
+    data = copy_of(history, tmp_path)
+    with sqlite3.connect(data / "broker.db") as db:  # the file it was loaded from has moved away
+        db.execute("UPDATE policy_versions SET source = '/srv/moved/policy.yaml'")
+    (history / "same.yaml").write_text(default_policy())
+    out = replay(history, f"--policy same.yaml --data-dir {data}")
+    assert out.returncode == 1
+    assert "the active policy the store records, /srv/moved/policy.yaml (sha256 " in out.stderr, out.stderr
+    assert "/srv/moved/policy.yaml:5:" in out.stderr and "--baseline FILE" in out.stderr
+    ok = replay(history, f"--policy same.yaml --baseline same.yaml --data-dir {data}")
+    assert ok.returncode == 0, ok.stderr
