@@ -22,13 +22,18 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-from collections.abc import Iterable, Iterator
+import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from broker.durations import parse_duration
 from broker.errors import BrokerError
+from broker.jobspec import Priority, Residency, Resources
+from broker.validation import violations
 
 TraceFormat = Literal["alibaba-v2023", "csv"]
 FORMATS: tuple[TraceFormat, ...] = ("alibaba-v2023", "csv")
@@ -71,6 +76,8 @@ class TraceJob:
     max_wait_s: float | None = None
     residency: str = "any"
     priority: str = "normal"
+    line: int = field(default=0, compare=False)
+    """The row's line in the trace file, for errors (0: a generated job)."""
 
 
 @dataclass
@@ -85,6 +92,63 @@ class TraceInfo:
 
     def skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
+
+
+class _RowSpec(BaseModel):
+    """The job-spec fields a trace row sets, validated as a submitted spec would be."""
+
+    model_config = ConfigDict(frozen=True)
+    resources: Resources
+    priority: Priority
+    data_residency: Residency
+
+
+COLUMNS: dict[TraceFormat, dict[str, str]] = {
+    "csv": {
+        "resources.accelerators.count": "count",
+        "resources.accelerators.any_of": "accelerator",
+        "resources.cpus": "cpus",
+        "resources.memory_gb": "memory_gb",
+        "priority": "priority",
+        "data_residency": "residency",
+    },
+    "alibaba-v2023": {
+        "resources.accelerators.count": "num_gpu",
+        "resources.accelerators.any_of": "gpu_spec",
+        "resources.cpus": "cpu_milli",
+        "resources.memory_gb": "memory_mib",
+        "priority": "qos",
+    },
+}
+"""Spec field -> the trace column it comes from, to name in an error."""
+
+
+class _Checked:
+    """Each distinct row shape validated once (a trace has few shapes and many rows)."""
+
+    def __init__(self, fmt: TraceFormat) -> None:
+        self.columns = COLUMNS[fmt]
+        self.seen: dict[tuple[object, ...], str | None] = {}
+
+    def problem(self, job: TraceJob) -> str | None:
+        """`column: message` for a row no job spec accepts, else None."""
+        key = (job.count, job.accelerators, job.cpus, job.memory_gb, job.priority, job.residency)
+        if key not in self.seen:
+            self.seen[key] = self._check(job)
+        return self.seen[key]
+
+    def _check(self, job: TraceJob) -> str | None:
+        accelerators = {"count": job.count, "any_of": job.accelerators}
+        resources = {"accelerators": accelerators, "cpus": job.cpus, "memory_gb": job.memory_gb}
+        try:
+            _RowSpec.model_validate(
+                {"resources": resources, "priority": job.priority, "data_residency": job.residency}
+            )
+        except ValidationError as exc:
+            first = violations(exc)[0]
+            field = first.field.split("[")[0]
+            return f"{self.columns.get(field, field)}: {first.description}"
+        return None
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -120,6 +184,7 @@ def map_gpu_spec(spec: str) -> tuple[str, ...]:
 
 def _alibaba(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: float | None) -> list[TraceJob]:
     jobs: list[TraceJob] = []
+    checked = _Checked("alibaba-v2023")
     for line, row in enumerate(rows, start=2):
         info.rows += 1
         try:
@@ -142,10 +207,15 @@ def _alibaba(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: flo
                     cpus=max(0.1, int(row["cpu_milli"]) / 1000),
                     memory_gb=max(0.1, int(row["memory_mib"]) / 1024),
                     priority=QOS_PRIORITY.get(row["qos"], "normal"),
+                    line=line,
                 )
             )
-        except (KeyError, ValueError) as exc:
+        except KeyError as exc:
+            raise TraceError(f"{info.path}:{line}: bad row: no {exc} column") from exc
+        except (AttributeError, TypeError, ValueError) as exc:  # (a short row's missing cells are None)
             raise TraceError(f"{info.path}:{line}: bad row: {exc}") from exc
+        if (why := checked.problem(jobs[-1])) is not None:
+            raise TraceError(f"{info.path}:{line}: {why}")
     return jobs
 
 
@@ -153,36 +223,62 @@ def _seconds(text: str) -> float:
     return parse_duration(text.strip()).total_seconds()
 
 
+def _column(
+    row: dict[str, str], name: str, parse: Callable[[str], float], default: float | None = None
+) -> float:
+    """One column's value; ValueError naming the column when it does not parse."""
+    text = (row.get(name) or "").strip()
+    if not text and default is not None:
+        return default
+    try:
+        value = parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}" if text else f"{name}: required") from exc
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: must be a finite number")
+    return value
+
+
 def _plain(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: float | None) -> list[TraceJob]:
     jobs: list[TraceJob] = []
+    checked = _Checked("csv")
     for line, row in enumerate(rows, start=2):
         info.rows += 1
         try:
-            runtime = max(1.0, _seconds(row["runtime"]))
+            runtime = max(1.0, _column(row, "runtime", _seconds))
             if max_runtime_s is not None and runtime > max_runtime_s:
                 info.skip("run time above the scenario's max_runtime")
                 continue
             accel = tuple(a.strip() for a in (row.get("accelerator") or "").split("|") if a.strip())
-            count = int(row.get("count") or (1 if accel else 0))
             wait = (row.get("max_wait") or "").strip()
-            jobs.append(
-                TraceJob(
-                    name=(row.get("name") or f"job-{line - 1}").strip(),
-                    submit_s=_seconds(row["submit_time"]),
-                    runtime_s=runtime,
-                    count=count,
-                    accelerators=accel,
-                    cpus=float(row.get("cpus") or 1),
-                    memory_gb=float(row.get("memory_gb") or 1),
-                    tenant=(row.get("tenant") or "").strip() or None,
-                    max_wait_s=_seconds(wait) if wait else None,
-                    residency=(row.get("residency") or "any").strip() or "any",
-                    priority=(row.get("priority") or "normal").strip() or "normal",
-                )
+            job = TraceJob(
+                name=(row.get("name") or f"job-{line - 1}").strip(),
+                submit_s=_column(row, "submit_time", _seconds),
+                runtime_s=runtime,
+                count=int(_column(row, "count", _whole, 1 if accel else 0)),
+                accelerators=accel,
+                cpus=_column(row, "cpus", float, 1),
+                memory_gb=_column(row, "memory_gb", float, 1),
+                tenant=(row.get("tenant") or "").strip() or None,
+                max_wait_s=_column(row, "max_wait", _seconds) if wait else None,
+                residency=(row.get("residency") or "any").strip() or "any",
+                priority=(row.get("priority") or "normal").strip() or "normal",
+                line=line,
             )
-        except (KeyError, ValueError) as exc:
-            raise TraceError(f"{info.path}:{line}: bad row: {exc}") from exc
+        except ValueError as exc:
+            raise TraceError(f"{info.path}:{line}: {exc}") from exc
+        if (why := checked.problem(job)) is not None:
+            raise TraceError(f"{info.path}:{line}: {why}")
+        jobs.append(job)
     return jobs
+
+
+def _whole(text: str) -> float:
+    """An integer column (`int` alone would call `2.5` not a number at all)."""
+    value = float(text)
+    if value != int(value):
+        raise ValueError("must be a whole number")
+    return value
 
 
 def read_trace(
@@ -191,14 +287,18 @@ def read_trace(
     """Read a trace (format from the header unless given), sorted by submit time."""
     try:
         reader = csv.DictReader(_open_text(path))
-        header = reader.fieldnames or []
-    except (OSError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
+        # Columns are matched by name, so `submit_time, runtime` reads as written.
+        header = reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
+    except (OSError, UnicodeDecodeError, gzip.BadGzipFile, csv.Error) as exc:
         raise TraceError(f"{path}: cannot read: {exc}") from exc
     found = detect_format(header)
     if fmt is not None and fmt != found:
         raise TraceError(f"{path}: --trace-format {fmt} given but the header is {found}")
     info = TraceInfo(path=str(path), format=found)
-    jobs = (_alibaba if found == "alibaba-v2023" else _plain)(iter(reader), info, max_runtime_s)
+    try:
+        jobs = (_alibaba if found == "alibaba-v2023" else _plain)(iter(reader), info, max_runtime_s)
+    except csv.Error as exc:
+        raise TraceError(f"{path}:{reader.line_num}: {exc}") from exc
     jobs.sort(key=lambda j: (j.submit_s, j.name))
     info.kept = len(jobs)
     return jobs, info
