@@ -84,12 +84,13 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
     from broker.sim.traces import TraceError
 
     try:
-        scenario = load_scenario(args.scenario)
+        policy = load_policy(args.policy)
+        sites, tenants = [str(site.id) for site in policy.sites], [str(t.id) for t in policy.tenants]
+        scenario = load_scenario(args.scenario, sites=sites, tenants=tenants)
         update = {
             k: getattr(args, k) for k in ("time_scale", "onprem_gpus", "seed") if getattr(args, k) is not None
         }
         scenario = scenario.model_copy(update=update)
-        policy = load_policy(args.policy)
         trace, source = _trace(args, scenario)
         if args.trace is not None:
             _vet_trace(trace, policy, args.trace)

@@ -8,6 +8,7 @@ and `seed`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from broker.durations import parse_duration
 from broker.errors import BrokerError
+from broker.validation import did_you_mean
+from broker.yamlfile import PolicyError, Problem, parse_yaml, position, validation_problems
 
 
 class ScenarioError(BrokerError):
@@ -117,20 +120,37 @@ class Scenario(_M):
         return policy_risk if self.spot_interruptions_per_hour is None else self.spot_interruptions_per_hour
 
 
-def load_scenario(path: Path | None) -> Scenario:
-    """Read a scenario YAML file (None: the defaults)."""
+def load_scenario(
+    path: Path | None, *, sites: Iterable[str] | None = None, tenants: Iterable[str] | None = None
+) -> Scenario:
+    """Read a scenario YAML file (None: the defaults); errors name FILE:LINE:COL and the field.
+
+    With the policy's `sites` and `tenants`, a scenario naming one it lacks is refused (a typo
+    would silently leave that site's world at the defaults, or draw jobs for no tenant)."""
     if path is None:
         return Scenario()
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
     try:
-        data = YAML(typ="safe").load(path.read_text())
-    except (OSError, YAMLError) as exc:
+        data = parse_yaml(path.read_text(), str(path))
+    except OSError as exc:
         raise ScenarioError(f"{path}: {exc}") from exc
+    except PolicyError as exc:  # (the YAML reader's positioned syntax error)
+        raise ScenarioError(_at(exc.problems[0])) from exc
+    if data is not None and not isinstance(data, dict):
+        raise ScenarioError(f"{path}:1:1: a scenario must be a YAML mapping")
     try:
-        return Scenario.model_validate(data or {})
+        scenario = Scenario.model_validate(data or {})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ScenarioError(f"{path}: {where}: {first['msg']}") from exc
+        raise ScenarioError(_at(validation_problems(exc, data, str(path))[0])) from exc
+    for field, names in (("sites", sites), ("tenants", tenants)):
+        known = sorted(set(names or ()))
+        unknown = [name for name in getattr(scenario, field) if known and name not in known]
+        if unknown:
+            line, col = position(data, [field, unknown[0]], key=True)
+            hint = did_you_mean(unknown[0], known) or f" (the policy's: {', '.join(known)})"
+            raise ScenarioError(f"{path}:{line}:{col}: {field}.{unknown[0]}: not in the policy{hint}")
+    return scenario
+
+
+def _at(problem: Problem) -> str:
+    """`FILE:LINE:COL: message` (the command adds its own `error:`)."""
+    return f"{problem.file}:{problem.line}:{problem.col}: {problem.message}"

@@ -6,6 +6,7 @@ stay on actual runtimes. Asserts decisions and outcomes, not timings."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -161,7 +162,8 @@ def test_a_bad_estimate_knob_names_the_field(tmp_path: Path, knob: str, field: s
     path.write_text(f"seed: 1\nruntime_estimates: {knob}\n")
     with pytest.raises(ScenarioError) as err:
         load_scenario(path)
-    assert f"{path}: {field}:" in str(err.value)
+    # FILE:LINE:COL (the knob sits on line 2), then the field.
+    assert re.match(rf"{re.escape(str(path))}:2:\d+: {re.escape(field)}:", str(err.value)), str(err.value)
 
 
 def test_the_shipped_estimates_scenario_loads() -> None:

@@ -1,0 +1,72 @@
+"""A scenario file's errors name FILE:LINE:COL and the field, and a site or tenant the policy
+lacks is refused instead of silently leaving that world at its defaults (issue 15 review)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.cli import main
+from broker.policy import load_policy
+from broker.sim.scenario import ScenarioError, load_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = ROOT / "configs" / "policy-sim.yaml"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("name: x\nseed: abc\n", ":2:7: seed: "),
+        ("name: x\ntime_scale: 0\n", ":2:13: time_scale: "),
+        ("name: x\nprovisioning: {min_s: -1}\n", ":2:23: provisioning.min_s: "),
+        ("name: x\nbogus: 1\n", ":2:1: bogus: unknown field"),
+        ("name: [\n", ":2:1: YAML: "),
+        ("- a\n- b\n", ":1:1: a scenario must be a YAML mapping"),
+    ],
+)
+def test_a_broken_scenario_names_file_line_and_field(tmp_path: Path, text: str, where: str) -> None:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    assert str(err.value).startswith(f"{path}{where}"), str(err.value)
+
+
+def test_a_site_or_tenant_the_policy_lacks_is_refused(tmp_path: Path) -> None:
+    policy = load_policy(POLICY)
+    sites, tenants = [s.id for s in policy.sites], [t.id for t in policy.tenants]
+    path = tmp_path / "scenario.yaml"
+    path.write_text("name: x\nsites:\n  aliyun-cn-bejing: {stockouts: {per_day: 3}}\n")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path, sites=sites, tenants=tenants)
+    assert str(err.value) == (
+        f"{path}:3:3: sites.aliyun-cn-bejing: not in the policy (did you mean 'aliyun-cn-beijing'?)"
+    )
+    path.write_text("name: x\ntenants: {pku-nlp: 2, ghost: 1}\n")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path, sites=sites, tenants=tenants)
+    assert str(err.value).startswith(f"{path}:2:23: tenants.ghost: not in the policy (the policy's: pku-nlp")
+    path.write_text("name: x\ntenants: {pku-nlp: 2}\nsites: {aliyun-cn-beijing: {stockouts: {per_day: 3}}}\n")
+    assert load_scenario(path, sites=sites, tenants=tenants).tenants == {"pku-nlp": 2}
+
+
+def test_simulate_checks_the_scenario_against_its_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text("name: x\nsites: {nowhere: {stockouts: {per_day: 3}}}\n")
+    argv = [
+        "simulate",
+        "--synthetic",
+        "5",
+        "--policy",
+        str(POLICY),
+        "--scenario",
+        str(scenario),
+        "-o",
+        "json",
+    ]
+    assert main(argv) == 1
+    assert f"szb: error: {scenario}:2:9: sites.nowhere: not in the policy" in capsys.readouterr().err
