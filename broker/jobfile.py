@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from broker.errors import BrokerError
+from broker.jobspec import submission_problems
 from broker.model import JobSpec
 from broker.validation import violations
 from broker.yamlfile import PolicyError, Problem, parse_yaml, position
@@ -34,7 +35,7 @@ def load_job_file(path: Path) -> JobSpec:
     if not isinstance(doc, dict):
         raise JobFileError([Problem(name, 1, 1, "a job file must be a mapping of fields")])
     try:
-        return JobSpec.model_validate(dict(doc))
+        spec = JobSpec.model_validate(dict(doc))
     except ValidationError as exc:
         problems = []
         for err, violation in zip(exc.errors(), violations(exc, model=JobSpec), strict=True):
@@ -42,3 +43,9 @@ def load_job_file(path: Path) -> JobSpec:
             line, col = position(doc, loc, key=err["type"] == "extra_forbidden")
             problems.append(Problem(name, line, col, str(violation)))
         raise JobFileError(problems) from exc
+    found = submission_problems(spec)
+    if found:
+        raise JobFileError(
+            [Problem(name, *position(doc, list(loc)), f"{'.'.join(loc)}: {why}") for loc, why in found]
+        )
+    return spec

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from broker.durations import Duration, whole_seconds
+from broker.durations import Duration, format_duration, whole_seconds
 from broker.imageref import check_image
 
 
@@ -155,6 +155,13 @@ class JobSpec(_SpecPart):
     def _runtime_positive(cls, v: timedelta) -> timedelta:
         return check_runtime_estimate(v)
 
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _checkpoint_is_a_mapping(cls, v: Any) -> Any:
+        if isinstance(v, str | int | float) and not isinstance(v, bool):
+            raise ValueError(f"must be a mapping such as {{interval: {v}}}")
+        return v
+
     @field_validator("max_wait")
     @classmethod
     def _wait_not_negative(cls, v: timedelta | None) -> timedelta | None:
@@ -183,6 +190,19 @@ class JobSpec(_SpecPart):
         return self.resources.accelerators.count
 
 
+def submission_problems(spec: JobSpec) -> list[tuple[tuple[str, ...], str]]:
+    """(field path, message) of what a submitted spec must not have beyond each field's own
+    checks; a stored spec with it still reads back (it would be quarantined otherwise)."""
+    cp = spec.checkpoint
+    if cp is not None and cp.interval >= spec.runtime_estimate:
+        return [
+            (
+                ("checkpoint", "interval"),
+                f"must be shorter than runtime_estimate ({format_duration(spec.runtime_estimate)}): "
+                "a job that saves no checkpoint within its run restarts from zero, as without one",
+            )
+        ]
+    return []
 
 
 def check_runtime_estimate(v: timedelta) -> timedelta:

@@ -21,6 +21,7 @@ from broker.api import broker_service_pb2 as pb
 from broker.api import job_pb2
 from broker.clock import Clock
 from broker.errors import BrokerError
+from broker.jobspec import submission_problems
 from broker.jobview import JobDetails
 from broker.model import Job, JobSpec, TenantId
 from broker.quota import Quotas, QuotaUsage
@@ -71,7 +72,8 @@ def wire_spec(msg: job_pb2.JobSpec, prefix: str, vet: VetFn | None = None) -> Jo
         raise BadRequestError(violations(exc, prefix, model=JobSpec)) from exc
     except WireValueError as exc:
         raise BadRequestError([FieldViolation(_under(prefix, exc.field), exc.description)]) from exc
-    problems = vet(spec) if vet is not None else ()
+    problems = [FieldViolation(".".join(loc), why) for loc, why in submission_problems(spec)]
+    problems += vet(spec) if vet is not None else ()
     if problems:
         raise BadRequestError([FieldViolation(_under(prefix, p.field), p.description) for p in problems])
     return spec

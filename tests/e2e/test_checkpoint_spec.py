@@ -47,7 +47,7 @@ def test_bad_checkpoint_in_a_job_file_names_the_field_and_line(tmp_path: Path) -
 
 
 def test_submitted_checkpoint_is_stored_and_returned(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
-    msg = spec("ckpt-ok", [PY, "-c", "pass"])
+    msg = spec("ckpt-ok", [PY, "-c", "pass"], runtime_s=7200)  # (a checkpoint within the run)
     msg.checkpoint.interval.CopyFrom(duration_pb2.Duration(seconds=1800))
     job_id = stub.SubmitJob(pb.SubmitJobRequest(job=msg), metadata=auth("team-a")).job.id
     got = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth("team-a")).job
@@ -64,3 +64,44 @@ def test_bad_checkpoint_is_invalid_argument_naming_the_field(
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     found = _violations(err.value)
     assert any(f == "checkpoint.interval" and "must be > 0" in d for f, d in found), found
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "where", "message"),
+    [
+        ("{interval: 2h}", "4:24", "checkpoint.interval: must be shorter than runtime_estimate (2h)"),
+        ("{interval: 3h}", "4:24", "checkpoint.interval: must be shorter than runtime_estimate (2h)"),
+        ("{interval: 30 minutes}", "4:24", "checkpoint.interval: must be a duration such as 30m"),
+        ("{interval: -5m}", "4:24", "checkpoint.interval: must be a duration such as 30m"),
+        ("{interval: 30m, keep: 3}", "4:29", "checkpoint.keep: unknown field"),
+        ("{}", "4:1", "checkpoint.interval: required"),
+        ("30m", "4:13", "checkpoint: must be a mapping such as {interval: 30m}"),
+    ],
+)
+def test_a_bad_checkpoint_names_the_field_and_its_position(
+    tmp_path: Path, checkpoint: str, where: str, message: str
+) -> None:
+    """#15 review: every bad checkpoint is refused at its line, the interval against the run too."""
+    path = tmp_path / "job.yaml"
+    path.write_text(f"name: j\ncommand: [x]\nruntime_estimate: 2h\ncheckpoint: {checkpoint}\n")
+    with pytest.raises(JobFileError) as err:
+        load_job_file(path)
+    assert f"{path}:{where}: error: {message}" in str(err.value), str(err.value)
+
+
+def test_a_checkpoint_no_more_often_than_the_run_is_invalid_argument(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    msg = spec("ckpt-late", [PY, "-c", "pass"], runtime_s=3600)
+    msg.checkpoint.interval.CopyFrom(duration_pb2.Duration(seconds=3600))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitJob(pb.SubmitJobRequest(job=msg), metadata=auth("team-a"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    found = _violations(err.value)
+    assert any(f == "checkpoint.interval" and "shorter than runtime_estimate (1h)" in d for f, d in found), (
+        found
+    )
+    batch = pb.SubmitJobsRequest(requests=[pb.SubmitJobRequest(job=msg)])
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitJobs(batch, metadata=auth("team-a"))
+    assert any(f == "requests[0].job.checkpoint.interval" for f, _ in _violations(err.value))
