@@ -132,7 +132,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         finally:
             store.close()
     if not history.jobs:
-        return _fail("no recorded jobs" + (f" since {since:%Y-%m-%d %H:%M} UTC" if since else ""))
+        left_out = "".join(f"; {n} {why}" for why, n in history.skipped.items())
+        return _fail("no recorded jobs" + (f" since {since:%Y-%m-%d %H:%M} UTC" if since else "") + left_out)
     result = diff(history, replay(current, history), replay(candidate, history))
     result["current_policy"] = source
     result["candidate_policy"] = str(args.policy)
@@ -173,6 +174,8 @@ def _table(result: dict[str, Any]) -> None:
     if result["capacity_errors"]:
         errors = ", ".join(f"{site} {n}" for site, n in result["capacity_errors"].items())
         console.print(f"recorded capacity errors, replayed as stock-outs: {errors}")
+    for why, n in result.get("skipped", {}).items():
+        console.print(f"left out: {n} job(s) {why} (nothing of them ran)")
     n = len(result.get("recorded_prices", {}))
     console.print(f"prices: {n} offer(s) at the price recorded when launched, the rest at catalog prices")
     for title, rows, cols in (

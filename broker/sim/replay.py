@@ -50,6 +50,8 @@ class History:
     """Site -> launches the backend refused for want of capacity (attempt errors)."""
     prices: dict[str, tuple[float, str]] = field(default_factory=dict)
     """Offer key -> (price per hour, currency) its newest attempt in the period recorded."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Why -> stored jobs left out of the replay (cancelled before any launch: nothing ran)."""
 
 
 def read_history(store: JobStore, since: datetime | None) -> History:
@@ -75,8 +77,10 @@ def read_history(store: JobStore, since: datetime | None) -> History:
                 runtimes[job_id] = (ended - started).total_seconds()
     capacity: dict[str, int] = {}
     quoted: dict[str, tuple[datetime, float, str]] = {}
+    launched: set[str] = set()
     for job in jobs:
         for attempt in store.attempts_for(job.id):
+            launched.add(job.id)
             # How the dispatcher records a backend's CapacityError (`Type: message`).
             if attempt.error.startswith("CapacityError"):
                 capacity[str(attempt.site)] = capacity.get(str(attempt.site), 0) + 1
@@ -85,7 +89,11 @@ def read_history(store: JobStore, since: datetime | None) -> History:
             if o.key not in quoted or at >= quoted[o.key][0]:
                 quoted[o.key] = (at, o.price_per_hour, o.currency)
     prices = {key: (price, cur) for key, (_, price, cur) in sorted(quoted.items())}
-    return History(jobs, runtimes, capacity, prices)
+    # A job cancelled while it queued never ran: replaying it for its whole estimate would
+    # charge both policies for work nobody did.
+    kept = [j for j in jobs if j.state != JobState.CANCELLED or j.id in launched or j.id in runtimes]
+    skipped = {"cancelled before any launch": len(jobs) - len(kept)} if len(kept) < len(jobs) else {}
+    return History(kept, runtimes, capacity, prices, skipped)
 
 
 def scenario_for(history: History) -> Scenario:
@@ -189,6 +197,7 @@ def diff(history: History, before: PolicyRun, after: PolicyRun) -> dict[str, Any
             moved.append({**row, "site_before": before.sites[i], "site_after": after.sites[i]})
     return {
         "jobs": len(history.jobs),
+        "skipped": dict(history.skipped),
         "capacity_errors": dict(history.capacity_errors),
         "recorded_prices": {
             k: {"price_per_hour": p, "currency": c}

@@ -90,3 +90,26 @@ def summarize_cost(run: object) -> float:
     from broker.sim.metrics import summarize
 
     return float(summarize(run.run)["cost"])  # type: ignore[attr-defined]
+
+
+def test_a_job_cancelled_before_any_launch_is_left_out(tmp_path: Path) -> None:
+    """#15 review: a job cancelled while it queued never ran; replaying it for its whole estimate
+    charged both policies for work nobody did. A job cancelled once running keeps its real run."""
+    store = SqliteStore(tmp_path / "broker.db")
+    try:
+        spec = JobSpec.model_validate({"name": "x", "command": ["true"], "runtime_estimate": "10h"})
+        (queued, _), (ran, _), (waiting, _) = (
+            store.submit(TenantId("team-a"), [Submission(spec)], T0 + timedelta(minutes=m))[0]
+            for m in (0, 1, 2)
+        )
+        store.transition(queued.id, JobState.CANCELLED, T0 + timedelta(minutes=30))
+        store.create_attempt(ran.id, OFFER.site, OFFER, "tok-r", T0 + timedelta(minutes=1))
+        for state, minutes in ((JobState.PLACING, 1), (JobState.PROVISIONING, 1), (JobState.RUNNING, 3)):
+            store.transition(ran.id, state, T0 + timedelta(minutes=minutes))
+        store.transition(ran.id, JobState.CANCELLED, T0 + timedelta(minutes=13))
+        history = read_history(store, None)
+        assert [j.id for j in history.jobs] == [ran.id, waiting.id]  # the one still queued is replayed
+        assert history.runtimes_s == {ran.id: 600.0}
+        assert history.skipped == {"cancelled before any launch": 1}
+    finally:
+        store.close()
