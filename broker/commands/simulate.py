@@ -84,6 +84,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
     from broker.sim.traces import TraceError
 
     try:
+        if args.synthetic is not None and args.synthetic < 1:
+            raise ValueError(f"--synthetic: must be >= 1, got {args.synthetic}")
         policy = load_policy(args.policy)
         sites, tenants = [str(site.id) for site in policy.sites], [str(t.id) for t in policy.tenants]
         scenario = load_scenario(args.scenario, sites=sites, tenants=tenants)
