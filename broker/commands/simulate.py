@@ -36,7 +36,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="replay only the first N jobs (in arrival order) for a quick look",
     )
-    p.add_argument("--baselines", choices=("all", "none"), default="none")
+    p.add_argument(
+        "--baselines",
+        type=baseline_names,
+        default=(),
+        metavar="all|none|NAME[,NAME...]",
+        help="baselines to run beside the policy: onprem-only, cloud-cheapest, cheapest-offer (default none)",
+    )
     p.add_argument("--no-lower-bound", action="store_true", help="skip the LP relaxation")
     p.add_argument(
         "--per-strategy-bounds",
@@ -46,6 +52,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--report", type=Path, default=None, help="write summary.md and PNG plots here")
     p.add_argument("--output", "-o", choices=("json", "table"), default="table")
     p.set_defaults(handler=cmd_simulate)
+
+
+def baseline_names(text: str) -> tuple[str, ...]:
+    """`all`, `none`, or some of the baselines by name (comma-separated), in their usual order."""
+    from broker.sim.baselines import BASELINES
+
+    if text.strip() in ("all", "none"):
+        return BASELINES if text.strip() == "all" else ()
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{(unknown or [text])[0]!r} is not a baseline (all, none, or some of {', '.join(BASELINES)})"
+        )
+    return tuple(b for b in BASELINES if b in names)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -152,7 +173,6 @@ def _run(args: argparse.Namespace, policy: Any, scenario: Any, jobs: list[Any]) 
     """The simulation, with a progress bar on stderr."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from broker.sim.baselines import BASELINES
     from broker.sim.run import simulate
 
     with Progress(
@@ -174,7 +194,7 @@ def _run(args: argparse.Namespace, policy: Any, scenario: Any, jobs: list[Any]) 
             policy,
             jobs,
             scenario,
-            baselines=BASELINES if args.baselines == "all" else (),
+            baselines=args.baselines,
             lower_bound=not args.no_lower_bound,
             per_strategy_bounds=args.per_strategy_bounds,
             progress=progress,

@@ -16,3 +16,46 @@ def test_a_synthetic_size_below_one_is_refused(n: str, capsys: pytest.CaptureFix
     # (0 raised ZeroDivisionError in the generator; -1 claimed "the trace has no jobs")
     assert main(["simulate", "--synthetic", n, "--policy", str(POLICY), "-o", "json"]) == 1
     assert capsys.readouterr().err.strip() == f"szb: error: --synthetic: must be >= 1, got {n}"
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, object]:
+    import json
+
+    argv = [
+        "simulate",
+        "--synthetic",
+        "20",
+        "--policy",
+        str(POLICY),
+        "--no-lower-bound",
+        "-o",
+        "json",
+        *extra,
+    ]
+    assert main(argv) == 0
+    return dict(json.loads(capsys.readouterr().out)["strategies"])
+
+
+def test_baselines_can_be_named(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (POLICY.parents[1] / "README.md").read_text()
+    assert "`--baselines onprem-only,cheapest-offer`" in readme  # the README's form, run as written
+    for named in ("onprem-only,cheapest-offer", "cheapest-offer, onprem-only"):
+        assert list(run_json(capsys, "--baselines", named)) == ["policy", "onprem-only", "cheapest-offer"]
+    assert list(run_json(capsys, "--baselines", "all")) == [
+        "policy",
+        "onprem-only",
+        "cloud-cheapest",
+        "cheapest-offer",
+    ]
+    assert list(run_json(capsys, "--baselines", "none")) == ["policy"]
+
+
+def test_an_unknown_baseline_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--synthetic", "5", "--policy", str(POLICY), "--baselines", "onprem-only,cheapest"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        "'cheapest' is not a baseline (all, none, or some of onprem-only, cloud-cheapest, cheapest-offer)"
+        in err
+    )
