@@ -94,7 +94,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from broker.sim.replay import diff, read_history, replay
 
     since: datetime | None = None
-    if args.since:
+    if args.since is not None:  # (an empty --since "" is a mistake, not "everything")
         try:
             since = parse_since(args.since)
         except argparse.ArgumentTypeError as exc:

@@ -130,6 +130,9 @@ def test_clear_errors(history: Path) -> None:
     assert not (folder / "nowhere").exists()  # nothing created where the user expected a store
     empty = replay(folder, "--policy same.yaml --since 2099-01-01")
     assert empty.returncode == 1 and "no recorded jobs since" in empty.stderr
+    for bad in ('""', "7x", "1y"):  # (an empty value used to mean the whole history)
+        since = replay(folder, f"--policy same.yaml --since {bad}")
+        assert since.returncode == 1 and "--since: " in since.stderr and "neither a time" in since.stderr
     (folder / "broken.yaml").write_text(default_policy().replace("price_hour: 1.0", "price_hour: cheap"))
     broken = replay(folder, "--policy broken.yaml")
     line = next(i for i, t in enumerate(default_policy().splitlines(), 1) if "price_hour: 1.0" in t)
