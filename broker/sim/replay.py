@@ -142,9 +142,10 @@ class PolicyRun:
 
 
 def market_prices(history: History, policy: Policy) -> dict[str, tuple[float, str]]:
-    """The recorded prices of cloud offers: an on-prem partition's price is the policy's own."""
-    home = {o.key for o in static_offers(policy) if is_onprem(policy, o.site)}
-    return {key: quote for key, quote in history.prices.items() if key not in home}
+    """The recorded prices of the policy's cloud offers: an on-prem partition's price is the
+    policy's own, and an offer the policy no longer has is priced nowhere."""
+    cloud = {o.key for o in static_offers(policy) if not is_onprem(policy, o.site)}
+    return {key: quote for key, quote in history.prices.items() if key in cloud}
 
 
 def refusal_reason(job: Job, policy: Policy) -> str:
