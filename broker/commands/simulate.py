@@ -43,7 +43,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="all|none|NAME[,NAME...]",
         help="baselines to run beside the policy: onprem-only, cloud-cheapest, cheapest-offer (default none)",
     )
-    p.add_argument("--no-lower-bound", action="store_true", help="skip the LP relaxation")
+    p.add_argument(
+        "--no-lower-bound",
+        action="store_true",
+        help="skip the references: the LP relaxation and the offline schedule",
+    )
     p.add_argument(
         "--per-strategy-bounds",
         action="store_true",
@@ -85,6 +89,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "currency": policy.currency,
         **source,
     }
+    for key in (
+        "offline_cost",
+        "offline_ratio",
+        "lower_bound_s",
+    ):  # the same keys with the references skipped
+        result.setdefault(key, None)
     if args.report is not None:
         from broker.sim.report import write_report
 

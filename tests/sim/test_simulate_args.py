@@ -59,3 +59,14 @@ def test_an_unknown_baseline_is_a_usage_error(capsys: pytest.CaptureFixture[str]
         "'cheapest' is not a baseline (all, none, or some of onprem-only, cloud-cheapest, cheapest-offer)"
         in err
     )
+
+
+def test_the_json_keeps_its_keys_when_the_references_are_skipped(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    keys = ("lower_bound_cost", "cost_ratio", "offline_cost", "offline_ratio", "lower_bound_s")
+    for extra in ((), ("--no-lower-bound",)):
+        assert main(["simulate", "--synthetic", "20", "--policy", str(POLICY), "-o", "json", *extra]) == 0
+        body = json.loads(capsys.readouterr().out)
+        assert all(k in body for k in keys), sorted(body)
+        assert (body["offline_cost"] is None) == bool(extra)
