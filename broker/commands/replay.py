@@ -90,23 +90,36 @@ class StoredPolicyError(Exception):
         self.where, self.error = where, error
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    from broker.sim.replay import diff, read_history, replay
+def _arguments(args: argparse.Namespace) -> tuple[datetime | None, Policy] | int:
+    """(since, the candidate policy) from the flags, or the exit code after a clear error."""
+    from broker.sim.report import ensure_report_dir
 
     since: datetime | None = None
-    if args.since is not None:  # (an empty --since "" is a mistake, not "everything")
-        try:
-            since = parse_since(args.since)
-        except argparse.ArgumentTypeError as exc:
-            return _fail(f"--since: {exc}")
     try:
-        candidate = load_policy(args.policy)
+        if args.since is not None:  # (an empty --since "" is a mistake, not "everything")
+            since = parse_since(args.since)
+        if args.report is not None:  # before reading anything
+            ensure_report_dir(args.report)
+        return since, load_policy(args.policy)
+    except argparse.ArgumentTypeError as exc:
+        return _fail(f"--since: {exc}")
+    except ValueError as exc:
+        return _fail(str(exc))
     except PolicyError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
     except OSError as exc:
         return _fail(f"--policy: {exc}")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from broker.sim.replay import diff, read_history, replay
+
+    given = _arguments(args)
+    if isinstance(given, int):
+        return given
+    since, candidate = given
     with ExitStack() as scratch:
         try:
             store = _open_store(args, scratch)

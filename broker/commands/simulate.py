@@ -111,10 +111,13 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
     """(policy, scenario, jobs, source facts), or the exit code after a clear error."""
     from broker.policy import load_policy
     from broker.sim.jobs import build_jobs
+    from broker.sim.report import ensure_report_dir
     from broker.sim.scenario import ScenarioError, load_scenario
     from broker.sim.traces import TraceError
 
     try:
+        if args.report is not None:  # before the run, not after it
+            ensure_report_dir(args.report)
         if args.synthetic is not None and args.synthetic < 1:
             raise ValueError(f"--synthetic: must be >= 1, got {args.synthetic}")
         policy = load_policy(args.policy)

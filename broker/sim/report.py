@@ -13,6 +13,15 @@ from broker.sim.metrics import RunResult
 PLOTS = ("queue.png", "onprem_utilisation.png", "cost_by_strategy.png", "wait_cdf.png")
 
 
+def ensure_report_dir(folder: Path) -> Path:
+    """Create the `--report` folder before the run; ValueError naming it when it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--report {folder}: {exc.strerror or exc}") from exc
+    return folder
+
+
 def write_report(folder: Path, result: Mapping[str, Any], runs: Mapping[str, RunResult]) -> list[Path]:
     """Write summary.md, result.json and the plots into `folder`; returns the files written."""
     import matplotlib

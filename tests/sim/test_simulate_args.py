@@ -70,3 +70,14 @@ def test_the_json_keeps_its_keys_when_the_references_are_skipped(capsys: pytest.
         body = json.loads(capsys.readouterr().out)
         assert all(k in body for k in keys), sorted(body)
         assert (body["offline_cost"] is None) == bool(extra)
+
+
+def test_a_report_folder_that_cannot_be_made_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "report"
+    taken.write_text("a file, not a folder")
+    assert main(["simulate", "--synthetic", "5", "--policy", str(POLICY), "--report", str(taken)]) == 1
+    assert capsys.readouterr().err.strip() == f"szb: error: --report {taken}: File exists"
+    assert main(["policy", "replay", "--policy", str(POLICY), "--report", str(taken)]) == 1
+    assert capsys.readouterr().err.strip() == f"szb policy replay: --report {taken}: File exists"
