@@ -1,7 +1,8 @@
 """Replay of the broker's own history: stored jobs -> simulated jobs, two policies, one diff.
 
 Arrivals are the jobs' recorded submit times; runtimes are what they actually ran (first
-RUNNING to the terminal event) or, for jobs that never ran, their estimate. The simulator's
+RUNNING to the terminal event; for a job that ran more than once, its running spans summed when it
+checkpoints, else its last span) or, for jobs that never ran, their estimate. The simulator's
 engine (`broker.sim.engine`) replays them in the default scenario's world, with the capacity
 errors the store recorded per site as that site's stock-out rate.
 
@@ -75,6 +76,9 @@ def read_history(store: JobStore, since: datetime | None) -> History:
                 started = _launched(store, job_id)
             if started is not None and ended is not None and ended >= started:
                 runtimes[job_id] = (ended - started).total_seconds()
+    for job in jobs:
+        if job.attempts > 1 and job.id in runtimes:  # the span would count its requeued waits
+            runtimes[job.id] = _work_s(store, job) or runtimes[job.id]
     capacity: dict[str, int] = {}
     quoted: dict[str, tuple[datetime, float, str]] = {}
     launched: set[str] = set()
@@ -108,6 +112,22 @@ def scenario_for(history: History) -> Scenario:
             for site, n in sorted(history.capacity_errors.items())
         }
     )
+
+
+def _work_s(store: JobStore, job: Job) -> float | None:
+    """Seconds of work of a job that ran more than once: its running spans summed when it resumes
+    from checkpoints, else its last span (each restart began from zero); None if it never ran."""
+    spans: list[float] = []
+    start: datetime | None = None
+    for event in store.events_after(JobId(job.id), 0):
+        if event.state == JobState.RUNNING:
+            start = start or event.time
+        elif start is not None:
+            spans.append((event.time - start).total_seconds())
+            start = None
+    if not spans:
+        return None
+    return sum(spans) if job.spec.checkpoint is not None else spans[-1]
 
 
 def _launched(store: JobStore, job_id: str) -> datetime | None:

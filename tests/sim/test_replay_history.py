@@ -113,3 +113,30 @@ def test_a_job_cancelled_before_any_launch_is_left_out(tmp_path: Path) -> None:
         assert history.skipped == {"cancelled before any launch": 1}
     finally:
         store.close()
+
+
+def test_a_requeued_job_replays_the_work_it_did_not_its_wait(tmp_path: Path) -> None:
+    """#15 review: a job preempted and requeued ran 1 h, waited 1 h, ran 1 h more. Its runtime was
+    first RUNNING to the end (2 h 57 m, the requeued wait and a relaunch in it); now its last run
+    when it restarts from zero, both runs when it resumes from a checkpoint."""
+    store = SqliteStore(tmp_path / "broker.db")
+    try:
+        ids = []
+        for n, checkpoint in enumerate((None, {"interval": "30m"})):
+            body = {"name": f"x{n}", "command": ["true"], "runtime_estimate": "2h", "checkpoint": checkpoint}
+            (job, _) = store.submit(TenantId("team-a"), [Submission(JobSpec.model_validate(body))], T0)[0]
+            steps = [(JobState.PLACING, 0), (JobState.PROVISIONING, 1), (JobState.RUNNING, 3)]
+            steps += [(JobState.QUEUED, 63), (JobState.PLACING, 120), (JobState.PROVISIONING, 121)]
+            steps += [(JobState.RUNNING, 123), (JobState.SUCCEEDED, 183)]
+            for k, (state, minutes) in enumerate(steps):
+                if state == JobState.PROVISIONING:
+                    store.create_attempt(
+                        job.id, OFFER.site, OFFER, f"t{n}{k}", T0 + timedelta(minutes=minutes)
+                    )
+                store.transition(job.id, state, T0 + timedelta(minutes=minutes))
+            ids.append(job.id)
+        history = read_history(store, None)
+        assert [j.attempts for j in history.jobs] == [2, 2]
+        assert history.runtimes_s == {ids[0]: 3600.0, ids[1]: 7200.0}
+    finally:
+        store.close()
