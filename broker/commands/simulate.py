@@ -112,7 +112,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
     from broker.policy import load_policy
     from broker.sim.jobs import build_jobs
     from broker.sim.report import ensure_report_dir
-    from broker.sim.scenario import ScenarioError, load_scenario
+    from broker.sim.scenario import ScenarioError, load_scenario, with_flags
     from broker.sim.traces import TraceError
 
     try:
@@ -126,7 +126,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
         update = {
             k: getattr(args, k) for k in ("time_scale", "onprem_gpus", "seed") if getattr(args, k) is not None
         }
-        scenario = scenario.model_copy(update=update)
+        scenario = with_flags(scenario, update)
         trace, source = _trace(args, scenario)
         if args.trace is not None:
             _vet_trace(trace, policy, args.trace)

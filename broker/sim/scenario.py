@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from broker.durations import parse_duration
 from broker.errors import BrokerError
-from broker.validation import did_you_mean
+from broker.validation import did_you_mean, violations
 from broker.yamlfile import PolicyError, Problem, parse_yaml, position, validation_problems
 
 
@@ -149,6 +149,15 @@ def load_scenario(
             hint = did_you_mean(unknown[0], known) or f" (the policy's: {', '.join(known)})"
             raise ScenarioError(f"{path}:{line}:{col}: {field}.{unknown[0]}: not in the policy{hint}")
     return scenario
+
+
+def with_flags(scenario: Scenario, flags: dict[str, Any]) -> Scenario:
+    """The scenario with command-line overrides, validated as the file is (the error names the flag)."""
+    try:
+        return Scenario.model_validate({**scenario.model_dump(), **flags})
+    except ValidationError as exc:
+        first = violations(exc)[0]
+        raise ScenarioError(f"--{first.field.replace('_', '-')}: {first.description}") from exc
 
 
 def _at(problem: Problem) -> str:

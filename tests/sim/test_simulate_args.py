@@ -81,3 +81,20 @@ def test_a_report_folder_that_cannot_be_made_is_refused_before_the_run(
     assert capsys.readouterr().err.strip() == f"szb: error: --report {taken}: File exists"
     assert main(["policy", "replay", "--policy", str(POLICY), "--report", str(taken)]) == 1
     assert capsys.readouterr().err.strip() == f"szb policy replay: --report {taken}: File exists"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--time-scale", "0", "--time-scale: must be > 0"),
+        ("--time-scale", "-2", "--time-scale: must be > 0"),
+        ("--time-scale", "nan", "--time-scale: Input should be a finite number"),
+        ("--onprem-gpus", "-8", "--onprem-gpus: must be >= 1"),
+    ],
+)
+def test_a_scenario_override_is_validated_like_the_file(
+    flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # (0 and nan ended in a traceback deep in the run; -8 GPUs ran as if the flag were absent)
+    assert main(["simulate", "--synthetic", "5", "--policy", str(POLICY), flag, value]) == 1
+    assert capsys.readouterr().err.startswith(f"szb: error: {message}")
