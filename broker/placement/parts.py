@@ -15,6 +15,7 @@ scorers read the offers' fields again (same floats either way: same operations).
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Hashable, Iterable
 from functools import partial
 from operator import itemgetter
@@ -41,13 +42,16 @@ class Part(list[Offer]):
 
     __slots__ = (
         "_array",
+        "_cells",
         "_classes",
         "_keeping",
         "_source",
+        "_steps",
         "counts",
         "currencies",
         "fields",
         "hourly",
+        "kept",
         "min_count",
         "min_cpus",
         "min_memory",
@@ -80,7 +84,13 @@ class Part(list[Offer]):
         """For a subset: the whole part and the indexes picked (its array's rows are those)."""
         self._classes: dict[Hashable, Classes] | None = None
         self._keeping: dict[tuple[Hashable, int], Part] | None = None
-        """A whole part's offers by projection, and each class's offers (`classes`, `keeping`)."""
+        """A kept part's offers by projection, and each class's offers (`classes`, `keeping`)."""
+        self._cells: dict[float, Part] | None = None
+        self._steps: list[float] | None = None
+        """The offers of at least each count (`at_least`), and the distinct counts, ascending."""
+        self.kept = False
+        """Kept with the snapshot (a market part, or a cell of one no job decides): what is
+        computed on it is kept with it; a subset built for one decision is not."""
         self.min_count: float = -math.inf  # a subset is not size-tested again: never "fits"
         self.min_cpus: float = -math.inf
         self.min_memory: float = -math.inf
@@ -106,6 +116,24 @@ class Part(list[Offer]):
 
                 found = vector.stack(self.hourly, self.waits, self.counts, [self.scoring], [len(self)])
             self._array = found
+        return found
+
+    def at_least(self, count: int) -> Part:
+        """The offers whose accelerator count is not below `count` (a NaN count passes, as in the
+        size test), in input order: a cell of the partition by count, kept with the part; jobs
+        whose count no offer's count lies between share it."""
+        steps = self._steps
+        if steps is None:
+            steps = self._steps = sorted({c for c in self.counts if c == c})
+        i = bisect_left(steps, count)
+        key = steps[i] if i < len(steps) else math.inf
+        cells = self._cells
+        if cells is None:
+            cells = self._cells = {}
+        found = cells.get(key)
+        if found is None:
+            found = cells[key] = self.subset([i for i, c in enumerate(self.counts) if not c < count])
+            found.kept = True
         return found
 
     def classes(self, reads: Hashable, project: Callable[[Offer], Any]) -> Classes:
@@ -143,6 +171,7 @@ class Part(list[Offer]):
             if len(kept) >= KEPT_LIMIT:
                 kept.clear()
             found = kept[key] = self.subset(classes[key[1]][1])
+            found.kept = True
         return found
 
     def subset(self, picked: list[int]) -> Part:
@@ -201,4 +230,5 @@ def market_part(
     part.min_count = min((c for c in part.counts if c == c), default=math.inf)
     part.min_cpus = min((c for d in fields if (c := d["cpus"]) and c == c), default=math.inf)
     part.min_memory = min((m for d in fields if (m := d["memory_gb"]) and m == m), default=math.inf)
+    part.kept = True
     return part

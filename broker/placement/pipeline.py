@@ -127,7 +127,8 @@ _AFTER_SIZE = tuple(of for of in KEEP_ORDER if of is not filter_spot and of is n
 def keep_market_and_size(env: Env, parts: bool = True) -> OfferKeep:
     """`keep_spot` then `keep_hardware_size` in one pass. With `parts`, a group's whole offers
     get the part of the job's market (`Group.part`), kept whole when its smallest sizes fit
-    the job, else tested offer by offer; any other list is tested offer by offer."""
+    the job, its kept cell of the offers with enough accelerators (`Part.at_least`) when only
+    the count can reject, else tested offer by offer; any other list is tested offer by offer."""
     spot = False if env.spot_never else True if env.spot_required else None
     if not parts:
         return keep_hardware_size(env) if spot is None else _keep_market_and_size(env, spot)
@@ -144,6 +145,11 @@ def keep_market_and_size(env: Env, parts: bool = True) -> OfferKeep:
             if part.fits(count, cpus, mem):
                 if part:
                     out.append((g, part))
+                continue
+            if part.min_cpus >= cpus and part.min_memory >= mem:  # only the count can reject
+                cell = part.at_least(count)
+                if cell:
+                    out.append((g, cell))
                 continue
             picked = [
                 i

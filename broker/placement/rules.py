@@ -225,7 +225,7 @@ def keep_offer_rules(env: Env) -> OfferKeep | None:
         if not plan.offer:
             return offers if group_allowed else []
         site, hardware = g.site_id if by_site else None, g.accelerator if by_hardware else None
-        if type(offers) is Part and offers.whole:  # its offers by projection, kept with the snapshot
+        if type(offers) is Part and offers.kept:  # its offers by projection, kept with the snapshot
             classes = offers.classes(rules, project)  # (`project` reads the rules' offer paths, rates)
             marks = []
             for ofp, at in classes:
