@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from broker.compliance._native_ops import Side
 from broker.compliance.native import FALLBACK, UNKNOWN, Native
 
 Outcome = tuple[bool, str | None]
@@ -57,6 +58,58 @@ def live_rule(index: int, native: Native | None, bound: Mapping[str, Any]) -> Li
     if not hit:
         return None
     return Live(index, MATCHED, native, by_site, by_hw)
+
+
+class Standings:
+    """`live_rule`'s values for every rule of a rule set, made once: a plan is built from them
+    (interned) and each rule's native form is run once on the job and tenant."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(
+        self,
+        natives: tuple[Native | None, ...],
+        tenants: tuple[frozenset[str] | None, ...],
+        reads_offer: tuple[bool, ...],
+    ) -> None:
+        rows: list[tuple[int, frozenset[str] | None, bool, Side | None, Live, Live, Live]] = []
+        for i, (native, scope, offer) in enumerate(zip(natives, tenants, reads_offer, strict=True)):
+            on_cel = Live(i, None, None, True, True)
+            if native is None:
+                rows.append((i, scope, offer, None, on_cel, on_cel, on_cel))
+                continue
+            by_site, by_hw = "site" in native.roots, "hardware" in native.roots
+            undecided = Live(i, None, native, by_site, by_hw)
+            matched = Live(i, MATCHED, native, by_site, by_hw)
+            rows.append((i, scope, offer, native.side, undecided, on_cel, matched))
+        self._rows = tuple(rows)
+
+    def stand(
+        self, tenant: str, bound: Mapping[str, Any]
+    ) -> tuple[tuple[Live, ...], tuple[Live, ...], tuple[int, ...]]:
+        """The live group rules and offer rules of `tenant`'s scope once `bound` (job, tenant) is
+        known, as `live_rule` gives them, and a signature naming them (3 x index + standing)."""
+        group: list[Live] = []
+        offer: list[Live] = []
+        signature: list[int] = []
+        for i, scope, reads_offer, side, undecided, on_cel, matched in self._rows:
+            if scope is not None and tenant not in scope:
+                continue
+            if side is None:
+                live, code = on_cel, 1
+            else:
+                hit = side(bound)
+                if hit is UNKNOWN:
+                    live, code = undecided, 0
+                elif hit is FALLBACK:  # CEL decides (and words any error), per group
+                    live, code = on_cel, 1
+                elif hit:
+                    live, code = matched, 2
+                else:
+                    continue
+            (offer if reads_offer else group).append(live)
+            signature.append(3 * i + code)
+        return tuple(group), tuple(offer), tuple(signature)
 
 
 def run_native(native: Native | None, variables: Mapping[str, Any]) -> Outcome | None:

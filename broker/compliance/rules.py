@@ -22,7 +22,7 @@ import cel
 from broker.compliance.celenv import Path, lookup
 from broker.compliance.classes import ValueClasses
 from broker.compliance.native import compile_native
-from broker.compliance.plan import Live, Outcome, Plan, live_rule, run_native
+from broker.compliance.plan import Live, Outcome, Plan, Standings, run_native
 from broker.compliance.values import at, execute, freeze
 from broker.compliance.verdict import Folds, G
 
@@ -108,6 +108,9 @@ class RuleSet:
         self.group_rules = tuple(r for r in rules if not r.uses_offer)
         self.offer_rules = tuple(r for r in rules if r.uses_offer)
         self.natives = tuple(compile_native(r.source) for r in rules)
+        self._standings = Standings(
+            self.natives, tuple(r.tenants for r in rules), tuple(r.uses_offer for r in rules)
+        )
         self.classes = ValueClasses(rules)  # compiled with the rules: `clear()` keeps them
         self.job_paths = tuple(sorted({p for r in rules for p in r.paths if p[0] == "job"}))
         self.offer_paths = tuple(sorted({p for r in self.offer_rules for p in r.paths if p[0] == "offer"}))
@@ -175,30 +178,27 @@ class RuleSet:
         key = (tenant, fp)
         plan = self._plans.get(key)
         if plan is None:
-            bound = {"job": job(), "tenant": tenant_vars()}
-            group: list[Live] = []
-            offer: list[Live] = []
-            for i, rule in enumerate(self.rules):
-                if rule.tenants is not None and tenant not in rule.tenants:
-                    continue
-                live = live_rule(i, self.natives[i], bound)
-                if live is not None:
-                    (offer if rule.uses_offer else group).append(live)
-            plan = self._shared_plan(tenant, fp, tuple(group), tuple(offer))
+            group, offer, signature = self._standings.stand(tenant, {"job": job(), "tenant": tenant_vars()})
+            plan = self._shared_plan(tenant, fp, group, offer, signature)
             if len(self._plans) >= FROZEN_LIMIT:
                 self._plans.clear()
             self._plans[key] = plan
         return plan
 
     def _shared_plan(
-        self, tenant: str, fp: tuple[Any, ...], group: tuple[Live, ...], offer: tuple[Live, ...]
+        self,
+        tenant: str,
+        fp: tuple[Any, ...],
+        group: tuple[Live, ...],
+        offer: tuple[Live, ...],
+        signature: tuple[int, ...],
     ) -> Plan:
-        """One plan (and memo) for every job whose live rules and the job fields they still read
-        agree: jobs differing only in fields the plan already decided on share verdicts."""
+        """One plan (and memo) for every job whose live rules (named by `signature`) and the job
+        fields they still read agree: jobs differing only in fields the plan decided share verdicts."""
         read = sorted(
             {j for live in (*group, *offer) if live.fixed is None for j in self._job_index[live.index]}
         )
-        key = (tenant, group, offer, tuple(fp[j] for j in read))
+        key = (tenant, signature, tuple(fp[j] for j in read))
         plan = self._shared.get(key)
         if plan is None:
             if len(self._shared) >= FROZEN_LIMIT:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import broker.policy  # noqa: F401  (import order: policy before compliance)
 from broker.compliance import _native_ops
 from broker.compliance.native import FALLBACK, UNKNOWN, Fallback, Unknown, compile_native
+from broker.compliance.plan import Standings, live_rule
 
 SCALARS = st.one_of(
     st.sampled_from(["", "a", "ab", "b", "cn-mainland", "US", "D:5"]),
@@ -223,3 +224,38 @@ def test_the_benchmark_rules_all_compile() -> None:
     from bench.placement import RULES
 
     assert [r for r in RULES if compile_native(r) is None] == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rules=st.lists(
+        st.tuples(
+            st.one_of(EXPRS, st.just("job.s.matches('a')")),  # (a regex: no native form, CEL per group)
+            st.sampled_from([None, frozenset({"t1"}), frozenset({"t2"})]),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    variables=VARIABLES,
+    tenant=st.sampled_from(["t1", "t2"]),
+)
+def test_a_plan_stands_each_rule_as_live_rule_does(
+    rules: list[tuple[str, frozenset[str] | None, bool]], variables: dict[str, Any], tenant: str
+) -> None:
+    """The interned standings a plan is built from are `live_rule`'s, rule by rule (the site
+    unbound, as when a plan is built), and the signature naming a plan tells them apart."""
+    natives = tuple(compile_native(src) for src, _, _ in rules)
+    scopes = tuple(scope for _, scope, _ in rules)
+    reads_offer = tuple(offer for _, _, offer in rules)
+    bound = {"job": variables["job"]}
+    group, offer, signature = Standings(natives, scopes, reads_offer).stand(tenant, bound)
+    want = [
+        live
+        for i, native in enumerate(natives)
+        if (scopes[i] is None or tenant in scopes[i]) and (live := live_rule(i, native, bound)) is not None
+    ]
+    assert group == tuple(live for live in want if not reads_offer[live.index])
+    assert offer == tuple(live for live in want if reads_offer[live.index])
+    standing = [2 if live.fixed is not None else 0 if live.native is not None else 1 for live in want]
+    assert signature == tuple(3 * live.index + s for live, s in zip(want, standing, strict=True))
