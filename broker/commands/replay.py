@@ -144,11 +144,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
             return _fail(str(exc))
         finally:
             store.close()
+    if candidate.currency != current.currency:  # (each run's costs are in its policy's currency)
+        mixed = f"the candidate prices in {candidate.currency}, {source} in {current.currency}"
+        return _fail(f"{mixed}: costs would not compare")
     if not history.jobs:
         left_out = "".join(f"; {n} {why}" for why, n in history.skipped.items())
         return _fail("no recorded jobs" + (f" since {since:%Y-%m-%d %H:%M} UTC" if since else "") + left_out)
     result = diff(history, replay(current, history), replay(candidate, history))
-    result["current_policy"] = source
+    result["current_policy"], result["currency"] = source, current.currency
     result["candidate_policy"] = str(args.policy)
     result["actual_runtimes"] = len(history.runtimes_s)
     if args.report is not None:
@@ -171,7 +174,7 @@ def _table(result: dict[str, Any]) -> None:
     for col in ("", "current", "candidate", "change"):
         t.add_column(col, justify="right" if col else "left")
     labels = {
-        "cost": "total cost (CNY)",
+        "cost": f"total cost ({result['currency']})",
         "p50_wait_s": "wait p50 (s)",
         "p95_wait_s": "wait p95 (s)",
         "bursts": "jobs burst to a cloud",

@@ -20,7 +20,7 @@ def write_replay_report(folder: Path, result: Mapping[str, Any]) -> list[Path]:
     written[0].write_text(json.dumps(dict(result), indent=2, default=str))
     a, b = result["current"], result["candidate"]
     panels = (
-        ("cost", "Total cost (CNY)"),
+        ("cost", f"Total cost ({result.get('currency', '')})"),
         ("p50_wait_s", "Wait p50 (s)"),
         ("p95_wait_s", "Wait p95 (s)"),
         ("bursts", "Jobs burst to a cloud"),

@@ -214,3 +214,16 @@ def test_an_active_policy_that_no_longer_loads_says_so(history: Path, tmp_path: 
     assert "/srv/moved/policy.yaml:5:" in out.stderr and "--baseline FILE" in out.stderr
     ok = replay(history, f"--policy same.yaml --baseline same.yaml --data-dir {data}")
     assert ok.returncode == 0, ok.stderr
+
+
+def test_costs_in_another_currency_are_not_compared(history: Path) -> None:
+    folder = history
+    (folder / "same.yaml").write_text(default_policy())
+    (folder / "usd.yaml").write_text(
+        default_policy().replace("currency: CNY", "currency: USD\nfx: {CNY: 0.14}")
+    )
+    out = replay(folder, "--policy usd.yaml --baseline same.yaml")
+    assert out.returncode == 1
+    assert "the candidate prices in USD, same.yaml in CNY: costs would not compare" in out.stderr, out.stderr
+    ok = replay(folder, "--policy same.yaml --baseline same.yaml")
+    assert "total cost (CNY)" in ok.stdout
