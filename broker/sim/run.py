@@ -25,6 +25,7 @@ from broker.sim.lower_bound import LowerBound
 from broker.sim.metrics import RunResult, late, summarize
 from broker.sim.offline import OfflineSchedule, offline_schedule
 from broker.sim.offline_milp import improve
+from broker.sim.payable import without_unpayable_cloud
 from broker.sim.scenario import Scenario
 from broker.sim.state import Strategy
 from broker.sim.strategies import PolicyStrategy
@@ -84,16 +85,20 @@ class _World:
     def capacity(self) -> dict[str, int]:
         return {k: p.total for k, p in onprem_partitions(self.policy, self.scenario.onprem_gpus).items()}
 
+    def payable(self, facts: list[JobFacts]) -> list[JobFacts]:
+        """The facts the references use: no cloud option for a job no budget can pay."""
+        return without_unpayable_cloud(self.jobs, self.decided, facts, self.policy)
+
     def offline(self, facts: list[JobFacts]) -> OfflineSchedule:
         """The offline reference schedule: greedy, improved by the MILP windows."""
-        capacity = self.capacity()
+        capacity, facts = self.capacity(), self.payable(facts)
         return improve(self.jobs, facts, capacity, offline_schedule(self.jobs, facts, capacity))
 
     def bound(self, facts: list[JobFacts], done: dict[str, RunResult]) -> _Others:
         """The LP bound (at each baseline's late count if asked)."""
         capacity = self.capacity()
         lb_started = time.perf_counter()
-        bound = LowerBound(self.jobs, facts, capacity)
+        bound = LowerBound(self.jobs, self.payable(facts), capacity)
         solved: dict[int, float | None] = {0: bound.solve(0)}
         if self.per_strategy_bounds:
             for run in done.values():

@@ -157,3 +157,52 @@ def test_offline_schedule_never_overcommits_and_prefers_onprem_savings() -> None
     out = offline_schedule(jobs, [facts[0], home_only, home_only], {"p": 2})
     assert (out.onprem_jobs, out.cloud_jobs, out.late_jobs) == (2, 1, 1)
     assert out.cost == pytest.approx(10.0 + 10.0 + 30.0)
+
+
+def test_the_headline_references_leave_out_a_job_no_budget_can_pay(tmp_path: Path) -> None:
+    # No strategy can pay the 2-GPU job's cloud run and no on-prem GPU pair exists: every one
+    # never starts it, so the bound at zero late jobs and the offline schedule must not price it.
+    policy = _policy(tmp_path, budget=1, risk=0.0)
+    scenario = _scenario(None)
+    trace = [*LONG, TraceJob("small", 10, 600, count=1, accelerators=("A800",), tenant="t1")]
+    out = simulate(policy, build_jobs(trace, policy, scenario), scenario).result
+    policy_cost = out["strategies"]["policy"]["cost"]
+    assert policy_cost == pytest.approx(2.0 * 600 / 3600, abs=0.01)  # the small job, on-prem
+    assert out["lower_bound_cost"] <= policy_cost + 1e-6
+    assert out["lower_bound_cost"] == pytest.approx(policy_cost, abs=0.01)
+    assert out["offline_cost"] == pytest.approx(policy_cost, abs=0.01)
+    assert out["offline"]["unplaced"] == 1 and out["offline"]["cloud_jobs"] == 0
+    assert out["cost_ratio"] == pytest.approx(1.0, abs=0.05) and out["offline_ratio"] >= 0.99
+
+
+@pytest.mark.parametrize(("budget", "bursts"), [(25.0, True), (23.0, False)])
+def test_the_references_keep_the_cloud_exactly_when_a_budget_can_pay(
+    tmp_path: Path, budget: float, bursts: bool
+) -> None:
+    # The 2-GPU job on uninterrupted spot (risk 0) costs 6 CNY/h x 4 h = 24 CNY: a budget of 25
+    # pays it and the references price that burst; one of 23 pays nothing and they leave it out.
+    policy = _policy(tmp_path, budget=budget, risk=0.0)
+    scenario = _scenario(None)
+    out = simulate(policy, build_jobs(LONG, policy, scenario), scenario).result
+    assert out["strategies"]["policy"]["never_started"] == (0 if bursts else 1)
+    assert out["offline"]["cloud_jobs"] == (1 if bursts else 0)
+    assert out["offline_cost"] == pytest.approx(24.0 if bursts else 0.0, abs=0.01)
+    assert out["lower_bound_cost"] <= out["strategies"]["policy"]["cost"] + 1e-6
+
+
+def test_a_job_the_policy_expects_shorter_keeps_its_cloud_option(tmp_path: Path) -> None:
+    # At its 4 h actual runtime no budget of 23 pays the burst (24 CNY), but a policy told 3 h
+    # prices it at 18 and may burst it: the references must keep its cloud option then.
+    import dataclasses
+    from datetime import timedelta
+
+    from broker.sim.jobs import all_facts
+    from broker.sim.payable import without_unpayable_cloud
+
+    policy = _policy(tmp_path, budget=23, risk=0.0)
+    jobs = build_jobs(LONG, policy, _scenario(None))
+    facts = all_facts(jobs, policy)
+    assert without_unpayable_cloud(jobs, jobs, facts, policy)[0].cloud_cost is None
+    told = jobs[0].spec.model_copy(update={"runtime_estimate": timedelta(hours=3)})
+    shorter = [dataclasses.replace(jobs[0], spec=told)]
+    assert without_unpayable_cloud(jobs, shorter, facts, policy)[0].cloud_cost == facts[0].cloud_cost

@@ -1,0 +1,56 @@
+"""Jobs no budget can pay in the cloud, for the references (the LP bound, the offline schedule).
+
+A strategy refuses a cloud offer whose cash share (after the tenant's best voucher for the
+site) exceeds what is left of the tenant's monthly budget or of the global cap, so a job whose
+every allowed cloud offer costs more cash than a whole month's budget is never burst by any
+strategy: it runs on-prem or never starts. The references price such a job's cloud run all the
+same unless told; then the bound at zero late jobs and the "feasible" offline schedule charge
+for work no schedule can pay for, and `cost_ratio` / `offline_ratio` fall below 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+from broker.burst.inputs import onprem_sites
+from broker.burst.money import estimate_cost, split_cost, tenant_money
+from broker.policy import Policy
+from broker.sim.expected import estimate_of
+from broker.sim.jobs import JobFacts, SimJob
+
+SLACK = 1e-6
+"""Cash within this of the limit counts as payable (the strategies refuse above limit + 1e-9)."""
+
+
+def without_unpayable_cloud(
+    jobs: Sequence[SimJob], decided: Sequence[SimJob], facts: Sequence[JobFacts], policy: Policy
+) -> list[JobFacts]:
+    """`facts` with no cloud option for each job no strategy can pay to burst.
+
+    `jobs` are the references' (actual runtimes), `decided` the same jobs as the policy sees
+    them. Only a job the policy does not expect to be shorter than it is qualifies (its costs
+    and spot restarts then are at least the actual ones), and each offer is priced at its
+    least: spot as if never interrupted, as the baselines' budget check prices it.
+    """
+    limits: dict[str, tuple[float | None, Mapping[str, float]]] = {}
+    home = onprem_sites(policy)
+    out = list(facts)
+    for i, (job, seen, f) in enumerate(zip(jobs, decided, facts, strict=True)):
+        if f.cloud_cost is None or estimate_of(seen) < job.runtime_s:
+            continue
+        if job.tenant not in limits:
+            money = tenant_money(policy, job.tenant, ())  # a month's start: nothing spent
+            left = [x for x in (money.budget_left, money.global_left) if x is not None]
+            limits[job.tenant] = (min(left) if left else None, money.voucher_balances)
+        limit, balances = limits[job.tenant]
+        if limit is None or f.cloud_cost - max(balances.values(), default=0.0) <= limit + SLACK:
+            continue  # a budget this large (or a voucher) may pay it: keep the option
+        clouds = [o for o in f.allowed if o.site not in home]
+        if clouds and all(
+            split_cost(job.tenant, o.site, estimate_cost(job.spec, o, policy), policy, balances).cash
+            > limit + SLACK
+            for o in clouds
+        ):
+            out[i] = dataclasses.replace(f, cloud_cost=None, cloud_by_cost=())
+    return out
