@@ -176,6 +176,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
         "A strategy's own lower bound (when solved) is the least cost of any schedule with at most as many "
         "late jobs as it had (a job is late when it starts after its max_wait), so its ratio is at least 1.",
         "",
+        *_offline_lines(result, cur),
         f"Policy on the cost-vs-SLO frontier: {frontier.get('policy_on_frontier')}"
         + (f" (dominated by {', '.join(frontier['dominated_by'])})" if frontier.get("dominated_by") else "")
         + ".",
@@ -208,3 +209,18 @@ def _f(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:,.2f}"
     return str(v)
+
+
+def _offline_lines(result: Mapping[str, Any], cur: str) -> list[str]:
+    """The offline reference schedule's line (none when the references were skipped)."""
+    if result.get("offline_cost") is None:
+        return []
+    o = result.get("offline", {})
+    where = f"{o.get('onprem_jobs', 0)} jobs on-prem, {o.get('cloud_jobs', 0)} in the cloud"
+    if o.get("unplaced"):
+        where += f", {o['unplaced']} unplaced"
+    return [
+        f"Offline reference schedule (feasible and clairvoyant, {o.get('method', 'greedy')}; {where}): "
+        f"{_f(result['offline_cost'])} {cur}. Policy offline ratio: {_f(result.get('offline_ratio'))}.",
+        "",
+    ]

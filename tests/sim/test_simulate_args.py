@@ -98,3 +98,21 @@ def test_a_scenario_override_is_validated_like_the_file(
     # (0 and nan ended in a traceback deep in the run; -8 GPUs ran as if the flag were absent)
     assert main(["simulate", "--synthetic", "5", "--policy", str(POLICY), flag, value]) == 1
     assert capsys.readouterr().err.startswith(f"szb: error: {message}")
+
+
+def test_the_report_states_the_offline_reference_next_to_the_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 15 asks for offline_cost / offline_ratio next to cost_ratio: the markdown report too."""
+    import json
+
+    out = tmp_path / "report"
+    assert (
+        main(["simulate", "--synthetic", "20", "--policy", str(POLICY), "--report", str(out), "-o", "json"])
+        == 0
+    )
+    body = json.loads(capsys.readouterr().out)
+    summary = (out / "summary.md").read_text()
+    cost = f"{body['offline_cost']:,.2f}"
+    assert f"Offline reference schedule (feasible and clairvoyant, {body['offline']['method']};" in summary
+    assert f"): {cost} CNY. Policy offline ratio: {body['offline_ratio']:,.2f}." in summary, summary
