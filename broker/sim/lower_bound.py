@@ -291,4 +291,6 @@ class LowerBound:
         if h.modelStatusToString(h.getModelStatus()) != "Optimal":
             return None
         value = float(h.getInfo().objective_function_value)
-        return value - SLACK * max(1.0, abs(value))
+        # No cost is negative: a bound of 0 (every job may go unstarted) stays 0, not -SLACK,
+        # whose ratio would be a cost over -1e-7.
+        return max(0.0, value - SLACK * max(1.0, abs(value)))

@@ -116,3 +116,32 @@ def test_the_report_states_the_offline_reference_next_to_the_bound(
     cost = f"{body['offline_cost']:,.2f}"
     assert f"Offline reference schedule (feasible and clairvoyant, {body['offline']['method']};" in summary
     assert f"): {cost} CNY. Policy offline ratio: {body['offline_ratio']:,.2f}." in summary, summary
+
+
+def test_a_bound_of_zero_gives_no_ratio(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Both jobs burst at once (max_wait 0) and start late after provisioning: at two late jobs the
+    bound is 0 (neither need start). It was -0.0 with a ratio of about -7e9 in every strategy's row."""
+    import json
+
+    trace = tmp_path / "trace.csv"
+    trace.write_text(
+        "submit_time,runtime,accelerator,count,tenant,max_wait\n0,133h,T4,1,pku-nlp,0\n10,40h,T4,1,pku-nlp,0\n"
+    )
+    argv = [
+        "simulate",
+        "--trace",
+        str(trace),
+        "--policy",
+        str(POLICY),
+        "--per-strategy-bounds",
+        "--baselines",
+        "all",
+    ]
+    assert main([*argv, "-o", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["strategies"]
+    late = {name: row["late_jobs_allowed_in_bound"] for name, row in rows.items()}
+    assert late["cloud-cheapest"] == 2, late
+    for name, row in rows.items():
+        assert row["lower_bound_cost"] is None or row["lower_bound_cost"] >= 0, (name, row)
+        assert row["cost_ratio"] is None or row["cost_ratio"] >= 1, (name, row)
+    assert rows["cloud-cheapest"]["lower_bound_cost"] == 0.0 and rows["cloud-cheapest"]["cost_ratio"] is None
