@@ -195,7 +195,7 @@ def _table(result: dict[str, Any]) -> None:
     n = len(result.get("recorded_prices", {}))
     console.print(f"prices: {n} offer(s) at the price recorded when launched, the rest at catalog prices")
     for title, rows, cols in (
-        ("Placement changed", result["placement_changed"], ("site_before", "site_after")),
+        ("Placement changed", result["placement_changed"], ("placed_before", "placed_after")),
         ("Refused under the candidate", result["refusals_new"], ("site_before", "reason")),
         ("No longer refused", result["refusals_gone"], ("site_after", "reason_before")),
     ):

@@ -155,6 +155,8 @@ class PolicyRun:
     run: RunResult
     sites: list[str | None]
     """Per job, the site of its last attempt (None: refused or never started)."""
+    places: list[str | None] = field(default_factory=list)
+    """Per job, where its last attempt ran: `site/partition or instance type`, `/spot` on spot."""
     prices: dict[str, tuple[float, str]] = field(default_factory=dict)
     """The recorded prices this run used (cloud offers only)."""
     refusals: dict[int, str] = field(default_factory=dict)
@@ -189,10 +191,16 @@ def replay(policy: Policy, history: History, scenario: Scenario | None = None) -
         None if st.rec.rejected or st.offer is None or math.isnan(st.rec.start_s) else str(st.offer.site)
         for st in engine.state
     ]
+    places = [
+        None
+        if site is None or st.offer is None
+        else f"{st.offer.partition}{'/spot' if st.offer.spot else ''}"
+        for site, st in zip(sites, engine.state, strict=True)
+    ]
     refusals = {
         i: refusal_reason(history.jobs[i], policy) for i, st in enumerate(engine.state) if st.rec.rejected
     }
-    return PolicyRun(run, sites, prices, refusals)
+    return PolicyRun(run, sites, places, prices, refusals)
 
 
 KEYS = ("cost", "p50_wait_s", "p95_wait_s", "burst_fraction", "rejected", "never_started", "late_jobs")
@@ -214,8 +222,16 @@ def diff(history: History, before: PolicyRun, after: PolicyRun) -> dict[str, Any
             refused.append({**row, "site_before": before.sites[i], "reason": after.refusals.get(i)})
         elif ra.rejected and not rb.rejected:
             admitted.append({**row, "site_after": after.sites[i], "reason_before": before.refusals.get(i)})
-        elif before.sites[i] != after.sites[i]:
-            moved.append({**row, "site_before": before.sites[i], "site_after": after.sites[i]})
+        elif before.places[i] != after.places[i]:  # another site, partition, instance type or market
+            moved.append(
+                {
+                    **row,
+                    "site_before": before.sites[i],
+                    "site_after": after.sites[i],
+                    "placed_before": before.places[i],
+                    "placed_after": after.places[i],
+                }
+            )
     return {
         "jobs": len(history.jobs),
         "skipped": dict(history.skipped),

@@ -140,3 +140,41 @@ def test_a_requeued_job_replays_the_work_it_did_not_its_wait(tmp_path: Path) -> 
         assert history.runtimes_s == {ids[0]: 3600.0, ids[1]: 7200.0}
     finally:
         store.close()
+
+
+def test_a_move_between_partitions_of_one_site_is_a_placement_change(tmp_path: Path) -> None:
+    """#15 review: the diff compared sites only, so a job the candidate moves from the on-prem
+    Ascend partition to its A800 one (a dearer Ascend) was not listed as moved."""
+    from broker.policy import load_policy
+    from broker.sim.replay import diff, replay
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    current = load_policy(configs / "policy.yaml")
+    text = (configs / "policy.yaml").read_text()
+    assert text.count("price_hour: 9.0 ") == 1
+    (tmp_path / "accelerators.yaml").write_text((configs / "accelerators.yaml").read_text())
+    (tmp_path / "regimes.yaml").write_text((configs / "regimes.yaml").read_text())
+    (tmp_path / "catalog").symlink_to(configs / "catalog")
+    (tmp_path / "dear.yaml").write_text(text.replace("price_hour: 9.0 ", "price_hour: 30.0 "))
+    candidate = load_policy(tmp_path / "dear.yaml")
+    spec = JobSpec.model_validate(
+        {
+            "name": "either",
+            "command": ["true"],
+            "runtime_estimate": "1h",
+            "resources": {"accelerators": {"count": 1, "any_of": ["A800", "Ascend910B"]}},
+        }
+    )
+    store = SqliteStore(tmp_path / "broker.db")
+    try:
+        store.submit(TenantId("pku-nlp"), [Submission(spec)], T0)
+        history = read_history(store, None)
+    finally:
+        store.close()
+    result = diff(history, replay(current, history), replay(candidate, history))
+    (moved,) = result["placement_changed"]
+    assert moved["site_before"] == moved["site_after"] == "shangzhuang-onprem"
+    assert (moved["placed_before"], moved["placed_after"]) == (
+        "shangzhuang-onprem/ascend",
+        "shangzhuang-onprem/a800",
+    )
