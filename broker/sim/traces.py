@@ -23,6 +23,7 @@ import csv
 import gzip
 import io
 import math
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,7 +290,7 @@ def read_trace(
         reader = csv.DictReader(_open_text(path))
         # Columns are matched by name, so `submit_time, runtime` reads as written.
         header = reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
-    except (OSError, UnicodeDecodeError, gzip.BadGzipFile, csv.Error) as exc:
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as exc:  # (EOFError: a cut .gz)
         raise TraceError(f"{path}: cannot read: {exc}") from exc
     found = detect_format(header)
     if fmt is not None and fmt != found:

@@ -75,3 +75,15 @@ def test_a_tenant_or_accelerator_the_policy_lacks_is_an_error(
     )
     assert code == 0, err
     assert json.loads(out)["strategies"]["policy"]["jobs"] == 1
+
+
+def test_a_cut_or_corrupt_gzip_is_a_trace_error(tmp_path: Path) -> None:
+    import gzip
+
+    whole = gzip.compress(b"submit_time,runtime\n" + b"0,1h\n" * 5000)
+    for name, data in (("cut.csv.gz", whole[: len(whole) // 2]), ("bad.csv.gz", whole[:10] + b"\x00" * 50)):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(TraceError) as err:  # (a cut file raised a bare EOFError)
+            read_trace(path)
+        assert str(err.value).startswith(f"{path}: cannot read: "), str(err.value)
