@@ -131,8 +131,8 @@ def load_scenario(
         return Scenario()
     try:
         data = parse_yaml(path.read_text(), str(path))
-    except OSError as exc:
-        raise ScenarioError(f"{path}: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc}") from exc
     except PolicyError as exc:  # (the YAML reader's positioned syntax error)
         raise ScenarioError(_at(exc.problems[0])) from exc
     if data is not None and not isinstance(data, dict):

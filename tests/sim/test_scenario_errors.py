@@ -70,3 +70,11 @@ def test_simulate_checks_the_scenario_against_its_policy(
     ]
     assert main(argv) == 1
     assert f"szb: error: {scenario}:2:9: sites.nowhere: not in the policy" in capsys.readouterr().err
+
+
+def test_an_unreadable_scenario_names_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "scenario.yaml"
+    path.write_bytes(b"\xff\xfe\x00 not text")
+    with pytest.raises(ScenarioError) as err:  # (the decode error had no file name)
+        load_scenario(path)
+    assert str(err.value).startswith(f"{path}: cannot read: 'utf-8' codec"), str(err.value)
