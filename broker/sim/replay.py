@@ -46,7 +46,8 @@ class ReplayError(BrokerError):
 class History:
     jobs: list[Job]
     runtimes_s: dict[str, float]
-    """Job id -> seconds it actually ran (only jobs that ran and ended)."""
+    """Job id -> seconds it actually ran (jobs that ran and ended; a job still running, how long
+    it had run by the store's last update where that passes its estimate)."""
     capacity_errors: dict[str, int] = field(default_factory=dict)
     """Site -> launches the backend refused for want of capacity (attempt errors)."""
     prices: dict[str, tuple[float, str]] = field(default_factory=dict)
@@ -67,6 +68,7 @@ def read_history(store: JobStore, since: datetime | None) -> History:
             break
     jobs.sort(key=lambda j: (j.created_at, j.id))
     runtimes: dict[str, float] = {}
+    running: dict[str, datetime] = {}
     for i in range(0, len(jobs), PAGE):
         times = store.run_times([j.id for j in jobs[i : i + PAGE]])
         for job_id, (started, ended) in times.items():
@@ -76,6 +78,15 @@ def read_history(store: JobStore, since: datetime | None) -> History:
                 started = _launched(store, job_id)
             if started is not None and ended is not None and ended >= started:
                 runtimes[job_id] = (ended - started).total_seconds()
+            elif started is not None and ended is None:
+                running[job_id] = started
+    # A job still running when the store was read has run at least until the store's last
+    # update: that, where it already passes the job's estimate.
+    last = max((j.updated_at for j in jobs), default=None)
+    for job in jobs:
+        so_far = (last - running[job.id]).total_seconds() if job.id in running and last else 0.0
+        if so_far > job.spec.runtime_estimate.total_seconds():
+            runtimes[job.id] = so_far
     for job in jobs:
         if job.attempts > 1 and job.id in runtimes:  # the span would count its requeued waits
             runtimes[job.id] = _work_s(store, job) or runtimes[job.id]

@@ -178,3 +178,23 @@ def test_a_move_between_partitions_of_one_site_is_a_placement_change(tmp_path: P
         "shangzhuang-onprem/ascend",
         "shangzhuang-onprem/a800",
     )
+
+
+def test_a_job_still_running_past_its_estimate_replays_at_least_what_it_ran(tmp_path: Path) -> None:
+    """#15 review: a job still RUNNING when the store is read replayed its estimate even when it
+    had already run three times as long; now at least until the store's last update."""
+    store = SqliteStore(tmp_path / "broker.db")
+    try:
+        ids = []
+        for name, estimate in (("short", "1h"), ("long", "10h")):
+            spec = JobSpec.model_validate({"name": name, "command": ["true"], "runtime_estimate": estimate})
+            (job, _) = store.submit(TenantId("team-a"), [Submission(spec)], T0)[0]
+            for state, minutes in ((JobState.PLACING, 0), (JobState.PROVISIONING, 1), (JobState.RUNNING, 3)):
+                store.transition(job.id, state, T0 + timedelta(minutes=minutes))
+            ids.append(job.id)
+        later = JobSpec.model_validate({"name": "later", "command": ["true"], "runtime_estimate": "1h"})
+        store.submit(TenantId("team-a"), [Submission(later)], T0 + timedelta(hours=3, minutes=3))
+        history = read_history(store, None)
+        assert history.runtimes_s == {ids[0]: 3 * 3600.0}  # the 10 h one keeps its estimate
+    finally:
+        store.close()
