@@ -165,6 +165,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+ROWS = {
+    "cost": "total cost ({currency})",
+    "p50_wait_s": "wait p50 (s)",
+    "p95_wait_s": "wait p95 (s)",
+    "bursts": "jobs burst to a cloud",
+    "rejected": "refused",
+    "never_started": "never started",
+    "late_jobs": "late (over max_wait)",
+}
+"""Key of the run's totals -> its row in the table (the report plots one panel each)."""
+
+
 def _table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -173,16 +185,8 @@ def _table(result: dict[str, Any]) -> None:
     t = Table(title=f"Replay of {result['jobs']} recorded jobs")
     for col in ("", "current", "candidate", "change"):
         t.add_column(col, justify="right" if col else "left")
-    labels = {
-        "cost": f"total cost ({result['currency']})",
-        "p50_wait_s": "wait p50 (s)",
-        "p95_wait_s": "wait p95 (s)",
-        "bursts": "jobs burst to a cloud",
-        "rejected": "refused",
-        "never_started": "never started",
-        "late_jobs": "late (over max_wait)",
-    }
-    for key, label in labels.items():
+    for key, label in ROWS.items():
+        label = label.format(currency=result["currency"])
         a, b, d = result["current"].get(key), result["candidate"].get(key), result["delta"].get(key)
         t.add_row(label, _v(a), _v(b), "" if d in (None, 0) else f"{d:+g}")
     console.print(t)

@@ -7,6 +7,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+PANELS = {
+    "cost": "Total cost ({currency})",
+    "p50_wait_s": "Wait p50 (s)",
+    "p95_wait_s": "Wait p95 (s)",
+    "bursts": "Jobs burst to a cloud",
+    "rejected": "Jobs refused",
+    "never_started": "Never started",
+    "late_jobs": "Late (over max_wait)",
+}
+"""Key of the run's totals -> its panel's title: the rows of the command's table."""
+
 
 def write_replay_report(folder: Path, result: Mapping[str, Any]) -> list[Path]:
     """Write the diff and its plots; returns the files written."""
@@ -19,17 +30,13 @@ def write_replay_report(folder: Path, result: Mapping[str, Any]) -> list[Path]:
     written = [folder / "summary.json"]
     written[0].write_text(json.dumps(dict(result), indent=2, default=str))
     a, b = result["current"], result["candidate"]
-    panels = (
-        ("cost", f"Total cost ({result.get('currency', '')})"),
-        ("p50_wait_s", "Wait p50 (s)"),
-        ("p95_wait_s", "Wait p95 (s)"),
-        ("bursts", "Jobs burst to a cloud"),
-        ("rejected", "Jobs refused"),
-    )
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
-    for ax, (key, title) in zip(axes, panels, strict=True):
-        ax.bar(["current", "candidate"], [a.get(key) or 0, b.get(key) or 0], color=["#4c72b0", "#dd8452"])
-        ax.set_title(title)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(3.0 * len(PANELS), 3.4))
+    for ax, (key, title) in zip(axes, PANELS.items(), strict=True):
+        values = [a.get(key) or 0, b.get(key) or 0]
+        bars = ax.bar(["current", "candidate"], values, color=["#4c72b0", "#dd8452"])
+        ax.bar_label(bars, labels=[f"{v:,.4g}" for v in values])
+        ax.set_ylim(0, max(values) * 1.15 or 1.0)  # (counts and costs: never a negative axis)
+        ax.set_title(title.format(currency=result.get("currency", "")))
     fig.suptitle(f"Replay of {result['jobs']} recorded jobs: current vs candidate policy")
     fig.tight_layout()
     path = folder / "totals.png"

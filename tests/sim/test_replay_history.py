@@ -198,3 +198,11 @@ def test_a_job_still_running_past_its_estimate_replays_at_least_what_it_ran(tmp_
         assert history.runtimes_s == {ids[0]: 3 * 3600.0}  # the 10 h one keeps its estimate
     finally:
         store.close()
+
+
+def test_the_report_plots_every_row_of_the_table() -> None:
+    """The replay's plots showed five of the table's seven rows (never started and late missing)."""
+    from broker.commands.replay import ROWS
+    from broker.sim.replay_report import PANELS
+
+    assert list(PANELS) == list(ROWS)
