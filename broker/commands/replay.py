@@ -181,7 +181,7 @@ def _table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=200)  # (as simulate: no wrapping in a pipe)
     t = Table(title=f"Replay of {result['jobs']} recorded jobs")
     for col in ("", "current", "candidate", "change"):
         t.add_column(col, justify="right" if col else "left")

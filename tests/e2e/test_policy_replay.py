@@ -227,3 +227,19 @@ def test_costs_in_another_currency_are_not_compared(history: Path) -> None:
     assert "the candidate prices in USD, same.yaml in CNY: costs would not compare" in out.stderr, out.stderr
     ok = replay(folder, "--policy same.yaml --baseline same.yaml")
     assert "total cost (CNY)" in ok.stdout
+
+
+def test_a_piped_table_keeps_each_refusal_on_one_line(history: Path) -> None:
+    """Without COLUMNS (a pipe, a CI log) the table was cut to 80 columns, wrapping every reason."""
+    folder = history
+    (folder / "abroad.yaml").write_text(
+        default_policy().replace("residency: cn-mainland\n", "residency: global\n", 1)
+    )
+    env = {k: v for k, v in base_env(folder).items() if k != "COLUMNS"}
+    out = subprocess.run(
+        ["bash", "-c", "szb policy replay --policy abroad.yaml | cat"],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    reason = json.loads(replay(folder, "--policy abroad.yaml -o json").stdout)["refusals_new"][0]["reason"]
+    assert any(reason in line for line in out.stdout.splitlines()), out.stdout
