@@ -240,12 +240,16 @@ class LowerBound:
         *,
         max_buckets: int = 100,
     ) -> None:
-        todo = [
-            (j, f)
-            for j, f in zip(jobs, facts, strict=True)
-            if f.allowed and (f.cloud_cost is not None or any(k in capacity for k in f.onprem))
-        ]
+        todo = []
+        left_out = []
+        for i, (j, f) in enumerate(zip(jobs, facts, strict=True)):
+            if f.cloud_cost is not None or any(k in capacity for k in f.onprem):
+                todo.append((j, f))
+            elif f.allowed:
+                left_out.append(i)
         self.jobs = len(todo)
+        self.left_out = frozenset(left_out)
+        """Jobs with allowed offers that no option can start (no partition, no payable cloud)."""
         self.cost_floor = 0.0
         if not todo:
             self._h = None

@@ -50,6 +50,8 @@ class _Others:
     solved: dict[int, float | None] = field(default_factory=dict)
     lb_s: float = 0.0
     offline: OfflineSchedule | None = None
+    left_out: frozenset[int] = frozenset()
+    """Jobs the bound leaves out (no option can start them): late in every run, not in the LP."""
 
 
 @dataclass
@@ -102,12 +104,12 @@ class _World:
         solved: dict[int, float | None] = {0: bound.solve(0)}
         if self.per_strategy_bounds:
             for run in done.values():
-                n = _late_count(run)
+                n = _late_count(run, bound.left_out)
                 if n not in solved:
                     solved[n] = bound.solve(n)
             global _BOUND
             _BOUND = bound
-        return _Others(done, solved[0], solved, time.perf_counter() - lb_started)
+        return _Others(done, solved[0], solved, time.perf_counter() - lb_started, left_out=bound.left_out)
 
     def others(self) -> _Others:
         """Facts, baselines and the bound, one after the other (with progress)."""
@@ -238,13 +240,13 @@ def _bound_rows(
 ) -> None:
     """Each strategy's bound (as many late jobs as it had) and ratio; the all-on-time bound."""
     solved, full = others.solved, others.full
-    n_policy = _late_count(runs["policy"])
+    n_policy = _late_count(runs["policy"], others.left_out)
     if world.per_strategy_bounds and n_policy not in solved and _BOUND is not None:
         again = time.perf_counter()
         solved[n_policy] = _BOUND.solve(n_policy)
         others.lb_s += time.perf_counter() - again
     for name, run in runs.items():
-        n_late = _late_count(run)
+        n_late = _late_count(run, others.left_out)
         lb = solved.get(n_late)
         strategies[name]["late_jobs_allowed_in_bound"] = n_late
         strategies[name]["lower_bound_cost"] = None if lb is None else round(lb, 2)
@@ -270,8 +272,10 @@ _BOUND: LowerBound | None = None
 """The last bound built in this process (re-solved for the policy's late count)."""
 
 
-def _late_count(run: RunResult) -> int:
-    return sum(1 for r in run.records if not r.rejected and late(r))
+def _late_count(run: RunResult, left_out: frozenset[int] = frozenset()) -> int:
+    """Jobs of the run that started late or never, but for those the bound leaves out (they can
+    start nowhere, so counting them would allow the LP as many more late jobs)."""
+    return sum(1 for i, r in enumerate(run.records) if not r.rejected and late(r) and i not in left_out)
 
 
 def _can_fork() -> bool:

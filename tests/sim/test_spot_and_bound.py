@@ -84,6 +84,10 @@ def test_bound_stays_below_strategies_that_never_start_an_unaffordable_job(tmp_p
     for name, s in sim.result["strategies"].items():
         assert s["never_started"] == 1, name
         assert s["lower_bound_cost"] is not None and s["lower_bound_cost"] <= s["cost"] + 1e-6, (name, s)
+        # The job that can start nowhere is left out of the LP and of the late allowance: each
+        # strategy's own bound is the small job's on-prem run, not 0 (one late job too many).
+        assert s["late_jobs_allowed_in_bound"] == 0, (name, s)
+        assert s["lower_bound_cost"] == pytest.approx(2.0 * 600 / 3600, abs=0.01), (name, s)
 
 
 def test_lower_bound_time_is_the_bound_alone(tmp_path: Path) -> None:
