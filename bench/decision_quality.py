@@ -40,7 +40,8 @@ from broker.sim.jobs import SimJob, build_jobs  # noqa: E402
 from broker.sim.run import simulate  # noqa: E402
 from broker.sim.scenario import Scenario, load_scenario  # noqa: E402
 from broker.sim.synthetic import SyntheticParams, generate  # noqa: E402
-from broker.sim.traces import read_trace  # noqa: E402
+from broker.sim.trace_check import vet_trace  # noqa: E402
+from broker.sim.traces import TraceError, read_trace  # noqa: E402
 from broker.yamlfile import parse_yaml  # noqa: E402
 
 TRACE = ROOT / "configs/traces/alibaba-gpu-v2023-openb-pods.csv.gz"
@@ -87,6 +88,7 @@ def scenario_jobs(name: str, synthetic_jobs: int) -> tuple[Policy, Scenario, lis
         baselines: tuple[str, ...] = ()
     else:
         trace, _ = read_trace(TRACE, max_runtime_s=scenario.max_runtime_s)
+        vet_trace(trace, policy, TRACE)  # a tenant or accelerator the policy lacks: a typo, not refusals
         baselines = BASELINES
         if name in SLICES:
             lo, hi = SLICES[name]
@@ -155,7 +157,11 @@ def main() -> int:
     TRACE = args.trace or TRACE
     BURST[:] = args.burst
     names = args.only or STANDARD
-    results = [run_one(n, args.synthetic_jobs) for n in names]
+    try:
+        results = [run_one(n, args.synthetic_jobs) for n in names]
+    except TraceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps({"knobs": knobs(), "results": results}, indent=2))
         return 0

@@ -129,7 +129,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
         scenario = with_flags(scenario, update)
         trace, source = _trace(args, scenario)
         if args.trace is not None:
-            _vet_trace(trace, policy, args.trace)
+            from broker.sim.trace_check import vet_trace
+
+            vet_trace(trace, policy, args.trace)
         if args.jobs is not None:
             if args.jobs < 1:
                 raise ValueError(f"--jobs: must be >= 1, got {args.jobs}")
@@ -147,27 +149,6 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
         print("szb: error: the trace has no jobs to replay", file=sys.stderr)
         return 1
     return policy, scenario, jobs, source
-
-
-def _vet_trace(trace: list[Any], policy: Any, path: Path) -> None:
-    """TraceError at the first row naming a tenant or an accelerator the policy does not know
-    (its jobs would only be refused, which reads as a policy result, not a typo)."""
-    from broker.catalog.accelerators import normalize
-    from broker.policy.offers import static_offers
-    from broker.sim.traces import TraceError
-    from broker.validation import did_you_mean
-
-    tenants = [t.id for t in policy.tenants]
-    offered = {normalize(o.accelerator): o.accelerator for o in static_offers(policy) if o.accelerator}
-    names = [*policy.accelerators.names(), *offered.values()]
-    for tj in trace:
-        if tj.tenant is not None and tenants and tj.tenant not in tenants:
-            hint = did_you_mean(tj.tenant, tenants) or f" (the policy's tenants: {', '.join(tenants)})"
-            raise TraceError(f"{path}:{tj.line}: tenant: {tj.tenant!r} is not a tenant of the policy{hint}")
-        for name in tj.accelerators:
-            if policy.accelerators.get(name) is None and normalize(name) not in offered:
-                hint = did_you_mean(name, names, cutoff=0.5)
-                raise TraceError(f"{path}:{tj.line}: accelerator: unknown accelerator {name!r}{hint}")
 
 
 def _trace(args: argparse.Namespace, scenario: Any) -> tuple[list[Any], dict[str, Any]]:

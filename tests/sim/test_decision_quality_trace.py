@@ -60,3 +60,21 @@ def test_a_policy_only_scenario_has_no_targets_to_meet() -> None:
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.targets({"offline_ratio": None, "cost_ratio": None}) is None
+
+
+def test_a_trace_naming_a_tenant_the_policy_lacks_is_refused_at_its_line(tmp_path: Path) -> None:
+    # Its jobs would only be refused and read as a policy result: a typo must stop the bench.
+    trace = tmp_path / "typo.csv"
+    trace.write_text(
+        "submit_time,runtime,accelerator,count,tenant,max_wait\n"
+        "0,1h,A800,1,pku-nlp,10m\n"
+        "60,1h,A800,1,pku-nlpp,10m\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "bench/decision_quality.py", "--only", "slice-late", "--trace", str(trace)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert f"{trace}:3: tenant: 'pku-nlpp'" in out.stderr and "pku-nlp" in out.stderr
+    assert "Traceback" not in out.stderr
