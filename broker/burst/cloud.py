@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from broker.burst.inputs import BurstInputs
@@ -12,6 +12,7 @@ from broker.burst.routes import route_refusal
 from broker.burst.spot import offer_outlook, spot_refusal
 from broker.model import JobSpec, Offer, SiteId, SpotMode, TenantId
 from broker.placement import ScoredOffer
+from broker.placement.cost import best_voucher
 from broker.placement.scored import Scored
 from broker.policy import Policy
 
@@ -26,16 +27,31 @@ class CloudPick:
     voucher: float
 
 
-def spot_risk_cost(spec: JobSpec, scored: ScoredOffer, policy: Policy) -> float:
+Voucher = tuple[float, float, str]  # (discount, remaining balance, id), as `best_voucher` gives it
+
+
+def spot_risk_cost(spec: JobSpec, scored: ScoredOffer, policy: Policy, voucher: Voucher | None) -> float:
     """Expected extra cost of running on spot: the billed hours lost to interruptions
-    (`broker.burst.spot`: restarts from the last checkpoint, or from zero)."""
+    (`broker.burst.spot`: restarts from the last checkpoint, or from zero), less what the
+    tenant's voucher covering the site pays of them."""
     if not scored.offer.spot:
         return 0.0
     runtime_h = spec.runtime_estimate.total_seconds() / 3600
     out = offer_outlook(spec, scored.offer, policy, runtime_h)
     if math.isinf(out.billed_h):
         return math.inf
-    return scored.terms.get("cost", 0.0) * (out.billed_h / runtime_h - 1.0)
+    return paid_risk(scored.terms.get("cost", 0.0), out.billed_h / runtime_h - 1.0, voucher)
+
+
+def paid_risk(cost: float, factor: float, voucher: Voucher | None) -> float:
+    """What `factor` × `cost` of lost hours adds to the tenant's bill: the voucher pays its discount
+    of the expected billed cost up to its balance (`split_cost`'s split), against that of `cost`
+    (the placement's `voucher` term), so voucher-covered spot is priced as it is paid."""
+    extra = cost * factor
+    if voucher is None:
+        return extra
+    discount, balance = voucher[0], voucher[1]
+    return extra - (min((cost + extra) * discount, balance) - min(cost * discount, balance))
 
 
 _Row = tuple[float, int, ScoredOffer]
@@ -65,20 +81,32 @@ class CloudOrder:
             yield total, i, at(i)
 
 
-_ORDERS: dict[tuple[int, object, object], tuple[Sequence[ScoredOffer], CloudOrder]] = {}
+# The allowed list, its order, the largest spot bill and the voucher balances it was made with.
+_Memo = tuple[Sequence[ScoredOffer], CloudOrder, float, tuple[float, ...]]
+_ORDERS: dict[tuple[int, object, object], _Memo] = {}
 
 
 def cloud_order(
-    spec: JobSpec, allowed: Sequence[ScoredOffer], home: frozenset[str], policy: Policy
+    spec: JobSpec,
+    allowed: Sequence[ScoredOffer],
+    home: frozenset[str],
+    policy: Policy,
+    tenant: str,
+    balances: Mapping[str, float] | None = None,
 ) -> CloudOrder:
-    """Cloud offers as (total, input index, offer), best-first by score plus spot risk.
+    """Cloud offers as (total, input index, offer), best-first by score plus spot risk (as the
+    tenant pays it: `balances` are its vouchers' remaining balances, None: the policy's).
 
     Memoized on the allowed list's identity (placement hands out the same list for the same
-    job shape, runtime and vouchers), so re-deciding a waiting job does not re-sort its offers.
+    job shape, runtime and vouchers), so re-deciding a waiting job does not re-sort its offers;
+    a voucher balance that moved is a miss unless both balances cover every spot risk's bill.
     """
     key = (id(allowed), spec.runtime_estimate, spec.checkpoint)
+    owner = policy.tenant(tenant)
+    vouchers = owner.vouchers if owner is not None else ()
+    held = tuple(v.balance if balances is None else balances.get(v.id, v.balance) for v in vouchers)
     hit = _ORDERS.get(key)
-    if hit is not None and hit[0] is allowed:
+    if hit is not None and hit[0] is allowed and _same_bills(hit[3], held, hit[2]):
         return hit[1]
     if isinstance(allowed, Scored):  # from the placement's floats, no `ScoredOffer` built
         offers, scores, costs = allowed.floats()
@@ -86,11 +114,17 @@ def cloud_order(
     else:
         slots = _slots([s.offer for s in allowed], home)
         scores, costs = [s.score for s in allowed], [s.terms.get("cost", 0.0) for s in allowed]
-    order = CloudOrder(allowed, _ranked(spec, slots, scores, costs, policy), slots)
+    rows, need = _ranked(spec, slots, scores, costs, policy, lambda site: best_voucher(owner, site, balances))
+    order = CloudOrder(allowed, rows, slots)
     if len(_ORDERS) > 4096:
         _ORDERS.clear()
-    _ORDERS[key] = (allowed, order)
+    _ORDERS[key] = (allowed, order, need, held)
     return order
+
+
+def _same_bills(was: tuple[float, ...], now: tuple[float, ...], need: float) -> bool:
+    """Voucher balances `was` and `now` split every spot bill up to `need` alike."""
+    return was == now or all(a == b or (a >= need and b >= need) for a, b in zip(was, now, strict=True))
 
 
 def _factor(spec: JobSpec, offer: Offer, policy: Policy, runtime_h: float) -> float | None:
@@ -129,24 +163,36 @@ def _layout(offers: list[Offer], home: frozenset[str]) -> _Layout:
 
 
 def _ranked(
-    spec: JobSpec, slots: list[_Slot], scores: Sequence[float], costs: Sequence[float], policy: Policy
-) -> list[tuple[float, int]]:
+    spec: JobSpec,
+    slots: list[_Slot],
+    scores: Sequence[float],
+    costs: Sequence[float],
+    policy: Policy,
+    covering: Callable[[str], Voucher | None],
+) -> tuple[list[tuple[float, int]], float]:
     """(total, position in `slots`) per cloud offer, sorted: `slots` are in tie order, so this is the
     order on (total, site, key, index). A spot offer's risk is `spot_risk_cost`'s float: the outlook
-    depends only on the site (its rate and p95) for one job, so it is computed once per site."""
+    and the voucher depend only on the site for one job, so they are looked up once per site.
+    Also the largest expected spot bill (cost + risk before vouchers), for the memo."""
     runtime_h = spec.runtime_estimate.total_seconds() / 3600
-    factors: dict[str, float | None] = {}  # site -> billed/runtime - 1 (None: never completes)
+    factors: dict[str, tuple[float | None, Voucher | None]] = {}  # site -> billed/runtime - 1, voucher
     rows: list[tuple[float, int]] = []
+    need = 0.0
     for r, (i, site, _, spot) in enumerate(slots):
         risk = 0.0
         if spot is not None:
-            if site not in factors:
-                factors[site] = _factor(spec, spot, policy, runtime_h)
-            f = factors[site]
-            risk = math.inf if f is None else costs[i] * f
+            got = factors.get(site)
+            if got is None:
+                got = factors[site] = (_factor(spec, spot, policy, runtime_h), covering(site))
+            f, voucher = got
+            if f is None:
+                risk = math.inf
+            else:
+                risk = paid_risk(costs[i], f, voucher)
+                need = max(need, costs[i] * (1.0 + f))
         rows.append((scores[i] + risk, r))
     rows.sort()
-    return rows
+    return rows, need
 
 
 def onprem_offers(allowed: Sequence[ScoredOffer], home: frozenset[str]) -> list[ScoredOffer]:
@@ -214,7 +260,7 @@ def best_cloud(
         runtime_s = spec.runtime_estimate.total_seconds()
         slack = (spec.deadline - inputs.now).total_seconds() - runtime_s
         slack_spot_ok = slack >= runtime_s * (policy.burst.deadline_slack_factor - 1)
-    order = cloud_order(spec, allowed, home, policy)
+    order = cloud_order(spec, allowed, home, policy, tenant, inputs.money.voucher_balances)
     shut: dict[str, bool] = {}
     passed: list[int] = []
     refused: list[tuple[int, str]] = []

@@ -28,6 +28,7 @@ from broker.burst.runtimes import HIGH, LOW, RatioLearner, learned_ratio
 from broker.decision import Action, DecisionFacts
 from broker.model import Checkpoint, JobSpec, SiteId, TenantId
 from broker.placement import PlacementContext, ScoredOffer, place, prepare_offers
+from broker.placement.cost import best_voucher
 from broker.placement.scored import Scored
 from broker.policy import Policy, load_policy
 from broker.policy.offers import static_offers
@@ -39,12 +40,25 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _plain_order(
-    spec: JobSpec, allowed: list[ScoredOffer], home: frozenset[str], policy: Policy
+    spec: JobSpec,
+    allowed: list[ScoredOffer],
+    home: frozenset[str],
+    policy: Policy,
+    tenant: str,
+    balances: dict[str, float] | None = None,
 ) -> list[tuple[float, int, ScoredOffer]]:
-    """The order as first written: every cloud offer's own spot risk, sorted on (total, site, key, index)."""
+    """The order as first written: every cloud offer's own spot risk (less its voucher's share),
+    sorted on (total, site, key, index)."""
+    owner = policy.tenant(tenant)
     ranked = sorted(
         (
-            (s.score + spot_risk_cost(spec, s, policy), s.offer.site, s.offer.key, i, s)
+            (
+                s.score + spot_risk_cost(spec, s, policy, best_voucher(owner, s.offer.site, balances)),
+                s.offer.site,
+                s.offer.key,
+                i,
+                s,
+            )
             for i, s in enumerate(allowed)
             if s.offer.site not in home
         ),
@@ -73,23 +87,34 @@ def test_the_cloud_order_with_one_outlook_per_site_equals_the_plain_sort() -> No
     rates = {policy.burst.sites[s].spot_interruption_risk for s in policy.burst.sites}
     assert len(rates) > 1  # sites differ: an outlook kept across sites would show
     ctx = PlacementContext(now=EPOCH)
-    spot = never = 0
+    spot = never = covered = 0
     swapped = 0
+    rng = random.Random(3)
+    zhipu = policy.tenant("zhipu-sme")
+    assert zhipu is not None
+    voucher, sites = zhipu.vouchers[0].id, set(zhipu.vouchers[0].sites)
     for spec, tenant in _specs(policy, 300):
         scored = place(spec, tenant, offers, policy, ctx).unranked
         assert isinstance(scored, Scored)
-        # From the placement's floats (its ScoredOffers built as read), then from a plain list.
-        lazy = list(cloud_order(spec, scored, home, policy))
-        allowed = list(scored)
-        got, want = list(cloud_order(spec, allowed, home, policy)), _plain_order(spec, allowed, home, policy)
-        for order in (lazy, got):
-            assert [(t, i) for t, i, _ in order] == [(t, i) for t, i, _ in want]
-            assert all(a is b for (_, _, a), (_, _, b) in zip(order, want, strict=True))
+        # From the placement's floats (its ScoredOffers built as read), then from a plain list;
+        # the voucher's balance ample, spent down or gone (the memo must see it move).
+        for balances in (None, {voucher: rng.uniform(0.0, 50.0)}, {voucher: 0.0}, None):
+            lazy = list(cloud_order(spec, scored, home, policy, tenant, balances))
+            allowed = list(scored)
+            got = list(cloud_order(spec, allowed, home, policy, tenant, balances))
+            want = _plain_order(spec, allowed, home, policy, tenant, balances)
+            for order in (lazy, got):
+                assert [(t, i) for t, i, _ in order] == [(t, i) for t, i, _ in want]
+                assert all(a is b for (_, _, a), (_, _, b) in zip(order, want, strict=True))
+            covered += sum(
+                1 for _, _, s in got if s.offer.spot and s.offer.site in sites and balances != {voucher: 0.0}
+            )
         spot += sum(1 for _, _, s in got if s.offer.spot)
         never += sum(1 for t, _, _ in got if t == float("inf"))
         rows = [(t, i) for t, i, _ in want]
         swapped += sum(1 for a, b in pairwise(rows) if a[0] == b[0] and a[1] > b[1])
     assert spot and never  # spot offers were priced, and some never complete there
+    assert covered  # some spot offers were on a voucher's site
     assert swapped  # equal totals ordered by (site, key), not by index, were met
 
 
@@ -99,7 +124,7 @@ def test_the_cloud_order_builds_only_the_offers_read() -> None:
     spec, tenant = _specs(policy, 5)[0]
     scored = place(spec, tenant, offers, policy, PlacementContext(now=EPOCH)).unranked
     assert isinstance(scored, Scored)
-    rows = iter(cloud_order(spec, scored, onprem_sites(policy), policy))
+    rows = iter(cloud_order(spec, scored, onprem_sites(policy), policy, tenant))
     _, i, first = next(rows)
     _, j, second = next(rows)
     built = set(scored._built)
@@ -248,7 +273,7 @@ def _plain_best_cloud(
         slack = (spec.deadline - inputs.now).total_seconds() - runtime_s
         slack_spot_ok = slack >= runtime_s * (policy.burst.deadline_slack_factor - 1)
     refused: list[tuple[int, str]] = []
-    for total, i, s in cloud_order(spec, allowed, home, policy):
+    for total, i, s in cloud_order(spec, allowed, home, policy, tenant, inputs.money.voucher_balances):
         why = cloud_refusal(s, spec, tenant, policy, inputs, slack_spot_ok)
         if isinstance(why, str):
             refused.append((i, why))
@@ -296,7 +321,7 @@ def test_the_best_cloud_passing_over_refused_routes_equals_every_offer_refused_i
                 picked += 1
                 passed_over_then_picked += any(
                     route_refusal(s.offer.site, routes.get(SiteId(s.offer.site)), policy, now) is not None
-                    for total, _, s in cloud_order(spec, scored, home, policy)
+                    for total, _, s in cloud_order(spec, scored, home, policy, tenant)
                     if total < got.total
                 )
             else:

@@ -8,11 +8,14 @@ from datetime import timedelta
 from pathlib import Path
 
 from broker.burst import decide
+from broker.burst.cloud import paid_risk
+from broker.burst.money import split_cost
 from broker.burst.spot import outlook
 from broker.decision import Action
 from broker.model import Checkpoint, JobSpec, TenantId
+from broker.placement.cost import best_voucher
 from broker.policy import Policy, load_policy
-from tests.burst.conftest import POLICY, write_policy
+from tests.burst.conftest import HEADER, POLICY, write_policy
 from tests.burst.test_decision import NOW, inputs, job, offers
 
 
@@ -110,3 +113,36 @@ def test_spot_is_refused_when_the_expected_completion_misses_the_deadline(tmp_pa
     fast = _variant(tmp_path, "max_provisioning: 2, spot_interruption_risk: 0.1, provisioning_p95: 5m")
     ok = decide(spec, TenantId("lab"), [o for o in offers(fast, free=0, wait_s=0) if o.spot], fast, inputs())
     assert ok.burst and ok.offer is not None and ok.offer.spot
+
+
+def test_voucher_covered_spot_prices_its_lost_hours_as_the_tenant_pays_them(tmp_path: Path) -> None:
+    # ali-bj: A10 at 10.00 on-demand, 4.00 spot; `vouchered` has a 50 % voucher there (balance 100).
+    # 13 h from zero at 0.1/h bills ~26.7 h on spot (106.8 CNY): the tenant pays half, 53.4,
+    # against 65 on-demand. Priced before the discount, the lost hours (54.8) made spot 80.8.
+    write_policy(tmp_path)
+    (tmp_path / "ali.csv").write_text(
+        f"{HEADER}\necs.gn7i-c8g1.2xlarge,A10,1,8,30,10.00,4.00,cn-beijing,cn-beijing-i\n"
+    )
+    policy = load_policy(tmp_path / "policy.yaml")
+    spec = _spec("13h", None)
+    d = decide(spec, TenantId("vouchered"), offers(policy, free=0, wait_s=0), policy, inputs())
+    assert d.burst and d.offer is not None and d.offer.spot, (d.offer, d.reasons)
+    billed = 4.0 * outlook(13.0, 0.1, None, 300 / 3600).billed_h
+    assert math.isclose(d.facts.cash or 0.0, round(billed / 2, 2), abs_tol=0.01)
+    assert math.isclose(d.facts.voucher or 0.0, round(billed / 2, 2), abs_tol=0.01)
+
+
+def test_the_spot_risk_plus_the_voucher_term_is_the_cash_split_cost_bills(tmp_path: Path) -> None:
+    """cost + voucher term + spot risk = the cash `split_cost` takes of the expected billed cost,
+    the voucher's balance binding or not (one split for the decision's order and its money)."""
+    rng = random.Random(8)
+    policy = load_policy(write_policy(tmp_path))
+    for _ in range(2000):
+        cost, factor = rng.uniform(0.1, 300.0), rng.choice([0.0, rng.uniform(0.0, 3.0)])
+        balance = rng.choice([0.0, rng.uniform(0.0, 400.0), 1e6])
+        got = best_voucher(policy.tenant("vouchered"), "ali-bj", {"v1": balance})
+        term = 0.0 if got is None else -min(cost * got[0], got[1])
+        split = split_cost("vouchered", "ali-bj", cost * (1 + factor), policy, {"v1": balance})
+        assert math.isclose(
+            cost + term + paid_risk(cost, factor, got), split.cash, rel_tol=1e-9, abs_tol=1e-9
+        )
