@@ -127,6 +127,7 @@ def logic(a: Fn, b: Fn, absorbing: bool) -> Fn:
         return r is True
 
     _SIDES[run] = core
+    NODES[run] = ("logic", a, b, absorbing)
     return run
 
 
@@ -163,6 +164,10 @@ def strict_as(fn: Fn, first: Fn) -> Fn:
     return fn
 
 
+NODES: WeakKeyDictionary[Fn, tuple[Any, ...]] = WeakKeyDictionary()
+"""What each compiled closure computes, by kind and operands (`broker.compliance._native_gen`
+writes one Python function from them; a closure not here is called as it is)."""
+
 _CONSTANTS: WeakKeyDictionary[Fn, Any] = WeakKeyDictionary()
 _VARIABLES: WeakKeyDictionary[Fn, str] = WeakKeyDictionary()
 """Which compiled closures are a literal or a bare variable: the common shapes get one closure
@@ -171,9 +176,19 @@ _VARIABLES: WeakKeyDictionary[Fn, str] = WeakKeyDictionary()
 
 def relation(op: str, a: Fn, b: Fn) -> Fn:
     if op in ("==", "!=") and b in _CONSTANTS and _CONSTANTS[b].__class__ is str:
-        return _equals_text(a, _CONSTANTS[b], op == "!=")
-    rel = _RELATIONS[op]
-    return strict_as(lambda env: rel(a(env), b(env)), a)
+        fn = _equals_text(a, _CONSTANTS[b], op == "!=")
+    else:
+        rel = _RELATIONS[op]
+        fn = strict_as(lambda env: rel(a(env), b(env)), a)
+    NODES[fn] = ("rel", op, a, b)
+    return fn
+
+
+def negation(inner: Fn) -> Fn:
+    """`!inner`: CEL's logical not (a non-bool operand errors)."""
+    fn = strict_as(lambda env: not truth(inner(env)), inner)
+    NODES[fn] = ("not", inner)
+    return fn
 
 
 def _equals_text(a: Fn, text: str, negate: bool) -> Fn:
@@ -222,6 +237,7 @@ def field(base: Fn, name: str) -> Fn:
 
         _STRICT[top] = root
         _FIELDS[top] = (root, name)
+        NODES[top] = ("field", base, name)
         return top
 
     def run(env: Mapping[str, Any]) -> Any:
@@ -230,6 +246,7 @@ def field(base: Fn, name: str) -> Fn:
             raise Fallback  # CEL: no such key (or a field of a non-map)
         return node[name]
 
+    NODES[run] = ("field", base, name)
     return strict_as(run, base)
 
 
@@ -247,6 +264,7 @@ def variable(name: str) -> Fn:
 
     _VARIABLES[run] = name
     _STRICT[run] = name
+    NODES[run] = ("var", name)
     return run
 
 
@@ -255,6 +273,7 @@ def constant(value: Any) -> Fn:
         return value
 
     _CONSTANTS[run] = value
+    NODES[run] = ("const", value)
     return run
 
 
@@ -265,6 +284,7 @@ def size(arg: Fn) -> Fn:
             return len(v)
         raise Fallback
 
+    NODES[run] = ("size", arg)
     return strict_as(run, arg)
 
 
@@ -279,6 +299,7 @@ def string_method(base: Fn, name: str, arg: Fn) -> Fn:
             return s.endswith(x)
         return x in s
 
+    NODES[run] = ("method", base, name, arg)
     return strict_as(run, base)
 
 
@@ -289,6 +310,7 @@ def has(base: Fn, name: str) -> Fn:
             raise Fallback
         return name in node
 
+    NODES[run] = ("has", base, name)
     return strict_as(run, base)
 
 

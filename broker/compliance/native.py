@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from broker.compliance._native_gen import compile_side
 from broker.compliance._native_ops import (
     FALLBACK,
     UNKNOWN,
@@ -33,12 +34,11 @@ from broker.compliance._native_ops import (
     has,
     logic,
     macro,
+    negation,
     relation,
     side_of,
     size,
-    strict_as,
     string_method,
-    truth,
     variable,
 )
 from broker.compliance._native_ops import (
@@ -74,7 +74,8 @@ class Native:
     fn: Fn
     roots: frozenset[str]
     side: Side
-    """`fn` returning `UNKNOWN` or `FALLBACK` where `fn` raises (no exception on the hot path)."""
+    """`fn` returning `UNKNOWN` or `FALLBACK` where `fn` raises (no exception on the hot path),
+    written out as one function (`broker.compliance._native_gen`) when it can be."""
 
 
 def compile_native(src: str) -> Native | None:
@@ -85,7 +86,7 @@ def compile_native(src: str) -> Native | None:
         fn = parser.parse()
     except (_Unsupported, ValueError, RecursionError):
         return None
-    return Native(boolean(fn), frozenset(parser.roots), side_of(fn))
+    return Native(boolean(fn), frozenset(parser.roots), compile_side(fn) or side_of(fn))
 
 
 def _tokenize(src: str) -> list[tuple[str, str]]:
@@ -159,8 +160,7 @@ class _Parser:
         tok = self.peek()
         if tok == "!":
             self.take()
-            inner = self.unary()
-            return strict_as(lambda env: not truth(inner(env)), inner)
+            return negation(self.unary())
         if tok == "-":
             self.take()
             kind, text = self.take()

@@ -7,16 +7,17 @@ from typing import Any
 
 import cel
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import broker.policy  # noqa: F401  (import order: policy before compliance)
 from broker.compliance import _native_ops
-from broker.compliance.native import FALLBACK, UNKNOWN, Fallback, Unknown, compile_native
+from broker.compliance._native_gen import compile_side
+from broker.compliance.native import FALLBACK, UNKNOWN, Fallback, Unknown, _Parser, _tokenize, compile_native
 from broker.compliance.plan import Standings, live_rule
 
 SCALARS = st.one_of(
-    st.sampled_from(["", "a", "ab", "b", "cn-mainland", "US", "D:5"]),
+    st.sampled_from(["", "a", "ab", "b", "cn-mainland", "US", "D:5", "unknown", "fallback"]),
     st.integers(-3, 5),
     st.sampled_from([-1.5, 0.0, 1.0, 2.5, 30000.0]),
     st.booleans(),
@@ -259,3 +260,26 @@ def test_a_plan_stands_each_rule_as_live_rule_does(
     assert offer == tuple(live for live in want if reads_offer[live.index])
     standing = [2 if live.fixed is not None else 0 if live.native is not None else 1 for live in want]
     assert signature == tuple(3 * live.index + s for live, s in zip(want, standing, strict=True))
+
+
+@example(src="job.s && true", variables={"job": {"s": "unknown"}, "site": {}}, drop="")  # a value
+@example(src="job.l.a == 1", variables={"job": {"l": ["a"]}, "site": {}}, drop="")  # a field of a list
+@example(src="job.b < true", variables={"job": {"b": False}, "site": {}}, drop="")  # bools: CEL decides
+@settings(max_examples=1500, deadline=None)
+@given(src=EXPRS, variables=VARIABLES, drop=st.sampled_from(["job", "site", ""]))
+def test_a_rule_written_out_as_one_function_answers_what_its_closures_answer(
+    src: str, variables: dict[str, Any], drop: str
+) -> None:
+    """The generated function (`_native_gen`) gives the closures' `side` value on every input:
+    the same bool, or the same marker where they raise (a variable unbound, a case CEL must
+    decide: wrong types, missing fields, errors `&&`/`||` absorb or not); where it answers a
+    bool on bound variables, CEL answers the same."""
+    fn = _Parser(_tokenize(src)).parse()
+    written = compile_side(fn)
+    assert written is not None, src  # the generator's rules are all written out
+    bound = {k: v for k, v in variables.items() if k != drop}
+    expected = _native_ops.side_of(fn)(bound)
+    got = written(bound)
+    assert got is expected, (src, bound, got, expected)
+    if not drop and (got is True or got is False):
+        assert _cel(src, bound) is got, (src, bound)
