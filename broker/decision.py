@@ -106,6 +106,9 @@ class Decision:
     reclaim: tuple[ReclaimVictim, ...] = ()
     projection: ProjectionNote | None = None
     """Where the on-prem wait came from, when it was projected (live explain, job events)."""
+    passed_over: tuple[tuple[str, str], ...] = ()
+    """(offer key, why) of each allowed cloud offer the burst decision could not use now (route
+    limits, stock, the spot outlook, the deadline, money): explain shows why it was passed over."""
 
     @property
     def summary(self) -> str:

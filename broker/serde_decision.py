@@ -7,13 +7,18 @@ the typed proto (`broker.serde.decision_to_proto` / `decision_from_proto`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from broker.api import placement_pb2
+from broker.burst.spot import checkpoint_h, interruption_rate, offer_outlook, spot_refusal
 from broker.decision import Decision, DecisionFacts
+from broker.durations import format_duration
+from broker.model import JobSpec, Offer
 from broker.placement import HARDWARE_PREFIX, Explanation, ScoredOffer, rejection_counts
+from broker.policy import Policy
 from broker.serde import decision_from_proto, decision_to_proto
 
 _TIMES = ("burst_pending_since",)
@@ -103,10 +108,14 @@ def facts_from_proto(msg: placement_pb2.Decision) -> DecisionFacts:
     return facts_from_json(decision_from_proto(msg))
 
 
-def explain_json(decision: Decision) -> dict[str, Any]:
+def explain_json(
+    decision: Decision, spec: JobSpec | None = None, policy: Policy | None = None
+) -> dict[str, Any]:
     """The explanation as the decision sees it: `chosen` is the decision's offer (run, burst
     or wait there), offers are listed decision first, then allowed, then rejected with the
-    rules that block the job before hardware misfits; `rejections` counts offers per rule."""
+    rules that block the job before hardware misfits; `rejections` counts offers per rule.
+    With the job and policy, a spot offer's outlook is known: the decision's, and why a better
+    scored spot offer was passed over (`passed_over` on each allowed offer the decision did not take)."""
     expl: Explanation | None = decision.explanation
     if expl is None:
         body: dict[str, Any] = {"chosen": None, "offers": [], "policy_hash": decision.policy_hash}
@@ -122,7 +131,9 @@ def explain_json(decision: Decision) -> dict[str, Any]:
             key=lambda s: (s is not picked, not s.allowed, _is_misfit(s)),
         )
         body["chosen"] = expl.offer_json(picked) if picked is not None else None
-        body["offers"] = [expl.offer_json(s) for s in ordered]
+        body["offers"] = [
+            _with_passed_over(expl.offer_json(s), s, picked, decision, spec, policy) for s in ordered
+        ]
         body["rejections"] = [
             {"rule": rule, "offers": n, "message": message} for rule, n, message in rejection_counts(expl)
         ]
@@ -133,7 +144,86 @@ def explain_json(decision: Decision) -> dict[str, Any]:
         "reasons": list(decision.reasons),
         **decision_data(decision),
     }
+    if decision.offer is not None and decision.offer.spot and spec is not None and policy is not None:
+        body["decision"]["spot_outlook"] = spot_outlook_json(decision.offer, spec, policy)
     return body
+
+
+def spot_outlook_json(offer: Offer, spec: JobSpec, policy: Policy) -> dict[str, Any]:
+    """What running `spec` on spot `offer` is expected to take (`broker.burst.spot`'s model)."""
+    out = offer_outlook(spec, offer, policy)
+    every = checkpoint_h(spec)
+    return {
+        "expected_restarts": _finite(out.restarts),
+        "billed_h": _finite(out.billed_h),
+        "completion_h": _finite(out.completion_h),
+        "runtime_h": round(spec.runtime_estimate.total_seconds() / 3600, 4),
+        "interruptions_per_h": interruption_rate(policy, offer.site),
+        "checkpoint_interval_s": round(every * 3600) if every is not None else None,
+        "restart_limit": policy.burst.spot_max_expected_restarts,
+    }
+
+
+def spot_outlook_text(o: dict[str, Any]) -> str:
+    """`spot outlook: 1.2 expected restarts (limit 3; checkpoint: 30m), ...` for a person."""
+    return (
+        f"spot outlook: {_num(o['expected_restarts'])} expected restarts (limit {o['restart_limit']:g}; "
+        f"checkpoint: {_every(o)}), {_num(o['billed_h'])} billed h for {o['runtime_h']:,.1f} h of work, "
+        f"completion in {_num(o['completion_h'])} h ({o['interruptions_per_h']:g} interruptions/h)"
+    )
+
+
+def _every(o: dict[str, Any]) -> str:
+    every = o.get("checkpoint_interval_s")
+    return "none" if not every else format_duration(timedelta(seconds=every))
+
+
+def _with_passed_over(
+    row: dict[str, Any],
+    s: ScoredOffer,
+    picked: ScoredOffer | None,
+    decision: Decision,
+    spec: JobSpec | None,
+    policy: Policy | None,
+) -> dict[str, Any]:
+    """`row` with why the decision did not take this allowed offer, when it scores better than
+    the decision's own (or the decision took none): the refusal the burst decision recorded for
+    it; else, on spot, the restart limit or its expected billed hours (ranked below the pick once
+    interruptions are priced); else the decision's own reason (on-prem capacity free, a wait
+    within max_wait or cheaper). Left out for the decision's offer, worse ones and rejected ones."""
+    if not s.allowed or s is picked:
+        return row
+    refused = dict(decision.passed_over).get(s.offer.key)
+    if refused is not None:
+        row["passed_over"] = refused.removeprefix(f"{s.offer.key}: ")
+        return row
+    if picked is None or s.score >= picked.score - 1e-9:
+        return row
+    if s.offer.spot and spec is not None and policy is not None:
+        why = spot_refusal(spec, s.offer, policy, slack_h=None)
+        if why is not None:
+            row["passed_over"] = why.removeprefix(f"{s.offer.key}: ")
+            return row
+        if decision.burst:
+            o = spot_outlook_json(s.offer, spec, policy)
+            row["passed_over"] = (
+                f"spot expects {_num(o['expected_restarts'])} restarts (checkpoint: {_every(o)}): "
+                f"{_num(o['billed_h'])} billed h for {o['runtime_h']:,.1f} h of work cost more than "
+                "the decision's offer"
+            )
+            return row
+    if decision.reasons:
+        row["passed_over"] = f"the decision: {decision.reasons[0]}"
+    return row
+
+
+def _finite(x: float) -> float | None:
+    """Rounded; None for a run that never completes (inf)."""
+    return None if math.isinf(x) else round(x, 4)
+
+
+def _num(x: float | None) -> str:
+    return "inf" if x is None else f"{x:,.1f}"
 
 
 def _is_misfit(scored: ScoredOffer) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -68,6 +69,9 @@ def decision_to_proto(d: Mapping[str, Any]) -> placement_pb2.Decision:
         ts = _ts_from_iso(d.get(key))
         if ts is not None:
             getattr(msg, key).CopyFrom(ts)
+    spot = d.get("spot_outlook")
+    if spot:
+        msg.spot_outlook.CopyFrom(_spot_to_proto(spot))
     p = d.get("projection")
     if p:
         msg.projection.CopyFrom(
@@ -112,6 +116,8 @@ def decision_from_proto(msg: placement_pb2.Decision) -> dict[str, Any]:
     for key in ("price_read_at", "burst_pending_since"):
         if msg.HasField(key):  # type: ignore[arg-type]
             d[key] = ts_from_proto(getattr(msg, key)).isoformat()
+    if msg.HasField("spot_outlook"):
+        d["spot_outlook"] = _spot_from_proto(msg.spot_outlook)
     if msg.HasField("projection"):
         p = msg.projection
         d["projection"] = {
@@ -123,6 +129,38 @@ def decision_from_proto(msg: placement_pb2.Decision) -> dict[str, Any]:
             **{k: getattr(p, k) for k in _PROJECTION_COUNTS},
         }
     return d
+
+
+def _spot_to_proto(o: Mapping[str, Any]) -> placement_pb2.SpotOutlook:
+    """A spot outlook (`broker.serde_decision.spot_outlook_json`); a run that never completes
+    (None in the JSON) is sent as infinity."""
+    def hours(key: str) -> float:
+        return math.inf if o.get(key) is None else float(o[key])
+
+    return placement_pb2.SpotOutlook(
+        expected_restarts=hours("expected_restarts"),
+        billed_hours=hours("billed_h"),
+        completion_hours=hours("completion_h"),
+        runtime_hours=float(o["runtime_h"]),
+        interruptions_per_hour=float(o["interruptions_per_h"]),
+        checkpoint_interval_seconds=float(o.get("checkpoint_interval_s") or 0.0),
+        restart_limit=float(o["restart_limit"]),
+    )
+
+
+def _spot_from_proto(m: placement_pb2.SpotOutlook) -> dict[str, Any]:
+    def hours(x: float) -> float | None:
+        return None if math.isinf(x) else x
+
+    return {
+        "expected_restarts": hours(m.expected_restarts),
+        "billed_h": hours(m.billed_hours),
+        "completion_h": hours(m.completion_hours),
+        "runtime_h": m.runtime_hours,
+        "interruptions_per_h": m.interruptions_per_hour,
+        "checkpoint_interval_s": round(m.checkpoint_interval_seconds) or None,
+        "restart_limit": m.restart_limit,
+    }
 
 
 def _scored_to_proto(d: Mapping[str, Any]) -> placement_pb2.ScoredOffer:
@@ -143,6 +181,7 @@ def _scored_to_proto(d: Mapping[str, Any]) -> placement_pb2.ScoredOffer:
         expected_wait_seconds=d.get("expected_wait_s") or 0.0,
         zone=d.get("zone") or "",
         region=d.get("region") or "",
+        passed_over=d.get("passed_over") or "",
     )
 
 
@@ -164,6 +203,7 @@ def _scored_from_proto(m: placement_pb2.ScoredOffer) -> dict[str, Any]:
         "reasons": [{"rule": r.rule, "message": r.message} for r in m.reasons],
         "score": m.score if m.allowed else None,
         "terms": dict(m.terms),
+        **({"passed_over": m.passed_over} if m.passed_over else {}),
     }
 
 

@@ -27,7 +27,7 @@ from broker.model import JobSpec, TenantId
 from broker.policy import PolicyError, load_policy
 from broker.policy.offers import static_offers
 from broker.serde import explanation_from_proto, spec_to_proto
-from broker.serde_decision import explain_json
+from broker.serde_decision import explain_json, spot_outlook_text
 
 DEFAULT_POLICY = Path("configs/policy.yaml")
 MONEY_KEYS = ("onprem_total_cost", "cloud_total_cost", "cash", "voucher")
@@ -78,7 +78,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)  # the shell reads the clock; the core only receives it
     decision = decide(job, TenantId(tenant), static_offers(policy, read_at=now), policy,
                       BurstInputs(now=now, queued_since=now))
-    body = explain_json(decision)
+    body = explain_json(decision, job, policy)
     body["tenant"] = tenant
     return _show(body, args, job=job.name)
 
@@ -157,14 +157,17 @@ def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console)
                     action, f"decision: {action}")
                 if decision.get("burst"):
                     verdict += " (burst)"
+            elif o.get("passed_over"):
+                verdict = f"passed over: {o['passed_over']}"
             elif best is not None and o.get("score") is not None:
                 verdict = f"allowed: {o['score'] - best:+,.2f} {currency} vs the decision's offer"
             else:
                 verdict = "allowed"
         acc = f"{o['accelerator']}x{o['count']}" if o.get("accelerator") else "-"
         wait = f"{(o.get('expected_wait_s') or 0) / 60:.0f}m"
+        site = f"{o['site']}/{o['zone']}" if o.get("zone") else o["site"]  # two zones: two rows
         table.add_row(
-            mark, escape(o["site"]), escape(o["instance_type"]), escape(acc), "yes" if o["spot"] else "no",
+            mark, escape(site), escape(o["instance_type"]), escape(acc), "yes" if o["spot"] else "no",
             _price(o["price_per_hour"], o.get("currency") or ""), wait, score, escape(verdict),
             style="bold green" if mark else ("dim" if not o["allowed"] else None),
         )
@@ -186,7 +189,8 @@ def print_decision(decision: dict[str, Any], *, console: Console | None = None) 
     for reason in reasons if isinstance(reasons, list) else []:
         console.print(f"  - {escape(str(reason))}", highlight=False)
     parts = []
-    skip = {"action", "burst", "reasons", "currency", "price_currency", "price_per_hour", "projection"}
+    skip = {"action", "burst", "reasons", "currency", "price_currency", "price_per_hour", "projection",
+            "spot_outlook"}
     for key, value in decision.items():
         if key in skip or value is None:
             continue
@@ -195,6 +199,8 @@ def print_decision(decision: dict[str, Any], *, console: Console | None = None) 
         parts.append(f"price_per_hour={decision['price_per_hour']} {decision.get('price_currency', '')}")
     if parts:
         console.print("  " + escape(", ".join(parts)), highlight=False)
+    if decision.get("spot_outlook"):
+        console.print("  " + escape(spot_outlook_text(decision["spot_outlook"])), highlight=False)
     if decision.get("projection"):
         for line in projection_lines(decision["projection"]):
             console.print("  " + escape(line), highlight=False)

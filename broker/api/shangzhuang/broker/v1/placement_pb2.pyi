@@ -111,6 +111,7 @@ class ScoredOffer(_message.Message):
     EXPECTED_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
     ZONE_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
+    PASSED_OVER_FIELD_NUMBER: _builtins.int
     site: _builtins.str
     country: _builtins.str
     residency: _builtins.str
@@ -125,6 +126,11 @@ class ScoredOffer(_message.Message):
     expected_wait_seconds: _builtins.float
     zone: _builtins.str
     region: _builtins.str
+    passed_over: _builtins.str
+    """Why the decision did not take this allowed offer although it scores better than the
+    decision's own (a route limit, no stock, too many expected spot restarts, money...); empty
+    when it did not score better or was taken.
+    """
     @_builtins.property
     def reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reason]: ...
     @_builtins.property
@@ -148,10 +154,11 @@ class ScoredOffer(_message.Message):
         expected_wait_seconds: _builtins.float = ...,
         zone: _builtins.str = ...,
         region: _builtins.str = ...,
+        passed_over: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "allowed", b"allowed", "count", b"count", "country", b"country", "currency", b"currency", "expected_wait_seconds", b"expected_wait_seconds", "instance_type", b"instance_type", "price_per_hour", b"price_per_hour", "reasons", b"reasons", "region", b"region", "residency", b"residency", "score", b"score", "site", b"site", "spot", b"spot", "terms", b"terms", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "allowed", b"allowed", "count", b"count", "country", b"country", "currency", b"currency", "expected_wait_seconds", b"expected_wait_seconds", "instance_type", b"instance_type", "passed_over", b"passed_over", "price_per_hour", b"price_per_hour", "reasons", b"reasons", "region", b"region", "residency", b"residency", "score", b"score", "site", b"site", "spot", b"spot", "terms", b"terms", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -266,6 +273,7 @@ class Decision(_message.Message):
     BURST_IN_SECONDS_FIELD_NUMBER: _builtins.int
     PROJECTION_FIELD_NUMBER: _builtins.int
     ONPREM_PARTITION_FIELD_NUMBER: _builtins.int
+    SPOT_OUTLOOK_FIELD_NUMBER: _builtins.int
     action: Global___DecisionAction.ValueType
     burst: _builtins.bool
     offer_key: _builtins.str
@@ -301,6 +309,10 @@ class Decision(_message.Message):
     def projection(self) -> Global___ProjectedWait:
         """Where the on-prem wait came from when the policy projects starts (live explain)."""
 
+    @_builtins.property
+    def spot_outlook(self) -> Global___SpotOutlook:
+        """The expected interruptions, billed hours and completion when the chosen offer is spot."""
+
     def __init__(
         self,
         *,
@@ -326,10 +338,11 @@ class Decision(_message.Message):
         burst_in_seconds: _builtins.float | None = ...,
         projection: Global___ProjectedWait | None = ...,
         onprem_partition: _builtins.str = ...,
+        spot_outlook: Global___SpotOutlook | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_burst_in_seconds", b"_burst_in_seconds", "_cash", b"_cash", "_cloud_total_cost", b"_cloud_total_cost", "_onprem_expected_wait_seconds", b"_onprem_expected_wait_seconds", "_onprem_total_cost", b"_onprem_total_cost", "_voucher", b"_voucher", "burst_in_seconds", b"burst_in_seconds", "burst_pending_since", b"burst_pending_since", "cash", b"cash", "cloud_total_cost", b"cloud_total_cost", "onprem_expected_wait_seconds", b"onprem_expected_wait_seconds", "onprem_total_cost", b"onprem_total_cost", "price_read_at", b"price_read_at", "projection", b"projection", "voucher", b"voucher"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_burst_in_seconds", b"_burst_in_seconds", "_cash", b"_cash", "_cloud_total_cost", b"_cloud_total_cost", "_onprem_expected_wait_seconds", b"_onprem_expected_wait_seconds", "_onprem_total_cost", b"_onprem_total_cost", "_voucher", b"_voucher", "burst_in_seconds", b"burst_in_seconds", "burst_pending_since", b"burst_pending_since", "cash", b"cash", "cloud_total_cost", b"cloud_total_cost", "onprem_expected_wait_seconds", b"onprem_expected_wait_seconds", "onprem_total_cost", b"onprem_total_cost", "price_read_at", b"price_read_at", "projection", b"projection", "spot_outlook", b"spot_outlook", "voucher", b"voucher"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_burst_in_seconds", b"_burst_in_seconds", "_cash", b"_cash", "_cloud_total_cost", b"_cloud_total_cost", "_onprem_expected_wait_seconds", b"_onprem_expected_wait_seconds", "_onprem_total_cost", b"_onprem_total_cost", "_voucher", b"_voucher", "action", b"action", "burst", b"burst", "burst_in_seconds", b"burst_in_seconds", "burst_pending_since", b"burst_pending_since", "cash", b"cash", "cloud_offer", b"cloud_offer", "cloud_total_cost", b"cloud_total_cost", "currency", b"currency", "max_wait_seconds", b"max_wait_seconds", "offer_key", b"offer_key", "onprem_expected_wait_seconds", b"onprem_expected_wait_seconds", "onprem_partition", b"onprem_partition", "onprem_site", b"onprem_site", "onprem_total_cost", b"onprem_total_cost", "price_currency", b"price_currency", "price_per_hour", b"price_per_hour", "price_read_at", b"price_read_at", "projection", b"projection", "reasons", b"reasons", "remaining_wait_seconds", b"remaining_wait_seconds", "voucher", b"voucher", "waited_seconds", b"waited_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_burst_in_seconds", b"_burst_in_seconds", "_cash", b"_cash", "_cloud_total_cost", b"_cloud_total_cost", "_onprem_expected_wait_seconds", b"_onprem_expected_wait_seconds", "_onprem_total_cost", b"_onprem_total_cost", "_voucher", b"_voucher", "action", b"action", "burst", b"burst", "burst_in_seconds", b"burst_in_seconds", "burst_pending_since", b"burst_pending_since", "cash", b"cash", "cloud_offer", b"cloud_offer", "cloud_total_cost", b"cloud_total_cost", "currency", b"currency", "max_wait_seconds", b"max_wait_seconds", "offer_key", b"offer_key", "onprem_expected_wait_seconds", b"onprem_expected_wait_seconds", "onprem_partition", b"onprem_partition", "onprem_site", b"onprem_site", "onprem_total_cost", b"onprem_total_cost", "price_currency", b"price_currency", "price_per_hour", b"price_per_hour", "price_read_at", b"price_read_at", "projection", b"projection", "reasons", b"reasons", "remaining_wait_seconds", b"remaining_wait_seconds", "spot_outlook", b"spot_outlook", "voucher", b"voucher", "waited_seconds", b"waited_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__burst_in_seconds: _TypeAlias = _typing.Literal["burst_in_seconds"]  # noqa: Y015
     _WhichOneofArgType__burst_in_seconds: _TypeAlias = _typing.Literal["_burst_in_seconds", b"_burst_in_seconds"]  # noqa: Y015
@@ -357,6 +370,50 @@ class Decision(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__voucher) -> _WhichOneofReturnType__voucher | None: ...
 
 Global___Decision: _TypeAlias = Decision  # noqa: Y015
+
+@_typing.final
+class SpotOutlook(_message.Message):
+    """A job's expected run on a spot offer: interruptions at the site's rate, each resuming from
+    the job's last checkpoint (or from zero without one), each re-provisioning the instance.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPECTED_RESTARTS_FIELD_NUMBER: _builtins.int
+    BILLED_HOURS_FIELD_NUMBER: _builtins.int
+    COMPLETION_HOURS_FIELD_NUMBER: _builtins.int
+    RUNTIME_HOURS_FIELD_NUMBER: _builtins.int
+    INTERRUPTIONS_PER_HOUR_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    RESTART_LIMIT_FIELD_NUMBER: _builtins.int
+    expected_restarts: _builtins.float
+    billed_hours: _builtins.float
+    completion_hours: _builtins.float
+    runtime_hours: _builtins.float
+    """The job's runtime estimate, in hours (the work billed_hours pays for)."""
+    interruptions_per_hour: _builtins.float
+    checkpoint_interval_seconds: _builtins.float
+    """The job's checkpoint interval in seconds; 0 when it has none (restarts begin from zero)."""
+    restart_limit: _builtins.float
+    """The policy's burst.spot_max_expected_restarts."""
+    def __init__(
+        self,
+        *,
+        expected_restarts: _builtins.float = ...,
+        billed_hours: _builtins.float = ...,
+        completion_hours: _builtins.float = ...,
+        runtime_hours: _builtins.float = ...,
+        interruptions_per_hour: _builtins.float = ...,
+        checkpoint_interval_seconds: _builtins.float = ...,
+        restart_limit: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_hours", b"billed_hours", "checkpoint_interval_seconds", b"checkpoint_interval_seconds", "completion_hours", b"completion_hours", "expected_restarts", b"expected_restarts", "interruptions_per_hour", b"interruptions_per_hour", "restart_limit", b"restart_limit", "runtime_hours", b"runtime_hours"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpotOutlook: _TypeAlias = SpotOutlook  # noqa: Y015
 
 @_typing.final
 class ProjectedWait(_message.Message):
