@@ -127,8 +127,10 @@ UNDECIDED: Outcome = (False, "undecided")
 
 
 def without(variables: Mapping[str, Any], unbound: str) -> dict[str, Any]:
-    """`variables` with `unbound` left out."""
-    return {k: v for k, v in variables.items() if k != unbound}
+    """`variables` with `unbound` left out (in their order)."""
+    out = dict(variables)
+    out.pop(unbound, None)
+    return out
 
 
 def decided_without(

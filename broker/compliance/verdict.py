@@ -258,37 +258,39 @@ class Folds:
     ) -> tuple[bool, bool]:
         """Fold fully evaluated rules (memo keys as `RuleSet._run` writes them)."""
         denied = allowed = False
-        memo, rules = self.plan.memo, self.rules
+        memo, rules, classes, kept = self.plan.memo, self.rules, self.classes, self._shared
         for live in lives:
-            rule = rules[live.index]
+            index = live.index
+            rule = rules[index]
             if rule.sites is not None and site not in rule.sites:
                 continue
             result = live.fixed
             if result is None:
-                key = (live.index, site if live.by_site else None, hardware if live.by_hardware else None)
+                by_site = live.by_site
+                key = (index, site if by_site else None, hardware if live.by_hardware else None)
                 result = memo.get(key)
                 if result is None:
                     native = live.native
-                    if native is not None and live.by_site is not live.by_hardware:
+                    if native is not None and by_site is not live.by_hardware:
                         # what `outcome` does first for such a rule, without its three calls,
                         # once per class of the site (or the accelerator) the rule reads
-                        root, name = ("site", site) if live.by_site else ("hardware", hardware)
+                        root, name = ("site", site) if by_site else ("hardware", hardware)
                         # `classes.of` without its call when the class is known (the commonest case)
-                        known = self.classes.known.get((live.index, root, name))
+                        known = classes.known.get((index, root, name))
                         mapping = values[root]
                         shared = (
                             0,
-                            live.index,
+                            index,
                             known[1]
                             if known is not None and known[0] is mapping
-                            else self.classes.of(live.index, root, name, mapping),
+                            else classes.of(index, root, name, mapping),
                         )
-                        result = self._shared.get(shared)
+                        result = kept.get(shared)
                         if result is None:
                             hit = native.side(values)
                             result = MATCHED if hit is True else UNMATCHED if hit is False else None
                             if result is not None:
-                                self._shared[shared] = result
+                                kept[shared] = result
                     if result is None:
                         result = self.outcome(live, values, site, hardware)
                     memo[key] = result
