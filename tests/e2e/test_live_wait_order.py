@@ -1,0 +1,126 @@
+"""The projected wait model live (issue 15): a real `szb serve` whose local A800 partition has one
+unit, jobs submitted over the CLI (gRPC), and `szb explain` against it. Within a priority the
+dispatcher orders waiters by deadline (arrival + max_wait), not by arrival: a later job due sooner
+is projected and started ahead of an earlier one due later; a job with max_wait 0 is due at once;
+a running job past its estimate never makes a projection negative."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.brokerproc import JOB_PYTHON, BrokerProcess, szb
+from tests.e2e.conftest import TOKENS, write_broker_config
+
+TOKEN = TOKENS["team-a"]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    folder = tmp_path_factory.mktemp("live-wait")
+    config = write_broker_config(folder, cancel_grace_s=0.5)
+    policy = folder / "policy.yaml"
+    policy.write_text(
+        policy.read_text().replace("count_per_node: 4", "count_per_node: 1")
+        + "burst:\n  wait_model: projected\n"
+    )
+    # A full pass (fair share, then priority and deadline) every second, not every minute.
+    text = config.read_text().replace("poll_interval_s: 0.2", "poll_interval_s: 0.2, requeue_scan_s: 1.0")
+    config.write_text(text)
+    proc = BrokerProcess(config)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def job_file(folder: Path, name: str, *, estimate: str, max_wait: str, sleep: float) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\ncommand: [{JOB_PYTHON}, -c, 'import time; time.sleep({sleep})']\n"
+        f"runtime_estimate: {estimate}\nmax_wait: {max_wait}\n"
+        "resources:\n  accelerators: {count: 1, any_of: [A800]}\n"
+    )
+    return path
+
+
+def submit(broker: BrokerProcess, path: Path) -> str:
+    out = szb(broker, TOKEN, "submit", str(path), "-o", "json")
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout)[0]["id"])
+
+
+def state(broker: BrokerProcess, job_id: str) -> dict[str, Any]:
+    out = szb(broker, TOKEN, "get", job_id, "-o", "json")
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    return got[0] if isinstance(got, list) else got
+
+
+def until(check: Any, what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, what
+        time.sleep(0.3)
+
+
+def explain(broker: BrokerProcess, path: Path) -> dict[str, Any]:
+    out = szb(broker, TOKEN, "explain", str(path), "-o", "json")
+    return dict(json.loads(out.stdout)["decision"])
+
+
+def cancel(broker: BrokerProcess, *ids: str) -> None:
+    for job_id in ids:
+        szb(broker, TOKEN, "cancel", job_id)
+
+
+def test_a_later_job_due_sooner_is_projected_and_started_ahead(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    holder = submit(broker, job_file(tmp_path, "holder", estimate="20m", max_wait="1d", sleep=600))
+    until(lambda: state(broker, holder)["state"] == "RUNNING", "the holder never ran")
+    late = submit(broker, job_file(tmp_path, "due-late", estimate="1h", max_wait="3h", sleep=600))
+    soon = submit(broker, job_file(tmp_path, "due-soon", estimate="1h", max_wait="2h", sleep=600))
+    try:
+        # A probe due between them (1 h 30 min): after a full pass only due-soon stands ahead of it.
+        probe = job_file(tmp_path, "probe", estimate="10m", max_wait="150m", sleep=1)
+        seen = until(
+            lambda: (d := explain(broker, probe))["projection"]["queue_ahead_jobs"] == 1 and d,
+            "the probe never had exactly one waiter (due-soon) ahead of it",
+        )
+        # Its projected start is when due-soon ends (the holder's 20 min end + 1 h), not behind both.
+        holder_end = seen["projection"]["running"][0]["ends_in_s"]
+        assert seen["onprem_expected_wait_s"] == pytest.approx(holder_end + 3600, abs=5), seen
+        # max_wait 0 is due now: nothing waits ahead of it, whatever arrived first.
+        now = explain(broker, job_file(tmp_path, "now", estimate="10m", max_wait="0s", sleep=1))
+        assert now["projection"]["queue_ahead_jobs"] == 0 and now["max_wait_s"] == 0, now
+        assert now["onprem_expected_wait_s"] == pytest.approx(holder_end, abs=5), now
+        # Capacity frees: the dispatcher starts due-soon, the later arrival, and due-late waits.
+        cancel(broker, holder)
+        until(lambda: state(broker, soon)["state"] == "RUNNING", "due-soon never started")
+        assert state(broker, late)["state"] == "QUEUED"
+    finally:
+        cancel(broker, holder, late, soon)
+
+
+def test_a_job_running_past_its_estimate_projects_no_negative_wait(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    over = submit(broker, job_file(tmp_path, "overrun", estimate="1s", max_wait="1d", sleep=600))
+    try:
+        until(lambda: state(broker, over)["state"] == "RUNNING", "the overrunning job never ran")
+        time.sleep(2)  # past its 1 s estimate (x the tenant's ratio, 0.25-4)
+        probe = job_file(tmp_path, "behind", estimate="10m", max_wait="1h", sleep=1)
+        decision = until(lambda: (d := explain(broker, probe)).get("projection") and d, "no projection")
+        projection = decision["projection"]
+        assert projection["running"] and all(r["ends_in_s"] >= 0 for r in projection["running"]), projection
+        assert projection["wait_s"] >= 0 and decision["onprem_expected_wait_s"] >= 0, decision
+    finally:
+        cancel(broker, over)
