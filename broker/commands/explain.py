@@ -145,6 +145,7 @@ def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console)
                          else "left", no_wrap=col != "VERDICT")
     offers = body.get("offers", [])
     action = decision.get("action", "")
+    weighed = decision.get("onprem_partition") if decision.get("onprem_expected_wait_s") is not None else None
     for i, o in enumerate(offers[:limit]):
         mark = "✔" if i == 0 and chosen is not None else ""
         if not o["allowed"]:
@@ -164,7 +165,10 @@ def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console)
             else:
                 verdict = "allowed"
         acc = f"{o['accelerator']}x{o['count']}" if o.get("accelerator") else "-"
-        wait = f"{(o.get('expected_wait_s') or 0) / 60:.0f}m"
+        wait_s = o.get("expected_wait_s") or 0
+        if weighed is not None and f"{o['site']}/{o['instance_type']}" == weighed:
+            wait_s = decision["onprem_expected_wait_s"]  # the wait the decision weighed (projected)
+        wait = f"{wait_s / 60:.0f}m"
         site = f"{o['site']}/{o['zone']}" if o.get("zone") else o["site"]  # two zones: two rows
         table.add_row(
             mark, escape(site), escape(o["instance_type"]), escape(acc), "yes" if o["spot"] else "no",

@@ -118,3 +118,14 @@ def test_the_spot_outlook_of_a_decision_on_spot_is_shown_and_travels(policy: Pol
     line = "spot outlook: 0.4 expected restarts (limit 3; checkpoint: 30m), 4.1 billed h for 4.0 h"
     assert line in _table(wire)
     assert "spot_outlook" not in explain_json(d)["decision"]  # without the job: not known
+
+
+def test_the_wait_column_shows_the_projected_wait_the_decision_weighed(policy: Policy) -> None:
+    """Live, the on-prem offer's own expected wait is the backend's; the decision waits on its
+    projection (3 h here, bursting at the last responsible moment): the ticked row shows that."""
+    spec = job(max_wait="1h")
+    d = decide(spec, TenantId("lab"), offers(policy, free=0, wait_s=0), policy,
+               inputs(projected_wait={"onprem/a800": 3 * 3600.0}))
+    assert d.action == Action.WAIT and d.facts.burst_in_s, d.reasons
+    ticked = next(line for line in _table(_wire(explain_json(d, spec, policy))).splitlines() if "✔" in line)
+    assert "onprem" in ticked and " 180m " in ticked, ticked
