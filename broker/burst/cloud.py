@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 from broker.burst.inputs import BurstInputs
 from broker.burst.money import estimate_cost, split_cost
@@ -25,6 +26,15 @@ class CloudPick:
     scored: ScoredOffer
     cash: float
     voucher: float
+    skipped: tuple[tuple[str, str], ...] = ()
+    """(offer key, why) of each offer ranked before this one, refused (route, stock, spot, money)."""
+    later: Callable[[], list[tuple[str, str]]] | None = field(default=None, compare=False, repr=False)
+    """Those ranked after it by their spot risk though scored better (made when read)."""
+
+    @property
+    def passed_over(self) -> tuple[tuple[str, str], ...]:
+        """(offer key, why) of each offer scored better than this one and not taken, in rank order."""
+        return self.skipped if self.later is None else (*self.skipped, *self.later())
 
 
 Voucher = tuple[float, float, str]  # (discount, remaining balance, id), as `best_voucher` gives it
@@ -54,20 +64,34 @@ def paid_risk(cost: float, factor: float, voucher: Voucher | None) -> float:
     return extra - (min((cost + extra) * discount, balance) - min(cost * discount, balance))
 
 
+PASSED_OVER_SHOWN = 3  # better-scored offers a burst's reasons name (`passed_over` keeps all)
+
+
+def passed_over_reasons(pick: CloudPick) -> tuple[str, ...]:
+    """'passed over KEY: why' for the first better-scored offers the burst did not take."""
+    shown = pick.passed_over[:PASSED_OVER_SHOWN]
+    return tuple(f"passed over {key}: {why.removeprefix(f'{key}: ')}" for key, why in shown)
+
+
 _Row = tuple[float, int, ScoredOffer]
 
 
 class CloudOrder:
     """Cloud offers as (total, input index, offer), best-first, the `ScoredOffer`s built only as
     they are read (a burst decision walks a few of them; the same objects on every read).
-    `rows` are (total, position in `slots`) per cloud offer, best-first; `slots` in tie order."""
+    `rows` are (total, position in `slots`) per cloud offer, best-first; `slots` in tie order;
+    `scores` the placement scores by input index (spot risk left out)."""
 
-    __slots__ = ("_allowed", "rows", "slots")
+    __slots__ = ("_allowed", "rows", "scores", "slots")
 
     def __init__(
-        self, allowed: Sequence[ScoredOffer], rows: list[tuple[float, int]], slots: list[_Slot]
+        self,
+        allowed: Sequence[ScoredOffer],
+        rows: list[tuple[float, int]],
+        slots: list[_Slot],
+        scores: Sequence[float],
     ) -> None:
-        self._allowed, self.rows, self.slots = allowed, rows, slots
+        self._allowed, self.rows, self.slots, self.scores = allowed, rows, slots, scores
 
     def at(self, i: int) -> ScoredOffer:
         """The allowed offer at input index `i`."""
@@ -115,7 +139,7 @@ def cloud_order(
         slots = _slots([s.offer for s in allowed], home)
         scores, costs = [s.score for s in allowed], [s.terms.get("cost", 0.0) for s in allowed]
     rows, need = _ranked(spec, slots, scores, costs, policy, lambda site: best_voucher(owner, site, balances))
-    order = CloudOrder(allowed, rows, slots)
+    order = CloudOrder(allowed, rows, slots, scores)
     if len(_ORDERS) > 4096:
         _ORDERS.clear()
     _ORDERS[key] = (allowed, order, need, held)
@@ -195,6 +219,30 @@ def _ranked(
     return rows, need
 
 
+def _slack_h(spec: JobSpec, inputs: BurstInputs) -> float | None:
+    """Hours to the job's deadline (None: it has none)."""
+    return None if spec.deadline is None else (spec.deadline - inputs.now).total_seconds() / 3600
+
+
+def _riskier(
+    spec: JobSpec, policy: Policy, inputs: BurstInputs, order: CloudOrder, k: int
+) -> list[tuple[str, str]]:
+    """(key, why) of the spot offers ranked after the pick at row `k` though scored better than it:
+    over the spot limits, or dearer once their expected interruptions are priced."""
+    rows, slots, scores = order.rows, order.slots, order.scores
+    best = scores[slots[rows[k][1]][0]]
+    out: list[tuple[str, str]] = []
+    for j in range(k + 1, len(rows)):
+        total, r = rows[j]
+        i, _, key, spot = slots[r]
+        if spot is None or scores[i] >= best - 1e-9:
+            continue
+        why = spot_refusal(spec, spot, policy, slack_h=_slack_h(spec, inputs))
+        risk = "never completes" if math.isinf(total) else f"{total - scores[i]:.2f} {policy.currency}"
+        out.append((key, why or f"{key}: spot risk {risk} (expected interruptions)"))
+    return out
+
+
 def onprem_offers(allowed: Sequence[ScoredOffer], home: frozenset[str]) -> list[ScoredOffer]:
     """The allowed on-prem offers, in input order. Not kept per allowed list: holding thousands of
     placements alive costs the collector more than walking ~70 offers again saves."""
@@ -215,13 +263,12 @@ def cloud_refusal(
     """Why a cloud offer cannot be used now, or the (cash, voucher) it would take."""
     if s.offer.free is not None and s.offer.free <= 0:
         return f"{s.offer.key}: no stock"
-    if s.offer.spot and spec.spot != SpotMode.REQUIRED:
-        if not slack_spot_ok:
+    if s.offer.spot:
+        # The slack rule steers a job that may run on-demand; the restart limit and the
+        # expected completion hold for every spot run, `spot: required` included.
+        if not slack_spot_ok and spec.spot != SpotMode.REQUIRED:
             return f"{s.offer.key}: deadline too close for spot"
-        slack_h = None
-        if spec.deadline is not None:
-            slack_h = (spec.deadline - inputs.now).total_seconds() / 3600
-        why_spot = spot_refusal(spec, s.offer, policy, slack_h=slack_h)
+        why_spot = spot_refusal(spec, s.offer, policy, slack_h=_slack_h(spec, inputs))
         if why_spot is not None:
             return why_spot
     why = route_refusal(s.offer.site, inputs.routes.get(SiteId(s.offer.site)), policy, inputs.now)
@@ -261,25 +308,28 @@ def best_cloud(
         slack = (spec.deadline - inputs.now).total_seconds() - runtime_s
         slack_spot_ok = slack >= runtime_s * (policy.burst.deadline_slack_factor - 1)
     order = cloud_order(spec, allowed, home, policy, tenant, inputs.money.voucher_balances)
-    shut: dict[str, bool] = {}
+    shut: dict[str, str | None] = {}
     passed: list[int] = []
     refused: list[tuple[int, str]] = []
+    skipped: list[tuple[int, str]] = []  # (row, why) of the rows before a pick, in rank order
     slots = order.slots
-    for total, r in order.rows:
+    for k, (total, r) in enumerate(order.rows):
         i, site = slots[r][0], slots[r][1]
-        closed = shut.get(site)
-        if closed is None:
-            why_route = route_refusal(site, inputs.routes.get(SiteId(site)), policy, inputs.now)
-            closed = shut[site] = why_route is not None
-        if closed:
+        if site not in shut:
+            shut[site] = route_refusal(site, inputs.routes.get(SiteId(site)), policy, inputs.now)
+        why_route = shut[site]
+        if why_route is not None:
             passed.append(i)
+            skipped.append((k, why_route))
             continue
         s = order.at(i)
         why = cloud_refusal(s, spec, tenant, policy, inputs, slack_spot_ok)
         if isinstance(why, str):
             refused.append((i, why))
+            skipped.append((k, why))
             continue
-        return CloudPick(total, s, why[0], why[1])
+        before = tuple((slots[order.rows[j][1]][2], w) for j, w in skipped)
+        return CloudPick(total, s, why[0], why[1], before, partial(_riskier, spec, policy, inputs, order, k))
     for i in passed:
         why = cloud_refusal(order.at(i), spec, tenant, policy, inputs, slack_spot_ok)
         assert isinstance(why, str)  # its route refuses it

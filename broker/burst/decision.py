@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from broker.burst.cloud import CloudPick, best_cloud, onprem_offers
+from broker.burst.cloud import CloudPick, best_cloud, onprem_offers, passed_over_reasons
 from broker.burst.inputs import (
     TRANSIENT_RULES,
     BurstInputs,
@@ -84,6 +84,7 @@ class _View:
             fields["score"] = round(offer.score, 4)
         if pick is not None:
             fields["cash"], fields["voucher"] = round(pick.cash, 2), round(pick.voucher, 2)
+            reasons = (*reasons, *passed_over_reasons(pick))
         facts = DecisionFacts(**fields)  # type: ignore[arg-type]
         return Decision(
             action=action,

@@ -25,6 +25,7 @@ from broker.burst.inputs import BurstInputs, onprem_sites
 from broker.burst.money import TenantMoney
 from broker.burst.routes import RouteState, route_refusal
 from broker.burst.runtimes import HIGH, LOW, RatioLearner, learned_ratio
+from broker.burst.spot import spot_refusal
 from broker.decision import Action, DecisionFacts
 from broker.model import Checkpoint, JobSpec, SiteId, TenantId
 from broker.placement import PlacementContext, ScoredOffer, place, prepare_offers
@@ -273,12 +274,28 @@ def _plain_best_cloud(
         slack = (spec.deadline - inputs.now).total_seconds() - runtime_s
         slack_spot_ok = slack >= runtime_s * (policy.burst.deadline_slack_factor - 1)
     refused: list[tuple[int, str]] = []
-    for total, i, s in cloud_order(spec, allowed, home, policy, tenant, inputs.money.voucher_balances):
+    over: list[tuple[str, str]] = []  # every offer before the pick: its route's refusal, else its own
+    rows = list(cloud_order(spec, allowed, home, policy, tenant, inputs.money.voucher_balances))
+    for k, (total, i, s) in enumerate(rows):
         why = cloud_refusal(s, spec, tenant, policy, inputs, slack_spot_ok)
         if isinstance(why, str):
             refused.append((i, why))
+            route = route_refusal(s.offer.site, inputs.routes.get(SiteId(s.offer.site)), policy, inputs.now)
+            over.append((s.offer.key, route or why))
             continue
-        return CloudPick(total, s, why[0], why[1])
+        slack_h = None if spec.deadline is None else (spec.deadline - inputs.now).total_seconds() / 3600
+        for later_total, _, later in rows[k + 1 :]:  # scored better, ranked after it by spot risk
+            if later.offer.spot and later.score < s.score - 1e-9:
+                risk = later_total - later.score
+                text = "never completes" if risk == float("inf") else f"{risk:.2f} {policy.currency}"
+                limit = spot_refusal(spec, later.offer, policy, slack_h=slack_h)
+                over.append(
+                    (
+                        later.offer.key,
+                        limit or f"{later.offer.key}: spot risk {text} (expected interruptions)",
+                    )
+                )
+        return CloudPick(total, s, why[0], why[1], tuple(over))  # (`skipped` here: all passed over)
     return [why for _, why in sorted(refused)]
 
 
@@ -292,7 +309,7 @@ def test_the_best_cloud_passing_over_refused_routes_equals_every_offer_refused_i
     sites = sorted(policy.burst.sites)
     rng = random.Random(11)
     now = EPOCH + timedelta(days=3)
-    picked = refusals = passed_over_then_picked = 0
+    picked = refusals = passed_over_then_picked = riskier = 0
     for spec, tenant in _specs(policy, 160):
         if rng.random() < 0.5:
             spec = spec.model_copy(update={"deadline": now + spec.runtime_estimate * rng.choice([1.1, 3.0])})
@@ -315,6 +332,10 @@ def test_the_best_cloud_passing_over_refused_routes_equals_every_offer_refused_i
             )
             got = best_cloud(spec, tenant, scored, policy, inputs, home)
             want = _plain_best_cloud(spec, tenant, scored, policy, inputs, home)
+            if isinstance(got, CloudPick) and isinstance(want, CloudPick):
+                assert got.passed_over == want.passed_over
+                riskier += len(got.passed_over) > len(got.skipped)  # scored better, ranked after
+                got, want = replace(got, skipped=(), later=None), replace(want, skipped=())
             assert got == want
             if isinstance(got, CloudPick):
                 assert isinstance(want, CloudPick) and got.scored is want.scored
@@ -327,3 +348,4 @@ def test_the_best_cloud_passing_over_refused_routes_equals_every_offer_refused_i
             else:
                 refusals += len(got) > 0
     assert picked and refusals and passed_over_then_picked  # picks behind refused routes, and refusals
+    assert riskier  # picks with a better-scored spot offer ranked after them

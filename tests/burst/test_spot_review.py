@@ -1,10 +1,7 @@
-"""Issue 15 review (checkpoint-aware spot): what the restart limit must also cover. Both tests
-are strict xfails naming a defect in broker/burst/cloud.py (quality8's, cross-note
-/work/notes/review8-quality8.md): when it is fixed they pass, and the xfail marks must go."""
+"""Issue 15 review (checkpoint-aware spot): what the restart limit must also cover: a job that
+requires spot, and the reasons of a decision that passed a cheaper spot offer over."""
 
 from __future__ import annotations
-
-import pytest
 
 from broker.burst import decide
 from broker.decision import Action
@@ -19,16 +16,12 @@ def _long(spot: SpotMode) -> JobSpec:
     return job(("A10",), runtime="40h", max_wait="5m").model_copy(update={"spot": spot})
 
 
-@pytest.mark.xfail(strict=True, reason="cloud.py:172 skips spot_refusal for spot: required")
 def test_a_spot_required_job_over_the_restart_limit_is_not_put_on_spot(policy: Policy) -> None:
     d = decide(_long(SpotMode.REQUIRED), TenantId("lab"), offers(policy, free=0, wait_s=0), policy, inputs())
     assert not (d.offer is not None and d.offer.spot and d.action == Action.RUN), d.reasons
     assert any("restarts (limit" in r for r in d.reasons), d.reasons
 
 
-@pytest.mark.xfail(
-    strict=True, reason="best_cloud drops the refusals of the better spot offers it passed over"
-)
 def test_the_decision_says_why_a_cheaper_spot_offer_was_passed_over(policy: Policy) -> None:
     d = decide(_long(SpotMode.ALLOWED), TenantId("lab"), offers(policy, free=0, wait_s=0), policy, inputs())
     assert d.action == Action.RUN and d.offer is not None and not d.offer.spot  # on-demand: right
