@@ -52,16 +52,8 @@ def test_explain_json_survives_the_proto_and_json(policy: Policy) -> None:
         body = explain_json(d)
         json.dumps(body)  # plain JSON: no datetimes, no dataclasses
         back = explanation_from_proto(explanation_to_proto(body))["decision"]
-        for key in (
-            "action",
-            "burst",
-            "reasons",
-            "cash",
-            "voucher",
-            "burst_pending_since",
-            "onprem_site",
-            "onprem_partition",
-        ):
+        for key in ("action", "burst", "reasons", "cash", "voucher", "burst_pending_since", "onprem_site",
+                    "onprem_partition"):
             assert back.get(key) == body["decision"].get(key), key
 
 
@@ -99,17 +91,9 @@ def test_a_projected_wait_and_a_late_burst_round_trip_through_the_wire() -> None
         runtime_ratio=1.75,
     )
     facts = DecisionFacts(
-        waited_s=120,
-        max_wait_s=3600,
-        remaining_wait_s=3480,
-        currency="CNY",
-        onprem_site="onprem",
-        onprem_partition="onprem/a800",
-        onprem_expected_wait_s=5400.0,
-        onprem_total_cost=60.0,
-        cloud_offer="aws-east/p4d.24xlarge",
-        cloud_total_cost=40.0,
-        burst_in_s=3430.0,
+        waited_s=120, max_wait_s=3600, remaining_wait_s=3480, currency="CNY", onprem_site="onprem",
+        onprem_partition="onprem/a800", onprem_expected_wait_s=5400.0, onprem_total_cost=60.0,
+        cloud_offer="aws-east/p4d.24xlarge", cloud_total_cost=40.0, burst_in_s=3430.0,
     )
     d = Decision(Action.WAIT, facts=facts, projection=note, reasons=("late: bursting at the last moment",))
     wire = placement_pb2.Decision.FromString(decision_proto(d).SerializeToString())
@@ -117,21 +101,17 @@ def test_a_projected_wait_and_a_late_burst_round_trip_through_the_wire() -> None
     assert wire.onprem_partition == "onprem/a800"
     assert facts_from_proto(wire) == facts
     back = decision_from_proto(wire)
-    assert (
-        back["projection"]
-        == decision_data(d)["projection"]
-        == {
-            "partition": "onprem/a800",
-            "wait_s": 5400.0,
-            "free_units": 3,
-            "running": [{"units": 8, "ends_in_s": 1800.0}, {"units": 2, "ends_in_s": 3600.0}],
-            "running_jobs": 7,
-            "backend_queue_jobs": 2,
-            "queue_ahead_jobs": 4,
-            "queue_ahead_units": 12,
-            "queue_ahead_unit_hours": 9.5,
-            "runtime_ratio": 1.75,
-        }
-    )
+    assert back["projection"] == decision_data(d)["projection"] == {
+        "partition": "onprem/a800",
+        "wait_s": 5400.0,
+        "free_units": 3,
+        "running": [{"units": 8, "ends_in_s": 1800.0}, {"units": 2, "ends_in_s": 3600.0}],
+        "running_jobs": 7,
+        "backend_queue_jobs": 2,
+        "queue_ahead_jobs": 4,
+        "queue_ahead_units": 12,
+        "queue_ahead_unit_hours": 9.5,
+        "runtime_ratio": 1.75,
+    }
     assert back["burst_in_s"] == 3430.0
     assert "projection" not in decision_from_proto(decision_proto(Decision(Action.WAIT, facts=facts)))
