@@ -1,12 +1,16 @@
-"""Issue 15 review of the live side (review9): a job behind work that runs past its expected end.
+"""Issue 15 review of the live side (review9): a job behind work that runs past its expected end;
+a job whose own `deadline` comes before its max_wait runs out.
 
 Live, a running job past its estimate x its tenant's ratio is projected to end *now*
 (`broker/dispatch/waits.py` clamps its end at the snapshot's time), so the job behind it gets a
 projected wait of exactly 0 s for as long as the overrun lasts. The decision's "Can't Be Late"
 safety net (`_queue_choice` in broker/burst/decision.py) only applies to a wait above 0, so that
 job waits past its max_wait, pass after pass, with the reason "expected wait 0 min is within the
-0 min the job may still wait" -- while a projected wait of 1 s makes it burst. Strict xfail:
-quality8's file (cross-note /work/notes/review9-quality8.md); drop the mark when fixed."""
+0 min the job may still wait" -- while a projected wait of 1 s makes it burst. And a job spec's
+`deadline` bounds only spot (slack, expected completion) and the dispatcher's give-up ("deadline
+... can no longer be met": FAILED), never the wait: with a 1 d max_wait the job waits 3 h
+on-prem past the deadline it could have met in the cloud, then fails. Strict xfails: quality8's
+file (cross-note /work/notes/review9-quality8.md); drop the marks when fixed."""
 
 from __future__ import annotations
 
@@ -42,3 +46,15 @@ def test_a_job_behind_an_overrunning_job_is_not_within_its_max_wait_forever(poli
     assert "within the 0 min" not in reason, reason
     assert wait is not None and wait > 0, reason
     assert (action, burst) == _past_max_wait(policy, 1.0)[:2], reason
+
+
+@pytest.mark.xfail(strict=True, reason="decision.py: remaining wait ignores the job's own deadline")
+def test_a_job_whose_deadline_comes_first_does_not_wait_past_its_latest_start(policy: Policy) -> None:
+    # Due in 2 h, 1 h of work, may wait a day by max_wait; on-prem is projected to start it in 3 h.
+    spec = job(max_wait="1d", runtime="1h", deadline=NOW + timedelta(hours=2))
+    for minutes in (0, 55):  # at submission, and 5 min before its latest start (deadline - runtime)
+        d = decide(spec, TenantId("lab"), offers(policy, free=0, wait_s=0), policy,
+                   inputs(now=NOW + timedelta(minutes=minutes), queued_since=NOW,
+                          projected_wait={"onprem/a800": 3 * 3600.0}))
+        assert "is within the" not in d.reasons[0], (minutes, d.reasons)
+    assert d.action == Action.RUN and d.burst, d.reasons  # at its last responsible moment: burst
