@@ -199,8 +199,10 @@ def _with_passed_over(
         return row
     if picked is None or s.score >= picked.score - 1e-9:
         return row
-    if s.offer.spot and spec is not None and policy is not None:
-        why = spot_refusal(spec, s.offer, policy, slack_h=None)
+    if s.offer.spot and spec is not None and policy is not None and decision.explanation is not None:
+        left = None if spec.deadline is None else spec.deadline - decision.explanation.decided_at
+        slack_h = None if left is None else left.total_seconds() / 3600  # as the decision saw it
+        why = spot_refusal(spec, s.offer, policy, slack_h=slack_h)
         if why is not None:
             row["passed_over"] = why.removeprefix(f"{s.offer.key}: ")
             return row

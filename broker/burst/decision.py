@@ -94,6 +94,7 @@ class _View:
             policy_hash=self.policy.hash,
             burst=burst,
             explanation=self.expl,
+            passed_over=pick.skipped if pick is not None else (),  # (the later ones: explain's own)
         )
 
     def fits_now(self, s: ScoredOffer, need: int) -> bool:

@@ -129,3 +129,19 @@ def test_the_wait_column_shows_the_projected_wait_the_decision_weighed(policy: P
     assert d.action == Action.WAIT and d.facts.burst_in_s, d.reasons
     ticked = next(line for line in _table(_wire(explain_json(d, spec, policy))).splitlines() if "✔" in line)
     assert "onprem" in ticked and " 180m " in ticked, ticked
+
+
+def test_the_decisions_own_refusal_reaches_the_table(policy: Policy) -> None:
+    """The spot offer is out of stock: the burst decision skips it for on demand and records why
+    (`Decision.passed_over`); explain shows that, not a guess from the spot outlook."""
+    spec = job(("A10",), runtime="1h", max_wait="5m")
+    listed = [o.model_copy(update={"free": 0}) if o.spot else o for o in offers(policy, free=0, wait_s=0)]
+    d = decide(spec, TenantId("lab"), listed, policy, inputs())
+    assert d.action == Action.RUN and d.burst and d.offer is not None and not d.offer.spot, d.reasons
+    assert [why for _, why in d.passed_over] == [f"{_spot_key(d)}: no stock"], d.passed_over
+    for body in (explain_json(d, spec, policy), _wire(explain_json(d, spec, policy))):
+        assert _spot_row(body)["passed_over"] == "no stock", body
+
+
+def _spot_key(d: object) -> str:
+    return next(s.offer.key for s in d.explanation.offers if s.offer.spot)  # type: ignore[attr-defined]
