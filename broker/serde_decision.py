@@ -186,18 +186,20 @@ def _with_passed_over(
     spec: JobSpec | None,
     policy: Policy | None,
 ) -> dict[str, Any]:
-    """`row` with why the decision did not take this allowed offer, when it scores better than
-    the decision's own (or the decision took none): the refusal the burst decision recorded for
-    it; else, on spot, the restart limit or its expected billed hours (ranked below the pick once
-    interruptions are priced); else the decision's own reason (on-prem capacity free, a wait
-    within max_wait or cheaper). Left out for the decision's offer, worse ones and rejected ones."""
+    """`row` with why the decision did not take this allowed offer when it scores better than the
+    decision's own (or the decision took none): the refusal the burst decision recorded (or named
+    in its reasons when nothing was usable); else, on spot, the spot limits or its expected billed
+    hours (ranked below the pick once interruptions are priced); else the decision's own reason
+    (free on-prem capacity, a wait within max_wait or cheaper). Not for worse or rejected offers."""
     if not s.allowed or s is picked:
         return row
     refused = dict(decision.passed_over).get(s.offer.key)
+    if refused is None:  # nothing usable: the decision's reasons list the refusals, "KEY: why"
+        refused = next((r for r in decision.reasons if r.startswith(f"{s.offer.key}: ")), None)
     if refused is not None:
         row["passed_over"] = refused.removeprefix(f"{s.offer.key}: ")
         return row
-    if picked is None or s.score >= picked.score - 1e-9:
+    if picked is not None and s.score >= picked.score - 1e-9:
         return row
     if s.offer.spot and spec is not None and policy is not None and decision.explanation is not None:
         left = None if spec.deadline is None else spec.deadline - decision.explanation.decided_at

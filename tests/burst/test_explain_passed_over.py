@@ -145,3 +145,21 @@ def test_the_decisions_own_refusal_reaches_the_table(policy: Policy) -> None:
 
 def _spot_key(d: object) -> str:
     return next(s.offer.key for s in d.explanation.offers if s.offer.spot)  # type: ignore[attr-defined]
+
+
+def test_when_no_offer_is_usable_every_allowed_offer_says_why(tmp_path: Path) -> None:
+    """`spot: required` over the restart limit: the job waits with no usable offer (its reasons
+    name only the first five refusals); every allowed spot offer in the table still says why."""
+    spec = tmp_path / "required.yaml"
+    spec.write_text(
+        "name: long-train\ncommand: [python, train.py]\nresources: {accelerators: {count: 1, any_of: [T4]}}\n"
+        "runtime_estimate: 133h\nmax_wait: 0s\nspot: required\n"
+    )
+    run = [sys.executable, "-m", "broker.cli", "explain", str(spec), "--policy", "configs/policy.yaml",
+           "--tenant", "pku-nlp", "-o", "json"]
+    body = json.loads(subprocess.run(run, cwd=ROOT, capture_output=True, text=True).stdout)
+    assert body["decision"]["action"] == "wait" and body["chosen"] is None, body["decision"]
+    allowed = [o for o in body["offers"] if o["allowed"]]
+    assert len(allowed) > 5 and all(o["spot"] for o in allowed), allowed
+    for o in allowed:
+        assert "restarts (limit 3; checkpoint: none)" in o.get("passed_over", ""), o
