@@ -44,6 +44,7 @@ def prepare_launch(
         "SZB_AGENT_ENDPOINT": request.agent_endpoint,
         "SZB_AGENT_TOKEN": request.agent_token,
         "CUDA_VISIBLE_DEVICES": ",".join(map(str, slots)),
+        **request.resume_vars(),
     }
     env = sandbox.environment(work, spec.env, broker_vars, os.environ)
     drop = sandbox.user is not None and sandbox.limits == "rlimit"

@@ -253,11 +253,12 @@ def render_user_data(
 ) -> str:
     """The boot script for one attempt; every value from the request is shell-quoted."""
     spec = request.spec
-    env_lines = "\n".join(f"  {k}={shlex.quote(v)}; export {k}" for k, v in sorted(spec.env.items()))
+    job_env = {**spec.env, **request.resume_vars()}
+    env_lines = "\n".join(f"  {k}={shlex.quote(v)}; export {k}" for k, v in sorted(job_env.items()))
     command = " ".join(shlex.quote(arg) for arg in spec.command)
     gang_vars = _GANG_VARS if spec.resources.nodes > 1 else ()
     if spec.image:
-        env_flags = "".join(f" -e {k}" for k in sorted({*spec.env, *gang_vars}))
+        env_flags = "".join(f" -e {k}" for k in sorted({*job_env, *gang_vars}))
         gpus = " --gpus all" if spec.accelerator_count else ""
         name = shlex.quote(f"szb-{_safe(str(request.attempt_id))}")
         run_line = f"  docker run --rm --name {name}{gpus}{env_flags} {shlex.quote(spec.image)} {command}"

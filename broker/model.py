@@ -196,6 +196,17 @@ class LaunchRequest(_Frozen):
     """The placement group (EC2) or deployment set (ECS) a gang's node joins; empty otherwise."""
     master_addr: str = ""
     """Address of a gang's rank 0, for the other ranks (rank 0 finds its own at boot)."""
+    attempt_number: int = Field(default=1, ge=1)
+    """The attempt's number for its job (1: the first; more after a preemption or a failover)."""
+
+    def resume_vars(self) -> dict[str, str]:
+        """What the job reads to resume: `SZB_ATTEMPT_NUMBER` (above 1: an earlier attempt may
+        have saved a checkpoint) and `SZB_CHECKPOINT_INTERVAL_S` when its spec checkpoints.
+        The broker prices spot on the job saving and resuming its own checkpoints."""
+        out = {"SZB_ATTEMPT_NUMBER": str(self.attempt_number)}
+        if self.spec.checkpoint is not None:
+            out["SZB_CHECKPOINT_INTERVAL_S"] = f"{self.spec.checkpoint.interval.total_seconds():g}"
+        return out
 
 
 class AttemptStatus(_Frozen):

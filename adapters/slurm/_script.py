@@ -110,7 +110,8 @@ def batch_script(request: LaunchRequest, settings: ScriptSettings) -> str:
 def job_environment(request: LaunchRequest, settings: ScriptSettings) -> dict[str, str]:
     """The job's environment: a standard PATH, the site's, the job's, then the broker's SZB_* vars."""
     env = {"PATH": DEFAULT_PATH, **(settings.environment or {}), **request.spec.env,
-           "SZB_JOB_ID": str(request.job_id), "SZB_ATTEMPT_ID": str(request.attempt_id)}
+           "SZB_JOB_ID": str(request.job_id), "SZB_ATTEMPT_ID": str(request.attempt_id),
+           **request.resume_vars()}
     if request.agent_endpoint:
         env["SZB_AGENT_ENDPOINT"] = request.agent_endpoint
     if request.agent_token:

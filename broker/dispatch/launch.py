@@ -168,6 +168,7 @@ class Launching(AttemptTracking):
             agent_token=secret,
             account=account,
             qos=qos,
+            attempt_number=attempt.number,
         )
 
     async def _submit(self, adapter: Adapter, request: LaunchRequest, *, first: bool) -> str:

@@ -44,7 +44,10 @@ def test_container_image_uses_docker_run() -> None:
     req = launch(OFFER, "t")
     spec = req.spec.model_copy(update={"image": "registry.example/train:1"})
     script = render_user_data(req.model_copy(update={"spec": spec}))
-    assert "docker run --rm --name szb-att-1 -e SEED registry.example/train:1 python3 train.py" in script
+    assert (
+        "docker run --rm --name szb-att-1 -e SEED -e SZB_ATTEMPT_NUMBER "
+        "registry.example/train:1 python3 train.py" in script
+    )
     assert "shutdown -h now" in script
 
 
@@ -88,3 +91,21 @@ def test_exit_is_reported_until_acknowledged_and_kept_on_the_console_first(tmp_p
     kept = result_from_console("[  12.3] cloud-init[811]: " + done.stdout, "att-1")
     assert kept is not None and kept.exit_code == 5 and kept.log_tail == "trained\n"
     assert result_from_console(done.stdout, "another-attempt") is None
+
+
+def test_the_job_is_told_its_checkpoint_interval_and_attempt(tmp_path: Path) -> None:
+    # A preempted spot attempt comes back on a fresh instance: the job learns it is attempt 3
+    # (an earlier one may have saved a checkpoint) and how often it is expected to save.
+    from datetime import timedelta
+
+    from broker.jobspec import Checkpoint
+
+    req = launch(OFFER, "t").model_copy(update={"agent_endpoint": "", "attempt_number": 3})
+    spec = req.spec.model_copy(
+        update={
+            "command": ("sh", "-c", "echo resume=$SZB_CHECKPOINT_INTERVAL_S/$SZB_ATTEMPT_NUMBER"),
+            "checkpoint": Checkpoint(interval=timedelta(minutes=30)),
+        }
+    )
+    assert run(render_user_data(req.model_copy(update={"spec": spec})), tmp_path) == 0
+    assert "resume=1800/3" in (tmp_path / "job.log").read_text()

@@ -15,7 +15,7 @@ from broker.jobfile import JobFileError, load_job_file
 from broker.serde import spec_from_proto, spec_to_proto
 from tests.brokerproc import BrokerProcess
 from tests.e2e.conftest import PY, auth
-from tests.e2e.test_jobs_api import _violations, spec
+from tests.e2e.test_jobs_api import TERMINAL, _violations, spec, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +105,19 @@ def test_a_checkpoint_no_more_often_than_the_run_is_invalid_argument(
     with pytest.raises(grpc.RpcError) as err:
         stub.SubmitJobs(batch, metadata=auth("team-a"))
     assert any(f == "requests[0].job.checkpoint.interval" for f, _ in _violations(err.value))
+
+
+def test_a_checkpointing_job_is_told_its_interval_and_attempt(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    # Spot is priced on the job resuming from its own checkpoints: the job must learn how often
+    # it is expected to save and whether an earlier attempt may have saved one.
+    env = "os.environ.get('SZB_CHECKPOINT_INTERVAL_S'), os.environ['SZB_ATTEMPT_NUMBER']"
+    code = f"import os; print('ckpt', {env})"
+    msg = spec("ckpt-env", [PY, "-c", code], runtime_s=7200)
+    msg.checkpoint.interval.CopyFrom(duration_pb2.Duration(seconds=1800))
+    bare = spec("ckpt-none", [PY, "-c", code])
+    ids = [stub.SubmitJob(pb.SubmitJobRequest(job=m), metadata=auth("team-a")).job.id for m in (msg, bare)]
+    tails = [wait_for(stub, i, TERMINAL).log_tail for i in ids]
+    assert "ckpt 1800 1" in tails[0], tails[0]
+    assert "ckpt None 1" in tails[1], tails[1]

@@ -266,6 +266,8 @@ def test_newer_api_version_is_detected_and_spoken(tmp_path: Any) -> None:
     body = json.loads(submit.content)
     job = body["job"]
     assert "A=1" in job["environment"] and "SZB_JOB_ID=j1" in job["environment"]
+    assert "SZB_ATTEMPT_NUMBER=1" in job["environment"]  # (no checkpoint: no interval)
+    assert not any(v.startswith("SZB_CHECKPOINT_INTERVAL_S=") for v in job["environment"])
     assert job["tres_per_node"] == "gres/gpu:a800:2"
     assert job["partition"] == "a800" and job["cpus_per_task"] == 2 and job["memory_per_node"] == 1536
     assert job["time_limit"] == 15 and job["requeue"] is False
@@ -309,3 +311,16 @@ def test_connection_refused_is_transient_and_unhealthy(tmp_path: Any) -> None:
         adapter.status("1")
     assert info.value.code == "Unreachable"
     assert not adapter.healthy and adapter.last_error
+
+
+def test_a_checkpointing_job_is_told_its_interval_and_attempt_in_its_slurm_environment() -> None:
+    from pathlib import Path
+
+    from adapters.slurm._script import ScriptSettings, job_environment
+    from broker.jobspec import Checkpoint
+
+    request = _request()
+    spec = request.spec.model_copy(update={"checkpoint": Checkpoint(interval=timedelta(minutes=30))})
+    settings = ScriptSettings("b", Path("/tmp"), "/tmp")
+    env = job_environment(request.model_copy(update={"spec": spec, "attempt_number": 2}), settings)
+    assert env["SZB_CHECKPOINT_INTERVAL_S"] == "1800" and env["SZB_ATTEMPT_NUMBER"] == "2"
