@@ -140,3 +140,21 @@ def test_a_burst_weighing_one_of_two_equal_projections_is_explained_by_that_one(
     note = waits.explained(decision, snap, "lab", store, projected=projected).projection
     assert note is not None and note.partition == "onprem/thrifty"
     assert (note.free_units, note.running_jobs) == (0, 1)  # the foreign work, ending in 2 h
+
+
+def test_a_job_past_its_expected_end_keeps_the_jobs_behind_it_waiting_more_than_0_s(
+    store: JobStore, policy: Policy
+) -> None:
+    """A 1 h estimate that has run 70 min (ratio 1, no history): it is expected to run on as long
+    as it has overrun, a minute at least, never to end 'now' (a 0 s wait that never made the job
+    behind it late however long the overrun lasted)."""
+    snap = PassSnapshot(now=NOW, offers=[A800], capacity_total={A800.partition: 8})
+    for tenant, ran_min, left_s in (("lab", 60.5, 60.0), ("poor", 70, 600.0), ("vouchered", 180, 7200.0)):
+        waits = LiveWaits()  # (one tenant each: a store holds one such running job per tenant)
+        waits.noted(snap, [running(store, tenant, NOW - timedelta(minutes=ran_min))])
+        projected = waits.for_job(policy, gpu_job("next", 1.0), snap, store, frozenset())
+        assert projected == {A800.partition: pytest.approx(left_s)}, ran_min
+        d = Decision(Action.WAIT, A800, facts=DecisionFacts(onprem_partition=A800.partition,
+                                                             onprem_expected_wait_s=left_s))
+        note = waits.explained(d, snap, tenant, store, projected=projected).projection
+        assert note is not None and note.running == ((8, round(left_s)),), note
