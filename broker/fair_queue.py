@@ -204,13 +204,15 @@ class FairQueue:
         self.provisional.pop(job_id, None)
         self.reasons.pop(job_id, None)
 
-    def describe(self, job_id: str) -> str | None:
-        """Standing and the last waiting reason, for a person reading `szb list` or `szb get`."""
+    def describe(self, job_id: str, stored: str = "") -> str | None:
+        """Why the job waits (the last decision's reason, else `stored`), then its standing, for a
+        person reading `szb list` or `szb get`. The job's stored message changes only when the
+        reason's wording does, not its numbers, so the last decision's reason comes first."""
         st = self.standings.get(job_id)
         if st is None:
             return None
-        reason = self.reasons.get(job_id)
-        return f"{st.text()}; {reason}" if reason else st.text()
+        reason = self.reasons.get(job_id) or stored
+        return f"{reason}; {st.text()}" if reason else st.text()
 
     def preview(self, policy: Policy, spec: JobSpec, tenant: TenantId, now: datetime) -> Standing:
         """Where a job submitted now would stand in the last known queue (for explain)."""

@@ -389,9 +389,9 @@ class Planner:
         """SIGTERM → SIGKILL grace for work preempted to reclaim a quota."""
         return self.policy.document.fair_share.reclaim.grace.total_seconds()
 
-    def standing(self, job_id: str) -> str | None:
-        """Where a queued job stands in the fair-share order, in words (None if not ordered yet)."""
-        return self.fair.describe(job_id)
+    def standing(self, job_id: str, stored: str = "") -> str | None:
+        """Why a queued job waits (latest, else `stored`) and where it stands (None: not ordered yet)."""
+        return self.fair.describe(job_id, stored)
 
 
 def _most_telling(reasons: Sequence[Reason]) -> list[str]:

@@ -145,11 +145,10 @@ class BrokerServices:
         """A queued job's message says where it stands in the fair-share order (live, not stored)."""
         if job.state != JobState.QUEUED:
             return job
-        standing = self.dispatcher.planner.standing(job.id)
-        if standing is None:
+        message = self.dispatcher.planner.standing(job.id, job.message)
+        if message is None:
             return job
         # Why it waits (the dispatcher's latest reason) first, then where it stands.
-        message = f"{job.message}; {standing}" if job.message else standing
         return job.model_copy(update={"message": message})
 
     def list(

@@ -7,6 +7,7 @@ a running job past its estimate is projected to run on, never to end "now" or in
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +99,16 @@ def test_a_later_job_due_sooner_is_projected_and_started_ahead(
         # Its projected start is when due-soon ends (the holder's 20 min end + 1 h), not behind both.
         holder_end = seen["projection"]["running"][0]["ends_in_s"]
         assert seen["onprem_expected_wait_s"] == pytest.approx(holder_end + 3600, abs=5), seen
+        # `szb list` / `szb get` say why it waits, then where it stands: each once.
+        reason = until(
+            lambda: (r := state(broker, late).get("pending_reason", "")) and "tenant order" in r and r,
+            "due-late's reason never named its fair-share standing",
+        )
+        assert reason.count("waiting on-prem") == 1, reason
+        # The latest decision's numbers (80 min: behind the holder and due-soon), not its first one's.
+        got = re.match(r"waiting on-prem: expected wait (\d+) min", reason)
+        assert got is not None and 70 <= int(got.group(1)) <= 80, reason  # not the first one's 20
+        assert reason.index("waiting") < reason.index("tenant order"), reason
         # max_wait 0 is due now: nothing waits ahead of it, whatever arrived first.
         now = explain(broker, job_file(tmp_path, "now", estimate="10m", max_wait="0s", sleep=1))
         assert now["projection"]["queue_ahead_jobs"] == 0 and now["max_wait_s"] == 0, now
