@@ -11,6 +11,7 @@ from broker.burst.inputs import BurstInputs
 from broker.burst.money import estimate_cost, split_cost
 from broker.burst.routes import route_refusal
 from broker.burst.spot import offer_outlook, spot_refusal
+from broker.durations import format_duration
 from broker.model import JobSpec, Offer, SiteId, SpotMode, TenantId
 from broker.placement import ScoredOffer
 from broker.placement.cost import best_voucher
@@ -67,9 +68,9 @@ def paid_risk(cost: float, factor: float, voucher: Voucher | None) -> float:
 PASSED_OVER_SHOWN = 3  # better-scored offers a burst's reasons name (`passed_over` keeps all)
 
 
-def passed_over_reasons(pick: CloudPick) -> tuple[str, ...]:
-    """'passed over KEY: why' for the first better-scored offers the burst did not take."""
-    shown = pick.passed_over[:PASSED_OVER_SHOWN]
+def passed_over_reasons(passed_over: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """'passed over KEY: why' for the first better-scored offers a burst did not take."""
+    shown = passed_over[:PASSED_OVER_SHOWN]
     return tuple(f"passed over {key}: {why.removeprefix(f'{key}: ')}" for key, why in shown)
 
 
@@ -233,14 +234,24 @@ def _riskier(
     best = scores[slots[rows[k][1]][0]]
     out: list[tuple[str, str]] = []
     for j in range(k + 1, len(rows)):
-        total, r = rows[j]
+        r = rows[j][1]
         i, _, key, spot = slots[r]
         if spot is None or scores[i] >= best - 1e-9:
             continue
         why = spot_refusal(spec, spot, policy, slack_h=_slack_h(spec, inputs))
-        risk = "never completes" if math.isinf(total) else f"{total - scores[i]:.2f} {policy.currency}"
-        out.append((key, why or f"{key}: spot risk {risk} (expected interruptions)"))
+        out.append((key, why or dearer_on_spot(spec, spot, policy)))
     return out
+
+
+def dearer_on_spot(spec: JobSpec, offer: Offer, policy: Policy) -> str:
+    """Why a spot offer within the spot limits ranked after the pick: its expected billed hours."""
+    out = offer_outlook(spec, offer, policy)
+    every = "none" if spec.checkpoint is None else format_duration(spec.checkpoint.interval)
+    runtime_h = spec.runtime_estimate.total_seconds() / 3600
+    return (
+        f"{offer.key}: spot expects {out.restarts:,.1f} restarts (checkpoint: {every}): "
+        f"{out.billed_h:,.1f} billed h for {runtime_h:,.1f} h of work cost more than the decision's offer"
+    )
 
 
 def onprem_offers(allowed: Sequence[ScoredOffer], home: frozenset[str]) -> list[ScoredOffer]:

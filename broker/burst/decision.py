@@ -7,15 +7,14 @@ Rules, in order:
    projected to start the job with a provisioning p95 to spare: the job waits for that one; or
    unless a late job waiting to burst from that partition needs the capacity this job would take
    and its burst would cost more than this job's (`BurstInputs.late_claims`): the job yields.
-3. On-prem would make the job wait W. With W within what is left of its `max_wait`, the job
-   waits on-prem (a site that queues jobs itself, like Slurm, is sent the job now).
-4. Beyond it, the job bursts to the best allowed cloud offer whose total cost (price ×
-   runtime + its own wait cost + spot risk) beats waiting (on-prem cost + W's wait cost +
-   the lateness cost past max_wait) — within the tenant's budget, the global cap and the
-   per-route limits. The burst condition must hold for `burst.hysteresis` before acting,
-   unless the job's remaining allowed wait is shorter than that; with projected waits the
-   job instead bursts at its last responsible moment (deadline minus the route's provisioning
-   p95, one p95 earlier per full round of `max_provisioning` bursts lined up there ahead of it).
+3. On-prem would make the job wait W. With W within what is left of its `max_wait` (and before
+   its latest start, `deadline` − runtime), it waits on-prem (a queueing site, Slurm, gets it now).
+4. Beyond it, the job bursts to the best allowed cloud offer whose total (price × runtime + its
+   wait cost + spot risk) beats waiting (on-prem cost + W's wait cost + the lateness past max_wait),
+   within the tenant's budget, the global cap and the route limits. The condition must hold for
+   `burst.hysteresis` unless less wait is left; with projected waits the job bursts at its last
+   responsible moment instead (deadline minus the route's provisioning p95, one p95 earlier per
+   full round of `max_provisioning` bursts lined up there ahead of it).
    A firm deadline (`BurstInputs.firm_deadline`: fair share owes the tenant the capacity it waits
    for) skips the cost comparison: projected late, the job bursts at that moment ("Can't Be Late").
 5. A job no on-prem offer can run at all goes straight to the best cloud offer.
@@ -61,8 +60,7 @@ class _View:
     remaining: float
     facts: dict[str, object]
     """The fields every decision's facts carry (waited, max_wait, remaining, currency)."""
-    known: dict[int, tuple[float, float]] = field(default_factory=dict)
-    """id(scored offer) -> its (wait, score): the inputs hold still within one decision."""
+    known: dict[int, tuple[float, float]] = field(default_factory=dict)  # id(offer) -> (wait, score)
     noted: dict[str, object] = field(default_factory=dict)
     """Fields noted so far (`note`), given with `done`'s own to the one `DecisionFacts` it builds."""
 
@@ -82,9 +80,10 @@ class _View:
         fields = {**self.facts, **self.noted, **more}  # built once (later fields win, as in sequence)
         if offer is not None:
             fields["score"] = round(offer.score, 4)
+        over = () if pick is None else pick.passed_over  # better-scored cloud offers not taken
         if pick is not None:
             fields["cash"], fields["voucher"] = round(pick.cash, 2), round(pick.voucher, 2)
-            reasons = (*reasons, *passed_over_reasons(pick))
+            reasons = (*reasons, *passed_over_reasons(over))
         facts = DecisionFacts(**fields)  # type: ignore[arg-type]
         return Decision(
             action=action,
@@ -94,7 +93,7 @@ class _View:
             policy_hash=self.policy.hash,
             burst=burst,
             explanation=self.expl,
-            passed_over=pick.skipped if pick is not None else (),  # (the later ones: explain's own)
+            passed_over=over,
         )
 
     def fits_now(self, s: ScoredOffer, need: int) -> bool:
@@ -148,6 +147,8 @@ def decide(
     waited = max(0.0, (now - inputs.queued_since).total_seconds())
     max_wait = effective_max_wait(spec, tenant, policy).total_seconds()
     remaining = max(0.0, max_wait - waited)
+    if spec.deadline is not None:  # its latest start (deadline - runtime) bounds the wait too
+        remaining = min(remaining, max(0.0, (spec.deadline - now - spec.runtime_estimate).total_seconds()))
     facts: dict[str, object] = {
         "waited_s": round(waited),
         "max_wait_s": round(max_wait),
@@ -263,10 +264,10 @@ def _queue_choice(v: _View, onprem: list[ScoredOffer]) -> tuple[ScoredOffer, flo
         queue = min(onprem, key=lambda s: (v.wait(s), v.score(s), s.offer.key))
     wait_s = v.wait(queue)
     lead = _safety_lead_s(v.policy)
-    if queue.offer.partition in projected and wait_s > 0 and v.remaining <= lead:
-        # Past the last responsible moment a start that is not now may slip past the deadline
-        # with no time left to burst: count it as late by a provisioning time (the "Can't Be
-        # Late" safety net: commit to the sure option when the slack is gone).
+    if queue.offer.partition in projected and v.remaining <= lead:
+        # Past the last responsible moment a start that is not now (nothing fits now: a projected 0
+        # is a stale end) may slip past the deadline with no time left to burst: count it late by a
+        # provisioning time ("Can't Be Late": commit to the sure option when the slack is gone).
         wait_s = max(wait_s, v.remaining + lead)
     return queue, wait_s
 

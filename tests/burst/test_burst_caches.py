@@ -17,6 +17,7 @@ from broker.burst.cloud import (
     best_cloud,
     cloud_order,
     cloud_refusal,
+    dearer_on_spot,
     onprem_offers,
     spot_risk_cost,
 )
@@ -284,17 +285,10 @@ def _plain_best_cloud(
             over.append((s.offer.key, route or why))
             continue
         slack_h = None if spec.deadline is None else (spec.deadline - inputs.now).total_seconds() / 3600
-        for later_total, _, later in rows[k + 1 :]:  # scored better, ranked after it by spot risk
+        for _, _, later in rows[k + 1 :]:  # scored better, ranked after it by spot risk
             if later.offer.spot and later.score < s.score - 1e-9:
-                risk = later_total - later.score
-                text = "never completes" if risk == float("inf") else f"{risk:.2f} {policy.currency}"
                 limit = spot_refusal(spec, later.offer, policy, slack_h=slack_h)
-                over.append(
-                    (
-                        later.offer.key,
-                        limit or f"{later.offer.key}: spot risk {text} (expected interruptions)",
-                    )
-                )
+                over.append((later.offer.key, limit or dearer_on_spot(spec, later.offer, policy)))
         return CloudPick(total, s, why[0], why[1], tuple(over))  # (`skipped` here: all passed over)
     return [why for _, why in sorted(refused)]
 

@@ -9,14 +9,12 @@ job waits past its max_wait, pass after pass, with the reason "expected wait 0 m
 0 min the job may still wait" -- while a projected wait of 1 s makes it burst. And a job spec's
 `deadline` bounds only spot (slack, expected completion) and the dispatcher's give-up ("deadline
 ... can no longer be met": FAILED), never the wait: with a 1 d max_wait the job waits 3 h
-on-prem past the deadline it could have met in the cloud, then fails. Strict xfails: quality8's
-file (cross-note /work/notes/review9-quality8.md); drop the marks when fixed."""
+on-prem past the deadline it could have met in the cloud, then fails. Both were defects of
+broker/burst/decision.py, fixed there: the tests below pin the fix."""
 
 from __future__ import annotations
 
 from datetime import timedelta
-
-import pytest
 
 from broker.burst import decide
 from broker.decision import Action
@@ -39,7 +37,6 @@ def test_a_one_second_projection_past_max_wait_is_late(policy: Policy) -> None:
     assert (action, burst) == (Action.RUN, True) and wait is not None and wait > 0, reason
 
 
-@pytest.mark.xfail(strict=True, reason="decision.py _queue_choice: the safety net needs wait_s > 0")
 def test_a_job_behind_an_overrunning_job_is_not_within_its_max_wait_forever(policy: Policy) -> None:
     # No on-prem capacity is free now (free=0), so a projected 0 s is a stale end, not a start now.
     action, burst, wait, reason = _past_max_wait(policy, 0.0)
@@ -48,7 +45,6 @@ def test_a_job_behind_an_overrunning_job_is_not_within_its_max_wait_forever(poli
     assert (action, burst) == _past_max_wait(policy, 1.0)[:2], reason
 
 
-@pytest.mark.xfail(strict=True, reason="decision.py: remaining wait ignores the job's own deadline")
 def test_a_job_whose_deadline_comes_first_does_not_wait_past_its_latest_start(policy: Policy) -> None:
     # Due in 2 h, 1 h of work, may wait a day by max_wait; on-prem is projected to start it in 3 h.
     spec = job(max_wait="1d", runtime="1h", deadline=NOW + timedelta(hours=2))
