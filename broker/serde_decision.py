@@ -144,9 +144,17 @@ def explain_json(
         "reasons": list(decision.reasons),
         **decision_data(decision),
     }
-    if decision.offer is not None and decision.offer.spot and spec is not None and policy is not None:
-        body["decision"]["spot_outlook"] = spot_outlook_json(decision.offer, spec, policy)
+    if spec is not None and policy is not None:
+        body["decision"].update(spot_data(decision, spec, policy))
     return body
+
+
+def spot_data(decision: Decision, spec: JobSpec, policy: Policy) -> dict[str, Any]:
+    """`{"spot_outlook": ...}` when the decision puts the job on spot (its placed event keeps it)."""
+    offer = decision.offer
+    if offer is None or not offer.spot:
+        return {}
+    return {"spot_outlook": spot_outlook_json(offer, spec, policy)}
 
 
 def spot_outlook_json(offer: Offer, spec: JobSpec, policy: Policy) -> dict[str, Any]:

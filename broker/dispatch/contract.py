@@ -19,6 +19,9 @@ from broker.store import JobStore
 class DecisionMaker(Protocol):
     """What the dispatcher needs from the planning shell (`broker.planning.Planner`)."""
 
+    @property
+    def policy(self) -> Policy: ...
+
     def snapshot(self, now: datetime, live: Sequence[Attempt]) -> PassSnapshot: ...
 
     async def read_snapshot(

@@ -23,7 +23,7 @@ from broker.dispatch.gang import gang_launcher, launch_gang
 from broker.dispatch.records import audit_data, decision_fields, offer_fault
 from broker.metrics import BrokerMetrics
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, LaunchRequest
-from broker.serde_decision import decision_data
+from broker.serde_decision import decision_data, spot_data
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,12 @@ class Launching(AttemptTracking):
             now,
             kind="placed",
             message=f"placed on {offer.site} ({offer.instance_type})" + burst,
-            data={**decision_data(decision), "offer": offer.model_dump(mode="json"), **audit_data(decision)},
+            data={
+                **decision_data(decision),
+                **spot_data(decision, job.spec, self.planner.policy),  # on spot: what it is expected to take
+                "offer": offer.model_dump(mode="json"),
+                **audit_data(decision),
+            },
             policy_hash=decision.policy_hash,
             site=offer.site,
             expect=JobState.QUEUED,

@@ -24,6 +24,7 @@ from tests.brokerproc import JOB_PYTHON, BrokerProcess, szb
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import md
+from tests.clouds.test_projected_wait_live import first_event
 from tests.doubles.moto_front import MotoFront
 
 TOKEN = "token-lab-0123456789abcdef"
@@ -113,3 +114,18 @@ def test_explain_shows_the_spot_outlook_of_a_checkpointed_job_on_spot(
     wire = resp.explanation.decision.spot_outlook
     assert wire.checkpoint_interval_seconds == 1800
     assert wire.billed_hours == pytest.approx(outlook["billed_h"])
+
+
+def test_a_job_placed_on_spot_records_the_outlook_it_was_placed_on(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """The placed event (what `szb audit` and replay read) keeps the spot outlook too."""
+    short = spot_job(tmp_path, "short", "4h", "30m")
+    job_id = json.loads(szb(broker, TOKEN, "submit", str(short), "-o", "json").stdout)[0]["id"]
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        placed = first_event(stub, job_id, "placed")
+        stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md(TOKEN))
+    assert "[burst]" in placed.message and placed.data["offer"]["spot"], placed.message
+    outlook = placed.data["spot_outlook"]
+    assert outlook["checkpoint_interval_s"] == 1800 and 0.35 < outlook["expected_restarts"] < 0.45, outlook
