@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from broker.burst import effective_max_wait, is_onprem
+from broker.burst import is_onprem
+from broker.burst.inputs import due_at
 from broker.burst.snapshot import PassSnapshot
 from broker.catalog.accelerators import normalize
 from broker.decision import Action, Decision, FairShareNote, ReclaimVictim
@@ -174,7 +175,7 @@ class FairQueue:
                 demand=demand_of(j.spec),
                 units=units_of(j.spec),
                 partitions=self.candidates(policy, j.spec, j.tenant),
-                due=j.created_at + effective_max_wait(j.spec, j.tenant, policy),
+                due=due_at(j.spec, j.tenant, policy, j.created_at),
             )
             for j in jobs
         ]
@@ -224,7 +225,7 @@ class FairQueue:
             demand=demand_of(spec),
             units=units_of(spec),
             partitions=self.candidates(policy, spec, tenant),
-            due=now + effective_max_wait(spec, tenant, policy),
+            due=due_at(spec, tenant, policy, now),
         )
         standings = self._run(policy, [*self._last, me], now)
         return next(s for s in standings if s.job_id == me.job_id)

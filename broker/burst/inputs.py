@@ -89,6 +89,13 @@ def demand(spec: JobSpec) -> int:
     return (spec.accelerator_count or math.ceil(spec.resources.cpus)) * spec.resources.nodes
 
 
+def due_at(spec: JobSpec, tenant_id: str, policy: Policy, arrival: datetime) -> datetime:
+    """The latest start the dispatch order keys on: arrival + the job's max_wait, or its own
+    deadline less its runtime estimate when that comes first (as `decide` bounds its wait)."""
+    due = arrival + effective_max_wait(spec, tenant_id, policy)
+    return due if spec.deadline is None else min(due, spec.deadline - spec.runtime_estimate)
+
+
 def effective_max_wait(spec: JobSpec, tenant_id: str, policy: Policy) -> timedelta:
     """The job's own max_wait, else the policy default for its priority, tenant kind, or overall."""
     if spec.max_wait is not None:

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from broker.burst.claims import LateClaims, claim_premium
-from broker.burst.inputs import demand, effective_max_wait, is_onprem
+from broker.burst.inputs import demand, due_at, is_onprem
 from broker.burst.projection import NEVER_S
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, ProjectionNote
@@ -187,7 +187,9 @@ class LiveWaits:
         self._seen.add(job.id)
         f = decision.facts
         committed = f.burst_in_s is not None and f.cloud_offer and decision.action == Action.WAIT
-        due_s = job.created_at.timestamp() + f.max_wait_s
+        due_s = job.created_at.timestamp() + f.max_wait_s  # as decided (over-share: 0), capped as due_at caps
+        if job.spec.deadline is not None:
+            due_s = min(due_s, (job.spec.deadline - job.spec.runtime_estimate).timestamp())
         self.bursts.put(job.id, f.cloud_offer.split("/")[0] if committed and f.cloud_offer else None, due_s)
         offer = decision.offer
         late = claim_premium(f, policy) if committed else None
@@ -279,7 +281,7 @@ class LiveWaits:
         """Per cloud site, the bursts committed there by jobs due before this one (None: fluid)."""
         if policy.burst.wait_model != "projected":
             return None
-        return self.bursts.ahead((queued_since + effective_max_wait(spec, tenant, policy)).timestamp())
+        return self.bursts.ahead(due_at(spec, tenant, policy, queued_since).timestamp())
 
     def _ahead(self, partition: str, before: int | None) -> int:
         """How many of the partition's waiters stand before a job at place `before` (all: None)."""

@@ -10,6 +10,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,29 @@ def test_a_job_running_past_its_estimate_is_projected_to_run_on(
         assert projection["wait_s"] >= 59 and decision["onprem_expected_wait_s"] >= 59, decision
     finally:
         cancel(broker, over)
+
+
+def test_a_job_whose_own_deadline_comes_first_is_due_at_its_latest_start(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """Due by its `deadline` (in 2 h, 1 h of work: it must start within the hour) although its
+    max_wait is a day: in the dispatch order it stands before a job that may wait 3 h, and a
+    probe due in 90 min has it ahead; it starts first when capacity frees."""
+    holder = submit(broker, job_file(tmp_path, "holder2", estimate="20m", max_wait="1d", sleep=600))
+    until(lambda: state(broker, holder)["state"] == "RUNNING", "the holder never ran")
+    patient = submit(broker, job_file(tmp_path, "patient", estimate="1h", max_wait="3h", sleep=600))
+    deadline = (datetime.now(UTC) + timedelta(hours=2)).isoformat(timespec="seconds")
+    dated = job_file(tmp_path, "dated", estimate="1h", max_wait="1d", sleep=600)
+    dated.write_text(dated.read_text() + f"deadline: {deadline}\n")
+    urgent = submit(broker, dated)
+    try:
+        probe = job_file(tmp_path, "probe2", estimate="10m", max_wait="90m", sleep=1)
+        until(
+            lambda: explain(broker, probe)["projection"]["queue_ahead_jobs"] == 1,
+            "the probe never had exactly the dated job ahead of it",
+        )
+        cancel(broker, holder)
+        until(lambda: state(broker, urgent)["state"] == "RUNNING", "the dated job never started")
+        assert state(broker, patient)["state"] == "QUEUED"
+    finally:
+        cancel(broker, holder, patient, urgent)
