@@ -58,11 +58,10 @@ class _View:
     inputs: BurstInputs
     expl: Explanation
     remaining: float
-    facts: dict[str, object]
-    """The fields every decision's facts carry (waited, max_wait, remaining, currency)."""
+    facts: dict[str, object]  # the fields every decision's facts carry (waited, max_wait, remaining...)
+    left_of: str = "of max_wait"  # what bounds `remaining`, for the reasons: max_wait or the deadline
     known: dict[int, tuple[float, float]] = field(default_factory=dict)  # id(offer) -> (wait, score)
-    noted: dict[str, object] = field(default_factory=dict)
-    """Fields noted so far (`note`), given with `done`'s own to the one `DecisionFacts` it builds."""
+    noted: dict[str, object] = field(default_factory=dict)  # fields noted so far (`note`), for `done`
 
     def note(self, **fields: object) -> None:
         """Set facts fields (later ones win, as a `replace` each would)."""
@@ -146,16 +145,17 @@ def decide(
     expl = place(spec, tenant, offers, policy, ctx)
     waited = max(0.0, (now - inputs.queued_since).total_seconds())
     max_wait = effective_max_wait(spec, tenant, policy).total_seconds()
-    remaining = max(0.0, max_wait - waited)
-    if spec.deadline is not None:  # its latest start (deadline - runtime) bounds the wait too
-        remaining = min(remaining, max(0.0, (spec.deadline - now - spec.runtime_estimate).total_seconds()))
+    remaining, left_of = max(0.0, max_wait - waited), "of max_wait"
+    latest = (spec.deadline - now - spec.runtime_estimate).total_seconds() if spec.deadline else math.inf
+    if latest < remaining:  # its latest start (deadline - runtime) bounds the wait first
+        remaining, left_of = max(0.0, latest), "before its latest start (deadline - runtime)"
     facts: dict[str, object] = {
         "waited_s": round(waited),
         "max_wait_s": round(max_wait),
         "remaining_wait_s": round(remaining),
         "currency": policy.currency,
     }
-    v = _View(spec, tenant, policy, inputs, expl, remaining, facts)
+    v = _View(spec, tenant, policy, inputs, expl, remaining, facts, left_of)
     allowed = expl.unranked  # every use below picks by its own total key
     if not allowed:
         return _nothing_allowed(v)
@@ -213,9 +213,8 @@ def _yield_to_late(v: _View, best: ScoredOffer, need: int) -> Decision | None:
     if top is None:
         return None
     pick = v.cloud()
-    if isinstance(pick, list) or pick.total - v.score(best) >= top:
+    if isinstance(pick, list) or (mine := pick.total - v.score(best)) >= top:
         return None  # no cloud to fall back on, or its own burst would cost as much
-    mine = pick.total - v.score(best)
     v.note(onprem_site=best.offer.site, onprem_partition=best.offer.partition)
     return v.done(
         Action.WAIT,
@@ -299,7 +298,8 @@ def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
         )
     pick = v.cloud()
     if isinstance(pick, list):
-        reason = f"on-prem wait {wait_s / 60:.0f} min exceeds max_wait, but no cloud offer is usable"
+        limit = "max_wait" if v.left_of == "of max_wait" else f"the {left_min:.0f} min left {v.left_of}"
+        reason = f"on-prem wait {wait_s / 60:.0f} min exceeds {limit}, but no cloud offer is usable"
         return v.done(Action.WAIT, queue, reason, *pick[:5])
     best = pick.scored.offer
     v.note(cloud_total_cost=round(pick.total, 2), cloud_offer=best.key)
@@ -312,11 +312,11 @@ def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
             f"{pick.total:.2f} {v.policy.currency} ({best.key})",
         )
     why = (
-        f"{left_min:.0f} min left of max_wait and {best.site} costs {pick.total:.2f} "
+        f"{left_min:.0f} min left {v.left_of} and {best.site} costs {pick.total:.2f} "
         f"< {wait_cost:.2f} {v.policy.currency} for waiting"
         if pick.total < wait_cost
-        else f"{left_min:.0f} min left of a firm max_wait (the tenant is owed capacity held by "
-        f"a tenant far over its fair share); {best.site} costs {pick.total:.2f} {v.policy.currency}"
+        else f"{left_min:.0f} min left {v.left_of}, firm (the tenant is owed capacity held by a tenant "
+        f"far over its fair share); {best.site} costs {pick.total:.2f} {v.policy.currency}"
     )
     if queue.offer.partition in v.inputs.projected_wait:
         return _burst_at_last_moment(v, queue, pick, wait_s, why)
