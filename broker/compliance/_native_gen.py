@@ -96,7 +96,7 @@ def compile_side(fn: Fn) -> Side | None:
             ORDERABLE=(str, int, float),
         )
         exec(compile(source, "<rule>", "exec"), namespace)  # generated source: no user text in it
-    except (SyntaxError, RecursionError, _TooLarge):
+    except Exception:  # anything it cannot write (too deep, too large, a node it misreads) keeps the closures
         return None
     side: Side = namespace["side"]
     return side

@@ -283,3 +283,16 @@ def test_a_rule_written_out_as_one_function_answers_what_its_closures_answer(
     assert got is expected, (src, bound, got, expected)
     if not drop and (got is True or got is False):
         assert _cel(src, bound) is got, (src, bound)
+
+
+def test_a_rule_too_large_to_write_out_keeps_its_closures() -> None:
+    """A tree the generator will not write (too many nodes to nest) answers through its closures."""
+    src = "job.a"
+    for _ in range(30):
+        src = f"job.a == 1 && ({src})"
+    fn = _Parser(_tokenize(src)).parse()
+    assert compile_side(fn) is None
+    native = compile_native(src)
+    assert native is not None
+    for bound in ({"job": {"a": 1}}, {"job": {"a": True}}, {"job": {}}, {}):
+        assert native.side(bound) is _native_ops.side_of(fn)(bound)
