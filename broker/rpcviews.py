@@ -88,7 +88,7 @@ class RpcViews:
     async def explain_proto(self, spec: JobSpec, tenant: TenantId) -> placement_pb2.Explanation:
         snap = await self.dispatcher.current_snapshot()
         decision = self.planner.explain(spec, tenant, snap, self.store)
-        return explanation_to_proto(explain_json(decision, spec, self.planner.policy))
+        return explanation_to_proto({**explain_json(decision, spec, self.planner.policy), "tenant": tenant})
 
     async def offers_proto(
         self, caller: Principal, request: broker_service_pb2.ListOffersRequest

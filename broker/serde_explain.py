@@ -221,6 +221,7 @@ def explanation_to_proto(body: Mapping[str, Any]) -> placement_pb2.Explanation:
         ],
         allowed_offers=int(body.get("allowed_offers", 0)),
         currency=body.get("score_currency") or decision.get("currency") or "",
+        tenant=body.get("tenant") or "",
     )
     if body.get("chosen"):
         msg.chosen.CopyFrom(_scored_to_proto(body["chosen"]))
@@ -240,6 +241,7 @@ def explanation_from_proto(msg: placement_pb2.Explanation) -> dict[str, Any]:
         "rejections": [{"rule": r.rule, "offers": r.offers, "message": r.message} for r in msg.rejections],
         "allowed_offers": msg.allowed_offers,
         "decision": decision_from_proto(msg.decision),
+        "tenant": msg.tenant or None,
     }
 
 

@@ -97,9 +97,7 @@ def _explain_remote(args: argparse.Namespace) -> int:
         except ClientError as exc:
             print(f"szb: error: {exc}", file=sys.stderr)
             return 1
-    body = explanation_from_proto(resp.explanation)
-    body["tenant"] = None
-    return _show(body, args, job=job.name)
+    return _show(explanation_from_proto(resp.explanation), args, job=job.name)
 
 
 def _show(body: dict[str, Any], args: argparse.Namespace, *, job: str) -> int:

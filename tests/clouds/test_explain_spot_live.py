@@ -78,7 +78,9 @@ def test_explain_says_why_the_cheaper_spot_offer_was_passed_over(
     assert spot and spot[0]["score"] < body["chosen"]["score"], body["offers"]
     assert spot[0]["passed_over"].startswith("spot expects "), spot[0]
     assert "restarts (limit 3; checkpoint: none)" in spot[0]["passed_over"], spot[0]
+    assert body["tenant"] == "lab"  # the token's tenant, as the decision was made for it
     table = szb(broker, TOKEN, "explain", str(long)).stdout
+    assert table.startswith("Placement of long for lab "), table
     row = next(line for line in table.splitlines() if "g5.xlarge" in line and "│ yes" in line)
     assert "passed over: spot expects" in row and "vs the decision's offer" not in row, table
     # The typed wire form carries it (a client other than szb reads the same).

@@ -178,12 +178,15 @@ class Explanation(_message.Message):
     REJECTIONS_FIELD_NUMBER: _builtins.int
     ALLOWED_OFFERS_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     policy_hash: _builtins.str
     decision_json: _builtins.str
     """The burst decision (run / wait / burst) with its numbers, as JSON text (extra; see `decision`)."""
     allowed_offers: _builtins.int
     currency: _builtins.str
     """The currency of `score` and the decision's money figures (the policy's)."""
+    tenant: _builtins.str
+    """The tenant the decision was made for (the caller's, from its token)."""
     @_builtins.property
     def chosen(self) -> Global___ScoredOffer: ...
     @_builtins.property
@@ -209,10 +212,11 @@ class Explanation(_message.Message):
         rejections: _abc.Iterable[Global___RuleCount] | None = ...,
         allowed_offers: _builtins.int = ...,
         currency: _builtins.str = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["chosen", b"chosen", "decision", b"decision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_offers", b"allowed_offers", "chosen", b"chosen", "currency", b"currency", "decision", b"decision", "decision_json", b"decision_json", "offers", b"offers", "policy_hash", b"policy_hash", "rejections", b"rejections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_offers", b"allowed_offers", "chosen", b"chosen", "currency", b"currency", "decision", b"decision", "decision_json", b"decision_json", "offers", b"offers", "policy_hash", b"policy_hash", "rejections", b"rejections", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
