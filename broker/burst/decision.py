@@ -147,7 +147,7 @@ def decide(
     max_wait = effective_max_wait(spec, tenant, policy).total_seconds()
     remaining, left_of = max(0.0, max_wait - waited), "of max_wait"
     latest = (spec.deadline - now - spec.runtime_estimate).total_seconds() if spec.deadline else math.inf
-    if latest < remaining:  # its latest start (deadline - runtime) bounds the wait first
+    if 0 <= latest < remaining:  # its latest start bounds the wait first (once past, nothing meets it)
         remaining, left_of = max(0.0, latest), "before its latest start (deadline - runtime)"
     facts: dict[str, object] = {
         "waited_s": round(waited),

@@ -58,3 +58,16 @@ def test_max_wait_first_still_names_max_wait(policy: Policy) -> None:
     assert d.action == Action.RUN and d.burst and "4 min left of max_wait" in d.reasons[0], d.reasons
     d = _decide(policy, 6, projected=False, max_wait="10m", deadline=None)
     assert "4 min left of max_wait" in d.reasons[0], d.reasons
+
+
+@pytest.mark.parametrize("projected", [True, False], ids=["projected", "fluid"])
+def test_a_job_past_its_latest_start_is_not_burst_to_miss_its_deadline(
+    policy: Policy, projected: bool
+) -> None:
+    """No site can meet a deadline once its latest start has passed: the dispatcher fails such a
+    waiting job ('deadline ... can no longer be met'). 2874fac counted it as out of wait instead, so
+    it burst (and paid for) a cloud run that ends past its deadline; before, it waited and failed."""
+    for spec in ({"runtime": "3h"}, {"runtime": "1h", "deadline": NOW - timedelta(minutes=5)}):
+        d = _decide(policy, 1, projected=projected, **spec)  # 1 d of max_wait; on-prem: 3 h
+        assert not d.burst and d.action == Action.WAIT, (spec, d.reasons)
+        assert "latest start" not in d.reasons[0], d.reasons
