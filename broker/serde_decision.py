@@ -166,7 +166,7 @@ def spot_outlook_json(offer: Offer, spec: JobSpec, policy: Policy) -> dict[str, 
         "billed_h": _finite(out.billed_h),
         "completion_h": _finite(out.completion_h),
         "runtime_h": round(spec.runtime_estimate.total_seconds() / 3600, 4),
-        "interruptions_per_h": interruption_rate(policy, offer.site),
+        "interruptions_per_h": interruption_rate(policy, offer.site) * spec.resources.nodes,  # a gang's
         "checkpoint_interval_s": round(every * 3600) if every is not None else None,
         "restart_limit": policy.burst.spot_max_expected_restarts,
     }

@@ -10,6 +10,9 @@ takes
     E[restarts]     = λ × E[billed hours]
     E[completion]   = E[billed hours] + E[restarts] × the route's provisioning p95
 
+A gang of N nodes (`gangs: {spot: true}`) restarts whenever any of its nodes is reclaimed: it is
+interrupted at N·λ, and its billed hours are per node.
+
 (the textbook restart model, e.g. Daly 2006 for the checkpoint form; SkyPilot's managed spot
 and "Can't Be Late" (NSDI'24) reason the same way). Without checkpoints a 133.5 h job at
 λ = 0.05/h is ≈ 15,900 billed hours: spot is then never the cheaper choice. On-demand offers
@@ -78,9 +81,8 @@ def offer_outlook(spec: JobSpec, offer: Offer, policy: Policy, runtime_h: float 
     r = spec.runtime_estimate.total_seconds() / 3600 if runtime_h is None else runtime_h
     if not offer.spot:
         return SpotOutlook(r, 0.0, r)
-    return outlook(
-        r, interruption_rate(policy, offer.site), checkpoint_h(spec), provisioning_p95_h(policy, offer.site)
-    )
+    rate = interruption_rate(policy, offer.site) * spec.resources.nodes  # a gang restarts if any node goes
+    return outlook(r, rate, checkpoint_h(spec), provisioning_p95_h(policy, offer.site))
 
 
 def spot_refusal(spec: JobSpec, offer: Offer, policy: Policy, *, slack_h: float | None) -> str | None:

@@ -15,11 +15,14 @@ broker/burst/decision.py, fixed there: the tests below pin the fix."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from broker.burst import decide
 from broker.decision import Action
-from broker.model import TenantId
-from broker.policy import Policy
+from broker.model import JobSpec, TenantId
+from broker.policy import Policy, load_policy
+from broker.serde_decision import explain_json
+from tests.burst.conftest import POLICY, write_policy
 from tests.burst.test_decision import NOW, inputs, job, offers
 
 
@@ -54,3 +57,24 @@ def test_a_job_whose_deadline_comes_first_does_not_wait_past_its_latest_start(po
                           projected_wait={"onprem/a800": 3 * 3600.0}))
         assert "is within the" not in d.reasons[0], (minutes, d.reasons)
     assert d.action == Action.RUN and d.burst, d.reasons  # at its last responsible moment: burst
+
+
+def test_a_gang_on_spot_is_interrupted_whenever_any_of_its_nodes_is(tmp_path: Path) -> None:
+    """`gangs: {spot: true}` ("one loss kills all"): a gang of N nodes restarts when any node is
+    reclaimed, so it is interrupted N times as often as one node. At 0.1/h, 5 h from zero: one
+    node expects 0.65 restarts and may go on spot; 8 nodes expect ~54 (limit 3) and go on demand,
+    and explain says why."""
+    policy = load_policy(write_policy(tmp_path, POLICY + "gangs: {spot: true}\n"))
+    picks = {}
+    for nodes in (1, 8):
+        spec = JobSpec.model_validate({
+            "name": "gang", "command": ["true"], "runtime_estimate": "5h", "max_wait": "5m",
+            "resources": {"nodes": nodes, "accelerators": {"count": 1, "any_of": ["A10"]}},
+        })
+        d = decide(spec, TenantId("lab"), offers(policy, free=0, wait_s=0), policy, inputs())
+        assert d.action == Action.RUN and d.offer is not None, d.reasons
+        picks[nodes] = d.offer.spot
+        if nodes == 8:
+            spot = next(o for o in explain_json(d, spec, policy)["offers"] if o["spot"])
+            assert spot["passed_over"].startswith("spot expects 53.6 restarts (limit 3"), spot
+    assert picks == {1: True, 8: False}, picks
