@@ -10,7 +10,8 @@ job waits past its max_wait, pass after pass, with the reason "expected wait 0 m
 `deadline` bounds only spot (slack, expected completion) and the dispatcher's give-up ("deadline
 ... can no longer be met": FAILED), never the wait: with a 1 d max_wait the job waits 3 h
 on-prem past the deadline it could have met in the cloud, then fails. Both were defects of
-broker/burst/decision.py, fixed there: the tests below pin the fix."""
+broker/burst/decision.py, fixed there (live, waits.py now also projects an overrunning job to run
+on); the tests below pin the fix. And a gang on spot is interrupted whenever any node is."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def _past_max_wait(policy: Policy, projected_s: float) -> tuple[Action, bool, fl
 
 
 def test_a_one_second_projection_past_max_wait_is_late(policy: Policy) -> None:
-    """The baseline the xfail below is measured against: any wait that is not 0 counts as late."""
+    """The baseline the next test is measured against: any wait that is not 0 counts as late."""
     action, burst, wait, reason = _past_max_wait(policy, 1.0)
     assert (action, burst) == (Action.RUN, True) and wait is not None and wait > 0, reason
 
