@@ -181,7 +181,10 @@ class _Writer:
             self.fail(depth + 1, fail, "FALLBACK")
         elif what == "size":
             arg = self.value(node[1], depth, fail)
-            self.emit(depth, f"if {arg}.__class__ not in SIZED:")
+            # (a non-ASCII string goes to CEL, as the closure sends it: see `_native_ops.size`)
+            self.emit(
+                depth, f"if {arg}.__class__ not in SIZED or ({arg}.__class__ is str and not {arg}.isascii()):"
+            )
             self.fail(depth + 1, fail, "FALLBACK")
             self.emit(depth, f"{t} = len({arg})")
         elif what == "method" and node[2] in _METHODS:

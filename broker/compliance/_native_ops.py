@@ -280,7 +280,9 @@ def constant(value: Any) -> Fn:
 def size(arg: Fn) -> Fn:
     def run(env: Mapping[str, Any]) -> int:
         v = arg(env)
-        if v.__class__ in (str, list, tuple, dict):
+        # the `cel` interpreter sizes a string in UTF-8 bytes, Python in code points: only an
+        # ASCII string (where they agree) is sized here, any other goes to CEL
+        if v.__class__ in (list, tuple, dict) or (v.__class__ is str and v.isascii()):
             return len(v)
         raise Fallback
 

@@ -17,7 +17,7 @@ from broker.compliance.native import FALLBACK, UNKNOWN, Fallback, Unknown, _Pars
 from broker.compliance.plan import Standings, live_rule
 
 SCALARS = st.one_of(
-    st.sampled_from(["", "a", "ab", "b", "cn-mainland", "US", "D:5", "unknown", "fallback"]),
+    st.sampled_from(["", "a", "ab", "b", "cn-mainland", "US", "D:5", "unknown", "fallback", "é", "日本語"]),
     st.integers(-3, 5),
     st.sampled_from([-1.5, 0.0, 1.0, 2.5, 30000.0]),
     st.booleans(),
@@ -99,6 +99,7 @@ def _cel(src: str, variables: dict[str, Any]) -> Any:
         return exc
 
 
+@example(src="size(job.s) == 1", variables={"job": {"s": "é"}, "site": {}})  # cel sizes UTF-8 bytes
 @settings(max_examples=500, deadline=None)
 @given(src=EXPRS, variables=VARIABLES)
 def test_native_predicate_answers_only_what_cel_answers(src: str, variables: dict[str, Any]) -> None:
@@ -264,6 +265,7 @@ def test_a_plan_stands_each_rule_as_live_rule_does(
 
 @example(src="job.s && true", variables={"job": {"s": "unknown"}, "site": {}}, drop="")  # a value
 @example(src="job.l.a == 1", variables={"job": {"l": ["a"]}, "site": {}}, drop="")  # a field of a list
+@example(src="size(job.s) == 1", variables={"job": {"s": "é"}, "site": {}}, drop="")  # non-ASCII: CEL
 @example(src="job.b < true", variables={"job": {"b": False}, "site": {}}, drop="")  # bools: CEL decides
 @settings(max_examples=1500, deadline=None)
 @given(src=EXPRS, variables=VARIABLES, drop=st.sampled_from(["job", "site", ""]))
