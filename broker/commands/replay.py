@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.commands.audit import parse_since
+from broker.errors import BrokerError
 from broker.policy import Policy, PolicyError, load_policy, load_policy_text
 
 DEFAULT_DATA_DIR = Path(".szb")
@@ -82,7 +83,7 @@ def _active_policy(store: Any) -> tuple[Policy, str]:
     raise LookupError("the store records no loaded policy version (give --baseline FILE)")
 
 
-class StoredPolicyError(Exception):
+class StoredPolicyError(BrokerError):
     """The policy the store records as active no longer loads (its files moved, or newer rules)."""
 
     def __init__(self, where: str, error: PolicyError) -> None:

@@ -29,6 +29,7 @@ from broker.compliance._native_ops import (
     _order,
     kind,
 )
+from broker.errors import BrokerError
 
 MAX_NODES = 48
 """Larger trees keep their closures (Python nests at most 20 blocks in one function)."""
@@ -105,7 +106,7 @@ def compile_side(fn: Fn) -> Side | None:
 _UNBOUND = object()
 
 
-class _TooLarge(Exception):
+class _TooLarge(BrokerError):
     """The tree has more nodes than `MAX_NODES`."""
 
 
