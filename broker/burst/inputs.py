@@ -89,11 +89,16 @@ def demand(spec: JobSpec) -> int:
     return (spec.accelerator_count or math.ceil(spec.resources.cpus)) * spec.resources.nodes
 
 
+def latest_start(spec: JobSpec) -> datetime | None:
+    """The last moment the job can start and still meet its deadline (None: it has none)."""
+    return None if spec.deadline is None else spec.deadline - spec.runtime_estimate
+
+
 def due_at(spec: JobSpec, tenant_id: str, policy: Policy, arrival: datetime) -> datetime:
-    """The latest start the dispatch order keys on: arrival + the job's max_wait, or its own
-    deadline less its runtime estimate when that comes first (as `decide` bounds its wait)."""
-    due = arrival + effective_max_wait(spec, tenant_id, policy)
-    return due if spec.deadline is None else min(due, spec.deadline - spec.runtime_estimate)
+    """The latest start the dispatch order keys on: arrival + the job's max_wait, or its
+    `latest_start` when that comes first (as `decide` bounds its wait)."""
+    due, latest = arrival + effective_max_wait(spec, tenant_id, policy), latest_start(spec)
+    return due if latest is None else min(due, latest)
 
 
 def effective_max_wait(spec: JobSpec, tenant_id: str, policy: Policy) -> timedelta:

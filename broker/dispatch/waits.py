@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from broker.burst.claims import LateClaims, claim_premium
-from broker.burst.inputs import demand, due_at, is_onprem
+from broker.burst.inputs import demand, due_at, is_onprem, latest_start
 from broker.burst.projection import NEVER_S
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, ProjectionNote
@@ -188,8 +188,8 @@ class LiveWaits:
         f = decision.facts
         committed = f.burst_in_s is not None and f.cloud_offer and decision.action == Action.WAIT
         due_s = job.created_at.timestamp() + f.max_wait_s  # as decided (over-share: 0), capped as due_at caps
-        if job.spec.deadline is not None:
-            due_s = min(due_s, (job.spec.deadline - job.spec.runtime_estimate).timestamp())
+        if (latest := latest_start(job.spec)) is not None:
+            due_s = min(due_s, latest.timestamp())
         self.bursts.put(job.id, f.cloud_offer.split("/")[0] if committed and f.cloud_offer else None, due_s)
         offer = decision.offer
         late = claim_premium(f, policy) if committed else None
