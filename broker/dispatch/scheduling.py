@@ -70,6 +70,7 @@ class Scheduling(Launching):
             self._snap_at = loop_now
             self.planner.observe_live(live, now, self.store)
         snap = self._snap
+        queued, head_only = self._join_late(queued, head_only)
         # Across tenants by weighted dominant share (quota work first), then priority and age.
         queued = self.planner.order_queue(queued, now, full=not new_only)
         snap.now = now
@@ -112,6 +113,23 @@ class Scheduling(Launching):
             return None
         new, self._new_jobs = self._new_jobs, {}
         return [j for j in new.values() if j.state == JobState.QUEUED], None, True
+
+    def _join_late(
+        self, queued: list[Job], head_only: set[JobId] | None
+    ) -> tuple[list[Job], set[JobId] | None]:
+        """Add the jobs submitted while this pass read its queue and capacity.
+
+        Their create time is already past, so leaving them to the next pass would let the work
+        ahead of them in fair-share order take capacity this pass frees first."""
+        if not self._new_jobs:
+            return queued, head_only
+        late, self._new_jobs = self._new_jobs, {}
+        have = {j.id for j in queued}
+        joined = [j for j in late.values() if j.id not in have and j.id not in self._inflight]
+        joined = [j for j in joined if j.state == JobState.QUEUED]
+        if head_only is not None:
+            head_only = head_only | {j.id for j in joined}
+        return queued + joined, head_only
 
     async def _decide_queue(
         self, queued: list[Job], snap: PassSnapshot, head_only: set[JobId] | None, now: datetime
