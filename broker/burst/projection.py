@@ -22,6 +22,18 @@ NEVER_S = 1e9
 """A projected wait standing for "never" (finite, so it can be rounded, compared and sent)."""
 
 
+OVERRUN_FLOOR_S = 60.0
+"""A running job past its expected end is expected to run on at least this long."""
+
+
+def expected_end(end_s: float, now_s: float) -> float:
+    """When a running job expected to end at `end_s` is now expected to end. One past it runs on
+    for as long as it has overrun, a minute at least (a job's remaining run grows with its age:
+    Harchol-Balter & Downey, SIGMETRICS '96): taking it to end *now* projected the jobs behind it a
+    wait of 0 s for as long as the overrun lasted, so none of them was ever late or burst."""
+    return end_s if end_s > now_s else now_s + max(OVERRUN_FLOOR_S, now_s - end_s)
+
+
 def queue_key(priority: str, due_s: float, arrival_s: float, job_id: str) -> tuple[int, float, float, str]:
     """The dispatcher's order within a tenant: priority, then deadline (arrival + max_wait), then age.
 

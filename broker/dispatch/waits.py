@@ -22,7 +22,7 @@ from typing import Any
 
 from broker.burst.claims import LateClaims, claim_premium
 from broker.burst.inputs import demand, due_at, is_onprem, latest_start
-from broker.burst.projection import NEVER_S
+from broker.burst.projection import NEVER_S, expected_end
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, ProjectionNote
 from broker.dispatch.lines import Ahead, CommittedBursts, Line, PartitionView
@@ -342,18 +342,6 @@ class LiveWaits:
 
     def _runtime(self, spec: JobSpec, tenant: str, store: JobStore, now: datetime) -> float:
         return spec.runtime_estimate.total_seconds() * self.ratios.ratio(tenant, store, now)
-
-
-OVERRUN_FLOOR_S = 60.0
-"""A running job past its expected end is expected to run on at least this long."""
-
-
-def expected_end(end_s: float, now_s: float) -> float:
-    """When a running job expected to end at `end_s` is now expected to end. One past it runs on
-    for as long as it has overrun, a minute at least (a job's remaining run grows with its age:
-    Harchol-Balter & Downey, SIGMETRICS '96): taking it to end *now* projected the jobs behind it a
-    wait of 0 s for as long as the overrun lasted, so none of them was ever late or burst."""
-    return end_s if end_s > now_s else now_s + max(OVERRUN_FLOOR_S, now_s - end_s)
 
 
 def _keep_last(memo: dict[int, Any], key: int, value: Any, size: int = 8) -> None:

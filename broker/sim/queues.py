@@ -10,10 +10,11 @@ whatever their deadlines), so an over-share tenant's projection is not optimisti
 from __future__ import annotations
 
 import bisect
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 
-from broker.burst.projection import NEVER_S, projected_wait_s, queue_key
+from broker.burst.projection import NEVER_S, expected_end, projected_wait_s, queue_key
 from broker.fairshare import Demand, TenantState, share_ratios
 from broker.model import SiteId
 from broker.sim.backends import Partition
@@ -162,7 +163,7 @@ class ProjectedQueues:
         ahead = self._pairs[name][:n]
         if first:
             ahead += self._behind(name, key, first)
-        ends = self.running.ends(name)
+        ends = overrun_ends(self.running.ends(name), now_s)
         held = self.running.units(name)
         # Busy units no known running job holds (none expected) count as freeing now.
         missing = part.total - part.free - held
@@ -195,6 +196,15 @@ class ProjectedQueues:
             entries = [e for e in self._ordered(part) if e[3] in first]
             got = groups[first] = (entries, [(u, r) for _, u, r, _ in entries])
         return got[1][bisect.bisect_left(got[0], (key,)) :]
+
+
+def overrun_ends(ends: list[tuple[float, int]], now_s: float) -> list[tuple[float, int]]:
+    """Sorted `ends` with each run already past its expected end moved to `expected_end`, as live."""
+    over = bisect.bisect_right(ends, (now_s, math.inf))
+    if not over:
+        return ends
+    moved = [(expected_end(end, now_s), units) for end, units in ends[:over]]
+    return sorted(moved + ends[over:])
 
 
 class Waits(Mapping[str, float]):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.burst.projection import expected_end
 from broker.policy import Policy, load_policy
 from broker.sim.backends import Partition
 from broker.sim.jobs import build_jobs
@@ -148,3 +149,34 @@ def test_waiting_tenants_follow_adds_moves_and_removes() -> None:
     assert queues.tenants() == {"t1"}
     queues.remove(1)
     assert queues.tenants() == set()
+
+
+def test_a_job_behind_a_run_past_its_estimate_bursts_rather_than_wait_for_it(tmp_path: Path) -> None:
+    # A's user estimated a tenth of its 3 h run. B arrives after A's expected end: projecting A to
+    # end *now* gave B a wait of 0 s at every decision, so B waited on-prem for 2.5 h. As live
+    # (`broker.dispatch.waits`), A is expected to run on for as long as it has overrun, so B is
+    # projected late before its deadline and bursts.
+    policy = projected_policy(tmp_path)
+    scenario = Scenario(
+        seed=1, provisioning=Delay(min_s=60, mode_s=60, max_s=60), runtime_estimates={"default_bias": 0.1}
+    )
+    jobs = build_jobs([a800("a", 0, 3 * 3600), a800("b", 1800, 3600)], policy, scenario)
+    sim = simulate(policy, jobs, scenario, baselines=(), lower_bound=False)
+    b = sim.runs["policy"].records[1]
+    assert b.burst
+    assert not late(b), b
+
+
+@pytest.mark.parametrize(
+    ("now_s", "wait_s"), [(300.0, 300.0), (600.0, 60.0), (630.0, 60.0), (1800.0, 1200.0)]
+)
+def test_a_run_past_its_expected_end_runs_on_as_long_as_it_has_overrun(now_s: float, wait_s: float) -> None:
+    # One unit, busy with a run started at 0 with a 600 s estimate. Before 600 s the job behind it
+    # waits for the rest of the estimate; past it, as live (`expected_end`), for as long as the run
+    # has overrun, a minute at least, never 0 s (the simulator took the run to end *now*).
+    part = Partition("p/x", 1, True, free=0, ends=[(600.0, 1)])
+    queues = ProjectedQueues({"p/x": part})
+    queues.running.add("p/x", 0, (0.0, 600.0, 0.0, 1, "other"))
+    got = queues.project((1, now_s + 1800, now_s, "b"), 1, now_s, 1e9, accelerated=True)["p/x"]
+    assert got == pytest.approx(wait_s)
+    assert got == pytest.approx(expected_end(600.0, now_s) - now_s)
