@@ -133,10 +133,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
 
             vet_trace(trace, policy, args.trace)
         if args.jobs is not None:
-            if args.jobs < 1:
-                raise ValueError(f"--jobs: must be >= 1, got {args.jobs}")
-            source["jobs_sampled"] = min(args.jobs, len(trace))
-            trace = trace[: args.jobs]
+            trace = _sample(args.jobs, trace, source)
         jobs = build_jobs(trace, policy, scenario)
     except PolicyError as exc:
         for problem in exc.problems:
@@ -149,6 +146,19 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
         print("szb: error: the trace has no jobs to replay", file=sys.stderr)
         return 1
     return policy, scenario, jobs, source
+
+
+def _sample(n: int, trace: list[Any], source: dict[str, Any]) -> list[Any]:
+    """The first n jobs in arrival order; a sample is recorded as one only when it leaves jobs out."""
+    if n < 1:
+        raise ValueError(f"--jobs: must be >= 1, got {n}")
+    if n >= len(trace):  # the whole workload: its figures are not a sample's
+        if n > len(trace):
+            whole = f"the workload has {len(trace)} jobs; replaying all of them"
+            print(f"szb: --jobs {n}: {whole}", file=sys.stderr)
+        return trace
+    source["jobs_sampled"], source["sample_of"] = n, len(trace)
+    return trace[:n]
 
 
 def _trace(args: argparse.Namespace, scenario: Any) -> tuple[list[Any], dict[str, Any]]:
@@ -220,6 +230,8 @@ _TENANT_COLS = (
 def print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
 
+    from broker.sim.report import sample_note
+
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(_strategy_table(result))
     if result["strategies"].get("policy", {}).get("tenants"):
@@ -233,6 +245,8 @@ def print_table(result: dict[str, Any]) -> None:
         offline, ratio = _fmt(result["offline_cost"]), _fmt(result.get("offline_ratio"))
         line += f"; offline schedule {offline} {cur}, ratio {ratio}"
     console.print(f"{line}; simulated in {result['sim_wall_s']} s")
+    if note := sample_note(result):  # (figures of the first jobs only: the peaks may come later)
+        console.print(note)
 
 
 def _strategy_table(result: dict[str, Any]) -> Any:

@@ -147,6 +147,15 @@ class _Plots:
         self.save(fig, "tenants.png", "Per tenant (policy)")
 
 
+def sample_note(result: Mapping[str, Any]) -> str | None:
+    """What a `--jobs N` run replayed, when it left jobs out (its figures are not the workload's)."""
+    n = result.get("jobs_sampled")
+    if not n:
+        return None
+    first = f"the first {n} of {result.get('sample_of')} jobs in arrival order"
+    return f"A sample: {first} (--jobs {n}), not the whole workload"
+
+
 def summary_markdown(result: Mapping[str, Any]) -> str:
     cur = result.get("currency", "")
     lines = [
@@ -156,6 +165,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
         f"seed {result.get('seed')}, time scale {result.get('time_scale')}, "
         f"simulated in {result.get('sim_wall_s')} s.",
         "",
+        *([f"**{note}.**", ""] if (note := sample_note(result)) else []),
         f"| strategy | jobs | cost ({cur}) | lower bound | cost ratio | p50 wait s | p95 wait s | SLO "
         "| burst | carbon kg | budget viol. | compliance viol. |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
