@@ -38,10 +38,10 @@ from broker.burst.inputs import (
     is_onprem,
     onprem_sites,
 )
+from broker.burst.leads import launch_lead_s, safety_lead_s
 from broker.burst.projection import NEVER_S
-from broker.burst.spot import provisioning_p95_h
 from broker.decision import Action, Decision, DecisionFacts
-from broker.model import JobSpec, Offer, SiteId, TenantId
+from broker.model import JobSpec, Offer, TenantId
 from broker.placement import Explanation, PlacementContext, ScoredOffer, place, rejection_summary
 from broker.policy import Policy
 
@@ -61,6 +61,7 @@ class _View:
     facts: dict[str, object]  # the fields every decision's facts carry (waited, max_wait, remaining...)
     left_of: str = "of max_wait"  # what bounds `remaining`, for the reasons: max_wait or the deadline
     known: dict[int, tuple[float, float]] = field(default_factory=dict)  # id(offer) -> (wait, score)
+    raised_from: float | None = None  # the projected wait the safety net counted late (`_queue_choice`)
     noted: dict[str, object] = field(default_factory=dict)  # fields noted so far (`note`), for `done`
 
     def note(self, **fields: object) -> None:
@@ -191,7 +192,7 @@ def _cheaper_in_time(v: _View, onprem: list[ScoredOffer], best: ScoredOffer) -> 
     projected = v.inputs.projected_wait
     if not projected:
         return None
-    spare = v.remaining - _safety_lead_s(v.policy)
+    spare = v.remaining - safety_lead_s(v.policy)
     now = v.score(best) - v.wait(best) * v.policy.objective.wait_hour_cost / 3600  # it starts now
     fits = [
         s for s in onprem if projected.get(s.offer.partition, math.inf) <= spare and v.score(s) < now - 1e-9
@@ -207,7 +208,7 @@ def _yield_to_late(v: _View, best: ScoredOffer, need: int) -> Decision | None:
     part = best.offer.partition
     claims = v.inputs.late_claims.get(part)
     free = v.inputs.free_units(best.offer)
-    if not claims or v.inputs.firm_deadline or free is None or v.remaining <= _safety_lead_s(v.policy):
+    if not claims or v.inputs.firm_deadline or free is None or v.remaining <= safety_lead_s(v.policy):
         return None  # (a job with no time left to burst itself keeps its start)
     top = max((p for u, p in claims.values() if free - need < u <= free), default=None)
     if top is None:
@@ -262,13 +263,24 @@ def _queue_choice(v: _View, onprem: list[ScoredOffer]) -> tuple[ScoredOffer, flo
     else:
         queue = min(onprem, key=lambda s: (v.wait(s), v.score(s), s.offer.key))
     wait_s = v.wait(queue)
-    lead = _safety_lead_s(v.policy)
-    if queue.offer.partition in projected and v.remaining <= lead:
+    lead = safety_lead_s(v.policy)
+    if queue.offer.partition in projected and v.remaining <= lead and wait_s < v.remaining + lead:
         # Past the last responsible moment a start that is not now (nothing fits now: a projected 0
         # is a stale end) may slip past the deadline with no time left to burst: count it late by a
         # provisioning time ("Can't Be Late": commit to the sure option when the slack is gone).
-        wait_s = max(wait_s, v.remaining + lead)
+        v.raised_from, wait_s = wait_s, v.remaining + lead
     return queue, wait_s
+
+
+def _start_text(v: _View, wait_s: float) -> str:
+    """The projected on-prem start for the reasons: the projection itself, and what the safety
+    net counted it as when it raised it (never the raised figure as if it were the projection)."""
+    if v.raised_from is None:
+        return f"projected on-prem start in {wait_s / 60:.0f} min"
+    return (
+        f"projected on-prem start in {v.raised_from / 60:.0f} min, counted as {wait_s / 60:.0f} min "
+        f"(past its last responsible moment with nothing free now: no time left to burst if it slips)"
+    )
 
 
 def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
@@ -299,7 +311,8 @@ def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
     pick = v.cloud()
     if isinstance(pick, list):
         limit = "max_wait" if v.left_of == "of max_wait" else f"the {left_min:.0f} min left {v.left_of}"
-        reason = f"on-prem wait {wait_s / 60:.0f} min exceeds {limit}, but no cloud offer is usable"
+        said = f"on-prem wait {wait_s / 60:.0f} min" if v.raised_from is None else _start_text(v, wait_s)
+        reason = f"{said} exceeds {limit}, but no cloud offer is usable"
         return v.done(Action.WAIT, queue, reason, *pick[:5])
     best = pick.scored.offer
     v.note(cloud_total_cost=round(pick.total, 2), cloud_offer=best.key)
@@ -327,19 +340,19 @@ def _burst_at_last_moment(v: _View, queue: ScoredOffer, pick: CloudPick, wait_s:
     """Projected waits: capacity may still free sooner than projected, so wait until the last
     moment a burst can still start the job on time (its deadline minus the route's provisioning p95)."""
     site = pick.scored.offer.site
-    lead = _launch_lead_s(v.policy, v.inputs, site)
+    lead = launch_lead_s(v.policy, v.inputs, site)
     if v.remaining > lead:
         return v.done(
             Action.WAIT,
             queue,
-            f"projected on-prem start in {wait_s / 60:.0f} min is late; bursting to "
+            f"{_start_text(v, wait_s)} is late; bursting to "
             f"{site} at the last responsible moment, in {(v.remaining - lead) / 60:.0f} min",
             burst_in_s=round(v.remaining - lead),
         )
     return v.done(
         Action.RUN,
         pick.scored,
-        f"burst: projected on-prem start in {wait_s / 60:.0f} min is past the {why}",
+        f"burst: {_start_text(v, wait_s)} is past the {why}",
         burst=True,
         pick=pick,
     )
@@ -368,31 +381,6 @@ def _burst_after_hysteresis(
         burst=True,
         pick=pick,
     )
-
-
-def _launch_lead_s(policy: Policy, inputs: BurstInputs, site: str) -> float:
-    """How long before the deadline a burst to `site` must start: its provisioning p95, one more
-    for each full round of `max_provisioning` launches already committed there ahead of this job."""
-    lead = provisioning_p95_h(policy, site) * 3600
-    limits = policy.burst.sites.get(site)
-    ahead = inputs.launches_ahead.get(SiteId(site), 0)
-    if limits is not None and limits.max_provisioning > 0 and ahead:
-        lead *= 1 + ahead // limits.max_provisioning
-    return lead
-
-
-_LEADS: dict[int, tuple[Policy, float]] = {}
-
-
-def _safety_lead_s(policy: Policy) -> float:
-    """The longest provisioning p95 of any cloud route: past it, a burst may come too late."""
-    hit = _LEADS.get(id(policy))
-    if hit is None or hit[0] is not policy:
-        if len(_LEADS) > 64:
-            _LEADS.clear()
-        leads = (provisioning_p95_h(policy, s.id) * 3600 for s in policy.sites if not s.partitions)
-        hit = _LEADS[id(policy)] = (policy, max(leads, default=0.0))
-    return hit[1]
 
 
 def _late_cost(wait_s: float, allowed_s: float, policy: Policy) -> float:

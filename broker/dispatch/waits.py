@@ -303,10 +303,10 @@ class LiveWaits:
     ) -> Decision:
         """The decision with where its projected on-prem wait came from (explain, job events);
         `projected`: the waits the decision was made on (`for_job`): no note for a partition
-        whose wait was not projected."""
-        wait = decision.facts.onprem_expected_wait_s
+        whose wait was not projected. The note's wait is the projection, not the wait the
+        decision counted (past its last responsible moment it counts a start that is not now late)."""
         partition = decision.facts.onprem_partition  # the partition the decision weighed
-        if partition is None or partition not in (projected or {}):
+        if partition is None or projected is None or partition not in projected:
             return decision
         view = self._view(snap).get(partition)
         if view is None:
@@ -320,7 +320,7 @@ class LiveWaits:
             ahead_units, ahead_unit_s = sum(u for u, _ in prefix), sum(u * r for u, r in prefix)
         note = ProjectionNote(
             partition=partition,
-            wait_s=round(wait or 0.0),
+            wait_s=round(projected[partition]),
             free_units=view.free,
             running=view.soonest_in(now_s),
             running_jobs=len(view.ends),

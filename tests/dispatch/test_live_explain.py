@@ -56,7 +56,8 @@ def test_a_burst_is_explained_by_the_partition_whose_projected_wait_it_weighed(
 ) -> None:
     """A CPU partition (free) and two GPU ones: A800 frees in 30 min (a running broker job),
     H800 in 2 h (foreign work). Each burst's note names the GPU partition its facts name, even
-    when its wait was raised past both projections (the last responsible moment)."""
+    when its wait was raised past both projections (the last responsible moment), and gives that
+    partition's projection, not the raised wait (explain12: it read as a longer projection)."""
     snap = PassSnapshot(
         now=NOW, offers=[CPU, A800, H800],
         capacity_total={CPU.partition: 64, A800.partition: 8, H800.partition: 8},
@@ -75,7 +76,7 @@ def test_a_burst_is_explained_by_the_partition_whose_projected_wait_it_weighed(
         note = waits.explained(burst(wait_s, partition), snap, "lab", store, projected=projected).projection
         assert note is not None, wait_s
         assert (note.partition, note.wait_s, note.free_units, note.running_jobs) == (
-            partition, wait_s, free, running_jobs
+            partition, round(projected[partition]), free, running_jobs
         ), wait_s
     # A wait names its partition itself; a decision not made on a projection gets no note.
     facts = DecisionFacts(onprem_site="onprem", onprem_partition=H800.partition, onprem_expected_wait_s=7200)

@@ -1,0 +1,78 @@
+"""What `szb explain`, `szb get` and a job's events say is what the dispatcher decided (explain12).
+
+A real `szb serve` (a local on-prem site, AWS on moto, `wait_model: projected`), jobs submitted
+and explained over the CLI as a user types them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc
+from tests.brokerproc import BrokerProcess, szb
+from tests.clouds.conftest import StartBroker
+from tests.clouds.e2e_helpers import job_yaml, md
+from tests.clouds.test_projected_wait_live import POLICY, TOKEN, first_event, hold_the_a800, setup, submit
+from tests.doubles.moto_front import MotoFront
+
+SLOW_ROUTE = POLICY.replace("provisioning_p95: 50s", "provisioning_p95: 10m")
+"""A 10-minute provisioning p95 at AWS: a job with 5 min of max_wait left is past its last
+responsible moment, where a projected start that is not now is counted late (the safety net)."""
+
+
+@pytest.fixture
+def slow_route(moto: MotoFront, start_broker: StartBroker) -> BrokerProcess:
+    return start_broker(setup(moto.url, SLOW_ROUTE))
+
+
+def explain(broker: BrokerProcess, path: Path) -> dict[str, Any]:
+    out = szb(broker, TOKEN, "explain", str(path), "-o", "json")
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout)["decision"])
+
+
+def minutes_said(reason: str) -> int:
+    """The minutes a reason gives for the projected on-prem start."""
+    got = re.search(r"projected on-prem start in (\d+) min", reason)
+    assert got is not None, reason
+    return int(got.group(1))
+
+
+def test_the_safety_net_says_the_projection_and_what_it_counted(
+    slow_route: BrokerProcess, tmp_path: Path
+) -> None:
+    """The A800 frees in ~3 min (its holder's estimate); a job with 5 min of max_wait and a 10 min
+    provisioning p95 is counted late by the safety net and bursts now. Its reason, explain's
+    projection note and the placed event's note give the projected start (3 min), and the reason
+    says it was counted as 15 min (5 left + 10 to provision), not a 15 min projection."""
+    broker = slow_route
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        holder = hold_the_a800(broker, stub, tmp_path, "3m")
+        hurried = job_yaml(tmp_path, "hurried", estimate="1h", max_wait="5m")
+        decision = explain(broker, hurried)
+        assert decision["action"] == "run" and decision["burst"], decision
+        ends_in = decision["projection"]["running"][0]["ends_in_s"]
+        assert ends_in <= 180, decision
+        said = minutes_said(decision["reasons"][0])
+        assert abs(said * 60 - ends_in) <= 30, decision["reasons"]
+        assert "counted as 15 min" in decision["reasons"][0], decision["reasons"]
+        assert decision["projection"]["wait_s"] == pytest.approx(ends_in, abs=2), decision
+        table = szb(broker, TOKEN, "explain", str(hurried)).stdout
+        assert "projected wait on onprem/a800: 15 min" not in table, table
+        job_id = submit(broker, hurried)
+        placed = first_event(stub, job_id, "placed", timeout=60)
+        assert "[burst]" in placed.message, placed.message
+        # The event keeps the wait the decision counted and, in its note, the projection itself.
+        assert placed.data["onprem_expected_wait_s"] >= 15 * 60, placed.data
+        recorded = placed.data["projection"]
+        assert recorded["wait_s"] == pytest.approx(recorded["running"][0]["ends_in_s"], abs=2), recorded
+        for jid in (holder, job_id):
+            stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(TOKEN))
