@@ -9,7 +9,7 @@ import sys
 import tempfile
 import urllib.parse
 from contextlib import ExitStack, closing
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,20 +45,21 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _open_store(args: argparse.Namespace, scratch: ExitStack) -> Any:
-    if args.store:
-        from broker.store.postgres import PostgresStore
-
-        return PostgresStore(args.store)
+def _open_store(args: argparse.Namespace, since: datetime | None, scratch: ExitStack) -> Any:
     from broker.store.sqlite import SqliteStore
 
+    # Read a snapshot, never the store itself: opening a store brings an older schema up to
+    # date (a write), and a broker still running keeps writing between the pages read.
+    copy = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="szb-replay-"))) / "broker.db"
+    if args.store:
+        from broker.store.snapshot import copy_postgres
+
+        copy_postgres(args.store, copy, since)  # (read-only: the server refuses any write)
+        return SqliteStore(copy)
     folder = args.data_dir or DEFAULT_DATA_DIR
     db = folder / "broker.db"
     if not db.is_file():  # never create an empty store where the user expected one
         raise FileNotFoundError(f"no broker store at {db} (give --data-dir DIR or --store DSN)")
-    # Read a snapshot, never the store itself: opening a store brings an older schema up to
-    # date (a write), and a broker still running keeps writing between the pages read.
-    copy = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="szb-replay-"))) / "broker.db"
     # Without a -wal file no broker has the store open: read it as immutable, which leaves no
     # -wal/-shm files behind either. With one, a read-only connection sees what was committed.
     live = db.with_name(db.name + "-wal").exists()
@@ -123,7 +124,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     since, candidate = given
     with ExitStack() as scratch:
         try:
-            store = _open_store(args, scratch)
+            store = _open_store(args, since, scratch)
         except Exception as exc:  # a missing file, a refused connection: say which store
             return _fail(str(exc))
         try:
@@ -150,7 +151,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return _fail(f"{mixed}: costs would not compare")
     if not history.jobs:
         left_out = "".join(f"; {n} {why}" for why, n in history.skipped.items())
-        return _fail("no recorded jobs" + (f" since {since:%Y-%m-%d %H:%M} UTC" if since else "") + left_out)
+        # (in UTC whatever offset --since was given with)
+        when = f" since {since.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if since else ""
+        return _fail("no recorded jobs" + when + left_out)
     result = diff(history, replay(current, history), replay(candidate, history))
     result["current_policy"], result["currency"] = source, current.currency
     result["candidate_policy"] = str(args.policy)

@@ -1,0 +1,113 @@
+"""A read-only copy of a PostgreSQL store, for tools that must never write to it (`szb policy replay`).
+
+Opening a `PostgresStore` creates or brings its schema up to date: a write, refused to a role
+that may only read, done to whatever database a mistyped DSN names, and done to a store an
+older broker still runs on. Instead, the tables history is read from are copied, in one
+read-only REPEATABLE READ transaction (one consistent view while a broker keeps writing; the
+server refuses any write), into a fresh SQLite store of the current schema. Columns an older
+schema lacks keep their defaults there; tables it lacks stay empty.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from broker.store.base import StoreError
+from broker.store.sqlite import SqliteStore
+
+TABLES = ("jobs", "job_labels", "events", "attempts", "policy_versions")
+"""What history is read from (jobs, their runs and launches, the policy versions loaded)."""
+BATCH = 2000
+
+_URL_PASSWORD = re.compile(r"(://[^/@:?#]*):[^@/?#]*@")
+_KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
+class SnapshotError(StoreError):
+    """The store cannot be read (unreachable, refused, not a broker store); one line, DSN redacted."""
+
+
+def redact(dsn: str) -> str:
+    """The DSN as it may be printed: any password replaced by `***` (URL or key=value form)."""
+    dsn = _URL_PASSWORD.sub(r"\1:***@", dsn)
+    dsn = _QUERY_PASSWORD.sub(r"\1***", dsn)
+    return _KV_PASSWORD.sub(r"\1***", dsn)
+
+
+def copy_postgres(dsn: str, dest: Path, since: datetime | None = None) -> None:
+    """Copy the store at `dsn` (jobs submitted at or after `since`, with their rows) into `dest`."""
+    SqliteStore(dest).close()  # the current schema, empty
+    try:
+        import psycopg
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise SnapshotError("reading a PostgreSQL store needs psycopg: pip install psycopg") from exc
+    where = redact(dsn)
+    try:
+        with closing(psycopg.connect(dsn)) as conn, closing(sqlite3.connect(dest)) as out:
+            conn.read_only = True
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with conn.transaction():
+                columns = _columns(conn)
+                if "jobs" not in columns:
+                    raise SnapshotError(f"no broker store at {where}: its database has no jobs table")
+                for table in TABLES:
+                    if table in columns:
+                        _copy_table(conn, out, table, columns[table], since)
+            out.commit()
+    except psycopg.Error as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise SnapshotError(
+            f"cannot read the store at {where}: {lines[0] if lines else type(exc).__name__}"
+        ) from exc
+
+
+def _columns(conn: Any) -> dict[str, set[str]]:
+    """Table -> its columns, in the connection's schema (pg_catalog: readable whatever the grants)."""
+    rows = conn.execute(
+        "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON a.attrelid = c.oid "
+        "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') "
+        "AND a.attnum > 0 AND NOT a.attisdropped"
+    ).fetchall()
+    out: dict[str, set[str]] = {}
+    for table, column in rows:
+        out.setdefault(table, set()).add(column)
+    return out
+
+
+def _copy_table(
+    conn: Any, out: sqlite3.Connection, table: str, source: set[str], since: datetime | None
+) -> None:
+    wanted = [r[1] for r in out.execute(f"PRAGMA table_info({table})")]
+    cols = [c for c in wanted if c in source]
+    sql, params = f"SELECT {', '.join(cols)} FROM {table}", list[datetime]()
+    if since is not None and table == "jobs":
+        sql, params = f"{sql} WHERE created_at >= %s", [since]
+    elif since is not None and "job_id" in source:
+        sql, params = f"{sql} WHERE job_id IN (SELECT id FROM jobs WHERE created_at >= %s)", [since]
+    insert = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    with conn.cursor(name=f"szb_snapshot_{table}") as cur:  # server-side: streamed, not all in memory
+        cur.itersize = BATCH
+        cur.execute(sql, params)
+        for rows in _batches(cur):
+            out.executemany(insert, [[_value(v) for v in row] for row in rows])
+
+
+def _batches(cur: Any) -> Iterator[Sequence[Any]]:
+    while rows := cur.fetchmany(BATCH):
+        yield rows
+
+
+def _value(v: Any) -> Any:
+    """A PostgreSQL value as the SQLite store keeps it (times as epoch seconds, booleans as 0/1)."""
+    if isinstance(v, datetime):
+        return v.timestamp()
+    if isinstance(v, bool):
+        return int(v)
+    return v
