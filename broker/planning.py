@@ -12,18 +12,17 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.base import Adapter, AdapterError, Capability, supports
-from broker.burst import BurstInputs, TenantMoney, decide, is_onprem, route_states
+from broker.burst import BurstInputs, TenantMoney, is_onprem, route_states
 from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.step import build_inputs, decide_in_pass
 from broker.catalog.accelerators import normalize
 from broker.clock import Clock
 from broker.config import BrokerConfig
-from broker.decision import Action, Decision, FairShareNote
+from broker.decision import Decision
 from broker.dispatch.contract import FailoverPlan, failover_plan
 from broker.dispatch.failover import NextStep
 from broker.dispatch.health import SiteHealth
@@ -317,48 +316,6 @@ class Planner:
                     )
                 )
         return out
-
-    def explain(self, spec: JobSpec, tenant: TenantId, snap: PassSnapshot, store: JobStore) -> Decision:
-        """What the dispatcher would decide for this job if it were queued now, on `snap`.
-
-        `snap` is the dispatcher's current pass snapshot (live attempts, routes, its claims and
-        backlog); the inputs come from the same builder, and nothing is claimed or recorded.
-        Fair share is applied as `decide` applies it, from where the job would stand now.
-        """
-        policy = self.policy
-        standing = self.fair.preview(policy, spec, tenant, snap.now)
-        limit = policy.document.fair_share.over_share_burst_ratio
-        if limit is not None and not standing.in_quota and standing.ratio > limit:
-            spec = spec.model_copy(update={"max_wait": timedelta(0)})
-        # Waiters the job would stand behind in the fair-share order of the next full pass.
-        projected = self.waits.for_job(policy, spec, snap, store, self.queueing_sites(), standing.position)
-        ahead = self.waits.launches_ahead(policy, spec, tenant, snap.now)
-        inputs = self.inputs_for(
-            tenant,
-            snap,
-            store,
-            queued_since=snap.now,
-            pending_since=None,
-            projected_wait=projected,
-            launches_ahead=ahead,
-        )
-        decision = decide(spec, tenant, snap.offers, policy, inputs)
-        if projected is not None:
-            decision = self.waits.explained(decision, snap, tenant, store, standing.position, projected)
-        fair = FairShareNote(standing.position, standing.in_quota, round(standing.ratio, 3), standing.text())
-        offer = decision.offer
-        if (
-            decision.action == Action.RUN
-            and offer is not None
-            and is_onprem(policy, offer.site)
-            and not standing.may_run_onprem
-        ):
-            reason = (
-                f"tenant {tenant} has used its guaranteed quota and may not borrow idle "
-                "on-prem capacity; waiting for its quota"
-            )
-            return replace(decision, action=Action.WAIT, reasons=(reason, standing.text()), fair_share=fair)
-        return replace(decision, reasons=(*decision.reasons, standing.text()), fair_share=fair)
 
     # Fair share ------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from broker.auth import Principal, TokenAuthority
 from broker.burst.money import month_of
 from broker.clock import Clock
 from broker.dispatch.scheduling import ANSWER_WAIT_S
+from broker.explain_live import explain_now
 from broker.jobview import JobDetails, job_details
 from broker.metrics import LiveView, heartbeat_lags
 from broker.model import Job, JobSpec, TenantId
@@ -87,7 +88,7 @@ class RpcViews:
 
     async def explain_proto(self, spec: JobSpec, tenant: TenantId) -> placement_pb2.Explanation:
         snap = await self.dispatcher.current_snapshot()
-        decision = self.planner.explain(spec, tenant, snap, self.store)
+        decision = explain_now(self.planner, spec, tenant, snap, self.store)
         return explanation_to_proto({**explain_json(decision, spec, self.planner.policy), "tenant": tenant})
 
     async def offers_proto(

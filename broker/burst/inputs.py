@@ -94,6 +94,15 @@ def latest_start(spec: JobSpec) -> datetime | None:
     return None if spec.deadline is None else spec.deadline - spec.runtime_estimate
 
 
+def deadline_missed(spec: JobSpec, now: datetime) -> str | None:
+    """Why a job that would wait now fails instead: past its latest start its deadline can no
+    longer be met (None: it can, or it has none). The dispatcher and explain both say this."""
+    latest = latest_start(spec)
+    if latest is None or now <= latest:
+        return None
+    return f"deadline {spec.deadline.isoformat() if spec.deadline else ''} can no longer be met"
+
+
 def due_at(spec: JobSpec, tenant_id: str, policy: Policy, arrival: datetime) -> datetime:
     """The latest start the dispatch order keys on: arrival + the job's max_wait, or its
     `latest_start` when that comes first (as `decide` bounds its wait)."""

@@ -10,6 +10,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from broker.burst.inputs import deadline_missed
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision
 from broker.dispatch.launch import Launching
@@ -251,9 +252,9 @@ class Scheduling(Launching):
 
     def _give_up_reason(self, job: Job, now: datetime) -> str | None:
         """A waiting job fails when its deadline can no longer be met, or its attempts keep failing."""
-        spec = job.spec
-        if spec.deadline is not None and now + spec.runtime_estimate > spec.deadline:
-            return f"deadline {spec.deadline.isoformat()} can no longer be met"
+        missed = deadline_missed(job.spec, now)
+        if missed is not None:
+            return missed
         plan = self.planner.failover()
         if job.attempts and (now - job.created_at).total_seconds() > plan.give_up_after_s:
             return (

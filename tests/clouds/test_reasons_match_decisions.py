@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,10 @@ import grpc
 import pytest
 
 from broker.api import broker_service_pb2 as pb
-from broker.api import broker_service_pb2_grpc
+from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import BrokerProcess, szb
 from tests.clouds.conftest import StartBroker
-from tests.clouds.e2e_helpers import job_yaml, md
+from tests.clouds.e2e_helpers import TERMINAL, job_yaml, md, wait_state
 from tests.clouds.test_projected_wait_live import POLICY, TOKEN, first_event, hold_the_a800, setup, submit
 from tests.doubles.moto_front import MotoFront
 
@@ -76,3 +77,29 @@ def test_the_safety_net_says_the_projection_and_what_it_counted(
         assert recorded["wait_s"] == pytest.approx(recorded["running"][0]["ends_in_s"], abs=2), recorded
         for jid in (holder, job_id):
             stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(TOKEN))
+
+
+@pytest.fixture
+def broker(moto: MotoFront, start_broker: StartBroker) -> BrokerProcess:
+    return start_broker(setup(moto.url))
+
+
+def test_explain_says_a_job_whose_deadline_can_no_longer_be_met_fails_as_the_dispatcher_fails_it(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """Due in 30 min with 1 h of work and the A800 busy: the dispatcher fails such a job at its
+    first decision ('deadline ... can no longer be met'); explain said it would wait on-prem."""
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        holder = hold_the_a800(broker, stub, tmp_path, "20m")
+        due = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
+        late = job_yaml(tmp_path, "late", estimate="1h", max_wait="1d", accelerators="A800")
+        late.write_text(late.read_text() + f"deadline: '{due}'\n")
+        decision = explain(broker, late)
+        assert decision["action"] == "reject", decision
+        assert "can no longer be met" in decision["reasons"][0], decision
+        job_id = submit(broker, late)
+        failed = wait_state(stub, job_id, TERMINAL, token=TOKEN)
+        assert failed.state == job_pb2.JOB_STATE_FAILED and "can no longer be met" in failed.message
+        assert decision["reasons"][0] == failed.message, (decision["reasons"], failed.message)
+        stub.CancelJob(pb.CancelJobRequest(id=holder), metadata=md(TOKEN))

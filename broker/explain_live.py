@@ -1,0 +1,71 @@
+"""Live explain: what the dispatcher would decide for a job spec queued now (`szb explain --server`).
+
+It decides on the dispatcher's current pass snapshot with the planner's own parts (fair share,
+projected waits, the one input builder, `broker.burst.decide`), claiming and recording nothing;
+where the dispatcher acts on a decision further (fails a waiting job past its deadline), explain
+says what the dispatcher will do, from the same rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from broker.burst import decide, is_onprem
+from broker.burst.inputs import deadline_missed
+from broker.burst.snapshot import PassSnapshot
+from broker.decision import Action, Decision, FairShareNote
+from broker.model import JobSpec, TenantId
+from broker.planning import Planner
+from broker.store import JobStore
+
+
+def explain_now(
+    planner: Planner, spec: JobSpec, tenant: TenantId, snap: PassSnapshot, store: JobStore
+) -> Decision:
+    """What the dispatcher would decide for this job if it were queued now, on `snap`.
+
+    `snap` is the dispatcher's current pass snapshot (live attempts, routes, its claims and
+    backlog); the inputs come from the same builder, and nothing is claimed or recorded.
+    Fair share is applied as `decide` applies it, from where the job would stand now.
+    """
+    policy = planner.policy
+    standing = planner.fair.preview(policy, spec, tenant, snap.now)
+    asked = spec
+    limit = policy.document.fair_share.over_share_burst_ratio
+    if limit is not None and not standing.in_quota and standing.ratio > limit:
+        spec = spec.model_copy(update={"max_wait": timedelta(0)})
+    # Waiters the job would stand behind in the fair-share order of the next full pass.
+    projected = planner.waits.for_job(policy, spec, snap, store, planner.queueing_sites(), standing.position)
+    ahead = planner.waits.launches_ahead(policy, spec, tenant, snap.now)
+    inputs = planner.inputs_for(
+        tenant,
+        snap,
+        store,
+        queued_since=snap.now,
+        pending_since=None,
+        projected_wait=projected,
+        launches_ahead=ahead,
+    )
+    decision = decide(spec, tenant, snap.offers, policy, inputs)
+    if projected is not None:
+        decision = planner.waits.explained(decision, snap, tenant, store, standing.position, projected)
+    fair = FairShareNote(standing.position, standing.in_quota, round(standing.ratio, 3), standing.text())
+    offer = decision.offer
+    if (
+        decision.action == Action.RUN
+        and offer is not None
+        and is_onprem(policy, offer.site)
+        and not standing.may_run_onprem
+    ):
+        reason = (
+            f"tenant {tenant} has used its guaranteed quota and may not borrow idle "
+            "on-prem capacity; waiting for its quota"
+        )
+        decision = replace(decision, action=Action.WAIT, reasons=(reason, standing.text()), fair_share=fair)
+    else:
+        decision = replace(decision, reasons=(*decision.reasons, standing.text()), fair_share=fair)
+    missed = deadline_missed(asked, snap.now) if decision.action == Action.WAIT else None
+    if missed is not None:  # the dispatcher fails a waiting job it can no longer finish in time
+        return replace(decision, action=Action.REJECT, reasons=(missed, *decision.reasons))
+    return decision
