@@ -7,7 +7,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-import broker._startup  # noqa: F401  (first: trims the imports below)
 from broker.commands import groups
 from broker.errors import BrokerError
 
