@@ -15,9 +15,13 @@ from broker.burst import decide, is_onprem
 from broker.burst.inputs import deadline_missed
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, FairShareNote
+from broker.fairshare.holds import claimed_meanwhile
 from broker.model import JobSpec, TenantId
 from broker.planning import Planner
 from broker.store import JobStore
+
+EXPLAINED = "(this job)"
+"""The id the job explained goes by (it has none yet; fair share's preview names it so too)."""
 
 
 def explain_now(
@@ -38,16 +42,20 @@ def explain_now(
     # Waiters the job would stand behind in the fair-share order of the next full pass.
     projected = planner.waits.for_job(policy, spec, snap, store, planner.queueing_sites(), standing.position)
     ahead = planner.waits.launches_ahead(policy, spec, tenant, snap.now)
-    inputs = planner.inputs_for(
-        tenant,
-        snap,
-        store,
-        queued_since=snap.now,
-        pending_since=None,
-        projected_wait=projected,
-        launches_ahead=ahead,
-    )
-    decision = decide(spec, tenant, snap.offers, policy, inputs)
+    # Capacity fair share holds for a waiting job ahead is taken for a new job, as the
+    # dispatcher's pass over new jobs counts it (`FairQueue.held_for`).
+    held = planner.fair.book.held_for(planner.fair.holds, policy, snap.now, EXPLAINED, tenant)
+    with claimed_meanwhile(snap.claimed, held):
+        inputs = planner.inputs_for(
+            tenant,
+            snap,
+            store,
+            queued_since=snap.now,
+            pending_since=None,
+            projected_wait=projected,
+            launches_ahead=ahead,
+        )
+        decision = decide(spec, tenant, snap.offers, policy, inputs)
     if projected is not None:
         decision = planner.waits.explained(decision, snap, tenant, store, standing.position, projected)
     fair = FairShareNote(standing.position, standing.in_quota, round(standing.ratio, 3), standing.text())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import BrokerProcess, szb
+from tests.brokerproc import JOB_PYTHON, BrokerProcess, szb
+from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TERMINAL, job_yaml, md, wait_state
+from tests.clouds.test_explain_live import events_so_far
 from tests.clouds.test_projected_wait_live import POLICY, TOKEN, first_event, hold_the_a800, setup, submit
 from tests.doubles.moto_front import MotoFront
 
@@ -103,3 +106,87 @@ def test_explain_says_a_job_whose_deadline_can_no_longer_be_met_fails_as_the_dis
         assert failed.state == job_pb2.JOB_STATE_FAILED and "can no longer be met" in failed.message
         assert decision["reasons"][0] == failed.message, (decision["reasons"], failed.message)
         stub.CancelJob(pb.CancelJobRequest(id=holder), metadata=md(TOKEN))
+
+
+HOG, SMALL = "token-hog-0123456789abcdef", "token-small-0123456789abcd"
+TWO_A800 = (
+    on_moto.POLICY_HEAD
+    + on_moto.ONPREM_A800.replace("count_per_node: 1", "count_per_node: 2")
+    + """\
+tenants:
+  - {id: hog, kind: university, entity_country: CN}
+  - {id: small, kind: university, entity_country: CN}
+burst:
+  wait_model: projected
+"""
+    + on_moto.CN_RESIDENCY
+)
+
+
+def a800_job(folder: Path, name: str, gpus: int, sleep: float = 1) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\ncommand: [{JOB_PYTHON}, -c, 'import time; time.sleep({sleep})']\n"
+        f"runtime_estimate: 1h\nmax_wait: 1d\n"
+        f"resources:\n  accelerators: {{count: {gpus}, any_of: [A800]}}\n"
+    )
+    return path
+
+
+@pytest.fixture
+def shared(start_broker: StartBroker) -> BrokerProcess:
+    return start_broker(
+        on_moto.BrokerSetup(
+            TWO_A800,
+            tokens={"hog": HOG, "small": SMALL},
+            sites={"onprem": "{cancel_grace_s: 1}"},
+            dispatch="poll_interval_s: 0.2, reconcile_interval_s: 1.0, requeue_scan_s: 1.0",
+        )
+    )
+
+
+def test_explain_leaves_the_gpu_held_for_a_waiting_under_share_job_as_the_dispatcher_does(
+    shared: BrokerProcess, tmp_path: Path
+) -> None:
+    """hog runs on one of two A800s; small's 2-GPU job waits, and fair share holds the free GPU
+    for it. hog's next 1-GPU job waits (the dispatcher counts the held GPU as taken); explain
+    said it would run now on the free GPU."""
+    broker = shared
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        [holder] = submit_as(broker, HOG, a800_job(tmp_path, "holder", 1, sleep=120))
+        wait_state(stub, holder, {job_pb2.JOB_STATE_RUNNING}, token=HOG)
+        [big] = submit_as(broker, SMALL, a800_job(tmp_path, "big", 2))
+        first = first_event_as(stub, big, "waiting", SMALL)
+        assert first.data["action"] == "wait", first.message
+        more = a800_job(tmp_path, "more", 1)
+        for _ in range(3):  # between passes and within one
+            out = szb(broker, HOG, "explain", str(more), "-o", "json")
+            decision = json.loads(out.stdout)["decision"]
+            assert decision["action"] == "wait", decision
+            time.sleep(0.3)
+        [job_id] = submit_as(broker, HOG, more)
+        waiting = first_event_as(stub, job_id, "waiting", HOG)
+        assert waiting.data["action"] == "wait", waiting.message
+        queued = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md(HOG)).job
+        assert queued.state == job_pb2.JOB_STATE_QUEUED, queued.message
+        for jid, token in ((holder, HOG), (big, SMALL), (job_id, HOG)):
+            stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(token))
+
+
+def submit_as(broker: BrokerProcess, token: str, path: Path) -> list[str]:
+    out = szb(broker, token, "submit", str(path), "-o", "json")
+    assert out.returncode == 0, out.stderr
+    return [str(j["id"]) for j in json.loads(out.stdout)]
+
+
+def first_event_as(
+    stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, kind: str, token: str
+) -> job_pb2.JobEvent:
+    deadline = time.monotonic() + 30
+    while True:
+        found = [e for e in events_so_far(stub, job_id, token) if e.kind == kind]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no {kind} event on {job_id}"
+        time.sleep(0.2)
