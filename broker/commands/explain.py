@@ -163,10 +163,7 @@ def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console)
             else:
                 verdict = "allowed"
         acc = f"{o['accelerator']}x{o['count']}" if o.get("accelerator") else "-"
-        wait_s = o.get("expected_wait_s") or 0
-        if weighed is not None and f"{o['site']}/{o['instance_type']}" == weighed:
-            wait_s = decision["onprem_expected_wait_s"]  # the wait the decision weighed (projected)
-        wait = f"{wait_s / 60:.0f}m"
+        wait = f"{_wait_shown(o, decision, weighed) / 60:.0f}m"
         site = f"{o['site']}/{o['zone']}" if o.get("zone") else o["site"]  # two zones: two rows
         table.add_row(
             mark, escape(site), escape(o["instance_type"]), escape(acc), "yes" if o["spot"] else "no",
@@ -179,6 +176,15 @@ def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console)
         console.print(f"... {hidden} more offers (use --limit or --output json)")
     if not body.get("allowed_offers"):
         console.print("[bold red]No offer is allowed for this job.[/]")
+
+
+def _wait_shown(offer: dict[str, Any], decision: dict[str, Any], weighed: str | None) -> float:
+    """An offer's WAIT: for the partition the decision weighed, its projected wait (as its score
+    has it), not the wait counted late past the last responsible moment (the reasons say both)."""
+    if weighed is None or f"{offer['site']}/{offer['instance_type']}" != weighed:
+        return float(offer.get("expected_wait_s") or 0)
+    note = decision.get("projection") or {}
+    return float(note.get("wait_s", decision["onprem_expected_wait_s"]))
 
 
 def print_decision(decision: dict[str, Any], *, console: Console | None = None) -> None:

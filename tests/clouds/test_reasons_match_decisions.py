@@ -71,6 +71,8 @@ def test_the_safety_net_says_the_projection_and_what_it_counted(
         assert decision["projection"]["wait_s"] == pytest.approx(ends_in, abs=2), decision
         table = szb(broker, TOKEN, "explain", str(hurried)).stdout
         assert "projected wait on onprem/a800: 15 min" not in table, table
+        [a800_row] = [line for line in table.splitlines() if "│ onprem " in line]
+        assert " 15m " not in a800_row and re.search(r" [23]m ", a800_row), table  # its WAIT column
         job_id = submit(broker, hurried)
         placed = first_event(stub, job_id, "placed", timeout=60)
         assert "[burst]" in placed.message, placed.message
