@@ -345,11 +345,14 @@ def _tags_of(inst: Mapping[str, Any]) -> dict[str, str]:
 
 def _status_of(inst: Mapping[str, Any]) -> AttemptStatus:
     status = str(inst.get("Status", ""))
-    if status in _RUNNING:
-        return AttemptStatus(state=_RUNNING[status], message=f"ECS status {status}")
     locks = [lock.get("LockReason") for lock in inst.get("OperationLocks", {}).get("LockReason", [])]
     if "Recycling" in locks:
-        return AttemptStatus(state=AttemptState.PREEMPTED, message="spot instance released (Recycling)")
+        # ECS's spot interruption notice: the instance, often still Running, is locked for
+        # Recycling and released a few minutes later. Its work is lost either way.
+        message = f"spot instance interrupted (Recycling); ECS status {status}"
+        return AttemptStatus(state=AttemptState.PREEMPTED, message=message)
+    if status in _RUNNING:
+        return AttemptStatus(state=_RUNNING[status], message=f"ECS status {status}")
     if TAG_CANCELLED in _tags_of(inst):
         return AttemptStatus(state=AttemptState.CANCELLED, message=f"cancelled; ECS status {status}")
     return AttemptStatus(state=AttemptState.LOST, message=f"ECS status {status} before the job reported")

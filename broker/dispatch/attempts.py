@@ -11,7 +11,7 @@ from typing import Any
 from adapters.base import Adapter, AdapterError, NotFoundError
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
-from broker.dispatch.gang import gang_status, is_gang_attempt
+from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
 from broker.model import BROKER_SIDE, Attempt, AttemptState, AttemptStatus, Job, JobId, JobState, SiteId
 from broker.store import JobMove, JobStore
 
@@ -58,7 +58,7 @@ class AttemptTracking:
             else:
                 status = await asyncio.to_thread(adapter.status, attempt.backend_id)
         except NotFoundError:
-            status = AttemptStatus(state=AttemptState.LOST, message="the backend no longer knows it")
+            status = vanished(attempt, attempt.backend_id)
         except AdapterError as exc:
             log.info("status of %s unavailable: %s", attempt.id, exc)
             return

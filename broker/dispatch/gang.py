@@ -172,5 +172,21 @@ def gang_status(adapter: Adapter, attempt: Attempt, store: JobStore) -> AttemptS
         try:
             ranks[rank] = adapter.status(node)
         except NotFoundError:
-            ranks[rank] = AttemptStatus(state=AttemptState.LOST, message=f"{node} no longer exists")
+            ranks[rank] = vanished(attempt, node)
     return fold(len(gang.nodes), ranks)
+
+
+def vanished(attempt: Attempt, backend_id: str) -> AttemptStatus:
+    """What an instance the backend no longer knows means for its attempt.
+
+    A spot instance the broker did not end was reclaimed: clouds release it (ECS deletes it
+    after its Recycling notice; EC2 lists it only for a while), so a broker that polled after
+    the release sees nothing. It is a preemption (the region is blocked, the job requeued),
+    not a lost attempt counted against the job.
+    """
+    if attempt.offer.spot:
+        return AttemptStatus(
+            state=AttemptState.PREEMPTED,
+            message=f"spot instance {backend_id} released by {attempt.site} (it no longer exists)",
+        )
+    return AttemptStatus(state=AttemptState.LOST, message=f"{backend_id} no longer exists")

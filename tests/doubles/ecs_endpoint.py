@@ -287,6 +287,16 @@ class EcsCloud(DeploymentSets):
         inst["Status"] = "Stopped"
         inst["OperationLocks"] = {"LockReason": [{"LockReason": "Recycling"}]}
 
+    def interrupt_spot(self, instance_id: str) -> None:
+        """A spot interruption as ECS documents it: the instance, still Running, is locked for
+        Recycling (DescribeInstances `OperationLocks`) and released about 5 minutes later."""
+        self.instances[instance_id]["OperationLocks"] = {"LockReason": [{"LockReason": "Recycling"}]}
+
+    def release(self, instance_id: str) -> None:
+        """Released by ECS (a reclaimed spot instance after its notice): DescribeInstances no
+        longer returns it, and calls naming it answer InvalidInstanceId.NotFound."""
+        del self.instances[instance_id]
+
     def stop(self, instance_id: str) -> None:
         self.instances[instance_id]["Status"] = "Stopped"
 

@@ -1,0 +1,153 @@
+"""Checkpoint-aware spot (issue 15) on Alibaba, through the real broker (`szb serve`) and the ECS
+double in two regions, reached by the real tea-openapi SDK.
+
+Beijing sells the A10 on spot at 4 CNY/h, Shanghai at 5 CNY/h (on demand 13.90 and 14.50), both
+with 0.05 interruptions/h. A 4 h job checkpointing every 30 min that requires spot goes to Beijing;
+when ECS interrupts it (the instance locked for Recycling, then released, as ECS documents spot
+reclaims) the job is requeued as attempt 2, Beijing is blocked for a while and the job comes back
+on a Shanghai spot instance whose UserData tells it its attempt and checkpoint interval.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+import time
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import BrokerProcess
+from tests.clouds import on_moto
+from tests.clouds.conftest import Regions, StartBroker
+from tests.clouds.e2e_helpers import (
+    TERMINAL,
+    TOKEN,
+    ecs_user_data,
+    events,
+    md,
+    play_bootstrap_when_on,
+    wait_state,
+)
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+
+POLICY = (
+    on_moto.POLICY_HEAD
+    + on_moto.cloud_site("ali-bj", "alibaba", "cn-beijing", "ali-bj.csv", currency="CNY", spot=True)
+    + on_moto.cloud_site("ali-sh", "alibaba", "cn-shanghai", "ali-sh.csv", currency="CNY", spot=True)
+    + """\
+tenants:
+  - {id: lab, kind: partner, entity_country: SG}
+burst:
+  sites:
+    ali-bj: {spot_interruption_risk: 0.05, provisioning_p95: 60s}
+    ali-sh: {spot_interruption_risk: 0.05, provisioning_p95: 60s}
+  blocklist_ttl: {capacity: 1h}
+  heartbeat_timeout: 1h
+"""
+    + on_moto.CN_RESIDENCY
+)
+
+
+@pytest.fixture
+def broker(ecs_server: EcsEndpoint, regions: Regions, start_broker: StartBroker) -> BrokerProcess:
+    setup = on_moto.BrokerSetup(
+        POLICY,
+        tokens={"lab": TOKEN},
+        sites={
+            "ali-bj": on_moto.ecs_double(ecs_server.address),
+            "ali-sh": on_moto.ecs_double(regions[2].address),
+        },
+        catalogs={
+            "ali-bj.csv": on_moto.catalog(f"{on_moto.A10},A10,1,8,30,13.90,4.00,cn-beijing,cn-beijing-i"),
+            "ali-sh.csv": on_moto.catalog(f"{on_moto.A10},A10,1,8,30,14.50,5.00,cn-shanghai,cn-shanghai-b"),
+        },
+        dispatch="poll_interval_s: 0.2",
+    )
+    return start_broker(setup)
+
+
+def spot_job(
+    name: str, *, runtime_s: int = 4 * 3600, checkpoint_s: int | None = 1800, nodes: int = 1
+) -> job_pb2.JobSpec:
+    spec = job_pb2.JobSpec(
+        name=name,
+        command=["python3", "train.py", "--resume"],
+        runtime_estimate=duration_pb2.Duration(seconds=runtime_s),
+        max_wait=duration_pb2.Duration(seconds=0),
+        resources=job_pb2.Resources(
+            accelerators=job_pb2.AcceleratorRequest(count=1, any_of=["A10"]), nodes=nodes
+        ),
+        spot=job_pb2.SPOT_MODE_REQUIRED,
+    )
+    if checkpoint_s is not None:
+        spec.checkpoint.interval.CopyFrom(duration_pb2.Duration(seconds=checkpoint_s))
+    return spec
+
+
+def job_env(cloud: EcsCloud, instance_id: str) -> dict[str, str]:
+    """The variables the UserData exports to the job's command (`szb_run_job`)."""
+    script = base64.b64decode(cloud.user_data[instance_id]).decode()
+    body = script.split("szb_run_job() {", 1)[1].split("\n}", 1)[0]
+    out = {}
+    for line in body.splitlines():
+        assignment = line.strip().split("; export ", 1)[0]
+        if "=" in assignment and "; export " in line.strip():
+            name, value = assignment.split("=", 1)
+            out[name] = shlex.split(value)[0] if value else ""
+    return out
+
+
+def launched(cloud: EcsCloud, job_id: str, timeout: float = 20) -> list[str]:
+    """The job's instances at `cloud` (in launch order), once there is one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [
+            iid
+            for iid, inst in list(cloud.instances.items())
+            if {t["TagKey"]: t["TagValue"] for t in inst["Tags"]["Tag"]}.get("szb:job") == job_id
+        ]
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"{job_id} never launched at {cloud.zones}"
+        time.sleep(0.1)
+
+
+Stub = broker_service_pb2_grpc.BrokerServiceStub
+
+
+def submit(broker: BrokerProcess, spec: job_pb2.JobSpec) -> tuple[Stub, str]:
+    stub = broker_service_pb2_grpc.BrokerServiceStub(grpc.insecure_channel(broker.address))
+    return stub, stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=md()).job.id
+
+
+@pytest.mark.parametrize("reclaim", ["notice", "released"])
+def test_a_spot_interruption_requeues_as_attempt_2_in_the_other_region(
+    broker: BrokerProcess, regions: Regions, reclaim: str
+) -> None:
+    bj, sh, _ = regions
+    stub, job_id = submit(broker, spot_job(f"ckpt-{reclaim}"))
+    [first] = launched(bj, job_id)
+    assert bj.instances[first]["SpotStrategy"] == "SpotAsPriceGo"
+    assert bj.instances[first]["InstanceChargeType"] == "PostPaid"
+    env = job_env(bj, first)
+    assert env["SZB_CHECKPOINT_INTERVAL_S"] == "1800" and env["SZB_ATTEMPT_NUMBER"] == "1", env
+    if reclaim == "notice":
+        bj.interrupt_spot(first)  # the broker sees the notice (Recycling lock) before the release
+    else:
+        bj.release(first)  # released while nobody looked (say, the broker was restarting)
+    # Beijing, cheaper, is blocked after the interruption: attempt 2 starts in Shanghai.
+    [second] = launched(sh, job_id)
+    assert sh.instances[second]["SpotStrategy"] == "SpotAsPriceGo"
+    env = job_env(sh, second)
+    assert env["SZB_CHECKPOINT_INTERVAL_S"] == "1800" and env["SZB_ATTEMPT_NUMBER"] == "2", env
+    play_bootstrap_when_on(stub, broker, job_id, "ali-sh", ecs_user_data([bj.user_data, sh.user_data]))
+    final = wait_state(stub, job_id, TERMINAL)
+    assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.site == "ali-sh", final.message
+    found = events(stub, job_id)
+    kinds = [e.kind for e in found]
+    assert "preempted" in kinds and kinds.index("preempted") < kinds.index("requeued"), kinds
+    assert "lost" not in kinds, [e.message for e in found]
