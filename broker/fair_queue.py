@@ -261,12 +261,11 @@ class FairQueue:
                 fair_share=fair,
             )
         if decision.action == Action.WAIT:
+            reclaim = self.reclaim_for(policy, job.tenant, job.spec, st, decision, snap)
+            if reclaim:  # the job starts once they stop, not when the projection has it
+                why = reclaim_reason(policy, decision, reclaim)
+                decision = replace(decision, reasons=(why, *decision.reasons))
             self.reasons[job.id] = decision.summary
-            if st.in_quota and onprem and offer is not None and offer.free is not None:
-                free = offer.free - snap.claimed.get(offer.partition, 0)
-                chosen = self.reclaim(policy, job, offer.partition, free, snap.now)
-                if chosen:
-                    reclaim = tuple(ReclaimVictim(v.attempt_id, v.tenant, v.units) for v in chosen)
         if (
             decision.action == Action.WAIT
             and onprem
@@ -295,7 +294,37 @@ class FairQueue:
 
     # Reclaim -------------------------------------------------------------------------------
 
-    def reclaim(self, policy: Policy, job: Job, partition: str, free: int, now: datetime) -> list[Victim]:
+    def reclaim_for(
+        self,
+        policy: Policy,
+        tenant: str,
+        spec: JobSpec,
+        st: Standing,
+        decision: Decision,
+        snap: PassSnapshot,
+        *,
+        commit: bool = True,
+    ) -> tuple[ReclaimVictim, ...]:
+        """The borrowed work preempted for a job within its quota that waits on-prem (`commit`
+        False: only say which, as explain does; nothing is preempted or booked)."""
+        offer = decision.offer
+        if not st.in_quota or offer is None or offer.free is None or not is_onprem(policy, offer.site):
+            return ()
+        free = offer.free - snap.claimed.get(offer.partition, 0)
+        chosen = self.reclaim(policy, tenant, spec, offer.partition, free, snap.now, commit=commit)
+        return tuple(ReclaimVictim(v.attempt_id, v.tenant, v.units) for v in chosen)
+
+    def reclaim(
+        self,
+        policy: Policy,
+        tenant: str,
+        spec: JobSpec,
+        partition: str,
+        free: int,
+        now: datetime,
+        *,
+        commit: bool = True,
+    ) -> list[Victim]:
         """Borrowed attempts to preempt so this in-quota job gets its quota on `partition` back."""
         rc = policy.document.fair_share.reclaim
         part = onprem_partitions(policy).get(partition)
@@ -316,8 +345,8 @@ class FairQueue:
         ]
         quotas = {r.tenant: resolve_share(policy, r.tenant).quota.get(partition, 0) for r in running}
         chosen = victims(
-            owner=job.tenant,
-            need=units_of(job.spec),
+            owner=tenant,
+            need=units_of(spec),
             free=free + sum(n for _, n in freeing),
             running=running,
             quotas=quotas,
@@ -325,9 +354,23 @@ class FairQueue:
             waste_left=budget - spent,
             now=now,
         )
+        if not commit:
+            return chosen
         until = t + rc.grace.total_seconds() + 10.0
         for v in chosen:
             self._wasted.append((t, partition, v.waste))
             self._freeing[partition].append((until, v.units))
             self.book.ended(v.attempt_id, now)
         return chosen
+
+
+def reclaim_reason(policy: Policy, decision: Decision, chosen: Sequence[ReclaimVictim]) -> str:
+    """What a waiting job's reasons say first when borrowed work is preempted for it."""
+    units = sum(v.units for v in chosen)
+    tenants = ", ".join(sorted({v.tenant for v in chosen}))
+    where = decision.offer.partition if decision.offer is not None else "on-prem"
+    grace = policy.document.fair_share.reclaim.grace.total_seconds()
+    return (
+        f"reclaiming {units} borrowed unit(s) on {where} for its quota: preempting {len(chosen)} "
+        f"job(s) of {tenants} ({grace:.0f} s grace); it starts when they stop"
+    )

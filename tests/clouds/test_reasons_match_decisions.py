@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -25,6 +26,8 @@ from tests.clouds.e2e_helpers import TERMINAL, job_yaml, md, wait_state
 from tests.clouds.test_explain_live import events_so_far
 from tests.clouds.test_projected_wait_live import POLICY, TOKEN, first_event, hold_the_a800, setup, submit
 from tests.doubles.moto_front import MotoFront
+
+T = TypeVar("T")
 
 SLOW_ROUTE = POLICY.replace("provisioning_p95: 50s", "provisioning_p95: 10m")
 """A 10-minute provisioning p95 at AWS: a job with 5 min of max_wait left is past its last
@@ -191,4 +194,70 @@ def first_event_as(
         if found:
             return found[0]
         assert time.monotonic() < deadline, f"no {kind} event on {job_id}"
+        time.sleep(0.2)
+
+
+OWNER, BORROWER = "token-owner-0123456789abcd", "token-borrower-0123456789"
+RECLAIMED = (
+    on_moto.POLICY_HEAD
+    + on_moto.ONPREM_A800.replace("count_per_node: 1", "count_per_node: 2")
+    + """\
+tenants:
+  - {id: owner, kind: institute, entity_country: CN, share: {quota: {onprem/a800: 1}}}
+  - {id: borrower, kind: sme, entity_country: CN}
+fair_share:
+  reclaim: {grace: 1s, max_capacity_share: 0.5, window: 10m}
+"""
+    + on_moto.CN_RESIDENCY
+)
+
+
+@pytest.fixture
+def reclaiming(start_broker: StartBroker) -> BrokerProcess:
+    return start_broker(
+        on_moto.BrokerSetup(
+            RECLAIMED,
+            tokens={"owner": OWNER, "borrower": BORROWER},
+            sites={"onprem": "{cancel_grace_s: 1}"},
+        )
+    )
+
+
+def test_explain_and_the_waiting_reason_say_borrowed_work_is_reclaimed_for_the_owner(
+    reclaiming: BrokerProcess, tmp_path: Path
+) -> None:
+    """The borrower fills both A800s; the owner's job (within its quota of one) waits while fair
+    share preempts one borrowed job for it. Explain and the owner's waiting reason say so."""
+    broker = reclaiming
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        borrowed = [submit_as(broker, BORROWER, a800_job(tmp_path, f"b{i}", 1, sleep=120))[0] for i in (0, 1)]
+        for job_id in borrowed:
+            wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING}, token=BORROWER)
+        mine = a800_job(tmp_path, "mine", 1)
+        out = szb(broker, OWNER, "explain", str(mine), "-o", "json")
+        decision = json.loads(out.stdout)["decision"]
+        assert decision["action"] == "wait", decision
+        assert decision["reasons"][0].startswith("reclaiming 1 borrowed unit(s) on onprem/a800"), decision
+        [job_id] = submit_as(broker, OWNER, mine)
+        waiting = first_event_as(stub, job_id, "waiting", OWNER)
+        assert waiting.message.startswith("reclaiming 1 borrowed unit(s) on onprem/a800"), waiting.message
+        assert waiting.message.split(";")[0] == decision["reasons"][0].split(";")[0], waiting.message
+        assert [dict(v)["tenant"] for v in waiting.data["reclaim"]] == ["borrower"], waiting.data
+        def preempted_now() -> list[str]:
+            return [j for j in borrowed if "preempted" in {e.kind for e in events_so_far(stub, j, BORROWER)}]
+
+        preempted = until(preempted_now, "no borrowed job was preempted")
+        assert len(preempted) == 1, preempted
+        for jid in [*borrowed, job_id]:
+            stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(OWNER if jid == job_id else BORROWER))
+
+
+def until(check: Callable[[], T], what: str, timeout: float = 30) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, what
         time.sleep(0.2)
