@@ -15,7 +15,7 @@ from broker.burst import decide, is_onprem
 from broker.burst.inputs import deadline_missed
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, FairShareNote
-from broker.fair_queue import reclaim_reason
+from broker.fair_queue import quota_reason, reclaim_reason
 from broker.fairshare.holds import claimed_meanwhile
 from broker.model import JobSpec, TenantId
 from broker.planning import Planner
@@ -67,11 +67,8 @@ def explain_now(
         and is_onprem(policy, offer.site)
         and not standing.may_run_onprem
     ):
-        reason = (
-            f"tenant {tenant} has used its guaranteed quota and may not borrow idle "
-            "on-prem capacity; waiting for its quota"
-        )
-        decision = replace(decision, action=Action.WAIT, reasons=(reason, standing.text()), fair_share=fair)
+        reasons = (quota_reason(tenant), standing.text())
+        decision = replace(decision, action=Action.WAIT, reasons=reasons, fair_share=fair)
     else:
         decision = replace(decision, reasons=(*decision.reasons, standing.text()), fair_share=fair)
     if decision.action == Action.WAIT:  # borrowed work fair share would preempt for it (none here)

@@ -250,16 +250,8 @@ class FairQueue:
         if decision.action == Action.RUN and onprem and not st.may_run_onprem and offer is not None:
             key = offer.partition
             snap.claimed[key] = max(0, snap.claimed.get(key, 0) - units_of(job.spec))
-            self.reasons[job.id] = "its tenant may not borrow beyond its quota"
-            return replace(
-                decision,
-                action=Action.WAIT,
-                reasons=(
-                    f"tenant {job.tenant} has used its guaranteed quota and may not borrow idle "
-                    f"on-prem capacity; waiting for its quota",
-                ),
-                fair_share=fair,
-            )
+            self.reasons[job.id] = quota_reason(job.tenant)  # szb get says what the event says
+            return replace(decision, action=Action.WAIT, reasons=(quota_reason(job.tenant),), fair_share=fair)
         if decision.action == Action.WAIT:
             reclaim = self.reclaim_for(policy, job.tenant, job.spec, st, decision, snap)
             if reclaim:  # the job starts once they stop, not when the projection has it
@@ -373,4 +365,12 @@ def reclaim_reason(policy: Policy, decision: Decision, chosen: Sequence[ReclaimV
     return (
         f"reclaiming {units} borrowed unit(s) on {where} for its quota: preempting {len(chosen)} "
         f"job(s) of {tenants} ({grace:.0f} s grace); it starts when they stop"
+    )
+
+
+def quota_reason(tenant: str) -> str:
+    """Why a job of a tenant that may not borrow waits while on-prem capacity is idle."""
+    return (
+        f"tenant {tenant} has used its guaranteed quota and may not borrow idle on-prem capacity; "
+        "waiting for its quota"
     )

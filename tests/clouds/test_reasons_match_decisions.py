@@ -261,3 +261,49 @@ def until(check: Callable[[], T], what: str, timeout: float = 30) -> T:
             return got
         assert time.monotonic() < deadline, what
         time.sleep(0.2)
+
+
+STRICT = "token-strict-0123456789abc"
+NO_BORROWING = TWO_A800.replace(
+    "  - {id: small, kind: university, entity_country: CN}\n",
+    "  - {id: small, kind: university, entity_country: CN}\n"
+    "  - {id: strict, kind: institute, entity_country: CN,\n"
+    "     share: {quota: {onprem/a800: 1}, may_borrow: false}}\n",
+)
+
+
+@pytest.fixture
+def no_borrowing(start_broker: StartBroker) -> BrokerProcess:
+    return start_broker(
+        on_moto.BrokerSetup(NO_BORROWING, tokens={"strict": STRICT}, sites={"onprem": "{cancel_grace_s: 1}"})
+    )
+
+
+def test_szb_get_gives_the_quota_reason_the_event_and_explain_give(
+    no_borrowing: BrokerProcess, tmp_path: Path
+) -> None:
+    """strict uses its quota of one A800 and may not borrow the other, idle one: its next job
+    waits. `szb get` said 'its tenant may not borrow beyond its quota', the waiting event and
+    explain 'tenant strict has used its guaranteed quota ...': one reason, worded once."""
+    broker = no_borrowing
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        [first] = submit_as(broker, STRICT, a800_job(tmp_path, "first", 1, sleep=120))
+        wait_state(stub, first, {job_pb2.JOB_STATE_RUNNING}, token=STRICT)
+        second = a800_job(tmp_path, "second", 1)
+        decision = json.loads(szb(broker, STRICT, "explain", str(second), "-o", "json").stdout)["decision"]
+        assert decision["action"] == "wait", decision
+        [job_id] = submit_as(broker, STRICT, second)
+        waiting = first_event_as(stub, job_id, "waiting", STRICT)
+        assert waiting.message == decision["reasons"][0], (waiting.message, decision["reasons"])
+        assert "guaranteed quota" in waiting.message, waiting.message
+
+        def reason() -> str:
+            got = json.loads(szb(broker, STRICT, "get", job_id, "-o", "json").stdout)
+            row = got[0] if isinstance(got, list) else got
+            said = str(row.get("pending_reason", ""))
+            return said if "tenant order" in said else ""
+
+        assert until(reason, "szb get never named the standing").startswith(waiting.message), reason()
+        for jid in (first, job_id):
+            stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(STRICT))
