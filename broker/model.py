@@ -205,7 +205,9 @@ class LaunchRequest(_Frozen):
         The broker prices spot on the job saving and resuming its own checkpoints."""
         out = {"SZB_ATTEMPT_NUMBER": str(self.attempt_number)}
         if self.spec.checkpoint is not None:
-            out["SZB_CHECKPOINT_INTERVAL_S"] = f"{self.spec.checkpoint.interval.total_seconds():g}"
+            # Whole seconds (specs allow no less), as an integer a job can parse: `:g` wrote
+            # intervals of 1e6 s and more (11.6 days) as 1.0368e+06.
+            out["SZB_CHECKPOINT_INTERVAL_S"] = str(int(self.spec.checkpoint.interval.total_seconds()))
         return out
 
 

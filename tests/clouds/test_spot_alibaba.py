@@ -47,6 +47,7 @@ burst:
     ali-sh: {spot_interruption_risk: 0.05, provisioning_p95: 60s}
   blocklist_ttl: {capacity: 1h}
   heartbeat_timeout: 1h
+gangs: {spot: true}
 """
     + on_moto.CN_RESIDENCY
 )
@@ -71,7 +72,12 @@ def broker(ecs_server: EcsEndpoint, regions: Regions, start_broker: StartBroker)
 
 
 def spot_job(
-    name: str, *, runtime_s: int = 4 * 3600, checkpoint_s: int | None = 1800, nodes: int = 1
+    name: str,
+    *,
+    runtime_s: int = 4 * 3600,
+    checkpoint_s: int | None = 1800,
+    nodes: int = 1,
+    spot: job_pb2.SpotMode.ValueType = job_pb2.SPOT_MODE_REQUIRED,
 ) -> job_pb2.JobSpec:
     spec = job_pb2.JobSpec(
         name=name,
@@ -81,7 +87,7 @@ def spot_job(
         resources=job_pb2.Resources(
             accelerators=job_pb2.AcceleratorRequest(count=1, any_of=["A10"]), nodes=nodes
         ),
-        spot=job_pb2.SPOT_MODE_REQUIRED,
+        spot=spot,
     )
     if checkpoint_s is not None:
         spec.checkpoint.interval.CopyFrom(duration_pb2.Duration(seconds=checkpoint_s))
@@ -151,3 +157,74 @@ def test_a_spot_interruption_requeues_as_attempt_2_in_the_other_region(
     kinds = [e.kind for e in found]
     assert "preempted" in kinds and kinds.index("preempted") < kinds.index("requeued"), kinds
     assert "lost" not in kinds, [e.message for e in found]
+
+
+def test_spot_required_over_the_restart_limit_is_refused_naming_the_limit(
+    broker: BrokerProcess, regions: Regions
+) -> None:
+    # 40 h without checkpoints at 0.05/h: ~e^2 restarts on either region's spot, over the limit 3.
+    stub, job_id = submit(broker, spot_job("no-ckpt", runtime_s=40 * 3600, checkpoint_s=None))
+    deadline = time.monotonic() + 20
+    while True:
+        job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md()).job
+        if "limit 3" in job.message or job.state in TERMINAL:
+            break
+        assert time.monotonic() < deadline, job.message
+        time.sleep(0.1)
+    assert "restarts (limit 3; checkpoint: none)" in job.message, job.message
+    assert "ali-bj/" in job.message and "ali-sh/" in job.message, job.message
+    assert not regions[0].instances and not regions[1].instances
+
+
+def test_a_checkpointing_gang_on_spot_is_priced_at_n_lambda_and_told_its_attempt(
+    broker: BrokerProcess, regions: Regions
+) -> None:
+    bj, sh, _ = regions
+    stub, job_id = submit(broker, spot_job("gang-ckpt", nodes=2))
+    nodes = launched(bj, job_id)
+    deadline = time.monotonic() + 20
+    while len(nodes) < 2:
+        assert time.monotonic() < deadline, nodes
+        nodes = launched(bj, job_id)
+    assert {bj.instances[n]["SpotStrategy"] for n in nodes} == {"SpotAsPriceGo"}
+    assert len({bj.instances[n]["DeploymentSetId"] for n in nodes}) == 1
+    for n in nodes:
+        env = job_env(bj, n)
+        assert env["SZB_CHECKPOINT_INTERVAL_S"] == "1800" and env["SZB_ATTEMPT_NUMBER"] == "1", env
+    placed = next(e for e in events_so_far(stub, job_id) if e.kind == "placed")
+    assert placed.data["spot_outlook"]["interruptions_per_h"] == pytest.approx(0.1), placed.data
+    bj.interrupt_spot(nodes[1])  # one node reclaimed: the whole gang restarts
+    again = launched(sh, job_id)
+    deadline = time.monotonic() + 20
+    while len(again) < 2:
+        assert time.monotonic() < deadline, again
+        again = launched(sh, job_id)
+    for n in again:
+        assert job_env(sh, n)["SZB_ATTEMPT_NUMBER"] == "2"
+    kinds = [e.kind for e in events_so_far(stub, job_id)]
+    assert "preempted" in kinds and "lost" not in kinds, kinds
+    stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md())
+
+
+def test_a_checkpoint_interval_of_days_reaches_the_job_in_whole_seconds(
+    broker: BrokerProcess, regions: Regions
+) -> None:
+    """A wire Duration of 12 days (1,036,800 s) for a 30-day run (on demand: at 0.05/h it expects
+    hundreds of restarts on spot): the job reads an integer, not 1.0368e+06."""
+    days = spot_job("ckpt-days", runtime_s=30 * 86400, checkpoint_s=12 * 86400, spot=job_pb2.SPOT_MODE_NEVER)
+    stub, job_id = submit(broker, days)
+    [first] = launched(regions[0], job_id)
+    assert job_env(regions[0], first)["SZB_CHECKPOINT_INTERVAL_S"] == "1036800"
+    stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md())
+
+
+def events_so_far(stub: Stub, job_id: str) -> list[job_pb2.JobEvent]:
+    """A live job's events until now (WatchJob follows a live job: read until the stream idles)."""
+    out = []
+    stream = stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=md(), timeout=2)
+    try:
+        for resp in stream:
+            out.append(resp.event)
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    return out
