@@ -173,7 +173,7 @@ def decide(
                 Action.WAIT,
                 cheaper,
                 f"waiting for {cheaper.offer.partition}: projected to start it in "
-                f"{v.wait(cheaper) / 60:.0f} min, within its max_wait, for less than "
+                f"{v.wait(cheaper) / 60:.0f} min, within {_bound(v)}, for less than "
                 f"{best.offer.partition} now",
                 onprem_expected_wait_s=round(v.wait(cheaper)),
             )
@@ -183,6 +183,13 @@ def decide(
     if not onprem:
         return _cloud_only(v)
     return _wait_or_burst(v, onprem)
+
+
+def _bound(v: _View) -> str:
+    """What bounds the job's wait, for a reason: its max_wait, or its latest start when that is sooner."""
+    if v.left_of == "of max_wait":
+        return "its max_wait"
+    return f"the {v.remaining / 60:.0f} min left {v.left_of}"
 
 
 def _cheaper_in_time(v: _View, onprem: list[ScoredOffer], best: ScoredOffer) -> ScoredOffer | None:

@@ -24,7 +24,15 @@ from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TERMINAL, job_yaml, md, wait_state
 from tests.clouds.test_explain_live import events_so_far
-from tests.clouds.test_projected_wait_live import POLICY, TOKEN, first_event, hold_the_a800, setup, submit
+from tests.clouds.test_projected_wait_live import (
+    POLICY,
+    TOKEN,
+    TWO_PARTITIONS,
+    first_event,
+    hold_the_a800,
+    setup,
+    submit,
+)
 from tests.doubles.moto_front import MotoFront
 
 T = TypeVar("T")
@@ -307,3 +315,37 @@ def test_szb_get_gives_the_quota_reason_the_event_and_explain_give(
         assert until(reason, "szb get never named the standing").startswith(waiting.message), reason()
         for jid in (first, job_id):
             stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(STRICT))
+
+
+@pytest.fixture
+def two_partitions(moto: MotoFront, start_broker: StartBroker) -> BrokerProcess:
+    return start_broker(setup(moto.url, TWO_PARTITIONS))
+
+
+def test_waiting_for_a_cheaper_partition_names_the_deadline_that_bounds_the_wait(
+    two_partitions: BrokerProcess, tmp_path: Path
+) -> None:
+    """The A800 (20 CNY/h) is free, the cheaper L20 (5 CNY/h) frees in ~10 min. A job due in 2 h
+    with 1 h of work (a day of max_wait) waits for the L20: the 60 min before its latest start
+    bound that wait, and the reason said 'within its max_wait'."""
+    broker = two_partitions
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        sleep = "import time; time.sleep(120)"
+        holder = submit(broker, job_yaml(tmp_path, "hold-l20", estimate="10m", max_wait="1d", command=sleep,
+                                         accelerators="L20"))
+        assert wait_state(stub, holder, {job_pb2.JOB_STATE_RUNNING}, token=TOKEN).site == "onprem"
+        due = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+        job = job_yaml(tmp_path, "due", estimate="1h", max_wait="1d", accelerators="A800, L20")
+        job.write_text(job.read_text() + f"deadline: '{due}'\n")
+        decision = explain(broker, job)
+        assert decision["action"] == "wait" and decision["onprem_partition"] == "onprem/l20", decision
+        first = decision["reasons"][0]
+        assert first.startswith("waiting for onprem/l20") and "max_wait" not in first, first
+        assert "before its latest start" in first, first
+        job_id = submit(broker, job)
+        waiting = first_event(stub, job_id, "waiting")
+        assert waiting.message.startswith("waiting for onprem/l20"), waiting.message
+        assert "before its latest start" in waiting.message, waiting.message
+        for jid in (holder, job_id):
+            stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(TOKEN))
