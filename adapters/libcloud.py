@@ -5,7 +5,9 @@ Config keys: ``driver`` ("dummy" or a libcloud `Provider` name such as "ec2", "o
 constructor, ``image`` (image id), ``location`` (location id), ``region``, ``currency``,
 ``broker_id``, ``instance_types`` (see `adapters._catalog`; `instance_type` is the libcloud
 size id), ``userdata_kwarg`` (e.g. "ex_userdata") and ``metadata_kwarg`` (e.g. "ex_metadata")
-when the driver takes them, ``create_kwargs`` (passed through), ``heartbeat_s``, ``report_give_up_s`` and
+when the driver takes them, ``create_kwargs`` (passed through), ``spot_kwargs`` (what asks the
+driver for spot capacity: ``{ex_spot: true}`` for "ec2", ``{ex_preemptible: true}`` for "gce";
+without it the site offers no spot), ``heartbeat_s``, ``report_give_up_s`` and
 ``report_backoff_max_s`` (see `adapters.bootstrap`).
 
 Marks: the node name is ``szb-<broker_id>-<token>``; drivers that take metadata also get the
@@ -44,6 +46,7 @@ from adapters.base import (
     ConfigError,
     NotFoundError,
     TransientError,
+    UnsupportedError,
 )
 from adapters.bootstrap import bootstrap_options, render_user_data, result_from_console
 from broker.model import (
@@ -187,7 +190,6 @@ class LibcloudAdapter:
 
     def unsupported(self) -> Mapping[Capability, str]:
         reasons = {
-            Capability.SPOT: "libcloud's generic create_node has no spot market option",
             Capability.LIVE_PRICES: "prices come from the site's static catalog",
             Capability.STOCK: "libcloud has no stock API",
             Capability.CAPACITY: "libcloud reports no free capacity or queue",
@@ -195,10 +197,14 @@ class LibcloudAdapter:
         }
         if not self._config.get("userdata_kwarg"):
             reasons[Capability.CONTAINER_IMAGES] = "no userdata_kwarg configured, so no bootstrap script runs"
+        if not self._spot_kwargs():
+            reasons[Capability.SPOT] = _NO_SPOT
         return reasons
 
     def offers(self, now: datetime) -> Sequence[Offer]:
-        entries = [e.model_copy(update={"spot_price_per_hour": None}) for e in self.catalog]
+        entries = list(self.catalog)
+        if not self._spot_kwargs():
+            entries = [e.model_copy(update={"spot_price_per_hour": None}) for e in entries]
         return catalog_offers(self.site, entries, region=self.region, currency=self.currency, read_at=None)
 
     def capacity(self, now: datetime) -> CapacitySnapshot | None:
@@ -223,6 +229,7 @@ class LibcloudAdapter:
             metadata_kwarg = config_opt_str(self.site, self._config, "metadata_kwarg")
             if metadata_kwarg:
                 kwargs[metadata_kwarg] = ownership_tags(self.broker_id, request)
+            kwargs.update(self._market(request.offer))
             node = self.driver.create_node(name=name, size=size, image=image, **kwargs)
         return str(node.id)
 
@@ -233,9 +240,15 @@ class LibcloudAdapter:
         state = _STATES.get(node.state)
         if state is not None:
             return AttemptStatus(state=state, message=f"libcloud state {node.state}")
-        return self._console_result(node) or AttemptStatus(
-            state=AttemptState.LOST, message=f"libcloud state {node.state} before the job reported"
-        )
+        found = self._console_result(node)
+        if found is not None:
+            return found
+        if _is_spot(node):  # ended before the job reported, and not by the broker: reclaimed
+            return AttemptStatus(
+                state=AttemptState.PREEMPTED, message=f"spot node {node.state} before the job reported"
+            )
+        lost = f"libcloud state {node.state} before the job reported"
+        return AttemptStatus(state=AttemptState.LOST, message=lost)
 
     def _console_result(self, node: Node) -> AttemptStatus | None:
         """The result the bootstrap printed to the console, for drivers that can read it."""
@@ -288,6 +301,18 @@ class LibcloudAdapter:
 
     # --- helpers ------------------------------------------------------------------------------
 
+    def _spot_kwargs(self) -> dict[str, Any]:
+        return dict(self._config.get("spot_kwargs") or {})
+
+    def _market(self, offer: Offer) -> dict[str, Any]:
+        """The create_node arguments of the offer's market (spot: `spot_kwargs`)."""
+        if not offer.spot:
+            return {}
+        spot = self._spot_kwargs()
+        if not spot:  # never start on demand what was chosen (and priced) as spot
+            raise UnsupportedError(self.site, "SpotUnsupported", _NO_SPOT)
+        return spot
+
     def node_name(self, token: str) -> str:
         """The node name that marks an attempt (broker id + token, hostname-safe)."""
         return (self._prefix + _safe(token))[:63]
@@ -311,6 +336,17 @@ class LibcloudAdapter:
             if str(item.id) == wanted or getattr(item, "name", None) == wanted:
                 return item
         raise ConfigError(self.site, f"Unknown{what.capitalize()}", f"driver has no {what} {wanted!r}")
+
+
+_NO_SPOT = "libcloud's generic create_node has no spot market option and no spot_kwargs are configured"
+
+
+def _is_spot(node: Node) -> bool:
+    """A spot (EC2 `instanceLifecycle`) or preemptible (GCE `scheduling`) node."""
+    extra = node.extra or {}
+    scheduling = extra.get("scheduling")
+    preemptible = isinstance(scheduling, dict) and bool(scheduling.get("preemptible"))
+    return extra.get("instance_lifecycle") == "spot" or preemptible
 
 
 def _node_tags(node: Node) -> dict[str, str]:
