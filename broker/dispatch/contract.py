@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from adapters.base import AdapterError
+from broker.burst import BurstInputs
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Decision
 from broker.dispatch.failover import NextStep, RetryPolicy
-from broker.model import Attempt, AttemptStatus, Job, SiteId
+from broker.dispatch.waits import LiveWaits
+from broker.model import Attempt, AttemptStatus, Job, SiteId, TenantId
 from broker.policy import Policy
 from broker.store import JobStore
 
@@ -29,6 +31,23 @@ class DecisionMaker(Protocol):
     ) -> PassSnapshot: ...
 
     def decide(self, job: Job, snap: PassSnapshot, store: JobStore) -> Decision: ...
+
+    @property
+    def waits(self) -> LiveWaits: ...
+
+    def queueing_sites(self) -> frozenset[str]: ...
+
+    def inputs_for(
+        self,
+        tenant: TenantId,
+        snap: PassSnapshot,
+        store: JobStore,
+        *,
+        queued_since: datetime,
+        pending_since: datetime | None,
+        projected_wait: dict[str, float] | None = None,
+        launches_ahead: Mapping[SiteId, int] | None = None,
+    ) -> BurstInputs: ...
 
     def reserve(self, job: Job, attempt: Attempt, decision: Decision, store: JobStore) -> bool: ...
 

@@ -22,6 +22,7 @@ from broker.config import DispatchSettings
 from broker.dispatch.contract import DecisionMaker, DispatchStats
 from broker.dispatch.reconcile import reconcile
 from broker.dispatch.scheduling import Scheduling
+from broker.dispatch.withdraw import withdraw_late
 from broker.metrics import BrokerMetrics
 from broker.model import BROKER_SIDE, Attempt, AttemptState, Job, JobId, JobState, SiteId
 from broker.store import JobStore
@@ -64,6 +65,7 @@ class Dispatcher(Scheduling):
         self._started_at = clock.now()
         self._background: set[asyncio.Task[None]] = set()
         self._last_reconcile = 0.0
+        self._last_withdraw = 0.0
         self._last_poll = 0.0
         self._snap: PassSnapshot | None = None
         self._snap_at = 0.0
@@ -169,6 +171,14 @@ class Dispatcher(Scheduling):
                 self._close_unstarted(attempt, now, "the broker restarted before the attempt was started")
         self._dirty = True
 
+    async def _withdraw_late(self) -> None:
+        """Jobs pending at Slurm that are to burst now leave its queue (`dispatch.withdraw`)."""
+        for job in await withdraw_late(
+            self.store, self.planner, self.adapters, self.clock, self._in_background
+        ):
+            self.job_submitted(job)
+            self.capacity_changed()
+
     def _close_unstarted(self, attempt: Attempt, now: datetime, why: str) -> None:
         """Close an attempt no backend was ever asked to start; its reservation is released."""
         self.store.update_attempt(attempt.id, now, state=AttemptState.CANCELLED, error=BROKER_SIDE + why)
@@ -191,6 +201,9 @@ class Dispatcher(Scheduling):
                 if loop_now - self._last_poll >= self.settings.poll_interval_s:
                     self._last_poll = loop_now
                     await self._poll_attempts()
+                if loop_now - self._last_withdraw >= self.settings.requeue_scan_s:
+                    self._last_withdraw = loop_now
+                    await self._withdraw_late()
                 if loop_now - self._last_reconcile >= self.settings.reconcile_interval_s:
                     self._last_reconcile = loop_now
                     await self._reconcile(None)

@@ -35,6 +35,8 @@ class PartitionView:
     """(expected end, units) of running and launching jobs (as epoch seconds)."""
     backend_queue: list[Ahead] = field(default_factory=list)
     """Broker jobs pending in the backend's own queue (Slurm): ahead of every broker waiter."""
+    backend_jobs: list[str] = field(default_factory=list)
+    """The ids of the jobs of `backend_queue`, in the same order."""
     foreign: int = 0
     """Units busy with work the broker did not start (their ends: the backend's own estimate)."""
     line: Line | None = None
@@ -87,14 +89,16 @@ class Line:
     """Jobs pending in the backend's queue placed so far (they go before every broker waiter)."""
 
     @classmethod
-    def of(cls, view: PartitionView, now_s: float, generation: int) -> Line:
-        """The view's running ends, then the jobs pending at the backend, placed from `now_s`."""
+    def of(cls, view: PartitionView, now_s: float, generation: int, upto: int | None = None) -> Line:
+        """The view's running ends, then the jobs pending at the backend (the first `upto` of
+        them: those before a job pending there itself), placed from `now_s`."""
         heap = list(view.ends)
         heapq.heapify(heap)
         line = cls(view.free, heap, now_s, view.free + sum(u for _, u in heap), generation)
-        for units, runtime in view.backend_queue:
+        pending = view.backend_queue[:upto]
+        for units, runtime in pending:
             line.add(units, runtime)
-        line.sent = len(view.backend_queue)
+        line.sent = len(pending)
         return line
 
     def start(self, need: int) -> float:

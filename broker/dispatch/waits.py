@@ -114,6 +114,7 @@ class LiveWaits:
                 view.ends.append((now.timestamp() + runtime, k.units))
             elif attempt.state == AttemptState.PENDING and attempt.site in queueing:
                 view.backend_queue.append((k.units, runtime))
+                view.backend_jobs.append(attempt.job_id)
             else:
                 start = (k.started or attempt.created_at).timestamp()
                 view.ends.append((expected_end(start + runtime, now.timestamp()), k.units))
@@ -208,6 +209,7 @@ class LiveWaits:
             view = self._view(snap).get(offer.partition)
             if view is not None:  # as the next snapshot will see it: pending at the backend
                 view.backend_queue.append((demand(job.spec), runtime))
+                view.backend_jobs.append(job.id)
         elif decision.facts.burst_in_s is None:  # waits in the broker's queue for this partition
             self._line(job.id, offer.partition, (demand(job.spec), runtime), position)
 
@@ -256,6 +258,23 @@ class LiveWaits:
             wait = max(0.0, line.start(need) - now_s)  # a line drawn a moment ago starts no earlier
             out[key] = wait if math.isfinite(wait) else NEVER_S
         return out
+
+    def for_pending(
+        self, policy: Policy, job: Job, snap: PassSnapshot, store: JobStore, queueing: frozenset[str]
+    ) -> dict[str, float] | None:
+        """A job pending in a backend's own queue: its projected wait on the partition it pends
+        in, from the running ends and the jobs pending there before it (not itself, nor those
+        behind it). None when the model is fluid or the job pends in no partition seen."""
+        if policy.burst.wait_model != "projected":
+            return None
+        self.ready(policy, snap, store, queueing)
+        now_s = snap.now.timestamp()
+        for key, view in self._view(snap).items():
+            if job.id in view.backend_jobs:
+                line = Line.of(view, now_s, self._generation, upto=view.backend_jobs.index(job.id))
+                wait = max(0.0, line.start(demand(job.spec)) - now_s)
+                return {key: wait if math.isfinite(wait) else NEVER_S}
+        return None
 
     def _whole_line(self, key: str, view: PartitionView, now_s: float) -> Line:
         """The partition's whole line list-scheduled, placing only what was added since last time."""

@@ -1,0 +1,138 @@
+"""A job sent to Slurm's own queue is still decided as the simulator decides a waiter (issue 15).
+
+The broker's on-prem site is the real Slurm test cluster, its cloud AWS on moto. A job whose
+projected start is within its max_wait is sent to Slurm's queue at once ("sent to its queue").
+If the job ahead then runs past its estimate, the job is projected late; the simulator, and
+the local executor (whose waiters stay in the broker's queue), burst it at its last
+responsible moment. Before, the broker never looked at it again: it pended at Slurm past its
+deadline until the job ahead ended. Now it is withdrawn from Slurm's queue and bursts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import BrokerProcess, szb
+from tests.clouds import on_moto
+from tests.clouds.conftest import StartBroker, moto, moto_server, start_broker  # noqa: F401 (fixtures)
+from tests.clouds.e2e_helpers import md, wait_state
+from tests.clouds.test_explain_live import events_so_far
+from tests.doubles.moto_front import MotoFront
+from tests.slurm.conftest import SlurmCluster
+
+pytestmark = pytest.mark.slurm
+TOKEN = "token-lab-0123456789abcdef"
+SITE = "onprem"
+
+
+def _policy(cluster: SlurmCluster, folder: Path) -> str:
+    adapter = {
+        "url": cluster.env["SZB_SLURM_URL"],
+        "user": cluster.env.get("SZB_SLURM_USER", "root"),
+        "broker_id": f"szb-burst-{uuid.uuid4().hex[:8]}",
+        "output_dir": str(folder / "slurm-output"),
+        "timeout_s": 3,
+    }
+    onprem = f"""\
+  - id: {SITE}
+    adapter: slurm
+    country: CN
+    residency: cn-mainland
+    partitions:
+      - {{name: a800, accelerator: A800, count_per_node: 4, price_hour: 14.0, cpus_per_node: 16}}
+    adapter_config: {json.dumps(adapter)}
+"""
+    return (
+        on_moto.POLICY_HEAD
+        + onprem
+        + on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv")
+        + """\
+tenants:
+  - {id: lab, kind: partner, entity_country: SG, monthly_budget: 5000}
+burst:
+  wait_model: projected
+  sites:
+    aws-east: {provisioning_p95: 50s}
+"""
+        + on_moto.CN_RESIDENCY
+    )
+
+
+@pytest.fixture
+def broker(
+    slurm_cluster: SlurmCluster,
+    moto: MotoFront,  # noqa: F811
+    start_broker: StartBroker,  # noqa: F811
+    tmp_path: Path,
+) -> BrokerProcess:
+    setup = on_moto.BrokerSetup(
+        _policy(slurm_cluster, tmp_path),
+        tokens={"lab": TOKEN},
+        sites={
+            SITE: f"{{token: {json.dumps(slurm_cluster.token)}}}",
+            "aws-east": on_moto.aws_on_moto(moto.url, heartbeat_s=1),
+        },
+        catalogs={"aws-east.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a")},
+        dispatch="poll_interval_s: 0.2, reconcile_interval_s: 1.0, requeue_scan_s: 1.0",
+    )
+    return start_broker(setup)
+
+
+def _submit(broker: BrokerProcess, path: Path) -> str:
+    out = szb(broker, TOKEN, "submit", str(path), "-o", "json")
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout)[0]["id"])
+
+
+def test_a_job_pending_at_slurm_that_turns_late_bursts_at_its_last_responsible_moment(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    # All four A800s, for a minute by its estimate; it runs on well past that (Slurm's time
+    # limit ends it minutes later).
+    (tmp_path / "holder.yaml").write_text(
+        "name: holder\ncommand: [/bin/sleep, '400']\nruntime_estimate: 60s\nmax_wait: 1d\n"
+        "resources:\n  accelerators: {count: 4, any_of: [A800]}\n"
+    )
+    (tmp_path / "patient.yaml").write_text(
+        "name: patient\ncommand: [/bin/true]\nruntime_estimate: 10m\nmax_wait: 100s\n"
+        "resources:\n  accelerators: {count: 1, any_of: [A800, A10G]}\n"
+    )
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        holder = _submit(broker, tmp_path / "holder.yaml")
+        patient = ""
+        try:
+            assert wait_state(stub, holder, {job_pb2.JOB_STATE_RUNNING}, token=TOKEN).site == SITE
+            patient = _submit(broker, tmp_path / "patient.yaml")
+            # Projected to start when the holder's minute is up, well within its 100 s: sent to
+            # Slurm's queue, where it pends behind the holder.
+            sent = wait_state(stub, patient, {job_pb2.JOB_STATE_PROVISIONING}, token=TOKEN)
+            assert sent.site == SITE
+            # The holder overruns: the patient is projected late, and bursts.
+            deadline = time.monotonic() + 120
+            while (on_cloud := stub.GetJob(pb.GetJobRequest(id=patient), metadata=md(TOKEN)).job).site != (
+                "aws-east"
+            ):
+                assert on_cloud.state != job_pb2.JOB_STATE_SUCCEEDED, "it ran at Slurm, late"
+                assert time.monotonic() < deadline, on_cloud.message
+                time.sleep(0.5)
+            kinds = [(e.kind, e.message) for e in events_so_far(stub, patient, TOKEN)]
+            withdrawn = [m for k, m in kinds if k == "requeued"]
+            assert withdrawn and f"withdrawn from {SITE}'s queue" in withdrawn[0], kinds
+            placed = [m for k, m in kinds if k == "placed"]
+            assert "aws-east" in placed[-1] and "[burst]" in placed[-1], kinds
+            # The holder still holds the A800s: the patient did not wait for it.
+            holding = stub.GetJob(pb.GetJobRequest(id=holder), metadata=md(TOKEN)).job
+            assert holding.state == job_pb2.JOB_STATE_RUNNING
+        finally:
+            for job_id in (holder, patient):
+                if job_id:
+                    stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md(TOKEN))
