@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import shlex
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -20,7 +21,7 @@ from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import BrokerProcess
+from tests.brokerproc import BrokerProcess, szb
 from tests.clouds import on_moto
 from tests.clouds.conftest import Regions, StartBroker
 from tests.clouds.e2e_helpers import (
@@ -228,3 +229,21 @@ def events_so_far(stub: Stub, job_id: str) -> list[job_pb2.JobEvent]:
     except grpc.RpcError as err:
         assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     return out
+
+
+def test_explain_names_the_spot_interruption_that_blocked_a_region(
+    broker: BrokerProcess, regions: Regions, tmp_path: Path
+) -> None:
+    bj, sh, _ = regions
+    stub, job_id = submit(broker, spot_job("first"))
+    [first] = launched(bj, job_id)
+    bj.interrupt_spot(first)
+    launched(sh, job_id)
+    path = tmp_path / "next.yaml"
+    path.write_text(
+        "name: next\ncommand: [python3, train.py]\nruntime_estimate: 4h\nmax_wait: 0s\nspot: required\n"
+        "checkpoint: {interval: 30m}\nresources:\n  accelerators: {count: 1, any_of: [A10]}\n"
+    )
+    table = szb(broker, TOKEN, "explain", str(path)).stdout
+    assert "region cn-beijing of ali-bj is blocked after a quota error or a spot interruption" in table, table
+    stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md())
