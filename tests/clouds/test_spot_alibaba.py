@@ -18,6 +18,8 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
@@ -247,3 +249,45 @@ def test_explain_names_the_spot_interruption_that_blocked_a_region(
     table = szb(broker, TOKEN, "explain", str(path)).stdout
     assert "region cn-beijing of ali-bj is blocked after a quota error or a spot interruption" in table, table
     stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md())
+
+
+@pytest.mark.parametrize(
+    ("interval", "message"),
+    [
+        (None, "required"),
+        (duration_pb2.Duration(seconds=1800, nanos=500_000_000), "whole number of seconds"),
+        (duration_pb2.Duration(nanos=1), "whole number of seconds"),
+        (duration_pb2.Duration(seconds=1800, nanos=-5), "not a valid google.protobuf.Duration"),
+        (duration_pb2.Duration(seconds=-1800), "must be > 0"),
+        (duration_pb2.Duration(seconds=315_576_000_001), "not a valid google.protobuf.Duration"),
+        (duration_pb2.Duration(seconds=4 * 3600), "shorter than runtime_estimate (4h)"),
+    ],
+)
+def test_an_odd_checkpoint_interval_on_the_wire_is_invalid_argument_naming_the_field(
+    broker: BrokerProcess, regions: Regions, interval: duration_pb2.Duration | None, message: str
+) -> None:
+    spec = spot_job("odd-ckpt", checkpoint_s=None)
+    if interval is None:
+        spec.checkpoint.SetInParent()  # a checkpoint message without its interval
+    else:
+        spec.checkpoint.interval.CopyFrom(interval)
+    stub = broker_service_pb2_grpc.BrokerServiceStub(grpc.insecure_channel(broker.address))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=md())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    found = violations(err.value)
+    assert any(f == "checkpoint.interval" and message in d for f, d in found), found
+    assert not regions[0].instances and not regions[1].instances
+
+
+def violations(err: grpc.RpcError) -> list[tuple[str, str]]:
+    """The BadRequest field violations of an INVALID_ARGUMENT status."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    out = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            out.extend((v.field, v.description) for v in bad.field_violations)
+    return out
