@@ -112,6 +112,9 @@ class Offer(_Frozen):
     """Accelerators free right now (CPU cores for CPU-only offers), when the site knows."""
     expected_wait_s: float = 0
     price_read_at: datetime | None = None
+    releases: tuple[tuple[float, int], ...] = ()
+    """On-prem: (seconds until freed, units) of the running work this broker did not start, by
+    its time limit, soonest first, when the backend knows (`PartitionCapacity.releases`)."""
 
     @property
     def partition(self) -> str:
@@ -244,6 +247,9 @@ class PartitionCapacity(_Frozen):
     running_accelerator_hours_left: float = 0
     expected_wait_s: float | None = None
     """The backend's own estimate of how long a new job would wait here, when it has one."""
+    releases: tuple[tuple[float, int], ...] = ()
+    """(seconds until freed, units) of each running job this broker did not start (another
+    user's work), soonest first, when the backend knows: the broker projects waits behind it."""
 
 
 class CapacitySnapshot(_Frozen):

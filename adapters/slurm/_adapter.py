@@ -216,6 +216,7 @@ class SlurmAdapter:
                 running_accelerator_hours_left=sum(r.gpus * max(0.0, r.remaining_s)
                                                    for r in s.running) / 3600,
                 expected_wait_s=partition_wait_s(s),
+                releases=tuple(sorted((r.remaining_s, r.gpus) for r in s.running if not r.own)),
             )
             for s in states.values()
         )
@@ -260,8 +261,8 @@ class SlurmAdapter:
     def _read_partitions(self, now: datetime) -> dict[str, PartitionState]:
         nodes = self.rest.request("GET", "nodes").get("nodes") or []
         jobs = list(self.jobs.read().values())
-        states = read_partitions(self.partitions, nodes, jobs, now.timestamp(),
-                                 unlimited_s=self.unlimited_s, gres_seen=self._gres_seen)
+        states = read_partitions(self.partitions, nodes, jobs, now.timestamp(), unlimited_s=self.unlimited_s,
+                                 gres_seen=self._gres_seen, broker_id=self.broker_id)
         self._last_read = (now, states)
         return states
 

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 from adapters.slurm._config import PartitionConfig, default_gres_type
 from adapters.slurm._records import (
     SLURM_STATES,
+    decode_marks,
     job_gpus,
     job_state_name,
     node_partitions,
@@ -54,6 +55,8 @@ class RunningWork(NamedTuple):
     gpus: int
     remaining_s: float
     """Seconds until the job's time limit (its latest end)."""
+    own: bool = False
+    """The job carries this broker's marks (the broker knows it as one of its attempts)."""
 
 
 class PendingWork(NamedTuple):
@@ -160,6 +163,7 @@ def read_partitions(
     *,
     unlimited_s: float,
     gres_seen: MutableMapping[str, str],
+    broker_id: str = "",
 ) -> dict[str, PartitionState]:
     """Usable/free units and the queue per partition from slurmrestd's nodes and jobs."""
     states: dict[str, PartitionState] = {}
@@ -196,7 +200,8 @@ def read_partitions(
             if state is AttemptState.RUNNING:
                 end = slurm_number(job.get("end_time"))
                 remaining = (end - now_s) if end else unlimited_s
-                running.append(RunningWork(units, max(0.0, min(remaining, unlimited_s))))
+                own = bool(broker_id) and decode_marks(job.get("comment")).get("broker") == broker_id
+                running.append(RunningWork(units, max(0.0, min(remaining, unlimited_s)), own))
             elif state is AttemptState.PENDING and name != "SUSPENDED":
                 limit = slurm_number(job.get("time_limit"))
                 limit_s = limit * 60 if limit else unlimited_s

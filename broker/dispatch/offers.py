@@ -171,7 +171,8 @@ def _with_capacity(
         if wait is None:
             backlog = part.running_accelerator_hours_left + part.queued_accelerator_hours
             wait = backlog / part.total * 3600 if part.total else 0.0
-        out.append(offer.model_copy(update={"free": part.free, "expected_wait_s": wait}))
+        update = {"free": part.free, "expected_wait_s": wait, "releases": part.releases}
+        out.append(offer.model_copy(update=update))
     return out, totals
 
 

@@ -93,6 +93,7 @@ class LiveWaits:
         now = snap.now
         views: dict[str, PartitionView] = {}
         waits: dict[str, float] = {}
+        releases: dict[str, tuple[tuple[float, int], ...]] = {}
         for offer in snap.offers:
             # Capacity not read (the catalog alone): no projection there, the fluid estimate stands.
             if offer.free is None or not is_onprem(policy, offer.site):
@@ -100,6 +101,7 @@ class LiveWaits:
             if offer.partition not in views:
                 views[offer.partition] = PartitionView(offer.accelerator is not None, offer.free)
                 waits[offer.partition] = offer.expected_wait_s
+                releases[offer.partition] = offer.releases
         known = self._learn(live, store)
         busy: dict[str, int] = {}
         launching: dict[str, int] = {}
@@ -121,10 +123,10 @@ class LiveWaits:
                 busy[key] = busy.get(key, 0) + k.units
         for key, view in views.items():
             # Busy units no broker job accounts for (another Slurm user's work) free up when
-            # the backend itself expects capacity back.
+            # their own jobs end, where the backend says; the rest when it expects capacity back.
             view.foreign = max(0, snap.capacity_total.get(key, 0) - view.free - busy.get(key, 0))
             if view.foreign:
-                view.ends.append((now.timestamp() + waits[key], view.foreign))
+                view.ends.extend(_foreign_ends(view.foreign, releases[key], now.timestamp(), waits[key]))
             view.free = max(0, view.free - launching.get(key, 0))
         _keep_last(self._views, id(snap), (snap, views))
         self._latest = views
@@ -361,6 +363,25 @@ class LiveWaits:
 
     def _runtime(self, spec: JobSpec, tenant: str, store: JobStore, now: datetime) -> float:
         return spec.runtime_estimate.total_seconds() * self.ratios.ratio(tenant, store, now)
+
+
+def _foreign_ends(
+    units: int, releases: Sequence[tuple[float, int]], now_s: float, backend_wait_s: float
+) -> list[tuple[float, int]]:
+    """(end, units) of `units` busy with work the broker did not start: each of its jobs frees
+    its units at its own end (soonest first); units no reported job explains (a job that just
+    started, a node's slack) at the backend's own expected wait, as before any were reported.
+    Lumping them all at the soonest end projected a job needing them all to start far too soon."""
+    out: list[tuple[float, int]] = []
+    for remaining_s, u in releases:
+        if units <= 0:
+            break
+        take = min(u, units)
+        out.append((now_s + remaining_s, take))
+        units -= take
+    if units > 0:
+        out.append((now_s + backend_wait_s, units))
+    return out
 
 
 def _keep_last(memo: dict[int, Any], key: int, value: Any, size: int = 8) -> None:
