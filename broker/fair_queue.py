@@ -46,8 +46,8 @@ class FairQueue:
         self.book = FairShareBook(0.0)
         self.standings: dict[str, Standing] = {}
         self.provisional: dict[str, Standing] = {}
-        """Standings of jobs ordered only among other new jobs (used to decide, never shown:
-        their positions count only the new jobs)."""
+        """Standings of new jobs decided before the next full pass, ranked in the last whole queue
+        (used to decide, never shown)."""
         self.reasons: dict[str, str] = {}
         """The last decision's summary per queued job (shown after its standing)."""
         self._last: list[QueuedWork] = []
@@ -179,15 +179,20 @@ class FairQueue:
             )
             for j in jobs
         ]
-        standings = self._run(policy, work, now)
         by_id = {j.id: j for j in jobs}
         if remember:
+            standings = self._run(policy, work, now)
             self.holds = Holds()  # a pass over the queue's head names the holders again
             self.provisional = {}
             self.standings = {s.job_id: s for s in standings}
             self.reasons = {k: v for k, v in self.reasons.items() if k in self.standings}
             self._last = work
         else:
+            # New jobs stand where they would in the last whole queue (as explain's `preview` puts
+            # a job): their place, share ratios and over-share are those of the next full pass.
+            known = {w.job_id for w in work}
+            ranked = self._run(policy, [*(w for w in self._last if w.job_id not in known), *work], now)
+            standings = [s for s in ranked if s.job_id in by_id]
             self.provisional.update({s.job_id: s for s in standings if s.job_id not in self.standings})
         return [by_id[s.job_id] for s in standings]  # type: ignore[index]
 

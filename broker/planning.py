@@ -230,7 +230,11 @@ class Planner:
             spec = spec.model_copy(update={"max_wait": timedelta(0)})
         held = self.fair.held_for(self.policy, job, snap.now)  # kept for a waiting job ahead
         self.waits.claims.put(job.id, None)  # its own late claim is no reason to yield
-        projected = self.waits.for_job(self.policy, spec, snap, store, self.queueing_sites())
+        # A new job decided before the next full pass counts the waiters before its place in the
+        # last whole queue, as explain does; in a full pass, those decided before it.
+        new = self.fair.provisional.get(job.id)
+        before = new.position if new is not None and job.id not in self.fair.standings else None
+        projected = self.waits.for_job(self.policy, spec, snap, store, self.queueing_sites(), before)
         ahead = self.waits.launches_ahead(self.policy, spec, job.tenant, job.created_at)
         with claimed_meanwhile(snap.claimed, held):
             inputs = self.inputs_for(
@@ -246,7 +250,7 @@ class Planner:
             decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
         decision = self.fair.adjust(self.policy, job, decision, snap)
         if projected is not None:  # recorded with where its wait came from, then in the line
-            decision = self.waits.explained(decision, snap, job.tenant, store, projected=projected)
+            decision = self.waits.explained(decision, snap, job.tenant, store, before, projected)
             self.waits.record(job, decision, self.policy, snap, store, self._place(job))
         since = decision.facts.burst_pending_since
         if since is not None:

@@ -6,9 +6,9 @@ estimate x the tenant's learned actual/estimate ratio, `broker.dispatch.runtimes
 ahead — those pending in the backend's own queue (Slurm), then the broker's waiting jobs in
 the order the dispatcher decides them (fair share, then priority and deadline), jobs about to
 burst left out. A pass over the queue's head records each decision as it is made, so a job
-sees exactly the waiters decided before it; a pass over new jobs only puts them behind every
-earlier waiter, as the dispatcher does. Explain counts the waiters before the job's place in
-the last fair-share order. The math stays in `broker.burst.projection`.
+sees exactly the waiters decided before it; a new job decided in a pass over new jobs only, and
+explain, count the waiters before the job's place in the last fair-share order (all of them once
+a waiter decided since has no place yet). The math stays in `broker.burst.projection`.
 """
 
 from __future__ import annotations
