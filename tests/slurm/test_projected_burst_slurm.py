@@ -136,3 +136,42 @@ def test_a_job_pending_at_slurm_that_turns_late_bursts_at_its_last_responsible_m
             for job_id in (holder, patient):
                 if job_id:
                     stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md(TOKEN))
+
+
+def test_a_job_projected_late_from_the_start_waits_in_the_broker_then_bursts(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """As on the local executor: never sent to Slurm's queue, it bursts at its last responsible
+    moment (80 s of max_wait less the route's 50 s provisioning p95)."""
+    (tmp_path / "holder.yaml").write_text(
+        "name: holder\ncommand: [/bin/sleep, '400']\nruntime_estimate: 10h\nmax_wait: 1d\n"
+        "resources:\n  accelerators: {count: 4, any_of: [A800]}\n"
+    )
+    (tmp_path / "hurried.yaml").write_text(
+        "name: hurried\ncommand: [/bin/true]\nruntime_estimate: 1h\nmax_wait: 80s\n"
+        "resources:\n  accelerators: {count: 1, any_of: [A800, A10G]}\n"
+    )
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        holder = _submit(broker, tmp_path / "holder.yaml")
+        hurried = ""
+        try:
+            assert wait_state(stub, holder, {job_pb2.JOB_STATE_RUNNING}, token=TOKEN).site == SITE
+            hurried = _submit(broker, tmp_path / "hurried.yaml")
+            deadline = time.monotonic() + 120
+            while (
+                job := stub.GetJob(pb.GetJobRequest(id=hurried), metadata=md(TOKEN)).job
+            ).site != "aws-east":
+                assert job.site != SITE, "sent to Slurm's queue though projected 10 h late"
+                assert time.monotonic() < deadline, job.message
+                time.sleep(0.5)
+            kinds = [(e.kind, e.message, dict(e.data)) for e in events_so_far(stub, hurried, TOKEN)]
+            waiting = [(m, d) for k, m, d in kinds if k == "waiting"]
+            assert waiting and "last responsible moment" in waiting[0][0], kinds
+            placed = [(m, d) for k, m, d in kinds if k == "placed"]
+            assert "[burst]" in placed[-1][0] and placed[-1][1]["onprem_expected_wait_s"] > 9 * 3600, placed
+            assert not [k for k, _, _ in kinds if k == "requeued"], kinds  # nothing to withdraw
+        finally:
+            for job_id in (holder, hurried):
+                if job_id:
+                    stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md(TOKEN))
