@@ -112,9 +112,10 @@ class Offer(_Frozen):
     """Accelerators free right now (CPU cores for CPU-only offers), when the site knows."""
     expected_wait_s: float = 0
     price_read_at: datetime | None = None
-    releases: tuple[tuple[float, int], ...] = ()
+    releases: tuple[tuple[float, int], ...] = Field(default=(), exclude=True)
     """On-prem: (seconds until freed, units) of the running work this broker did not start, by
-    its time limit, soonest first, when the backend knows (`PartitionCapacity.releases`)."""
+    its time limit, soonest first, when the backend knows (`PartitionCapacity.releases`). A
+    reading of the moment, never stored with an attempt's offer (nor read back by an older broker)."""
 
     @property
     def partition(self) -> str:
