@@ -175,8 +175,9 @@ class Baseline:
         return tuple(sorted(self.facts[job.index].onprem))
 
     def timer(self, job: SimJob, decision: Decision, now_s: float, backoff_s: float) -> float | None:
-        if self.kind == "onprem-only" and self.facts[job.index].onprem:
-            return None
+        facts = self.facts[job.index]
+        if facts.onprem and (self.kind == "onprem-only" or not facts.cloud_by_cost):
+            return None  # only freed capacity can start it: capacity events re-decide the heads
         return now_s + min(7200.0, max(backoff_s, self.ttl_s))
 
     def wants_cloud(self, decision: Decision) -> bool:

@@ -7,6 +7,7 @@ when the answer could change (its timers).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
@@ -42,6 +43,10 @@ class PolicyStrategy:
             (provisioning_p95_h(policy, s.id) * 3600 for s in policy.sites if not s.partitions), default=0.0
         )
         """The longest provisioning p95 of any cloud route."""
+        self.backoff_cap_s = MAX_BACKOFF_S if any(not s.partitions for s in policy.sites) else math.inf
+        """With no cloud site only freed capacity can start a waiting job, and capacity events
+        re-decide the queue's heads: the backoff timer only looks deeper, and may keep doubling
+        (capped, an on-prem-only policy re-decided each waiting job every 2 h for weeks of queue)."""
         self.projector: Projector | None = None
         """Set by the engine when the policy's wait model is `projected`: the job's projected
         wait per partition, the bursts committed per cloud route, the tenants' fair-share
@@ -98,7 +103,7 @@ class PolicyStrategy:
                 gap = min(gap, remaining - self.lead_s)
             return now_s + max(MIN_GAP_S, gap)
         return now_s + min(
-            MAX_BACKOFF_S, max(backoff_s, self.policy.burst.blocklist_ttl.capacity.total_seconds())
+            self.backoff_cap_s, max(backoff_s, self.policy.burst.blocklist_ttl.capacity.total_seconds())
         )
 
     def wants_cloud(self, decision: Decision) -> bool:
