@@ -43,10 +43,12 @@ class PolicyStrategy:
             (provisioning_p95_h(policy, s.id) * 3600 for s in policy.sites if not s.partitions), default=0.0
         )
         """The longest provisioning p95 of any cloud route."""
-        self.backoff_cap_s = MAX_BACKOFF_S if any(not s.partitions for s in policy.sites) else math.inf
-        """With no cloud site only freed capacity can start a waiting job, and capacity events
-        re-decide the queue's heads: the backoff timer only looks deeper, and may keep doubling
-        (capped, an on-prem-only policy re-decided each waiting job every 2 h for weeks of queue)."""
+        self.cloudless: set[int] = set()
+        """Jobs last decided to wait with no cloud offer allowed at all, nothing blocked (placement's
+        verdicts do not change with time; budgets, stock and routes refuse allowed offers). Only
+        freed capacity can start them, and capacity events re-decide the queue's heads, so their
+        backoff timer only looks deeper and may keep doubling: capped at 2 h, weeks of queue
+        re-decided each of them ~12 times a day."""
         self.projector: Projector | None = None
         """Set by the engine when the policy's wait model is `projected`: the job's projected
         wait per partition, the bursts committed per cloud route, the tenants' fair-share
@@ -75,6 +77,10 @@ class PolicyStrategy:
             late_claims=None if claims is None else claims.view(ratios, job.tenant, gap),
         )
         d = decide_in_pass(job.spec, job.tenant, snap, self.policy, inputs)
+        if d.action == Action.WAIT and d.facts.cloud_offer is None and self._no_cloud_allowed(d, snap):
+            self.cloudless.add(job.index)
+        else:
+            self.cloudless.discard(job.index)
         if claims is not None:
             claims.note(d, inputs, job.demand)  # it yielded: the top claim there is decided next
             premium = claim_premium(d.facts, self.policy)
@@ -82,6 +88,14 @@ class PolicyStrategy:
             part = partition_key(d.offer) if late and d.offer is not None else None
             claims.put(str(job.index), part, job.demand, premium or 0.0, job.tenant)
         return d
+
+    def _no_cloud_allowed(self, d: Decision, snap: PassSnapshot) -> bool:
+        """Placement allowed the job no cloud offer, with nothing blocked (so none ever will)."""
+        expl = d.explanation
+        if expl is None or snap.blocked:
+            return False
+        allowed = expl.unranked
+        return len(onprem_offers(allowed, onprem_sites(self.policy))) == len(allowed)
 
     def candidates(self, job: SimJob, decision: Decision) -> tuple[str, ...]:
         expl = decision.explanation
@@ -102,9 +116,8 @@ class PolicyStrategy:
             if self.projector is not None:  # look again before the last moment a burst could still help
                 gap = min(gap, remaining - self.lead_s)
             return now_s + max(MIN_GAP_S, gap)
-        return now_s + min(
-            self.backoff_cap_s, max(backoff_s, self.policy.burst.blocklist_ttl.capacity.total_seconds())
-        )
+        cap = math.inf if job.index in self.cloudless else MAX_BACKOFF_S
+        return now_s + min(cap, max(backoff_s, self.policy.burst.blocklist_ttl.capacity.total_seconds()))
 
     def wants_cloud(self, decision: Decision) -> bool:
         """Held back only by the cloud side: it would burst, but no cloud offer is usable now."""
