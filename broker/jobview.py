@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from broker.burst.money import estimate_cost
-from broker.model import Attempt, Job, JobState
+from broker.model import Attempt, AttemptState, Job, JobState
 from broker.policy import Policy
 
 
@@ -21,7 +21,7 @@ class JobDetails:
     accelerator: str = ""
     accelerator_count: int = 0
     cost_so_far: float = 0.0
-    """Price × elapsed time of every attempt a backend accepted, in `currency`."""
+    """Price × elapsed time of every attempt a backend accepted (on-prem: while it ran), in `currency`."""
     currency: str = ""
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -37,14 +37,23 @@ def job_details(
 ) -> JobDetails:
     """The client's view of `job` (attempts may be empty for a job never placed)."""
     latest = attempts[-1] if attempts else None
+    started, ended = run_times
+    onprem = {s.id for s in policy.sites if s.partitions}
     cost = 0.0
     for a in attempts:
         if a.backend_id is None:
             continue  # never accepted by a backend: nothing ran, nothing is billed
+        begin = a.created_at
+        if a.site in onprem:
+            # On-prem capacity is priced while the job holds it, not while it pends in the
+            # backend's own queue (Slurm); a cloud instance is billed from its launch.
+            if a.state == AttemptState.PENDING:
+                continue
+            if started is not None and started > begin:
+                begin = started  # (exact for its first run; a later attempt counts from its creation)
         end = a.updated_at if a.state.terminal else now
-        hours = max(0.0, (end - a.created_at).total_seconds()) / 3600
+        hours = max(0.0, (end - begin).total_seconds()) / 3600
         cost += estimate_cost(job.spec, a.offer, policy, hours=hours)
-    started, ended = run_times
     if ended is None and job.state.terminal:
         ended = job.updated_at
     waiting = job.state in (JobState.QUEUED, JobState.PREEMPTED)
