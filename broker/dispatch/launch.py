@@ -84,11 +84,19 @@ class Launching(AttemptTracking):
             JobState.PROVISIONING,
             now,
             kind="attempt",
-            message=f"attempt {attempt.number} on {offer.site}",
+            message=self._attempt_message(attempt, decision),
             data={"attempt": attempt.id, "site": offer.site, "offer": offer.key},
         )
         self.escrow.put(attempt.id, secret)  # before any backend can have seen it
         self._inflight[job.id] = asyncio.create_task(self._launch(job, attempt, decision, secret))
+
+    def _attempt_message(self, attempt: Attempt, decision: Decision) -> str:
+        """The job's message while its attempt starts. At a backend that queues jobs itself the job
+        may pend there a while: say why it was sent (its projected wait), as `szb list` shows."""
+        said = f"attempt {attempt.number} on {attempt.site}"
+        if attempt.site in self.planner.queueing_sites() and decision.summary:
+            return f"{said}: {decision.summary}"
+        return said
 
     def _over_budget(self, job: Job, attempt: Attempt) -> None:
         """The burst's reservation was refused: close the attempt and requeue the job on-prem."""

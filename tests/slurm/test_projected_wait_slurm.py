@@ -78,6 +78,11 @@ def test_a_running_slurm_job_is_the_source_of_the_projected_wait(broker: BrokerP
                 assert time.monotonic() < deadline, later
                 time.sleep(0.3)
             assert later["projection"]["wait_s"] == pytest.approx(ends_in + 600, abs=30), later
+            # While it pends at Slurm, its message (`szb list`'s REASON) says why it was sent there.
+            pending = stub.GetJob(pb.GetJobRequest(id=queued[-1]), metadata=auth()).job
+            assert pending.state == job_pb2.JOB_STATE_PROVISIONING, pending
+            assert pending.message.startswith(f"attempt 1 on {SITE}: {SITE} expects a wait of "), pending
+            assert pending.message.endswith("sent to its queue"), pending.message
         finally:
             for job_id in queued:
                 stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth())
