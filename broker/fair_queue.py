@@ -196,12 +196,16 @@ class FairQueue:
             self.provisional.update({s.job_id: s for s in standings if s.job_id not in self.standings})
         return [by_id[s.job_id] for s in standings]  # type: ignore[index]
 
-    def _run(self, policy: Policy, work: Sequence[QueuedWork], now: datetime) -> list[Standing]:
+    def _run(
+        self, policy: Policy, work: Sequence[QueuedWork], now: datetime, *, keep: bool = True
+    ) -> list[Standing]:
+        """`work` in fair-share order; `keep`: its share ratios become the queue's (not for explain)."""
         half_life = policy.document.fair_share.half_life.total_seconds()
         states = self.book.tenant_states(policy, now, {w.tenant for w in work})
         capacity = capacity_of(policy)
-        active = {w.tenant for w in work} | {h.tenant for h in self.book.live.values()}
-        self.ratios = share_ratios(states, active, capacity)
+        if keep:
+            active = {w.tenant for w in work} | {h.tenant for h in self.book.live.values()}
+            self.ratios = share_ratios(states, active, capacity)
         return order(work, states, capacity, charge=charge_factor(half_life))
 
     def forget(self, job_id: str) -> None:
@@ -232,7 +236,9 @@ class FairQueue:
             partitions=self.candidates(policy, spec, tenant),
             due=due_at(spec, tenant, policy, now),
         )
-        standings = self._run(policy, [*self._last, me], now)
+        # What-if only: the dispatcher reads `ratios` between a pass's decisions (firm deadlines,
+        # late claims, reclaim), and a job that was never submitted must not count as active there.
+        standings = self._run(policy, [*self._last, me], now, keep=False)
         return next(s for s in standings if s.job_id == me.job_id)
 
     # Decisions -----------------------------------------------------------------------------
