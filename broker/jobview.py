@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from broker.burst.inputs import onprem_sites
 from broker.burst.money import estimate_cost
 from broker.model import Attempt, AttemptState, Job, JobState
 from broker.policy import Policy
@@ -38,7 +39,7 @@ def job_details(
     """The client's view of `job` (attempts may be empty for a job never placed)."""
     latest = attempts[-1] if attempts else None
     started, ended = run_times
-    onprem = {s.id for s in policy.sites if s.partitions}
+    onprem = onprem_sites(policy)
     cost = 0.0
     for a in attempts:
         if a.backend_id is None:

@@ -126,8 +126,8 @@ class Scheduling(Launching):
             return queued, head_only
         late, self._new_jobs = self._new_jobs, {}
         have = {j.id for j in queued}
-        joined = [j for j in late.values() if j.id not in have and j.id not in self._inflight]
-        joined = [j for j in joined if j.state == JobState.QUEUED]
+        skip = have | set(self._inflight)
+        joined = [j for j in late.values() if j.id not in skip and j.state == JobState.QUEUED]
         if head_only is not None:
             head_only = head_only | {j.id for j in joined}
         return queued + joined, head_only
