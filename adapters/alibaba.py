@@ -347,10 +347,12 @@ def _status_of(inst: Mapping[str, Any]) -> AttemptStatus:
     status = str(inst.get("Status", ""))
     locks = [lock.get("LockReason") for lock in inst.get("OperationLocks", {}).get("LockReason", [])]
     if "Recycling" in locks:
-        # ECS's spot interruption notice: the instance, often still Running, is locked for
-        # Recycling and released a few minutes later. Its work is lost either way.
+        # ECS's spot interruption notice: the instance, often still up, is locked for
+        # Recycling and released about 5 minutes later. The attempt is over (requeue now), but
+        # the instance is ECS's to release: the job may use those minutes to save a checkpoint.
         message = f"spot instance interrupted (Recycling); ECS status {status}"
-        return AttemptStatus(state=AttemptState.PREEMPTED, message=message)
+        up = status not in ("Stopping", "Stopped")
+        return AttemptStatus(state=AttemptState.PREEMPTED, message=message, reclaiming=up)
     if status in _RUNNING:
         return AttemptStatus(state=_RUNNING[status], message=f"ECS status {status}")
     if TAG_CANCELLED in _tags_of(inst):

@@ -136,7 +136,10 @@ class AttemptTracking:
         self.planner.settle(job, attempt, status, self.store)
         self.heartbeats.pop(attempt.id, None)
         if self.planner.needs_agent(attempt.site) and attempt.backend_id is not None:
-            self._in_background(self._terminate(attempt))
+            if status.reclaiming:
+                self._leave_to_cloud(attempt)
+            else:
+                self._in_background(self._terminate(attempt))
         if status.state == AttemptState.PREEMPTED:
             self.planner.record_preemption(attempt)
         self.capacity_changed()
@@ -183,6 +186,20 @@ class AttemptTracking:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _leave_to_cloud(self, attempt: Attempt) -> None:
+        """A spot instance under a reclaim notice: the cloud releases it within minutes, and
+        deleting it now would take the job's last chance to save a checkpoint."""
+        self.store.record(
+            attempt.job_id,
+            self.clock.now(),
+            kind="left_to_cloud",
+            message=(
+                f"instance {attempt.backend_id} at {attempt.site} left for the cloud to release "
+                "(spot reclaim notice): the job may save a checkpoint until then"
+            ),
+            data={"attempt": attempt.id, "backend_id": attempt.backend_id},
+        )
 
     async def _terminate(self, attempt: Attempt) -> None:
         """An agent-run attempt is over: make sure its instance is gone."""

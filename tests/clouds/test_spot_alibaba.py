@@ -160,6 +160,29 @@ def test_a_spot_interruption_requeues_as_attempt_2_in_the_other_region(
     kinds = [e.kind for e in found]
     assert "preempted" in kinds and kinds.index("preempted") < kinds.index("requeued"), kinds
     assert "lost" not in kinds, [e.message for e in found]
+    if reclaim == "notice":
+        # Still up under its notice, the instance is ECS's to release (in ~5 minutes):
+        # deleted now, the job would lose its last chance to save a checkpoint.
+        assert first in bj.instances, "the broker deleted an instance ECS was about to reclaim"
+        assert not [e for e in found if e.kind == "terminated" and first in e.message], kinds
+        left = next(e for e in found if e.kind == "left_to_cloud")
+        assert first in left.message and "checkpoint" in left.message, left.message
+        bj.release(first)
+
+
+def test_a_stopped_reclaimed_spot_instance_is_deleted(broker: BrokerProcess, regions: Regions) -> None:
+    """Stopped and locked for Recycling, a reclaimed instance has nothing left to save: the
+    broker deletes it (a stopped one still holds its disks)."""
+    bj, sh, _ = regions
+    stub, job_id = submit(broker, spot_job("stopped-reclaim"))
+    [first] = launched(bj, job_id)
+    bj.reclaim_spot(first)
+    launched(sh, job_id)
+    deadline = time.monotonic() + 20
+    while first in bj.instances:
+        assert time.monotonic() < deadline, "a stopped, reclaimed instance was never deleted"
+        time.sleep(0.1)
+    assert "left_to_cloud" not in [e.kind for e in events_so_far(stub, job_id)]
 
 
 def test_spot_required_over_the_restart_limit_is_refused_naming_the_limit(
