@@ -110,7 +110,10 @@ def fold(nodes: int, ranks: Mapping[int, AttemptStatus]) -> AttemptStatus:
         hit = sorted(r for r, s in ranks.items() if s.state == bad)
         if hit:
             s = ranks[hit[0]]
-            return s.model_copy(update={"message": f"rank {hit[0]} of {nodes}: {s.message}".strip()})
+            # A gang restarts whole: its nodes all go now, a rank under a reclaim notice too
+            # (the others would sit idle and billed, and one rank alone saves no checkpoint).
+            message = f"rank {hit[0]} of {nodes}: {s.message}".strip()
+            return s.model_copy(update={"message": message, "reclaiming": False})
     ended = [r for r in range(nodes) if r in ranks and ranks[r].state == AttemptState.SUCCEEDED]
     if len(ended) == nodes:
         first = ranks[0]

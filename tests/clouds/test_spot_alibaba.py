@@ -229,6 +229,13 @@ def test_a_checkpointing_gang_on_spot_is_priced_at_n_lambda_and_told_its_attempt
         assert job_env(sh, n)["SZB_ATTEMPT_NUMBER"] == "2"
     kinds = [e.kind for e in events_so_far(stub, job_id)]
     assert "preempted" in kinds and "lost" not in kinds, kinds
+    # The gang restarts whole: its other node, not reclaimed, is deleted now (it would sit idle
+    # and billed until a reconcile pass), even though the reclaimed one was under a notice.
+    deadline = time.monotonic() + 20
+    while nodes[0] in bj.instances:
+        assert time.monotonic() < deadline, "the gang's surviving node was left running"
+        time.sleep(0.1)
+    assert "left_to_cloud" not in kinds, kinds
     stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md())
 
 
