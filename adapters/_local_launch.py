@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters._local_records import read_int
-from adapters._sandbox import Sandbox, pick_cores
+from adapters._sandbox import DEFAULT_PATH, Sandbox, pick_cores
 from broker.model import LaunchRequest
 
 
@@ -76,15 +76,31 @@ def prepare_launch(
         "command": shlex.join(spec.command),
     }
 
+RUNNER_ENV = {"PATH": DEFAULT_PATH}
+"""The runner's own environment: fixed, never the job's (see `start_runner`)."""
+
+
 def start_runner(path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    # The runner (this user) gets the job's environment only; -I keeps it from reading
-    # PYTHON* variables or the job's folder, so nothing in the job env can steer it.
-    return subprocess.Popen(
+    """Start the runner of one attempt; `env` (the job's whole environment) goes in on stdin.
+
+    The runner keeps the broker's user (root), so it never runs with the job's environment:
+    the tenant wrote it, and LD_PRELOAD and its kind steer the dynamic loader of any process
+    that gets them. The job process takes `env` only after it dropped to its own user. -I keeps
+    the runner from reading PYTHON* variables or the job's folder.
+    """
+    proc = subprocess.Popen(
         [sys.executable, "-I", str(Path(__file__).with_name("_local_runner.py")), str(path)],
-        env=env,
+        env=RUNNER_ENV,
         cwd=str(path),
         start_new_session=True,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    assert proc.stdin is not None
+    try:
+        with proc.stdin:
+            proc.stdin.write(json.dumps(env).encode())
+    except BrokenPipeError:
+        pass  # the runner died at once: status() finds no exit code and reports it lost
+    return proc

@@ -1,8 +1,9 @@
 """Runs one local job and records its exit status in files, so it outlives a broker restart.
 
-Usage: python -I _local_runner.py DIR   (DIR/launch.json is the plan; the environment given
-to this process is the job's whole environment). The runner keeps the broker's user; the
-job drops to its own user and group, limits and cores before it executes.
+Usage: python -I _local_runner.py DIR   (DIR/launch.json is the plan; stdin carries the job's
+whole environment as a JSON object). The runner keeps the broker's user and its own fixed
+environment; the job drops to its own user and group, limits and cores, then executes with
+its environment.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ def main(argv: list[str]) -> int:
     """Run the plan's argv with output to DIR/output.log and write DIR/exit_code when it ends."""
     attempt_dir = Path(argv[0])
     plan: dict[str, Any] = json.loads((attempt_dir / "launch.json").read_text())
+    env: dict[str, str] = json.loads(sys.stdin.buffer.read())
+    sys.stdin.close()
     # Our own pid, for a broker that died before it could record it (it then follows us).
     pid_tmp = attempt_dir / "runner.pid.tmp"
     pid_tmp.write_text(str(os.getpid()))
@@ -35,6 +38,7 @@ def main(argv: list[str]) -> int:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=plan["cwd"],
+                env=env,
                 user=plan.get("uid"),
                 group=plan.get("gid"),
                 extra_groups=[] if plan.get("gid") is not None else None,

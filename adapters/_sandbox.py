@@ -44,6 +44,11 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PASSED_FROM_BROKER = ("PATH", "LANG")
 """The only variables of the broker's own environment a job sees (besides `pass_env`)."""
 LIMITS = ("auto", "systemd", "rlimit")
+ROOT_UNSAFE_ENV = frozenset({
+    "GCONV_PATH", "GETCONF_DIR", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH", "MALLOC_TRACE",
+    "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TZDIR",
+})
+"""Besides LD_*: what glibc ignores in setuid programs, as it steers code a process loads."""
 GIB = 1024**3
 
 
@@ -166,6 +171,10 @@ class Sandbox:
         env.update(HOME=str(work), TMPDIR=str(work))
         if self.user is not None:
             env.update(USER=self.user.name, LOGNAME=self.user.name)
+        if self.limits == "systemd":
+            # systemd-run and setpriv run as root with this environment before the job drops to
+            # its user: a tenant's LD_PRELOAD there would run its code as root.
+            job_env = {k: v for k, v in job_env.items() if not _root_unsafe(k)}
         env.update(job_env)
         env.update(broker_vars)
         return env
@@ -177,14 +186,16 @@ class Sandbox:
         """The argv the runner starts: the job's own, wrapped in a scope under systemd."""
         if self.limits != "systemd":
             return list(argv)
+        # Absolute: the job's own PATH (its env) must not choose what runs as root.
         wrapped = [
-            "systemd-run", "--scope", "--quiet", "--collect", f"--unit=szb-{name}",
+            _system_tool("systemd-run"), "--scope", "--quiet", "--collect", f"--unit=szb-{name}",
             "-p", f"MemoryMax={int(memory_gb * GIB)}", "-p", f"CPUQuota={math.ceil(cpus * 100)}%",
             "--",
         ]
         if self.user is not None and gid is not None:
             # The scope is created as root; the job itself then drops to its user and group.
-            wrapped += ["setpriv", f"--reuid={self.user.uid}", f"--regid={gid}", "--clear-groups", "--"]
+            setpriv = _system_tool("setpriv")
+            wrapped += [setpriv, f"--reuid={self.user.uid}", f"--regid={gid}", "--clear-groups", "--"]
         return wrapped + list(argv)
 
     def rlimits(self, memory_gb: float) -> dict[str, int]:
@@ -193,6 +204,14 @@ class Sandbox:
         if self.limits == "rlimit":
             limits["DATA"] = int(memory_gb * GIB)
         return limits
+
+
+def _root_unsafe(name: str) -> bool:
+    return name.startswith("LD_") or name in ROOT_UNSAFE_ENV
+
+
+def _system_tool(name: str) -> str:
+    return shutil.which(name, path=DEFAULT_PATH) or f"/usr/bin/{name}"
 
 
 def pick_cores(cpus: float, busy: Mapping[int, int], available: Collection[int]) -> list[int]:

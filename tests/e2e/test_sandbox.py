@@ -24,8 +24,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from adapters._sandbox import JobUser, Sandbox
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
 from broker.api import broker_service_pb2 as pb
+from broker.model import SiteId
 from broker.store import SqliteStore
 from tests.brokerproc import JOB_USER, BrokerProcess
 from tests.e2e.conftest import PY, auth, write_broker_config
@@ -113,6 +115,44 @@ def test_a_job_sees_only_the_allow_listed_environment(
                "CUDA_VISIBLE_DEVICES"}
     assert {n for n in names if not n.startswith("SZB_")} <= allowed
     assert {"SZB_JOB_ID", "SZB_ATTEMPT_ID", "SZB_AGENT_TOKEN"} <= names
+
+
+@ROOT_ONLY
+def test_the_jobs_env_never_steers_a_process_running_as_root(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    # The dynamic loader obeys LD_* variables in any process that gets them: a root runner
+    # started with a job's env would load a tenant's LD_PRELOAD library as root. LD_DEBUG_OUTPUT
+    # shows who obeyed, without a compiler: each process writes OUT.<pid>, owned by its user.
+    shared = Path(tempfile.mkdtemp(prefix="szb-ld-"))
+    shared.chmod(0o1777)
+    try:
+        env = {"LD_DEBUG": "files", "LD_DEBUG_OUTPUT": str(shared / "out")}
+        code = "import json, os; print(json.dumps(os.environ.get('LD_DEBUG_OUTPUT')))"
+        final = wait_for(stub, submit(stub, spec("ld-env", [PY, "-c", code], env=env)).job.id, TERMINAL)
+        assert final.state == job_pb2.JOB_STATE_SUCCEEDED, final.log_tail
+        assert json.loads(final.log_tail.strip().splitlines()[-1]) == str(shared / "out")  # still its own
+        owners = {p.name: p.stat().st_uid for p in shared.iterdir()}
+        job_uid = pwd.getpwnam(JOB_USER).pw_uid
+        assert owners and set(owners.values()) == {job_uid}, owners
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_under_systemd_limits_the_root_wrappers_take_nothing_from_the_jobs_env(tmp_path: Path) -> None:
+    # systemd-run and setpriv run as root before the job drops to its user (no systemd here,
+    # so the plan is checked as built): no loader variables, no tools found on the job's PATH.
+    sandbox = Sandbox(SiteId("local"), tmp_path, JobUser(JOB_USER, 999), (2_000_000_000, 2_000_000_009),
+                      "systemd")
+    job_env = {"LD_PRELOAD": "/tmp/x.so", "LD_LIBRARY_PATH": "/tmp", "GCONV_PATH": "/tmp",
+               "PATH": "/tmp", "MY_SETTING": "on"}
+    env = sandbox.environment(tmp_path, job_env, {"SZB_JOB_ID": "j-1"}, {"PATH": "/usr/bin"})
+    assert not {"LD_PRELOAD", "LD_LIBRARY_PATH", "GCONV_PATH"} & set(env)
+    assert env["MY_SETTING"] == "on" and env["SZB_JOB_ID"] == "j-1"
+    argv = sandbox.command(["python3", "-c", "pass"], name="a-1", cpus=1, memory_gb=1, gid=2_000_000_000)
+    tools = [argv[0], argv[argv.index("--") + 1]]
+    assert [Path(t).name for t in tools] == ["systemd-run", "setpriv"]
+    assert all(Path(t).is_absolute() for t in tools), tools
 
 
 @ROOT_ONLY
