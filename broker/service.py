@@ -248,7 +248,7 @@ class BrokerServices:
         log_tail: str,
         rank: int | None = None,
     ) -> bool:
-        """A report from the agent of one attempt; returns True when the job should stop.
+        """A report from the agent of one attempt; True when it should stop (job or attempt over).
 
         `kind` is `started`/`heartbeat`/`alive` (running) or `exit` (with its exit code). The
         attempt id and its agent secret are checked together, in constant time.
@@ -270,6 +270,10 @@ class BrokerServices:
             problems.append(FieldViolation("rank", f"must be 0 to {nodes - 1} for this job"))
         if problems:
             raise AgentReportError(problems)
+        if attempt.state.terminal:
+            # A superseded attempt (lost, preempted, ended) whose agent still runs: it must stop
+            # even though its job goes on as another attempt, and its reports change nothing.
+            return True
         if kind == "exit" and rank is not None and nodes > 1:
             # One node of a gang ended: the gang ends when all did, or at once when one failed.
             code = exit_code if exit_code is not None else 1

@@ -13,6 +13,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import tempfile
 import time
 import urllib.error
@@ -359,3 +360,36 @@ def test_exit_codes_are_int32_and_a_bad_report_changes_nothing(
     assert history and all(secret not in str(r.event) for r in history)
     assert secret not in (broker.config.parent / "broker.log").read_text()
     assert secret not in "".join(broker.output)
+
+
+@ROOT_ONLY
+def test_the_agent_of_a_superseded_attempt_is_told_to_stop(
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
+) -> None:
+    # Attempt 1 is lost (its runner killed) while its job process lives on; the job is requeued
+    # and runs as attempt 2. Attempt 1's agent still holds a valid secret: its reports must tell
+    # it to stop, or two copies of the job run at once.
+    job, pid = start_sleeper(stub, "team-b")
+    try:
+        endpoint, secret = _secret_of(pid)
+        first = _attempts(broker, job.id)[-1]
+        os.kill(int(Path(f"/proc/{pid}/stat").read_text().split()[3]), signal.SIGKILL)  # its runner
+        deadline = time.monotonic() + 30
+        while len(_attempts(broker, job.id)) < 2 or _attempts(broker, job.id)[0].state.value != "LOST":
+            assert time.monotonic() < deadline, _attempts(broker, job.id)
+            time.sleep(0.1)
+        assert stub.GetJob(pb.GetJobRequest(id=job.id), metadata=auth("team-b")).job.state not in TERMINAL
+        status, body = _post(endpoint, secret, {"attempt_id": first.id, "kind": "heartbeat"})
+        assert (status, json.loads(body)) == (200, {"stop": True})
+        with grpc.insecure_channel(broker.address) as channel:
+            agent = agent_service_pb2_grpc.AgentServiceStub(channel)
+            beat = agent.Heartbeat(agent_service_pb2.HeartbeatRequest(
+                attempt_id=first.id, token=secret, running=True))
+        assert beat.stop
+        # A late exit report of the superseded attempt changes nothing either.
+        assert _post(endpoint, secret, {"attempt_id": first.id, "kind": "exit", "exit_code": 0})[0] == 200
+        current = stub.GetJob(pb.GetJobRequest(id=job.id), metadata=auth("team-b")).job
+        assert current.state not in TERMINAL and current.attempts == 2
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-b"))
