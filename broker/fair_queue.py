@@ -346,7 +346,8 @@ class FairQueue:
             for aid, h in self.book.live.items()
             if h.partition == partition
         ]
-        quotas = {r.tenant: resolve_share(policy, r.tenant).quota.get(partition, 0) for r in running}
+        tenants = {tenant, *(r.tenant for r in running)}  # the owner's quota bounds what it takes back
+        quotas = {t: resolve_share(policy, t).quota.get(partition, 0) for t in tenants}
         chosen = victims(
             owner=tenant,
             need=units_of(spec),

@@ -1,11 +1,12 @@
 """Which borrowed on-prem work to preempt so an owner's job gets its guaranteed quota back. Pure.
 
 Work a tenant runs on a partition beyond its quota there is *borrowed* (its most recently
-started attempts are the borrowed ones). When a job within its tenant's quota waits for that
-partition, borrowed work of other tenants is preempted — tenants furthest over their share
-first, the youngest attempts first (the least work lost) — but only if that frees enough for
-the job, and only within the waste budget: the accelerator-seconds preempted work had done in
-a window may not exceed `max_capacity_share` of the partition's capacity over that window.
+started attempts are the borrowed ones). When a job waits for a partition where what is left
+of its tenant's quota has room for it, borrowed work of other tenants there is preempted —
+tenants furthest over their share first, the youngest attempts first (the least work lost) —
+but only if that frees enough for the job, and only within the waste budget: the
+accelerator-seconds preempted work had done in a window may not exceed `max_capacity_share`
+of the partition's capacity over that window.
 """
 
 from __future__ import annotations
@@ -63,8 +64,11 @@ def victims(
     waste_left: float,
     now: datetime,
 ) -> list[Victim]:
-    """Borrowed attempts to preempt so `need` units are free; empty when that cannot be done within budget."""
-    if free >= need:
+    """Borrowed attempts to preempt so `need` units are free; empty when that cannot be done within
+    budget, or when the owner's quota on this partition (less what it runs there) has no room for
+    `need`: a partition it holds no guarantee on is nothing it can take back."""
+    held = sum(r.units for r in running if r.tenant == owner)
+    if free >= need or quotas.get(owner, 0) - held < need:
         return []
     candidates = [r for r in borrowed(running, quotas) if r.tenant != owner]
     candidates.sort(key=lambda r: (-ratios.get(r.tenant, 0.0), -r.start.timestamp(), r.attempt_id))

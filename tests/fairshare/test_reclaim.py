@@ -80,3 +80,12 @@ def test_waste_budget_skips_attempts_that_ran_long() -> None:
         )
         == []
     )
+
+
+def test_nothing_is_preempted_beyond_the_owners_quota_on_the_partition() -> None:
+    # The owner holds 4 here and runs 2: a 3-unit job is beyond its quota, a tenant without a
+    # quota on the partition (it may hold one elsewhere) takes nothing back.
+    common = {"running": RUNNING, "ratios": {}, "now": NOW, "free": 0, "waste_left": 1e9}
+    assert victims(owner="owner", need=3, quotas=QUOTAS, **common) == []  # type: ignore[arg-type]
+    assert victims(owner="c", need=1, quotas=QUOTAS, **common) == []  # type: ignore[arg-type]
+    assert len(victims(owner="owner", need=2, quotas=QUOTAS, **common)) == 2  # type: ignore[arg-type]
