@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import UTC
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -17,6 +17,7 @@ from broker.api import (
 )
 from broker.audit import AuditTrail, BadHashError
 from broker.auth import Principal, TokenAuthority
+from broker.jobspec import MAX_DEADLINE
 from broker.model import JobSpec, TenantId
 from broker.rpc_errors import DOMAIN, ERROR_REASONS, _BadRequest, abort_with, bad_request, error_reason
 from broker.serde import (
@@ -64,6 +65,22 @@ def _label_filters(labels: Mapping[str, str]) -> dict[str, str]:
     if problems:
         raise _BadRequest(problems[:10])
     return dict(labels)
+
+
+def _report_time(request: Any, name: str) -> datetime | None:
+    """A report window's bound (`since`/`until`), None when unset; INVALID_ARGUMENT naming it.
+
+    Capped as job deadlines are: near year 9999 the Beijing-time month arithmetic overflows.
+    """
+    if not request.HasField(name):
+        return None
+    try:
+        value = checked_timestamp(getattr(request, name), name)
+    except WireValueError as exc:
+        raise _BadRequest([FieldViolation(exc.field, exc.description)]) from exc
+    if value >= MAX_DEADLINE:
+        raise _BadRequest([FieldViolation(name, f"must be before {MAX_DEADLINE.date().isoformat()}")])
+    return value
 
 
 def _job_id(value: str) -> str:
@@ -212,11 +229,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
     ) -> broker_service_pb2.GetSpendResponse:
         try:
             caller = self._principal(context)
-            try:
-                since = checked_timestamp(request.since, "since") if request.HasField("since") else None
-                until = checked_timestamp(request.until, "until") if request.HasField("until") else None
-            except WireValueError as exc:
-                raise _BadRequest([FieldViolation(exc.field, exc.description)]) from exc
+            since, until = _report_time(request, "since"), _report_time(request, "until")
             if since is not None and until is not None and until <= since:
                 raise _BadRequest([FieldViolation("until", "must be after since")])
             if request.group_by not in broker_service_pb2.SpendGrouping.values():
@@ -311,7 +324,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             if len(request.job_id) > MAX_ID or len(request.tenant) > MAX_ID:
                 field = "job_id" if len(request.job_id) > MAX_ID else "tenant"
                 raise _BadRequest([FieldViolation(field, f"must be at most {MAX_ID} characters")])
-            since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
+            since = _report_time(request, "since")
             return audit.events(
                 job_id=request.job_id, tenant=request.tenant, since=since, page_size=request.page_size
             )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
@@ -281,3 +282,27 @@ def test_operator_list_in_the_cli_says_whose_each_job_is(broker: BrokerProcess, 
     finally:
         for job_id in (a_job, b_job):
             stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=bearer(OPERATOR_TOKEN))
+
+
+def test_report_windows_out_of_range_are_invalid_argument_naming_the_field(stub: Stub) -> None:
+    # A Timestamp the wire allows but a datetime cannot hold (or whose month arithmetic
+    # overflows near year 9999) answered INTERNAL in GetSpend and ListAuditEvents.
+    late = timestamp_pb2.Timestamp(seconds=253402300798)  # 9999-12-31T23:59:58Z
+    beyond = timestamp_pb2.Timestamp(seconds=2**62)
+    op, tenant = bearer(OPERATOR_TOKEN), bearer(TOKENS["team-a"])
+    cases = [
+        (lambda: stub.GetSpend(pb.GetSpendRequest(since=late), metadata=tenant), "since"),
+        (lambda: stub.GetSpend(pb.GetSpendRequest(tenant="*", until=late, since=late), metadata=op), "since"),
+        (lambda: stub.ListAuditEvents(pb.ListAuditEventsRequest(since=beyond), metadata=op), "since"),
+        (lambda: stub.ListAuditEvents(
+            pb.ListAuditEventsRequest(since=timestamp_pb2.Timestamp(seconds=1, nanos=-1)), metadata=op),
+         "since"),
+    ]
+    for rpc, field in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            rpc()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert f"{field}:" in (err.value.details() or "")
+    # Windows within range still answer.
+    stub.GetSpend(pb.GetSpendRequest(since=timestamp_pb2.Timestamp(seconds=-62135596800)), metadata=tenant)
+    stub.ListAuditEvents(pb.ListAuditEventsRequest(since=timestamp_pb2.Timestamp(seconds=0)), metadata=op)
