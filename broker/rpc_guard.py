@@ -16,8 +16,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.descriptor import Descriptor
 
 from broker.server import abort_with, bad_request
+from broker.wire_text import non_utf8_field
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +32,12 @@ else:
 class _Undecodable:
     """What the guarded deserializer returns for bytes that are not the method's message."""
 
-    __slots__ = ("reason",)
+    __slots__ = ("field", "reason")
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, field: str | None = None) -> None:
         self.reason = reason
+        self.field = field
+        """The field holding text that is not UTF-8, when that is why."""
 
 
 class RateLimitedWarning:
@@ -61,11 +65,14 @@ def _guard(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any
     if deserializer is None:
         return None
 
+    message = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+
     def deserialize(raw: bytes) -> Any:
         try:
             return deserializer(raw)
         except Exception as exc:  # DecodeError, or anything a hostile payload makes it raise
-            return _Undecodable(type(exc).__name__)
+            field = non_utf8_field(raw, message) if isinstance(message, Descriptor) else None
+            return _Undecodable(type(exc).__name__, field)
 
     return deserialize
 
@@ -96,6 +103,8 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
 
     def _reject(self, method: str, request: _Undecodable) -> Exception:
         self.warning.warn("undecodable request to %s (%s): answered INVALID_ARGUMENT", method, request.reason)
+        if request.field is not None:
+            return bad_request(request.field, "must be valid UTF-8 text")
         return bad_request("", f"the request is not a valid message for {method} ({request.reason})")
 
     def _wrap(self, method: str, handler: Handler) -> Handler:

@@ -176,6 +176,34 @@ def test_undecodable_bytes_are_invalid_argument_without_a_traceback(broker: Brok
     assert len(warnings) + held <= 202, warnings  # the 202 bad requests, each logged or counted once at most
 
 
+INVALID_UTF8 = [
+    # (spec text replaced by bytes that are not UTF-8, the field the violation names)
+    ("labels", "job.labels"),
+    ("command", "job.command[1]"),
+    ("name", "job.name"),
+    ("env", "job.env"),
+]
+
+
+@pytest.mark.parametrize(("where", "field"), INVALID_UTF8)
+def test_text_that_is_not_utf8_is_invalid_argument_naming_its_field(
+    broker: BrokerProcess, where: str, field: str
+) -> None:
+    msg = job(name="nameqq", command=("true", "argqq"))
+    msg.labels["team"] = "labelqq"
+    msg.env["MY_SETTING"] = "envqq"
+    marker = {"labels": b"labelqq", "command": b"argqq", "name": b"nameqq", "env": b"envqq"}[where]
+    spec = msg.SerializeToString().replace(marker, b"\xff\xfe" + marker[2:])
+    single = b"\x0a" + bytes([len(spec)]) + spec  # SubmitJobRequest.job
+    batch = b"\x0a" + bytes([len(single)]) + single  # SubmitJobsRequest.requests[0]
+    with grpc.insecure_channel(broker.address) as channel:
+        for method, body, prefix in ((SUBMIT, single, ""), (SUBMIT + "s", batch, "requests[0].")):
+            with pytest.raises(grpc.RpcError) as err:
+                channel.unary_unary(method)(body, metadata=auth("team-a"))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert field_violations(err.value) == {prefix + field: "must be valid UTF-8 text"}
+
+
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
     proc = BrokerProcess(write_broker_config(tmp_path / "poison"))
