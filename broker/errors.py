@@ -19,6 +19,7 @@ tell the broker's own, expected errors from bugs. The tree::
     ├── ClientError            broker.client: what the server answered
     ├── BadRequestError        broker.validation: becomes INVALID_ARGUMENT with field violations
     ├── UsageError             broker.cli
+    ├── _Stop                  broker.wire_text: internal, never leaves it
     ├── ReplayError, TraceError, ScenarioError         broker.sim
     └── AdapterError           adapters.base: a backend's error, classified by kind
 """

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
+from broker.errors import BrokerError
+
 MAX_DEPTH = 32
 _FIXED = {1: 8, 5: 4}
 """Wire types of fixed size: 64-bit and 32-bit."""
 
 
-class _Stop(Exception):
+class _Stop(BrokerError):
     """The bytes cannot be followed any further."""
 
 
