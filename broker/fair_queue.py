@@ -125,6 +125,7 @@ class FairQueue:
                     demand_of(job.spec),
                     units_of(job.spec),
                     attempt.created_at,
+                    attempt.created_at + job.spec.runtime_estimate,
                 ),
             )
 
@@ -288,6 +289,15 @@ class FairQueue:
             # Passes that decide only new jobs do not see this one: the hold is remembered.
             self.holds.put(key, Hold(job.id, job.tenant, units_of(job.spec), st.in_quota))
         return replace(decision, fair_share=fair, reclaim=reclaim)
+
+    def barred(self, policy: Policy, job: Job, now: datetime) -> dict[str, float] | None:
+        """Borrowed work of a tenant that may not borrow: per on-prem partition, the seconds until
+        its own quota there has room for the job (its decision waits for that, or bursts as its
+        max_wait says, not for idle capacity it may not take). None for every other job."""
+        st = self.standings.get(job.id) or self.provisional.get(job.id)
+        if st is None or st.may_run_onprem:
+            return None
+        return self.book.quota_waits(policy, job.tenant, units_of(job.spec), now)
 
     def held_for(self, policy: Policy, job: Job, now: datetime) -> dict[str, int]:
         """Units a job decided among new jobs only must leave to a waiting job ahead of it."""

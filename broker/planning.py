@@ -235,6 +235,12 @@ class Planner:
         new = self.fair.provisional.get(job.id)
         before = new.position if new is not None and job.id not in self.fair.standings else None
         projected = self.waits.for_job(self.policy, spec, snap, store, self.queueing_sites(), before)
+        barred = self.fair.barred(self.policy, job, snap.now)  # beyond a quota it may not borrow past
+        if barred is not None:  # no idle capacity is its: it waits for its own quota to free
+            held = {**held, **dict.fromkeys(barred, 1 << 20)}
+            projected = (
+                {k: max(w, barred.get(k, 0.0)) for k, w in projected.items()} if projected else projected
+            )
         ahead = self.waits.launches_ahead(self.policy, spec, job.tenant, job.created_at)
         with claimed_meanwhile(snap.claimed, held):
             inputs = self.inputs_for(

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from broker.burst.projection import NEVER_S, expected_end, projected_wait_s
 from broker.fairshare.holds import Holds
 from broker.fairshare.order import TenantState, dominant, share_ratios
 from broker.fairshare.shares import onprem_partitions, resolve_share
@@ -38,6 +39,8 @@ class Holding:
     demand: Demand
     units: int
     start: datetime
+    end: datetime | None = None
+    """When it is expected to end (its start plus the job's runtime estimate), if known."""
 
 
 def capacity_of(policy: Policy) -> Demand:
@@ -98,6 +101,18 @@ class FairShareBook:
             for t in names
         }
 
+    def quota_waits(self, policy: Policy, tenant: str, need: int, now: datetime) -> dict[str, float]:
+        """Seconds until the tenant's own quota on each on-prem partition has `need` units free, as
+        its running work there ends (NEVER_S where its quota is smaller than `need`)."""
+        quota, now_s = resolve_share(policy, tenant).quota, now.timestamp()
+        out: dict[str, float] = {}
+        for key in onprem_partitions(policy):
+            mine = [h for h in self.live.values() if h.tenant == tenant and h.partition == key]
+            ends = [(expected_end((h.end or now).timestamp(), now_s), h.units) for h in mine]
+            free = max(0, quota.get(key, 0) - sum(u for _, u in ends))
+            wait = projected_wait_s(free, ends, (), need, now_s, total=quota.get(key, 0))
+            out[key] = min(NEVER_S, max(0.0, wait))  # inf (never) too
+        return out
 
     def held_for(
         self, holds: Holds, policy: Policy, now: datetime, job_id: str, tenant: str
