@@ -6,7 +6,9 @@ instances in one placement group whose backend id lists them in rank order
 the other ranks with its address; each node's launch is idempotent per (token, rank), so a
 resumed launch after a crash adopts what already runs. If any node cannot start, every node
 the token started is terminated and the group deleted before the error goes up: the
-dispatcher then fails the attempt over as a whole.
+dispatcher then fails the attempt over as a whole. Before each node the launch asks whether its
+attempt is still wanted (the job cancelled, the attempt timed out): if not, it rolls back the
+same way and stops with `LaunchStopped`, so a cancel does not start (and bill) the other nodes.
 
 Each node reports on its own (the agent's reports carry its rank; they are kept as job
 events, so they survive a restart). The attempt succeeds when rank 0 succeeded and every
@@ -16,13 +18,14 @@ rank ended, and fails as soon as any rank fails; terminating the attempt ends ev
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from adapters._gang import GangId, parse_gang_id
 from adapters.base import Adapter, AdapterError, GangLauncher, NotFoundError
 from broker.dispatch.failover import RetryPolicy, retry_transient
+from broker.errors import BrokerError
 from broker.model import Attempt, AttemptState, AttemptStatus, LaunchRequest
 from broker.store import JobStore
 
@@ -31,6 +34,11 @@ log = logging.getLogger(__name__)
 RANK_EXIT = "rank_exit"
 """Kind of the job event that keeps one rank's exit (data: attempt, rank, exit_code)."""
 _ROLLBACK_TRIES = 3
+
+
+class LaunchStopped(BrokerError):
+    """A gang's launch stopped before a node because its attempt is no longer wanted; the nodes
+    it had started are rolled back."""
 
 
 class CloudGang(Adapter, GangLauncher, Protocol):
@@ -52,10 +60,18 @@ def is_gang_attempt(attempt: Attempt) -> bool:
     return attempt.backend_id is not None and parse_gang_id(attempt.backend_id) is not None
 
 
-def launch_gang(adapter: CloudGang, request: LaunchRequest, retry: RetryPolicy, *, fresh: bool) -> str:
+def launch_gang(
+    adapter: CloudGang,
+    request: LaunchRequest,
+    retry: RetryPolicy,
+    *,
+    fresh: bool,
+    unwanted: Callable[[], str | None] = lambda: None,
+) -> str:
     """Start every node of a gang (blocking; run it in a thread); returns the gang's backend id.
 
     `fresh`: the attempt was never launched before, so nothing can exist under its token.
+    `unwanted`: asked before each node; a reason (the job was cancelled, say) stops the launch.
     """
     nodes = request.spec.resources.nodes
     group = retry_transient(lambda: adapter.create_group(request), policy=retry)
@@ -63,6 +79,9 @@ def launch_gang(adapter: CloudGang, request: LaunchRequest, retry: RetryPolicy, 
     try:
         master = ""
         for rank in range(nodes):
+            why = unwanted()
+            if why:
+                raise LaunchStopped(f"gang launch stopped before rank {rank} of {nodes}: {why}")
             node = request.model_copy(update={"node_rank": rank, "group": group, "master_addr": master})
             ids.append(_launch_node(adapter, node, retry, fresh=fresh))
             if rank == 0:
@@ -75,6 +94,10 @@ def launch_gang(adapter: CloudGang, request: LaunchRequest, retry: RetryPolicy, 
             len(ids),
             exc,
         )
+        rollback(adapter, request, group, ids)
+        raise
+    except LaunchStopped as stop:
+        log.info("%s at %s; rolling back", stop, request.offer.site)
         rollback(adapter, request, group, ids)
         raise
     return str(GangId(group, tuple(ids)))

@@ -19,11 +19,12 @@ from broker.decision import Decision
 from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.contract import OFFER_FAULTS, DispatchStats
 from broker.dispatch.failover import NextStep, retry_transient
-from broker.dispatch.gang import gang_launcher, launch_gang
+from broker.dispatch.gang import LaunchStopped, gang_launcher, launch_gang
 from broker.dispatch.records import audit_data, decision_fields, offer_fault
 from broker.metrics import BrokerMetrics
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, LaunchRequest
 from broker.serde_decision import decision_data, spot_data
+from broker.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +165,37 @@ class Launching(AttemptTracking):
                 self.store.update_attempt(attempt.id, now, state=AttemptState.CANCELLED)
         except AdapterError as exc:
             await self._attempt_failed(job, attempt, exc)
+        except LaunchStopped as stop:
+            self._launch_stopped(job, attempt, stop)
         finally:
             self.escrow.drop(attempt.id)
             self._inflight.pop(job.id, None)
+
+    def _unwanted(self, request: LaunchRequest) -> str | None:
+        """Why a gang's launch in flight should start no further node (None: go on): its job
+        ended (a cancel, here or through an API replica) or its attempt did (it timed out)."""
+        try:
+            job = self.store.get(request.job_id)
+            attempt = self.store.get_attempt(request.attempt_id)
+        except StoreError as exc:  # go on: the launch's end looks at the job again
+            log.warning("launch of %s: the store could not be read (%s)", request.attempt_id, exc)
+            return None
+        if job.state.terminal:
+            return f"the job is {job.state.value}"
+        if attempt.state.terminal:
+            return f"the attempt is {attempt.state.value}"
+        return None
+
+    def _launch_stopped(self, job: Job, attempt: Attempt, stop: LaunchStopped) -> None:
+        """A gang's launch stopped part-way and rolled back: close its attempt (unless its
+        timeout closed it already), settling what its nodes ran for."""
+        if self.store.get_attempt(attempt.id).state.terminal:
+            return
+        status = AttemptStatus(state=AttemptState.CANCELLED, message=str(stop))
+        ended = self.store.update_attempt(attempt.id, self.clock.now(), state=status.state, error=str(stop))
+        self.planner.settle(job, ended, status, self.store)
+        log.info("%s", stop, extra={"event": "launch_stopped", "job_id": job.id, "attempt_id": attempt.id})
+        self.capacity_changed()
 
     def _launch_request(self, job: Job, attempt: Attempt, secret: str) -> LaunchRequest:
         account, qos = self.planner.batch_account(job)
@@ -200,7 +229,9 @@ class Launching(AttemptTracking):
 
         gang = gang_launcher(adapter) if request.spec.resources.nodes > 1 else None
         launch: Callable[[], str] = (
-            partial(launch_gang, gang, request, plan.retry, fresh=first)
+            partial(
+                launch_gang, gang, request, plan.retry, fresh=first, unwanted=partial(self._unwanted, request)
+            )
             if gang is not None
             else partial(retry_transient, submit, policy=plan.retry)
         )

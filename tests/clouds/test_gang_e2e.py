@@ -10,6 +10,7 @@ import base64
 import json
 import shlex
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +25,7 @@ from google.protobuf import duration_pb2
 
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
 from broker.api import broker_service_pb2 as pb
+from broker.model import Attempt, JobId
 from broker.store import SqliteStore
 from tests.brokerproc import BrokerProcess
 from tests.clouds import on_moto
@@ -123,6 +125,14 @@ def gang_of(world: World, job_id: str, site: str, timeout: float = 30) -> tuple[
             return last.id, (last.backend_id or "").rsplit(":", 1)[1].split(",")
         assert time.monotonic() < deadline, f"no gang launched at {site}: {last}"
         time.sleep(0.1)
+
+
+def attempts_of(world: World, job_id: str) -> list[Attempt]:
+    store = SqliteStore(world.broker.config.parent / "data" / "broker.db")
+    try:
+        return store.attempts_for(JobId(job_id))
+    finally:
+        store.close()
 
 
 def ec2(moto: MotoFront, region: str) -> Any:
@@ -345,3 +355,24 @@ def test_broker_killed_mid_gang_launch_adopts_what_started_and_leaks_nothing(wor
     assert wait_state(stub, job_id, TERMINAL).state == job_pb2.JOB_STATE_SUCCEEDED
     eventually(lambda: not ec2_live(world.moto, "us-east-1", job_id), "gang instances left running")
     eventually(lambda: not world.moto.placement.groups, "placement group left behind")
+
+
+def test_aws_gang_cancelled_mid_launch_starts_no_further_rank(world: World) -> None:
+    # Rank 0's RunInstances reaches EC2, and its answer waits until the job is cancelled.
+    gate = threading.Event()
+    world.moto.scenario.hold_after = {"RunInstances": gate}
+    try:
+        stub, job_id = submit(world, gang("ddp", "A10G", nodes=3))
+        eventually(lambda: len(ec2_live(world.moto, "us-east-1", job_id)) == 1, "rank 0 never started")
+        cancelled = stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md()).job
+        assert cancelled.state == job_pb2.JOB_STATE_CANCELLED
+    finally:
+        gate.set()
+    eventually(lambda: attempts_of(world, job_id)[-1].state.terminal, "the attempt never ended")
+    # The launch stopped before rank 1 and rolled back rank 0 and the group.
+    assert world.moto.scenario.count("RunInstances") == 1
+    eventually(lambda: not ec2_live(world.moto, "us-east-1", job_id), "gang instances left running")
+    eventually(lambda: not world.moto.placement.groups, "placement group left behind")
+    [attempt] = attempts_of(world, job_id)
+    assert attempt.state.value == "CANCELLED"
+    assert stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md()).job.state == job_pb2.JOB_STATE_CANCELLED

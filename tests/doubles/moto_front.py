@@ -111,6 +111,9 @@ class Scenario:
     delay_after: dict[str, float] = field(default_factory=dict)
     """Action -> seconds: the call reaches moto, then the answer is held back this long
     (a broker killed meanwhile has made the cloud call without learning its result)."""
+    hold_after: dict[str, threading.Event] = field(default_factory=dict)
+    """Action -> gate: the call reaches moto, then its answer waits until the test opens the
+    gate (a cancel lands while the caller waits; calls after the gate opened pass at once)."""
 
     def count(self, action: str) -> int:
         return sum(1 for a, _, _ in self.calls if a == action)
@@ -187,21 +190,11 @@ class _FaultFront:
             grouped = self.front.placement.serve(
                 action, region, params, start_response, lambda sr: self.app(environ, sr), self._reply
             )
-            if scenario.delay_after.get(action):
-                data = b"".join(grouped)
-                time.sleep(scenario.delay_after[action])
-                return [data]
-            return grouped
+            return self._held(action, grouped)
         if action == "GetConsoleOutput" and params.get("InstanceId") in self.front.console:
             return self._console(start_response, params["InstanceId"])
         if not libcloud:
-            delay = scenario.delay_after.get(action, 0.0)
-            served: Iterable[bytes] = self.app(environ, start_response)
-            if delay:
-                data = b"".join(served)
-                time.sleep(delay)
-                return [data]
-            return served
+            return self._held(action, self.app(environ, start_response))
         captured: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -214,6 +207,18 @@ class _FaultFront:
         )
         headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         start_response(captured["status"], [*headers, ("Content-Length", str(len(data)))])
+        return [data]
+
+    def _held(self, action: str, served: Iterable[bytes]) -> Iterable[bytes]:
+        """The answer, after the scenario's delay or gate for this action (moto acted already)."""
+        delay = self.front.scenario.delay_after.get(action, 0.0)
+        gate = self.front.scenario.hold_after.get(action)
+        if not delay and gate is None:
+            return served
+        data = b"".join(served)
+        time.sleep(delay)
+        if gate is not None:
+            gate.wait(timeout=60)  # a test that failed before opening it must not hang the server
         return [data]
 
     def _console(self, start_response: StartResponse, instance_id: str) -> list[bytes]:

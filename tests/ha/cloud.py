@@ -116,6 +116,24 @@ class SlowCloud:
         return self.inner(req)
 
 
+class HeldCloud:
+    """The ECS double, holding each RunInstances answer (the instance exists) until `gate` opens."""
+
+    def __init__(self, inner: EcsCloud) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.run_calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, req: Any) -> Reply:
+        reply = self.inner(req)
+        if req.action == "RunInstances":
+            with self._lock:
+                self.run_calls += 1
+            self.gate.wait(timeout=60)  # a test that failed before opening it must not hang the double
+        return reply
+
+
 def attempts(dsn: str, job_id: str) -> list[Attempt]:
     store = PostgresStore(dsn)
     try:

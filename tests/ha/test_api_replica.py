@@ -18,7 +18,7 @@ from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service
 from broker.api import broker_service_pb2 as pb
 from tests.clouds.e2e_helpers import agent_secret_of, md, wait_state
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
-from tests.ha.cloud import attempts, cloud_cluster, gpu_spec, wait_until
+from tests.ha.cloud import HeldCloud, attempts, cloud_cluster, gpu_spec, wait_until
 from tests.ha.conftest import Cluster, Node
 
 TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
@@ -117,6 +117,33 @@ def test_a_cancel_through_a_replica_stops_the_instance_the_leader_started(
     # The replica only recorded it; the leader, woken, stops the instance at the backend.
     wait_until("the leader stopped the cancelled job's instance", lambda: not ecs.instances)
     wait_until("the attempt is closed", lambda: attempts(split.dsn, job.id)[-1].state.terminal)
+
+
+def test_a_gang_cancelled_through_a_replica_mid_launch_starts_no_further_rank(
+    split: Cluster, ecs: EcsCloud, ecs_server: EcsEndpoint
+) -> None:
+    held = HeldCloud(ecs)
+    ecs_server.handler = held  # rank 0 starts; its answer waits until the job is cancelled
+    api = split.start("api")
+    split.start("scheduler")
+    split.leader()
+    spec = gpu_spec("gang-cancel-via-replica")
+    spec.resources.nodes = 3
+    try:
+        with grpc.insecure_channel(api.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            job = stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=md()).job
+            wait_until("rank 0 was started", lambda: len(ecs.instances) == 1)
+            cancelled = stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=md()).job
+            assert cancelled.state == job_pb2.JOB_STATE_CANCELLED
+    finally:
+        held.gate.set()
+    wait_until("the attempt is closed", lambda: attempts(split.dsn, job.id)[-1].state.terminal)
+    # The leader's launch stopped before rank 1 and rolled back rank 0 and the deployment set.
+    assert held.run_calls == 1
+    wait_until("rank 0 was rolled back", lambda: not ecs.instances)
+    wait_until("the deployment set was deleted", lambda: not ecs.deployment_sets)
+    assert attempts(split.dsn, job.id)[-1].state.value == "CANCELLED"
 
 
 def test_output_an_agent_posts_to_one_replica_streams_from_another(split: Cluster, ecs: EcsCloud) -> None:
