@@ -25,7 +25,6 @@ import math
 import os
 import pwd
 import shutil
-import stat
 import subprocess
 import tempfile
 from collections.abc import Collection, Mapping, Sequence
@@ -35,6 +34,7 @@ from typing import Any
 
 from adapters.base import ConfigError
 from broker.model import SiteId
+from broker.secret_files import untraversable
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class Sandbox:
                               "be writable by others")
         self.job_root.chmod(0o711 if self.user else 0o700)
         if self.user is not None:
-            blocked = _untraversable(self.job_root, self.user.uid)
+            blocked = untraversable(self.job_root, self.user.uid)
             if blocked is not None:
                 raise ConfigError(self.site, "JobRootUnreachable",
                                   f"job_root {self.job_root}: the job user {self.user.name} cannot "
@@ -305,12 +305,3 @@ def _private(site: SiteId, data_dir: Path) -> None:
         data_dir.chmod(0o700)
         log.warning("data dir %s was open to other users; restricted to 0700 (jobs must not "
                     "read the store)", data_dir)
-
-
-def _untraversable(path: Path, uid: int) -> Path | None:
-    """The first ancestor of `path` the user `uid` (primary group aside) cannot enter."""
-    for folder in reversed(path.parents):
-        info = folder.stat()
-        if not info.st_mode & (stat.S_IXUSR if info.st_uid == uid else stat.S_IXOTH):
-            return folder
-    return None

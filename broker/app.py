@@ -13,11 +13,13 @@ import logging
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # Loaded at start-up, not inside the first decision that scores many offers as arrays
 # (numpy's import and its BLAS thread's spin-up; placement imports it lazily for the CLI).
 import broker.placement.vector  # noqa: F401
+from adapters._sandbox import Sandbox
 from adapters.base import Adapter
 from adapters.registry import AdapterRegistry
 from broker.agent_http import AgentHttpServer
@@ -43,6 +45,7 @@ from broker.planning import Planner
 from broker.policy.watcher import PolicyLoad
 from broker.quota import Quotas
 from broker.rpcviews import RpcViews
+from broker.secret_files import JobAccount, check_at_start, open_to_jobs
 from broker.server import BrokerServicer
 from broker.service import BrokerServices, EventHub
 from broker.store import JobStore, PolicyVersion, PostgresStore, SqliteStore
@@ -58,6 +61,10 @@ class BrokerApp:
     registry: AdapterRegistry | None = None
     adapter_overrides: Mapping[SiteId, Adapter] | None = None
     """Adapters built by the caller (tests inject endpoints this way), by site id."""
+    config_file: Path | None = None
+    """The broker.yaml `config` came from: checked, with the other secret files, at start."""
+    job_accounts: tuple[JobAccount, ...] = ()
+    """The users sandboxed local jobs run as (none when the broker is not root)."""
 
     edge: GrpcEdge | None = None
     port: int = 0
@@ -69,7 +76,7 @@ class BrokerApp:
         # Local runners run in their own folders: every path must be absolute from here on.
         self.config = cfg = self.config.absolute()
         cfg.check_role()
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.notifier: Notifier | None = None
         self.listener: Listener | None = None
         self.role: SchedulerRole | None = None
@@ -155,6 +162,7 @@ class BrokerApp:
             self.planner.adapters = self.adapters
             self.dispatcher = self._dispatcher(self.store, self.adapters)
         views = RpcViews(self.planner, self.store, self.dispatcher, self.clock, self.audit, self.auth)
+        views.exposed = lambda: [e.message() for e in open_to_jobs(cfg, self.config_file, self.job_accounts)]
         self.views = views
         self.services = BrokerServices(
             self.store,
@@ -283,6 +291,12 @@ class BrokerApp:
                 log.error("site %s disabled: %s", site_id, exc, extra={"site": site_id})
                 self.planner.mark_unhealthy(site_id, f"adapter not built: {exc}"[:300])
         quiet_third_party()  # SDKs imported just now may have attached handlers of their own
+        sandboxes = [getattr(a, "sandbox", None) for a in adapters.values()]
+        self.job_accounts = tuple(
+            JobAccount(s.user.name, s.user.uid) for s in sandboxes if isinstance(s, Sandbox) and s.user
+        )
+        # Before any port is bound: a tenant's job must never run while it could read these.
+        check_at_start(self.config, self.config_file, self.job_accounts)
         return {site: measured(a, self.metrics) for site, a in adapters.items()}
 
     def _policy_loaded(self, load: PolicyLoad) -> None:
@@ -325,9 +339,9 @@ class BrokerApp:
         self.store.close()
 
 
-async def serve_forever(config: BrokerConfig) -> None:
+async def serve_forever(config: BrokerConfig, config_file: Path | None = None) -> None:
     """Run until SIGINT/SIGTERM; SIGHUP reloads the policy and the tokens file."""
-    app = BrokerApp(config)
+    app = BrokerApp(config, config_file=config_file)
     port = await app.start()
     # Everything loaded so far lives as long as the process: keep the collector off it, so
     # collections stay short under load (they were the largest latency spikes).

@@ -58,8 +58,13 @@ def redact(text: str) -> str:
     return text
 
 
+def secret_key(name: str) -> bool:
+    """True for a setting's name that says its value is a secret (token, password, key...)."""
+    return bool(_SECRET_KEY.search(name))
+
+
 def _redact_value(key: str, value: Any) -> Any:
-    if _SECRET_KEY.search(key) and value not in (None, ""):
+    if secret_key(key) and value not in (None, ""):
         return REDACTED
     if isinstance(value, str):
         return redact(value)

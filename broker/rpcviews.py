@@ -6,7 +6,7 @@ snapshots from the catalog alone (no adapter is asked).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,8 @@ class RpcViews:
     audit: AuditTrail
     auth: TokenAuthority | None = None
     services: BrokerServices | None = None
+    exposed: Callable[[], list[str]] = lambda: []
+    """Secret-bearing files the job user can read, with their fix (broker.secret_files)."""
 
     def live_view(self) -> LiveView:
         planner, store, dispatcher = self.planner, self.store, self.dispatcher
@@ -135,6 +137,8 @@ class RpcViews:
             resp.refused_policy.CopyFrom(refused)
         if caller.is_operator and self.auth is not None:
             resp.refused_tokens_file.extend(str(p) for p in self.auth.last_problems)
+        if caller.is_operator:
+            resp.exposed_secret_files.extend(self.exposed())
         return resp
 
     def spend_proto(

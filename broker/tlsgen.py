@@ -104,9 +104,12 @@ def issue(
 
 
 def _write(path: Path, data: bytes, *, secret: bool) -> None:
-    path.write_bytes(data)
+    # A key is created 0600, never readable for a moment under the caller's umask.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if secret else 0o644)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
     if secret:
-        os.chmod(path, 0o600)
+        os.chmod(path, 0o600)  # an older file keeps its mode through O_CREAT
 
 
 def write_pki(

@@ -107,7 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return fail(str(exc))
     configure(config.log_format, config.log_level)
     try:
-        asyncio.run(serve_forever(config))
+        asyncio.run(serve_forever(config, args.config.resolve() if args.config else None))
     except Exception as exc:
         return fail(f"broker stopped: {exc}")
     return 0

@@ -119,6 +119,8 @@ def _print_refusals(resp: pb.GetStatusResponse, console: Console) -> None:
         console.print("[red]tokens file reload refused[/] (the last good tokens stay in force):")
         for err in resp.refused_tokens_file:
             console.print(f"  {escape(err)}", highlight=False)
+    for exposed in resp.exposed_secret_files:
+        console.print(f"[red]secret file open to jobs[/]: {escape(exposed)}", highlight=False, soft_wrap=True)
 
 
 def _print_tenants(resp: pb.GetStatusResponse, console: Console) -> None:

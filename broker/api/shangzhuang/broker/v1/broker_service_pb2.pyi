@@ -742,6 +742,7 @@ class GetStatusResponse(_message.Message):
     CURRENCY_FIELD_NUMBER: _builtins.int
     REFUSED_POLICY_FIELD_NUMBER: _builtins.int
     REFUSED_TOKENS_FILE_FIELD_NUMBER: _builtins.int
+    EXPOSED_SECRET_FILES_FIELD_NUMBER: _builtins.int
     QUOTA_FIELD_NUMBER: _builtins.int
     OPERATOR_VIEW_FIELD_NUMBER: _builtins.int
     burst_decisions_last_hour: _builtins.int
@@ -779,6 +780,12 @@ class GetStatusResponse(_message.Message):
         """
 
     @_builtins.property
+    def exposed_secret_files(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Operators only: secret-bearing files (tokens file, KEY_from_file, SZB_*_FILE) that the
+        local job user can read, each with its fix (`chmod 600 FILE`). Empty otherwise.
+        """
+
+    @_builtins.property
     def quota(self) -> Global___QuotaStatus:
         """Field numbers from 20 on: the caller's own view (see QuotaStatus)."""
 
@@ -796,12 +803,13 @@ class GetStatusResponse(_message.Message):
         currency: _builtins.str = ...,
         refused_policy: Global___PolicyVersion | None = ...,
         refused_tokens_file: _abc.Iterable[_builtins.str] | None = ...,
+        exposed_secret_files: _abc.Iterable[_builtins.str] | None = ...,
         quota: Global___QuotaStatus | None = ...,
         operator_view: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["quota", b"quota", "refused_policy", b"refused_policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_decisions_last_hour", b"burst_decisions_last_hour", "currency", b"currency", "jobs_by_state", b"jobs_by_state", "operator_view", b"operator_view", "partitions", b"partitions", "policy_hash", b"policy_hash", "quota", b"quota", "refused_policy", b"refused_policy", "refused_tokens_file", b"refused_tokens_file", "status_json", b"status_json", "tenants", b"tenants", "unhealthy_sites", b"unhealthy_sites"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_decisions_last_hour", b"burst_decisions_last_hour", "currency", b"currency", "exposed_secret_files", b"exposed_secret_files", "jobs_by_state", b"jobs_by_state", "operator_view", b"operator_view", "partitions", b"partitions", "policy_hash", b"policy_hash", "quota", b"quota", "refused_policy", b"refused_policy", "refused_tokens_file", b"refused_tokens_file", "status_json", b"status_json", "tenants", b"tenants", "unhealthy_sites", b"unhealthy_sites"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
