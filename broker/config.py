@@ -12,11 +12,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from broker.errors import BrokerError
+from broker.numbers import NoBoolNumbers
 from broker.validation import violations
 from broker.yamlfile import parse_yaml, position
 
@@ -25,7 +26,7 @@ class ConfigFileError(BrokerError):
     """broker.yaml could not be read or is invalid; the message names the field."""
 
 
-class DispatchSettings(BaseModel):
+class DispatchSettings(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     poll_interval_s: float = Field(default=0.5, gt=0)
     """How often live attempts are polled at their backends."""
@@ -35,7 +36,7 @@ class DispatchSettings(BaseModel):
     """How often every site is listed for orphans and lost attempts."""
 
 
-class TlsSettings(BaseModel):
+class TlsSettings(NoBoolNumbers):
     """TLS for the gRPC port and the HTTP agent endpoint (`szb tls init DIR` makes a dev set)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -72,7 +73,7 @@ class TlsSettings(BaseModel):
         )
 
 
-class HaSettings(BaseModel):
+class HaSettings(NoBoolNumbers):
     """Leader election of the `scheduler` role (PostgreSQL advisory lock plus a lease)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -90,13 +91,13 @@ class HaSettings(BaseModel):
         return self
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     dsn: str = Field(min_length=1)
     """PostgreSQL connection string (`postgresql://user@host:5432/db` or `key=value` form)."""
 
 
-class BrokerConfig(BaseModel):
+class BrokerConfig(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     listen: str = "127.0.0.1:50051"
     data_dir: Path = Path(".szb")

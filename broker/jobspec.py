@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
 from broker.durations import Duration, format_duration, whole_seconds
 from broker.imageref import check_image
@@ -51,16 +51,17 @@ MAX_DEADLINE = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class _SpecPart(BaseModel):
-    # inf/nan would be written to JSON as null and fail every later read (a poison row).
+    # inf/nan would be written to JSON as null and fail every later read (a poison row). Numbers
+    # are strict (StrictInt/StrictFloat): lax mode reads YAML's `count: true` as one GPU.
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class AcceleratorRequest(_SpecPart):
     """How many accelerators of which models a job needs; count 0 means none."""
 
-    count: int = Field(default=0, ge=0, le=1024)
+    count: StrictInt = Field(default=0, ge=0, le=1024)
     any_of: tuple[str, ...] = Field(default=(), max_length=MAX_ANY_OF)
-    min_memory_gb: float = Field(default=0, ge=0, le=1_000_000)
+    min_memory_gb: StrictFloat = Field(default=0, ge=0, le=1_000_000)
 
     @field_validator("any_of")
     @classmethod
@@ -76,9 +77,9 @@ class Resources(_SpecPart):
     """Per node: accelerators, CPUs and memory; `nodes` > 1 is a gang placed all-or-nothing."""
 
     accelerators: AcceleratorRequest = AcceleratorRequest()
-    cpus: float = Field(default=1, gt=0, le=4096)
-    memory_gb: float = Field(default=1, gt=0, le=65536)
-    nodes: int = Field(default=1, ge=1, le=256)
+    cpus: StrictFloat = Field(default=1, gt=0, le=4096)
+    memory_gb: StrictFloat = Field(default=1, gt=0, le=65536)
+    nodes: StrictInt = Field(default=1, ge=1, le=256)
 
 
 class Checkpoint(_SpecPart):
@@ -107,7 +108,7 @@ class JobSpec(_SpecPart):
     deadline: datetime | None = None
     priority: Priority = Priority.NORMAL
     spot: SpotMode = SpotMode.ALLOWED
-    max_price_per_hour: float | None = Field(default=None, gt=0)
+    max_price_per_hour: StrictFloat | None = Field(default=None, gt=0)
     data_residency: Residency = Residency.ANY
     labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
     checkpoint: Checkpoint | None = None

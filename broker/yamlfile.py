@@ -88,7 +88,7 @@ def _describe(err: Any) -> str:
         return f"unknown field {name!r}"
     if kind == "missing":
         return f"missing required field {name!r}"
-    msg = str(err["msg"])
+    msg = str(err["msg"]).removeprefix("Value error, ")  # pydantic's wrapper for a validator's ValueError
     return msg[0].lower() + msg[1:] if msg else kind
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from broker.numbers import NoBoolNumbers
 from broker.yamlfile import PolicyError, Problem, parse_yaml, position, validation_problems
 
 BITS: Mapping[str, int] = {
@@ -24,7 +25,7 @@ BITS: Mapping[str, int] = {
 """Bit length of each precision name (TPP = dense TOPS x bit length)."""
 
 
-class Accelerator(BaseModel):
+class Accelerator(NoBoolNumbers):
     """One accelerator model with the specs its export classification needs."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)

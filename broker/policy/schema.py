@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from broker.durations import Duration
 from broker.model import Priority
+from broker.numbers import NoBoolNumbers
 
 _ID = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _COUNTRY = r"^[A-Z]{2}$"
 _CURRENCY = r"^[A-Z]{3}$"
 
 
-class _Doc(BaseModel):
+class _Doc(NoBoolNumbers):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 

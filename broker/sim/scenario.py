@@ -12,10 +12,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from broker.durations import parse_duration
 from broker.errors import BrokerError
+from broker.numbers import NoBoolNumbers
 from broker.validation import did_you_mean, violations
 from broker.yamlfile import PolicyError, Problem, parse_yaml, position, validation_problems
 
@@ -28,7 +29,7 @@ def _seconds(v: Any) -> Any:
     return None if v is None else parse_duration(v).total_seconds()
 
 
-class _M(BaseModel):
+class _M(NoBoolNumbers):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 

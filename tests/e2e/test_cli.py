@@ -27,6 +27,21 @@ def test_bad_job_file_is_rejected_before_sending_with_its_line(broker: BrokerPro
     assert f"{job}:6:1: error: gpus: unknown field" in out.stderr
 
 
+def test_true_is_not_a_number_in_a_job_file(broker: BrokerProcess, tmp_path: Path) -> None:
+    """YAML's true where a count goes asked for one GPU (pydantic's lax mode read it as 1)."""
+    job = tmp_path / "bools.yaml"
+    job.write_text(
+        "name: bools\ncommand: [true]\nruntime_estimate: 1h\nresources:\n"
+        "  accelerators: {count: true}\n  nodes: false\n"
+    )
+    out = szb(broker, "submit", str(job))
+    assert out.returncode == 1, out.stdout
+    assert f"{job}:5:" in out.stderr and "resources.accelerators.count: " in out.stderr, out.stderr
+    assert f"{job}:6:" in out.stderr and "resources.nodes: " in out.stderr, out.stderr
+    listed = szb(broker, "list", "--output", "json")
+    assert "bools" not in listed.stdout
+
+
 def test_submit_wait_exit_codes_follow_the_job(broker: BrokerProcess, tmp_path: Path) -> None:
     ok = tmp_path / "ok.yaml"
     ok.write_text(f"name: cli-ok\ncommand: [{JOB_PYTHON}, -c, 'print(42)']\nruntime_estimate: 1m\n")

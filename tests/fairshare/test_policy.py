@@ -112,6 +112,16 @@ BROKEN = [
         15,
         "tenants.0.share.weight: input should be greater than 0",
     ),
+    # YAML's true is no number: pydantic's lax mode read it as 1 (one card, a weight of 1).
+    (
+        "quota-true",
+        "quota: {onprem/a800: 8}",
+        "quota: {onprem/a800: true}",
+        17,
+        7,
+        "must hold numbers, not true/false",
+    ),
+    ("weight-true", "weight: 3", "weight: true", 16, 15, "tenants.0.share.weight: must be a number"),
     ("bad-priority", "priorities: [low]}", "priorities: [urgent]}", 24, 45, "tenants.2.share.priorities.0"),
     ("bad-half-life", "half_life: 6h", "half_life: often", 26, 14, "fair_share.half_life"),
     (

@@ -164,7 +164,7 @@ BROKEN = [
         "burst: {hysteresis: soon}\ntenants:",
         16,
         21,
-        "burst.hysteresis: value error",
+        "burst.hysteresis: must be a duration",
     ),
     (
         "burst-dangling-site",
