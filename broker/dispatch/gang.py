@@ -37,8 +37,8 @@ _ROLLBACK_TRIES = 3
 
 
 class LaunchStopped(BrokerError):
-    """A gang's launch stopped before a node because its attempt is no longer wanted; the nodes
-    it had started are rolled back."""
+    """A launch stopped because its attempt is no longer wanted; what it had started is rolled
+    back (a gang's nodes, a single node's instance)."""
 
 
 class CloudGang(Adapter, GangLauncher, Protocol):

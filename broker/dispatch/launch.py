@@ -18,7 +18,7 @@ from broker.config import DispatchSettings
 from broker.decision import Decision
 from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.contract import OFFER_FAULTS, DispatchStats
-from broker.dispatch.failover import NextStep, retry_transient
+from broker.dispatch.failover import NextStep, RetryPolicy, retry_transient
 from broker.dispatch.gang import LaunchStopped, gang_launcher, launch_gang
 from broker.dispatch.records import audit_data, decision_fields, offer_fault
 from broker.metrics import BrokerMetrics
@@ -160,19 +160,20 @@ class Launching(AttemptTracking):
             self.planner.record_success(attempt)
             self.stats.launches += 1
             current = self.store.get(job.id)
-            if current.state == JobState.CANCELLED:
+            if current.state == JobState.CANCELLED:  # cancelled after the launch's last look
                 await asyncio.to_thread(adapter.cancel, backend_id, attempt.token)
-                self.store.update_attempt(attempt.id, now, state=AttemptState.CANCELLED)
+                why = f"the job was cancelled while attempt {attempt.number} launched; {backend_id} cancelled"
+                self._launch_stopped(job, attempt, why)
         except AdapterError as exc:
             await self._attempt_failed(job, attempt, exc)
         except LaunchStopped as stop:
-            self._launch_stopped(job, attempt, stop)
+            self._launch_stopped(job, attempt, str(stop))
         finally:
             self.escrow.drop(attempt.id)
             self._inflight.pop(job.id, None)
 
     def _unwanted(self, request: LaunchRequest) -> str | None:
-        """Why a gang's launch in flight should start no further node (None: go on): its job
+        """Why a launch in flight should make no further cloud call (None: go on): its job
         ended (a cancel, here or through an API replica) or its attempt did (it timed out)."""
         try:
             job = self.store.get(request.job_id)
@@ -186,16 +187,49 @@ class Launching(AttemptTracking):
             return f"the attempt is {attempt.state.value}"
         return None
 
-    def _launch_stopped(self, job: Job, attempt: Attempt, stop: LaunchStopped) -> None:
-        """A gang's launch stopped part-way and rolled back: close its attempt (unless its
-        timeout closed it already), settling what its nodes ran for."""
+    def _launch_stopped(self, job: Job, attempt: Attempt, why: str) -> None:
+        """A launch stopped because its attempt is no longer wanted, and what it started is
+        cancelled: close the attempt (unless its timeout closed it already), settling its spend."""
         if self.store.get_attempt(attempt.id).state.terminal:
             return
-        status = AttemptStatus(state=AttemptState.CANCELLED, message=str(stop))
-        ended = self.store.update_attempt(attempt.id, self.clock.now(), state=status.state, error=str(stop))
+        status = AttemptStatus(state=AttemptState.CANCELLED, message=why)
+        ended = self.store.update_attempt(attempt.id, self.clock.now(), state=status.state, error=why)
         self.planner.settle(job, ended, status, self.store)
-        log.info("%s", stop, extra={"event": "launch_stopped", "job_id": job.id, "attempt_id": attempt.id})
+        log.info("%s", why, extra={"event": "launch_stopped", "job_id": job.id, "attempt_id": attempt.id})
         self.capacity_changed()
+
+    def _late_launch(self, request: LaunchRequest, number: int, work: asyncio.Future[str]) -> None:
+        """The worker thread of a launch past its attempt timeout ended (the attempt is closed)."""
+        if work.cancelled():
+            return
+        exc = work.exception()
+        if isinstance(exc, LaunchStopped):
+            self.store.record(
+                request.job_id,
+                self.clock.now(),
+                kind="launch_stopped",
+                message=f"attempt {number}, closed by its timeout: {exc}",
+                data={"attempt": request.attempt_id},
+            )
+        elif exc is None:  # its last look came before the timeout closed it: remove what it started
+            self._in_background(self._remove_late(request, number, work.result()))
+        else:
+            log.info("late launch of %s ended: %s", request.attempt_id, exc)
+
+    async def _remove_late(self, request: LaunchRequest, number: int, backend_id: str) -> None:
+        adapter = self.adapters[request.offer.site]
+        try:
+            await asyncio.to_thread(adapter.cancel, backend_id, request.token)
+        except AdapterError as exc:  # the reconciler removes it: its attempt is not live
+            log.warning("cancelling %s of timed-out %s failed: %s", backend_id, request.attempt_id, exc)
+            return
+        self.store.record(
+            request.job_id,
+            self.clock.now(),
+            kind="terminated",
+            message=f"{backend_id}, started after attempt {number} timed out, terminated",
+            data={"attempt": request.attempt_id, "backend_id": backend_id},
+        )
 
     def _launch_request(self, job: Job, attempt: Attempt, secret: str) -> LaunchRequest:
         account, qos = self.planner.batch_account(job)
@@ -220,24 +254,19 @@ class Launching(AttemptTracking):
         at a cloud starts all its nodes together (`broker.dispatch.gang`).
         """
         plan = self.planner.failover()
-        calls = 0
-
-        def submit() -> str:
-            nonlocal calls
-            calls += 1
-            return adapter.submit(request.model_copy(update={"first_call": first and calls == 1}))
-
+        unwanted = partial(self._unwanted, request)
         gang = gang_launcher(adapter) if request.spec.resources.nodes > 1 else None
         launch: Callable[[], str] = (
-            partial(
-                launch_gang, gang, request, plan.retry, fresh=first, unwanted=partial(self._unwanted, request)
-            )
+            partial(launch_gang, gang, request, plan.retry, fresh=first, unwanted=unwanted)
             if gang is not None
-            else partial(retry_transient, submit, policy=plan.retry)
+            else partial(launch_one, adapter, request, plan.retry, fresh=first, unwanted=unwanted)
         )
+        # The thread cannot be stopped: past the timeout it stops itself at its next look.
+        work = asyncio.ensure_future(asyncio.to_thread(launch))
         try:
-            return await asyncio.wait_for(asyncio.to_thread(launch), timeout=plan.attempt_timeout_s)
+            return await asyncio.wait_for(asyncio.shield(work), timeout=plan.attempt_timeout_s)
         except TimeoutError as exc:
+            work.add_done_callback(partial(self._late_launch, request, request.attempt_number))
             raise TransientError(
                 request.offer.site, "AttemptTimeout", f"no answer within {plan.attempt_timeout_s:.0f}s"
             ) from exc
@@ -314,3 +343,37 @@ class Launching(AttemptTracking):
             "attempt %d on %s failed, no attempts left: %s",
             f"gave up after {job.attempts} attempts: {exc}",
         )
+
+
+def launch_one(
+    adapter: Adapter,
+    request: LaunchRequest,
+    retry: RetryPolicy,
+    *,
+    fresh: bool,
+    unwanted: Callable[[], str | None],
+) -> str:
+    """Start a single-node attempt (blocking; run it in a thread), retrying transient errors.
+
+    `unwanted` is asked before each call and once the instance started: a reason (the job was
+    cancelled, the attempt timed out) stops the launch with `LaunchStopped`, its instance cancelled.
+    """
+    calls = 0
+
+    def submit() -> str:
+        nonlocal calls
+        why = unwanted()
+        if why:
+            raise LaunchStopped(f"launch stopped before its {'first' if not calls else 'next'} call: {why}")
+        calls += 1
+        return adapter.submit(request.model_copy(update={"first_call": fresh and calls == 1}))
+
+    backend_id = retry_transient(submit, policy=retry)
+    why = unwanted()
+    if not why:
+        return backend_id
+    try:
+        retry_transient(lambda: adapter.cancel(backend_id, request.token), policy=retry)
+    except AdapterError as exc:  # the reconciler removes it once the attempt is closed
+        log.warning("cancelling %s of unwanted %s failed: %s", backend_id, request.attempt_id, exc)
+    raise LaunchStopped(f"launch stopped once {backend_id} started: {why}; {backend_id} cancelled")

@@ -58,9 +58,13 @@ class AwsFault:
     zone: str | None = None
     after: int = 0
     """Let this many matching calls through first (the 2nd launch of a gang fails: after=1)."""
+    client_token: str | None = None
+    """Only calls carrying this ClientToken (one attempt's launch)."""
 
     def matches(self, action: str, region: str, params: dict[str, str]) -> bool:
         if self.times == 0 or action != self.action:
+            return False
+        if self.client_token is not None and params.get("ClientToken") != self.client_token:
             return False
         if self.region is not None and region != self.region:
             return False
@@ -111,6 +115,9 @@ class Scenario:
     delay_after: dict[str, float] = field(default_factory=dict)
     """Action -> seconds: the call reaches moto, then the answer is held back this long
     (a broker killed meanwhile has made the cloud call without learning its result)."""
+    hold_before: dict[str, threading.Event] = field(default_factory=dict)
+    """Action -> gate: the call waits until the test opens the gate before faults or moto see
+    it (an attempt times out meanwhile; faults set while it waits apply to it)."""
     hold_after: dict[str, threading.Event] = field(default_factory=dict)
     """Action -> gate: the call reaches moto, then its answer waits until the test opens the
     gate (a cancel lands while the caller waits; calls after the gate opened pass at once)."""
@@ -167,6 +174,9 @@ class _FaultFront:
         scenario = self.front.scenario
         if action:
             scenario.calls.append((action, region, params))
+            gate = scenario.hold_before.get(action)
+            if gate is not None:
+                gate.wait(timeout=60)  # a test that failed before opening it must not hang the server
             if access_key in scenario.rejected_access_keys:
                 return self._reply(
                     start_response,
