@@ -253,8 +253,15 @@ class AttemptTracking:
                 continue
             try:
                 await asyncio.to_thread(adapter.cancel, attempt.backend_id, attempt.token)
-                self.store.update_attempt(attempt.id, self.clock.now(), state=AttemptState.CANCELLED)
             except AdapterError as exc:
                 log.warning("cancel of %s at %s failed: %s", attempt.id, attempt.site, exc)
+                continue
+            self.cancelled(job, attempt)
         self.capacity_changed()
         return self.store.get(job.id)
+
+    def cancelled(self, job: Job, attempt: Attempt) -> None:
+        """Close an attempt whose backend was told to stop, settling what it ran for."""
+        ended = self.store.update_attempt(attempt.id, self.clock.now(), state=AttemptState.CANCELLED)
+        status = AttemptStatus(state=AttemptState.CANCELLED, message="cancelled")
+        self.planner.settle(job, ended, status, self.store)

@@ -204,9 +204,10 @@ class SchedulerRole:
                 continue
             try:
                 await asyncio.to_thread(adapter.cancel, attempt.backend_id, attempt.token)
-                self.store.update_attempt(attempt.id, self.store.clock.now(), state=AttemptState.CANCELLED)
             except AdapterError as exc:
                 log.warning("cancel of %s at %s failed: %s", attempt.id, attempt.site, exc)
+                continue
+            d.cancelled(self.store.get(job_id), attempt)
         d.capacity_changed()
 
     async def _remove_leftovers(self, d: Dispatcher, job_id: JobId) -> None:

@@ -134,3 +134,20 @@ def test_a_launch_past_its_attempt_timeout_starts_no_instance_for_the_closed_att
         eventually(lambda: tokens().count(first.token) > 1 or stopped(), "attempt 1's launch never ended")
         assert tokens().count(first.token) == 1, "attempt 1's launch called RunInstances after it was closed"
         assert stub.GetJob(pb.GetJobRequest(id=job.id), metadata=md()).job.state != job_pb2.JOB_STATE_FAILED
+
+
+def test_a_job_cancelled_after_its_instance_launched_settles_its_reservation(
+    broker: BrokerProcess, clouds: tuple[MotoFront, EcsCloud]
+) -> None:
+    moto, _ = clouds
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("cancel-up", "A10G")), metadata=md()).job
+        eventually(lambda: any(a.backend_id for a in attempts_of(broker, job.id)), "never launched")
+        stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=md())
+        eventually(lambda: attempts_of(broker, job.id)[-1].state.terminal, "the attempt never ended")
+        eventually(lambda: not live(moto, job.id), "the instance was left running")
+        [attempt] = attempts_of(broker, job.id)
+        assert spend(stub).total_reserved == 0
+    [entry] = spend_of(broker, attempt)
+    assert entry.settled and 0 < entry.spent < entry.reserved, entry
