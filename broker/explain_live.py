@@ -15,10 +15,11 @@ from broker.burst import decide, is_onprem
 from broker.burst.inputs import deadline_missed
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, FairShareNote
-from broker.fair_queue import quota_reason, reclaim_reason
+from broker.fair_queue import reclaim_reason
 from broker.fairshare.holds import claimed_meanwhile
 from broker.model import JobSpec, TenantId
 from broker.planning import Planner
+from broker.quota_bar import bar_onprem, quota_reason, waiting_for_quota
 from broker.store import JobStore
 
 EXPLAINED = "(this job)"
@@ -46,6 +47,8 @@ def explain_now(
     # Capacity fair share holds for a waiting job ahead is taken for a new job, as the
     # dispatcher's pass over new jobs counts it (`FairQueue.held_for`).
     held = planner.fair.book.held_for(planner.fair.holds, policy, snap.now, EXPLAINED, tenant)
+    barred = planner.fair.barred_at(policy, standing, tenant, spec, snap.now)  # as `Planner.decide`
+    held, projected = bar_onprem(barred, held, projected)
     with claimed_meanwhile(snap.claimed, held):
         inputs = planner.inputs_for(
             tenant,
@@ -57,6 +60,8 @@ def explain_now(
             launches_ahead=ahead,
         )
         decision = decide(spec, tenant, snap.offers, policy, inputs)
+    if barred is not None:
+        decision = waiting_for_quota(policy, tenant, decision)
     if projected is not None:
         decision = planner.waits.explained(decision, snap, tenant, store, standing.position, projected)
     fair = FairShareNote(standing.position, standing.in_quota, round(standing.ratio, 3), standing.text())

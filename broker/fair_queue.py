@@ -34,6 +34,7 @@ from broker.fairshare.holds import Hold, Holds
 from broker.fairshare.reclaim import Running, Victim, victims
 from broker.model import Attempt, Job, JobSpec, TenantId
 from broker.policy import Policy
+from broker.quota_bar import quota_reason
 from broker.store import FairUsage, JobStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -295,9 +296,15 @@ class FairQueue:
         its own quota there has room for the job (its decision waits for that, or bursts as its
         max_wait says, not for idle capacity it may not take). None for every other job."""
         st = self.standings.get(job.id) or self.provisional.get(job.id)
+        return self.barred_at(policy, st, job.tenant, job.spec, now)
+
+    def barred_at(
+        self, policy: Policy, st: Standing | None, tenant: str, spec: JobSpec, now: datetime
+    ) -> dict[str, float] | None:
+        """`barred` for a job standing at `st` (explain's preview has no job yet)."""
         if st is None or st.may_run_onprem:
             return None
-        return self.book.quota_waits(policy, job.tenant, units_of(job.spec), now)
+        return self.book.quota_waits(policy, tenant, units_of(spec), now)
 
     def held_for(self, policy: Policy, job: Job, now: datetime) -> dict[str, int]:
         """Units a job decided among new jobs only must leave to a waiting job ahead of it."""
@@ -389,10 +396,3 @@ def reclaim_reason(policy: Policy, decision: Decision, chosen: Sequence[ReclaimV
         f"job(s) of {tenants} ({grace:.0f} s grace); it starts when they stop"
     )
 
-
-def quota_reason(tenant: str) -> str:
-    """Why a job of a tenant that may not borrow waits while on-prem capacity is idle."""
-    return (
-        f"tenant {tenant} has used its guaranteed quota and may not borrow idle on-prem capacity; "
-        "waiting for its quota"
-    )

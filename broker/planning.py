@@ -36,6 +36,7 @@ from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, Off
 from broker.placement import PlacementContext, Reason, place, rejection_summary
 from broker.placement._env import Env
 from broker.policy import Policy, PolicyWatcher
+from broker.quota_bar import bar_onprem, waiting_for_quota
 from broker.store import JobStore
 from broker.validation import FieldViolation, did_you_mean
 
@@ -236,11 +237,7 @@ class Planner:
         before = new.position if new is not None and job.id not in self.fair.standings else None
         projected = self.waits.for_job(self.policy, spec, snap, store, self.queueing_sites(), before)
         barred = self.fair.barred(self.policy, job, snap.now)  # beyond a quota it may not borrow past
-        if barred is not None:  # no idle capacity is its: it waits for its own quota to free
-            held = {**held, **dict.fromkeys(barred, 1 << 20)}
-            projected = (
-                {k: max(w, barred.get(k, 0.0)) for k, w in projected.items()} if projected else projected
-            )
+        held, projected = bar_onprem(barred, held, projected)  # it waits for its own quota to free
         ahead = self.waits.launches_ahead(self.policy, spec, job.tenant, job.created_at)
         with claimed_meanwhile(snap.claimed, held):
             inputs = self.inputs_for(
@@ -254,6 +251,8 @@ class Planner:
             )
             # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
             decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
+        if barred is not None:
+            decision = waiting_for_quota(self.policy, job.tenant, decision)
         decision = self.fair.adjust(self.policy, job, decision, snap)
         if projected is not None:  # recorded with where its wait came from, then in the line
             decision = self.waits.explained(decision, snap, job.tenant, store, before, projected)

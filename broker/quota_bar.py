@@ -1,0 +1,49 @@
+"""A tenant that may not borrow, beyond its guaranteed quota: no idle on-prem unit is its job's.
+
+`FairQueue.barred` gives, per partition, when the tenant's own quota there has room; the
+dispatcher's decision (`Planner.decide`) and explain (`explain_now`) both apply it here, so
+they wait for the same thing and say so in the same words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from broker.burst import is_onprem
+from broker.decision import Action, Decision
+from broker.policy import Policy
+
+
+def bar_onprem(
+    barred: Mapping[str, float] | None,
+    held: dict[str, int],
+    projected: dict[str, float] | None,
+) -> tuple[dict[str, int], dict[str, float] | None]:
+    """A barred job's inputs (`FairQueue.barred`): no idle on-prem unit is its, and each
+    partition's projected wait is at least the time until its own quota there has room."""
+    if barred is None:
+        return held, projected
+    held = {**held, **dict.fromkeys(barred, 1 << 20)}
+    if projected:
+        projected = {k: max(w, barred.get(k, 0.0)) for k, w in projected.items()}
+    return held, projected
+
+
+def waiting_for_quota(policy: Policy, tenant: str, decision: Decision) -> Decision:
+    """A barred job that waits on-prem waits for its own quota: its first reason says so (the
+    dispatcher's event, `szb get` and explain alike)."""
+    offer = decision.offer
+    if decision.action != Action.WAIT or offer is None or not is_onprem(policy, offer.site):
+        return decision
+    reasons = decision.reasons
+    first = f"{_NO_BORROW.format(tenant=tenant)}; {reasons[0]}" if reasons else quota_reason(tenant)
+    return replace(decision, reasons=(first, *reasons[1:]))
+
+
+_NO_BORROW = "tenant {tenant} has used its guaranteed quota and may not borrow idle on-prem capacity"
+
+
+def quota_reason(tenant: str) -> str:
+    """Why a job of a tenant that may not borrow waits while on-prem capacity is idle."""
+    return f"{_NO_BORROW.format(tenant=tenant)}; waiting for its quota"
