@@ -118,6 +118,9 @@ class BrokerApp:
         self.store.add_listener(self.hub.publish)
         self.metrics = BrokerMetrics()
         self.planner = Planner.load(cfg, self.clock)
+        self.planner.on_settled = lambda attempt, state: self.metrics.attempts_ended.labels(
+            attempt.site, state.value
+        ).inc()
         self._policy_loaded(self.planner.watcher.first_load)
         self.planner.watcher.on_load = self._policy_loaded
         self.audit = AuditTrail(

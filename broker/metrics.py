@@ -62,6 +62,12 @@ class BrokerMetrics:
         self.attempts = Counter(
             "szb_attempts", "Attempts started at a backend, by site.", ["site"], registry=r
         )
+        self.attempts_ended = Counter(
+            "szb_attempts_ended",
+            "Attempts that ended, by site and state (SUCCEEDED, FAILED, CANCELLED, PREEMPTED, LOST).",
+            ["site", "state"],
+            registry=r,
+        )
         self.placement_seconds = Histogram(
             "szb_placement_seconds",
             "Time to decide one queued job (placement + burst decision).",

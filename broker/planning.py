@@ -60,6 +60,8 @@ class Planner:
         """Fair share across tenants: the usage book and each queued job's standing."""
         self.waits = LiveWaits()
         """Projected on-prem waits (`burst.wait_model: projected`): what each job has ahead."""
+        self.on_settled: Callable[[Attempt, AttemptState], None] = lambda attempt, state: None
+        """Told of every attempt's end (the broker counts them in its metrics)."""
 
     @classmethod
     def load(cls, config: BrokerConfig, clock: Clock) -> Planner:
@@ -276,6 +278,7 @@ class Planner:
 
     def settle(self, job: Job, attempt: Attempt, status: AttemptStatus, store: JobStore) -> None:
         """An attempt ended: forget its job's burst memory when the job is over, settle its spend."""
+        self.on_settled(attempt, status.state)
         if status.state.terminal:
             self.fair.ended(attempt, self.clock.now())
         if status.state == AttemptState.SUCCEEDED:

@@ -1,0 +1,69 @@
+"""`/metrics` moves when an attempt ends: a failure, a success and a cancel each count, by site.
+
+Before, a job whose attempt failed (exit code 3) moved no counter at all: only the queue gauge
+dropped, so an alert on "failures per site" had nothing to read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import JOB_PYTHON, BrokerProcess
+from tests.clouds.test_metrics_e2e import metrics_url, scrape, value
+from tests.e2e.conftest import auth, write_broker_config
+
+DONE = (job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    proc = BrokerProcess(write_broker_config(tmp_path), extra_env={"SZB_METRICS_LISTEN": "127.0.0.1:0"})
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def spec(name: str, code: str) -> job_pb2.JobSpec:
+    job = job_pb2.JobSpec(name=name, command=[JOB_PYTHON, "-c", code])
+    job.runtime_estimate.seconds = 60
+    return job
+
+
+def wait_done(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str) -> None:
+    deadline = time.monotonic() + 60
+    while stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth("team-a")).job.state not in DONE:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_attempt_ends_are_counted_by_site_and_state(broker: BrokerProcess) -> None:
+    url = metrics_url(broker)
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+
+        def submit(name: str, code: str) -> job_pb2.Job:
+            request = pb.SubmitJobRequest(job=spec(name, code))
+            return stub.SubmitJob(request, metadata=auth("team-a")).job
+
+        failed = submit("f", "raise SystemExit(3)")
+        ok = submit("ok", "pass")
+        cancelled = submit("slow", "import time; time.sleep(60)")
+        wait_done(stub, failed.id)
+        wait_done(stub, ok.id)
+        while stub.GetJob(pb.GetJobRequest(id=cancelled.id), metadata=auth("team-a")).job.state != (
+            job_pb2.JOB_STATE_RUNNING
+        ):
+            time.sleep(0.1)
+        stub.CancelJob(pb.CancelJobRequest(id=cancelled.id), metadata=auth("team-a"))
+        wait_done(stub, cancelled.id)
+    samples = scrape(url)
+    assert value(samples, "szb_attempts_total", site="local") == 3
+    for state in ("FAILED", "SUCCEEDED", "CANCELLED"):
+        assert value(samples, "szb_attempts_ended_total", site="local", state=state) == 1, state
