@@ -74,11 +74,17 @@ def monthly_budget(policy: Policy, tenant_id: str) -> float | None:
     return policy.burst.budget.default_tenant_monthly
 
 
-def tenant_money(policy: Policy, tenant_id: str, charges: Iterable[Charge]) -> TenantMoney:
+def tenant_money(
+    policy: Policy,
+    tenant_id: str,
+    charges: Iterable[Charge],
+    voucher_used: Mapping[str, float] | None = None,
+) -> TenantMoney:
     """What a tenant has left this month, from every charge of the month (all tenants').
 
     The one money ledger: the live broker feeds it the store's spend entries, the simulator
-    its own book, so both decide on the same arithmetic.
+    its own book, so both decide on the same arithmetic. A voucher's balance is spent once,
+    not once a month: `voucher_used` (per voucher, every month) replaces the month's draws.
     """
     used = everyone = 0.0
     spent_from: dict[str, float] = {}
@@ -89,6 +95,8 @@ def tenant_money(policy: Policy, tenant_id: str, charges: Iterable[Charge]) -> T
         used += c.cash
         if c.voucher_id is not None:
             spent_from[c.voucher_id] = spent_from.get(c.voucher_id, 0.0) + c.voucher
+    if voucher_used is not None:
+        spent_from = dict(voucher_used)
     budget = monthly_budget(policy, tenant_id)
     cap = policy.burst.budget.global_monthly_cap
     tenant = policy.tenant(tenant_id)
@@ -100,6 +108,19 @@ def tenant_money(policy: Policy, tenant_id: str, charges: Iterable[Charge]) -> T
             for v in (tenant.vouchers if tenant is not None else ())
         },
     )
+
+
+def settled_split(
+    policy: Policy, tenant_id: str, total: float, voucher_id: str | None, others_used: float
+) -> tuple[float, float]:
+    """(cash, voucher) of an attempt's actual cost: the voucher it drew on pays its discount of it,
+    up to what the tenant's other attempts left of its balance; the rest is cash."""
+    tenant = policy.tenant(tenant_id)
+    voucher = next((v for v in (tenant.vouchers if tenant else ()) if v.id == voucher_id), None)
+    if voucher is None:
+        return total, 0.0
+    paid = max(0.0, min(total * voucher.discount, voucher.balance - others_used))
+    return total - paid, paid
 
 
 def voucher_for(policy: Policy, tenant_id: str, site_id: str, money: TenantMoney) -> str | None:

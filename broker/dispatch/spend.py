@@ -10,10 +10,18 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from broker.burst import estimate_cost, is_onprem
-from broker.burst.money import Charge, TenantMoney, month_of, monthly_budget, tenant_money, voucher_for
+from broker.burst.money import (
+    Charge,
+    TenantMoney,
+    month_of,
+    monthly_budget,
+    settled_split,
+    tenant_money,
+    voucher_for,
+)
 from broker.clock import Clock
 from broker.decision import Decision
-from broker.model import Attempt, Job
+from broker.model import Attempt, Job, TenantId
 from broker.policy import Policy
 from broker.store import JobStore, SpendEntry
 
@@ -31,8 +39,13 @@ class SpendLedger:
         self.clock = clock
 
     def money(self, tenant: str, now: datetime, store: JobStore) -> TenantMoney:
-        """The tenant's money this month (budget, global cap and voucher balances left)."""
-        return tenant_money(self._policy(), tenant, charges(store.spend_entries(month_of(now))))
+        """The tenant's money this month (budget, global cap and voucher balances left ever)."""
+        return tenant_money(
+            self._policy(),
+            tenant,
+            charges(store.spend_entries(month_of(now))),
+            store.voucher_used(TenantId(tenant)),
+        )
 
     def budget(self, tenant: str) -> float | None:
         return monthly_budget(self._policy(), tenant)
@@ -72,5 +85,8 @@ class SpendLedger:
         if not entries:
             return
         reserved = entries[0]
-        ratio = reserved.voucher / (reserved.voucher + reserved.reserved) if reserved.voucher else 0.0
-        store.settle_spend(attempt.id, spent=total * (1 - ratio), voucher=total * ratio)
+        # The voucher pays its share of what the attempt really cost, up to what is left of it
+        # besides this attempt's own reservation: a run past its estimate may exhaust it.
+        others = store.voucher_used(job.tenant).get(reserved.voucher_id or "", 0.0) - reserved.voucher
+        cash, voucher = settled_split(policy, job.tenant, total, reserved.voucher_id, others)
+        store.settle_spend(attempt.id, spent=cash, voucher=voucher)

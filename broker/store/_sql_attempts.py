@@ -177,6 +177,14 @@ class SqlAttempts(SqlJobs):
                 (spent, voucher, attempt_id),
             )
 
+    def voucher_used(self, tenant: TenantId) -> dict[str, float]:
+        rows = self._all(
+            "SELECT voucher_id, SUM(voucher) FROM spend WHERE tenant = ? AND voucher_id IS NOT NULL "
+            "GROUP BY voucher_id",
+            [tenant],
+        )
+        return {r[0]: float(r[1]) for r in rows}
+
     def spend_entries(self, month: str, tenant: TenantId | None = None) -> list[SpendEntry]:
         sql = f"SELECT {SPEND_COLS} FROM spend WHERE month = ?"
         params: list[Any] = [month]

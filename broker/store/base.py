@@ -293,6 +293,10 @@ class JobStore(abc.ABC):
     def spend_entries(self, month: str, tenant: TenantId | None = None) -> list[SpendEntry]:
         """This month's entries (all tenants when None)."""
 
+    @abc.abstractmethod
+    def voucher_used(self, tenant: TenantId) -> dict[str, float]:
+        """Voucher id -> what the tenant's attempts of every month drew from it (reserved or settled)."""
+
     # Audit trail and operator views -------------------------------------------------------
 
     @abc.abstractmethod

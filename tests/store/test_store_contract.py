@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -678,6 +679,20 @@ class StoreContract:
         assert store.spend_entries("2026-11", B) == [b]
         assert store.spend_entries("2026-10") == [other_month]
         assert store.spend_entries("2026-09") == []
+
+    def test_voucher_used_sums_every_month_per_voucher(self, store: JobStore) -> None:
+        def drawn(attempt: str, month: str, amount: float, voucher: str | None, tenant: TenantId = A) -> None:
+            e = replace(entry(attempt, 1, month=month, tenant=tenant), voucher=amount, voucher_id=voucher)
+            assert store.reserve_spend(e, tenant_limit=None, global_limit=None)
+
+        drawn("j1-a1", "2026-10", 30.0, "v-1")
+        drawn("j2-a1", "2026-11", 5.0, "v-1")
+        drawn("j3-a1", "2026-11", 2.0, "v-2")
+        drawn("j4-a1", "2026-11", 0.0, None)
+        drawn("j5-a1", "2026-11", 9.0, "v-1", tenant=B)
+        store.settle_spend(AttemptId("j2-a1"), spent=1.0, voucher=7.0)
+        assert store.voucher_used(A) == {"v-1": 37.0, "v-2": 2.0}
+        assert store.voucher_used(B) == {"v-1": 9.0}
 
     @pytest.mark.parametrize("round_", range(3))
     def test_concurrent_reservations_never_exceed_limits(self, open_store: StoreFactory, round_: int) -> None:

@@ -1,0 +1,154 @@
+"""Vouchers through the real broker: what a voucher pays is bounded by its balance, and its
+balance is spent once, not once a month (szb serve, Alibaba on the ECS double)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.burst.money import month_of
+from broker.model import AttemptId, JobId, SiteId, TenantId
+from broker.store import SpendEntry, SqliteStore
+from tests.brokerproc import BrokerProcess
+from tests.clouds import on_moto
+from tests.clouds.conftest import StartBroker
+from tests.clouds.e2e_helpers import TERMINAL, TOKEN, ecs_user_data, md, play_bootstrap, wait_state
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+
+UP: set[int] = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
+PRICE = 3600.0  # CNY per hour of the one A10 offer: 1 CNY a second
+
+
+def policy(balance: float, discount: float) -> str:
+    return (
+        on_moto.POLICY_HEAD
+        + on_moto.ONPREM_A800
+        + on_moto.cloud_site("ali-bj", "alibaba", "cn-beijing", "ali.csv", currency="CNY")
+        + f"""\
+tenants:
+  - id: vt
+    kind: sme
+    entity_country: CN
+    vouchers: [{{id: v1, balance: {balance}, discount: {discount}, sites: [ali-bj]}}]
+burst:
+  heartbeat_timeout: 1h
+"""
+        + on_moto.CN_RESIDENCY
+    )
+
+
+@pytest.fixture
+def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:
+    cloud = EcsCloud(instance_types=("ecs.gn7i-c8g1.2xlarge",), zones=("cn-beijing-i",))
+    ecs_server.handler = cloud
+    yield cloud
+    ecs_server.handler = EcsCloud()
+
+
+def start(
+    start_broker: StartBroker, ecs_server: EcsEndpoint, balance: float, discount: float
+) -> BrokerProcess:
+    return start_broker(
+        on_moto.BrokerSetup(
+            policy(balance, discount),
+            tokens={"vt": TOKEN},
+            sites={"ali-bj": on_moto.ecs_double(ecs_server.address)},
+            catalogs={
+                "ali.csv": on_moto.catalog(
+                    f"ecs.gn7i-c8g1.2xlarge,A10,1,8,30,{PRICE},,cn-beijing,cn-beijing-i,CNY", currency=True
+                )
+            },
+        )
+    )
+
+
+def a10_job(name: str, runtime_s: int) -> job_pb2.JobSpec:
+    return job_pb2.JobSpec(
+        name=name,
+        command=["python3", "train.py"],
+        runtime_estimate=duration_pb2.Duration(seconds=runtime_s),
+        max_wait=duration_pb2.Duration(seconds=0),
+        resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=1, any_of=["A10"])),
+    )
+
+
+def entries(proc: BrokerProcess, job_id: str) -> list[SpendEntry]:
+    store = SqliteStore(proc.config.parent / "data" / "broker.db")
+    try:
+        attempts = store.attempts_for(JobId(job_id))
+        month = {a.id: month_of(a.created_at) for a in attempts}
+        return [e for a in attempts for e in store.spend_entries(month[a.id]) if e.attempt_id == a.id]
+    finally:
+        store.close()
+
+
+def test_a_run_longer_than_its_estimate_pays_cash_once_the_voucher_runs_out(
+    ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    balance = 2.0  # pays the 1 s estimate (1 CNY) in full, not a 3.5 s run
+    broker = start(start_broker, ecs_server, balance, 1.0)
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        first = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("long", 1)), metadata=md()).job
+        wait_state(stub, first.id, UP)
+        [reserved] = entries(broker, first.id)
+        assert reserved.reserved == 0 and reserved.voucher > 0, reserved  # the voucher pays it all
+        time.sleep(3.5)  # the instance runs well past its estimate
+        play_bootstrap(broker, first.id, ecs_user_data([ecs.user_data]))
+        assert wait_state(stub, first.id, TERMINAL).state == job_pb2.JOB_STATE_SUCCEEDED
+        [settled] = entries(broker, first.id)
+        assert settled.settled
+        # The voucher paid what it had; the rest of the run is the tenant's cash.
+        assert settled.voucher == pytest.approx(balance), settled
+        assert settled.spent > 0, settled
+        answer = stub.GetSpend(pb.GetSpendRequest(), metadata=md())
+        assert answer.vouchers_left == 0
+        assert answer.total_spent == pytest.approx(round(settled.spent, 2))
+        # The next burst finds the voucher spent: all of it is cash.
+        second = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("next", 3600)), metadata=md()).job
+        wait_state(stub, second.id, UP)
+        [after] = entries(broker, second.id)
+        assert after.voucher == 0 and after.reserved == pytest.approx(PRICE), after
+
+
+def test_a_voucher_spent_last_month_is_still_spent_this_month(
+    ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    broker = start(start_broker, ecs_server, 100.0, 0.5)
+    broker.stop()
+    last_month = month_of(datetime.now(UTC) - timedelta(days=32))
+    store = SqliteStore(broker.config.parent / "data" / "broker.db")
+    try:  # what an earlier month's bursts left: the whole balance drawn
+        assert store.reserve_spend(
+            SpendEntry(
+                tenant=TenantId("vt"),
+                site=SiteId("ali-bj"),
+                job_id=JobId("job-earlier"),
+                attempt_id=AttemptId("att-earlier"),
+                month=last_month,
+                reserved=0.0,
+                spent=100.0,
+                voucher=100.0,
+                voucher_id="v1",
+                settled=True,
+            ),
+            tenant_limit=None,
+            global_limit=None,
+        )
+    finally:
+        store.close()
+    broker.start()
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        assert stub.GetSpend(pb.GetSpendRequest(), metadata=md()).vouchers_left == 0
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("this-month", 3600)), metadata=md()).job
+        wait_state(stub, job.id, UP)
+        [entry] = entries(broker, job.id)
+        assert entry.voucher == 0 and entry.reserved == pytest.approx(PRICE), entry
