@@ -128,7 +128,10 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.SubmitJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.SubmitJobResponse:
         try:
-            return await self.services.submitter.submit_job(self._tenant(context), request, self.vet)
+            caller = self._principal(context)
+            return await self.services.submitter.submit_job(
+                caller.tenant, request, self.vet, by=(caller.name, caller.role.value)
+            )
         except Exception as exc:
             await abort_with(context, exc)
 
@@ -136,7 +139,10 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.SubmitJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.SubmitJobsResponse:
         try:
-            return await self.services.submitter.submit_jobs(self._tenant(context), request, self.vet)
+            caller = self._principal(context)
+            return await self.services.submitter.submit_jobs(
+                caller.tenant, request, self.vet, by=(caller.name, caller.role.value)
+            )
         except Exception as exc:
             await abort_with(context, exc)
 
@@ -279,7 +285,6 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             return await self.offers(caller, request)
         except Exception as exc:
             await abort_with(context, exc)
-
 
     def _audit(self, context: grpc.aio.ServicerContext[Any, Any]) -> AuditTrail:
         """The audit trail, for operators only (tenants get PERMISSION_DENIED)."""

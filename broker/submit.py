@@ -44,6 +44,8 @@ VetFn = Callable[[JobSpec], Sequence[FieldViolation]]
 
 DescribeFn = Callable[[Sequence[Job]], list[JobDetails]]
 Results = list[tuple[Job, bool]]
+Who = tuple[str, str]
+"""(token name, role) of who submits; ("", "") when the token has no name."""
 
 
 class NotPlaceableError(BrokerError):
@@ -129,13 +131,17 @@ class SubmitPath:
     # The wire side -----------------------------------------------------------------------
 
     async def submit_job(
-        self, tenant: TenantId, request: pb.SubmitJobRequest, vet: VetFn | None = None
+        self, tenant: TenantId, request: pb.SubmitJobRequest, vet: VetFn | None = None, *, by: Who = ("", "")
     ) -> pb.SubmitJobResponse:
-        """One job: every problem names its field; nothing is stored unless it is accepted."""
+        """One job: every problem names its field; nothing is stored unless it is accepted.
+
+        `by`: the caller's token name and role, recorded for the audit trail."""
         self.check_spec_bytes(tenant, request.job.ByteSize(), "job")
         item = Submission(
             spec=wire_spec(request.job, "", self._cached(vet)),
             client_id=_client_id(request.client_id, "client_id"),
+            by=by[0],
+            role=by[1],
         )
         try:
             [(job, created)] = await self.submit(tenant, [item])
@@ -146,7 +152,7 @@ class SubmitPath:
         return pb.SubmitJobResponse(job=job_to_proto(job, spec, self._details([job])[0]), created=created)
 
     async def submit_jobs(
-        self, tenant: TenantId, request: pb.SubmitJobsRequest, vet: VetFn | None = None
+        self, tenant: TenantId, request: pb.SubmitJobsRequest, vet: VetFn | None = None, *, by: Who = ("", "")
     ) -> pb.SubmitJobsResponse:
         """A batch, all or nothing: every bad job is named (`requests[i].job.<field>`)."""
         if len(request.requests) > MAX_BATCH:
@@ -162,6 +168,8 @@ class SubmitPath:
                     Submission(
                         spec=wire_spec(r.job, f"requests[{i}].job", vet),
                         client_id=_client_id(r.client_id, f"requests[{i}].client_id"),
+                        by=by[0],
+                        role=by[1],
                     )
                 )
             except BadRequestError as bad:

@@ -27,6 +27,14 @@ class Submission:
 
     spec: JobSpec
     client_id: str | None = None
+    by: str = ""
+    """The submitting token's name and role, for the audit trail (empty: the tenant itself)."""
+    role: str = ""
+
+    @property
+    def event_data(self) -> dict[str, str]:
+        """The `submitted` event's data: who asked, as cancels record it."""
+        return {"by": self.by, "role": self.role} if self.by else {}
 
 
 @dataclass(frozen=True)

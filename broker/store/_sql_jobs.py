@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -48,10 +49,17 @@ class SqlJobs(SqlCore):
     ) -> list[list[tuple[Job, bool]]]:
         out: list[list[tuple[Job, bool]]] = []
         fresh: list[Job] = []
+        who: dict[str, dict[str, str]] = {}
         with self._tx() as db:
             for tenant, items in groups:
-                out.append([self._insert(db, tenant, item, now, fresh) for item in items])
-            self._insert_batch(db, fresh, now)
+                results = [self._insert(db, tenant, item, now, fresh) for item in items]
+                who.update(
+                    (job.id, item.event_data)
+                    for item, (job, created) in zip(items, results, strict=True)
+                    if created and item.by
+                )
+                out.append(results)
+            self._insert_batch(db, fresh, now, who)
         if not self._listeners:  # nobody to tell (a bulk load): skip building the events
             self._flush_quarantine()
             return out
@@ -64,6 +72,7 @@ class SqlJobs(SqlCore):
                     kind="submitted",
                     state=JobState.QUEUED,
                     message="job accepted",
+                    data=who.get(job.id, {}),
                 )
                 for results in out
                 for job, created in results
@@ -107,15 +116,24 @@ class SqlJobs(SqlCore):
             if existing is None:  # pragma: no cover - the conflicting row was committed
                 raise StoreError(f"client_id {client_id!r} conflicted but is not visible")
             return existing, False
-        self._insert_batch(db, [job], now, jobs_row=False)
+        self._insert_batch(db, [job], now, {job.id: item.event_data}, jobs_row=False)
         return job, True
 
     def _by_client_id(self, db: Db, tenant: TenantId, client_id: str) -> Job | None:
         row = db.one(f"SELECT {JOB_COLS} FROM jobs WHERE tenant = ? AND client_id = ?", (tenant, client_id))
         return None if row is None else self._row_to_job(row)
 
-    def _insert_batch(self, db: Db, jobs: Sequence[Job], now: datetime, *, jobs_row: bool = True) -> None:
-        """The rows of new jobs (their labels and first event) in a few batched statements."""
+    def _insert_batch(
+        self,
+        db: Db,
+        jobs: Sequence[Job],
+        now: datetime,
+        who: Mapping[str, dict[str, str]],
+        *,
+        jobs_row: bool = True,
+    ) -> None:
+        """The rows of new jobs (their labels and first event, with `who` submitted each) in a
+        few batched statements."""
         ts = self._dialect.ts(now)
         if jobs_row:
             db.insert_rows(
@@ -128,7 +146,19 @@ class SqlJobs(SqlCore):
             )
         labels = [(j.id, k, v) for j in jobs for k, v in j.spec.labels.items()]
         db.insert_rows("job_labels", "job_id, key, value", labels)
-        first = [(j.id, 1, ts, "submitted", JobState.QUEUED.value, "job accepted", "{}", None) for j in jobs]
+        first = [
+            (
+                j.id,
+                1,
+                ts,
+                "submitted",
+                JobState.QUEUED.value,
+                "job accepted",
+                json.dumps(who.get(j.id, {})),
+                None,
+            )
+            for j in jobs
+        ]
         db.insert_rows("events", f"{EVENT_COLS}, epoch", first)
 
     def get(self, job_id: str, tenant: TenantId | None = None) -> Job:
