@@ -143,6 +143,18 @@ class LiveView:
 
 
 BREAKER_STATES = ("closed", "open", "half_open")
+TROUBLE_KINDS = ("adapter not built", "capacity unavailable", "circuit open", "unreachable")
+"""How the broker's own reasons for a sick site begin (broker.dispatch.health, offers, app)."""
+
+
+def trouble_kind(reason: str) -> str:
+    """A bounded label for why a site is out of service: its kind, or the error class, never
+    the provider's text (a new series per text, and words meant for operators only)."""
+    kind = next((k for k in TROUBLE_KINDS if reason.startswith(k)), None)
+    if kind is not None:
+        return kind
+    head = reason.split(":", 1)[0].split(" ", 1)[0]
+    return head if head.isidentifier() and head.endswith("Error") else "other"
 
 
 class LiveCollector(Collector):
@@ -177,11 +189,11 @@ class LiveCollector(Collector):
         )
         unhealthy = GaugeMetricFamily(
             "szb_site_unhealthy",
-            "1 for each site out of service, with the reason.",
+            "1 for each site out of service, with the kind of trouble (the full text: szb status).",
             labels=["site", "reason"],
         )
         for site, reason in sorted(v.unhealthy().items()):
-            unhealthy.add_metric([site, reason[:200]], 1.0)
+            unhealthy.add_metric([site, trouble_kind(reason)], 1.0)
         yield unhealthy
         currency = v.currency()
         spend = GaugeMetricFamily(

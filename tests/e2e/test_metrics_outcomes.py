@@ -6,6 +6,7 @@ dropped, so an alert on "failures per site" had nothing to read.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +16,9 @@ import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import JOB_PYTHON, BrokerProcess
+from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
 from tests.clouds.test_metrics_e2e import metrics_url, scrape, value
-from tests.e2e.conftest import auth, write_broker_config
+from tests.e2e.conftest import POLICY, auth, write_broker_config
 
 DONE = (job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED)
 
@@ -67,3 +68,43 @@ def test_attempt_ends_are_counted_by_site_and_state(broker: BrokerProcess) -> No
     assert value(samples, "szb_attempts_total", site="local") == 3
     for state in ("FAILED", "SUCCEEDED", "CANCELLED"):
         assert value(samples, "szb_attempts_ended_total", site="local", state=state) == 1, state
+
+
+AWS_SITE = """\
+  - id: aws-east
+    adapter: aws
+    adapter_config:
+      {region: us-east-1, profile: no-such-profile-r7, image_id: ami-0szb, subnet_id: subnet-szb}
+    provider: aws
+    region: us-east-1
+    country: US
+    residency: global
+    catalog: {file: catalog/aws.csv, region: us-east-1, currency: USD}
+tenants:"""
+
+
+def test_a_sick_sites_reason_label_is_a_bounded_kind_not_the_providers_text(tmp_path: Path) -> None:
+    """A free-text label makes a new series per error text (request ids, profile names, account
+    numbers) and puts the provider's words on /metrics; the full text stays in `szb status`."""
+    config = write_broker_config(tmp_path)
+    (tmp_path / "catalog").mkdir()
+    shutil.copy(ROOT / "configs" / "catalog" / "aws_gpu_vms.csv", tmp_path / "catalog" / "aws.csv")
+    policy = POLICY.replace("tenants:", AWS_SITE).replace("currency: CNY", "currency: CNY\nfx: {USD: 7.2}")
+    (tmp_path / "policy.yaml").write_text(policy)
+    nowhere = str(tmp_path / "no-aws-config")
+    broker = BrokerProcess(
+        config,
+        extra_env={
+            "SZB_METRICS_LISTEN": "127.0.0.1:0",
+            "AWS_CONFIG_FILE": nowhere,
+            "AWS_SHARED_CREDENTIALS_FILE": nowhere,
+        },
+    )
+    broker.start(timeout=120)
+    try:
+        samples = scrape(metrics_url(broker))
+    finally:
+        broker.stop()
+    sick = {dict(labels)["reason"] for (name, labels), _ in samples.items() if name == "szb_site_unhealthy"}
+    assert sick == {"adapter not built"}
+    assert "no-such-profile-r7" in "".join(broker.output)  # the log keeps the whole reason
