@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from broker.model import JobSpec, Offer
 from broker.placement.cost import best_voucher
 from broker.policy import Policy
+from broker.policy.schema import Voucher
 
 BEIJING = timezone(timedelta(hours=8))
 
@@ -79,12 +80,14 @@ def tenant_money(
     tenant_id: str,
     charges: Iterable[Charge],
     voucher_used: Mapping[str, float] | None = None,
+    now: datetime | None = None,
 ) -> TenantMoney:
     """What a tenant has left this month, from every charge of the month (all tenants').
 
     The one money ledger: the live broker feeds it the store's spend entries, the simulator
     its own book, so both decide on the same arithmetic. A voucher's balance is spent once,
     not once a month: `voucher_used` (per voucher, every month) replaces the month's draws.
+    A voucher past its `expires` day at `now` (Beijing time) has nothing left.
     """
     used = everyone = 0.0
     spent_from: dict[str, float] = {}
@@ -104,10 +107,17 @@ def tenant_money(
         budget_left=None if budget is None else budget - used,
         global_left=None if cap is None else cap - everyone,
         voucher_balances={
-            v.id: max(0.0, v.balance - spent_from.get(v.id, 0.0))
+            v.id: 0.0 if expired(v, now) else max(0.0, v.balance - spent_from.get(v.id, 0.0))
             for v in (tenant.vouchers if tenant is not None else ())
         },
     )
+
+
+def expired(voucher: Voucher, now: datetime | None) -> bool:
+    """Past the voucher's last day in Beijing time (never, without an `expires` or a `now`)."""
+    if voucher.expires is None or now is None:
+        return False
+    return now.astimezone(BEIJING).date() > voucher.expires
 
 
 def settled_split(

@@ -45,6 +45,7 @@ class SpendLedger:
             tenant,
             charges(store.spend_entries(month_of(now))),
             store.voucher_used(TenantId(tenant)),
+            now,
         )
 
     def budget(self, tenant: str) -> float | None:

@@ -6,6 +6,7 @@ checked after this schema validates, in `broker.policy._check`.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
@@ -96,7 +97,10 @@ class Voucher(_Doc):
     balance: float = Field(ge=0)
     discount: float = Field(gt=0, le=1, description="Fraction of the price the voucher pays.")
     sites: tuple[str, ...] = Field(default=(), description="Sites covered; empty = all.")
-    expires: str | None = None
+    expires: date | None = Field(
+        default=None,
+        description="Its last day (Beijing time, YYYY-MM-DD); from the next, its balance pays nothing.",
+    )
 
 
 TenantKind = Literal["university", "institute", "sme", "partner", "internal"]

@@ -245,8 +245,10 @@ class Ledger:
         self.policy = policy
         self.cash: dict[tuple[str, str], float] = {}
         self.voucher: dict[tuple[str, str, str], float] = {}
-        self._money: dict[tuple[str, str], TenantMoney] = {}
-        """(tenant, month) -> what it has left, until the next `add` (most passes add nothing)."""
+        self._money: dict[tuple[str, str, object], TenantMoney] = {}
+        """(tenant, month, day) -> what it has left, until the next `add` (most passes add nothing);
+        the day only where a voucher expires (its balance is gone from the day after)."""
+        self._expiring = any(v.expires for t in policy.document.tenants for v in t.vouchers)
         self._month: tuple[datetime, datetime, str] | None = None
         """The budget month last asked about and its span [start, end) (a pass asks once per job it
         decides; a month's instants need no time-zone conversion and `strftime` each)."""
@@ -260,11 +262,12 @@ class Ledger:
         if span is None or not span[0] <= now < span[1]:
             span = self._month = month_span(now)
         month = span[2]
-        got = self._money.get((tenant, month))
+        key = (tenant, month, now.astimezone(BEIJING).date() if self._expiring else None)
+        got = self._money.get(key)
         if got is None:
             charges = [Charge(t, v) for (t, m), v in self.cash.items() if m == month]
             charges += [Charge(t, 0.0, v, vid) for (t, m, vid), v in self.voucher.items() if m == month]
-            got = self._money[(tenant, month)] = tenant_money(self.policy, tenant, charges)
+            got = self._money[key] = tenant_money(self.policy, tenant, charges, now=now)
         return got
 
     def add(self, tenant: str, month: str, cash: float, voucher: float, voucher_id: str | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import grpc
 import pytest
@@ -26,7 +26,8 @@ UP: set[int] = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
 PRICE = 3600.0  # CNY per hour of the one A10 offer: 1 CNY a second
 
 
-def policy(balance: float, discount: float) -> str:
+def policy(balance: float, discount: float, expires: str = "") -> str:
+    until = f", expires: {expires}" if expires else ""
     return (
         on_moto.POLICY_HEAD
         + on_moto.ONPREM_A800
@@ -36,7 +37,7 @@ tenants:
   - id: vt
     kind: sme
     entity_country: CN
-    vouchers: [{{id: v1, balance: {balance}, discount: {discount}, sites: [ali-bj]}}]
+    vouchers: [{{id: v1, balance: {balance}, discount: {discount}, sites: [ali-bj]{until}}}]
 burst:
   heartbeat_timeout: 1h
 """
@@ -53,11 +54,11 @@ def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:
 
 
 def start(
-    start_broker: StartBroker, ecs_server: EcsEndpoint, balance: float, discount: float
+    start_broker: StartBroker, ecs_server: EcsEndpoint, balance: float, discount: float, expires: str = ""
 ) -> BrokerProcess:
     return start_broker(
         on_moto.BrokerSetup(
-            policy(balance, discount),
+            policy(balance, discount, expires),
             tokens={"vt": TOKEN},
             sites={"ali-bj": on_moto.ecs_double(ecs_server.address)},
             catalogs={
@@ -152,3 +153,26 @@ def test_a_voucher_spent_last_month_is_still_spent_this_month(
         wait_state(stub, job.id, UP)
         [entry] = entries(broker, job.id)
         assert entry.voucher == 0 and entry.reserved == pytest.approx(PRICE), entry
+
+
+@pytest.mark.parametrize("days", [-1, 1], ids=["expired-yesterday", "expires-tomorrow"])
+def test_a_voucher_pays_until_its_expiry_day_and_not_after(
+    ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker, days: int
+) -> None:
+    """`expires` is the voucher's last day (Beijing time): the day after, what is left of its
+    balance pays nothing (it was read by nothing, and an expired voucher paid on for ever)."""
+    beijing = timezone(timedelta(hours=8))
+    day = (datetime.now(beijing) + timedelta(days=days)).date().isoformat()
+    broker = start(start_broker, ecs_server, 100000.0, 0.5, expires=day)
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        left = stub.GetSpend(pb.GetSpendRequest(), metadata=md()).vouchers_left
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("burst", 3600)), metadata=md()).job
+        wait_state(stub, job.id, UP)
+        [entry] = entries(broker, job.id)
+    if days < 0:
+        assert left == 0
+        assert entry.voucher == 0 and entry.reserved == pytest.approx(PRICE), entry
+    else:
+        assert left == 100000
+        assert entry.voucher == pytest.approx(PRICE / 2) and entry.reserved == pytest.approx(PRICE / 2), entry
