@@ -45,7 +45,12 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         rf"\1{REDACTED}",
     ),
-    (re.compile(r"(://[^:/@\s]+:)[^@/\s]+@"), rf"\1{REDACTED}@"),
+    # user:password@host: the password runs to the last '@' before the host (people write '/' and
+    # '@' in passwords without percent-encoding them); digits then '/' or the end are a port.
+    (
+        re.compile(r"(://[^:/@\s]+:)(?!\d+(?:[/?#\s]|$))\S*?@(?=[^@\s/?#]*(?:[/?#\s]|$))"),
+        rf"\1{REDACTED}@",
+    ),
     (re.compile(r"\b(AKIA|ASIA|LTAI)[0-9A-Za-z]{12,}\b"), REDACTED),
     (re.compile(r"\beyJ[0-9A-Za-z_-]{8,}\.[0-9A-Za-z_-]+\.[0-9A-Za-z_-]+"), REDACTED),  # JWTs
 )

@@ -166,6 +166,10 @@ def test_bad_log_level_is_a_usage_error(config: Path) -> None:
         ("secret_access_key: wJalrXUtnFEMI/K7MDENG", "wJalrXUtnFEMI/K7MDENG"),
         ("X-SLURM-USER-TOKEN: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJyb290In0.c2lnbmF0dXJl", "eyJhbGciOiJIUzI1NiJ9"),
         ("password=s3cret&user=x", "s3cret"),
+        # A password with '/' or '@' in it (not percent-encoded, as people write them) is masked whole.
+        ("dsn postgresql://szb:p/ss@db/szb", "p/ss"),
+        ("dsn postgresql://szb:p@ss@db:5432/szb", "ss@db"),
+        ("store postgresql://szb:hunter@2024@db", "2024"),
     ],
 )
 def test_redact_masks_secrets(text: str, secret: str) -> None:
@@ -176,6 +180,8 @@ def test_redact_masks_secrets(text: str, secret: str) -> None:
 def test_redact_keeps_ordinary_text() -> None:
     text = "job j-1a2 placed on aws-east (g5.xlarge) attempt j-1a2-a1 at 1.006 USD/h"
     assert redact(text) == text
+    url = "reached http://slurm:6820/slurm/v0.0.40/job/4@retry and https://host:443/a@b"
+    assert redact(url) == url  # a port, not a password
 
 
 def test_formatters_redact_fields_and_messages() -> None:
