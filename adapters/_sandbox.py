@@ -34,7 +34,7 @@ from typing import Any
 
 from adapters.base import ConfigError
 from broker.model import SiteId
-from broker.secret_files import untraversable
+from broker.secret_files import JobAccount, untraversable
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +53,12 @@ GIB = 1024**3
 
 
 @dataclass(frozen=True)
-class JobUser:
-    name: str
-    uid: int
-
-
-@dataclass(frozen=True)
 class Sandbox:
     """The confinement settings of one local site, checked once at start."""
 
     site: SiteId
     job_root: Path
-    user: JobUser | None
+    user: JobAccount | None
     """None when the broker is not root: jobs run as the broker's own user."""
     gids: tuple[int, int]
     limits: str
@@ -252,7 +246,7 @@ def _limits(site: SiteId, wanted: str, privileged: bool) -> str:
     return wanted
 
 
-def _job_user(site: SiteId, name: str, *, create: bool = False) -> JobUser:
+def _job_user(site: SiteId, name: str, *, create: bool = False) -> JobAccount:
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
@@ -266,7 +260,7 @@ def _job_user(site: SiteId, name: str, *, create: bool = False) -> JobUser:
     if entry.pw_uid == 0:
         raise ConfigError(site, "PrivilegedRunAs",
                           f"run_as: {name!r} is root; jobs need an unprivileged user")
-    return JobUser(name, entry.pw_uid)
+    return JobAccount(name, entry.pw_uid)
 
 
 def _create_user(name: str) -> bool:

@@ -295,9 +295,7 @@ class BrokerApp:
                 self.planner.mark_unhealthy(site_id, f"adapter not built: {exc}"[:300])
         quiet_third_party()  # SDKs imported just now may have attached handlers of their own
         sandboxes = [getattr(a, "sandbox", None) for a in adapters.values()]
-        self.job_accounts = tuple(
-            JobAccount(s.user.name, s.user.uid) for s in sandboxes if isinstance(s, Sandbox) and s.user
-        )
+        self.job_accounts = tuple(s.user for s in sandboxes if isinstance(s, Sandbox) and s.user)
         # Before any port is bound: a tenant's job must never run while it could read these.
         check_at_start(self.config, self.config_file, self.job_accounts)
         return {site: measured(a, self.metrics) for site, a in adapters.items()}

@@ -25,10 +25,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from adapters._sandbox import JobUser, Sandbox
+from adapters._sandbox import Sandbox
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
 from broker.api import broker_service_pb2 as pb
 from broker.model import SiteId
+from broker.secret_files import JobAccount
 from broker.store import SqliteStore
 from tests.brokerproc import JOB_USER, BrokerProcess
 from tests.e2e.conftest import PY, auth, write_broker_config
@@ -143,7 +144,7 @@ def test_the_jobs_env_never_steers_a_process_running_as_root(
 def test_under_systemd_limits_the_root_wrappers_take_nothing_from_the_jobs_env(tmp_path: Path) -> None:
     # systemd-run and setpriv run as root before the job drops to its user (no systemd here,
     # so the plan is checked as built): no loader variables, no tools found on the job's PATH.
-    sandbox = Sandbox(SiteId("local"), tmp_path, JobUser(JOB_USER, 999), (2_000_000_000, 2_000_000_009),
+    sandbox = Sandbox(SiteId("local"), tmp_path, JobAccount(JOB_USER, 999), (2_000_000_000, 2_000_000_009),
                       "systemd")
     job_env = {"LD_PRELOAD": "/tmp/x.so", "LD_LIBRARY_PATH": "/tmp", "GCONV_PATH": "/tmp",
                "PATH": "/tmp", "MY_SETTING": "on"}
