@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,10 +52,27 @@ def foreign(slurm_cluster: SlurmCluster) -> Iterator[None]:
                 check=True,
             )
             ids.append(out.stdout.strip().split(";")[0])
+        _until_running(ids, {**slurm_cluster.env, "PATH": "/usr/bin:/bin"})
         yield
     finally:
         if ids:
             subprocess.run(["scancel", *ids], env={**slurm_cluster.env, "PATH": "/usr/bin:/bin"}, check=False)
+
+
+def _until_running(ids: list[str], env: dict[str, str]) -> None:
+    """Both jobs hold their units before the broker looks: a job still pending (an earlier
+    test's work draining from the node) reports no end, and its units were counted at the
+    backend's average wait instead of at each job's own end (seen in a full run)."""
+    deadline = time.monotonic() + 60
+    while True:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", ",".join(ids), "-o", "%T"], env=env, capture_output=True, text=True
+        )
+        states = out.stdout.split()
+        if len(states) == len(ids) and all(s == "RUNNING" for s in states):
+            return
+        assert time.monotonic() < deadline, f"foreign jobs never all ran: {states}"
+        time.sleep(0.2)
 
 
 @pytest.fixture
