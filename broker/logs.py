@@ -36,6 +36,10 @@ REDACTED = "[REDACTED]"
 _SECRET_KEY = re.compile(
     r"(?i)(token|secret|password|passwd|credential|access_key|api_key|private_key|authorization)"
 )
+URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)(?!\d+(?:[/?#\s]|$))\S*?@(?=[^@\s/?#]*(?:[/?#\s]|$))")
+"""`scheme://user:password@host`, group 1 up to the password: it runs to the last '@' before the
+host (people write '/' and '@' in passwords without percent-encoding them); digits then '/' or
+the end are a port. The logs and the store's DSN redaction (`broker.store.snapshot`) share it."""
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+"), rf"\1{REDACTED}"),
     (
@@ -45,12 +49,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         rf"\1{REDACTED}",
     ),
-    # user:password@host: the password runs to the last '@' before the host (people write '/' and
-    # '@' in passwords without percent-encoding them); digits then '/' or the end are a port.
-    (
-        re.compile(r"(://[^:/@\s]+:)(?!\d+(?:[/?#\s]|$))\S*?@(?=[^@\s/?#]*(?:[/?#\s]|$))"),
-        rf"\1{REDACTED}@",
-    ),
+    (URL_PASSWORD, rf"\1{REDACTED}@"),
     (re.compile(r"\b(AKIA|ASIA|LTAI)[0-9A-Za-z]{12,}\b"), REDACTED),
     (re.compile(r"\beyJ[0-9A-Za-z_-]{8,}\.[0-9A-Za-z_-]+\.[0-9A-Za-z_-]+"), REDACTED),  # JWTs
 )

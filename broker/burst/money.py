@@ -90,16 +90,15 @@ def tenant_money(
     A voucher past its `expires` day at `now` (Beijing time) has nothing left.
     """
     used = everyone = 0.0
-    spent_from: dict[str, float] = {}
+    month_draws: dict[str, float] = {}
     for c in charges:
         everyone += c.cash
         if c.tenant != tenant_id:
             continue
         used += c.cash
         if c.voucher_id is not None:
-            spent_from[c.voucher_id] = spent_from.get(c.voucher_id, 0.0) + c.voucher
-    if voucher_used is not None:
-        spent_from = dict(voucher_used)
+            month_draws[c.voucher_id] = month_draws.get(c.voucher_id, 0.0) + c.voucher
+    spent_from = month_draws if voucher_used is None else voucher_used
     budget = monthly_budget(policy, tenant_id)
     cap = policy.burst.budget.global_monthly_cap
     tenant = policy.tenant(tenant_id)

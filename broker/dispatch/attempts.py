@@ -201,22 +201,23 @@ class AttemptTracking:
             data={"attempt": attempt.id, "backend_id": attempt.backend_id},
         )
 
-    async def _terminate(self, attempt: Attempt) -> None:
-        """An agent-run attempt is over: make sure its instance is gone."""
-        adapter = self.adapters.get(attempt.site)
-        if adapter is None or attempt.backend_id is None:
+    async def _terminate(self, attempt: Attempt, backend_id: str | None = None, why: str = "") -> None:
+        """An agent-run attempt is over: make sure its instance (`backend_id`, else the
+        attempt's own) is gone; `why` goes into the event."""
+        adapter, backend_id = self.adapters.get(attempt.site), backend_id or attempt.backend_id
+        if adapter is None or backend_id is None:
             return
         try:
-            await asyncio.to_thread(adapter.cancel, attempt.backend_id, attempt.token)
+            await asyncio.to_thread(adapter.cancel, backend_id, attempt.token)
             self.store.record(
                 attempt.job_id,
                 self.clock.now(),
                 kind="terminated",
-                message=f"instance {attempt.backend_id} at {attempt.site} terminated",
-                data={"attempt": attempt.id, "backend_id": attempt.backend_id},
+                message=f"instance {backend_id} at {attempt.site} terminated{f' ({why})' if why else ''}",
+                data={"attempt": attempt.id, "backend_id": backend_id},
             )
-        except AdapterError as exc:  # the reconciler will find it again
-            log.warning("terminating %s at %s failed: %s", attempt.backend_id, attempt.site, exc)
+        except AdapterError as exc:  # the reconciler will find it again: its attempt is not live
+            log.warning("terminating %s at %s failed: %s", backend_id, attempt.site, exc)
 
     # Cancellation ------------------------------------------------------------------------
 
@@ -260,8 +261,12 @@ class AttemptTracking:
         self.capacity_changed()
         return self.store.get(job.id)
 
-    def cancelled(self, job: Job, attempt: Attempt) -> None:
-        """Close an attempt whose backend was told to stop, settling what it ran for."""
-        ended = self.store.update_attempt(attempt.id, self.clock.now(), state=AttemptState.CANCELLED)
-        status = AttemptStatus(state=AttemptState.CANCELLED, message="cancelled")
+    def cancelled(self, job: Job, attempt: Attempt, why: str | None = None) -> bool:
+        """Close an attempt whose backend was told to stop, settling what it ran for (False: it
+        was closed already, by its timeout say). `why` is kept as the attempt's error."""
+        if self.store.get_attempt(attempt.id).state.terminal:
+            return False
+        status = AttemptStatus(state=AttemptState.CANCELLED, message=why or "cancelled")
+        ended = self.store.update_attempt(attempt.id, self.clock.now(), state=status.state, error=why)
         self.planner.settle(job, ended, status, self.store)
+        return True

@@ -190,13 +190,9 @@ class Launching(AttemptTracking):
     def _launch_stopped(self, job: Job, attempt: Attempt, why: str) -> None:
         """A launch stopped because its attempt is no longer wanted, and what it started is
         cancelled: close the attempt (unless its timeout closed it already), settling its spend."""
-        if self.store.get_attempt(attempt.id).state.terminal:
-            return
-        status = AttemptStatus(state=AttemptState.CANCELLED, message=why)
-        ended = self.store.update_attempt(attempt.id, self.clock.now(), state=status.state, error=why)
-        self.planner.settle(job, ended, status, self.store)
-        log.info("%s", why, extra={"event": "launch_stopped", "job_id": job.id, "attempt_id": attempt.id})
-        self.capacity_changed()
+        if self.cancelled(job, attempt, why):
+            log.info("%s", why, extra={"event": "launch_stopped", "job_id": job.id, "attempt_id": attempt.id})
+            self.capacity_changed()
 
     def _late_launch(self, request: LaunchRequest, number: int, work: asyncio.Future[str]) -> None:
         """The worker thread of a launch past its attempt timeout ended (the attempt is closed)."""
@@ -212,24 +208,11 @@ class Launching(AttemptTracking):
                 data={"attempt": request.attempt_id},
             )
         elif exc is None:  # its last look came before the timeout closed it: remove what it started
-            self._in_background(self._remove_late(request, number, work.result()))
+            attempt = self.store.get_attempt(request.attempt_id)
+            why = f"started after attempt {number} timed out"
+            self._in_background(self._terminate(attempt, work.result(), why))
         else:
             log.info("late launch of %s ended: %s", request.attempt_id, exc)
-
-    async def _remove_late(self, request: LaunchRequest, number: int, backend_id: str) -> None:
-        adapter = self.adapters[request.offer.site]
-        try:
-            await asyncio.to_thread(adapter.cancel, backend_id, request.token)
-        except AdapterError as exc:  # the reconciler removes it: its attempt is not live
-            log.warning("cancelling %s of timed-out %s failed: %s", backend_id, request.attempt_id, exc)
-            return
-        self.store.record(
-            request.job_id,
-            self.clock.now(),
-            kind="terminated",
-            message=f"{backend_id}, started after attempt {number} timed out, terminated",
-            data={"attempt": request.attempt_id, "backend_id": backend_id},
-        )
 
     def _launch_request(self, job: Job, attempt: Attempt, secret: str) -> LaunchRequest:
         account, qos = self.planner.batch_account(job)

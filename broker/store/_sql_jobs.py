@@ -146,17 +146,10 @@ class SqlJobs(SqlCore):
             )
         labels = [(j.id, k, v) for j in jobs for k, v in j.spec.labels.items()]
         db.insert_rows("job_labels", "job_id, key, value", labels)
+        # Most submitters have no token name: the event's data is then "{}" (no dumps per job).
+        data = {job_id: json.dumps(d) for job_id, d in who.items() if d}
         first = [
-            (
-                j.id,
-                1,
-                ts,
-                "submitted",
-                JobState.QUEUED.value,
-                "job accepted",
-                json.dumps(who.get(j.id, {})),
-                None,
-            )
+            (j.id, 1, ts, "submitted", JobState.QUEUED.value, "job accepted", data.get(j.id, "{}"), None)
             for j in jobs
         ]
         db.insert_rows("events", f"{EVENT_COLS}, epoch", first)

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from broker.logs import URL_PASSWORD
 from broker.store.base import StoreError
 from broker.store.sqlite import SqliteStore
 
@@ -25,7 +26,6 @@ TABLES = ("jobs", "job_labels", "events", "attempts", "policy_versions")
 """What history is read from (jobs, their runs and launches, the policy versions loaded)."""
 BATCH = 2000
 
-_URL_PASSWORD = re.compile(r"(://[^/@:?#]*):[^@/?#]*@")
 _KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
@@ -36,7 +36,7 @@ class SnapshotError(StoreError):
 
 def redact(dsn: str) -> str:
     """The DSN as it may be printed: any password replaced by `***` (URL or key=value form)."""
-    dsn = _URL_PASSWORD.sub(r"\1:***@", dsn)
+    dsn = URL_PASSWORD.sub(r"\1***@", dsn)
     dsn = _QUERY_PASSWORD.sub(r"\1***", dsn)
     return _KV_PASSWORD.sub(r"\1***", dsn)
 
