@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from broker.burst import RouteState, TenantMoney, is_onprem
-from broker.burst.money import BEIJING, Charge, month_of, monthly_budget, tenant_money
+from broker.burst.money import BEIJING, Charge, month_of, monthly_budget, settled_split, tenant_money
 from broker.burst.snapshot import partition_key
 from broker.model import Offer, SiteId
 from broker.placement import prepare_offers
@@ -239,7 +239,9 @@ def month_span(now: datetime) -> tuple[datetime, datetime, str]:
 
 
 class Ledger:
-    """Cloud spend per tenant and month (reserved at launch, settled at the end), like the store."""
+    """Cloud spend per tenant and month (reserved at launch, settled at the end), like the store.
+
+    Cash counts per month; a voucher's draws count over every month (its balance is spent once)."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -266,9 +268,17 @@ class Ledger:
         got = self._money.get(key)
         if got is None:
             charges = [Charge(t, v) for (t, m), v in self.cash.items() if m == month]
-            charges += [Charge(t, 0.0, v, vid) for (t, m, vid), v in self.voucher.items() if m == month]
-            got = self._money[key] = tenant_money(self.policy, tenant, charges, now=now)
+            used = self.voucher_used(tenant)
+            got = self._money[key] = tenant_money(self.policy, tenant, charges, used, now)
         return got
+
+    def voucher_used(self, tenant: str) -> dict[str, float]:
+        """What the tenant drew from each voucher in every month (the store's `voucher_used`)."""
+        used: dict[str, float] = {}
+        for (t, _, vid), v in self.voucher.items():
+            if t == tenant:
+                used[vid] = used.get(vid, 0.0) + v
+        return used
 
     def add(self, tenant: str, month: str, cash: float, voucher: float, voucher_id: str | None) -> None:
         self._money.clear()
@@ -276,6 +286,19 @@ class Ledger:
         if voucher_id is not None and voucher:
             k = (tenant, month, voucher_id)
             self.voucher[k] = self.voucher.get(k, 0.0) + voucher
+
+    def settle(
+        self, tenant: str, reserved: tuple[float, float, str | None, str], total: float
+    ) -> tuple[float, float]:
+        """Replace a reservation (cash, voucher, voucher id, month) by the attempt's `total` cost,
+        split as the live settle splits it (`settled_split`); returns the (cash, voucher) paid."""
+        cash, voucher, vid, month = reserved
+        # The voucher pays its discount of the actual cost, up to what the tenant's other attempts
+        # left of it: a run past its estimate may exhaust it, never overdraw it.
+        others = self.voucher_used(tenant).get(vid or "", 0.0) - voucher
+        paid = settled_split(self.policy, tenant, total, vid, others)
+        self.add(tenant, month, paid[0] - cash, paid[1] - voucher, vid)
+        return paid
 
     def violations(self) -> int:
         """Tenant-months whose cash exceeds the budget, plus months over the global cap."""

@@ -389,12 +389,10 @@ class Engine:
     def _settle(self, job: SimJob, st: SimState, *, hours: float) -> None:
         """Replace the reservation by the spend: price at decision time x hours running."""
         assert st.offer is not None
-        cash, voucher, vid, month = st.reserved
         total = self._price(st.offer) * hours
-        ratio = voucher / (cash + voucher) if voucher else 0.0
-        self.ledger.add(job.tenant, month, total * (1 - ratio) - cash, total * ratio - voucher, vid)
+        paid_cash, paid_voucher = self.ledger.settle(job.tenant, st.reserved, total)
         st.rec.cost_cloud += total
-        st.rec.cash += total * (1 - ratio)
-        st.rec.voucher += total * ratio
+        st.rec.cash += paid_cash
+        st.rec.voucher += paid_voucher
         st.rec.carbon_g += carbon_g(self.policy, st.offer, hours)
-        st.reserved = (0.0, 0.0, None, month)
+        st.reserved = (0.0, 0.0, None, st.reserved[3])
