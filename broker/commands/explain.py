@@ -20,6 +20,7 @@ from rich.table import Table
 
 from broker.api import broker_service_pb2 as pb
 from broker.burst import BurstInputs, decide
+from broker.burst.money import TenantMoney, tenant_money
 from broker.client import ClientError
 from broker.commands._connect import add_connection_args, client_for
 from broker.jobfile import JobFileError, load_job_file
@@ -76,8 +77,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 1
     tenant = args.tenant or (policy.tenants[0].id if policy.tenants else "")
     now = datetime.now(UTC)  # the shell reads the clock; the core only receives it
-    decision = decide(job, TenantId(tenant), static_offers(policy, read_at=now), policy,
-                      BurstInputs(now=now, queued_since=now))
+    # Nothing spent is known offline, but a voucher past its expiry day pays nothing, as live.
+    balances = tenant_money(policy, tenant, (), now=now).voucher_balances
+    inputs = BurstInputs(now=now, queued_since=now, money=TenantMoney(voucher_balances=balances))
+    decision = decide(job, TenantId(tenant), static_offers(policy, read_at=now), policy, inputs)
     body = explain_json(decision, job, policy)
     body["tenant"] = tenant
     return _show(body, args, job=job.name)
