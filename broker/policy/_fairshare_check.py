@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Protocol
 
 from broker.policy.schema import PolicyDocument, TenantShare
@@ -30,6 +31,7 @@ def check_fair_share(document: PolicyDocument, at: Report) -> None:
             elif n > units[key]:
                 at(where, f"{dotted}: {n} exceeds the partition's capacity of {units[key]}")
 
+    _check_settings(document, at)
     if fs.defaults.quota:
         at(
             ["fair_share", "defaults", "quota"],
@@ -60,3 +62,21 @@ def check_fair_share(document: PolicyDocument, at: Report) -> None:
                     f"{'.'.join(str(p) for p in [*loc, key])}: guaranteed quotas on {key} add up to "
                     f"{promised[key]} (tenants up to {tenant.id!r}), more than its capacity of {units[key]}",
                 )
+
+
+def _check_settings(document: PolicyDocument, at: Report) -> None:
+    """No setting that silently turns a feature off: a zero reclaim window, an empty priority grant."""
+    fs = document.fair_share
+    if fs.reclaim.window <= timedelta(0):  # a zero waste budget: reclaim would never preempt
+        at(
+            ["fair_share", "reclaim", "window"],
+            "fair_share.reclaim.window: must be > 0 "
+            "(to turn reclaim off, set fair_share.reclaim.enabled: false)",
+        )
+    shares: list[tuple[list[str | int], TenantShare]] = [(["fair_share", "defaults"], fs.defaults)]
+    shares += [(["fair_share", "by_tenant_kind", k], s) for k, s in fs.by_tenant_kind.items()]
+    shares += [(["tenants", i, "share"], t.share) for i, t in enumerate(document.tenants)]
+    for where, share in shares:
+        if share.priorities is not None and not share.priorities:  # every job would be refused
+            dotted = ".".join(map(str, [*where, "priorities"]))
+            at([*where, "priorities"], f"{dotted}: must grant one priority class or more (low, normal, high)")

@@ -183,6 +183,32 @@ BROKEN = [
         "'site' is unreachable",
     ),
     ("no-fx-rate", "fx: {USD: 7.2}", "fx: {EUR: 7.9}", 15, 75, "no fx rate for USD"),
+    # A zero window gave reclaim a zero waste budget: it silently never preempted.
+    (
+        "zero-reclaim-window",
+        "tenants:",
+        "fair_share: {reclaim: {window: 0s}}\ntenants:",
+        16,
+        32,
+        "fair_share.reclaim.window: must be > 0 (to turn reclaim off, set fair_share.reclaim.enabled: false)",
+    ),
+    # No priority class granted: every job the tenant submits would be refused.
+    (
+        "empty-priorities",
+        "    entity_country: CN\n",
+        "    entity_country: CN\n    share: {priorities: []}\n",
+        20,
+        13,
+        "tenants.0.share.priorities: must grant one priority class or more",
+    ),
+    (
+        "empty-default-priorities",
+        "tenants:",
+        "fair_share: {defaults: {priorities: []}}\ntenants:",
+        16,
+        25,
+        "fair_share.defaults.priorities: must grant one priority class or more",
+    ),
     # YAML's .nan and .inf are floats: a NaN preference made every score NaN (the dispatcher's
     # pick then raised), an infinite fx rate priced every foreign offer at inf.
     (
