@@ -276,8 +276,11 @@ class Planner:
             return True
         return self.ledger.reserve(job, attempt, decision, store)
 
-    def settle(self, job: Job, attempt: Attempt, status: AttemptStatus, store: JobStore) -> None:
-        """An attempt ended: forget its job's burst memory when the job is over, settle its spend."""
+    def settle(
+        self, job: Job, attempt: Attempt, status: AttemptStatus, store: JobStore, *, ran: bool = True
+    ) -> None:
+        """An attempt ended: forget its job's burst memory when the job is over, settle its spend
+        (none when `ran` is False: no instance of it ever existed)."""
         self.on_settled(attempt, status.state)
         if status.state.terminal:
             self.fair.ended(attempt, self.clock.now())
@@ -291,7 +294,7 @@ class Planner:
                 update={"state": status.state, "error": status.message, "updated_at": self.clock.now()}
             )
         )
-        self.ledger.settle(job, attempt, store)
+        self.ledger.settle(job, attempt, store, ran=ran)
 
     # Admission and explain -------------------------------------------------------------
 

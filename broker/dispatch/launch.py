@@ -259,9 +259,8 @@ class Launching(AttemptTracking):
         attempt = self.store.update_attempt(
             attempt.id, now, state=AttemptState.FAILED, error=f"{type(exc).__name__}: {exc}"
         )
-        self.planner.settle(
-            job, attempt, AttemptStatus(state=AttemptState.FAILED, message=str(exc)), self.store
-        )
+        status = AttemptStatus(state=AttemptState.FAILED, message=str(exc))
+        self.planner.settle(job, attempt, status, self.store, ran=not refused_outright(job, attempt, exc))
         step = self.planner.record_failure(attempt, exc)
         current = self.store.get(job.id)
         if current.state.terminal:
@@ -326,6 +325,15 @@ class Launching(AttemptTracking):
             "attempt %d on %s failed, no attempts left: %s",
             f"gave up after {job.attempts} attempts: {exc}",
         )
+
+
+def refused_outright(job: Job, attempt: Attempt, exc: AdapterError) -> bool:
+    """The cloud refused a single-node launch outright, so no instance of it ever existed
+    (after a timeout or a transient error one may have)."""
+    # A gang's rolled-back nodes may have run: it is still billed for its launch.
+    return (
+        attempt.backend_id is None and not isinstance(exc, TransientError) and job.spec.resources.nodes == 1
+    )
 
 
 def launch_one(

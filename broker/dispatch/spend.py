@@ -71,12 +71,13 @@ class SpendLedger:
             entry, tenant_limit=self.budget(job.tenant), global_limit=policy.burst.budget.global_monthly_cap
         )
 
-    def settle(self, job: Job, attempt: Attempt, store: JobStore) -> None:
-        """Actual spend = the price recorded at decision time × the attempt's actual runtime."""
+    def settle(self, job: Job, attempt: Attempt, store: JobStore, *, ran: bool = True) -> None:
+        """Actual spend = the price recorded at decision time × the attempt's actual runtime;
+        nothing when no instance ever ran (`ran` False: the cloud refused the launch)."""
         policy = self._policy()
         if is_onprem(policy, attempt.site):
             return
-        hours = max(0.0, (self.clock.now() - attempt.created_at).total_seconds()) / 3600
+        hours = max(0.0, (self.clock.now() - attempt.created_at).total_seconds()) / 3600 if ran else 0.0
         total = estimate_cost(job.spec, attempt.offer, policy, hours=hours)
         entries = [
             e

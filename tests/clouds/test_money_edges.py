@@ -1,0 +1,132 @@
+"""Money at the edges through the real broker: a launch the cloud refused (szb serve, Alibaba on
+the ECS double)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.burst.money import month_of
+from broker.model import Attempt, JobId
+from broker.store import SpendEntry, SqliteStore
+from tests.brokerproc import BrokerProcess
+from tests.clouds import on_moto
+from tests.clouds.conftest import StartBroker
+from tests.clouds.e2e_helpers import TOKEN, md
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint, EcsFault, EcsRequest, Reply
+
+A10 = "ecs.gn7i-c8g1.2xlarge"
+
+
+def policy(fx: float = 7.2) -> str:
+    return (
+        on_moto.POLICY_HEAD.replace("fx: {USD: 7.2}", f"fx: {{USD: {fx}}}")
+        + on_moto.ONPREM_A800
+        + on_moto.cloud_site("ali-bj", "alibaba", "cn-beijing", "ali.csv", currency="CNY")
+        + """\
+tenants:
+  - {id: mt, kind: sme, entity_country: CN}
+burst:
+  heartbeat_timeout: 1h
+"""
+        + on_moto.CN_RESIDENCY
+    )
+
+
+@dataclass
+class SlowLaunches:
+    """The ECS double, answering RunInstances only after `delay_s` (a slow cloud API)."""
+
+    cloud: EcsCloud
+    delay_s: float
+
+    def __call__(self, req: EcsRequest) -> Reply:
+        if req.action == "RunInstances":
+            time.sleep(self.delay_s)
+        return self.cloud(req)
+
+
+@pytest.fixture
+def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:
+    cloud = EcsCloud(instance_types=(A10,), zones=("cn-beijing-i",))
+    ecs_server.handler = cloud
+    yield cloud
+    ecs_server.handler = EcsCloud()
+
+
+def start(start_broker: StartBroker, ecs_server: EcsEndpoint, price: float) -> BrokerProcess:
+    """A broker whose one cloud offer is an A10 at `price` CNY an hour."""
+    return start_broker(
+        on_moto.BrokerSetup(
+            policy(),
+            tokens={"mt": TOKEN},
+            sites={"ali-bj": on_moto.ecs_double(ecs_server.address)},
+            catalogs={
+                "ali.csv": on_moto.catalog(
+                    f"{A10},A10,1,8,30,{price},,cn-beijing,cn-beijing-i,CNY", currency=True
+                )
+            },
+        )
+    )
+
+
+def a10_job(name: str, runtime_s: int) -> job_pb2.JobSpec:
+    return job_pb2.JobSpec(
+        name=name,
+        command=["python3", "train.py"],
+        runtime_estimate=duration_pb2.Duration(seconds=runtime_s),
+        max_wait=duration_pb2.Duration(seconds=0),
+        resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=1, any_of=["A10"])),
+    )
+
+
+def attempts_and_spend(proc: BrokerProcess, job_id: str) -> list[tuple[Attempt, SpendEntry]]:
+    store = SqliteStore(proc.config.parent / "data" / "broker.db")
+    try:
+        return [
+            (a, e)
+            for a in store.attempts_for(JobId(job_id))
+            for e in store.spend_entries(month_of(a.created_at))
+            if e.attempt_id == a.id
+        ]
+    finally:
+        store.close()
+
+
+def eventually_terminal(proc: BrokerProcess, job_id: str) -> list[tuple[Attempt, SpendEntry]]:
+    deadline = time.monotonic() + 30
+    while True:
+        found = attempts_and_spend(proc, job_id)
+        if found and all(a.state.terminal and e.settled for a, e in found):
+            return found
+        assert time.monotonic() < deadline, f"the attempt never ended: {found}"
+        time.sleep(0.1)
+
+
+def test_a_launch_the_cloud_refused_bills_nothing(
+    ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    """No instance was ever created: nothing is owed, however long the refusal took to come."""
+    broker = start(start_broker, ecs_server, 3600.0)  # 1 CNY a second
+    ecs.faults = [EcsFault("RunInstances", "OperationDenied.NoStock", status=403, times=1)]
+    ecs_server.handler = SlowLaunches(ecs, 1.5)
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("sold-out", 3600)), metadata=md()).job
+        [(attempt, entry), *_] = eventually_terminal(broker, job.id)
+        assert attempt.state.value == "FAILED" and attempt.backend_id is None, attempt
+        assert "NoStock" in attempt.error, attempt
+        assert not ecs.instances
+        assert entry.reserved == pytest.approx(3600.0), entry  # its hour was held while it launched
+        assert entry.spent == 0 and entry.voucher == 0, entry
+        answer = stub.GetSpend(pb.GetSpendRequest(), metadata=md())
+        [line] = [ln for ln in answer.lines if ln.site == "ali-bj"]
+        assert line.spent == 0, answer
+        assert answer.total_spent == 0, answer
