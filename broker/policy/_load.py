@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from importlib import resources
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -89,11 +90,16 @@ def load_policy_text(text: str, filename: str) -> Policy:
 def _referenced_files(
     document: PolicyDocument, base: Path, at: Report, problems: list[Problem]
 ) -> tuple[AcceleratorCatalog, RegimeSet]:
-    """Load the accelerator and regime files the policy names; raise if either is unusable."""
+    """Load the accelerator and regime files the policy names; raise if either is unusable.
+
+    A policy that names neither file and has none beside it gets the broker's bundled ones
+    (the embedded default's), so a minimal policy needs no copies of them."""
     accelerators: AcceleratorCatalog | None = None
     regimes: RegimeSet | None = None
     for field in ("accelerators", "regimes"):
         ref = base / getattr(document, field)
+        if field not in document.model_fields_set and not ref.is_file():
+            ref = Path(str(resources.files("broker") / "defaults" / f"{field}.yaml"))
         if not ref.is_file():
             at([field], f"{field}: file not found: {ref}")
             continue
