@@ -3,7 +3,10 @@
 A site whose catalog file has no priced rows for its region passes validation (the file
 and region are fine on their own) but silently never runs anything; it is reported as
 `FILE:LINE:COL: warning: ...`. (A site with neither partitions nor a catalog, and an
-accelerator partition without accelerators, are already errors.)
+accelerator partition without accelerators, are already errors.) So is a policy that can burst
+(on-prem partitions and a cloud site) with `objective.wait_hour_cost` 0: waiting and lateness
+then cost nothing in the score, so a job waits on-prem past its max_wait rather than burst to
+a dearer cloud, which is not what `max_wait` reads as.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class PolicyWarning:
 
 
 def policy_warnings(policy: Policy, doc: Any, filename: str) -> list[PolicyWarning]:
-    """Sites that make no offers, positioned in the parsed YAML `doc`."""
+    """Sites that make no offers and an unpriced wait, positioned in the parsed YAML `doc`."""
     out: list[PolicyWarning] = []
 
     def warn(loc: Loc, message: str) -> None:
@@ -45,4 +48,11 @@ def policy_warnings(policy: Policy, doc: Any, filename: str) -> list[PolicyWarni
                 ["sites", i, "catalog"],
                 f"sites[{i}] ({site.id}): catalog {file} has no priced rows{where}: the site makes no offers",
             )
+    clouds = any(not site.partitions for site in policy.sites)
+    if clouds and any(site.partitions for site in policy.sites) and policy.objective.wait_hour_cost == 0:
+        warn(
+            ["objective", "wait_hour_cost"],
+            "objective.wait_hour_cost is 0: waiting and lateness cost nothing, so a job waits on-prem past "
+            "its max_wait rather than burst to a dearer cloud (price an hour of waiting, e.g. 40)",
+        )
     return out

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from broker.policy._load import load_policy, load_policy_text
 from broker.policy._policy import Policy
-from broker.yamlfile import PolicyError, Problem
+from broker.policy.lint import policy_warnings
+from broker.yamlfile import PolicyError, Problem, parse_yaml
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,10 @@ class PolicyWatcher:
             text = self.path.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError):
             return load_policy(self.path), ""  # load_policy raises the error with its position
-        return load_policy_text(text, str(self.path)), text
+        policy = load_policy_text(text, str(self.path))
+        for warning in policy_warnings(policy, parse_yaml(text, str(self.path)), str(self.path)):
+            log.warning("policy %s: %s", policy.hash[:12], warning)  # valid, but not what it seems to say
+        return policy, text
 
     @property
     def current(self) -> Policy:

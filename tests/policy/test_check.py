@@ -305,7 +305,7 @@ def test_sites_that_can_never_offer_are_warned_about(
 ) -> None:
     """A new site with zero catalog rows no longer passes silently."""
     text = BASE.replace("region: us-east-1, currency: USD}", "region: xx-nowhere-1, currency: USD}")
-    path = write_policy(text)
+    path = write_policy(text + "objective: {wait_hour_cost: 40}\n")
     assert cli(["policy", "check", str(path)]) == 0  # warnings, not errors
     captured = capsys.readouterr()
     assert "1 warning(s)" in captured.out, captured
@@ -318,3 +318,22 @@ def test_sites_that_can_never_offer_are_warned_about(
         for line in lines
     ), lines
     assert cli(["policy", "check", "--strict", str(path)]) == 1
+
+
+def test_a_policy_that_can_burst_with_free_waiting_is_warned_about(
+    cli: Cli, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With waiting unpriced, max_wait never makes a job burst to a dearer cloud: say so."""
+    path = write_policy(BASE)  # on-prem and a cloud site, no objective: wait_hour_cost 0
+    assert cli(["policy", "check", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "1 warning(s)" in captured.out, captured
+    warned = f"{path}:1:1: warning: objective.wait_hour_cost is 0: waiting and lateness cost nothing"
+    assert warned in captured.err
+    end = len(BASE.splitlines()) + 1
+    path = write_policy(BASE + "objective: {price: 1, wait_hour_cost: 0}\n")
+    assert cli(["policy", "check", "--strict", str(path)]) == 1
+    assert f"{path}:{end}:39: warning: objective.wait_hour_cost is 0" in capsys.readouterr().err
+    path = write_policy(BASE + "objective: {wait_hour_cost: 40}\n")
+    assert cli(["policy", "check", "--strict", str(path)]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -53,7 +53,8 @@ def test_a_named_file_that_is_missing_is_still_an_error(
     cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "policy.yaml"
-    path.write_text(MINIMAL.replace("currency: CNY\n", "currency: CNY\naccelerators: accel.yaml\n"), encoding="utf-8")
+    named = MINIMAL.replace("currency: CNY\n", "currency: CNY\naccelerators: accel.yaml\n")
+    path.write_text(named, encoding="utf-8")
     assert cli(["policy", "check", str(path)]) == 1
     err = capsys.readouterr().err
     assert f"{path}:3:15: error: accelerators: file not found" in err
