@@ -37,6 +37,8 @@ class Residency(StrEnum):
 
 _NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9_.\-/]{0,61}[a-z0-9])?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""Control characters (Unicode category Cc: C0, DEL and C1)."""
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_ENV_PREFIX = "SZB_"
 """The broker's bootstrap and executors set `SZB_*` variables; a job may not override them."""
@@ -144,6 +146,8 @@ class JobSpec(_SpecPart):
                 raise ValueError(f"label key {key!r} must be 1-63 chars of [a-z0-9_.-/]")
             if len(value) > 63:
                 raise ValueError(f"label {key}: value longer than 63 characters")
+            if _CONTROL.search(value):  # they break one-line listings; PostgreSQL text holds no NUL
+                raise ValueError(f"label {key}: value must not contain a control character")
         return v
 
     @field_validator("image")
