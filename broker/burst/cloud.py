@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from broker.burst.inputs import BurstInputs
-from broker.burst.money import estimate_cost, split_cost
+from broker.burst.money import cents_up, estimate_cost, split_cost
 from broker.burst.routes import route_refusal
 from broker.burst.spot import offer_outlook, spot_refusal
 from broker.durations import format_duration
@@ -288,17 +288,19 @@ def cloud_refusal(
     hours = offer_outlook(spec, s.offer, policy).billed_h if s.offer.spot else None
     total = estimate_cost(spec, s.offer, policy, hours)  # spot: at its expected billed hours
     split = split_cost(tenant, s.offer.site, total, policy, inputs.money.voucher_balances)
-    if inputs.money.budget_left is not None and split.cash > inputs.money.budget_left + 1e-9:
+    # Reserved in whole cents, rounded up: many bursts under half a cent each would reserve 0.
+    cash = cents_up(split.cash)
+    if inputs.money.budget_left is not None and cash > inputs.money.budget_left + 1e-9:
         return (
-            f"budget: {s.offer.key} would cost {split.cash:.2f} {policy.currency} in cash, "
+            f"budget: {s.offer.key} would cost {cash:.2f} {policy.currency} in cash, "
             f"{max(0.0, inputs.money.budget_left):.2f} left this month"
         )
-    if inputs.money.global_left is not None and split.cash > inputs.money.global_left + 1e-9:
+    if inputs.money.global_left is not None and cash > inputs.money.global_left + 1e-9:
         return (
-            f"global burst cap: {split.cash:.2f} {policy.currency} needed, "
+            f"global burst cap: {cash:.2f} {policy.currency} needed, "
             f"{max(0.0, inputs.money.global_left):.2f} left"
         )
-    return split.cash, split.voucher
+    return cash, split.voucher
 
 
 def best_cloud(

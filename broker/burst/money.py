@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -44,6 +45,11 @@ def estimate_cost(spec: JobSpec, offer: Offer, policy: Policy, hours: float | No
     runtime_h = spec.runtime_estimate.total_seconds() / 3600 if hours is None else hours
     rate = policy.rate(offer.currency or policy.currency) or 0.0
     return offer.price_per_hour * rate * runtime_h * spec.resources.nodes
+
+
+def cents_up(amount: float) -> float:
+    """Money rounded up to the cent: a positive estimate, however small, reserves one or more."""
+    return math.ceil(round(amount * 100, 6)) / 100  # round first: 0.07 * 100 is 7.000000000000001
 
 
 def split_cost(

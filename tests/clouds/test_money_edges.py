@@ -1,5 +1,5 @@
-"""Money at the edges through the real broker: a launch the cloud refused (szb serve, Alibaba on
-the ECS double)."""
+"""Money at the edges through the real broker: a launch the cloud refused, a burst worth less than
+a cent (szb serve, Alibaba on the ECS double)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from broker.store import SpendEntry, SqliteStore
 from tests.brokerproc import BrokerProcess
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
-from tests.clouds.e2e_helpers import TOKEN, md
+from tests.clouds.e2e_helpers import TOKEN, md, wait_state
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint, EcsFault, EcsRequest, Reply
 
+UP: set[int] = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
 A10 = "ecs.gn7i-c8g1.2xlarge"
 
 
@@ -130,3 +131,17 @@ def test_a_launch_the_cloud_refused_bills_nothing(
         [line] = [ln for ln in answer.lines if ln.site == "ali-bj"]
         assert line.spent == 0, answer
         assert answer.total_spent == 0, answer
+
+
+def test_a_burst_worth_less_than_a_cent_reserves_a_cent(
+    ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    """0.001 CNY rounded to cents is 0: reserved as such, any number of them fits any budget."""
+    broker = start(start_broker, ecs_server, 3.6)  # 0.001 CNY a second
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("tiny", 1)), metadata=md()).job
+        wait_state(stub, job.id, UP)
+        [(_, entry)] = attempts_and_spend(broker, job.id)
+        assert entry.reserved == pytest.approx(0.01), entry
+        assert stub.GetSpend(pb.GetSpendRequest(), metadata=md()).total_reserved == pytest.approx(0.01)
