@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationInfo, field_validator
 
 from broker.durations import Duration, format_duration, whole_seconds
 from broker.imageref import check_image
@@ -39,6 +39,9 @@ _NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9_.\-/]{0,61}[a-z0-9])?$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 """Control characters (Unicode category Cc: C0, DEL and C1)."""
+STORED = {"stored": True}
+"""Validation context of a spec read back from the store: rules added after a job could have been
+stored (they refuse new input at the edge) must not make an accepted job unreadable."""
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_ENV_PREFIX = "SZB_"
 """The broker's bootstrap and executors set `SZB_*` variables; a job may not override them."""
@@ -140,13 +143,15 @@ class JobSpec(_SpecPart):
 
     @field_validator("labels")
     @classmethod
-    def _label_keys(cls, v: dict[str, str]) -> dict[str, str]:
+    def _label_keys(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        stored = bool(info.context and info.context.get("stored"))
         for key, value in v.items():
             if not _LABEL_KEY.match(key):
                 raise ValueError(f"label key {key!r} must be 1-63 chars of [a-z0-9_.-/]")
             if len(value) > 63:
                 raise ValueError(f"label {key}: value longer than 63 characters")
-            if _CONTROL.search(value):  # they break one-line listings; PostgreSQL text holds no NUL
+            # Control characters break one-line listings, and PostgreSQL text holds no NUL.
+            if not stored and _CONTROL.search(value):
                 raise ValueError(f"label {key}: value must not contain a control character")
         return v
 

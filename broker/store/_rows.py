@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from broker.jobspec import STORED
 from broker.model import Attempt, AttemptId, AttemptState, JobId, JobSpec, Offer, SiteId
 
 UNREADABLE_SPEC = "unreadable spec"
@@ -86,7 +87,7 @@ def placeholder_spec(text: str) -> JobSpec:
 def read_spec(text: str) -> JobSpec | str:
     """The stored spec, or why it cannot be read (a row written by an older or buggy broker)."""
     try:
-        return JobSpec.model_validate_json(text)
+        return JobSpec.model_validate_json(text, context=STORED)
     except ValidationError as exc:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
         where = ".".join(str(p) for p in first["loc"])

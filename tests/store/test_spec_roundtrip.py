@@ -208,6 +208,20 @@ class SpecRoundTripContract:
         assert writer.get(ok_b.id, B).spec == good
 
 
+    def test_a_row_an_older_broker_stored_under_looser_label_rules_still_reads(
+        self, stores: tuple[JobStore, JobStore]
+    ) -> None:
+        # Control characters in label values are refused at submission since 30ae49e; jobs
+        # stored before then must not be quarantined (failed) by the stricter rule on read.
+        writer, reader = stores
+        spec = JobSpec(name="older", command=("true",), runtime_estimate=60, labels={"team": "a"})
+        [(job, _)] = writer.submit(A, [Submission(spec)], NOW)
+        self.write_raw(writer, job.id, spec.model_dump_json().replace('"a"', '"a\\tb"'), JobState.QUEUED)
+        got = reader.get(job.id, A)
+        assert got.state is JobState.QUEUED and got.spec.labels == {"team": "a\tb"}
+        assert [j.id for j in reader.jobs_in_states([JobState.QUEUED])] == [job.id]
+
+
 class TestSqliteRoundTrip(SpecRoundTripContract):
     __test__ = True
 
