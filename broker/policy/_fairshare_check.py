@@ -67,10 +67,13 @@ def check_fair_share(document: PolicyDocument, at: Report) -> None:
 def _check_settings(document: PolicyDocument, at: Report) -> None:
     """No setting that silently turns a feature off: a zero reclaim window, an empty priority grant."""
     fs = document.fair_share
-    if fs.reclaim.window <= timedelta(0):  # a zero waste budget: reclaim would never preempt
+    # Either at zero is a zero waste budget: reclaim would never preempt.
+    rc = fs.reclaim
+    budget = {"window": rc.window > timedelta(0), "max_capacity_share": rc.max_capacity_share > 0}
+    for key in (k for k, positive in budget.items() if not positive):
         at(
-            ["fair_share", "reclaim", "window"],
-            "fair_share.reclaim.window: must be > 0 "
+            ["fair_share", "reclaim", key],
+            f"fair_share.reclaim.{key}: must be > 0 "
             "(to turn reclaim off, set fair_share.reclaim.enabled: false)",
         )
     shares: list[tuple[list[str | int], TenantShare]] = [(["fair_share", "defaults"], fs.defaults)]

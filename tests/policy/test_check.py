@@ -192,6 +192,16 @@ BROKEN = [
         32,
         "fair_share.reclaim.window: must be > 0 (to turn reclaim off, set fair_share.reclaim.enabled: false)",
     ),
+    # The same zero waste budget through the share: reclaim would never preempt.
+    (
+        "zero-reclaim-share",
+        "tenants:",
+        "fair_share: {reclaim: {max_capacity_share: 0}}\ntenants:",
+        16,
+        44,
+        "fair_share.reclaim.max_capacity_share: must be > 0 (to turn reclaim off, set "
+        "fair_share.reclaim.enabled: false)",
+    ),
     # No priority class granted: every job the tenant submits would be refused.
     (
         "empty-priorities",
