@@ -40,11 +40,20 @@ class CostSplit:
     voucher_id: str | None
 
 
-def estimate_cost(spec: JobSpec, offer: Offer, policy: Policy, hours: float | None = None) -> float:
-    """Price × runtime × nodes in the policy currency (0 when the currency has no FX rate)."""
+def estimate_cost(
+    spec: JobSpec, offer: Offer, policy: Policy, hours: float | None = None, rate: float | None = None
+) -> float:
+    """Price × runtime × nodes in the policy currency, at `rate` or else the policy's exchange
+    rate for the offer's currency (0 when it has none)."""
     runtime_h = spec.runtime_estimate.total_seconds() / 3600 if hours is None else hours
-    rate = policy.rate(offer.currency or policy.currency) or 0.0
+    if rate is None:
+        rate = fx_rate(policy, offer) or 0.0
     return offer.price_per_hour * rate * runtime_h * spec.resources.nodes
+
+
+def fx_rate(policy: Policy, offer: Offer) -> float | None:
+    """Policy-currency units per unit of the offer's currency (None: the policy has no rate)."""
+    return policy.rate(offer.currency or policy.currency)
 
 
 def cents_up(amount: float) -> float:

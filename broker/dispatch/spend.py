@@ -13,6 +13,7 @@ from broker.burst import estimate_cost, is_onprem
 from broker.burst.money import (
     Charge,
     TenantMoney,
+    fx_rate,
     month_of,
     monthly_budget,
     settled_split,
@@ -66,19 +67,18 @@ class SpendLedger:
             reserved=decision.facts.cash or 0.0,
             voucher=decision.facts.voucher or 0.0,
             voucher_id=voucher_id,
+            fx=fx_rate(policy, attempt.offer),  # settled at it, whatever a reload sets meanwhile
         )
         return store.reserve_spend(
             entry, tenant_limit=self.budget(job.tenant), global_limit=policy.burst.budget.global_monthly_cap
         )
 
     def settle(self, job: Job, attempt: Attempt, store: JobStore, *, ran: bool = True) -> None:
-        """Actual spend = the price recorded at decision time × the attempt's actual runtime;
-        nothing when no instance ever ran (`ran` False: the cloud refused the launch)."""
+        """Actual spend = the price recorded at decision time × the attempt's actual runtime, at the
+        exchange rate of its reservation; nothing when no instance ever ran (`ran` False)."""
         policy = self._policy()
         if is_onprem(policy, attempt.site):
             return
-        hours = max(0.0, (self.clock.now() - attempt.created_at).total_seconds()) / 3600 if ran else 0.0
-        total = estimate_cost(job.spec, attempt.offer, policy, hours=hours)
         entries = [
             e
             for e in store.spend_entries(month_of(attempt.created_at), job.tenant)
@@ -87,6 +87,8 @@ class SpendLedger:
         if not entries:
             return
         reserved = entries[0]
+        hours = max(0.0, (self.clock.now() - attempt.created_at).total_seconds()) / 3600 if ran else 0.0
+        total = estimate_cost(job.spec, attempt.offer, policy, hours=hours, rate=reserved.fx)
         # The voucher pays its share of what the attempt really cost, up to what is left of it
         # besides this attempt's own reservation: a run past its estimate may exhaust it.
         others = store.voucher_used(job.tenant).get(reserved.voucher_id or "", 0.0) - reserved.voucher

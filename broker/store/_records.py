@@ -60,6 +60,9 @@ class SpendEntry:
     """Amount paid from vouchers rather than cash."""
     voucher_id: str | None = None
     settled: bool = False
+    fx: float | None = None
+    """Policy-currency units per unit of the offer's currency when reserved: what it is settled
+    at, whatever the policy says by then (None: reserved before the rate was recorded)."""
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ CREATE INDEX IF NOT EXISTS attempts_state ON attempts(state);
 CREATE TABLE IF NOT EXISTS spend (
   attempt_id {key} PRIMARY KEY, tenant TEXT NOT NULL, site TEXT NOT NULL, job_id TEXT NOT NULL,
   month TEXT NOT NULL, reserved {real} NOT NULL, spent {real} NOT NULL, voucher {real} NOT NULL,
-  settled {bool} NOT NULL, voucher_id TEXT
+  settled {bool} NOT NULL, voucher_id TEXT, fx {real}
 );
 CREATE INDEX IF NOT EXISTS spend_month ON spend(month, tenant);
 CREATE TABLE IF NOT EXISTS policy_versions (
@@ -73,6 +73,7 @@ ADDED_COLUMNS = (
     ("attempts", "secret_hash", "TEXT NOT NULL DEFAULT ''"),
     ("attempts", "epoch", "{bigint}"),
     ("events", "epoch", "{bigint}"),
+    ("spend", "fx", "{real}"),
 )
 
 JOB_COLS = (
@@ -82,7 +83,7 @@ JOB_COLS = (
 ATTEMPT_COLS = (
     "id, job_id, number, site, offer, token, state, backend_id, created_at, updated_at, error, secret_hash"
 )
-SPEND_COLS = "tenant, site, job_id, attempt_id, month, reserved, spent, voucher, settled, voucher_id"
+SPEND_COLS = "tenant, site, job_id, attempt_id, month, reserved, spent, voucher, settled, voucher_id, fx"
 EVENT_COLS = "job_id, seq, time, kind, state, message, data"
 INSERT_EVENT = f"INSERT INTO events ({EVENT_COLS}, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 

@@ -17,11 +17,11 @@ _SPEND_TOTAL = (
     "SELECT COALESCE(SUM(CASE WHEN settled THEN spent ELSE reserved END), 0) FROM spend WHERE month = ?"
 )
 _UPSERT_SPEND = (
-    f"INSERT INTO spend ({SPEND_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO spend ({SPEND_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (attempt_id) DO UPDATE SET tenant = excluded.tenant, site = excluded.site, "
     "job_id = excluded.job_id, month = excluded.month, reserved = excluded.reserved, "
     "spent = excluded.spent, voucher = excluded.voucher, settled = excluded.settled, "
-    "voucher_id = excluded.voucher_id"
+    "voucher_id = excluded.voucher_id, fx = excluded.fx"
 )
 
 
@@ -162,6 +162,7 @@ class SqlAttempts(SqlJobs):
                     entry.voucher,
                     entry.settled,
                     entry.voucher_id,
+                    entry.fx,
                 ),
             )
         return True
@@ -203,6 +204,7 @@ class SqlAttempts(SqlJobs):
                 voucher=r[7],
                 settled=bool(r[8]),
                 voucher_id=r[9],
+                fx=r[10],
             )
             for r in self._all(sql + " ORDER BY attempt_id", params)
         ]

@@ -1,8 +1,10 @@
 """Money at the edges through the real broker: a launch the cloud refused, a burst worth less than
-a cent (szb serve, Alibaba on the ECS double)."""
+a cent (szb serve, Alibaba on the ECS double), and an exchange rate changed while a burst runs
+(AWS on moto)."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +22,11 @@ from tests.brokerproc import BrokerProcess
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, md, wait_state
+from tests.clouds.test_broker_bursts import POLICY, clouds, gpu_job, setup
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint, EcsFault, EcsRequest, Reply
+from tests.doubles.moto_front import MotoFront
+
+__all__ = ["clouds"]
 
 UP: set[int] = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
 A10 = "ecs.gn7i-c8g1.2xlarge"
@@ -145,3 +151,37 @@ def test_a_burst_worth_less_than_a_cent_reserves_a_cent(
         [(_, entry)] = attempts_and_spend(broker, job.id)
         assert entry.reserved == pytest.approx(0.01), entry
         assert stub.GetSpend(pb.GetSpendRequest(), metadata=md()).total_reserved == pytest.approx(0.01)
+
+
+def wait_policy_hash(stub: broker_service_pb2_grpc.BrokerServiceStub, old: str) -> None:
+    deadline = time.monotonic() + 15
+    while stub.GetStatus(pb.GetStatusRequest(), metadata=md()).policy_hash == old:
+        assert time.monotonic() < deadline, "the new policy was never swapped in"
+        time.sleep(0.2)
+
+
+def test_a_burst_is_settled_at_the_exchange_rate_it_was_reserved_at(
+    clouds: tuple[MotoFront, EcsCloud], ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    """The operator moves USD from 7.2 to 72 CNY while a USD-priced burst runs (AWS on moto):
+    the work already running keeps the rate it was reserved (and decided) at."""
+    price = 1.006  # USD an hour of the g5.xlarge (A10G) in us-east-1
+    broker = start_broker(setup(clouds[0].url, ecs_server.address))
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("usd", "A10G")), metadata=md()).job
+        wait_state(stub, job.id, UP)
+        [(_, reserved)] = attempts_and_spend(broker, job.id)
+        assert reserved.site == "aws-east" and reserved.reserved == pytest.approx(price * 7.2, abs=0.01), (
+            reserved
+        )
+        old = stub.GetStatus(pb.GetStatusRequest(), metadata=md()).policy_hash
+        (broker.config.parent / "policy.yaml").write_text(POLICY.replace("fx: {USD: 7.2}", "fx: {USD: 72}"))
+        assert broker.proc is not None
+        broker.proc.send_signal(signal.SIGHUP)
+        wait_policy_hash(stub, old)
+        stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=md())
+        [(attempt, entry)] = eventually_terminal(broker, job.id)
+    hours = (attempt.updated_at - attempt.created_at).total_seconds() / 3600
+    rate = entry.spent / (price * hours)  # CNY per USD the run was settled at
+    assert 5 < rate < 10, (rate, entry)  # 72 when re-priced at the new rate

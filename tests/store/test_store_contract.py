@@ -680,6 +680,25 @@ class StoreContract:
         assert store.spend_entries("2026-10") == [other_month]
         assert store.spend_entries("2026-09") == []
 
+    def test_a_reservation_keeps_the_exchange_rate_it_was_made_at(self, store: JobStore) -> None:
+        usd = replace(entry("j1-a1", 72.0), fx=7.2)
+        assert store.reserve_spend(usd, tenant_limit=None, global_limit=None)
+        store.settle_spend(AttemptId("j1-a1"), spent=1.0, voucher=0.0)
+        [settled] = store.spend_entries("2026-11")
+        assert settled.fx == 7.2 and settled.settled and settled.spent == 1.0
+
+    def test_a_spend_table_from_before_exchange_rates_gains_the_column(
+        self, open_store: StoreFactory
+    ) -> None:
+        old = open_store()
+        assert old.reserve_spend(entry("j1-a1", 5), tenant_limit=None, global_limit=None)
+        self.raw(old, "ALTER TABLE spend DROP COLUMN fx")  # as a store before the column was
+        store = open_store()  # opening brings the schema up to date
+        assert store.spend_entries("2026-11") == [entry("j1-a1", 5)]  # its rate unknown: None
+        usd = replace(entry("j2-a1", 7.2), fx=7.2)
+        assert store.reserve_spend(usd, tenant_limit=None, global_limit=None)
+        assert store.spend_entries("2026-11") == [entry("j1-a1", 5), usd]
+
     def test_voucher_used_sums_every_month_per_voucher(self, store: JobStore) -> None:
         def drawn(attempt: str, month: str, amount: float, voucher: str | None, tenant: TenantId = A) -> None:
             e = replace(entry(attempt, 1, month=month, tenant=tenant), voucher=amount, voucher_id=voucher)
@@ -943,7 +962,6 @@ class TestSqliteStore(StoreContract):
         with closing(sqlite3.connect(store.path)) as db:
             return db.execute(sql, params).fetchall()
 
-
     def test_recent_runtimes_read_the_partial_index_not_the_table(self, store: JobStore) -> None:
         """A tenant with a deep queue still learns its ratio from an index range, not a scan."""
         self.submit_one(store)
@@ -977,7 +995,8 @@ class TestPostgresStore(StoreContract):
 
         assert isinstance(store, PostgresStore)
         with psycopg.connect(store.dsn, autocommit=True) as db:
-            return db.execute(sql.replace("?", "%s"), params).fetchall()
+            cur = db.execute(sql.replace("?", "%s"), params)
+            return cur.fetchall() if cur.description is not None else []  # DDL returns no rows
 
     def test_a_fenced_write_waits_for_a_claim_in_flight_then_is_refused(
         self, open_store: StoreFactory, pg_dsn: str
