@@ -40,6 +40,7 @@ from adapters.base import (
 from broker.model import Offer
 
 __all__ = [
+    "AttemptTimeoutError",
     "Block",
     "BlockScope",
     "Blocklist",
@@ -60,6 +61,11 @@ Clock = Callable[[], float]
 T = TypeVar("T")
 
 
+class AttemptTimeoutError(TransientError):
+    """A launch got no answer within its attempt timeout: the region may hang, so the job
+    tries elsewhere (an instance may still have started: it is billed as a transient error)."""
+
+
 class BlockScope(StrEnum):
     OFFER = "offer"
     """One offer key: site/zone-or-region/instance type/market."""
@@ -73,6 +79,9 @@ class NextStep(StrEnum):
     RETRY_SAME = "retry_same"
     BLOCK_OFFER_TRY_NEXT = "block_offer_try_next"
     BLOCK_REGION_TRY_NEXT = "block_region_try_next"
+    AVOID_REGION_TRY_NEXT = "avoid_region_try_next"
+    """A launch there timed out: block the region a while and try the next offer; unlike an
+    offer's fault it uses up one of the job's attempts (every region may hang)."""
     OPEN_CIRCUIT_TRY_NEXT = "open_circuit_try_next"
     DROP_OFFER_TRY_NEXT = "drop_offer_try_next"
     TREAT_AS_GONE = "treat_as_gone"
@@ -90,12 +99,14 @@ _SCOPES: dict[NextStep, BlockScope] = {
     NextStep.BLOCK_OFFER_TRY_NEXT: BlockScope.OFFER,
     NextStep.DROP_OFFER_TRY_NEXT: BlockScope.OFFER,
     NextStep.BLOCK_REGION_TRY_NEXT: BlockScope.REGION,
+    NextStep.AVOID_REGION_TRY_NEXT: BlockScope.REGION,
 }
 
 # Most specific class first; every AdapterError subclass in adapters.base appears here.
 _NEXT_STEPS: tuple[tuple[type[AdapterError], NextStep], ...] = (
     (CapacityError, NextStep.BLOCK_OFFER_TRY_NEXT),
     (QuotaError, NextStep.BLOCK_REGION_TRY_NEXT),
+    (AttemptTimeoutError, NextStep.AVOID_REGION_TRY_NEXT),
     (TransientError, NextStep.RETRY_SAME),
     (AuthError, NextStep.OPEN_CIRCUIT_TRY_NEXT),
     (ConfigError, NextStep.OPEN_CIRCUIT_TRY_NEXT),
@@ -121,6 +132,8 @@ class FailoverPolicy:
     """How long an offer stays blocked after a capacity (stock-out) error."""
     quota_block_s: float = 3600.0
     """How long a region stays blocked after a quota error."""
+    unhealthy_block_s: float = 600.0
+    """How long a region stays blocked after a launch there timed out."""
     unsupported_block_s: float | None = None
     """None: an unsupported offer stays blocked for the life of the blocklist."""
 
@@ -195,6 +208,8 @@ class Blocklist:
             self.block_offer(offer, policy.unsupported_block_s, reason)
         elif step is NextStep.BLOCK_REGION_TRY_NEXT:
             self.block_region(offer.site, offer.region, policy.quota_block_s, reason)
+        elif step is NextStep.AVOID_REGION_TRY_NEXT:
+            self.block_region(offer.site, offer.region, policy.unhealthy_block_s, reason)
         return step
 
     def keys(self) -> frozenset[str]:

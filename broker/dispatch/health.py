@@ -46,7 +46,8 @@ class SiteHealth:
         self.unreachable.pop(site, None)
 
     def record_failure(self, attempt: Attempt, error: AdapterError) -> NextStep:
-        """Block what the error says to block; auth/config errors open the site's breaker."""
+        """Block what the error says to block (a timed-out launch: its region, for the unhealthy
+        TTL); auth/config errors open the site's breaker."""
         policy = self._policy()
         ttl = policy.burst.blocklist_ttl
         if isinstance(error, CapacityError) and is_onprem(policy, attempt.site):
@@ -57,13 +58,15 @@ class SiteHealth:
             error,
             attempt.offer,
             FailoverPolicy(
-                capacity_block_s=ttl.capacity.total_seconds(), quota_block_s=ttl.quota.total_seconds()
+                capacity_block_s=ttl.capacity.total_seconds(),
+                quota_block_s=ttl.quota.total_seconds(),
+                unhealthy_block_s=ttl.unhealthy.total_seconds(),
             ),
         )
         breaker = self.breakers.get(attempt.site)
         if step == NextStep.OPEN_CIRCUIT_TRY_NEXT:
             breaker.trip(f"{type(error).__name__} {error.code}: {error.message}")
-        elif step in (NextStep.RETRY_SAME, NextStep.FAIL_ATTEMPT):
+        elif step in (NextStep.RETRY_SAME, NextStep.AVOID_REGION_TRY_NEXT, NextStep.FAIL_ATTEMPT):
             breaker.record_failure(f"{type(error).__name__} {error.code}")
         return step
 

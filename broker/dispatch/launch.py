@@ -18,7 +18,7 @@ from broker.config import DispatchSettings
 from broker.decision import Decision
 from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.contract import OFFER_FAULTS, DispatchStats
-from broker.dispatch.failover import NextStep, RetryPolicy, retry_transient
+from broker.dispatch.failover import AttemptTimeoutError, NextStep, RetryPolicy, retry_transient
 from broker.dispatch.gang import LaunchStopped, gang_launcher, launch_gang
 from broker.dispatch.records import audit_data, decision_fields, offer_fault
 from broker.metrics import BrokerMetrics
@@ -250,7 +250,7 @@ class Launching(AttemptTracking):
             return await asyncio.wait_for(asyncio.shield(work), timeout=plan.attempt_timeout_s)
         except TimeoutError as exc:
             work.add_done_callback(partial(self._late_launch, request, request.attempt_number))
-            raise TransientError(
+            raise AttemptTimeoutError(
                 request.offer.site, "AttemptTimeout", f"no answer within {plan.attempt_timeout_s:.0f}s"
             ) from exc
 

@@ -17,7 +17,9 @@ from adapters.base import (
     UnsupportedError,
 )
 from broker.dispatch.failover import (
+    AttemptTimeoutError,
     Blocklist,
+    BlockScope,
     BreakerState,
     CircuitBreaker,
     CircuitBreakers,
@@ -61,6 +63,7 @@ def offer(zone: str = "us-east-1a", itype: str = "p4d.24xlarge", spot: bool = Fa
         (CapacityError, NextStep.BLOCK_OFFER_TRY_NEXT),
         (QuotaError, NextStep.BLOCK_REGION_TRY_NEXT),
         (TransientError, NextStep.RETRY_SAME),
+        (AttemptTimeoutError, NextStep.AVOID_REGION_TRY_NEXT),
         (AuthError, NextStep.OPEN_CIRCUIT_TRY_NEXT),
         (ConfigError, NextStep.OPEN_CIRCUIT_TRY_NEXT),
         (UnsupportedError, NextStep.DROP_OFFER_TRY_NEXT),
@@ -111,6 +114,19 @@ def test_quota_blocks_the_region_and_unsupported_never_expires() -> None:
     assert bl.blocked(offer(zone="z9")) is not None
     assert bl.blocked(offer()) is None
     assert bl.keys() == frozenset({"aws-us/z9/p4d.24xlarge/ondemand"})
+
+
+def test_a_timed_out_launch_blocks_its_region_for_the_unhealthy_ttl() -> None:
+    clock = FakeClock()
+    bl = Blocklist(clock=clock)
+    error = AttemptTimeoutError("aws-us", "AttemptTimeout", "no answer within 1200s")
+    step = bl.record(error, offer(), FailoverPolicy(capacity_block_s=60, unhealthy_block_s=600))
+    assert step is NextStep.AVOID_REGION_TRY_NEXT and step.block_scope is BlockScope.REGION
+    assert bl.blocked(offer(zone="us-east-1c", itype="g5.xlarge")) is not None
+    clock.now += 599
+    assert bl.blocked(offer()) is not None
+    clock.now += 1
+    assert bl.blocked(offer()) is None
 
 
 def test_site_block_and_blocks_never_shorten() -> None:
