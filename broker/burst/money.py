@@ -139,12 +139,17 @@ def settled_split(
 ) -> tuple[float, float]:
     """(cash, voucher) of an attempt's actual cost: the voucher it drew on pays its discount of it,
     up to what the tenant's other attempts left of its balance; the rest is cash."""
-    tenant = policy.tenant(tenant_id)
-    voucher = next((v for v in (tenant.vouchers if tenant else ()) if v.id == voucher_id), None)
+    voucher = voucher_of(policy, tenant_id, voucher_id)
     if voucher is None:
         return total, 0.0
     paid = max(0.0, min(total * voucher.discount, voucher.balance - others_used))
     return total - paid, paid
+
+
+def voucher_of(policy: Policy, tenant_id: str, voucher_id: str | None) -> Voucher | None:
+    """The tenant's voucher of that id in the policy (None: no such voucher)."""
+    tenant = policy.tenant(tenant_id)
+    return next((v for v in (tenant.vouchers if tenant else ()) if v.id == voucher_id), None)
 
 
 def voucher_for(policy: Policy, tenant_id: str, site_id: str, money: TenantMoney) -> str | None:

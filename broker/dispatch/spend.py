@@ -19,6 +19,7 @@ from broker.burst.money import (
     settled_split,
     tenant_money,
     voucher_for,
+    voucher_of,
 )
 from broker.clock import Clock
 from broker.decision import Decision
@@ -58,19 +59,26 @@ class SpendLedger:
         now = self.clock.now()
         # The voucher the decision's split drew on: chosen from the same balances.
         voucher_id = voucher_for(policy, job.tenant, attempt.site, self.money(job.tenant, now, store))
+        cash, voucher = decision.facts.cash or 0.0, decision.facts.voucher or 0.0
+        if voucher_id is None:  # the voucher it was decided on is spent by now: all of it is cash
+            cash, voucher = cash + voucher, 0.0
         entry = SpendEntry(
             tenant=job.tenant,
             site=attempt.site,
             job_id=job.id,
             attempt_id=attempt.id,
             month=month_of(now),
-            reserved=decision.facts.cash or 0.0,
-            voucher=decision.facts.voucher or 0.0,
+            reserved=cash,
+            voucher=voucher,
             voucher_id=voucher_id,
             fx=fx_rate(policy, attempt.offer),  # settled at it, whatever a reload sets meanwhile
         )
+        drawn_on = voucher_of(policy, job.tenant, voucher_id)
         return store.reserve_spend(
-            entry, tenant_limit=self.budget(job.tenant), global_limit=policy.burst.budget.global_monthly_cap
+            entry,
+            tenant_limit=self.budget(job.tenant),
+            global_limit=policy.burst.budget.global_monthly_cap,
+            voucher_balance=None if drawn_on is None else drawn_on.balance,
         )
 
     def settle(self, job: Job, attempt: Attempt, store: JobStore, *, ran: bool = True) -> None:

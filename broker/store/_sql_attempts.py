@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,10 @@ from broker.store.base import JobMove, JobNotFoundError, SpendEntry, StoreError
 
 _SPEND_TOTAL = (
     "SELECT COALESCE(SUM(CASE WHEN settled THEN spent ELSE reserved END), 0) FROM spend WHERE month = ?"
+)
+# What the tenant's other entries drew from a voucher, reserved or settled, in every month.
+_VOUCHER_DRAWN = (
+    "SELECT COALESCE(SUM(voucher), 0) FROM spend WHERE tenant = ? AND voucher_id = ? AND attempt_id <> ?"
 )
 _UPSERT_SPEND = (
     f"INSERT INTO spend ({SPEND_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -137,10 +142,19 @@ class SqlAttempts(SqlJobs):
     # Money --------------------------------------------------------------------------------
 
     def reserve_spend(
-        self, entry: SpendEntry, *, tenant_limit: float | None, global_limit: float | None
+        self,
+        entry: SpendEntry,
+        *,
+        tenant_limit: float | None,
+        global_limit: float | None,
+        voucher_balance: float | None = None,
     ) -> bool:
         with self._tx(fenced=True) as db:
             self._dialect.lock_month(db, entry.month)
+            if entry.voucher_id is not None and voucher_balance is not None:
+                row = db.one(_VOUCHER_DRAWN, (entry.tenant, entry.voucher_id, entry.attempt_id))
+                paid = max(0.0, min(entry.voucher, voucher_balance - (row[0] if row else 0.0)))
+                entry = replace(entry, reserved=entry.reserved + entry.voucher - paid, voucher=paid)
             if tenant_limit is not None:
                 row = db.one(_SPEND_TOTAL + " AND tenant = ?", (entry.month, entry.tenant))
                 if row is None or row[0] + entry.reserved > tenant_limit + 1e-9:

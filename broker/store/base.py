@@ -277,12 +277,19 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def reserve_spend(
-        self, entry: SpendEntry, *, tenant_limit: float | None, global_limit: float | None
+        self,
+        entry: SpendEntry,
+        *,
+        tenant_limit: float | None,
+        global_limit: float | None,
+        voucher_balance: float | None = None,
     ) -> bool:
         """Insert `entry` only if the tenant's and everyone's month totals stay within limits.
 
         The check and the insert are one transaction, so concurrent bursts cannot overspend.
-        Totals count cash only (spent + reserved, not voucher-paid amounts).
+        Totals count cash only (spent + reserved, not voucher-paid amounts). With a
+        `voucher_balance`, the entry's voucher share is capped at what the tenant's other
+        entries (open reservations included) left of it, the rest added to its cash first.
         """
 
     @abc.abstractmethod

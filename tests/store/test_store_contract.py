@@ -699,6 +699,33 @@ class StoreContract:
         assert store.reserve_spend(usd, tenant_limit=None, global_limit=None)
         assert store.spend_entries("2026-11") == [entry("j1-a1", 5), usd]
 
+    def test_a_reservation_draws_only_what_other_entries_left_of_a_voucher(self, store: JobStore) -> None:
+        def drawing(attempt: str, cash: float, voucher: float, month: str = "2026-11") -> SpendEntry:
+            return replace(entry(attempt, cash, month=month), voucher=voucher, voucher_id="v-1")
+
+        # 10 of the voucher's 12 drawn: 6 settled last month, 4 held by an open reservation.
+        assert store.reserve_spend(
+            drawing("j1-a1", 0, 6, month="2026-10"), tenant_limit=None, global_limit=None
+        )
+        assert store.reserve_spend(drawing("j2-a1", 1, 4), tenant_limit=None, global_limit=None)
+        # Decided on a balance that no longer holds: 3 from the voucher, only 2 are left.
+        assert store.reserve_spend(
+            drawing("j3-a1", 1, 3), tenant_limit=3, global_limit=None, voucher_balance=12
+        )
+        got = {e.attempt_id: e for e in store.spend_entries("2026-11")}[AttemptId("j3-a1")]
+        assert (got.reserved, got.voucher) == (2.0, 2.0)
+        assert store.voucher_used(A) == {"v-1": 12.0}
+        # Nothing is left: all 3 would be cash, and 1 + 2 + 3 is over a budget of 5.
+        assert not store.reserve_spend(
+            drawing("j4-a1", 0, 3), tenant_limit=5, global_limit=None, voucher_balance=12
+        )
+        # Reserving an attempt again does not count its own earlier draw against it.
+        assert store.reserve_spend(
+            drawing("j3-a1", 1, 3), tenant_limit=None, global_limit=None, voucher_balance=15
+        )
+        got = {e.attempt_id: e for e in store.spend_entries("2026-11")}[AttemptId("j3-a1")]
+        assert (got.reserved, got.voucher) == (1.0, 3.0)
+
     def test_voucher_used_sums_every_month_per_voucher(self, store: JobStore) -> None:
         def drawn(attempt: str, month: str, amount: float, voucher: str | None, tenant: TenantId = A) -> None:
             e = replace(entry(attempt, 1, month=month, tenant=tenant), voucher=amount, voucher_id=voucher)
