@@ -32,6 +32,7 @@ import grpc  # noqa: E402
 from google.protobuf import duration_pb2  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.live import Live  # noqa: E402
+from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from broker.api import broker_service_pb2 as pb  # noqa: E402
@@ -48,6 +49,8 @@ SZB = [sys.executable, "-m", "broker.cli"]
 TOKENS = {"pku-nlp": "demo-token-pku-nlp", "ops": "demo-token-ops"}
 ECS_KEYS = {"demo-ak": "demo-secret"}
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+CLOUDS = ("aliyun", "aws")
+"""Site id prefixes of the demo's (emulated) clouds."""
 STYLE = {
     "QUEUED": "yellow",
     "PLACING": "cyan",
@@ -269,16 +272,35 @@ def live_table(
         job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md).job
         state = state_from_proto(job.state).value
         site = job.site or "-"
-        if site.startswith(("aliyun", "aws")):
+        if site.startswith(CLOUDS):
             site += " [dim](emulated)[/]"
         table.add_row(
             job.spec.name,
             "1 min" if job_id in impatient else "1 day",
             f"[{STYLE[state]}]{state}[/]",
             site,
-            job.message[:70],
+            escape(job.message[:70]),
         )
     return table
+
+
+def peak_summary(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+    md: tuple[tuple[str, str], ...],
+    ids: list[str],
+    impatient: set[str],
+) -> str:
+    """Where the impatient and the patient jobs ran, counted from the broker's own answers."""
+    clouds = {True: 0, False: 0}
+    for job_id in ids:
+        site = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md).job.site
+        clouds[job_id in impatient] += site.startswith(CLOUDS)
+    n_imp, n_pat = len(impatient), len(ids) - len(impatient)
+    return (
+        f"\nDeadline order: impatient jobs first. Impatient: {n_imp - clouds[True]} on-prem, {clouds[True]} "
+        f"burst to a cloud (no on-prem start within their minute); patient: {n_pat - clouds[False]} "
+        f"on-prem, {clouds[False]} burst (they waited for on-prem)"
+    )
 
 
 def part_two() -> None:
@@ -316,7 +338,7 @@ def part_two() -> None:
                     pb.SubmitJobRequest(job=gpu_job("h100-pretrain", ["H100"], max_wait_s=3600)), metadata=md
                 )
             except grpc.RpcError as err:
-                console.print(f"[red]refused[/] {describe_rpc_error(err)}")
+                console.print(f"[red]refused[/] {escape(str(describe_rpc_error(err)))}")
             console.print(
                 "\n[bold]The peak:[/] 10 one-GPU jobs (A800 on-prem or A10/A10G in a cloud), "
                 "alternately impatient (max_wait 1 min) and patient (1 day)"
@@ -341,10 +363,14 @@ def part_two() -> None:
                     if states <= TERMINAL:
                         break
                     time.sleep(0.5)
+            console.print(peak_summary(stub, md, ids, impatient))
+            sites = {i: stub.GetJob(pb.GetJobRequest(id=i), metadata=md).job.site for i in ids}
+            burst = [i for i in ids if sites[i].startswith(CLOUDS)]
+            shown = burst[0] if burst else ids[9]
             console.print(
-                f"\n[bold]$ szb watch {ids[9]}[/]  [dim](an impatient job: its decision and burst)[/]"
+                f"\n[bold]$ szb watch {shown}[/]  [dim](an impatient job: its decision and burst)[/]"
             )
-            szb("watch", ids[9], "--server", address, "--token", TOKENS["pku-nlp"])
+            szb("watch", shown, "--server", address, "--token", TOKENS["pku-nlp"])
             console.print("\n[bold]$ szb status[/]")
             szb("status", "--server", address, "--token", TOKENS["ops"])
             console.print("\n[bold]$ szb spend[/]")
