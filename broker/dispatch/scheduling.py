@@ -16,7 +16,7 @@ from broker.decision import Action, Decision
 from broker.dispatch.launch import Launching
 from broker.dispatch.preempt import preempt
 from broker.dispatch.records import audit_data, decision_fields
-from broker.model import Job, JobId, JobState
+from broker.model import AttemptState, Job, JobId, JobState
 from broker.serde_decision import decision_data, reclaim_json
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,9 @@ FLOOD_MAX_PENDING = 5000
 """…or lets more than this many undecided jobs pile up."""
 ANSWER_WAIT_S = 2.0
 """How long an RPC waits for the backends' fresh offers before answering on the last ones."""
+
+RAN_THEN_REQUEUED = (AttemptState.PREEMPTED, AttemptState.LOST)
+"""Attempts that got going and ended without ending their job, which was queued again."""
 
 Waiting = list[tuple[JobId, str, dict[str, Any], str]]
 
@@ -256,9 +259,15 @@ class Scheduling(Launching):
         if missed is not None:
             return missed
         plan = self.planner.failover()
-        if job.attempts and (now - job.created_at).total_seconds() > plan.give_up_after_s:
-            return (
-                f"gave up: not started {plan.give_up_after_s / 3600:.1f} h after submission "
-                f"despite {job.attempts} attempt(s)"
-            )
-        return None
+        if not job.attempts or (now - job.created_at).total_seconds() <= plan.give_up_after_s:
+            return None
+        since, after = job.created_at, "submission"
+        ran = [a for a in self.store.attempts_for(job.id) if a.state in RAN_THEN_REQUEUED]
+        if ran:  # the deadline bounds starting the job (again), not how long it may live
+            since, after = ran[-1].updated_at, f"attempt {ran[-1].number} was {ran[-1].state.value.lower()}"
+        if (now - since).total_seconds() <= plan.give_up_after_s:
+            return None
+        return (
+            f"gave up: not started {plan.give_up_after_s / 3600:.1f} h after {after} "
+            f"despite {job.attempts} attempt(s)"
+        )
