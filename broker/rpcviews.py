@@ -62,7 +62,7 @@ class RpcViews:
 
         return LiveView(
             queue=store.active_counts,
-            breakers=lambda: {site: state.value for site, state in planner.health.breakers.states().items()},
+            breakers=planner.health.breaker_states,
             blocklist_size=lambda: len(planner.health.blocked()),
             unhealthy=lambda: {str(site): why for site, why in planner.unhealthy_now().items()},
             money=money,

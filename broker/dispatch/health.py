@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from adapters.base import AdapterError, CapacityError
 from broker.burst import is_onprem
@@ -16,6 +17,7 @@ from broker.clock import Clock
 from broker.dispatch.failover import Blocklist, BreakerState, CircuitBreakers, FailoverPolicy, NextStep
 from broker.model import Attempt, SiteId
 from broker.policy import Policy
+from broker.sitereport import SiteReport
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ class SiteHealth:
         """Sites whose adapter could not be built or whose capacity/offers could not be read."""
         self.unreachable: dict[SiteId, str] = {}
         """Sites reconciliation could not list: no new work goes there until they answer."""
+        self.adopted: SiteReport | None = None
+        """The active scheduler's view, on an `api` replica (which never calls a backend itself)."""
 
     def mark_unhealthy(self, site: SiteId, reason: str) -> None:
         self.unhealthy[site] = reason
@@ -80,7 +84,8 @@ class SiteHealth:
 
     def blocked(self) -> frozenset[str]:
         """The blocklist's keys (offers, regions, sites) as placement reads them."""
-        return self.blocklist.keys()
+        own = self.blocklist.keys()
+        return own | self.adopted.blocked if self.adopted is not None else own
 
     def unhealthy_now(self) -> dict[SiteId, str]:
         """Every site that takes no new work now, with the reason (unreachable, sick, breaker open)."""
@@ -88,4 +93,21 @@ class SiteHealth:
         for site, state in self.breakers.states().items():
             if state == BreakerState.OPEN:
                 out[SiteId(site)] = f"circuit open: {self.breakers.get(site).reason}"
+        if self.adopted is not None:
+            out.update({SiteId(s): why for s, why in self.adopted.unhealthy.items()})
         return out
+
+    def breaker_states(self) -> dict[str, str]:
+        """site -> its breaker's state (closed, open, half_open); the leader's on a replica."""
+        own = {site: state.value for site, state in self.breakers.states().items()}
+        return {**own, **self.adopted.breakers} if self.adopted is not None else own
+
+    def report(self, bursts: list[datetime], now: datetime) -> SiteReport:
+        """What this (leading) process knows of its sites, for the replicas to show."""
+        hour_ago = now - timedelta(hours=1)
+        return SiteReport(
+            unhealthy={str(s): why for s, why in self.unhealthy_now().items()},
+            breakers=self.breaker_states(),
+            blocked=self.blocked(),
+            bursts=tuple(b for b in bursts if b >= hour_ago),
+        )

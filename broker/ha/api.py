@@ -8,6 +8,7 @@ to a backend: launching, stopping the instances of cancelled jobs, terminating f
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -17,9 +18,16 @@ from broker.burst.snapshot import PassSnapshot
 from broker.clock import Clock
 from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.contract import DecisionMaker, DispatchStats
+from broker.dispatch.health import SiteHealth
 from broker.ha.notify import Notifier
 from broker.model import Attempt, Job, JobId, JobState, SiteId
-from broker.store import JobStore
+from broker.sitereport import SiteReport
+from broker.store import JobStore, StoreError
+
+log = logging.getLogger(__name__)
+
+REPORT_REFRESH_S = 1.0
+"""How often a replica re-reads the active scheduler's report on its sites."""
 
 
 class StoreOnlyDispatch(AttemptTracking):
@@ -33,6 +41,7 @@ class StoreOnlyDispatch(AttemptTracking):
         clock: Clock,
         notifier: Notifier | None,
         snapshot_refresh_s: float = 2.0,
+        sites: SiteHealth | None = None,
     ) -> None:
         self.store = store
         self.adapters: Mapping[SiteId, Adapter] = {}
@@ -48,12 +57,34 @@ class StoreOnlyDispatch(AttemptTracking):
         self._background: set[asyncio.Task[None]] = set()
         self._inflight: dict[JobId, asyncio.Task[None]] = {}
         self._snap: tuple[float, PassSnapshot] | None = None
+        self.sites = sites
+        """This replica's site health: it shows the active scheduler's, as last published."""
+        self._reports: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Nothing to start: the scheduler owns the decision loop."""
+        """The scheduler owns the decision loop; this replica follows what it says of its sites."""
+        if self.sites is not None:
+            self._reports = asyncio.get_running_loop().create_task(self._follow_site_reports(self.sites))
 
     async def stop(self) -> None:
+        if self._reports is not None:
+            self._reports.cancel()
+            await asyncio.gather(self._reports, return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _follow_site_reports(self, sites: SiteHealth) -> None:
+        """Sick sites, breakers, blocks and bursts are only known to the scheduler that calls backends."""
+        while True:
+            try:
+                found = await asyncio.to_thread(self.store.site_report)
+            except StoreError as exc:  # the last report stays shown; the next read tries again
+                log.warning("the scheduler's site report could not be read: %s", exc)
+            else:
+                if found is not None:
+                    report = SiteReport.from_json(found[0])
+                    sites.adopted = report
+                    self.stats.bursts = list(report.bursts)
+            await asyncio.sleep(REPORT_REFRESH_S)
 
     def job_submitted(self, job: Job) -> None:
         """The store's `submitted` event already wakes the scheduler."""

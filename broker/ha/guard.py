@@ -60,6 +60,7 @@ WRITES = frozenset(
         "update_attempt",
         "reserve_spend",
         "settle_spend",
+        "publish_site_report",
     }
 )
 """The store calls a scheduler makes that change state (submissions come from API replicas)."""

@@ -18,11 +18,13 @@ from prometheus_client import Gauge
 
 from adapters.base import Adapter, AdapterError
 from broker.dispatch.dispatcher import Dispatcher
+from broker.dispatch.health import SiteHealth
 from broker.ha.election import Elector, Timing
 from broker.ha.guard import LeaderOnlyAdapter, LeaderOnlyStore, leader_only
 from broker.ha.notify import Listener, Note, Notifier
 from broker.metrics import BrokerMetrics
 from broker.model import AttemptState, JobId, JobState, SiteId
+from broker.sitereport import SiteReport
 from broker.store import JobStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ LEADER_HEALTH = "shangzhuang.broker.v1.Scheduler"
 """Health-check service name that is SERVING only on the active scheduler (a readiness probe)."""
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+PUBLISH_S = 1.0
+"""How often the leader looks whether its report on its sites changed (replicas show it)."""
 MAX_NEW_READS = 200
 """New jobs announced together up to which each is read and handed over; above: a full pass."""
 
@@ -52,6 +56,7 @@ class SchedulerRole:
         metrics: BrokerMetrics,
         notifier: Notifier,
         health: Any = None,
+        sites: SiteHealth | None = None,
     ) -> None:
         self.make_dispatcher = make_dispatcher
         self.elector = Elector(
@@ -65,6 +70,8 @@ class SchedulerRole:
         self.listener = Listener(dsn, self._note_from_thread, ignore_sender=notifier.sender)
         self.health = health
         """The gRPC health servicer: `LEADER_HEALTH` is SERVING only while this process leads."""
+        self.sites = sites
+        """What this process learns of its sites while it leads (published for the replicas)."""
         self.dispatcher: Dispatcher | None = None
         self.epoch: int | None = None
         self._changes: asyncio.Queue[tuple[str, int | None]] = asyncio.Queue()
@@ -127,6 +134,8 @@ class SchedulerRole:
         self._epoch.set(epoch)
         await self._set_health(True)
         self._spawn(self._sweep(dispatcher))
+        if self.sites is not None:
+            self._spawn(self._publish(dispatcher, self.sites))
         _say(f"scheduler active (epoch {epoch})")
 
     async def _follow(self) -> None:
@@ -229,6 +238,28 @@ class SchedulerRole:
                     await self._stop_attempts(d, job_id)
             except Exception:  # a store hiccup (or the fence): the next sweep tries again
                 log.warning("scheduler sweep failed", exc_info=True)
+
+    async def _publish(self, d: Dispatcher, sites: SiteHealth) -> None:
+        """Replicas answer szb status and /metrics: tell them what only the leader learns."""
+        try:  # bursts of the previous term within the hour still count
+            previous = await asyncio.to_thread(self.store.site_report)
+        except StoreError:
+            previous = None
+        if previous is not None:
+            d.stats.bursts[:0] = [
+                b for b in SiteReport.from_json(previous[0]).bursts if b not in d.stats.bursts
+            ]
+        published = ""
+        while True:
+            now = self.store.clock.now()
+            body = sites.report(d.stats.bursts, now).to_json()
+            if body != published:
+                try:
+                    await asyncio.to_thread(self.store.publish_site_report, body, now)
+                    published = body
+                except StoreError as exc:  # deposed, or a store hiccup: the next round tries again
+                    log.warning("site report not published: %s", exc)
+            await asyncio.sleep(PUBLISH_S)
 
 
 def _say(line: str) -> None:

@@ -65,7 +65,10 @@ CREATE TABLE IF NOT EXISTS leadership (
   id INTEGER PRIMARY KEY CHECK (id = 1), epoch {bigint} NOT NULL, holder TEXT,
   holder_pid {bigint}, lease_until {time}
 );
-INSERT INTO leadership (id, epoch) VALUES (1, 0) ON CONFLICT (id) DO NOTHING
+INSERT INTO leadership (id, epoch) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS site_report (
+  id INTEGER PRIMARY KEY CHECK (id = 1), epoch {bigint}, time {time} NOT NULL, body TEXT NOT NULL
+)
 """
 
 # Columns added after the first release: a data dir or database from before gets them on open.

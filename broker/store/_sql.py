@@ -63,6 +63,20 @@ class SqlStore(SqlAttempts, SqlRuns):
         sums = {str(r[0]): (float(r[3]), float(r[4]), float(r[5])) for r in rows}
         return FairUsage(half_life_s=float(rows[0][1]), at_s=float(rows[0][2]), sums=sums)
 
+    # The active scheduler's view of its sites ---------------------------------------------
+
+    def publish_site_report(self, body: str, now: datetime) -> None:
+        with self._tx(fenced=True) as db:
+            db.run(
+                "INSERT INTO site_report (id, epoch, time, body) VALUES (1, ?, ?, ?) ON CONFLICT (id) "
+                "DO UPDATE SET epoch = excluded.epoch, time = excluded.time, body = excluded.body",
+                (self._fence, self._dialect.ts(now), body),
+            )
+
+    def site_report(self) -> tuple[str, datetime] | None:
+        row = self._one("SELECT body, time FROM site_report WHERE id = 1")
+        return None if row is None else (str(row[0]), self._dialect.dt(row[1]))
+
     # Scheduler leadership ------------------------------------------------------------------
 
     def claim_leadership(self, holder: str, backend_pid: int | None, lease_s: float, now: datetime) -> int:

@@ -345,6 +345,14 @@ class JobStore(abc.ABC):
     def set_fence(self, epoch: int | None) -> None:
         """Refuse (FencedOut) every scheduler write from now on unless the epoch is still `epoch`."""
 
+    @abc.abstractmethod
+    def publish_site_report(self, body: str, now: datetime) -> None:
+        """Replace the active scheduler's report on its sites (a fenced scheduler write)."""
+
+    @abc.abstractmethod
+    def site_report(self) -> tuple[str, datetime] | None:
+        """The last report published and when; None while no scheduler published one."""
+
     # Fair share ----------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -968,6 +968,21 @@ class StoreContract:
         assert two.transition(late.id, JobState.PLACING, LATER).state is JobState.PLACING
         assert [j.id for j in api.jobs_in_states([JobState.PLACING])] == [late.id]
 
+    def test_the_leaders_site_report_is_read_by_others_and_a_deposed_one_cannot_replace_it(
+        self, open_store: StoreFactory
+    ) -> None:
+        api, old, new = open_store(), open_store(), open_store()
+        assert api.site_report() is None
+        old.set_fence(old.claim_leadership("sched-1", None, 10.0, NOW))
+        old.publish_site_report('{"unhealthy": {"s": "circuit open: AuthError"}}', NOW)
+        old.publish_site_report('{"unhealthy": {}}', NOW)  # replaces
+        assert api.site_report() == ('{"unhealthy": {}}', NOW)
+        new.set_fence(new.claim_leadership("sched-2", None, 10.0, LATER))
+        with pytest.raises(FencedOut):
+            old.publish_site_report('{"stale": true}', LATER)
+        new.publish_site_report('{"unhealthy": {"s": "unreachable"}}', LATER)
+        assert api.site_report() == ('{"unhealthy": {"s": "unreachable"}}', LATER)
+
 
 class TestSqliteStore(StoreContract):
     __test__ = True

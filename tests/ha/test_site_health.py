@@ -1,0 +1,76 @@
+"""Issue 13, the api role: what the active scheduler learns about its sites (a sick site, an
+open circuit breaker, the bursts it made) is what `szb status` and `/metrics` say on an API
+replica, the only processes an operator asks in the split topology."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc
+from tests.clouds.e2e_helpers import md
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+from tests.ha.cloud import attempts, cloud_cluster, gpu_spec, wait_until
+from tests.ha.conftest import Cluster, Node
+
+
+@pytest.fixture
+def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:
+    cloud = EcsCloud(instance_types=("ecs.gn7i-c8g1.2xlarge",), zones=("cn-beijing-i",))
+    ecs_server.handler = cloud
+    yield cloud
+    ecs_server.handler = EcsCloud()
+
+
+@pytest.fixture
+def sick(tmp_path: Path, pg_dsn: str, ecs_server: EcsEndpoint, ecs: EcsCloud) -> Iterator[Cluster]:
+    """A split broker whose one cloud site refuses its access key (an auth error: breaker open)."""
+    cluster = cloud_cluster(
+        tmp_path / "broker", pg_dsn, ecs_server.address, access_key="access_key_id: ak-wrong"
+    )
+    cluster.config.write_text(cluster.config.read_text() + "metrics_listen: 127.0.0.1:0\n")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def scrape(node: Node) -> str:
+    url = next(m.group(1) for line in list(node.output) if (m := re.search(r"metrics on (\S+)", line)))
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text: str = resp.read().decode()
+        return text
+
+
+def test_a_site_the_leader_found_sick_is_reported_sick_by_a_replica(sick: Cluster) -> None:
+    api = sick.start("api")
+    sick.start("scheduler")
+    sick.leader()
+    with grpc.insecure_channel(api.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_spec("to-a-sick-site")), metadata=md()).job
+        wait_until(
+            "the leader's burst failed on the refused key",
+            lambda: any(a.state.terminal for a in attempts(sick.dsn, job.id)),
+        )
+
+        def status() -> pb.GetStatusResponse:
+            answer: pb.GetStatusResponse = stub.GetStatus(pb.GetStatusRequest(), metadata=md())
+            return answer
+
+        wait_until(
+            "the replica's szb status names the sick site", lambda: "ali-bj" in status().unhealthy_sites
+        )
+        seen = status()
+    # The same words a one-process broker gives (a tenant sees the kind of trouble only).
+    assert seen.unhealthy_sites["ali-bj"] == "circuit open", seen.unhealthy_sites
+    assert seen.burst_decisions_last_hour == 1
+    metrics = scrape(api)
+    assert 'szb_site_unhealthy{reason="circuit open",site="ali-bj"} 1.0' in metrics, metrics
+    assert 'szb_breaker_state{site="ali-bj",state="open"} 1.0' in metrics, metrics
