@@ -18,6 +18,8 @@ from broker.numbers import NoBoolNumbers
 _ID = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _COUNTRY = r"^[A-Z]{2}$"
 _CURRENCY = r"^[A-Z]{3}$"
+CountryCode = Annotated[str, Field(pattern=_COUNTRY)]
+"""ISO 3166 alpha-2: a code in another form ("USA") would match no site and silently do nothing."""
 
 
 class _Doc(NoBoolNumbers):
@@ -285,7 +287,7 @@ class BurstSettings(_Doc):
 
 
 class ResidencyZone(_Doc):
-    countries: tuple[str, ...] = Field(default=(), description="Site countries allowed in the zone.")
+    countries: tuple[CountryCode, ...] = Field(default=(), description="Site countries allowed in the zone.")
     description: str = ""
 
 
@@ -301,7 +303,7 @@ class ExportRule(_Doc):
     """Built-in filter: licence needed for controlled hardware at sites under a foreign jurisdiction."""
 
     id: str = "export"
-    operator_countries: tuple[str, ...] = ("US",)
+    operator_countries: tuple[CountryCode, ...] = ("US",)
     tenant_country_groups: tuple[str, ...] = ("D:5", "Macau")
     classes: tuple[str, ...] = ("3A090.a", "3A090.b")
     reason: str = (

@@ -183,6 +183,24 @@ BROKEN = [
         "'site' is unreachable",
     ),
     ("no-fx-rate", "fx: {USD: 7.2}", "fx: {EUR: 7.9}", 15, 75, "no fx rate for USD"),
+    # "USA" matched no site's operator country, so the export rule silently never applied
+    # (a D:5 tenant got H100 at a US-operated site); country codes are ISO alpha-2 elsewhere.
+    (
+        "export-operator-country-not-iso",
+        "  residency:\n",
+        "  export: {operator_countries: [USA]}\n  residency:\n",
+        21,
+        33,
+        "compliance.export.operator_countries.0: string should match pattern",
+    ),
+    (
+        "residency-country-not-iso",
+        "countries: [CN]",
+        "countries: [CN, Macao]",
+        22,
+        43,
+        "compliance.residency.zones.cn-mainland.countries.1: string should match pattern",
+    ),
     # A zero window gave reclaim a zero waste budget: it silently never preempted.
     (
         "zero-reclaim-window",
