@@ -24,7 +24,7 @@ from broker.model import JobSpec, SiteId, TenantId
 from broker.placement import PlacementContext, place
 from broker.policy import Policy
 from broker.policy.offers import static_offers
-from broker.yamlfile import PolicyError, Problem, parse_yaml, validation_problems
+from broker.yamlfile import PolicyError, Problem, parse_yaml, position, validation_problems
 
 
 class Expect(BaseModel):
@@ -66,16 +66,52 @@ class Result:
         return {"name": self.name, "passed": self.passed, "detail": self.detail}
 
 
-def load_tests(path: Path) -> Suite:
+def load_tests(path: Path, policy: Policy) -> Suite:
+    """Read a test file; raises PolicyError with positions, also for names `policy` lacks."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError([Problem(str(path), 1, 1, f"cannot read tests: {exc.strerror}")]) from exc
     doc = parse_yaml(text, str(path))
     try:
-        return Suite.model_validate(doc)
+        suite = Suite.model_validate(doc)
     except ValidationError as exc:
         raise PolicyError(validation_problems(exc, doc, str(path))) from exc
+    problems = _dangling(suite, policy, doc, str(path))
+    if problems:
+        raise PolicyError(problems)
+    return suite
+
+
+def _dangling(suite: Suite, policy: Policy, doc: Any, filename: str) -> list[Problem]:
+    """A tenant, site or zone the policy does not declare: the case would pass or fail vacuously
+    (a misspelt tenant is placed nowhere, so `residency`, `not_site` and `allowed: false` hold)."""
+    sites = {s.id for s in policy.sites}
+    zones = {"global", *policy.document.compliance.residency.zones}
+    problems: list[Problem] = []
+
+    def check(loc: list[str | int], name: str, known: set[str], kind: str, *, key: bool = False) -> None:
+        if name not in known:
+            line, col = position(doc, ["tests", *loc], key=key)
+            where = ".".join(map(str, ["tests", *loc]))
+            problems.append(Problem(filename, line, col, f"{where}: unknown {kind} {name!r}"))
+
+    for i, case in enumerate(suite.tests):
+        check([i, "tenant"], case.tenant, {t.id for t in policy.tenants}, "tenant")
+        for j, key in enumerate(case.blocked):  # a site id, `site/region` or an offer key
+            check([i, "blocked", j], key.split("/", 1)[0], sites, "site")
+        for site in case.unhealthy:
+            check([i, "unhealthy", site], site, sites, "site", key=True)
+        e = case.expect
+        for field in ("site", "not_site"):
+            value = getattr(e, field)
+            if value is not None:
+                check([i, "expect", field], value, sites, "site")
+        for j, site in enumerate(e.sites_in or ()):
+            check([i, "expect", "sites_in", j], site, sites, "site")
+        if e.residency is not None:
+            check([i, "expect", "residency"], e.residency, zones, "residency zone")
+    return sorted(problems, key=lambda p: (p.line, p.col))
 
 
 def run_tests(policy: Policy, suite: Suite) -> list[Result]:

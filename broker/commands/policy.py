@@ -68,7 +68,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(args.policy)
-        suite = load_tests(args.tests)
+        suite = load_tests(args.tests, policy)
     except PolicyError as exc:
         _print_problems(exc)
         return 1
