@@ -37,7 +37,7 @@ from broker.sim.expected import estimate_of
 from broker.sim.fairbook import IncrementalBook
 from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.metrics import RunResult, Series, carbon_g
-from broker.sim.queues import FairRatios, LaunchQueue, ProjectedQueues, Waits, dispatch_key
+from broker.sim.queues import FairRatios, LaunchQueue, ProjectedQueues, Waits, arrivals, dispatch_key
 from broker.sim.scenario import Scenario
 from broker.sim.state import Fenwick, Line, SimState, Strategy, line_of, take_heads
 
@@ -106,14 +106,14 @@ class Engine:
         limit = (self.jobs[-1].arrival_s if self.jobs else 0.0) + 365 * 86400.0
         while nxt < n or self.events:
             if nxt < n and (not self.events or self.jobs[nxt].arrival_s < self.events[0][0]):
-                job = self.jobs[nxt]
-                nxt += 1
-                self._advance(job.arrival_s)
-                st = self.state[job.index]
-                st.queued, st.gen = True, st.gen + 1
-                self.queued += 1
-                self._pass([job.index], "arrival")
-                if self.progress is not None and nxt % 500 == 0:
+                batch, nxt = arrivals(self.jobs, nxt)  # one pass, as live: submitted together
+                self._advance(self.jobs[nxt - 1].arrival_s)
+                for j in batch:
+                    st = self.state[j]
+                    st.queued, st.gen = True, st.gen + 1
+                self.queued += len(batch)
+                self._pass(batch, "arrival", ordered=True)
+                if self.progress is not None and nxt // 500 > (nxt - len(batch)) // 500:
                     self.progress(nxt)
                 continue
             t, kind, _, j, tag = heapq.heappop(self.events)
@@ -241,8 +241,9 @@ class Engine:
 
     # Passes -----------------------------------------------------------------------------
 
-    def _pass(self, batch: list[int], cause: str) -> None:
-        batch = sorted({j for j in batch if self.state[j].queued})
+    def _pass(self, batch: list[int], cause: str, *, ordered: bool = False) -> None:
+        queued = (j for j in batch if self.state[j].queued)
+        batch = list(dict.fromkeys(queued)) if ordered else sorted(set(queued))
         if not batch:
             return
         self.causes[cause] = self.causes.get(cause, 0) + len(batch)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from broker.burst.projection import NEVER_S, expected_end, projected_wait_s, queue_key
 from broker.fairshare import Demand, TenantState, share_ratios
@@ -33,6 +33,15 @@ job that comes or goes)."""
 def dispatch_key(job: SimJob) -> Key:
     """Dispatch order within a tenant: priority, then deadline (arrival + max_wait)."""
     return queue_key(job.spec.priority.value, job.arrival_s + job.max_wait_s, job.arrival_s, job.id)
+
+
+def arrivals(jobs: Sequence[SimJob], first: int) -> tuple[list[int], int]:
+    """The jobs (by index) arriving at the same instant as `jobs[first]`, in dispatch order (as
+    the live dispatcher's pass takes a batch submitted together), and the index after them."""
+    end, t = first + 1, jobs[first].arrival_s
+    while end < len(jobs) and jobs[end].arrival_s == t:
+        end += 1
+    return [j.index for j in sorted(jobs[first:end], key=dispatch_key)], end
 
 
 class LaunchQueue:

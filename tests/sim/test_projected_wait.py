@@ -20,7 +20,7 @@ from broker.sim.run import simulate
 from broker.sim.scenario import Delay, Scenario
 from broker.sim.traces import TraceJob
 from tests.brokerproc import ROOT
-from tests.sim.conftest import CATALOG, CONFIGS, POLICY
+from tests.sim.conftest import CATALOG, CONFIGS, POLICY, tiny_policy
 
 
 def projected_policy(folder: Path, *, route: str = "") -> Policy:
@@ -180,3 +180,23 @@ def test_a_run_past_its_expected_end_runs_on_as_long_as_it_has_overrun(now_s: fl
     got = queues.project((1, now_s + 1800, now_s, "b"), 1, now_s, 1e9, accelerated=True)["p/x"]
     assert got == pytest.approx(wait_s)
     assert got == pytest.approx(expected_end(600.0, now_s) - now_s)
+
+
+def test_jobs_submitted_together_are_decided_in_dispatch_order(tmp_path: Path) -> None:
+    # `make demo`'s peak: ten 1-GPU jobs submitted in one call on 4 GPUs, alternately impatient
+    # (max_wait 1 min) and patient (1 day). The live dispatcher takes them in one pass in
+    # deadline order: the impatient ones take the GPUs, only the fifth bursts. Decided one by
+    # one in submission order, the simulator let two patient jobs take GPUs and burst three.
+    policy = tiny_policy(tmp_path, gpus=4, wait_model="projected")
+    trace = [
+        TraceJob(f"p{i}", 0.0, 3600.0, count=1, accelerators=("A800",), tenant="t1",
+                 max_wait_s=60.0 if i % 2 else 86400.0)
+        for i in range(10)
+    ]
+    scenario = Scenario(seed=1)
+    sim = simulate(policy, build_jobs(trace, policy, scenario), scenario, baselines=(), lower_bound=False)
+    records = sim.runs["policy"].records
+    impatient, patient = records[1::2], records[0::2]
+    assert [r.burst for r in impatient].count(True) == 1
+    assert not any(r.burst for r in patient) and not any(late(r) for r in patient)
+    assert sum(1 for r in impatient if not r.burst and r.wait_s == 0) == 4
