@@ -198,9 +198,16 @@ class Blocklist:
             (b for b in self._blocks.values() if b.until is None or now < b.until), key=lambda b: b.key
         )
 
-    def record(self, error: AdapterError, offer: Offer, policy: FailoverPolicy) -> NextStep:
-        """Classify `error` and add the block it calls for; returns the step."""
+    def record(
+        self, error: AdapterError, offer: Offer, policy: FailoverPolicy, *, retried: bool = False
+    ) -> NextStep:
+        """Classify `error` and add the block it calls for; returns the step.
+
+        `retried`: the caller already retried a transient error in place (a launch does), so one
+        left over means the region does not answer: it is avoided like a timed-out launch."""
         step = classify_next_step(error)
+        if retried and step is NextStep.RETRY_SAME:
+            step = NextStep.AVOID_REGION_TRY_NEXT
         reason = f"{type(error).__name__}: {error.code}"
         if step is NextStep.BLOCK_OFFER_TRY_NEXT:
             self.block_offer(offer, policy.capacity_block_s, reason)

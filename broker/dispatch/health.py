@@ -50,11 +50,13 @@ class SiteHealth:
         self.unreachable.pop(site, None)
 
     def record_failure(self, attempt: Attempt, error: AdapterError) -> NextStep:
-        """Block what the error says to block (a timed-out launch: its region, for the unhealthy
-        TTL); auth/config errors open the site's breaker."""
+        """Block what a failed launch's error says to block; auth/config errors open the site's
+        breaker. A cloud launch that timed out, or whose transient errors outlasted its retries,
+        has its region blocked for the unhealthy TTL."""
         policy = self._policy()
         ttl = policy.burst.blocklist_ttl
-        if isinstance(error, CapacityError) and is_onprem(policy, attempt.site):
+        onprem = is_onprem(policy, attempt.site)
+        if isinstance(error, CapacityError) and onprem:
             # On-prem capacity is known from capacity(); a full partition is a race to requeue
             # on, not a stock-out to block for minutes.
             return NextStep.BLOCK_OFFER_TRY_NEXT
@@ -66,6 +68,8 @@ class SiteHealth:
                 quota_block_s=ttl.quota.total_seconds(),
                 unhealthy_block_s=ttl.unhealthy.total_seconds(),
             ),
+            # The launch retried in place already; on-prem is home, not a region to go around.
+            retried=not onprem,
         )
         breaker = self.breakers.get(attempt.site)
         if step == NextStep.OPEN_CIRCUIT_TRY_NEXT:

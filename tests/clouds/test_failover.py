@@ -129,6 +129,19 @@ def test_a_timed_out_launch_blocks_its_region_for_the_unhealthy_ttl() -> None:
     assert bl.blocked(offer()) is None
 
 
+def test_a_transient_error_left_after_a_launchs_retries_avoids_the_region() -> None:
+    clock = FakeClock()
+    bl = Blocklist(clock=clock)
+    throttled = TransientError("aws-us", "RequestLimitExceeded", "Request limit exceeded.")
+    assert bl.record(throttled, offer(), FailoverPolicy()) is NextStep.RETRY_SAME
+    assert bl.blocked(offer()) is None
+    policy = FailoverPolicy(unhealthy_block_s=600)
+    assert bl.record(throttled, offer(), policy, retried=True) is NextStep.AVOID_REGION_TRY_NEXT
+    assert bl.blocked(offer(zone="us-east-1c", itype="g5.xlarge")) is not None
+    capacity = CapacityError("aws-us", "InsufficientInstanceCapacity", "x")
+    assert bl.record(capacity, offer(zone="z2"), policy, retried=True) is NextStep.BLOCK_OFFER_TRY_NEXT
+
+
 def test_site_block_and_blocks_never_shorten() -> None:
     clock = FakeClock()
     bl = Blocklist(clock=clock)

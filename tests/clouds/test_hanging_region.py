@@ -1,6 +1,7 @@
-"""A region that hangs on RunInstances does not stall the failover chain (issue 4: each
-provisioning attempt has its own timeout; a hanging region must not stall the chain, as it did
-for SkyPilot users). szb serve, the ECS double in two regions, the real tea-openapi SDK."""
+"""A region that hangs on RunInstances, or keeps throttling it past the launch's retries, does not
+stall the failover chain (issue 4: each provisioning attempt has its own timeout; a hanging
+region must not stall the chain, as it did for SkyPilot users). szb serve, the ECS double in two
+regions, the real tea-openapi SDK."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from tests.clouds.e2e_helpers import (
     play_bootstrap_when_on,
     wait_state,
 )
-from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint, EcsRequest, Reply
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint, EcsFault, EcsRequest, Reply
 
 POLICY = (
     on_moto.POLICY_HEAD
@@ -107,3 +108,24 @@ def test_a_hanging_region_times_out_once_and_the_job_moves_to_the_next_region(
     assert hanging.held == 1, f"Beijing's hanging RunInstances was tried {hanging.held} times"
     [failed] = [e for e in found if e.kind == "attempt_failed"]
     assert "AttemptTimeout" in failed.message and "avoid_region_try_next" in failed.message, failed.message
+
+
+def test_a_region_throttling_past_the_launch_retries_is_left_for_the_next_region(
+    broker: BrokerProcess, ecs_server: EcsEndpoint, regions: Regions
+) -> None:
+    bj, sh, _ = regions
+    bj.faults = [
+        EcsFault("RunInstances", "Throttling.User", 400, "Request was denied due to user flow control.")
+    ]
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job_id = stub.SubmitJob(pb.SubmitJobRequest(job=job("throttled")), metadata=md()).job.id
+        user_data = ecs_user_data([bj.user_data, sh.user_data])
+        play_bootstrap_when_on(stub, broker, job_id, "ali-sh", user_data, timeout=60)
+        final = wait_state(stub, job_id, TERMINAL)
+    assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.site == "ali-sh", final.message
+    # One attempt's calls in Beijing (the first and max_transient_retries: 2 more), not one
+    # attempt after another there until the breaker opens or the job runs out of attempts.
+    calls = [r for r in ecs_server.requests if r.action == "RunInstances" and job_id in r.params.values()]
+    assert len(calls) == 3, f"Beijing's throttled RunInstances was called {len(calls)} times"
+    assert final.attempts == 2, final.attempts
