@@ -157,6 +157,9 @@ def submit_body(
     gres = f"gpu:{gres_type}:{count}" if gres_type else f"gpu:{count}"
     # version-specific: environment and gres encoding
     if api_version == "v0.0.38":
+        # 22.05 ignores "requeue": false (the job keeps the cluster's JobRequeue=1, so a node
+        # failure requeues it inside Slurm, unseen by the broker); only "no_requeue" clears it.
+        job["no_requeue"] = True
         job["environment"] = env
         if count:
             job["gres"] = gres

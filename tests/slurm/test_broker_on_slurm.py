@@ -310,6 +310,38 @@ def test_slurmrestd_killed_mid_run_broker_survives_and_reconciles(
     assert SITE not in json.loads(status.status_json)["unhealthy"]
 
 
+def _scontrol(cluster: SlurmCluster, *args: str) -> None:
+    import subprocess
+
+    subprocess.run(["scontrol", *args], env={**os.environ, **cluster.env}, capture_output=True,
+                   timeout=30, check=False)
+
+
+def test_a_node_failure_is_the_brokers_to_retry_not_slurms(
+    world: OnPrem, slurm_cluster: SlurmCluster
+) -> None:
+    """A node going down under a running job: the broker sees NODE_FAIL, counts the attempt lost
+    and runs the job again itself (Slurm must not requeue it unseen while the broker says RUNNING)."""
+    script = 'case "$SZB_ATTEMPT_ID" in *-a1) echo first; sleep 600;; esac; echo ran again'
+    job_id = world.submit(spec("node-fail", script, gpus=1, runtime_s=900))
+    world.wait(job_id, {job_pb2.JOB_STATE_RUNNING})
+    first = world.wait_at_slurm(job_id, {AttemptState.RUNNING})
+    try:
+        _scontrol(slurm_cluster, "update", "nodename=szb-a800", "state=down", "reason=szb-test-node-fail")
+        deadline = time.monotonic() + 30
+        while not any(e.kind == "lost" for e in world.events(job_id, seconds=0.5)):
+            assert time.monotonic() < deadline, (
+                f"no lost attempt: broker says {state_from_proto(world.get(job_id).state)}, "
+                f"Slurm says {world.slurm.status(first.backend_id)}")
+    finally:
+        _scontrol(slurm_cluster, "update", "nodename=szb-a800", "state=resume")
+    lost = next(e for e in world.events(job_id) if e.kind == "lost")
+    assert "NODE_FAIL" in lost.message
+    job = world.wait(job_id, TERMINAL, timeout=90)
+    assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.message
+    assert job.attempts == 2 and "ran again" in job.log_tail
+
+
 def test_szb_logs_follows_a_slurm_job_output(world: OnPrem) -> None:
     """`szb logs --follow` streams the Slurm job's output file while it runs, then ends."""
     import subprocess
