@@ -79,9 +79,17 @@ if kind == "keep":  # the result, kept before anyone is told: a file, then the c
             f.flush()
             os.fsync(f.fileno())
         os.replace(os.path.join(work, name + ".tmp"), os.path.join(work, name))
+    # Others write to the console too (the heartbeat, the kernel), maybe half a line at a time:
+    # the result goes out in one write that starts its own line and that a pipe keeps whole
+    # (PIPE_BUF, 4096 bytes on Linux), so the broker can always read it back.
     short = tail[-int(env["SZB_CONSOLE_TAIL_BYTES"]):]
-    line = json.dumps({"exit_code": int(rc), "log_tail": short}).encode()
-    print("SZB-RESULT", env["SZB_ATTEMPT_ID"], base64.b64encode(line).decode(), flush=True)
+    while True:
+        data = base64.b64encode(json.dumps({"exit_code": int(rc), "log_tail": short}).encode())
+        line = b"\nSZB-RESULT " + env["SZB_ATTEMPT_ID"].encode() + b" " + data + b"\n"
+        if len(line) <= 4096 or not short:
+            break
+        short = short[max(1, (len(line) - 4096) // 8):]  # an escaped character: 8 bytes of it
+    os.write(1, line)
     sys.exit(0)
 body = json.dumps({"job_id": env["SZB_JOB_ID"], "attempt_id": env["SZB_ATTEMPT_ID"],
                    "token": env["SZB_TOKEN"], "kind": kind,
@@ -202,7 +210,8 @@ szb_report() {{
     python3 -c "$SZB_REPORT_PY" "$@" || true
   elif [ "$1" = keep ]; then
     echo "$2" > "$SZB_WORKDIR/exit_code.tmp" && mv "$SZB_WORKDIR/exit_code.tmp" "$SZB_WORKDIR/exit_code"
-    echo "{report_mark} $SZB_ATTEMPT_ID $(printf '{{"exit_code":%s}}' "$2" | base64 | tr -d '\\n')"
+    _result=$(printf '{{"exit_code":%s}}' "$2" | base64 | tr -d '\\n')
+    printf '\\n%s %s %s\\n' {report_mark} "$SZB_ATTEMPT_ID" "$_result"  # a line of its own
   else
     _line="{{\\"job_id\\":\\"$SZB_JOB_ID\\",\\"attempt_id\\":\\"$SZB_ATTEMPT_ID\\",\\"kind\\":\\"$1\\",\\"rank\\":${{SZB_NODE_RANK:-null}},\\"exit_code\\":${{2:-null}}}}"
     echo "$_line" >> "$SZB_WORKDIR/reports.jsonl"
@@ -350,14 +359,14 @@ def bootstrap_options(config: Mapping[str, Any]) -> BootstrapOptions:
 def result_from_console(console: str, attempt_id: str) -> AttemptStatus | None:
     """The result the bootstrap left on the console for this attempt (the last one), if any."""
     for line in reversed(console.splitlines()):
-        words = line.split()
-        if RESULT_MARK not in words:
-            continue  # consoles prefix lines (timestamps, cloud-init[pid]:), so look anywhere
-        at = words.index(RESULT_MARK)
-        if len(words) < at + 3 or words[at + 1] != attempt_id:
+        # Consoles prefix lines (timestamps, cloud-init[pid]:), and an older bootstrap's line
+        # may follow another writer's unfinished one ("...failed:SZB-RESULT"): look anywhere.
+        at = line.find(RESULT_MARK)
+        words = line[at:].split() if at >= 0 else []
+        if len(words) < 3 or words[0] != RESULT_MARK or words[1] != attempt_id:
             continue
         try:
-            data = json.loads(base64.b64decode(words[at + 2], validate=True))
+            data = json.loads(base64.b64decode(words[2], validate=True))
             code = int(data["exit_code"])
         except (binascii.Error, ValueError, KeyError, TypeError):
             continue

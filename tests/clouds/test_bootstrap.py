@@ -109,3 +109,74 @@ def test_the_job_is_told_its_checkpoint_interval_and_attempt(tmp_path: Path) -> 
     )
     assert run(render_user_data(req.model_copy(update={"spec": spec})), tmp_path) == 0
     assert "resume=1800/3" in (tmp_path / "job.log").read_text()
+
+
+def _on_shared_console(script: str, workdir: Path, env: dict[str, str]) -> str:
+    """Run `script` on a console another process keeps writing to, and return the console.
+
+    The other writer never ends its line, as the heartbeat's unbuffered stderr did mid-print
+    ("szb: report failed:" then, later, the error): whatever comes before our line is unfinished.
+    """
+    console = subprocess.run(
+        [
+            "sh",
+            "-c",
+            'printf "szb: report failed:"; ( while :; do printf "szb: report failed:"; done ) & '
+            'other=$!; sh -c "$0"; rc=$?; kill $other; exit $rc',
+            script,
+        ],
+        env={**env, "SZB_WORKDIR": str(workdir), "SZB_NO_POWEROFF": "1"},
+        timeout=60,
+        capture_output=True,
+        check=False,
+    )
+    assert console.returncode == 5, console.stderr
+    return console.stdout.decode("utf-8", "replace")
+
+
+def test_the_result_line_reaches_a_shared_console_whole(tmp_path: Path) -> None:
+    """Issue 11: the heartbeat's half-written stderr line was glued onto the result line, the
+    broker could not read it, called the finished attempt lost and ran the job again."""
+    from adapters.bootstrap import result_from_console
+
+    req = launch(OFFER, "t").model_copy(update={"agent_endpoint": ""})
+    spec = req.spec.model_copy(update={"command": ("sh", "-c", "echo trained; exit 5")})
+    script = render_user_data(req.model_copy(update={"spec": spec}), heartbeat_s=1)
+    for unbuffered in ("", "1"):  # python's stdout as on an instance, and as under `python -u`
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        if unbuffered:
+            env["PYTHONUNBUFFERED"] = unbuffered
+        console = _on_shared_console(script, tmp_path / f"u{unbuffered}", env)
+        kept = result_from_console(console, "att-1")
+        assert kept is not None and kept.exit_code == 5 and kept.log_tail == "trained\n", unbuffered
+
+
+def test_a_result_line_glued_to_another_writers_line_is_read() -> None:
+    # Instances started by an older bootstrap (no line of its own) leave such consoles behind.
+    import base64
+
+    from adapters.bootstrap import result_from_console
+
+    line = base64.b64encode(json.dumps({"exit_code": 3, "log_tail": "g\n"}).encode()).decode()
+    console = f"[cloud-init] szb: report failed:SZB-RESULT att-1 {line}\n[cloud-init]  <urlopen error>\n"
+    kept = result_from_console(console, "att-1")
+    assert kept is not None and kept.exit_code == 3 and kept.log_tail == "g\n"
+
+
+def test_the_result_line_fits_one_atomic_console_write(tmp_path: Path) -> None:
+    # A pipe keeps a write whole against other writers only up to PIPE_BUF bytes; a tail of
+    # wide characters (escaped in the JSON) made the line several times longer.
+    import select
+
+    from adapters.bootstrap import result_from_console
+
+    req = launch(OFFER, "t").model_copy(update={"agent_endpoint": ""})
+    spec = req.spec.model_copy(update={"command": ("sh", "-c", "printf '训练%.0s' $(seq 3000); exit 5")})
+    env = {**os.environ, "SZB_WORKDIR": str(tmp_path), "SZB_NO_POWEROFF": "1"}
+    script = render_user_data(req.model_copy(update={"spec": spec}), heartbeat_s=1)
+    done = subprocess.run(["sh", "-c", script], env=env, timeout=60, capture_output=True, check=False)
+    line = next(x for x in done.stdout.splitlines(keepends=True) if b"SZB-RESULT" in x)
+    assert len(line) <= select.PIPE_BUF
+    kept = result_from_console(done.stdout.decode(), "att-1")
+    assert kept is not None and kept.exit_code == 5
+    assert kept.log_tail.endswith("训练" * 100)
