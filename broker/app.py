@@ -177,7 +177,7 @@ class BrokerApp:
             grant=self.planner.grant,
             describe=views.describe,
             quotas=Quotas(views.limits, version=lambda: self.planner.policy_hash),
-            policy_version=lambda: self.planner.policy_hash,
+            policy_version=lambda: self.planner.policy_version,
             joblogs=self._joblogs(),
         )
         views.services = self.services

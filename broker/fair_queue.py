@@ -138,7 +138,7 @@ class FairQueue:
     def candidates(self, policy: Policy, spec: JobSpec, tenant: str) -> tuple[str, ...]:
         """On-prem partitions whose hardware could run the job (quota is counted against these)."""
         acc = spec.resources.accelerators
-        key = (policy.hash, tenant, f"{acc.count}|{','.join(acc.any_of)}|{spec.resources.cpus}")
+        key = (policy.version, tenant, f"{acc.count}|{','.join(acc.any_of)}|{spec.resources.cpus}")
         found = self._shapes.get(key)
         if found is not None:
             return found

@@ -76,6 +76,11 @@ class Planner:
         return self.policy.hash
 
     @property
+    def policy_version(self) -> str:
+        """The policy and the files it refers to (`Policy.version`): what cached answers are kept per."""
+        return self.policy.version
+
+    @property
     def adapters(self) -> Mapping[SiteId, Adapter]:
         return self.offers.adapters
 
@@ -305,7 +310,7 @@ class Planner:
         # read, not on its command: remember answers per (shape, fields the rules see).
         shape = spec.model_dump_json(include={"resources", "spot", "data_residency", "max_price_per_hour"})
         seen_by_rules = repr(Env(spec, tenant, policy, PlacementContext(now=now)).job_fp)
-        key = (policy.hash, tenant, shape + seen_by_rules)
+        key = (policy.version, tenant, shape + seen_by_rules)
         cached = self._admitted.get(key)
         if cached is not None:
             return cached

@@ -108,7 +108,8 @@ class BrokerServices:
     """The client's view of a job beyond its row (placement, cost so far, start and end)."""
     quotas: Quotas | None = None
     policy_version: Callable[[], str] | None = None
-    """The hash of the policy in force (lets the submit path keep answers per policy)."""
+    """The version of the policy in force, its referenced files included (`Policy.version`): the
+    submit path keeps answers per version."""
     submitter: SubmitPath = field(init=False)
     """SubmitJob/SubmitJobs: validate, admit, insert, ack (see broker.submit)."""
 

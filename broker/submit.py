@@ -109,7 +109,8 @@ class SubmitPath:
     on_created: Callable[[Job], None] | None = None
     """Told of each new job once it is durable (the dispatcher's wake-up in one process)."""
     policy_version: Callable[[], str] | None = None
-    """The hash of the policy in force: vetting answers are kept per policy (None: not kept)."""
+    """The version of the policy in force (`Policy.version`): vetting answers are kept per
+    version (None: not kept)."""
     commit_inline: bool = False
     """Commit on the event loop (an embedded SQLite file: a commit is a fraction of a
     millisecond, less than handing it to a thread under a busy GIL); else in a writer thread

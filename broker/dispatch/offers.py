@@ -57,8 +57,8 @@ class OfferSource:
     def catalog(self) -> list[Offer]:
         """The policy's static offers, built once per policy (priced when the policy was read)."""
         policy = self._policy()
-        if self._catalog is None or self._catalog[0] != policy.hash:
-            self._catalog = (policy.hash, static_offers(policy, read_at=self.clock.now()))
+        if self._catalog is None or self._catalog[0] != policy.version:  # a price catalog may have changed
+            self._catalog = (policy.version, static_offers(policy, read_at=self.clock.now()))
         return self._catalog[1]
 
     def latest(self) -> OfferReading:

@@ -59,6 +59,8 @@ def load_policy_text(text: str, filename: str) -> Policy:
         line, col = position(doc, loc, key=key)
         problems.append(Problem(filename, line, col, message))
 
+    inputs = _input_paths(document, base)
+    inputs_digest = _digest(inputs)  # before loading them: a later edit changes the next digest
     accelerators, regimes = _referenced_files(document, base, at, problems)
     regime = pick_regime(document, regimes, at)
     site_ids = check_sites(document, accelerators, base, at)
@@ -84,7 +86,37 @@ def load_policy_text(text: str, filename: str) -> Policy:
         regime=regime,
         rules=RuleSet(tuple(compiled), default_deny=comp.default == "deny"),
         instances=_instances(document, base),
+        inputs=tuple(str(p) for p in inputs),
+        inputs_digest=inputs_digest,
     )
+
+
+def _input_paths(document: PolicyDocument, base: Path) -> list[Path]:
+    """The accelerator and regime files (bundled ones when the policy names none beside it) and
+    every catalog CSV, as `_referenced_files` and `_instances` resolve them."""
+    paths = [_reference(document, base, field) for field in ("accelerators", "regimes")]
+    paths += [base / s.catalog.file for s in document.sites if s.catalog is not None]
+    return list(dict.fromkeys(paths))
+
+
+def _reference(document: PolicyDocument, base: Path, field: str) -> Path:
+    ref = base / str(getattr(document, field))
+    if field not in document.model_fields_set and not ref.is_file():
+        ref = Path(str(resources.files("broker") / "defaults" / f"{field}.yaml"))
+    return ref
+
+
+def _digest(paths: list[Path]) -> str:
+    """sha256 over each file's path and bytes (a missing file counts as empty: it is an error anyway)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            data = b""
+        digest.update(f"{path}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def _referenced_files(
@@ -97,9 +129,7 @@ def _referenced_files(
     accelerators: AcceleratorCatalog | None = None
     regimes: RegimeSet | None = None
     for field in ("accelerators", "regimes"):
-        ref = base / getattr(document, field)
-        if field not in document.model_fields_set and not ref.is_file():
-            ref = Path(str(resources.files("broker") / "defaults" / f"{field}.yaml"))
+        ref = _reference(document, base, field)
         if not ref.is_file():
             at([field], f"{field}: file not found: {ref}")
             continue

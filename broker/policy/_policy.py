@@ -74,6 +74,10 @@ class Policy(BaseModel):
     rules: RuleSet
     instances: dict[str, tuple[InstanceRow, ...]]
     """Catalog rows per site id (sites with a `catalog:`)."""
+    inputs: tuple[str, ...] = ()
+    """The files the policy file refers to (accelerators, regimes, price catalogs): watched too."""
+    inputs_digest: str = ""
+    """sha256 over those files' bytes, read before they were loaded."""
 
     index: PolicyIndex = Field(default_factory=lambda: PolicyIndex(), exclude=True, repr=False)
     """Lookups derived at load time (a plain object: attribute access stays cheap)."""
@@ -87,6 +91,12 @@ class Policy(BaseModel):
         ix.rates = {self.document.currency: 1.0, **self.document.fx}
 
     # -- plain accessors -------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        """What a reload and the caches compare: the policy file and every file it refers to
+        (`hash` stays the policy file's own, the one decisions record and `szb policy show` finds)."""
+        return f"{self.hash}:{self.inputs_digest}"
+
     @property
     def currency(self) -> str:
         return self.document.currency

@@ -44,7 +44,8 @@ def _utc_now() -> datetime:
 
 
 class PolicyWatcher:
-    """Holds the current policy; `reload()` on file change (mtime polling) or on SIGHUP."""
+    """Holds the current policy; `reload()` on a change of the file or of the files it refers to
+    (mtime polling), or on SIGHUP."""
 
     def __init__(
         self,
@@ -84,12 +85,17 @@ class PolicyWatcher:
         """The policy in force (read it once per decision)."""
         return self._current
 
-    def _stat(self) -> tuple[float, int] | None:
-        try:
-            st = self.path.stat()
-        except OSError:
-            return None
-        return (st.st_mtime, st.st_size)
+    def _stat(self) -> tuple[tuple[float, int] | None, ...]:
+        """mtime and size of the policy file and of every file the policy in force refers to."""
+        out: list[tuple[float, int] | None] = []
+        for path in (self.path, *map(Path, self._current.inputs)):
+            try:
+                st = path.stat()
+            except OSError:
+                out.append(None)
+                continue
+            out.append((st.st_mtime, st.st_size))
+        return tuple(out)
 
     def reload(self) -> list[Problem]:
         """Load the file again; swap when valid, else keep the last good policy and log why."""
@@ -118,12 +124,14 @@ class PolicyWatcher:
                 return exc.problems
             self.last_problems = []
             self.last_refused = None
-            if policy.hash != self._current.hash:
+            if policy.version != self._current.version:  # the file, or a file it refers to, changed
+                same_text = policy.hash == self._current.hash
                 self._current = policy
                 log.info(
-                    "policy %s in force (from %s)",
+                    "policy %s in force (from %s%s)",
                     policy.hash[:12],
                     self.path,
+                    "; a file it refers to changed" if same_text else "",
                     extra={"event": "reload", "policy_hash": policy.hash[:12], "source": str(self.path)},
                 )
                 self._tell(PolicyLoad(policy.hash, "loaded", str(self.path), text, self._clock()))
@@ -142,7 +150,7 @@ class PolicyWatcher:
             log.exception("could not record policy load %s", load.hash[:12])
 
     def changed(self) -> bool:
-        """Whether the file's mtime or size differs from the last load."""
+        """Whether the mtime or size of the file, or of a file it refers to, differs from the last load."""
         return self._stat() != self._mtime
 
     def poll(self) -> list[Problem] | None:

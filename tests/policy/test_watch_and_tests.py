@@ -153,3 +153,17 @@ def test_explain_refuses_server_with_policy_or_tenant(
     assert cli(["explain", str(job), "--tenant", "pku-nlp"]) == 2
     err = capsys.readouterr().err
     assert "--server (or SZB_SERVER)" in err and "--policy/--tenant" in err
+
+
+def test_reload_swaps_when_only_a_referenced_file_changed(shipped: Path) -> None:
+    """A SIGHUP (`reload()`) after editing regimes.yaml alone puts the new thresholds in force;
+    it used to compare the policy file's hash only and keep the old regime ("unchanged")."""
+    watcher = PolicyWatcher(shipped)
+    first = watcher.current
+    assert first.hardware("H20").classification.cls == "none"
+    regimes = shipped.parent / "regimes.yaml"
+    regimes.write_text(regimes.read_text().replace("tpp: {min: 2400}", "tpp: {min: 2300}", 1))
+    assert watcher.changed()  # watched like the policy file itself
+    assert watcher.reload() == []
+    assert watcher.current is not first and watcher.current.hash == first.hash
+    assert watcher.current.hardware("H20").classification.cls == "3A090.b"
