@@ -110,6 +110,15 @@ BROKEN = [
         "type error",
     ),
     ("cel-not-bool", 'job.priority == "high" && offer.spot', "job.cpus", 25, 14, "must evaluate to a bool"),
+    # The regex error spanned five lines (a caret drawing): one problem, one line.
+    (
+        "cel-bad-regex",
+        'job.priority == "high" && offer.spot',
+        'job.name.matches("(")',
+        25,
+        14,
+        "'(' not a valid regex: regex parse error: ( ^ error: unclosed group",
+    ),
     (
         "rule-dangling-site",
         "      reason: no spot",
