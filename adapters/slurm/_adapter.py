@@ -19,6 +19,7 @@ from adapters.base import (
     Capability,
     ConfigError,
     NotFoundError,
+    UnsupportedError,
     read_file_chunk,
 )
 from adapters.slurm._capacity import (
@@ -27,6 +28,7 @@ from adapters.slurm._capacity import (
     gres_type,
     partition_wait_s,
     read_partitions,
+    size_refusal,
 )
 from adapters.slurm._client import SlurmRest, checked_job_id
 from adapters.slurm._config import PartitionConfig, parse_partitions, partition_for
@@ -259,18 +261,21 @@ class SlurmAdapter:
         return result
 
     def _read_partitions(self, now: datetime) -> dict[str, PartitionState]:
-        nodes = self.rest.request("GET", "nodes").get("nodes") or []
+        nodes = self._nodes()
         jobs = list(self.jobs.read().values())
         states = read_partitions(self.partitions, nodes, jobs, now.timestamp(), unlimited_s=self.unlimited_s,
                                  gres_seen=self._gres_seen, broker_id=self.broker_id)
         self._last_read = (now, states)
         return states
 
+    def _nodes(self) -> list[Mapping[str, Any]]:
+        return list(self.rest.request("GET", "nodes").get("nodes") or [])
+
     def _gres_type_for_submit(self, part: PartitionConfig) -> str | None:
         if part.accelerator is None or part.gres_type:
             return part.gres_type
         if part.name not in self._gres_seen:
-            nodes = self.rest.request("GET", "nodes").get("nodes") or []
+            nodes = self._nodes()
             return gres_type(part, [n for n in nodes if part.name in node_partitions(n)], self._gres_seen)
         return self._gres_seen[part.name]
 
@@ -297,6 +302,11 @@ class SlurmAdapter:
             self.ledger.intent(token)
             try:
                 reply = self.rest.request("POST", "job/submit", payload=body)
+            except UnsupportedError as exc:  # the job too big for every node: its own refusal
+                refusal = size_refusal(exc, part.name, self._nodes, body["job"])
+                if refusal is None:
+                    raise
+                raise refusal from exc
             finally:
                 self.jobs.invalidate()  # even a failed reply may have queued a job
             job_id = reply.get("job_id")

@@ -310,6 +310,22 @@ def test_slurmrestd_killed_mid_run_broker_survives_and_reconciles(
     assert SITE not in json.loads(status.status_json)["unhealthy"]
 
 
+def test_a_job_no_node_has_the_memory_for_fails_alone_and_blocks_no_one(world: OnPrem) -> None:
+    """Slurm refuses a job asking more memory than any node of the partition has (the policy
+    does not say the nodes' memory): that job fails with the reason, and the partition stays
+    open to every other job (it was blocked for the broker's lifetime, and the job queued on)."""
+    big = spec("too-much-memory", "echo never", gpus=1)
+    big.resources.memory_gb = 4096  # the test nodes have under 10 GB
+    big_id = world.submit(big)
+    job = world.wait(big_id, TERMINAL, timeout=30)
+    assert job.state == job_pb2.JOB_STATE_FAILED, job.message
+    assert "memory" in job.message and "4194304 MB" in job.message, job.message
+    fits = world.submit(spec("fits", "echo fits on a800", gpus=1))
+    job = world.wait(fits, TERMINAL, timeout=30)
+    assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.message
+    assert "fits on a800" in job.log_tail
+
+
 def _scontrol(cluster: SlurmCluster, *args: str) -> None:
     import subprocess
 
