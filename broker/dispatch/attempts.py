@@ -29,6 +29,7 @@ class AttemptTracking:
     _started_at: datetime
     _background: set[asyncio.Task[None]]
     _inflight: dict[JobId, asyncio.Task[None]]
+    _stops_in_flight: set[str]
 
     def capacity_changed(self) -> None:
         """Re-decide queued jobs (the dispatcher's own; a no-op here)."""
@@ -95,6 +96,9 @@ class AttemptTracking:
         if attempt.state.terminal:
             return
         job = self.store.get(attempt.job_id)
+        if job.state.terminal and not status.state.terminal:
+            self._stop_leftover(job, attempt)  # its backend still runs it: a stop that failed
+            return
         if status.state == attempt.state and status.state != AttemptState.RUNNING:
             return
         if status.state == AttemptState.RUNNING:
@@ -182,6 +186,36 @@ class AttemptTracking:
             ]
         return [JobMove(JobState.QUEUED, "lost", f"attempt lost ({status.message}); requeued")]
 
+    def _stop_leftover(self, job: Job, attempt: Attempt) -> None:
+        """A live attempt of an ended job (its cancel's stop call failed, say, to throttling, or
+        the broker restarted first): stop it again, in the background, once at a time."""
+        if attempt.backend_id is None or job.id in self._inflight or attempt.id in self._stops_in_flight:
+            return  # a launch in flight stops what it starts itself
+        self._stops_in_flight.add(attempt.id)
+        self._in_background(self._stop_again(job, attempt, attempt.backend_id))
+
+    async def _stop_again(self, job: Job, attempt: Attempt, backend_id: str) -> None:
+        try:
+            adapter = self.adapters.get(attempt.site)
+            if adapter is None:
+                return
+            try:
+                await asyncio.to_thread(adapter.cancel, backend_id, attempt.token)
+            except AdapterError as exc:  # the next poll or report tries again
+                log.warning("stopping %s of ended job %s failed: %s", backend_id, job.id, exc)
+                return
+            if self.cancelled(job, attempt, f"the job is {job.state.value}; {backend_id} stopped"):
+                self.store.record(
+                    job.id,
+                    self.clock.now(),
+                    kind="terminated",
+                    message=f"instance {backend_id} at {attempt.site} stopped (the job is {job.state.value})",
+                    data={"attempt": attempt.id, "backend_id": backend_id},
+                )
+                self.capacity_changed()
+        finally:
+            self._stops_in_flight.discard(attempt.id)
+
     def _in_background(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
@@ -252,11 +286,14 @@ class AttemptTracking:
             adapter = self.adapters.get(attempt.site)
             if adapter is None:
                 continue
+            self._stops_in_flight.add(attempt.id)  # reports meanwhile do not stop it a second time
             try:
                 await asyncio.to_thread(adapter.cancel, attempt.backend_id, attempt.token)
-            except AdapterError as exc:
+            except AdapterError as exc:  # a later poll or report stops it again (_stop_leftover)
                 log.warning("cancel of %s at %s failed: %s", attempt.id, attempt.site, exc)
                 continue
+            finally:
+                self._stops_in_flight.discard(attempt.id)
             self.cancelled(job, attempt)
         self.capacity_changed()
         return self.store.get(job.id)

@@ -76,6 +76,8 @@ class Dispatcher(Scheduling):
         self._last_submit = 0.0
         self._first_new = 0.0
         self._inflight: dict[JobId, asyncio.Task[None]] = {}
+        self._stops_in_flight: set[str] = set()
+        """Attempts of ended jobs whose backend is being told to stop again."""
         self._waiting_reason: dict[JobId, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
