@@ -204,6 +204,56 @@ def referenced_paths(src: str) -> tuple[list[Path], list[FieldError]]:
     return paths, errors
 
 
+_PATH = r"(?<![\w.])([A-Za-z_]\w*(?:\s*\.\s*[A-Za-z_]\w*)+)(?!\s*[(.\w])"
+_LITERAL = r"(\"\s*\"|'\s*'|true|false|\d+\.\d+(?:[eE][+-]?\d+)?|\d+)(?![\w.(])"
+_OP = r"\s*(==|!=|<=|>=|<|>)\s*"
+_COMPARISONS = (
+    (re.compile(_PATH + _OP + _LITERAL), 1, 3),
+    (re.compile(r"(?<![\w.\])])" + _LITERAL + _OP + _PATH), 3, 1),
+)
+
+
+def _literal_kind(text: str) -> str:
+    if text[0] in "\"'":
+        return "string"
+    if text in ("true", "false"):
+        return "bool"
+    return "double" if "." in text or "e" in text.lower() else "int"
+
+
+def literal_type_errors(src: str) -> list[FieldError]:
+    """A typed field compared with a literal of another type: CEL answers `==` with false, not
+    an error, so such a rule would load and never match (nor would the sample run see one
+    behind `&&`). Numbers compare with numbers; maps, lists and macro variables are not checked."""
+    text = _strip_strings(src)
+    errors: list[FieldError] = []
+    for pattern, path_group, literal_group in _COMPARISONS:
+        for m in pattern.finditer(text):
+            names = [p.strip() for p in m.group(path_group).split(".")]
+            spec: Any = VARIABLES.get(names[0])
+            for name in names[1:]:
+                spec = spec.get(name) if isinstance(spec, Mapping) else None
+            if spec not in ("string", "int", "double", "bool"):
+                continue
+            kind = _literal_kind(m.group(literal_group))
+            numbers = {"int", "double"}
+            if kind == spec or (kind in numbers and spec in numbers):
+                continue
+            op = m.group(2)
+            outcome = {"==": "never equal", "!=": "always unequal"}.get(
+                op, f"CEL has no {op} between them: the rule fails when it runs"
+            )
+            article = "an" if kind == "int" else "a"
+            errors.append(
+                FieldError(
+                    m.start(),
+                    f"type error: {'.'.join(names)} is a {spec}, compared with {article} {kind} "
+                    f"literal ({outcome})",
+                )
+            )
+    return sorted(errors, key=lambda e: e.offset)
+
+
 def lookup(values: Mapping[str, Any], path: Path) -> Any:
     """The value at `path` in a nested mapping of CEL variables, frozen to be hashable."""
     node: Any = values

@@ -7,7 +7,7 @@ from typing import Any
 
 import cel
 
-from broker.compliance.celenv import VARIABLES, referenced_paths, sample
+from broker.compliance.celenv import VARIABLES, literal_type_errors, referenced_paths, sample
 from broker.compliance.rules import PLACEHOLDERS, CompiledRule, template_fields
 from broker.policy.schema import Rule
 from broker.yamlfile import Problem, position, value_origin
@@ -150,6 +150,8 @@ def _compile(
         problem(loc, f"{where}: CEL syntax error: {detail}", off)
         return None
     paths, errors = referenced_paths(expr)
+    if not errors:
+        errors = literal_type_errors(expr)
     for err in errors:
         problem(loc, f"{where}: {err.message}", err.offset)
     for m in _ID_LITERAL.finditer(expr):

@@ -110,6 +110,32 @@ BROKEN = [
         "type error",
     ),
     ("cel-not-bool", 'job.priority == "high" && offer.spot', "job.cpus", 25, 14, "must evaluate to a bool"),
+    # CEL compares values of different types as unequal without an error, so these rules loaded
+    # and silently never matched (the sample-value run cannot see it; nor one behind &&).
+    (
+        "cel-string-field-vs-number",
+        'job.priority == "high" && offer.spot',
+        "offer.instance_type == 800",
+        25,
+        14,
+        "type error: offer.instance_type is a string, compared with an int",
+    ),
+    (
+        "cel-bool-field-vs-string",
+        'job.priority == "high" && offer.spot',
+        'job.priority == "high" && offer.spot == "true"',
+        25,
+        40,
+        "type error: offer.spot is a bool, compared with a string",
+    ),
+    (
+        "cel-number-field-vs-string-behind-and",
+        'job.priority == "high" && offer.spot',
+        'job.priority == "high" && "2" < job.runtime_hours',
+        25,
+        40,
+        "type error: job.runtime_hours is a double, compared with a string",
+    ),
     # The regex error spanned five lines (a caret drawing): one problem, one line.
     (
         "cel-bad-regex",
