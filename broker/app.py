@@ -246,6 +246,10 @@ class BrokerApp:
 
     def _wake_watchers(self, note: Note) -> None:
         """Another process wrote an event: watchers of that job re-read the store now."""
+        attempt_id = note.get("hb")
+        if isinstance(attempt_id, str):
+            # An agent sticks to one replica: every replica's heartbeat lag must hear it.
+            self.dispatcher.heartbeats[attempt_id] = self.clock.now()
         job_id = note.get("j")
         if isinstance(job_id, str):
             self.hub.wake(job_id)

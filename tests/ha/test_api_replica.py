@@ -20,6 +20,7 @@ from tests.clouds.e2e_helpers import agent_secret_of, md, wait_state
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.ha.cloud import HeldCloud, attempts, cloud_cluster, gpu_spec, wait_until
 from tests.ha.conftest import Cluster, Node
+from tests.ha.test_site_health import scrape
 
 TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
 
@@ -177,3 +178,49 @@ def test_output_an_agent_posts_to_one_replica_streams_from_another(split: Cluste
                 pb.StreamJobLogsRequest(id=job.id), metadata=md(), timeout=30
             )
             assert b"".join(r.chunk.data for r in logs) == b"".join(lines)
+
+
+def lag(node: Node, site: str) -> float:
+    """The replica's `szb_heartbeat_lag_seconds` for `site`."""
+    m = re.search(rf'^szb_heartbeat_lag_seconds\{{site="{site}"\}} (\S+)$', scrape(node), re.M)
+    assert m, f"no heartbeat lag for {site}"
+    return float(m.group(1))
+
+
+def test_an_agents_heartbeats_through_one_replica_keep_every_replicas_lag_low(
+    split: Cluster, ecs: EcsCloud
+) -> None:
+    split.config.write_text(split.config.read_text() + "metrics_listen: 127.0.0.1:0\n")
+    first = split.start("api")
+    second = split.start("api")  # an agent's gRPC channel sticks to one replica behind a balancer
+    split.start("scheduler")
+    split.leader()
+    with grpc.insecure_channel(first.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_spec("beats-via-one")), metadata=md()).job
+        wait_until("the leader launched an instance", lambda: launched(split.dsn, job.id))
+        attempt = attempts(split.dsn, job.id)[-1]
+        assert attempt.backend_id is not None
+        secret = agent_secret_of(base64.b64decode(ecs.user_data[attempt.backend_id]).decode())
+        # Old enough that a lag counted from the launch cannot pass for a fresh heartbeat.
+        wait_until("the instance is 4 s old", lambda: lag(second, "ali-bj") > 4)
+        agent = agent_service_pb2_grpc.AgentServiceStub(channel)
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.is_set():
+                agent.Heartbeat(
+                    agent_service_pb2.HeartbeatRequest(attempt_id=attempt.id, token=secret, running=True)
+                )
+                stop.wait(0.5)
+
+        beating = threading.Thread(target=beat, daemon=True)
+        beating.start()
+        try:
+            wait_until("the first replica heard the agent", lambda: lag(first, "ali-bj") < 2)
+            # A heartbeat is news for the whole front door: an alert on the other replica's
+            # lag must not fire for an instance that reports every half second.
+            wait_until("the second replica knows the agent is alive", lambda: lag(second, "ali-bj") < 2)
+        finally:
+            stop.set()
+            beating.join(timeout=10)
