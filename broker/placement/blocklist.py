@@ -23,8 +23,9 @@ def _verdict(g: Group, env: Env) -> tuple[Reason, ...]:
         return (Reason(BLOCKED, f"site {g.site_id} is blocked after a capacity or quota error"),)
     region = g.site.region if g.site is not None else ""
     if region and f"{g.site_id}/{region}" in blocked:
-        # Regions are blocked after a quota error and after a spot interruption (dispatch.health).
-        why = "a quota error or a spot interruption"
+        # Regions are blocked after a quota error, a spot interruption, and a launch that timed
+        # out or whose transient errors outlasted its retries (dispatch.health).
+        why = "a quota error or a spot interruption, or a launch there that timed out or kept failing"
         return (Reason(BLOCKED, f"region {region} of {g.site_id} is blocked after {why}"),)
     return ()
 

@@ -6,6 +6,7 @@ regions, the real tea-openapi SDK."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,7 +14,7 @@ from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import BrokerProcess
+from tests.brokerproc import BrokerProcess, szb
 from tests.clouds import on_moto
 from tests.clouds.conftest import Regions, StartBroker
 from tests.clouds.e2e_helpers import (
@@ -87,7 +88,7 @@ def job(name: str) -> job_pb2.JobSpec:
 
 
 def test_a_hanging_region_times_out_once_and_the_job_moves_to_the_next_region(
-    broker: BrokerProcess, ecs_server: EcsEndpoint, regions: Regions
+    broker: BrokerProcess, ecs_server: EcsEndpoint, regions: Regions, tmp_path: Path
 ) -> None:
     bj, sh, _ = regions
     hanging = Hanging(bj)
@@ -108,6 +109,14 @@ def test_a_hanging_region_times_out_once_and_the_job_moves_to_the_next_region(
     assert hanging.held == 1, f"Beijing's hanging RunInstances was tried {hanging.held} times"
     [failed] = [e for e in found if e.kind == "attempt_failed"]
     assert "AttemptTimeout" in failed.message and "avoid_region_try_next" in failed.message, failed.message
+    # explain says why Beijing is out for now, naming what happened there.
+    path = tmp_path / "next.yaml"
+    path.write_text(
+        "name: next\ncommand: [python3, train.py]\nruntime_estimate: 1h\nmax_wait: 0s\n"
+        "resources:\n  accelerators: {count: 1, any_of: [A10]}\n"
+    )
+    table = szb(broker, TOKEN, "explain", str(path)).stdout
+    assert "region cn-beijing of ali-bj is blocked after" in table and "timed out" in table, table
 
 
 def test_a_region_throttling_past_the_launch_retries_is_left_for_the_next_region(
