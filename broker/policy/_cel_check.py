@@ -14,8 +14,22 @@ from broker.yamlfile import Problem, position, value_origin
 
 _CEL_POS = re.compile(r"<input>:(\d+):(\d+):")
 _ID_LITERAL = re.compile(
-    r"\b(site|tenant)\.id\s*==\s*[\"']([^\"']*)[\"']|[\"']([^\"']*)[\"']\s*==\s*(site|tenant)\.id"
+    r"\b(site|tenant)\.id\s*[=!]=\s*[\"']([^\"']*)[\"']|[\"']([^\"']*)[\"']\s*[=!]=\s*(site|tenant)\.id"
 )
+_ID_IN_LIST = re.compile(r"\b(site|tenant)\.id\s+in\s*\[([^\]]*)\]")
+_STRING = re.compile(r"[\"']([^\"']*)[\"']")
+
+
+def _id_references(expr: str) -> list[tuple[str, str, int]]:
+    """(`site` or `tenant`, the id, its offset) for each id literal the rule compares
+    `site.id`/`tenant.id` with (==, != or `in [...]`)."""
+    refs = [
+        (m.group(1) or m.group(4), m.group(2) if m.group(1) else m.group(3), m.start())
+        for m in _ID_LITERAL.finditer(expr)
+    ]
+    for m in _ID_IN_LIST.finditer(expr):
+        refs += [(m.group(1), s.group(1), m.start(2) + s.start()) for s in _STRING.finditer(m.group(2))]
+    return sorted(refs, key=lambda r: r[2])
 
 
 class _Locator:
@@ -154,11 +168,9 @@ def _compile(
         errors = literal_type_errors(expr)
     for err in errors:
         problem(loc, f"{where}: {err.message}", err.offset)
-    for m in _ID_LITERAL.finditer(expr):
-        kind = m.group(1) or m.group(4)
-        ref = m.group(2) if m.group(1) else m.group(3)
+    for kind, ref, offset in _id_references(expr):
         if ref not in (site_ids if kind == "site" else tenant_ids):
-            problem(loc, f"{where}: unknown {kind} {ref!r}", m.start())
+            problem(loc, f"{where}: unknown {kind} {ref!r}", offset)
     if errors or not _type_checks(program, where, loc, problem):
         return None
     return CompiledRule(

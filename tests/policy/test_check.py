@@ -161,6 +161,23 @@ BROKEN = [
         54,
         "unknown site 'nowhere'",
     ),
+    # Only `site.id == "x"` was checked: a list of sites or a != named a missing one unseen.
+    (
+        "rule-site-id-in-list",
+        "offer.spot'",
+        'offer.spot && site.id in ["onprem", "nowhere"]\'',
+        25,
+        76,
+        "unknown site 'nowhere'",
+    ),
+    (
+        "rule-tenant-id-not-equal",
+        "offer.spot'",
+        'offer.spot && tenant.id != "pku2"\'',
+        25,
+        54,
+        "unknown tenant 'pku2'",
+    ),
     (
         "rule-bad-placeholder",
         "reason: no spot for high priority",
