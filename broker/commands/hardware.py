@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cls.add_argument("--catalog", type=Path, default=Path("configs/accelerators.yaml"))
     cls.add_argument("--regimes", type=Path, default=None, help="default: regimes.yaml next to the catalog")
     cls.add_argument("--regime", default=None, help="regime name (default: the file's default)")
-    cls.add_argument("--output", choices=("json", "table"), default="table")
+    cls.add_argument("--output", "-o", choices=("json", "table"), default="table")
     cls.set_defaults(handler=cmd_classify)
 
 

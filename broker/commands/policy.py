@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     test = cmds.add_parser("test", help="run operator expectations against a policy")
     test.add_argument("policy", type=Path)
     test.add_argument("tests", type=Path)
-    test.add_argument("--output", choices=("text", "json"), default="text")
+    test.add_argument("--output", "-o", choices=("text", "json"), default="text")
     test.set_defaults(handler=cmd_test)
     audit.register_policy(cmds)
     replay.register(cmds)

@@ -135,3 +135,26 @@ def test_aws_catalog_rows_dedupe_and_trn2() -> None:
     trn2 = [r for r in rows if r.instance_type == "trn2.48xlarge"]
     assert trn2 and all(r.accelerator == "Trainium2" and r.count == 16 for r in trn2)
     assert all(CATALOG.get(r.accelerator) is not None for r in rows if r.accelerator)
+
+
+def test_every_command_with_output_takes_the_short_flag(cli) -> None:  # type: ignore[no-untyped-def]
+    """The README: every command's `--output json` is also `-o json`."""
+    from broker.cli import build_parser
+
+    parser = build_parser()
+    missing = []
+    for name, sub in _subcommands(parser):
+        flags = {f for a in sub._actions for f in a.option_strings}
+        if "--output" in flags and "-o" not in flags:
+            missing.append(name)
+    assert missing == []
+
+
+def _subcommands(parser, prefix: str = ""):  # type: ignore[no-untyped-def]
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix}{name}", sub
+                yield from _subcommands(sub, f"{prefix}{name} ")
