@@ -220,6 +220,9 @@ class AttemptStatus(_Frozen):
     exit_code: int | None = None
     log_tail: str = ""
     message: str = ""
+    cause: str = ""
+    """Why the backend stopped the job when it did not end by itself (a time limit, memory):
+    the job's message gives it with the exit code."""
     reclaiming: bool = False
     """The cloud reclaims the still-running instance itself after a spot notice (ECS's Recycling
     lock): the broker leaves it be, so the job keeps the notice's minutes to save a checkpoint."""

@@ -262,4 +262,19 @@ def job_status(job: Mapping[str, Any]) -> AttemptStatus:
     code = decode_exit_code(job.get("exit_code"))
     if state is AttemptState.SUCCEEDED and code is None:
         code = 0
-    return AttemptStatus(state=state, exit_code=code, log_tail=tail, message=message)
+    return AttemptStatus(state=state, exit_code=code, log_tail=tail, message=message,
+                         cause=stop_cause(name, job))
+
+
+def stop_cause(name: str, job: Mapping[str, Any]) -> str:
+    """Why Slurm stopped a job that did not end by itself ("" when it did)."""
+    if name == "TIMEOUT":
+        limit = slurm_number(job.get("time_limit"))
+        of = f" of {limit:g} min" if limit else ""
+        return (f"TIMEOUT: Slurm stopped it at its time limit{of} (the job's runtime_estimate "
+                "x the site's time_limit_factor)")
+    if name == "OUT_OF_MEMORY":
+        return "OUT_OF_MEMORY: Slurm stopped it for using more memory than it asked for (resources.memory_gb)"
+    if name == "DEADLINE":
+        return "DEADLINE: Slurm stopped it at its deadline"
+    return ""

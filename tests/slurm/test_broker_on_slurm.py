@@ -326,6 +326,17 @@ def test_a_job_no_node_has_the_memory_for_fails_alone_and_blocks_no_one(world: O
     assert "fits on a800" in job.log_tail
 
 
+def test_a_job_stopped_at_its_time_limit_says_so(world: OnPrem) -> None:
+    """Slurm's time limit is the broker's (runtime estimate x time_limit_factor): a job killed
+    there is told so, not only given SIGTERM's exit code 143 like any other failure."""
+    job_id = world.submit(spec("overruns", "echo start; sleep 600", gpus=1, runtime_s=20))
+    job = world.wait(job_id, TERMINAL, timeout=180)
+    assert job.state == job_pb2.JOB_STATE_FAILED, job.message
+    assert job.message.startswith(f"exit code {job.exit_code}"), job.message
+    assert "TIMEOUT" in job.message and "time limit of 1 min" in job.message, job.message
+    assert "runtime_estimate" in job.message, job.message
+
+
 def _scontrol(cluster: SlurmCluster, *args: str) -> None:
     import subprocess
 

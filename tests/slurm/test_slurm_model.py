@@ -210,6 +210,20 @@ def test_state_table_covers_terminal_and_live_states() -> None:
     assert SLURM_STATES["RUNNING"] is AttemptState.RUNNING
 
 
+def test_a_job_slurm_stopped_carries_the_cause_a_plain_failure_none() -> None:
+    from adapters.slurm._records import job_status
+
+    def record(state: str, **more: Any) -> dict[str, Any]:
+        return {"job_state": state, "exit_code": 0, "time_limit": 90, **more}
+
+    assert "time limit of 90 min" in job_status(record("TIMEOUT")).cause
+    newer = record(["TIMEOUT"], time_limit={"set": True, "infinite": False, "number": 5})
+    assert "time limit of 5 min" in job_status(newer).cause
+    assert "memory" in job_status(record("OUT_OF_MEMORY")).cause
+    assert job_status(record("FAILED", exit_code=3 << 8)).cause == ""
+    assert job_status(record("COMPLETED")).cause == ""
+
+
 # --------------------------------------------------------------------------- newer API dialects
 # A stand-in slurmrestd (httpx.MockTransport) serving a newer API version: the adapter's own
 # code runs unchanged, only the server is fake.
