@@ -158,7 +158,7 @@ class BrokerApp:
                 clock=self.clock,
                 notifier=self.notifier,
                 snapshot_refresh_s=cfg.ha.snapshot_refresh_s,
-                sites=self.planner.health,
+                adopt=self.planner.adopt_site_report,
             )
             self._listen(self._wake_watchers)
         else:
@@ -224,7 +224,7 @@ class BrokerApp:
             metrics=self.metrics,
             notifier=self.notifier,
             health=self.edge.health,
-            sites=self.planner.health,
+            report=self.planner.site_report,
         )
         if not cfg.agent_endpoint and any(self.planner.needs_agent(site) for site in self.adapters):
             log.warning(

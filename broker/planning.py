@@ -12,6 +12,7 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,7 @@ from broker.placement import PlacementContext, Reason, place, rejection_summary
 from broker.placement._env import Env
 from broker.policy import Policy, PolicyWatcher
 from broker.quota_bar import bar_onprem, waiting_for_quota
+from broker.sitereport import SiteReport
 from broker.store import JobStore
 from broker.validation import FieldViolation, did_you_mean
 
@@ -116,6 +118,22 @@ class Planner:
 
     def mark_reachable(self, site: SiteId) -> None:
         self.health.mark_reachable(site)
+
+    def site_report(self, bursts: Sequence[datetime], now: datetime) -> SiteReport:
+        """What only the process that asks the backends knows of its sites (replicas show it)."""
+        reading = self.offers.latest()
+        return replace(
+            self.health.report(list(bursts), now),
+            onprem=tuple(o for o in reading.offers if is_onprem(self.policy, o.site)),
+            totals=dict(reading.totals),
+            read_at=reading.read_at,
+        )
+
+    def adopt_site_report(self, report: SiteReport) -> None:
+        """On an `api` replica: the active scheduler's view of the sites becomes this one's."""
+        self.health.adopted = report
+        if report.read_at is not None:
+            self.offers.adopt(OfferReading(list(report.onprem), dict(report.totals), report.read_at))
 
     def unhealthy_now(self) -> dict[SiteId, str]:
         return self.health.unhealthy_now()

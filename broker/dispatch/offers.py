@@ -53,6 +53,8 @@ class OfferSource:
         self._cloud_failed: dict[str, datetime] = {}
         self._latest: OfferReading | None = None
         self._inflight: asyncio.Future[OfferReading] | None = None
+        self.adopted: OfferReading | None = None
+        """On an `api` replica: on-prem offers as the active scheduler last read them."""
 
     def catalog(self) -> list[Offer]:
         """The policy's static offers, built once per policy (priced when the policy was read)."""
@@ -86,6 +88,11 @@ class OfferSource:
         if not done.cancelled() and done.exception() is None:
             self._latest = done.result()
 
+    def adopt(self, reading: OfferReading) -> None:
+        """Take the active scheduler's on-prem reading (a replica asks no backend itself)."""
+        self.adopted = reading
+        self._latest = self.read(self.clock.now())
+
     def read(self, now: datetime) -> OfferReading:
         """Ask every adapter (blocking: call it in a worker thread, never on the event loop)."""
         policy = self._policy()
@@ -94,6 +101,11 @@ class OfferSource:
         offers = [o for o in self.catalog() if o.site not in live_sites]
         for site_offers in live_sites.values():
             offers.extend(site_offers)
+        adopted = self.adopted
+        if adopted is not None:
+            read = {o.site for o in adopted.offers}
+            kept = [o for o in offers if o.site not in read]
+            return OfferReading([*kept, *adopted.offers], dict(adopted.totals), adopted.read_at)
         out, totals = _with_capacity(offers, capacity)
         return OfferReading(out, totals, now)
 

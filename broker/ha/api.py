@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from adapters.base import Adapter
@@ -18,7 +18,6 @@ from broker.burst.snapshot import PassSnapshot
 from broker.clock import Clock
 from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.contract import DecisionMaker, DispatchStats
-from broker.dispatch.health import SiteHealth
 from broker.ha.notify import Notifier
 from broker.model import Attempt, Job, JobId, JobState, SiteId
 from broker.sitereport import SiteReport
@@ -41,7 +40,7 @@ class StoreOnlyDispatch(AttemptTracking):
         clock: Clock,
         notifier: Notifier | None,
         snapshot_refresh_s: float = 2.0,
-        sites: SiteHealth | None = None,
+        adopt: Callable[[SiteReport], None] | None = None,
     ) -> None:
         self.store = store
         self.adapters: Mapping[SiteId, Adapter] = {}
@@ -57,14 +56,14 @@ class StoreOnlyDispatch(AttemptTracking):
         self._background: set[asyncio.Task[None]] = set()
         self._inflight: dict[JobId, asyncio.Task[None]] = {}
         self._snap: tuple[float, PassSnapshot] | None = None
-        self.sites = sites
-        """This replica's site health: it shows the active scheduler's, as last published."""
+        self.adopt = adopt
+        """Takes the active scheduler's report on its sites as this replica's view of them."""
         self._reports: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """The scheduler owns the decision loop; this replica follows what it says of its sites."""
-        if self.sites is not None:
-            self._reports = asyncio.get_running_loop().create_task(self._follow_site_reports(self.sites))
+        if self.adopt is not None:
+            self._reports = asyncio.get_running_loop().create_task(self._follow_site_reports(self.adopt))
 
     async def stop(self) -> None:
         if self._reports is not None:
@@ -72,7 +71,7 @@ class StoreOnlyDispatch(AttemptTracking):
             await asyncio.gather(self._reports, return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def _follow_site_reports(self, sites: SiteHealth) -> None:
+    async def _follow_site_reports(self, adopt: Callable[[SiteReport], None]) -> None:
         """Sick sites, breakers, blocks and bursts are only known to the scheduler that calls backends."""
         while True:
             try:
@@ -82,7 +81,7 @@ class StoreOnlyDispatch(AttemptTracking):
             else:
                 if found is not None:
                     report = SiteReport.from_json(found[0])
-                    sites.adopted = report
+                    adopt(report)
                     self.stats.bursts = list(report.bursts)
             await asyncio.sleep(REPORT_REFRESH_S)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, cast
 
 from grpc_health.v1 import health_pb2
@@ -18,7 +19,6 @@ from prometheus_client import Gauge
 
 from adapters.base import Adapter, AdapterError
 from broker.dispatch.dispatcher import Dispatcher
-from broker.dispatch.health import SiteHealth
 from broker.ha.election import Elector, Timing
 from broker.ha.guard import LeaderOnlyAdapter, LeaderOnlyStore, leader_only
 from broker.ha.notify import Listener, Note, Notifier
@@ -56,7 +56,7 @@ class SchedulerRole:
         metrics: BrokerMetrics,
         notifier: Notifier,
         health: Any = None,
-        sites: SiteHealth | None = None,
+        report: Callable[[Sequence[datetime], datetime], SiteReport] | None = None,
     ) -> None:
         self.make_dispatcher = make_dispatcher
         self.elector = Elector(
@@ -70,7 +70,7 @@ class SchedulerRole:
         self.listener = Listener(dsn, self._note_from_thread, ignore_sender=notifier.sender)
         self.health = health
         """The gRPC health servicer: `LEADER_HEALTH` is SERVING only while this process leads."""
-        self.sites = sites
+        self.report = report
         """What this process learns of its sites while it leads (published for the replicas)."""
         self.dispatcher: Dispatcher | None = None
         self.epoch: int | None = None
@@ -134,8 +134,8 @@ class SchedulerRole:
         self._epoch.set(epoch)
         await self._set_health(True)
         self._spawn(self._sweep(dispatcher))
-        if self.sites is not None:
-            self._spawn(self._publish(dispatcher, self.sites))
+        if self.report is not None:
+            self._spawn(self._publish(dispatcher, self.report))
         _say(f"scheduler active (epoch {epoch})")
 
     async def _follow(self) -> None:
@@ -239,7 +239,9 @@ class SchedulerRole:
             except Exception:  # a store hiccup (or the fence): the next sweep tries again
                 log.warning("scheduler sweep failed", exc_info=True)
 
-    async def _publish(self, d: Dispatcher, sites: SiteHealth) -> None:
+    async def _publish(
+        self, d: Dispatcher, report: Callable[[Sequence[datetime], datetime], SiteReport]
+    ) -> None:
         """Replicas answer szb status and /metrics: tell them what only the leader learns."""
         try:  # bursts of the previous term within the hour still count
             previous = await asyncio.to_thread(self.store.site_report)
@@ -252,7 +254,7 @@ class SchedulerRole:
         published = ""
         while True:
             now = self.store.clock.now()
-            body = sites.report(d.stats.bursts, now).to_json()
+            body = report(d.stats.bursts, now).to_json()
             if body != published:
                 try:
                     await asyncio.to_thread(self.store.publish_site_report, body, now)

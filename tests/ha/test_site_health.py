@@ -14,8 +14,11 @@ import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc
+from tests.brokerproc import JOB_PYTHON
 from tests.clouds.e2e_helpers import md
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+from tests.e2e.conftest import auth
+from tests.e2e.test_jobs_api import spec
 from tests.ha.cloud import attempts, cloud_cluster, gpu_spec, wait_until
 from tests.ha.conftest import Cluster, Node
 
@@ -74,3 +77,32 @@ def test_a_site_the_leader_found_sick_is_reported_sick_by_a_replica(sick: Cluste
     metrics = scrape(api)
     assert 'szb_site_unhealthy{reason="circuit open",site="ali-bj"} 1.0' in metrics, metrics
     assert 'szb_breaker_state{site="ali-bj",state="open"} 1.0' in metrics, metrics
+
+
+def test_on_prem_capacity_through_a_replica_is_what_the_leader_read(cluster: Cluster) -> None:
+    api = cluster.start("api")
+    cluster.start("scheduler")
+    cluster.leader()
+    with grpc.insecure_channel(api.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        for i in range(3):  # two fill the 4-GPU partition, the third waits for them
+            job = spec(f"busy-{i}", [JOB_PYTHON, "-c", "import time; time.sleep(600)"])
+            job.resources.accelerators.count = 2
+            job.resources.accelerators.any_of[:] = ["A800"]
+            stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth("team-a"))
+
+        def a800() -> pb.PartitionStatus:
+            answer = stub.GetStatus(pb.GetStatusRequest(), metadata=auth("team-a"))
+            return next(p for p in answer.partitions if p.partition == "a800")
+
+        wait_until(
+            "two jobs run and one waits",
+            lambda: dict(stub.GetStatus(pb.GetStatusRequest(), metadata=auth("team-a")).jobs_by_state)
+            == {"RUNNING": 2, "QUEUED": 1},
+        )
+        # A one-process broker says 0/4 free with a wait; the replica must not show the
+        # catalog's idea of an idle partition.
+        wait_until("the replica shows the partition full", lambda: a800().free == 0)
+        line = a800()
+    assert (line.free, line.total, line.queued_jobs) == (0, 4, 1)
+    assert line.expected_wait_seconds > 0
