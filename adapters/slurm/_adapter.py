@@ -45,6 +45,7 @@ from adapters.slurm._records import (
 )
 from adapters.slurm._script import (
     ScriptSettings,
+    launch_hint,
     output_file,
     read_exit_code,
     submit_body,
@@ -332,7 +333,7 @@ class SlurmAdapter:
             if not jobs:
                 return self._forgotten(backend_id)
             job = jobs[0]
-        return job_status(job)
+        return job_status(job, launch_hint(self.settings, self.user))
 
     def _forgotten(self, backend_id: str) -> AttemptStatus:
         """slurmctld purged the job (MinJobAge): its recorded exit code, else NotFoundError."""

@@ -242,8 +242,11 @@ def log_tail(path: Path | None) -> str:
         return ""
 
 
-def job_status(job: Mapping[str, Any]) -> AttemptStatus:
-    """An attempt's status from its slurmrestd job record: state, reason, exit code, output."""
+def job_status(job: Mapping[str, Any], launch_hint: str = "") -> AttemptStatus:
+    """An attempt's status from its slurmrestd job record: state, reason, exit code, output.
+
+    `launch_hint`: what to check when Slurm could not launch the job at all (JobLaunchFailure).
+    """
     name = job_state_name(job)
     state = SLURM_STATES.get(name)
     reason = str(job.get("state_reason") or "")
@@ -262,8 +265,14 @@ def job_status(job: Mapping[str, Any]) -> AttemptStatus:
     code = decode_exit_code(job.get("exit_code"))
     if state is AttemptState.SUCCEEDED and code is None:
         code = 0
-    return AttemptStatus(state=state, exit_code=code, log_tail=tail, message=message,
-                         cause=stop_cause(name, job))
+    cause = stop_cause(name, job)
+    if name == "FAILED" and reason == "JobLaunchFailure":
+        # slurmd never ran the script (it could not open the output file, say): the signal in
+        # exit_code is slurmd's own, not an exit code of the job's.
+        code = None
+        cause = "JobLaunchFailure: Slurm could not start it on its node"
+        cause += f"; {launch_hint}" if launch_hint else ""
+    return AttemptStatus(state=state, exit_code=code, log_tail=tail, message=message, cause=cause)
 
 
 def stop_cause(name: str, job: Mapping[str, Any]) -> str:

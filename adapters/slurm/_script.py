@@ -45,6 +45,12 @@ def exit_code_file(settings: ScriptSettings, token: str) -> Path:
     return settings.output_dir / f"{token}.rc"
 
 
+def launch_hint(settings: ScriptSettings, user: str) -> str:
+    """What a job that Slurm could not launch needs from the site's directories."""
+    return (f"output_dir {settings.output_dir} must be a directory on the nodes that {user} can write, "
+            f"and workdir {settings.workdir} one it can enter")
+
+
 def read_exit_code(settings: ScriptSettings, token: str) -> int | None:
     """The exit code the batch script recorded, when it ran to its end."""
     try:

@@ -158,7 +158,8 @@ class AttemptTracking:
         if status.state == AttemptState.FAILED:
             # A gang's status names the rank that failed ("rank 1 of 4: …"): keep it in the message.
             rank = f" ({status.message.split(':')[0]})" if status.message.startswith("rank ") else ""
-            message = f"exit code {status.exit_code}{rank}" + (f": {status.cause}" if status.cause else "")
+            ended = f"exit code {status.exit_code}" if status.exit_code is not None else "failed"
+            message = f"{ended}{rank}" + (f": {status.cause}" if status.cause else "")
             return [JobMove(JobState.FAILED, "finished", message, fields=fields)]
         if status.state == AttemptState.CANCELLED:
             return [JobMove(JobState.CANCELLED, "cancelled", "cancelled at the backend", fields=fields)]

@@ -222,6 +222,8 @@ def test_a_job_slurm_stopped_carries_the_cause_a_plain_failure_none() -> None:
     assert "memory" in job_status(record("OUT_OF_MEMORY")).cause
     assert job_status(record("FAILED", exit_code=3 << 8)).cause == ""
     assert job_status(record("COMPLETED")).cause == ""
+    unlaunched = job_status(record("FAILED", state_reason="JobLaunchFailure", exit_code=53), "check dirs")
+    assert unlaunched.exit_code is None and unlaunched.cause.endswith("; check dirs")
 
 
 # --------------------------------------------------------------------------- newer API dialects
