@@ -145,6 +145,10 @@ class Planner:
         """Block what the error says to block; auth/config errors open the site's breaker."""
         return self.health.record_failure(attempt, error)
 
+    def begin_trial(self, site: SiteId) -> str | None:
+        """A launch goes to `site`: its breaker's trial when half-open (why others wait), else None."""
+        return self.health.begin_trial(site)
+
     def record_success(self, attempt: Attempt) -> None:
         self.health.record_success(attempt)
         if not is_onprem(self.policy, attempt.site):

@@ -249,8 +249,10 @@ class CircuitBreaker:
     clock: Clock = time.monotonic
     failures: int = 0
     reason: str = ""
+    trial_s: float = 1200.0
+    """How long a trial may stay unanswered before another is let through (a cancelled one never is)."""
     _opened_at: float | None = None
-    _trial_in_flight: bool = False
+    _trial_at: float | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -260,13 +262,19 @@ class CircuitBreaker:
             return BreakerState.HALF_OPEN
         return BreakerState.OPEN
 
+    @property
+    def probing(self) -> bool:
+        """Half-open with its one trial call still unanswered: no other call goes meanwhile."""
+        at = self._trial_at
+        return self.state is BreakerState.HALF_OPEN and at is not None and self.clock() - at < self.trial_s
+
     def allow(self) -> bool:
         """May a call go to the provider now? In half-open only one trial is let through."""
         state = self.state
         if state is BreakerState.CLOSED:
             return True
-        if state is BreakerState.HALF_OPEN and not self._trial_in_flight:
-            self._trial_in_flight = True
+        if state is BreakerState.HALF_OPEN and not self.probing:
+            self._trial_at = self.clock()
             return True
         return False
 
@@ -274,7 +282,7 @@ class CircuitBreaker:
         self.failures = 0
         self.reason = ""
         self._opened_at = None
-        self._trial_in_flight = False
+        self._trial_at = None
 
     def record_failure(self, reason: str) -> None:
         self.failures += 1
@@ -290,7 +298,7 @@ class CircuitBreaker:
 
     def _open(self) -> None:
         self._opened_at = self.clock()
-        self._trial_in_flight = False
+        self._trial_at = None
 
 
 @dataclass
@@ -300,14 +308,23 @@ class CircuitBreakers:
     failure_threshold: int = 3
     reset_after_s: float = 300.0
     clock: Clock = time.monotonic
+    trial_s: float = 1200.0
     _breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
 
     def get(self, provider: str) -> CircuitBreaker:
         breaker = self._breakers.get(provider)
         if breaker is None:
-            breaker = CircuitBreaker(self.failure_threshold, self.reset_after_s, self.clock)
+            breaker = CircuitBreaker(
+                self.failure_threshold, self.reset_after_s, self.clock, trial_s=self.trial_s
+            )
             self._breakers[provider] = breaker
         return breaker
+
+    def set_times(self, reset_after_s: float, trial_s: float) -> None:
+        """The policy's open time and trial limit, for every breaker (a reload may change them)."""
+        self.reset_after_s, self.trial_s = reset_after_s, trial_s
+        for breaker in self._breakers.values():
+            breaker.reset_after_s, breaker.trial_s = reset_after_s, trial_s
 
     def states(self) -> dict[str, BreakerState]:
         return {name: b.state for name, b in sorted(self._breakers.items())}

@@ -76,6 +76,8 @@ class SiteHealth:
             breaker.trip(f"{type(error).__name__} {error.code}: {error.message}")
         elif step in (NextStep.RETRY_SAME, NextStep.AVOID_REGION_TRY_NEXT, NextStep.FAIL_ATTEMPT):
             breaker.record_failure(f"{type(error).__name__} {error.code}")
+        elif breaker.state is BreakerState.HALF_OPEN:
+            breaker.record_success()  # a stock-out or quota answer: the provider takes calls again
         return step
 
     def record_success(self, attempt: Attempt) -> None:
@@ -92,14 +94,34 @@ class SiteHealth:
         return own | self.adopted.blocked if self.adopted is not None else own
 
     def unhealthy_now(self) -> dict[SiteId, str]:
-        """Every site that takes no new work now, with the reason (unreachable, sick, breaker open)."""
+        """Every site that takes no new work now, with the reason (unreachable, sick, breaker open,
+        or half-open with its one trial launch unanswered)."""
+        burst = self._policy().burst
+        reset, trial = burst.blocklist_ttl.unhealthy, burst.attempt_timeout
+        self.breakers.set_times(reset.total_seconds(), trial.total_seconds())
         out = {**{s: f"unreachable: {why}" for s, why in self.unreachable.items()}, **self.unhealthy}
         for site, state in self.breakers.states().items():
             if state == BreakerState.OPEN:
                 out[SiteId(site)] = f"circuit open: {self.breakers.get(site).reason}"
+            elif (why := self._probing(site)) is not None:
+                out[SiteId(site)] = why
         if self.adopted is not None:
             out.update({SiteId(s): why for s, why in self.adopted.unhealthy.items()})
         return out
+
+    def begin_trial(self, site: str) -> str | None:
+        """A launch is about to go to `site`: when its breaker is half-open this launch is the trial
+        call, and the reason the site takes nothing else until it is answered (None otherwise)."""
+        breaker = self.breakers.get(site) if site in self.breakers.states() else None
+        if breaker is None or breaker.state is not BreakerState.HALF_OPEN or not breaker.allow():
+            return None
+        return self._probing(site)
+
+    def _probing(self, site: str) -> str | None:
+        breaker = self.breakers.get(site)
+        if not breaker.probing:
+            return None
+        return f"circuit half-open: one trial launch in flight (opened after {breaker.reason})"
 
     def breaker_states(self) -> dict[str, str]:
         """site -> its breaker's state (closed, open, half_open); the leader's on a replica."""

@@ -16,7 +16,7 @@ from broker.decision import Action, Decision
 from broker.dispatch.launch import Launching
 from broker.dispatch.preempt import preempt
 from broker.dispatch.records import audit_data, decision_fields
-from broker.model import AttemptState, Job, JobId, JobState
+from broker.model import AttemptState, Job, JobId, JobState, SiteId
 from broker.serde_decision import decision_data, reclaim_json
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,9 @@ class Scheduling(Launching):
             self._waiting_reason.pop(job.id, None)
             # The pass's next decision reads the tenant's money again, with this reservation
             # (`decide_in_pass` dropped it from the snapshot).
+            site = SiteId(decision.offer.site)
+            if (trial := self.planner.begin_trial(site)) is not None:
+                snap.unhealthy = {**snap.unhealthy, site: trial}  # the pass's later jobs wait for the trial
             self._start(job, decision)
         elif decision.action == Action.REJECT:
             self._waiting_reason.pop(job.id, None)

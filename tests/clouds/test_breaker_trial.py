@@ -1,0 +1,130 @@
+"""A provider's circuit breaker, once half-open, lets one trial launch through (issue 4: "auth/config
+errors open a circuit breaker on the provider (half-open probe later)").
+
+AWS on moto with revoked credentials is the cheapest site, the ECS double the fallback. The first
+job's AuthFailure opens aws-east's breaker; after `burst.blocklist_ttl.unhealthy` it is half-open.
+Three jobs then arrive while the trial RunInstances is held at moto: the other two must not go to
+aws-east meanwhile (before, every job decided while half-open launched there, each a call with
+the revoked key), and once the trial fails the breaker is open again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+from google.protobuf import duration_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.clouds import on_moto
+from tests.clouds.conftest import StartBroker
+from tests.clouds.e2e_helpers import TOKEN, md, wait_state
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+from tests.doubles.moto_front import MotoFront, Scenario
+
+POLICY = (
+    on_moto.POLICY_HEAD
+    + on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv")
+    + on_moto.cloud_site("aliyun-bj", "alibaba", "cn-beijing", "ali.csv", currency="CNY")
+    + """\
+tenants:
+  - {id: sg-lab, kind: partner, entity_country: SG}
+burst:
+  blocklist_ttl: {unhealthy: 3s}
+  heartbeat_timeout: 1h
+"""
+    + on_moto.CN_RESIDENCY
+)
+PLACED = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
+
+
+def gpu_job(name: str) -> job_pb2.JobSpec:
+    return job_pb2.JobSpec(
+        name=name,
+        command=["python3", "train.py"],
+        runtime_estimate=duration_pb2.Duration(seconds=3600),
+        resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=1, any_of=["A10G", "A10"])),
+    )
+
+
+def site_of(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, timeout: float = 30) -> str:
+    """Where the job's attempt went once it settled on a site (waits out a failover)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = wait_state(stub, job_id, PLACED, timeout=timeout)
+        if job.site == "aliyun-bj" or time.monotonic() > deadline:
+            return str(job.site)
+        time.sleep(0.1)
+
+
+def events_so_far(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str) -> list[job_pb2.JobEvent]:
+    """The job's events up to now (WatchJob follows a live job until it ends: read for a moment)."""
+    got: list[job_pb2.JobEvent] = []
+    try:
+        for r in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=md(), timeout=2):
+            got.append(r.event)
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err
+    return got
+
+
+def east_launches(moto: MotoFront) -> int:
+    calls = moto.scenario.calls
+    return sum(1 for action, region, _ in calls if action == "RunInstances" and region == "us-east-1")
+
+
+def test_a_half_open_breaker_lets_one_trial_launch_through(
+    moto: MotoFront, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    ecs_server.handler = EcsCloud(instance_types=(on_moto.A10,), zones=("cn-beijing-i",))
+    moto.scenario = Scenario(rejected_access_keys={"AKIDREVOKED"})
+    setup = on_moto.BrokerSetup(
+        POLICY,
+        tokens={"sg-lab": TOKEN},
+        sites={
+            "aws-east": on_moto.aws_on_moto(moto.url, access_key="AKIDREVOKED"),
+            "aliyun-bj": on_moto.ecs_double(ecs_server.address),
+        },
+        catalogs={
+            "aws-east.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a"),
+            "ali.csv": on_moto.catalog(
+                "ecs.gn7i-c8g1.2xlarge,A10,1,8,30,13.90,,cn-beijing,cn-beijing-i,CNY", currency=True
+            ),
+        },
+    )
+    proc = start_broker(setup)
+    with grpc.insecure_channel(proc.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        first = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("opens")), metadata=md()).job
+        assert site_of(stub, first.id) == "aliyun-bj"
+        failed = [e.data["error"] for e in events_so_far(stub, first.id) if e.kind == "attempt_failed"]
+        assert failed == ["AuthError"]
+        assert east_launches(moto) == 1
+        time.sleep(3.5)  # past blocklist_ttl.unhealthy: the breaker is half-open
+        gate = threading.Event()
+        moto.scenario.hold_before["RunInstances"] = gate  # the trial call waits at moto
+        try:
+            trial = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("trial")), metadata=md()).job
+            deadline = time.monotonic() + 20
+            while east_launches(moto) < 2:
+                assert time.monotonic() < deadline, "no trial launch reached aws-east"
+                time.sleep(0.05)
+            later = [
+                stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job(f"later-{i}")), metadata=md()).job
+                for i in (1, 2)
+            ]
+            for job in later:  # decided while the trial is unanswered: the fallback, not aws-east
+                assert site_of(stub, job.id, timeout=10) == "aliyun-bj"
+            assert east_launches(moto) == 2
+            status = stub.GetStatus(pb.GetStatusRequest(), metadata=md())
+            assert '"unhealthy": {"aws-east"' in status.status_json  # (a tenant is not told why)
+        finally:
+            gate.set()
+        # The trial's AuthFailure opens the breaker again; its job fails over like the first.
+        assert site_of(stub, trial.id) == "aliyun-bj"
+        after = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("after")), metadata=md()).job
+        assert site_of(stub, after.id) == "aliyun-bj"
+        assert east_launches(moto) == 2
+        assert '"unhealthy": {"aws-east"' in stub.GetStatus(pb.GetStatusRequest(), metadata=md()).status_json
