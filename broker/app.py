@@ -205,7 +205,9 @@ class BrokerApp:
         folder = self.config.data_dir / "agent-logs"
         if self.config.role == "api" and self.config.store is not None:
             # Any replica may receive an instance's next chunk, and any may be asked to stream it.
-            self.shared_logs = SharedJobLogs(self.store, self.adapters, folder, self.config.store.dsn)
+            self.shared_logs = SharedJobLogs(
+                self.store, self.adapters, folder, self.config.store.dsn, self.planner.needs_agent
+            )
             return self.shared_logs
         return JobLogs(self.store, self.adapters, folder)
 

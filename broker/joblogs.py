@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.base import Adapter, AdapterError, LogSource, read_file_chunk
+from broker.errors import BrokerError
 from broker.model import Attempt, Job, SiteId
 from broker.store import JobStore
 
@@ -21,6 +22,17 @@ CHUNK_BYTES = 64 * 1024
 MAX_AGENT_LOG_BYTES = 64 * 1024 * 1024
 """Output kept per cloud attempt; later chunks are acknowledged and dropped."""
 FOLLOW_POLL_S = 0.5
+
+
+class OutputElsewhereError(BrokerError):
+    """The attempt's output is read from its backend, which this process does not talk to."""
+
+    def __init__(self, attempt: Attempt) -> None:
+        super().__init__(
+            f"job {attempt.job_id} ran at {attempt.site}, whose output is read from that backend, and"
+            " only the active scheduler reads it; this API replica cannot stream it"
+            f" (its last lines: szb get {attempt.job_id})"
+        )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from broker.auth import AuthError
+from broker.joblogs import OutputElsewhereError
 from broker.quota import QuotaExceededError
 from broker.service import (
     AgentAuthError,
@@ -80,6 +81,8 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
             ]
         )
         details.append(_pack(failure))
+    elif isinstance(exc, OutputElsewhereError):
+        code, message = code_pb2.FAILED_PRECONDITION, str(exc)
     elif isinstance(exc, StoreError):
         code, message = code_pb2.INTERNAL, f"store error: {exc}"
     else:
@@ -101,6 +104,7 @@ ERROR_REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (PermissionDeniedError, "PERMISSION_DENIED"),
     (JobNotFoundError, "NOT_FOUND"),
     (NotPlaceableError, "NO_ALLOWED_OFFER"),
+    (OutputElsewhereError, "OUTPUT_NOT_ON_REPLICA"),
     (StoreError, "STORE_ERROR"),
 )
 

@@ -10,12 +10,12 @@ Slurm) are only read by the scheduler's adapters, which an API replica does not 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from adapters.base import Adapter
-from broker.joblogs import CHUNK_BYTES, MAX_AGENT_LOG_BYTES, JobLogs
+from broker.joblogs import CHUNK_BYTES, MAX_AGENT_LOG_BYTES, JobLogs, OutputElsewhereError
 from broker.model import Attempt, SiteId
 from broker.store import JobStore
 
@@ -30,8 +30,17 @@ CREATE TABLE IF NOT EXISTS agent_log_chunks (
 class SharedJobLogs(JobLogs):
     """`JobLogs` whose agent-sent output lives in the shared database, not a replica's disk."""
 
-    def __init__(self, store: JobStore, adapters: Mapping[SiteId, Adapter], folder: Path, dsn: str) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        adapters: Mapping[SiteId, Adapter],
+        folder: Path,
+        dsn: str,
+        agent_posted: Callable[[str], bool] = lambda site: True,
+    ) -> None:
         super().__init__(store, adapters, folder)
+        self.agent_posted = agent_posted
+        """Whether a site's jobs post their output through the agent (cloud instances)."""
         import psycopg
 
         self._conn = psycopg.connect(dsn, autocommit=True)
@@ -64,6 +73,8 @@ class SharedJobLogs(JobLogs):
     def read(self, attempt: Attempt, offset: int, limit: int = CHUNK_BYTES) -> bytes:
         if attempt.site in self.adapters:
             return super().read(attempt, offset, limit)
+        if not self.agent_posted(attempt.site):
+            raise OutputElsewhereError(attempt)  # an empty answer would read as "no output"
         with self._db_lock:
             rows: list[Any] = self._conn.execute(
                 "SELECT off, data FROM agent_log_chunks WHERE attempt_id = %s AND off + length(data) > %s"
