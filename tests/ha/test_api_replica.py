@@ -95,7 +95,10 @@ def test_watch_and_agent_reports_go_through_a_replica_that_is_not_the_leader(
         watcher.join(timeout=30)
     assert done.state == job_pb2.JOB_STATE_SUCCEEDED and done.log_tail == "done\n"
     kinds = [e.kind for e in seen]
-    assert kinds[0] == "submitted" and "running" in kinds and kinds[-1] == "finished", kinds
+    assert kinds[0] == "submitted" and "running" in kinds and "finished" in kinds, kinds
+    # The leader writes the instance's removal ('terminated') a few ms after 'finished'; a watcher
+    # reading after both gets both, so only that may follow the job's end.
+    assert set(kinds[kinds.index("finished") + 1 :]) <= {"terminated"}, kinds
     assert not watcher.is_alive(), "the watch stream did not end with the job"
     # The leader acts on the report that came through the replica: the instance is removed.
     wait_until("the leader terminated the finished instance", lambda: not ecs.instances)
