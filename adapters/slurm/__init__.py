@@ -9,6 +9,7 @@ The broker's on-prem site: ``adapters.slurm:SlurmAdapter`` (entry point ``slurm`
 * `adapters.slurm._ledger`: which job each idempotency token started (``<token>.jobid`` markers).
 * `adapters.slurm._script`: the batch script and job description of one attempt.
 * `adapters.slurm._capacity`: free/total units per partition and the expected-wait model.
+* `adapters.slurm._refusals`: which submit refusals are the job's own (too large, too long).
 * `adapters.slurm._client`: slurmrestd over HTTP (JWT, API version, the error table).
 * `adapters.slurm._jobs`: the job table, one ``GET jobs`` shared for ``jobs_cache_s`` by
   capacity/status, re-checked with ``?update_time=`` (HTTP 304 when unchanged).

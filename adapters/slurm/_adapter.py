@@ -28,7 +28,6 @@ from adapters.slurm._capacity import (
     gres_type,
     partition_wait_s,
     read_partitions,
-    size_refusal,
 )
 from adapters.slurm._client import SlurmRest, checked_job_id
 from adapters.slurm._config import PartitionConfig, parse_partitions, partition_for
@@ -43,6 +42,7 @@ from adapters.slurm._records import (
     node_partitions,
     output_path,
 )
+from adapters.slurm._refusals import job_refusal
 from adapters.slurm._script import (
     ScriptSettings,
     launch_hint,
@@ -304,7 +304,7 @@ class SlurmAdapter:
             try:
                 reply = self.rest.request("POST", "job/submit", payload=body)
             except UnsupportedError as exc:  # the job too big for every node: its own refusal
-                refusal = size_refusal(exc, part.name, self._nodes, body["job"])
+                refusal = job_refusal(exc, part.name, self.rest, body["job"])
                 if refusal is None:
                     raise
                 raise refusal from exc

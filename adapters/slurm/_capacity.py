@@ -1,4 +1,4 @@
-"""Capacity of a Slurm partition, the expected wait of a new job there, and job-size refusals.
+"""Capacity of a Slurm partition and the expected wait of a new job there. Pure.
 
 Expected wait model (`estimate_wait_s`)
 ---------------------------------------
@@ -33,11 +33,10 @@ model figure for one size.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from adapters.base import AdapterError, RequestError, UnsupportedError
 from adapters.slurm._config import PartitionConfig, default_gres_type
 from adapters.slurm._records import (
     SLURM_STATES,
@@ -124,41 +123,6 @@ def partition_wait_s(state: PartitionState) -> float:
     count = min(state.total, state.free + 1) if state.free < state.total else 1
     wait = estimate_wait_s(state.total, state.free, count, state.running, state.pending)
     return wait if wait is not None else 0.0
-
-
-SIZE_REFUSALS = frozenset({
-    "ESLURM_REQUESTED_NODE_CONFIG_UNAVAILABLE", "ESLURM_TOO_MANY_REQUESTED_CPUS",
-    "ESLURM_INVALID_TASK_MEMORY", "ESLURM_INVALID_CPU_COUNT",
-})
-"""Submit refusals that may mean the job is larger than every node of its partition."""
-
-
-def size_refusal(
-    exc: UnsupportedError,
-    partition: str,
-    nodes: Callable[[], Sequence[Mapping[str, Any]]],
-    job: Mapping[str, Any],
-) -> RequestError | None:
-    """The job's own refusal when Slurm refused it for more memory or CPUs per node than the
-    partition's largest node has (`nodes` reads them): the partition still takes other jobs,
-    so nothing may block it. None for any other refusal."""
-    if exc.code not in SIZE_REFUSALS:
-        return None
-    try:
-        members = [n for n in nodes() if partition in node_partitions(n)]
-    except AdapterError:
-        return None
-    most_memory = max((int(slurm_number(n.get("real_memory")) or 0) for n in members), default=0)
-    most_cpus = max((int(slurm_number(n.get("cpus")) or 0) for n in members), default=0)
-    memory_mb, cpus = int(job.get("memory_per_node") or 0), int(job.get("cpus_per_task") or 0)
-    if most_memory and memory_mb > most_memory:
-        why = (f"the job asks {memory_mb} MB of memory per node; partition {partition}'s "
-               f"largest node has {most_memory} MB")
-    elif most_cpus and cpus > most_cpus:
-        why = f"the job asks {cpus} CPUs per node; partition {partition}'s largest node has {most_cpus}"
-    else:
-        return None
-    return RequestError(exc.site, exc.code, f"{why} ({exc.message})")
 
 
 # ------------------------------------------------------------------------------------ reading

@@ -344,6 +344,25 @@ def _scontrol(cluster: SlurmCluster, *args: str) -> None:
                    timeout=30, check=False)
 
 
+def test_a_job_longer_than_the_partitions_max_time_fails_alone_and_blocks_no_one(
+    world: OnPrem, slurm_cluster: SlurmCluster
+) -> None:
+    """Slurm refuses a job whose time limit (runtime estimate x 1.5) is over the partition's
+    MaxTime: that job fails saying so, and the partition still takes shorter jobs."""
+    _scontrol(slurm_cluster, "update", "partitionname=ascend", "maxtime=60")
+    try:
+        long_id = world.submit(spec("too-long", "echo never", gpus=1, accelerator="Ascend910B",
+                                    runtime_s=50 * 60))
+        job = world.wait(long_id, TERMINAL, timeout=30)
+        assert job.state == job_pb2.JOB_STATE_FAILED, job.message
+        assert "time limit of 75 min" in job.message and "60 min" in job.message, job.message
+        short = world.submit(spec("short", "echo fits on ascend", gpus=1, accelerator="Ascend910B"))
+        job = world.wait(short, TERMINAL, timeout=30)
+        assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.message
+    finally:
+        _scontrol(slurm_cluster, "update", "partitionname=ascend", "maxtime=infinite")
+
+
 def test_a_node_failure_is_the_brokers_to_retry_not_slurms(
     world: OnPrem, slurm_cluster: SlurmCluster
 ) -> None:

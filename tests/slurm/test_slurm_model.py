@@ -213,7 +213,7 @@ def test_state_table_covers_terminal_and_live_states() -> None:
 def test_a_job_slurm_stopped_carries_the_cause_a_plain_failure_none() -> None:
     from adapters.slurm._records import job_status
 
-    def record(state: str, **more: Any) -> dict[str, Any]:
+    def record(state: Any, **more: Any) -> dict[str, Any]:
         return {"job_state": state, "exit_code": 0, "time_limit": 90, **more}
 
     assert "time limit of 90 min" in job_status(record("TIMEOUT")).cause
@@ -224,6 +224,21 @@ def test_a_job_slurm_stopped_carries_the_cause_a_plain_failure_none() -> None:
     assert job_status(record("COMPLETED")).cause == ""
     unlaunched = job_status(record("FAILED", state_reason="JobLaunchFailure", exit_code=53), "check dirs")
     assert unlaunched.exit_code is None and unlaunched.cause.endswith("; check dirs")
+
+
+def test_a_job_over_the_partitions_sizes_is_named_in_either_api_dialect() -> None:
+    from adapters.slurm._refusals import too_large, too_long
+
+    job = {"time_limit": 75, "memory_per_node": 65536, "cpus_per_task": 4}
+    assert too_long("p", {"max_time_limit": 60}, job) is not None  # v0.0.38
+    assert too_long("p", {"maximums": {"time": {"set": True, "infinite": False, "number": 60}}}, job)
+    assert too_long("p", {"max_time_limit": -1}, job) is None  # INFINITE, as v0.0.38 prints it
+    assert too_long("p", {"maximums": {"time": {"set": True, "infinite": True, "number": 0}}}, job) is None
+    assert too_long("p", {"max_time_limit": 90}, job) is None
+    node = {"real_memory": 9642, "cpus": 16, "partitions": ["p"]}
+    assert "65536 MB" in (too_large("p", [node], job) or "")
+    assert too_large("p", [node], {**job, "memory_per_node": 1024}) is None
+    assert "20 CPUs" in (too_large("p", [node], {**job, "memory_per_node": 1, "cpus_per_task": 20}) or "")
 
 
 # --------------------------------------------------------------------------- newer API dialects

@@ -1,0 +1,65 @@
+"""Which of Slurm's submit refusals are the job's own, not the partition's.
+
+Slurm answers a job larger than every node of its partition (memory, CPUs) or longer than the
+partition's MaxTime with the same codes as a partition that can run nothing (2014, 2015 …).
+The adapter turns the first kind into `RequestError`: that job fails with the reason, and the
+partition, which still takes other jobs, is blocked for no one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from adapters.base import AdapterError, RequestError, UnsupportedError
+from adapters.slurm._client import SlurmRest
+from adapters.slurm._records import node_partitions, slurm_number
+
+JOB_REFUSALS = frozenset({
+    "ESLURM_REQUESTED_NODE_CONFIG_UNAVAILABLE", "ESLURM_TOO_MANY_REQUESTED_CPUS",
+    "ESLURM_INVALID_TASK_MEMORY", "ESLURM_INVALID_CPU_COUNT",
+    "ESLURM_REQUESTED_PART_CONFIG_UNAVAILABLE", "ESLURM_INVALID_TIME_LIMIT",
+})
+"""Submit refusals that may be about the job's own size or length."""
+
+
+def job_refusal(
+    exc: UnsupportedError, partition: str, rest: SlurmRest, job: Mapping[str, Any]
+) -> RequestError | None:
+    """`exc` as the job's own refusal when the job is larger than every node of `partition` or
+    longer than its MaxTime (read from slurmrestd now); None for any other refusal."""
+    if exc.code not in JOB_REFUSALS:
+        return None
+    try:
+        nodes = rest.request("GET", "nodes").get("nodes") or []
+        parts = rest.request("GET", f"partition/{partition}").get("partitions") or []
+    except AdapterError:
+        return None
+    members = [n for n in nodes if partition in node_partitions(n)]
+    why = too_large(partition, members, job) or too_long(partition, parts[0] if parts else {}, job)
+    return None if why is None else RequestError(exc.site, exc.code, f"{why} ({exc.message})")
+
+
+def too_large(partition: str, members: Sequence[Mapping[str, Any]], job: Mapping[str, Any]) -> str | None:
+    """Why no node of the partition could ever hold the job (memory, CPUs per node), or None."""
+    most_memory = max((int(slurm_number(n.get("real_memory")) or 0) for n in members), default=0)
+    most_cpus = max((int(slurm_number(n.get("cpus")) or 0) for n in members), default=0)
+    memory_mb, cpus = int(job.get("memory_per_node") or 0), int(job.get("cpus_per_task") or 0)
+    if most_memory and memory_mb > most_memory:
+        return (f"the job asks {memory_mb} MB of memory per node; partition {partition}'s "
+                f"largest node has {most_memory} MB")
+    if most_cpus and cpus > most_cpus:
+        return f"the job asks {cpus} CPUs per node; partition {partition}'s largest node has {most_cpus}"
+    return None
+
+
+def too_long(partition: str, record: Mapping[str, Any], job: Mapping[str, Any]) -> str | None:
+    """Why the job's time limit is over the partition's MaxTime, or None."""
+    maximums = record.get("maximums")
+    # version-specific: v0.0.38 "max_time_limit" (minutes), v0.0.40+ "maximums": {"time": …}
+    raw = maximums.get("time") if isinstance(maximums, Mapping) else record.get("max_time_limit")
+    most, limit = slurm_number(raw), int(job.get("time_limit") or 0)
+    if most is None or most < 0 or limit <= most:  # -1: INFINITE as v0.0.38 prints it
+        return None
+    return (f"the job's time limit of {limit} min (its runtime_estimate x the site's "
+            f"time_limit_factor) is over partition {partition}'s MaxTime of {most:g} min")
