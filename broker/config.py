@@ -219,7 +219,8 @@ def site_settings(settings: Mapping[str, Any], environ: Mapping[str, str] | None
     """A site's broker.yaml settings with `KEY_from_file: PATH` / `KEY_from_env: VAR` read in.
 
     Keeps secrets (a Slurm JWT, cloud keys) out of broker.yaml: `token_from_file:
-    /run/secrets/slurm_jwt` becomes `token: <the file's text>`. A missing file or variable
+    /run/secrets/slurm_jwt` becomes `token: <the file's text>`, and the path stays under its
+    key for adapters that read the file again (a rotated Slurm JWT). A missing file or variable
     raises ConfigFileError, which disables that one site (with the reason), not the broker.
     """
     env = os.environ if environ is None else environ
@@ -228,6 +229,7 @@ def site_settings(settings: Mapping[str, Any], environ: Mapping[str, str] | None
         if key.endswith("_from_file"):
             try:
                 out[key.removesuffix("_from_file")] = Path(str(value)).read_text(encoding="utf-8").strip()
+                out[key] = value
             except OSError as exc:
                 raise ConfigFileError(f"{key}: cannot read {value}: {exc.strerror}") from exc
         elif key.endswith("_from_env"):

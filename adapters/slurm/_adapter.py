@@ -118,7 +118,7 @@ class SlurmAdapter:
             log.warning("site %s: Slurm jobs run as root (user: root); configure an "
                         "unprivileged account", site)
         self.rest = SlurmRest(
-            site, str(url), user=user,
+            site, str(url), user=user, token_file=config.get("token_from_file"),
             token=str(config["token"]) if config.get("token") else None,
             token_lifespan_s=int(config.get("token_lifespan_s", 3600)),
             slurm_conf=str(config["slurm_conf"]) if config.get("slurm_conf") else None,

@@ -21,6 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -119,7 +120,8 @@ class SlurmRest:
 
     ``token``: a JWT to use as is; when None, ``scontrol token username=<user>
     lifespan=<token_lifespan_s>`` is run (with ``slurm_conf`` as SLURM_CONF if given) and
-    re-run before the token expires or when slurmrestd refuses it.
+    re-run before the token expires or when slurmrestd refuses it. ``token_file``: where
+    ``token`` came from; read again in those cases, so a rotated file needs no restart.
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class SlurmRest:
         *,
         user: str = "root",
         token: str | None = None,
+        token_file: str | None = None,
         token_lifespan_s: int = 3600,
         slurm_conf: str | None = None,
         api_version: str | None = None,
@@ -146,6 +149,7 @@ class SlurmRest:
         self.slurm_conf = slurm_conf
         self._client = client or httpx.Client(timeout=timeout_s)
         self._configured_token = token
+        self._token_file = token_file if token else None
         self._api_version = api_version
         self._token: str | None = token
         self._token_expires: float | None = _jwt_expiry(token) if token else None
@@ -186,14 +190,25 @@ class SlurmRest:
 
     def _auth_headers(self, refresh: bool = False) -> dict[str, str]:
         with self._token_lock:
-            if self._configured_token is None and (
-                refresh or self._token is None
-                or (self._token_expires is not None and self._token_expires - time.time() < 60)
-            ):
+            stale = refresh or self._token is None or (
+                self._token_expires is not None and self._token_expires - time.time() < 60)
+            if self._configured_token is None and stale:
                 self._token = self._scontrol_token()
                 self._token_expires = _jwt_expiry(self._token) or time.time() + self.token_lifespan_s
+            elif self._token_file is not None and stale:
+                self._reread_token(self._token_file)
             token = self._token or ""
         return {"X-SLURM-USER-NAME": self.user, "X-SLURM-USER-TOKEN": token}
+
+    def _reread_token(self, path: str) -> None:
+        """The token file's current JWT (rotated by the operator); the old one if unreadable."""
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except OSError:
+            return
+        if text and text != self._token:
+            self._token = self._configured_token = text
+            self._token_expires = _jwt_expiry(text)
 
     def _scontrol_token(self) -> str:
         env = dict(os.environ)
@@ -240,7 +255,7 @@ class SlurmRest:
         refreshed = False
         while True:
             resp = self._http(method, url, payload, refresh=refreshed)
-            can_refresh = self._configured_token is None and not refreshed
+            can_refresh = (self._configured_token is None or self._token_file is not None) and not refreshed
             if resp.status_code in (401, 403):
                 if can_refresh:
                     refreshed = True
