@@ -39,7 +39,7 @@ from broker.burst.inputs import (
     onprem_sites,
 )
 from broker.burst.leads import launch_lead_s, safety_lead_s
-from broker.burst.projection import NEVER_S
+from broker.burst.projection import NEVER_S, minutes
 from broker.decision import Action, Decision, DecisionFacts
 from broker.model import JobSpec, Offer, TenantId
 from broker.placement import Explanation, PlacementContext, ScoredOffer, place, rejection_summary
@@ -283,9 +283,9 @@ def _start_text(v: _View, wait_s: float) -> str:
     """The projected on-prem start for the reasons: the projection itself, and what the safety
     net counted it as when it raised it (never the raised figure as if it were the projection)."""
     if v.raised_from is None:
-        return f"projected on-prem start in {wait_s / 60:.0f} min"
+        return f"projected on-prem start in {minutes(wait_s)}"
     return (
-        f"projected on-prem start in {v.raised_from / 60:.0f} min, counted as {wait_s / 60:.0f} min "
+        f"projected on-prem start in {minutes(v.raised_from)}, counted as {minutes(wait_s)} "
         f"(past its last responsible moment with nothing free now: no time left to burst if it slips)"
     )
 
@@ -306,19 +306,19 @@ def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
             return v.done(
                 Action.RUN,
                 queue,
-                f"{queue.offer.site} expects a wait of {wait_s / 60:.0f} min, "
+                f"{queue.offer.site} expects a wait of {minutes(wait_s)}, "
                 f"within the {left_min:.0f} min the job may still wait; sent to its queue",
             )
         return v.done(
             Action.WAIT,
             queue,
-            f"waiting on-prem: expected wait {wait_s / 60:.0f} min is within "
+            f"waiting on-prem: expected wait {minutes(wait_s)} is within "
             f"the {left_min:.0f} min the job may still wait",
         )
     pick = v.cloud()
     if isinstance(pick, list):
         limit = "max_wait" if v.left_of == "of max_wait" else f"the {left_min:.0f} min left {v.left_of}"
-        said = f"on-prem wait {wait_s / 60:.0f} min" if v.raised_from is None else _start_text(v, wait_s)
+        said = f"on-prem wait {minutes(wait_s)}" if v.raised_from is None else _start_text(v, wait_s)
         reason = f"{said} exceeds {limit}, but no cloud offer is usable"
         return v.done(Action.WAIT, queue, reason, *pick[:5])
     best = pick.scored.offer
@@ -333,7 +333,7 @@ def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
         )
     why = (
         f"{left_min:.0f} min left {v.left_of} and {best.site} costs {pick.total:.2f} "
-        f"< {wait_cost:.2f} {v.policy.currency} for waiting"
+        f"< {'∞' if wait_s >= NEVER_S else f'{wait_cost:.2f}'} {v.policy.currency} for waiting"
         if pick.total < wait_cost
         else f"{left_min:.0f} min left {v.left_of}, firm (the tenant is owed capacity held by a tenant "
         f"far over its fair share); {best.site} costs {pick.total:.2f} {v.policy.currency}"
@@ -384,7 +384,7 @@ def _burst_after_hysteresis(
     return v.done(
         Action.RUN,
         pick.scored,
-        f"burst: on-prem wait {wait_s / 60:.0f} min exceeds the {why}",
+        f"burst: on-prem wait {minutes(wait_s)} exceeds the {why}",
         burst=True,
         pick=pick,
     )

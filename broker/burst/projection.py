@@ -22,6 +22,12 @@ NEVER_S = 1e9
 """A projected wait standing for "never" (finite, so it can be rounded, compared and sent)."""
 
 
+def minutes(wait_s: float, unit: str = " min") -> str:
+    """A wait for a person in whole minutes; `NEVER_S` is "∞" (shown as a number it read
+    "16666667 min" for a drained partition)."""
+    return f"∞{unit}" if wait_s >= NEVER_S else f"{wait_s / 60:.0f}{unit}"
+
+
 OVERRUN_FLOOR_S = 60.0
 """A running job past its expected end is expected to run on at least this long."""
 

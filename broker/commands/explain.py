@@ -21,6 +21,7 @@ from rich.table import Table
 from broker.api import broker_service_pb2 as pb
 from broker.burst import BurstInputs, decide
 from broker.burst.money import TenantMoney, tenant_money
+from broker.burst.projection import minutes
 from broker.client import ClientError
 from broker.commands._connect import add_connection_args, client_for
 from broker.jobfile import JobFileError, load_job_file
@@ -166,7 +167,7 @@ def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console)
             else:
                 verdict = "allowed"
         acc = f"{o['accelerator']}x{o['count']}" if o.get("accelerator") else "-"
-        wait = f"{_wait_shown(o, decision, weighed) / 60:.0f}m"
+        wait = minutes(_wait_shown(o, decision, weighed), "m")
         site = f"{o['site']}/{o['zone']}" if o.get("zone") else o["site"]  # two zones: two rows
         table.add_row(
             mark, escape(site), escape(o["instance_type"]), escape(acc), "yes" if o["spot"] else "no",
@@ -221,7 +222,7 @@ def projection_lines(p: dict[str, Any]) -> list[str]:
     """Where a projected on-prem wait came from, for a person."""
     ends = ", ".join(f"{r['units']} in {r['ends_in_s'] / 60:.0f} min" for r in p["running"][:5])
     return [
-        f"projected wait on {p['partition']}: {p['wait_s'] / 60:.0f} min",
+        f"projected wait on {p['partition']}: {minutes(p['wait_s'])}",
         f"  free now: {p['free_units']} unit(s); running: {p['running_jobs']} "
         f"(units freed: {ends or 'none'})",
         f"  ahead: {p['backend_queue_jobs']} pending at the backend, {p['queue_ahead_jobs']} waiting "

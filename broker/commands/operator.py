@@ -17,6 +17,7 @@ from rich.table import Table
 from broker.api import broker_service_pb2 as pb
 from broker.auth import Role, token_entry_line
 from broker.burst.money import BEIJING
+from broker.burst.projection import minutes
 from broker.client import ClientError
 from broker.commands._connect import add_client_args, client_for
 from broker.commands._output import fail
@@ -94,7 +95,7 @@ def _print_capacity(resp: pb.GetStatusResponse, console: Console) -> None:
             escape(p.accelerator or "cpu"),
             f"{p.free}/{p.total}",
             str(p.queued_jobs),
-            f"{p.expected_wait_seconds / 60:.0f} min",
+            minutes(p.expected_wait_seconds),
         )
     console.print(table)
     console.print("Jobs: " + ", ".join(f"{k} {v}" for k, v in sorted(resp.jobs_by_state.items())))

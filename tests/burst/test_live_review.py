@@ -79,3 +79,17 @@ def test_a_gang_on_spot_is_interrupted_whenever_any_of_its_nodes_is(tmp_path: Pa
             spot = next(o for o in explain_json(d, spec, policy)["offers"] if o["spot"])
             assert spot["passed_over"].startswith("spot expects 53.6 restarts (limit 3"), spot
     assert picks == {1: True, 8: False}, picks
+
+
+def test_a_wait_with_no_start_in_sight_is_not_shown_as_a_number(policy: Policy) -> None:
+    # A drained partition, or a no-borrow quota smaller than the job: the projection is "never"
+    # (NEVER_S, 1e9 s), which the reasons showed as "on-prem wait 16666667 min".
+    from broker.burst.projection import NEVER_S
+
+    d = decide(
+        job(max_wait="10m"), TenantId("lab"), offers(policy, free=0, wait_s=0), policy,
+        inputs(queued_since=NOW - timedelta(minutes=20), projected_wait={"onprem/a800": NEVER_S}),
+    )
+    assert d.action == Action.RUN and d.burst, d.reasons
+    assert "16666667" not in d.reasons[0] and "55555" not in d.reasons[0], d.reasons
+    assert "projected on-prem start in ∞ min" in d.reasons[0] and "< ∞ CNY for waiting" in d.reasons[0]
