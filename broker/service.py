@@ -214,12 +214,21 @@ class BrokerServices:
     async def logs(
         self, caller: Principal, job_id: str, *, follow: bool, tail_bytes: int
     ) -> AsyncIterator[LogPiece]:
-        """The job's output (its latest attempt's), live with `follow` until the job ends."""
+        """The job's output (its latest attempt's), live with `follow` until the job ends.
+
+        A follow is as long-lived as a watch and polls the same way, so it holds a stream slot.
+        """
         job = self.store.get(job_id, None if caller.is_operator else caller.tenant)
         if self.joblogs is None:
             return
-        async for piece in self.joblogs.stream(job, follow=follow, tail_bytes=tail_bytes):
-            yield piece
+        stream = self.joblogs.stream(job, follow=follow, tail_bytes=tail_bytes)
+        if not follow or self.quotas is None:
+            async for piece in stream:
+                yield piece
+            return
+        with self.quotas.watch_stream(caller.tenant):
+            async for piece in stream:
+                yield piece
 
     def agent_log(self, attempt_id: str, token: str, offset: int, data: bytes) -> int:
         """A chunk of output from the bootstrap on an instance; returns the next offset to send."""

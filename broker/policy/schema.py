@@ -126,7 +126,7 @@ class Limits(_Doc):
     max_env: int = Field(default=256, ge=0, le=4096, description="Environment entries per job.")
     max_labels: int = Field(default=64, ge=0, le=1024, description="Labels per job.")
     max_argv: int = Field(default=1024, ge=1, le=4096, description="Command arguments per job.")
-    max_watch_streams: int = Field(default=64, ge=0, description="Concurrent WatchJob streams.")
+    max_watch_streams: int = Field(default=64, ge=0, description="Concurrent WatchJob/logs --follow.")
 
 
 class LimitsOverride(_Doc):

@@ -235,3 +235,41 @@ def test_status_shows_the_callers_own_view_and_quota(
     ).stdout
     assert "Quota of team-b:" in out and "/50 unfinished jobs" in out
     assert "team-a" not in out
+
+
+def open_streams(stub: broker_service_pb2_grpc.BrokerServiceStub, tenant: str) -> int:
+    return stub.GetStatus(pb.GetStatusRequest(), metadata=auth(tenant)).quota.watch_streams
+
+
+def test_log_follow_streams_count_as_watch_streams(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
+    # szb logs --follow is as long-lived as a watch, and each one polls the store and the job's
+    # output: one tenant must not be able to open them without end.
+    deadline = time.monotonic() + 20
+    while open_streams(stub, "team-b") and time.monotonic() < deadline:
+        time.sleep(0.1)  # the streams of the tests before give their slots back
+    spec = job("followed")
+    spec.ClearField("command")
+    spec.command.extend(["sh", "-c", "echo hello; sleep 60"])
+    target = stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=auth("team-b")).job
+    follow = pb.StreamJobLogsRequest(id=target.id, follow=True)
+    streams = [stub.StreamJobLogs(follow, metadata=auth("team-b"), timeout=120) for _ in range(2)]
+    for s in streams:
+        assert b"hello" in next(s).chunk.data  # the stream is open and follows the job
+    assert open_streams(stub, "team-b") == 2
+    for extra in (
+        stub.StreamJobLogs(follow, metadata=auth("team-b"), timeout=120),
+        stub.WatchJob(pb.WatchJobRequest(id=target.id), metadata=auth("team-b"), timeout=120),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            next(extra)
+        assert quota_failure(err.value).quota_id == "max_watch_streams"
+    # Reading the output once is no stream, and another tenant's slots are its own.
+    once = stub.StreamJobLogs(pb.StreamJobLogsRequest(id=target.id), metadata=auth("team-b"))
+    assert b"hello" in b"".join(piece.chunk.data for piece in once)
+    for s in streams:
+        s.cancel()
+    deadline = time.monotonic() + 20
+    while open_streams(stub, "team-b") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert open_streams(stub, "team-b") == 0  # a closed follow gives its slot back
+    stub.CancelJob(pb.CancelJobRequest(id=target.id), metadata=auth("team-b"))
