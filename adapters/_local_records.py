@@ -69,6 +69,17 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process (zombies included) is still in process group `pgid`."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)

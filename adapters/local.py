@@ -22,6 +22,7 @@ from typing import Any
 
 from adapters._local_launch import prepare_launch, start_runner
 from adapters._local_records import (
+    group_alive,
     output_tail,
     pid_alive,
     read_meta,
@@ -303,10 +304,12 @@ class LocalAdapter:
         signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         child = self._children.get(backend_id)
+        # The runner leads the group: wait for the whole group, not the runner alone, since a
+        # process the job started may ignore SIGTERM after the job itself died of it.
         while time.monotonic() < deadline:
-            if child is not None and child.poll() is not None:
-                break
-            if child is None and not pid_alive(pid):
+            if child is not None:
+                child.poll()  # reap the runner, whose zombie would keep the group alive
+            if not group_alive(pid):
                 break
             time.sleep(0.05)
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -131,6 +133,47 @@ def test_cancel_running_job_kills_the_process(
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid), "the job's process survived its cancellation"
+
+
+def test_cancel_kills_what_the_job_started_that_outlives_its_sigterm(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    # The job's main process dies of SIGTERM at once; a helper it started ignores SIGTERM
+    # (a data loader, a checkpoint writer that hangs). After the grace period (2 s in
+    # conftest) the broker's SIGKILL must reach the helper too, or it keeps running unseen.
+    marker = f"stubborn-{uuid.uuid4().hex}"
+    helper = (
+        f"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)  # {marker}"
+    )
+    main = (
+        f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {helper!r}]); time.sleep(300)"
+    )
+    job = submit(stub, spec("stubborn", [PY, "-c", main])).job
+    wait_for(stub, job.id, {job_pb2.JOB_STATE_RUNNING})
+    deadline = time.monotonic() + 10
+    pids = [p for p in _pids_with(marker) if _ignores_sigterm(p)]  # the main one carries it too
+    while not pids and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pids = [p for p in _pids_with(marker) if _ignores_sigterm(p)]
+    (pid,) = pids
+    cancelled = stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-a")).job
+    assert cancelled.state == job_pb2.JOB_STATE_CANCELLED
+    deadline = time.monotonic() + 15
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    survived = _alive(pid)
+    if survived:
+        os.kill(pid, signal.SIGKILL)
+    assert not survived, "a process the job started survived its cancellation (SIGTERM ignored, no SIGKILL)"
+
+
+def _ignores_sigterm(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(mask & (1 << (signal.SIGTERM - 1)))
 
 
 def _pids_with(marker: str) -> list[int]:
