@@ -106,8 +106,11 @@ def classify_exception(exc: BaseException) -> tuple[type[AdapterError], str]:
             return cls, type(exc).__name__
     code = provider_code(exc)
     if code is not None:
+        # The message too: EC2's oversized UserData is a generic InvalidParameterValue whose
+        # text alone says it is the job's own request, not the site's configuration.
+        message = str(getattr(exc, "message", None) or getattr(exc, "value", None) or exc)
         for exact, prefixes in ((EC2_CODES, EC2_PREFIXES), (ECS_CODES, ECS_PREFIXES)):
-            cls = classify(code, exact, prefixes)
+            cls = classify(code, exact, prefixes, message)
             if cls is not AdapterError:
                 return cls, code
     status = getattr(exc, "code", None) if isinstance(exc, BaseHTTPError) else None

@@ -89,3 +89,30 @@ def test_user_data_over_16_kb_is_refused_before_calling_ec2(
         other = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("small", "A10G")), metadata=md(OTHER)).job
         play_bootstrap_when_on(stub, two_tenants, other.id, "aws-east", user_data, token=OTHER)
         assert wait_state(stub, other.id, TERMINAL, token=OTHER).site == "aws-east"
+
+
+def test_refused_user_data_on_a_libcloud_site_fails_the_job_alone(
+    two_tenants: BrokerProcess, moto: MotoFront, ecs_server: EcsEndpoint
+) -> None:
+    # lc-east is libcloud's EC2 driver on the same front: EC2's answer reaches the broker as a
+    # libcloud error whose text carries the code and message, and must be blamed the same way.
+    assert isinstance(ecs_server.handler, EcsCloud)
+    user_data = user_data_of((moto, ecs_server.handler))
+    moto.scenario.user_data_limit = 9000
+    with grpc.insecure_channel(two_tenants.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        spec = gpu_job("huge-env-lc", "T4")
+        spec.env["DATASET_MANIFEST"] = "x" * 5000
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=md()).job
+        final = wait_state(stub, job.id, TERMINAL)
+        assert final.state == job_pb2.JOB_STATE_FAILED, final.message
+        assert "User data is limited to 9000 bytes" in final.message and "lc-east" in final.message
+        failed = [e for e in events(stub, job.id) if e.kind == "attempt_failed"]
+        assert len(failed) == 1 and failed[0].data["error"] == "RequestError"
+        assert moto.scenario.count("RunInstances") == 1
+        status = stub.GetStatus(pb.GetStatusRequest(), metadata=md())
+        assert "lc-east" not in status.unhealthy_sites
+        other = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("small-lc", "T4")), metadata=md(OTHER)).job
+        play_bootstrap_when_on(stub, two_tenants, other.id, "lc-east", user_data, token=OTHER)
+        done = wait_state(stub, other.id, TERMINAL, token=OTHER)
+        assert done.state == job_pb2.JOB_STATE_SUCCEEDED and done.site == "lc-east"
