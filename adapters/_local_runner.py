@@ -47,8 +47,8 @@ def main(argv: list[str]) -> int:
             )
             code = child.wait()
         except (OSError, subprocess.SubprocessError) as exc:
-            log.write(f"cannot start {plan['argv'][0]!r}: {exc}\n".encode())
-            code = 127
+            message, code = _not_started(plan["argv"][0], env, exc)
+            log.write(message.encode())
     # A child killed by signal N reports -N; shells report 128+N, which is what users expect.
     if code < 0:
         code = 128 - code
@@ -62,6 +62,29 @@ def main(argv: list[str]) -> int:
     tmp.write_text(str(code))
     os.replace(tmp, attempt_dir / "exit_code")
     return 0
+
+
+def _not_started(program: str, env: dict[str, str], exc: BaseException) -> tuple[str, int]:
+    """Why the job's program did not start, with the shell's exit code (127 not found, 126 not executable)."""
+    path = os.get_exec_path(env)
+    # exec reports EACCES when any PATH folder refused the job's user (root's ~/.local/bin),
+    # even when no folder holds the program; the runner (the broker's user) can look.
+    if (
+        isinstance(exc, PermissionError)
+        and "/" not in program
+        and not any(os.path.isfile(os.path.join(folder, program)) for folder in path)
+    ):
+        exc = FileNotFoundError()
+    if isinstance(exc, OSError) and exc.filename not in (None, program):  # e.g. its workdir
+        return f"cannot start {program!r}: {exc}\n", 127
+    if isinstance(exc, FileNotFoundError) and "/" in program:
+        return f"cannot start {program!r}: no such file\n", 127
+    if isinstance(exc, FileNotFoundError):
+        folders = os.pathsep.join(path)
+        return f"cannot start {program!r}: command not found in the job's PATH ({folders})\n", 127
+    if isinstance(exc, PermissionError):
+        return f"cannot start {program!r}: Permission denied (not executable by the job's user)\n", 126
+    return f"cannot start {program!r}: {exc}\n", 127
 
 
 def _confine(plan: dict[str, Any]) -> None:
