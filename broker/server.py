@@ -16,7 +16,7 @@ from broker.api import (
     placement_pb2,
 )
 from broker.audit import AuditTrail, BadHashError
-from broker.auth import Principal, TokenAuthority
+from broker.auth import AuthError, Principal, TokenAuthority
 from broker.jobspec import MAX_DEADLINE
 from broker.model import JobSpec, TenantId
 from broker.rpc_errors import DOMAIN, ERROR_REASONS, _BadRequest, abort_with, bad_request, error_reason
@@ -121,6 +121,11 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             client_cn = names[0].decode(errors="replace") if names else None
         return self.auth.principal_for(metadata, client_cn=client_cn)
 
+    def _still(self, context: grpc.aio.ServicerContext[Any, Any], caller: Principal) -> None:
+        """Before each item of a stream: a token revoked (or moved) since it opened ends it."""
+        if self._principal(context) != caller:
+            raise AuthError("this stream's credentials changed since it was opened")
+
     def _tenant(self, context: grpc.aio.ServicerContext[Any, Any]) -> TenantId:
         return self._principal(context).tenant
 
@@ -214,6 +219,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             await abort_with(context, exc)
         try:
             async for event in self.services.watch(caller, job_id, request.after_seq):
+                self._still(context, caller)
                 yield broker_service_pb2.WatchJobResponse(event=event_to_proto(event))
         except Exception as exc:
             await abort_with(context, exc)
@@ -269,6 +275,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 caller, _job_id(request.id), follow=request.follow, tail_bytes=request.tail_bytes
             )
             async for piece in stream:
+                self._still(context, caller)
                 yield broker_service_pb2.StreamJobLogsResponse(
                     chunk=job_pb2.LogChunk(offset=piece.offset, data=piece.data, attempt_id=piece.attempt_id)
                 )

@@ -175,6 +175,45 @@ def test_revoked_token_stops_working_without_restart(broker: BrokerProcess, stub
     )
 
 
+def test_streams_a_revoked_token_opened_end_instead_of_going_on(broker: BrokerProcess, stub: Stub) -> None:
+    # A revoked token must not keep receiving its tenant's events and output on a watch or a
+    # log follow it opened before the revocation: the streams end UNAUTHENTICATED.
+    b = bearer(TOKENS["team-b"])
+    ticker = job_pb2.JobSpec(
+        name="ticker",
+        command=[JOB_PYTHON, "-c", "import time\nwhile True: print('tick', flush=True); time.sleep(0.2)"],
+    )
+    ticker.runtime_estimate.seconds = 120
+    job_id = stub.SubmitJob(pb.SubmitJobRequest(job=ticker), metadata=b).job.id
+    watch = stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=b, timeout=60)
+    next(watch)
+    logs = stub.StreamJobLogs(pb.StreamJobLogsRequest(id=job_id, follow=True), metadata=b, timeout=30)
+    assert b"tick" in next(logs).chunk.data
+    tokens = broker.config.parent / "tokens.yaml"
+    before = tokens.read_text()
+    b_line = next(line for line in before.splitlines() if "tenant: team-b" in line)
+    try:
+        tokens.write_text(before.replace(b_line + "\n", ""))
+        wait_until(
+            lambda: list_code(stub, TOKENS["team-b"]) == grpc.StatusCode.UNAUTHENTICATED,
+            "team-b's token refused after its line was deleted",
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            for _ in logs:  # the job goes on ticking: without an end, this runs into its deadline
+                pass
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, err.value.details()
+        stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=bearer(OPERATOR_TOKEN))
+        kinds = []
+        with pytest.raises(grpc.RpcError) as err:
+            for item in watch:
+                kinds.append(item.event.kind)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, err.value.details()
+        assert "cancelled" not in kinds  # it happened after the revocation
+    finally:
+        tokens.write_text(before)
+    wait_until(lambda: list_code(stub, TOKENS["team-b"]) is None, "team-b's token accepted again")
+
+
 def test_sighup_reloads_tokens_and_a_bad_file_keeps_the_last_good(tmp_path: Path) -> None:
     proc = start(tmp_path, reload_s=0)  # no polling: only SIGHUP reloads
     tokens = tmp_path / "tokens.yaml"
