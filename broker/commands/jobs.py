@@ -160,10 +160,12 @@ def _follow(client: BrokerClient, job_id: str, after: int, output: str, console:
             state = state_from_proto(ev.state)
             if output == "json":
                 continue
+            # One line per event (soft_wrap): a pipe is 80 columns to rich, and grep sees lines.
             console.print(
                 f"{ev.time.ToDatetime():%H:%M:%S} {job_id} #{ev.seq:<3} "
                 f"[{STATE_STYLE[state]}]{state.value:<12}[/] {escape(ev.kind)}: {escape(ev.message)}",
                 highlight=False,
+                soft_wrap=True,
             )
     except ClientError as exc:
         print(f"szb: error: {exc}", file=sys.stderr)
@@ -171,7 +173,7 @@ def _follow(client: BrokerClient, job_id: str, after: int, output: str, console:
     state = state_from_proto(job.state)
     if output != "json" and job.log_tail and state.terminal:
         console.print(f"[dim]--- {job_id} output (tail) ---[/]")
-        console.print(job.log_tail.rstrip(), markup=False, highlight=False)
+        print(job.log_tail.rstrip(), flush=True)  # the job's own lines, never folded by rich
     return state
 
 

@@ -240,3 +240,29 @@ def test_spend_for_all_tenants_prints_no_fake_budget(broker: BrokerProcess) -> N
     assert body["budget"] is None and body["budget_left"] is None
     table = szb(broker, "spend")
     assert "Budget 0.00" not in table.stdout and "No monthly budget limit" in table.stdout
+
+
+def test_submit_wait_and_watch_print_the_jobs_output_and_events_unfolded(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """A job's output is shown as it wrote it, and each event is one line, however narrow the terminal."""
+    long_line = "0" * 149 + "7"
+    json_line = json.dumps({"k": " ".join(["value"] * 15)})
+    code = f"print({long_line!r}); print({json_line!r})"
+    job = tmp_path / "longline.yaml"
+    job.write_text(f"name: longline\ncommand: [{PY}, -c, {json.dumps(code)}]\nruntime_estimate: 1m\n")
+    done = szb(broker, "submit", str(job), "--wait", columns=80)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert long_line in lines and json_line in lines, done.stdout
+    # An event longer than the terminal stays on one line, so line-based tools see all of it.
+    sleeper = tmp_path / "sleeper.yaml"
+    sleeper.write_text(
+        f"name: sleeper\ncommand: [{PY}, -c, 'import time; time.sleep(120)']\nruntime_estimate: 1m\n"
+    )
+    [created] = json.loads(szb(broker, "submit", str(sleeper), "-o", "json").stdout)
+    assert szb(broker, "cancel", created["id"]).returncode == 0
+    watched = szb(broker, "watch", created["id"], columns=80)
+    assert watched.returncode == 0, watched.stderr
+    [event] = [ln for ln in watched.stdout.splitlines() if "CANCELLED" in ln]
+    assert event.endswith("cancelled: cancelled by team-a (tenant)"), watched.stdout
