@@ -5,7 +5,9 @@ gang's node) and
 `authorization: Bearer <attempt secret>`. It calls the same service function as AgentService.
 
 The port faces the internet (cloud instances report to it), so the server is bounded: a
-fixed pool of workers, a connection cap beyond which callers get 503 at once, a timeout on
+fixed pool of workers, a connection cap beyond which callers get 503 at once (and a smaller
+one per client address, so one caller holding connections open cannot lock out every other
+instance's heartbeats), a timeout on
 every read and a whole-request deadline after which the connection is cut (a slow sender
 cannot hold a worker), and TLS done in the worker, never in the accept loop.
 """
@@ -76,10 +78,13 @@ class _BoundedServer(HTTPServer):
         *,
         tls: ServerTls | None,
         max_connections: int,
+        max_per_client: int,
         read_timeout_s: float,
         deadline_s: float,
     ) -> None:
         self.bridge = bridge
+        self.max_per_client = max_per_client
+        self._by_client: dict[str, int] = {}
         self.tls = tls
         self.read_timeout_s = read_timeout_s
         self.deadline_s = deadline_s
@@ -93,12 +98,17 @@ class _BoundedServer(HTTPServer):
         self._reaper.start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        client = str(client_address[0])
+        with self._live_lock:
+            held = self._by_client.get(client, 0)
+            admitted = held < self.max_per_client and self._slots.acquire(blocking=False)
+            if admitted:
+                self._by_client[client] = held + 1
+                self._live[request] = time.monotonic() + self.deadline_s
+        if not admitted:
             _busy(request, plaintext=self.tls is None)
             self.shutdown_request(request)
             return
-        with self._live_lock:
-            self._live[request] = time.monotonic() + self.deadline_s
         self._pool.submit(self._work, request, client_address)
 
     def _work(self, raw: socket.socket, client_address: Any) -> None:
@@ -115,9 +125,15 @@ class _BoundedServer(HTTPServer):
         except Exception:
             log.exception("agent http connection from %s failed", client_address)
         finally:
+            client = str(client_address[0])
             with self._live_lock:
                 self._live.pop(raw, None)
                 self._live.pop(conn, None)
+                left = self._by_client.get(client, 1) - 1
+                if left > 0:
+                    self._by_client[client] = left
+                else:
+                    self._by_client.pop(client, None)
             self.shutdown_request(conn)
             self._slots.release()
 
@@ -169,6 +185,7 @@ class AgentHttpServer:
         *,
         tls: ServerTls | None = None,
         max_connections: int = 64,
+        max_per_client: int | None = None,
         timeout_s: float = 10.0,
     ) -> None:
         host, _, port = listen.rpartition(":")
@@ -181,6 +198,7 @@ class AgentHttpServer:
             self,
             tls=tls,
             max_connections=max_connections,
+            max_per_client=max_per_client or max(1, max_connections // 2),
             read_timeout_s=timeout_s,
             deadline_s=2 * timeout_s,
         )

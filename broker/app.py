@@ -266,6 +266,7 @@ class BrokerApp:
             cfg.agent_http_listen,
             tls=self.tls,
             max_connections=cfg.agent_http_max_connections,
+            max_per_client=cfg.agent_http_max_per_client,
             timeout_s=cfg.agent_http_timeout_s,
         )
         if self.tls is None:

@@ -119,6 +119,8 @@ class BrokerConfig(NoBoolNumbers):
     """Each read on an agent connection; a whole request must finish within twice this."""
     agent_http_max_connections: int = Field(default=64, ge=1, le=4096)
     """Agent connections served at once; more get 503 until one ends."""
+    agent_http_max_per_client: int | None = Field(default=None, ge=1, le=4096)
+    """Of those, what one client address may hold (default half); raise it behind a NAT or proxy."""
     agent_endpoint: str = ""
     """Address instances use to reach the agent endpoint; default: the HTTP endpoint's URL."""
     tls: TlsSettings | None = None

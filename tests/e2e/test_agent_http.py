@@ -187,3 +187,29 @@ def test_half_sent_requests_neither_park_threads_nor_block_the_endpoint(
     finally:
         for sock in held:
             sock.close()
+
+
+def test_one_client_holding_every_slot_does_not_lock_out_the_other_agents(
+    broker: BrokerProcess, port: int
+) -> None:
+    # A hostile job (127.0.0.2 here) keeps half-sent requests open and renews them at each
+    # deadline; every other instance's heartbeats and exit reports must still get through.
+    deadline = time.monotonic() + 10
+    while post(port, report())[0] != 401:  # slots of earlier tests given back
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    held = []
+    for _ in range(MAX_CONNECTIONS + 2):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.bind(("127.0.0.2", 0))
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(b"POST /v1/agent/report HTTP/1.1\r\ncontent-length: 100\r\nx-slow: ")
+        held.append(sock)
+    try:
+        assert post(port, report())[0] == 401  # another agent is served, not told 503
+        busy = [s for s in held if s.recv(64, socket.MSG_PEEK).startswith(b"HTTP/1.0 503")]
+        assert len(busy) >= MAX_CONNECTIONS // 2  # the hostile client got only its share
+    finally:
+        for sock in held:
+            sock.close()
