@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -81,7 +82,7 @@ def build_jobs(
     jobs: list[SimJob] = []
     shapes: dict[tuple[object, ...], tuple[JobSpec, JobSpec | None]] = {}  # key -> (a spec, its shape)
     for i, tj in enumerate(trace):
-        tenant = tj.tenant or names[min(len(names) - 1, _bisect(cum, rng.random() * total))]
+        tenant = tj.tenant or names[min(len(names) - 1, bisect_right(cum, rng.random() * total))]
         runtime = min(tj.runtime_s, MAX_RUNTIME_S)
         accel = tj.accelerators if scenario.gpu_spec == "keep" else ()
         estimate = timedelta(seconds=estimate_s(scenario, tenant, i, runtime, MAX_RUNTIME_S))
@@ -140,13 +141,6 @@ def _valid_estimate(estimate: timedelta) -> bool:
     return True
 
 
-def _bisect(cum: list[float], x: float) -> int:
-    for i, c in enumerate(cum):
-        if x < c:
-            return i
-    return len(cum) - 1
-
-
 @dataclass(frozen=True, slots=True)
 class JobFacts:
     """What static placement (no capacity, no blocks) says about one job."""
@@ -166,6 +160,9 @@ class JobFacts:
     """The allowed on-prem offers best-first by the policy's rank chain (placement's order)."""
     cloud_by_cost: tuple[Offer, ...] = ()
     """`by_cost` without the on-prem offers (what the baselines burst to, cheapest first)."""
+    cloud_floor: float | None = None
+    """The least an allowed cloud run of the job can be billed: the cheapest allowed cloud offer
+    with spot never interrupted, which a lucky spot run costs (None: `cloud_cost`, no spot)."""
 
 
 def job_facts(
@@ -210,6 +207,7 @@ def _priced(
     nodes = job.spec.resources.nodes
     onprem: dict[str, float] = {}
     cloud: float | None = None
+    floor: float | None = None
     costs: dict[str, float] = {}
     kept: list[Offer] = []
     order: list[tuple[float, str, str, int]] = []
@@ -230,13 +228,15 @@ def _priced(
         kept.append(o)
         if part is not None:
             onprem[part] = min(cost, onprem.get(part, cost))
-        elif cloud is None or cost < cloud:
-            cloud = cost
+        else:
+            cloud = cost if cloud is None else min(cloud, cost)
+            uninterrupted = hourly * runtime_h * nodes
+            floor = uninterrupted if floor is None else min(floor, uninterrupted)
     order.sort()
     ranked = _kept(_rank_onprem(policy, onprem_scored), kept, len(kept) < len(rows))
     by_cost = tuple(kept[c[3]] for c in order)
     clouds = tuple(o for o in by_cost if o.site not in onprem_sites(policy))
-    return JobFacts(tuple(kept), onprem, cloud, costs, by_cost, ranked, clouds)
+    return JobFacts(tuple(kept), onprem, cloud, costs, by_cost, ranked, clouds, floor)
 
 
 def _rank_onprem(policy: Policy, onprem_scored: Sequence[ScoredOffer]) -> tuple[Offer, ...]:
@@ -294,10 +294,12 @@ class _Priced:
         order = np.lexsort((index, *ranks, cost, (~keep).astype(np.int8)))
         in_cloud = keep[:, self.cloud]
         cheapest = np.where(in_cloud, cost[:, self.cloud], np.inf).min(axis=1, initial=np.inf).tolist()
+        plain = self.hourly * np.array(runtime_h, dtype=np.float64)[:, None] * nodes[:, None]
+        floor = np.where(in_cloud, plain[:, self.cloud], np.inf).min(axis=1, initial=np.inf).tolist()
         clouds = in_cloud.sum(axis=1).tolist()
         rows = zip(cost.tolist(), keep.tolist(), keep.sum(axis=1).tolist(), order.tolist(), strict=True)
         return [
-            self._row(values, kept, n_kept, by, cheapest[n] if clouds[n] else None, ranked[n])
+            self._row(values, kept, n_kept, by, (cheapest[n], floor[n]) if clouds[n] else None, ranked[n])
             for n, (values, kept, n_kept, by) in enumerate(rows)
         ]
 
@@ -307,10 +309,10 @@ class _Priced:
         kept: list[bool],
         n_kept: int,
         order: list[int],
-        cloud: float | None,
+        cloud: tuple[float, float] | None,
         ranked: tuple[Offer, ...],
     ) -> JobFacts:
-        """One job's facts from its row of the table."""
+        """One job's facts from its row of the table (`cloud`: its cheapest cloud cost and floor)."""
         onprem: dict[str, float] = {}
         for i, part in self.home:
             if kept[i]:
@@ -325,7 +327,8 @@ class _Priced:
         by_cost = tuple(map(offers.__getitem__, by))
         clouds = tuple(compress(by_cost, map(self.cloud_list.__getitem__, by)))
         ranked = _kept(ranked, allowed, n_kept < len(kept))
-        return JobFacts(allowed, onprem, cloud, costs, by_cost, ranked, clouds)
+        cheapest, floor = (None, None) if cloud is None else cloud
+        return JobFacts(allowed, onprem, cheapest, costs, by_cost, ranked, clouds, floor)
 
 
 def _offer_facts(o: Offer, policy: Policy) -> tuple[str, float, str | None]:

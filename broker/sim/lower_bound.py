@@ -7,8 +7,9 @@ which every job could start within its max_wait". Every strategy's schedule is f
 for the relaxation at its own count of late jobs, so the bound never exceeds its cost.
 
 Relaxation, per job j (arrival a, run time r, max_wait w, demand d) and partition p:
-- fractions: cloud `yc` (cheapest allowed cloud offer at its expected cost, spot priced
-  with its expected restarts as `broker.burst.spot` prices it, no provisioning delay),
+- fractions: cloud `yc` (cheapest allowed cloud offer, spot priced as if never interrupted:
+  a strategy's spot run the world happened not to interrupt is billed just that, below its
+  expected restarts as `broker.burst.spot` prices them; no provisioning delay),
   on-time on-prem `y[p]`, late on-prem `u[p]`, never started `z` (cost 0, late);
   yc + sum(y) + sum(u) + z = 1; sum(u) + sum(z) <= late.
 - on time, j runs inside [a, a+w+r] and always during [a+w, a+r] (when r > w): that
@@ -206,8 +207,8 @@ class _Model:
         # Never starting (e.g. no budget can pay) costs nothing and counts as late, as in
         # the strategies' own counts: so the bound at their late count stays below them.
         cols.add(0.0, 1.0, [(late, 1.0), (assign, 1.0)])
-        if f.cloud_cost is not None:
-            cols.add(f.cloud_cost, 1.0, [(assign, 1.0)])
+        if f.cloud_cost is not None:  # spot at no interruption: what a lucky spot run is billed
+            cols.add(f.cloud_cost if f.cloud_floor is None else f.cloud_floor, 1.0, [(assign, 1.0)])
         # The buckets the job touches are the same in every partition: found once.
         arrive = min(self.nb - 1, max(0, bisect.bisect_right(self.edges, a) - 1))
         flex = min(r, w)

@@ -57,7 +57,7 @@ def _view(f: JobFacts) -> tuple[object, ...]:
         return [(o.key, o.count) for o in offers]  # type: ignore[attr-defined]
 
     views = (keys(f.allowed), f.onprem, f.cloud_cost, f.cost, keys(f.by_cost), keys(f.onprem_ranked))
-    return (*views, keys(f.cloud_by_cost))
+    return (*views, keys(f.cloud_by_cost), f.cloud_floor)
 
 
 @pytest.mark.parametrize("scenario", ["alibaba-peak", "alibaba-gpuspec"])  # GPU model lists dropped / kept

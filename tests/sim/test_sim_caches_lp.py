@@ -78,8 +78,8 @@ class _PlainModel:
         a, r, w, d = j.arrival_s, j.runtime_s, j.max_wait_s, float(j.demand)
         assign = self.row(1.0, 1.0)
         self.add(0.0, 1.0, [(assign, 1.0), (self.late_row, 1.0)])
-        if f.cloud_cost is not None:
-            self.add(f.cloud_cost, 1.0, [(assign, 1.0)])
+        if f.cloud_cost is not None:  # (priced at the floor, spot uninterrupted, since first built)
+            self.add(f.cloud_cost if f.cloud_floor is None else f.cloud_floor, 1.0, [(assign, 1.0)])
         for k, cost in f.onprem.items():
             if k not in capacity:
                 continue

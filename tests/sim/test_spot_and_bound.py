@@ -210,3 +210,19 @@ def test_a_job_the_policy_expects_shorter_keeps_its_cloud_option(tmp_path: Path)
     told = jobs[0].spec.model_copy(update={"runtime_estimate": timedelta(hours=3)})
     shorter = [dataclasses.replace(jobs[0], spec=told)]
     assert without_unpayable_cloud(jobs, shorter, facts, policy)[0].cloud_cost == facts[0].cloud_cost
+
+
+def test_the_bound_stays_below_a_spot_run_that_was_never_interrupted(tmp_path: Path) -> None:
+    # The policy prices spot at 0.5 interruptions an hour, but this world's spot capacity is
+    # never reclaimed: every strategy runs the checkpointed job on spot for its 4 h, 24 CNY.
+    # A bound pricing that run at its expected billed hours (~4.5 h, 27 CNY) is above them all.
+    policy = _policy(tmp_path)
+    scenario = _scenario(1800).model_copy(update={"spot_interruptions_per_hour": 0.0})
+    sim = simulate(policy, build_jobs(LONG, policy, scenario), scenario, per_strategy_bounds=True)
+    out = sim.result
+    for name, s in out["strategies"].items():
+        assert s["spot_jobs"] == 1 and s["spot_interruptions"] == 0, (name, s)
+        assert s["cost"] == pytest.approx(24.0), (name, s)
+        assert s["lower_bound_cost"] is not None and s["lower_bound_cost"] <= s["cost"] + 1e-6, (name, s)
+    assert out["lower_bound_cost"] == pytest.approx(24.0, rel=1e-4)
+    assert out["cost_ratio"] == pytest.approx(1.0, abs=1e-3)
