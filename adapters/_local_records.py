@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adapters.base import ConfigError
+from adapters.base import ConfigError, read_tail
 
 LOG_TAIL_BYTES = 4096
 
@@ -88,11 +88,4 @@ def signal_group(pid: int, sig: int) -> None:
 
 
 def output_tail(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - LOG_TAIL_BYTES))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+    return read_tail(path, LOG_TAIL_BYTES)

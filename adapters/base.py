@@ -17,6 +17,7 @@ Adapters are synchronous: SDKs are, and the dispatcher runs each call in a worke
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -186,6 +187,26 @@ def read_file_chunk(path: Path, offset: int, limit: int) -> bytes | None:
             return f.read(limit)
     except FileNotFoundError:
         return None
+
+
+def read_tail(path: Path, limit: int) -> str:
+    """The file's last `limit` bytes as text ("" when unreadable), from a character's start."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            data = f.read()
+    except OSError:
+        return ""
+    if size > limit:
+        # The cut may fall inside a multi-byte character (Chinese is three bytes in UTF-8): drop
+        # its continuation bytes (10xxxxxx) rather than show the user a replacement mark.
+        skip = 0
+        while skip < 3 and skip < len(data) and data[skip] & 0xC0 == 0x80:
+            skip += 1
+        data = data[skip:]
+    return data.decode("utf-8", "replace")
 
 
 class AdapterFactory(Protocol):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
+from adapters.base import read_tail
 from broker.model import AttemptState, AttemptStatus
 
 LOG_TAIL_BYTES = 4096
@@ -230,16 +231,7 @@ def output_path(job: Mapping[str, Any]) -> Path | None:
 
 
 def log_tail(path: Path | None) -> str:
-    if path is None:
-        return ""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - LOG_TAIL_BYTES))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+    return "" if path is None else read_tail(path, LOG_TAIL_BYTES)
 
 
 def job_status(job: Mapping[str, Any], launch_hint: str = "") -> AttemptStatus:

@@ -113,6 +113,18 @@ def test_failing_command_reports_exit_code_and_log_tail(
     assert "about to fail" in final.log_tail
 
 
+def test_a_log_tail_of_chinese_output_starts_on_a_whole_character(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    # 5,600 bytes of three-byte characters: the tail's 4 KiB cut falls inside one of them.
+    code = "print('第1轮训练完成' * 400)"
+    job = submit(stub, spec("chinese-output", [PY, "-c", code])).job
+    final = wait_for(stub, job.id, TERMINAL)
+    assert final.state == job_pb2.JOB_STATE_SUCCEEDED
+    assert final.log_tail and "\ufffd" not in final.log_tail, final.log_tail[:20]
+    assert final.log_tail.rstrip().endswith("第1轮训练完成")
+
+
 def test_cancel_running_job_kills_the_process(
     stub: broker_service_pb2_grpc.BrokerServiceStub, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
