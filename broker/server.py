@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from datetime import datetime
 from typing import Any
 
@@ -218,9 +219,11 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
         try:
-            async for event in self.services.watch(caller, job_id, request.after_seq):
-                self._still(context, caller)
-                yield broker_service_pb2.WatchJobResponse(event=event_to_proto(event))
+            # Closed here, not whenever it is collected: it holds one of the tenant's stream slots.
+            async with aclosing(self.services.watch(caller, job_id, request.after_seq)) as events:
+                async for event in events:
+                    self._still(context, caller)
+                    yield broker_service_pb2.WatchJobResponse(event=event_to_proto(event))
         except Exception as exc:
             await abort_with(context, exc)
 
@@ -274,11 +277,14 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             stream = self.services.logs(
                 caller, _job_id(request.id), follow=request.follow, tail_bytes=request.tail_bytes
             )
-            async for piece in stream:
-                self._still(context, caller)
-                yield broker_service_pb2.StreamJobLogsResponse(
-                    chunk=job_pb2.LogChunk(offset=piece.offset, data=piece.data, attempt_id=piece.attempt_id)
-                )
+            async with aclosing(stream):
+                async for piece in stream:
+                    self._still(context, caller)
+                    yield broker_service_pb2.StreamJobLogsResponse(
+                        chunk=job_pb2.LogChunk(
+                            offset=piece.offset, data=piece.data, attempt_id=piece.attempt_id
+                        )
+                    )
         except Exception as exc:
             await abort_with(context, exc)
 

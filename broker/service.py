@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -177,7 +177,7 @@ class BrokerServices:
         job = self.get(caller, job_id)
         return await self.dispatcher.cancel(job, by=caller.who, role=caller.role.value)
 
-    async def watch(self, caller: Principal, job_id: str, after_seq: int) -> AsyncIterator[JobEvent]:
+    async def watch(self, caller: Principal, job_id: str, after_seq: int) -> AsyncGenerator[JobEvent, None]:
         """Every event after `after_seq`, live, until the job is terminal (one stream slot held)."""
         job = self.get(caller, job_id)
         if self.quotas is None:
@@ -213,7 +213,7 @@ class BrokerServices:
 
     async def logs(
         self, caller: Principal, job_id: str, *, follow: bool, tail_bytes: int
-    ) -> AsyncIterator[LogPiece]:
+    ) -> AsyncGenerator[LogPiece, None]:
         """The job's output (its latest attempt's), live with `follow` until the job ends.
 
         A follow is as long-lived as a watch and polls the same way, so it holds a stream slot.

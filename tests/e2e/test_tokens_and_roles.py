@@ -212,6 +212,10 @@ def test_streams_a_revoked_token_opened_end_instead_of_going_on(broker: BrokerPr
     finally:
         tokens.write_text(before)
     wait_until(lambda: list_code(stub, TOKENS["team-b"]) is None, "team-b's token accepted again")
+    wait_until(
+        lambda: stub.GetStatus(pb.GetStatusRequest(), metadata=b).quota.watch_streams == 0,
+        "the ended streams gave their slots back",
+    )
 
 
 def test_sighup_reloads_tokens_and_a_bad_file_keeps_the_last_good(tmp_path: Path) -> None:
