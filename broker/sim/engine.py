@@ -346,7 +346,7 @@ class Engine:
         st.rec.onprem_acc_h += job.demand * left / 3600
         if math.isnan(st.rec.start_s):
             st.rec.start_s = self.t
-        hours = left / 3600
+        hours = left / 3600 * job.spec.resources.nodes  # node-hours: a gang holds an offer per node
         st.rec.cost_onprem += self._price(offer) * hours
         st.rec.carbon_g += carbon_g(self.policy, offer, hours)
         st.rec.burst = False
@@ -388,8 +388,9 @@ class Engine:
         return offer.price_per_hour * (self.policy.rate(offer.currency or self.policy.currency) or 0.0)
 
     def _settle(self, job: SimJob, st: SimState, *, hours: float) -> None:
-        """Replace the reservation by the spend: price at decision time x hours running."""
+        """Replace the reservation by the spend: price at decision time x hours running x nodes."""
         assert st.offer is not None
+        hours *= job.spec.resources.nodes  # an instance per node of a gang, as live `estimate_cost` bills
         total = self._price(st.offer) * hours
         paid_cash, paid_voucher = self.ledger.settle(job.tenant, st.reserved, total)
         st.rec.cost_cloud += total

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from broker.model import AttemptState, JobSpec, JobState, Offer, SiteId, TenantId
 from broker.sim.replay import read_history, scenario_for
 from broker.store.base import Submission
@@ -206,3 +208,33 @@ def test_the_report_plots_every_row_of_the_table() -> None:
     from broker.sim.replay_report import PANELS
 
     assert list(PANELS) == list(ROWS)
+
+
+def test_a_gang_job_replays_at_the_price_of_all_its_nodes(tmp_path: Path) -> None:
+    """A 2-node job runs on two instances, and the live broker bills it so (`estimate_cost` x
+    nodes, as its decision reserved); the replay billed one. On-prem is one 4-GPU node, so the
+    1-node job runs there (2 CNY/h) and the 2-node one on two 10 CNY/h gpu.small: 20 CNY."""
+    from broker.sim.replay import replay
+    from tests.sim.conftest import tiny_policy
+
+    policy = tiny_policy(tmp_path, gpus=4)
+    store = SqliteStore(tmp_path / "broker.db")
+    try:
+        for nodes in (1, 2):
+            spec = JobSpec.model_validate(
+                {
+                    "name": f"nodes-{nodes}",
+                    "command": ["true"],
+                    "runtime_estimate": "1h",
+                    "spot": "never",
+                    "resources": {"nodes": nodes, "accelerators": {"count": 1, "any_of": ["A800"]}},
+                }
+            )
+            store.submit(TenantId("t1"), [Submission(spec)], T0 + timedelta(hours=3 * nodes))
+        got = replay(policy, read_history(store, None))
+    finally:
+        store.close()
+    single, gang = got.run.records
+    assert not single.burst and single.cost_onprem == pytest.approx(2.0)
+    assert gang.burst and gang.cost_cloud == pytest.approx(2 * 10.0)
+    assert gang.cash == pytest.approx(2 * 10.0)
