@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 
 from broker.agent_rpc import AgentServicer
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2, broker_service_pb2_grpc
+from broker.errors import BrokerError
 from broker.instrument import RpcMetricsInterceptor
 from broker.metrics import BrokerMetrics
 from broker.rpc_guard import DecodeGuard
@@ -22,6 +23,10 @@ MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 BROKER = broker_service_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name
 AGENT = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+class ListenError(BrokerError):
+    """The gRPC address cannot be bound (in use, or not an address of this host)."""
 
 
 class GrpcEdge:
@@ -35,6 +40,9 @@ class GrpcEdge:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # gRPC shares a port by default (SO_REUSEPORT): a second broker started on the
+                # same address would get half the connections, with its own store behind them.
+                ("grpc.so_reuseport", 0),
             ],
         )
         self.health = health_aio.HealthServicer()
@@ -55,11 +63,19 @@ class GrpcEdge:
         """Listen on HOST:PORT (TLS when given); returns the bound port."""
         host, _, port = listen.rpartition(":")
         address = f"{host or '127.0.0.1'}:{port or 0}"
-        if tls is not None:
-            bound = self.server.add_secure_port(address, tls.grpc_credentials())
-        else:
-            warn_if_plaintext(host or "127.0.0.1", "the gRPC port")
-            bound = self.server.add_insecure_port(address)
+        refused = ListenError(
+            f"cannot listen on {address}: the address is in use (another szb serve?) or not this host's"
+        )
+        try:
+            if tls is not None:
+                bound = self.server.add_secure_port(address, tls.grpc_credentials())
+            else:
+                warn_if_plaintext(host or "127.0.0.1", "the gRPC port")
+                bound = self.server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc says only "Failed to bind to address"
+            raise refused from exc
+        if not bound:
+            raise refused
         await self.server.start()
         return bound
 
