@@ -252,10 +252,21 @@ def print_table(result: dict[str, Any]) -> None:
 def _bound_terms(result: dict[str, Any]) -> str:
     """What the headline bound assumes, and the policy's late starts it does not allow (with
     them a policy can cost less than the bound: its lateness bought it)."""
-    late = result["strategies"].get("policy", {}).get("late_jobs") or 0
+    own = result["strategies"].get("policy", {})
+    late, allowed = own.get("late_jobs") or 0, own.get("late_jobs_allowed_in_bound") or 0
+    if result.get("lower_bound_s") is None:
+        return "not computed"  # (--no-lower-bound, or no jobs)
+    terms = "every job on time"
+    if result.get("lower_bound_cost") is None:  # solved: no schedule meets every max_wait
+        terms = "none: no schedule starts every job on time"
     if not late:
-        return "every job on time"
-    return f"every job on time; the policy started {late} late: --per-strategy-bounds gives its own bound"
+        return terms
+    if allowed and own.get("lower_bound_cost") is not None:  # its own, solved (--per-strategy-bounds)
+        bound = f"{_fmt(own['lower_bound_cost'])} {result.get('currency', '')}"
+        return f"{terms}; the policy started {late} late: its own bound with {allowed} late {bound}, " + (
+            f"cost ratio {_fmt(own.get('cost_ratio'))}"
+        )
+    return f"{terms}; the policy started {late} late: --per-strategy-bounds gives its own bound"
 
 
 def _strategy_table(result: dict[str, Any]) -> Any:

@@ -72,3 +72,44 @@ def test_a_policy_with_no_late_start_reads_every_job_on_time(
     label = re.search(r"lower bound [\d,.]+ CNY \((.*?)\); cost ratio", table)
     assert label is not None, table
     assert label.group(1) == "every job on time"
+
+
+def test_a_bound_no_schedule_can_meet_says_so_and_the_flag_it_names_gives_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two 4-GPU jobs at once on one 4-GPU on-prem node, neither allowed to wait, and no cloud
+    # instance with 4 GPUs: one of them starts late in any schedule, so there is no all-on-time
+    # bound. The footer printed "lower bound - CNY (every job on time; ... --per-strategy-bounds
+    # gives its own bound)", that advice even when the flag was given and its bound solved (the
+    # late job may never start in that bound: one job on-prem, 8 CNY).
+    from tests.sim.conftest import tiny_policy
+
+    tiny_policy(tmp_path, gpus=4)  # (written to tmp_path/policy.yaml)
+    trace = tmp_path / "trace.csv"
+    trace.write_text(
+        "submit_time,runtime,accelerator,count,tenant,max_wait\n0,1h,A800,4,t1,0\n0,1h,A800,4,t1,0\n"
+    )
+    argv = [
+        "simulate",
+        "--trace",
+        str(trace),
+        "--policy",
+        str(tmp_path / "policy.yaml"),
+        "--baselines",
+        "onprem-only",
+    ]
+    assert main(argv) == 0
+    plain = capsys.readouterr().out
+    assert (
+        "lower bound - CNY (none: no schedule starts every job on time; the policy started 1 late: " in plain
+    )
+    assert "--per-strategy-bounds gives its own bound" in plain
+    assert main([*argv, "--no-lower-bound"]) == 0
+    assert "lower bound - CNY (not computed); cost ratio -" in capsys.readouterr().out
+    assert main([*argv, "--per-strategy-bounds", "-o", "json"]) == 0
+    own = json.loads(capsys.readouterr().out)["strategies"]["policy"]
+    assert own["late_jobs_allowed_in_bound"] == 1 and own["lower_bound_cost"] == pytest.approx(8.0)
+    assert main([*argv, "--per-strategy-bounds"]) == 0
+    table = capsys.readouterr().out
+    assert "--per-strategy-bounds gives" not in table
+    assert "the policy started 1 late: its own bound with 1 late 8.00 CNY, cost ratio 2.00" in table
