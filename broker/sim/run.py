@@ -253,9 +253,10 @@ def _bound_rows(
         strategies[name]["cost_ratio"] = round(strategies[name]["cost"] / lb, 4) if lb else None
     out["lower_bound_cost"] = None if full is None else round(full, 2)
     out["cost_ratio"] = round(strategies["policy"]["cost"] / full, 4) if full else None
-    if strategies["policy"]["cost_ratio"] is None and full:
+    if strategies["policy"]["lower_bound_cost"] is None and full:
         # Its own bound (as many late jobs as it had) was not solved: the policy's row shows
         # its ratio to the all-on-time bound instead of nothing (a bound with no late jobs).
+        # A solved one of 0 (each job it left late may go unrun) stays: it has no ratio.
         strategies["policy"].update(
             lower_bound_cost=out["lower_bound_cost"],
             cost_ratio=out["cost_ratio"],

@@ -226,3 +226,19 @@ def test_the_bound_stays_below_a_spot_run_that_was_never_interrupted(tmp_path: P
         assert s["lower_bound_cost"] is not None and s["lower_bound_cost"] <= s["cost"] + 1e-6, (name, s)
     assert out["lower_bound_cost"] == pytest.approx(24.0, rel=1e-4)
     assert out["cost_ratio"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_policys_own_bound_of_zero_is_shown_not_the_all_on_time_one(tmp_path: Path) -> None:
+    # A budget of 25 pays the 4 h spot run uninterrupted (24 CNY), as the baselines price it, but
+    # not at the ~27 CNY its expected interruptions take, as the policy prices it: the policy never
+    # starts the job. Its own bound, with that one job allowed late, is 0 (the job may go unrun);
+    # the row showed the all-on-time bound (24) instead, above its cost of 0.
+    policy = _policy(tmp_path, budget=25)
+    scenario = _scenario(1800)
+    sim = simulate(policy, build_jobs(LONG, policy, scenario), scenario, per_strategy_bounds=True)
+    assert sim.result["lower_bound_cost"] == pytest.approx(24.0, rel=1e-4)
+    own = sim.result["strategies"]["policy"]
+    assert own["never_started"] == 1 and own["late_jobs"] == 1 and own["cost"] == 0.0
+    assert own["late_jobs_allowed_in_bound"] == 1
+    assert own["lower_bound_cost"] is not None and own["lower_bound_cost"] <= own["cost"] + 1e-6
+    assert own["cost_ratio"] is None
