@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from datetime import datetime
@@ -45,6 +46,8 @@ MAX_LABEL_FILTERS = 16
 MAX_LIST_BYTES = 3 * 1024 * 1024
 """A ListJobs page ends early, with a next_page_token, once its jobs reach about this size:
 it then stays under the 4 MiB that gRPC clients accept by default."""
+PAGE_TOKEN = re.compile(r"j-[0-9a-f]{1,60}")
+"""What ListJobs hands out as next_page_token: the last job id of the page (keyset paging)."""
 MAX_LABEL_TEXT = 63
 
 ExplainFn = Callable[[JobSpec, TenantId], Awaitable[placement_pb2.Explanation]]
@@ -168,7 +171,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             caller = self._principal(context)
             if request.page_size < 0:
                 raise _BadRequest([FieldViolation("page_size", "must be >= 0")])
-            if len(request.page_token) > MAX_ID:
+            if request.page_token and not PAGE_TOKEN.fullmatch(request.page_token):
                 raise _BadRequest([FieldViolation("page_token", "is not a token this server issued")])
             try:
                 states = sorted({state_from_proto(s) for s in request.states})

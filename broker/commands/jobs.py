@@ -64,7 +64,7 @@ def register(sub: Any) -> None:
         "--state", action="append", default=[], type=str.upper, choices=[s.value for s in JobState]
     )
     p.add_argument("--label", action="append", default=[], help="KEY=VALUE")
-    p.add_argument("--page-size", type=int, default=100)
+    p.add_argument("--page-size", type=_page_size, default=100)
     p.add_argument("--page-token", default="", help="continue from a previous page's next token")
     p.add_argument("--all", action="store_true", help="follow every page")
     p.add_argument("--tenant", default="", help="only this tenant's jobs (operators: any tenant)")
@@ -223,7 +223,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     else:
         print_jobs(jobs, console_for(args.wide), wide=args.wide)
         if token:
-            print(f"(more: --all, or --page-token {token})")
+            print(f"more: --all, or --page-token {token} for the next page")
     return 0
 
 
@@ -264,3 +264,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
             return fail(str(exc))
         _follow(client, args.id, args.after, args.output, console)
     return 0
+
+
+def _page_size(text: str) -> int:
+    """--page-size: a whole number >= 0 (0: the server's default), else a usage error."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return n

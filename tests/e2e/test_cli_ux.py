@@ -200,6 +200,11 @@ def test_list_full_ids_pending_reason_wide_and_pages(
     )
     whole = json.loads(szb(broker, "list", "--page-size", "2", "-o", "json", tenant="team-b").stdout)
     assert [j["id"] for j in second["jobs"]] == [whole["jobs"][1]["id"]]
+    # A negative page size is a usage error (exit 2), a made-up page token the server's refusal.
+    bad = szb(broker, "list", "--page-size", "-3", tenant="team-b")
+    assert bad.returncode == 2 and "--page-size: must be >= 0" in bad.stderr, bad.stderr
+    bad = szb(broker, "list", "--page-token", "garbage", tenant="team-b")
+    assert bad.returncode == 1 and "page_token: is not a token this server issued" in bad.stderr, bad.stderr
     for job_id in (holder.id, waiting.id):
         stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth("team-b"))
 

@@ -356,6 +356,18 @@ def test_unplaceable_job_is_failed_precondition(stub: broker_service_pb2_grpc.Br
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+def test_a_page_token_the_server_never_issued_is_refused(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    # A page token is the last job id of the page before; anything else listed from an arbitrary
+    # point ('garbage' > every 'j-...' id: all jobs; 'zzz': none) instead of saying it was wrong.
+    for token in ("garbage", "zzz", "j-XYZ", "j-1a2' OR 1=1"):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ListJobs(pb.ListJobsRequest(page_token=token), metadata=auth("team-b"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, token
+        assert "page_token" in (err.value.details() or ""), err.value.details()
+
+
 def test_list_filters_and_pages(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
     reqs = [
         pb.SubmitJobRequest(job=spec(f"paged-{i}", [PY, "-c", "pass"], labels={"suite": "paging"}))
