@@ -222,6 +222,45 @@ def test_a_job_reads_neither_the_store_nor_another_tenants_job(
         stub.CancelJob(pb.CancelJobRequest(id=other.id), metadata=auth("team-b"))
 
 
+@ROOT_ONLY
+def test_a_job_cannot_signal_another_tenants_job(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    # Every job runs as the job user; kill(2) compares uids only, so a private gid alone let
+    # team-a's job SIGSTOP or SIGKILL team-b's running job. Only B's own pids are targeted:
+    # other brokers' jobs on this host run as the same user.
+    flag = Path(tempfile.mkdtemp(prefix="szb-signal-"))
+    flag.chmod(0o755)
+    wait = (f"import os, time\nopen('marker', 'w').write('started')\n"
+            f"while not os.path.exists({str(flag / 'go')!r}): time.sleep(0.1)\nraise SystemExit(0)")
+    other, pid = start_sleeper(stub, "team-b", setup=wait)
+    try:
+        targets = {"pid": pid, "group": -os.getpgid(pid)}
+        code = (
+            "import json, os, signal\n"
+            f"targets = {targets!r}\n"
+            "seen = {}\n"
+            "for name, target in targets.items():\n"
+            "    for sig in (signal.SIGSTOP, signal.SIGKILL):\n"
+            "        try:\n"
+            "            os.kill(target, sig)\n"
+            "            seen[f'{name}-{sig.name}'] = 'sent'\n"
+            "        except PermissionError:\n"
+            "            seen[f'{name}-{sig.name}'] = 'denied'\n"
+            "print(json.dumps(seen))"
+        )
+        seen = run_probe(stub, code, tenant="team-a")
+        assert set(seen.values()) == {"denied"}, seen
+        current = stub.GetJob(pb.GetJobRequest(id=other.id), metadata=auth("team-b")).job
+        assert current.state == job_pb2.JOB_STATE_RUNNING, current.log_tail
+        (flag / "go").write_text("")
+        final = wait_for(stub, other.id, TERMINAL, tenant="team-b")
+        assert final.state == job_pb2.JOB_STATE_SUCCEEDED, (final.exit_code, final.log_tail)
+    finally:
+        stub.CancelJob(pb.CancelJobRequest(id=other.id), metadata=auth("team-b"))
+        shutil.rmtree(flag, ignore_errors=True)
+
+
 def test_memory_and_cpu_limits_come_from_the_request(
     stub: broker_service_pb2_grpc.BrokerServiceStub,
 ) -> None:
