@@ -52,7 +52,7 @@ def prepare_launch(
         "argv": sandbox.command(spec.command, name=path.name, cpus=spec.resources.cpus,
                                      memory_gb=spec.resources.memory_gb, gid=gid),
         "cwd": str(work),
-        "uid": sandbox.user.uid if drop and sandbox.user else None,
+        "uid": gid if drop else None,  # the attempt's private id: no uid shared with another job
         "gid": gid if drop else None,
         "rlimits": sandbox.rlimits(spec.resources.memory_gb),
         "cores": cores if sandbox.limits == "rlimit" else None,

@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
     # A child killed by signal N reports -N; shells report 128+N, which is what users expect.
     if code < 0:
         code = 128 - code
-    if plan.get("seal"):  # the job is over: its folder becomes root's alone (gids are reused)
+    if plan.get("seal"):  # the job is over: its folder becomes root's alone (ids are reused)
         try:
             os.chown(plan["seal"], 0, 0)
             os.chmod(plan["seal"], 0o700)

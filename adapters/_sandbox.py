@@ -1,19 +1,21 @@
-"""How the local executor confines one job: user, private group, folder, environment, limits.
+"""How the local executor confines one job: private uid and gid, folder, environment, limits.
 
-A job runs as the unprivileged ``run_as`` user with a private group of its own (one gid per
-attempt from ``job_gids``, no supplementary groups), in ``<job_root>/<attempt>/work``:
+A job runs under a private id of its own, one per attempt from ``job_gids``, as both its
+uid and its gid (no supplementary groups, no passwd entry; USER and LOGNAME name ``run_as``),
+in ``<job_root>/<attempt>/work``:
 
     <job_root>/              root, 0711   outside the data dir; nobody can list it
-      <attempt>/             root:<gid>, 0710 while the job runs, root-only once it ended
-        work/                run_as:<gid>, 0700   cwd, HOME and TMPDIR of the job
+      <attempt>/             root:<id>, 0710 while the job runs, root-only once it ended
+        work/                <id>:<id>, 0700   cwd, HOME and TMPDIR of the job
 
-Another job runs as the same user but with another gid, so it can neither enter this
-folder nor read the process's /proc entries (ptrace checks compare gids too). Its
-environment is an allow-list: PATH and LANG from the broker (plus ``pass_env``), the job's
-own ``env``, then the broker's ``SZB_*`` variables. Memory and CPUs come from the request:
-through a cgroup (``systemd-run --scope``: MemoryMax, CPUQuota) where systemd runs the
-host, else ``setrlimit`` (RLIMIT_DATA = memory) and CPU affinity (ceil(cpus) cores).
-A broker that is not root can do none of the user/group part and says so at start.
+Another job, or a process a finished job left behind, has another uid and gid, so it can
+neither enter this folder, read the process's /proc entries nor signal it (kill(2) compares
+uids only, so a shared user would let one tenant stop another's job). Its environment is an
+allow-list: PATH and LANG from the broker (plus ``pass_env``), the job's own ``env``, then
+the broker's ``SZB_*`` variables. Memory and CPUs come from the request: through a cgroup
+(``systemd-run --scope``: MemoryMax, CPUQuota) where systemd runs the host, else
+``setrlimit`` (RLIMIT_DATA = memory) and CPU affinity (ceil(cpus) cores). A broker that is
+not root can do none of the user/group part and says so at start.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class Sandbox:
         else:
             warnings.append(
                 f"local site {site}: the broker runs as uid {os.geteuid()}, not root, so jobs run "
-                f"as that same user: run_as ({run_as}) and private groups are not applied, and a "
+                f"as that same user: run_as ({run_as}) and private ids are not applied, and a "
                 "job can read whatever this user can (the data dir, other jobs' folders, "
                 "their processes); the environment allow-list, own session, working folder "
                 f"outside the data dir and {limits} limits still apply"
@@ -117,10 +119,11 @@ class Sandbox:
                               "be writable by others")
         self.job_root.chmod(0o711 if self.user else 0o700)
         if self.user is not None:
-            blocked = untraversable(self.job_root, self.user.uid)
+            # A job's uid owns nothing outside its folder: it passes only where others may.
+            blocked = untraversable(self.job_root, self.gids[0])
             if blocked is not None:
                 raise ConfigError(self.site, "JobRootUnreachable",
-                                  f"job_root {self.job_root}: the job user {self.user.name} cannot "
+                                  f"job_root {self.job_root}: jobs (not its owner) cannot "
                                   f"enter {blocked}; choose a job_root jobs can reach")
 
     def workdir(self, name: str, gid: int | None) -> tuple[Path, Path]:
@@ -132,21 +135,23 @@ class Sandbox:
         if self.user is not None and gid is not None:
             os.chown(guard, 0, gid)
             guard.chmod(0o710)
-            os.chown(work, self.user.uid, gid)
+            os.chown(work, gid, gid)  # the attempt's id is its uid too
         work.chmod(0o700)
         return guard, work
 
     # Identity and environment -----------------------------------------------------------
 
     def pick_gid(self, in_use: Collection[int], cursor: int) -> int | None:
-        """The next free private gid at or after `cursor` (None when not root)."""
+        """The next free private id (the job's uid and gid) at or after `cursor` (None when not root)."""
         if self.user is None:
             return None
+        # A process a finished job left behind keeps its uid: never hand that uid out again.
+        taken = set(in_use) | _process_uids()
         first, last = self.gids
         size = last - first + 1
         for step in range(size):
             gid = first + (cursor - first + step) % size
-            if gid not in in_use and not _group_exists(gid):
+            if gid not in taken and not _group_exists(gid) and not _user_exists(gid):
                 return gid
         raise ConfigError(self.site, "NoFreeGid", f"all {size} job_gids are in use")
 
@@ -189,7 +194,7 @@ class Sandbox:
         if self.user is not None and gid is not None:
             # The scope is created as root; the job itself then drops to its user and group.
             setpriv = _system_tool("setpriv")
-            wrapped += [setpriv, f"--reuid={self.user.uid}", f"--regid={gid}", "--clear-groups", "--"]
+            wrapped += [setpriv, f"--reuid={gid}", f"--regid={gid}", "--clear-groups", "--"]
         return wrapped + list(argv)
 
     def rlimits(self, memory_gb: float) -> dict[str, int]:
@@ -286,6 +291,26 @@ def _group_exists(gid: int) -> bool:
     except KeyError:
         return False
     return True
+
+
+def _user_exists(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def _process_uids() -> set[int]:
+    """The uids of the host's running processes (one stat of /proc/<pid> each)."""
+    uids = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                uids.add(entry.stat().st_uid)
+            except OSError:
+                pass  # it ended meanwhile
+    return uids
 
 
 def _private(site: SiteId, data_dir: Path) -> None:

@@ -73,8 +73,9 @@ class LocalAdapter:
         for warning in self.sandbox.warnings:
             log.warning("%s", warning)
         if self.sandbox.user is not None:
-            log.info("local site %s: jobs run as %s with a private group each, in %s; limits: %s",
-                     site, self.sandbox.user.name, self.sandbox.job_root, self.sandbox.limits)
+            log.info("local site %s: jobs run under a private uid and gid each (USER %s), in %s; "
+                     "limits: %s", site, self.sandbox.user.name, self.sandbox.job_root,
+                     self.sandbox.limits)
         self.root = Path(config["data_dir"]) / "local"
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.inventory: dict[str, int] = {

@@ -1,10 +1,11 @@
 """Which of the broker's secret-bearing files a sandboxed job could read, checked at `szb serve`.
 
-Local jobs run as the job user (`run_as`) with a private group and no supplementary groups,
-so a file is open to them when every folder above it lets "others" (or that user) in and the
-file lets them read. A TLS key, or a broker.yaml holding a credential, open to jobs stops the
-broker; the tokens file (hashes only) and files read for secrets (`KEY_from_file`,
-`SZB_*_FILE`) are reported at start and in an operator's `szb status`.
+Local jobs run under a private uid and gid each (no supplementary groups), so a file is open
+to them when every folder above it lets "others" in and the file lets them read; the check
+is made for the job user (`run_as`), which also counts what that user owns, so it errs
+strict. A TLS key, or a broker.yaml holding a credential, open to jobs stops the broker; the
+tokens file (hashes only) and files read for secrets (`KEY_from_file`, `SZB_*_FILE`) are
+reported at start and in an operator's `szb status`.
 """
 
 from __future__ import annotations

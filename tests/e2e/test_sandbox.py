@@ -25,7 +25,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from adapters._sandbox import Sandbox
+from adapters._sandbox import DEFAULT_JOB_GIDS, Sandbox
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
 from broker.api import broker_service_pb2 as pb
 from broker.model import SiteId
@@ -135,8 +135,8 @@ def test_the_jobs_env_never_steers_a_process_running_as_root(
         assert final.state == job_pb2.JOB_STATE_SUCCEEDED, final.log_tail
         assert json.loads(final.log_tail.strip().splitlines()[-1]) == str(shared / "out")  # still its own
         owners = {p.name: p.stat().st_uid for p in shared.iterdir()}
-        job_uid = pwd.getpwnam(JOB_USER).pw_uid
-        assert owners and set(owners.values()) == {job_uid}, owners
+        first, last = DEFAULT_JOB_GIDS
+        assert owners and all(first <= uid <= last for uid in owners.values()), owners
     finally:
         shutil.rmtree(shared, ignore_errors=True)
 
@@ -155,26 +155,31 @@ def test_under_systemd_limits_the_root_wrappers_take_nothing_from_the_jobs_env(t
     tools = [argv[0], argv[argv.index("--") + 1]]
     assert [Path(t).name for t in tools] == ["systemd-run", "setpriv"]
     assert all(Path(t).is_absolute() for t in tools), tools
+    assert {"--reuid=2000000000", "--regid=2000000000"} <= set(argv)  # the attempt's own uid too
 
 
 @ROOT_ONLY
-def test_a_job_runs_as_the_job_user_in_its_own_session_and_private_folder(
+def test_a_job_runs_under_its_own_id_in_its_own_session_and_private_folder(
     broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
 ) -> None:
     code = (
         "import json, os; st = os.stat(os.getcwd())\n"
         "print(json.dumps({'uid': os.getuid(), 'euid': os.geteuid(), 'gid': os.getgid(),\n"
         "  'groups': os.getgroups(), 'sid': os.getsid(0), 'pgid': os.getpgid(0), 'cwd': os.getcwd(),\n"
-        "  'mode': st.st_mode & 0o7777, 'owner': st.st_uid, 'home': os.environ['HOME']}))"
+        "  'mode': st.st_mode & 0o7777, 'owner': st.st_uid, 'home': os.environ['HOME'],\n"
+        "  'user': os.environ['USER']}))"
     )
     seen = run_probe(stub, code)
-    user = pwd.getpwnam(JOB_USER)
-    assert seen["uid"] == seen["euid"] == user.pw_uid
-    assert seen["gid"] != 0 and 0 not in seen["groups"]  # type: ignore[operator]
+    # The attempt's private id is its uid and its gid; USER still names the job user.
+    first, last = DEFAULT_JOB_GIDS
+    assert seen["uid"] == seen["euid"] == seen["gid"]
+    assert first <= seen["uid"] <= last  # type: ignore[operator]
+    assert seen["user"] == JOB_USER and seen["uid"] != pwd.getpwnam(JOB_USER).pw_uid
+    assert seen["groups"] in ([], [seen["gid"]])
     assert broker.proc is not None
     assert seen["sid"] != os.getsid(broker.proc.pid) and seen["pgid"] != os.getpgid(broker.proc.pid)
     assert seen["sid"] == seen["pgid"]  # a session of its own, led by its runner
-    assert seen["mode"] == 0o700 and seen["owner"] == user.pw_uid
+    assert seen["mode"] == 0o700 and seen["owner"] == seen["uid"]
     cwd = Path(str(seen["cwd"]))
     assert seen["home"] == str(cwd)
     assert data_dir(broker).resolve() not in cwd.parents
@@ -259,6 +264,62 @@ def test_a_job_cannot_signal_another_tenants_job(
     finally:
         stub.CancelJob(pb.CancelJobRequest(id=other.id), metadata=auth("team-b"))
         shutil.rmtree(flag, ignore_errors=True)
+
+
+@ROOT_ONLY
+def test_a_process_a_finished_job_left_behind_cannot_signal_a_later_job(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    # team-a's job starts a process of its own session and ends; that process outlives it with
+    # the job's uid, and must not be able to stop team-b's job that starts afterwards.
+    shared = Path(tempfile.mkdtemp(prefix="szb-left-"))
+    shared.chmod(0o1777)
+    target, report, go = shared / "target", shared / "report", shared / "go"
+    left = (
+        "import json, os, signal, time\n"
+        f"open({str(shared / 'left.pid')!r}, 'w').write(str(os.getpid()))\n"
+        f"while not os.path.exists({str(target)!r}): time.sleep(0.1)\n"
+        f"pid = int(open({str(target)!r}).read())\n"
+        "try:\n"
+        "    os.kill(pid, signal.SIGKILL)\n"
+        "    seen = 'sent'\n"
+        "except PermissionError:\n"
+        "    seen = 'denied'\n"
+        f"open({str(report)!r} + '.tmp', 'w').write(seen)\n"
+        f"os.replace({str(report)!r} + '.tmp', {str(report)!r})\n"
+    )
+    starter = (
+        "import subprocess\n"
+        f"subprocess.Popen([{PY!r}, '-c', {left!r}], start_new_session=True, stdin=subprocess.DEVNULL,\n"
+        "                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        f"import os, time\n"
+        f"while not os.path.exists({str(shared / 'left.pid')!r}): time.sleep(0.05)\n"
+        "print('{}')"
+    )
+    other = None
+    try:
+        run_probe(stub, starter, tenant="team-a")
+        wait = (f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.1)\n"
+                "raise SystemExit(0)")
+        other, pid = start_sleeper(stub, "team-b", setup=wait)
+        target.write_text(str(pid))
+        deadline = time.monotonic() + 30
+        while not report.exists():
+            assert time.monotonic() < deadline, "the left-behind process never reported"
+            time.sleep(0.05)
+        assert report.read_text() == "denied"
+        go.write_text("")
+        final = wait_for(stub, other.id, TERMINAL, tenant="team-b")
+        assert final.state == job_pb2.JOB_STATE_SUCCEEDED, (final.exit_code, final.log_tail)
+    finally:
+        if (shared / "left.pid").exists():
+            try:
+                os.kill(int((shared / "left.pid").read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if other is not None:
+            stub.CancelJob(pb.CancelJobRequest(id=other.id), metadata=auth("team-b"))
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_memory_and_cpu_limits_come_from_the_request(
