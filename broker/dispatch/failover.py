@@ -320,6 +320,10 @@ class CircuitBreakers:
             self._breakers[provider] = breaker
         return breaker
 
+    def find(self, provider: str) -> CircuitBreaker | None:
+        """The provider's breaker if it ever had one (`get` makes one)."""
+        return self._breakers.get(provider)
+
     def set_times(self, reset_after_s: float, trial_s: float) -> None:
         """The policy's open time and trial limit, for every breaker (a reload may change them)."""
         self.reset_after_s, self.trial_s = reset_after_s, trial_s

@@ -14,7 +14,14 @@ from datetime import datetime, timedelta
 from adapters.base import AdapterError, CapacityError
 from broker.burst import is_onprem
 from broker.clock import Clock
-from broker.dispatch.failover import Blocklist, BreakerState, CircuitBreakers, FailoverPolicy, NextStep
+from broker.dispatch.failover import (
+    Blocklist,
+    BreakerState,
+    CircuitBreaker,
+    CircuitBreakers,
+    FailoverPolicy,
+    NextStep,
+)
 from broker.model import Attempt, SiteId
 from broker.policy import Policy
 from broker.sitereport import SiteReport
@@ -103,7 +110,7 @@ class SiteHealth:
         for site, state in self.breakers.states().items():
             if state == BreakerState.OPEN:
                 out[SiteId(site)] = f"circuit open: {self.breakers.get(site).reason}"
-            elif (why := self._probing(site)) is not None:
+            elif (why := _probing(self.breakers.get(site))) is not None:
                 out[SiteId(site)] = why
         if self.adopted is not None:
             out.update({SiteId(s): why for s, why in self.adopted.unhealthy.items()})
@@ -112,16 +119,10 @@ class SiteHealth:
     def begin_trial(self, site: str) -> str | None:
         """A launch is about to go to `site`: when its breaker is half-open this launch is the trial
         call, and the reason the site takes nothing else until it is answered (None otherwise)."""
-        breaker = self.breakers.get(site) if site in self.breakers.states() else None
+        breaker = self.breakers.find(site)
         if breaker is None or breaker.state is not BreakerState.HALF_OPEN or not breaker.allow():
             return None
-        return self._probing(site)
-
-    def _probing(self, site: str) -> str | None:
-        breaker = self.breakers.get(site)
-        if not breaker.probing:
-            return None
-        return f"circuit half-open: one trial launch in flight (opened after {breaker.reason})"
+        return _probing(breaker)
 
     def breaker_states(self) -> dict[str, str]:
         """site -> its breaker's state (closed, open, half_open); the leader's on a replica."""
@@ -137,3 +138,10 @@ class SiteHealth:
             blocked=self.blocked(),
             bursts=tuple(b for b in bursts if b >= hour_ago),
         )
+
+
+def _probing(breaker: CircuitBreaker) -> str | None:
+    """Why a half-open site takes no new work: its one trial launch is unanswered (None: it is not)."""
+    if not breaker.probing:
+        return None
+    return f"circuit half-open: one trial launch in flight (opened after {breaker.reason})"
