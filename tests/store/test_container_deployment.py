@@ -15,11 +15,14 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +100,16 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck_and_postgres() -> N
     assert "broker:9464" in targets
 
 
+def image_user() -> dict[str, Any]:
+    """Popen arguments that run a process as the image's USER (uid and gid from its useradd)."""
+    _, final = dockerfile()
+    useradd = " ".join(final.get("RUN", []))
+    uid = re.search(r"useradd\b[^&]*--uid (\d+)", useradd)
+    gid = re.search(r"groupadd\b[^&]*--gid (\d+)", useradd)
+    assert uid and gid, "the image's user has no fixed uid/gid"
+    return {"user": int(uid.group(1)), "group": int(gid.group(1)), "extra_groups": []}
+
+
 class Mapper:
     """Container paths → folders on this machine (volumes, secrets, the image's COPY)."""
 
@@ -110,7 +123,18 @@ class Mapper:
 
 
 @pytest.fixture
-def deployment(tmp_path: Path, pg_dsn: str) -> tuple[Mapper, dict[str, str], list[str], Path, str]:
+def deployment(pg_dsn: str) -> Iterator[tuple[Mapper, dict[str, str], list[str], Path, str]]:
+    # Not pytest's tmp_path: its parents are 0700 root, and the image's user must reach the
+    # mounted configs and secrets as it would in the container.
+    tmp_path = Path(tempfile.mkdtemp(prefix="szb-deploy-"))
+    tmp_path.chmod(0o755)
+    try:
+        yield _deployment(tmp_path, pg_dsn)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _deployment(tmp_path: Path, pg_dsn: str) -> tuple[Mapper, dict[str, str], list[str], Path, str]:
     spec = compose()
     broker = spec["services"]["broker"]
     _, final = dockerfile()
@@ -176,6 +200,26 @@ def deployment(tmp_path: Path, pg_dsn: str) -> tuple[Mapper, dict[str, str], lis
     )
     argv = [mapper(a) for a in [*final["ENTRYPOINT"], *(broker.get("command") or final["CMD"])]]
     return mapper, env, argv, Path(mapper(final.get("WORKDIR", "/"))), token
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reading as the image's uid needs root")
+def test_the_image_user_can_read_every_secret_the_readme_prepares(
+    deployment: tuple[Mapper, dict[str, str], list[str], Path, str],
+) -> None:
+    """Compose mounts a file secret as it is on the host (owner, mode: no uid/gid/mode for
+    file secrets), and the broker runs as the image's unprivileged USER; a secret only root can
+    read stops it ('tls.key_file: cannot read ...: Permission denied') and the container
+    restarts forever. The broker itself cannot run as that uid here (this machine's Python is
+    under /root), so each secret the broker service mounts is read with cat as that uid."""
+    mapper = deployment[0]
+    broker = compose()["services"]["broker"]
+    unreadable = {}
+    for name in broker["secrets"]:
+        path = mapper(f"/run/secrets/{name}")
+        out = subprocess.run(["cat", path], capture_output=True, text=True, timeout=30, **image_user())
+        if out.returncode != 0:
+            unreadable[name] = out.stderr.strip()
+    assert not unreadable, unreadable
 
 
 def test_image_entrypoint_and_cmd_run_with_the_compose_environment(
