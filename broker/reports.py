@@ -49,13 +49,14 @@ def spend_report(
 ) -> pb.GetSpendResponse:
     """Spend of bursts started in [since, until) (default: this month so far), grouped.
 
-    Tenants see their own; internal tenants and operators anyone's (`*` for all). Budget fields are set
-    only for one tenant that has a budget, so 0 and "no budget" differ.
+    Tenants see their own; internal tenants and operators anyone's (`*` for all). Not asked for
+    one, an operator gets every tenant's, as its job list is every tenant's. Budget fields are
+    set only for one tenant that has a budget, so 0 and "no budget" differ.
     """
     policy = planner.policy
     now = planner.clock.now()
     caller = policy.tenant(tenant)
-    target = asked or tenant
+    target = asked or ("*" if operator else tenant)
     if target != tenant and not operator and (caller is None or caller.kind != "internal"):
         raise JobNotFoundError(f"tenant {target!r} not found")
     month = month_of(now)

@@ -43,7 +43,9 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("spend", help="burst spend and reservations (this month, or a range), budget left")
-    p.add_argument("--tenant", default="", help="another tenant (internal tenants only); * for all")
+    p.add_argument(
+        "--tenant", default="", help="another tenant (internal tenants only); * for all (operators' default)"
+    )
     p.add_argument("--since", type=_when, help="from: YYYY-MM-DD (Beijing day), an ISO time, or 36h / 7d ago")
     p.add_argument("--until", type=_when, help="until (exclusive), same forms; default now")
     p.add_argument("--by", choices=["day", "site", "tenant"], help="one line per day, site or tenant")
@@ -204,7 +206,7 @@ def cmd_spend(args: argparse.Namespace) -> int:
     if resp.HasField("budget"):
         left = resp.budget_left if resp.HasField("budget_left") else resp.budget
         console.print(f"Budget {resp.budget:,.2f} {resp.currency} this month, left {left:,.2f}")
-    elif args.tenant != "*":
+    elif resp.HasField("vouchers_left"):  # set for one tenant only (an operator's default is all)
         console.print("No monthly budget limit")
     if resp.HasField("vouchers_left"):
         console.print(f"Vouchers left {resp.vouchers_left:,.2f} {resp.currency}")

@@ -102,6 +102,8 @@ class BrokerSetup:
     dispatch: str = "poll_interval_s: 0.2, reconcile_interval_s: 1.0"
     extra: str = ""
     """More top-level broker.yaml lines (e.g. `agent_http_listen: ...`)."""
+    operators: Mapping[str, str] = field(default_factory=dict)
+    """Tenant -> the bearer token of an operator (role operator) of that tenant."""
 
     def write(self, folder: Path) -> Path:
         """The files in `folder`; returns broker.yaml's path."""
@@ -114,6 +116,10 @@ class BrokerSetup:
         (folder / "tokens.yaml").write_text(
             "tokens:\n"
             + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in self.tokens.items())
+            + "".join(
+                f"  - {{tenant: {t}, role: operator, sha256: {hash_token(v)}}}\n"
+                for t, v in self.operators.items()
+            )
         )
         sites = "".join(f"  {site}: {settings}\n" for site, settings in self.sites.items())
         extra = "".join(f"{line}\n" for line in self.extra.splitlines())

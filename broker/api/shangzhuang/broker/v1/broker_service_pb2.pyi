@@ -402,7 +402,9 @@ class GetSpendRequest(_message.Message):
     UNTIL_FIELD_NUMBER: _builtins.int
     GROUP_BY_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
-    """Empty: the caller's own tenant; "*": every tenant (internal tenants only)."""
+    """Empty: the caller's own tenant (an operator's: every tenant); "*": every tenant (internal
+    tenants and operators only).
+    """
     group_by: Global___SpendGrouping.ValueType
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
