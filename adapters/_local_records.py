@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,72 @@ def runner_pid(path: Path) -> int | None:
         return int((path / "runner.pid").read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+def process_identity(pid: int) -> str | None:
+    """Which process `pid` is: this boot's id and the process's start time (None: no such process).
+
+    A pid is reused once its process ended (at once after a reboot): a recorded pid names the
+    runner only while this identity is still the one recorded with it.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return f"{boot_id()}:{stat.rsplit(') ', 1)[1].split()[19]}"  # field 22: start time since boot
+
+
+def boot_id() -> str:
+    """This boot's random id (a new one at every boot)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def runner_alive(pid: int, identity: str | None) -> bool:
+    """Whether the runner recorded as `pid` (with `identity`, when it was taken) still runs."""
+    return pid_alive(pid) and (identity is None or process_identity(pid) == identity)
+
+
+def kill_leftovers(uid: int | None, pgid: int | None) -> None:
+    """SIGKILL what an attempt whose runner died left running, and wait (5 s at most) for it to go.
+
+    With a private uid that is every process of that uid, wherever it went (no other process
+    holds it: `Sandbox.pick_gid`); without one, the runner's process group.
+    """
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if uid is not None:
+            left = [pid for pid in _pids() if _real_uid(pid) == uid and pid_alive(pid)]
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        elif pgid is not None and group_alive(pgid):
+            left = [pgid]
+            signal_group(pgid, signal.SIGKILL)
+        else:
+            left = []
+        if not left:
+            return
+        time.sleep(0.05)
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()]
+
+
+def _real_uid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def safe_name(site: str, name: str) -> str:

@@ -22,10 +22,13 @@ from typing import Any
 
 from adapters._local_launch import prepare_launch, start_runner
 from adapters._local_records import (
+    boot_id,
     group_alive,
+    kill_leftovers,
     output_tail,
-    pid_alive,
+    process_identity,
     read_meta,
+    runner_alive,
     runner_pid,
     safe_name,
     signal_group,
@@ -99,6 +102,7 @@ class LocalAdapter:
         self._cores = sorted(os.sched_getaffinity(0))
         self._lock = threading.Lock()
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._stopping: set[str] = set()  # attempts this process is stopping now (preempt)
         # Live attempts by token; the folders are read once here, then kept up to date, so
         # capacity and reconciliation never rescan every attempt this host ever ran.
         self._live: dict[str, dict[str, Any]] = {}
@@ -121,16 +125,33 @@ class LocalAdapter:
         return read_meta(path)
 
     def _is_live(self, path: Path) -> bool:
-        if (path / "exit_code").exists() or (path / "cancelled").exists():
+        # A cancelled attempt is live until its runner ended: a broker killed during the
+        # cancel's grace period left it running, and it holds its slots until it is stopped.
+        if (path / "exit_code").exists():
             return False
-        token = path.name
-        child = self._children.get(token)
+        child = self._children.get(path.name)
         if child is not None:
             return child.poll() is None
-        pid = self._meta(path).get("pid")
+        return self._runner(path) is not None
+
+    def _runner(self, path: Path) -> int | None:
+        """The pid of the attempt's runner while that process still runs (None: it ended)."""
+        meta = self._meta(path)
+        pid, identity = meta.get("pid"), meta.get("runner")
         if not isinstance(pid, int):  # the broker died before recording it: the runner did
-            pid = runner_pid(path)
-        return isinstance(pid, int) and pid_alive(pid)
+            pid, identity = runner_pid(path), None
+        return pid if isinstance(pid, int) and runner_alive(pid, identity) else None
+
+    def _kill_leftovers(self, path: Path) -> None:
+        """The runner died without an exit code: what the job still runs must not run on
+        beside a requeued attempt (nothing survives a reboot, and a pid of then is another's)."""
+        meta = self._meta(path)
+        identity = meta.get("runner")
+        if isinstance(identity, str) and identity.split(":")[0] != boot_id():
+            return
+        uid = meta.get("gid") if self.sandbox.user is not None else None
+        pid = meta.get("pid")
+        kill_leftovers(uid if isinstance(uid, int) else None, pid if isinstance(pid, int) else None)
 
     def _in_use(self) -> tuple[dict[str, set[int]], float, list[dict[str, Any]]]:
         slots: dict[str, set[int]] = {name: set() for name in self.inventory}
@@ -248,6 +269,7 @@ class LocalAdapter:
             write_json(path / "meta.json", meta)
             self._children[name] = start_runner(path, env)
             meta["pid"] = self._children[name].pid
+            meta["runner"] = process_identity(meta["pid"])  # our unreaped child: it is the runner
             write_json(path / "meta.json", meta)
             self._live[name] = meta
         return name
@@ -257,6 +279,8 @@ class LocalAdapter:
         meta = self._meta(path)
         if not meta:
             raise NotFoundError(self.site, "NoSuchAttempt", f"no local attempt {backend_id!r}")
+        # Liveness first: a runner that ends after this check has written its exit code by then.
+        live = self._is_live(path)
         tail = output_tail(path / "output.log")
         exit_file = path / "exit_code"
         if exit_file.exists():
@@ -266,15 +290,17 @@ class LocalAdapter:
                 return AttemptStatus(state=AttemptState.CANCELLED, exit_code=code, log_tail=tail)
             state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
             return AttemptStatus(state=state, exit_code=code, log_tail=tail)
-        if (path / "cancelled").exists():
-            return AttemptStatus(state=AttemptState.CANCELLED, log_tail=tail, message="cancelled")
-        if self._is_live(path):
+        if live:  # cancelled too, until the stop is through
             return AttemptStatus(state=AttemptState.RUNNING, log_tail=tail)
         self._reap(backend_id)
+        self._kill_leftovers(path)
+        if (path / "cancelled").exists():
+            return AttemptStatus(state=AttemptState.CANCELLED, log_tail=tail, message="cancelled")
         return AttemptStatus(
             state=AttemptState.LOST,
             log_tail=tail,
-            message="the runner process ended without recording an exit code",
+            message="the runner process ended without recording an exit code "
+            "(what the job left running was killed)",
         )
 
     def read_log(self, backend_id: str, token: str, offset: int, limit: int) -> bytes:
@@ -297,11 +323,17 @@ class LocalAdapter:
         if not meta:
             return
         (path / "cancelled").touch()
-        pid = meta.get("pid")
-        if not isinstance(pid, int):
-            pid = runner_pid(path)
-        if not isinstance(pid, int) or not pid_alive(pid):
+        pid = self._runner(path)
+        if pid is None:
+            self._kill_leftovers(path)
             return
+        self._stopping.add(backend_id)
+        try:
+            self._stop(backend_id, pid, grace_s)
+        finally:
+            self._stopping.discard(backend_id)
+
+    def _stop(self, backend_id: str, pid: int, grace_s: float) -> None:
         signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         child = self._children.get(backend_id)
@@ -324,6 +356,8 @@ class LocalAdapter:
             live = dict(self._live)
         owned = []
         for token, meta in live.items():
+            if token in self._stopping:
+                continue  # its stop is under way here: not the reconciler's to stop again
             path = self.root / token
             owned.append(
                 OwnedInstance(

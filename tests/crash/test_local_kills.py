@@ -1,0 +1,176 @@
+"""Local jobs when the broker, or a job's runner, is SIGKILLed at an awkward moment.
+
+Found by an acceptance review of issue 11, killing things by hand around `szb serve`:
+- the broker killed during a cancel's grace period (a job that ignores SIGTERM, or takes its
+  time to save a checkpoint) never finished the cancel after its restart: the job ran on
+  unseen and its slots were handed to the next job;
+- a job's runner killed (the OOM killer, an operator's `kill -9`) left the job running while
+  the attempt was called lost and requeued, so the job ran twice at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import BrokerProcess
+from tests.e2e.conftest import PY, auth, write_broker_config
+from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _ledger() -> Path:
+    """A file every job user may append to (each attempt runs under its own uid)."""
+    folder = Path(tempfile.mkdtemp(prefix="szb-ledger-"))
+    folder.chmod(0o1777)
+    ledger = folder / "ledger"
+    ledger.touch()
+    ledger.chmod(0o666)
+    return ledger
+
+
+def _wait_lines(ledger: Path, n: int, timeout: float = 30) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while len(lines := ledger.read_text().splitlines()) < n:
+        assert time.monotonic() < deadline, f"ledger has {lines}, wanted {n} lines"
+        time.sleep(0.1)
+    return lines
+
+
+def _attempt_dir(config: Path, job_id: str, number: int = 1) -> Path:
+    return config.parent / "data" / "local" / f"{job_id}-a{number}"
+
+
+def test_a_cancel_cut_short_by_a_broker_kill_is_finished_after_the_restart(tmp_path: Path) -> None:
+    # A long grace period, so the kill lands inside it for sure; the restart uses a short one.
+    config = write_broker_config(tmp_path, cancel_grace_s=60)
+    broker = BrokerProcess(config)
+    broker.start()
+    ledger = _ledger()
+    code = (
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"open({str(ledger)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(600)"
+    )
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            job = submit(stub, spec(f"stubborn-{uuid.uuid4().hex[:6]}", [PY, "-c", code])).job
+            wait_for(stub, job.id, {job_pb2.JOB_STATE_RUNNING})
+            (pid,) = (int(line) for line in _wait_lines(ledger, 1))
+            # The cancel waits out the grace period before its SIGKILL: the broker dies meanwhile.
+            cancel = stub.CancelJob.future(pb.CancelJobRequest(id=job.id), metadata=auth("team-a"))
+            marker = _attempt_dir(config, job.id) / "cancelled"
+            deadline = time.monotonic() + 20
+            while not marker.exists():
+                assert time.monotonic() < deadline, "the cancel never reached the local executor"
+                time.sleep(0.05)
+            broker.kill()
+            assert cancel.exception() is not None  # the broker died before answering
+        write_broker_config(tmp_path, cancel_grace_s=1)
+        broker.restart()
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            assert wait_for(stub, job.id, TERMINAL).state == job_pb2.JOB_STATE_CANCELLED
+            deadline = time.monotonic() + 30
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            survived = _alive(pid)
+            if survived:
+                os.kill(pid, signal.SIGKILL)
+            assert not survived, "the cancelled job ran on after the broker's restart (no SIGKILL)"
+    finally:
+        broker.stop()
+
+
+def test_a_job_whose_runner_was_killed_is_stopped_before_it_runs_again(tmp_path: Path) -> None:
+    config = write_broker_config(tmp_path)
+    broker = BrokerProcess(config)
+    broker.start()
+    ledger = _ledger()
+    code = f"import os, time; open({str(ledger)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(600)"
+    pids: list[int] = []
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            job = submit(stub, spec(f"once-{uuid.uuid4().hex[:6]}", [PY, "-c", code])).job
+            wait_for(stub, job.id, {job_pb2.JOB_STATE_RUNNING})
+            _wait_lines(ledger, 1)
+            runner = int((_attempt_dir(config, job.id) / "runner.pid").read_text())
+            os.kill(runner, signal.SIGKILL)  # the job itself lives on, orphaned
+            pids = [int(line) for line in _wait_lines(ledger, 2)]  # requeued: a second run started
+            first_alive = _alive(pids[0])
+            stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-a"))
+            assert not first_alive, "the first run still ran when the job was started again"
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        broker.stop()
+
+
+def _process_with_pid(pid: int) -> subprocess.Popen[bytes] | None:
+    """A process of no job's taking the pid `pid` (as after a reboot), through ns_last_pid."""
+    for _ in range(50):  # other processes on the host may take it first
+        Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+        proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait()
+    return None
+
+
+def test_a_runner_pid_taken_by_another_process_is_not_taken_for_the_job(tmp_path: Path) -> None:
+    config = write_broker_config(tmp_path)
+    broker = BrokerProcess(config)
+    broker.start()
+    stranger = None
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            sleeper = [PY, "-c", "import time; time.sleep(600)"]
+            job = submit(stub, spec(f"gone-{uuid.uuid4().hex[:6]}", sleeper))
+            wait_for(stub, job.job.id, {job_pb2.JOB_STATE_RUNNING})
+        broker.kill()
+        # The host goes down with the broker: runner and job are gone, and their pid is another's.
+        runner = int((_attempt_dir(config, job.job.id) / "runner.pid").read_text())
+        os.killpg(runner, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{runner}").exists() and time.monotonic() < deadline:  # reaped too
+            time.sleep(0.05)
+        stranger = _process_with_pid(runner)
+        if stranger is None:
+            pytest.skip("could not place a process on the runner's pid")
+        broker.restart()
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            # Its attempt is lost (the runner is gone) and the job runs again: a second attempt.
+            deadline = time.monotonic() + 30
+            get = pb.GetJobRequest(id=job.job.id)
+            while (now := stub.GetJob(get, metadata=auth("team-a")).job).attempts < 2:
+                assert time.monotonic() < deadline, f"still {now.state} on attempt 1: a stranger taken for it"
+                time.sleep(0.2)
+            stub.CancelJob(pb.CancelJobRequest(id=job.job.id), metadata=auth("team-a"))
+        assert stranger.poll() is None, "the broker signalled a process that was not its job's"
+    finally:
+        if stranger is not None:
+            stranger.kill()
+            stranger.wait()
+        broker.stop()
