@@ -16,6 +16,7 @@ from broker.burst.inputs import deadline_missed
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, FairShareNote
 from broker.fair_queue import reclaim_reason
+from broker.fairshare.book import units_of
 from broker.fairshare.holds import claimed_meanwhile
 from broker.model import JobSpec, TenantId
 from broker.planning import Planner
@@ -61,7 +62,7 @@ def explain_now(
         )
         decision = decide(spec, tenant, snap.offers, policy, inputs)
     if barred is not None:
-        decision = waiting_for_quota(policy, tenant, decision)
+        decision = waiting_for_quota(policy, tenant, units_of(spec), decision)
     if projected is not None:
         decision = planner.waits.explained(decision, snap, tenant, store, standing.position, projected)
     fair = FairShareNote(standing.position, standing.in_quota, round(standing.ratio, 3), standing.text())
@@ -72,7 +73,7 @@ def explain_now(
         and is_onprem(policy, offer.site)
         and not standing.may_run_onprem
     ):
-        reasons = (quota_reason(tenant), standing.text())
+        reasons = (quota_reason(policy, tenant, units_of(spec), offer.partition), standing.text())
         decision = replace(decision, action=Action.WAIT, reasons=reasons, fair_share=fair)
     else:
         decision = replace(decision, reasons=(*decision.reasons, standing.text()), fair_share=fair)

@@ -263,8 +263,9 @@ class FairQueue:
         if decision.action == Action.RUN and onprem and not st.may_run_onprem and offer is not None:
             key = offer.partition
             snap.claimed[key] = max(0, snap.claimed.get(key, 0) - units_of(job.spec))
-            self.reasons[job.id] = quota_reason(job.tenant)  # szb get says what the event says
-            return replace(decision, action=Action.WAIT, reasons=(quota_reason(job.tenant),), fair_share=fair)
+            why = quota_reason(policy, job.tenant, units_of(job.spec), key)
+            self.reasons[job.id] = why  # szb get says what the event says
+            return replace(decision, action=Action.WAIT, reasons=(why,), fair_share=fair)
         if decision.action == Action.WAIT:
             reclaim = self.reclaim_for(policy, job.tenant, job.spec, st, decision, snap)
             if reclaim:  # the job starts once they stop, not when the projection has it
@@ -277,10 +278,11 @@ class FairQueue:
             and offer is not None
             and offer.free is not None
             and policy.document.fair_share.hold_for_under_share
-            and (st.in_quota or st.ratio < 1.0)
+            and (st.in_quota or (st.ratio < 1.0 and st.may_run_onprem))
         ):
             # Freed capacity is kept for this job: later (over-share, borrowed) jobs of the pass
-            # must not backfill it, or a large job of a small tenant would wait for ever.
+            # must not backfill it, or a large job of a small tenant would wait for ever. Not for
+            # a job that may not borrow: it waits for its own quota, never for idle capacity.
             key = offer.partition
             free = offer.free - snap.claimed.get(key, 0)
             if free >= units_of(job.spec):  # it could start, and yields to a late job: no hold

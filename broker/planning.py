@@ -32,6 +32,7 @@ from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
 from broker.fair_queue import FairQueue
 from broker.fairshare import batch_account, held_back, priority_refusal
+from broker.fairshare.book import units_of
 from broker.fairshare.holds import claimed_meanwhile
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, Offer, SiteId, TenantId
 from broker.placement import PlacementContext, Reason, place, rejection_summary
@@ -281,7 +282,7 @@ class Planner:
             # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
             decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
         if barred is not None:
-            decision = waiting_for_quota(self.policy, job.tenant, decision)
+            decision = waiting_for_quota(self.policy, job.tenant, units_of(spec), decision)
         decision = self.fair.adjust(self.policy, job, decision, snap)
         if projected is not None:  # recorded with where its wait came from, then in the line
             decision = self.waits.explained(decision, snap, job.tenant, store, before, projected)

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from broker.burst import is_onprem
 from broker.decision import Action, Decision
+from broker.fairshare import resolve_share
 from broker.policy import Policy
 
 
@@ -30,20 +31,28 @@ def bar_onprem(
     return held, projected
 
 
-def waiting_for_quota(policy: Policy, tenant: str, decision: Decision) -> Decision:
+def waiting_for_quota(policy: Policy, tenant: str, units: int, decision: Decision) -> Decision:
     """A barred job that waits on-prem waits for its own quota: its first reason says so (the
-    dispatcher's event, `szb get` and explain alike)."""
+    dispatcher's event, `szb get` and explain alike). `units`: what the job takes of a quota."""
     offer = decision.offer
     if decision.action != Action.WAIT or offer is None or not is_onprem(policy, offer.site):
         return decision
     reasons = decision.reasons
-    first = f"{_NO_BORROW.format(tenant=tenant)}; {reasons[0]}" if reasons else quota_reason(tenant)
+    barred = _no_borrow(policy, tenant, units, offer.partition)
+    first = f"{barred}; {reasons[0]}" if reasons else f"{barred}; waiting for its quota"
     return replace(decision, reasons=(first, *reasons[1:]))
 
 
-_NO_BORROW = "tenant {tenant} has used its guaranteed quota and may not borrow idle on-prem capacity"
+def _no_borrow(policy: Policy, tenant: str, units: int, partition: str) -> str:
+    quota = resolve_share(policy, tenant).quota.get(partition, 0)
+    if units > quota:  # its quota never has room: "used" would send the tenant looking for its jobs
+        return (
+            f"tenant {tenant} may not borrow idle on-prem capacity and its guaranteed quota on "
+            f"{partition} is {quota}, less than the {units} the job needs"
+        )
+    return f"tenant {tenant} has used its guaranteed quota and may not borrow idle on-prem capacity"
 
 
-def quota_reason(tenant: str) -> str:
+def quota_reason(policy: Policy, tenant: str, units: int, partition: str) -> str:
     """Why a job of a tenant that may not borrow waits while on-prem capacity is idle."""
-    return f"{_NO_BORROW.format(tenant=tenant)}; waiting for its quota"
+    return f"{_no_borrow(policy, tenant, units, partition)}; waiting for its quota"

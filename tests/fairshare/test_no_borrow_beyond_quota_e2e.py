@@ -1,0 +1,155 @@
+"""A no-borrow tenant's job larger than its quota, on the local executor over the CLI (issue 14).
+
+`strict` is guaranteed 1 of the 4 A800s and may not borrow; its 2-GPU job can never start
+on-prem. It must neither keep idle GPUs from other tenants (a fair-share hold for a job that
+may not take them) nor claim it "has used its guaranteed quota" when it uses none of it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from broker.auth import hash_token
+from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess, szb
+
+TOKENS = {"strict": "token-strict-0123456789", "busy": "token-busy-01234567890"}
+
+POLICY = """\
+version: 1
+currency: CNY
+sites:
+  - id: lab
+    adapter: local
+    country: CN
+    residency: cn-mainland
+    partitions:
+      - {name: gpu, accelerator: A800, count_per_node: 4, price_hour: 10.0}
+tenants:
+  - {id: strict, kind: institute, entity_country: CN, share: {quota: {lab/gpu: 1}, may_borrow: false}}
+  - {id: busy, kind: sme, entity_country: CN}
+fair_share: {half_life: 1h}
+compliance:
+  residency:
+    zones: {cn-mainland: {countries: [CN]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    folder = tmp_path_factory.mktemp("nobarrow")
+    for name in ("accelerators.yaml", "regimes.yaml"):
+        shutil.copy(ROOT / "configs" / name, folder / name)
+    (folder / "policy.yaml").write_text(POLICY)
+    (folder / "tokens.yaml").write_text(
+        "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items())
+    )
+    (folder / "broker.yaml").write_text(
+        "data_dir: data\npolicy: policy.yaml\ntokens_file: tokens.yaml\ndispatch: {poll_interval_s: 0.2}\n"
+    )
+    proc = BrokerProcess(folder / "broker.yaml")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def job_file(folder: Path, name: str, gpus: int, seconds: int) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        textwrap.dedent(f"""\
+        name: {name}
+        command: ["{JOB_PYTHON}", "-c", "import time; time.sleep({seconds})"]
+        resources:
+          accelerators: {{count: {gpus}, any_of: [A800]}}
+        runtime_estimate: 1h
+        max_wait: 2h
+        """)
+    )
+    return path
+
+
+def submit(broker: BrokerProcess, tenant: str, path: Path) -> str:
+    out = szb(broker, TOKENS[tenant], "submit", str(path), "-o", "json")
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    return str((got[0] if isinstance(got, list) else got)["id"])
+
+
+def show(broker: BrokerProcess, tenant: str, job_id: str) -> dict[str, object]:
+    out = szb(broker, TOKENS[tenant], "get", job_id, "-o", "json")
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    return dict(got[0] if isinstance(got, list) else got)
+
+
+def until(check: Callable[[], object], what: str, timeout: float = 45) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, what
+        time.sleep(0.3)
+
+
+def busy_fills_three_and_strict_waits(broker: BrokerProcess, folder: Path) -> tuple[list[str], str]:
+    """busy runs three 1-GPU jobs (one A800 left idle), then strict submits its 2-GPU job."""
+    running = [submit(broker, "busy", job_file(folder, f"long{i}", 1, 600)) for i in range(3)]
+    until(
+        lambda: all(show(broker, "busy", j)["state"] == "RUNNING" for j in running),
+        "busy's three jobs run",
+    )
+    big = submit(broker, "strict", job_file(folder, "big", 2, 5))
+
+    def standing() -> str:
+        said = str(show(broker, "strict", big).get("pending_reason", ""))
+        return said if "tenant order" in said else ""
+
+    until(standing, "the big job's reason never named its standing")
+    return running, big
+
+
+def cancel(broker: BrokerProcess, running: list[str], big: str) -> None:
+    for j in running:
+        szb(broker, TOKENS["busy"], "cancel", j)
+    szb(broker, TOKENS["strict"], "cancel", big)
+    until(
+        lambda: all(show(broker, "busy", j)["state"] == "CANCELLED" for j in running),
+        "busy's jobs end",
+    )
+
+
+def test_a_job_larger_than_a_no_borrow_quota_holds_no_idle_gpu(broker: BrokerProcess, tmp_path: Path) -> None:
+    running, big = busy_fills_three_and_strict_waits(broker, tmp_path)
+    # The fourth A800 is idle and strict may not take it: busy's next job runs there, not held
+    # back for a job that may never use it.
+    small = submit(broker, "busy", job_file(tmp_path, "small", 1, 600))
+    try:
+        until(
+            lambda: show(broker, "busy", small)["state"] == "RUNNING",
+            "busy's job waited for a GPU held for a job that may never use it: "
+            + str(show(broker, "busy", small).get("pending_reason")),
+        )
+    finally:
+        cancel(broker, [*running, small], big)
+
+
+def test_a_job_larger_than_a_no_borrow_quota_says_so(broker: BrokerProcess, tmp_path: Path) -> None:
+    running, big = busy_fills_three_and_strict_waits(broker, tmp_path)
+    try:
+        reason = str(show(broker, "strict", big)["pending_reason"])
+        # strict runs nothing: its quota is not used up, the job is larger than it.
+        assert "has used its guaranteed quota" not in reason, reason
+        assert "quota on lab/gpu is 1" in reason and "the 2 the job needs" in reason, reason
+        explained = szb(broker, TOKENS["strict"], "explain", str(tmp_path / "big.yaml"), "-o", "json")
+        assert explained.returncode == 0, explained.stderr
+        first = json.loads(explained.stdout)["decision"]["reasons"][0]
+        assert reason.startswith(first), (first, reason)
+    finally:
+        cancel(broker, running, big)
