@@ -17,7 +17,9 @@ from typing import Any, TextIO
 FIELDS = (
     "event",
     "job_id",
+    "job_name",
     "tenant",
+    "by",
     "site",
     "attempt_id",
     "action",

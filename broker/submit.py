@@ -9,6 +9,7 @@ dispatcher is only told that jobs arrived once they are durable.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from broker.quota import Quotas, QuotaUsage
 from broker.serde import WireValueError, job_to_proto, spec_from_proto
 from broker.store import JobStore, Submission
 from broker.validation import BadRequestError, FieldViolation, violations
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH = 10_000
 MAX_CLIENT_ID = 128
@@ -246,7 +249,24 @@ class SubmitPath:
             for index, item in enumerate(items):
                 reasons = self.admit(item.spec, tenant, now)
                 if reasons:
+                    self._log_refusal(tenant, item, reasons)
                     raise NotPlaceableError(index, reasons)
+
+    def _log_refusal(self, tenant: TenantId, item: Submission, reasons: Sequence[str]) -> None:
+        """The log line of a job refused at the door: nothing is stored, so no event tells of it."""
+        version = self.policy_version() if self.policy_version is not None else ""
+        log.info(
+            "submission refused: no allowed offer: %s",
+            "; ".join(reasons),
+            extra={
+                "event": "rejected",
+                "job_name": item.spec.name,
+                "tenant": tenant,
+                "by": item.by,
+                "rules": sorted({r.split(":", 1)[0] for r in reasons}),
+                "policy_hash": version.split(":", 1)[0][:12],  # Policy.version is "hash:inputs"
+            },
+        )
 
     def quota_usage(self, tenant: TenantId) -> QuotaUsage | None:
         """The caller's limits and what it uses now; None without quotas."""

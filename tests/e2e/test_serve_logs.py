@@ -110,6 +110,29 @@ def test_json_log_lines_carry_job_tenant_site_and_reloads(config: Path) -> None:
         assert all(token not in line for line in serve.lines)
 
 
+def test_a_submission_refused_for_want_of_an_allowed_offer_is_logged(config: Path) -> None:
+    """A job no offer can ever take is refused at the door (FAILED_PRECONDITION) and never
+    stored, so it leaves no event: the log line is all an operator has when the tenant asks why
+    (eight A800 where a node has four; an export rule's refusal the same way)."""
+    serve = Serve("--config", str(config), "--listen", "127.0.0.1:0", "--log-format", "json")
+    big = job("eight-a800", "true")
+    big.resources.accelerators.count = 8
+    big.resources.accelerators.any_of.append("A800")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{serve.port}") as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.SubmitJob(pb.SubmitJobRequest(job=big), metadata=auth("team-b"))
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            line = serve.wait_for('"event": "rejected"')
+    finally:
+        serve.stop()
+    record = json.loads(line)
+    assert record["tenant"] == "team-b" and record["job_name"] == "eight-a800", record
+    assert record["rules"] == ["hardware.fit"] and "hardware.fit" in record["message"], record
+    assert record["policy_hash"] and "job_id" not in record, record
+
+
 def test_text_format_and_log_level(config: Path) -> None:
     serve = Serve(
         "--config",
