@@ -48,6 +48,7 @@ class AttemptTracking:
         for attempt, result in zip(live, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("polling %s failed: %s", attempt.id, result)
+        self.planner.ledger.accrue(live, self.store)  # (those that ended meanwhile are settled)
 
     async def _poll_one(self, attempt: Attempt) -> None:
         adapter = self.adapters.get(attempt.site)

@@ -12,6 +12,7 @@ from broker.burst import BurstInputs
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Decision
 from broker.dispatch.failover import NextStep, RetryPolicy
+from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
 from broker.model import Attempt, AttemptStatus, Job, SiteId, TenantId
 from broker.policy import Policy
@@ -20,6 +21,8 @@ from broker.store import JobStore
 
 class DecisionMaker(Protocol):
     """What the dispatcher needs from the planning shell (`broker.planning.Planner`)."""
+
+    ledger: SpendLedger
 
     @property
     def policy(self) -> Policy: ...

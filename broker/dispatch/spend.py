@@ -6,7 +6,7 @@ module reads the month's entries, reserves a burst's cash atomically, and settle
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from broker.burst import estimate_cost, is_onprem
@@ -23,9 +23,9 @@ from broker.burst.money import (
 )
 from broker.clock import Clock
 from broker.decision import Decision
-from broker.model import Attempt, Job, TenantId
+from broker.model import Attempt, AttemptId, Job, JobSpec, TenantId
 from broker.policy import Policy
-from broker.store import JobStore, SpendEntry
+from broker.store import JobNotFoundError, JobStore, SpendEntry
 
 
 def charges(entries: Iterable[SpendEntry]) -> list[Charge]:
@@ -39,6 +39,7 @@ class SpendLedger:
     def __init__(self, policy: Callable[[], Policy], clock: Clock) -> None:
         self._policy = policy
         self.clock = clock
+        self._specs: dict[AttemptId, JobSpec] = {}  # live cloud attempts' job specs (read once each)
 
     def money(self, tenant: str, now: datetime, store: JobStore) -> TenantMoney:
         """The tenant's money this month (budget, global cap and voucher balances left ever)."""
@@ -80,6 +81,30 @@ class SpendLedger:
             global_limit=policy.burst.budget.global_monthly_cap,
             voucher_balance=None if drawn_on is None else drawn_on.balance,
         )
+
+    def accrue(self, live: Sequence[Attempt], store: JobStore) -> None:
+        """A cloud attempt running past its estimate reserves what it has cost so far, so the
+        month's money (budget, global cap, `szb spend`) counts what it has really run up, and no
+        burst is made on money it has already spent; what it is settled at is unchanged."""
+        policy, now = self._policy(), self.clock.now()
+        costs: list[tuple[AttemptId, float, float]] = []
+        specs: dict[AttemptId, JobSpec] = {}
+        for attempt in live:
+            if attempt.backend_id is None or is_onprem(policy, attempt.site):
+                continue
+            spec = self._specs.get(attempt.id)
+            if spec is None:
+                try:
+                    spec = store.get(attempt.job_id).spec
+                except JobNotFoundError:
+                    continue
+            specs[attempt.id] = spec
+            hours = max(0.0, (now - attempt.created_at).total_seconds()) / 3600
+            if hours * 3600 > spec.runtime_estimate.total_seconds():  # within it, its reservation covers it
+                cost = estimate_cost(spec, attempt.offer, policy, hours=hours, rate=1.0)
+                costs.append((attempt.id, cost, fx_rate(policy, attempt.offer) or 0.0))
+        self._specs = specs
+        store.raise_reservations(costs)
 
     def settle(self, job: Job, attempt: Attempt, store: JobStore, *, ran: bool = True) -> None:
         """Actual spend = the price recorded at decision time × the attempt's actual runtime, at the

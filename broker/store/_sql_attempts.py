@@ -21,6 +21,11 @@ _SPEND_TOTAL = (
 _VOUCHER_DRAWN = (
     "SELECT COALESCE(SUM(voucher), 0) FROM spend WHERE tenant = ? AND voucher_id = ? AND attempt_id <> ?"
 )
+# An open reservation grows to what its attempt has cost so far (at the rate it was reserved at).
+_RAISE_RESERVED = (
+    "UPDATE spend SET reserved = ? * COALESCE(fx, ?) - voucher "
+    "WHERE attempt_id = ? AND NOT settled AND reserved < ? * COALESCE(fx, ?) - voucher"
+)
 _UPSERT_SPEND = (
     f"INSERT INTO spend ({SPEND_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (attempt_id) DO UPDATE SET tenant = excluded.tenant, site = excluded.site, "
@@ -191,6 +196,12 @@ class SqlAttempts(SqlJobs):
                 "UPDATE spend SET spent = ?, voucher = ?, settled = TRUE WHERE attempt_id = ?",
                 (spent, voucher, attempt_id),
             )
+
+    def raise_reservations(self, costs: Sequence[tuple[AttemptId, float, float]]) -> None:
+        if not costs:
+            return
+        with self._tx(fenced=True) as db:
+            db.many(_RAISE_RESERVED, [(cost, rate, attempt, cost, rate) for attempt, cost, rate in costs])
 
     def voucher_used(self, tenant: TenantId) -> dict[str, float]:
         rows = self._all(

@@ -297,6 +297,15 @@ class JobStore(abc.ABC):
         """Turn an attempt's reservation into actual spend."""
 
     @abc.abstractmethod
+    def raise_reservations(self, costs: Sequence[tuple[AttemptId, float, float]]) -> None:
+        """Raise open reservations to what their attempts have cost so far.
+
+        Each item is (attempt, cost so far in its offer's currency, the exchange rate for an entry
+        reserved without one); an entry's cash becomes that cost at its own rate less its voucher
+        share, where that is more than it reserved. Settled entries are left as they are.
+        """
+
+    @abc.abstractmethod
     def spend_entries(self, month: str, tenant: TenantId | None = None) -> list[SpendEntry]:
         """This month's entries (all tenants when None)."""
 

@@ -687,6 +687,22 @@ class StoreContract:
         [settled] = store.spend_entries("2026-11")
         assert settled.fx == 7.2 and settled.settled and settled.spent == 1.0
 
+    def test_raise_reservations_grows_open_entries_only(self, store: JobStore) -> None:
+        usd = replace(entry("j1-a1", 7.2), fx=7.2, voucher=1.0)  # 1 USD reserved at 7.2, 1.0 voucher
+        old = entry("j2-a1", 5.0)  # reserved before rates were kept: the rate given is used
+        done = entry("j3-a1", 5.0)
+        for e in (usd, old, done):
+            assert store.reserve_spend(e, tenant_limit=None, global_limit=None)
+        store.settle_spend(AttemptId("j3-a1"), spent=2.0, voucher=0.0)
+        store.raise_reservations(
+            [(AttemptId("j1-a1"), 3.0, 1.0), (AttemptId("j2-a1"), 2.0, 2.0), (AttemptId("j3-a1"), 9.0, 1.0)]
+        )
+        got = {e.attempt_id: e for e in store.spend_entries("2026-11")}
+        assert got["j1-a1"].reserved == pytest.approx(3.0 * 7.2 - 1.0)  # its own rate, less its voucher
+        assert got["j2-a1"].reserved == 5.0  # 2.0 x 2.0 is less than it reserved: never lowered
+        assert (got["j3-a1"].reserved, got["j3-a1"].spent, got["j3-a1"].settled) == (5.0, 2.0, True)
+        store.raise_reservations([])
+
     def test_a_spend_table_from_before_exchange_rates_gains_the_column(
         self, open_store: StoreFactory
     ) -> None:
