@@ -30,6 +30,7 @@ from broker.auth import TokenAuthority
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, site_settings
 from broker.dispatch.dispatcher import Dispatcher
+from broker.dispatch.reconcile import unfollowed
 from broker.grpcserve import GrpcEdge
 from broker.ha.api import StoreOnlyDispatch
 from broker.ha.election import Timing
@@ -42,6 +43,7 @@ from broker.logs import quiet_third_party
 from broker.metrics import BrokerMetrics, LiveCollector, MetricsServer
 from broker.model import SiteId
 from broker.planning import Planner
+from broker.policy import Policy
 from broker.policy.watcher import PolicyLoad
 from broker.quota import Quotas
 from broker.rpcviews import RpcViews
@@ -50,6 +52,7 @@ from broker.server import BrokerServicer
 from broker.service import BrokerServices, EventHub
 from broker.store import JobStore, PolicyVersion, PostgresStore, SqliteStore
 from broker.tls import ServerTls, warn_if_plaintext
+from broker.yamlfile import PolicyError, Problem
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +289,26 @@ class BrokerApp:
             )
             self.metrics_port = self.metrics_server.port
 
+    def _vet_sites(self, policy: Policy, text: str) -> list[Problem]:
+        """A policy may drop a site only once no job runs there (none would be followed)."""
+        sites = {SiteId(site.id) for site in policy.sites} | set(self.adapter_overrides or {})
+        where = next((n for n, line in enumerate(text.splitlines(), 1) if line.startswith("sites:")), 1)
+        return [
+            Problem(str(self.planner.watcher.path), where, 1,
+                    f"sites: {site!r} is gone, but {len(jobs)} job(s) still run there "
+                    f"({', '.join(jobs[:5])}{', ...' if len(jobs) > 5 else ''}): the broker could "
+                    "neither follow them nor read their results; keep the site until they end, or "
+                    "cancel them first")
+            for site, jobs in sorted(unfollowed(self.store, sites).items())
+        ]
+
     def _build_adapters(self) -> dict[SiteId, Adapter]:
+        # A restart with a policy that dropped a site its live jobs run at is refused, as a
+        # hot reload of such a policy is.
+        self.planner.watcher.vet = self._vet_sites
+        problems = self._vet_sites(self.planner.policy, self.planner.watcher.first_load.content)
+        if problems:
+            raise PolicyError(problems)
         registry = self.registry or AdapterRegistry.discover()
         adapters: dict[SiteId, Adapter] = dict(self.adapter_overrides or {})
         for site_id, adapter_name, site_config in self.planner.site_adapters():

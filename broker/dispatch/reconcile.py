@@ -81,6 +81,19 @@ async def reconcile(
     return report
 
 
+def unfollowed(store: JobStore, sites: Collection[SiteId]) -> dict[SiteId, list[JobId]]:
+    """Per site not among `sites`: the jobs with an attempt live there (started at a backend).
+
+    The broker follows an attempt only through its site's adapter: a policy without that site
+    would leave those jobs running unseen, their results never read.
+    """
+    out: dict[SiteId, list[JobId]] = {}
+    for attempt in store.live_attempts():
+        if attempt.site not in sites and attempt.backend_id is not None:
+            out.setdefault(attempt.site, []).append(attempt.job_id)
+    return out
+
+
 def _adopt(store: JobStore, clock: Clock, attempt: Attempt, inst: OwnedInstance) -> None:
     now = clock.now()
     store.update_attempt(attempt.id, now, backend_id=inst.backend_id)

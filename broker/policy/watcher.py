@@ -58,6 +58,8 @@ class PolicyWatcher:
         self.path = path
         self._on_swap = on_swap
         self.on_load: Callable[[PolicyLoad], None] | None = None
+        self.vet: Callable[[Policy, str], list[Problem]] = lambda policy, text: []
+        """What a valid file must also satisfy to go into force (the broker's live jobs' sites)."""
         """Told about every load attempt (audit trail, metrics); called from the loading thread."""
         self._clock = clock
         self._lock = threading.Lock()
@@ -76,6 +78,9 @@ class PolicyWatcher:
         except (OSError, UnicodeDecodeError):
             return load_policy(self.path), ""  # load_policy raises the error with its position
         policy = load_policy_text(text, str(self.path))
+        problems = self.vet(policy, text)
+        if problems:
+            raise PolicyError(problems)
         for warning in policy_warnings(policy, parse_yaml(text, str(self.path)), str(self.path)):
             log.warning("policy %s: %s", policy.hash[:12], warning)  # valid, but not what it seems to say
         return policy, text
