@@ -55,9 +55,12 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
-def print_jobs(jobs: Iterable[job_pb2.Job], console: Console, *, wide: bool = False) -> None:
+def print_jobs(
+    jobs: Iterable[job_pb2.Job], console: Console, *, wide: bool = False, whole_reason: bool = False
+) -> None:
     """Ids are never cut (they are what users copy); the reason is cut to the terminal's width,
-    or shown whole with `wide`, which also adds placement, cost and run time."""
+    or shown whole with `wide`, which also adds placement, cost and run time. `whole_reason`
+    (one job, `szb get`): a reason that was cut also follows the table in full."""
     jobs = list(jobs)
     # An operator's list spans tenants: then say whose each job is.
     tenants = len({job.tenant for job in jobs}) > 1
@@ -97,6 +100,9 @@ def print_jobs(jobs: Iterable[job_pb2.Job], console: Console, *, wide: bool = Fa
         reason = row[-1] if wide else _fit(row[-1], max(room, len("REASON")))
         table.add_row(*cells, escape(reason))
     console.print(table)
+    cut = [row[-1] for row in rows if not wide and len(row[-1]) > max(room, len("REASON"))]
+    if whole_reason and cut:  # what `szb get` of a waiting job is asked for: why it waits
+        console.print(f"reason: {escape(cut[0])}", soft_wrap=True, highlight=False)
 
 
 def console_for(wide: bool = False) -> Console:

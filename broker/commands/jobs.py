@@ -186,7 +186,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(job_dict(job), indent=2))
     else:
-        print_jobs([job], console_for(args.wide), wide=args.wide)
+        print_jobs([job], console_for(args.wide), wide=args.wide, whole_reason=True)
         if job.log_tail:
             print(job.log_tail.rstrip())
     return 0

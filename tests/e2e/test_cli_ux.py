@@ -183,6 +183,14 @@ def test_list_full_ids_pending_reason_wide_and_pages(
     assert "REASON" in out.stdout
     row = next(line for line in out.stdout.splitlines() if waiting.id in line)
     assert "wait" in row
+    # `szb get` of the waiting job answers why it waits in full, not cut to the column's width.
+    got = szb(broker, "get", waiting.id, tenant="team-b", columns=80)
+    assert got.returncode == 0, got.stderr
+    whole = [line for line in got.stdout.splitlines() if line.startswith("reason: ")]
+    reason = stub.GetJob(pb.GetJobRequest(id=waiting.id), metadata=auth("team-b")).job.pending_reason
+    assert len(reason) > 40 and len(whole) == 1, got.stdout
+    minutes = re.compile(r"\d+")  # the expected wait may tick between the two reads
+    assert minutes.sub("N", whole[0]) == minutes.sub("N", f"reason: {reason}"), got.stdout
     listed = json.loads(szb(broker, "list", "-o", "json", "--state", "QUEUED", tenant="team-b").stdout)
     mine = next(j for j in listed["jobs"] if j["id"] == waiting.id)
     assert "wait" in mine["pending_reason"]
