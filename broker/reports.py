@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from broker.api import broker_service_pb2 as pb
 from broker.burst import is_onprem
-from broker.burst.money import BEIJING, month_of
+from broker.burst.money import BEIJING, budget_alert, month_of
 from broker.burst.snapshot import partition_key
 from broker.catalog.accelerators import normalize
 from broker.dispatch.offers import OfferReading
@@ -88,6 +88,8 @@ def spend_report(
         budget = planner.budget(target)
         if budget is not None:
             resp.budget = budget
+            resp.budget_alert_fraction = policy.burst.budget.alert_fraction
+            resp.budget_alert = budget_alert(policy, target, money)
         if money.budget_left is not None:
             resp.budget_left = money.budget_left
         resp.vouchers_left = sum(money.voucher_balances.values())
@@ -227,7 +229,10 @@ def _add_budgets(
     for tenant_id in shown:
         money = planner.money(tenant_id, now, store)
         budget = planner.budget(tenant_id)
-        line = pb.TenantBudget(tenant=tenant_id, vouchers_left=sum(money.voucher_balances.values()))
+        alert = budget_alert(planner.policy, tenant_id, money)
+        line = pb.TenantBudget(
+            tenant=tenant_id, vouchers_left=sum(money.voucher_balances.values()), budget_alert=alert
+        )
         if budget is not None:
             line.budget = budget
         if money.budget_left is not None:
@@ -239,6 +244,7 @@ def _add_budgets(
                 "budget": budget,
                 "budget_left": money.budget_left,
                 "vouchers_left": sum(money.voucher_balances.values()),
+                "budget_alert": alert,
             }
         )
     return tenants

@@ -90,6 +90,15 @@ def monthly_budget(policy: Policy, tenant_id: str) -> float | None:
     return policy.burst.budget.default_tenant_monthly
 
 
+def budget_alert(policy: Policy, tenant_id: str, money: TenantMoney) -> bool:
+    """The tenant's spend and reservations this month have reached `burst.budget.alert_fraction`
+    of its (non-zero) monthly budget."""
+    budget = monthly_budget(policy, tenant_id)
+    if not budget or money.budget_left is None:
+        return False
+    return budget - money.budget_left >= policy.burst.budget.alert_fraction * budget - 1e-9
+
+
 def tenant_money(
     policy: Policy,
     tenant_id: str,

@@ -126,12 +126,19 @@ def _print_refusals(resp: pb.GetStatusResponse, console: Console) -> None:
         console.print(f"[red]secret file open to jobs[/]: {escape(exposed)}", highlight=False, soft_wrap=True)
 
 
+def _used(budget: float, left: float) -> str:
+    """How much of a budget is spent or reserved, as a percentage."""
+    return f"{(budget - left) / budget:.0%}" if budget else "-"
+
+
 def _print_tenants(resp: pb.GetStatusResponse, console: Console) -> None:
     """Budgets and vouchers per tenant, unhealthy sites, the caller's quota."""
     for t in resp.tenants:
         if t.HasField("budget"):
             left = t.budget_left if t.HasField("budget_left") else t.budget
             money = f"{left:,.2f} of {t.budget:,.2f} {resp.currency} left"
+            if t.budget_alert:
+                money += f" [red](alert: {_used(t.budget, left)} of the budget used)[/]"
         else:
             money = "no budget limit"
         console.print(f"  {escape(t.tenant)}: {money}, vouchers {t.vouchers_left:,.2f} {resp.currency}")
@@ -184,7 +191,7 @@ def cmd_spend(args: argparse.Namespace) -> int:
         body = MessageToDict(
             resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
-        for key in ("budget", "budget_left", "vouchers_left"):
+        for key in ("budget", "budget_left", "budget_alert_fraction", "vouchers_left"):
             body.setdefault(key, None)  # unset: no budget (or several tenants), never 0
         print(json.dumps(body, indent=2))
         return 0
@@ -206,6 +213,11 @@ def cmd_spend(args: argparse.Namespace) -> int:
     if resp.HasField("budget"):
         left = resp.budget_left if resp.HasField("budget_left") else resp.budget
         console.print(f"Budget {resp.budget:,.2f} {resp.currency} this month, left {left:,.2f}")
+        if resp.budget_alert:
+            console.print(
+                f"[red]alert: {_used(resp.budget, left)} of the budget used[/] "
+                f"(alert at {resp.budget_alert_fraction:.0%})"
+            )
     elif resp.HasField("vouchers_left"):  # set for one tenant only (an operator's default is all)
         console.print("No monthly budget limit")
     if resp.HasField("vouchers_left"):

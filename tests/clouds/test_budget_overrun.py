@@ -1,8 +1,11 @@
-"""A burst running past its estimate counts what it has cost so far against the budget, not only
-its reservation (szb serve, Alibaba on the ECS double)."""
+"""A tenant's budget through the real broker (szb serve, Alibaba on the ECS double): a burst running
+past its estimate counts what it has cost so far, not only its reservation; spend and status say
+when the month's spend has reached the policy's `burst.budget.alert_fraction` of the budget."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -22,6 +25,7 @@ UP: set[int] = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
 A10 = "ecs.gn7i-c8g1.2xlarge"
 PRICE = 3600.0  # CNY per hour: 1 CNY a second
 BUDGET = 10.0
+ALERT = 0.5  # the policy's alert_fraction
 
 
 @pytest.fixture
@@ -42,6 +46,7 @@ tenants:
   - {{id: ot, kind: sme, entity_country: CN, monthly_budget: {BUDGET}}}
 burst:
   heartbeat_timeout: 1h
+  budget: {{alert_fraction: {ALERT}}}
 """
         + on_moto.CN_RESIDENCY
     )
@@ -96,3 +101,23 @@ def test_a_burst_past_its_estimate_counts_its_cost_so_far_against_the_budget(
             assert time.monotonic() < deadline, job.message
             time.sleep(0.2)
         assert len(ecs.instances) == 1
+
+
+def test_spend_and_status_say_when_a_tenant_has_used_its_alert_fraction_of_the_budget(
+    ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    broker = start(start_broker, ecs_server)
+    cli = [sys.executable, "-m", "broker.cli", "spend", "--server", broker.address, "--token", TOKEN]
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        below = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("below", 4)), metadata=md()).job
+        wait_state(stub, below.id, UP)  # 4 of 10 CNY: under the 50% alert
+        assert not stub.GetSpend(pb.GetSpendRequest(), metadata=md()).budget_alert
+        assert "alert" not in subprocess.run(cli, capture_output=True, text=True, check=True).stdout
+        past = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("past", 2)), metadata=md()).job
+        wait_state(stub, past.id, UP)  # 6 of 10 CNY reserved: past it
+        assert stub.GetSpend(pb.GetSpendRequest(), metadata=md()).budget_alert
+        [mine] = stub.GetStatus(pb.GetStatusRequest(), metadata=md()).tenants
+        assert mine.tenant == "ot" and mine.budget_alert, mine
+        out = subprocess.run(cli, capture_output=True, text=True, check=True).stdout
+        assert "alert: 60% of the budget used (alert at 50%)" in out, out

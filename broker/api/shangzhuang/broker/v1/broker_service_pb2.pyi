@@ -477,6 +477,8 @@ class GetSpendResponse(_message.Message):
     UNTIL_FIELD_NUMBER: _builtins.int
     TOTAL_SPENT_FIELD_NUMBER: _builtins.int
     TOTAL_RESERVED_FIELD_NUMBER: _builtins.int
+    BUDGET_ALERT_FIELD_NUMBER: _builtins.int
+    BUDGET_ALERT_FRACTION_FIELD_NUMBER: _builtins.int
     currency: _builtins.str
     month: _builtins.str
     budget: _builtins.float
@@ -485,6 +487,12 @@ class GetSpendResponse(_message.Message):
     vouchers_left: _builtins.float
     total_spent: _builtins.float
     total_reserved: _builtins.float
+    budget_alert: _builtins.bool
+    """This month's spend and reservations have reached `budget_alert_fraction` of `budget`
+    (the policy's burst.budget.alert_fraction); false without a budget.
+    """
+    budget_alert_fraction: _builtins.float
+    """The policy's burst.budget.alert_fraction (set with `budget`)."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___SpendLine]: ...
     @_builtins.property
@@ -504,19 +512,25 @@ class GetSpendResponse(_message.Message):
         until: _timestamp_pb2.Timestamp | None = ...,
         total_spent: _builtins.float = ...,
         total_reserved: _builtins.float = ...,
+        budget_alert: _builtins.bool = ...,
+        budget_alert_fraction: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_left", b"_budget_left", "_vouchers_left", b"_vouchers_left", "budget", b"budget", "budget_left", b"budget_left", "since", b"since", "until", b"until", "vouchers_left", b"vouchers_left"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_alert_fraction", b"_budget_alert_fraction", "_budget_left", b"_budget_left", "_vouchers_left", b"_vouchers_left", "budget", b"budget", "budget_alert_fraction", b"budget_alert_fraction", "budget_left", b"budget_left", "since", b"since", "until", b"until", "vouchers_left", b"vouchers_left"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_left", b"_budget_left", "_vouchers_left", b"_vouchers_left", "budget", b"budget", "budget_left", b"budget_left", "currency", b"currency", "lines", b"lines", "month", b"month", "since", b"since", "total_reserved", b"total_reserved", "total_spent", b"total_spent", "until", b"until", "vouchers_left", b"vouchers_left"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_alert_fraction", b"_budget_alert_fraction", "_budget_left", b"_budget_left", "_vouchers_left", b"_vouchers_left", "budget", b"budget", "budget_alert", b"budget_alert", "budget_alert_fraction", b"budget_alert_fraction", "budget_left", b"budget_left", "currency", b"currency", "lines", b"lines", "month", b"month", "since", b"since", "total_reserved", b"total_reserved", "total_spent", b"total_spent", "until", b"until", "vouchers_left", b"vouchers_left"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget: _TypeAlias = _typing.Literal["budget"]  # noqa: Y015
     _WhichOneofArgType__budget: _TypeAlias = _typing.Literal["_budget", b"_budget"]  # noqa: Y015
+    _WhichOneofReturnType__budget_alert_fraction: _TypeAlias = _typing.Literal["budget_alert_fraction"]  # noqa: Y015
+    _WhichOneofArgType__budget_alert_fraction: _TypeAlias = _typing.Literal["_budget_alert_fraction", b"_budget_alert_fraction"]  # noqa: Y015
     _WhichOneofReturnType__budget_left: _TypeAlias = _typing.Literal["budget_left"]  # noqa: Y015
     _WhichOneofArgType__budget_left: _TypeAlias = _typing.Literal["_budget_left", b"_budget_left"]  # noqa: Y015
     _WhichOneofReturnType__vouchers_left: _TypeAlias = _typing.Literal["vouchers_left"]  # noqa: Y015
     _WhichOneofArgType__vouchers_left: _TypeAlias = _typing.Literal["_vouchers_left", b"_vouchers_left"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__budget) -> _WhichOneofReturnType__budget | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_alert_fraction) -> _WhichOneofReturnType__budget_alert_fraction | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_left) -> _WhichOneofReturnType__budget_left | None: ...
     @_typing.overload
@@ -586,10 +600,13 @@ class TenantBudget(_message.Message):
     BUDGET_FIELD_NUMBER: _builtins.int
     BUDGET_LEFT_FIELD_NUMBER: _builtins.int
     VOUCHERS_LEFT_FIELD_NUMBER: _builtins.int
+    BUDGET_ALERT_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     budget: _builtins.float
     budget_left: _builtins.float
     vouchers_left: _builtins.float
+    budget_alert: _builtins.bool
+    """Spend and reservations this month have reached the policy's burst.budget.alert_fraction of the budget."""
     def __init__(
         self,
         *,
@@ -597,10 +614,11 @@ class TenantBudget(_message.Message):
         budget: _builtins.float | None = ...,
         budget_left: _builtins.float | None = ...,
         vouchers_left: _builtins.float = ...,
+        budget_alert: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_left", b"_budget_left", "budget", b"budget", "budget_left", b"budget_left"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_left", b"_budget_left", "budget", b"budget", "budget_left", b"budget_left", "tenant", b"tenant", "vouchers_left", b"vouchers_left"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_left", b"_budget_left", "budget", b"budget", "budget_alert", b"budget_alert", "budget_left", b"budget_left", "tenant", b"tenant", "vouchers_left", b"vouchers_left"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget: _TypeAlias = _typing.Literal["budget"]  # noqa: Y015
     _WhichOneofArgType__budget: _TypeAlias = _typing.Literal["_budget", b"_budget"]  # noqa: Y015
