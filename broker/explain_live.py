@@ -15,7 +15,6 @@ from broker.burst import decide, is_onprem
 from broker.burst.inputs import deadline_missed
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, FairShareNote
-from broker.fair_queue import reclaim_reason
 from broker.fairshare.book import units_of
 from broker.fairshare.holds import claimed_meanwhile
 from broker.model import JobSpec, TenantId
@@ -78,10 +77,9 @@ def explain_now(
     else:
         decision = replace(decision, reasons=(*decision.reasons, standing.text()), fair_share=fair)
     if decision.action == Action.WAIT:  # borrowed work fair share would preempt for it (none here)
-        reclaim = planner.fair.reclaim_for(policy, tenant, spec, standing, decision, snap, commit=False)
-        if reclaim:
-            why = reclaim_reason(policy, decision, reclaim)
-            decision = replace(decision, reasons=(why, *decision.reasons), reclaim=reclaim)
+        taken = planner.fair.reclaim_for(policy, tenant, spec, standing, decision, snap, commit=False)
+        if taken.reason:
+            decision = replace(decision, reasons=(taken.reason, *decision.reasons), reclaim=taken.victims)
     missed = deadline_missed(asked, snap.now) if decision.action == Action.WAIT else None
     if missed is not None:  # the dispatcher fails a waiting job it can no longer finish in time
         return replace(decision, action=Action.REJECT, reasons=(missed, *decision.reasons))

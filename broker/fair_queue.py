@@ -8,7 +8,6 @@ job that is owed it; an over-share tenant bursts instead of waiting, when the po
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -18,6 +17,7 @@ from broker.burst.inputs import due_at
 from broker.burst.snapshot import PassSnapshot
 from broker.catalog.accelerators import normalize
 from broker.decision import Action, Decision, FairShareNote, ReclaimVictim
+from broker.fair_reclaim import Reclaimer, Taken
 from broker.fairshare import (
     Demand,
     QueuedWork,
@@ -25,13 +25,10 @@ from broker.fairshare import (
     charge_factor,
     onprem_partitions,
     order,
-    partition_units,
-    resolve_share,
     share_ratios,
 )
 from broker.fairshare.book import FairShareBook, Holding, capacity_of, demand_of, units_of
 from broker.fairshare.holds import Hold, Holds
-from broker.fairshare.reclaim import Running, Victim, victims
 from broker.model import Attempt, Job, JobSpec, TenantId
 from broker.policy import Policy
 from broker.quota_bar import quota_reason
@@ -55,10 +52,7 @@ class FairQueue:
         self._shapes: dict[tuple[str, str, str], tuple[str, ...]] = {}
         self.ratios: dict[str, float] = {}
         """Each active tenant's dominant share over its entitled share, as of the last order."""
-        self._wasted: deque[tuple[float, str, float]] = deque()
-        """(time, partition, unit-seconds) of recent preemptions, for the waste budget."""
-        self._freeing: dict[str, list[tuple[float, int]]] = {}
-        """Units of preempted work still shutting down, per partition (until a time)."""
+        self.reclaimer = Reclaimer()
         self.holds = Holds()
         """Capacity kept for a waiting head job across passes (see `broker.fairshare.holds`)."""
         self._loaded = False
@@ -127,6 +121,7 @@ class FairQueue:
                     units_of(job.spec),
                     attempt.created_at,
                     attempt.created_at + job.spec.runtime_estimate,
+                    job.spec.checkpoint.interval.total_seconds() if job.spec.checkpoint else None,
                 ),
             )
 
@@ -267,10 +262,10 @@ class FairQueue:
             self.reasons[job.id] = why  # szb get says what the event says
             return replace(decision, action=Action.WAIT, reasons=(why,), fair_share=fair)
         if decision.action == Action.WAIT:
-            reclaim = self.reclaim_for(policy, job.tenant, job.spec, st, decision, snap)
-            if reclaim:  # the job starts once they stop, not when the projection has it
-                why = reclaim_reason(policy, decision, reclaim)
-                decision = replace(decision, reasons=(why, *decision.reasons))
+            taken = self.reclaim_for(policy, job.tenant, job.spec, st, decision, snap)
+            reclaim = taken.victims
+            if taken.reason:  # preempting: it starts once they stop, not when the projection has it
+                decision = replace(decision, reasons=(taken.reason, *decision.reasons))
             self.reasons[job.id] = decision.summary
         if (
             decision.action == Action.WAIT
@@ -326,75 +321,14 @@ class FairQueue:
         snap: PassSnapshot,
         *,
         commit: bool = True,
-    ) -> tuple[ReclaimVictim, ...]:
-        """The borrowed work preempted for a job within its quota that waits on-prem (`commit`
-        False: only say which, as explain does; nothing is preempted or booked)."""
+    ) -> Taken:
+        """The borrowed work preempted for a job within its quota that waits on-prem, or why none
+        is (`commit` False: only say which, as explain does; nothing is preempted or booked)."""
         offer = decision.offer
         if not st.in_quota or offer is None or offer.free is None or not is_onprem(policy, offer.site):
-            return ()
+            return Taken()
         free = offer.free - snap.claimed.get(offer.partition, 0)
-        chosen = self.reclaim(policy, tenant, spec, offer.partition, free, snap.now, commit=commit)
-        return tuple(ReclaimVictim(v.attempt_id, v.tenant, v.units) for v in chosen)
-
-    def reclaim(
-        self,
-        policy: Policy,
-        tenant: str,
-        spec: JobSpec,
-        partition: str,
-        free: int,
-        now: datetime,
-        *,
-        commit: bool = True,
-    ) -> list[Victim]:
-        """Borrowed attempts to preempt so this in-quota job gets its quota on `partition` back."""
-        rc = policy.document.fair_share.reclaim
-        part = onprem_partitions(policy).get(partition)
-        if not rc.enabled or part is None:
-            return []
-        t = now.timestamp()
-        window = rc.window.total_seconds()
-        while self._wasted and self._wasted[0][0] < t - window:
-            self._wasted.popleft()
-        freeing = [(until, n) for until, n in self._freeing.get(partition, []) if until > t]
-        self._freeing[partition] = freeing
-        budget = rc.max_capacity_share * partition_units(part) * window
-        spent = sum(w for _, p, w in self._wasted if p == partition)
-        running = [
-            Running(aid, h.tenant, h.units, h.start)
-            for aid, h in self.book.live.items()
-            if h.partition == partition
-        ]
-        tenants = {tenant, *(r.tenant for r in running)}  # the owner's quota bounds what it takes back
-        quotas = {t: resolve_share(policy, t).quota.get(partition, 0) for t in tenants}
-        chosen = victims(
-            owner=tenant,
-            need=units_of(spec),
-            free=free + sum(n for _, n in freeing),
-            running=running,
-            quotas=quotas,
-            ratios=self.ratios,
-            waste_left=budget - spent,
-            now=now,
+        owner = (tenant, units_of(spec))
+        return self.reclaimer.take(
+            policy, self.book, self.ratios, owner, offer.partition, free, snap.now, commit=commit
         )
-        if not commit:
-            return chosen
-        until = t + rc.grace.total_seconds() + 10.0
-        for v in chosen:
-            self._wasted.append((t, partition, v.waste))
-            self._freeing[partition].append((until, v.units))
-            self.book.ended(v.attempt_id, now)
-        return chosen
-
-
-def reclaim_reason(policy: Policy, decision: Decision, chosen: Sequence[ReclaimVictim]) -> str:
-    """What a waiting job's reasons say first when borrowed work is preempted for it."""
-    units = sum(v.units for v in chosen)
-    tenants = ", ".join(sorted({v.tenant for v in chosen}))
-    where = decision.offer.partition if decision.offer is not None else "on-prem"
-    grace = policy.document.fair_share.reclaim.grace.total_seconds()
-    return (
-        f"reclaiming {units} borrowed unit(s) on {where} for its quota: preempting {len(chosen)} "
-        f"job(s) of {tenants} ({grace:.0f} s grace); it starts when they stop"
-    )
-

@@ -41,6 +41,8 @@ class Holding:
     start: datetime
     end: datetime | None = None
     """When it is expected to end (its start plus the job's runtime estimate), if known."""
+    checkpoint_s: float | None = None
+    """The job's checkpoint interval: reclaim counts at most that much of its work as lost."""
 
 
 def capacity_of(policy: Policy) -> Demand:

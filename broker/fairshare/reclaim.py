@@ -5,8 +5,9 @@ started attempts are the borrowed ones). When a job waits for a partition where 
 of its tenant's quota has room for it, borrowed work of other tenants there is preempted —
 tenants furthest over their share first, the youngest attempts first (the least work lost) —
 but only if that frees enough for the job, and only within the waste budget: the
-accelerator-seconds preempted work had done in a window may not exceed `max_capacity_share`
-of the partition's capacity over that window.
+accelerator-seconds of work preemption loses in a window may not exceed `max_capacity_share`
+of the partition's capacity over that window. A job loses what it ran since it started, or,
+when it checkpoints, at most one checkpoint interval of it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ class Running:
     tenant: str
     units: int
     start: datetime
+    checkpoint_s: float | None = None
+    """The job's checkpoint interval: preempted, it resumes from its last checkpoint."""
+
+
+def lost(r: Running, now: datetime) -> float:
+    """Unit-seconds of work preempting `r` now loses: its run so far, at most one checkpoint interval."""
+    ran = max(0.0, (now - r.start).total_seconds())
+    return r.units * (min(ran, r.checkpoint_s) if r.checkpoint_s else ran)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,17 @@ def borrowed(running: Sequence[Running], quotas: Mapping[str, int]) -> list[Runn
     return out
 
 
+def _candidates(
+    owner: str, need: int, free: int, running: Sequence[Running], quotas: Mapping[str, int]
+) -> list[Running]:
+    """Other tenants' borrowed attempts, when the owner's quota here (less what it runs here) has
+    room for `need` that is not free: a partition it holds no guarantee on is nothing to take back."""
+    held = sum(r.units for r in running if r.tenant == owner)
+    if free >= need or quotas.get(owner, 0) - held < need:
+        return []
+    return [r for r in borrowed(running, quotas) if r.tenant != owner]
+
+
 def victims(
     *,
     owner: str,
@@ -67,14 +87,11 @@ def victims(
     """Borrowed attempts to preempt so `need` units are free; empty when that cannot be done within
     budget, or when the owner's quota on this partition (less what it runs there) has no room for
     `need`: a partition it holds no guarantee on is nothing it can take back."""
-    held = sum(r.units for r in running if r.tenant == owner)
-    if free >= need or quotas.get(owner, 0) - held < need:
-        return []
-    candidates = [r for r in borrowed(running, quotas) if r.tenant != owner]
+    candidates = _candidates(owner, need, free, running, quotas)
     candidates.sort(key=lambda r: (-ratios.get(r.tenant, 0.0), -r.start.timestamp(), r.attempt_id))
     chosen: list[Victim] = []
     for r in candidates:
-        waste = r.units * max(0.0, (now - r.start).total_seconds())
+        waste = lost(r, now)
         if waste > waste_left:
             continue
         chosen.append(Victim(r.attempt_id, r.tenant, r.units, waste))
@@ -83,3 +100,19 @@ def victims(
         if free >= need:
             return chosen
     return []
+
+
+def over_budget(
+    *, owner: str, need: int, free: int, running: Sequence[Running], quotas: Mapping[str, int], now: datetime
+) -> tuple[float, tuple[str, ...]] | None:
+    """When `victims` finds none only for the budget: the work (unit-seconds) preempting the least
+    costly borrowed attempts that free `need` would lose, and their tenants. None otherwise."""
+    candidates = sorted(_candidates(owner, need, free, running, quotas), key=lambda r: lost(r, now))
+    loss, tenants = 0.0, set()
+    for r in candidates:
+        loss += lost(r, now)
+        tenants.add(r.tenant)
+        free += r.units
+        if free >= need:
+            return loss, tuple(sorted(tenants))
+    return None
