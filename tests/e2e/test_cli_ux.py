@@ -217,6 +217,20 @@ def test_list_full_ids_pending_reason_wide_and_pages(
         stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth("team-b"))
 
 
+def test_list_keeps_ids_and_states_whole_beside_a_long_job_name(
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
+) -> None:
+    """A 63-character job name (the most a name may have) on an 80-column terminal: the id and
+    the state were cut to 'j-1a2385dd4d80…' and '…' while the name kept its width."""
+    name = "finetune-glm-6b-lora-rank-16-alpha-32-lr-2e-4-epoch-3-seed-42-b"
+    job = stub.SubmitJob(pb.SubmitJobRequest(job=spec(name, "pass")), metadata=auth("team-a")).job
+    wait_for(stub, job.id, {job_pb2.JOB_STATE_SUCCEEDED})
+    out = szb(broker, "list", "--page-size", "5", columns=80)
+    assert out.returncode == 0, out.stderr
+    row = next((line for line in out.stdout.splitlines() if job.id in line), None)
+    assert row is not None and "SUCCEEDED" in row, out.stdout
+
+
 def test_closed_pipe_ends_quietly(
     broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
 ) -> None:
