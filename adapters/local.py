@@ -189,12 +189,20 @@ class LocalAdapter:
                     running_accelerator_hours_left=hours_left,
                 )
             )
+        # The CPU pool's units are CPUs: CPU-hours its jobs have left (their estimates) give the
+        # wait a new CPU job expects there, as accelerator-hours do for the partitions above.
+        cpu_hours_left = sum(
+            float(m.get("cpus", 0)) * max(0.0, m.get("ends_at", 0) - now.timestamp()) / 3600
+            for m in live
+            if m.get("accelerator") is None
+        )
         parts.append(
             PartitionCapacity(
                 name=CPU_PARTITION,
                 accelerator=None,
                 total=int(self.cpus),
                 free=max(0, int(self.cpus - cpus_used)),
+                running_accelerator_hours_left=cpu_hours_left,
             )
         )
         return CapacitySnapshot(site=self.site, taken_at=now, partitions=tuple(parts))

@@ -231,6 +231,33 @@ def test_list_keeps_ids_and_states_whole_beside_a_long_job_name(
     assert row is not None and "SUCCEEDED" in row, out.stdout
 
 
+def test_a_full_cpu_partition_shows_the_wait_its_running_jobs_leave(
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
+) -> None:
+    """szb status' EXPECTED WAIT of the local CPU partition: with all eight CPUs held by a job
+    estimated at ten minutes, a CPU job waits about ten minutes (the waiting job's reason says
+    so), not 0 as the partition line said, which counted accelerator-hours only."""
+    holder_spec = spec("cpu-holder", "import time; time.sleep(90)")
+    holder_spec.resources.cpus = 8
+    holder = stub.SubmitJob(pb.SubmitJobRequest(job=holder_spec), metadata=auth("team-b")).job
+    try:
+        assert wait_for(stub, holder.id, {job_pb2.JOB_STATE_RUNNING}, tenant="team-b").state == (
+            job_pb2.JOB_STATE_RUNNING
+        )
+        deadline = time.monotonic() + 15
+        while True:
+            status = stub.GetStatus(pb.GetStatusRequest(), metadata=auth("team-b"))
+            cpu = next(p for p in status.partitions if p.partition == "cpu")
+            if cpu.free == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert cpu.free == 0 and cpu.total == 8, cpu
+        assert 540 <= cpu.expected_wait_seconds <= 600, cpu  # its ten minutes, less what it ran
+    finally:
+        stub.CancelJob(pb.CancelJobRequest(id=holder.id), metadata=auth("team-b"))
+        wait_for(stub, holder.id, {job_pb2.JOB_STATE_CANCELLED}, tenant="team-b")
+
+
 def test_closed_pipe_ends_quietly(
     broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
 ) -> None:
