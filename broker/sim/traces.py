@@ -189,35 +189,48 @@ def _alibaba(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: flo
     for line, row in enumerate(rows, start=2):
         info.rows += 1
         try:
-            if not row["scheduled_time"]:
+            if not (row.get("scheduled_time") or "").strip():
                 info.skip("never scheduled (run time unknown)")
                 continue
-            runtime = max(1.0, float(row["deletion_time"]) - float(row["scheduled_time"]))
-            if max_runtime_s is not None and runtime > max_runtime_s:
+            job = _pod(row, line)
+            if max_runtime_s is not None and job.runtime_s > max_runtime_s:
                 info.skip("run time above the scenario's max_runtime")
                 continue
-            num_gpu, milli = int(row["num_gpu"]), int(row["gpu_milli"] or 0)
-            count = num_gpu if num_gpu > 0 else (1 if milli > 0 else 0)
-            jobs.append(
-                TraceJob(
-                    name=row["name"],
-                    submit_s=float(row["creation_time"]),
-                    runtime_s=runtime,
-                    count=count,
-                    accelerators=map_gpu_spec(row["gpu_spec"]) if count else (),
-                    cpus=max(0.1, int(row["cpu_milli"]) / 1000),
-                    memory_gb=max(0.1, int(row["memory_mib"]) / 1024),
-                    priority=QOS_PRIORITY.get(row["qos"], "normal"),
-                    line=line,
-                )
-            )
-        except KeyError as exc:
-            raise TraceError(f"{info.path}:{line}: bad row: no {exc} column") from exc
-        except (AttributeError, TypeError, ValueError) as exc:  # (a short row's missing cells are None)
-            raise TraceError(f"{info.path}:{line}: bad row: {exc}") from exc
-        if (why := checked.problem(jobs[-1])) is not None:
+        except ValueError as exc:
+            raise TraceError(f"{info.path}:{line}: {exc}") from exc
+        if (why := checked.problem(job)) is not None:
             raise TraceError(f"{info.path}:{line}: {why}")
+        jobs.append(job)
     return jobs
+
+
+def _pod(row: dict[str, str], line: int) -> TraceJob:
+    """One scheduled pod; ValueError naming the column of a cell that does not parse.
+
+    `name`, `gpu_spec` and `qos` may be missing (Alibaba's other pod lists, such as
+    `openb_pod_list_default.csv`, may come without `gpu_spec`): the pod then runs on any
+    accelerator, at normal priority."""
+    scheduled = _column(row, "scheduled_time", float)
+    deleted = _column(row, "deletion_time", float)
+    if deleted < scheduled:
+        raise ValueError(f"deletion_time: before scheduled_time ({scheduled:g})")
+    num_gpu, milli = int(_column(row, "num_gpu", _whole)), _column(row, "gpu_milli", float, 0)
+    if num_gpu < 0:
+        raise ValueError("num_gpu: must be >= 0")
+    if not 0 <= milli <= 1000:
+        raise ValueError("gpu_milli: must be between 0 and 1000 (thousandths of one GPU)")
+    count = num_gpu if num_gpu > 0 else (1 if milli > 0 else 0)
+    return TraceJob(
+        name=(row.get("name") or f"pod-{line - 1}").strip(),
+        submit_s=_column(row, "creation_time", float),
+        runtime_s=max(1.0, deleted - scheduled),
+        count=count,
+        accelerators=map_gpu_spec(row.get("gpu_spec") or "") if count else (),
+        cpus=max(0.1, _column(row, "cpu_milli", float) / 1000),
+        memory_gb=max(0.1, _column(row, "memory_mib", float) / 1024),
+        priority=QOS_PRIORITY.get((row.get("qos") or "").strip(), "normal"),
+        line=line,
+    )
 
 
 def _seconds(text: str) -> float:
@@ -282,6 +295,17 @@ def _whole(text: str) -> float:
     return value
 
 
+def _whole_rows(reader: csv.DictReader[str], path: Path, width: int) -> Iterator[dict[str, str]]:
+    """The rows, refusing one with more or fewer cells than the header (a cut or shifted row
+    would otherwise read its missing cells as empty: a pod "never scheduled", say)."""
+    for row in reader:
+        extra = row.get(None)  # (DictReader puts extra cells under None)
+        cells = width + len(extra) if extra else sum(1 for v in row.values() if v is not None)
+        if cells != width:
+            raise TraceError(f"{path}:{reader.line_num}: {cells} cells, the header has {width}")
+        yield row
+
+
 def read_trace(
     path: Path, fmt: TraceFormat | None = None, *, max_runtime_s: float | None = None
 ) -> tuple[list[TraceJob], TraceInfo]:
@@ -297,7 +321,8 @@ def read_trace(
         raise TraceError(f"{path}: --trace-format {fmt} given but the header is {found}")
     info = TraceInfo(path=str(path), format=found)
     try:
-        jobs = (_alibaba if found == "alibaba-v2023" else _plain)(iter(reader), info, max_runtime_s)
+        rows = _whole_rows(reader, path, len(header))
+        jobs = (_alibaba if found == "alibaba-v2023" else _plain)(rows, info, max_runtime_s)
     except csv.Error as exc:
         raise TraceError(f"{path}:{reader.line_num}: {exc}") from exc
     jobs.sort(key=lambda j: (j.submit_s, j.name))
