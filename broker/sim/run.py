@@ -217,7 +217,7 @@ def _result(world: _World, runs: dict[str, RunResult], others: _Others) -> dict[
     offline = others.offline
     if offline is not None:
         # The feasible clairvoyant schedule: the yardstick at the peaks, where the LP is loose.
-        policy_cost = strategies["policy"]["cost"]
+        policy_cost = _cost(runs["policy"])
         out["offline_cost"] = round(offline.cost, 2)
         out["offline_ratio"] = round(policy_cost / offline.cost, 4) if offline.cost else None
         out["offline"] = {
@@ -250,9 +250,9 @@ def _bound_rows(
         lb = solved.get(n_late)
         strategies[name]["late_jobs_allowed_in_bound"] = n_late
         strategies[name]["lower_bound_cost"] = None if lb is None else round(lb, 2)
-        strategies[name]["cost_ratio"] = round(strategies[name]["cost"] / lb, 4) if lb else None
+        strategies[name]["cost_ratio"] = round(_cost(run) / lb, 4) if lb else None
     out["lower_bound_cost"] = None if full is None else round(full, 2)
-    out["cost_ratio"] = round(strategies["policy"]["cost"] / full, 4) if full else None
+    out["cost_ratio"] = round(_cost(runs["policy"]) / full, 4) if full else None
     if strategies["policy"]["lower_bound_cost"] is None and full:
         # Its own bound (as many late jobs as it had) was not solved: the policy's row shows
         # its ratio to the all-on-time bound instead of nothing (a bound with no late jobs).
@@ -263,6 +263,12 @@ def _bound_rows(
             late_jobs_allowed_in_bound=0,
         )
     out["lower_bound_s"] = round(others.lb_s, 2)
+
+
+def _cost(run: RunResult) -> float:
+    """A run's cost unrounded (the summary's is rounded to the cent: a ratio of it to an
+    unrounded bound put a policy that matched the bound, 0.772 CNY, at 0.9974)."""
+    return sum(r.cost for r in run.records if not r.rejected)
 
 
 def _audit_every(scenario: Scenario, jobs: Sequence[SimJob]) -> int:
