@@ -143,9 +143,18 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
         print(f"szb: error: {exc}", file=sys.stderr)
         return 1
     if not jobs:
-        print("szb: error: the trace has no jobs to replay", file=sys.stderr)
+        print(f"szb: error: the trace has no jobs to replay{_skipped(source)}", file=sys.stderr)
         return 1
     return policy, scenario, jobs, source
+
+
+def _skipped(source: dict[str, Any]) -> str:
+    """Why a trace with rows left no job: `: 3 rows skipped (never scheduled ...: 3)`."""
+    skipped = source.get("skipped") or {}
+    if not skipped:
+        return ""
+    why = "; ".join(f"{reason}: {n}" for reason, n in skipped.items())
+    return f": {sum(skipped.values())} rows skipped ({why})"
 
 
 def _sample(n: int, trace: list[Any], source: dict[str, Any]) -> list[Any]:

@@ -77,3 +77,17 @@ def test_a_pod_never_scheduled_is_still_skipped(tmp_path: Path) -> None:
     jobs, info = read_trace(path)
     assert [j.name for j in jobs] == ["p0"]
     assert info.skipped == {"never scheduled (run time unknown)": 1}
+
+
+def test_a_trace_left_with_no_jobs_says_what_was_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from broker.cli import main
+
+    path = tmp_path / "pods.csv"
+    path.write_text(HEADER + "p0,8000,30517,1,1000,,BE,Pending,100,4100,\n" * 3)
+    policy = str(Path(__file__).resolve().parents[2] / "configs" / "policy-sim.yaml")
+    assert main(["simulate", "--trace", str(path), "--policy", policy, "--no-lower-bound"]) == 1
+    err = capsys.readouterr().err
+    want = "the trace has no jobs to replay: 3 rows skipped (never scheduled (run time unknown): 3)"
+    assert want in err, err
