@@ -100,7 +100,12 @@ def _describe(err: Any) -> str:
 def validation_problems(exc: ValidationError, root: Any, filename: str, prefix: Loc = ()) -> list[Problem]:
     """Turn a pydantic ValidationError on a YAML document into positioned problems."""
     problems: list[Problem] = []
-    for err in exc.errors():
+    errors = exc.errors()
+    # Lists with an item in error: (..., list) for each (..., list, index, ...) an error is at.
+    inside = {tuple(e["loc"][:i]) for e in errors for i, part in enumerate(e["loc"]) if isinstance(part, int)}
+    for err in errors:
+        if err["type"] == "too_short" and tuple(err["loc"]) in inside:
+            continue  # pydantic counts a list after dropping its bad items: those are the errors
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         full = [*prefix, *loc]
         line, col = position(root, full, key=err["type"] == "extra_forbidden")

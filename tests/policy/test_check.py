@@ -361,6 +361,23 @@ def test_every_problem_is_reported(
     assert len(capsys.readouterr().err.strip().splitlines()) == 2
 
 
+def test_a_broken_only_site_is_one_error_not_also_an_empty_site_list(
+    cli: Cli, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pydantic drops an invalid item before checking a tuple's length, so a policy whose one
+    site had a bad price also got 'sites: tuple should have at least 1 item after validation,
+    not 0', an error about a list that is not empty (in szb policy check, the refused reload's
+    log, szb status and szb policy history alike)."""
+    start, end = BASE.index("  - id: aws-us"), BASE.index("tenants:")
+    one_site = BASE[:start] + BASE[end:]
+    assert cli(["policy", "check", str(write_policy(one_site))]) == 0
+    capsys.readouterr()
+    path = write_policy(one_site.replace("price_hour: 14}", "price_hour: 0}"))
+    assert cli(["policy", "check", str(path)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"{path}:10:72: error: sites.0.partitions.0.price_hour: input should be greater than 0"]
+
+
 def test_broken_referenced_catalog_reports_its_own_file(
     cli: Cli, policy_dir: Path, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
