@@ -94,7 +94,12 @@ def scenario_jobs(name: str, synthetic_jobs: int) -> tuple[Policy, Scenario, lis
             lo, hi = SLICES[name]
             trace = trace[int(lo * len(trace)) : int(hi * len(trace))]
             scenario = scenario.model_copy(update={"onprem_gpus": SLICE_GPUS, "name": name})
-    return policy, scenario, build_jobs(trace, policy, scenario), baselines
+    jobs = build_jobs(trace, policy, scenario)
+    if not jobs:  # (`szb simulate` refuses it too: a row of 0 jobs at SLO 1.000 measures nothing)
+        lo, hi = SLICES.get(name, (0.0, 1.0))
+        where = f"its jobs {lo:.0%}-{hi:.0%} in submit order"
+        raise TraceError(f"{TRACE}: {name} has no jobs to replay ({where})")
+    return policy, scenario, jobs, baselines
 
 
 def run_one(name: str, synthetic_jobs: int) -> dict[str, Any]:
@@ -153,6 +158,8 @@ def main() -> int:
     parser.add_argument("--burst", nargs="*", default=[], metavar="KEY=VALUE", help="override burst.KEY")
     parser.add_argument("--trace", type=Path, default=None, help=f"default: {TRACE.relative_to(ROOT)}")
     args = parser.parse_args()
+    if args.synthetic_jobs < 1:  # (0 divided by zero in the generator)
+        parser.error(f"--synthetic-jobs: must be >= 1, got {args.synthetic_jobs}")
     POLICY = args.policy or POLICY
     TRACE = args.trace or TRACE
     BURST[:] = args.burst

@@ -78,3 +78,29 @@ def test_a_trace_naming_a_tenant_the_policy_lacks_is_refused_at_its_line(tmp_pat
     assert out.returncode == 2
     assert f"{trace}:3: tenant: 'pku-nlpp'" in out.stderr and "pku-nlp" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_trace_or_slice_with_no_jobs_is_an_error_not_a_row(tmp_path: Path) -> None:
+    """Found by the issue 15 held-out check: an empty trace, or a one-job trace's first half,
+    printed a policy row of 0 jobs at SLO 1.000 and exited 0 (`szb simulate` refuses both), and
+    `--synthetic-jobs 0` ended in a ZeroDivisionError traceback."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for rows, only, want in (
+        (0, "alibaba-peak", "alibaba-peak has no jobs"),
+        (1, "slice-early", "slice-early"),
+    ):
+        trace = tmp_path / f"rows-{rows}.csv"
+        _held_out(trace, 5000, rows)
+        out = subprocess.run(
+            [sys.executable, "bench/decision_quality.py", "--json", "--only", only, "--trace", str(trace)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert out.returncode == 2 and out.stdout == "", (out.stdout, out.stderr)
+        assert out.stderr.startswith(f"error: {trace}: {want}"), out.stderr
+        assert "no jobs to replay (its jobs " in out.stderr
+    # (--synthetic-jobs 0 divided by zero in the generator)
+    zero = subprocess.run(
+        [sys.executable, "bench/decision_quality.py", "--only", "synthetic-llm", "--synthetic-jobs", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert zero.returncode == 2 and "--synthetic-jobs: must be >= 1, got 0" in zero.stderr, zero.stderr
