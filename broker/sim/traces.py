@@ -295,13 +295,16 @@ def _whole(text: str) -> float:
     return value
 
 
-def _whole_rows(reader: csv.DictReader[str], path: Path, width: int) -> Iterator[dict[str, str]]:
-    """The rows, refusing one with more or fewer cells than the header (a cut or shifted row
-    would otherwise read its missing cells as empty: a pod "never scheduled", say)."""
+def _whole_rows(
+    reader: csv.DictReader[str], path: Path, width: int, short_ok: bool
+) -> Iterator[dict[str, str]]:
+    """The rows, refusing one with more cells than the header, and with fewer unless `short_ok`
+    (a cut or shifted pod-list row would read its missing cells as empty: a pod "never
+    scheduled", say; a hand-written plain CSV row may stop before its optional columns)."""
     for row in reader:
         extra = row.get(None)  # (DictReader puts extra cells under None)
         cells = width + len(extra) if extra else sum(1 for v in row.values() if v is not None)
-        if cells != width:
+        if cells > width or (cells < width and not short_ok):
             raise TraceError(f"{path}:{reader.line_num}: {cells} cells, the header has {width}")
         yield row
 
@@ -321,7 +324,7 @@ def read_trace(
         raise TraceError(f"{path}: --trace-format {fmt} given but the header is {found}")
     info = TraceInfo(path=str(path), format=found)
     try:
-        rows = _whole_rows(reader, path, len(header))
+        rows = _whole_rows(reader, path, len(header), short_ok=found == "csv")
         jobs = (_alibaba if found == "alibaba-v2023" else _plain)(rows, info, max_runtime_s)
     except csv.Error as exc:
         raise TraceError(f"{path}:{reader.line_num}: {exc}") from exc

@@ -71,6 +71,22 @@ def test_a_bad_cell_names_its_line_and_column(tmp_path: Path, text: str, where: 
     assert str(err.value).startswith(f"{path}{where}"), str(err.value)
 
 
+def test_a_plain_csv_row_may_leave_its_last_columns_out(tmp_path: Path) -> None:
+    """The cell count is the pod list's rule; a hand-written plain CSV row may stop early (its
+    optional columns then take their defaults), but a cell past the header is still refused."""
+    path = tmp_path / "jobs.csv"
+    path.write_text("submit_time,runtime,accelerator,count,tenant,max_wait\n0,1h\n60,2h,A10,2\n")
+    jobs, _ = read_trace(path)
+    assert [(j.submit_s, j.runtime_s, j.count, j.max_wait_s) for j in jobs] == [
+        (0, 3600, 0, None),
+        (60, 7200, 2, None),
+    ]
+    path.write_text("submit_time,runtime\n0,1h,A10\n")
+    with pytest.raises(TraceError) as err:
+        read_trace(path)
+    assert str(err.value) == f"{path}:2: 3 cells, the header has 2"
+
+
 def test_a_pod_never_scheduled_is_still_skipped(tmp_path: Path) -> None:
     path = tmp_path / "pods.csv"
     path.write_text(_with(scheduled_time=""))
