@@ -84,13 +84,25 @@ def _json(msg: Any) -> None:
     print(json.dumps(MessageToDict(msg, preserving_proto_field_name=True), indent=2, ensure_ascii=False))
 
 
+def _one_more(limit: int) -> int:
+    """The page size to ask for: one beyond `limit` tells whether the limit cut anything."""
+    return limit + 1 if limit > 0 else 0
+
+
+def _say_cut(shown: int, what: str, hint: str) -> None:
+    print(f"szb: only the newest {shown} {what} are shown; older ones exist ({hint})", file=sys.stderr)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
-    request = pb.ListAuditEventsRequest(job_id=args.job, tenant=args.tenant, page_size=max(args.limit, 0))
+    request = pb.ListAuditEventsRequest(job_id=args.job, tenant=args.tenant, page_size=_one_more(args.limit))
     if args.since is not None:
         request.since.FromDatetime(args.since)
     resp = _run(args, lambda c: c.audit(request))
     if resp is None:
         return 1
+    if 0 < args.limit < len(resp.events):  # oldest first: the one beyond the limit is the first
+        del resp.events[0]
+        _say_cut(args.limit, "events", "raise --limit or narrow --since")
     if args.output == "json":
         _json(resp)
         return 0
@@ -120,9 +132,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    resp = _run(args, lambda c: c.policy_versions(max(args.limit, 0)))
+    resp = _run(args, lambda c: c.policy_versions(_one_more(args.limit)))
     if resp is None:
         return 1
+    if 0 < args.limit < len(resp.versions):  # newest first: the one beyond the limit is the last
+        del resp.versions[-1]
+        _say_cut(args.limit, "policy versions", "raise --limit")
     if args.output == "json":
         _json(resp)
         return 0

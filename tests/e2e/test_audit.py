@@ -219,3 +219,48 @@ def test_the_audit_trail_names_which_token_submitted_a_job(tmp_path: Path) -> No
         broker.stop()
     submitted = {e.job_id: e.actor for e in trail if e.kind == "submitted"}
     assert submitted == {by_bob: "bob", by_carol.responses[0].job.id: "carol", unnamed: "team-a"}
+
+
+def test_a_limit_that_cuts_the_trail_says_so(tmp_path: Path) -> None:
+    """`szb audit` shows the newest --limit events (1000 by default) and `szb policy history`
+    the newest 50 versions; a trail longer than that was cut without a word, so an operator
+    reading `szb audit --since 1d` on a busy day took the newest thousand for the whole day."""
+    config = write_broker_config(tmp_path)
+    with (tmp_path / "tokens.yaml").open("a") as f:
+        f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
+    broker = BrokerProcess(config)
+    broker.start(timeout=120)
+    spec = job_pb2.JobSpec(name="one", command=["true"], runtime_estimate=duration_pb2.Duration(seconds=60))
+    try:
+        server = ("--server", broker.address)
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            job = stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=auth("team-a")).job
+            op = (("authorization", f"Bearer {OPERATOR}"),)
+            events = wait_for(
+                lambda: [
+                    e.kind
+                    for e in stub.ListAuditEvents(
+                        pb.ListAuditEventsRequest(job_id=job.id), metadata=op
+                    ).events
+                    if e.kind == "finished"
+                ]
+            )
+            assert events
+            (tmp_path / "policy.yaml").write_text(POLICY + "\n# edited\n")
+            wait_for(
+                lambda: len(stub.ListPolicyVersions(pb.ListPolicyVersionsRequest(), metadata=op).versions) > 1
+            )
+        cut = szb("audit", "--job", job.id, "--limit", "2", *server, "-o", "json", token=OPERATOR)
+        assert cut.returncode == 0, cut.stderr
+        kinds = [e["kind"] for e in json.loads(cut.stdout)["events"]]
+        assert len(kinds) == 2 and kinds[-1] == "finished", kinds  # the newest two
+        assert "newest 2" in cut.stderr and "--limit" in cut.stderr, cut.stderr
+        whole = szb("audit", "--job", job.id, *server, token=OPERATOR)
+        assert whole.returncode == 0 and "--limit" not in whole.stderr, whole.stderr
+        history = szb("policy", "history", "--limit", "1", *server, token=OPERATOR)
+        assert history.returncode == 0, history.stderr
+        assert "newest 1" in history.stderr and "--limit" in history.stderr, history.stderr
+        assert sha(POLICY + "\n# edited\n")[:12] in history.stdout and sha(POLICY)[:12] not in history.stdout
+    finally:
+        broker.stop()
