@@ -9,6 +9,9 @@ PIP := $(PY) -m pip
 BUF := node_modules/.bin/buf
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export GRPC_VERBOSITY ?= ERROR
+# pytest workers: most tests wait on brokers, runners and services rather than compute, so one
+# more worker than the CI machine's two cores keeps both busy (tests/conftest.py says how files split).
+TEST_WORKERS ?= 3
 
 .PHONY: demo test lint typecheck protos check-protos buf-lint pytest bench slurm-up slurm-down clean
 
@@ -42,7 +45,7 @@ test: $(VENV)/.dev-installed $(BUF)
 	else echo "WARNING: could not start the Slurm test cluster; Slurm tests will fail" >&2; started=0; fi; \
 	if scripts/pg-test.sh start; then eval "$$(scripts/pg-test.sh env)"; pg_started=1; \
 	else echo "WARNING: could not start PostgreSQL; the PostgreSQL store tests will fail" >&2; pg_started=0; fi; \
-	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS); rc=$$?; \
 	[ "$$started" = 1 ] && scripts/slurm-cluster.sh stop; \
 	[ "$$pg_started" = 1 ] && scripts/pg-test.sh stop; \
 	rm -rf "$$SZB_TEST_RUN_DIR"; \

@@ -1,4 +1,4 @@
-"""Fixtures shared by the policy, catalog and placement tests."""
+"""Fixtures shared by the policy, catalog and placement tests, and how `pytest -n N` splits the suite."""
 
 from __future__ import annotations
 
@@ -7,10 +7,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 from broker.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+class FileScheduling(LoadScopeScheduling):
+    """Each test file runs on one worker, and every Slurm test on the same one.
+
+    A file's broker and cloud doubles are module fixtures, so splitting a file would start them on
+    every worker. The Slurm tests share the run's one single-node cluster and count on its GPUs
+    being theirs, so two of them must never run at once.
+    """
+
+    def _split_scope(self, nodeid: str) -> str:
+        path = nodeid.split("::", 1)[0]
+        return "tests/slurm" if path.startswith("tests/slurm/") else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadScopeScheduling:
+    """`pytest -n N`: the suite's own scheduling (xdist's loadgroup ignores groups added at collection)."""
+    return FileScheduling(config, log)  # type: ignore[arg-type]
 
 
 @pytest.fixture
