@@ -6,7 +6,8 @@ and region are fine on their own) but silently never runs anything; it is report
 accelerator partition without accelerators, are already errors.) So is a policy that can burst
 (on-prem partitions and a cloud site) with `objective.wait_hour_cost` 0: waiting and lateness
 then cost nothing in the score, so a job waits on-prem past its max_wait rather than burst to
-a dearer cloud, which is not what `max_wait` reads as.
+a dearer cloud, which is not what `max_wait` reads as. And `burst.sites.*.max_idle`, set: the
+broker stops each instance when its job ends and never reuses one, so nothing is ever idle to limit.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class PolicyWarning:
 
 
 def policy_warnings(policy: Policy, doc: Any, filename: str) -> list[PolicyWarning]:
-    """Sites that make no offers and an unpriced wait, positioned in the parsed YAML `doc`."""
+    """Offerless sites, an unpriced wait and a no-op max_idle, positioned in the parsed YAML `doc`."""
     out: list[PolicyWarning] = []
 
     def warn(loc: Loc, message: str) -> None:
@@ -55,4 +56,11 @@ def policy_warnings(policy: Policy, doc: Any, filename: str) -> list[PolicyWarni
             "objective.wait_hour_cost is 0: waiting and lateness cost nothing, so a job waits on-prem past "
             "its max_wait rather than burst to a dearer cloud (price an hour of waiting, e.g. 40)",
         )
+    for site_id, limits in policy.burst.sites.items():
+        if "max_idle" in limits.model_fields_set:
+            warn(
+                ["burst", "sites", site_id, "max_idle"],
+                f"burst.sites.{site_id}.max_idle has no effect: the broker stops each instance when its job "
+                "ends and never reuses one, so no instance is kept idle (remove it)",
+            )
     return out

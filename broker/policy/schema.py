@@ -204,7 +204,7 @@ class MaxWait(_Doc):
 class SiteBurst(_Doc):
     max_provisioning: int = Field(default=4, ge=0, description="Instances being provisioned at once.")
     max_instances: int | None = Field(default=None, ge=0)
-    max_idle: Duration = Field(default="10m", validate_default=True)
+    max_idle: Duration = Field(default="10m", validate_default=True, description="No effect: none idles.")
     spot_interruption_risk: float = Field(default=0.05, ge=0, le=1, description="Per hour.")
     provisioning_p95: Duration = Field(
         default="5m",

@@ -434,3 +434,19 @@ def test_a_policy_that_can_burst_with_free_waiting_is_warned_about(
     path = write_policy(BASE + "objective: {wait_hour_cost: 40}\n")
     assert cli(["policy", "check", "--strict", str(path)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_site_burst_max_idle_is_warned_to_have_no_effect(
+    cli: Cli, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The broker stops each instance when its job ends and never reuses one: max_idle limits nothing."""
+    head = BASE + "objective: {wait_hour_cost: 40}\nburst:\n  sites:\n"
+    text = head + "    aws-us: {max_provisioning: 2, max_idle: 5m}\n"
+    path = write_policy(text)
+    assert cli(["policy", "check", str(path)]) == 0
+    err = capsys.readouterr().err
+    line = len(text.splitlines())
+    assert f"{path}:{line}:45: warning: burst.sites.aws-us.max_idle has no effect" in err, err
+    path = write_policy(head + "    aws-us: {max_provisioning: 2}\n")
+    assert cli(["policy", "check", "--strict", str(path)]) == 0
+    assert "warning" not in capsys.readouterr().err
