@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 from broker.errors import BrokerError
+from broker.listen import listen_error
 from broker.service import AgentAuthError, AgentReportError, BrokerServices
 from broker.tls import ServerTls
 
@@ -193,15 +194,18 @@ class AgentHttpServer:
         self.loop = loop
         self.host = (host or "127.0.0.1").strip("[]")
         self.timeout_s = timeout_s
-        self.server = _BoundedServer(
-            (self.host, int(port or 0)),
-            self,
-            tls=tls,
-            max_connections=max_connections,
-            max_per_client=max_per_client or max(1, max_connections // 2),
-            read_timeout_s=timeout_s,
-            deadline_s=2 * timeout_s,
-        )
+        try:
+            self.server = _BoundedServer(
+                (self.host, int(port or 0)),
+                self,
+                tls=tls,
+                max_connections=max_connections,
+                max_per_client=max_per_client or max(1, max_connections // 2),
+                read_timeout_s=timeout_s,
+                deadline_s=2 * timeout_s,
+            )
+        except OSError as exc:
+            raise listen_error(f"{host or '127.0.0.1'}:{port or 0}", "agent_http_listen", exc) from exc
         self.scheme = "https" if tls is not None else "http"
         self.thread = threading.Thread(target=self.server.serve_forever, name="agent-http", daemon=True)
 

@@ -6,7 +6,7 @@ tell the broker's own, expected errors from bugs. The tree::
     BrokerError
     ├── PolicyError            broker.yamlfile: a policy, catalog or tokens file is invalid
     ├── ConfigFileError        broker.config: broker.yaml is invalid
-    ├── ListenError            broker.grpcserve: the gRPC address cannot be bound
+    ├── ListenError            broker.listen: a port (gRPC, agent endpoint, /metrics) cannot be bound
     ├── TlsFileError           broker.tls
     ├── JobFileError           broker.jobfile: a job YAML is invalid
     ├── StoreError             broker.store (JobNotFoundError ...)

@@ -12,8 +12,8 @@ from grpc_reflection.v1alpha import reflection
 
 from broker.agent_rpc import AgentServicer
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2, broker_service_pb2_grpc
-from broker.errors import BrokerError
 from broker.instrument import RpcMetricsInterceptor
+from broker.listen import listen_error
 from broker.metrics import BrokerMetrics
 from broker.rpc_guard import DecodeGuard
 from broker.server import BrokerServicer
@@ -23,10 +23,6 @@ MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 BROKER = broker_service_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name
 AGENT = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-
-
-class ListenError(BrokerError):
-    """The gRPC address cannot be bound (in use, or not an address of this host)."""
 
 
 class GrpcEdge:
@@ -63,9 +59,7 @@ class GrpcEdge:
         """Listen on HOST:PORT (TLS when given); returns the bound port."""
         host, _, port = listen.rpartition(":")
         address = f"{host or '127.0.0.1'}:{port or 0}"
-        refused = ListenError(
-            f"cannot listen on {address}: the address is in use (another szb serve?) or not this host's"
-        )
+        refused = listen_error(address, "listen")
         try:
             if tls is not None:
                 bound = self.server.add_secure_port(address, tls.grpc_credentials())

@@ -25,6 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from broker.listen import listen_error
 from broker.model import Attempt
 
 log = logging.getLogger(__name__)
@@ -241,9 +242,13 @@ class MetricsServer:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `*_created` series: noise
         self._server: WSGIServer
         self._thread: Thread
-        self._server, self._thread = start_http_server(
-            int(port or 0), addr=host or "127.0.0.1", registry=registry, certfile=certfile, keyfile=keyfile
-        )
+        addr = host or "127.0.0.1"
+        try:
+            self._server, self._thread = start_http_server(
+                int(port or 0), addr=addr, registry=registry, certfile=certfile, keyfile=keyfile
+            )
+        except OSError as exc:
+            raise listen_error(f"{addr}:{port or 0}", "metrics_listen", exc) from exc
         self.port: int = self._server.server_port
         self.host = host or "127.0.0.1"
         self.scheme = "https" if certfile else "http"

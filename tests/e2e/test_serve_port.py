@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,5 +32,46 @@ def test_a_second_broker_on_a_busy_port_is_refused(tmp_path: Path) -> None:
         assert first.address in stderr and "in use" in stderr, stderr
         with stub_for(first.address) as stub:  # the first broker keeps answering on its port
             stub.ListJobs(pb.ListJobsRequest(), metadata=auth("team-a"), timeout=10)
+    finally:
+        first.stop()
+
+
+def test_a_busy_agent_or_metrics_port_is_named_with_its_setting(tmp_path: Path) -> None:
+    """The broker binds three ports; one of the other two in use stopped it with only
+    'broker stopped: [Errno 98] Address already in use', so the operator had to guess which."""
+    first = BrokerProcess(
+        write_broker_config(tmp_path / "first"), extra_env={"SZB_METRICS_LISTEN": "127.0.0.1:0"}
+    )
+    first.start()
+    try:
+        metrics = next(line for line in first.output if "metrics on http://" in line).split(
+            "metrics on http://"
+        )[1]
+        busy = metrics.split("/")[0]  # HOST:PORT the first broker's /metrics holds
+        config = write_broker_config(tmp_path / "second")
+        for setting, flag in (
+            ("metrics_listen", "SZB_METRICS_LISTEN"),
+            ("agent_http_listen", "SZB_AGENT_HTTP_LISTEN"),
+        ):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "broker.cli",
+                    "serve",
+                    "--config",
+                    str(config),
+                    "--listen",
+                    "127.0.0.1:0",
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**os.environ, flag: busy},
+            )
+            assert out.returncode == 1, out.stderr
+            last = out.stderr.strip().splitlines()[-1]
+            assert f"cannot listen on {busy} ({setting})" in last and "in use" in last, out.stderr
     finally:
         first.stop()
