@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from fractions import Fraction
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -23,6 +24,16 @@ BITS: Mapping[str, int] = {
     "fp64": 64,
 }
 """Bit length of each precision name (TPP = dense TOPS x bit length)."""
+
+
+def exact(value: float) -> Fraction:
+    """The decimal a file wrote (`repr` gives it back), as an exact fraction.
+
+    Export thresholds (PD 5.92, 3.2, 1.6) and datasheet figures are decimals that binary floats
+    only approximate: in floats 2054.24 / 347 (PD exactly 5.92) comes out 5.9199999..., under
+    the threshold it is at. Classification compares these exact values instead.
+    """
+    return Fraction(repr(value))
 
 
 class Accelerator(NoBoolNumbers):
@@ -55,14 +66,25 @@ class Accelerator(NoBoolNumbers):
         return v
 
     @property
+    def exact_tpp(self) -> Fraction:
+        """Total processing performance: max over precisions of dense TOPS x bit length, exactly."""
+        return max(exact(tops) * BITS[prec] for prec, tops in self.dense_tops.items())
+
+    @property
+    def exact_pd(self) -> Fraction | None:
+        """Performance density TPP / die area, exactly; None when the die area is unknown."""
+        return None if self.die_area_mm2 is None else self.exact_tpp / exact(self.die_area_mm2)
+
+    @property
     def tpp(self) -> float:
-        """Total processing performance: max over precisions of dense TOPS x bit length."""
-        return max(tops * BITS[prec] for prec, tops in self.dense_tops.items())
+        """`exact_tpp` as a float (for display and the CEL `hardware` variable)."""
+        return float(self.exact_tpp)
 
     @property
     def pd(self) -> float | None:
-        """Performance density TPP / die area; None when the die area is unknown."""
-        return None if self.die_area_mm2 is None else self.tpp / self.die_area_mm2
+        """`exact_pd` as a float; None when the die area is unknown."""
+        pd = self.exact_pd
+        return None if pd is None else float(pd)
 
 
 def normalize(name: str) -> str:

@@ -37,12 +37,12 @@ def _prong_holds(prong: Prong, acc: Accelerator, regime: Regime) -> tuple[bool, 
     """Whether the prong holds, and a note when it was assumed (unknown die area)."""
     if prong.pd is not None and regime.density_prongs_datacenter_only and not acc.datacenter:
         return False, ""
-    if prong.tpp is not None and not prong.tpp.holds(acc.tpp):
+    if prong.tpp is not None and not prong.tpp.holds(acc.exact_tpp):
         return False, ""
     if prong.interconnect_gbps is not None and not prong.interconnect_gbps.holds(acc.interconnect_gbps):
         return False, ""
     if prong.pd is not None:
-        pd = acc.pd
+        pd = acc.exact_pd
         if pd is None:
             return True, "die area unknown: density prong assumed met (conservative)"
         if not prong.pd.holds(pd):

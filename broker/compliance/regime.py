@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from fractions import Fraction
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from broker.catalog.accelerators import exact
 from broker.yamlfile import PolicyError, Problem, parse_yaml, position, validation_problems
 
 
@@ -20,8 +22,10 @@ class Bound(_Data):
     min: float | None = None
     max: float | None = None
 
-    def holds(self, value: float) -> bool:
-        return (self.min is None or value >= self.min) and (self.max is None or value < self.max)
+    def holds(self, value: float | Fraction) -> bool:
+        """Whether `value` is within, compared exactly (a PD of exactly 5.92 meets `min: 5.92`)."""
+        v = value if isinstance(value, Fraction) else exact(value)
+        return (self.min is None or v >= exact(self.min)) and (self.max is None or v < exact(self.max))
 
     def __str__(self) -> str:
         if self.min is not None and self.max is not None:
