@@ -49,6 +49,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     for col in ("accelerator", "TPP", "PD", "class", "reason"):
         table.add_column(col, justify="right" if col in ("TPP", "PD") else "left")
     for r in results:
-        table.add_row(r.name, f"{r.tpp:,.0f}", "?" if r.pd is None else f"{r.pd:.2f}", r.cls, r.reason)
+        pd = "?" if r.pd is None else f"{r.pd:.{r.pd_places}f}"
+        table.add_row(r.name, f"{r.tpp:,.{r.tpp_places}f}", pd, r.cls, r.reason)
     (Console() if sys.stdout.isatty() else Console(width=200)).print(table)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from broker.catalog.accelerators import Accelerator
@@ -9,6 +10,15 @@ from broker.compliance.regime import Prong, Regime
 
 NONE = "none"
 UNKNOWN = "unknown"
+
+
+def places(value: float, thresholds: Collection[float], least: int) -> int:
+    """Decimals to show `value` with: `least`, or more where rounding to `least` would put it onto
+    or across a threshold (a PD of 5.918 shown as 5.92 beside a class that needs 5.92 reads wrong)."""
+    p = least
+    while p < 12 and any((round(value, p) >= t) != (value >= t) for t in thresholds):
+        p += 1
+    return p
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +31,16 @@ class Classification:
     cls: str
     reason: str
     regime: str
+    tpp_places: int = 0
+    """Decimals that keep the shown TPP on its side of every threshold of the regime (at least 0)."""
+    pd_places: int = 2
+    """The same for PD (at least 2)."""
 
     def to_json(self) -> dict[str, object]:
         return {
             "name": self.name,
-            "tpp": round(self.tpp, 2),
-            "pd": None if self.pd is None else round(self.pd, 2),
+            "tpp": round(self.tpp, max(2, self.tpp_places)),
+            "pd": None if self.pd is None else round(self.pd, max(2, self.pd_places)),
             "class": self.cls,
             "reason": self.reason,
             "regime": self.regime,
@@ -64,7 +78,12 @@ def _describe(prong: Prong) -> str:
 def classify(acc: Accelerator, regime: Regime) -> Classification:
     """Classify `acc` under `regime`: the first class with a holding prong wins."""
     tpp, pd = acc.tpp, acc.pd
-    facts = f"TPP {tpp:g}" + (f", PD {pd:.2f}" if pd is not None else ", PD unknown")
+    tp = places(tpp, regime.thresholds("tpp"), 0)
+    pp = 2 if pd is None else places(pd, regime.thresholds("pd"), 2)
+    shown = f"{tpp:g}"
+    if any((float(shown) >= t) != (tpp >= t) for t in regime.thresholds("tpp")):
+        shown = f"{tpp:.{tp}f}"  # `g` keeps 6 digits: 4799.9999 would read 4800
+    facts = f"TPP {shown}" + (f", PD {pd:.{pp}f}" if pd is not None else ", PD unknown")
     for rule in regime.classes:
         for prong in rule.prongs:
             holds, note = _prong_holds(prong, acc, regime)
@@ -72,10 +91,10 @@ def classify(acc: Accelerator, regime: Regime) -> Classification:
                 reason = f"{facts}: meets {rule.class_} ({prong.id}: {_describe(prong)})"
                 if note:
                     reason += f"; {note}"
-                return Classification(acc.name, tpp, pd, rule.class_, reason, regime.name)
+                return Classification(acc.name, tpp, pd, rule.class_, reason, regime.name, tp, pp)
     extra = "" if acc.datacenter else "; not a data-center part, so density prongs do not apply"
     return Classification(
-        acc.name, tpp, pd, NONE, f"{facts}: below every {regime.name} threshold{extra}", regime.name
+        acc.name, tpp, pd, NONE, f"{facts}: below every {regime.name} threshold{extra}", regime.name, tp, pp
     )
 
 

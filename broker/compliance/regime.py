@@ -65,6 +65,16 @@ class Regime(_Data):
     def class_names(self) -> tuple[str, ...]:
         return tuple(c.class_ for c in self.classes)
 
+    def thresholds(self, field: str) -> tuple[float, ...]:
+        """Every `min` and `max` the prongs set on `field` (`tpp`, `pd` or `interconnect_gbps`)."""
+        out: list[float] = []
+        for rule in self.classes:
+            for prong in rule.prongs:
+                bound = getattr(prong, field)
+                if bound is not None:
+                    out += [v for v in (bound.min, bound.max) if v is not None]
+        return tuple(out)
+
 
 class RegimeSet(_Data):
     regimes: tuple[Regime, ...] = Field(min_length=1)

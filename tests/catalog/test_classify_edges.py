@@ -45,3 +45,24 @@ def test_a_part_exactly_at_a_density_threshold_meets_it(tmp_path: Path, cli, cap
     assert rows["pd-16"]["class"] == "3A090.b" and "b.1" in rows["pd-16"]["reason"]
     assert (rows["pd-592"]["pd"], rows["pd-32"]["pd"], rows["pd-16"]["pd"]) == (5.92, 3.2, 1.6)
 
+
+def test_a_part_just_under_a_threshold_is_not_shown_at_it(tmp_path: Path, cli, capsys) -> None:  # type: ignore[no-untyped-def]
+    rows = {r["name"]: r for r in json.loads(_classify(tmp_path, cli, capsys, "json"))}
+    under_pd = rows["under-pd-592"]
+    assert under_pd["class"] == "3A090.b" and under_pd["pd"] < 5.92
+    assert "PD 5.92:" not in under_pd["reason"] and "PD 5.918" in under_pd["reason"]
+    under_tpp = rows["under-tpp-4800"]
+    assert under_tpp["class"] == "3A090.b" and under_tpp["tpp"] < 4800
+    assert "TPP 4800:" not in under_tpp["reason"] and "TPP 4799.98" in under_tpp["reason"]
+    under_16 = rows["under-pd-16"]
+    assert under_16["class"] == "none" and under_16["pd"] < 1.6 and "PD 1.60:" not in under_16["reason"]
+    # the same parts in the table: no figure is rounded onto the threshold its class is short of
+    table = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:5]]
+        for line in _classify(tmp_path, cli, capsys, "table").splitlines()
+        if line.startswith("│")
+    }
+    assert table["under-pd-592"][1] != "5.92" and table["under-pd-592"][2] == "3A090.b"
+    assert table["under-tpp-4800"][0] != "4,800" and table["under-tpp-4800"][2] == "3A090.b"
+    assert table["under-pd-16"][1] != "1.60" and table["under-pd-16"][2] == "none"
+    assert table["pd-592"][1] == "5.92" and table["pd-592"][2] == "3A090.a"
