@@ -5,22 +5,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from broker.catalog.accelerators import exact
+from broker.numbers import NoBoolNumbers
 from broker.yamlfile import PolicyError, Problem, parse_yaml, position, validation_problems
 
 
-class _Data(BaseModel):
+class _Data(NoBoolNumbers):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Bound(_Data):
     """`min` inclusive, `max` exclusive; either may be absent."""
 
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(default=None, ge=0)
+    max: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Bound:
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"min {self.min:g} is not below max {self.max:g}: no value is within")
+        return self
 
     def holds(self, value: float | Fraction) -> bool:
         """Whether `value` is within, compared exactly (a PD of exactly 5.92 meets `min: 5.92`)."""
@@ -42,6 +50,14 @@ class Prong(_Data):
     tpp: Bound | None = None
     pd: Bound | None = None
     interconnect_gbps: Bound | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Prong:
+        if self.tpp is None and self.pd is None and self.interconnect_gbps is None:
+            raise ValueError(
+                "a prong with no bound matches every accelerator (give tpp, pd or interconnect_gbps)"
+            )
+        return self
 
 
 class ClassRule(_Data):
@@ -78,7 +94,8 @@ class Regime(_Data):
 
 class RegimeSet(_Data):
     regimes: tuple[Regime, ...] = Field(min_length=1)
-    country_groups: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    country_groups: dict[Annotated[str, Field(min_length=1)], tuple[str, ...]] = Field(default_factory=dict)
+    """Group name -> member countries (ISO 3166 alpha-2, as tenants' entity_country is written)."""
 
     def get(self, name: str) -> Regime | None:
         return next((r for r in self.regimes if r.name == name), None)
@@ -107,6 +124,34 @@ def load_regimes_text(text: str, filename: str) -> RegimeSet:
         if name in names[:i]:
             line, col = position(doc, ["regimes", i, "name"])
             problems.append(Problem(filename, line, col, f"regimes.{i}.name: duplicate regime {name!r}"))
+    for group, members in regimes.country_groups.items():
+        for k, code in enumerate(members):
+            # a member in another form ("MAC", "cn") matches no tenant: the group silently shrinks
+            if not (len(code) == 2 and code.isascii() and code.isalpha() and code.isupper()):
+                line, col = position(doc, ["country_groups", group, k])
+                problems.append(
+                    Problem(
+                        filename,
+                        line,
+                        col,
+                        f"country_groups.{group}.{k}: {code!r} is not an ISO 3166 alpha-2 country code "
+                        "(as tenants' entity_country is written, e.g. MO, CN)",
+                    )
+                )
+    for i, regime in enumerate(regimes.regimes):
+        classes = regime.class_names
+        for j, name in enumerate(classes):
+            if name in classes[:j]:
+                line, col = position(doc, ["regimes", i, "classes", j, "class"])
+                problems.append(
+                    Problem(
+                        filename,
+                        line,
+                        col,
+                        f"regimes.{i}.classes.{j}.class: duplicate class {name!r} in regime {regime.name} "
+                        "(the first one wins; the second never applies)",
+                    )
+                )
     if sum(r.default for r in regimes.regimes) > 1:
         line, col = position(doc, ["regimes"])
         problems.append(Problem(filename, line, col, "regimes: more than one regime is marked default"))
