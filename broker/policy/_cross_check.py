@@ -65,6 +65,7 @@ def check_sites(
             )
         if not site.partitions and site.catalog is None:
             at(["sites", i], f"sites.{i}: a site needs 'partitions' or a 'catalog'")
+        _check_operator(site, i, at)
         _check_partitions(document, site, i, accelerators, at)
         if site.catalog is not None:
             if site.catalog.currency not in currencies:
@@ -78,6 +79,30 @@ def check_sites(
                     f"sites.{i}.catalog.file: file not found: {base / site.catalog.file}",
                 )
     return site_ids
+
+
+def _aws_global(site: Site) -> bool:
+    """Whether the site is in AWS's global partition (run by Amazon Web Services, a US company);
+    the China regions (cn-*) are the aws-cn partition, run by Sinnet and NWCD."""
+    region = site.region or str(site.adapter_config.get("region", ""))
+    return (
+        (site.adapter == "aws" or site.provider == "aws")
+        and site.provider != "aws-cn"
+        and site.adapter_config.get("partition") != "aws-cn"
+        and not region.startswith("cn-")
+    )
+
+
+def _check_operator(site: Site, i: int, at: Report) -> None:
+    # operator_country defaults to the site's country, right for on-prem and domestic clouds but
+    # not for an AWS region abroad: the export rule for US-operated sites would silently be off there
+    if site.operator_country is None and site.country != "US" and _aws_global(site):
+        at(
+            ["sites", i, "country"],
+            f"sites.{i}.operator_country: site {site.id} is in AWS's global partition, operated from the "
+            f"US, but names no operator_country, so it defaults to the site's country ({site.country}) "
+            "and export rules for US-operated sites do not apply there; write operator_country: US",
+        )
 
 
 def _check_partitions(
