@@ -51,7 +51,8 @@ def spend_report(
 
     Tenants see their own; internal tenants and operators anyone's (`*` for all). Not asked for
     one, an operator gets every tenant's, as its job list is every tenant's. Budget fields are
-    set only for one tenant that has a budget, so 0 and "no budget" differ.
+    set only for one tenant that has a budget, so 0 and "no budget" differ. A tenant the policy
+    does not declare, with no spend in the range, is not found (unless it is the caller's own).
     """
     policy = planner.policy
     now = planner.clock.now()
@@ -64,6 +65,9 @@ def spend_report(
     end = until or now
     keys = GROUPINGS.get(group_by, GROUPINGS[pb.SPEND_GROUPING_UNSPECIFIED])
     lines = _spend_lines(store, target, start, end, keys)
+    if target not in ("*", tenant) and policy.tenant(target) is None and not lines:
+        # Not a tenant at all (a typo?): "No monthly budget limit" would read as a real one's.
+        raise JobNotFoundError(f"tenant {target!r} not found: the policy declares no such tenant")
     resp = pb.GetSpendResponse(
         currency=policy.currency,
         month=month,
@@ -84,16 +88,24 @@ def spend_report(
     resp.since.CopyFrom(ts_to_proto(start))
     resp.until.CopyFrom(ts_to_proto(end))
     if target != "*":
-        money = planner.money(target, now, store)
-        budget = planner.budget(target)
-        if budget is not None:
-            resp.budget = budget
-            resp.budget_alert_fraction = policy.burst.budget.alert_fraction
-            resp.budget_alert = budget_alert(policy, target, money)
-        if money.budget_left is not None:
-            resp.budget_left = money.budget_left
-        resp.vouchers_left = sum(money.voucher_balances.values())
+        _add_tenant_money(resp, planner, target, now, store)
     return resp
+
+
+def _add_tenant_money(
+    resp: pb.GetSpendResponse, planner: Planner, target: str, now: datetime, store: JobStore
+) -> None:
+    """One tenant's budget, budget left, alert and vouchers left this month."""
+    policy = planner.policy
+    money = planner.money(target, now, store)
+    budget = planner.budget(target)
+    if budget is not None:
+        resp.budget = budget
+        resp.budget_alert_fraction = policy.burst.budget.alert_fraction
+        resp.budget_alert = budget_alert(policy, target, money)
+    if money.budget_left is not None:
+        resp.budget_left = money.budget_left
+    resp.vouchers_left = sum(money.voucher_balances.values())
 
 
 def _spend_lines(

@@ -1,0 +1,101 @@
+"""What an operator sees of the month's money, through the real broker (szb serve, Alibaba on the
+ECS double, the CLI over gRPC): the global burst cap and what is left of it, an unknown tenant,
+a budget lowered below what is already spent, and the log line of a budget alert."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from google.protobuf import duration_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import BrokerProcess, szb
+from tests.clouds import on_moto
+from tests.clouds.conftest import StartBroker
+from tests.clouds.e2e_helpers import TOKEN, md, wait_state
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+
+UP: set[int] = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
+A10 = "ecs.gn7i-c8g1.2xlarge"
+PRICE = 3600.0  # CNY per hour: 1 CNY a second
+OPERATOR = "operator-token-of-the-on-call"
+
+
+@pytest.fixture
+def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:
+    cloud = EcsCloud(instance_types=(A10,), zones=("cn-beijing-i",))
+    ecs_server.handler = cloud
+    yield cloud
+    ecs_server.handler = EcsCloud()
+
+
+def policy(budget: float, *, cap: float = 50.0, alert: float = 0.5) -> str:
+    return (
+        on_moto.POLICY_HEAD
+        + on_moto.ONPREM_A800
+        + on_moto.cloud_site("ali-bj", "alibaba", "cn-beijing", "ali.csv", currency="CNY")
+        + f"""\
+tenants:
+  - {{id: ot, kind: sme, entity_country: CN, monthly_budget: {budget}}}
+burst:
+  heartbeat_timeout: 1h
+  budget: {{alert_fraction: {alert}, global_monthly_cap: {cap}}}
+"""
+        + on_moto.CN_RESIDENCY
+    )
+
+
+def start(start_broker: StartBroker, ecs_server: EcsEndpoint, budget: float = 10.0) -> BrokerProcess:
+    return start_broker(
+        on_moto.BrokerSetup(
+            policy(budget),
+            tokens={"ot": TOKEN},
+            operators={"ops": OPERATOR},
+            sites={"ali-bj": on_moto.ecs_double(ecs_server.address)},
+            catalogs={
+                "ali.csv": on_moto.catalog(
+                    f"{A10},A10,1,8,30,{PRICE},,cn-beijing,cn-beijing-i,CNY", currency=True
+                )
+            },
+        ),
+        extra_env={"SZB_LOG_FORMAT": "json"},
+    )
+
+
+def a10_job(name: str, runtime_s: int) -> job_pb2.JobSpec:
+    return job_pb2.JobSpec(
+        name=name,
+        command=["python3", "train.py"],
+        runtime_estimate=duration_pb2.Duration(seconds=runtime_s),
+        max_wait=duration_pb2.Duration(seconds=0),
+        resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=1, any_of=["A10"])),
+    )
+
+
+def burst(stub: broker_service_pb2_grpc.BrokerServiceStub, name: str, runtime_s: int) -> str:
+    """Submit a job that bursts at once (1 CNY reserved per second of estimate); its id once up."""
+    job = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job(name, runtime_s)), metadata=md()).job
+    wait_state(stub, job.id, UP)
+    return job.id
+
+
+def ok(broker: BrokerProcess, token: str, *args: str) -> str:
+    done = szb(broker, token, *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_spend_of_a_tenant_the_policy_does_not_declare_is_an_error(
+    ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    broker = start(start_broker, ecs_server)
+    done = szb(broker, OPERATOR, "spend", "--tenant", "nobody")
+    assert done.returncode != 0, done.stdout
+    assert "nobody" in done.stderr and "not found" in done.stderr.lower(), done.stderr
+    assert "No monthly budget limit" not in done.stdout
+    # A declared tenant with no spend, and the operator's own tenant, still answer.
+    assert json.loads(ok(broker, OPERATOR, "spend", "--tenant", "ot", "-o", "json"))["budget_left"] == 10.0
+    assert json.loads(ok(broker, OPERATOR, "spend", "--tenant", "ops", "-o", "json"))["lines"] == []
