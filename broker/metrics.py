@@ -264,14 +264,21 @@ class MetricsServer:
 
 
 def heartbeat_lags(
-    live: Iterable[Attempt], heartbeats: Mapping[str, datetime], now: datetime, cloud: Callable[[str], bool]
+    live: Iterable[Attempt],
+    heartbeats: Mapping[str, datetime],
+    now: datetime,
+    cloud: Callable[[str], bool],
+    since: datetime,
 ) -> dict[str, float]:
-    """site -> max seconds since a live cloud attempt last reported (since it started when never)."""
+    """site -> max seconds since a live cloud attempt last reported (since it started when never).
+
+    `since`: when this broker began listening for them; what an instance said before is unknown
+    (the heartbeat timeout counts from there too), so a restart does not show days of silence."""
     out: dict[str, float] = {}
     for attempt in live:
         if not cloud(attempt.site) or attempt.backend_id is None:
             continue
-        last = heartbeats.get(attempt.id, attempt.created_at)
+        last = heartbeats.get(attempt.id, max(attempt.created_at, since))
         lag = max(0.0, (now - last).total_seconds())
         out[attempt.site] = max(out.get(attempt.site, 0.0), lag)
     return out

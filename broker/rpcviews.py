@@ -67,7 +67,11 @@ class RpcViews:
             unhealthy=lambda: {str(site): why for site, why in planner.unhealthy_now().items()},
             money=money,
             heartbeat_lag=lambda: heartbeat_lags(
-                store.live_attempts(), dispatcher.heartbeats, self.clock.now(), planner.needs_agent
+                store.live_attempts(),
+                dispatcher.heartbeats,
+                self.clock.now(),
+                planner.needs_agent,
+                dispatcher.started_at,
             ),
             policy_hash=lambda: planner.policy_hash,
             currency=lambda: planner.policy.currency,

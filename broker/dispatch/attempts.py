@@ -26,7 +26,8 @@ class AttemptTracking:
     planner: DecisionMaker
     clock: Clock
     heartbeats: dict[str, datetime]
-    _started_at: datetime
+    started_at: datetime
+    """When this process started following attempts: no silence before it is known."""
     _background: set[asyncio.Task[None]]
     _inflight: dict[JobId, asyncio.Task[None]]
     _stops_in_flight: set[str]
@@ -66,7 +67,7 @@ class AttemptTracking:
             return
         if status.state == AttemptState.RUNNING and self.planner.needs_agent(attempt.site):
             # After a (re)start every live attempt gets a full heartbeat timeout of grace.
-            last = self.heartbeats.get(attempt.id, max(attempt.created_at, self._started_at))
+            last = self.heartbeats.get(attempt.id, max(attempt.created_at, self.started_at))
             silent = (self.clock.now() - last).total_seconds()
             if silent > self.planner.failover().heartbeat_timeout_s:
                 status = AttemptStatus(
@@ -81,7 +82,7 @@ class AttemptTracking:
         """An agent-run attempt started before this broker did, never heard from since."""
         return (
             self.planner.needs_agent(attempt.site)
-            and attempt.created_at < self._started_at
+            and attempt.created_at < self.started_at
             and attempt.id not in self.heartbeats
         )
 

@@ -62,7 +62,7 @@ class Dispatcher(Scheduling):
         self.stats = DispatchStats()
         self.metrics = metrics or BrokerMetrics()
         self.heartbeats: dict[str, datetime] = {}
-        self._started_at = clock.now()
+        self.started_at = clock.now()
         self._background: set[asyncio.Task[None]] = set()
         self._last_reconcile = 0.0
         self._last_withdraw = 0.0

@@ -52,7 +52,7 @@ class StoreOnlyDispatch(AttemptTracking):
         self.stats = DispatchStats()
         self.agent_endpoint = ""
         self.agent_ca_pem = ""
-        self._started_at = clock.now()
+        self.started_at = clock.now()
         self._background: set[asyncio.Task[None]] = set()
         self._inflight: dict[JobId, asyncio.Task[None]] = {}
         self._snap: tuple[float, PassSnapshot] | None = None
