@@ -104,7 +104,7 @@ def _add_tenant_money(
         resp.budget_alert_fraction = policy.burst.budget.alert_fraction
         resp.budget_alert = budget_alert(policy, target, money)
     if money.budget_left is not None:
-        resp.budget_left = money.budget_left
+        resp.budget_left, resp.budget_over = left_and_over(money.budget_left)
     resp.vouchers_left = sum(money.voucher_balances.values())
 
 
@@ -130,6 +130,12 @@ def _spend_lines(
                 line[1] += e.reserved
             line[2] += e.voucher
     return lines
+
+
+def left_and_over(left: float) -> tuple[float, float]:
+    """(left, over) of a limit in cents: a limit lowered below what is already spent has 0.00
+    left and is over by the rest, never "-0.08 left"."""
+    return round(max(0.0, left), 2), round(max(0.0, -left), 2)
 
 
 _HEALTH_KINDS = ("circuit open", "capacity unavailable")
@@ -248,13 +254,14 @@ def _add_budgets(
         if budget is not None:
             line.budget = budget
         if money.budget_left is not None:
-            line.budget_left = money.budget_left
+            line.budget_left, line.budget_over = left_and_over(money.budget_left)
         resp.tenants.append(line)
         tenants.append(
             {
                 "tenant": tenant_id,
                 "budget": budget,
-                "budget_left": money.budget_left,
+                "budget_left": line.budget_left if line.HasField("budget_left") else None,
+                "budget_over": line.budget_over,
                 "vouchers_left": sum(money.voucher_balances.values()),
                 "budget_alert": alert,
             }

@@ -78,6 +78,8 @@ def _status_json(resp: pb.GetStatusResponse) -> dict[str, Any]:
             "tenant": t.tenant,
             "budget": t.budget if t.HasField("budget") else None,
             "budget_left": t.budget_left if t.HasField("budget_left") else None,
+            "budget_over": t.budget_over,
+            "budget_alert": t.budget_alert,
             "vouchers_left": t.vouchers_left,
         }
         for t in resp.tenants
@@ -126,9 +128,14 @@ def _print_refusals(resp: pb.GetStatusResponse, console: Console) -> None:
         console.print(f"[red]secret file open to jobs[/]: {escape(exposed)}", highlight=False, soft_wrap=True)
 
 
-def _used(budget: float, left: float) -> str:
-    """How much of a budget is spent or reserved, as a percentage."""
-    return f"{(budget - left) / budget:.0%}" if budget else "-"
+def _used(budget: float, left: float, over: float = 0.0) -> str:
+    """How much of a budget is spent or reserved, as a percentage (past 100% when over it)."""
+    return f"{(budget - left + over) / budget:.0%}" if budget else "-"
+
+
+def _over(over: float) -> str:
+    """What a budget lowered below the month's spend is exceeded by ("" when within it)."""
+    return f"over by {over:,.2f}" if over > 0 else ""
 
 
 def _print_tenants(resp: pb.GetStatusResponse, console: Console) -> None:
@@ -137,8 +144,10 @@ def _print_tenants(resp: pb.GetStatusResponse, console: Console) -> None:
         if t.HasField("budget"):
             left = t.budget_left if t.HasField("budget_left") else t.budget
             money = f"{left:,.2f} of {t.budget:,.2f} {resp.currency} left"
+            if t.budget_over > 0:
+                money += f" [red]({_over(t.budget_over)})[/]"
             if t.budget_alert:
-                money += f" [red](alert: {_used(t.budget, left)} of the budget used)[/]"
+                money += f" [red](alert: {_used(t.budget, left, t.budget_over)} of the budget used)[/]"
         else:
             money = "no budget limit"
         console.print(f"  {escape(t.tenant)}: {money}, vouchers {t.vouchers_left:,.2f} {resp.currency}")
@@ -212,10 +221,11 @@ def cmd_spend(args: argparse.Namespace) -> int:
     console.print(f"Total spent {resp.total_spent:,.2f} {resp.currency}, reserved {resp.total_reserved:,.2f}")
     if resp.HasField("budget"):
         left = resp.budget_left if resp.HasField("budget_left") else resp.budget
-        console.print(f"Budget {resp.budget:,.2f} {resp.currency} this month, left {left:,.2f}")
+        over = f", [red]{_over(resp.budget_over)}[/]" if resp.budget_over > 0 else ""
+        console.print(f"Budget {resp.budget:,.2f} {resp.currency} this month, left {left:,.2f}{over}")
         if resp.budget_alert:
             console.print(
-                f"[red]alert: {_used(resp.budget, left)} of the budget used[/] "
+                f"[red]alert: {_used(resp.budget, left, resp.budget_over)} of the budget used[/] "
                 f"(alert at {resp.budget_alert_fraction:.0%})"
             )
     elif resp.HasField("vouchers_left"):  # set for one tenant only (an operator's default is all)

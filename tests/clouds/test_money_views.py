@@ -5,8 +5,11 @@ a budget lowered below what is already spent, and the log line of a budget alert
 from __future__ import annotations
 
 import json
+import signal
+import time
 from collections.abc import Iterator
 
+import grpc
 import pytest
 from google.protobuf import duration_pb2
 
@@ -48,10 +51,12 @@ burst:
     )
 
 
-def start(start_broker: StartBroker, ecs_server: EcsEndpoint, budget: float = 10.0) -> BrokerProcess:
+def start(
+    start_broker: StartBroker, ecs_server: EcsEndpoint, budget: float = 10.0, cap: float = 50.0
+) -> BrokerProcess:
     return start_broker(
         on_moto.BrokerSetup(
-            policy(budget),
+            policy(budget, cap=cap),
             tokens={"ot": TOKEN},
             operators={"ops": OPERATOR},
             sites={"ali-bj": on_moto.ecs_double(ecs_server.address)},
@@ -99,3 +104,28 @@ def test_spend_of_a_tenant_the_policy_does_not_declare_is_an_error(
     # A declared tenant with no spend, and the operator's own tenant, still answer.
     assert json.loads(ok(broker, OPERATOR, "spend", "--tenant", "ot", "-o", "json"))["budget_left"] == 10.0
     assert json.loads(ok(broker, OPERATOR, "spend", "--tenant", "ops", "-o", "json"))["lines"] == []
+
+
+def test_a_budget_lowered_below_the_spend_shows_nothing_left_and_how_much_it_is_over(
+    ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    broker = start(start_broker, ecs_server, budget=100.0, cap=500.0)
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        burst(stub, "sixty", 60)  # 60 CNY reserved (for its minute: the test is done before)
+        old = stub.GetStatus(pb.GetStatusRequest(), metadata=md()).policy_hash
+        (broker.config.parent / "policy.yaml").write_text(policy(18.9, cap=500.0))
+        assert broker.proc is not None
+        broker.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while stub.GetStatus(pb.GetStatusRequest(), metadata=md()).policy_hash == old:
+            assert time.monotonic() < deadline, "the lowered budget never went into force"
+            time.sleep(0.2)
+    spend = json.loads(ok(broker, TOKEN, "spend", "-o", "json"))
+    assert (spend["budget"], spend["budget_left"], spend["budget_over"]) == (18.9, 0.0, 41.1), spend
+    text = ok(broker, TOKEN, "spend")
+    assert "left 0.00, over by 41.10" in text and "-41.1" not in text, text
+    [mine] = json.loads(ok(broker, OPERATOR, "status", "-o", "json"))["tenants"]
+    assert (mine["budget_left"], mine["budget_over"]) == (0.0, 41.1), mine
+    text = ok(broker, OPERATOR, "status")
+    assert "ot: 0.00 of 18.90 CNY left (over by 41.10)" in text and "-41.1" not in text, text

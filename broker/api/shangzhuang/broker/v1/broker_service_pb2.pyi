@@ -479,6 +479,7 @@ class GetSpendResponse(_message.Message):
     TOTAL_RESERVED_FIELD_NUMBER: _builtins.int
     BUDGET_ALERT_FIELD_NUMBER: _builtins.int
     BUDGET_ALERT_FRACTION_FIELD_NUMBER: _builtins.int
+    BUDGET_OVER_FIELD_NUMBER: _builtins.int
     currency: _builtins.str
     month: _builtins.str
     budget: _builtins.float
@@ -493,6 +494,10 @@ class GetSpendResponse(_message.Message):
     """
     budget_alert_fraction: _builtins.float
     """The policy's burst.budget.alert_fraction (set with `budget`)."""
+    budget_over: _builtins.float
+    """How much spend and reservations this month exceed `budget` (a budget lowered below what was
+    already spent); 0 when within it. `budget_left` is then 0, never negative.
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___SpendLine]: ...
     @_builtins.property
@@ -514,10 +519,11 @@ class GetSpendResponse(_message.Message):
         total_reserved: _builtins.float = ...,
         budget_alert: _builtins.bool = ...,
         budget_alert_fraction: _builtins.float | None = ...,
+        budget_over: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_alert_fraction", b"_budget_alert_fraction", "_budget_left", b"_budget_left", "_vouchers_left", b"_vouchers_left", "budget", b"budget", "budget_alert_fraction", b"budget_alert_fraction", "budget_left", b"budget_left", "since", b"since", "until", b"until", "vouchers_left", b"vouchers_left"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_alert_fraction", b"_budget_alert_fraction", "_budget_left", b"_budget_left", "_vouchers_left", b"_vouchers_left", "budget", b"budget", "budget_alert", b"budget_alert", "budget_alert_fraction", b"budget_alert_fraction", "budget_left", b"budget_left", "currency", b"currency", "lines", b"lines", "month", b"month", "since", b"since", "total_reserved", b"total_reserved", "total_spent", b"total_spent", "until", b"until", "vouchers_left", b"vouchers_left"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_alert_fraction", b"_budget_alert_fraction", "_budget_left", b"_budget_left", "_vouchers_left", b"_vouchers_left", "budget", b"budget", "budget_alert", b"budget_alert", "budget_alert_fraction", b"budget_alert_fraction", "budget_left", b"budget_left", "budget_over", b"budget_over", "currency", b"currency", "lines", b"lines", "month", b"month", "since", b"since", "total_reserved", b"total_reserved", "total_spent", b"total_spent", "until", b"until", "vouchers_left", b"vouchers_left"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget: _TypeAlias = _typing.Literal["budget"]  # noqa: Y015
     _WhichOneofArgType__budget: _TypeAlias = _typing.Literal["_budget", b"_budget"]  # noqa: Y015
@@ -601,12 +607,15 @@ class TenantBudget(_message.Message):
     BUDGET_LEFT_FIELD_NUMBER: _builtins.int
     VOUCHERS_LEFT_FIELD_NUMBER: _builtins.int
     BUDGET_ALERT_FIELD_NUMBER: _builtins.int
+    BUDGET_OVER_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     budget: _builtins.float
     budget_left: _builtins.float
     vouchers_left: _builtins.float
     budget_alert: _builtins.bool
     """Spend and reservations this month have reached the policy's burst.budget.alert_fraction of the budget."""
+    budget_over: _builtins.float
+    """How much spend and reservations this month exceed the budget (`budget_left` is then 0)."""
     def __init__(
         self,
         *,
@@ -615,10 +624,11 @@ class TenantBudget(_message.Message):
         budget_left: _builtins.float | None = ...,
         vouchers_left: _builtins.float = ...,
         budget_alert: _builtins.bool = ...,
+        budget_over: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_left", b"_budget_left", "budget", b"budget", "budget_left", b"budget_left"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_left", b"_budget_left", "budget", b"budget", "budget_alert", b"budget_alert", "budget_left", b"budget_left", "tenant", b"tenant", "vouchers_left", b"vouchers_left"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_left", b"_budget_left", "budget", b"budget", "budget_alert", b"budget_alert", "budget_left", b"budget_left", "budget_over", b"budget_over", "tenant", b"tenant", "vouchers_left", b"vouchers_left"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget: _TypeAlias = _typing.Literal["budget"]  # noqa: Y015
     _WhichOneofArgType__budget: _TypeAlias = _typing.Literal["_budget", b"_budget"]  # noqa: Y015
