@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,8 @@ from broker.quota import Quotas, QuotaUsage
 from broker.store import JobPage, JobStore, SqliteStore, StoreError
 from broker.submit import AdmitFn, GrantFn, SubmitPath
 from broker.validation import FieldViolation
+
+log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -175,7 +178,14 @@ class BrokerServices:
     async def cancel(self, caller: Principal, job_id: str) -> Job:
         """Cancel the job; the event records who asked and in which role."""
         job = self.get(caller, job_id)
-        return await self.dispatcher.cancel(job, by=caller.who, role=caller.role.value)
+        done = await self.dispatcher.cancel(job, by=caller.who, role=caller.role.value)
+        if not job.state.terminal:  # a cancel of a finished job changes nothing: no line
+            log.info(
+                "job %s (%s) cancelled by %s (%s) in state %s",
+                job.id, job.spec.name, caller.who, caller.role.value, job.state.value,
+                extra={"event": "cancelled", "job_id": job.id, "tenant": job.tenant, "by": caller.who},
+            )
+        return done
 
     async def watch(self, caller: Principal, job_id: str, after_seq: int) -> AsyncGenerator[JobEvent, None]:
         """Every event after `after_seq`, live, until the job is terminal (one stream slot held)."""

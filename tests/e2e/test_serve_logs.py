@@ -133,6 +133,26 @@ def test_a_submission_refused_for_want_of_an_allowed_offer_is_logged(config: Pat
     assert record["policy_hash"] and "job_id" not in record, record
 
 
+def test_a_cancel_is_logged_with_who_asked(config: Path) -> None:
+    """A cancel stops work someone paid for: the log names the job, its tenant and who cancelled it,
+    as it does for a refusal, not only the job's own events."""
+    serve = Serve("--config", str(config), "--listen", "127.0.0.1:0", "--log-format", "json")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{serve.port}") as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            j = stub.SubmitJob(
+                pb.SubmitJobRequest(job=job("long", "sleep", "120")), metadata=auth("team-a")
+            ).job
+            serve.wait_for(rf'"job_id": "{j.id}".*"event": "placed"|"event": "placed".*"job_id": "{j.id}"')
+            stub.CancelJob(pb.CancelJobRequest(id=j.id), metadata=auth("team-a"))
+            line = serve.wait_for('"event": "cancelled"')
+    finally:
+        serve.stop()
+    record = json.loads(line)
+    assert record["job_id"] == j.id and record["tenant"] == "team-a", record
+    assert record["by"] and record["by"] in record["message"], record
+
+
 def test_text_format_and_log_level(config: Path) -> None:
     serve = Serve(
         "--config",
