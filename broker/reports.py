@@ -89,7 +89,20 @@ def spend_report(
     resp.until.CopyFrom(ts_to_proto(end))
     if target != "*":
         _add_tenant_money(resp, planner, target, now, store)
+    elif (cap := burst_cap(planner, now, store)) is not None:
+        resp.burst_cap.CopyFrom(cap)
     return resp
+
+
+def burst_cap(planner: Planner, now: datetime, store: JobStore) -> pb.BurstCap | None:
+    """The policy's global burst cap against every tenant's spend and reservations this month
+    (None: the policy has no cap). For those who see every tenant's money only."""
+    cap = planner.policy.burst.budget.global_monthly_cap
+    if cap is None:
+        return None
+    used = planner.ledger.cap_used(now, store)
+    left, over = left_and_over(cap - used)
+    return pb.BurstCap(cap=cap, used=round(used, 2), left=left, over=over)
 
 
 def _add_tenant_money(
@@ -195,6 +208,8 @@ def status_report(
     resp.burst_decisions_last_hour = sum(1 for b in bursts if b >= hour_ago)
     shown = [t.id for t in planner.policy.tenants] if operator else [tenant]
     tenants = _add_budgets(resp, planner, now, store, shown)
+    if operator and (cap := burst_cap(planner, now, store)) is not None:
+        resp.burst_cap.CopyFrom(cap)
     unhealthy: dict[str, str] = {str(site): why for site, why in planner.unhealthy_now().items()}
     if not operator:
         unhealthy = {site: health_summary(why) for site, why in unhealthy.items()}

@@ -84,6 +84,9 @@ def _status_json(resp: pb.GetStatusResponse) -> dict[str, Any]:
         }
         for t in resp.tenants
     ]
+    if resp.HasField("burst_cap"):  # every figure, 0 included (operators only)
+        c = resp.burst_cap
+        body["burst_cap"] = {"cap": c.cap, "used": c.used, "left": c.left, "over": c.over}
     return body
 
 
@@ -138,8 +141,19 @@ def _over(over: float) -> str:
     return f"over by {over:,.2f}" if over > 0 else ""
 
 
+def _print_cap(cap: pb.BurstCap, currency: str, console: Console) -> None:
+    """The global burst cap: every tenant's spend and reservations this month against it."""
+    over = f", [red]{_over(cap.over)}[/]" if cap.over > 0 else ""
+    console.print(
+        f"Global burst cap: {cap.used:,.2f} of {cap.cap:,.2f} {currency} spent or reserved "
+        f"this month, {cap.left:,.2f} left{over}"
+    )
+
+
 def _print_tenants(resp: pb.GetStatusResponse, console: Console) -> None:
-    """Budgets and vouchers per tenant, unhealthy sites, the caller's quota."""
+    """The global burst cap, budgets and vouchers per tenant, unhealthy sites, the caller's quota."""
+    if resp.HasField("burst_cap"):
+        _print_cap(resp.burst_cap, resp.currency, console)
     for t in resp.tenants:
         if t.HasField("budget"):
             left = t.budget_left if t.HasField("budget_left") else t.budget
@@ -200,8 +214,8 @@ def cmd_spend(args: argparse.Namespace) -> int:
         body = MessageToDict(
             resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
-        for key in ("budget", "budget_left", "budget_alert_fraction", "vouchers_left"):
-            body.setdefault(key, None)  # unset: no budget (or several tenants), never 0
+        for key in ("budget", "budget_left", "budget_alert_fraction", "vouchers_left", "burst_cap"):
+            body.setdefault(key, None)  # unset: no budget (or several tenants; one: no cap), never 0
         print(json.dumps(body, indent=2))
         return 0
     since = resp.since.ToDatetime(tzinfo=UTC).astimezone(BEIJING_TZ)
@@ -230,6 +244,8 @@ def cmd_spend(args: argparse.Namespace) -> int:
             )
     elif resp.HasField("vouchers_left"):  # set for one tenant only (an operator's default is all)
         console.print("No monthly budget limit")
+    if resp.HasField("burst_cap"):
+        _print_cap(resp.burst_cap, resp.currency, console)
     if resp.HasField("vouchers_left"):
         console.print(f"Vouchers left {resp.vouchers_left:,.2f} {resp.currency}")
     return 0

@@ -54,6 +54,10 @@ class SpendLedger:
     def budget(self, tenant: str) -> float | None:
         return monthly_budget(self._policy(), tenant)
 
+    def cap_used(self, now: datetime, store: JobStore) -> float:
+        """Every tenant's cash spent and reserved this month: what the global burst cap counts."""
+        return sum(c.cash for c in charges(store.spend_entries(month_of(now))))
+
     def reserve(self, job: Job, attempt: Attempt, decision: Decision, store: JobStore) -> bool:
         """Reserve a burst's estimated cash atomically; False when a budget would be exceeded."""
         policy = self._policy()

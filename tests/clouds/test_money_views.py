@@ -93,6 +93,25 @@ def ok(broker: BrokerProcess, token: str, *args: str) -> str:
     return done.stdout
 
 
+def test_status_and_spend_show_the_global_burst_cap_and_what_is_left_of_it(
+    ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    broker = start(start_broker, ecs_server, budget=100.0)
+    with grpc.insecure_channel(broker.address) as channel:
+        burst(broker_service_pb2_grpc.BrokerServiceStub(channel), "forty", 40)  # 40 of the 50 CNY cap
+    status = json.loads(ok(broker, OPERATOR, "status", "-o", "json"))
+    assert status["burst_cap"] == {"cap": 50.0, "used": 40.0, "left": 10.0, "over": 0.0}, status
+    text = ok(broker, OPERATOR, "status")
+    assert "Global burst cap: 40.00 of 50.00 CNY spent or reserved this month, 10.00 left" in text, text
+    spend = json.loads(ok(broker, OPERATOR, "spend", "--tenant", "*", "-o", "json"))
+    assert spend["burst_cap"] == {"cap": 50.0, "used": 40.0, "left": 10.0, "over": 0.0}, spend
+    text = ok(broker, OPERATOR, "spend", "--tenant", "*")
+    assert "Global burst cap: 40.00 of 50.00 CNY spent or reserved this month, 10.00 left" in text, text
+    # A tenant sees its own money, not what every tenant has spent.
+    assert "burst_cap" not in json.loads(ok(broker, TOKEN, "status", "-o", "json"))
+    assert json.loads(ok(broker, TOKEN, "spend", "-o", "json")).get("burst_cap") is None
+
+
 def test_spend_of_a_tenant_the_policy_does_not_declare_is_an_error(
     ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
 ) -> None:

@@ -480,6 +480,7 @@ class GetSpendResponse(_message.Message):
     BUDGET_ALERT_FIELD_NUMBER: _builtins.int
     BUDGET_ALERT_FRACTION_FIELD_NUMBER: _builtins.int
     BUDGET_OVER_FIELD_NUMBER: _builtins.int
+    BURST_CAP_FIELD_NUMBER: _builtins.int
     currency: _builtins.str
     month: _builtins.str
     budget: _builtins.float
@@ -504,6 +505,12 @@ class GetSpendResponse(_message.Message):
     def since(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def until(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def burst_cap(self) -> Global___BurstCap:
+        """The policy's global burst cap this month (every tenant's spend): set for "*" (every
+        tenant), when the policy has a cap.
+        """
+
     def __init__(
         self,
         *,
@@ -520,10 +527,11 @@ class GetSpendResponse(_message.Message):
         budget_alert: _builtins.bool = ...,
         budget_alert_fraction: _builtins.float | None = ...,
         budget_over: _builtins.float = ...,
+        burst_cap: Global___BurstCap | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_alert_fraction", b"_budget_alert_fraction", "_budget_left", b"_budget_left", "_vouchers_left", b"_vouchers_left", "budget", b"budget", "budget_alert_fraction", b"budget_alert_fraction", "budget_left", b"budget_left", "since", b"since", "until", b"until", "vouchers_left", b"vouchers_left"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_alert_fraction", b"_budget_alert_fraction", "_budget_left", b"_budget_left", "_vouchers_left", b"_vouchers_left", "budget", b"budget", "budget_alert_fraction", b"budget_alert_fraction", "budget_left", b"budget_left", "burst_cap", b"burst_cap", "since", b"since", "until", b"until", "vouchers_left", b"vouchers_left"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_alert_fraction", b"_budget_alert_fraction", "_budget_left", b"_budget_left", "_vouchers_left", b"_vouchers_left", "budget", b"budget", "budget_alert", b"budget_alert", "budget_alert_fraction", b"budget_alert_fraction", "budget_left", b"budget_left", "budget_over", b"budget_over", "currency", b"currency", "lines", b"lines", "month", b"month", "since", b"since", "total_reserved", b"total_reserved", "total_spent", b"total_spent", "until", b"until", "vouchers_left", b"vouchers_left"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget", b"_budget", "_budget_alert_fraction", b"_budget_alert_fraction", "_budget_left", b"_budget_left", "_vouchers_left", b"_vouchers_left", "budget", b"budget", "budget_alert", b"budget_alert", "budget_alert_fraction", b"budget_alert_fraction", "budget_left", b"budget_left", "budget_over", b"budget_over", "burst_cap", b"burst_cap", "currency", b"currency", "lines", b"lines", "month", b"month", "since", b"since", "total_reserved", b"total_reserved", "total_spent", b"total_spent", "until", b"until", "vouchers_left", b"vouchers_left"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__budget: _TypeAlias = _typing.Literal["budget"]  # noqa: Y015
     _WhichOneofArgType__budget: _TypeAlias = _typing.Literal["_budget", b"_budget"]  # noqa: Y015
@@ -543,6 +551,40 @@ class GetSpendResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__vouchers_left) -> _WhichOneofReturnType__vouchers_left | None: ...
 
 Global___GetSpendResponse: _TypeAlias = GetSpendResponse  # noqa: Y015
+
+@_typing.final
+class BurstCap(_message.Message):
+    """The policy's burst.budget.global_monthly_cap against every tenant's burst money this month."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAP_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    LEFT_FIELD_NUMBER: _builtins.int
+    OVER_FIELD_NUMBER: _builtins.int
+    cap: _builtins.float
+    """The cap, in the policy currency."""
+    used: _builtins.float
+    """Spend and reservations of every tenant this month."""
+    left: _builtins.float
+    """What is left before the cap (0 when over it)."""
+    over: _builtins.float
+    """How much `used` exceeds the cap (0 when within it)."""
+    def __init__(
+        self,
+        *,
+        cap: _builtins.float = ...,
+        used: _builtins.float = ...,
+        left: _builtins.float = ...,
+        over: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cap", b"cap", "left", b"left", "over", b"over", "used", b"used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BurstCap: _TypeAlias = BurstCap  # noqa: Y015
 
 @_typing.final
 class GetStatusRequest(_message.Message):
@@ -775,6 +817,7 @@ class GetStatusResponse(_message.Message):
     EXPOSED_SECRET_FILES_FIELD_NUMBER: _builtins.int
     QUOTA_FIELD_NUMBER: _builtins.int
     OPERATOR_VIEW_FIELD_NUMBER: _builtins.int
+    BURST_CAP_FIELD_NUMBER: _builtins.int
     burst_decisions_last_hour: _builtins.int
     policy_hash: _builtins.str
     status_json: _builtins.str
@@ -819,6 +862,10 @@ class GetStatusResponse(_message.Message):
     def quota(self) -> Global___QuotaStatus:
         """Field numbers from 20 on: the caller's own view (see QuotaStatus)."""
 
+    @_builtins.property
+    def burst_cap(self) -> Global___BurstCap:
+        """Operators only: the policy's global burst cap this month (unset without a cap)."""
+
     def __init__(
         self,
         *,
@@ -836,10 +883,11 @@ class GetStatusResponse(_message.Message):
         exposed_secret_files: _abc.Iterable[_builtins.str] | None = ...,
         quota: Global___QuotaStatus | None = ...,
         operator_view: _builtins.bool = ...,
+        burst_cap: Global___BurstCap | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["quota", b"quota", "refused_policy", b"refused_policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["burst_cap", b"burst_cap", "quota", b"quota", "refused_policy", b"refused_policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_decisions_last_hour", b"burst_decisions_last_hour", "currency", b"currency", "exposed_secret_files", b"exposed_secret_files", "jobs_by_state", b"jobs_by_state", "operator_view", b"operator_view", "partitions", b"partitions", "policy_hash", b"policy_hash", "quota", b"quota", "refused_policy", b"refused_policy", "refused_tokens_file", b"refused_tokens_file", "status_json", b"status_json", "tenants", b"tenants", "unhealthy_sites", b"unhealthy_sites"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_cap", b"burst_cap", "burst_decisions_last_hour", b"burst_decisions_last_hour", "currency", b"currency", "exposed_secret_files", b"exposed_secret_files", "jobs_by_state", b"jobs_by_state", "operator_view", b"operator_view", "partitions", b"partitions", "policy_hash", b"policy_hash", "quota", b"quota", "refused_policy", b"refused_policy", "refused_tokens_file", b"refused_tokens_file", "status_json", b"status_json", "tenants", b"tenants", "unhealthy_sites", b"unhealthy_sites"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
