@@ -1,22 +1,22 @@
 """The shell around reclaim: one scheduler's waste budget and the borrowed work still stopping.
 
 `FairQueue.reclaim_for` asks `Reclaimer.take` which borrowed attempts on a partition to preempt
-for a job within its quota (`broker.fairshare.reclaim` chooses them), and what the job's reasons
-say first: that they are preempted for it, or that they are not, since preempting them would
-lose more work than the waste budget has left.
+for a job within its quota (`broker.fairshare.reclaim` chooses them, `broker.fairshare.budget`
+paces them), and what the job's reasons say first: that they are preempted for it, or when they
+will be, once the budget's bucket has refilled enough for the work they would lose.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from broker.decision import ReclaimVictim
 from broker.fairshare import onprem_partitions, partition_units, resolve_share
 from broker.fairshare.book import FairShareBook
-from broker.fairshare.reclaim import Running, Victim, over_budget, victims
+from broker.fairshare.budget import Bucket
+from broker.fairshare.reclaim import Running, Victim, cheapest, victims
 from broker.policy import Policy
 
 
@@ -26,15 +26,15 @@ class Taken:
 
     victims: tuple[ReclaimVictim, ...] = ()
     reason: str | None = None
-    """The job's first reason: the preemption, or the budget that keeps it from one (None: neither)."""
+    """The job's first reason: the preemption, or the budget that delays it (None: neither)."""
 
 
 class Reclaimer:
-    """Recent preemptions per partition (the waste budget) and preempted work still stopping."""
+    """The waste budget's bucket per partition and preempted work still stopping."""
 
     def __init__(self) -> None:
-        self._wasted: deque[tuple[float, str, float]] = deque()
-        """(time, partition, unit-seconds) of recent preemptions, for the waste budget."""
+        self._buckets: dict[str, Bucket] = {}
+        """Per partition; a partition not yet charged has a full bucket."""
         self._freeing: dict[str, list[tuple[float, int]]] = {}
         """Units of preempted work still shutting down, per partition (until a time)."""
 
@@ -58,31 +58,37 @@ class Reclaimer:
             return Taken()
         tenant, need = owner
         t, window = now.timestamp(), rc.window.total_seconds()
-        while self._wasted and self._wasted[0][0] < t - window:
-            self._wasted.popleft()
         freeing = [(until, n) for until, n in self._freeing.get(partition, []) if until > t]
         self._freeing[partition] = freeing
-        budget = rc.max_capacity_share * partition_units(part) * window
-        left = budget - sum(w for _, p, w in self._wasted if p == partition)
+        units = partition_units(part)
+        capacity, rate = rc.max_capacity_share * units * window, rc.max_capacity_share * units
+        old = self._buckets.get(partition)
+        bucket = Bucket.full(capacity, rate, t) if old is None else old.resized(capacity, rate)
         running = [
             Running(aid, h.tenant, h.units, h.start, h.checkpoint_s)
             for aid, h in book.live.items()
             if h.partition == partition
         ]
         tenants = {tenant, *(r.tenant for r in running)}  # the owner's quota bounds what it takes back
-        quotas = {t: resolve_share(policy, t).quota.get(partition, 0) for t in tenants}
+        quotas = {tn: resolve_share(policy, tn).quota.get(partition, 0) for tn in tenants}
         free += sum(n for _, n in freeing)
         chosen = victims(
             owner=tenant, need=need, free=free, running=running, quotas=quotas, ratios=ratios,
-            waste_left=left, now=now,
+            waste_left=bucket.level_at(t), now=now,
         )
         if not chosen:
-            short = over_budget(owner=tenant, need=need, free=free, running=running, quotas=quotas, now=now)
-            return Taken(reason=None if short is None else refused(policy, partition, short, left))
+            # Nothing fits in what the bucket holds: the least costly set goes when the bucket is
+            # full, whatever it loses (into debt), so the rate limit never keeps a quota for good.
+            least = cheapest(owner=tenant, need=need, free=free, running=running, quotas=quotas, now=now)
+            if not least:
+                return Taken()
+            if not bucket.allows(sum(v.waste for v in least), t):
+                return Taken(reason=delayed(policy, partition, least, bucket, t))
+            chosen = least
         if commit:
             until = t + rc.grace.total_seconds() + 10.0
+            self._buckets[partition] = bucket.charge(sum(v.waste for v in chosen), t)
             for v in chosen:
-                self._wasted.append((t, partition, v.waste))
                 self._freeing[partition].append((until, v.units))
                 book.ended(v.attempt_id, now)
         chosen_ = tuple(ReclaimVictim(v.attempt_id, v.tenant, v.units) for v in chosen)
@@ -100,14 +106,23 @@ def preempting(policy: Policy, partition: str, chosen: Sequence[Victim]) -> str:
     )
 
 
-def refused(policy: Policy, partition: str, short: tuple[float, tuple[str, ...]], left: float) -> str:
-    """Why borrowed work holding the job's quota is not preempted: the work it would lose."""
+def delayed(policy: Policy, partition: str, least: Sequence[Victim], bucket: Bucket, t: float) -> str:
+    """Why borrowed work holding the job's quota is not preempted yet, and about when it will be."""
     rc = policy.document.fair_share.reclaim
-    loss, tenants = short
+    loss = sum(v.waste for v in least)
+    tenants = ", ".join(sorted({v.tenant for v in least}))
+    wait_min = max(1, round(bucket.wait_s(loss, t, sum(v.growth for v in least)) / 60))
     unit = "accelerator" if onprem_partitions(policy)[partition].accelerator else "core"
     return (
-        f"its quota on {partition} is lent to borrowed work of {', '.join(tenants)}, not reclaimed: "
-        f"preempting it would lose {loss:,.0f} {unit}-seconds of work, over the {max(0.0, left):,.0f} "
-        f"left of the reclaim budget ({rc.max_capacity_share:.0%} of the partition over "
-        f"{rc.window.total_seconds() / 60:g} min, fair_share.reclaim)"
+        f"its quota on {partition} is lent to borrowed work of {tenants}, reclaimed in about "
+        f"{wait_min} min, when the reclaim budget has refilled: preempting it now would lose "
+        f"{loss:,.0f} {unit}-seconds of work, and the budget holds {bucket.level_at(t):,.0f} "
+        f"(it refills at {rc.max_capacity_share:.0%} of the partition, up to {span(rc.window)} "
+        f"of that, fair_share.reclaim)"
     )
+
+
+def span(d: timedelta) -> str:
+    """A window as the policy likely wrote it: seconds under a minute, else minutes."""
+    s = d.total_seconds()
+    return f"{s:g} s" if s < 60 else f"{s / 60:g} min"

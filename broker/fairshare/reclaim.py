@@ -4,10 +4,11 @@ Work a tenant runs on a partition beyond its quota there is *borrowed* (its most
 started attempts are the borrowed ones). When a job waits for a partition where what is left
 of its tenant's quota has room for it, borrowed work of other tenants there is preempted —
 tenants furthest over their share first, the youngest attempts first (the least work lost) —
-but only if that frees enough for the job, and only within the waste budget: the
-accelerator-seconds of work preemption loses in a window may not exceed `max_capacity_share`
-of the partition's capacity over that window. A job loses what it ran since it started, or,
-when it checkpoints, at most one checkpoint interval of it.
+but only if that frees enough for the job, and at the rate the waste budget allows (a token
+bucket of accelerator-seconds of lost work, `broker.fairshare.budget`): within what the bucket
+holds, or, when it is full, the least costly attempts that free enough, whatever they lose.
+A job loses what it ran since it started, or, when it checkpoints, at most one checkpoint
+interval of it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ def lost(r: Running, now: datetime) -> float:
     return r.units * (min(ran, r.checkpoint_s) if r.checkpoint_s else ran)
 
 
+def growth(r: Running, now: datetime) -> float:
+    """Unit-seconds per second that `lost(r)` grows by while `r` keeps running (0 once capped)."""
+    ran = max(0.0, (now - r.start).total_seconds())
+    return 0.0 if r.checkpoint_s and ran >= r.checkpoint_s else float(r.units)
+
+
 @dataclass(frozen=True, slots=True)
 class Victim:
     attempt_id: str
@@ -42,6 +49,8 @@ class Victim:
     units: int
     waste: float
     """Unit-seconds of work lost (units × how long it ran)."""
+    growth: float = 0.0
+    """Unit-seconds per second the loss grows by while it keeps running."""
 
 
 def borrowed(running: Sequence[Running], quotas: Mapping[str, int]) -> list[Running]:
@@ -85,8 +94,9 @@ def victims(
     now: datetime,
 ) -> list[Victim]:
     """Borrowed attempts to preempt so `need` units are free; empty when that cannot be done within
-    budget, or when the owner's quota on this partition (less what it runs there) has no room for
-    `need`: a partition it holds no guarantee on is nothing it can take back."""
+    `waste_left` (what the budget's bucket holds), or when the owner's quota on this partition
+    (less what it runs there) has no room for `need`: a partition it holds no guarantee on is
+    nothing it can take back."""
     candidates = _candidates(owner, need, free, running, quotas)
     candidates.sort(key=lambda r: (-ratios.get(r.tenant, 0.0), -r.start.timestamp(), r.attempt_id))
     chosen: list[Victim] = []
@@ -94,7 +104,7 @@ def victims(
         waste = lost(r, now)
         if waste > waste_left:
             continue
-        chosen.append(Victim(r.attempt_id, r.tenant, r.units, waste))
+        chosen.append(Victim(r.attempt_id, r.tenant, r.units, waste, growth(r, now)))
         waste_left -= waste
         free += r.units
         if free >= need:
@@ -102,17 +112,18 @@ def victims(
     return []
 
 
-def over_budget(
+def cheapest(
     *, owner: str, need: int, free: int, running: Sequence[Running], quotas: Mapping[str, int], now: datetime
-) -> tuple[float, tuple[str, ...]] | None:
-    """When `victims` finds none only for the budget: the work (unit-seconds) preempting the least
-    costly borrowed attempts that free `need` would lose, and their tenants. None otherwise."""
-    candidates = sorted(_candidates(owner, need, free, running, quotas), key=lambda r: lost(r, now))
-    loss, tenants = 0.0, set()
+) -> list[Victim]:
+    """The borrowed attempts that free `need` losing the least work (smallest loss first): what a
+    full bucket preempts when `victims` finds none within what it holds. Empty when none can."""
+    candidates = sorted(
+        _candidates(owner, need, free, running, quotas), key=lambda r: (lost(r, now), r.attempt_id)
+    )
+    chosen: list[Victim] = []
     for r in candidates:
-        loss += lost(r, now)
-        tenants.add(r.tenant)
+        chosen.append(Victim(r.attempt_id, r.tenant, r.units, lost(r, now), growth(r, now)))
         free += r.units
         if free >= need:
-            return loss, tuple(sorted(tenants))
-    return None
+            return chosen
+    return []

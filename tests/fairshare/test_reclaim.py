@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from broker.fairshare.reclaim import Running, borrowed, victims
+from broker.fairshare.reclaim import Running, borrowed, cheapest, victims
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 
@@ -89,3 +89,8 @@ def test_nothing_is_preempted_beyond_the_owners_quota_on_the_partition() -> None
     assert victims(owner="owner", need=3, quotas=QUOTAS, **common) == []  # type: ignore[arg-type]
     assert victims(owner="c", need=1, quotas=QUOTAS, **common) == []  # type: ignore[arg-type]
     assert len(victims(owner="owner", need=2, quotas=QUOTAS, **common)) == 2  # type: ignore[arg-type]
+
+
+def test_a_full_bucket_takes_the_least_costly_attempts_that_free_enough() -> None:
+    chosen = cheapest(owner="owner", need=2, free=0, running=RUNNING, quotas=QUOTAS, now=NOW)
+    assert [(v.attempt_id, v.waste) for v in chosen] == [("b-2", 30.0), ("a-new", 120.0)]

@@ -1,10 +1,12 @@
 """Reclaim's waste budget on the local executor, over the CLI (issue 14).
 
 `owner` is guaranteed one GPU on each of two 2-GPU partitions; `borrower` fills both. The
-budget is 1% of a partition over 10 min: 12 accelerator-seconds of lost work. A borrowed job
-that checkpoints every 5 s loses at most 5 s of work when preempted, however long it ran, so
-it is reclaimed; one that does not checkpoint and ran 15 s would lose 15, so it is not, and the
-owner's waiting job says why instead of only "waiting on-prem".
+budget is a bucket of 1% of a partition over 10 min: it holds at most 12 accelerator-seconds of
+lost work. A borrowed job that checkpoints every 5 s loses at most 5 s of work when preempted,
+however long it ran, so it is reclaimed within what the bucket holds; one that does not
+checkpoint and ran 15 s would lose 15, more than the bucket ever holds, and is reclaimed too,
+since the bucket is full (the rate limit paces reclaim, it never keeps a quota for good).
+How a bucket in debt delays the next reclaim, and says so: test_reclaim_bounded_e2e.py.
 """
 
 from __future__ import annotations
@@ -135,23 +137,23 @@ def test_checkpointing_borrowed_work_is_reclaimed_for_what_it_would_lose(
         szb(broker, TOKENS["owner"], "cancel", mine)
 
 
-def test_a_job_whose_quota_is_not_reclaimed_says_why(broker: BrokerProcess, tmp_path: Path) -> None:
+def test_work_that_would_lose_more_than_the_bucket_holds_is_reclaimed_when_it_is_full(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
     borrowed = borrow_both(broker, tmp_path, "H800")
     path = job_file(tmp_path, "mine-h800", "H800")
     explained = szb(broker, TOKENS["owner"], "explain", str(path), "-o", "json")
     assert explained.returncode == 0, explained.stderr
     reasons = json.loads(explained.stdout)["decision"]["reasons"]
-    assert "not reclaimed" in reasons[0], reasons
+    assert reasons[0].startswith("reclaiming 1 borrowed unit(s) on lab/h800"), reasons
     mine = submit(broker, "owner", path)
     try:
-
-        def standing() -> str:
-            said = str(show(broker, "owner", mine).get("pending_reason", ""))
-            return said if "tenant order" in said else ""
-
-        reason = str(until(standing, lambda: "the owner's job never named its standing"))
-        assert show(broker, "owner", mine)["state"] == "QUEUED"
-        assert "not reclaimed" in reason and "borrower" in reason and "budget" in reason, reason
+        until(
+            lambda: show(broker, "owner", mine)["state"] == "RUNNING",
+            lambda: "the owner's job never got its quota back: "
+            + str(show(broker, "owner", mine).get("pending_reason")),
+        )
+        assert sorted(str(show(broker, "borrower", j)["state"]) for j in borrowed) == ["QUEUED", "RUNNING"]
     finally:
         for j in borrowed:
             szb(broker, TOKENS["borrower"], "cancel", j)

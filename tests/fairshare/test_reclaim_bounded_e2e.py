@@ -1,0 +1,136 @@
+"""A guaranteed quota comes back in bounded time, however long borrowed work ran (issue 14).
+
+`owner` is guaranteed one GPU of a 2-GPU partition; `borrower` fills it with jobs that do not
+checkpoint. The reclaim budget is a bucket of 50% of the partition over 10 s: it holds at most
+10 accelerator-seconds and refills at 1 per second. Each borrowed job has run longer than the
+whole bucket, so preempting one loses more than it can ever hold; it is preempted anyway when
+the bucket is full, which goes into debt, and the owner's next reclaim waits, saying when, until
+the debt is repaid, then goes too.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from broker.auth import hash_token
+from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess, szb
+
+TOKENS = {"owner": "token-owner-0123456789", "borrower": "token-borrower-012345"}
+
+POLICY = """\
+version: 1
+currency: CNY
+sites:
+  - id: lab
+    adapter: local
+    country: CN
+    residency: cn-mainland
+    partitions:
+      - {name: a800, accelerator: A800, count_per_node: 2, price_hour: 10.0}
+tenants:
+  - {id: owner, kind: institute, entity_country: CN, share: {quota: {lab/a800: 1}}}
+  - {id: borrower, kind: sme, entity_country: CN}
+fair_share:
+  reclaim: {grace: 1s, max_capacity_share: 0.5, window: 10s}
+compliance:
+  residency:
+    zones: {cn-mainland: {countries: [CN]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    folder = tmp_path_factory.mktemp("bounded")
+    for name in ("accelerators.yaml", "regimes.yaml"):
+        shutil.copy(ROOT / "configs" / name, folder / name)
+    (folder / "policy.yaml").write_text(POLICY)
+    (folder / "tokens.yaml").write_text(
+        "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items())
+    )
+    (folder / "broker.yaml").write_text(
+        "data_dir: data\npolicy: policy.yaml\ntokens_file: tokens.yaml\ndispatch: {poll_interval_s: 0.2}\n"
+    )
+    proc = BrokerProcess(folder / "broker.yaml")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def submit(broker: BrokerProcess, tenant: str, folder: Path, name: str) -> str:
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        textwrap.dedent(f"""\
+        name: {name}
+        command: ["{JOB_PYTHON}", "-c", "import time; time.sleep(600)"]
+        resources:
+          accelerators: {{count: 1, any_of: [A800]}}
+        runtime_estimate: 20m
+        max_wait: 2h
+        """)
+    )
+    out = szb(broker, TOKENS[tenant], "submit", str(path), "-o", "json")
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    return str((got[0] if isinstance(got, list) else got)["id"])
+
+
+def show(broker: BrokerProcess, tenant: str, job_id: str) -> dict[str, object]:
+    out = szb(broker, TOKENS[tenant], "get", job_id, "-o", "json")
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    return dict(got[0] if isinstance(got, list) else got)
+
+
+def until(check: Callable[[], object], what: Callable[[], str], timeout: float = 60) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.3)
+
+
+def test_an_owner_gets_its_quota_back_from_long_borrowed_work(broker: BrokerProcess, tmp_path: Path) -> None:
+    borrowed = [submit(broker, "borrower", tmp_path, f"b{i}") for i in range(2)]
+    mine: list[str] = []
+
+    def running(tenant: str, jobs: list[str]) -> bool:
+        return all(show(broker, tenant, j)["state"] == "RUNNING" for j in jobs)
+
+    def stuck() -> str:
+        said = show(broker, "owner", mine[-1]).get("pending_reason")
+        return f"the owner's job never got its quota back: {said}"
+
+    try:
+        until(lambda: running("borrower", borrowed), lambda: "borrowed jobs run")
+        time.sleep(25)  # each would now lose 25 accelerator-seconds: more than the bucket ever holds
+        mine.append(submit(broker, "owner", tmp_path, "mine-1"))
+        until(lambda: running("owner", mine[-1:]), stuck)  # the bucket was full: it goes, into debt
+
+        # The owner's job ends; the preempted borrowed job takes its GPU back, borrowed again.
+        szb(broker, TOKENS["owner"], "cancel", mine[-1])
+        until(lambda: running("borrower", borrowed), lambda: "the preempted borrowed job runs again")
+        mine.append(submit(broker, "owner", tmp_path, "mine-2"))
+
+        def waiting_says_when() -> str:
+            got = show(broker, "owner", mine[-1])
+            said = str(got.get("pending_reason", ""))
+            assert got["state"] != "RUNNING", "the second reclaim went while the budget was in debt"
+            return said if "reclaimed in about" in said else ""
+
+        reason = str(until(waiting_says_when, stuck))
+        assert "borrower" in reason and "budget" in reason, reason
+        until(lambda: running("owner", mine[-1:]), stuck)  # the debt is repaid: it goes
+    finally:
+        for j in borrowed:
+            szb(broker, TOKENS["borrower"], "cancel", j)
+        for j in mine:
+            szb(broker, TOKENS["owner"], "cancel", j)
