@@ -339,8 +339,8 @@ class Reclaim(_Doc):
     grace: Duration = Field(default="30s", validate_default=True, description="SIGTERM → SIGKILL.")
     max_capacity_share: float = Field(
         default=0.1, ge=0, le=1,
-        description="Preemption loses at most this share of a partition's capacity per window "
-        "(accelerator-seconds of work: what a job ran, at most one checkpoint interval).",
+        description="Waste rate bound: a bucket of lost accelerator-seconds refilled at this share of the "
+        "partition, holding `window` of it; a reclaim goes when it holds the loss or is full (into debt).",
     )
     window: Duration = Field(default="10m", validate_default=True)
 
