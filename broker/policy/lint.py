@@ -6,17 +6,27 @@ and region are fine on their own) but silently never runs anything; it is report
 accelerator partition without accelerators, are already errors.) So is a policy that can burst
 (on-prem partitions and a cloud site) with `objective.wait_hour_cost` 0: waiting and lateness
 then cost nothing in the score, so a job waits on-prem past its max_wait rather than burst to
-a dearer cloud, which is not what `max_wait` reads as. And `burst.sites.*.max_idle`, set: the
+a dearer cloud, which is not what `max_wait` reads as. A rule testing a flag that no accelerator
+has (`"x" in hardware.flags`, `hardware.flags.exists(f, f == "x")`): a misspelling on either side,
+in the rule or in accelerators.yaml, turns the rule off without a word. And `burst.sites.*.max_idle`, set: the
 broker stops each instance when its job ends and never reuses one, so nothing is ever idle to limit.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from broker.policy._policy import Policy
 from broker.yamlfile import Loc, position
+
+_FLAG_TESTS = (
+    re.compile(r"""(["'])([^"']+)\1\s+in\s+hardware\.flags\b"""),
+    re.compile(r"""hardware\.flags\.exists(?:_one)?\(\s*(\w+)\s*,\s*\1\s*==\s*(["'])([^"']+)\2"""),
+)
+"""The two ways a rule tests an accelerator flag; the flag's name is the last group."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +66,19 @@ def policy_warnings(policy: Policy, doc: Any, filename: str) -> list[PolicyWarni
             "objective.wait_hour_cost is 0: waiting and lateness cost nothing, so a job waits on-prem past "
             "its max_wait rather than burst to a dearer cloud (price an hour of waiting, e.g. 40)",
         )
+    flags = sorted({flag for acc in policy.accelerators for flag in acc.flags})
+    for i, rule in enumerate(policy.compliance.rules):
+        for field, expr in (("deny", rule.deny), ("allow", rule.allow)):
+            for flag in sorted({m.groups()[-1] for p in _FLAG_TESTS for m in p.finditer(expr or "")}):
+                if flag in flags:
+                    continue
+                near = difflib.get_close_matches(flag, flags, n=1)
+                hint = f" (did you mean '{near[0]}'?)" if near else ""
+                warn(
+                    ["compliance", "rules", i, field],
+                    f"compliance.rules[{i}] ({rule.id}) tests flag '{flag}', which no accelerator has: "
+                    f"the rule never matches{hint}",
+                )
     for site_id, limits in policy.burst.sites.items():
         if "max_idle" in limits.model_fields_set:
             warn(

@@ -450,3 +450,33 @@ def test_a_site_burst_max_idle_is_warned_to_have_no_effect(
     path = write_policy(head + "    aws-us: {max_provisioning: 2}\n")
     assert cli(["policy", "check", "--strict", str(path)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_rule_testing_a_flag_no_accelerator_has_is_warned_about(
+    cli: Cli, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A flag misspelt on either side (the rule or accelerators.yaml) turns the rule off silently."""
+    rule = """\
+    - id: h20
+      deny: >-
+        "h20-is-informd-2025" in hardware.flags && site.operator_country == "US"
+      reason: H20 needs a licence
+    - id: gp10
+      deny: 'hardware.flags.exists(f, f == "prc-3a090-gp10") && tenant.entity_country == "US"'
+      reason: PRC 3A090 IC
+"""
+    path = write_policy(BASE + rule + "objective: {wait_hour_cost: 40}\n")
+    assert cli(["policy", "check", str(path)]) == 0
+    err = capsys.readouterr().err
+    deny = len(BASE.splitlines()) + 2
+    assert (
+        f"{path}:{deny}:13: warning: compliance.rules[1] (h20) tests flag 'h20-is-informd-2025', "
+        "which no accelerator has: the rule never matches (did you mean 'h20-is-informed-2025'?)"
+    ) in err, err
+    assert "gp10) tests flag" not in err, err
+    # The same rule spelt right, with the flag misspelt in accelerators.yaml instead.
+    accelerators = path.parent / "accelerators.yaml"
+    accelerators.write_text(accelerators.read_text().replace("h20-is-informed-2025", "h20-is-informd-2025"))
+    path = write_policy(BASE + rule.replace("informd", "informed") + "objective: {wait_hour_cost: 40}\n")
+    assert cli(["policy", "check", "--strict", str(path)]) == 1
+    assert "tests flag 'h20-is-informed-2025', which no accelerator has" in capsys.readouterr().err
