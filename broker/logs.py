@@ -31,6 +31,9 @@ FIELDS = (
     "source",
     "price",
     "currency",
+    "used",
+    "budget",
+    "alert_fraction",
 )
 """Structured fields the broker's log calls may carry (in this order in text lines)."""
 

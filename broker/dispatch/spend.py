@@ -6,13 +6,16 @@ module reads the month's entries, reserves a burst's cash atomically, and settle
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from broker.burst import estimate_cost, is_onprem
 from broker.burst.money import (
+    BEIJING,
     Charge,
     TenantMoney,
+    budget_alert,
     fx_rate,
     month_of,
     monthly_budget,
@@ -23,9 +26,11 @@ from broker.burst.money import (
 )
 from broker.clock import Clock
 from broker.decision import Decision
-from broker.model import Attempt, AttemptId, Job, JobSpec, TenantId
+from broker.model import Attempt, AttemptId, Job, JobId, JobSpec, TenantId
 from broker.policy import Policy
-from broker.store import JobNotFoundError, JobStore, SpendEntry
+from broker.store import AuditFilter, JobNotFoundError, JobStore, SpendEntry
+
+log = logging.getLogger(__name__)
 
 
 def charges(entries: Iterable[SpendEntry]) -> list[Charge]:
@@ -40,6 +45,7 @@ class SpendLedger:
         self._policy = policy
         self.clock = clock
         self._specs: dict[AttemptId, JobSpec] = {}  # live cloud attempts' job specs (read once each)
+        self._alerted: set[tuple[str, str]] = set()  # (tenant, month) past its budget alert
 
     def money(self, tenant: str, now: datetime, store: JobStore) -> TenantMoney:
         """The tenant's money this month (budget, global cap and voucher balances left ever)."""
@@ -79,12 +85,15 @@ class SpendLedger:
             fx=fx_rate(policy, attempt.offer),  # settled at it, whatever a reload sets meanwhile
         )
         drawn_on = voucher_of(policy, job.tenant, voucher_id)
-        return store.reserve_spend(
+        reserved = store.reserve_spend(
             entry,
             tenant_limit=self.budget(job.tenant),
             global_limit=policy.burst.budget.global_monthly_cap,
             voucher_balance=None if drawn_on is None else drawn_on.balance,
         )
+        if reserved:
+            self.alert(job.tenant, job.id, store)
+        return reserved
 
     def accrue(self, live: Sequence[Attempt], store: JobStore) -> None:
         """A cloud attempt running past its estimate reserves what it has cost so far, so the
@@ -109,6 +118,45 @@ class SpendLedger:
                 costs.append((attempt.id, cost, fx_rate(policy, attempt.offer) or 0.0))
         self._specs = specs
         store.raise_reservations(costs)
+        if costs:  # a run past its estimate may take its tenant past the alert
+            raised = {c[0] for c in costs}
+            for e in store.spend_entries(month_of(now)):
+                if e.attempt_id in raised:
+                    self.alert(e.tenant, e.job_id, store)
+
+    def alert(self, tenant: str, job_id: JobId, store: JobStore) -> None:
+        """Log (and record on `job_id`, for the audit trail) the first time in a month that the
+        tenant's spend and reservations reach `burst.budget.alert_fraction` of its budget."""
+        policy, now = self._policy(), self.clock.now()
+        month = month_of(now)
+        if (tenant, month) in self._alerted:
+            return
+        money = self.money(tenant, now, store)
+        budget = self.budget(tenant)
+        if budget is None or money.budget_left is None or not budget_alert(policy, tenant, money):
+            return
+        self._alerted.add((tenant, month))
+        if _alerted_before(tenant, month, now, store):  # by an earlier run of the broker
+            return
+        used, fraction = round(budget - money.budget_left, 2), policy.burst.budget.alert_fraction
+        said = (
+            f"budget alert: tenant {tenant} has spent and reserved {used:,.2f} of its {budget:,.2f} "
+            f"{policy.currency} budget this month ({used / budget:.0%}; alert at {fraction:.0%})"
+        )
+        log.warning(
+            said,
+            extra={
+                "event": "budget_alert",
+                "tenant": tenant,
+                "job_id": job_id,
+                "used": used,
+                "budget": budget,
+                "alert_fraction": fraction,
+                "currency": policy.currency,
+            },
+        )
+        data = {"alert": True, "month": month, "used": used, "budget": budget, "alert_fraction": fraction}
+        store.record(job_id, now, kind="budget", message=said, data={**data, "currency": policy.currency})
 
     def settle(self, job: Job, attempt: Attempt, store: JobStore, *, ran: bool = True) -> None:
         """Actual spend = the price recorded at decision time × the attempt's actual runtime, at the
@@ -131,3 +179,10 @@ class SpendLedger:
         others = store.voucher_used(job.tenant).get(reserved.voucher_id or "", 0.0) - reserved.voucher
         cash, voucher = settled_split(policy, job.tenant, total, reserved.voucher_id, others)
         store.settle_spend(attempt.id, spent=cash, voucher=voucher)
+
+
+def _alerted_before(tenant: str, month: str, now: datetime, store: JobStore) -> bool:
+    """The audit trail already has the tenant's budget alert of `month` (the broker restarted)."""
+    start = now.astimezone(BEIJING).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    events = store.audit_events(AuditFilter(tenant=tenant, since=start, limit=100_000))
+    return any(e.kind == "budget" and e.data.get("alert") and e.data.get("month") == month for _, e in events)

@@ -148,3 +148,31 @@ def test_a_budget_lowered_below_the_spend_shows_nothing_left_and_how_much_it_is_
     assert (mine["budget_left"], mine["budget_over"]) == (0.0, 41.1), mine
     text = ok(broker, OPERATOR, "status")
     assert "ot: 0.00 of 18.90 CNY left (over by 41.10)" in text and "-41.1" not in text, text
+
+
+def test_a_tenant_crossing_its_alert_fraction_is_logged_and_audited_once_a_month(
+    ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    broker = start(start_broker, ecs_server)
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        burst(stub, "below", 4)  # 4 of 10 CNY: under the 50% alert
+        past = burst(stub, "past", 2)  # 6 of 10: crosses it
+        burst(stub, "more", 1)  # 7 of 10: still past it, no second alert
+
+    def alerts() -> list[dict[str, object]]:
+        records = [json.loads(line) for line in broker.output if line.startswith("{")]
+        return [r for r in records if r.get("event") == "budget_alert"]
+
+    [line] = alerts()
+    assert line["tenant"] == "ot" and line["job_id"] == past, line
+    assert (line["used"], line["budget"], line["alert_fraction"], line["currency"]) == (6.0, 10.0, 0.5, "CNY")
+    events = json.loads(ok(broker, OPERATOR, "audit", "--tenant", "ot", "-o", "json"))["events"]
+    [audited] = [e for e in events if e["kind"] == "budget"]
+    assert audited["job_id"] == past, audited
+    assert "6.00 of its 10.00 CNY budget" in audited["message"], audited
+    broker.stop()
+    broker.restart()  # the month's alert is in the store: not logged again after a restart
+    with grpc.insecure_channel(broker.address) as channel:
+        burst(broker_service_pb2_grpc.BrokerServiceStub(channel), "again", 1)
+    assert len(alerts()) == 1
