@@ -46,6 +46,7 @@ from adapters.slurm._refusals import job_refusal
 from adapters.slurm._script import (
     ScriptSettings,
     launch_hint,
+    name_failed_rank,
     output_file,
     read_exit_code,
     submit_body,
@@ -333,7 +334,7 @@ class SlurmAdapter:
             if not jobs:
                 return self._forgotten(backend_id)
             job = jobs[0]
-        return job_status(job, launch_hint(self.settings, self.user))
+        return name_failed_rank(job_status(job, launch_hint(self.settings, self.user)), self.settings, job)
 
     def _forgotten(self, backend_id: str) -> AttemptStatus:
         """slurmctld purged the job (MinJobAge): its recorded exit code, else NotFoundError."""

@@ -12,6 +12,7 @@ shell-quoted argv. The job's name (``szb.<job>.<attempt>``) and comment
 
 from __future__ import annotations
 
+import glob
 import math
 import shlex
 from collections.abc import Mapping, Sequence
@@ -20,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from adapters.slurm._config import PartitionConfig
-from adapters.slurm._records import encode_marks
-from broker.model import LaunchRequest
+from adapters.slurm._records import decode_marks, encode_marks, slurm_number
+from broker.model import AttemptState, AttemptStatus, LaunchRequest
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -71,6 +72,42 @@ GANG_PORT = 29500
 
 def rank_exit_file(settings: ScriptSettings, token: str, rank: int) -> Path:
     return settings.output_dir / f"{token}.rank{rank}.rc"
+
+
+def first_failed_rank(settings: ScriptSettings, token: str) -> tuple[int, int] | None:
+    """(rank, exit code) of the gang's rank that failed first, from the ranks' exit files.
+
+    srun stops the other ranks when one fails, and they exit too (143 after SIGTERM, say), so the
+    job's own exit code is often a stopped rank's: the first non-zero file written is the cause.
+    """
+    prefix = f"{token}.rank"
+    failed = []
+    for path in settings.output_dir.glob(f"{glob.escape(prefix)}*.rc"):
+        rank = path.name[len(prefix):-len(".rc")]
+        try:
+            code, written = path.read_text().strip(), path.stat().st_mtime_ns
+        except OSError:
+            continue
+        if rank.isdigit() and code.isdigit() and int(code) != 0:
+            failed.append((written, int(rank), int(code)))
+    return min(failed)[1:] if failed else None
+
+
+def name_failed_rank(
+    status: AttemptStatus, settings: ScriptSettings, job: Mapping[str, Any]
+) -> AttemptStatus:
+    """A failed gang's status with the rank that failed first and its exit code ("rank 1 of 2: …"),
+    as a cloud gang's; any other status as it is."""
+    nodes = int(slurm_number(job.get("node_count")) or 1)
+    token = decode_marks(job.get("comment")).get("token")
+    if status.state is not AttemptState.FAILED or nodes <= 1 or not token:
+        return status
+    hit = first_failed_rank(settings, token)
+    if hit is None:
+        return status
+    rank, code = hit
+    message = f"rank {rank} of {nodes}: {status.message}"
+    return status.model_copy(update={"exit_code": code, "message": message})
 
 
 def gang_command(argv: Sequence[str], nodes: int, settings: ScriptSettings, token: str) -> str:

@@ -117,3 +117,24 @@ def _one_node(job: job_pb2.JobSpec) -> job_pb2.JobSpec:
     single.CopyFrom(job)
     single.resources.nodes = 1
     return single
+
+
+def test_a_failed_rank_is_named_in_the_jobs_reason_with_its_output(broker: BrokerProcess) -> None:
+    # On a cloud a failed gang says "exit code 3 (rank 1 of 2)"; on Slurm it said only "exit
+    # code 3", so the user could not tell which node's command failed.
+    script = 'if [ "$RANK" = 1 ]; then echo "shard 1 missing" >&2; exit 3; fi; sleep 30'
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = job_pb2.JobSpec(name="gang-fails", command=["/bin/sh", "-c", script],
+                              runtime_estimate=duration_pb2.Duration(seconds=600))
+        job.resources.nodes = 2
+        job.resources.cpus = 1
+        job_id = stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth()).job.id
+        deadline = time.monotonic() + 60
+        while (got := stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth()).job).state not in TERMINAL:
+            assert time.monotonic() < deadline, got.message
+            time.sleep(0.2)
+    assert got.state == job_pb2.JOB_STATE_FAILED
+    assert got.exit_code == 3
+    assert got.message == "exit code 3 (rank 1 of 2)"
+    assert "1: shard 1 missing" in got.log_tail
