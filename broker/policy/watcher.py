@@ -115,13 +115,10 @@ class PolicyWatcher:
                 except OSError:
                     text = ""
                 digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+                fields = {"event": "reload", "policy_hash": digest[:12], "source": str(self.path)}
                 for problem in exc.problems:
-                    log.error("policy reload refused: %s", problem)
-                log.error(
-                    "policy reload refused: keeping policy %s",
-                    self._current.hash[:12],
-                    extra={"event": "reload", "policy_hash": digest[:12], "source": str(self.path)},
-                )
+                    log.error("policy reload refused: %s", problem, extra=fields)
+                log.error("policy reload refused: keeping policy %s", self._current.hash[:12], extra=fields)
                 self.last_refused = PolicyLoad(
                     digest, "refused", str(self.path), text, self._clock(), tuple(map(str, exc.problems))
                 )

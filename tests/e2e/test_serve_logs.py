@@ -105,7 +105,14 @@ def test_json_log_lines_carry_job_tenant_site_and_reloads(config: Path) -> None:
     assert placed["tenant"] == "team-a" and placed["site"] == "local" and placed["policy_hash"]
     reload = next(r for r in records if r.get("event") == "reload")
     assert reload["level"] == "ERROR" and "refused" in reload["message"]
-    assert any("policy.yaml:" in r["message"] and "price_hour" in r["message"] for r in records)
+    problems = [r for r in records if "policy.yaml:" in r["message"] and "price_hour" in r["message"]]
+    assert problems, records
+    # Each error line of the refusal carries the fields its summary line does, so a query on
+    # event=reload (or the refused file's hash) finds why, not only that.
+    for r in problems:
+        assert (r.get("event"), r.get("policy_hash"), r.get("source")) == (
+            "reload", reload["policy_hash"], reload["source"]
+        ), r
     for token in TOKENS.values():
         assert all(token not in line for line in serve.lines)
 
