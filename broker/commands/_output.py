@@ -58,10 +58,10 @@ def _fit(text: str, width: int) -> str:
 def print_jobs(
     jobs: Iterable[job_pb2.Job], console: Console, *, wide: bool = False, whole_reason: bool = False
 ) -> None:
-    """Ids and states are never cut (ids are what users copy); the reason, then a long name, is
-    cut to the terminal's width, or shown whole with `wide`, which also adds placement, cost and
-    run time. `whole_reason` (one job, `szb get`): a reason that was cut also follows the table
-    in full."""
+    """Ids and states are never cut (ids are what users copy); the reason, then a long name, the
+    accelerators and the site are cut to the terminal's width, or shown whole with `wide`,
+    which also adds placement, cost and run time. `whole_reason` (one job, `szb get`): a reason
+    that was cut also follows the table in full."""
     jobs = list(jobs)
     # An operator's list spans tenants: then say whose each job is.
     tenants = len({job.tenant for job in jobs}) > 1
@@ -89,11 +89,14 @@ def print_jobs(
         rows.append(row)
         states.append(state)
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
-    # Too narrow a terminal cuts the name (a long one), not the id or the state beside it.
-    over = sum(w + 3 for w in widths) + 4 + len("REASON") - console.width
-    at = header.index("NAME")
-    if over > 0 and not wide:
-        widths[at] = max(len("NAME"), widths[at] - over)
+    # Too narrow a terminal cuts the name (a long one), then the accelerators a queued job
+    # accepts and the site, never the id or the state beside them.
+    for col in ("NAME", "ACCEL", "SITE"):
+        over = sum(w + 3 for w in widths) + 4 + len("REASON") - console.width
+        if over <= 0 or wide:
+            break
+        at = header.index(col)
+        widths[at] = max(len(col), widths[at] - over)
         for row in rows:
             row[at] = _fit(row[at], widths[at])
     # Every column but the reason keeps its full width (3 characters of border each).

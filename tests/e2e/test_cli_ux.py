@@ -231,6 +231,29 @@ def test_list_keeps_ids_and_states_whole_beside_a_long_job_name(
     assert row is not None and "SUCCEEDED" in row, out.stdout
 
 
+def test_submit_and_list_keep_ids_whole_beside_a_long_accelerator_list(
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub, tmp_path: Path
+) -> None:
+    """A queued job that accepts several accelerators (the README's finetune example's
+    `2xA800|H800|Ascend910B`) on an 80-column terminal: the name was cut to its minimum and
+    the id then cut to 'j-1a23881ff350000f095…', as nothing else gave way."""
+    job_file = tmp_path / "many-accels.yaml"
+    job_file.write_text(
+        f"name: ft\ncommand: [{json.dumps(PY)}, -c, pass]\nruntime_estimate: 10m\n"
+        "resources: {accelerators: {count: 1, any_of: [A800, H800, Ascend910B, A100-80GB]}}\n"
+    )
+    out = szb(broker, "submit", str(job_file), "-o", "json")
+    assert out.returncode == 0, out.stderr
+    job_id = json.loads(out.stdout)[0]["id"]
+    table = szb(broker, "get", job_id, columns=80)
+    assert table.returncode == 0, table.stderr
+    assert job_id in table.stdout, table.stdout
+    submitted = szb(broker, "submit", str(job_file), columns=80)
+    assert submitted.returncode == 0, submitted.stderr
+    row = next((line for line in submitted.stdout.splitlines() if "QUEUED" in line), None)
+    assert row is not None and re.search(r"j-[0-9a-f]{21}\b", row), submitted.stdout
+
+
 def test_a_full_cpu_partition_shows_the_wait_its_running_jobs_leave(
     broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
 ) -> None:
