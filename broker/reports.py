@@ -238,7 +238,9 @@ def _add_partitions(
                 site=o.site,
                 partition=o.instance_type,
                 accelerator=o.accelerator or "",
-                total=totals.get(key, o.count if o.accelerator else int(o.cpus)),
+                # A site without a live reading (unreachable) still has its policy's size: its
+                # static offers carry the whole partition, in the same units, as free.
+                total=totals.get(key, o.free or 0),
                 free=o.free or 0,
                 expected_wait_seconds=o.expected_wait_s,
             )

@@ -43,7 +43,7 @@ sites:
     country: CN
     residency: cn-mainland
     partitions:
-      - {name: a800, accelerator: A800, count_per_node: 4, price_hour: 14.0}
+      - {name: a800, accelerator: A800, count_per_node: 4, nodes: 2, price_hour: 14.0}
 tenants:
   - {id: team-a, kind: university, entity_country: CN, monthly_budget: 1000}
   - id: team-b
@@ -235,6 +235,17 @@ def test_status_shows_the_callers_own_view_and_quota(
     ).stdout
     assert "Quota of team-b:" in out and "/50 unfinished jobs" in out
     assert "team-a" not in out
+
+
+def test_status_of_a_site_that_cannot_report_shows_its_partitions_size(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    """The broken Slurm site's a800 partition (2 nodes of 4) has no live reading: its total was
+    taken from its smallest offer (1 A800), so `szb status` printed FREE/TOTAL '8/1' (the
+    shipped configs/broker.yaml without slurmrestd: '512/1' and '128/1')."""
+    status = stub.GetStatus(pb.GetStatusRequest(), metadata=auth("team-b"))
+    a800 = next(p for p in status.partitions if p.site == "broken")
+    assert (a800.free, a800.total) == (8, 8), a800
 
 
 def open_streams(stub: broker_service_pb2_grpc.BrokerServiceStub, tenant: str) -> int:
