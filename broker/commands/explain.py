@@ -84,7 +84,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     decision = decide(job, TenantId(tenant), static_offers(policy, read_at=now), policy, inputs)
     body = explain_json(decision, job, policy)
     body["tenant"] = tenant
-    return _show(body, args, job=job.name)
+    return _show(body, args, job=job.name, nodes=job.resources.nodes)
 
 
 def _explain_remote(args: argparse.Namespace) -> int:
@@ -101,10 +101,12 @@ def _explain_remote(args: argparse.Namespace) -> int:
         except ClientError as exc:
             print(f"szb: error: {exc}", file=sys.stderr)
             return 1
-    return _show(explanation_from_proto(resp.explanation), args, job=job.name)
+    return _show(explanation_from_proto(resp.explanation), args, job=job.name, nodes=job.resources.nodes)
 
 
-def _show(body: dict[str, Any], args: argparse.Namespace, *, job: str) -> int:
+def _show(body: dict[str, Any], args: argparse.Namespace, *, job: str, nodes: int = 1) -> int:
+    if nodes > 1:
+        body["nodes"] = nodes
     if args.output == "json":
         print(json.dumps(body, indent=2))
     else:
@@ -134,6 +136,10 @@ def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console)
     who = f" for {body['tenant']}" if body.get("tenant") else ""
     console.print(escape(f"Placement of {job}{who} (policy {body.get('policy_hash', '')[:12]})"),
                   highlight=False)
+    if (nodes := int(body.get("nodes") or 1)) > 1:
+        # The table's prices and accelerators are per node; the gang pays for all of them.
+        console.print(f"A {nodes}-node gang, all-or-nothing on one site: PRICE/H and ACCELERATORS are "
+                      f"per node, SCORE prices all {nodes} nodes", highlight=False)
     console.print(escape(summary_line(body)), highlight=False)
     blocking = [r for r in body.get("rejections", []) if not r["rule"].startswith("hardware.")]
     if not body.get("allowed_offers") and blocking:

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -27,7 +28,7 @@ from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service
 from broker.api import broker_service_pb2 as pb
 from broker.model import Attempt, JobId
 from broker.store import SqliteStore
-from tests.brokerproc import BrokerProcess
+from tests.brokerproc import BrokerProcess, szb
 from tests.clouds import on_moto
 from tests.clouds.conftest import Regions, StartBroker
 from tests.clouds.e2e_helpers import TERMINAL, TOKEN, agent_secret_of, events, md, wait_state
@@ -376,3 +377,28 @@ def test_aws_gang_cancelled_mid_launch_starts_no_further_rank(world: World) -> N
     [attempt] = attempts_of(world, job_id)
     assert attempt.state.value == "CANCELLED"
     assert stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md()).job.state == job_pb2.JOB_STATE_CANCELLED
+
+
+def test_explain_says_a_job_is_a_gang_and_that_its_score_prices_every_node(
+    world: World, tmp_path: Path
+) -> None:
+    # The table showed a 2-node gang as a one-node job with a doubled score and nothing else:
+    # its price per hour and accelerators are per node, which it never said.
+    files = {}
+    for nodes in (1, 2):
+        files[nodes] = tmp_path / f"n{nodes}.yaml"
+        files[nodes].write_text(
+            "name: ddp\ncommand: [torchrun, train.py]\nruntime_estimate: 1h\n"
+            f"resources: {{nodes: {nodes}, accelerators: {{count: 1, any_of: [A10G]}}}}\n"
+        )
+    two = szb(world.broker, TOKEN, "explain", str(files[2]))
+    assert two.returncode == 0, two.stderr
+    assert "A 2-node gang, all-or-nothing on one site: PRICE/H and ACCELERATORS are per node" in two.stdout
+    one = szb(world.broker, TOKEN, "explain", str(files[1]))
+    assert "gang" not in one.stdout
+    scores = [
+        json.loads(szb(world.broker, TOKEN, "explain", "-o", "json", str(files[n])).stdout)
+        for n in (1, 2)
+    ]
+    assert scores[1]["nodes"] == 2 and "nodes" not in scores[0]
+    assert scores[1]["chosen"]["score"] == pytest.approx(2 * scores[0]["chosen"]["score"], rel=1e-3)
