@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from broker.durations import parse_duration
 from broker.errors import BrokerError
 from broker.jobspec import Priority, Residency, Resources
-from broker.validation import violations
+from broker.validation import did_you_mean, violations
 
 TraceFormat = Literal["alibaba-v2023", "csv"]
 FORMATS: tuple[TraceFormat, ...] = ("alibaba-v2023", "csv")
@@ -103,6 +103,13 @@ class _RowSpec(BaseModel):
     priority: Priority
     data_residency: Residency
 
+
+PLAIN_COLUMNS = (
+    "name", "submit_time", "runtime", "accelerator", "count", "tenant", "max_wait", "residency",
+    "cpus", "memory_gb", "priority",
+)
+"""Every column a plain CSV trace may have (in `write_csv`'s order); only the first three are
+required (`name` defaults to job-LINE)."""
 
 COLUMNS: dict[TraceFormat, dict[str, str]] = {
     "csv": {
@@ -322,6 +329,10 @@ def read_trace(
     found = detect_format(header)
     if fmt is not None and fmt != found:
         raise TraceError(f"{path}: --trace-format {fmt} given but the header is {found}")
+    if found == "csv" and (unknown := [c for c in header if c and c not in PLAIN_COLUMNS]):
+        # A misspelt column would be read as absent (an accelerator job as CPU-only), silently.
+        why = "; ".join(f"{c}: unknown column{did_you_mean(c, PLAIN_COLUMNS)}" for c in unknown)
+        raise TraceError(f"{path}:1: {why} (a plain CSV's columns: {', '.join(PLAIN_COLUMNS)})")
     info = TraceInfo(path=str(path), format=found)
     try:
         rows = _whole_rows(reader, path, len(header), short_ok=found == "csv")
@@ -336,21 +347,7 @@ def read_trace(
 def write_csv(jobs: Iterable[TraceJob], out: io.TextIOBase) -> None:
     """Write jobs in the plain CSV format (what `read_trace` reads back)."""
     w = csv.writer(out)
-    w.writerow(
-        [
-            "name",
-            "submit_time",
-            "runtime",
-            "accelerator",
-            "count",
-            "tenant",
-            "max_wait",
-            "residency",
-            "cpus",
-            "memory_gb",
-            "priority",
-        ]
-    )
+    w.writerow(PLAIN_COLUMNS)
     for j in jobs:
         w.writerow(
             [

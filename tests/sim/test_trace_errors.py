@@ -87,3 +87,15 @@ def test_a_cut_or_corrupt_gzip_is_a_trace_error(tmp_path: Path) -> None:
         with pytest.raises(TraceError) as err:  # (a cut file raised a bare EOFError)
             read_trace(path)
         assert str(err.value).startswith(f"{path}: cannot read: "), str(err.value)
+
+
+def test_an_unknown_column_of_a_plain_csv_is_refused_with_the_known_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain CSV with `gpu_type,gpu_count` (the README names 'accelerator type/count', not the
+    columns) was read as CPU-only jobs: the unknown columns were ignored without a word."""
+    code, _, err = run(tmp_path, "submit_time,runtime,gpu_type,gpu_count\n0,1h,A800,2\n", capsys)
+    assert code == 1, err
+    assert "trace.csv:1: gpu_type: unknown column" in err, err
+    assert "gpu_count: unknown column (did you mean 'count'?)" in err, err
+    assert "accelerator" in err and "memory_gb" in err  # the known columns are listed
