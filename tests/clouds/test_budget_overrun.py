@@ -36,7 +36,7 @@ def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:
     ecs_server.handler = EcsCloud()
 
 
-def start(start_broker: StartBroker, ecs_server: EcsEndpoint) -> BrokerProcess:
+def start(start_broker: StartBroker, ecs_server: EcsEndpoint, price: float = PRICE) -> BrokerProcess:
     policy = (
         on_moto.POLICY_HEAD
         + on_moto.ONPREM_A800
@@ -57,7 +57,7 @@ burst:
             sites={"ali-bj": on_moto.ecs_double(ecs_server.address)},
             catalogs={
                 "ali.csv": on_moto.catalog(
-                    f"{A10},A10,1,8,30,{PRICE},,cn-beijing,cn-beijing-i,CNY", currency=True
+                    f"{A10},A10,1,8,30,{price},,cn-beijing,cn-beijing-i,CNY", currency=True
                 )
             },
         )
@@ -106,15 +106,16 @@ def test_a_burst_past_its_estimate_counts_its_cost_so_far_against_the_budget(
 def test_spend_and_status_say_when_a_tenant_has_used_its_alert_fraction_of_the_budget(
     ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
 ) -> None:
-    broker = start(start_broker, ecs_server)
+    # 1 CNY per 100 s of estimate: no job outruns its estimate (which would raise its reservation).
+    broker = start(start_broker, ecs_server, price=PRICE / 100)
     cli = [sys.executable, "-m", "broker.cli", "spend", "--server", broker.address, "--token", TOKEN]
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-        below = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("below", 4)), metadata=md()).job
+        below = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("below", 400)), metadata=md()).job
         wait_state(stub, below.id, UP)  # 4 of 10 CNY: under the 50% alert
         assert not stub.GetSpend(pb.GetSpendRequest(), metadata=md()).budget_alert
         assert "alert" not in subprocess.run(cli, capture_output=True, text=True, check=True).stdout
-        past = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("past", 2)), metadata=md()).job
+        past = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("past", 200)), metadata=md()).job
         wait_state(stub, past.id, UP)  # 6 of 10 CNY reserved: past it
         assert stub.GetSpend(pb.GetSpendRequest(), metadata=md()).budget_alert
         [mine] = stub.GetStatus(pb.GetStatusRequest(), metadata=md()).tenants

@@ -23,7 +23,8 @@ from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 
 UP: set[int] = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
 A10 = "ecs.gn7i-c8g1.2xlarge"
-PRICE = 3600.0  # CNY per hour: 1 CNY a second
+PRICE = 36.0  # CNY per hour: 1 CNY per 100 s of estimate, so no job outruns its estimate in a test
+# (one that did would have its reservation raised to its cost so far, and move every figure)
 OPERATOR = "operator-token-of-the-on-call"
 
 
@@ -80,9 +81,9 @@ def a10_job(name: str, runtime_s: int) -> job_pb2.JobSpec:
     )
 
 
-def burst(stub: broker_service_pb2_grpc.BrokerServiceStub, name: str, runtime_s: int) -> str:
-    """Submit a job that bursts at once (1 CNY reserved per second of estimate); its id once up."""
-    job = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job(name, runtime_s)), metadata=md()).job
+def burst(stub: broker_service_pb2_grpc.BrokerServiceStub, name: str, cny: int) -> str:
+    """Submit a job that bursts at once with `cny` reserved (its estimate: 100 s per CNY); its id once up."""
+    job = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job(name, cny * 100)), metadata=md()).job
     wait_state(stub, job.id, UP)
     return job.id
 
@@ -131,7 +132,7 @@ def test_a_budget_lowered_below_the_spend_shows_nothing_left_and_how_much_it_is_
     broker = start(start_broker, ecs_server, budget=100.0, cap=500.0)
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-        burst(stub, "sixty", 60)  # 60 CNY reserved (for its minute: the test is done before)
+        burst(stub, "sixty", 60)  # 60 CNY reserved
         old = stub.GetStatus(pb.GetStatusRequest(), metadata=md()).policy_hash
         (broker.config.parent / "policy.yaml").write_text(policy(18.9, cap=500.0))
         assert broker.proc is not None
