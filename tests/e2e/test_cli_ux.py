@@ -153,13 +153,15 @@ def test_job_shows_placement_cost_and_times(stub: broker_service_pb2_grpc.Broker
 
 
 def test_list_full_ids_pending_reason_wide_and_pages(
-    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub, request: pytest.FixtureRequest
 ) -> None:
-    # Four A800s exist: a holder takes them all, the next job waits and says why.
+    # Four A800s exist: a holder takes them all (long enough for the dozen CLI calls below on a loaded
+    # machine; it is cancelled at the end), the next job waits and says why.
     holder = stub.SubmitJob(
-        pb.SubmitJobRequest(job=spec("holder", "import time; time.sleep(90)", gpus=4, accels=("A800",))),
+        pb.SubmitJobRequest(job=spec("holder", "import time; time.sleep(900)", gpus=4, accels=("A800",))),
         metadata=auth("team-b"),
     ).job
+    request.addfinalizer(lambda: stub.CancelJob(pb.CancelJobRequest(id=holder.id), metadata=auth("team-b")))
     wait_for(stub, holder.id, {job_pb2.JOB_STATE_RUNNING}, tenant="team-b")
     waiting = stub.SubmitJob(
         pb.SubmitJobRequest(job=spec("waiter", "pass", gpus=4, accels=("A800",))), metadata=auth("team-b")
