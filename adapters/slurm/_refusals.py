@@ -41,7 +41,11 @@ def job_refusal(
 
 
 def too_large(partition: str, members: Sequence[Mapping[str, Any]], job: Mapping[str, Any]) -> str | None:
-    """Why no node of the partition could ever hold the job (memory, CPUs per node), or None."""
+    """Why no node of the partition could ever hold the job (memory, CPUs per node), or why the
+    partition has too few nodes for a gang; None when it could run."""
+    gang = gang_nodes(job)
+    if members and gang > len(members):
+        return f"the {gang}-node gang needs {gang} nodes; partition {partition} has {len(members)}"
     most_memory = max((int(slurm_number(n.get("real_memory")) or 0) for n in members), default=0)
     most_cpus = max((int(slurm_number(n.get("cpus")) or 0) for n in members), default=0)
     memory_mb, cpus = int(job.get("memory_per_node") or 0), int(job.get("cpus_per_task") or 0)
@@ -63,3 +67,11 @@ def too_long(partition: str, record: Mapping[str, Any], job: Mapping[str, Any]) 
         return None
     return (f"the job's time limit of {limit} min (its runtime_estimate x the site's "
             f"time_limit_factor) is over partition {partition}'s MaxTime of {most:g} min")
+
+
+def gang_nodes(job: Mapping[str, Any]) -> int:
+    """How many nodes a submitted job asks for (1 unless a gang's; version-specific fields)."""
+    asked = job.get("nodes")
+    if isinstance(asked, Sequence) and not isinstance(asked, str) and asked:
+        return int(asked[0])
+    return int(job.get("minimum_nodes") or 1)

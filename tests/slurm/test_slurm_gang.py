@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -138,3 +139,33 @@ def test_a_failed_rank_is_named_in_the_jobs_reason_with_its_output(broker: Broke
     assert got.exit_code == 3
     assert got.message == "exit code 3 (rank 1 of 2)"
     assert "1: shard 1 missing" in got.log_tail
+
+
+def test_a_gang_larger_than_the_partition_fails_with_the_reason_not_waits(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    # The policy says partition cpu has 3 nodes; the cluster's has 2. Slurm refuses the 3-node
+    # job (2014, as for a partition that can run nothing): the gang waited behind a blocked
+    # offer, retried, and never said why. It is the job's own refusal: it fails, naming both.
+    config = write_onprem_config(tmp_path, slurm_cluster.env, broker_id=f"szb-gang-{uuid.uuid4().hex[:8]}")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy.read_text().replace("16, nodes: 2}", "16, nodes: 3}"))
+    proc = BrokerProcess(config)
+    proc.start()
+    try:
+        with grpc.insecure_channel(proc.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            job = job_pb2.JobSpec(name="gang3", command=["/bin/true"],
+                                  runtime_estimate=duration_pb2.Duration(seconds=600))
+            job.resources.nodes = 3
+            job.resources.cpus = 1
+            job_id = stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth()).job.id
+            deadline = time.monotonic() + 30
+            get = pb.GetJobRequest(id=job_id)
+            while (got := stub.GetJob(get, metadata=auth()).job).state not in TERMINAL:
+                assert time.monotonic() < deadline, got.message
+                time.sleep(0.2)
+    finally:
+        proc.stop()
+    assert got.state == job_pb2.JOB_STATE_FAILED
+    assert "the 3-node gang needs 3 nodes; partition cpu has 2" in got.message, got.message
