@@ -74,6 +74,10 @@ def rank_exit_file(settings: ScriptSettings, token: str, rank: int) -> Path:
     return settings.output_dir / f"{token}.rank{rank}.rc"
 
 
+SLURM_STOPPED = ("TIMEOUT", "DEADLINE")
+"""Causes (`stop_cause`) of a gang whose ranks Slurm stopped all together."""
+
+
 def first_failed_rank(settings: ScriptSettings, token: str) -> tuple[int, int] | None:
     """(rank, exit code) of the gang's rank that failed first, from the ranks' exit files.
 
@@ -102,6 +106,8 @@ def name_failed_rank(
     token = decode_marks(job.get("comment")).get("token")
     if status.state is not AttemptState.FAILED or nodes <= 1 or not token:
         return status
+    if status.cause.startswith(SLURM_STOPPED):
+        return status  # Slurm stopped every rank: none of them is the cause
     hit = first_failed_rank(settings, token)
     if hit is None:
         return status

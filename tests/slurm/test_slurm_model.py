@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,6 +39,8 @@ from adapters.slurm import (
     parse_gres,
     slurm_number,
 )
+from adapters.slurm._records import job_status
+from adapters.slurm._script import ScriptSettings, name_failed_rank, rank_exit_file
 from broker.model import (
     AcceleratorRequest,
     AttemptId,
@@ -355,3 +359,25 @@ def test_a_checkpointing_job_is_told_its_interval_and_attempt_in_its_slurm_envir
     settings = ScriptSettings("b", Path("/tmp"), "/tmp")
     env = job_environment(request.model_copy(update={"spec": spec, "attempt_number": 2}), settings)
     assert env["SZB_CHECKPOINT_INTERVAL_S"] == "1800" and env["SZB_ATTEMPT_NUMBER"] == "2"
+
+
+def _gang_record(state: str, token: str) -> dict[str, Any]:
+    return {"job_state": state, "state_reason": "None", "exit_code": 143 << 8, "node_count": 2,
+            "time_limit": 1, "comment": encode_marks({"broker": "b", "token": token})}
+
+
+@pytest.mark.parametrize(("state", "named"), [("FAILED", True), ("TIMEOUT", False), ("DEADLINE", False)])
+def test_a_failed_gang_names_its_first_failed_rank_but_not_when_slurm_stopped_it(
+    tmp_path: Path, state: str, named: bool
+) -> None:
+    # Rank 1 failed (3) and srun stopped rank 0 (143). At a time limit every rank is stopped
+    # by Slurm: no rank is the cause, so none is named.
+    settings = ScriptSettings(broker_id="b", output_dir=tmp_path, workdir="/tmp")
+    for rank, code in ((1, 3), (0, 143)):
+        path = rank_exit_file(settings, "tok", rank)
+        path.write_text(f"{code}\n")
+        os.utime(path, ns=(10**9 * (rank == 0) + 1, 10**9 * (rank == 0) + 1))
+    job = _gang_record(state, "tok")
+    status = name_failed_rank(job_status(job), settings, job)
+    assert status.message.startswith("rank 1 of 2: ") is named
+    assert status.exit_code == (3 if named else 143)
