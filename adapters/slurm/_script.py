@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapters.base import read_tail
 from adapters.slurm._config import PartitionConfig
-from adapters.slurm._records import decode_marks, encode_marks, slurm_number
+from adapters.slurm._records import LOG_TAIL_BYTES, decode_marks, encode_marks, slurm_number
 from broker.model import AttemptState, AttemptStatus, LaunchRequest
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -113,21 +114,30 @@ def name_failed_rank(
         return status
     rank, code = hit
     message = f"rank {rank} of {nodes}: {status.message}"
-    return status.model_copy(update={"exit_code": code, "message": message})
+    own = read_tail(settings.output_dir / f"{token}.rank{rank}.out", LOG_TAIL_BYTES // 2).strip()
+    tail = status.log_tail
+    if own and f"{rank}: {own.splitlines()[-1]}" not in tail:  # srun lost its last lines
+        tail = f"{tail.rstrip()}\n--- rank {rank}'s own output (tail) ---\n{own}\n".lstrip()
+    return status.model_copy(update={"exit_code": code, "message": message, "log_tail": tail})
 
 
 def gang_command(argv: Sequence[str], nodes: int, settings: ScriptSettings, token: str) -> str:
     """Run argv once per node with srun; every rank gets its rank, the world size and the master.
 
     The batch script runs on the first node, so its host name is the master address. Each
-    rank writes its own exit code (``<token>.rank<N>.rc``) and output lines are labelled with
-    the rank; srun fails the job when any rank fails and stops the others (--kill-on-bad-exit).
+    rank writes its own exit code (``<token>.rank<N>.rc``) and output (``<token>.rank<N>.out``),
+    and the job's output lines are labelled with the rank; srun fails the job when any rank
+    fails and stops the others (--kill-on-bad-exit).
     """
     rank_rc = shlex.quote(str(settings.output_dir / f"{token}.rank"))
     per_rank = (
         'SZB_NODE_RANK=$SLURM_NODEID NODE_RANK=$SLURM_NODEID RANK=$SLURM_PROCID LOCAL_RANK=0; '
         "export SZB_NODE_RANK NODE_RANK RANK LOCAL_RANK; "
-        '"$@"; rc=$?; echo $rc > ' + rank_rc + '"$SLURM_PROCID".rc; exit $rc'
+        # The rank's output also goes to its own file: srun may stop forwarding it once a rank
+        # fails (--kill-on-bad-exit), losing the failed rank's last lines from the job's output.
+        'rc_file=' + rank_rc + '"$SLURM_PROCID".rc; '
+        '{ "$@"; echo $? > "$rc_file"; } 2>&1 | tee ' + rank_rc + '"$SLURM_PROCID".out; '
+        'rc=$(cat "$rc_file" 2>/dev/null); exit "${rc:-1}"'
     )
     return (
         f"SZB_NNODES={nodes} WORLD_SIZE={nodes} SZB_MASTER_ADDR=$(hostname)\n"

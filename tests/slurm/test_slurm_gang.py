@@ -169,3 +169,24 @@ def test_a_gang_larger_than_the_partition_fails_with_the_reason_not_waits(
         proc.stop()
     assert got.state == job_pb2.JOB_STATE_FAILED
     assert "the 3-node gang needs 3 nodes; partition cpu has 2" in got.message, got.message
+
+
+def test_the_failed_ranks_last_output_is_kept_every_time(broker: BrokerProcess) -> None:
+    # srun stops forwarding output once a rank fails (--kill-on-bad-exit): in review 2 of 5 such
+    # gangs lost the failed rank's last line ("boom"), the one line that says what went wrong.
+    script = 'if [ "$RANK" = 1 ]; then sleep 1; echo "boom at step 7" >&2; exit 5; fi; sleep 60'
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = job_pb2.JobSpec(name="gang-boom", command=["/bin/sh", "-c", script],
+                              runtime_estimate=duration_pb2.Duration(seconds=600))
+        job.resources.nodes = 2
+        job.resources.cpus = 1
+        ids = [stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth()).job.id for _ in range(5)]
+        deadline = time.monotonic() + 120
+        for job_id in ids:
+            get = pb.GetJobRequest(id=job_id)
+            while (got := stub.GetJob(get, metadata=auth()).job).state not in TERMINAL:
+                assert time.monotonic() < deadline, got.message
+                time.sleep(0.2)
+            assert got.message == "exit code 5 (rank 1 of 2)"
+            assert "boom at step 7" in got.log_tail, got.log_tail
