@@ -84,6 +84,8 @@ def launch_gang(
                 raise LaunchStopped(f"gang launch stopped before rank {rank} of {nodes}: {why}")
             node = request.model_copy(update={"node_rank": rank, "group": group, "master_addr": master})
             ids.append(_launch_node(adapter, node, retry, fresh=fresh))
+            if not fresh:
+                _still_there(adapter, request, rank, ids[-1])
             if rank == 0:
                 master = retry_transient(lambda: adapter.node_address(ids[0]), policy=retry)
     except AdapterError as exc:
@@ -101,6 +103,19 @@ def launch_gang(
         rollback(adapter, request, group, ids)
         raise
     return str(GangId(group, tuple(ids)))
+
+
+def _still_there(adapter: CloudGang, request: LaunchRequest, rank: int, node: str) -> None:
+    """A resumed launch adopts each node its token started: one that already ended (a rollback
+    the broker was killed in, say, had tagged or terminated it) cannot join the gang again."""
+    status = adapter.status(node)
+    if status.state.terminal:
+        raise AdapterError(
+            request.offer.site,
+            "GangNodeEnded",
+            f"rank {rank}'s instance {node} already ended ({status.message}): the gang's launch "
+            "cannot be resumed",
+        )
 
 
 def _launch_node(adapter: CloudGang, node: LaunchRequest, retry: RetryPolicy, *, fresh: bool) -> str:

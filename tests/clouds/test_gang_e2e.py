@@ -402,3 +402,34 @@ def test_explain_says_a_job_is_a_gang_and_that_its_score_prices_every_node(
     ]
     assert scores[1]["nodes"] == 2 and "nodes" not in scores[0]
     assert scores[1]["chosen"]["score"] == pytest.approx(2 * scores[0]["chosen"]["score"], rel=1e-3)
+
+
+def test_broker_killed_while_rolling_a_gang_back_relaunches_it_whole_and_leaks_nothing(
+    world: World,
+) -> None:
+    # The 2nd node finds no capacity; the broker dies while terminating rank 0 (tagged
+    # cancelled, its TerminateInstances held). The resumed launch adopted that ended node and
+    # started rank 1 beside it, and the job ended CANCELLED ("cancelled at the backend") though
+    # no one cancelled it. The resumed launch now refuses an ended node: the gang relaunches whole.
+    gate = threading.Event()
+    world.moto.scenario.faults = [capacity_fault("g5.xlarge", region="us-east-1", after=1, times=1)]
+    world.moto.scenario.hold_before = {"TerminateInstances": gate}
+    stub, job_id = submit(world, gang("ddp", "A10G"))
+    # Calls are counted before they wait at the gate: the termination is in flight.
+    eventually(lambda: world.moto.scenario.count("TerminateInstances") >= 1, "no rollback began")
+    world.broker.kill()
+    world.moto.scenario.hold_before = {}
+    gate.set()
+    world.broker.restart()
+    stub = broker_service_pb2_grpc.BrokerServiceStub(grpc.insecure_channel(world.broker.address))
+    eventually(lambda: len(attempts_of(world, job_id)) >= 2, "the gang was not launched again")
+    attempt_id, ids = gang_of(world, job_id, "aws-east")
+    first = attempts_of(world, job_id)[0]
+    assert first.state.value == "FAILED" and first.backend_id is None
+    wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING})
+    assert set(ec2_live(world.moto, "us-east-1", job_id)) == set(ids) and len(ids) == 2
+    for node in ids:
+        report_exit(aws_user_data(world.moto, "us-east-1", node), attempt_id, 0)
+    assert wait_state(stub, job_id, TERMINAL).state == job_pb2.JOB_STATE_SUCCEEDED
+    eventually(lambda: not ec2_live(world.moto, "us-east-1", job_id), "gang instances left running")
+    eventually(lambda: not world.moto.placement.groups, "placement group left behind")
