@@ -10,13 +10,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 
 from broker.api import broker_service_pb2_grpc
+from broker.auth import hash_token
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB_USER = "szb-job"
@@ -91,6 +92,39 @@ class BrokerProcess:
     def restart(self) -> int:
         """Start again on the same port (clients keep their address)."""
         return self.start(port=self.port)
+
+
+def write_broker_folder(
+    folder: Path, policy: str, tokens: Mapping[str, str], *, broker_extra: str = ""
+) -> Path:
+    """A broker.yaml, the policy, a tokens file (tenant: token) and the bundled catalogs in `folder`.
+
+    The broker keeps its data in `folder/data` and polls every 0.2 s; `broker_extra` is more
+    broker.yaml. Returns the broker.yaml path.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("accelerators.yaml", "regimes.yaml"):
+        shutil.copy(ROOT / "configs" / name, folder / name)
+    (folder / "policy.yaml").write_text(policy)
+    (folder / "tokens.yaml").write_text(
+        "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in tokens.items())
+    )
+    (folder / "broker.yaml").write_text(
+        "data_dir: data\npolicy: policy.yaml\ntokens_file: tokens.yaml\ndispatch: {poll_interval_s: 0.2}\n"
+        + broker_extra
+    )
+    return folder / "broker.yaml"
+
+
+@contextmanager
+def running_broker(config: Path) -> Iterator[BrokerProcess]:
+    """`szb serve --config config`, stopped when the block ends."""
+    proc = BrokerProcess(config)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 def szb(

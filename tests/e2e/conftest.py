@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from broker.auth import hash_token
-from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
+from tests.brokerproc import JOB_PYTHON, BrokerProcess, write_broker_folder
 
 TOKENS = {"team-a": "token-team-a-0123456789", "team-b": "token-team-b-9876543210"}
 
@@ -41,24 +38,9 @@ compliance:
 
 def write_broker_config(folder: Path, *, cancel_grace_s: float = 2.0) -> Path:
     """A broker.yaml + policy + tokens file in `folder`; returns the broker.yaml path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, folder / name)
-    (folder / "policy.yaml").write_text(POLICY)
-    (folder / "tokens.yaml").write_text(
-        "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items())
+    return write_broker_folder(
+        folder, POLICY, TOKENS, broker_extra=f"sites:\n  local: {{cancel_grace_s: {cancel_grace_s}}}\n"
     )
-    (folder / "broker.yaml").write_text(
-        textwrap.dedent(f"""\
-        data_dir: data
-        policy: policy.yaml
-        tokens_file: tokens.yaml
-        dispatch: {{poll_interval_s: 0.2}}
-        sites:
-          local: {{cancel_grace_s: {cancel_grace_s}}}
-        """)
-    )
-    return folder / "broker.yaml"
 
 
 @pytest.fixture(scope="module")

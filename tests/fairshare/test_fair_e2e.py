@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,8 +23,7 @@ from grpc_status import rpc_status
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from broker.auth import hash_token
-from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
+from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess, running_broker, write_broker_folder
 
 TOKENS = {"flood": "token-flood-0123456789", "small": "token-small-0123456789", "vip": "token-vip-01234567"}
 SLOTS = 4
@@ -59,25 +56,8 @@ compliance:
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    folder = tmp_path_factory.mktemp("fair")
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, folder / name)
-    (folder / "policy.yaml").write_text(POLICY)
-    (folder / "tokens.yaml").write_text(
-        "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items())
-    )
-    (folder / "broker.yaml").write_text(
-        textwrap.dedent("""\
-        data_dir: data
-        policy: policy.yaml
-        tokens_file: tokens.yaml
-        dispatch: {poll_interval_s: 0.2}
-        """)
-    )
-    proc = BrokerProcess(folder / "broker.yaml")
-    proc.start()
-    yield proc
-    proc.stop()
+    with running_broker(write_broker_folder(tmp_path_factory.mktemp("fair"), POLICY, TOKENS)) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ may not take them) nor claim it "has used its guaranteed quota" when it uses non
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -16,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.auth import hash_token
-from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess, szb
+from tests.brokerproc import JOB_PYTHON, BrokerProcess, running_broker, szb, write_broker_folder
 
 TOKENS = {"strict": "token-strict-0123456789", "busy": "token-busy-01234567890"}
 
@@ -43,20 +41,8 @@ compliance:
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    folder = tmp_path_factory.mktemp("nobarrow")
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, folder / name)
-    (folder / "policy.yaml").write_text(POLICY)
-    (folder / "tokens.yaml").write_text(
-        "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items())
-    )
-    (folder / "broker.yaml").write_text(
-        "data_dir: data\npolicy: policy.yaml\ntokens_file: tokens.yaml\ndispatch: {poll_interval_s: 0.2}\n"
-    )
-    proc = BrokerProcess(folder / "broker.yaml")
-    proc.start()
-    yield proc
-    proc.stop()
+    with running_broker(write_broker_folder(tmp_path_factory.mktemp("nobarrow"), POLICY, TOKENS)) as proc:
+        yield proc
 
 
 def job_file(folder: Path, name: str, gpus: int, seconds: int) -> Path:

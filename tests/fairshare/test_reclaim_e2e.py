@@ -6,7 +6,6 @@ its history, and the owner's job starts.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import textwrap
 import time
@@ -19,8 +18,7 @@ from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from broker.auth import hash_token
-from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
+from tests.brokerproc import JOB_PYTHON, BrokerProcess, running_broker, write_broker_folder
 
 TOKENS = {"owner": "token-owner-0123456789", "borrower": "token-borrower-012345"}
 
@@ -49,25 +47,8 @@ compliance:
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    folder = tmp_path_factory.mktemp("reclaim")
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, folder / name)
-    (folder / "policy.yaml").write_text(POLICY)
-    (folder / "tokens.yaml").write_text(
-        "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items())
-    )
-    (folder / "broker.yaml").write_text(
-        textwrap.dedent("""\
-        data_dir: data
-        policy: policy.yaml
-        tokens_file: tokens.yaml
-        dispatch: {poll_interval_s: 0.2}
-        """)
-    )
-    proc = BrokerProcess(folder / "broker.yaml")
-    proc.start()
-    yield proc
-    proc.stop()
+    with running_broker(write_broker_folder(tmp_path_factory.mktemp("reclaim"), POLICY, TOKENS)) as proc:
+        yield proc
 
 
 def auth(tenant: str) -> tuple[tuple[str, str], ...]:
