@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
@@ -22,6 +21,7 @@ from tests.brokerproc import BrokerProcess
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, md, wait_state
+from tests.clouds.ecs_a10 import A10, a10_catalog, a10_job
 from tests.clouds.test_broker_bursts import POLICY, clouds, gpu_job, setup
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint, EcsFault, EcsRequest, Reply
 from tests.doubles.moto_front import MotoFront
@@ -29,7 +29,6 @@ from tests.doubles.moto_front import MotoFront
 __all__ = ["clouds"]
 
 UP: set[int] = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
-A10 = "ecs.gn7i-c8g1.2xlarge"
 
 
 def policy(fx: float = 7.2) -> str:
@@ -75,22 +74,8 @@ def start(start_broker: StartBroker, ecs_server: EcsEndpoint, price: float) -> B
             policy(),
             tokens={"mt": TOKEN},
             sites={"ali-bj": on_moto.ecs_double(ecs_server.address)},
-            catalogs={
-                "ali.csv": on_moto.catalog(
-                    f"{A10},A10,1,8,30,{price},,cn-beijing,cn-beijing-i,CNY", currency=True
-                )
-            },
+            catalogs=a10_catalog(price),
         )
-    )
-
-
-def a10_job(name: str, runtime_s: int) -> job_pb2.JobSpec:
-    return job_pb2.JobSpec(
-        name=name,
-        command=["python3", "train.py"],
-        runtime_estimate=duration_pb2.Duration(seconds=runtime_s),
-        max_wait=duration_pb2.Duration(seconds=0),
-        resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=1, any_of=["A10"])),
     )
 
 

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
@@ -19,10 +18,10 @@ from tests.brokerproc import BrokerProcess, szb
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, md, wait_state
+from tests.clouds.ecs_a10 import A10, a10_catalog, a10_job
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 
 UP: set[int] = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
-A10 = "ecs.gn7i-c8g1.2xlarge"
 PRICE = 36.0  # CNY per hour: 1 CNY per 100 s of estimate, so no job outruns its estimate in a test
 # (one that did would have its reservation raised to its cost so far, and move every figure)
 OPERATOR = "operator-token-of-the-on-call"
@@ -61,23 +60,9 @@ def start(
             tokens={"ot": TOKEN},
             operators={"ops": OPERATOR},
             sites={"ali-bj": on_moto.ecs_double(ecs_server.address)},
-            catalogs={
-                "ali.csv": on_moto.catalog(
-                    f"{A10},A10,1,8,30,{PRICE},,cn-beijing,cn-beijing-i,CNY", currency=True
-                )
-            },
+            catalogs=a10_catalog(PRICE),
         ),
         extra_env={"SZB_LOG_FORMAT": "json"},
-    )
-
-
-def a10_job(name: str, runtime_s: int) -> job_pb2.JobSpec:
-    return job_pb2.JobSpec(
-        name=name,
-        command=["python3", "train.py"],
-        runtime_estimate=duration_pb2.Duration(seconds=runtime_s),
-        max_wait=duration_pb2.Duration(seconds=0),
-        resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=1, any_of=["A10"])),
     )
 
 

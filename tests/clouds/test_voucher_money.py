@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
@@ -20,6 +19,7 @@ from tests.brokerproc import BrokerProcess
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TERMINAL, TOKEN, ecs_user_data, md, play_bootstrap, wait_state
+from tests.clouds.ecs_a10 import a10_catalog, a10_job
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 
 UP: set[int] = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
@@ -61,22 +61,8 @@ def start(
             policy(balance, discount, expires),
             tokens={"vt": TOKEN},
             sites={"ali-bj": on_moto.ecs_double(ecs_server.address)},
-            catalogs={
-                "ali.csv": on_moto.catalog(
-                    f"ecs.gn7i-c8g1.2xlarge,A10,1,8,30,{PRICE},,cn-beijing,cn-beijing-i,CNY", currency=True
-                )
-            },
+            catalogs=a10_catalog(PRICE),
         )
-    )
-
-
-def a10_job(name: str, runtime_s: int) -> job_pb2.JobSpec:
-    return job_pb2.JobSpec(
-        name=name,
-        command=["python3", "train.py"],
-        runtime_estimate=duration_pb2.Duration(seconds=runtime_s),
-        max_wait=duration_pb2.Duration(seconds=0),
-        resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=1, any_of=["A10"])),
     )
 
 
