@@ -17,12 +17,14 @@ Adapters are synchronous: SDKs are, and the dispatcher runs each call in a worke
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from broker.errors import BrokerError
 from broker.model import (
@@ -179,20 +181,43 @@ def supports(adapter: Adapter, capability: Capability) -> bool:
     return capability not in adapter.unsupported()
 
 
-def read_file_chunk(path: Path, offset: int, limit: int) -> bytes | None:
-    """Bytes [offset, offset + limit) of a file; None when the file does not exist."""
+def open_output(path: Path) -> BinaryIO:
+    """Open a job's output file for reading, refusing anything but a plain file of one name.
+
+    Jobs can write the folder their output lives in (Slurm's `output_dir`), and the broker
+    reading it is often root: a job that swapped its output file for a symbolic link, a hard
+    link or a FIFO would have the broker read, for `szb logs` and log tails, a file the job
+    cannot (the store, a key) or block on it forever. Raises OSError for such a file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        with open(path, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise OSError(errno.EPERM, "not a plain file of its own", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_file_chunk(path: Path, offset: int, limit: int) -> bytes | None:
+    """Bytes [offset, offset + limit) of a job's output file; None when there is no such plain file."""
+    try:
+        with open_output(path) as f:
             f.seek(offset)
             return f.read(limit)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EPERM):  # a link or a FIFO the job put there
+            return None
+        raise
 
 
 def read_tail(path: Path, limit: int) -> str:
     """The file's last `limit` bytes as text ("" when unreadable), from a character's start."""
     try:
-        with open(path, "rb") as f:
+        with open_output(path) as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - limit))

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slurm
 TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
 
 
-def _token(cluster: SlurmCluster, user: str) -> str:
+def slurm_token(cluster: SlurmCluster, user: str) -> str:
     out = subprocess.run(["scontrol", "token", f"username={user}", "lifespan=3600"],
                          env={**os.environ, **cluster.env}, capture_output=True, text=True, timeout=30,
                          check=False)
@@ -41,7 +41,7 @@ def _token(cluster: SlurmCluster, user: str) -> str:
 
 @pytest.fixture
 def broker(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[BrokerProcess]:
-    token = _token(slurm_cluster, "nobody")
+    token = slurm_token(slurm_cluster, "nobody")
     env = {**slurm_cluster.env, "SZB_SLURM_USER": "nobody", "SZB_SLURM_TOKEN": token}
     config = write_onprem_config(tmp_path / "broker", env, broker_id=f"szb-user-{uuid.uuid4().hex[:8]}")
     proc = BrokerProcess(config)
