@@ -7,7 +7,7 @@ deadline), so a stored spec can always be read back and run. `broker.model` re-e
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -53,6 +53,14 @@ MAX_LABELS = 1024
 MAX_ANY_OF = 64
 MIN_DEADLINE = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_DEADLINE = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _key_matcher(pattern: re.Pattern[str], info: ValidationInfo) -> Callable[[str], object]:
+    """How an env name or label key is checked: whole, at the edge. `$` also matches before a
+    final line break, which `match` let through (a boot script's line ended early); a stored
+    spec keeps that looser rule, so a job accepted under it still reads back."""
+    stored = bool(info.context and info.context.get("stored"))
+    return pattern.match if stored else pattern.fullmatch
 
 
 class _SpecPart(BaseModel):
@@ -129,9 +137,10 @@ class JobSpec(_SpecPart):
 
     @field_validator("env")
     @classmethod
-    def _env_keys(cls, v: dict[str, str]) -> dict[str, str]:
+    def _env_keys(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        matches = _key_matcher(_ENV_KEY, info)
         for key, value in v.items():
-            if not _ENV_KEY.match(key):
+            if not matches(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
             if key.upper().startswith(RESERVED_ENV_PREFIX):
                 raise ValueError(
@@ -145,8 +154,9 @@ class JobSpec(_SpecPart):
     @classmethod
     def _label_keys(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         stored = bool(info.context and info.context.get("stored"))
+        matches = _key_matcher(_LABEL_KEY, info)
         for key, value in v.items():
-            if not _LABEL_KEY.match(key):
+            if not matches(key):
                 raise ValueError(f"label key {key!r} must be 1-63 chars of [a-z0-9_.-/]")
             if len(value) > 63:
                 raise ValueError(f"label {key}: value longer than 63 characters")

@@ -65,6 +65,13 @@ def _env(key: str) -> Callable[[job_pb2.JobSpec], None]:
     return mutate
 
 
+def _label(key: str) -> Callable[[job_pb2.JobSpec], None]:
+    def mutate(msg: job_pb2.JobSpec) -> None:
+        msg.labels[key] = "x"
+
+    return mutate
+
+
 # (mutation of a valid spec, the field the violation must name, words in its description)
 BAD_VALUES = [
     (
@@ -95,6 +102,9 @@ BAD_VALUES = [
     (_set("image", "-v/:/host"), "image", "OCI image reference"),
     (_env("SZB_TOKEN"), "env", "SZB_TOKEN"),
     (_env("SZB_AGENT_ENDPOINT"), "env", "reserved"),
+    # A line break after a valid name: it would end the line of a cloud boot script (env) early.
+    (_env("EPOCHS\n"), "env", "not a valid environment variable name"),
+    (_label("team\n"), "labels", "must be 1-63 chars"),
     (_set("priority", 99), "priority", "unknown enum"),
     (_set("resources.accelerators.count", -1), "resources.accelerators.count", ">= 0"),
 ]

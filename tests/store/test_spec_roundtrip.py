@@ -221,6 +221,21 @@ class SpecRoundTripContract:
         assert got.state is JobState.QUEUED and got.spec.labels == {"team": "a\tb"}
         assert [j.id for j in reader.jobs_in_states([JobState.QUEUED])] == [job.id]
 
+    def test_a_row_stored_with_a_line_break_after_a_key_still_reads(
+        self, stores: tuple[JobStore, JobStore]
+    ) -> None:
+        # Env names and label keys with a trailing line break were accepted until the edge
+        # matched them in full; jobs stored before then must not be quarantined on read.
+        writer, reader = stores
+        spec = JobSpec(name="older", command=("true",), runtime_estimate=60,
+                       env={"EPOCHS": "3"}, labels={"team": "a"})
+        [(job, _)] = writer.submit(A, [Submission(spec)], NOW)
+        raw = spec.model_dump_json().replace('"EPOCHS"', '"EPOCHS\\n"').replace('"team"', '"team\\n"')
+        self.write_raw(writer, job.id, raw, JobState.QUEUED)
+        got = reader.get(job.id, A)
+        assert got.state is JobState.QUEUED, got.message
+        assert got.spec.env == {"EPOCHS\n": "3"} and got.spec.labels == {"team\n": "a"}
+
 
 class TestSqliteRoundTrip(SpecRoundTripContract):
     __test__ = True
