@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
 
 from broker.errors import BrokerError
@@ -46,9 +47,29 @@ class PolicyError(BrokerError):
         self.problems = problems
 
 
+class _MarkedConstructor(RoundTripConstructor):
+    """Round-trip construction whose value errors carry the node's position.
+
+    ruamel raises a bare ValueError for a date that looks right but is not one (2027-02-30,
+    month 13, hour 25), which would be reported at 1:1 with no hint of which value it is.
+    """
+
+    def construct_yaml_timestamp(self, node: Any, values: Any = None) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node, values)
+        except ValueError as exc:
+            raise ConstructorError(
+                None, None, f"{node.value!r} is not a valid date or time: {exc}", node.start_mark
+            ) from exc
+
+
+_MarkedConstructor.add_constructor("tag:yaml.org,2002:timestamp", _MarkedConstructor.construct_yaml_timestamp)
+
+
 def parse_yaml(text: str, filename: str) -> Any:
     """Parse YAML text keeping positions; syntax errors become a PolicyError."""
     yaml = YAML(typ="rt")
+    yaml.Constructor = _MarkedConstructor
     yaml.preserve_quotes = True
     yaml.allow_duplicate_keys = False
     try:

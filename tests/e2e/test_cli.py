@@ -27,6 +27,15 @@ def test_bad_job_file_is_rejected_before_sending_with_its_line(broker: BrokerPro
     assert f"{job}:6:1: error: gpus: unknown field" in out.stderr
 
 
+def test_a_date_that_is_not_one_is_reported_at_its_line(broker: BrokerProcess, tmp_path: Path) -> None:
+    job = tmp_path / "deadline.yaml"
+    job.write_text("name: late\ncommand: [true]\nruntime_estimate: 1h\ndeadline: 2027-13-01T08:00:00+08:00\n")
+    out = szb(broker, "submit", str(job))
+    assert out.returncode == 1, out.stdout
+    want = f"{job}:4:11: error: YAML: '2027-13-01T08:00:00+08:00' is not a valid date or time"
+    assert want in out.stderr, out.stderr
+
+
 def test_true_is_not_a_number_in_a_job_file(broker: BrokerProcess, tmp_path: Path) -> None:
     """YAML's true where a count goes asked for one GPU (pydantic's lax mode read it as 1)."""
     job = tmp_path / "bools.yaml"

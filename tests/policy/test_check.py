@@ -324,6 +324,15 @@ BROKEN = [
         29,
         "finite number",
     ),
+    (
+        # ruamel's bare ValueError for a date that is not one was reported at 1:1.
+        "impossible-voucher-expiry",
+        "    entity_country: CN\n",
+        "    entity_country: CN\n    vouchers: [{id: v, balance: 10, discount: 0.5, expires: 2027-02-30}]\n",
+        20,
+        61,
+        "'2027-02-30' is not a valid date or time: day is out of range for month",
+    ),
 ]
 
 
