@@ -4,7 +4,8 @@ At start and periodically: an instance carrying this broker's marks whose attemp
 has no backend id yet is adopted (the broker died between the cloud call and storing the id).
 Anything else that still exists at the backend (running, or stopped but not deleted) and whose
 attempt is not live is terminated: an orphan (attempt unknown) or the leftover of an attempt
-that is over. Every action is recorded on the job it belongs to.
+that is over; so is a second instance of a live attempt (a deposed leader's late submit to a
+backend without an idempotency token). Every action is recorded on the job it belongs to.
 
 Races: the backend is listed first and live attempts are read after, so an attempt started
 meanwhile is never taken for an orphan; an attempt that ended meanwhile is re-read from the
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 from adapters.base import Adapter, AdapterError, TransientError
 from broker.clock import Clock
-from broker.dispatch.gang import adoptable
+from broker.dispatch.gang import adoptable, is_gang_attempt
 from broker.model import Attempt, JobId, OwnedInstance, SiteId
 from broker.store import JobStore, StoreError
 
@@ -71,6 +72,9 @@ async def reconcile(
                 continue  # gone already, or a finished batch job that holds nothing
             attempt = by_token.get(inst.token or "")
             if attempt is not None and attempt.site == site:
+                if _second_instance(attempt, inst):
+                    report.terminated += await _remove_second(store, adapter, clock, attempt, inst)
+                    continue
                 idle = attempt.backend_id is None and attempt.job_id not in launching
                 if idle and adoptable(store, adapter, attempt):
                     _adopt(store, clock, attempt, inst)
@@ -92,6 +96,41 @@ def unfollowed(store: JobStore, sites: Collection[SiteId]) -> dict[SiteId, list[
         if attempt.site not in sites and attempt.backend_id is not None:
             out.setdefault(attempt.site, []).append(attempt.job_id)
     return out
+
+
+def _second_instance(attempt: Attempt, inst: OwnedInstance) -> bool:
+    """An instance with a live attempt's token that is not the one the attempt follows.
+
+    Slurm and the local executor have no idempotency token: a leader paused with its submit
+    on the wire, replaced meanwhile, starts a second job for the attempt its successor already
+    launched again. A gang's nodes and group carry its token but not its backend id: not these.
+    """
+    followed = attempt.backend_id
+    return followed is not None and inst.backend_id != followed and not is_gang_attempt(attempt)
+
+
+async def _remove_second(
+    store: JobStore, adapter: Adapter, clock: Clock, attempt: Attempt, inst: OwnedInstance
+) -> int:
+    """Stop a second instance of a live attempt; the attempt and its own instance go on."""
+    try:
+        await asyncio.to_thread(adapter.cancel, inst.backend_id, inst.token or "")
+    except Exception as exc:
+        log.warning("reconcile: stopping duplicate %s at %s failed: %s", inst.backend_id, inst.site, exc)
+        return 0
+    log.warning(
+        "reconcile: stopped %s at %s, a second instance of %s (which runs as %s)",
+        inst.backend_id, inst.site, attempt.id, attempt.backend_id,
+    )
+    store.record(
+        attempt.job_id,
+        clock.now(),
+        kind="duplicate_terminated",
+        message=f"second instance {inst.backend_id} at {inst.site} of attempt {attempt.id} stopped "
+        f"(the attempt runs as {attempt.backend_id})",
+        data={"backend_id": inst.backend_id, "attempt": attempt.id},
+    )
+    return 1
 
 
 def _adopt(store: JobStore, clock: Clock, attempt: Attempt, inst: OwnedInstance) -> None:

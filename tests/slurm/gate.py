@@ -20,9 +20,14 @@ class Gate:
         self._server = socket.create_server(("127.0.0.1", 0))
         self.url = parsed._replace(netloc=f"127.0.0.1:{self._server.getsockname()[1]}").geturl()
         self._socks: list[socket.socket] = []
+        self._only: bytes | None = None
+        self.held: list[bytes] = []
+        """What waited at the gate while it was held (a test can tell which request waits)."""
         threading.Thread(target=self._accept, daemon=True, name="gate").start()
 
-    def hold(self) -> None:
+    def hold(self, only: bytes | None = None) -> None:
+        """Hold every byte, or with `only` just the data that contains it (b"POST ", say)."""
+        self._only = only
         self._open.clear()
 
     def release(self) -> None:
@@ -48,7 +53,9 @@ class Gate:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                self._open.wait()
+                if not self._open.is_set() and (self._only is None or self._only in data):
+                    self.held.append(data)
+                    self._open.wait()
                 dst.sendall(data)
         except OSError:
             pass
