@@ -210,6 +210,15 @@ def status_report(
     tenants = _add_budgets(resp, planner, now, store, shown)
     if operator and (cap := burst_cap(planner, now, store)) is not None:
         resp.burst_cap.CopyFrom(cap)
+    if operator and (lease := store.leadership()) is not None:  # any replica names the leader
+        resp.scheduler.CopyFrom(
+            pb.SchedulerLease(
+                holder=lease.holder,
+                epoch=lease.epoch,
+                lease_until=ts_to_proto(lease.lease_until),
+                expired=lease.lease_until <= now,
+            )
+        )
     unhealthy: dict[str, str] = {str(site): why for site, why in planner.unhealthy_now().items()}
     if not operator:
         unhealthy = {site: health_summary(why) for site, why in unhealthy.items()}

@@ -87,6 +87,14 @@ def _status_json(resp: pb.GetStatusResponse) -> dict[str, Any]:
     if resp.HasField("burst_cap"):  # every figure, 0 included (operators only)
         c = resp.burst_cap
         body["burst_cap"] = {"cap": c.cap, "used": c.used, "left": c.left, "over": c.over}
+    if resp.HasField("scheduler"):  # the epoch as a number and `expired` even when false
+        lease = resp.scheduler
+        body["scheduler"] = {
+            "holder": lease.holder,
+            "epoch": lease.epoch,
+            "lease_until": lease.lease_until.ToDatetime(tzinfo=UTC).isoformat(),
+            "expired": lease.expired,
+        }
     return body
 
 
@@ -111,6 +119,18 @@ def _print_capacity(resp: pb.GetStatusResponse, console: Console) -> None:
         + (", ".join(f"{k} {v}" for k, v in sorted(resp.active_jobs_by_site.items())) or "none")
     )
     console.print(f"Burst decisions in the last hour: {resp.burst_decisions_last_hour}")
+    if resp.HasField("scheduler"):
+        _print_scheduler(resp.scheduler, console)
+
+
+def _print_scheduler(lease: pb.SchedulerLease, console: Console) -> None:
+    """Which scheduler leads (split deployment): the lease's holder, epoch and end."""
+    until = lease.lease_until.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    who = f"{escape(lease.holder)} (epoch {lease.epoch})"
+    if lease.expired:
+        console.print(f"[red]Scheduler: none active[/]: the lease of {who} ran out at {until}")
+    else:
+        console.print(f"Scheduler: {who} leads, lease until {until}")
 
 
 def _print_refusals(resp: pb.GetStatusResponse, console: Console) -> None:

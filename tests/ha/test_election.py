@@ -3,18 +3,22 @@ scheduler is active (advisory lock + lease), a standby takes over when the leade
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.auth import hash_token
 from broker.ha.scheduler import LEADER_HEALTH
-from tests.brokerproc import JOB_PYTHON, ROOT
+from tests.brokerproc import JOB_PYTHON, ROOT, szb
 from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
 from tests.ha.conftest import LEASE_S, Cluster, Node
 
@@ -104,3 +108,42 @@ def test_a_bad_role_in_broker_yaml_is_reported_with_its_position(tmp_path: Path)
     result = serve(config)
     assert result.returncode == 1
     assert f"{config}:3:1: role:" in result.stderr and "'scheduler'" in result.stderr
+
+
+OPERATOR = "token-ha-operator-0123456789"
+
+
+def replica_status(api: Node, table: bool = False) -> Any:
+    """`szb status` on one API replica as an operator (JSON, or the table as printed)."""
+    out = szb(api, OPERATOR, "status", *([] if table else ["-o", "json"]))
+    assert out.returncode == 0, out.stderr
+    return out.stdout if table else json.loads(out.stdout)
+
+
+def test_szb_status_on_every_replica_names_the_active_scheduler(cluster: Cluster) -> None:
+    tokens = cluster.config.parent / "tokens.yaml"
+    operator = f"  - {{tenant: ops, role: operator, sha256: {hash_token(OPERATOR)}}}\n"
+    tokens.write_text(tokens.read_text() + operator)
+    replicas = [cluster.start("api"), cluster.start("api")]
+    cluster.start("scheduler")
+    cluster.start("scheduler")
+    old = cluster.leader()
+    for api in replicas:
+        lease = replica_status(api)["scheduler"]
+        assert f":{old.pid}:" in lease["holder"] and lease["epoch"] == old.epochs()[-1], lease
+        assert lease["expired"] is False
+        named = rf"Scheduler: \S+:{old.pid}:\S+ \(epoch {old.epochs()[-1]}\) leads"
+        assert re.search(named, replica_status(api, True))
+    old.kill()
+    new = cluster.leader(timeout=TAKEOVER_BOUND_S, among=[n for n in cluster.nodes if n is not old])
+    for api in replicas:
+        lease = replica_status(api)["scheduler"]
+        assert f":{new.pid}:" in lease["holder"] and lease["epoch"] == new.epochs()[-1], lease
+    new.pause()  # no standby left: once its lease runs out, no scheduler is active
+    try:
+        time.sleep(LEASE_S + 0.5)
+        for api in replicas:
+            assert replica_status(api)["scheduler"]["expired"] is True
+            assert "Scheduler: none active" in replica_status(api, True)
+    finally:
+        new.resume()

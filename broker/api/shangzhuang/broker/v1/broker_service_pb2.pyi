@@ -818,6 +818,7 @@ class GetStatusResponse(_message.Message):
     QUOTA_FIELD_NUMBER: _builtins.int
     OPERATOR_VIEW_FIELD_NUMBER: _builtins.int
     BURST_CAP_FIELD_NUMBER: _builtins.int
+    SCHEDULER_FIELD_NUMBER: _builtins.int
     burst_decisions_last_hour: _builtins.int
     policy_hash: _builtins.str
     status_json: _builtins.str
@@ -866,6 +867,12 @@ class GetStatusResponse(_message.Message):
     def burst_cap(self) -> Global___BurstCap:
         """Operators only: the policy's global burst cap this month (unset without a cap)."""
 
+    @_builtins.property
+    def scheduler(self) -> Global___SchedulerLease:
+        """Operators only, split deployment (roles api and scheduler): the scheduler the lease names.
+        Unset in the embedded single-process mode and before any scheduler was ever elected.
+        """
+
     def __init__(
         self,
         *,
@@ -884,14 +891,51 @@ class GetStatusResponse(_message.Message):
         quota: Global___QuotaStatus | None = ...,
         operator_view: _builtins.bool = ...,
         burst_cap: Global___BurstCap | None = ...,
+        scheduler: Global___SchedulerLease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["burst_cap", b"burst_cap", "quota", b"quota", "refused_policy", b"refused_policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["burst_cap", b"burst_cap", "quota", b"quota", "refused_policy", b"refused_policy", "scheduler", b"scheduler"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_cap", b"burst_cap", "burst_decisions_last_hour", b"burst_decisions_last_hour", "currency", b"currency", "exposed_secret_files", b"exposed_secret_files", "jobs_by_state", b"jobs_by_state", "operator_view", b"operator_view", "partitions", b"partitions", "policy_hash", b"policy_hash", "quota", b"quota", "refused_policy", b"refused_policy", "refused_tokens_file", b"refused_tokens_file", "status_json", b"status_json", "tenants", b"tenants", "unhealthy_sites", b"unhealthy_sites"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_cap", b"burst_cap", "burst_decisions_last_hour", b"burst_decisions_last_hour", "currency", b"currency", "exposed_secret_files", b"exposed_secret_files", "jobs_by_state", b"jobs_by_state", "operator_view", b"operator_view", "partitions", b"partitions", "policy_hash", b"policy_hash", "quota", b"quota", "refused_policy", b"refused_policy", "refused_tokens_file", b"refused_tokens_file", "scheduler", b"scheduler", "status_json", b"status_json", "tenants", b"tenants", "unhealthy_sites", b"unhealthy_sites"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class SchedulerLease(_message.Message):
+    """The leadership lease of the scheduler role, as stored in PostgreSQL."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLDER_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    LEASE_UNTIL_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
+    holder: _builtins.str
+    """The process that claimed the latest term: host:pid:nonce."""
+    epoch: _builtins.int
+    """The fencing epoch of that term."""
+    expired: _builtins.bool
+    """True when lease_until has passed: no scheduler is active (a standby takes over, or none runs)."""
+    @_builtins.property
+    def lease_until(self) -> _timestamp_pb2.Timestamp:
+        """Until when the holder's lease runs; renewed every ha.renew_s while it leads."""
+
+    def __init__(
+        self,
+        *,
+        holder: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        lease_until: _timestamp_pb2.Timestamp | None = ...,
+        expired: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_until", b"lease_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "expired", b"expired", "holder", b"holder", "lease_until", b"lease_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SchedulerLease: _TypeAlias = SchedulerLease  # noqa: Y015
 
 @_typing.final
 class PolicyVersion(_message.Message):
