@@ -27,6 +27,7 @@ import math
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Collection, Mapping, Sequence
@@ -74,7 +75,8 @@ class Sandbox:
         data_dir = data_dir.resolve()
         # `workdir` is the older name of the same setting.
         root = config.get("job_root") or config.get("workdir") or _default_job_root(data_dir)
-        job_root = Path(root).resolve()
+        given = Path(root).absolute()
+        job_root = given.resolve()
         if job_root == data_dir or data_dir in job_root.parents:
             raise ConfigError(site, "JobRootInDataDir",
                               f"job_root {job_root} must be outside the data dir {data_dir}")
@@ -103,17 +105,29 @@ class Sandbox:
             log.info("local site %s: no systemd on this host: memory and CPU limits use "
                      "setrlimit and CPU affinity", site)
         sandbox = cls(site, job_root, user, gids, limits, tuple(pass_env), tuple(warnings))
-        sandbox._prepare(data_dir)
+        sandbox._prepare(data_dir, given)
         return sandbox
 
     # Folders -----------------------------------------------------------------------------
 
-    def _prepare(self, data_dir: Path) -> None:
-        """The data dir private to the broker, the job root ready and reachable by jobs."""
+    def _prepare(self, data_dir: Path, given: Path) -> None:
+        """The data dir private to the broker, the job root ready and reachable by jobs.
+
+        `given` is job_root as configured. The default one has a predictable name in a folder
+        everyone may write ($TMPDIR): a symbolic link someone else put there (before the broker
+        first made it, or raced in just before mkdir) would have root chmod its target and
+        create job folders in it. Only a link of root's or the broker's own is followed.
+        """
         _private(self.site, data_dir)
         self.job_root.mkdir(parents=True, exist_ok=True, mode=0o711)
-        info = self.job_root.stat()
-        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        link = os.lstat(given)
+        if stat.S_ISLNK(link.st_mode) and link.st_uid not in (0, os.geteuid()):
+            raise ConfigError(self.site, "JobRootNotOwned",
+                              f"job_root {given} is a symbolic link owned by uid {link.st_uid}, "
+                              "not by the broker's user: remove it, or set job_root to a folder "
+                              "of the broker's own")
+        info = os.lstat(self.job_root)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
             raise ConfigError(self.site, "JobRootNotOwned",
                               f"job_root {self.job_root} must belong to the broker's user and not "
                               "be writable by others")

@@ -494,3 +494,35 @@ def test_the_agent_of_a_superseded_attempt_is_told_to_stop(
     finally:
         os.kill(pid, signal.SIGKILL)
         stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-b"))
+
+
+@ROOT_ONLY
+def test_a_link_planted_where_the_default_job_root_goes_is_not_followed(tmp_path: Path) -> None:
+    # The default job_root is `$TMPDIR/szb-jobs-<hash of the data dir>`: a predictable name in a
+    # folder everyone may write (after a reboot empties /tmp, before the broker first starts).
+    # Another user's symbolic link there must not have root chmod its target and fill it.
+    shared_tmp = tmp_path / "tmp"
+    shared_tmp.mkdir()
+    shared_tmp.chmod(0o1777)
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o700)
+    config = write_broker_config(tmp_path / "b")
+    digest = hashlib.sha256(str((config.parent / "data").resolve()).encode()).hexdigest()[:10]
+    planted = shared_tmp / f"szb-jobs-{digest}"
+    planted.symlink_to(victim)
+    nobody = pwd.getpwnam("nobody")
+    os.lchown(planted, nobody.pw_uid, nobody.pw_gid)
+    proc = BrokerProcess(config, extra_env={"TMPDIR": str(shared_tmp)})
+    proc.start()
+    try:
+        with grpc.insecure_channel(proc.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            job = submit(stub, spec("planted", ["true"]), tenant="team-a").job
+            time.sleep(1.0)  # a few dispatch passes
+            state = stub.GetJob(pb.GetJobRequest(id=job.id), metadata=auth("team-a")).job.state
+    finally:
+        proc.stop()
+    assert victim.stat().st_mode & 0o777 == 0o700
+    assert list(victim.iterdir()) == []
+    assert state != job_pb2.JOB_STATE_SUCCEEDED
+    assert f"job_root {planted} is a symbolic link" in "".join(proc.output), "".join(proc.output)
