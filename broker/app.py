@@ -31,7 +31,7 @@ from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig, site_settings
 from broker.dispatch.dispatcher import Dispatcher
 from broker.dispatch.reconcile import unfollowed
-from broker.grpcserve import GrpcEdge
+from broker.grpcserve import ON_API_REPLICAS, GrpcEdge
 from broker.ha.api import StoreOnlyDispatch
 from broker.ha.election import Timing
 from broker.ha.logs import SharedJobLogs
@@ -239,6 +239,7 @@ class BrokerApp:
         # Offers and capacity are asked of the adapters only through the leader's guard.
         self.planner.adapters = self.role.adapters
         self.edge.add(None, None)
+        self.edge.refuse_others(ON_API_REPLICAS)
         self.port = await self.edge.bind(cfg.listen, self.tls)
         await self.edge.serving()
         await self.role.start()

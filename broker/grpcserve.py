@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
+from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -23,6 +25,12 @@ MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 BROKER = broker_service_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name
 AGENT = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+ON_API_REPLICAS = (
+    "this is a scheduler (role scheduler): it serves health checks only; the broker's API and the"
+    " agent endpoint are on the API replicas (szb serve --role api): point --server (SZB_SERVER)"
+    " or the agent at one of them"
+)
+"""Why a scheduler refuses the broker's and the agent's calls."""
 
 
 class GrpcEdge:
@@ -55,6 +63,16 @@ class GrpcEdge:
         names = (*self.names, HEALTH, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server)  # type: ignore[no-untyped-call]
 
+    def refuse_others(self, why: str) -> None:
+        """Answer every call of the services left out with UNIMPLEMENTED and `why` (where to
+        go instead), not gRPC's bare 'Method not found!'."""
+        left_out = [
+            service.DESCRIPTOR.services_by_name[name]
+            for service, name in ((broker_service_pb2, "BrokerService"), (agent_service_pb2, "AgentService"))
+            if service.DESCRIPTOR.services_by_name[name].full_name not in self.names
+        ]
+        self.server.add_generic_rpc_handlers([_refusing(service, why) for service in left_out])
+
     async def bind(self, listen: str, tls: ServerTls | None) -> int:
         """Listen on HOST:PORT (TLS when given); returns the bound port."""
         host, _, port = listen.rpartition(":")
@@ -81,3 +99,23 @@ class GrpcEdge:
     async def stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+
+
+_HANDLERS: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler[Any, Any]]] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _refusing(service: ServiceDescriptor, why: str) -> grpc.GenericRpcHandler:
+    """A handler for every method of `service` that aborts with UNIMPLEMENTED and `why`."""
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, why)
+
+    return grpc.method_handlers_generic_handler(
+        service.full_name,
+        {m.name: _HANDLERS[(m.client_streaming, m.server_streaming)](refuse) for m in service.methods},
+    )

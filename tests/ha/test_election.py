@@ -15,7 +15,7 @@ import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
 from broker.ha.scheduler import LEADER_HEALTH
 from tests.brokerproc import JOB_PYTHON, ROOT, szb
@@ -147,3 +147,21 @@ def test_szb_status_on_every_replica_names_the_active_scheduler(cluster: Cluster
             assert "Scheduler: none active" in replica_status(api, True)
     finally:
         new.resume()
+
+
+def test_szb_pointed_at_a_scheduler_says_to_use_an_api_replica(cluster: Cluster) -> None:
+    scheduler = cluster.start("scheduler")
+    cluster.leader()
+    out = szb(scheduler, OPERATOR, "status")
+    assert out.returncode != 0
+    assert "role scheduler" in out.stderr and "--role api" in out.stderr, out.stderr
+    watched = szb(scheduler, OPERATOR, "watch", "j-00000000000000000000")  # a server stream
+    assert watched.returncode != 0 and "role scheduler" in watched.stderr, watched.stderr
+    with grpc.insecure_channel(scheduler.address) as channel:  # an agent sent to the wrong place
+        agent = agent_service_pb2_grpc.AgentServiceStub(channel)
+        try:
+            agent.Heartbeat(agent_service_pb2.HeartbeatRequest(), timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNIMPLEMENTED and "API replicas" in (exc.details() or "")
+        else:
+            raise AssertionError("a scheduler answered an agent's heartbeat")
