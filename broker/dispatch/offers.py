@@ -188,15 +188,23 @@ def _with_capacity(
     return out, totals
 
 
-def instance_types(rows: Sequence[InstanceRow]) -> list[dict[str, Any]]:
-    """A site's catalog rows as the cloud adapters' `instance_types` config (one entry per type)."""
-    by_type: dict[str, dict[str, Any]] = {}
+def instance_types(rows: Sequence[InstanceRow], *, spot: bool = True) -> list[dict[str, Any]]:
+    """A site's catalog rows as the cloud adapters' `instance_types` config.
+
+    One entry per instance type and prices, with the zones that sell at them: zones priced
+    alike share an entry, a zone with prices of its own (spot prices differ zone by zone)
+    keeps them. `spot` is the site catalog's switch: off, no entry carries a spot price, so
+    the adapter offers (and launches) on demand only, as the static catalog does.
+    """
+    by_prices: dict[tuple[str, float, float | None], dict[str, Any]] = {}
     for row in rows:
         if row.price is None:
             continue
-        entry = by_type.get(row.instance_type)
+        spot_price = row.spot_price if spot else None
+        key = (row.instance_type, row.price, spot_price)
+        entry = by_prices.get(key)
         if entry is None:
-            entry = by_type[row.instance_type] = {
+            entry = by_prices[key] = {
                 "instance_type": row.instance_type,
                 "accelerator": row.accelerator,
                 "count": row.count,
@@ -205,11 +213,11 @@ def instance_types(rows: Sequence[InstanceRow]) -> list[dict[str, Any]]:
                 "memory_gb": row.memory_gb,
                 "zones": [],
             }
-            if row.spot_price is not None:
-                entry["spot_price_per_hour"] = row.spot_price
+            if spot_price is not None:
+                entry["spot_price_per_hour"] = spot_price
         if row.zone and row.zone not in entry["zones"]:
             entry["zones"].append(row.zone)
-    return list(by_type.values())
+    return list(by_prices.values())
 
 
 def site_configs(policy: Policy) -> list[tuple[SiteId, str, dict[str, Any]]]:
@@ -221,7 +229,9 @@ def site_configs(policy: Policy) -> list[tuple[SiteId, str, dict[str, Any]]]:
             "region": site.region,
             "zones": list(site.zones),
             "provider": site.provider,
-            "instance_types": instance_types(policy.instances.get(site.id, ())),
+            "instance_types": instance_types(
+                policy.instances.get(site.id, ()), spot=site.catalog is not None and site.catalog.spot
+            ),
             **site.adapter_config,
         }
         if site.catalog is not None and "currency" not in config:
