@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from adapters.base import read_file_chunk
 from adapters.slurm._jobs import JobTable
 from adapters.slurm._records import decode_marks
+
+MARKER_BYTES = 64
+"""A marker holds a Slurm job id; more than this is not one of ours."""
 
 
 class TokenLedger:
@@ -37,7 +41,10 @@ class TokenLedger:
         try:
             marker = self.output_dir / f"{token}.jobid"
             tmp = marker.with_suffix(".jobid.tmp")
-            tmp.write_text(backend_id)
+            # Jobs can write output_dir: never follow a link one put in the marker's place.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(backend_id)
             os.replace(tmp, marker)
         except OSError:
             self._markers_ok = False  # from now on every first submit asks slurmctld
@@ -51,14 +58,14 @@ class TokenLedger:
         """
         if token in self._submitted:
             return self._submitted[token]
+        marker = self.output_dir / f"{token}.jobid"
         try:
-            text = (self.output_dir / f"{token}.jobid").read_text().strip()
-        except FileNotFoundError:
-            if self._markers_ok:
-                return None  # never attempted from this output_dir
-            text = ""
+            data = read_file_chunk(marker, 0, MARKER_BYTES)
         except OSError:
-            text = ""
+            data = b""
+        if data is None and self._markers_ok and not os.path.lexists(marker):
+            return None  # never attempted from this output_dir
+        text = (data or b"").decode("ascii", "replace").strip()
         if text:
             self._submitted[token] = text
             return text
@@ -80,9 +87,10 @@ class TokenLedger:
         except OSError:
             return None
         for marker in markers:
-            try:
-                if marker.read_text().strip() == backend_id:
-                    return marker.name[: -len(".jobid")]
+            try:  # a link or a FIFO a job left here reads as no marker (a FIFO would block)
+                data = read_file_chunk(marker, 0, MARKER_BYTES)
             except OSError:
                 continue
+            if (data or b"").decode("ascii", "replace").strip() == backend_id:
+                return marker.name[: -len(".jobid")]
         return None

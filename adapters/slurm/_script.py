@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.base import read_tail
+from adapters.base import read_file_chunk, read_tail
 from adapters.slurm._config import PartitionConfig
 from adapters.slurm._records import LOG_TAIL_BYTES, decode_marks, encode_marks, slurm_number
 from broker.model import AttemptState, AttemptStatus, LaunchRequest
@@ -55,10 +55,11 @@ def launch_hint(settings: ScriptSettings, user: str) -> str:
 
 def read_exit_code(settings: ScriptSettings, token: str) -> int | None:
     """The exit code the batch script recorded, when it ran to its end."""
-    try:
-        text = exit_code_file(settings, token).read_text().strip()
+    try:  # the job's user can write output_dir: a link or FIFO there reads as no file
+        data = read_file_chunk(exit_code_file(settings, token), 0, 32)
     except OSError:
         return None
+    text = (data or b"").decode("ascii", "replace").strip()
     return int(text) if text.isdigit() else None
 
 
@@ -89,10 +90,11 @@ def first_failed_rank(settings: ScriptSettings, token: str) -> tuple[int, int] |
     failed = []
     for path in settings.output_dir.glob(f"{glob.escape(prefix)}*.rc"):
         rank = path.name[len(prefix):-len(".rc")]
-        try:
-            code, written = path.read_text().strip(), path.stat().st_mtime_ns
+        try:  # a link or FIFO the job put there reads as no file (a FIFO would block forever)
+            data, written = read_file_chunk(path, 0, 32), path.stat().st_mtime_ns
         except OSError:
             continue
+        code = (data or b"").decode("ascii", "replace").strip()
         if rank.isdigit() and code.isdigit() and int(code) != 0:
             failed.append((written, int(rank), int(code)))
     return min(failed)[1:] if failed else None

@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,11 +22,14 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from adapters.base import NotFoundError
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.model import AttemptState, AttemptStatus
 from tests.brokerproc import BrokerProcess
-from tests.slurm.conftest import SlurmCluster
+from tests.slurm.conftest import PARTITIONS, SlurmCluster, Tracker, launch
 from tests.slurm.onprem import auth, write_onprem_config
+from tests.slurm.test_slurm_gang import gang
 from tests.slurm.test_slurm_job_user import TERMINAL, slurm_token
 
 pytestmark = pytest.mark.slurm
@@ -102,3 +106,55 @@ def test_a_job_that_leaves_a_fifo_for_its_output_file_still_ends(broker: BrokerP
         read = list(stub.StreamJobLogs(pb.StreamJobLogsRequest(id=job_id), metadata=auth(), timeout=30))
     assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.message
     assert read == [], read
+
+
+# The job finds its own token as a job can: the ledger's `<token>.jobid` marker holding its job id.
+OWN_TOKEN = ('for i in 1 2 3 4 5 6 7 8 9 10; do t=$(grep -lx "$SLURM_JOB_ID" *.jobid) && break; '
+             'sleep 0.5; done; t=${t%.jobid}; ')
+
+
+def test_a_gang_that_leaves_a_fifo_for_a_rank_exit_file_still_ends(slurm: Tracker) -> None:
+    # A failed gang's rank exit files (`<token>.rank<N>.rc`) are read to name the rank that
+    # failed first: a FIFO among them would block that read, and the status poll, forever.
+    adapter = slurm.make(partitions={**PARTITIONS, "cpu": None})
+    request = gang(OWN_TOKEN + 'if [ "$RANK" = 0 ]; then mkfifo "$t.rank7.rc"; fi; exit 3')
+    backend_id = slurm.submit(request, adapter)
+    deadline = time.monotonic() + 60
+    polled: list[AttemptStatus] = []
+
+    def poll() -> None:
+        polled.append(adapter.status(backend_id))
+
+    while not polled or not polled[-1].state.terminal:
+        assert time.monotonic() < deadline, polled[-1]
+        time.sleep(0.25)
+        reader = threading.Thread(target=poll, daemon=True)
+        seen = len(polled)
+        reader.start()
+        reader.join(timeout=20)
+        assert len(polled) > seen, "the status poll is stuck"
+    assert polled[-1].state is AttemptState.FAILED, polled[-1]
+    assert polled[-1].exit_code == 3, polled[-1]
+
+
+def test_a_fifo_a_job_leaves_among_the_ledger_markers_blocks_no_lookup(slurm: Tracker) -> None:
+    # A job slurmctld no longer lists (purged after MinJobAge, say while the broker was down)
+    # is looked up in the `<token>.jobid` markers; a job's FIFO among them would block it forever.
+    request = launch(("/bin/sh", "-c", "mkfifo planted.jobid; echo planted"))
+    backend_id = slurm.submit(request)
+    slurm.wait(backend_id, {AttemptState.SUCCEEDED, AttemptState.FAILED})
+    assert (slurm.adapter.output_dir / "planted.jobid").is_fifo()
+    fresh = slurm.make()  # a restarted broker: nothing in memory, every answer from the markers
+    answers: list[object] = []
+
+    def lookup() -> None:
+        try:
+            answers.append(fresh.status("99999999"))
+        except NotFoundError as exc:
+            answers.append(exc)
+
+    reader = threading.Thread(target=lookup, daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    assert answers, "the lookup is stuck"
+    assert isinstance(answers[0], NotFoundError), answers
