@@ -212,7 +212,7 @@ class BrokerApp:
                 self.store, self.adapters, folder, self.config.store.dsn, self.planner.needs_agent
             )
             return self.shared_logs
-        return JobLogs(self.store, self.adapters, folder)
+        return JobLogs(self.store, self.adapters, folder, self.planner.needs_agent)
 
     async def _start_scheduler(self) -> None:
         """Role `scheduler`: health and metrics only; the dispatcher runs while elected."""

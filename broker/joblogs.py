@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,10 +45,18 @@ class LogPiece:
 class JobLogs:
     """Where each attempt's output is, and how to read it from a byte offset."""
 
-    def __init__(self, store: JobStore, adapters: Mapping[SiteId, Adapter], folder: Path) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        adapters: Mapping[SiteId, Adapter],
+        folder: Path,
+        agent_posted: Callable[[str], bool] = lambda site: True,
+    ) -> None:
         self.store = store
         self.adapters = adapters
         self.folder = folder
+        self.agent_posted = agent_posted
+        """Whether a site's jobs post their output through the agent (cloud instances)."""
         self._lock = threading.Lock()
 
     def _agent_file(self, attempt_id: str) -> Path:
@@ -59,7 +67,14 @@ class JobLogs:
 
         Chunks are idempotent: one already kept is acknowledged again, one beyond the end (a
         lost chunk before it) is refused by answering the current end, which the agent resends from.
+        A local or Slurm job's output is read from its backend: chunks its agent secret posts are
+        acknowledged and dropped, or any running job could write 64 MiB into the data dir.
         """
+        if not self.agent_posted(attempt.site):
+            return offset + len(data)
+        return self._keep(attempt, offset, data)
+
+    def _keep(self, attempt: Attempt, offset: int, data: bytes) -> int:
         path = self._agent_file(attempt.id)
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)

@@ -38,9 +38,7 @@ class SharedJobLogs(JobLogs):
         dsn: str,
         agent_posted: Callable[[str], bool] = lambda site: True,
     ) -> None:
-        super().__init__(store, adapters, folder)
-        self.agent_posted = agent_posted
-        """Whether a site's jobs post their output through the agent (cloud instances)."""
+        super().__init__(store, adapters, folder, agent_posted)
         import psycopg
 
         self._conn = psycopg.connect(dsn, autocommit=True)
@@ -54,7 +52,7 @@ class SharedJobLogs(JobLogs):
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def append(self, attempt: Attempt, offset: int, data: bytes) -> int:
+    def _keep(self, attempt: Attempt, offset: int, data: bytes) -> int:
         with self._db_lock, self._conn.transaction():
             # One writer per attempt across replicas: the size read and the insert agree.
             self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (attempt.id,))

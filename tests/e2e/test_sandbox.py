@@ -8,6 +8,7 @@ for another tenant's running job.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -526,3 +527,33 @@ def test_a_link_planted_where_the_default_job_root_goes_is_not_followed(tmp_path
     assert list(victim.iterdir()) == []
     assert state != job_pb2.JOB_STATE_SUCCEEDED
     assert f"job_root {planted} is a symbolic link" in "".join(proc.output), "".join(proc.output)
+
+
+@ROOT_ONLY
+def test_a_local_job_cannot_fill_the_brokers_disk_through_the_agent_log(
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
+) -> None:
+    # Cloud bootstraps post their output in chunks, kept under the data dir (64 MiB per attempt).
+    # A local job's output is read from its own file; chunks its agent secret posts are not
+    # needed and must not be kept, or every running job could write 64 MiB into the data dir.
+    job, pid = start_sleeper(stub, "team-b")
+    try:
+        endpoint, secret = _secret_of(pid)
+        attempt = _attempts(broker, job.id)[-1]
+        chunk = base64.b64encode(b"x" * 32768).decode()
+        for offset in range(0, 4 * 32768, 32768):
+            req = urllib.request.Request(
+                endpoint + "/v1/agent/log",
+                data=json.dumps({"attempt_id": attempt.id, "offset": offset, "data": chunk}).encode(),
+                headers={"content-type": "application/json", "authorization": f"Bearer {secret}"},
+            )
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                assert resp.status == 200
+        kept = data_dir(broker) / "agent-logs" / f"{attempt.id}.log"
+        assert not kept.exists(), kept.stat().st_size
+        out = b"".join(r.chunk.data for r in stub.StreamJobLogs(
+            pb.StreamJobLogsRequest(id=job.id), metadata=auth("team-b"), timeout=10))
+        assert b"xxxx" not in out
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-b"))
