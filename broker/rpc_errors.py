@@ -18,7 +18,7 @@ from broker.service import (
     AgentReportError,
     PermissionDeniedError,
 )
-from broker.store import JobNotFoundError, StoreError
+from broker.store import JobNotFoundError, StoreError, StoreUnavailable
 from broker.submit import NotPlaceableError
 from broker.validation import BadRequestError, FieldViolation
 
@@ -83,6 +83,8 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
         details.append(_pack(failure))
     elif isinstance(exc, OutputElsewhereError):
         code, message = code_pb2.FAILED_PRECONDITION, str(exc)
+    elif isinstance(exc, StoreUnavailable):  # retryable: a submit with its client_id is safe to resend
+        code, message = code_pb2.UNAVAILABLE, f"the job store is unavailable, retry: {exc}"
     elif isinstance(exc, StoreError):
         code, message = code_pb2.INTERNAL, f"store error: {exc}"
     else:
@@ -105,6 +107,7 @@ ERROR_REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (JobNotFoundError, "NOT_FOUND"),
     (NotPlaceableError, "NO_ALLOWED_OFFER"),
     (OutputElsewhereError, "OUTPUT_NOT_ON_REPLICA"),
+    (StoreUnavailable, "STORE_UNAVAILABLE"),
     (StoreError, "STORE_ERROR"),
 )
 

@@ -11,6 +11,7 @@ from broker.store.base import (
     LeaseRow,
     SpendEntry,
     StoreError,
+    StoreUnavailable,
     Submission,
 )
 from broker.store.postgres import PostgresStore
@@ -31,5 +32,6 @@ __all__ = [
     "SpendEntry",
     "SqliteStore",
     "StoreError",
+    "StoreUnavailable",
     "Submission",
 ]

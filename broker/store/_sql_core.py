@@ -6,19 +6,28 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from broker.model import Attempt, Job, JobEvent, JobId, JobSpec, JobState, SiteId, TenantId
 from broker.states import check_transition
 from broker.store._dialect import Db, Dialect, Row
 from broker.store._rows import attempt_from_row
 from broker.store._schema import INSERT_EVENT, JOB_COLS, create_schema
-from broker.store.base import JOB_FIELDS, FencedOut, JobMove, JobNotFoundError, JobStore, StoreError
+from broker.store.base import (
+    JOB_FIELDS,
+    FencedOut,
+    JobMove,
+    JobNotFoundError,
+    JobStore,
+    StoreError,
+    StoreUnavailable,
+)
 
 SPEC_CACHE_SIZE = 200_000
+T = TypeVar("T")
 
 
 class SqlCore(JobStore):
@@ -44,23 +53,61 @@ class SqlCore(JobStore):
 
     def _handle(self) -> Db:
         if self._dialect.broken(self._conn):
-            self._conn = self._dialect.connect()
+            try:
+                self._conn = self._dialect.connect()
+            except Exception as exc:  # down, restarting, refusing connections
+                raise StoreUnavailable(f"the database cannot be reached: {exc}") from exc
         return Db(self._dialect, self._conn)
 
     @contextmanager
     def _tx(self, *, fenced: bool = False) -> Iterator[Db]:
         """A write transaction; a fenced one first checks this store still leads."""
         with self._lock:
-            db = self._handle()
-            with self._dialect.transaction(db.conn):
-                if fenced and self._fence is not None:
-                    self._check_fence(db, self._fence)
-                yield db
+            try:
+                with ExitStack() as stack:
+                    db = self._begin(stack)
+                    if fenced and self._fence is not None:
+                        self._check_fence(db, self._fence)
+                    yield db
+            except Exception as exc:  # the body's, or the commit's
+                self._unreachable(exc)
+                raise
 
-    @contextmanager
-    def _read(self) -> Iterator[Db]:
+    def _begin(self, stack: ExitStack) -> Db:
+        """Open a transaction. A connection that died while idle (the server restarted, a proxy
+        dropped it) is found out only by using it, and nothing was sent on it yet: begin once
+        more on a new one rather than fail the caller."""
+        db = self._handle()
+        try:
+            stack.enter_context(self._dialect.transaction(db.conn))
+            return db
+        except Exception:
+            if not self._dialect.broken(db.conn):
+                raise
+        db = self._handle()
+        stack.enter_context(self._dialect.transaction(db.conn))
+        return db
+
+    def _reading(self, read: Callable[[Db], T]) -> T:
+        """Run a read; on a connection that died while idle, once more on a new one."""
         with self._lock:
-            yield self._handle()
+            db = self._handle()
+            try:
+                return read(db)
+            except Exception:
+                if not self._dialect.broken(db.conn):
+                    raise
+            db = self._handle()
+            try:
+                return read(db)
+            except Exception as exc:
+                self._unreachable(exc)
+                raise
+
+    def _unreachable(self, exc: Exception) -> None:
+        """Raise StoreUnavailable for a failure that broke the connection (callers may retry)."""
+        if self._dialect.broken(self._conn) and not isinstance(exc, StoreError):
+            raise StoreUnavailable(f"the database connection was lost: {exc}") from exc
 
     def _check_fence(self, db: Db, fence: int) -> None:
         # FOR SHARE on PostgreSQL: a concurrent claim waits for this transaction, or this
@@ -71,12 +118,10 @@ class SqlCore(JobStore):
             raise FencedOut(f"fenced at epoch {fence}, but epoch {current} leads now")
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        with self._read() as db:
-            return db.one(sql, params)
+        return self._reading(lambda db: db.one(sql, params))
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        with self._read() as db:
-            return db.all(sql, params)
+        return self._reading(lambda db: db.all(sql, params))
 
     # Rows ---------------------------------------------------------------------------------
 

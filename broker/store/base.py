@@ -56,6 +56,10 @@ class StoreError(BrokerError):
     """Root of store errors."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot be reached (down, restarting, refusing connections): retry later."""
+
+
 class JobNotFoundError(StoreError):
     """No such job (or not visible to the asking tenant)."""
 

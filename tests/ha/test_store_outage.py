@@ -1,0 +1,78 @@
+"""Issue 13: API replicas ride out a PostgreSQL restart or failover.
+
+The server dropping every session (what a restart does to its clients) must cost no caller an
+error: a replica's connection that died while idle is replaced on its next use. While the
+database refuses connections, calls fail as UNAVAILABLE (retryable), not INTERNAL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import JOB_PYTHON
+from tests.e2e.conftest import auth
+from tests.e2e.test_jobs_api import TERMINAL, spec, wait_for
+from tests.ha.conftest import Cluster
+
+
+def drop_sessions(admin: psycopg.Connection[tuple[object, ...]], database: str) -> None:
+    admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = %s AND pid <> pg_backend_pid()",
+        (database,),
+    )
+
+
+@contextmanager
+def refusing(admin: psycopg.Connection[tuple[object, ...]], database: str) -> Iterator[None]:
+    """The database takes no connections (and has none) until the block ends."""
+    admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(database)))
+    try:
+        drop_sessions(admin, database)
+        yield
+    finally:
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(database)))
+
+
+def test_a_replica_rides_out_a_database_restart(cluster: Cluster, pg_server: str) -> None:
+    api = cluster.start("api")
+    cluster.start("scheduler")
+    cluster.leader()
+    database = str(conninfo_to_dict(cluster.dsn)["dbname"])
+    with (
+        psycopg.connect(pg_server, autocommit=True) as admin,
+        grpc.insecure_channel(api.address) as channel,
+    ):
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        before = stub.SubmitJob(
+            pb.SubmitJobRequest(job=spec("before", [JOB_PYTHON, "-c", "pass"])), metadata=auth("team-a")
+        ).job
+        drop_sessions(admin, database)  # a restart, seen from the clients
+        # The first calls after it are answered (each finds its idle connection dead).
+        listed = stub.ListJobs(pb.ListJobsRequest(), metadata=auth("team-a"))
+        assert [j.id for j in listed.jobs] == [before.id]
+        drop_sessions(admin, database)
+        during = pb.SubmitJobRequest(job=spec("during", [JOB_PYTHON, "-c", "pass"]), client_id="retry-me")
+        after = stub.SubmitJob(during, metadata=auth("team-a")).job
+        with refusing(admin, database):
+            for call in (
+                lambda: stub.SubmitJob(during, metadata=auth("team-a")),
+                lambda: stub.GetJob(pb.GetJobRequest(id=before.id), metadata=auth("team-a")),
+            ):
+                with pytest.raises(grpc.RpcError) as refused:
+                    call()
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
+                assert "unavailable" in (refused.value.details() or "")
+        again = stub.SubmitJob(during, metadata=auth("team-a"))  # the retry the client makes
+        assert again.job.id == after.id and not again.created
+        for job_id in (before.id, after.id):
+            assert wait_for(stub, job_id, TERMINAL, timeout=90).state == job_pb2.JOB_STATE_SUCCEEDED
