@@ -14,6 +14,7 @@ from adapters.base import (
     NotFoundError,
     QuotaError,
     RequestError,
+    SpotQuotaError,
     TransientError,
     UnsupportedError,
 )
@@ -34,7 +35,7 @@ EC2_CODES: ErrorTable = {
     "Unsupported": UnsupportedError,
     "InvalidInstanceType.NotFound": UnsupportedError,
     # quota
-    "MaxSpotInstanceCountExceeded": QuotaError,
+    "MaxSpotInstanceCountExceeded": SpotQuotaError,
     "VcpuLimitExceeded": QuotaError,
     "InstanceLimitExceeded": QuotaError,
     # transient

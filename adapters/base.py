@@ -5,6 +5,7 @@ Error tree (named for what dispatch does next)::
     AdapterError(site, code, message)     unknown code: kept, reported, attempt failed
     ├── CapacityError                     block (site, type, zone) for a TTL, try the next offer
     ├── QuotaError                        block the region for a TTL, try the next offer
+    │   └── SpotQuotaError                block the region's spot market only (on demand is open)
     ├── TransientError                    back off and retry the same call (tenacity)
     ├── AuthError                         open the provider's circuit breaker
     ├── ConfigError                       open the provider's circuit breaker
@@ -53,6 +54,11 @@ class CapacityError(AdapterError):
 
 class QuotaError(AdapterError):
     """The account's quota or limit in this region is exhausted."""
+
+
+class SpotQuotaError(QuotaError):
+    """The account's spot quota in this region is exhausted; its on-demand limit is another
+    quota, so on-demand offers there are still open."""
 
 
 class TransientError(AdapterError):

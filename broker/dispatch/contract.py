@@ -103,6 +103,7 @@ class FailoverPlan:
 OFFER_FAULTS = (
     NextStep.BLOCK_OFFER_TRY_NEXT,
     NextStep.BLOCK_REGION_TRY_NEXT,
+    NextStep.BLOCK_SPOT_TRY_NEXT,
     NextStep.DROP_OFFER_TRY_NEXT,
     NextStep.OPEN_CIRCUIT_TRY_NEXT,
 )

@@ -34,6 +34,7 @@ from adapters.base import (
     NotFoundError,
     QuotaError,
     RequestError,
+    SpotQuotaError,
     TransientError,
     UnsupportedError,
 )
@@ -70,6 +71,8 @@ class BlockScope(StrEnum):
     OFFER = "offer"
     """One offer key: site/zone-or-region/instance type/market."""
     REGION = "region"
+    REGION_SPOT = "region_spot"
+    """The spot market of one region (its on-demand offers stay open)."""
     SITE = "site"
 
 
@@ -79,6 +82,8 @@ class NextStep(StrEnum):
     RETRY_SAME = "retry_same"
     BLOCK_OFFER_TRY_NEXT = "block_offer_try_next"
     BLOCK_REGION_TRY_NEXT = "block_region_try_next"
+    BLOCK_SPOT_TRY_NEXT = "block_spot_try_next"
+    """A spot quota: block the region's spot offers for the quota TTL; on demand there may start."""
     AVOID_REGION_TRY_NEXT = "avoid_region_try_next"
     """A launch there timed out: block the region a while and try the next offer; unlike an
     offer's fault it uses up one of the job's attempts (every region may hang)."""
@@ -99,12 +104,14 @@ _SCOPES: dict[NextStep, BlockScope] = {
     NextStep.BLOCK_OFFER_TRY_NEXT: BlockScope.OFFER,
     NextStep.DROP_OFFER_TRY_NEXT: BlockScope.OFFER,
     NextStep.BLOCK_REGION_TRY_NEXT: BlockScope.REGION,
+    NextStep.BLOCK_SPOT_TRY_NEXT: BlockScope.REGION_SPOT,
     NextStep.AVOID_REGION_TRY_NEXT: BlockScope.REGION,
 }
 
 # Most specific class first; every AdapterError subclass in adapters.base appears here.
 _NEXT_STEPS: tuple[tuple[type[AdapterError], NextStep], ...] = (
     (CapacityError, NextStep.BLOCK_OFFER_TRY_NEXT),
+    (SpotQuotaError, NextStep.BLOCK_SPOT_TRY_NEXT),
     (QuotaError, NextStep.BLOCK_REGION_TRY_NEXT),
     (AttemptTimeoutError, NextStep.AVOID_REGION_TRY_NEXT),
     (TransientError, NextStep.RETRY_SAME),
@@ -158,6 +165,10 @@ def _region_key(site: str, region: str) -> str:
     return f"region:{site}/{region or '-'}"
 
 
+def _spot_key(site: str, region: str) -> str:
+    return f"spot:{site}/{region or '-'}"
+
+
 def _site_key(site: str) -> str:
     return f"site:{site}"
 
@@ -175,13 +186,21 @@ class Blocklist:
     def block_region(self, site: str, region: str, ttl_s: float | None, reason: str) -> Block:
         return self._add(_region_key(site, region), BlockScope.REGION, ttl_s, reason, f"{site}/{region}")
 
+    def block_region_spot(self, site: str, region: str, ttl_s: float | None, reason: str) -> Block:
+        """Block the region's spot offers; placement reads the target `site/region/spot`."""
+        target = f"{site}/{region}/spot"
+        return self._add(_spot_key(site, region), BlockScope.REGION_SPOT, ttl_s, reason, target)
+
     def block_site(self, site: str, ttl_s: float | None, reason: str) -> Block:
         return self._add(_site_key(site), BlockScope.SITE, ttl_s, reason, site)
 
     def blocked(self, offer: Offer) -> Block | None:
         """The block that keeps this offer out (offer, then region, then site), or None."""
         now = self.clock()
-        for key in (_offer_key(offer), _region_key(offer.site, offer.region), _site_key(offer.site)):
+        keys = [_offer_key(offer), _region_key(offer.site, offer.region), _site_key(offer.site)]
+        if offer.spot:
+            keys.insert(1, _spot_key(offer.site, offer.region))
+        for key in keys:
             entry = self._blocks.get(key)
             if entry is None:
                 continue
@@ -215,6 +234,8 @@ class Blocklist:
             self.block_offer(offer, policy.unsupported_block_s, reason)
         elif step is NextStep.BLOCK_REGION_TRY_NEXT:
             self.block_region(offer.site, offer.region, policy.quota_block_s, reason)
+        elif step is NextStep.BLOCK_SPOT_TRY_NEXT:
+            self.block_region_spot(offer.site, offer.region, policy.quota_block_s, reason)
         elif step is NextStep.AVOID_REGION_TRY_NEXT:
             self.block_region(offer.site, offer.region, policy.unhealthy_block_s, reason)
         return step

@@ -37,4 +37,6 @@ def audit_data(decision: Decision) -> dict[str, Any]:
 
 def offer_fault(error: str) -> bool:
     """A stored attempt error that was the offer's fault (it does not use up one of the job's attempts)."""
-    return error.startswith(("CapacityError", "QuotaError", "UnsupportedError", "AuthError", "ConfigError"))
+    return error.startswith(
+        ("CapacityError", "QuotaError", "SpotQuotaError", "UnsupportedError", "AuthError", "ConfigError")
+    )

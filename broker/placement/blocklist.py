@@ -1,4 +1,5 @@
-"""Filter: the failover blocklist (offer keys, site ids or `site/region` keys, with a TTL upstream)."""
+"""Filter: the failover blocklist (offer keys, site ids, `site/region` keys or `site/region/spot` for a
+region's spot market, with a TTL upstream)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,11 @@ def filter_blocked_offers(g: Group, offers: list[Offer], env: Env) -> tuple[list
     rejected: OfferRejections = []
     for o in offers:
         zone_key = f"{o.site}/{o.zone}" if o.zone else ""
-        if o.key in blocked:
+        if o.spot and f"{o.site}/{o.region}/spot" in blocked:
+            why = f"spot in region {o.region} of {o.site} is blocked after a spot quota error"
+            why += " (on demand is not)"
+            rejected.append((o, (Reason(BLOCKED, why),)))
+        elif o.key in blocked:
             rejected.append((o, (Reason(BLOCKED, f"{o.key} is blocked after a capacity error"),)))
         elif zone_key and zone_key in blocked:
             rejected.append(

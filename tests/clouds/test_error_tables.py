@@ -13,6 +13,7 @@ from adapters.base import (
     NotFoundError,
     QuotaError,
     RequestError,
+    SpotQuotaError,
     TransientError,
     UnsupportedError,
 )
@@ -27,7 +28,7 @@ EC2_DOCUMENTED: dict[str, type[AdapterError]] = {
     "SpotMaxPriceTooLow": CapacityError,
     "InsufficientFreeAddressesInSubnet": CapacityError,
     "Unsupported": UnsupportedError,
-    "MaxSpotInstanceCountExceeded": QuotaError,
+    "MaxSpotInstanceCountExceeded": SpotQuotaError,  # "failover to on-demand / other region"
     "VcpuLimitExceeded": QuotaError,
     "InstanceLimitExceeded": QuotaError,
     "RequestLimitExceeded": TransientError,
@@ -116,6 +117,7 @@ def test_tables_only_use_the_error_tree() -> None:
     tree = {
         CapacityError,
         QuotaError,
+        SpotQuotaError,
         TransientError,
         AuthError,
         ConfigError,

@@ -13,6 +13,7 @@ from adapters.base import (
     ConfigError,
     NotFoundError,
     QuotaError,
+    SpotQuotaError,
     TransientError,
     UnsupportedError,
 )
@@ -62,6 +63,7 @@ def offer(zone: str = "us-east-1a", itype: str = "p4d.24xlarge", spot: bool = Fa
     [
         (CapacityError, NextStep.BLOCK_OFFER_TRY_NEXT),
         (QuotaError, NextStep.BLOCK_REGION_TRY_NEXT),
+        (SpotQuotaError, NextStep.BLOCK_SPOT_TRY_NEXT),
         (TransientError, NextStep.RETRY_SAME),
         (AttemptTimeoutError, NextStep.AVOID_REGION_TRY_NEXT),
         (AuthError, NextStep.OPEN_CIRCUIT_TRY_NEXT),
@@ -114,6 +116,19 @@ def test_quota_blocks_the_region_and_unsupported_never_expires() -> None:
     assert bl.blocked(offer(zone="z9")) is not None
     assert bl.blocked(offer()) is None
     assert bl.keys() == frozenset({"aws-us/z9/p4d.24xlarge/ondemand"})
+
+
+def test_a_spot_quota_blocks_the_regions_spot_offers_only() -> None:
+    clock = FakeClock()
+    bl = Blocklist(clock=clock)
+    error = SpotQuotaError("aws-us", "MaxSpotInstanceCountExceeded", "x")
+    step = bl.record(error, offer(spot=True), FailoverPolicy(quota_block_s=60))
+    assert step is NextStep.BLOCK_SPOT_TRY_NEXT and step.block_scope is BlockScope.REGION_SPOT
+    assert bl.blocked(offer(zone="us-east-1c", itype="g5.xlarge", spot=True)) is not None
+    assert bl.blocked(offer()) is None and bl.blocked(offer(zone="us-east-1c")) is None
+    assert bl.keys() == frozenset({"aws-us/us-east-1/spot"})
+    clock.now += 60
+    assert bl.blocked(offer(spot=True)) is None
 
 
 def test_a_timed_out_launch_blocks_its_region_for_the_unhealthy_ttl() -> None:

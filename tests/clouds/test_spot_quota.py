@@ -1,0 +1,98 @@
+"""A spot quota error closes the region's spot market only: on demand there is still tried.
+
+EC2 answers `MaxSpotInstanceCountExceeded` when the account's spot limit in the region is
+used up (export-controls-and-catalog.md §5.1: "failover to on-demand / other region"). The
+region's on-demand capacity is a different limit, so the job's next offer may be on demand in
+the same region; blocking the whole region sent it to a dearer cloud for the quota TTL.
+Through a real `szb serve` on moto (faults as EC2 sends them) and the ECS double.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker.api import job_pb2
+from tests.brokerproc import BrokerProcess, stub_for, szb
+from tests.clouds import on_moto
+from tests.clouds.conftest import StartBroker
+from tests.clouds.e2e_helpers import TOKEN, job_yaml, wait_state
+from tests.clouds.test_breaker_trial import events_so_far
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+from tests.doubles.moto_front import AwsFault, MotoFront
+
+POLICY = (
+    on_moto.POLICY_HEAD
+    + on_moto.ONPREM_A800
+    + on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv", spot=True)
+    + on_moto.cloud_site("aliyun-bj", "alibaba", "cn-beijing", "ali.csv", currency="CNY")
+    + """\
+tenants:
+  - {id: sg-lab, kind: partner, entity_country: SG}
+burst:
+  heartbeat_timeout: 1h
+"""
+    + on_moto.CN_RESIDENCY
+)
+
+
+@pytest.fixture
+def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:
+    cloud = EcsCloud(instance_types=(on_moto.A10,), zones=("cn-beijing-i",))
+    ecs_server.handler = cloud
+    yield cloud
+    ecs_server.handler = EcsCloud()
+
+
+def start(moto: MotoFront, ecs_server: EcsEndpoint, start_broker: StartBroker) -> BrokerProcess:
+    return start_broker(
+        on_moto.BrokerSetup(
+            POLICY,
+            tokens={"sg-lab": TOKEN},
+            sites={
+                "aws-east": on_moto.aws_on_moto(moto.url, heartbeat_s=1),
+                "aliyun-bj": on_moto.ecs_double(ecs_server.address),
+            },
+            catalogs={
+                # spot 3.24 CNY/h < on demand 7.24 < Alibaba's 13.90
+                "aws-east.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.006,0.45,us-east-1,us-east-1a"),
+                "ali.csv": on_moto.catalog(f"{on_moto.A10},A10,1,8,30,13.90,,cn-beijing,cn-beijing-i,CNY",
+                                           currency=True),
+            },
+        )
+    )
+
+
+def test_a_spot_quota_error_moves_the_job_to_on_demand_in_the_same_region(
+    moto: MotoFront, ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker, tmp_path: Path
+) -> None:
+    broker = start(moto, ecs_server, start_broker)
+    moto.scenario.faults.append(
+        AwsFault("RunInstances", "MaxSpotInstanceCountExceeded", 400,
+                 "Max spot instance count exceeded", region="us-east-1", times=1)
+    )
+    job = job_yaml(tmp_path, "a10", max_wait="0s", estimate="2h", accelerators="A10G, A10")
+    submitted = szb(broker, TOKEN, "submit", str(job), "-o", "json")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = json.loads(submitted.stdout)[0]["id"]
+    with stub_for(broker.address) as stub:
+        running = wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING}, token=TOKEN)
+        history = [e.message for e in events_so_far(stub, job_id)]
+    assert running.site == "aws-east", history
+    launches = [p for a, _r, p in moto.scenario.calls if a == "RunInstances"]
+    assert [p.get("InstanceMarketOptions.MarketType") for p in launches] == ["spot", None]
+    assert not ecs.instances
+    failed = next(m for m in history if "MaxSpotInstanceCountExceeded" in m)
+    assert "spot" in failed.split("next:")[1], failed
+
+    # explain: the region's spot offer is blocked, and says why; on demand there is allowed
+    out = szb(broker, TOKEN, "explain", str(job), "-o", "json")
+    assert out.returncode == 0, out.stderr
+    aws = {o["spot"]: o for o in json.loads(out.stdout)["offers"] if o["site"] == "aws-east"}
+    assert aws[False]["allowed"], aws[False]
+    assert not aws[True]["allowed"]
+    (reason,) = aws[True]["reasons"]
+    assert reason["rule"] == "failover.blocked" and "spot quota" in reason["message"], reason
