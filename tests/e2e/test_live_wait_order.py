@@ -63,7 +63,7 @@ def state(broker: BrokerProcess, job_id: str) -> dict[str, Any]:
     return got[0] if isinstance(got, list) else got
 
 
-def until(check: Any, what: str, timeout: float = 30.0) -> Any:
+def until(check: Any, what: str, timeout: float = 120.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         got = check()

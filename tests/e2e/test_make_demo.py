@@ -16,6 +16,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.brokerproc import ROOT
 
 IGNORE = shutil.ignore_patterns(
@@ -24,6 +26,9 @@ IGNORE = shutil.ignore_patterns(
 )
 
 
+# The suite's 300 s per test is too short for a fresh install on a busy machine; make demo's own
+# limit (900 s below) is the one that counts.
+@pytest.mark.timeout(960)
 def test_make_demo_as_written(tmp_path: Path) -> None:
     clone = tmp_path / "shangzhuang-broker"
     shutil.copytree(ROOT, clone, ignore=IGNORE, symlinks=True)
