@@ -299,12 +299,12 @@ class BrokerServices:
             code = exit_code if exit_code is not None else 1
             self.dispatcher.heartbeat(attempt)
             gang = rank_exit(self.store, attempt, rank, code, log_tail, self.dispatcher.clock.now())
-            self.dispatcher.apply_status(attempt, gang)
+            self.dispatcher.apply_status(attempt, gang, by_agent=True)
         elif kind == "exit":
             code = exit_code if exit_code is not None else 1
             state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
             self.dispatcher.apply_status(
-                attempt, AttemptStatus(state=state, exit_code=code, log_tail=log_tail[-4096:])
+                attempt, AttemptStatus(state=state, exit_code=code, log_tail=log_tail[-4096:]), by_agent=True
             )
         else:
             self.dispatcher.heartbeat(attempt)

@@ -90,8 +90,8 @@ class AttemptTracking:
         """The agent on an instance is alive (AgentService)."""
         self.heartbeats[attempt.id] = self.clock.now()
 
-    def apply_status(self, attempt: Attempt, status: AttemptStatus) -> None:
-        """Fold what a backend (or the agent on an instance) reported into job and attempt."""
+    def apply_status(self, attempt: Attempt, status: AttemptStatus, *, by_agent: bool = False) -> None:
+        """Fold what a backend (or an attempt's agent: `by_agent`) reported into job and attempt."""
         now = self.clock.now()
         # The caller's copy may be stale (a poll racing an agent report): decide on the stored one.
         attempt = self.store.get_attempt(attempt.id)
@@ -141,7 +141,8 @@ class AttemptTracking:
         )
         self.planner.settle(job, attempt, status, self.store)
         self.heartbeats.pop(attempt.id, None)
-        if self.planner.needs_agent(attempt.site) and attempt.backend_id is not None:
+        # An agent's word ends it at its backend, on-prem too (there the job holds the secret).
+        if (by_agent or self.planner.needs_agent(attempt.site)) and attempt.backend_id is not None:
             if status.reclaiming:
                 self._leave_to_cloud(attempt)
             else:

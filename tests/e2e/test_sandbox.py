@@ -9,6 +9,7 @@ for another tenant's running job.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -452,7 +453,8 @@ def test_exit_codes_are_int32_and_a_bad_report_changes_nothing(
         final = wait_for(stub, job.id, TERMINAL, tenant="team-b")
         assert final.state == job_pb2.JOB_STATE_FAILED and final.exit_code == 7
     finally:
-        os.kill(pid, 9)
+        with contextlib.suppress(ProcessLookupError):  # the broker stops it once its job ended
+            os.kill(pid, 9)
     # Where the secret lives: the job's environment only. The store has its hash.
     assert attempt.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
     assert secret != attempt.token
@@ -557,3 +559,46 @@ def test_a_local_job_cannot_fill_the_brokers_disk_through_the_agent_log(
     finally:
         os.kill(pid, signal.SIGKILL)
         stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-b"))
+
+
+@ROOT_ONLY
+def test_a_local_job_that_reports_its_own_exit_runs_no_further(tmp_path: Path) -> None:
+    # A local job holds its attempt's agent secret. Reporting `exit 0` ends the job (the
+    # tenant's own word), but its process must stop with it, not run on outside the broker's
+    # accounting until a reconcile pass (here an hour away) finds it.
+    folder = Path(tempfile.mkdtemp(prefix="szb-selfreport-"))
+    folder.chmod(0o755)
+    config = write_broker_config(folder / "b")
+    text = config.read_text()
+    config.write_text(text.replace("dispatch: {poll_interval_s: 0.2}",
+                                   "dispatch: {poll_interval_s: 0.2, reconcile_interval_s: 3600}"))
+    proc = BrokerProcess(config)
+    proc.start()
+    pid = 0
+    try:
+        with grpc.insecure_channel(proc.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            job, pid = start_sleeper(stub, "team-a")
+            endpoint, secret = _secret_of(pid)
+            attempt = _attempts(proc, job.id)[-1]
+            status, body = _post(endpoint, secret, {"attempt_id": attempt.id, "kind": "exit",
+                                                    "exit_code": 0, "log_tail": "all done"})
+            assert (status, json.loads(body)) == (200, {"stop": True})
+            final = wait_for(stub, job.id, TERMINAL, tenant="team-a")
+            assert final.state == job_pb2.JOB_STATE_SUCCEEDED
+            deadline = time.monotonic() + 30
+            while Path(f"/proc/{pid}").exists() and _state_of(pid) != "Z":
+                assert time.monotonic() < deadline, "the job's process still runs after its job ended"
+                time.sleep(0.1)
+    finally:
+        if pid and Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+        proc.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _state_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
