@@ -87,6 +87,17 @@ def _report_time(request: Any, name: str) -> datetime | None:
     return value
 
 
+def _bounded(value: str, field: str) -> str:
+    """An id-like filter (tenant, job id) of at most MAX_ID characters.
+
+    Errors quote such values: an unbounded one would exceed gRPC's 16 KiB metadata limit and
+    reach the client as RESOURCE_EXHAUSTED "Stream removed", naming nothing.
+    """
+    if len(value) > MAX_ID:
+        raise _BadRequest([FieldViolation(field, f"must be at most {MAX_ID} characters")])
+    return value
+
+
 def _job_id(value: str) -> str:
     if not value or len(value) > MAX_ID:
         raise _BadRequest([FieldViolation("id", "must be a job id")])
@@ -177,8 +188,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 states = sorted({state_from_proto(s) for s in request.states})
             except WireValueError as exc:
                 raise _BadRequest([FieldViolation("states", "unknown job state")]) from exc
-            if len(request.tenant) > MAX_ID:
-                raise _BadRequest([FieldViolation("tenant", f"must be at most {MAX_ID} characters")])
+            _bounded(request.tenant, "tenant")
             page = self.services.list(
                 caller,
                 tenant=request.tenant,
@@ -252,6 +262,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 raise _BadRequest([FieldViolation("until", "must be after since")])
             if request.group_by not in broker_service_pb2.SpendGrouping.values():
                 raise _BadRequest([FieldViolation("group_by", "unknown enum value")])
+            _bounded(request.tenant, "tenant")
             if self.spend is None:
                 return broker_service_pb2.GetSpendResponse()
             return self.spend(caller, request)
@@ -296,6 +307,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
     ) -> broker_service_pb2.ListOffersResponse:
         try:
             caller = self._principal(context)
+            _bounded(request.tenant, "tenant")
             if self.offers is None:
                 return broker_service_pb2.ListOffersResponse()
             return await self.offers(caller, request)
@@ -342,9 +354,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             audit = self._audit(context)
             if request.page_size < 0:
                 raise _BadRequest([FieldViolation("page_size", "must be >= 0")])
-            if len(request.job_id) > MAX_ID or len(request.tenant) > MAX_ID:
-                field = "job_id" if len(request.job_id) > MAX_ID else "tenant"
-                raise _BadRequest([FieldViolation(field, f"must be at most {MAX_ID} characters")])
+            _bounded(request.job_id, "job_id")
+            _bounded(request.tenant, "tenant")
             since = _report_time(request, "since")
             return audit.events(
                 job_id=request.job_id, tenant=request.tenant, since=since, page_size=request.page_size

@@ -156,6 +156,24 @@ def test_huge_filters_are_invalid_argument_not_internal(broker: BrokerProcess) -
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_an_oversized_tenant_filter_is_invalid_argument_naming_it(broker: BrokerProcess) -> None:
+    # The answer used to quote the whole value ("tenant 'xxx…' not found"): over gRPC's 16 KiB
+    # metadata limit the client saw RESOURCE_EXHAUSTED "Stream removed" and no field.
+    big = "x" * 100_000
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        calls = [
+            lambda: stub.GetSpend(pb.GetSpendRequest(tenant=big), metadata=auth("team-a")),
+            lambda: stub.ListOffers(pb.ListOffersRequest(tenant=big), metadata=auth("team-a")),
+            lambda: stub.ListJobs(pb.ListJobsRequest(tenant=big), metadata=auth("team-a")),
+        ]
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+            assert "at most 128 characters" in field_violations(err.value)["tenant"]
+
+
 def test_undecodable_bytes_are_invalid_argument_without_a_traceback(broker: BrokerProcess) -> None:
     with grpc.insecure_channel(broker.address) as channel:
         raw_submit = channel.unary_unary(SUBMIT)
