@@ -29,10 +29,35 @@ DOMAIN = "shangzhuang.broker.v1"
 
 _BadRequest = BadRequestError
 
+MAX_VIOLATIONS = 20
+"""Violations listed in one answer. The status travels in trailing metadata, which clients cut
+at 16 KiB: a batch of 2,000 bad jobs, or an error quoting a 40 KB env name, reached them as
+RESOURCE_EXHAUSTED "Stream removed" naming nothing. Texts are clipped for the same reason."""
+
+
+def clip(text: str, limit: int) -> str:
+    """`text`, or its start and end (about `limit` characters) around how many were left out.
+
+    Both ends: a message quotes the value first and says what is wrong with it last.
+    """
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}…({len(text) - 2 * half} characters)…{text[-half:]}"
+
 
 def bad_request(field: str, description: str) -> Exception:
     """An error `abort_with` turns into INVALID_ARGUMENT with one field violation."""
     return _BadRequest([FieldViolation(field, description)])
+
+
+def _shown(items: list[FieldViolation]) -> list[FieldViolation]:
+    """The violations an answer lists: the first MAX_VIOLATIONS, clipped, then how many more."""
+    shown = [FieldViolation(clip(v.field, 200), clip(v.description, 300)) for v in items[:MAX_VIOLATIONS]]
+    hidden = len(items) - len(shown)
+    if hidden:
+        shown.append(FieldViolation("", f"and {hidden} more violation(s) of the same request"))
+    return shown
 
 
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
@@ -40,11 +65,12 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
     details: list[any_pb2.Any] = []
     reason = error_reason(exc)
     if isinstance(exc, _BadRequest | AgentReportError):
-        code, message = code_pb2.INVALID_ARGUMENT, f"invalid request: {exc}"
+        shown = _shown(exc.items)
+        code, message = code_pb2.INVALID_ARGUMENT, f"invalid request: {'; '.join(map(str, shown))}"
         bad = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in exc.items
+                for v in shown
             ]
         )
         details.append(_pack(bad))
@@ -77,7 +103,7 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
                 error_details_pb2.PreconditionFailure.Violation(
                     type="PLACEMENT", subject=f"job[{exc.index}]", description=r
                 )
-                for r in exc.reasons
+                for r in exc.reasons[:MAX_VIOLATIONS]
             ]
         )
         details.append(_pack(failure))
@@ -91,7 +117,7 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
         log.error("internal error in an RPC", exc_info=exc)
         code, message = code_pb2.INTERNAL, f"internal error: {type(exc).__name__}"
     details.append(_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)))
-    status = status_pb2.Status(code=code, message=message, details=details)
+    status = status_pb2.Status(code=code, message=clip(message, 2000), details=details)
     await context.abort_with_status(rpc_status.to_status(status))
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 

@@ -174,6 +174,29 @@ def test_an_oversized_tenant_filter_is_invalid_argument_naming_it(broker: Broker
             assert "at most 128 characters" in field_violations(err.value)["tenant"]
 
 
+def test_an_answer_naming_many_or_long_values_still_reaches_the_client(broker: BrokerProcess) -> None:
+    # The status travels in trailing metadata, which clients cut at 16 KiB: a batch of 2,000
+    # bad jobs, or an error quoting a 40 KB env name, came back as RESOURCE_EXHAUSTED
+    # "Stream removed" with no field at all.
+    bad = job()
+    bad.resources.cpus = -1
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SubmitJobs(pb.SubmitJobsRequest(requests=[pb.SubmitJobRequest(job=bad)] * 2000),
+                            metadata=auth("team-a"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        violations = field_violations(err.value)
+        assert "requests[0].job.resources.cpus" in violations, violations
+        assert "1980 more violation(s)" in violations[""], violations
+        long_name = job()
+        long_name.env["A-" * 20_000] = "x"
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SubmitJob(pb.SubmitJobRequest(job=long_name), metadata=auth("team-a"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert "not a valid environment variable name" in field_violations(err.value)["env"]
+
+
 def test_undecodable_bytes_are_invalid_argument_without_a_traceback(broker: BrokerProcess) -> None:
     with grpc.insecure_channel(broker.address) as channel:
         raw_submit = channel.unary_unary(SUBMIT)
