@@ -28,7 +28,7 @@ from broker.agent_secret import SecretEscrow
 from broker.audit import AuditTrail
 from broker.auth import TokenAuthority
 from broker.clock import Clock, SystemClock
-from broker.config import BrokerConfig, site_settings
+from broker.config import BrokerConfig
 from broker.dispatch.dispatcher import Dispatcher
 from broker.dispatch.reconcile import unfollowed
 from broker.grpcserve import ON_API_REPLICAS, GrpcEdge
@@ -50,6 +50,7 @@ from broker.rpcviews import RpcViews
 from broker.secret_files import JobAccount, check_at_start, open_to_jobs
 from broker.server import BrokerServicer
 from broker.service import BrokerServices, EventHub
+from broker.site_adapters import SiteAdapters
 from broker.store import JobStore, PolicyVersion, PostgresStore, SqliteStore
 from broker.tls import ServerTls, warn_if_plaintext
 from broker.yamlfile import PolicyError, Problem
@@ -68,6 +69,7 @@ class BrokerApp:
     """The broker.yaml `config` came from: checked, with the other secret files, at start."""
     job_accounts: tuple[JobAccount, ...] = ()
     """The users sandboxed local jobs run as (none when the broker is not root)."""
+    site_builder: SiteAdapters | None = None  # builds site adapters (again after a reload); not on `api`
 
     edge: GrpcEdge | None = None
     port: int = 0
@@ -310,21 +312,10 @@ class BrokerApp:
         problems = self._vet_sites(self.planner.policy, self.planner.watcher.first_load.content)
         if problems:
             raise PolicyError(problems)
-        registry = self.registry or AdapterRegistry.discover()
-        adapters: dict[SiteId, Adapter] = dict(self.adapter_overrides or {})
-        for site_id, adapter_name, site_config in self.planner.site_adapters():
-            if site_id in adapters:
-                continue
-            try:
-                merged: dict[str, Any] = {
-                    "data_dir": str(self.config.data_dir),
-                    **site_config,
-                    **site_settings(self.config.sites.get(site_id, {})),
-                }
-                adapters[site_id] = registry.create(adapter_name, site_id, merged)
-            except Exception as exc:  # one broken site must not stop the broker
-                log.error("site %s disabled: %s", site_id, exc, extra={"site": site_id})
-                self.planner.mark_unhealthy(site_id, f"adapter not built: {exc}"[:300])
+        overrides = dict(self.adapter_overrides or {})
+        self.site_builder = SiteAdapters(self.registry or AdapterRegistry.discover(), self.config.data_dir,
+                                         self.config.sites, self.planner.mark_unhealthy, skip=set(overrides))
+        adapters = {**overrides, **self.site_builder.build_all(self.planner.policy)}
         quiet_third_party()  # SDKs imported just now may have attached handlers of their own
         sandboxes = [getattr(a, "sandbox", None) for a in adapters.values()]
         self.job_accounts = tuple(s.user for s in sandboxes if isinstance(s, Sandbox) and s.user)
@@ -343,6 +334,12 @@ class BrokerApp:
         )
 
     def _policy_changed(self) -> None:
+        rebuilt = self.site_builder.changed(self.planner.policy) if self.site_builder is not None else {}
+        for site, adapter in rebuilt.items():
+            self.adapters[site] = measured(adapter, self.metrics)  # the dispatcher's and planner's dict
+            if self.role is not None:
+                self.role.add_adapter(site, self.adapters[site])
+            self.planner.offers.forget(site)
         dispatcher = self.role.dispatcher if self.role is not None else self.dispatcher
         if dispatcher is not None:
             dispatcher.policy_changed()

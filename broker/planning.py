@@ -14,7 +14,6 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from adapters.base import Adapter, AdapterError, Capability, supports
 from broker.burst import BurstInputs, TenantMoney, is_onprem, route_states
@@ -27,7 +26,7 @@ from broker.decision import Decision
 from broker.dispatch.contract import FailoverPlan, failover_plan
 from broker.dispatch.failover import NextStep
 from broker.dispatch.health import SiteHealth
-from broker.dispatch.offers import OfferReading, OfferSource, site_configs
+from broker.dispatch.offers import OfferReading, OfferSource
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
 from broker.fair_queue import FairQueue
@@ -106,9 +105,6 @@ class Planner:
         self.watcher.reload()
 
     # Sites and their health ------------------------------------------------------------
-
-    def site_adapters(self) -> list[tuple[SiteId, str, dict[str, Any]]]:
-        return site_configs(self.policy)
 
     def mark_unhealthy(self, site: SiteId, reason: str) -> None:
         self.health.mark_unhealthy(site, reason)

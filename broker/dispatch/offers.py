@@ -84,6 +84,11 @@ class OfferSource:
             self._inflight.add_done_callback(self._keep)
         return self._inflight
 
+    def forget(self, site: str) -> None:
+        """Drop what was read from a site's adapter (a new one replaced it): the next read asks it."""
+        self._cloud.pop(site, None)
+        self._cloud_failed.pop(site, None)
+
     def _keep(self, done: asyncio.Future[OfferReading]) -> None:
         if not done.cancelled() and done.exception() is None:
             self._latest = done.result()

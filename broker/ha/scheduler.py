@@ -85,6 +85,10 @@ class SchedulerRole:
             "szb_scheduler_epoch", "Fencing epoch of this process's term", registry=metrics.registry
         )
 
+    def add_adapter(self, site: SiteId, adapter: Adapter) -> None:
+        """A site's adapter built after start (a reloaded policy added or changed the site)."""
+        self.adapters[site] = leader_only(adapter, self.elector.may_act)
+
     async def start(self) -> None:
         await self._set_health(False)
         self._supervisor = asyncio.create_task(self._supervise(), name="scheduler-role")

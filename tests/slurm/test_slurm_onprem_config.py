@@ -22,7 +22,7 @@ from adapters.slurm import (
 from broker.model import AttemptState, SiteId
 
 SITE = SiteId("shangzhuang-onprem")
-POLICY_PARTITIONS: list[dict[str, Any]] = [  # what Planner.site_adapters() passes
+POLICY_PARTITIONS: list[dict[str, Any]] = [  # what dispatch.offers.site_configs() passes
     {"name": "ascend", "accelerator": "Ascend910B", "count_per_node": 4, "nodes": 1, "price_hour": 6.0,
      "cpus_per_node": 16.0, "memory_gb_per_node": 0.0, "slot_counts": None, "expected_wait": None},
     {"name": "a800", "accelerator": "A800", "count_per_node": 4, "nodes": 1, "price_hour": 14.0,

@@ -1,0 +1,74 @@
+"""Each policy site's adapter, built from its config: at start, and again for a cloud site a
+policy reload adds or changes (its catalog's types, zones and prices live in the adapter).
+
+On-prem adapters are built once: they hold running work (local runners, a Slurm session)
+and their capacity is read live, so a reload reaches them through the policy alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.base import Adapter
+from adapters.registry import AdapterRegistry
+from broker.burst import is_onprem
+from broker.config import site_settings
+from broker.dispatch.offers import site_configs
+from broker.model import SiteId
+from broker.policy import Policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SiteAdapters:
+    """Builds site adapters and remembers the config each was built from."""
+
+    registry: AdapterRegistry
+    data_dir: Path
+    settings: Mapping[str, Mapping[str, Any]]
+    """broker.yaml's `sites:` (merged over each site's policy config)."""
+    on_error: Callable[[SiteId, str], None]
+    """A site whose adapter could not be built: it is marked unhealthy with the reason."""
+    skip: Collection[SiteId] = ()
+    """Sites whose adapters the caller built (tests inject endpoints this way)."""
+    built: dict[SiteId, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def build_all(self, policy: Policy) -> dict[SiteId, Adapter]:
+        """Every site's adapter (a site that cannot be built is left out, marked unhealthy)."""
+        out: dict[SiteId, Adapter] = {}
+        for site_id, name, config in site_configs(policy):
+            if site_id not in self.skip and (adapter := self._build(site_id, name, config)) is not None:
+                out[site_id] = adapter
+        return out
+
+    def changed(self, policy: Policy) -> dict[SiteId, Adapter]:
+        """Adapters for the cloud sites `policy` adds or whose config (catalog, region) it changes."""
+        out: dict[SiteId, Adapter] = {}
+        for site_id, name, config in site_configs(policy):
+            same = self.built.get(site_id) == (name, config)
+            if same or site_id in self.skip or is_onprem(policy, site_id):
+                continue
+            adapter = self._build(site_id, name, config)
+            if adapter is not None:
+                log.info("site %s: adapter built for the reloaded policy", site_id, extra={"site": site_id})
+                out[site_id] = adapter
+        return out
+
+    def _build(self, site_id: SiteId, name: str, config: dict[str, Any]) -> Adapter | None:
+        self.built[site_id] = (name, config)  # a broken config is not tried again until it changes
+        try:
+            merged: dict[str, Any] = {
+                "data_dir": str(self.data_dir),
+                **config,
+                **site_settings(self.settings.get(site_id, {})),
+            }
+            return self.registry.create(name, site_id, merged)
+        except Exception as exc:  # one broken site must not stop the broker
+            log.error("site %s disabled: %s", site_id, exc, extra={"site": site_id})
+            self.on_error(site_id, f"adapter not built: {exc}"[:300])
+            return None
