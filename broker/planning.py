@@ -57,7 +57,7 @@ class Planner:
         self.burst_jobs: set[str] = set()
         """Jobs that already burst once: failover to the next cloud offer skips the hysteresis."""
         self._watch_task: asyncio.Task[None] | None = None
-        self._admitted: dict[tuple[str, str, str], list[str]] = {}
+        self._admitted: dict[tuple[str, str, str, bool], list[str]] = {}
         self.fair = FairQueue()
         """Fair share across tenants: the usage book and each queued job's standing."""
         self.waits = LiveWaits()
@@ -191,7 +191,7 @@ class Planner:
             capacity_total=reading.totals,
             routes=route_states([*live, *self.recent], now, self.policy),
             blocked=self.health.blocked(),
-            unhealthy=self.health.unhealthy_now(),
+            unhealthy=self.health.unhealthy_now(), no_images=self.offers.no_images(),
         )
         for attempt in live:
             # Launches still in flight are not in the adapter's capacity yet.
@@ -325,15 +325,15 @@ class Planner:
     def admit(self, spec: JobSpec, tenant: TenantId, now: datetime) -> list[str]:
         """Reasons the job can never be placed for this tenant (empty when it can)."""
         policy = self.policy
-        # Placeability depends on the job's shape and on the job fields the policy's CEL rules
-        # read, not on its command: remember answers per (shape, fields the rules see).
+        # Placeability depends on the job's shape, the job fields the policy's CEL rules read and
+        # whether it has an image, not on its command: answers are remembered by those.
         shape = spec.model_dump_json(include={"resources", "spot", "data_residency", "max_price_per_hour"})
-        seen_by_rules = repr(Env(spec, tenant, policy, PlacementContext(now=now)).job_fp)
-        key = (policy.version, tenant, shape + seen_by_rules)
+        ctx = PlacementContext(now=now, no_images=self.offers.no_images() if spec.image else {})
+        key = (policy.version, tenant, shape + repr(Env(spec, tenant, policy, ctx).job_fp), bool(spec.image))
         cached = self._admitted.get(key)
         if cached is not None:
             return cached
-        expl = place(spec, tenant, self.catalog_offers(), policy, PlacementContext(now=now))
+        expl = place(spec, tenant, self.catalog_offers(), policy, ctx)
         reasons = [] if expl.allowed else _most_telling(rejection_summary(expl))
         if len(self._admitted) > 10_000:
             self._admitted.clear()

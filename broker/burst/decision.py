@@ -141,6 +141,7 @@ def decide(
         now=now,
         blocked=inputs.blocked,
         unhealthy_sites=inputs.unhealthy,
+        no_images=inputs.no_images,
         voucher_balances=inputs.money.voucher_balances or None,
     )
     expl = place(spec, tenant, offers, policy, ctx)

@@ -28,6 +28,8 @@ class BurstInputs:
     routes: Mapping[SiteId, RouteState] = field(default_factory=dict)
     blocked: frozenset[str] = frozenset()
     unhealthy: Mapping[SiteId, str] = field(default_factory=dict)
+    no_images: Mapping[SiteId, str] = field(default_factory=dict)
+    """Sites that cannot run a container image, with why (`PlacementContext.no_images`)."""
     burst_pending_since: datetime | None = None
     """When the burst condition was first seen true for this job (hysteresis memory)."""
     queueing_sites: frozenset[str] = frozenset()

@@ -31,6 +31,8 @@ class PassSnapshot:
     routes: dict[SiteId, RouteState] = field(default_factory=dict)
     blocked: frozenset[str] = frozenset()
     unhealthy: Mapping[SiteId, str] = field(default_factory=dict)
+    no_images: Mapping[SiteId, str] = field(default_factory=dict)
+    """Sites whose backend cannot run a container image, with why."""
     capacity: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     """Partition key -> (free units, expected wait seconds) now, when the offers are a static
     catalog (the simulator); empty when the on-prem offers carry their live values."""

@@ -44,6 +44,7 @@ def build_inputs(
         routes=snap.routes,
         blocked=snap.blocked,
         unhealthy=snap.unhealthy if unhealthy is None else unhealthy,
+        no_images=snap.no_images,
         burst_pending_since=pending_since,
         queueing_sites=queueing_sites,
         onprem_adjust=snap.adjustments(),

@@ -63,6 +63,15 @@ class OfferSource:
             self._catalog = (policy.version, static_offers(policy, read_at=self.clock.now()))
         return self._catalog[1]
 
+    def no_images(self) -> dict[SiteId, str]:
+        """Sites whose adapter cannot run a job's container image, with the adapter's reason."""
+        out: dict[SiteId, str] = {}
+        for site_id, adapter in self.adapters.items():
+            why = adapter.unsupported().get(Capability.CONTAINER_IMAGES)
+            if why is not None:
+                out[site_id] = why
+        return out
+
     def latest(self) -> OfferReading:
         """The last reading (never asks a backend); the catalog alone before the first one."""
         return self._latest if self._latest is not None else OfferReading(self.catalog())

@@ -141,6 +141,7 @@ def _shape_key(env: Env) -> tuple[Any, ...]:
         env.job_fp,
         ctx.blocked,
         frozenset(sick.items()) if sick else None,
+        frozenset(ctx.no_images.items()) if env.spec.image and ctx.no_images else None,
     )
 
 

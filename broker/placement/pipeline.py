@@ -30,6 +30,7 @@ from broker.placement.hardware import (
     keep_hardware_size,
 )
 from broker.placement.health import filter_health, keep_healthy
+from broker.placement.images import filter_images, keep_images
 from broker.placement.price_cap import filter_price_cap, keep_price_cap
 from broker.placement.residency import filter_residency, keep_residency
 from broker.placement.rules import filter_offer_rules, filter_rules, keep_offer_rules, keep_rules
@@ -40,6 +41,7 @@ GROUP_FILTERS: tuple[GroupFilter, ...] = (
     filter_health,
     filter_blocked_sites,
     filter_tenant_sites,
+    filter_images,
     filter_hardware_model,
     filter_residency,
     filter_export,
@@ -69,6 +71,7 @@ KEEP_GROUPS: dict[GroupFilter, Callable[[Env], GroupKeep | None]] = {
     filter_health: keep_healthy,
     filter_blocked_sites: keep_unblocked_sites,
     filter_tenant_sites: keep_tenant_sites,
+    filter_images: keep_images,
     filter_hardware_model: keep_hardware_model,
     filter_residency: keep_residency,
     filter_export: keep_export,

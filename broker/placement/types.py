@@ -42,6 +42,8 @@ class PlacementContext:
     """Offer keys, site ids or `site/region` keys blocked by failover."""
     unhealthy_sites: Mapping[SiteId, str] = field(default_factory=dict)
     """Site id -> why it is unhealthy (circuit breaker open)."""
+    no_images: Mapping[SiteId, str] = field(default_factory=dict)
+    """Site id -> why it cannot run a job's container image (its adapter's reason)."""
     voucher_balances: Mapping[str, float] | None = None
     """Remaining balance per voucher id; None = the balances written in the policy."""
 

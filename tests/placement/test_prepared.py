@@ -47,10 +47,11 @@ TENANTS = ["pku-nlp", "zhipu-sme", "sg-partner", "pku-nlp", "zhipu-sme", "sg-par
 ACCELS = ["A800", "A100", "H100", "H800", "A10", "T4", "L20", "L40S", "Ascend910B", "V100", "a800"]
 
 jobs = st.builds(
-    lambda count, any_of, mem, residency, spot, priority, hours, cap, cpus: JobSpec.model_validate(
+    lambda count, any_of, mem, residency, spot, priority, hours, cap, cpus, image: JobSpec.model_validate(
         {
             "name": "p",
             "command": ["run"],
+            "image": image,
             "runtime_estimate": f"{hours}h",
             "data_residency": residency,
             "spot": spot,
@@ -71,6 +72,7 @@ jobs = st.builds(
     st.sampled_from([1, 2, 6, 48]),
     st.one_of(st.none(), st.floats(min_value=5, max_value=3000)),
     st.sampled_from([1, 8, 96]),
+    st.sampled_from([None, None, "registry.example.cn/lab/train:1"]),
 )
 
 
@@ -151,8 +153,10 @@ def contexts(draw: st.DrawFn, pool: list[Offer], policy: Policy) -> PlacementCon
     if draw(st.integers(0, 2)) == 0:
         sick = draw(st.dictionaries(st.sampled_from(sites), st.sampled_from(["down", "auth"]), max_size=2))
     balances = draw(st.one_of(st.none(), st.fixed_dictionaries({"bj-compute-2026q1": st.floats(0, 500)})))
+    no_images = draw(st.dictionaries(st.sampled_from(sites), st.just("no container_runtime"), max_size=2))
     return PlacementContext(
-        blocked=blocked, unhealthy_sites={SiteId(k): v for k, v in sick.items()}, voucher_balances=balances
+        blocked=blocked, unhealthy_sites={SiteId(k): v for k, v in sick.items()}, voucher_balances=balances,
+        no_images={SiteId(k): v for k, v in no_images.items()},
     )
 
 

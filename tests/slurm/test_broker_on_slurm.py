@@ -408,3 +408,23 @@ def test_szb_logs_follows_a_slurm_job_output(world: OnPrem) -> None:
     tail = subprocess.run([sys.executable, "-m", "broker.cli", "logs", job_id, "--tail", "13"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=30)
     assert tail.stdout == "slurm-line-3\n", tail.stdout
+
+
+def test_an_image_job_is_refused_where_no_container_runtime_is_configured_and_blocks_no_one(
+    world: OnPrem,
+) -> None:
+    """The test site configures no container_runtime, so it cannot run a job's image: such a job
+    is refused at submission with that reason (no site can run it). It was placed there, its
+    launch failed, the partition was blocked for every job for the broker's lifetime ("blocked
+    after a capacity error"), and the image job waited on with nowhere to go."""
+    with_image = spec("with-image", "echo never", gpus=1)
+    with_image.image = "registry.example.cn/lab/pytorch:2.1"
+    with pytest.raises(grpc.RpcError) as refused:
+        world.submit(with_image)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION, refused.value.details()
+    assert "container image" in (refused.value.details() or ""), refused.value.details()
+    assert "no container_runtime configured" in (refused.value.details() or ""), refused.value.details()
+    plain = world.submit(spec("plain", "echo plain on a800", gpus=1))
+    job = world.wait(plain, TERMINAL, timeout=30)
+    assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.message
+    assert "plain on a800" in job.log_tail
