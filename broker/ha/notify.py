@@ -14,7 +14,10 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +63,33 @@ class Notifier:
         return batch
 
     def _run(self) -> None:
-        import psycopg
-
         conn: psycopg.Connection[tuple[Any, ...]] | None = None
         while (batch := self._batch()) is not None:
+            conn = self._send(conn, [json.dumps(note) for note in batch])
+        if conn is not None:
+            conn.close()
+
+    def _send(
+        self, conn: psycopg.Connection[tuple[Any, ...]] | None, payload: list[str]
+    ) -> psycopg.Connection[tuple[Any, ...]] | None:
+        """Send one batch; returns the connection to use next (None after a failure)."""
+        import psycopg
+
+        usable = conn is not None and not conn.closed and not conn.broken
+        for reuse in (True, False) if usable else (False,):
             try:
-                if conn is None or conn.closed or conn.broken:
+                if not reuse or conn is None:
                     conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
                 # One statement for the whole batch (a flood of submits is one round trip,
                 # not one per job); delivered together, at commit.
-                conn.execute(
-                    "SELECT pg_notify(%s, note) FROM unnest(%s::text[]) AS note",
-                    (CHANNEL, [json.dumps(note) for note in batch]),
-                )
-            except Exception as exc:  # readers poll as well: a lost wake-up only costs latency
-                log.info("could not send %d notification(s): %s", len(batch), exc)
-                conn = None
-        if conn is not None:
-            conn.close()
+                conn.execute("SELECT pg_notify(%s, note) FROM unnest(%s::text[]) AS note", (CHANNEL, payload))
+                return conn
+            except Exception as exc:
+                if reuse:  # it died while idle (the server restarted): once more on a new one
+                    continue
+                # Down: readers poll as well, so a lost wake-up only costs latency.
+                log.info("could not send %d notification(s): %s", len(payload), exc)
+        return None
 
 
 class Listener:

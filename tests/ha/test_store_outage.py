@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -76,3 +77,32 @@ def test_a_replica_rides_out_a_database_restart(cluster: Cluster, pg_server: str
         assert again.job.id == after.id and not again.created
         for job_id in (before.id, after.id):
             assert wait_for(stub, job_id, TERMINAL, timeout=90).state == job_pb2.JOB_STATE_SUCCEEDED
+
+
+def test_a_submit_right_after_a_restart_still_wakes_the_scheduler(tmp_path: Path, pg_dsn: str) -> None:
+    # No queue rescan within the test: only the replica's wake-up can start the job soon.
+    ha = Cluster(tmp_path / "broker", pg_dsn)
+    ha.config.write_text(
+        ha.config.read_text().replace("poll_interval_s: 0.2", "poll_interval_s: 0.2, requeue_scan_s: 900")
+    )
+    try:
+        api = ha.start("api")
+        ha.start("scheduler")
+        ha.leader()
+        with psycopg.connect(pg_dsn, autocommit=True) as admin, grpc.insecure_channel(api.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            first = stub.SubmitJob(
+                pb.SubmitJobRequest(job=spec("first", [JOB_PYTHON, "-c", "pass"])), metadata=auth("team-a")
+            ).job
+            assert wait_for(stub, first.id, TERMINAL, timeout=60).state == job_pb2.JOB_STATE_SUCCEEDED
+            # The sessions that sent wake-ups die while idle, as in a restart of the server.
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query LIKE 'SELECT pg_notify%%'"
+            )
+            second = stub.SubmitJob(
+                pb.SubmitJobRequest(job=spec("second", [JOB_PYTHON, "-c", "pass"])), metadata=auth("team-a")
+            ).job
+            assert wait_for(stub, second.id, TERMINAL, timeout=60).state == job_pb2.JOB_STATE_SUCCEEDED
+    finally:
+        ha.stop()
