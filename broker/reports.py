@@ -236,22 +236,25 @@ def _add_partitions(
 ) -> None:
     """One line per on-prem partition: free/total, expected wait, jobs queued for it."""
     offers, totals = reading.offers, reading.totals
+    sick = planner.unhealthy_now()
     seen: set[str] = set()
     for o in offers:
         key = partition_key(o)
         if not is_onprem(planner.policy, o.site) or key in seen:
             continue
         seen.add(key)
+        # A sick site without a live reading (slurmrestd down) still has its policy's size: its
+        # static offers carry the whole partition as free, which nobody knows; it says so instead.
+        unknown = key not in totals and o.site in sick
         resp.partitions.append(
             pb.PartitionStatus(
                 site=o.site,
                 partition=o.instance_type,
                 accelerator=o.accelerator or "",
-                # A site without a live reading (unreachable) still has its policy's size: its
-                # static offers carry the whole partition, in the same units, as free.
                 total=totals.get(key, o.free or 0),
-                free=o.free or 0,
-                expected_wait_seconds=o.expected_wait_s,
+                free=0 if unknown else o.free or 0,
+                expected_wait_seconds=0 if unknown else o.expected_wait_s,
+                capacity_unknown=unknown,
             )
         )
     # Queued jobs per partition: the broker's own queue (jobs this partition's hardware could

@@ -108,9 +108,9 @@ def _print_capacity(resp: pb.GetStatusResponse, console: Console) -> None:
             escape(p.site),
             escape(p.partition),
             escape(p.accelerator or "cpu"),
-            f"{p.free}/{p.total}",
+            f"{'?' if p.capacity_unknown else p.free}/{p.total}",
             str(p.queued_jobs),
-            minutes(p.expected_wait_seconds),
+            "unknown (site unhealthy)" if p.capacity_unknown else minutes(p.expected_wait_seconds),
         )
     console.print(table)
     console.print("Jobs: " + ", ".join(f"{k} {v}" for k, v in sorted(resp.jobs_by_state.items())))

@@ -428,3 +428,53 @@ def test_an_image_job_is_refused_where_no_container_runtime_is_configured_and_bl
     job = world.wait(plain, TERMINAL, timeout=30)
     assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.message
     assert "plain on a800" in job.log_tail
+
+
+def _szb_status(world: OnPrem) -> str:
+    import subprocess
+    import sys
+
+    from tests.brokerproc import ROOT
+    from tests.slurm.onprem import TOKENS
+
+    env = {**os.environ, "SZB_SERVER": world.broker.address, "SZB_TOKEN": TOKENS["team-a"],
+           "GRPC_VERBOSITY": "ERROR", "COLUMNS": "200"}
+    out = subprocess.run([sys.executable, "-m", "broker.cli", "status"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_status_makes_up_no_free_capacity_while_slurmrestd_is_down(
+    world: OnPrem, slurm_cluster: SlurmCluster
+) -> None:
+    """While slurmrestd is down the broker knows neither the free GPUs nor the waits: szb status
+    said a800 "4/4" free with an expected wait of "0 min" (the policy's size, as if idle) while a
+    job held one of them. It says they are unknown, and GetStatus flags the partition."""
+    if slurm_cluster.rest_pidfile is None or os.geteuid() != 0:
+        pytest.skip("needs the cluster's pid files and root to kill and restart slurmrestd")
+    job_id = world.submit(spec("holder", "echo holding; sleep 60", gpus=1, runtime_s=300))
+    world.wait(job_id, {job_pb2.JOB_STATE_RUNNING})
+    _kill_slurmrestd(slurm_cluster)
+    try:
+        deadline = time.monotonic() + 20
+        while SITE not in world.stub.GetStatus(pb.GetStatusRequest(), metadata=auth()).unhealthy_sites:
+            assert time.monotonic() < deadline, "the site never turned unhealthy"
+            time.sleep(0.2)
+        row = next(line for line in _szb_status(world).splitlines() if " a800 " in line)
+        assert "4/4" not in row and "?/4" in row and "unknown" in row, row
+        status = world.stub.GetStatus(pb.GetStatusRequest(), metadata=auth())
+        a800 = next(p for p in status.partitions if p.partition == "a800")
+        assert a800.capacity_unknown and a800.free == 0, a800
+    finally:
+        slurm_cluster.restart()
+    world.cancel(job_id)
+    world.wait(job_id, TERMINAL, timeout=60)
+    deadline = time.monotonic() + 20
+    while True:  # once slurmrestd answers again, the partition is read as before
+        status = world.stub.GetStatus(pb.GetStatusRequest(), metadata=auth())
+        a800 = next(p for p in status.partitions if p.partition == "a800")
+        if not a800.capacity_unknown and a800.free == 4:
+            break
+        assert time.monotonic() < deadline, a800
+        time.sleep(0.2)

@@ -612,6 +612,7 @@ class PartitionStatus(_message.Message):
     FREE_FIELD_NUMBER: _builtins.int
     QUEUED_JOBS_FIELD_NUMBER: _builtins.int
     EXPECTED_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    CAPACITY_UNKNOWN_FIELD_NUMBER: _builtins.int
     site: _builtins.str
     partition: _builtins.str
     accelerator: _builtins.str
@@ -619,6 +620,10 @@ class PartitionStatus(_message.Message):
     free: _builtins.int
     queued_jobs: _builtins.int
     expected_wait_seconds: _builtins.float
+    capacity_unknown: _builtins.bool
+    """The site did not answer its last capacity read (slurmrestd down, say): its free units and
+    expected wait are not known (`free` and `expected_wait_seconds` are 0; `total` is the policy's).
+    """
     def __init__(
         self,
         *,
@@ -629,10 +634,11 @@ class PartitionStatus(_message.Message):
         free: _builtins.int = ...,
         queued_jobs: _builtins.int = ...,
         expected_wait_seconds: _builtins.float = ...,
+        capacity_unknown: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "expected_wait_seconds", b"expected_wait_seconds", "free", b"free", "partition", b"partition", "queued_jobs", b"queued_jobs", "site", b"site", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "capacity_unknown", b"capacity_unknown", "expected_wait_seconds", b"expected_wait_seconds", "free", b"free", "partition", b"partition", "queued_jobs", b"queued_jobs", "site", b"site", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
