@@ -31,6 +31,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ProfileNotFound,
 )
+from botocore.parsers import ResponseParserError
 
 from adapters._aws_gang import Ec2Gangs
 from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
@@ -94,8 +95,18 @@ def map_ec2_errors(site: str) -> Iterator[None]:
     except ClientError as exc:
         err = exc.response.get("Error", {})
         code = str(err.get("Code") or "Unknown")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if (code == "Unknown" or code.isdigit()) and isinstance(status, int):
+            # No EC2 error in the body (a proxy's or load balancer's page): the HTTP status is
+            # all there is to go by, and a 5xx is as transient as EC2's own ServiceUnavailable.
+            cls = TransientError if status >= 500 else AdapterError
+            raise cls(site, f"HTTP{status}", f"HTTP {status} without an EC2 error in the answer") from exc
         message = str(err.get("Message") or exc)
         raise classify_code(code, message)(site, code, message) from exc
+    except ResponseParserError as exc:  # not a BotoCoreError: an HTML page where XML was due
+        raise TransientError(
+            site, "UnparsableAnswer", f"the endpoint's answer is not EC2's XML: {str(exc)[:200]}"
+        ) from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:
         raise AuthError(site, "NoCredentials", str(exc)) from exc
     except (ProfileNotFound, NoRegionError, ParamValidationError) as exc:

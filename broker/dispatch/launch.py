@@ -168,6 +168,10 @@ class Launching(AttemptTracking):
             await self._attempt_failed(job, attempt, exc)
         except LaunchStopped as stop:
             self._launch_stopped(job, attempt, str(stop))
+        except Exception as exc:  # an adapter broke its contract: fail the attempt, never leave it pending
+            log.exception("launch of %s raised %s", attempt.id, type(exc).__name__)
+            broken = AdapterError(attempt.site, type(exc).__name__, str(exc)[:300])
+            await self._attempt_failed(job, attempt, broken)
         finally:
             self.escrow.drop(attempt.id)
             self._inflight.pop(job.id, None)

@@ -40,6 +40,7 @@ _STATUS = {
     401: "401 Unauthorized",
     403: "403 Forbidden",
     500: "500 Internal Server Error",
+    502: "502 Bad Gateway",
     503: "503 Service Unavailable",
 }
 
@@ -60,6 +61,10 @@ class AwsFault:
     """Let this many matching calls through first (the 2nd launch of a gang fails: after=1)."""
     client_token: str | None = None
     """Only calls carrying this ClientToken (one attempt's launch)."""
+    html: str = ""
+    """Answer with an HTML error page instead of EC2's XML (a load balancer or proxy in front
+    of the endpoint failing): "html5" (no closing tags: botocore cannot parse it) or "bare"
+    (`<html>...</html>`, which botocore reads as a generic HTTP error)."""
 
     def matches(self, action: str, region: str, params: dict[str, str]) -> bool:
         if self.times == 0 or action != self.action:
@@ -195,7 +200,10 @@ class _FaultFront:
                 if fault.matches(action, region, params):
                     if fault.times is not None:
                         fault.times -= 1
-                    return self._reply(start_response, fault.status, fault.code, fault.message or fault.code)
+                    message = fault.message or fault.code
+                    if fault.html:
+                        return self._page(start_response, fault.status, message, fault.html)
+                    return self._reply(start_response, fault.status, fault.code, message)
         if action and self.front.placement.handles(action, params):
             grouped = self.front.placement.serve(
                 action, region, params, start_response, lambda sr: self.app(environ, sr), self._reply
@@ -243,6 +251,19 @@ class _FaultFront:
         ).encode()
         start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(xml)))])
         return [xml]
+
+    @staticmethod
+    def _page(start_response: StartResponse, status: int, title: str, kind: str) -> list[bytes]:
+        if kind == "bare":
+            page = f"<html><head><title>{status} {title}</title></head><body>{title}</body></html>\n"
+        else:  # HTML5 as many proxies write it: no closing tags, so not XML either
+            page = f"<!doctype html>\n<html lang=en>\n<title>{status} {title}</title>\n<h1>{title}</h1>\n"
+        body = page.encode()
+        start_response(
+            _STATUS.get(status, f"{status} Error"),
+            [("Content-Type", "text/html"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
 
     @staticmethod
     def _reply(start_response: StartResponse, status: int, code: str, message: str) -> list[bytes]:
