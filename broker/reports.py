@@ -13,6 +13,7 @@ from broker.burst.snapshot import partition_key
 from broker.catalog.accelerators import normalize
 from broker.dispatch.offers import OfferReading
 from broker.model import JobSpec, JobState, TenantId
+from broker.placement.health import health_summary
 from broker.planning import Planner
 from broker.quota import QuotaUsage
 from broker.serde import ts_to_proto
@@ -149,14 +150,6 @@ def left_and_over(left: float) -> tuple[float, float]:
     """(left, over) of a limit in cents: a limit lowered below what is already spent has 0.00
     left and is over by the rest, never "-0.08 left"."""
     return round(max(0.0, left), 2), round(max(0.0, -left), 2)
-
-
-_HEALTH_KINDS = ("circuit open", "capacity unavailable")
-
-
-def health_summary(reason: str) -> str:
-    """What a tenant may know of a sick site: the kind of trouble, never the provider's text."""
-    return next((kind for kind in _HEALTH_KINDS if reason.startswith(kind)), "unavailable")
 
 
 def quota_to_proto(tenant: TenantId, usage: QuotaUsage) -> pb.QuotaStatus:

@@ -8,6 +8,13 @@ from broker.placement.types import Reason
 
 UNKNOWN_SITE = "policy.site"
 UNHEALTHY = "health.site"
+_HEALTH_KINDS = ("circuit open", "capacity unavailable")
+
+
+def health_summary(reason: str) -> str:
+    """What a tenant may know of a sick site: the kind of trouble, never the provider's text
+    (account ids, IAM names: the operator's business, shown in an operator's `szb status`)."""
+    return next((kind for kind in _HEALTH_KINDS if reason.startswith(kind)), "unavailable")
 
 
 def _verdict(g: Group, env: Env) -> tuple[Reason, ...]:
@@ -15,7 +22,8 @@ def _verdict(g: Group, env: Env) -> tuple[Reason, ...]:
         return (Reason(UNKNOWN_SITE, f"site {g.site_id} is not declared in the policy"),)
     why = env.ctx.unhealthy_sites.get(g.site_id)  # type: ignore[call-overload]
     if why is not None:
-        return (Reason(UNHEALTHY, f"site {g.site_id} is unhealthy: {why}"),)
+        # Rejections reach tenants (job reasons, explain, offers): the kind, not the text.
+        return (Reason(UNHEALTHY, f"site {g.site_id} is unhealthy: {health_summary(why)}"),)
     return ()
 
 

@@ -128,3 +128,48 @@ def test_a_half_open_breaker_lets_one_trial_launch_through(
         assert site_of(stub, after.id) == "aliyun-bj"
         assert east_launches(moto) == 2
         assert '"unhealthy": {"aws-east"' in stub.GetStatus(pb.GetStatusRequest(), metadata=md()).status_json
+
+
+PROVIDER_TEXT = "not able to validate the provided access credentials"
+
+
+def test_a_tenant_is_told_the_kind_of_trouble_never_the_providers_text(
+    moto: MotoFront, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    # A provider-wide error opens a site's breaker; its text (account ids, IAM names, the
+    # operator's business) is for operators. Tenants learn the kind of trouble in GetStatus, and
+    # must not read the text in their job's reason, live explain or offers either.
+    ecs_server.handler = EcsCloud(instance_types=(on_moto.A10,), zones=("cn-beijing-i",))
+    moto.scenario = Scenario(rejected_access_keys={"AKIDREVOKED"})
+    setup = on_moto.BrokerSetup(
+        POLICY.replace("blocklist_ttl: {unhealthy: 3s}", "blocklist_ttl: {unhealthy: 1h}"),
+        tokens={"sg-lab": TOKEN},
+        sites={
+            "aws-east": on_moto.aws_on_moto(moto.url, access_key="AKIDREVOKED"),
+            "aliyun-bj": on_moto.ecs_double(ecs_server.address),
+        },
+        catalogs={
+            "aws-east.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a"),
+            "ali.csv": on_moto.catalog(
+                "ecs.gn7i-c8g1.2xlarge,A10,1,8,30,13.90,,cn-beijing,cn-beijing-i,CNY", currency=True
+            ),
+        },
+    )
+    proc = start_broker(setup)
+    with grpc.insecure_channel(proc.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        first = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("opens")), metadata=md()).job
+        assert site_of(stub, first.id) == "aliyun-bj"
+        assert east_launches(moto) == 1
+        later = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("later")), metadata=md()).job
+        assert site_of(stub, later.id) == "aliyun-bj"
+        # (The first job's own failed attempt still says what its launch met.)
+        seen = [
+            str(stub.ExplainPlacement(pb.ExplainPlacementRequest(job=gpu_job("what-if")), metadata=md())),
+            str(stub.ListOffers(pb.ListOffersRequest(), metadata=md())),
+            str(stub.GetStatus(pb.GetStatusRequest(), metadata=md())),
+            *(str(e) for e in events_so_far(stub, later.id)),
+        ]
+    assert any("circuit open" in text for text in seen), seen
+    leaks = [text for text in seen if PROVIDER_TEXT in text]
+    assert not leaks, leaks
