@@ -116,8 +116,7 @@ class SlurmAdapter:
                               "slurm adapter needs user: the Slurm account jobs run as "
                               "(X-SLURM-USER-NAME); it is never defaulted to root")
         if user == "root":
-            log.warning("site %s: Slurm jobs run as root (user: root); configure an "
-                        "unprivileged account", site)
+            log.warning("site %s: Slurm jobs run as root (user: root); use an unprivileged one", site)
         self.rest = SlurmRest(
             site, str(url), user=user, token_file=config.get("token_from_file"),
             token=str(config["token"]) if config.get("token") else None,
@@ -147,12 +146,10 @@ class SlurmAdapter:
         self._submit_lock = threading.Lock()
         self._gres_seen: dict[str, str] = {}
         self._last_read: tuple[datetime, dict[str, PartitionState]] | None = None
-        self.jobs = JobTable(
-            self.rest,
-            cache_s=float(config.get("jobs_cache_s", 1.0)),
-            full_read_s=float(config.get("jobs_full_read_s", 30.0)),
-            clock_margin_s=float(config.get("jobs_clock_margin_s", 2.0)),
-        )
+        self._told: set[str] = set()  # partition problems already logged
+        self.jobs = JobTable(self.rest, cache_s=float(config.get("jobs_cache_s", 1.0)),
+                             full_read_s=float(config.get("jobs_full_read_s", 30.0)),
+                             clock_margin_s=float(config.get("jobs_clock_margin_s", 2.0)))
         self.ledger = TokenLedger(output_dir, self.jobs, self.settings.broker_id)
 
     # Settings and health, as attributes ---------------------------------------------------
@@ -268,6 +265,9 @@ class SlurmAdapter:
         states = read_partitions(self.partitions, nodes, jobs, now.timestamp(), unlimited_s=self.unlimited_s,
                                  gres_seen=self._gres_seen, broker_id=self.broker_id)
         self._last_read = (now, states)
+        for problem in {s.problem for s in states.values()} - self._told - {""}:
+            self._told.add(problem)  # once per broker: the capacity is read every pass
+            log.warning("site %s: %s", self.site, problem)
         return states
 
     def _nodes(self) -> list[Mapping[str, Any]]:

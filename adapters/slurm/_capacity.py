@@ -140,6 +140,22 @@ class PartitionState:
     memory_gb_per_node: float
     running: tuple[RunningWork, ...]
     pending: tuple[PendingWork, ...]
+    problem: str = ""
+    """Why the partition can never have capacity as configured ("" when it can): the policy and
+    the cluster disagree on its name or on its nodes' gres type."""
+
+
+def config_problem(part: PartitionConfig, members: Sequence[Mapping[str, Any]], gtype: str | None) -> str:
+    """A partition the policy names that has no nodes in Slurm, or whose nodes carry accelerators
+    of another gres type than the one counted: it reads 0 of 0 for good, and its jobs wait."""
+    if not members:
+        return (f"partition {part.name} has no nodes in Slurm (no such partition in slurm.conf?); "
+                "its jobs wait until the policy's partition name matches")
+    types = sorted({t for n in members for t in parse_gres(n.get("gres")) if t})
+    if part.accelerator is None or gtype is None or not types or gtype in types:
+        return ""
+    return (f"partition {part.name}'s nodes carry gres gpu:{', gpu:'.join(types)}, not gpu:{gtype} "
+            f"(the site's gres_type/gres_types for {part.accelerator}); its jobs wait until they match")
 
 
 def gres_type(part: PartitionConfig, members: Sequence[Mapping[str, Any]],
@@ -210,6 +226,6 @@ def read_partitions(
                 if expected is not None and expected > 366 * 86400:
                     expected = None  # "never" placeholders
                 pending.append(PendingWork(units, limit_s, expected))
-        states[part.name] = PartitionState(
-            part, total, free, max_per_node, cpus, mem, tuple(running), tuple(pending))
+        states[part.name] = PartitionState(part, total, free, max_per_node, cpus, mem, tuple(running),
+                                           tuple(pending), config_problem(part, members, gtype))
     return states

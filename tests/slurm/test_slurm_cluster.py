@@ -302,3 +302,22 @@ def test_adapter_is_usable_through_the_registry(slurm_cluster: SlurmCluster) -> 
                                               "user": slurm_cluster.user, "partitions": {"a800": "A800"}})
     assert isinstance(adapter, SlurmAdapter)
     assert adapter.capacity(now()) is not None
+
+
+def test_a_partition_the_cluster_lacks_as_configured_is_logged_once(
+    slurm: Tracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A policy partition Slurm has no nodes for, or whose nodes carry another gres type than the
+    site counts, reads 0 of 0 for good and its jobs wait ("on-prem wait ∞ min exceeds max_wait")
+    with nothing anywhere saying why. The adapter logs each such mismatch once, with what to fix."""
+    adapter = slurm.make(partitions={"h800": "H800", "ascend": "Ascend910B",
+                                     "a800": {"accelerator": "A800", "gres_type": "nvidia_a800"}})
+    now = datetime.now(UTC)
+    with caplog.at_level("WARNING", logger="adapters.slurm._adapter"):
+        for i in range(3):  # the broker reads capacity every pass
+            snap = adapter.capacity(now + timedelta(seconds=i))
+    assert {p.name: p.total for p in snap.partitions} == {"h800": 0, "ascend": 4, "a800": 0}
+    told = [r.getMessage() for r in caplog.records if "partition" in r.getMessage()]
+    assert len(told) == 2, told
+    assert any("partition h800 has no nodes in Slurm" in m for m in told), told
+    assert any("partition a800's nodes carry gres gpu:a800, not gpu:nvidia_a800" in m for m in told), told
