@@ -319,6 +319,9 @@ class SlurmRest:
         if code == -1 and self._token_expires is not None and self._token_expires < time.time():
             self._mark(True)
             return AuthError(self.site, "TokenExpired", "the configured Slurm JWT has expired")
+        if code == -1:  # 22.05 says no more than "Unspecified error" for either cause
+            text += (f"; slurmrestd could not get it from slurmctld (is slurmctld up?) "
+                     f"or refused the JWT of {self.user!r}")
         err = error_for(self.site, code, f"{call}: {text}")
         self._mark(not isinstance(err, TransientError), str(err) if isinstance(err, TransientError) else "")
         return err

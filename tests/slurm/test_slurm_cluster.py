@@ -321,3 +321,30 @@ def test_a_partition_the_cluster_lacks_as_configured_is_logged_once(
     assert len(told) == 2, told
     assert any("partition h800 has no nodes in Slurm" in m for m in told), told
     assert any("partition a800's nodes carry gres gpu:a800, not gpu:nvidia_a800" in m for m in told), told
+
+
+def test_slurmctld_down_says_so(slurm: Tracker, slurm_cluster: SlurmCluster) -> None:
+    """With slurmctld down, slurmrestd still answers, with Slurm's bare error -1: the site was
+    unhealthy with "SLURM_ERROR: GET nodes: Unspecified error (slurm error -1)", which names
+    neither daemon. The error says what -1 means here: slurmctld unreachable (or the JWT refused)."""
+    if slurm_cluster.rest_pidfile is None or not slurm_cluster.rest_pidfile.exists():
+        pytest.fail("this test needs the cluster from scripts/slurm-cluster.sh (SZB_SLURM_DIR)")
+    ctld_pidfile = slurm_cluster.rest_pidfile.parent / "slurmctld.pid"
+    adapter = slurm.make(timeout_s=30)  # slurmrestd answers after its own ~10 s try of slurmctld
+    adapter.ping()
+    os.kill(int(ctld_pidfile.read_text()), signal.SIGTERM)
+    try:
+        deadline = time.monotonic() + 30
+        error: TransientError | None = None
+        while error is None or error.code != "SLURM_ERROR":
+            assert time.monotonic() < deadline, f"slurmrestd still reads nodes without slurmctld: {error}"
+            time.sleep(0.5)
+            try:
+                adapter.capacity(now())
+            except TransientError as exc:
+                error = exc
+        assert "slurmctld" in error.message and "JWT" in error.message, error.message
+        assert "slurmctld" in adapter.last_error, adapter.last_error
+    finally:
+        slurm_cluster.restart()
+    adapter.ping()
