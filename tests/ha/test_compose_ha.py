@@ -10,7 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-from tests.store.test_container_deployment import Mapper, _env_value, compose, deployment, dockerfile
+from ruamel.yaml import YAML
+
+from tests.store.test_container_deployment import DOCKER, Mapper, _env_value, compose, deployment, dockerfile
 
 __all__ = ["deployment"]
 
@@ -27,6 +29,24 @@ def test_the_scheduler_service_is_the_broker_in_role_scheduler_behind_the_ha_pro
     assert scheduler["secrets"] == broker["secrets"] and scheduler["volumes"] == broker["volumes"]
     rest = {k: v for k, v in scheduler["environment"].items() if k != "SZB_ROLE"}
     assert rest == {k: v for k, v in broker["environment"].items() if k != "SZB_ROLE"}
+
+
+def test_prometheus_scrapes_every_scheduler_candidate() -> None:
+    # Dispatch, launch and adapter metrics and szb_scheduler_leader exist only on the schedulers.
+    port = YAML(typ="safe").load((DOCKER / "broker.yaml").read_text())["metrics_listen"].rpartition(":")[2]
+    prom = YAML(typ="safe").load((DOCKER / "prometheus.yml").read_text())
+    found = [
+        (sd["names"], sd.get("type", "SRV"), str(sd.get("port")), job)
+        for job in prom["scrape_configs"]
+        for sd in job.get("dns_sd_configs", [])
+    ]
+    # By the service's name, which compose's DNS resolves to every replica (--scale scheduler=2).
+    scraped = [job for names, kind, at, job in found if names == ["scheduler"] and kind == "A" and at == port]
+    assert scraped, prom["scrape_configs"]
+    broker_job = next(j for j in prom["scrape_configs"] if "broker:9464" in str(j.get("static_configs")))
+    assert (
+        scraped[0]["scheme"] == broker_job["scheme"] and scraped[0]["tls_config"] == broker_job["tls_config"]
+    )
 
 
 class Proc:

@@ -96,7 +96,8 @@ def test_dockerfile_is_multi_stage_non_root_with_healthcheck_and_postgres() -> N
     assert "postgres" in services and "prometheus" in services
     assert any(":/etc/szb:ro" in v for v in services["broker"]["volumes"])  # configs mounted: hot reload
     prom = YAML(typ="safe").load((DOCKER / "prometheus.yml").read_text())
-    targets = [t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    static = [sc for job in prom["scrape_configs"] for sc in job.get("static_configs", [])]
+    targets = [t for sc in static for t in sc["targets"]]
     assert "broker:9464" in targets
 
 
