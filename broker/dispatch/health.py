@@ -91,8 +91,16 @@ class SiteHealth:
         self.breakers.get(attempt.site).record_success()
 
     def record_preemption(self, attempt: Attempt) -> None:
-        """Spot recovery: the region that preempted the job is blocked for the next try."""
-        ttl = self._policy().burst.blocklist_ttl.capacity.total_seconds()
+        """Spot recovery: the region that preempted the job is blocked for the next try.
+
+        Not on-prem: there the batch system preempted it for other work (Slurm's priorities), and
+        the capacity reading says when there is room, as after an on-prem capacity error; a block
+        would keep every job off the whole site.
+        """
+        policy = self._policy()
+        if is_onprem(policy, attempt.site):
+            return
+        ttl = policy.burst.blocklist_ttl.capacity.total_seconds()
         self.blocklist.block_region(attempt.site, attempt.offer.region, ttl, "spot preemption")
 
     def blocked(self) -> frozenset[str]:
