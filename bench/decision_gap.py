@@ -35,8 +35,7 @@ from broker.sim.backends import onprem_partitions  # noqa: E402
 from broker.sim.engine import Engine  # noqa: E402
 from broker.sim.expected import clairvoyant  # noqa: E402
 from broker.sim.jobs import SimJob, all_facts  # noqa: E402
-from broker.sim.offline import offline_schedule  # noqa: E402
-from broker.sim.offline_milp import improve  # noqa: E402
+from broker.sim.offline_milp import reference  # noqa: E402
 from broker.sim.scenario import Scenario  # noqa: E402
 from broker.sim.strategies import PolicyStrategy  # noqa: E402
 
@@ -50,7 +49,7 @@ def gap(policy: Policy, jobs: Sequence[SimJob], scenario: Scenario) -> dict[str,
     refs = clairvoyant(jobs)
     facts = all_facts(refs, policy)
     capacity = {k: p.total for k, p in onprem_partitions(policy, scenario.onprem_gpus).items()}
-    off = improve(refs, facts, capacity, offline_schedule(refs, facts, capacity))
+    off = reference(refs, facts, capacity)
     prefs = {s.id: s.preference_per_hour * policy.objective.preference for s in policy.sites}
     buckets = dict.fromkeys(BUCKETS, 0.0)
     moved = [[0, 0.0], [0, 0.0]]  # burst but kept at home offline; kept at home but burst offline

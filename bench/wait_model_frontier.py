@@ -29,8 +29,7 @@ from broker.sim.engine import Engine  # noqa: E402
 from broker.sim.jobs import SimJob, all_facts, build_jobs  # noqa: E402
 from broker.sim.lower_bound import LowerBound  # noqa: E402
 from broker.sim.metrics import summarize  # noqa: E402
-from broker.sim.offline import offline_schedule  # noqa: E402
-from broker.sim.offline_milp import improve  # noqa: E402
+from broker.sim.offline_milp import reference as offline_reference  # noqa: E402
 from broker.sim.scenario import Scenario, load_scenario  # noqa: E402
 from broker.sim.strategies import PolicyStrategy  # noqa: E402
 from broker.sim.traces import read_trace  # noqa: E402
@@ -56,10 +55,10 @@ def policy_with(burst: dict[str, Any]) -> Policy:
 
 
 def reference(policy: Policy, jobs: list[SimJob], scenario: Scenario) -> dict[str, float]:
-    """The offline schedule's cost (greedy + MILP) and the LP bound."""
+    """The offline reference schedule's cost (as the simulator reports it) and the LP bound."""
     facts = all_facts(jobs, policy)
     capacity = {k: p.total for k, p in onprem_partitions(policy, scenario.onprem_gpus).items()}
-    offline = improve(jobs, facts, capacity, offline_schedule(jobs, facts, capacity))
+    offline = offline_reference(jobs, facts, capacity)
     bound = LowerBound(jobs, facts, capacity).solve(0)
     return {"offline_cost": round(offline.cost, 2), "lower_bound_cost": round(bound or 0.0, 2)}
 

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from broker.sim.jobs import JobFacts, SimJob
+from broker.sim.offline import CapacityPrices
 
 SLACK = 1e-7
 """Relative slack taken off the LP optimum (solver tolerances) so the bound stays below the true one."""
@@ -58,6 +59,16 @@ class _Cols:
             self.value.append(v)
         self.start.append(len(self.index))
         return len(self.cost) - 1
+
+
+@dataclass(frozen=True)
+class _Where:
+    """A job's on-time columns in one partition: the column that puts it there, its spread
+    columns with their midpoints, and the mandatory part's moment (load x time, per unit)."""
+
+    column: int
+    spread: list[tuple[int, float]]
+    moment: float
 
 
 class _Timed(Protocol):
@@ -170,6 +181,7 @@ class _Model:
         self.upper = [capacity[k] * (edges[b + 1] - edges[b]) for k in keys for b in range(nb)]
         self.upper += [0.0] * (len(keys) * nb) + [0.0]
         self.cols = _Cols([], [], [0], [], [])
+        self.where: dict[tuple[int, str], _Where] = {}
         # Per partition: served[b] and carry[b] (late work carried from bucket b to b+1).
         for k in keys:
             for b in range(nb):
@@ -185,23 +197,23 @@ class _Model:
         self.n_rows += 1
         return self.n_rows - 1
 
-    def span(self, x: float, y: float) -> list[tuple[int, float]]:
-        """(bucket, seconds of overlap) of the interval [x, y)."""
+    def span(self, x: float, y: float) -> list[tuple[int, float, float]]:
+        """(bucket, seconds of overlap, the overlap's midpoint) of the interval [x, y)."""
         edges = self.edges
-        out: list[tuple[int, float]] = []
+        out: list[tuple[int, float, float]] = []
         if y <= x:
             return out
         b = max(0, bisect.bisect_right(edges, x) - 1)
         while b < self.nb and edges[b] < y:
-            ov = min(y, edges[b + 1]) - max(x, edges[b])
-            if ov > 0:
-                out.append((b, ov))
+            lo, hi = max(x, edges[b]), min(y, edges[b + 1])
+            if hi > lo:
+                out.append((b, hi - lo, (lo + hi) / 2))
             b += 1
         return out
 
-    def add_job(self, j: SimJob, f: JobFacts, capacity: Mapping[str, int]) -> None:
+    def add_job(self, i: int, j: SimJob, f: JobFacts, capacity: Mapping[str, int]) -> None:
         """The job's columns (each column's rows ascending: capacity and flow rows, the late row,
-        then the job's own rows in the order they are made)."""
+        then the job's own rows in the order they are made), noted in `where` by (job, partition)."""
         a, r, w, d = j.arrival_s, j.runtime_s, j.max_wait_s, float(j.demand)
         cols, late, assign = self.cols, self.late_row, self.row(1.0, 1.0)
         # Never starting (e.g. no budget can pay) costs nothing and counts as late, as in
@@ -212,9 +224,11 @@ class _Model:
         # The buckets the job touches are the same in every partition: found once.
         arrive = min(self.nb - 1, max(0, bisect.bisect_right(self.edges, a) - 1))
         flex = min(r, w)
-        mandatory = [(b, d * ov) for b, ov in self.span(a + w, a + r)]
+        fixed = self.span(a + w, a + r)
+        mandatory = [(b, d * ov) for b, ov, _ in fixed]
+        moment = sum(d * ov * mid for _, ov, mid in fixed)
         windows = [(a, a + w + r)] if r <= w else [(a, a + w), (a + r, a + w + r)]
-        free = [(b, d * ov) for x, y in windows for b, ov in self.span(x, y)] if flex > 0 else []
+        free = [(b, d * ov, mid) for x, y in windows for b, ov, mid in self.span(x, y)] if flex > 0 else []
         for k, cost in f.onprem.items():
             if k not in capacity:
                 continue
@@ -222,12 +236,13 @@ class _Model:
             cols.add(cost, 1.0, [(flow + arrive, -d * r), (late, 1.0), (assign, 1.0)])
             entries = [(cap + b, v) for b, v in mandatory]
             entries.append((assign, 1.0))
+            spread: list[tuple[int, float]] = []
             if flex > 0:
                 frow = self.row(0.0, 0.0)
-                for b, hi in free:
-                    cols.add(0.0, hi, [(cap + b, 1.0), (frow, 1.0)])
+                for b, hi, mid in free:
+                    spread.append((cols.add(0.0, hi, [(cap + b, 1.0), (frow, 1.0)]), mid))
                 entries.append((frow, -d * flex))
-            cols.add(cost, 1.0, entries)
+            self.where[(i, k)] = _Where(cols.add(cost, 1.0, entries), spread, moment)
 
 
 class LowerBound:
@@ -245,7 +260,7 @@ class LowerBound:
         left_out = []
         for i, (j, f) in enumerate(zip(jobs, facts, strict=True)):
             if f.cloud_cost is not None or any(k in capacity for k in f.onprem):
-                todo.append((j, f))
+                todo.append((i, j, f))
             elif f.allowed:
                 left_out.append(i)
         self.jobs = len(todo)
@@ -255,10 +270,12 @@ class LowerBound:
         if not todo:
             self._h = None
             return
-        model = _Model(_edges([j for j, _ in todo], max_buckets), sorted(capacity), capacity)
-        for j, f in todo:
-            model.add_job(j, f, capacity)
+        model = _Model(_edges([j for _, j, _ in todo], max_buckets), sorted(capacity), capacity)
+        for i, j, f in todo:
+            model.add_job(i, j, f, capacity)
         self._late_row = model.late_row
+        self._edges, self._cap_rows = np.array(model.edges), (dict(model.cap_row), model.nb)
+        self._where, self._jobs = model.where, jobs
         self._build(model.cols, model.lower, model.upper, model.n_rows)
 
     def _build(self, cols: _Cols, lower: list[float], upper: list[float], n_rows: int) -> None:
@@ -299,3 +316,29 @@ class LowerBound:
         # No cost is negative: a bound of 0 (every job may go unstarted) stays 0, not -SLACK,
         # whose ratio would be a cost over -1e-7.
         return max(0.0, value - SLACK * max(1.0, abs(value)))
+
+    def capacity_prices(self) -> CapacityPrices | None:
+        """The last solve's capacity duals: what one more accelerator-second of each partition
+        in each bucket would have saved (None: nothing solved, or no capacity row)."""
+        if self._h is None or self._h.modelStatusToString(self._h.getModelStatus()) != "Optimal":
+            return None
+        duals = np.asarray(self._h.getSolution().row_dual, dtype=np.float64)
+        rows, nb = self._cap_rows
+        # A capacity row is `load <= capacity`: its dual is <= 0 in a minimisation (HiGHS's sign).
+        prices = {k: np.maximum(0.0, -duals[r : r + nb]) for k, r in rows.items()}
+        x = np.asarray(self._h.getSolution().col_value, dtype=np.float64)
+        return CapacityPrices(self._edges, prices, self._starts(x))
+
+    def _starts(self, x: np.ndarray) -> dict[tuple[int, str], float]:
+        """Where the last solve started each job it put on-time in a partition: the start whose
+        run has the same centre of load as the LP's (mandatory part and spread together)."""
+        out: dict[tuple[int, str], float] = {}
+        for (i, k), w in self._where.items():
+            y = x[w.column]
+            if y < 1e-6:
+                continue
+            j = self._jobs[i]
+            mass = j.demand * j.runtime_s * y
+            centre = (w.moment * y + sum(x[c] * mid for c, mid in w.spread)) / mass
+            out[(i, k)] = min(j.arrival_s + j.max_wait_s, max(j.arrival_s, centre - j.runtime_s / 2))
+        return out

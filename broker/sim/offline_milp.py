@@ -20,7 +20,7 @@ from dataclasses import replace
 import numpy as np
 
 from broker.sim.jobs import JobFacts, SimJob
-from broker.sim.offline import OfflineSchedule
+from broker.sim.offline import OfflineSchedule, offline_schedule, priced_schedule
 
 BUCKET_S = 60.0
 """The greedy's time buckets (a job holds every bucket it touches)."""
@@ -85,6 +85,25 @@ def check(
     return problems
 
 
+def reference(
+    jobs: Sequence[SimJob], facts: Sequence[JobFacts], capacity: Mapping[str, int]
+) -> OfflineSchedule:
+    """The offline reference as the simulator reports it (one process, one after the other): the
+    greedy improved by the MILP windows, or the greedy priced by the LP bound's duals if cheaper."""
+    from broker.sim.lower_bound import LowerBound
+
+    greedy = improve(jobs, facts, capacity, offline_schedule(jobs, facts, capacity))
+    bound = LowerBound(jobs, facts, capacity)
+    bound.solve(0)
+    prices = bound.capacity_prices()
+    return cheaper(greedy, priced_schedule(jobs, facts, capacity, prices) if prices is not None else None)
+
+
+def cheaper(a: OfflineSchedule, b: OfflineSchedule | None) -> OfflineSchedule:
+    """The cheaper of two feasible offline schedules (the reference is the best one found)."""
+    return b if b is not None and b.cost < a.cost else a
+
+
 def improve(
     jobs: Sequence[SimJob],
     facts: Sequence[JobFacts],
@@ -118,7 +137,7 @@ def improve(
         cost=greedy.cost - saved,
         onprem_jobs=onprem,
         cloud_jobs=greedy.cloud_jobs - (onprem - greedy.onprem_jobs),
-        method="greedy+milp",
+        method=f"{greedy.method}+milp",
         placements=placements,
     )
 

@@ -23,8 +23,8 @@ from broker.sim.fairness import tenant_summary
 from broker.sim.jobs import JobFacts, SimJob, all_facts
 from broker.sim.lower_bound import LowerBound
 from broker.sim.metrics import RunResult, late, summarize
-from broker.sim.offline import OfflineSchedule, offline_schedule
-from broker.sim.offline_milp import improve
+from broker.sim.offline import OfflineSchedule, offline_schedule, priced_schedule
+from broker.sim.offline_milp import cheaper, improve
 from broker.sim.payable import without_unpayable_cloud
 from broker.sim.scenario import Scenario
 from broker.sim.state import Strategy
@@ -50,6 +50,8 @@ class _Others:
     solved: dict[int, float | None] = field(default_factory=dict)
     lb_s: float = 0.0
     offline: OfflineSchedule | None = None
+    priced: OfflineSchedule | None = None
+    """The offline schedule priced by the bound's capacity duals (made with the bound)."""
     left_out: frozenset[int] = frozenset()
     """Jobs the bound leaves out (no option can start them): late in every run, not in the LP."""
 
@@ -98,10 +100,13 @@ class _World:
 
     def bound(self, facts: list[JobFacts], done: dict[str, RunResult]) -> _Others:
         """The LP bound (at each baseline's late count if asked)."""
-        capacity = self.capacity()
+        capacity, payable = self.capacity(), self.payable(facts)
         lb_started = time.perf_counter()
-        bound = LowerBound(self.jobs, self.payable(facts), capacity)
+        bound = LowerBound(self.jobs, payable, capacity)
         solved: dict[int, float | None] = {0: bound.solve(0)}
+        lb_s = time.perf_counter() - lb_started
+        prices = bound.capacity_prices()  # of the all-on-time LP, before another late count's solve
+        priced = priced_schedule(self.jobs, payable, capacity, prices) if prices is not None else None
         if self.per_strategy_bounds:
             for run in done.values():
                 n = _late_count(run, bound.left_out)
@@ -109,7 +114,7 @@ class _World:
                     solved[n] = bound.solve(n)
             global _BOUND
             _BOUND = bound
-        return _Others(done, solved[0], solved, time.perf_counter() - lb_started, left_out=bound.left_out)
+        return _Others(done, solved[0], solved, lb_s, priced=priced, left_out=bound.left_out)
 
     def others(self) -> _Others:
         """Facts, baselines and the bound, one after the other (with progress)."""
@@ -124,7 +129,7 @@ class _World:
         if not self.lower_bound:
             return _Others(done)
         got = self.bound(facts, done)
-        got.offline = self.offline(facts)
+        got.offline = cheaper(self.offline(facts), got.priced)
         return got
 
 
@@ -194,7 +199,8 @@ def _others_in_parallel(world: _World) -> _Others:
         futures = {name: pool.submit(_run_named, name) for name in order}
         results = {name: f.result() for name, f in futures.items()}
     got: _Others = results.pop("bound", _Others())
-    got.offline = results.pop("offline", None)
+    offline = results.pop("offline", None)
+    got.offline = cheaper(offline, got.priced) if offline is not None else got.priced
     got.done = {name: results[name] for name in world.baselines}
     return got
 
