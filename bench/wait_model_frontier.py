@@ -5,7 +5,7 @@
 Runs the policy alone (no baselines) with `configs/policy-sim.yaml` for a few settings of
 each wait model's knob — the fluid model's `wait_estimate_factor`, the projected model's
 `late_wait_factor` — and draws each run's cost and SLO attainment beside the feasible
-clairvoyant offline schedule (greedy + MILP windows, every job on time) and the LP bound.
+clairvoyant offline schedule (the reference `szb simulate` reports, every job on time) and the LP bound.
 """
 
 from __future__ import annotations
