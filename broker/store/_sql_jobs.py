@@ -51,8 +51,21 @@ class SqlJobs(SqlCore):
         fresh: list[Job] = []
         who: dict[str, dict[str, str]] = {}
         with self._tx() as db:
-            for tenant, items in groups:
-                results = [self._insert(db, tenant, item, now, fresh) for item in items]
+            # Ids in the order of submission; client ids claimed in one order, (tenant,
+            # client_id), in every transaction: two batches sharing some (a retry sent to
+            # another replica, in another order) wait for each other instead of deadlocking.
+            ids = [[self.ids.next(now) for _ in items] for _, items in groups]
+            slots = sorted(
+                ((g, i) for g, (_, items) in enumerate(groups) for i in range(len(items))),
+                key=lambda gi: (groups[gi[0]][0], groups[gi[0]][1][gi[1]].client_id or ""),
+            )
+            made: dict[tuple[int, int], tuple[Job, bool]] = {}
+            for g, i in slots:
+                tenant, items = groups[g]
+                made[g, i] = self._insert(db, tenant, items[i], now, fresh, ids[g][i])
+            fresh.sort(key=lambda job: job.id)
+            for g, (_, items) in enumerate(groups):
+                results = [made[g, i] for i in range(len(items))]
                 who.update(
                     (job.id, item.event_data)
                     for item, (job, created) in zip(items, results, strict=True)
@@ -83,7 +96,7 @@ class SqlJobs(SqlCore):
         return out
 
     def _insert(
-        self, db: Db, tenant: TenantId, item: Submission, now: datetime, fresh: list[Job]
+        self, db: Db, tenant: TenantId, item: Submission, now: datetime, fresh: list[Job], job_id: JobId
     ) -> tuple[Job, bool]:
         """A new job (inserted now when it has a client_id, else left in `fresh` for one batched
         insert), or the job an earlier submission with the same client_id made."""
@@ -93,7 +106,7 @@ class SqlJobs(SqlCore):
             if existing is not None:
                 return existing, False
         job = Job(
-            id=self.ids.next(now),
+            id=job_id,
             tenant=tenant,
             spec=item.spec,
             client_id=client_id,
