@@ -99,8 +99,9 @@ class _Partition:
         top = int(b1.max())
         if top >= len(self.used):
             self.used = np.concatenate([self.used, np.zeros(top - len(self.used) + 1024, dtype=np.int32)])
-        peaks = np.maximum.reduceat(self.used, np.stack([b0, b1], axis=1).ravel())[::2]
-        return np.asarray(peaks <= self.total - demand)
+        pairs = np.empty(2 * len(b0), dtype=np.int64)
+        pairs[0::2], pairs[1::2] = b0, b1
+        return np.asarray(np.maximum.reduceat(self.used, pairs)[::2] <= self.total - demand)
 
     def first_fit(self, starts: list[float], runtime: float, demand: int) -> float | None:
         """The first of `starts` that `fits`: every start's busiest bucket in one numpy call."""
@@ -175,12 +176,13 @@ class CapacityPrices:
         if cum is None:
             cum = self._cumulative[key] = np.concatenate(([0.0], np.cumsum(price * np.diff(edges))))
 
-        def upto(t: np.ndarray) -> np.ndarray:
-            t = np.clip(t, edges[0], edges[-1])
-            b = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, len(price) - 1)
-            return np.asarray(cum[b] + price[b] * (t - edges[b]), dtype=np.float64)
-
-        return np.asarray(upto(starts + runtime) - upto(starts), dtype=np.float64)
+        # Both ends in one pass (this runs per job and partition: numpy's per-call overhead
+        # dominated, np.clip's most of all).
+        n, top = len(starts), len(price) - 1
+        t = np.minimum(np.maximum(np.concatenate((starts + runtime, starts)), edges[0]), edges[-1])
+        b = np.minimum(np.maximum(edges.searchsorted(t, side="right") - 1, 0), top)
+        upto = cum[b] + price[b] * (t - edges[b])
+        return np.asarray(upto[:n] - upto[n:], dtype=np.float64)
 
 
 def priced_schedule(
@@ -203,7 +205,8 @@ def priced_schedule(
     worth = np.full(len(jobs), -math.inf)
     for i, (j, f) in enumerate(zip(jobs, facts, strict=True)):
         cloud = math.inf if f.cloud_cost is None else f.cloud_cost
-        starts = np.unique(np.append(np.arange(0.0, j.max_wait_s, step_s), j.max_wait_s)) + j.arrival_s
+        starts = np.arange(0.0, j.max_wait_s, step_s)
+        starts = np.append(starts, j.max_wait_s) + j.arrival_s  # (the window's last second too)
         options = []
         for k, c in f.onprem.items():
             if k not in parts or j.demand > parts[k].total or c >= cloud:
