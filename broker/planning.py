@@ -190,7 +190,7 @@ class Planner:
             offers=reading.offers,
             capacity_total=reading.totals,
             routes=route_states([*live, *self.recent], now, self.policy),
-            blocked=self.health.blocked(),
+            blocked=self.health.blocked(), block_reasons=self.health.blocklist.reasons(),
             unhealthy=self.health.unhealthy_now(), no_images=self.offers.no_images(),
         )
         for attempt in live:

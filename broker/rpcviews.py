@@ -106,7 +106,10 @@ class RpcViews:
         if target != caller.tenant and not caller.is_operator and (asker is None or asker.kind != "internal"):
             raise JobNotFoundError(f"tenant {target!r} not found")
         snap = await self.dispatcher.current_snapshot()
-        ctx = PlacementContext(now=snap.now, blocked=snap.blocked, unhealthy_sites=snap.unhealthy)
+        ctx = PlacementContext(
+            now=snap.now, blocked=snap.blocked, block_reasons=snap.block_reasons,
+            unhealthy_sites=snap.unhealthy,
+        )
         verdicts = offer_verdicts(
             snap.offers,
             TenantId(target),

@@ -140,6 +140,7 @@ def decide(
     ctx = PlacementContext(
         now=now,
         blocked=inputs.blocked,
+        block_reasons=inputs.block_reasons,
         unhealthy_sites=inputs.unhealthy,
         no_images=inputs.no_images,
         voucher_balances=inputs.money.voucher_balances or None,

@@ -27,6 +27,7 @@ class BurstInputs:
     money: TenantMoney = field(default_factory=TenantMoney)
     routes: Mapping[SiteId, RouteState] = field(default_factory=dict)
     blocked: frozenset[str] = frozenset()
+    block_reasons: Mapping[str, str] = field(default_factory=dict)
     unhealthy: Mapping[SiteId, str] = field(default_factory=dict)
     no_images: Mapping[SiteId, str] = field(default_factory=dict)
     """Sites that cannot run a container image, with why (`PlacementContext.no_images`)."""

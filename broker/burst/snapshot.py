@@ -30,6 +30,8 @@ class PassSnapshot:
     """Accelerators (or cores) per on-prem partition key, for turning backlog into wait."""
     routes: dict[SiteId, RouteState] = field(default_factory=dict)
     blocked: frozenset[str] = frozenset()
+    block_reasons: Mapping[str, str] = field(default_factory=dict)
+    """Why each blocked key is blocked (`PlacementContext.block_reasons`)."""
     unhealthy: Mapping[SiteId, str] = field(default_factory=dict)
     no_images: Mapping[SiteId, str] = field(default_factory=dict)
     """Sites whose backend cannot run a container image, with why."""

@@ -43,6 +43,7 @@ def build_inputs(
         money=money,
         routes=snap.routes,
         blocked=snap.blocked,
+        block_reasons=snap.block_reasons,
         unhealthy=snap.unhealthy if unhealthy is None else unhealthy,
         no_images=snap.no_images,
         burst_pending_since=pending_since,

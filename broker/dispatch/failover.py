@@ -237,8 +237,13 @@ class Blocklist:
         elif step is NextStep.BLOCK_SPOT_TRY_NEXT:
             self.block_region_spot(offer.site, offer.region, policy.quota_block_s, reason)
         elif step is NextStep.AVOID_REGION_TRY_NEXT:
-            self.block_region(offer.site, offer.region, policy.unhealthy_block_s, reason)
+            why = f"a launch there that timed out or kept failing ({reason})"
+            self.block_region(offer.site, offer.region, policy.unhealthy_block_s, why)
         return step
+
+    def reasons(self) -> dict[str, str]:
+        """Unexpired blocks' targets -> the error (or event) that blocked each."""
+        return {b.target: b.reason for b in self.active()}
 
     def keys(self) -> frozenset[str]:
         """Unexpired blocks as `PlacementContext.blocked` wants them."""

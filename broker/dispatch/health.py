@@ -101,7 +101,7 @@ class SiteHealth:
         if is_onprem(policy, attempt.site):
             return
         ttl = policy.burst.blocklist_ttl.capacity.total_seconds()
-        self.blocklist.block_region(attempt.site, attempt.offer.region, ttl, "spot preemption")
+        self.blocklist.block_region(attempt.site, attempt.offer.region, ttl, "a spot interruption")
 
     def blocked(self) -> frozenset[str]:
         """The blocklist's keys (offers, regions, sites) as placement reads them."""

@@ -18,15 +18,23 @@ from broker.placement.types import Reason
 BLOCKED = "failover.blocked"
 
 
+def _after(env: Env, key: str, generic: str) -> str:
+    """What blocked `key`: the error the blocklist kept for it, else the generic cause."""
+    return env.ctx.block_reasons.get(key) or generic
+
+
 def _verdict(g: Group, env: Env) -> tuple[Reason, ...]:
     blocked = env.ctx.blocked
     if g.site_id in blocked:
-        return (Reason(BLOCKED, f"site {g.site_id} is blocked after a capacity or quota error"),)
+        why = _after(env, g.site_id, "a capacity or quota error")
+        return (Reason(BLOCKED, f"site {g.site_id} is blocked after {why}"),)
     region = g.site.region if g.site is not None else ""
-    if region and f"{g.site_id}/{region}" in blocked:
+    key = f"{g.site_id}/{region}"
+    if region and key in blocked:
         # Regions are blocked after a quota error, a spot interruption, and a launch that timed
         # out or whose transient errors outlasted its retries (dispatch.health).
-        why = "a quota error or a spot interruption, or a launch there that timed out or kept failing"
+        generic = "a quota error or a spot interruption, or a launch there that timed out or kept failing"
+        why = _after(env, key, generic)
         return (Reason(BLOCKED, f"region {region} of {g.site_id} is blocked after {why}"),)
     return ()
 
@@ -52,11 +60,11 @@ def filter_blocked_offers(g: Group, offers: list[Offer], env: Env) -> tuple[list
             why += " (on demand is not)"
             rejected.append((o, (Reason(BLOCKED, why),)))
         elif o.key in blocked:
-            rejected.append((o, (Reason(BLOCKED, f"{o.key} is blocked after a capacity error"),)))
+            why = _after(env, o.key, "a capacity error")
+            rejected.append((o, (Reason(BLOCKED, f"{o.key} is blocked after {why}"),)))
         elif zone_key and zone_key in blocked:
-            rejected.append(
-                (o, (Reason(BLOCKED, f"zone {o.zone} of {o.site} is blocked after a capacity error"),))
-            )
+            why = _after(env, zone_key, "a capacity error")
+            rejected.append((o, (Reason(BLOCKED, f"zone {o.zone} of {o.site} is blocked after {why}"),)))
         else:
             kept.append(o)
     return kept, rejected

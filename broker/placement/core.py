@@ -140,6 +140,7 @@ def _shape_key(env: Env) -> tuple[Any, ...]:
         env.nodes,
         env.job_fp,
         ctx.blocked,
+        frozenset(ctx.block_reasons.items()) if ctx.block_reasons else None,
         frozenset(sick.items()) if sick else None,
         frozenset(ctx.no_images.items()) if env.spec.image and ctx.no_images else None,
     )

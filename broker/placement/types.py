@@ -40,6 +40,9 @@ class PlacementContext:
     now: datetime = EPOCH
     blocked: frozenset[str] = frozenset()
     """Offer keys, site ids or `site/region` keys blocked by failover."""
+    block_reasons: Mapping[str, str] = field(default_factory=dict)
+    """A blocked key -> the error that blocked it (`CapacityError: OperationDenied.NoStock`), for
+    the verdict's text; a key without one gets the generic wording."""
     unhealthy_sites: Mapping[SiteId, str] = field(default_factory=dict)
     """Site id -> why it is unhealthy (circuit breaker open)."""
     no_images: Mapping[SiteId, str] = field(default_factory=dict)

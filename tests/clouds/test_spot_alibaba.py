@@ -277,7 +277,7 @@ def test_explain_names_the_spot_interruption_that_blocked_a_region(
         "checkpoint: {interval: 30m}\nresources:\n  accelerators: {count: 1, any_of: [A10]}\n"
     )
     table = szb(broker, TOKEN, "explain", str(path)).stdout
-    assert "region cn-beijing of ali-bj is blocked after a quota error or a spot interruption" in table, table
+    assert "region cn-beijing of ali-bj is blocked after a spot interruption" in table, table
     stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md())
 
 

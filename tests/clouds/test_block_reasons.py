@@ -1,0 +1,85 @@
+"""`szb explain` says why an offer or region is blocked: the cloud's own answer, not a guess.
+
+An ECS zone that answers `Zone.NotOnSale` is dropped for good (never sold there), and an AWS
+region that answered a vCPU quota error is blocked for the quota TTL; explain read "blocked
+after a capacity error" for the first and listed four possible causes for the second. Through
+a real `szb serve` on the ECS double and moto.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker.api import job_pb2
+from tests.brokerproc import stub_for, szb
+from tests.clouds import on_moto
+from tests.clouds.conftest import StartBroker
+from tests.clouds.e2e_helpers import TOKEN, job_yaml, wait_state
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+from tests.doubles.moto_front import AwsFault, MotoFront
+
+POLICY = (
+    on_moto.POLICY_HEAD
+    + on_moto.ONPREM_A800
+    + on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv")
+    + on_moto.cloud_site("aliyun-bj", "alibaba", "cn-beijing", "ali.csv", currency="CNY")
+    + """\
+tenants:
+  - {id: sg-lab, kind: partner, entity_country: SG}
+burst:
+  heartbeat_timeout: 1h
+"""
+    + on_moto.CN_RESIDENCY
+)
+
+
+@pytest.fixture
+def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:
+    cloud = EcsCloud(instance_types=(on_moto.A10,), zones=("cn-beijing-h",))  # zone i is not sold
+    ecs_server.handler = cloud
+    yield cloud
+    ecs_server.handler = EcsCloud()
+
+
+def test_explain_names_the_error_behind_each_block(
+    moto: MotoFront, ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker, tmp_path: Path
+) -> None:
+    broker = start_broker(
+        on_moto.BrokerSetup(
+            POLICY,
+            tokens={"sg-lab": TOKEN},
+            sites={
+                "aws-east": on_moto.aws_on_moto(moto.url, heartbeat_s=1),
+                "aliyun-bj": on_moto.ecs_double(ecs_server.address),
+            },
+            catalogs={
+                "aws-east.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a"),
+                "ali.csv": on_moto.catalog(
+                    f"{on_moto.A10},A10,1,8,30,9.00,,cn-beijing,cn-beijing-i,CNY",
+                    f"{on_moto.A10},A10,1,8,30,9.50,,cn-beijing,cn-beijing-h,CNY",
+                    currency=True,
+                ),
+            },
+        )
+    )
+    quota = "You have requested more vCPU capacity than your current vCPU limit"
+    moto.scenario.faults.append(AwsFault("RunInstances", "VcpuLimitExceeded", 400, quota))
+    job = job_yaml(tmp_path, "a10", max_wait="0s", estimate="2h", accelerators="A10G, A10")
+    submitted = szb(broker, TOKEN, "submit", str(job), "-o", "json")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = json.loads(submitted.stdout)[0]["id"]
+    with stub_for(broker.address) as stub:
+        running = wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING})
+    assert (running.site, running.attempts) == ("aliyun-bj", 3)  # aws quota, zone i not on sale, zone h
+
+    out = szb(broker, TOKEN, "explain", str(job), "-o", "json")
+    assert out.returncode == 0, out.stderr
+    why = {(o["site"], o["zone"]): " ".join(r["message"] for r in o["reasons"])
+           for o in json.loads(out.stdout)["offers"]}
+    assert "Zone.NotOnSale" in why[("aliyun-bj", "cn-beijing-i")], why
+    assert "VcpuLimitExceeded" in why[("aws-east", "us-east-1a")], why
+    assert why[("aliyun-bj", "cn-beijing-h")] == "", why
