@@ -71,8 +71,7 @@ class BlockScope(StrEnum):
     OFFER = "offer"
     """One offer key: site/zone-or-region/instance type/market."""
     REGION = "region"
-    REGION_SPOT = "region_spot"
-    """The spot market of one region (its on-demand offers stay open)."""
+    REGION_SPOT = "region_spot"  # the spot market of one region (its on-demand offers stay open)
     SITE = "site"
 
 
@@ -82,8 +81,7 @@ class NextStep(StrEnum):
     RETRY_SAME = "retry_same"
     BLOCK_OFFER_TRY_NEXT = "block_offer_try_next"
     BLOCK_REGION_TRY_NEXT = "block_region_try_next"
-    BLOCK_SPOT_TRY_NEXT = "block_spot_try_next"
-    """A spot quota: block the region's spot offers for the quota TTL; on demand there may start."""
+    BLOCK_SPOT_TRY_NEXT = "block_spot_try_next"  # a spot quota: the region's spot offers, quota TTL
     AVOID_REGION_TRY_NEXT = "avoid_region_try_next"
     """A launch there timed out: block the region a while and try the next offer; unlike an
     offer's fault it uses up one of the job's attempts (every region may hang)."""
@@ -165,7 +163,7 @@ def _region_key(site: str, region: str) -> str:
     return f"region:{site}/{region or '-'}"
 
 
-def _spot_key(site: str, region: str) -> str:
+def _spot_key(site: str, region: str) -> str:  # the region's spot market (a spot quota)
     return f"spot:{site}/{region or '-'}"
 
 
@@ -241,8 +239,7 @@ class Blocklist:
             self.block_region(offer.site, offer.region, policy.unhealthy_block_s, why)
         return step
 
-    def reasons(self) -> dict[str, str]:
-        """Unexpired blocks' targets -> the error (or event) that blocked each."""
+    def reasons(self) -> dict[str, str]:  # for placement's verdicts: why each key is blocked
         return {b.target: b.reason for b in self.active()}
 
     def keys(self) -> frozenset[str]:
