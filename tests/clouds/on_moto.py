@@ -55,6 +55,13 @@ compliance:
 """
 
 
+def sg_lab_tail(*burst: str) -> str:
+    """A policy's last lines: the one tenant sg-lab (a Singapore partner), `burst:` with the
+    `burst` settings given (YAML lines) and a 1 h heartbeat timeout, the cn-mainland residency zone."""
+    settings = "".join(f"  {line}\n" for line in (*burst, "heartbeat_timeout: 1h"))
+    return "tenants:\n  - {id: sg-lab, kind: partner, entity_country: SG}\nburst:\n" + settings + CN_RESIDENCY
+
+
 def cloud_site(site: str, adapter: str, region: str, catalog: str, *, currency: str = "USD",
                spot: bool = False) -> str:
     """A cloud site's policy entry, priced from `catalog` (country and residency by currency)."""
@@ -86,6 +93,16 @@ def ecs_double(address: str) -> str:
         f"{{endpoint: '{address}', protocol: http, access_key_id: ak-test, "
         f"access_key_secret: {ECS_KEYS['ak-test']}, image_id: m-szb-base, live_prices: false}}"
     )
+
+
+def east_and_beijing(
+    moto_url: str, ecs_address: str, *, access_key: str = "AKIDTESTTEST", heartbeat_s: float | None = None
+) -> dict[str, str]:
+    """The `sites` of a BrokerSetup: aws-east on moto (see `aws_on_moto`), aliyun-bj on the ECS double."""
+    return {
+        "aws-east": aws_on_moto(moto_url, access_key=access_key, heartbeat_s=heartbeat_s),
+        "aliyun-bj": ecs_double(ecs_address),
+    }
 
 
 @dataclass(frozen=True)

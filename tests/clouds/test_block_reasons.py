@@ -27,13 +27,7 @@ POLICY = (
     + on_moto.ONPREM_A800
     + on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv")
     + on_moto.cloud_site("aliyun-bj", "alibaba", "cn-beijing", "ali.csv", currency="CNY")
-    + """\
-tenants:
-  - {id: sg-lab, kind: partner, entity_country: SG}
-burst:
-  heartbeat_timeout: 1h
-"""
-    + on_moto.CN_RESIDENCY
+    + on_moto.sg_lab_tail()
 )
 
 

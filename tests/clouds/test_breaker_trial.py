@@ -28,14 +28,7 @@ POLICY = (
     on_moto.POLICY_HEAD
     + on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv")
     + on_moto.cloud_site("aliyun-bj", "alibaba", "cn-beijing", "ali.csv", currency="CNY")
-    + """\
-tenants:
-  - {id: sg-lab, kind: partner, entity_country: SG}
-burst:
-  blocklist_ttl: {unhealthy: 3s}
-  heartbeat_timeout: 1h
-"""
-    + on_moto.CN_RESIDENCY
+    + on_moto.sg_lab_tail("blocklist_ttl: {unhealthy: 3s}")
 )
 PLACED = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
 

@@ -47,14 +47,7 @@ POLICY = (
     + on_moto.cloud_site("aws-west", "aws", "us-west-2", "aws-west.csv")
     + on_moto.cloud_site("aliyun-bj", "alibaba", "cn-beijing", "ali.csv", currency="CNY")
     + on_moto.cloud_site("lc-east", "libcloud", "us-east-1", "lc-east.csv")
-    + """\
-tenants:
-  - {id: sg-lab, kind: partner, entity_country: SG}
-burst:
-  retries: {max_transient_retries: 4, backoff_initial: 0.05s, backoff_max: 0.2s}
-  heartbeat_timeout: 1h
-"""
-    + on_moto.CN_RESIDENCY
+    + on_moto.sg_lab_tail("retries: {max_transient_retries: 4, backoff_initial: 0.05s, backoff_max: 0.2s}")
 )
 
 

@@ -41,14 +41,7 @@ POLICY = (
     + on_moto.cloud_site("aws-west", "aws", "us-west-2", "aws-west.csv")
     + on_moto.cloud_site("ali-bj", "alibaba", "cn-beijing", "ali-bj.csv", currency="CNY")
     + on_moto.cloud_site("ali-sh", "alibaba", "cn-shanghai", "ali-sh.csv", currency="CNY")
-    + """\
-tenants:
-  - {id: sg-lab, kind: partner, entity_country: SG}
-burst:
-  retries: {max_transient_retries: 2, backoff_initial: 0.05s, backoff_max: 0.1s}
-  heartbeat_timeout: 1h
-"""
-    + on_moto.CN_RESIDENCY
+    + on_moto.sg_lab_tail("retries: {max_transient_retries: 2, backoff_initial: 0.05s, backoff_max: 0.1s}")
 )
 
 

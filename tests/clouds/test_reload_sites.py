@@ -23,12 +23,7 @@ from tests.doubles.moto_front import MotoFront
 
 EAST = on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv")
 HEAD = on_moto.POLICY_HEAD + on_moto.ONPREM_A800 + EAST
-TAIL = """\
-tenants:
-  - {id: sg-lab, kind: partner, entity_country: SG}
-burst:
-  heartbeat_timeout: 1h
-""" + on_moto.CN_RESIDENCY
+TAIL = on_moto.sg_lab_tail()
 
 
 def offers_of(broker: BrokerProcess, job: Path) -> dict[tuple[str, str], float]:

@@ -32,14 +32,7 @@ POLICY = (
     + on_moto.ONPREM_A800
     + on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv")
     + on_moto.cloud_site("aws-west", "aws", "us-west-2", "aws-west.csv")
-    + """\
-tenants:
-  - {id: sg-lab, kind: partner, entity_country: SG}
-burst:
-  retries: {max_transient_retries: 2, backoff_initial: 0.05s, backoff_max: 0.1s}
-  heartbeat_timeout: 1h
-"""
-    + on_moto.CN_RESIDENCY
+    + on_moto.sg_lab_tail("retries: {max_transient_retries: 2, backoff_initial: 0.05s, backoff_max: 0.1s}")
 )
 
 
