@@ -19,6 +19,7 @@ from tests.brokerproc import stub_for, szb
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, job_yaml, wait_state
+from tests.clouds.ecs_a10 import a10_region
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import AwsFault, MotoFront
 
@@ -33,10 +34,7 @@ POLICY = (
 
 @pytest.fixture
 def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:
-    cloud = EcsCloud(instance_types=(on_moto.A10,), zones=("cn-beijing-h",))  # zone i is not sold
-    ecs_server.handler = cloud
-    yield cloud
-    ecs_server.handler = EcsCloud()
+    yield from a10_region(ecs_server, "cn-beijing-h")  # zone i is not sold
 
 
 def test_explain_names_the_error_behind_each_block(

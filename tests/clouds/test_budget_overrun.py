@@ -7,10 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import grpc
-import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
@@ -18,21 +16,15 @@ from tests.brokerproc import BrokerProcess
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, md, wait_state
-from tests.clouds.ecs_a10 import A10, a10_catalog, a10_job
+from tests.clouds.ecs_a10 import a10_catalog, a10_job, ecs
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+
+__all__ = ["ecs"]  # conftest's blank ECS region gives way to the A10 one
 
 UP: set[int] = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
 PRICE = 3600.0  # CNY per hour: 1 CNY a second
 BUDGET = 10.0
 ALERT = 0.5  # the policy's alert_fraction
-
-
-@pytest.fixture
-def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:
-    cloud = EcsCloud(instance_types=(A10,), zones=("cn-beijing-i",))
-    ecs_server.handler = cloud
-    yield cloud
-    ecs_server.handler = EcsCloud()
 
 
 def start(start_broker: StartBroker, ecs_server: EcsEndpoint, price: float = PRICE) -> BrokerProcess:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -21,12 +20,12 @@ from tests.brokerproc import BrokerProcess
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, md, wait_state
-from tests.clouds.ecs_a10 import A10, a10_catalog, a10_job
+from tests.clouds.ecs_a10 import a10_catalog, a10_job, ecs
 from tests.clouds.test_broker_bursts import POLICY, clouds, gpu_job, setup
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint, EcsFault, EcsRequest, Reply
 from tests.doubles.moto_front import MotoFront
 
-__all__ = ["clouds"]
+__all__ = ["clouds", "ecs"]  # fixtures
 
 UP: set[int] = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
 
@@ -57,14 +56,6 @@ class SlowLaunches:
         if req.action == "RunInstances":
             time.sleep(self.delay_s)
         return self.cloud(req)
-
-
-@pytest.fixture
-def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:
-    cloud = EcsCloud(instance_types=(A10,), zones=("cn-beijing-i",))
-    ecs_server.handler = cloud
-    yield cloud
-    ecs_server.handler = EcsCloud()
 
 
 def start(start_broker: StartBroker, ecs_server: EcsEndpoint, price: float) -> BrokerProcess:

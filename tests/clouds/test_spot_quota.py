@@ -10,19 +10,19 @@ Through a real `szb serve` on moto (faults as EC2 sends them) and the ECS double
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from broker.api import job_pb2
 from tests.brokerproc import BrokerProcess, stub_for, szb
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, job_yaml, wait_state
+from tests.clouds.ecs_a10 import ecs
 from tests.clouds.test_breaker_trial import events_so_far
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import AwsFault, MotoFront
+
+__all__ = ["ecs"]  # conftest's blank ECS region gives way to the A10 one
 
 POLICY = (
     on_moto.POLICY_HEAD
@@ -31,14 +31,6 @@ POLICY = (
     + on_moto.cloud_site("aliyun-bj", "alibaba", "cn-beijing", "ali.csv", currency="CNY")
     + on_moto.sg_lab_tail()
 )
-
-
-@pytest.fixture
-def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:
-    cloud = EcsCloud(instance_types=(on_moto.A10,), zones=("cn-beijing-i",))
-    ecs_server.handler = cloud
-    yield cloud
-    ecs_server.handler = EcsCloud()
 
 
 def start(moto: MotoFront, ecs_server: EcsEndpoint, start_broker: StartBroker) -> BrokerProcess:

@@ -4,7 +4,6 @@ balance is spent once, not once a month (szb serve, Alibaba on the ECS double)."
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import grpc
@@ -19,8 +18,10 @@ from tests.brokerproc import BrokerProcess
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TERMINAL, TOKEN, ecs_user_data, md, play_bootstrap, wait_state
-from tests.clouds.ecs_a10 import a10_catalog, a10_job
+from tests.clouds.ecs_a10 import a10_catalog, a10_job, ecs
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+
+__all__ = ["ecs"]  # conftest's blank ECS region gives way to the A10 one
 
 UP: set[int] = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
 PRICE = 3600.0  # CNY per hour of the one A10 offer: 1 CNY a second
@@ -43,14 +44,6 @@ burst:
 """
         + on_moto.CN_RESIDENCY
     )
-
-
-@pytest.fixture
-def ecs(ecs_server: EcsEndpoint) -> Iterator[EcsCloud]:
-    cloud = EcsCloud(instance_types=("ecs.gn7i-c8g1.2xlarge",), zones=("cn-beijing-i",))
-    ecs_server.handler = cloud
-    yield cloud
-    ecs_server.handler = EcsCloud()
 
 
 def start(
