@@ -44,10 +44,7 @@ def test_explain_names_the_error_behind_each_block(
         on_moto.BrokerSetup(
             POLICY,
             tokens={"sg-lab": TOKEN},
-            sites={
-                "aws-east": on_moto.aws_on_moto(moto.url, heartbeat_s=1),
-                "aliyun-bj": on_moto.ecs_double(ecs_server.address),
-            },
+            sites=on_moto.east_and_beijing(moto.url, ecs_server.address, heartbeat_s=1),
             catalogs={
                 "aws-east.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a"),
                 "ali.csv": on_moto.catalog(

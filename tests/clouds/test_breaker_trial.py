@@ -18,6 +18,7 @@ from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import stub_for
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, md, wait_state
@@ -40,6 +41,28 @@ def gpu_job(name: str) -> job_pb2.JobSpec:
         runtime_estimate=duration_pb2.Duration(seconds=3600),
         resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=1, any_of=["A10G", "A10"])),
     )
+
+
+def revoked_east(moto: MotoFront, ecs_server: EcsEndpoint, policy: str) -> on_moto.BrokerSetup:
+    """aws-east on moto with a revoked key (every call an AuthFailure) as the cheapest site, an A10 in
+    Beijing on the ECS double as the fallback."""
+    ecs_server.handler = EcsCloud(instance_types=(on_moto.A10,), zones=("cn-beijing-i",))
+    moto.scenario = Scenario(rejected_access_keys={"AKIDREVOKED"})
+    return on_moto.BrokerSetup(
+        policy,
+        tokens={"sg-lab": TOKEN},
+        sites=on_moto.east_and_beijing(moto.url, ecs_server.address, access_key="AKIDREVOKED"),
+        catalogs={
+            "aws-east.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a"),
+            "ali.csv": on_moto.catalog(
+                "ecs.gn7i-c8g1.2xlarge,A10,1,8,30,13.90,,cn-beijing,cn-beijing-i,CNY", currency=True
+            ),
+        },
+    )
+
+
+def submit(stub: broker_service_pb2_grpc.BrokerServiceStub, name: str) -> job_pb2.Job:
+    return stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job(name)), metadata=md()).job
 
 
 def site_of(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, timeout: float = 30) -> str:
@@ -71,26 +94,9 @@ def east_launches(moto: MotoFront) -> int:
 def test_a_half_open_breaker_lets_one_trial_launch_through(
     moto: MotoFront, ecs_server: EcsEndpoint, start_broker: StartBroker
 ) -> None:
-    ecs_server.handler = EcsCloud(instance_types=(on_moto.A10,), zones=("cn-beijing-i",))
-    moto.scenario = Scenario(rejected_access_keys={"AKIDREVOKED"})
-    setup = on_moto.BrokerSetup(
-        POLICY,
-        tokens={"sg-lab": TOKEN},
-        sites={
-            "aws-east": on_moto.aws_on_moto(moto.url, access_key="AKIDREVOKED"),
-            "aliyun-bj": on_moto.ecs_double(ecs_server.address),
-        },
-        catalogs={
-            "aws-east.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a"),
-            "ali.csv": on_moto.catalog(
-                "ecs.gn7i-c8g1.2xlarge,A10,1,8,30,13.90,,cn-beijing,cn-beijing-i,CNY", currency=True
-            ),
-        },
-    )
-    proc = start_broker(setup)
-    with grpc.insecure_channel(proc.address) as channel:
-        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-        first = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("opens")), metadata=md()).job
+    proc = start_broker(revoked_east(moto, ecs_server, POLICY))
+    with stub_for(proc.address) as stub:
+        first = submit(stub, "opens")
         assert site_of(stub, first.id) == "aliyun-bj"
         failed = [e.data["error"] for e in events_so_far(stub, first.id) if e.kind == "attempt_failed"]
         assert failed == ["AuthError"]
@@ -99,15 +105,12 @@ def test_a_half_open_breaker_lets_one_trial_launch_through(
         gate = threading.Event()
         moto.scenario.hold_before["RunInstances"] = gate  # the trial call waits at moto
         try:
-            trial = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("trial")), metadata=md()).job
+            trial = submit(stub, "trial")
             deadline = time.monotonic() + 20
             while east_launches(moto) < 2:
                 assert time.monotonic() < deadline, "no trial launch reached aws-east"
                 time.sleep(0.05)
-            later = [
-                stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job(f"later-{i}")), metadata=md()).job
-                for i in (1, 2)
-            ]
+            later = [submit(stub, f"later-{i}") for i in (1, 2)]
             for job in later:  # decided while the trial is unanswered: the fallback, not aws-east
                 assert site_of(stub, job.id, timeout=10) == "aliyun-bj"
             assert east_launches(moto) == 2
@@ -117,7 +120,7 @@ def test_a_half_open_breaker_lets_one_trial_launch_through(
             gate.set()
         # The trial's AuthFailure opens the breaker again; its job fails over like the first.
         assert site_of(stub, trial.id) == "aliyun-bj"
-        after = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("after")), metadata=md()).job
+        after = submit(stub, "after")
         assert site_of(stub, after.id) == "aliyun-bj"
         assert east_launches(moto) == 2
         assert '"unhealthy": {"aws-east"' in stub.GetStatus(pb.GetStatusRequest(), metadata=md()).status_json
@@ -132,29 +135,13 @@ def test_a_tenant_is_told_the_kind_of_trouble_never_the_providers_text(
     # A provider-wide error opens a site's breaker; its text (account ids, IAM names, the
     # operator's business) is for operators. Tenants learn the kind of trouble in GetStatus, and
     # must not read the text in their job's reason, live explain or offers either.
-    ecs_server.handler = EcsCloud(instance_types=(on_moto.A10,), zones=("cn-beijing-i",))
-    moto.scenario = Scenario(rejected_access_keys={"AKIDREVOKED"})
-    setup = on_moto.BrokerSetup(
-        POLICY.replace("blocklist_ttl: {unhealthy: 3s}", "blocklist_ttl: {unhealthy: 1h}"),
-        tokens={"sg-lab": TOKEN},
-        sites={
-            "aws-east": on_moto.aws_on_moto(moto.url, access_key="AKIDREVOKED"),
-            "aliyun-bj": on_moto.ecs_double(ecs_server.address),
-        },
-        catalogs={
-            "aws-east.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a"),
-            "ali.csv": on_moto.catalog(
-                "ecs.gn7i-c8g1.2xlarge,A10,1,8,30,13.90,,cn-beijing,cn-beijing-i,CNY", currency=True
-            ),
-        },
-    )
-    proc = start_broker(setup)
-    with grpc.insecure_channel(proc.address) as channel:
-        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-        first = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("opens")), metadata=md()).job
+    policy = POLICY.replace("blocklist_ttl: {unhealthy: 3s}", "blocklist_ttl: {unhealthy: 1h}")
+    proc = start_broker(revoked_east(moto, ecs_server, policy))
+    with stub_for(proc.address) as stub:
+        first = submit(stub, "opens")
         assert site_of(stub, first.id) == "aliyun-bj"
         assert east_launches(moto) == 1
-        later = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("later")), metadata=md()).job
+        later = submit(stub, "later")
         assert site_of(stub, later.id) == "aliyun-bj"
         # (The first job's own failed attempt still says what its launch met.)
         seen = [

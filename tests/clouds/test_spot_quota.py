@@ -38,10 +38,7 @@ def start(moto: MotoFront, ecs_server: EcsEndpoint, start_broker: StartBroker) -
         on_moto.BrokerSetup(
             POLICY,
             tokens={"sg-lab": TOKEN},
-            sites={
-                "aws-east": on_moto.aws_on_moto(moto.url, heartbeat_s=1),
-                "aliyun-bj": on_moto.ecs_double(ecs_server.address),
-            },
+            sites=on_moto.east_and_beijing(moto.url, ecs_server.address, heartbeat_s=1),
             catalogs={
                 # spot 3.24 CNY/h < on demand 7.24 < Alibaba's 13.90
                 "aws-east.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.006,0.45,us-east-1,us-east-1a"),
