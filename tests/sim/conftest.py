@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -60,6 +62,15 @@ def tiny_policy(folder: Path, gpus: int = 1, wait_model: str | None = None) -> P
         text = text.replace("  hysteresis: 0s\n", f"  hysteresis: 0s\n  wait_model: {wait_model}\n")
     path.write_text(text)
     return load_policy(path)
+
+
+def load_bench(name: str) -> ModuleType:
+    """`bench/<name>.py` loaded as a module (bench/ is scripts, not a package), run afresh each call."""
+    spec = importlib.util.spec_from_file_location(name, CONFIGS.parent / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ with the preference named. Asserts the split, not timings."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -16,8 +14,7 @@ from broker.policy import load_policy
 from broker.sim.jobs import build_jobs
 from broker.sim.scenario import Delay, Scenario
 from broker.sim.traces import TraceJob
-from tests.brokerproc import ROOT
-from tests.sim.conftest import CATALOG, CONFIGS, POLICY
+from tests.sim.conftest import CATALOG, CONFIGS, POLICY, load_bench
 
 SECOND_SITE = """  - id: cloud2
     adapter: alibaba
@@ -28,14 +25,6 @@ SECOND_SITE = """  - id: cloud2
     catalog: {file: cloud.csv, region: r2, currency: CNY}
 tenants:
 """
-
-
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("decision_gap", ROOT / "bench/decision_gap.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("preference", [5.0, 0.0])
@@ -57,7 +46,7 @@ def test_a_preferred_dearer_cloud_is_the_whole_gap_and_named(tmp_path: Path, pre
         TraceJob(n, at, run, count=1, accelerators=("A800",), tenant="t1")
         for n, at, run in (("a", 0.0, 7200.0), ("b", 60.0, 3600.0))
     ]
-    module = bench()
+    module = load_bench("decision_gap")
     try:
         got = module.gap(policy, build_jobs(trace, policy, scenario), scenario)
     finally:

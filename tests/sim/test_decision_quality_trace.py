@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.sim.conftest import load_bench
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -53,12 +55,7 @@ def test_the_bench_runs_another_trace_and_says_which_targets_it_meets(tmp_path: 
 
 
 def test_a_policy_only_scenario_has_no_targets_to_meet() -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("decision_quality", ROOT / "bench/decision_quality.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("decision_quality")
     assert bench.targets({"offline_ratio": None, "cost_ratio": None}) is None
 
 

@@ -5,7 +5,6 @@ tenant further below its share. Asserts decisions and outcomes (on time or not),
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,7 @@ from broker.sim.queues import ProjectedQueues
 from broker.sim.run import simulate
 from broker.sim.scenario import Delay, Scenario
 from broker.sim.traces import TraceJob
-from tests.brokerproc import ROOT
-from tests.sim.conftest import CATALOG, CONFIGS, POLICY, tiny_policy
+from tests.sim.conftest import CATALOG, CONFIGS, POLICY, load_bench, tiny_policy
 
 
 def projected_policy(folder: Path, *, route: str = "") -> Policy:
@@ -92,10 +90,7 @@ def test_over_share_tenant_is_projected_behind_an_under_share_tenant() -> None:
 def test_decision_quality_bench_applies_burst_overrides() -> None:
     # The README's fluid rows run `bench/decision_quality.py ... --burst wait_model=fluid
     # late_wait_factor=1`: the overrides reach the policy every scenario runs with.
-    spec = importlib.util.spec_from_file_location("decision_quality", ROOT / "bench/decision_quality.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("decision_quality")
     bench.BURST[:] = ["wait_model=fluid", "late_wait_factor=1"]
     knobs = bench.knobs()
     assert knobs["wait_model"] == "fluid" and knobs["late_wait_factor"] == 1.0

@@ -5,23 +5,18 @@ deferred): the reference reaches it, greedy + MILP is never below it, nor the bo
 
 from __future__ import annotations
 
-import importlib.util
 from types import ModuleType
 
 import pytest
 
 from broker.sim.jobs import JobFacts
-from tests.brokerproc import ROOT
+from tests.sim.conftest import load_bench
 from tests.sim.test_offline_priced import patient_and_urgent, sim_job
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("reference_check", ROOT / "bench/reference_check.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("reference_check")
 
 
 def test_the_exact_optimum_and_both_yardsticks_of_a_known_instance(bench: ModuleType) -> None:

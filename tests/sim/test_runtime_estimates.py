@@ -5,7 +5,6 @@ stay on actual runtimes. Asserts decisions and outcomes, not timings."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +23,7 @@ from broker.sim.jobs import SimJob, build_jobs
 from broker.sim.run import simulate
 from broker.sim.scenario import Delay, RuntimeEstimates, Scenario, ScenarioError, load_scenario
 from broker.sim.strategies import PolicyStrategy
-from tests.sim.conftest import CATALOG, CONFIGS, POLICY, tiny_policy
+from tests.sim.conftest import CATALOG, CONFIGS, POLICY, load_bench, tiny_policy
 from tests.sim.test_projected_wait import a800, projected_policy
 
 TWICE = RuntimeEstimates(bias={"t1": 2.0})
@@ -177,10 +176,7 @@ def test_the_shipped_estimates_scenario_loads() -> None:
 
 def test_the_decision_quality_bench_runs_the_estimates_scenario_by_default() -> None:
     root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("decision_quality", root / "bench/decision_quality.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("decision_quality")
     assert "alibaba-peak-estimates" in bench.STANDARD
     assert (root / "configs/scenarios/alibaba-peak-estimates.yaml").is_file()
 
