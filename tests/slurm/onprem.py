@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
+import time
 from pathlib import Path
 
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
 from tests.brokerproc import ROOT
 
@@ -82,3 +85,15 @@ def write_onprem_config(
 
 def auth(tenant: str = "team-a") -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {TOKENS[tenant]}"),)
+
+
+TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
+
+
+def until_ended(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, deadline: float) -> job_pb2.Job:
+    """The job once it ended (asked every 0.2 s); fails the test at `deadline` (time.monotonic())."""
+    get = pb.GetJobRequest(id=job_id)
+    while (job := stub.GetJob(get, metadata=auth()).job).state not in TERMINAL:
+        assert time.monotonic() < deadline, job.message
+        time.sleep(0.2)
+    return job

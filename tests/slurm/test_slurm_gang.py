@@ -22,10 +22,9 @@ from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.model import AttemptId, AttemptState, JobId, JobSpec, LaunchRequest, Offer, Resources
 from tests.brokerproc import BrokerProcess
 from tests.slurm.conftest import PARTITIONS, SITE, SlurmCluster, Tracker
-from tests.slurm.onprem import auth, write_onprem_config
+from tests.slurm.onprem import auth, until_ended, write_onprem_config
 
 pytestmark = pytest.mark.slurm
-TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
 
 REPORT = (
     'echo "rank=$RANK node=$SZB_NODE_RANK nnodes=$SZB_NNODES world=$WORLD_SIZE '
@@ -105,10 +104,7 @@ def test_gang_through_the_broker_runs_as_one_slurm_job_and_is_priced_whole(broke
         assert two.chosen.instance_type == "cpu"
         assert two.chosen.terms["cost"] == pytest.approx(2 * one.chosen.terms["cost"], rel=1e-3)
         job_id = stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth()).job.id
-        deadline = time.monotonic() + 60
-        while (got := stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth()).job).state not in TERMINAL:
-            assert time.monotonic() < deadline, got.message
-            time.sleep(0.2)
+        got = until_ended(stub, job_id, time.monotonic() + 60)
         assert got.state == job_pb2.JOB_STATE_SUCCEEDED, got.message
         assert got.spec.resources.nodes == 2
 
@@ -131,10 +127,7 @@ def test_a_failed_rank_is_named_in_the_jobs_reason_with_its_output(broker: Broke
         job.resources.nodes = 2
         job.resources.cpus = 1
         job_id = stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth()).job.id
-        deadline = time.monotonic() + 60
-        while (got := stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth()).job).state not in TERMINAL:
-            assert time.monotonic() < deadline, got.message
-            time.sleep(0.2)
+        got = until_ended(stub, job_id, time.monotonic() + 60)
     assert got.state == job_pb2.JOB_STATE_FAILED
     assert got.exit_code == 3
     assert got.message == "exit code 3 (rank 1 of 2)"
@@ -160,11 +153,7 @@ def test_a_gang_larger_than_the_partition_fails_with_the_reason_not_waits(
             job.resources.nodes = 3
             job.resources.cpus = 1
             job_id = stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth()).job.id
-            deadline = time.monotonic() + 30
-            get = pb.GetJobRequest(id=job_id)
-            while (got := stub.GetJob(get, metadata=auth()).job).state not in TERMINAL:
-                assert time.monotonic() < deadline, got.message
-                time.sleep(0.2)
+            got = until_ended(stub, job_id, time.monotonic() + 30)
     finally:
         proc.stop()
     assert got.state == job_pb2.JOB_STATE_FAILED
@@ -184,9 +173,6 @@ def test_the_failed_ranks_last_output_is_kept_every_time(broker: BrokerProcess) 
         ids = [stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth()).job.id for _ in range(5)]
         deadline = time.monotonic() + 120
         for job_id in ids:
-            get = pb.GetJobRequest(id=job_id)
-            while (got := stub.GetJob(get, metadata=auth()).job).state not in TERMINAL:
-                assert time.monotonic() < deadline, got.message
-                time.sleep(0.2)
+            got = until_ended(stub, job_id, deadline)
             assert got.message == "exit code 5 (rank 1 of 2)"
             assert "boom at step 7" in got.log_tail, got.log_tail

@@ -14,19 +14,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
-from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import BrokerProcess
+from broker.api import job_pb2
+from tests.brokerproc import BrokerProcess, stub_for
 from tests.slurm.conftest import SlurmCluster
-from tests.slurm.onprem import auth, write_onprem_config
+from tests.slurm.onprem import auth, until_ended, write_onprem_config
 
 pytestmark = pytest.mark.slurm
-
-TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
 
 
 def slurm_token(cluster: SlurmCluster, user: str) -> str:
@@ -55,13 +52,9 @@ def test_a_job_slurm_could_not_launch_says_why_and_has_no_exit_code(broker: Brok
                            runtime_estimate=duration_pb2.Duration(seconds=60))
     spec.resources.accelerators.count = 1
     spec.resources.accelerators.any_of.append("A800")
-    with grpc.insecure_channel(broker.address) as channel:
-        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+    with stub_for(broker.address) as stub:
         job_id = stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=auth()).job.id
-        deadline = time.monotonic() + 60
-        while (job := stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth()).job).state not in TERMINAL:
-            assert time.monotonic() < deadline, job.message
-            time.sleep(0.2)
+        job = until_ended(stub, job_id, time.monotonic() + 60)
     assert job.state == job_pb2.JOB_STATE_FAILED, job.message
     assert not job.HasField("exit_code"), job.exit_code  # it never ran: signal 53 is slurmd's, not its
     output_dir = str(broker.config.parent / "slurm-output")

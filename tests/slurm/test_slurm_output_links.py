@@ -26,11 +26,11 @@ from adapters.base import NotFoundError
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.model import AttemptState, AttemptStatus
-from tests.brokerproc import BrokerProcess
+from tests.brokerproc import BrokerProcess, stub_for
 from tests.slurm.conftest import PARTITIONS, SlurmCluster, Tracker, launch
-from tests.slurm.onprem import auth, write_onprem_config
+from tests.slurm.onprem import TERMINAL, auth, until_ended, write_onprem_config
 from tests.slurm.test_slurm_gang import gang
-from tests.slurm.test_slurm_job_user import TERMINAL, slurm_token
+from tests.slurm.test_slurm_job_user import slurm_token
 
 pytestmark = pytest.mark.slurm
 
@@ -81,9 +81,7 @@ def test_a_job_that_links_its_output_file_elsewhere_reads_nothing_of_it(
         read = b"".join(r.chunk.data for r in stub.StreamJobLogs(
             pb.StreamJobLogsRequest(id=job_id), metadata=auth()))
         assert SECRET.encode() not in read, read
-        while (job := stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth()).job).state not in TERMINAL:
-            assert time.monotonic() < deadline, job.message
-            time.sleep(0.2)
+        job = until_ended(stub, job_id, deadline)
         read = b"".join(r.chunk.data for r in stub.StreamJobLogs(
             pb.StreamJobLogsRequest(id=job_id), metadata=auth()))
     assert SECRET not in job.log_tail and SECRET not in job.message, (job.log_tail, job.message)
@@ -96,13 +94,9 @@ def test_a_job_that_leaves_a_fifo_for_its_output_file_still_ends(broker: BrokerP
     fifo = 'f=$(readlink /proc/$$/fd/1); rm -f "$f"; mkfifo "$f"; echo gone; sleep 2'
     spec = job_pb2.JobSpec(name="fifo", command=["/bin/sh", "-c", fifo],
                            runtime_estimate=duration_pb2.Duration(seconds=60))
-    with grpc.insecure_channel(broker.address) as channel:
-        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+    with stub_for(broker.address) as stub:
         job_id = stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=auth()).job.id
-        deadline = time.monotonic() + 60
-        while (job := stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth()).job).state not in TERMINAL:
-            assert time.monotonic() < deadline, job.message
-            time.sleep(0.2)
+        job = until_ended(stub, job_id, time.monotonic() + 60)
         read = list(stub.StreamJobLogs(pb.StreamJobLogsRequest(id=job_id), metadata=auth(), timeout=30))
     assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.message
     assert read == [], read
