@@ -15,7 +15,7 @@ from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service
 from broker.api import broker_service_pb2 as pb
 from broker.serde import state_from_proto
 from broker.store import SqliteStore
-from tests.brokerproc import JOB_PYTHON, BrokerProcess
+from tests.brokerproc import JOB_PYTHON, BrokerProcess, szb
 
 TOKEN = "token-sg-lab-0123456789"
 TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
@@ -37,6 +37,13 @@ def job_yaml(
         f"max_wait: {max_wait}\nresources:\n  accelerators: {{count: 1, any_of: [{accelerators}]}}\n"
     )
     return path
+
+
+def submit_file(broker: BrokerProcess, token: str, job: Path) -> str:
+    """`szb submit JOB -o json` as a user types it, which must succeed; the new job's id."""
+    submitted = szb(broker, token, "submit", str(job), "-o", "json")
+    assert submitted.returncode == 0, submitted.stderr
+    return str(json.loads(submitted.stdout)[0]["id"])
 
 
 def md(token: str = TOKEN) -> tuple[tuple[str, str], ...]:

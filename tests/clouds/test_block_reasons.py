@@ -18,7 +18,7 @@ from broker.api import job_pb2
 from tests.brokerproc import stub_for, szb
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
-from tests.clouds.e2e_helpers import TOKEN, job_yaml, wait_state
+from tests.clouds.e2e_helpers import TOKEN, job_yaml, submit_file, wait_state
 from tests.clouds.ecs_a10 import a10_region
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import AwsFault, MotoFront
@@ -58,9 +58,7 @@ def test_explain_names_the_error_behind_each_block(
     quota = "You have requested more vCPU capacity than your current vCPU limit"
     moto.scenario.faults.append(AwsFault("RunInstances", "VcpuLimitExceeded", 400, quota))
     job = job_yaml(tmp_path, "a10", max_wait="0s", estimate="2h", accelerators="A10G, A10")
-    submitted = szb(broker, TOKEN, "submit", str(job), "-o", "json")
-    assert submitted.returncode == 0, submitted.stderr
-    job_id = json.loads(submitted.stdout)[0]["id"]
+    job_id = submit_file(broker, TOKEN, job)
     with stub_for(broker.address) as stub:
         running = wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING})
     assert (running.site, running.attempts) == ("aliyun-bj", 3)  # aws quota, zone i not on sale, zone h

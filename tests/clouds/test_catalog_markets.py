@@ -15,10 +15,9 @@ from broker.api import job_pb2
 from tests.brokerproc import BrokerProcess, stub_for, szb
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
-from tests.clouds.e2e_helpers import job_yaml, wait_state
+from tests.clouds.e2e_helpers import TOKEN, job_yaml, submit_file, wait_state
 from tests.doubles.moto_front import MotoFront
 
-TOKEN = "token-sg-lab-0123456789"
 POLICY = (
     on_moto.POLICY_HEAD
     + on_moto.ONPREM_A800
@@ -65,9 +64,7 @@ def test_zone_prices_and_the_sites_spot_switch_reach_the_live_offers(
         ("aws-west", "us-west-2a", False): 1.10,
     }
 
-    submitted = szb(broker, TOKEN, "submit", str(job), "-o", "json")
-    assert submitted.returncode == 0, submitted.stderr
-    job_id = json.loads(submitted.stdout)[0]["id"]
+    job_id = submit_file(broker, TOKEN, job)
     with stub_for(broker.address) as stub:
         wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING}, token=TOKEN)
     launches = [(r, p) for a, r, p in moto.scenario.calls if a == "RunInstances"]

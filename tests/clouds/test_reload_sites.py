@@ -17,7 +17,7 @@ from broker.api import job_pb2
 from tests.brokerproc import BrokerProcess, stub_for, szb
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
-from tests.clouds.e2e_helpers import TOKEN, job_yaml, wait_state
+from tests.clouds.e2e_helpers import TOKEN, job_yaml, submit_file, wait_state
 from tests.clouds.test_breaker_trial import events_so_far
 from tests.doubles.moto_front import MotoFront
 
@@ -61,9 +61,7 @@ def test_a_reload_that_adds_a_cloud_site_and_edits_a_catalog_reaches_the_adapter
     assert offers[("aws-east", "g5.xlarge")] == 0.80
     assert offers[("aws-west", "g5.xlarge")] == 0.50
 
-    submitted = szb(broker, TOKEN, "submit", str(job), "-o", "json")
-    assert submitted.returncode == 0, submitted.stderr
-    job_id = json.loads(submitted.stdout)[0]["id"]
+    job_id = submit_file(broker, TOKEN, job)
     with stub_for(broker.address) as stub:
         running = wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING})
         history = [e.message for e in events_so_far(stub, job_id)]

@@ -16,7 +16,7 @@ from broker.api import job_pb2
 from tests.brokerproc import BrokerProcess, stub_for, szb
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
-from tests.clouds.e2e_helpers import TOKEN, job_yaml, wait_state
+from tests.clouds.e2e_helpers import TOKEN, job_yaml, submit_file, wait_state
 from tests.clouds.ecs_a10 import ecs
 from tests.clouds.test_breaker_trial import events_so_far
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
@@ -58,9 +58,7 @@ def test_a_spot_quota_error_moves_the_job_to_on_demand_in_the_same_region(
                  "Max spot instance count exceeded", region="us-east-1", times=1)
     )
     job = job_yaml(tmp_path, "a10", max_wait="0s", estimate="2h", accelerators="A10G, A10")
-    submitted = szb(broker, TOKEN, "submit", str(job), "-o", "json")
-    assert submitted.returncode == 0, submitted.stderr
-    job_id = json.loads(submitted.stdout)[0]["id"]
+    job_id = submit_file(broker, TOKEN, job)
     with stub_for(broker.address) as stub:
         running = wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING}, token=TOKEN)
         history = [e.message for e in events_so_far(stub, job_id)]

@@ -10,7 +10,6 @@ Through a real `szb serve` on moto behind the fault front.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,10 +19,10 @@ from adapters.aws import AwsAdapter
 from adapters.base import TransientError
 from broker.api import job_pb2
 from broker.model import SiteId
-from tests.brokerproc import stub_for, szb
+from tests.brokerproc import stub_for
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker, launch
-from tests.clouds.e2e_helpers import TOKEN, job_yaml, wait_state
+from tests.clouds.e2e_helpers import TOKEN, job_yaml, submit_file, wait_state
 from tests.clouds.test_breaker_trial import events_so_far
 from tests.doubles.moto_front import AwsFault, MotoFront
 
@@ -54,9 +53,7 @@ def test_an_html_error_page_fails_the_launch_with_a_reason_and_the_job_moves_on(
     moto.scenario.faults.append(AwsFault("RunInstances", "BadGateway", 502, "Bad Gateway", region="us-east-1",
                                          html="html5"))
     job = job_yaml(tmp_path, "a10g", max_wait="0s", estimate="2h", accelerators="A10G")
-    submitted = szb(broker, TOKEN, "submit", str(job), "-o", "json")
-    assert submitted.returncode == 0, submitted.stderr
-    job_id = json.loads(submitted.stdout)[0]["id"]
+    job_id = submit_file(broker, TOKEN, job)
     with stub_for(broker.address) as stub:
         running = wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING})
         history = [e.message for e in events_so_far(stub, job_id)]
