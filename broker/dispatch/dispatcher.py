@@ -33,6 +33,8 @@ UNREACHABLE_RETRY_S = 2.0
 """First retry of a site the reconciler could not reach; doubles up to the reconcile interval."""
 
 ACTIVE = (JobState.PLACING, JobState.PROVISIONING, JobState.RUNNING)
+RESTARTED = "broker restarted before the attempt was started"
+STRANDED = "the store failed before the attempt was started"
 
 
 class Dispatcher(Scheduling):
@@ -84,6 +86,8 @@ class Dispatcher(Scheduling):
         self._last_full_scan = 0.0
         self._unreachable: dict[SiteId, tuple[float, float]] = {}
         """Sites the last reconcile could not reach: (loop time of the next try, backoff)."""
+        self._pass_failed = False
+        """The last pass raised (the store went away mid-launch, say): placed jobs may be stranded."""
 
     # Signals from the outside world ------------------------------------------------------
 
@@ -152,11 +156,7 @@ class Dispatcher(Scheduling):
             live = [a for a in attempts if not a.state.terminal]
             if job.state in (JobState.PLACING, JobState.PREEMPTED) or not live:
                 self.store.transition(
-                    job.id,
-                    JobState.QUEUED,
-                    now,
-                    kind="requeued",
-                    message="broker restarted before the attempt was started",
+                    job.id, JobState.QUEUED, now, kind="requeued", message=RESTARTED
                 )
                 continue
             attempt = live[-1]
@@ -181,6 +181,24 @@ class Dispatcher(Scheduling):
             self.job_submitted(job)
             self.capacity_changed()
 
+    def _requeue_stranded(self) -> None:
+        """After a failed pass: a job left PLACING (its launch never got an attempt going, e.g. the
+        store failed between the two writes) goes back to the queue, its unstarted attempt closed.
+        Outside a pass no job stays PLACING: `_start` moves it on or back without awaiting."""
+        now = self.clock.now()
+        for job in self.store.jobs_in_states([JobState.PLACING]):
+            if job.id in self._inflight:
+                continue
+            for attempt in self.store.attempts_for(job.id):
+                if not attempt.state.terminal and attempt.backend_id is None:
+                    self._close_unstarted(attempt, now, STRANDED)
+            self.store.transition(
+                job.id, JobState.QUEUED, now, kind="requeued", message=STRANDED, expect=JobState.PLACING
+            )
+            log.warning("job requeued: %s", STRANDED, extra={"job_id": job.id, "event": "requeued"})
+        self._pass_failed = False
+        self.capacity_changed()
+
     def _close_unstarted(self, attempt: Attempt, now: datetime, why: str) -> None:
         """Close an attempt no backend was ever asked to start; its reservation is released."""
         self.store.update_attempt(attempt.id, now, state=AttemptState.CANCELLED, error=BROKER_SIDE + why)
@@ -196,6 +214,8 @@ class Dispatcher(Scheduling):
             if self._stopping:
                 break
             try:
+                if self._pass_failed:
+                    self._requeue_stranded()
                 # New work first; backends are polled on their own interval, not on every
                 # submission that wakes the loop.
                 await self._schedule()
@@ -212,4 +232,5 @@ class Dispatcher(Scheduling):
                 elif due := {s for s, (at, _) in self._unreachable.items() if at <= loop_now}:
                     await self._reconcile(due)
             except Exception:  # the loop must survive any one bad job or backend
+                self._pass_failed = True
                 log.exception("dispatch pass failed")

@@ -1,0 +1,57 @@
+"""The store failing between a job's placement and its attempt (a database restart, a full disk).
+
+Found by `tests/ha/test_store_outage.py` failing in CI: the scheduler had written the job
+PLACING when PostgreSQL dropped its sessions, the pass raised before the attempt was recorded,
+and the job stayed PLACING for good (only a restart requeued it). Here the failure is made
+deterministic in the database itself: a trigger refuses every new attempt row while the job is
+placed, then is dropped; the job must go back to the queue and run, with its unstarted attempt
+closed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import BrokerProcess
+from tests.e2e.conftest import PY, auth, write_broker_config
+from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
+
+
+def test_a_job_placed_when_the_store_failed_is_requeued_and_runs(tmp_path: Path) -> None:
+    config = write_broker_config(tmp_path)
+    broker = BrokerProcess(config)
+    broker.start()
+    db = sqlite3.connect(config.parent / "data" / "broker.db", isolation_level=None, timeout=30)
+    try:
+        db.execute(
+            "CREATE TRIGGER refuse_attempts BEFORE INSERT ON attempts "
+            "BEGIN SELECT RAISE(ABORT, 'disk I/O error (injected)'); END"
+        )
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            job = submit(stub, spec(f"placed-{uuid.uuid4().hex[:6]}", [PY, "-c", "print('ran')"])).job
+            deadline = time.monotonic() + 60
+            placed = "SELECT 1 FROM events WHERE job_id = ? AND kind = 'placed'"
+            while not db.execute(placed, (job.id,)).fetchone():
+                assert time.monotonic() < deadline, "the job was never placed"
+                time.sleep(0.2)
+            db.execute("DROP TRIGGER refuse_attempts")
+            done = wait_for(stub, job.id, TERMINAL, timeout=60)
+            assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.message
+            got = stub.GetJob(pb.GetJobRequest(id=job.id), metadata=auth("team-a")).job
+            assert got.state == job_pb2.JOB_STATE_SUCCEEDED
+        kinds = [k for (k,) in db.execute("SELECT kind FROM events WHERE job_id = ? ORDER BY seq", (job.id,))]
+        assert "requeued" in kinds and kinds.count("attempt") == 1, kinds
+        attempts = "SELECT state FROM attempts WHERE job_id = ? ORDER BY number"
+        states = [s for (s,) in db.execute(attempts, (job.id,))]
+        assert states[-1] == "SUCCEEDED" and all(s in ("SUCCEEDED", "CANCELLED") for s in states), states
+    finally:
+        db.close()
+        broker.stop()
