@@ -21,8 +21,9 @@ from tests.brokerproc import BrokerProcess
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, live_attempt, md
+from tests.clouds.ecs_a10 import A10, a10_job, ecs
 from tests.clouds.test_metrics_e2e import metrics_url
-from tests.clouds.test_money_edges import A10, a10_job, ecs, policy
+from tests.clouds.test_money_edges import policy
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 
 __all__ = ["ecs"]

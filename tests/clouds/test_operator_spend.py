@@ -15,7 +15,8 @@ from tests.brokerproc import szb
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, md
-from tests.clouds.test_money_edges import A10, UP, a10_job, ecs, policy
+from tests.clouds.ecs_a10 import A10, a10_job, ecs
+from tests.clouds.test_money_edges import UP, policy
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 
 __all__ = ["ecs"]
