@@ -45,7 +45,7 @@ from broker.sim.expected import clairvoyant  # noqa: E402
 from broker.sim.jobs import JobFacts, SimJob, all_facts  # noqa: E402
 from broker.sim.lower_bound import LowerBound, _quiet_highs  # noqa: E402
 from broker.sim.offline import offline_schedule, priced_schedule  # noqa: E402
-from broker.sim.offline_milp import improve  # noqa: E402
+from broker.sim.offline_milp import cheaper, improve  # noqa: E402
 from broker.sim.payable import without_unpayable_cloud  # noqa: E402
 from broker.sim.strategies import PolicyStrategy  # noqa: E402
 
@@ -146,7 +146,7 @@ def check_instance(inst: Instance, time_limit_s: float) -> dict[str, Any]:
     prices = lp.capacity_prices()
     greedy = improve(jobs, facts, capacity, offline_schedule(jobs, facts, capacity))
     priced = priced_schedule(jobs, facts, capacity, prices) if prices is not None else greedy
-    offline = min(greedy, priced, key=lambda s: s.cost)
+    offline = cheaper(greedy, priced)
     opt = exact(inst, time_limit_s)
     best = opt["optimum"]
     return {

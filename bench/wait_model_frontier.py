@@ -58,8 +58,9 @@ def reference(policy: Policy, jobs: list[SimJob], scenario: Scenario) -> dict[st
     """The offline reference schedule's cost (as the simulator reports it) and the LP bound."""
     facts = all_facts(jobs, policy)
     capacity = {k: p.total for k, p in onprem_partitions(policy, scenario.onprem_gpus).items()}
-    offline = offline_reference(jobs, facts, capacity)
-    bound = LowerBound(jobs, facts, capacity).solve(0)
+    lp = LowerBound(jobs, facts, capacity)
+    bound = lp.solve(0)
+    offline = offline_reference(jobs, facts, capacity, lp)  # priced by the same LP, not a second one
     return {"offline_cost": round(offline.cost, 2), "lower_bound_cost": round(bound or 0.0, 2)}
 
 

@@ -16,11 +16,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from broker.sim.jobs import JobFacts, SimJob
 from broker.sim.offline import OfflineSchedule, offline_schedule, priced_schedule
+
+if TYPE_CHECKING:
+    from broker.sim.lower_bound import LowerBound
 
 BUCKET_S = 60.0
 """The greedy's time buckets (a job holds every bucket it touches)."""
@@ -86,15 +90,20 @@ def check(
 
 
 def reference(
-    jobs: Sequence[SimJob], facts: Sequence[JobFacts], capacity: Mapping[str, int]
+    jobs: Sequence[SimJob],
+    facts: Sequence[JobFacts],
+    capacity: Mapping[str, int],
+    bound: LowerBound | None = None,
 ) -> OfflineSchedule:
     """The offline reference as the simulator reports it (one process, one after the other): the
-    greedy improved by the MILP windows, or the greedy priced by the LP bound's duals if cheaper."""
-    from broker.sim.lower_bound import LowerBound
+    greedy improved by the MILP windows, or the greedy priced by the LP bound's duals if cheaper.
+    `bound`: the same jobs' LP, last solved with no late jobs (built and solved here if None)."""
+    if bound is None:
+        from broker.sim.lower_bound import LowerBound
 
+        bound = LowerBound(jobs, facts, capacity)
+        bound.solve(0)
     greedy = improve(jobs, facts, capacity, offline_schedule(jobs, facts, capacity))
-    bound = LowerBound(jobs, facts, capacity)
-    bound.solve(0)
     prices = bound.capacity_prices()
     return cheaper(greedy, priced_schedule(jobs, facts, capacity, prices) if prices is not None else None)
 
