@@ -53,6 +53,7 @@ class OfferSource:
         self._cloud_failed: dict[str, datetime] = {}
         self._latest: OfferReading | None = None
         self._inflight: asyncio.Future[OfferReading] | None = None
+        self._set_aside: set[asyncio.Future[OfferReading]] = set()
         self.adopted: OfferReading | None = None
         """On an `api` replica: on-prem offers as the active scheduler last read them."""
 
@@ -66,7 +67,7 @@ class OfferSource:
     def no_images(self) -> dict[SiteId, str]:
         """Sites whose adapter cannot run a job's container image, with the adapter's reason."""
         out: dict[SiteId, str] = {}
-        for site_id, adapter in self.adapters.items():
+        for site_id, adapter in list(self.adapters.items()):
             why = adapter.unsupported().get(Capability.CONTAINER_IMAGES)
             if why is not None:
                 out[site_id] = why
@@ -94,11 +95,18 @@ class OfferSource:
         return self._inflight
 
     def forget(self, site: str) -> None:
-        """Drop what was read from a site's adapter (a new one replaced it): the next read asks it."""
+        """Drop what was read from a site's adapter (a new one replaced it): the next read asks it.
+        A read already in flight may have asked the old adapter: it is left to finish unheeded."""
         self._cloud.pop(site, None)
         self._cloud_failed.pop(site, None)
+        if self._inflight is not None and not self._inflight.done():
+            self._set_aside.add(self._inflight)
+        self._inflight = None
 
     def _keep(self, done: asyncio.Future[OfferReading]) -> None:
+        if done in self._set_aside:  # `forget` set it aside: it may hold the old adapter's offers
+            self._set_aside.discard(done)
+            return
         if not done.cancelled() and done.exception() is None:
             self._latest = done.result()
 
@@ -126,7 +134,8 @@ class OfferSource:
     def _capacities(self, policy: Policy, now: datetime) -> dict[str, CapacitySnapshot]:
         """On-prem free capacity and queues per site; a site that cannot say is unhealthy."""
         capacity: dict[str, CapacitySnapshot] = {}
-        for site_id, adapter in self.adapters.items():
+        # (A copy: this runs in a worker thread while a reload may add a site on the event loop.)
+        for site_id, adapter in list(self.adapters.items()):
             if not is_onprem(policy, site_id) or Capability.CAPACITY in adapter.unsupported():
                 continue
             try:
@@ -142,7 +151,7 @@ class OfferSource:
     def _cloud_offers(self, policy: Policy, now: datetime) -> dict[str, list[Offer]]:
         """Live offers per cloud site (cached for a minute; a failing site is not asked every pass)."""
         live_sites: dict[str, list[Offer]] = {}
-        for site_id, adapter in self.adapters.items():
+        for site_id, adapter in list(self.adapters.items()):
             if is_onprem(policy, site_id):
                 continue
             cached = self._cloud.get(site_id)
@@ -171,7 +180,8 @@ class OfferSource:
             self._cloud_failed.pop(site_id, None)
             self.health.mark_healthy(site_id)
             if fresh:
-                self._cloud[site_id] = (now, fresh)
+                if self.adapters.get(site_id) is adapter:  # not replaced by a reload meanwhile
+                    self._cloud[site_id] = (now, fresh)
                 live_sites[site_id] = fresh
         return live_sites
 

@@ -55,8 +55,8 @@ def test_a_reload_that_adds_a_cloud_site_and_edits_a_catalog_reaches_the_adapter
         HEAD + on_moto.cloud_site("aws-west", "aws", "us-west-2", "aws-west.csv") + TAIL
     )
     # Both prices, as soon as the reload has reached both adapters. (A refresh of the cloud offers
-    # begun before the swap was seen once in CI to put aws-east's old price back until the next
-    # refresh: the wait covers that too, and a price that never changes still fails.)
+    # begun before the swap once put aws-east's old price back in CI; OfferSource now sets such a
+    # read aside. A price that never changes still fails.)
     deadline = time.monotonic() + 90
     want = {("aws-east", "g5.xlarge"): 0.80, ("aws-west", "g5.xlarge"): 0.50}
     while {k: (offers := offers_of(broker, job)).get(k) for k in want} != want:
