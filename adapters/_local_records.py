@@ -69,14 +69,17 @@ def runner_alive(pid: int, identity: str | None) -> bool:
     return pid_alive(pid) and (identity is None or process_identity(pid) == identity)
 
 
-def kill_leftovers(uid: int | None, pgid: int | None) -> None:
+def kill_leftovers(uid: int | None, pgid: int | None, runner: str | None) -> None:
     """SIGKILL what an attempt whose runner died left running, and wait (5 s at most) for it to go.
 
     With a private uid that is every process of that uid, wherever it went (no other process
-    holds it: `Sandbox.pick_gid`); without one, the runner's process group.
+    holds it: `Sandbox.pick_gid`); without one, the runner's process group, unless that group
+    is now another process's: `runner` is the identity recorded for the runner (its leader).
     """
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
+        if uid is None and pgid is not None and not _group_still_the_jobs(pgid, runner):
+            return
         if uid is not None:
             left = [pid for pid in _pids() if _real_uid(pid) == uid and pid_alive(pid)]
             for pid in left:
@@ -92,6 +95,18 @@ def kill_leftovers(uid: int | None, pgid: int | None) -> None:
         if not left:
             return
         time.sleep(0.05)
+
+
+def _group_still_the_jobs(pgid: int, runner: str | None) -> bool:
+    """Whether process group `pgid` can still be the job's: its number is free or its runner's.
+
+    The kernel keeps a pid number out of use while any process is in a group of that id, so
+    a live process holding the number that is not the runner means the job's group emptied and
+    the number went to a stranger (a pid is reused within minutes on a busy host), whose own
+    session a SIGKILL to the group would end.
+    """
+    leader = process_identity(pgid)
+    return leader is None or (runner is not None and leader == runner)
 
 
 def _pids() -> list[int]:

@@ -150,8 +150,17 @@ class LocalAdapter:
         if isinstance(identity, str) and identity.split(":")[0] != boot_id():
             return
         uid = meta.get("gid") if self.sandbox.user is not None else None
+        if isinstance(uid, int):
+            with self._lock:
+                self._in_use()  # forgets attempts that ended
+                taken = {m.get("gid") for name, m in self._live.items() if name != path.name}
+            if uid in taken:
+                # The job's processes all ended and its id went to a later attempt, which
+                # a kill of "every process of that uid" would end instead.
+                return
         pid = meta.get("pid")
-        kill_leftovers(uid if isinstance(uid, int) else None, pid if isinstance(pid, int) else None)
+        kill_leftovers(uid if isinstance(uid, int) else None, pid if isinstance(pid, int) else None,
+                       identity if isinstance(identity, str) else None)
 
     def _in_use(self) -> tuple[dict[str, set[int]], float, list[dict[str, Any]]]:
         slots: dict[str, set[int]] = {name: set() for name in self.inventory}

@@ -20,6 +20,7 @@ from adapters.bootstrap import render_user_data
 from broker.model import Offer, SiteId
 from broker.tlsgen import issue, make_ca
 from tests.clouds.conftest import launch
+from tests.processes import Held
 
 OFFER = Offer(site=SiteId("s"), instance_type="t", accelerator=None, count=0, price_per_hour=1)
 CA = make_ca("broker CA")
@@ -107,8 +108,9 @@ def refused_until_killed(text: str, workdir: Path) -> str:
         proc = subprocess.Popen(["sh", "-c", text], env=env, stderr=err, start_new_session=True)
         try:
             deadline = time.monotonic() + 60
+            shell = Held(proc.pid)  # not poll(): a reaped shell's pid may be another's by the killpg
             while "CERTIFICATE_VERIFY_FAILED" not in Path(f"/proc/self/fd/{err.fileno()}").read_text():
-                assert time.monotonic() < deadline and proc.poll() is None
+                assert time.monotonic() < deadline and shell.alive()
                 time.sleep(0.1)
         finally:
             os.killpg(proc.pid, signal.SIGKILL)

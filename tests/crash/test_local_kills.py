@@ -26,14 +26,7 @@ from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import BrokerProcess
 from tests.e2e.conftest import PY, auth, write_broker_config
 from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
-    except OSError:
-        return False
-    return state != "Z"
+from tests.processes import Held, held_or_none
 
 
 def _ledger() -> Path:
@@ -74,6 +67,7 @@ def test_a_cancel_cut_short_by_a_broker_kill_is_finished_after_the_restart(tmp_p
             job = submit(stub, spec(f"stubborn-{uuid.uuid4().hex[:6]}", [PY, "-c", code])).job
             wait_for(stub, job.id, {job_pb2.JOB_STATE_RUNNING})
             (pid,) = (int(line) for line in _wait_lines(ledger, 1))
+            job_process = Held(pid)  # it sleeps: this is the job's process
             # The cancel waits out the grace period before its SIGKILL: the broker dies meanwhile.
             cancel = stub.CancelJob.future(pb.CancelJobRequest(id=job.id), metadata=auth("team-a"))
             marker = _attempt_dir(config, job.id) / "cancelled"
@@ -88,12 +82,8 @@ def test_a_cancel_cut_short_by_a_broker_kill_is_finished_after_the_restart(tmp_p
         with grpc.insecure_channel(broker.address) as channel:
             stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
             assert wait_for(stub, job.id, TERMINAL).state == job_pb2.JOB_STATE_CANCELLED
-            deadline = time.monotonic() + 30
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            survived = _alive(pid)
-            if survived:
-                os.kill(pid, signal.SIGKILL)
+            survived = not job_process.wait_gone(30)
+            job_process.kill()
             assert not survived, "the cancelled job ran on after the broker's restart (no SIGKILL)"
     finally:
         broker.stop()
@@ -105,23 +95,23 @@ def test_a_job_whose_runner_was_killed_is_stopped_before_it_runs_again(tmp_path:
     broker.start()
     ledger = _ledger()
     code = f"import os, time; open({str(ledger)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(600)"
-    pids: list[int] = []
+    runs: list[Held] = []
     try:
         with grpc.insecure_channel(broker.address) as channel:
             stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
             job = submit(stub, spec(f"once-{uuid.uuid4().hex[:6]}", [PY, "-c", code])).job
             wait_for(stub, job.id, {job_pb2.JOB_STATE_RUNNING})
-            _wait_lines(ledger, 1)
+            runs.append(Held(int(_wait_lines(ledger, 1)[0])))
             runner = int((_attempt_dir(config, job.id) / "runner.pid").read_text())
             os.kill(runner, signal.SIGKILL)  # the job itself lives on, orphaned
-            pids = [int(line) for line in _wait_lines(ledger, 2)]  # requeued: a second run started
-            first_alive = _alive(pids[0])
+            second = int(_wait_lines(ledger, 2)[1])  # requeued: a second run started
+            runs.extend(r for r in [held_or_none(second)] if r is not None)
+            first_alive = runs[0].alive()
             stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-a"))
             assert not first_alive, "the first run still ran when the job was started again"
     finally:
-        for pid in pids:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        for run in runs:
+            run.kill()
         broker.stop()
 
 

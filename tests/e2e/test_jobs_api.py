@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 import uuid
@@ -21,6 +20,7 @@ from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.serde import state_from_proto
 from tests.brokerproc import BrokerProcess
 from tests.e2e.conftest import PY, auth
+from tests.processes import Held
 
 TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
 
@@ -139,12 +139,10 @@ def test_cancel_running_job_kills_the_process(
         time.sleep(0.05)
         pids = _pids_with(marker)
     (pid,) = pids
+    sleeper = Held(pid)
     cancelled = stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-a")).job
     assert cancelled.state == job_pb2.JOB_STATE_CANCELLED
-    deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(pid), "the job's process survived its cancellation"
+    assert sleeper.wait_gone(10), "the job's process survived its cancellation"
 
 
 def test_cancel_kills_what_the_job_started_that_outlives_its_sigterm(
@@ -168,14 +166,11 @@ def test_cancel_kills_what_the_job_started_that_outlives_its_sigterm(
         time.sleep(0.05)
         pids = [p for p in _pids_with(marker) if _ignores_sigterm(p)]
     (pid,) = pids
+    helper_process = Held(pid)
     cancelled = stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-a")).job
     assert cancelled.state == job_pb2.JOB_STATE_CANCELLED
-    deadline = time.monotonic() + 15
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    survived = _alive(pid)
-    if survived:
-        os.kill(pid, signal.SIGKILL)
+    survived = not helper_process.wait_gone(15)
+    helper_process.kill()
     assert not survived, "a process the job started survived its cancellation (SIGTERM ignored, no SIGKILL)"
 
 
@@ -199,13 +194,6 @@ def _pids_with(marker: str) -> list[int]:
             continue
     return found
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
 
 
 def test_cancel_queued_job(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:

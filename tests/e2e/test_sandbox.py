@@ -9,7 +9,6 @@ for another tenant's running job.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import os
@@ -36,6 +35,7 @@ from broker.store import SqliteStore
 from tests.brokerproc import JOB_USER, BrokerProcess
 from tests.e2e.conftest import PY, auth, write_broker_config
 from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
+from tests.processes import Held, held_or_none
 
 BROKER_SECRET = "broker-own-aws-secret-" + uuid.uuid4().hex
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="switching to the job user needs root")
@@ -78,8 +78,8 @@ def run_probe(
 
 def start_sleeper(
     stub: broker_service_pb2_grpc.BrokerServiceStub, tenant: str, setup: str = ""
-) -> tuple[job_pb2.Job, int]:
-    """A running job of `tenant` and the pid of its process."""
+) -> tuple[job_pb2.Job, Held]:
+    """A running job of `tenant` and its process."""
     marker = f"sleeper-{uuid.uuid4().hex}"
     code = f"{setup}\nimport time; time.sleep(120)  # {marker}"
     job = submit(stub, spec("sleeper", [PY, "-c", code]), tenant=tenant).job
@@ -92,7 +92,7 @@ def start_sleeper(
             if p.name.isdigit() and _cmdline_has(p, marker)
         ]
         if pids:
-            return job, pids[0]
+            return job, Held(pids[0])
         assert time.monotonic() < deadline, "the sleeper's process never appeared"
         time.sleep(0.05)
 
@@ -191,9 +191,9 @@ def test_a_job_runs_under_its_own_id_in_its_own_session_and_private_folder(
 def test_a_job_reads_neither_the_store_nor_another_tenants_job(
     broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
 ) -> None:
-    other, pid = start_sleeper(stub, "team-b", setup="open('secret.txt', 'w').write('team-b private')")
+    other, proc = start_sleeper(stub, "team-b", setup="open('secret.txt', 'w').write('team-b private')")
     try:
-        other_cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        other_cwd = Path(os.readlink(f"/proc/{proc.pid}/cwd"))
         targets = {
             "store": str(data_dir(broker) / "broker.db"),
             "data_dir": str(data_dir(broker)),
@@ -202,7 +202,7 @@ def test_a_job_reads_neither_the_store_nor_another_tenants_job(
             "other_file": str(other_cwd / "secret.txt"),
             "other_guard": str(other_cwd.parent),
             "job_root": str(other_cwd.parent.parent),
-            "other_environ": f"/proc/{pid}/environ",
+            "other_environ": f"/proc/{proc.pid}/environ",
         }
         code = (
             "import json, os\n"
@@ -240,9 +240,9 @@ def test_a_job_cannot_signal_another_tenants_job(
     flag.chmod(0o755)
     wait = (f"import os, time\nopen('marker', 'w').write('started')\n"
             f"while not os.path.exists({str(flag / 'go')!r}): time.sleep(0.1)\nraise SystemExit(0)")
-    other, pid = start_sleeper(stub, "team-b", setup=wait)
+    other, proc = start_sleeper(stub, "team-b", setup=wait)
     try:
-        targets = {"pid": pid, "group": -os.getpgid(pid)}
+        targets = {"pid": proc.pid, "group": -os.getpgid(proc.pid)}
         code = (
             "import json, os, signal\n"
             f"targets = {targets!r}\n"
@@ -298,13 +298,14 @@ def test_a_process_a_finished_job_left_behind_cannot_signal_a_later_job(
         f"while not os.path.exists({str(shared / 'left.pid')!r}): time.sleep(0.05)\n"
         "print('{}')"
     )
-    other = None
+    other, left = None, None
     try:
-        run_probe(stub, starter, tenant="team-a")
+        run_probe(stub, starter, tenant="team-a")  # returns once the left-behind process wrote its pid
+        left = held_or_none(int((shared / "left.pid").read_text()))
         wait = (f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.1)\n"
                 "raise SystemExit(0)")
-        other, pid = start_sleeper(stub, "team-b", setup=wait)
-        target.write_text(str(pid))
+        other, proc = start_sleeper(stub, "team-b", setup=wait)
+        target.write_text(str(proc.pid))
         deadline = time.monotonic() + 30
         while not report.exists():
             assert time.monotonic() < deadline, "the left-behind process never reported"
@@ -314,11 +315,8 @@ def test_a_process_a_finished_job_left_behind_cannot_signal_a_later_job(
         final = wait_for(stub, other.id, TERMINAL, tenant="team-b")
         assert final.state == job_pb2.JOB_STATE_SUCCEEDED, (final.exit_code, final.log_tail)
     finally:
-        if (shared / "left.pid").exists():
-            try:
-                os.kill(int((shared / "left.pid").read_text()), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if left is not None:
+            left.kill()
         if other is not None:
             stub.CancelJob(pb.CancelJobRequest(id=other.id), metadata=auth("team-b"))
         shutil.rmtree(shared, ignore_errors=True)
@@ -385,7 +383,7 @@ def _secret_of(pid: int) -> tuple[str, str]:
 def test_a_forged_report_for_another_tenants_job_is_refused_uniformly(
     broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
 ) -> None:
-    victim, _pid = start_sleeper(stub, "team-b")
+    victim, _proc = start_sleeper(stub, "team-b")
     try:
         attempt = _attempts(broker, victim.id)[-1]
         # The attacker knows the victim's attempt id and its idempotency token (tags, Slurm
@@ -436,9 +434,9 @@ def test_a_forged_report_for_another_tenants_job_is_refused_uniformly(
 def test_exit_codes_are_int32_and_a_bad_report_changes_nothing(
     broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
 ) -> None:
-    job, pid = start_sleeper(stub, "team-b")
+    job, proc = start_sleeper(stub, "team-b")
     try:
-        endpoint, secret = _secret_of(pid)
+        endpoint, secret = _secret_of(proc.pid)
         status, body = _post(endpoint, secret, {"attempt_id": _attempts(broker, job.id)[-1].id,
                                                 "kind": "exit", "exit_code": 10**30})
         assert status == 400 and "exit_code" in body
@@ -453,8 +451,7 @@ def test_exit_codes_are_int32_and_a_bad_report_changes_nothing(
         final = wait_for(stub, job.id, TERMINAL, tenant="team-b")
         assert final.state == job_pb2.JOB_STATE_FAILED and final.exit_code == 7
     finally:
-        with contextlib.suppress(ProcessLookupError):  # the broker stops it once its job ended
-            os.kill(pid, 9)
+        proc.kill()  # the broker stops it once its job ended
     # Where the secret lives: the job's environment only. The store has its hash.
     assert attempt.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
     assert secret != attempt.token
@@ -473,11 +470,11 @@ def test_the_agent_of_a_superseded_attempt_is_told_to_stop(
     # Attempt 1 is lost (its runner killed) while its job process lives on; the job is requeued
     # and runs as attempt 2. Attempt 1's agent still holds a valid secret: its reports must tell
     # it to stop, or two copies of the job run at once.
-    job, pid = start_sleeper(stub, "team-b")
+    job, proc = start_sleeper(stub, "team-b")
     try:
-        endpoint, secret = _secret_of(pid)
+        endpoint, secret = _secret_of(proc.pid)
         first = _attempts(broker, job.id)[-1]
-        os.kill(int(Path(f"/proc/{pid}/stat").read_text().split()[3]), signal.SIGKILL)  # its runner
+        os.kill(int(Path(f"/proc/{proc.pid}/stat").read_text().split()[3]), signal.SIGKILL)  # its runner
         deadline = time.monotonic() + 30
         while len(_attempts(broker, job.id)) < 2 or _attempts(broker, job.id)[0].state.value != "LOST":
             assert time.monotonic() < deadline, _attempts(broker, job.id)
@@ -495,7 +492,7 @@ def test_the_agent_of_a_superseded_attempt_is_told_to_stop(
         current = stub.GetJob(pb.GetJobRequest(id=job.id), metadata=auth("team-b")).job
         assert current.state not in TERMINAL and current.attempts == 2
     finally:
-        os.kill(pid, signal.SIGKILL)
+        proc.kill()
         stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-b"))
 
 
@@ -538,9 +535,9 @@ def test_a_local_job_cannot_fill_the_brokers_disk_through_the_agent_log(
     # Cloud bootstraps post their output in chunks, kept under the data dir (64 MiB per attempt).
     # A local job's output is read from its own file; chunks its agent secret posts are not
     # needed and must not be kept, or every running job could write 64 MiB into the data dir.
-    job, pid = start_sleeper(stub, "team-b")
+    job, proc = start_sleeper(stub, "team-b")
     try:
-        endpoint, secret = _secret_of(pid)
+        endpoint, secret = _secret_of(proc.pid)
         attempt = _attempts(broker, job.id)[-1]
         chunk = base64.b64encode(b"x" * 32768).decode()
         for offset in range(0, 4 * 32768, 32768):
@@ -557,7 +554,7 @@ def test_a_local_job_cannot_fill_the_brokers_disk_through_the_agent_log(
             pb.StreamJobLogsRequest(id=job.id), metadata=auth("team-b"), timeout=10))
         assert b"xxxx" not in out
     finally:
-        os.kill(pid, signal.SIGKILL)
+        proc.kill()
         stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-b"))
 
 
@@ -574,31 +571,21 @@ def test_a_local_job_that_reports_its_own_exit_runs_no_further(tmp_path: Path) -
                                    "dispatch: {poll_interval_s: 0.2, reconcile_interval_s: 3600}"))
     proc = BrokerProcess(config)
     proc.start()
-    pid = 0
+    sleeper = None
     try:
         with grpc.insecure_channel(proc.address) as channel:
             stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-            job, pid = start_sleeper(stub, "team-a")
-            endpoint, secret = _secret_of(pid)
+            job, sleeper = start_sleeper(stub, "team-a")
+            endpoint, secret = _secret_of(sleeper.pid)
             attempt = _attempts(proc, job.id)[-1]
             status, body = _post(endpoint, secret, {"attempt_id": attempt.id, "kind": "exit",
                                                     "exit_code": 0, "log_tail": "all done"})
             assert (status, json.loads(body)) == (200, {"stop": True})
             final = wait_for(stub, job.id, TERMINAL, tenant="team-a")
             assert final.state == job_pb2.JOB_STATE_SUCCEEDED
-            deadline = time.monotonic() + 30
-            while Path(f"/proc/{pid}").exists() and _state_of(pid) != "Z":
-                assert time.monotonic() < deadline, "the job's process still runs after its job ended"
-                time.sleep(0.1)
+            assert sleeper.wait_gone(30), "the job's process still runs after its job ended"
     finally:
-        if pid and Path(f"/proc/{pid}").exists():
-            os.kill(pid, signal.SIGKILL)
+        if sleeper is not None:
+            sleeper.kill()
         proc.stop()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _state_of(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "gone"

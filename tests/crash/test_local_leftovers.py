@@ -1,0 +1,86 @@
+"""What a lost local attempt left behind is killed, and never a process that only took its ids.
+
+A runner's pid (its process group's id) and a job's private uid both go to someone else once
+the attempt's processes are all gone; a later kill of "the attempt's group" or "every process
+of its uid" must not reach them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from adapters._local_records import kill_leftovers, process_identity
+from adapters.local import LocalAdapter
+from broker.model import AttemptState, SiteId
+from tests.brokerproc import JOB_PYTHON
+from tests.crash.test_local_runner import request
+
+
+def test_a_group_id_now_another_sessions_is_not_killed() -> None:
+    # A stranger leading its own session holds the number the dead runner's group had.
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        dead_runner = f"{process_identity(os.getpid())}-gone"  # a runner that is not this process
+        kill_leftovers(None, stranger.pid, dead_runner)
+        assert stranger.poll() is None, "the leftovers kill ended a stranger's session"
+        kill_leftovers(None, stranger.pid, None)  # no identity recorded: a live leader is not ours
+        assert stranger.poll() is None, "the leftovers kill ended a stranger's session"
+        kill_leftovers(None, stranger.pid, process_identity(stranger.pid))  # it is the runner
+        assert stranger.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="private job uids need root")
+def test_cancelling_a_lost_attempt_spares_the_later_attempt_holding_its_uid(tmp_path: Path) -> None:
+    adapter = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "data"), "cpus": 4})
+    sleeper = [JOB_PYTHON, "-c", "import time; time.sleep(120)"]
+    first = adapter.submit(request("tok-1", sleeper))
+    folder = tmp_path / "data" / "local"
+    uid = json.loads((folder / first / "meta.json").read_text())["gid"]
+    assert isinstance(uid, int)
+    # The host kills the runner and the job (the OOM killer, say): the attempt is lost.
+    runner = json.loads((folder / first / "meta.json").read_text())["pid"]
+    os.killpg(runner, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while adapter.status(first).state is AttemptState.RUNNING:
+        assert time.monotonic() < deadline, "the killed attempt still reads as running"
+        time.sleep(0.1)
+    assert adapter.status(first).state is AttemptState.LOST
+    # Its uid is free again; the next attempt is handed that same uid.
+    (folder / "next_gid").write_text(str(uid))
+    second = adapter.submit(request("tok-2", sleeper).model_copy(update={"attempt_id": "j-2-a1"}))
+    assert json.loads((folder / second / "meta.json").read_text())["gid"] == uid
+    try:
+        deadline = time.monotonic() + 20
+        while not _running_as(uid):  # the job drops to its uid once its runner set it up
+            assert time.monotonic() < deadline, "the later attempt's job never ran as its uid"
+            time.sleep(0.05)
+        adapter.cancel(first, "tok-1")  # a late cancel of the lost one
+        adapter.status(first)
+        time.sleep(1)
+        assert _running_as(uid), "the later attempt's job was killed"
+        assert adapter.status(second).state is AttemptState.RUNNING
+    finally:
+        adapter.cancel(second, "tok-2")
+
+
+def _running_as(uid: int) -> bool:
+    """Whether a live (not zombie) process has real uid `uid`."""
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields and int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
+            return True
+    return False
