@@ -39,6 +39,19 @@ _NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9_.\-/]{0,61}[a-z0-9])?$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 """Control characters (Unicode category Cc: C0, DEL and C1)."""
+CONTROL_CHARACTER = "must not contain a control character"
+"""How a free-text field with a line break, NUL or escape sequence in it is refused."""
+
+
+def has_control_character(text: str) -> bool:
+    """Whether `text` holds a control character: stored text a listing or log prints must not.
+
+    A line break forges lines in one-line listings and logs, an escape sequence rewrites an
+    operator's terminal, and PostgreSQL text holds no NUL.
+    """
+    return _CONTROL.search(text) is not None
+
+
 STORED = {"stored": True}
 """Validation context of a spec read back from the store: rules added after a job could have been
 stored (they refuse new input at the edge) must not make an accepted job unreadable."""
@@ -78,11 +91,14 @@ class AcceleratorRequest(_SpecPart):
 
     @field_validator("any_of")
     @classmethod
-    def _names_not_blank(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+    def _names_not_blank(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         if any(not name.strip() for name in v):
             raise ValueError("accelerator names must not be empty")
         if any(len(name) > 128 for name in v):
             raise ValueError("accelerator names must be at most 128 characters")
+        stored = bool(info.context and info.context.get("stored"))  # accepted before this rule
+        if not stored and any(has_control_character(name) for name in v):
+            raise ValueError(f"accelerator names {CONTROL_CHARACTER}")
         return v
 
 
@@ -160,9 +176,8 @@ class JobSpec(_SpecPart):
                 raise ValueError(f"label key {key!r} must be 1-63 chars of [a-z0-9_.-/]")
             if len(value) > 63:
                 raise ValueError(f"label {key}: value longer than 63 characters")
-            # Control characters break one-line listings, and PostgreSQL text holds no NUL.
-            if not stored and _CONTROL.search(value):
-                raise ValueError(f"label {key}: value must not contain a control character")
+            if not stored and has_control_character(value):
+                raise ValueError(f"label {key}: value {CONTROL_CHARACTER}")
         return v
 
     @field_validator("image")

@@ -1,0 +1,90 @@
+"""Free text a tenant sends that the broker stores and shows: no control characters, bounded.
+
+A client_id (the idempotency key of SubmitJob) and accelerator names are stored with the job
+and printed back in listings, logs and errors: a line break, NUL or terminal escape sequence in
+them would forge lines in a one-line listing, rewrite an operator's terminal or (NUL) fail to
+store on PostgreSQL. Both are refused as labels are, INVALID_ARGUMENT naming the field.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc
+from tests.brokerproc import BrokerProcess
+from tests.e2e.conftest import auth
+from tests.e2e.test_hostile_input import field_violations, job
+
+CONTROL = ["line\nbreak", "nul\x00byte", "esc\x1b[2Jape", "del\x7f", "c1\x9bcsi", "tab\there", "cr\rhere"]
+
+
+@pytest.mark.parametrize("client_id", CONTROL)
+def test_a_client_id_with_a_control_character_is_refused_naming_it(
+    broker: BrokerProcess, client_id: str
+) -> None:
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SubmitJob(pb.SubmitJobRequest(job=job(), client_id=client_id), metadata=auth("team-a"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert "control character" in field_violations(err.value).get("client_id", ""), err.value.details()
+        good = f"fine-{uuid.uuid4().hex}"
+        batch = pb.SubmitJobsRequest(
+            requests=[
+                pb.SubmitJobRequest(job=job(), client_id=good),
+                pb.SubmitJobRequest(job=job(), client_id=client_id),
+            ]
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SubmitJobs(batch, metadata=auth("team-a"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "control character" in field_violations(err.value).get("requests[1].client_id", "")
+        # Nothing of the refused batch was stored: its good client_id is still free.
+        created = stub.SubmitJob(pb.SubmitJobRequest(job=job(), client_id=good), metadata=auth("team-a"))
+        assert created.created
+
+
+def test_a_long_client_id_is_refused_and_printable_unicode_is_kept(broker: BrokerProcess) -> None:
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SubmitJob(pb.SubmitJobRequest(job=job(), client_id="x" * 10_000), metadata=auth("team-a"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "at most" in field_violations(err.value).get("client_id", "")
+        # Printable text in any script (and spaces) is still a valid key, and still idempotent.
+        key = "训练 run-7 ✓"
+        first = stub.SubmitJob(pb.SubmitJobRequest(job=job(), client_id=key), metadata=auth("team-a"))
+        again = stub.SubmitJob(pb.SubmitJobRequest(job=job(), client_id=key), metadata=auth("team-a"))
+        assert first.created and not again.created
+        assert again.job.id == first.job.id and again.job.client_id == key
+        stub.CancelJob(pb.CancelJobRequest(id=first.job.id), metadata=auth("team-a"))
+
+
+@pytest.mark.parametrize("name", ["A800\n", "A800\x1b[31m", "A\x00800"])
+def test_an_accelerator_name_with_a_control_character_is_refused_naming_it(
+    broker: BrokerProcess, name: str
+) -> None:
+    msg = job()
+    msg.resources.accelerators.count = 1
+    msg.resources.accelerators.any_of.append(name)
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        for field, call in (
+            (
+                "resources.accelerators.any_of",
+                lambda: stub.SubmitJob(pb.SubmitJobRequest(job=msg), metadata=auth("team-a")),
+            ),
+            (
+                "job.resources.accelerators.any_of",
+                lambda: stub.ExplainPlacement(pb.ExplainPlacementRequest(job=msg), metadata=auth("team-a")),
+            ),
+        ):
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+            violations = field_violations(err.value)
+            assert "control character" in violations.get(field, ""), violations
