@@ -17,13 +17,12 @@ from broker.model import LaunchRequest
 
 
 def prepare_launch(
-    sandbox: Sandbox,
-    root: Path,
-    host_cores: list[int],
+    sandbox: Sandbox, root: Path, host_cores: list[int],
     request: LaunchRequest,
     path: Path,
     slots: list[int],
     live: list[dict[str, Any]],
+    max_output_bytes: int,
 ) -> dict[str, Any]:
     """Prepare the job's folder and the runner's plan; returns the attempt's record."""
     spec = request.spec
@@ -57,6 +56,7 @@ def prepare_launch(
         "rlimits": sandbox.rlimits(spec.resources.memory_gb),
         "cores": cores if sandbox.limits == "rlimit" else None,
         "seal": str(guard) if sandbox.user is not None else None,
+        "max_output_bytes": max_output_bytes,
     }
     (path / "launch.json").write_text(json.dumps(plan))
     return {

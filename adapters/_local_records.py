@@ -18,6 +18,10 @@ from typing import Any
 from adapters.base import ConfigError, read_tail
 
 LOG_TAIL_BYTES = 4096
+DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+MIN_MAX_OUTPUT_BYTES = 4096
+_SIZE = re.compile(r"^([0-9]+)\s*(KiB|MiB|GiB)?$")
+_UNITS = {None: 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 
 
 def read_meta(path: Path) -> dict[str, Any]:
@@ -170,5 +174,27 @@ def signal_group(pid: int, sig: int) -> None:
         pass
 
 
-def output_tail(path: Path) -> str:
-    return read_tail(path, LOG_TAIL_BYTES)
+def max_output_bytes(site: str, config: Mapping[str, Any]) -> int:
+    """The local site's `max_output_bytes`: bytes, or a number with KiB, MiB or GiB (default 64 MiB).
+
+    A job's output file lives beside the broker's store: the runner keeps at most this much
+    of it (the head, then the tail), so a job printing without end cannot fill that disk.
+    """
+    value = config.get("max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES)
+    match = None if isinstance(value, bool) else _SIZE.match(str(value).strip())
+    size = int(match.group(1)) * _UNITS[match.group(2)] if match else 0
+    if size < MIN_MAX_OUTPUT_BYTES:
+        raise ConfigError(
+            site,
+            "BadMaxOutputBytes",
+            f"max_output_bytes must be a size of at least {MIN_MAX_OUTPUT_BYTES} bytes, such as "
+            f"67108864 or 64MiB (the default), not {value!r}",
+        )
+    return size
+
+
+def output_tail(attempt: Path) -> str:
+    """The last lines of an attempt's output; of a running job whose output was cut, the end
+    the runner keeps beside it (`output.tail`), since the file's own end is its cut notice."""
+    tail = attempt / "output.tail"
+    return read_tail(tail if tail.exists() else attempt / "output.log", LOG_TAIL_BYTES)

@@ -3,17 +3,22 @@
 Usage: python -I _local_runner.py DIR   (DIR/launch.json is the plan; stdin carries the job's
 whole environment as a JSON object). The runner keeps the broker's user and its own fixed
 environment; the job drops to its own user and group, limits and cores, then executes with
-its environment.
+its environment. The job's output reaches DIR/output.log through the runner, which caps it
+(`max_output_bytes`): the file lives beside the broker's store, which a job printing without
+end would otherwise starve of disk. Self-contained: -I keeps the repository off sys.path.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import resource
+import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +36,12 @@ def main(argv: list[str]) -> int:
     # The broker signals the whole process group on cancel: let the child react, then record.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with open(attempt_dir / "output.log", "ab") as log:
+        out = CappedOutput(log, attempt_dir / "output.tail", int(plan.get("max_output_bytes") or DEFAULT_CAP))
+        read_end, write_end = os.pipe()
         try:
             child = subprocess.Popen(
                 plan["argv"],
-                stdout=log,
+                stdout=write_end,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=plan["cwd"],
@@ -45,10 +52,14 @@ def main(argv: list[str]) -> int:
                 umask=0o077,
                 preexec_fn=lambda: _confine(plan),
             )
-            code = child.wait()
+            os.close(write_end)
+            code = _copy(read_end, child, out)
         except (OSError, subprocess.SubprocessError) as exc:
+            os.close(write_end)
             message, code = _not_started(plan["argv"][0], env, exc)
-            log.write(message.encode())
+            out.write(message.encode())
+        os.close(read_end)
+        out.close()
     # A child killed by signal N reports -N; shells report 128+N, which is what users expect.
     if code < 0:
         code = 128 - code
@@ -62,6 +73,108 @@ def main(argv: list[str]) -> int:
     tmp.write_text(str(code))
     os.replace(tmp, attempt_dir / "exit_code")
     return 0
+
+
+DEFAULT_CAP = 64 * 1024 * 1024
+MAX_TAIL = 1024 * 1024
+NOTICE_ROOM = 512
+"""Bytes of the cap kept for the two notices the runner writes into a cut output."""
+TAIL_EVERY_S = 1.0
+
+
+class CappedOutput:
+    """The job's output file, at most `cap` bytes: the head, and once cut, a note and the tail.
+
+    Past the head the output is counted and its last `tail` bytes kept in memory (and in
+    `tail_path`, rewritten about once a second, for the broker's log tail of a running job).
+    At the end the tail is appended after a note of how much was left out, so the file only
+    ever grows: a reader following it by byte offset never sees a byte change.
+    """
+
+    def __init__(self, file: Any, tail_path: Path, cap: int) -> None:
+        self.file, self.tail_path, self.cap = file, tail_path, cap
+        self.tail_size = min(MAX_TAIL, cap // 4)
+        self.head_left = cap - self.tail_size - NOTICE_ROOM
+        self.cutting = False
+        self.cut = 0
+        """Bytes past the head (the tail's among them)."""
+        self.tail = bytearray()
+        self.tail_written = 0.0
+        self.tail_dirty = False
+
+    def write(self, data: bytes) -> None:
+        if not self.cutting:
+            head = data[: self.head_left]
+            self.file.write(head)
+            self.file.flush()
+            self.head_left -= len(head)
+            data = data[len(head) :]
+            if not data:
+                return
+            self.cutting = True
+            self.file.write(
+                f"\n[szb: output beyond {self.cap} bytes (max_output_bytes) is not kept while the"
+                f" job runs; it goes on, and its last {self.tail_size} bytes are added here when it"
+                " ends]\n".encode()
+            )
+            self.file.flush()
+        self.cut += len(data)
+        self.tail += data
+        if len(self.tail) > self.tail_size:
+            del self.tail[: len(self.tail) - self.tail_size]
+        self.tail_dirty = True
+
+    def save_tail(self, now: float) -> None:
+        """Rewrite the tail file (atomically) when the tail changed and a second passed."""
+        if not self.tail_dirty or now - self.tail_written < TAIL_EVERY_S:
+            return
+        tmp = self.tail_path.with_name(self.tail_path.name + ".tmp")
+        tmp.write_bytes(self.tail)
+        os.replace(tmp, self.tail_path)
+        self.tail_written, self.tail_dirty = now, False
+
+    def close(self) -> None:
+        """Append what was cut's note and the tail (the file stays within its cap)."""
+        if not self.cutting:
+            return
+        dropped = self.cut - len(self.tail)
+        self.file.write(
+            f"\n[szb: {dropped} bytes of output were cut here (max_output_bytes {self.cap});"
+            f" the last {len(self.tail)} bytes follow]\n".encode()
+        )
+        self.file.write(self.tail)
+        self.file.flush()
+        self.tail_path.unlink(missing_ok=True)
+
+
+def _copy(fd: int, child: subprocess.Popen[bytes], out: CappedOutput) -> int:
+    """Copy the job's output into `out` until the job ends; returns its exit status.
+
+    The job's own end ends the copy, not the pipe's: a process it left in the background
+    keeps the pipe open, and waiting for that would keep the attempt running.
+    """
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            data = os.read(fd, 1 << 16)
+            if not data:
+                return child.wait()
+            out.write(data)
+        out.save_tail(time.monotonic())
+        code = child.poll()
+        if code is not None:
+            break
+    # What the job wrote just before it ended is still in the pipe: read what is there now.
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+    for _ in range(1024):
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            break
+        if not data:
+            break
+        out.write(data)
+    return code
 
 
 def _not_started(program: str, env: dict[str, str], exc: BaseException) -> tuple[str, int]:

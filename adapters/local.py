@@ -25,6 +25,7 @@ from adapters._local_records import (
     boot_id,
     group_alive,
     kill_leftovers,
+    max_output_bytes,
     output_tail,
     process_identity,
     read_meta,
@@ -64,8 +65,8 @@ class LocalAdapter:
 
     Config: `data_dir` (required), `accelerators` ({model: slots}), `cpus` (default: host
     cores), `price_per_accelerator_hour`, `price_per_cpu_hour`, `currency`,
-    `cancel_grace_s` (SIGTERM → SIGKILL); the sandbox's `run_as` (default `szb-job`),
-    `job_root`, `job_gids`, `pass_env` and `limits` (`auto`, `systemd`, `rlimit`).
+    `cancel_grace_s` (SIGTERM → SIGKILL), `max_output_bytes` (per attempt, default 64 MiB);
+    the sandbox's `run_as` (default `szb-job`), `job_root`, `job_gids`, `pass_env` and `limits`.
     """
 
     def __init__(self, site: SiteId, config: Mapping[str, Any]) -> None:
@@ -99,6 +100,7 @@ class LocalAdapter:
         self.cpu_price = float(config.get("price_per_cpu_hour", 0.0))
         self.currency = str(config.get("currency", "CNY"))
         self.grace_s = float(config.get("cancel_grace_s", 5.0))
+        self.max_output = max_output_bytes(site, config)
         self._cores = sorted(os.sched_getaffinity(0))
         self._lock = threading.Lock()
         self._children: dict[str, subprocess.Popen[bytes]] = {}
@@ -278,7 +280,8 @@ class LocalAdapter:
                     f"{self.cpus - cpus_used:g} of {self.cpus:g} cpus free, need {spec.resources.cpus:g}",
                 )
             path.mkdir(mode=0o700, exist_ok=True)
-            meta = prepare_launch(self.sandbox, self.root, self._cores, request, path, slots, live)
+            meta = prepare_launch(self.sandbox, self.root, self._cores, request, path, slots, live,
+                                  self.max_output)
             env = meta.pop("env")
             # Intent first: a broker killed between the spawn and the pid being recorded must
             # find this folder on its retry and not start the job a second time (the runner
@@ -298,7 +301,7 @@ class LocalAdapter:
             raise NotFoundError(self.site, "NoSuchAttempt", f"no local attempt {backend_id!r}")
         # Liveness first: a runner that ends after this check has written its exit code by then.
         live = self._is_live(path)
-        tail = output_tail(path / "output.log")
+        tail = output_tail(path)
         exit_file = path / "exit_code"
         if exit_file.exists():
             code = int(exit_file.read_text().strip() or "1")
