@@ -35,7 +35,11 @@ def main(argv: list[str]) -> int:
     os.replace(pid_tmp, attempt_dir / "runner.pid")
     # The broker signals the whole process group on cancel: let the child react, then record.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    with open(attempt_dir / "output.log", "ab") as log:
+    # The exit code's file takes its disk space now: a disk that fills while the job runs
+    # must not cost a finished job its result (the broker would call it lost and run it again).
+    exit_tmp = attempt_dir / "exit_code.tmp"
+    exit_tmp.write_text(" " * EXIT_CODE_ROOM)
+    with open(attempt_dir / "output.log", "ab", buffering=0) as log:
         out = CappedOutput(log, attempt_dir / "output.tail", int(plan.get("max_output_bytes") or DEFAULT_CAP))
         read_end, write_end = os.pipe()
         try:
@@ -69,16 +73,36 @@ def main(argv: list[str]) -> int:
             os.chmod(plan["seal"], 0o700)
         except OSError:
             pass
-    tmp = attempt_dir / "exit_code.tmp"
-    tmp.write_text(str(code))
-    os.replace(tmp, attempt_dir / "exit_code")
+    _record_exit(exit_tmp, code)
     return 0
+
+
+EXIT_CODE_ROOM = 16
+"""Bytes the exit code's file is given before the job starts (an int, space-padded)."""
+RECORD_RETRY_S = 2.0
+
+
+def _record_exit(tmp: Path, code: int) -> None:
+    """Write `code` into the file reserved for it, then give it its name; retry until done.
+
+    While the runner lives the broker sees the attempt running, so a write that still fails
+    (another full filesystem, a quota) waits here for room instead of losing the result.
+    """
+    while True:
+        try:
+            with open(tmp, "r+b") as f:
+                f.write(str(code).encode().ljust(EXIT_CODE_ROOM))
+            os.replace(tmp, tmp.with_name("exit_code"))
+            return
+        except OSError as exc:
+            print(f"szb runner: cannot record exit code {code} yet: {exc}", file=sys.stderr)
+            time.sleep(RECORD_RETRY_S)
 
 
 DEFAULT_CAP = 64 * 1024 * 1024
 MAX_TAIL = 1024 * 1024
 NOTICE_ROOM = 512
-"""Bytes of the cap kept for the two notices the runner writes into a cut output."""
+"""Bytes of the cap kept for the notices the runner writes into a cut output (and of lost output)."""
 TAIL_EVERY_S = 1.0
 
 
@@ -101,23 +125,35 @@ class CappedOutput:
         self.tail = bytearray()
         self.tail_written = 0.0
         self.tail_dirty = False
+        self.lost = 0
+        """Bytes the file refused (a full disk): the job runs on, and the end says so."""
+        self.lost_why = ""
+
+    def _put(self, data: bytes) -> None:
+        """Write all of `data` that the file takes; what it refuses is counted, not fatal."""
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.file.write(view) :]
+            except OSError as exc:
+                self.lost += len(view)
+                self.lost_why = exc.strerror or str(exc)
+                return
 
     def write(self, data: bytes) -> None:
         if not self.cutting:
             head = data[: self.head_left]
-            self.file.write(head)
-            self.file.flush()
+            self._put(head)
             self.head_left -= len(head)
             data = data[len(head) :]
             if not data:
                 return
             self.cutting = True
-            self.file.write(
+            self._put(
                 f"\n[szb: output beyond {self.cap} bytes (max_output_bytes) is not kept while the"
                 f" job runs; it goes on, and its last {self.tail_size} bytes are added here when it"
                 " ends]\n".encode()
             )
-            self.file.flush()
         self.cut += len(data)
         self.tail += data
         if len(self.tail) > self.tail_size:
@@ -129,22 +165,27 @@ class CappedOutput:
         if not self.tail_dirty or now - self.tail_written < TAIL_EVERY_S:
             return
         tmp = self.tail_path.with_name(self.tail_path.name + ".tmp")
-        tmp.write_bytes(self.tail)
-        os.replace(tmp, self.tail_path)
+        try:
+            tmp.write_bytes(self.tail)
+            os.replace(tmp, self.tail_path)
+        except OSError:  # a full disk: try again next time
+            return
         self.tail_written, self.tail_dirty = now, False
 
     def close(self) -> None:
-        """Append what was cut's note and the tail (the file stays within its cap)."""
-        if not self.cutting:
-            return
-        dropped = self.cut - len(self.tail)
-        self.file.write(
-            f"\n[szb: {dropped} bytes of output were cut here (max_output_bytes {self.cap});"
-            f" the last {len(self.tail)} bytes follow]\n".encode()
-        )
-        self.file.write(self.tail)
-        self.file.flush()
-        self.tail_path.unlink(missing_ok=True)
+        """Append what was cut's note and the tail (the file stays within its cap), and what was lost."""
+        if self.cutting:
+            dropped = self.cut - len(self.tail)
+            self._put(
+                f"\n[szb: {dropped} bytes of output were cut here (max_output_bytes {self.cap});"
+                f" the last {len(self.tail)} bytes follow]\n".encode()
+            )
+            self._put(bytes(self.tail))
+            self.tail_path.unlink(missing_ok=True)
+        if self.lost:
+            self._put(
+                f"\n[szb: {self.lost} bytes of output could not be written ({self.lost_why})]\n".encode()
+            )
 
 
 def _copy(fd: int, child: subprocess.Popen[bytes], out: CappedOutput) -> int:
