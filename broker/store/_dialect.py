@@ -37,6 +37,11 @@ class Dialect(abc.ABC):
         """True when `conn` must be replaced by a new one."""
         return False
 
+    def unwritable(self, exc: BaseException) -> bool:
+        """True when `exc` says the database cannot take writes now (a full or read-only disk):
+        the condition is the host's, not the request's, so callers may retry once it clears."""
+        return False
+
     @abc.abstractmethod
     @contextmanager
     def transaction(self, conn: Any) -> Iterator[None]:
@@ -147,6 +152,10 @@ class SqliteDialect(Dialect):
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def unwritable(self, exc: BaseException) -> bool:
+        name = getattr(exc, "sqlite_errorname", "") if isinstance(exc, sqlite3.OperationalError) else ""
+        return name in ("SQLITE_FULL", "SQLITE_READONLY") or name.startswith("SQLITE_IOERR")
 
     def ts(self, value: datetime) -> float:
         return value.timestamp()

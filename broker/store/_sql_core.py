@@ -105,9 +105,14 @@ class SqlCore(JobStore):
                 raise
 
     def _unreachable(self, exc: Exception) -> None:
-        """Raise StoreUnavailable for a failure that broke the connection (callers may retry)."""
-        if self._dialect.broken(self._conn) and not isinstance(exc, StoreError):
+        """Raise StoreUnavailable for a failure that broke the connection, or a disk that takes
+        no writes now (full, read-only): callers may retry."""
+        if isinstance(exc, StoreError):
+            return
+        if self._dialect.broken(self._conn):
             raise StoreUnavailable(f"the database connection was lost: {exc}") from exc
+        if self._dialect.unwritable(exc):
+            raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
 
     def _check_fence(self, db: Db, fence: int) -> None:
         # FOR SHARE on PostgreSQL: a concurrent claim waits for this transaction, or this

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from pathlib import Path
 
 from broker.store._dialect import SqliteDialect
 from broker.store._sql import SqlStore
+from broker.store.base import StoreError
 
 
 class SqliteStore(SqlStore):
@@ -17,4 +20,26 @@ class SqliteStore(SqlStore):
 
     def __init__(self, path: Path | str, *, durability: str = "normal") -> None:
         self.path = str(path)
-        super().__init__(SqliteDialect(self.path, durability))
+        try:
+            super().__init__(SqliteDialect(self.path, durability))
+        except sqlite3.DatabaseError as exc:  # SQLite's own text names neither the file nor the cause
+            raise StoreError(f"store {self.path}: {exc}{_why(self.path, exc)}") from exc
+
+
+def _why(path: str, exc: sqlite3.DatabaseError) -> str:
+    """What an operator should know about a store file that would not open."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+        return (
+            " (the file is damaged: restore it from a backup, or move it and its -wal and -shm"
+            " files aside to start with an empty store)"
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f" ({folder} is on a read-only file system)"
+    except OSError as err:
+        return f" ({folder}: {err.strerror})"
+    if not os.access(folder, os.W_OK):
+        return f" ({folder} is not writable by this user)"
+    return ""

@@ -1,0 +1,77 @@
+"""`szb serve` on a store file it cannot use: damaged, cut short, or on a read-only disk.
+
+Found by an acceptance review of issue 11: the broker refused to start (no silent loss), but
+said only SQLite's words, naming neither the file nor what to do: `broker stopped: file is not
+a database`, `database disk image is malformed`, `unable to open database file` (a read-only
+data dir).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import ROOT, BrokerProcess
+from tests.e2e.conftest import PY, write_broker_config
+from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
+
+
+def _with_a_finished_job(config: Path) -> Path:
+    """Run the broker once (one job to its end), stop it cleanly; returns its store file."""
+    broker = BrokerProcess(config)
+    broker.start()
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            job = submit(stub, spec("kept", [PY, "-c", "print('kept')"])).job
+            assert wait_for(stub, job.id, TERMINAL).state == job_pb2.JOB_STATE_SUCCEEDED
+    finally:
+        broker.stop()
+    return config.parent / "data" / "broker.db"
+
+
+def _serve(config: Path) -> subprocess.CompletedProcess[str]:
+    """`szb serve` as an operator starts it; it must stop at once with its reason."""
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli", "serve", "--config", str(config), "--listen", "127.0.0.1:0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
+    )
+
+
+@pytest.mark.parametrize("damage", ["garbage", "cut"])
+def test_a_damaged_store_file_is_named_with_what_to_do(tmp_path: Path, damage: str) -> None:
+    config = write_broker_config(tmp_path)
+    store = _with_a_finished_job(config)
+    for extra in ("-wal", "-shm"):  # a clean stop folds the WAL in
+        Path(f"{store}{extra}").unlink(missing_ok=True)
+    size = store.stat().st_size
+    if damage == "garbage":
+        store.write_bytes(os.urandom(size))
+    else:
+        os.truncate(store, 4096)
+    run = _serve(config)
+    assert run.returncode == 1, run.stdout + run.stderr
+    line = run.stderr.strip().splitlines()[-1]
+    assert f"store {store}:" in line, line
+    assert "the file is damaged: restore it from a backup" in line, line
+
+
+def test_a_read_only_data_dir_is_named_as_such(tmp_path: Path, small_disk: Path) -> None:
+    config = write_broker_config(tmp_path)
+    _with_a_finished_job(config)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    run = _serve(config)
+    assert run.returncode == 1, run.stdout + run.stderr
+    line = run.stderr.strip().splitlines()[-1]
+    assert f"store {small_disk / 'broker.db'}:" in line, line
+    assert f"{small_disk} is on a read-only file system" in line, line
