@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
 from google.protobuf import duration_pb2
@@ -24,6 +25,7 @@ from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, md, wait_state
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import MotoFront, Scenario
+from tests.job_events import Events, events_until, has
 
 POLICY = (
     on_moto.POLICY_HEAD
@@ -75,8 +77,15 @@ def site_of(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, timeou
         time.sleep(0.1)
 
 
-def events_so_far(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str) -> list[job_pb2.JobEvent]:
-    """The job's events up to now (WatchJob follows a live job until it ends: read for a moment)."""
+def events_so_far(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+    job_id: str,
+    until: Callable[[Events], bool] | None = None,
+) -> list[job_pb2.JobEvent]:
+    """The job's events up to now (WatchJob follows a live job until it ends: read for a moment);
+    given `until`, read until those events have arrived (a loaded broker may send them late)."""
+    if until is not None:
+        return events_until(stub, job_id, md(), until)
     got: list[job_pb2.JobEvent] = []
     try:
         for r in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=md(), timeout=2):
@@ -98,7 +107,8 @@ def test_a_half_open_breaker_lets_one_trial_launch_through(
     with stub_for(proc.address) as stub:
         first = submit(stub, "opens")
         assert site_of(stub, first.id) == "aliyun-bj"
-        failed = [e.data["error"] for e in events_so_far(stub, first.id) if e.kind == "attempt_failed"]
+        history = events_so_far(stub, first.id, until=has("placed", "on aliyun-bj"))  # after every failure
+        failed = [e.data["error"] for e in history if e.kind == "attempt_failed"]
         assert failed == ["AuthError"]
         assert east_launches(moto) == 1
         time.sleep(3.5)  # past blocklist_ttl.unhealthy: the breaker is half-open

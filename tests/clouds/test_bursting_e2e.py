@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -30,6 +31,7 @@ from tests.clouds.e2e_helpers import (
     wait_state,
 )
 from tests.doubles.ecs_endpoint import EcsEndpoint
+from tests.job_events import Events, events_until, has
 
 POOR_TOKEN = "token-poor-sme-000000000"
 
@@ -195,14 +197,21 @@ def test_tenant_at_its_budget_never_bursts_under_concurrent_submissions(broker: 
         spend = stub.GetSpend(pb.GetSpendRequest(), metadata=md(POOR_TOKEN))
         assert sum(line.reserved + line.spent for line in spend.lines) <= 30.0
         assert spend.budget == 30.0 and spend.budget_left == pytest.approx(30.0 - 2 * 13.9)
-        waiting = [e.message for e in events_until_now(stub, queued[0].id, POOR_TOKEN) if e.kind == "waiting"]
+        history = events_until_now(stub, queued[0].id, POOR_TOKEN, until=has("waiting", "budget"))
+        waiting = [e.message for e in history if e.kind == "waiting"]
         assert any("budget" in m for m in waiting), waiting
 
 
 def events_until_now(
-    stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, token: str
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+    job_id: str,
+    token: str,
+    until: Callable[[Events], bool] | None = None,
 ) -> list[job_pb2.JobEvent]:
-    """A job that is still queued: read its events so far without waiting for the end."""
+    """A job that is still queued: read its events so far without waiting for the end; given
+    `until`, read until those events have arrived (a loaded broker may send them late)."""
+    if until is not None:
+        return events_until(stub, job_id, md(token), until)
     out = []
     stream = stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=md(token), timeout=2)
     try:

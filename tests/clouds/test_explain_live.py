@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -21,6 +22,7 @@ from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import job_yaml, md, wait_state
 from tests.doubles.moto_front import MotoFront
+from tests.job_events import Events, events_until, has
 
 POOR, RICH = "token-poor-lab-0123456789", "token-rich-lab-0123456789"
 CN = "token-cn-lab-0123456789"
@@ -111,7 +113,8 @@ def test_live_explain_ticks_the_decision_and_uses_money(broker: BrokerProcess, t
         assert rich_decision["currency"] == "CNY" and rich_decision["price_currency"] == "USD"
         burst_id = json.loads(szb(broker, RICH, "submit", str(impatient), "-o", "json").stdout)[0]["id"]
         wait_state(stub, burst_id, {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}, token=RICH)
-        placed = next(e for e in events_so_far(stub, burst_id, RICH) if e.kind == "placed")
+        history = events_so_far(stub, burst_id, RICH, until=has("placed"))
+        placed = next(e for e in history if e.kind == "placed")
         data = dict(placed.data)
         assert data["currency"] == "CNY" and data["price_currency"] == "USD"
         assert data["cash"] == pytest.approx(1.006 * 7.2 * 10, rel=0.01)
@@ -123,9 +126,15 @@ def test_live_explain_ticks_the_decision_and_uses_money(broker: BrokerProcess, t
 
 
 def events_so_far(
-    stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, token: str
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+    job_id: str,
+    token: str,
+    until: Callable[[Events], bool] | None = None,
 ) -> list[job_pb2.JobEvent]:
-    """Events until now (WatchJob would follow a live job until it ends)."""
+    """Events until now (WatchJob would follow a live job until it ends); given `until`, read
+    until those events have arrived (a loaded broker may send them seconds late)."""
+    if until is not None:
+        return events_until(stub, job_id, md(token), until)
     out: list[job_pb2.JobEvent] = []
     try:
         for resp in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=md(token), timeout=1.0):

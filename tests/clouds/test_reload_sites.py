@@ -20,6 +20,7 @@ from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, job_yaml, submit_file, wait_state
 from tests.clouds.test_breaker_trial import events_so_far
 from tests.doubles.moto_front import MotoFront
+from tests.job_events import reached
 
 EAST = on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv")
 HEAD = on_moto.POLICY_HEAD + on_moto.ONPREM_A800 + EAST
@@ -66,7 +67,7 @@ def test_a_reload_that_adds_a_cloud_site_and_edits_a_catalog_reaches_the_adapter
     job_id = submit_file(broker, TOKEN, job)
     with stub_for(broker.address) as stub:
         running = wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING})
-        history = [e.message for e in events_so_far(stub, job_id)]
+        history = [e.message for e in events_so_far(stub, job_id, until=reached(job_pb2.JOB_STATE_RUNNING))]
     assert running.site == "aws-west" and running.attempts == 1, history
     launches = [region for action, region, _ in moto.scenario.calls if action == "RunInstances"]
     assert launches == ["us-west-2"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import shlex
 import time
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -21,6 +22,7 @@ from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, md
 from tests.doubles.moto_front import MotoFront
+from tests.job_events import Events, events_until, has
 
 POLICY = (
     on_moto.POLICY_HEAD
@@ -152,13 +154,18 @@ def test_a_spot_decision_launches_spot_where_the_driver_can_and_an_interruption_
     second = instances(moto, job_id, count=2)[-1]  # the region's block (2 s here) ran out
     assert second.get("InstanceLifecycle") == "spot"
     assert job_env(moto, second["InstanceId"])["SZB_ATTEMPT_NUMBER"] == "2"
-    kinds = [e.kind for e in events_so_far(stub, job_id)]
+    kinds = [e.kind for e in events_so_far(stub, job_id, until=has("preempted"))]
     assert "preempted" in kinds and "lost" not in kinds, kinds
     stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md())
 
 
-def events_so_far(stub: Stub, job_id: str) -> list[job_pb2.JobEvent]:
-    """A live job's events until now (WatchJob follows a live job: read until the stream idles)."""
+def events_so_far(
+    stub: Stub, job_id: str, until: Callable[[Events], bool] | None = None
+) -> list[job_pb2.JobEvent]:
+    """A live job's events until now (WatchJob follows a live job: read until the stream idles);
+    given `until`, read until those events have arrived (a loaded broker may send them late)."""
+    if until is not None:
+        return events_until(stub, job_id, md(), until)
     out = []
     stream = stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=md(), timeout=2)
     try:

@@ -21,6 +21,7 @@ from tests.clouds.ecs_a10 import ecs
 from tests.clouds.test_breaker_trial import events_so_far
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import AwsFault, MotoFront
+from tests.job_events import reached
 
 __all__ = ["ecs"]  # conftest's blank ECS region gives way to the A10 one
 
@@ -61,7 +62,7 @@ def test_a_spot_quota_error_moves_the_job_to_on_demand_in_the_same_region(
     job_id = submit_file(broker, TOKEN, job)
     with stub_for(broker.address) as stub:
         running = wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING}, token=TOKEN)
-        history = [e.message for e in events_so_far(stub, job_id)]
+        history = [e.message for e in events_so_far(stub, job_id, until=reached(job_pb2.JOB_STATE_RUNNING))]
     assert running.site == "aws-east", history
     launches = [p for a, _r, p in moto.scenario.calls if a == "RunInstances"]
     assert [p.get("InstanceMarketOptions.MarketType") for p in launches] == ["spot", None]

@@ -25,6 +25,7 @@ from tests.clouds.conftest import StartBroker, launch
 from tests.clouds.e2e_helpers import TOKEN, job_yaml, submit_file, wait_state
 from tests.clouds.test_breaker_trial import events_so_far
 from tests.doubles.moto_front import AwsFault, MotoFront
+from tests.job_events import reached
 
 POLICY = (
     on_moto.POLICY_HEAD
@@ -56,7 +57,7 @@ def test_an_html_error_page_fails_the_launch_with_a_reason_and_the_job_moves_on(
     job_id = submit_file(broker, TOKEN, job)
     with stub_for(broker.address) as stub:
         running = wait_state(stub, job_id, {job_pb2.JOB_STATE_RUNNING})
-        history = [e.message for e in events_so_far(stub, job_id)]
+        history = [e.message for e in events_so_far(stub, job_id, until=reached(job_pb2.JOB_STATE_RUNNING))]
     assert running.site == "aws-west", history
     failed = next(m for m in history if m.startswith("attempt 1 on aws-east") and "failed" in m)
     assert "502" in failed or "parse" in failed, failed

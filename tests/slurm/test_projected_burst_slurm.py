@@ -26,6 +26,7 @@ from tests.clouds.conftest import StartBroker, moto, moto_server, start_broker  
 from tests.clouds.e2e_helpers import md, wait_state
 from tests.clouds.test_explain_live import events_so_far
 from tests.doubles.moto_front import MotoFront
+from tests.job_events import has
 from tests.slurm.conftest import SlurmCluster
 
 pytestmark = pytest.mark.slurm
@@ -124,7 +125,8 @@ def test_a_job_pending_at_slurm_that_turns_late_bursts_at_its_last_responsible_m
                 assert on_cloud.state != job_pb2.JOB_STATE_SUCCEEDED, "it ran at Slurm, late"
                 assert time.monotonic() < deadline, on_cloud.message
                 time.sleep(0.5)
-            kinds = [(e.kind, e.message) for e in events_so_far(stub, patient, TOKEN)]
+            history = events_so_far(stub, patient, TOKEN, until=has("placed", "on aws-east"))
+            kinds = [(e.kind, e.message) for e in history]
             withdrawn = [m for k, m in kinds if k == "requeued"]
             assert withdrawn and f"withdrawn from {SITE}'s queue" in withdrawn[0], kinds
             placed = [m for k, m in kinds if k == "placed"]
@@ -165,7 +167,10 @@ def test_a_job_projected_late_from_the_start_waits_in_the_broker_then_bursts(
                 assert job.site != SITE, "sent to Slurm's queue though projected 10 h late"
                 assert time.monotonic() < deadline, job.message
                 time.sleep(0.5)
-            kinds = [(e.kind, e.message, dict(e.data)) for e in events_so_far(stub, hurried, TOKEN)]
+            kinds = [
+                (e.kind, e.message, dict(e.data))
+                for e in events_so_far(stub, hurried, TOKEN, until=has("placed", "on aws-east"))
+            ]
             waiting = [(m, d) for k, m, d in kinds if k == "waiting"]
             assert waiting and "last responsible moment" in waiting[0][0], kinds
             placed = [(m, d) for k, m, d in kinds if k == "placed"]
