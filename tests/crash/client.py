@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import grpc
 from google.protobuf import duration_pb2
@@ -10,6 +11,7 @@ from google.protobuf import duration_pb2
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.crash.world import TOKEN
+from tests.job_events import Events, events_until
 
 MD = (("authorization", f"Bearer {TOKEN}"),)
 TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
@@ -45,8 +47,11 @@ def wait_state(stub: Stub, job_id: str, states: set[int], timeout: float = 30) -
         time.sleep(0.1)
 
 
-def events(stub: Stub, job_id: str) -> list[job_pb2.JobEvent]:
-    """The job's events so far (the stream is cut after a moment if the job is still live)."""
+def events(stub: Stub, job_id: str, until: Callable[[Events], bool] | None = None) -> list[job_pb2.JobEvent]:
+    """The job's events so far (the stream is cut after a moment if the job is still live); given
+    `until`, read until those events have arrived (a loaded broker may send them late)."""
+    if until is not None:
+        return events_until(stub, job_id, MD, until)
     out = []
     try:
         for resp in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=MD, timeout=1.0):

@@ -22,6 +22,7 @@ from tests.crash.conftest import MakeBroker
 from tests.crash.instances import Instances
 from tests.doubles.ecs_endpoint import EcsCloud
 from tests.doubles.moto_front import MotoFront
+from tests.job_events import has
 
 CLOUDS = {"aws-east": "A10G", "aliyun-bj": "A10", "lc-east": "T4"}
 
@@ -113,7 +114,7 @@ def test_attempts_lost_in_the_brokers_downtime_never_throttle_the_route(
         waiting = [e.message for e in events(stub, later.id) if e.kind == "waiting"]
         assert not any("throttled" in m for m in waiting), waiting
         for job in jobs:
-            lost = [e for e in events(stub, job.id) if e.kind == "lost"]
+            lost = [e for e in events(stub, job.id, until=has("lost")) if e.kind == "lost"]
             assert "broker-side" in lost[0].message and "requeued" in lost[0].message
 
 
