@@ -6,9 +6,10 @@ tenant that used nothing still goes first, as it would have without the restart.
 from __future__ import annotations
 
 import shutil
+import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -69,10 +70,14 @@ def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
     proc.stop()
 
 
-def job(name: str, seconds: float) -> job_pb2.JobSpec:
+def job(name: str, seconds: float, until: Path | None = None) -> job_pb2.JobSpec:
+    """A one-A800 job that sleeps `seconds`, or, given `until`, runs until that file exists."""
+    code = f"import time; time.sleep({seconds})"
+    if until is not None:
+        code = f"import os, time\nwhile not os.path.exists({str(until)!r}): time.sleep(0.05)"
     msg = job_pb2.JobSpec(
         name=name,
-        command=[JOB_PYTHON, "-c", f"import time; time.sleep({seconds})"],
+        command=[JOB_PYTHON, "-c", code],
         runtime_estimate=duration_pb2.Duration(seconds=60),
     )
     msg.resources.accelerators.count = 1
@@ -98,6 +103,23 @@ def wait(
         time.sleep(0.1)
 
 
+def until(ok: Callable[[], bool], what: Callable[[], str], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ok():
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.1)
+
+
+def heavy_usage(broker: BrokerProcess) -> float:
+    """`heavy`'s accelerator-seconds in the fair-share ledger the broker saved to its store."""
+    store = SqliteStore(broker.config.parent / "data" / "broker.db")
+    try:
+        usage = store.load_fair_usage()
+    finally:
+        store.close()
+    return usage.sums.get("heavy", (0.0, 0.0, 0.0))[0] if usage is not None else 0.0
+
+
 def started_at(broker: BrokerProcess, job_id: str) -> float:
     store = SqliteStore(broker.config.parent / "data" / "broker.db")
     try:
@@ -113,17 +135,27 @@ def test_decayed_usage_survives_a_broker_restart(broker: BrokerProcess) -> None:
         used = [submit(stub, "heavy", job(f"warm-{i}", 1.0)) for i in range(2)]
         for job_id in used:
             assert wait(stub, "heavy", job_id, DONE).state == job_pb2.JOB_STATE_SUCCEEDED
-        time.sleep(1.0)  # a few dispatch passes: the ledger is saved at the next one
+        # The ledger is saved at a dispatch pass after a job ends (a fixed 1 s could pass with no
+        # pass on a loaded box, and the kill would then lose what the test is about).
+        until(lambda: heavy_usage(broker) > 0, lambda: "heavy's usage was never saved")
     broker.kill()
     broker.restart()
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-        blocker = submit(stub, "other", job("blocker", 2.0))
-        wait(stub, "other", blocker, {job_pb2.JOB_STATE_RUNNING})
-        # `heavy` asks first; `light` has used nothing, so fair share serves it first.
-        heavy = submit(stub, "heavy", job("again", 0.5))
-        time.sleep(0.3)
-        light = submit(stub, "light", job("first", 0.5))
+        # The blocker holds the slot until both have asked (a fixed 2 s could end first on a
+        # loaded box, and `heavy` would then start alone, before `light` asked at all).
+        release = Path(tempfile.mkdtemp(prefix="szb-release-"))
+        release.chmod(0o755)  # the job may run under its own uid
+        try:
+            blocker = submit(stub, "other", job("blocker", 0, until=release / "go"))
+            wait(stub, "other", blocker, {job_pb2.JOB_STATE_RUNNING})
+            # `heavy` asks first; `light` has used nothing, so fair share serves it first.
+            heavy = submit(stub, "heavy", job("again", 0.5))
+            time.sleep(0.3)
+            light = submit(stub, "light", job("first", 0.5))
+        finally:
+            (release / "go").touch()
         wait(stub, "heavy", heavy, DONE)
         wait(stub, "light", light, DONE)
+        shutil.rmtree(release)
     assert started_at(broker, light) < started_at(broker, heavy)
