@@ -20,6 +20,14 @@ class SqliteStore(SqlStore):
 
     def __init__(self, path: Path | str, *, durability: str = "normal") -> None:
         self.path = str(path)
+        if self.path != ":memory:" and os.path.isfile(self.path) and os.path.getsize(self.path) == 0:
+            # SQLite takes an empty file for a new database: every job, attempt and spend would
+            # be gone without a word (and the reconciler would take running instances for orphans).
+            raise StoreError(
+                f"store {self.path}: the file is empty (0 bytes), but a store is never empty once"
+                " made: it was cut or zeroed; restore it from a backup, or delete it to start with"
+                " an empty store"
+            )
         try:
             super().__init__(SqliteDialect(self.path, durability))
         except sqlite3.DatabaseError as exc:  # SQLite's own text names neither the file nor the cause
