@@ -134,6 +134,7 @@ def test_job_larger_than_free_capacity_pends_with_sane_wait(slurm: Tracker) -> N
     assert free_of(slurm, "a800") == 4, "the a800 partition must be idle for this test"
     runtime = timedelta(minutes=2)  # time limit 3 minutes
     limit_s = 180
+    before = now()  # the running job's limit ends no earlier than this + limit_s
     busy = slurm.submit(launch(("sleep", "300"), gpus=4, runtime=runtime))
     slurm.wait(busy, {AttemptState.RUNNING})
     queued = slurm.submit(launch(("sleep", "300"), gpus=4, runtime=runtime))
@@ -150,19 +151,23 @@ def test_job_larger_than_free_capacity_pends_with_sane_wait(slurm: Tracker) -> N
     assert snap["a800"].free == 0
     assert snap["a800"].queued_jobs >= 1
     assert snap["a800"].queued_accelerator_hours == pytest.approx(4 * limit_s / 3600)
-    # a new 4-GPU job waits for the running one's limit plus the queued one's
-    wait4 = slurm.adapter.expected_wait_s("a800", 4, now())
-    assert wait4 is not None and 2 * limit_s - 30 <= wait4 <= 2 * limit_s + 5
+    # a new 4-GPU job waits for the running one's limit plus the queued one's, less what the
+    # running one has run by `t` (one instant for every read below: each read is a slurmrestd
+    # round trip, seconds apart on a loaded box, and the waits shrink as the clock moves)
+    t = now()
+    wait4 = slurm.adapter.expected_wait_s("a800", 4, t)
+    ran_s = (t - before).total_seconds()
+    assert wait4 is not None and 2 * limit_s - ran_s - 5 <= wait4 <= 2 * limit_s + 5, (wait4, ran_s)
     # even a 1-GPU job queues behind the pending 4-GPU job (FIFO, no backfill credit)
-    wait1 = slurm.adapter.expected_wait_s("a800", 1, now())
+    wait1 = slurm.adapter.expected_wait_s("a800", 1, t)
     assert wait1 is not None and 0 < wait1 <= wait4
-    offers = {o.instance_type: o for o in slurm.adapter.offers(now())}
+    offers = {o.instance_type: o for o in slurm.adapter.offers(t)}
     assert offers["a800"].free == 0 and offers["a800"].expected_wait_s == pytest.approx(wait1, abs=5)
     # the other partition is unaffected
-    assert slurm.adapter.expected_wait_s("ascend", 4, now()) == 0
+    assert slurm.adapter.expected_wait_s("ascend", 4, t) == 0
     assert offers["ascend"].expected_wait_s == 0
     # and a job larger than the partition can never start
-    assert slurm.adapter.expected_wait_s("a800", 5, now()) is None
+    assert slurm.adapter.expected_wait_s("a800", 5, t) is None
 
 
 def test_idempotent_resubmit_returns_same_job(slurm: Tracker, tmp_path: Path) -> None:
