@@ -106,9 +106,21 @@ def test_reclaim_preempts_borrowed_work_and_the_owner_starts(broker: BrokerProce
         ).job
         until(lambda: get(stub, mine.id, "owner").state == job_pb2.JOB_STATE_SUCCEEDED, "the owner's job ran")
 
+        # Each read of a live job's history is cut after 2 s, and a loaded broker may send little
+        # or nothing in that time: read again until one shows the preemption (a history only
+        # grows, so the longest read of each job is kept), then check every history as read.
+        histories: dict[str, list[job_pb2.JobEvent]] = {j: [] for j in borrowed}
+
+        def seen_preempted() -> bool:
+            for j in borrowed:
+                if len(got := _events(stub, j)) > len(histories[j]):
+                    histories[j] = got
+            return any(_preempted_then_requeued(h) for h in histories.values())
+
+        until(seen_preempted, "no borrowed job's history shows it preempted and requeued")
         preempted = []
         for j in borrowed:
-            events = _events(stub, j)
+            events = histories[j]
             kinds = [e.kind for e in events]
             if "preempted" in kinds:
                 preempted.append(j)
@@ -127,6 +139,11 @@ def test_reclaim_preempts_borrowed_work_and_the_owner_starts(broker: BrokerProce
         )
         for j in borrowed:
             stub.CancelJob(pb.CancelJobRequest(id=j), metadata=auth("borrower"))
+
+
+def _preempted_then_requeued(events: list[job_pb2.JobEvent]) -> bool:
+    kinds = [e.kind for e in events]
+    return "preempted" in kinds and "requeued" in kinds[kinds.index("preempted") :]
 
 
 def _events(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str) -> list[job_pb2.JobEvent]:
