@@ -37,9 +37,10 @@ class Dialect(abc.ABC):
         """True when `conn` must be replaced by a new one."""
         return False
 
-    def unwritable(self, exc: BaseException) -> bool:
-        """True when `exc` says the database cannot take writes now (a full or read-only disk):
-        the condition is the host's, not the request's, so callers may retry once it clears."""
+    def unwritable(self, conn: Any, exc: BaseException) -> bool:
+        """True when `exc` says the database cannot take writes now (a full or read-only disk,
+        a server in read-only mode): the condition is the host's, not the request's, so callers
+        may retry once it clears. A dialect may close `conn` so the next call gets a new one."""
         return False
 
     @abc.abstractmethod
@@ -153,7 +154,7 @@ class SqliteDialect(Dialect):
             raise
         conn.execute("COMMIT")
 
-    def unwritable(self, exc: BaseException) -> bool:
+    def unwritable(self, conn: Any, exc: BaseException) -> bool:
         name = getattr(exc, "sqlite_errorname", "") if isinstance(exc, sqlite3.OperationalError) else ""
         return name in ("SQLITE_FULL", "SQLITE_READONLY") or name.startswith("SQLITE_IOERR")
 
@@ -212,6 +213,15 @@ class PostgresDialect(Dialect):
 
     def connect(self) -> Any:
         return self._psycopg.connect(self.dsn, autocommit=True)
+
+    def unwritable(self, conn: Any, exc: BaseException) -> bool:
+        state = getattr(exc, "sqlstate", None) or ""
+        if state == "25006":  # a read-only server (a standby, or read-only by setting)
+            # A session keeps the read-only mode it began with, and a failover moves the
+            # primary: the next call connects anew rather than asking this session again.
+            conn.close()
+            return True
+        return state.startswith("53")  # insufficient resources: disk full, out of memory
 
     def broken(self, conn: Any) -> bool:
         return bool(conn.closed or conn.broken)

@@ -111,7 +111,7 @@ class SqlCore(JobStore):
             return
         if self._dialect.broken(self._conn):
             raise StoreUnavailable(f"the database connection was lost: {exc}") from exc
-        if self._dialect.unwritable(exc):
+        if self._dialect.unwritable(self._conn, exc):
             raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
 
     def _check_fence(self, db: Db, fence: int) -> None:

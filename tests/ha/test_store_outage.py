@@ -106,3 +106,52 @@ def test_a_submit_right_after_a_restart_still_wakes_the_scheduler(tmp_path: Path
             assert wait_for(stub, second.id, TERMINAL, timeout=60).state == job_pb2.JOB_STATE_SUCCEEDED
     finally:
         ha.stop()
+
+
+@contextmanager
+def read_only(admin: psycopg.Connection[tuple[object, ...]], database: str) -> Iterator[None]:
+    """The database takes no writes (as a standby a failover pointed at) until the block ends.
+
+    Its sessions are dropped at both ends: a session keeps the mode it began with.
+    """
+    alter = "ALTER DATABASE {} SET default_transaction_read_only = {}"
+    admin.execute(sql.SQL(alter).format(sql.Identifier(database), sql.SQL("on")))
+    drop_sessions(admin, database)
+    try:
+        yield
+    finally:
+        admin.execute(sql.SQL(alter).format(sql.Identifier(database), sql.SQL("off")))
+
+
+def test_a_read_only_database_is_unavailable_and_the_replica_writes_again_after(
+    cluster: Cluster, pg_server: str
+) -> None:
+    # Found by an acceptance review of issue 11: a write the server refused as read-only was
+    # 'INTERNAL: internal error: ReadOnlySqlTransaction', which clients do not retry.
+    api = cluster.start("api")
+    cluster.start("scheduler")
+    cluster.leader()
+    database = str(conninfo_to_dict(cluster.dsn)["dbname"])
+    with (
+        psycopg.connect(pg_server, autocommit=True) as admin,
+        grpc.insecure_channel(api.address) as channel,
+    ):
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        during = pb.SubmitJobRequest(job=spec("during", [JOB_PYTHON, "-c", "pass"]), client_id="ro-1")
+        with read_only(admin, database):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.SubmitJob(during, metadata=auth("team-a"))
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
+            assert "read-only" in (refused.value.details() or "")
+            assert not stub.ListJobs(pb.ListJobsRequest(), metadata=auth("team-a")).jobs  # reads go on
+        # Writable again: the client's retries get through (a session that met the read-only
+        # server is not asked again; one opened during the read-only spell may refuse once more).
+        after = None
+        for _ in range(3):
+            try:
+                after = stub.SubmitJob(during, metadata=auth("team-a"))
+                break
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+        assert after is not None and after.created, "the replica never wrote again"
+        assert wait_for(stub, after.job.id, TERMINAL, timeout=90).state == job_pb2.JOB_STATE_SUCCEEDED
