@@ -70,7 +70,9 @@ def wait_state(
 def events(
     stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, token: str = TOKEN
 ) -> list[job_pb2.JobEvent]:
-    return [r.event for r in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=md(token), timeout=10)]
+    """A finished job's whole history (its stream ends after the last event). The deadline only
+    guards a hang: a loaded broker can take longer than 10 s to send a history."""
+    return [r.event for r in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=md(token), timeout=120)]
 
 
 def live_attempt(data_dir: Path, job_id: str) -> tuple[str, str, str | None]:

@@ -47,8 +47,9 @@ def test_a_new_job_due_sooner_is_first_decided_where_explain_places_it(
         late = submit(broker, job_yaml(tmp_path, "late", estimate="1h", max_wait="3h", accelerators="A800"))
         assert first_event(stub, late, "waiting").message.startswith("waiting on-prem")
         probe = job_yaml(tmp_path, "probe", estimate="1h", max_wait="70m")
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120  # full passes are 5 s apart, more on a loaded box
         while True:  # until a full pass has placed 'late' in the fair-share order
+            asked = time.monotonic()
             decision = json.loads(szb(broker, TOKEN, "explain", str(probe), "-o", "json").stdout)["decision"]
             if decision["projection"]["queue_ahead_jobs"] == 0:
                 break
@@ -57,9 +58,11 @@ def test_a_new_job_due_sooner_is_first_decided_where_explain_places_it(
         assert decision["action"] == "wait" and decision["reasons"][0].startswith("waiting on-prem"), decision
         job_id = submit(broker, probe)
         waiting = first_event(stub, job_id, "waiting")
+        between = time.monotonic() - asked  # the holder's end came this much nearer meanwhile
         assert waiting.message.startswith("waiting on-prem"), (waiting.message, decision["reasons"])
         assert waiting.data["projection"]["queue_ahead_jobs"] == 0, waiting.data
         expected = decision["onprem_expected_wait_s"]
-        assert waiting.data["onprem_expected_wait_s"] == pytest.approx(expected, abs=60), waiting.data
+        got = waiting.data["onprem_expected_wait_s"]
+        assert expected - between - 60 <= got <= expected + 60, (between, waiting.data)
         for jid in (holder, late, job_id):
             stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(TOKEN))

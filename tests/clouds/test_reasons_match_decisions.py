@@ -196,7 +196,7 @@ def submit_as(broker: BrokerProcess, token: str, path: Path) -> list[str]:
 def first_event_as(
     stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, kind: str, token: str
 ) -> job_pb2.JobEvent:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a dispatcher pass on a loaded box can take longer than 30 s
     while True:
         found = [e for e in events_so_far(stub, job_id, token) if e.kind == kind]
         if found:
