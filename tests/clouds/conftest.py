@@ -42,7 +42,7 @@ def start_broker(tmp_path: Path) -> Iterator[StartBroker]:
     started: list[BrokerProcess] = []
 
     def start(
-        setup: BrokerSetup, *, extra_env: dict[str, str] | None = None, timeout: float = 30.0
+        setup: BrokerSetup, *, extra_env: dict[str, str] | None = None, timeout: float = 120.0
     ) -> BrokerProcess:
         proc = BrokerProcess(setup.write(tmp_path), extra_env=extra_env)
         started.append(proc)
