@@ -194,7 +194,7 @@ def test_one_client_holding_every_slot_does_not_lock_out_the_other_agents(
 ) -> None:
     # A hostile job (127.0.0.2 here) keeps half-sent requests open and renews them at each
     # deadline; every other instance's heartbeats and exit reports must still get through.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # 10 s was too close on a loaded box
     while post(port, report())[0] != 401:  # slots of earlier tests given back
         assert time.monotonic() < deadline
         time.sleep(0.1)

@@ -195,7 +195,7 @@ def test_slurmrestd_down_is_transient_then_recovers(slurm: Tracker, slurm_cluste
     assert slurm.adapter.healthy
     pid = int(slurm_cluster.rest_pidfile.read_text())
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # slurmrestd's exit; more than 10 s on a loaded box
     while True:
         try:
             slurm.adapter.capacity(now())
