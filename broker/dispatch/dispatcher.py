@@ -171,7 +171,19 @@ class Dispatcher(Scheduling):
         for attempt in self.store.live_attempts():
             if attempt.backend_id is None and attempt.id not in resumed:
                 self._close_unstarted(attempt, now, "the broker restarted before the attempt was started")
+        self._settle_ended()
         self._dirty = True
+
+    def _settle_ended(self) -> None:
+        """Settle the spend of attempts that ended unsettled: closing an attempt and settling its
+        spend are two writes, and a broker killed between them left the reservation (the whole
+        estimate) counted against the tenant for good. Settled at the attempt's own end."""
+        for entry in self.store.unsettled_spend():
+            attempt = self.store.get_attempt(entry.attempt_id)
+            if attempt.state.terminal:
+                job = self.store.get(attempt.job_id)
+                ran = attempt.backend_id is not None
+                self.planner.ledger.settle(job, attempt, self.store, ran=ran, ended=attempt.updated_at)
 
     async def _withdraw_late(self) -> None:
         """Jobs pending at Slurm that are to burst now leave its queue (`dispatch.withdraw`)."""

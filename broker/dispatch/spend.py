@@ -158,9 +158,12 @@ class SpendLedger:
         data = {"alert": True, "month": month, "used": used, "budget": budget, "alert_fraction": fraction}
         store.record(job_id, now, kind="budget", message=said, data={**data, "currency": policy.currency})
 
-    def settle(self, job: Job, attempt: Attempt, store: JobStore, *, ran: bool = True) -> None:
-        """Actual spend = the price recorded at decision time × the attempt's actual runtime, at the
-        exchange rate of its reservation; nothing when no instance ever ran (`ran` False)."""
+    def settle(
+        self, job: Job, attempt: Attempt, store: JobStore, *, ran: bool = True, ended: datetime | None = None
+    ) -> None:
+        """Actual spend = the price recorded at decision time × the attempt's actual runtime (until
+        `ended`, default now), at the exchange rate of its reservation; nothing when no instance
+        ever ran (`ran` False)."""
         policy = self._policy()
         if is_onprem(policy, attempt.site):
             return
@@ -172,7 +175,8 @@ class SpendLedger:
         if not entries:
             return
         reserved = entries[0]
-        hours = max(0.0, (self.clock.now() - attempt.created_at).total_seconds()) / 3600 if ran else 0.0
+        end = ended or self.clock.now()
+        hours = max(0.0, (end - attempt.created_at).total_seconds()) / 3600 if ran else 0.0
         total = estimate_cost(job.spec, attempt.offer, policy, hours=hours, rate=reserved.fx)
         # The voucher pays its share of what the attempt really cost, up to what is left of it
         # besides this attempt's own reservation: a run past its estimate may exhaust it.

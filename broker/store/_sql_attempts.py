@@ -217,6 +217,12 @@ class SqlAttempts(SqlJobs):
         if tenant is not None:
             sql += " AND tenant = ?"
             params.append(tenant)
+        return self._spend_rows(sql, params)
+
+    def unsettled_spend(self) -> list[SpendEntry]:
+        return self._spend_rows(f"SELECT {SPEND_COLS} FROM spend WHERE NOT settled", [])
+
+    def _spend_rows(self, sql: str, params: list[Any]) -> list[SpendEntry]:
         return [
             SpendEntry(
                 tenant=TenantId(r[0]),

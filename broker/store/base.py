@@ -314,6 +314,11 @@ class JobStore(abc.ABC):
         """This month's entries (all tenants when None)."""
 
     @abc.abstractmethod
+    def unsettled_spend(self) -> list[SpendEntry]:
+        """Entries not settled yet, of every month and tenant (reservations of live attempts,
+        and any whose settlement a crash cut short)."""
+
+    @abc.abstractmethod
     def voucher_used(self, tenant: TenantId) -> dict[str, float]:
         """Voucher id -> what the tenant's attempts of every month drew from it (reserved or settled)."""
 

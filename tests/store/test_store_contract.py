@@ -680,6 +680,13 @@ class StoreContract:
         assert store.spend_entries("2026-10") == [other_month]
         assert store.spend_entries("2026-09") == []
 
+    def test_unsettled_spend_is_every_open_entry_of_every_month_and_tenant(self, store: JobStore) -> None:
+        a, b, done = entry("j1-a1", 1), entry("j2-a1", 2, tenant=B, month="2026-10"), entry("j3-a1", 3)
+        for e in (a, b, done):
+            assert store.reserve_spend(e, tenant_limit=None, global_limit=None)
+        store.settle_spend(AttemptId("j3-a1"), spent=1.0, voucher=0.0)
+        assert sorted(store.unsettled_spend(), key=lambda e: e.attempt_id) == [a, b]
+
     def test_a_reservation_keeps_the_exchange_rate_it_was_made_at(self, store: JobStore) -> None:
         usd = replace(entry("j1-a1", 72.0), fx=7.2)
         assert store.reserve_spend(usd, tenant_limit=None, global_limit=None)
