@@ -18,6 +18,7 @@ import grpc
 
 from broker.api import broker_service_pb2_grpc
 from broker.auth import hash_token
+from tests.ports import lasting_port
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB_USER = "szb-job"
@@ -42,6 +43,9 @@ class BrokerProcess:
     def start(self, port: int = 0, timeout: float = 120.0) -> int:
         # The deadline only bounds a broker that never comes up: a start on a loaded 2-core CI
         # box can take more than 30 s (several tests already asked for 120).
+        # A port of our choosing, not the kernel's ephemeral pick: `restart()` binds it again after
+        # a kill, and meanwhile any outgoing connection on the machine could take an ephemeral one.
+        port = port or lasting_port()
         env = {**os.environ, "GRPC_VERBOSITY": "ERROR", **self.extra_env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "broker.cli", "serve", "--config", str(self.config),

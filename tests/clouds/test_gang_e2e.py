@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import shlex
-import socket
 import threading
 import time
 import urllib.error
@@ -34,6 +33,7 @@ from tests.clouds.conftest import Regions, StartBroker
 from tests.clouds.e2e_helpers import TERMINAL, TOKEN, agent_secret_of, events, md, wait_state
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint, EcsFault
 from tests.doubles.moto_front import AwsFault, MotoFront, capacity_fault
+from tests.ports import lasting_port
 
 POLICY = (
     on_moto.POLICY_HEAD
@@ -44,12 +44,6 @@ POLICY = (
     + on_moto.sg_lab_tail("retries: {max_transient_retries: 2, backoff_initial: 0.05s, backoff_max: 0.1s}")
 )
 
-
-def free_port() -> int:
-    """A loopback port for the agent endpoint, which must not move across a restart."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -83,7 +77,7 @@ def world(
             "ali-bj.csv": on_moto.catalog(f"{on_moto.A10},A10,1,8,30,13.90,,cn-beijing,cn-beijing-i"),
             "ali-sh.csv": on_moto.catalog(f"{on_moto.A10},A10,1,8,30,14.50,,cn-shanghai,cn-shanghai-b"),
         },
-        extra=f"agent_http_listen: 127.0.0.1:{free_port()}",
+        extra=f"agent_http_listen: 127.0.0.1:{lasting_port()}",
     )
     return World(start_broker(setup), moto, regions[0], regions[1])
 

@@ -40,9 +40,10 @@ from tests.brokerproc import BrokerProcess
 from tests.crash import ledger
 from tests.crash.client import MD, Stub, job_spec
 from tests.crash.instances import GONE_EC2, Instances, attempt_of
-from tests.crash.world import Broker, free_port, write_setup
+from tests.crash.world import Broker, write_setup
 from tests.doubles.ecs_endpoint import EcsCloud
 from tests.doubles.moto_front import MotoFront
+from tests.ports import lasting_port
 
 ACCELERATORS = ("A10G", "A10", "T4", "A800")
 """aws-east (moto), aliyun-bj (ECS double), lc-east (libcloud on moto), onprem (local)."""
@@ -124,7 +125,7 @@ def run_round(
     report = ChaosReport(store=store, seed=plan.seed, kills=0, jobs=plan.jobs)
     book = folder / "ledger.jsonl"
     config = write_setup(
-        folder, moto.url, ecs_address, agent_port=free_port(), store_dsn=store_dsn,
+        folder, moto.url, ecs_address, agent_port=lasting_port(), store_dsn=store_dsn,
         heartbeat_timeout="30s", report_give_up_s=600, reconcile_interval_s=2.0,
     )
     broker = Broker(config, store_dsn)
@@ -137,7 +138,7 @@ def run_round(
         for i in range(plan.jobs)
     ]
     started = time.monotonic()
-    broker.start(port=free_port())
+    broker.start(port=lasting_port())
     sampler = _Sampler(lambda: broker.open_store(), subs)
     try:
         with Instances(moto, ecs, folder / "instances") as instances:

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from tests.clouds.conftest import ecs_server, moto, moto_server  # noqa: F401 (fixtures)
-from tests.crash.world import Broker, free_port, write_setup
+from tests.crash.world import Broker, write_setup
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import MotoFront
+from tests.ports import lasting_port
 from tests.store.conftest import pg_dsn, pg_server  # noqa: F401 (fixtures)
 
 
@@ -39,7 +40,7 @@ def make_broker(
 
     def make(**options: Any) -> Broker:
         folder = tmp_path / f"broker-{len(made)}"
-        config = write_setup(folder, moto.url, ecs_server.address, agent_port=free_port(), **options)
+        config = write_setup(folder, moto.url, ecs_server.address, agent_port=lasting_port(), **options)
         broker = Broker(config, options.get("store_dsn"))
         made.append(broker)
         return broker

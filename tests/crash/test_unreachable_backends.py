@@ -6,7 +6,6 @@ so libcloud's errors escaped reconciliation and stopped startup.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -17,12 +16,7 @@ from adapters.aws import AwsAdapter
 from adapters.base import Adapter, TransientError
 from adapters.libcloud import LibcloudAdapter
 from broker.model import SiteId
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import lasting_port
 
 
 def aws(port: int) -> Adapter:
@@ -55,7 +49,7 @@ ADAPTERS: list[Callable[[int], Adapter]] = [aws, alibaba, libcloud]
 
 @pytest.mark.parametrize("make", ADAPTERS, ids=lambda f: f.__name__)
 def test_endpoint_down_is_transient(make: Callable[[int], Adapter]) -> None:
-    adapter = make(closed_port())
+    adapter = make(lasting_port())
     calls: list[Callable[[], Any]] = [adapter.list_owned, lambda: adapter.status("i-0123456789abcdef0")]
     for call in calls:
         with pytest.raises(TransientError):

@@ -10,7 +10,6 @@ moto, T4), so a job picks its cloud by the accelerator it asks for.
 from __future__ import annotations
 
 import shutil
-import socket
 import textwrap
 from pathlib import Path
 
@@ -72,11 +71,6 @@ compliance:
     zones: {{cn-mainland: {{countries: [CN]}}}}
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_setup(
