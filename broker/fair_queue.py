@@ -330,5 +330,6 @@ class FairQueue:
         free = offer.free - snap.claimed.get(offer.partition, 0)
         owner = (tenant, units_of(spec))
         return self.reclaimer.take(
-            policy, self.book, self.ratios, owner, offer.partition, free, snap.now, commit=commit
+            policy, self.book, self.ratios, owner, offer.partition, free, snap.now,
+            for_job=st.job_id, commit=commit,
         )

@@ -35,8 +35,9 @@ class Reclaimer:
     def __init__(self) -> None:
         self._buckets: dict[str, Bucket] = {}
         """Per partition; a partition not yet charged has a full bucket."""
-        self._freeing: dict[str, list[tuple[float, int]]] = {}
-        """Units of preempted work still shutting down, per partition (until a time)."""
+        self._freeing: dict[str, list[tuple[float, int, str]]] = {}
+        """Units of preempted work still shutting down, per partition: (until a time, units, the
+        job they were preempted for). They are that job's: another owner's job reclaims its own."""
 
     def take(
         self,
@@ -48,17 +49,18 @@ class Reclaimer:
         free: int,
         now: datetime,
         *,
+        for_job: str,
         commit: bool = True,
     ) -> Taken:
-        """Borrowed attempts to preempt on `partition` so the owner's in-quota job of `owner[1]`
-        units gets its quota back (`commit` False: only say which; nothing is booked)."""
+        """Borrowed attempts to preempt on `partition` so the owner's in-quota job `for_job` of
+        `owner[1]` units gets its quota back (`commit` False: only say which; nothing is booked)."""
         rc = policy.document.fair_share.reclaim
         part = onprem_partitions(policy).get(partition)
         if not rc.enabled or part is None:
             return Taken()
         tenant, need = owner
         t, window = now.timestamp(), rc.window.total_seconds()
-        freeing = [(until, n) for until, n in self._freeing.get(partition, []) if until > t]
+        freeing = [f for f in self._freeing.get(partition, []) if f[0] > t]
         self._freeing[partition] = freeing
         units = partition_units(part)
         capacity, rate = rc.max_capacity_share * units * window, rc.max_capacity_share * units
@@ -71,7 +73,10 @@ class Reclaimer:
         ]
         tenants = {tenant, *(r.tenant for r in running)}  # the owner's quota bounds what it takes back
         quotas = {tn: resolve_share(policy, tn).quota.get(partition, 0) for tn in tenants}
-        free += sum(n for _, n in freeing)
+        # Units stopping for another job are not free for this one: counting them, a second owner
+        # waiting with the first preempted nothing, and reclaimed only once the first owner had
+        # taken those units and their grace was over.
+        free += sum(n for _, n, job in freeing if job == for_job)
         chosen = victims(
             owner=tenant, need=need, free=free, running=running, quotas=quotas, ratios=ratios,
             waste_left=bucket.level_at(t), now=now,
@@ -89,7 +94,7 @@ class Reclaimer:
             until = t + rc.grace.total_seconds() + 10.0
             self._buckets[partition] = bucket.charge(sum(v.waste for v in chosen), t)
             for v in chosen:
-                self._freeing[partition].append((until, v.units))
+                self._freeing[partition].append((until, v.units, for_job))
                 book.ended(v.attempt_id, now)
         chosen_ = tuple(ReclaimVictim(v.attempt_id, v.tenant, v.units) for v in chosen)
         return Taken(chosen_, preempting(policy, partition, chosen))
