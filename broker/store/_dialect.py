@@ -43,6 +43,10 @@ class Dialect(abc.ABC):
         may retry once it clears. A dialect may close `conn` so the next call gets a new one."""
         return False
 
+    def damaged(self, exc: BaseException) -> bool:
+        """True when `exc` says the database's files are corrupt (no retry will help)."""
+        return False
+
     @abc.abstractmethod
     @contextmanager
     def transaction(self, conn: Any) -> Iterator[None]:
@@ -157,6 +161,10 @@ class SqliteDialect(Dialect):
     def unwritable(self, conn: Any, exc: BaseException) -> bool:
         name = getattr(exc, "sqlite_errorname", "") if isinstance(exc, sqlite3.OperationalError) else ""
         return name in ("SQLITE_FULL", "SQLITE_READONLY") or name.startswith("SQLITE_IOERR")
+
+    def damaged(self, exc: BaseException) -> bool:
+        name = getattr(exc, "sqlite_errorname", "") if isinstance(exc, sqlite3.DatabaseError) else ""
+        return name in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
     def ts(self, value: datetime) -> float:
         return value.timestamp()

@@ -5,6 +5,7 @@ and the event append every write shares. Queries are the same on every dialect.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -27,6 +28,7 @@ from broker.store.base import (
 )
 
 SPEC_CACHE_SIZE = 200_000
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -94,8 +96,9 @@ class SqlCore(JobStore):
             db = self._handle()
             try:
                 return read(db)
-            except Exception:
+            except Exception as exc:
                 if not self._dialect.broken(db.conn):
+                    self._unreachable(exc)
                     raise
             db = self._handle()
             try:
@@ -106,13 +109,17 @@ class SqlCore(JobStore):
 
     def _unreachable(self, exc: Exception) -> None:
         """Raise StoreUnavailable for a failure that broke the connection, or a disk that takes
-        no writes now (full, read-only): callers may retry."""
+        no writes now (full, read-only): callers may retry. A damaged store is a StoreError
+        that says so (SQLite's own words name neither the cause nor the remedy)."""
         if isinstance(exc, StoreError):
             return
         if self._dialect.broken(self._conn):
             raise StoreUnavailable(f"the database connection was lost: {exc}") from exc
         if self._dialect.unwritable(self._conn, exc):
             raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
+        if self._dialect.damaged(exc):
+            log.error("the store is damaged (%s): restore it from a backup", exc)  # the operator's to act on
+            raise StoreError(f"the store is damaged ({exc}): restore it from a backup") from exc
 
     def _check_fence(self, db: Db, fence: int) -> None:
         # FOR SHARE on PostgreSQL: a concurrent claim waits for this transaction, or this

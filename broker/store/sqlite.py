@@ -30,11 +30,12 @@ class SqliteStore(SqlStore):
             )
         try:
             super().__init__(SqliteDialect(self.path, durability))
-        except sqlite3.DatabaseError as exc:  # SQLite's own text names neither the file nor the cause
-            raise StoreError(f"store {self.path}: {exc}{_why(self.path, exc)}") from exc
+        except (sqlite3.DatabaseError, StoreError) as exc:  # SQLite's text names neither file nor cause
+            cause = exc.__cause__ if isinstance(exc.__cause__, sqlite3.DatabaseError) else exc
+            raise StoreError(f"store {self.path}: {cause}{_why(self.path, cause)}") from exc
 
 
-def _why(path: str, exc: sqlite3.DatabaseError) -> str:
+def _why(path: str, exc: BaseException) -> str:
     """What an operator should know about a store file that would not open."""
     name = getattr(exc, "sqlite_errorname", "")
     if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):

@@ -3,13 +3,15 @@
 Found by an acceptance review of issue 11: the broker refused to start (no silent loss), but
 said only SQLite's words, naming neither the file nor what to do: `broker stopped: file is not
 a database`, `database disk image is malformed`, `unable to open database file` (a read-only
-data dir); and a store file zeroed to 0 bytes was taken for a new store: the broker served on
-with every job, attempt and spend forgotten.
+data dir); a store file zeroed to 0 bytes was taken for a new store: the broker served on
+with every job, attempt and spend forgotten; and a store damaged where the start does not read
+answered every call `INTERNAL: internal error: DatabaseError`.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +19,15 @@ from pathlib import Path
 import grpc
 import pytest
 
+from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import ROOT, BrokerProcess
-from tests.e2e.conftest import PY, write_broker_config
+from tests.e2e.conftest import PY, auth, write_broker_config
 from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
 
 
-def _with_a_finished_job(config: Path) -> Path:
-    """Run the broker once (one job to its end), stop it cleanly; returns its store file."""
+def _with_a_finished_job(config: Path) -> tuple[Path, str]:
+    """Run the broker once (one job to its end), stop it cleanly; returns its store file and the job."""
     broker = BrokerProcess(config)
     broker.start()
     try:
@@ -34,7 +37,7 @@ def _with_a_finished_job(config: Path) -> Path:
             assert wait_for(stub, job.id, TERMINAL).state == job_pb2.JOB_STATE_SUCCEEDED
     finally:
         broker.stop()
-    return config.parent / "data" / "broker.db"
+    return config.parent / "data" / "broker.db", job.id
 
 
 def _serve(config: Path) -> subprocess.CompletedProcess[str]:
@@ -51,7 +54,7 @@ def _serve(config: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("damage", ["garbage", "cut", "zeroed"])
 def test_a_damaged_store_file_is_named_with_what_to_do(tmp_path: Path, damage: str) -> None:
     config = write_broker_config(tmp_path)
-    store = _with_a_finished_job(config)
+    store, _ = _with_a_finished_job(config)
     for extra in ("-wal", "-shm"):  # a clean stop folds the WAL in
         Path(f"{store}{extra}").unlink(missing_ok=True)
     size = store.stat().st_size
@@ -75,3 +78,27 @@ def test_a_read_only_data_dir_is_named_as_such(tmp_path: Path, small_disk: Path)
     line = run.stderr.strip().splitlines()[-1]
     assert f"store {small_disk / 'broker.db'}:" in line, line
     assert f"{small_disk} is on a read-only file system" in line, line
+
+
+def test_a_store_damaged_where_the_start_does_not_read_says_so_on_each_call(tmp_path: Path) -> None:
+    config = write_broker_config(tmp_path)
+    store, job_id = _with_a_finished_job(config)
+    with sqlite3.connect(store) as db:  # the events table's first page, overwritten
+        root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'events'").fetchone()[0]
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+    with open(store, "r+b") as f:
+        f.seek((root - 1) * page)
+        f.write(b"\xee" * page)
+    broker = BrokerProcess(config)
+    broker.start()
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth("team-a"))
+        assert refused.value.code() == grpc.StatusCode.INTERNAL
+        details = refused.value.details() or ""
+        assert "the store is damaged" in details and "restore it from a backup" in details, details
+        assert any("the store is damaged" in line for line in broker.output)  # the operator's log
+    finally:
+        broker.stop()
