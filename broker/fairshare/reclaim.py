@@ -108,8 +108,19 @@ def victims(
         waste_left -= waste
         free += r.units
         if free >= need:
-            return chosen
+            return _trimmed(chosen, free, need)
     return []
+
+
+def _trimmed(chosen: list[Victim], free: int, need: int) -> list[Victim]:
+    """`chosen` without the attempts the others make unneeded (a small one taken before a large
+    one that alone frees enough): each, last chosen first, stays only if the job needs it."""
+    kept = list(chosen)
+    for v in reversed(chosen):
+        if free - v.units >= need:
+            kept.remove(v)
+            free -= v.units
+    return kept
 
 
 def cheapest(
@@ -125,5 +136,5 @@ def cheapest(
         chosen.append(Victim(r.attempt_id, r.tenant, r.units, lost(r, now), growth(r, now)))
         free += r.units
         if free >= need:
-            return chosen
+            return _trimmed(chosen, free, need)
     return []

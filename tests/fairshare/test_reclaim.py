@@ -72,8 +72,9 @@ def test_waste_budget_skips_attempts_that_ran_long() -> None:
         waste_left=200,
         now=NOW,
     )
-    # b-1 ran 300 unit-seconds, over the budget; a-new (2 units x 60 s) fits with b-2.
-    assert [v.attempt_id for v in got] == ["b-2", "a-new"]
+    # b-1 ran 300 unit-seconds, over the budget; a-new (2 units x 60 s) fits, and frees the 2
+    # alone, so b-2 (taken first, its tenant further over its share) is not preempted for nothing.
+    assert [v.attempt_id for v in got] == ["a-new"]
     assert (
         victims(
             owner="owner", need=2, free=0, running=RUNNING, quotas=QUOTAS, ratios={}, waste_left=10, now=NOW
@@ -88,9 +89,22 @@ def test_nothing_is_preempted_beyond_the_owners_quota_on_the_partition() -> None
     common = {"running": RUNNING, "ratios": {}, "now": NOW, "free": 0, "waste_left": 1e9}
     assert victims(owner="owner", need=3, quotas=QUOTAS, **common) == []  # type: ignore[arg-type]
     assert victims(owner="c", need=1, quotas=QUOTAS, **common) == []  # type: ignore[arg-type]
-    assert len(victims(owner="owner", need=2, quotas=QUOTAS, **common)) == 2  # type: ignore[arg-type]
+    assert len(victims(owner="owner", need=2, quotas=QUOTAS, **common)) == 1  # type: ignore[arg-type]
 
 
 def test_a_full_bucket_takes_the_least_costly_attempts_that_free_enough() -> None:
     chosen = cheapest(owner="owner", need=2, free=0, running=RUNNING, quotas=QUOTAS, now=NOW)
-    assert [(v.attempt_id, v.waste) for v in chosen] == [("b-2", 30.0), ("a-new", 120.0)]
+    # b-2 (30) then a-new (120), which alone frees the 2: b-2 is not lost for nothing.
+    assert [(v.attempt_id, v.waste) for v in chosen] == [("a-new", 120.0)]
+
+
+def test_no_attempt_is_preempted_that_the_others_chosen_make_unneeded() -> None:
+    # Issue 14 review: the owner needs 3 of a full partition. Youngest first took the borrowed
+    # 1-GPU job, then the 4-GPU one, which alone frees enough: the 1-GPU job lost its work for
+    # nothing ('reclaiming 5 borrowed unit(s) ... preempting 2 job(s)' for a 3-GPU job).
+    running = [run("o", "owner", 3, 900), run("b-4", "b", 4, 120), run("b-1", "b", 1, 60)]
+    common = {"owner": "owner", "need": 3, "free": 0, "running": running, "quotas": {"owner": 6}, "now": NOW}
+    got = victims(ratios={}, waste_left=1e9, **common)  # type: ignore[arg-type]
+    assert [v.attempt_id for v in got] == ["b-4"]
+    # The full bucket's least costly set is trimmed the same way.
+    assert [v.attempt_id for v in cheapest(**common)] == ["b-4"]  # type: ignore[arg-type]
