@@ -22,6 +22,7 @@ from broker.fairshare import (
     Demand,
     QueuedWork,
     Standing,
+    UsageLedger,
     charge_factor,
     onprem_partitions,
     order,
@@ -81,15 +82,20 @@ class FairQueue:
         self._save_usage(store)
 
     def _load_usage(self, store: JobStore) -> None:
-        """Past use survives a restart: take back the ledger kept under the same half-life."""
+        """Past use survives a restart: take back the ledger kept (under another half-life, carried over)."""
         try:
             kept = store.load_fair_usage()
         except StoreError as exc:
             log.warning("fair-share usage not read from the store: %s", exc)
             return
         ledger = self.book.ledger
-        if kept is not None and kept.half_life_s == ledger.half_life_s:
-            ledger.restore(kept.at_s, {t: Demand(*v) for t, v in kept.sums.items()})
+        state = None if kept is None else (kept.at_s, {t: Demand(*v) for t, v in kept.sums.items()})
+        if kept is not None and state is not None and kept.half_life_s != ledger.half_life_s:
+            was = UsageLedger(kept.half_life_s)  # kept under another half-life: carried over
+            was.restore(*state)
+            state = was.with_half_life(ledger.half_life_s).state()
+        if state is not None:
+            ledger.restore(*state)
         self._saved = (id(ledger), ledger.changes)
 
     def _save_usage(self, store: JobStore) -> None:

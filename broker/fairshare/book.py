@@ -65,9 +65,9 @@ class FairShareBook:
         self.live: dict[str, Holding] = {}
 
     def set_half_life(self, half_life_s: float) -> None:
-        """A new policy with another half-life starts a new ledger (past use is re-learnt)."""
+        """A new policy with another half-life keeps each tenant's past use, fading by the new one."""
         if half_life_s != self.ledger.half_life_s:
-            self.ledger = UsageLedger(half_life_s)
+            self.ledger = self.ledger.with_half_life(half_life_s)
 
     def started(self, attempt_id: str, holding: Holding) -> None:
         self.live.setdefault(attempt_id, holding)

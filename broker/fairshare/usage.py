@@ -95,6 +95,16 @@ class UsageLedger:
             self._sums[tenant] = self._sums.get(tenant, ZERO) + part
         self.changes += 1
 
+    def with_half_life(self, half_life_s: float) -> UsageLedger:
+        """This ledger under another half-life: each tenant's history as of the last booking is
+        kept (its sums scaled by the ratio of the half-lives) and fades by the new one from then
+        on; a change to or from 0 keeps nothing (with H = 0 no history counts)."""
+        new = UsageLedger(half_life_s)
+        if self.half_life_s > 0 and new.half_life_s > 0 and self._at is not None:
+            k = new.half_life_s / self.half_life_s
+            new.restore(self._at, {t: d.scaled(k) for t, d in self._sums.items()})
+        return new
+
     def _advance(self, t: float) -> None:
         if self._at is None:
             self._at = t
