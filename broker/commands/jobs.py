@@ -137,6 +137,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
         except ClientError as exc:
             return fail(str(exc))
         jobs = [r.job for r in responses]
+        for r in responses:
+            if not r.created:  # the id's earlier job, whatever this file says: say so, or it looks new
+                print(f"szb: client id {args.client_id!r} already names job {r.job.id} ({r.job.spec.name}); "
+                      "nothing new was submitted", file=sys.stderr)
         if args.output == "json" and not args.wait:
             print(json.dumps([{**job_dict(r.job), "created": r.created} for r in responses], indent=2))
         elif not args.wait:

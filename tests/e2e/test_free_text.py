@@ -8,15 +8,17 @@ store on PostgreSQL. Both are refused as labels are, INVALID_ARGUMENT naming the
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 
 import grpc
 import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc
-from tests.brokerproc import BrokerProcess
-from tests.e2e.conftest import auth
+from tests.brokerproc import JOB_PYTHON, BrokerProcess, szb
+from tests.e2e.conftest import TOKENS, auth
 from tests.e2e.test_hostile_input import field_violations, job
 
 CONTROL = ["line\nbreak", "nul\x00byte", "esc\x1b[2Jape", "del\x7f", "c1\x9bcsi", "tab\there", "cr\rhere"]
@@ -88,3 +90,23 @@ def test_an_accelerator_name_with_a_control_character_is_refused_naming_it(
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
             violations = field_violations(err.value)
             assert "control character" in violations.get(field, ""), violations
+
+
+def test_szb_submit_says_when_its_client_id_named_an_earlier_job(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    # The same key with another file returns the earlier job (as documented): a user who edited
+    # the file and resubmitted must be told that nothing new ran, not see exit 0 alone.
+    key = f"nightly-{uuid.uuid4().hex[:8]}"
+    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    for path, seconds in ((first, 60), (second, 1)):
+        sleep = f"import time; time.sleep({seconds})"
+        path.write_text(f"name: {path.stem}\ncommand: [{JOB_PYTHON}, -c, '{sleep}']\nruntime_estimate: 5m\n")
+    created = szb(broker, TOKENS["team-a"], "submit", str(first), "--client-id", key, "-o", "json")
+    assert created.returncode == 0 and "already names" not in created.stderr, created.stderr
+    job_id = json.loads(created.stdout)[0]["id"]
+    again = szb(broker, TOKENS["team-a"], "submit", str(second), "--client-id", key)
+    assert again.returncode == 0, again.stderr
+    said = again.stderr
+    assert f"already names job {job_id} (first)" in said and "nothing new" in said, said
+    szb(broker, TOKENS["team-a"], "cancel", job_id)
