@@ -12,13 +12,19 @@ from typing import Any
 
 Register = Callable[[Any], None]
 
-GROUPS = ("jobs", "operator", "policy", "hardware", "explain", "simulate", "tls", "audit", "health", "view")
+GROUPS = (
+    "jobs", "operator", "policy", "hardware", "explain", "simulate", "tls", "audit", "health", "view",
+    "backup",
+)
 """The command modules, in `szb --help` order."""
 
 COMMAND_MODULE = {
     **dict.fromkeys(("serve", "submit", "get", "list", "cancel", "watch"), "jobs"),
     **dict.fromkeys(("token", "status", "spend"), "operator"),
-    **{name: name for name in ("policy", "hardware", "explain", "simulate", "tls", "audit", "health")},
+    **{
+        name: name
+        for name in ("policy", "hardware", "explain", "simulate", "tls", "audit", "health", "backup")
+    },
     **dict.fromkeys(("logs", "offers"), "view"),
 }
 """Each top-level command's module (tests/test_cli_groups.py checks it against every module's

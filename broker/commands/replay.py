@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 import tempfile
-import urllib.parse
-from contextlib import ExitStack, closing
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,19 +54,13 @@ def _open_store(args: argparse.Namespace, since: datetime | None, scratch: ExitS
 
         copy_postgres(args.store, copy, since)  # (read-only: the server refuses any write)
         return SqliteStore(copy)
-    folder = args.data_dir or DEFAULT_DATA_DIR
-    db = folder / "broker.db"
-    if not db.is_file():  # never create an empty store where the user expected one
-        raise FileNotFoundError(f"no broker store at {db} (give --data-dir DIR or --store DSN)")
-    # Without a -wal file no broker has the store open: read it as immutable, which leaves no
-    # -wal/-shm files behind either. With one, a read-only connection sees what was committed.
-    live = db.with_name(db.name + "-wal").exists()
-    uri = f"file:{urllib.parse.quote(str(db.resolve()))}?{'mode=ro' if live else 'immutable=1'}"
+    from broker.store.snapshot import copy_sqlite
+
+    db = (args.data_dir or DEFAULT_DATA_DIR) / "broker.db"
     try:
-        with closing(sqlite3.connect(uri, uri=True)) as src, closing(sqlite3.connect(copy)) as dst:
-            src.backup(dst)
-    except sqlite3.Error as exc:
-        raise OSError(f"cannot read the broker store at {db}: {exc}") from exc
+        copy_sqlite(db, copy)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc} (give --data-dir DIR or --store DSN)") from exc
     return SqliteStore(copy)
 
 

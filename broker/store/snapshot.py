@@ -1,4 +1,7 @@
-"""A read-only copy of a PostgreSQL store, for tools that must never write to it (`szb policy replay`).
+"""Read-only copies of a store, for tools that must never write to it (`szb policy replay`, `szb backup`).
+
+An SQLite store is copied with SQLite's online backup, which a running broker's writes do not
+disturb (`copy_sqlite`).
 
 Opening a `PostgresStore` creates or brings its schema up to date: a write, refused to a role
 that may only read, done to whatever database a mistyped DSN names, and done to a store an
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 from datetime import datetime
@@ -32,6 +36,24 @@ _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 class SnapshotError(StoreError):
     """The store cannot be read (unreachable, refused, not a broker store); one line, DSN redacted."""
+
+
+def copy_sqlite(db: Path, dest: Path) -> None:
+    """Copy the SQLite store `db` to `dest` (a new file) as of one instant, never writing to `db`.
+
+    Raises FileNotFoundError when there is no store, OSError when it cannot be read.
+    """
+    if not db.is_file():  # never create an empty store where the user expected one
+        raise FileNotFoundError(f"no broker store at {db}")
+    # Without a -wal file no broker has the store open: read it as immutable, which leaves no
+    # -wal/-shm files behind either. With one, a read-only connection sees what was committed.
+    live = db.with_name(db.name + "-wal").exists()
+    uri = f"file:{urllib.parse.quote(str(db.resolve()))}?{'mode=ro' if live else 'immutable=1'}"
+    try:
+        with closing(sqlite3.connect(uri, uri=True)) as src, closing(sqlite3.connect(dest)) as dst:
+            src.backup(dst)
+    except sqlite3.Error as exc:
+        raise OSError(f"cannot read the broker store at {db}: {exc}") from exc
 
 
 def redact(dsn: str) -> str:

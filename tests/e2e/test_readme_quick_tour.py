@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.store import SqliteStore
 from tests.brokerproc import ROOT
 
 JOB = "configs/examples/finetune-a800.yaml"
@@ -64,6 +65,7 @@ COVERED = {
     "szb policy replay --policy candidate.yaml --since 7d --data-dir .szb --report replay/": (
         "test_readme_line_shows_a_moved_and_a_refused_job"
     ),
+    "szb backup broker-backup.db --data-dir .szb": "test_quick_tour_on_the_embedded_default",
 }
 
 
@@ -227,6 +229,14 @@ def test_quick_tour_on_the_embedded_default(folder: Path) -> None:
         assert "submitted" in audit.stdout and "cancelled" in audit.stdout
         by_tenant = run("szb audit --tenant dev --since 1d", folder, env)
         assert job_id in by_tenant.stdout and "placed" in by_tenant.stdout
+        # In the broker's folder (its .szb), while it runs: a copy that opens as a store.
+        backup = run("szb backup broker-backup.db --data-dir .szb", server_dir, env)
+        assert "checked" in backup.stdout, backup.stdout
+        copy = SqliteStore(server_dir / "broker-backup.db")
+        try:
+            assert copy.get(job_id).id == job_id
+        finally:
+            copy.close()
     finally:
         if job_id:  # never leave the long job running after a failure
             subprocess.run(["bash", "-c", f"szb cancel {job_id}"], cwd=folder, env=env, check=False)
