@@ -97,10 +97,14 @@ class StoreSettings(NoBoolNumbers):
     """PostgreSQL connection string (`postgresql://user@host:5432/db` or `key=value` form)."""
 
 
+DEFAULT_DATA_DIR = Path(".szb")
+"""Where `szb serve` keeps its store and records when no data_dir is given (relative to its folder)."""
+
+
 class BrokerConfig(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     listen: str = "127.0.0.1:50051"
-    data_dir: Path = Path(".szb")
+    data_dir: Path = DEFAULT_DATA_DIR
     policy: Path | None = None
     """Routing policy file; None uses the embedded single-host policy."""
     tokens_file: Path | None = None

@@ -89,13 +89,16 @@ class FairQueue:
             log.warning("fair-share usage not read from the store: %s", exc)
             return
         ledger = self.book.ledger
-        state = None if kept is None else (kept.at_s, {t: Demand(*v) for t, v in kept.sums.items()})
-        if kept is not None and state is not None and kept.half_life_s != ledger.half_life_s:
-            was = UsageLedger(kept.half_life_s)  # kept under another half-life: carried over
-            was.restore(*state)
-            state = was.with_half_life(ledger.half_life_s).state()
-        if state is not None:
-            ledger.restore(*state)
+        if kept is not None:
+            sums = {t: Demand(*v) for t, v in kept.sums.items()}
+            if kept.half_life_s == ledger.half_life_s:
+                ledger.restore(kept.at_s, sums)
+            else:  # kept under another half-life: carried over
+                was = UsageLedger(kept.half_life_s)
+                was.restore(kept.at_s, sums)
+                carried = was.with_half_life(ledger.half_life_s).state()
+                if carried is not None:
+                    ledger.restore(*carried)
         self._saved = (id(ledger), ledger.changes)
 
     def _save_usage(self, store: JobStore) -> None:

@@ -48,6 +48,26 @@ def events_until(
     return out
 
 
+def events_so_far(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+    job_id: str,
+    metadata: Sequence[tuple[str, str]],
+    until: Callable[[Events], bool] | None = None,
+) -> Events:
+    """A live job's events until now (read until the stream idles 2 s: for checks that an event
+    is absent); given `until`, read until those events have arrived (`events_until`)."""
+    if until is not None:
+        return events_until(stub, job_id, metadata, until)
+    out: Events = []
+    stream = stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=metadata, timeout=2)
+    try:
+        for resp in stream:
+            out.append(resp.event)
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    return out
+
+
 def has(kind: str, text: str = "") -> Callable[[Events], bool]:
     """`done` for `events_until`: an event of this kind (whose message contains `text`) arrived."""
     return lambda events: any(e.kind == kind and text in e.message for e in events)

@@ -10,8 +10,6 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DATA_DIR = Path(".szb")
-
 
 def register(cmds: Any) -> None:
     p = cmds.add_parser(
@@ -19,7 +17,7 @@ def register(cmds: Any) -> None:
     )
     p.add_argument("file", type=Path, help="the copy to write (a new file)")
     p.add_argument(
-        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the broker's data dir (default .szb)"
+        "--data-dir", type=Path, default=None, help="the broker's data dir (default .szb)"
     )
     p.set_defaults(handler=cmd_backup)
 
@@ -30,9 +28,10 @@ def _fail(message: str) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    from broker.config import DEFAULT_DATA_DIR
     from broker.store.snapshot import copy_sqlite
 
-    db: Path = args.data_dir / "broker.db"
+    db: Path = (args.data_dir or DEFAULT_DATA_DIR) / "broker.db"
     dest: Path = args.file
     if dest.exists():
         return _fail(f"{dest} exists: name a new file (a backup never overwrites one)")

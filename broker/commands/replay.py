@@ -15,8 +15,6 @@ from broker.commands.audit import parse_since
 from broker.errors import BrokerError
 from broker.policy import Policy, PolicyError, load_policy, load_policy_text
 
-DEFAULT_DATA_DIR = Path(".szb")
-
 
 def register(cmds: Any) -> None:
     p = cmds.add_parser(
@@ -54,6 +52,7 @@ def _open_store(args: argparse.Namespace, since: datetime | None, scratch: ExitS
 
         copy_postgres(args.store, copy, since)  # (read-only: the server refuses any write)
         return SqliteStore(copy)
+    from broker.config import DEFAULT_DATA_DIR
     from broker.store.snapshot import copy_sqlite
 
     db = (args.data_dir or DEFAULT_DATA_DIR) / "broker.db"

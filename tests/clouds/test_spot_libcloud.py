@@ -17,12 +17,13 @@ from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
+from tests import job_events
 from tests.brokerproc import BrokerProcess
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, md
 from tests.doubles.moto_front import MotoFront
-from tests.job_events import Events, events_until, has
+from tests.job_events import Events, has
 
 POLICY = (
     on_moto.POLICY_HEAD
@@ -162,15 +163,4 @@ def test_a_spot_decision_launches_spot_where_the_driver_can_and_an_interruption_
 def events_so_far(
     stub: Stub, job_id: str, until: Callable[[Events], bool] | None = None
 ) -> list[job_pb2.JobEvent]:
-    """A live job's events until now (WatchJob follows a live job: read until the stream idles);
-    given `until`, read until those events have arrived (a loaded broker may send them late)."""
-    if until is not None:
-        return events_until(stub, job_id, md(), until)
-    out = []
-    stream = stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=md(), timeout=2)
-    try:
-        for resp in stream:
-            out.append(resp.event)
-    except grpc.RpcError as err:
-        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    return out
+    return job_events.events_so_far(stub, job_id, md(), until)
