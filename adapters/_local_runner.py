@@ -10,6 +10,7 @@ end would otherwise starve of disk. Self-contained: -I keeps the repository off 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -80,13 +81,16 @@ def main(argv: list[str]) -> int:
 EXIT_CODE_ROOM = 16
 """Bytes the exit code's file is given before the job starts (an int, space-padded)."""
 RECORD_RETRY_S = 2.0
+OUT_OF_ROOM = (errno.ENOSPC, errno.EDQUOT)
+"""Failures a wait can mend: the disk or the quota has room again later."""
 
 
 def _record_exit(tmp: Path, code: int) -> None:
-    """Write `code` into the file reserved for it, then give it its name; retry until done.
+    """Write `code` into the file reserved for it, then give it its name; retry while out of room.
 
     While the runner lives the broker sees the attempt running, so a write that still fails
-    (another full filesystem, a quota) waits here for room instead of losing the result.
+    for want of space (another full filesystem, a quota) waits here for room instead of losing
+    the result. Any other failure (the attempt's folder deleted) no wait would mend: give up.
     """
     while True:
         try:
@@ -94,7 +98,9 @@ def _record_exit(tmp: Path, code: int) -> None:
                 f.write(str(code).encode().ljust(EXIT_CODE_ROOM))
             os.replace(tmp, tmp.with_name("exit_code"))
             return
-        except OSError:  # (the runner's stderr is /dev/null: nobody to tell)
+        except OSError as exc:  # (the runner's stderr is /dev/null: nobody to tell)
+            if exc.errno not in OUT_OF_ROOM:
+                return
             time.sleep(RECORD_RETRY_S)
 
 
