@@ -8,6 +8,7 @@ The broker's on-prem site: ``adapters.slurm:SlurmAdapter`` (entry point ``slurm`
   the partition an attempt is submitted to.
 * `adapters.slurm._ledger`: which job each idempotency token started (``<token>.jobid`` markers).
 * `adapters.slurm._script`: the batch script and job description of one attempt.
+* `adapters.slurm._offers`: the site's capacity snapshot, offers and expected waits.
 * `adapters.slurm._capacity`: free/total units per partition and the expected-wait model.
 * `adapters.slurm._refusals`: which submit refusals are the job's own (too large, too long).
 * `adapters.slurm._client`: slurmrestd over HTTP (JWT, API version, the error table).

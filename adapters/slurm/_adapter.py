@@ -22,24 +22,17 @@ from adapters.base import (
     UnsupportedError,
     read_file_chunk,
 )
-from adapters.slurm._capacity import (
-    PartitionState,
-    estimate_wait_s,
-    gres_type,
-    partition_wait_s,
-    read_partitions,
-)
 from adapters.slurm._client import SlurmRest, checked_job_id
-from adapters.slurm._config import PartitionConfig, parse_partitions, partition_for
+from adapters.slurm._config import parse_partitions, partition_for
 from adapters.slurm._jobs import JobTable
 from adapters.slurm._ledger import TokenLedger
+from adapters.slurm._offers import PartitionReads
 from adapters.slurm._records import (
     SLURM_STATES,
     decode_marks,
     job_state_name,
     job_status,
     log_tail,
-    node_partitions,
     output_path,
 )
 from adapters.slurm._refusals import job_refusal
@@ -60,7 +53,6 @@ from broker.model import (
     LaunchRequest,
     Offer,
     OwnedInstance,
-    PartitionCapacity,
     SiteId,
 )
 
@@ -140,16 +132,16 @@ class SlurmAdapter:
             time_limit_factor=float(config.get("time_limit_factor", 1.5)),
             min_time_limit_min=int(config.get("min_time_limit_minutes", 1)),
         )
-        self.cpu_price = float(config.get("price_per_cpu_hour", 0.0))
-        self.currency = str(config.get("currency", "CNY"))
-        self.unlimited_s = float(config.get("unlimited_job_hours", 24)) * 3600
         self._submit_lock = threading.Lock()
-        self._gres_seen: dict[str, str] = {}
-        self._last_read: tuple[datetime, dict[str, PartitionState]] | None = None
-        self._told: set[str] = set()  # partition problems already logged
         self.jobs = JobTable(self.rest, cache_s=float(config.get("jobs_cache_s", 1.0)),
                              full_read_s=float(config.get("jobs_full_read_s", 30.0)),
                              clock_margin_s=float(config.get("jobs_clock_margin_s", 2.0)))
+        self.reads = PartitionReads(
+            site, self.rest, self.jobs, self.partitions, broker_id=self.settings.broker_id,
+            cpu_price=float(config.get("price_per_cpu_hour", 0.0)),
+            currency=str(config.get("currency", "CNY")),
+            unlimited_s=float(config.get("unlimited_job_hours", 24)) * 3600,
+        )
         self.ledger = TokenLedger(output_dir, self.jobs, self.settings.broker_id)
 
     # Settings and health, as attributes ---------------------------------------------------
@@ -205,81 +197,17 @@ class SlurmAdapter:
         self.rest.request("GET", "ping")
 
     def capacity(self, now: datetime) -> CapacitySnapshot:
-        states = self._read_partitions(now)
-        parts = tuple(
-            PartitionCapacity(
-                name=s.config.name,
-                accelerator=s.config.accelerator,
-                total=s.total,
-                free=s.free,
-                queued_jobs=len(s.pending),
-                queued_accelerator_hours=sum(p.gpus * p.limit_s for p in s.pending) / 3600,
-                running_accelerator_hours_left=sum(r.gpus * max(0.0, r.remaining_s)
-                                                   for r in s.running) / 3600,
-                expected_wait_s=partition_wait_s(s),
-                releases=tuple(sorted((r.remaining_s, r.gpus) for r in s.running if not r.own)),
-            )
-            for s in states.values()
-        )
-        return CapacitySnapshot(site=self.site, taken_at=now, partitions=parts)
+        return self.reads.capacity(now)
 
     def expected_wait_s(self, partition: str, count: int, now: datetime) -> float | None:
         """Estimated seconds before a job needing `count` units starts in `partition`.
 
         Reuses the read of the last `capacity`/`offers` call made with the same `now`.
         """
-        cached = self._last_read
-        states = cached[1] if cached is not None and cached[0] == now else self._read_partitions(now)
-        if partition not in states:
-            raise ConfigError(self.site, "UnknownPartition", f"partition {partition!r} not configured")
-        s = states[partition]
-        return estimate_wait_s(s.total, s.free, count, s.running, s.pending)
+        return self.reads.expected_wait_s(partition, count, now)
 
     def offers(self, now: datetime) -> Sequence[Offer]:
-        result = []
-        for s in self._read_partitions(now).values():
-            accel = s.config.accelerator
-            if accel is not None and s.total == 0:
-                continue  # no usable nodes carry this partition's accelerators right now
-            wait = estimate_wait_s(s.total, s.free, 1, s.running, s.pending)
-            result.append(Offer(
-                site=self.site,
-                instance_type=s.config.name,
-                accelerator=accel,
-                count=s.max_per_node if accel else 0,
-                price_per_hour=(s.config.price_per_accelerator_hour if accel
-                                else self.cpu_price or s.config.price_per_accelerator_hour),
-                currency=self.currency,
-                cpus=s.cpus_per_node,
-                memory_gb=s.memory_gb_per_node,
-                accelerator_memory_gb=s.config.accelerator_memory_gb,
-                free=s.free,
-                expected_wait_s=wait if wait is not None else 0.0,
-                price_read_at=now,
-            ))
-        return result
-
-    def _read_partitions(self, now: datetime) -> dict[str, PartitionState]:
-        nodes = self._nodes()
-        jobs = list(self.jobs.read().values())
-        states = read_partitions(self.partitions, nodes, jobs, now.timestamp(), unlimited_s=self.unlimited_s,
-                                 gres_seen=self._gres_seen, broker_id=self.broker_id)
-        self._last_read = (now, states)
-        for problem in {s.problem for s in states.values()} - self._told - {""}:
-            self._told.add(problem)  # once per broker: the capacity is read every pass
-            log.warning("site %s: %s", self.site, problem)
-        return states
-
-    def _nodes(self) -> list[Mapping[str, Any]]:
-        return list(self.rest.request("GET", "nodes").get("nodes") or [])
-
-    def _gres_type_for_submit(self, part: PartitionConfig) -> str | None:
-        if part.accelerator is None or part.gres_type:
-            return part.gres_type
-        if part.name not in self._gres_seen:
-            nodes = self._nodes()
-            return gres_type(part, [n for n in nodes if part.name in node_partitions(n)], self._gres_seen)
-        return self._gres_seen[part.name]
+        return self.reads.offers(now)
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -299,7 +227,7 @@ class SlurmAdapter:
                 self.output_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(self.site, "OutputDir", f"cannot create {self.output_dir}: {exc}") from exc
-            gtype = self._gres_type_for_submit(part) if request.spec.accelerator_count else None
+            gtype = self.reads.gres_type_for_submit(part) if request.spec.accelerator_count else None
             body = submit_body(request, part, self.settings, api_version=self.rest.version(), gres_type=gtype)
             self.ledger.intent(token)
             try:

@@ -318,7 +318,7 @@ def test_a_partition_the_cluster_lacks_as_configured_is_logged_once(
     adapter = slurm.make(partitions={"h800": "H800", "ascend": "Ascend910B",
                                      "a800": {"accelerator": "A800", "gres_type": "nvidia_a800"}})
     now = datetime.now(UTC)
-    with caplog.at_level("WARNING", logger="adapters.slurm._adapter"):
+    with caplog.at_level("WARNING", logger="adapters.slurm"):
         for i in range(3):  # the broker reads capacity every pass
             snap = adapter.capacity(now + timedelta(seconds=i))
     assert {p.name: p.total for p in snap.partitions} == {"h800": 0, "ascend": 4, "a800": 0}
