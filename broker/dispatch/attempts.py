@@ -13,7 +13,8 @@ from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
 from broker.model import BROKER_SIDE, Attempt, AttemptState, AttemptStatus, Job, JobId, JobState, SiteId
-from broker.store import JobMove, JobStore
+from broker.store import JobMove, JobStore, StoreUnavailable
+from broker.store_outage import StoreOutageLog
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class AttemptTracking:
     _background: set[asyncio.Task[None]]
     _inflight: dict[JobId, asyncio.Task[None]]
     _stops_in_flight: set[str]
+    store_outage: StoreOutageLog
 
     def capacity_changed(self) -> None:
         """Re-decide queued jobs (the dispatcher's own; a no-op here)."""
@@ -43,12 +45,18 @@ class AttemptTracking:
             for a in self.store.live_attempts()
             if a.backend_id is not None and a.job_id not in self._inflight
         ]
+        results = await asyncio.gather(*(self._poll_one(a) for a in live), return_exceptions=True)
+        store_failed = False
+        for attempt, result in zip(live, results, strict=True):
+            if isinstance(result, StoreUnavailable):  # the same for every attempt, every poll
+                store_failed = True
+                self.store_outage.failed("polling attempts", result)
+            elif isinstance(result, BaseException):
+                log.warning("polling %s failed: %s", attempt.id, result)
+        if not store_failed:
+            self.store_outage.ok("polling attempts")
         if not live:
             return
-        results = await asyncio.gather(*(self._poll_one(a) for a in live), return_exceptions=True)
-        for attempt, result in zip(live, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning("polling %s failed: %s", attempt.id, result)
         self.planner.ledger.accrue(live, self.store)  # (those that ended meanwhile are settled)
 
     async def _poll_one(self, attempt: Attempt) -> None:

@@ -25,7 +25,8 @@ from broker.dispatch.scheduling import Scheduling
 from broker.dispatch.withdraw import withdraw_late
 from broker.metrics import BrokerMetrics
 from broker.model import BROKER_SIDE, Attempt, AttemptState, Job, JobId, JobState, SiteId
-from broker.store import JobStore
+from broker.store import JobStore, StoreUnavailable
+from broker.store_outage import StoreOutageLog
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Dispatcher(Scheduling):
         self.metrics = metrics or BrokerMetrics()
         self.heartbeats: dict[str, datetime] = {}
         self.started_at = clock.now()
+        self.store_outage = StoreOutageLog(log, clock)
         self._background: set[asyncio.Task[None]] = set()
         self._last_reconcile = 0.0
         self._last_withdraw = 0.0
@@ -243,6 +245,11 @@ class Dispatcher(Scheduling):
                     await self._reconcile(None)
                 elif due := {s for s, (at, _) in self._unreachable.items() if at <= loop_now}:
                     await self._reconcile(due)
+            except StoreUnavailable as exc:  # every pass meets it until the store is back: no flood
+                self._pass_failed = True
+                self.store_outage.failed("dispatch pass", exc)
             except Exception:  # the loop must survive any one bad job or backend
                 self._pass_failed = True
                 log.exception("dispatch pass failed")
+            else:
+                self.store_outage.ok("dispatch pass")
