@@ -10,6 +10,9 @@ from broker.store._dialect import SqliteDialect
 from broker.store._sql import SqlStore
 from broker.store.base import StoreError
 
+FULL_BELOW_BYTES = 1 << 20
+"""Less free space than this on the store's disk when it will not open: the disk is full."""
+
 
 class SqliteStore(SqlStore):
     """One connection guarded by a lock; WAL so readers never block the writer.
@@ -45,10 +48,20 @@ def _why(path: str, exc: BaseException) -> str:
         )
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        if os.statvfs(folder).f_flag & os.ST_RDONLY:
-            return f" ({folder} is on a read-only file system)"
+        disk = os.statvfs(folder)
     except OSError as err:
         return f" ({folder}: {err.strerror})"
+    if disk.f_flag & os.ST_RDONLY:
+        return f" ({folder} is on a read-only file system)"
+    free = disk.f_bavail * disk.f_frsize
+    # A full disk reads as SQLITE_FULL for a new store, but as a bare "disk I/O error" for a kept
+    # one (its -wal and -shm files cannot be made): the free space tells them apart.
+    if name == "SQLITE_FULL" or free < FULL_BELOW_BYTES:
+        return (
+            f" (the data dir {folder} is on a full disk, {free} bytes free: free space there, or move"
+            " the data dir with broker.db and its -wal and -shm files to a disk with room and point"
+            " data_dir in broker.yaml (or SZB_DATA_DIR) at it; then start szb serve again)"
+        )
     if not os.access(folder, os.W_OK):
         return f" ({folder} is not writable by this user)"
     return ""

@@ -22,6 +22,7 @@ import pytest
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import ROOT, BrokerProcess
+from tests.crash.test_disk_full import _fill
 from tests.e2e.conftest import PY, auth, write_broker_config
 from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
 
@@ -102,3 +103,20 @@ def test_a_store_damaged_where_the_start_does_not_read_says_so_on_each_call(tmp_
         assert any("the store is damaged" in line for line in broker.output)  # the operator's log
     finally:
         broker.stop()
+
+
+@pytest.mark.parametrize("store", ["kept", "new"])
+def test_a_full_data_dir_is_named_with_what_to_do(tmp_path: Path, small_disk: Path, store: str) -> None:
+    # Found by starting `szb serve` on a full data dir: with a store kept from an earlier run it
+    # stopped with `store …/broker.db: disk I/O error`, with a new one `…: database or disk is
+    # full`; neither named the data dir nor said what to do.
+    config = write_broker_config(tmp_path)
+    if store == "kept":
+        _with_a_finished_job(config)
+    _fill(small_disk)
+    run = _serve(config)
+    assert run.returncode == 1, run.stdout + run.stderr
+    line = run.stderr.strip().splitlines()[-1]
+    assert f"store {small_disk / 'broker.db'}:" in line, line
+    assert f"the data dir {small_disk} is on a full disk" in line, line
+    assert "free space there" in line and "SZB_DATA_DIR" in line, line
