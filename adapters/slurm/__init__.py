@@ -2,7 +2,7 @@
 
 The broker's on-prem site: ``adapters.slurm:SlurmAdapter`` (entry point ``slurm``). Modules:
 
-* `adapters.slurm._adapter`: `SlurmAdapter` (submit, status, cancel, list_owned, capacity,
+* `adapters.slurm._adapter`: `SlurmAdapter` (submit, status, cancel, preempt, list_owned, capacity,
   offers); it does not list ``Capability.QUEUES_JOBS`` as missing: jobs may be sent here to pend.
 * `adapters.slurm._config`: partitions (the policy's list or a mapping), gres types, and
   the partition an attempt is submitted to.
@@ -10,6 +10,7 @@ The broker's on-prem site: ``adapters.slurm:SlurmAdapter`` (entry point ``slurm`
 * `adapters.slurm._script`: the batch script and job description of one attempt.
 * `adapters.slurm._offers`: the site's capacity snapshot, offers and expected waits.
 * `adapters.slurm._capacity`: free/total units per partition and the expected-wait model.
+* `adapters.slurm._stop`: the graceful stop of reclaim (a time limit cut to run time + grace).
 * `adapters.slurm._refusals`: which submit refusals are the job's own (too large, too long).
 * `adapters.slurm._client`: slurmrestd over HTTP (JWT, API version, the error table).
 * `adapters.slurm._jobs`: the job table, one ``GET jobs`` shared for ``jobs_cache_s`` by

@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ from adapters.slurm._script import (
     read_exit_code,
     submit_body,
 )
+from adapters.slurm._stop import grace_update, stopping
 from broker.model import (
     AttemptId,
     AttemptState,
@@ -306,14 +308,38 @@ class SlurmAdapter:
         finally:
             self.jobs.invalidate()  # the next read must see the cancellation
 
+    def preempt(self, backend_id: str, token: str, grace_s: float) -> None:
+        """Stop a running job for fair-share reclaim, leaving it `grace_s` to go on first.
+
+        Its time limit becomes its run time + the grace, in whole minutes rounded up (see
+        `adapters.slurm._stop`): Slurm sends SIGTERM at that limit and SIGKILL after KillWait.
+        A job not started yet, a grace of 0, or an update Slurm refuses: cancelled at once.
+        """
+        job_id = checked_job_id(self.site, backend_id)
+        try:
+            jobs = (self.rest.request("GET", f"job/{job_id}").get("jobs") or []) if grace_s > 0 else []
+            update = grace_update(jobs[0], time.time(), grace_s) if jobs else None
+            if update is not None:
+                self.rest.request("POST", f"job/{job_id}", payload=update)
+                self.jobs.invalidate()
+                log.info("site %s: job %s stops at a time limit of %d min (a %.0f s grace)",
+                         self.site, job_id, update["time_limit"], grace_s)
+                return
+        except NotFoundError:
+            return  # gone already
+        except AdapterError as exc:  # refused (an older slurmctld, a limit a user may not set)
+            log.warning("site %s: no graceful stop for job %s (%s): cancelling it", self.site, job_id, exc)
+        self.cancel(backend_id, token)
+
     def list_owned(self) -> Sequence[OwnedInstance]:
         owned = []
         # Not from the window: another process (a second broker, a test) may have just submitted.
         # Rare (reconciliation), so it always asks; when nothing changed the answer is a cheap 304.
+        now_s = time.time()
         for job in self.jobs.read(max_age_s=0).values():
             marks = decode_marks(job.get("comment"))
-            if marks.get("broker") != self.broker_id:
-                continue
+            if marks.get("broker") != self.broker_id or stopping(marks, now_s):
+                continue  # another broker's, or ending at its cut time limit (preempt)
             owned.append(OwnedInstance(
                 site=self.site,
                 backend_id=str(job.get("job_id")),

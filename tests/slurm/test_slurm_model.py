@@ -41,6 +41,7 @@ from adapters.slurm import (
 )
 from adapters.slurm._records import job_status
 from adapters.slurm._script import ScriptSettings, name_failed_rank, rank_exit_file
+from adapters.slurm._stop import grace_update, stopping
 from broker.model import (
     AcceleratorRequest,
     AttemptId,
@@ -381,3 +382,22 @@ def test_a_failed_gang_names_its_first_failed_rank_but_not_when_slurm_stopped_it
     status = name_failed_rank(job_status(job), settings, job)
     assert status.message.startswith("rank 1 of 2: ") is named
     assert status.exit_code == (3 if named else 143)
+
+
+@pytest.mark.parametrize(("job", "now", "grace", "expected"), [
+    # 100 s run + 20 s grace = 2 min, rounded up from 120 s
+    ({"start_time": 1000, "time_limit": 15, "comment": "szb:broker=b"}, 1100, 20,
+     {"time_limit": 2, "comment": "szb:broker=b;szb:stop=1120"}),
+    ({"start_time": 1000, "time_limit": 15}, 1010, 30, {"time_limit": 1, "comment": "szb:stop=1060"}),
+    # never later than the limit it has
+    ({"start_time": 1000, "time_limit": 3}, 1150, 600, {"time_limit": 3, "comment": "szb:stop=1180"}),
+    ({"start_time": 0, "time_limit": 15}, 1100, 20, None),  # pending: not started
+])
+def test_a_graceful_stop_cuts_the_time_limit_to_the_run_so_far_plus_the_grace(
+    job: dict[str, Any], now: float, grace: float, expected: dict[str, Any] | None
+) -> None:
+
+    assert grace_update(job, now, grace) == expected
+    if expected is not None:
+        marks = {"stop": expected["comment"].rsplit("=", 1)[1]}
+        assert stopping(marks, now) and not stopping(marks, now + 3600) and not stopping({}, now)
