@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from xdist.scheduler import LoadScopeScheduling
 
 from broker.cli import main
+from tests.processes import kill_runner_groups, runners_under
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -30,6 +32,31 @@ class FileScheduling(LoadScopeScheduling):
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadScopeScheduling:
     """`pytest -n N`: the suite's own scheduling (xdist's loadgroup ignores groups added at collection)."""
     return FileScheduling(config, log)  # type: ignore[arg-type]
+
+
+LEFTOVER_GRACE_S = 30.0
+"""How long a job a test cancelled (or that was about to end) may take to go after the test."""
+
+
+@pytest.fixture(autouse=True)
+def no_local_job_outlives_the_test(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fail a test that leaves a local job running; kill what it left.
+
+    Local jobs outlive the broker by design (a restart finds them), so a test that stops its
+    broker with a long job running leaves the job and its runner on the machine for good.
+    Only runners under this run's temporary folder count: another run's are not ours.
+    """
+    base = tmp_path_factory.getbasetemp()
+    before = set(runners_under(base))
+    yield
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    while (left := {p: c for p, c in runners_under(base).items() if p not in before}) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    if left:
+        kill_runner_groups(list(left))
+        pytest.fail(f"the test left local jobs running (now killed): {sorted(left.values())}")
 
 
 @pytest.fixture

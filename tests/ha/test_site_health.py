@@ -85,24 +85,43 @@ def test_on_prem_capacity_through_a_replica_is_what_the_leader_read(cluster: Clu
     cluster.leader()
     with grpc.insecure_channel(api.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-        for i in range(3):  # two fill the 4-GPU partition, the third waits for them
-            job = spec(f"busy-{i}", [JOB_PYTHON, "-c", "import time; time.sleep(600)"])
-            job.resources.accelerators.count = 2
-            job.resources.accelerators.any_of[:] = ["A800"]
-            stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth("team-a"))
-
-        def a800() -> pb.PartitionStatus:
-            answer = stub.GetStatus(pb.GetStatusRequest(), metadata=auth("team-a"))
-            return next(p for p in answer.partitions if p.partition == "a800")
-
-        wait_until(
-            "two jobs run and one waits",
-            lambda: dict(stub.GetStatus(pb.GetStatusRequest(), metadata=auth("team-a")).jobs_by_state)
-            == {"RUNNING": 2, "QUEUED": 1},
-        )
-        # A one-process broker says 0/4 free with a wait; the replica must not show the
-        # catalog's idea of an idle partition.
-        wait_until("the replica shows the partition full", lambda: a800().free == 0)
-        line = a800()
+        busy: list[str] = []
+        try:
+            line = _fill_a800(stub, busy)
+        finally:  # local jobs outlive the broker by design: a test ends the ones it started
+            _cancel(stub, busy)
     assert (line.free, line.total, line.queued_jobs) == (0, 4, 1)
     assert line.expected_wait_seconds > 0
+
+
+def _fill_a800(stub: broker_service_pb2_grpc.BrokerServiceStub, busy: list[str]) -> pb.PartitionStatus:
+    """Two 600 s jobs fill the 4-GPU partition and a third waits (ids go into `busy`)."""
+    for i in range(3):
+        job = spec(f"busy-{i}", [JOB_PYTHON, "-c", "import time; time.sleep(600)"])
+        job.resources.accelerators.count = 2
+        job.resources.accelerators.any_of[:] = ["A800"]
+        busy.append(stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth("team-a")).job.id)
+
+    def a800() -> pb.PartitionStatus:
+        answer = stub.GetStatus(pb.GetStatusRequest(), metadata=auth("team-a"))
+        return next(p for p in answer.partitions if p.partition == "a800")
+
+    wait_until(
+        "two jobs run and one waits",
+        lambda: dict(stub.GetStatus(pb.GetStatusRequest(), metadata=auth("team-a")).jobs_by_state)
+        == {"RUNNING": 2, "QUEUED": 1},
+    )
+    # A one-process broker says 0/4 free with a wait; the replica must not show the
+    # catalog's idea of an idle partition.
+    wait_until("the replica shows the partition full", lambda: a800().free == 0)
+    return a800()
+
+
+def _cancel(stub: broker_service_pb2_grpc.BrokerServiceStub, jobs: list[str]) -> None:
+    for job_id in jobs:
+        stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth("team-a"))
+    wait_until(
+        "the leader stopped the jobs",
+        lambda: dict(stub.GetStatus(pb.GetStatusRequest(), metadata=auth("team-a")).jobs_by_state)
+        == {"CANCELLED": len(jobs)},
+    )
