@@ -59,6 +59,8 @@ class FairQueue:
         self._loaded = False
         self._saved: tuple[int, int] | None = None
         """(ledger identity, its change count) as last saved to the store."""
+        self._budget_saved = 0
+        """The reclaimer's change count as last saved to the store."""
 
     # Usage ---------------------------------------------------------------------------------
 
@@ -69,6 +71,7 @@ class FairQueue:
         if not self._loaded:
             self._loaded = True
             self._load_usage(store)
+            self._load_budget(store)
         parts = onprem_partitions(policy)
         onprem = [a for a in live if a.offer.partition in parts]
         for attempt in onprem:
@@ -80,6 +83,7 @@ class FairQueue:
                 self.started(policy, job, attempt)
         self.book.sync((a.id for a in onprem), now)
         self._save_usage(store)
+        self._save_budget(store)
 
     def _load_usage(self, store: JobStore) -> None:
         """Past use survives a restart: take back the ledger kept (under another half-life, carried over)."""
@@ -118,6 +122,26 @@ class FairQueue:
             log.warning("fair-share usage not saved: %s", exc)
             return
         self._saved = mark
+
+    def _load_budget(self, store: JobStore) -> None:
+        """Reclaim's waste budget survives a restart: take back what was spent in its window."""
+        try:
+            self.reclaimer.restore(store.load_reclaim_budget())
+        except StoreError as exc:
+            log.warning("reclaim budget not read from the store: %s", exc)
+            return
+        self._budget_saved = self.reclaimer.changes
+
+    def _save_budget(self, store: JobStore) -> None:
+        if self.reclaimer.changes == self._budget_saved:
+            return
+        mark = self.reclaimer.changes
+        try:
+            store.save_reclaim_budget(self.reclaimer.state())
+        except StoreError as exc:  # kept in memory; the next pass tries again
+            log.warning("reclaim budget not saved: %s", exc)
+            return
+        self._budget_saved = mark
 
     def started(self, policy: Policy, job: Job, attempt: Attempt) -> None:
         if attempt.offer.partition in onprem_partitions(policy):

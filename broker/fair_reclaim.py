@@ -35,6 +35,10 @@ class Reclaimer:
     def __init__(self) -> None:
         self._buckets: dict[str, Bucket] = {}
         """Per partition; a partition not yet charged has a full bucket."""
+        self._kept: dict[str, tuple[float, float]] = {}
+        """(level, at) per partition as a store kept them: sized by the policy when first used."""
+        self.changes = 0
+        """Counts the charges made (or levels restored): a saver compares it with its last."""
         self._freeing: dict[str, list[tuple[float, int, str]]] = {}
         """Units of preempted work still shutting down, per partition: (until a time, units, the
         job they were preempted for). They are that job's: another owner's job reclaims its own."""
@@ -64,8 +68,7 @@ class Reclaimer:
         self._freeing[partition] = freeing
         units = partition_units(part)
         capacity, rate = rc.max_capacity_share * units * window, rc.max_capacity_share * units
-        old = self._buckets.get(partition)
-        bucket = Bucket.full(capacity, rate, t) if old is None else old.resized(capacity, rate)
+        bucket = self._bucket(partition, capacity, rate, t)
         running = [
             Running(aid, h.tenant, h.units, h.start, h.checkpoint_s)
             for aid, h in book.live.items()
@@ -93,11 +96,29 @@ class Reclaimer:
         if commit:
             until = t + rc.grace.total_seconds() + 10.0
             self._buckets[partition] = bucket.charge(sum(v.waste for v in chosen), t)
+            self.changes += 1
             for v in chosen:
                 self._freeing[partition].append((until, v.units, for_job))
                 book.ended(v.attempt_id, now)
         chosen_ = tuple(ReclaimVictim(v.attempt_id, v.tenant, v.units) for v in chosen)
         return Taken(chosen_, preempting(policy, partition, chosen))
+
+    def _bucket(self, partition: str, capacity: float, rate: float, t: float) -> Bucket:
+        """The partition's bucket under the policy now: charged here, else kept, else full."""
+        old = self._buckets.get(partition)
+        if old is None and partition in self._kept:
+            old = Bucket(capacity, rate, *self._kept[partition])
+        return Bucket.full(capacity, rate, t) if old is None else old.resized(capacity, rate)
+
+    def restore(self, levels: Mapping[str, tuple[float, float]]) -> None:
+        """Take back the buckets a store kept, (level, at) per partition: a restart or a new
+        leader must not start with full buckets, which would let reclaim waste a budget at once."""
+        self._kept = {p: lv for p, lv in levels.items() if p not in self._buckets}
+        self.changes += 1
+
+    def state(self) -> dict[str, tuple[float, float]]:
+        """(level, at) per partition charged, or kept and not used since: what a store keeps."""
+        return {**self._kept, **{p: (b.level, b.at) for p, b in self._buckets.items()}}
 
 
 def preempting(policy: Policy, partition: str, chosen: Sequence[Victim]) -> str:

@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS fair_usage (
   tenant {key} PRIMARY KEY, half_life_s {real} NOT NULL, at_s {real} NOT NULL,
   accelerators {real} NOT NULL, cpus {real} NOT NULL, memory_gb {real} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reclaim_budget (
+  partition_id {key} PRIMARY KEY, level {real} NOT NULL, at_s {real} NOT NULL
+);
 CREATE TABLE IF NOT EXISTS leadership (
   id INTEGER PRIMARY KEY CHECK (id = 1), epoch {bigint} NOT NULL, holder TEXT,
   holder_pid {bigint}, lease_until {time}

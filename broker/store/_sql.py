@@ -9,6 +9,7 @@ advisory lock, so several broker processes may share one database.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from broker.model import JobEvent, TenantId
@@ -62,6 +63,17 @@ class SqlStore(SqlAttempts, SqlRuns):
             return None
         sums = {str(r[0]): (float(r[3]), float(r[4]), float(r[5])) for r in rows}
         return FairUsage(half_life_s=float(rows[0][1]), at_s=float(rows[0][2]), sums=sums)
+
+    def save_reclaim_budget(self, levels: Mapping[str, tuple[float, float]]) -> None:
+        rows = [(p, level, at) for p, (level, at) in sorted(levels.items())]
+        with self._tx(fenced=True) as db:
+            db.run("DELETE FROM reclaim_budget")
+            if rows:
+                db.many("INSERT INTO reclaim_budget (partition_id, level, at_s) VALUES (?, ?, ?)", rows)
+
+    def load_reclaim_budget(self) -> dict[str, tuple[float, float]]:
+        rows = self._all("SELECT partition_id, level, at_s FROM reclaim_budget")
+        return {str(r[0]): (float(r[1]), float(r[2])) for r in rows}
 
     # The active scheduler's view of its sites ---------------------------------------------
 

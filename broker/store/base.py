@@ -382,5 +382,13 @@ class JobStore(abc.ABC):
         """The decayed usage last saved, or None when none was."""
 
     @abc.abstractmethod
+    def save_reclaim_budget(self, levels: Mapping[str, tuple[float, float]]) -> None:
+        """Replace reclaim's waste budget: per partition, (level, epoch seconds it was taken at)."""
+
+    @abc.abstractmethod
+    def load_reclaim_budget(self) -> dict[str, tuple[float, float]]:
+        """The budget last saved per partition (empty when none was: every bucket full)."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Release connections."""

@@ -49,3 +49,14 @@ def test_a_restored_ledger_decays_on_as_if_never_stopped() -> None:
     later = t0 + timedelta(hours=5)
     assert restored.history(later) == ledger.history(later)
     assert restored.history(later)["pku-nlp"].accelerators > 0
+
+
+def test_the_reclaim_budget_is_read_back_after_reopening(reopen: Opener) -> None:
+    store = reopen()
+    assert store.load_reclaim_budget() == {}
+    store.save_reclaim_budget({"lab/a800": (-3.5, 1.5e9), "lab/h800": (12.0, 1.5e9)})
+    store.save_reclaim_budget({"lab/a800": (-1.0, 1.6e9)})  # replaces
+    store.close()
+    again = reopen()
+    assert again.load_reclaim_budget() == {"lab/a800": (-1.0, 1.6e9)}
+    again.close()
