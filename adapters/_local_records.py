@@ -198,3 +198,20 @@ def output_tail(attempt: Path) -> str:
     the runner keeps beside it (`output.tail`), since the file's own end is its cut notice."""
     tail = attempt / "output.tail"
     return read_tail(tail if tail.exists() else attempt / "output.log", LOG_TAIL_BYTES)
+
+
+def inventory_of(config: Mapping[str, Any]) -> tuple[dict[str, int], float]:
+    """The host's accelerator slots per model and its CPUs, from the site's config.
+
+    An explicit `accelerators` ({model: slots}) and `cpus` win; without them the policy's
+    partitions for this site declare them, and the CPUs default to the host's cores.
+    """
+    inventory = {str(k): int(v) for k, v in dict(config.get("accelerators", {})).items()}
+    cpus = config.get("cpus")
+    for part in config.get("partitions", ()):
+        count = int(part.get("count_per_node", 0)) * int(part.get("nodes", 1))
+        if part.get("accelerator") and count and "accelerators" not in config:
+            inventory[str(part["accelerator"])] = inventory.get(str(part["accelerator"]), 0) + count
+        elif not part.get("accelerator") and cpus is None and part.get("cpus_per_node"):
+            cpus = float(part["cpus_per_node"]) * int(part.get("nodes", 1))
+    return inventory, float(cpus if cpus is not None else (os.cpu_count() or 1))

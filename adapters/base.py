@@ -161,6 +161,15 @@ class LogSource(Protocol):
 
 
 @runtime_checkable
+class Reconfigurable(Protocol):
+    """Optional: an on-prem backend a policy reload reaches without a restart (its partitions)."""
+
+    def reconfigure(self, config: Mapping[str, Any]) -> None:
+        """Take the site's reloaded config: running work keeps running, new starts respect it."""
+        ...
+
+
+@runtime_checkable
 class GangLauncher(Protocol):
     """Optional: a cloud that starts a gang's N nodes together in one placement group.
 

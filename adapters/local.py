@@ -24,6 +24,7 @@ from adapters._local_launch import prepare_launch, start_runner
 from adapters._local_records import (
     boot_id,
     group_alive,
+    inventory_of,
     kill_leftovers,
     max_output_bytes,
     output_tail,
@@ -82,20 +83,7 @@ class LocalAdapter:
                      self.sandbox.limits)
         self.root = Path(config["data_dir"]) / "local"
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.inventory: dict[str, int] = {
-            str(k): int(v) for k, v in dict(config.get("accelerators", {})).items()
-        }
-        cpus = config.get("cpus")
-        # Without an explicit inventory, the policy's partitions for this site declare it.
-        for part in config.get("partitions", ()):
-            count = int(part.get("count_per_node", 0)) * int(part.get("nodes", 1))
-            if part.get("accelerator") and count and "accelerators" not in config:
-                self.inventory[str(part["accelerator"])] = (
-                    self.inventory.get(str(part["accelerator"]), 0) + count
-                )
-            elif not part.get("accelerator") and cpus is None and part.get("cpus_per_node"):
-                cpus = float(part["cpus_per_node"]) * int(part.get("nodes", 1))
-        self.cpus = float(cpus if cpus is not None else (os.cpu_count() or 1))
+        self.inventory, self.cpus = inventory_of(config)
         self.accel_price = float(config.get("price_per_accelerator_hour", 0.0))
         self.cpu_price = float(config.get("price_per_cpu_hour", 0.0))
         self.currency = str(config.get("currency", "CNY"))
@@ -122,6 +110,11 @@ class LocalAdapter:
             Capability.STOCK: "local capacity is reported through capacity(), not zone stock",
             Capability.QUEUES_JOBS: "a local process starts at once or fails; nothing queues here",
         }
+
+    def reconfigure(self, config: Mapping[str, Any]) -> None:
+        """A reloaded policy's partitions: running jobs keep their slots, new starts fit the new size."""
+        with self._lock:
+            self.inventory, self.cpus = inventory_of(config)
 
     def _meta(self, path: Path) -> dict[str, Any]:
         return read_meta(path)
@@ -196,7 +189,7 @@ class LocalAdapter:
                     name=name,
                     accelerator=name,
                     total=total,
-                    free=total - len(used[name]),
+                    free=max(0, total - len(used[name])),
                     running_accelerator_hours_left=hours_left,
                 )
             )
@@ -265,12 +258,14 @@ class LocalAdapter:
                     raise UnsupportedError(
                         self.site, "TooLarge", f"needs {count} {accel}, host has {self.inventory[accel]}"
                     )
+                # Jobs started before a reload shrank the partition may hold slots beyond it.
+                left = max(0, self.inventory[accel] - len(used[accel]))
                 free = [i for i in range(self.inventory[accel]) if i not in used[accel]]
-                if len(free) < count:
+                if left < count:
                     raise CapacityError(
                         self.site,
                         "NoFreeAccelerators",
-                        f"{len(free)} of {self.inventory[accel]} {accel} free, need {count}",
+                        f"{left} of {self.inventory[accel]} {accel} free, need {count}",
                     )
                 slots = free[:count]
             if not count and cpus_used + spec.resources.cpus > self.cpus + 1e-9:

@@ -335,6 +335,8 @@ class BrokerApp:
 
     def _policy_changed(self) -> None:
         rebuilt = self.site_builder.changed(self.planner.policy) if self.site_builder is not None else {}
+        for site in self.site_builder.reconfigure_onprem(self.planner.policy) if self.site_builder else ():
+            self.planner.offers.forget(site)  # its capacity is read again under the new size
         for site, adapter in rebuilt.items():
             self.adapters[site] = measured(adapter, self.metrics)  # the dispatcher's and planner's dict
             if self.role is not None:

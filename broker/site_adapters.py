@@ -2,7 +2,8 @@
 policy reload adds or changes (its catalog's types, zones and prices live in the adapter).
 
 On-prem adapters are built once: they hold running work (local runners, a Slurm session)
-and their capacity is read live, so a reload reaches them through the policy alone.
+and their capacity is read live; a reload that changes their config (a local partition's
+size) reaches those that can take it in place (`adapters.base.Reconfigurable`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Adapter
+from adapters.base import Adapter, Reconfigurable
 from adapters.registry import AdapterRegistry
 from broker.burst import is_onprem
 from broker.config import site_settings
@@ -37,6 +38,8 @@ class SiteAdapters:
     skip: Collection[SiteId] = ()
     """Sites whose adapters the caller built (tests inject endpoints this way)."""
     built: dict[SiteId, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    adapters: dict[SiteId, Adapter] = field(default_factory=dict)
+    """What this builder built, unwrapped (on-prem ones are reconfigured in place on reload)."""
 
     def build_all(self, policy: Policy) -> dict[SiteId, Adapter]:
         """Every site's adapter (a site that cannot be built is left out, marked unhealthy)."""
@@ -59,15 +62,30 @@ class SiteAdapters:
                 out[site_id] = adapter
         return out
 
+    def reconfigure_onprem(self, policy: Policy) -> list[SiteId]:
+        """Hand on-prem adapters whose config `policy` changed their new config; the sites done."""
+        done: list[SiteId] = []
+        for site_id, name, config in site_configs(policy):
+            adapter = self.adapters.get(site_id)
+            if self.built.get(site_id) == (name, config) or not is_onprem(policy, site_id):
+                continue
+            if not isinstance(adapter, Reconfigurable) or self.built.get(site_id, ("",))[0] != name:
+                continue  # another adapter kind takes a restart
+            self.built[site_id] = (name, config)
+            adapter.reconfigure(self._merged(site_id, config))
+            log.info("site %s: reloaded policy applied to the adapter", site_id, extra={"site": site_id})
+            done.append(site_id)
+        return done
+
+    def _merged(self, site_id: SiteId, config: dict[str, Any]) -> dict[str, Any]:
+        return {"data_dir": str(self.data_dir), **config, **site_settings(self.settings.get(site_id, {}))}
+
     def _build(self, site_id: SiteId, name: str, config: dict[str, Any]) -> Adapter | None:
         self.built[site_id] = (name, config)  # a broken config is not tried again until it changes
         try:
-            merged: dict[str, Any] = {
-                "data_dir": str(self.data_dir),
-                **config,
-                **site_settings(self.settings.get(site_id, {})),
-            }
-            return self.registry.create(name, site_id, merged)
+            adapter = self.registry.create(name, site_id, self._merged(site_id, config))
+            self.adapters[site_id] = adapter
+            return adapter
         except Exception as exc:  # one broken site must not stop the broker
             log.error("site %s disabled: %s", site_id, exc, extra={"site": site_id})
             self.on_error(site_id, f"adapter not built: {exc}"[:300])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import Adapter, UnsupportedError
+from adapters.base import Adapter, CapacityError, UnsupportedError
 from adapters.local import LocalAdapter
 from broker.model import AcceleratorRequest, Resources, SiteId
 from tests.adapter_contract import NOW, AdapterContract, Refusal, default_request
@@ -30,3 +30,26 @@ class TestLocalContract(AdapterContract):
             cpus=1, memory_gb=0.25, accelerators=AcceleratorRequest(count=4, any_of=("A800",)))})
         return Refusal(lambda: adapter.submit(request.model_copy(update={"spec": too_large})),
                        UnsupportedError)
+
+
+def test_a_shrunk_partition_counts_slots_held_beyond_its_new_size(tmp_path: Path) -> None:
+    """A job holding slots 2-3 of 4 when a reload makes the partition 2: nothing more starts."""
+    adapter = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "data"),
+                                             "partitions": [{"accelerator": "A800", "count_per_node": 4}]})
+    offer = next(o for o in adapter.offers(NOW) if o.accelerator == "A800")
+    two = default_request(offer, "tok-0").spec.model_copy(update={"resources": Resources(
+        cpus=1, memory_gb=0.25, accelerators=AcceleratorRequest(count=2, any_of=("A800",)))})
+    started = []
+    try:
+        for i in range(2):
+            request = default_request(offer, f"tok-{i}").model_copy(update={"spec": two})
+            started.append(adapter.submit(request))
+        adapter.cancel(started[0], "tok-0")  # slots 0-1 free; the second job keeps 2-3
+        adapter.reconfigure({"data_dir": str(tmp_path / "data"),
+                             "partitions": [{"accelerator": "A800", "count_per_node": 2}]})
+        assert [(p.total, p.free) for p in adapter.capacity(NOW).partitions if p.accelerator] == [(2, 0)]
+        with pytest.raises(CapacityError):
+            adapter.submit(default_request(offer, "tok-2").model_copy(update={"spec": two}))
+    finally:
+        for i, backend_id in enumerate(started):
+            adapter.cancel(backend_id, f"tok-{i}")
