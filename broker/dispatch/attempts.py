@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from adapters.base import Adapter, AdapterError, NotFoundError
+from adapters.base import Adapter, AdapterError, LogSource, NotFoundError
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
@@ -306,9 +306,32 @@ class AttemptTracking:
                 continue
             finally:
                 self._stops_in_flight.discard(attempt.id)
-            self.cancelled(job, attempt)
+            if self.cancelled(job, attempt):
+                await self._keep_output(job, attempt, adapter)
         self.capacity_changed()
         return self.store.get(job.id)
+
+    async def _keep_output(self, job: Job, attempt: Attempt, adapter: Adapter) -> None:
+        """The output a stopped attempt wrote becomes its job's tail, as a finished one's does: the
+        poll that sees a job end brings it, but a cancelled attempt is closed here, unpolled.
+        Backends that read output themselves only (local, Slurm); cloud output comes from the agent."""
+        backend_id = attempt.backend_id
+        if not isinstance(adapter, LogSource) or backend_id is None or is_gang_attempt(attempt):
+            return
+        try:
+            tail = (await asyncio.to_thread(adapter.status, backend_id)).log_tail
+        except (AdapterError, OSError) as exc:  # szb logs still reads the output from the backend
+            log.info("output of cancelled %s not read: %s", attempt.id, exc)
+            return
+        if tail:
+            self.store.record(
+                job.id,
+                self.clock.now(),
+                kind="terminated",
+                message=f"{backend_id} at {attempt.site} stopped; the output it wrote is kept",
+                data={"attempt": attempt.id, "backend_id": backend_id},
+                log_tail=tail,
+            )
 
     def cancelled(self, job: Job, attempt: Attempt, why: str | None = None) -> bool:
         """Close an attempt whose backend was told to stop, settling what it ran for (False: it
