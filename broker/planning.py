@@ -30,10 +30,10 @@ from broker.dispatch.offers import OfferReading, OfferSource
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
 from broker.fair_queue import FairQueue
-from broker.fairshare import batch_account, held_back, priority_refusal
+from broker.fairshare import batch_account, held_back, lowered_priority, priority_refusal
 from broker.fairshare.book import units_of
 from broker.fairshare.holds import claimed_meanwhile
-from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, Offer, SiteId, TenantId
+from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, Offer, Priority, SiteId, TenantId
 from broker.placement import PlacementContext, Reason, place, rejection_summary
 from broker.placement._env import Env
 from broker.policy import Policy, PolicyWatcher
@@ -361,6 +361,10 @@ class Planner:
     def grant(self, spec: JobSpec, tenant: TenantId) -> str | None:
         """Why the tenant may not declare this job's priority class (None when it may)."""
         return priority_refusal(self.policy, tenant, spec.priority)
+
+    def lowered_priority(self, job: Job) -> tuple[Priority, str] | None:
+        """A queued job's priority its tenant is no longer granted: what it drops to, and why."""
+        return lowered_priority(self.policy, job.tenant, job.spec.priority)
 
     def order_queue(self, jobs: Sequence[Job], now: datetime, *, full: bool) -> list[Job]:
         """Queued jobs in fair-share order across tenants (`full`: the whole queue, keep standings).

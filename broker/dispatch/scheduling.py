@@ -18,6 +18,7 @@ from broker.dispatch.preempt import preempt
 from broker.dispatch.records import audit_data, decision_fields
 from broker.model import AttemptState, Job, JobId, JobState, SiteId
 from broker.serde_decision import decision_data, reclaim_json
+from broker.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,9 @@ class Scheduling(Launching):
             self._full = self._dirty = False
             self._new_jobs.clear()
             queued = await self._queued_jobs()
-            if head_only is None:  # forget the waiting reasons of jobs that left the queue
+            if head_only is None:
+                queued = [self._keep_granted(j) for j in queued]  # after a reload took a grant back
+                # Forget the waiting reasons of jobs that left the queue.
                 still = {j.id for j in queued}
                 self._waiting_reason = {k: v for k, v in self._waiting_reason.items() if k in still}
             return queued, head_only, False
@@ -236,6 +239,28 @@ class Scheduling(Launching):
             return dataclasses.replace(self._snap, now=now)
         live = self.store.live_attempts()
         return await self.planner.read_snapshot(now, live, wait_s=ANSWER_WAIT_S)
+
+    def _keep_granted(self, job: Job) -> Job:
+        """A queued job whose priority its tenant is no longer granted (a reload took it back)
+        drops to the highest it is granted below it, with an event saying so."""
+        lowered = self.planner.lowered_priority(job)
+        if lowered is None:
+            return job
+        to, why = lowered
+        was = job.spec.priority
+        spec = job.spec.model_copy(update={"priority": to})
+        try:
+            job = self.store.record(
+                job.id, self.clock.now(), kind="priority_lowered",
+                message=f"priority lowered from {was.value} to {to.value}: {why}",
+                data={"from": was.value, "to": to.value}, spec=spec.model_dump_json(),
+            )
+        except StoreError as exc:  # decided at its old priority this pass; the next full pass retries
+            log.warning("job %s: priority not lowered: %s", job.id, exc)
+            return job
+        log.info("job %s: priority lowered from %s to %s (no longer granted)", job.id, was.value, to.value,
+                 extra={"job_id": job.id, "tenant": job.tenant})
+        return job
 
     async def _queued_jobs(self) -> list[Job]:
         """Every queued job, read a page at a time so a deep queue never stalls the RPCs."""

@@ -17,6 +17,7 @@ from broker.fairshare.order import (
 from broker.fairshare.shares import (
     Share,
     batch_account,
+    lowered_priority,
     onprem_partitions,
     partition_units,
     priority_refusal,
@@ -35,6 +36,7 @@ __all__ = [
     "batch_account",
     "charge_factor",
     "held_back",
+    "lowered_priority",
     "onprem_partitions",
     "order",
     "ordinal",

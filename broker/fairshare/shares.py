@@ -58,6 +58,17 @@ def priority_refusal(policy: Policy, tenant_id: str, priority: Priority) -> str 
     )
 
 
+def lowered_priority(policy: Policy, tenant_id: str, priority: Priority) -> tuple[Priority, str] | None:
+    """What a queued job whose priority the tenant is no longer granted drops to (a reload took
+    it back): the highest it is granted below it, and why; None when it keeps its own."""
+    if (why := priority_refusal(policy, tenant_id, priority)) is None:
+        return None
+    ranks = list(Priority)  # low, normal, high
+    allowed = resolve_share(policy, tenant_id).priorities
+    lower = [p for p in ranks[: ranks.index(priority)] if p in allowed]
+    return (lower[-1], why) if lower else None
+
+
 def onprem_partitions(policy: Policy) -> dict[str, Partition]:
     """Every on-prem partition by its `site/partition` key (the key quotas and offers use)."""
     return {f"{site.id}/{p.name}": p for site in policy.sites for p in site.partitions}

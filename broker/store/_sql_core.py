@@ -40,7 +40,8 @@ class SqlCore(JobStore):
         self._dialect = dialect
         self._lock = threading.RLock()
         self._conn: Any = dialect.connect()
-        self._specs: dict[str, JobSpec] = {}
+        self._specs: dict[str, tuple[str, JobSpec]] = {}
+        """Parsed specs by job id, with the text each was parsed from."""
         self._fence: int | None = None
         with self._tx() as db:
             create_schema(db)
@@ -138,15 +139,18 @@ class SqlCore(JobStore):
     # Rows ---------------------------------------------------------------------------------
 
     def _row_to_job(self, row: Sequence[Any]) -> Job:
-        # Specs never change once stored: parse each once (scans of a deep queue read many).
+        # Parse each spec once (scans of a deep queue read many). A spec changes only when a
+        # reload lowers a queued job's priority, maybe in another process: the text is compared.
         state = JobState(row[3])
-        spec, reason = self._specs.get(row[0]), None
-        if spec is None:
+        cached, reason = self._specs.get(row[0]), None
+        if cached is not None and cached[0] == row[4]:
+            spec = cached[1]
+        else:
             spec, state, reason = self._job_spec(JobId(row[0]), state, row[4])
             if reason is None and state == JobState(row[3]):
                 if len(self._specs) >= SPEC_CACHE_SIZE:
                     self._specs.clear()
-                self._specs[row[0]] = spec
+                self._specs[row[0]] = (row[4], spec)
         dt = self._dialect.dt
         return Job(
             id=JobId(row[0]),

@@ -69,7 +69,7 @@ class FencedOut(StoreError):
 
 
 # Fields of a Job that callers may set alongside a transition or on their own.
-JOB_FIELDS = frozenset({"site", "exit_code", "log_tail", "message", "policy_hash", "attempts"})
+JOB_FIELDS = frozenset({"site", "exit_code", "log_tail", "message", "policy_hash", "attempts", "spec"})
 
 
 class JobStore(abc.ABC):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.fairshare import priority_refusal, resolve_share
+from broker.fairshare import lowered_priority, priority_refusal, resolve_share
 from broker.model import Priority
 from broker.policy import load_policy
 
@@ -69,6 +69,24 @@ def test_high_priority_needs_a_grant(write_policy: Callable[[str], Path]) -> Non
     why = priority_refusal(policy, "pku", Priority.HIGH)
     assert why is not None and "not granted priority 'high'" in why and "allowed: low, normal" in why
     assert priority_refusal(policy, "zhipu", Priority.NORMAL) is not None
+
+
+@pytest.mark.parametrize(
+    ("tenant", "priority", "lowered"),
+    [
+        ("casia", Priority.HIGH, None),  # granted: kept
+        ("pku", Priority.HIGH, Priority.NORMAL),  # its highest grant
+        ("zhipu", Priority.HIGH, Priority.LOW),
+        ("zhipu", Priority.NORMAL, Priority.LOW),
+        ("zhipu", Priority.LOW, None),
+    ],
+)
+def test_a_priority_no_longer_granted_drops_to_the_highest_granted_below(
+    write_policy: Callable[[str], Path], tenant: str, priority: Priority, lowered: Priority | None
+) -> None:
+    got = lowered_priority(load_policy(write_policy(BASE)), tenant, priority)
+    assert (got[0] if got else None) == lowered
+    assert got is None or f"not granted priority {priority.value!r}" in got[1]
 
 
 BROKEN = [
