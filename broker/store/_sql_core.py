@@ -256,6 +256,8 @@ class SqlCore(JobStore):
             return None
         check_transition(job_id, old, move.state)
         fields = dict(move.fields)
+        if move.state == JobState.QUEUED:
+            fields.setdefault("site", None)  # requeued: its last attempt's site is not where it is
         if move.message and "message" not in fields:
             fields["message"] = move.message
         self._set_fields(db, job_id, now, move.state, fields)

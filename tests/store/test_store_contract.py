@@ -295,6 +295,17 @@ class StoreContract:
         )
         assert published == events[1:]
 
+    def test_a_requeued_job_keeps_no_site(self, store: JobStore) -> None:
+        # Requeued after a preemption or a lost attempt, it is at no site until placed again.
+        job = self.submit_one(store)
+        store.transition(job.id, JobState.PLACING, LATER, site=SiteId("onprem"))
+        store.transition(job.id, JobState.PROVISIONING, LATER)
+        store.transition(job.id, JobState.RUNNING, LATER)
+        store.transition(job.id, JobState.PREEMPTED, LATER)
+        assert store.get(job.id).site == "onprem"  # the preempted event's state still names it
+        assert store.transition(job.id, JobState.QUEUED, LATER, kind="requeued").site is None
+        assert store.transition(job.id, JobState.PLACING, LATER, site=SiteId("aws-east")).site == "aws-east"
+
     def test_illegal_transition_raises_and_changes_nothing(self, store: JobStore) -> None:
         job = self.submit_one(store)
         published: list[JobEvent] = []
