@@ -222,7 +222,8 @@ class AttemptStatus(_Frozen):
     message: str = ""
     cause: str = ""
     """Why the backend stopped the job when it did not end by itself (a time limit, memory):
-    the job's message gives it with the exit code."""
+    the job's message gives it with the exit code. On a PENDING status: why the job is held or
+    suspended there, so that it does not start or go on by itself (the job's message says so)."""
     reclaiming: bool = False
     """The cloud reclaims the still-running instance itself after a spot notice (ECS's Recycling
     lock): the broker leaves it be, so the job keeps the notice's minutes to save a checkpoint."""

@@ -249,9 +249,9 @@ def job_status(job: Mapping[str, Any], launch_hint: str = "") -> AttemptStatus:
     message = name if reason in ("", "None") else f"{name} ({reason})"
     if state is AttemptState.PENDING:
         start = slurm_number(job.get("start_time"))
-        if start:
+        if start and name == "PENDING" and not reason.startswith("JobHeld"):
             message += f", expected start {datetime.fromtimestamp(start, UTC).isoformat()}"
-        return AttemptStatus(state=state, log_tail=tail, message=message)
+        return AttemptStatus(state=state, log_tail=tail, message=message, cause=held_cause(name, reason))
     if not state.terminal:
         return AttemptStatus(state=state, log_tail=tail, message=message)
     code = decode_exit_code(job.get("exit_code"))
@@ -265,6 +265,17 @@ def job_status(job: Mapping[str, Any], launch_hint: str = "") -> AttemptStatus:
         cause = "JobLaunchFailure: Slurm could not start it on its node"
         cause += f"; {launch_hint}" if launch_hint else ""
     return AttemptStatus(state=state, exit_code=code, log_tail=tail, message=message, cause=cause)
+
+
+def held_cause(name: str, reason: str) -> str:
+    """Why a job Slurm lists as pending will not start (or go on) by itself ("" when it will)."""
+    said = "" if reason in ("", "None") else reason
+    if name == "SUSPENDED":
+        return f"suspended in Slurm ({said or name}): it makes no progress until resumed (scontrol resume)"
+    if reason.startswith("JobHeld") or name in ("REQUEUE_HOLD", "RESV_DEL_HOLD"):
+        who = {"JobHeldAdmin": "an administrator", "JobHeldUser": "its user"}.get(reason, "Slurm")
+        return f"held in Slurm by {who} ({said or name}): it does not start until released (scontrol release)"
+    return ""
 
 
 def stop_cause(name: str, job: Mapping[str, Any]) -> str:

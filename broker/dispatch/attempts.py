@@ -109,7 +109,9 @@ class AttemptTracking:
         if job.state.terminal and not status.state.terminal:
             self._stop_leftover(job, attempt)  # its backend still runs it: a stop that failed
             return
-        if status.state == attempt.state and status.state != AttemptState.RUNNING:
+        if not status.state.terminal:
+            self._note_held(job, attempt, status)  # held or suspended there, or no longer
+        if status.state == AttemptState.PENDING:  # nothing moves while it pends (or is suspended)
             return
         if status.state == AttemptState.RUNNING:
             if attempt.state != AttemptState.RUNNING or job.state == JobState.PROVISIONING:
@@ -120,8 +122,6 @@ class AttemptTracking:
                     expect=JobState.PROVISIONING,
                 )
                 self.store.update_attempt(attempt.id, now, state=AttemptState.RUNNING, moves=[running])
-            return
-        if status.state == AttemptState.PENDING:
             return
         # The attempt's end and its job's move are one transaction: never one without the other.
         attempt = self.store.update_attempt(
@@ -158,6 +158,23 @@ class AttemptTracking:
         if status.state == AttemptState.PREEMPTED:
             self.planner.record_preemption(attempt)
         self.capacity_changed()
+
+    def _note_held(self, job: Job, attempt: Attempt, status: AttemptStatus) -> None:
+        """The job's message says when its backend holds or suspends it (Slurm's JobHeldAdmin, a
+        suspension: it will not start or go on by itself), and no longer once it does not."""
+        note = f"at {attempt.site}: "
+        if status.cause:
+            message, kind = note + status.cause, "held"
+        elif job.message.startswith(note) and (
+            status.state == AttemptState.PENDING or job.state == JobState.RUNNING
+        ):  # (a held job that starts: its "running on" move replaces the note)
+            going = "running" if status.state == AttemptState.RUNNING else "pending in its queue"
+            message, kind = f"released at {attempt.site}: {going}", "released"
+        else:
+            return
+        if job.message != message:
+            data = {"site": attempt.site, "backend_id": attempt.backend_id, "status": status.message}
+            self.store.record_many([(job.id, kind, message, data)], self.clock.now())
 
     def _job_moves(self, job: Job, attempt: Attempt, status: AttemptStatus) -> list[JobMove]:
         """How the job moves when its attempt ended with `status`."""

@@ -229,6 +229,12 @@ def test_a_job_slurm_stopped_carries_the_cause_a_plain_failure_none() -> None:
     assert job_status(record("COMPLETED")).cause == ""
     unlaunched = job_status(record("FAILED", state_reason="JobLaunchFailure", exit_code=53), "check dirs")
     assert unlaunched.exit_code is None and unlaunched.cause.endswith("; check dirs")
+    # Pending but not starting by itself: held or suspended (the job's reason says so).
+    held = job_status(record("PENDING", state_reason="JobHeldAdmin", start_time=0))
+    assert held.state is AttemptState.PENDING and "by an administrator (JobHeldAdmin)" in held.cause
+    assert "by its user (JobHeldUser)" in job_status(record(["PENDING"], state_reason="JobHeldUser")).cause
+    assert "suspended in Slurm" in job_status(record("SUSPENDED", state_reason="None")).cause
+    assert job_status(record("PENDING", state_reason="Resources")).cause == ""
 
 
 def test_a_job_over_the_partitions_sizes_is_named_in_either_api_dialect() -> None:
