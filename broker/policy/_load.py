@@ -21,6 +21,7 @@ from broker.policy._cross_check import (
     check_tenants,
     pick_regime,
 )
+from broker.policy._duplicates import check_duplicates
 from broker.policy._fairshare_check import Report, check_fair_share
 from broker.policy._policy import Policy
 from broker.policy.schema import PolicyDocument
@@ -68,6 +69,7 @@ def load_policy_text(text: str, filename: str) -> Policy:
     check_compliance(document, regime, regimes, at)
     check_rank(document, at)
     check_fair_share(document, at)
+    check_duplicates(document, at)
 
     comp = document.compliance
     compiled, cel_problems = compile_rules(

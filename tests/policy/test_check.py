@@ -72,6 +72,23 @@ BROKEN = [
         72,
         "price_hour: input should be greater than 0",
     ),
+    (
+        "duplicate-priority",
+        "    entity_country: CN\n",
+        "    entity_country: CN\n    share: {priorities: [low, high, high]}\n",
+        20,
+        37,
+        "tenants.0.share.priorities.2: duplicate 'high' (first at tenants.0.share.priorities.1)",
+    ),
+    (
+        "duplicate-partition",
+        "      - {name: a800, accelerator: A800, count_per_node: 8, price_hour: 14}\n",
+        "      - {name: a800, accelerator: A800, count_per_node: 8, price_hour: 14}\n" * 2,
+        11,
+        16,
+        "sites.0.partitions.1.name: duplicate name 'a800' (first at sites.0.partitions.0)",
+    ),
+    ("duplicate-country", "countries: [CN]}", "countries: [CN, CN]}", 22, 43, "countries.1: duplicate 'CN'"),
     ("duplicate-site", "  - id: aws-us\n", "  - id: onprem\n", 11, 9, "duplicate site id 'onprem'"),
     ("unknown-zone", "    residency: global\n", "    residency: eu\n", 14, 16, "unknown residency zone 'eu'"),
     (
