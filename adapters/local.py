@@ -36,6 +36,7 @@ from adapters._local_records import (
     signal_group,
     write_json,
 )
+from adapters._local_retention import Retention, seen_ended
 from adapters._sandbox import Sandbox
 from adapters.base import (
     Capability,
@@ -98,7 +99,9 @@ class LocalAdapter:
         self._live: dict[str, dict[str, Any]] = {}
         for path in self.root.iterdir():
             if path.is_dir() and self._is_live(path):
-                self._live[path.name] = self._meta(path)
+                self._live[path.name] = read_meta(path)
+        self.retention = Retention.from_config(site, self.root, config)  # `keep_finished_attempts`
+        self.retention.prune(time.time(), self._is_live)
 
     # Capability and capacity -------------------------------------------------------------
 
@@ -116,9 +119,6 @@ class LocalAdapter:
         with self._lock:
             self.inventory, self.cpus = inventory_of(config)
 
-    def _meta(self, path: Path) -> dict[str, Any]:
-        return read_meta(path)
-
     def _is_live(self, path: Path) -> bool:
         # A cancelled attempt is live until its runner ended: a broker killed during the
         # cancel's grace period left it running, and it holds its slots until it is stopped.
@@ -131,7 +131,7 @@ class LocalAdapter:
 
     def _runner(self, path: Path) -> int | None:
         """The pid of the attempt's runner while that process still runs (None: it ended)."""
-        meta = self._meta(path)
+        meta = read_meta(path)
         pid, identity = meta.get("pid"), meta.get("runner")
         if not isinstance(pid, int):  # the broker died before recording it: the runner did
             pid, identity = runner_pid(path), None
@@ -140,7 +140,7 @@ class LocalAdapter:
     def _kill_leftovers(self, path: Path) -> None:
         """The runner died without an exit code: what the job still runs must not run on
         beside a requeued attempt (nothing survives a reboot, and a pid of then is another's)."""
-        meta = self._meta(path)
+        meta = read_meta(path)
         identity = meta.get("runner")
         if isinstance(identity, str) and identity.split(":")[0] != boot_id():
             return
@@ -291,7 +291,7 @@ class LocalAdapter:
 
     def status(self, backend_id: str) -> AttemptStatus:
         path = self.root / backend_id
-        meta = self._meta(path)
+        meta = read_meta(path)
         if not meta:
             raise NotFoundError(self.site, "NoSuchAttempt", f"no local attempt {backend_id!r}")
         # Liveness first: a runner that ends after this check has written its exit code by then.
@@ -324,7 +324,8 @@ class LocalAdapter:
         data = read_file_chunk(path / "output.log", offset, limit)
         if data is None:
             if not (path / "meta.json").exists():
-                raise NotFoundError(self.site, "NoSuchAttempt", f"no local attempt {backend_id!r}")
+                raise self.retention.removed(backend_id) or NotFoundError(
+                    self.site, "NoSuchAttempt", f"no local attempt {backend_id!r}")
             return b""  # started, nothing written yet
         return data
 
@@ -334,7 +335,7 @@ class LocalAdapter:
     def preempt(self, backend_id: str, token: str, grace_s: float) -> None:
         """Stop the attempt: SIGTERM to its process group, `grace_s` to exit, then SIGKILL."""
         path = self.root / backend_id
-        meta = self._meta(path)
+        meta = read_meta(path)
         if not meta:
             return
         (path / "cancelled").touch()
@@ -369,6 +370,7 @@ class LocalAdapter:
         with self._lock:
             self._in_use()
             live = dict(self._live)
+            self.retention.prune(time.time(), self._is_live)  # (reconciliation calls this periodically)
         owned = []
         for token, meta in live.items():
             if token in self._stopping:
@@ -386,7 +388,8 @@ class LocalAdapter:
             )
         return owned
 
-    def _reap(self, token: str) -> None:
+    def _reap(self, token: str) -> None:  # the broker learns of the end (a poll) or ends it (a stop)
+        seen_ended(self.root / token)
         child = self._children.pop(token, None)
         if child is not None:
             try:

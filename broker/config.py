@@ -16,6 +16,8 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from adapters._local_retention import KEY as KEEP_KEY
+from adapters._local_retention import keep_duration
 from broker.errors import BrokerError
 from broker.numbers import NoBoolNumbers
 from broker.validation import violations
@@ -265,6 +267,22 @@ def _positioned(path: Path, exc: ValidationError) -> str:
     return "; ".join(out)
 
 
+def _check_sites(path: Path, sites: Mapping[str, Mapping[str, Any]]) -> None:
+    """Site keys with a form of their own, checked at load so the error names their line (a
+    site's adapter would only be disabled, naming the key)."""
+    for site, settings in sites.items():
+        if settings.get(KEEP_KEY) is None:
+            continue
+        try:
+            keep_duration(settings[KEEP_KEY])
+        except ValueError as exc:
+            root = parse_yaml(path.read_text(), str(path))
+            line, col = position(root, ["sites", site, KEEP_KEY], key=True)
+            raise ConfigFileError(
+                f"{path}:{line}:{col}: sites.{site}.{KEEP_KEY}: {exc}, not {settings[KEEP_KEY]!r}"
+            ) from exc
+
+
 def load_config(path: Path | None) -> BrokerConfig:
     """Read broker.yaml; relative paths in it are relative to the file's folder."""
     if path is None:
@@ -277,6 +295,7 @@ def load_config(path: Path | None) -> BrokerConfig:
         cfg = BrokerConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigFileError(_positioned(path, exc)) from exc
+    _check_sites(path, cfg.sites)
     base = path.parent
     updates: dict[str, Any] = {"data_dir": base / cfg.data_dir}
     if cfg.policy is not None:

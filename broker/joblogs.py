@@ -35,6 +35,13 @@ class OutputElsewhereError(BrokerError):
         )
 
 
+class OutputRemovedError(BrokerError):
+    """The attempt's output was removed by its site's retention (`keep_finished_attempts`)."""
+
+    def __init__(self, attempt: Attempt, why: str) -> None:
+        super().__init__(f"job {attempt.job_id}: {why} (its last lines: szb get {attempt.job_id})")
+
+
 @dataclass(frozen=True)
 class LogPiece:
     attempt_id: str
@@ -94,7 +101,9 @@ class JobLogs:
         if isinstance(adapter, LogSource) and attempt.backend_id is not None:
             try:
                 return adapter.read_log(attempt.backend_id, attempt.token, offset, limit)
-            except AdapterError:
+            except AdapterError as exc:
+                if exc.code == "OutputRemoved":  # said, not an empty answer that reads as "no output"
+                    raise OutputRemovedError(attempt, exc.message) from exc
                 return b""
         return read_file_chunk(self._agent_file(attempt.id), offset, limit) or b""
 

@@ -11,7 +11,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from broker.auth import AuthError
-from broker.joblogs import OutputElsewhereError
+from broker.joblogs import OutputElsewhereError, OutputRemovedError
 from broker.quota import QuotaExceededError
 from broker.service import (
     AgentAuthError,
@@ -107,7 +107,7 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
             ]
         )
         details.append(_pack(failure))
-    elif isinstance(exc, OutputElsewhereError):
+    elif isinstance(exc, OutputElsewhereError | OutputRemovedError):  # said, not an empty stream
         code, message = code_pb2.FAILED_PRECONDITION, str(exc)
     elif isinstance(exc, StoreUnavailable):  # retryable: a submit with its client_id is safe to resend
         code, message = code_pb2.UNAVAILABLE, f"the job store is unavailable, retry: {exc}"
@@ -133,6 +133,7 @@ ERROR_REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (JobNotFoundError, "NOT_FOUND"),
     (NotPlaceableError, "NO_ALLOWED_OFFER"),
     (OutputElsewhereError, "OUTPUT_NOT_ON_REPLICA"),
+    (OutputRemovedError, "OUTPUT_REMOVED"),
     (StoreUnavailable, "STORE_UNAVAILABLE"),
     (StoreError, "STORE_ERROR"),
 )
