@@ -15,7 +15,7 @@ from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import BrokerProcess
 from tests.e2e.conftest import POLICY, PY, auth, write_broker_config
-from tests.e2e.test_jobs_api import _violations, spec
+from tests.e2e.test_jobs_api import TERMINAL, _violations, spec, wait_for
 from tests.e2e.test_policy_reload import policy_hash, wait_hash
 
 QUICK = [PY, "-c", "pass"]
@@ -30,8 +30,17 @@ def _labelled(name: str, suite: str) -> job_pb2.JobSpec:
     return msg
 
 
-def _hold(stub: broker_service_pb2_grpc.BrokerServiceStub, tenant: str) -> None:
-    stub.SubmitJob(pb.SubmitJobRequest(job=spec("holder", HOLD, gpus=4)), metadata=auth(tenant))
+def _hold(stub: broker_service_pb2_grpc.BrokerServiceStub, tenant: str) -> str:
+    job = spec("holder", HOLD, gpus=4)
+    return str(stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth(tenant)).job.id)
+
+
+def _release(broker: BrokerProcess, holder: str, tenant: str) -> None:
+    """Cancel the holder before the broker stops: a local job outlives its broker by design."""
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        stub.CancelJob(pb.CancelJobRequest(id=holder), metadata=auth(tenant))
+        wait_for(stub, holder, TERMINAL, tenant=tenant, timeout=60)
 
 
 def _listed(stub: broker_service_pb2_grpc.BrokerServiceStub, suite: str, tenant: str) -> list[str]:
@@ -51,10 +60,11 @@ def _listed(stub: broker_service_pb2_grpc.BrokerServiceStub, suite: str, tenant:
 def test_batch_names_every_bad_job_and_stores_none(tmp_path: Path) -> None:
     broker = BrokerProcess(write_broker_config(tmp_path))
     broker.start()
+    holder = ""
     try:
         with grpc.insecure_channel(broker.address) as channel:
             stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-            _hold(stub, "team-a")
+            holder = _hold(stub, "team-a")
             jobs = [_labelled(f"mixed-{i}", "mixed") for i in range(5)]
             jobs[1].resources.accelerators.count = -1
             jobs[3].resources.accelerators.any_of[:] = ["A80O"]  # a typo of A800
@@ -75,6 +85,8 @@ def test_batch_names_every_bad_job_and_stores_none(tmp_path: Path) -> None:
             assert all(r.created and r.job.state == job_pb2.JOB_STATE_QUEUED for r in answer.responses)
             assert sorted(_listed(stub, "mixed", "team-a")) == sorted(r.job.id for r in answer.responses)
     finally:
+        if holder:
+            _release(broker, holder, "team-a")
         broker.stop()
 
 
@@ -86,6 +98,7 @@ def test_concurrent_submits_are_stored_once_each_and_survive_a_kill(tmp_path: Pa
     acked: dict[str, str] = {}
     lock = threading.Lock()
     errors: list[BaseException] = []
+    holder = ""
 
     def caller(n: int, address: str) -> None:
         try:
@@ -111,7 +124,7 @@ def test_concurrent_submits_are_stored_once_each_and_survive_a_kill(tmp_path: Pa
 
     try:
         with grpc.insecure_channel(broker.address) as channel:
-            _hold(broker_service_pb2_grpc.BrokerServiceStub(channel), "team-b")
+            holder = _hold(broker_service_pb2_grpc.BrokerServiceStub(channel), "team-b")
         threads = [threading.Thread(target=caller, args=(n, broker.address)) for n in range(8)]
         for t in threads:
             t.start()
@@ -133,6 +146,8 @@ def test_concurrent_submits_are_stored_once_each_and_survive_a_kill(tmp_path: Pa
             assert [a.job.id for a in answer.responses] == [acked[key] for key in keys]
             assert len(_listed(stub, "flood", "team-b")) == len(acked)
     finally:
+        if holder:
+            _release(broker, holder, "team-b")
         broker.stop()
 
 
