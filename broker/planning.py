@@ -30,14 +30,14 @@ from broker.dispatch.offers import OfferReading, OfferSource
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
 from broker.fair_queue import FairQueue
-from broker.fairshare import batch_account, held_back, lowered_priority, priority_refusal
+from broker.fairshare import batch_account, held_back, priority_refusal
 from broker.fairshare.book import units_of
 from broker.fairshare.holds import claimed_meanwhile
-from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, Offer, Priority, SiteId, TenantId
+from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, Offer, SiteId, TenantId
 from broker.placement import PlacementContext, Reason, place, rejection_summary
 from broker.placement._env import Env
 from broker.policy import Policy, PolicyWatcher
-from broker.quota_bar import bar_onprem, waiting_for_quota
+from broker.quota_bar import bar_onprem, never_admitted, waiting_for_quota
 from broker.sitereport import SiteReport
 from broker.store import JobStore
 from broker.validation import FieldViolation, did_you_mean
@@ -334,7 +334,9 @@ class Planner:
         if cached is not None:
             return cached
         expl = place(spec, tenant, self.catalog_offers(), policy, ctx)
-        reasons = [] if expl.allowed else _most_telling(rejection_summary(expl))
+        allowed = [s.offer for s in expl.unranked]  # all of them where no quota ever admits it: refused
+        reasons = never_admitted(policy, tenant, units_of(spec), allowed) if allowed else _most_telling(
+            rejection_summary(expl))
         if len(self._admitted) > 10_000:
             self._admitted.clear()
         self._admitted[key] = reasons
@@ -361,10 +363,6 @@ class Planner:
     def grant(self, spec: JobSpec, tenant: TenantId) -> str | None:
         """Why the tenant may not declare this job's priority class (None when it may)."""
         return priority_refusal(self.policy, tenant, spec.priority)
-
-    def lowered_priority(self, job: Job) -> tuple[Priority, str] | None:
-        """A queued job's priority its tenant is no longer granted: what it drops to, and why."""
-        return lowered_priority(self.policy, job.tenant, job.spec.priority)
 
     def order_queue(self, jobs: Sequence[Job], now: datetime, *, full: bool) -> list[Job]:
         """Queued jobs in fair-share order across tenants (`full`: the whole queue, keep standings).

@@ -7,12 +7,13 @@ they wait for the same thing and say so in the same words.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from broker.burst import is_onprem
 from broker.decision import Action, Decision
 from broker.fairshare import resolve_share
+from broker.model import Offer
 from broker.policy import Policy
 
 
@@ -41,6 +42,20 @@ def waiting_for_quota(policy: Policy, tenant: str, units: int, decision: Decisio
     barred = _no_borrow(policy, tenant, units, offer.partition)
     first = f"{barred}; {reasons[0]}" if reasons else f"{barred}; waiting for its quota"
     return replace(decision, reasons=(first, *reasons[1:]))
+
+
+def never_admitted(policy: Policy, tenant: str, units: int, offers: Iterable[Offer]) -> list[str]:
+    """Why no quota can ever admit the job (empty when one may): its tenant may not borrow, and
+    every offer placement allows is on-prem where the tenant's quota is 0 (no cloud route)."""
+    share = resolve_share(policy, tenant)
+    if share.may_borrow:
+        return []
+    partitions = set()
+    for offer in offers:
+        if not is_onprem(policy, offer.site) or share.quota.get(offer.partition, 0) > 0:
+            return []
+        partitions.add(offer.partition)
+    return [f"{_no_borrow(policy, tenant, units, p)}, so it could never start" for p in sorted(partitions)]
 
 
 def _no_borrow(policy: Policy, tenant: str, units: int, partition: str) -> str:

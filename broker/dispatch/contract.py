@@ -14,7 +14,7 @@ from broker.decision import Decision
 from broker.dispatch.failover import NextStep, RetryPolicy
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
-from broker.model import Attempt, AttemptStatus, Job, Priority, SiteId, TenantId
+from broker.model import Attempt, AttemptStatus, Job, SiteId, TenantId
 from broker.policy import Policy
 from broker.store import JobStore
 
@@ -69,8 +69,6 @@ class DecisionMaker(Protocol):
     def record_preemption(self, attempt: Attempt) -> None: ...
 
     def needs_agent(self, site: str) -> bool: ...
-
-    def lowered_priority(self, job: Job) -> tuple[Priority, str] | None: ...
 
     def order_queue(self, jobs: Sequence[Job], now: datetime, *, full: bool) -> list[Job]: ...
 

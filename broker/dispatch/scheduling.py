@@ -16,6 +16,7 @@ from broker.decision import Action, Decision
 from broker.dispatch.launch import Launching
 from broker.dispatch.preempt import preempt
 from broker.dispatch.records import audit_data, decision_fields
+from broker.fairshare import lowered_priority
 from broker.model import AttemptState, Job, JobId, JobState, SiteId
 from broker.serde_decision import decision_data, reclaim_json
 from broker.store import StoreError
@@ -243,7 +244,7 @@ class Scheduling(Launching):
     def _keep_granted(self, job: Job) -> Job:
         """A queued job whose priority its tenant is no longer granted (a reload took it back)
         drops to the highest it is granted below it, with an event saying so."""
-        lowered = self.planner.lowered_priority(job)
+        lowered = lowered_priority(self.planner.policy, job.tenant, job.spec.priority)
         if lowered is None:
             return job
         to, why = lowered
