@@ -91,7 +91,9 @@ class SiteHealth:
         self.breakers.get(attempt.site).record_success()
 
     def record_preemption(self, attempt: Attempt) -> None:
-        """Spot recovery: the region that preempted the job is blocked for the next try.
+        """Spot recovery: the spot capacity pool that preempted the job (its instance type in its
+        zone, spot) is blocked for the next try. The region's other pools and its on-demand offers
+        stay open: clouds reclaim spot per pool, to sell that capacity on demand.
 
         Not on-prem: there the batch system preempted it for other work (Slurm's priorities), and
         the capacity reading says when there is room, as after an on-prem capacity error; a block
@@ -101,7 +103,7 @@ class SiteHealth:
         if is_onprem(policy, attempt.site):
             return
         ttl = policy.burst.blocklist_ttl.capacity.total_seconds()
-        self.blocklist.block_region(attempt.site, attempt.offer.region, ttl, "a spot interruption")
+        self.blocklist.block_offer(attempt.offer, ttl, "a spot interruption")
 
     def blocked(self) -> frozenset[str]:
         """The blocklist's keys (offers, regions, sites) as placement reads them."""

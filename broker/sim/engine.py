@@ -200,7 +200,7 @@ class Engine:
                     ran = self.t - st.running_since
                     st.done_s = min(job.runtime_s, st.done_s + math.floor(ran / every) * every)
                 ttl = self.policy.burst.blocklist_ttl.capacity.total_seconds()
-                self.blocklist.block_region(st.offer.site, st.offer.region, ttl, "spot preemption")
+                self.blocklist.block_offer(st.offer, ttl, "a spot interruption")
                 self._requeue(job, st)
             else:
                 st.rec.end_s = self.t

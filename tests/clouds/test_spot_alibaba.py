@@ -11,6 +11,7 @@ on a Shanghai spot instance whose UserData tells it its attempt and checkpoint i
 from __future__ import annotations
 
 import base64
+import json
 import shlex
 import time
 from collections.abc import Callable
@@ -173,6 +174,37 @@ def test_a_spot_interruption_requeues_as_attempt_2_in_the_other_region(
         bj.release(first)
 
 
+def test_a_spot_interruption_blocks_the_regions_spot_market_not_its_on_demand(
+    broker: BrokerProcess, regions: Regions, tmp_path: Path
+) -> None:
+    """Clouds reclaim spot per capacity pool, to sell it on demand: after an interruption in Beijing
+    its A10 spot pool is avoided for `blocklist_ttl.capacity`, but an on-demand job still goes to
+    Beijing, the cheaper region, and `szb explain` says which offer is blocked and why."""
+    bj, sh, _ = regions
+    stub, spot_id = submit(broker, spot_job("reclaimed"))
+    [first] = launched(bj, spot_id)
+    bj.interrupt_spot(first)
+    launched(sh, spot_id)
+    _, od_id = submit(broker, spot_job("on-demand", spot=job_pb2.SPOT_MODE_NEVER))
+    [od] = launched(bj, od_id)
+    assert bj.instances[od]["SpotStrategy"] == "NoSpot", bj.instances[od]
+    job = tmp_path / "either.yaml"
+    job.write_text(
+        "name: either\ncommand: [python3, train.py]\nruntime_estimate: 4h\nmax_wait: 0s\n"
+        "spot: allowed\ncheckpoint: {interval: 30m}\n"
+        "resources:\n  accelerators: {count: 1, any_of: [A10]}\n"
+    )
+    out = szb(broker, TOKEN, "explain", str(job), "-o", "json")
+    assert out.returncode == 0, out.stderr
+    why = {(o["site"], o["spot"]): " ".join(r["message"] for r in o["reasons"])
+           for o in json.loads(out.stdout)["offers"]}
+    pool = "ali-bj/cn-beijing-i/ecs.gn7i-c8g1.2xlarge/spot"
+    assert f"{pool} is blocked after a spot interruption" in why[("ali-bj", True)], why
+    assert "blocked" not in why[("ali-bj", False)], why
+    for job_id in (spot_id, od_id):
+        stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md())
+
+
 def test_a_stopped_reclaimed_spot_instance_is_deleted(broker: BrokerProcess, regions: Regions) -> None:
     """Stopped and locked for Recycling, a reclaimed instance has nothing left to save: the
     broker deletes it (a stopped one still holds its disks)."""
@@ -258,24 +290,6 @@ def events_so_far(
     stub: Stub, job_id: str, until: Callable[[Events], bool] | None = None
 ) -> list[job_pb2.JobEvent]:
     return job_events.events_so_far(stub, job_id, md(), until)
-
-
-def test_explain_names_the_spot_interruption_that_blocked_a_region(
-    broker: BrokerProcess, regions: Regions, tmp_path: Path
-) -> None:
-    bj, sh, _ = regions
-    stub, job_id = submit(broker, spot_job("first"))
-    [first] = launched(bj, job_id)
-    bj.interrupt_spot(first)
-    launched(sh, job_id)
-    path = tmp_path / "next.yaml"
-    path.write_text(
-        "name: next\ncommand: [python3, train.py]\nruntime_estimate: 4h\nmax_wait: 0s\nspot: required\n"
-        "checkpoint: {interval: 30m}\nresources:\n  accelerators: {count: 1, any_of: [A10]}\n"
-    )
-    table = szb(broker, TOKEN, "explain", str(path)).stdout
-    assert "region cn-beijing of ali-bj is blocked after a spot interruption" in table, table
-    stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md())
 
 
 @pytest.mark.parametrize(

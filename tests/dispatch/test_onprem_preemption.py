@@ -21,18 +21,18 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 NOW = datetime(2026, 12, 3, 1, 0, tzinfo=UTC)
 
 
-def _preempted(site: str, region: str, instance_type: str) -> Attempt:
+def _preempted(site: str, region: str, instance_type: str, zone: str = "") -> Attempt:
     offer = Offer(site=SiteId(site), instance_type=instance_type, accelerator="A800", count=1,
-                  price_per_hour=10.0, region=region)
+                  price_per_hour=10.0, region=region, zone=zone, spot=True)
     return Attempt(id=AttemptId(f"j-{site}-a1"), job_id=JobId(f"j-{site}"), number=1, site=SiteId(site),
                    offer=offer, token="t" * 32, state=AttemptState.PREEMPTED, backend_id="42",
                    created_at=NOW, updated_at=NOW)
 
 
-def test_a_slurm_preemption_blocks_no_one_a_spot_preemption_still_blocks_its_region() -> None:
+def test_a_slurm_preemption_blocks_no_one_a_spot_preemption_blocks_its_capacity_pool() -> None:
     policy = load_policy(CONFIGS / "policy.yaml")
     health = SiteHealth(lambda: policy, ManualClock(NOW))
     health.record_preemption(_preempted("shangzhuang-onprem", "beijing-haidian", "a800"))
     assert health.blocked() == frozenset(), health.blocked()
-    health.record_preemption(_preempted("aws-us-east-1", "us-east-1", "p4d.24xlarge"))
-    assert health.blocked() == frozenset({"aws-us-east-1/us-east-1"})
+    health.record_preemption(_preempted("aws-us-east-1", "us-east-1", "p4d.24xlarge", "us-east-1b"))
+    assert health.blocked() == frozenset({"aws-us-east-1/us-east-1b/p4d.24xlarge/spot"})
