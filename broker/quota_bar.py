@@ -46,13 +46,14 @@ def waiting_for_quota(policy: Policy, tenant: str, units: int, decision: Decisio
 
 def never_admitted(policy: Policy, tenant: str, units: int, offers: Iterable[Offer]) -> list[str]:
     """Why no quota can ever admit the job (empty when one may): its tenant may not borrow, and
-    every offer placement allows is on-prem where the tenant's quota is 0 (no cloud route)."""
+    every offer placement allows is on-prem where the tenant's quota is below what the job needs
+    (no cloud route)."""
     share = resolve_share(policy, tenant)
     if share.may_borrow:
         return []
     partitions = set()
     for offer in offers:
-        if not is_onprem(policy, offer.site) or share.quota.get(offer.partition, 0) > 0:
+        if not is_onprem(policy, offer.site) or share.quota.get(offer.partition, 0) >= units:
             return []
         partitions.add(offer.partition)
     return [f"{_no_borrow(policy, tenant, units, p)}, so it could never start" for p in sorted(partitions)]

@@ -1,8 +1,9 @@
 """A no-borrow tenant's job larger than its quota, on the local executor over the CLI (issue 14).
 
-`strict` is guaranteed 1 of the 4 A800s and may not borrow; its 2-GPU job can never start
-on-prem. It must neither keep idle GPUs from other tenants (a fair-share hold for a job that
-may not take them) nor claim it "has used its guaranteed quota" when it uses none of it.
+`strict` is guaranteed 1 of the 4 A800s and may not borrow; a 2-GPU job can never start
+on-prem, so it is refused at submit. One queued while its quota was 2, before a reload cut the
+quota to 1, waits: it must neither keep idle GPUs from other tenants (a fair-share hold for a
+job that may not take them) nor claim it "has used its guaranteed quota" when it uses none of it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ sites:
 tenants:
   - {id: strict, kind: institute, entity_country: CN, share: {quota: {lab/gpu: 1}, may_borrow: false}}
   - {id: busy, kind: sme, entity_country: CN}
-fair_share: {half_life: 1h}
+fair_share: {half_life: 1h, reclaim: {enabled: false}}
 compliance:
   residency:
     zones: {cn-mainland: {countries: [CN]}}
@@ -84,14 +85,33 @@ def until(check: Callable[[], object], what: str, timeout: float = 45) -> object
         time.sleep(0.3)
 
 
+def with_quota(broker: BrokerProcess, quota: int) -> None:
+    """Reload the policy with strict's quota on lab/gpu set to `quota`, and wait until in force."""
+    def current() -> str:
+        out = szb(broker, TOKENS["busy"], "status", "-o", "json")
+        assert out.returncode == 0, out.stderr
+        return str(json.loads(out.stdout)["policy_hash"])
+
+    text = POLICY.replace("{lab/gpu: 1}", f"{{lab/gpu: {quota}}}")
+    policy_file = broker.config.parent / "policy.yaml"
+    if policy_file.read_text() == text:
+        return
+    old = current()
+    policy_file.write_text(text)
+    until(lambda: current() != old, f"the reload to quota {quota} is in force")
+
+
 def busy_fills_three_and_strict_waits(broker: BrokerProcess, folder: Path) -> tuple[list[str], str]:
-    """busy runs three 1-GPU jobs (one A800 left idle), then strict submits its 2-GPU job."""
+    """busy runs three 1-GPU jobs (one A800 left idle); strict's 2-GPU job, queued under a quota
+    of 2, then waits under a quota of 1 (a reload), which could never start it."""
+    with_quota(broker, 2)
     running = [submit(broker, "busy", job_file(folder, f"long{i}", 1, 600)) for i in range(3)]
     until(
         lambda: all(show(broker, "busy", j)["state"] == "RUNNING" for j in running),
         "busy's three jobs run",
     )
     big = submit(broker, "strict", job_file(folder, "big", 2, 5))
+    with_quota(broker, 1)
 
     def standing() -> str:
         said = str(show(broker, "strict", big).get("pending_reason", ""))
@@ -139,3 +159,16 @@ def test_a_job_larger_than_a_no_borrow_quota_says_so(broker: BrokerProcess, tmp_
         assert reason.startswith(first), (first, reason)
     finally:
         cancel(broker, running, big)
+
+
+def test_a_job_larger_than_a_no_borrow_quota_is_refused_at_submit(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    with_quota(broker, 1)
+    refused = szb(broker, TOKENS["strict"], "submit", str(job_file(tmp_path, "too-big", 2, 5)))
+    assert refused.returncode != 0, refused.stdout
+    said = refused.stderr
+    assert "FAILED_PRECONDITION" in said or "no allowed offer" in said, said
+    assert "quota on lab/gpu is 1, less than the 2 the job needs" in said and "never start" in said, said
+    fits = submit(broker, "strict", job_file(tmp_path, "fits", 1, 1))
+    until(lambda: show(broker, "strict", fits)["state"] == "SUCCEEDED", "strict's 1-GPU job runs")
