@@ -36,6 +36,7 @@ from botocore.parsers import ResponseParserError
 from adapters._aws_gang import Ec2Gangs
 from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
 from adapters._codes import EC2_CODES, EC2_PREFIXES, EC2_USER_DATA_LIMIT, classify
+from adapters._ec2_status import status_of, with_stop_time
 from adapters._gang import client_token, gang_tags, is_gang, parse_gang_id
 from adapters._tags import (
     DEFAULT_BROKER_ID,
@@ -129,7 +130,6 @@ def partition_for_region(region: str) -> str:
 _LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 """States of instances that still exist for good (shutting-down ones are being terminated)."""
 _STOPPED_STATES = ("stopping", "stopped")
-_SPOT_REASONS = {"Server.SpotInstanceTermination", "Server.SpotInstanceShutdown"}
 
 
 class AwsAdapter(Ec2Gangs):
@@ -287,10 +287,10 @@ class AwsAdapter(Ec2Gangs):
         found = [i for r in resp.get("Reservations", []) for i in r.get("Instances", [])]
         if not found:
             raise NotFoundError(self.site, "InvalidInstanceID.NotFound", f"{backend_id} does not exist")
-        status = _status_of(found[0])
+        status = status_of(found[0])
         if status.state is AttemptState.LOST:  # ended before its agent reported: the console may know
-            return self._console_result(found[0]) or status
-        return status
+            status = self._console_result(found[0]) or status
+        return with_stop_time(found[0], status)  # billed to its stop, not to when we learnt it
 
     def _console_result(self, inst: InstanceTypeDef) -> AttemptStatus | None:
         """The result the bootstrap printed to the console (GetConsoleOutput), if any."""
@@ -331,7 +331,7 @@ class AwsAdapter(Ec2Gangs):
             tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
             stopped = inst.get("State", {}).get("Name", "") in _STOPPED_STATES
             owned.append(
-                owned_from_tags(self.site, inst["InstanceId"], tags, _status_of(inst).state, stopped=stopped)
+                owned_from_tags(self.site, inst["InstanceId"], tags, status_of(inst).state, stopped=stopped)
             )
         return [*owned, *self.listed_groups()]  # after the instances: a group empties first
 
@@ -380,21 +380,3 @@ class AwsAdapter(Ec2Gangs):
                     if key not in latest or stamp > latest[key][0]:
                         latest[key] = (stamp, float(row.get("SpotPrice", "0")))
         return {k: price for k, (_, price) in latest.items()}
-
-
-def _status_of(inst: InstanceTypeDef) -> AttemptStatus:
-    state = inst.get("State", {}).get("Name", "")
-    if state == "pending":
-        return AttemptStatus(state=AttemptState.PENDING, message="EC2 state pending")
-    if state == "running":
-        return AttemptStatus(state=AttemptState.RUNNING, message="EC2 state running")
-    reason = inst.get("StateReason", {})
-    code, text = reason.get("Code", ""), reason.get("Message", "")
-    if code in _SPOT_REASONS:
-        return AttemptStatus(state=AttemptState.PREEMPTED, message=f"spot interruption: {code}")
-    tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
-    if TAG_CANCELLED in tags:
-        return AttemptStatus(state=AttemptState.CANCELLED, message=f"cancelled; EC2 state {state}")
-    return AttemptStatus(
-        state=AttemptState.LOST, message=f"EC2 state {state} before the job reported: {code} {text}".strip()
-    )

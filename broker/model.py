@@ -224,6 +224,9 @@ class AttemptStatus(_Frozen):
     """Why the backend stopped the job when it did not end by itself (a time limit, memory):
     the job's message gives it with the exit code. On a PENDING status: why the job is held or
     suspended there, so that it does not start or go on by itself (the job's message says so)."""
+    stopped_at: datetime | None = None
+    """When the backend says the machine stopped (an instance that powered itself off while the
+    broker was down): a terminal attempt's spend is settled to then, not to when it was learnt."""
     reclaiming: bool = False
     """The cloud reclaims the still-running instance itself after a spot notice (ECS's Recycling
     lock): the broker leaves it be, so the job keeps the notice's minutes to save a checkpoint."""

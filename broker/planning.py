@@ -318,7 +318,7 @@ class Planner:
                 update={"state": status.state, "error": status.message, "updated_at": self.clock.now()}
             )
         )
-        self.ledger.settle(job, attempt, store, ran=ran)
+        self.ledger.settle(job, attempt, store, ran=ran, ended=status.stopped_at)
 
     # Admission and explain -------------------------------------------------------------
 

@@ -175,7 +175,7 @@ class SpendLedger:
         if not entries:
             return
         reserved = entries[0]
-        end = ended or self.clock.now()
+        end = min(ended, self.clock.now()) if ended else self.clock.now()  # (a skewed clock)
         hours = max(0.0, (end - attempt.created_at).total_seconds()) / 3600 if ran else 0.0
         total = estimate_cost(job.spec, attempt.offer, policy, hours=hours, rate=reserved.fx)
         # The voucher pays its share of what the attempt really cost, up to what is left of it

@@ -132,13 +132,13 @@ def test_terminated_without_cancel_is_lost_and_spot_interruption_is_preempted(mo
     iid = a.submit(launch(offer, "tok-l"))
     ec2(moto).terminate_instances(InstanceIds=[iid])
     assert a.status(iid).state is AttemptState.LOST
-    from adapters.aws import _status_of
+    from adapters._ec2_status import status_of
 
     spot = {
         "State": {"Name": "terminated"},
         "StateReason": {"Code": "Server.SpotInstanceTermination", "Message": "reclaimed"},
     }
-    assert _status_of(spot).state is AttemptState.PREEMPTED  # type: ignore[arg-type]
+    assert status_of(spot).state is AttemptState.PREEMPTED
 
 
 def test_unknown_instance_is_not_found_and_cancel_of_it_is_quiet(moto: MotoFront) -> None:
