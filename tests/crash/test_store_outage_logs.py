@@ -28,7 +28,7 @@ from broker.store_outage import StoreOutageLog
 from tests.brokerproc import JOB_PYTHON, BrokerProcess
 from tests.crash.test_disk_full import _fill, _ledger
 from tests.e2e.conftest import write_broker_config
-from tests.e2e.test_jobs_api import spec, submit, wait_for
+from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
 from tests.ha.test_store_outage import refusing
 
 BACK = "the store is available again"
@@ -42,13 +42,22 @@ def _until(broker: BrokerProcess, since: int, what: Callable[[str], bool], timeo
     return text
 
 
-def _running(broker: BrokerProcess, n: int, until: Path | None = None) -> None:
-    """`n` jobs running; they end once `until` exists (never if None)."""
+def _running(broker: BrokerProcess, n: int, until: Path) -> list[str]:
+    """`n` jobs running; they end once `until` exists. Returns their ids."""
     code = f"import os, time\nwhile not os.path.exists({str(until)!r}): time.sleep(0.05)\n"
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-        for job in [submit(stub, spec(f"waiter-{i}", [JOB_PYTHON, "-c", code])).job for i in range(n)]:
+        jobs = [submit(stub, spec(f"waiter-{i}", [JOB_PYTHON, "-c", code])).job for i in range(n)]
+        for job in jobs:
             wait_for(stub, job.id, {job_pb2.JOB_STATE_RUNNING})
+    return [job.id for job in jobs]
+
+
+def _ended(broker: BrokerProcess, job_ids: list[str]) -> None:
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        for job_id in job_ids:
+            wait_for(stub, job_id, TERMINAL)
 
 
 def test_postgres_refusing_connections_is_one_line_and_its_return_another(
@@ -59,13 +68,16 @@ def test_postgres_refusing_connections_is_one_line_and_its_return_another(
     broker = BrokerProcess(config)
     broker.start()
     try:
-        _running(broker, 3, until=tmp_path / "never")
+        _, folder = _ledger()  # (one the jobs' user can read)
+        jobs = _running(broker, 3, until=folder / "go")
         since = len(broker.output)
         database = str(conninfo_to_dict(pg_dsn)["dbname"])
         with psycopg.connect(pg_server, autocommit=True) as admin, refusing(admin, database):
             _until(broker, since, lambda t: "store is unavailable" in t)
             time.sleep(5)  # many passes and polls meet the outage meanwhile
         text = _until(broker, since, lambda t: BACK in t)
+        (folder / "go").touch()
+        _ended(broker, jobs)
     finally:
         broker.stop()
     assert "Traceback" not in text and "dispatch pass failed" not in text, text[:3000]
@@ -78,7 +90,7 @@ def test_a_full_disk_is_one_line_not_one_per_attempt_per_poll(small_disk: Path, 
     broker.start()
     try:
         _, folder = _ledger()
-        _running(broker, 3, until=folder / "go")
+        jobs = _running(broker, 3, until=folder / "go")
         since = len(broker.output)
         filler = _fill(small_disk)
         try:
@@ -88,6 +100,7 @@ def test_a_full_disk_is_one_line_not_one_per_attempt_per_poll(small_disk: Path, 
         finally:
             filler.unlink()
         text = _until(broker, since, lambda t: BACK in t)
+        _ended(broker, jobs)
     finally:
         broker.stop()
     assert "polling" not in text.replace("polling attempts: the store is unavailable", ""), text
