@@ -73,11 +73,12 @@ def runner_alive(pid: int, identity: str | None) -> bool:
     return pid_alive(pid) and (identity is None or process_identity(pid) == identity)
 
 
-def kill_leftovers(uid: int | None, pgid: int | None, runner: str | None) -> None:
+def kill_leftovers(uid: int | None, pgid: int | None, runner: str | None, attempt: str | None = None) -> None:
     """SIGKILL what an attempt whose runner died left running, and wait (5 s at most) for it to go.
 
     With a private uid that is every process of that uid, wherever it went (no other process
-    holds it: `Sandbox.pick_gid`); without one, the runner's process group, unless that group
+    holds it: `Sandbox.pick_gid`), except one started for another attempt (its environment names
+    it; `attempt` is this one's id); without one, the runner's process group, unless that group
     is now another process's: `runner` is the identity recorded for the runner (its leader).
     """
     deadline = time.monotonic() + 5
@@ -85,7 +86,10 @@ def kill_leftovers(uid: int | None, pgid: int | None, runner: str | None) -> Non
         if uid is None and pgid is not None and not _group_still_the_jobs(pgid, runner):
             return
         if uid is not None:
-            left = [pid for pid in _pids() if _real_uid(pid) == uid and pid_alive(pid)]
+            left = [
+                pid for pid in _pids()
+                if _real_uid(pid) == uid and pid_alive(pid) and not _another_attempts(pid, attempt)
+            ]
             for pid in left:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -111,6 +115,23 @@ def _group_still_the_jobs(pgid: int, runner: str | None) -> bool:
     """
     leader = process_identity(pgid)
     return leader is None or (runner is not None and leader == runner)
+
+
+def _another_attempts(pid: int, attempt: str | None) -> bool:
+    """Whether the process was started for an attempt other than `attempt` (by its environment).
+
+    Once a lost attempt's processes are all gone its uid is free, and another broker on the host
+    (a demo beside a test run) may hand it to its own job before this one's kill comes: that job
+    carries its own SZB_ATTEMPT_ID. A process that dropped the variable is still killed.
+    """
+    if attempt is None:
+        return False
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    ids = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"SZB_ATTEMPT_ID=")]
+    return bool(ids) and ids[0] != attempt.encode()
 
 
 def _pids() -> list[int]:

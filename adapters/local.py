@@ -154,8 +154,10 @@ class LocalAdapter:
                 # a kill of "every process of that uid" would end instead.
                 return
         pid = meta.get("pid")
+        attempt = meta.get("attempt_id")
         kill_leftovers(uid if isinstance(uid, int) else None, pid if isinstance(pid, int) else None,
-                       identity if isinstance(identity, str) else None)
+                       identity if isinstance(identity, str) else None,
+                       attempt if isinstance(attempt, str) else None)
 
     def _in_use(self) -> tuple[dict[str, set[int]], float, list[dict[str, Any]]]:
         slots: dict[str, set[int]] = {name: set() for name in self.inventory}

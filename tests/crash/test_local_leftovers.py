@@ -84,3 +84,36 @@ def _running_as(uid: int) -> bool:
         if fields and int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
             return True
     return False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="private job uids need root")
+def test_a_lost_attempt_spares_another_brokers_job_holding_its_uid(tmp_path: Path) -> None:
+    """Two brokers on one host (a demo beside a test run) draw job uids from the same range: once
+    one's lost attempt has no process left, its uid may go to the other's next job, which the
+    first broker's "kill every process of that uid" must not reach."""
+    ours = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "ours"), "cpus": 4})
+    theirs = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "theirs"), "cpus": 4})
+    sleeper = [JOB_PYTHON, "-c", "import time; time.sleep(120)"]
+    first = ours.submit(request("tok-1", sleeper))
+    meta = json.loads((tmp_path / "ours" / "local" / first / "meta.json").read_text())
+    uid = meta["gid"]
+    os.killpg(meta["pid"], signal.SIGKILL)  # runner and job gone; `ours` has not polled yet
+    deadline = time.monotonic() + 20
+    while _running_as(uid):
+        assert time.monotonic() < deadline, "the killed job still runs"
+        time.sleep(0.05)
+    (tmp_path / "theirs" / "local" / "next_gid").write_text(str(uid))
+    other = theirs.submit(request("tok-2", sleeper).model_copy(update={"attempt_id": "j-other-a1"}))
+    assert json.loads((tmp_path / "theirs" / "local" / other / "meta.json").read_text())["gid"] == uid
+    try:
+        deadline = time.monotonic() + 20
+        while not _running_as(uid):
+            assert time.monotonic() < deadline, "the other broker's job never ran as its uid"
+            time.sleep(0.05)
+        assert ours.status(first).state is AttemptState.LOST  # reaps it: kills its leftovers
+        ours.cancel(first, "tok-1")
+        time.sleep(1)
+        assert _running_as(uid), "the other broker's job was killed"
+        assert theirs.status(other).state is AttemptState.RUNNING
+    finally:
+        theirs.cancel(other, "tok-2")
