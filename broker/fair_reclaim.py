@@ -3,11 +3,14 @@
 `FairQueue.reclaim_for` asks `Reclaimer.take` which borrowed attempts on a partition to preempt
 for a job within its quota (`broker.fairshare.reclaim` chooses them, `broker.fairshare.budget`
 paces them), and what the job's reasons say first: that they are preempted for it, or when they
-will be, once the budget's bucket has refilled enough for the work they would lose.
+will be, once the budget's bucket has refilled enough for the work they would lose. The units
+of preempted work stay booked to the job they were preempted for until the dispatcher sees it
+stopped (`stopped`; `broker.fairshare.stopping`), so no later pass preempts more for that need.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,7 +20,10 @@ from broker.fairshare import onprem_partitions, partition_units, resolve_share
 from broker.fairshare.book import FairShareBook
 from broker.fairshare.budget import Bucket
 from broker.fairshare.reclaim import Running, Victim, cheapest, victims
+from broker.fairshare.stopping import Stopping, StoppingWork
 from broker.policy import Policy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +45,13 @@ class Reclaimer:
         """(level, at) per partition as a store kept them: sized by the policy when first used."""
         self.changes = 0
         """Counts the charges made (or levels restored): a saver compares it with its last."""
-        self._freeing: dict[str, list[tuple[float, int, str]]] = {}
-        """Units of preempted work still shutting down, per partition: (until a time, units, the
-        job they were preempted for). They are that job's: another owner's job reclaims its own."""
+        self._stopping = StoppingWork()
+        """Preempted work still shutting down, booked to the job it was preempted for: another
+        owner's job reclaims its own."""
+
+    def stopped(self, attempt_id: str, now: datetime) -> None:
+        """The dispatcher saw a preempted attempt stopped (its backend's status said so)."""
+        self._stopping.stopped(attempt_id, now.timestamp())
 
     def take(
         self,
@@ -64,8 +74,7 @@ class Reclaimer:
             return Taken()
         tenant, need = owner
         t, window = now.timestamp(), rc.window.total_seconds()
-        freeing = [f for f in self._freeing.get(partition, []) if f[0] > t]
-        self._freeing[partition] = freeing
+        mine = self._booked(partition, for_job, t)
         units = partition_units(part)
         capacity, rate = rc.max_capacity_share * units * window, rc.max_capacity_share * units
         bucket = self._bucket(partition, capacity, rate, t)
@@ -78,8 +87,10 @@ class Reclaimer:
         quotas = {tn: resolve_share(policy, tn).quota.get(partition, 0) for tn in tenants}
         # Units stopping for another job are not free for this one: counting them, a second owner
         # waiting with the first preempted nothing, and reclaimed only once the first owner had
-        # taken those units and their grace was over.
-        free += sum(n for _, n, job in freeing if job == for_job)
+        # taken those units and their grace was over. This job's count until they are seen
+        # stopped: a Slurm victim stops up to minutes after its grace, and meanwhile Slurm reads
+        # them busy while the book no longer runs the victim, so a pass would preempt more.
+        free += sum(s.units for s in mine)
         chosen = victims(
             owner=tenant, need=need, free=free, running=running, quotas=quotas, ratios=ratios,
             waste_left=bucket.level_at(t), now=now,
@@ -89,19 +100,29 @@ class Reclaimer:
             # full, whatever it loses (into debt), so the rate limit never keeps a quota for good.
             least = cheapest(owner=tenant, need=need, free=free, running=running, quotas=quotas, now=now)
             if not least:
-                return Taken()
+                return Taken(reason=still_stopping(policy, partition, mine, t) if mine else None)
             if not bucket.allows(sum(v.waste for v in least), t):
                 return Taken(reason=delayed(policy, partition, least, bucket, t))
             chosen = least
         if commit:
-            until = t + rc.grace.total_seconds() + 10.0
             self._buckets[partition] = bucket.charge(sum(v.waste for v in chosen), t)
             self.changes += 1
             for v in chosen:
-                self._freeing[partition].append((until, v.units, for_job))
+                self._stopping.add(partition, v.attempt_id, v.units, for_job, t, rc.grace.total_seconds())
                 book.ended(v.attempt_id, now)
         chosen_ = tuple(ReclaimVictim(v.attempt_id, v.tenant, v.units) for v in chosen)
         return Taken(chosen_, preempting(policy, partition, chosen))
+
+    def _booked(self, partition: str, for_job: str, t: float) -> list[Stopping]:
+        """The work still stopping whose units are `for_job`'s; a victim never seen stopped
+        within its cap is reported, and reclaim goes on without it."""
+        for s in self._stopping.prune(t):
+            log.warning(
+                "reclaim: attempt %s preempted on %s for job %s was not seen stopped %.0f s later; "
+                "its %d unit(s) are no longer kept for that job", s.attempt_id, s.partition,
+                s.for_job, t - s.since, s.units,
+            )
+        return self._stopping.booked(partition, for_job)
 
     def _bucket(self, partition: str, capacity: float, rate: float, t: float) -> Bucket:
         """The partition's bucket under the policy now: charged here, else kept, else full."""
@@ -129,6 +150,16 @@ def preempting(policy: Policy, partition: str, chosen: Sequence[Victim]) -> str:
     return (
         f"reclaiming {units} borrowed unit(s) on {partition} for its quota: preempting {len(chosen)} "
         f"job(s) of {tenants} ({grace:.0f} s grace); it starts when they stop"
+    )
+
+
+def still_stopping(policy: Policy, partition: str, mine: Sequence[Stopping], t: float) -> str:
+    """What a waiting job's reasons say first while the work preempted for it is still stopping."""
+    grace = policy.document.fair_share.reclaim.grace.total_seconds()
+    return (
+        f"reclaimed {sum(s.units for s in mine)} borrowed unit(s) on {partition} for its quota: "
+        f"{len(mine)} preempted job(s) still stopping ({t - min(s.since for s in mine):.0f} s since "
+        f"the preemption, {grace:.0f} s grace); it starts when they stop"
     )
 
 

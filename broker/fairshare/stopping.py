@@ -1,0 +1,70 @@
+"""Preempted work still stopping: its units are booked to the job it was preempted for. Pure.
+
+Reclaim preempts borrowed attempts for an owner's job, and their units are not free until the
+backend has stopped them: the grace, and then however long the backend takes. Slurm stops a
+preempted job at a cut time limit in whole minutes (up to a minute past the grace), checks
+limits now and then (SIGTERM seen 16 s past the limit) and kills after KillWait; a local process
+that ignores SIGTERM is killed when the grace is over. Until the broker sees the attempt stopped
+(its backend's status), its units count as free for that job and for no other, so a later pass
+does not preempt more borrowed work for the same need. Seen stopped, they stay booked a little
+longer (`SETTLE_S`), until a capacity reading shows them free. A victim not seen stopped
+`STOP_CAP_S` after its grace is given up on (reported by the caller), and reclaim may go on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STOP_CAP_S = 180.0
+"""How long past its grace a preempted attempt may take to stop before reclaim stops waiting for
+it: Slurm's cut limit rounds up to whole minutes (up to 60 s), then the limit check and KillWait
+(30 s each by default) and the epilog. The Slurm adapter leaves a stopping job alone until 120 s
+past its cut limit (`adapters.slurm._stop.STOP_MARGIN_S`); after that the reconciler cancels it."""
+
+SETTLE_S = 10.0
+"""How long units seen freed stay booked: until a capacity reading after the stop shows them free."""
+
+
+@dataclass(slots=True)
+class Stopping:
+    """One preempted attempt whose units are booked to `for_job` until `until` (a time in seconds)."""
+
+    attempt_id: str
+    partition: str
+    units: int
+    for_job: str
+    since: float
+    until: float
+    stopped: bool = False
+
+
+class StoppingWork:
+    """The preempted attempts still holding units, by attempt id. Every method takes the time."""
+
+    def __init__(self) -> None:
+        self._by_attempt: dict[str, Stopping] = {}
+
+    def add(
+        self, partition: str, attempt_id: str, units: int, for_job: str, t: float, grace_s: float
+    ) -> None:
+        """Book the units of an attempt preempted at `t` to `for_job`, until it is seen stopped."""
+        self._by_attempt[attempt_id] = Stopping(
+            attempt_id, partition, units, for_job, t, t + grace_s + STOP_CAP_S
+        )
+
+    def stopped(self, attempt_id: str, t: float) -> None:
+        """The attempt was seen stopped at `t`: its units stay booked only until they read free."""
+        s = self._by_attempt.get(attempt_id)
+        if s is not None and not s.stopped:
+            s.stopped, s.until = True, min(s.until, t + SETTLE_S)
+
+    def prune(self, t: float) -> list[Stopping]:
+        """Forget what is over at `t`; returns the attempts never seen stopped (overdue)."""
+        over = [s for s in self._by_attempt.values() if s.until <= t]
+        for s in over:
+            del self._by_attempt[s.attempt_id]
+        return [s for s in over if not s.stopped]
+
+    def booked(self, partition: str, for_job: str) -> list[Stopping]:
+        """The stopping attempts on `partition` whose units are `for_job`'s."""
+        return [s for s in self._by_attempt.values() if s.partition == partition and s.for_job == for_job]

@@ -1,0 +1,37 @@
+"""Preempted work still stopping keeps its units booked to its owner's job until seen stopped (pure)."""
+
+from __future__ import annotations
+
+from broker.fairshare.stopping import SETTLE_S, STOP_CAP_S, StoppingWork
+
+GRACE_S = 5.0
+
+
+def booked_units(work: StoppingWork, t: float, job: str = "mine", partition: str = "lab/a800") -> int:
+    work.prune(t)
+    return sum(s.units for s in work.booked(partition, job))
+
+
+def test_units_stay_booked_past_the_grace_until_the_victim_is_seen_stopped_then_settle() -> None:
+    work = StoppingWork()
+    work.add("lab/a800", "a1", 2, "mine", 0.0, GRACE_S)
+    # A Slurm victim stops at its cut limit a minute on and more: still booked (was grace + 10 s).
+    assert booked_units(work, GRACE_S + 10.0 + 80.0) == 2
+    assert booked_units(work, 90.0, job="another") == 0  # the owner's job's, no other's
+    assert booked_units(work, 90.0, partition="lab/h800") == 0
+    work.stopped("a1", 95.0)
+    assert booked_units(work, 95.0 + SETTLE_S - 1.0) == 2  # until a capacity reading shows them free
+    assert booked_units(work, 95.0 + SETTLE_S) == 0
+
+
+def test_a_victim_never_seen_stopped_is_given_up_after_the_cap_and_reported() -> None:
+    work = StoppingWork()
+    work.add("lab/a800", "a1", 2, "mine", 0.0, GRACE_S)
+    work.add("lab/a800", "a2", 1, "mine", 0.0, GRACE_S)
+    work.stopped("a2", 3.0)
+    assert work.prune(GRACE_S + STOP_CAP_S - 1.0) == []
+    overdue = work.prune(GRACE_S + STOP_CAP_S)
+    assert [s.attempt_id for s in overdue] == ["a1"]  # a2 stopped: over, not overdue
+    assert work.booked("lab/a800", "mine") == []
+    work.stopped("a1", GRACE_S + STOP_CAP_S + 1.0)  # a late word changes nothing
+    assert work.booked("lab/a800", "mine") == []
