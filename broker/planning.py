@@ -30,6 +30,7 @@ from broker.dispatch.offers import OfferReading, OfferSource
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
 from broker.fair_queue import FairQueue
+from broker.fair_reclaim import Reclaimer
 from broker.fairshare import batch_account, held_back, priority_refusal
 from broker.fairshare.book import units_of
 from broker.fairshare.holds import claimed_meanwhile
@@ -383,9 +384,10 @@ class Planner:
         """(account, qos) the job is charged to at a batch system: Slurm's fair share sees the tenant."""
         return batch_account(self.policy, job.tenant, job.spec.priority)
 
-    def reclaim_grace_s(self) -> float:
-        """SIGTERM → SIGKILL grace for work preempted to reclaim a quota."""
-        return self.policy.document.fair_share.reclaim.grace.total_seconds()
+    @property
+    def reclaimer(self) -> Reclaimer:
+        """Reclaim's state: its waste budget, and the preempted work still stopping."""
+        return self.fair.reclaimer
 
     def standing(self, job_id: str, stored: str = "") -> str | None:
         """Why a queued job waits (latest, else `stored`) and where it stands (None: not ordered yet)."""

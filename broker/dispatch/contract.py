@@ -14,6 +14,7 @@ from broker.decision import Decision
 from broker.dispatch.failover import NextStep, RetryPolicy
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
+from broker.fair_reclaim import Reclaimer
 from broker.model import Attempt, AttemptStatus, Job, SiteId, TenantId
 from broker.policy import Policy
 from broker.store import JobStore
@@ -78,7 +79,8 @@ class DecisionMaker(Protocol):
 
     def standing(self, job_id: str, stored: str = "") -> str | None: ...
 
-    def reclaim_grace_s(self) -> float: ...
+    @property
+    def reclaimer(self) -> Reclaimer: ...
 
     def batch_account(self, job: Job) -> tuple[str, str]: ...
 

@@ -3,7 +3,9 @@
 The broker records the preemption first (attempt PREEMPTED, job PREEMPTED then QUEUED with
 who reclaimed it and why), then stops the process: SIGTERM, the policy's grace, SIGKILL.
 The job keeps its history and its age, so it is next in its tenant's order, and may burst
-when its max_wait says so.
+when its max_wait says so. Each victim's backend status is then read until it has stopped (a Slurm
+job stops at its cut time limit, minutes later), which `on_stopped` reports: reclaim keeps its
+units for the owner's job until then (`broker.fairshare.stopping`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from adapters.base import Adapter, AdapterError
+from adapters.base import Adapter, AdapterError, NotFoundError
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
+from broker.fairshare.stopping import STOP_CAP_S
 from broker.model import AttemptState, AttemptStatus, Job, JobState, SiteId
 from broker.store import JobStore
 
 log = logging.getLogger(__name__)
+
+WATCH_POLL_S = 1.0
+"""How often a stopping victim's backend status is read."""
 
 
 async def preempt(
@@ -32,12 +38,16 @@ async def preempt(
     clock: Clock,
     grace_s: float,
     on_freed: Callable[[], None],
+    on_stopped: Callable[[str], None],
 ) -> None:
-    """Record and carry out the preemption of each victim attempt (ids from the fair-share decision)."""
+    """Record and carry out the preemption of each victim attempt (ids from the fair-share decision);
+    `on_stopped(attempt id)` once its backend says it stopped (at once when nothing runs)."""
     stops = []
+    watches = []
     for v in victims:
         attempt = store.get_attempt(str(v["attempt"]))
         if attempt.state.terminal:
+            on_stopped(attempt.id)
             continue
         now = clock.now()
         why = (
@@ -61,8 +71,12 @@ async def preempt(
         adapter = adapters.get(attempt.site)
         if adapter is not None and attempt.backend_id is not None:
             stops.append(_stop(adapter, attempt.backend_id, attempt.token, grace_s))
+            watches.append(_watch(adapter, attempt.id, attempt.backend_id, grace_s + STOP_CAP_S, on_stopped))
+        else:
+            on_stopped(attempt.id)
     await asyncio.gather(*stops)
     on_freed()
+    await asyncio.gather(*watches)
 
 
 async def _stop(adapter: Adapter, backend_id: str, token: str, grace_s: float) -> None:
@@ -75,3 +89,26 @@ async def _stop(adapter: Adapter, backend_id: str, token: str, grace_s: float) -
             await asyncio.to_thread(adapter.cancel, backend_id, token)
     except AdapterError as exc:  # the reconciler finds what is left
         log.warning("preempting %s failed: %s", backend_id, exc)
+
+
+async def _watch(
+    adapter: Adapter, attempt_id: str, backend_id: str, within_s: float, on_stopped: Callable[[str], None]
+) -> None:
+    """Read the victim's status until it has stopped, then say so; give up after `within_s`
+    (reclaim then reports it and may go on)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        try:
+            done = (await asyncio.to_thread(adapter.status, backend_id)).state.terminal
+        except NotFoundError:  # gone: purged, or never known any more
+            done = True
+        except AdapterError as exc:  # the next read may answer
+            log.debug("status of stopping %s: %s", backend_id, exc)
+            done = False
+        if done:
+            on_stopped(attempt_id)
+            return
+        if loop.time() >= deadline:
+            return
+        await asyncio.sleep(WATCH_POLL_S)

@@ -223,10 +223,16 @@ class Scheduling(Launching):
                 adapters=self.adapters,
                 planner=self.planner,
                 clock=self.clock,
-                grace_s=self.planner.reclaim_grace_s(),
+                grace_s=self.planner.policy.document.fair_share.reclaim.grace.total_seconds(),
                 on_freed=self.capacity_changed,
+                on_stopped=self._victim_stopped,
             )
         )
+
+    def _victim_stopped(self, attempt_id: str) -> None:
+        """A preempted attempt stopped: its units, kept for the owner's job until now, read free."""
+        self.planner.reclaimer.stopped(attempt_id, self.clock.now())
+        self.capacity_changed()
 
     async def current_snapshot(self) -> PassSnapshot:
         """The snapshot the next decision is made on: this pass's (claims and backlog included)
