@@ -32,11 +32,12 @@ from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
 def _fill(data: Path) -> Path:
     """Take every free byte of the data dir's filesystem; returns the file to delete to free it."""
     filler = data / "filler"
-    with open(filler, "wb") as f:
+    # Unbuffered: a buffered file keeps what the last short write left over and raises ENOSPC
+    # again when it is closed, which happened or not by how the free space fell in 64 KiB steps.
+    with open(filler, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
     return filler
