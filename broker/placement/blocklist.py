@@ -55,10 +55,9 @@ def filter_blocked_offers(g: Group, offers: list[Offer], env: Env) -> tuple[list
     rejected: OfferRejections = []
     for o in offers:
         zone_key = f"{o.site}/{o.zone}" if o.zone else ""
-        spot_key = f"{o.site}/{o.region}/spot"
-        if o.spot and spot_key in blocked:
-            after = _after(env, spot_key, "a spot quota error")
-            why = f"spot in region {o.region} of {o.site} is blocked after {after} (on demand is not)"
+        if o.spot and f"{o.site}/{o.region}/spot" in blocked:
+            why = f"spot in region {o.region} of {o.site} is blocked after a spot quota error"
+            why += " (on demand is not)"
             rejected.append((o, (Reason(BLOCKED, why),)))
         elif o.key in blocked:
             why = _after(env, o.key, "a capacity error")
