@@ -361,6 +361,9 @@ def part_two() -> None:
                         for i in ids
                     }
                     if states <= TERMINAL:
+                        # The table above was read before these states: show the final ones, or a
+                        # job that ended in between stays RUNNING in the printed table.
+                        live.update(live_table(stub, md, ids, impatient))
                         break
                     time.sleep(0.5)
             console.print(peak_summary(stub, md, ids, impatient))
