@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +35,34 @@ class FileScheduling(LoadScopeScheduling):
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadScopeScheduling:
     """`pytest -n N`: the suite's own scheduling (xdist's loadgroup ignores groups added at collection)."""
     return FileScheduling(config, log)  # type: ignore[arg-type]
+
+
+OWN_PG_DIR = "SZB_PG_RUN_DIR"
+"""Set (to `SZB_PG_DIR`) when this run made the PostgreSQL server's folder and so stops the server."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Without `SZB_PG_DSN` or `SZB_PG_DIR`, give this run's PostgreSQL server a folder of its own.
+
+    Runs in the controlling process before xdist starts its workers, which inherit the folder: the
+    first worker to need the server starts it there, and the controller stops it when all are done.
+    A shared folder would let one run (or one worker) stop the server another still uses.
+    """
+    if hasattr(config, "workerinput") or os.environ.get("SZB_PG_DSN") or os.environ.get("SZB_PG_DIR"):
+        return
+    folder = tempfile.mkdtemp(prefix="szb-pg-")
+    os.environ["SZB_PG_DIR"] = os.environ[OWN_PG_DIR] = folder
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the PostgreSQL server of this run's own folder (if a test started it) and remove the folder."""
+    folder = os.environ.get(OWN_PG_DIR)
+    if hasattr(config, "workerinput") or not folder or folder != os.environ.get("SZB_PG_DIR"):
+        return
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pg-test.sh"
+    if (Path(folder) / "data").exists():
+        subprocess.run([str(script), "stop"], capture_output=True, stdin=subprocess.DEVNULL, check=False)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 LEFTOVER_GRACE_S = 30.0

@@ -1,11 +1,14 @@
 """A PostgreSQL server for the session and a fresh database per test.
 
 `SZB_PG_DSN` points at an existing server when set; otherwise `scripts/pg-test.sh start` runs
-one (as root, through `unshare --user`) and stops it at the end if this session started it.
+one (as root, through `unshare --user`). In the run's own folder (`tests/conftest.py`) the first
+worker to need it starts it and the run stops it at its end; in a folder the caller chose
+(`SZB_PG_DIR`), a session stops the server only if it started it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import shutil
@@ -15,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.brokerproc import ROOT
+from tests.conftest import OWN_PG_DIR
 
 PG_SCRIPT = ROOT / "scripts" / "pg-test.sh"
 _names = itertools.count()
@@ -48,8 +52,15 @@ def pg_server() -> Iterator[str]:
     reason = _missing_prerequisite()
     if reason is not None:
         pytest.skip(reason)
-    already_running = _script("status").returncode == 0
-    started = _script("start")
+    own = os.environ.get(OWN_PG_DIR)
+    if own and own == os.environ.get("SZB_PG_DIR"):
+        already_running = True  # the run stops it once every worker is done
+        with open(os.path.join(own, "start.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one worker starts it; the others find it answering
+            started = _script("start")
+    else:
+        already_running = _script("status").returncode == 0
+        started = _script("start")
     if started.returncode != 0:
         pytest.fail(f"scripts/pg-test.sh start failed:\n{started.stderr}", pytrace=False)
     env = _script("env")
