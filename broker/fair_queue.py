@@ -8,9 +8,10 @@ job that is owed it; an over-share tenant bursts instead of waiting, when the po
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import TypeVar
 
 from broker.burst import is_onprem
 from broker.burst.inputs import due_at
@@ -36,6 +37,8 @@ from broker.quota_bar import quota_reason
 from broker.store import FairUsage, JobStore, StoreError
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
+M = TypeVar("M")
 
 
 class FairQueue:
@@ -70,8 +73,7 @@ class FairQueue:
         self.book.set_half_life(policy.document.fair_share.half_life.total_seconds())
         if not self._loaded:
             self._loaded = True
-            self._load_usage(store)
-            self._load_budget(store)
+            self._load(store)
         parts = onprem_partitions(policy)
         onprem = [a for a in live if a.offer.partition in parts]
         for attempt in onprem:
@@ -82,16 +84,28 @@ class FairQueue:
                     continue
                 self.started(policy, job, attempt)
         self.book.sync((a.id for a in onprem), now)
-        self._save_usage(store)
-        self._save_budget(store)
+        self._save(store)
 
-    def _load_usage(self, store: JobStore) -> None:
-        """Past use survives a restart: take back the ledger kept (under another half-life, carried over)."""
-        try:
-            kept = store.load_fair_usage()
-        except StoreError as exc:
-            log.warning("fair-share usage not read from the store: %s", exc)
-            return
+    def _load(self, store: JobStore) -> None:
+        """Past use and reclaim's waste budget survive a restart: take back what the store kept."""
+        if _restored(store.load_fair_usage, self._restore_usage, "fair-share usage"):
+            self._saved = self._usage_mark()
+        if _restored(store.load_reclaim_budget, self.reclaimer.restore, "reclaim budget"):
+            self._budget_saved = self.reclaimer.changes
+
+    def _save(self, store: JobStore) -> None:
+        """Save the usage and the budget changed since last saved (a refused save: the next pass retries)."""
+        self._saved = _save_if_changed(
+            self._saved, self._usage_mark(), lambda: store.save_fair_usage(self._usage()), "fair-share usage"
+        )
+        budget = self.reclaimer
+        self._budget_saved = _save_if_changed(
+            self._budget_saved, budget.changes, lambda: store.save_reclaim_budget(budget.state()),
+            "reclaim budget",
+        )
+
+    def _restore_usage(self, kept: FairUsage | None) -> None:
+        """Take back the ledger kept (under another half-life, carried over)."""
         ledger = self.book.ledger
         if kept is not None:
             sums = {t: Demand(*v) for t, v in kept.sums.items()}
@@ -103,45 +117,20 @@ class FairQueue:
                 carried = was.with_half_life(ledger.half_life_s).state()
                 if carried is not None:
                     ledger.restore(*carried)
-        self._saved = (id(ledger), ledger.changes)
 
-    def _save_usage(self, store: JobStore) -> None:
+    def _usage_mark(self) -> tuple[int, int]:
+        # The ledger is replaced when the half-life changes: its identity is part of the mark.
         ledger = self.book.ledger
-        mark = (id(ledger), ledger.changes)
-        if mark == self._saved:
-            return
+        return (id(ledger), ledger.changes)
+
+    def _usage(self) -> FairUsage:
+        ledger = self.book.ledger
         state = ledger.state()
-        usage = FairUsage(
+        return FairUsage(
             half_life_s=ledger.half_life_s,
             at_s=state[0] if state else 0.0,
             sums={t: (d.accelerators, d.cpus, d.memory_gb) for t, d in (state[1] if state else {}).items()},
         )
-        try:
-            store.save_fair_usage(usage)
-        except StoreError as exc:  # kept in memory; the next pass tries again
-            log.warning("fair-share usage not saved: %s", exc)
-            return
-        self._saved = mark
-
-    def _load_budget(self, store: JobStore) -> None:
-        """Reclaim's waste budget survives a restart: take back what was spent in its window."""
-        try:
-            self.reclaimer.restore(store.load_reclaim_budget())
-        except StoreError as exc:
-            log.warning("reclaim budget not read from the store: %s", exc)
-            return
-        self._budget_saved = self.reclaimer.changes
-
-    def _save_budget(self, store: JobStore) -> None:
-        if self.reclaimer.changes == self._budget_saved:
-            return
-        mark = self.reclaimer.changes
-        try:
-            store.save_reclaim_budget(self.reclaimer.state())
-        except StoreError as exc:  # kept in memory; the next pass tries again
-            log.warning("reclaim budget not saved: %s", exc)
-            return
-        self._budget_saved = mark
 
     def started(self, policy: Policy, job: Job, attempt: Attempt) -> None:
         if attempt.offer.partition in onprem_partitions(policy):
@@ -366,3 +355,27 @@ class FairQueue:
             policy, self.book, self.ratios, owner, offer.partition, free, snap.now,
             for_job=st.job_id, commit=commit,
         )
+
+
+def _restored(read: Callable[[], K], restore: Callable[[K], None], what: str) -> bool:
+    """Restore what the store kept of `what`; False (logged) when the store could not be read."""
+    try:
+        kept = read()
+    except StoreError as exc:
+        log.warning("%s not read from the store: %s", what, exc)
+        return False
+    restore(kept)
+    return True
+
+
+def _save_if_changed(saved: M, mark: M, save: Callable[[], None], what: str) -> M:
+    """The mark as saved after this pass: `mark` once `save` stored `what`, still `saved` when
+    nothing changed or the store refused (logged; kept in memory, the next pass tries again)."""
+    if mark == saved:
+        return saved
+    try:
+        save()
+    except StoreError as exc:
+        log.warning("%s not saved: %s", what, exc)
+        return saved
+    return mark
