@@ -28,6 +28,7 @@ from broker.model import (
     JobSpec,
     JobState,
     Offer,
+    Priority,
     SiteId,
     TenantId,
 )
@@ -488,6 +489,20 @@ class StoreContract:
         store.record_many([(job.id, "waiting", "on-prem wait 40 min is within max_wait", {})], LATER)
         assert store.get(job.id).message == "on-prem wait 40 min is within max_wait"
         assert store.get(job.id).state == JobState.QUEUED
+
+    def test_a_spec_changed_by_another_process_is_seen_where_the_old_one_was_read(
+        self, open_store: StoreFactory
+    ) -> None:
+        # Each store caches parsed specs by job id; a reload's lowered priority may be written
+        # by another broker process, and a store that read the old spec must see the new one.
+        writer, reader = open_store(), open_store()
+        job = self.submit_one(writer, A, "lowered")
+        assert reader.get(job.id).spec.priority is Priority.NORMAL
+        assert reader.list_jobs(A).jobs[0].spec.priority is Priority.NORMAL
+        low = job.spec.model_copy(update={"priority": Priority.LOW})
+        writer.record(job.id, LATER, kind="priority_lowered", message="lowered", spec=low.model_dump_json())
+        assert reader.get(job.id).spec == low
+        assert reader.list_jobs(A, states=[JobState.QUEUED]).jobs[0].spec == low
 
     def test_events_after_and_limit(self, store: JobStore) -> None:
         job = self.submit_one(store)
