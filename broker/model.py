@@ -191,6 +191,8 @@ class LaunchRequest(_Frozen):
     """The batch system's account to charge (Slurm `--account`: the tenant's, for fair share)."""
     qos: str = ""
     """The batch system's quality of service (Slurm `--qos`), when the policy maps one."""
+    user: str = ""
+    """The Unix user the job runs as at a batch system (`tenants[].batch.user`); "": the site's."""
     first_call: bool = False
     """True only for the very first call with this token: nothing can exist under it yet, so
     adapters may skip looking for an earlier launch (retries and recovery leave it False)."""

@@ -31,7 +31,7 @@ from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
 from broker.fair_queue import FairQueue
 from broker.fair_reclaim import Reclaimer
-from broker.fairshare import batch_account, held_back, priority_refusal
+from broker.fairshare import BatchIdentity, batch_account, held_back, priority_refusal
 from broker.fairshare.book import units_of
 from broker.fairshare.holds import claimed_meanwhile
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, Offer, SiteId, TenantId
@@ -380,8 +380,8 @@ class Planner:
         """Tell fair share which attempts are live (after a restart, or ends nobody reported)."""
         self.fair.observe(self.policy, live, now, store)
 
-    def batch_account(self, job: Job) -> tuple[str, str]:
-        """(account, qos) the job is charged to at a batch system: Slurm's fair share sees the tenant."""
+    def batch_account(self, job: Job) -> BatchIdentity:
+        """Account, QOS and user the job runs under at a batch system: Slurm's fair share sees the tenant."""
         return batch_account(self.policy, job.tenant, job.spec.priority)
 
     @property

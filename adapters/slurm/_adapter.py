@@ -17,9 +17,11 @@ import httpx
 
 from adapters.base import (
     AdapterError,
+    AuthError,
     Capability,
     ConfigError,
     NotFoundError,
+    RequestError,
     UnsupportedError,
     read_file_chunk,
 )
@@ -88,6 +90,9 @@ class SlurmAdapter:
     often, default 30; in between, ``?update_time=`` asks whether anything changed) and
     ``jobs_clock_margin_s`` (how far slurmctld's clock may lag this host's, default 2); see
     `adapters.slurm._jobs`.
+
+    A request naming a ``user`` (the tenant's ``batch.user``) is submitted with a token minted
+    for that user and stopped as it when the site's user may not; its files are private to it.
 
     ``client``: an httpx.Client to use instead of building one (tests, custom TLS).
     """
@@ -229,11 +234,14 @@ class SlurmAdapter:
                 self.output_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(self.site, "OutputDir", f"cannot create {self.output_dir}: {exc}") from exc
+            as_user = request.user if request.user and request.user != self.user else None
+            if as_user is None and request.user:
+                request = request.model_copy(update={"user": ""})  # the site's user, as without one
             gtype = self.reads.gres_type_for_submit(part) if request.spec.accelerator_count else None
             body = submit_body(request, part, self.settings, api_version=self.rest.version(), gres_type=gtype)
             self.ledger.intent(token)
             try:
-                reply = self.rest.request("POST", "job/submit", payload=body)
+                reply = self.rest.request("POST", "job/submit", payload=body, as_user=as_user)
             except UnsupportedError as exc:  # the job too big for every node: its own refusal
                 refusal = job_refusal(exc, part.name, self.rest, body["job"])
                 if refusal is None:
@@ -246,7 +254,25 @@ class SlurmAdapter:
                 raise AdapterError(self.site, "NoJobId", f"submit answered without a job id: {reply}")
             backend_id = str(job_id)
             self.ledger.record(token, backend_id)
-            return backend_id
+        if as_user is not None:
+            self._check_owner(backend_id, as_user)
+        return backend_id
+
+    def _check_owner(self, backend_id: str, user: str) -> None:
+        """Slurm takes a token for a user its nodes do not know and runs the job as nobody:
+        such a job is cancelled and refused, naming the user."""
+        jobs = self.rest.request("GET", f"job/{backend_id}").get("jobs") or []
+        owner = str(jobs[0].get("user_name") or "") if jobs else user
+        if owner == user:
+            return
+        try:  # with the token it was submitted with: the site's user may not stop it
+            self.rest.request("DELETE", f"job/{backend_id}", as_user=user)
+        except AdapterError as exc:
+            log.warning("site %s: cannot cancel job %s of user %r: %s", self.site, backend_id, user, exc)
+        self.jobs.invalidate()
+        raise RequestError(self.site, "UnknownUser",
+                           f"Slurm does not know user {user!r} (tenants[].batch.user): it would run the "
+                           f"job as {owner or 'nobody'}; create the user on the cluster or change batch.user")
 
     def status(self, backend_id: str) -> AttemptStatus:
         job_id = checked_job_id(self.site, backend_id)
@@ -264,7 +290,8 @@ class SlurmAdapter:
             if not jobs:
                 return self._forgotten(backend_id)
             job = jobs[0]
-        return name_failed_rank(job_status(job, launch_hint(self.settings, self.user)), self.settings, job)
+        hint = launch_hint(self.settings, str(job.get("user_name") or self.user))
+        return name_failed_rank(job_status(job, hint), self.settings, job)
 
     def _forgotten(self, backend_id: str) -> AttemptStatus:
         """slurmctld purged the job (MinJobAge): its recorded exit code, else NotFoundError."""
@@ -297,8 +324,15 @@ class SlurmAdapter:
         return data
 
     def cancel(self, backend_id: str, token: str) -> None:
+        job_id = checked_job_id(self.site, backend_id)
         try:
-            self.rest.request("DELETE", f"job/{checked_job_id(self.site, backend_id)}")
+            try:
+                self.rest.request("DELETE", f"job/{job_id}")
+            except AuthError:  # the site's user may not stop another user's job: its owner may
+                owner = self._owner(job_id)
+                if owner is None:
+                    raise
+                self.rest.request("DELETE", f"job/{job_id}", as_user=owner)
         except NotFoundError:
             return  # gone already (purged after MinJobAge): nothing to stop
         except AdapterError as exc:
@@ -320,7 +354,8 @@ class SlurmAdapter:
             jobs = (self.rest.request("GET", f"job/{job_id}").get("jobs") or []) if grace_s > 0 else []
             update = grace_update(jobs[0], time.time(), grace_s) if jobs else None
             if update is not None:
-                self.rest.request("POST", f"job/{job_id}", payload=update)
+                owner = self._owner(job_id, jobs[0])
+                self.rest.request("POST", f"job/{job_id}", payload=update, as_user=owner)
                 self.jobs.invalidate()
                 log.info("site %s: job %s stops at a time limit of %d min (a %.0f s grace)",
                          self.site, job_id, update["time_limit"], grace_s)
@@ -330,6 +365,16 @@ class SlurmAdapter:
         except AdapterError as exc:  # refused (an older slurmctld, a limit a user may not set)
             log.warning("site %s: no graceful stop for job %s (%s): cancelling it", self.site, job_id, exc)
         self.cancel(backend_id, token)
+
+    def _owner(self, job_id: str, job: Mapping[str, Any] | None = None) -> str | None:
+        """The job's user when it is not the site's and a token can be minted for it; else None."""
+        if not self.rest.mints_tokens:
+            return None
+        if job is None:
+            jobs = self.rest.request("GET", f"job/{job_id}").get("jobs") or []
+            job = jobs[0] if jobs else {}
+        user = str(job.get("user_name") or "")
+        return user if user and user != self.user else None
 
     def list_owned(self) -> Sequence[OwnedInstance]:
         owned = []

@@ -33,6 +33,7 @@ from adapters.base import (
     ConfigError,
     NotFoundError,
     QuotaError,
+    RequestError,
     TransientError,
     UnsupportedError,
 )
@@ -122,6 +123,8 @@ class SlurmRest:
     lifespan=<token_lifespan_s>`` is run (with ``slurm_conf`` as SLURM_CONF if given) and
     re-run before the token expires or when slurmrestd refuses it. ``token_file``: where
     ``token`` came from; read again in those cases, so a rotated file needs no restart.
+    A request ``as_user`` another user (a tenant's own) carries a token minted for that user
+    the same way, which needs the broker to be root or SlurmUser and no fixed ``token``.
     """
 
     def __init__(
@@ -154,6 +157,7 @@ class SlurmRest:
         self._token: str | None = token
         self._token_expires: float | None = _jwt_expiry(token) if token else None
         self._token_lock = threading.Lock()
+        self._user_tokens: dict[str, tuple[str, float]] = {}
         self.healthy = True
         self.last_error = ""
 
@@ -188,7 +192,33 @@ class SlurmRest:
                           f"slurmrestd serves {sorted(served) or 'nothing'}; "
                           f"this adapter speaks {', '.join(SUPPORTED_API_VERSIONS)}")
 
-    def _auth_headers(self, refresh: bool = False) -> dict[str, str]:
+    @property
+    def mints_tokens(self) -> bool:
+        """True when tokens come from ``scontrol token`` (so any user's can be had), not configured."""
+        return self._configured_token is None
+
+    def _user_headers(self, user: str, refresh: bool) -> dict[str, str]:
+        """Headers with a token minted for `user`, kept until a minute before it expires."""
+        if not self.mints_tokens:
+            raise RequestError(self.site, "FixedToken",
+                               f"the site's Slurm token is configured (token / token_from_file, for user "
+                               f"{self.user!r}), so it cannot run jobs as {user!r} (tenants[].batch.user): "
+                               "leave it unset and the broker mints one per user with scontrol token")
+        with self._token_lock:
+            token, expires = self._user_tokens.get(user, ("", 0.0))
+            if refresh or expires - time.time() < 60:
+                try:
+                    token = self._scontrol_token(user)
+                except AuthError as exc:  # this user's problem (or the broker's rights), not the site's
+                    why = f"no Slurm token for user {user!r} (tenants[].batch.user): {exc}"
+                    raise RequestError(self.site, "UserToken", why) from exc
+                expires = _jwt_expiry(token) or time.time() + self.token_lifespan_s
+                self._user_tokens[user] = (token, expires)
+        return {"X-SLURM-USER-NAME": user, "X-SLURM-USER-TOKEN": token}
+
+    def _auth_headers(self, refresh: bool = False, user: str | None = None) -> dict[str, str]:
+        if user is not None and user != self.user:
+            return self._user_headers(user, refresh)
         with self._token_lock:
             stale = refresh or self._token is None or (
                 self._token_expires is not None and self._token_expires - time.time() < 60)
@@ -210,11 +240,11 @@ class SlurmRest:
             self._token = self._configured_token = text
             self._token_expires = _jwt_expiry(text)
 
-    def _scontrol_token(self) -> str:
+    def _scontrol_token(self, user: str | None = None) -> str:
         env = dict(os.environ)
         if self.slurm_conf:
             env["SLURM_CONF"] = self.slurm_conf
-        cmd = ["scontrol", "token", f"username={self.user}", f"lifespan={self.token_lifespan_s}"]
+        cmd = ["scontrol", "token", f"username={user or self.user}", f"lifespan={self.token_lifespan_s}"]
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env, check=False)
         except FileNotFoundError as exc:
@@ -234,9 +264,12 @@ class SlurmRest:
         self.last_error = error
 
     def request(
-        self, method: str, path: str, *, payload: Any = None, versioned: bool = True
+        self, method: str, path: str, *, payload: Any = None, versioned: bool = True,
+        as_user: str | None = None,
     ) -> dict[str, Any]:
-        body = self._send(method, path, payload=payload, versioned=versioned, not_modified_ok=False)
+        """One call; `as_user`: made as that user (a token minted for it) instead of the site's."""
+        body = self._send(method, path, payload=payload, versioned=versioned, not_modified_ok=False,
+                          as_user=as_user)
         assert body is not None  # only a not_modified_ok request answers None
         return body
 
@@ -246,23 +279,25 @@ class SlurmRest:
         slurmrestd 22.05 answers ``GET jobs?update_time=T`` with 304 and no body when
         slurmctld's job table has not changed since T (else with the *whole* table).
         """
-        return self._send("GET", path, payload=None, versioned=True, not_modified_ok=True)
+        return self._send("GET", path, payload=None, versioned=True, not_modified_ok=True, as_user=None)
 
     def _send(
-        self, method: str, path: str, *, payload: Any, versioned: bool, not_modified_ok: bool
+        self, method: str, path: str, *, payload: Any, versioned: bool, not_modified_ok: bool,
+        as_user: str | None,
     ) -> dict[str, Any] | None:
         url = self.url + (f"/slurm/{self.version()}/{path}" if versioned else path)
         refreshed = False
+        user = as_user or self.user
         while True:
-            resp = self._http(method, url, payload, refresh=refreshed)
-            can_refresh = (self._configured_token is None or self._token_file is not None) and not refreshed
+            resp = self._http(method, url, payload, refresh=refreshed, user=as_user)
+            can_refresh = (self.mints_tokens or self._token_file is not None) and not refreshed
             if resp.status_code in (401, 403):
                 if can_refresh:
                     refreshed = True
                     continue
                 self._mark(True)
                 raise AuthError(self.site, f"HTTP{resp.status_code}",
-                                f"slurmrestd refused the token for user {self.user!r}")
+                                f"slurmrestd refused the token for user {user!r}")
             if resp.status_code == 304 and not_modified_ok:
                 self._mark(True)
                 return None
@@ -285,9 +320,11 @@ class SlurmRest:
             self._mark(True)
             return body
 
-    def _http(self, method: str, url: str, payload: Any, *, refresh: bool) -> httpx.Response:
+    def _http(
+        self, method: str, url: str, payload: Any, *, refresh: bool, user: str | None
+    ) -> httpx.Response:
         """One HTTP exchange; timeouts and transport failures become TransientError."""
-        headers = self._auth_headers(refresh=refresh)
+        headers = self._auth_headers(refresh=refresh, user=user)
         try:
             return self._client.request(method, url, json=payload, headers=headers, timeout=self.timeout_s)
         except httpx.TimeoutException as exc:

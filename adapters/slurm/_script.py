@@ -177,6 +177,8 @@ def job_environment(request: LaunchRequest, settings: ScriptSettings) -> dict[st
         env["SZB_AGENT_ENDPOINT"] = request.agent_endpoint
     if request.agent_token:
         env["SZB_AGENT_TOKEN"] = request.agent_token
+    if request.user:  # a tenant's own user: its output and exit codes readable by it (and root/group)
+        env["SLURM_UMASK"] = "0027"  # slurmstepd applies it before it creates the output file
     return env
 
 

@@ -15,6 +15,7 @@ from broker.dispatch.failover import NextStep, RetryPolicy
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
 from broker.fair_reclaim import Reclaimer
+from broker.fairshare import BatchIdentity
 from broker.model import Attempt, AttemptStatus, Job, SiteId, TenantId
 from broker.policy import Policy
 from broker.store import JobStore
@@ -82,7 +83,7 @@ class DecisionMaker(Protocol):
     @property
     def reclaimer(self) -> Reclaimer: ...
 
-    def batch_account(self, job: Job) -> tuple[str, str]: ...
+    def batch_account(self, job: Job) -> BatchIdentity: ...
 
     def mark_unreachable(self, site: SiteId, reason: str) -> None: ...
 

@@ -219,7 +219,7 @@ class Launching(AttemptTracking):
             log.info("late launch of %s ended: %s", request.attempt_id, exc)
 
     def _launch_request(self, job: Job, attempt: Attempt, secret: str) -> LaunchRequest:
-        account, qos = self.planner.batch_account(job)
+        account, qos, user = self.planner.batch_account(job)
         return LaunchRequest(
             job_id=job.id,
             attempt_id=attempt.id,
@@ -231,6 +231,7 @@ class Launching(AttemptTracking):
             agent_token=secret,
             account=account,
             qos=qos,
+            user=user,
             attempt_number=attempt.number,
         )
 

@@ -15,6 +15,7 @@ from broker.fairshare.order import (
     standings,
 )
 from broker.fairshare.shares import (
+    BatchIdentity,
     Share,
     batch_account,
     lowered_priority,
@@ -26,6 +27,7 @@ from broker.fairshare.shares import (
 from broker.fairshare.usage import Demand, Interval, UsageLedger, charge_factor, usage
 
 __all__ = [
+    "BatchIdentity",
     "Demand",
     "Interval",
     "QueuedWork",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from broker.model import Priority
 from broker.policy import Policy
@@ -81,11 +82,19 @@ def partition_units(part: Partition) -> int:
     return int(part.cpus_per_node * part.nodes)
 
 
-def batch_account(policy: Policy, tenant_id: str, priority: Priority) -> tuple[str, str]:
-    """(account, qos) for the tenant's job at a batch system: its `batch` block, else its id."""
+class BatchIdentity(NamedTuple):
+    """Who a job is at a batch system (Slurm): account, QOS and Unix user ("": the site's)."""
+
+    account: str
+    qos: str
+    user: str
+
+
+def batch_account(policy: Policy, tenant_id: str, priority: Priority) -> BatchIdentity:
+    """The tenant's job at a batch system: its `batch` block, else its id as the account."""
     tenant = policy.tenant(tenant_id)
     account = (tenant.batch.account if tenant is not None else None) or tenant_id
     qos = policy.document.fair_share.qos_by_priority.get(priority) or (
         tenant.batch.qos if tenant is not None else None
     )
-    return account, qos or ""
+    return BatchIdentity(account, qos or "", (tenant.batch.user if tenant is not None else None) or "")

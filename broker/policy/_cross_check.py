@@ -143,6 +143,8 @@ def check_tenants(
         if tenant.id in tenant_ids:
             at(["tenants", i, "id"], f"tenants.{i}.id: duplicate tenant id {tenant.id!r}")
         tenant_ids.setdefault(tenant.id, i)
+        if tenant.batch.user == "root":  # every tenant's jobs could then read and signal every other's
+            at(["tenants", i, "batch", "user"], f"tenants.{i}.batch.user: a tenant's jobs never run as root")
         for j, ref in enumerate(tenant.allowed_sites or ()):
             if ref not in site_ids:
                 at(["tenants", i, "allowed_sites", j], f"tenants.{i}.allowed_sites.{j}: unknown site {ref!r}")

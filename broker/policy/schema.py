@@ -161,14 +161,12 @@ class TenantShare(_Doc):
 class BatchAccount(_Doc):
     """How the tenant is known to an on-prem batch system (Slurm), so its fair share agrees."""
 
-    account: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Slurm account (--account); default the tenant id.",
-    )
-    qos: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Slurm QOS (--qos) for the tenant's jobs; fair_share.qos_by_priority wins.",
-    )
+    account: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                                description="Slurm account (--account); default the tenant id.")
+    qos: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                            description="Slurm QOS (--qos); fair_share.qos_by_priority wins.")
+    user: str | None = Field(default=None, max_length=32, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", description=(
+        "Unix user its Slurm jobs run as (a JWT minted for it); default the site's user; never root."))
 
 
 class Tenant(_Doc):

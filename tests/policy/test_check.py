@@ -341,6 +341,23 @@ BROKEN = [
         29,
         "finite number",
     ),
+    # A tenant's Slurm jobs as root could read and signal every other tenant's.
+    (
+        "root-batch-user",
+        "    entity_country: CN\n",
+        "    entity_country: CN\n    batch: {user: root}\n",
+        20,
+        19,
+        "tenants.0.batch.user: a tenant's jobs never run as root",
+    ),
+    (
+        "bad-batch-user",
+        "    entity_country: CN\n",
+        "    entity_country: CN\n    batch: {user: 'a b'}\n",
+        20,
+        19,
+        "batch.user: string should match pattern",
+    ),
     (
         # ruamel's bare ValueError for a date that is not one was reported at 1:1.
         "impossible-voucher-expiry",
