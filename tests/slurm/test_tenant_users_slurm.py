@@ -173,7 +173,8 @@ def test_a_tenants_job_is_cancelled_though_the_sites_user_may_not_stop_it(
         assert time.monotonic() < deadline, job_of(stub, "team-a", job_id).message
         time.sleep(0.2)
     assert f" {users.a} RUNNING" in squeue_users(slurm_cluster)
-    stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=(("authorization", f"Bearer {TOKENS['team-a']}"),))
+    auth = (("authorization", f"Bearer {TOKENS['team-a']}"),)
+    stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth)
     job = ended(stub, "team-a", job_id)
     assert job.state == job_pb2.JOB_STATE_CANCELLED, job.message
     deadline = time.monotonic() + 30
