@@ -6,6 +6,10 @@ once; a leader that is paused (SIGSTOP, a stalled VM) keeps its session open, so
 that finds the lease expired terminates the holder's backend and takes the lock. Each new
 leader gets a higher epoch; a leader whose own lease ran out by its monotonic clock stops
 acting at once (`may_act`), before it even learns it was deposed.
+
+A standby never compares the lease's end, written by the leader's host clock, with its own
+host clock (skewed hosts would unseat a healthy leader, or wait for ever on a paused one): it
+counts, by its monotonic clock, how long the lease row has gone without a renewal.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from broker.clock import Clock, SystemClock
@@ -66,7 +71,9 @@ class Elector:
         self.epoch: int | None = None
         self._valid_until = 0.0
         """Monotonic time the lease lasts to, counted from before the last renewal was sent."""
-        self._stale_since: dict[int, float] = {}
+        self._last_seen: dict[int, tuple[tuple[int, datetime] | None, float]] = {}
+        """Per lock holder: its lease row as last read (None: no lease of its own) and since when."""
+        self._last_until: datetime | None = None
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self._stop = threading.Event()
         self._resign = threading.Event()
@@ -153,10 +160,19 @@ class Elector:
             # Paused past our own lease (SIGSTOP, a stall): a standby may lead by now.
             self._drop_session("the lease expired before it could be renewed")
             return
-        if not self.book.renew_leadership(self.holder, self.epoch, self.timing.lease_s, self.clock.now()):
+        if not self.book.renew_leadership(self.holder, self.epoch, self.timing.lease_s, self._renewal_now()):
             self._drop_session("another scheduler holds a newer epoch")
             return
         self._valid_until = sent + self.timing.lease_s
+
+    def _renewal_now(self) -> datetime:
+        """Now, moved on by a microsecond when the host clock stood still or stepped back: every
+        renewal must change the lease row, which is how standbys see the leader alive."""
+        now = self.clock.now()
+        if self._last_until is not None and now <= self._last_until:
+            now = self._last_until + timedelta(microseconds=1)
+        self._last_until = now
+        return now
 
     def _campaign(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         sent = time.monotonic()
@@ -165,10 +181,10 @@ class Elector:
             self._unseat_stale_holder(conn)
             return
         pid = conn.info.backend_pid
-        epoch = self.book.claim_leadership(self.holder, pid, self.timing.lease_s, self.clock.now())
+        epoch = self.book.claim_leadership(self.holder, pid, self.timing.lease_s, self._renewal_now())
         self._valid_until = sent + self.timing.lease_s
         self.epoch = epoch
-        self._stale_since.clear()
+        self._last_seen.clear()
         log.warning("elected active scheduler (epoch %d, holder %s)", epoch, self.holder)
         self.on_elected(epoch)
 
@@ -186,18 +202,19 @@ class Elector:
         holder_pid = int(found[0])
         lease = self.book.leadership()
         now = time.monotonic()
-        if lease is not None and lease.holder_pid == holder_pid and lease.lease_until > self.clock.now():
-            self._stale_since.pop(holder_pid, None)
+        own = lease is not None and lease.holder_pid == holder_pid
+        row = (lease.epoch, lease.lease_until) if lease is not None and own else None
+        seen = self._last_seen.get(holder_pid)
+        if seen is None or seen[0] != row:  # first seen, or renewed since the last look
+            self._last_seen[holder_pid] = (row, now)
             return
-        # Expired, or a holder that never claimed the lease: give it one lease period first.
-        first = self._stale_since.setdefault(holder_pid, now)
-        expired = lease is not None and lease.holder_pid == holder_pid
-        if not expired and now - first < self.timing.lease_s:
+        # Not renewed for a lease period (or a holder that never claimed one: given one period).
+        if now - seen[1] < self.timing.lease_s:
             return
         log.warning(
             "the scheduler lease of %s expired: terminating its session (backend %d)",
-            lease.holder if lease else "an unknown holder",
+            lease.holder if lease is not None and own else "a holder that never claimed the lease",
             holder_pid,
         )
         conn.execute("SELECT pg_terminate_backend(%s)", (holder_pid,))
-        self._stale_since.pop(holder_pid, None)
+        self._last_seen.pop(holder_pid, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
@@ -122,3 +123,58 @@ def test_a_leader_whose_epoch_moved_on_steps_down_and_stops_acting(pg_dsn: str, 
         assert not e.may_act() and "newer epoch" in terms.deposed[0]
     finally:
         e.stop()
+
+
+class Skewed:
+    """A host clock `by` ahead (negative: behind) of this one's."""
+
+    def __init__(self, by: timedelta) -> None:
+        self.by = by
+
+    def now(self) -> datetime:
+        return SystemClock().now() + self.by
+
+
+def test_a_standby_whose_clock_runs_ahead_leaves_a_renewing_leader_alone(
+    pg_dsn: str, store: PostgresStore
+) -> None:
+    """A standby read the leader's lease, written by the leader's clock, against its own: an hour
+    ahead, it took every lease for expired and terminated the healthy leader's session."""
+    leader_terms, standby_terms = Terms(), Terms()
+    leader = elector(pg_dsn, store, leader_terms)
+    standby_store = PostgresStore(pg_dsn)
+    standby = Elector(pg_dsn, standby_store, on_elected=standby_terms.on_elected,
+                      on_deposed=standby_terms.on_deposed, timing=TIMING, clock=Skewed(timedelta(hours=1)))
+    leader.start()
+    try:
+        wait("elected", lambda: leader_terms.elected)
+        standby.start()
+        time.sleep(TIMING.lease_s * 5)
+        assert not leader_terms.deposed, leader_terms.deposed
+        assert not standby_terms.elected and leader.may_act()
+    finally:
+        standby.stop()
+        leader.stop()
+        standby_store.close()
+
+
+def test_a_standby_whose_clock_runs_behind_still_unseats_a_leader_that_stopped_renewing(
+    pg_dsn: str, store: PostgresStore
+) -> None:
+    """An hour behind, a standby read a dead lease as valid for another hour."""
+    stuck = psycopg.connect(pg_dsn, autocommit=True)
+    stuck.execute("SELECT pg_advisory_lock(%s, %s)", LOCK_KEY)  # a leader paused after its claim
+    store.claim_leadership("paused", stuck.info.backend_pid, TIMING.lease_s, SystemClock().now())
+    terms = Terms()
+    standby_store = PostgresStore(pg_dsn)
+    standby = Elector(pg_dsn, standby_store, on_elected=terms.on_elected, on_deposed=terms.on_deposed,
+                      timing=TIMING, clock=Skewed(-timedelta(hours=1)))
+    standby.start()
+    try:
+        wait("the paused leader was unseated and the standby elected", lambda: terms.elected, timeout=20)
+        with pytest.raises(psycopg.OperationalError):
+            stuck.execute("SELECT 1")
+    finally:
+        standby.stop()
+        standby_store.close()
+        stuck.close()
