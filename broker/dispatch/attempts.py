@@ -324,11 +324,11 @@ class AttemptTracking:
             finally:
                 self._stops_in_flight.discard(attempt.id)
             if self.cancelled(job, attempt):
-                await self._keep_output(job, attempt, adapter)
+                await self.keep_output(job, attempt, adapter)
         self.capacity_changed()
         return self.store.get(job.id)
 
-    async def _keep_output(self, job: Job, attempt: Attempt, adapter: Adapter) -> None:
+    async def keep_output(self, job: Job, attempt: Attempt, adapter: Adapter) -> None:
         """The output a stopped attempt wrote becomes its job's tail, as a finished one's does: the
         poll that sees a job end brings it, but a cancelled attempt is closed here, unpolled.
         Backends that read output themselves only (local, Slurm); cloud output comes from the agent."""

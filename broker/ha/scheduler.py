@@ -220,7 +220,9 @@ class SchedulerRole:
             except AdapterError as exc:
                 log.warning("cancel of %s at %s failed: %s", attempt.id, attempt.site, exc)
                 continue
-            d.cancelled(self.store.get(job_id), attempt)
+            job = self.store.get(job_id)
+            if d.cancelled(job, attempt):
+                await d.keep_output(job, attempt, adapter)  # as a cancel in one process keeps it
         d.capacity_changed()
 
     async def _remove_leftovers(self, d: Dispatcher, job_id: JobId) -> None:
