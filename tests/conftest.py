@@ -29,7 +29,8 @@ class FileScheduling(LoadScopeScheduling):
 
     def _split_scope(self, nodeid: str) -> str:
         path = nodeid.split("::", 1)[0]
-        return "tests/slurm" if path.startswith("tests/slurm/") else path
+        on_slurm = path.startswith("tests/slurm/") or path.rsplit("/", 1)[-1].startswith("test_slurm_")
+        return "tests/slurm" if on_slurm else path  # (tests/ha/test_slurm_*.py use the cluster too)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadScopeScheduling:
