@@ -15,6 +15,7 @@ from broker.burst import decide, is_onprem
 from broker.burst.inputs import deadline_missed
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, FairShareNote
+from broker.fair_reclaim import bound_for_queue, reclaiming
 from broker.fairshare.book import units_of
 from broker.fairshare.holds import claimed_meanwhile
 from broker.model import JobSpec, TenantId
@@ -76,10 +77,12 @@ def explain_now(
         decision = replace(decision, action=Action.WAIT, reasons=reasons, fair_share=fair)
     else:
         decision = replace(decision, reasons=(*decision.reasons, standing.text()), fair_share=fair)
-    if decision.action == Action.WAIT:  # borrowed work fair share would preempt for it (none here)
+    if decision.action == Action.WAIT or bound_for_queue(decision, spec):
+        # borrowed work fair share would preempt for it (none here), as the dispatcher decides:
+        # a job bound for Slurm's queue behind borrowed work holding its quota waits and reclaims
         taken = planner.fair.reclaim_for(policy, tenant, spec, standing, decision, snap, commit=False)
         if taken.reason:
-            decision = replace(decision, reasons=(taken.reason, *decision.reasons), reclaim=taken.victims)
+            decision = replace(reclaiming(decision, taken.reason), reclaim=taken.victims)
     missed = deadline_missed(asked, snap.now) if decision.action == Action.WAIT else None
     if missed is not None:  # the dispatcher fails a waiting job it can no longer finish in time
         return replace(decision, action=Action.REJECT, reasons=(missed, *decision.reasons))

@@ -18,7 +18,7 @@ from broker.burst.inputs import due_at
 from broker.burst.snapshot import PassSnapshot
 from broker.catalog.accelerators import normalize
 from broker.decision import Action, Decision, FairShareNote, ReclaimVictim
-from broker.fair_reclaim import Reclaimer, Taken
+from broker.fair_reclaim import Reclaimer, Taken, bound_for_queue, reclaiming
 from broker.fairshare import (
     Demand,
     QueuedWork,
@@ -283,12 +283,13 @@ class FairQueue:
             why = quota_reason(policy, job.tenant, units_of(job.spec), key)
             self.reasons[job.id] = why  # szb get says what the event says
             return replace(decision, action=Action.WAIT, reasons=(why,), fair_share=fair)
-        if decision.action == Action.WAIT:
-            taken = self.reclaim_for(policy, job.tenant, job.spec, st, decision, snap)
+        if decision.action == Action.WAIT or (onprem and bound_for_queue(decision, job.spec)):
+            taken = self._reclaim(policy, job, st, decision, snap)
             reclaim = taken.victims
             if taken.reason:  # preempting: it starts once they stop, not when the projection has it
-                decision = replace(decision, reasons=(taken.reason, *decision.reasons))
-            self.reasons[job.id] = decision.summary
+                decision = reclaiming(decision, taken.reason)
+            if decision.action == Action.WAIT:
+                self.reasons[job.id] = decision.summary
         if (
             decision.action == Action.WAIT
             and onprem
@@ -332,6 +333,22 @@ class FairQueue:
         return self.book.held_for(self.holds, policy, now, job.id, job.tenant)
 
     # Reclaim -------------------------------------------------------------------------------
+
+    def _reclaim(
+        self, policy: Policy, job: Job, st: Standing, decision: Decision, snap: PassSnapshot
+    ) -> Taken:
+        """`reclaim_for` in a pass. A job bound for its backend's queue claimed its units when it
+        was decided; they are not free, so reclaim counts without them (and they stay claimed
+        only if it is sent on, reclaiming nothing)."""
+        if decision.action != Action.RUN or decision.offer is None:
+            return self.reclaim_for(policy, job.tenant, job.spec, st, decision, snap)
+        key, units = decision.offer.partition, units_of(job.spec)
+        claimed = snap.claimed.get(key, 0)
+        snap.claimed[key] = max(0, claimed - units)
+        taken = self.reclaim_for(policy, job.tenant, job.spec, st, decision, snap)
+        if taken.reason is None:
+            snap.claimed[key] = claimed
+        return taken
 
     def reclaim_for(
         self,

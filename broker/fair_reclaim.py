@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from broker.decision import ReclaimVictim
+from broker.decision import Action, Decision, ReclaimVictim
 from broker.fairshare import onprem_partitions, partition_units, resolve_share
-from broker.fairshare.book import FairShareBook
+from broker.fairshare.book import FairShareBook, units_of
 from broker.fairshare.budget import Bucket
 from broker.fairshare.reclaim import Running, Victim, cheapest, victims
 from broker.fairshare.stopping import Stopping, StoppingWork
+from broker.model import JobSpec
 from broker.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -183,3 +184,25 @@ def span(d: timedelta) -> str:
     """A window as the policy likely wrote it: seconds under a minute, else minutes."""
     s = d.total_seconds()
     return f"{s:g} s" if s < 60 else f"{s / 60:g} min"
+
+
+def bound_for_queue(decision: Decision, spec: JobSpec) -> bool:
+    """The decision runs the job where no units are free for it now: on-prem, that sends it to
+    its backend's own queue (Slurm; the local executor runs nothing without room)."""
+    offer = decision.offer
+    return (
+        decision.action == Action.RUN
+        and offer is not None
+        and offer.free is not None
+        and offer.free < units_of(spec)
+    )
+
+
+def reclaiming(decision: Decision, reason: str) -> Decision:
+    """The decision of a job that reclaims its quota: it waits in the broker, saying so first. A
+    job bound for Slurm's queue waits here instead: there it would wait out the borrowed work it
+    reclaims (and Slurm's queue says nothing of the quota), so it is sent once its units are free."""
+    reasons = decision.reasons
+    if decision.action == Action.RUN:  # (burst.decision's reason for it no longer holds)
+        reasons = tuple(r for r in reasons if not r.endswith("; sent to its queue"))
+    return replace(decision, action=Action.WAIT, reasons=(reason, *reasons))

@@ -126,7 +126,7 @@ def test_a_preempted_slurm_job_gets_sigterm_and_its_clean_up_runs(
         borrowed = stub.SubmitJob(pb.SubmitJobRequest(job=spec("borrowed", script, 4, max_wait_s=10)),
                                   metadata=auth("borrower")).job.id
         until(lambda: (marks / "ready").exists(), "the borrowed job runs on all four A800s")
-        # A wait beyond its max_wait: it waits in the broker (not in Slurm's queue) and reclaims.
+        # It waits in the broker (not in Slurm's queue) and reclaims (within its max_wait too: below).
         mine = stub.SubmitJob(pb.SubmitJobRequest(job=spec("mine", "echo owner ran", 1, max_wait_s=60)),
                               metadata=auth("owner")).job.id
         try:
@@ -142,6 +142,38 @@ def test_a_preempted_slurm_job_gets_sigterm_and_its_clean_up_runs(
             # It ran on for the grace first (on main SIGTERM came within 50 ms of the preemption).
             term = float((marks / "term").read_text())
             assert term >= preempted[0].time.ToNanoseconds() / 1e9 + GRACE_S - 1, (term, preempted[0].time)
+            until(lambda: get(mine, "owner").state == job_pb2.JOB_STATE_SUCCEEDED,
+                  f"the owner's job ran: {get(mine, 'owner')}")
+        finally:
+            for job_id, tenant in ((borrowed, "borrower"), (mine, "owner")):
+                stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth(tenant))
+
+
+def test_an_owner_job_bound_for_slurms_queue_reclaims_its_quota(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """The owner's job may wait as long as the borrowed work is projected to run (its max_wait
+    admits it), so the decision sends it to Slurm's queue; there it waited behind the borrowed
+    job for that job's whole run, and nothing was preempted. It now stays in the broker and
+    reclaims its quota, as on the local executor."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = f"trap 'exit 0' TERM; touch {marks}/ready; while true; do sleep 0.2; done"
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        get = lambda job_id, tenant: stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth(tenant)).job  # noqa: E731
+        borrowed = stub.SubmitJob(pb.SubmitJobRequest(job=spec("borrowed", script, 4, max_wait_s=10)),
+                                  metadata=auth("borrower")).job.id
+        until(lambda: (marks / "ready").exists(), "the borrowed job runs on all four A800s")
+        mine = stub.SubmitJob(pb.SubmitJobRequest(job=spec("mine", "echo owner ran", 1, max_wait_s=86400)),
+                              metadata=auth("owner")).job.id
+        try:
+            seen = events_until(stub, borrowed, auth("borrower"),
+                                lambda seen: any(e.kind == "requeued" for e in seen))
+            preempted = [e for e in seen if e.kind == "preempted"]
+            assert preempted and preempted[0].data["reclaimed_by"] == "owner", (
+                [e.kind for e in seen], [(e.kind, e.message) for e in events_until(
+                    stub, mine, auth("owner"), lambda _: False, timeout_s=1)])
             until(lambda: get(mine, "owner").state == job_pb2.JOB_STATE_SUCCEEDED,
                   f"the owner's job ran: {get(mine, 'owner')}")
         finally:
