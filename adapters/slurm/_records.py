@@ -267,6 +267,22 @@ def job_status(job: Mapping[str, Any], launch_hint: str = "") -> AttemptStatus:
     return AttemptStatus(state=state, exit_code=code, log_tail=tail, message=message, cause=cause)
 
 
+BLOCKED_BY = (
+    ("PartitionDown", "its partition is down: it starts once an administrator brings it up"),
+    ("PartitionInactive", "its partition is inactive: it starts once an administrator brings it up"),
+    ("NodeDown", "a node it needs is down"),
+    ("ReqNodeNotAvail", "the nodes it could use are unavailable (down, drained or reserved)"),
+    ("InvalidAccount", "Slurm does not accept its account (tenants[].batch.account): it never starts so"),
+    ("InvalidQOS", "Slurm does not accept its QOS (batch.qos, qos_by_priority): it never starts so"),
+    ("QOS", "a limit of its QOS: it starts when the limit allows (never if the job alone is over it)"),
+    ("Assoc", "a limit of its Slurm account: it starts when the limit allows (never if the job is over it)"),
+    ("Reservation", "it waits for a reservation"),
+    ("Licenses", "it waits for licenses"),
+)
+"""Pending reasons (by prefix) under which Slurm holds a job back for something other than its
+turn (Priority) or free resources (Resources), and what each means for the job."""
+
+
 def held_cause(name: str, reason: str) -> str:
     """Why a job Slurm lists as pending will not start (or go on) by itself ("" when it will)."""
     said = "" if reason in ("", "None") else reason
@@ -275,6 +291,9 @@ def held_cause(name: str, reason: str) -> str:
     if reason.startswith("JobHeld") or name in ("REQUEUE_HOLD", "RESV_DEL_HOLD"):
         who = {"JobHeldAdmin": "an administrator", "JobHeldUser": "its user"}.get(reason, "Slurm")
         return f"held in Slurm by {who} ({said or name}): it does not start until released (scontrol release)"
+    if name == "PENDING":
+        why = next((why for prefix, why in BLOCKED_BY if reason.startswith(prefix)), "")
+        return f"held back in Slurm ({reason}): {why}" if why else ""
     return ""
 
 

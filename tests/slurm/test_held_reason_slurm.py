@@ -115,3 +115,36 @@ def _listed(cluster: SlurmCluster, job_id: str) -> bool:
     except StopIteration:
         return False
     return True
+
+
+def test_a_job_pending_in_a_partition_an_administrator_took_down_says_so(
+    broker: BrokerProcess, slurm_cluster: SlurmCluster
+) -> None:
+    """Slurm's reason for a queued job was shown only for holds: one pending in a partition
+    taken down for maintenance read 'sent to its queue' for as long as it was down."""
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+
+        def get(job_id: str) -> job_pb2.Job:
+            return stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth()).job
+
+        fill = stub.SubmitJob(pb.SubmitJobRequest(job=spec("fill", "sleep 600", 4)), metadata=auth()).job.id
+        patient, down = "", False
+        try:
+            until(lambda: get(fill).state == job_pb2.JOB_STATE_RUNNING, lambda: get(fill).message)
+            patient = stub.SubmitJob(pb.SubmitJobRequest(job=spec("patient", "echo hi", 1)),
+                                     metadata=auth()).job.id
+            until(lambda: _listed(slurm_cluster, patient), lambda: get(patient).message)
+            scontrol(slurm_cluster, "update", "partitionname=a800", "state=down")
+            down = True
+            until(lambda: "PartitionDown" in reason(broker, patient), lambda: reason(broker, patient))
+            assert "its partition is down" in reason(broker, patient)
+            scontrol(slurm_cluster, "update", "partitionname=a800", "state=up")
+            down = False
+            until(lambda: "released" in reason(broker, patient), lambda: reason(broker, patient))
+        finally:
+            if down:
+                scontrol(slurm_cluster, "update", "partitionname=a800", "state=up")
+            for job_id in (fill, patient):
+                if job_id:
+                    stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth())

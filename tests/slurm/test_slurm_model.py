@@ -235,6 +235,13 @@ def test_a_job_slurm_stopped_carries_the_cause_a_plain_failure_none() -> None:
     assert "by its user (JobHeldUser)" in job_status(record(["PENDING"], state_reason="JobHeldUser")).cause
     assert "suspended in Slurm" in job_status(record("SUSPENDED", state_reason="None")).cause
     assert job_status(record("PENDING", state_reason="Resources")).cause == ""
+    assert job_status(record("PENDING", state_reason="Priority")).cause == ""
+    # Held back by something other than its turn or free resources: a limit, a down partition.
+    down = job_status(record("PENDING", state_reason="PartitionDown")).cause
+    assert down.startswith("held back in Slurm (PartitionDown): its partition is down"), down
+    assert "a limit of its QOS" in job_status(record("PENDING", state_reason="QOSMaxGRESPerUser")).cause
+    assert "its Slurm account" in job_status(record("PENDING", state_reason="AssocGrpGRES")).cause
+    assert "tenants[].batch.account" in job_status(record("PENDING", state_reason="InvalidAccount")).cause
 
 
 def test_a_job_over_the_partitions_sizes_is_named_in_either_api_dialect() -> None:
