@@ -4,13 +4,17 @@ Each attempt's folder under `<data_dir>/local/` holds its output; without a rete
 long-running broker's data dir (the disk its store is on) grows without bound. Folders of
 attempts that ended longer ago than the retention are removed, at start and then periodically;
 a live attempt's folder never is, nor one whose end the broker has not learnt yet. The job's
-last lines stay in the store.
+last lines stay in the store. The attempt's folder under `job_root` (the job's HOME and TMPDIR,
+root's alone once it ended) goes with it: nobody can read it any more, and a job's scratch there
+(checkpoints, datasets) is often far larger than its output.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import stat
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -39,21 +43,24 @@ def keep_duration(value: object) -> timedelta:
 class Retention:
     """Removes the folders of attempts that ended more than `keep` ago (None: keeps them all)."""
 
-    def __init__(self, site: str, root: Path, keep: timedelta | None) -> None:
+    def __init__(self, site: str, root: Path, keep: timedelta | None, job_root: Path | None = None) -> None:
         self.site = site
         self.root = root
         self.keep = keep
+        self.job_root = job_root
         self._next_s = 0.0
 
     @classmethod
-    def from_config(cls, site: str, root: Path, config: Mapping[str, Any]) -> Retention:
+    def from_config(
+        cls, site: str, root: Path, config: Mapping[str, Any], job_root: Path | None = None
+    ) -> Retention:
         """The local site's retention; ConfigError naming the key for a value that is not one."""
         value = config.get(KEY)
         try:
             keep = None if value is None else keep_duration(value)
         except ValueError as exc:
             raise ConfigError(site, "BadKeepFinishedAttempts", f"{KEY} {exc}, not {value!r}") from exc
-        return cls(site, root, keep)
+        return cls(site, root, keep, job_root)
 
     def prune(self, now_s: float, live: Callable[[Path], bool]) -> list[str]:
         """Remove the ended attempts' folders older than the retention, if due; returns their names.
@@ -72,12 +79,30 @@ class Retention:
                     continue
             except OSError:  # removed meanwhile
                 continue
+            if not self._remove_job_folder(path.name):  # first: the attempt's folder records its end
+                continue
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path.name)
         if removed:
             log.info("local site %s: removed %d attempt folder(s) older than %s (%s)",
                      self.site, len(removed), format_duration(self.keep), KEY)
         return removed
+
+    def _remove_job_folder(self, name: str) -> bool:
+        """Remove the attempt's folder under job_root (one the broker made, never a link); False
+        when it could not: the attempt's folder then stays, so a later pass tries again."""
+        if self.job_root is None:
+            return True
+        guard = self.job_root / name
+        try:
+            if stat.S_ISDIR(os.lstat(guard).st_mode):
+                shutil.rmtree(guard)
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            log.warning("local site %s: could not remove %s: %s", self.site, guard, exc)
+            return False
+        return True
 
     def removed(self, backend_id: str) -> NotFoundError | None:
         """Why an attempt's folder is missing, when the retention may have removed it."""

@@ -100,7 +100,7 @@ class LocalAdapter:
         for path in self.root.iterdir():
             if path.is_dir() and self._is_live(path):
                 self._live[path.name] = read_meta(path)
-        self.retention = Retention.from_config(site, self.root, config)  # `keep_finished_attempts`
+        self.retention = Retention.from_config(site, self.root, config, self.sandbox.job_root)
         self.retention.prune(time.time(), self._is_live)
 
     # Capability and capacity -------------------------------------------------------------

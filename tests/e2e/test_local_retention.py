@@ -51,9 +51,15 @@ def test_ended_attempts_folders_go_live_ones_stay_and_logs_says_why(tmp_path: Pa
             sleeper = submit(stub, spec("sleeper", [PY, "-c", "print('still here', flush=True); "
                                                     "import time; time.sleep(600)"])).job
             wait_for(stub, sleeper.id, {job_pb2.JOB_STATE_RUNNING})
-            done = submit(stub, spec("done", [PY, "-c", "print('finished output')"])).job
-            assert wait_for(stub, done.id, TERMINAL).state == job_pb2.JOB_STATE_SUCCEEDED
+            # It leaves a file in its HOME (its folder under job_root), as a job's scratch does.
+            scratch = "import os; open('scratch.bin', 'wb').write(b'x' * 4096); print('home=' + os.getcwd())"
+            done = submit(stub, spec("done", [PY, "-c", scratch + "; print('finished output')"])).job
+            ended = wait_for(stub, done.id, TERMINAL)
+            assert ended.state == job_pb2.JOB_STATE_SUCCEEDED, ended.message
+            home = Path(ended.log_tail.split("home=", 1)[1].split()[0])
+            assert (home / "scratch.bin").exists() and home.name == "work", home
             _until("the ended attempt's folder to go", lambda: not (local / f"{done.id}-a1").exists())
+            _until("its folder under job_root to go too", lambda: not home.parent.exists())
             assert (local / f"{sleeper.id}-a1" / "meta.json").exists(), "a live attempt's folder was removed"
             assert stub.GetJob(pb.GetJobRequest(id=sleeper.id), metadata=auth("team-a")).job.state == (
                 job_pb2.JOB_STATE_RUNNING
