@@ -31,9 +31,9 @@ def _verdict(g: Group, env: Env) -> tuple[Reason, ...]:
     region = g.site.region if g.site is not None else ""
     key = f"{g.site_id}/{region}"
     if region and key in blocked:
-        # Regions are blocked after a quota error, a spot interruption, and a launch that timed
-        # out or whose transient errors outlasted its retries (dispatch.health).
-        generic = "a quota error or a spot interruption, or a launch there that timed out or kept failing"
+        # Regions are blocked after a quota error and a launch that timed out or whose transient
+        # errors outlasted its retries (dispatch.health); a spot interruption blocks its pool only.
+        generic = "a quota error, or a launch there that timed out or kept failing"
         why = _after(env, key, generic)
         return (Reason(BLOCKED, f"region {region} of {g.site_id} is blocked after {why}"),)
     return ()
@@ -59,8 +59,8 @@ def filter_blocked_offers(g: Group, offers: list[Offer], env: Env) -> tuple[list
             why = f"spot in region {o.region} of {o.site} is blocked after a spot quota error"
             why += " (on demand is not)"
             rejected.append((o, (Reason(BLOCKED, why),)))
-        elif o.key in blocked:
-            why = _after(env, o.key, "a capacity error")
+        elif o.key in blocked:  # its capacity pool: a stock-out, or a spot interruption there
+            why = _after(env, o.key, "a capacity error or a spot interruption")
             rejected.append((o, (Reason(BLOCKED, f"{o.key} is blocked after {why}"),)))
         elif zone_key and zone_key in blocked:
             why = _after(env, zone_key, "a capacity error")
