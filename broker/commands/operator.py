@@ -113,7 +113,7 @@ def _print_capacity(resp: pb.GetStatusResponse, console: Console) -> None:
             "unknown (site unhealthy)" if p.capacity_unknown else minutes(p.expected_wait_seconds),
         )
     console.print(table)
-    console.print("Jobs: " + ", ".join(f"{k} {v}" for k, v in sorted(resp.jobs_by_state.items())))
+    console.print("Jobs: " + (", ".join(f"{k} {v}" for k, v in sorted(resp.jobs_by_state.items())) or "none"))
     console.print(
         "Active by site: "
         + (", ".join(f"{k} {v}" for k, v in sorted(resp.active_jobs_by_site.items())) or "none")
