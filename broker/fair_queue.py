@@ -288,8 +288,10 @@ class FairQueue:
             reclaim = taken.victims
             if taken.reason:  # preempting: it starts once they stop, not when the projection has it
                 decision = reclaiming(decision, taken.reason)
-            if decision.action == Action.WAIT:
-                self.reasons[job.id] = decision.summary
+        if onprem and (kept := self.reclaimer.keep_off(decision, job.id, units_of(job.spec), snap)):
+            decision = kept  # units reclaimed for another job: it may not queue for them ahead of it
+        if decision.action == Action.WAIT:
+            self.reasons[job.id] = decision.summary
         if (
             decision.action == Action.WAIT
             and onprem

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, ReclaimVictim
 from broker.fairshare import onprem_partitions, partition_units, resolve_share
 from broker.fairshare.book import FairShareBook, units_of
@@ -113,6 +114,28 @@ class Reclaimer:
                 book.ended(v.attempt_id, now)
         chosen_ = tuple(ReclaimVictim(v.attempt_id, v.tenant, v.units) for v in chosen)
         return Taken(chosen_, preempting(policy, partition, chosen))
+
+    def keep_off(self, decision: Decision, job: str, units: int, snap: PassSnapshot) -> Decision | None:
+        """A RUN of `job` (`units`) on a partition where units are booked to another job (reclaimed
+        for it, still stopping or just stopped): it waits, saying why, unless the units free beside
+        them fit it now. Sent to a batch queue, Slurm would start it on them ahead of that job,
+        which waits in the broker until they read free. None: the decision stands."""
+        offer = decision.offer
+        if decision.action != Action.RUN or offer is None or offer.free is None:
+            return None
+        key = offer.partition
+        booked = self._stopping.booked_elsewhere(key, job, snap.now.timestamp())
+        if not booked:
+            return None
+        # The decision claimed the job's own units already; units seen stopped may read free, but
+        # they are not the job's.
+        beside = offer.free - (snap.claimed.get(key, 0) - units) - sum(s.units for s in booked if s.stopped)
+        if beside >= units:
+            return None
+        snap.claimed[key] = max(0, snap.claimed.get(key, 0) - units)
+        why = (f"{sum(s.units for s in booked)} unit(s) on {key} are being reclaimed for another job; "
+               f"it waits until that job has them")
+        return reclaiming(decision, why)
 
     def _booked(self, partition: str, for_job: str, t: float) -> list[Stopping]:
         """The work still stopping whose units are `for_job`'s; a victim never seen stopped

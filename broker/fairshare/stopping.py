@@ -68,3 +68,10 @@ class StoppingWork:
     def booked(self, partition: str, for_job: str) -> list[Stopping]:
         """The stopping attempts on `partition` whose units are `for_job`'s."""
         return [s for s in self._by_attempt.values() if s.partition == partition and s.for_job == for_job]
+
+    def booked_elsewhere(self, partition: str, job: str, t: float) -> list[Stopping]:
+        """The attempts on `partition` whose units are still booked at `t` to a job other than `job`."""
+        return [
+            s for s in self._by_attempt.values()
+            if s.partition == partition and s.for_job != job and s.until > t
+        ]

@@ -35,3 +35,16 @@ def test_a_victim_never_seen_stopped_is_given_up_after_the_cap_and_reported() ->
     assert work.booked("lab/a800", "mine") == []
     work.stopped("a1", GRACE_S + STOP_CAP_S + 1.0)  # a late word changes nothing
     assert work.booked("lab/a800", "mine") == []
+
+
+def test_units_booked_to_one_job_are_kept_from_every_other() -> None:
+    work = StoppingWork()
+    work.add("lab/gpu", "a-1", 4, "owner-job", t=100.0, grace_s=20.0)
+    units = lambda job, partition="lab/gpu", t=110.0: [  # noqa: E731
+        (s.attempt_id, s.units, s.stopped) for s in work.booked_elsewhere(partition, job, t)]
+    assert units("borrowed-job") == [("a-1", 4, False)]
+    assert units("owner-job") == []  # its own
+    assert units("borrowed-job", "other/gpu") == []
+    work.stopped("a-1", 130.0)  # seen stopped: booked until the units read free
+    assert units("borrowed-job", t=135.0) == [("a-1", 4, True)]
+    assert units("borrowed-job", t=141.0) == []

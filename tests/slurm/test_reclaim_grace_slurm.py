@@ -119,11 +119,10 @@ def test_a_preempted_slurm_job_gets_sigterm_and_its_clean_up_runs(
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         get = lambda job_id, tenant: stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth(tenant)).job  # noqa: E731
-        # A short max_wait: requeued after the preemption it waits in the broker. With an hour it
-        # goes straight back to Slurm's queue, ahead of the owner's job still waiting in the
-        # broker for the units to read free, and Slurm restarts it on them (a race this test
-        # does not cover; see the README's Reclaim section).
-        borrowed = stub.SubmitJob(pb.SubmitJobRequest(job=spec("borrowed", script, 4, max_wait_s=10)),
+        # An hour's max_wait: requeued after the preemption, it would go straight back to Slurm's
+        # queue ahead of the owner's job (waiting in the broker for the units to read free), and
+        # Slurm would restart it on them; it waits while they are booked to the owner's job.
+        borrowed = stub.SubmitJob(pb.SubmitJobRequest(job=spec("borrowed", script, 4)),
                                   metadata=auth("borrower")).job.id
         until(lambda: (marks / "ready").exists(), "the borrowed job runs on all four A800s")
         # It waits in the broker (not in Slurm's queue) and reclaims (within its max_wait too: below).

@@ -1,0 +1,62 @@
+"""Units reclaimed for an owner's job keep every other job from queueing for them (pure).
+
+On Slurm a job sent to the batch queue while an owner's job waits in the broker for units being
+reclaimed for it would start on them first (a lower Slurm job id). `Reclaimer.keep_off` holds
+such a RUN in the broker, unless the units free beside the booked ones fit it now.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from broker.burst.snapshot import PassSnapshot
+from broker.decision import Action, Decision
+from broker.fair_reclaim import Reclaimer
+from broker.model import Offer, SiteId
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+PART = "lab/a800"
+
+
+def run_on(free: int, units: int, snap: PassSnapshot) -> Decision:
+    """A RUN as `decide_in_pass` leaves it: the job's units are claimed in the pass already."""
+    offer = Offer(site=SiteId("lab"), instance_type="a800", accelerator="A800", count=units,
+                  price_per_hour=14.0, free=free)
+    snap.claimed[PART] = snap.claimed.get(PART, 0) + units
+    return Decision(Action.RUN, offer, ("lab expects a wait of 9 min; sent to its queue",))
+
+
+def reclaimer_with_booking(units: int, *, stopped: bool = False) -> Reclaimer:
+    r = Reclaimer()
+    r._stopping.add(PART, "victim-attempt", units, "owner-job", NOW.timestamp() - 5, grace_s=20.0)
+    if stopped:
+        r._stopping.stopped("victim-attempt", NOW.timestamp())
+    return r
+
+
+def test_a_job_bound_for_the_queue_waits_while_units_are_booked_to_another_job() -> None:
+    snap = PassSnapshot(now=NOW, offers=[])
+    kept = reclaimer_with_booking(4).keep_off(run_on(0, 4, snap), "borrowed-job", 4, snap)
+    assert kept is not None and kept.action == Action.WAIT
+    assert kept.reasons == ("4 unit(s) on lab/a800 are being reclaimed for another job; "
+                            "it waits until that job has them",)  # not "sent to its queue"
+    assert snap.claimed[PART] == 0  # its claim is given back
+
+
+def test_the_job_they_are_booked_to_and_a_job_that_fits_beside_them_go_on() -> None:
+    snap = PassSnapshot(now=NOW, offers=[])
+    r = reclaimer_with_booking(2)
+    assert r.keep_off(run_on(0, 4, snap), "owner-job", 4, snap) is None
+    snap = PassSnapshot(now=NOW, offers=[])
+    assert r.keep_off(run_on(2, 2, snap), "small-job", 2, snap) is None  # 2 free beside the 2 booked
+
+
+def test_units_seen_stopped_read_free_but_are_still_not_another_jobs() -> None:
+    snap = PassSnapshot(now=NOW, offers=[])
+    kept = reclaimer_with_booking(4, stopped=True).keep_off(run_on(4, 4, snap), "borrowed-job", 4, snap)
+    assert kept is not None and kept.action == Action.WAIT
+
+
+def test_nothing_is_held_once_the_booking_is_over() -> None:
+    snap = PassSnapshot(now=NOW.replace(minute=30), offers=[])
+    assert reclaimer_with_booking(4).keep_off(run_on(0, 4, snap), "borrowed-job", 4, snap) is None
