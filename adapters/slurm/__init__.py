@@ -6,6 +6,8 @@ The broker's on-prem site: ``adapters.slurm:SlurmAdapter`` (entry point ``slurm`
   offers); it does not list ``Capability.QUEUES_JOBS`` as missing: jobs may be sent here to pend.
 * `adapters.slurm._config`: partitions (the policy's list or a mapping), gres types, and
   the partition an attempt is submitted to.
+* `adapters.slurm._owners`: jobs of tenant users: the user a job is submitted as, the check
+  that Slurm runs it as that user, and stopping it as its owner.
 * `adapters.slurm._ledger`: which job each idempotency token started (``<token>.jobid`` markers).
 * `adapters.slurm._script`: the batch script and job description of one attempt.
 * `adapters.slurm._offers`: the site's capacity snapshot, offers and expected waits.

@@ -17,11 +17,9 @@ import httpx
 
 from adapters.base import (
     AdapterError,
-    AuthError,
     Capability,
     ConfigError,
     NotFoundError,
-    RequestError,
     UnsupportedError,
     read_file_chunk,
 )
@@ -30,6 +28,7 @@ from adapters.slurm._config import parse_partitions, partition_for
 from adapters.slurm._jobs import JobTable
 from adapters.slurm._ledger import TokenLedger
 from adapters.slurm._offers import PartitionReads
+from adapters.slurm._owners import check_owner, delete_job, owner_of, tenant_user
 from adapters.slurm._records import (
     SLURM_STATES,
     decode_marks,
@@ -234,7 +233,7 @@ class SlurmAdapter:
                 self.output_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(self.site, "OutputDir", f"cannot create {self.output_dir}: {exc}") from exc
-            as_user = request.user if request.user and request.user != self.user else None
+            as_user = tenant_user(request, self.user)
             if as_user is None and request.user:
                 request = request.model_copy(update={"user": ""})  # the site's user, as without one
             gtype = self.reads.gres_type_for_submit(part) if request.spec.accelerator_count else None
@@ -255,24 +254,8 @@ class SlurmAdapter:
             backend_id = str(job_id)
             self.ledger.record(token, backend_id)
         if as_user is not None:
-            self._check_owner(backend_id, as_user)
+            check_owner(self.rest, self.jobs, backend_id, as_user)
         return backend_id
-
-    def _check_owner(self, backend_id: str, user: str) -> None:
-        """Slurm takes a token for a user its nodes do not know and runs the job as nobody:
-        such a job is cancelled and refused, naming the user."""
-        jobs = self.rest.request("GET", f"job/{backend_id}").get("jobs") or []
-        owner = str(jobs[0].get("user_name") or "") if jobs else user
-        if owner == user:
-            return
-        try:  # with the token it was submitted with: the site's user may not stop it
-            self.rest.request("DELETE", f"job/{backend_id}", as_user=user)
-        except AdapterError as exc:
-            log.warning("site %s: cannot cancel job %s of user %r: %s", self.site, backend_id, user, exc)
-        self.jobs.invalidate()
-        raise RequestError(self.site, "UnknownUser",
-                           f"Slurm does not know user {user!r} (tenants[].batch.user): it would run the "
-                           f"job as {owner or 'nobody'}; create the user on the cluster or change batch.user")
 
     def status(self, backend_id: str) -> AttemptStatus:
         job_id = checked_job_id(self.site, backend_id)
@@ -326,13 +309,7 @@ class SlurmAdapter:
     def cancel(self, backend_id: str, token: str) -> None:
         job_id = checked_job_id(self.site, backend_id)
         try:
-            try:
-                self.rest.request("DELETE", f"job/{job_id}")
-            except AuthError:  # the site's user may not stop another user's job: its owner may
-                owner = self._owner(job_id)
-                if owner is None:
-                    raise
-                self.rest.request("DELETE", f"job/{job_id}", as_user=owner)
+            delete_job(self.rest, job_id)  # as the job's owner when the site's user may not
         except NotFoundError:
             return  # gone already (purged after MinJobAge): nothing to stop
         except AdapterError as exc:
@@ -354,7 +331,7 @@ class SlurmAdapter:
             jobs = (self.rest.request("GET", f"job/{job_id}").get("jobs") or []) if grace_s > 0 else []
             update = grace_update(jobs[0], time.time(), grace_s) if jobs else None
             if update is not None:
-                owner = self._owner(job_id, jobs[0])
+                owner = owner_of(self.rest, job_id, jobs[0])
                 self.rest.request("POST", f"job/{job_id}", payload=update, as_user=owner)
                 self.jobs.invalidate()
                 log.info("site %s: job %s stops at a time limit of %d min (a %.0f s grace)",
@@ -365,16 +342,6 @@ class SlurmAdapter:
         except AdapterError as exc:  # refused (an older slurmctld, a limit a user may not set)
             log.warning("site %s: no graceful stop for job %s (%s): cancelling it", self.site, job_id, exc)
         self.cancel(backend_id, token)
-
-    def _owner(self, job_id: str, job: Mapping[str, Any] | None = None) -> str | None:
-        """The job's user when it is not the site's and a token can be minted for it; else None."""
-        if not self.rest.mints_tokens:
-            return None
-        if job is None:
-            jobs = self.rest.request("GET", f"job/{job_id}").get("jobs") or []
-            job = jobs[0] if jobs else {}
-        user = str(job.get("user_name") or "")
-        return user if user and user != self.user else None
 
     def list_owned(self) -> Sequence[OwnedInstance]:
         owned = []
