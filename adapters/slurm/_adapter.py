@@ -233,11 +233,10 @@ class SlurmAdapter:
                 self.output_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(self.site, "OutputDir", f"cannot create {self.output_dir}: {exc}") from exc
-            as_user = tenant_user(request, self.user)
-            if as_user is None and request.user:
-                request = request.model_copy(update={"user": ""})  # the site's user, as without one
+            as_user = tenant_user(request, self.user)  # None: the site's user, also when named
             gtype = self.reads.gres_type_for_submit(part) if request.spec.accelerator_count else None
-            body = submit_body(request, part, self.settings, api_version=self.rest.version(), gres_type=gtype)
+            body = submit_body(request, part, self.settings, api_version=self.rest.version(),
+                               gres_type=gtype, as_tenant_user=as_user is not None)
             self.ledger.intent(token)
             try:
                 reply = self.rest.request("POST", "job/submit", payload=body, as_user=as_user)

@@ -168,8 +168,14 @@ def batch_script(request: LaunchRequest, settings: ScriptSettings) -> str:
     )
 
 
-def job_environment(request: LaunchRequest, settings: ScriptSettings) -> dict[str, str]:
-    """The job's environment: a standard PATH, the site's, the job's, then the broker's SZB_* vars."""
+def job_environment(
+    request: LaunchRequest, settings: ScriptSettings, *, as_tenant_user: bool = False
+) -> dict[str, str]:
+    """The job's environment: a standard PATH, the site's, the job's, then the broker's SZB_* vars.
+
+    `as_tenant_user`: the job runs as a tenant's own user (not the site's), so its files are
+    made private to that user.
+    """
     env = {"PATH": DEFAULT_PATH, **(settings.environment or {}), **request.spec.env,
            "SZB_JOB_ID": str(request.job_id), "SZB_ATTEMPT_ID": str(request.attempt_id),
            **request.resume_vars()}
@@ -177,7 +183,7 @@ def job_environment(request: LaunchRequest, settings: ScriptSettings) -> dict[st
         env["SZB_AGENT_ENDPOINT"] = request.agent_endpoint
     if request.agent_token:
         env["SZB_AGENT_TOKEN"] = request.agent_token
-    if request.user:  # a tenant's own user: its output and exit codes readable by it (and root/group)
+    if as_tenant_user:  # its output and exit codes readable by it (and root/group), not other tenants
         env["SLURM_UMASK"] = "0027"  # slurmstepd applies it before it creates the output file
     return env
 
@@ -189,12 +195,16 @@ def submit_body(
     *,
     api_version: str,
     gres_type: str | None,
+    as_tenant_user: bool = False,
 ) -> dict[str, Any]:
-    """The ``job/submit`` payload for one attempt (version-specific where marked)."""
+    """The ``job/submit`` payload for one attempt (version-specific where marked).
+
+    `as_tenant_user`: submitted as the tenant's own user, not the site's (see `job_environment`).
+    """
     spec = request.spec
     nodes = spec.resources.nodes
     script = batch_script(request, settings)
-    env = job_environment(request, settings)
+    env = job_environment(request, settings, as_tenant_user=as_tenant_user)
     marks = {"broker": settings.broker_id, "job": str(request.job_id),
              "attempt": str(request.attempt_id), "token": request.token}
     job: dict[str, Any] = {
