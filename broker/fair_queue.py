@@ -346,7 +346,7 @@ class FairQueue:
             return self.reclaim_for(policy, job.tenant, job.spec, st, decision, snap)
         key, units = decision.offer.partition, units_of(job.spec)
         claimed = snap.claimed.get(key, 0)
-        snap.claimed[key] = max(0, claimed - units)
+        snap.claimed[key] = snap.claimed_by_others(key, units)
         taken = self.reclaim_for(policy, job.tenant, job.spec, st, decision, snap)
         if taken.reason is None:
             snap.claimed[key] = claimed

@@ -129,10 +129,11 @@ class Reclaimer:
             return None
         # The decision claimed the job's own units already; units seen stopped may read free, but
         # they are not the job's.
-        beside = offer.free - (snap.claimed.get(key, 0) - units) - sum(s.units for s in booked if s.stopped)
+        others = snap.claimed_by_others(key, units)
+        beside = offer.free - others - sum(s.units for s in booked if s.stopped)
         if beside >= units:
             return None
-        snap.claimed[key] = max(0, snap.claimed.get(key, 0) - units)
+        snap.claimed[key] = others  # it waits: its own units are not claimed
         why = (f"{sum(s.units for s in booked)} unit(s) on {key} are being reclaimed for another job; "
                f"it waits until that job has them")
         return reclaiming(decision, why)

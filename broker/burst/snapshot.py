@@ -83,6 +83,11 @@ class PassSnapshot:
         self.claimed[key] = self.claimed.get(key, 0) + demand(spec)
         self.enqueue(offer, spec)
 
+    def claimed_by_others(self, partition: str, units: int) -> int:
+        """Units claimed on `partition` in this pass by jobs other than one whose decision
+        claimed its own `units` there (`claim`): what is not free for that job."""
+        return max(0, self.claimed.get(partition, 0) - units)
+
     def enqueue(self, offer: Offer, spec: JobSpec) -> None:
         """A job waits for this partition: it is ahead of every later job in the pass."""
         key = partition_key(offer)
