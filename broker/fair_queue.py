@@ -90,7 +90,7 @@ class FairQueue:
         """Past use and reclaim's waste budget survive a restart: take back what the store kept."""
         if _restored(store.load_fair_usage, self._restore_usage, "fair-share usage"):
             self._saved = self._usage_mark()
-        if _restored(store.load_reclaim_budget, self.reclaimer.restore, "reclaim budget"):
+        if _restored(store.load_reclaim_state, self.reclaimer.restore, "reclaim budget"):
             self._budget_saved = self.reclaimer.changes
 
     def _save(self, store: JobStore) -> None:
@@ -100,7 +100,7 @@ class FairQueue:
         )
         budget = self.reclaimer
         self._budget_saved = _save_if_changed(
-            self._budget_saved, budget.changes, lambda: store.save_reclaim_budget(budget.state()),
+            self._budget_saved, budget.changes, lambda: store.save_reclaim_state(budget.state()),
             "reclaim budget",
         )
 

@@ -24,6 +24,7 @@ from broker.fairshare.reclaim import Running, Victim, cheapest, victims
 from broker.fairshare.stopping import Stopping, StoppingWork
 from broker.model import JobSpec
 from broker.policy import Policy
+from broker.store import ReclaimBooking, ReclaimState
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,16 @@ class Reclaimer:
         """Per partition; a partition not yet charged has a full bucket."""
         self._kept: dict[str, tuple[float, float]] = {}
         """(level, at) per partition as a store kept them: sized by the policy when first used."""
-        self.changes = 0
-        """Counts the charges made (or levels restored): a saver compares it with its last."""
+        self._charges = 0
+        """Counts the charges made (or levels restored)."""
         self._stopping = StoppingWork()
         """Preempted work still shutting down, booked to the job it was preempted for: another
         owner's job reclaims its own."""
+
+    @property
+    def changes(self) -> int:
+        """Counts the charges and bookings made (or restored): a saver compares it with its last."""
+        return self._charges + self._stopping.version
 
     def stopped(self, attempt_id: str, now: datetime) -> None:
         """The dispatcher saw a preempted attempt stopped (its backend's status said so)."""
@@ -108,7 +114,7 @@ class Reclaimer:
             chosen = least
         if commit:
             self._buckets[partition] = bucket.charge(sum(v.waste for v in chosen), t)
-            self.changes += 1
+            self._charges += 1
             for v in chosen:
                 self._stopping.add(partition, v.attempt_id, v.units, for_job, t, rc.grace.total_seconds())
                 book.ended(v.attempt_id, now)
@@ -156,15 +162,27 @@ class Reclaimer:
             old = Bucket(capacity, rate, *self._kept[partition])
         return Bucket.full(capacity, rate, t) if old is None else old.resized(capacity, rate)
 
-    def restore(self, levels: Mapping[str, tuple[float, float]]) -> None:
-        """Take back the buckets a store kept, (level, at) per partition: a restart or a new
-        leader must not start with full buckets, which would let reclaim waste a budget at once."""
-        self._kept = {p: lv for p, lv in levels.items() if p not in self._buckets}
-        self.changes += 1
+    def restore(self, kept: ReclaimState) -> None:
+        """Take back what a store kept: a restart or a new leader must not start with full
+        buckets, which would let reclaim waste a budget at once, nor forget the units of work
+        still stopping that are booked to an owner's job, which would preempt more for it and
+        let other work take them first."""
+        self._kept = {p: lv for p, lv in kept.levels.items() if p not in self._buckets}
+        self._charges += 1
+        for b in kept.bookings:
+            self._stopping.put(
+                Stopping(b.attempt_id, b.partition, b.units, b.for_job, b.since_s, b.until_s, b.stopped)
+            )
 
-    def state(self) -> dict[str, tuple[float, float]]:
-        """(level, at) per partition charged, or kept and not used since: what a store keeps."""
-        return {**self._kept, **{p: (b.level, b.at) for p, b in self._buckets.items()}}
+    def state(self) -> ReclaimState:
+        """What a store keeps: (level, at) per partition charged, or kept and not used since, and
+        the bookings held."""
+        levels = {**self._kept, **{p: (b.level, b.at) for p, b in self._buckets.items()}}
+        bookings = tuple(
+            ReclaimBooking(s.attempt_id, s.partition, s.units, s.for_job, s.since, s.until, s.stopped)
+            for s in self._stopping.entries()
+        )
+        return ReclaimState(levels, bookings)
 
 
 def preempting(policy: Policy, partition: str, chosen: Sequence[Victim]) -> str:

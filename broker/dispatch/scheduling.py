@@ -215,6 +215,10 @@ class Scheduling(Launching):
 
     def _reclaim(self, owner: Job, decision: Decision) -> None:
         """Fair share asked to preempt borrowed work for this job's quota: do it in the background."""
+        try:  # the units booked to the owner's job are stored before any victim is touched
+            self.store.save_reclaim_state(self.planner.reclaimer.state())
+        except StoreError as exc:  # the next pass saves them (a fenced-out scheduler cannot stop victims)
+            log.warning("reclaim bookings not saved before preempting for job %s: %s", owner.id, exc)
         self._in_background(
             preempt(
                 reclaim_json(decision),

@@ -43,6 +43,8 @@ class StoppingWork:
 
     def __init__(self) -> None:
         self._by_attempt: dict[str, Stopping] = {}
+        self.version = 0
+        """Counts the changes made: a saver compares it with its last."""
 
     def add(
         self, partition: str, attempt_id: str, units: int, for_job: str, t: float, grace_s: float
@@ -51,19 +53,32 @@ class StoppingWork:
         self._by_attempt[attempt_id] = Stopping(
             attempt_id, partition, units, for_job, t, t + grace_s + STOP_CAP_S
         )
+        self.version += 1
 
     def stopped(self, attempt_id: str, t: float) -> None:
         """The attempt was seen stopped at `t`: its units stay booked only until they read free."""
         s = self._by_attempt.get(attempt_id)
         if s is not None and not s.stopped:
             s.stopped, s.until = True, min(s.until, t + SETTLE_S)
+            self.version += 1
 
     def prune(self, t: float) -> list[Stopping]:
         """Forget what is over at `t`; returns the attempts never seen stopped (overdue)."""
         over = [s for s in self._by_attempt.values() if s.until <= t]
         for s in over:
             del self._by_attempt[s.attempt_id]
+        self.version += bool(over)
         return [s for s in over if not s.stopped]
+
+    def entries(self) -> list[Stopping]:
+        """Every booking held, oldest first: what a store keeps across a restart."""
+        return sorted(self._by_attempt.values(), key=lambda s: (s.since, s.attempt_id))
+
+    def put(self, s: Stopping) -> None:
+        """Take back a booking a store kept (one made since stays as it is)."""
+        if s.attempt_id not in self._by_attempt:
+            self._by_attempt[s.attempt_id] = s
+            self.version += 1
 
     def booked(self, partition: str, for_job: str) -> list[Stopping]:
         """The stopping attempts on `partition` whose units are `for_job`'s."""

@@ -76,6 +76,28 @@ class FairUsage:
 
 
 @dataclass(frozen=True)
+class ReclaimBooking:
+    """Units of a preempted attempt booked to the job they were reclaimed for (epoch seconds)."""
+
+    attempt_id: str
+    partition: str
+    units: int
+    for_job: str
+    since_s: float
+    until_s: float
+    stopped: bool
+
+
+@dataclass(frozen=True)
+class ReclaimState:
+    """What reclaim keeps across a restart: the waste budget per partition, (level, epoch seconds
+    it was taken at), and the preempted work whose units are still booked to another job."""
+
+    levels: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    bookings: tuple[ReclaimBooking, ...] = ()
+
+
+@dataclass(frozen=True)
 class JobMove:
     """A state change of an attempt's job, written in the attempt update's transaction.
 

@@ -64,6 +64,10 @@ CREATE TABLE IF NOT EXISTS fair_usage (
 CREATE TABLE IF NOT EXISTS reclaim_budget (
   partition_id {key} PRIMARY KEY, level {real} NOT NULL, at_s {real} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reclaim_booked (
+  attempt_id {key} PRIMARY KEY, partition_id {key} NOT NULL, units INTEGER NOT NULL,
+  for_job {key} NOT NULL, since_s {real} NOT NULL, until_s {real} NOT NULL, stopped INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS leadership (
   id INTEGER PRIMARY KEY CHECK (id = 1), epoch {bigint} NOT NULL, holder TEXT,
   holder_pid {bigint}, lease_until {time}

@@ -9,7 +9,6 @@ advisory lock, so several broker processes may share one database.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from broker.model import JobEvent, TenantId
@@ -17,7 +16,9 @@ from broker.store import _audit
 from broker.store._audit import AuditFilter, PolicyVersion
 from broker.store._sql_attempts import SqlAttempts
 from broker.store._sql_runs import SqlRuns
-from broker.store.base import FairUsage, LeaseRow, StoreError
+from broker.store.base import FairUsage, LeaseRow, ReclaimBooking, ReclaimState, StoreError
+
+_BOOKED = "attempt_id, partition_id, units, for_job, since_s, until_s, stopped"
 
 
 class SqlStore(SqlAttempts, SqlRuns):
@@ -64,16 +65,28 @@ class SqlStore(SqlAttempts, SqlRuns):
         sums = {str(r[0]): (float(r[3]), float(r[4]), float(r[5])) for r in rows}
         return FairUsage(half_life_s=float(rows[0][1]), at_s=float(rows[0][2]), sums=sums)
 
-    def save_reclaim_budget(self, levels: Mapping[str, tuple[float, float]]) -> None:
-        rows = [(p, level, at) for p, (level, at) in sorted(levels.items())]
+    def save_reclaim_state(self, state: ReclaimState) -> None:
+        rows = [(p, level, at) for p, (level, at) in sorted(state.levels.items())]
+        booked = [(b.attempt_id, b.partition, b.units, b.for_job, b.since_s, b.until_s, int(b.stopped))
+                  for b in state.bookings]
         with self._tx(fenced=True) as db:
             db.run("DELETE FROM reclaim_budget")
             if rows:
                 db.many("INSERT INTO reclaim_budget (partition_id, level, at_s) VALUES (?, ?, ?)", rows)
+            db.run("DELETE FROM reclaim_booked")
+            if booked:
+                db.many(f"INSERT INTO reclaim_booked ({_BOOKED}) VALUES (?, ?, ?, ?, ?, ?, ?)", booked)
 
-    def load_reclaim_budget(self) -> dict[str, tuple[float, float]]:
+    def load_reclaim_state(self) -> ReclaimState:
         rows = self._all("SELECT partition_id, level, at_s FROM reclaim_budget")
-        return {str(r[0]): (float(r[1]), float(r[2])) for r in rows}
+        booked = self._all(f"SELECT {_BOOKED} FROM reclaim_booked ORDER BY since_s, attempt_id")
+        return ReclaimState(
+            levels={str(r[0]): (float(r[1]), float(r[2])) for r in rows},
+            bookings=tuple(
+                ReclaimBooking(str(a), str(p), int(u), str(j), float(s), float(e), bool(stopped))
+                for a, p, u, j, s, e, stopped in booked
+            ),
+        )
 
     # The active scheduler's view of its sites ---------------------------------------------
 

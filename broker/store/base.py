@@ -33,6 +33,8 @@ from broker.store._records import FairUsage as FairUsage
 from broker.store._records import JobMove as JobMove
 from broker.store._records import JobPage as JobPage
 from broker.store._records import LeaseRow as LeaseRow
+from broker.store._records import ReclaimBooking as ReclaimBooking
+from broker.store._records import ReclaimState as ReclaimState
 from broker.store._records import SpendEntry as SpendEntry
 from broker.store._records import Submission as Submission
 from broker.store._rows import UNREADABLE_SPEC as UNREADABLE_SPEC
@@ -382,12 +384,12 @@ class JobStore(abc.ABC):
         """The decayed usage last saved, or None when none was."""
 
     @abc.abstractmethod
-    def save_reclaim_budget(self, levels: Mapping[str, tuple[float, float]]) -> None:
-        """Replace reclaim's waste budget: per partition, (level, epoch seconds it was taken at)."""
+    def save_reclaim_state(self, state: ReclaimState) -> None:
+        """Replace reclaim's waste budget and its bookings of preempted units in one transaction."""
 
     @abc.abstractmethod
-    def load_reclaim_budget(self) -> dict[str, tuple[float, float]]:
-        """The budget last saved per partition (empty when none was: every bucket full)."""
+    def load_reclaim_state(self) -> ReclaimState:
+        """The state last saved (none: every bucket full, nothing booked)."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -13,7 +13,7 @@ import pytest
 from broker.fair_queue import FairQueue
 from broker.fairshare import Demand, Interval
 from broker.policy import load_policy_text
-from broker.store import SqliteStore
+from broker.store import ReclaimState, SqliteStore
 from tests.burst.conftest import POLICY, write_policy
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -31,7 +31,7 @@ def test_refused_saves_are_logged_and_retried_and_unchanged_state_is_not_written
         fq = FairQueue()
         fq.observe(policy, [], T0, store)  # reads what the store kept: nothing
         fq.book.ledger.add(Interval("flooder", Demand(8, 64, 512), T0, LATER))
-        fq.reclaimer.restore({"onprem/a800": (2.5, LATER.timestamp())})
+        fq.reclaimer.restore(ReclaimState({"onprem/a800": (2.5, LATER.timestamp())}))
 
         store.set_fence(7)  # another scheduler leads: every fenced write is refused
         with caplog.at_level(logging.WARNING, "broker.fair_queue"):
@@ -40,7 +40,7 @@ def test_refused_saves_are_logged_and_retried_and_unchanged_state_is_not_written
             f"fair-share usage not saved: {FENCED}",
             f"reclaim budget not saved: {FENCED}",
         ]
-        assert store.load_fair_usage() is None and store.load_reclaim_budget() == {}
+        assert store.load_fair_usage() is None and store.load_reclaim_state() == ReclaimState()
 
         caplog.clear()
         store.set_fence(None)
@@ -49,7 +49,7 @@ def test_refused_saves_are_logged_and_retried_and_unchanged_state_is_not_written
         assert caplog.records == []
         usage = store.load_fair_usage()
         assert usage is not None and set(usage.sums) == {"flooder"}
-        assert store.load_reclaim_budget() == {"onprem/a800": (2.5, LATER.timestamp())}
+        assert store.load_reclaim_state().levels == {"onprem/a800": (2.5, LATER.timestamp())}
 
         store.set_fence(7)
         with caplog.at_level(logging.WARNING, "broker.fair_queue"):

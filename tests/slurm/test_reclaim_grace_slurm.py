@@ -60,9 +60,8 @@ def auth(tenant: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {TOKENS[tenant]}"),)
 
 
-@pytest.fixture(scope="module")
-def broker(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    folder = tmp_path_factory.mktemp("reclaim-slurm")
+def broker_folder(slurm_cluster: SlurmCluster, folder: Path) -> Path:
+    """A broker.yaml, POLICY on the test cluster and the tokens in `folder`; its broker.yaml's path."""
     for name in ("accelerators.yaml", "regimes.yaml"):
         shutil.copy(ROOT / "configs" / name, folder / name)
     adapter_config = {"url": slurm_cluster.url, "user": slurm_cluster.user,
@@ -82,7 +81,12 @@ def broker(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory
         sites:
           {SITE}: {{token: {json.dumps(slurm_cluster.token)}}}
         """))
-    proc = BrokerProcess(folder / "broker.yaml")
+    return folder / "broker.yaml"
+
+
+@pytest.fixture(scope="module")
+def broker(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    proc = BrokerProcess(broker_folder(slurm_cluster, tmp_path_factory.mktemp("reclaim-slurm")))
     proc.start()
     yield proc
     proc.stop()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from broker.fairshare import Demand, Interval, UsageLedger
-from broker.store import FairUsage, JobStore, PostgresStore, SqliteStore
+from broker.store import FairUsage, JobStore, PostgresStore, ReclaimBooking, ReclaimState, SqliteStore
 
 Opener = Callable[[], JobStore]
 
@@ -51,12 +51,17 @@ def test_a_restored_ledger_decays_on_as_if_never_stopped() -> None:
     assert restored.history(later)["pku-nlp"].accelerators > 0
 
 
-def test_the_reclaim_budget_is_read_back_after_reopening(reopen: Opener) -> None:
+def test_the_reclaim_budget_and_bookings_are_read_back_after_reopening(reopen: Opener) -> None:
     store = reopen()
-    assert store.load_reclaim_budget() == {}
-    store.save_reclaim_budget({"lab/a800": (-3.5, 1.5e9), "lab/h800": (12.0, 1.5e9)})
-    store.save_reclaim_budget({"lab/a800": (-1.0, 1.6e9)})  # replaces
+    assert store.load_reclaim_state() == ReclaimState()
+    booked = ReclaimBooking("a-1", "lab/a800", 2, "j-owner", 1.5e9, 1.5e9 + 200.5, False)
+    store.save_reclaim_state(ReclaimState({"lab/a800": (-3.5, 1.5e9), "lab/h800": (12.0, 1.5e9)}, (booked,)))
+    stopped = ReclaimBooking("a-2", "lab/h800", 1, "j-other", 1.6e9, 1.6e9 + 10, True)
+    state = ReclaimState({"lab/a800": (-1.0, 1.6e9)}, (booked, stopped))
+    store.save_reclaim_state(state)  # replaces
     store.close()
     again = reopen()
-    assert again.load_reclaim_budget() == {"lab/a800": (-1.0, 1.6e9)}
+    assert again.load_reclaim_state() == state
+    again.save_reclaim_state(ReclaimState({"lab/a800": (-1.0, 1.6e9)}))  # a booking over: gone
+    assert again.load_reclaim_state().bookings == ()
     again.close()
