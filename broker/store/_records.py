@@ -110,3 +110,6 @@ class JobMove:
     data: Mapping[str, Any] | None = None
     expect: JobState | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
+    at: datetime | None = None
+    """The event's time when not the update's `now`: when a backend says the job started, for a
+    RUNNING move learnt only once the job had ended (its job row's updated_at stays `now`)."""

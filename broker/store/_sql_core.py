@@ -261,7 +261,8 @@ class SqlCore(JobStore):
         if move.message and "message" not in fields:
             fields["message"] = move.message
         self._set_fields(db, job_id, now, move.state, fields)
-        return self._append_event(db, job_id, now, move.kind, move.state, move.message, move.data)
+        at = move.at or now  # (still never before the job's previous event: see _append_event)
+        return self._append_event(db, job_id, at, move.kind, move.state, move.message, move.data)
 
     def close(self) -> None:
         with self._lock:

@@ -255,7 +255,8 @@ class JobStore(abc.ABC):
 
         A terminal attempt keeps its state: a `state` update of one is ignored, the stored
         attempt is returned unchanged and `moves` are not applied (a late poll or a reconciler
-        must never rewrite a result).
+        must never rewrite a result). `moves` apply in order, each event at its move's `at`
+        (else `now`), never before the job's previous event.
         """
 
     @abc.abstractmethod

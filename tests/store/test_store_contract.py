@@ -636,6 +636,36 @@ class StoreContract:
         store.update_attempt(attempt.id, LATER, error="late", moves=[JobMove(JobState.QUEUED, "lost")])
         assert store.get(job.id).state == JobState.FAILED
 
+    def test_a_moves_at_is_its_events_time(self, store: JobStore) -> None:
+        """A job that ran and ended between two polls: its RUNNING move, written with its end in
+        one update, is dated when the backend says it started; the end is dated `now`, after it."""
+        job = self.submit_one(store)
+        for state in (JobState.PLACING, JobState.PROVISIONING):
+            store.transition(job.id, state, NOW)
+        attempt = store.create_attempt(job.id, SiteId("s"), OFFER, "tok-1", NOW)
+        started = NOW + timedelta(seconds=90)
+        moves = [
+            JobMove(JobState.RUNNING, "running", "running on s", expect=JobState.PROVISIONING, at=started),
+            JobMove(JobState.SUCCEEDED, "finished", "exit code 0", fields={"exit_code": 0}),
+        ]
+        store.update_attempt(attempt.id, LATER, state=AttemptState.SUCCEEDED, moves=moves)
+        events = store.events_after(job.id, 0)
+        assert [(e.state, e.time) for e in events[-2:]] == [
+            (JobState.RUNNING, started),
+            (JobState.SUCCEEDED, LATER),
+        ]
+        assert events[-2].seq + 1 == events[-1].seq
+        assert store.run_times([job.id]) == {job.id: (started, LATER)}
+        assert store.run_starts([job.id]) == {job.id: started}
+        assert store.get(job.id).updated_at == LATER  # the row is as of the update, not the start
+        # A move never dates its event before the job's previous one.
+        other = self.submit_one(store, A, "other")
+        store.transition(other.id, JobState.PLACING, LATER)
+        early = JobMove(JobState.PROVISIONING, "attempt", at=NOW)
+        other_attempt = store.create_attempt(other.id, SiteId("s"), OFFER, "tok-2", LATER)
+        store.update_attempt(other_attempt.id, LATER, moves=[early])
+        assert store.events_after(other.id, 0)[-1].time == LATER
+
     def test_live_attempts_are_pending_or_running(self, store: JobStore) -> None:
         jobs = [self.submit_one(store, A, f"j{i}") for i in range(4)]
         attempts = [
