@@ -12,10 +12,12 @@ import re
 import signal
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from adapters.base import ConfigError, read_tail
+from broker.model import AttemptState, AttemptStatus
 
 LOG_TAIL_BYTES = 4096
 DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
@@ -31,6 +33,19 @@ def read_meta(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data
+
+
+def started_at(meta: Mapping[str, Any]) -> datetime | None:
+    """When the executor started the attempt's process, by its record (None: not recorded)."""
+    at = meta.get("started_at")
+    return datetime.fromtimestamp(at, UTC) if isinstance(at, int | float) and at > 0 else None
+
+
+def exit_status(meta: Mapping[str, Any], code: int, tail: str, *, cancelled: bool) -> AttemptStatus:
+    """An attempt whose runner recorded exit `code`: it ran, from when its record says."""
+    state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
+    state = AttemptState.CANCELLED if cancelled else state
+    return AttemptStatus(state=state, exit_code=code, log_tail=tail, started_at=started_at(meta))
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:

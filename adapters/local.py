@@ -23,6 +23,7 @@ from typing import Any
 from adapters._local_launch import prepare_launch, start_runner
 from adapters._local_records import (
     boot_id,
+    exit_status,
     group_alive,
     inventory_of,
     kill_leftovers,
@@ -34,6 +35,7 @@ from adapters._local_records import (
     runner_pid,
     safe_name,
     signal_group,
+    started_at,
     write_json,
 )
 from adapters._local_retention import Retention, seen_ended
@@ -303,12 +305,9 @@ class LocalAdapter:
         if exit_file.exists():
             code = int(exit_file.read_text().strip() or "1")
             self._reap(backend_id)
-            if (path / "cancelled").exists():
-                return AttemptStatus(state=AttemptState.CANCELLED, exit_code=code, log_tail=tail)
-            state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
-            return AttemptStatus(state=state, exit_code=code, log_tail=tail)
+            return exit_status(meta, code, tail, cancelled=(path / "cancelled").exists())
         if live:  # cancelled too, until the stop is through
-            return AttemptStatus(state=AttemptState.RUNNING, log_tail=tail)
+            return AttemptStatus(state=AttemptState.RUNNING, log_tail=tail, started_at=started_at(meta))
         self._reap(backend_id)
         self._kill_leftovers(path)
         if (path / "cancelled").exists():

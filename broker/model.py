@@ -229,6 +229,10 @@ class AttemptStatus(_Frozen):
     stopped_at: datetime | None = None
     """When the backend says the machine stopped (an instance that powered itself off while the
     broker was down): a terminal attempt's spend is settled to then, not to when it was learnt."""
+    started_at: datetime | None = None
+    """When the backend says the job started running (Slurm's start time, the local executor's
+    start of its process; None: not known). A job that ran and ended between two polls gets its
+    RUNNING event at this time rather than at the poll that saw it end."""
     reclaiming: bool = False
     """The cloud reclaims the still-running instance itself after a spot notice (ECS's Recycling
     lock): the broker leaves it be, so the job keeps the notice's minutes to save a checkpoint."""

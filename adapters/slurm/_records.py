@@ -252,8 +252,11 @@ def job_status(job: Mapping[str, Any], launch_hint: str = "") -> AttemptStatus:
         if start and name == "PENDING" and not reason.startswith("JobHeld"):
             message += f", expected start {datetime.fromtimestamp(start, UTC).isoformat()}"
         return AttemptStatus(state=state, log_tail=tail, message=message, cause=held_cause(name, reason))
+    # A job cancelled while it pended gets a start time too (its end), but never nodes.
+    start = slurm_number(job.get("start_time")) if job.get("nodes") or job.get("batch_host") else None
+    started = datetime.fromtimestamp(start, UTC) if start else None
     if not state.terminal:
-        return AttemptStatus(state=state, log_tail=tail, message=message)
+        return AttemptStatus(state=state, log_tail=tail, message=message, started_at=started)
     code = decode_exit_code(job.get("exit_code"))
     if state is AttemptState.SUCCEEDED and code is None:
         code = 0
@@ -261,10 +264,11 @@ def job_status(job: Mapping[str, Any], launch_hint: str = "") -> AttemptStatus:
     if name == "FAILED" and reason == "JobLaunchFailure":
         # slurmd never ran the script (it could not open the output file, say): the signal in
         # exit_code is slurmd's own, not an exit code of the job's.
-        code = None
+        code, started = None, None
         cause = "JobLaunchFailure: Slurm could not start it on its node"
         cause += f"; {launch_hint}" if launch_hint else ""
-    return AttemptStatus(state=state, exit_code=code, log_tail=tail, message=message, cause=cause)
+    return AttemptStatus(state=state, exit_code=code, log_tail=tail, message=message, cause=cause,
+                         started_at=started)
 
 
 BLOCKED_BY = (

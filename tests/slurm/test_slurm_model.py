@@ -244,6 +244,23 @@ def test_a_job_slurm_stopped_carries_the_cause_a_plain_failure_none() -> None:
     assert "tenants[].batch.account" in job_status(record("PENDING", state_reason="InvalidAccount")).cause
 
 
+def test_a_job_that_ran_says_when_slurm_started_it_one_that_never_ran_does_not() -> None:
+    """Slurm gives a job cancelled while it pended a start time too (its end: seen on slurmrestd
+    22.05), but never nodes; a pending job's start_time is when it is expected to start."""
+    from adapters.slurm._records import job_status
+
+    at = 1_796_314_876
+    ran = {"job_state": "COMPLETED", "exit_code": 0, "start_time": at, "nodes": "szb-a800"}
+    assert job_status(ran).started_at == datetime.fromtimestamp(at, UTC)
+    assert job_status({**ran, "job_state": "RUNNING"}).started_at == datetime.fromtimestamp(at, UTC)
+    assert job_status({**ran, "start_time": 0}).started_at is None
+    pended = {"job_state": "CANCELLED", "exit_code": 0, "start_time": at, "end_time": at, "nodes": ""}
+    assert job_status(pended).started_at is None
+    assert job_status({**ran, "job_state": "PENDING", "state_reason": "Resources"}).started_at is None
+    unlaunched = {**ran, "job_state": "FAILED", "state_reason": "JobLaunchFailure", "exit_code": 53}
+    assert job_status(unlaunched).started_at is None  # its script never ran
+
+
 def test_a_job_over_the_partitions_sizes_is_named_in_either_api_dialect() -> None:
     from adapters.slurm._refusals import too_large, too_long
 
