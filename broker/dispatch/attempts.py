@@ -129,7 +129,7 @@ class AttemptTracking:
             now,
             state=status.state,
             error=status.message,
-            moves=() if job.state.terminal else self._job_moves(job, attempt, status),
+            moves=self._ending_moves(job, attempt, status, now),
         )
         log.log(
             logging.INFO if status.state == AttemptState.SUCCEEDED else logging.WARNING,
@@ -175,6 +175,31 @@ class AttemptTracking:
         if job.message != message:
             data = {"site": attempt.site, "backend_id": attempt.backend_id, "status": status.message}
             self.store.record_many([(job.id, kind, message, data)], self.clock.now())
+
+    def _ending_moves(
+        self, job: Job, attempt: Attempt, status: AttemptStatus, now: datetime
+    ) -> list[JobMove]:
+        """How the job moves when its attempt ended with `status` (not at all once it ended)."""
+        if job.state.terminal:
+            return []
+        return [*self._unseen_run(job, attempt, status, now), *self._job_moves(job, attempt, status)]
+
+    @staticmethod
+    def _unseen_run(job: Job, attempt: Attempt, status: AttemptStatus, now: datetime) -> list[JobMove]:
+        """The RUNNING move of a job that started and ended between two polls: it ran (it
+        succeeded, or failed or was preempted with an exit code or a start time), but no poll saw
+        it run. Its event is at the backend's start time where known, so its run time is real."""
+        if job.state != JobState.PROVISIONING:
+            return []
+        if status.state in (AttemptState.FAILED, AttemptState.PREEMPTED):
+            ran = status.exit_code is not None or status.started_at is not None
+        else:  # cancelled or lost: only where the backend says it started
+            ran = status.state == AttemptState.SUCCEEDED or status.started_at is not None
+        if not ran:
+            return []
+        at = None if status.started_at is None else min(max(status.started_at, attempt.created_at), now)
+        said = f"running on {attempt.site}"
+        return [JobMove(JobState.RUNNING, "running", said, expect=JobState.PROVISIONING, at=at)]
 
     def _job_moves(self, job: Job, attempt: Attempt, status: AttemptStatus) -> list[JobMove]:
         """How the job moves when its attempt ended with `status`."""
