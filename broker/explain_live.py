@@ -18,6 +18,7 @@ from broker.decision import Action, Decision, FairShareNote
 from broker.fair_reclaim import bound_for_queue, reclaiming
 from broker.fairshare.book import units_of
 from broker.fairshare.holds import claimed_meanwhile
+from broker.fairshare.order import Standing
 from broker.model import JobSpec, TenantId
 from broker.planning import Planner
 from broker.quota_bar import bar_onprem, quota_reason, waiting_for_quota
@@ -65,14 +66,25 @@ def explain_now(
         decision = waiting_for_quota(policy, tenant, units_of(spec), decision)
     if projected is not None:
         decision = planner.waits.explained(decision, snap, tenant, store, standing.position, projected)
+    decision = _fair_share(planner, spec, tenant, standing, decision, snap)
+    missed = deadline_missed(asked, snap.now) if decision.action == Action.WAIT else None
+    if missed is not None:  # the dispatcher fails a waiting job it can no longer finish in time
+        return replace(decision, action=Action.REJECT, reasons=(missed, *decision.reasons))
+    return decision
+
+
+def _fair_share(
+    planner: Planner, spec: JobSpec, tenant: TenantId, standing: Standing, decision: Decision,
+    snap: PassSnapshot,
+) -> Decision:
+    """The decision as fair share leaves it, as `FairQueue.adjust` does in a pass: beyond a quota
+    it may not borrow past it waits; it reclaims borrowed work holding its quota; it is held while
+    the units it would queue for are booked to an owner's job."""
+    policy = planner.policy
     fair = FairShareNote(standing.position, standing.in_quota, round(standing.ratio, 3), standing.text())
     offer = decision.offer
-    if (
-        decision.action == Action.RUN
-        and offer is not None
-        and is_onprem(policy, offer.site)
-        and not standing.may_run_onprem
-    ):
+    onprem = offer is not None and is_onprem(policy, offer.site)
+    if decision.action == Action.RUN and offer is not None and onprem and not standing.may_run_onprem:
         reasons = (quota_reason(policy, tenant, units_of(spec), offer.partition), standing.text())
         decision = replace(decision, action=Action.WAIT, reasons=reasons, fair_share=fair)
     else:
@@ -83,7 +95,17 @@ def explain_now(
         taken = planner.fair.reclaim_for(policy, tenant, spec, standing, decision, snap, commit=False)
         if taken.reason:
             decision = replace(reclaiming(decision, taken.reason), reclaim=taken.victims)
-    missed = deadline_missed(asked, snap.now) if decision.action == Action.WAIT else None
-    if missed is not None:  # the dispatcher fails a waiting job it can no longer finish in time
-        return replace(decision, action=Action.REJECT, reasons=(missed, *decision.reasons))
-    return decision
+    return _kept_off(planner, decision, units_of(spec), snap) if onprem else decision
+
+
+def _kept_off(planner: Planner, decision: Decision, units: int, snap: PassSnapshot) -> Decision:
+    """A RUN the dispatcher would hold while units there are booked to an owner's job
+    (`Reclaimer.keep_off`), on a copy of the snapshot holding the claim the dispatcher's decision
+    would have made: explain claims nothing."""
+    offer = decision.offer
+    if decision.action != Action.RUN or offer is None:
+        return decision
+    claimed = dict(snap.claimed)
+    claimed[offer.partition] = claimed.get(offer.partition, 0) + units
+    kept = planner.reclaimer.keep_off(decision, EXPLAINED, units, replace(snap, claimed=claimed))
+    return decision if kept is None else kept

@@ -4,7 +4,9 @@
 so the one preempted for the owner's 2-GPU job holds its GPUs until Slurm kills it at its cut
 time limit (the grace, rounded up to whole minutes, then KillWait). The broker is killed while it
 stops and started again on the same data dir. It must remember that those units are the owner's:
-not preempt the other borrowed job for the same need, and start the owner's job on them.
+not preempt the other borrowed job for the same need, and start the owner's job on them. Live
+explain says so for another job that would be sent to Slurm's queue meanwhile, before the crash
+and after it: the dispatcher holds such a job in the broker (`Reclaimer.keep_off`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.serde_explain import decision_from_proto
 from tests.brokerproc import BrokerProcess
 from tests.job_events import events_until
 from tests.slurm.conftest import SlurmCluster
@@ -26,6 +29,14 @@ from tests.slurm.test_reclaim_grace_slurm import auth, broker_folder, spec, unti
 pytestmark = pytest.mark.slurm
 
 RUNNING = job_pb2.JOB_STATE_RUNNING
+BOOKED = "are being reclaimed for another job; it waits until that job has them"
+
+
+def explained(stub: broker_service_pb2_grpc.BrokerServiceStub) -> dict[str, object]:
+    """Live explain of another borrowed 2-GPU job, patient enough for Slurm's queue."""
+    ask = spec("another", "true", 2)
+    answer = stub.ExplainPlacement(pb.ExplainPlacementRequest(job=ask), metadata=auth("borrower"))
+    return dict(decision_from_proto(answer.explanation.decision))
 
 
 @pytest.fixture
@@ -61,11 +72,21 @@ def test_a_crash_while_preempted_work_stops_preempts_nothing_more(
                   f"nothing was preempted for the owner: {get(mine, 'owner').message}")
             victim = next(j for j in borrowed if get(j, "borrower").state != RUNNING)
             other = next(j for j in borrowed if j != victim)
+            said = explained(stub)
+            assert said["action"] == "wait" and BOOKED in str(said["reasons"]), said
             broker.kill()  # while the victim still runs out its grace on Slurm
             broker.restart()
             channel.close()
             with grpc.insecure_channel(broker.address) as again:
                 stub = broker_service_pb2_grpc.BrokerServiceStub(again)
+                # Once the restarted scheduler has read its state back (its first pass), and while
+                # the owner's job has not started on the booked units:
+                said, until_s = explained(stub), time.monotonic() + 10
+                while not (said["action"] == "wait" and BOOKED in str(said["reasons"])):
+                    assert get(mine, "owner").state == job_pb2.JOB_STATE_QUEUED, said
+                    assert time.monotonic() < until_s, f"the restart forgot the booking: {said}"
+                    time.sleep(0.5)
+                    said = explained(stub)
                 deadline = time.monotonic() + 240
                 while (job := get(mine, "owner")).state != job_pb2.JOB_STATE_SUCCEEDED:
                     kinds = [e.kind for e in events_until(stub, other, auth("borrower"), lambda _: False, 1)]
