@@ -164,6 +164,7 @@ class BrokerApp:
                 notifier=self.notifier,
                 snapshot_refresh_s=cfg.ha.snapshot_refresh_s,
                 adopt=self.planner.adopt_site_report,
+                follow=self.planner.fair.follow,
             )
             self._listen(self._wake_watchers)
         else:

@@ -7,11 +7,9 @@ job that is owed it; an over-share tenant bursts instead of waiting, when the po
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import TypeVar
 
 from broker.burst import is_onprem
 from broker.burst.inputs import due_at
@@ -19,6 +17,7 @@ from broker.burst.snapshot import PassSnapshot
 from broker.catalog.accelerators import normalize
 from broker.decision import Action, Decision, FairShareNote, ReclaimVictim
 from broker.fair_reclaim import Reclaimer, Taken, bound_for_queue, reclaiming
+from broker.fair_saves import restored, save_if_changed
 from broker.fairshare import (
     Demand,
     QueuedWork,
@@ -34,11 +33,7 @@ from broker.fairshare.holds import Hold, Holds
 from broker.model import Attempt, Job, JobSpec, TenantId
 from broker.policy import Policy
 from broker.quota_bar import quota_reason
-from broker.store import FairUsage, JobStore, StoreError
-
-log = logging.getLogger(__name__)
-K = TypeVar("K")
-M = TypeVar("M")
+from broker.store import FairUsage, JobStore
 
 
 class FairQueue:
@@ -74,6 +69,22 @@ class FairQueue:
         if not self._loaded:
             self._loaded = True
             self._load(store)
+        self._align(policy, live, now, store)
+        self._save(store)
+
+    def follow(
+        self, policy: Policy, live: Sequence[Attempt], queued: Sequence[Job], now: datetime, store: JobStore
+    ) -> None:
+        """On an API replica (which decides nothing, so explain stands a job where the active
+        scheduler would): the usage and reclaim state it saved, the live attempts and the queue's
+        order, read from the store each time; nothing is saved from here."""
+        self.book.set_half_life(policy.document.fair_share.half_life.total_seconds())
+        self._load(store)
+        self._align(policy, live, now, store)
+        self.order(policy, queued, now, remember=True)
+
+    def _align(self, policy: Policy, live: Sequence[Attempt], now: datetime, store: JobStore) -> None:
+        """Adopt the live on-prem attempts the book lacks (a restart left them), close ended ones."""
         parts = onprem_partitions(policy)
         onprem = [a for a in live if a.offer.partition in parts]
         for attempt in onprem:
@@ -84,22 +95,21 @@ class FairQueue:
                     continue
                 self.started(policy, job, attempt)
         self.book.sync((a.id for a in onprem), now)
-        self._save(store)
 
     def _load(self, store: JobStore) -> None:
         """Past use and reclaim's waste budget survive a restart: take back what the store kept."""
-        if _restored(store.load_fair_usage, self._restore_usage, "fair-share usage"):
+        if restored(store.load_fair_usage, self._restore_usage, "fair-share usage"):
             self._saved = self._usage_mark()
-        if _restored(store.load_reclaim_state, self.reclaimer.restore, "reclaim budget"):
+        if restored(store.load_reclaim_state, self.reclaimer.restore, "reclaim budget"):
             self._budget_saved = self.reclaimer.changes
 
     def _save(self, store: JobStore) -> None:
         """Save the usage and the budget changed since last saved (a refused save: the next pass retries)."""
-        self._saved = _save_if_changed(
+        self._saved = save_if_changed(
             self._saved, self._usage_mark(), lambda: store.save_fair_usage(self._usage()), "fair-share usage"
         )
         budget = self.reclaimer
-        self._budget_saved = _save_if_changed(
+        self._budget_saved = save_if_changed(
             self._budget_saved, budget.changes, lambda: store.save_reclaim_state(budget.state()),
             "reclaim budget",
         )
@@ -374,27 +384,3 @@ class FairQueue:
             policy, self.book, self.ratios, owner, offer.partition, free, snap.now,
             for_job=st.job_id, commit=commit,
         )
-
-
-def _restored(read: Callable[[], K], restore: Callable[[K], None], what: str) -> bool:
-    """Restore what the store kept of `what`; False (logged) when the store could not be read."""
-    try:
-        kept = read()
-    except StoreError as exc:
-        log.warning("%s not read from the store: %s", what, exc)
-        return False
-    restore(kept)
-    return True
-
-
-def _save_if_changed(saved: M, mark: M, save: Callable[[], None], what: str) -> M:
-    """The mark as saved after this pass: `mark` once `save` stored `what`, still `saved` when
-    nothing changed or the store refused (logged; kept in memory, the next pass tries again)."""
-    if mark == saved:
-        return saved
-    try:
-        save()
-    except StoreError as exc:
-        log.warning("%s not saved: %s", what, exc)
-        return saved
-    return mark

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from adapters.base import Adapter
@@ -20,6 +20,7 @@ from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.contract import DecisionMaker, DispatchStats
 from broker.ha.notify import Notifier
 from broker.model import Attempt, Job, JobId, JobState, SiteId
+from broker.policy import Policy
 from broker.sitereport import SiteReport
 from broker.store import JobStore, StoreError
 
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 
 REPORT_REFRESH_S = 1.0
 """How often a replica re-reads the active scheduler's report on its sites."""
+
+
+Follow = Callable[[Policy, Sequence[Attempt], Sequence[Job], datetime, JobStore], None]
+"""`FairQueue.follow`: fair share's state read from the store (live attempts, usage, the queue)."""
 
 
 class StoreOnlyDispatch(AttemptTracking):
@@ -41,6 +46,7 @@ class StoreOnlyDispatch(AttemptTracking):
         notifier: Notifier | None,
         snapshot_refresh_s: float = 2.0,
         adopt: Callable[[SiteReport], None] | None = None,
+        follow: Follow | None = None,
     ) -> None:
         self.store = store
         self.adapters: Mapping[SiteId, Adapter] = {}
@@ -58,6 +64,8 @@ class StoreOnlyDispatch(AttemptTracking):
         self._snap: tuple[float, PassSnapshot] | None = None
         self.adopt = adopt
         """Takes the active scheduler's report on its sites as this replica's view of them."""
+        self.follow = follow
+        """Takes fair share's state (live attempts, the queue) as the scheduler keeps it, for explain."""
         self._reports: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -114,11 +122,16 @@ class StoreOnlyDispatch(AttemptTracking):
         return job
 
     async def current_snapshot(self) -> PassSnapshot:
-        """Offers from the catalog (no adapter is asked), cached for a refresh interval."""
+        """Offers from the catalog and the scheduler's site report (no adapter is asked), and fair
+        share's state from the store, cached for a refresh interval."""
         now = time.monotonic()
         if self._snap is None or now - self._snap[0] >= self.snapshot_refresh_s:
             live = self.store.live_attempts()
             snap = await asyncio.to_thread(self.planner.snapshot, self.clock.now(), live)
+            if self.follow is not None:
+                queued = await asyncio.to_thread(self.store.jobs_in_states, [JobState.QUEUED])
+                policy, at = self.planner.policy, self.clock.now()
+                await asyncio.to_thread(self.follow, policy, live, queued, at, self.store)
             self._snap = (now, snap)
         snap = self._snap[1]
         snap.now = self.clock.now()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -260,7 +261,18 @@ class SchedulerRole:
         published = ""
         while True:
             now = self.store.clock.now()
-            body = report(d.stats.bursts, now).to_json()
+            got = report(d.stats.bursts, now)
+            age = (now - got.read_at).total_seconds() if got.read_at is not None else math.inf
+            if age >= max(d.settings.poll_interval_s, PUBLISH_S):
+                # Passes read capacity only while jobs are queued: an idle scheduler's reading
+                # would go stale, and replicas would explain with capacity long since taken.
+                try:
+                    await d.current_snapshot()
+                except Exception:  # (the backends' own errors are the site health's; keep the last)
+                    log.debug("no fresh capacity reading for the site report", exc_info=True)
+                now = self.store.clock.now()
+                got = report(d.stats.bursts, now)
+            body = got.to_json()
             if body != published:
                 try:
                     await asyncio.to_thread(self.store.publish_site_report, body, now)

@@ -1,0 +1,71 @@
+"""Live explain through an API replica stands a job where the scheduler would (issue 13's split).
+
+The replica decides explain on its own planner. Its fair-share state was never fed: no live
+attempts, no usage, no queue, so every tenant stood "1st in tenant order ... at 0.0× its share"
+there, and a tenant holding the whole partition was explained as if it held nothing. It now
+follows the store (live attempts, the usage the scheduler saved, the queue) when it refreshes
+its snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import grpc
+from google.protobuf import duration_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.e2e.conftest import PY, auth
+from tests.ha.conftest import Cluster
+
+
+def gpus(name: str, count: int, seconds: float) -> job_pb2.JobSpec:
+    spec = job_pb2.JobSpec(name=name, command=[PY, "-c", f"import time; time.sleep({seconds})"],
+                           runtime_estimate=duration_pb2.Duration(seconds=3600),
+                           max_wait=duration_pb2.Duration(seconds=7200))
+    spec.resources.accelerators.count = count
+    spec.resources.accelerators.any_of.append("A800")
+    return spec
+
+
+def share(reasons: list[str]) -> tuple[str, float]:
+    """(place in tenant order, share ratio) from an explained decision's standing reason."""
+    said = next((r for r in reasons if "in tenant order" in r), "")
+    found = re.search(r"^(\d+\w\w) in tenant order.* at ([0-9.]+)× its share", said)
+    assert found, reasons
+    return found.group(1), float(found.group(2))
+
+
+def test_explain_through_a_replica_stands_on_the_schedulers_fair_share_state(cluster: Cluster) -> None:
+    api = cluster.start("api")
+    cluster.start("scheduler")
+    cluster.leader()
+    with grpc.insecure_channel(api.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        ask = pb.SubmitJobRequest(job=gpus("all-four", 4, 600))
+        holder = stub.SubmitJob(ask, metadata=auth("team-a")).job
+        try:
+            deadline = time.monotonic() + 90
+            while stub.GetJob(pb.GetJobRequest(id=holder.id), metadata=auth("team-a")).job.state != (
+                job_pb2.JOB_STATE_RUNNING
+            ):
+                assert time.monotonic() < deadline, "team-a's job never ran"
+                time.sleep(0.2)
+            # team-b waits behind nothing; team-a holds all four A800s. Ask until the replica's
+            # snapshot (refreshed every few seconds) has seen the running job.
+            deadline = time.monotonic() + 30
+            while True:
+                mine = stub.ExplainPlacement(pb.ExplainPlacementRequest(job=gpus("more", 1, 1)),
+                                             metadata=auth("team-a")).explanation.decision
+                if not any("capacity free" in r for r in mine.reasons) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            theirs = stub.ExplainPlacement(pb.ExplainPlacementRequest(job=gpus("more", 1, 1)),
+                                           metadata=auth("team-b")).explanation.decision
+            assert not any("capacity free" in r for r in mine.reasons), list(mine.reasons)
+            assert share(list(mine.reasons))[1] > 0, list(mine.reasons)  # it holds all four
+            assert share(list(theirs.reasons))[1] == 0.0, list(theirs.reasons)
+        finally:
+            stub.CancelJob(pb.CancelJobRequest(id=holder.id), metadata=auth("team-a"))
