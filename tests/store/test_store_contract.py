@@ -40,6 +40,7 @@ from broker.store import (
     JobNotFoundError,
     JobStore,
     PolicyVersion,
+    RefusedSubmission,
     SpendEntry,
     SqliteStore,
     StoreError,
@@ -924,6 +925,35 @@ class StoreContract:
         assert sorted(e.kind for _, e in recent) == ["cancelled", "placed"]
         newest = store.audit_events(AuditFilter(limit=1))
         assert len(newest) == 1 and newest[0][1].time == LATER
+
+    def test_refused_submissions_are_kept_filtered_and_bounded(
+        self, store: JobStore, open_store: StoreFactory
+    ) -> None:
+        """A submission refused by policy has no job: its own table, read with the audit trail's
+        filters (never by job id), each tenant's newest `keep` only, whoever floods."""
+
+        def refusal(tenant: TenantId, name: str, at: datetime) -> RefusedSubmission:
+            return RefusedSubmission(
+                time=at, tenant=tenant, by="dave", role="tenant", job_name=name,
+                message=f"job {name!r} refused: no allowed offer: export-x: not here",
+                rules=("export-x", "hardware.fit"), policy_hash="ab" * 32, spec=f'{{"name": "{name}"}}',
+            )
+
+        store.record_refusal(refusal(B, "theirs", NOW), keep=3)
+        for i in range(5):
+            store.record_refusal(refusal(A, f"j{i}", NOW + timedelta(seconds=i)), keep=3)
+        mine = store.refusals(AuditFilter(tenant=A))
+        assert [r.job_name for r in mine] == ["j2", "j3", "j4"]  # oldest first, the newest 3 kept
+        assert mine[0] == refusal(A, "j2", NOW + timedelta(seconds=2))
+        # Another connection (a restart, a second broker) reads the same record.
+        again = open_store()
+        assert [r.job_name for r in again.refusals(AuditFilter(tenant=B))] == ["theirs"]
+        assert [r.job_name for r in again.refusals(AuditFilter())] == ["theirs", "j2", "j3", "j4"]
+        assert again.refusals(AuditFilter(job_id="j-1")) == []
+        assert [r.job_name for r in again.refusals(AuditFilter(since=NOW + timedelta(seconds=3)))] == [
+            "j3", "j4"
+        ]
+        assert [r.job_name for r in again.refusals(AuditFilter(limit=1))] == ["j4"]
 
     def test_active_counts_by_state_site_and_tenant(self, store: JobStore) -> None:
         a1 = self.submit_one(store, A)

@@ -1,0 +1,139 @@
+"""Submissions refused by policy are in the audit trail (kind `refused`), not only in a log line.
+
+For an export-control broker the refused attempts are the compliance record an operator is
+asked for: who tried to run what where, and which rule stopped it. They used to be logged
+(`event=rejected`) and never stored, so `szb audit` had no trace of them and log rotation
+took them away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.auth import Role, token_entry_line
+from tests.brokerproc import BrokerProcess, szb, write_broker_folder
+from tests.e2e.conftest import POLICY, TOKENS, auth
+
+OPERATOR = "token-operator-refused-0123456789"
+DAVE = "token-team-b-dave-0123456789"
+SECRET = "s3cr3t-value-never-stored"
+RULE = "export-a800-team-b"
+REFUSING = POLICY + f"""\
+  rules:
+    - id: {RULE}
+      description: a stand-in export rule, the A800 pool is closed to team-b
+      deny: 'offer.instance_type == "a800"'
+      tenants: [team-b]
+      reason: "A800 at {{site}} is not for tenant {{tenant}}"
+"""
+
+
+def a800_job(name: str) -> job_pb2.JobSpec:
+    return job_pb2.JobSpec(
+        name=name,
+        command=["true"],
+        env={"API_TOKEN": SECRET, "PLAIN": "visible"},
+        runtime_estimate=duration_pb2.Duration(seconds=60),
+        resources=job_pb2.Resources(accelerators=job_pb2.AcceleratorRequest(count=1, any_of=["A800"])),
+    )
+
+
+def refused(out: str) -> list[dict[str, object]]:
+    return [e for e in json.loads(out).get("events", []) if e["kind"] == "refused"]
+
+
+def submit_refused(stub: broker_service_pb2_grpc.BrokerServiceStub) -> str:
+    """dave (team-b) is refused once alone and twice in a batch; team-a's job is accepted."""
+    dave = (("authorization", f"Bearer {DAVE}"),)
+    with pytest.raises(grpc.RpcError) as alone:
+        stub.SubmitJob(pb.SubmitJobRequest(job=a800_job("export-alone")), metadata=dave)
+    assert alone.value.code() == grpc.StatusCode.FAILED_PRECONDITION, alone.value.details()
+    assert RULE in (alone.value.details() or "")
+    batch = pb.SubmitJobsRequest(
+        requests=[
+            pb.SubmitJobRequest(job=a800_job("batch-one")),
+            pb.SubmitJobRequest(job=a800_job("batch-two")),
+        ]
+    )
+    with pytest.raises(grpc.RpcError) as both:
+        stub.SubmitJobs(batch, metadata=dave)
+    assert both.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    return stub.SubmitJob(pb.SubmitJobRequest(job=a800_job("allowed")), metadata=auth("team-a")).job.id
+
+
+def test_a_refused_submission_is_audited_and_survives_a_restart(tmp_path: Path) -> None:
+    config = write_broker_folder(tmp_path, REFUSING, TOKENS)
+    with (tmp_path / "tokens.yaml").open("a") as f:
+        f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
+        f.write(token_entry_line("team-b", DAVE, Role.TENANT, "dave") + "\n")
+    policy_hash = hashlib.sha256(REFUSING.encode()).hexdigest()
+    broker = BrokerProcess(config)
+    broker.start(timeout=120)
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            accepted = submit_refused(broker_service_pb2_grpc.BrokerServiceStub(channel))
+    finally:
+        broker.stop()
+    broker = BrokerProcess(config)  # the record is in the store, not in memory or a log
+    broker.start(timeout=120)
+    try:
+        theirs = szb(broker, OPERATOR, "audit", "--tenant", "team-b", "--since", "1h", "-o", "json")
+        assert theirs.returncode == 0, theirs.stderr
+        entries = refused(theirs.stdout)
+        assert [e["message"].split(":")[0] for e in entries] == [  # type: ignore[union-attr]
+            "job 'export-alone' refused",
+            "job 'batch-one' refused",
+            "job 'batch-two' refused",
+        ], entries
+        for e in entries:
+            assert e["tenant"] == "team-b" and e["actor"] == "dave", e
+            assert e["rule_ids"] == [RULE] and e["policy_hash"] == policy_hash, e
+            assert not e.get("job_id") and RULE in str(e["message"]), e
+        mine = szb(broker, OPERATOR, "audit", "--tenant", "team-a", "-o", "json")
+        assert mine.returncode == 0 and refused(mine.stdout) == [], mine.stdout
+        one = szb(broker, OPERATOR, "audit", "--job", accepted, "-o", "json")
+        assert one.returncode == 0 and refused(one.stdout) == [], one.stdout
+        assert [e["kind"] for e in json.loads(one.stdout)["events"]][0] == "submitted"
+        table = szb(broker, OPERATOR, "audit", "--tenant", "team-b", env={"COLUMNS": "200"})
+        assert table.returncode == 0, table.stderr
+        assert "refused" in table.stdout and "export-alone" in table.stdout and RULE in table.stdout
+        later = szb(broker, OPERATOR, "audit", "--since", "2999-01-01", "-o", "json")
+        assert refused(later.stdout) == []
+    finally:
+        broker.stop()
+    with closing(sqlite3.connect(tmp_path / "data" / "broker.db")) as db:
+        specs = [json.loads(r[0]) for r in db.execute("SELECT spec FROM refused_submissions")]
+    assert len(specs) == 3 and all(s["env"]["PLAIN"] == "visible" for s in specs), specs
+    assert all(SECRET not in json.dumps(s) for s in specs), specs  # masked as the logs mask it
+
+
+def test_refusals_newest_first_page_like_other_events(tmp_path: Path) -> None:
+    """A page of the trail is the newest `page_size` events, refusals among them by time."""
+    config = write_broker_folder(tmp_path, REFUSING, TOKENS)
+    with (tmp_path / "tokens.yaml").open("a") as f:
+        f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
+    broker = BrokerProcess(config)
+    broker.start(timeout=120)
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            for name in ("first", "second", "third"):
+                with pytest.raises(grpc.RpcError):
+                    stub.SubmitJob(pb.SubmitJobRequest(job=a800_job(name)), metadata=auth("team-b"))
+            op = (("authorization", f"Bearer {OPERATOR}"),)
+            page = stub.ListAuditEvents(pb.ListAuditEventsRequest(page_size=2), metadata=op).events
+    finally:
+        broker.stop()
+    assert [e.kind for e in page] == ["refused", "refused"]
+    assert ["second" in page[0].message, "third" in page[1].message] == [True, True]
+    assert page[0].actor == "team-b" and page[0].time.ToTimedelta() <= page[1].time.ToTimedelta()
