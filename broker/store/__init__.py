@@ -1,6 +1,13 @@
 """Durable state: the store contract and its implementations."""
 
-from broker.store._audit import AUDIT_KINDS, AuditFilter, PolicyVersion
+from broker.store._audit import (
+    AUDIT_KINDS,
+    KEEP_REFUSALS,
+    REFUSED,
+    AuditFilter,
+    PolicyVersion,
+    RefusedSubmission,
+)
 from broker.store.base import (
     FairUsage,
     FencedOut,
@@ -21,6 +28,8 @@ from broker.store.sqlite import SqliteStore
 
 __all__ = [
     "AUDIT_KINDS",
+    "KEEP_REFUSALS",
+    "REFUSED",
     "AuditFilter",
     "FairUsage",
     "FencedOut",
@@ -33,6 +42,7 @@ __all__ = [
     "PostgresStore",
     "ReclaimBooking",
     "ReclaimState",
+    "RefusedSubmission",
     "SpendEntry",
     "SqliteStore",
     "StoreError",

@@ -1,4 +1,5 @@
-"""The audit trail's SQL: policy versions, audit events, queue depth (`?` placeholders)."""
+"""The audit trail's SQL: policy versions, audit events, refused submissions, queue depth
+(`?` placeholders)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,13 @@ AUDIT_KINDS = (
     "preempted",
     "finished",
 )
-"""Event kinds the audit view shows: who asked for what, and what the broker decided."""
+"""Event kinds the audit view shows: who asked for what, and what the broker decided.
+(`refused`, a submission refused by policy, has no job and so no event: `refused_submissions`.)"""
+
+REFUSED = "refused"
+"""The audit kind of a submission refused by policy (no allowed offer) at the door."""
+KEEP_REFUSALS = 10_000
+"""Refused submissions kept per tenant (the newest): a tenant flooding refusals stays bounded."""
 
 ACTIVE_STATES = ("QUEUED", "PLACING", "PROVISIONING", "RUNNING", "PREEMPTED")
 
@@ -38,6 +45,23 @@ class PolicyVersion:
     content: str
     time: datetime
     errors: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class RefusedSubmission:
+    """A job refused at submit for want of an allowed offer: no job row, only this record."""
+
+    time: datetime
+    tenant: TenantId
+    by: str
+    """The submitting token's name ('' when it has none: the tenant itself)."""
+    role: str
+    job_name: str
+    message: str
+    rules: tuple[str, ...]
+    policy_hash: str
+    spec: str
+    """The spec as JSON, secrets masked as the logs mask them."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +123,51 @@ def audit_query(f: AuditFilter, ts: Callable[[datetime], Any]) -> tuple[str, lis
     )
     params.append(f.limit)
     return sql, params
+
+
+_REFUSAL_COLS = "time, tenant, by_name, role, job_name, message, rules, policy_hash, spec"
+INSERT_REFUSAL = f"INSERT INTO refused_submissions ({_REFUSAL_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# Everything of the tenant's older than its `keep`-th newest: one index range, no count.
+PRUNE_REFUSALS = (
+    "DELETE FROM refused_submissions WHERE tenant = ? AND id <= ("
+    "SELECT id FROM refused_submissions WHERE tenant = ? ORDER BY id DESC LIMIT 1 OFFSET ?)"
+)
+
+
+def refusal_row(r: RefusedSubmission, ts: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    return (ts(r.time), r.tenant, r.by, r.role, r.job_name, r.message, json.dumps(list(r.rules)),
+            r.policy_hash, r.spec)
+
+
+def refusal_query(f: AuditFilter, ts: Callable[[datetime], Any]) -> tuple[str, list[Any]]:
+    """The newest refusals matching the filter (none has a job id, so a job filter finds none)."""
+    where, params = ["1 = 1"], []
+    if f.job_id:
+        where.append("1 = 0")
+    if f.tenant:
+        where.append("tenant = ?")
+        params.append(f.tenant)
+    if f.since is not None:
+        where.append("time >= ?")
+        params.append(ts(f.since))
+    sql = (f"SELECT {_REFUSAL_COLS} FROM refused_submissions WHERE {' AND '.join(where)} "
+           "ORDER BY time DESC, id DESC LIMIT ?")
+    return sql, [*params, f.limit]
+
+
+def refusals_from_rows(
+    rows: Sequence[Sequence[Any]], dt: Callable[[Any], datetime]
+) -> list[RefusedSubmission]:
+    """Rows of `refusal_query`, oldest first."""
+    out = [
+        RefusedSubmission(
+            time=dt(r[0]), tenant=TenantId(r[1]), by=r[2], role=r[3], job_name=r[4], message=r[5],
+            rules=tuple(json.loads(r[6])), policy_hash=r[7], spec=r[8],
+        )
+        for r in rows
+    ]
+    out.reverse()
+    return out
 
 
 def audit_from_rows(

@@ -57,6 +57,14 @@ CREATE TABLE IF NOT EXISTS policy_versions (
   source TEXT NOT NULL, content TEXT NOT NULL, errors TEXT NOT NULL, time {time} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS policy_versions_hash ON policy_versions(hash);
+-- Submissions refused by policy at the door (no job row): the audit trail's `refused` kind.
+CREATE TABLE IF NOT EXISTS refused_submissions (
+  id {serial}, time {time} NOT NULL, tenant {key} NOT NULL, by_name TEXT NOT NULL, role TEXT NOT NULL,
+  job_name TEXT NOT NULL, message TEXT NOT NULL, rules TEXT NOT NULL, policy_hash TEXT NOT NULL,
+  spec TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refused_tenant ON refused_submissions(tenant, id);
+CREATE INDEX IF NOT EXISTS refused_time ON refused_submissions(time);
 CREATE TABLE IF NOT EXISTS fair_usage (
   tenant {key} PRIMARY KEY, half_life_s {real} NOT NULL, at_s {real} NOT NULL,
   accelerators {real} NOT NULL, cpus {real} NOT NULL, memory_gb {real} NOT NULL

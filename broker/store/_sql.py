@@ -9,11 +9,12 @@ advisory lock, so several broker processes may share one database.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from broker.model import JobEvent, TenantId
 from broker.store import _audit
-from broker.store._audit import AuditFilter, PolicyVersion
+from broker.store._audit import KEEP_REFUSALS, AuditFilter, PolicyVersion, RefusedSubmission
 from broker.store._sql_attempts import SqlAttempts
 from broker.store._sql_runs import SqlRuns
 from broker.store.base import FairUsage, LeaseRow, ReclaimBooking, ReclaimState, StoreError
@@ -41,6 +42,18 @@ class SqlStore(SqlAttempts, SqlRuns):
     def audit_events(self, where: AuditFilter) -> list[tuple[TenantId, JobEvent]]:
         sql, params = _audit.audit_query(where, self._dialect.ts)
         return _audit.audit_from_rows(self._all(sql, params), self._dialect.dt)
+
+    def record_refusals(self, refusals: Sequence[RefusedSubmission], keep: int = KEEP_REFUSALS) -> None:
+        if not refusals:
+            return
+        with self._tx() as db:
+            db.many(_audit.INSERT_REFUSAL, [_audit.refusal_row(r, self._dialect.ts) for r in refusals])
+            for tenant in sorted({r.tenant for r in refusals}):
+                db.run(_audit.PRUNE_REFUSALS, (tenant, tenant, keep))
+
+    def refusals(self, where: AuditFilter) -> list[RefusedSubmission]:
+        sql, params = _audit.refusal_query(where, self._dialect.ts)
+        return _audit.refusals_from_rows(self._all(sql, params), self._dialect.dt)
 
     def active_counts(self) -> dict[tuple[str, str, str], int]:
         return {(r[0], r[1], r[2]): r[3] for r in self._all(_audit.ACTIVE_COUNTS)}

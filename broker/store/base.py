@@ -28,7 +28,7 @@ from broker.model import (
     SiteId,
     TenantId,
 )
-from broker.store._audit import AuditFilter, PolicyVersion
+from broker.store._audit_store import AuditStore
 from broker.store._records import FairUsage as FairUsage
 from broker.store._records import JobMove as JobMove
 from broker.store._records import JobPage as JobPage
@@ -74,7 +74,7 @@ class FencedOut(StoreError):
 JOB_FIELDS = frozenset({"site", "exit_code", "log_tail", "message", "policy_hash", "attempts", "spec"})
 
 
-class JobStore(abc.ABC):
+class JobStore(AuditStore):
     """Durable state of the broker. Methods are synchronous and short; none scans all jobs."""
 
     def __init__(self) -> None:
@@ -324,29 +324,6 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def voucher_used(self, tenant: TenantId) -> dict[str, float]:
         """Voucher id -> what the tenant's attempts of every month drew from it (reserved or settled)."""
-
-    # Audit trail and operator views -------------------------------------------------------
-
-    @abc.abstractmethod
-    def record_policy_version(self, version: PolicyVersion) -> None:
-        """Append a policy file the broker loaded or refused (never updated, never deleted)."""
-
-    @abc.abstractmethod
-    def policy_versions(self, limit: int = 50) -> list[PolicyVersion]:
-        """The newest policy loads and refusals first."""
-
-    @abc.abstractmethod
-    def find_policy_version(self, hash_prefix: str) -> PolicyVersion | None:
-        """The newest stored version whose hash starts with `hash_prefix` (loaded ones first)."""
-
-    @abc.abstractmethod
-    def audit_events(self, where: AuditFilter) -> list[tuple[TenantId, JobEvent]]:
-        """Submissions, cancellations and decisions matching `where`, oldest first (the newest
-        `where.limit` of them)."""
-
-    @abc.abstractmethod
-    def active_counts(self) -> dict[tuple[str, str, str], int]:
-        """(state, site or '', tenant) -> how many unfinished jobs (for the queue-depth metric)."""
 
     # Leadership and fencing (the election itself lives in broker/ha) ----------------------
 

@@ -939,9 +939,9 @@ class StoreContract:
                 rules=("export-x", "hardware.fit"), policy_hash="ab" * 32, spec=f'{{"name": "{name}"}}',
             )
 
-        store.record_refusal(refusal(B, "theirs", NOW), keep=3)
-        for i in range(5):
-            store.record_refusal(refusal(A, f"j{i}", NOW + timedelta(seconds=i)), keep=3)
+        store.record_refusals([refusal(B, "theirs", NOW)], keep=3)
+        store.record_refusals([refusal(A, f"j{i}", NOW + timedelta(seconds=i)) for i in range(4)], keep=3)
+        store.record_refusals([refusal(A, "j4", NOW + timedelta(seconds=4))], keep=3)
         mine = store.refusals(AuditFilter(tenant=A))
         assert [r.job_name for r in mine] == ["j2", "j3", "j4"]  # oldest first, the newest 3 kept
         assert mine[0] == refusal(A, "j2", NOW + timedelta(seconds=2))

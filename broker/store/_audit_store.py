@@ -1,0 +1,44 @@
+"""The store contract's audit trail and operator views (a part of `JobStore`)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+from broker.model import JobEvent, TenantId
+from broker.store._audit import KEEP_REFUSALS, AuditFilter, PolicyVersion, RefusedSubmission
+
+
+class AuditStore(abc.ABC):
+    """Policy versions, who did what to which job, submissions refused by policy, queue depth."""
+
+    @abc.abstractmethod
+    def record_policy_version(self, version: PolicyVersion) -> None:
+        """Append a policy file the broker loaded or refused (never updated, never deleted)."""
+
+    @abc.abstractmethod
+    def policy_versions(self, limit: int = 50) -> list[PolicyVersion]:
+        """The newest policy loads and refusals first."""
+
+    @abc.abstractmethod
+    def find_policy_version(self, hash_prefix: str) -> PolicyVersion | None:
+        """The newest stored version whose hash starts with `hash_prefix` (loaded ones first)."""
+
+    @abc.abstractmethod
+    def audit_events(self, where: AuditFilter) -> list[tuple[TenantId, JobEvent]]:
+        """Submissions, cancellations and decisions matching `where`, oldest first (the newest
+        `where.limit` of them)."""
+
+    @abc.abstractmethod
+    def record_refusals(self, refusals: Sequence[RefusedSubmission], keep: int = KEEP_REFUSALS) -> None:
+        """Append submissions refused by policy (one transaction), then drop each tenant's older
+        than its `keep` newest."""
+
+    @abc.abstractmethod
+    def refusals(self, where: AuditFilter) -> list[RefusedSubmission]:
+        """Refused submissions matching `where`'s tenant and time, oldest first (the newest
+        `where.limit`); none when it names a job (a refused submission never became one)."""
+
+    @abc.abstractmethod
+    def active_counts(self) -> dict[tuple[str, str, str], int]:
+        """(state, site or '', tenant) -> how many unfinished jobs (for the queue-depth metric)."""
