@@ -84,6 +84,12 @@ def _redact_value(key: str, value: Any) -> Any:
     return value
 
 
+def redact_data(value: Any) -> Any:
+    """`value` (JSON-like) masked as log fields are: values under secret-looking keys, and
+    secrets inside strings (what a stored copy of a job spec needs, its env above all)."""
+    return _redact_value("", value)
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {
         name: _redact_value(name, getattr(record, name))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -26,6 +26,7 @@ from broker.jobspec import CONTROL_CHARACTER, has_control_character, submission_
 from broker.jobview import JobDetails
 from broker.model import Job, JobSpec, TenantId
 from broker.quota import Quotas, QuotaUsage
+from broker.refusals import log_refusal, refusal_record
 from broker.serde import WireValueError, job_to_proto, spec_from_proto
 from broker.store import JobStore, Submission
 from broker.validation import BadRequestError, FieldViolation, violations
@@ -49,10 +50,13 @@ DescribeFn = Callable[[Sequence[Job]], list[JobDetails]]
 Results = list[tuple[Job, bool]]
 Who = tuple[str, str]
 """(token name, role) of who submits; ("", "") when the token has no name."""
+Refused = list[tuple[int, Submission, Sequence[str]]]
+"""Items refused by policy: (index in the call, item, reasons)."""
 
 
 class NotPlaceableError(BrokerError):
-    """No offer could ever be allowed for the job: nothing is stored."""
+    """No offer could ever be allowed for the job: no job is stored (the audit trail keeps the
+    refusal, `refused_submissions`)."""
 
     def __init__(self, index: int, reasons: Sequence[str]) -> None:
         super().__init__("; ".join(reasons))
@@ -239,7 +243,8 @@ class SubmitPath:
         unfinished = self._unfinished_jobs(tenant) + self._uncommitted.get(tenant, 0)
         self.quotas.admit(tenant, len(items), unfinished)
 
-    def _admit_policy(self, tenant: TenantId, items: Sequence[Submission], now: datetime) -> None:
+    def _admit_policy(self, tenant: TenantId, items: Sequence[Submission], now: datetime) -> Refused:
+        """The items no offer could ever take, each with its reasons (every one: each is audited)."""
         if self.grant is not None:
             refusals: dict[object, str | None] = {}  # a batch asks about a few priorities only
             for index, item in enumerate(items):
@@ -248,28 +253,35 @@ class SubmitPath:
                     refusals[priority] = self.grant(item.spec, tenant)
                 if refusals[priority] is not None:
                     raise PriorityNotGrantedError(index, str(refusals[priority]))
-        if self.admit is not None:
-            for index, item in enumerate(items):
-                reasons = self.admit(item.spec, tenant, now)
-                if reasons:
-                    self._log_refusal(tenant, item, reasons)
-                    raise NotPlaceableError(index, reasons)
+        if self.admit is None:
+            return []
+        found = ((index, item, self.admit(item.spec, tenant, now)) for index, item in enumerate(items))
+        return [(index, item, reasons) for index, item, reasons in found if reasons]
 
-    def _log_refusal(self, tenant: TenantId, item: Submission, reasons: Sequence[str]) -> None:
-        """The log line of a job refused at the door: nothing is stored, so no event tells of it."""
+    async def _refuse(self, tenant: TenantId, refused: Refused, now: datetime) -> NoReturn:
+        """Log and audit each refused item, then refuse the call (naming the first).
+
+        A store error while recording is logged, never raised: the caller still gets its
+        refusal, not an INTERNAL error."""
         version = self.policy_version() if self.policy_version is not None else ""
-        log.info(
-            "submission refused: no allowed offer: %s",
-            "; ".join(reasons),
-            extra={
-                "event": "rejected",
-                "job_name": item.spec.name,
-                "tenant": tenant,
-                "by": item.by,
-                "rules": sorted({r.split(":", 1)[0] for r in reasons}),
-                "policy_hash": version.split(":", 1)[0][:12],  # Policy.version is "hash:inputs"
-            },
-        )
+        records = [refusal_record(tenant, item, reasons, version, now) for _, item, reasons in refused]
+        for record, (_, _, reasons) in zip(records, refused, strict=True):
+            log_refusal(record, reasons)
+        try:
+            if self.commit_inline:
+                self.store.record_refusals(records)
+            else:  # behind the commits already queued, off the event loop
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._writer, self.store.record_refusals, records)
+        except Exception as exc:
+            log.error(
+                "%d refused submission(s) could not be kept in the audit trail: %s",
+                len(records),
+                exc,
+                extra={"event": "rejected", "tenant": tenant, "error": type(exc).__name__},
+            )
+        index, _, reasons = refused[0]
+        raise NotPlaceableError(index, reasons)
 
     def quota_usage(self, tenant: TenantId) -> QuotaUsage | None:
         """The caller's limits and what it uses now; None without quotas."""
@@ -288,7 +300,10 @@ class SubmitPath:
         caller waits for the commit that holds its jobs, so an answered submit is durable.
         """
         self._admit_quota(tenant, items)
-        self._admit_policy(tenant, items, self.clock.now())
+        now = self.clock.now()
+        refused = self._admit_policy(tenant, items, now)
+        if refused:
+            await self._refuse(tenant, refused, now)
         done: asyncio.Future[Results] = asyncio.get_running_loop().create_future()
         self._pending.append((tenant, items, done))
         self._uncommitted[tenant] = self._uncommitted.get(tenant, 0) + len(items)

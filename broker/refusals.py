@@ -1,0 +1,58 @@
+"""Submissions refused by policy at the door (no allowed offer): their log line and audit record.
+
+Nothing of such a job is stored as a job, so no event tells of it; for an export-control broker
+the refused attempts are the compliance record ("who tried to run what where, and which rule
+stopped it"), so each is logged (`event=rejected`) and kept in the store's audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from broker.logs import redact_data
+from broker.model import TenantId
+from broker.store import RefusedSubmission, Submission
+
+log = logging.getLogger("broker.submit")
+
+
+def rule_ids(reasons: Sequence[str]) -> tuple[str, ...]:
+    """The rule ids of admission reasons (each reads `rule.id: why`)."""
+    return tuple(sorted({r.split(":", 1)[0] for r in reasons}))
+
+
+def refusal_record(
+    tenant: TenantId, item: Submission, reasons: Sequence[str], version: str, now: datetime
+) -> RefusedSubmission:
+    """The audit record of one refused item; `version` is `Policy.version` ("hash:inputs")."""
+    spec = redact_data(item.spec.model_dump(mode="json"))
+    return RefusedSubmission(
+        time=now,
+        tenant=tenant,
+        by=item.by,
+        role=item.role,
+        job_name=item.spec.name,
+        message=f"job {item.spec.name!r} refused: no allowed offer: {'; '.join(reasons)}",
+        rules=rule_ids(reasons),
+        policy_hash=version.split(":", 1)[0],
+        spec=json.dumps(spec, ensure_ascii=False, sort_keys=True),
+    )
+
+
+def log_refusal(refusal: RefusedSubmission, reasons: Sequence[str]) -> None:
+    """The `rejected` log line of one refused item (the logs redact it on the way out)."""
+    log.info(
+        "submission refused: no allowed offer: %s",
+        "; ".join(reasons),
+        extra={
+            "event": "rejected",
+            "job_name": refusal.job_name,
+            "tenant": refusal.tenant,
+            "by": refusal.by,
+            "rules": list(refusal.rules),
+            "policy_hash": refusal.policy_hash[:12],
+        },
+    )
