@@ -1,6 +1,7 @@
-"""The operator's audit trail: policy versions loaded or refused, and who did what to which job.
+"""The operator's audit trail: policy versions loaded or refused, who did what to which job, and
+which submissions policy refused at the door.
 
-Reads the store (`policy_versions`, `audit_events`) and turns rows into the API's messages.
+Reads the store (`policy_versions`, `audit_events`, `refusals`) and turns rows into the API's messages.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from broker.errors import BrokerError
 from broker.model import JobEvent, TenantId
 from broker.policy.watcher import PolicyLoad
 from broker.serde import state_to_proto
-from broker.store import AuditFilter, JobNotFoundError, JobStore, PolicyVersion
+from broker.store import REFUSED, AuditFilter, JobNotFoundError, JobStore, PolicyVersion, RefusedSubmission
 
 DEFAULT_VERSIONS = 50
 MAX_VERSIONS = 1000
@@ -99,6 +100,19 @@ def event_to_proto(tenant: TenantId, event: JobEvent) -> pb.AuditEvent:
     )
 
 
+def refusal_to_proto(r: RefusedSubmission) -> pb.AuditEvent:
+    """A refused submission: no job (empty job_id, no state); its name is in the message."""
+    return pb.AuditEvent(
+        time=_ts(r.time),
+        tenant=r.tenant,
+        kind=REFUSED,
+        actor=r.by or r.tenant,  # as a `submitted` event names its submitter
+        message=r.message,
+        policy_hash=r.policy_hash,
+        rule_ids=list(r.rules),
+    )
+
+
 class AuditTrail:
     """The three operator RPCs over one store; `active` and `refused` read the live watcher."""
 
@@ -132,10 +146,12 @@ class AuditTrail:
         self, *, job_id: str, tenant: str, since: datetime | None, page_size: int
     ) -> pb.ListAuditEventsResponse:
         limit = DEFAULT_EVENTS if page_size <= 0 else min(page_size, MAX_EVENTS)
-        rows = self.store.audit_events(
-            AuditFilter(job_id=job_id or None, tenant=tenant or None, since=since, limit=limit)
-        )
-        return pb.ListAuditEventsResponse(events=[event_to_proto(t, e) for t, e in rows])
+        where = AuditFilter(job_id=job_id or None, tenant=tenant or None, since=since, limit=limit)
+        timed = [(e.time, event_to_proto(t, e)) for t, e in self.store.audit_events(where)]
+        timed += [(r.time, refusal_to_proto(r)) for r in self.store.refusals(where)]
+        # Each list is its newest `limit`, oldest first: merged, the newest `limit` of both.
+        timed.sort(key=lambda pair: pair[0])  # stable: events of one time keep their order
+        return pb.ListAuditEventsResponse(events=[msg for _, msg in timed[-limit:]])
 
     def refused_proto(self) -> pb.PolicyVersion | None:
         refused = self.refused()

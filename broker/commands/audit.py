@@ -26,10 +26,12 @@ BEIJING = timedelta(hours=8)
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "audit", help="who submitted and cancelled what, and what the broker decided (operators)"
+        "audit",
+        help="who submitted and cancelled what, what the broker decided, and which submissions "
+        "policy refused (operators)",
     )
-    p.add_argument("--job", default="", help="only this job")
-    p.add_argument("--tenant", default="", help="only this tenant's jobs")
+    p.add_argument("--job", default="", help="only this job (refused submissions never became one)")
+    p.add_argument("--tenant", default="", help="only this tenant's jobs and refused submissions")
     p.add_argument(
         "--since", type=parse_since, help="a time (2026-12-01, 2026-12-01T08:00+08:00) or an age (2h, 1d)"
     )
@@ -121,7 +123,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             e.tenant,
             e.kind,
             e.actor,
-            state_from_proto(e.state).value,
+            state_from_proto(e.state).value if e.state else "",  # a refusal has no job, no state
             e.policy_hash[:12],
             escape(what),  # rule ids in brackets must survive rich's markup
         )

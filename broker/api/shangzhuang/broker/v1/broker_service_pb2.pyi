@@ -1080,9 +1080,9 @@ class ListAuditEventsRequest(_message.Message):
     SINCE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """Only this job's events."""
+    """Only this job's events (no `refused` submission has a job)."""
     tenant: _builtins.str
-    """Only this tenant's jobs."""
+    """Only this tenant's jobs and refused submissions."""
     page_size: _builtins.int
     """At most this many, the newest (default 1000)."""
     @_builtins.property
@@ -1124,13 +1124,17 @@ class AuditEvent(_message.Message):
     CURRENCY_FIELD_NUMBER: _builtins.int
     RULE_IDS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Empty for `refused`: a submission refused by policy never became a job."""
     seq: _builtins.int
     tenant: _builtins.str
     """The job's tenant."""
     kind: _builtins.str
-    """submitted, cancelled, placed, rejected, gave_up, budget, attempt_failed, lost, preempted, finished."""
+    """submitted, cancelled, placed, rejected, gave_up, budget, attempt_failed, lost, preempted, finished,
+    or refused (a submission policy refused at the door: no allowed offer; the job name, the
+    reasons, rule_ids and policy_hash say what was asked and which rules stopped it).
+    """
     actor: _builtins.str
-    """Who did it: the submitting tenant, the canceller's name, or "broker" for its decisions."""
+    """Who did it: the submitting tenant or token name, the canceller's name, or "broker" for its decisions."""
     state: _job_pb2.JobState.ValueType
     message: _builtins.str
     policy_hash: _builtins.str
