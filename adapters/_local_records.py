@@ -48,6 +48,19 @@ def exit_status(meta: Mapping[str, Any], code: int, tail: str, *, cancelled: boo
     return AttemptStatus(state=state, exit_code=code, log_tail=tail, started_at=started_at(meta))
 
 
+def stop_deadline(path: Path, grace_s: float, now: float) -> tuple[float, bool]:
+    """When an attempt being stopped must be gone (epoch seconds), and whether its processes were
+    sent SIGTERM already. The first stop records its deadline in the attempt's folder: a broker
+    restarted meanwhile (its reconciler stops the leftover) keeps it, so a crash neither cuts a
+    preempted job's grace short nor interrupts its clean-up with a second SIGTERM."""
+    mark = path / "stop_by"
+    try:
+        return float(mark.read_text()), True
+    except (OSError, ValueError):
+        mark.write_text(f"{now + grace_s:.3f}")
+        return now + grace_s, False
+
+
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data))

@@ -36,6 +36,7 @@ from adapters._local_records import (
     safe_name,
     signal_group,
     started_at,
+    stop_deadline,
     write_json,
 )
 from adapters._local_retention import Retention, seen_ended
@@ -334,10 +335,9 @@ class LocalAdapter:
         self.preempt(backend_id, token, self.grace_s)
 
     def preempt(self, backend_id: str, token: str, grace_s: float) -> None:
-        """Stop the attempt: SIGTERM to its process group, `grace_s` to exit, then SIGKILL."""
+        """SIGTERM to the attempt's process group, `grace_s` to exit, then SIGKILL (`stop_deadline`)."""
         path = self.root / backend_id
-        meta = read_meta(path)
-        if not meta:
+        if not read_meta(path):
             return
         (path / "cancelled").touch()
         pid = self._runner(path)
@@ -346,13 +346,14 @@ class LocalAdapter:
             return
         self._stopping.add(backend_id)
         try:
-            self._stop(backend_id, pid, grace_s)
+            self._stop(backend_id, pid, *stop_deadline(path, grace_s, time.time()))
         finally:
             self._stopping.discard(backend_id)
 
-    def _stop(self, backend_id: str, pid: int, grace_s: float) -> None:
-        signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
+    def _stop(self, backend_id: str, pid: int, stop_by: float, signalled: bool) -> None:
+        if not signalled:
+            signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + max(0.0, stop_by - time.time())
         child = self._children.get(backend_id)
         # The runner leads the group: wait for the whole group, not the runner alone, since a
         # process the job started may ignore SIGTERM after the job itself died of it.
