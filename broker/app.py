@@ -39,7 +39,7 @@ from broker.ha.notify import Listener, Note, Notifier
 from broker.ha.scheduler import SchedulerRole
 from broker.instrument import measured
 from broker.joblogs import JobLogs
-from broker.logs import quiet_third_party
+from broker.logs import quiet_third_party, say
 from broker.metrics import BrokerMetrics, LiveCollector, MetricsServer
 from broker.model import SiteId
 from broker.planning import Planner
@@ -392,8 +392,8 @@ async def serve_forever(config: BrokerConfig, config_file: Path | None = None) -
     loop.add_signal_handler(signal.SIGHUP, reload)
     # Ready only once the handlers are in: an early SIGHUP must reload, not kill the broker.
     if app.metrics_server is not None:
-        print(f"szb: metrics on {app.metrics_server.url}", flush=True)
+        say(f"metrics on {app.metrics_server.url}")
     what = "scheduler" if config.role == "scheduler" else "broker"
-    print(f"szb: {what} serving on port {port}", flush=True)
+    say(f"{what} serving on port {port}")
     await done.wait()
     await app.stop()

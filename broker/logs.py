@@ -171,3 +171,12 @@ def configure(fmt: str = "text", level: str = "INFO", stream: TextIO | None = No
     root.addHandler(handler)
     root.setLevel(level.upper())
     quiet_third_party()
+
+
+def say(line: str, stream: TextIO | None = None) -> None:
+    """One `szb: ...` line on stdout for operators and whatever reads it (the test harness takes
+    the port from one), written whole: `print` writes the text and its newline apart, and a log
+    line from another thread landed between them ("serving on port 116772026-12-03 ...")."""
+    out = stream if stream is not None else sys.stdout
+    out.write(f"szb: {line}\n")
+    out.flush()

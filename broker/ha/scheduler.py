@@ -23,6 +23,7 @@ from broker.dispatch.dispatcher import Dispatcher
 from broker.ha.election import Elector, Timing
 from broker.ha.guard import LeaderOnlyAdapter, LeaderOnlyStore, leader_only
 from broker.ha.notify import Listener, Note, Notifier
+from broker.logs import say
 from broker.metrics import BrokerMetrics
 from broker.model import AttemptState, JobId, JobState, SiteId
 from broker.sitereport import SiteReport
@@ -285,4 +286,4 @@ class SchedulerRole:
 def _say(line: str) -> None:
     """One line on stdout for operators and the test harness (the log may be JSON)."""
     log.info("%s", line)
-    print(f"szb: {line}", flush=True)
+    say(line)
