@@ -20,11 +20,12 @@ from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.contract import OFFER_FAULTS, DispatchStats
 from broker.dispatch.failover import AttemptTimeoutError, NextStep, RetryPolicy, retry_transient
 from broker.dispatch.gang import LaunchStopped, gang_launcher, launch_gang
+from broker.dispatch.launch_outage import LAUNCHING, left_to_launch, through_store_outages
 from broker.dispatch.records import audit_data, decision_fields, offer_fault
 from broker.metrics import BrokerMetrics
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, LaunchRequest
 from broker.serde_decision import decision_data, spot_data
-from broker.store import StoreError
+from broker.store import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +145,33 @@ class Launching(AttemptTracking):
     async def _launch(
         self, job: Job, attempt: Attempt, decision: Decision | None, secret: str | None = None
     ) -> None:
+        """Launch an attempt. A store that fails under the launch is waited out, then what is left
+        is done from what the store holds (`broker.dispatch.launch_outage`)."""
         try:
-            if secret is None:
-                # Resumed after a restart without its escrowed secret: only the hash survived,
-                # so the attempt gets a new one (nothing can have started with the old one).
-                secret, secret_hash = new_agent_secret()
-                attempt = self.store.update_attempt(attempt.id, self.clock.now(), secret_hash=secret_hash)
+            async for trial in through_store_outages(self.store_outage):
+                with trial:
+                    if trial.retry_state.attempt_number > 1:
+                        left = left_to_launch(self.store, self.planner.ledger, self.clock, job.id, attempt.id)
+                        if left is None:
+                            break
+                        (job, attempt), decision = left, None  # by its token: adopts what started
+                    if secret is None:
+                        # Resumed after a restart without its escrowed secret: only the hash survived,
+                        # so the attempt gets a new one (nothing can have started with the old one).
+                        secret, attempt = self._new_secret(attempt)
+                    await self._launch_once(job, attempt, decision, secret)
+            self.store_outage.ok(LAUNCHING)
+        finally:
+            self.escrow.drop(attempt.id)
+            self._inflight.pop(job.id, None)
+
+    def _new_secret(self, attempt: Attempt) -> tuple[str, Attempt]:
+        secret, secret_hash = new_agent_secret()
+        return secret, self.store.update_attempt(attempt.id, self.clock.now(), secret_hash=secret_hash)
+
+    async def _launch_once(self, job: Job, attempt: Attempt, decision: Decision | None, secret: str) -> None:
+        """Submit the attempt and record its start, or its failure (a store failure is the caller's)."""
+        try:
             adapter = self.adapters.get(attempt.site)
             if adapter is None:
                 raise AdapterError(attempt.site, "NoAdapter", "no adapter configured for this site")
@@ -168,13 +190,12 @@ class Launching(AttemptTracking):
             await self._attempt_failed(job, attempt, exc)
         except LaunchStopped as stop:
             self._launch_stopped(job, attempt, str(stop))
+        except StoreUnavailable:
+            raise
         except Exception as exc:  # an adapter broke its contract: fail the attempt, never leave it pending
             log.exception("launch of %s raised %s", attempt.id, type(exc).__name__)
             broken = AdapterError(attempt.site, type(exc).__name__, str(exc)[:300])
             await self._attempt_failed(job, attempt, broken)
-        finally:
-            self.escrow.drop(attempt.id)
-            self._inflight.pop(job.id, None)
 
     def _unwanted(self, request: LaunchRequest) -> str | None:
         """Why a launch in flight should make no further cloud call (None: go on): its job
