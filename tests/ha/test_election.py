@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -154,19 +153,9 @@ def test_szb_pointed_at_a_scheduler_says_to_use_an_api_replica(cluster: Cluster)
     scheduler = cluster.start("scheduler")
     cluster.leader()
     out = szb(scheduler, OPERATOR, "status")
-    # Seen twice in CI: "Connection refused" from a running scheduler that had just been elected
-    # (cause unknown). A refusal is not what this test is about: ask again a few times, and if it
-    # lasts, say what listened on the port and whether the scheduler still ran.
-    for _ in range(5):
-        if "Connection refused" not in out.stderr or not scheduler.running():
-            break
-        time.sleep(1)
-        out = szb(scheduler, OPERATOR, "status")
     assert out.returncode != 0
     gone = "" if scheduler.running() else f"exited: {scheduler.proc and scheduler.proc.returncode}"
-    ss = ["ss", "-ltnp", f"sport = :{scheduler.port}"]
-    listening = shutil.which("ss") and subprocess.run(ss, capture_output=True, text=True, check=False).stdout
-    seen = (gone, listening, scheduler.text()[-2000:])
+    seen = (gone, scheduler.text()[-2000:])
     assert "role scheduler" in out.stderr and "--role api" in out.stderr, (*seen, out.stderr)
     watched = szb(scheduler, OPERATOR, "watch", "j-00000000000000000000")  # a server stream
     assert watched.returncode != 0 and "role scheduler" in watched.stderr, watched.stderr
