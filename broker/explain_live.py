@@ -89,7 +89,8 @@ def _fair_share(
         decision = replace(decision, action=Action.WAIT, reasons=reasons, fair_share=fair)
     else:
         decision = replace(decision, reasons=(*decision.reasons, standing.text()), fair_share=fair)
-    if decision.action == Action.WAIT or bound_for_queue(decision, spec):
+    others = snap.claimed.get(offer.partition, 0) if offer is not None else 0  # (explain claims nothing)
+    if decision.action == Action.WAIT or bound_for_queue(decision, spec, others):
         # borrowed work fair share would preempt for it (none here), as the dispatcher decides:
         # a job bound for Slurm's queue behind borrowed work holding its quota waits and reclaims
         taken = planner.fair.reclaim_for(policy, tenant, spec, standing, decision, snap, commit=False)

@@ -293,7 +293,7 @@ class FairQueue:
             why = quota_reason(policy, job.tenant, units_of(job.spec), key)
             self.reasons[job.id] = why  # szb get says what the event says
             return replace(decision, action=Action.WAIT, reasons=(why,), fair_share=fair)
-        if decision.action == Action.WAIT or (onprem and bound_for_queue(decision, job.spec)):
+        if decision.action == Action.WAIT or (onprem and self._queue_bound(decision, job.spec, snap)):
             taken = self._reclaim(policy, job, st, decision, snap)
             reclaim = taken.victims
             if taken.reason:  # preempting: it starts once they stop, not when the projection has it
@@ -322,6 +322,14 @@ class FairQueue:
             # Passes that decide only new jobs do not see this one: the hold is remembered.
             self.holds.put(key, Hold(job.id, job.tenant, units_of(job.spec), st.in_quota))
         return replace(decision, fair_share=fair, reclaim=reclaim)
+
+    @staticmethod
+    def _queue_bound(decision: Decision, spec: JobSpec, snap: PassSnapshot) -> bool:
+        """`bound_for_queue` for a decision of the pass: it claimed the job's own units already."""
+        offer = decision.offer
+        if offer is None:
+            return False
+        return bound_for_queue(decision, spec, snap.claimed_by_others(offer.partition, units_of(spec)))
 
     def barred(self, policy: Policy, job: Job, now: datetime) -> dict[str, float] | None:
         """Borrowed work of a tenant that may not borrow: per on-prem partition, the seconds until

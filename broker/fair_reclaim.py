@@ -228,15 +228,17 @@ def span(d: timedelta) -> str:
     return f"{s:g} s" if s < 60 else f"{s / 60:g} min"
 
 
-def bound_for_queue(decision: Decision, spec: JobSpec) -> bool:
+def bound_for_queue(decision: Decision, spec: JobSpec, others: int = 0) -> bool:
     """The decision runs the job where no units are free for it now: on-prem, that sends it to
-    its backend's own queue (Slurm; the local executor runs nothing without room)."""
+    its backend's own queue (Slurm; the local executor runs nothing without room). `others`:
+    units other jobs claimed there since the capacity was read (a pass reuses its snapshot for a
+    poll interval): a job decided beside a borrowed one just placed finds them taken too."""
     offer = decision.offer
     return (
         decision.action == Action.RUN
         and offer is not None
         and offer.free is not None
-        and offer.free < units_of(spec)
+        and offer.free - others < units_of(spec)
     )
 
 
