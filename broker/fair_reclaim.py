@@ -73,9 +73,11 @@ class Reclaimer:
         *,
         for_job: str,
         commit: bool = True,
+        pending: str | None = None,
     ) -> Taken:
         """Borrowed attempts to preempt on `partition` so the owner's in-quota job `for_job` of
-        `owner[1]` units gets its quota back (`commit` False: only say which; nothing is booked)."""
+        `owner[1]` units gets its quota back (`commit` False: only say which; nothing is booked).
+        `pending`: the job's own attempt pending in its backend's queue (it runs nothing)."""
         rc = policy.document.fair_share.reclaim
         part = onprem_partitions(policy).get(partition)
         if not rc.enabled or part is None:
@@ -86,11 +88,8 @@ class Reclaimer:
         units = partition_units(part)
         capacity, rate = rc.max_capacity_share * units * window, rc.max_capacity_share * units
         bucket = self._bucket(partition, capacity, rate, t)
-        running = [
-            Running(aid, h.tenant, h.units, h.start, h.checkpoint_s)
-            for aid, h in book.live.items()
-            if h.partition == partition
-        ]
+        running = [Running(aid, h.tenant, h.units, h.start, h.checkpoint_s)
+                   for aid, h in book.live.items() if h.partition == partition and aid != pending]
         tenants = {tenant, *(r.tenant for r in running)}  # the owner's quota bounds what it takes back
         quotas = {tn: resolve_share(policy, tn).quota.get(partition, 0) for tn in tenants}
         # Units stopping for another job are not free for this one: counting them, a second owner

@@ -14,6 +14,7 @@ from broker.decision import Decision
 from broker.dispatch.failover import NextStep, RetryPolicy
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
+from broker.fair_queue import FairQueue
 from broker.fair_reclaim import Reclaimer
 from broker.fairshare import BatchIdentity
 from broker.model import Attempt, AttemptStatus, Job, SiteId, TenantId
@@ -25,6 +26,7 @@ class DecisionMaker(Protocol):
     """What the dispatcher needs from the planning shell (`broker.planning.Planner`)."""
 
     ledger: SpendLedger
+    fair: FairQueue
 
     @property
     def policy(self) -> Policy: ...

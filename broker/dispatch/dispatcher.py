@@ -23,6 +23,7 @@ from broker.dispatch.contract import DecisionMaker, DispatchStats
 from broker.dispatch.reconcile import reconcile
 from broker.dispatch.scheduling import Scheduling
 from broker.dispatch.withdraw import withdraw_late
+from broker.dispatch.withdraw_reclaim import withdraw_to_reclaim
 from broker.metrics import BrokerMetrics
 from broker.model import BROKER_SIDE, Attempt, AttemptState, Job, JobId, JobState, SiteId
 from broker.store import JobStore, StoreUnavailable
@@ -188,11 +189,19 @@ class Dispatcher(Scheduling):
                 self.planner.ledger.settle(job, attempt, self.store, ran=ran, ended=attempt.updated_at)
 
     async def _withdraw_late(self) -> None:
-        """Jobs pending at Slurm that are to burst now leave its queue (`dispatch.withdraw`)."""
+        """Jobs pending at Slurm that are to burst now leave its queue (`dispatch.withdraw`), and
+        so do owners' jobs that reclaim their quota (`dispatch.withdraw_reclaim`)."""
         for job in await withdraw_late(
             self.store, self.planner, self.adapters, self.clock, self._in_background
         ):
             self.job_submitted(job)
+            self.capacity_changed()
+        # Owners' jobs pending there behind borrowed work holding their quota reclaim it.
+        for owner, victims in await withdraw_to_reclaim(
+            self.store, self.planner, self.adapters, self.clock, self._in_background
+        ):
+            self._reclaim(owner, victims)
+            self.job_submitted(owner)
             self.capacity_changed()
 
     def _requeue_stranded(self) -> None:

@@ -204,7 +204,7 @@ class Scheduling(Launching):
     def _wait(self, job: Job, decision: Decision, waiting: Waiting) -> None:
         """The job stays queued: reclaim quota if fair share asks, and note a changed reason."""
         if decision.reclaim:
-            self._reclaim(job, decision)
+            self._reclaim(job, reclaim_json(decision))
         reason = decision.summary or "waiting for capacity"
         # Record a new waiting event only when the reason changes, not its numbers.
         gist = _DIGITS.sub("#", reason)
@@ -213,15 +213,16 @@ class Scheduling(Launching):
             log.info("job waits: %s", reason, extra=decision_fields(job, decision, "waiting"))
             waiting.append((job.id, reason, decision_data(decision), decision.policy_hash))
 
-    def _reclaim(self, owner: Job, decision: Decision) -> None:
-        """Fair share asked to preempt borrowed work for this job's quota: do it in the background."""
+    def _reclaim(self, owner: Job, victims: list[dict[str, Any]]) -> None:
+        """Fair share asked to preempt borrowed work for this job's quota (`reclaim_json`): do it
+        in the background."""
         try:  # the units booked to the owner's job are stored before any victim is touched
             self.store.save_reclaim_state(self.planner.reclaimer.state())
         except StoreError as exc:  # the next pass saves them (a fenced-out scheduler cannot stop victims)
             log.warning("reclaim bookings not saved before preempting for job %s: %s", owner.id, exc)
         self._in_background(
             preempt(
-                reclaim_json(decision),
+                victims,
                 owner,
                 store=self.store,
                 adapters=self.adapters,

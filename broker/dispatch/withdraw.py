@@ -86,23 +86,31 @@ async def withdraw_late(
         # Read again after the snapshot's await: a job the backend started meanwhile stays.
         if store.get_attempt(attempt.id).state != AttemptState.PENDING:
             continue
-        out.append(_withdraw(store, planner, job, attempt, decision, clock))
+        out.append(withdraw(store, planner, job, attempt, decision.summary, clock))
         adapter = adapters.get(attempt.site)
         if adapter is not None:
-            in_background(_cancel(adapter, attempt))
+            in_background(cancel_withdrawn(adapter, attempt))
     return out
 
 
-def _withdraw(
-    store: JobStore, planner: DecisionMaker, job: Job, attempt: Attempt, decision: Decision, clock: Clock
+def withdraw(
+    store: JobStore,
+    planner: DecisionMaker,
+    job: Job,
+    attempt: Attempt,
+    reason: str,
+    clock: Clock,
+    data: Mapping[str, Any] | None = None,
 ) -> Job:
+    """Take a job pending at its backend back into the broker's queue (`reason`: why), its attempt
+    ended broker-side; returns it requeued. The caller cancels the backend's copy."""
     now = clock.now()
-    why = f"withdrawn from {attempt.site}'s queue: {decision.summary}"
+    why = f"withdrawn from {attempt.site}'s queue: {reason}"
     move = JobMove(
         JobState.QUEUED,
         "requeued",
         why,
-        data={"attempt": attempt.id, "site": attempt.site, "backend_id": attempt.backend_id},
+        data={"attempt": attempt.id, "site": attempt.site, "backend_id": attempt.backend_id, **(data or {})},
         expect=JobState.PROVISIONING,
     )
     ended = store.update_attempt(
@@ -113,7 +121,8 @@ def _withdraw(
     return store.get(job.id)
 
 
-async def _cancel(adapter: Adapter, attempt: Attempt) -> None:
+async def cancel_withdrawn(adapter: Adapter, attempt: Attempt) -> None:
+    """Cancel the backend's copy of a withdrawn attempt (a failure is the reconciler's to mend)."""
     try:
         await asyncio.to_thread(adapter.cancel, str(attempt.backend_id), attempt.token)
     except AdapterError as exc:  # the reconciler cancels what a broker no longer runs

@@ -1,0 +1,134 @@
+"""An owner's job pending in a backend's own queue (Slurm) behind borrowed work takes its quota back.
+
+Reclaim (`broker.fair_reclaim`) acts for the jobs a pass decides: one waiting in the broker, or
+one bound for Slurm's queue behind borrowed work holding its quota (it waits in the broker
+instead). A job already in Slurm's queue got there before its quota had room for it (its own
+work held it), or before the borrowed work was there to read; Slurm would keep it behind that
+work until the work ends. Every `requeue_scan_s`, with `withdraw_late`, each such job is given
+the same reclaim, its own pending attempt not counted as work it runs there: when that preempts
+borrowed work now (the same victims, within the same waste budget), the job is withdrawn (its
+attempt ended broker-side, the backend's copy cancelled), the victims are booked to it (stored
+before any is touched) and preempted, and it waits in the broker until their units are free, as
+a job that reclaimed there does. While the budget delays the preemption, or nothing would be
+preempted, it keeps its place in the backend's queue. A withdrawal always preempts for the job,
+and the units stay booked to it until it has them, so it is never withdrawn twice for one need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from adapters.base import Adapter, AdapterError
+from broker.burst.snapshot import PassSnapshot
+from broker.clock import Clock
+from broker.dispatch.contract import DecisionMaker
+from broker.dispatch.gang import is_gang_attempt
+from broker.dispatch.withdraw import Background, cancel_withdrawn, withdraw
+from broker.fair_reclaim import Taken
+from broker.fairshare import onprem_partitions, resolve_share
+from broker.fairshare.book import units_of
+from broker.model import Attempt, AttemptState, Job, JobState, SiteId
+from broker.store import JobStore
+
+log = logging.getLogger(__name__)
+
+Reclaimed = tuple[Job, list[dict[str, Any]]]
+"""A withdrawn owner's job (requeued) and the borrowed attempts booked to it, to preempt (in
+`broker.serde_decision.reclaim_json`'s form)."""
+
+
+async def withdraw_to_reclaim(
+    store: JobStore,
+    planner: DecisionMaker,
+    adapters: Mapping[SiteId, Adapter],
+    clock: Clock,
+    in_background: Background,
+) -> list[Reclaimed]:
+    """Withdraw the owners' jobs pending at a queueing backend for which reclaim preempts now;
+    the victims are booked to each (the caller stores the bookings, then preempts them)."""
+    owners = _owners_pending(store, planner)
+    if not owners:
+        return []
+    snap = await planner.read_snapshot(clock.now(), store.live_attempts(), wait_s=None)
+    out: list[Reclaimed] = []
+    for job, attempt in owners:
+        free = _free(snap, attempt)
+        if free is None or not _take(planner, job, attempt, free, snap.now, commit=False).victims:
+            continue
+        adapter = adapters.get(attempt.site)
+        if adapter is None or not await _pending_at(adapter, attempt):
+            continue  # it started at the backend (no poll has said so yet): it is no waiter
+        # Read again after the awaits: a job the broker saw start, or cancelled, meanwhile stays.
+        if store.get_attempt(attempt.id).state != AttemptState.PENDING:
+            continue
+        now = clock.now()
+        taken = _take(planner, job, attempt, free, now, commit=False)
+        if not taken.victims or taken.reason is None:
+            continue
+        victims = [{"attempt": v.attempt, "tenant": v.tenant, "units": v.units} for v in taken.victims]
+        requeued = withdraw(store, planner, job, attempt, taken.reason, clock, {"reclaim": victims})
+        _take(planner, job, attempt, free, now, commit=True)  # as just said: booked, charged
+        in_background(cancel_withdrawn(adapter, attempt))
+        out.append((requeued, victims))
+    return out
+
+
+def _owners_pending(store: JobStore, planner: DecisionMaker) -> list[tuple[Job, Attempt]]:
+    """Jobs pending at a queueing backend on an on-prem partition where their tenant's quota
+    could hold them (no backend is asked: most scans find none)."""
+    policy = planner.policy
+    if not policy.document.fair_share.reclaim.enabled:
+        return []
+    queueing, parts = planner.queueing_sites(), onprem_partitions(policy)
+    out = []
+    for attempt in _pending(store.live_attempts(), queueing):
+        if attempt.offer.partition not in parts:
+            continue
+        job = store.get(attempt.job_id)
+        quota = resolve_share(policy, job.tenant).quota.get(attempt.offer.partition, 0)
+        if job.state == JobState.PROVISIONING and quota >= units_of(job.spec):
+            out.append((job, attempt))
+    return out
+
+
+def _pending(live: Sequence[Attempt], queueing: frozenset[str]) -> list[Attempt]:
+    return [
+        a for a in live
+        if a.state == AttemptState.PENDING and a.backend_id is not None and a.site in queueing
+        and not is_gang_attempt(a)
+    ]
+
+
+def _free(snap: PassSnapshot, attempt: Attempt) -> int | None:
+    """Units free on the attempt's partition as read now, less launches in flight there."""
+    key = attempt.offer.partition
+    for offer in snap.offers:
+        if offer.site == attempt.site and offer.partition == key and offer.free is not None:
+            return offer.free - snap.claimed.get(key, 0)
+    return None
+
+
+def _take(
+    planner: DecisionMaker, job: Job, attempt: Attempt, free: int, now: datetime, *, commit: bool
+) -> Taken:
+    """Reclaim for the job as for one waiting in the broker, its pending attempt running nothing."""
+    fair = planner.fair
+    owner = (job.tenant, units_of(job.spec))
+    return fair.reclaimer.take(
+        planner.policy, fair.book, fair.ratios, owner, attempt.offer.partition, free, now,
+        for_job=job.id, commit=commit, pending=attempt.id,
+    )
+
+
+async def _pending_at(adapter: Adapter, attempt: Attempt) -> bool:
+    """The backend says the attempt still pends in its queue (an error: not known to)."""
+    try:
+        status = await asyncio.to_thread(adapter.status, str(attempt.backend_id))
+    except AdapterError as exc:
+        log.info("status of %s at %s unavailable: %s", attempt.backend_id, attempt.site, exc)
+        return False
+    return status.state == AttemptState.PENDING
