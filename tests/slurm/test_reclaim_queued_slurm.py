@@ -138,6 +138,13 @@ def test_an_owner_job_pending_in_slurms_queue_is_withdrawn_and_reclaims(
             assert preempted and preempted[0].data["for_job"] == mine, ([e.kind for e in seen], told)
             withdrawn = [m for k, m in told if k == "requeued" and m.startswith("withdrawn from")]
             assert len(withdrawn) == 1 and "reclaiming 3 borrowed unit(s)" in withdrawn[0], told
+            # A crash while the borrowed job stops (its time limit cut at Slurm): the units stay
+            # booked to the owner's job, which is neither sent back to the queue behind the
+            # borrowed job nor the cause of another preemption.
+            until(lambda: any("stops at a time limit" in line for line in broker.output),
+                  "Slurm was told to stop the borrowed job")
+            broker.kill()
+            broker.restart()
             done = events_until(stub, mine, auth("owner"), reached(SUCCEEDED), timeout_s=240)
             got = [(e.kind, e.message) for e in done]
             assert get(mine, "owner").state == SUCCEEDED, got
