@@ -22,7 +22,7 @@ from broker.config import DispatchSettings
 from broker.dispatch.contract import DecisionMaker, DispatchStats
 from broker.dispatch.reconcile import reconcile
 from broker.dispatch.scheduling import Scheduling
-from broker.dispatch.withdraw import withdraw_late
+from broker.dispatch.withdraw import pending_at_queue, withdraw_late
 from broker.dispatch.withdraw_reclaim import withdraw_to_reclaim
 from broker.metrics import BrokerMetrics
 from broker.model import BROKER_SIDE, Attempt, AttemptState, Job, JobId, JobState, SiteId
@@ -189,17 +189,19 @@ class Dispatcher(Scheduling):
                 self.planner.ledger.settle(job, attempt, self.store, ran=ran, ended=attempt.updated_at)
 
     async def _withdraw_late(self) -> None:
-        """Jobs pending at Slurm that are to burst now leave its queue (`dispatch.withdraw`), and
-        so do owners' jobs that reclaim their quota (`dispatch.withdraw_reclaim`)."""
-        for job in await withdraw_late(
-            self.store, self.planner, self.adapters, self.clock, self._in_background
-        ):
+        """Jobs pending at Slurm leave its queue when they are to burst now (`dispatch.withdraw`),
+        or to reclaim their quota from borrowed work (`dispatch.withdraw_reclaim`); one reading
+        of the attempts and of capacity serves both."""
+        live = self.store.live_attempts()
+        pending = pending_at_queue(live, self.planner.queueing_sites())
+        if not pending:
+            return
+        snap = await self.planner.read_snapshot(self.clock.now(), live, wait_s=None)
+        args = (self.store, self.planner, pending, snap, self.adapters, self.clock, self._in_background)
+        for job in withdraw_late(*args):
             self.job_submitted(job)
             self.capacity_changed()
-        # Owners' jobs pending there behind borrowed work holding their quota reclaim it.
-        for owner, victims in await withdraw_to_reclaim(
-            self.store, self.planner, self.adapters, self.clock, self._in_background
-        ):
+        for owner, victims in await withdraw_to_reclaim(*args):
             self._reclaim(owner, victims)
             self.job_submitted(owner)
             self.capacity_changed()

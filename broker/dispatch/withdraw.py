@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from adapters.base import Adapter, AdapterError
@@ -59,20 +59,25 @@ def pending_decision(
 Background = Callable[[Coroutine[Any, Any, None]], None]
 
 
-async def withdraw_late(
+def pending_at_queue(live: Sequence[Attempt], queueing: frozenset[str]) -> list[Attempt]:
+    """The attempts pending in a queueing backend's own queue (sent there, not started yet)."""
+    return [
+        a for a in live if a.state == AttemptState.PENDING and a.backend_id is not None and a.site in queueing
+    ]
+
+
+def withdraw_late(
     store: JobStore,
     planner: DecisionMaker,
+    pending: Sequence[Attempt],
+    snap: PassSnapshot,
     adapters: Mapping[SiteId, Adapter],
     clock: Clock,
     in_background: Background,
 ) -> list[Job]:
-    """Withdraw the jobs pending at a queueing backend that are to start elsewhere now; returns
-    them requeued (the caller has them decided). Backends are told in the background."""
-    live = store.live_attempts()
-    pending = [a for a in live if a.state == AttemptState.PENDING and a.backend_id is not None]
-    if not pending or not planner.queueing_sites() & {a.site for a in pending}:
-        return []
-    snap = await planner.read_snapshot(clock.now(), live, wait_s=None)
+    """Withdraw the jobs of `pending` (`pending_at_queue`) that are to start elsewhere now, as
+    `snap` (read after `pending` was) has it; returns them requeued (the caller has them decided).
+    Backends are told in the background."""
     out = []
     for attempt in pending:
         job = store.get(attempt.job_id)

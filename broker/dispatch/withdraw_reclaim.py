@@ -44,16 +44,16 @@ Reclaimed = tuple[Job, list[dict[str, Any]]]
 async def withdraw_to_reclaim(
     store: JobStore,
     planner: DecisionMaker,
+    pending: Sequence[Attempt],
+    snap: PassSnapshot,
     adapters: Mapping[SiteId, Adapter],
     clock: Clock,
     in_background: Background,
 ) -> list[Reclaimed]:
-    """Withdraw the owners' jobs pending at a queueing backend for which reclaim preempts now;
-    the victims are booked to each (the caller stores the bookings, then preempts them)."""
-    owners = _owners_pending(store, planner)
-    if not owners:
-        return []
-    snap = await planner.read_snapshot(clock.now(), store.live_attempts(), wait_s=None)
+    """Withdraw the owners' jobs of `pending` (`pending_at_queue`) for which reclaim preempts now,
+    as `snap` has it; the victims are booked to each (the caller stores the bookings, then
+    preempts them)."""
+    owners = _owners_pending(store, planner, pending)
     out: list[Reclaimed] = []
     for job, attempt in owners:
         free = _free(snap, attempt)
@@ -77,30 +77,24 @@ async def withdraw_to_reclaim(
     return out
 
 
-def _owners_pending(store: JobStore, planner: DecisionMaker) -> list[tuple[Job, Attempt]]:
-    """Jobs pending at a queueing backend on an on-prem partition where their tenant's quota
-    could hold them (no backend is asked: most scans find none)."""
+def _owners_pending(
+    store: JobStore, planner: DecisionMaker, pending: Sequence[Attempt]
+) -> list[tuple[Job, Attempt]]:
+    """Jobs of `pending` on an on-prem partition where their tenant's quota could hold them
+    (no backend is asked: most scans find none). A gang's nodes are not withdrawn one by one."""
     policy = planner.policy
     if not policy.document.fair_share.reclaim.enabled:
         return []
-    queueing, parts = planner.queueing_sites(), onprem_partitions(policy)
+    parts = onprem_partitions(policy)
     out = []
-    for attempt in _pending(store.live_attempts(), queueing):
-        if attempt.offer.partition not in parts:
+    for attempt in pending:
+        if attempt.offer.partition not in parts or is_gang_attempt(attempt):
             continue
         job = store.get(attempt.job_id)
         quota = resolve_share(policy, job.tenant).quota.get(attempt.offer.partition, 0)
         if job.state == JobState.PROVISIONING and quota >= units_of(job.spec):
             out.append((job, attempt))
     return out
-
-
-def _pending(live: Sequence[Attempt], queueing: frozenset[str]) -> list[Attempt]:
-    return [
-        a for a in live
-        if a.state == AttemptState.PENDING and a.backend_id is not None and a.site in queueing
-        and not is_gang_attempt(a)
-    ]
 
 
 def _free(snap: PassSnapshot, attempt: Attempt) -> int | None:
