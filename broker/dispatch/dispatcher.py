@@ -124,7 +124,8 @@ class Dispatcher(Scheduling):
     async def _reconcile(self, sites: set[SiteId] | None) -> None:
         """Reconcile `sites` (None: all); an unreachable site is unhealthy and retried soon."""
         report = await reconcile(
-            self.store, self.adapters, self.clock, sites=sites, launching=set(self._inflight)
+            self.store, self.adapters, self.clock, sites=sites, launching=set(self._inflight),
+            stopping=set(self._stops_in_flight),
         )
         loop_now = asyncio.get_running_loop().time()
         for site in report.reached:

@@ -46,8 +46,10 @@ async def reconcile(
     *,
     sites: set[SiteId] | None = None,
     launching: Collection[JobId] = (),
+    stopping: Collection[str] = (),
 ) -> ReconcileReport:
-    """One pass over every site (or only `sites`); `launching`: jobs whose launch is in flight."""
+    """One pass over every site (or only `sites`); `launching`: jobs whose launch is in flight;
+    `stopping`: attempts whose graceful stop (a preemption) is under way, left to it."""
     report = ReconcileReport()
     for site, adapter in list(adapters.items()):
         if sites is not None and site not in sites:
@@ -80,6 +82,10 @@ async def reconcile(
                     _adopt(store, clock, attempt, inst)
                     report.adopted += 1
                 continue  # live: the poll follows it (and reads a stopped one's result)
+            if inst.attempt_id in stopping:
+                # Preempted (its attempt closed) and being given its grace: cancelling it now, before
+                # the backend was told (Slurm's cut time limit marks it), would cut the grace to nothing.
+                continue
             if await _remove(store, adapter, clock, inst):
                 report.terminated += 1
     return report

@@ -220,8 +220,13 @@ class Scheduling(Launching):
             self.store.save_reclaim_state(self.planner.reclaimer.state())
         except StoreError as exc:  # the next pass saves them (a fenced-out scheduler cannot stop victims)
             log.warning("reclaim bookings not saved before preempting for job %s: %s", owner.id, exc)
-        self._in_background(
-            preempt(
+        stopping = {str(v["attempt"]) for v in victims} - self._stops_in_flight
+        self._stops_in_flight |= stopping  # the reconciler leaves them to their graceful stop
+        self._in_background(self._preempting(stopping, victims, owner))
+
+    async def _preempting(self, stopping: set[str], victims: list[dict[str, Any]], owner: Job) -> None:
+        try:
+            await preempt(
                 victims,
                 owner,
                 store=self.store,
@@ -232,7 +237,8 @@ class Scheduling(Launching):
                 on_freed=self.capacity_changed,
                 on_stopped=self._victim_stopped,
             )
-        )
+        finally:
+            self._stops_in_flight -= stopping
 
     def _victim_stopped(self, attempt_id: str) -> None:
         """A preempted attempt stopped: its units, kept for the owner's job until now, read free."""
