@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -44,11 +45,8 @@ A800 = """      - name: a800
 
 
 def default_policy() -> str:
-    """The embedded default policy, its includes pointing at the clone's configs/."""
-    text = (ROOT / "broker" / "defaults" / "policy.yaml").read_text()
-    return text.replace("accelerators: accelerators.yaml", "accelerators: configs/accelerators.yaml").replace(
-        "regimes: regimes.yaml", "regimes: configs/regimes.yaml"
-    )
+    """The embedded default policy (it names no catalog files: the bundled ones serve it)."""
+    return (ROOT / "broker" / "defaults" / "policy.yaml").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +59,10 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for job in ("configs/examples/hello.yaml", "configs/examples/finetune-a800.yaml"):
             out = run(f"szb submit {job} --wait", folder, env)
             assert "SUCCEEDED" in out.stdout, out.stdout
+        # The README's way to the policy in force: its hash from the history, its text from show.
+        listed = run("szb policy history", folder, env).stdout
+        (hash_in_force,) = re.findall(r"\b([0-9a-f]{12})\b.*\(in force\)", listed)
+        run(f"szb policy show {hash_in_force} > in-force.yaml", folder, env)
     finally:
         server.stop()
     assert (folder / ".szb" / "broker.db").exists()
@@ -113,6 +115,25 @@ def test_the_same_policy_changes_nothing(history: Path) -> None:
     assert body["jobs"] == 2
     assert body["placement_changed"] == body["refusals_new"] == body["refusals_gone"] == []
     assert body["delta"]["cost"] == 0 and body["current"]["rejected"] == 0
+
+
+def test_the_policy_in_force_as_show_prints_it_replays_as_a_candidate(history: Path) -> None:
+    """The text `szb policy show` prints, saved as the candidate an operator edits, loads on its
+    own: the embedded default named accelerators.yaml and regimes.yaml, which are not beside it."""
+    shown = (history / "in-force.yaml").read_text()
+    assert shown.startswith("# policy ") and "adapter: local" in shown
+    out = replay(history, "--policy in-force.yaml --since 7d --data-dir .szb -o json")
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert body["jobs"] == 2 and body["delta"]["cost"] == 0
+    assert body["placement_changed"] == body["refusals_new"] == body["refusals_gone"] == []
+
+
+def test_a_copy_of_the_installed_default_stands_alone(history: Path, tmp_path: Path) -> None:
+    shutil.copy(ROOT / "broker" / "defaults" / "policy.yaml", tmp_path / "candidate.yaml")
+    out = replay(history, f"--policy {tmp_path / 'candidate.yaml'} -o json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["placement_changed"] == []
 
 
 def test_refusals_vanish_against_a_baseline_that_refused(history: Path) -> None:
@@ -205,8 +226,13 @@ def test_replay_never_writes_an_older_store(history: Path, tmp_path: Path) -> No
 
 def test_an_active_policy_that_no_longer_loads_says_so(history: Path, tmp_path: Path) -> None:
     data = copy_of(history, tmp_path)
-    with sqlite3.connect(data / "broker.db") as db:  # the file it was loaded from has moved away
-        db.execute("UPDATE policy_versions SET source = '/srv/moved/policy.yaml'")
+    # The file it was loaded from has moved away, and it names an accelerator file beside itself.
+    plain = re.sub(r"(?m)^(accelerators|regimes): .*\n", "", default_policy())
+    own_files = re.sub(
+        r"(?m)^(objective: .*\n)", r"\1accelerators: accelerators.yaml\nregimes: regimes.yaml\n", plain
+    )
+    with sqlite3.connect(data / "broker.db") as db:
+        db.execute("UPDATE policy_versions SET source = '/srv/moved/policy.yaml', content = ?", (own_files,))
     (history / "same.yaml").write_text(default_policy())
     out = replay(history, f"--policy same.yaml --data-dir {data}")
     assert out.returncode == 1
