@@ -9,21 +9,25 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from broker.durations import Duration
 from broker.model import Priority
-from broker.numbers import NoBoolNumbers
+from broker.policy.schema_parts import (
+    BlocklistTtl,
+    Budget,
+    FailureThrottle,
+    PreemptPatient,
+    Retries,
+    SiteBurst,
+    _Doc,
+)
 
 _ID = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _COUNTRY = r"^[A-Z]{2}$"
 _CURRENCY = r"^[A-Z]{3}$"
 CountryCode = Annotated[str, Field(pattern=_COUNTRY)]
 """ISO 3166 alpha-2: a code in another form ("USA") would match no site and silently do nothing."""
-
-
-class _Doc(NoBoolNumbers):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class Objective(_Doc):
@@ -141,6 +145,7 @@ class LimitsOverride(_Doc):
     max_argv: int | None = Field(default=None, ge=1, le=4096)
     max_watch_streams: int | None = Field(default=None, ge=0)
 
+
 class TenantShare(_Doc):
     """A tenant's claim on on-prem capacity; unset fields inherit its kind's, then `fair_share.defaults`."""
 
@@ -161,12 +166,28 @@ class TenantShare(_Doc):
 class BatchAccount(_Doc):
     """How the tenant is known to an on-prem batch system (Slurm), so its fair share agrees."""
 
-    account: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
-                                description="Slurm account (--account); default the tenant id.")
-    qos: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
-                            description="Slurm QOS (--qos); fair_share.qos_by_priority wins.")
-    user: str | None = Field(default=None, max_length=32, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", description=(
-        "Unix user its Slurm jobs run as (a JWT minted for it); default the site's user; never root."))
+    account: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Slurm account (--account); default the tenant id.",
+    )
+    qos: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Slurm QOS (--qos); fair_share.qos_by_priority wins.",
+    )
+    user: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$",
+        description=(
+            "Unix user its Slurm jobs run as (a JWT minted for it); default the site's user; never root."
+        ),
+    )
 
 
 class Tenant(_Doc):
@@ -199,45 +220,6 @@ class MaxWait(_Doc):
     by_tenant_kind: dict[TenantKind, Duration] = Field(default_factory=dict)
 
 
-class SiteBurst(_Doc):
-    max_provisioning: int = Field(default=4, ge=0, description="Instances being provisioned at once.")
-    max_instances: int | None = Field(default=None, ge=0)
-    max_idle: Duration = Field(default="10m", validate_default=True, description="No effect: none idles.")
-    spot_interruption_risk: float = Field(default=0.05, ge=0, le=1, description="Per hour.")
-    provisioning_p95: Duration = Field(
-        default="5m",
-        validate_default=True,
-        description="Time to bring up an instance here, 95th percentile: a job bursts no later than "
-        "its deadline minus this, and each spot restart costs this much time.",
-    )
-
-
-class FailureThrottle(_Doc):
-    window: Duration = Field(default="10m", validate_default=True)
-    min_attempts: int = Field(default=5, ge=1)
-    max_failure_rate: float = Field(default=0.5, gt=0, le=1)
-    cooldown: Duration = Field(default="15m", validate_default=True)
-
-
-class Budget(_Doc):
-    global_monthly_cap: float | None = Field(default=None, ge=0, description="All burst spend, per month.")
-    default_tenant_monthly: float | None = Field(default=None, ge=0)
-    alert_fraction: float = Field(default=0.8, gt=0, le=1)
-
-
-class BlocklistTtl(_Doc):
-    capacity: Duration = Field(default="3m", validate_default=True)
-    quota: Duration = Field(default="30m", validate_default=True)
-    unhealthy: Duration = Field(default="10m", validate_default=True)
-
-
-class Retries(_Doc):
-    max_attempts: int = Field(default=5, ge=1, description="Attempts per job (each on a new offer).")
-    max_transient_retries: int = Field(default=3, ge=0)
-    backoff_initial: Duration = Field(default="1s", validate_default=True)
-    backoff_max: Duration = Field(default="60s", validate_default=True)
-
-
 class BurstSettings(_Doc):
     """When and how far to burst to the cloud (used by the bursting logic)."""
 
@@ -245,7 +227,9 @@ class BurstSettings(_Doc):
     max_wait: MaxWait = MaxWait()
     hysteresis: Duration = Field(default="10m", validate_default=True)
     wait_estimate_factor: float = Field(
-        default=1.0, gt=0, le=2,
+        default=1.0,
+        gt=0,
+        le=2,
         description="Scales on-prem wait estimates in the burst decision; below 1 trusts the queue to "
         "drain sooner than estimated (estimates built from time limits run high).",
     )
@@ -282,6 +266,7 @@ class BurstSettings(_Doc):
     attempt_timeout: Duration = Field(default="20m", validate_default=True)
     give_up_after: Duration = Field(default="24h", validate_default=True)
     retries: Retries = Retries()
+    preempt_patient: PreemptPatient = PreemptPatient()
 
 
 class ResidencyZone(_Doc):
@@ -336,7 +321,9 @@ class Reclaim(_Doc):
     enabled: bool = True
     grace: Duration = Field(default="30s", validate_default=True, description="SIGTERM → SIGKILL.")
     max_capacity_share: float = Field(
-        default=0.1, ge=0, le=1,
+        default=0.1,
+        ge=0,
+        le=1,
         description="Waste rate bound: a bucket of lost accelerator-seconds refilled at this share of the "
         "partition, holding `window` of it; a reclaim goes when it holds the loss or is full (into debt).",
     )
@@ -347,11 +334,13 @@ class FairShare(_Doc):
     """How scarce on-prem capacity is shared across tenants (weighted dominant-resource fairness)."""
 
     half_life: Duration = Field(
-        default="1d", validate_default=True,
+        default="1d",
+        validate_default=True,
         description="Past usage counts half after this long; 0s = only what runs now counts.",
     )
-    defaults: TenantShare = TenantShare(weight=1.0, quota={}, may_borrow=True, priorities=(
-        Priority.LOW, Priority.NORMAL))
+    defaults: TenantShare = TenantShare(
+        weight=1.0, quota={}, may_borrow=True, priorities=(Priority.LOW, Priority.NORMAL)
+    )
     by_tenant_kind: dict[TenantKind, TenantShare] = Field(default_factory=dict)
     hold_for_under_share: bool = Field(
         default=True,
@@ -359,7 +348,8 @@ class FairShare(_Doc):
         "(borrowed, over-share) jobs from taking the capacity it waits for.",
     )
     over_share_burst_ratio: float | None = Field(
-        default=None, gt=0,
+        default=None,
+        gt=0,
         description="A job whose tenant uses more than this multiple of its entitled share does not "
         "wait on-prem for its max_wait: it bursts at once when a cloud offer is allowed (null = off).",
     )

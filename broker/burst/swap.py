@@ -1,0 +1,121 @@
+"""Stopping patient work rather than bursting urgent work (`burst.preempt_patient`). Pure.
+
+A job about to burst pays the cloud's premium over on-prem. The on-prem units it would need
+are often held by patient work (a long max_wait: best-effort jobs) that started minutes
+earlier, when nothing urgent was there to take them. Stopping that work, which goes back to
+the queue with most of its wait ahead (to run later at home or burst where the cloud is
+cheap for it), and running the urgent job in its units loses only the work done since that
+start (or its last checkpoint). The clairvoyant offline schedule gets the same by starting
+patient work later; an online broker, not knowing what will arrive, can only undo the start.
+The simulator and the live dispatcher both ask `swap_for` after a burst decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from broker.burst.inputs import demand, is_onprem
+from broker.burst.money import estimate_cost
+from broker.decision import Action, Decision
+from broker.model import JobSpec, Offer
+from broker.policy import Policy
+
+
+@dataclass(frozen=True, slots=True)
+class Preemptible:
+    """One running on-prem job, as a candidate to stop."""
+
+    key: str
+    """The attempt's id (live) or the job's index (simulator)."""
+    partition: str
+    """Its `site/partition` key."""
+    units: int
+    ran_s: float
+    """How long its current run has lasted."""
+    checkpoint_s: float | None
+    """Its checkpoint interval: stopped, it resumes from the last one (None: from the start)."""
+    max_wait_s: float
+    """Its effective max_wait (how patient it is)."""
+    restarts: int
+    """Runs it had before this one."""
+    gang: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Swap:
+    """Stop `victim` and run the bursting job on `offer` (its partition) instead."""
+
+    victim: Preemptible
+    offer: Offer
+    premium: float
+    """What the burst would have cost over running on `offer`, in the policy currency."""
+    lost: float
+    """The victim's work the stop loses, priced at its partition's `price_hour`."""
+
+    def reason(self, currency: str) -> str:
+        """The reason the bursting job's decision gives."""
+        return (
+            f"stopping patient job on {self.victim.partition} ({self.victim.units} unit(s), "
+            f"{lost_s(self.victim) / 60:.0f} min of work lost, {self.lost:.2f} {currency}) to run here: "
+            f"bursting would cost {self.premium:.2f} {currency} more (burst.preempt_patient)"
+        )
+
+
+def lost_s(p: Preemptible) -> float:
+    """Seconds of work stopping `p` now loses: its run so far, or since its last checkpoint."""
+    if p.checkpoint_s is None or p.checkpoint_s <= 0:
+        return p.ran_s
+    return p.ran_s % p.checkpoint_s
+
+
+def swap_for(
+    decision: Decision,
+    spec: JobSpec,
+    policy: Policy,
+    running: Sequence[Preemptible],
+    free: Mapping[str, int],
+) -> Swap | None:
+    """The patient job to stop instead of this burst, if `burst.preempt_patient` allows one: on a
+    partition the job may run on, whose units with those `free` there fit the job, patient enough,
+    not restarted too often, losing at most `max_lost_share` of the burst's premium; the least
+    lost work first. None: the burst stands."""
+    cfg = policy.burst.preempt_patient
+    cloud = decision.offer
+    if not cfg.enabled or decision.action != Action.RUN or not decision.burst or cloud is None:
+        return None
+    if decision.explanation is None or spec.resources.nodes > 1:
+        return None
+    homes = _homes(decision, policy)
+    if not homes:
+        return None
+    burst = estimate_cost(spec, cloud, policy)
+    need, patient = demand(spec), cfg.min_max_wait.total_seconds()
+    prices = {f"{s.id}/{p.name}": p.price_hour for s in policy.sites for p in s.partitions}
+    best: Swap | None = None
+    for p in running:
+        home = homes.get(p.partition)
+        if home is None or p.gang or p.max_wait_s < patient or p.restarts >= cfg.max_restarts:
+            continue
+        if p.units + free.get(p.partition, 0) < need:
+            continue
+        premium = burst - estimate_cost(spec, home, policy)
+        lost = prices.get(p.partition, 0.0) * p.units * lost_s(p) / 3600
+        if premium <= 0 or lost > cfg.max_lost_share * premium:
+            continue
+        if best is None or (lost, p.key) < (best.lost, best.victim.key):
+            best = Swap(p, home, premium, lost)
+    return best
+
+
+def _homes(decision: Decision, policy: Policy) -> dict[str, Offer]:
+    """The cheapest allowed on-prem offer of each partition the decision weighed."""
+    assert decision.explanation is not None
+    homes: dict[str, Offer] = {}
+    for s in decision.explanation.unranked:
+        o = s.offer
+        if is_onprem(policy, o.site):
+            got = homes.get(o.partition)
+            if got is None or (o.price_per_hour, o.key) < (got.price_per_hour, got.key):
+                homes[o.partition] = o
+    return homes
