@@ -220,7 +220,10 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
-_STRATEGY_COLS = ("jobs", "cost", "cost ratio", "p50 wait s", "p95 wait s", "SLO", "burst", "carbon kg")
+_STRATEGY_COLS = (
+    *("jobs", "refused", "cost", "cost ratio"),
+    *("p50 wait s", "p95 wait s", "SLO", "burst", "carbon kg"),
+)
 _TENANT_COLS = (
     "tenant",
     "weight",
@@ -290,6 +293,7 @@ def _strategy_table(result: dict[str, Any]) -> Any:
         table.add_row(
             name,
             str(s["jobs"]),
+            str(s["rejected"]),  # (not in jobs, cost or SLO: no allowed offer would take them)
             f"{s['cost']:,.0f}",
             _fmt(s.get("cost_ratio")),
             _fmt(s["p50_wait_s"]),

@@ -122,7 +122,8 @@ class _Plots:
         ax.set_xscale("log")
         ax.set_xlabel("wait before start (min, log; 0 shown at 1 s)")
         ax.set_ylabel("share of jobs")
-        ax.legend(fontsize=8)
+        if ax.get_lines():  # (no job started: a legend of nothing only warns on stderr)
+            ax.legend(fontsize=8)
         self.save(fig, "wait_cdf.png", "Wait before start (CDF)")
 
     def tenants(self) -> None:
@@ -166,13 +167,13 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
         f"simulated in {result.get('sim_wall_s')} s.",
         "",
         *([f"**{note}.**", ""] if (note := sample_note(result)) else []),
-        f"| strategy | jobs | cost ({cur}) | lower bound | cost ratio | p50 wait s | p95 wait s | SLO "
-        "| burst | carbon kg | budget viol. | compliance viol. |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| strategy | jobs | refused | cost ({cur}) | lower bound | cost ratio | p50 wait s | p95 wait s "
+        "| SLO | burst | carbon kg | budget viol. | compliance viol. |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, s in result["strategies"].items():
         lines.append(
-            f"| {name} | {s['jobs']} | {s['cost']:,.0f} | {_f(s.get('lower_bound_cost'))} "
+            f"| {name} | {s['jobs']} | {s['rejected']} | {s['cost']:,.0f} | {_f(s.get('lower_bound_cost'))} "
             f"| {_f(s.get('cost_ratio'))} | {_f(s['p50_wait_s'])} | {_f(s['p95_wait_s'])} "
             f"| {s['slo_attainment']:.3f} | {s['burst_fraction']:.3f} "
             f"| {s['carbon_kg']:,.0f} | {s['budget_violations']} | {s['compliance_violations']} |"
@@ -181,7 +182,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
     lines += [
         "",
         f"Lower bound (LP relaxation, HiGHS), every job starting within its max_wait: "
-        f"{_f(result.get('lower_bound_cost'))} {cur}. Policy cost ratio: {_f(result.get('cost_ratio'))}.",
+        f"{_bound(result, cur)}. Policy cost ratio: {_f(result.get('cost_ratio'))}.",
         "",
         "A strategy's own lower bound (when solved) is the least cost of any schedule with at most as many "
         "late jobs as it had (a job is late when it starts after its max_wait), so its ratio is at least 1.",
@@ -211,6 +212,15 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
             )
         lines += ["", "Plot: [tenants.png](tenants.png).", ""]
     return "\n".join(lines)
+
+
+def _bound(result: Mapping[str, Any], cur: str) -> str:
+    """The headline bound, or why there is none (the table's footer tells the two apart too)."""
+    if result.get("lower_bound_s") is None:
+        return "not computed"
+    if result.get("lower_bound_cost") is None:  # solved: no schedule meets every max_wait
+        return "none: no schedule starts every job on time"
+    return f"{_f(result['lower_bound_cost'])} {cur}"
 
 
 def _f(v: Any) -> str:

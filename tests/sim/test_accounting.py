@@ -174,4 +174,4 @@ def test_report_plots_have_titles_trimmed_axes_and_the_policy_ratio(
     assert sim.result["strategies"]["policy"]["cost_ratio"] == pytest.approx(1.0)
     summary = (tmp_path / "summary.md").read_text().splitlines()
     policy_row = next(line for line in summary if line.startswith("| policy"))
-    assert policy_row.split("|")[5].strip() == "1.00", policy_row
+    assert policy_row.split("|")[6].strip() == "1.00", policy_row

@@ -1,0 +1,90 @@
+"""`szb simulate`'s table and summary.md count the jobs the policy refused: before, a trace whose
+jobs no offer could take (an accelerator no site offers, a job larger than any partition or
+instance) read "jobs 0 ... SLO 1.000" with nothing saying why, the count only in the JSON."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from broker.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = ROOT / "configs" / "policy-sim.yaml"
+
+TRACE = """submit_time,runtime,accelerator,count,tenant
+0,1h,A800,1,pku-nlp
+10,1h,B200,1,pku-nlp
+20,1h,A800,1024,zhipu-sme
+"""
+
+
+def _cells(line: str, sep: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip(sep).split(sep)]
+
+
+def _row(text: str, sep: str, strategy: str) -> dict[str, str]:
+    """The strategy's row of a table (rich `│` or markdown `|`), keyed by the header's names."""
+    lines = text.splitlines()
+    header = next(_cells(t, sep) for t in lines if "strategy" in t and sep in t)
+    row = next(_cells(t, sep) for t in lines if t.strip().strip(sep).strip().startswith(strategy + " "))
+    return dict(zip(header, row, strict=True))
+
+
+def test_the_table_and_the_summary_count_refused_jobs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text(TRACE)
+    argv = ["simulate", "--trace", str(trace), "--policy", str(POLICY), "--baselines", "onprem-only"]
+    assert main([*argv, "-o", "json"]) == 0
+    policy = json.loads(capsys.readouterr().out)["strategies"]["policy"]
+    assert (policy["jobs"], policy["rejected"]) == (1, 2)
+    assert main([*argv, "--report", str(tmp_path / "rep")]) == 0
+    for text, sep in ((capsys.readouterr().out, "┃"), ((tmp_path / "rep" / "summary.md").read_text(), "|")):
+        if sep == "┃":  # (rich draws the header with ┃ and the rows with │)
+            text = text.replace("│", "┃")
+        for strategy in ("policy", "onprem-only"):
+            row = _row(text, sep, strategy)
+            assert (row["jobs"], row["refused"]) == ("1", "2"), text
+
+
+def test_a_report_of_jobs_all_refused_draws_without_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No job started, so the wait CDF has no line: matplotlib warned on stderr that its legend
+    had nothing to show, in the middle of the command's output."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text("submit_time,runtime,accelerator,count,tenant\n0,1h,B200,1,pku-nlp\n")
+    argv = ["simulate", "--trace", str(trace), "--policy", str(POLICY), "--report", str(tmp_path / "rep")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(argv) == 0
+    assert [str(w.message) for w in caught] == []
+    assert _row(capsys.readouterr().out.replace("│", "┃"), "┃", "policy")["refused"] == "1"
+    assert (tmp_path / "rep" / "wait_cdf.png").stat().st_size > 1000
+
+
+def test_the_summary_says_what_the_bound_assumes_as_the_table_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """summary.md read "every job starting within its max_wait: - CNY" both when no schedule
+    starts every job on time and when the bound was skipped; the table's footer tells them apart."""
+    from tests.sim.conftest import tiny_policy
+
+    tiny_policy(tmp_path, gpus=4)
+    trace = tmp_path / "trace.csv"  # two 4-GPU jobs at once, neither may wait: one is late in any schedule
+    trace.write_text(
+        "submit_time,runtime,accelerator,count,tenant,max_wait\n0,1h,A800,4,t1,0\n0,1h,A800,4,t1,0\n"
+    )
+    argv = ["simulate", "--trace", str(trace), "--policy", str(tmp_path / "policy.yaml")]
+    assert main([*argv, "--report", str(tmp_path / "none")]) == 0
+    assert main([*argv, "--no-lower-bound", "--report", str(tmp_path / "skipped")]) == 0
+    capsys.readouterr()
+    none = (tmp_path / "none" / "summary.md").read_text()
+    assert "max_wait: none: no schedule starts every job on time." in none, none
+    skipped = (tmp_path / "skipped" / "summary.md").read_text()
+    assert "max_wait: not computed." in skipped, skipped
