@@ -266,15 +266,42 @@ def _ms(samples: list[float], q: float) -> float:
     return round(value * 1e3, 3)
 
 
+def offer_sizes(text: str) -> list[int]:
+    """`452,1000`: each size a number of offers, at least 1 (0 would measure no placement)."""
+    sizes = []
+    for part in text.split(","):
+        try:
+            n = int(part.strip())
+        except ValueError:
+            why = f"{part.strip()!r} is not a number of offers (e.g. 452,1000)"
+            raise argparse.ArgumentTypeError(why) from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{n} offers: each size must be >= 1")
+        sizes.append(n)
+    return sizes
+
+
+def at_least_one(text: str) -> int:
+    """A count of decisions: the quantiles of none are undefined."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     ap.add_argument("--json", action="store_true")
     ap.add_argument(
         "--sizes",
+        type=offer_sizes,
         default="452,1000,10000",
         help="452 and 1,000: the sizes of the SkyPilot comparison in issue 15",
     )
-    ap.add_argument("--decisions", type=int, default=2000)
+    ap.add_argument("--decisions", type=at_least_one, default=2000)
     ap.add_argument("--offers", choices=("same", "prepared", "fresh"), default="same", help="see above")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES))
     ap.add_argument("--seed", type=int, default=7)
@@ -289,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--modes: unknown {', '.join(unknown)} (known: {', '.join(MODES)})")
     results = []
     load_before = os.getloadavg()
-    for n in (int(s) for s in args.sizes.split(",")):
+    for n in args.sizes:
         offers = make_offers(policy, n, rng)
         decisions = max(50, args.decisions * 1000 // max(n, 1000)) if n > 1000 else args.decisions
         row: dict[str, object] = {"offers": len(offers), "rules": len(policy.rules)}

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -70,3 +72,24 @@ def test_bench_modes_flag_measures_only_the_modes_named() -> None:
     (row,) = json.loads(out.stdout)["results"]
     assert {"cold", "cold_regroup", "repeated"} <= set(row)
     assert "warm_rules" not in row
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--sizes", "abc"], "--sizes: 'abc' is not a number of offers"),
+        (["--sizes", "100,"], "--sizes: '' is not a number of offers"),
+        (["--sizes", "0"], "--sizes: 0 offers"),
+        (["--sizes", "-5"], "--sizes: -5 offers"),
+        (["--decisions", "0"], "--decisions: must be >= 1"),
+    ],
+)
+def test_bench_refuses_sizes_and_counts_it_cannot_measure(args: list[str], said: str) -> None:
+    """A traceback before (`int('abc')`, the median of no decisions), or silently a row measured
+    against 0 offers for a size of 0 or -5."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench/placement.py"), "--json", "--decisions", "5", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and out.stdout == ""
+    assert "Traceback" not in out.stderr and said in out.stderr, out.stderr
