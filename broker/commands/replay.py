@@ -89,6 +89,7 @@ def _arguments(args: argparse.Namespace) -> tuple[datetime | None, Policy] | int
 
     since: datetime | None = None
     try:
+        _check_dsn(args.store)
         if args.since is not None:  # (an empty --since "" is a mistake, not "everything")
             since = parse_since(args.since)
         if args.report is not None:  # before reading anything
@@ -104,6 +105,16 @@ def _arguments(args: argparse.Namespace) -> tuple[datetime | None, Policy] | int
         return 1
     except OSError as exc:
         return _fail(f"--policy: {exc}")
+
+
+def _check_dsn(dsn: str | None) -> None:
+    """ValueError for a `--store` that is neither a URL nor key=value pairs (a path, most likely):
+    the driver's own words for it (`missing "=" ... in connection info string`) name no flag."""
+    if dsn is not None and "://" not in dsn and "=" not in dsn:
+        raise ValueError(
+            f"--store {dsn}: not a PostgreSQL DSN (postgresql://USER@HOST:5432/DB, or key=value pairs "
+            "such as host=HOST dbname=DB); a SQLite store is read with --data-dir DIR"
+        )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
