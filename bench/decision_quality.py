@@ -146,6 +146,7 @@ def knobs() -> dict[str, Any]:
         "hysteresis_s": b.hysteresis.total_seconds(),
         "spot_max_expected_restarts": b.spot_max_expected_restarts,
         "provisioning_p95_s": {k: v.provisioning_p95.total_seconds() for k, v in b.sites.items()},
+        "preempt_patient": b.preempt_patient.model_dump(mode="json"),
     }
 
 

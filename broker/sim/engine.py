@@ -37,12 +37,12 @@ from broker.sim.expected import estimate_of
 from broker.sim.fairbook import IncrementalBook
 from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.metrics import RunResult, Series, carbon_g
+from broker.sim.preempt import swap_instead
 from broker.sim.queues import FairRatios, LaunchQueue, ProjectedQueues, Waits, arrivals, dispatch_key
 from broker.sim.scenario import Scenario
-from broker.sim.state import Fenwick, Line, SimState, Strategy, line_of, take_heads
+from broker.sim.state import EVENT_KINDS, Fenwick, Line, SimState, Strategy, line_of, take_heads
 
-FINISH, UP, FAIL, STOP, TIMER = range(5)
-"""Event kinds, in the order they are handled at equal times (capacity frees first)."""
+FINISH, UP, FAIL, STOP, TIMER = EVENT_KINDS
 
 
 class Engine:
@@ -155,6 +155,8 @@ class Engine:
                 self._pass([j], "timer")
             return
         if kind == FINISH:
+            if tag != st.gen:  # a run stopped early (`broker.sim.preempt`)
+                return
             assert st.offer is not None
             key = partition_key(st.offer)
             self.parts[key].finish(self.t, job.demand, self.projected.running.ended(key, job))
@@ -298,8 +300,10 @@ class Engine:
             self.queued -= 1
             st.rec.attempts += 1
             st.rec.compliant = st.rec.compliant and self.auditor.allows(job, d.offer, self.t)
-            if is_onprem(self.policy, d.offer.site):
-                self._start_onprem(job, st, d.offer, snap)
+            home = d.offer if is_onprem(self.policy, d.offer.site) else swap_instead(self, job, d)
+            if home is not None:
+                st.offer = home
+                self._start_onprem(job, st, home, snap)
             else:
                 self._start_cloud(job, st, d, snap)
 
@@ -333,16 +337,8 @@ class Engine:
         self.parts[key].start(job.demand, self.t + max(0.0, estimate_of(job) - st.done_s))
         self.projected.running.started(key, job, self.t, st.done_s)
         r = job.spec.resources
-        self.fair.started(
-            str(job.index),
-            Holding(
-                job.tenant,
-                key,
-                Demand(r.accelerators.count, r.cpus, r.memory_gb),
-                job.demand,
-                snap.now,
-            ),
-        )
+        demand = Demand(r.accelerators.count, r.cpus, r.memory_gb)
+        self.fair.started(str(job.index), Holding(job.tenant, key, demand, job.demand, snap.now))
         st.rec.onprem_acc_h += job.demand * left / 3600
         if math.isnan(st.rec.start_s):
             st.rec.start_s = self.t
@@ -350,7 +346,8 @@ class Engine:
         st.rec.cost_onprem += self._price(offer) * hours
         st.rec.carbon_g += carbon_g(self.policy, offer, hours)
         st.rec.burst = False
-        self._push(self.t + left, FINISH, job.index)
+        st.running_since = self.t
+        self._push(self.t + left, FINISH, job.index, st.gen)
 
     def _start_cloud(self, job: SimJob, st: SimState, d: Decision, snap: PassSnapshot) -> None:
         offer = d.offer

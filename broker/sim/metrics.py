@@ -44,6 +44,8 @@ class JobRecord:
     """Some attempt ran on spot."""
     spot_over_limit: bool = False
     """Some spot attempt was expected to restart more often than the policy's limit."""
+    preempted: int = 0
+    """Times it was stopped on-prem for a job that would have burst (`burst.preempt_patient`)."""
 
     @property
     def wait_s(self) -> float:
@@ -135,6 +137,7 @@ def summarize(run: RunResult) -> dict[str, Any]:
         "spot_interruptions": sum(r.interruptions for r in recs),
         "spot_jobs": sum(1 for r in recs if r.spot),
         "spot_over_restart_limit": sum(1 for r in recs if r.spot_over_limit),
+        "preempted_jobs": sum(1 for r in recs if r.preempted),
         "stockout_failures": run.stockout_failures,
         "decisions": run.decisions,
         "wall_s": round(run.wall_s, 2),

@@ -15,6 +15,9 @@ from broker.model import Offer
 from broker.sim.jobs import SimJob
 from broker.sim.metrics import JobRecord
 
+EVENT_KINDS = FINISH, UP, FAIL, STOP, TIMER = range(5)
+"""The engine's event kinds, in the order they are handled at equal times (capacity frees first)."""
+
 
 class Strategy(Protocol):
     name: str

@@ -1,0 +1,85 @@
+"""The simulator's side of `burst.preempt_patient`: stop a patient on-prem job for a burst.
+
+After the policy decides to burst a job, `swap_instead` asks the pure `broker.burst.swap.swap_for`
+with the running on-prem jobs; when it names one, that job is stopped (its units free now, its
+work since its start or last checkpoint lost, the rest of its prepaid on-prem run refunded) and
+goes back to the queue, decided again a second later as the live dispatcher requeues a stopped
+job, and the bursting job starts on-prem in its place. Live, the stopped job gets the reclaim
+grace first and the job starts when it has stopped: under a minute, not modelled here.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from broker.burst.swap import Preemptible, swap_for
+from broker.decision import Decision
+from broker.model import Offer
+from broker.sim.jobs import EPOCH, SimJob
+from broker.sim.metrics import carbon_g
+from broker.sim.state import TIMER
+
+if TYPE_CHECKING:
+    from broker.sim.engine import Engine
+
+
+def swap_instead(eng: Engine, job: SimJob, d: Decision) -> Offer | None:
+    """The on-prem offer `job` runs on instead of the burst `d`, a patient job stopped for it;
+    None: the burst stands (the knob is off, or no running job qualifies)."""
+    cfg = eng.policy.burst.preempt_patient
+    if not cfg.enabled or not d.burst:
+        return None
+    patient, most = cfg.min_max_wait.total_seconds(), cfg.max_restarts
+    running: list[Preemptible] = []
+    for key, runs in eng.projected.running.running.items():
+        for v in runs:
+            vj, vs = eng.jobs[v], eng.state[v]
+            if vj.max_wait_s < patient or vs.rec.attempts - 1 >= most:
+                continue
+            cp = vj.spec.checkpoint
+            running.append(
+                Preemptible(
+                    str(v),
+                    key,
+                    vj.demand,
+                    eng.t - vs.running_since,
+                    None if cp is None else cp.interval.total_seconds(),
+                    vj.max_wait_s,
+                    vs.rec.attempts - 1,
+                    vj.spec.resources.nodes > 1,
+                )
+            )
+    if not running:
+        return None
+    free = {k: p.free for k, p in eng.parts.items()}
+    swap = swap_for(d, job.spec, eng.policy, running, free)
+    if swap is None:
+        return None
+    stop(eng, int(swap.victim.key), swap.victim.partition)
+    return swap.offer
+
+
+def stop(eng: Engine, v: int, key: str) -> None:
+    """Stop job `v` running on partition `key` now and queue it again."""
+    vj, vs = eng.jobs[v], eng.state[v]
+    assert vs.offer is not None
+    ran = eng.t - vs.running_since
+    eng.parts[key].finish(eng.t, vj.demand, eng.projected.running.ended(key, vj))
+    eng.fair.ended(str(v), EPOCH + timedelta(seconds=eng.t))
+    # Its start charged the whole run left; take back what it will not run now.
+    unrun_h = max(0.0, vj.runtime_s - vs.done_s - ran) / 3600
+    nodes = vj.spec.resources.nodes
+    vs.rec.cost_onprem -= eng._price(vs.offer) * unrun_h * nodes
+    vs.rec.carbon_g -= carbon_g(eng.policy, vs.offer, unrun_h * nodes)
+    vs.rec.onprem_acc_h -= vj.demand * unrun_h
+    cp = vj.spec.checkpoint
+    if cp is not None:  # it resumes from its last checkpoint
+        every = cp.interval.total_seconds()
+        vs.done_s = min(vj.runtime_s, vs.done_s + math.floor(ran / every) * every)
+    vs.rec.preempted += 1
+    vs.queued, vs.gen, vs.offer = True, vs.gen + 1, None
+    eng.queued += 1
+    vs.timer_ver += 1
+    eng._push(eng.t + 1.0, TIMER, v, vs.timer_ver)

@@ -1,0 +1,83 @@
+"""`burst.preempt_patient` in the simulator (issue 15): a job about to burst takes the units of a
+patient job that started before it arrived; the patient job loses its work so far and runs again
+later. Asserts where each job ran, what it cost and when, not timings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.policy import Policy, load_policy
+from broker.sim.jobs import build_jobs
+from broker.sim.metrics import late
+from broker.sim.run import simulate
+from broker.sim.scenario import Delay, Scenario
+from broker.sim.traces import TraceJob
+from tests.sim.conftest import CATALOG, CONFIGS, POLICY
+
+HOUR = 3600.0
+
+
+def policy_with(folder: Path, preempt: str) -> Policy:
+    """One A800 at 2 CNY/h on-prem, the cloud's at 10 CNY/h; projected waits."""
+    (folder / "cloud.csv").write_text(CATALOG)
+    text = POLICY.format(configs=CONFIGS, gpus=1).replace(
+        "  hysteresis: 0s\n", f"  hysteresis: 0s\n  wait_model: projected\n  preempt_patient: {preempt}\n"
+    )
+    (folder / "policy.yaml").write_text(text)
+    return load_policy(folder / "policy.yaml")
+
+
+def a800(name: str, at: float, runtime: float, max_wait: float | None = None) -> TraceJob:
+    return TraceJob(name, at, runtime, count=1, accelerators=("A800",), tenant="t1", max_wait_s=max_wait)
+
+
+def run(folder: Path, preempt: str, trace: list[TraceJob]) -> list:  # type: ignore[type-arg]
+    policy = policy_with(folder, preempt)
+    scenario = Scenario(seed=1, provisioning=Delay(min_s=60, mode_s=60, max_s=60))
+    sim = simulate(policy, build_jobs(trace, policy, scenario), scenario, baselines=(), lower_bound=False)
+    return sim.runs["policy"].records
+
+
+def test_an_urgent_job_takes_the_units_of_a_patient_one_instead_of_bursting(tmp_path: Path) -> None:
+    # P (may wait 4 h) runs 2 h on the only GPU from t=0. U (30 min) comes at 5 min: its start
+    # is projected at 2 h, so it would burst for 10 CNY against 2 at home. Instead P is stopped
+    # (~30 min of work lost, ~1 CNY, under a quarter of the 8 CNY premium) and U runs at home;
+    # P runs again, in full, once U is done, its first start on time.
+    p, u = run(tmp_path, "{enabled: true}", [a800("p", 0, 2 * HOUR, 4 * HOUR), a800("u", 300, HOUR)])
+    assert not u.burst and u.cost_cloud == 0 and not late(u)
+    assert p.preempted == 1 and not p.burst and not late(p)
+    lost_h = u.start_s / HOUR  # P ran from 0 until U took its GPU
+    assert 0.4 < lost_h < 0.55  # U waited for its last responsible moment (deadline - 5 min p95)
+    assert p.cost == pytest.approx(2.0 * (2 + lost_h))  # its lost run, then all of it again
+    assert u.cost == pytest.approx(2.0)
+    assert p.end_s == pytest.approx(u.end_s + 2 * HOUR, abs=120)  # it ran again right after U
+
+
+def test_with_the_knob_off_the_urgent_job_bursts(tmp_path: Path) -> None:
+    p, u = run(tmp_path, "{enabled: false}", [a800("p", 0, 2 * HOUR, 4 * HOUR), a800("u", 300, HOUR)])
+    assert u.burst and u.cost_cloud == pytest.approx(10.0)
+    assert p.preempted == 0 and p.cost == pytest.approx(4.0) and p.end_s == pytest.approx(2 * HOUR)
+
+
+@pytest.mark.parametrize(
+    ("preempt", "patient_wait"),
+    [
+        ("{enabled: true}", 1 * HOUR),  # P may wait only an hour: not patient enough (2 h)
+        ("{enabled: true, max_lost_share: 0.05}", 4 * HOUR),  # ~1 CNY lost > 5% of 8 CNY
+    ],
+)
+def test_the_burst_stands_when_the_patient_job_does_not_qualify(
+    tmp_path: Path, preempt: str, patient_wait: float
+) -> None:
+    p, u = run(tmp_path, preempt, [a800("p", 0, 2 * HOUR, patient_wait), a800("u", 300, HOUR)])
+    assert u.burst and p.preempted == 0
+
+
+def test_a_patient_job_is_stopped_once(tmp_path: Path) -> None:
+    # After its first stop P runs again from ~1.5 h; V (30 min) comes at 2 h and would burst:
+    # P has restarted once already (max_restarts 1), so V bursts.
+    trace = [a800("p", 0, 2 * HOUR, 4 * HOUR), a800("u", 300, HOUR), a800("v", 2 * HOUR, HOUR)]
+    p, u, v = run(tmp_path, "{enabled: true}", trace)
+    assert p.preempted == 1 and not u.burst and v.burst
