@@ -241,7 +241,15 @@ def _pod(row: dict[str, str], line: int) -> TraceJob:
 
 
 def _seconds(text: str) -> float:
-    return parse_duration(text.strip()).total_seconds()
+    """Seconds in any number notation (`600`, `1.2e6`, as other tools export them) or a duration
+    (`1h30m`); a negative number is refused as one, not as "not a duration"."""
+    try:
+        value = float(text)
+    except ValueError:
+        return parse_duration(text.strip()).total_seconds()
+    if value < 0:
+        raise ValueError(f"must be >= 0, got {value:g}")
+    return parse_duration(value).total_seconds()  # (the same 10-year and finite limits)
 
 
 def _column(

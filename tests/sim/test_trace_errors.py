@@ -32,6 +32,10 @@ POLICY = ROOT / "configs" / "policy-sim.yaml"
         ("submit_time,runtime\n0,\n", ":2: runtime: required"),
         ("submit_time,runtime\nsoon,1h\n", ":2: submit_time: must be a duration"),
         ("submit_time,runtime,max_wait\n0,1h,later\n", ":2: max_wait: must be a duration"),
+        # (a negative number was "must be a duration such as 30m", though it is one, in seconds)
+        ("submit_time,runtime\n-100,1h\n", ":2: submit_time: must be >= 0, got -100"),
+        ("submit_time,runtime\n0,-5\n", ":2: runtime: must be >= 0, got -5"),
+        ("submit_time,runtime,max_wait\n0,1h,-1e3\n", ":2: max_wait: must be >= 0, got -1000"),
     ],
 )
 def test_a_bad_value_names_its_line_and_column(tmp_path: Path, rows: str, where: str) -> None:
@@ -99,3 +103,15 @@ def test_an_unknown_column_of_a_plain_csv_is_refused_with_the_known_ones(
     assert "trace.csv:1: gpu_type: unknown column" in err, err
     assert "gpu_count: unknown column (did you mean 'count'?)" in err, err
     assert "accelerator" in err and "memory_gb" in err  # the known columns are listed
+
+
+def test_seconds_in_any_number_notation_read_as_seconds(tmp_path: Path) -> None:
+    """A trace exported by another tool may write `1.2e6` seconds or `600.0`; only `600` and
+    `1h` read before (the Alibaba pod list's times were read as any number already)."""
+    path = tmp_path / "trace.csv"
+    path.write_text("submit_time,runtime,max_wait\n1.2e6,600.0,1e3\n1.2e6,1h,\n")
+    jobs, _ = read_trace(path)
+    assert [(j.submit_s, j.runtime_s, j.max_wait_s) for j in jobs] == [
+        (1.2e6, 600.0, 1000.0),
+        (1.2e6, 3600.0, None),
+    ]
