@@ -27,7 +27,12 @@ def register(cmds: Any) -> None:
         default=None,
         help="compare against this file instead of the policy the store recorded as active",
     )
-    p.add_argument("--since", default=None, help="only jobs submitted since (an age like 7d, or a time)")
+    p.add_argument(
+        "--since",
+        default=None,
+        help="only jobs submitted since: an age (7d, 2h) or a time (2026-12-01, 2026-12-01T08:00+08:00; "
+        "Beijing time unless it gives an offset)",
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--store", metavar="DSN", help="a PostgreSQL store (postgresql://...)")
     src.add_argument("--data-dir", type=Path, default=None, help="the broker's data dir (default .szb)")

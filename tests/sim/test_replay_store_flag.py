@@ -24,3 +24,13 @@ def test_a_path_given_as_the_store_says_which_flag_reads_it(
         f"szb policy replay: --store {value}: not a PostgreSQL DSN (postgresql://USER@HOST:5432/DB, "
         "or key=value pairs such as host=HOST dbname=DB); a SQLite store is read with --data-dir DIR"
     ), err
+
+
+def test_the_since_help_says_a_time_without_an_offset_is_beijing_time(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--since 2026-12-04T00:02` reads as Beijing time (8 h before the same UTC time), as every
+    --since of the CLI does; the help said only "or a time", and the refusal then spoke UTC."""
+    with pytest.raises(SystemExit):
+        main(["policy", "replay", "--help"])
+    assert "Beijing time unless it gives an offset" in " ".join(capsys.readouterr().out.split())
