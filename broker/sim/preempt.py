@@ -14,6 +14,8 @@ import math
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from broker.burst.inputs import is_onprem
+from broker.burst.money import estimate_cost
 from broker.burst.swap import Preemptible, swap_for
 from broker.decision import Decision
 from broker.model import Offer
@@ -32,20 +34,29 @@ def swap_instead(eng: Engine, job: SimJob, d: Decision) -> Offer | None:
     if not cfg.enabled or not d.burst:
         return None
     patient, most = cfg.min_max_wait.total_seconds(), cfg.max_restarts
+    homes = {o.partition for o in _onprem(eng, d)}
+    # A run older than this would lose more than `max_lost_share` of the burst's whole cost even
+    # at the cheapest partition's price: `swap_for` would refuse it, so it is not listed.
+    prices = {f"{s.id}/{p.name}": p.price_hour for s in eng.policy.sites for p in s.partitions}
+    cheapest = min((prices.get(k, 0.0) for k in homes), default=0.0)
+    burst = estimate_cost(job.spec, d.offer, eng.policy) if d.offer is not None else 0.0
+    oldest = cfg.max_lost_share * burst * 3600 / cheapest if cheapest > 0 else math.inf
     running: list[Preemptible] = []
-    for key, runs in eng.projected.running.running.items():
-        for v in runs:
+    for key in homes:
+        for v in eng.projected.running.running.get(key, ()):
             vj, vs = eng.jobs[v], eng.state[v]
-            if vj.max_wait_s < patient or vs.rec.attempts - 1 >= most:
-                continue
+            ran = eng.t - vs.running_since
             cp = vj.spec.checkpoint
+            every = None if cp is None else cp.interval.total_seconds()
+            if vj.max_wait_s < patient or vs.rec.attempts - 1 >= most or (every is None and ran > oldest):
+                continue
             running.append(
                 Preemptible(
                     str(v),
                     key,
                     vj.demand,
-                    eng.t - vs.running_since,
-                    None if cp is None else cp.interval.total_seconds(),
+                    ran,
+                    every,
                     vj.max_wait_s,
                     vs.rec.attempts - 1,
                     vj.spec.resources.nodes > 1,
@@ -83,3 +94,9 @@ def stop(eng: Engine, v: int, key: str) -> None:
     eng.queued += 1
     vs.timer_ver += 1
     eng._push(eng.t + 1.0, TIMER, v, vs.timer_ver)
+
+
+def _onprem(eng: Engine, d: Decision) -> list[Offer]:
+    """The allowed on-prem offers the burst decision weighed."""
+    expl = d.explanation
+    return [] if expl is None else [s.offer for s in expl.unranked if is_onprem(eng.policy, s.offer.site)]
