@@ -257,6 +257,9 @@ def print_table(result: dict[str, Any]) -> None:
         offline, ratio = _fmt(result["offline_cost"]), _fmt(result.get("offline_ratio"))
         line += f"; offline schedule {offline} {cur}, ratio {ratio}"
     console.print(f"{line}; simulated in {result['sim_wall_s']} s")
+    if stopped := result["strategies"].get("policy", {}).get("preempted_jobs"):
+        why = "for a job that would have burst (burst.preempt_patient)"
+        console.print(f"policy: {stopped} job(s) stopped on-prem {why}")
     if note := sample_note(result):  # (figures of the first jobs only: the peaks may come later)
         console.print(note)
 

@@ -4,6 +4,9 @@ later. Asserts where each job ran, what it cost and when, not timings."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from broker.sim.metrics import late
 from broker.sim.run import simulate
 from broker.sim.scenario import Delay, Scenario
 from broker.sim.traces import TraceJob
+from tests.brokerproc import ROOT
 from tests.sim.conftest import CATALOG, CONFIGS, POLICY
 
 HOUR = 3600.0
@@ -81,3 +85,22 @@ def test_a_patient_job_is_stopped_once(tmp_path: Path) -> None:
     trace = [a800("p", 0, 2 * HOUR, 4 * HOUR), a800("u", 300, HOUR), a800("v", 2 * HOUR, HOUR)]
     p, u, v = run(tmp_path, "{enabled: true}", trace)
     assert p.preempted == 1 and not u.burst and v.burst
+
+
+def test_szb_simulate_says_how_many_jobs_it_stopped(tmp_path: Path) -> None:
+    policy_with(tmp_path, "{enabled: true}")
+    (tmp_path / "trace.csv").write_text(
+        "name,submit_time,runtime,accelerator,count,tenant,max_wait\n"
+        "p,0,2h,A800,1,t1,4h\n"
+        "u,300,1h,A800,1,t1,30m\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "simulate", "--trace", "trace.csv", "--policy", "policy.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "policy: 1 job(s) stopped on-prem for a job that would have burst" in out.stdout, out.stdout
