@@ -40,6 +40,10 @@ class Preemptible:
     restarts: int
     """Runs it had before this one."""
     gang: bool = False
+    tenant: str = ""
+    in_quota: bool = False
+    """It runs within its tenant's guaranteed quota on the partition (fair share): only that
+    tenant's own jobs may stop it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +79,12 @@ def swap_for(
     policy: Policy,
     running: Sequence[Preemptible],
     free: Mapping[str, int],
+    tenant: str = "",
 ) -> Swap | None:
-    """The patient job to stop instead of this burst, if `burst.preempt_patient` allows one: on a
-    partition the job may run on, whose units with those `free` there fit the job, patient enough,
-    not restarted too often, losing at most `max_lost_share` of the burst's premium; the least
-    lost work first. None: the burst stands."""
+    """The patient job to stop instead of this burst of `tenant`'s job, if `burst.preempt_patient`
+    allows one: on a partition the job may run on, whose units with those `free` there fit the job,
+    patient enough, not restarted too often, not another tenant's work within its quota, losing at
+    most `max_lost_share` of the burst's premium; the least lost work first. None: the burst stands."""
     cfg = policy.burst.preempt_patient
     cloud = decision.offer
     if not cfg.enabled or decision.action != Action.RUN or not decision.burst or cloud is None:
@@ -96,6 +101,8 @@ def swap_for(
     for p in running:
         home = homes.get(p.partition)
         if home is None or p.gang or p.max_wait_s < patient or p.restarts >= cfg.max_restarts:
+            continue
+        if p.in_quota and p.tenant != tenant:
             continue
         if p.units + free.get(p.partition, 0) < need:
             continue

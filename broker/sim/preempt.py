@@ -18,6 +18,8 @@ from broker.burst.inputs import is_onprem
 from broker.burst.money import estimate_cost
 from broker.burst.swap import Preemptible, swap_for
 from broker.decision import Decision
+from broker.fairshare import resolve_share
+from broker.fairshare.reclaim import Running, borrowed
 from broker.model import Offer
 from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.metrics import carbon_g
@@ -43,6 +45,7 @@ def swap_instead(eng: Engine, job: SimJob, d: Decision) -> Offer | None:
     oldest = cfg.max_lost_share * burst * 3600 / cheapest if cheapest > 0 else math.inf
     running: list[Preemptible] = []
     for key in homes:
+        guaranteed = _in_quota(eng, key)
         for v in eng.projected.running.running.get(key, ()):
             vj, vs = eng.jobs[v], eng.state[v]
             ran = eng.t - vs.running_since
@@ -60,12 +63,14 @@ def swap_instead(eng: Engine, job: SimJob, d: Decision) -> Offer | None:
                     vj.max_wait_s,
                     vs.rec.attempts - 1,
                     vj.spec.resources.nodes > 1,
+                    vj.tenant,
+                    v in guaranteed,
                 )
             )
     if not running:
         return None
     free = {k: p.free for k, p in eng.parts.items()}
-    swap = swap_for(d, job.spec, eng.policy, running, free)
+    swap = swap_for(d, job.spec, eng.policy, running, free, job.tenant)
     if swap is None:
         return None
     stop(eng, int(swap.victim.key), swap.victim.partition)
@@ -100,3 +105,18 @@ def _onprem(eng: Engine, d: Decision) -> list[Offer]:
     """The allowed on-prem offers the burst decision weighed."""
     expl = d.explanation
     return [] if expl is None else [s.offer for s in expl.unranked if is_onprem(eng.policy, s.offer.site)]
+
+
+def _in_quota(eng: Engine, key: str) -> set[int]:
+    """The jobs running on partition `key` within their tenant's guaranteed quota there (fair
+    share: the earliest started count first, as reclaim counts them)."""
+    runs = eng.projected.running.running.get(key, {})
+    quotas = {t: resolve_share(eng.policy, t).quota.get(key, 0) for t in {r[4] for r in runs.values()}}
+    if not any(quotas.values()):
+        return set()
+    at = [
+        Running(str(v), r[4], r[3], EPOCH + timedelta(seconds=eng.state[v].running_since))
+        for v, r in runs.items()
+    ]
+    lent = {int(r.attempt_id) for r in borrowed(at, quotas)}
+    return {v for v in runs if v not in lent}

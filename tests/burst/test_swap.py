@@ -92,6 +92,7 @@ def test_the_patient_job_that_loses_least_is_stopped(folder: Path) -> None:
         patient(gang=True),
         patient(partition="onprem/other"),  # not where the job can run
         patient(ran_min=600),  # ten hours of work lost for a two-hour job's premium
+        patient(tenant="other", in_quota=True),  # another tenant's guaranteed capacity
     ],
 )
 def test_the_burst_stands(folder: Path, victim: Preemptible) -> None:
@@ -122,3 +123,11 @@ def test_a_checkpointed_victim_loses_only_the_work_since_its_checkpoint(folder: 
 def test_no_swap_where_home_costs_more_than_the_cloud(folder: Path) -> None:
     on = enabled(folder, POLICY)  # on-prem at a 14 CNY/h shadow price: the burst is the cheaper run
     assert swap_for(a_burst(on), job(max_wait="5m", runtime="2h"), on, [patient()], {}) is None
+
+
+def test_a_tenant_may_stop_its_own_work_within_its_quota(folder: Path) -> None:
+    on = enabled(folder)
+    spec = job(max_wait="5m", runtime="2h")
+    mine = patient(tenant="lab", in_quota=True)
+    got = swap_for(a_burst(on), spec, on, [mine], {}, tenant="lab")
+    assert got is not None and got.victim.key == "p1"

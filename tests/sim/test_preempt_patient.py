@@ -104,3 +104,28 @@ def test_szb_simulate_says_how_many_jobs_it_stopped(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "policy: 1 job(s) stopped on-prem for a job that would have burst" in out.stdout, out.stdout
+
+
+def test_another_tenants_work_within_its_quota_is_not_stopped(tmp_path: Path) -> None:
+    # P runs within t1's guaranteed quota of the GPU; t2's urgent job bursts rather than stop it.
+    # t1's own urgent job may stop it (its own work, its own quota).
+    share = "  - {id: t1, kind: university, entity_country: CN, monthly_budget: 100000,\n"
+    share += "     share: {quota: {onprem/gpu: 1}}}\n  - {id: t2, kind: university, entity_country: CN}\n"
+
+    def records(tenant: str) -> list:  # type: ignore[type-arg]
+        folder = tmp_path / tenant
+        folder.mkdir()
+        policy = policy_with(folder, "{enabled: true}")
+        text = (folder / "policy.yaml").read_text()
+        line = "  - {id: t1, kind: university, entity_country: CN, monthly_budget: 100000}\n"
+        (folder / "policy.yaml").write_text(text.replace(line, share))
+        policy = load_policy(folder / "policy.yaml")
+        scenario = Scenario(seed=1, provisioning=Delay(min_s=60, mode_s=60, max_s=60))
+        urgent = TraceJob("u", 300, HOUR, count=1, accelerators=("A800",), tenant=tenant)
+        jobs = build_jobs([a800("p", 0, 2 * HOUR, 4 * HOUR), urgent], policy, scenario)
+        return simulate(policy, jobs, scenario, baselines=(), lower_bound=False).runs["policy"].records
+
+    p, u = records("t2")
+    assert u.burst and p.preempted == 0
+    p, u = records("t1")
+    assert not u.burst and p.preempted == 1
