@@ -88,6 +88,9 @@ class ReclaimVictim:
     attempt: str
     tenant: str
     units: int
+    why: str | None = None
+    """What its preemption says when it is stopped for a job that would have burst
+    (`burst.preempt_patient`); None: reclaim's own words."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from broker.model import JobSpec, TenantId
 from broker.planning import Planner
 from broker.quota_bar import bar_onprem, quota_reason, waiting_for_quota
 from broker.store import JobStore
+from broker.swap_live import swapped
 
 EXPLAINED = "(this job)"
 """The id the job explained goes by (it has none yet; fair share's preview names it so too)."""
@@ -96,7 +97,9 @@ def _fair_share(
         taken = planner.fair.reclaim_for(policy, tenant, spec, standing, decision, snap, commit=False)
         if taken.reason:
             decision = replace(reclaiming(decision, taken.reason), reclaim=taken.victims)
-    return _kept_off(planner, decision, units_of(spec), snap) if onprem else decision
+    if not onprem:  # a burst may stop patient work instead, as the dispatcher's would (nothing stopped)
+        return swapped(planner.fair, policy, EXPLAINED, tenant, spec, decision, snap, commit=False)
+    return _kept_off(planner, decision, units_of(spec), snap)
 
 
 def _kept_off(planner: Planner, decision: Decision, units: int, snap: PassSnapshot) -> Decision:

@@ -12,10 +12,11 @@ from dataclasses import replace
 from datetime import datetime
 
 from broker.burst import is_onprem
-from broker.burst.inputs import due_at
+from broker.burst.inputs import due_at, effective_max_wait
 from broker.burst.snapshot import PassSnapshot
 from broker.catalog.accelerators import normalize
 from broker.decision import Action, Decision, FairShareNote, ReclaimVictim
+from broker.dispatch.gang import is_gang_attempt
 from broker.fair_reclaim import Reclaimer, Taken, bound_for_queue, reclaiming
 from broker.fair_saves import restored, save_if_changed
 from broker.fairshare import (
@@ -34,6 +35,7 @@ from broker.model import Attempt, Job, JobSpec, TenantId
 from broker.policy import Policy
 from broker.quota_bar import quota_reason
 from broker.store import FairUsage, JobStore
+from broker.swap_live import swapped
 
 
 class FairQueue:
@@ -154,6 +156,9 @@ class FairQueue:
                     attempt.created_at,
                     attempt.created_at + job.spec.runtime_estimate,
                     job.spec.checkpoint.interval.total_seconds() if job.spec.checkpoint else None,
+                    effective_max_wait(job.spec, job.tenant, policy).total_seconds(),
+                    attempt.number - 1,
+                    is_gang_attempt(attempt) or job.spec.resources.nodes > 1,
                 ),
             )
 
@@ -321,7 +326,8 @@ class FairQueue:
                 snap.claimed[key] = snap.claimed.get(key, 0) + min(free, units_of(job.spec))
             # Passes that decide only new jobs do not see this one: the hold is remembered.
             self.holds.put(key, Hold(job.id, job.tenant, units_of(job.spec), st.in_quota))
-        return replace(decision, fair_share=fair, reclaim=reclaim)
+        decision = replace(decision, fair_share=fair, reclaim=reclaim)
+        return swapped(self, policy, job.id, job.tenant, job.spec, decision, snap)
 
     @staticmethod
     def _queue_bound(decision: Decision, spec: JobSpec, snap: PassSnapshot) -> bool:

@@ -143,16 +143,36 @@ class Reclaimer:
                f"it waits until that job has them")
         return reclaiming(decision, why)
 
+    def book(self, policy: Policy, book: FairShareBook, victim: str, partition: str, units: int,
+             for_job: str, now: datetime) -> None:
+        """Book the units of `victim`, stopped for `for_job` with reclaim's grace, to that job (a
+        swap, `burst.preempt_patient`: bounded by its own max_lost_share, not this budget)."""
+        grace = policy.document.fair_share.reclaim.grace.total_seconds()
+        self._stopping.add(partition, victim, units, for_job, now.timestamp(), grace)
+        book.ended(victim, now)
+
+    def stopping_ids(self) -> set[str]:
+        """The attempts preempted and still booked: not running work any more."""
+        return {s.attempt_id for s in self._stopping.entries()}
+
+    def booked_for(self, for_job: str, now: datetime) -> list[Stopping]:
+        """The work still stopping whose units are `for_job`'s, on any partition."""
+        self._prune(now.timestamp())
+        return [s for s in self._stopping.entries() if s.for_job == for_job]
+
     def _booked(self, partition: str, for_job: str, t: float) -> list[Stopping]:
         """The work still stopping whose units are `for_job`'s; a victim never seen stopped
         within its cap is reported, and reclaim goes on without it."""
+        self._prune(t)
+        return self._stopping.booked(partition, for_job)
+
+    def _prune(self, t: float) -> None:
         for s in self._stopping.prune(t):
             log.warning(
                 "reclaim: attempt %s preempted on %s for job %s was not seen stopped %.0f s later; "
                 "its %d unit(s) are no longer kept for that job", s.attempt_id, s.partition,
                 s.for_job, t - s.since, s.units,
             )
-        return self._stopping.booked(partition, for_job)
 
     def _bucket(self, partition: str, capacity: float, rate: float, t: float) -> Bucket:
         """The partition's bucket under the policy now: charged here, else kept, else full."""

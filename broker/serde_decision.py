@@ -93,7 +93,10 @@ def decision_data(decision: Decision) -> dict[str, Any]:
 
 def reclaim_json(decision: Decision) -> list[dict[str, Any]]:
     """The borrowed attempts fair share asks to preempt for this job."""
-    return [{"attempt": v.attempt, "tenant": v.tenant, "units": v.units} for v in decision.reclaim]
+    return [
+        {"attempt": v.attempt, "tenant": v.tenant, "units": v.units, **({"why": v.why} if v.why else {})}
+        for v in decision.reclaim
+    ]
 
 
 def decision_proto(decision: Decision) -> placement_pb2.Decision:

@@ -50,7 +50,8 @@ async def preempt(
             on_stopped(attempt.id)
             continue
         now = clock.now()
-        why = (
+        swap = v.get("why")  # stopped for a job that would have burst (burst.preempt_patient)
+        why = str(swap) if swap else (
             f"preempted: borrowed capacity on {attempt.offer.partition} reclaimed for tenant "
             f"{owner.tenant}'s guaranteed quota (job {owner.id})"
         )
@@ -61,13 +62,12 @@ async def preempt(
             data = {
                 "attempt": attempt.id,
                 "site": attempt.site,
-                "reclaimed_by": owner.tenant,
+                ("stopped_by" if swap else "reclaimed_by"): owner.tenant,
                 "for_job": owner.id,
             }
             store.transition(job.id, JobState.PREEMPTED, now, kind="preempted", message=why, data=data)
-            store.transition(
-                job.id, JobState.QUEUED, now, kind="requeued", message="requeued after fair-share reclaim"
-            )
+            again = f"requeued: stopped for {owner.id}" if swap else "requeued after fair-share reclaim"
+            store.transition(job.id, JobState.QUEUED, now, kind="requeued", message=again)
         adapter = adapters.get(attempt.site)
         if adapter is not None and attempt.backend_id is not None:
             stops.append(_stop(adapter, attempt.backend_id, attempt.token, grace_s))

@@ -43,6 +43,12 @@ class Holding:
     """When it is expected to end (its start plus the job's runtime estimate), if known."""
     checkpoint_s: float | None = None
     """The job's checkpoint interval: reclaim counts at most that much of its work as lost."""
+    max_wait_s: float = 0.0
+    """The job's effective max_wait: `burst.preempt_patient` stops only patient work (0: never)."""
+    restarts: int = 0
+    """Runs the job had before this one."""
+    gang: bool = False
+    """A gang of several nodes: never stopped for a swap."""
 
 
 def capacity_of(policy: Policy) -> Demand:

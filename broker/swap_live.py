@@ -1,0 +1,108 @@
+"""Live `burst.preempt_patient`: a job about to burst stops a patient on-prem job instead.
+
+`FairQueue.adjust` hands each decision it finishes to `swapped`. A burst asks
+`broker.burst.swap.swap_for` whether a patient job running on-prem (the fair-share book's live
+holdings, less the work already stopping) may be stopped for it. When one may, the job does not
+burst: it waits, the victim's units are booked to it as reclaim books them (`Reclaimer.book`;
+`Reclaimer.keep_off` keeps every other job off them), and the dispatcher preempts the victim with
+reclaim's grace and requeues it (`Decision.reclaim`, `broker.dispatch.preempt`). The job starts
+on those units once they read free. Reclaim's waste budget is not charged: `max_lost_share`
+bounds a swap. Explain asks the same with `commit` False: nothing is booked or stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from broker.burst import is_onprem
+from broker.burst.snapshot import PassSnapshot
+from broker.burst.swap import Preemptible, swap_for
+from broker.decision import Action, Decision, ReclaimVictim
+from broker.fairshare.book import Holding
+from broker.fairshare.stopping import Stopping
+from broker.model import JobSpec, Offer
+from broker.policy import Policy
+
+if TYPE_CHECKING:
+    from broker.fair_queue import FairQueue
+
+
+def swapped(
+    fair: FairQueue,
+    policy: Policy,
+    job_id: str,
+    tenant: str,
+    spec: JobSpec,
+    decision: Decision,
+    snap: PassSnapshot,
+    *,
+    commit: bool = True,
+) -> Decision:
+    """The decision of a job about to burst when patient work is stopped for it instead (or is
+    still stopping for it): it waits, saying so first. Any other decision stands."""
+    if not policy.burst.preempt_patient.enabled or decision.action != Action.RUN or not decision.burst:
+        return decision
+    reclaimer = fair.reclaimer
+    mine = reclaimer.booked_for(job_id, snap.now)
+    if mine:  # stopped for it already: it waits for those units, and stops nothing more
+        return _waiting(decision, _home(snap, mine[0].partition), _still_stopping(policy, mine, snap.now))
+    stopping = reclaimer.stopping_ids()
+    running = [_candidate(aid, h, snap.now) for aid, h in fair.book.live.items() if aid not in stopping]
+    swap = swap_for(decision, spec, policy, running, _free(policy, snap))
+    if swap is None:
+        return decision
+    victim = swap.victim
+    currency = policy.document.currency
+    owner = fair.book.live[victim.key].tenant
+    why = (
+        f"preempted: stopped for job {job_id}, which would otherwise have burst to "
+        f"{decision.offer.site if decision.offer else 'the cloud'} at {swap.premium:.2f} {currency} more "
+        f"than running on {victim.partition} (burst.preempt_patient); requeued with its wait ahead"
+    )
+    if commit:
+        reclaimer.book(policy, fair.book, victim.key, victim.partition, victim.units, job_id, snap.now)
+    waiting = _waiting(decision, swap.offer, swap.reason(currency))
+    return replace(waiting, reclaim=(ReclaimVictim(victim.key, owner, victim.units, why),))
+
+
+def _candidate(attempt_id: str, h: Holding, now: datetime) -> Preemptible:
+    ran = max(0.0, (now - h.start).total_seconds())
+    return Preemptible(
+        attempt_id, h.partition, h.units, ran, h.checkpoint_s, h.max_wait_s, h.restarts, h.gang
+    )
+
+
+def _free(policy: Policy, snap: PassSnapshot) -> dict[str, int]:
+    """Free units per on-prem partition as the pass reads them, less what it claimed already."""
+    free: dict[str, int] = {}
+    for o in snap.offers:
+        if o.free is not None and is_onprem(policy, o.site):
+            left = max(0, o.free - snap.claimed.get(o.partition, 0))
+            free[o.partition] = max(free.get(o.partition, 0), left)
+    return free
+
+
+def _home(snap: PassSnapshot, partition: str) -> Offer | None:
+    """The cheapest on-prem offer of `partition` the pass reads (None: it reads none)."""
+    found = [o for o in snap.offers if o.partition == partition]
+    return min(found, key=lambda o: (o.price_per_hour, o.key)) if found else None
+
+
+def _waiting(decision: Decision, home: Offer | None, reason: str) -> Decision:
+    """The burst turned into a wait for the units on `home`, saying `reason` alone: the burst's
+    own reasons no longer hold."""
+    offer = home or decision.offer
+    return replace(decision, action=Action.WAIT, offer=offer, burst=False, reasons=(reason,))
+
+
+def _still_stopping(policy: Policy, mine: Sequence[Stopping], now: datetime) -> str:
+    grace = policy.document.fair_share.reclaim.grace.total_seconds()
+    since = now.timestamp() - min(s.since for s in mine)
+    return (
+        f"stopped patient work on {mine[0].partition} for it ({sum(s.units for s in mine)} unit(s), "
+        f"{since:.0f} s since the preemption, {grace:.0f} s grace): it starts when they stop, "
+        f"rather than burst (burst.preempt_patient)"
+    )
