@@ -124,6 +124,12 @@ def test_the_patient_job_is_stopped_and_the_urgent_one_runs_at_home(
     with grpc.insecure_channel(start(start_broker, moto, "true")) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         patient = patient_running(stub, marks)
+        # Explain says what the dispatcher would do, and stops nothing.
+        spec = job("urgent", "print('urgent ran')", max_wait_s=60, estimate_s=3600)
+        said = str(stub.ExplainPlacement(pb.ExplainPlacementRequest(job=spec), metadata=md()).explanation)
+        assert "stopping patient job on onprem/a800" in said and "burst.preempt_patient" in said, said
+        assert get_state(stub, patient) == job_pb2.JOB_STATE_RUNNING
+        assert not list(marks.glob("term-*")), "explain stopped nothing"
         first = urgent(stub)
         try:
             stopped_for(stub, moto, marks, patient, first)
