@@ -1,0 +1,124 @@
+"""`burst.preempt_patient` on real Slurm: a patient job is stopped rather than an urgent one burst.
+
+The broker's on-prem site is the Slurm test cluster (four A800s at 1 CNY/h), its cloud AWS on
+moto (7.24 CNY/h). A patient job (max_wait 4 h, ten hours of work) holds all four A800s; an
+urgent job (max_wait 60 s) would wait ten hours, so it would burst. Instead the patient job is
+preempted (Slurm stops it at its cut time limit, up to minutes later), the urgent job waits for
+its units, which stay booked to it, and runs at Slurm; nothing is launched at the cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import BrokerProcess, szb
+from tests.clouds import on_moto
+from tests.clouds.conftest import StartBroker, moto, moto_server, start_broker  # noqa: F401 (fixtures)
+from tests.clouds.e2e_helpers import md, wait_state
+from tests.clouds.test_broker_bursts import ec2_instances
+from tests.doubles.moto_front import MotoFront
+from tests.job_events import events_until, has
+from tests.slurm.conftest import SlurmCluster
+
+pytestmark = pytest.mark.slurm
+TOKEN = "token-lab-0123456789abcdef"
+SITE = "onprem"
+
+
+def _policy(cluster: SlurmCluster, folder: Path) -> str:
+    adapter = {
+        "url": cluster.env["SZB_SLURM_URL"],
+        "user": cluster.env.get("SZB_SLURM_USER", "root"),
+        "broker_id": f"szb-swap-{uuid.uuid4().hex[:8]}",
+        "output_dir": str(folder / "slurm-output"),
+        "timeout_s": 3,
+    }
+    onprem = f"""\
+  - id: {SITE}
+    adapter: slurm
+    country: CN
+    residency: cn-mainland
+    partitions:
+      - {{name: a800, accelerator: A800, count_per_node: 4, price_hour: 1.0, cpus_per_node: 16}}
+    adapter_config: {json.dumps(adapter)}
+"""
+    return (
+        on_moto.POLICY_HEAD
+        + onprem
+        + on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv")
+        + """\
+tenants:
+  - {id: lab, kind: partner, entity_country: SG, monthly_budget: 5000}
+burst:
+  preempt_patient: {enabled: true}
+fair_share:
+  reclaim: {grace: 5s}
+"""
+        + on_moto.CN_RESIDENCY
+    )
+
+
+@pytest.fixture
+def broker(
+    slurm_cluster: SlurmCluster,
+    moto: MotoFront,  # noqa: F811
+    start_broker: StartBroker,  # noqa: F811
+    tmp_path: Path,
+) -> BrokerProcess:
+    setup = on_moto.BrokerSetup(
+        _policy(slurm_cluster, tmp_path),
+        tokens={"lab": TOKEN},
+        sites={
+            SITE: f"{{token: {json.dumps(slurm_cluster.token)}}}",
+            "aws-east": on_moto.aws_on_moto(moto.url, heartbeat_s=1),
+        },
+        catalogs={"aws-east.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a")},
+        dispatch="poll_interval_s: 0.2, reconcile_interval_s: 1.0, requeue_scan_s: 1.0",
+    )
+    return start_broker(setup)
+
+
+def _submit(broker: BrokerProcess, path: Path) -> str:
+    out = szb(broker, TOKEN, "submit", str(path), "-o", "json")
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout)[0]["id"])
+
+
+def test_a_patient_slurm_job_is_stopped_and_the_urgent_one_runs_there(
+    broker: BrokerProcess, moto: MotoFront, tmp_path: Path  # noqa: F811
+) -> None:
+    (tmp_path / "patient.yaml").write_text(
+        "name: patient\ncommand: [/bin/sleep, '600']\nruntime_estimate: 10h\nmax_wait: 4h\n"
+        "resources:\n  accelerators: {count: 4, any_of: [A800]}\n"
+    )
+    (tmp_path / "urgent.yaml").write_text(
+        "name: urgent\ncommand: [/bin/true]\nruntime_estimate: 1h\nmax_wait: 60s\n"
+        "resources:\n  accelerators: {count: 1, any_of: [A800, A10G]}\n"
+    )
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        patient = _submit(broker, tmp_path / "patient.yaml")
+        urgent = ""
+        try:
+            assert wait_state(stub, patient, {job_pb2.JOB_STATE_RUNNING}, token=TOKEN).site == SITE
+            urgent = _submit(broker, tmp_path / "urgent.yaml")
+            # Slurm stops the patient job at its cut time limit: minutes, not seconds.
+            done = wait_state(stub, urgent, {job_pb2.JOB_STATE_SUCCEEDED}, timeout=300, token=TOKEN)
+            assert done.site == SITE, done.message
+            history = events_until(stub, patient, md(TOKEN), has("requeued"))
+            kinds = [e.kind for e in history]
+            assert "preempted" in kinds and "requeued" in kinds[kinds.index("preempted"):], kinds
+            ev = history[kinds.index("preempted")]
+            assert ev.data["for_job"] == urgent and "burst.preempt_patient" in ev.message, ev.message
+            assert ec2_instances(moto, "us-east-1") == [], "nothing launched at the cloud"
+        finally:
+            for job_id in (patient, urgent):
+                if job_id:
+                    stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md(TOKEN))
