@@ -1,0 +1,82 @@
+"""The live shell of `burst.preempt_patient` (`broker.swap_live.swapped`) on a real burst decision
+and a real fair-share book: what it books, what it leaves alone, what explain sees."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from broker.burst.snapshot import PassSnapshot
+from broker.decision import Action, Decision
+from broker.fair_queue import FairQueue
+from broker.fairshare import Demand
+from broker.fairshare.book import Holding
+from broker.policy import Policy
+from broker.swap_live import swapped
+from tests.burst.test_decision import NOW, job, offers
+from tests.burst.test_swap import PART, a_burst, enabled
+
+SPEC = job(max_wait="5m", runtime="2h")
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Policy:
+    return enabled(tmp_path)
+
+
+def fair_running(*ids: str, max_wait_s: float = 4 * 3600.0) -> FairQueue:
+    """A book where patient jobs of `other` started five minutes ago, one A800 each."""
+    fair = FairQueue()
+    for aid in ids:
+        start = NOW - timedelta(minutes=5)
+        fair.book.started(aid, Holding("other", PART, Demand(1, 0, 0), 1, start, None, None, max_wait_s))
+    return fair
+
+
+def snap(policy: Policy) -> PassSnapshot:
+    return PassSnapshot(now=NOW, offers=offers(policy, free=0, wait_s=3 * 3600))
+
+
+def swap(fair: FairQueue, policy: Policy, decision: Decision, *, commit: bool = True) -> Decision:
+    return swapped(fair, policy, "urgent", "lab", SPEC, decision, snap(policy), commit=commit)
+
+
+def test_a_burst_waits_and_stops_one_patient_job_booked_to_it(policy: Policy) -> None:
+    fair = fair_running("p1", "p2")
+    got = swap(fair, policy, a_burst(policy))
+    assert got.action == Action.WAIT and not got.burst
+    assert got.offer is not None and got.offer.partition == PART
+    assert "burst.preempt_patient" in got.summary
+    assert len(got.reclaim) == 1 and got.reclaim[0].tenant == "other"
+    victim = got.reclaim[0].attempt
+    assert victim not in fair.book.live  # booked to the job: no longer running work
+    assert got.reclaim[0].why is not None and "stopped for job urgent" in got.reclaim[0].why
+    state = fair.reclaimer.state()
+    assert [(b.attempt_id, b.for_job) for b in state.bookings] == [(victim, "urgent")]
+    assert state.levels == {}  # reclaim's waste budget is not charged
+    # The next pass, still a burst while the victim stops: it waits for those units, stops no more.
+    again = swap(fair, policy, a_burst(policy))
+    assert again.action == Action.WAIT and again.reclaim == () and "stopped patient work" in again.summary
+    assert len(fair.book.live) == 1
+
+
+def test_explain_books_nothing(policy: Policy) -> None:
+    fair = fair_running("p1")
+    got = swap(fair, policy, a_burst(policy), commit=False)
+    assert got.action == Action.WAIT and [v.attempt for v in got.reclaim] == ["p1"]
+    assert "p1" in fair.book.live and fair.reclaimer.state().bookings == ()
+
+
+def test_work_already_stopping_is_no_candidate(policy: Policy) -> None:
+    fair = fair_running("p1")
+    fair.reclaimer.book(policy, fair.book, "p1", PART, 1, "someone-else", NOW)
+    fair.book.started("p1", fair_running("p1").book.live["p1"])  # (a book that still counts it)
+    assert swap(fair, policy, a_burst(policy)).burst
+
+
+def test_impatient_work_is_left_running_and_the_job_bursts(policy: Policy) -> None:
+    fair = fair_running("p1", max_wait_s=600.0)
+    assert swap(fair, policy, a_burst(policy)).burst
+    assert "p1" in fair.book.live
