@@ -98,7 +98,8 @@ def _fair_share(
         if taken.reason:
             decision = replace(reclaiming(decision, taken.reason), reclaim=taken.victims)
     if not onprem:  # a burst may stop patient work instead, as the dispatcher's would (nothing stopped)
-        return swapped(planner.fair, policy, EXPLAINED, tenant, spec, decision, snap, commit=False)
+        book, reclaimer = planner.fair.book, planner.reclaimer
+        return swapped(book, reclaimer, policy, EXPLAINED, tenant, spec, decision, snap, commit=False)
     return _kept_off(planner, decision, units_of(spec), snap)
 
 

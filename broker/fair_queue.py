@@ -16,7 +16,6 @@ from broker.burst.inputs import due_at, effective_max_wait
 from broker.burst.snapshot import PassSnapshot
 from broker.catalog.accelerators import normalize
 from broker.decision import Action, Decision, FairShareNote, ReclaimVictim
-from broker.dispatch.gang import is_gang_attempt
 from broker.fair_reclaim import Reclaimer, Taken, bound_for_queue, reclaiming
 from broker.fair_saves import restored, save_if_changed
 from broker.fairshare import (
@@ -158,7 +157,7 @@ class FairQueue:
                     job.spec.checkpoint.interval.total_seconds() if job.spec.checkpoint else None,
                     effective_max_wait(job.spec, job.tenant, policy).total_seconds(),
                     attempt.number - 1,
-                    is_gang_attempt(attempt) or job.spec.resources.nodes > 1,
+                    job.spec.resources.nodes > 1,  # a gang: never stopped for a swap
                 ),
             )
 
@@ -327,7 +326,7 @@ class FairQueue:
             # Passes that decide only new jobs do not see this one: the hold is remembered.
             self.holds.put(key, Hold(job.id, job.tenant, units_of(job.spec), st.in_quota))
         decision = replace(decision, fair_share=fair, reclaim=reclaim)
-        return swapped(self, policy, job.id, job.tenant, job.spec, decision, snap)
+        return swapped(self.book, self.reclaimer, policy, job.id, job.tenant, job.spec, decision, snap)
 
     @staticmethod
     def _queue_bound(decision: Decision, spec: JobSpec, snap: PassSnapshot) -> bool:

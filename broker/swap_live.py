@@ -15,23 +15,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from broker.burst import is_onprem
 from broker.burst.snapshot import PassSnapshot
 from broker.burst.swap import Preemptible, swap_for
 from broker.decision import Action, Decision, ReclaimVictim
-from broker.fairshare.book import Holding
+from broker.fair_reclaim import Reclaimer
+from broker.fairshare.book import FairShareBook, Holding
 from broker.fairshare.stopping import Stopping
 from broker.model import JobSpec, Offer
 from broker.policy import Policy
 
-if TYPE_CHECKING:
-    from broker.fair_queue import FairQueue
-
 
 def swapped(
-    fair: FairQueue,
+    book: FairShareBook,
+    reclaimer: Reclaimer,
     policy: Policy,
     job_id: str,
     tenant: str,
@@ -45,25 +43,24 @@ def swapped(
     still stopping for it): it waits, saying so first. Any other decision stands."""
     if not policy.burst.preempt_patient.enabled or decision.action != Action.RUN or not decision.burst:
         return decision
-    reclaimer = fair.reclaimer
     mine = reclaimer.booked_for(job_id, snap.now)
     if mine:  # stopped for it already: it waits for those units, and stops nothing more
         return _waiting(decision, _home(snap, mine[0].partition), _still_stopping(policy, mine, snap.now))
     stopping = reclaimer.stopping_ids()
-    running = [_candidate(aid, h, snap.now) for aid, h in fair.book.live.items() if aid not in stopping]
+    running = [_candidate(aid, h, snap.now) for aid, h in book.live.items() if aid not in stopping]
     swap = swap_for(decision, spec, policy, running, _free(policy, snap))
     if swap is None:
         return decision
     victim = swap.victim
     currency = policy.document.currency
-    owner = fair.book.live[victim.key].tenant
+    owner = book.live[victim.key].tenant
     why = (
         f"preempted: stopped for job {job_id}, which would otherwise have burst to "
         f"{decision.offer.site if decision.offer else 'the cloud'} at {swap.premium:.2f} {currency} more "
         f"than running on {victim.partition} (burst.preempt_patient); requeued with its wait ahead"
     )
     if commit:
-        reclaimer.book(policy, fair.book, victim.key, victim.partition, victim.units, job_id, snap.now)
+        reclaimer.book(policy, book, victim.key, victim.partition, victim.units, job_id, snap.now)
     waiting = _waiting(decision, swap.offer, swap.reason(currency))
     return replace(waiting, reclaim=(ReclaimVictim(victim.key, owner, victim.units, why),))
 

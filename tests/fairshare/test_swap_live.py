@@ -40,7 +40,8 @@ def snap(policy: Policy) -> PassSnapshot:
 
 
 def swap(fair: FairQueue, policy: Policy, decision: Decision, *, commit: bool = True) -> Decision:
-    return swapped(fair, policy, "urgent", "lab", SPEC, decision, snap(policy), commit=commit)
+    at = snap(policy)
+    return swapped(fair.book, fair.reclaimer, policy, "urgent", "lab", SPEC, decision, at, commit=commit)
 
 
 def test_a_burst_waits_and_stops_one_patient_job_booked_to_it(policy: Policy) -> None:
