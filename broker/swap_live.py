@@ -12,7 +12,7 @@ bounds a swap. Explain asks the same with `commit` False: nothing is booked or s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -21,7 +21,9 @@ from broker.burst.snapshot import PassSnapshot
 from broker.burst.swap import Preemptible, swap_for
 from broker.decision import Action, Decision, ReclaimVictim
 from broker.fair_reclaim import Reclaimer
+from broker.fairshare import resolve_share
 from broker.fairshare.book import FairShareBook, Holding
+from broker.fairshare.reclaim import Running, borrowed
 from broker.fairshare.stopping import Stopping
 from broker.model import JobSpec, Offer
 from broker.policy import Policy
@@ -47,8 +49,10 @@ def swapped(
     if mine:  # stopped for it already: it waits for those units, and stops nothing more
         return _waiting(decision, _home(snap, mine[0].partition), _still_stopping(policy, mine, snap.now))
     stopping = reclaimer.stopping_ids()
-    running = [_candidate(aid, h, snap.now) for aid, h in book.live.items() if aid not in stopping]
-    swap = swap_for(decision, spec, policy, running, _free(policy, snap))
+    live = {aid: h for aid, h in book.live.items() if aid not in stopping}
+    guaranteed = _in_quota(policy, live)
+    running = [_candidate(aid, h, snap.now, aid in guaranteed) for aid, h in live.items()]
+    swap = swap_for(decision, spec, policy, running, _free(policy, snap), tenant)
     if swap is None:
         return decision
     victim = swap.victim
@@ -65,11 +69,25 @@ def swapped(
     return replace(waiting, reclaim=(ReclaimVictim(victim.key, owner, victim.units, why),))
 
 
-def _candidate(attempt_id: str, h: Holding, now: datetime) -> Preemptible:
+def _candidate(attempt_id: str, h: Holding, now: datetime, in_quota: bool) -> Preemptible:
     ran = max(0.0, (now - h.start).total_seconds())
     return Preemptible(
-        attempt_id, h.partition, h.units, ran, h.checkpoint_s, h.max_wait_s, h.restarts, h.gang
+        attempt_id, h.partition, h.units, ran, h.checkpoint_s, h.max_wait_s, h.restarts, h.gang,
+        h.tenant, in_quota,
     )
+
+
+def _in_quota(policy: Policy, live: Mapping[str, Holding]) -> set[str]:
+    """The attempts running within their tenant's guaranteed quota on their partition (the
+    earliest started count first, as reclaim counts them): only that tenant's jobs stop them."""
+    out: set[str] = set()
+    for part in {h.partition for h in live.values()}:
+        mine = [(a, h) for a, h in live.items() if h.partition == part]
+        here = [Running(a, h.tenant, h.units, h.start, h.checkpoint_s) for a, h in mine]
+        quotas = {t: resolve_share(policy, t).quota.get(part, 0) for t in {r.tenant for r in here}}
+        lent = {r.attempt_id for r in borrowed(here, quotas)}
+        out |= {r.attempt_id for r in here if r.attempt_id not in lent}
+    return out
 
 
 def _free(policy: Policy, snap: PassSnapshot) -> dict[str, int]:

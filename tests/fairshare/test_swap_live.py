@@ -16,7 +16,7 @@ from broker.fairshare.book import Holding
 from broker.policy import Policy
 from broker.swap_live import swapped
 from tests.burst.test_decision import NOW, job, offers
-from tests.burst.test_swap import PART, a_burst, enabled
+from tests.burst.test_swap import CHEAP_HOME, PART, a_burst, enabled
 
 SPEC = job(max_wait="5m", runtime="2h")
 
@@ -81,3 +81,17 @@ def test_impatient_work_is_left_running_and_the_job_bursts(policy: Policy) -> No
     fair = fair_running("p1", max_wait_s=600.0)
     assert swap(fair, policy, a_burst(policy)).burst
     assert "p1" in fair.book.live
+
+
+def test_another_tenants_work_within_its_quota_is_not_stopped(tmp_path: Path) -> None:
+    """`other` is guaranteed one A800: its job runs in quota, and only its own jobs stop it."""
+    text = CHEAP_HOME.replace(
+        "  - {id: lab, kind: partner, entity_country: SG}\n",
+        "  - {id: lab, kind: partner, entity_country: SG}\n"
+        "  - {id: other, kind: partner, entity_country: SG, share: {quota: {onprem/a800: 1}}}\n",
+    )
+    policy = enabled(tmp_path, text)
+    assert swap(fair_running("p1"), policy, a_burst(policy)).burst
+    fair = fair_running("p1", "p2")  # its second job is borrowed: that one may go
+    got = swap(fair, policy, a_burst(policy), commit=False)
+    assert [v.attempt for v in got.reclaim] == ["p2"]
