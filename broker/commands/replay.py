@@ -164,6 +164,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     result = diff(history, replay(current, history), replay(candidate, history))
     result["current_policy"], result["currency"] = source, current.currency
     result["candidate_policy"] = str(args.policy)
+    # The window read, in UTC (None: the whole history), so a saved JSON says what it covers.
+    result["since"] = since.astimezone(UTC).isoformat() if since else None
     result["actual_runtimes"] = len(history.runtimes_s)
     if args.report is not None:
         from broker.sim.replay_report import write_replay_report
@@ -193,7 +195,9 @@ def _table(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console() if sys.stdout.isatty() else Console(width=200)  # (as simulate: no wrapping in a pipe)
-    t = Table(title=f"Replay of {result['jobs']} recorded jobs")
+    since = result.get("since")
+    window = f" since {datetime.fromisoformat(since):%Y-%m-%d %H:%M} UTC" if since else ""
+    t = Table(title=f"Replay of {result['jobs']} recorded jobs{window}")
     for col in ("", "current", "candidate", "change"):
         t.add_column(col, justify="right" if col else "left")
     for key, label in ROWS.items():

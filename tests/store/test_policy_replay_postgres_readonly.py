@@ -192,7 +192,12 @@ def test_since_compares_postgres_timestamps_in_any_offset(store: tuple[Path, str
     assert len(times) == 3 and times[0] < times[1]
     # The second job's own submit time, to the microsecond, given in Beijing time: it and the third.
     at = times[1].astimezone(BEIJING).isoformat()
-    assert _jobs(replay(folder, "--policy", "policy.yaml", "--store", dsn, "--since", at, "-o", "json")) == 2
+    got = replay(folder, "--policy", "policy.yaml", "--store", dsn, "--since", at, "-o", "json")
+    assert _jobs(got) == 2
+    # The saved JSON says which window it covers (in UTC), and so does the table's title.
+    assert json.loads(got.stdout)["since"] == times[1].astimezone(UTC).isoformat()
+    table = replay(folder, "--policy", "policy.yaml", "--store", dsn, "--since", at).stdout
+    assert f"since {times[1].astimezone(UTC):%Y-%m-%d %H:%M} UTC" in table, table
     after = (times[-1] + timedelta(minutes=5)).astimezone(BEIJING)
     out = replay(folder, "--policy", "policy.yaml", "--store", dsn, "--since", after.isoformat())
     assert out.returncode == 1
