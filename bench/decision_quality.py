@@ -81,6 +81,10 @@ def scenario_jobs(name: str, synthetic_jobs: int) -> tuple[Policy, Scenario, lis
     base = "alibaba-peak" if name in SLICES else name
     scenario = load_scenario(ROOT / "configs/scenarios" / f"{base}.yaml")
     policy = load_policy(POLICY)
+    unused = sorted(set(scenario.sites) - {s.id for s in policy.sites})
+    if unused:  # (another `--policy` may well lack them: said, not refused)
+        print(f"{name}: the scenario's worlds of {', '.join(unused)} are unused: "
+              f"{POLICY} has no such site", file=sys.stderr)  # fmt: skip
     if name.startswith("synthetic"):
         trace = generate(
             SyntheticParams(jobs=synthetic_jobs), scenario.seed

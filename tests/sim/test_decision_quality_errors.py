@@ -44,6 +44,9 @@ def test_targets_without_a_bound_still_judge_the_offline_ratio(tmp_path: Path) -
     trace.write_text("submit_time,runtime,accelerator,count,tenant,max_wait\n" + "0,1h,A800,4,t1,0\n" * 70)
     out = bench("--only", "alibaba-peak", "--policy", str(tmp_path / "policy.yaml"), "--trace", str(trace))
     assert out.returncode == 0, out.stderr
+    # The scenario's per-site worlds (stock-outs, delays) name sites this policy lacks: said once.
+    said = "alibaba-peak: the scenario's worlds of aliyun-cn-beijing, aws-us-east-1 are unused"
+    assert said in out.stderr, out.stderr
     (result,) = json.loads(out.stdout)["results"]
     assert result["lower_bound_cost"] is None and result["offline_ratio"] is not None
     slo = result["strategies"]["policy"]["slo_attainment"]
