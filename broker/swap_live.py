@@ -47,6 +47,7 @@ def swapped(
         return decision
     mine = reclaimer.booked_for(job_id, snap.now)
     if mine:  # stopped for it already: it waits for those units, and stops nothing more
+        _give_back(snap, tenant, decision, commit)
         return _waiting(decision, _home(snap, mine[0].partition), _still_stopping(policy, mine, snap.now))
     stopping = reclaimer.stopping_ids()
     live = {aid: h for aid, h in book.live.items() if aid not in stopping}
@@ -65,8 +66,16 @@ def swapped(
     )
     if commit:
         reclaimer.book(policy, book, victim.key, victim.partition, victim.units, job_id, snap.now)
+    _give_back(snap, tenant, decision, commit)
     waiting = _waiting(decision, swap.offer, swap.reason(currency))
     return replace(waiting, reclaim=(ReclaimVictim(victim.key, owner, victim.units, why),))
+
+
+def _give_back(snap: PassSnapshot, tenant: str, decision: Decision, commit: bool) -> None:
+    """The pass recorded the burst's launch (`decide_in_pass`); it waits instead: free that route
+    slot for the pass's next jobs. Explain (`commit` False) recorded none."""
+    if commit and decision.offer is not None:
+        snap.unlaunch(tenant, decision.offer)
 
 
 def _candidate(attempt_id: str, h: Holding, now: datetime, in_quota: bool) -> Preemptible:

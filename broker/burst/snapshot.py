@@ -101,3 +101,11 @@ class PassSnapshot:
         state = self.routes.get(site, RouteState())
         self.routes[site] = replace(state, provisioning=state.provisioning + 1)
         self.money.pop(tenant, None)
+
+    def unlaunch(self, tenant: str, offer: Offer) -> None:
+        """A burst `launch` recorded that will not start after all (the job waits on-prem
+        instead): its route slot is free again for the pass's next jobs."""
+        site = SiteId(offer.site)
+        state = self.routes.get(site, RouteState())
+        self.routes[site] = replace(state, provisioning=max(0, state.provisioning - 1))
+        self.money.pop(tenant, None)

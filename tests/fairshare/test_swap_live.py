@@ -95,3 +95,34 @@ def test_another_tenants_work_within_its_quota_is_not_stopped(tmp_path: Path) ->
     fair = fair_running("p1", "p2")  # its second job is borrowed: that one may go
     got = swap(fair, policy, a_burst(policy), commit=False)
     assert [v.attempt for v in got.reclaim] == ["p2"]
+
+
+def test_the_route_slot_the_burst_took_in_the_pass_is_given_back(policy: Policy) -> None:
+    """The pass recorded the burst's launch (`decide_in_pass`: one more instance provisioning on its
+    route, which counts against `max_provisioning` for the pass's next jobs). A burst that waits for
+    stopped work instead launches nothing: the slot is free again, on both passes."""
+    fair = fair_running("p1")
+    decision = a_burst(policy)
+    assert decision.offer is not None
+    site = decision.offer.site
+    for expected_reclaim in (1, 0):  # the pass that stops p1, then the next one while it stops
+        at = snap(policy)
+        at.launch("lab", decision.offer)
+        assert at.routes[site].provisioning == 1
+        got = swapped(fair.book, fair.reclaimer, policy, "urgent", "lab", SPEC, decision, at)
+        assert got.action == Action.WAIT and len(got.reclaim) == expected_reclaim
+        assert at.routes[site].provisioning == 0
+    at = snap(policy)  # explain (commit False) records no launch, so it gives none back
+    at.launch("someone", decision.offer)
+    swapped(
+        fair_running("p2").book,
+        FairQueue().reclaimer,
+        policy,
+        "urgent",
+        "lab",
+        SPEC,
+        decision,
+        at,
+        commit=False,
+    )
+    assert at.routes[site].provisioning == 1
