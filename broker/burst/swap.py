@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from broker.burst.inputs import demand, is_onprem
+from broker.burst.cloud import onprem_offers
+from broker.burst.inputs import demand, onprem_sites
 from broker.burst.money import estimate_cost
 from broker.decision import Action, Decision
 from broker.model import JobSpec, Offer
@@ -119,10 +120,9 @@ def _homes(decision: Decision, policy: Policy) -> dict[str, Offer]:
     """The cheapest allowed on-prem offer of each partition the decision weighed."""
     assert decision.explanation is not None
     homes: dict[str, Offer] = {}
-    for s in decision.explanation.unranked:
+    for s in onprem_offers(decision.explanation.unranked, onprem_sites(policy)):
         o = s.offer
-        if is_onprem(policy, o.site):
-            got = homes.get(o.partition)
-            if got is None or (o.price_per_hour, o.key) < (got.price_per_hour, got.key):
-                homes[o.partition] = o
+        got = homes.get(o.partition)
+        if got is None or (o.price_per_hour, o.key) < (got.price_per_hour, got.key):
+            homes[o.partition] = o
     return homes

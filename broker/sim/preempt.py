@@ -14,7 +14,8 @@ import math
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from broker.burst.inputs import is_onprem
+from broker.burst.cloud import onprem_offers
+from broker.burst.inputs import onprem_sites
 from broker.burst.money import estimate_cost
 from broker.burst.swap import Preemptible, swap_for
 from broker.decision import Decision
@@ -104,7 +105,9 @@ def stop(eng: Engine, v: int, key: str) -> None:
 def _onprem(eng: Engine, d: Decision) -> list[Offer]:
     """The allowed on-prem offers the burst decision weighed."""
     expl = d.explanation
-    return [] if expl is None else [s.offer for s in expl.unranked if is_onprem(eng.policy, s.offer.site)]
+    if expl is None:
+        return []
+    return [s.offer for s in onprem_offers(expl.unranked, onprem_sites(eng.policy))]
 
 
 def _in_quota(eng: Engine, key: str) -> set[int]:
