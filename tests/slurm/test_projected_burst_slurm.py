@@ -10,9 +10,7 @@ deadline until the job ahead ended. Now it is withdrawn from Slurm's queue and b
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from pathlib import Path
 
 import grpc
@@ -20,51 +18,23 @@ import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import BrokerProcess, szb
-from tests.clouds import on_moto
+from tests.brokerproc import BrokerProcess
 from tests.clouds.conftest import StartBroker, moto, moto_server, start_broker  # noqa: F401 (fixtures)
 from tests.clouds.e2e_helpers import md, wait_state
 from tests.clouds.test_explain_live import events_so_far
 from tests.doubles.moto_front import MotoFront
 from tests.job_events import has
+from tests.slurm import slurm_moto
 from tests.slurm.conftest import SlurmCluster
+from tests.slurm.slurm_moto import SITE, TOKEN, submit
 
 pytestmark = pytest.mark.slurm
-TOKEN = "token-lab-0123456789abcdef"
-SITE = "onprem"
-
-
-def _policy(cluster: SlurmCluster, folder: Path) -> str:
-    adapter = {
-        "url": cluster.env["SZB_SLURM_URL"],
-        "user": cluster.env.get("SZB_SLURM_USER", "root"),
-        "broker_id": f"szb-burst-{uuid.uuid4().hex[:8]}",
-        "output_dir": str(folder / "slurm-output"),
-        "timeout_s": 3,
-    }
-    onprem = f"""\
-  - id: {SITE}
-    adapter: slurm
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {{name: a800, accelerator: A800, count_per_node: 4, price_hour: 14.0, cpus_per_node: 16}}
-    adapter_config: {json.dumps(adapter)}
-"""
-    return (
-        on_moto.POLICY_HEAD
-        + onprem
-        + on_moto.cloud_site("aws-east", "aws", "us-east-1", "aws-east.csv")
-        + """\
-tenants:
-  - {id: lab, kind: partner, entity_country: SG, monthly_budget: 5000}
+TAIL = """\
 burst:
   wait_model: projected
   sites:
     aws-east: {provisioning_p95: 50s}
 """
-        + on_moto.CN_RESIDENCY
-    )
 
 
 @pytest.fixture
@@ -74,23 +44,8 @@ def broker(
     start_broker: StartBroker,  # noqa: F811
     tmp_path: Path,
 ) -> BrokerProcess:
-    setup = on_moto.BrokerSetup(
-        _policy(slurm_cluster, tmp_path),
-        tokens={"lab": TOKEN},
-        sites={
-            SITE: f"{{token: {json.dumps(slurm_cluster.token)}}}",
-            "aws-east": on_moto.aws_on_moto(moto.url, heartbeat_s=1),
-        },
-        catalogs={"aws-east.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a")},
-        dispatch="poll_interval_s: 0.2, reconcile_interval_s: 1.0, requeue_scan_s: 1.0",
-    )
-    return start_broker(setup)
-
-
-def _submit(broker: BrokerProcess, path: Path) -> str:
-    out = szb(broker, TOKEN, "submit", str(path), "-o", "json")
-    assert out.returncode == 0, out.stderr
-    return str(json.loads(out.stdout)[0]["id"])
+    text = slurm_moto.policy(slurm_cluster, tmp_path, price_hour=14.0, tail=TAIL, name="burst")
+    return slurm_moto.start(start_broker, slurm_cluster, moto, text)
 
 
 def test_a_job_pending_at_slurm_that_turns_late_bursts_at_its_last_responsible_moment(
@@ -108,11 +63,11 @@ def test_a_job_pending_at_slurm_that_turns_late_bursts_at_its_last_responsible_m
     )
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-        holder = _submit(broker, tmp_path / "holder.yaml")
+        holder = submit(broker, tmp_path / "holder.yaml")
         patient = ""
         try:
             assert wait_state(stub, holder, {job_pb2.JOB_STATE_RUNNING}, token=TOKEN).site == SITE
-            patient = _submit(broker, tmp_path / "patient.yaml")
+            patient = submit(broker, tmp_path / "patient.yaml")
             # Projected to start when the holder's minute is up, well within its 100 s: sent to
             # Slurm's queue, where it pends behind the holder.
             sent = wait_state(stub, patient, {job_pb2.JOB_STATE_PROVISIONING}, token=TOKEN)
@@ -155,11 +110,11 @@ def test_a_job_projected_late_from_the_start_waits_in_the_broker_then_bursts(
     )
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-        holder = _submit(broker, tmp_path / "holder.yaml")
+        holder = submit(broker, tmp_path / "holder.yaml")
         hurried = ""
         try:
             assert wait_state(stub, holder, {job_pb2.JOB_STATE_RUNNING}, token=TOKEN).site == SITE
-            hurried = _submit(broker, tmp_path / "hurried.yaml")
+            hurried = submit(broker, tmp_path / "hurried.yaml")
             deadline = time.monotonic() + 120
             while (
                 job := stub.GetJob(pb.GetJobRequest(id=hurried), metadata=md(TOKEN)).job
