@@ -1,9 +1,10 @@
 """Where the policy's cost parts from the offline schedule's, job by job (issue 15's yardstick).
 
     .venv/bin/python bench/decision_gap.py [--json] [--only NAME ...] [--policy FILE] [--burst KEY=VALUE ...]
+        [--trace FILE]
 
-Runs the policy alone on each scenario of `bench/decision_quality.py` (same names, policy and
-`--burst` overrides) and the clairvoyant offline schedule on the same jobs, then splits the
+Runs the policy alone on each trace scenario of `bench/decision_quality.py` (same names, policy,
+`--burst` overrides and `--trace`) and the clairvoyant offline schedule on the same jobs, then splits the
 difference of their costs by job into: `partition choice` (both run the job on-prem), `which
 jobs burst` (one bursts what the other keeps at home, in both directions), `cloud offer choice`
 (both burst; the policy's offer at its expected cost against the cheapest allowed one, the
@@ -30,14 +31,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import decision_quality as dq  # noqa: E402
 
-from broker.policy import Policy  # noqa: E402
+from broker.policy import Policy, PolicyError  # noqa: E402
 from broker.sim.backends import onprem_partitions  # noqa: E402
 from broker.sim.engine import Engine  # noqa: E402
 from broker.sim.expected import clairvoyant  # noqa: E402
 from broker.sim.jobs import SimJob, all_facts  # noqa: E402
 from broker.sim.offline_milp import reference  # noqa: E402
-from broker.sim.scenario import Scenario  # noqa: E402
+from broker.sim.scenario import Scenario, ScenarioError  # noqa: E402
 from broker.sim.strategies import PolicyStrategy  # noqa: E402
+from broker.sim.traces import TraceError  # noqa: E402
 
 BUCKETS = ("partition choice", "which jobs burst", "cloud offer choice", "spot as it fell")
 
@@ -101,19 +103,29 @@ def _site(site: str, spot: bool) -> str:
 
 
 def main() -> int:
+    # The trace scenarios only: the synthetic one has no offline schedule to split against.
+    scenarios = [n for n in dq.STANDARD if not n.startswith("synthetic")]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--only", nargs="*", default=None)
-    parser.add_argument("--policy", type=Path, default=None)
+    parser.add_argument("--only", nargs="*", default=None, choices=scenarios, metavar="NAME")
+    parser.add_argument("--policy", type=Path, default=None, help=f"default: {dq.POLICY.relative_to(ROOT)}")
     parser.add_argument("--burst", nargs="*", default=[], metavar="KEY=VALUE", help="override burst.KEY")
+    parser.add_argument("--trace", type=Path, default=None, help=f"default: {dq.TRACE.relative_to(ROOT)}")
     args = parser.parse_args()
-    dq.POLICY = args.policy or dq.POLICY
+    dq.POLICY, dq.TRACE = args.policy or dq.POLICY, args.trace or dq.TRACE
     dq.BURST[:] = args.burst
-    names = args.only or [n for n in dq.STANDARD if not n.startswith("synthetic")]
     results = []
-    for name in names:
-        policy, scenario, jobs, _ = dq.scenario_jobs(name, 0)
-        results.append({"scenario": name, **gap(policy, jobs, scenario)})
+    try:
+        for name in args.only or scenarios:
+            policy, scenario, jobs, _ = dq.scenario_jobs(name, 0)
+            row = {"scenario": name, "trace": str(dq.TRACE), "jobs": len(jobs)}
+            results.append({**row, **gap(policy, jobs, scenario)})
+    except PolicyError as exc:  # (as decision_quality.py says them: each FILE:LINE: error)
+        print("\n".join(str(p) for p in exc.problems), file=sys.stderr)
+        return 2
+    except (TraceError, ScenarioError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -5,6 +5,9 @@ with the preference named. Asserts the split, not timings."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,3 +66,43 @@ def test_a_preferred_dearer_cloud_is_the_whole_gap_and_named(tmp_path: Path, pre
         assert row["preference"] == pytest.approx(5.0)  # 5 CNY/h x 1 h for `cloud` over `cloud2`
     else:
         assert got["gap"] == pytest.approx(0.0) and got["cloud_offer_choice"] == []
+
+
+ROOT = CONFIGS.parent
+
+
+def gap_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "bench/decision_gap.py", *args],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_the_gap_runs_on_a_held_out_trace(tmp_path: Path) -> None:
+    """As `bench/decision_quality.py --trace`: the held-out checker splits the same runs' gap."""
+    trace = tmp_path / "held-out.csv"
+    trace.write_text(
+        "submit_time,runtime,accelerator,count,tenant,max_wait\n"
+        + "".join(f"{60 * i},2h,A800,8,pku-nlp,10m\n" for i in range(40))
+    )
+    out = gap_bench("--json", "--only", "slice-late", "--trace", str(trace))
+    assert out.returncode == 0, out.stderr
+    (result,) = json.loads(out.stdout)
+    assert (result["scenario"], result["trace"], result["jobs"]) == ("slice-late", str(trace), 20)
+    assert sum(result["buckets"].values()) == pytest.approx(result["gap"], abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--only", "alibaba-peek"], "invalid choice: 'alibaba-peek'"),
+        (["--only", "synthetic-llm"], "invalid choice: 'synthetic-llm'"),  # (no offline schedule to split)
+        (["--only", "slice-late", "--policy", "nowhere.yaml"], "nowhere.yaml"),
+        (["--only", "slice-late", "--burst", "wait_model=bogus"], "burst.wait_model: "),
+        (["--only", "slice-late", "--trace", "nowhere.csv"], "nowhere.csv"),
+    ],
+)
+def test_a_bad_flag_is_one_clear_line(args: list[str], said: str) -> None:
+    out = gap_bench(*args)
+    assert out.returncode == 2 and out.stdout == ""
+    assert "Traceback" not in out.stderr and said in out.stderr, out.stderr
