@@ -16,7 +16,8 @@ overrides `burst.*` knobs of the policy for every scenario, e.g. `--burst wait_m
 late_wait_factor=4` (the projected wait model; values are read as YAML). `--trace` runs the
 trace scenarios and slices on another trace (any format `szb simulate --trace` reads), e.g. a
 held-out one. With `--json` each result carries `targets`: issue 15's targets, each with its
-figure and whether it is met (null where the scenario has no baselines or bound).
+figure and whether it is met (null where the scenario has no baselines or bound, and for a
+`cost_ratio` below 1: the bound starts every job on time, so only lateness gets under it).
 """
 
 from __future__ import annotations
@@ -133,11 +134,20 @@ def targets(result: dict[str, Any]) -> dict[str, Any] | None:
             "slo": slo,
             "met": offline <= OFFLINE_RATIO_MAX and slo >= SLO_MIN,
         },
-        # (no bound when no schedule starts every job on time: the ratio is not measured)
-        "cost_ratio": {"value": cost, "met": None if cost is None else cost <= COST_RATIO_MAX},
+        "cost_ratio": cost_target(cost, policy["late_jobs"]),
         "on_frontier": {"dominated_by": dominated, "met": not dominated},
         "spot_over_restart_limit": {"value": over, "met": over == 0},
     }
+
+
+def cost_target(cost: float | None, late: int) -> dict[str, Any]:
+    """`cost_ratio` <= 1.20, judged only against a bound the policy's run could be held to."""
+    if cost is None:  # no bound: no schedule starts every job on time
+        return {"value": None, "met": None}
+    if cost < 1:  # (the bound starts every job on time: below it, lateness bought the saving)
+        why = f"below the bound of every job on time: the policy started {late} jobs late"
+        return {"value": cost, "met": None, "why": why}
+    return {"value": cost, "met": cost <= COST_RATIO_MAX}
 
 
 def knobs() -> dict[str, Any]:
@@ -200,8 +210,9 @@ def main() -> int:
             f"(offline_ratio {r.get('offline_ratio')}); total {r['wall_s_total']} s"
         )
         if r["targets"] is not None:
-            missed = [name for name, t in r["targets"].items() if t["met"] is False]
-            unmeasured = [name for name, t in r["targets"].items() if t["met"] is None]
+            judged = r["targets"].items()
+            missed = [name for name, t in judged if t["met"] is False]
+            unmeasured = [n + (f": {t['why']}" if "why" in t else "") for n, t in judged if t["met"] is None]
             verdict = "met where measured" if unmeasured else "all met"
             verdict = "NOT met: " + ", ".join(missed) if missed else verdict
             if unmeasured:

@@ -55,3 +55,22 @@ def test_targets_without_a_bound_still_judge_the_offline_ratio(tmp_path: Path) -
     assert targets["offline_ratio"] == {"value": result["offline_ratio"], "slo": slo, "met": False}
     assert targets["cost_ratio"] == {"value": None, "met": None}  # nothing to measure it against
     assert targets["spot_over_restart_limit"]["met"] is True
+
+
+def test_a_cost_ratio_below_the_bound_is_not_judged_met(tmp_path: Path) -> None:
+    """The bound starts every job on time; a policy that ran jobs late can cost less than it. A
+    ratio under 1 measures the lateness, not the decisions: it was judged `met` (0.63 <= 1.20)."""
+    tiny_policy(tmp_path, gpus=8)
+    trace = tmp_path / "trace.csv"  # 300 1-GPU jobs at once on 256 GPUs: 44 must burst to be on time
+    trace.write_text("submit_time,runtime,accelerator,count,tenant,max_wait\n" + "0,2h,A800,1,t1,30m\n" * 300)
+    policy = str(tmp_path / "policy.yaml")
+    # A fluid wait estimate far too short keeps them waiting at home, late.
+    knobs = ("--burst", "wait_model=fluid", "wait_estimate_factor=0.01")
+    out = bench("--only", "alibaba-peak", "--policy", policy, "--trace", str(trace), *knobs)
+    assert out.returncode == 0, out.stderr
+    (result,) = json.loads(out.stdout)["results"]
+    late = result["strategies"]["policy"]["late_jobs"]
+    assert late > 0 and result["cost_ratio"] < 1
+    target = result["targets"]["cost_ratio"]
+    assert target["value"] == result["cost_ratio"] and target["met"] is None
+    assert f"the policy started {late} jobs late" in target["why"], target
