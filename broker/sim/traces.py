@@ -360,15 +360,21 @@ def write_csv(jobs: Iterable[TraceJob], out: io.TextIOBase) -> None:
         w.writerow(
             [
                 j.name,
-                f"{j.submit_s:g}",
-                f"{j.runtime_s:g}",
+                _cell(j.submit_s),
+                _cell(j.runtime_s),
                 "|".join(j.accelerators),
                 j.count,
                 j.tenant or "",
-                "" if j.max_wait_s is None else f"{j.max_wait_s:g}",
+                "" if j.max_wait_s is None else _cell(j.max_wait_s),
                 j.residency,
-                f"{j.cpus:g}",
-                f"{j.memory_gb:g}",
+                _cell(j.cpus),
+                _cell(j.memory_gb),
                 j.priority,
             ]
         )
+
+
+def _cell(value: float) -> str:
+    """A number as it reads back exactly (`%g` kept 6 digits: 11,676,412 s became 1.16764e+07)."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
