@@ -157,6 +157,17 @@ def sample_note(result: Mapping[str, Any]) -> str | None:
     return f"A sample: {first} (--jobs {n}), not the whole workload"
 
 
+def runtime_note(result: Mapping[str, Any]) -> str | None:
+    """How many trace jobs ran longer than a job spec's runtime limit, simulated at that limit."""
+    from broker.sim.jobs import MAX_RUNTIME_S
+
+    n, days = result.get("runtime_capped"), f"{MAX_RUNTIME_S / 86400:g} days"
+    if not n:
+        return None
+    jobs = "1 job" if n == 1 else f"{n} jobs"
+    return f"{jobs} ran longer than {days} (the longest runtime a job spec accepts): simulated as {days}"
+
+
 def summary_markdown(result: Mapping[str, Any]) -> str:
     cur = result.get("currency", "")
     lines = [
@@ -167,6 +178,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
         f"simulated in {result.get('sim_wall_s')} s.",
         "",
         *([f"**{note}.**", ""] if (note := sample_note(result)) else []),
+        *([f"{note}.", ""] if (note := runtime_note(result)) else []),
         f"| strategy | jobs | refused | cost ({cur}) | lower bound | cost ratio | p50 wait s | p95 wait s "
         "| SLO | burst | carbon kg | budget viol. | compliance viol. |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
