@@ -13,16 +13,26 @@ from broker.validation import did_you_mean
 
 
 def vet_trace(trace: Sequence[TraceJob], policy: Policy, path: Path | str) -> None:
-    """TraceError at the first row naming a tenant or an accelerator the policy does not know
-    (its jobs would only be refused, which reads as a policy result, not a typo)."""
+    """TraceError naming every tenant and accelerator the policy does not know, each once at its
+    first row (its jobs would only be refused, which reads as a policy result, not a typo)."""
     tenants = [t.id for t in policy.tenants]
     offered = {normalize(o.accelerator): o.accelerator for o in static_offers(policy) if o.accelerator}
     names = [*policy.accelerators.names(), *offered.values()]
+    found: dict[tuple[str, str], list[int]] = {}  # (column, name) -> its rows
     for tj in trace:
         if tj.tenant is not None and tenants and tj.tenant not in tenants:
-            hint = did_you_mean(tj.tenant, tenants) or f" (the policy's tenants: {', '.join(tenants)})"
-            raise TraceError(f"{path}:{tj.line}: tenant: {tj.tenant!r} is not a tenant of the policy{hint}")
+            found.setdefault(("tenant", tj.tenant), []).append(tj.line)
         for name in tj.accelerators:
             if policy.accelerators.get(name) is None and normalize(name) not in offered:
-                hint = did_you_mean(name, names, cutoff=0.5)
-                raise TraceError(f"{path}:{tj.line}: accelerator: unknown accelerator {name!r}{hint}")
+                found.setdefault(("accelerator", name), []).append(tj.line)
+    problems = []
+    for (column, name), lines in found.items():
+        if column == "tenant":
+            hint = did_you_mean(name, tenants) or f" (the policy's tenants: {', '.join(tenants)})"
+            why = f"tenant: {name!r} is not a tenant of the policy{hint}"
+        else:
+            why = f"accelerator: unknown accelerator {name!r}{did_you_mean(name, names, cutoff=0.5)}"
+        more = f" ({len(lines)} rows)" if len(lines) > 1 else ""
+        problems.append((min(lines), f"{path}:{min(lines)}: {why}{more}"))
+    if problems:  # (the trace is in submit order: the rows' own order reads better)
+        raise TraceError("\n".join(text for _, text in sorted(problems)))

@@ -115,3 +115,26 @@ def test_seconds_in_any_number_notation_read_as_seconds(tmp_path: Path) -> None:
         (1.2e6, 600.0, 1000.0),
         (1.2e6, 3600.0, None),
     ]
+
+
+def test_every_name_the_policy_lacks_is_named_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A held-out trace of other tenants was refused at its first unknown name only: fixing the
+    policy for it took one run per name."""
+    rows = (
+        "submit_time,runtime,accelerator,count,tenant\n"
+        "0,1h,A800,1,pku-nlp\n"
+        "10,1h,B300,1,tsinghua\n"
+        "20,1h,A800,1,acme\n"
+        "30,1h,A800,1,tsinghua\n"
+    )
+    code, _, err = run(tmp_path, rows, capsys)
+    assert code == 1
+    for said in (
+        "trace.csv:3: tenant: 'tsinghua' is not a tenant of the policy",
+        "trace.csv:3: accelerator: unknown accelerator 'B300'",
+        "trace.csv:4: tenant: 'acme' is not a tenant of the policy",
+    ):
+        assert said in err, err
+    assert err.count("'tsinghua'") == 1 and "2 rows" in err, err  # once, with its rows counted
