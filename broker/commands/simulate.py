@@ -257,7 +257,8 @@ def print_table(result: dict[str, Any]) -> None:
     )
     if result.get("offline_cost") is not None:
         offline, ratio = _fmt(result["offline_cost"]), _fmt(result.get("offline_ratio"))
-        line += f"; offline schedule {offline} {cur}, ratio {ratio}"
+        late = (result.get("offline") or {}).get("late_jobs")  # (where none can start every job on time)
+        line += f"; offline schedule {offline} {cur}{f' ({late} jobs late)' if late else ''}, ratio {ratio}"
     console.print(f"{line}; simulated in {result['sim_wall_s']} s")
     if stopped := result["strategies"].get("policy", {}).get("preempted_jobs"):
         why = "for a job that would have burst (burst.preempt_patient)"

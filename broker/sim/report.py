@@ -251,6 +251,8 @@ def _offline_lines(result: Mapping[str, Any], cur: str) -> list[str]:
     where = f"{o.get('onprem_jobs', 0)} jobs on-prem, {o.get('cloud_jobs', 0)} in the cloud"
     if o.get("unplaced"):
         where += f", {o['unplaced']} unplaced"
+    if o.get("late_jobs"):
+        where += f", {o['late_jobs']} late"
     return [
         f"Offline reference schedule (feasible and clairvoyant, {o.get('method', 'greedy')}; {where}): "
         f"{_f(result['offline_cost'])} {cur}. Policy offline ratio: {_f(result.get('offline_ratio'))}.",
