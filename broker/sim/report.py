@@ -168,6 +168,15 @@ def runtime_note(result: Mapping[str, Any]) -> str | None:
     return f"{jobs} ran longer than {days} (the longest runtime a job spec accepts): simulated as {days}"
 
 
+def refusal_note(result: Mapping[str, Any]) -> str | None:
+    """`policy: N refused by rules: rule + rule (n); ...` (the policy run's `refusals`), or None."""
+    counts = result["strategies"].get("policy", {}).get("refusals") or {}
+    if not counts:
+        return None
+    why = "; ".join(f"{reason} ({n})" for reason, n in counts.items())
+    return f"policy: {sum(counts.values())} refused by rules (szb explain gives a job's reasons): {why}"
+
+
 def summary_markdown(result: Mapping[str, Any]) -> str:
     cur = result.get("currency", "")
     lines = [
@@ -179,6 +188,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
         "",
         *([f"**{note}.**", ""] if (note := sample_note(result)) else []),
         *([f"{note}.", ""] if (note := runtime_note(result)) else []),
+        *([note, ""] if (note := refusal_note(result)) else []),
         f"| strategy | jobs | refused | cost ({cur}) | lower bound | cost ratio | p50 wait s | p95 wait s "
         "| SLO | burst | carbon kg | budget viol. | compliance viol. |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -26,6 +26,7 @@ from broker.sim.metrics import RunResult, late, summarize
 from broker.sim.offline import OfflineSchedule, offline_schedule, priced_schedule
 from broker.sim.offline_milp import cheaper, improve
 from broker.sim.payable import without_unpayable_cloud
+from broker.sim.refusals import refusal_counts
 from broker.sim.scenario import Scenario
 from broker.sim.state import Strategy
 from broker.sim.strategies import PolicyStrategy
@@ -217,6 +218,7 @@ def _result(world: _World, runs: dict[str, RunResult], others: _Others) -> dict[
     strategies["policy"].update(tenant_summary(runs["policy"], world.policy))
     learned = runs["policy"].runtime_ratios  # what its projections stretched estimates by
     strategies["policy"]["runtime_ratios"] = {t: round(r, 3) for t, r in learned.items()}
+    strategies["policy"]["refusals"] = refusal_counts(world.decided, runs["policy"], world.policy)
     out: dict[str, Any] = {"strategies": strategies, "lower_bound_cost": None, "cost_ratio": None}
     if world.lower_bound and world.jobs:
         _bound_rows(world, runs, others, strategies, out)

@@ -88,3 +88,20 @@ def test_the_summary_says_what_the_bound_assumes_as_the_table_does(
     assert "max_wait: none: no schedule starts every job on time." in none, none
     skipped = (tmp_path / "skipped" / "summary.md").read_text()
     assert "max_wait: not computed." in skipped, skipped
+
+
+def test_the_refusals_say_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A held-out trace under another policy read "refused 21" with no reason anywhere (`szb policy
+    replay` names the rule for each refusal; the simulator only counted them)."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text(TRACE + "30,1h,A800,1024,zhipu-sme\n")
+    argv = ["simulate", "--trace", str(trace), "--policy", str(POLICY), "--no-lower-bound"]
+    assert main([*argv, "-o", "json"]) == 0
+    refusals = json.loads(capsys.readouterr().out)["strategies"]["policy"]["refusals"]
+    assert sum(refusals.values()) == 3, refusals
+    assert all("hardware.fit" in rules for rules in refusals), refusals  # (the rules, by id)
+    assert main([*argv, "--report", str(tmp_path / "rep")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    summary = " ".join((tmp_path / "rep" / "summary.md").read_text().split())
+    for reason, n in refusals.items():
+        assert f"{reason} ({n})" in out and f"{reason} ({n})" in summary, (reason, out)
