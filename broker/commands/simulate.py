@@ -26,7 +26,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--policy", type=Path, required=True)
     p.add_argument("--scenario", type=Path, default=None, help="scenario YAML (configs/scenarios/)")
-    p.add_argument("--onprem-gpus", type=int, default=None, help="rescale on-prem GPU partitions to N GPUs")
+    p.add_argument(
+        "--onprem-gpus",
+        type=int,
+        default=None,
+        help="rescale on-prem GPU partitions to N GPUs (each keeps one node at least: see onprem_gpus)",
+    )
     p.add_argument("--time-scale", type=float, default=None, help="divide inter-arrival times by K")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument(
@@ -128,6 +133,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
         }
         scenario = with_flags(scenario, update)
         trace, source = _trace(args, scenario)
+        source["onprem_gpus"] = _onprem_gpus(args, policy, scenario)
         if args.trace is not None:
             from broker.sim.trace_check import vet_trace
 
@@ -148,6 +154,20 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
         print(f"szb: error: the trace has no jobs to replay{_skipped(source)}", file=sys.stderr)
         return 1
     return policy, scenario, jobs, source
+
+
+def _onprem_gpus(args: argparse.Namespace, policy: Any, scenario: Any) -> int:
+    """The on-prem GPUs simulated, said when they are not the size asked for."""
+    from broker.sim.backends import onprem_partitions
+
+    parts = onprem_partitions(policy, scenario.onprem_gpus).values()
+    gpus = sum(p.total for p in parts if p.accelerated)
+    asked = scenario.onprem_gpus
+    if asked is not None and asked != gpus:  # (rescaled partitions keep a whole node at least)
+        where = "--onprem-gpus" if args.onprem_gpus is not None else f"{args.scenario}: onprem_gpus:"
+        said = f"each GPU partition keeps at least one node: {gpus} GPUs"
+        print(f"szb: {where} {asked}: {said}", file=sys.stderr)
+    return gpus
 
 
 def _skipped(source: dict[str, Any]) -> str:

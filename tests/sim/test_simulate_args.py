@@ -145,3 +145,19 @@ def test_a_bound_of_zero_gives_no_ratio(tmp_path: Path, capsys: pytest.CaptureFi
         assert row["lower_bound_cost"] is None or row["lower_bound_cost"] >= 0, (name, row)
         assert row["cost_ratio"] is None or row["cost_ratio"] >= 1, (name, row)
     assert rows["cloud-cheapest"]["lower_bound_cost"] == 0.0 and rows["cloud-cheapest"]["cost_ratio"] is None
+
+
+@pytest.mark.parametrize(("asked", "got"), [("1", 16), ("256", 256), ("100", 100)])
+def test_the_on_prem_size_simulated_is_the_one_said(
+    asked: str, got: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each GPU partition keeps at least one node: `--onprem-gpus 1` simulated 16 GPUs (an A800 and
+    an Ascend node of 8), with nothing saying so."""
+    import json
+
+    argv = ["simulate", "--synthetic", "20", "--policy", str(POLICY), "--no-lower-bound", "-o", "json"]
+    assert main([*argv, "--onprem-gpus", asked]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["onprem_gpus"] == got
+    said = f"--onprem-gpus {asked}: each GPU partition keeps at least one node: {got} GPUs"
+    assert (said in err) is (int(asked) != got), err
