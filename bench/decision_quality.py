@@ -192,15 +192,15 @@ def main() -> int:
         print(json.dumps({"knobs": knobs(), "results": results}, indent=2))
         return 0
     head = (
-        f"{'scenario':16} {'strategy':15} {'jobs':>7} {'cost':>11} {'ratio':>6} {'SLO':>6} {'p95 wait':>9} "
-        f"{'burst':>6} {'bv':>3} {'cv':>3} {'wall s':>7}"
+        f"{'scenario':16} {'strategy':15} {'jobs':>7} {'refused':>7} {'cost':>11} {'ratio':>6} {'SLO':>6} "
+        f"{'p95 wait':>9} {'burst':>6} {'bv':>3} {'cv':>3} {'wall s':>7}"
     )
     print(head)
     for r in results:
         for strategy, s in r["strategies"].items():
             ratio = r["cost_ratio"] if strategy == "policy" else s.get("cost_ratio")
             print(
-                f"{r['scenario']:16} {strategy:15} {s['jobs']:>7} {s['cost']:>11,.0f} "
+                f"{r['scenario']:16} {strategy:15} {s['jobs']:>7} {s['rejected']:>7} {s['cost']:>11,.0f} "
                 f"{'-' if ratio is None else f'{ratio:.3f}':>6} {s['slo_attainment']:>6.3f} "
                 f"{'-' if s['p95_wait_s'] is None else s['p95_wait_s']:>9} {s['burst_fraction']:>6.3f} "
                 f"{s['budget_violations']:>3} {s['compliance_violations']:>3} {s['wall_s']:>7}"

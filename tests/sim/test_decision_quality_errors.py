@@ -74,3 +74,22 @@ def test_a_cost_ratio_below_the_bound_is_not_judged_met(tmp_path: Path) -> None:
     target = result["targets"]["cost_ratio"]
     assert target["value"] == result["cost_ratio"] and target["met"] is None
     assert f"the policy started {late} jobs late" in target["why"], target
+
+
+def test_the_table_counts_the_refused_jobs(tmp_path: Path) -> None:
+    """The table's `jobs` leaves refused jobs out (as cost and SLO do): a trace of 3 jobs, 2 of
+    them larger than anything on offer, read "jobs 1 ... SLO 1.000, all met", the 2 unsaid."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text(
+        "submit_time,runtime,accelerator,count,tenant\n"
+        "0,2h,A800,64,pku-nlp\n10,2h,A800,1000,pku-nlp\n20,2h,,1,pku-nlp\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "bench/decision_quality.py", "--only", "alibaba-peak", "--trace", str(trace)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    header = lines[0].split()
+    row = next(line.split() for line in lines if line.split()[:2] == ["alibaba-peak", "policy"])
+    assert (row[header.index("jobs")], row[header.index("refused")]) == ("1", "2"), out.stdout
