@@ -78,6 +78,10 @@ def parse_yaml(text: str, filename: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         what = " ".join(x for x in (exc.context, exc.problem) if x)
+        opened = exc.context_mark
+        if exc.context and opened is not None and mark is not None and opened.line != mark.line:
+            # (an unclosed bracket or quote is found lines later: say where it began)
+            what = f"{exc.context} begun at {opened.line + 1}:{opened.column + 1}: {exc.problem}"
         raise PolicyError([Problem(filename, line, col, f"YAML: {what}")]) from exc
     except Exception as exc:  # ruamel raises a few unmarked errors (e.g. bad encodings)
         raise PolicyError([Problem(filename, 1, 1, f"YAML: {exc}")]) from exc
