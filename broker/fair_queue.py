@@ -17,12 +17,10 @@ from broker.burst.snapshot import PassSnapshot
 from broker.catalog.accelerators import normalize
 from broker.decision import Action, Decision, FairShareNote, ReclaimVictim
 from broker.fair_reclaim import Reclaimer, Taken, bound_for_queue, reclaiming
-from broker.fair_saves import restored, save_if_changed
+from broker.fair_saves import Saves
 from broker.fairshare import (
-    Demand,
     QueuedWork,
     Standing,
-    UsageLedger,
     charge_factor,
     onprem_partitions,
     order,
@@ -33,7 +31,7 @@ from broker.fairshare.holds import Hold, Holds
 from broker.model import Attempt, Job, JobSpec, TenantId
 from broker.policy import Policy
 from broker.quota_bar import quota_reason
-from broker.store import FairUsage, JobStore
+from broker.store import JobStore
 from broker.swap_live import swapped
 
 
@@ -56,10 +54,7 @@ class FairQueue:
         self.holds = Holds()
         """Capacity kept for a waiting head job across passes (see `broker.fairshare.holds`)."""
         self._loaded = False
-        self._saved: tuple[int, int] | None = None
-        """(ledger identity, its change count) as last saved to the store."""
-        self._budget_saved = 0
-        """The reclaimer's change count as last saved to the store."""
+        self._saves = Saves(self.book, self.reclaimer)
 
     # Usage ---------------------------------------------------------------------------------
 
@@ -69,9 +64,9 @@ class FairQueue:
         self.book.set_half_life(policy.document.fair_share.half_life.total_seconds())
         if not self._loaded:
             self._loaded = True
-            self._load(store)
+            self._saves.load(store)
         self._align(policy, live, now, store)
-        self._save(store)
+        self._saves.save(store)
 
     def follow(
         self, policy: Policy, live: Sequence[Attempt], queued: Sequence[Job], now: datetime, store: JobStore
@@ -80,7 +75,7 @@ class FairQueue:
         scheduler would): the usage and reclaim state it saved, the live attempts and the queue's
         order, read from the store each time; nothing is saved from here."""
         self.book.set_half_life(policy.document.fair_share.half_life.total_seconds())
-        self._load(store)
+        self._saves.load(store)
         self._align(policy, live, now, store)
         self.order(policy, queued, now, remember=True)
 
@@ -97,51 +92,9 @@ class FairQueue:
                 self.started(policy, job, attempt)
         self.book.sync((a.id for a in onprem), now)
 
-    def _load(self, store: JobStore) -> None:
-        """Past use and reclaim's waste budget survive a restart: take back what the store kept."""
-        if restored(store.load_fair_usage, self._restore_usage, "fair-share usage"):
-            self._saved = self._usage_mark()
-        if restored(store.load_reclaim_state, self.reclaimer.restore, "reclaim budget"):
-            self._budget_saved = self.reclaimer.changes
-
-    def _save(self, store: JobStore) -> None:
-        """Save the usage and the budget changed since last saved (a refused save: the next pass retries)."""
-        self._saved = save_if_changed(
-            self._saved, self._usage_mark(), lambda: store.save_fair_usage(self._usage()), "fair-share usage"
-        )
-        budget = self.reclaimer
-        self._budget_saved = save_if_changed(
-            self._budget_saved, budget.changes, lambda: store.save_reclaim_state(budget.state()),
-            "reclaim budget",
-        )
-
-    def _restore_usage(self, kept: FairUsage | None) -> None:
-        """Take back the ledger kept (under another half-life, carried over)."""
-        ledger = self.book.ledger
-        if kept is not None:
-            sums = {t: Demand(*v) for t, v in kept.sums.items()}
-            if kept.half_life_s == ledger.half_life_s:
-                ledger.restore(kept.at_s, sums)
-            else:  # kept under another half-life: carried over
-                was = UsageLedger(kept.half_life_s)
-                was.restore(kept.at_s, sums)
-                carried = was.with_half_life(ledger.half_life_s).state()
-                if carried is not None:
-                    ledger.restore(*carried)
-
-    def _usage_mark(self) -> tuple[int, int]:
-        # The ledger is replaced when the half-life changes: its identity is part of the mark.
-        ledger = self.book.ledger
-        return (id(ledger), ledger.changes)
-
-    def _usage(self) -> FairUsage:
-        ledger = self.book.ledger
-        state = ledger.state()
-        return FairUsage(
-            half_life_s=ledger.half_life_s,
-            at_s=state[0] if state else 0.0,
-            sums={t: (d.accelerators, d.cpus, d.memory_gb) for t, d in (state[1] if state else {}).items()},
-        )
+    def save_reclaim(self, store: JobStore) -> None:
+        """Store reclaim's state now, before a preemption (`Saves.save_reclaim`; raises `StoreError`)."""
+        self._saves.save_reclaim(store)
 
     def started(self, policy: Policy, job: Job, attempt: Attempt) -> None:
         if attempt.offer.partition in onprem_partitions(policy):

@@ -217,7 +217,7 @@ class Scheduling(Launching):
         """Fair share asked to preempt borrowed work for this job's quota (`reclaim_json`): do it
         in the background."""
         try:  # the units booked to the owner's job are stored before any victim is touched
-            self.store.save_reclaim_state(self.planner.reclaimer.state())
+            self.planner.fair.save_reclaim(self.store)
         except StoreError as exc:  # the next pass saves them (a fenced-out scheduler cannot stop victims)
             log.warning("reclaim bookings not saved before preempting for job %s: %s", owner.id, exc)
         stopping = {str(v["attempt"]) for v in victims} - self._stops_in_flight
