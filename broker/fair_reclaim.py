@@ -36,6 +36,8 @@ class Taken:
     victims: tuple[ReclaimVictim, ...] = ()
     reason: str | None = None
     """The job's first reason: the preemption, or the budget that delays it (None: neither)."""
+    due_s: float | None = None
+    """When the budget delays it: about when (epoch seconds) it will have refilled enough."""
 
 
 class Reclaimer:
@@ -108,8 +110,10 @@ class Reclaimer:
             least = cheapest(owner=tenant, need=need, free=free, running=running, quotas=quotas, now=now)
             if not least:
                 return Taken(reason=still_stopping(policy, partition, mine, t) if mine else None)
-            if not bucket.allows(sum(v.waste for v in least), t):
-                return Taken(reason=delayed(policy, partition, least, bucket, t))
+            loss = sum(v.waste for v in least)
+            if not bucket.allows(loss, t):
+                wait = bucket.wait_s(loss, t, sum(v.growth for v in least))
+                return Taken(reason=delayed(policy, partition, least, bucket, t, wait), due_s=t + wait)
             chosen = least
         if commit:
             self._buckets[partition] = bucket.charge(sum(v.waste for v in chosen), t)
@@ -225,12 +229,15 @@ def still_stopping(policy: Policy, partition: str, mine: Sequence[Stopping], t: 
     )
 
 
-def delayed(policy: Policy, partition: str, least: Sequence[Victim], bucket: Bucket, t: float) -> str:
-    """Why borrowed work holding the job's quota is not preempted yet, and about when it will be."""
+def delayed(
+    policy: Policy, partition: str, least: Sequence[Victim], bucket: Bucket, t: float, wait_s: float
+) -> str:
+    """Why borrowed work holding the job's quota is not preempted yet, and about when it will be
+    (in `wait_s`, `Bucket.wait_s`)."""
     rc = policy.document.fair_share.reclaim
     loss = sum(v.waste for v in least)
     tenants = ", ".join(sorted({v.tenant for v in least}))
-    wait_min = max(1, round(bucket.wait_s(loss, t, sum(v.growth for v in least)) / 60))
+    wait_min = max(1, round(wait_s / 60))
     unit = "accelerator" if onprem_partitions(policy)[partition].accelerator else "core"
     return (
         f"its quota on {partition} is lent to borrowed work of {tenants}, reclaimed in about "

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from broker.decision import Action, Decision
 from broker.model import Job
 from broker.placement import rejection_summary
+
+_DIGITS = re.compile(r"[\d.]+")
+
+
+def gist(message: str) -> str:
+    """A message's wording without its numbers: a job's waiting reason is recorded again (a new
+    event) only when this changes."""
+    return _DIGITS.sub("#", message)
 
 
 def decision_fields(job: Job, decision: Decision, event: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import time
 from datetime import datetime
 from typing import Any
@@ -15,7 +14,7 @@ from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision
 from broker.dispatch.launch import Launching
 from broker.dispatch.preempt import preempt
-from broker.dispatch.records import audit_data, decision_fields
+from broker.dispatch.records import audit_data, decision_fields, gist
 from broker.fairshare import lowered_priority
 from broker.model import AttemptState, Job, JobId, JobState, SiteId
 from broker.serde_decision import decision_data, reclaim_json
@@ -23,7 +22,6 @@ from broker.store import StoreError
 
 log = logging.getLogger(__name__)
 
-_DIGITS = re.compile(r"[\d.]+")
 DECISIONS_PER_SLICE = 10
 HEAD_SCAN_WAITS = 64
 """A head scan (after capacity frees) stops deciding after this many waits in a row."""
@@ -207,9 +205,9 @@ class Scheduling(Launching):
             self._reclaim(job, reclaim_json(decision))
         reason = decision.summary or "waiting for capacity"
         # Record a new waiting event only when the reason changes, not its numbers.
-        gist = _DIGITS.sub("#", reason)
-        if self._waiting_reason.get(job.id) != gist:
-            self._waiting_reason[job.id] = gist
+        said = gist(reason)
+        if self._waiting_reason.get(job.id) != said:
+            self._waiting_reason[job.id] = said
             log.info("job waits: %s", reason, extra=decision_fields(job, decision, "waiting"))
             waiting.append((job.id, reason, decision_data(decision), decision.policy_hash))
 

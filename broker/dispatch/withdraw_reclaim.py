@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from adapters.base import Adapter, AdapterError
@@ -27,6 +27,7 @@ from broker.burst.snapshot import PassSnapshot
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.gang import is_gang_attempt
+from broker.dispatch.records import gist
 from broker.dispatch.withdraw import Background, cancel_withdrawn, withdraw
 from broker.fair_reclaim import Taken
 from broker.fairshare import onprem_partitions, resolve_share
@@ -57,7 +58,11 @@ async def withdraw_to_reclaim(
     out: list[Reclaimed] = []
     for job, attempt in owners:
         free = _free(snap, attempt)
-        if free is None or not _take(planner, job, attempt, free, snap.now, commit=False).victims:
+        if free is None:
+            continue
+        first = _take(planner, job, attempt, free, snap.now, commit=False)
+        if not first.victims:
+            _note_held_back(store, job, attempt, first, clock.now())
             continue
         adapter = adapters.get(attempt.site)
         if adapter is None or not await _pending_at(adapter, attempt):
@@ -75,6 +80,24 @@ async def withdraw_to_reclaim(
         in_background(cancel_withdrawn(adapter, attempt))
         out.append((requeued, victims))
     return out
+
+
+def _note_held_back(store: JobStore, job: Job, attempt: Attempt, taken: Taken, now: datetime) -> None:
+    """The job's message says so while the waste budget holds its reclaim back (and about until
+    when), and no longer once it does not. Said again only when its wording changes, not its
+    numbers; a hold by the backend (`at SITE: held ...`) is left to say what it says."""
+    said = f"pending in {attempt.site}'s queue until its quota is reclaimed"
+    if job.message.startswith(f"at {attempt.site}: "):
+        return
+    if taken.reason is not None and taken.due_s is not None:
+        due = datetime.fromtimestamp(taken.due_s, UTC)
+        message = f"{said}, about {due:%H:%M} UTC: {taken.reason}"
+    elif job.message.startswith(said):
+        message = f"pending in {attempt.site}'s queue: its reclaim is no longer held back"
+    else:
+        return
+    if gist(message) != gist(job.message):
+        store.record_many([(job.id, "waiting", message, {"site": attempt.site})], now)
 
 
 def _owners_pending(
