@@ -13,6 +13,8 @@ offer's expected cost: interruptions, stock-outs). The offer choice is listed pe
 policy's site, cheapest offer's site) with `preference`: by how much the sites'
 `preference_per_hour` favoured the policy's pick over the cheapest (the cheapest's preference
 term less the pick's), a part of the policy's objective the money-only yardstick does not count.
+`late_jobs` counts the jobs each started late: a policy below the offline schedule got there by
+lateness (the offline schedule starts every job it can on time).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from broker.sim.backends import onprem_partitions  # noqa: E402
 from broker.sim.engine import Engine  # noqa: E402
 from broker.sim.expected import clairvoyant  # noqa: E402
 from broker.sim.jobs import SimJob, all_facts  # noqa: E402
+from broker.sim.metrics import late  # noqa: E402
 from broker.sim.offline_milp import reference  # noqa: E402
 from broker.sim.scenario import Scenario, ScenarioError  # noqa: E402
 from broker.sim.strategies import PolicyStrategy  # noqa: E402
@@ -86,6 +89,10 @@ def gap(policy: Policy, jobs: Sequence[SimJob], scenario: Scenario) -> dict[str,
         "policy_cost": round(sum(r.cost for r in run.records), 2),
         "offline_cost": round(off.cost, 2),
         "gap": round(sum(r.cost for r in run.records) - off.cost, 2),
+        "late_jobs": {
+            "policy": sum(late(r) for r in run.records if not r.rejected),
+            "offline": off.late_jobs,
+        },
         "buckets": {k: round(v, 2) for k, v in buckets.items()},
         "burst_kept_home_offline": {"jobs": moved[0][0], "cny": round(moved[0][1], 2)},
         "home_burst_offline": {"jobs": moved[1][0], "cny": round(moved[1][1], 2)},
@@ -131,7 +138,9 @@ def main() -> int:
         return 0
     for r in results:
         mine, theirs = r["policy_cost"], r["offline_cost"]
-        print(f"{r['scenario']}: policy {mine:,.2f} - offline {theirs:,.2f} = {r['gap']:,.2f}")
+        n = r["late_jobs"]
+        mine_late, theirs_late = f"{mine:,.2f} ({n['policy']} late)", f"{theirs:,.2f} ({n['offline']} late)"
+        print(f"{r['scenario']}: policy {mine_late} - offline {theirs_late} = {r['gap']:,.2f}")
         for k, v in r["buckets"].items():
             print(f"  {k:20} {v:>10,.2f}")
         a, b = r["burst_kept_home_offline"], r["home_burst_offline"]

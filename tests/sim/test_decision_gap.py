@@ -106,3 +106,21 @@ def test_a_bad_flag_is_one_clear_line(args: list[str], said: str) -> None:
     out = gap_bench(*args)
     assert out.returncode == 2 and out.stdout == ""
     assert "Traceback" not in out.stderr and said in out.stderr, out.stderr
+
+
+def test_a_gap_bought_by_lateness_says_so(tmp_path: Path) -> None:
+    """A policy that leaves jobs late can cost less than the offline schedule, which starts them
+    on time: the split read "policy 1,200 - offline 1,904 = -704" as if it beat the reference."""
+    from tests.sim.conftest import tiny_policy
+
+    tiny_policy(tmp_path, gpus=8)
+    trace = tmp_path / "trace.csv"  # 300 1-GPU jobs at once on 256 GPUs: 44 must burst to be on time
+    trace.write_text("submit_time,runtime,accelerator,count,tenant,max_wait\n" + "0,2h,A800,1,t1,30m\n" * 300)
+    policy, knobs = str(tmp_path / "policy.yaml"), ("wait_model=fluid", "wait_estimate_factor=0.01")
+    args = ("--only", "alibaba-peak", "--policy", policy, "--trace", str(trace), "--burst", *knobs)
+    out = gap_bench("--json", *args)
+    assert out.returncode == 0, out.stderr
+    (result,) = json.loads(out.stdout)
+    assert result["gap"] < 0 and result["late_jobs"] == {"policy": 44, "offline": 0}, result
+    text = gap_bench(*args)
+    assert "policy 1,200.00 (44 late) - offline 1,904.00 (0 late)" in text.stdout, text.stdout
