@@ -1,9 +1,9 @@
 """Why a simulated policy refused jobs: the rules that rejected each one's offers, counted.
 
-A job is refused when every offer is rejected; which rule rejects an offer first depends on the
-filter order (an export rule can reject a 1-GPU instance a 64-GPU job would not fit anyway), so
-a refusal is named by all the rules that rejected its offers, blocking rules first and hardware
-misfits last, as `rejection_counts` orders them. `szb explain` gives one job's every reason.
+A job is refused when every offer is rejected. It is named by the rules that rejected the offers
+its hardware request fits (an export rule that rejects a 1-GPU instance is no reason a 64-GPU
+job was refused), or by its hardware misfits where it fits none (`broker.placement.refusal`).
+`szb explain` gives one job's every reason.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from broker.placement import PlacementContext, place, rejection_counts
+from broker.placement import PlacementContext, place
+from broker.placement.refusal import refusal_rules as refusal_rules_of
 from broker.policy import Policy
 from broker.policy.offers import static_offers
 from broker.sim.jobs import SimJob
@@ -19,9 +20,10 @@ from broker.sim.metrics import RunResult
 
 
 def refusal_rules(job: SimJob, policy: Policy) -> str:
-    """`rule + rule ...`: every rule that rejected one of the job's offers under `policy`."""
-    expl = place(job.spec, job.tenant, static_offers(policy), policy, PlacementContext(now=job.created_at))
-    rules = [rule for rule, _, _ in rejection_counts(expl)]
+    """`rule + rule ...`: what refuses the job under `policy`, the commonest first."""
+    offers, ctx = static_offers(policy), PlacementContext(now=job.created_at)
+    expl = place(job.spec, job.tenant, offers, policy, ctx)
+    rules = [rule for rule, _, _ in refusal_rules_of(expl, job.spec, job.tenant, offers, policy, ctx)]
     if not rules:
         return "no offer at all" if not expl.offers else "refused by the burst decision"
     return " + ".join(rules)

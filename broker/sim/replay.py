@@ -25,7 +25,8 @@ from broker.burst import demand, effective_max_wait
 from broker.burst.inputs import is_onprem
 from broker.errors import BrokerError
 from broker.model import Job, JobId, JobState
-from broker.placement import HARDWARE_PREFIX, PlacementContext, place, rejection_summary
+from broker.placement import PlacementContext, place
+from broker.placement.refusal import refusal_rules
 from broker.policy import Policy
 from broker.policy.offers import static_offers
 from broker.sim.engine import Engine
@@ -182,13 +183,15 @@ def market_prices(history: History, policy: Policy) -> dict[str, tuple[float, st
 
 
 def refusal_reason(job: Job, policy: Policy) -> str:
-    """`rule: message` of what refuses the job under `policy` (blocking rules before misfits)."""
-    expl = place(job.spec, job.tenant, static_offers(policy), policy, PlacementContext(now=job.created_at))
-    reasons = rejection_summary(expl)
-    if not reasons:
+    """`rule: message` of what refuses the job under `policy`: the commonest rule rejecting the offers
+    it fits, or its hardware misfit where it fits none (`broker.placement.refusal`)."""
+    offers, ctx = static_offers(policy), PlacementContext(now=job.created_at)
+    expl = place(job.spec, job.tenant, offers, policy, ctx)
+    rules = refusal_rules(expl, job.spec, job.tenant, offers, policy, ctx)
+    if not rules:
         return "no offer at all" if not expl.offers else "refused by the burst decision"
-    first = next((r for r in reasons if not r.rule.startswith(HARDWARE_PREFIX)), reasons[0])
-    return f"{first.rule}: {first.message}"
+    rule, _, message = rules[0]
+    return f"{rule}: {message}"
 
 
 def replay(policy: Policy, history: History, scenario: Scenario | None = None) -> PolicyRun:

@@ -105,3 +105,19 @@ def test_the_refusals_say_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     summary = " ".join((tmp_path / "rep" / "summary.md").read_text().split())
     for reason, n in refusals.items():
         assert f"{reason} ({n})" in out and f"{reason} ({n})" in summary, (reason, out)
+
+
+def test_a_refusal_is_named_by_what_blocks_the_offers_the_job_fits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Placement stops at an offer's first failing rule, and the export rule comes before the
+    hardware fit: a 64-GPU H100 job, which no offer carries, was refused "us-export-3a090 +
+    hardware.fit" for the 1-GPU H100 instances the rule rejects (it read as a licence matter)."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text("submit_time,runtime,accelerator,count,tenant\n0,1h,H100,1,pku-nlp\n10,1h,H100,64,pku-nlp\n")
+    argv = ["simulate", "--trace", str(trace), "--policy", str(POLICY), "--no-lower-bound", "-o", "json"]
+    assert main(argv) == 0
+    refusals = json.loads(capsys.readouterr().out)["strategies"]["policy"]["refusals"]
+    # The 1-GPU job fits H100 instances the export rule rejects (pku-nlp is in D:5); the 64-GPU one
+    # fits none.
+    assert refusals == {"us-export-3a090": 1, "hardware.fit": 1}, refusals

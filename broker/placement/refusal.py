@@ -1,0 +1,57 @@
+"""What refuses a job: the rules that reject the offers its hardware request fits. Pure.
+
+Placement stops at an offer's first failing rule, and the hardware filter runs after the site
+and tenant rules, so a rejected offer's reasons need not say whether the job would fit it: an
+export rule that rejects a 1-GPU instance is no reason a 64-GPU job was refused. `refusal_rules`
+checks the hardware fit of every offer itself, then names the rules that rejected the offers
+the job fits, or, where it fits none, how it misses them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from broker.model import JobSpec, Offer
+from broker.placement._env import Env, group_offers
+from broker.placement.hardware import filter_hardware_model, filter_hardware_size
+from broker.placement.types import Explanation, PlacementContext, Reason
+from broker.policy import Policy
+
+
+def hardware_fits(
+    spec: JobSpec, tenant: str, offers: Sequence[Offer], policy: Policy, ctx: PlacementContext
+) -> tuple[set[str], list[Reason]]:
+    """The keys of the offers the job's hardware request fits, and the first hardware reason of
+    each offer it does not fit."""
+    env = Env(spec, tenant, policy, ctx)
+    fits: set[str] = set()
+    misses: list[Reason] = []
+    kept, rejected = filter_hardware_model(group_offers(offers, policy), env)
+    misses.extend(reasons[0] for g, reasons in rejected for _ in g.offers if reasons)
+    for g in kept:
+        ok, off = filter_hardware_size(g, g.offers, env)
+        fits.update(o.key for o in ok)
+        misses.extend(reasons[0] for _, reasons in off if reasons)
+    return fits, misses
+
+
+def refusal_rules(
+    expl: Explanation,
+    spec: JobSpec,
+    tenant: str,
+    offers: Sequence[Offer],
+    policy: Policy,
+    ctx: PlacementContext,
+) -> list[tuple[str, int, str]]:
+    """(rule, offers, one message) of what refuses the job, the commonest first: the rules that
+    rejected offers it fits (each offer counted for its first rule); none fits: its misfits."""
+    fits, misses = hardware_fits(spec, tenant, offers, policy, ctx)
+    blocking = [s.reasons[0] for s in expl.offers if not s.allowed and s.reasons and s.offer.key in fits]
+    return _counted(blocking or misses)
+
+
+def _counted(reasons: list[Reason]) -> list[tuple[str, int, str]]:
+    counts = Counter(r.rule for r in reasons)
+    first = {r.rule: r.message for r in reversed(reasons)}
+    return [(rule, n, first[rule]) for rule, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
