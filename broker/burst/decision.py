@@ -42,7 +42,8 @@ from broker.burst.leads import launch_lead_s, safety_lead_s
 from broker.burst.projection import NEVER_S, minutes
 from broker.decision import Action, Decision, DecisionFacts
 from broker.model import JobSpec, Offer, TenantId
-from broker.placement import Explanation, PlacementContext, ScoredOffer, place, rejection_summary
+from broker.placement import Explanation, PlacementContext, ScoredOffer, place
+from broker.placement.refusal import refusal_summary
 from broker.policy import Policy
 
 __all__ = ["BurstInputs", "decide", "demand", "effective_max_wait", "is_onprem", "onprem_sites"]
@@ -237,7 +238,7 @@ def _yield_to_late(v: _View, best: ScoredOffer, need: int) -> Decision | None:
 
 def _nothing_allowed(v: _View) -> Decision:
     """No offer is allowed: wait when only transient blocks stand in the way, else reject."""
-    summary = rejection_summary(v.expl)
+    summary = refusal_summary(v.expl, v.spec, v.tenant, v.policy, PlacementContext(now=v.inputs.now))
     if any(not s.allowed and {r.rule for r in s.reasons} <= TRANSIENT_RULES for s in v.expl.offers):
         return v.done(
             Action.WAIT,

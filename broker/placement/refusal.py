@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from broker.model import JobSpec, Offer
 from broker.placement._env import Env, group_offers
+from broker.placement.core import rejection_summary
 from broker.placement.hardware import filter_hardware_model, filter_hardware_size
 from broker.placement.types import Explanation, PlacementContext, Reason
 from broker.policy import Policy
@@ -23,17 +24,16 @@ def hardware_fits(
     spec: JobSpec, tenant: str, offers: Sequence[Offer], policy: Policy, ctx: PlacementContext
 ) -> tuple[set[str], list[Reason]]:
     """The keys of the offers the job's hardware request fits, and the first hardware reason of
-    each offer it does not fit."""
+    each offer it does not fit: too small ones of a model it accepts first (the nearest misses)."""
     env = Env(spec, tenant, policy, ctx)
     fits: set[str] = set()
-    misses: list[Reason] = []
+    small: list[Reason] = []
     kept, rejected = filter_hardware_model(group_offers(offers, policy), env)
-    misses.extend(reasons[0] for g, reasons in rejected for _ in g.offers if reasons)
     for g in kept:
         ok, off = filter_hardware_size(g, g.offers, env)
         fits.update(o.key for o in ok)
-        misses.extend(reasons[0] for _, reasons in off if reasons)
-    return fits, misses
+        small.extend(reasons[0] for _, reasons in off if reasons)
+    return fits, small + [reasons[0] for g, reasons in rejected for _ in g.offers if reasons]
 
 
 def refusal_rules(
@@ -55,3 +55,17 @@ def _counted(reasons: list[Reason]) -> list[tuple[str, int, str]]:
     counts = Counter(r.rule for r in reasons)
     first = {r.rule: r.message for r in reversed(reasons)}
     return [(rule, n, first[rule]) for rule, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def refusal_summary(
+    expl: Explanation, spec: JobSpec, tenant: str, policy: Policy, ctx: PlacementContext
+) -> list[Reason]:
+    """`rejection_summary`'s reasons, what refuses the job first (`refusal_rules`' order): a
+    rejected job's decision leads with why, not with whichever rule the filter order met first."""
+    rules = refusal_rules(expl, spec, tenant, [s.offer for s in expl.offers], policy, ctx)
+    rank = {rule: i for i, (rule, _, _) in enumerate(rules)}
+    said = {message for _, _, message in rules}
+    summary = rejection_summary(expl)
+    # (placement stops at an offer's first rule: a misfit it never checked is added from the check)
+    summary += [Reason(rule, message) for rule, _, message in rules if Reason(rule, message) not in summary]
+    return sorted(summary, key=lambda r: (rank.get(r.rule, len(rank)), r.message not in said))
