@@ -97,6 +97,8 @@ def _fair_share(
         taken = planner.fair.reclaim_for(policy, tenant, spec, standing, decision, snap, commit=False)
         if taken.reason:
             decision = replace(reclaiming(decision, taken.reason), reclaim=taken.victims)
+    if not onprem and not standing.may_run_onprem:  # as `FairQueue.adjust`: units freed are not its
+        return decision
     if not onprem:  # a burst may stop patient work instead, as the dispatcher's would (nothing stopped)
         book, reclaimer = planner.fair.book, planner.reclaimer
         return swapped(book, reclaimer, policy, EXPLAINED, tenant, spec, decision, snap, commit=False)
