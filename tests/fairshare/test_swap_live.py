@@ -126,3 +126,20 @@ def test_the_route_slot_the_burst_took_in_the_pass_is_given_back(policy: Policy)
         commit=False,
     )
     assert at.routes[site].provisioning == 1
+
+
+def test_a_burst_waiting_for_work_reclaimed_for_its_quota_says_reclaimed(tmp_path: Path) -> None:
+    """Fair-share reclaim (not a swap) preempted borrowed work for the job's quota; its next
+    decision bursts while that work stops: it waits for those units, not saying patient work was
+    stopped for it (none was: borrowed work was reclaimed)."""
+    text = CHEAP_HOME.replace(
+        "  - {id: lab, kind: partner, entity_country: SG}\n",
+        "  - {id: lab, kind: partner, entity_country: SG, share: {quota: {onprem/a800: 1}}}\n",
+    )
+    policy = enabled(tmp_path, text)
+    fair = fair_running("p1")
+    taken = fair.reclaimer.take(policy, fair.book, {}, ("lab", 1), PART, 0, NOW, for_job="urgent")
+    assert [v.attempt for v in taken.victims] == ["p1"]
+    got = swap(fair, policy, a_burst(policy))
+    assert got.action == Action.WAIT and got.reclaim == ()
+    assert "patient work" not in got.summary and "preempted for it" in got.summary, got.summary
