@@ -123,10 +123,11 @@ def _waiting(decision: Decision, home: Offer | None, reason: str) -> Decision:
 
 
 def _still_stopping(policy: Policy, mine: Sequence[Stopping], now: datetime) -> str:
+    # (a swap's or fair-share reclaim's: a booking does not say which, so neither is named)
     grace = policy.document.fair_share.reclaim.grace.total_seconds()
     since = now.timestamp() - min(s.since for s in mine)
     return (
-        f"stopped patient work on {mine[0].partition} for it ({sum(s.units for s in mine)} unit(s), "
+        f"work preempted for it on {mine[0].partition} is stopping ({sum(s.units for s in mine)} unit(s), "
         f"{since:.0f} s since the preemption, {grace:.0f} s grace): it starts when they stop, "
         f"rather than burst (burst.preempt_patient)"
     )

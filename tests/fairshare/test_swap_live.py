@@ -59,7 +59,7 @@ def test_a_burst_waits_and_stops_one_patient_job_booked_to_it(policy: Policy) ->
     assert state.levels == {}  # reclaim's waste budget is not charged
     # The next pass, still a burst while the victim stops: it waits for those units, stops no more.
     again = swap(fair, policy, a_burst(policy))
-    assert again.action == Action.WAIT and again.reclaim == () and "stopped patient work" in again.summary
+    assert again.action == Action.WAIT and again.reclaim == () and "preempted for it" in again.summary
     assert len(fair.book.live) == 1
 
 
