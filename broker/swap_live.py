@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from broker.burst import is_onprem
 from broker.burst.snapshot import PassSnapshot
 from broker.burst.swap import Preemptible, swap_for
 from broker.decision import Action, Decision, ReclaimVictim
@@ -53,7 +52,7 @@ def swapped(
     live = {aid: h for aid, h in book.live.items() if aid not in stopping}
     guaranteed = _in_quota(policy, live)
     running = [_candidate(aid, h, snap.now, aid in guaranteed) for aid, h in live.items()]
-    swap = swap_for(decision, spec, policy, running, _free(policy, snap), tenant)
+    swap = swap_for(decision, spec, policy, running, tenant)
     if swap is None:
         return decision
     victim = swap.victim
@@ -97,16 +96,6 @@ def _in_quota(policy: Policy, live: Mapping[str, Holding]) -> set[str]:
         lent = {r.attempt_id for r in borrowed(here, quotas)}
         out |= {r.attempt_id for r in here if r.attempt_id not in lent}
     return out
-
-
-def _free(policy: Policy, snap: PassSnapshot) -> dict[str, int]:
-    """Free units per on-prem partition as the pass reads them, less what it claimed already."""
-    free: dict[str, int] = {}
-    for o in snap.offers:
-        if o.free is not None and is_onprem(policy, o.site):
-            left = max(0, o.free - snap.claimed.get(o.partition, 0))
-            free[o.partition] = max(free.get(o.partition, 0), left)
-    return free
 
 
 def _home(snap: PassSnapshot, partition: str) -> Offer | None:

@@ -12,7 +12,7 @@ The simulator and the live dispatcher both ask `swap_for` after a burst decision
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from broker.burst.cloud import onprem_offers
@@ -79,13 +79,13 @@ def swap_for(
     spec: JobSpec,
     policy: Policy,
     running: Sequence[Preemptible],
-    free: Mapping[str, int],
     tenant: str = "",
 ) -> Swap | None:
     """The patient job to stop instead of this burst of `tenant`'s job, if `burst.preempt_patient`
-    allows one: on a partition the job may run on, whose units with those `free` there fit the job,
-    patient enough, not restarted too often, not another tenant's work within its quota, losing at
-    most `max_lost_share` of the burst's premium; the least lost work first. None: the burst stands."""
+    allows one: on a partition the job may run on, holding at least the units it needs (units free
+    beside it are not counted: live, nothing keeps them for the job while the victim stops), patient
+    enough, not restarted too often, not another tenant's work within its quota, losing at most
+    `max_lost_share` of the burst's premium; the least lost work first. None: the burst stands."""
     cfg = policy.burst.preempt_patient
     cloud = decision.offer
     if not cfg.enabled or decision.action != Action.RUN or not decision.burst or cloud is None:
@@ -105,7 +105,7 @@ def swap_for(
             continue
         if p.in_quota and p.tenant != tenant:
             continue
-        if p.units + free.get(p.partition, 0) < need:
+        if p.units < need:
             continue
         premium = burst - estimate_cost(spec, home, policy)
         lost = prices.get(p.partition, 0.0) * p.units * lost_s(p) / 3600

@@ -70,8 +70,7 @@ def swap_instead(eng: Engine, job: SimJob, d: Decision) -> Offer | None:
             )
     if not running:
         return None
-    free = {k: p.free for k, p in eng.parts.items()}
-    swap = swap_for(d, job.spec, eng.policy, running, free, job.tenant)
+    swap = swap_for(d, job.spec, eng.policy, running, job.tenant)
     if swap is None:
         return None
     stop(eng, int(swap.victim.key), swap.victim.partition)
