@@ -264,7 +264,8 @@ start() {
     scontrol reconfigure || die "scontrol reconfigure failed"
   fi
   wait_for 40 "nodes ${NODES[*]}" nodes_ok || { sinfo -N >&2 || true; die "nodes not up; see $D/log/slurmd-*.log"; }
-  wait_for 20 "slurmrestd" rest_answers || die "slurmrestd not answering; see $D/log/slurmrestd.log"
+  # (slurmrestd takes seconds idle, but a CI run's other workers can slow its start past 20 s)
+  wait_for 60 "slurmrestd" rest_answers || die "slurmrestd not answering; see $D/log/slurmrestd.log"
   local code; code=$(rest_http_code "$(token)")
   [ "$code" = 200 ] || die "slurmrestd ping with a JWT returned HTTP $code"
   log "up in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s: $(sinfo -h -o '%P=%G(%T)' | tr '\n' ' ')"
