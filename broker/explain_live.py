@@ -97,11 +97,11 @@ def _fair_share(
         taken = planner.fair.reclaim_for(policy, tenant, spec, standing, decision, snap, commit=False)
         if taken.reason:
             decision = replace(reclaiming(decision, taken.reason), reclaim=taken.victims)
-    if not onprem and not standing.may_run_onprem:  # as `FairQueue.adjust`: units freed are not its
-        return decision
     if not onprem:  # a burst may stop patient work instead, as the dispatcher's would (nothing stopped)
-        book, reclaimer = planner.fair.book, planner.reclaimer
-        return swapped(book, reclaimer, policy, EXPLAINED, tenant, spec, decision, snap, commit=False)
+        book, reclaimer, may = planner.fair.book, planner.reclaimer, standing.may_run_onprem
+        return swapped(
+            book, reclaimer, policy, EXPLAINED, tenant, spec, decision, snap, may_run_onprem=may, commit=False
+        )
     return _kept_off(planner, decision, units_of(spec), snap)
 
 

@@ -279,9 +279,10 @@ class FairQueue:
             # Passes that decide only new jobs do not see this one: the hold is remembered.
             self.holds.put(key, Hold(job.id, job.tenant, units_of(job.spec), st.in_quota))
         decision = replace(decision, fair_share=fair, reclaim=reclaim)
-        if not st.may_run_onprem:  # units freed for it would not be its to take: it bursts
-            return decision
-        return swapped(self.book, self.reclaimer, policy, job.id, job.tenant, job.spec, decision, snap)
+        return swapped(
+            self.book, self.reclaimer, policy, job.id, job.tenant, job.spec, decision, snap,
+            may_run_onprem=st.may_run_onprem,
+        )
 
     @staticmethod
     def _queue_bound(decision: Decision, spec: JobSpec, snap: PassSnapshot) -> bool:

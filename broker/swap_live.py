@@ -38,11 +38,16 @@ def swapped(
     decision: Decision,
     snap: PassSnapshot,
     *,
+    may_run_onprem: bool = True,
     commit: bool = True,
 ) -> Decision:
     """The decision of a job about to burst when patient work is stopped for it instead (or is
-    still stopping for it): it waits, saying so first. Any other decision stands."""
+    still stopping for it): it waits, saying so first. Any other decision stands, as does the
+    burst of a job fair share keeps off idle on-prem units (`may_run_onprem` False: it may not
+    borrow beyond its quota), since the units freed would not be its to take."""
     if not policy.burst.preempt_patient.enabled or decision.action != Action.RUN or not decision.burst:
+        return decision
+    if not may_run_onprem:
         return decision
     mine = reclaimer.booked_for(job_id, snap.now)
     if mine:  # stopped for it already: it waits for those units, and stops nothing more
