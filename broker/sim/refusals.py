@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 
+from broker.model import JobSpec, TenantId
 from broker.placement import PlacementContext, place
 from broker.placement.refusal import refusal_rules as refusal_rules_of
 from broker.policy import Policy
@@ -19,14 +21,23 @@ from broker.sim.jobs import SimJob
 from broker.sim.metrics import RunResult
 
 
-def refusal_rules(job: SimJob, policy: Policy) -> str:
-    """`rule + rule ...`: what refuses the job under `policy`, the commonest first."""
-    offers, ctx = static_offers(policy), PlacementContext(now=job.created_at)
-    expl = place(job.spec, job.tenant, offers, policy, ctx)
-    rules = [rule for rule, _, _ in refusal_rules_of(expl, job.spec, job.tenant, offers, policy, ctx)]
+def refused_by(
+    spec: JobSpec, tenant: TenantId, at: datetime, policy: Policy
+) -> list[tuple[str, int, str]] | str:
+    """(rule, offers, message) of what refuses a job submitted at `at` under `policy`, placed on its
+    static offers, the commonest first (`broker.placement.refusal`); no rule: why not, as text."""
+    offers, ctx = static_offers(policy), PlacementContext(now=at)
+    expl = place(spec, tenant, offers, policy, ctx)
+    rules = refusal_rules_of(expl, spec, tenant, offers, policy, ctx)
     if not rules:
         return "no offer at all" if not expl.offers else "refused by the burst decision"
-    return " + ".join(rules)
+    return rules
+
+
+def refusal_rules(job: SimJob, policy: Policy) -> str:
+    """`rule + rule ...`: what refuses the job under `policy`, the commonest first."""
+    rules = refused_by(job.spec, job.tenant, job.created_at, policy)
+    return rules if isinstance(rules, str) else " + ".join(rule for rule, _, _ in rules)
 
 
 def refusal_counts(jobs: Sequence[SimJob], run: RunResult, policy: Policy) -> dict[str, int]:

@@ -25,13 +25,12 @@ from broker.burst import demand, effective_max_wait
 from broker.burst.inputs import is_onprem
 from broker.errors import BrokerError
 from broker.model import Job, JobId, JobState
-from broker.placement import PlacementContext, place
-from broker.placement.refusal import refusal_rules
 from broker.policy import Policy
 from broker.policy.offers import static_offers
 from broker.sim.engine import Engine
 from broker.sim.jobs import MAX_RUNTIME_S, SimJob
 from broker.sim.metrics import RunResult, summarize
+from broker.sim.refusals import refused_by
 from broker.sim.scenario import Scenario, SiteWorld, StockOuts
 from broker.sim.strategies import PolicyStrategy
 from broker.store.base import JobStore
@@ -185,11 +184,9 @@ def market_prices(history: History, policy: Policy) -> dict[str, tuple[float, st
 def refusal_reason(job: Job, policy: Policy) -> str:
     """`rule: message` of what refuses the job under `policy`: the commonest rule rejecting the offers
     it fits, or its hardware misfit where it fits none (`broker.placement.refusal`)."""
-    offers, ctx = static_offers(policy), PlacementContext(now=job.created_at)
-    expl = place(job.spec, job.tenant, offers, policy, ctx)
-    rules = refusal_rules(expl, job.spec, job.tenant, offers, policy, ctx)
-    if not rules:
-        return "no offer at all" if not expl.offers else "refused by the burst decision"
+    rules = refused_by(job.spec, job.tenant, job.created_at, policy)
+    if isinstance(rules, str):
+        return rules
     rule, _, message = rules[0]
     return f"{rule}: {message}"
 
