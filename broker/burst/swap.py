@@ -92,7 +92,7 @@ def swap_for(
         return None
     if decision.explanation is None or spec.resources.nodes > 1:
         return None
-    homes = _homes(decision, policy)
+    homes = home_offers(decision, policy)
     if not homes:
         return None
     burst = estimate_cost(spec, cloud, policy)
@@ -116,9 +116,11 @@ def swap_for(
     return best
 
 
-def _homes(decision: Decision, policy: Policy) -> dict[str, Offer]:
-    """The cheapest allowed on-prem offer of each partition the decision weighed."""
-    assert decision.explanation is not None
+def home_offers(decision: Decision, policy: Policy) -> dict[str, Offer]:
+    """The cheapest allowed on-prem offer of each partition the decision weighed (none without
+    an explanation)."""
+    if decision.explanation is None:
+        return {}
     homes: dict[str, Offer] = {}
     for s in onprem_offers(decision.explanation.unranked, onprem_sites(policy)):
         o = s.offer

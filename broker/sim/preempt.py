@@ -14,10 +14,8 @@ import math
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from broker.burst.cloud import onprem_offers
-from broker.burst.inputs import onprem_sites
 from broker.burst.money import estimate_cost
-from broker.burst.swap import Preemptible, swap_for
+from broker.burst.swap import Preemptible, home_offers, swap_for
 from broker.decision import Decision
 from broker.fairshare import resolve_share
 from broker.fairshare.reclaim import Running, borrowed
@@ -37,7 +35,7 @@ def swap_instead(eng: Engine, job: SimJob, d: Decision) -> Offer | None:
     if not cfg.enabled or not d.burst:
         return None
     patient, most = cfg.min_max_wait.total_seconds(), cfg.max_restarts
-    homes = {o.partition for o in _onprem(eng, d)}
+    homes = home_offers(d, eng.policy)
     # A run older than this would lose more than `max_lost_share` of the burst's whole cost even
     # at the cheapest partition's price: `swap_for` would refuse it, so it is not listed.
     prices = {f"{s.id}/{p.name}": p.price_hour for s in eng.policy.sites for p in s.partitions}
@@ -99,14 +97,6 @@ def stop(eng: Engine, v: int, key: str) -> None:
     eng.queued += 1
     vs.timer_ver += 1
     eng._push(eng.t + 1.0, TIMER, v, vs.timer_ver)
-
-
-def _onprem(eng: Engine, d: Decision) -> list[Offer]:
-    """The allowed on-prem offers the burst decision weighed."""
-    expl = d.explanation
-    if expl is None:
-        return []
-    return [s.offer for s in onprem_offers(expl.unranked, onprem_sites(eng.policy))]
 
 
 def _in_quota(eng: Engine, key: str) -> set[int]:
