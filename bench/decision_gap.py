@@ -33,16 +33,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import decision_quality as dq  # noqa: E402
 
-from broker.policy import Policy, PolicyError  # noqa: E402
+from broker.policy import Policy  # noqa: E402
 from broker.sim.backends import onprem_partitions  # noqa: E402
 from broker.sim.engine import Engine  # noqa: E402
 from broker.sim.expected import clairvoyant  # noqa: E402
 from broker.sim.jobs import SimJob, all_facts  # noqa: E402
 from broker.sim.metrics import late  # noqa: E402
 from broker.sim.offline_milp import reference  # noqa: E402
-from broker.sim.scenario import Scenario, ScenarioError  # noqa: E402
+from broker.sim.scenario import Scenario  # noqa: E402
 from broker.sim.strategies import PolicyStrategy  # noqa: E402
-from broker.sim.traces import TraceError  # noqa: E402
 
 BUCKETS = ("partition choice", "which jobs burst", "cloud offer choice", "spot as it fell")
 
@@ -105,6 +104,12 @@ def gap(policy: Policy, jobs: Sequence[SimJob], scenario: Scenario) -> dict[str,
     }
 
 
+def _split(name: str) -> dict[str, Any]:
+    """One scenario's gap, with its trace and size."""
+    policy, scenario, jobs, _ = dq.scenario_jobs(name, 0)
+    return {"scenario": name, "trace": str(dq.TRACE), "jobs": len(jobs), **gap(policy, jobs, scenario)}
+
+
 def _site(site: str, spot: bool) -> str:
     return f"{site} (spot)" if spot else site
 
@@ -113,26 +118,12 @@ def main() -> int:
     # The trace scenarios only: the synthetic one has no offline schedule to split against.
     scenarios = [n for n in dq.STANDARD if not n.startswith("synthetic")]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--only", nargs="*", default=None, choices=scenarios, metavar="NAME")
-    parser.add_argument("--policy", type=Path, default=None, help=f"default: {dq.POLICY.relative_to(ROOT)}")
-    parser.add_argument("--burst", nargs="*", default=[], metavar="KEY=VALUE", help="override burst.KEY")
-    parser.add_argument("--trace", type=Path, default=None, help=f"default: {dq.TRACE.relative_to(ROOT)}")
+    dq.input_flags(parser, scenarios)
     args = parser.parse_args()
-    dq.POLICY, dq.TRACE = args.policy or dq.POLICY, args.trace or dq.TRACE
-    dq.BURST[:] = args.burst
-    results = []
-    try:
-        for name in args.only or scenarios:
-            policy, scenario, jobs, _ = dq.scenario_jobs(name, 0)
-            row = {"scenario": name, "trace": str(dq.TRACE), "jobs": len(jobs)}
-            results.append({**row, **gap(policy, jobs, scenario)})
-    except PolicyError as exc:  # (as decision_quality.py says them: each FILE:LINE: error)
-        print("\n".join(str(p) for p in exc.problems), file=sys.stderr)
-        return 2
-    except (TraceError, ScenarioError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    dq.use_flags(args)
+    results = dq.each(args.only or scenarios, _split)
+    if isinstance(results, int):
+        return results
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -27,8 +27,9 @@ import io
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ruamel.yaml import YAML
 
@@ -59,6 +60,7 @@ SLICES = {"slice-early": (0.0, 0.5), "slice-late": (0.5, 1.0)}
 SLICE_GPUS = 192
 OFFLINE_RATIO_MAX, COST_RATIO_MAX, SLO_MIN = 1.05, 1.20, 0.97
 """Issue 15's decision-quality targets: `offline_ratio` <= 1.05 at SLO >= 0.97, `cost_ratio` <= 1.20."""
+T = TypeVar("T")
 BURST: list[str] = []
 """`burst.KEY=VALUE` overrides from the command line."""
 
@@ -164,30 +166,46 @@ def knobs() -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    global POLICY, TRACE
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def input_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """The flags choosing what runs (`--json`, `--only`, `--policy`, `--burst`, `--trace`), for this
+    bench and those built on its scenarios (`bench/decision_gap.py`)."""
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--only", nargs="*", default=None, choices=STANDARD, metavar="NAME")
-    parser.add_argument("--synthetic-jobs", type=int, default=100_000)
+    parser.add_argument("--only", nargs="*", default=None, choices=names, metavar="NAME")
     parser.add_argument("--policy", type=Path, default=None, help=f"default: {POLICY.relative_to(ROOT)}")
     parser.add_argument("--burst", nargs="*", default=[], metavar="KEY=VALUE", help="override burst.KEY")
     parser.add_argument("--trace", type=Path, default=None, help=f"default: {TRACE.relative_to(ROOT)}")
-    args = parser.parse_args()
-    if args.synthetic_jobs < 1:  # (0 divided by zero in the generator)
-        parser.error(f"--synthetic-jobs: must be >= 1, got {args.synthetic_jobs}")
-    POLICY = args.policy or POLICY
-    TRACE = args.trace or TRACE
+
+
+def use_flags(args: argparse.Namespace) -> None:
+    """Run with the `--policy`, `--trace` and `--burst` given (`input_flags`)."""
+    global POLICY, TRACE
+    POLICY, TRACE = args.policy or POLICY, args.trace or TRACE
     BURST[:] = args.burst
-    names = args.only or STANDARD
+
+
+def each(names: list[str], run: Callable[[str], T]) -> list[T] | int:
+    """`run` of each scenario, or 2 after a bad policy, trace or scenario says why in one line each."""
     try:
-        results = [run_one(n, args.synthetic_jobs) for n in names]
+        return [run(n) for n in names]
     except PolicyError as exc:
         print("\n".join(str(p) for p in exc.problems), file=sys.stderr)  # (each says FILE:LINE: error)
         return 2
     except (TraceError, ScenarioError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    input_flags(parser, STANDARD)
+    parser.add_argument("--synthetic-jobs", type=int, default=100_000)
+    args = parser.parse_args()
+    if args.synthetic_jobs < 1:  # (0 divided by zero in the generator)
+        parser.error(f"--synthetic-jobs: must be >= 1, got {args.synthetic_jobs}")
+    use_flags(args)
+    results = each(args.only or STANDARD, lambda n: run_one(n, args.synthetic_jobs))
+    if isinstance(results, int):
+        return results
     if args.json:
         print(json.dumps({"knobs": knobs(), "results": results}, indent=2))
         return 0
