@@ -31,6 +31,7 @@ from broker.quota import Quotas, QuotaUsage
 from broker.store import JobPage, JobStore, SqliteStore, StoreError
 from broker.submit import AdmitFn, GrantFn, SubmitPath
 from broker.validation import FieldViolation
+from broker.waiting import within
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ class BrokerServices:
                     if current.state.terminal:
                         return
                     try:
-                        await asyncio.wait_for(ev.wait(), timeout=5.0)
+                        await within(ev.wait(), 5.0)
                     except TimeoutError:
                         pass
         finally:

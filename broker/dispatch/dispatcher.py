@@ -28,6 +28,7 @@ from broker.metrics import BrokerMetrics
 from broker.model import BROKER_SIDE, Attempt, AttemptState, Job, JobId, JobState, SiteId
 from broker.store import JobStore, StoreUnavailable
 from broker.store_outage import StoreOutageLog
+from broker.waiting import within
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ class Dispatcher(Scheduling):
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                await asyncio.wait_for(self._kick.wait(), timeout=self.settings.poll_interval_s)
+                await within(self._kick.wait(), self.settings.poll_interval_s)
             except TimeoutError:
                 pass
             self._kick.clear()

@@ -26,6 +26,7 @@ from broker.metrics import BrokerMetrics
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, LaunchRequest
 from broker.serde_decision import decision_data, spot_data
 from broker.store import StoreError, StoreUnavailable
+from broker.waiting import within
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ class Launching(AttemptTracking):
         # The thread cannot be stopped: past the timeout it stops itself at its next look.
         work = asyncio.ensure_future(asyncio.to_thread(launch))
         try:
-            return await asyncio.wait_for(asyncio.shield(work), timeout=plan.attempt_timeout_s)
+            return await within(asyncio.shield(work), plan.attempt_timeout_s)
         except TimeoutError as exc:
             work.add_done_callback(partial(self._late_launch, request, request.attempt_number))
             raise AttemptTimeoutError(

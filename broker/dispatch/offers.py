@@ -23,6 +23,7 @@ from broker.dispatch.health import SiteHealth
 from broker.model import CapacitySnapshot, Offer, SiteId
 from broker.policy import Policy
 from broker.policy.offers import static_offers
+from broker.waiting import within
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class OfferSource:
     async def current(self, wait_s: float) -> OfferReading:
         """A fresh reading if the backends answer within `wait_s`, else the last one."""
         try:
-            return await asyncio.wait_for(asyncio.shield(self._start_read()), timeout=wait_s)
+            return await within(asyncio.shield(self._start_read()), wait_s)
         except TimeoutError:
             return self.latest()
 

@@ -142,8 +142,11 @@ def attempts(dsn: str, job_id: str) -> list[Attempt]:
         store.close()
 
 
-def wait_until(what: str, check: Any, timeout: float = 30.0) -> None:
+def wait_until(what: str, check: Any, timeout: float = 30.0, shown: Any = None) -> None:
+    """Wait for `check()`; on a timeout the failure carries `shown()` (say, a process's log)."""
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        if time.monotonic() >= deadline:
+            tail = f":\n{shown()[-8000:]}" if shown is not None else ""
+            raise AssertionError(f"timed out waiting until {what}{tail}")
         time.sleep(0.1)

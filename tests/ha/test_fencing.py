@@ -53,7 +53,12 @@ def test_a_paused_leader_is_replaced_and_on_resuming_neither_writes_nor_dispatch
     finally:
         old.resume()
     # (a resumed process on a loaded CI machine may be scheduled late: a minute, not the default 30 s)
-    wait_until("the resumed leader stepped down", lambda: f"term {old_epoch} over" in old.text(), timeout=60)
+    wait_until(
+        "the resumed leader stepped down",
+        lambda: f"term {old_epoch} over" in old.text(),
+        timeout=60,
+        shown=old.text,
+    )
     assert not old.leading() and new.leading()
     assert all(j.state == job_pb2.JOB_STATE_SUCCEEDED for j in finals), [j.message for j in finals]
     time.sleep(1.0)  # whatever the resumed process still had queued has had its chance to run
