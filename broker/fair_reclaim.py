@@ -99,6 +99,7 @@ class Reclaimer:
         # taken those units and their grace was over. This job's count until they are seen
         # stopped: a Slurm victim stops up to minutes after its grace, and meanwhile Slurm reads
         # them busy while the book no longer runs the victim, so a pass would preempt more.
+        room = free - sum(s.beside for s in mine)  # read free and not yet counted on for this job
         free += sum(s.units for s in mine)
         chosen = victims(
             owner=tenant, need=need, free=free, running=running, quotas=quotas, ratios=ratios,
@@ -118,17 +119,23 @@ class Reclaimer:
         if commit:
             self._buckets[partition] = bucket.charge(sum(v.waste for v in chosen), t)
             self._charges += 1
-            for v in chosen:
-                self._stopping.add(partition, v.attempt_id, v.units, for_job, t, rc.grace.total_seconds())
+            # The free units the choice counts on are booked with the first victim's, or another job
+            # takes them while the victims stop and this one is short again (and preempts more).
+            short = need - sum(v.units for v in chosen) - sum(s.units + s.beside for s in mine)
+            beside = max(0, min(room, short))
+            for i, v in enumerate(chosen):
+                self._stopping.add(partition, v.attempt_id, v.units, for_job, t, rc.grace.total_seconds(),
+                                   beside=beside if i == 0 else 0)
                 book.ended(v.attempt_id, now)
         chosen_ = tuple(ReclaimVictim(v.attempt_id, v.tenant, v.units) for v in chosen)
         return Taken(chosen_, preempting(policy, partition, chosen))
 
     def keep_off(self, decision: Decision, job: str, units: int, snap: PassSnapshot) -> Decision | None:
         """A RUN of `job` (`units`) on a partition where units are booked to another job (reclaimed
-        for it, still stopping or just stopped): it waits, saying why, unless the units free beside
-        them fit it now. Sent to a batch queue, Slurm would start it on them ahead of that job,
-        which waits in the broker until they read free. None: the decision stands."""
+        for it, still stopping or just stopped, and the free units the reclaim counted on): it waits,
+        saying why, unless the units free beside them fit it now. Sent to a batch queue, Slurm would
+        start it on them ahead of that job, which waits in the broker until they read free. None:
+        the decision stands."""
         offer = decision.offer
         if decision.action != Action.RUN or offer is None or offer.free is None:
             return None
@@ -139,12 +146,13 @@ class Reclaimer:
         # The decision claimed the job's own units already; units seen stopped may read free, but
         # they are not the job's.
         others = snap.claimed_by_others(key, units)
-        beside = offer.free - others - sum(s.units for s in booked if s.stopped)
-        if beside >= units:
+        held = sum(s.units for s in booked if s.stopped) + sum(s.beside for s in booked)
+        if offer.free - others - held >= units:
             return None
         snap.claimed[key] = others  # it waits: its own units are not claimed
-        why = (f"{sum(s.units for s in booked)} unit(s) on {key} are being reclaimed for another job; "
-               f"it waits until that job has them")
+        reclaimed = sum(s.units + s.beside for s in booked)
+        why = (f"{reclaimed} unit(s) on {key} are being reclaimed for another job; "
+               "it waits until that job has them")
         return reclaiming(decision, why)
 
     def book(self, policy: Policy, book: FairShareBook, victim: str, partition: str, units: int,
@@ -194,7 +202,9 @@ class Reclaimer:
         self._charges += 1
         for b in kept.bookings:
             self._stopping.put(
-                Stopping(b.attempt_id, b.partition, b.units, b.for_job, b.since_s, b.until_s, b.stopped)
+                Stopping(
+                    b.attempt_id, b.partition, b.units, b.for_job, b.since_s, b.until_s, b.stopped, b.beside
+                )
             )
 
     def state(self) -> ReclaimState:
@@ -202,7 +212,9 @@ class Reclaimer:
         the bookings held."""
         levels = {**self._kept, **{p: (b.level, b.at) for p, b in self._buckets.items()}}
         bookings = tuple(
-            ReclaimBooking(s.attempt_id, s.partition, s.units, s.for_job, s.since, s.until, s.stopped)
+            ReclaimBooking(
+                s.attempt_id, s.partition, s.units, s.for_job, s.since, s.until, s.stopped, s.beside
+            )
             for s in self._stopping.entries()
         )
         return ReclaimState(levels, bookings)

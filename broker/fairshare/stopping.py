@@ -36,6 +36,9 @@ class Stopping:
     since: float
     until: float
     stopped: bool = False
+    beside: int = 0
+    """Free units beside this attempt's that the reclaim counted on for `for_job`: booked to it
+    as long as this attempt's units are (another job taking them left that job short)."""
 
 
 class StoppingWork:
@@ -47,11 +50,13 @@ class StoppingWork:
         """Counts the changes made: a saver compares it with its last."""
 
     def add(
-        self, partition: str, attempt_id: str, units: int, for_job: str, t: float, grace_s: float
+        self, partition: str, attempt_id: str, units: int, for_job: str, t: float, grace_s: float,
+        beside: int = 0,
     ) -> None:
-        """Book the units of an attempt preempted at `t` to `for_job`, until it is seen stopped."""
+        """Book the units of an attempt preempted at `t` (and `beside` free ones) to `for_job`,
+        until it is seen stopped."""
         self._by_attempt[attempt_id] = Stopping(
-            attempt_id, partition, units, for_job, t, t + grace_s + STOP_CAP_S
+            attempt_id, partition, units, for_job, t, t + grace_s + STOP_CAP_S, beside=beside
         )
         self.version += 1
 

@@ -299,8 +299,9 @@ class Engine:
             st.queued, st.offer, st.backoff = False, d.offer, 0.0
             self.queued -= 1
             st.rec.attempts += 1
-            st.rec.compliant = st.rec.compliant and self.auditor.allows(job, d.offer, self.t)
             home = d.offer if is_onprem(self.policy, d.offer.site) else swap_instead(self, job, d)
+            # Audited where it runs: a swap starts it on-prem instead of the burst's cloud offer.
+            st.rec.compliant = st.rec.compliant and self.auditor.allows(job, home or d.offer, self.t)
             if home is not None:
                 st.offer = home
                 self._start_onprem(job, st, home, snap)

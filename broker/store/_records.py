@@ -86,6 +86,8 @@ class ReclaimBooking:
     since_s: float
     until_s: float
     stopped: bool
+    beside: int = 0
+    """Free units beside the attempt's that the reclaim counted on: kept for the job too."""
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,7 @@ ADDED_COLUMNS = (
     ("attempts", "epoch", "{bigint}"),
     ("events", "epoch", "{bigint}"),
     ("spend", "fx", "{real}"),
+    ("reclaim_booked", "beside", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 JOB_COLS = (

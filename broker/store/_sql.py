@@ -19,7 +19,7 @@ from broker.store._sql_attempts import SqlAttempts
 from broker.store._sql_runs import SqlRuns
 from broker.store.base import FairUsage, LeaseRow, ReclaimBooking, ReclaimState, StoreError
 
-_BOOKED = "attempt_id, partition_id, units, for_job, since_s, until_s, stopped"
+_BOOKED = "attempt_id, partition_id, units, for_job, since_s, until_s, stopped, beside"
 
 
 class SqlStore(SqlAttempts, SqlRuns):
@@ -80,15 +80,15 @@ class SqlStore(SqlAttempts, SqlRuns):
 
     def save_reclaim_state(self, state: ReclaimState) -> None:
         rows = [(p, level, at) for p, (level, at) in sorted(state.levels.items())]
-        booked = [(b.attempt_id, b.partition, b.units, b.for_job, b.since_s, b.until_s, int(b.stopped))
-                  for b in state.bookings]
+        booked = [(b.attempt_id, b.partition, b.units, b.for_job, b.since_s, b.until_s, int(b.stopped),
+                   b.beside) for b in state.bookings]
         with self._tx(fenced=True) as db:
             db.run("DELETE FROM reclaim_budget")
             if rows:
                 db.many("INSERT INTO reclaim_budget (partition_id, level, at_s) VALUES (?, ?, ?)", rows)
             db.run("DELETE FROM reclaim_booked")
             if booked:
-                db.many(f"INSERT INTO reclaim_booked ({_BOOKED}) VALUES (?, ?, ?, ?, ?, ?, ?)", booked)
+                db.many(f"INSERT INTO reclaim_booked ({_BOOKED}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", booked)
 
     def load_reclaim_state(self) -> ReclaimState:
         rows = self._all("SELECT partition_id, level, at_s FROM reclaim_budget")
@@ -96,8 +96,8 @@ class SqlStore(SqlAttempts, SqlRuns):
         return ReclaimState(
             levels={str(r[0]): (float(r[1]), float(r[2])) for r in rows},
             bookings=tuple(
-                ReclaimBooking(str(a), str(p), int(u), str(j), float(s), float(e), bool(stopped))
-                for a, p, u, j, s, e, stopped in booked
+                ReclaimBooking(str(a), str(p), int(u), str(j), float(s), float(e), bool(stopped), int(b))
+                for a, p, u, j, s, e, stopped, b in booked
             ),
         )
 

@@ -54,7 +54,7 @@ def test_a_restored_ledger_decays_on_as_if_never_stopped() -> None:
 def test_the_reclaim_budget_and_bookings_are_read_back_after_reopening(reopen: Opener) -> None:
     store = reopen()
     assert store.load_reclaim_state() == ReclaimState()
-    booked = ReclaimBooking("a-1", "lab/a800", 2, "j-owner", 1.5e9, 1.5e9 + 200.5, False)
+    booked = ReclaimBooking("a-1", "lab/a800", 2, "j-owner", 1.5e9, 1.5e9 + 200.5, False, beside=1)
     store.save_reclaim_state(ReclaimState({"lab/a800": (-3.5, 1.5e9), "lab/h800": (12.0, 1.5e9)}, (booked,)))
     stopped = ReclaimBooking("a-2", "lab/h800", 1, "j-other", 1.6e9, 1.6e9 + 10, True)
     state = ReclaimState({"lab/a800": (-1.0, 1.6e9)}, (booked, stopped))

@@ -40,6 +40,8 @@ from broker.store import (
     JobNotFoundError,
     JobStore,
     PolicyVersion,
+    ReclaimBooking,
+    ReclaimState,
     RefusedSubmission,
     SpendEntry,
     SqliteStore,
@@ -778,6 +780,19 @@ class StoreContract:
         usd = replace(entry("j2-a1", 7.2), fx=7.2)
         assert store.reserve_spend(usd, tenant_limit=None, global_limit=None)
         assert store.spend_entries("2026-11") == [entry("j1-a1", 5), usd]
+
+    def test_reclaim_bookings_from_before_free_units_were_kept_gain_the_column(
+        self, open_store: StoreFactory
+    ) -> None:
+        old = open_store()
+        booked = ReclaimBooking("a-1", "lab/a800", 2, "j-owner", 1.5e9, 1.5e9 + 200.5, False)
+        old.save_reclaim_state(ReclaimState({}, (booked,)))
+        self.raw(old, "ALTER TABLE reclaim_booked DROP COLUMN beside")  # as a store before it was
+        store = open_store()  # opening brings the schema up to date
+        assert store.load_reclaim_state().bookings == (booked,)  # none kept beside it: 0
+        kept = replace(booked, beside=1)
+        store.save_reclaim_state(ReclaimState({}, (kept,)))
+        assert store.load_reclaim_state().bookings == (kept,)
 
     def test_a_reservation_draws_only_what_other_entries_left_of_a_voucher(self, store: JobStore) -> None:
         def drawing(attempt: str, cash: float, voucher: float, month: str = "2026-11") -> SpendEntry:
