@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,10 @@ from broker.model import Attempt, AttemptState, Job, JobState, SiteId
 from broker.store import JobStore
 
 log = logging.getLogger(__name__)
+
+RESAY_MOVE_MIN = 10
+"""Minutes a held-back reclaim's approximate time must move before the job's message says it again."""
+_ABOUT = re.compile(r"about (\d\d):(\d\d) UTC")
 
 Reclaimed = tuple[Job, list[dict[str, Any]]]
 """A withdrawn owner's job (requeued) and the borrowed attempts booked to it, to preempt (in
@@ -84,8 +89,9 @@ async def withdraw_to_reclaim(
 
 def _note_held_back(store: JobStore, job: Job, attempt: Attempt, taken: Taken, now: datetime) -> None:
     """The job's message says so while the waste budget holds its reclaim back (and about until
-    when), and no longer once it does not. Said again only when its wording changes, not its
-    numbers; a hold by the backend (`at SITE: held ...`) is left to say what it says."""
+    when), and no longer once it does not. Said again when its wording changes or its time moves
+    by `RESAY_MOVE_MIN` or more, not at each scan; a hold by the backend (`at SITE: held ...`)
+    is left to say what it says."""
     said = f"pending in {attempt.site}'s queue until its quota is reclaimed"
     if job.message.startswith(f"at {attempt.site}: "):
         return
@@ -96,8 +102,18 @@ def _note_held_back(store: JobStore, job: Job, attempt: Attempt, taken: Taken, n
         message = f"pending in {attempt.site}'s queue: its reclaim is no longer held back"
     else:
         return
-    if gist(message) != gist(job.message):
+    if gist(message) != gist(job.message) or _moved(job.message, message):
         store.record_many([(job.id, "waiting", message, {"site": attempt.site})], now)
+
+
+def _moved(said: str, saying: str) -> bool:
+    """The `about HH:MM UTC` of `saying` is `RESAY_MOVE_MIN` or more from that of `said` (times
+    of day: 00:03 is 5 minutes after 23:58)."""
+    a, b = _ABOUT.search(said), _ABOUT.search(saying)
+    if a is None or b is None:
+        return False
+    diff = abs(int(a[1]) * 60 + int(a[2]) - int(b[1]) * 60 - int(b[2]))
+    return min(diff, 1440 - diff) >= RESAY_MOVE_MIN
 
 
 def _owners_pending(
