@@ -119,16 +119,21 @@ class Reclaimer:
         if commit:
             self._buckets[partition] = bucket.charge(sum(v.waste for v in chosen), t)
             self._charges += 1
-            # The free units the choice counts on are booked with the first victim's, or another job
-            # takes them while the victims stop and this one is short again (and preempts more).
             short = need - sum(v.units for v in chosen) - sum(s.units + s.beside for s in mine)
-            beside = max(0, min(room, short))
-            for i, v in enumerate(chosen):
-                self._stopping.add(partition, v.attempt_id, v.units, for_job, t, rc.grace.total_seconds(),
-                                   beside=beside if i == 0 else 0)
-                book.ended(v.attempt_id, now)
+            self._book_chosen(policy, book, partition, chosen, for_job, now, max(0, min(room, short)))
         chosen_ = tuple(ReclaimVictim(v.attempt_id, v.tenant, v.units) for v in chosen)
         return Taken(chosen_, preempting(policy, partition, chosen))
+
+    def _book_chosen(self, policy: Policy, book: FairShareBook, partition: str, chosen: Sequence[Victim],
+                     for_job: str, now: datetime, beside: int) -> None:
+        """Book the chosen victims' units to `for_job`, and with the first the `beside` free units the
+        choice counts on: another job taking those while the victims stop would leave it short (and
+        reclaim would preempt more)."""
+        grace = policy.document.fair_share.reclaim.grace.total_seconds()
+        for i, v in enumerate(chosen):
+            self._stopping.add(partition, v.attempt_id, v.units, for_job, now.timestamp(), grace,
+                               beside=beside if i == 0 else 0)
+            book.ended(v.attempt_id, now)
 
     def keep_off(self, decision: Decision, job: str, units: int, snap: PassSnapshot) -> Decision | None:
         """A RUN of `job` (`units`) on a partition where units are booked to another job (reclaimed
