@@ -1,6 +1,7 @@
 """Cost against SLO for the two wait models on one scenario: the figure of the README's wait model.
 
     .venv/bin/python bench/wait_model_frontier.py [--scenario NAME] [--out docs/wait-model.png] [--json]
+        [--jobs N]
 
 Runs the policy alone (no baselines) with `configs/policy-sim.yaml` for a few settings of
 each wait model's knob — the fluid model's `wait_estimate_factor`, the projected model's
@@ -76,10 +77,10 @@ def draw(points: list[dict[str, Any]], ref: dict[str, float], out: Path, title: 
         ax.plot(
             [p["slo"] for p in mine], [p["cost"] for p in mine], marker=marker, label=f"{model} wait model"
         )
-        for p in mine:
-            ax.annotate(
-                p["knob"], (p["slo"], p["cost"]), textcoords="offset points", xytext=(4, 4), fontsize=8
-            )
+        for i, p in enumerate(mine):  # labels above and below in turn: near points' labels overlapped
+            offset = (4, -11 if i % 2 else 4)
+            at = (p["slo"], p["cost"])
+            ax.annotate(p["knob"], at, textcoords="offset points", xytext=offset, fontsize=8)
     ax.scatter(
         [1.0], [ref["offline_cost"]], marker="*", s=140, color="black", label="offline schedule (0 late)"
     )
@@ -97,14 +98,23 @@ def draw(points: list[dict[str, Any]], ref: dict[str, float], out: Path, title: 
     fig.savefig(out, dpi=110)
 
 
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="alibaba-peak")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/wait-model.png")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--jobs", type=_positive, default=None, help="only the first N jobs in arrival order")
     args = parser.parse_args()
     scenario = load_scenario(ROOT / "configs/scenarios" / f"{args.scenario}.yaml")
     trace, _ = read_trace(TRACE, max_runtime_s=scenario.max_runtime_s)
+    trace = trace[: args.jobs]
     points: list[dict[str, Any]] = []
     ref: dict[str, float] = {}
     for model, burst in SETTINGS:
