@@ -130,7 +130,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any] | None:
     offline, cost, slo = result["offline_ratio"], result["cost_ratio"], policy["slo_attainment"]
     dominated = result["frontier"]["dominated_by"]
     over = policy["spot_over_restart_limit"]
-    return {
+    verdicts = {
         "offline_ratio": {
             "value": offline,
             "slo": slo,
@@ -140,6 +140,23 @@ def targets(result: dict[str, Any]) -> dict[str, Any] | None:
         "on_frontier": {"dominated_by": dominated, "met": not dominated},
         "spot_over_restart_limit": {"value": over, "met": over == 0},
     }
+    return {**verdicts, **_refused_more(result["strategies"], verdicts)}
+
+
+def _refused_more(strategies: dict[str, Any], verdicts: dict[str, Any]) -> dict[str, Any]:
+    """Cost and SLO count only the jobs a strategy admitted: a policy that refused jobs a
+    baseline ran is not compared on the same work, so no comparison counts as met."""
+    refused = strategies["policy"]["rejected"]
+    others = {n: s["rejected"] for n, s in strategies.items() if n != "policy"}
+    fewest = min(others.values(), default=refused)
+    met = refused <= fewest
+    out: dict[str, Any] = {"refused": {"value": refused, "fewest_elsewhere": fewest, "met": met}}
+    if not met:
+        who = min(others, key=lambda n: others[n])
+        why = f"the policy refused {refused - fewest} more jobs than {who}: its cost and SLO leave them out"
+        for key in ("offline_ratio", "cost_ratio", "on_frontier"):
+            out[key] = {**verdicts[key], "met": False, "why": why}
+    return out
 
 
 def cost_target(cost: float | None, late: int) -> dict[str, Any]:

@@ -101,3 +101,34 @@ def test_a_trace_or_slice_with_no_jobs_is_an_error_not_a_row(tmp_path: Path) -> 
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert zero.returncode == 2 and "--synthetic-jobs: must be >= 1, got 0" in zero.stderr, zero.stderr
+
+
+def _result(refused: dict[str, int]) -> dict[str, object]:
+    strategy = {"slo_attainment": 0.99, "spot_over_restart_limit": 0, "late_jobs": 3}
+    return {
+        "offline_ratio": 1.01,
+        "cost_ratio": 1.1,
+        "frontier": {"dominated_by": []},
+        "strategies": {n: {**strategy, "rejected": r} for n, r in refused.items()},
+    }
+
+
+def test_a_policy_refusing_jobs_a_baseline_runs_meets_no_comparison() -> None:
+    # Its cost and SLO leave the refused jobs out, so its figures would flatter it.
+    bench = load_bench("decision_quality")
+    t = bench.targets(_result({"policy": 5, "onprem-only": 2, "cheapest-offer": 3}))
+    assert t["refused"] == {"value": 5, "fewest_elsewhere": 2, "met": False}
+    for key in ("offline_ratio", "cost_ratio", "on_frontier"):
+        assert t[key]["met"] is False
+        why = "the policy refused 3 more jobs than onprem-only: its cost and SLO leave them out"
+        assert t[key]["why"] == why
+    assert t["spot_over_restart_limit"]["met"] is True  # not a comparison
+
+
+def test_refusing_what_every_baseline_refuses_leaves_the_verdicts_alone() -> None:
+    bench = load_bench("decision_quality")
+    t = bench.targets(_result({"policy": 2, "onprem-only": 2, "cheapest-offer": 4}))
+    assert t["refused"] == {"value": 2, "fewest_elsewhere": 2, "met": True}
+    assert t["offline_ratio"] == {"value": 1.01, "slo": 0.99, "met": True}
+    assert t["cost_ratio"] == {"value": 1.1, "met": True}
+    assert t["on_frontier"] == {"dominated_by": [], "met": True}
