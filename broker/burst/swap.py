@@ -95,8 +95,8 @@ def swap_for(
     homes = home_offers(decision, policy)
     if not homes:
         return None
-    burst = estimate_cost(spec, cloud, policy)
     need, patient = demand(spec), cfg.min_max_wait.total_seconds()
+    premiums = burst_premiums(spec, cloud, homes, policy)
     prices = {f"{s.id}/{p.name}": p.price_hour for s in policy.sites for p in s.partitions}
     best: Swap | None = None
     for p in running:
@@ -107,13 +107,19 @@ def swap_for(
             continue
         if p.units < need:
             continue
-        premium = burst - estimate_cost(spec, home, policy)
+        premium = premiums[p.partition]
         lost = prices.get(p.partition, 0.0) * p.units * lost_s(p) / 3600
         if premium <= 0 or lost > cfg.max_lost_share * premium:
             continue
         if best is None or (lost, p.key) < (best.lost, best.victim.key):
             best = Swap(p, home, premium, lost)
     return best
+
+
+def burst_premiums(spec: JobSpec, cloud: Offer, homes: dict[str, Offer], policy: Policy) -> dict[str, float]:
+    """What bursting to `cloud` costs over running on each partition's home offer."""
+    burst = estimate_cost(spec, cloud, policy)
+    return {k: burst - estimate_cost(spec, home, policy) for k, home in homes.items()}
 
 
 def home_offers(decision: Decision, policy: Policy) -> dict[str, Offer]:

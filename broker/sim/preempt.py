@@ -14,8 +14,7 @@ import math
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from broker.burst.money import estimate_cost
-from broker.burst.swap import Preemptible, home_offers, swap_for
+from broker.burst.swap import Preemptible, burst_premiums, home_offers, swap_for
 from broker.decision import Decision
 from broker.fairshare import resolve_share
 from broker.fairshare.reclaim import Running, borrowed
@@ -32,26 +31,33 @@ def swap_instead(eng: Engine, job: SimJob, d: Decision) -> Offer | None:
     """The on-prem offer `job` runs on instead of the burst `d`, a patient job stopped for it;
     None: the burst stands (the knob is off, or no running job qualifies)."""
     cfg = eng.policy.burst.preempt_patient
-    if not cfg.enabled or not d.burst:
+    if not cfg.enabled or not d.burst or d.offer is None or job.spec.resources.nodes > 1:
         return None
-    patient, most = cfg.min_max_wait.total_seconds(), cfg.max_restarts
+    patient, most, need = cfg.min_max_wait.total_seconds(), cfg.max_restarts, job.demand
     homes = home_offers(d, eng.policy)
-    # A run older than this would lose more than `max_lost_share` of the burst's whole cost even
-    # at the cheapest partition's price: `swap_for` would refuse it, so it is not listed.
+    premiums = burst_premiums(job.spec, d.offer, homes, eng.policy)
     prices = {f"{s.id}/{p.name}": p.price_hour for s in eng.policy.sites for p in s.partitions}
-    cheapest = min((prices.get(k, 0.0) for k in homes), default=0.0)
-    burst = estimate_cost(job.spec, d.offer, eng.policy) if d.offer is not None else 0.0
-    oldest = cfg.max_lost_share * burst * 3600 / cheapest if cheapest > 0 else math.inf
     running: list[Preemptible] = []
-    for key in homes:
-        guaranteed = _in_quota(eng, key)
+    for key, premium in premiums.items():
+        if premium <= 0:
+            continue  # nothing to save on this partition: `swap_for` takes no victim there
+        # A victim losing more than `max_lost_share` of the
+        # premium, or too small, too impatient, stopped too often or a gang, `swap_for` would
+        # refuse: such jobs are not listed (the answer is the same, without building them).
+        price, most_lost = prices.get(key, 0.0), cfg.max_lost_share * premium
+        guaranteed: set[int] | None = None
         for v in eng.projected.running.running.get(key, ()):
             vj, vs = eng.jobs[v], eng.state[v]
+            if vj.demand < need or vj.max_wait_s < patient or vs.rec.attempts - 1 >= most:
+                continue
             ran = eng.t - vs.running_since
             cp = vj.spec.checkpoint
             every = None if cp is None else cp.interval.total_seconds()
-            if vj.max_wait_s < patient or vs.rec.attempts - 1 >= most or (every is None and ran > oldest):
+            lost = ran if every is None or every <= 0 else ran % every
+            if price * vj.demand * lost / 3600 > most_lost or vj.spec.resources.nodes > 1:
                 continue
+            if guaranteed is None:
+                guaranteed = _in_quota(eng, key)
             running.append(
                 Preemptible(
                     str(v),
