@@ -255,8 +255,10 @@ class SlurmRest:
             raise TransientError(self.site, "TokenTimeout", "scontrol token timed out") from exc
         m = re.search(r"SLURM_JWT=(\S+)", out.stdout)
         if out.returncode != 0 or not m:
-            raise AuthError(self.site, "TokenFailed",
-                            f"scontrol token failed: {(out.stderr or out.stdout).strip()[:300]}")
+            # One line: it is logged, shown as the site's health and quoted in job reasons.
+            lines = (line.strip() for line in (out.stderr or out.stdout).splitlines())
+            said = " | ".join(line for line in lines if line)
+            raise AuthError(self.site, "TokenFailed", f"scontrol token failed: {said[:300]}")
         return m.group(1)
 
     def _mark(self, healthy: bool, error: str = "") -> None:

@@ -431,3 +431,32 @@ def test_a_graceful_stop_cuts_the_time_limit_to_the_run_so_far_plus_the_grace(
     if expected is not None:
         marks = {"stop": expected["comment"].rsplit("=", 1)[1]}
         assert stopping(marks, now) and not stopping(marks, now + 3600) and not stopping({}, now)
+
+
+def test_a_failed_scontrol_token_is_one_line_naming_what_scontrol_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in for the binary the broker runs (not the broker's code): it fails as scontrol
+    # does without a reachable controller, over several lines. The broker logged them as they
+    # came, one warning spread over many unformatted lines.
+    from adapters.slurm._client import SlurmRest
+
+    fake = tmp_path / "scontrol"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "echo 'scontrol: error: Unable to contact slurm controller (connect failure)' >&2\n"
+        "echo '' >&2\n"
+        "echo '  slurm_auth_g_create: no token' >&2\n"
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    rest = SlurmRest("slurm-x", "http://127.0.0.1:9", token=None, client=httpx.Client())
+    with pytest.raises(AuthError) as caught:
+        rest._scontrol_token()
+    message = str(caught.value.message)
+    assert "\n" not in message
+    assert message == (
+        "scontrol token failed: scontrol: error: Unable to contact slurm controller (connect failure)"
+        " | slurm_auth_g_create: no token"
+    )
