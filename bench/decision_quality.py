@@ -63,6 +63,8 @@ OFFLINE_RATIO_MAX, COST_RATIO_MAX, SLO_MIN = 1.05, 1.20, 0.97
 T = TypeVar("T")
 BURST: list[str] = []
 """`burst.KEY=VALUE` overrides from the command line."""
+SEED: list[int] = []
+"""`--seed`: every scenario's world drawn from this seed instead of its file's."""
 
 
 def load_policy(path: Path) -> Policy:
@@ -83,6 +85,8 @@ def scenario_jobs(name: str, synthetic_jobs: int) -> tuple[Policy, Scenario, lis
     """The policy, scenario, jobs and baselines a standard scenario (or slice) runs with."""
     base = "alibaba-peak" if name in SLICES else name
     scenario = load_scenario(ROOT / "configs/scenarios" / f"{base}.yaml")
+    if SEED:  # provisioning, stock-outs, interruptions and estimate errors drawn again
+        scenario = scenario.model_copy(update={"seed": SEED[0]})
     policy = load_policy(POLICY)
     unused = sorted(set(scenario.sites) - {s.id for s in policy.sites})
     if unused:  # (another `--policy` may well lack them: said, not refused)
@@ -117,6 +121,7 @@ def run_one(name: str, synthetic_jobs: int) -> dict[str, Any]:
     result["scenario"] = name
     result["trace"] = None if name.startswith("synthetic") else str(TRACE)
     result["jobs"] = len(jobs)
+    result["seed"] = scenario.seed
     result["wall_s_total"] = round(time.perf_counter() - started, 2)
     result["targets"] = targets(result)
     return result
@@ -180,6 +185,7 @@ def knobs() -> dict[str, Any]:
         "spot_max_expected_restarts": b.spot_max_expected_restarts,
         "provisioning_p95_s": {k: v.provisioning_p95.total_seconds() for k, v in b.sites.items()},
         "preempt_patient": b.preempt_patient.model_dump(mode="json"),
+        "scenario_seed": SEED[0] if SEED else None,  # (None: each scenario's own; results say which)
     }
 
 
@@ -191,6 +197,7 @@ def input_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
     parser.add_argument("--policy", type=Path, default=None, help=f"default: {POLICY.relative_to(ROOT)}")
     parser.add_argument("--burst", nargs="*", default=[], metavar="KEY=VALUE", help="override burst.KEY")
     parser.add_argument("--trace", type=Path, default=None, help=f"default: {TRACE.relative_to(ROOT)}")
+    parser.add_argument("--seed", type=int, default=None, help="every scenario's seed (default: its file's)")
 
 
 def use_flags(args: argparse.Namespace) -> None:
@@ -198,6 +205,7 @@ def use_flags(args: argparse.Namespace) -> None:
     global POLICY, TRACE
     POLICY, TRACE = args.policy or POLICY, args.trace or TRACE
     BURST[:] = args.burst
+    SEED[:] = [] if args.seed is None else [args.seed]
 
 
 def each(names: list[str], run: Callable[[str], T]) -> list[T] | int:
