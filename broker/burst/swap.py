@@ -21,6 +21,7 @@ from broker.burst.money import estimate_cost
 from broker.decision import Action, Decision
 from broker.model import JobSpec, Offer
 from broker.policy import Policy
+from broker.policy.schema_parts import PreemptPatient
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +70,36 @@ class Swap:
 
 def lost_s(p: Preemptible) -> float:
     """Seconds of work stopping `p` now loses: its run so far, or since its last checkpoint."""
-    if p.checkpoint_s is None or p.checkpoint_s <= 0:
-        return p.ran_s
-    return p.ran_s % p.checkpoint_s
+    return work_lost_s(p.ran_s, p.checkpoint_s)
+
+
+def work_lost_s(ran_s: float, checkpoint_s: float | None) -> float:
+    """`lost_s` of a run that has lasted `ran_s` and checkpoints every `checkpoint_s` (None: never)."""
+    if checkpoint_s is None or checkpoint_s <= 0:
+        return ran_s
+    return ran_s % checkpoint_s
+
+
+def lost_cost(price_hour: float, units: int, lost_work_s: float) -> float:
+    """The lost work priced at its partition's `price_hour`."""
+    return price_hour * units * lost_work_s / 3600
+
+
+def may_stop(
+    cfg: PreemptPatient, need: int, premium: float, lost: float, *, units: int, max_wait_s: float,
+    restarts: int, gang: bool,
+) -> bool:
+    """Whether `burst.preempt_patient` lets a burst whose premium is `premium` stop a running job
+    (quotas aside): not a gang, patient enough, not restarted too often, holding the `need` units,
+    losing (`lost`, money) at most `max_lost_share` of the premium."""
+    if gang or max_wait_s < cfg.min_max_wait.total_seconds() or restarts >= cfg.max_restarts:
+        return False
+    return units >= need and premium > 0 and lost <= cfg.max_lost_share * premium
+
+
+def partition_prices(policy: Policy) -> dict[str, float]:
+    """Each on-prem partition's `price_hour`, by its `site/partition` key."""
+    return {f"{s.id}/{p.name}": p.price_hour for s in policy.sites for p in s.partitions}
 
 
 def swap_for(
@@ -95,21 +123,18 @@ def swap_for(
     homes = home_offers(decision, policy)
     if not homes:
         return None
-    need, patient = demand(spec), cfg.min_max_wait.total_seconds()
+    need, prices = demand(spec), partition_prices(policy)
     premiums = burst_premiums(spec, cloud, homes, policy)
-    prices = {f"{s.id}/{p.name}": p.price_hour for s in policy.sites for p in s.partitions}
     best: Swap | None = None
     for p in running:
         home = homes.get(p.partition)
-        if home is None or p.gang or p.max_wait_s < patient or p.restarts >= cfg.max_restarts:
-            continue
-        if p.in_quota and p.tenant != tenant:
-            continue
-        if p.units < need:
+        if home is None or (p.in_quota and p.tenant != tenant):
             continue
         premium = premiums[p.partition]
-        lost = prices.get(p.partition, 0.0) * p.units * lost_s(p) / 3600
-        if premium <= 0 or lost > cfg.max_lost_share * premium:
+        lost = lost_cost(prices.get(p.partition, 0.0), p.units, lost_s(p))
+        if not may_stop(
+            cfg, need, premium, lost, units=p.units, max_wait_s=p.max_wait_s, restarts=p.restarts, gang=p.gang
+        ):
             continue
         if best is None or (lost, p.key) < (best.lost, best.victim.key):
             best = Swap(p, home, premium, lost)

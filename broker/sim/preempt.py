@@ -14,7 +14,16 @@ import math
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from broker.burst.swap import Preemptible, burst_premiums, home_offers, swap_for
+from broker.burst.swap import (
+    Preemptible,
+    burst_premiums,
+    home_offers,
+    lost_cost,
+    may_stop,
+    partition_prices,
+    swap_for,
+    work_lost_s,
+)
 from broker.decision import Decision
 from broker.fairshare import resolve_share
 from broker.fairshare.reclaim import Running, borrowed
@@ -33,28 +42,28 @@ def swap_instead(eng: Engine, job: SimJob, d: Decision) -> Offer | None:
     cfg = eng.policy.burst.preempt_patient
     if not cfg.enabled or not d.burst or d.offer is None or job.spec.resources.nodes > 1:
         return None
-    patient, most, need = cfg.min_max_wait.total_seconds(), cfg.max_restarts, job.demand
     homes = home_offers(d, eng.policy)
     premiums = burst_premiums(job.spec, d.offer, homes, eng.policy)
-    prices = {f"{s.id}/{p.name}": p.price_hour for s in eng.policy.sites for p in s.partitions}
+    prices, patient = partition_prices(eng.policy), cfg.min_max_wait.total_seconds()
     running: list[Preemptible] = []
     for key, premium in premiums.items():
-        if premium <= 0:
-            continue  # nothing to save on this partition: `swap_for` takes no victim there
-        # A victim losing more than `max_lost_share` of the
-        # premium, or too small, too impatient, stopped too often or a gang, `swap_for` would
-        # refuse: such jobs are not listed (the answer is the same, without building them).
-        price, most_lost = prices.get(key, 0.0), cfg.max_lost_share * premium
+        price = prices.get(key, 0.0)
         guaranteed: set[int] | None = None
         for v in eng.projected.running.running.get(key, ()):
             vj, vs = eng.jobs[v], eng.state[v]
-            if vj.demand < need or vj.max_wait_s < patient or vs.rec.attempts - 1 >= most:
-                continue
+            if vj.max_wait_s < patient or vj.demand < job.demand:
+                continue  # (a quick skip of most running jobs; `may_stop` below decides)
             ran = eng.t - vs.running_since
             cp = vj.spec.checkpoint
             every = None if cp is None else cp.interval.total_seconds()
-            lost = ran if every is None or every <= 0 else ran % every
-            if price * vj.demand * lost / 3600 > most_lost or vj.spec.resources.nodes > 1:
+            lost = lost_cost(price, vj.demand, work_lost_s(ran, every))
+            gang, restarts = vj.spec.resources.nodes > 1, vs.rec.attempts - 1
+            # Only the jobs `swap_for` could take are listed (the answer is the same, without
+            # building a candidate of every running job); quotas are read only when one is.
+            if not may_stop(
+                cfg, job.demand, premium, lost, units=vj.demand, max_wait_s=vj.max_wait_s, restarts=restarts,
+                gang=gang,
+            ):
                 continue
             if guaranteed is None:
                 guaranteed = _in_quota(eng, key)
@@ -66,8 +75,8 @@ def swap_instead(eng: Engine, job: SimJob, d: Decision) -> Offer | None:
                     ran,
                     every,
                     vj.max_wait_s,
-                    vs.rec.attempts - 1,
-                    vj.spec.resources.nodes > 1,
+                    restarts,
+                    gang,
                     vj.tenant,
                     v in guaranteed,
                 )
