@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -62,6 +65,14 @@ def tiny_policy(folder: Path, gpus: int = 1, wait_model: str | None = None) -> P
         text = text.replace("  hysteresis: 0s\n", f"  hysteresis: 0s\n  wait_model: {wait_model}\n")
     path.write_text(text)
     return load_policy(path)
+
+
+def run_bench(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`bench/<name>.py ARGS` run as a user runs it, from the checkout, its output captured."""
+    root = CONFIGS.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    command = [sys.executable, f"bench/{name}.py", *args]
+    return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def load_bench(name: str) -> ModuleType:

@@ -6,7 +6,6 @@ with the preference named. Asserts the split, not timings."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from broker.policy import load_policy
 from broker.sim.jobs import build_jobs
 from broker.sim.scenario import Delay, Scenario
 from broker.sim.traces import TraceJob
-from tests.sim.conftest import CATALOG, CONFIGS, POLICY, load_bench
+from tests.sim.conftest import CATALOG, CONFIGS, POLICY, load_bench, run_bench
 
 SECOND_SITE = """  - id: cloud2
     adapter: alibaba
@@ -68,14 +67,10 @@ def test_a_preferred_dearer_cloud_is_the_whole_gap_and_named(tmp_path: Path, pre
         assert got["gap"] == pytest.approx(0.0) and got["cloud_offer_choice"] == []
 
 
-ROOT = CONFIGS.parent
 
 
 def gap_bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "bench/decision_gap.py", *args],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return run_bench("decision_gap", *args)
 
 
 def test_the_gap_runs_on_a_held_out_trace(tmp_path: Path) -> None:

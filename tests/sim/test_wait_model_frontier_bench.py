@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.sim.conftest import run_bench
 
 
 def frontier(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "bench/wait_model_frontier.py", *args],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    return run_bench("wait_model_frontier", *args, timeout=600)
 
 
 def test_both_models_are_measured_against_the_references_and_drawn(tmp_path: Path) -> None:
