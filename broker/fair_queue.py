@@ -111,6 +111,7 @@ class FairQueue:
                     effective_max_wait(job.spec, job.tenant, policy).total_seconds(),
                     attempt.number - 1,
                     job.spec.resources.nodes > 1,  # a gang: never stopped for a swap
+                    due_at(job.spec, job.tenant, policy, job.created_at),
                 ),
             )
 

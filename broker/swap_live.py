@@ -84,9 +84,10 @@ def _give_back(snap: PassSnapshot, tenant: str, decision: Decision, commit: bool
 
 def _candidate(attempt_id: str, h: Holding, now: datetime, in_quota: bool) -> Preemptible:
     ran = max(0.0, (now - h.start).total_seconds())
+    slack = None if h.due is None else (h.due - now).total_seconds()
     return Preemptible(
         attempt_id, h.partition, h.units, ran, h.checkpoint_s, h.max_wait_s, h.restarts, h.gang,
-        h.tenant, in_quota,
+        h.tenant, in_quota, slack,
     )
 
 

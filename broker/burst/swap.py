@@ -46,6 +46,8 @@ class Preemptible:
     in_quota: bool = False
     """It runs within its tenant's guaranteed quota on the partition (fair share): only that
     tenant's own jobs may stop it."""
+    slack_s: float | None = None
+    """Seconds until its own start deadline (arrival + max_wait); None: not known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +89,15 @@ def lost_cost(price_hour: float, units: int, lost_work_s: float) -> float:
 
 def may_stop(
     cfg: PreemptPatient, need: int, premium: float, lost: float, *, units: int, max_wait_s: float,
-    restarts: int, gang: bool,
+    restarts: int, gang: bool, slack_s: float | None = None,
 ) -> bool:
     """Whether `burst.preempt_patient` lets a burst whose premium is `premium` stop a running job
-    (quotas aside): not a gang, patient enough, not restarted too often, holding the `need` units,
-    losing (`lost`, money) at most `max_lost_share` of the premium."""
+    (quotas aside): not a gang, patient enough, not restarted too often, at least `min_slack`
+    before its own start deadline, holding the `need` units, losing (`lost`, money) at most
+    `max_lost_share` of the premium."""
     if gang or max_wait_s < cfg.min_max_wait.total_seconds() or restarts >= cfg.max_restarts:
+        return False
+    if slack_s is not None and slack_s < cfg.min_slack.total_seconds():
         return False
     return units >= need and premium > 0 and lost <= cfg.max_lost_share * premium
 
@@ -112,7 +117,8 @@ def swap_for(
     """The patient job to stop instead of this burst of `tenant`'s job, if `burst.preempt_patient`
     allows one: on a partition the job may run on, holding at least the units it needs (units free
     beside it are not counted: live, nothing keeps them for the job while the victim stops), patient
-    enough, not restarted too often, not another tenant's work within its quota, losing at most
+    enough, not restarted too often, not near its own deadline, not another tenant's work within its
+    quota, losing at most
     `max_lost_share` of the burst's premium; the least lost work first. None: the burst stands."""
     cfg = policy.burst.preempt_patient
     cloud = decision.offer
@@ -133,7 +139,8 @@ def swap_for(
         premium = premiums[p.partition]
         lost = lost_cost(prices.get(p.partition, 0.0), p.units, lost_s(p))
         if not may_stop(
-            cfg, need, premium, lost, units=p.units, max_wait_s=p.max_wait_s, restarts=p.restarts, gang=p.gang
+            cfg, need, premium, lost, units=p.units, max_wait_s=p.max_wait_s, restarts=p.restarts,
+            gang=p.gang, slack_s=p.slack_s,
         ):
             continue
         if best is None or (lost, p.key) < (best.lost, best.victim.key):

@@ -186,6 +186,7 @@ ROWS = {
     "rejected": "refused",
     "never_started": "never started",
     "late_jobs": "late (over max_wait)",
+    "late_finish_jobs": "finished late (after max_wait + runtime)",
 }
 """Key of the run's totals -> its row in the table (the report plots one panel each)."""
 

@@ -49,6 +49,8 @@ class Holding:
     """Runs the job had before this one."""
     gang: bool = False
     """A gang of several nodes: never stopped for a swap."""
+    due: datetime | None = None
+    """The job's start deadline (arrival + max_wait): `burst.preempt_patient`'s `min_slack`."""
 
 
 def capacity_of(policy: Policy) -> Demand:

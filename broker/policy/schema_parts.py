@@ -67,6 +67,12 @@ class PreemptPatient(_Doc):
     max_restarts: int = Field(
         default=1, ge=0, description="A job that already ran this many times before is not stopped again."
     )
+    min_slack: Duration = Field(
+        default="0s",
+        validate_default=True,
+        description="Only jobs whose own start deadline (arrival + max_wait) is at least this far "
+        "ahead are stopped: one stopped past it would finish late for sure.",
+    )
     max_lost_share: float = Field(
         default=0.25,
         gt=0,

@@ -110,6 +110,13 @@ def late(rec: JobRecord) -> bool:
     return math.isnan(rec.start_s) or rec.wait_s > rec.max_wait_s + 1e-6
 
 
+def finished_late(rec: JobRecord) -> bool:
+    """Finished after it would have, started at its deadline (arrival + max_wait + runtime), or
+    never: what stopping it (`preempt_patient`) or a spot interruption costs it, which `late`,
+    counting its first start, does not see."""
+    return math.isnan(rec.end_s) or rec.end_s > rec.arrival_s + rec.max_wait_s + rec.runtime_s + 1e-6
+
+
 def summarize(run: RunResult) -> dict[str, Any]:
     """The per-strategy numbers of the JSON output."""
     recs = [r for r in run.records if not r.rejected]
@@ -130,6 +137,7 @@ def summarize(run: RunResult) -> dict[str, Any]:
         "mean_wait_s": round(float(waits.mean()), 1) if waits.size else None,
         "slo_attainment": round(1 - sum(1 for r in recs if late(r)) / n, 4) if n else 1.0,
         "late_jobs": sum(1 for r in recs if late(r)),
+        "late_finish_jobs": sum(1 for r in recs if finished_late(r)),
         "burst_fraction": round(sum(1 for r in recs if r.burst) / n, 4) if n else 0.0,
         "carbon_kg": round(sum(r.carbon_g for r in recs) / 1000, 1),
         "budget_violations": run.budget_violations,

@@ -58,11 +58,12 @@ def swap_instead(eng: Engine, job: SimJob, d: Decision) -> Offer | None:
             every = None if cp is None else cp.interval.total_seconds()
             lost = lost_cost(price, vj.demand, work_lost_s(ran, every))
             gang, restarts = vj.spec.resources.nodes > 1, vs.rec.attempts - 1
+            slack = vj.arrival_s + vj.max_wait_s - eng.t  # (its due as the queue orders it)
             # Only the jobs `swap_for` could take are listed (the answer is the same, without
             # building a candidate of every running job); quotas are read only when one is.
             if not may_stop(
                 cfg, job.demand, premium, lost, units=vj.demand, max_wait_s=vj.max_wait_s, restarts=restarts,
-                gang=gang,
+                gang=gang, slack_s=slack,
             ):
                 continue
             if guaranteed is None:
@@ -79,6 +80,7 @@ def swap_instead(eng: Engine, job: SimJob, d: Decision) -> Offer | None:
                     gang,
                     vj.tenant,
                     v in guaranteed,
+                    slack,
                 )
             )
     if not running:

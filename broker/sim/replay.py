@@ -214,7 +214,10 @@ def replay(policy: Policy, history: History, scenario: Scenario | None = None) -
     return PolicyRun(run, sites, places, prices, refusals)
 
 
-KEYS = ("cost", "p50_wait_s", "p95_wait_s", "burst_fraction", "rejected", "never_started", "late_jobs")
+KEYS = (
+    "cost", "p50_wait_s", "p95_wait_s", "burst_fraction", "rejected", "never_started", "late_jobs",
+    "late_finish_jobs",
+)
 
 
 def diff(history: History, before: PolicyRun, after: PolicyRun) -> dict[str, Any]:

@@ -15,6 +15,7 @@ PANELS = {
     "rejected": "Jobs refused",
     "never_started": "Never started",
     "late_jobs": "Late (over max_wait)",
+    "late_finish_jobs": "Finished late",
 }
 """Key of the run's totals -> its panel's title: the rows of the command's table."""
 

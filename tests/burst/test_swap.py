@@ -93,6 +93,7 @@ def test_the_patient_job_that_loses_least_is_stopped(folder: Path) -> None:
         patient(partition="onprem/other"),  # not where the job can run
         patient(ran_min=600),  # ten hours of work lost for a two-hour job's premium
         patient(tenant="other", in_quota=True),  # another tenant's guaranteed capacity
+        patient(slack_s=-60.0),  # past its own start deadline: stopped, it would finish late
     ],
 )
 def test_the_burst_stands(folder: Path, victim: Preemptible) -> None:
@@ -134,3 +135,14 @@ def test_a_tenant_may_stop_its_own_work_within_its_quota(folder: Path) -> None:
     mine = patient(tenant="lab", in_quota=True)
     got = swap_for(a_burst(on), spec, on, [mine], tenant="lab")
     assert got is not None and got.victim.key == "p1"
+
+
+def test_min_slack_keeps_work_near_its_own_deadline_running(folder: Path) -> None:
+    """`min_slack`: a stopped job must still have that long before its own start deadline to start
+    again in time; with no deadline known (None), only the other rules apply."""
+    on = enabled(folder, min_slack="1h")
+    spec = job(max_wait="5m", runtime="2h")
+    assert swap_for(a_burst(on), spec, on, [patient(slack_s=1800.0)]) is None
+    got = swap_for(a_burst(on), spec, on, [patient("near", slack_s=1800.0), patient("far", slack_s=7200.0)])
+    assert got is not None and got.victim.key == "far"
+    assert swap_for(a_burst(on), spec, on, [patient(slack_s=None)]) is not None

@@ -13,6 +13,7 @@ from broker.decision import Action, Decision
 from broker.fair_queue import FairQueue
 from broker.fairshare import Demand
 from broker.fairshare.book import Holding
+from broker.model import Attempt, AttemptId, Job, JobId, TenantId
 from broker.policy import Policy
 from broker.swap_live import swapped
 from tests.burst.test_decision import NOW, job, offers
@@ -26,12 +27,15 @@ def policy(tmp_path: Path) -> Policy:
     return enabled(tmp_path)
 
 
-def fair_running(*ids: str, max_wait_s: float = 4 * 3600.0) -> FairQueue:
-    """A book where patient jobs of `other` started five minutes ago, one A800 each."""
+def fair_running(*ids: str, max_wait_s: float = 4 * 3600.0, due_in: timedelta | None = None) -> FairQueue:
+    """A book where patient jobs of `other` started five minutes ago, one A800 each (their start
+    deadline `due_in` from now, if given)."""
     fair = FairQueue()
     for aid in ids:
         start = NOW - timedelta(minutes=5)
-        fair.book.started(aid, Holding("other", PART, Demand(1, 0, 0), 1, start, None, None, max_wait_s))
+        due = None if due_in is None else NOW + due_in
+        holding = Holding("other", PART, Demand(1, 0, 0), 1, start, None, None, max_wait_s, due=due)
+        fair.book.started(aid, holding)
     return fair
 
 
@@ -81,6 +85,40 @@ def test_impatient_work_is_left_running_and_the_job_bursts(policy: Policy) -> No
     fair = fair_running("p1", max_wait_s=600.0)
     assert swap(fair, policy, a_burst(policy)).burst
     assert "p1" in fair.book.live
+
+
+def test_work_near_its_own_deadline_is_left_running(tmp_path: Path) -> None:
+    """`min_slack` 1h: a job whose start deadline is 20 minutes away is not stopped (it could not
+    start again in time); one with 3 hours left is."""
+    policy = enabled(tmp_path, min_slack="1h")
+    near = fair_running("p1", due_in=timedelta(minutes=20))
+    assert swap(near, policy, a_burst(policy)).burst and "p1" in near.book.live
+    far = fair_running("p1", due_in=timedelta(hours=3))
+    got = swap(far, policy, a_burst(policy), commit=False)
+    assert got.action == Action.WAIT and [v.attempt for v in got.reclaim] == ["p1"]
+
+
+def test_the_live_book_holds_each_jobs_start_deadline(tmp_path: Path) -> None:
+    """A job the dispatcher starts on-prem is held with its due (arrival + max_wait), which
+    `min_slack` reads: submitted 2 h 50 min ago with a 3 h max_wait, it is 10 minutes from it."""
+    policy = enabled(tmp_path, min_slack="30m")
+    home = next(o for o in offers(policy, free=1, wait_s=0) if o.partition == PART)
+    spec = job(max_wait="3h", runtime="2h")
+    submitted = NOW - timedelta(hours=2, minutes=50)
+    fair = FairQueue()
+    for n in (1, 2):
+        created = submitted if n == 1 else NOW - timedelta(minutes=30)
+        owner = Job(
+            id=JobId(f"j{n}"), tenant=TenantId("other"), spec=spec, created_at=created, updated_at=created
+        )
+        attempt = Attempt(
+            id=AttemptId(f"j{n}-a1"), job_id=owner.id, number=1, site=home.site, offer=home, token="t" * 32,
+            created_at=NOW - timedelta(minutes=5), updated_at=NOW,
+        )
+        fair.started(policy, owner, attempt)
+    assert fair.book.live["j1-a1"].due == submitted + timedelta(hours=3)
+    got = swap(fair, policy, a_burst(policy), commit=False)
+    assert [v.attempt for v in got.reclaim] == ["j2-a1"]  # j1 could not start again in time
 
 
 def test_another_tenants_work_within_its_quota_is_not_stopped(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from broker.policy import Policy, load_policy
 from broker.sim.jobs import build_jobs
-from broker.sim.metrics import late
+from broker.sim.metrics import JobRecord, RunResult, Series, finished_late, late, summarize
 from broker.sim.run import simulate
 from broker.sim.scenario import Delay, Scenario
 from broker.sim.traces import TraceJob
@@ -57,6 +57,7 @@ def test_an_urgent_job_takes_the_units_of_a_patient_one_instead_of_bursting(tmp_
     assert p.cost == pytest.approx(2.0 * (2 + lost_h))  # its lost run, then all of it again
     assert u.cost == pytest.approx(2.0)
     assert p.end_s == pytest.approx(u.end_s + 2 * HOUR, abs=120)  # it ran again right after U
+    assert not finished_late(p)  # by 3.6 h, well before 4 h + 2 h
 
 
 def test_with_the_knob_off_the_urgent_job_bursts(tmp_path: Path) -> None:
@@ -77,6 +78,28 @@ def test_the_burst_stands_when_the_patient_job_does_not_qualify(
 ) -> None:
     p, u = run(tmp_path, preempt, [a800("p", 0, 2 * HOUR, patient_wait), a800("u", 300, HOUR)])
     assert u.burst and p.preempted == 0
+
+
+@pytest.mark.parametrize(("min_slack", "stopped"), [("3h", True), ("4h", False)])
+def test_min_slack_keeps_a_job_near_its_own_deadline_running(
+    tmp_path: Path, min_slack: str, stopped: bool
+) -> None:
+    # U would take P's GPU at ~0.5 h, when P's own start deadline (4 h) is ~3.5 h away.
+    trace = [a800("p", 0, 2 * HOUR, 4 * HOUR), a800("u", 300, HOUR)]
+    p, u = run(tmp_path, f"{{enabled: true, min_slack: {min_slack}}}", trace)
+    assert p.preempted == int(stopped) and u.burst != stopped
+
+
+def test_a_job_stopped_and_started_again_late_finished_late() -> None:
+    """`late` reads the first start; `finished_late` the end against arrival + max_wait + runtime,
+    so the cost of a stop (or of a spot interruption) to the job stopped is counted."""
+    on_time = JobRecord(arrival_s=0, max_wait_s=4 * HOUR, runtime_s=2 * HOUR, start_s=0, end_s=3.5 * HOUR)
+    stopped = JobRecord(arrival_s=0, max_wait_s=2 * HOUR, runtime_s=2 * HOUR, start_s=0, end_s=5 * HOUR)
+    never = JobRecord(arrival_s=0, max_wait_s=HOUR, runtime_s=HOUR)
+    assert [late(r) for r in (on_time, stopped, never)] == [False, False, True]
+    assert [finished_late(r) for r in (on_time, stopped, never)] == [False, True, True]
+    totals = summarize(RunResult("policy", [on_time, stopped, never], Series()))
+    assert (totals["late_jobs"], totals["late_finish_jobs"]) == (1, 2)
 
 
 def test_a_patient_job_is_stopped_once(tmp_path: Path) -> None:
