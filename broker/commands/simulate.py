@@ -280,9 +280,12 @@ def print_table(result: dict[str, Any]) -> None:
         late = (result.get("offline") or {}).get("late_jobs")  # (where none can start every job on time)
         line += f"; offline schedule {offline} {cur}{f' ({late} jobs late)' if late else ''}, ratio {ratio}"
     console.print(f"{line}; simulated in {result['sim_wall_s']} s")
-    if stopped := result["strategies"].get("policy", {}).get("preempted_jobs"):
+    own_run = result["strategies"].get("policy", {})
+    if stopped := own_run.get("preempted_jobs"):
         why = "for a job that would have burst (burst.preempt_patient)"
-        console.print(f"policy: {stopped} job(s) stopped on-prem {why}")
+        # (the SLO counts first starts: what the stops cost the jobs stopped shows in their ends)
+        ends = f"; {own_run.get('late_finish_jobs', 0)} job(s) in all finished after max_wait + runtime"
+        console.print(f"policy: {stopped} job(s) stopped on-prem {why}{ends}")
     if note := sample_note(result):  # (figures of the first jobs only: the peaks may come later)
         console.print(note)
     if note := runtime_note(result):

@@ -190,14 +190,14 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
         *([f"{note}.", ""] if (note := runtime_note(result)) else []),
         *([note, ""] if (note := refusal_note(result)) else []),
         f"| strategy | jobs | refused | cost ({cur}) | lower bound | cost ratio | p50 wait s | p95 wait s "
-        "| SLO | burst | carbon kg | budget viol. | compliance viol. |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| SLO | finished late | burst | carbon kg | budget viol. | compliance viol. |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, s in result["strategies"].items():
         lines.append(
             f"| {name} | {s['jobs']} | {s['rejected']} | {s['cost']:,.0f} | {_f(s.get('lower_bound_cost'))} "
             f"| {_f(s.get('cost_ratio'))} | {_f(s['p50_wait_s'])} | {_f(s['p95_wait_s'])} "
-            f"| {s['slo_attainment']:.3f} | {s['burst_fraction']:.3f} "
+            f"| {s['slo_attainment']:.3f} | {s.get('late_finish_jobs', '-')} | {s['burst_fraction']:.3f} "
             f"| {s['carbon_kg']:,.0f} | {s['budget_violations']} | {s['compliance_violations']} |"
         )
     frontier = result.get("frontier", {})

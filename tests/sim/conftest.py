@@ -67,6 +67,18 @@ def tiny_policy(folder: Path, gpus: int = 1, wait_model: str | None = None) -> P
     return load_policy(path)
 
 
+def table_row(text: str, sep: str, strategy: str) -> dict[str, str]:
+    """The strategy's row of a table (rich `│` or markdown `|`), keyed by the header's names."""
+    lines = text.splitlines()
+    header = next(_cells(t, sep) for t in lines if "strategy" in t and sep in t)
+    row = next(_cells(t, sep) for t in lines if t.strip().strip(sep).strip().startswith(strategy + " "))
+    return dict(zip(header, row, strict=True))
+
+
+def _cells(line: str, sep: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip(sep).split(sep)]
+
+
 def run_bench(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """`bench/<name>.py ARGS` run as a user runs it, from the checkout, its output captured."""
     root = CONFIGS.parent

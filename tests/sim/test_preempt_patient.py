@@ -18,7 +18,7 @@ from broker.sim.run import simulate
 from broker.sim.scenario import Delay, Scenario
 from broker.sim.traces import TraceJob
 from tests.brokerproc import ROOT
-from tests.sim.conftest import CATALOG, CONFIGS, POLICY
+from tests.sim.conftest import CATALOG, CONFIGS, POLICY, table_row
 
 HOUR = 3600.0
 
@@ -118,7 +118,10 @@ def test_szb_simulate_says_how_many_jobs_it_stopped(tmp_path: Path) -> None:
         "u,300,1h,A800,1,t1,30m\n"
     )
     out = subprocess.run(
-        [sys.executable, "-m", "broker.cli", "simulate", "--trace", "trace.csv", "--policy", "policy.yaml"],
+        [
+            sys.executable, "-m", "broker.cli", "simulate", "--trace", "trace.csv", "--policy", "policy.yaml",
+            "--report", "rep",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -126,7 +129,10 @@ def test_szb_simulate_says_how_many_jobs_it_stopped(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
     )
     assert out.returncode == 0, out.stderr
-    assert "policy: 1 job(s) stopped on-prem for a job that would have burst" in out.stdout, out.stdout
+    said = "policy: 1 job(s) stopped on-prem for a job that would have burst (burst.preempt_patient); "
+    assert said + "0 job(s) in all finished after max_wait + runtime" in out.stdout, out.stdout
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert table_row(summary, "|", "policy")["finished late"] == "0", summary
 
 
 def test_another_tenants_work_within_its_quota_is_not_stopped(tmp_path: Path) -> None:

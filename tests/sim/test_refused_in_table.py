@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from broker.cli import main
+from tests.sim.conftest import table_row
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "configs" / "policy-sim.yaml"
@@ -20,18 +21,6 @@ TRACE = """submit_time,runtime,accelerator,count,tenant
 10,1h,B200,1,pku-nlp
 20,1h,A800,1024,zhipu-sme
 """
-
-
-def _cells(line: str, sep: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip(sep).split(sep)]
-
-
-def _row(text: str, sep: str, strategy: str) -> dict[str, str]:
-    """The strategy's row of a table (rich `│` or markdown `|`), keyed by the header's names."""
-    lines = text.splitlines()
-    header = next(_cells(t, sep) for t in lines if "strategy" in t and sep in t)
-    row = next(_cells(t, sep) for t in lines if t.strip().strip(sep).strip().startswith(strategy + " "))
-    return dict(zip(header, row, strict=True))
 
 
 def test_the_table_and_the_summary_count_refused_jobs(
@@ -48,7 +37,7 @@ def test_the_table_and_the_summary_count_refused_jobs(
         if sep == "┃":  # (rich draws the header with ┃ and the rows with │)
             text = text.replace("│", "┃")
         for strategy in ("policy", "onprem-only"):
-            row = _row(text, sep, strategy)
+            row = table_row(text, sep, strategy)
             assert (row["jobs"], row["refused"]) == ("1", "2"), text
 
 
@@ -64,7 +53,7 @@ def test_a_report_of_jobs_all_refused_draws_without_warnings(
         warnings.simplefilter("always")
         assert main(argv) == 0
     assert [str(w.message) for w in caught] == []
-    assert _row(capsys.readouterr().out.replace("│", "┃"), "┃", "policy")["refused"] == "1"
+    assert table_row(capsys.readouterr().out.replace("│", "┃"), "┃", "policy")["refused"] == "1"
     assert (tmp_path / "rep" / "wait_cdf.png").stat().st_size > 1000
 
 
