@@ -118,8 +118,8 @@ def swap_for(
     allows one: on a partition the job may run on, holding at least the units it needs (units free
     beside it are not counted: live, nothing keeps them for the job while the victim stops), patient
     enough, not restarted too often, not near its own deadline, not another tenant's work within its
-    quota, losing at most
-    `max_lost_share` of the burst's premium; the least lost work first. None: the burst stands."""
+    quota, losing at most `max_lost_share` of the burst's premium; the least lost work first.
+    None: the burst stands."""
     cfg = policy.burst.preempt_patient
     cloud = decision.offer
     if not cfg.enabled or decision.action != Action.RUN or not decision.burst or cloud is None:
