@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "slurm-cluster.sh"
 PARTITIONS = {"ascend": "Ascend910B", "a800": "A800"}
 SITE = SiteId("onprem-test")
+USABLE_NODE_STATES = frozenset({"idle", "mixed", "allocated", "completing"})
+"""`sinfo`'s states of a node that takes jobs (as scripts/slurm-cluster.sh's `nodes_ok` reads them)."""
 
 
 @dataclass
@@ -53,6 +55,21 @@ class SlurmCluster:
     def restart(self) -> None:
         """(Re)start whatever daemon is missing: `start` is idempotent."""
         _run("start", self.env)
+
+    def wait_usable(self, timeout: float = 90.0) -> None:
+        """Wait until every node is usable (idle, mixed, allocated or completing): a node a test
+        took down and resumed can stay down or not responding a while, and a submit in between
+        is refused with ESLURM_NODE_NOT_AVAIL."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], env={**os.environ, **self.env},
+                                 capture_output=True, text=True, timeout=30, check=False)
+            states = [line.split()[-1] for line in out.stdout.splitlines() if line.strip()]
+            if out.returncode == 0 and states and all(s in USABLE_NODE_STATES for s in states):
+                return
+            said = f"{out.stdout}{out.stderr}"
+            assert time.monotonic() < deadline, f"nodes not usable after {timeout:.0f} s: {said}"
+            time.sleep(0.5)
 
 
 def _run(cmd: str, env: dict[str, str] | None = None) -> str:
@@ -143,6 +160,7 @@ class Tracker:
 
 @pytest.fixture
 def slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[Tracker]:
+    slurm_cluster.wait_usable()  # (whatever an earlier test did to a node, this one gets it whole)
     tracker = Tracker(slurm_cluster, tmp_path)
     yield tracker
     # make sure nothing of ours keeps GPUs busy (and that a test that broke slurmrestd left it up)

@@ -389,6 +389,7 @@ def test_a_node_failure_is_the_brokers_to_retry_not_slurms(
                 f"Slurm says {world.slurm.status(first.backend_id)}")
     finally:
         _scontrol(slurm_cluster, "update", "nodename=szb-a800", "state=resume")
+        slurm_cluster.wait_usable()  # (the next test's submit would be refused while it is not)
     lost = next(e for e in world.events(job_id, until=has("lost")) if e.kind == "lost")
     assert "NODE_FAIL" in lost.message
     job = world.wait(job_id, TERMINAL, timeout=90)
