@@ -132,6 +132,7 @@ def main() -> int:
                 "cost": s["cost"],
                 "slo": s["slo_attainment"],
                 "late_jobs": s["late_jobs"],
+                "late_finish_jobs": s["late_finish_jobs"],
                 "burst_fraction": s["burst_fraction"],
                 "offline_ratio": round(s["cost"] / ref["offline_cost"], 3),
                 "cpu_s": round(time.process_time() - cpu, 1),

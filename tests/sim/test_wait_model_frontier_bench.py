@@ -24,6 +24,7 @@ def test_both_models_are_measured_against_the_references_and_drawn(tmp_path: Pat
     for p in points:
         assert 0 <= p["slo"] <= 1 and p["cost"] > 0
         assert p["offline_ratio"] == round(p["cost"] / report["offline_cost"], 3)
+        assert p["late_finish_jobs"] >= p["late_jobs"]  # a job started late also ends late
         if p["late_jobs"] == 0:  # every job on time: no cheaper than the bound of every job on time
             assert p["cost"] >= report["lower_bound_cost"] - 0.01
     assert (tmp_path / "fig" / "wait.png").stat().st_size > 1000
