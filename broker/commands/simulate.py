@@ -284,7 +284,7 @@ def print_table(result: dict[str, Any]) -> None:
     if stopped := own_run.get("preempted_jobs"):
         why = "for a job that would have burst (burst.preempt_patient)"
         # (the SLO counts first starts: what the stops cost the jobs stopped shows in their ends)
-        ends = f"; {own_run.get('late_finish_jobs', 0)} job(s) in all finished after max_wait + runtime"
+        ends = f"; {own_run['late_finish_jobs']} job(s) in all finished after max_wait + runtime"
         console.print(f"policy: {stopped} job(s) stopped on-prem {why}{ends}")
     if note := sample_note(result):  # (figures of the first jobs only: the peaks may come later)
         console.print(note)

@@ -197,7 +197,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
         lines.append(
             f"| {name} | {s['jobs']} | {s['rejected']} | {s['cost']:,.0f} | {_f(s.get('lower_bound_cost'))} "
             f"| {_f(s.get('cost_ratio'))} | {_f(s['p50_wait_s'])} | {_f(s['p95_wait_s'])} "
-            f"| {s['slo_attainment']:.3f} | {s.get('late_finish_jobs', '-')} | {s['burst_fraction']:.3f} "
+            f"| {s['slo_attainment']:.3f} | {s['late_finish_jobs']} | {s['burst_fraction']:.3f} "
             f"| {s['carbon_kg']:,.0f} | {s['budget_violations']} | {s['compliance_violations']} |"
         )
     frontier = result.get("frontier", {})

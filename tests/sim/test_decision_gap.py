@@ -6,7 +6,6 @@ with the preference named. Asserts the split, not timings."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -68,11 +67,6 @@ def test_a_preferred_dearer_cloud_is_the_whole_gap_and_named(tmp_path: Path, pre
 
 
 
-
-def gap_bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return run_bench("decision_gap", *args)
-
-
 def test_the_gap_runs_on_a_held_out_trace(tmp_path: Path) -> None:
     """As `bench/decision_quality.py --trace`: the held-out checker splits the same runs' gap."""
     trace = tmp_path / "held-out.csv"
@@ -80,7 +74,7 @@ def test_the_gap_runs_on_a_held_out_trace(tmp_path: Path) -> None:
         "submit_time,runtime,accelerator,count,tenant,max_wait\n"
         + "".join(f"{60 * i},2h,A800,8,pku-nlp,10m\n" for i in range(40))
     )
-    out = gap_bench("--json", "--only", "slice-late", "--trace", str(trace))
+    out = run_bench("decision_gap", "--json", "--only", "slice-late", "--trace", str(trace))
     assert out.returncode == 0, out.stderr
     (result,) = json.loads(out.stdout)
     assert (result["scenario"], result["trace"], result["jobs"]) == ("slice-late", str(trace), 20)
@@ -98,7 +92,7 @@ def test_the_gap_runs_on_a_held_out_trace(tmp_path: Path) -> None:
     ],
 )
 def test_a_bad_flag_is_one_clear_line(args: list[str], said: str) -> None:
-    out = gap_bench(*args)
+    out = run_bench("decision_gap", *args)
     assert out.returncode == 2 and out.stdout == ""
     assert "Traceback" not in out.stderr and said in out.stderr, out.stderr
 
@@ -113,9 +107,9 @@ def test_a_gap_bought_by_lateness_says_so(tmp_path: Path) -> None:
     trace.write_text("submit_time,runtime,accelerator,count,tenant,max_wait\n" + "0,2h,A800,1,t1,30m\n" * 300)
     policy, knobs = str(tmp_path / "policy.yaml"), ("wait_model=fluid", "wait_estimate_factor=0.01")
     args = ("--only", "alibaba-peak", "--policy", policy, "--trace", str(trace), "--burst", *knobs)
-    out = gap_bench("--json", *args)
+    out = run_bench("decision_gap", "--json", *args)
     assert out.returncode == 0, out.stderr
     (result,) = json.loads(out.stdout)
     assert result["gap"] < 0 and result["late_jobs"] == {"policy": 44, "offline": 0}, result
-    text = gap_bench(*args)
+    text = run_bench("decision_gap", *args)
     assert "policy 1,200.00 (44 late) - offline 1,904.00 (0 late)" in text.stdout, text.stdout

@@ -5,23 +5,16 @@ measure (they read `null`, as for the policy-only synthetic run, hiding an offli
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.sim.conftest import tiny_policy
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.sim.conftest import run_bench, tiny_policy
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "bench/decision_quality.py", "--json", *args],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return run_bench("decision_quality", "--json", *args)
 
 
 @pytest.mark.parametrize(
@@ -84,10 +77,7 @@ def test_the_table_counts_the_refused_jobs(tmp_path: Path) -> None:
         "submit_time,runtime,accelerator,count,tenant\n"
         "0,2h,A800,64,pku-nlp\n10,2h,A800,1000,pku-nlp\n20,2h,,1,pku-nlp\n"
     )
-    out = subprocess.run(
-        [sys.executable, "bench/decision_quality.py", "--only", "alibaba-peak", "--trace", str(trace)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    out = run_bench("decision_quality", "--only", "alibaba-peak", "--trace", str(trace))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     header = lines[0].split()

@@ -6,13 +6,10 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from tests.sim.conftest import load_bench
+from tests.sim.conftest import load_bench, run_bench
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,12 +30,8 @@ def _held_out(path: Path, first: int, rows: int) -> int:
 def test_the_bench_runs_another_trace_and_says_which_targets_it_meets(tmp_path: Path) -> None:
     trace = tmp_path / "held-out.csv"
     rows = _held_out(trace, 5000, 300)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, "bench/decision_quality.py", "--json", "--only", "alibaba-peak", "slice-late",
-         "--trace", str(trace)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    out = run_bench("decision_quality", "--json", "--only", "alibaba-peak", "slice-late",
+                    "--trace", str(trace))
     assert out.returncode == 0, out.stderr
     whole, late = json.loads(out.stdout)["results"]
     assert whole["trace"] == late["trace"] == str(trace)
@@ -68,11 +61,7 @@ def test_a_trace_naming_a_tenant_the_policy_lacks_is_refused_at_its_line(tmp_pat
         "0,1h,A800,1,pku-nlp,10m\n"
         "60,1h,A800,1,pku-nlpp,10m\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, "bench/decision_quality.py", "--only", "slice-late", "--trace", str(trace)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    out = run_bench("decision_quality", "--only", "slice-late", "--trace", str(trace), timeout=120)
     assert out.returncode == 2
     assert f"{trace}:3: tenant: 'pku-nlpp'" in out.stderr and "pku-nlp" in out.stderr
     assert "Traceback" not in out.stderr
@@ -82,25 +71,18 @@ def test_a_trace_or_slice_with_no_jobs_is_an_error_not_a_row(tmp_path: Path) -> 
     """Found by the issue 15 held-out check: an empty trace, or a one-job trace's first half,
     printed a policy row of 0 jobs at SLO 1.000 and exited 0 (`szb simulate` refuses both), and
     `--synthetic-jobs 0` ended in a ZeroDivisionError traceback."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for rows, only, want in (
         (0, "alibaba-peak", "alibaba-peak has no jobs"),
         (1, "slice-early", "slice-early"),
     ):
         trace = tmp_path / f"rows-{rows}.csv"
         _held_out(trace, 5000, rows)
-        out = subprocess.run(
-            [sys.executable, "bench/decision_quality.py", "--json", "--only", only, "--trace", str(trace)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        out = run_bench("decision_quality", "--json", "--only", only, "--trace", str(trace))
         assert out.returncode == 2 and out.stdout == "", (out.stdout, out.stderr)
         assert out.stderr.startswith(f"error: {trace}: {want}"), out.stderr
         assert "no jobs to replay (its jobs " in out.stderr
     # (--synthetic-jobs 0 divided by zero in the generator)
-    zero = subprocess.run(
-        [sys.executable, "bench/decision_quality.py", "--only", "synthetic-llm", "--synthetic-jobs", "0"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    zero = run_bench("decision_quality", "--only", "synthetic-llm", "--synthetic-jobs", "0")
     assert zero.returncode == 2 and "--synthetic-jobs: must be >= 1, got 0" in zero.stderr, zero.stderr
 
 
@@ -139,14 +121,9 @@ def test_the_seed_flag_draws_every_scenario_from_the_seed_given(tmp_path: Path) 
     # The README reports the targets at seeds 7 (the scenarios' own), 11 and 13.
     trace = tmp_path / "held-out.csv"
     _held_out(trace, 5000, 120)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def run(*more: str) -> dict[str, Any]:
-        out = subprocess.run(
-            [sys.executable, "bench/decision_quality.py", "--json", "--only", "slice-late",
-             "--trace", str(trace), *more],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        out = run_bench("decision_quality", "--json", "--only", "slice-late", "--trace", str(trace), *more)
         assert out.returncode == 0, out.stderr
         return dict(json.loads(out.stdout))
 

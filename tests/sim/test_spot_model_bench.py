@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.sim.conftest import run_bench
 
 
 def draw(out: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "bench/spot_model.py", "--out", str(out)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return run_bench("spot_model", "--out", str(out), timeout=120)
 
 
 def test_the_figure_is_drawn_where_asked(tmp_path: Path) -> None:
