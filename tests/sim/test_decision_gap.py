@@ -66,7 +66,6 @@ def test_a_preferred_dearer_cloud_is_the_whole_gap_and_named(tmp_path: Path, pre
         assert got["gap"] == pytest.approx(0.0) and got["cloud_offer_choice"] == []
 
 
-
 def test_the_gap_runs_on_a_held_out_trace(tmp_path: Path) -> None:
     """As `bench/decision_quality.py --trace`: the held-out checker splits the same runs' gap."""
     trace = tmp_path / "held-out.csv"
