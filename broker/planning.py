@@ -265,7 +265,7 @@ class Planner:
         projected = self.waits.for_job(self.policy, spec, snap, store, self.queueing_sites(), before)
         barred = self.fair.barred(self.policy, job, snap.now)  # beyond a quota it may not borrow past
         held, projected = bar_onprem(barred, held, projected)  # it waits for its own quota to free
-        ahead = self.waits.launches_ahead(self.policy, spec, job.tenant, job.created_at)
+        ahead = self.waits.launches_ahead(self.policy, spec, job.tenant, job.created_at, job.id)
         with claimed_meanwhile(snap.claimed, held):
             inputs = self.inputs_for(
                 job.tenant,

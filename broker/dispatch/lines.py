@@ -124,6 +124,10 @@ class Line:
         self.t = at
 
 
+_AFTER_EVERY_ID = "\U0010ffff"
+"""Sorts after every job id (the highest code point)."""
+
+
 class CommittedBursts:
     """Per cloud site, the deadlines of the jobs committed to burst there (WAIT with `burst_in_s`)."""
 
@@ -141,11 +145,17 @@ class CommittedBursts:
             bisect.insort(self.due.setdefault(site, []), (due_s, job_id))
             self.where[job_id] = (site, due_s)
 
-    def ahead(self, due_s: float) -> Mapping[SiteId, int]:
-        """Per site, the committed bursts due before `due_s`."""
+    def ahead(self, due_s: float, job_id: str | None = None) -> Mapping[SiteId, int]:
+        """Per site, the committed bursts due before job `job_id`, due at `due_s`: those due sooner,
+        and those due at the same moment and listed before it (a batch submitted together is due
+        together, and the route's launch rounds must stagger it too); None: a job not yet
+        committed, behind all of them."""
         out: dict[SiteId, int] = {}
         for site, line in self.due.items():
-            n = bisect.bisect_left(line, (due_s, ""))
+            if job_id is None:
+                n = bisect.bisect_right(line, (due_s, _AFTER_EVERY_ID))
+            else:
+                n = bisect.bisect_left(line, (due_s, job_id))
             if n:
                 out[SiteId(site)] = n
         return out

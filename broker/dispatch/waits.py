@@ -297,12 +297,13 @@ class LiveWaits:
         return line
 
     def launches_ahead(
-        self, policy: Policy, spec: JobSpec, tenant: str, queued_since: datetime
+        self, policy: Policy, spec: JobSpec, tenant: str, queued_since: datetime, job_id: str | None = None
     ) -> Mapping[SiteId, int] | None:
-        """Per cloud site, the bursts committed there by jobs due before this one (None: fluid)."""
+        """Per cloud site, the bursts committed there by jobs due before this one (None: fluid);
+        `job_id`: the queued job's (None: a job asked about, behind every commitment due with it)."""
         if policy.burst.wait_model != "projected":
             return None
-        return self.bursts.ahead(due_at(spec, tenant, policy, queued_since).timestamp())
+        return self.bursts.ahead(due_at(spec, tenant, policy, queued_since).timestamp(), job_id)
 
     def _ahead(self, partition: str, before: int | None) -> int:
         """How many of the partition's waiters stand before a job at place `before` (all: None)."""

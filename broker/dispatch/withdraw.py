@@ -51,7 +51,7 @@ def pending_decision(
         queued_since=job.created_at,
         pending_since=None,
         projected_wait=projected,
-        launches_ahead=planner.waits.launches_ahead(policy, job.spec, job.tenant, job.created_at),
+        launches_ahead=planner.waits.launches_ahead(policy, job.spec, job.tenant, job.created_at, job.id),
     )
     return decide(job.spec, job.tenant, snap.offers, policy, inputs)
 

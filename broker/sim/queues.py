@@ -62,11 +62,13 @@ class LaunchQueue:
             queue = self.due[got[0]]
             del queue[bisect.bisect_left(queue, (got[1], job))]
 
-    def ahead(self, due_s: float) -> dict[SiteId, int]:
-        """Per site, the committed bursts due before `due_s`."""
+    def ahead(self, due_s: float, job: int) -> dict[SiteId, int]:
+        """Per site, the committed bursts due before job `job`, due at `due_s`: those due sooner,
+        and those due at the same moment and listed before it (a batch submitted together is due
+        together, and the route's launch rounds must stagger it too)."""
         out = {}
         for site, queue in self.due.items():
-            n = bisect.bisect_left(queue, (due_s, -1))
+            n = bisect.bisect_left(queue, (due_s, job))
             if n:
                 out[SiteId(site)] = n
         return out

@@ -62,7 +62,7 @@ class PolicyStrategy:
         if self.projector is not None:
             projected, launches, ratios, claims = self.projector(job)
             claims.put(str(job.index), None)  # its own claim is no reason to yield
-            ahead = launches.ahead(job.arrival_s + job.max_wait_s)
+            ahead = launches.ahead(job.arrival_s + job.max_wait_s, job.index)
             gap = self.policy.burst.firm_deadline_share_gap
             firm = held_back(ratios, job.tenant, gap)
         inputs = build_inputs(

@@ -176,6 +176,42 @@ def test_a_long_running_job_makes_the_next_burst_at_its_last_responsible_moment(
             stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(TOKEN))
 
 
+ONE_LAUNCH_AT_A_TIME = POLICY.replace(
+    "    aws-east: {provisioning_p95: 50s}\n", "    aws-east: {provisioning_p95: 50s, max_provisioning: 1}\n"
+)
+
+
+@pytest.fixture
+def one_launch(moto: MotoFront, start_broker: StartBroker) -> BrokerProcess:
+    return start_broker(setup(moto.url, ONE_LAUNCH_AT_A_TIME))
+
+
+def test_two_jobs_submitted_in_one_call_line_up_their_bursts_behind_the_routes_limit(
+    one_launch: BrokerProcess, tmp_path: Path
+) -> None:
+    # Submitted in one call, both jobs are due at the same moment. The route brings one instance
+    # up at a time (p95 50 s), so one of them must start its burst a round (50 s) sooner, or the
+    # second launch would queue behind the first past the deadline. Counting only the bursts due
+    # strictly sooner, neither saw the other ahead and both waited for the same moment.
+    broker = one_launch
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        holder = hold_the_a800(broker, stub, tmp_path, "10h")
+        files = [job_yaml(tmp_path, name, estimate="1h", max_wait="300s") for name in ("first", "second")]
+        out = szb(broker, TOKEN, "submit", *map(str, files), "-o", "json")
+        assert out.returncode == 0, out.stderr
+        jobs = [str(j["id"]) for j in json.loads(out.stdout)]
+        got = [stub.GetJob(pb.GetJobRequest(id=j), metadata=md(TOKEN)).job for j in jobs]
+        assert got[0].create_time == got[1].create_time  # one call: due together
+        waits = [first_event(stub, j, "waiting") for j in jobs]
+        assert all("last responsible moment" in w.message for w in waits), [w.message for w in waits]
+        moments = sorted(w.data["burst_in_s"] for w in waits)
+        # One round apart (give or take the time between the pass's two decisions).
+        assert moments[1] - moments[0] == pytest.approx(50, abs=10), [w.data for w in waits]
+        for jid in (holder, *jobs):
+            stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(TOKEN))
+
+
 def test_the_ratio_learned_from_the_tenants_finished_jobs_stretches_the_projection(
     broker: BrokerProcess, tmp_path: Path
 ) -> None:

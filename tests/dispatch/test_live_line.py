@@ -12,7 +12,7 @@ import random
 import pytest
 
 from broker.burst.projection import projected_wait_s
-from broker.dispatch.lines import Line, PartitionView
+from broker.dispatch.lines import CommittedBursts, Line, PartitionView
 
 NOW = 1_800_000_000.0
 
@@ -47,3 +47,17 @@ def check(rng: random.Random) -> None:
         assert math.isinf(got)
     else:
         assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_bursts_due_together_count_ahead_in_one_order_and_a_job_asked_about_goes_last() -> None:
+    bursts = CommittedBursts()
+    for job in ("j1", "j2", "j3"):
+        bursts.put(job, "aws", NOW)
+    bursts.put("early", "aws", NOW - 60)
+    bursts.put("other-route", "aliyun", NOW)
+    # Due at the same moment, each sees those listed before it: three launch rounds, not one.
+    assert [bursts.ahead(NOW, job).get("aws", 0) for job in ("j1", "j2", "j3")] == [1, 2, 3]
+    assert bursts.ahead(NOW - 60, "early") == {}
+    assert bursts.ahead(NOW) == {"aws": 4, "aliyun": 1}  # a job not yet committed: behind them all
+    bursts.put("j2", None, 0.0)  # decided again: no longer committed
+    assert bursts.ahead(NOW, "j3")["aws"] == 2

@@ -53,15 +53,18 @@ def test_waits_on_prem_when_a_running_job_ends_in_time_else_bursts(
         assert b.decisions >= 2 and b.wait_s > 600
 
 
-def test_two_late_jobs_behind_a_route_limit_of_one_are_not_both_late(tmp_path: Path) -> None:
+@pytest.mark.parametrize("c_at", [61.0, 60.0], ids=["a-second-apart", "same-instant"])
+def test_two_late_jobs_behind_a_route_limit_of_one_are_not_both_late(tmp_path: Path, c_at: float) -> None:
     # The only GPU is busy for 2 h; B and C arrive together, both projected late. The route
     # brings one instance up at a time (4 min each, p95 5 min). Bursting both at deadline minus
     # 5 min would leave C queued behind B's launch past its deadline; C sees B's burst lined up
-    # ahead of it on the route and moves its own last responsible moment one p95 earlier.
+    # ahead of it on the route and moves its own last responsible moment one p95 earlier. Also
+    # when both arrive at the same instant, so are due at the same moment (a batch submitted in
+    # one call): counting only bursts due strictly sooner, neither saw the other ahead.
     route = "  sites:\n    cloud: {max_provisioning: 1, provisioning_p95: 5m}\n"
     policy = projected_policy(tmp_path, route=route)
     scenario = Scenario(seed=1, provisioning=Delay(min_s=240, mode_s=240, max_s=240))
-    trace = [a800("a", 0, 7200), a800("b", 60, 3600), a800("c", 61, 3600)]
+    trace = [a800("a", 0, 7200), a800("b", 60, 3600), a800("c", c_at, 3600)]
     sim = simulate(policy, build_jobs(trace, policy, scenario), scenario, baselines=(), lower_bound=False)
     b, c = sim.runs["policy"].records[1:]
     assert b.burst and c.burst
