@@ -48,9 +48,13 @@ def test_the_bench_runs_another_trace_and_says_which_targets_it_meets(tmp_path: 
         assert t["spot_over_restart_limit"] == {"value": over, "met": over == 0}
 
 
-def test_a_policy_only_scenario_has_no_targets_to_meet() -> None:
+def test_a_policy_only_scenario_says_why_its_comparisons_are_not_judged() -> None:
     bench = load_bench("decision_quality")
-    assert bench.targets({"offline_ratio": None, "cost_ratio": None}) is None
+    policy = {"slo_attainment": 0.99, "spot_over_restart_limit": 2, "late_jobs": 0, "rejected": 0}
+    t = bench.targets({"strategies": {"policy": policy}, "offline_ratio": None, "cost_ratio": None})
+    for name in ("offline_ratio", "cost_ratio", "on_frontier"):
+        assert t[name]["met"] is None and "policy-only run" in t[name]["why"], t
+    assert t["spot_over_restart_limit"] == {"value": 2, "met": False}  # its own figure is judged
 
 
 def test_a_trace_naming_a_tenant_the_policy_lacks_is_refused_at_its_line(tmp_path: Path) -> None:
