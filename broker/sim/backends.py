@@ -71,11 +71,34 @@ def onprem_partitions(policy: Policy, onprem_gpus: int | None) -> dict[str, Part
             else:
                 sizes[key] = (p.nodes * p.count_per_node, True, p.count_per_node)
     if onprem_gpus is not None:
-        gpus = sum(n for n, acc, _ in sizes.values() if acc)
-        for key, (n, acc, node) in list(sizes.items()):
-            if acc and gpus:
-                sizes[key] = (max(node, round(onprem_gpus * n / gpus)), acc, node)
+        gpu = {k: (n, node) for k, (n, acc, node) in sizes.items() if acc and n}
+        for key, n in rescaled(gpu, onprem_gpus).items():
+            sizes[key] = (n, True, sizes[key][2])
     return {k: Partition(k, n, acc, free=n) for k, (n, acc, _) in sizes.items()}
+
+
+def rescaled(parts: Mapping[str, tuple[int, int]], total: int) -> dict[str, int]:
+    """`total` GPUs shared among partitions of (GPUs, GPUs per node) in proportion to their sizes,
+    each keeping a node at least (the total is then more only when `total` is below those nodes);
+    whole GPUs by largest remainder, so the shares add up to `total` exactly."""
+    out: dict[str, int] = {}
+    rest = dict(parts)
+    while rest:
+        left, size = total - sum(out.values()), sum(n for n, _ in rest.values())
+        floored = {k: node for k, (n, node) in rest.items() if left * n / size < node}
+        if not floored:
+            break
+        out.update(floored)  # too small for a node of its own share: one node, the rest share the remainder
+        rest = {k: v for k, v in rest.items() if k not in floored}
+    if rest:
+        left, size = max(0, total - sum(out.values())), sum(n for n, _ in rest.values())
+        exact = {k: left * n / size for k, (n, _) in rest.items()}
+        share = {k: int(x) for k, x in exact.items()}
+        by_remainder = sorted(exact, key=lambda k: (share[k] - exact[k], k))
+        for k in by_remainder[: left - sum(share.values())]:
+            share[k] += 1
+        out.update(share)
+    return out
 
 
 class OfferBook:

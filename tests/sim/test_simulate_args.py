@@ -147,12 +147,13 @@ def test_a_bound_of_zero_gives_no_ratio(tmp_path: Path, capsys: pytest.CaptureFi
     assert rows["cloud-cheapest"]["lower_bound_cost"] == 0.0 and rows["cloud-cheapest"]["cost_ratio"] is None
 
 
-@pytest.mark.parametrize(("asked", "got"), [("1", 16), ("256", 256), ("100", 100)])
+@pytest.mark.parametrize(("asked", "got"), [("1", 16), ("16", 16), ("21", 21), ("256", 256), ("100", 100)])
 def test_the_on_prem_size_simulated_is_the_one_said(
     asked: str, got: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Each GPU partition keeps at least one node: `--onprem-gpus 1` simulated 16 GPUs (an A800 and
-    an Ascend node of 8), with nothing saying so."""
+    an Ascend node of 8), with nothing saying so. A size that holds a node of each is the size
+    simulated: 16 (one node each) gave 21, the A800's node added to the Ascend's 13 of 16."""
     import json
 
     argv = ["simulate", "--synthetic", "20", "--policy", str(POLICY), "--no-lower-bound", "-o", "json"]
@@ -161,3 +162,21 @@ def test_the_on_prem_size_simulated_is_the_one_said(
     assert json.loads(out)["onprem_gpus"] == got
     said = f"--onprem-gpus {asked}: each GPU partition keeps at least one node: {got} GPUs"
     assert (said in err) is (int(asked) != got), err
+
+
+def test_rescaled_partitions_add_up_to_the_size_asked_and_keep_a_node_each() -> None:
+    import random
+
+    from broker.sim.backends import rescaled
+
+    rng = random.Random(3)
+    for _ in range(500):
+        parts = {f"p{i}": (rng.randint(1, 64) * node, node) for i, node in
+                 enumerate(rng.choice([1, 4, 8]) for _ in range(rng.randint(1, 4)))}  # fmt: skip
+        total = rng.randint(1, 2000)
+        got = rescaled(parts, total)
+        assert set(got) == set(parts) and all(got[k] >= node for k, (_, node) in parts.items())
+        if total >= sum(node for _, node in parts.values()):
+            assert sum(got.values()) == total, (parts, total, got)
+        else:
+            assert got == {k: node for k, (_, node) in parts.items()}
