@@ -84,7 +84,7 @@ def build_jobs(
     for i, tj in enumerate(trace):
         tenant = tj.tenant or names[min(len(names) - 1, bisect_right(cum, rng.random() * total))]
         runtime = min(tj.runtime_s, MAX_RUNTIME_S)
-        accel = tj.accelerators if scenario.gpu_spec == "keep" else ()
+        accel = () if tj.gpu_spec and scenario.gpu_spec == "ignore" else tj.accelerators
         estimate = timedelta(seconds=estimate_s(scenario, tenant, i, runtime, MAX_RUNTIME_S))
         spot = (
             SpotMode.NEVER

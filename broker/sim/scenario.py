@@ -76,7 +76,11 @@ class Scenario(_M):
     time_scale: float = Field(default=1.0, gt=0, description="Inter-arrival times are divided by this.")
     onprem_gpus: int | None = Field(default=None, ge=1, description="Scale on-prem GPU partitions to N.")
     max_runtime_s: float | None = Field(default=None, gt=0, description="Drop trace jobs running longer.")
-    gpu_spec: Literal["keep", "ignore"] = Field(default="keep", description="Honour trace GPU-model lists.")
+    gpu_spec: Literal["keep", "ignore"] = Field(
+        default="keep",
+        description="Honour the Alibaba trace's gpu_spec model lists (a plain CSV's accelerator column "
+        "is always honoured: it names the job's own catalog accelerators).",
+    )
     no_spot_over_s: float | None = Field(
         default=None,
         gt=0,

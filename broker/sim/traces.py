@@ -71,6 +71,9 @@ class TraceJob:
     """Accelerators (0: a CPU-only job)."""
     accelerators: tuple[str, ...] = ()
     """Catalog accelerator names the job accepts; empty = any."""
+    gpu_spec: bool = False
+    """`accelerators` map Alibaba's `gpu_spec` models, which describe Alibaba's pool (a scenario's
+    `gpu_spec: ignore` drops them); a plain CSV's `accelerator` column is the job's own ask."""
     cpus: float = 1.0
     memory_gb: float = 1.0
     tenant: str | None = None
@@ -233,6 +236,7 @@ def _pod(row: dict[str, str], line: int) -> TraceJob:
         runtime_s=max(1.0, deleted - scheduled),
         count=count,
         accelerators=map_gpu_spec(row.get("gpu_spec") or "") if count else (),
+        gpu_spec=True,
         cpus=max(0.1, _column(row, "cpu_milli", float) / 1000),
         memory_gb=max(0.1, _column(row, "memory_mib", float) / 1024),
         priority=QOS_PRIORITY.get((row.get("qos") or "").strip(), "normal"),

@@ -92,3 +92,22 @@ def test_trace_reader_maps_gpu_spec(tmp_path: Path) -> None:
     assert info.skipped["never scheduled (run time unknown)"] == 897
     assert {a for j in trace for a in j.accelerators} <= {"T4", "A10", "V100", "V100-32GB"}
     assert all(j.runtime_s >= 1 for j in trace)
+
+
+def test_a_scenario_ignoring_gpu_spec_keeps_the_accelerators_a_plain_csv_asks_for(tmp_path: Path) -> None:
+    """`gpu_spec: ignore` drops Alibaba's model lists (they describe Alibaba's pool); a plain CSV's
+    `accelerator` column is the job's own ask. Under `alibaba-peak` an 8 x H800 job ran on the
+    on-prem Ascend partition (9.6 CNY) instead of the cloud's H800 (395 CNY), with nothing said."""
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    scenario = load_scenario(CONFIGS / "scenarios" / "alibaba-peak.yaml")
+    assert scenario.gpu_spec == "ignore"
+    plain = tmp_path / "plain.csv"
+    plain.write_text("submit_time,runtime,accelerator,count,tenant\n0,1h,H800,8,pku-nlp\n")
+    (job,) = build_jobs(read_trace(plain)[0], policy, scenario)
+    assert list(job.spec.resources.accelerators.any_of) == ["H800"]
+    alibaba, _ = read_trace(CONFIGS / "traces" / "alibaba-gpu-v2023-openb-pods.csv.gz")
+    modelled = [tj for tj in alibaba if tj.accelerators][:50]
+    assert modelled and all(tj.gpu_spec for tj in modelled)
+    assert all(not j.spec.resources.accelerators.any_of for j in build_jobs(modelled, policy, scenario))
+    kept = scenario.model_copy(update={"gpu_spec": "keep"})
+    assert all(j.spec.resources.accelerators.any_of for j in build_jobs(modelled, policy, kept))
