@@ -71,6 +71,10 @@ def baseline_names(text: str) -> tuple[str, ...]:
         return BASELINES if text.strip() == "all" else ()
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in BASELINES]
+    if unknown and unknown[0] in ("all", "none"):  # (a word of its own, not one of a list)
+        raise argparse.ArgumentTypeError(
+            f"{unknown[0]!r} stands alone: give all, none, or a list of {', '.join(BASELINES)}"
+        )
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"{(unknown or [text])[0]!r} is not a baseline (all, none, or some of {', '.join(BASELINES)})"

@@ -61,6 +61,14 @@ def test_an_unknown_baseline_is_a_usage_error(capsys: pytest.CaptureFixture[str]
     )
 
 
+def test_all_in_a_list_of_baselines_is_said_to_stand_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    # It read "'all' is not a baseline (all, none, ...)": refused, then offered.
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--synthetic", "5", "--policy", str(POLICY), "--baselines", "all,onprem-only"])
+    assert exc.value.code == 2
+    assert "'all' stands alone: give all, none, or a list of onprem-only" in capsys.readouterr().err
+
+
 def test_the_json_keeps_its_keys_when_the_references_are_skipped(capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
