@@ -113,9 +113,13 @@ def _arguments(args: argparse.Namespace) -> tuple[datetime | None, Policy] | int
 
 
 def _check_dsn(dsn: str | None) -> None:
-    """ValueError for a `--store` that is neither a URL nor key=value pairs (a path, most likely):
-    the driver's own words for it (`missing "=" ... in connection info string`) name no flag."""
-    if dsn is not None and "://" not in dsn and "=" not in dsn:
+    """ValueError for a `--store` that is neither a PostgreSQL URL nor key=value pairs (a path or a
+    `sqlite://` URL, most likely): the driver's own words for it (`missing "=" ... in connection
+    info string`) name no flag."""
+    if dsn is None:
+        return
+    scheme = dsn.partition("://")[0].lower() if "://" in dsn else None
+    if ("://" not in dsn and "=" not in dsn) or scheme not in (None, "postgresql", "postgres"):
         raise ValueError(
             f"--store {dsn}: not a PostgreSQL DSN (postgresql://USER@HOST:5432/DB, or key=value pairs "
             "such as host=HOST dbname=DB); a SQLite store is read with --data-dir DIR"

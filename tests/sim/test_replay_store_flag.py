@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "broker" / "defaults" / "policy.yaml"
 
 
-@pytest.mark.parametrize("value", [".szb", "/var/lib/szb/broker.db", "db.example.cn"])
+@pytest.mark.parametrize("value", [".szb", "/var/lib/szb/broker.db", "db.example.cn", "sqlite:///x.db"])
 def test_a_path_given_as_the_store_says_which_flag_reads_it(
     value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
