@@ -35,13 +35,14 @@ def refused_by(
 
 
 def refusal_rules(job: SimJob, policy: Policy) -> str:
-    """`rule + rule ...`: what refuses the job under `policy`, the commonest first."""
+    """`rule + rule ...`: the set of rules that refuse the job under `policy`, by name (the
+    commonest-first order varies with the job's shape: one set was counted under two orders)."""
     rules = refused_by(job.spec, job.tenant, job.created_at, policy)
-    return rules if isinstance(rules, str) else " + ".join(rule for rule, _, _ in rules)
+    return rules if isinstance(rules, str) else " + ".join(sorted({rule for rule, _, _ in rules}))
 
 
 def refusal_counts(jobs: Sequence[SimJob], run: RunResult, policy: Policy) -> dict[str, int]:
-    """How many jobs the run refused for each set of rules, the commonest first."""
+    """How many jobs the run refused for each set of rules, the commonest set first."""
     counts: Counter[str] = Counter()
     # One placement per (tenant, shape, runtime): a trace refuses few shapes, many times each.
     known: dict[tuple[str, int, float], str] = {}

@@ -110,3 +110,22 @@ def test_a_refusal_is_named_by_what_blocks_the_offers_the_job_fits(
     # The 1-GPU job fits H100 instances the export rule rejects (pku-nlp is in D:5); the 64-GPU one
     # fits none.
     assert refusals == {"us-export-3a090": 1, "hardware.fit": 1}, refusals
+
+
+def test_one_set_of_rules_is_counted_once_whatever_order_each_job_met_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rules are listed commonest first per job, and that order varies with the job's shape: one
+    set was counted twice, as `hardware.fit + partner-no-onprem-a800: 19` and
+    `partner-no-onprem-a800 + hardware.fit: 3`."""
+    rows = [f"{i * 10},1h,{acc},{n},sg-partner" for i, (acc, n) in enumerate(
+        [("A800", 1), ("A800", 8), ("A800|H800", 2), ("A800", 1024), ("A800|T4", 4), ("A800", 3)]
+    )]  # fmt: skip
+    trace = tmp_path / "trace.csv"
+    trace.write_text("submit_time,runtime,accelerator,count,tenant\n" + "\n".join(rows) + "\n")
+    argv = ["simulate", "--trace", str(trace), "--policy", str(POLICY), "--no-lower-bound", "-o", "json"]
+    assert main(argv) == 0
+    refusals = json.loads(capsys.readouterr().out)["strategies"]["policy"]["refusals"]
+    sets = [frozenset(key.split(" + ")) for key in refusals]
+    assert len(sets) == len(set(sets)), refusals
+    assert all(key.split(" + ") == sorted(key.split(" + ")) for key in refusals), refusals
