@@ -283,12 +283,15 @@ def _plain(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: float
                 info.skip("run time above the scenario's max_runtime")
                 continue
             accel = tuple(a.strip() for a in (row.get("accelerator") or "").split("|") if a.strip())
+            count = int(_column(row, "count", _whole, 1 if accel else 0))
+            if accel and count == 0:  # (read as CPU-only, the accelerator it names was dropped unsaid)
+                raise ValueError(f"count: 0 with accelerator {'|'.join(accel)} (a CPU-only job names none)")
             wait = (row.get("max_wait") or "").strip()
             job = TraceJob(
                 name=(row.get("name") or f"job-{line - 1}").strip(),
                 submit_s=_column(row, "submit_time", _seconds),
                 runtime_s=runtime,
-                count=int(_column(row, "count", _whole, 1 if accel else 0)),
+                count=count,
                 accelerators=accel,
                 cpus=_column(row, "cpus", float, 1),
                 memory_gb=_column(row, "memory_gb", float, 1),
@@ -320,7 +323,13 @@ def _whole_rows(
     """The rows, refusing one with more cells than the header, and with fewer unless `short_ok`
     (a cut or shifted pod-list row would read its missing cells as empty: a pod "never
     scheduled", say; a hand-written plain CSV row may stop before its optional columns)."""
+    last = reader.line_num
     for row in reader:
+        if any(v is not None and "\n" in v for v in row.values() if isinstance(v, str)):
+            # A quote left open reads every line up to the next quote as one cell.
+            said = f"a quote is left open (the quoted cell reads on through line {reader.line_num})"
+            raise TraceError(f"{path}:{last + 1}: {said}")
+        last = reader.line_num
         extra = row.get(None)  # (DictReader puts extra cells under None)
         cells = width + len(extra) if extra else sum(1 for v in row.values() if v is not None)
         if cells > width or (cells < width and not short_ok):
@@ -338,6 +347,10 @@ def read_trace(
         header = reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
     except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as exc:  # (EOFError: a cut .gz)
         raise TraceError(f"{path}: cannot read: {exc}") from exc
+    if (blank := [i for i, c in enumerate(header, start=1) if not c]) and len(header) > 1:
+        raise TraceError(f"{path}:1: column {blank[0]} of the header has no name")
+    if twice := sorted({c for c in header if header.count(c) > 1}):
+        raise TraceError(f"{path}:1: column {twice[0]} appears twice in the header")
     found = detect_format(header)
     if fmt is not None and fmt != found:
         raise TraceError(f"{path}: --trace-format {fmt} given but the header is {found}")

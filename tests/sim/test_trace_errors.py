@@ -36,6 +36,12 @@ POLICY = ROOT / "configs" / "policy-sim.yaml"
         ("submit_time,runtime\n-100,1h\n", ":2: submit_time: must be >= 0, got -100"),
         ("submit_time,runtime\n0,-5\n", ":2: runtime: must be >= 0, got -5"),
         ("submit_time,runtime,max_wait\n0,1h,-1e3\n", ":2: max_wait: must be >= 0, got -1000"),
+        # Each read silently before: a CPU-only job, the last of two columns, a column dropped,
+        # and a tenant or runtime "required" where an open quote had swallowed the next rows.
+        ("submit_time,runtime,accelerator,count\n0,1h,A800,0\n", ":2: count: 0 with accelerator A800"),
+        ("submit_time,runtime,count,count\n0,1h,1,2\n", ":1: column count appears twice"),
+        (",submit_time,runtime\nx,0,1h\n", ":1: column 1 of the header has no name"),
+        ('submit_time,runtime,tenant\n0,1h,"t1\n10,1h,t1\n', ":2: a quote is left open (the quoted"),
     ],
 )
 def test_a_bad_value_names_its_line_and_column(tmp_path: Path, rows: str, where: str) -> None:
