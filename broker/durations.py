@@ -24,13 +24,16 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, str):
         text = value.strip().lower()
         if len(text) > 64:
-            raise ValueError("must be a duration such as 30m, 6h or 1h30m")
+            raise ValueError(_NOT_A_DURATION)
         if text and _DURATION_PART.sub("", text) == "":
             seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
             return _seconds(seconds)
         if re.fullmatch(r"\d+(\.\d+)?", text):
             return _seconds(float(text))
-    raise ValueError("must be a duration such as 30m, 6h or 1h30m")
+    raise ValueError(_NOT_A_DURATION)
+
+
+_NOT_A_DURATION = "must be a duration such as 30m, 6h or 1h30m (units d, h, m, s)"
 
 
 MAX_DURATION_S = 10 * 366 * 86400.0

@@ -56,13 +56,14 @@ def parse_since(text: str) -> datetime:
     """An ISO time or date (Beijing time when no offset is given), or an age like `2h`."""
     try:
         return datetime.now(UTC) - parse_duration(text)
-    except ValueError:
-        pass
+    except ValueError as exc:
+        if "at most" in str(exc):  # an age, but too long to be one (not "neither")
+            raise argparse.ArgumentTypeError(f"{text!r}: an age must be at most 10 years") from exc
     try:
         when = datetime.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a time (2026-12-01T08:00+08:00) nor an age (2h, 1d)"
+            f"{text!r} is neither a time (2026-12-01T08:00+08:00) nor an age (2h, 1d; units d, h, m, s)"
         ) from exc
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC) - BEIJING

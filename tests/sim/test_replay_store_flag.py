@@ -34,3 +34,23 @@ def test_the_since_help_says_a_time_without_an_offset_is_beijing_time(
     with pytest.raises(SystemExit):
         main(["policy", "replay", "--help"])
     assert "Beijing time unless it gives an offset" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(
+    ("since", "said"),
+    [
+        # A duration too long was "neither a time nor an age"; an unknown unit named no units.
+        ("100000d", "--since: '100000d': an age must be at most 10 years"),
+        ("1y", "nor an age (2h, 1d; units d, h, m, s)"),
+    ],
+)
+def test_a_since_that_is_no_age_says_why(since: str, said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["policy", "replay", "--policy", str(POLICY), "--since", since]) == 1
+    assert said in capsys.readouterr().err
+
+
+def test_a_duration_with_an_unknown_unit_names_the_units() -> None:
+    from broker.durations import parse_duration
+
+    with pytest.raises(ValueError, match=r"\(units d, h, m, s\)"):
+        parse_duration("9y")
