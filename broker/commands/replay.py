@@ -210,6 +210,10 @@ def _table(result: dict[str, Any]) -> None:
         a, b, d = result["current"].get(key), result["candidate"].get(key), result["delta"].get(key)
         t.add_row(label, _v(a), _v(b), "" if d in (None, 0) else f"{d:+g}")
     console.print(t)
+    more = (result["candidate"].get("rejected") or 0) - (result["current"].get("rejected") or 0)
+    if more:  # (a cost that fell because jobs are refused is no saving)
+        who, n = ("candidate", more) if more > 0 else ("current policy", -more)
+        console.print(f"cost counts only the jobs a policy runs: the {who} refuses {n} more")
     console.print(f"current: {result['current_policy']}   candidate: {result['candidate_policy']}")
     if result["capacity_errors"]:
         errors = ", ".join(f"{site} {n}" for site, n in result["capacity_errors"].items())

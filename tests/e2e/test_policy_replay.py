@@ -89,6 +89,8 @@ def test_readme_line_shows_a_moved_and_a_refused_job(history: Path) -> None:
     out = run(README_LINE, folder, base_env(folder))
     assert "Replay of 2 recorded jobs" in out.stdout
     assert "Placement changed (1)" in out.stdout and "Refused under the candidate (1)" in out.stdout
+    # Its cost is lower partly because a job is refused: said under the table, not left to read as saving.
+    assert "cost counts only the jobs a policy runs: the candidate refuses 1 more" in out.stdout
     for png in ("totals.png", "changes.png"):
         assert (folder / "replay" / png).stat().st_size > 1000
     body = json.loads((folder / "replay" / "summary.json").read_text())
