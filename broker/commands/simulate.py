@@ -255,7 +255,7 @@ _TENANT_COLS = (
     "weight",
     "jobs",
     "p95 wait s",
-    "max_wait s",
+    "median max_wait s",
     "SLO",
     "p95 slowdown",
     "on-prem used",
@@ -321,6 +321,8 @@ def _bound_terms(result: dict[str, Any]) -> str:
 def _strategy_table(result: dict[str, Any]) -> Any:
     from rich.table import Table
 
+    from broker.sim.report import money
+
     cur = result.get("currency", "")
     table = Table(title=f"szb simulate: {result.get('scenario')} (time scale {result.get('time_scale')})")
     table.add_column("strategy", justify="left")
@@ -331,7 +333,7 @@ def _strategy_table(result: dict[str, Any]) -> Any:
             name,
             str(s["jobs"]),
             str(s["rejected"]),  # (not in jobs, cost or SLO: no allowed offer would take them)
-            f"{s['cost']:,.0f}",
+            money(s["cost"]),
             _fmt(s.get("cost_ratio")),
             _fmt(s["p50_wait_s"]),
             _fmt(s["p95_wait_s"]),

@@ -195,7 +195,8 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
     ]
     for name, s in result["strategies"].items():
         lines.append(
-            f"| {name} | {s['jobs']} | {s['rejected']} | {s['cost']:,.0f} | {_f(s.get('lower_bound_cost'))} "
+            f"| {name} | {s['jobs']} | {s['rejected']} | {money(s['cost'])} "
+            f"| {_f(s.get('lower_bound_cost'))} "
             f"| {_f(s.get('cost_ratio'))} | {_f(s['p50_wait_s'])} | {_f(s['p95_wait_s'])} "
             f"| {s['slo_attainment']:.3f} | {s['late_finish_jobs']} | {s['burst_fraction']:.3f} "
             f"| {s['carbon_kg']:,.0f} | {s['budget_violations']} | {s['compliance_violations']} |"
@@ -222,7 +223,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
         lines += [
             f"## Per tenant (policy; Jain's fairness index {_f(policy.get('jain_index'))})",
             "",
-            "| tenant | weight | jobs | p95 wait s | max_wait s | SLO | p95 slowdown | on-prem used "
+            "| tenant | weight | jobs | p95 wait s | median max_wait s | SLO | p95 slowdown | on-prem used "
             "| entitled | used/entitled |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
@@ -243,6 +244,12 @@ def _bound(result: Mapping[str, Any], cur: str) -> str:
     if result.get("lower_bound_cost") is None:  # solved: no schedule meets every max_wait
         return "none: no schedule starts every job on time"
     return f"{_f(result['lower_bound_cost'])} {cur}"
+
+
+def money(v: float) -> str:
+    """A strategy's cost for a table: whole units from 100 up, cents below (a run of a few CNY read
+    "4" beside a bound of 3.90)."""
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}"
 
 
 def _f(v: Any) -> str:

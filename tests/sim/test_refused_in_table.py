@@ -129,3 +129,15 @@ def test_one_set_of_rules_is_counted_once_whatever_order_each_job_met_them(
     sets = [frozenset(key.split(" + ")) for key in refusals]
     assert len(sets) == len(set(sets)), refusals
     assert all(key.split(" + ") == sorted(key.split(" + ")) for key in refusals), refusals
+
+
+def test_a_cost_of_a_few_units_keeps_its_cents_beside_the_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run of a few CNY read "4" in the cost column beside a bound of 3.90."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text("submit_time,runtime,accelerator,count,tenant\n0,1h,A800,1,pku-nlp\n")
+    assert main(["simulate", "--trace", str(trace), "--policy", str(POLICY), "--baselines", "none"]) == 0
+    out = capsys.readouterr().out.replace("│", "┃")
+    cost = table_row(out, "┃", "policy")["cost CNY"]
+    assert "." in cost and float(cost) < 100, cost
