@@ -10,7 +10,7 @@ from broker.errors import BrokerError
 from broker.jobspec import submission_problems
 from broker.model import JobSpec
 from broker.validation import violations
-from broker.yamlfile import PolicyError, Problem, parse_yaml, position
+from broker.yamlfile import PolicyError, Problem, parse_yaml, position, read_text
 
 
 class JobFileError(BrokerError):
@@ -21,13 +21,18 @@ class JobFileError(BrokerError):
         self.problems = problems
 
 
+MAX_JOB_FILE_BYTES = 16 * 2**20
+"""The most a job file may hold: the largest spec a policy may let the server take
+(`limits.max_spec_bytes`, 16 MiB at most), so nothing larger could be submitted anyway."""
+
+
 def load_job_file(path: Path) -> JobSpec:
     """Parse and validate one job YAML file exactly as the server would."""
     name = str(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise JobFileError([Problem(name, 1, 1, f"cannot read: {exc.strerror}")]) from exc
+        text = read_text(path, "job file", MAX_JOB_FILE_BYTES)  # (`szb submit /dev/zero` filled memory)
+    except PolicyError as exc:
+        raise JobFileError(exc.problems) from exc
     try:
         doc = parse_yaml(text, name)
     except PolicyError as exc:

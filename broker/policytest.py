@@ -20,11 +20,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from broker.jobfile import MAX_JOB_FILE_BYTES
 from broker.model import JobSpec, SiteId, TenantId
 from broker.placement import PlacementContext, place
 from broker.policy import Policy
 from broker.policy.offers import static_offers
-from broker.yamlfile import PolicyError, Problem, parse_yaml, position, validation_problems
+from broker.yamlfile import PolicyError, Problem, parse_yaml, position, read_text, validation_problems
 
 
 class Expect(BaseModel):
@@ -68,11 +69,7 @@ class Result:
 
 def load_tests(path: Path, policy: Policy) -> Suite:
     """Read a test file; raises PolicyError with positions, also for names `policy` lacks."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError([Problem(str(path), 1, 1, f"cannot read tests: {exc.strerror}")]) from exc
-    doc = parse_yaml(text, str(path))
+    doc = parse_yaml(read_text(path, "tests file", MAX_JOB_FILE_BYTES), str(path))
     try:
         suite = Suite.model_validate(doc)
     except ValidationError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -64,6 +65,24 @@ class _MarkedConstructor(RoundTripConstructor):
 
 
 _MarkedConstructor.add_constructor("tag:yaml.org,2002:timestamp", _MarkedConstructor.construct_yaml_timestamp)
+
+
+def read_text(path: Path, what: str, max_bytes: int | None = None) -> str:
+    """A YAML file's text; PolicyError naming the file (and the line of a byte that is not UTF-8)
+    for one that cannot be read, is larger than `max_bytes`, or is not UTF-8."""
+    name = str(path)
+    try:
+        with path.open("rb") as f:
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)  # (a device never ends)
+    except OSError as exc:
+        raise PolicyError([Problem(name, 1, 1, f"cannot read {what}: {exc.strerror}")]) from exc
+    if max_bytes is not None and len(data) > max_bytes:
+        raise PolicyError([Problem(name, 1, 1, f"larger than {max_bytes // 2**20} MiB: not a {what}")])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PolicyError([Problem(name, line, 1, f"{what} is not UTF-8: {exc.reason}")]) from exc
 
 
 def parse_yaml(text: str, filename: str) -> Any:

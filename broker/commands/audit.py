@@ -17,6 +17,7 @@ from rich.table import Table
 
 from broker.api import broker_service_pb2 as pb
 from broker.client import ClientError
+from broker.commands._args import job_id
 from broker.commands._connect import add_client_args, client_for
 from broker.durations import parse_duration
 from broker.serde import state_from_proto
@@ -30,7 +31,9 @@ def register(sub: Any) -> None:
         help="who submitted and cancelled what, what the broker decided, and which submissions "
         "policy refused (operators)",
     )
-    p.add_argument("--job", default="", help="only this job (refused submissions never became one)")
+    p.add_argument(
+        "--job", type=job_id, default="", help="only this job (refused submissions never became one)"
+    )
     p.add_argument("--tenant", default="", help="only this tenant's jobs and refused submissions")
     p.add_argument(
         "--since", type=parse_since, help="a time (2026-12-01, 2026-12-01T08:00+08:00) or an age (2h, 1d)"

@@ -16,6 +16,7 @@ from rich.markup import escape
 from broker.api import broker_service_pb2 as pb
 from broker.api import job_pb2
 from broker.client import BrokerClient, ClientError
+from broker.commands._args import event_seq, job_id
 from broker.commands._connect import add_client_args, client_for
 from broker.commands._output import STATE_STYLE, console_for, fail, job_dict, print_jobs
 from broker.config import ConfigFileError, apply_env, load_config
@@ -54,7 +55,7 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_submit)
 
     p = sub.add_parser("get", help="show one job")
-    p.add_argument("id")
+    p.add_argument("id", type=job_id)
     p.add_argument("--wide", action="store_true", help="more columns, nothing cut")
     add_client_args(p)
     p.set_defaults(handler=cmd_get)
@@ -73,13 +74,13 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_list)
 
     p = sub.add_parser("cancel", help="cancel a job")
-    p.add_argument("id")
+    p.add_argument("id", type=job_id)
     add_client_args(p)
     p.set_defaults(handler=cmd_cancel)
 
     p = sub.add_parser("watch", help="follow a job's events until it ends")
-    p.add_argument("id")
-    p.add_argument("--after", type=int, default=0, help="resume after this event seq")
+    p.add_argument("id", type=job_id)
+    p.add_argument("--after", type=event_seq, default=0, help="resume after this event seq")
     add_client_args(p)
     p.set_defaults(handler=cmd_watch)
 
@@ -197,11 +198,15 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    labels = {}
+    labels: dict[str, str] = {}
     for item in args.label:
         key, sep, value = item.partition("=")
         if not sep:
             print(f"szb: usage error: --label {item!r} must be KEY=VALUE", file=sys.stderr)
+            return 2
+        if labels.get(key, value) != value:  # (the filters are one value per key: the last one won)
+            print(f"szb: usage error: --label {key} given twice ({labels[key]!r}, {value!r}): "
+                  "a job has one value per label", file=sys.stderr)  # fmt: skip
             return 2
         labels[key] = value
     states = [state_to_proto(JobState(s)) for s in args.state]

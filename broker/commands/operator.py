@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import secrets
 import sys
 from datetime import UTC, datetime, timedelta, timezone
@@ -16,11 +17,11 @@ from rich.table import Table
 
 from broker.api import broker_service_pb2 as pb
 from broker.auth import Role, token_entry_line
-from broker.burst.money import BEIJING
 from broker.burst.projection import minutes
 from broker.client import ClientError
 from broker.commands._connect import add_client_args, client_for
 from broker.commands._output import fail
+from broker.commands.audit import parse_since
 from broker.serde import ts_to_proto
 
 BEIJING_TZ = timezone(timedelta(hours=8))
@@ -198,17 +199,9 @@ def _print_tenants(resp: pb.GetStatusResponse, console: Console) -> None:
 
 
 def _when(text: str) -> datetime:
-    """A point in time for --since/--until: a Beijing date, an ISO date-time, or `36h`/`7d` ago."""
-    units = {"m": 60, "h": 3600, "d": 86400}
-    if text[:-1].isdigit() and text[-1:] in units:
-        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not YYYY-MM-DD, an ISO date-time, or a duration like 36h or 7d"
-        ) from exc
-    return value if value.tzinfo else value.replace(tzinfo=BEIJING)
+    """A point in time for --since/--until: a Beijing date, an ISO date-time, or `36h`/`7d` ago
+    (`parse_since`, as `szb audit` reads them: an age beyond ten years is refused, not a traceback)."""
+    return parse_since(text)
 
 
 _GROUPING = {
@@ -277,6 +270,11 @@ def cmd_token(args: argparse.Namespace) -> int:
     `szb token --tenant T >> tokens.yaml` keeps only the hash on disk; the token itself is
     shown once on the terminal, to hand to the tenant.
     """
+    from broker.policy.schema import ID_PATTERN
+
+    if not re.fullmatch(ID_PATTERN, args.tenant):  # (the tokens file would refuse it, or fold it)
+        return fail(f"--tenant {args.tenant!r}: a tenant id is lowercase letters, digits and '-', "
+                    "as the policy's tenants.id")  # fmt: skip
     token = args.token or secrets.token_urlsafe(32)
     if not args.token:
         print(f"szb: token for {args.tenant} (give it to them, store it nowhere else): {token}",

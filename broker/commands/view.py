@@ -14,12 +14,13 @@ from rich.table import Table
 
 from broker.api import broker_service_pb2 as pb
 from broker.client import ClientError
+from broker.commands._args import job_id
 from broker.commands._connect import add_connection_args, client_for
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("logs", help="a job's output (local executor, Slurm, cloud agent)")
-    p.add_argument("id")
+    p.add_argument("id", type=job_id)
     p.add_argument("--follow", "-f", action="store_true", help="keep streaming until the job ends")
     p.add_argument(
         "--tail", type=int, default=0, metavar="BYTES", help="only the last BYTES of output so far"

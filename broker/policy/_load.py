@@ -25,22 +25,14 @@ from broker.policy._duplicates import check_duplicates
 from broker.policy._fairshare_check import Report, check_fair_share
 from broker.policy._policy import Policy
 from broker.policy.schema import PolicyDocument
-from broker.yamlfile import PolicyError, Problem, parse_yaml, position, validation_problems
+from broker.yamlfile import PolicyError, Problem, parse_yaml, position, read_text, validation_problems
 
 __all__ = ["RANKERS", "load_policy", "load_policy_text"]
 
 
 def load_policy(path: Path) -> Policy:
     """Read and validate a policy file; raises PolicyError listing every problem."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PolicyError([Problem(str(path), 1, 1, f"cannot read policy: {exc.strerror}")]) from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PolicyError([Problem(str(path), 1, 1, f"policy is not UTF-8: {exc.reason}")]) from exc
-    return load_policy_text(text, str(path))
+    return load_policy_text(read_text(path, "policy"), str(path))
 
 
 def load_policy_text(text: str, filename: str) -> Policy:

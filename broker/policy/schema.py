@@ -24,6 +24,8 @@ from broker.policy.schema_parts import (
 )
 
 _ID = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+ID_PATTERN = _ID
+"""What a site, tenant or rule id may be (a DNS label): `szb token` checks a tenant id by it too."""
 _COUNTRY = r"^[A-Z]{2}$"
 _CURRENCY = r"^[A-Z]{3}$"
 CountryCode = Annotated[str, Field(pattern=_COUNTRY)]

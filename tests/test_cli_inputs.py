@@ -1,0 +1,83 @@
+"""Client-side inputs that ended in a traceback, a read without end, or a silent wrong answer
+(an adversarial pass over the CLI): each is now a one-line usage or file error, before any call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """`szb ARGV` in process: its exit code (a usage error's too) and stderr."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # (argparse's usage errors)
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def test_a_job_file_that_is_not_utf8_names_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_bytes(b"name: x\ncommand: [\xff\xfe]\n")  # (a UnicodeDecodeError traceback)
+    for argv in (["submit", str(job)], ["explain", str(job), "--policy", str(ROOT / "configs/policy.yaml"),
+                                        "--tenant", "pku-nlp"]):  # fmt: skip
+        code, err = run(capsys, *argv)
+        assert code != 0 and f"{job}:2:1: error: job file is not UTF-8" in err, err
+        assert "Traceback" not in err
+    code, err = run(capsys, "policy", "test", str(ROOT / "configs/policy.yaml"), str(job))
+    assert code != 0 and f"{job}:2:1: error: tests file is not UTF-8" in err, err
+
+
+def test_a_job_file_larger_than_any_spec_is_not_read_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `szb submit /dev/zero` read until memory ran out; the largest spec a server takes is 16 MiB.
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as f:
+        f.truncate(64 * 2**20)  # (sparse: nothing written)
+    code, err = run(capsys, "submit", str(big))
+    assert code != 0 and f"{big}:1:1: error: larger than 16 MiB: not a job file" in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        # OverflowError: date value out of range
+        (["spend", "--since", "99999999d"], "'99999999d': an age must be at most 10 years"),
+        (["spend", "--until", "junk"], "'junk' is neither a time"),
+        # ValueError: Value out of range (int64 on the wire)
+        (["watch", "j-1", "--after", "99999999999999999999"], "must be between 0 and 9223372036854775807"),
+        (["watch", "j-1", "--after", "-1"], "must be between 0 and"),
+        # UnicodeEncodeError: surrogates not allowed
+        (["get", "j-\udcff"], "is not a job id: not UTF-8 text"),
+        (["cancel", "j-\udcff"], "is not a job id: not UTF-8 text"),
+        (["audit", "--job", "j-\udcff"], "is not a job id: not UTF-8 text"),
+    ],
+)
+def test_a_bad_flag_is_a_usage_error(argv: list[str], said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(capsys, *argv)
+    assert code == 2 and said in err and "Traceback" not in err, err
+
+
+def test_one_label_given_two_values_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    # One value per key went to the server, the last given: the answer depended on flag order.
+    code, err = run(capsys, "list", "--label", "example=yes", "--label", "example=no")
+    assert code == 2 and "--label example given twice ('yes', 'no')" in err, err
+
+
+@pytest.mark.parametrize("tenant", ["", "a\nb", "Pku NLP"])
+def test_a_token_for_a_tenant_id_no_policy_can_have_is_refused(
+    tenant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # '' made an entry the tokens file then refused (a broker with it would not start); a newline
+    # was folded into a space by YAML.
+    code, err = run(capsys, "token", "--tenant", tenant)
+    assert code == 1 and "a tenant id is lowercase letters, digits and '-'" in err, err
+    assert capsys.readouterr().out == ""
