@@ -20,10 +20,14 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 class ClientError(BrokerError):
     """A call failed; the message lists the server's field violations or reasons."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, details: Sequence[str]) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, details: Sequence[str], subjects: Sequence[str] = ()
+    ) -> None:
         super().__init__("\n".join([message, *details]) if details else message)
         self.code = code
         self.details = list(details)
+        self.subjects = list(subjects)
+        """What the details are about: a field (`requests[1].job.name`) or subject (`job[1]`)."""
 
 
 def describe_rpc_error(err: grpc.RpcError) -> ClientError:
@@ -31,6 +35,7 @@ def describe_rpc_error(err: grpc.RpcError) -> ClientError:
     code: grpc.StatusCode = err.code()
     message: str = err.details() or code.name
     lines: list[str] = []
+    subjects: list[str] = []
     status = rpc_status.from_call(err)  # type: ignore[arg-type]
     if status is not None:
         for detail in status.details:
@@ -38,11 +43,13 @@ def describe_rpc_error(err: grpc.RpcError) -> ClientError:
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
                 lines.extend(f"  {v.field}: {v.description}" for v in bad.field_violations)
+                subjects.extend(v.field for v in bad.field_violations)
             elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
                 failure = error_details_pb2.PreconditionFailure()
                 detail.Unpack(failure)
                 lines.extend(f"  {v.description}" for v in failure.violations)
-    return ClientError(code, f"{code.name}: {message}", lines)
+                subjects.extend(v.subject for v in failure.violations)
+    return ClientError(code, f"{code.name}: {message}", lines, subjects)
 
 
 class BrokerClient:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         try:
             responses = client.submit(requests)
         except ClientError as exc:
-            return fail(str(exc))
+            return fail(str(exc) + _files_named(exc.subjects, args.files))
         jobs = [r.job for r in responses]
         for r in responses:
             if not r.created:  # the id's earlier job, whatever this file says: say so, or it looks new
@@ -155,6 +156,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if args.output == "json":
             print(json.dumps([job_dict(client.get(j.id).job) for j in jobs], indent=2))
         return 0 if ok else 1
+
+
+def _files_named(subjects: list[str], files: list[Path]) -> str:
+    """Which file each `requests[i]` / `job[i]` an error names is (several files go as one batch,
+    and the server counts them, not their names)."""
+    if len(files) < 2:
+        return ""
+    found = sorted({int(m.group(1)) for s in subjects if (m := re.match(r"(?:requests|job)\[(\d+)\]", s))})
+    return "".join(f"\n  (requests[{i}] is {files[i]})" for i in found if i < len(files))
 
 
 def _follow(client: BrokerClient, job_id: str, after: int, output: str, console: Console) -> JobState:

@@ -129,6 +129,27 @@ def test_unknown_accelerator_is_a_field_error_with_a_suggestion(
     )
 
 
+def test_a_batch_refused_for_one_file_names_the_file(broker: BrokerProcess, tmp_path: Path) -> None:
+    """Several files go as one batch, and the server names the bad one by its place in it only
+    (`requests[1]`, or nothing for a placement refusal): the CLI says which file that is."""
+    files = []
+    for name, accels in (("ok1", "[A800]"), ("typo", "[H8OO]"), ("ok2", "[A800]"), ("huge", "[H100]")):
+        count = 8 if name == "huge" else 1
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            f"name: {name}\ncommand: [{PY}, -c, pass]\nruntime_estimate: 1m\n"
+            f"resources:\n  accelerators: {{count: {count}, any_of: {accels}}}\n"
+        )
+        files.append(str(path))
+    before = len(szb(broker, "list", "--all", "-o", "json", tenant="team-b").stdout)
+    out = szb(broker, "submit", *files[:3], tenant="team-b")
+    assert out.returncode == 1 and f"(requests[1] is {files[1]})" in out.stderr, out.stderr
+    out = szb(broker, "submit", files[0], files[3], tenant="team-b")  # no offer has 8 H100
+    assert out.returncode == 1 and "FAILED_PRECONDITION" in out.stderr, out.stderr
+    assert f"(requests[1] is {files[3]})" in out.stderr, out.stderr
+    assert len(szb(broker, "list", "--all", "-o", "json", tenant="team-b").stdout) == before  # none stored
+
+
 def test_job_shows_placement_cost_and_times(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
     job = stub.SubmitJob(
         pb.SubmitJobRequest(job=spec("placed", "import time; time.sleep(1.5)", gpus=2, accels=("A800",))),
