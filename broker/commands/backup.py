@@ -35,6 +35,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
     dest: Path = args.file
     if dest.exists():
         return _fail(f"{dest} exists: name a new file (a backup never overwrites one)")
+    folder = dest.resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):  # (SQLite says only "unable to open")
+        why = "no such folder" if not folder.is_dir() else "its folder is not writable"
+        return _fail(f"cannot write {dest}: {why} ({folder})")
     # Written beside its final name, then renamed: an interrupted backup leaves no file that
     # looks complete.
     partial = dest.with_name(dest.name + ".partial")

@@ -61,3 +61,13 @@ def test_no_store_and_a_damaged_store_leave_no_copy(tmp_path: Path) -> None:
     assert damaged.returncode == 1, damaged.stdout
     assert "damaged" in damaged.stderr or "malformed" in damaged.stderr, damaged.stderr
     assert not (tmp_path / "copy.db").exists() and not (tmp_path / "copy.db.partial").exists()
+
+
+def test_a_destination_folder_that_is_not_there_is_named_not_the_store(tmp_path: Path) -> None:
+    # SQLite's "unable to open database file" was reported as the store's: "cannot read the broker
+    # store at .szb/broker.db", a store that was fine.
+    store_with_a_job(tmp_path / ".szb")
+    out = backup(tmp_path, "nowhere/copy.db")
+    assert out.returncode == 1
+    assert f"cannot write nowhere/copy.db: no such folder ({tmp_path / 'nowhere'})" in out.stderr, out.stderr
+    assert "broker store" not in out.stderr
