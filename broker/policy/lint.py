@@ -10,6 +10,8 @@ a dearer cloud, which is not what `max_wait` reads as. A rule testing a flag tha
 has (`"x" in hardware.flags`, `hardware.flags.exists(f, f == "x")`): a misspelling on either side,
 in the rule or in accelerators.yaml, turns the rule off without a word. And `burst.sites.*.max_idle`, set: the
 broker stops each instance when its job ends and never reuses one, so nothing is ever idle to limit.
+A rule reading `job.labels.X` without testing `has(job.labels.X)`: a job without the label makes
+the rule fail, and a rule that fails denies, to be safe, so every offer the rule covers is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +23,19 @@ from typing import Any
 
 from broker.policy._policy import Policy
 from broker.yamlfile import Loc, position
+
+_LABEL_READ = re.compile(r"""\bjob\.labels(?:\.([A-Za-z_][A-Za-z0-9_]*)|\[\s*(["'])([^"']+)\2\s*\])""")
+"""A rule reading one of the job's labels: `job.labels.team` or `job.labels["team"]`."""
+
+
+def _guarded(expr: str, label: str) -> bool:
+    """Whether the rule tests that the job has the label before (or besides) reading it."""
+    name = re.escape(label)
+    return bool(
+        re.search(rf"""\bhas\(\s*job\.labels\.{name}\s*\)""", expr)
+        or re.search(rf"""(["']){name}\1\s+in\s+job\.labels\b""", expr)
+    )
+
 
 _FLAG_TESTS = (
     re.compile(r"""(["'])([^"']+)\1\s+in\s+hardware\.flags\b"""),
@@ -78,6 +93,16 @@ def policy_warnings(policy: Policy, doc: Any, filename: str) -> list[PolicyWarni
                     ["compliance", "rules", i, field],
                     f"compliance.rules[{i}] ({rule.id}) tests flag '{flag}', which no accelerator has: "
                     f"the rule never matches{hint}",
+                )
+    for i, rule in enumerate(policy.compliance.rules):
+        for field, expr in (("deny", rule.deny), ("allow", rule.allow)):
+            read = {m.group(1) or m.group(3) for m in _LABEL_READ.finditer(expr or "")}
+            for label in sorted(x for x in read if not _guarded(expr or "", x)):
+                warn(
+                    ["compliance", "rules", i, field],
+                    f"compliance.rules[{i}] ({rule.id}) reads job.labels.{label} without "
+                    f"has(job.labels.{label}): for a job without that label the rule cannot be evaluated, "
+                    f"and such a rule denies, to be safe (test it first: has(job.labels.{label}) && ...)",
                 )
     for site_id, limits in policy.burst.sites.items():
         if "max_idle" in limits.model_fields_set:

@@ -497,6 +497,34 @@ def test_a_site_burst_max_idle_is_warned_to_have_no_effect(
     assert "warning" not in capsys.readouterr().err
 
 
+def test_a_rule_reading_a_job_label_it_does_not_test_for_is_warned_about(
+    cli: Cli, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job without the label makes the rule fail, and a failing rule denies to be safe: a rule
+    meant for team x refused every job with no `team` label, on every offer it covers."""
+    rule = """\
+    - id: team-x
+      deny: 'job.labels.team == "x" && site.operator_country == "US"'
+      reason: team x stays out of US-operated sites
+    - id: has-guard
+      deny: 'has(job.labels.proj) && job.labels.proj == "y"'
+      reason: guarded
+    - id: in-guard
+      deny: '"cc" in job.labels && job.labels["cc"] == "z"'
+      reason: guarded
+"""
+    path = write_policy(BASE + rule + "objective: {wait_hour_cost: 40}\n")
+    assert cli(["policy", "check", str(path)]) == 0
+    err = capsys.readouterr().err
+    deny = len(BASE.splitlines()) + 2
+    assert (
+        f"{path}:{deny}:13: warning: compliance.rules[1] (team-x) reads job.labels.team without "
+        "has(job.labels.team): for a job without that label the rule cannot be evaluated, and such a "
+        "rule denies, to be safe"
+    ) in err, err
+    assert "(has-guard)" not in err and "(in-guard)" not in err, err
+
+
 def test_a_rule_testing_a_flag_no_accelerator_has_is_warned_about(
     cli: Cli, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
