@@ -33,6 +33,7 @@ from broker.burst.cloud import CloudPick, best_cloud, onprem_offers, passed_over
 from broker.burst.inputs import (
     TRANSIENT_RULES,
     BurstInputs,
+    deadline_missed,
     demand,
     effective_max_wait,
     is_onprem,
@@ -160,6 +161,10 @@ def decide(
         "currency": policy.currency,
     }
     v = _View(spec, tenant, policy, inputs, expl, remaining, facts, left_of)
+    if latest < 0 and (missed := deadline_missed(spec, now)) is not None:
+        # No start meets its deadline now: refused on free capacity too, not only once it waits
+        # (the dispatcher fails a waiting one for it), or a deadline of 2001 ran as if it had none.
+        return v.done(Action.REJECT, None, missed)
     allowed = expl.unranked  # every use below picks by its own total key
     if not allowed:
         return _nothing_allowed(v)

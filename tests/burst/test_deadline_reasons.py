@@ -64,10 +64,31 @@ def test_max_wait_first_still_names_max_wait(policy: Policy) -> None:
 def test_a_job_past_its_latest_start_is_not_burst_to_miss_its_deadline(
     policy: Policy, projected: bool
 ) -> None:
-    """No site can meet a deadline once its latest start has passed: the dispatcher fails such a
-    waiting job ('deadline ... can no longer be met'). 2874fac counted it as out of wait instead, so
-    it burst (and paid for) a cloud run that ends past its deadline; before, it waited and failed."""
+    """No site can meet a deadline once its latest start has passed: the job is refused ('deadline
+    ... can no longer be met'), and the dispatcher fails it. 2874fac counted it as out of wait
+    instead, so it burst (and paid for) a cloud run that ends past its deadline; then it waited
+    for the dispatcher to fail it, while capacity free now ran it as if it had no deadline."""
     for spec in ({"runtime": "3h"}, {"runtime": "1h", "deadline": NOW - timedelta(minutes=5)}):
         d = _decide(policy, 1, projected=projected, **spec)  # 1 d of max_wait; on-prem: 3 h
-        assert not d.burst and d.action == Action.WAIT, (spec, d.reasons)
-        assert "latest start" not in d.reasons[0], d.reasons
+        assert not d.burst and d.action == Action.REJECT, (spec, d.reasons)
+        assert "can no longer be met" in d.reasons[0], d.reasons
+
+
+def test_a_job_past_its_latest_start_is_refused_on_free_capacity_too(policy: Policy) -> None:
+    # A deadline of 2001 ran at once wherever capacity was free; only a waiting one was failed.
+    d = decide(
+        job(max_wait="1d", runtime="1h", deadline=NOW - timedelta(days=1)),
+        TenantId("lab"),
+        offers(policy, free=8, wait_s=0),
+        policy,
+        inputs(now=NOW, queued_since=NOW),
+    )
+    assert d.action == Action.REJECT and "can no longer be met" in d.reasons[0], d.reasons
+    d = decide(  # an hour to spare: it runs
+        job(max_wait="1d", runtime="1h", deadline=NOW + timedelta(hours=2)),
+        TenantId("lab"),
+        offers(policy, free=8, wait_s=0),
+        policy,
+        inputs(now=NOW, queued_since=NOW),
+    )
+    assert d.action == Action.RUN and not d.burst, d.reasons
