@@ -1,6 +1,6 @@
 """The burst decision: run on-prem now, wait on-prem, or burst to a cloud offer. Pure.
 
-Rules, in order:
+Rules, in order (a job past its latest start, `deadline` − runtime, is refused first: none meets it):
 1. Placement (`broker.placement.place`) ranks every offer; only allowed offers count.
 2. On-prem capacity free now → run there (the best-scoring free on-prem offer), unless, with
    projected waits, a cheaper partition (its projected wait charged at wait_hour_cost) is
@@ -161,9 +161,7 @@ def decide(
         "currency": policy.currency,
     }
     v = _View(spec, tenant, policy, inputs, expl, remaining, facts, left_of)
-    if latest < 0 and (missed := deadline_missed(spec, now)) is not None:
-        # No start meets its deadline now: refused on free capacity too, not only once it waits
-        # (the dispatcher fails a waiting one for it), or a deadline of 2001 ran as if it had none.
+    if latest < 0 and (missed := deadline_missed(spec, now)):  # (on free capacity too: none meets it)
         return v.done(Action.REJECT, None, missed)
     allowed = expl.unranked  # every use below picks by its own total key
     if not allowed:
@@ -195,9 +193,8 @@ def decide(
 
 def _bound(v: _View) -> str:
     """What bounds the job's wait, for a reason: its max_wait, or its latest start when that is sooner."""
-    if v.left_of == "of max_wait":
-        return "its max_wait"
-    return f"the {v.remaining / 60:.0f} min left {v.left_of}"
+    left = f"the {v.remaining / 60:.0f} min left {v.left_of}"
+    return "its max_wait" if v.left_of == "of max_wait" else left
 
 
 def _cheaper_in_time(v: _View, onprem: list[ScoredOffer], best: ScoredOffer) -> ScoredOffer | None:
