@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 MAX_SEQ = 2**63 - 1
 """The largest event sequence number the wire carries (int64)."""
@@ -17,12 +18,25 @@ def job_id(text: str) -> str:
     return text
 
 
-def event_seq(text: str) -> int:
-    """--after: an event sequence number, 0 to 2^63 - 1."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= n <= MAX_SEQ:
-        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEQ}")
-    return n
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` (to `high`), else a usage error saying which."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if high is not None and not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {n}")
+        if n < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {n}")
+        return n
+
+    return parse
+
+
+event_seq = whole_number(0, MAX_SEQ)
+"""--after: an event sequence number (int64 on the wire)."""
+
+page_size = whole_number(0)
+"""--page-size: 0 for the server's default."""

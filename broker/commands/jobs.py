@@ -17,7 +17,7 @@ from rich.markup import escape
 from broker.api import broker_service_pb2 as pb
 from broker.api import job_pb2
 from broker.client import BrokerClient, ClientError
-from broker.commands._args import event_seq, job_id
+from broker.commands._args import event_seq, job_id, page_size
 from broker.commands._connect import add_client_args, client_for
 from broker.commands._output import STATE_STYLE, console_for, fail, job_dict, print_jobs
 from broker.config import ConfigFileError, apply_env, load_config
@@ -66,7 +66,7 @@ def register(sub: Any) -> None:
         "--state", action="append", default=[], type=str.upper, choices=[s.value for s in JobState]
     )
     p.add_argument("--label", action="append", default=[], help="KEY=VALUE")
-    p.add_argument("--page-size", type=_page_size, default=100)
+    p.add_argument("--page-size", type=page_size, default=100)
     p.add_argument("--page-token", default="", help="continue from a previous page's next token")
     p.add_argument("--all", action="store_true", help="follow every page")
     p.add_argument("--tenant", default="", help="only this tenant's jobs (operators: any tenant)")
@@ -283,14 +283,3 @@ def cmd_watch(args: argparse.Namespace) -> int:
             return fail(str(exc))
         _follow(client, args.id, args.after, args.output, console)
     return 0
-
-
-def _page_size(text: str) -> int:
-    """--page-size: a whole number >= 0 (0: the server's default), else a usage error."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return n
