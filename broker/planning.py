@@ -19,7 +19,6 @@ from adapters.base import Adapter, AdapterError, Capability, supports
 from broker.burst import BurstInputs, TenantMoney, is_onprem, route_states
 from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.step import build_inputs, decide_in_pass
-from broker.catalog.accelerators import normalize
 from broker.clock import Clock
 from broker.config import BrokerConfig
 from broker.decision import Decision
@@ -37,11 +36,12 @@ from broker.fairshare.holds import claimed_meanwhile
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, Offer, SiteId, TenantId
 from broker.placement import PlacementContext, Reason, place, rejection_summary
 from broker.placement._env import Env
+from broker.placement.names import unknown_accelerators
 from broker.policy import Policy, PolicyWatcher
 from broker.quota_bar import bar_onprem, never_admitted, waiting_for_quota
 from broker.sitereport import SiteReport
 from broker.store import JobStore
-from broker.validation import FieldViolation, did_you_mean
+from broker.validation import FieldViolation
 
 RECENT_ATTEMPTS = 500
 
@@ -345,19 +345,7 @@ class Planner:
 
     def vet(self, spec: JobSpec) -> list[FieldViolation]:
         """Field problems of a well-formed spec against this policy: accelerators nobody knows."""
-        known = {normalize(o.accelerator): o.accelerator for o in self.catalog_offers() if o.accelerator}
-        names = [*self.policy.accelerators.names(), *known.values()]
-        out = []
-        for i, name in enumerate(spec.resources.accelerators.any_of):
-            if self.policy.accelerators.get(name) is None and normalize(name) not in known:
-                out.append(
-                    FieldViolation(
-                        f"resources.accelerators.any_of[{i}]",
-                        # Model names are short: one wrong character of four is still a near miss.
-                        f"unknown accelerator {name!r}{did_you_mean(name, names, cutoff=0.5)}",
-                    )
-                )
-        return out
+        return unknown_accelerators(spec, self.policy, self.catalog_offers())
 
     # Fair share ------------------------------------------------------------------------
 

@@ -81,3 +81,19 @@ def test_a_token_for_a_tenant_id_no_policy_can_have_is_refused(
     code, err = run(capsys, "token", "--tenant", tenant)
     assert code == 1 and "a tenant id is lowercase letters, digits and '-'" in err, err
     assert capsys.readouterr().out == ""
+
+
+def test_an_offline_explain_names_a_misspelt_accelerator_as_submission_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said only "hardware.fit: the job accepts H1OO", where a live submit says what was meant.
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "name: x\ncommand: [echo]\nruntime_estimate: 1h\n"
+        "resources:\n  accelerators: {count: 1, any_of: [H1OO]}\n"
+    )
+    code, err = run(capsys, "explain", str(job), "--policy", str(ROOT / "configs/policy.yaml"),
+                    "--tenant", "pku-nlp")  # fmt: skip
+    assert code == 1, err
+    said = "resources.accelerators.any_of[0]: unknown accelerator 'H1OO' (did you mean 'H100'?)"
+    assert f"{job}: error: {said}" in err, err

@@ -26,6 +26,7 @@ from broker.client import ClientError
 from broker.commands._connect import add_connection_args, client_for
 from broker.jobfile import JobFileError, load_job_file
 from broker.model import JobSpec, TenantId
+from broker.placement.names import unknown_accelerators
 from broker.policy import PolicyError, load_policy
 from broker.policy.offers import static_offers
 from broker.serde import explanation_from_proto, spec_to_proto
@@ -78,10 +79,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 1
     tenant = args.tenant or (policy.tenants[0].id if policy.tenants else "")
     now = datetime.now(UTC)  # the shell reads the clock; the core only receives it
+    offers = static_offers(policy, read_at=now)
+    if unknown := unknown_accelerators(job, policy, offers):  # (as submission refuses them)
+        for violation in unknown:
+            print(f"{args.job}: error: {violation}", file=sys.stderr)
+        return 1
     # Nothing spent is known offline, but a voucher past its expiry day pays nothing, as live.
     balances = tenant_money(policy, tenant, (), now=now).voucher_balances
     inputs = BurstInputs(now=now, queued_since=now, money=TenantMoney(voucher_balances=balances))
-    decision = decide(job, TenantId(tenant), static_offers(policy, read_at=now), policy, inputs)
+    decision = decide(job, TenantId(tenant), offers, policy, inputs)
     body = explain_json(decision, job, policy)
     body["tenant"] = tenant
     return _show(body, args, job=job.name, nodes=job.resources.nodes)

@@ -1,0 +1,30 @@
+"""Accelerator names a job asks for that neither the policy nor any offer knows. Pure.
+
+Submission refuses them as field errors (`Planner.vet`), and the offline `szb explain` says the
+same, so a misspelt model is named as one there too, not only as "the job accepts H1OO"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from broker.catalog.accelerators import normalize
+from broker.model import JobSpec, Offer
+from broker.policy import Policy
+from broker.validation import FieldViolation, did_you_mean
+
+
+def unknown_accelerators(spec: JobSpec, policy: Policy, offers: Iterable[Offer]) -> list[FieldViolation]:
+    """A field violation for each of the job's `any_of` names the policy and the offers lack."""
+    known = {normalize(o.accelerator): o.accelerator for o in offers if o.accelerator}
+    names = [*policy.accelerators.names(), *known.values()]
+    out = []
+    for i, name in enumerate(spec.resources.accelerators.any_of):
+        if policy.accelerators.get(name) is None and normalize(name) not in known:
+            out.append(
+                FieldViolation(
+                    f"resources.accelerators.any_of[{i}]",
+                    # Model names are short: one wrong character of four is still a near miss.
+                    f"unknown accelerator {name!r}{did_you_mean(name, names, cutoff=0.5)}",
+                )
+            )
+    return out
