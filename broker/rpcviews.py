@@ -22,6 +22,7 @@ from broker.metrics import LiveView, heartbeat_lags
 from broker.model import Job, JobSpec, TenantId
 from broker.offerview import offer_verdicts
 from broker.placement import PlacementContext
+from broker.placement.names import unknown_names
 from broker.planning import Planner
 from broker.policy.schema import Limits
 from broker.quota import resolve_limits
@@ -29,6 +30,7 @@ from broker.reports import spend_report, status_report
 from broker.serde import explanation_to_proto, offers_to_proto, ts_from_proto
 from broker.serde_decision import explain_json
 from broker.store import JobNotFoundError, JobStore
+from broker.validation import BadRequestError, FieldViolation
 
 if TYPE_CHECKING:
     from broker.service import BrokerServices
@@ -105,7 +107,12 @@ class RpcViews:
         asker = policy.tenant(caller.tenant)
         if target != caller.tenant and not caller.is_operator and (asker is None or asker.kind != "internal"):
             raise JobNotFoundError(f"tenant {target!r} not found")
+        if policy.tenant(target) is None:  # (an empty table read as "nothing allowed")
+            raise JobNotFoundError(f"tenant {target!r} is not in the policy")
         snap = await self.dispatcher.current_snapshot()
+        asked = [(i, a) for i, a in enumerate(request.accelerators) if a.lower() != "cpu"]
+        if unknown := unknown_names([a for _, a in asked], policy, snap.offers):
+            raise BadRequestError([FieldViolation(f"accelerators[{asked[i][0]}]", why) for i, why in unknown])
         ctx = PlacementContext(
             now=snap.now, blocked=snap.blocked, block_reasons=snap.block_reasons,
             unhealthy_sites=snap.unhealthy,

@@ -168,3 +168,7 @@ def test_offers_show_price_currency_and_the_compliance_reason(broker: BrokerProc
     table = szb(broker, CN, "offers", "--accelerator", "H100")
     assert "[us-export-3a090]" in table.stdout and "98.32 USD" in table.stdout
     assert "0 of 1 allowed" in table.stdout
+    # A misspelt model is said to be one (an empty table read as "nothing of that kind anywhere").
+    typo = szb(broker, CN, "offers", "--accelerator", "H1OO", "--accelerator", "cpu")
+    assert typo.returncode == 1 and "INVALID_ARGUMENT" in typo.stderr, typo.stderr
+    assert "accelerators[0]: unknown accelerator 'H1OO' (did you mean 'H100'?)" in typo.stderr
