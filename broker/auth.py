@@ -23,7 +23,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from broker.errors import BrokerError
 from broker.model import TenantId
-from broker.yamlfile import PolicyError, Problem, parse_yaml, validation_problems
+from broker.yamlfile import PolicyError, Problem, parse_yaml, read_text, validation_problems
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +114,7 @@ def _yaml_str(text: str) -> str:
 def load_tokens(path: Path) -> list[TokenEntry]:
     """Read a tokens file (`tokens: [...]` or a bare list); PolicyError with FILE:LINE:COL."""
     name = str(path)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError([Problem(name, 1, 1, f"cannot read the tokens file: {exc}")]) from exc
+    text = read_text(path, "tokens file")
     root = parse_yaml(text, name)
     items = root.get("tokens") if isinstance(root, CommentedMap) else root
     for entry in items if isinstance(items, CommentedSeq) else ():

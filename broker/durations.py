@@ -40,10 +40,14 @@ MAX_DURATION_S = 10 * 366 * 86400.0
 """No duration in a spec or a policy is longer than ten years; larger ones are typos or attacks."""
 
 
+class DurationTooLong(ValueError):
+    """A duration written correctly but longer than `MAX_DURATION_S` (or not finite)."""
+
+
 def _seconds(value: float) -> timedelta:
     # timedelta raises OverflowError (not ValueError) for huge values: keep it a field error.
     if not math.isfinite(value) or abs(value) > MAX_DURATION_S:
-        raise ValueError("must be a finite duration of at most 10 years")
+        raise DurationTooLong("must be a finite duration of at most 10 years")
     return timedelta(seconds=value)
 
 

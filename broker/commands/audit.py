@@ -19,7 +19,7 @@ from broker.api import broker_service_pb2 as pb
 from broker.client import ClientError
 from broker.commands._args import job_id
 from broker.commands._connect import add_client_args, client_for
-from broker.durations import parse_duration
+from broker.durations import DurationTooLong, parse_duration
 from broker.serde import state_from_proto
 
 BEIJING = timedelta(hours=8)
@@ -59,9 +59,10 @@ def parse_since(text: str) -> datetime:
     """An ISO time or date (Beijing time when no offset is given), or an age like `2h`."""
     try:
         return datetime.now(UTC) - parse_duration(text)
-    except ValueError as exc:
-        if "at most" in str(exc):  # an age, but too long to be one (not "neither")
-            raise argparse.ArgumentTypeError(f"{text!r}: an age must be at most 10 years") from exc
+    except DurationTooLong as exc:  # an age, but too long to be one (not "neither")
+        raise argparse.ArgumentTypeError(f"{text!r}: an age must be at most 10 years") from exc
+    except ValueError:
+        pass
     try:
         when = datetime.fromisoformat(text)
     except ValueError as exc:

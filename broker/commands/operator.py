@@ -7,7 +7,7 @@ import json
 import re
 import secrets
 import sys
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, timedelta, timezone
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -47,8 +47,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--tenant", default="", help="another tenant (internal tenants only); * for all (operators' default)"
     )
-    p.add_argument("--since", type=_when, help="from: YYYY-MM-DD (Beijing day), an ISO time, or 36h / 7d ago")
-    p.add_argument("--until", type=_when, help="until (exclusive), same forms; default now")
+    p.add_argument(
+        "--since", type=parse_since, help="from: YYYY-MM-DD (Beijing day), an ISO time, or 36h / 7d ago"
+    )
+    p.add_argument("--until", type=parse_since, help="until (exclusive), same forms; default now")
     p.add_argument("--by", choices=["day", "site", "tenant"], help="one line per day, site or tenant")
     add_client_args(p)
     p.set_defaults(handler=cmd_spend)
@@ -196,12 +198,6 @@ def _print_tenants(resp: pb.GetStatusResponse, console: Console) -> None:
             f"{q.watch_streams}/{q.max_watch_streams} watch streams; per job at most "
             f"{q.max_spec_bytes} bytes, {q.max_env} env, {q.max_labels} labels, {q.max_argv} args"
         )
-
-
-def _when(text: str) -> datetime:
-    """A point in time for --since/--until: a Beijing date, an ISO date-time, or `36h`/`7d` ago
-    (`parse_since`, as `szb audit` reads them: an age beyond ten years is refused, not a traceback)."""
-    return parse_since(text)
 
 
 _GROUPING = {

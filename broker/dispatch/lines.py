@@ -14,6 +14,7 @@ import heapq
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from broker.burst.projection import projected_wait_s
 from broker.model import SiteId
@@ -124,10 +125,6 @@ class Line:
         self.t = at
 
 
-_AFTER_EVERY_ID = "\U0010ffff"
-"""Sorts after every job id (the highest code point)."""
-
-
 class CommittedBursts:
     """Per cloud site, the deadlines of the jobs committed to burst there (WAIT with `burst_in_s`)."""
 
@@ -153,7 +150,7 @@ class CommittedBursts:
         out: dict[SiteId, int] = {}
         for site, line in self.due.items():
             if job_id is None:
-                n = bisect.bisect_right(line, (due_s, _AFTER_EVERY_ID))
+                n = bisect.bisect_right(line, due_s, key=itemgetter(0))
             else:
                 n = bisect.bisect_left(line, (due_s, job_id))
             if n:
