@@ -9,6 +9,8 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer
 
+from broker.errors import BrokerError
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(d|h|m|s)")
 _DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
@@ -40,7 +42,7 @@ MAX_DURATION_S = 10 * 366 * 86400.0
 """No duration in a spec or a policy is longer than ten years; larger ones are typos or attacks."""
 
 
-class DurationTooLong(ValueError):
+class DurationTooLong(BrokerError, ValueError):
     """A duration written correctly but longer than `MAX_DURATION_S` (or not finite)."""
 
 
