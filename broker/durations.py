@@ -11,8 +11,10 @@ from pydantic import BeforeValidator, PlainSerializer
 
 from broker.errors import BrokerError
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(d|h|m|s)")
-_DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_DURATION = re.compile("".join(f"(?:{_NUMBER}{unit})?" for unit in "dhms"))
+"""Each unit at most once, largest first: `1h1h` or `30m1h` is a typo, not 2h or 1h30m."""
+_DURATION_UNITS = (86400.0, 3600.0, 60.0, 1.0)
 
 
 def parse_duration(value: object) -> timedelta:
@@ -27,15 +29,16 @@ def parse_duration(value: object) -> timedelta:
         text = value.strip().lower()
         if len(text) > 64:
             raise ValueError(_NOT_A_DURATION)
-        if text and _DURATION_PART.sub("", text) == "":
-            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+        if text and (parts := _DURATION.fullmatch(text)):
+            numbers = zip(parts.groups(), _DURATION_UNITS, strict=True)
+            seconds = sum(float(n) * size for n, size in numbers if n)
             return _seconds(seconds)
         if re.fullmatch(r"\d+(\.\d+)?", text):
             return _seconds(float(text))
     raise ValueError(_NOT_A_DURATION)
 
 
-_NOT_A_DURATION = "must be a duration such as 30m, 6h or 1h30m (units d, h, m, s)"
+_NOT_A_DURATION = "must be a duration such as 30m, 6h or 1h30m (units d, h, m, s, each once, largest first)"
 
 
 MAX_DURATION_S = 10 * 366 * 86400.0

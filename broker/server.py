@@ -314,12 +314,14 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         except Exception as exc:
             await abort_with(context, exc)
 
-    def _audit(self, context: grpc.aio.ServicerContext[Any, Any]) -> AuditTrail:
-        """The audit trail, for operators only (tenants get PERMISSION_DENIED)."""
+    def _audit(
+        self, context: grpc.aio.ServicerContext[Any, Any], what: str = "the audit trail"
+    ) -> AuditTrail:
+        """The audit trail, for operators only (tenants get PERMISSION_DENIED naming `what` they asked)."""
         if not self._principal(context).is_operator:
-            raise PermissionDeniedError("only operators may read the audit trail")
+            raise PermissionDeniedError(f"only operators may read {what}")
         if self.audit is None:
-            raise PermissionDeniedError("this broker keeps no audit trail")
+            raise PermissionDeniedError(f"this broker keeps no audit trail, so not {what} either")
         return self.audit
 
     async def ListPolicyVersions(
@@ -328,7 +330,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> broker_service_pb2.ListPolicyVersionsResponse:
         try:
-            audit = self._audit(context)
+            audit = self._audit(context, "the policy history")
             if request.page_size < 0:
                 raise _BadRequest([FieldViolation("page_size", "must be >= 0")])
             return audit.versions(request.page_size)
@@ -339,7 +341,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.GetPolicyVersionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.GetPolicyVersionResponse:
         try:
-            audit = self._audit(context)
+            audit = self._audit(context, "the policy history")
             try:
                 return audit.version(request.hash)
             except BadHashError as exc:

@@ -69,15 +69,17 @@ def test_policy_versions_refused_reload_and_job_audit(tmp_path: Path) -> None:
                 (sha(POLICY), pb.POLICY_LOAD_RESULT_LOADED, True)
             ]
 
-            # Tenants may not read the audit trail.
-            for call, req in (
-                (stub.ListPolicyVersions, pb.ListPolicyVersionsRequest()),
-                (stub.GetPolicyVersion, pb.GetPolicyVersionRequest(hash=sha(POLICY)[:8])),
-                (stub.ListAuditEvents, pb.ListAuditEventsRequest()),
+            # Tenants may not read the audit trail, and are told what they asked for.
+            history = "the policy history"
+            for call, req, what in (
+                (stub.ListPolicyVersions, pb.ListPolicyVersionsRequest(), history),
+                (stub.GetPolicyVersion, pb.GetPolicyVersionRequest(hash=sha(POLICY)[:8]), history),
+                (stub.ListAuditEvents, pb.ListAuditEventsRequest(), "the audit trail"),
             ):
                 with pytest.raises(grpc.RpcError) as denied:
                     call(req, metadata=auth("team-a"))
                 assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert denied.value.details() == f"only operators may read {what}"
 
             # An invalid policy on disk is refused, kept in the history, and shown by status.
             bad = POLICY.replace("price_hour: 14.0", "price_hour: -3")

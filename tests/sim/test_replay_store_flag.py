@@ -52,5 +52,14 @@ def test_a_since_that_is_no_age_says_why(since: str, said: str, capsys: pytest.C
 def test_a_duration_with_an_unknown_unit_names_the_units() -> None:
     from broker.durations import parse_duration
 
-    with pytest.raises(ValueError, match=r"\(units d, h, m, s\)"):
+    with pytest.raises(ValueError, match=r"\(units d, h, m, s, each once, largest first\)"):
         parse_duration("9y")
+
+
+@pytest.mark.parametrize("text", ["1h1h", "30m1h", "1s1d"])
+def test_a_unit_written_twice_or_out_of_order_is_refused(text: str) -> None:
+    # "1h1h" used to read as 2h and "30m1h" as 1h30m: a typo taken at its sum.
+    from broker.durations import parse_duration
+
+    with pytest.raises(ValueError, match="each once, largest first"):
+        parse_duration(text)
