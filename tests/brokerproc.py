@@ -76,6 +76,16 @@ class BrokerProcess:
                 raise RuntimeError("broker did not start:\n" + "".join(self.output))
         return self.port
 
+    def said(self, text: str, timeout: float = 15.0) -> bool:
+        """Whether a line of the broker's output contains `text` within `timeout` s (its log lines
+        are read by a thread, so one written just before an RPC answered may not be in yet)."""
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.output):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"

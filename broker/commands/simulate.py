@@ -15,12 +15,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("simulate", help="replay a trace: cost and wait of a policy against baselines")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
-        "--trace", type=Path, help="trace file (Alibaba GPU v2023 pod list or plain CSV; .gz ok)"
+        "--trace", type=Path,
+        help="trace file (Alibaba GPU v2023 pod list, Alibaba v2026 spot job list or plain CSV; .gz ok)",
     )
     src.add_argument("--synthetic", type=int, metavar="N", help="generate N LLM-heavy jobs instead")
     p.add_argument(
         "--trace-format",
-        choices=("alibaba-v2023", "csv"),
+        choices=("alibaba-v2023", "alibaba-spot-v2026", "csv"),
         default=None,
         help="default: detected from the header",
     )
@@ -205,6 +206,8 @@ def _trace(args: argparse.Namespace, scenario: Any) -> tuple[list[Any], dict[str
     trace, info = read_trace(args.trace, args.trace_format, max_runtime_s=scenario.max_runtime_s)
     source = {"trace": str(args.trace), "format": info.format, "rows": info.rows, "kept": info.kept}
     source["skipped"] = info.skipped
+    if info.any_model:  # (models the trace's owner does not name: their jobs take any accelerator)
+        source["any_accelerator"] = info.any_model
     return trace, source
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +32,7 @@ from broker.policy import Policy
 from broker.policy.offers import static_offers
 from broker.sim.estimates import check_bias, estimate_s
 from broker.sim.scenario import Scenario
+from broker.sim.tenants import TenantDraw
 from broker.sim.traces import TraceJob
 
 EPOCH = datetime(2026, 3, 1, tzinfo=BEIJING)
@@ -69,20 +68,13 @@ def build_jobs(
     With `copy_shapes`, a job of a shape already built is that job's spec with its own name and
     runtime estimate (both checked as validation would): the same specs, without validating
     every job again (tests/sim/test_sim_caches_jobs.py pins it against `copy_shapes=False`)."""
-    rng = random.Random(f"{scenario.seed}:tenants")
-    known = [t.id for t in policy.tenants] or ["default"]
-    weights = {t: w for t, w in scenario.tenants.items() if w > 0} or dict.fromkeys(known, 1.0)
-    names, cum = list(weights), []
-    check_bias(scenario, {*known, *weights, *(tj.tenant for tj in trace if tj.tenant)})
-    total = 0.0
-    for n in names:
-        total += weights[n]
-        cum.append(total)
+    draw = TenantDraw(policy, scenario)
+    check_bias(scenario, {*draw.known, *draw.names, *(tj.tenant for tj in trace if tj.tenant)})
     t0 = trace[0].submit_s if trace else 0.0
     jobs: list[SimJob] = []
     shapes: dict[tuple[object, ...], tuple[JobSpec, JobSpec | None]] = {}  # key -> (a spec, its shape)
     for i, tj in enumerate(trace):
-        tenant = tj.tenant or names[min(len(names) - 1, bisect_right(cum, rng.random() * total))]
+        tenant = draw.tenant(tj)
         runtime = min(tj.runtime_s, MAX_RUNTIME_S)
         accel = () if tj.gpu_spec and scenario.gpu_spec == "ignore" else tj.accelerators
         estimate = timedelta(seconds=estimate_s(scenario, tenant, i, runtime, MAX_RUNTIME_S))
@@ -95,7 +87,7 @@ def build_jobs(
         cp = None if every is None or runtime <= every else timedelta(seconds=every)
         # Every spec field but the name and the runtime comes from these.
         key: tuple[object, ...] = (tj.count, accel, tj.cpus, tj.memory_gb, tj.max_wait_s, tj.priority)
-        key = (*key, tj.residency, spot, cp)
+        key = (*key, tj.residency, spot, cp, tj.nodes)
         known_shape = shapes.get(key)
         if copy_shapes and known_shape is not None and _valid_estimate(estimate):
             spec = known_shape[0].model_copy(update={"name": f"j-{i}", "runtime_estimate": estimate})
@@ -123,6 +115,7 @@ def _spec(
             accelerators=AcceleratorRequest(count=tj.count, any_of=accel),
             cpus=tj.cpus,
             memory_gb=tj.memory_gb,
+            nodes=tj.nodes,
         ),
         max_wait=None if tj.max_wait_s is None else timedelta(seconds=tj.max_wait_s),
         priority=Priority(tj.priority),

@@ -78,8 +78,9 @@ class Scenario(_M):
     max_runtime_s: float | None = Field(default=None, gt=0, description="Drop trace jobs running longer.")
     gpu_spec: Literal["keep", "ignore"] = Field(
         default="keep",
-        description="Honour the Alibaba trace's gpu_spec model lists (a plain CSV's accelerator column "
-        "is always honoured: it names the job's own catalog accelerators).",
+        description="Honour the Alibaba traces' models of their own pool (the v2023 pod list's gpu_spec, "
+        "the v2026 spot job list's gpu_model); a plain CSV's accelerator column is always honoured: "
+        "it names the job's own catalog accelerators.",
     )
     no_spot_over_s: float | None = Field(
         default=None,

@@ -1,4 +1,5 @@
-"""Workload traces: the Alibaba GPU v2023 pod list and a plain CSV, both to `TraceJob`s.
+"""Workload traces: the Alibaba GPU v2023 pod list, a plain CSV and (`broker.sim.trace_spot`)
+Alibaba's v2026 spot-GPU job list, each to `TraceJob`s.
 
 The format is detected from the header row when not given (`detect_format`). Gzip'ed files
 are read transparently.
@@ -12,9 +13,9 @@ whose list becomes empty may run on any accelerator); `qos` maps to a priority b
 
 Plain CSV columns (header required; `submit_time` and `runtime` are required):
 `submit_time` (s from trace start), `runtime` (s or a duration such as 1h30m),
-`accelerator` (catalog names separated by `|`, empty = any), `count`, `tenant`, `max_wait`
-(s or duration, empty = the policy default), `residency` (`any` or `cn-mainland`), and
-optionally `cpus`, `memory_gb`, `priority` (low/normal/high), `name`.
+`accelerator` (catalog names separated by `|`, empty = any), `count` (per node), `tenant`,
+`max_wait` (s or duration, empty = the policy default), `residency` (`any` or `cn-mainland`),
+and optionally `cpus`, `memory_gb`, `priority` (low/normal/high), `name`, `nodes` (a gang).
 """
 
 from __future__ import annotations
@@ -22,22 +23,25 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import math
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from broker.sim.trace_rows import (
+    FORMATS,
+    RowCheck,
+    TraceError,
+    TraceFormat,
+    TraceInfo,
+    TraceJob,
+    column,
+    seconds,
+    whole,
+)
+from broker.sim.trace_spot import SPOT_COLUMNS, is_spot_header, spot_jobs
+from broker.validation import did_you_mean
 
-from broker.durations import parse_duration
-from broker.errors import BrokerError
-from broker.jobspec import Priority, Residency, Resources
-from broker.validation import did_you_mean, violations
-
-TraceFormat = Literal["alibaba-v2023", "csv"]
-FORMATS: tuple[TraceFormat, ...] = ("alibaba-v2023", "csv")
+__all__ = ["FORMATS", "TraceError", "TraceFormat", "TraceInfo", "TraceJob", "read_trace", "write_csv"]
 
 GPU_SPEC_MODELS: dict[str, str | None] = {
     "T4": "T4",
@@ -56,60 +60,9 @@ QOS_PRIORITY = {"LS": "normal", "Burstable": "normal", "Guaranteed": "high", "BE
 """Alibaba `qos` -> job priority (latency-sensitive is normal, best-effort is low)."""
 
 
-class TraceError(BrokerError):
-    """A trace file that cannot be read: names the file and line."""
-
-
-@dataclass(frozen=True, slots=True)
-class TraceJob:
-    """One job of a workload trace, before it becomes a `JobSpec`."""
-
-    name: str
-    submit_s: float
-    runtime_s: float
-    count: int = 0
-    """Accelerators (0: a CPU-only job)."""
-    accelerators: tuple[str, ...] = ()
-    """Catalog accelerator names the job accepts; empty = any."""
-    gpu_spec: bool = False
-    """`accelerators` map Alibaba's `gpu_spec` models, which describe Alibaba's pool (a scenario's
-    `gpu_spec: ignore` drops them); a plain CSV's `accelerator` column is the job's own ask."""
-    cpus: float = 1.0
-    memory_gb: float = 1.0
-    tenant: str | None = None
-    max_wait_s: float | None = None
-    residency: str = "any"
-    priority: str = "normal"
-    line: int = field(default=0, compare=False)
-    """The row's line in the trace file, for errors (0: a generated job)."""
-
-
-@dataclass
-class TraceInfo:
-    """What reading a trace kept and skipped, for the report."""
-
-    path: str
-    format: TraceFormat
-    rows: int = 0
-    kept: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-
-    def skip(self, why: str) -> None:
-        self.skipped[why] = self.skipped.get(why, 0) + 1
-
-
-class _RowSpec(BaseModel):
-    """The job-spec fields a trace row sets, validated as a submitted spec would be."""
-
-    model_config = ConfigDict(frozen=True)
-    resources: Resources
-    priority: Priority
-    data_residency: Residency
-
-
 PLAIN_COLUMNS = (
     "name", "submit_time", "runtime", "accelerator", "count", "tenant", "max_wait", "residency",
-    "cpus", "memory_gb", "priority",
+    "cpus", "memory_gb", "priority", "nodes",
 )
 """Every column a plain CSV trace may have (in `write_csv`'s order); only the first three are
 required (`name` defaults to job-LINE)."""
@@ -122,6 +75,7 @@ COLUMNS: dict[TraceFormat, dict[str, str]] = {
         "resources.memory_gb": "memory_gb",
         "priority": "priority",
         "data_residency": "residency",
+        "resources.nodes": "nodes",
     },
     "alibaba-v2023": {
         "resources.accelerators.count": "num_gpu",
@@ -130,36 +84,9 @@ COLUMNS: dict[TraceFormat, dict[str, str]] = {
         "resources.memory_gb": "memory_mib",
         "priority": "qos",
     },
+    "alibaba-spot-v2026": SPOT_COLUMNS,
 }
 """Spec field -> the trace column it comes from, to name in an error."""
-
-
-class _Checked:
-    """Each distinct row shape validated once (a trace has few shapes and many rows)."""
-
-    def __init__(self, fmt: TraceFormat) -> None:
-        self.columns = COLUMNS[fmt]
-        self.seen: dict[tuple[object, ...], str | None] = {}
-
-    def problem(self, job: TraceJob) -> str | None:
-        """`column: message` for a row no job spec accepts, else None."""
-        key = (job.count, job.accelerators, job.cpus, job.memory_gb, job.priority, job.residency)
-        if key not in self.seen:
-            self.seen[key] = self._check(job)
-        return self.seen[key]
-
-    def _check(self, job: TraceJob) -> str | None:
-        accelerators = {"count": job.count, "any_of": job.accelerators}
-        resources = {"accelerators": accelerators, "cpus": job.cpus, "memory_gb": job.memory_gb}
-        try:
-            _RowSpec.model_validate(
-                {"resources": resources, "priority": job.priority, "data_residency": job.residency}
-            )
-        except ValidationError as exc:
-            first = violations(exc)[0]
-            field = first.field.split("[")[0]
-            return f"{self.columns.get(field, field)}: {first.description}"
-        return None
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -170,15 +97,19 @@ def _open_text(path: Path) -> io.TextIOBase:
 
 
 def detect_format(header: Iterable[str]) -> TraceFormat:
-    """`alibaba-v2023` when the header has the pod-list columns, `csv` when it has submit/runtime."""
+    """`alibaba-v2023` when the header has the pod-list columns, `alibaba-spot-v2026` the spot job
+    list's, `csv` when it has submit/runtime."""
     cols = {c.strip() for c in header}
     if {"creation_time", "deletion_time", "scheduled_time", "num_gpu"} <= cols:
         return "alibaba-v2023"
+    if is_spot_header(cols):
+        return "alibaba-spot-v2026"
     if {"submit_time", "runtime"} <= cols:
         return "csv"
     raise TraceError(
         f"unknown trace header {sorted(cols)}: expected the Alibaba GPU v2023 pod list "
-        "(creation_time, scheduled_time, deletion_time, num_gpu, ...) or a CSV with "
+        "(creation_time, scheduled_time, deletion_time, num_gpu, ...), the Alibaba v2026 spot "
+        "job list (submit_time, duration, gpu_request, worker_num, job_type, ...) or a CSV with "
         "submit_time and runtime"
     )
 
@@ -195,7 +126,7 @@ def map_gpu_spec(spec: str) -> tuple[str, ...]:
 
 def _alibaba(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: float | None) -> list[TraceJob]:
     jobs: list[TraceJob] = []
-    checked = _Checked("alibaba-v2023")
+    checked = RowCheck(COLUMNS["alibaba-v2023"])
     for line, row in enumerate(rows, start=2):
         info.rows += 1
         try:
@@ -220,11 +151,11 @@ def _pod(row: dict[str, str], line: int) -> TraceJob:
     `name`, `gpu_spec` and `qos` may be missing (Alibaba's other pod lists, such as
     `openb_pod_list_default.csv`, may come without `gpu_spec`): the pod then runs on any
     accelerator, at normal priority."""
-    scheduled = _column(row, "scheduled_time", float)
-    deleted = _column(row, "deletion_time", float)
+    scheduled = column(row, "scheduled_time", float)
+    deleted = column(row, "deletion_time", float)
     if deleted < scheduled:
         raise ValueError(f"deletion_time: before scheduled_time ({scheduled:g})")
-    num_gpu, milli = int(_column(row, "num_gpu", _whole)), _column(row, "gpu_milli", float, 0)
+    num_gpu, milli = int(column(row, "num_gpu", whole)), column(row, "gpu_milli", float, 0)
     if num_gpu < 0:
         raise ValueError("num_gpu: must be >= 0")
     if not 0 <= milli <= 1000:
@@ -232,73 +163,46 @@ def _pod(row: dict[str, str], line: int) -> TraceJob:
     count = num_gpu if num_gpu > 0 else (1 if milli > 0 else 0)
     return TraceJob(
         name=(row.get("name") or f"pod-{line - 1}").strip(),
-        submit_s=_column(row, "creation_time", float),
+        submit_s=column(row, "creation_time", float),
         runtime_s=max(1.0, deleted - scheduled),
         count=count,
         accelerators=map_gpu_spec(row.get("gpu_spec") or "") if count else (),
         gpu_spec=True,
-        cpus=max(0.1, _column(row, "cpu_milli", float) / 1000),
-        memory_gb=max(0.1, _column(row, "memory_mib", float) / 1024),
+        cpus=max(0.1, column(row, "cpu_milli", float) / 1000),
+        memory_gb=max(0.1, column(row, "memory_mib", float) / 1024),
         priority=QOS_PRIORITY.get((row.get("qos") or "").strip(), "normal"),
         line=line,
     )
 
 
-def _seconds(text: str) -> float:
-    """Seconds in any number notation (`600`, `1.2e6`, as other tools export them) or a duration
-    (`1h30m`); a negative number is refused as one, not as "not a duration"."""
-    try:
-        value = float(text)
-    except ValueError:
-        return parse_duration(text.strip()).total_seconds()
-    if value < 0:
-        raise ValueError(f"must be >= 0, got {value:g}")
-    return parse_duration(value).total_seconds()  # (the same 10-year and finite limits)
-
-
-def _column(
-    row: dict[str, str], name: str, parse: Callable[[str], float], default: float | None = None
-) -> float:
-    """One column's value; ValueError naming the column when it does not parse."""
-    text = (row.get(name) or "").strip()
-    if not text and default is not None:
-        return default
-    try:
-        value = parse(text)
-    except ValueError as exc:
-        raise ValueError(f"{name}: {exc}" if text else f"{name}: required") from exc
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: must be a finite number")
-    return value
-
-
 def _plain(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: float | None) -> list[TraceJob]:
     jobs: list[TraceJob] = []
-    checked = _Checked("csv")
+    checked = RowCheck(COLUMNS["csv"])
     for line, row in enumerate(rows, start=2):
         info.rows += 1
         try:
-            runtime = max(1.0, _column(row, "runtime", _seconds))
+            runtime = max(1.0, column(row, "runtime", seconds))
             if max_runtime_s is not None and runtime > max_runtime_s:
                 info.skip("run time above the scenario's max_runtime")
                 continue
             accel = tuple(a.strip() for a in (row.get("accelerator") or "").split("|") if a.strip())
-            count = int(_column(row, "count", _whole, 1 if accel else 0))
+            count = int(column(row, "count", whole, 1 if accel else 0))
             if accel and count == 0:  # (read as CPU-only, the accelerator it names was dropped unsaid)
                 raise ValueError(f"count: 0 with accelerator {'|'.join(accel)} (a CPU-only job names none)")
             wait = (row.get("max_wait") or "").strip()
             job = TraceJob(
                 name=(row.get("name") or f"job-{line - 1}").strip(),
-                submit_s=_column(row, "submit_time", _seconds),
+                submit_s=column(row, "submit_time", seconds),
                 runtime_s=runtime,
                 count=count,
                 accelerators=accel,
-                cpus=_column(row, "cpus", float, 1),
-                memory_gb=_column(row, "memory_gb", float, 1),
+                cpus=column(row, "cpus", float, 1),
+                memory_gb=column(row, "memory_gb", float, 1),
                 tenant=(row.get("tenant") or "").strip() or None,
-                max_wait_s=_column(row, "max_wait", _seconds) if wait else None,
+                max_wait_s=column(row, "max_wait", seconds) if wait else None,
                 residency=(row.get("residency") or "any").strip() or "any",
                 priority=(row.get("priority") or "normal").strip() or "normal",
+                nodes=int(column(row, "nodes", whole, 1)),
                 line=line,
             )
         except ValueError as exc:
@@ -307,14 +211,6 @@ def _plain(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: float
             raise TraceError(f"{info.path}:{line}: {why}")
         jobs.append(job)
     return jobs
-
-
-def _whole(text: str) -> float:
-    """An integer column (`int` alone would call `2.5` not a number at all)."""
-    value = float(text)
-    if value != int(value):
-        raise ValueError("must be a whole number")
-    return value
 
 
 def _whole_rows(
@@ -347,7 +243,9 @@ def read_trace(
         header = reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
     except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as exc:  # (EOFError: a cut .gz)
         raise TraceError(f"{path}: cannot read: {exc}") from exc
-    if (blank := [i for i, c in enumerate(header, start=1) if not c]) and len(header) > 1:
+    # A first column with no name over a known list's columns is the index pandas writes.
+    index = header[:1] == [""] and len(header) > 1 and _known_list(header[1:])
+    if (blank := [i for i, c in enumerate(header, start=1) if not c][index:]) and len(header) > 1:
         raise TraceError(f"{path}:1: column {blank[0]} of the header has no name")
     if twice := sorted({c for c in header if header.count(c) > 1}):
         raise TraceError(f"{path}:1: column {twice[0]} appears twice in the header")
@@ -361,7 +259,8 @@ def read_trace(
     info = TraceInfo(path=str(path), format=found)
     try:
         rows = _whole_rows(reader, path, len(header), short_ok=found == "csv")
-        jobs = (_alibaba if found == "alibaba-v2023" else _plain)(rows, info, max_runtime_s)
+        read = {"alibaba-v2023": _alibaba, "alibaba-spot-v2026": spot_jobs, "csv": _plain}[found]
+        jobs = read(rows, info, max_runtime_s)
     except csv.Error as exc:
         raise TraceError(f"{path}:{reader.line_num}: {exc}") from exc
     jobs.sort(key=lambda j: (j.submit_s, j.name))
@@ -387,8 +286,16 @@ def write_csv(jobs: Iterable[TraceJob], out: io.TextIOBase) -> None:
                 _cell(j.cpus),
                 _cell(j.memory_gb),
                 j.priority,
+                j.nodes,
             ]
         )
+
+
+def _known_list(header: list[str]) -> bool:
+    try:
+        return detect_format(header) != "csv"
+    except TraceError:
+        return False
 
 
 def _cell(value: float) -> str:

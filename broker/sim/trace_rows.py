@@ -1,0 +1,149 @@
+"""What every trace reader shares: the job a row becomes, the read's tally, and the cell parsers.
+
+Each format's reader (`broker.sim.traces` for the Alibaba v2023 pod list and the plain CSV,
+`broker.sim.trace_spot` for Alibaba's v2026 spot-GPU job list) turns rows into `TraceJob`s
+with these, so a bad cell is refused the same way, naming its line and column, in each.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from broker.durations import parse_duration
+from broker.errors import BrokerError
+from broker.jobspec import Priority, Residency, Resources
+from broker.validation import violations
+
+TraceFormat = Literal["alibaba-v2023", "alibaba-spot-v2026", "csv"]
+FORMATS: tuple[TraceFormat, ...] = ("alibaba-v2023", "alibaba-spot-v2026", "csv")
+
+
+class TraceError(BrokerError):
+    """A trace file that cannot be read: names the file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceJob:
+    """One job of a workload trace, before it becomes a `JobSpec`."""
+
+    name: str
+    submit_s: float
+    runtime_s: float
+    count: int = 0
+    """Accelerators per node (0: a CPU-only job)."""
+    accelerators: tuple[str, ...] = ()
+    """Catalog accelerator names the job accepts; empty = any."""
+    gpu_spec: bool = False
+    """`accelerators` map the models of Alibaba's own pool (`gpu_spec` of the v2023 pod list,
+    `gpu_model` of the v2026 job list), which a scenario's `gpu_spec: ignore` drops; a plain
+    CSV's `accelerator` column is the job's own ask."""
+    cpus: float = 1.0
+    memory_gb: float = 1.0
+    tenant: str | None = None
+    max_wait_s: float | None = None
+    residency: str = "any"
+    priority: str = "normal"
+    nodes: int = 1
+    """Nodes (workers) of a gang, each with `count` accelerators, placed all-or-nothing."""
+    group: str | None = None
+    """The trace's own owner of a tenant-less job (the v2026 list's `organization`): every job
+    of one group is given the same drawn tenant."""
+    line: int = field(default=0, compare=False)
+    """The row's line in the trace file, for errors (0: a generated job)."""
+
+
+@dataclass
+class TraceInfo:
+    """What reading a trace kept and skipped, for the report."""
+
+    path: str
+    format: TraceFormat
+    rows: int = 0
+    kept: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    any_model: dict[str, int] = field(default_factory=dict)
+    """Jobs per model name the catalog does not know, read as 'any accelerator'."""
+
+    def skip(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+
+
+class _RowSpec(BaseModel):
+    """The job-spec fields a trace row sets, validated as a submitted spec would be."""
+
+    model_config = ConfigDict(frozen=True)
+    resources: Resources
+    priority: Priority
+    data_residency: Residency
+
+
+class RowCheck:
+    """Each distinct row shape validated once (a trace has few shapes and many rows)."""
+
+    def __init__(self, columns: Mapping[str, str]) -> None:
+        self.columns = columns
+        """Spec field -> the trace column it comes from, to name in an error."""
+        self.seen: dict[tuple[object, ...], str | None] = {}
+
+    def problem(self, job: TraceJob) -> str | None:
+        """`column: message` for a row no job spec accepts, else None."""
+        key = (job.count, job.accelerators, job.cpus, job.memory_gb, job.priority, job.residency, job.nodes)
+        if key not in self.seen:
+            self.seen[key] = self._check(job)
+        return self.seen[key]
+
+    def _check(self, job: TraceJob) -> str | None:
+        accelerators = {"count": job.count, "any_of": job.accelerators}
+        resources = {
+            "accelerators": accelerators, "cpus": job.cpus, "memory_gb": job.memory_gb, "nodes": job.nodes,
+        }
+        try:
+            _RowSpec.model_validate(
+                {"resources": resources, "priority": job.priority, "data_residency": job.residency}
+            )
+        except ValidationError as exc:
+            first = violations(exc)[0]
+            field = first.field.split("[")[0]
+            return f"{self.columns.get(field, field)}: {first.description}"
+        return None
+
+
+def seconds(text: str) -> float:
+    """Seconds in any number notation (`600`, `1.2e6`, as other tools export them) or a duration
+    (`1h30m`); a negative number is refused as one, not as "not a duration"."""
+    try:
+        value = float(text)
+    except ValueError:
+        return parse_duration(text.strip()).total_seconds()
+    if value < 0:
+        raise ValueError(f"must be >= 0, got {value:g}")
+    return parse_duration(value).total_seconds()  # (the same 10-year and finite limits)
+
+
+def column(
+    row: Mapping[str, str | None], name: str, parse: Callable[[str], float], default: float | None = None
+) -> float:
+    """One column's value; ValueError naming the column when it does not parse."""
+    text = (row.get(name) or "").strip()
+    if not text and default is not None:
+        return default
+    try:
+        value = parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}" if text else f"{name}: required") from exc
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: must be a finite number")
+    return value
+
+
+def whole(text: str) -> float:
+    """An integer column (`int` alone would call `2.5` not a number at all)."""
+    value = float(text)
+    if value != int(value):
+        raise ValueError("must be a whole number")
+    return value
