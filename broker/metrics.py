@@ -141,6 +141,8 @@ class LiveView:
     """site -> seconds since the stalest live attempt there reported."""
     policy_hash: Callable[[], str]
     currency: Callable[[], str]
+    launch_p95: Callable[[], Mapping[str, float]] = dict
+    """site -> p95 seconds its launches took to come up, once it has enough of them."""
 
 
 BREAKER_STATES = ("closed", "open", "half_open")
@@ -196,6 +198,14 @@ class LiveCollector(Collector):
         for site, reason in sorted(v.unhealthy().items()):
             unhealthy.add_metric([site, trouble_kind(reason)], 1.0)
         yield unhealthy
+        yield from self._money()
+        yield from self._routes()
+        info = GaugeMetricFamily("szb_policy_info", "The policy in force (its hash).", labels=["hash"])
+        info.add_metric([v.policy_hash()], 1.0)
+        yield info
+
+    def _money(self) -> Iterable[Metric]:
+        v = self.view
         currency = v.currency()
         spend = GaugeMetricFamily(
             "szb_spend_month",
@@ -213,6 +223,9 @@ class LiveCollector(Collector):
                 left.add_metric([tenant, currency], budget_left)
         yield spend
         yield left
+
+    def _routes(self) -> Iterable[Metric]:
+        v = self.view
         lag = GaugeMetricFamily(
             "szb_heartbeat_lag_seconds",
             "Seconds since the stalest live cloud attempt reported, by site.",
@@ -221,9 +234,15 @@ class LiveCollector(Collector):
         for site, seconds in sorted(v.heartbeat_lag().items()):
             lag.add_metric([site], seconds)
         yield lag
-        info = GaugeMetricFamily("szb_policy_info", "The policy in force (its hash).", labels=["hash"])
-        info.add_metric([v.policy_hash()], 1.0)
-        yield info
+        launches = GaugeMetricFamily(
+            "szb_route_provisioning_p95_seconds",
+            "The p95 of each cloud route's newest launches, creation to running (a late job's "
+            "burst lead is the larger of it and the policy's provisioning_p95).",
+            labels=["site"],
+        )
+        for site, seconds in sorted(v.launch_p95().items()):
+            launches.add_metric([site], seconds)
+        yield launches
 
 
 class MetricsServer:

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from adapters.base import Adapter, AdapterError, Capability, supports
 from broker.burst import BurstInputs, TenantMoney, is_onprem, route_states
+from broker.burst.provisioning import ProvisioningTimes
 from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.step import build_inputs, decide_in_pass
 from broker.clock import Clock
@@ -54,6 +55,9 @@ class Planner:
         self.offers = OfferSource(lambda: self.policy, clock, self.health)
         self.ledger = SpendLedger(lambda: self.policy, clock)
         self.recent: deque[Attempt] = deque(maxlen=RECENT_ATTEMPTS)
+        self.launches = ProvisioningTimes()
+        """How long each cloud route's launches took to come up: a late job's lead (its last
+        responsible moment) counts the observed p95 where it is longer than the policy's."""
         self.pending_burst: dict[str, datetime] = {}
         self.burst_jobs: set[str] = set()
         """Jobs that already burst once: failover to the next cloud offer skips the hysteresis."""
@@ -190,7 +194,7 @@ class Planner:
             now=now,
             offers=reading.offers,
             capacity_total=reading.totals,
-            routes=route_states([*live, *self.recent], now, self.policy),
+            routes=route_states([*live, *self.recent], now, self.policy, self.launches.learned()),
             blocked=self.health.blocked(), block_reasons=self.health.blocklist.reasons(),
             unhealthy=self.health.unhealthy_now(), no_images=self.offers.no_images(),
         )
@@ -322,6 +326,11 @@ class Planner:
         self.ledger.settle(job, attempt, store, ran=ran, ended=status.stopped_at)
 
     # Admission and explain -------------------------------------------------------------
+
+    def launched(self, attempt: Attempt, now: datetime) -> None:
+        """An attempt's job is running for the first time: a cloud route times its launch."""
+        if not is_onprem(self.policy, attempt.site):  # (an on-prem start includes its queue)
+            self.launches.observe(attempt.site, (now - attempt.created_at).total_seconds())
 
     def admit(self, spec: JobSpec, tenant: TenantId, now: datetime) -> list[str]:
         """Reasons the job can never be placed for this tenant (empty when it can)."""

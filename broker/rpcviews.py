@@ -77,6 +77,7 @@ class RpcViews:
             ),
             policy_hash=lambda: planner.policy_hash,
             currency=lambda: planner.policy.currency,
+            launch_p95=planner.launches.learned,
         )
 
     def describe(self, jobs: Sequence[Job]) -> list[JobDetails]:

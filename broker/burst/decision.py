@@ -204,7 +204,7 @@ def _cheaper_in_time(v: _View, onprem: list[ScoredOffer], best: ScoredOffer) -> 
     projected = v.inputs.projected_wait
     if not projected:
         return None
-    spare = v.remaining - safety_lead_s(v.policy)
+    spare = v.remaining - safety_lead_s(v.policy, v.inputs)
     now = v.score(best) - v.wait(best) * v.policy.objective.wait_hour_cost / 3600  # it starts now
     fits = [
         s for s in onprem if projected.get(s.offer.partition, math.inf) <= spare and v.score(s) < now - 1e-9
@@ -219,8 +219,8 @@ def _yield_to_late(v: _View, best: ScoredOffer, need: int) -> Decision | None:
     this job's own last responsible moment."""
     part = best.offer.partition
     claims = v.inputs.late_claims.get(part)
-    free = v.inputs.free_units(best.offer)
-    if not claims or v.inputs.firm_deadline or free is None or v.remaining <= safety_lead_s(v.policy):
+    free, lead = v.inputs.free_units(best.offer), safety_lead_s(v.policy, v.inputs)
+    if not claims or v.inputs.firm_deadline or free is None or v.remaining <= lead:
         return None  # (a job with no time left to burst itself keeps its start)
     top = max((p for u, p in claims.values() if free - need < u <= free), default=None)
     if top is None:
@@ -275,7 +275,7 @@ def _queue_choice(v: _View, onprem: list[ScoredOffer]) -> tuple[ScoredOffer, flo
     else:
         queue = min(onprem, key=lambda s: (v.wait(s), v.score(s), s.offer.key))
     wait_s = v.wait(queue)
-    lead = safety_lead_s(v.policy)
+    lead = safety_lead_s(v.policy, v.inputs)
     if queue.offer.partition in projected and v.remaining <= lead and wait_s < v.remaining + lead:
         # Past the last responsible moment a start that is not now (nothing fits now: a projected 0
         # is a stale end) may slip past the deadline with no time left to burst: count it late by a

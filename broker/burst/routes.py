@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -19,10 +19,16 @@ class RouteState:
     """Attempts that ended within the failure-throttle window."""
     recent_failures: int = 0
     last_failure: datetime | None = None
+    provisioning_p95_s: float | None = None
+    """The p95 of the route's newest launches as observed (`broker.burst.provisioning`); None:
+    too few yet. A burst's lead is the larger of it and the policy's `provisioning_p95`."""
 
 
-def route_states(attempts: Iterable[Attempt], now: datetime, policy: Policy) -> dict[SiteId, RouteState]:
-    """Summarise attempts per site for the throttle and the per-route limits."""
+def route_states(
+    attempts: Iterable[Attempt], now: datetime, policy: Policy, learned: Mapping[str, float] | None = None
+) -> dict[SiteId, RouteState]:
+    """Summarise attempts per site for the throttle and the per-route limits, with each site's
+    observed provisioning p95 (`learned`, `broker.burst.provisioning`)."""
     window = policy.burst.failure_throttle.window
     acc: dict[SiteId, RouteState] = {}
     for a in attempts:
@@ -39,6 +45,8 @@ def route_states(attempts: Iterable[Attempt], now: datetime, policy: Policy) -> 
                 last = a.updated_at if s.last_failure is None else max(s.last_failure, a.updated_at)
                 s = replace(s, recent_failures=s.recent_failures + 1, last_failure=last)
         acc[a.site] = s
+    for site, p95 in (learned or {}).items():
+        acc[SiteId(site)] = replace(acc.get(SiteId(site), RouteState()), provisioning_p95_s=p95)
     return acc
 
 

@@ -22,10 +22,12 @@ are the special case λ = 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from broker.burst.routes import RouteState
 from broker.durations import format_duration
-from broker.model import JobSpec, Offer
+from broker.model import JobSpec, Offer, SiteId
 from broker.policy import Policy
 
 DEFAULT_RISK = 0.05
@@ -50,10 +52,16 @@ def interruption_rate(policy: Policy, site_id: str) -> float:
     return limits.spot_interruption_risk if limits is not None else DEFAULT_RISK
 
 
-def provisioning_p95_h(policy: Policy, site_id: str) -> float:
-    """Hours a route needs to bring up an instance, 95th percentile (policy)."""
+def provisioning_p95_h(
+    policy: Policy, site_id: str, routes: Mapping[SiteId, RouteState] | None = None
+) -> float:
+    """Hours a route needs to bring up an instance, 95th percentile: the policy's, or the p95 its
+    launches were observed to take (`routes`) when that is longer."""
     limits = policy.burst.sites.get(site_id)
     seconds = limits.provisioning_p95.total_seconds() if limits is not None else 300.0
+    state = routes.get(SiteId(site_id)) if routes else None
+    if state is not None and state.provisioning_p95_s is not None:
+        seconds = max(seconds, state.provisioning_p95_s)
     return seconds / 3600
 
 

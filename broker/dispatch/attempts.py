@@ -86,6 +86,14 @@ class AttemptTracking:
             status = status.model_copy(update={"message": BROKER_SIDE + status.message})
         self.apply_status(attempt, status)
 
+    def _running(self, attempt: Attempt, now: datetime) -> None:
+        """The attempt runs (its job moves to RUNNING); a launch that just came up is timed."""
+        said = f"running on {attempt.site}"
+        move = JobMove(JobState.RUNNING, "running", said, expect=JobState.PROVISIONING)
+        self.store.update_attempt(attempt.id, now, state=AttemptState.RUNNING, moves=[move])
+        if attempt.state == AttemptState.PENDING:
+            self.planner.launched(attempt, now)
+
     def _unheard_since_restart(self, attempt: Attempt) -> bool:
         """An agent-run attempt started before this broker did, never heard from since."""
         return (
@@ -115,13 +123,7 @@ class AttemptTracking:
             return
         if status.state == AttemptState.RUNNING:
             if attempt.state != AttemptState.RUNNING or job.state == JobState.PROVISIONING:
-                running = JobMove(
-                    JobState.RUNNING,
-                    "running",
-                    f"running on {attempt.site}",
-                    expect=JobState.PROVISIONING,
-                )
-                self.store.update_attempt(attempt.id, now, state=AttemptState.RUNNING, moves=[running])
+                self._running(attempt, now)
             return
         # The attempt's end and its job's move are one transaction: never one without the other.
         attempt = self.store.update_attempt(

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from broker.burst import RouteState, TenantMoney, is_onprem
 from broker.burst.money import BEIJING, Charge, month_of, monthly_budget, settled_split, tenant_money
+from broker.burst.provisioning import LaunchTimes
 from broker.burst.snapshot import partition_key
 from broker.model import Offer, SiteId
 from broker.placement import prepare_offers
@@ -170,8 +171,16 @@ class Route:
     running: int = 0
     ended: deque[tuple[float, bool]] = field(default_factory=deque)
     """(end time, failed) of recent attempts, oldest first."""
-    quiet: tuple[tuple[int, int, int], RouteState] | None = None
-    """The last state read with no failure in the window, by (provisioning, running, attempts)."""
+    quiet: tuple[tuple[int, int, int, float | None], RouteState] | None = None
+    """The last state read with no failure in the window, by (provisioning, running, attempts,
+    observed provisioning p95)."""
+    launches: LaunchTimes = field(default_factory=LaunchTimes)
+    """How long its launches took to come up, newest first (the broker times them live too)."""
+
+    def up(self, took_s: float) -> None:
+        """An instance came up `took_s` after its launch."""
+        self.provisioning, self.running = self.provisioning - 1, self.running + 1
+        self.launches.observe(took_s)
 
 
 class Clouds:
@@ -235,7 +244,7 @@ class Clouds:
                 last = now + timedelta(seconds=fails[-1] - t)
                 state = _route(r, len(ended), len(fails), last)
             else:  # no failure in the window: the state does not depend on the time, keep it
-                key = (r.provisioning, r.running, len(ended))
+                key = (r.provisioning, r.running, len(ended), r.launches.p95_s())
                 if r.quiet is None or r.quiet[0] != key:
                     r.quiet = (key, _route(r, len(ended), 0, None))
                 state = r.quiet[1]
@@ -250,6 +259,7 @@ def _route(r: Route, attempts: int, failures: int, last: datetime | None) -> Rou
         recent_attempts=attempts,
         recent_failures=failures,
         last_failure=last,
+        provisioning_p95_s=r.launches.p95_s(),
     )
 
 

@@ -179,7 +179,7 @@ class Engine:
             self._settle(job, st, hours=0.0)
             self._requeue(job, st)
         elif kind == UP:
-            route.provisioning, route.running = route.provisioning - 1, route.running + 1
+            route.up(self.t - st.running_since)  # (running_since: the launch, see _start_cloud)
             st.running_since = self.t
             if math.isnan(st.rec.start_s):
                 st.rec.start_s = self.t
@@ -361,6 +361,7 @@ class Engine:
         route = self.clouds.routes[offer.site]
         route.provisioning += 1
         st.rec.burst = True
+        st.running_since = self.t  # the launch, until it is up: the route times its launches
         if self.clouds.stocked_out(offer.site, self.t):
             st.reserved = (0.0, 0.0, None, month_of(snap.now))
             self._push(self.t + self.scenario.stockouts_for(offer.site).fail_after_s, FAIL, job.index)

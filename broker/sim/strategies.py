@@ -15,8 +15,8 @@ from broker.burst import TenantMoney
 from broker.burst.claims import LateClaims, claim_premium
 from broker.burst.cloud import onprem_offers
 from broker.burst.inputs import onprem_sites
+from broker.burst.leads import safety_lead_s
 from broker.burst.snapshot import PassSnapshot, partition_key
-from broker.burst.spot import provisioning_p95_h
 from broker.burst.step import build_inputs, decide_in_pass
 from broker.decision import Action, Decision
 from broker.fairshare import held_back
@@ -39,10 +39,9 @@ class PolicyStrategy:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.hysteresis_s = policy.burst.hysteresis.total_seconds()
-        self.lead_s = max(
-            (provisioning_p95_h(policy, s.id) * 3600 for s in policy.sites if not s.partitions), default=0.0
-        )
-        """The longest provisioning p95 of any cloud route."""
+        self.lead_now = safety_lead_s(policy)
+        """The longest provisioning p95 of any cloud route (the policy's, or as observed when
+        longer), as of the last decision."""
         self.cloudless: set[int] = set()
         """Jobs last decided to wait with no cloud offer allowed at all, nothing blocked (placement's
         verdicts do not change with time; budgets, stock and routes refuse allowed offers). Only
@@ -77,6 +76,7 @@ class PolicyStrategy:
             late_claims=None if claims is None else claims.view(ratios, job.tenant, gap),
         )
         d = decide_in_pass(job.spec, job.tenant, snap, self.policy, inputs)
+        self.lead_now = safety_lead_s(self.policy, inputs)  # (read by `timer` for this decision)
         if d.action == Action.WAIT and d.facts.cloud_offer is None and self._no_cloud_allowed(d, snap):
             self.cloudless.add(job.index)
         else:
@@ -114,7 +114,7 @@ class PolicyStrategy:
         if wait is not None and wait <= remaining:
             gap = remaining - wait + 1.0
             if self.projector is not None:  # look again before the last moment a burst could still help
-                gap = min(gap, remaining - self.lead_s)
+                gap = min(gap, remaining - self.lead_now)
             return now_s + max(MIN_GAP_S, gap)
         cap = math.inf if job.index in self.cloudless else MAX_BACKOFF_S
         return now_s + min(cap, max(backoff_s, self.policy.burst.blocklist_ttl.capacity.total_seconds()))
