@@ -149,3 +149,19 @@ def test_the_seed_flag_draws_every_scenario_from_the_seed_given(tmp_path: Path) 
     own, eleven = run(), run("--seed", "11")
     assert own["knobs"]["scenario_seed"] is None and own["results"][0]["seed"] == 7  # alibaba-peak's file
     assert eleven["knobs"]["scenario_seed"] == 11 and eleven["results"][0]["seed"] == 11
+
+
+def test_the_jobs_flag_takes_a_large_traces_first_jobs(tmp_path: Path) -> None:
+    # A held-out trace may be Alibaba's v2026 spot job list (466,867 jobs): the bench's slices are
+    # halves of the trace, and no run of that size finishes in a sitting.
+    trace = tmp_path / "held-out.csv"
+    _held_out(trace, 5000, 300)
+    out = run_bench("decision_quality", "--json", "--only", "alibaba-peak", "slice-early",
+                    "--trace", str(trace), "--jobs", "80")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["knobs"]["trace_first_jobs"] == 80
+    whole, early = got["results"]
+    assert (whole["jobs"], early["jobs"]) == (80, 40)
+    refused = run_bench("decision_quality", "--only", "slice-early", "--trace", str(trace), "--jobs", "0")
+    assert refused.returncode == 2 and "--jobs: must be >= 1, got 0" in refused.stderr
