@@ -1,11 +1,11 @@
 """The discrete-event engine: a virtual clock driving a strategy over simulated backends.
 
 Each event (arrival, capacity freed, instance up, launch failed, spot interruption, timer)
-opens a dispatch pass: a `PassSnapshot` of the simulated world, built the way the live
-planner builds one, in which the few jobs the event concerns are decided in queue order.
-Jobs are re-decided only when the answer can change: when they arrive; when capacity frees
-in a partition they could use (at most `redecide_head` per event); when a cloud route frees
-a slot; when a timer the decision implies runs out (hysteresis, `max_wait`, back-off).
+opens a dispatch pass: a `PassSnapshot` of the simulated world, built as the live planner builds
+one, in which the few jobs the event concerns are decided in queue order. Jobs are re-decided
+only when the answer can change: on arrival; when capacity frees in a partition they could use
+(at most `redecide_head` per event; not one `onprem_gpus` shrank below a gang the policy's node
+count admits); when a cloud route frees a slot; when a timer the decision implies runs out.
 """
 
 from __future__ import annotations
@@ -322,7 +322,8 @@ class Engine:
         if st.listed != st.gen:
             st.listed = st.gen
             if st.cands is None:
-                st.cands = tuple(k for k in self.strategy.candidates(job, d) if k in self.by_tenant)
+                ks = self.strategy.candidates(job, d)
+                st.cands = tuple(k for k in ks if k in self.by_tenant and job.demand <= self.parts[k].total)
             for k in st.cands:
                 self.by_tenant[k].setdefault(line_of(job), deque()).append((j, st.gen))
         if self.strategy.wants_cloud(d):
