@@ -124,8 +124,9 @@ def scenario_jobs(name: str, synthetic_jobs: int) -> tuple[Policy, Scenario, lis
         )
         baselines: tuple[str, ...] = ()
     else:
-        trace, _ = read_trace(TRACE, max_runtime_s=scenario.max_runtime_s)
-        vet_trace(trace, policy, TRACE)  # a tenant or accelerator the policy lacks: a typo, not refusals
+        trace, info = read_trace(TRACE, max_runtime_s=scenario.max_runtime_s)
+        # A tenant or accelerator the policy lacks: a typo, not refusals.
+        vet_trace(trace, policy, TRACE, info.format, ignore_pool=scenario.gpu_spec == "ignore")
         trace = trace[: JOBS[0]] if JOBS else trace  # (the slices are then halves of these)
         baselines = BASELINES
         if name in SLICES:

@@ -142,7 +142,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
         if args.trace is not None:
             from broker.sim.trace_check import vet_trace
 
-            vet_trace(trace, policy, args.trace)
+            vet_trace(trace, policy, args.trace, source["format"], ignore_pool=scenario.gpu_spec == "ignore")
         if args.jobs is not None:
             trace = _sample(args.jobs, trace, source)
         jobs = build_jobs(trace, policy, scenario)
@@ -156,7 +156,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
         print(f"szb: error: {exc}", file=sys.stderr)
         return 1
     if not jobs:
-        print(f"szb: error: the trace has no jobs to replay{_skipped(source)}", file=sys.stderr)
+        which = f"{args.trace}: the trace" if args.trace is not None else "the workload"
+        print(f"szb: error: {which} has no jobs to replay{_skipped(source)}", file=sys.stderr)
         return 1
     return policy, scenario, jobs, source
 

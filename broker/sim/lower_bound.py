@@ -230,7 +230,7 @@ class _Model:
         windows = [(a, a + w + r)] if r <= w else [(a, a + w), (a + r, a + w + r)]
         free = [(b, d * ov, mid) for x, y in windows for b, ov, mid in self.span(x, y)] if flex > 0 else []
         for k, cost in f.onprem.items():
-            if k not in capacity or d > capacity[k]:  # (a scenario's onprem_gpus may shrink it below a gang)
+            if k not in capacity:
                 continue
             cap, flow = self.cap_row[k], self.flow_row[k]
             cols.add(cost, 1.0, [(flow + arrive, -d * r), (late, 1.0), (assign, 1.0)])

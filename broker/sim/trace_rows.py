@@ -23,6 +23,10 @@ TraceFormat = Literal["alibaba-v2023", "alibaba-spot-v2026", "csv"]
 FORMATS: tuple[TraceFormat, ...] = ("alibaba-v2023", "alibaba-spot-v2026", "csv")
 
 
+Row = tuple[int, dict[str, str]]
+"""A trace row with the file line it was read from."""
+
+
 class TraceError(BrokerError):
     """A trace file that cannot be read: names the file and line."""
 
@@ -141,9 +145,19 @@ def column(
     return value
 
 
+def non_negative(text: str) -> float:
+    """A number column that cannot be below zero (a request of -8 CPUs is a broken row)."""
+    value = float(text)
+    if value < 0:
+        raise ValueError(f"must be >= 0, got {value:g}")
+    return value
+
+
 def whole(text: str) -> float:
     """An integer column (`int` alone would call `2.5` not a number at all)."""
     value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
     if value != int(value):
         raise ValueError("must be a whole number")
     return value

@@ -19,7 +19,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from broker.sim.trace_rows import RowCheck, TraceError, TraceInfo, TraceJob, column, seconds, whole
+from broker.sim.trace_rows import (
+    Row,
+    RowCheck,
+    TraceError,
+    TraceInfo,
+    TraceJob,
+    column,
+    non_negative,
+    seconds,
+    whole,
+)
+from broker.validation import did_you_mean
 
 REQUIRED = ("submit_time", "duration", "gpu_request", "worker_num", "job_type")
 """The columns that tell this list from the others (`job_name`, `organization`, `gpu_model`
@@ -50,19 +61,33 @@ SPOT_COLUMNS = {
 """Spec field -> the column it comes from, to name in an error."""
 
 
+COLUMNS = ("job_name", "organization", "gpu_model", "cpu_request", *REQUIRED)
+"""Every column the list has."""
+
+
+def misspelt(columns: Iterable[str]) -> str | None:
+    """`column: unknown column (did you mean ...)` for a column that looks like a misspelt one of
+    the list's (an optional column misspelt would read as absent: every job on any accelerator,
+    each drawing its own tenant); other extra columns are left alone."""
+    for c in columns:
+        if c and c not in COLUMNS and (hint := did_you_mean(c, COLUMNS)):
+            return f"{c}: unknown column{hint}"
+    return None
+
+
 def is_spot_header(columns: Iterable[str]) -> bool:
     """Whether a header is this list's (by column names: their order may differ)."""
     return set(REQUIRED) <= set(columns)
 
 
-def spot_jobs(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: float | None) -> list[TraceJob]:
+def spot_jobs(rows: Iterator[Row], info: TraceInfo, max_runtime_s: float | None) -> list[TraceJob]:
     """The list's jobs; a row that does not parse is refused at its line, naming the column."""
     jobs: list[TraceJob] = []
     checked = RowCheck(SPOT_COLUMNS)
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         info.rows += 1
         try:
-            job = _job(row, line, info)
+            job = _job(row, line)
         except ValueError as exc:
             raise TraceError(f"{info.path}:{line}: {exc}") from exc
         if job.nodes > MAX_WORKERS:
@@ -73,11 +98,14 @@ def spot_jobs(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: fl
             continue
         if (why := checked.problem(job)) is not None:
             raise TraceError(f"{info.path}:{line}: {why}")
+        model = (row.get("gpu_model") or "").strip()
+        if job.count and UNDISCLOSED.fullmatch(model):  # (counted among the jobs kept only)
+            info.any_model[model] = info.any_model.get(model, 0) + 1
         jobs.append(job)
     return jobs
 
 
-def _job(row: dict[str, str], line: int, info: TraceInfo) -> TraceJob:
+def _job(row: dict[str, str], line: int) -> TraceJob:
     gpus = column(row, "gpu_request", float)
     if gpus < 0:
         raise ValueError("gpu_request: must be >= 0")
@@ -87,6 +115,7 @@ def _job(row: dict[str, str], line: int, info: TraceInfo) -> TraceJob:
     workers = int(column(row, "worker_num", whole))
     if workers < 1:
         raise ValueError("worker_num: must be >= 1")
+    cpus = column(row, "cpu_request", non_negative, 1)
     kind = (row.get("job_type") or "").strip()
     if kind.lower() not in JOB_TYPE_PRIORITY:
         raise ValueError(f"job_type: {kind!r} is neither HP nor Spot" if kind else "job_type: required")
@@ -95,9 +124,9 @@ def _job(row: dict[str, str], line: int, info: TraceInfo) -> TraceJob:
         submit_s=column(row, "submit_time", seconds),
         runtime_s=max(1.0, column(row, "duration", seconds)),
         count=count,
-        accelerators=_model(row.get("gpu_model") or "", info) if count else (),
+        accelerators=_model(row.get("gpu_model") or "") if count else (),
         gpu_spec=True,
-        cpus=max(0.1, column(row, "cpu_request", float, 1)),
+        cpus=max(0.1, cpus),
         priority=JOB_TYPE_PRIORITY[kind.lower()],
         nodes=workers,
         group=(row.get("organization") or "").strip() or None,
@@ -105,11 +134,8 @@ def _job(row: dict[str, str], line: int, info: TraceInfo) -> TraceJob:
     )
 
 
-def _model(text: str, info: TraceInfo) -> tuple[str, ...]:
+def _model(text: str) -> tuple[str, ...]:
     model = text.strip()
-    if not model:
-        return ()
-    if UNDISCLOSED.fullmatch(model):
-        info.any_model[model] = info.any_model.get(model, 0) + 1
+    if not model or UNDISCLOSED.fullmatch(model):
         return ()
     return (SPOT_MODELS.get(model, model),)

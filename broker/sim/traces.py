@@ -15,7 +15,8 @@ Plain CSV columns (header required; `submit_time` and `runtime` are required):
 `submit_time` (s from trace start), `runtime` (s or a duration such as 1h30m),
 `accelerator` (catalog names separated by `|`, empty = any), `count` (per node), `tenant`,
 `max_wait` (s or duration, empty = the policy default), `residency` (`any` or `cn-mainland`),
-and optionally `cpus`, `memory_gb`, `priority` (low/normal/high), `name`, `nodes` (a gang).
+and optionally `cpus`, `memory_gb`, `priority` (low/normal/high), `name`, `nodes` (a gang),
+`group` (jobs of one group without a `tenant` get one drawn tenant).
 """
 
 from __future__ import annotations
@@ -29,16 +30,18 @@ from pathlib import Path
 
 from broker.sim.trace_rows import (
     FORMATS,
+    Row,
     RowCheck,
     TraceError,
     TraceFormat,
     TraceInfo,
     TraceJob,
     column,
+    non_negative,
     seconds,
     whole,
 )
-from broker.sim.trace_spot import SPOT_COLUMNS, is_spot_header, spot_jobs
+from broker.sim.trace_spot import SPOT_COLUMNS, is_spot_header, misspelt, spot_jobs
 from broker.validation import did_you_mean
 
 __all__ = ["FORMATS", "TraceError", "TraceFormat", "TraceInfo", "TraceJob", "read_trace", "write_csv"]
@@ -62,7 +65,7 @@ QOS_PRIORITY = {"LS": "normal", "Burstable": "normal", "Guaranteed": "high", "BE
 
 PLAIN_COLUMNS = (
     "name", "submit_time", "runtime", "accelerator", "count", "tenant", "max_wait", "residency",
-    "cpus", "memory_gb", "priority", "nodes",
+    "cpus", "memory_gb", "priority", "nodes", "group",
 )
 """Every column a plain CSV trace may have (in `write_csv`'s order); only the first three are
 required (`name` defaults to job-LINE)."""
@@ -124,10 +127,10 @@ def map_gpu_spec(spec: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _alibaba(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: float | None) -> list[TraceJob]:
+def _alibaba(rows: Iterator[Row], info: TraceInfo, max_runtime_s: float | None) -> list[TraceJob]:
     jobs: list[TraceJob] = []
     checked = RowCheck(COLUMNS["alibaba-v2023"])
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         info.rows += 1
         try:
             if not (row.get("scheduled_time") or "").strip():
@@ -168,17 +171,17 @@ def _pod(row: dict[str, str], line: int) -> TraceJob:
         count=count,
         accelerators=map_gpu_spec(row.get("gpu_spec") or "") if count else (),
         gpu_spec=True,
-        cpus=max(0.1, column(row, "cpu_milli", float) / 1000),
-        memory_gb=max(0.1, column(row, "memory_mib", float) / 1024),
+        cpus=max(0.1, column(row, "cpu_milli", non_negative) / 1000),
+        memory_gb=max(0.1, column(row, "memory_mib", non_negative) / 1024),
         priority=QOS_PRIORITY.get((row.get("qos") or "").strip(), "normal"),
         line=line,
     )
 
 
-def _plain(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: float | None) -> list[TraceJob]:
+def _plain(rows: Iterator[Row], info: TraceInfo, max_runtime_s: float | None) -> list[TraceJob]:
     jobs: list[TraceJob] = []
     checked = RowCheck(COLUMNS["csv"])
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         info.rows += 1
         try:
             runtime = max(1.0, column(row, "runtime", seconds))
@@ -203,6 +206,7 @@ def _plain(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: float
                 residency=(row.get("residency") or "any").strip() or "any",
                 priority=(row.get("priority") or "normal").strip() or "normal",
                 nodes=int(column(row, "nodes", whole, 1)),
+                group=(row.get("group") or "").strip() or None,
                 line=line,
             )
         except ValueError as exc:
@@ -215,7 +219,7 @@ def _plain(rows: Iterator[dict[str, str]], info: TraceInfo, max_runtime_s: float
 
 def _whole_rows(
     reader: csv.DictReader[str], path: Path, width: int, short_ok: bool
-) -> Iterator[dict[str, str]]:
+) -> Iterator[Row]:
     """The rows, refusing one with more cells than the header, and with fewer unless `short_ok`
     (a cut or shifted pod-list row would read its missing cells as empty: a pod "never
     scheduled", say; a hand-written plain CSV row may stop before its optional columns)."""
@@ -230,7 +234,7 @@ def _whole_rows(
         cells = width + len(extra) if extra else sum(1 for v in row.values() if v is not None)
         if cells > width or (cells < width and not short_ok):
             raise TraceError(f"{path}:{reader.line_num}: {cells} cells, the header has {width}")
-        yield row
+        yield reader.line_num, row  # (its own line: blank lines are skipped, not counted out)
 
 
 def read_trace(
@@ -256,6 +260,8 @@ def read_trace(
         # A misspelt column would be read as absent (an accelerator job as CPU-only), silently.
         why = "; ".join(f"{c}: unknown column{did_you_mean(c, PLAIN_COLUMNS)}" for c in unknown)
         raise TraceError(f"{path}:1: {why} (a plain CSV's columns: {', '.join(PLAIN_COLUMNS)})")
+    if found == "alibaba-spot-v2026" and (typo := misspelt(header)):
+        raise TraceError(f"{path}:1: {typo}")
     info = TraceInfo(path=str(path), format=found)
     try:
         rows = _whole_rows(reader, path, len(header), short_ok=found == "csv")
@@ -287,6 +293,7 @@ def write_csv(jobs: Iterable[TraceJob], out: io.TextIOBase) -> None:
                 _cell(j.memory_gb),
                 j.priority,
                 j.nodes,
+                j.group or "",
             ]
         )
 

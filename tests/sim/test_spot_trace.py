@@ -144,13 +144,14 @@ def test_organizations_do_not_move_the_tenants_drawn_for_rows_without_one(tmp_pa
     assert [j.tenant for j in build_jobs(mixed, policy, scenario)][:50] == alone
 
 
-def test_a_plain_csv_gang_round_trips(tmp_path: Path) -> None:
-    jobs = [TraceJob("g", 0.0, 600.0, count=8, accelerators=("A800",), nodes=4)]
+def test_a_gang_and_its_organization_round_trip_through_a_plain_csv(tmp_path: Path) -> None:
+    # Written without its organization, a v2026 job drew a tenant of its own when read back.
+    jobs, _ = read_trace(_write(tmp_path, HEADER + SAMPLE))
     out = io.StringIO()
     write_csv(jobs, out)
-    assert next(csv.reader(io.StringIO(out.getvalue())))[-1] == "nodes"
-    back, _ = read_trace(_write(tmp_path, out.getvalue(), "gang.csv"))
-    assert [(j.count, j.nodes) for j in back] == [(8, 4)]
+    assert next(csv.reader(io.StringIO(out.getvalue())))[-2:] == ["nodes", "group"]
+    back, _ = read_trace(_write(tmp_path, out.getvalue(), "copy.csv"))
+    assert [(j.count, j.nodes, j.group) for j in back] == [(j.count, j.nodes, j.group) for j in jobs]
 
 
 def test_szb_simulate_replays_the_list(tmp_path: Path) -> None:
@@ -171,3 +172,55 @@ def test_szb_simulate_replays_the_list(tmp_path: Path) -> None:
     assert result["any_accelerator"] == {"GPU-series-2": 90}
     policy = result["strategies"]["policy"]
     assert policy["jobs"] + policy["rejected"] == 120 and policy["cost"] > 0
+
+
+@pytest.mark.parametrize(
+    ("row", "said"),
+    [
+        ("1,13,A10,8,1,inf,0,600,HP\n", ":3: worker_num: must be a finite number"),  # was an OverflowError
+        ("1,13,A10,8,1,1e400,0,600,HP\n", ":3: worker_num: must be a finite number"),
+        ("1,13,A10,8,1,nan,0,600,HP\n", ":3: worker_num: must be a finite number"),
+        ("1,13,A10,-8,1,1,0,600,HP\n", ":3: cpu_request: must be >= 0, got -8"),  # was read as 0.1 CPUs
+    ],
+)
+def test_cells_found_by_the_review_are_refused_at_their_line(tmp_path: Path, row: str, said: str) -> None:
+    path = _write(tmp_path, HEADER + SAMPLE.splitlines(keepends=True)[0] + row)
+    with pytest.raises(TraceError) as err:
+        read_trace(path)
+    assert f"{path}{said}" in str(err.value)
+
+
+def test_a_row_after_a_blank_line_is_named_by_its_own_line(tmp_path: Path) -> None:
+    # Rows were counted, not read off the file: a blank line moved every later error up one.
+    text = HEADER + "1,13,A10,8,1,1,0,600,HP\n\n2,13,A10,8,1,1,0,600,HP\n3,13,A10,8,1,1,0,600,XX\n"
+    path = _write(tmp_path, text)
+    with pytest.raises(TraceError, match=r":5: job_type: 'XX'"):
+        read_trace(path)
+
+
+def test_a_misspelt_optional_column_is_refused_with_the_nearest_name(tmp_path: Path) -> None:
+    # Read as absent, `organisation` gave every job a tenant of its own, silently.
+    path = _write(tmp_path, HEADER.replace("organization", "organisation") + SAMPLE)
+    said = r":1: organisation: unknown column \(did you mean 'organization'\?\)"
+    with pytest.raises(TraceError, match=said):
+        read_trace(path)
+    header = HEADER.replace("job_type", "job_type,queue")
+    extra = _write(tmp_path, header + "1,13,A10,8,1,1,0,600,HP,q1\n", "x.csv")
+    assert len(read_trace(extra)[0]) == 1  # a column of another name is no misspelling: left alone
+
+
+def test_models_are_counted_and_vetted_as_the_run_uses_them(tmp_path: Path) -> None:
+    from broker.sim.trace_check import vet_trace
+
+    rows = (
+        "1,13,GPU-series-1,8,1,1,0,600,HP\n"
+        "2,13,GPU-series-1,8,1,300,0,600,HP\n"  # skipped: more workers than a spec takes
+        "3,13,H800-PCIe-80GB,8,1,1,0,600,HP\n"
+    )
+    path = _write(tmp_path, HEADER + rows)
+    trace, info = read_trace(path)
+    assert info.any_model == {"GPU-series-1": 1}  # the kept jobs only (the skipped one counted too)
+    policy = load_policy(CONFIGS / "policy-sim.yaml")
+    with pytest.raises(TraceError, match=r":4: gpu_model: unknown accelerator 'H800-PCIe-80GB'"):
+        vet_trace(trace, policy, path, info.format)  # the file's own column, not `accelerator`
+    vet_trace(trace, policy, path, info.format, ignore_pool=True)  # `gpu_spec: ignore` drops the model
