@@ -38,6 +38,7 @@ from ruamel.yaml import YAML
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from broker.commands._args import whole_number  # noqa: E402
 from broker.policy import Policy, PolicyError, load_policy_text  # noqa: E402
 from broker.sim.baselines import BASELINES  # noqa: E402
 from broker.sim.jobs import SimJob, build_jobs  # noqa: E402
@@ -252,19 +253,9 @@ def input_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
     parser.add_argument("--trace", type=Path, default=None, help=f"default: {TRACE.relative_to(ROOT)}")
     parser.add_argument("--seed", type=int, default=None, help="every scenario's seed (default: its file's)")
     parser.add_argument(
-        "--jobs", type=_at_least_one, default=None, metavar="N",
+        "--jobs", type=whole_number(1), default=None, metavar="N",
         help="only the trace's first N jobs in submit order (the slices: their halves)",
     )  # fmt: skip
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def use_flags(args: argparse.Namespace) -> None:

@@ -63,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 # (`process_time` counts it) and would otherwise land inside the measured decisions
 import broker.placement.vector  # noqa: E402,F401
 from broker.catalog.instances import load_instance_csv  # noqa: E402
+from broker.commands._args import whole_number  # noqa: E402
 from broker.model import JobSpec, Offer, TenantId  # noqa: E402
 from broker.placement import PlacementContext, forget_snapshots, place, prepare_offers  # noqa: E402
 from broker.placement.prepared import snapshot  # noqa: E402
@@ -281,17 +282,6 @@ def offer_sizes(text: str) -> list[int]:
     return sizes
 
 
-def at_least_one(text: str) -> int:
-    """A count of decisions: the quantiles of none are undefined."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     ap.add_argument("--json", action="store_true")
@@ -301,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         default="452,1000,10000",
         help="452 and 1,000: the sizes of the SkyPilot comparison in issue 15",
     )
-    ap.add_argument("--decisions", type=at_least_one, default=2000)
+    ap.add_argument("--decisions", type=whole_number(1), default=2000)  # (the quantiles of none: undefined)
     ap.add_argument("--offers", choices=("same", "prepared", "fresh"), default="same", help="see above")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES))
     ap.add_argument("--seed", type=int, default=7)
