@@ -96,7 +96,11 @@ def _open_text(path: Path) -> io.TextIOBase:
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
-    return io.StringIO(raw.decode("utf-8-sig"))
+    try:
+        return io.StringIO(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:  # (its line, not a byte offset nobody can find)
+        line = raw[: exc.start].count(b"\n") + 1
+        raise TraceError(f"{path}:{line}: not UTF-8: {exc.reason}") from exc
 
 
 def detect_format(header: Iterable[str]) -> TraceFormat:

@@ -224,3 +224,11 @@ def test_models_are_counted_and_vetted_as_the_run_uses_them(tmp_path: Path) -> N
     with pytest.raises(TraceError, match=r":4: gpu_model: unknown accelerator 'H800-PCIe-80GB'"):
         vet_trace(trace, policy, path, info.format)  # the file's own column, not `accelerator`
     vet_trace(trace, policy, path, info.format, ignore_pool=True)  # `gpu_spec: ignore` drops the model
+
+
+def test_a_byte_that_is_not_utf8_is_named_by_its_line(tmp_path: Path) -> None:
+    # It was named by its byte offset ("position 99"), which no editor shows.
+    path = tmp_path / "latin1.csv"
+    path.write_bytes((HEADER + SAMPLE).encode() + "5,13,A10,8,1,1,0,600,Sp\u00e9t\n".encode("latin-1"))
+    with pytest.raises(TraceError, match=r"latin1\.csv:6: not UTF-8"):
+        read_trace(path)
