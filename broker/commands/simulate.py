@@ -272,7 +272,7 @@ _TENANT_COLS = (
 def print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
 
-    from broker.sim.report import refusal_note, runtime_note, sample_note
+    from broker.sim.report import model_note, refusal_note, runtime_note, sample_note
 
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(_strategy_table(result))
@@ -298,6 +298,8 @@ def print_table(result: dict[str, Any]) -> None:
         console.print(note)
     if note := runtime_note(result):
         console.print(note)
+    if note := model_note(result):
+        console.print(note, markup=False)
     if note := refusal_note(result):
         console.print(note, markup=False)  # (reasons quote rules: brackets are not markup)
 

@@ -168,6 +168,16 @@ def runtime_note(result: Mapping[str, Any]) -> str | None:
     return f"{jobs} ran longer than {days} (the longest runtime a job spec accepts): simulated as {days}"
 
 
+def model_note(result: Mapping[str, Any]) -> str | None:
+    """The models the trace's owner does not name, whose jobs take any accelerator (counted over
+    the whole trace, a `--jobs` sample or not), or None."""
+    counts = result.get("any_accelerator") or {}
+    if not counts:
+        return None
+    models = ", ".join(f"{m} ({n})" for m, n in sorted(counts.items()))
+    return f"Jobs of the trace's undisclosed models, run on any accelerator: {models}"
+
+
 def refusal_note(result: Mapping[str, Any]) -> str | None:
     """`policy: N refused by rules: rule + rule (n); ...` (the policy run's `refusals`), or None."""
     counts = result["strategies"].get("policy", {}).get("refusals") or {}
@@ -188,6 +198,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
         "",
         *([f"**{note}.**", ""] if (note := sample_note(result)) else []),
         *([f"{note}.", ""] if (note := runtime_note(result)) else []),
+        *([f"{note}.", ""] if (note := model_note(result)) else []),
         *([note, ""] if (note := refusal_note(result)) else []),
         f"| strategy | jobs | refused | cost ({cur}) | lower bound | cost ratio | p50 wait s | p95 wait s "
         "| SLO | finished late | burst | carbon kg | budget viol. | compliance viol. |",

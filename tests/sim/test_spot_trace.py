@@ -170,6 +170,12 @@ def test_szb_simulate_replays_the_list(tmp_path: Path) -> None:
     result = json.loads(run.stdout)
     assert (result["format"], result["rows"], result["kept"]) == ("alibaba-spot-v2026", 120, 120)
     assert result["any_accelerator"] == {"GPU-series-2": 90}
+    table = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "simulate", "--trace", str(path), "--policy",
+         str(CONFIGS / "policy-sim.yaml"), "--baselines", "none", "--no-lower-bound"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert "Jobs of the trace's undisclosed models, run on any accelerator: GPU-series-2 (90)" in table.stdout
     policy = result["strategies"]["policy"]
     assert policy["jobs"] + policy["rejected"] == 120 and policy["cost"] > 0
 
