@@ -325,12 +325,12 @@ class Planner:
         )
         self.ledger.settle(job, attempt, store, ran=ran, ended=status.stopped_at)
 
-    # Admission and explain -------------------------------------------------------------
-
     def launched(self, attempt: Attempt, now: datetime) -> None:
         """An attempt's job is running for the first time: a cloud route times its launch."""
         if not is_onprem(self.policy, attempt.site):  # (an on-prem start includes its queue)
             self.launches.observe(attempt.site, (now - attempt.created_at).total_seconds())
+
+    # Admission and explain -------------------------------------------------------------
 
     def admit(self, spec: JobSpec, tenant: TenantId, now: datetime) -> list[str]:
         """Reasons the job can never be placed for this tenant (empty when it can)."""

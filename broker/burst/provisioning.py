@@ -65,10 +65,6 @@ class ProvisioningTimes:
             got = self._by_site[site] = LaunchTimes(self.window)
         got.observe(seconds)
 
-    def p95_s(self, site: str) -> float | None:
-        got = self._by_site.get(site)
-        return None if got is None else got.p95_s()
-
     def learned(self) -> dict[str, float]:
         """Site -> observed p95, for the sites with enough launches."""
         out = {}
