@@ -112,6 +112,9 @@ class Decision:
     passed_over: tuple[tuple[str, str], ...] = ()
     """(offer key, why) of each allowed cloud offer the burst decision could not use now (route
     limits, stock, the spot outlook, the deadline, money): explain shows why it was passed over."""
+    cloud_refusals: tuple[str, ...] = ()
+    """Why each allowed cloud offer could not be used, when the job waits for want of one (the
+    reasons show the first few): a waiter's clock reads it to know what could change the answer."""
 
     @property
     def summary(self) -> str:

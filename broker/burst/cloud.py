@@ -65,6 +65,8 @@ def paid_risk(cost: float, factor: float, voucher: Voucher | None) -> float:
     return extra - (min((cost + extra) * discount, balance) - min(cost * discount, balance))
 
 
+MONEY_REFUSALS = ("budget:", "global burst cap:")
+"""How a cloud offer refused by money alone (it passed stock, spot and route) is said to be."""
 PASSED_OVER_SHOWN = 3  # better-scored offers a burst's reasons name (`passed_over` keeps all)
 
 
@@ -292,12 +294,12 @@ def cloud_refusal(
     cash = cents_up(split.cash)
     if inputs.money.budget_left is not None and cash > inputs.money.budget_left + 1e-9:
         return (
-            f"budget: {s.offer.key} would cost {cash:.2f} {policy.currency} in cash, "
+            f"{MONEY_REFUSALS[0]} {s.offer.key} would cost {cash:.2f} {policy.currency} in cash, "
             f"{max(0.0, inputs.money.budget_left):.2f} left this month"
         )
     if inputs.money.global_left is not None and cash > inputs.money.global_left + 1e-9:
         return (
-            f"global burst cap: {cash:.2f} {policy.currency} needed, "
+            f"{MONEY_REFUSALS[1]} {cash:.2f} {policy.currency} needed, "
             f"{max(0.0, inputs.money.global_left):.2f} left"
         )
     return cash, split.voucher
@@ -348,3 +350,10 @@ def best_cloud(
         assert isinstance(why, str)  # its route refuses it
         refused.append((i, why))
     return [why for _, why in sorted(refused)]  # in the offers' own order
+
+
+def money_refused(refusals: Sequence[str]) -> bool:
+    """Whether money (the tenant's monthly budget or the global cap) refused one or more of the
+    cloud offers (`best_cloud`'s refusals): money freed, by a settlement under its reservation or
+    the next budget month, may then let the job burst. Money is the last check an offer meets."""
+    return any(why.startswith(MONEY_REFUSALS) for why in refusals)

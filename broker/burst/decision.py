@@ -40,7 +40,7 @@ from broker.burst.inputs import (
     onprem_sites,
 )
 from broker.burst.leads import launch_lead_s, safety_lead_s
-from broker.burst.projection import NEVER_S, minutes
+from broker.burst.projection import NEVER_S, minutes, start_text
 from broker.decision import Action, Decision, DecisionFacts
 from broker.model import JobSpec, Offer, TenantId
 from broker.placement import Explanation, PlacementContext, ScoredOffer, place
@@ -77,6 +77,7 @@ class _View:
         *reasons: str,
         burst: bool = False,
         pick: CloudPick | None = None,
+        refused: Sequence[str] = (),
         **more: float | datetime | None,
     ) -> Decision:
         fields = {**self.facts, **self.noted, **more}  # built once (later fields win, as in sequence)
@@ -96,6 +97,7 @@ class _View:
             burst=burst,
             explanation=self.expl,
             passed_over=over,
+            cloud_refusals=tuple(refused),
         )
 
     def fits_now(self, s: ScoredOffer, need: int) -> bool:
@@ -256,7 +258,8 @@ def _cloud_only(v: _View) -> Decision:
     """No on-prem offer can run the job at all: the best usable cloud offer, or wait for one."""
     pick = v.cloud()
     if isinstance(pick, list):
-        return v.done(Action.WAIT, None, "no on-prem offer fits and no cloud offer is usable now", *pick[:5])
+        why = "no on-prem offer fits and no cloud offer is usable now"
+        return v.done(Action.WAIT, None, why, *pick[:5], refused=pick)
     return v.done(
         Action.RUN,
         pick.scored,
@@ -282,17 +285,6 @@ def _queue_choice(v: _View, onprem: list[ScoredOffer]) -> tuple[ScoredOffer, flo
         # provisioning time ("Can't Be Late": commit to the sure option when the slack is gone).
         v.raised_from, wait_s = wait_s, v.remaining + lead
     return queue, wait_s
-
-
-def _start_text(v: _View, wait_s: float) -> str:
-    """The projected on-prem start for the reasons: the projection itself, and what the safety
-    net counted it as when it raised it (never the raised figure as if it were the projection)."""
-    if v.raised_from is None:
-        return f"projected on-prem start in {minutes(wait_s)}"
-    return (
-        f"projected on-prem start in {minutes(v.raised_from)}, counted as {minutes(wait_s)} "
-        f"(past its last responsible moment with nothing free now: no time left to burst if it slips)"
-    )
 
 
 def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
@@ -323,9 +315,10 @@ def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
     pick = v.cloud()
     if isinstance(pick, list):
         limit = "max_wait" if v.left_of == "of max_wait" else f"the {left_min:.0f} min left {v.left_of}"
-        said = f"on-prem wait {minutes(wait_s)}" if v.raised_from is None else _start_text(v, wait_s)
+        said = start_text(wait_s, v.raised_from)
+        said = f"on-prem wait {minutes(wait_s)}" if v.raised_from is None else said
         reason = f"{said} exceeds {limit}, but no cloud offer is usable"
-        return v.done(Action.WAIT, queue, reason, *pick[:5])
+        return v.done(Action.WAIT, queue, reason, *pick[:5], refused=pick)
     best = pick.scored.offer
     v.note(cloud_total_cost=round(pick.total, 2), cloud_offer=best.key)
     firm = v.inputs.firm_deadline and queue.offer.partition in v.inputs.projected_wait
@@ -357,14 +350,14 @@ def _burst_at_last_moment(v: _View, queue: ScoredOffer, pick: CloudPick, wait_s:
         return v.done(
             Action.WAIT,
             queue,
-            f"{_start_text(v, wait_s)} is late; bursting to "
+            f"{start_text(wait_s, v.raised_from)} is late; bursting to "
             f"{site} at the last responsible moment, in {(v.remaining - lead) / 60:.0f} min",
             burst_in_s=round(v.remaining - lead),
         )
     return v.done(
         Action.RUN,
         pick.scored,
-        f"burst: {_start_text(v, wait_s)} is past the {why}",
+        f"burst: {start_text(wait_s, v.raised_from)} is past the {why}",
         burst=True,
         pick=pick,
     )

@@ -28,6 +28,17 @@ def minutes(wait_s: float, unit: str = " min") -> str:
     return f"∞{unit}" if wait_s >= NEVER_S else f"{wait_s / 60:.0f}{unit}"
 
 
+def start_text(wait_s: float, raised_from: float | None) -> str:
+    """The projected on-prem start for a decision's reasons: the projection itself, and what the
+    safety net counted it as when it raised it (never the raised figure as if it were the projection)."""
+    if raised_from is None:
+        return f"projected on-prem start in {minutes(wait_s)}"
+    return (
+        f"projected on-prem start in {minutes(raised_from)}, counted as {minutes(wait_s)} "
+        f"(past its last responsible moment with nothing free now: no time left to burst if it slips)"
+    )
+
+
 OVERRUN_FLOOR_S = 60.0
 """A running job past its expected end is expected to run on at least this long."""
 

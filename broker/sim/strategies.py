@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from broker.burst import TenantMoney
 from broker.burst.claims import LateClaims, claim_premium
-from broker.burst.cloud import onprem_offers
+from broker.burst.cloud import money_refused, onprem_offers
 from broker.burst.inputs import onprem_sites
 from broker.burst.leads import safety_lead_s
 from broker.burst.snapshot import PassSnapshot, partition_key
@@ -21,6 +21,7 @@ from broker.burst.step import build_inputs, decide_in_pass
 from broker.decision import Action, Decision
 from broker.fairshare import held_back
 from broker.policy import Policy
+from broker.sim.backends import month_span
 from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.queues import LaunchQueue
 
@@ -48,6 +49,11 @@ class PolicyStrategy:
         freed capacity can start them, and capacity events re-decide the queue's heads, so their
         backoff timer only looks deeper and may keep doubling: capped at 2 h, weeks of queue
         re-decided each of them ~12 times a day."""
+        self.money_bound: set[int] = set()
+        """Jobs last decided to wait because money refused cloud offers they could use (`money_refused`):
+        their backoff doubles up to the next budget month instead of stopping at 2 h. An overloaded
+        trace whose budgets run out early otherwise re-decided each such job every 2 h for the rest
+        of the simulated year (97% of 150k decisions on 2,000 jobs)."""
         self.projector: Projector | None = None
         """Set by the engine when the policy's wait model is `projected`: the job's projected
         wait per partition, the bursts committed per cloud route, the tenants' fair-share
@@ -81,6 +87,10 @@ class PolicyStrategy:
             self.cloudless.add(job.index)
         else:
             self.cloudless.discard(job.index)
+        if self.wants_cloud(d) and money_refused(d.cloud_refusals):
+            self.money_bound.add(job.index)
+        else:
+            self.money_bound.discard(job.index)
         if claims is not None:
             claims.note(d, inputs, job.demand)  # it yielded: the top claim there is decided next
             premium = claim_premium(d.facts, self.policy)
@@ -117,6 +127,9 @@ class PolicyStrategy:
                 gap = min(gap, remaining - self.lead_now)
             return now_s + max(MIN_GAP_S, gap)
         cap = math.inf if job.index in self.cloudless else MAX_BACKOFF_S
+        if job.index in self.money_bound:
+            now = EPOCH + timedelta(seconds=now_s)
+            cap = (month_span(now)[1] - now).total_seconds() + 1.0
         return now_s + min(cap, max(backoff_s, self.policy.burst.blocklist_ttl.capacity.total_seconds()))
 
     def wants_cloud(self, decision: Decision) -> bool:
