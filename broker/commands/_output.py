@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from broker.api import job_pb2
+from broker.commands._console import Console
 from broker.model import JobState
 from broker.serde import state_from_proto
 

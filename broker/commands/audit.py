@@ -11,7 +11,6 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.json_format import MessageToDict
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -19,6 +18,7 @@ from broker.api import broker_service_pb2 as pb
 from broker.client import ClientError
 from broker.commands._args import job_id
 from broker.commands._connect import add_client_args, client_for
+from broker.commands._console import Console
 from broker.durations import DurationTooLong, parse_duration
 from broker.serde import state_from_proto
 

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -24,6 +23,7 @@ from broker.burst.money import TenantMoney, tenant_money
 from broker.burst.projection import minutes
 from broker.client import ClientError
 from broker.commands._connect import add_connection_args, client_for
+from broker.commands._console import Console
 from broker.jobfile import JobFileError, load_job_file
 from broker.model import JobSpec, TenantId
 from broker.placement.names import unknown_accelerators

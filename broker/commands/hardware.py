@@ -42,8 +42,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps([r.to_json() for r in results], indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from broker.commands._console import Console
 
     table = Table(title=f"Export classification under {regime.name}")
     for col in ("accelerator", "TPP", "PD", "class", "reason"):

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
-from rich.console import Console
 from rich.markup import escape
 
 from broker.api import broker_service_pb2 as pb
@@ -19,6 +18,7 @@ from broker.api import job_pb2
 from broker.client import BrokerClient, ClientError
 from broker.commands._args import event_seq, job_id, page_size
 from broker.commands._connect import add_client_args, client_for
+from broker.commands._console import Console
 from broker.commands._output import STATE_STYLE, console_for, fail, job_dict, print_jobs
 from broker.config import ConfigFileError, apply_env, load_config
 from broker.jobfile import JobFileError, load_job_file

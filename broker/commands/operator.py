@@ -11,7 +11,6 @@ from datetime import UTC, timedelta, timezone
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -20,6 +19,7 @@ from broker.auth import Role, token_entry_line
 from broker.burst.projection import minutes
 from broker.client import ClientError
 from broker.commands._connect import add_client_args, client_for
+from broker.commands._console import Console
 from broker.commands._output import fail
 from broker.commands.audit import parse_since
 from broker.serde import ts_to_proto

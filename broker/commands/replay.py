@@ -196,8 +196,9 @@ ROWS = {
 
 
 def _table(result: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from broker.commands._console import Console
 
     console = Console() if sys.stdout.isatty() else Console(width=200)  # (as simulate: no wrapping in a pipe)
     since = result.get("since")

@@ -245,7 +245,7 @@ def _run(args: argparse.Namespace, policy: Any, scenario: Any, jobs: list[Any]) 
 
 
 def _stderr_console() -> Any:
-    from rich.console import Console
+    from broker.commands._console import Console
 
     return Console(stderr=True)
 
@@ -270,8 +270,7 @@ _TENANT_COLS = (
 
 
 def print_table(result: dict[str, Any]) -> None:
-    from rich.console import Console
-
+    from broker.commands._console import Console
     from broker.sim.report import model_note, refusal_note, runtime_note, sample_note
 
     console = Console() if sys.stdout.isatty() else Console(width=200)

@@ -8,7 +8,6 @@ import sys
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -16,6 +15,7 @@ from broker.api import broker_service_pb2 as pb
 from broker.client import ClientError
 from broker.commands._args import job_id
 from broker.commands._connect import add_connection_args, client_for
+from broker.commands._console import Console
 
 
 def register(sub: Any) -> None:

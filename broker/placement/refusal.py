@@ -22,18 +22,25 @@ from broker.policy import Policy
 
 def hardware_fits(
     spec: JobSpec, tenant: str, offers: Sequence[Offer], policy: Policy, ctx: PlacementContext
-) -> tuple[set[str], list[Reason]]:
-    """The keys of the offers the job's hardware request fits, and the first hardware reason of
+) -> tuple[set[tuple[str, int]], list[Reason]]:
+    """The offers the job's hardware request fits (`fit_id`s), and the first hardware reason of
     each offer it does not fit: too small ones of a model it accepts first (the nearest misses)."""
     env = Env(spec, tenant, policy, ctx)
-    fits: set[str] = set()
+    fits: set[tuple[str, int]] = set()
     small: list[Reason] = []
     kept, rejected = filter_hardware_model(group_offers(offers, policy), env)
     for g in kept:
         ok, off = filter_hardware_size(g, g.offers, env)
-        fits.update(o.key for o in ok)
+        fits.update(fit_id(o) for o in ok)
         small.extend(reasons[0] for _, reasons in off if reasons)
     return fits, small + [reasons[0] for g, reasons in rejected for _ in g.offers if reasons]
+
+
+def fit_id(offer: Offer) -> tuple[str, int]:
+    """An offer as the hardware fit tells it: its key and its accelerators. An on-prem partition's
+    slices (1, 2, 4, 8 cards) share one key: by key alone, a misfit slice counted as fitting and
+    its `hardware.fit` outvoted the rule that refused the one slice the job fits."""
+    return offer.key, offer.count
 
 
 def refusal_rules(
@@ -47,7 +54,7 @@ def refusal_rules(
     """(rule, offers, one message) of what refuses the job, the commonest first: the rules that
     rejected offers it fits (each offer counted for its first rule); none fits: its misfits."""
     fits, misses = hardware_fits(spec, tenant, offers, policy, ctx)
-    blocking = [s.reasons[0] for s in expl.offers if not s.allowed and s.reasons and s.offer.key in fits]
+    blocking = [s.reasons[0] for s in expl.offers if not s.allowed and s.reasons and fit_id(s.offer) in fits]
     return _counted(blocking or misses)
 
 

@@ -38,3 +38,22 @@ def test_a_job_no_offer_carries_is_told_so_first() -> None:
 def test_a_job_the_export_rule_refuses_is_told_that_first() -> None:
     reasons = _reasons(1)
     assert reasons[0].startswith("us-export-3a090: "), reasons
+
+
+def test_a_rule_refusing_the_one_slice_a_job_fits_outranks_the_slices_it_does_not(tmp_path: Path) -> None:
+    # The embedded default's A800 partition is offered in slices of 1, 2, 4 and 8 cards under one
+    # offer key: a rule closing the pool refuses the 8-card slice, the smaller ones do not fit an
+    # 8-GPU job, and the rule (not three misfits) is why the job is refused.
+    text = (ROOT / "broker" / "defaults" / "policy.yaml").read_text() + (
+        "  rules:\n"
+        "    - id: no-a800\n"
+        "      deny: 'offer.instance_type == \"a800\"'\n"
+        "      reason: A800 pool closed for maintenance\n"
+    )
+    (tmp_path / "policy.yaml").write_text(text)
+    policy = load_policy(tmp_path / "policy.yaml")
+    offers = static_offers(policy, read_at=NOW)
+    for count in (8, 4, 2):
+        d = decide(job(("A800",), count=count), "dev", offers, policy, BurstInputs(now=NOW, queued_since=NOW))
+        assert d.action == Action.REJECT
+        assert d.reasons[0] == "no-a800: A800 pool closed for maintenance", (count, d.reasons)
