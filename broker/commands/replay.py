@@ -72,7 +72,8 @@ def _active_policy(store: Any) -> tuple[Policy, str]:
     """The newest policy version the broker loaded, from the audit trail."""
     for version in store.policy_versions(limit=200):
         if version.result in ("loaded", "unchanged") and version.content:
-            where = f"{version.source} (sha256 {version.hash[:12]}, stored {version.time:%Y-%m-%d %H:%M})"
+            stored = version.time.astimezone(UTC) if version.time.tzinfo else version.time
+            where = f"{version.source} (sha256 {version.hash[:12]}, stored {stored:%Y-%m-%d %H:%M} UTC)"
             try:
                 return load_policy_text(version.content, version.source or "stored policy"), where
             except PolicyError as exc:

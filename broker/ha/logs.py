@@ -18,6 +18,7 @@ from adapters.base import Adapter
 from broker.joblogs import CHUNK_BYTES, MAX_AGENT_LOG_BYTES, JobLogs, OutputElsewhereError
 from broker.model import Attempt, SiteId
 from broker.store import JobStore
+from broker.store._dialect import connect_timeout
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agent_log_chunks (
@@ -41,7 +42,7 @@ class SharedJobLogs(JobLogs):
         super().__init__(store, adapters, folder, agent_posted)
         import psycopg
 
-        self._conn = psycopg.connect(dsn, autocommit=True)
+        self._conn = psycopg.connect(connect_timeout(dsn), autocommit=True)
         self._conn.execute(SCHEMA)
         self._db_lock = threading.Lock()
 

@@ -33,9 +33,10 @@ def write_replay_report(folder: Path, result: Mapping[str, Any]) -> list[Path]:
     a, b = result["current"], result["candidate"]
     fig, axes = plt.subplots(1, len(PANELS), figsize=(3.0 * len(PANELS), 3.4))
     for ax, (key, title) in zip(axes, PANELS.items(), strict=True):
-        values = [a.get(key) or 0, b.get(key) or 0]
+        shown = [a.get(key), b.get(key)]  # None: nothing to measure (no job ran: no wait), as the table's "-"
+        values = [v or 0 for v in shown]
         bars = ax.bar(["current", "candidate"], values, color=["#4c72b0", "#dd8452"])
-        ax.bar_label(bars, labels=[f"{v:,.4g}" for v in values])
+        ax.bar_label(bars, labels=["-" if v is None else f"{v:,.4g}" for v in shown])
         ax.set_ylim(0, max(values) * 1.15 or 1.0)  # (counts and costs: never a negative axis)
         ax.set_title(title.format(currency=result.get("currency", "")))
     fig.suptitle(f"Replay of {result['jobs']} recorded jobs: current vs candidate policy")
@@ -52,6 +53,7 @@ def write_replay_report(folder: Path, result: Mapping[str, Any]) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.bar(list(counts), list(counts.values()), color="#55a868")
     ax.set_ylabel("jobs")
+    ax.set_ylim(0, max(counts.values()) * 1.15 or 1.0)  # (none changed: no axis below 0)
     ax.set_title("Jobs whose outcome changed under the candidate")
     fig.tight_layout()
     path = folder / "changes.png"

@@ -189,6 +189,20 @@ LOCK_SCHEMA = 0x5A42_0001
 LOCK_SPEND = 0x5A42_0002
 
 
+CONNECT_TIMEOUT_S = 10
+"""How long a PostgreSQL connection may take when the DSN names no `connect_timeout`: a server
+that accepts and never answers otherwise held a store call (or `szb policy replay`) 130 s."""
+
+
+def connect_timeout(dsn: str) -> str:
+    """`dsn` with a `connect_timeout` of `CONNECT_TIMEOUT_S`, unless it sets its own."""
+    if "connect_timeout" in dsn:
+        return dsn
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(dsn, connect_timeout=CONNECT_TIMEOUT_S)
+
+
 class PostgresDialect(Dialect):
     """psycopg 3, imported lazily: the broker runs without it until a PostgresStore is built."""
 
@@ -220,7 +234,7 @@ class PostgresDialect(Dialect):
         self.dsn = dsn
 
     def connect(self) -> Any:
-        return self._psycopg.connect(self.dsn, autocommit=True)
+        return self._psycopg.connect(connect_timeout(self.dsn), autocommit=True)
 
     def unwritable(self, conn: Any, exc: BaseException) -> bool:
         state = getattr(exc, "sqlstate", None) or ""

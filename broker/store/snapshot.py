@@ -14,7 +14,9 @@ schema lacks keep their defaults there; tables it lacks stay empty.
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
+import tempfile
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import closing
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.logs import URL_PASSWORD
+from broker.store._dialect import connect_timeout
 from broker.store.base import StoreError
 from broker.store.sqlite import SqliteStore
 
@@ -41,19 +44,49 @@ class SnapshotError(StoreError):
 def copy_sqlite(db: Path, dest: Path) -> None:
     """Copy the SQLite store `db` to `dest` (a new file) as of one instant, never writing to `db`.
 
-    Raises FileNotFoundError when there is no store, OSError when it cannot be read.
+    Raises FileNotFoundError when there is no store, OSError when it cannot be read or is no
+    broker store.
     """
     if not db.is_file():  # never create an empty store where the user expected one
         raise FileNotFoundError(f"no broker store at {db}")
-    # Without a -wal file no broker has the store open: read it as immutable, which leaves no
-    # -wal/-shm files behind either. With one, a read-only connection sees what was committed.
-    live = db.with_name(db.name + "-wal").exists()
-    uri = f"file:{urllib.parse.quote(str(db.resolve()))}?{'mode=ro' if live else 'immutable=1'}"
+    wal, shm = (db.with_name(db.name + suffix) for suffix in ("-wal", "-shm"))
     try:
-        with closing(sqlite3.connect(uri, uri=True)) as src, closing(sqlite3.connect(dest)) as dst:
-            src.backup(dst)
+        if not wal.exists():
+            # No broker has the store open: read it as immutable, which leaves no -wal/-shm behind.
+            _backup(f"file:{urllib.parse.quote(str(db.resolve()))}?immutable=1", dest)
+        elif not shm.exists():
+            _backup_private_copy(db, wal, dest)  # a -wal alone: left by a broker that stopped
+        else:
+            # A broker has it open (or stopped without a checkpoint): a read-only connection sees
+            # what was committed. In a folder it may not write, read a private copy instead.
+            try:
+                _backup(f"file:{urllib.parse.quote(str(db.resolve()))}?mode=ro", dest)
+            except sqlite3.Error:
+                dest.unlink(missing_ok=True)
+                _backup_private_copy(db, wal, dest)
     except sqlite3.Error as exc:
         raise OSError(f"cannot read the broker store at {db}: {exc}") from exc
+    with closing(sqlite3.connect(dest)) as copy:
+        tables = {row[0] for row in copy.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "jobs" not in tables:
+        dest.unlink(missing_ok=True)
+        raise OSError(f"no broker store at {db}: the SQLite file has no jobs table")
+
+
+def _backup(uri: str, dest: Path) -> None:
+    with closing(sqlite3.connect(uri, uri=True)) as src, closing(sqlite3.connect(dest)) as dst:
+        src.backup(dst)
+
+
+def _backup_private_copy(db: Path, wal: Path, dest: Path) -> None:
+    """Read the store and its -wal from a copy of both in a private folder: opening them in place
+    would create a -shm beside the store (SQLite needs one to read a -wal) or fail where the
+    folder is read-only. Only when no broker has the store open (no -shm), or it cannot be read."""
+    with tempfile.TemporaryDirectory(prefix="szb-read-") as folder:
+        copy = Path(folder) / db.name
+        shutil.copyfile(db, copy)
+        shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+        _backup(f"file:{urllib.parse.quote(str(copy))}", dest)
 
 
 def redact(dsn: str) -> str:
@@ -72,7 +105,8 @@ def copy_postgres(dsn: str, dest: Path, since: datetime | None = None) -> None:
         raise SnapshotError("reading a PostgreSQL store needs psycopg: pip install psycopg") from exc
     where = redact(dsn)
     try:
-        with closing(psycopg.connect(dsn)) as conn, closing(sqlite3.connect(dest)) as out:
+        source = psycopg.connect(connect_timeout(dsn))
+        with closing(source) as conn, closing(sqlite3.connect(dest)) as out:
             conn.read_only = True
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             with conn.transaction():
