@@ -35,9 +35,10 @@ from broker.fairshare import BatchIdentity, batch_account, held_back, priority_r
 from broker.fairshare.book import units_of
 from broker.fairshare.holds import claimed_meanwhile
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, Offer, SiteId, TenantId
-from broker.placement import PlacementContext, Reason, place, rejection_summary
+from broker.placement import PlacementContext, place
 from broker.placement._env import Env
 from broker.placement.names import unknown_accelerators
+from broker.placement.refusal import refusal_summary
 from broker.policy import Policy, PolicyWatcher
 from broker.quota_bar import bar_onprem, never_admitted, waiting_for_quota
 from broker.sitereport import SiteReport
@@ -345,8 +346,11 @@ class Planner:
             return cached
         expl = place(spec, tenant, self.catalog_offers(), policy, ctx)
         allowed = [s.offer for s in expl.unranked]  # all of them where no quota ever admits it: refused
-        reasons = never_admitted(policy, tenant, units_of(spec), allowed) if allowed else _most_telling(
-            rejection_summary(expl))
+        # What refuses it first (`refusal_summary`): a rule closing the offers it fits before the
+        # slices too small for it, and of those the nearest miss, as the explain and replay say.
+        reasons = never_admitted(policy, tenant, units_of(spec), allowed) if allowed else [
+            f"{r.rule}: {r.message}" for r in refusal_summary(expl, spec, tenant, policy, ctx)[:10]
+        ] or ["no offers"]
         if len(self._admitted) > 10_000:
             self._admitted.clear()
         self._admitted[key] = reasons
@@ -391,7 +395,3 @@ class Planner:
         return self.fair.describe(job_id, stored)
 
 
-def _most_telling(reasons: Sequence[Reason]) -> list[str]:
-    """Rejection reasons for a person: compliance and policy rules first, hardware misfits last."""
-    ordered = sorted(reasons, key=lambda r: r.rule.startswith("hardware."))
-    return [f"{r.rule}: {r.message}" for r in ordered[:10]] or ["no offers"]

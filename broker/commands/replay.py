@@ -204,7 +204,9 @@ def _table(result: dict[str, Any]) -> None:
     console = Console() if sys.stdout.isatty() else Console(width=200)  # (as simulate: no wrapping in a pipe)
     since = result.get("since")
     window = f" since {datetime.fromisoformat(since):%Y-%m-%d %H:%M} UTC" if since else ""
-    t = Table(title=f"Replay of {result['jobs']} recorded jobs{window}")
+    door = result.get("refused_at_submit") or 0
+    refused = f", {door} of them refused at submit" if door else ""
+    t = Table(title=f"Replay of {result['jobs']} recorded jobs{window}{refused}")
     for col in ("", "current", "candidate", "change"):
         t.add_column(col, justify="right" if col else "left")
     for key, label in ROWS.items():

@@ -32,7 +32,8 @@ def hardware_fits(
     for g in kept:
         ok, off = filter_hardware_size(g, g.offers, env)
         fits.update(fit_id(o) for o in ok)
-        small.extend(reasons[0] for _, reasons in off if reasons)
+        # the largest first: "a800 has 8 x A800; the job needs 64", not the 1-card slice's
+        small.extend(reasons[0] for _, reasons in sorted(off, key=lambda r: -r[0].count) if reasons)
     return fits, small + [reasons[0] for g, reasons in rejected for _ in g.offers if reasons]
 
 

@@ -1,10 +1,12 @@
 """Replay of the broker's own history: stored jobs -> simulated jobs, two policies, one diff.
 
-Arrivals are the jobs' recorded submit times; runtimes are what they actually ran (first
-RUNNING to the terminal event; for a job that ran more than once, its running spans summed when it
-checkpoints, else its last span) or, for jobs that never ran, their estimate. The simulator's
-engine (`broker.sim.engine`) replays them in the default scenario's world, with the capacity
-errors the store recorded per site as that site's stock-out rate.
+Jobs are the stored jobs and the submissions the broker refused at the door (the audit trail
+keeps their specs): a candidate may admit those. Arrivals are the recorded submit times;
+runtimes are what they actually ran (first RUNNING to the terminal event; for a job that ran
+more than once, its running spans summed when it checkpoints, else its last span) or, for jobs
+that never ran, their estimate. The simulator's engine (`broker.sim.engine`) replays them in the
+default scenario's world, with the capacity errors the store recorded per site as that site's
+stock-out rate.
 
 Prices: for every cloud offer the broker launched in the period, the price its attempt
 recorded (the newest one per offer key, in the currency it was quoted in) replaces the policy's
@@ -16,6 +18,7 @@ holds for the whole replay (no price changes over time).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,7 +27,7 @@ from typing import Any
 from broker.burst import demand, effective_max_wait
 from broker.burst.inputs import is_onprem
 from broker.errors import BrokerError
-from broker.model import Job, JobId, JobState
+from broker.model import Job, JobId, JobSpec, JobState
 from broker.policy import Policy
 from broker.policy.offers import static_offers
 from broker.sim.engine import Engine
@@ -33,9 +36,12 @@ from broker.sim.metrics import RunResult, summarize
 from broker.sim.refusals import refused_by
 from broker.sim.scenario import Scenario, SiteWorld, StockOuts
 from broker.sim.strategies import PolicyStrategy
+from broker.store import AuditFilter
 from broker.store.base import JobStore
 
 PAGE = 500
+MAX_REFUSALS = 1_000_000
+"""Refused submissions read at most (the store keeps each tenant's newest `KEEP_REFUSALS`)."""
 
 
 class ReplayError(BrokerError):
@@ -54,6 +60,9 @@ class History:
     """Offer key -> (price per hour, currency) its newest attempt in the period recorded."""
     skipped: dict[str, int] = field(default_factory=dict)
     """Why -> stored jobs left out of the replay (cancelled before any launch: nothing ran)."""
+    refused_at_submit: frozenset[str] = frozenset()
+    """Ids (`refused-N`) of the jobs in `jobs` that are submissions the broker refused at the door:
+    no job row, only the audit trail's record of their spec (`refused_submissions`)."""
 
 
 def read_history(store: JobStore, since: datetime | None) -> History:
@@ -108,7 +117,31 @@ def read_history(store: JobStore, since: datetime | None) -> History:
     # charge both policies for work nobody did.
     kept = [j for j in jobs if j.state != JobState.CANCELLED or j.id in launched or j.id in runtimes]
     skipped = {"cancelled before any launch": len(jobs) - len(kept)} if len(kept) < len(jobs) else {}
-    return History(kept, runtimes, capacity, prices, skipped)
+    refused, unreadable = refused_at_submit(store, since)
+    if unreadable:
+        skipped["refused at submit, spec no longer valid"] = unreadable
+    kept = sorted([*kept, *refused], key=lambda j: (j.created_at, j.id))
+    return History(kept, runtimes, capacity, prices, skipped, frozenset(j.id for j in refused))
+
+
+def refused_at_submit(store: JobStore, since: datetime | None) -> tuple[list[Job], int]:
+    """The submissions refused at the door since `since` as jobs (`refused-N`, oldest first, failed,
+    submitted when refused), and how many specs no longer validate. A candidate may admit them."""
+    jobs: list[Job] = []
+    unreadable = 0
+    for n, r in enumerate(store.refusals(AuditFilter(since=since, limit=MAX_REFUSALS)), 1):
+        try:
+            spec = JobSpec.model_validate(json.loads(r.spec))
+        except (ValueError, TypeError):  # (pydantic's ValidationError is a ValueError)
+            unreadable += 1
+            continue
+        jobs.append(
+            Job(
+                id=JobId(f"refused-{n}"), tenant=r.tenant, spec=spec, state=JobState.FAILED,
+                created_at=r.time, updated_at=r.time, message=r.message, policy_hash=r.policy_hash,
+            )
+        )
+    return jobs, unreadable
 
 
 def scenario_for(history: History) -> Scenario:
@@ -232,6 +265,8 @@ def diff(history: History, before: PolicyRun, after: PolicyRun) -> dict[str, Any
     for i, job in enumerate(history.jobs):
         ra, rb = before.run.records[i], after.run.records[i]
         row = {"job": job.id, "tenant": job.tenant, "name": job.spec.name, "recorded_site": job.site}
+        if job.id in history.refused_at_submit:
+            row["refused_at_submit"] = job.message
         if rb.rejected and not ra.rejected:
             refused.append({**row, "site_before": before.sites[i], "reason": after.refusals.get(i)})
         elif ra.rejected and not rb.rejected:
@@ -248,6 +283,7 @@ def diff(history: History, before: PolicyRun, after: PolicyRun) -> dict[str, Any
             )
     return {
         "jobs": len(history.jobs),
+        "refused_at_submit": len(history.refused_at_submit),
         "skipped": dict(history.skipped),
         "capacity_errors": dict(history.capacity_errors),
         "recorded_prices": {

@@ -29,8 +29,9 @@ from broker.store._dialect import connect_timeout
 from broker.store.base import StoreError
 from broker.store.sqlite import SqliteStore
 
-TABLES = ("jobs", "job_labels", "events", "attempts", "policy_versions")
-"""What history is read from (jobs, their runs and launches, the policy versions loaded)."""
+TABLES = ("jobs", "job_labels", "events", "attempts", "policy_versions", "refused_submissions")
+"""What history is read from (jobs, their runs and launches, the policy versions loaded, the
+submissions refused at the door)."""
 BATCH = 2000
 
 _KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -145,6 +146,8 @@ def _copy_table(
     sql, params = f"SELECT {', '.join(cols)} FROM {table}", list[datetime]()
     if since is not None and table == "jobs":
         sql, params = f"{sql} WHERE created_at >= %s", [since]
+    elif since is not None and table == "refused_submissions":
+        sql, params = f"{sql} WHERE time >= %s", [since]
     elif since is not None and "job_id" in source:
         sql, params = f"{sql} WHERE job_id IN (SELECT id FROM jobs WHERE created_at >= %s)", [since]
     insert = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"

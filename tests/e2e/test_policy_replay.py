@@ -271,3 +271,39 @@ def test_a_piped_table_keeps_each_refusal_on_one_line(history: Path) -> None:
     assert out.returncode == 0, out.stderr
     reason = json.loads(replay(folder, "--policy abroad.yaml -o json").stdout)["refusals_new"][0]["reason"]
     assert any(reason in line for line in out.stdout.splitlines()), out.stdout
+
+
+def test_a_submission_refused_at_the_door_is_admitted_by_a_candidate(tmp_path: Path) -> None:
+    """A job refused at submit has no job row, only the audit trail's record of its spec: the
+    replay left it out, so a candidate that would admit it could not say so."""
+    folder = fresh_clone(tmp_path)
+    env = base_env(folder)
+    (folder / "wide.yaml").write_text(
+        "name: wide\ncommand: [python3, -c, 'print(1)']\nruntime_estimate: 1h\n"
+        "resources: {accelerators: {count: 16, any_of: [A800]}}\n"
+    )
+    server = Server("szb serve", folder, {**env, "SZB_LISTEN": "127.0.0.1:0"})
+    try:
+        env["SZB_SERVER"] = f"127.0.0.1:{server.port}"
+        refused = subprocess.run(
+            ["bash", "-c", "szb submit wide.yaml"],
+            cwd=folder, env=env, capture_output=True, text=True, timeout=60,
+        )
+        # (the nearest miss first: the 8-card slice, not the 1-card one)
+        told = "FAILED_PRECONDITION: no allowed offer: hardware.fit: a800 has 8 x A800; the job needs 16"
+        assert refused.returncode == 1 and told in refused.stderr, refused.stderr
+        run("szb submit configs/examples/hello.yaml --wait", folder, env)
+    finally:
+        server.stop()
+    wider = default_policy().replace("count_per_node: 8", "count_per_node: 16")
+    (folder / "big-nodes.yaml").write_text(wider)
+    out = replay(folder, "--policy big-nodes.yaml")
+    assert out.returncode == 0, out.stderr
+    assert "Replay of 2 recorded jobs, 1 of them refused at submit" in out.stdout
+    assert "No longer refused (1)" in out.stdout
+    body = json.loads(replay(folder, "--policy big-nodes.yaml -o json").stdout)
+    (back,) = body["refusals_gone"]
+    assert back["name"] == "wide" and back["site_after"] == "local" and back["job"].startswith("refused-")
+    assert back["reason_before"] == "hardware.fit: a800 has 8 x A800; the job needs 16"
+    assert "refused" in back["refused_at_submit"]
+    assert body["current"]["rejected"] == 1 and body["candidate"]["rejected"] == 0

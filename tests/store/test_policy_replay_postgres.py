@@ -37,6 +37,11 @@ def test_replay_reads_a_postgres_store(tmp_path: Path, pg_dsn: str) -> None:
             for name in ("pg-one", "pg-two"):
                 job = submit(stub, spec(name, [JOB_PYTHON, "-c", "print(1)"])).job
                 assert wait_for(stub, job.id, TERMINAL).state == job_pb2.JOB_STATE_SUCCEEDED
+            try:  # refused at the door: no job row, only the audit trail's record, copied too
+                submit(stub, spec("pg-huge", [JOB_PYTHON, "-c", "print(1)"], gpus=512))
+                raise AssertionError("a 512-GPU job was admitted")
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION, exc
     finally:
         broker.stop()
     policy = (tmp_path / "policy.yaml").read_text()
@@ -47,9 +52,9 @@ def test_replay_reads_a_postgres_store(tmp_path: Path, pg_dsn: str) -> None:
     out = replay(tmp_path, "--policy", "candidate.yaml", "--store", pg_dsn, "--output", "json")
     assert out.returncode == 0, out.stderr
     body = json.loads(out.stdout)
-    assert body["jobs"] == 2 and body["actual_runtimes"] == 2
+    assert body["jobs"] == 3 and body["actual_runtimes"] == 2 and body["refused_at_submit"] == 1
     assert sorted(r["name"] for r in body["refusals_new"]) == ["pg-one", "pg-two"]
-    assert body["current"]["rejected"] == 0 and body["candidate"]["rejected"] == 2
+    assert body["current"]["rejected"] == 1 and body["candidate"]["rejected"] == 3
     same = replay(tmp_path, "--policy", "policy.yaml", "--store", pg_dsn, "--output", "json")
     assert same.returncode == 0, same.stderr
     assert json.loads(same.stdout)["refusals_new"] == []
