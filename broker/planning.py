@@ -26,6 +26,7 @@ from broker.decision import Decision
 from broker.dispatch.contract import FailoverPlan, failover_plan
 from broker.dispatch.failover import NextStep
 from broker.dispatch.health import SiteHealth
+from broker.dispatch.launch_history import read_launch_times
 from broker.dispatch.offers import OfferReading, OfferSource
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
@@ -57,8 +58,7 @@ class Planner:
         self.ledger = SpendLedger(lambda: self.policy, clock)
         self.recent: deque[Attempt] = deque(maxlen=RECENT_ATTEMPTS)
         self.launches = ProvisioningTimes()
-        """How long each cloud route's launches took to come up: a late job's lead (its last
-        responsible moment) counts the observed p95 where it is longer than the policy's."""
+        """Each cloud route's launch times: a late job's lead counts their p95 (`burst.leads`)."""
         self.pending_burst: dict[str, datetime] = {}
         self.burst_jobs: set[str] = set()
         """Jobs that already burst once: failover to the next cloud offer skips the hysteresis."""
@@ -326,6 +326,10 @@ class Planner:
         )
         self.ledger.settle(job, attempt, store, ran=ran, ended=status.stopped_at)
 
+    def restore_launches(self, store: JobStore) -> None:
+        """Each cloud route's newest launch times from the store, at a (re)start or a failover."""
+        self.launches = read_launch_times(self.policy, store)
+
     def launched(self, attempt: Attempt, now: datetime) -> None:
         """An attempt's job is running for the first time: a cloud route times its launch."""
         if not is_onprem(self.policy, attempt.site):  # (an on-prem start includes its queue)
@@ -346,8 +350,7 @@ class Planner:
             return cached
         expl = place(spec, tenant, self.catalog_offers(), policy, ctx)
         allowed = [s.offer for s in expl.unranked]  # all of them where no quota ever admits it: refused
-        # What refuses it first (`refusal_summary`): a rule closing the offers it fits before the
-        # slices too small for it, and of those the nearest miss, as the explain and replay say.
+        # What refuses it first (as explain and replay say it): `refusal_summary`.
         reasons = never_admitted(policy, tenant, units_of(spec), allowed) if allowed else [
             f"{r.rule}: {r.message}" for r in refusal_summary(expl, spec, tenant, policy, ctx)[:10]
         ] or ["no offers"]

@@ -121,6 +121,7 @@ class Dispatcher(Scheduling):
         # Fair share's book from the store and the live attempts now, not at the first pass (an
         # empty queue has none): explain reads it too, and must stand a tenant where a pass will.
         self.planner.observe_live(self.store.live_attempts(), self.clock.now(), self.store)
+        self.planner.restore_launches(self.store)
         await self._reconcile(None)
         self._last_reconcile = asyncio.get_running_loop().time()
         self._task = asyncio.create_task(self._run(), name="dispatcher")

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_id, number);
 CREATE INDEX IF NOT EXISTS attempts_state ON attempts(state);
+CREATE INDEX IF NOT EXISTS attempts_site ON attempts(site, created_at);
 CREATE TABLE IF NOT EXISTS spend (
   attempt_id {key} PRIMARY KEY, tenant TEXT NOT NULL, site TEXT NOT NULL, job_id TEXT NOT NULL,
   month TEXT NOT NULL, reserved {real} NOT NULL, spent {real} NOT NULL, voucher {real} NOT NULL,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from broker.model import JobId, TenantId
+from broker.model import JobId, SiteId, TenantId
 from broker.store._dialect import marks
 from broker.store._rows import read_spec
 from broker.store._sql_core import SqlCore
@@ -58,3 +58,17 @@ class SqlRuns(SqlCore):
             out.append((str(job_id), spec.runtime_estimate.total_seconds(), ran))
         out.sort(reverse=True)
         return [(est, ran) for _, est, ran in out]
+
+    def launch_times(self, site: SiteId, limit: int) -> list[float]:
+        # Each attempt's job's first move to RUNNING after the attempt began and before the job's
+        # next attempt began (a later attempt's run is not this one's). The `attempts_site`
+        # index reads the site's newest attempts; the events primary key each one's job.
+        rows = self._all(
+            "SELECT a.created_at, (SELECT MIN(e.time) FROM events e WHERE e.job_id = a.job_id "
+            "AND e.kind = ? AND e.time >= a.created_at AND NOT EXISTS (SELECT 1 FROM attempts b "
+            "WHERE b.job_id = a.job_id AND b.number > a.number AND b.created_at <= e.time)) "
+            "FROM attempts a WHERE a.site = ? ORDER BY a.created_at DESC LIMIT ?",
+            [RUNNING_KIND, site, limit],
+        )
+        dt = self._dialect.dt
+        return [(dt(r[1]) - dt(r[0])).total_seconds() for r in reversed(rows) if r[1] is not None]

@@ -276,6 +276,11 @@ class JobStore(AuditStore):
         """Per job: when its latest run began (its last move to RUNNING); absent if it never ran."""
 
     @abc.abstractmethod
+    def launch_times(self, site: SiteId, limit: int) -> list[float]:
+        """Seconds from each of the site's newest `limit` attempts' creation to its job's move to
+        RUNNING on it, oldest first (attempts whose job never ran on them left out)."""
+
+    @abc.abstractmethod
     def recent_runtimes(self, tenant: TenantId, limit: int) -> list[tuple[float, float]]:
         """(runtime estimate, actual run) seconds of the tenant's newest `limit` succeeded jobs,
         newest first; bounded by `limit` however long the history."""

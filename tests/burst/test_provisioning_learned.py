@@ -21,10 +21,11 @@ from broker.burst.spot import provisioning_p95_h
 from broker.clock import ManualClock
 from broker.decision import Action
 from broker.metrics import LiveCollector, LiveView
-from broker.model import Attempt, AttemptId, JobId, Offer, SiteId, TenantId
+from broker.model import Attempt, AttemptId, AttemptState, JobId, JobSpec, JobState, Offer, SiteId, TenantId
 from broker.planning import Planner
 from broker.policy import Policy, PolicyWatcher
 from broker.policy.offers import static_offers
+from broker.store import JobMove, SqliteStore, Submission
 from tests.burst.conftest import write_policy
 from tests.burst.test_decision import NOW, job
 
@@ -86,6 +87,7 @@ def test_route_states_carry_the_observed_p95_for_routes_with_no_attempt_now(poli
 
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+OFFERED = Offer(site=SiteId("ali-bj"), instance_type="x", accelerator="A800", count=1, price_per_hour=1.0)
 
 
 def _attempt(n: int, site: str, created: datetime) -> Attempt:
@@ -117,3 +119,27 @@ def test_the_live_planner_times_cloud_launches_not_on_prem_starts(planner: Plann
     )  # fmt: skip
     [family] = [m for m in LiveCollector(view).collect() if m.name == "szb_route_provisioning_p95_seconds"]
     assert [(s.labels, s.value) for s in family.samples] == [({"site": "ali-bj"}, 480.0)]
+
+
+def test_a_restarted_planner_reads_the_routes_launch_times_from_the_store(
+    planner: Planner, tmp_path: Path
+) -> None:
+    """The observed p95 was in memory only: every restart, and every HA failover's new scheduler,
+    started each route afresh at the policy's figure until it had seen 10 launches again."""
+    store = SqliteStore(tmp_path / "broker.db")
+    try:
+        spec = JobSpec.model_validate({"name": "burst", "command": ["true"], "runtime_estimate": "1h"})
+        jobs = store.submit(TenantId("lab"), [Submission(spec)] * MIN_LAUNCHES, T0)
+        for n, (job, _) in enumerate(jobs):
+            store.transition(job.id, JobState.PLACING, T0)
+            store.transition(job.id, JobState.PROVISIONING, T0)
+            attempt = store.create_attempt(job.id, SiteId("ali-bj"), OFFERED, f"tok-{n}", T0)
+            up = T0 + timedelta(minutes=8, seconds=n)  # 480-489 s: the p95 is the 10th, 489 s
+            # (as the dispatcher moves a job whose attempt runs: `AttemptTracking._running`)
+            move = JobMove(JobState.RUNNING, "running", "running on ali-bj", expect=JobState.PROVISIONING)
+            store.update_attempt(attempt.id, up, state=AttemptState.RUNNING, moves=[move])
+        planner.restore_launches(store)
+    finally:
+        store.close()
+    assert planner.snapshot(T0, []).routes[SiteId("ali-bj")].provisioning_p95_s == 489.0
+    assert planner.launches.learned() == {"ali-bj": 489.0}

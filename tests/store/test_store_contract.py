@@ -472,6 +472,25 @@ class StoreContract:
         ids[0], ids[RUN_STARTS_CHUNK], ids[-1] = (j.id for j in jobs)  # first, next chunk, last
         assert store.run_starts(ids) == {j.id: LATER + timedelta(minutes=m) for m, j in enumerate(jobs)}
 
+    def test_launch_times_are_each_attempts_creation_to_its_jobs_run(self, store: JobStore) -> None:
+        """A route's launch times outlive the scheduler that saw them (a restart, a failover):
+        from each attempt's creation to its job's move to RUNNING on it, the site's newest first
+        read, oldest first given; an attempt that never ran (its job ran on the next) is none."""
+        east, west = SiteId("aws-east"), SiteId("ali-bj")
+        quick, retried, elsewhere, queued = (self.submit_one(store, A, n) for n in ("q", "r", "e", "w"))
+        store.create_attempt(quick.id, east, OFFER, "tok-q", NOW)
+        self.run(store, quick, NOW + timedelta(seconds=90), None, JobState.RUNNING)
+        store.create_attempt(retried.id, east, OFFER, "tok-r1", NOW + timedelta(seconds=10))  # never came up
+        store.create_attempt(retried.id, east, OFFER, "tok-r2", NOW + timedelta(minutes=20))
+        self.run(store, retried, NOW + timedelta(minutes=27), None, JobState.RUNNING)
+        store.create_attempt(elsewhere.id, west, OFFER, "tok-e", NOW)
+        self.run(store, elsewhere, NOW + timedelta(minutes=4), None, JobState.RUNNING)
+        store.create_attempt(queued.id, east, OFFER, "tok-w", NOW + timedelta(minutes=30))  # still coming up
+        assert store.launch_times(east, 10) == [90.0, 420.0]
+        assert store.launch_times(west, 10) == [240.0]
+        assert store.launch_times(east, 2) == [420.0]  # the newest two attempts: one still pending
+        assert store.launch_times(SiteId("nowhere"), 10) == []
+
     def test_recent_runtimes_are_the_tenants_newest_succeeded_runs(self, store: JobStore) -> None:
         """(estimate, actual) of the newest N succeeded runs of one tenant: failures, other
         tenants and older jobs are left out, so the read stays bounded however long the history."""

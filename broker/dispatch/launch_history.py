@@ -1,0 +1,36 @@
+"""Each cloud route's launch times, read from the store's history at a (re)start or failover.
+
+A late job's lead is the larger of the policy's `provisioning_p95` and the p95 of the route's
+newest launches (`broker.burst.provisioning`). Kept in memory only, a route's observed p95
+started from nothing with every restart and with every HA failover's new scheduler, and the
+policy's figure stood until the route had had 10 launches again. The store already holds each
+attempt's creation and its job's move to RUNNING: the newest `WINDOW` per route are read back.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from broker.burst import is_onprem
+from broker.burst.provisioning import ProvisioningTimes
+from broker.model import SiteId
+from broker.policy import Policy
+from broker.store import JobStore, StoreError
+
+log = logging.getLogger(__name__)
+
+
+def read_launch_times(policy: Policy, store: JobStore) -> ProvisioningTimes:
+    """The policy's cloud routes' newest launch times, as `Planner.launched` would have timed them."""
+    times = ProvisioningTimes()
+    for site in policy.sites:
+        if is_onprem(policy, site.id):
+            continue
+        try:
+            launches = store.launch_times(SiteId(site.id), times.window)
+        except StoreError as exc:  # the policy's figure stands until launches are timed anew
+            log.warning("could not read %s's launch times from the store: %s", site.id, exc)
+            continue
+        for seconds in launches:
+            times.observe(site.id, seconds)
+    return times
