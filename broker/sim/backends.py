@@ -271,6 +271,13 @@ def month_span(now: datetime) -> tuple[datetime, datetime, str]:
     return start, end, month_of(now)
 
 
+def to_next_month_s(now: datetime) -> float:
+    """Seconds from `now` to the next budget month's first instant, and one more: a job only a
+    spent budget holds back need not be re-decided before then (money freed by a settlement
+    re-decides the cloud waiters on its own)."""
+    return (month_span(now)[1] - now).total_seconds() + 1.0
+
+
 class Ledger:
     """Cloud spend per tenant and month (reserved at launch, settled at the end), like the store.
 

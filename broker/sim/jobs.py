@@ -14,6 +14,7 @@ from broker.burst.decision import onprem_sites
 from broker.burst.money import BEIJING
 from broker.burst.snapshot import partition_key
 from broker.burst.spot import offer_outlook, spot_refusal
+from broker.durations import MAX_DURATION_S
 from broker.jobspec import check_runtime_estimate
 from broker.model import (
     AcceleratorRequest,
@@ -99,6 +100,12 @@ def build_jobs(
         mw = effective_max_wait(spec, tenant, policy).total_seconds()
         jobs.append(
             SimJob(i, f"j-{i}", TenantId(tenant), spec, arrival, runtime, demand(spec), mw, known_shape[1])
+        )
+    if jobs and max(j.arrival_s for j in jobs) > MAX_DURATION_S:  # (a simulated clock's dates end)
+        span = max(tj.submit_s for tj in trace) - t0
+        raise ValueError(
+            f"time_scale {scenario.time_scale:g}: the trace's {span:,.0f} s of arrivals would span "
+            f"{span / scenario.time_scale / (365 * 86400):,.0f} years (at most 10)"
         )
     return jobs
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from broker.durations import parse_duration
 from broker.errors import BrokerError
@@ -39,6 +39,15 @@ class Delay(_M):
     min_s: float = Field(default=60.0, ge=0)
     mode_s: float = Field(default=120.0, ge=0)
     max_s: float = Field(default=300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Delay:
+        # (out of order, the draw swapped min and max and said nothing)
+        if not self.min_s <= self.mode_s <= self.max_s:
+            raise ValueError(
+                f"must have min_s <= mode_s <= max_s, got {self.min_s:g}, {self.mode_s:g}, {self.max_s:g}"
+            )
+        return self
 
 
 class StockOuts(_M):

@@ -21,7 +21,7 @@ from broker.burst.step import build_inputs, decide_in_pass
 from broker.decision import Action, Decision
 from broker.fairshare import held_back
 from broker.policy import Policy
-from broker.sim.backends import month_span
+from broker.sim.backends import to_next_month_s
 from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.queues import LaunchQueue
 
@@ -128,8 +128,7 @@ class PolicyStrategy:
             return now_s + max(MIN_GAP_S, gap)
         cap = math.inf if job.index in self.cloudless else MAX_BACKOFF_S
         if job.index in self.money_bound:
-            now = EPOCH + timedelta(seconds=now_s)
-            cap = (month_span(now)[1] - now).total_seconds() + 1.0
+            cap = to_next_month_s(EPOCH + timedelta(seconds=now_s))
         return now_s + min(cap, max(backoff_s, self.policy.burst.blocklist_ttl.capacity.total_seconds()))
 
     def wants_cloud(self, decision: Decision) -> bool:

@@ -25,7 +25,7 @@ import csv
 import gzip
 import io
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from broker.sim.trace_rows import (
@@ -158,8 +158,11 @@ def _pod(row: dict[str, str], line: int) -> TraceJob:
     `name`, `gpu_spec` and `qos` may be missing (Alibaba's other pod lists, such as
     `openb_pod_list_default.csv`, may come without `gpu_spec`): the pod then runs on any
     accelerator, at normal priority."""
-    scheduled = column(row, "scheduled_time", float)
-    deleted = column(row, "deletion_time", float)
+    # (seconds from the trace's start: >= 0, finite and within ten years, as the other readers')
+    created, scheduled = column(row, "creation_time", seconds), column(row, "scheduled_time", seconds)
+    deleted = column(row, "deletion_time", seconds)
+    if scheduled < created:
+        raise ValueError(f"scheduled_time: before creation_time ({created:g})")
     if deleted < scheduled:
         raise ValueError(f"deletion_time: before scheduled_time ({scheduled:g})")
     num_gpu, milli = int(column(row, "num_gpu", whole)), column(row, "gpu_milli", float, 0)
@@ -170,16 +173,28 @@ def _pod(row: dict[str, str], line: int) -> TraceJob:
     count = num_gpu if num_gpu > 0 else (1 if milli > 0 else 0)
     return TraceJob(
         name=(row.get("name") or f"pod-{line - 1}").strip(),
-        submit_s=column(row, "creation_time", float),
+        submit_s=created,
         runtime_s=max(1.0, deleted - scheduled),
         count=count,
-        accelerators=map_gpu_spec(row.get("gpu_spec") or "") if count else (),
+        accelerators=map_gpu_spec(_known(row, "gpu_spec", GPU_SPEC_MODELS, "|")) if count else (),
         gpu_spec=True,
         cpus=max(0.1, column(row, "cpu_milli", non_negative) / 1000),
         memory_gb=max(0.1, column(row, "memory_mib", non_negative) / 1024),
-        priority=QOS_PRIORITY.get((row.get("qos") or "").strip(), "normal"),
+        priority=QOS_PRIORITY.get(_known(row, "qos", QOS_PRIORITY), "normal"),
         line=line,
     )
+
+
+def _known(row: Mapping[str, str | None], name: str, known: Mapping[str, object], sep: str = "") -> str:
+    """The column's text where every value (`sep`-separated) is one Alibaba writes; ValueError
+    naming the nearest otherwise (an unknown model read as "any accelerator", an unknown `qos`
+    as normal priority, said nothing)."""
+    text = (row.get(name) or "").strip()
+    for value in text.split(sep) if sep else [text]:
+        if value.strip() and value.strip() not in known:
+            hint = did_you_mean(value.strip(), known)
+            raise ValueError(f"{name}: unknown {value.strip()!r}{hint}; one of {', '.join(known)}")
+    return text
 
 
 def _plain(rows: Iterator[Row], info: TraceInfo, max_runtime_s: float | None) -> list[TraceJob]:

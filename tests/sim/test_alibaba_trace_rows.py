@@ -55,9 +55,17 @@ def _with(**cells: str) -> str:
         (_with(num_gpu="1.5"), ":3: num_gpu: must be a whole number"),
         (_with(gpu_milli="1500"), ":3: gpu_milli: must be between 0 and 1000"),
         (_with(deletion_time=""), ":3: deletion_time: required"),
-        (_with(creation_time="nan"), ":3: creation_time: must be a finite number"),
-        (_with(scheduled_time="inf"), ":3: scheduled_time: must be a finite number"),
+        (_with(creation_time="nan"), ":3: creation_time: must be a finite "),
+        (_with(scheduled_time="inf"), ":3: scheduled_time: must be a finite "),
         (_with(deletion_time="150"), ":3: deletion_time: before scheduled_time (200)"),
+        # Held-out review: these were read as they came (a creation time of 1e12 s crashed the
+        # run with an OverflowError, an unknown qos ran at normal priority and an unknown model
+        # on any accelerator, said nothing).
+        (_with(scheduled_time="50"), ":3: scheduled_time: before creation_time (100)"),
+        (_with(creation_time="-5"), ":3: creation_time: must be >= 0"),
+        (_with(creation_time="1e12"), ":3: creation_time: must be a finite duration of at most 10 years"),
+        (_with(qos="XX"), ":3: qos: unknown 'XX'; one of LS, Burstable, Guaranteed, BE"),
+        (_with(gpu_spec="T4|V100M64"), ":3: gpu_spec: unknown 'V100M64' (did you mean 'V100M16'?)"),
         (_with(cpu_milli="lots"), ":3: cpu_milli: "),
         (HEADER + ROW + "p1,8000,30517,1,1000\n", ":3: 5 cells, the header has 11"),
         (HEADER + ROW + ROW.strip() + ",extra\n", ":3: 12 cells, the header has 11"),

@@ -21,6 +21,8 @@ POLICY = ROOT / "configs" / "policy-sim.yaml"
         ("name: x\nseed: abc\n", ":2:7: seed: "),
         ("name: x\ntime_scale: 0\n", ":2:13: time_scale: "),
         ("name: x\nprovisioning: {min_s: -1}\n", ":2:23: provisioning.min_s: "),
+        # (drawn as if min and max were swapped, said nothing)
+        ("name: x\nprovisioning: {min_s: 600, mode_s: 60, max_s: 10}\n", ":2:1: provisioning: must have "),
         ("name: x\nbogus: 1\n", ":2:1: bogus: unknown field"),
         ("name: [\n", ":2:1: YAML: "),
         ("- a\n- b\n", ":1:1: a scenario must be a YAML mapping"),

@@ -98,6 +98,8 @@ def test_a_report_folder_that_cannot_be_made_is_refused_before_the_run(
         ("--time-scale", "-2", "--time-scale: must be > 0"),
         ("--time-scale", "nan", "--time-scale: Input should be a finite number"),
         ("--onprem-gpus", "-8", "--onprem-gpus: must be >= 1"),
+        # (an OverflowError traceback: the simulated clock ran past the dates Python has)
+        ("--time-scale", "1e-9", "time_scale 1e-09: the trace's "),
     ],
 )
 def test_a_scenario_override_is_validated_like_the_file(
