@@ -342,7 +342,7 @@ def _strategy_table(result: dict[str, Any]) -> Any:
             _fmt(s.get("cost_ratio")),
             _fmt(s["p50_wait_s"]),
             _fmt(s["p95_wait_s"]),
-            f"{s['slo_attainment']:.3f}",
+            _fmt(s["slo_attainment"], ".3f"),
             f"{s['burst_fraction']:.3f}",
             f"{s['carbon_kg']:,.0f}",
             str(s["budget_violations"]),
@@ -375,7 +375,7 @@ def _tenant_table(result: dict[str, Any]) -> Any:
     return per
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, spec: str = ",.2f") -> str:
     if v is None:
         return "-"
-    return f"{v:,.2f}" if isinstance(v, float) else str(v)
+    return f"{v:{spec}}" if isinstance(v, float) else str(v)

@@ -135,7 +135,8 @@ def summarize(run: RunResult) -> dict[str, Any]:
         "p50_wait_s": round(float(np.percentile(waits, 50)), 1) if waits.size else None,
         "p95_wait_s": round(float(np.percentile(waits, 95)), 1) if waits.size else None,
         "mean_wait_s": round(float(waits.mean()), 1) if waits.size else None,
-        "slo_attainment": round(1 - sum(1 for r in recs if late(r)) / n, 4) if n else 1.0,
+        # (None: no job admitted, nothing to attain; 1.0 read as "every job on time" for 0 jobs)
+        "slo_attainment": round(1 - sum(1 for r in recs if late(r)) / n, 4) if n else None,
         "late_jobs": sum(1 for r in recs if late(r)),
         "late_finish_jobs": sum(1 for r in recs if finished_late(r)),
         "burst_fraction": round(sum(1 for r in recs if r.burst) / n, 4) if n else 0.0,

@@ -209,7 +209,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
             f"| {name} | {s['jobs']} | {s['rejected']} | {money(s['cost'])} "
             f"| {_f(s.get('lower_bound_cost'))} "
             f"| {_f(s.get('cost_ratio'))} | {_f(s['p50_wait_s'])} | {_f(s['p95_wait_s'])} "
-            f"| {s['slo_attainment']:.3f} | {s['late_finish_jobs']} | {s['burst_fraction']:.3f} "
+            f"| {_f(s['slo_attainment'], '.3f')} | {s['late_finish_jobs']} | {s['burst_fraction']:.3f} "
             f"| {s['carbon_kg']:,.0f} | {s['budget_violations']} | {s['compliance_violations']} |"
         )
     frontier = result.get("frontier", {})
@@ -222,7 +222,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
         "late jobs as it had (a job is late when it starts after its max_wait), so its ratio is at least 1.",
         "",
         *_offline_lines(result, cur),
-        f"Policy on the cost-vs-SLO frontier: {frontier.get('policy_on_frontier')}"
+        f"Policy on the cost-vs-SLO frontier: {_f(frontier.get('policy_on_frontier'))}"
         + (f" (dominated by {', '.join(frontier['dominated_by'])})" if frontier.get("dominated_by") else "")
         + ".",
         "",
@@ -263,11 +263,11 @@ def money(v: float) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}"
 
 
-def _f(v: Any) -> str:
+def _f(v: Any, spec: str = ",.2f") -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:,.2f}"
+        return f"{v:{spec}}"
     return str(v)
 
 

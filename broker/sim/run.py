@@ -333,10 +333,13 @@ def frontier(strategies: dict[str, dict[str, Any]]) -> dict[str, Any]:
     p = strategies.get("policy")
     if p is None:
         return {}
+    if p["slo_attainment"] is None:  # the policy admitted no job: nothing to stand on a frontier
+        return {"policy_on_frontier": None, "dominated_by": []}
     dominated_by = [
         n
         for n, s in strategies.items()
         if n != "policy"
+        and s["slo_attainment"] is not None
         and s["cost"] <= p["cost"]
         and s["slo_attainment"] >= p["slo_attainment"]
         and (s["cost"] < p["cost"] or s["slo_attainment"] > p["slo_attainment"])

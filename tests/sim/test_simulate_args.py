@@ -190,3 +190,19 @@ def test_rescaled_partitions_add_up_to_the_size_asked_and_keep_a_node_each() -> 
             assert sum(got.values()) == total, (parts, total, got)
         else:
             assert got == {k: node for k, (_, node) in parts.items()}
+
+
+def test_a_trace_every_job_of_which_is_refused_attains_no_slo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """0 admitted jobs read as SLO 1.000 and "on the frontier: True": figures about no job."""
+    import json
+
+    trace = tmp_path / "refused.csv"
+    trace.write_text("submit_time,runtime,accelerator,count,nodes\n0,1h,A800,8,20\n60,1h,A800,8,20\n")
+    argv = ["simulate", "--trace", str(trace), "--policy", str(POLICY), "--baselines", "all", "-o", "json"]
+    assert main(argv) == 0
+    body = json.loads(capsys.readouterr().out)
+    for name, s in body["strategies"].items():
+        assert (s["jobs"], s["rejected"], s["slo_attainment"]) == (0, 2, None), name
+    assert body["frontier"] == {"policy_on_frontier": None, "dominated_by": []}
