@@ -138,7 +138,7 @@ def scenario_jobs(name: str, synthetic_jobs: int) -> tuple[Policy, Scenario, lis
     if not jobs:  # (`szb simulate` refuses it too: a row of 0 jobs at SLO 1.000 measures nothing)
         lo, hi = SLICES.get(name, (0.0, 1.0))
         where = f"its jobs {lo:.0%}-{hi:.0%} in submit order"
-        raise TraceError(f"{TRACE}: {name} has no jobs to replay ({where})")
+        raise NoJobs(f"{TRACE}: {name} has no jobs to replay ({where})")
     return policy, scenario, jobs, baselines
 
 
@@ -267,10 +267,25 @@ def use_flags(args: argparse.Namespace) -> None:
     JOBS[:] = [] if args.jobs is None else [args.jobs]
 
 
+class NoJobs(TraceError):
+    """A scenario with no jobs to replay (a slice of a short `--jobs N`): skipped, said, not fatal."""
+
+
 def each(names: list[str], run: Callable[[str], T]) -> list[T] | int:
-    """`run` of each scenario, or 2 after a bad policy, trace or scenario says why in one line each."""
+    """`run` of each scenario, or 2 after a bad policy, trace or scenario says why in one line each.
+    A scenario with no jobs is skipped with a note (with `--jobs 1` a slice is empty: every other
+    scenario's results were lost); 2 when none had any."""
+    out: list[T] = []
     try:
-        return [run(n) for n in names]
+        for n in names:
+            try:
+                out.append(run(n))
+            except NoJobs as exc:
+                print(f"skipped: {exc}", file=sys.stderr)
+        if not out:
+            print("error: no scenario had jobs to replay", file=sys.stderr)
+            return 2
+        return out
     except PolicyError as exc:
         print("\n".join(str(p) for p in exc.problems), file=sys.stderr)  # (each says FILE:LINE: error)
         return 2
@@ -303,7 +318,7 @@ def main() -> int:
             ratio = r["cost_ratio"] if strategy == "policy" else s.get("cost_ratio")
             print(
                 f"{r['scenario']:16} {strategy:15} {s['jobs']:>7} {s['rejected']:>7} {s['cost']:>11,.0f} "
-                f"{'-' if ratio is None else f'{ratio:.3f}':>6} {s['slo_attainment']:>6.3f} "
+                f"{'-' if ratio is None else f'{ratio:.3f}':>6} {_slo(s['slo_attainment']):>6} "
                 f"{'-' if s['p95_wait_s'] is None else s['p95_wait_s']:>9} {s['burst_fraction']:>6.3f} "
                 f"{s['budget_violations']:>3} {s['compliance_violations']:>3} {s['wall_s']:>7}"
             )
@@ -321,6 +336,10 @@ def main() -> int:
         print(f"{r['scenario']:16} targets: {verdict}")
     print("knobs:", json.dumps(knobs()))
     return 0
+
+
+def _slo(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"  # (None: the strategy admitted no job)
 
 
 if __name__ == "__main__":

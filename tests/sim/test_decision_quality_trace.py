@@ -165,3 +165,18 @@ def test_the_jobs_flag_takes_a_large_traces_first_jobs(tmp_path: Path) -> None:
     assert (whole["jobs"], early["jobs"]) == (80, 40)
     refused = run_bench("decision_quality", "--only", "slice-early", "--trace", str(trace), "--jobs", "0")
     assert refused.returncode == 2 and "--jobs: must be >= 1, got 0" in refused.stderr
+
+
+def test_a_slice_with_no_jobs_is_skipped_not_fatal(tmp_path: Path) -> None:
+    """With `--jobs 1` the early slice (the first half of one job) is empty: the whole bench used
+    to exit 2 and every other scenario's results were lost."""
+    trace = tmp_path / "held-out.csv"
+    _held_out(trace, 5000, 300)
+    out = run_bench("decision_quality", "--json", "--only", "alibaba-peak", "slice-early",
+                    "--trace", str(trace), "--jobs", "1")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (whole,) = json.loads(out.stdout)["results"]
+    assert whole["scenario"] == "alibaba-peak" and whole["jobs"] == 1
+    assert "skipped: " in out.stderr and "slice-early has no jobs to replay" in out.stderr
+    none = run_bench("decision_quality", "--only", "slice-early", "--trace", str(trace), "--jobs", "1")
+    assert none.returncode == 2 and "no scenario had jobs to replay" in none.stderr
