@@ -68,6 +68,7 @@ def load_policy_text(text: str, filename: str) -> Policy:
         comp.rules, doc, text, filename, set(site_ids), set(tenant_ids), comp.default == "deny"
     )
     problems.extend(cel_problems)
+    instances = _instances(document, base, problems)
     problems.sort(key=lambda p: (p.file != filename, p.file, p.line, p.col))
     if problems:
         raise PolicyError(problems)
@@ -79,7 +80,7 @@ def load_policy_text(text: str, filename: str) -> Policy:
         regimes=regimes,
         regime=regime,
         rules=RuleSet(tuple(compiled), default_deny=comp.default == "deny"),
-        instances=_instances(document, base),
+        instances=instances,
         inputs=tuple(str(p) for p in inputs),
         inputs_digest=inputs_digest,
     )
@@ -139,11 +140,29 @@ def _referenced_files(
     return accelerators, regimes
 
 
-def _instances(document: PolicyDocument, base: Path) -> dict[str, tuple[InstanceRow, ...]]:
-    """Each cloud site's catalog rows in its region (files already checked to exist)."""
+def _instances(
+    document: PolicyDocument, base: Path, problems: list[Problem]
+) -> dict[str, tuple[InstanceRow, ...]]:
+    """Each cloud site's catalog rows in its region; a bad row, or a row priced in a currency the
+    policy has no fx rate for, is a problem at its line (listed with the policy's own)."""
     instances: dict[str, tuple[InstanceRow, ...]] = {}
+    currencies = {document.currency, *document.fx}
     for site in document.sites:
-        if site.catalog is not None:
-            rows = load_instance_csv(base / site.catalog.file, default_currency=site.catalog.currency)
-            instances[site.id] = tuple(r for r in rows if r.region == site.catalog.region)
+        if site.catalog is None or not (base / site.catalog.file).is_file():
+            continue  # (a missing file is the cross-check's problem)
+        path = base / site.catalog.file
+        try:
+            rows = load_instance_csv(path, default_currency=site.catalog.currency)
+        except PolicyError as exc:
+            problems.extend(p for p in exc.problems if p not in problems)  # (two sites, one file)
+            continue
+        kept = tuple(r for r in rows if r.region == site.catalog.region)
+        unpriced: dict[str, int] = {}
+        for r in kept:
+            if r.currency not in currencies and r.currency != site.catalog.currency:  # (that: the site's)
+                unpriced.setdefault(r.currency, r.line)
+        for currency, line in unpriced.items():
+            said = f"Currency: no fx rate for {currency} (add it under fx)"
+            problems.append(Problem(str(path), line, 1, said))
+        instances[site.id] = kept
     return instances
