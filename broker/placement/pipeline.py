@@ -21,6 +21,7 @@ from broker.placement.blocklist import (
     keep_unblocked_offers,
     keep_unblocked_sites,
 )
+from broker.placement.bursting import filter_bursting, keep_bursting
 from broker.placement.export import filter_export, keep_export
 from broker.placement.gang import filter_gang, keep_gang
 from broker.placement.hardware import (
@@ -41,6 +42,7 @@ GROUP_FILTERS: tuple[GroupFilter, ...] = (
     filter_health,
     filter_blocked_sites,
     filter_tenant_sites,
+    filter_bursting,
     filter_images,
     filter_hardware_model,
     filter_residency,
@@ -71,6 +73,7 @@ KEEP_GROUPS: dict[GroupFilter, Callable[[Env], GroupKeep | None]] = {
     filter_health: keep_healthy,
     filter_blocked_sites: keep_unblocked_sites,
     filter_tenant_sites: keep_tenant_sites,
+    filter_bursting: keep_bursting,
     filter_images: keep_images,
     filter_hardware_model: keep_hardware_model,
     filter_residency: keep_residency,

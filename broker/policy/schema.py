@@ -225,7 +225,12 @@ class MaxWait(_Doc):
 class BurstSettings(_Doc):
     """When and how far to burst to the cloud (used by the bursting logic)."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        default=True,
+        description="false: no cloud site runs a job (placement refuses every cloud offer with the "
+        "reason `burst.enabled`): jobs wait for on-prem capacity, and a job only a cloud could run is "
+        "refused at submit.",
+    )
     max_wait: MaxWait = MaxWait()
     hysteresis: Duration = Field(default="10m", validate_default=True)
     wait_estimate_factor: float = Field(
