@@ -129,6 +129,19 @@ def summary_line(body: dict[str, Any]) -> str:
     return f"{head}: {counts}" if counts else head
 
 
+def _refused_by(body: dict[str, Any]) -> str | None:
+    """`[rule] message` of what refuses the job first: the refused decision's first reason (the
+    rule closing the offers the job fits, else its nearest misfit: `refusal_summary`), not the
+    commonest non-hardware rule, which may close only offers the job does not fit anyway."""
+    decision = body.get("decision", {})
+    reasons = decision.get("reasons") or []
+    if decision.get("action") == "reject" and reasons and ": " in reasons[0]:
+        rule, message = reasons[0].split(": ", 1)
+        return f"[{rule}] {message}"
+    blocking = [r for r in body.get("rejections", []) if not r["rule"].startswith("hardware.")]
+    return f"[{blocking[0]['rule']}] {blocking[0]['message']}" if blocking else None
+
+
 def _price(value: float, currency: str) -> str:
     return f"{value:,.2f} {currency}".rstrip()
 
@@ -147,11 +160,8 @@ def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console)
         console.print(f"A {nodes}-node gang, all-or-nothing on one site: PRICE/H and ACCELERATORS are "
                       f"per node, SCORE prices all {nodes} nodes", highlight=False)
     console.print(escape(summary_line(body)), highlight=False)
-    blocking = [r for r in body.get("rejections", []) if not r["rule"].startswith("hardware.")]
-    if not body.get("allowed_offers") and blocking:
-        top = blocking[0]
-        why = escape(f"[{top['rule']}] {top['message']}")
-        console.print(f"[bold red]blocked by[/] {why}", highlight=False)
+    if not body.get("allowed_offers") and (top := _refused_by(body)) is not None:
+        console.print(f"[bold red]blocked by[/] {escape(top)}", highlight=False)
     table = Table(title=f"Offers (score = expected cost in {currency}, lower wins)")
     for col in ("", "SITE", "INSTANCE", "ACCELERATORS", "SPOT", "PRICE/H", "WAIT", f"SCORE ({currency})",
                 "VERDICT"):

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from broker.burst import BurstInputs, decide
+from broker.cli import main
 from broker.decision import Action
 from broker.policy import load_policy
 from broker.policy.offers import static_offers
@@ -57,3 +60,24 @@ def test_a_rule_refusing_the_one_slice_a_job_fits_outranks_the_slices_it_does_no
         d = decide(job(("A800",), count=count), "dev", offers, policy, BurstInputs(now=NOW, queued_since=NOW))
         assert d.action == Action.REJECT
         assert d.reasons[0] == "no-a800: A800 pool closed for maintenance", (count, d.reasons)
+
+
+def test_explains_headline_names_what_refuses_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`blocked by` named the commonest rule that is not a misfit: a rule closing only offers the
+    job could not use anyway (a tenant's allowed sites, where no site has the model asked)."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        (ROOT / "broker" / "defaults" / "policy.yaml").read_text()
+        + "  rules:\n    - id: no-a800\n      deny: 'offer.instance_type == \"a800\"'\n"
+        "      reason: A800 pool closed for maintenance\n"
+    )
+    job_file = tmp_path / "job.yaml"
+    job = "name: j\ncommand: [run]\nruntime_estimate: 1h\nresources: {accelerators: {count: %d}}\n"
+    job_file.write_text(job % 8)
+    assert main(["explain", str(job_file), "--policy", str(policy), "--tenant", "dev"]) == 1
+    assert "blocked by [no-a800] A800 pool closed for maintenance" in capsys.readouterr().out
+    job_file.write_text(job % 16)
+    assert main(["explain", str(job_file), "--policy", str(policy), "--tenant", "dev"]) == 1
+    assert "blocked by [hardware.fit] a800 has 8 x A800; the job needs 16" in capsys.readouterr().out
