@@ -17,14 +17,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("hardware", help="accelerator catalog and export classification")
     cmds = parser.add_subparsers(dest="hardware_command", required=True, metavar="SUBCOMMAND")
     cls = cmds.add_parser("classify", help="classify every accelerator of the catalog")
-    cls.add_argument("--catalog", type=Path, default=Path("configs/accelerators.yaml"))
+    cls.add_argument(
+        "--catalog", type=Path, default=None,
+        help="default: configs/accelerators.yaml here, else the catalog bundled with the broker",
+    )  # fmt: skip
     cls.add_argument("--regimes", type=Path, default=None, help="default: regimes.yaml next to the catalog")
     cls.add_argument("--regime", default=None, help="regime name (default: the file's default)")
     cls.add_argument("--output", "-o", choices=("json", "table"), default="table")
     cls.set_defaults(handler=cmd_classify)
 
 
+def _bundled(name: str) -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("broker") / "defaults" / name))
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
+    if args.catalog is None:  # (outside a checkout there is no configs/: the broker's own copies)
+        here = Path("configs/accelerators.yaml")
+        args.catalog = here if here.is_file() else _bundled("accelerators.yaml")
     regimes_path = args.regimes or args.catalog.parent / "regimes.yaml"
     try:
         catalog = load_accelerators(args.catalog)

@@ -158,3 +158,16 @@ def _subcommands(parser, prefix: str = ""):  # type: ignore[no-untyped-def]
             for name, sub in action.choices.items():
                 yield f"{prefix}{name}", sub
                 yield from _subcommands(sub, f"{prefix}{name} ")
+
+
+def test_hardware_classify_as_written_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's `szb hardware classify --output json` failed outside a checkout ("cannot read
+    accelerator catalog" for configs/accelerators.yaml): the bundled catalog answers there."""
+    from broker.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["hardware", "classify", "--output", "json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["H20"]["class"] == "none" and rows["Ascend910B"]["class"] == "3A090.a"
