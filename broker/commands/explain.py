@@ -24,13 +24,15 @@ from broker.burst.projection import minutes
 from broker.client import ClientError
 from broker.commands._connect import add_connection_args, client_for
 from broker.commands._console import Console
+from broker.fairshare import priority_refusal
 from broker.jobfile import JobFileError, load_job_file
 from broker.model import JobSpec, TenantId
 from broker.placement.names import unknown_accelerators
-from broker.policy import PolicyError, load_policy
+from broker.policy import Policy, PolicyError, load_policy
 from broker.policy.offers import static_offers
 from broker.serde import explanation_from_proto, spec_to_proto
 from broker.serde_decision import explain_json, spot_outlook_text
+from broker.validation import did_you_mean
 
 DEFAULT_POLICY = Path("configs/policy.yaml")
 MONEY_KEYS = ("onprem_total_cost", "cloud_total_cost", "cash", "voucher")
@@ -78,6 +80,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 1
     tenant = args.tenant or (policy.tenants[0].id if policy.tenants else "")
+    if (refused := _not_admitted(policy, tenant, job)) is not None:  # (as submission refuses it)
+        print(f"szb: error: {refused}", file=sys.stderr)
+        return 1
     now = datetime.now(UTC)  # the shell reads the clock; the core only receives it
     offers = static_offers(policy, read_at=now)
     if unknown := unknown_accelerators(job, policy, offers):  # (as submission refuses them)
@@ -91,6 +96,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
     body = explain_json(decision, job, policy)
     body["tenant"] = tenant
     return _show(body, args, job=job.name, nodes=job.resources.nodes)
+
+
+def _not_admitted(policy: Policy, tenant: str, job: JobSpec) -> str | None:
+    """Why a submission would be refused before any placement: a tenant the policy does not
+    declare, or a priority the tenant is not granted (INVALID_ARGUMENT live); None otherwise."""
+    if policy.tenant(tenant) is None:
+        known = [t.id for t in policy.tenants]
+        hint = did_you_mean(tenant, known)
+        return f"--tenant {tenant}: not in the policy{hint} (its tenants: {', '.join(known)})"
+    why = priority_refusal(policy, tenant, job.priority)
+    return None if why is None else f"priority: {why} (submitted, it is refused with INVALID_ARGUMENT)"
 
 
 def _explain_remote(args: argparse.Namespace) -> int:

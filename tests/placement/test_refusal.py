@@ -81,3 +81,19 @@ def test_explains_headline_names_what_refuses_first(
     job_file.write_text(job % 16)
     assert main(["explain", str(job_file), "--policy", str(policy), "--tenant", "dev"]) == 1
     assert "blocked by [hardware.fit] a800 has 8 x A800; the job needs 16" in capsys.readouterr().out
+
+
+def test_offline_explain_refuses_what_submission_refuses_before_placement(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `high` job of a tenant not granted it was explained as `decision: run`, though submitting
+    it is refused (INVALID_ARGUMENT); an undeclared tenant got a whole table of `policy.tenant`."""
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("name: j\ncommand: [run]\nruntime_estimate: 1h\npriority: high\n")
+    policy = str(ROOT / "configs" / "policy.yaml")
+    assert main(["explain", str(job_file), "--policy", policy, "--tenant", "pku-nlp"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("szb: error: priority: tenant 'pku-nlp' is not granted priority 'high'"), err
+    assert main(["explain", str(job_file), "--policy", policy, "--tenant", "pku-nl"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("szb: error: --tenant pku-nl: not in the policy (did you mean 'pku-nlp'?)"), err
