@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from broker.jobfile import MAX_JOB_FILE_BYTES
 from broker.model import JobSpec, SiteId, TenantId
 from broker.placement import PlacementContext, place
+from broker.placement.names import unknown_names
 from broker.policy import Policy
 from broker.policy.offers import static_offers
 from broker.yamlfile import PolicyError, Problem, parse_yaml, position, read_text, validation_problems
@@ -38,6 +39,12 @@ class Expect(BaseModel):
     residency: str | None = Field(default=None, description="Zone of the chosen site.")
     accelerator: str | None = None
     denied_by: str | None = Field(default=None, description="A rule id that rejects at least one offer.")
+
+    @model_validator(mode="after")
+    def _names_something(self) -> Expect:
+        if not self.model_fields_set:  # (`expect: {}` passed whatever the policy did)
+            raise ValueError(f"names nothing to check: give one or more of {', '.join(Expect.model_fields)}")
+        return self
 
 
 class Case(BaseModel):
@@ -81,10 +88,11 @@ def load_tests(path: Path, policy: Policy) -> Suite:
 
 
 def _dangling(suite: Suite, policy: Policy, doc: Any, filename: str) -> list[Problem]:
-    """A tenant, site or zone the policy does not declare: the case would pass or fail vacuously
-    (a misspelt tenant is placed nowhere, so `residency`, `not_site` and `allowed: false` hold)."""
+    """A tenant, site or zone the policy does not declare, or an accelerator nobody knows: the case
+    would pass or fail vacuously (a misspelt tenant is placed nowhere, so `allowed: false` holds)."""
     sites = {s.id for s in policy.sites}
     zones = {"global", *policy.document.compliance.residency.zones}
+    offers = static_offers(policy)
     problems: list[Problem] = []
 
     def check(loc: list[str | int], name: str, known: set[str], kind: str, *, key: bool = False) -> None:
@@ -108,6 +116,10 @@ def _dangling(suite: Suite, policy: Policy, doc: Any, filename: str) -> list[Pro
             check([i, "expect", "sites_in", j], site, sites, "site")
         if e.residency is not None:
             check([i, "expect", "residency"], e.residency, zones, "residency zone")
+        for j, why in unknown_names(case.job.resources.accelerators.any_of, policy, offers):
+            loc: list[str | int] = ["tests", i, "job", "resources", "accelerators", "any_of", j]
+            line, col = position(doc, loc)
+            problems.append(Problem(filename, line, col, f"{'.'.join(map(str, loc))}: {why}"))
     return sorted(problems, key=lambda p: (p.line, p.col))
 
 
@@ -129,12 +141,14 @@ def run_tests(policy: Policy, suite: Suite) -> list[Result]:
             failures.append(f"expected {'a placement' if e.allowed else 'no placement'}, got {where}")
         if e.site is not None and (chosen is None or chosen.site != e.site):
             failures.append(f"expected site {e.site}, got {where}")
-        if e.not_site is not None and chosen is not None and chosen.site == e.not_site:
+        # (each of these says where the job lands: placed nowhere, it fails, not passes vacuously)
+        if e.not_site is not None and (chosen is None or chosen.site == e.not_site):
             failures.append(f"expected any site but {e.not_site}, got {where}")
-        if e.sites_in is not None and chosen is not None and chosen.site not in e.sites_in:
+        if e.sites_in is not None and (chosen is None or chosen.site not in e.sites_in):
             failures.append(f"expected one of {', '.join(e.sites_in)}, got {where}")
-        if e.residency is not None and site is not None and site.residency != e.residency:
-            failures.append(f"expected residency {e.residency}, got {site.residency} ({where})")
+        if e.residency is not None and (site is None or site.residency != e.residency):
+            got = site.residency if site is not None else "nothing"
+            failures.append(f"expected residency {e.residency}, got {got} ({where})")
         if e.accelerator is not None and (chosen is None or chosen.accelerator != e.accelerator):
             failures.append(
                 f"expected accelerator {e.accelerator}, got {chosen.accelerator if chosen else 'nothing'}"

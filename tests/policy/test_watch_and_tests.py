@@ -77,6 +77,37 @@ def test_policy_test_bad_job_field(cli: Cli, tmp_path: Path, capsys: pytest.Capt
     assert f"{tests}:4:" in capsys.readouterr().err
 
 
+def test_policy_test_cases_that_check_nothing_are_refused_or_fail(
+    cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Held-out review: `expect: {}` passed; `sites_in`, `not_site` and `residency` passed for a job
+    placed nowhere; a test job's misspelt accelerator was accepted (a job file refuses it)."""
+    tests = tmp_path / "t.yaml"
+    job = "{name: x, command: [run], runtime_estimate: 1h, resources: {accelerators: {any_of: [%s]}}}"
+    case = "tests:\n  - name: one\n    tenant: pku-nlp\n    job: %s\n    expect: %s\n"
+    tests.write_text(case % (job % "A800", "{}"))
+    assert cli(["policy", "test", str(CONFIGS / "policy.yaml"), str(tests)]) == 1
+    assert f"{tests}:5:5: error: tests.0.expect: names nothing to check" in capsys.readouterr().err
+    tests.write_text(case % (job % "A8OO", "{allowed: false}"))
+    assert cli(["policy", "test", str(CONFIGS / "policy.yaml"), str(tests)]) == 1
+    err = capsys.readouterr().err
+    assert "tests.0.job.resources.accelerators.any_of.0: unknown accelerator 'A8OO' (did you mean" in err
+    nowhere = "{name: x, command: [run], runtime_estimate: 1h, resources: {accelerators: {count: 512}}}"
+    tests.write_text(
+        "tests:\n"
+        + "".join(
+            f"  - name: {field}\n    tenant: pku-nlp\n    job: {nowhere}\n"
+            f"    expect: {{{field}: {value}}}\n"
+            for field, value in (("sites_in", "[shangzhuang-onprem]"), ("not_site", "aws-us-east-1"),
+                                 ("residency", "cn-mainland"))
+        )
+    )  # fmt: skip
+    assert cli(["policy", "test", str(CONFIGS / "policy.yaml"), str(tests), "--output", "json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["passed"] == 0 and data["failed"] == 3, data
+    assert all("got nothing" in r["detail"] for r in data["results"]), data
+
+
 def test_explain_json_offline(cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     job = tmp_path / "job.yaml"
     job.write_text(
