@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from broker.api import placement_pb2
-from broker.burst.spot import checkpoint_h, interruption_rate, offer_outlook, spot_refusal
+from broker.burst.spot import checkpoint_h, interruption_rate, offer_outlook, restarts_text, spot_refusal
 from broker.decision import Decision, DecisionFacts
 from broker.durations import format_duration
 from broker.model import JobSpec, Offer
@@ -222,7 +222,7 @@ def _with_passed_over(
         if decision.burst:
             o = spot_outlook_json(s.offer, spec, policy)
             row["passed_over"] = (
-                f"spot expects {_num(o['expected_restarts'])} restarts (checkpoint: {_every(o)}): "
+                f"spot expects {restarts_text(o['expected_restarts'])} restarts (checkpoint: {_every(o)}): "
                 f"{_num(o['billed_h'])} billed h for {o['runtime_h']:,.1f} h of work cost more than "
                 "the decision's offer"
             )
@@ -238,7 +238,7 @@ def _finite(x: float) -> float | None:
 
 
 def _num(x: float | None) -> str:
-    return "inf" if x is None else f"{x:,.1f}"
+    return restarts_text(x)  # (hours too: a number past a million reads as a typo in full)
 
 
 def _is_misfit(scored: ScoredOffer) -> bool:

@@ -10,7 +10,7 @@ from functools import partial
 from broker.burst.inputs import BurstInputs
 from broker.burst.money import cents_up, estimate_cost, split_cost
 from broker.burst.routes import route_refusal
-from broker.burst.spot import offer_outlook, spot_refusal
+from broker.burst.spot import offer_outlook, restarts_text, spot_refusal
 from broker.durations import format_duration
 from broker.model import JobSpec, Offer, SiteId, SpotMode, TenantId
 from broker.placement import ScoredOffer
@@ -251,7 +251,7 @@ def dearer_on_spot(spec: JobSpec, offer: Offer, policy: Policy) -> str:
     every = "none" if spec.checkpoint is None else format_duration(spec.checkpoint.interval)
     runtime_h = spec.runtime_estimate.total_seconds() / 3600
     return (
-        f"{offer.key}: spot expects {out.restarts:,.1f} restarts (checkpoint: {every}): "
+        f"{offer.key}: spot expects {restarts_text(out.restarts)} restarts (checkpoint: {every}): "
         f"{out.billed_h:,.1f} billed h for {runtime_h:,.1f} h of work cost more than the decision's offer"
     )
 

@@ -116,4 +116,12 @@ def spot_refusal(spec: JobSpec, offer: Offer, policy: Policy, *, slack_h: float 
 
 
 def _fmt(x: float) -> str:
-    return "inf" if math.isinf(x) else f"{x:.1f}"
+    return restarts_text(x)
+
+
+def restarts_text(x: float | None) -> str:
+    """An expected restart count for a person: `2.4`, `1,250.0`, or `4.3e+15` past a million
+    (`4311231547115194.0` read as a typo), `inf` when it overflows or is unknown."""
+    if x is None or math.isinf(x):
+        return "inf"
+    return f"{x:.2g}" if x >= 1e6 else f"{x:,.1f}"

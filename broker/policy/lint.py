@@ -66,7 +66,10 @@ def policy_warnings(policy: Policy, doc: Any, filename: str) -> list[PolicyWarni
         out.append(PolicyWarning(filename, line, col, message))
 
     for i, site in enumerate(policy.sites):
-        rows = [r for r in policy.instances.get(site.id, ()) if r.price is not None]
+        spot = site.catalog is not None and site.catalog.spot  # (a spot-only row makes spot offers)
+        rows = [
+            r for r in policy.instances.get(site.id, ()) if r.price is not None or (spot and r.spot_price)
+        ]
         if not site.partitions and not rows:
             where = f" for region {site.catalog.region}" if site.catalog and site.catalog.region else ""
             file = site.catalog.file if site.catalog else ""
