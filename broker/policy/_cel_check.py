@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import cel
 
 from broker.compliance.celenv import VARIABLES, literal_type_errors, referenced_paths, sample
 from broker.compliance.rules import PLACEHOLDERS, CompiledRule, template_fields
+from broker.policy._cel_values import unknown_values
 from broker.policy.schema import Rule
 from broker.yamlfile import Problem, position, value_origin
 
@@ -92,6 +94,7 @@ def compile_rules(
     site_ids: set[str],
     tenant_ids: set[str],
     default_deny: bool,
+    known: Mapping[str, frozenset[str]] | None = None,
 ) -> tuple[list[CompiledRule], list[Problem]]:
     """Compile every rule once; check syntax, names, fields, types, references and templates."""
     problem = _Reporter(doc, text, filename)
@@ -116,7 +119,7 @@ def compile_rules(
                 0,
             )
         _check_scopes_and_reason(rule, i, effect, problem, site_ids, tenant_ids)
-        compiled = _compile(rule, i, effect, problem, site_ids, tenant_ids)
+        compiled = _compile(rule, i, effect, problem, site_ids, tenant_ids, known or {})
         if compiled is not None:
             out.append(compiled)
     return out, problem.problems
@@ -147,7 +150,13 @@ def _check_scopes_and_reason(
 
 
 def _compile(
-    rule: Rule, i: int, effect: str, problem: _Reporter, site_ids: set[str], tenant_ids: set[str]
+    rule: Rule,
+    i: int,
+    effect: str,
+    problem: _Reporter,
+    site_ids: set[str],
+    tenant_ids: set[str],
+    known: Mapping[str, frozenset[str]],
 ) -> CompiledRule | None:
     """The compiled rule, or None after reporting a syntax, name, reference or type problem."""
     where = f"compliance.rules.{i}.{effect}"
@@ -165,7 +174,7 @@ def _compile(
         return None
     paths, errors = referenced_paths(expr)
     if not errors:
-        errors = literal_type_errors(expr)
+        errors = literal_type_errors(expr) or unknown_values(expr, known)
     for err in errors:
         problem(loc, f"{where}: {err.message}", err.offset)
     for kind, ref, offset in _id_references(expr):

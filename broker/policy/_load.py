@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from broker.catalog.instances import InstanceRow, load_instance_csv
 from broker.compliance.regime import RegimeSet, load_regimes
 from broker.compliance.rules import RuleSet
 from broker.policy._cel_check import compile_rules
+from broker.policy._cel_values import known_values
 from broker.policy._cross_check import (
     RANKERS,
     check_compliance,
@@ -64,11 +66,12 @@ def load_policy_text(text: str, filename: str) -> Policy:
     check_duplicates(document, at)
 
     comp = document.compliance
+    instances = _instances(document, base, problems)
+    known = _known_values(document, accelerators, regimes, instances)
     compiled, cel_problems = compile_rules(
-        comp.rules, doc, text, filename, set(site_ids), set(tenant_ids), comp.default == "deny"
+        comp.rules, doc, text, filename, set(site_ids), set(tenant_ids), comp.default == "deny", known
     )
     problems.extend(cel_problems)
-    instances = _instances(document, base, problems)
     problems.sort(key=lambda p: (p.file != filename, p.file, p.line, p.col))
     if problems:
         raise PolicyError(problems)
@@ -138,6 +141,21 @@ def _referenced_files(
     if accelerators is None or regimes is None:
         raise PolicyError(problems)
     return accelerators, regimes
+
+
+def _known_values(
+    document: PolicyDocument,
+    accelerators: AcceleratorCatalog,
+    regimes: RegimeSet,
+    instances: Mapping[str, tuple[InstanceRow, ...]],
+) -> dict[str, frozenset[str]]:
+    """What each CEL string field with a known set of values can be under this policy."""
+    names = {n for a in accelerators for n in (a.name, *a.aliases)}
+    names |= {p.accelerator for s in document.sites for p in s.partitions if p.accelerator}
+    names |= {r.accelerator for rows in instances.values() for r in rows if r.accelerator}
+    families = {a.family for a in accelerators if a.family}
+    classes = {c for regime in regimes.regimes for c in regime.class_names}
+    return known_values(document, names, families, classes)
 
 
 def _instances(
