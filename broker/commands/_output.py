@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -119,3 +120,14 @@ def print_jobs(
 def console_for(wide: bool = False) -> Console:
     """Wide output is never folded to the terminal: lines are as long as their content."""
     return Console(width=100_000) if wide else Console()
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown_output(text: str) -> str:
+    """A job's output for `szb get`/`watch`: its control characters (but newline and tab) shown as
+    `\\xNN`, so a job cannot retitle, clear or rewrite an operator's terminal (`szb logs` prints the
+    raw bytes, for a person who asks for them)."""
+    text = text.replace("\r\n", "\n")  # (a Windows line end is a line end; a lone \r rewrites one)
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

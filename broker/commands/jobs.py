@@ -19,7 +19,7 @@ from broker.client import BrokerClient, ClientError
 from broker.commands._args import event_seq, job_id, page_size
 from broker.commands._connect import add_client_args, client_for
 from broker.commands._console import Console
-from broker.commands._output import STATE_STYLE, console_for, fail, job_dict, print_jobs
+from broker.commands._output import STATE_STYLE, console_for, fail, job_dict, print_jobs, shown_output
 from broker.config import ConfigFileError, apply_env, load_config
 from broker.jobfile import JobFileError, load_job_file
 from broker.model import JobState
@@ -184,11 +184,15 @@ def _follow(client: BrokerClient, job_id: str, after: int, output: str, console:
             )
     except ClientError as exc:
         print(f"szb: error: {exc}", file=sys.stderr)
-    job = client.get(job_id).job
+    try:
+        job = client.get(job_id).job
+    except ClientError as exc:  # (the broker went away, or the token was withdrawn, meanwhile)
+        print(f"szb: error: {exc}", file=sys.stderr)
+        return JobState.QUEUED if not state.terminal else state
     state = state_from_proto(job.state)
     if output != "json" and job.log_tail and state.terminal:
         console.print(f"[dim]--- {job_id} output (tail) ---[/]")
-        print(job.log_tail.rstrip(), flush=True)  # the job's own lines, never folded by rich
+        print(shown_output(job.log_tail.rstrip()), flush=True)  # its own lines, never folded by rich
     return state
 
 
@@ -203,7 +207,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     else:
         print_jobs([job], console_for(args.wide), wide=args.wide, whole_reason=True)
         if job.log_tail:
-            print(job.log_tail.rstrip())
+            print(shown_output(job.log_tail.rstrip()))
     return 0
 
 
