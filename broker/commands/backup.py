@@ -44,11 +44,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
     partial = dest.with_name(dest.name + ".partial")
     partial.unlink(missing_ok=True)
     try:
+        # Only its owner may read it, as the data dir (0700) keeps the store: jobs' specs and
+        # environments are in it. SQLite keeps an empty file's mode (its journal takes it too).
+        os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         copy_sqlite(db, partial)
         with closing(sqlite3.connect(partial)) as copy:
             verdict = str(copy.execute("PRAGMA integrity_check").fetchone()[0])
             jobs = int(copy.execute("SELECT count(*) FROM jobs").fetchone()[0])
     except FileNotFoundError as exc:
+        partial.unlink(missing_ok=True)
         return _fail(f"{exc} (give --data-dir DIR; a PostgreSQL store is backed up with pg_dump)")
     except (OSError, sqlite3.Error) as exc:
         partial.unlink(missing_ok=True)

@@ -38,6 +38,8 @@ def test_a_copy_is_written_once_checked_and_opens_as_the_store(tmp_path: Path) -
     done = backup(tmp_path, "copy.db")
     assert done.returncode == 0, done.stderr
     assert "1 jobs" in done.stdout and "To restore: stop szb serve" in done.stdout, done.stdout
+    # Its owner's only, as the data dir keeps the store (jobs' environments are in it): it was 0644.
+    assert (tmp_path / "copy.db").stat().st_mode & 0o777 == 0o600
     copy = SqliteStore(tmp_path / "copy.db")
     try:
         assert copy.get(job_id).spec.name == "kept"
