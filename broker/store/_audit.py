@@ -22,8 +22,10 @@ AUDIT_KINDS = (
     "lost",
     "preempted",
     "finished",
+    "quarantined",
 )
-"""Event kinds the audit view shows: who asked for what, and what the broker decided.
+"""Event kinds the audit view shows: who asked for what, and what the broker decided (a job whose
+stored spec no longer reads is failed as `quarantined`: the audit said only `submitted`).
 (`refused`, a submission refused by policy, has no job and so no event: `refused_submissions`.)"""
 
 REFUSED = "refused"

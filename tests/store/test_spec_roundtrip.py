@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from broker.api import job_pb2
 from broker.model import JobId, JobSpec, JobState, TenantId
 from broker.serde import WireValueError, spec_from_proto, spec_to_proto
-from broker.store import JobStore, SqliteStore, Submission
+from broker.store import AuditFilter, JobStore, SqliteStore, Submission
 from broker.store.base import UNREADABLE_SPEC
 from broker.store.postgres import PostgresStore
 
@@ -201,6 +201,9 @@ class SpecRoundTripContract:
             assert job.spec.name == "fine"  # a placeholder keeps the readable name
             events = reader.events_after(JobId(job_id), 0)
             assert events[-1].kind == "quarantined" and events[-1].state is JobState.FAILED
+            # `szb audit --job` says so too: it showed only `submitted`.
+            audited = [e.kind for _, e in reader.audit_events(AuditFilter(job_id=job_id))]
+            assert audited == ["submitted", "quarantined"], audited
         page = reader.list_jobs(A)
         assert sorted(j.id for j in page.jobs) == sorted([poison.id, placing.id])
         assert {j.state for j in page.jobs} == {JobState.FAILED}
