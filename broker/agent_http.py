@@ -256,6 +256,8 @@ class AgentHttpServer:
         if len(data) < length:
             return  # the caller went away (or was cut at its deadline): nobody to answer
         token = http.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not token:  # no credentials: nothing of the body is looked at (nor said back) first
+            return reply(http, 401, UNAUTHENTICATED)
         if http.path == LOG_PATH:
             return self._log_chunk(http, data, token)
         try:

@@ -120,6 +120,14 @@ def test_bad_reports_get_400_naming_the_field(port: int, body: str, field: str) 
     assert code in (400, 413) and field in str(answer["error"])
 
 
+def test_a_bad_report_without_credentials_is_unauthenticated_not_validated(port: int) -> None:
+    """A caller with no `authorization` learned what a valid report looks like: 400 naming the field."""
+    body = report(kind="exit", exit_code=10**30)
+    bare = f"POST /v1/agent/report HTTP/1.0\r\ncontent-length: {len(body)}\r\n\r\n{body}"
+    answer = exchange(port, bare.encode())
+    assert answer.startswith(b"HTTP/1.0 401") and answer.endswith(b'{"error": "unauthenticated"}'), answer
+
+
 def test_wrong_path_and_method(port: int) -> None:
     other = exchange(port, b"POST /v1/other HTTP/1.0\r\ncontent-length: 2\r\n\r\n{}")
     assert other.startswith(b"HTTP/1.0 404")
