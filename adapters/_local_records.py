@@ -41,11 +41,26 @@ def started_at(meta: Mapping[str, Any]) -> datetime | None:
     return datetime.fromtimestamp(at, UTC) if isinstance(at, int | float) and at > 0 else None
 
 
-def exit_status(meta: Mapping[str, Any], code: int, tail: str, *, cancelled: bool) -> AttemptStatus:
-    """An attempt whose runner recorded exit `code`: it ran, from when its record says."""
+def exit_status(meta: Mapping[str, Any], path: Path, tail: str) -> AttemptStatus:
+    """An attempt whose runner recorded its exit code in `path`: it ran, from when its record
+    says, until the code was written (a job that ended while the broker was down ends then, not
+    when the restarted broker read it)."""
+    exit_file = path / "exit_code"
+    code = int(exit_file.read_text().strip() or "1")
     state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
-    state = AttemptState.CANCELLED if cancelled else state
-    return AttemptStatus(state=state, exit_code=code, log_tail=tail, started_at=started_at(meta))
+    state = AttemptState.CANCELLED if (path / "cancelled").exists() else state
+    ended = written_at(exit_file)
+    return AttemptStatus(
+        state=state, exit_code=code, log_tail=tail, started_at=started_at(meta), stopped_at=ended
+    )
+
+
+def written_at(path: Path) -> datetime | None:
+    """When the file at `path` was last written (None: it cannot be read)."""
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except OSError:
+        return None
 
 
 def stop_deadline(path: Path, grace_s: float, now: float) -> tuple[float, bool]:

@@ -302,11 +302,9 @@ class LocalAdapter:
         # Liveness first: a runner that ends after this check has written its exit code by then.
         live = self._is_live(path)
         tail = output_tail(path)
-        exit_file = path / "exit_code"
-        if exit_file.exists():
-            code = int(exit_file.read_text().strip() or "1")
+        if (path / "exit_code").exists():
             self._reap(backend_id)
-            return exit_status(meta, code, tail, cancelled=(path / "cancelled").exists())
+            return exit_status(meta, path, tail)
         if live:  # cancelled too, until the stop is through
             return AttemptStatus(state=AttemptState.RUNNING, log_tail=tail, started_at=started_at(meta))
         self._reap(backend_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -184,7 +185,11 @@ class AttemptTracking:
         """How the job moves when its attempt ended with `status` (not at all once it ended)."""
         if job.state.terminal:
             return []
-        return [*self._unseen_run(job, attempt, status, now), *self._job_moves(job, attempt, status)]
+        ending = self._job_moves(job, attempt, status)
+        if status.stopped_at is not None:  # it ended while nobody looked (the broker was down)
+            at = min(max(status.stopped_at, attempt.created_at), now)
+            ending = [replace(m, at=at) if m.at is None else m for m in ending]
+        return [*self._unseen_run(job, attempt, status, now), *ending]
 
     @staticmethod
     def _unseen_run(job: Job, attempt: Attempt, status: AttemptStatus, now: datetime) -> list[JobMove]:

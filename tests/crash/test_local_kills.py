@@ -165,3 +165,37 @@ def test_a_runner_pid_taken_by_another_process_is_not_taken_for_the_job(tmp_path
             stranger.kill()
             stranger.wait()
         broker.stop()
+
+
+def test_a_job_that_ends_while_the_broker_is_down_ends_when_it_did(tmp_path: Path) -> None:
+    """Its end was dated by the restarted broker's first look: a 20 s job showed 35 s run and was
+    billed and learnt (runtime ratios) so. It ends when its exit code was written."""
+    config = write_broker_config(tmp_path)
+    broker = BrokerProcess(config)
+    broker.start()
+    ledger = _ledger()
+    code = f"import time; open({str(ledger)!r}, 'a').write('start\\n'); time.sleep(3)"
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            job = submit(stub, spec(f"short-{uuid.uuid4().hex[:6]}", [PY, "-c", code])).job
+            wait_for(stub, job.id, {job_pb2.JOB_STATE_RUNNING})
+            _wait_lines(ledger, 1)
+            broker.kill()
+        exit_file = _attempt_dir(config, job.id) / "exit_code"
+        deadline = time.monotonic() + 30
+        while not exit_file.exists():
+            assert time.monotonic() < deadline, "the job never ended"
+            time.sleep(0.1)
+        time.sleep(8)  # the broker stays down well past the job's end
+        broker.restart()
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            assert wait_for(stub, job.id, TERMINAL).state == job_pb2.JOB_STATE_SUCCEEDED
+            events = list(stub.WatchJob(pb.WatchJobRequest(id=job.id), metadata=auth("team-a"), timeout=5))
+        times = {r.event.kind: r.event.time.ToDatetime().timestamp() for r in events}
+        ended = exit_file.stat().st_mtime
+        assert abs(times["finished"] - ended) < 1.0, (times, ended)
+        assert times["finished"] - times["running"] < 6.0, times  # it ran 3 s, not 3 s + the downtime
+    finally:
+        broker.stop()
