@@ -20,9 +20,7 @@ def gist(message: str) -> str:
 
 def decision_fields(job: Job, decision: Decision, event: str) -> dict[str, Any]:
     """The structured fields of a decision's log line: job, tenant, site, rule ids, policy."""
-    rules: list[str] = []
-    if decision.explanation is not None and decision.action != Action.RUN:
-        rules = sorted({r.rule for r in rejection_summary(decision.explanation)})[:20]
+    rules = deciding_rules(decision)[:20]
     offer = decision.offer
     return {
         "event": event,
@@ -38,10 +36,23 @@ def decision_fields(job: Job, decision: Decision, event: str) -> dict[str, Any]:
 
 def audit_data(decision: Decision) -> dict[str, Any]:
     """What the audit trail keeps with a decision's event: the policy and the deciding rules."""
-    rules: list[str] = []
-    if decision.explanation is not None and decision.action != Action.RUN:
-        rules = sorted({r.rule for r in rejection_summary(decision.explanation)})
-    return {"policy_hash": decision.policy_hash, "rules": rules}
+    return {"policy_hash": decision.policy_hash, "rules": deciding_rules(decision)}
+
+
+DEADLINE = "deadline"
+"""The rule id a refusal past a job's latest start (deadline − runtime) is recorded under."""
+
+
+def deciding_rules(decision: Decision) -> list[str]:
+    """The rule ids behind a decision that does not run the job: those rejecting offers, or the
+    deadline where offers were allowed and the job was refused anyway (its latest start passed:
+    the rules rejecting other offers, a misfit's `hardware.fit`, were not why)."""
+    expl = decision.explanation
+    if expl is None or decision.action == Action.RUN:
+        return []
+    if decision.action == Action.REJECT and expl.unranked:
+        return [DEADLINE]
+    return sorted({r.rule for r in rejection_summary(expl)})
 
 
 def offer_fault(error: str) -> bool:

@@ -92,3 +92,18 @@ def test_a_job_past_its_latest_start_is_refused_on_free_capacity_too(policy: Pol
         inputs(now=NOW, queued_since=NOW),
     )
     assert d.action == Action.RUN and not d.burst, d.reasons
+
+
+def test_a_deadline_refusal_is_recorded_under_the_deadline_not_a_misfit(policy: Policy) -> None:
+    """The audit and log said "[rules: hardware.fit]" for it: rules that rejected other offers."""
+    from broker.dispatch.records import audit_data, deciding_rules
+
+    d = decide(
+        job(max_wait="1d", runtime="1h", deadline=NOW - timedelta(days=1)),
+        TenantId("lab"),
+        offers(policy, free=8, wait_s=0),
+        policy,
+        inputs(now=NOW, queued_since=NOW),
+    )
+    assert d.action == Action.REJECT and deciding_rules(d) == ["deadline"]
+    assert audit_data(d)["rules"] == ["deadline"]
