@@ -83,8 +83,10 @@ def test_a_trace_or_slice_with_no_jobs_is_an_error_not_a_row(tmp_path: Path) -> 
         _held_out(trace, 5000, rows)
         out = run_bench("decision_quality", "--json", "--only", only, "--trace", str(trace))
         assert out.returncode == 2 and out.stdout == "", (out.stdout, out.stderr)
-        assert out.stderr.startswith(f"error: {trace}: {want}"), out.stderr
+        # (a scenario with no jobs is skipped and said; none with any is the error)
+        assert out.stderr.startswith(f"skipped: {trace}: {want}"), out.stderr
         assert "no jobs to replay (its jobs " in out.stderr
+        assert out.stderr.rstrip().endswith("error: no scenario had jobs to replay"), out.stderr
     # (--synthetic-jobs 0 divided by zero in the generator)
     zero = run_bench("decision_quality", "--only", "synthetic-llm", "--synthetic-jobs", "0")
     assert zero.returncode == 2 and "--synthetic-jobs: must be >= 1, got 0" in zero.stderr, zero.stderr
