@@ -364,6 +364,7 @@ class LocalAdapter:
         else:
             signal_group(pid, signal.SIGKILL)
         self._reap(backend_id)
+        self._kill_leftovers(self.root / backend_id)  # (what left the group: a setsid daemon)
 
     def list_owned(self) -> Sequence[OwnedInstance]:
         """Attempts still running on this host (finished ones are nobody's orphans)."""

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -117,3 +118,44 @@ def test_a_lost_attempt_spares_another_brokers_job_holding_its_uid(tmp_path: Pat
         assert theirs.status(other).state is AttemptState.RUNNING
     finally:
         theirs.cancel(other, "tok-2")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="private job uids need root")
+def test_a_cancel_stops_what_left_the_jobs_process_group(tmp_path: Path) -> None:
+    """A job that double-forked a `setsid` child showed CANCELLED while the child slept on under
+    the attempt's private uid, its CPU counted free (held-out review)."""
+    adapter = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "data"), "cpus": 4})
+    folder = Path(tempfile.mkdtemp(prefix="szb-escape-"))  # (one the job's private uid may write)
+    folder.chmod(0o1777)
+    mark = folder / "escaped.pid"
+    escape = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        f"        open({str(mark)!r}, 'w').write(str(os.getpid())); time.sleep(300)\n"
+        "    os._exit(0)\n"
+        "time.sleep(300)\n"
+    )
+    attempt = adapter.submit(request("tok-esc", [JOB_PYTHON, "-c", escape]))
+    deadline = time.monotonic() + 20
+    while not (mark.exists() and mark.read_text().strip()):
+        assert time.monotonic() < deadline, "the job never started its escaped child"
+        time.sleep(0.05)
+    escaped = int(mark.read_text())
+    runner = json.loads((tmp_path / "data" / "local" / attempt / "meta.json").read_text())["pid"]
+    assert os.getpgid(escaped) != runner  # out of the group the cancel signals
+    adapter.cancel(attempt, "tok-esc")
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{escaped}").exists() and "Z" not in _state(escaped):
+        if time.monotonic() > deadline:
+            os.kill(escaped, signal.SIGKILL)
+            raise AssertionError("the escaped child ran on after the cancel")
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
