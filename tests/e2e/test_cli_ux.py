@@ -206,6 +206,9 @@ def test_list_full_ids_pending_reason_wide_and_pages(
     assert "REASON" in out.stdout
     row = next(line for line in out.stdout.splitlines() if waiting.id in line)
     assert "wait" in row
+    for width in (60, 40):  # narrower than the id and state need: drawn wider, never cut with "…"
+        narrow = szb(broker, "list", "--state", "QUEUED", tenant="team-b", columns=width)
+        assert waiting.id in narrow.stdout and "QUEUED" in narrow.stdout, narrow.stdout
     # `szb get` of the waiting job answers why it waits in full, not cut to the column's width.
     got = szb(broker, "get", waiting.id, tenant="team-b", columns=80)
     assert got.returncode == 0, got.stderr
