@@ -100,9 +100,7 @@ def print_jobs(
         widths[at] = max(len(col), widths[at] - over)
         for row in rows:
             row[at] = _fit(row[at], widths[at])
-    # Every column but the reason keeps its full width (3 characters of border each). Where even
-    # that is wider than the terminal, the table is drawn that wide (the terminal wraps its lines)
-    # rather than let rich cut an id or a state with "…".
+    # Every column but the reason keeps its full width (3 of border each), the terminal's or not.
     console.width = max(console.width, sum(w + 3 for w in widths) + 4 + len("REASON"))
     room = console.width - sum(w + 3 for w in widths) - 4
     table = Table(show_lines=False)
