@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
@@ -21,6 +22,7 @@ from broker.audit import AuditTrail, BadHashError
 from broker.auth import AuthError, Principal, TokenAuthority
 from broker.jobspec import MAX_DEADLINE
 from broker.model import JobSpec, TenantId
+from broker.peer_uid import loopback_peer_uid
 from broker.rpc_errors import DOMAIN, ERROR_REASONS, _BadRequest, abort_with, bad_request, error_reason
 from broker.serde import (
     WireValueError,
@@ -134,7 +136,15 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             # Present only when mutual TLS verified the caller's certificate.
             names = list(context.auth_context().get("x509_common_name") or ())
             client_cn = names[0].decode(errors="replace") if names else None
-        return self.auth.principal_for(metadata, client_cn=client_cn)
+        principal = self.auth.principal_for(metadata, client_cn=client_cn)
+        uid = loopback_peer_uid(context.peer() or "") if self.auth.dev_mode else None
+        if uid not in (None, 0, os.getuid()):
+            # (`broker.peer_uid`: a job of this host, under its private uid, is not the dev user)
+            raise AuthError(
+                f"without a tokens file only the broker's own user may call it; this caller runs as "
+                f"uid {uid} (a job's?): give the broker a tokens file (see Security model)"
+            )
+        return principal
 
     def _still(self, context: grpc.aio.ServicerContext[Any, Any], caller: Principal) -> None:
         """Before each item of a stream: a token revoked (or moved) since it opened ends it."""
