@@ -20,7 +20,7 @@ from adapters._local_retention import KEY as KEEP_KEY
 from adapters._local_retention import keep_duration
 from broker.errors import BrokerError
 from broker.numbers import NoBoolNumbers
-from broker.validation import violations
+from broker.validation import reported_errors, violations
 from broker.yamlfile import parse_yaml, position
 
 
@@ -257,7 +257,7 @@ def _positioned(path: Path, exc: ValidationError) -> str:
     except Exception:  # it parsed safely a moment ago; positions are a nicety
         root = None
     out = []
-    for err, violation in zip(exc.errors(), violations(exc), strict=True):
+    for err, violation in zip(reported_errors(exc), violations(exc), strict=True):
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         first = violation.description.split(" ", 1)[0].rstrip(":")
         if not loc and isinstance(root, dict) and first in root:

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from broker.errors import BrokerError
 from broker.jobspec import submission_problems
 from broker.model import JobSpec
-from broker.validation import violations
+from broker.validation import reported_errors, violations
 from broker.yamlfile import PolicyError, Problem, parse_yaml, position, read_text
 
 
@@ -43,7 +43,7 @@ def load_job_file(path: Path) -> JobSpec:
         spec = JobSpec.model_validate(dict(doc))
     except ValidationError as exc:
         problems = []
-        for err, violation in zip(exc.errors(), violations(exc, model=JobSpec), strict=True):
+        for err, violation in zip(reported_errors(exc), violations(exc, model=JobSpec), strict=True):
             loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
             line, col = position(doc, loc, key=err["type"] == "extra_forbidden")
             problems.append(Problem(name, line, col, str(violation)))

@@ -96,7 +96,7 @@ def violations(
     With `model`, an unknown field suggests the closest known one.
     """
     result = []
-    for err in exc.errors():
+    for err in reported_errors(exc):
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         path = _path(loc)
         if prefix:
@@ -106,6 +106,17 @@ def violations(
             message += did_you_mean(str(loc[-1]), _sibling_fields(model, loc))
         result.append(FieldViolation(field=path, description=message))
     return result
+
+
+def reported_errors(exc: ValidationError) -> list[Any]:
+    """The errors worth saying: not a list's "too short" when one of its items failed (pydantic
+    counts the list without its bad items: `command: [true]` was "at least 1 item" of one)."""
+    errors = exc.errors()
+
+    def an_item_failed(loc: tuple[int | str, ...]) -> bool:
+        return any(len(e["loc"]) > len(loc) and tuple(e["loc"][: len(loc)]) == tuple(loc) for e in errors)
+
+    return [e for e in errors if not (e["type"] == "too_short" and an_item_failed(e["loc"]))]
 
 
 class BadRequestError(BrokerError):
