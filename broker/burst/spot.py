@@ -105,18 +105,14 @@ def spot_refusal(spec: JobSpec, offer: Offer, policy: Policy, *, slack_h: float 
     limit = policy.burst.spot_max_expected_restarts
     if out.restarts > limit:
         every = "none" if spec.checkpoint is None else format_duration(spec.checkpoint.interval)
-        expects = f"{_fmt(out.restarts)} restarts (limit {limit:g}; checkpoint: {every})"
+        expects = f"{restarts_text(out.restarts)} restarts (limit {limit:g}; checkpoint: {every})"
         return f"{offer.key}: spot expects {expects}"
     if slack_h is not None and out.completion_h > slack_h:
         return (
-            f"{offer.key}: spot expects completion in {_fmt(out.completion_h)} h, "
+            f"{offer.key}: spot expects completion in {restarts_text(out.completion_h)} h, "
             f"after the deadline ({slack_h:.1f} h left)"
         )
     return None
-
-
-def _fmt(x: float) -> str:
-    return restarts_text(x)
 
 
 def restarts_text(x: float | None) -> str:

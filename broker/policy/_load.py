@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -165,16 +166,26 @@ def _instances(
     policy has no fx rate for, is a problem at its line (listed with the policy's own)."""
     instances: dict[str, tuple[InstanceRow, ...]] = {}
     currencies = {document.currency, *document.fx}
+    # Sites often share a catalog file (one per provider, a region each): read and check it once.
+    read: dict[Path, list[InstanceRow] | None] = {}
     for site in document.sites:
         if site.catalog is None or not (base / site.catalog.file).is_file():
             continue  # (a missing file is the cross-check's problem)
         path = base / site.catalog.file
-        try:
-            rows = load_instance_csv(path, default_currency=site.catalog.currency)
-        except PolicyError as exc:
-            problems.extend(p for p in exc.problems if p not in problems)  # (two sites, one file)
+        if path not in read:
+            try:  # (a row without a Currency cell is priced in its site's: filled in below)
+                read[path] = load_instance_csv(path, default_currency="")
+            except PolicyError as exc:
+                read[path] = None
+                problems.extend(exc.problems)
+        rows = read[path]
+        if rows is None:
             continue
-        kept = tuple(r for r in rows if r.region == site.catalog.region)
+        kept = tuple(
+            r if r.currency else replace(r, currency=site.catalog.currency)
+            for r in rows
+            if r.region == site.catalog.region
+        )
         unpriced: dict[str, int] = {}
         for r in kept:
             if r.currency not in currencies and r.currency != site.catalog.currency:  # (that: the site's)

@@ -271,10 +271,17 @@ def month_span(now: datetime) -> tuple[datetime, datetime, str]:
     return start, end, month_of(now)
 
 
-def to_next_month_s(now: datetime) -> float:
-    """Seconds from `now` to the next budget month's first instant, and one more: a job only a
-    spent budget holds back need not be re-decided before then (money freed by a settlement
-    re-decides the cloud waiters on its own)."""
+MAX_BACKOFF_S = 7200.0
+"""A waiting job's back-off timer stops doubling here (except `backoff_cap_s`'s money-bound jobs)."""
+
+
+def backoff_cap_s(now_s: float, money_bound: bool) -> float:
+    """How far a waiting job's back-off may reach from simulated second `now_s`: `MAX_BACKOFF_S`, or,
+    for a job only a spent budget holds back, to the next budget month's first second (money freed
+    by a settlement re-decides the cloud waiters on its own)."""
+    if not money_bound:
+        return MAX_BACKOFF_S
+    now = EPOCH + timedelta(seconds=now_s)
     return (month_span(now)[1] - now).total_seconds() + 1.0
 
 

@@ -17,7 +17,7 @@ jobs no cloud can run wait for on-prem in every strategy.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from broker.burst import TenantMoney, estimate_cost, route_refusal, split_cost
@@ -26,8 +26,8 @@ from broker.decision import Action, Decision, DecisionFacts
 from broker.model import Offer, SiteId
 from broker.placement import PlacementContext, place
 from broker.policy import Policy
-from broker.sim.backends import to_next_month_s
-from broker.sim.jobs import EPOCH, JobFacts, SimJob, shape_of
+from broker.sim.backends import backoff_cap_s
+from broker.sim.jobs import JobFacts, SimJob, shape_of
 
 Kind = Literal["onprem-only", "cloud-cheapest", "cheapest-offer"]
 BASELINES: tuple[Kind, ...] = ("onprem-only", "cloud-cheapest", "cheapest-offer")
@@ -191,7 +191,7 @@ class Baseline:
         facts = self.facts[job.index]
         if facts.onprem and (self.kind == "onprem-only" or not facts.cloud_by_cost):
             return None  # only freed capacity can start it: capacity events re-decide the heads
-        cap = to_next_month_s(EPOCH + timedelta(seconds=now_s)) if job.index in self.money_bound else 7200.0
+        cap = backoff_cap_s(now_s, job.index in self.money_bound)
         return now_s + min(cap, max(backoff_s, self.ttl_s))
 
     def wants_cloud(self, decision: Decision) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from broker.burst import TenantMoney
 from broker.burst.claims import LateClaims, claim_premium
@@ -21,7 +21,7 @@ from broker.burst.step import build_inputs, decide_in_pass
 from broker.decision import Action, Decision
 from broker.fairshare import held_back
 from broker.policy import Policy
-from broker.sim.backends import to_next_month_s
+from broker.sim.backends import backoff_cap_s
 from broker.sim.jobs import EPOCH, SimJob
 from broker.sim.queues import LaunchQueue
 
@@ -29,7 +29,6 @@ Projector = Callable[[SimJob], tuple[Mapping[str, float], LaunchQueue, Mapping[s
 
 MIN_GAP_S = 60.0
 """Shortest timer: re-deciding more often than this cannot change much."""
-MAX_BACKOFF_S = 7200.0
 
 
 class PolicyStrategy:
@@ -126,9 +125,7 @@ class PolicyStrategy:
             if self.projector is not None:  # look again before the last moment a burst could still help
                 gap = min(gap, remaining - self.lead_now)
             return now_s + max(MIN_GAP_S, gap)
-        cap = math.inf if job.index in self.cloudless else MAX_BACKOFF_S
-        if job.index in self.money_bound:
-            cap = to_next_month_s(EPOCH + timedelta(seconds=now_s))
+        cap = math.inf if job.index in self.cloudless else backoff_cap_s(now_s, job.index in self.money_bound)
         return now_s + min(cap, max(backoff_s, self.policy.burst.blocklist_ttl.capacity.total_seconds()))
 
     def wants_cloud(self, decision: Decision) -> bool:
