@@ -30,7 +30,7 @@ from broker.reports import spend_report, status_report
 from broker.serde import explanation_to_proto, offers_to_proto, ts_from_proto
 from broker.serde_decision import explain_json
 from broker.store import JobNotFoundError, JobStore
-from broker.validation import BadRequestError, FieldViolation
+from broker.validation import BadRequestError, FieldViolation, did_you_mean
 
 if TYPE_CHECKING:
     from broker.service import BrokerServices
@@ -95,7 +95,11 @@ class RpcViews:
             for job in jobs
         ]
 
-    async def explain_proto(self, spec: JobSpec, tenant: TenantId) -> placement_pb2.Explanation:
+    async def explain_proto(
+        self, spec: JobSpec, caller: Principal, named: str = ""
+    ) -> placement_pb2.Explanation:
+        """The live decision for `spec` of the `named` tenant (empty: the caller's own)."""
+        tenant = self._viewed_tenant(caller, named)
         snap = await self.dispatcher.current_snapshot()
         decision = explain_now(self.planner, spec, tenant, snap, self.store)
         return explanation_to_proto({**explain_json(decision, spec, self.planner.policy), "tenant": tenant})
@@ -104,10 +108,7 @@ class RpcViews:
         self, caller: Principal, request: broker_service_pb2.ListOffersRequest
     ) -> broker_service_pb2.ListOffersResponse:
         policy = self.planner.policy
-        target = request.tenant or caller.tenant
-        asker = policy.tenant(caller.tenant)
-        if target != caller.tenant and not caller.is_operator and (asker is None or asker.kind != "internal"):
-            raise JobNotFoundError(f"tenant {target!r} not found")
+        target = self._viewed_tenant(caller, request.tenant)
         if policy.tenant(target) is None:  # (an empty table read as "nothing allowed")
             raise JobNotFoundError(f"tenant {target!r} is not in the policy")
         snap = await self.dispatcher.current_snapshot()
@@ -127,6 +128,20 @@ class RpcViews:
             allowed_only=request.allowed_only,
         )
         return offers_to_proto(verdicts, target, policy.currency, policy.hash)
+
+    def _viewed_tenant(self, caller: Principal, named: str) -> TenantId:
+        """Whose view a caller asks for: operators and internal tenants may name any declared
+        tenant, a tenant only itself (another's is "not found", as its jobs are)."""
+        policy = self.planner.policy
+        if not named or named == caller.tenant:
+            return caller.tenant
+        asker = policy.tenant(caller.tenant)
+        if not caller.is_operator and (asker is None or asker.kind != "internal"):
+            raise JobNotFoundError(f"tenant {named!r} not found")
+        if policy.tenant(named) is None:
+            hint = did_you_mean(named, [t.id for t in policy.tenants])
+            raise JobNotFoundError(f"tenant {named!r} is not in the policy{hint}")
+        return TenantId(named)
 
     def limits(self, tenant: TenantId) -> Limits:
         """The tenant's quotas under the current policy (a reload applies at once)."""

@@ -52,7 +52,7 @@ PAGE_TOKEN = re.compile(r"j-[0-9a-f]{1,60}")
 """What ListJobs hands out as next_page_token: the last job id of the page (keyset paging)."""
 MAX_LABEL_TEXT = 63
 
-ExplainFn = Callable[[JobSpec, TenantId], Awaitable[placement_pb2.Explanation]]
+ExplainFn = Callable[[JobSpec, Principal, str], Awaitable[placement_pb2.Explanation]]
 SpendFn = Callable[[Principal, broker_service_pb2.GetSpendRequest], broker_service_pb2.GetSpendResponse]
 StatusFn = Callable[[Principal], Awaitable[broker_service_pb2.GetStatusResponse]]
 OffersFn = Callable[
@@ -254,11 +254,13 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.ExplainPlacementRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.ExplainPlacementResponse:
         try:
-            tenant = self._tenant(context)
+            caller = self._principal(context)
+            _bounded(request.tenant, "tenant")
             spec = wire_spec(request.job, "job", self.vet)
             if self.explain is None:
                 return broker_service_pb2.ExplainPlacementResponse()
-            return broker_service_pb2.ExplainPlacementResponse(explanation=await self.explain(spec, tenant))
+            explanation = await self.explain(spec, caller, request.tenant)
+            return broker_service_pb2.ExplainPlacementResponse(explanation=explanation)
         except Exception as exc:
             await abort_with(context, exc)
 

@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--policy", type=Path, default=None,
                         help=f"offline: the routing policy (default {DEFAULT_POLICY})")
     parser.add_argument("--tenant", default=None,
-                        help="offline: tenant id (default: the policy's first tenant)")
+                        help="tenant id (offline default: the policy's first tenant; with --server: "
+                        "the token's tenant, and only operators may name another)")
     parser.add_argument("--output", "-o", choices=("json", "table"), default="table")
     parser.add_argument("--limit", type=int, default=25, help="table rows (json always has all offers)")
     # --server (or SZB_SERVER) asks a running broker instead: live capacity, waits, blocks, money.
@@ -62,11 +63,10 @@ def load_job(path: Path) -> JobSpec:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     server = args.server
-    if server and (args.policy is not None or args.tenant is not None):
+    if server and args.policy is not None:
         print(
-            "szb: usage error: --server (or SZB_SERVER) asks the running broker (its policy, the "
-            "token's tenant); "
-            "--policy/--tenant are for an offline explain: give one or the other",
+            "szb: usage error: --server (or SZB_SERVER) asks the running broker, under its policy; "
+            "--policy is for an offline explain: give one or the other",
             file=sys.stderr,
         )
         return 2
@@ -119,7 +119,8 @@ def _explain_remote(args: argparse.Namespace) -> int:
         return 1
     with client_for(args) as client:
         try:
-            resp = client.explain(pb.ExplainPlacementRequest(job=spec_to_proto(job)))
+            asked = pb.ExplainPlacementRequest(job=spec_to_proto(job), tenant=args.tenant or "")
+            resp = client.explain(asked)
         except ClientError as exc:
             print(f"szb: error: {exc}", file=sys.stderr)
             return 1

@@ -171,19 +171,20 @@ def test_explain_names_the_blocking_rule_first(
     assert "USD" in out and "CNY" in out
 
 
-def test_explain_refuses_server_with_policy_or_tenant(
+def test_explain_refuses_server_with_policy(
     cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Obs. 7: with SZB_SERVER set, --policy/--tenant were silently ignored; now a usage error."""
+    """Obs. 7: with SZB_SERVER set, --policy was silently ignored; now a usage error. (--tenant
+    with --server names whose live decision to explain: tests/e2e/test_explain_for_tenant.py.)"""
     job = tmp_path / "job.yaml"
     job.write_text("name: finetune\ncommand: [python]\nruntime_estimate: 1h\n")
     policy = str(CONFIGS / "policy.yaml")
     assert cli(["explain", str(job), "--server", "127.0.0.1:9", "--policy", policy]) == 2
     assert "usage error" in capsys.readouterr().err
     monkeypatch.setenv("SZB_SERVER", "127.0.0.1:9")
-    assert cli(["explain", str(job), "--tenant", "pku-nlp"]) == 2
+    assert cli(["explain", str(job), "--policy", policy, "--tenant", "pku-nlp"]) == 2
     err = capsys.readouterr().err
-    assert "--server (or SZB_SERVER)" in err and "--policy/--tenant" in err
+    assert "--server (or SZB_SERVER)" in err and "--policy is for an offline explain" in err
 
 
 def test_reload_swaps_when_only_a_referenced_file_changed(shipped: Path) -> None:
