@@ -29,6 +29,7 @@ from broker.dispatch.health import SiteHealth
 from broker.dispatch.launch_history import read_launch_times
 from broker.dispatch.offers import OfferReading, OfferSource
 from broker.dispatch.spend import SpendLedger
+from broker.dispatch.tenant_gone import kept_while_undeclared
 from broker.dispatch.waits import LiveWaits
 from broker.fair_queue import FairQueue
 from broker.fair_reclaim import Reclaimer
@@ -273,18 +274,14 @@ class Planner:
         ahead = self.waits.launches_ahead(self.policy, spec, job.tenant, job.created_at, job.id)
         with claimed_meanwhile(snap.claimed, held):
             inputs = self.inputs_for(
-                job.tenant,
-                snap,
-                store,
-                queued_since=job.created_at,
-                pending_since=pending,
-                projected_wait=projected,
-                launches_ahead=ahead,
+                job.tenant, snap, store, queued_since=job.created_at, pending_since=pending,
+                projected_wait=projected, launches_ahead=ahead,
             )
             # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
             decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
         if barred is not None:
             decision = waiting_for_quota(self.policy, job.tenant, units_of(spec), decision)
+        decision = kept_while_undeclared(self.policy, job.tenant, decision)
         decision = self.fair.adjust(self.policy, job, decision, snap)
         if projected is not None:  # recorded with where its wait came from, then in the line
             decision = self.waits.explained(decision, snap, job.tenant, store, before, projected)

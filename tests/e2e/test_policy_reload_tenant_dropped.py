@@ -1,0 +1,79 @@
+"""A reload whose policy no longer declares a tenant keeps that tenant's queued jobs.
+
+team-a's job waits behind team-b's job holding the whole a800 partition. A policy without
+team-a was loaded: every offer then refused the job as `policy.tenant`, and the dispatcher
+failed it for good ("rejected"), so an operator's slip in the tenants list (or a tenant being
+re-declared a minute later) lost stored work. The job now waits, saying why, and runs once a
+policy declares its tenant again; new submissions of the undeclared tenant stay refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import BrokerProcess
+from tests.e2e.conftest import POLICY, PY, auth, write_broker_config
+from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
+from tests.e2e.test_policy_reload import policy_hash, wait_hash
+from tests.ha.cloud import wait_until
+
+TEAM_A = "  - {id: team-a, kind: university, entity_country: CN}\n"
+SLEEP = [PY, "-c", "import time; time.sleep(600)"]
+
+
+def test_queued_jobs_of_a_dropped_tenant_wait_and_run_when_it_returns(tmp_path: Path) -> None:
+    config = write_broker_config(tmp_path)
+    assert TEAM_A in POLICY
+    broker = BrokerProcess(config)
+    broker.start()
+    jobs: list[tuple[str, str]] = []
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            busy = submit(stub, spec("busy", SLEEP, gpus=4), tenant="team-b").job.id
+            jobs.append((busy, "team-b"))
+            wait_for(stub, busy, {job_pb2.JOB_STATE_RUNNING}, tenant="team-b")
+            waiter = submit(stub, spec("waiter", [PY, "-c", "print('ran')"], gpus=4)).job.id
+            jobs.append((waiter, "team-a"))
+
+            def job() -> job_pb2.Job:
+                got: job_pb2.Job = stub.GetJob(pb.GetJobRequest(id=waiter), metadata=auth("team-a")).job
+                return got
+
+            wait_until("team-a's job waits", lambda: job().pending_reason)
+
+            old = policy_hash(stub)
+            (tmp_path / "policy.yaml").write_text(POLICY.replace(TEAM_A, ""))
+            wait_hash(stub, old)
+            wait_until(
+                "the job says its tenant is not declared",
+                lambda: "not declared" in job().pending_reason,
+                timeout=20,
+                shown=lambda: f"{job().state} {job().pending_reason}",
+            )
+            assert job().state == job_pb2.JOB_STATE_QUEUED
+            assert "team-a" in job().pending_reason
+
+            with pytest.raises(grpc.RpcError) as refused:  # new work of the tenant stays refused
+                submit(stub, spec("new", [PY, "-c", "pass"], gpus=1))
+            assert "team-a" in (refused.value.details() or "")
+
+            old = policy_hash(stub)
+            (tmp_path / "policy.yaml").write_text(POLICY)
+            wait_hash(stub, old)
+            stub.CancelJob(pb.CancelJobRequest(id=busy), metadata=auth("team-b"))
+            done = wait_for(stub, waiter, TERMINAL, timeout=60)
+            assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done
+    finally:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            for job_id, tenant in jobs:
+                stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth(tenant))
+            for job_id, tenant in jobs:
+                wait_for(stub, job_id, TERMINAL, tenant=tenant, timeout=60)
+        broker.stop()
