@@ -12,7 +12,7 @@ import gc
 import logging
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from broker.auth import TokenAuthority
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig
 from broker.dispatch.dispatcher import Dispatcher
-from broker.dispatch.reconcile import unfollowed
+from broker.dispatch.reconcile import sites_in_use
 from broker.grpcserve import ON_API_REPLICAS, GrpcEdge
 from broker.ha.api import StoreOnlyDispatch
 from broker.ha.election import Timing
@@ -44,7 +44,7 @@ from broker.metrics import BrokerMetrics, LiveCollector, MetricsServer
 from broker.model import SiteId
 from broker.planning import Planner
 from broker.policy import Policy
-from broker.policy.watcher import PolicyLoad
+from broker.policy.watcher import PolicyLoad, refused_load
 from broker.quota import Quotas
 from broker.rpcviews import RpcViews
 from broker.secret_files import JobAccount, check_at_start, open_to_jobs
@@ -122,11 +122,16 @@ class BrokerApp:
         self.hub.bind(asyncio.get_running_loop())
         self.store.add_listener(self.hub.publish)
         self.metrics = BrokerMetrics()
-        self.planner = Planner.load(cfg, self.clock)
+        try:
+            self.planner = Planner.load(cfg, self.clock)
+        except PolicyError as exc:  # "every policy file the broker loads or refuses is stored"
+            self._policy_loaded(refused_load(cfg.policy_path(), exc.problems, self.clock.now()))
+            raise
         self.planner.on_settled = lambda attempt, state: self.metrics.attempts_ended.labels(
             attempt.site, state.value
         ).inc()
-        self._policy_loaded(self.planner.watcher.first_load)
+        if cfg.role == "api":  # (the other roles record it once its sites are vetted)
+            self._policy_loaded(self.planner.watcher.first_load)
         self.planner.watcher.on_load = self._policy_loaded
         self.audit = AuditTrail(
             self.store, lambda: self.planner.policy_hash, lambda: self.planner.watcher.last_refused
@@ -296,23 +301,18 @@ class BrokerApp:
     def _vet_sites(self, policy: Policy, text: str) -> list[Problem]:
         """A policy may drop a site only once no job runs there (none would be followed)."""
         sites = {SiteId(site.id) for site in policy.sites} | set(self.adapter_overrides or {})
-        where = next((n for n, line in enumerate(text.splitlines(), 1) if line.startswith("sites:")), 1)
-        return [
-            Problem(str(self.planner.watcher.path), where, 1,
-                    f"sites: {site!r} is gone, but {len(jobs)} job(s) still run there "
-                    f"({', '.join(jobs[:5])}{', ...' if len(jobs) > 5 else ''}): the broker could "
-                    "neither follow them nor read their results; keep the site until they end, or "
-                    "cancel them first")
-            for site, jobs in sorted(unfollowed(self.store, sites).items())
-        ]
+        return sites_in_use(self.store, sites, str(self.planner.watcher.path), text)
 
     def _build_adapters(self) -> dict[SiteId, Adapter]:
         # A restart with a policy that dropped a site its live jobs run at is refused, as a
         # hot reload of such a policy is.
         self.planner.watcher.vet = self._vet_sites
-        problems = self._vet_sites(self.planner.policy, self.planner.watcher.first_load.content)
+        first = self.planner.watcher.first_load
+        problems = self._vet_sites(self.planner.policy, first.content)
         if problems:
+            self._policy_loaded(replace(first, result="refused", errors=tuple(map(str, problems))))
             raise PolicyError(problems)
+        self._policy_loaded(first)
         overrides = dict(self.adapter_overrides or {})
         self.site_builder = SiteAdapters(self.registry or AdapterRegistry.discover(), self.config.data_dir,
                                          self.config.sites, self.planner.mark_unhealthy, skip=set(overrides))

@@ -25,6 +25,7 @@ from broker.clock import Clock
 from broker.dispatch.gang import adoptable, is_gang_attempt
 from broker.model import Attempt, JobId, OwnedInstance, SiteId
 from broker.store import JobStore, StoreError
+from broker.yamlfile import Problem
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,19 @@ def unfollowed(store: JobStore, sites: Collection[SiteId]) -> dict[SiteId, list[
         if attempt.site not in sites and attempt.backend_id is not None:
             out.setdefault(attempt.site, []).append(attempt.job_id)
     return out
+
+
+def sites_in_use(store: JobStore, sites: Collection[SiteId], path: str, text: str) -> list[Problem]:
+    """A policy file's problems (at its `sites:` line) for each site it lacks where jobs still run."""
+    where = next((n for n, line in enumerate(text.splitlines(), 1) if line.startswith("sites:")), 1)
+    return [
+        Problem(path, where, 1,
+                f"sites: {site!r} is gone, but {len(jobs)} job(s) still run there "
+                f"({', '.join(jobs[:5])}{', ...' if len(jobs) > 5 else ''}): the broker could "
+                "neither follow them nor read their results; keep the site until they end, or "
+                "cancel them first")
+        for site, jobs in sorted(unfollowed(store, sites).items())
+    ]
 
 
 def _second_instance(attempt: Attempt, inst: OwnedInstance) -> bool:

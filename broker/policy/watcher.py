@@ -11,7 +11,7 @@ import hashlib
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,16 @@ class PolicyLoad:
     time: datetime
     errors: tuple[str, ...] = ()
     """`FILE:LINE:COL: error: ...` lines of a refused file."""
+
+
+def refused_load(path: Path, problems: Sequence[Problem], time: datetime) -> PolicyLoad:
+    """The record of a refused policy file: its text as read now (hashed as a loaded one is)."""
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        text = ""
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return PolicyLoad(digest, "refused", str(path), text, time, tuple(map(str, problems)))
 
 
 def _utc_now() -> datetime:
@@ -110,18 +120,12 @@ class PolicyWatcher:
                 policy, text = self._read()
             except PolicyError as exc:
                 self.last_problems = exc.problems
-                try:
-                    text = self.path.read_bytes().decode("utf-8", errors="replace")
-                except OSError:
-                    text = ""
-                digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-                fields = {"event": "reload", "policy_hash": digest[:12], "source": str(self.path)}
+                self.last_refused = refused_load(self.path, exc.problems, self._clock())
+                digest = self.last_refused.hash[:12]
+                fields = {"event": "reload", "policy_hash": digest, "source": str(self.path)}
                 for problem in exc.problems:
                     log.error("policy reload refused: %s", problem, extra=fields)
                 log.error("policy reload refused: keeping policy %s", self._current.hash[:12], extra=fields)
-                self.last_refused = PolicyLoad(
-                    digest, "refused", str(self.path), text, self._clock(), tuple(map(str, exc.problems))
-                )
                 self._tell(self.last_refused)
                 return exc.problems
             self.last_problems = []
