@@ -95,7 +95,7 @@ def event_to_proto(tenant: TenantId, event: JobEvent) -> pb.AuditEvent:
         site=_site(data),
         offer=_offer(data),
         price_per_hour=float(price) if isinstance(price, int | float) else 0.0,
-        currency=str(data.get("currency", "")),
+        currency=str(data.get("price_currency") or data.get("currency", "")),  # the price's own
         rule_ids=[str(r) for r in data.get("rules", ())],
     )
 

@@ -88,7 +88,8 @@ def _run(args: argparse.Namespace, call: Callable[[Any], Any]) -> Any:
 
 
 def _json(msg: Any) -> None:
-    print(json.dumps(MessageToDict(msg, preserving_proto_field_name=True), indent=2, ensure_ascii=False))
+    body = MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    print(json.dumps(body, indent=2, ensure_ascii=False))
 
 
 def _one_more(limit: int) -> int:

@@ -20,6 +20,7 @@ from broker.burst.snapshot import PassSnapshot
 from broker.clock import Clock
 from broker.config import DispatchSettings
 from broker.dispatch.contract import DecisionMaker, DispatchStats
+from broker.dispatch.launch_history import read_recent_bursts
 from broker.dispatch.reconcile import reconcile
 from broker.dispatch.scheduling import Scheduling
 from broker.dispatch.withdraw import pending_at_queue, withdraw_late
@@ -122,6 +123,7 @@ class Dispatcher(Scheduling):
         # empty queue has none): explain reads it too, and must stand a tenant where a pass will.
         self.planner.observe_live(self.store.live_attempts(), self.clock.now(), self.store)
         self.planner.restore_launches(self.store)
+        self.stats.bursts[:0] = read_recent_bursts(self.planner.policy, self.store, self.clock.now())
         await self._reconcile(None)
         self._last_reconcile = asyncio.get_running_loop().time()
         self._task = asyncio.create_task(self._run(), name="dispatcher")

@@ -119,14 +119,16 @@ class Launching(AttemptTracking):
         """Metrics, stats and log lines of a new attempt (and of the burst it may be)."""
         offer = attempt.offer
         if decision.burst:
-            self.stats.bursts.append(self.clock.now())
+            self.stats.bursts.append(attempt.created_at)  # as a restart reads it back
             self.metrics.bursts.labels(offer.site).inc()
             log.info(
-                "burst to %s (%s, %s/h)",
+                "burst to %s (%s, %s %s/h)",
                 offer.site,
                 offer.instance_type,
                 offer.price_per_hour,
-                extra={**decision_fields(job, decision, "burst"), "price": offer.price_per_hour},
+                offer.currency,
+                extra={**decision_fields(job, decision, "burst"), "price": offer.price_per_hour,
+                       "currency": offer.currency},
             )
         self.metrics.attempts.labels(offer.site).inc()
         log.info(

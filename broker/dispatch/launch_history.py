@@ -1,4 +1,5 @@
-"""Each cloud route's launch times, read from the store's history at a (re)start or failover.
+"""Each cloud route's launch times (and the last hour's bursts), read from the store's history at a
+(re)start or failover.
 
 A late job's lead is the larger of the policy's `provisioning_p95` and the p95 of the route's
 newest launches (`broker.burst.provisioning`). Kept in memory only, a route's observed p95
@@ -10,6 +11,7 @@ attempt's creation and its job's move to RUNNING: the newest `WINDOW` per route 
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 from broker.burst import is_onprem
 from broker.burst.provisioning import ProvisioningTimes
@@ -34,3 +36,14 @@ def read_launch_times(policy: Policy, store: JobStore) -> ProvisioningTimes:
         for seconds in launches:
             times.observe(site.id, seconds)
     return times
+
+
+def read_recent_bursts(policy: Policy, store: JobStore, now: datetime) -> list[datetime]:
+    """When each attempt at a cloud site was created within the hour before `now` (`szb status`'s
+    bursts of the last hour, which a restart or a failover would otherwise start from none)."""
+    clouds = [SiteId(site.id) for site in policy.sites if not is_onprem(policy, site.id)]
+    try:
+        return store.attempt_times(clouds, now - timedelta(hours=1))
+    except StoreError as exc:
+        log.warning("could not read the last hour's bursts from the store: %s", exc)
+        return []

@@ -250,15 +250,8 @@ class SchedulerRole:
     async def _publish(
         self, d: Dispatcher, report: Callable[[Sequence[datetime], datetime], SiteReport]
     ) -> None:
-        """Replicas answer szb status and /metrics: tell them what only the leader learns."""
-        try:  # bursts of the previous term within the hour still count
-            previous = await asyncio.to_thread(self.store.site_report)
-        except StoreError:
-            previous = None
-        if previous is not None:
-            d.stats.bursts[:0] = [
-                b for b in SiteReport.from_json(previous[0]).bursts if b not in d.stats.bursts
-            ]
+        """Replicas answer szb status and /metrics: tell them what only the leader learns (the
+        bursts of a previous term within the hour are read from the store at the dispatcher's start)."""
         published = ""
         while True:
             now = self.store.clock.now()

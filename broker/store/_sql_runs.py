@@ -59,6 +59,16 @@ class SqlRuns(SqlCore):
         out.sort(reverse=True)
         return [(est, ran) for _, est, ran in out]
 
+    def attempt_times(self, sites: Sequence[SiteId], since: datetime) -> list[datetime]:
+        if not sites:
+            return []
+        rows = self._all(
+            f"SELECT created_at FROM attempts WHERE site IN ({marks(len(sites))}) AND created_at >= ? "
+            "ORDER BY created_at",
+            [*sites, self._dialect.ts(since)],
+        )
+        return [self._dialect.dt(r[0]) for r in rows]
+
     def launch_times(self, site: SiteId, limit: int) -> list[float]:
         # Each attempt's job's first move to RUNNING after the attempt began and before the job's
         # next attempt began (a later attempt's run is not this one's). The `attempts_site`

@@ -281,6 +281,10 @@ class JobStore(AuditStore):
         RUNNING on it, oldest first (attempts whose job never ran on them left out)."""
 
     @abc.abstractmethod
+    def attempt_times(self, sites: Sequence[SiteId], since: datetime) -> list[datetime]:
+        """When each attempt at `sites` created at or after `since` was created, oldest first."""
+
+    @abc.abstractmethod
     def recent_runtimes(self, tenant: TenantId, limit: int) -> list[tuple[float, float]]:
         """(runtime estimate, actual run) seconds of the tenant's newest `limit` succeeded jobs,
         newest first; bounded by `limit` however long the history."""

@@ -158,6 +158,11 @@ def test_peak_of_40_jobs_on_8_gpus_bursts_only_the_impatient(
         placed = next(e for e in events(stub, ids[17]) if e.kind == "placed")
         assert placed.data["action"] == "run" and placed.data["onprem_expected_wait_s"] > 60
         assert placed.data["cloud_total_cost"] < placed.data["onprem_total_cost"]
+    broker.stop()  # the hour's bursts are read back from the store, not started from none
+    broker.restart()
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        assert stub.GetStatus(pb.GetStatusRequest(), metadata=md()).burst_decisions_last_hour == 12
 
 
 def test_tenant_at_its_budget_never_bursts_under_concurrent_submissions(broker: BrokerProcess) -> None:

@@ -264,5 +264,9 @@ def test_a_limit_that_cuts_the_trail_says_so(tmp_path: Path) -> None:
         assert history.returncode == 0, history.stderr
         assert "newest 1" in history.stderr and "--limit" in history.stderr, history.stderr
         assert sha(POLICY + "\n# edited\n")[:12] in history.stdout and sha(POLICY)[:12] not in history.stdout
+        # Nothing matched: the key is still there (scripts index it), as an empty list.
+        none = szb("audit", "--tenant", "team-b", *server, "-o", "json", token=OPERATOR)
+        assert none.returncode == 0, none.stderr
+        assert json.loads(none.stdout)["events"] == [], none.stdout
     finally:
         broker.stop()

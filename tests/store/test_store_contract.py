@@ -491,6 +491,21 @@ class StoreContract:
         assert store.launch_times(east, 2) == [420.0]  # the newest two attempts: one still pending
         assert store.launch_times(SiteId("nowhere"), 10) == []
 
+    def test_attempts_created_since_at_the_sites_asked(self, store: JobStore) -> None:
+        """`szb status`'s bursts of the last hour outlive a restart: when each attempt at the
+        given sites was created, since a time, oldest first."""
+        east, west, home = SiteId("aws-east"), SiteId("ali-bj"), SiteId("onprem")
+        jobs = [self.submit_one(store, A, n) for n in ("old", "e1", "e2", "w", "h")]
+        store.create_attempt(jobs[0].id, east, OFFER, "tok-0", NOW - timedelta(hours=2))
+        store.create_attempt(jobs[1].id, east, OFFER, "tok-1", NOW + timedelta(minutes=5))
+        store.create_attempt(jobs[2].id, east, OFFER, "tok-2", NOW + timedelta(minutes=1))
+        store.create_attempt(jobs[3].id, west, OFFER, "tok-3", NOW + timedelta(minutes=3))
+        store.create_attempt(jobs[4].id, home, OFFER, "tok-4", NOW + timedelta(minutes=2))
+        got = store.attempt_times([east, west], NOW)
+        assert got == [NOW + timedelta(minutes=m) for m in (1, 3, 5)]
+        assert store.attempt_times([east], NOW - timedelta(hours=3))[0] == NOW - timedelta(hours=2)
+        assert store.attempt_times([], NOW) == []
+
     def test_recent_runtimes_are_the_tenants_newest_succeeded_runs(self, store: JobStore) -> None:
         """(estimate, actual) of the newest N succeeded runs of one tenant: failures, other
         tenants and older jobs are left out, so the read stays bounded however long the history."""
