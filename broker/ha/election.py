@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from broker.clock import Clock, SystemClock
-from broker.store import JobStore
+from broker.store import JobStore, LeaseBlocked
 
 if TYPE_CHECKING:
     import psycopg
@@ -181,12 +181,37 @@ class Elector:
             self._unseat_stale_holder(conn)
             return
         pid = conn.info.backend_pid
-        epoch = self.book.claim_leadership(self.holder, pid, self.timing.lease_s, self._renewal_now())
+        try:
+            epoch = self.book.claim_leadership(
+                self.holder, pid, self.timing.lease_s, self._renewal_now(), lock_wait_s=self.timing.lease_s
+            )
+        except LeaseBlocked:
+            self._end_stale_writes(conn)  # the next round claims again
+            return
         self._valid_until = sent + self.timing.lease_s
         self.epoch = epoch
         self._last_seen.clear()
         log.warning("elected active scheduler (epoch %d, holder %s)", epoch, self.holder)
         self.on_elected(epoch)
+
+    def _end_stale_writes(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """End the sessions whose fenced writes hold the lease row past a lease period.
+
+        Only a scheduler's store writes fenced (`FOR SHARE` on the row). With the advisory lock
+        now ours, such a write belongs to a deposed leader paused between its fence check and
+        its commit (SIGSTOP, a stall): it would hold the claim, and every candidate, for as
+        long as the process lives. Ended, the write rolls back; thawed, the process finds its
+        connection gone and the new epoch."""
+        ended = conn.execute(
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'relation'"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND relation = 'leadership'::regclass AND mode = 'RowShareLock' AND granted"
+            " AND pid <> pg_backend_pid()"
+        ).fetchall()
+        log.warning(
+            "a deposed scheduler's write held the lease row for over %.1f s: ended its session(s) %s",
+            self.timing.lease_s, ", ".join(str(r[0]) for r in ended) or "(none left)",
+        )
 
     def _unseat_stale_holder(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         """Terminate the lock holder's session when its lease ran out (it is paused or hung)."""

@@ -47,6 +47,13 @@ class Dialect(abc.ABC):
         """True when `exc` says the database's files are corrupt (no retry will help)."""
         return False
 
+    def limit_lock_wait(self, conn: Any, seconds: float) -> None:  # noqa: B027 (one writer: no waits)
+        """Within the open transaction, give up waiting for a row lock after `seconds`."""
+
+    def lock_timed_out(self, exc: BaseException) -> bool:
+        """True when `exc` is a lock wait given up (`limit_lock_wait`)."""
+        return False
+
     @abc.abstractmethod
     @contextmanager
     def transaction(self, conn: Any) -> Iterator[None]:
@@ -247,6 +254,12 @@ class PostgresDialect(Dialect):
 
     def broken(self, conn: Any) -> bool:
         return bool(conn.closed or conn.broken)
+
+    def limit_lock_wait(self, conn: Any, seconds: float) -> None:
+        conn.execute(f"SET LOCAL lock_timeout = {max(1, round(seconds * 1000))}")
+
+    def lock_timed_out(self, exc: BaseException) -> bool:
+        return getattr(exc, "sqlstate", None) == "55P03"  # lock_not_available
 
     @contextmanager
     def transaction(self, conn: Any) -> Iterator[None]:

@@ -17,7 +17,7 @@ from broker.store import _audit
 from broker.store._audit import KEEP_REFUSALS, AuditFilter, PolicyVersion, RefusedSubmission
 from broker.store._sql_attempts import SqlAttempts
 from broker.store._sql_runs import SqlRuns
-from broker.store.base import FairUsage, LeaseRow, ReclaimBooking, ReclaimState, StoreError
+from broker.store.base import FairUsage, LeaseBlocked, LeaseRow, ReclaimBooking, ReclaimState, StoreError
 
 _BOOKED = "attempt_id, partition_id, units, for_job, since_s, until_s, stopped, beside"
 
@@ -117,15 +117,25 @@ class SqlStore(SqlAttempts, SqlRuns):
 
     # Scheduler leadership ------------------------------------------------------------------
 
-    def claim_leadership(self, holder: str, backend_pid: int | None, lease_s: float, now: datetime) -> int:
+    def claim_leadership(
+        self, holder: str, backend_pid: int | None, lease_s: float, now: datetime, *,
+        lock_wait_s: float | None = None,
+    ) -> int:
         until = self._dialect.ts(now + timedelta(seconds=lease_s))
-        with self._tx() as db:
-            # The UPDATE waits for every fenced transaction holding the row FOR SHARE.
-            row = db.one(
-                "UPDATE leadership SET epoch = epoch + 1, holder = ?, holder_pid = ?, lease_until = ? "
-                "WHERE id = 1 RETURNING epoch",
-                (holder, backend_pid, until),
-            )
+        try:
+            with self._tx() as db:
+                if lock_wait_s is not None:
+                    self._dialect.limit_lock_wait(db.conn, lock_wait_s)
+                # The UPDATE waits for every fenced transaction holding the row FOR SHARE.
+                row = db.one(
+                    "UPDATE leadership SET epoch = epoch + 1, holder = ?, holder_pid = ?, lease_until = ? "
+                    "WHERE id = 1 RETURNING epoch",
+                    (holder, backend_pid, until),
+                )
+        except Exception as exc:
+            if self._dialect.lock_timed_out(exc):
+                raise LeaseBlocked(f"a write held the leadership row for over {lock_wait_s} s") from exc
+            raise
         if row is None:  # pragma: no cover - the schema always inserts the row
             raise StoreError("the leadership row is missing")
         return int(row[0])

@@ -62,6 +62,10 @@ class StoreUnavailable(StoreError):
     """The database cannot be reached (down, restarting, refusing connections): retry later."""
 
 
+class LeaseBlocked(StoreError):
+    """A leadership claim waited longer than it was allowed for a write holding the lease row."""
+
+
 class JobNotFoundError(StoreError):
     """No such job (or not visible to the asking tenant)."""
 
@@ -337,8 +341,12 @@ class JobStore(AuditStore):
     # Leadership and fencing (the election itself lives in broker/ha) ----------------------
 
     @abc.abstractmethod
-    def claim_leadership(self, holder: str, backend_pid: int | None, lease_s: float, now: datetime) -> int:
-        """Bump the epoch and record the holder and its lease; the new epoch (caller holds the lock)."""
+    def claim_leadership(
+        self, holder: str, backend_pid: int | None, lease_s: float, now: datetime, *,
+        lock_wait_s: float | None = None,
+    ) -> int:
+        """Bump the epoch and record the holder and its lease; the new epoch (caller holds the lock).
+        LeaseBlocked when fenced writes held the row for more than `lock_wait_s` (None: wait)."""
 
     @abc.abstractmethod
     def renew_leadership(self, holder: str, epoch: int, lease_s: float, now: datetime) -> bool:

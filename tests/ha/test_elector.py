@@ -14,7 +14,7 @@ from psycopg.conninfo import make_conninfo
 
 from broker.clock import SystemClock
 from broker.ha.election import LOCK_KEY, Elector, Timing
-from broker.store import PostgresStore
+from broker.store import PostgresStore, StoreError
 
 TIMING = Timing(lease_s=1.0, renew_s=0.1)
 
@@ -178,3 +178,34 @@ def test_a_standby_whose_clock_runs_behind_still_unseats_a_leader_that_stopped_r
         standby.stop()
         standby_store.close()
         stuck.close()
+
+
+def test_a_leader_frozen_inside_a_fenced_write_does_not_hold_up_the_takeover(
+    pg_dsn: str, store: PostgresStore
+) -> None:
+    """Found by an HA review: a leader SIGSTOPped between a fenced write's `FOR SHARE` fence
+    check and its commit kept the leadership row locked on its store connection. The standby
+    ended the frozen elector session, took the advisory lock, then waited in its claim's
+    UPDATE for as long as the frozen process lived: no scheduler led, none could."""
+    old_terms, new_terms = Terms(), Terms()
+    old_store = PostgresStore(pg_dsn)
+    old = elector(pg_dsn, old_store, old_terms)
+    old.start()
+    standby: Elector | None = None
+    try:
+        wait("the first scheduler leads", lambda: old_terms.elected)
+        old_store.set_fence(old_terms.elected[-1])
+        frozen = old_store._tx(fenced=True)  # the fence check ran; the commit never comes
+        frozen.__enter__()
+        old.stop()  # stops renewing (its elector session is left for the standby to end)
+        standby = elector(pg_dsn, store, new_terms)
+        standby.start()
+        wait("the standby leads", lambda: new_terms.elected, timeout=TIMING.lease_s * 10)
+        assert new_terms.elected[-1] > old_terms.elected[-1]
+        with pytest.raises(StoreError):  # the frozen write was ended, not committed
+            frozen.__exit__(None, None, None)
+    finally:
+        if standby is not None:
+            standby.stop()
+        old.stop()
+        old_store.close()
