@@ -166,8 +166,10 @@ class Dispatcher(Scheduling):
             attempts = self.store.attempts_for(job.id)
             live = [a for a in attempts if not a.state.terminal]
             if job.state in (JobState.PLACING, JobState.PREEMPTED) or not live:
+                # `expect`: another process (an API replica taking an agent's exit report) may have
+                # ended the job since it was read; then it stays as that process left it.
                 self.store.transition(
-                    job.id, JobState.QUEUED, now, kind="requeued", message=RESTARTED
+                    job.id, JobState.QUEUED, now, kind="requeued", message=RESTARTED, expect=job.state
                 )
                 continue
             attempt = live[-1]
