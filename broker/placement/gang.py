@@ -1,6 +1,7 @@
 """Filter: a gang (`resources.nodes` > 1) runs all-or-nothing on one site.
 
-On-prem, the partition needs that many nodes. At a cloud the gang is N instances in one
+On-prem, the partition needs that many nodes, under an adapter that starts them together
+(Slurm; the local executor runs a job on its one host). At a cloud the gang is N instances in one
 placement group (AWS cluster placement group, Alibaba deployment set) launched and rolled back
 together (`broker.dispatch.gang`): the `aws` and `alibaba` adapters do that; other clouds'
 offers are refused for gangs with that reason. Spot is off for gangs unless the policy's
@@ -17,6 +18,9 @@ from broker.placement.types import Reason
 GANG = "job.nodes"
 GANG_ADAPTERS = frozenset({"aws", "alibaba"})
 """Cloud adapters that launch a gang's instances together in one placement group."""
+GANG_ONPREM_ADAPTERS = frozenset({"slurm"})
+"""On-prem adapters that start a gang's nodes together (Slurm: one job over N nodes). The local
+executor runs a job as processes of this one host: a gang there would run as one node."""
 
 
 def filter_gang(g: Group, offers: list[Offer], env: Env) -> tuple[list[Offer], OfferRejections]:
@@ -30,6 +34,10 @@ def filter_gang(g: Group, offers: list[Offer], env: Env) -> tuple[list[Offer], O
             f"a {n}-node gang needs {n} instances in one placement group; the "
             f"{site.adapter if site else 'unknown'} adapter cannot launch gangs"
         )
+        return [], [(o, (Reason(GANG, why),)) for o in offers]
+    if site.partitions and site.adapter not in GANG_ONPREM_ADAPTERS:
+        why = (f"a {n}-node gang needs {n} nodes started together; the {site.adapter} adapter runs jobs "
+               "on one host")
         return [], [(o, (Reason(GANG, why),)) for o in offers]
     nodes = {p.name: p.nodes for p in site.partitions} if site.partitions else None
     kept: list[Offer] = []

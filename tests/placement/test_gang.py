@@ -56,6 +56,23 @@ def test_gang_runs_only_where_one_site_has_all_its_nodes(policy: Policy, offers:
     assert "partition a800 has 16 node(s), the gang needs 17" in reasons
 
 
+def test_a_gang_is_refused_on_a_local_executor_site(policy: Policy, offers: list[Offer]) -> None:
+    """Found by a fair-share review: a local site whose partition declares 3 nodes took a
+    2-node gang, priced it as two nodes and ran it as one process on its one host."""
+    text = (CONFIGS / "policy.yaml").read_text().replace("adapter: slurm", "adapter: local")
+    local = load_policy_text(text, str(CONFIGS / "policy.yaml"))
+    refused = place(spec(2), TenantId("pku-nlp"), offers, local, PlacementContext(now=NOW))
+    assert not any(s.offer.site == "shangzhuang-onprem" for s in refused.allowed)
+    home = [s for s in refused.offers if s.offer.site == "shangzhuang-onprem" and s.offer.count == 8
+            and s.offer.accelerator == "A800"]  # (the rest do not fit one node of the job)
+    assert home and all(
+        any(r.rule == "job.nodes" and "local adapter runs jobs on one host" in r.message for r in s.reasons)
+        for s in home
+    )
+    one = place(spec(1), TenantId("pku-nlp"), offers, local, PlacementContext(now=NOW))
+    assert any(s.offer.site == "shangzhuang-onprem" for s in one.allowed)  # one node: as before
+
+
 def test_gang_counts_the_whole_gang_in_price_and_capacity(policy: Policy, offers: list[Offer]) -> None:
     one = place(spec(1), TenantId("pku-nlp"), offers, policy, PlacementContext(now=NOW))
     four = place(spec(4), TenantId("pku-nlp"), offers, policy, PlacementContext(now=NOW))
