@@ -28,7 +28,7 @@ from broker.fairshare import (
 )
 from broker.fairshare.book import FairShareBook, Holding, capacity_of, demand_of, units_of
 from broker.fairshare.holds import Hold, Holds
-from broker.model import Attempt, Job, JobSpec, TenantId
+from broker.model import Attempt, AttemptState, Job, JobSpec, TenantId
 from broker.policy import Policy
 from broker.quota_bar import quota_reason
 from broker.store import JobStore
@@ -50,6 +50,9 @@ class FairQueue:
         self._shapes: dict[tuple[str, str, str], tuple[str, ...]] = {}
         self.ratios: dict[str, float] = {}
         """Each active tenant's dominant share over its entitled share, as of the last order."""
+        self.queued_at_backend: frozenset[str] = frozenset()
+        """Live on-prem attempts pending in their backend's queue (Slurm's): they hold no unit,
+        so reclaim never preempts them (that frees nothing and costs them their place)."""
         self.reclaimer = Reclaimer()
         self.holds = Holds()
         """Capacity kept for a waiting head job across passes (see `broker.fairshare.holds`)."""
@@ -83,6 +86,7 @@ class FairQueue:
         """Adopt the live on-prem attempts the book lacks (a restart left them), close ended ones."""
         parts = onprem_partitions(policy)
         onprem = [a for a in live if a.offer.partition in parts]
+        self.queued_at_backend = frozenset(a.id for a in onprem if a.state == AttemptState.PENDING)
         for attempt in onprem:
             if attempt.id not in self.book.live:
                 try:
@@ -352,5 +356,5 @@ class FairQueue:
         owner = (tenant, units_of(spec))
         return self.reclaimer.take(
             policy, self.book, self.ratios, owner, offer.partition, free, snap.now,
-            for_job=st.job_id, commit=commit,
+            for_job=st.job_id, commit=commit, not_holding=self.queued_at_backend,
         )

@@ -11,7 +11,7 @@ stopped (`stopped`; `broker.fairshare.stopping`), so no later pass preempts more
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -75,11 +75,12 @@ class Reclaimer:
         *,
         for_job: str,
         commit: bool = True,
-        pending: str | None = None,
+        not_holding: Collection[str] = (),
     ) -> Taken:
         """Borrowed attempts to preempt on `partition` so the owner's in-quota job `for_job` of
         `owner[1]` units gets its quota back (`commit` False: only say which; nothing is booked).
-        `pending`: the job's own attempt pending in its backend's queue (it runs nothing)."""
+        `not_holding`: attempts pending in their backend's queue (the job's own among them): they
+        run nothing, so they neither fill a quota nor free a unit if stopped."""
         rc = policy.document.fair_share.reclaim
         part = onprem_partitions(policy).get(partition)
         if not rc.enabled or part is None:
@@ -91,7 +92,7 @@ class Reclaimer:
         capacity, rate = rc.max_capacity_share * units * window, rc.max_capacity_share * units
         bucket = self._bucket(partition, capacity, rate, t)
         running = [Running(aid, h.tenant, h.units, h.start, h.checkpoint_s)
-                   for aid, h in book.live.items() if h.partition == partition and aid != pending]
+                   for aid, h in book.live.items() if h.partition == partition and aid not in not_holding]
         tenants = {tenant, *(r.tenant for r in running)}  # the owner's quota bounds what it takes back
         quotas = {tn: resolve_share(policy, tn).quota.get(partition, 0) for tn in tenants}
         # Units stopping for another job are not free for this one: counting them, a second owner

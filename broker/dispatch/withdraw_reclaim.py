@@ -60,12 +60,13 @@ async def withdraw_to_reclaim(
     as `snap` has it; the victims are booked to each (the caller stores the bookings, then
     preempts them)."""
     owners = _owners_pending(store, planner, pending)
+    queued = frozenset(a.id for a in pending)
     out: list[Reclaimed] = []
     for job, attempt in owners:
         free = _free(snap, attempt)
         if free is None:
             continue
-        first = _take(planner, job, attempt, free, snap.now, commit=False)
+        first = _take(planner, job, attempt, free, snap.now, commit=False, queued=queued)
         if not first.victims:
             _note_held_back(store, job, attempt, first, clock.now())
             continue
@@ -76,12 +77,12 @@ async def withdraw_to_reclaim(
         if store.get_attempt(attempt.id).state != AttemptState.PENDING:
             continue
         now = clock.now()
-        taken = _take(planner, job, attempt, free, now, commit=False)
+        taken = _take(planner, job, attempt, free, now, commit=False, queued=queued)
         if not taken.victims or taken.reason is None:
             continue
         victims = [{"attempt": v.attempt, "tenant": v.tenant, "units": v.units} for v in taken.victims]
         requeued = withdraw(store, planner, job, attempt, taken.reason, clock, {"reclaim": victims})
-        _take(planner, job, attempt, free, now, commit=True)  # as just said: booked, charged
+        _take(planner, job, attempt, free, now, commit=True, queued=queued)  # as just said: booked, charged
         in_background(cancel_withdrawn(adapter, attempt))
         out.append((requeued, victims))
     return out
@@ -146,14 +147,16 @@ def _free(snap: PassSnapshot, attempt: Attempt) -> int | None:
 
 
 def _take(
-    planner: DecisionMaker, job: Job, attempt: Attempt, free: int, now: datetime, *, commit: bool
+    planner: DecisionMaker, job: Job, attempt: Attempt, free: int, now: datetime, *, commit: bool,
+    queued: frozenset[str],
 ) -> Taken:
-    """Reclaim for the job as for one waiting in the broker, its pending attempt running nothing."""
+    """Reclaim for the job as for one waiting in the broker, its pending attempt running nothing,
+    nor the others `queued` at their backends (stopping those would free nothing)."""
     fair = planner.fair
     owner = (job.tenant, units_of(job.spec))
     return fair.reclaimer.take(
         planner.policy, fair.book, fair.ratios, owner, attempt.offer.partition, free, now,
-        for_job=job.id, commit=commit, pending=attempt.id,
+        for_job=job.id, commit=commit, not_holding=queued | {attempt.id},
     )
 
 

@@ -102,15 +102,44 @@ def test_an_owner_job_pending_in_the_queue_does_not_hold_its_own_quota(tmp_path:
     as_held = fair.reclaimer.take(pol, fair.book, {}, owner, PART, 1, NOW, for_job="mine", commit=False)
     assert as_held.victims == ()  # its quota, full of itself, has no room: nothing to take back
     taken = fair.reclaimer.take(pol, fair.book, {}, owner, PART, 1, NOW, for_job="mine", commit=False,
-                                pending="mine-a1")
+                                not_holding={"mine-a1"})
     assert [v.attempt for v in taken.victims] == ["borrowed-a1"]
     assert taken.reason is not None and taken.reason.startswith("reclaiming 3 borrowed unit(s)")
     # Committed: booked to the job, so asking again (the next scan, or the pass that decides it
     # once withdrawn) preempts nothing more; it waits for those units.
-    fair.reclaimer.take(pol, fair.book, {}, owner, PART, 1, NOW, for_job="mine", pending="mine-a1")
+    fair.reclaimer.take(pol, fair.book, {}, owner, PART, 1, NOW, for_job="mine", not_holding={"mine-a1"})
     fair.book.ended("mine-a1", NOW)  # withdrawn: its attempt is over
     again = fair.reclaimer.take(pol, fair.book, {}, owner, PART, 1, NOW + timedelta(seconds=5),
                                 for_job="mine", commit=False)
     assert again.victims == ()
     assert again.reason is not None and again.reason.startswith("reclaimed 3 borrowed unit(s)")
     assert [b.for_job for b in fair.reclaimer.state().bookings] == ["mine"]  # what a store keeps
+
+
+def test_borrowed_work_pending_in_the_queue_is_never_preempted(tmp_path: Path) -> None:
+    """Found by a fair-share review on the real Slurm: for one unit of an owner's quota, reclaim
+    preempted the flooder's jobs pending in Slurm's queue first (holding nothing, so freeing
+    nothing), each costing its place in the queue, and the owner waited a minute longer."""
+    from broker.model import AttemptState
+    from broker.store import SqliteStore, Submission
+
+    pol = policy(tmp_path)
+    store = SqliteStore(tmp_path / "broker.db")
+    offer = Offer(site=SiteId("lab"), instance_type="a800", accelerator="A800", count=1, price_per_hour=14.0)
+    attempts = {}
+    for name, state in (("running", AttemptState.RUNNING), ("queued", AttemptState.PENDING)):
+        sent = NOW - timedelta(minutes=5)
+        [(borrowed, _)] = store.submit(TenantId("borrower"), [Submission(spec(2))], sent)
+        store.transition(borrowed.id, JobState.PLACING, sent)
+        created = NOW - timedelta(minutes=5 if name == "running" else 1)  # the queued one: younger
+        a = store.create_attempt(borrowed.id, SiteId("lab"), offer, f"tok-{name}", created)
+        store.update_attempt(a.id, created, state=state, backend_id=f"slurm-{name}")
+        attempts[name] = a.id
+    fair = FairQueue()
+    fair.observe(pol, store.live_attempts(), NOW, store)
+    mine = job("mine", "owner", 2)
+    fair.order(pol, [mine], NOW, remember=True)
+    snap = PassSnapshot(now=NOW, offers=[], claimed={})
+    got = fair.adjust(pol, mine, Decision(Action.WAIT, sent_to_queue(free=0).offer, ("waiting",)), snap)
+    assert [v.attempt for v in got.reclaim] == [attempts["running"]], got.reasons
+    store.close()
