@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MAX_ID = 128
 MAX_LABEL_FILTERS = 16
+MAX_ACCELERATOR_FILTERS = 64
 """ListJobs matches at most this many labels at once (each one is a join)."""
 MAX_LIST_BYTES = 3 * 1024 * 1024
 """A ListJobs page ends early, with a next_page_token, once its jobs reach about this size:
@@ -320,6 +321,11 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         try:
             caller = self._principal(context)
             _bounded(request.tenant, "tenant")
+            if len(request.accelerators) > MAX_ACCELERATOR_FILTERS:
+                why = f"at most {MAX_ACCELERATOR_FILTERS} names"
+                raise _BadRequest([FieldViolation("accelerators", why)])
+            for i, name in enumerate(request.accelerators):
+                _bounded(name, f"accelerators[{i}]")
             if self.offers is None:
                 return broker_service_pb2.ListOffersResponse()
             return await self.offers(caller, request)

@@ -1262,7 +1262,9 @@ class ListOffersRequest(_message.Message):
     """Only allowed offers."""
     @_builtins.property
     def accelerators(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Only offers of these accelerators (case-insensitive); empty: all."""
+        """Only offers of these accelerators (case-insensitive; at most 64 names of at most 128
+        characters); empty: all.
+        """
 
     def __init__(
         self,
