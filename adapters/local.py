@@ -141,8 +141,8 @@ class LocalAdapter:
         return pid if isinstance(pid, int) and runner_alive(pid, identity) else None
 
     def _kill_leftovers(self, path: Path) -> None:
-        """The runner died without an exit code: what the job still runs must not run on
-        beside a requeued attempt (nothing survives a reboot, and a pid of then is another's)."""
+        """The attempt is over (ended, lost or stopped): what the job still runs must not run on
+        (nothing survives a reboot, and a pid of then is another's)."""
         meta = read_meta(path)
         identity = meta.get("runner")
         if isinstance(identity, str) and identity.split(":")[0] != boot_id():
@@ -304,6 +304,7 @@ class LocalAdapter:
         tail = output_tail(path)
         if (path / "exit_code").exists():
             self._reap(backend_id)
+            self._kill_leftovers(path)  # a daemon the job left (setsid): as a batch system's cgroup
             return exit_status(meta, path, tail)
         if live:  # cancelled too, until the stop is through
             return AttemptStatus(state=AttemptState.RUNNING, log_tail=tail, started_at=started_at(meta))

@@ -159,3 +159,36 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return "Z"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="private job uids need root")
+def test_a_job_that_ends_leaves_nothing_running(tmp_path: Path) -> None:
+    """A job that started a `setsid` daemon ignoring SIGTERM and exited 0 read SUCCEEDED while the
+    daemon ran on under its private uid for good: free, unaccounted compute (hostile-input review)."""
+    adapter = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "data"), "cpus": 4})
+    folder = Path(tempfile.mkdtemp(prefix="szb-escape-"))
+    folder.chmod(0o1777)
+    mark = folder / "daemon.pid"
+    escape = (
+        "import os, signal, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "    if os.fork() == 0:\n"
+        f"        open({str(mark)!r}, 'w').write(str(os.getpid())); time.sleep(300)\n"
+        "    os._exit(0)\n"
+        f"while not os.path.exists({str(mark)!r}): time.sleep(0.05)\n"
+    )
+    attempt = adapter.submit(request("tok-daemon", [JOB_PYTHON, "-c", escape]))
+    deadline = time.monotonic() + 30
+    while (status := adapter.status(attempt)).state is AttemptState.RUNNING:
+        assert time.monotonic() < deadline, "the job never ended"
+        time.sleep(0.1)
+    assert status.state is AttemptState.SUCCEEDED, status
+    daemon = int(mark.read_text())
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{daemon}").exists() and "Z" not in _state(daemon):
+        if time.monotonic() > deadline:
+            os.kill(daemon, signal.SIGKILL)
+            raise AssertionError("the job's daemon ran on after the job ended")
+        time.sleep(0.05)
