@@ -47,6 +47,8 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PASSED_FROM_BROKER = ("PATH", "LANG")
 """The only variables of the broker's own environment a job sees (besides `pass_env`)."""
 LIMITS = ("auto", "systemd", "rlimit")
+DEFAULT_MAX_PROCESSES = 4096
+"""Processes and threads one job may have at once (its private uid's RLIMIT_NPROC)."""
 ROOT_UNSAFE_ENV = frozenset({
     "GCONV_PATH", "GETCONF_DIR", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH", "MALLOC_TRACE",
     "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TZDIR",
@@ -68,6 +70,8 @@ class Sandbox:
     """`systemd` (cgroup v2 through systemd-run --scope) or `rlimit`."""
     pass_env: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    max_processes: int = DEFAULT_MAX_PROCESSES
+    """RLIMIT_NPROC of a job under its private uid: a fork bomb must not take every pid of the host."""
 
     @classmethod
     def from_config(cls, site: SiteId, config: Mapping[str, Any], data_dir: Path) -> Sandbox:
@@ -104,7 +108,11 @@ class Sandbox:
         if limits == "rlimit" and privileged and config.get("limits", "auto") == "auto":
             log.info("local site %s: no systemd on this host: memory and CPU limits use "
                      "setrlimit and CPU affinity", site)
-        sandbox = cls(site, job_root, user, gids, limits, tuple(pass_env), tuple(warnings))
+        procs = config.get("max_processes", DEFAULT_MAX_PROCESSES)
+        if isinstance(procs, bool) or not isinstance(procs, int) or procs < 1:
+            raise ConfigError(site, "BadMaxProcesses",
+                              f"max_processes must be a whole number >= 1, not {procs!r}")
+        sandbox = cls(site, job_root, user, gids, limits, tuple(pass_env), tuple(warnings), procs)
         sandbox._prepare(data_dir, given)
         return sandbox
 
@@ -216,6 +224,8 @@ class Sandbox:
         limits = {"CORE": 0}
         if self.limits == "rlimit":
             limits["DATA"] = int(memory_gb * GIB)
+        if self.user is not None:  # (counted per uid: only a private one bounds the job alone)
+            limits["NPROC"] = self.max_processes
         return limits
 
 

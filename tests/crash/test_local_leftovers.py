@@ -192,3 +192,32 @@ def test_a_job_that_ends_leaves_nothing_running(tmp_path: Path) -> None:
             os.kill(daemon, signal.SIGKILL)
             raise AssertionError("the job's daemon ran on after the job ended")
         time.sleep(0.05)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="private job uids need root")
+def test_a_job_cannot_fork_past_its_process_limit(tmp_path: Path) -> None:
+    """A 1-CPU job ran 1,500 processes, its RLIMIT_NPROC inherited from the broker (96,369,
+    above the kernel's pid_max): one fork bomb could take every pid of the host."""
+    config = {"data_dir": str(tmp_path / "data"), "cpus": 4, "max_processes": 20}
+    adapter = LocalAdapter(SiteId("local"), config)
+    bomb = (
+        "import os, sys, time\n"
+        "n = 0\n"
+        "try:\n"
+        "    for _ in range(50):\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(5); os._exit(0)\n"
+        "        n += 1\n"
+        "except OSError:\n"
+        "    pass\n"
+        "print('forked', n)\n"
+        "sys.exit(3 if n < 50 else 0)\n"
+    )
+    attempt = adapter.submit(request("tok-bomb", [JOB_PYTHON, "-c", bomb]))
+    deadline = time.monotonic() + 30
+    while (status := adapter.status(attempt)).state is AttemptState.RUNNING:
+        assert time.monotonic() < deadline, "the job never ended"
+        time.sleep(0.1)
+    assert status.exit_code == 3, status.log_tail  # stopped short of 50 by its limit
+    with pytest.raises(Exception, match="max_processes"):
+        LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "d2"), "max_processes": 0})
