@@ -149,6 +149,13 @@ def cloud_order(
     return order
 
 
+def burst_cost(spec: JobSpec, offer: Offer, policy: Policy) -> float:
+    """What a burst reserves against the budget: the estimate's cost, spot at its expected
+    billed hours (the policy and the simulator's baselines alike)."""
+    hours = offer_outlook(spec, offer, policy).billed_h if offer.spot else None
+    return estimate_cost(spec, offer, policy, hours)
+
+
 def _same_bills(was: tuple[float, ...], now: tuple[float, ...], need: float) -> bool:
     """Voucher balances `was` and `now` split every spot bill up to `need` alike."""
     return was == now or all(a == b or (a >= need and b >= need) for a, b in zip(was, now, strict=True))
@@ -287,9 +294,8 @@ def cloud_refusal(
     why = route_refusal(s.offer.site, inputs.routes.get(SiteId(s.offer.site)), policy, inputs.now)
     if why is not None:
         return why
-    hours = offer_outlook(spec, s.offer, policy).billed_h if s.offer.spot else None
-    total = estimate_cost(spec, s.offer, policy, hours)  # spot: at its expected billed hours
-    split = split_cost(tenant, s.offer.site, total, policy, inputs.money.voucher_balances)
+    split = split_cost(tenant, s.offer.site, burst_cost(spec, s.offer, policy), policy,
+                       inputs.money.voucher_balances)
     # Reserved in whole cents, rounded up: many bursts under half a cent each would reserve 0.
     cash = cents_up(split.cash)
     if inputs.money.budget_left is not None and cash > inputs.money.budget_left + 1e-9:
