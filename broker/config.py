@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
@@ -113,7 +113,7 @@ class BrokerConfig(NoBoolNumbers):
     """Tokens file (hashes → tenants and roles); None runs with the single built-in dev tenant."""
     tokens_reload_s: float = Field(default=1.0, ge=0)
     """How often the tokens file is checked for changes (0: only on SIGHUP)."""
-    durability: str = Field(default="normal", pattern="^(normal|full)$")
+    durability: Literal["normal", "full"] = "normal"
     dispatch: DispatchSettings = DispatchSettings()
     store: StoreSettings | None = None
     """Shared PostgreSQL store; None keeps the embedded SQLite file `data_dir/broker.db`."""
@@ -133,9 +133,9 @@ class BrokerConfig(NoBoolNumbers):
     """TLS on both listening ports; None serves plaintext (loopback only, or it warns)."""
     metrics_listen: str | None = None
     """HOST:PORT serving Prometheus metrics on `/metrics` (None: no metrics endpoint)."""
-    log_format: str = Field(default="text", pattern="^(text|json)$")
+    log_format: Literal["text", "json"] = "text"
     """`text` for people, `json` (one object per line) for log collectors."""
-    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     role: Literal["all", "api", "scheduler"] = "all"
     """`all`: one process does everything (the embedded default); `api`: a stateless replica
     serving the RPCs; `scheduler`: a candidate for the one active decision loop (see broker/ha)."""
@@ -152,6 +152,22 @@ class BrokerConfig(NoBoolNumbers):
         if self.tokens_file is not None:
             updates["tokens_file"] = self.tokens_file.expanduser().resolve()
         return self.model_copy(update=updates)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("listen", "agent_http_listen", "metrics_listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        """HOST:PORT with a port of 0-65535, told at load time with its field, not at bind time."""
+        if value is None:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host.strip("[]"):
+            raise ValueError(f"must be HOST:PORT with a port of 0-65535, not {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _agent_endpoint_matches_tls(self) -> BrokerConfig:

@@ -75,3 +75,29 @@ def test_a_busy_agent_or_metrics_port_is_named_with_its_setting(tmp_path: Path) 
             assert f"cannot listen on {busy} ({setting})" in last and "in use" in last, out.stderr
     finally:
         first.stop()
+
+
+def test_a_malformed_address_or_log_setting_is_named_at_its_line(tmp_path: Path) -> None:
+    """`metrics_listen: nonsense` started the adapters, bound the agent endpoint, then stopped
+    the broker with `invalid literal for int()`; `log_format: xml` was told it "must be 1-63
+    characters of [a-z0-9-]", and `log_level: info` was refused for its case."""
+    cases = {
+        "metrics_listen: nonsense": ("metrics_listen", "HOST:PORT"),
+        "listen: 127.0.0.1:99999": ("listen", "0-65535"),
+        "agent_http_listen: ':8080x'": ("agent_http_listen", "HOST:PORT"),
+        "log_format: xml": ("log_format", "'text' or 'json'"),
+        "log_level: LOUD": ("log_level", "'INFO'"),
+    }
+    for line, (field, said) in cases.items():
+        config = tmp_path / "broker.yaml"
+        config.write_text(f"data_dir: data\n{line}\n")
+        out = subprocess.run(
+            [sys.executable, "-m", "broker.cli", "serve", "--config", str(config)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode != 0, (line, out.stdout)
+        assert f"broker.yaml:2:1: {field}:" in out.stderr and said in out.stderr, (line, out.stderr)
+        assert "Traceback" not in out.stderr and not (tmp_path / "data" / "broker.db").exists(), line
+    from broker.config import BrokerConfig
+
+    assert BrokerConfig.model_validate({"log_level": "info"}).log_level == "INFO"
