@@ -116,6 +116,9 @@ def load_tokens(path: Path) -> list[TokenEntry]:
     name = str(path)
     text = read_text(path, "tokens file")
     root = parse_yaml(text, name)
+    if root is None:  # (a save caught half-way by the poll must not lock every caller out)
+        raise PolicyError([Problem(name, 1, 1, "the tokens file is empty: write `tokens: []` to refuse "
+                                   "every caller on purpose")])
     items = root.get("tokens") if isinstance(root, CommentedMap) else root
     for entry in items if isinstance(items, CommentedSeq) else ():
         if isinstance(entry, CommentedMap):
@@ -139,6 +142,8 @@ def load_tokens(path: Path) -> list[TokenEntry]:
             message = f"tokens.{i}.{key[0]}: same {what} as tokens.{seen[key]}"
             raise PolicyError([Problem(name, line, col, message)])
         seen[key] = i
+    if not entries:
+        log.warning("tokens file %s lists no tokens: every caller is refused (UNAUTHENTICATED)", name)
     return entries
 
 

@@ -111,6 +111,18 @@ def test_digit_and_exponent_hashes_read_as_text_in_both_layouts(tmp_path: Path) 
         load_tokens(path)
 
 
+def test_an_empty_tokens_file_is_refused_and_an_empty_list_is_not(tmp_path: Path) -> None:
+    """A truncated file (a save the 1 s poll caught half-way) read as "0 entries" and every
+    caller, operators included, was locked out without a warning."""
+    path = tmp_path / "tokens.yaml"
+    for text in ("", "\n", "# all gone\n"):
+        path.write_text(text)
+        with pytest.raises(PolicyError, match=rf"{path}:1:1: .*tokens file is empty.*tokens: \[\]"):
+            load_tokens(path)
+    path.write_text("tokens: []\n")  # on purpose: every caller refused
+    assert load_tokens(path) == []
+
+
 def test_bad_tokens_file_names_file_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "tokens.yaml"
     a, b = "a" * 64, "b" * 64
