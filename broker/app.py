@@ -97,7 +97,7 @@ class BrokerApp:
             await self._start_serving()
         self.planner.watch(self._policy_changed)
         self._tokens_task: asyncio.Task[None] | None = None
-        if cfg.tokens_reload_s > 0 and cfg.role != "scheduler":
+        if cfg.tokens_reload_s > 0 and (cfg.role != "scheduler" or cfg.metrics_listen):  # (/metrics reads it)
             self._tokens_task = asyncio.get_running_loop().create_task(self.auth.watch(cfg.tokens_reload_s))
         self._start_metrics()
         log.info(
@@ -295,6 +295,7 @@ class BrokerApp:
                 cfg.metrics_listen,
                 certfile=str(cfg.tls.cert_file) if cfg.tls else None,
                 keyfile=str(cfg.tls.key_file) if cfg.tls else None,
+                operator=None if self.auth.dev_mode else self.auth.is_operator_header,
             )
             self.metrics_port = self.metrics_server.port
 

@@ -254,6 +254,13 @@ class TokenAuthority:
             await asyncio.sleep(interval_s)
             await asyncio.to_thread(self.poll)
 
+    def is_operator_header(self, authorization: str) -> bool:
+        """Whether an HTTP `Authorization` value is an operator's bearer token (`/metrics`)."""
+        try:
+            return self.principal_for({"authorization": authorization}).is_operator
+        except AuthError:
+            return False
+
     def principal_for(self, metadata: Mapping[str, str], *, client_cn: str | None = None) -> Principal:
         """The caller; AuthError when the token is missing or unknown.
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from threading import Thread
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -255,8 +256,10 @@ class MetricsServer:
         *,
         certfile: str | None = None,
         keyfile: str | None = None,
+        operator: Callable[[str], bool] | None = None,
     ) -> None:
-        """Serve `registry`; with `certfile`/`keyfile` over HTTPS (the broker's own certificate)."""
+        """Serve `registry`; with `certfile`/`keyfile` over HTTPS (the broker's own certificate).
+        `operator`: whether an `Authorization` header is an operator's (None: anyone may read)."""
         host, _, port = listen.rpartition(":")
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `*_created` series: noise
         self._server: WSGIServer
@@ -268,6 +271,9 @@ class MetricsServer:
             )
         except OSError as exc:
             raise listen_error(f"{addr}:{port or 0}", "metrics_listen", exc) from exc
+        if operator is not None:
+            # Every tenant's budget, spend and queue are here: operators only, as `szb status` has it.
+            self._server.set_app(_operators_only(self._server.get_app(), operator))
         self.port: int = self._server.server_port
         self.host = host or "127.0.0.1"
         self.scheme = "https" if certfile else "http"
@@ -280,6 +286,19 @@ class MetricsServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def _operators_only(app: Any, operator: Callable[[str], bool]) -> Any:
+    """The WSGI `app`, answering 401 unless the request's `Authorization` is an operator's."""
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if operator(str(environ.get("HTTP_AUTHORIZATION", ""))):
+            return app(environ, start_response)
+        start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                            ("WWW-Authenticate", 'Bearer realm="szb metrics"')])
+        return [b"/metrics needs an operator's bearer token (Authorization: Bearer TOKEN)\n"]
+
+    return guarded
 
 
 def heartbeat_lags(

@@ -22,7 +22,7 @@ from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, live_attempt, md
 from tests.clouds.ecs_a10 import A10, a10_job, ecs
-from tests.clouds.test_metrics_e2e import metrics_url
+from tests.clouds.test_metrics_e2e import OPERATOR, metrics_url
 from tests.clouds.test_money_edges import policy
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 
@@ -33,7 +33,8 @@ ROW = f"{A10},A10,1,8,30,3.6,,cn-beijing,cn-beijing-i,CNY"  # an A10 at 3.6 CNY 
 
 
 def lag(proc: BrokerProcess, site: str) -> float:
-    with urllib.request.urlopen(metrics_url(proc), timeout=10) as resp:
+    asked = urllib.request.Request(metrics_url(proc), headers={"Authorization": f"Bearer {OPERATOR}"})
+    with urllib.request.urlopen(asked, timeout=10) as resp:
         text = resp.read().decode()
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -55,6 +56,7 @@ def test_the_lag_after_a_restart_counts_from_the_restart(
     setup = on_moto.BrokerSetup(
         policy(),  # heartbeat_timeout 1h: the silent instance stays live throughout
         tokens={"mt": TOKEN},
+        operators={"mt": OPERATOR},
         sites={"ali-bj": on_moto.ecs_double(ecs_server.address)},
         catalogs={"ali.csv": on_moto.catalog(ROW, currency=True)},
     )

@@ -8,9 +8,11 @@ the job's own event history.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
@@ -40,8 +42,13 @@ from tests.doubles.moto_front import MotoFront, Scenario, capacity_fault
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def scrape(url: str) -> Samples:
-    with urllib.request.urlopen(url, timeout=10) as resp:
+OPERATOR = "token-sg-lab-ops-0123456789"
+
+
+def scrape(url: str, token: str = OPERATOR) -> Samples:
+    """/metrics as Prometheus reads it, with an operator's bearer token."""
+    asked = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(asked, timeout=10) as resp:
         text = resp.read().decode()
     out: Samples = {}
     for family in text_string_to_metric_families(text):
@@ -64,7 +71,7 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 def broker(moto: MotoFront, ecs_server: EcsEndpoint, start_broker: StartBroker) -> Iterator[BrokerProcess]:
     ecs_server.handler = EcsCloud(instance_types=("ecs.gn7i-c8g1.2xlarge",), zones=("cn-beijing-i",))
     proc = start_broker(
-        setup(moto.url, ecs_server.address),
+        dataclasses.replace(setup(moto.url, ecs_server.address), operators={"sg-lab": OPERATOR}),
         extra_env={"SZB_METRICS_LISTEN": "127.0.0.1:0", "SZB_LOG_FORMAT": "json"},
         timeout=120,  # a busy machine starts the cloud adapters slowly
     )
@@ -92,6 +99,11 @@ def test_metrics_and_logs_during_a_burst_with_failover(
         ]
     )
     url = metrics_url(broker)
+    # Every tenant's budget and spend are on /metrics: a tenant's token (or none) reads nothing.
+    for token in ("", TOKEN):
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            scrape(url, token)
+        assert denied.value.code == 401
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("metered", "A10G", "A10")), metadata=md()).job

@@ -16,8 +16,9 @@ import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.auth import Role, token_entry_line
 from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
-from tests.clouds.test_metrics_e2e import metrics_url, scrape, value
+from tests.clouds.test_metrics_e2e import OPERATOR, metrics_url, scrape, value
 from tests.e2e.conftest import POLICY, auth, write_broker_config
 
 DONE = (job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED)
@@ -25,7 +26,10 @@ DONE = (job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
-    proc = BrokerProcess(write_broker_config(tmp_path), extra_env={"SZB_METRICS_LISTEN": "127.0.0.1:0"})
+    config = write_broker_config(tmp_path)
+    with (tmp_path / "tokens.yaml").open("a") as tokens:  # Prometheus' operator token
+        tokens.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "prometheus") + "\n")
+    proc = BrokerProcess(config, extra_env={"SZB_METRICS_LISTEN": "127.0.0.1:0"})
     proc.start()
     yield proc
     proc.stop()
@@ -87,6 +91,8 @@ def test_a_sick_sites_reason_label_is_a_bounded_kind_not_the_providers_text(tmp_
     """A free-text label makes a new series per error text (request ids, profile names, account
     numbers) and puts the provider's words on /metrics; the full text stays in `szb status`."""
     config = write_broker_config(tmp_path)
+    with (tmp_path / "tokens.yaml").open("a") as tokens:
+        tokens.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "prometheus") + "\n")
     (tmp_path / "catalog").mkdir()
     shutil.copy(ROOT / "configs" / "catalog" / "aws_gpu_vms.csv", tmp_path / "catalog" / "aws.csv")
     policy = POLICY.replace("tenants:", AWS_SITE).replace("currency: CNY", "currency: CNY\nfx: {USD: 7.2}")

@@ -268,11 +268,11 @@ def test_example_broker_yaml_starts_and_degrades_missing_clouds(folder: Path) ->
         assert "profile" in unhealthy.get("aws-us-east-1", "").lower(), unhealthy
         assert "aws-cn-north-1" in unhealthy and "shangzhuang-onprem" in unhealthy
         assert "credentials" in unhealthy.get("aliyun-cn-beijing", "").lower(), unhealthy
+        curl = ["curl", "-sf", "--cacert", "configs/tls/ca.pem", server.metrics]
+        refused = subprocess.run(curl, cwd=folder, capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 22 and not refused.stdout  # (HTTP 401: operators only)
         metrics = subprocess.run(
-            ["curl", "-sf", "--cacert", "configs/tls/ca.pem", server.metrics],
-            cwd=folder,
-            capture_output=True,
-            text=True,
+            [*curl, "-H", f"Authorization: Bearer {token}"], cwd=folder, capture_output=True, text=True,
             timeout=30,
         )
         assert metrics.returncode == 0, metrics.stderr

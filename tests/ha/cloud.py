@@ -21,6 +21,9 @@ from tests.clouds.e2e_helpers import TOKEN
 from tests.doubles.ecs_endpoint import EcsCloud, Reply
 from tests.ha.conftest import LEASE_S, RENEW_S, Cluster
 
+OPERATOR_TOKEN = "token-lab-prometheus-0123456789"
+"""An operator token of the cluster's tokens file: what Prometheus scrapes /metrics with."""
+
 A10 = "ecs.gn7i-c8g1.2xlarge"
 HEADER = (
     "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
@@ -67,7 +70,10 @@ def cloud_cluster(
         shutil.copy(ROOT / "configs" / name, folder / name)
     (folder / "ali-bj.csv").write_text(f"{HEADER}\n{A10},A10,1,8,30,13.90,4.00,cn-beijing,cn-beijing-i\n")
     (folder / "policy.yaml").write_text(POLICY)
-    (folder / "tokens.yaml").write_text(f"tokens:\n  - {{tenant: lab, sha256: {hash_token(TOKEN)}}}\n")
+    (folder / "tokens.yaml").write_text(
+        f"tokens:\n  - {{tenant: lab, sha256: {hash_token(TOKEN)}}}\n"
+        f"  - {{tenant: lab, role: operator, name: prometheus, sha256: {hash_token(OPERATOR_TOKEN)}}}\n"
+    )
     site = (
         f"{{endpoint: '{ecs_address}', protocol: http, {access_key}, "
         f"access_key_secret: {ECS_KEYS['ak-test']}, image_id: m-szb-base, live_prices: false}}"

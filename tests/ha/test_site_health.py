@@ -19,7 +19,7 @@ from tests.clouds.e2e_helpers import md
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.e2e.conftest import auth
 from tests.e2e.test_jobs_api import spec
-from tests.ha.cloud import attempts, cloud_cluster, gpu_spec, wait_until
+from tests.ha.cloud import OPERATOR_TOKEN, attempts, cloud_cluster, gpu_spec, wait_until
 from tests.ha.conftest import Cluster, Node
 
 
@@ -46,7 +46,8 @@ def sick(tmp_path: Path, pg_dsn: str, ecs_server: EcsEndpoint, ecs: EcsCloud) ->
 
 def scrape(node: Node) -> str:
     url = next(m.group(1) for line in list(node.output) if (m := re.search(r"metrics on (\S+)", line)))
-    with urllib.request.urlopen(url, timeout=10) as resp:
+    asked = urllib.request.Request(url, headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+    with urllib.request.urlopen(asked, timeout=10) as resp:
         text: str = resp.read().decode()
         return text
 

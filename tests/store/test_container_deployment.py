@@ -153,7 +153,7 @@ def _deployment(tmp_path: Path, pg_dsn: str) -> tuple[Mapper, dict[str, str], li
             ["bash", "-c", line], cwd=tmp_path, env=shell, capture_output=True, text=True, timeout=60
         )
         assert out.returncode == 0, f"$ {line}\n{out.stderr}"
-        if "--role operator" in line:
+        if "--role operator" in line and "--token" not in line:
             token = out.stderr.split()[-1]
     secrets_dir = tmp_path / "docker" / "secrets"
     assert token and token not in (secrets_dir / "tokens.yaml").read_text()
@@ -285,8 +285,17 @@ def test_image_entrypoint_and_cmd_run_with_the_compose_environment(
         # Prometheus' view: /metrics over TLS with the CA it is given; every dashboard query's
         # metric exists.
         ca = mapper("/run/secrets/szb_tls_ca")
+        prom = YAML(typ="safe").load((DOCKER / "prometheus.yml").read_text())
+        credentials = prom["scrape_configs"][0]["authorization"]["credentials_file"]
+        mounted = compose()["services"]["prometheus"]["volumes"]
+        host = next(v.split(":")[0] for v in mounted if v.split(":")[1] == credentials)
+        docker_dir = Path(mapper("/run/secrets/tokens")).parent.parent  # (the operator's docker/)
+        bearer = (docker_dir / host).read_text().strip()
+        curl = ["curl", "-sf", "--cacert", ca, found["metrics"]]
+        anonymous = subprocess.run(curl, capture_output=True, text=True, timeout=30)
+        assert anonymous.returncode == 22, anonymous  # 401: every tenant's money is there
         scraped = subprocess.run(
-            ["curl", "-sf", "--cacert", ca, found["metrics"]], capture_output=True, text=True, timeout=30
+            [*curl, "-H", f"Authorization: Bearer {bearer}"], capture_output=True, text=True, timeout=30
         )
         assert scraped.returncode == 0, scraped.stderr
         names = set(re.findall(r"^(szb_[a-z_]+)", scraped.stdout, re.M))  # series with samples
