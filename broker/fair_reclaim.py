@@ -79,8 +79,7 @@ class Reclaimer:
     ) -> Taken:
         """Borrowed attempts to preempt on `partition` so the owner's in-quota job `for_job` of
         `owner[1]` units gets its quota back (`commit` False: only say which; nothing is booked).
-        `not_holding`: attempts pending in their backend's queue (the job's own among them): they
-        run nothing, so they neither fill a quota nor free a unit if stopped."""
+        `not_holding`: attempts pending in their backend's queue, which hold no unit."""
         rc = policy.document.fair_share.reclaim
         part = onprem_partitions(policy).get(partition)
         if not rc.enabled or part is None:
