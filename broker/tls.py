@@ -39,6 +39,38 @@ def _read(path: Path, field: str) -> bytes:
     return data
 
 
+def _agent_ca_verifies(path: Path, server: ssl.SSLContext) -> None:
+    """`tls.agent_ca_file` must verify the broker's certificate: instances are handed it to
+    check the agent endpoint, and one that cannot would fail every cloud bootstrap. Proved
+    by a TLS handshake in memory, the broker's context against a client trusting that file."""
+    _read(path, "tls.agent_ca_file")
+    try:
+        client = ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError as exc:
+        raise TlsFileError(f"tls.agent_ca_file: {path} holds no usable CA certificate: {exc.reason}") from exc
+    client.check_hostname = False  # (the name is the instance's to check; the chain is ours)
+    pipes = [ssl.MemoryBIO() for _ in range(4)]
+    ours = server.wrap_bio(pipes[0], pipes[1], server_side=True)
+    theirs = client.wrap_bio(pipes[2], pipes[3], server_side=False)
+    for _ in range(10):  # a handful of flights settles a TLS 1.2/1.3 handshake
+        done = 0
+        for end in (theirs, ours):
+            try:
+                end.do_handshake()
+                done += 1
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as exc:
+                raise TlsFileError(
+                    f"tls.agent_ca_file: {path} does not verify the broker's certificate "
+                    f"(tls.cert_file): {exc.reason}"
+                ) from exc
+        pipes[0].write(pipes[3].read())
+        pipes[2].write(pipes[1].read())
+        if done == 2:
+            return
+
+
 class ServerTls:
     """Holds the current certificate material; reloads it when the files change."""
 
@@ -48,6 +80,8 @@ class ServerTls:
         self._stamp = self._files_stamp()
         self.http_context = self._load_http_context()  # also proves cert and key match
         self._grpc_config = self._load_grpc_config()
+        if settings.agent_ca_file is not None:
+            _agent_ca_verifies(settings.agent_ca_file, self.http_context)
 
     def _files(self) -> list[Path]:
         s = self.settings

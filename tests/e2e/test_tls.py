@@ -313,3 +313,22 @@ def test_a_verified_client_certificate_can_stand_for_a_token(tmp_path: Path) -> 
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         proc.stop()
+
+
+def test_an_agent_ca_that_does_not_verify_the_broker_is_refused_at_start(tmp_path: Path) -> None:
+    """`tls.agent_ca_file` is handed to cloud instances to verify the agent endpoint: a file
+    that is no CA, or another CA than the one that signed `cert_file`, started fine and every
+    cloud bootstrap then failed its verification (hostile-input review)."""
+    from broker.config import TlsSettings
+    from broker.tls import ServerTls, TlsFileError
+
+    ours, other = write_pki(tmp_path / "ours"), write_pki(tmp_path / "other")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    base = {"cert_file": ours["server_cert"], "key_file": ours["server_key"]}
+    ServerTls(TlsSettings(**base, agent_ca_file=ours["ca"]))  # the CA that signed it: fine
+    for bad, said in ((other["ca"], "does not verify the broker's certificate"),
+                      (garbage, "tls.agent_ca_file"), (tmp_path / "nope.pem", "no such file")):
+        with pytest.raises(TlsFileError, match=r"tls\.agent_ca_file") as err:
+            ServerTls(TlsSettings(**base, agent_ca_file=bad))
+        assert said in str(err.value), err.value
