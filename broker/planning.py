@@ -200,13 +200,12 @@ class Planner:
             blocked=self.health.blocked(), block_reasons=self.health.blocklist.reasons(),
             unhealthy=self.health.unhealthy_now(), no_images=self.offers.no_images(),
         )
-        queueing = self.queueing_sites()
         for attempt in live:
-            # Launches still in flight are not in the adapter's capacity yet; jobs pending in a
-            # backend's queue (Slurm's) are ahead of any job sent there now and take free units first.
-            pending = attempt.state == AttemptState.PENDING and attempt.site in queueing
-            if (attempt.backend_id is None or pending) and attempt.offer.accelerator and is_onprem(
-                self.policy, attempt.site
+            # Launches still in flight are not in the adapter's capacity yet.
+            if (
+                attempt.backend_id is None
+                and attempt.offer.accelerator
+                and is_onprem(self.policy, attempt.site)
             ):
                 key = partition_key(attempt.offer)
                 snap.claimed[key] = snap.claimed.get(key, 0) + attempt.offer.count
