@@ -101,12 +101,9 @@ class BrokerApp:
             self._tokens_task = asyncio.get_running_loop().create_task(self.auth.watch(cfg.tokens_reload_s))
         self._start_metrics()
         log.info(
-            "broker (%s) listening on port %d (%s; data in %s, policy %s)",
-            cfg.role,
-            self.port,
+            "broker (%s) listening on port %d (%s; data in %s, policy %s)", cfg.role, self.port,
             ("mutual TLS" if cfg.tls.require_client_cert else "TLS") if cfg.tls else "plaintext",
-            cfg.data_dir,
-            self.planner.policy_hash[:12],
+            cfg.data_dir, self.planner.policy_hash[:12],
         )
         return self.port
 
@@ -352,6 +349,8 @@ class BrokerApp:
         if self.edge is None:
             return
         edge, self.edge = self.edge, None
+        log.info("stopping: health checks now answer NOT_SERVING; running jobs keep running")
+        await edge.health.enter_graceful_shutdown()  # (a balancer stops sending calls first)
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.planner.stop_watching()

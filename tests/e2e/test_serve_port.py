@@ -101,3 +101,12 @@ def test_a_malformed_address_or_log_setting_is_named_at_its_line(tmp_path: Path)
     from broker.config import BrokerConfig
 
     assert BrokerConfig.model_validate({"log_level": "info"}).log_level == "INFO"
+
+
+def test_a_sigterm_says_it_stops_and_turns_health_to_not_serving_first(tmp_path: Path) -> None:
+    """SIGTERM wrote no line, and health answered SERVING until the port closed: a balancer
+    kept sending calls to a broker on its way out."""
+    broker = BrokerProcess(write_broker_config(tmp_path))
+    broker.start()
+    broker.stop()
+    assert broker.said("stopping: health checks now answer NOT_SERVING", timeout=5), broker.output[-5:]
