@@ -44,11 +44,14 @@ DEADLINE = "deadline"
 
 
 def deciding_rules(decision: Decision) -> list[str]:
-    """The rule ids behind a decision that does not run the job: those rejecting offers, or the
+    """The rule ids behind a decision that does not run the job (none for a wait with offers
+    allowed: capacity, not a rule, keeps it): those rejecting offers, or the
     deadline where offers were allowed and the job was refused anyway (its latest start passed:
     the rules rejecting other offers, a misfit's `hardware.fit`, were not why)."""
     expl = decision.explanation
     if expl is None or decision.action == Action.RUN:
+        return []
+    if decision.action == Action.WAIT and expl.allowed:  # it waits for capacity, not for a rule
         return []
     if decision.action == Action.REJECT and expl.unranked:
         return [DEADLINE]

@@ -107,3 +107,19 @@ def test_a_deadline_refusal_is_recorded_under_the_deadline_not_a_misfit(policy: 
     )
     assert d.action == Action.REJECT and deciding_rules(d) == ["deadline"]
     assert audit_data(d)["rules"] == ["deadline"]
+
+
+def test_a_wait_for_capacity_names_no_rule(policy: Policy) -> None:
+    """A job waiting on-prem for capacity logged `rules: ["hardware.fit"]`: the rule that turned
+    away other offers (the CPU and H100 ones), not why it waits (operability review)."""
+    from broker.dispatch.records import audit_data, decision_fields
+
+    d = _decide(policy, 1, projected=False, deadline=None)  # a busy partition, a day to wait
+    assert d.action == Action.WAIT and d.explanation is not None and d.explanation.allowed, d.reasons
+    assert any(not s.allowed for s in d.explanation.offers)  # other offers were refused by rules
+    assert audit_data(d)["rules"] == []
+    from broker.model import Job, JobId, JobState
+
+    j = Job(id=JobId("j-1"), tenant=TenantId("lab"), spec=job(max_wait="1d"), state=JobState.QUEUED,
+            created_at=NOW, updated_at=NOW)
+    assert decision_fields(j, d, "waiting")["rules"] == []
