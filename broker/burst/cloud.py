@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from broker.burst.inputs import BurstInputs
-from broker.burst.money import cents_up, estimate_cost, split_cost
+from broker.burst.money import CostSplit, TenantMoney, cents_up, estimate_cost, split_cost
 from broker.burst.routes import route_refusal
 from broker.burst.spot import offer_outlook, restarts_text, spot_refusal
 from broker.durations import format_duration
@@ -294,21 +294,29 @@ def cloud_refusal(
     why = route_refusal(s.offer.site, inputs.routes.get(SiteId(s.offer.site)), policy, inputs.now)
     if why is not None:
         return why
-    split = split_cost(tenant, s.offer.site, burst_cost(spec, s.offer, policy), policy,
-                       inputs.money.voucher_balances)
-    # Reserved in whole cents, rounded up: many bursts under half a cent each would reserve 0.
+    split = money_refusal(spec, s.offer, tenant, policy, inputs.money)
+    return split if isinstance(split, str) else (cents_up(split.cash), split.voucher)
+
+
+def money_refusal(
+    spec: JobSpec, offer: Offer, tenant: str, policy: Policy, money: TenantMoney
+) -> str | CostSplit:
+    """Why the tenant's budget or the global cap refuses a burst on `offer`, or how its bill
+    splits; reserved as `burst_cost` prices it, the cash in whole cents rounded up (many bursts
+    under half a cent each would reserve 0). The policy's decision and the baselines alike."""
+    split = split_cost(tenant, offer.site, burst_cost(spec, offer, policy), policy, money.voucher_balances)
     cash = cents_up(split.cash)
-    if inputs.money.budget_left is not None and cash > inputs.money.budget_left + 1e-9:
+    if money.budget_left is not None and cash > money.budget_left + 1e-9:
         return (
-            f"{MONEY_REFUSALS[0]} {s.offer.key} would cost {cash:.2f} {policy.currency} in cash, "
-            f"{max(0.0, inputs.money.budget_left):.2f} left this month"
+            f"{MONEY_REFUSALS[0]} {offer.key} would cost {cash:.2f} {policy.currency} in cash, "
+            f"{max(0.0, money.budget_left):.2f} left this month"
         )
-    if inputs.money.global_left is not None and cash > inputs.money.global_left + 1e-9:
+    if money.global_left is not None and cash > money.global_left + 1e-9:
         return (
             f"{MONEY_REFUSALS[1]} {cash:.2f} {policy.currency} needed, "
-            f"{max(0.0, inputs.money.global_left):.2f} left"
+            f"{max(0.0, money.global_left):.2f} left"
         )
-    return cash, split.voucher
+    return split
 
 
 def best_cloud(

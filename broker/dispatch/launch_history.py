@@ -25,25 +25,26 @@ log = logging.getLogger(__name__)
 def read_launch_times(policy: Policy, store: JobStore) -> ProvisioningTimes:
     """The policy's cloud routes' newest launch times, as `Planner.launched` would have timed them."""
     times = ProvisioningTimes()
-    for site in policy.sites:
-        if is_onprem(policy, site.id):
-            continue
+    for site in _clouds(policy):
         try:
-            launches = store.launch_times(SiteId(site.id), times.window)
+            launches = store.launch_times(site, times.window)
         except StoreError as exc:  # the policy's figure stands until launches are timed anew
-            log.warning("could not read %s's launch times from the store: %s", site.id, exc)
+            log.warning("could not read %s's launch times from the store: %s", site, exc)
             continue
         for seconds in launches:
-            times.observe(site.id, seconds)
+            times.observe(site, seconds)
     return times
+
+
+def _clouds(policy: Policy) -> list[SiteId]:
+    return [SiteId(site.id) for site in policy.sites if not is_onprem(policy, site.id)]
 
 
 def read_recent_bursts(policy: Policy, store: JobStore, now: datetime) -> list[datetime]:
     """When each attempt at a cloud site was created within the hour before `now` (`szb status`'s
     bursts of the last hour, which a restart or a failover would otherwise start from none)."""
-    clouds = [SiteId(site.id) for site in policy.sites if not is_onprem(policy, site.id)]
     try:
-        return store.attempt_times(clouds, now - timedelta(hours=1))
+        return store.attempt_times(_clouds(policy), now - timedelta(hours=1))
     except StoreError as exc:
         log.warning("could not read the last hour's bursts from the store: %s", exc)
         return []

@@ -20,9 +20,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
-from broker.burst import TenantMoney, route_refusal, split_cost
-from broker.burst.cloud import burst_cost
-from broker.burst.money import cents_up
+from broker.burst import TenantMoney, route_refusal
+from broker.burst.cloud import money_refusal
 from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.decision import Action, Decision, DecisionFacts
 from broker.model import Offer, SiteId
@@ -100,15 +99,8 @@ class Baseline:
         return out
 
     def _money_ok(self, job: SimJob, offer: Offer, money: TenantMoney) -> tuple[float, float] | None:
-        # As the policy's decision reserves it: spot at its expected billed hours, whole cents.
-        total = burst_cost(job.spec, offer, self.policy)
-        split = split_cost(job.tenant, offer.site, total, self.policy, money.voucher_balances)
-        cash = cents_up(split.cash)
-        if money.budget_left is not None and cash > money.budget_left + 1e-9:
-            return None
-        if money.global_left is not None and cash > money.global_left + 1e-9:
-            return None
-        return split.cash, split.voucher
+        split = money_refusal(job.spec, offer, job.tenant, self.policy, money)  # as the policy's decision
+        return None if isinstance(split, str) else (split.cash, split.voucher)
 
     def _route_refused(self, offer: Offer, snap: PassSnapshot) -> bool:
         route = snap.routes.get(SiteId(offer.site))
