@@ -63,6 +63,14 @@ class Reclaimer:
         """The dispatcher saw a preempted attempt stopped (its backend's status said so)."""
         self._stopping.stopped(attempt_id, now.timestamp())
 
+    def release(self, for_job: str) -> None:
+        """`for_job` runs, or left the queue: the units booked to it are no longer kept for it."""
+        self._stopping.release(for_job)
+
+    def booked_jobs(self) -> set[str]:
+        """The jobs units are booked to (until they run or leave the queue)."""
+        return self._stopping.for_jobs()
+
     def take(
         self,
         policy: Policy,

@@ -336,6 +336,7 @@ class AttemptTracking:
         )
         if job.state != JobState.CANCELLED:
             return await self.cancel(job, by=by, role=role)  # it moved meanwhile: retry from there
+        self.planner.reclaimer.release(job.id)  # units reclaimed for it are no longer kept off others
         for attempt in self.store.attempts_for(job.id):
             if attempt.state.terminal:
                 continue

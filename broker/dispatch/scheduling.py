@@ -18,7 +18,7 @@ from broker.dispatch.records import audit_data, decision_fields, gist
 from broker.fairshare import lowered_priority
 from broker.model import AttemptState, Job, JobId, JobState, SiteId
 from broker.serde_decision import decision_data, reclaim_json
-from broker.store import StoreError
+from broker.store import JobNotFoundError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class Scheduling(Launching):
                 # Forget the waiting reasons of jobs that left the queue.
                 still = {j.id for j in queued}
                 self._waiting_reason = {k: v for k, v in self._waiting_reason.items() if k in still}
+                self._release_bookings_left(still)
             return queued, head_only, False
         if not self._new_jobs:
             return None
@@ -119,6 +120,18 @@ class Scheduling(Launching):
             return None
         new, self._new_jobs = self._new_jobs, {}
         return [j for j in new.values() if j.state == JobState.QUEUED], None, True
+
+    def _release_bookings_left(self, queued: set[JobId]) -> None:
+        """Units reclaimed for a job that ended without running on them (cancelled, failed) are
+        no longer kept off every other job; one pending in its backend's queue keeps them."""
+        reclaimer = self.planner.reclaimer
+        for job_id in reclaimer.booked_jobs() - queued:
+            try:
+                state = self.store.get(JobId(job_id)).state
+            except JobNotFoundError:
+                state = JobState.CANCELLED
+            if state.terminal or state == JobState.RUNNING:
+                reclaimer.release(job_id)
 
     def _join_late(
         self, queued: list[Job], head_only: set[JobId] | None

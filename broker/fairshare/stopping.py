@@ -6,9 +6,10 @@ preempted job at a cut time limit in whole minutes (up to a minute past the grac
 limits now and then (SIGTERM seen 16 s past the limit) and kills after KillWait; a local process
 that ignores SIGTERM is killed when the grace is over. Until the broker sees the attempt stopped
 (its backend's status), its units count as free for that job and for no other, so a later pass
-does not preempt more borrowed work for the same need. Seen stopped, they stay booked a little
-longer (`SETTLE_S`), until a capacity reading shows them free. A victim not seen stopped
-`STOP_CAP_S` after its grace is given up on (reported by the caller), and reclaim may go on.
+does not preempt more borrowed work for the same need. Seen stopped, they stay booked until that
+job runs or leaves the queue (at most `SETTLE_S` more): a backend can read them busy a while
+after the stop. A victim not seen stopped `STOP_CAP_S` after its grace is given up on (reported
+by the caller), and reclaim may go on.
 """
 
 from __future__ import annotations
@@ -21,8 +22,13 @@ it: Slurm's cut limit rounds up to whole minutes (up to 60 s), then the limit ch
 (30 s each by default) and the epilog. The Slurm adapter leaves a stopping job alone until 120 s
 past its cut limit (`adapters.slurm._stop.STOP_MARGIN_S`); after that the reconciler cancels it."""
 
-SETTLE_S = 10.0
-"""How long units seen freed stay booked: until a capacity reading after the stop shows them free."""
+SETTLE_S = 120.0
+"""How long units seen freed stay booked at most while the job they are booked to has not run.
+
+It was 10 s, for a capacity reading to show them free. A loaded slurmctld read them busy longer
+(its completing jobs, its scheduling cycle), and a pass then preempted a second borrowed job for
+the same need. The job's start (or its leaving the queue) releases them first, so this only
+bounds how long a job kept waiting by something else keeps other jobs off them."""
 
 
 @dataclass(slots=True)
@@ -61,11 +67,23 @@ class StoppingWork:
         self.version += 1
 
     def stopped(self, attempt_id: str, t: float) -> None:
-        """The attempt was seen stopped at `t`: its units stay booked only until they read free."""
+        """The attempt was seen stopped at `t`: its units stay booked until its job has them (`release`)."""
         s = self._by_attempt.get(attempt_id)
         if s is not None and not s.stopped:
-            s.stopped, s.until = True, min(s.until, t + SETTLE_S)
+            s.stopped, s.until = True, t + SETTLE_S
             self.version += 1
+
+    def release(self, for_job: str) -> bool:
+        """The job runs, or left the queue: nothing stays booked to it. True if something was."""
+        gone = [a for a, s in self._by_attempt.items() if s.for_job == for_job]
+        for attempt_id in gone:
+            del self._by_attempt[attempt_id]
+        self.version += bool(gone)
+        return bool(gone)
+
+    def for_jobs(self) -> set[str]:
+        """The jobs units are booked to."""
+        return {s.for_job for s in self._by_attempt.values()}
 
     def prune(self, t: float) -> list[Stopping]:
         """Forget what is over at `t`; returns the attempts never seen stopped (overdue)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from broker.store._dialect import Db
 
 SCHEMA = """
@@ -84,6 +86,9 @@ CREATE TABLE IF NOT EXISTS leadership (
 INSERT INTO leadership (id, epoch) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
 CREATE TABLE IF NOT EXISTS site_report (
   id INTEGER PRIMARY KEY CHECK (id = 1), epoch {bigint}, time {time} NOT NULL, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schema_version (
+  id INTEGER PRIMARY KEY CHECK (id = 1), fingerprint TEXT NOT NULL
 )
 """
 
@@ -108,9 +113,19 @@ EVENT_COLS = "job_id, seq, time, kind, state, message, data"
 INSERT_EVENT = f"INSERT INTO events ({EVENT_COLS}, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 
+FINGERPRINT = hashlib.sha256(repr((SCHEMA, ADDED_COLUMNS)).encode()).hexdigest()[:16]
+"""What `schema_version` holds once this code's schema is in place."""
+
+
 def create_schema(db: Db) -> None:
-    """Create what is missing (inside the caller's transaction, under the schema lock)."""
+    """Create what is missing (inside the caller's transaction, under the schema lock).
+
+    A schema already in place is only read: on PostgreSQL `CREATE INDEX IF NOT EXISTS` takes a
+    SHARE lock on its table even when the index exists, so opening a store (a CLI command, a
+    new replica) waited on every writer and could deadlock with one."""
     dialect = db.dialect
+    if _in_place(db):
+        return
     dialect.lock_schema(db)
     for statement in SCHEMA.format(**dialect.types).split(";"):
         if statement.strip():
@@ -118,3 +133,16 @@ def create_schema(db: Db) -> None:
     for table, column, decl in ADDED_COLUMNS:
         if column not in dialect.columns(db, table):
             db.run(f"ALTER TABLE {table} ADD COLUMN {column} {decl.format(**dialect.types)}")
+    db.run(
+        "INSERT INTO schema_version (id, fingerprint) VALUES (1, ?) "
+        "ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint",
+        (FINGERPRINT,),
+    )
+
+
+def _in_place(db: Db) -> bool:
+    """This code's schema is in place already (catalog reads and one row: no table lock)."""
+    if "fingerprint" not in db.dialect.columns(db, "schema_version"):
+        return False
+    row = db.one("SELECT fingerprint FROM schema_version WHERE id = 1")
+    return row is not None and row[0] == FINGERPRINT

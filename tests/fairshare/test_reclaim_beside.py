@@ -47,6 +47,9 @@ def test_the_free_unit_is_kept_across_a_restart_and_let_go_with_the_booking(tmp_
     snap = PassSnapshot(now=NOW, offers=[])
     assert restarted.keep_off(run_on(1, 1, snap), "borrowed-job", 1, snap) is not None
     restarted.stopped("borrowed-1", NOW + timedelta(seconds=40))
-    later = NOW + timedelta(seconds=60)  # past the settling time of the stopped victim
+    later = NOW + timedelta(seconds=60)  # stopped, but the owner's job has not run on them yet
+    snap = PassSnapshot(now=later, offers=[])
+    assert restarted.keep_off(run_on(2, 1, snap), "borrowed-job", 1, snap) is not None
+    restarted.release("mine")  # the owner's job runs
     snap = PassSnapshot(now=later, offers=[])
     assert restarted.keep_off(run_on(2, 1, snap), "borrowed-job", 1, snap) is None

@@ -20,8 +20,33 @@ def test_units_stay_booked_past_the_grace_until_the_victim_is_seen_stopped_then_
     assert booked_units(work, 90.0, job="another") == 0  # the owner's job's, no other's
     assert booked_units(work, 90.0, partition="lab/h800") == 0
     work.stopped("a1", 95.0)
-    assert booked_units(work, 95.0 + SETTLE_S - 1.0) == 2  # until a capacity reading shows them free
+    # A loaded slurmctld read them busy 10 s after the stop, and a second victim was preempted.
+    assert booked_units(work, 95.0 + 30.0) == 2
+    assert booked_units(work, 95.0 + SETTLE_S - 1.0) == 2  # the job they are booked to has not run
     assert booked_units(work, 95.0 + SETTLE_S) == 0
+
+
+def test_a_victim_stopped_late_is_still_settled_in_full() -> None:
+    work = StoppingWork()
+    work.add("lab/a800", "a1", 2, "mine", 0.0, GRACE_S)
+    late = GRACE_S + STOP_CAP_S - 5.0  # just inside its cap
+    work.stopped("a1", late)
+    assert booked_units(work, late + SETTLE_S - 1.0) == 2
+
+
+def test_the_job_running_or_leaving_releases_what_is_booked_to_it() -> None:
+    work = StoppingWork()
+    work.add("lab/a800", "a1", 2, "mine", 0.0, GRACE_S)
+    work.add("lab/a800", "a2", 1, "mine", 0.0, GRACE_S)
+    work.add("lab/a800", "a3", 1, "theirs", 0.0, GRACE_S)
+    work.stopped("a1", 20.0)
+    assert work.for_jobs() == {"mine", "theirs"}
+    version = work.version
+    assert work.release("mine")
+    assert work.version > version  # a saver stores the release
+    assert booked_units(work, 21.0) == 0
+    assert booked_units(work, 21.0, job="theirs") == 1
+    assert not work.release("mine")  # nothing more to release
 
 
 def test_a_victim_never_seen_stopped_is_given_up_after_the_cap_and_reported() -> None:
@@ -45,6 +70,9 @@ def test_units_booked_to_one_job_are_kept_from_every_other() -> None:
     assert units("borrowed-job") == [("a-1", 4, False)]
     assert units("owner-job") == []  # its own
     assert units("borrowed-job", "other/gpu") == []
-    work.stopped("a-1", 130.0)  # seen stopped: booked until the units read free
+    work.stopped("a-1", 130.0)  # seen stopped: booked until the owner's job has them
     assert units("borrowed-job", t=135.0) == [("a-1", 4, True)]
-    assert units("borrowed-job", t=141.0) == []
+    assert units("borrowed-job", t=130.0 + SETTLE_S) == []
+    work.add("lab/gpu", "a-2", 4, "owner-job", t=200.0, grace_s=20.0)
+    work.release("owner-job")
+    assert units("borrowed-job", t=201.0) == []

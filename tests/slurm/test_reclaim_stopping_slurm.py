@@ -108,8 +108,11 @@ def test_a_second_borrowed_job_is_not_preempted_while_the_first_stops(
                   f"the owner's job ran: {get(mine, 'owner')}" + "".join(broker.output[-30:]), timeout=240)
             # The older one was never preempted: the younger one's units met the need (on main it was,
             # 29 s after the younger one, which still ran: Slurm stopped it at its 1 min limit).
-            kinds = [e.kind for e in events_so_far(stub, older, auth("borrower"))]
-            assert "preempted" not in kinds, kinds
+            told = events_so_far(stub, older, auth("borrower"))
+            assert "preempted" not in [e.kind for e in told], (
+                [(e.kind, e.message, json_format.MessageToDict(e.data)) for e in told],
+                [(e.kind, e.message) for e in events_so_far(stub, mine, auth("owner"))],
+                "".join(broker.output[-40:]))
             assert not (marks / "older.term").exists()
             assert get(older, "borrower").state == job_pb2.JOB_STATE_RUNNING
             # The younger job went (the least work lost), once, for the owner's job.

@@ -809,6 +809,7 @@ class StoreContract:
         old = open_store()
         assert old.reserve_spend(entry("j1-a1", 5), tenant_limit=None, global_limit=None)
         self.raw(old, "ALTER TABLE spend DROP COLUMN fx")  # as a store before the column was
+        self.raw(old, "DELETE FROM schema_version")  # ... written by a broker of then
         store = open_store()  # opening brings the schema up to date
         assert store.spend_entries("2026-11") == [entry("j1-a1", 5)]  # its rate unknown: None
         usd = replace(entry("j2-a1", 7.2), fx=7.2)
@@ -822,6 +823,7 @@ class StoreContract:
         booked = ReclaimBooking("a-1", "lab/a800", 2, "j-owner", 1.5e9, 1.5e9 + 200.5, False)
         old.save_reclaim_state(ReclaimState({}, (booked,)))
         self.raw(old, "ALTER TABLE reclaim_booked DROP COLUMN beside")  # as a store before it was
+        self.raw(old, "UPDATE schema_version SET fingerprint = 'older'")  # ... written by a broker of then
         store = open_store()  # opening brings the schema up to date
         assert store.load_reclaim_state().bookings == (booked,)  # none kept beside it: 0
         kept = replace(booked, beside=1)
@@ -1160,7 +1162,9 @@ class TestSqliteStore(StoreContract):
     def raw(self, store: JobStore, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         assert isinstance(store, SqliteStore)
         with closing(sqlite3.connect(store.path)) as db:
-            return db.execute(sql, params).fetchall()
+            rows = db.execute(sql, params).fetchall()
+            db.commit()  # a change made around the store lasts
+            return rows
 
     def test_recent_runtimes_read_the_partial_index_not_the_table(self, store: JobStore) -> None:
         """A tenant with a deep queue still learns its ratio from an index range, not a scan."""
