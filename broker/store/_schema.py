@@ -141,8 +141,11 @@ def create_schema(db: Db) -> None:
 
 
 def _in_place(db: Db) -> bool:
-    """This code's schema is in place already (catalog reads and one row: no table lock)."""
+    """This code's schema is in place already (catalog reads and one row: no table lock). The
+    added columns are looked for too: a store restored or edited around the broker may lack them."""
     if "fingerprint" not in db.dialect.columns(db, "schema_version"):
         return False
     row = db.one("SELECT fingerprint FROM schema_version WHERE id = 1")
-    return row is not None and row[0] == FINGERPRINT
+    if row is None or row[0] != FINGERPRINT:
+        return False
+    return all(column in db.dialect.columns(db, table) for table, column, _ in ADDED_COLUMNS)
