@@ -356,5 +356,5 @@ class FairQueue:
         owner = (tenant, units_of(spec))
         return self.reclaimer.take(
             policy, self.book, self.ratios, owner, offer.partition, free, snap.now,
-            for_job=st.job_id, commit=commit, not_holding=self.queued_at_backend,
+            for_job=st.job_id, commit=commit, not_holding=self.queued_at_backend - snap.started,
         )

@@ -273,6 +273,9 @@ class CapacitySnapshot(_Frozen):
     site: SiteId
     taken_at: datetime
     partitions: tuple[PartitionCapacity, ...] = ()
+    started: tuple[str, ...] = ()
+    """Backend ids of this broker's jobs the backend runs, as read (when it says): a status poll
+    may not have seen them start yet, and reclaim must not take them for work queued there."""
 
     def partition_for(self, accelerator: str | None) -> PartitionCapacity | None:
         for part in self.partitions:

@@ -57,6 +57,8 @@ class RunningWork(NamedTuple):
     """Seconds until the job's time limit (its latest end)."""
     own: bool = False
     """The job carries this broker's marks (the broker knows it as one of its attempts)."""
+    job_id: str = ""
+    """Slurm's job id (an attempt's backend id)."""
 
 
 class PendingWork(NamedTuple):
@@ -217,7 +219,8 @@ def read_partitions(
                 end = slurm_number(job.get("end_time"))
                 remaining = (end - now_s) if end else unlimited_s
                 own = bool(broker_id) and decode_marks(job.get("comment")).get("broker") == broker_id
-                running.append(RunningWork(units, max(0.0, min(remaining, unlimited_s)), own))
+                running.append(RunningWork(units, max(0.0, min(remaining, unlimited_s)), own,
+                                           str(job.get("job_id") or "")))
             elif state is AttemptState.PENDING and name != "SUSPENDED":
                 limit = slurm_number(job.get("time_limit"))
                 limit_s = limit * 60 if limit else unlimited_s

@@ -74,7 +74,8 @@ class PartitionReads:
             )
             for s in states.values()
         )
-        return CapacitySnapshot(site=self.site, taken_at=now, partitions=parts)
+        started = tuple(r.job_id for s in states.values() for r in s.running if r.own and r.job_id)
+        return CapacitySnapshot(site=self.site, taken_at=now, partitions=parts, started=started)
 
     def expected_wait_s(self, partition: str, count: int, now: datetime) -> float | None:
         """Estimated seconds before a job needing `count` units starts in `partition`.

@@ -39,6 +39,9 @@ class PassSnapshot:
     """Partition key -> (free units, expected wait seconds) now, when the offers are a static
     catalog (the simulator); empty when the on-prem offers carry their live values."""
     money: dict[str, TenantMoney] = field(default_factory=dict)
+    started: frozenset[str] = frozenset()
+    """Attempts pending in the store that their backend already runs (a poll has yet to say):
+    they hold their units."""
     claimed: dict[str, int] = field(default_factory=dict)
     backlog_h: dict[str, float] = field(default_factory=dict)
 

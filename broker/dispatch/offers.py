@@ -20,7 +20,7 @@ from broker.burst.snapshot import partition_key
 from broker.catalog.instances import InstanceRow
 from broker.clock import Clock
 from broker.dispatch.health import SiteHealth
-from broker.model import CapacitySnapshot, Offer, SiteId
+from broker.model import Attempt, AttemptState, CapacitySnapshot, Offer, SiteId
 from broker.policy import Policy
 from broker.policy.offers import static_offers
 from broker.waiting import within
@@ -39,6 +39,9 @@ class OfferReading:
     totals: dict[str, int] = field(default_factory=dict)
     read_at: datetime | None = None
     """When the adapters were asked; None for the catalog alone (nothing read yet)."""
+    started: frozenset[tuple[str, str]] = frozenset()
+    """(site, backend id) of the broker's jobs the on-prem backends said they run
+    (`CapacitySnapshot.started`)."""
 
 
 class OfferSource:
@@ -130,7 +133,8 @@ class OfferSource:
             kept = [o for o in offers if o.site not in read]
             return OfferReading([*kept, *adopted.offers], dict(adopted.totals), adopted.read_at)
         out, totals = _with_capacity(offers, capacity)
-        return OfferReading(out, totals, now)
+        started = frozenset((site, b) for site, snap in capacity.items() for b in snap.started)
+        return OfferReading(out, totals, now, started)
 
     def _capacities(self, policy: Policy, now: datetime) -> dict[str, CapacitySnapshot]:
         """On-prem free capacity and queues per site; a site that cannot say is unhealthy."""
@@ -263,3 +267,10 @@ def site_configs(policy: Policy) -> list[tuple[SiteId, str, dict[str, Any]]]:
             config["currency"] = site.catalog.currency
         out.append((SiteId(site.id), site.adapter, config))
     return out
+
+
+def started_attempts(reading: OfferReading, live: Sequence[Attempt]) -> frozenset[str]:
+    """The live attempts pending in the store that their backend said it runs in `reading`."""
+    return frozenset(
+        a.id for a in live if a.state == AttemptState.PENDING and (a.site, a.backend_id) in reading.started
+    )

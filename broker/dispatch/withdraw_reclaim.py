@@ -60,7 +60,7 @@ async def withdraw_to_reclaim(
     as `snap` has it; the victims are booked to each (the caller stores the bookings, then
     preempts them)."""
     owners = _owners_pending(store, planner, pending)
-    queued = frozenset(a.id for a in pending)
+    queued = frozenset(a.id for a in pending) - snap.started  # (started: no poll has said so yet)
     out: list[Reclaimed] = []
     for job, attempt in owners:
         free = _free(snap, attempt)

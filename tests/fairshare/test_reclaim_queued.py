@@ -143,3 +143,36 @@ def test_borrowed_work_pending_in_the_queue_is_never_preempted(tmp_path: Path) -
     got = fair.adjust(pol, mine, Decision(Action.WAIT, sent_to_queue(free=0).offer, ("waiting",)), snap)
     assert [v.attempt for v in got.reclaim] == [attempts["running"]], got.reasons
     store.close()
+
+
+def test_borrowed_work_the_backend_runs_before_a_poll_says_so_is_running_work(tmp_path: Path) -> None:
+    """Seen in CI on the real Slurm: the younger borrowed job ran (Slurm had started it, it had
+    written its mark), but no status poll had said so yet, so its attempt was still pending in
+    the store. Reclaim read it as queued and preempted the older job instead of the younger."""
+    from broker.dispatch.offers import OfferReading, started_attempts
+    from broker.model import AttemptState
+    from broker.store import SqliteStore, Submission
+
+    pol = policy(tmp_path)
+    store = SqliteStore(tmp_path / "broker.db")
+    offer = Offer(site=SiteId("lab"), instance_type="a800", accelerator="A800", count=1, price_per_hour=14.0)
+    attempts = {}
+    for name, state, age_min in (("older", AttemptState.RUNNING, 5), ("younger", AttemptState.PENDING, 1)):
+        created = NOW - timedelta(minutes=age_min)
+        [(borrowed, _)] = store.submit(TenantId("borrower"), [Submission(spec(2))], created)
+        store.transition(borrowed.id, JobState.PLACING, created)
+        a = store.create_attempt(borrowed.id, SiteId("lab"), offer, f"tok-{name}", created)
+        store.update_attempt(a.id, created, state=state, backend_id=f"slurm-{name}")
+        attempts[name] = a.id
+    live = store.live_attempts()
+    fair = FairQueue()
+    fair.observe(pol, live, NOW, store)
+    mine = job("mine", "owner", 2)
+    fair.order(pol, [mine], NOW, remember=True)
+    # The capacity reading of this pass: Slurm runs both.
+    reading = OfferReading([], started=frozenset({("lab", "slurm-older"), ("lab", "slurm-younger")}))
+    snap = PassSnapshot(now=NOW, offers=[], claimed={}, started=started_attempts(reading, live))
+    assert snap.started == {attempts["younger"]}  # the one the store has yet to see running
+    got = fair.adjust(pol, mine, Decision(Action.WAIT, sent_to_queue(free=0).offer, ("waiting",)), snap)
+    assert [v.attempt for v in got.reclaim] == [attempts["younger"]], got.reasons  # the least work lost
+    store.close()

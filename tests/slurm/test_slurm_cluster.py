@@ -127,7 +127,9 @@ def test_capacity_per_partition(slurm: Tracker) -> None:
     backend_id = slurm.submit(launch(("sleep", "300"), gpus=2))
     slurm.wait(backend_id, {AttemptState.RUNNING})
     wait_for_free(slurm, "a800", a800_before - 2)
-    snap = {p.name: p for p in slurm.adapter.capacity(now()).partitions}
+    reading = slurm.adapter.capacity(now())
+    assert reading.started == (backend_id,)  # this broker's jobs Slurm runs, as read
+    snap = {p.name: p for p in reading.partitions}
     assert snap["a800"].total == 4 and snap["a800"].free == a800_before - 2
     assert snap["ascend"].free == ascend_before  # the other partition's GPUs are distinct
     # 2 GPUs x a 3-minute limit (2m estimate x 1.5), a little of it already used
