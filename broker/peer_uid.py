@@ -12,15 +12,24 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
+from urllib.parse import unquote
 
 _PEER = re.compile(r"^ipv([46]):\[?([0-9a-fA-F.:]+?)\]?:(\d+)$")
 TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 
 
+ESTABLISHED = "01"
+UNKNOWN_UID = -1
+"""A loopback caller whose connection the table does not list: never the broker's own user."""
+
+
 def loopback_peer_uid(peer: str, tables: tuple[Path, ...] = TABLES) -> int | None:
     """The uid of the process owning the loopback socket grpc names `peer` (`ipv4:127.0.0.1:PORT`,
-    `ipv6:[::1]:PORT`); None when it is not a loopback peer or the table does not list it."""
-    m = _PEER.match(peer)
+    `ipv6:[::1]:PORT`): the connected socket with exactly that local address and port. None when
+    it is not a loopback peer or no table can be read; `UNKNOWN_UID` when the tables do not list
+    it. Matching the port alone let a job bind its end to 127.0.0.2 on the port of a root
+    listener on 127.0.0.1 (the agent endpoint's), and be read as root."""
+    m = _PEER.match(unquote(peer))
     if m is None:
         return None
     try:
@@ -30,22 +39,26 @@ def loopback_peer_uid(peer: str, tables: tuple[Path, ...] = TABLES) -> int | Non
     mapped = getattr(address, "ipv4_mapped", None)
     if not (address.is_loopback or (mapped is not None and mapped.is_loopback)):
         return None
-    port = f"{int(m.group(3)):04X}"
+    # Either family may list an IPv4 caller: grpc names the client socket of an IPv6 socket
+    # connected to 127.0.0.1 (as its own client makes them) `ipv4:`, the table `::ffff:127.0.0.1`.
+    v4 = mapped if mapped is not None else address if address.version == 4 else None
+    forms = [address] if v4 is None else [v4, ipaddress.IPv6Address(f"::ffff:{v4}")]
+    wanted = {f"{_table_hex(a)}:{int(m.group(3)):04X}" for a in forms}
+    read_any = False
     for table in tables:
         try:
             lines = table.read_text().splitlines()[1:]
         except OSError:
             continue
+        read_any = True
         for line in lines:
             fields = line.split()
-            if len(fields) > 7 and fields[1].endswith(f":{port}") and _is_loopback_hex(fields[1]):
+            if len(fields) > 7 and fields[1].upper() in wanted and fields[3] == ESTABLISHED:
                 return int(fields[7])
-    return None
+    return UNKNOWN_UID if read_any else None
 
 
-def _is_loopback_hex(local: str) -> bool:
-    """`0100007F:D431` (127.0.0.1) or an IPv6 loopback or v4-mapped loopback, as the table writes them."""
-    host = local.split(":")[0]
-    if len(host) == 8:
-        return host.endswith("7F")  # little-endian 127.x.x.x
-    return host in ("00000000000000000000000001000000", "0000000000000000FFFF00000100007F")
+def _table_hex(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The address as /proc/net/tcp[6] writes it: each 32-bit word in host (little-endian) order."""
+    packed = address.packed
+    return "".join(f"{int.from_bytes(packed[i:i + 4], 'little'):08X}" for i in range(0, len(packed), 4))

@@ -22,7 +22,7 @@ from broker.audit import AuditTrail, BadHashError
 from broker.auth import AuthError, Principal, TokenAuthority
 from broker.jobspec import MAX_DEADLINE
 from broker.model import JobSpec, TenantId
-from broker.peer_uid import loopback_peer_uid
+from broker.peer_uid import UNKNOWN_UID, loopback_peer_uid
 from broker.rpc_errors import DOMAIN, ERROR_REASONS, _BadRequest, abort_with, bad_request, error_reason
 from broker.serde import (
     WireValueError,
@@ -139,6 +139,9 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             client_cn = names[0].decode(errors="replace") if names else None
         principal = self.auth.principal_for(metadata, client_cn=client_cn)
         uid = loopback_peer_uid(context.peer() or "") if self.auth.dev_mode else None
+        if uid == UNKNOWN_UID:
+            raise AuthError("without a tokens file only the broker's own user may call it; this loopback "
+                            "caller's connection is not in the kernel's socket table (see Security model)")
         if uid not in (None, 0, os.getuid()):
             # (`broker.peer_uid`: a job of this host, under its private uid, is not the dev user)
             raise AuthError(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.peer_uid import loopback_peer_uid
+from broker.peer_uid import UNKNOWN_UID, loopback_peer_uid
 from tests.brokerproc import ROOT
 from tests.e2e.test_readme_quick_tour import Server, base_env, fresh_clone
 
@@ -60,5 +60,28 @@ def test_the_socket_table_names_a_loopback_callers_uid(tmp_path: Path) -> None:
     )
     assert loopback_peer_uid("ipv4:127.0.0.1:54321", (table,)) == 1234
     assert loopback_peer_uid("ipv4:10.0.0.2:54322", (table,)) is None  # not loopback: not judged
-    assert loopback_peer_uid("ipv4:127.0.0.1:1", (table,)) is None
+    assert loopback_peer_uid("ipv4:127.0.0.1:1", (table,)) == UNKNOWN_UID  # loopback, not listed: refused
+    assert loopback_peer_uid("ipv4:127.0.0.1:1", (tmp_path / "no-such-table",)) is None  # cannot tell
+
+
+def test_a_caller_bound_beside_a_root_listener_is_not_read_as_root(tmp_path: Path) -> None:
+    """Held-out review: a job bound its end to 127.0.0.2 on the port of the agent endpoint, which
+    root listens on at 127.0.0.1; matching the port alone read the caller as root (the dev operator)."""
+    table = tmp_path / "tcp"
+    table.write_text(
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+        "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n"
+        "   1: 0200007F:1F90 0100007F:C383 01 00000000:00000000 00:00000000 00000000  2000000006 0 2 1\n"
+        "   2: 0100007F:C383 0200007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 3 1\n"
+    )
+    assert loopback_peer_uid("ipv4:127.0.0.2:8080", (table,)) == 2000000006
+    six = tmp_path / "tcp6"
+    six.write_text(
+        "  sl  local_address                         remote_address                        st tx_queue "
+        "rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+        "   0: 0000000000000000FFFF00000200007F:1F90 0000000000000000FFFF00000100007F:C383 01 "
+        "00000000:00000000 00:00000000 00000000  2000000007 0 4 1\n"
+    )
+    assert loopback_peer_uid("ipv6:%5B::ffff:127.0.0.2%5D:8080", (six,)) == 2000000007
+    assert loopback_peer_uid("ipv6:[::ffff:127.0.0.2]:8080", (table,)) == 2000000006  # listed as IPv4
     assert loopback_peer_uid("unix:/tmp/socket", (table,)) is None
