@@ -234,14 +234,23 @@ class SubmitPath:
             cached = self._unfinished[tenant] = (now, self.store.count_unfinished(tenant))
         return cached[1]
 
-    def _admit_quota(self, tenant: TenantId, items: Sequence[Submission]) -> None:
+    def _stored_already(self, tenant: TenantId, items: Sequence[Submission]) -> dict[int, Job]:
+        """The items (by index) whose client_id names a job the tenant has stored."""
+        ids = [item.client_id for item in items if item.client_id]
+        if not ids:
+            return {}
+        found = self.store.jobs_by_client_id(tenant, ids)
+        return {i: found[item.client_id] for i, item in enumerate(items) if item.client_id in found}
+
+    def _admit_quota(self, tenant: TenantId, items: Sequence[Submission], new: int) -> None:
+        """Each item's shape against the tenant's limits, and `new` more jobs against its counts."""
         if self.quotas is None:
             return
         for index, item in enumerate(items):
             self.quotas.check_spec(tenant, item.spec, f"requests[{index}].job" if len(items) > 1 else "job")
         # Finished jobs leave the count only at the next read: an over-count for a second at most.
         unfinished = self._unfinished_jobs(tenant) + self._uncommitted.get(tenant, 0)
-        self.quotas.admit(tenant, len(items), unfinished)
+        self.quotas.admit(tenant, new, unfinished)
 
     def _admit_policy(self, tenant: TenantId, items: Sequence[Submission], now: datetime) -> Refused:
         """The items no offer could ever take, each with its reasons (every one: each is audited)."""
@@ -299,7 +308,12 @@ class SubmitPath:
         Submissions arriving together from many callers share one commit (group commit): each
         caller waits for the commit that holds its jobs, so an answered submit is durable.
         """
-        self._admit_quota(tenant, items)
+        # A resend of stored jobs (a lost answer, STORE_UNAVAILABLE) gets them back as they are:
+        # no quota, rate or policy check may refuse what was accepted already.
+        known = await asyncio.to_thread(self._stored_already, tenant, items)
+        if len(known) == len(items):
+            return [(job, False) for job in known.values()]
+        self._admit_quota(tenant, items, len(items) - len(known))
         now = self.clock.now()
         refused = self._admit_policy(tenant, items, now)
         if refused:

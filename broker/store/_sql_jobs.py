@@ -132,6 +132,20 @@ class SqlJobs(SqlCore):
         self._insert_batch(db, [job], now, {job.id: item.event_data}, jobs_row=False)
         return job, True
 
+    def jobs_by_client_id(self, tenant: TenantId, client_ids: Sequence[str]) -> dict[str, Job]:
+        as_stored = {self._dialect.param(c): c for c in client_ids if c}  # (a NUL is stored escaped)
+        wanted = sorted(as_stored)
+        found: dict[str, Job] = {}
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            rows = self._all(
+                f"SELECT {JOB_COLS} FROM jobs WHERE tenant = ? AND client_id IN ({marks(len(part))})",
+                (tenant, *part),
+            )
+            found.update((as_stored.get(str(job.client_id), str(job.client_id)), job)
+                         for job in map(self._row_to_job, rows))
+        return found
+
     def _by_client_id(self, db: Db, tenant: TenantId, client_id: str) -> Job | None:
         row = db.one(f"SELECT {JOB_COLS} FROM jobs WHERE tenant = ? AND client_id = ?", (tenant, client_id))
         return None if row is None else self._row_to_job(row)

@@ -137,6 +137,10 @@ class JobStore(AuditStore):
     def submit(self, tenant: TenantId, items: Sequence[Submission], now: datetime) -> list[tuple[Job, bool]]:
         """Store all items atomically; an item whose client_id exists returns that job, False."""
 
+    @abc.abstractmethod
+    def jobs_by_client_id(self, tenant: TenantId, client_ids: Sequence[str]) -> dict[str, Job]:
+        """The tenant's stored jobs whose client_id is one of `client_ids`, by client_id."""
+
     def submit_many(
         self, groups: Sequence[tuple[TenantId, Sequence[Submission]]], now: datetime
     ) -> list[list[tuple[Job, bool]]]:

@@ -115,6 +115,18 @@ class StoreContract:
         assert results[0][0].id < results[1][0].id
         assert store.get(results[0][0].id).spec.labels == {"team": "x"}
 
+    def test_jobs_are_found_by_client_id_per_tenant(self, store: JobStore) -> None:
+        [(first, _)] = store.submit(A, [Submission(spec("one"), client_id="c-1")], NOW)
+        store.submit(B, [Submission(spec("one"), client_id="c-2")], NOW)
+        store.submit(A, [Submission(spec("three"), client_id="c\x00nul")], NOW)
+        found = store.jobs_by_client_id(A, ["c-1", "c-2", "c-9", "", "c\x00nul"])
+        assert set(found) == {"c-1", "c\x00nul"}  # B's c-2 is not A's
+        assert found["c-1"] == store.get(first.id)
+        assert store.jobs_by_client_id(A, []) == {}
+        many = [f"k-{i}" for i in range(1200)]  # past one IN list's chunk
+        store.submit(A, [Submission(spec("m"), client_id=c) for c in many[:3]], NOW)
+        assert sorted(store.jobs_by_client_id(A, many)) == many[:3]
+
     def test_submit_is_idempotent_per_tenant_and_client_id(self, store: JobStore) -> None:
         [(first, created)] = store.submit(A, [Submission(spec("one"), client_id="c-1")], NOW)
         assert created and first.client_id == "c-1"
