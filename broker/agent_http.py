@@ -247,7 +247,7 @@ class AgentHttpServer:
         raw_length = http.headers.get("content-length")
         if raw_length is None:
             return reply(http, 411, {"error": "content-length is required"})
-        if not raw_length.strip().isdigit():
+        if not (raw_length.strip().isascii() and raw_length.strip().isdigit()):  # not "²"
             return reply(http, 400, {"error": "content-length must be a number of bytes"})
         length = int(raw_length)
         if length > MAX_BODY:
@@ -289,7 +289,7 @@ def parse_log_chunk(data: bytes) -> tuple[str, int, bytes]:
     """(attempt id, offset, bytes) of a log chunk body; BadReportError naming the field."""
     try:
         body = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # (60,000 `[`: too deep)
         raise BadReportError("body is not JSON") from exc
     if not isinstance(body, dict):
         raise BadReportError("body must be a JSON object")
@@ -318,7 +318,7 @@ def parse_report(data: bytes) -> tuple[str, str, int | None, str]:
     if not isinstance(attempt_id, str) or not 0 < len(attempt_id) <= 128:
         raise BadReportError("attempt_id: must be a string of 1 to 128 characters")
     kind = body.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:  # (a list or object is not hashable)
         raise BadReportError(f"kind: must be one of {', '.join(sorted(KINDS))}")
     exit_code = body.get("exit_code")
     if exit_code is not None and (

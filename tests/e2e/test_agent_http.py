@@ -66,7 +66,7 @@ def post(
     head = f"POST /v1/agent/report HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n"
     if length != "omit":
         head += f"content-length: {length if length is not None else len(data)}\r\n"
-    answer = exchange(port, head.encode() + b"\r\n" + data)
+    answer = exchange(port, head.encode("latin-1") + b"\r\n" + data)
     assert answer.startswith(b"HTTP/"), answer
     status = int(answer.split(b" ", 2)[1])
     return status, json.loads(answer.split(b"\r\n\r\n", 1)[1] or b"{}")
@@ -87,7 +87,8 @@ def threads_of(proc: BrokerProcess) -> int:
 
 @pytest.mark.parametrize(
     ("length", "status"),
-    [("abc", 400), ("-5", 400), ("1e3", 400), ("omit", 411), (str(10**9), 413), (str(64 * 1024 + 1), 413)],
+    [("abc", 400), ("-5", 400), ("1e3", 400), ("omit", 411), (str(10**9), 413), (str(64 * 1024 + 1), 413),
+     ("\u00b2", 400), ("12\u00b2", 400)],  # superscript digits: isdigit(), but not int()
 )
 def test_bad_content_length_gets_a_reply(port: int, length: str, status: int) -> None:
     assert post(port, report(), length=length)[0] == status
@@ -107,6 +108,8 @@ def test_oversized_body_is_refused_without_reading_it(port: int) -> None:
         (report(kind="exit", exit_code=True), "exit_code"),
         (report(kind="exit", exit_code=1.5), "exit_code"),
         (report(kind="reboot"), "kind"),
+        (report(kind=["exit"]), "kind"),  # not hashable: a traceback and no reply
+        (report(kind={}), "kind"),
         (report(attempt_id=7), "attempt_id"),
         (report(attempt_id="a" * 129), "attempt_id"),
         (report(log_tail=["x"]), "log_tail"),
@@ -118,6 +121,14 @@ def test_oversized_body_is_refused_without_reading_it(port: int) -> None:
 def test_bad_reports_get_400_naming_the_field(port: int, body: str, field: str) -> None:
     code, answer = post(port, body[: 64 * 1024])
     assert code in (400, 413) and field in str(answer["error"])
+
+
+def test_a_log_chunk_nested_too_deep_gets_400(port: int) -> None:
+    data = ("[" * 60_000).encode()
+    head = (f"POST /v1/agent/log HTTP/1.1\r\nhost: x\r\nauthorization: Bearer nope\r\n"
+            f"content-length: {len(data)}\r\n")
+    answer = exchange(port, head.encode() + b"\r\n" + data)
+    assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer[:200]
 
 
 def test_a_bad_report_without_credentials_is_unauthenticated_not_validated(port: int) -> None:
