@@ -78,7 +78,7 @@ def _guard(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any
 
 
 class DecodeGuard(grpc.aio.ServerInterceptor):
-    """Server interceptor: bad request bytes become INVALID_ARGUMENT on every unary-request RPC."""
+    """Server interceptor: bad request bytes become INVALID_ARGUMENT on every RPC (request streams too)."""
 
     def __init__(self) -> None:
         self._wrapped: dict[str, Handler] = {}
@@ -94,7 +94,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
         if cached is not None:
             return cached
         handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming:
+        if handler is None:
             return handler
         wrapped = self._wrap(method, handler)
         if wrapped is not handler:
@@ -132,4 +132,28 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(
                 stream, request_deserializer=deserializer, response_serializer=handler.response_serializer
             )
+        if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
+            return self._wrap_bidi(method, handler, deserializer)
         return handler
+
+    def _wrap_bidi(
+        self, method: str, handler: Handler, deserializer: Callable[[bytes], Any] | None
+    ) -> Handler:
+        """A request stream (server reflection's) whose every message is checked as it is read."""
+        inner = handler.stream_stream
+
+        async def bidi(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            async def checked() -> AsyncIterator[Any]:
+                async for request in requests:
+                    if isinstance(request, _Undecodable):
+                        await abort_with(context, self._reject(method, request))
+                    yield request
+
+            async for item in inner(checked(), context):  # type: ignore[misc, arg-type, union-attr]
+                yield item
+
+        return grpc.stream_stream_rpc_method_handler(
+            bidi, request_deserializer=deserializer, response_serializer=handler.response_serializer
+        )

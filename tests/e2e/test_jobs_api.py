@@ -74,6 +74,13 @@ def test_health_and_reflection_are_served(broker: BrokerProcess) -> None:
         health = health_pb2_grpc.HealthStub(channel)
         resp = health.Check(health_pb2.HealthCheckRequest(service="shangzhuang.broker.v1.BrokerService"))
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        ask = reflection_pb2.ServerReflectionRequest(list_services="")
+        [answer] = reflection.ServerReflectionInfo(iter([ask]))
+        names = {s.name for s in answer.list_services_response.service}
+        assert "shangzhuang.broker.v1.BrokerService" in names, names
 
 
 def test_submit_watch_succeeds_with_exit_code_and_output(
