@@ -52,6 +52,9 @@ DEFAULT_HEARTBEAT_S = 30
 DEFAULT_REPORT_GIVE_UP_S = 1800
 """How long a finished instance keeps trying to hand its result to the broker (30 min)."""
 DEFAULT_REPORT_BACKOFF_MAX_S = 60
+LOG_CHUNK_BYTES = 32768
+"""Output bytes per log shipment (`szb logs`): base64 in JSON, it stays under the agent endpoint's
+64 KiB body limit. At 256 KiB every shipment was refused (413) and shipping stopped for good."""
 REPORT_PATH = "/v1/agent/report"
 LOG_TAIL_BYTES = 4096
 CONSOLE_TAIL_BYTES = 2048
@@ -131,7 +134,7 @@ def ship_log():
             off = int(f.read() or 0)
         with open(env["SZB_LOG"], "rb") as f:
             f.seek(off)
-            chunk = f.read(262144)
+            chunk = f.read(32768)  # LOG_CHUNK_BYTES: its JSON stays under the endpoint's 64 KiB
     except (OSError, ValueError):
         off, chunk = 0, b""
     if not chunk:
@@ -156,15 +159,24 @@ def ship_log():
 if not os.path.exists(os.path.join(work, "log.offset")):
     with open(os.path.join(work, "log.offset"), "w") as f:
         f.write("0")
-for _ in range(64 if kind == "exit" else 1):  # at the end, ship everything left (bounded)
-    if kind not in ("heartbeat", "exit") or not ship_log():
-        break
+def ship_all(chunks):
+    for _ in range(chunks):
+        if not ship_log():
+            break
+
+
+if kind in ("heartbeat", "exit"):  # at the end, ship everything left (bounded)
+    ship_all(128 if kind == "exit" else 8)
 if kind != "exit":
     send()
     sys.exit(0)
 deadline = time.time() + float(env["SZB_REPORT_GIVE_UP_S"])
 delay = min(1.0, float(env["SZB_REPORT_BACKOFF_MAX_S"]))
+retry = False
 while True:
+    if retry:  # the broker may have been down: its ack ends the instance, and the output with it
+        ship_all(128)
+    retry = True
     outcome = send()
     if outcome == "acked":
         open(os.path.join(work, "acked"), "w").close()
