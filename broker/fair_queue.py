@@ -262,6 +262,8 @@ class FairQueue:
                 decision = reclaiming(decision, taken.reason)
         if onprem and (kept := self.reclaimer.keep_off(decision, job.id, units_of(job.spec), snap)):
             decision = kept  # units reclaimed for another job: it may not queue for them ahead of it
+        if onprem and decision.action == Action.RUN:
+            snap.running_jobs.add(job.id)
         if decision.action == Action.WAIT:
             self.reasons[job.id] = decision.summary
         if (

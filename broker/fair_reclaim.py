@@ -153,7 +153,10 @@ class Reclaimer:
         if decision.action != Action.RUN or offer is None or offer.free is None:
             return None
         key = offer.partition
-        booked = self._stopping.booked_elsewhere(key, job, snap.now.timestamp())
+        # A job this pass runs claimed the units booked to it: counting them again kept a second
+        # owner's job off the unit reclaimed for it, beside the first one's.
+        booked = [s for s in self._stopping.booked_elsewhere(key, job, snap.now.timestamp())
+                  if s.for_job not in snap.running_jobs]
         if not booked:
             return None
         # The decision claimed the job's own units already; units seen stopped may read free, but

@@ -43,6 +43,8 @@ class PassSnapshot:
     """Attempts pending in the store that their backend already runs (a poll has yet to say):
     they hold their units."""
     claimed: dict[str, int] = field(default_factory=dict)
+    running_jobs: set[str] = field(default_factory=set)
+    """Jobs this pass decided to run on-prem: units booked to them by reclaim are in `claimed` now."""
     backlog_h: dict[str, float] = field(default_factory=dict)
 
     def adjustments(self) -> dict[str, tuple[int, float]]:

@@ -65,12 +65,19 @@ def capacity_of(policy: Policy) -> Demand:
     return total
 
 
+CLOSED_KEPT = 50_000
+"""Ended attempts the book remembers, so a stale list of live attempts never reopens one."""
+
+
 class FairShareBook:
     """Live on-prem holdings by attempt id, plus the decayed ledger of finished ones."""
 
     def __init__(self, half_life_s: float) -> None:
         self.ledger = UsageLedger(half_life_s)
         self.live: dict[str, Holding] = {}
+        self._closed: dict[str, None] = {}
+        """Attempts whose holding ended (oldest first, the newest `CLOSED_KEPT`): a list of live
+        attempts read before the end (a pass's, across an await) must not open them again."""
 
     def set_half_life(self, half_life_s: float) -> None:
         """A new policy with another half-life keeps each tenant's past use, fading by the new one."""
@@ -78,10 +85,14 @@ class FairShareBook:
             self.ledger = self.ledger.with_half_life(half_life_s)
 
     def started(self, attempt_id: str, holding: Holding) -> None:
-        self.live.setdefault(attempt_id, holding)
+        if attempt_id not in self._closed:
+            self.live.setdefault(attempt_id, holding)
 
     def ended(self, attempt_id: str, end: datetime) -> None:
         held = self.live.pop(attempt_id, None)
+        self._closed[attempt_id] = None
+        if len(self._closed) > CLOSED_KEPT:
+            del self._closed[next(iter(self._closed))]
         if held is not None:
             self.ledger.add(Interval(held.tenant, held.demand, held.start, max(end, held.start)))
 

@@ -26,19 +26,12 @@ def filter_price_cap(g: Group, offers: list[Offer], env: Env) -> tuple[list[Offe
         if rate is None:
             rejected.append((o, (Reason(FX, f"no exchange rate from {o.currency} to {cur} in the policy"),)))
             continue
-        if cap is not None and o.price_per_hour * rate > cap:
-            rejected.append(
-                (
-                    o,
-                    (
-                        Reason(
-                            CAP,
-                            f"{o.price_per_hour * rate:.2f} {cur}/h is above the job's cap "
-                            f"of {cap:g} {cur}/h",
-                        ),
-                    ),
-                )
-            )
+        # The cap is the job's hourly price: a gang of N nodes pays N offers' prices.
+        price = o.price_per_hour * rate * env.nodes
+        if cap is not None and price > cap:
+            each = f" ({env.nodes} nodes at {o.price_per_hour * rate:.2f})" if env.nodes > 1 else ""
+            why = f"{price:.2f} {cur}/h{each} is above the job's cap of {cap:g} {cur}/h"
+            rejected.append((o, (Reason(CAP, why),)))
             continue
         kept.append(o)
     return kept, rejected

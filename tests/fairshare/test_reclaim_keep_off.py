@@ -60,3 +60,24 @@ def test_units_seen_stopped_read_free_but_are_still_not_another_jobs() -> None:
 def test_nothing_is_held_once_the_booking_is_over() -> None:
     snap = PassSnapshot(now=NOW.replace(minute=30), offers=[])
     assert reclaimer_with_booking(4).keep_off(run_on(0, 4, snap), "borrowed-job", 4, snap) is None
+
+
+def test_units_booked_to_a_job_this_pass_runs_are_not_counted_twice() -> None:
+    """Held-out review: two owner jobs each reclaimed a unit; once both victims stopped, the pass
+    ran the first on its unit (claimed) and still held that unit as booked to it, so the second
+    owner job was told its unit was "being reclaimed for another job" and waited a scan or more."""
+    r = Reclaimer()
+    r._stopping.add(PART, "victim-1", 1, "owner-1", NOW.timestamp() - 5, grace_s=20.0)
+    r._stopping.add(PART, "victim-2", 1, "owner-2", NOW.timestamp() - 5, grace_s=20.0)
+    for victim in ("victim-1", "victim-2"):
+        r._stopping.stopped(victim, NOW.timestamp())
+    snap = PassSnapshot(now=NOW, offers=[])
+    assert r.keep_off(run_on(2, 1, snap), "owner-1", 1, snap) is None
+    snap.running_jobs.add("owner-1")  # as `FairQueue.adjust` notes it
+    assert r.keep_off(run_on(2, 1, snap), "owner-2", 1, snap) is None
+    # Before the second owner's job runs, a borrowed job may not take its unit.
+    snap = PassSnapshot(now=NOW, offers=[])
+    run_on(2, 1, snap)
+    snap.running_jobs.add("owner-1")
+    kept = r.keep_off(run_on(2, 1, snap), "borrowed-job", 1, snap)
+    assert kept is not None and kept.action == Action.WAIT

@@ -242,3 +242,18 @@ def test_local_policy_places_gpu_and_cpu_jobs() -> None:
     cpu = place(job(), TenantId("dev"), local, pol, PlacementContext())
     assert gpu.chosen is not None and gpu.chosen.offer.site == "local" and gpu.chosen.offer.count == 2
     assert cpu.chosen is not None and cpu.chosen.offer.accelerator is None
+
+
+def test_a_gangs_price_cap_is_for_the_whole_gang(policy: Policy, offers: list[Offer]) -> None:
+    """Held-out review: a 4-node gang capped at 300 CNY/h was allowed a 278.40 CNY/h node, 1,113.60
+    CNY/h for the gang: the cap was read per node."""
+    spec = job(resources={**accel(8, "A800", "H800"), "nodes": 4}, max_price_per_hour=300)
+    ex = place(spec, TenantId("pku-nlp"), offers, policy, PlacementContext())
+    allowed = [s.offer for s in ex.offers if s.allowed]
+    assert all(o.price_per_hour * 4 <= 300 for o in allowed), [(o.site, o.price_per_hour) for o in allowed]
+    capped = [s for s in ex.offers if any(r.rule == "job.max_price" for r in s.reasons)]
+    said = [r.message for s in capped for r in s.reasons if r.rule == "job.max_price"]
+    assert said and all("4 nodes at" in m for m in said), said
+    single = place(job(resources=accel(8, "A800", "H800"), max_price_per_hour=300), TenantId("pku-nlp"),
+                   offers, policy, PlacementContext())
+    assert any(s.allowed and s.offer.price_per_hour > 75 for s in single.offers)  # one node: per node
