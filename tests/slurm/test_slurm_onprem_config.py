@@ -106,9 +106,16 @@ def test_a_purged_job_is_reconciled_from_its_recorded_exit_code(tmp_path: Path) 
     with pytest.raises(NotFoundError):
         adapter.status("41")  # no marker: really unknown
     (tmp_path / "tok41.jobid").write_text("41")
-    (tmp_path / "tok41.out").write_text("the end\n")
     with pytest.raises(NotFoundError):
-        adapter.status("41")  # the script did not get to record a code (killed, node lost)
+        adapter.status("41")  # purged before it ever started (no output file): it never ran
+    (tmp_path / "tok41.out").write_text("the end\n")
+    # The script did not get to record a code (cancelled at Slurm, killed, node lost) while the
+    # broker was down: it ran, so it is FAILED, never lost and run again (held-out review: a
+    # job whose shell was killed after its command finished ran twice).
+    unrecorded = adapter.status("41")
+    assert unrecorded.state is AttemptState.FAILED and unrecorded.exit_code is None
+    assert "left no exit code" in unrecorded.message and unrecorded.log_tail == "the end\n"
+    assert unrecorded.stopped_at is not None  # settled to its output's last write, not to now
     (tmp_path / "tok41.rc").write_text("3\n")
     status = adapter.status("41")
     assert status.state is AttemptState.FAILED and status.exit_code == 3 and status.log_tail == "the end\n"
