@@ -124,15 +124,15 @@ class Dispatcher(Scheduling):
         self.planner.observe_live(self.store.live_attempts(), self.clock.now(), self.store)
         self.planner.restore_launches(self.store)
         self.stats.bursts[:0] = read_recent_bursts(self.planner.policy, self.store, self.clock.now())
-        await self._reconcile(None)
+        await self._reconcile(None, at_start=True)
         self._last_reconcile = asyncio.get_running_loop().time()
         self._task = asyncio.create_task(self._run(), name="dispatcher")
 
-    async def _reconcile(self, sites: set[SiteId] | None) -> None:
+    async def _reconcile(self, sites: set[SiteId] | None, *, at_start: bool = False) -> None:
         """Reconcile `sites` (None: all); an unreachable site is unhealthy and retried soon."""
         report = await reconcile(
             self.store, self.adapters, self.clock, sites=sites, launching=set(self._inflight),
-            stopping=set(self._stops_in_flight),
+            stopping=set(self._stops_in_flight), at_start=at_start,
         )
         loop_now = asyncio.get_running_loop().time()
         for site in report.reached:

@@ -48,9 +48,11 @@ async def reconcile(
     sites: set[SiteId] | None = None,
     launching: Collection[JobId] = (),
     stopping: Collection[str] = (),
+    at_start: bool = False,
 ) -> ReconcileReport:
     """One pass over every site (or only `sites`); `launching`: jobs whose launch is in flight;
-    `stopping`: attempts whose graceful stop (a preemption) is under way, left to it."""
+    `stopping`: attempts whose graceful stop (a preemption) is under way, left to it; `at_start`:
+    the broker's first pass, where a site without credentials is out of service too."""
     report = ReconcileReport()
     for site, adapter in list(adapters.items()):
         if sites is not None and site not in sites:
@@ -58,9 +60,11 @@ async def reconcile(
         try:
             owned = await asyncio.to_thread(adapter.list_owned)
         except AdapterError as exc:
-            if isinstance(exc, TransientError):
+            # Down: out of service with its reason, and retried. At start, no credentials or a
+            # wrong profile too (it stays so until a listing succeeds), rather than left in service
+            # until a job's launch fails there; later, auth errors are the breaker's to find.
+            if at_start or isinstance(exc, TransientError):
                 report.unreachable[site] = f"{type(exc).__name__}: {exc}"
-            # Auth and config errors are the breaker's to find, on the next launch there.
             log.warning("reconcile: %s could not be listed: %s", site, exc)
             continue
         except Exception as exc:  # an unmapped SDK error must not stop startup either

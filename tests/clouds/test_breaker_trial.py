@@ -46,10 +46,11 @@ def gpu_job(name: str) -> job_pb2.JobSpec:
 
 
 def revoked_east(moto: MotoFront, ecs_server: EcsEndpoint, policy: str) -> on_moto.BrokerSetup:
-    """aws-east on moto with a revoked key (every call an AuthFailure) as the cheapest site, an A10 in
-    Beijing on the ECS double as the fallback."""
+    """aws-east on moto as the cheapest site, an A10 in Beijing on the ECS double as the fallback;
+    `revoke` then revokes aws-east's key (every call an AuthFailure). Revoked before the start, the
+    start's reconcile pass finds it and the site is out of service from the first."""
     ecs_server.handler = EcsCloud(instance_types=(on_moto.A10,), zones=("cn-beijing-i",))
-    moto.scenario = Scenario(rejected_access_keys={"AKIDREVOKED"})
+    moto.scenario = Scenario()
     return on_moto.BrokerSetup(
         policy,
         tokens={"sg-lab": TOKEN},
@@ -61,6 +62,11 @@ def revoked_east(moto: MotoFront, ecs_server: EcsEndpoint, policy: str) -> on_mo
             ),
         },
     )
+
+
+def revoke(moto: MotoFront) -> None:
+    """The key is revoked while the broker runs: the next launch there meets it."""
+    moto.scenario.rejected_access_keys.add("AKIDREVOKED")
 
 
 def submit(stub: broker_service_pb2_grpc.BrokerServiceStub, name: str) -> job_pb2.Job:
@@ -104,6 +110,7 @@ def test_a_half_open_breaker_lets_one_trial_launch_through(
     moto: MotoFront, ecs_server: EcsEndpoint, start_broker: StartBroker
 ) -> None:
     proc = start_broker(revoked_east(moto, ecs_server, POLICY))
+    revoke(moto)
     with stub_for(proc.address) as stub:
         first = submit(stub, "opens")
         assert site_of(stub, first.id) == "aliyun-bj"
@@ -147,6 +154,7 @@ def test_a_tenant_is_told_the_kind_of_trouble_never_the_providers_text(
     # must not read the text in their job's reason, live explain or offers either.
     policy = POLICY.replace("blocklist_ttl: {unhealthy: 3s}", "blocklist_ttl: {unhealthy: 1h}")
     proc = start_broker(revoked_east(moto, ecs_server, policy))
+    revoke(moto)
     with stub_for(proc.address) as stub:
         first = submit(stub, "opens")
         assert site_of(stub, first.id) == "aliyun-bj"

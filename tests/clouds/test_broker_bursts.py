@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -262,6 +263,22 @@ def test_bad_credentials_mark_provider_unhealthy_and_place_elsewhere(
     proc = start_broker(setup(moto.url, ecs_server.address, aws_key="AKIDREVOKED"))
     with grpc.insecure_channel(proc.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        # Revoked before the start: the start's reconcile pass found it, so the site is out of
+        # service from the first job on (none wastes an attempt there to find out).
+        def out_of_service() -> dict[str, str]:
+            status = stub.GetStatus(pb.GetStatusRequest(), metadata=md())
+            return dict(json.loads(status.status_json).get("unhealthy") or {})
+
+        assert "aws-east" in out_of_service()  # (a tenant is told it is unavailable, not why)
+        early = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("creds-0", "A10G", "A10")), metadata=md()).job
+        play_bootstrap_when_on(stub, proc, early.id, "aliyun-bj", user_data_of(clouds))
+        assert [e for e in events(stub, early.id) if e.kind == "attempt_failed"] == []
+        moto.scenario.rejected_access_keys.clear()  # a fresh key: the next listing reaches it
+        deadline = time.monotonic() + 120
+        while "aws-east" in out_of_service():
+            assert time.monotonic() < deadline, "aws-east stayed out of service with a good key"
+            time.sleep(0.5)
+        moto.scenario.rejected_access_keys.add("AKIDREVOKED")  # revoked while it runs: the breaker's
         job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("creds", "A10G", "A10")), metadata=md()).job
         play_bootstrap_when_on(stub, proc, job.id, "aliyun-bj", user_data_of(clouds))
         final = wait_state(stub, job.id, TERMINAL)

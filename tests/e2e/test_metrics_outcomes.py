@@ -114,3 +114,38 @@ def test_a_sick_sites_reason_label_is_a_bounded_kind_not_the_providers_text(tmp_
     sick = {dict(labels)["reason"] for (name, labels), _ in samples.items() if name == "szb_site_unhealthy"}
     assert sick == {"adapter not built"}
     assert "no-such-profile-r7" in "".join(broker.output)  # the log keeps the whole reason
+
+
+def test_a_cloud_site_without_credentials_is_out_of_service_from_the_start(tmp_path: Path) -> None:
+    """Held-out review: an AWS site with no profile and no credentials anywhere was shown healthy,
+    its offers allowed, until a job's launch there failed (one attempt wasted). The broker knew at
+    start: listing its instances failed with NoCredentials."""
+    config = write_broker_config(tmp_path)
+    with (tmp_path / "tokens.yaml").open("a") as tokens:
+        tokens.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "prometheus") + "\n")
+    (tmp_path / "catalog").mkdir()
+    shutil.copy(ROOT / "configs" / "catalog" / "aws_gpu_vms.csv", tmp_path / "catalog" / "aws.csv")
+    # Prices from the catalog (no live price read, which would have found it): only the reconcile
+    # pass asks AWS anything at start.
+    site = AWS_SITE.replace("profile: no-such-profile-r7, ", "live_prices: false, ")
+    policy = POLICY.replace("tenants:", site).replace("currency: CNY", "currency: CNY\nfx: {USD: 7.2}")
+    (tmp_path / "policy.yaml").write_text(policy)
+    nowhere = str(tmp_path / "no-aws-config")
+    clean = {k: "" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
+    broker = BrokerProcess(config, extra_env={
+        **clean, "SZB_METRICS_LISTEN": "127.0.0.1:0", "AWS_CONFIG_FILE": nowhere,
+        "AWS_SHARED_CREDENTIALS_FILE": nowhere, "AWS_EC2_METADATA_DISABLED": "true",
+    })
+    broker.start(timeout=120)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            samples = scrape(metrics_url(broker))
+            sick = {dict(labels)["site"] for (name, labels), _ in samples.items()
+                    if name == "szb_site_unhealthy"}
+            if "aws-east" in sick or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        broker.stop()
+    assert "aws-east" in sick, "".join(broker.output[-20:])
