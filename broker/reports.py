@@ -18,6 +18,7 @@ from broker.planning import Planner
 from broker.quota import QuotaUsage
 from broker.serde import ts_to_proto
 from broker.store import JobNotFoundError, JobStore
+from broker.validation import BadRequestError, FieldViolation
 
 GROUPINGS = {
     pb.SPEND_GROUPING_UNSPECIFIED: ("tenant", "site"),
@@ -27,14 +28,31 @@ GROUPINGS = {
 }
 
 
+MAX_MONTHS = 240
+"""Budget months one spend report reads at most (20 years)."""
+
+
 def _months(since: datetime, until: datetime) -> list[str]:
     """Budget months (Beijing time) that [since, until) touches, oldest first."""
     out: list[str] = []
     day = since.astimezone(BEIJING).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    while day < until and len(out) < 240:
+    while day < until and len(out) < MAX_MONTHS:
         out.append(month_of(day))
         day = (day + timedelta(days=32)).replace(day=1)
     return out
+
+
+def _check_window(since: datetime | None, until: datetime | None, start: datetime, end: datetime) -> None:
+    """A range that is empty with one bound left to its default, or longer than the months read,
+    is refused naming the bound (it read as "no spend", exit 0)."""
+    if end <= start:
+        bound = "until" if until is not None else "since"
+        default = "the start of this month" if since is None else "now"
+        raise BadRequestError([FieldViolation(bound, f"must be after since (here {default})"
+                                              if bound == "until" else "must be in the past")])
+    if len(_months(start, end)) >= MAX_MONTHS:
+        raise BadRequestError([FieldViolation(
+            "since", f"a range may span at most {MAX_MONTHS // 12} years (of budget months)")])
 
 
 def spend_report(
@@ -64,6 +82,7 @@ def spend_report(
     month = month_of(now)
     start = since or now.astimezone(BEIJING).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = until or now
+    _check_window(since, until, start, end)
     keys = GROUPINGS.get(group_by, GROUPINGS[pb.SPEND_GROUPING_UNSPECIFIED])
     lines = _spend_lines(store, target, start, end, keys)
     if target not in ("*", tenant) and policy.tenant(target) is None and not lines:

@@ -69,8 +69,12 @@ def parse_since(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither a time (2026-12-01T08:00+08:00) nor an age (2h, 1d; units d, h, m, s)"
         ) from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC) - BEIJING
+    try:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC) - BEIJING
+        when.astimezone(UTC)
+    except OverflowError as exc:  # (0001-01-01 in Beijing time is before the first UTC instant)
+        raise argparse.ArgumentTypeError(f"{text!r} is too far back") from exc
     return when
 
 

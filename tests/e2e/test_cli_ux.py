@@ -369,3 +369,21 @@ def test_submit_wait_and_watch_print_the_jobs_output_and_events_unfolded(
     assert watched.returncode == 0, watched.stderr
     [event] = [ln for ln in watched.stdout.splitlines() if "CANCELLED" in ln]
     assert event.endswith("cancelled: cancelled by team-a (tenant)"), watched.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--since", "2000-01-01"), "since: a range may span at most 20 years"),  # (read as 0.00)
+        (("--since", "0001-01-01"), "is too far back"),  # (a traceback)
+        (("--until", "2020-11-15"), "until: must be after since (here the start of this month)"),
+        (("--since", "2099-01-01"), "since: must be in the past"),
+    ],
+)
+def test_a_spend_range_that_reads_nothing_is_refused_naming_its_bound(
+    broker: BrokerProcess, args: tuple[str, ...], said: str
+) -> None:
+    """Held-out review: each printed an empty report, total 0.00 and exit 0 (or a traceback)."""
+    out = szb(broker, "spend", *args)
+    assert out.returncode != 0 and said in out.stderr, (out.returncode, out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr
