@@ -67,7 +67,10 @@ class SpendLedger:
     def reserve(self, job: Job, attempt: Attempt, decision: Decision, store: JobStore) -> bool:
         """Reserve a burst's estimated cash atomically; False when a budget would be exceeded."""
         policy = self._policy()
-        now = self.clock.now()
+        # The attempt's own month: settling looks there. A second clock read could fall after
+        # Beijing midnight on the 1st, file the entry under the next month, and leave the
+        # estimate reserved for good.
+        now = attempt.created_at
         # The voucher the decision's split drew on: chosen from the same balances.
         voucher_id = voucher_for(policy, job.tenant, attempt.site, self.money(job.tenant, now, store))
         cash, voucher = decision.facts.cash or 0.0, decision.facts.voucher or 0.0
