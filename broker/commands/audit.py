@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from broker.api import broker_service_pb2 as pb
+from broker.audit import DEFAULT_EVENTS, MAX_EVENTS
 from broker.client import ClientError
 from broker.commands._args import job_id
 from broker.commands._connect import add_client_args, client_for
@@ -106,15 +107,22 @@ def _say_cut(shown: int, what: str, hint: str) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    request = pb.ListAuditEventsRequest(job_id=args.job, tenant=args.tenant, page_size=_one_more(args.limit))
+    # --limit 0 is the broker's default; the broker answers at most MAX_EVENTS whatever is asked,
+    # and a cut it made must be said as one the limit made is (it went unsaid).
+    limit = min(args.limit if args.limit > 0 else DEFAULT_EVENTS, MAX_EVENTS)
+    ask = min(limit + 1, MAX_EVENTS)
+    request = pb.ListAuditEventsRequest(job_id=args.job, tenant=args.tenant, page_size=ask)
     if args.since is not None:
         request.since.FromDatetime(args.since)
     resp = _run(args, lambda c: c.audit(request))
     if resp is None:
         return 1
-    if 0 < args.limit < len(resp.events):  # oldest first: the one beyond the limit is the first
+    if limit < len(resp.events):  # oldest first: the one beyond the limit is the first
         del resp.events[0]
-        _say_cut(args.limit, "events", "raise --limit or narrow --since")
+        _say_cut(limit, "events", "raise --limit or narrow --since")
+    elif len(resp.events) == MAX_EVENTS:
+        hint = f"the broker returns at most {MAX_EVENTS}: narrow --since, --job or --tenant"
+        _say_cut(MAX_EVENTS, "events", hint)
     if args.output == "json":
         _json(resp)
         return 0

@@ -144,3 +144,36 @@ def test_refusals_newest_first_page_like_other_events(tmp_path: Path) -> None:
     assert page[0].actor == "team-b" and page[0].time.ToDatetime() <= page[1].time.ToDatetime()
     kinds = [(e.kind, e.job_id) for e in trail]
     assert kinds[:4] == [("refused", ""), ("refused", ""), ("refused", ""), ("submitted", later.id)], kinds
+
+
+def test_the_brokers_own_cap_on_audit_events_is_said(tmp_path: Path) -> None:
+    """Held-out review: with 10,029 audit entries `--limit 0` showed 1,000 and `--limit 20000`
+    10,000, silently; only a limit below the broker's caps said that older ones exist."""
+    from datetime import UTC, datetime, timedelta
+
+    from broker.model import TenantId
+    from broker.store import SqliteStore
+    from broker.store._audit import RefusedSubmission
+
+    config = write_broker_folder(tmp_path, REFUSING, TOKENS)
+    with (tmp_path / "tokens.yaml").open("a") as f:
+        f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
+    (tmp_path / "data").mkdir(exist_ok=True)
+    store = SqliteStore(tmp_path / "data" / "broker.db")
+    start = datetime.now(UTC) - timedelta(hours=1)
+    store.record_refusals([
+        RefusedSubmission(start + timedelta(seconds=i * 0.1), TenantId("team-b"), "", "tenant", f"j{i}",
+                          "refused", (RULE,), "h", "{}")
+        for i in range(10_050)
+    ], keep=20_000)
+    store.close()
+    broker = BrokerProcess(config)
+    broker.start(timeout=120)
+    try:
+        for limit, shown in (("0", 1000), ("20000", 10_000)):
+            out = szb(broker, OPERATOR, "audit", "--limit", limit, "-o", "json", timeout=120)
+            assert out.returncode == 0, out.stderr
+            assert len(json.loads(out.stdout)["events"]) == shown
+            assert f"only the newest {shown} events are shown" in out.stderr, (limit, out.stderr)
+    finally:
+        broker.stop()
