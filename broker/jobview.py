@@ -53,6 +53,8 @@ def job_details(
             if started is not None and started > begin:
                 begin = started  # (exact for its first run; a later attempt counts from its creation)
         end = a.updated_at if a.state.terminal else now
+        if a is latest and a.state.terminal and ended is not None and begin <= ended < end:
+            end = ended  # it ended while the broker was down: its run, not the time read back
         hours = max(0.0, (end - begin).total_seconds()) / 3600
         cost += estimate_cost(job.spec, a.offer, policy, hours=hours)
     if ended is None and job.state.terminal:

@@ -46,3 +46,13 @@ def test_a_cloud_instance_is_billed_from_its_launch(policy: Policy) -> None:
     job, booting = job_on(CLOUD, JobState.PROVISIONING, AttemptState.PENDING)
     got = job_details(job, [booting], (None, None), policy, T0 + timedelta(hours=1)).cost_so_far
     assert got == pytest.approx(100.0)
+
+
+def test_a_job_that_ended_while_the_broker_was_down_costs_its_run_not_the_downtime(policy: Policy) -> None:
+    """Held-out review: a job that ran 0.9 s was charged 31.7 s, the broker's 30 s downtime
+    included: its attempt's end was when the restarted broker read the result, not when it ended."""
+    job, done = job_on(A800, JobState.SUCCEEDED, AttemptState.SUCCEEDED)
+    ran, ended = T0 + timedelta(minutes=30), T0 + timedelta(hours=1)
+    read_back = done.model_copy(update={"updated_at": T0 + timedelta(hours=3)})  # the restart
+    got = job_details(job, [read_back], (ran, ended), policy, T0 + timedelta(hours=4)).cost_so_far
+    assert got == pytest.approx(7.0)  # the half hour it ran, at 14 CNY/h
