@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from broker.durations import Duration
 from broker.model import Priority
@@ -152,7 +152,7 @@ class TenantShare(_Doc):
     """A tenant's claim on on-prem capacity; unset fields inherit its kind's, then `fair_share.defaults`."""
 
     weight: float | None = Field(default=None, gt=0, le=1000, description="Fair-share weight (relative).")
-    quota: dict[str, Annotated[int, Field(ge=0)]] | None = Field(
+    quota: dict[str, Annotated[StrictInt, Field(ge=0)]] | None = Field(  # ("2" is not a count)
         default=None,
         description="Guaranteed accelerators (cores for a CPU-only partition) per on-prem partition, "
         "keyed `site/partition`.",
