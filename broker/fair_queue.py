@@ -93,16 +93,16 @@ class FairQueue:
                     job = store.get(attempt.job_id)
                 except Exception:  # a job gone from the store holds nothing
                     continue
-                self.started(policy, job, attempt)
+                self.started(policy, job, attempt, adopting=True)
         self.book.sync((a.id for a in onprem), now)
 
     def save_reclaim(self, store: JobStore) -> None:
         """Store reclaim's state now, before a preemption (`Saves.save_reclaim`; raises `StoreError`)."""
         self._saves.save_reclaim(store)
 
-    def started(self, policy: Policy, job: Job, attempt: Attempt) -> None:
+    def started(self, policy: Policy, job: Job, attempt: Attempt, *, adopting: bool = False) -> None:
         if attempt.offer.partition in onprem_partitions(policy):
-            self.book.started(
+            (self.book.adopt if adopting else self.book.started)(
                 attempt.id,
                 Holding(
                     job.tenant,

@@ -85,6 +85,11 @@ class FairShareBook:
             self.ledger = self.ledger.with_half_life(half_life_s)
 
     def started(self, attempt_id: str, holding: Holding) -> None:
+        self._closed.pop(attempt_id, None)  # (the simulator runs a requeued job's id again)
+        self.live.setdefault(attempt_id, holding)
+
+    def adopt(self, attempt_id: str, holding: Holding) -> None:
+        """An attempt a list of live ones names and the book lacks: held, unless it ended here."""
         if attempt_id not in self._closed:
             self.live.setdefault(attempt_id, holding)
 

@@ -18,9 +18,11 @@ def test_an_ended_attempt_is_not_reopened() -> None:
     book.started("a-1", holding("mid", 2, 60.0))
     book.started("a-2", holding("mid", 2, 60.0))
     book.ended("a-1", NOW)
-    book.started("a-1", holding("mid", 2, 60.0))  # adopted from a list read before the end
+    book.adopt("a-1", holding("mid", 2, 60.0))  # adopted from a list read before the end
     assert list(book.live) == ["a-2"]
     book.sync(["a-1", "a-2"], NOW + timedelta(seconds=1))
     assert list(book.live) == ["a-2"]
-    book.started("a-3", holding("mid", 2, 0.0))  # a new attempt is held as ever
+    book.adopt("a-3", holding("mid", 2, 0.0))  # a new attempt is held as ever
     assert sorted(book.live) == ["a-2", "a-3"]
+    book.started("a-1", holding("mid", 2, 0.0))  # started on purpose (the simulator reuses ids)
+    assert sorted(book.live) == ["a-1", "a-2", "a-3"]
