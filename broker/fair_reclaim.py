@@ -153,16 +153,15 @@ class Reclaimer:
         if decision.action != Action.RUN or offer is None or offer.free is None:
             return None
         key = offer.partition
-        # A job this pass runs claimed the units booked to it: counting them again kept a second
-        # owner's job off the unit reclaimed for it, beside the first one's.
-        booked = [s for s in self._stopping.booked_elsewhere(key, job, snap.now.timestamp())
-                  if s.for_job not in snap.running_jobs]
+        booked = self._stopping.booked_elsewhere(key, job, snap.now.timestamp())
         if not booked:
             return None
         # The decision claimed the job's own units already; units seen stopped may read free, but
-        # they are not the job's.
+        # they are not the job's. A job this pass runs claimed the units booked to it (in
+        # `others`): counting them again kept a second owner's job off the unit reclaimed for it.
         others = snap.claimed_by_others(key, units)
-        held = sum(s.units for s in booked if s.stopped) + sum(s.beside for s in booked)
+        mine = [s for s in booked if s.for_job not in snap.running_jobs]
+        held = sum(s.units for s in mine if s.stopped) + sum(s.beside for s in mine)
         if offer.free - others - held >= units:
             return None
         snap.claimed[key] = others  # it waits: its own units are not claimed

@@ -81,3 +81,18 @@ def test_units_booked_to_a_job_this_pass_runs_are_not_counted_twice() -> None:
     snap.running_jobs.add("owner-1")
     kept = r.keep_off(run_on(2, 1, snap), "borrowed-job", 1, snap)
     assert kept is not None and kept.action == Action.WAIT
+
+
+def test_a_job_this_pass_runs_still_keeps_a_queued_job_off_the_rest_of_its_units() -> None:
+    """On Slurm: a patient job stopped for an urgent one was sent back to the queue in the pass
+    that ran the urgent job on one of the four freed units; Slurm started the patient job first
+    and the urgent one burst. Its booking no longer counts twice, but the units it left are
+    still not enough for the patient job, which waits."""
+    r = Reclaimer()
+    r._stopping.add(PART, "patient-attempt", 4, "urgent", NOW.timestamp() - 90, grace_s=5.0)
+    r._stopping.stopped("patient-attempt", NOW.timestamp())
+    snap = PassSnapshot(now=NOW, offers=[])
+    run_on(4, 1, snap)  # the urgent job, run on its booked units, claims one
+    snap.running_jobs.add("urgent")
+    kept = r.keep_off(run_on(4, 4, snap), "patient", 4, snap)
+    assert kept is not None and kept.action == Action.WAIT
