@@ -280,32 +280,18 @@ class SlurmAdapter:
         FAILED with no code (it ran: never run again); else NotFoundError (it never ran)."""
         token = self.ledger.token_of(backend_id)
         code = read_exit_code(self.settings, token) if token else None
-        if token is None:
+        unrecorded = None
+        if token is not None and code is None:
+            unrecorded = _ended_unrecorded(output_file(self.settings, token))
+        if token is None or (code is None and unrecorded is None):
             raise NotFoundError(self.site, "NoSuchJob", f"slurm job {backend_id} is not known (any more)")
-        if code is None:
-            return self._ended_unrecorded(backend_id, output_file(self.settings, token))
+        if unrecorded is not None:
+            return unrecorded
         tail = log_tail(output_file(self.settings, token))
         state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
         return AttemptStatus(state=state, exit_code=code, log_tail=tail,
                              message=f"{'COMPLETED' if code == 0 else 'FAILED'} (from the recorded "
                              "exit code; slurmctld no longer lists the job)")
-
-    def _ended_unrecorded(self, backend_id: str, output: Path) -> AttemptStatus:
-        """A purged job that left no exit code. Slurm writes its output file when it starts the
-        job: with one, the job ran and ended while nobody watched (cancelled there, out of time,
-        its shell or node killed); run again, it would run twice. Without one, it never ran."""
-        try:
-            written = output.stat()
-        except OSError:
-            raise NotFoundError(
-                self.site, "NoSuchJob", f"slurm job {backend_id} is not known (any more)"
-            ) from None
-        why = ("slurmctld no longer lists the job and it left no exit code: it started (its output "
-               "file exists) and ended while the broker was not watching (cancelled at Slurm, out of "
-               "time, or its batch shell or node was killed); it is not run again")
-        ended = datetime.fromtimestamp(written.st_mtime, UTC)
-        return AttemptStatus(state=AttemptState.FAILED, log_tail=log_tail(output), message=why, cause=why,
-                             stopped_at=ended)
 
     def read_log(self, backend_id: str, token: str, offset: int, limit: int) -> bytes:
         """The job's output file: the one this adapter's script names (`<output_dir>/<token>.out`),
@@ -383,3 +369,18 @@ class SlurmAdapter:
 
     def close(self) -> None:
         self.rest.close()
+
+
+def _ended_unrecorded(output: Path) -> AttemptStatus | None:
+    """A purged job that left no exit code. Slurm writes its output file when it starts the job:
+    with one, the job ran and ended while nobody watched (cancelled there, out of time, its shell
+    or node killed), and run again it would run twice: FAILED. Without one (None), it never ran."""
+    try:
+        written = output.stat()
+    except OSError:
+        return None
+    why = ("slurmctld no longer lists the job and it left no exit code: it started (its output "
+           "file exists) and ended while the broker was not watching (cancelled at Slurm, out of "
+           "time, or its batch shell or node was killed); it is not run again")
+    return AttemptStatus(state=AttemptState.FAILED, log_tail=log_tail(output), message=why, cause=why,
+                         stopped_at=datetime.fromtimestamp(written.st_mtime, UTC))

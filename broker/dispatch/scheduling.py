@@ -72,8 +72,9 @@ class Scheduling(Launching):
             live = self.store.live_attempts()
             self._snap = await self.planner.read_snapshot(now, live, wait_s=None)
             self._snap_at = loop_now
-            # Read again: attempts that ended during the reading (a cancel) are not live any more.
-            self.planner.observe_live(self.store.live_attempts(), now, self.store)
+            # (An attempt that ended during the reading, a cancel, is not adopted again: the book
+            # never reopens an ended attempt, `FairShareBook.adopt`.)
+            self.planner.observe_live(live, now, self.store)
         snap = self._snap
         queued, head_only = self._join_late(queued, head_only)
         # Across tenants by weighted dominant share (quota work first), then priority and age.
