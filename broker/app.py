@@ -27,6 +27,7 @@ from broker.agent_rpc import AgentServicer
 from broker.agent_secret import SecretEscrow
 from broker.audit import AuditTrail
 from broker.auth import TokenAuthority
+from broker.bounded import bounded
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig
 from broker.dispatch.dispatcher import Dispatcher
@@ -131,7 +132,7 @@ class BrokerApp:
             self._policy_loaded(self.planner.watcher.first_load)
         self.planner.watcher.on_load = self._policy_loaded
         self.audit = AuditTrail(
-            self.store, lambda: self.planner.policy_hash, lambda: self.planner.watcher.last_refused
+            self.store, lambda: self.planner.policy, lambda: self.planner.watcher.last_refused
         )
         if cfg.store is not None and cfg.role != "all":
             # Split roles wake each other (new jobs, cancels, agent reports, watchers).
@@ -302,8 +303,7 @@ class BrokerApp:
         return sites_in_use(self.store, sites, str(self.planner.watcher.path), text)
 
     def _build_adapters(self) -> dict[SiteId, Adapter]:
-        # A restart with a policy that dropped a site its live jobs run at is refused, as a
-        # hot reload of such a policy is.
+        # A restart with a policy that dropped a site its live jobs run at is refused, as a reload is.
         self.planner.watcher.vet = self._vet_sites
         first = self.planner.watcher.first_load
         problems = self._vet_sites(self.planner.policy, first.content)
@@ -316,11 +316,12 @@ class BrokerApp:
                                          self.config.sites, self.planner.mark_unhealthy, skip=set(overrides))
         adapters = {**overrides, **self.site_builder.build_all(self.planner.policy)}
         quiet_third_party()  # SDKs imported just now may have attached handlers of their own
-        sandboxes = [getattr(a, "sandbox", None) for a in adapters.values()]
-        self.job_accounts = tuple(s.user for s in sandboxes if isinstance(s, Sandbox) and s.user)
+        boxes = [getattr(a, "sandbox", None) for a in adapters.values()]
+        self.job_accounts = tuple(b.user for b in boxes if isinstance(b, Sandbox) and b.user)
         # Before any port is bound: a tenant's job must never run while it could read these.
         check_at_start(self.config, self.config_file, self.job_accounts)
-        return {site: measured(a, self.metrics) for site, a in adapters.items()}
+        wait_s = self.config.dispatch.backend_wait_s  # (reads bounded in time; every call measured)
+        return {site: measured(bounded(a, wait_s), self.metrics) for site, a in adapters.items()}
 
     def _policy_loaded(self, load: PolicyLoad) -> None:
         """Every policy load attempt goes into the audit trail and the reload metrics."""
@@ -336,8 +337,9 @@ class BrokerApp:
         rebuilt = self.site_builder.changed(self.planner.policy) if self.site_builder is not None else {}
         for site in self.site_builder.reconfigure_onprem(self.planner.policy) if self.site_builder else ():
             self.planner.offers.forget(site)  # its capacity is read again under the new size
-        for site, adapter in rebuilt.items():
-            self.adapters[site] = measured(adapter, self.metrics)  # the dispatcher's and planner's dict
+        wait_s = self.config.dispatch.backend_wait_s
+        for site, adapter in rebuilt.items():  # into the dispatcher's and planner's dict:
+            self.adapters[site] = measured(bounded(adapter, wait_s), self.metrics)
             if self.role is not None:
                 self.role.add_adapter(site, self.adapters[site])
             self.planner.offers.forget(site)
@@ -376,14 +378,13 @@ async def serve_forever(config: BrokerConfig, config_file: Path | None = None) -
     """Run until SIGINT/SIGTERM; SIGHUP reloads the policy and the tokens file."""
     app = BrokerApp(config, config_file=config_file)
     port = await app.start()
-    # Everything loaded so far lives as long as the process: keep the collector off it, so
-    # collections stay short under load (they were the largest latency spikes).
+    # All loaded so far lives as long as the process: frozen, collections stay short under load.
     gc.collect()
     gc.freeze()
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
-    loop.add_signal_handler(signal.SIGINT, done.set)
-    loop.add_signal_handler(signal.SIGTERM, done.set)
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(stop, done.set)
 
     def reload() -> None:
         app.planner.reload()

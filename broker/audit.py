@@ -16,9 +16,11 @@ from google.protobuf import timestamp_pb2
 from broker.api import broker_service_pb2 as pb
 from broker.errors import BrokerError
 from broker.model import JobEvent, TenantId
+from broker.policy import Policy
 from broker.policy.watcher import PolicyLoad
 from broker.serde import state_to_proto
 from broker.store import REFUSED, AuditFilter, JobNotFoundError, JobStore, PolicyVersion, RefusedSubmission
+from broker.validation import did_you_mean
 
 DEFAULT_VERSIONS = 50
 MAX_VERSIONS = 1000
@@ -117,11 +119,15 @@ class AuditTrail:
     """The three operator RPCs over one store; `active` and `refused` read the live watcher."""
 
     def __init__(
-        self, store: JobStore, active: Callable[[], str], refused: Callable[[], PolicyLoad | None]
+        self, store: JobStore, policy: Callable[[], Policy], refused: Callable[[], PolicyLoad | None]
     ) -> None:
         self.store = store
-        self.active = active
+        self.policy = policy
         self.refused = refused
+
+    def active(self) -> str:
+        """The hash of the policy in force."""
+        return self.policy().hash
 
     def versions(self, page_size: int) -> pb.ListPolicyVersionsResponse:
         limit = DEFAULT_VERSIONS if page_size <= 0 else min(page_size, MAX_VERSIONS)
@@ -151,6 +157,10 @@ class AuditTrail:
         timed += [(r.time, refusal_to_proto(r)) for r in self.store.refusals(where)]
         # Each list is its newest `limit`, oldest first: merged, the newest `limit` of both.
         timed.sort(key=lambda pair: pair[0])  # stable: events of one time keep their order
+        if tenant and not timed and (policy := self.policy()).tenant(tenant) is None:
+            # A typo would read as a quiet tenant; a tenant since removed keeps its history.
+            hint = did_you_mean(tenant, [t.id for t in policy.tenants])
+            raise JobNotFoundError(f"tenant {tenant!r} is not in the policy and has no audit events{hint}")
         return pb.ListAuditEventsResponse(events=[msg for _, msg in timed[-limit:]])
 
     def refused_proto(self) -> pb.PolicyVersion | None:

@@ -36,6 +36,9 @@ class DispatchSettings(NoBoolNumbers):
     """Full re-decision of every queued job at least this often, even with no event."""
     reconcile_interval_s: float = Field(default=60.0, gt=0)
     """How often every site is listed for orphans and lost attempts."""
+    backend_wait_s: float = Field(default=10.0, gt=0)
+    """How long a read of a backend (status, listing, capacity, offers) is waited for; a site that
+    has not answered by then is out of service until that call returns (`broker.bounded`)."""
 
 
 class TlsSettings(NoBoolNumbers):

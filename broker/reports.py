@@ -11,6 +11,7 @@ from broker.burst import is_onprem
 from broker.burst.money import BEIJING, budget_alert, month_of
 from broker.burst.snapshot import partition_key
 from broker.catalog.accelerators import normalize
+from broker.dispatch.launch_history import read_recent_bursts
 from broker.dispatch.offers import OfferReading
 from broker.model import JobSpec, JobState, TenantId
 from broker.placement.health import health_summary
@@ -217,6 +218,8 @@ def status_report(
         if job.site and (operator or job.tenant == tenant):
             resp.active_jobs_by_site[job.site] = resp.active_jobs_by_site[job.site] + 1
     hour_ago = now - timedelta(hours=1)
+    if not operator:  # every tenant's bursts are the operator's business: its own, from the store
+        bursts = read_recent_bursts(planner.policy, store, now, tenant)
     resp.burst_decisions_last_hour = sum(1 for b in bursts if b >= hour_ago)
     shown = [t.id for t in planner.policy.tenants] if operator else [tenant]
     tenants = _add_budgets(resp, planner, now, store, shown)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from broker.burst import is_onprem
 from broker.burst.provisioning import ProvisioningTimes
-from broker.model import SiteId
+from broker.model import SiteId, TenantId
 from broker.policy import Policy
 from broker.store import JobStore, StoreError
 
@@ -40,11 +40,14 @@ def _clouds(policy: Policy) -> list[SiteId]:
     return [SiteId(site.id) for site in policy.sites if not is_onprem(policy, site.id)]
 
 
-def read_recent_bursts(policy: Policy, store: JobStore, now: datetime) -> list[datetime]:
-    """When each attempt at a cloud site was created within the hour before `now` (`szb status`'s
-    bursts of the last hour, which a restart or a failover would otherwise start from none)."""
+def read_recent_bursts(
+    policy: Policy, store: JobStore, now: datetime, tenant: TenantId | None = None
+) -> list[datetime]:
+    """When each attempt at a cloud site (of `tenant`'s jobs if given) was created within the hour
+    before `now` (`szb status`'s bursts of the last hour, which a restart or a failover would
+    otherwise start from none; a tenant's status counts its own)."""
     try:
-        return store.attempt_times(_clouds(policy), now - timedelta(hours=1))
+        return store.attempt_times(_clouds(policy), now - timedelta(hours=1), tenant)
     except StoreError as exc:
         log.warning("could not read the last hour's bursts from the store: %s", exc)
         return []

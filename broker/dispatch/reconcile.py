@@ -54,22 +54,15 @@ async def reconcile(
     `stopping`: attempts whose graceful stop (a preemption) is under way, left to it; `at_start`:
     the broker's first pass, where a site without credentials is out of service too."""
     report = ReconcileReport()
-    for site, adapter in list(adapters.items()):
-        if sites is not None and site not in sites:
-            continue
-        try:
-            owned = await asyncio.to_thread(adapter.list_owned)
-        except AdapterError as exc:
-            # Down: out of service with its reason, and retried. At start, no credentials or a
-            # wrong profile too (it stays so until a listing succeeds), rather than left in service
-            # until a job's launch fails there; later, auth errors are the breaker's to find.
-            if at_start or isinstance(exc, TransientError):
-                report.unreachable[site] = f"{type(exc).__name__}: {exc}"
-            log.warning("reconcile: %s could not be listed: %s", site, exc)
-            continue
-        except Exception as exc:  # an unmapped SDK error must not stop startup either
-            report.unreachable[site] = f"{type(exc).__name__}: {exc}"
-            log.exception("reconcile: %s could not be listed", site)
+    chosen = [(site, a) for site, a in list(adapters.items()) if sites is None or site in sites]
+    # All sites listed at once: a site slow to answer (up to the broker's backend wait) holds
+    # the pass that long once, not once per site.
+    listings = await asyncio.gather(
+        *(asyncio.to_thread(adapter.list_owned) for _, adapter in chosen), return_exceptions=True
+    )
+    for (site, adapter), owned in zip(chosen, listings, strict=True):
+        if isinstance(owned, BaseException):
+            _not_listed(report, site, owned, at_start)
             continue
         report.reached.append(site)
         # Read live attempts after listing, so an attempt started meanwhile is never an orphan.
@@ -94,6 +87,22 @@ async def reconcile(
             if await _remove(store, adapter, clock, inst):
                 report.terminated += 1
     return report
+
+
+def _not_listed(report: ReconcileReport, site: SiteId, exc: BaseException, at_start: bool) -> None:
+    """A site whose listing failed: down (out of service with its reason, and retried), unless it
+    was a later auth error. At start, no credentials or a wrong profile count too (the site stays
+    out until a listing succeeds) rather than staying in service until a job's launch fails there;
+    later, auth errors are the breaker's to find."""
+    if not isinstance(exc, Exception):
+        raise exc  # cancelled: the pass ends
+    if not isinstance(exc, AdapterError):  # an unmapped SDK error must not stop startup either
+        report.unreachable[site] = f"{type(exc).__name__}: {exc}"
+        log.error("reconcile: %s could not be listed", site, exc_info=exc)
+        return
+    if at_start or isinstance(exc, TransientError):
+        report.unreachable[site] = f"{type(exc).__name__}: {exc}"
+    log.warning("reconcile: %s could not be listed: %s", site, exc)
 
 
 def unfollowed(store: JobStore, sites: Collection[SiteId]) -> dict[SiteId, list[JobId]]:

@@ -59,13 +59,16 @@ class SqlRuns(SqlCore):
         out.sort(reverse=True)
         return [(est, ran) for _, est, ran in out]
 
-    def attempt_times(self, sites: Sequence[SiteId], since: datetime) -> list[datetime]:
+    def attempt_times(
+        self, sites: Sequence[SiteId], since: datetime, tenant: TenantId | None = None
+    ) -> list[datetime]:
         if not sites:
             return []
+        mine = "" if tenant is None else " AND job_id IN (SELECT id FROM jobs WHERE tenant = ?)"
         rows = self._all(
-            f"SELECT created_at FROM attempts WHERE site IN ({marks(len(sites))}) AND created_at >= ? "
-            "ORDER BY created_at",
-            [*sites, self._dialect.ts(since)],
+            f"SELECT created_at FROM attempts WHERE site IN ({marks(len(sites))}) AND created_at >= ?"
+            f"{mine} ORDER BY created_at",
+            [*sites, self._dialect.ts(since), *([] if tenant is None else [tenant])],
         )
         return [self._dialect.dt(r[0]) for r in rows]
 

@@ -289,8 +289,11 @@ class JobStore(AuditStore):
         RUNNING on it, oldest first (attempts whose job never ran on them left out)."""
 
     @abc.abstractmethod
-    def attempt_times(self, sites: Sequence[SiteId], since: datetime) -> list[datetime]:
-        """When each attempt at `sites` created at or after `since` was created, oldest first."""
+    def attempt_times(
+        self, sites: Sequence[SiteId], since: datetime, tenant: TenantId | None = None
+    ) -> list[datetime]:
+        """When each attempt at `sites` created at or after `since` was created, oldest first
+        (only those of `tenant`'s jobs if given)."""
 
     @abc.abstractmethod
     def recent_runtimes(self, tenant: TenantId, limit: int) -> list[tuple[float, float]]:

@@ -90,6 +90,30 @@ def test_status_and_spend_show_the_global_burst_cap_and_what_is_left_of_it(
     assert json.loads(ok(broker, TOKEN, "spend", "-o", "json")).get("burst_cap") is None
 
 
+def test_a_tenants_status_counts_its_own_bursts_only(
+    ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    quiet = "token-of-the-quiet-tenant-0123"
+    broker = start_broker(
+        on_moto.BrokerSetup(
+            policy(100.0).replace("tenants:\n", "tenants:\n  - {id: quiet, kind: sme, entity_country: CN}\n"),
+            tokens={"ot": TOKEN, "quiet": quiet},
+            operators={"ops": OPERATOR},
+            sites={"ali-bj": on_moto.ecs_double(ecs_server.address)},
+            catalogs=a10_catalog(PRICE),
+        )
+    )
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        burst(stub, "mine", 5)
+
+        def bursts(token: str) -> int:
+            return stub.GetStatus(pb.GetStatusRequest(), metadata=md(token)).burst_decisions_last_hour
+
+        assert (bursts(OPERATOR), bursts(TOKEN), bursts(quiet)) == (1, 1, 0)
+    assert "Burst decisions in the last hour: 0" in ok(broker, quiet, "status")
+
+
 def test_spend_of_a_tenant_the_policy_does_not_declare_is_an_error(
     ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
 ) -> None:

@@ -188,6 +188,10 @@ def test_policy_versions_refused_reload_and_job_audit(tmp_path: Path) -> None:
         assert json.loads(future.stdout).get("events", []) == []
         tenant = szb("audit", *server, token=TOKENS["team-a"])
         assert tenant.returncode == 1 and "PERMISSION_DENIED" in tenant.stderr
+        # A tenant the policy does not declare, with no events: a typo, not a quiet tenant.
+        typo = szb("audit", "--tenant", "team-bb", *server, token=OPERATOR)
+        assert typo.returncode == 1 and "NOT_FOUND" in typo.stderr, typo.stderr
+        assert "'team-bb' is not in the policy" in typo.stderr and "did you mean 'team-" in typo.stderr
     finally:
         broker.stop()
 

@@ -517,6 +517,12 @@ class StoreContract:
         assert got == [NOW + timedelta(minutes=m) for m in (1, 3, 5)]
         assert store.attempt_times([east], NOW - timedelta(hours=3))[0] == NOW - timedelta(hours=2)
         assert store.attempt_times([], NOW) == []
+        # A tenant's `szb status` counts its own bursts only.
+        other = self.submit_one(store, B, "b1")
+        store.create_attempt(other.id, east, OFFER, "tok-b", NOW + timedelta(minutes=4))
+        assert store.attempt_times([east, west], NOW, B) == [NOW + timedelta(minutes=4)]
+        assert store.attempt_times([east, west], NOW, A) == got
+        assert len(store.attempt_times([east, west], NOW)) == 4
 
     def test_recent_runtimes_are_the_tenants_newest_succeeded_runs(self, store: JobStore) -> None:
         """(estimate, actual) of the newest N succeeded runs of one tenant: failures, other

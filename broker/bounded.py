@@ -1,0 +1,78 @@
+"""Bounded reads: a backend that stops answering holds no one longer than `wait_s`.
+
+A cloud API that accepts connections and never answers holds each call for its SDK's read
+timeout and retries: a minute and more. The dispatcher's loop awaits its status polls, listings
+and capacity readings, so one such site would stall every other site's work, local jobs
+included, and its hung calls would fill the default thread pool the store and the API share.
+Here a site's reads run in the site's own small pool; the caller waits at most `wait_s`, then
+gets a `TransientError` while the call runs on to the SDK's own timeout, and until it returns
+every read of that site fails at once (the reconciler marks the site out of service meanwhile).
+Writes (submit, cancel) are never cut short: their outcome must be known.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
+
+from adapters.base import Adapter, LogSource, TransientError
+from adapters.wrapper import AdapterWrapper, LogSourceWrapper
+
+T = TypeVar("T")
+
+READS = frozenset({"offers", "capacity", "status", "list_owned"})
+"""The calls cut short: what they would have said is read again on the next pass."""
+WORKERS = 4
+"""Threads per site: a site's hung reads hold at most these, never the shared pool's."""
+
+
+class Unresponsive(TransientError):
+    """The site did not answer a read within the broker's wait (or an earlier read still hangs)."""
+
+
+class BoundedAdapter(AdapterWrapper):
+    """An adapter whose reads give up after `wait_s`; see the module's docstring."""
+
+    def __init__(self, inner: Adapter, wait_s: float) -> None:
+        super().__init__(inner)
+        self.wait_s = wait_s
+        self._pool: ThreadPoolExecutor | None = None
+        self._hung: tuple[str, Future[Any]] | None = None  # a read past its wait, still running
+        self._lock = threading.Lock()
+
+    def _call(self, call: str, fn: Callable[[], T]) -> T:
+        if call not in READS:
+            return fn()
+        with self._lock:
+            if self._hung is not None and not self._hung[1].done():
+                raise Unresponsive(
+                    self.site, "Unresponsive",
+                    f"an earlier {self._hung[0]} has not answered after more than {self.wait_s:g}s; "
+                    "its reads are skipped until it does",
+                )
+            self._hung = None
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix=f"site-{self.site}")
+            running = self._pool.submit(fn)
+        try:
+            return running.result(timeout=self.wait_s)
+        except FutureTimeout:
+            with self._lock:
+                self._hung = (call, running)
+            raise Unresponsive(
+                self.site, "Unresponsive", f"{call} did not answer within {self.wait_s:g}s"
+            ) from None
+
+
+class BoundedLogSource(BoundedAdapter, LogSourceWrapper):
+    """A bounded adapter whose backend also serves job output (`adapters.base.LogSource`)."""
+
+
+def bounded(adapter: Adapter, wait_s: float) -> BoundedAdapter:
+    """`adapter` with its reads bounded; a `LogSource` stays one (checked on the class)."""
+    if isinstance(adapter, LogSource):
+        return BoundedLogSource(adapter, wait_s)
+    return BoundedAdapter(adapter, wait_s)
