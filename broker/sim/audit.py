@@ -7,7 +7,7 @@ from datetime import timedelta
 from broker.model import JobSpec, Offer
 from broker.placement import PlacementContext, PreparedOffers, place, prepare_offers
 from broker.policy import Policy
-from broker.sim.jobs import EPOCH, SimJob, shape_of
+from broker.sim.jobs import SimJob, shape_of
 
 
 class Auditor:
@@ -42,7 +42,7 @@ class Auditor:
                 alone = self._alone[(offer.key, offer.count)] = prepare_offers(
                     [offer.model_copy(update={"free": None, "expected_wait_s": 0.0})], self.policy
                 )
-            ctx = PlacementContext(now=EPOCH + timedelta(seconds=t))
+            ctx = PlacementContext(now=job.epoch + timedelta(seconds=t))
             spec = (shape_of(job, self.policy) if self.by_shape else None) or job.spec
             ok = self._audited[key] = bool(place(spec, job.tenant, alone, self.policy, ctx).allowed)
             if self.by_shape and job.shape is not None:

@@ -275,13 +275,13 @@ MAX_BACKOFF_S = 7200.0
 """A waiting job's back-off timer stops doubling here (except `backoff_cap_s`'s money-bound jobs)."""
 
 
-def backoff_cap_s(now_s: float, money_bound: bool) -> float:
+def backoff_cap_s(now_s: float, money_bound: bool, epoch: datetime = EPOCH) -> float:
     """How far a waiting job's back-off may reach from simulated second `now_s`: `MAX_BACKOFF_S`, or,
     for a job only a spent budget holds back, to the next budget month's first second (money freed
     by a settlement re-decides the cloud waiters on its own)."""
     if not money_bound:
         return MAX_BACKOFF_S
-    now = EPOCH + timedelta(seconds=now_s)
+    now = epoch + timedelta(seconds=now_s)
     return (month_span(now)[1] - now).total_seconds() + 1.0
 
 

@@ -187,7 +187,7 @@ class Baseline:
         facts = self.facts[job.index]
         if facts.onprem and (self.kind == "onprem-only" or not facts.cloud_by_cost):
             return None  # only freed capacity can start it: capacity events re-decide the heads
-        cap = backoff_cap_s(now_s, job.index in self.money_bound)
+        cap = backoff_cap_s(now_s, job.index in self.money_bound, job.epoch)
         return now_s + min(cap, max(backoff_s, self.ttl_s))
 
     def wants_cloud(self, decision: Decision) -> bool:

@@ -64,6 +64,8 @@ class Engine:
         self.clouds = Clouds(policy, scenario, horizon)
         self.book = OfferBook(policy, self.parts, self.clouds.mean_provisioning_s(), prices)
         self.ledger, self.t = Ledger(policy), 0.0
+        self.epoch = jobs[0].epoch if jobs else EPOCH
+        """The moment simulated second 0 stands for (deadlines, vouchers and budget months read it)."""
         self.blocklist = Blocklist(clock=lambda: self.t)
         ttl = policy.burst.blocklist_ttl
         self.failover = FailoverPolicy(
@@ -160,7 +162,7 @@ class Engine:
             assert st.offer is not None
             key = partition_key(st.offer)
             self.parts[key].finish(self.t, job.demand, self.projected.running.ended(key, job))
-            self.fair.ended(str(j), EPOCH + timedelta(seconds=self.t))
+            self.fair.ended(str(j), self.epoch + timedelta(seconds=self.t))
             st.rec.end_s = self.t
             self._pass(self._heads(key), "capacity")
             self._pass([int(j) for j in self.claims.yielded_to(key, self.parts[key].free)], "yield")
@@ -226,7 +228,7 @@ class Engine:
                     work.append(self.state[j].fair_work(self.jobs[j], self.state[j].cands or (key,)))
         if not work:
             return []
-        now = EPOCH + timedelta(seconds=self.t)
+        now = self.epoch + timedelta(seconds=self.t)
         tenants = self.fair.tenant_states(self.policy, now, {w.tenant for w in work})
         charge, limit = charge_factor(self.fair.ledger.half_life_s), self.scenario.redecide_head
         ordered = standings(work, tenants, self.fair_capacity, charge=charge)  # read only up to the heads
@@ -249,7 +251,7 @@ class Engine:
         if not batch:
             return
         self.causes[cause] = self.causes.get(cause, 0) + len(batch)
-        now = EPOCH + timedelta(seconds=self.t)
+        now = self.epoch + timedelta(seconds=self.t)
         snap = PassSnapshot(
             now=now,
             offers=self.book.prepared,
@@ -378,7 +380,7 @@ class Engine:
 
     def _project(self, job: SimJob) -> tuple[Waits, LaunchQueue, Mapping[str, float], LateClaims]:
         """The job's projected waits, committed bursts, tenants' fair-share ratios and late claims."""
-        now = EPOCH + timedelta(seconds=self.t)
+        now = self.epoch + timedelta(seconds=self.t)
         ratios = self.fair_ratios.at(
             self.t, job.tenant, lambda ts: self.fair.tenant_states(self.policy, now, ts)
         )

@@ -55,10 +55,12 @@ class SimJob:
     shape: JobSpec | None = None
     """`shape_spec(spec)`, one object shared by every job of the same shape (`build_jobs`), so
     placement verdicts can be kept per shape; None: not known (`shape_of` makes one)."""
+    epoch: datetime = EPOCH
+    """The moment `arrival_s` counts from (a replay's: its first recorded submission)."""
 
     @property
     def created_at(self) -> datetime:
-        return EPOCH + timedelta(seconds=self.arrival_s)
+        return self.epoch + timedelta(seconds=self.arrival_s)
 
 
 def build_jobs(

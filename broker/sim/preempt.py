@@ -28,7 +28,7 @@ from broker.decision import Decision
 from broker.fairshare import resolve_share
 from broker.fairshare.reclaim import Running, borrowed
 from broker.model import Offer
-from broker.sim.jobs import EPOCH, SimJob
+from broker.sim.jobs import SimJob
 from broker.sim.metrics import carbon_g
 from broker.sim.state import TIMER
 
@@ -98,7 +98,7 @@ def stop(eng: Engine, v: int, key: str) -> None:
     assert vs.offer is not None
     ran = eng.t - vs.running_since
     eng.parts[key].finish(eng.t, vj.demand, eng.projected.running.ended(key, vj))
-    eng.fair.ended(str(v), EPOCH + timedelta(seconds=eng.t))
+    eng.fair.ended(str(v), eng.epoch + timedelta(seconds=eng.t))
     # Its start charged the whole run left; take back what it will not run now.
     unrun_h = max(0.0, vj.runtime_s - vs.done_s - ran) / 3600
     nodes = vj.spec.resources.nodes
@@ -124,7 +124,7 @@ def _in_quota(eng: Engine, key: str) -> set[int]:
     if not any(quotas.values()):
         return set()
     at = [
-        Running(str(v), r[4], r[3], EPOCH + timedelta(seconds=eng.state[v].running_since))
+        Running(str(v), r[4], r[3], eng.epoch + timedelta(seconds=eng.state[v].running_since))
         for v, r in runs.items()
     ]
     lent = {int(r.attempt_id) for r in borrowed(at, quotas)}

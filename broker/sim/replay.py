@@ -190,7 +190,8 @@ def sim_jobs(history: History, policy: Policy) -> list[SimJob]:
         runtime = min(max(runtime, 1.0), MAX_RUNTIME_S)
         mw = effective_max_wait(job.spec, job.tenant, policy).total_seconds()
         arrival = (job.created_at - t0).total_seconds()
-        out.append(SimJob(i, job.id, job.tenant, job.spec, arrival, runtime, demand(job.spec), mw))
+        # At the recorded times: a deadline, a voucher's expiry and a budget month mean what they did.
+        out.append(SimJob(i, job.id, job.tenant, job.spec, arrival, runtime, demand(job.spec), mw, epoch=t0))
     return out
 
 

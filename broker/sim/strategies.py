@@ -22,7 +22,7 @@ from broker.decision import Action, Decision
 from broker.fairshare import held_back
 from broker.policy import Policy
 from broker.sim.backends import backoff_cap_s
-from broker.sim.jobs import EPOCH, SimJob
+from broker.sim.jobs import SimJob
 from broker.sim.queues import LaunchQueue
 
 Projector = Callable[[SimJob], tuple[Mapping[str, float], LaunchQueue, Mapping[str, float], LateClaims]]
@@ -118,14 +118,15 @@ class PolicyStrategy:
         if f.burst_in_s is not None:  # the last responsible moment to burst
             return now_s + f.burst_in_s + 1.0
         if f.burst_pending_since is not None:
-            return (f.burst_pending_since - EPOCH).total_seconds() + self.hysteresis_s + 1.0
+            return (f.burst_pending_since - job.epoch).total_seconds() + self.hysteresis_s + 1.0
         wait, remaining = f.onprem_expected_wait_s, f.remaining_wait_s
         if wait is not None and wait <= remaining:
             gap = remaining - wait + 1.0
             if self.projector is not None:  # look again before the last moment a burst could still help
                 gap = min(gap, remaining - self.lead_now)
             return now_s + max(MIN_GAP_S, gap)
-        cap = math.inf if job.index in self.cloudless else backoff_cap_s(now_s, job.index in self.money_bound)
+        bound = job.index in self.money_bound
+        cap = math.inf if job.index in self.cloudless else backoff_cap_s(now_s, bound, job.epoch)
         return now_s + min(cap, max(backoff_s, self.policy.burst.blocklist_ttl.capacity.total_seconds()))
 
     def wants_cloud(self, decision: Decision) -> bool:

@@ -238,3 +238,33 @@ def test_a_gang_job_replays_at_the_price_of_all_its_nodes(tmp_path: Path) -> Non
     assert not single.burst and single.cost_onprem == pytest.approx(2.0)
     assert gang.burst and gang.cost_cloud == pytest.approx(2 * 10.0)
     assert gang.cash == pytest.approx(2 * 10.0)
+
+
+def test_a_deadline_is_replayed_at_the_recorded_time(tmp_path: Path) -> None:
+    """#15 review: the replay's clock started at the simulator's own epoch (1 March 2026), so an
+    absolute `deadline` recorded in November was months away: a job the broker had failed as
+    "can no longer be met" replayed as run on time, its cost counted. It now runs at the recorded
+    submit times: a deadline too close for the job's estimate is refused in the replay too, and
+    one with room runs."""
+    from broker.policy import load_policy
+    from broker.sim.replay import replay
+
+    policy = load_policy(Path(__file__).resolve().parents[2] / "configs/policy.yaml")
+
+    def spec(name: str, deadline: datetime) -> JobSpec:
+        return JobSpec.model_validate(
+            {"name": name, "command": ["true"], "runtime_estimate": "30m", "deadline": deadline.isoformat(),
+             "resources": {"accelerators": {"count": 1, "any_of": ["A800"]}}}
+        )  # fmt: skip
+
+    store = SqliteStore(tmp_path / "broker.db")
+    try:
+        store.submit(TenantId("pku-nlp"), [Submission(spec("tight", T0 + timedelta(minutes=20)))], T0)
+        roomy = spec("roomy", T0 + timedelta(hours=3))
+        store.submit(TenantId("pku-nlp"), [Submission(roomy)], T0 + timedelta(minutes=1))
+        run = replay(policy, read_history(store, None))
+        tight, fine = run.run.records
+        assert tight.rejected and run.sites[0] is None and tight.cost == 0.0
+        assert not fine.rejected and run.sites[1] is not None and fine.cost > 0.0
+    finally:
+        store.close()
