@@ -61,6 +61,7 @@ class StoreOnlyDispatch(AttemptTracking):
         self.started_at = clock.now()
         self._background: set[asyncio.Task[None]] = set()
         self._inflight: dict[JobId, asyncio.Task[None]] = {}
+        self._stops_in_flight: set[str] = set()  # (a replica has no adapters: the leader stops them)
         self._snap: tuple[float, PassSnapshot] | None = None
         self.adopt = adopt
         """Takes the active scheduler's report on its sites as this replica's view of them."""

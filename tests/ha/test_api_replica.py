@@ -123,6 +123,34 @@ def test_a_cancel_through_a_replica_stops_the_instance_the_leader_started(
     wait_until("the attempt is closed", lambda: attempts(split.dsn, job.id)[-1].state.terminal)
 
 
+def test_an_agent_of_a_job_cancelled_while_no_scheduler_runs_is_told_to_stop(
+    split: Cluster, ecs: EcsCloud
+) -> None:
+    """Review: a heartbeat for a cancelled job whose instance still ran (no leader to stop it, or
+    its stop throttled) answered INTERNAL (AttributeError) on a replica; the agent was never told."""
+    api = split.start("api")
+    scheduler = split.start("scheduler")
+    split.leader()
+    with grpc.insecure_channel(api.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_spec("cancel-no-leader")), metadata=md()).job
+        wait_until("the leader launched an instance", lambda: launched(split.dsn, job.id))
+        attempt = attempts(split.dsn, job.id)[-1]
+        assert attempt.backend_id is not None
+        secret = agent_secret_of(base64.b64decode(ecs.user_data[attempt.backend_id]).decode())
+        scheduler.kill()
+        cancelled = stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=md()).job
+        assert cancelled.state == job_pb2.JOB_STATE_CANCELLED
+        agent = agent_service_pb2_grpc.AgentServiceStub(channel)
+        for _ in range(2):  # each beat while the instance runs on
+            beat = agent.Heartbeat(
+                agent_service_pb2.HeartbeatRequest(attempt_id=attempt.id, token=secret, running=True)
+            )
+            assert beat.stop
+    assert ecs.instances, "nothing should have stopped the instance: no scheduler runs"
+    assert not attempts(split.dsn, job.id)[-1].state.terminal
+
+
 def test_a_gang_cancelled_through_a_replica_mid_launch_starts_no_further_rank(
     split: Cluster, ecs: EcsCloud, ecs_server: EcsEndpoint
 ) -> None:
