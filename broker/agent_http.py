@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import json
 import logging
 import socket
@@ -41,6 +42,23 @@ UNAUTHENTICATED = {"error": "unauthenticated"}
 """The one answer for an unknown attempt, a wrong secret or a missing header (no oracle)."""
 log = logging.getLogger(__name__)
 
+
+
+def client_key(address: str) -> str:
+    """Whom the per-client cap counts a connection against: an IPv4 address; an IPv6 one's /64
+    (one host holds a whole /64); every loopback address as one (any local process, a local job
+    included, may bind any of 127.0.0.0/8 and would otherwise be a crowd of clients)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 class BadReportError(BrokerError, ValueError):
     """The report is malformed; the message names the field."""
@@ -99,7 +117,7 @@ class _BoundedServer(HTTPServer):
         self._reaper.start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        client = str(client_address[0])
+        client = client_key(str(client_address[0]))
         with self._live_lock:
             held = self._by_client.get(client, 0)
             admitted = held < self.max_per_client and self._slots.acquire(blocking=False)
@@ -126,7 +144,7 @@ class _BoundedServer(HTTPServer):
         except Exception:
             log.exception("agent http connection from %s failed", client_address)
         finally:
-            client = str(client_address[0])
+            client = client_key(str(client_address[0]))
             with self._live_lock:
                 self._live.pop(raw, None)
                 self._live.pop(conn, None)

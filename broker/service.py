@@ -252,7 +252,7 @@ class BrokerServices:
         """The attempt whose agent secret this is; one AgentAuthError for any mismatch."""
         try:
             attempt: Attempt | None = self.store.get_attempt(attempt_id)
-        except StoreError:
+        except (StoreError, UnicodeError):  # (JSON may carry a lone surrogate no store can encode)
             attempt = None
         # An unknown attempt is hashed and compared too: both failures cost the same.
         if not agent_secret_matches(secret, attempt.secret_hash if attempt else None):

@@ -30,7 +30,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     config = write_broker_config(tmp_path_factory.mktemp("agent-http"))
     with config.open("a") as f:
         f.write(
-            "agent_http_listen: 127.0.0.1:0\n"
+            "agent_http_listen: 0.0.0.0:0\n"  # (every address: a remote agent's too)
             f"agent_http_timeout_s: {TIMEOUT_S}\nagent_http_max_connections: {MAX_CONNECTIONS}\n"
         )
     proc = BrokerProcess(config)
@@ -46,9 +46,9 @@ def port(broker: BrokerProcess) -> int:
     return int(m.group(1))
 
 
-def exchange(port: int, raw: bytes) -> bytes:
+def exchange(port: int, raw: bytes, host: str = "127.0.0.1") -> bytes:
     """Send `raw`, read until the server closes; b'' when it closed without a word."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with socket.create_connection((host, port), timeout=10) as sock:
         sock.sendall(raw)
         chunks = []
         try:
@@ -60,13 +60,13 @@ def exchange(port: int, raw: bytes) -> bytes:
 
 
 def post(
-    port: int, body: bytes | str, *, length: str | None = None, token: str = "nope"
+    port: int, body: bytes | str, *, length: str | None = None, token: str = "nope", host: str = "127.0.0.1"
 ) -> tuple[int, dict[str, object]]:
     data = body.encode() if isinstance(body, str) else body
     head = f"POST /v1/agent/report HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n"
     if length != "omit":
         head += f"content-length: {length if length is not None else len(data)}\r\n"
-    answer = exchange(port, head.encode("latin-1") + b"\r\n" + data)
+    answer = exchange(port, head.encode("latin-1") + b"\r\n" + data, host)
     assert answer.startswith(b"HTTP/"), answer
     status = int(answer.split(b" ", 2)[1])
     return status, json.loads(answer.split(b"\r\n\r\n", 1)[1] or b"{}")
@@ -129,6 +129,16 @@ def test_a_log_chunk_nested_too_deep_gets_400(port: int) -> None:
             f"content-length: {len(data)}\r\n")
     answer = exchange(port, head.encode() + b"\r\n" + data)
     assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer[:200]
+
+
+@pytest.mark.parametrize("path", ["/v1/agent/log", "/v1/agent/report"])
+def test_an_attempt_id_no_store_can_encode_is_unauthenticated(port: int, path: str) -> None:
+    """Review: a lone surrogate (valid JSON) as the attempt id answered 500 and logged a traceback
+    (log) or 400 naming the codec (report), not the one answer every failed authentication gets."""
+    body = '{"attempt_id": "\\udfff", "kind": "heartbeat", "offset": 0, "data": ""}'
+    head = f"POST {path} HTTP/1.0\r\nauthorization: Bearer x\r\ncontent-length: {len(body)}\r\n\r\n"
+    answer = exchange(port, (head + body).encode())
+    assert answer.startswith(b"HTTP/1.0 401") and answer.endswith(b'{"error": "unauthenticated"}'), answer
 
 
 def test_a_bad_report_without_credentials_is_unauthenticated_not_validated(port: int) -> None:
@@ -208,27 +218,44 @@ def test_half_sent_requests_neither_park_threads_nor_block_the_endpoint(
             sock.close()
 
 
+def remote_address() -> str:
+    """An address of this host other than loopback: where a remote agent comes from."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.123", 9))  # (no packet is sent: this only picks the route's source)
+        address = str(probe.getsockname()[0])
+    except OSError:
+        address = ""
+    finally:
+        probe.close()
+    if not address or address.startswith("127."):
+        pytest.skip("this host has no non-loopback IPv4 address for a remote agent to come from")
+    return address
+
+
 def test_one_client_holding_every_slot_does_not_lock_out_the_other_agents(
     broker: BrokerProcess, port: int
 ) -> None:
-    # A hostile job (127.0.0.2 here) keeps half-sent requests open and renews them at each
-    # deadline; every other instance's heartbeats and exit reports must still get through.
+    # A hostile local job keeps half-sent requests open and renews them at each deadline, each
+    # from another address of 127.0.0.0/8 (any local process may bind any of them): it counts as
+    # one client, and every remote instance's heartbeats and exit reports still get through.
+    remote = remote_address()
     deadline = time.monotonic() + 60  # 10 s was too close on a loaded box
     while post(port, report())[0] != 401:  # slots of earlier tests given back
         assert time.monotonic() < deadline
         time.sleep(0.1)
     held = []
-    for _ in range(MAX_CONNECTIONS + 2):
+    for n in range(MAX_CONNECTIONS + 2):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.settimeout(10)
-        sock.bind(("127.0.0.2", 0))
+        sock.bind((f"127.0.0.{n + 2}", 0))
         sock.connect(("127.0.0.1", port))
         sock.sendall(b"POST /v1/agent/report HTTP/1.1\r\ncontent-length: 100\r\nx-slow: ")
         held.append(sock)
     try:
-        assert post(port, report())[0] == 401  # another agent is served, not told 503
+        assert post(port, report(), host=remote)[0] == 401  # another agent is served, not told 503
         busy = [s for s in held if s.recv(64, socket.MSG_PEEK).startswith(b"HTTP/1.0 503")]
-        assert len(busy) >= MAX_CONNECTIONS // 2  # the hostile client got only its share
+        assert len(busy) >= MAX_CONNECTIONS // 2  # the hostile job got only its share
     finally:
         for sock in held:
             sock.close()
