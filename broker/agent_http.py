@@ -30,6 +30,7 @@ from typing import Any
 from broker.errors import BrokerError
 from broker.listen import listen_error
 from broker.service import AgentAuthError, AgentReportError, BrokerServices
+from broker.store import StoreUnavailable
 from broker.tls import ServerTls
 
 REPORT_PATH = "/v1/agent/report"
@@ -254,6 +255,8 @@ class AgentHttpServer:
             return reply(http, 401, UNAUTHENTICATED)
         except TimeoutError:
             return reply(http, 503, {"error": "busy, retry later"})
+        except StoreUnavailable:  # the database is away (restarting, say): the bootstrap retries
+            return reply(http, 503, {"error": "store unavailable, retry later"})
         except Exception as exc:
             log.exception("agent log chunk failed")
             return reply(http, 500, {"error": type(exc).__name__})
@@ -297,6 +300,8 @@ class AgentHttpServer:
             return reply(http, 400, {"error": f"bad report: {exc}"})
         except TimeoutError:
             return reply(http, 503, {"error": "busy, retry later"})
+        except StoreUnavailable:  # the database is away (restarting, say): the bootstrap retries
+            return reply(http, 503, {"error": "store unavailable, retry later"})
         except Exception as exc:
             log.exception("agent report failed")
             return reply(http, 500, {"error": type(exc).__name__})
