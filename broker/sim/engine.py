@@ -63,14 +63,12 @@ class Engine:
         self.parts: dict[str, Partition] = onprem_partitions(policy, scenario.onprem_gpus)
         self.clouds = Clouds(policy, scenario, horizon)
         self.book = OfferBook(policy, self.parts, self.clouds.mean_provisioning_s(), prices)
-        self.ledger, self.t = Ledger(policy), 0.0
-        self.epoch = jobs[0].epoch if jobs else EPOCH
-        """The moment simulated second 0 stands for (deadlines, vouchers and budget months read it)."""
+        # Simulated second 0 is `epoch` (deadlines and budget months read it; a replay's is real).
+        self.ledger, self.t, self.epoch = Ledger(policy), 0.0, jobs[0].epoch if jobs else EPOCH
         self.blocklist = Blocklist(clock=lambda: self.t)
         ttl = policy.burst.blocklist_ttl
-        self.failover = FailoverPolicy(
-            capacity_block_s=ttl.capacity.total_seconds(), quota_block_s=ttl.quota.total_seconds()
-        )
+        self.failover = FailoverPolicy(capacity_block_s=ttl.capacity.total_seconds(),
+                                       quota_block_s=ttl.quota.total_seconds())
         self.state = [SimState.of(j) for j in jobs]
         # Fair share, as the live dispatcher orders its queue: per partition, each tenant's waiting
         # jobs per line (`line_of`); capacity that frees goes to the head of the fair-share order.

@@ -55,8 +55,7 @@ class SimJob:
     shape: JobSpec | None = None
     """`shape_spec(spec)`, one object shared by every job of the same shape (`build_jobs`), so
     placement verdicts can be kept per shape; None: not known (`shape_of` makes one)."""
-    epoch: datetime = EPOCH
-    """The moment `arrival_s` counts from (a replay's: its first recorded submission)."""
+    epoch: datetime = EPOCH  # the moment `arrival_s` counts from (a replay's: its first submission)
 
     @property
     def created_at(self) -> datetime:
