@@ -21,7 +21,7 @@ def estimate_s(scenario: Scenario, tenant: str, index: int, actual_s: float, lon
     """Job `index`'s runtime estimate in seconds (deterministic in the scenario's seed)."""
     knob = scenario.runtime_estimates
     if knob is None:
-        return actual_s
+        return max(1.0, float(round(actual_s)))  # (a spec holds whole seconds; a trace may not)
     factor = knob.bias.get(tenant, knob.default_bias)
     if knob.sigma > 0:
         factor *= math.exp(random.Random(f"{scenario.seed}:estimate:{index}").gauss(0.0, knob.sigma))

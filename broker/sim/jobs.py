@@ -125,7 +125,7 @@ def _spec(
             memory_gb=tj.memory_gb,
             nodes=tj.nodes,
         ),
-        max_wait=None if tj.max_wait_s is None else timedelta(seconds=tj.max_wait_s),
+        max_wait=None if tj.max_wait_s is None else timedelta(seconds=round(tj.max_wait_s)),
         priority=Priority(tj.priority),
         data_residency=Residency(tj.residency),
         spot=spot,

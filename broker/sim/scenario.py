@@ -120,6 +120,13 @@ class Scenario(_M):
     def _duration(cls, v: Any) -> Any:
         return _seconds(v)
 
+    @field_validator("checkpoint_interval_s")
+    @classmethod
+    def _whole_seconds(cls, v: float | None) -> float | None:
+        if v is not None and not float(v).is_integer():
+            raise ValueError(f"must be a whole number of seconds (a job's checkpoint interval is), not {v:g}")
+        return v
+
     def provisioning_for(self, site: str) -> Delay:
         w = self.sites.get(site)
         return w.provisioning if w is not None and w.provisioning is not None else self.provisioning

@@ -26,6 +26,8 @@ POLICY = ROOT / "configs" / "policy-sim.yaml"
         ("name: x\nbogus: 1\n", ":2:1: bogus: unknown field"),
         ("name: [\n", ":2:1: YAML: "),
         ("- a\n- b\n", ":1:1: a scenario must be a YAML mapping"),
+        # (a raw pydantic dump of Checkpoint, with no file or line, when the jobs were built)
+        ("name: x\ncheckpoint_interval_s: 90.5\n", ":2:24: checkpoint_interval_s: must be a whole number"),
     ],
 )
 def test_a_broken_scenario_names_file_line_and_field(tmp_path: Path, text: str, where: str) -> None:

@@ -123,6 +123,16 @@ def test_seconds_in_any_number_notation_read_as_seconds(tmp_path: Path) -> None:
     ]
 
 
+def test_fractions_of_a_second_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review: a runtime of 3600.5 s or a max_wait of 600.7 s (seconds, as the README says) stopped
+    the run with a raw pydantic dump naming no line: a job spec holds whole seconds. The spec's
+    estimate and max_wait are rounded; the job still runs its 3600.5 s."""
+    code, out, err = run(tmp_path, "submit_time,runtime,max_wait,count\n0,3600.5,600.7,1\n5,0.4,,1\n", capsys)
+    assert code == 0, err
+    policy = json.loads(out)["strategies"]["policy"]
+    assert policy["jobs"] == 2 and policy["rejected"] == 0, policy
+
+
 def test_every_name_the_policy_lacks_is_named_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
