@@ -105,8 +105,13 @@ def token_entry_line(tenant: str, token: str, role: Role = Role.TENANT, name: st
     return f'  - {{tenant: {_yaml_str(tenant)}, role: {role.value}, sha256: "{hash_token(token)}"{extra}}}'
 
 
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "null", "nan", "inf"}
+"""Plain scalars YAML may read as a boolean, null or number (1.1 or 1.2): quoted, or a name
+`true` would be read as a boolean and refuse the whole tokens file."""
+
+
 def _yaml_str(text: str) -> str:
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", text):
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", text) and text.lower() not in _YAML_WORDS:
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

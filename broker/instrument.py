@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -48,10 +49,11 @@ def measured(adapter: Adapter, metrics: BrokerMetrics) -> MeasuredAdapter:
     return MeasuredAdapter(adapter, metrics)
 
 
-def _code(context: grpc.aio.ServicerContext[Any, Any], failed: bool) -> str:
+def _code(context: grpc.aio.ServicerContext[Any, Any], failed: bool | None) -> str:
+    """The call's status code name; `failed` None: the client went away (it cancelled the call)."""
     code = context.code()
     if code is None:
-        return "UNKNOWN" if failed else "OK"
+        return "CANCELLED" if failed is None else "UNKNOWN" if failed else "OK"
     if isinstance(code, grpc.StatusCode):
         return str(code.name)
     try:
@@ -80,7 +82,7 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method.rsplit("/", 1)[-1]
         m = self.metrics
 
-        def done(context: grpc.aio.ServicerContext[Any, Any], started: float, failed: bool) -> None:
+        def done(context: grpc.aio.ServicerContext[Any, Any], started: float, failed: bool | None) -> None:
             m.rpc_seconds.labels(method).observe(time.perf_counter() - started)
             m.rpcs.labels(method, _code(context, failed)).inc()
 
@@ -88,9 +90,13 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
             inner: Any = handler.unary_unary  # a coroutine function under grpc.aio
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                started, failed = time.perf_counter(), False
+                started = time.perf_counter()
+                failed: bool | None = False
                 try:
                     return await inner(request, context)
+                except asyncio.CancelledError:  # the client cancelled it (Ctrl-C, a closed pipe)
+                    failed = None
+                    raise
                 except BaseException:
                     failed = True
                     raise
@@ -106,10 +112,14 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
             stream_inner: Any = handler.unary_stream  # an async generator function
 
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                started, failed = time.perf_counter(), False
+                started = time.perf_counter()
+                failed: bool | None = False
                 try:
                     async for item in stream_inner(request, context):
                         yield item
+                except asyncio.CancelledError:  # the client cancelled it (Ctrl-C, a closed pipe)
+                    failed = None
+                    raise
                 except BaseException:
                     failed = True
                     raise

@@ -74,6 +74,35 @@ def test_attempt_ends_are_counted_by_site_and_state(broker: BrokerProcess) -> No
         assert value(samples, "szb_attempts_ended_total", site="local", state=state) == 1, state
 
 
+def test_a_watch_the_client_stops_counts_as_cancelled_not_as_a_server_error(broker: BrokerProcess) -> None:
+    """Review: ending `szb watch` with Ctrl-C (or `| head`) counted `code="UNKNOWN"`, what a
+    dashboard and an alert on `code!="OK"` read as the broker failing."""
+    url = metrics_url(broker)
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(
+            pb.SubmitJobRequest(job=spec("long", "import time; time.sleep(60)")), metadata=auth("team-a")
+        ).job
+        watch = stub.WatchJob(pb.WatchJobRequest(id=job.id), metadata=auth("team-a"))
+        logs = stub.StreamJobLogs(pb.StreamJobLogsRequest(id=job.id, follow=True), metadata=auth("team-a"))
+        next(watch)  # the streams are up: the client then walks away from both
+        time.sleep(0.5)
+        watch.cancel()
+        logs.cancel()
+        stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-a"))
+    deadline = time.monotonic() + 30
+    while True:
+        samples = scrape(url)
+        streams = ("WatchJob", "StreamJobLogs")
+        counted = [value(samples, "szb_rpcs_total", method=m, code="CANCELLED") for m in streams]
+        if counted == [1, 1] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert counted == [1, 1], counted
+    for method in ("WatchJob", "StreamJobLogs"):
+        assert value(samples, "szb_rpcs_total", method=method, code="UNKNOWN") == 0
+
+
 AWS_SITE = """\
   - id: aws-east
     adapter: aws

@@ -150,9 +150,11 @@ def test_szb_token_output_appends_to_the_tokens_file_as_is(tmp_path: Path) -> No
     assert first.returncode == 0, first.stderr
     tokens.write_text(first.stdout)
     second = szb("token", "--tenant", "ops", "--role", "operator", "--name", "bob")
+    # Names YAML reads as a boolean or null were written plain: the whole file was then refused.
+    third = szb("token", "--tenant", "null", "--role", "operator", "--name", "true")
     with tokens.open("a") as f:
-        f.write(second.stdout)
-    secret = {out.stdout: re.findall(r"\S+$", out.stderr.strip())[0] for out in (first, second)}
+        f.write(second.stdout + third.stdout)
+    secret = {out.stdout: re.findall(r"\S+$", out.stderr.strip())[0] for out in (first, second, third)}
     assert all(s not in tokens.read_text() for s in secret.values())
     proc = BrokerProcess(config)
     proc.start()
