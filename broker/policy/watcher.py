@@ -73,6 +73,8 @@ class PolicyWatcher:
         """Told about every load attempt (audit trail, metrics); called from the loading thread."""
         self._clock = clock
         self._lock = threading.Lock()
+        self._vet_refused: tuple[Policy, str] | None = None
+        """A valid file refused only by `vet` (jobs still run at a site it drops): tried again."""
         policy, text = self._read()
         self._current = policy
         self.first_load = PolicyLoad(policy.hash, "loaded", str(path), text, clock())
@@ -90,6 +92,7 @@ class PolicyWatcher:
         policy = load_policy_text(text, str(self.path))
         problems = self.vet(policy, text)
         if problems:
+            self._vet_refused = (policy, text)
             raise PolicyError(problems)
         for warning in policy_warnings(policy, parse_yaml(text, str(self.path)), str(self.path)):
             log.warning("policy %s: %s", policy.hash[:12], warning)  # valid, but not what it seems to say
@@ -116,6 +119,7 @@ class PolicyWatcher:
         """Load the file again; swap when valid, else keep the last good policy and log why."""
         with self._lock:
             self._mtime = self._stat()
+            self._vet_refused = None
             try:
                 policy, text = self._read()
             except PolicyError as exc:
@@ -160,8 +164,14 @@ class PolicyWatcher:
         return self._stat() != self._mtime
 
     def poll(self) -> list[Problem] | None:
-        """Reload if the file changed; None when it did not."""
-        return self.reload() if self.changed() else None
+        """Reload if the file changed, or if what refused it last is over (its jobs at a site it
+        drops have ended: the file is the same, the broker's state is not); None otherwise."""
+        if self.changed():
+            return self.reload()
+        refused = self._vet_refused
+        if refused is not None and not self.vet(*refused):
+            return self.reload()
+        return None
 
     async def watch(self, interval_s: float = 2.0) -> None:
         """Poll the file until cancelled (run it as an asyncio task)."""

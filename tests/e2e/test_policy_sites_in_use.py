@@ -14,9 +14,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import BrokerProcess
-from tests.e2e.conftest import POLICY, PY, write_broker_config
+from tests.e2e.conftest import POLICY, PY, auth, write_broker_config
 from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
 from tests.e2e.test_policy_reload import policy_hash
 
@@ -61,4 +62,34 @@ def test_a_policy_without_the_site_of_a_running_job_is_refused(tmp_path: Path) -
             assert final.state == job_pb2.JOB_STATE_SUCCEEDED and "done" in final.log_tail
     finally:
         release.touch()
+        broker.stop()
+
+
+def test_a_policy_refused_for_running_jobs_goes_into_force_once_they_end(tmp_path: Path) -> None:
+    """Review: a reload refused because jobs still ran at a site it drops stayed refused after they
+    ended (the file was unchanged, so it was never read again): the old policy stayed in force and
+    `szb status` kept calling the file invalid. The operator did what the message said."""
+    broker = BrokerProcess(write_broker_config(tmp_path))
+    broker.start()
+    policy = tmp_path / "policy.yaml"
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            before = policy_hash(stub)
+            job = submit(stub, spec("held", [PY, "-c", "import time; time.sleep(300)"])).job
+            wait_for(stub, job.id, {job_pb2.JOB_STATE_RUNNING})
+            policy.write_text(RENAMED)
+            deadline = time.monotonic() + 15
+            while "policy reload refused" not in (tmp_path / "broker.log").read_text():
+                assert time.monotonic() < deadline, "a policy without the running job's site went into force"
+                time.sleep(0.2)
+            assert policy_hash(stub) == before
+            stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-a"))  # "or cancel them first"
+            deadline = time.monotonic() + 30
+            while policy_hash(stub) == before:  # the same file, now fit to go into force
+                assert time.monotonic() < deadline, "the policy stayed refused after its jobs ended"
+                time.sleep(0.2)
+            status = stub.GetStatus(pb.GetStatusRequest(), metadata=auth("team-a"))
+            assert not status.HasField("refused_policy"), status.refused_policy
+    finally:
         broker.stop()
