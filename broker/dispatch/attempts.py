@@ -13,6 +13,7 @@ from adapters.base import Adapter, AdapterError, LogSource, NotFoundError
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
+from broker.dispatch.site_polls import SitePolls
 from broker.model import BROKER_SIDE, Attempt, AttemptState, AttemptStatus, Job, JobId, JobState, SiteId
 from broker.store import JobMove, JobStore, StoreUnavailable
 from broker.store_outage import StoreOutageLog
@@ -33,6 +34,7 @@ class AttemptTracking:
     _background: set[asyncio.Task[None]]
     _inflight: dict[JobId, asyncio.Task[None]]
     _stops_in_flight: set[str]
+    _polls: SitePolls
     store_outage: StoreOutageLog
 
     def capacity_changed(self) -> None:
@@ -41,10 +43,11 @@ class AttemptTracking:
     # Watching attempts -------------------------------------------------------------------
 
     async def _poll_attempts(self) -> None:
+        now = asyncio.get_running_loop().time()
         live = [
             a
             for a in self.store.live_attempts()
-            if a.backend_id is not None and a.job_id not in self._inflight
+            if a.backend_id is not None and a.job_id not in self._inflight and self._polls.due(a.site, now)
         ]
         results = await asyncio.gather(*(self._poll_one(a) for a in live), return_exceptions=True)
         store_failed = False
@@ -72,8 +75,10 @@ class AttemptTracking:
         except NotFoundError:
             status = vanished(attempt, attempt.backend_id)
         except AdapterError as exc:
-            log.info("status of %s unavailable: %s", attempt.id, exc)
+            if not self._polls.failed(attempt.site, asyncio.get_running_loop().time(), exc):
+                log.info("status of %s unavailable: %s", attempt.id, exc)
             return
+        self._polls.answered(attempt.site)
         if status.state == AttemptState.RUNNING and self.planner.needs_agent(attempt.site):
             # After a (re)start every live attempt gets a full heartbeat timeout of grace.
             last = self.heartbeats.get(attempt.id, max(attempt.created_at, self.started_at))

@@ -23,6 +23,7 @@ from broker.dispatch.contract import DecisionMaker, DispatchStats
 from broker.dispatch.launch_history import read_recent_bursts
 from broker.dispatch.reconcile import reconcile
 from broker.dispatch.scheduling import Scheduling
+from broker.dispatch.site_polls import SitePolls
 from broker.dispatch.withdraw import pending_at_queue, withdraw_late
 from broker.dispatch.withdraw_reclaim import withdraw_to_reclaim
 from broker.metrics import BrokerMetrics
@@ -83,6 +84,7 @@ class Dispatcher(Scheduling):
         self._last_submit = 0.0
         self._first_new = 0.0
         self._inflight: dict[JobId, asyncio.Task[None]] = {}
+        self._polls = SitePolls()  # sites whose status calls fail: polled less often
         self._stops_in_flight: set[str] = set()
         """Attempts of ended jobs whose backend is being told to stop again."""
         self._waiting_reason: dict[JobId, str] = {}

@@ -19,7 +19,7 @@ from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import md, wait_state
 from tests.clouds.test_broker_bursts import clouds, gpu_job, setup
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
-from tests.doubles.moto_front import MotoFront
+from tests.doubles.moto_front import MotoFront, throttle_fault
 
 __all__ = ["clouds"]
 
@@ -82,3 +82,30 @@ def test_a_cloud_that_stops_answering_stalls_neither_local_jobs_nor_the_broker(
         eventually(lambda: not silent(), "the sites stayed out of service once the API answered")
         after = stub.GetJob(pb.GetJobRequest(id=cloud.id), metadata=md()).job
         assert after.state in (job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING), after.message
+
+
+def test_a_site_whose_status_calls_fail_is_polled_less_and_said_once(
+    clouds: tuple[MotoFront, EcsCloud], ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    """Review: with a backend refusing status calls, each poll of each attempt (every 0.2 s here)
+    logged a line and called again at once: the log buried, the recovering backend hammered."""
+    moto, _ = clouds
+    proc = start_broker(setup(moto.url, ecs_server.address))
+    with grpc.insecure_channel(proc.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        jobs = [
+            stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job(f"on-aws-{n}", "A10G")), metadata=md()).job
+            for n in range(3)
+        ]
+        for job in jobs:
+            wait_state(stub, job.id, {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING})
+        moto.scenario.faults = [throttle_fault("DescribeInstances")]  # every status call refused
+        time.sleep(8)
+        moto.scenario.faults = []
+        eventually(lambda: "status polls of aws-east answer again" in "".join(proc.output), "never said")
+        for job in jobs:  # followed throughout, not lost
+            state = stub.GetJob(pb.GetJobRequest(id=job.id), metadata=md()).job.state
+            assert state in (job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING)
+    text = "".join(proc.output)
+    assert text.count("status polls of aws-east fail") == 1, text[-3000:]
+    assert "unavailable: aws-east" not in text and not [ln for ln in text.splitlines() if "status of " in ln]
