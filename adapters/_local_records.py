@@ -120,19 +120,19 @@ def kill_leftovers(uid: int | None, pgid: int | None, runner: str | None, attemp
     """SIGKILL what an attempt whose runner died left running, and wait (5 s at most) for it to go.
 
     With a private uid that is every process of that uid, wherever it went (no other process
-    holds it: `Sandbox.pick_gid`), except one started for another attempt (its environment names
-    it; `attempt` is this one's id); without one, the runner's process group, unless that group
-    is now another process's: `runner` is the identity recorded for the runner (its leader).
+    holds it: `Sandbox.pick_gid`), except one started for another attempt that holds the uid now
+    (`_another_attempts`; `attempt` is this one's id); without one, the runner's process group,
+    unless that group is now another process's: `runner` is the identity recorded for the runner.
     """
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         if uid is None and pgid is not None and not _group_still_the_jobs(pgid, runner):
             return
         if uid is not None:
-            left = [
-                pid for pid in _pids()
-                if _real_uid(pid) == uid and pid_alive(pid) and not _another_attempts(pid, attempt)
-            ]
+            mine = [pid for pid in _pids() if _real_uid(pid) == uid and pid_alive(pid)]
+            left = [pid for pid in mine if not _another_attempts(pid, attempt, uid)]
+            if left and len(left) == len(mine):
+                _kill_as(uid)  # all at once: a job forking on and on outruns any scan-and-kill
             for pid in left:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -148,6 +148,25 @@ def kill_leftovers(uid: int | None, pgid: int | None, runner: str | None, attemp
         time.sleep(0.05)
 
 
+_KILL_ALL = "import os, signal\ntry: os.kill(-1, signal.SIGKILL)\nexcept OSError: pass"
+
+
+def _kill_as(uid: int) -> None:
+    """kill(-1, SIGKILL) as `uid`: every process of that uid in one sweep the kernel makes
+    atomic with fork (a child forked meanwhile dies with its parent)."""
+    import subprocess
+    import sys
+
+    try:
+        subprocess.run(
+            [sys.executable, "-I", "-c", _KILL_ALL],
+            user=uid, group=uid, extra_groups=[], env={}, cwd="/", timeout=10, check=False,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):  # not root: the scan-and-kill below goes on
+        pass
+
+
 def _group_still_the_jobs(pgid: int, runner: str | None) -> bool:
     """Whether process group `pgid` can still be the job's: its number is free or its runner's.
 
@@ -160,12 +179,14 @@ def _group_still_the_jobs(pgid: int, runner: str | None) -> bool:
     return leader is None or (runner is not None and leader == runner)
 
 
-def _another_attempts(pid: int, attempt: str | None) -> bool:
-    """Whether the process was started for an attempt other than `attempt` (by its environment).
+def _another_attempts(pid: int, attempt: str | None, uid: int) -> bool:
+    """Whether the process was started for an attempt other than `attempt` that holds `uid` now.
 
     Once a lost attempt's processes are all gone its uid is free, and another broker on the host
     (a demo beside a test run) may hand it to its own job before this one's kill comes: that job
-    carries its own SZB_ATTEMPT_ID. A process that dropped the variable is still killed.
+    carries its own SZB_ATTEMPT_ID, and that attempt's runner (root's, alive) ran it as `uid`. The
+    variable alone is the job's to write: a process naming an attempt with no such runner, or
+    one whose runner runs another uid, is still killed (as is one that dropped the variable).
     """
     if attempt is None:
         return False
@@ -174,7 +195,31 @@ def _another_attempts(pid: int, attempt: str | None) -> bool:
     except OSError:
         return False
     ids = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"SZB_ATTEMPT_ID=")]
-    return bool(ids) and ids[0] != attempt.encode()
+    if not ids or ids[0] == attempt.encode():
+        return False
+    return uid in _runner_uids(ids[0].decode(errors="replace"))
+
+
+def _runner_uids(attempt: str) -> set[int]:
+    """The uids that live runners of `attempt` (on this host, any broker's) run their job as."""
+    out: set[int] = set()
+    for pid in _pids():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        except OSError:
+            continue
+        if len(argv) < 2 or not argv[-2].endswith(b"_local_runner.py") or _real_uid(pid) != os.getuid():
+            continue
+        folder = Path(argv[-1].decode(errors="replace"))
+        if folder.name != attempt:
+            continue
+        try:
+            plan = json.loads((folder / "launch.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(plan, dict) and isinstance(plan.get("uid"), int):
+            out.add(plan["uid"])
+    return out
 
 
 def _pids() -> list[int]:

@@ -194,6 +194,62 @@ def test_a_job_that_ends_leaves_nothing_running(tmp_path: Path) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize(
+    "escape",
+    [
+        # A daemon naming a made-up attempt in its environment (the sweep spared any such one).
+        "import os, subprocess\n"
+        "env = dict(os.environ, SZB_ATTEMPT_ID='j-0000000000000000000000-a1')\n"
+        "subprocess.Popen(['sleep', '300'], env=env, start_new_session=True)\n",
+        # A child that forks and lets its parent exit, over and over (it outran the scan-and-kill).
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    t = time.monotonic()\n"
+        "    while time.monotonic() - t < 15:\n"
+        "        if os.fork() != 0:\n"
+        "            os._exit(0)\n"
+        "    time.sleep(300)\n",
+    ],
+    ids=["made-up-attempt", "fork-hopping"],
+)
+@pytest.mark.skipif(os.geteuid() != 0, reason="private job uids need root")
+def test_nothing_of_an_ended_job_runs_on_however_it_hides(tmp_path: Path, escape: str) -> None:
+    """Review: both of these ran on under the job's private uid after the job ended."""
+    adapter = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "data"), "cpus": 4})
+    attempt = adapter.submit(request("tok-hide", [JOB_PYTHON, "-c", escape]))
+    uid = json.loads((tmp_path / "data" / "local" / attempt / "meta.json").read_text())["gid"]
+    deadline = time.monotonic() + 30
+    while (status := adapter.status(attempt)).state is AttemptState.RUNNING:
+        assert time.monotonic() < deadline, "the job never ended"
+        time.sleep(0.1)
+    assert status.state is AttemptState.SUCCEEDED, status
+    deadline = time.monotonic() + 10
+    while _any_process_of(uid):
+        if time.monotonic() > deadline:
+            subprocess.run([JOB_PYTHON, "-c", KILL_ALL], user=uid, check=False)  # (not to run on after us)
+            raise AssertionError("a process of the ended job runs on")
+        time.sleep(0.05)
+
+
+KILL_ALL = "import os, signal\ntry: os.kill(-1, signal.SIGKILL)\nexcept OSError: pass"
+
+
+def _any_process_of(uid: int) -> bool:
+    """Whether a live (not zombie) process of `uid` is left. A scan of /proc alone misses one that
+    forks and exits faster than the scan reads the table: all of them are stopped first (kill -1
+    as `uid`: a stopped process forks no more), looked for, then let go."""
+    def signal_all(sig: int) -> None:
+        code = f"import os\ntry: os.kill(-1, {sig})\nexcept OSError: pass"
+        subprocess.run([JOB_PYTHON, "-c", code], user=uid, check=False)
+
+    signal_all(signal.SIGSTOP)
+    try:
+        return _running_as(uid)
+    finally:
+        signal_all(signal.SIGCONT)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="private job uids need root")
 def test_a_job_cannot_fork_past_its_process_limit(tmp_path: Path) -> None:
     """A 1-CPU job ran 1,500 processes, its RLIMIT_NPROC inherited from the broker (96,369,
