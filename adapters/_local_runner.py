@@ -17,6 +17,7 @@ import os
 import resource
 import select
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -223,15 +224,29 @@ def _copy(fd: int, child: subprocess.Popen[bytes], out: CappedOutput) -> int:
     return code
 
 
+def _open_to_all(folder: str) -> bool:
+    """Whether any user may search `folder` and every folder above it (o+x all the way down)."""
+    current = Path(os.path.abspath(folder))
+    for part in (current, *current.parents):
+        try:
+            if not os.stat(part).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def _not_started(program: str, env: dict[str, str], exc: BaseException) -> tuple[str, int]:
     """Why the job's program did not start, with the shell's exit code (127 not found, 126 not executable)."""
     path = os.get_exec_path(env)
     # exec reports EACCES when any PATH folder refused the job's user (root's ~/.local/bin),
-    # even when no folder holds the program; the runner (the broker's user) can look.
+    # even when no folder holds the program. The runner (root) looks, but only in folders every
+    # user may search: one closed to the job (another tenant's, /root) must not tell it what it
+    # holds (126 against 127 would).
     if (
         isinstance(exc, PermissionError)
         and "/" not in program
-        and not any(os.path.isfile(os.path.join(folder, program)) for folder in path)
+        and not any(os.path.isfile(os.path.join(f, program)) for f in path if _open_to_all(f))
     ):
         exc = FileNotFoundError()
     if isinstance(exc, OSError) and exc.filename not in (None, program):  # e.g. its workdir

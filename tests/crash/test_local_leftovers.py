@@ -277,3 +277,23 @@ def test_a_job_cannot_fork_past_its_process_limit(tmp_path: Path) -> None:
     assert status.exit_code == 3, status.log_tail  # stopped short of 50 by its limit
     with pytest.raises(Exception, match="max_processes"):
         LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "d2"), "max_processes": 0})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="private job uids need root")
+def test_a_jobs_path_tells_it_nothing_of_a_folder_closed_to_it(tmp_path: Path) -> None:
+    """Review: with PATH set to a folder only root may read (another tenant's job folder, /root),
+    the root runner looked inside for the program: exit 126 if the file was there, 127 if not."""
+    private = Path(tempfile.mkdtemp(prefix="szb-private-"))  # 0700, root's
+    (private / "plan.txt").write_text("secret")
+    adapter = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "data"), "cpus": 2})
+    ends = []
+    for n, program in enumerate(("plan.txt", "no-such-plan.txt")):
+        job = request(f"tok-{n}", [program]).model_copy(update={"attempt_id": f"j-1-a{n + 1}"})
+        job = job.model_copy(update={"spec": job.spec.model_copy(update={"env": {"PATH": str(private)}})})
+        attempt = adapter.submit(job)
+        deadline = time.monotonic() + 30
+        while (status := adapter.status(attempt)).state is AttemptState.RUNNING:
+            assert time.monotonic() < deadline, "the job never ended"
+            time.sleep(0.1)
+        ends.append((status.state, status.exit_code, (status.log_tail or "").replace(program, "P")))
+    assert ends[0] == ends[1], ends
