@@ -71,6 +71,8 @@ class Elector:
         self.epoch: int | None = None
         self._valid_until = 0.0
         """Monotonic time the lease lasts to, counted from before the last renewal was sent."""
+        self._act_after: float | None = None
+        """Elected, but the last leader's lease may still run by its own clock: act from then."""
         self._last_seen: dict[int, tuple[tuple[int, datetime] | None, float]] = {}
         """Per lock holder: its lease row as last read (None: no lease of its own) and since when."""
         self._last_until: datetime | None = None
@@ -87,7 +89,8 @@ class Elector:
 
     def may_act(self) -> bool:
         """True while this process leads and its lease is still valid by its own clock."""
-        return self.epoch is not None and time.monotonic() < self._valid_until
+        now = time.monotonic()
+        return self.epoch is not None and self._act_after is None and now < self._valid_until
 
     # Lifecycle -----------------------------------------------------------------------
 
@@ -137,6 +140,9 @@ class Elector:
         log.warning("scheduler leadership (epoch %d) lost: %s", self.epoch, reason)
         self.epoch = None
         self._valid_until = 0.0
+        if self._act_after is not None:  # never started acting: nothing to stop
+            self._act_after = None
+            return
         self.on_deposed(reason)
 
     # One round --------------------------------------------------------------------------
@@ -150,6 +156,8 @@ class Elector:
         conn = self._session()
         if self.epoch is not None:
             self._renew(conn)
+            if self.epoch is not None and self._act_after is not None and time.monotonic() >= self._act_after:
+                self._act()
         else:
             self._campaign(conn)
 
@@ -181,6 +189,7 @@ class Elector:
             self._unseat_stale_holder(conn)
             return
         pid = conn.info.backend_pid
+        last_lease_ends = self._last_lease_end()
         try:
             epoch = self.book.claim_leadership(
                 self.holder, pid, self.timing.lease_s, self._renewal_now(), lock_wait_s=self.timing.lease_s
@@ -189,10 +198,38 @@ class Elector:
             self._end_stale_writes(conn)  # the next round claims again
             return
         self._valid_until = sent + self.timing.lease_s
-        self.epoch = epoch
+        self.epoch = epoch  # (the store's fenced writes of the last leader fail from now on)
         self._last_seen.clear()
-        log.warning("elected active scheduler (epoch %d, holder %s)", epoch, self.holder)
-        self.on_elected(epoch)
+        self._act_after = last_lease_ends
+        if last_lease_ends > time.monotonic():
+            wait_s = last_lease_ends - time.monotonic()
+            log.warning("elected (epoch %d, holder %s): acting in %.1f s, once the last leader's lease "
+                        "has run out by its own clock", epoch, self.holder, wait_s)
+            return
+        self._act()
+
+    def _act(self) -> None:
+        """Start the term (`on_elected`): no earlier leader can still act on the backends."""
+        assert self.epoch is not None
+        self._act_after = None
+        log.warning("elected active scheduler (epoch %d, holder %s)", self.epoch, self.holder)
+        self.on_elected(self.epoch)
+
+    def _last_lease_end(self) -> float:
+        """By this process's monotonic clock, when the last leader's lease surely ended.
+
+        Its session (and so the lock) may end while the process lives on (the session was
+        terminated, a proxy dropped it): it still acts on the backends until its own clock says
+        the lease ran out, `lease_s` after it sent its last renewal. That renewal reached the row
+        before this standby first saw it: from then, one lease period. A row never watched counts
+        from now; a holder that never claimed a lease (none, or a first claim) did not act."""
+        lease = self.book.leadership()
+        if lease is None:
+            return 0.0
+        seen = None if lease.holder_pid is None else self._last_seen.get(lease.holder_pid)
+        if seen is not None and seen[0] == (lease.epoch, lease.lease_until):
+            return seen[1] + self.timing.lease_s
+        return time.monotonic() + self.timing.lease_s
 
     def _end_stale_writes(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         """End the sessions whose fenced writes hold the lease row past a lease period.

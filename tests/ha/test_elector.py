@@ -209,3 +209,38 @@ def test_a_leader_frozen_inside_a_fenced_write_does_not_hold_up_the_takeover(
             standby.stop()
         old.stop()
         old_store.close()
+
+
+def test_a_leader_whose_session_ends_while_it_lives_on_is_not_overlapped(
+    pg_dsn: str, store: PostgresStore
+) -> None:
+    """Review: with only the leader's election session ended (pg_terminate_backend, a proxy, an
+    idle timeout), a standby took the lock and acted within milliseconds, while the old leader,
+    alive, still acted on the backends until its next renewal (calls seen 0.33 s into the new
+    term). The new leader now starts acting only once the old lease has run out by its clock."""
+    first_terms, second_terms = Terms(), Terms()
+    first = elector(pg_dsn, store, first_terms)
+    first.start()
+    wait("the first is elected", lambda: first_terms.elected)
+    second = elector(pg_dsn, store, second_terms)
+    second.start()
+    try:
+        time.sleep(3 * TIMING.renew_s)  # the standby watches the renewing leader
+        overlap: list[float] = []
+        lock = first._conn
+        assert lock is not None
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (lock.info.backend_pid,))
+        ended = time.monotonic()
+        while not second_terms.elected:
+            assert time.monotonic() - ended < 15, "the standby never took over"
+            time.sleep(0.005)
+        while time.monotonic() - ended < TIMING.lease_s + 0.5:  # the new term under way
+            if first.may_act() and second.may_act():
+                overlap.append(time.monotonic() - ended)
+            time.sleep(0.005)
+        assert not overlap, f"both could act on the backends {overlap[0]:.2f}s after the session ended"
+        assert second.may_act() and not first.may_act()
+    finally:
+        first.stop()
+        second.stop()
