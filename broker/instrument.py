@@ -49,6 +49,10 @@ def measured(adapter: Adapter, metrics: BrokerMetrics) -> MeasuredAdapter:
     return MeasuredAdapter(adapter, metrics)
 
 
+_NOT_FAILED: bool | None = False
+"""A call's outcome so far: False (not failed), True (raised), None (the client cancelled it)."""
+
+
 def _code(context: grpc.aio.ServicerContext[Any, Any], failed: bool | None) -> str:
     """The call's status code name; `failed` None: the client went away (it cancelled the call)."""
     code = context.code()
@@ -90,8 +94,7 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
             inner: Any = handler.unary_unary  # a coroutine function under grpc.aio
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                started = time.perf_counter()
-                failed: bool | None = False
+                started, failed = time.perf_counter(), _NOT_FAILED
                 try:
                     return await inner(request, context)
                 except asyncio.CancelledError:  # the client cancelled it (Ctrl-C, a closed pipe)
@@ -112,8 +115,7 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
             stream_inner: Any = handler.unary_stream  # an async generator function
 
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                started = time.perf_counter()
-                failed: bool | None = False
+                started, failed = time.perf_counter(), _NOT_FAILED
                 try:
                     async for item in stream_inner(request, context):
                         yield item
