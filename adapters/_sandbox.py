@@ -114,6 +114,9 @@ class Sandbox:
                               f"max_processes must be a whole number >= 1, not {procs!r}")
         sandbox = cls(site, job_root, user, gids, limits, tuple(pass_env), tuple(warnings), procs)
         sandbox._prepare(data_dir, given)
+        if _same_filesystem(job_root, data_dir):
+            log.info("local site %s: job_root %s shares a filesystem with the data dir: a job that "
+                     "fills its folder fills the store's disk (README: Disk)", site, job_root)
         return sandbox
 
     # Folders -----------------------------------------------------------------------------
@@ -348,3 +351,10 @@ def _private(site: SiteId, data_dir: Path) -> None:
         data_dir.chmod(0o700)
         log.warning("data dir %s was open to other users; restricted to 0700 (jobs must not "
                     "read the store)", data_dir)
+
+
+def _same_filesystem(a: Path, b: Path) -> bool:
+    try:
+        return os.stat(a).st_dev == os.stat(b).st_dev
+    except OSError:  # (not made yet: nothing to say)
+        return False
