@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from threading import Thread
-from typing import Any
+from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -28,8 +28,10 @@ from prometheus_client.registry import Collector
 
 from broker.listen import listen_error
 from broker.model import Attempt
+from broker.store import StoreError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ADAPTER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -161,6 +163,21 @@ def trouble_kind(reason: str) -> str:
     return head if head.isidentifier() and head.endswith("Error") else "other"
 
 
+class _StoreReads:
+    """Reads of the store for one scrape: one it cannot answer leaves its family empty (a 500
+    would leave Prometheus with nothing at all, not even that the store is away)."""
+
+    def __init__(self) -> None:
+        self.ok = True
+
+    def __call__(self, read: Callable[[], T]) -> T | None:
+        try:
+            return read()
+        except StoreError:
+            self.ok = False
+            return None
+
+
 class LiveCollector(Collector):
     """Gauges computed from the broker's state at each scrape (queue, breakers, money...)."""
 
@@ -169,12 +186,13 @@ class LiveCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         v = self.view
+        read = _StoreReads()
         queue = GaugeMetricFamily(
             "szb_queue_jobs",
             "Jobs not yet finished, by state, site and tenant.",
             labels=["state", "site", "tenant"],
         )
-        for (state, site, tenant), n in sorted(v.queue().items()):
+        for (state, site, tenant), n in sorted((read(v.queue) or {}).items()):
             queue.add_metric([state, site, tenant], n)
         yield queue
         breakers = GaugeMetricFamily(
@@ -199,13 +217,19 @@ class LiveCollector(Collector):
         for site, reason in sorted(v.unhealthy().items()):
             unhealthy.add_metric([site, trouble_kind(reason)], 1.0)
         yield unhealthy
-        yield from self._money()
-        yield from self._routes()
+        yield from self._money(read)
+        yield from self._routes(read)
         info = GaugeMetricFamily("szb_policy_info", "The policy in force (its hash).", labels=["hash"])
         info.add_metric([v.policy_hash()], 1.0)
         yield info
+        yield GaugeMetricFamily(
+            "szb_store_up",
+            "1 when this scrape could read the store; 0 while it cannot (a database restarting): "
+            "the families read from it are then empty.",
+            value=1.0 if read.ok else 0.0,
+        )
 
-    def _money(self) -> Iterable[Metric]:
+    def _money(self, read: _StoreReads) -> Iterable[Metric]:
         v = self.view
         currency = v.currency()
         spend = GaugeMetricFamily(
@@ -218,21 +242,21 @@ class LiveCollector(Collector):
             "Monthly burst budget left, by tenant (tenants with a budget only).",
             labels=["tenant", "currency"],
         )
-        for tenant, used, budget_left in v.money():
+        for tenant, used, budget_left in read(lambda: list(v.money())) or []:
             spend.add_metric([tenant, currency], used)
             if budget_left is not None:
                 left.add_metric([tenant, currency], budget_left)
         yield spend
         yield left
 
-    def _routes(self) -> Iterable[Metric]:
+    def _routes(self, read: _StoreReads) -> Iterable[Metric]:
         v = self.view
         lag = GaugeMetricFamily(
             "szb_heartbeat_lag_seconds",
             "Seconds since the stalest live cloud attempt reported, by site.",
             labels=["site"],
         )
-        for site, seconds in sorted(v.heartbeat_lag().items()):
+        for site, seconds in sorted((read(v.heartbeat_lag) or {}).items()):
             lag.add_metric([site], seconds)
         yield lag
         launches = GaugeMetricFamily(

@@ -87,7 +87,9 @@ def test_a_paused_leader_is_replaced_and_on_resuming_neither_writes_nor_dispatch
 @pytest.fixture
 def slow_ecs(ecs_server: EcsEndpoint) -> Iterator[tuple[EcsCloud, SlowCloud]]:
     cloud = EcsCloud(instance_types=("ecs.gn7i-c8g1.2xlarge",), zones=("cn-beijing-i",))
-    slow = SlowCloud(cloud, delay_s=1.5)
+    # Longer than a takeover (the new leader acts a lease period, 2 s, after the old one's last
+    # renewal): the killed leader's launches are still in flight when the new one resumes them.
+    slow = SlowCloud(cloud, delay_s=4.0)
     ecs_server.handler = slow
     yield cloud, slow
     ecs_server.handler = EcsCloud()
