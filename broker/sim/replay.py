@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,19 +28,21 @@ from typing import Any
 from broker.burst import demand, effective_max_wait
 from broker.burst.inputs import is_onprem
 from broker.errors import BrokerError
-from broker.model import Job, JobId, JobSpec, JobState
+from broker.model import Job, JobId, JobSpec, JobState, SiteId
 from broker.policy import Policy
 from broker.policy.offers import static_offers
 from broker.sim.engine import Engine
 from broker.sim.jobs import MAX_RUNTIME_S, SimJob
 from broker.sim.metrics import RunResult, summarize
 from broker.sim.refusals import refused_by
-from broker.sim.scenario import Scenario, SiteWorld, StockOuts
+from broker.sim.scenario import Delay, Scenario, SiteWorld, StockOuts
 from broker.sim.strategies import PolicyStrategy
 from broker.store import AuditFilter
 from broker.store.base import JobStore
 
 PAGE = 500
+LAUNCHES = 100
+"""Each site's newest launches read for its provisioning delay (as the live route's p95 reads)."""
 MAX_REFUSALS = 1_000_000
 """Refused submissions read at most (the store keeps each tenant's newest `KEEP_REFUSALS`)."""
 
@@ -63,6 +66,8 @@ class History:
     refused_at_submit: frozenset[str] = frozenset()
     """Ids (`refused-N`) of the jobs in `jobs` that are submissions the broker refused at the door:
     no job row, only the audit trail's record of their spec (`refused_submissions`)."""
+    launch_s: dict[str, list[float]] = field(default_factory=dict)
+    """Site -> seconds each of its newest launches took, attempt created to job running."""
 
 
 def read_history(store: JobStore, since: datetime | None) -> History:
@@ -121,7 +126,9 @@ def read_history(store: JobStore, since: datetime | None) -> History:
     if unreadable:
         skipped["refused at submit, spec no longer valid"] = unreadable
     kept = sorted([*kept, *refused], key=lambda j: (j.created_at, j.id))
-    return History(kept, runtimes, capacity, prices, skipped, frozenset(j.id for j in refused))
+    sites = sorted({str(a.site) for job in jobs for a in store.attempts_for(job.id)})
+    launches = {site: got for site in sites if (got := store.launch_times(SiteId(site), LAUNCHES))}
+    return History(kept, runtimes, capacity, prices, skipped, frozenset(j.id for j in refused), launches)
 
 
 def refused_at_submit(store: JobStore, since: datetime | None) -> tuple[list[Job], int]:
@@ -145,17 +152,19 @@ def refused_at_submit(store: JobStore, since: datetime | None) -> tuple[list[Job
 
 
 def scenario_for(history: History) -> Scenario:
-    """The default world, with each site's recorded capacity errors as its stock-out rate."""
-    if not history.jobs or not history.capacity_errors:
+    """The default world, with each site's recorded capacity errors as its stock-out rate and its
+    recorded launch times (fastest, median, slowest) as its provisioning delay."""
+    if not history.jobs:
         return Scenario()
     span_s = (history.jobs[-1].created_at - history.jobs[0].created_at).total_seconds()
     days = max(span_s, 3600.0) / 86400  # at least an hour: a burst of errors is not a rate
-    return Scenario(
-        sites={
-            site: SiteWorld(stockouts=StockOuts(per_day=n / days))
-            for site, n in sorted(history.capacity_errors.items())
-        }
-    )
+    sites = {
+        site: SiteWorld(stockouts=StockOuts(per_day=n / days)) for site, n in history.capacity_errors.items()
+    }
+    for site, times in history.launch_s.items():
+        delay = Delay(min_s=min(times), mode_s=statistics.median_low(times), max_s=max(times))
+        sites[site] = sites.get(site, SiteWorld()).model_copy(update={"provisioning": delay})
+    return Scenario(sites=dict(sorted(sites.items())))
 
 
 def _work_s(store: JobStore, job: Job) -> float | None:

@@ -268,3 +268,37 @@ def test_a_deadline_is_replayed_at_the_recorded_time(tmp_path: Path) -> None:
         assert not fine.rejected and run.sites[1] is not None and fine.cost > 0.0
     finally:
         store.close()
+
+
+def test_a_burst_replays_with_its_sites_recorded_launch_times(tmp_path: Path) -> None:
+    """#15 review: the replay drew every launch from the default world (60-300 s), so bursts the
+    broker had up within a second, at `max_wait: 0s`, replayed as late. A site's recorded launch
+    times (attempt created to job running) are now its provisioning delay."""
+    from broker.policy import load_policy
+    from broker.policy.offers import static_offers
+    from broker.sim.replay import replay
+
+    policy = load_policy(Path(__file__).resolve().parents[2] / "configs/policy.yaml")
+    spec = JobSpec.model_validate(
+        {"name": "t4", "command": ["true"], "runtime_estimate": "1h", "max_wait": "0s", "spot": "never",
+         "resources": {"accelerators": {"count": 1, "any_of": ["T4"]}}}
+    )  # fmt: skip
+    store = SqliteStore(tmp_path / "broker.db")
+    try:
+        (job, _) = store.submit(TenantId("pku-nlp"), [Submission(spec)], T0)[0]
+        first = replay(policy, read_history(store, None))
+        site = first.sites[0]
+        assert site is not None and first.run.records[0].start_s - first.run.records[0].arrival_s >= 60
+        offer = next(o for o in static_offers(policy) if o.site == site and o.accelerator == "T4")
+        store.create_attempt(job.id, offer.site, offer, "tok", T0)
+        store.transition(job.id, JobState.PLACING, T0)
+        store.transition(job.id, JobState.PROVISIONING, T0)
+        store.transition(job.id, JobState.RUNNING, T0 + timedelta(seconds=20), kind="running")  # as the broker
+        store.transition(job.id, JobState.SUCCEEDED, T0 + timedelta(hours=1, seconds=20))
+        history = read_history(store, None)
+        assert history.launch_s == {site: [20.0]}
+        again = replay(policy, history)
+        assert again.sites[0] == site
+        assert again.run.records[0].start_s - again.run.records[0].arrival_s == 20.0
+    finally:
+        store.close()
