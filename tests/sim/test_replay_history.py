@@ -293,7 +293,7 @@ def test_a_burst_replays_with_its_sites_recorded_launch_times(tmp_path: Path) ->
         store.create_attempt(job.id, offer.site, offer, "tok", T0)
         store.transition(job.id, JobState.PLACING, T0)
         store.transition(job.id, JobState.PROVISIONING, T0)
-        store.transition(job.id, JobState.RUNNING, T0 + timedelta(seconds=20), kind="running")  # as the broker
+        store.transition(job.id, JobState.RUNNING, T0 + timedelta(seconds=20), kind="running")
         store.transition(job.id, JobState.SUCCEEDED, T0 + timedelta(hours=1, seconds=20))
         history = read_history(store, None)
         assert history.launch_s == {site: [20.0]}
