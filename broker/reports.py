@@ -103,9 +103,11 @@ def spend_report(
             )
             for (t, site, day), v in sorted(lines.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1]))
         ],
-        total_spent=round(sum(v[0] for v in lines.values()), 2),
-        total_reserved=round(sum(v[1] for v in lines.values()), 2),
     )
+    # Totals of the lines as shown (each rounded to cents): a report whose lines do not add up
+    # to its total reads as an error (five lines of 0.01 under a total of 0.07).
+    resp.total_spent = round(sum(line.spent for line in resp.lines), 2)
+    resp.total_reserved = round(sum(line.reserved for line in resp.lines), 2)
     resp.since.CopyFrom(ts_to_proto(start))
     resp.until.CopyFrom(ts_to_proto(end))
     if target != "*":

@@ -26,7 +26,7 @@ from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import ROOT, BrokerProcess
 from tests.brokerproc import szb as run_szb
-from tests.e2e.conftest import PY, TOKENS, auth
+from tests.e2e.conftest import PY, TOKENS, auth, write_broker_config
 
 
 def szb(
@@ -387,3 +387,38 @@ def test_a_spend_range_that_reads_nothing_is_refused_naming_its_bound(
     out = szb(broker, "spend", *args)
     assert out.returncode != 0 and said in out.stderr, (out.returncode, out.stdout, out.stderr)
     assert "Traceback" not in out.stderr
+
+
+def test_spend_lines_add_up_to_the_total(tmp_path: Path) -> None:
+    """Review: five lines of 0.01 under a total of 0.07 (each line rounded, the total summed raw)."""
+    from datetime import UTC, datetime
+
+    from broker.burst.money import month_of
+    from broker.model import AttemptState, JobSpec, JobState, Offer, SiteId, TenantId
+    from broker.store import SpendEntry, SqliteStore
+    from broker.store.base import Submission
+
+    config = write_broker_config(tmp_path)
+    now = datetime.now(UTC)
+    store = SqliteStore(tmp_path / "data" / "broker.db")
+    spec = JobSpec.model_validate({"name": "x", "command": ["true"], "runtime_estimate": "1m"})
+    for n in range(5):
+        ((job, _),) = store.submit(TenantId("team-a"), [Submission(spec)], now)
+        site = SiteId(f"cloud-{n}")
+        offer = Offer(site=site, instance_type="t", accelerator=None, count=0, price_per_hour=1.0)
+        attempt = store.create_attempt(job.id, site, offer, f"tok-{n}", now)
+        entry = SpendEntry(TenantId("team-a"), site, job.id, attempt.id, month_of(now), reserved=0.014)
+        assert store.reserve_spend(entry, tenant_limit=None, global_limit=None)
+        store.update_attempt(attempt.id, now, backend_id=f"i-{n}", state=AttemptState.SUCCEEDED)
+        for state in (JobState.PLACING, JobState.PROVISIONING, JobState.RUNNING, JobState.SUCCEEDED):
+            store.transition(job.id, state, now)
+        store.settle_spend(attempt.id, spent=0.014, voucher=0.0)  # a burst of 50 s at 1 CNY/h
+    store.close()
+    proc = BrokerProcess(config)
+    proc.start()
+    try:
+        body = json.loads(szb(proc, "spend", "-o", "json").stdout)
+        assert [line["spent"] for line in body["lines"]] == [0.01] * 5, body
+        assert body["total_spent"] == 0.05, body
+    finally:
+        proc.stop()
