@@ -117,12 +117,14 @@ class Retention:
 
 
 def seen_ended(path: Path) -> None:
-    """Mark that the broker learnt the attempt's end (a poll, or its own stop): from then on the
-    retention counts. Never before: a folder of an attempt that ended while the broker was down
-    holds the exit code the broker has yet to read, or it would run the job again."""
+    """Mark that the broker learnt the attempt's end (a poll, or its own stop): the retention
+    counts from the last such mark. Never before: a folder of an attempt that ended while the
+    broker was down holds the exit code the broker has yet to read, or it would run the job
+    again. From the last, not the first: a broker that could not record the end (its store
+    full or away) polls again, each poll marks anew, and the folder stays until it stops asking."""
     marker = path / SEEN_ENDED
     try:
-        if path.is_dir() and not marker.exists():
+        if path.is_dir():
             marker.touch()
     except OSError as exc:  # a full disk: marked on a later poll
         log.info("%s not marked as ended: %s", path.name, exc)

@@ -55,3 +55,25 @@ def test_a_run_started_before_the_pid_was_recorded_is_followed_not_repeated(tmp_
         time.sleep(0.1)
     assert restarted.status(token).state is AttemptState.SUCCEEDED
     assert runs.read_text() == "ran\n"
+
+
+def test_an_ended_attempt_the_broker_keeps_asking_about_is_not_pruned(tmp_path: Path) -> None:
+    """Review: with the store unable to record an end (a full disk), the retention, counting from
+    the first poll that saw the end, removed the folder and its exit code: the next poll found
+    the attempt gone, LOST, and the job ran again. It now counts from the last poll."""
+    config = {"data_dir": str(tmp_path / "data"), "cpus": 2, "keep_finished_attempts": "1s"}
+    adapter = LocalAdapter(SiteId("local"), config)
+    token = adapter.submit(request("tok-1", [JOB_PYTHON, "-c", "print('done')"]))
+    deadline = time.monotonic() + 30
+    while adapter.status(token).state is AttemptState.RUNNING:
+        assert time.monotonic() < deadline, "the job never ended"
+        time.sleep(0.1)
+    folder = tmp_path / "data" / "local" / token
+    for _ in range(3):  # the broker asks again and again: it could not record the end
+        time.sleep(0.6)
+        assert adapter.status(token).state is AttemptState.SUCCEEDED
+        assert adapter.retention.prune(time.time(), lambda path: False) == []
+        assert folder.exists()
+    time.sleep(1.2)  # it recorded the end and stopped asking: the retention runs from then
+    assert adapter.retention.prune(time.time(), lambda path: False) == [token]
+    assert not folder.exists()
