@@ -274,3 +274,29 @@ def test_a_limit_that_cuts_the_trail_says_so(tmp_path: Path) -> None:
         assert json.loads(none.stdout)["events"] == [], none.stdout
     finally:
         broker.stop()
+
+
+def test_a_hash_prefix_two_versions_share_is_refused_as_ambiguous(tmp_path: Path) -> None:
+    """Review: `szb policy show PREFIX` showed the loaded version though a refused one shared the
+    prefix, with nothing said: a guess the operator cannot see."""
+    config = write_broker_config(tmp_path)
+    with (tmp_path / "tokens.yaml").open("a") as f:
+        f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
+    prefix = sha(POLICY)[:4]
+    twin = next(text for n in range(10**7) if sha(text := POLICY + f"# twin {n}\n")[:4] == prefix)
+    broker = BrokerProcess(config)
+    broker.start(timeout=120)
+    try:
+        server = ("--server", broker.address)
+        (tmp_path / "policy.yaml").write_text(twin)
+        deadline = time.monotonic() + 30
+        while sha(twin)[:12] not in szb("policy", "history", *server, token=OPERATOR).stdout:
+            assert time.monotonic() < deadline, "the twin policy was never loaded"
+            time.sleep(0.2)
+        shown = szb("policy", "show", prefix, *server, token=OPERATOR)
+        assert shown.returncode == 1 and "give more digits" in shown.stderr, shown.stderr
+        assert sha(POLICY)[:12] in shown.stderr and sha(twin)[:12] in shown.stderr
+        exact = szb("policy", "show", sha(twin)[:12], *server, token=OPERATOR)
+        assert exact.returncode == 0 and exact.stdout.rstrip("\n").endswith(twin.rstrip("\n")), exact.stderr
+    finally:
+        broker.stop()
