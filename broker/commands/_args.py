@@ -40,3 +40,14 @@ event_seq = whole_number(0, MAX_SEQ)
 
 page_size = whole_number(0)
 """--page-size: 0 for the server's default."""
+
+
+def positive_seconds(text: str) -> float:
+    """A time limit in seconds: a finite number above 0 (0 or less would give up before asking)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
+    return seconds

@@ -9,13 +9,14 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from broker.commands._args import positive_seconds
 from broker.commands._connect import add_connection_args, client_for
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("health", help="ask the broker's gRPC health service; exit 0 when SERVING")
     p.add_argument("--service", default="", help="one service (default: the whole server)")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    p.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds to wait for the answer")
     add_connection_args(p)
     p.set_defaults(handler=cmd_health)
 
