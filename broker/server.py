@@ -260,6 +260,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         try:
             caller = self._principal(context)
             _bounded(request.tenant, "tenant")
+            # The spec a submission may carry, no larger (a 28 MB spec was decoded and placed).
+            self.services.submitter.check_spec_bytes(caller.tenant, request.job.ByteSize(), "job")
             spec = wire_spec(request.job, "job", self.vet)
             if self.explain is None:
                 return broker_service_pb2.ExplainPlacementResponse()

@@ -138,6 +138,10 @@ def test_a_spec_over_a_limit_is_resource_exhausted_naming_it(
             pb.SubmitJobsRequest(requests=[pb.SubmitJobRequest(job=spec)]), metadata=auth("team-a")
         )
     assert quota_failure(err.value).quota_id == limit
+    if limit == "max_spec_bytes":  # review: explain decoded and placed a 28 MB spec
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ExplainPlacement(pb.ExplainPlacementRequest(job=spec), metadata=auth("team-a"))
+        assert quota_failure(err.value).quota_id == limit
 
 
 def test_queue_and_rate_limits_count_every_job_of_a_batch(
