@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,19 @@ PLOTS = ("queue.png", "onprem_utilisation.png", "cost_by_strategy.png", "wait_cd
 
 
 def ensure_report_dir(folder: Path) -> Path:
-    """Create the `--report` folder before the run; ValueError naming it when it cannot be."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"--report {folder}: {exc.strerror or exc}") from exc
+    """Check, before the run, that the `--report` folder can be written (or made): ValueError naming
+    it when it cannot be. Nothing is made yet: a run that fails later leaves no empty folder."""
+    if str(folder) in ("", "."):
+        raise ValueError("--report: name a folder (the current one is not taken for a report)")
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        why = "File exists" if probe == folder else f"{probe} is not a folder"
+        raise ValueError(f"--report {folder}: {why}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        why = "Permission denied" if probe == folder else f"{probe} is not writable"
+        raise ValueError(f"--report {folder}: {why}")
     return folder
 
 

@@ -89,6 +89,22 @@ def test_a_report_folder_that_cannot_be_made_is_refused_before_the_run(
     assert capsys.readouterr().err.strip() == f"szb: error: --report {taken}: File exists"
     assert main(["policy", "replay", "--policy", str(POLICY), "--report", str(taken)]) == 1
     assert capsys.readouterr().err.strip() == f"szb policy replay: --report {taken}: File exists"
+    # Review: "" wrote the report into the current folder (`--since ""` was already refused).
+    assert main(["simulate", "--synthetic", "5", "--policy", str(POLICY), "--report", ""]) == 1
+    assert "--report: name a folder" in capsys.readouterr().err
+
+
+def test_a_replay_that_fails_leaves_no_report_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review: the folder was made before the store was read, and stayed, empty, when that failed."""
+    report = tmp_path / "out" / "report"
+    empty = tmp_path / "no-store"
+    empty.mkdir()
+    argv = ["--policy", str(POLICY), "--data-dir", str(empty), "--report", str(report)]
+    code = main(["policy", "replay", *argv])
+    assert code == 1, capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
