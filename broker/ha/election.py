@@ -279,4 +279,5 @@ class Elector:
             holder_pid,
         )
         conn.execute("SELECT pg_terminate_backend(%s)", (holder_pid,))
-        self._last_seen.pop(holder_pid, None)
+        # (its entry stays: a lease seen unrenewed for a period has run out, so the term that
+        # follows starts at once, `_last_lease_end`; a claim clears them all)
