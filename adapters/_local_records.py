@@ -130,7 +130,8 @@ def kill_leftovers(uid: int | None, pgid: int | None, runner: str | None, attemp
             return
         if uid is not None:
             mine = [pid for pid in _pids() if _real_uid(pid) == uid and pid_alive(pid)]
-            left = [pid for pid in mine if not _another_attempts(pid, attempt, uid)]
+            holders = _Holders(uid)  # (one scan of the runners per pass, however many processes)
+            left = [pid for pid in mine if not _another_attempts(pid, attempt, holders)]
             if left and len(left) == len(mine):
                 _kill_as(uid)  # all at once: a job forking on and on outruns any scan-and-kill
             for pid in left:
@@ -179,13 +180,13 @@ def _group_still_the_jobs(pgid: int, runner: str | None) -> bool:
     return leader is None or (runner is not None and leader == runner)
 
 
-def _another_attempts(pid: int, attempt: str | None, uid: int) -> bool:
-    """Whether the process was started for an attempt other than `attempt` that holds `uid` now.
+def _another_attempts(pid: int, attempt: str | None, holders: _Holders) -> bool:
+    """Whether the process was started for an attempt other than `attempt` that holds the uid now.
 
     Once a lost attempt's processes are all gone its uid is free, and another broker on the host
     (a demo beside a test run) may hand it to its own job before this one's kill comes: that job
-    carries its own SZB_ATTEMPT_ID, and that attempt's runner (root's, alive) ran it as `uid`. The
-    variable alone is the job's to write: a process naming an attempt with no such runner, or
+    carries its own SZB_ATTEMPT_ID, and that attempt's runner (root's, alive) ran it as the uid.
+    The variable alone is the job's to write: a process naming an attempt with no such runner, or
     one whose runner runs another uid, is still killed (as is one that dropped the variable).
     """
     if attempt is None:
@@ -197,28 +198,40 @@ def _another_attempts(pid: int, attempt: str | None, uid: int) -> bool:
     ids = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"SZB_ATTEMPT_ID=")]
     if not ids or ids[0] == attempt.encode():
         return False
-    return uid in _runner_uids(ids[0].decode(errors="replace"))
+    return ids[0].decode(errors="replace") in holders.attempts()
 
 
-def _runner_uids(attempt: str) -> set[int]:
-    """The uids that live runners of `attempt` (on this host, any broker's) run their job as."""
-    out: set[int] = set()
+class _Holders:
+    """The attempts whose live runners (on this host, any broker's) run their job as `uid`: read
+    once, when first asked (a job's thousand processes naming some attempt cost one scan)."""
+
+    def __init__(self, uid: int) -> None:
+        self.uid = uid
+        self._attempts: set[str] | None = None
+
+    def attempts(self) -> set[str]:
+        if self._attempts is None:
+            self._attempts = set()
+            for folder in _runner_folders():
+                try:
+                    plan = json.loads((folder / "launch.json").read_text())
+                except (OSError, ValueError):
+                    continue
+                if isinstance(plan, dict) and plan.get("uid") == self.uid:
+                    self._attempts.add(folder.name)
+        return self._attempts
+
+
+def _runner_folders() -> list[Path]:
+    """The attempt folders of the live runners (root's `_local_runner.py` processes) on this host."""
+    out: list[Path] = []
     for pid in _pids():
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
         except OSError:
             continue
-        if len(argv) < 2 or not argv[-2].endswith(b"_local_runner.py") or _real_uid(pid) != os.getuid():
-            continue
-        folder = Path(argv[-1].decode(errors="replace"))
-        if folder.name != attempt:
-            continue
-        try:
-            plan = json.loads((folder / "launch.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(plan, dict) and isinstance(plan.get("uid"), int):
-            out.add(plan["uid"])
+        if len(argv) >= 2 and argv[-2].endswith(b"_local_runner.py") and _real_uid(pid) == os.getuid():
+            out.append(Path(argv[-1].decode(errors="replace")))
     return out
 
 

@@ -297,3 +297,23 @@ def test_a_jobs_path_tells_it_nothing_of_a_folder_closed_to_it(tmp_path: Path) -
             time.sleep(0.1)
         ends.append((status.state, status.exit_code, (status.log_tail or "").replace(program, "P")))
     assert ends[0] == ends[1], ends
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="private job uids need root")
+def test_a_crowd_of_leftovers_naming_made_up_attempts_is_swept() -> None:
+    """Review: each leftover naming another attempt cost a scan of every process on the host (a
+    job leaving 1,000 of them held the site's status reads 10 s: every local job waited). The
+    runners are now read once per pass (0.2 s for the same 1,000): all of them are killed."""
+    uid = 2000099991
+    procs = [
+        subprocess.Popen(["sleep", "600"], user=uid, group=uid, extra_groups=[], start_new_session=True,
+                         env={"SZB_ATTEMPT_ID": f"made-up-{n}"})
+        for n in range(500)
+    ]  # fmt: skip
+    try:
+        kill_leftovers(uid, None, None, "the-real-attempt")
+        assert not _any_process_of(uid)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
