@@ -4,17 +4,19 @@ A cloud API that accepts connections and never answers holds each call for its S
 timeout and retries: a minute and more. The dispatcher's loop awaits its status polls, listings
 and capacity readings, so one such site would stall every other site's work, local jobs
 included, and its hung calls would fill the default thread pool the store and the API share.
-Here a site's reads run in the site's own small pool; the caller waits at most `wait_s`, then
-gets a `TransientError` while the call runs on to the SDK's own timeout, and until it returns
-every read of that site fails at once (the reconciler marks the site out of service meanwhile).
-Writes (submit, cancel) are never cut short: their outcome must be known.
+Here each read runs in a thread of its own (a daemon: a hung call never holds the broker's exit);
+the caller waits at most `wait_s` from when the call began, then gets a `TransientError` while the
+call runs on to the SDK's own timeout, and until it returns every read of that site fails at once
+(the reconciler marks the site out of service meanwhile). A slow but healthy backend only waits:
+no call queues behind another. Writes (submit, cancel) are never cut short: their outcome must
+be known.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
@@ -25,8 +27,6 @@ T = TypeVar("T")
 
 READS = frozenset({"offers", "capacity", "status", "list_owned"})
 """The calls cut short: what they would have said is read again on the next pass."""
-WORKERS = 4
-"""Threads per site: a site's hung reads hold at most these, never the shared pool's."""
 
 
 class Unresponsive(TransientError):
@@ -39,7 +39,6 @@ class BoundedAdapter(AdapterWrapper):
     def __init__(self, inner: Adapter, wait_s: float) -> None:
         super().__init__(inner)
         self.wait_s = wait_s
-        self._pool: ThreadPoolExecutor | None = None
         self._hung: tuple[str, Future[Any]] | None = None  # a read past its wait, still running
         self._lock = threading.Lock()
 
@@ -54,9 +53,8 @@ class BoundedAdapter(AdapterWrapper):
                     "its reads are skipped until it does",
                 )
             self._hung = None
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix=f"site-{self.site}")
-            running = self._pool.submit(fn)
+        running: Future[T] = Future()
+        threading.Thread(target=_run, args=(fn, running), name=f"read-{self.site}", daemon=True).start()
         try:
             return running.result(timeout=self.wait_s)
         except FutureTimeout:
@@ -65,6 +63,13 @@ class BoundedAdapter(AdapterWrapper):
             raise Unresponsive(
                 self.site, "Unresponsive", f"{call} did not answer within {self.wait_s:g}s"
             ) from None
+
+
+def _run(fn: Callable[[], T], into: Future[T]) -> None:
+    try:
+        into.set_result(fn())
+    except BaseException as exc:  # (handed to the caller, as a pool's future would)
+        into.set_exception(exc)
 
 
 class BoundedLogSource(BoundedAdapter, LogSourceWrapper):

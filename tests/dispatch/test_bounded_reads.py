@@ -3,16 +3,22 @@ next reads fail at once until the hung one returns, and writes are never cut sho
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from adapters.base import Capability, LogSource, TransientError
 from broker.bounded import BoundedLogSource, Unresponsive, bounded
 from broker.model import AttemptState, AttemptStatus, CapacitySnapshot, LaunchRequest, Offer, OwnedInstance
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class HeldBackend:
@@ -90,3 +96,60 @@ def test_a_log_source_stays_one() -> None:
     assert isinstance(wrapped, LogSource) and isinstance(wrapped, BoundedLogSource)
     assert wrapped.read_log("b-1", "tok", 0, 10) == b"out"
     assert not isinstance(bounded(HeldBackend(), wait_s=1), LogSource)
+
+
+class SlowBackend(HeldBackend):
+    """Answers every status, each after `delay_s`: slow, but healthy."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
+    def status(self, backend_id: str) -> AttemptStatus:
+        time.sleep(self.delay_s)
+        return AttemptStatus(state=AttemptState.RUNNING)
+
+
+def test_many_reads_of_a_slow_but_healthy_backend_all_answer() -> None:
+    """Review: the wait counted from when a read was queued behind the site's 4 threads, so 10
+    polls of 0.6 s each (under a 1 s wait) took the site out of service. Each read now waits
+    from its own start, and none queues behind another."""
+    adapter = bounded(SlowBackend(0.3), wait_s=0.5)
+    answers: list[object] = []
+
+    def poll() -> None:
+        try:
+            answers.append(adapter.status("b").state)
+        except Unresponsive as exc:
+            answers.append(exc)
+
+    threads = [threading.Thread(target=poll) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == [AttemptState.RUNNING] * 12, answers
+
+
+def test_a_read_that_hangs_does_not_hold_the_process_at_exit(tmp_path: Path) -> None:
+    """Review: a hung read's thread was joined at interpreter exit: `szb serve` took 89 s to stop
+    while a cloud API hung (SIGTERM; systemd's stop timeout is 90 s)."""
+    script = tmp_path / "hang.py"
+    script.write_text(HANG)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=20, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0 and "gave up" in done.stdout, done
+
+
+HANG = """\
+from tests.dispatch.test_bounded_reads import HeldBackend
+from broker.bounded import Unresponsive, bounded
+
+adapter = bounded(HeldBackend(), wait_s=0.2)  # its status waits 30 s for a release that never comes
+try:
+    adapter.status("b")
+except Unresponsive:
+    print("gave up", flush=True)
+"""
