@@ -48,6 +48,11 @@ def positive_seconds(text: str) -> float:
         seconds = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
+    if not 0 < seconds <= MAX_WAIT_S:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, at most {MAX_WAIT_S:.0f}, "
+                                         f"got {text}")
     return seconds
+
+
+MAX_WAIT_S = 86400.0
+"""A day: gRPC's deadline arithmetic overflows far above it (1e10 s read as already past)."""

@@ -141,6 +141,7 @@ class Dispatcher(Scheduling):
             if self._unreachable.pop(site, None) is not None:
                 self.planner.mark_reachable(site)
                 log.info("site %s is reachable again", site)
+                self.capacity_changed()  # jobs waiting for it are decided now, not at the next scan
         for site, reason in report.unreachable.items():
             last = self._unreachable.get(site, (0.0, UNREACHABLE_RETRY_S / 2))[1]
             backoff = min(last * 2, self.settings.reconcile_interval_s)

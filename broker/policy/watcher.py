@@ -118,7 +118,7 @@ class PolicyWatcher:
     def reload(self) -> list[Problem]:
         """Load the file again; swap when valid, else keep the last good policy and log why."""
         with self._lock:
-            self._mtime = self._stat()
+            seen, self._mtime = self._mtime, self._stat()
             self._vet_refused = None
             try:
                 policy, text = self._read()
@@ -132,6 +132,9 @@ class PolicyWatcher:
                 log.error("policy reload refused: keeping policy %s", self._current.hash[:12], extra=fields)
                 self._tell(self.last_refused)
                 return exc.problems
+            except Exception:  # the check could not be made (the store away): the next poll tries again
+                self._mtime = seen
+                raise
             self.last_problems = []
             self.last_refused = None
             if policy.version != self._current.version:  # the file, or a file it refers to, changed
@@ -174,10 +177,19 @@ class PolicyWatcher:
         return None
 
     async def watch(self, interval_s: float = 2.0) -> None:
-        """Poll the file until cancelled (run it as an asyncio task)."""
+        """Poll the file until cancelled (run it as an asyncio task); a poll that fails (the store
+        away while a file is checked against the live jobs) is tried again, never the end of it."""
+        failing = False
         while True:
             await asyncio.sleep(interval_s)
-            await asyncio.to_thread(self.poll)
+            try:
+                await asyncio.to_thread(self.poll)
+            except Exception as exc:
+                if not failing:
+                    log.warning("policy file %s not checked: %s; trying again", self.path, exc)
+                failing = True
+            else:
+                failing = False
 
     def install_sighup(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Reload on SIGHUP: through the running loop when given, else a plain signal handler."""

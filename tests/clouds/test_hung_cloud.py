@@ -75,11 +75,18 @@ def test_a_cloud_that_stops_answering_stalls_neither_local_jobs_nor_the_broker(
 
             eventually(lambda: set(silent()) == set(SILENT), "the silent sites stayed in service")
             assert all("did not answer" in r or "has not answered" in r for r in silent().values()), silent()
+            # A job only those sites can run waits for them meanwhile.
+            waiting = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("waits", "A10G")), metadata=md()).job
+            time.sleep(1)
+            state = stub.GetJob(pb.GetJobRequest(id=waiting.id), metadata=md()).job.state
+            assert state == job_pb2.JOB_STATE_QUEUED, state
         finally:
             gate.set()
             moto.scenario.hold_before = {}
         # Answers again: back in service, and the cloud job was followed throughout (not lost).
         eventually(lambda: not silent(), "the sites stayed out of service once the API answered")
+        # The waiting job is decided as the sites come back (review: at the next full scan, 15 s on).
+        wait_state(stub, waiting.id, {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}, timeout=8)
         after = stub.GetJob(pb.GetJobRequest(id=cloud.id), metadata=md()).job
         assert after.state in (job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING), after.message
 

@@ -199,3 +199,39 @@ def test_reload_swaps_when_only_a_referenced_file_changed(shipped: Path) -> None
     assert watcher.reload() == []
     assert watcher.current is not first and watcher.current.hash == first.hash
     assert watcher.current.hardware("H20").classification.cls == "3A090.b"
+
+
+def test_a_change_checked_while_the_store_is_away_is_read_again_and_the_watch_goes_on(
+    shipped: Path,
+) -> None:
+    """Review: a check against the live jobs that the store could not answer (PostgreSQL
+    restarting) ended the watch task for good, and the file change it was reading was never
+    read again: later edits went unseen, with nothing logged."""
+    import asyncio
+
+    from broker.store import StoreUnavailable
+
+    watcher = PolicyWatcher(shipped)
+    first = watcher.current
+    away = [True]
+
+    def vet(policy: object, text: str) -> list[object]:
+        if away[0]:
+            raise StoreUnavailable("the database cannot be reached")
+        return []
+
+    watcher.vet = vet  # type: ignore[assignment]
+    shipped.write_text(shipped.read_text().replace("wait_hour_cost: 40", "wait_hour_cost: 55"))
+    os.utime(shipped, (1, 1))
+
+    async def watch_a_while() -> bool:
+        task = asyncio.create_task(watcher.watch(interval_s=0.01))
+        await asyncio.sleep(0.2)  # polls failing all along
+        alive = not task.done()
+        away[0] = False
+        await asyncio.sleep(0.2)
+        task.cancel()
+        return alive
+
+    assert asyncio.run(watch_a_while()), "the watch ended at the first failed check"
+    assert watcher.current is not first and watcher.current.objective.wait_hour_cost == 55
