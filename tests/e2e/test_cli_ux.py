@@ -390,7 +390,8 @@ def test_a_spend_range_that_reads_nothing_is_refused_naming_its_bound(
 
 
 def test_spend_lines_add_up_to_the_total(tmp_path: Path) -> None:
-    """Review: five lines of 0.01 under a total of 0.07 (each line rounded, the total summed raw)."""
+    """Review: five lines of 0.01 under a total of 0.07 (each line rounded, the total summed raw);
+    then totals of the rounded lines, which moved with the grouping (--by day 0.30, else 0.36)."""
     from datetime import UTC, datetime
 
     from broker.burst.money import month_of
@@ -417,8 +418,10 @@ def test_spend_lines_add_up_to_the_total(tmp_path: Path) -> None:
     proc = BrokerProcess(config)
     proc.start()
     try:
-        body = json.loads(szb(proc, "spend", "-o", "json").stdout)
-        assert [line["spent"] for line in body["lines"]] == [0.01] * 5, body
-        assert body["total_spent"] == 0.05, body
+        for by in ((), ("--by", "day"), ("--by", "site"), ("--by", "tenant")):
+            body = json.loads(szb(proc, "spend", *by, "-o", "json").stdout)
+            shown = [line["spent"] for line in body["lines"]]
+            assert body["total_spent"] == 0.07, body  # the true total, whatever the grouping
+            assert round(sum(shown), 2) == 0.07 and set(shown) <= {0.01, 0.02, 0.07}, (by, shown)
     finally:
         proc.stop()
