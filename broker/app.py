@@ -30,6 +30,7 @@ from broker.auth import TokenAuthority
 from broker.bounded import bounded
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig
+from broker.datadir_lock import hold_data_dir
 from broker.dispatch.dispatcher import Dispatcher
 from broker.dispatch.reconcile import sites_in_use
 from broker.grpcserve import ON_API_REPLICAS, GrpcEdge
@@ -83,6 +84,7 @@ class BrokerApp:
         self.config = cfg = self.config.absolute()
         cfg.check_role()
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dir_lock = hold_data_dir(cfg.data_dir) if cfg.role == "all" else None  # (split roles share one)
         self.notifier: Notifier | None = None
         self.listener: Listener | None = None
         self.role: SchedulerRole | None = None
@@ -92,10 +94,7 @@ class BrokerApp:
         self.tls = ServerTls(cfg.tls) if cfg.tls is not None else None
         self.auth = TokenAuthority.from_file(cfg.tokens_file)
         self.edge = GrpcEdge(self.metrics)
-        if cfg.role == "scheduler":
-            await self._start_scheduler()
-        else:
-            await self._start_serving()
+        await (self._start_scheduler() if cfg.role == "scheduler" else self._start_serving())
         self.planner.watch(self._policy_changed)
         self._tokens_task: asyncio.Task[None] | None = None
         if cfg.tokens_reload_s > 0 and (cfg.role != "scheduler" or cfg.metrics_listen):  # (/metrics reads it)
@@ -394,7 +393,6 @@ async def serve_forever(config: BrokerConfig, config_file: Path | None = None) -
     # Ready only once the handlers are in: an early SIGHUP must reload, not kill the broker.
     if app.metrics_server is not None:
         say(f"metrics on {app.metrics_server.url}")
-    what = "scheduler" if config.role == "scheduler" else "broker"
-    say(f"{what} serving on port {port}")
+    say(f"{'scheduler' if config.role == 'scheduler' else 'broker'} serving on port {port}")
     await done.wait()
     await app.stop()
