@@ -82,16 +82,18 @@ def main(argv: list[str]) -> int:
 EXIT_CODE_ROOM = 16
 """Bytes the exit code's file is given before the job starts (an int, space-padded)."""
 RECORD_RETRY_S = 2.0
-OUT_OF_ROOM = (errno.ENOSPC, errno.EDQUOT)
-"""Failures a wait can mend: the disk or the quota has room again later."""
+OUT_OF_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+"""Failures a wait can mend: the disk or the quota has room again later, a filesystem that went
+read-only on an error (`errors=remount-ro`) is mended and remounted."""
 
 
 def _record_exit(tmp: Path, code: int) -> None:
     """Write `code` into the file reserved for it, then give it its name; retry while out of room.
 
     While the runner lives the broker sees the attempt running, so a write that still fails
-    for want of space (another full filesystem, a quota) waits here for room instead of losing
-    the result. Any other failure (the attempt's folder deleted) no wait would mend: give up.
+    for want of space (another full filesystem, a quota) or on a disk gone read-only waits here
+    instead of losing the result (the job would be called lost and run again). Any other
+    failure (the attempt's folder deleted) no wait would mend: give up.
     """
     while True:
         try:

@@ -8,10 +8,14 @@ the spawn and the runner records its own pid, so a restarted broker follows the 
 from __future__ import annotations
 
 import json
+import subprocess
 import tempfile
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+
+import pytest
 
 from adapters.local import LocalAdapter
 from broker.model import AttemptId, AttemptState, JobId, JobSpec, LaunchRequest, Offer, SiteId
@@ -77,3 +81,35 @@ def test_an_ended_attempt_the_broker_keeps_asking_about_is_not_pruned(tmp_path: 
     time.sleep(1.2)  # it recorded the end and stopped asking: the retention runs from then
     assert adapter.retention.prune(time.time(), lambda path: False) == [token]
     assert not folder.exists()
+
+
+def _mount_tmpfs(folder: Path) -> bool:
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                          capture_output=True, check=False)  # fmt: skip
+    return done.returncode == 0
+
+
+def test_an_exit_code_on_a_disk_gone_read_only_waits_for_the_disk(tmp_path: Path) -> None:
+    """Review: a job that ended while the data dir's filesystem had gone read-only (an ext4 error,
+    errors=remount-ro) lost its exit code: the runner gave up on EROFS and exited, the broker read
+    the attempt as lost and ran the job again. The runner now waits, as for a full disk."""
+    from adapters._local_runner import EXIT_CODE_ROOM, _record_exit
+
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk):
+        pytest.skip("mounting a tmpfs needs root with CAP_SYS_ADMIN, which this host does not give")
+    try:
+        reserved = disk / "exit_code.tmp"
+        reserved.write_bytes(b" " * EXIT_CODE_ROOM)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        writer = threading.Thread(target=_record_exit, args=(reserved, 3))
+        writer.start()
+        writer.join(timeout=3)
+        assert writer.is_alive(), "the runner gave up on the read-only disk"
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)  # the operator mends it
+        writer.join(timeout=10)
+        assert not writer.is_alive()
+        assert (disk / "exit_code").read_text().strip() == "3"
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
