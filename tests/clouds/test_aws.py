@@ -206,3 +206,21 @@ def test_registry_builds_it_from_config_alone(moto: MotoFront) -> None:
     a = registry.create("aws", SiteId("aws-us"), config(endpoint_url=moto.url))
     assert isinstance(a, AwsAdapter)
     assert a.list_owned() == []
+
+
+def test_an_instance_the_broker_removed_after_its_job_ended_reads_as_its_result(moto: MotoFront) -> None:
+    """Review (issue 11): after a store restored from a backup taken while a job ran, the broker
+    read the instance it had removed after the job's normal end (removal tags it cancelled) as
+    CANCELLED, though the job succeeded with exit 0 and its result line was on the console."""
+    a = adapter(moto)
+    offer = next(o for o in a.offers(NOW) if o.instance_type == "g5.xlarge")
+    iid = a.submit(launch(offer, "tok-done", attempt="att-done"))
+    payload = base64.b64encode(b'{"exit_code": 0, "log_tail": "done\\n"}').decode()
+    moto.console[iid] = f"[cloud-init] training...\n[cloud-init] SZB-RESULT att-done {payload}\n"
+    a.cancel(iid, "tok-done")  # the broker's removal of a finished instance
+    status = a.status(iid)
+    assert status.state is AttemptState.SUCCEEDED and status.exit_code == 0, status
+    # A cancelled job that left no result stays cancelled.
+    other = a.submit(launch(offer, "tok-cut", attempt="att-cut"))
+    a.cancel(other, "tok-cut")
+    assert a.status(other).state is AttemptState.CANCELLED
