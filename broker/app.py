@@ -164,7 +164,7 @@ class BrokerApp:
                 planner=self.planner,
                 clock=self.clock,
                 notifier=self.notifier,
-                snapshot_refresh_s=cfg.ha.snapshot_refresh_s,
+                snapshot_refresh_s=cfg.ha.snapshot_refresh_s, lease_s=cfg.ha.lease_s,
                 adopt=self.planner.adopt_site_report,
                 follow=self.planner.fair.follow,
             )

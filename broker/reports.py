@@ -14,6 +14,7 @@ from broker.burst.snapshot import partition_key
 from broker.catalog.accelerators import normalize
 from broker.dispatch.launch_history import read_recent_bursts
 from broker.dispatch.offers import OfferReading
+from broker.ha.lease_watch import LeaseWatch
 from broker.model import JobSpec, JobState, TenantId
 from broker.placement.health import health_summary
 from broker.planning import Planner
@@ -211,10 +212,12 @@ def status_report(
     operator: bool,
     quota: QuotaUsage | None = None,
     reading: OfferReading | None = None,
+    lease_expired: LeaseWatch | None = None,
 ) -> pb.GetStatusResponse:
     """Capacity and waits per partition, jobs by state and site, money and quota.
 
     `reading`: the offers read off the event loop (`OfferSource.current`); the last one if None.
+    `lease_expired`: an API replica's view of the scheduler's lease (its own clock, not the leader's).
 
     An operator sees every tenant and the sites' error texts; a tenant sees its own jobs,
     budget and quota, and only the kind of trouble a sick site has.
@@ -243,7 +246,7 @@ def status_report(
                 holder=lease.holder,
                 epoch=lease.epoch,
                 lease_until=ts_to_proto(lease.lease_until),
-                expired=lease.lease_until <= now,
+                expired=lease_expired.expired(lease, now) if lease_expired else lease.lease_until <= now,
             )
         )
     unhealthy: dict[str, str] = {str(site): why for site, why in planner.unhealthy_now().items()}

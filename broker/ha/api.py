@@ -18,6 +18,7 @@ from broker.burst.snapshot import PassSnapshot
 from broker.clock import Clock
 from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.contract import DecisionMaker, DispatchStats
+from broker.ha.lease_watch import LeaseWatch
 from broker.ha.notify import Notifier
 from broker.model import Attempt, Job, JobId, JobState, SiteId
 from broker.policy import Policy
@@ -45,6 +46,7 @@ class StoreOnlyDispatch(AttemptTracking):
         clock: Clock,
         notifier: Notifier | None,
         snapshot_refresh_s: float = 2.0,
+        lease_s: float = 3.0,
         adopt: Callable[[SiteReport], None] | None = None,
         follow: Follow | None = None,
     ) -> None:
@@ -63,6 +65,8 @@ class StoreOnlyDispatch(AttemptTracking):
         self._inflight: dict[JobId, asyncio.Task[None]] = {}
         self._stops_in_flight: set[str] = set()  # (a replica has no adapters: the leader stops them)
         self._snap: tuple[float, PassSnapshot] | None = None
+        self.lease_watch = LeaseWatch(lease_s)
+        """The scheduler's lease as this replica sees it renewed (`szb status`'s "leads")."""
         self.adopt = adopt
         """Takes the active scheduler's report on its sites as this replica's view of them."""
         self.follow = follow
@@ -85,6 +89,7 @@ class StoreOnlyDispatch(AttemptTracking):
         while True:
             try:
                 found = await asyncio.to_thread(self.store.site_report)
+                self.lease_watch.saw(await asyncio.to_thread(self.store.leadership))
             except StoreError as exc:  # the last report stays shown; the next read tries again
                 log.warning("the scheduler's site report could not be read: %s", exc)
             else:
