@@ -240,7 +240,10 @@ def status_report(
     tenants = _add_budgets(resp, planner, now, store, shown)
     if operator and (cap := burst_cap(planner, now, store)) is not None:
         resp.burst_cap.CopyFrom(cap)
-    if operator and (lease := store.leadership()) is not None:  # any replica names the leader
+    lease = store.leadership() if operator else None
+    if operator and lease is None and lease_expired is not None:  # a replica that no one leads yet
+        resp.scheduler.CopyFrom(pb.SchedulerLease(expired=True))
+    if lease is not None:  # any replica names the leader
         resp.scheduler.CopyFrom(
             pb.SchedulerLease(
                 holder=lease.holder,

@@ -128,6 +128,10 @@ def _print_capacity(resp: pb.GetStatusResponse, console: Console) -> None:
 
 def _print_scheduler(lease: pb.SchedulerLease, console: Console) -> None:
     """Which scheduler leads (split deployment): the lease's holder, epoch and end."""
+    if not lease.holder:
+        console.print("[red]Scheduler: none has ever been elected[/]: start a `szb serve --role scheduler` "
+                      "on this store; until then nothing is decided or run")
+        return
     until = lease.lease_until.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     who = f"{escape(lease.holder)} (epoch {lease.epoch})"
     if lease.expired:

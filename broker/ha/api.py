@@ -65,7 +65,7 @@ class StoreOnlyDispatch(AttemptTracking):
         self._inflight: dict[JobId, asyncio.Task[None]] = {}
         self._stops_in_flight: set[str] = set()  # (a replica has no adapters: the leader stops them)
         self._snap: tuple[float, PassSnapshot] | None = None
-        self.lease_watch = LeaseWatch(lease_s)
+        self.lease_watch = LeaseWatch(lease_s, REPORT_REFRESH_S)
         """The scheduler's lease as this replica sees it renewed (`szb status`'s "leads")."""
         self.adopt = adopt
         """Takes the active scheduler's report on its sites as this replica's view of them."""
@@ -89,7 +89,7 @@ class StoreOnlyDispatch(AttemptTracking):
         while True:
             try:
                 found = await asyncio.to_thread(self.store.site_report)
-                self.lease_watch.saw(await asyncio.to_thread(self.store.leadership))
+                self.lease_watch.saw(await asyncio.to_thread(self.store.leadership), self.clock.now())
             except StoreError as exc:  # the last report stays shown; the next read tries again
                 log.warning("the scheduler's site report could not be read: %s", exc)
             else:

@@ -125,6 +125,9 @@ def test_szb_status_on_every_replica_names_the_active_scheduler(cluster: Cluster
     operator = f"  - {{tenant: ops, role: operator, sha256: {hash_token(OPERATOR)}}}\n"
     tokens.write_text(tokens.read_text() + operator)
     replicas = [cluster.start("api"), cluster.start("api")]
+    # Review: with no scheduler ever started, status had no Scheduler line at all.
+    assert "Scheduler: none has ever been elected" in replica_status(replicas[0], True)
+    assert replica_status(replicas[0])["scheduler"]["expired"] is True
     cluster.start("scheduler")
     cluster.start("scheduler")
     old = cluster.leader()
