@@ -19,10 +19,14 @@ class DataDirInUse(BrokerError):
     """Another live broker serves this data dir."""
 
 
-def hold_data_dir(data_dir: Path) -> int:
+def hold_data_dir(data_dir: Path) -> int | None:
     """Lock `data_dir` for this process (the descriptor stays open as long as it lives); DataDirInUse
-    naming the holder's pid when another broker holds it."""
-    fd = os.open(data_dir / "broker.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    naming the holder's pid when another broker holds it. None when the lock file cannot be made
+    (a read-only or full disk): the store, opened next, names that trouble in its own words."""
+    try:
+        fd = os.open(data_dir / "broker.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -32,6 +36,9 @@ def hold_data_dir(data_dir: Path) -> int:
             f"data dir {data_dir} is served by another broker (pid {holder}): two would dispatch the "
             "same jobs; stop that one, or give this one a data_dir of its own"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:  # (a full disk: the lock holds, the pid is just not said)
+        pass
     return fd
