@@ -44,7 +44,6 @@ UNAUTHENTICATED = {"error": "unauthenticated"}
 log = logging.getLogger(__name__)
 
 
-
 def client_key(address: str) -> str:
     """Whom the per-client cap counts a connection against: an IPv4 address; an IPv6 one's /64
     (one host holds a whole /64); every loopback address as one (any local process, a local job
@@ -60,6 +59,7 @@ def client_key(address: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address):
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
 
 class BadReportError(BrokerError, ValueError):
     """The report is malformed; the message names the field."""

@@ -30,7 +30,7 @@ from broker.auth import TokenAuthority
 from broker.bounded import bounded
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig
-from broker.datadir_lock import hold_data_dir
+from broker.datadir_lock import hold_data_dir, release_data_dir
 from broker.dispatch.dispatcher import Dispatcher
 from broker.dispatch.reconcile import sites_in_use
 from broker.grpcserve import ON_API_REPLICAS, GrpcEdge
@@ -371,6 +371,7 @@ class BrokerApp:
         if self.shared_logs is not None:
             self.shared_logs.close()
         self.store.close()
+        release_data_dir(self.dir_lock)
 
 
 async def serve_forever(config: BrokerConfig, config_file: Path | None = None) -> None:

@@ -144,8 +144,7 @@ class AuditTrail:
         found = self.store.find_policy_version(prefix)
         if found is None:
             raise JobNotFoundError(f"no stored policy version {prefix!r}")
-        stored = self.store.policy_versions(MAX_VERSIONS)
-        matching = sorted({v.hash for v in stored if v.hash.startswith(prefix)})
+        matching = self.store.policy_hashes(prefix, 6)
         if len(matching) > 1:  # (showing one of them would be a guess the caller cannot see)
             raise BadHashError(f"{prefix!r} begins {len(matching)} stored versions' hashes "
                                f"({', '.join(h[:12] for h in matching[:5])}): give more digits")

@@ -42,3 +42,9 @@ def hold_data_dir(data_dir: Path) -> int | None:
     except OSError:  # (a full disk: the lock holds, the pid is just not said)
         pass
     return fd
+
+
+def release_data_dir(fd: int | None) -> None:
+    """Give the data dir up (a broker stopping): another may serve it at once, this process too."""
+    if fd is not None:
+        os.close(fd)

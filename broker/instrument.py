@@ -49,15 +49,12 @@ def measured(adapter: Adapter, metrics: BrokerMetrics) -> MeasuredAdapter:
     return MeasuredAdapter(adapter, metrics)
 
 
-_NOT_FAILED: bool | None = False
-"""A call's outcome so far: False (not failed), True (raised), None (the client cancelled it)."""
-
-
-def _code(context: grpc.aio.ServicerContext[Any, Any], failed: bool | None) -> str:
-    """The call's status code name; `failed` None: the client went away (it cancelled the call)."""
+def _code(context: grpc.aio.ServicerContext[Any, Any], outcome: str) -> str:
+    """The call's status code name; `outcome` when the handler set none: OK, UNKNOWN (it raised)
+    or CANCELLED (the client went away)."""
     code = context.code()
     if code is None:
-        return "CANCELLED" if failed is None else "UNKNOWN" if failed else "OK"
+        return outcome
     if isinstance(code, grpc.StatusCode):
         return str(code.name)
     try:
@@ -86,25 +83,25 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method.rsplit("/", 1)[-1]
         m = self.metrics
 
-        def done(context: grpc.aio.ServicerContext[Any, Any], started: float, failed: bool | None) -> None:
+        def done(context: grpc.aio.ServicerContext[Any, Any], started: float, outcome: str) -> None:
             m.rpc_seconds.labels(method).observe(time.perf_counter() - started)
-            m.rpcs.labels(method, _code(context, failed)).inc()
+            m.rpcs.labels(method, _code(context, outcome)).inc()
 
         if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
             inner: Any = handler.unary_unary  # a coroutine function under grpc.aio
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                started, failed = time.perf_counter(), _NOT_FAILED
+                started, outcome = time.perf_counter(), "OK"
                 try:
                     return await inner(request, context)
                 except asyncio.CancelledError:  # the client cancelled it (Ctrl-C, a closed pipe)
-                    failed = None
+                    outcome = "CANCELLED"
                     raise
                 except BaseException:
-                    failed = True
+                    outcome = "UNKNOWN"
                     raise
                 finally:
-                    done(context, started, failed)
+                    done(context, started, outcome)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
@@ -115,18 +112,18 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
             stream_inner: Any = handler.unary_stream  # an async generator function
 
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                started, failed = time.perf_counter(), _NOT_FAILED
+                started, outcome = time.perf_counter(), "OK"
                 try:
                     async for item in stream_inner(request, context):
                         yield item
                 except asyncio.CancelledError:  # the client cancelled it (Ctrl-C, a closed pipe)
-                    failed = None
+                    outcome = "CANCELLED"
                     raise
                 except BaseException:
-                    failed = True
+                    outcome = "UNKNOWN"
                     raise
                 finally:
-                    done(context, started, failed)
+                    done(context, started, outcome)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream,

@@ -212,12 +212,12 @@ def status_report(
     operator: bool,
     quota: QuotaUsage | None = None,
     reading: OfferReading | None = None,
-    lease_expired: LeaseWatch | None = None,
+    lease_watch: LeaseWatch | None = None,
 ) -> pb.GetStatusResponse:
     """Capacity and waits per partition, jobs by state and site, money and quota.
 
     `reading`: the offers read off the event loop (`OfferSource.current`); the last one if None.
-    `lease_expired`: an API replica's view of the scheduler's lease (its own clock, not the leader's).
+    `lease_watch`: an API replica's view of the scheduler's lease (its own clock, not the leader's).
 
     An operator sees every tenant and the sites' error texts; a tenant sees its own jobs,
     budget and quota, and only the kind of trouble a sick site has.
@@ -241,7 +241,7 @@ def status_report(
     if operator and (cap := burst_cap(planner, now, store)) is not None:
         resp.burst_cap.CopyFrom(cap)
     lease = store.leadership() if operator else None
-    if operator and lease is None and lease_expired is not None:  # a replica that no one leads yet
+    if operator and lease is None and lease_watch is not None:  # a replica that no one leads yet
         resp.scheduler.CopyFrom(pb.SchedulerLease(expired=True))
     if lease is not None:  # any replica names the leader
         resp.scheduler.CopyFrom(
@@ -249,7 +249,7 @@ def status_report(
                 holder=lease.holder,
                 epoch=lease.epoch,
                 lease_until=ts_to_proto(lease.lease_until),
-                expired=lease_expired.expired(lease, now) if lease_expired else lease.lease_until <= now,
+                expired=lease_watch.expired(lease, now) if lease_watch else lease.lease_until <= now,
             )
         )
     unhealthy: dict[str, str] = {str(site): why for site, why in planner.unhealthy_now().items()}

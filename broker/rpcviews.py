@@ -161,7 +161,7 @@ class RpcViews:
             operator=caller.is_operator,
             quota=self.services.quota_usage(caller.tenant),
             reading=reading,
-            lease_expired=getattr(self.dispatcher, "lease_watch", None),
+            lease_watch=getattr(self.dispatcher, "lease_watch", None),  # (API replicas only)
         )
         refused = self.audit.refused_proto()
         if refused is not None and caller.is_operator:  # file paths and errors: operators only

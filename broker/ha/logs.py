@@ -60,15 +60,23 @@ class SharedJobLogs(JobLogs):
         import psycopg
 
         with self._db_lock:
-            for retry in (False, True):
-                try:
-                    if self._conn is None or self._conn.closed or self._conn.broken:
-                        self._conn = psycopg.connect(self._dsn, autocommit=True)
-                    return work(self._conn)
-                except psycopg.OperationalError as exc:
-                    if retry or self._conn is None or not (self._conn.closed or self._conn.broken):
-                        raise StoreUnavailable(f"the database cannot be reached: {exc}") from exc
-            raise AssertionError("unreachable")  # (the loop returns or raises)
+            try:
+                return work(self._connected())
+            except psycopg.OperationalError as exc:
+                if self._conn is None or not (self._conn.closed or self._conn.broken):
+                    raise StoreUnavailable(f"the database cannot be reached: {exc}") from exc
+            try:  # it died while idle: once more, on a new one
+                return work(self._connected())
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailable(f"the database cannot be reached: {exc}") from exc
+
+    def _connected(self) -> Any:
+        """This replica's connection, made anew when there is none or the server dropped it."""
+        import psycopg
+
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self._dsn, autocommit=True)
+        return self._conn
 
     @staticmethod
     def _stored_size(conn: Any, attempt_id: str) -> int:

@@ -107,9 +107,11 @@ def read_history(store: JobStore, since: datetime | None) -> History:
     capacity: dict[str, int] = {}
     quoted: dict[str, tuple[datetime, float, str]] = {}
     launched: set[str] = set()
+    sites: set[str] = set()
     for job in jobs:
         for attempt in store.attempts_for(job.id):
             launched.add(job.id)
+            sites.add(str(attempt.site))
             # How the dispatcher records a backend's CapacityError (`Type: message`).
             if attempt.error.startswith("CapacityError"):
                 capacity[str(attempt.site)] = capacity.get(str(attempt.site), 0) + 1
@@ -126,8 +128,7 @@ def read_history(store: JobStore, since: datetime | None) -> History:
     if unreadable:
         skipped["refused at submit, spec no longer valid"] = unreadable
     kept = sorted([*kept, *refused], key=lambda j: (j.created_at, j.id))
-    sites = sorted({str(a.site) for job in jobs for a in store.attempts_for(job.id)})
-    launches = {site: got for site in sites if (got := store.launch_times(SiteId(site), LAUNCHES))}
+    launches = {site: got for site in sorted(sites) if (got := store.launch_times(SiteId(site), LAUNCHES))}
     return History(kept, runtimes, capacity, prices, skipped, frozenset(j.id for j in refused), launches)
 
 

@@ -84,6 +84,9 @@ FIND_POLICY = (
     f"SELECT {_POLICY_COLS} FROM policy_versions WHERE hash >= ? AND hash < ? "
     "ORDER BY CASE WHEN result = 'refused' THEN 1 ELSE 0 END, id DESC LIMIT 1"
 )
+POLICY_HASHES = (
+    "SELECT DISTINCT hash FROM policy_versions WHERE hash >= ? AND hash < ? ORDER BY hash LIMIT ?"
+)
 ACTIVE_COUNTS = (
     "SELECT state, COALESCE(site, ''), tenant, COUNT(*) FROM jobs "
     f"WHERE state IN ({', '.join(repr(s) for s in ACTIVE_STATES)}) GROUP BY state, site, tenant"

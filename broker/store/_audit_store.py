@@ -25,6 +25,10 @@ class AuditStore(abc.ABC):
         """The newest stored version whose hash starts with `hash_prefix` (loaded ones first)."""
 
     @abc.abstractmethod
+    def policy_hashes(self, hash_prefix: str, limit: int) -> list[str]:
+        """Distinct stored hashes starting with `hash_prefix`, at most `limit`, in order."""
+
+    @abc.abstractmethod
     def audit_events(self, where: AuditFilter) -> list[tuple[TenantId, JobEvent]]:
         """Submissions, cancellations and decisions matching `where`, oldest first (the newest
         `where.limit` of them)."""

@@ -39,6 +39,10 @@ class SqlStore(SqlAttempts, SqlRuns):
         row = self._one(_audit.FIND_POLICY, _audit.prefix_range(hash_prefix))
         return None if row is None else _audit.policy_from_row(row, self._dialect.dt)
 
+    def policy_hashes(self, hash_prefix: str, limit: int) -> list[str]:
+        rows = self._all(_audit.POLICY_HASHES, (*_audit.prefix_range(hash_prefix), limit))
+        return [str(r[0]) for r in rows]
+
     def audit_events(self, where: AuditFilter) -> list[tuple[TenantId, JobEvent]]:
         sql, params = _audit.audit_query(where, self._dialect.ts)
         return _audit.audit_from_rows(self._all(sql, params), self._dialect.dt)

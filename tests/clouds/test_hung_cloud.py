@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 
 import grpc
@@ -18,6 +17,7 @@ from tests.brokerproc import JOB_PYTHON
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import md, wait_state
 from tests.clouds.test_broker_bursts import clouds, gpu_job, setup
+from tests.clouds.test_cancel_mid_launch import eventually
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import MotoFront, throttle_fault
 
@@ -26,13 +26,6 @@ __all__ = ["clouds"]
 OPERATOR = "operator-token-hung-0123456789"
 SILENT = ("aws-east", "aws-west", "lc-east")
 """The sites on moto: each lists its instances with DescribeInstances."""
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
 def local_job(name: str) -> job_pb2.JobSpec:

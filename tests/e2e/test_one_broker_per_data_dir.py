@@ -29,3 +29,15 @@ def test_a_second_broker_on_the_same_data_dir_refuses_and_a_killed_ones_lock_is_
         again.stop()
     finally:
         first.stop()
+
+
+def test_a_stopped_broker_gives_its_data_dir_up_within_its_own_process(tmp_path: Path) -> None:
+    """A flock belongs to its open file: one a stopped broker kept would refuse the next broker
+    of the same process (an embedding, a test) as if another served the data dir."""
+    from broker.datadir_lock import DataDirInUse, hold_data_dir, release_data_dir
+
+    held = hold_data_dir(tmp_path)
+    with pytest.raises(DataDirInUse, match=r"is served by another broker"):
+        hold_data_dir(tmp_path)
+    release_data_dir(held)
+    release_data_dir(hold_data_dir(tmp_path))

@@ -19,9 +19,17 @@ from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import BrokerProcess
 from tests.e2e.conftest import POLICY, PY, auth, write_broker_config
 from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
-from tests.e2e.test_policy_reload import policy_hash
+from tests.e2e.test_policy_reload import policy_hash, wait_hash
 
 RENAMED = POLICY.replace("  - id: local\n", "  - id: host\n")
+
+
+def wait_refused(log: Path) -> None:
+    """Until the broker's log says it refused the policy file it was given."""
+    deadline = time.monotonic() + 15
+    while "policy reload refused" not in log.read_text():
+        assert time.monotonic() < deadline, "a policy without the running job's site went into force"
+        time.sleep(0.2)
 
 
 def test_a_policy_without_the_site_of_a_running_job_is_refused(tmp_path: Path) -> None:
@@ -40,10 +48,7 @@ def test_a_policy_without_the_site_of_a_running_job_is_refused(tmp_path: Path) -
             wait_for(stub, job.id, {job_pb2.JOB_STATE_RUNNING})
             # Live: the reload is refused and the policy in force kept.
             policy.write_text(RENAMED)
-            deadline = time.monotonic() + 15
-            while "policy reload refused" not in (tmp_path / "broker.log").read_text():
-                assert time.monotonic() < deadline, "a policy without the running job's site went into force"
-                time.sleep(0.2)
+            wait_refused(tmp_path / "broker.log")
             assert policy_hash(stub) == before
             assert f"sites: 'local' is gone, but 1 job(s) still run there ({job.id})" in (
                 tmp_path / "broker.log"
@@ -79,16 +84,10 @@ def test_a_policy_refused_for_running_jobs_goes_into_force_once_they_end(tmp_pat
             job = submit(stub, spec("held", [PY, "-c", "import time; time.sleep(300)"])).job
             wait_for(stub, job.id, {job_pb2.JOB_STATE_RUNNING})
             policy.write_text(RENAMED)
-            deadline = time.monotonic() + 15
-            while "policy reload refused" not in (tmp_path / "broker.log").read_text():
-                assert time.monotonic() < deadline, "a policy without the running job's site went into force"
-                time.sleep(0.2)
+            wait_refused(tmp_path / "broker.log")
             assert policy_hash(stub) == before
             stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-a"))  # "or cancel them first"
-            deadline = time.monotonic() + 30
-            while policy_hash(stub) == before:  # the same file, now fit to go into force
-                assert time.monotonic() < deadline, "the policy stayed refused after its jobs ended"
-                time.sleep(0.2)
+            wait_hash(stub, before, timeout=30)  # the same file, now fit to go into force
             status = stub.GetStatus(pb.GetStatusRequest(), metadata=auth("team-a"))
             assert not status.HasField("refused_policy"), status.refused_policy
     finally:

@@ -961,6 +961,8 @@ class StoreContract:
         assert second.find_policy_version("abab") == good
         assert second.find_policy_version("cd" * 32) == bad
         assert second.find_policy_version("ef") is None
+        assert second.policy_hashes("", 5) == ["ab" * 32, "cd" * 32]  # each once, by hash
+        assert second.policy_hashes("cdcd", 5) == ["cd" * 32] and second.policy_hashes("ef", 5) == []
 
     def test_find_policy_version_prefers_a_loaded_copy(self, store: JobStore) -> None:
         h = "0f" * 32
