@@ -31,11 +31,21 @@ class SqliteStore(SqlStore):
                 " made: it was cut or zeroed; restore it from a backup, or delete it to start with"
                 " an empty store"
             )
+        if self.path != ":memory:" and os.path.isfile(self.path) and not _writable(self.path):
+            # Left by a crash, the -wal and -shm files let SQLite open the store read-only, and
+            # the broker's first write would say only "attempt to write a readonly database".
+            why = _why(self.path, PermissionError()) or " (the file is not writable by this user)"
+            raise StoreError(f"store {self.path}: the store cannot be written{why}")
         try:
             super().__init__(SqliteDialect(self.path, durability))
         except (sqlite3.DatabaseError, StoreError) as exc:  # SQLite's text names neither file nor cause
             cause = exc.__cause__ if isinstance(exc.__cause__, sqlite3.DatabaseError) else exc
             raise StoreError(f"store {self.path}: {cause}{_why(self.path, cause)}") from exc
+
+
+def _writable(path: str) -> bool:
+    """The store file and its folder (for the -wal and -shm files) can be written."""
+    return os.access(path, os.W_OK) and os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)
 
 
 def _why(path: str, exc: BaseException) -> str:

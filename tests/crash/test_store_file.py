@@ -120,3 +120,25 @@ def test_a_full_data_dir_is_named_with_what_to_do(tmp_path: Path, small_disk: Pa
     assert f"store {small_disk / 'broker.db'}:" in line, line
     assert f"the data dir {small_disk} is on a full disk" in line, line
     assert "free space there" in line and "SZB_DATA_DIR" in line, line
+
+
+def test_a_read_only_data_dir_left_by_a_crash_is_named_as_such(tmp_path: Path, small_disk: Path) -> None:
+    """Found by a review: after a crash the -wal and -shm files are still there, SQLite opens the
+    store, and the first write said only "attempt to write a readonly database"."""
+    config = write_broker_config(tmp_path)
+    broker = BrokerProcess(config)
+    broker.start()
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            job = submit(stub, spec("kept", [PY, "-c", "print('kept')"])).job
+            assert wait_for(stub, job.id, TERMINAL).state == job_pb2.JOB_STATE_SUCCEEDED
+    finally:
+        broker.kill()
+    assert Path(f"{small_disk / 'broker.db'}-wal").exists()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    run = _serve(config)
+    assert run.returncode == 1, run.stdout + run.stderr
+    line = run.stderr.strip().splitlines()[-1]
+    assert f"store {small_disk / 'broker.db'}:" in line, line
+    assert f"{small_disk} is on a read-only file system" in line, line
