@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from adapters.base import AdapterError, CapacityError
 from broker.burst import is_onprem
@@ -27,6 +28,9 @@ from broker.policy import Policy
 from broker.sitereport import SiteReport
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=str)
+V = TypeVar("V")
 
 
 class SiteHealth:
@@ -124,7 +128,7 @@ class SiteHealth:
                 out[SiteId(site)] = why
         if self.adopted is not None:
             out.update({SiteId(s): why for s, why in self.adopted.unhealthy.items()})
-        return out
+        return self._in_policy(out)
 
     def begin_trial(self, site: str) -> str | None:
         """A launch is about to go to `site`: when its breaker is half-open this launch is the trial
@@ -137,7 +141,13 @@ class SiteHealth:
     def breaker_states(self) -> dict[str, str]:
         """site -> its breaker's state (closed, open, half_open); the leader's on a replica."""
         own = {site: state.value for site, state in self.breakers.states().items()}
-        return {**own, **self.adopted.breakers} if self.adopted is not None else own
+        return self._in_policy({**own, **self.adopted.breakers} if self.adopted is not None else own)
+
+    def _in_policy(self, by_site: dict[K, V]) -> dict[K, V]:
+        """`by_site` without the sites a reload removed: what the broker knew of them stays here
+        (the site may come back), but /metrics and `szb status` show only sites in force."""
+        sites = {s.id for s in self._policy().sites}
+        return {k: v for k, v in by_site.items() if k in sites}
 
     def report(self, bursts: list[datetime], now: datetime) -> SiteReport:
         """What this (leading) process knows of its sites, for the replicas to show."""

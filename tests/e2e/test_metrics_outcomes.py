@@ -178,3 +178,46 @@ def test_a_cloud_site_without_credentials_is_out_of_service_from_the_start(tmp_p
     finally:
         broker.stop()
     assert "aws-east" in sick, "".join(broker.output[-20:])
+
+
+def test_sites_a_reload_removes_leave_the_site_series(tmp_path: Path) -> None:
+    """Review: after a reload dropped a site, its `szb_breaker_state` and `szb_site_unhealthy`
+    series stayed on /metrics for the process's life, so an alert on a sick site kept firing
+    for a site that no longer exists."""
+    config = write_broker_config(tmp_path)
+    with (tmp_path / "tokens.yaml").open("a") as tokens:
+        tokens.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "prometheus") + "\n")
+    (tmp_path / "catalog").mkdir()
+    shutil.copy(ROOT / "configs" / "catalog" / "aws_gpu_vms.csv", tmp_path / "catalog" / "aws.csv")
+    policy = POLICY.replace("tenants:", AWS_SITE).replace("currency: CNY", "currency: CNY\nfx: {USD: 7.2}")
+    (tmp_path / "policy.yaml").write_text(policy)
+    nowhere = str(tmp_path / "no-aws-config")
+    broker = BrokerProcess(config, extra_env={
+        "SZB_METRICS_LISTEN": "127.0.0.1:0", "AWS_CONFIG_FILE": nowhere,
+        "AWS_SHARED_CREDENTIALS_FILE": nowhere,
+    })
+    broker.start(timeout=120)
+
+    def sites(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str) -> set[str]:
+        return {dict(labels)["site"] for (n, labels), _ in samples.items() if n == name}
+
+    try:
+        url = metrics_url(broker)
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            ok = stub.SubmitJob(pb.SubmitJobRequest(job=spec("ok", "pass")), metadata=auth("team-a")).job
+            wait_done(stub, ok.id)
+            before = scrape(url)
+            assert "aws-east" in sites(before, "szb_site_unhealthy")
+            assert "local" in sites(before, "szb_breaker_state")
+            old = stub.GetStatus(pb.GetStatusRequest(), metadata=auth("team-a")).policy_hash
+            (tmp_path / "policy.yaml").write_text(POLICY.replace("  - id: local\n", "  - id: host\n"))
+            deadline = time.monotonic() + 30
+            while stub.GetStatus(pb.GetStatusRequest(), metadata=auth("team-a")).policy_hash == old:
+                assert time.monotonic() < deadline, "the new policy was never swapped in"
+                time.sleep(0.2)
+        after = scrape(url)
+    finally:
+        broker.stop()
+    for name in ("szb_site_unhealthy", "szb_breaker_state"):
+        assert not sites(after, name) & {"aws-east", "local"}, (name, sites(after, name))
