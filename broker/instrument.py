@@ -116,7 +116,9 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     async for item in stream_inner(request, context):
                         yield item
-                except asyncio.CancelledError:  # the client cancelled it (Ctrl-C, a closed pipe)
+                # The client cancelled it (Ctrl-C, a closed pipe): grpc.aio cancels the task, or
+                # closes this generator at its `yield` when the client left as it sent.
+                except (asyncio.CancelledError, GeneratorExit):
                     outcome = "CANCELLED"
                     raise
                 except BaseException:
