@@ -109,13 +109,15 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
 
     def _wrap(self, method: str, handler: Handler) -> Handler:
         deserializer = _guard(handler.request_deserializer)
-        if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
-            inner = handler.unary_unary
+        # Plain functions too: the health service's List is one (it answered UNKNOWN, with a traceback).
+        if handler.unary_unary is not None:
+            inner: Any = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 if isinstance(request, _Undecodable):
                     await abort_with(context, self._reject(method, request))
-                return await inner(request, context)  # type: ignore[arg-type]
+                answer = inner(request, context)
+                return await answer if inspect.isawaitable(answer) else answer
 
             return grpc.unary_unary_rpc_method_handler(
                 unary, request_deserializer=deserializer, response_serializer=handler.response_serializer
@@ -131,6 +133,17 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
 
             return grpc.unary_stream_rpc_method_handler(
                 stream, request_deserializer=deserializer, response_serializer=handler.response_serializer
+            )
+        if handler.unary_stream is not None and inspect.iscoroutinefunction(handler.unary_stream):
+            writer = handler.unary_stream  # a stream sent with context.write (the health service's Watch)
+
+            async def written(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+                if isinstance(request, _Undecodable):
+                    await abort_with(context, self._reject(method, request))
+                await writer(request, context)  # type: ignore[arg-type]
+
+            return grpc.unary_stream_rpc_method_handler(
+                written, request_deserializer=deserializer, response_serializer=handler.response_serializer
             )
         if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
             return self._wrap_bidi(method, handler, deserializer)

@@ -238,17 +238,26 @@ def test_undecodable_bytes_are_invalid_argument_without_a_traceback(broker: Brok
         with pytest.raises(grpc.RpcError) as err:
             list(reflect(iter([b"\xff\xff\xff\xff\x0f"])))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # The health service's calls too (Watch and List answered UNKNOWN, with a traceback each time).
+        health = "/grpc.health.v1.Health/"
+        for call in (channel.unary_unary(health + "Check"), channel.unary_unary(health + "List")):
+            with pytest.raises(grpc.RpcError) as err:
+                call(b"\xff\xff\xff")
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, call
+        with pytest.raises(grpc.RpcError) as err:
+            list(channel.unary_stream(health + "Watch")(b"\xff\xff\xff", timeout=10))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     log = "".join(broker.output)
     assert "Traceback" not in log and "ERROR" not in log
     warnings = [line for line in broker.output if "undecodable request" in line]
-    assert warnings, "no warning for 203 undecodable requests"
+    assert warnings, "no warning for 206 undecodable requests"
     # Rate-limited: one line, then at most one more per 10 s (by the lines' own timestamps), each
     # later line counting the requests held back since the one before; never one per request.
     stamps = [datetime.strptime(w[:23], "%Y-%m-%d %H:%M:%S,%f") for w in warnings]
     gaps = [(b - a).total_seconds() for a, b in pairwise(stamps)]
     assert all(gap >= 9.99 for gap in gaps), warnings
     held = sum(int(m.group(1)) for w in warnings if (m := re.search(r"\((\d+) more since", w)))
-    assert len(warnings) + held <= 203, warnings  # the 203 bad requests, each logged or counted once at most
+    assert len(warnings) + held <= 206, warnings  # the 206 bad requests, each logged or counted once at most
 
 
 INVALID_UTF8 = [
