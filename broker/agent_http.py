@@ -253,6 +253,8 @@ class AgentHttpServer:
             next_offset = asyncio.run_coroutine_threadsafe(append(), self.loop).result(timeout=self.timeout_s)
         except AgentAuthError:
             return reply(http, 401, UNAUTHENTICATED)
+        except AgentReportError as exc:  # authenticated, but a bad value: nothing was kept
+            return reply(http, 400, {"error": f"bad log chunk: {exc}"})
         except TimeoutError:
             return reply(http, 503, {"error": "busy, retry later"})
         except StoreUnavailable:  # the database is away (restarting, say): the bootstrap retries

@@ -126,6 +126,7 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
 # never on Python class names. Most specific class first.
 ERROR_REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (_BadRequest, "INVALID_ARGUMENT"),
+    (AgentReportError, "INVALID_ARGUMENT"),
     (QuotaExceededError, "QUOTA_EXCEEDED"),
     (AgentAuthError, "AGENT_TOKEN_INVALID"),
     (AuthError, "UNAUTHENTICATED"),

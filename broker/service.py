@@ -49,6 +49,10 @@ class AgentAuthError(BrokerError):
         super().__init__("unauthenticated")
 
 
+MAX_LOG_OFFSET = 2**63 - 1
+"""The largest next offset an agent can be answered (`AppendLogResponse.next_offset` is an int64)."""
+
+
 class AgentReportError(BrokerError):
     """An authenticated agent report with a bad value; nothing was changed."""
 
@@ -244,6 +248,9 @@ class BrokerServices:
     def agent_log(self, attempt_id: str, token: str, offset: int, data: bytes) -> int:
         """A chunk of output from the bootstrap on an instance; returns the next offset to send."""
         attempt = self._agent_attempt(attempt_id, token)
+        if offset + len(data) > MAX_LOG_OFFSET:  # the next offset would not fit the reply's int64
+            too_far = f"must be at most {MAX_LOG_OFFSET} less the chunk's length"
+            raise AgentReportError([FieldViolation("offset", too_far)])
         if self.joblogs is None:
             return offset + len(data)
         return self.joblogs.append(attempt, offset, data)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from adapters._sandbox import DEFAULT_JOB_GIDS, Sandbox
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
@@ -587,3 +589,48 @@ def test_a_local_job_that_reports_its_own_exit_runs_no_further(tmp_path: Path) -
             sleeper.kill()
         proc.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@ROOT_ONLY
+def test_an_agent_chunk_past_any_offset_and_a_bad_rank_are_invalid_argument(
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub
+) -> None:
+    """Review: a chunk at offset 2^63-1 answered INTERNAL (the next offset overflowed int64), with
+    a traceback in the log, and over HTTP offset 10^30 was acknowledged; a report with a rank the
+    job has not carried ErrorInfo reason INTERNAL under code INVALID_ARGUMENT."""
+    job, proc = start_sleeper(stub, "team-b")
+    try:
+        endpoint, secret = _secret_of(proc.pid)
+        attempt = _attempts(broker, job.id)[-1]
+        with grpc.insecure_channel(broker.address) as channel:
+            agent = agent_service_pb2_grpc.AgentServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as err:
+                agent.AppendLog(agent_service_pb2.AppendLogRequest(
+                    attempt_id=attempt.id, token=secret, offset=2**63 - 1, data=b"xy"))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+            assert "offset" in err.value.details()
+            with pytest.raises(grpc.RpcError) as err:
+                agent.ReportExit(agent_service_pb2.ReportExitRequest(
+                    attempt_id=attempt.id, token=secret, exit_code=0, rank=5))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            info = rpc_status.from_call(err.value)
+            assert info is not None
+            reasons = [d for d in info.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
+            unpacked = error_details_pb2.ErrorInfo()
+            reasons[0].Unpack(unpacked)
+            assert unpacked.reason == "INVALID_ARGUMENT"
+        req = urllib.request.Request(
+            endpoint + "/v1/agent/log",
+            data=json.dumps({"attempt_id": attempt.id, "offset": 10**30, "data": "eHk="}).encode(),
+            headers={"content-type": "application/json", "authorization": f"Bearer {secret}"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert refused.value.code == 400 and "offset" in refused.value.read().decode()
+        assert stub.GetJob(pb.GetJobRequest(id=job.id), metadata=auth("team-b")).job.state == (
+            job_pb2.JOB_STATE_RUNNING
+        )
+    finally:
+        proc.kill()
+        stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-b"))
+    assert "Traceback" not in "".join(broker.output)
