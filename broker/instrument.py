@@ -116,9 +116,7 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     async for item in stream_inner(request, context):
                         yield item
-                # The client cancelled it (Ctrl-C, a closed pipe): grpc.aio cancels the task, or
-                # closes this generator at its `yield` when the client left as it sent.
-                except (asyncio.CancelledError, GeneratorExit):
+                except (asyncio.CancelledError, GeneratorExit):  # the client left (GeneratorExit: at a yield)
                     outcome = "CANCELLED"
                     raise
                 except BaseException:
