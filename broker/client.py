@@ -12,6 +12,7 @@ from grpc_status import rpc_status
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc
 from broker.errors import BrokerError
+from broker.serde import MAX_MESSAGE_BYTES
 from broker.tls import client_credentials
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -64,11 +65,14 @@ class BrokerClient:
         tls_key: str | None = None,
     ) -> None:
         """Plaintext unless a TLS file is given (CA only: verify the server; cert+key: mTLS too)."""
+        # A job's spec may be up to the policy's max_spec_bytes (16 MiB at most): its GetJob answer
+        # passes the 4 MiB a gRPC client accepts by default.
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
         if tls_ca or tls_cert or tls_key:
             creds = client_credentials(tls_ca, tls_cert, tls_key)
-            self.channel = grpc.secure_channel(server, creds)
+            self.channel = grpc.secure_channel(server, creds, options=options)
         else:
-            self.channel = grpc.insecure_channel(server)
+            self.channel = grpc.insecure_channel(server, options=options)
         self.stub = broker_service_pb2_grpc.BrokerServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout

@@ -18,10 +18,10 @@ from broker.instrument import RpcMetricsInterceptor
 from broker.listen import listen_error
 from broker.metrics import BrokerMetrics
 from broker.rpc_guard import DecodeGuard
+from broker.serde import MAX_MESSAGE_BYTES
 from broker.server import BrokerServicer
 from broker.tls import ServerTls, warn_if_plaintext
 
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 BROKER = broker_service_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name
 AGENT = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name

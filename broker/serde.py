@@ -145,6 +145,13 @@ def spec_to_proto(spec: JobSpec) -> job_pb2.JobSpec:
     return msg
 
 
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+"""The largest message the broker takes or sends (and `szb` accepts)."""
+MAX_ANSWER_BYTES = 3 * 1024 * 1024
+"""Jobs an answer carries stop at about this size (a ListJobs page ends early, a SubmitJobs answer
+leaves out the rest of the specs): it then stays under the 4 MiB gRPC clients accept by default."""
+
+
 def job_to_proto(
     job: Job, spec: job_pb2.JobSpec | None = None, details: JobDetails | None = None
 ) -> job_pb2.Job:

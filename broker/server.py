@@ -25,6 +25,7 @@ from broker.model import JobSpec, TenantId
 from broker.peer_uid import UNKNOWN_UID, loopback_peer_uid
 from broker.rpc_errors import DOMAIN, ERROR_REASONS, _BadRequest, abort_with, bad_request, error_reason
 from broker.serde import (
+    MAX_ANSWER_BYTES,
     WireValueError,
     checked_timestamp,
     event_to_proto,
@@ -46,9 +47,6 @@ MAX_ID = 128
 MAX_LABEL_FILTERS = 16
 MAX_ACCELERATOR_FILTERS = 64
 """ListJobs matches at most this many labels at once (each one is a join)."""
-MAX_LIST_BYTES = 3 * 1024 * 1024
-"""A ListJobs page ends early, with a next_page_token, once its jobs reach about this size:
-it then stays under the 4 MiB that gRPC clients accept by default."""
 PAGE_TOKEN = re.compile(r"j-[0-9a-f]{1,60}")
 """What ListJobs hands out as next_page_token: the last job id of the page (keyset paging)."""
 MAX_LABEL_TEXT = 63
@@ -216,7 +214,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             for j, details in zip(page.jobs, self.services.details_many(page.jobs), strict=True):
                 msg = job_to_proto(j, None, details)
                 size += msg.ByteSize()
-                if jobs and size > MAX_LIST_BYTES:
+                if jobs and size > MAX_ANSWER_BYTES:
                     # A page of large specs would outgrow the message limit: stop, and say where
                     # the next page starts.
                     return broker_service_pb2.ListJobsResponse(jobs=jobs, next_page_token=jobs[-1].id)

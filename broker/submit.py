@@ -27,7 +27,7 @@ from broker.jobview import JobDetails
 from broker.model import Job, JobSpec, TenantId
 from broker.quota import Quotas, QuotaUsage
 from broker.refusals import log_refusal, refusal_record
-from broker.serde import WireValueError, job_to_proto, spec_from_proto
+from broker.serde import MAX_ANSWER_BYTES, WireValueError, job_to_proto, spec_from_proto
 from broker.store import JobStore, Submission
 from broker.validation import BadRequestError, FieldViolation, violations
 
@@ -193,12 +193,14 @@ class SubmitPath:
             field_name = f"requests[{exc.index}].job.priority"
             raise BadRequestError([FieldViolation(field_name, exc.reason)]) from exc
         details = self._details([j for j, _ in results])
-        return pb.SubmitJobsResponse(
-            responses=[
-                pb.SubmitJobResponse(job=job_to_proto(j, _echo(r.job) if c else None, d), created=c)
-                for (j, c), r, d in zip(results, request.requests, details, strict=True)
-            ]
-        )
+        answer, size = pb.SubmitJobsResponse(), 0
+        for (j, c), r, d in zip(results, request.requests, details, strict=True):
+            msg = job_to_proto(j, _echo(r.job) if c else None, d)
+            size += msg.ByteSize()
+            if size > MAX_ANSWER_BYTES:  # stored already: the answer must reach the client
+                msg.ClearField("spec")  # (GetJob has it)
+            answer.responses.append(pb.SubmitJobResponse(job=msg, created=c))
+        return answer
 
     def _cached(self, vet: VetFn | None) -> VetFn | None:
         """`vet` remembered per (policy, accelerator names): it reads nothing else of a spec."""

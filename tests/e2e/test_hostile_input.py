@@ -377,3 +377,26 @@ def test_a_page_of_large_specs_ends_early_and_paging_finds_every_job(broker: Bro
             if not token:
                 break
         assert pages >= 2 and sorted(seen) == sorted(ids)
+
+
+def test_a_batch_of_large_specs_is_answered_within_a_default_clients_limit(broker: BrokerProcess) -> None:
+    """Review: SubmitJobs echoed every spec, so 75 jobs of 60 KB stored all 75 and then answered a
+    4.5 MB message that gRPC's default client limit (4 MiB) refused: `szb submit` said
+    RESOURCE_EXHAUSTED, and sending again stored every job twice."""
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        big = job(name="echo")
+        big.env["PAYLOAD"] = "p" * 60_000
+        requests = [pb.SubmitJobRequest(job=big, client_id=f"echo-{i}") for i in range(90)]
+        answer = stub.SubmitJobs(pb.SubmitJobsRequest(requests=requests), metadata=auth("team-b"))
+        assert answer.ByteSize() < 4 * 1024 * 1024
+        assert [r.created for r in answer.responses] == [True] * 90
+        ids = [r.job.id for r in answer.responses]
+        assert len(set(ids)) == 90 and all(ids)
+        echoed = [r for r in answer.responses if r.job.HasField("spec")]
+        assert echoed and all(r.job.spec == big for r in echoed)  # as many as fit, the rest by GetJob
+        last = stub.GetJob(pb.GetJobRequest(id=ids[-1]), metadata=auth("team-b")).job
+        assert last.spec.env["PAYLOAD"] == big.env["PAYLOAD"]
+        # Sent again (the client never saw an answer, say): the same jobs, none stored twice.
+        again = stub.SubmitJobs(pb.SubmitJobsRequest(requests=requests), metadata=auth("team-b"))
+        assert [r.job.id for r in again.responses] == ids and not any(r.created for r in again.responses)

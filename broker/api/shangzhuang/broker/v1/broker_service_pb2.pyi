@@ -137,7 +137,11 @@ class SubmitJobsResponse(_message.Message):
 
     RESPONSES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def responses(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitJobResponse]: ...
+    def responses(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitJobResponse]:
+        """One per request, in order. Once the jobs reach about 3 MiB (under the 4 MiB a gRPC
+        client accepts by default), the rest come without their spec: GetJob has it.
+        """
+
     def __init__(
         self,
         *,
