@@ -19,6 +19,7 @@ from adapters.base import Adapter, AdapterError, Capability, supports
 from broker.burst import BurstInputs, TenantMoney, is_onprem, route_states
 from broker.burst.provisioning import ProvisioningTimes
 from broker.burst.snapshot import PassSnapshot, partition_key
+from broker.burst.spot import ADMISSION_FIELDS, spot_never
 from broker.burst.step import build_inputs, decide_in_pass
 from broker.clock import Clock
 from broker.config import BrokerConfig
@@ -340,18 +341,17 @@ class Planner:
     def admit(self, spec: JobSpec, tenant: TenantId, now: datetime) -> list[str]:
         """Reasons the job can never be placed for this tenant (empty when it can)."""
         policy = self.policy
-        # Placeability depends on the job's shape, the job fields the policy's CEL rules read and
-        # whether it has an image, not on its command: answers are remembered by those.
-        shape = spec.model_dump_json(include={"resources", "spot", "data_residency", "max_price_per_hour"})
+        # Answers are remembered by what placeability depends on (not the command: ADMISSION_FIELDS).
+        shape = spec.model_dump_json(include=ADMISSION_FIELDS)
         ctx = PlacementContext(now=now, no_images=self.offers.no_images() if spec.image else {})
         key = (policy.version, tenant, shape + repr(Env(spec, tenant, policy, ctx).job_fp), bool(spec.image))
         cached = self._admitted.get(key)
         if cached is not None:
             return cached
         expl = place(spec, tenant, self.catalog_offers(), policy, ctx)
-        allowed = [s.offer for s in expl.unranked]  # all of them where no quota ever admits it: refused
-        # What refuses it first (as explain and replay say it): `refusal_summary`.
-        reasons = never_admitted(policy, tenant, units_of(spec), allowed) if allowed else [
+        allowed = [s.offer for s in expl.unranked]  # all of them where no quota or spot limit ever admits it
+        reasons = (never_admitted(policy, tenant, units_of(spec), allowed)
+                   or spot_never(spec, allowed, policy)) if allowed else [
             f"{r.rule}: {r.message}" for r in refusal_summary(expl, spec, tenant, policy, ctx)[:10]
         ] or ["no offers"]
         if len(self._admitted) > 10_000:

@@ -22,7 +22,7 @@ are the special case λ = 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from broker.burst.routes import RouteState
@@ -121,3 +121,19 @@ def restarts_text(x: float | None) -> str:
     if x is None or math.isinf(x):
         return "inf"
     return f"{x:.2g}" if x >= 1e6 else f"{x:,.1f}"
+
+
+ADMISSION_FIELDS = {
+    "resources", "spot", "data_residency", "max_price_per_hour", "runtime_estimate", "checkpoint"
+}
+"""The job fields whether it can ever be placed depends on, with those the policy's CEL rules read
+and whether it has an image."""
+
+
+def spot_never(spec: JobSpec, allowed: Sequence[Offer], policy: Policy) -> list[str]:
+    """The restart-limit refusals when every allowed offer is spot and each expects more restarts
+    than the policy allows: a property of the job and the policy, so the job can never run."""
+    if not allowed or not all(o.spot for o in allowed):
+        return []
+    refusals = [spot_refusal(spec, o, policy, slack_h=None) for o in allowed]
+    return [] if any(r is None for r in refusals) else [f"spot: {r}" for r in refusals if r][:10]

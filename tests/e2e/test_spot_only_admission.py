@@ -1,0 +1,77 @@
+"""A job only spot could run, with more expected restarts than the policy allows, is refused at submit.
+
+Found by a review of issue 15: such a job (spot required, 133.5 h, no checkpoint: 791 expected
+restarts at 0.05 interruptions an hour, against a limit of 3) was accepted, then waited QUEUED for
+ever as "no cloud offer is usable now": the restart limit is a property of the job and the policy,
+not of the moment, and nothing would ever place it (`give_up_after` counts attempts it never had).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.brokerproc import ROOT, BrokerProcess
+from tests.e2e.conftest import POLICY, auth, write_broker_config
+
+AWS_SITE = """\
+  - id: aws-east
+    adapter: aws
+    adapter_config: {region: us-east-1, live_prices: false, image_id: ami-0szb, subnet_id: subnet-szb}
+    provider: aws
+    region: us-east-1
+    country: US
+    residency: global
+    catalog: {file: catalog/aws.csv, region: us-east-1, currency: USD}
+tenants:"""
+
+
+def _job(hours: float, checkpoint_s: int | None) -> job_pb2.JobSpec:
+    job = job_pb2.JobSpec(
+        name="long-spot", command=["true"], spot=job_pb2.SPOT_MODE_REQUIRED,
+        runtime_estimate=duration_pb2.Duration(seconds=int(hours * 3600)),
+    )
+    job.resources.accelerators.count = 1
+    job.resources.accelerators.any_of.append("A10G")
+    if checkpoint_s is not None:
+        job.checkpoint.interval.seconds = checkpoint_s
+    return job
+
+
+def test_a_spot_only_job_over_the_restart_limit_is_refused_at_submit(tmp_path: Path) -> None:
+    config = write_broker_config(tmp_path)
+    (tmp_path / "catalog").mkdir()
+    shutil.copy(ROOT / "configs" / "catalog" / "aws_gpu_vms.csv", tmp_path / "catalog" / "aws.csv")
+    policy = POLICY.replace("tenants:", AWS_SITE).replace("currency: CNY", "currency: CNY\nfx: {USD: 7.2}")
+    (tmp_path / "policy.yaml").write_text(policy)
+    nowhere = str(tmp_path / "no-aws-config")
+    broker = BrokerProcess(config, extra_env={
+        "AWS_CONFIG_FILE": nowhere, "AWS_SHARED_CREDENTIALS_FILE": nowhere,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    })
+    broker.start(timeout=120)
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.SubmitJob(pb.SubmitJobRequest(job=_job(133.5, None)), metadata=auth("team-a"))
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION, refused.value.details()
+            assert "spot expects" in refused.value.details() and "limit 3" in refused.value.details()
+            # 40 h without a checkpoint expects 6.4 restarts; checkpointing every 10 min, 2.0: it is
+            # taken (and waits for the cloud, which has no credentials here).
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.SubmitJob(pb.SubmitJobRequest(job=_job(40, None)), metadata=auth("team-a"))
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION, refused.value.details()
+            kept = stub.SubmitJob(pb.SubmitJobRequest(job=_job(40, 600)), metadata=auth("team-a")).job
+            assert kept.id and kept.state == job_pb2.JOB_STATE_QUEUED
+            # A short job needs no checkpoint: 0.05 expected restarts.
+            short = stub.SubmitJob(pb.SubmitJobRequest(job=_job(1, None)), metadata=auth("team-a")).job
+            assert short.id
+    finally:
+        broker.stop()
