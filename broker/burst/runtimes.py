@@ -19,7 +19,7 @@ import bisect
 import math
 import statistics
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 WINDOW = 50
 """Finished jobs per tenant the ratio is learned from (the newest ones)."""
@@ -32,6 +32,16 @@ SPREAD_Z = 1.0
 adds to the median: with z = 1, about 5 in 6 of the tenant's jobs end before their projected end."""
 _MAD_TO_SD = 1.4826
 """A normal distribution's standard deviation over its median absolute deviation."""
+
+
+def work_s(spans: Sequence[float], checkpoint_s: float | None) -> float:
+    """Seconds of work a job's runs did, oldest first: a run cut short kept what its last checkpoint
+    saved (nothing without checkpoints: the next run began from zero); the last ran to its end."""
+    if not spans:
+        return 0.0
+    if not checkpoint_s or checkpoint_s <= 0:
+        return spans[-1]
+    return sum(s - s % checkpoint_s for s in spans[:-1]) + spans[-1]
 
 
 def learned_ratio(runs: Iterable[tuple[float, float]]) -> float:

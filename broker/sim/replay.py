@@ -27,6 +27,7 @@ from typing import Any
 
 from broker.burst import demand, effective_max_wait
 from broker.burst.inputs import is_onprem
+from broker.burst.runtimes import work_s
 from broker.errors import BrokerError
 from broker.model import Job, JobId, JobSpec, JobState, SiteId
 from broker.policy import Policy
@@ -169,8 +170,8 @@ def scenario_for(history: History) -> Scenario:
 
 
 def _work_s(store: JobStore, job: Job) -> float | None:
-    """Seconds of work of a job that ran more than once: its running spans summed when it resumes
-    from checkpoints, else its last span (each restart began from zero); None if it never ran."""
+    """Seconds of work of a job that ran more than once (`work_s`: what its checkpoints kept of its
+    earlier runs, and its last run); None if it never ran."""
     spans: list[float] = []
     start: datetime | None = None
     for event in store.events_after(JobId(job.id), 0):
@@ -181,7 +182,8 @@ def _work_s(store: JobStore, job: Job) -> float | None:
             start = None
     if not spans:
         return None
-    return sum(spans) if job.spec.checkpoint is not None else spans[-1]
+    every = job.spec.checkpoint.interval.total_seconds() if job.spec.checkpoint is not None else None
+    return work_s(spans, every)
 
 
 def _launched(store: JobStore, job_id: str) -> datetime | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from broker.burst.runtimes import work_s
 from broker.model import JobId, SiteId, TenantId
 from broker.store._dialect import marks
 from broker.store._rows import read_spec
@@ -43,21 +44,38 @@ class SqlRuns(SqlCore):
         # The literal state matches the partial index's predicate (a bound one would not).
         rows = self._all(
             "SELECT j.id, j.spec, MAX(CASE WHEN e.kind = ? THEN e.time END), "
-            "MAX(CASE WHEN e.state = 'SUCCEEDED' THEN e.time END) "
+            "MAX(CASE WHEN e.state = 'SUCCEEDED' THEN e.time END), SUM(CASE WHEN e.kind = ? THEN 1 END) "
             "FROM (SELECT id, spec FROM jobs WHERE tenant = ? AND state = 'SUCCEEDED' "
             "ORDER BY id DESC LIMIT ?) j JOIN events e ON e.job_id = j.id GROUP BY j.id, j.spec",
-            [RUNNING_KIND, tenant, limit],
+            [RUNNING_KIND, RUNNING_KIND, tenant, limit],
         )
         dt = self._dialect.dt
         out: list[tuple[str, float, float]] = []
-        for job_id, text, started, ended in rows:
+        for job_id, text, started, ended, runs in rows:
             spec = read_spec(text)
             if isinstance(spec, str) or started is None or ended is None:
                 continue
-            ran = (dt(ended) - dt(started)).total_seconds()
+            ran = (dt(ended) - dt(started)).total_seconds()  # its last run: all its work, but ...
+            if runs > 1 and spec.checkpoint is not None:  # ... one that resumed kept earlier runs' work
+                ran = work_s(self._run_spans(str(job_id)), spec.checkpoint.interval.total_seconds())
             out.append((str(job_id), spec.runtime_estimate.total_seconds(), ran))
         out.sort(reverse=True)
         return [(est, ran) for _, est, ran in out]
+
+    def _run_spans(self, job_id: str) -> list[float]:
+        """Seconds of each of a job's runs, oldest first: from each move to RUNNING to its next
+        move to another state (the events primary key: one job's rows)."""
+        spans: list[float] = []
+        start: datetime | None = None
+        dt = self._dialect.dt
+        rows = self._all("SELECT time, state FROM events WHERE job_id = ? ORDER BY seq", [job_id])
+        for time, state in rows:
+            if state == "RUNNING":
+                start = start or dt(time)
+            elif start is not None:
+                spans.append((dt(time) - start).total_seconds())
+                start = None
+        return spans
 
     def attempt_times(
         self, sites: Sequence[SiteId], since: datetime, tenant: TenantId | None = None

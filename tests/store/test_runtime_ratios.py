@@ -219,3 +219,26 @@ def test_a_failing_history_read_is_not_retried_for_every_running_job(tmp_path: P
     assert ratios.ratio("lab", failing, later + timedelta(seconds=10)) == 2.0 and failing.reads == 3
     failing.close()
     good.close()
+
+
+def test_a_job_that_resumed_from_checkpoints_counts_the_work_it_kept(store: JobStore) -> None:
+    """Review: a checkpointing job preempted after 50 min (10-min checkpoints) that resumed and ran
+    20 min more was learned as 20 min of work against its 1 h estimate (ratio 0.33, only the last
+    run), where replay and the simulator count its work: 50 min kept, 20 min more, 70 min. A job
+    without checkpoints restarts from zero: its last run is its work."""
+    for name, checkpoint in (("resumed", timedelta(minutes=10)), ("restarted", None)):
+        spec = gpu_job(name, 1.0).model_copy(update={"checkpoint": None})
+        if checkpoint is not None:
+            spec = JobSpec.model_validate({**spec.model_dump(), "checkpoint": {"interval": checkpoint}})
+        [(job, _)] = store.submit(TenantId(name), [Submission(spec)], T0)
+        runs = ((T0, 52, JobState.PREEMPTED), (T0 + timedelta(hours=1), 20, JobState.SUCCEEDED))
+        for start, minutes, end in runs:
+            for state in (JobState.PLACING, JobState.PROVISIONING):
+                store.transition(job.id, state, start)
+            store.transition(job.id, JobState.RUNNING, start, kind="running")
+            store.transition(job.id, end, start + timedelta(minutes=minutes))
+            if end is JobState.PREEMPTED:
+                store.transition(job.id, JobState.QUEUED, start + timedelta(minutes=minutes))
+    # 52 min run, checkpoint at 50: 50 min kept, then 20 more.
+    assert store.recent_runtimes(TenantId("resumed"), 50) == [(3600.0, 70 * 60.0)]
+    assert store.recent_runtimes(TenantId("restarted"), 50) == [(3600.0, 20 * 60.0)]
