@@ -143,12 +143,21 @@ class Dispatcher(Scheduling):
                 log.info("site %s is reachable again", site)
                 self.capacity_changed()  # jobs waiting for it are decided now, not at the next scan
         for site, reason in report.unreachable.items():
-            last = self._unreachable.get(site, (0.0, UNREACHABLE_RETRY_S / 2))[1]
-            backoff = min(last * 2, self.settings.reconcile_interval_s)
-            self._unreachable[site] = (loop_now + backoff, backoff)
+            self._back_off(site, loop_now)
             self.planner.mark_unreachable(site, reason)
+        # Out since the start for want of credentials, its later auth errors are not "unreachable"
+        # (the breaker's to find once it serves): it stays out, tried again later, not every turn.
+        for site in set(self._unreachable) - set(report.reached) - set(report.unreachable):
+            if sites is None or site in sites:
+                self._back_off(site, loop_now)
         if report.unreachable:
             self.capacity_changed()
+
+    def _back_off(self, site: SiteId, loop_now: float) -> None:
+        """The site's next listing, twice as far off as the last (2 s, up to the reconcile interval)."""
+        last = self._unreachable.get(site, (0.0, UNREACHABLE_RETRY_S / 2))[1]
+        backoff = min(last * 2, self.settings.reconcile_interval_s)
+        self._unreachable[site] = (loop_now + backoff, backoff)
 
     async def stop(self) -> None:
         self._stopping = True
