@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 from broker.api import broker_service_pb2, placement_pb2
 from broker.audit import AuditTrail
 from broker.auth import Principal, TokenAuthority
+from broker.burst import is_onprem
 from broker.burst.money import month_of
+from broker.burst.snapshot import partition_key
 from broker.clock import Clock
 from broker.dispatch.scheduling import ANSWER_WAIT_S
 from broker.explain_live import explain_now
@@ -119,15 +121,20 @@ class RpcViews:
             now=snap.now, blocked=snap.blocked, block_reasons=snap.block_reasons,
             unhealthy_sites=snap.unhealthy,
         )
+        # A sick site without a live reading (slurmrestd down) still has its policy's size: its
+        # static offers carry the whole partition as free, which nobody knows.
+        unread = {o.key for o in snap.offers if o.site in snap.unhealthy and is_onprem(policy, o.site)
+                  and partition_key(o) not in snap.capacity_total}
         verdicts = offer_verdicts(
-            snap.offers,
+            [o.model_copy(update={"free": None, "expected_wait_s": 0.0}) if o.key in unread else o
+             for o in snap.offers],
             TenantId(target),
             policy,
             ctx,
             accelerators=list(request.accelerators),
             allowed_only=request.allowed_only,
         )
-        return offers_to_proto(verdicts, target, policy.currency, policy.hash)
+        return offers_to_proto(verdicts, target, policy.currency, policy.hash, unread)
 
     def _viewed_tenant(self, caller: Principal, named: str) -> TenantId:
         """Whose view a caller asks for: operators and internal tenants may name any declared

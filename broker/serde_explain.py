@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -246,9 +246,11 @@ def explanation_from_proto(msg: placement_pb2.Explanation) -> dict[str, Any]:
 
 
 def offers_to_proto(
-    verdicts: Sequence[OfferVerdict], tenant: str, currency: str, policy_hash: str
+    verdicts: Sequence[OfferVerdict], tenant: str, currency: str, policy_hash: str,
+    capacity_unknown: Collection[str] = (),
 ) -> broker_service_pb2.ListOffersResponse:
-    """`szb offers`: each offer with its price (own and policy currency) and verdict."""
+    """`szb offers`: each offer with its price (own and policy currency) and verdict; the offers
+    keyed in `capacity_unknown` have no live reading of their free units."""
     resp = broker_service_pb2.ListOffersResponse(
         tenant=tenant, policy_currency=currency, policy_hash=policy_hash
     )
@@ -268,6 +270,7 @@ def offers_to_proto(
             expected_wait_seconds=o.expected_wait_s,
             allowed=v.allowed,
             reasons=[placement_pb2.Reason(rule=r.rule, message=r.message) for r in v.reasons],
+            capacity_unknown=o.key in capacity_unknown,
         )
         if o.free is not None:
             row.free = o.free

@@ -131,8 +131,8 @@ def _offers_table(resp: pb.ListOffersResponse) -> Table:
             "yes" if o.spot else "no",
             f"{o.price_per_hour:,.2f} {o.currency}",
             f"{o.price_per_hour_policy:,.2f}",
-            str(o.free) if o.HasField("free") else "-",
-            f"{o.expected_wait_seconds / 60:.0f}m",
+            "?" if o.capacity_unknown else str(o.free) if o.HasField("free") else "-",
+            "?" if o.capacity_unknown else f"{o.expected_wait_seconds / 60:.0f}m",
             escape(verdict),
             style=None if o.allowed else "dim",
         )

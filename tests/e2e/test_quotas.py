@@ -251,6 +251,10 @@ def test_status_of_a_site_that_cannot_report_shows_its_partitions_size(
     status = stub.GetStatus(pb.GetStatusRequest(), metadata=auth("team-b"))
     a800 = next(p for p in status.partitions if p.site == "broken")
     assert a800.total == 8 and a800.capacity_unknown and a800.free == 0, a800
+    # `szb offers` too (a README review: it showed the partition's policy size as free, 0 min wait).
+    offers = stub.ListOffers(pb.ListOffersRequest(), metadata=auth("team-b")).offers
+    broken = [o for o in offers if o.site == "broken"]
+    assert broken and all(o.capacity_unknown and not o.HasField("free") for o in broken), broken
 
 
 def open_streams(stub: broker_service_pb2_grpc.BrokerServiceStub, tenant: str) -> int:

@@ -1303,6 +1303,7 @@ class AvailableOffer(_message.Message):
     EXPECTED_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
     ALLOWED_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
+    CAPACITY_UNKNOWN_FIELD_NUMBER: _builtins.int
     site: _builtins.str
     region: _builtins.str
     zone: _builtins.str
@@ -1317,6 +1318,10 @@ class AvailableOffer(_message.Message):
     free: _builtins.int
     expected_wait_seconds: _builtins.float
     allowed: _builtins.bool
+    capacity_unknown: _builtins.bool
+    """An on-prem partition of a site that cannot report (slurmrestd down): its free units and
+    wait are not known, so `free` is unset and `expected_wait_seconds` 0.
+    """
     @_builtins.property
     def reasons(self) -> _containers.RepeatedCompositeFieldContainer[_placement_pb2.Reason]:
         """Why the tenant may not use it (compliance, residency, tenant rules, health, blocks)."""
@@ -1338,10 +1343,11 @@ class AvailableOffer(_message.Message):
         expected_wait_seconds: _builtins.float = ...,
         allowed: _builtins.bool = ...,
         reasons: _abc.Iterable[_placement_pb2.Reason] | None = ...,
+        capacity_unknown: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_free", b"_free", "free", b"free"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_free", b"_free", "accelerator", b"accelerator", "allowed", b"allowed", "count", b"count", "currency", b"currency", "expected_wait_seconds", b"expected_wait_seconds", "free", b"free", "instance_type", b"instance_type", "price_per_hour", b"price_per_hour", "price_per_hour_policy", b"price_per_hour_policy", "reasons", b"reasons", "region", b"region", "site", b"site", "spot", b"spot", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_free", b"_free", "accelerator", b"accelerator", "allowed", b"allowed", "capacity_unknown", b"capacity_unknown", "count", b"count", "currency", b"currency", "expected_wait_seconds", b"expected_wait_seconds", "free", b"free", "instance_type", b"instance_type", "price_per_hour", b"price_per_hour", "price_per_hour_policy", b"price_per_hour_policy", "reasons", b"reasons", "region", b"region", "site", b"site", "spot", b"spot", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__free: _TypeAlias = _typing.Literal["free"]  # noqa: Y015
     _WhichOneofArgType__free: _TypeAlias = _typing.Literal["_free", b"_free"]  # noqa: Y015
