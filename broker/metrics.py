@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from broker.listen import listen_error
 from broker.model import Attempt
 from broker.store import StoreError
+from broker.tls import warn_if_plaintext
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -302,6 +303,8 @@ class MetricsServer:
         self.host = host or "127.0.0.1"
         self.scheme = "https" if certfile else "http"
         log.info("metrics on %s", self.url)
+        if not certfile:  # Prometheus sends an operator's token here
+            warn_if_plaintext(self.host, "the metrics endpoint")
 
     @property
     def url(self) -> str:

@@ -166,7 +166,8 @@ def warn_if_plaintext(host: str, what: str) -> None:
     """Log a warning when a plaintext port is reachable beyond this host."""
     if not is_loopback(host or "127.0.0.1"):
         log.warning(
-            "%s listens on %s WITHOUT TLS: bearer tokens and agent secrets cross the network in "
+            # (not "bearer tokens": the log masker would take the next word for a token)
+            "%s listens on %s WITHOUT TLS: tokens and agent secrets cross the network in "
             "clear text. Set `tls:` in broker.yaml (`szb tls init DIR` makes a test set).",
             what,
             host,
