@@ -15,6 +15,9 @@ from adapters._local_records import read_int
 from adapters._sandbox import DEFAULT_PATH, Sandbox, pick_cores
 from broker.model import LaunchRequest
 
+NO_IMAGES = "the local executor runs commands directly, not images"
+"""Why a local site runs no container image (also said offline: `broker.offline_images`)."""
+
 
 def prepare_launch(
     sandbox: Sandbox, root: Path, host_cores: list[int],

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from adapters._local_launch import prepare_launch, start_runner
+from adapters._local_launch import NO_IMAGES, prepare_launch, start_runner
 from adapters._local_records import (
     boot_id,
     exit_status,
@@ -111,7 +111,7 @@ class LocalAdapter:
     def unsupported(self) -> Mapping[Capability, str]:
         return {
             Capability.SPOT: "local processes are never preempted, so there is no spot market",
-            Capability.CONTAINER_IMAGES: "the local executor runs commands directly, not images",
+            Capability.CONTAINER_IMAGES: NO_IMAGES,
             Capability.LIVE_PRICES: "local capacity is charged at its configured shadow price",
             Capability.STOCK: "local capacity is reported through capacity(), not zone stock",
             Capability.QUEUES_JOBS: "a local process starts at once or fails; nothing queues here",

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from broker.jobfile import MAX_JOB_FILE_BYTES
 from broker.model import JobSpec, SiteId, TenantId
+from broker.offline_images import static_no_images
 from broker.placement import PlacementContext, place
 from broker.placement.names import unknown_names
 from broker.policy import Policy
@@ -126,10 +127,13 @@ def _dangling(suite: Suite, policy: Policy, doc: Any, filename: str) -> list[Pro
 def run_tests(policy: Policy, suite: Suite) -> list[Result]:
     """Run every case through the real `place()` on the policy's static offers."""
     offers = static_offers(policy)
+    no_images = static_no_images(policy)
     results = []
     for case in suite.tests:
         ctx = PlacementContext(
-            blocked=frozenset(case.blocked), unhealthy_sites={SiteId(k): v for k, v in case.unhealthy.items()}
+            blocked=frozenset(case.blocked),
+            unhealthy_sites={SiteId(k): v for k, v in case.unhealthy.items()},
+            no_images=no_images,
         )
         ex = place(case.job, TenantId(case.tenant), offers, policy, ctx)
         chosen = ex.chosen.offer if ex.chosen is not None else None

@@ -61,6 +61,9 @@ from broker.model import (
 
 DEFAULT_BROKER_ID = "shangzhuang"
 log = logging.getLogger(__name__)
+
+NO_RUNTIME = "no container_runtime configured for this cluster"
+"""Why a Slurm site runs no container image (also said offline: `broker.offline_images`)."""
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
@@ -195,7 +198,7 @@ class SlurmAdapter:
             Capability.STOCK: "Slurm reports free capacity and expected wait, not zone stock",
         }
         if not self.container_runtime:
-            missing[Capability.CONTAINER_IMAGES] = "no container_runtime configured for this cluster"
+            missing[Capability.CONTAINER_IMAGES] = NO_RUNTIME
         return missing
 
     def ping(self) -> None:

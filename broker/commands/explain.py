@@ -27,6 +27,7 @@ from broker.commands._console import Console
 from broker.fairshare import priority_refusal
 from broker.jobfile import JobFileError, load_job_file
 from broker.model import JobSpec, TenantId
+from broker.offline_images import static_no_images
 from broker.placement.names import unknown_accelerators
 from broker.policy import Policy, PolicyError, load_policy
 from broker.policy.offers import static_offers
@@ -91,7 +92,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 1
     # Nothing spent is known offline, but a voucher past its expiry day pays nothing, as live.
     balances = tenant_money(policy, tenant, (), now=now).voucher_balances
-    inputs = BurstInputs(now=now, queued_since=now, money=TenantMoney(voucher_balances=balances))
+    inputs = BurstInputs(now=now, queued_since=now, money=TenantMoney(voucher_balances=balances),
+                         no_images=static_no_images(policy))
     decision = decide(job, TenantId(tenant), offers, policy, inputs)
     body = explain_json(decision, job, policy)
     body["tenant"] = tenant

@@ -1,0 +1,48 @@
+"""Offline tools refuse a job's image where the live broker would: `szb explain --policy`, `szb policy test`.
+
+Found by a README review: with the embedded default policy (one local site) a job with an
+`image` was "run ... local" offline and a `policy test` case expecting `site: local` passed,
+while the live broker refused the same job (`site.images`: the local executor runs commands
+directly, not images).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.brokerproc import ROOT
+
+DEFAULT = ROOT / "broker" / "defaults" / "policy.yaml"
+JOB = """\
+name: img-job
+command: ["python", "train.py"]
+image: registry.example.cn/pku/finetune:1.2
+runtime_estimate: 1h
+"""
+
+
+def _szb(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "broker.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_an_image_job_is_refused_on_the_local_site_offline_as_live(tmp_path: Path) -> None:
+    (tmp_path / "img.yaml").write_text(JOB)
+    out = _szb("explain", "img.yaml", "--policy", str(DEFAULT), "--tenant", "dev", "-o", "json", cwd=tmp_path)
+    body = json.loads(out.stdout)
+    assert body["decision"]["action"] == "reject", body["decision"]
+    assert any(r["rule"] == "site.images" for r in body["rejections"]), body["rejections"]
+    (tmp_path / "t.yaml").write_text(
+        "tests:\n"
+        "  - {name: image job runs locally, tenant: dev, expect: {site: local},\n"
+        "     job: {name: img-job, command: [python], runtime_estimate: 1h,"
+        " image: 'registry.example.cn/pku/finetune:1.2'}}\n"
+        "  - {name: the same without an image, tenant: dev, expect: {site: local},\n"
+        "     job: {name: plain, command: [python], runtime_estimate: 1h}}\n"
+    )
+    tested = _szb("policy", "test", str(DEFAULT), "t.yaml", cwd=tmp_path)
+    assert tested.returncode == 1, tested.stdout + tested.stderr
+    assert "FAIL" in tested.stdout and "image job runs locally" in tested.stdout, tested.stdout
+    assert "PASS" in tested.stdout and "the same without an image" in tested.stdout, tested.stdout
