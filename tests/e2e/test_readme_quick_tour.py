@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters._sandbox import _default_job_root
 from broker.store import SqliteStore
 from tests.brokerproc import ROOT
 
@@ -181,6 +182,15 @@ def test_quick_tour_on_the_embedded_default(folder: Path) -> None:
         assert (server_dir / ".szb" / "broker.db").exists()  # the default data dir, where it started
         hello = run("szb submit configs/examples/hello.yaml --wait", folder, env)
         assert "hello from" in hello.stdout
+        # Its jobs' folders are its own (`$TMPDIR/szb-jobs-<hash of the data dir>`, as the README
+        # says), not one fixed folder every embedded-default broker on the host shared.
+        (folder / "where.yaml").write_text(
+            "name: where\ncommand: [python3, -c, \"import os; print('in', os.environ['SZB_WORKDIR'])\"]\n"
+            "runtime_estimate: 1m\n"
+        )
+        where = run("szb submit where.yaml --wait", folder, env)
+        own = _default_job_root((server_dir / ".szb").resolve())
+        assert f"in {own}/" in where.stdout, where.stdout
 
         # A long job labelled like the README's filter, to list, get, watch and cancel.
         (folder / "long.yaml").write_text(

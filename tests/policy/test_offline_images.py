@@ -25,7 +25,8 @@ runtime_estimate: 1h
 
 
 def _szb(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], cwd=cwd, capture_output=True, text=True)
+    argv = [sys.executable, "-m", "broker.cli", *args]
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
 
 
 def test_an_image_job_is_refused_on_the_local_site_offline_as_live(tmp_path: Path) -> None:
