@@ -187,6 +187,7 @@ class BrokerApp:
             quotas=Quotas(views.limits, version=lambda: self.planner.policy_hash),
             policy_version=lambda: self.planner.policy_version,
             joblogs=self._joblogs(),
+            tenants=lambda: [t.id for t in self.planner.policy.tenants],
         )
         views.services = self.services
         self._start_agent_http()

@@ -129,7 +129,10 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
 
     def _principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         """The authenticated caller (tenant, role, name); AuthError otherwise."""
-        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        pairs = [(k, v) for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)]
+        if sum(1 for k, _ in pairs if k == "authorization") > 1:  # which one would be the caller?
+            raise AuthError("more than one authorization header: send one")
+        metadata = dict(pairs)
         client_cn = None
         if self.auth.uses_certificates:
             # Present only when mutual TLS verified the caller's certificate.

@@ -28,9 +28,9 @@ from broker.model import (
     TenantId,
 )
 from broker.quota import Quotas, QuotaUsage
-from broker.store import JobPage, JobStore, SqliteStore, StoreError
+from broker.store import JobNotFoundError, JobPage, JobStore, SqliteStore, StoreError
 from broker.submit import AdmitFn, GrantFn, SubmitPath
-from broker.validation import FieldViolation
+from broker.validation import FieldViolation, did_you_mean
 from broker.waiting import within
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,8 @@ class BrokerServices:
     policy_version: Callable[[], str] | None = None
     """The version of the policy in force, its referenced files included (`Policy.version`): the
     submit path keeps answers per version."""
+    tenants: Callable[[], Sequence[str]] = lambda: ()
+    """The tenants the policy in force declares (empty: not known)."""
     submitter: SubmitPath = field(init=False)
     """SubmitJob/SubmitJobs: validate, admit, insert, ack (see broker.submit)."""
 
@@ -178,6 +180,11 @@ class BrokerServices:
         page = self.store.list_jobs(
             owner, states=states, labels=labels, page_size=size, page_token=page_token
         )
+        declared = self.tenants()
+        if tenant and not page.jobs and not page_token and declared and tenant not in declared:
+            # A typo would read as a tenant with no jobs; one since removed keeps its jobs listed.
+            hint = did_you_mean(tenant, list(declared))
+            raise JobNotFoundError(f"tenant {tenant!r} is not in the policy and has no jobs{hint}")
         return replace(page, jobs=[self._with_standing(j) for j in page.jobs])
 
     async def cancel(self, caller: Principal, job_id: str) -> Job:

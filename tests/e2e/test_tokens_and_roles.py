@@ -369,3 +369,26 @@ def test_report_windows_out_of_range_are_invalid_argument_naming_the_field(stub:
     a_year_ago = timestamp_pb2.Timestamp(seconds=int(time.time()) - 365 * 86400)
     stub.GetSpend(pb.GetSpendRequest(since=a_year_ago), metadata=tenant)
     stub.ListAuditEvents(pb.ListAuditEventsRequest(since=timestamp_pb2.Timestamp(seconds=0)), metadata=op)
+
+
+def test_an_operators_list_of_a_mistyped_tenant_is_not_found_and_two_credentials_are_refused(
+    stub: Stub,
+) -> None:
+    """Review: ListJobs for a tenant the policy lacks (`Team-A`, `team-a `, a Cyrillic look-alike)
+    answered OK with no jobs, where spend, offers and audit answer NOT_FOUND with a did-you-mean:
+    an operator's typo read as "this tenant has no jobs". And of two `authorization` headers the
+    last one was taken: "Bearer wrong" then a valid token was let in, another tenant's second
+    token acted as that tenant."""
+    op = bearer(OPERATOR_TOKEN)
+    for typo in ("Team-A", "team-a ", "tеam-a"):  # (the last one's "е" is Cyrillic)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ListJobs(pb.ListJobsRequest(tenant=typo), metadata=op)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND, typo
+        assert "team-a" in err.value.details(), err.value.details()
+    assert stub.ListJobs(pb.ListJobsRequest(tenant="team-a"), metadata=op) is not None
+    two = (("authorization", "Bearer wrong"), ("authorization", f"Bearer {TOKENS['team-a']}"))
+    both = (*bearer(TOKENS["team-a"]), *bearer(TOKENS["team-b"]))
+    for metadata in (two, both):
+        assert code_of(lambda m=metadata: stub.ListJobs(pb.ListJobsRequest(), metadata=m)) == (  # type: ignore[misc]
+            grpc.StatusCode.UNAUTHENTICATED
+        )
