@@ -173,7 +173,10 @@ class JobSpec(_SpecPart):
         matches = _key_matcher(_LABEL_KEY, info)
         for key, value in v.items():
             if not matches(key):
-                raise ValueError(f"label key {key!r} must be 1-63 chars of [a-z0-9_.-/]")
+                raise ValueError(
+                    f"label key {key!r} must be 1-63 chars of [a-z0-9_.-/], "
+                    "beginning and ending with a letter or digit"
+                )
             if len(value) > 63:
                 raise ValueError(f"label {key}: value longer than 63 characters")
             if not stored and has_control_character(value):

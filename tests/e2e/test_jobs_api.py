@@ -311,6 +311,8 @@ BAD_SPECS = [
     ("priority", _bad(priority=42), "unknown"),
     ("env", _bad(env={"1BAD": "x"}), "environment variable"),
     ("labels", _bad(labels={"Bad Key": "x"}), "label key"),
+    # (the message said only "1-63 chars of [a-z0-9_.-/]", which "k." seems to meet)
+    ("labels", _bad(labels={"k.": "x"}), "ending with a letter or digit"),
     ("resources.accelerators.min_memory_gb", _bad(resources__accelerators__min_memory_gb=-1), ">= 0"),
 ]
 
