@@ -45,17 +45,20 @@ def _months(since: datetime, until: datetime) -> list[str]:
     return out
 
 
-def _check_window(since: datetime | None, until: datetime | None, start: datetime, end: datetime) -> None:
+def _check_window(
+    since: datetime | None, until: datetime | None, start: datetime, end: datetime, now: datetime
+) -> None:
     """A range that is empty with one bound left to its default, or longer than the months read,
-    is refused naming the bound (it read as "no spend", exit 0)."""
+    is refused naming the bound (it read as "no spend", exit 0): of two, the one further from now."""
     if end <= start:
         bound = "until" if until is not None else "since"
         default = "the start of this month" if since is None else "now"
         raise BadRequestError([FieldViolation(bound, f"must be after since (here {default})"
                                               if bound == "until" else "must be in the past")])
     if len(_months(start, end)) >= MAX_MONTHS:
+        far = "until" if until is not None and (since is None or until - now > now - since) else "since"
         raise BadRequestError([FieldViolation(
-            "since", f"a range may span at most {MAX_MONTHS // 12} years (of budget months)")])
+            far, f"a range may span at most {MAX_MONTHS // 12} years (of budget months)")])
 
 
 def spend_report(
@@ -85,7 +88,7 @@ def spend_report(
     month = month_of(now)
     start = since or now.astimezone(BEIJING).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = until or now
-    _check_window(since, until, start, end)
+    _check_window(since, until, start, end, now)
     keys = GROUPINGS.get(group_by, GROUPINGS[pb.SPEND_GROUPING_UNSPECIFIED])
     lines = _spend_lines(store, target, start, end, keys)
     if target not in ("*", tenant) and policy.tenant(target) is None and not lines:

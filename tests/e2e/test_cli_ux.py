@@ -378,6 +378,8 @@ def test_submit_wait_and_watch_print_the_jobs_output_and_events_unfolded(
         (("--since", "0001-01-01"), "is too far back"),  # (a traceback)
         (("--until", "2020-11-15"), "until: must be after since (here the start of this month)"),
         (("--since", "2099-01-01"), "since: must be in the past"),
+        # Both bounds given: the far one is named (a review: `since` was, for a far `until`).
+        (("--since", "2026-01-01", "--until", "8999-12-31"), "until: a range may span at most 20 years"),
     ],
 )
 def test_a_spend_range_that_reads_nothing_is_refused_naming_its_bound(
