@@ -23,6 +23,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from broker.errors import BrokerError
 from broker.model import TenantId
+from broker.policy.schema import ID_PATTERN
 from broker.yamlfile import PolicyError, Problem, parse_yaml, read_text, validation_problems
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,9 @@ DEV_PRINCIPAL = Principal(DEV_TENANT, Role.OPERATOR, "dev")
 
 class TokenEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tenant: str = Field(min_length=1, max_length=128)
-    """The tenant this token acts for (jobs it submits belong to this tenant)."""
+    tenant: str = Field(pattern=ID_PATTERN)
+    """The tenant this token acts for (jobs it submits belong to this tenant): an id a policy
+    can declare, so a look-alike (a Cyrillic letter, a capital) is refused, not taken quietly."""
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     """Hex SHA-256 of the token (`szb token` prints the whole entry)."""
     client_cn: str | None = Field(default=None, min_length=1, max_length=255)

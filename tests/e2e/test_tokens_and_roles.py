@@ -139,6 +139,12 @@ def test_bad_tokens_file_names_file_line_and_column(tmp_path: Path) -> None:
     path.write_text(f"tokens:\n  - {{tenant: a, sha256: {a}}}\n  - {both}\n")
     with pytest.raises(PolicyError, match=rf"{path}:3:.*exactly one of sha256 .* or client_cn"):
         load_tokens(path)
+    # A tenant id no policy could declare (a review: a Cyrillic look-alike of `alpha` was taken,
+    # and its refusals then read "tenant аlpha is not declared", indistinguishable from alpha).
+    for odd in ("аlpha", "Alpha", "alpha "):
+        path.write_text(f"tokens:\n  - {{tenant: a, sha256: {a}}}\n  - {{tenant: '{odd}', sha256: {b}}}\n")
+        with pytest.raises(PolicyError, match=rf"{path}:3:.*tokens.1.tenant"):
+            load_tokens(path)
 
 
 def test_szb_token_output_appends_to_the_tokens_file_as_is(tmp_path: Path) -> None:
