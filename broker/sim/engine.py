@@ -26,8 +26,8 @@ from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.spot import offer_outlook
 from broker.decision import Action, Decision
 from broker.dispatch.failover import Blocklist, FailoverPolicy
-from broker.fairshare import Demand, QueuedWork, charge_factor, standings
-from broker.fairshare.book import Holding, capacity_of
+from broker.fairshare import QueuedWork, charge_factor, standings
+from broker.fairshare.book import Holding, capacity_of, demand_of
 from broker.fairshare.holds import Holds, claimed_meanwhile
 from broker.model import Offer
 from broker.policy import Policy
@@ -338,8 +338,7 @@ class Engine:
         left, key = job.runtime_s - st.done_s, partition_key(offer)
         self.parts[key].start(job.demand, self.t + max(0.0, estimate_of(job) - st.done_s))
         self.projected.running.started(key, job, self.t, st.done_s)
-        r = job.spec.resources
-        demand = Demand(r.accelerators.count, r.cpus, r.memory_gb)
+        demand = demand_of(job.spec)  # a gang's every node, as live
         self.fair.started(str(job.index), Holding(job.tenant, key, demand, job.demand, snap.now))
         st.rec.onprem_acc_h += job.demand * left / 3600
         if math.isnan(st.rec.start_s):

@@ -10,7 +10,8 @@ from typing import Protocol
 from broker.burst import TenantMoney
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Decision
-from broker.fairshare import Demand, QueuedWork, Standing
+from broker.fairshare import QueuedWork, Standing
+from broker.fairshare.book import demand_of
 from broker.model import Offer
 from broker.sim.jobs import SimJob
 from broker.sim.metrics import JobRecord
@@ -109,13 +110,12 @@ class SimState:
 
 def queued_work(job: SimJob, cands: tuple[str, ...]) -> QueuedWork:
     """A waiting job as fair share orders it (deadline = arrival + max_wait)."""
-    r = job.spec.resources
     return QueuedWork(
         str(job.index),
         job.tenant,
         job.spec.priority,
         job.created_at,
-        Demand(r.accelerators.count, r.cpus, r.memory_gb),
+        demand_of(job.spec),  # a gang's every node, as live
         job.demand,
         cands,
         due=job.created_at + timedelta(seconds=job.max_wait_s),

@@ -59,3 +59,49 @@ def test_flooding_tenant_does_not_delay_the_small_tenant_beyond_one_job(tmp_path
     assert tenants["t2"]["onprem_share_entitled"] == pytest.approx(1 / 7, abs=1e-4)
     assert tenants["t2"]["used_over_entitled"] == pytest.approx(1.0)
     assert sim.result["strategies"]["policy"]["jain_index"] == pytest.approx(1.0)
+
+
+GANG_POLICY = """\
+version: 1
+currency: CNY
+objective: {{price: 1.0, wait_hour_cost: 40}}
+sites:
+  - id: onprem
+    adapter: slurm
+    adapter_config: {{endpoint: "http://127.0.0.1:1"}}
+    country: CN
+    residency: cn-mainland
+    partitions:
+      - {{name: a800, accelerator: A800, count_per_node: {per_node}, nodes: {nodes}, price_hour: 14.0}}
+tenants:
+  - {{id: a, kind: university, entity_country: CN}}
+  - {{id: b, kind: university, entity_country: CN}}
+fair_share: {{half_life: 1h}}
+compliance:
+  residency:
+    zones: {{cn-mainland: {{countries: [CN]}}}}
+"""
+
+
+def test_a_gang_counts_all_its_nodes_in_fair_share(tmp_path: Path) -> None:
+    """Review: the simulator counted an 8-node gang of 8 GPUs as 8 GPUs of its tenant's share (the
+    live broker counts 64), so the same work as 8 × 8 gangs let its tenant run far ahead of
+    another's small jobs: b's median wait 21,599 s against 5,399 s as single 64-GPU jobs."""
+    waits = {}
+    for shape, (per_node, nodes, count, gang) in {"gangs": (8, 16, 8, 8), "whole": (64, 2, 64, 1)}.items():
+        (tmp_path / "p.yaml").write_text(GANG_POLICY.format(per_node=per_node, nodes=nodes))
+        policy = load_policy(tmp_path / "p.yaml")
+        trace = [
+            *(TraceJob(f"a{i}", 0, 3600, count=count, nodes=gang, accelerators=("A800",), tenant="a",
+                       max_wait_s=172800) for i in range(8)),
+            *(TraceJob(f"b{i}", 0, 3600, count=8, accelerators=("A800",), tenant="b", max_wait_s=172800)
+              for i in range(16)),
+        ]
+        scenario = Scenario(seed=1)
+        jobs = build_jobs(trace, policy, scenario)
+        sim = simulate(policy, jobs, scenario, baselines=(), lower_bound=False, parallel=False)
+        waits[shape] = sorted(
+            r.wait_s for j, r in zip(jobs, sim.runs["policy"].records, strict=True) if j.tenant == "b"
+        )
+    # The same GPUs, the same work: b waits alike whether a's jobs are gangs or whole nodes.
+    assert waits["gangs"] == pytest.approx(waits["whole"]), waits
