@@ -132,6 +132,19 @@ def launched(cloud: EcsCloud, job_id: str, timeout: float = 20) -> list[str]:
 Stub = broker_service_pb2_grpc.BrokerServiceStub
 
 
+def precondition_violations(err: grpc.RpcError) -> list[error_details_pb2.PreconditionFailure.Violation]:
+    """The `PreconditionFailure` violations a refusal carries (one per reason)."""
+    status = rpc_status.from_call(err)
+    assert status is not None
+    out = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            detail.Unpack(failure)
+            out.extend(failure.violations)
+    return out
+
+
 def submit(broker: BrokerProcess, spec: job_pb2.JobSpec) -> tuple[Stub, str]:
     stub = broker_service_pb2_grpc.BrokerServiceStub(grpc.insecure_channel(broker.address))
     return stub, stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=md()).job.id
@@ -224,16 +237,15 @@ def test_spot_required_over_the_restart_limit_is_refused_naming_the_limit(
     broker: BrokerProcess, regions: Regions
 ) -> None:
     # 40 h without checkpoints at 0.05/h: ~e^2 restarts on either region's spot, over the limit 3.
-    stub, job_id = submit(broker, spot_job("no-ckpt", runtime_s=40 * 3600, checkpoint_s=None))
-    deadline = time.monotonic() + 20
-    while True:
-        job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md()).job
-        if "limit 3" in job.message or job.state in TERMINAL:
-            break
-        assert time.monotonic() < deadline, job.message
-        time.sleep(0.1)
-    assert "restarts (limit 3; checkpoint: none)" in job.message, job.message
-    assert "ali-bj/" in job.message and "ali-sh/" in job.message, job.message
+    # Only spot could run it, so it can never run: refused at submit (it used to be accepted and
+    # wait QUEUED for ever, "no cloud offer is usable now").
+    with pytest.raises(grpc.RpcError) as refused:
+        submit(broker, spot_job("no-ckpt", runtime_s=40 * 3600, checkpoint_s=None))
+    said = refused.value.details()
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION, said
+    assert "restarts (limit 3; checkpoint: none)" in said, said
+    reasons = [v.description for v in precondition_violations(refused.value)]
+    assert any("ali-bj/" in r for r in reasons) and any("ali-sh/" in r for r in reasons), reasons
     assert not regions[0].instances and not regions[1].instances
 
 
