@@ -15,6 +15,7 @@ from broker.decision import Action, Decision
 from broker.dispatch.launch import Launching
 from broker.dispatch.preempt import preempt
 from broker.dispatch.records import audit_data, decision_fields, gist
+from broker.dispatch.withdraw_reclaim import withdraw_beside
 from broker.fairshare import lowered_priority
 from broker.model import AttemptState, Job, JobId, JobState, SiteId
 from broker.serde_decision import decision_data, reclaim_json
@@ -236,6 +237,20 @@ class Scheduling(Launching):
         stopping = {str(v["attempt"]) for v in victims} - self._stops_in_flight
         self._stops_in_flight |= stopping  # the reconciler leaves them to their graceful stop
         self._in_background(self._preempting(stopping, victims, owner))
+        self._in_background(self._withdrawing_beside(owner, victims))
+
+    async def _withdrawing_beside(self, owner: Job, victims: list[dict[str, Any]]) -> None:
+        """What pends at the backend on the reclaimed partition would take the freed units first:
+        back to the broker's queue with it (`withdraw_beside`), to be decided again."""
+        try:
+            args = (self.store, self.planner, owner, victims, self.adapters, self.clock)
+            beside = await withdraw_beside(*args)
+        except StoreError as exc:  # it stays in the backend's queue
+            log.warning("jobs pending beside reclaim for job %s not withdrawn: %s", owner.id, exc)
+            return
+        if beside:  # (kept off the booked units by the decision)
+            self._dirty = True
+            self._kick.set()
 
     async def _preempting(self, stopping: set[str], victims: list[dict[str, Any]], owner: Job) -> None:
         try:

@@ -29,7 +29,7 @@ from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.gang import is_gang_attempt
 from broker.dispatch.records import gist
-from broker.dispatch.withdraw import Background, cancel_withdrawn, withdraw
+from broker.dispatch.withdraw import Background, cancel_withdrawn, pending_at_queue, withdraw
 from broker.fair_reclaim import Taken
 from broker.fairshare import onprem_partitions, resolve_share
 from broker.fairshare.book import units_of
@@ -168,3 +168,36 @@ async def _pending_at(adapter: Adapter, attempt: Attempt) -> bool:
         log.info("status of %s at %s unavailable: %s", attempt.backend_id, attempt.site, exc)
         return False
     return status.state == AttemptState.PENDING
+
+
+async def withdraw_beside(
+    store: JobStore,
+    planner: DecisionMaker,
+    owner: Job,
+    victims: Sequence[Mapping[str, Any]],
+    adapters: Mapping[SiteId, Adapter],
+    clock: Clock,
+) -> list[Job]:
+    """Other jobs pending in a backend's queue on the partitions reclaimed for `owner`: the backend
+    would start them on the units the victims free, ahead of the owner's job, which waits in the
+    broker until they read free. Each goes back to the broker's queue (its age kept), where it waits
+    while the units are booked to the owner (`Reclaimer.keep_off`); its backend copy is cancelled.
+    Only what the backend says still pends: one that just started there is no waiter."""
+    stopped = {str(v["attempt"]) for v in victims}  # (preempted: not to be withdrawn as well)
+    parts = {store.get_attempt(a).offer.partition for a in stopped}
+    out = []
+    for attempt in pending_at_queue(store.live_attempts(), planner.queueing_sites()):
+        if attempt.offer.partition not in parts or attempt.job_id == owner.id or attempt.id in stopped:
+            continue
+        adapter = adapters.get(attempt.site)
+        if adapter is None or not await _pending_at(adapter, attempt):
+            continue
+        # Read again after the await: a job the broker saw start, or cancelled, meanwhile stays.
+        job = store.get(attempt.job_id)
+        if job.state != JobState.PROVISIONING or store.get_attempt(attempt.id).state != AttemptState.PENDING:
+            continue
+        why = (f"the capacity reclaimed on {attempt.offer.partition} is tenant {owner.tenant}'s "
+               f"(job {owner.id}); it waits here until that job has it")
+        out.append(withdraw(store, planner, job, attempt, why, clock))
+        await cancel_withdrawn(adapter, attempt)
+    return out

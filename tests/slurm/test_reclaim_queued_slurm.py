@@ -14,6 +14,7 @@ work holding its quota (up to its max_wait, a day here). Two ways it got there:
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,6 +154,45 @@ def test_an_owner_job_pending_in_slurms_queue_is_withdrawn_and_reclaims(
             assert [k for k, m in got if k == "requeued"] == ["requeued"], got
             kinds = [e.kind for e in events_so_far(stub, borrowed, auth("borrower"))]
             assert kinds.count("preempted") == 1, kinds
+        finally:
+            for job_id, tenant in jobs:
+                stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth(tenant))
+
+
+def test_borrowed_work_pending_in_slurms_queue_does_not_take_what_reclaim_freed(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """Review: the borrower's second job, pending in Slurm's queue behind its first, started on the
+    A800s reclaim freed for the owner as soon as the first stopped; the owner's job waited for it
+    to end (here: for ever). Pending borrowed work on the reclaimed partition goes back to the
+    broker's queue (keeping its age), where it waits until the owner's job has its units."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    first = f"trap 'exit 0' TERM; touch {marks}/first; while true; do sleep 0.2; done"
+    second = f"trap 'exit 0' TERM; touch {marks}/second; while true; do sleep 0.2; done"
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        jobs: list[tuple[str, str]] = []
+
+        def submit(name: str, script: str, gpus: int, tenant: str, max_wait_s: int) -> str:
+            job_id = stub.SubmitJob(pb.SubmitJobRequest(job=spec(name, script, gpus, max_wait_s=max_wait_s)),
+                                    metadata=auth(tenant)).job.id
+            jobs.append((job_id, tenant))
+            return job_id
+
+        try:
+            submit("first", first, 4, "borrower", 10)
+            until(lambda: (marks / "first").exists(), "the borrower's first job runs on all four A800s")
+            waiting = submit("second", second, 4, "borrower", 86400)
+            events_until(stub, waiting, auth("borrower"), has("attempt", "sent to its queue"))
+            # Polls (every 0.2 s) read it pending in Slurm's queue: work that holds no units, so
+            # reclaim never takes it for a victim; Slurm starts it on the first units that free.
+            time.sleep(5)
+            mine = submit("mine", "echo owner ran", 2, "owner", 86400)
+            done = events_until(stub, mine, auth("owner"), reached(SUCCEEDED), timeout_s=180)
+            assert reached(SUCCEEDED)(done), [(e.kind, e.message) for e in done]
+            told = [(e.kind, e.message) for e in events_so_far(stub, waiting, auth("borrower"))]
+            assert any(k == "requeued" and m.startswith("withdrawn from") for k, m in told), told
         finally:
             for job_id, tenant in jobs:
                 stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth(tenant))
