@@ -133,15 +133,26 @@ def gang_command(argv: Sequence[str], nodes: int, settings: ScriptSettings, toke
     """
     rank_rc = shlex.quote(str(settings.output_dir / f"{token}.rank"))
     per_rank = (
+        # Slurm's SIGTERM (a time limit: reclaim's grace) goes to every process of the rank. The
+        # rank's own shells outlive it (`:`, a handler, is not passed on to the command, which
+        # gets SIGTERM as it is and may trap it) and its tee ignores it: a shell killed by it was
+        # a failed rank to --kill-on-bad-exit, which then killed the others before their
+        # handlers ran, and the rank's exit code would be lost.
+        "trap : TERM; "
         'SZB_NODE_RANK=$SLURM_NODEID NODE_RANK=$SLURM_NODEID RANK=$SLURM_PROCID LOCAL_RANK=0; '
         "export SZB_NODE_RANK NODE_RANK RANK LOCAL_RANK; "
         # The rank's output also goes to its own file: srun may stop forwarding it once a rank
         # fails (--kill-on-bad-exit), losing the failed rank's last lines from the job's output.
         'rc_file=' + rank_rc + '"$SLURM_PROCID".rc; '
-        '{ "$@"; echo $? > "$rc_file"; } 2>&1 | tee ' + rank_rc + '"$SLURM_PROCID".out; '
+        '{ trap : TERM; "$@"; echo $? > "$rc_file"; } 2>&1 | '
+        "(trap '' TERM; exec tee " + rank_rc + '"$SLURM_PROCID".out); '
         'rc=$(cat "$rc_file" 2>/dev/null); exit "${rc:-1}"'
     )
     return (
+        # Slurm's SIGTERM at a time limit reaches the batch shell and srun too: taken by srun, it
+        # ends the step at once ("forcing job termination"); ignored here (and so by srun, which
+        # inherits it), the ranks stop as they choose, within Slurm's KillWait.
+        "trap '' TERM\n"
         f"SZB_NNODES={nodes} WORLD_SIZE={nodes} SZB_MASTER_ADDR=$(hostname)\n"
         "MASTER_ADDR=$SZB_MASTER_ADDR MASTER_PORT=${MASTER_PORT:-" + str(GANG_PORT) + "}\n"
         "export SZB_NNODES WORLD_SIZE SZB_MASTER_ADDR MASTER_ADDR MASTER_PORT\n"

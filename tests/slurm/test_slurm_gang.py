@@ -176,3 +176,26 @@ def test_the_failed_ranks_last_output_is_kept_every_time(broker: BrokerProcess) 
             got = until_ended(stub, job_id, deadline)
             assert got.message == "exit code 5 (rank 1 of 2)"
             assert "boom at step 7" in got.log_tail, got.log_tail
+
+
+def test_every_rank_of_a_gang_stopped_with_a_grace_gets_sigterm(slurm: Tracker, tmp_path: Path) -> None:
+    """Review: a gang stopped by reclaim (its time limit cut to run time + grace) ran no rank's
+    SIGTERM handler, where a single-node job's did: the batch script's srun took Slurm's SIGTERM
+    as "forcing job termination" and killed the ranks at once."""
+    marks = tmp_path / "marks"
+    marks.mkdir(mode=0o777)
+    adapter = slurm.make(partitions={**PARTITIONS, "cpu": None})
+    # Rank 1's handler takes a second (the test cluster's KillWait is 2 s): rank 0 ending first
+    # must not end it.
+    script = (f'trap "sleep $RANK; touch {marks}/term$RANK; exit 0" TERM; touch {marks}/ready$RANK; '
+              "while true; do sleep 0.2; done")
+    request = gang(script)
+    backend_id = slurm.submit(request, adapter)
+    deadline = time.monotonic() + 60
+    while not ((marks / "ready0").exists() and (marks / "ready1").exists()):
+        assert time.monotonic() < deadline, "both ranks run"
+        time.sleep(0.2)
+    adapter.preempt(backend_id, request.token, grace_s=1)
+    status = slurm.wait(backend_id, {AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.CANCELLED},
+                        timeout=180)
+    assert sorted(p.name for p in marks.iterdir() if p.name.startswith("term")) == ["term0", "term1"], status
