@@ -6,7 +6,6 @@ dropped, so an alert on "failures per site" had nothing to read.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +16,9 @@ import pytest
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import Role, token_entry_line
-from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
+from tests.brokerproc import JOB_PYTHON, BrokerProcess
 from tests.clouds.test_metrics_e2e import OPERATOR, metrics_url, scrape, value
+from tests.e2e.aws_nowhere import CATALOG_ONLY, aws_nowhere
 from tests.e2e.conftest import POLICY, auth, write_broker_config
 
 DONE = (job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED)
@@ -109,38 +109,12 @@ def test_a_watch_the_client_stops_counts_as_cancelled_not_as_a_server_error(brok
         assert value(samples, "szb_rpcs_total", method=method, code="UNKNOWN") == 0
 
 
-AWS_SITE = """\
-  - id: aws-east
-    adapter: aws
-    adapter_config:
-      {region: us-east-1, profile: no-such-profile-r7, image_id: ami-0szb, subnet_id: subnet-szb}
-    provider: aws
-    region: us-east-1
-    country: US
-    residency: global
-    catalog: {file: catalog/aws.csv, region: us-east-1, currency: USD}
-tenants:"""
 
 
 def test_a_sick_sites_reason_label_is_a_bounded_kind_not_the_providers_text(tmp_path: Path) -> None:
     """A free-text label makes a new series per error text (request ids, profile names, account
     numbers) and puts the provider's words on /metrics; the full text stays in `szb status`."""
-    config = write_broker_config(tmp_path)
-    with (tmp_path / "tokens.yaml").open("a") as tokens:
-        tokens.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "prometheus") + "\n")
-    (tmp_path / "catalog").mkdir()
-    shutil.copy(ROOT / "configs" / "catalog" / "aws_gpu_vms.csv", tmp_path / "catalog" / "aws.csv")
-    policy = POLICY.replace("tenants:", AWS_SITE).replace("currency: CNY", "currency: CNY\nfx: {USD: 7.2}")
-    (tmp_path / "policy.yaml").write_text(policy)
-    nowhere = str(tmp_path / "no-aws-config")
-    broker = BrokerProcess(
-        config,
-        extra_env={
-            "SZB_METRICS_LISTEN": "127.0.0.1:0",
-            "AWS_CONFIG_FILE": nowhere,
-            "AWS_SHARED_CREDENTIALS_FILE": nowhere,
-        },
-    )
+    broker = aws_nowhere(tmp_path)
     broker.start(timeout=120)
     try:
         samples = scrape(metrics_url(broker))
@@ -155,22 +129,9 @@ def test_a_cloud_site_without_credentials_is_out_of_service_from_the_start(tmp_p
     """Held-out review: an AWS site with no profile and no credentials anywhere was shown healthy,
     its offers allowed, until a job's launch there failed (one attempt wasted). The broker knew at
     start: listing its instances failed with NoCredentials."""
-    config = write_broker_config(tmp_path)
-    with (tmp_path / "tokens.yaml").open("a") as tokens:
-        tokens.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "prometheus") + "\n")
-    (tmp_path / "catalog").mkdir()
-    shutil.copy(ROOT / "configs" / "catalog" / "aws_gpu_vms.csv", tmp_path / "catalog" / "aws.csv")
     # Prices from the catalog (no live price read, which would have found it): only the reconcile
     # pass asks AWS anything at start.
-    site = AWS_SITE.replace("profile: no-such-profile-r7, ", "live_prices: false, ")
-    policy = POLICY.replace("tenants:", site).replace("currency: CNY", "currency: CNY\nfx: {USD: 7.2}")
-    (tmp_path / "policy.yaml").write_text(policy)
-    nowhere = str(tmp_path / "no-aws-config")
-    clean = {k: "" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
-    broker = BrokerProcess(config, extra_env={
-        **clean, "SZB_METRICS_LISTEN": "127.0.0.1:0", "AWS_CONFIG_FILE": nowhere,
-        "AWS_SHARED_CREDENTIALS_FILE": nowhere, "AWS_EC2_METADATA_DISABLED": "true",
-    })
+    broker = aws_nowhere(tmp_path, CATALOG_ONLY)
     broker.start(timeout=120)
     try:
         deadline = time.monotonic() + 60
@@ -190,18 +151,7 @@ def test_sites_a_reload_removes_leave_the_site_series(tmp_path: Path) -> None:
     """Review: after a reload dropped a site, its `szb_breaker_state` and `szb_site_unhealthy`
     series stayed on /metrics for the process's life, so an alert on a sick site kept firing
     for a site that no longer exists."""
-    config = write_broker_config(tmp_path)
-    with (tmp_path / "tokens.yaml").open("a") as tokens:
-        tokens.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "prometheus") + "\n")
-    (tmp_path / "catalog").mkdir()
-    shutil.copy(ROOT / "configs" / "catalog" / "aws_gpu_vms.csv", tmp_path / "catalog" / "aws.csv")
-    policy = POLICY.replace("tenants:", AWS_SITE).replace("currency: CNY", "currency: CNY\nfx: {USD: 7.2}")
-    (tmp_path / "policy.yaml").write_text(policy)
-    nowhere = str(tmp_path / "no-aws-config")
-    broker = BrokerProcess(config, extra_env={
-        "SZB_METRICS_LISTEN": "127.0.0.1:0", "AWS_CONFIG_FILE": nowhere,
-        "AWS_SHARED_CREDENTIALS_FILE": nowhere,
-    })
+    broker = aws_nowhere(tmp_path)
     broker.start(timeout=120)
 
     def sites(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str) -> set[str]:

@@ -8,7 +8,6 @@ not of the moment, and nothing would ever place it (`give_up_after` counts attem
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import grpc
@@ -17,19 +16,8 @@ from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import ROOT, BrokerProcess
-from tests.e2e.conftest import POLICY, auth, write_broker_config
-
-AWS_SITE = """\
-  - id: aws-east
-    adapter: aws
-    adapter_config: {region: us-east-1, live_prices: false, image_id: ami-0szb, subnet_id: subnet-szb}
-    provider: aws
-    region: us-east-1
-    country: US
-    residency: global
-    catalog: {file: catalog/aws.csv, region: us-east-1, currency: USD}
-tenants:"""
+from tests.e2e.aws_nowhere import CATALOG_ONLY, aws_nowhere
+from tests.e2e.conftest import auth
 
 
 def _job(hours: float, checkpoint_s: int | None) -> job_pb2.JobSpec:
@@ -45,16 +33,7 @@ def _job(hours: float, checkpoint_s: int | None) -> job_pb2.JobSpec:
 
 
 def test_a_spot_only_job_over_the_restart_limit_is_refused_at_submit(tmp_path: Path) -> None:
-    config = write_broker_config(tmp_path)
-    (tmp_path / "catalog").mkdir()
-    shutil.copy(ROOT / "configs" / "catalog" / "aws_gpu_vms.csv", tmp_path / "catalog" / "aws.csv")
-    policy = POLICY.replace("tenants:", AWS_SITE).replace("currency: CNY", "currency: CNY\nfx: {USD: 7.2}")
-    (tmp_path / "policy.yaml").write_text(policy)
-    nowhere = str(tmp_path / "no-aws-config")
-    broker = BrokerProcess(config, extra_env={
-        "AWS_CONFIG_FILE": nowhere, "AWS_SHARED_CREDENTIALS_FILE": nowhere,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    })
+    broker = aws_nowhere(tmp_path, CATALOG_ONLY, metrics=False)
     broker.start(timeout=120)
     try:
         with grpc.insecure_channel(broker.address) as channel:
