@@ -27,8 +27,9 @@ from tests.e2e.conftest import PY, auth, write_broker_config
 from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
 
 
-def _with_a_finished_job(config: Path) -> tuple[Path, str]:
-    """Run the broker once (one job to its end), stop it cleanly; returns its store file and the job."""
+def _with_a_finished_job(config: Path, *, crash: bool = False) -> tuple[Path, str]:
+    """Run the broker once (one job to its end), stop it cleanly (or SIGKILL it: `crash`); returns
+    its store file and the job."""
     broker = BrokerProcess(config)
     broker.start()
     try:
@@ -37,7 +38,7 @@ def _with_a_finished_job(config: Path) -> tuple[Path, str]:
             job = submit(stub, spec("kept", [PY, "-c", "print('kept')"])).job
             assert wait_for(stub, job.id, TERMINAL).state == job_pb2.JOB_STATE_SUCCEEDED
     finally:
-        broker.stop()
+        broker.kill() if crash else broker.stop()
     return config.parent / "data" / "broker.db", job.id
 
 
@@ -126,15 +127,7 @@ def test_a_read_only_data_dir_left_by_a_crash_is_named_as_such(tmp_path: Path, s
     """Found by a review: after a crash the -wal and -shm files are still there, SQLite opens the
     store, and the first write said only "attempt to write a readonly database"."""
     config = write_broker_config(tmp_path)
-    broker = BrokerProcess(config)
-    broker.start()
-    try:
-        with grpc.insecure_channel(broker.address) as channel:
-            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-            job = submit(stub, spec("kept", [PY, "-c", "print('kept')"])).job
-            assert wait_for(stub, job.id, TERMINAL).state == job_pb2.JOB_STATE_SUCCEEDED
-    finally:
-        broker.kill()
+    _with_a_finished_job(config, crash=True)
     assert Path(f"{small_disk / 'broker.db'}-wal").exists()
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     run = _serve(config)
