@@ -130,7 +130,9 @@ def _referenced_files(
     for field in ("accelerators", "regimes"):
         ref = _reference(document, base, field)
         if not ref.is_file():
-            at([field], f"{field}: file not found: {ref}")
+            # (a copy of a policy saved in another folder, `szb policy show HASH > candidate.yaml`)
+            at([field], f"{field}: file not found: {ref} (relative to the policy's folder; without "
+                        f"this line the broker's bundled {field}.yaml is used)")
             continue
         try:
             if field == "accelerators":

@@ -58,3 +58,5 @@ def test_a_named_file_that_is_missing_is_still_an_error(
     assert cli(["policy", "check", str(path)]) == 1
     err = capsys.readouterr().err
     assert f"{path}:3:15: error: accelerators: file not found" in err
+    # A copy saved elsewhere (a candidate for `szb policy replay`) is told the way out.
+    assert "without this line the broker's bundled accelerators.yaml is used" in err
