@@ -181,8 +181,10 @@ class BrokerServices:
             owner, states=states, labels=labels, page_size=size, page_token=page_token
         )
         declared = self.tenants()
-        if tenant and not page.jobs and not page_token and declared and tenant not in declared:
-            # A typo would read as a tenant with no jobs; one since removed keeps its jobs listed.
+        # A typo would read as a tenant with no jobs; one since removed keeps its jobs listed
+        # (an empty page where none matches the filters).
+        if (tenant and not page.jobs and not page_token and declared and tenant not in declared
+                and not self.store.list_jobs(owner, page_size=1).jobs):
             hint = did_you_mean(tenant, list(declared))
             raise JobNotFoundError(f"tenant {tenant!r} is not in the policy and has no jobs{hint}")
         return replace(page, jobs=[self._with_standing(j) for j in page.jobs])

@@ -58,6 +58,12 @@ def test_queued_jobs_of_a_dropped_tenant_wait_and_run_when_it_returns(tmp_path: 
             )
             assert job().state == job_pb2.JOB_STATE_QUEUED
             assert "team-a" in job().pending_reason
+            # Its jobs are still listed, and a filter none of them matches is an empty page (a
+            # review: NOT_FOUND "is not in the policy and has no jobs", where it has one).
+            running = pb.ListJobsRequest(tenant="team-a", states=[job_pb2.JOB_STATE_RUNNING])
+            assert not stub.ListJobs(running, metadata=auth("team-a")).jobs
+            listed = stub.ListJobs(pb.ListJobsRequest(tenant="team-a"), metadata=auth("team-a")).jobs
+            assert [j.id for j in listed] == [waiter]
 
             with pytest.raises(grpc.RpcError) as refused:  # new work of the tenant stays refused
                 submit(stub, spec("new", [PY, "-c", "pass"], gpus=1))
