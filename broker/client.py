@@ -89,10 +89,16 @@ class BrokerClient:
     def submit(self, requests: Sequence[pb.SubmitJobRequest]) -> list[pb.SubmitJobResponse]:
         try:
             if len(requests) == 1:
-                return [self.stub.SubmitJob(requests[0], metadata=self.metadata, timeout=self.timeout)]
+                one = self.stub.SubmitJob(requests[0], metadata=self.metadata, timeout=self.timeout)
+                if one.created and not one.job.HasField("spec"):  # (left out of a large answer)
+                    one.job.spec.CopyFrom(requests[0].job)
+                return [one]
             resp = self.stub.SubmitJobs(
                 pb.SubmitJobsRequest(requests=requests), metadata=self.metadata, timeout=self.timeout
             )
+            for answer, asked in zip(resp.responses, requests, strict=True):
+                if answer.created and not answer.job.HasField("spec"):  # left out of a large answer
+                    answer.job.spec.CopyFrom(asked.job)
             return list(resp.responses)
         except grpc.RpcError as err:
             raise describe_rpc_error(err) from err

@@ -152,6 +152,14 @@ MAX_ANSWER_BYTES = 3 * 1024 * 1024
 leaves out the rest of the specs): it then stays under the 4 MiB gRPC clients accept by default."""
 
 
+def within_answer(msg: job_pb2.Job, used: int = 0) -> job_pb2.Job:
+    """`msg` as an answer that has `used` bytes already carries it: without its spec when it
+    would pass `MAX_ANSWER_BYTES` (a spec may be up to `max_spec_bytes`; GetJob has it whole)."""
+    if used + msg.ByteSize() > MAX_ANSWER_BYTES:
+        msg.ClearField("spec")
+    return msg
+
+
 def job_to_proto(
     job: Job, spec: job_pb2.JobSpec | None = None, details: JobDetails | None = None
 ) -> job_pb2.Job:

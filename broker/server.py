@@ -31,6 +31,7 @@ from broker.serde import (
     event_to_proto,
     job_to_proto,
     state_from_proto,
+    within_answer,
 )
 from broker.service import (
     BrokerServices,
@@ -215,7 +216,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             jobs: list[job_pb2.Job] = []
             size = 0
             for j, details in zip(page.jobs, self.services.details_many(page.jobs), strict=True):
-                msg = job_to_proto(j, None, details)
+                msg = within_answer(job_to_proto(j, None, details))  # one alone may be too large
                 size += msg.ByteSize()
                 if jobs and size > MAX_ANSWER_BYTES:
                     # A page of large specs would outgrow the message limit: stop, and say where

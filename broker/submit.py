@@ -27,7 +27,7 @@ from broker.jobview import JobDetails
 from broker.model import Job, JobSpec, TenantId
 from broker.quota import Quotas, QuotaUsage
 from broker.refusals import log_refusal, refusal_record
-from broker.serde import MAX_ANSWER_BYTES, WireValueError, job_to_proto, spec_from_proto
+from broker.serde import WireValueError, job_to_proto, spec_from_proto, within_answer
 from broker.store import JobStore, Submission
 from broker.validation import BadRequestError, FieldViolation, violations
 
@@ -160,7 +160,8 @@ class SubmitPath:
             raise BadRequestError([FieldViolation("priority", exc.reason)]) from exc
         # The stored deadline keeps microseconds: echo the wire spec only when it is exact.
         spec = _echo(request.job) if created else None
-        return pb.SubmitJobResponse(job=job_to_proto(job, spec, self._details([job])[0]), created=created)
+        msg = within_answer(job_to_proto(job, spec, self._details([job])[0]))
+        return pb.SubmitJobResponse(job=msg, created=created)
 
     async def submit_jobs(
         self, tenant: TenantId, request: pb.SubmitJobsRequest, vet: VetFn | None = None, *, by: Who = ("", "")
@@ -195,10 +196,9 @@ class SubmitPath:
         details = self._details([j for j, _ in results])
         answer, size = pb.SubmitJobsResponse(), 0
         for (j, c), r, d in zip(results, request.requests, details, strict=True):
-            msg = job_to_proto(j, _echo(r.job) if c else None, d)
+            # Stored already: the answer must reach the client (GetJob has the specs left out).
+            msg = within_answer(job_to_proto(j, _echo(r.job) if c else None, d), size)
             size += msg.ByteSize()
-            if size > MAX_ANSWER_BYTES:  # stored already: the answer must reach the client
-                msg.ClearField("spec")  # (GetJob has it)
             answer.responses.append(pb.SubmitJobResponse(job=msg, created=c))
         return answer
 

@@ -427,3 +427,25 @@ def test_spend_lines_add_up_to_the_total(tmp_path: Path) -> None:
             assert round(sum(shown), 2) == 0.07 and set(shown) <= {0.01, 0.02, 0.07}, (by, shown)
     finally:
         proc.stop()
+
+
+def test_szb_submit_of_many_large_jobs_names_every_one(
+    broker: BrokerProcess, stub: broker_service_pb2_grpc.BrokerServiceStub, tmp_path: Path
+) -> None:
+    """Review: `szb submit` of 60 job files of 60 KB printed the last rows with an empty NAME and
+    `-` for accelerators: the broker leaves the specs out of a large answer, and szb printed the
+    empty spec as the job's. It fills in the specs it sent."""
+    files = []
+    for i in range(60):
+        path = tmp_path / f"big-{i:02}.yaml"
+        path.write_text(
+            f"name: big-{i:02}\ncommand: [sleep, '0']\nruntime_estimate: 1m\n"
+            f"resources: {{accelerators: {{count: 1, any_of: [A800]}}}}\nenv: {{PAYLOAD: {'p' * 60_000}}}\n"
+        )
+        files.append(str(path))
+    out = szb(broker, "submit", *files, "-o", "json")
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert [j["spec"]["name"] for j in got] == [f"big-{i:02}" for i in range(60)]
+    for j in got:
+        stub.CancelJob(pb.CancelJobRequest(id=j["id"]), metadata=auth("team-a"))

@@ -400,3 +400,34 @@ def test_a_batch_of_large_specs_is_answered_within_a_default_clients_limit(broke
         # Sent again (the client never saw an answer, say): the same jobs, none stored twice.
         again = stub.SubmitJobs(pb.SubmitJobsRequest(requests=requests), metadata=auth("team-b"))
         assert [r.job.id for r in again.responses] == ids and not any(r.created for r in again.responses)
+
+
+def test_a_spec_larger_than_a_default_clients_limit_is_answered_without_it(tmp_path: Path) -> None:
+    """Review: with `max_spec_bytes` raised to 8 MiB, a 5 MiB spec was stored, then answered in a
+    message a default client (4 MiB) refused: RESOURCE_EXHAUSTED for a stored job, and ListJobs
+    could never page past it. Such a job's answers leave its spec out; GetJob has it."""
+    config = write_broker_config(tmp_path)
+    policy = (tmp_path / "policy.yaml").read_text()
+    (tmp_path / "policy.yaml").write_text(policy.replace(
+        "limits: {max_queued_jobs: 20000, submit_burst: 20000}",
+        "limits: {max_queued_jobs: 20000, submit_burst: 20000, max_spec_bytes: 8388608}",
+    ))
+    broker = BrokerProcess(config)
+    broker.start()
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            big = job(name="huge")
+            big.env["PAYLOAD"] = "p" * (5 * 1024 * 1024)
+            answer = stub.SubmitJob(pb.SubmitJobRequest(job=big, client_id="huge-1"), metadata=auth("team-a"))
+            assert answer.created and answer.job.id and not answer.job.HasField("spec")
+            listed = stub.ListJobs(pb.ListJobsRequest(), metadata=auth("team-a")).jobs
+            assert [j.id for j in listed] == [answer.job.id] and not listed[0].HasField("spec")
+        # A client that takes the broker's 32 MiB (szb does) reads the whole spec with GetJob.
+        wide_open = [("grpc.max_receive_message_length", 1 << 25)]
+        with grpc.insecure_channel(broker.address, options=wide_open) as wide:
+            whole = broker_service_pb2_grpc.BrokerServiceStub(wide).GetJob(
+                pb.GetJobRequest(id=answer.job.id), metadata=auth("team-a")).job
+            assert whole.spec.env["PAYLOAD"] == big.env["PAYLOAD"]
+    finally:
+        broker.stop()
