@@ -68,6 +68,10 @@ def explain_now(
     if projected is not None:
         decision = planner.waits.explained(decision, snap, tenant, store, standing.position, projected)
     decision = _fair_share(planner, spec, tenant, standing, decision, snap)
+    if decision.action == Action.WAIT and (never := planner.admit(asked, tenant, snap.now)):
+        # (as submission refuses it: on the catalog's offers, whatever is blocked or sick now)
+        return replace(decision, action=Action.REJECT, burst=False,
+                       reasons=(*never, "submitted, it is refused with FAILED_PRECONDITION"))
     missed = deadline_missed(asked, snap.now) if decision.action == Action.WAIT else None
     if missed is not None:  # the dispatcher fails a waiting job it can no longer finish in time
         return replace(decision, action=Action.REJECT, reasons=(missed, *decision.reasons))

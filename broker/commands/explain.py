@@ -21,6 +21,7 @@ from broker.api import broker_service_pb2 as pb
 from broker.burst import BurstInputs, decide
 from broker.burst.money import TenantMoney, tenant_money
 from broker.burst.projection import minutes
+from broker.burst.spot import refused_spot_only
 from broker.client import ClientError
 from broker.commands._connect import add_connection_args, client_for
 from broker.commands._console import Console
@@ -94,7 +95,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     balances = tenant_money(policy, tenant, (), now=now).voucher_balances
     inputs = BurstInputs(now=now, queued_since=now, money=TenantMoney(voucher_balances=balances),
                          no_images=static_no_images(policy))
-    decision = decide(job, TenantId(tenant), offers, policy, inputs)
+    decision = refused_spot_only(decide(job, TenantId(tenant), offers, policy, inputs), job, policy)
     body = explain_json(decision, job, policy)
     body["tenant"] = tenant
     return _show(body, args, job=job.name, nodes=job.resources.nodes)

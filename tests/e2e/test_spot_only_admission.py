@@ -8,6 +8,9 @@ not of the moment, and nothing would ever place it (`give_up_after` counts attem
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -15,7 +18,7 @@ import pytest
 from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
-from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.api import broker_service_pb2_grpc, job_pb2, placement_pb2
 from tests.e2e.aws_nowhere import CATALOG_ONLY, aws_nowhere
 from tests.e2e.conftest import auth
 
@@ -52,5 +55,24 @@ def test_a_spot_only_job_over_the_restart_limit_is_refused_at_submit(tmp_path: P
             # A short job needs no checkpoint: 0.05 expected restarts.
             short = stub.SubmitJob(pb.SubmitJobRequest(job=_job(1, None)), metadata=auth("team-a")).job
             assert short.id
+            # Explain says so too (a review: "wait ... no cloud offer is usable now"), live ...
+            asked = pb.ExplainPlacementRequest(job=_job(40, None))
+            told = stub.ExplainPlacement(asked, metadata=auth("team-a")).explanation.decision
+            assert told.action == placement_pb2.DECISION_ACTION_REJECT, told
+            assert any("spot expects" in r for r in told.reasons), told
+            kept_told = stub.ExplainPlacement(pb.ExplainPlacementRequest(job=_job(40, 600)),
+                                              metadata=auth("team-a")).explanation.decision
+            assert kept_told.action != placement_pb2.DECISION_ACTION_REJECT, kept_told
     finally:
         broker.stop()
+    # ... and offline, on the same policy file.
+    (tmp_path / "long.yaml").write_text(
+        "name: long-spot\ncommand: ['true']\nruntime_estimate: 40h\nspot: required\n"
+        "resources: {accelerators: {count: 1, any_of: [A10G]}}\n"
+    )
+    offline = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "explain", "long.yaml", "--policy", "policy.yaml",
+         "--tenant", "team-a", "-o", "json"], cwd=tmp_path, capture_output=True, text=True,
+    )
+    decision = json.loads(offline.stdout)["decision"]
+    assert decision["action"] == "reject" and "spot expects" in decision["reasons"][0], decision
