@@ -148,8 +148,8 @@ def _spot_key(d: object) -> str:
 
 
 def test_when_no_offer_is_usable_every_allowed_offer_says_why(tmp_path: Path) -> None:
-    """`spot: required` over the restart limit: the job waits with no usable offer (its reasons
-    name only the first five refusals); every allowed spot offer in the table still says why."""
+    """`spot: required` over the restart limit: no offer is usable, and none ever will be, so the
+    job is rejected (as submission refuses it); every allowed spot offer in the table says why."""
     spec = tmp_path / "required.yaml"
     spec.write_text(
         "name: long-train\ncommand: [python, train.py]\nresources: {accelerators: {count: 1, any_of: [T4]}}\n"
@@ -158,7 +158,7 @@ def test_when_no_offer_is_usable_every_allowed_offer_says_why(tmp_path: Path) ->
     run = [sys.executable, "-m", "broker.cli", "explain", str(spec), "--policy", "configs/policy.yaml",
            "--tenant", "pku-nlp", "-o", "json"]
     body = json.loads(subprocess.run(run, cwd=ROOT, capture_output=True, text=True).stdout)
-    assert body["decision"]["action"] == "wait" and body["chosen"] is None, body["decision"]
+    assert body["decision"]["action"] == "reject" and body["chosen"] is None, body["decision"]
     allowed = [o for o in body["offers"] if o["allowed"]]
     assert len(allowed) > 5 and all(o["spot"] for o in allowed), allowed
     for o in allowed:
