@@ -19,6 +19,7 @@ from broker.burst.money import BEIJING, Charge, month_of, monthly_budget, settle
 from broker.burst.provisioning import LaunchTimes
 from broker.burst.snapshot import partition_key
 from broker.model import Offer, SiteId
+from broker.offline_images import static_no_images
 from broker.placement import prepare_offers
 from broker.policy import Policy
 from broker.policy.offers import static_offers
@@ -113,6 +114,8 @@ class OfferBook:
         prices: Mapping[str, tuple[float, str]] | None = None,
     ):
         self.policy = policy
+        self.no_images = static_no_images(policy)
+        """Sites that run no container image (a local site...), as the live adapters say."""
         self.static = static_offers(policy, read_at=EPOCH)
         if prices:  # recorded prices (offer key -> price per hour, currency) replace the catalog's
             self.static = [

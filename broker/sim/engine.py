@@ -257,6 +257,7 @@ class Engine:
             capacity=self.book.capacity(self.t),
             routes=self.clouds.states(self.t, now),
             blocked=self.blocklist.keys(),
+            no_images=self.book.no_images,
         )
         for j in batch:
             st = self.state[j]
