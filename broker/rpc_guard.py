@@ -116,8 +116,11 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 if isinstance(request, _Undecodable):
                     await abort_with(context, self._reject(method, request))
-                answer = inner(request, context)
-                return await answer if inspect.isawaitable(answer) else answer
+                try:
+                    answer = inner(request, context)
+                    return await answer if inspect.isawaitable(answer) else answer
+                except NotImplementedError:  # (a generated base class: grpc logged a traceback each time)
+                    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented here")
 
             return grpc.unary_unary_rpc_method_handler(
                 unary, request_deserializer=deserializer, response_serializer=handler.response_serializer
