@@ -104,8 +104,7 @@ class RpcViews:
         tenant = self._viewed_tenant(caller, named)
         snap = await self.dispatcher.current_snapshot()
         decision = explain_now(self.planner, spec, tenant, snap, self.store)
-        body = explain_json(decision, spec, self.planner.policy, tenant)
-        return explanation_to_proto({**body, "tenant": tenant})
+        return explanation_to_proto({**explain_json(decision, spec, self.planner.policy), "tenant": tenant})
 
     async def offers_proto(
         self, caller: Principal, request: broker_service_pb2.ListOffersRequest

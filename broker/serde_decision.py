@@ -13,13 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from broker.api import placement_pb2
-from broker.burst.cloud import spot_risk_cost
 from broker.burst.spot import checkpoint_h, interruption_rate, offer_outlook, restarts_text, spot_refusal
 from broker.decision import Decision, DecisionFacts
 from broker.durations import format_duration
 from broker.model import JobSpec, Offer
 from broker.placement import HARDWARE_PREFIX, Explanation, ScoredOffer, rejection_counts
-from broker.placement.cost import best_voucher
 from broker.policy import Policy
 from broker.serde import decision_from_proto, decision_to_proto
 
@@ -114,7 +112,7 @@ def facts_from_proto(msg: placement_pb2.Decision) -> DecisionFacts:
 
 
 def explain_json(
-    decision: Decision, spec: JobSpec | None = None, policy: Policy | None = None, tenant: str = ""
+    decision: Decision, spec: JobSpec | None = None, policy: Policy | None = None
 ) -> dict[str, Any]:
     """The explanation as the decision sees it: `chosen` is the decision's offer (run, burst
     or wait there), offers are listed decision first, then allowed, then rejected with the
@@ -131,15 +129,13 @@ def explain_json(
         picked = None
         if decision.offer is not None:
             picked = next((s for s in expl.offers if s.offer.key == decision.offer.key), None)
-        risks = _spot_risks(expl, spec, policy, tenant)
         ordered = sorted(
             expl.offers,
-            key=lambda s: (s is not picked, not s.allowed, _is_misfit(s), s.score + risks.get(id(s), 0.0)
-                           if s.allowed else 0.0),
+            key=lambda s: (s is not picked, not s.allowed, _is_misfit(s)),
         )
-        body["chosen"] = _priced(expl, picked, risks) if picked is not None else None
+        body["chosen"] = expl.offer_json(picked) if picked is not None else None
         body["offers"] = [
-            _with_passed_over(_priced(expl, s, risks), s, picked, decision, spec, policy) for s in ordered
+            _with_passed_over(expl.offer_json(s), s, picked, decision, spec, policy) for s in ordered
         ]
         body["rejections"] = [
             {"rule": rule, "offers": n, "message": message} for rule, n, message in rejection_counts(expl)
@@ -154,35 +150,6 @@ def explain_json(
     if spec is not None and policy is not None:
         body["decision"].update(spot_data(decision, spec, policy))
     return body
-
-
-def _spot_risks(
-    expl: Explanation, spec: JobSpec | None, policy: Policy | None, tenant: str
-) -> dict[int, float]:
-    """id(allowed spot offer) -> what its expected interruptions add to its score, as the burst
-    decision ranks it (`spot_risk_cost`, the tenant's voucher at its policy balance)."""
-    if spec is None or policy is None:
-        return {}
-    owner = policy.tenant(tenant) if tenant else None
-    out = {}
-    for s in expl.offers:
-        if s.allowed and s.offer.spot:
-            out[id(s)] = spot_risk_cost(spec, s, policy, best_voucher(owner, s.offer.site, None))
-    return out
-
-
-def _priced(expl: Explanation, s: ScoredOffer, risks: dict[int, float]) -> dict[str, Any]:
-    """`offer_json`, a spot offer's score and terms with its expected interruptions (the table's
-    score is the expected cost; placement's own score prices spot as never interrupted)."""
-    row = expl.offer_json(s)
-    risk = risks.get(id(s))
-    if risk is not None and row.get("score") is not None:
-        if math.isfinite(risk):
-            row["terms"]["spot_risk"] = round(risk, 4)
-            row["score"] = round(s.score + risk, 4)
-        else:  # it never completes there
-            row["score"] = None
-    return row
 
 
 def spot_data(decision: Decision, spec: JobSpec, policy: Policy) -> dict[str, Any]:

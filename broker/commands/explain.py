@@ -96,7 +96,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     inputs = BurstInputs(now=now, queued_since=now, money=TenantMoney(voucher_balances=balances),
                          no_images=static_no_images(policy))
     decision = refused_spot_only(decide(job, TenantId(tenant), offers, policy, inputs), job, policy)
-    body = explain_json(decision, job, policy, tenant)
+    body = explain_json(decision, job, policy)
     body["tenant"] = tenant
     return _show(body, args, job=job.name, nodes=job.resources.nodes)
 
