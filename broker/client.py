@@ -90,18 +90,23 @@ class BrokerClient:
         try:
             if len(requests) == 1:
                 one = self.stub.SubmitJob(requests[0], metadata=self.metadata, timeout=self.timeout)
-                if one.created and not one.job.HasField("spec"):  # (left out of a large answer)
-                    one.job.spec.CopyFrom(requests[0].job)
-                return [one]
+                return [self._with_spec(one, requests[0])]
             resp = self.stub.SubmitJobs(
                 pb.SubmitJobsRequest(requests=requests), metadata=self.metadata, timeout=self.timeout
             )
             for answer, asked in zip(resp.responses, requests, strict=True):
-                if answer.created and not answer.job.HasField("spec"):  # left out of a large answer
-                    answer.job.spec.CopyFrom(asked.job)
+                self._with_spec(answer, asked)
             return list(resp.responses)
         except grpc.RpcError as err:
             raise describe_rpc_error(err) from err
+
+    def _with_spec(self, answer: pb.SubmitJobResponse, asked: pb.SubmitJobRequest) -> pb.SubmitJobResponse:
+        """`answer` with its job's spec where a large answer left it out: the one sent for a job it
+        created, the stored one (GetJob) for one its client id already named."""
+        if not answer.job.HasField("spec"):
+            spec = asked.job if answer.created else self.get(answer.job.id).job.spec
+            answer.job.spec.CopyFrom(spec)
+        return answer
 
     def get(self, job_id: str) -> pb.GetJobResponse:
         try:

@@ -233,7 +233,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         try:
             job = await self.services.cancel(self._principal(context), _job_id(request.id))
             details = self.services.details(job)
-            return broker_service_pb2.CancelJobResponse(job=job_to_proto(job, None, details))
+            return broker_service_pb2.CancelJobResponse(job=within_answer(job_to_proto(job, None, details)))
         except Exception as exc:
             await abort_with(context, exc)
 

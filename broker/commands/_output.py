@@ -56,6 +56,14 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
+def _asked(job: job_pb2.Job) -> tuple[str, str]:
+    """A job's name and the accelerators it asks for, as a list shows them."""
+    if not job.HasField("spec"):  # too large for a list's answer (szb get ID shows it)
+        return "(spec too large: szb get)", "?"
+    acc = job.spec.resources.accelerators
+    return job.spec.name, f"{acc.count}x{'|'.join(acc.any_of) or 'any'}" if acc.count else "-"
+
+
 def print_jobs(
     jobs: Iterable[job_pb2.Job], console: Console, *, wide: bool = False, whole_reason: bool = False
 ) -> None:
@@ -73,10 +81,9 @@ def print_jobs(
     states: list[JobState] = []
     for job in jobs:
         state = state_from_proto(job.state)
-        acc = job.spec.resources.accelerators
         placed = f"{job.accelerator_count}x{job.accelerator}" if job.accelerator else ""
-        wanted = f"{acc.count}x{'|'.join(acc.any_of) or 'any'}" if acc.count else "-"
-        row = [job.id, *([job.tenant] if tenants else []), job.spec.name, state.value, job.site or "-",
+        name, wanted = _asked(job)
+        row = [job.id, *([job.tenant] if tenants else []), name, state.value, job.site or "-",
                placed or wanted]
         if wide:
             row += [

@@ -21,8 +21,9 @@ from grpc_status import rpc_status
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.client import BrokerClient
 from tests.brokerproc import BrokerProcess
-from tests.e2e.conftest import auth, write_broker_config
+from tests.e2e.conftest import TOKENS, auth, write_broker_config
 
 SUBMIT = "/shangzhuang.broker.v1.BrokerService/SubmitJob"
 WATCH = "/shangzhuang.broker.v1.BrokerService/WatchJob"
@@ -429,6 +430,13 @@ def test_a_spec_larger_than_a_default_clients_limit_is_answered_without_it(tmp_p
             assert answer.created and answer.job.id and not answer.job.HasField("spec")
             listed = stub.ListJobs(pb.ListJobsRequest(), metadata=auth("team-a")).jobs
             assert [j.id for j in listed] == [answer.job.id] and not listed[0].HasField("spec")
+            # szb's client fills in the spec: the one it sent, or the stored one for a client id
+            # that already names a job (its name was printed blank).
+            with BrokerClient(broker.address, TOKENS["team-a"]) as client:
+                [again] = client.submit([pb.SubmitJobRequest(job=big, client_id="huge-1")])
+            assert not again.created and again.job.spec.name == "huge"
+            cancelled = stub.CancelJob(pb.CancelJobRequest(id=answer.job.id), metadata=auth("team-a")).job
+            assert cancelled.id == answer.job.id and not cancelled.HasField("spec")
         # A client that takes the broker's 32 MiB (szb does) reads the whole spec with GetJob.
         wide_open = [("grpc.max_receive_message_length", 1 << 25)]
         with grpc.insecure_channel(broker.address, options=wide_open) as wide:
