@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from broker.burst.routes import RouteState
-from broker.decision import Action, Decision
 from broker.durations import format_duration
 from broker.model import JobSpec, Offer, SiteId
 from broker.policy import Policy
@@ -139,14 +138,3 @@ def spot_never(spec: JobSpec, allowed: Sequence[Offer], policy: Policy) -> list[
     refusals = [spot_refusal(spec, o, policy, slack_h=None) for o in allowed]
     return [] if any(r is None for r in refusals) else [f"spot: {r}" for r in refusals if r][:10]
 
-
-def refused_spot_only(decision: Decision, spec: JobSpec, policy: Policy) -> Decision:
-    """`decision`, or a REJECT saying why when it waits for allowed offers that are all spot over
-    the restart limit: submission refuses such a job (`spot_never`), and explain says so too."""
-    if decision.action != Action.WAIT or decision.explanation is None:
-        return decision
-    never = spot_never(spec, [s.offer for s in decision.explanation.unranked], policy)
-    if not never:
-        return decision
-    return replace(decision, action=Action.REJECT, burst=False,
-                   reasons=(*never, "submitted, it is refused with FAILED_PRECONDITION"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,17 +22,20 @@ from broker.api import broker_service_pb2 as pb
 from broker.burst import BurstInputs, decide
 from broker.burst.money import TenantMoney, tenant_money
 from broker.burst.projection import minutes
-from broker.burst.spot import refused_spot_only
+from broker.burst.spot import spot_never
 from broker.client import ClientError
 from broker.commands._connect import add_connection_args, client_for
 from broker.commands._console import Console
+from broker.decision import Action, Decision
 from broker.fairshare import priority_refusal
+from broker.fairshare.book import units_of
 from broker.jobfile import JobFileError, load_job_file
 from broker.model import JobSpec, TenantId
 from broker.offline_images import static_no_images
 from broker.placement.names import unknown_accelerators
 from broker.policy import Policy, PolicyError, load_policy
 from broker.policy.offers import static_offers
+from broker.quota_bar import never_admitted
 from broker.serde import explanation_from_proto, spec_to_proto
 from broker.serde_decision import explain_json, spot_outlook_text
 from broker.validation import did_you_mean
@@ -95,10 +99,25 @@ def cmd_explain(args: argparse.Namespace) -> int:
     balances = tenant_money(policy, tenant, (), now=now).voucher_balances
     inputs = BurstInputs(now=now, queued_since=now, money=TenantMoney(voucher_balances=balances),
                          no_images=static_no_images(policy))
-    decision = refused_spot_only(decide(job, TenantId(tenant), offers, policy, inputs), job, policy)
+    decision = _as_submission(decide(job, TenantId(tenant), offers, policy, inputs), job, policy, tenant)
     body = explain_json(decision, job, policy)
     body["tenant"] = tenant
     return _show(body, args, job=job.name, nodes=job.resources.nodes)
+
+
+def _as_submission(decision: Decision, job: JobSpec, policy: Policy, tenant: str) -> Decision:
+    """`decision`, or a REJECT with the reasons where submission would refuse the job on the
+    policy's catalog (`Planner.admit` live): no quota ever admits it, or only spot over the
+    restart limit could run it."""
+    if decision.action == Action.REJECT or decision.explanation is None:
+        return decision
+    allowed = [s.offer for s in decision.explanation.unranked]
+    never = (never_admitted(policy, tenant, units_of(job), allowed) or spot_never(job, allowed, policy)
+             ) if allowed else []
+    if not never:
+        return decision
+    return replace(decision, action=Action.REJECT, burst=False,
+                   reasons=(*never, "submitted, it is refused with FAILED_PRECONDITION"))
 
 
 def _not_admitted(policy: Policy, tenant: str, job: JobSpec) -> str | None:

@@ -9,6 +9,7 @@ directly, not images).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,25 @@ def test_an_image_job_is_refused_on_the_local_site_offline_as_live(tmp_path: Pat
     assert tested.returncode == 1, tested.stdout + tested.stderr
     assert "FAIL" in tested.stdout and "image job runs locally" in tested.stdout, tested.stdout
     assert "PASS" in tested.stdout and "the same without an image" in tested.stdout, tested.stdout
+
+
+def test_offline_explain_rejects_what_no_quota_ever_admits(tmp_path: Path) -> None:
+    """Review: offline `szb explain` said "run" for a job submission refuses (its tenant may not
+    borrow, and its quota is below what the job needs): it checked only the spot restart limit."""
+    text = (ROOT / "configs" / "policy.yaml").read_text()
+    text = text.replace("accelerators: accelerators.yaml\nregimes: regimes.yaml\n", "")
+    narrowed = text.replace("quota: {shangzhuang-onprem/ascend: 128}",
+                            "quota: {shangzhuang-onprem/ascend: 4}\n      may_borrow: false")
+    assert narrowed != text
+    (tmp_path / "policy.yaml").write_text(narrowed)
+    shutil.copytree(ROOT / "configs" / "catalog", tmp_path / "catalog")
+    (tmp_path / "big.yaml").write_text(
+        "name: ascend-big\ncommand: [python, train.py]\nruntime_estimate: 2h\n"
+        "resources: {accelerators: {count: 8, any_of: [Ascend910B]}}\n"
+    )
+    out = _szb("explain", "big.yaml", "--policy", "policy.yaml", "--tenant", "casia", "-o", "json",
+               cwd=tmp_path)
+    assert out.stdout, out.stderr
+    decision = json.loads(out.stdout)["decision"]
+    assert decision["action"] == "reject", decision
+    assert any("quota" in r for r in decision["reasons"]), decision["reasons"]
