@@ -15,12 +15,14 @@ from broker.model import SiteId
 from broker.policy import Policy
 
 
-def static_no_images(policy: Policy) -> dict[SiteId, str]:
-    """Each site of `policy` that cannot run a container image by its policy entry, with why."""
+def static_no_images(policy: Policy, *, unsure: bool = True) -> dict[SiteId, str]:
+    """Each site of `policy` that cannot run a container image by its policy entry, with why;
+    without `unsure`, only those sure not to (a local site: a Slurm site's runtime may be set in
+    broker.yaml, and a replay of history must not refuse image jobs that ran there)."""
     out: dict[SiteId, str] = {}
     for site in policy.sites:
         if site.adapter == "local":
             out[SiteId(site.id)] = NO_IMAGES
-        elif site.adapter == "slurm" and not site.adapter_config.get("container_runtime"):
+        elif unsure and site.adapter == "slurm" and not site.adapter_config.get("container_runtime"):
             out[SiteId(site.id)] = f"{NO_RUNTIME} (in the policy; broker.yaml's sites: are not read offline)"
     return out

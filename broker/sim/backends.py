@@ -114,8 +114,8 @@ class OfferBook:
         prices: Mapping[str, tuple[float, str]] | None = None,
     ):
         self.policy = policy
-        self.no_images = static_no_images(policy)
-        """Sites that run no container image (a local site...), as the live adapters say."""
+        self.no_images = static_no_images(policy, unsure=False)
+        """Sites that run no container image (a local site), as the live adapters say."""
         self.static = static_offers(policy, read_at=EPOCH)
         if prices:  # recorded prices (offer key -> price per hour, currency) replace the catalog's
             self.static = [
