@@ -76,7 +76,8 @@ def check_sites(
             if not (base / site.catalog.file).is_file():
                 at(
                     ["sites", i, "catalog", "file"],
-                    f"sites.{i}.catalog.file: file not found: {base / site.catalog.file}",
+                    f"sites.{i}.catalog.file: file not found: {base / site.catalog.file} (relative to the "
+                    "policy's folder: a copy of the policy saved elsewhere needs the catalog beside it)",
                 )
     return site_ids
 
