@@ -21,7 +21,7 @@ from broker.fairshare.holds import claimed_meanwhile
 from broker.fairshare.order import Standing
 from broker.model import JobSpec, TenantId
 from broker.planning import Planner
-from broker.quota_bar import bar_onprem, quota_reason, waiting_for_quota
+from broker.quota_bar import bar_onprem, quota_reason, refused_at_submit, waiting_for_quota
 from broker.store import JobStore
 from broker.swap_live import swapped
 
@@ -70,8 +70,7 @@ def explain_now(
     decision = _fair_share(planner, spec, tenant, standing, decision, snap)
     if decision.action == Action.WAIT and (never := planner.admit(asked, tenant, snap.now)):
         # (as submission refuses it: on the catalog's offers, whatever is blocked or sick now)
-        return replace(decision, action=Action.REJECT, burst=False,
-                       reasons=(*never, "submitted, it is refused with FAILED_PRECONDITION"))
+        return refused_at_submit(decision, never)
     missed = deadline_missed(asked, snap.now) if decision.action == Action.WAIT else None
     if missed is not None:  # the dispatcher fails a waiting job it can no longer finish in time
         return replace(decision, action=Action.REJECT, reasons=(missed, *decision.reasons))

@@ -19,7 +19,7 @@ from adapters.base import Adapter, AdapterError, Capability, supports
 from broker.burst import BurstInputs, TenantMoney, is_onprem, route_states
 from broker.burst.provisioning import ProvisioningTimes
 from broker.burst.snapshot import PassSnapshot, partition_key
-from broker.burst.spot import ADMISSION_FIELDS, spot_never
+from broker.burst.spot import ADMISSION_FIELDS
 from broker.burst.step import build_inputs, decide_in_pass
 from broker.clock import Clock
 from broker.config import BrokerConfig
@@ -43,7 +43,7 @@ from broker.placement._env import Env
 from broker.placement.names import unknown_accelerators
 from broker.placement.refusal import refusal_summary
 from broker.policy import Policy, PolicyWatcher
-from broker.quota_bar import bar_onprem, never_admitted, waiting_for_quota
+from broker.quota_bar import bar_onprem, never_runs, waiting_for_quota
 from broker.sitereport import SiteReport
 from broker.store import JobStore
 from broker.validation import FieldViolation
@@ -350,8 +350,7 @@ class Planner:
             return cached
         expl = place(spec, tenant, self.catalog_offers(), policy, ctx)
         allowed = [s.offer for s in expl.unranked]  # all of them where no quota or spot limit ever admits it
-        reasons = (never_admitted(policy, tenant, units_of(spec), allowed)
-                   or spot_never(spec, allowed, policy)) if allowed else [
+        reasons = never_runs(policy, tenant, spec, allowed) if allowed else [
             f"{r.rule}: {r.message}" for r in refusal_summary(expl, spec, tenant, policy, ctx)[:10]
         ] or ["no offers"]
         if len(self._admitted) > 10_000:

@@ -7,13 +7,15 @@ they wait for the same thing and say so in the same words.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from broker.burst import is_onprem
+from broker.burst.spot import spot_never
 from broker.decision import Action, Decision
 from broker.fairshare import resolve_share
-from broker.model import Offer
+from broker.fairshare.book import units_of
+from broker.model import JobSpec, Offer
 from broker.policy import Policy
 
 
@@ -72,3 +74,16 @@ def _no_borrow(policy: Policy, tenant: str, units: int, partition: str) -> str:
 def quota_reason(policy: Policy, tenant: str, units: int, partition: str) -> str:
     """Why a job of a tenant that may not borrow waits while on-prem capacity is idle."""
     return f"{_no_borrow(policy, tenant, units, partition)}; waiting for its quota"
+
+
+def never_runs(policy: Policy, tenant: str, spec: JobSpec, allowed: Sequence[Offer]) -> list[str]:
+    """Why a job the placement allows `allowed` offers can never run (empty when it can): no quota
+    ever admits it, or only spot offers over the restart limit could run it. Submission refuses
+    such a job; explain, live and offline, rejects it the same way (`refused_at_submit`)."""
+    return never_admitted(policy, tenant, units_of(spec), allowed) or spot_never(spec, allowed, policy)
+
+
+def refused_at_submit(decision: Decision, reasons: Sequence[str]) -> Decision:
+    """`decision` as explain says it for a job submission refuses for `reasons`."""
+    return replace(decision, action=Action.REJECT, burst=False,
+                   reasons=(*reasons, "submitted, it is refused with FAILED_PRECONDITION"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,20 +21,18 @@ from broker.api import broker_service_pb2 as pb
 from broker.burst import BurstInputs, decide
 from broker.burst.money import TenantMoney, tenant_money
 from broker.burst.projection import minutes
-from broker.burst.spot import spot_never
 from broker.client import ClientError
 from broker.commands._connect import add_connection_args, client_for
 from broker.commands._console import Console
 from broker.decision import Action, Decision
 from broker.fairshare import priority_refusal
-from broker.fairshare.book import units_of
 from broker.jobfile import JobFileError, load_job_file
 from broker.model import JobSpec, TenantId
 from broker.offline_images import static_no_images
 from broker.placement.names import unknown_accelerators
 from broker.policy import Policy, PolicyError, load_policy
 from broker.policy.offers import static_offers
-from broker.quota_bar import never_admitted
+from broker.quota_bar import never_runs, refused_at_submit
 from broker.serde import explanation_from_proto, spec_to_proto
 from broker.serde_decision import explain_json, spot_outlook_text
 from broker.validation import did_you_mean
@@ -106,18 +103,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _as_submission(decision: Decision, job: JobSpec, policy: Policy, tenant: str) -> Decision:
-    """`decision`, or a REJECT with the reasons where submission would refuse the job on the
-    policy's catalog (`Planner.admit` live): no quota ever admits it, or only spot over the
-    restart limit could run it."""
+    """`decision`, or a REJECT where submission would refuse the job on the policy's catalog."""
     if decision.action == Action.REJECT or decision.explanation is None:
         return decision
     allowed = [s.offer for s in decision.explanation.unranked]
-    never = (never_admitted(policy, tenant, units_of(job), allowed) or spot_never(job, allowed, policy)
-             ) if allowed else []
-    if not never:
-        return decision
-    return replace(decision, action=Action.REJECT, burst=False,
-                   reasons=(*never, "submitted, it is refused with FAILED_PRECONDITION"))
+    never = never_runs(policy, tenant, job, allowed) if allowed else []
+    return refused_at_submit(decision, never) if never else decision
 
 
 def _not_admitted(policy: Policy, tenant: str, job: JobSpec) -> str | None:
