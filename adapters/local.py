@@ -182,6 +182,7 @@ class LocalAdapter:
     def capacity(self, now: datetime) -> CapacitySnapshot:
         with self._lock:
             used, cpus_used, live = self._in_use()
+            holding = tuple(self._live)  # `_in_use` dropped the ended ones
         parts = []
         for name, total in sorted(self.inventory.items()):
             hours_left = sum(
@@ -189,15 +190,9 @@ class LocalAdapter:
                 for m in live
                 if m.get("accelerator") == name
             )
-            parts.append(
-                PartitionCapacity(
-                    name=name,
-                    accelerator=name,
-                    total=total,
-                    free=max(0, total - len(used[name])),
-                    running_accelerator_hours_left=hours_left,
-                )
-            )
+            parts.append(PartitionCapacity(name=name, accelerator=name, total=total,
+                                           free=max(0, total - len(used[name])),
+                                           running_accelerator_hours_left=hours_left))
         # The CPU pool's units are CPUs: CPU-hours its jobs have left (their estimates) give the
         # wait a new CPU job expects there, as accelerator-hours do for the partitions above.
         cpu_hours_left = sum(
@@ -214,7 +209,8 @@ class LocalAdapter:
                 running_accelerator_hours_left=cpu_hours_left,
             )
         )
-        return CapacitySnapshot(site=self.site, taken_at=now, partitions=tuple(parts))
+        return CapacitySnapshot(site=self.site, taken_at=now, partitions=tuple(parts), started=holding,
+                                started_complete=True)
 
     def offers(self, now: datetime) -> Sequence[Offer]:
         snap = self.capacity(now)

@@ -161,7 +161,10 @@ class Reclaimer:
         # `others`): counting them again kept a second owner's job off the unit reclaimed for it.
         others = snap.claimed_by_others(key, units)
         mine = [s for s in booked if s.for_job not in snap.running_jobs]
-        held = sum(s.units for s in mine if s.stopped) + sum(s.beside for s in mine)
+        # A victim whose backend no longer runs it reads free before a status poll says it stopped:
+        # another job took its units in that second, and the owner's job preempted more.
+        held = sum(s.units for s in mine if s.stopped or s.attempt_id in snap.ended)
+        held += sum(s.beside for s in mine)
         if offer.free - others - held >= units:
             return None
         snap.claimed[key] = others  # it waits: its own units are not claimed

@@ -276,6 +276,9 @@ class CapacitySnapshot(_Frozen):
     started: tuple[str, ...] = ()
     """Backend ids of this broker's jobs the backend runs, as read (when it says): a status poll
     may not have seen them start yet, and reclaim must not take them for work queued there."""
+    started_complete: bool = False
+    """`started` names every job of this broker's that holds units here: one not in it has ended
+    as far as `free` goes, before a status poll says so (Slurm: a completing job may hold units)."""
 
     def partition_for(self, accelerator: str | None) -> PartitionCapacity | None:
         for part in self.partitions:

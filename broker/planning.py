@@ -28,7 +28,7 @@ from broker.dispatch.contract import FailoverPlan, failover_plan
 from broker.dispatch.failover import NextStep
 from broker.dispatch.health import SiteHealth
 from broker.dispatch.launch_history import read_launch_times
-from broker.dispatch.offers import OfferReading, OfferSource, started_attempts
+from broker.dispatch.offers import OfferReading, OfferSource, ended_attempts, started_attempts
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.tenant_gone import kept_while_undeclared
 from broker.dispatch.waits import LiveWaits
@@ -202,6 +202,7 @@ class Planner:
             unhealthy=self.health.unhealthy_now(), no_images=self.offers.no_images(),
         )
         snap.started = started_attempts(reading, live)
+        snap.ended = ended_attempts(reading, live)
         for attempt in live:
             # Launches still in flight are not in the adapter's capacity yet.
             if (

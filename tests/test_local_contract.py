@@ -53,3 +53,32 @@ def test_a_shrunk_partition_counts_slots_held_beyond_its_new_size(tmp_path: Path
     finally:
         for i, backend_id in enumerate(started):
             adapter.cancel(backend_id, f"tok-{i}")
+
+
+def test_capacity_names_every_job_holding_units_and_not_one_that_ended(tmp_path: Path) -> None:
+    """Reclaim keeps other jobs off a victim's units from the reading that shows them free, not
+    from the status poll after it (`broker.dispatch.offers.ended_attempts`): the reading must say
+    which jobs still hold units, and that it names them all."""
+    from broker.dispatch.offers import OfferReading, ended_attempts
+    from broker.model import Attempt, AttemptState, JobId
+
+    adapter = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "data"), "accelerators": {"A800": 2}})
+    offer = next(o for o in adapter.offers(NOW) if o.accelerator == "A800")
+    ids = [adapter.submit(default_request(offer, f"tok-{i}")) for i in range(2)]
+    try:
+        snap = adapter.capacity(NOW)
+        assert snap.started_complete and sorted(snap.started) == sorted(ids)
+        adapter.cancel(ids[0], "tok-0")
+        snap = adapter.capacity(NOW)
+        assert snap.started == (ids[1],) and [p.free for p in snap.partitions if p.accelerator] == [1]
+        reading = OfferReading([], started=frozenset(("local", b) for b in snap.started),
+                               started_complete=frozenset({"local"}))
+        live = [Attempt(id=f"att-{i}", job_id=JobId(f"job-{i}"), site=SiteId("local"), offer=offer,
+                        token=f"tok-{i}", state=AttemptState.RUNNING, backend_id=b, created_at=NOW,
+                        updated_at=NOW, number=1)
+                for i, b in enumerate(ids)]
+        assert ended_attempts(reading, live) == {"att-0"}  # still RUNNING in the store
+        # A site whose reading does not name all it runs (Slurm) says nothing ended.
+        assert ended_attempts(OfferReading([]), live) == frozenset()
+    finally:
+        adapter.cancel(ids[1], "tok-1")

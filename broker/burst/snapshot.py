@@ -42,6 +42,9 @@ class PassSnapshot:
     started: frozenset[str] = frozenset()
     """Attempts pending in the store that their backend already runs (a poll has yet to say):
     they hold their units."""
+    ended: frozenset[str] = frozenset()
+    """Attempts live in the store that their backend no longer runs (a poll has yet to say):
+    their units read free (`broker.dispatch.offers.ended_attempts`)."""
     claimed: dict[str, int] = field(default_factory=dict)
     running_jobs: set[str] = field(default_factory=set)
     """Jobs this pass decided to run on-prem: units booked to them by reclaim are in `claimed` now."""

@@ -42,6 +42,9 @@ class OfferReading:
     started: frozenset[tuple[str, str]] = frozenset()
     """(site, backend id) of the broker's jobs the on-prem backends said they run
     (`CapacitySnapshot.started`)."""
+    started_complete: frozenset[str] = frozenset()
+    """Sites whose `started` names every job of the broker's holding units there
+    (`CapacitySnapshot.started_complete`)."""
 
 
 class OfferSource:
@@ -134,7 +137,8 @@ class OfferSource:
             return OfferReading([*kept, *adopted.offers], dict(adopted.totals), adopted.read_at)
         out, totals = _with_capacity(offers, capacity)
         started = frozenset((site, b) for site, snap in capacity.items() for b in snap.started)
-        return OfferReading(out, totals, now, started)
+        complete = frozenset(site for site, snap in capacity.items() if snap.started_complete)
+        return OfferReading(out, totals, now, started, complete)
 
     def _capacities(self, policy: Policy, now: datetime) -> dict[str, CapacitySnapshot]:
         """On-prem free capacity and queues per site; a site that cannot say is unhealthy."""
@@ -273,4 +277,14 @@ def started_attempts(reading: OfferReading, live: Sequence[Attempt]) -> frozense
     """The live attempts pending in the store that their backend said it runs in `reading`."""
     return frozenset(
         a.id for a in live if a.state == AttemptState.PENDING and (a.site, a.backend_id) in reading.started
+    )
+
+
+def ended_attempts(reading: OfferReading, live: Sequence[Attempt]) -> frozenset[str]:
+    """The live attempts in the store that their backend no longer runs in `reading` (a status
+    poll has yet to say): their units read free. Only sites that name all they run can say."""
+    return frozenset(
+        a.id for a in live
+        if a.site in reading.started_complete and a.backend_id is not None
+        and (a.site, a.backend_id) not in reading.started
     )

@@ -96,3 +96,15 @@ def test_a_job_this_pass_runs_still_keeps_a_queued_job_off_the_rest_of_its_units
     snap.running_jobs.add("urgent")
     kept = r.keep_off(run_on(4, 4, snap), "patient", 4, snap)
     assert kept is not None and kept.action == Action.WAIT
+
+
+def test_units_of_victims_their_backend_no_longer_runs_are_not_another_jobs() -> None:
+    """CI, two owners on the local executor: the victims' processes ended and the capacity read
+    their units free a status poll before the broker saw them stopped; the other owner's job took
+    them, and the owner they were booked to preempted two more borrowed jobs."""
+    snap = PassSnapshot(now=NOW, offers=[], ended=frozenset({"victim-attempt"}))
+    kept = reclaimer_with_booking(2).keep_off(run_on(2, 2, snap), "other-owner-job", 2, snap)
+    assert kept is not None and kept.action == Action.WAIT
+    # Still running as far as the backend says: its units are not in `free`, nothing more is held.
+    snap = PassSnapshot(now=NOW, offers=[])
+    assert reclaimer_with_booking(2).keep_off(run_on(2, 2, snap), "other-owner-job", 2, snap) is None
