@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from adapters.bootstrap import render_user_data
@@ -66,6 +70,13 @@ def test_exit_is_reported_until_acknowledged_and_kept_on_the_console_first(tmp_p
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            if self.path == "/v1/agent/log":  # output taken whole
+                reply = json.dumps({"next_offset": body["offset"] + len(base64.b64decode(body["data"]))})
+                self.send_response(200)
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply.encode())
+                return
             seen.append(body["kind"])
             # The broker is "restarting": the first two exit reports fail.
             status = 503 if body["kind"] == "exit" and seen.count("exit") <= 2 else 200
@@ -180,3 +191,68 @@ def test_the_result_line_fits_one_atomic_console_write(tmp_path: Path) -> None:
     kept = result_from_console(done.stdout.decode(), "att-1")
     assert kept is not None and kept.exit_code == 5
     assert kept.log_tail.endswith("训练" * 100)
+
+
+def agent_endpoint(log_status: Callable[[int], int]) -> tuple[ThreadingHTTPServer, list[str], bytearray]:
+    """A stand-in agent endpoint: acks every report; answers the n-th log shipment `log_status(n)`."""
+    seen: list[str] = []
+    logged = bytearray()
+
+    class Agent(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            reply: dict[str, object] = {}
+            if self.path == "/v1/agent/log":
+                seen.append(f"log@{len(logged)}")
+                status = log_status(sum(s.startswith("log") for s in seen))
+                if status == 200:
+                    del logged[body["offset"]:]
+                    logged.extend(base64.b64decode(body["data"]))
+                    reply = {"next_offset": len(logged)}
+            else:
+                seen.append(f"{body['kind']}@{len(logged)}")
+                status = 200
+            data = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Agent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen, logged
+
+
+def run_talking_to(server: ThreadingHTTPServer, command: str, tmp_path: Path) -> int:
+    req = launch(OFFER, "tok").model_copy(update={"agent_endpoint": f"127.0.0.1:{server.server_port}"})
+    req = req.model_copy(update={"spec": req.spec.model_copy(update={"command": ("sh", "-c", command)})})
+    script = render_user_data(req, heartbeat_s=1, report_backoff_max_s=1)
+    env = {**os.environ, "SZB_WORKDIR": str(tmp_path), "SZB_NO_POWEROFF": "1"}
+    try:
+        return subprocess.run(["sh", "-c", script], env=env, timeout=60, capture_output=True).returncode
+    finally:
+        server.shutdown()
+
+
+OUTPUT = "for i in $(seq 1 300); do echo line $i; done"
+
+
+def test_the_exit_report_waits_until_the_output_is_shipped(tmp_path: Path) -> None:
+    """CI: the broker came back between a failed log shipment and the exit report; the report was
+    acknowledged, the instance ended, and the output it still held was gone (the broker's ack
+    ends the instance). A shipment that fails for now is retried before the exit is reported."""
+    server, seen, logged = agent_endpoint(lambda n: 503 if n <= 3 else 200)
+    assert run_talking_to(server, OUTPUT, tmp_path) == 0
+    whole = (tmp_path / "job.log").read_bytes()
+    assert bytes(logged) == whole and whole.endswith(b"line 300\n")
+    exits = [s for s in seen if s.startswith("exit@")]
+    assert exits == [f"exit@{len(whole)}"], seen  # reported once, with every byte acknowledged
+
+
+def test_output_the_broker_refuses_for_good_does_not_hold_the_exit_report(tmp_path: Path) -> None:
+    server, seen, logged = agent_endpoint(lambda n: 403)
+    assert run_talking_to(server, OUTPUT, tmp_path) == 0
+    assert not logged and [s for s in seen if s.startswith("exit")] == ["exit@0"], seen

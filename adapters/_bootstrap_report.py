@@ -1,0 +1,155 @@
+"""The python3 snippet a cloud bootstrap runs for each report (`adapters.bootstrap`).
+
+``python3 -c "$SZB_REPORT_PY" KIND [EXIT_CODE]``: ``keep`` writes the result to files and the
+console; ``started``/``heartbeat`` report (a heartbeat ships new output first); ``exit`` ships the
+output the broker has not acknowledged, then reports until acknowledged or given up.
+"""
+
+REPORT_PY = r"""
+import base64, json, os, random, ssl, sys, time, urllib.error, urllib.request
+kind = sys.argv[1]
+rc = sys.argv[2] if len(sys.argv) > 2 else ""
+env = os.environ
+work = env["SZB_WORKDIR"]
+SHIP_HOLD_S = 120  # how long output the broker answers it cannot take holds the exit report back
+tail = ""
+if kind in ("exit", "keep"):
+    try:
+        with open(env["SZB_LOG"], "rb") as f:
+            tail = f.read()[-int(env["SZB_LOG_TAIL_BYTES"]):].decode("utf-8", "replace")
+    except OSError:
+        pass
+if kind == "keep":  # the result, kept before anyone is told: a file, then the console
+    result = json.dumps({"exit_code": int(rc), "log_tail": tail})
+    for name, text in (("exit_code", rc), ("result.json", result)):
+        with open(os.path.join(work, name + ".tmp"), "w") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(os.path.join(work, name + ".tmp"), os.path.join(work, name))
+    # Others write to the console too (the heartbeat, the kernel), maybe half a line at a time:
+    # the result goes out in one write that starts its own line and that a pipe keeps whole
+    # (PIPE_BUF, 4096 bytes on Linux), so the broker can always read it back.
+    short = tail[-int(env["SZB_CONSOLE_TAIL_BYTES"]):]
+    while True:
+        data = base64.b64encode(json.dumps({"exit_code": int(rc), "log_tail": short}).encode())
+        line = b"\nSZB-RESULT " + env["SZB_ATTEMPT_ID"].encode() + b" " + data + b"\n"
+        if len(line) <= 4096 or not short:
+            break
+        short = short[max(1, (len(line) - 4096) // 8):]  # an escaped character: 8 bytes of it
+    os.write(1, line)
+    sys.exit(0)
+body = json.dumps({"job_id": env["SZB_JOB_ID"], "attempt_id": env["SZB_ATTEMPT_ID"],
+                   "token": env["SZB_TOKEN"], "kind": kind,
+                   "rank": int(env["SZB_NODE_RANK"]) if env.get("SZB_NODE_RANK") else None,
+                   "exit_code": int(rc) if rc else None, "log_tail": tail, "time": time.time()})
+with open(os.path.join(work, "reports.jsonl"), "a") as f:
+    f.write(body + "\n")
+ep = env.get("SZB_AGENT_ENDPOINT", "")
+if not ep:
+    sys.exit(0)
+ca = env.get("SZB_AGENT_CA") or None
+if "://" not in ep:
+    ep = ("https://" if ca else "http://") + ep
+
+
+def send():
+    req = urllib.request.Request(ep.rstrip("/") + env["SZB_REPORT_PATH"], data=body.encode(),
+        headers={"content-type": "application/json",
+                 "authorization": "Bearer " + env.get("SZB_AGENT_TOKEN", "")})
+    try:
+        # The broker's certificate is verified (against SZB_AGENT_CA when the broker sent one).
+        urllib.request.urlopen(req, timeout=10, context=ssl.create_default_context(cafile=ca)).read()
+        return "acked"
+    except urllib.error.HTTPError as exc:  # the broker answered: only its own trouble is retried
+        print("szb: report refused:", exc, file=sys.stderr)
+        return "retry" if exc.code >= 500 or exc.code in (408, 429) else "refused"
+    except Exception as exc:  # down, restarting, unreachable: try again
+        print("szb: report failed:", exc, file=sys.stderr)
+        return "retry"
+
+
+
+
+def ship_log():
+    # `szb logs`: output written since the last offset the broker acknowledged. Says "sent",
+    # "empty" (all acknowledged), "down" (no answer: the broker is away), "failed" (its trouble,
+    # for now) or "refused" (for good).
+    mark = os.path.join(work, "log.offset")
+    try:
+        with open(mark) as f:
+            off = int(f.read() or 0)
+        with open(env["SZB_LOG"], "rb") as f:
+            f.seek(off)
+            chunk = f.read(32768)  # LOG_CHUNK_BYTES: its JSON stays under the endpoint's 64 KiB
+    except (OSError, ValueError):
+        off, chunk = 0, b""
+    if not chunk:
+        return "empty"
+    data = json.dumps({"attempt_id": env["SZB_ATTEMPT_ID"], "offset": off,
+                       "data": base64.b64encode(chunk).decode()}).encode()
+    req = urllib.request.Request(ep.rstrip("/") + "/v1/agent/log", data=data,
+        headers={"content-type": "application/json",
+                 "authorization": "Bearer " + env.get("SZB_AGENT_TOKEN", "")})
+    try:
+        reply = urllib.request.urlopen(req, timeout=10, context=ssl.create_default_context(cafile=ca))
+        nxt = int(json.loads(reply.read())["next_offset"])
+    except urllib.error.HTTPError as exc:
+        print("szb: log chunk not sent:", exc, file=sys.stderr)
+        return "failed" if exc.code >= 500 or exc.code in (408, 429) else "refused"
+    except urllib.error.URLError as exc:
+        print("szb: log chunk not sent:", exc, file=sys.stderr)
+        return "down" if isinstance(exc.reason, ConnectionError) else "failed"
+    except Exception as exc:
+        print("szb: log chunk not sent:", exc, file=sys.stderr)
+        return "failed"
+    with open(mark + ".tmp", "w") as f:
+        f.write(str(nxt))
+    os.replace(mark + ".tmp", mark)
+    return "sent" if nxt > off else "refused"
+
+
+if not os.path.exists(os.path.join(work, "log.offset")):
+    with open(os.path.join(work, "log.offset"), "w") as f:
+        f.write("0")
+def ship_all(chunks):
+    for _ in range(chunks):
+        state = ship_log()
+        if state != "sent":
+            return state
+    return "more"
+
+
+if kind == "heartbeat":
+    ship_all(8)
+if kind != "exit":
+    send()
+    sys.exit(0)
+deadline = time.time() + float(env["SZB_REPORT_GIVE_UP_S"])
+delay = min(1.0, float(env["SZB_REPORT_BACKOFF_MAX_S"]))
+sick_since = None
+while True:
+    # The output first: the broker's ack ends the instance, and what it still holds with it. A
+    # broker that came back between a failed shipment and the report lost the rest. Output the
+    # broker answers it cannot take now holds the report back SHIP_HOLD_S at most.
+    state = ship_all(128)
+    now = time.time()
+    if state == "failed" and sick_since is None:
+        sick_since = now
+    holding = state in ("more", "down") or (state == "failed" and now - sick_since < SHIP_HOLD_S)
+    if holding and now + delay <= deadline:
+        if state == "more":
+            continue
+        outcome = "retry"
+    else:
+        outcome = send()
+    if outcome == "acked":
+        open(os.path.join(work, "acked"), "w").close()
+        sys.exit(0)
+    if outcome == "refused" or time.time() + delay > deadline:
+        print("szb: result not delivered (" + outcome + "); it stays in", work, "and on the console",
+              file=sys.stderr)
+        sys.exit(3)
+    time.sleep(random.uniform(delay / 2, delay))
+    delay = min(delay * 2, float(env["SZB_REPORT_BACKOFF_MAX_S"]))
+"""
