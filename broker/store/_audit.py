@@ -74,8 +74,12 @@ class AuditFilter:
     limit: int = 1000
 
 
+# Not when the newest entry says the same already: in HA every process loads the file (and a
+# restart loads it again), and the history listed each load once per process.
 INSERT_POLICY = (
-    "INSERT INTO policy_versions (hash, result, source, content, errors, time) VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO policy_versions (hash, result, source, content, errors, time) "
+    "SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM policy_versions WHERE "
+    "id = (SELECT MAX(id) FROM policy_versions) AND hash = ? AND result = ?)"
 )
 _POLICY_COLS = "hash, result, source, content, errors, time"
 LIST_POLICIES = f"SELECT {_POLICY_COLS} FROM policy_versions ORDER BY id DESC LIMIT ?"
@@ -94,7 +98,8 @@ ACTIVE_COUNTS = (
 
 
 def policy_row(v: PolicyVersion, ts: Callable[[datetime], Any]) -> tuple[Any, ...]:
-    return (v.hash, v.result, v.source, v.content, json.dumps(list(v.errors)), ts(v.time))
+    """`INSERT_POLICY`'s parameters."""
+    return (v.hash, v.result, v.source, v.content, json.dumps(list(v.errors)), ts(v.time), v.hash, v.result)
 
 
 def policy_from_row(r: Sequence[Any], dt: Callable[[Any], datetime]) -> PolicyVersion:

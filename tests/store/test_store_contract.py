@@ -964,6 +964,20 @@ class StoreContract:
         assert second.policy_hashes("", 5) == ["ab" * 32, "cd" * 32]  # each once, by hash
         assert second.policy_hashes("cdcd", 5) == ["cd" * 32] and second.policy_hashes("ef", 5) == []
 
+    def test_a_load_the_newest_entry_says_already_is_not_kept_twice(self, open_store: StoreFactory) -> None:
+        """In HA each broker process loads the policy file and recorded it: `szb policy history`
+        listed every reload once per process (and once per restart of an unchanged file)."""
+        first, second = open_store(), open_store()
+        good = PolicyVersion("ab" * 32, "loaded", "/etc/szb/policy.yaml", "version: 1\n", NOW)
+        first.record_policy_version(good)
+        second.record_policy_version(replace(good, time=LATER))  # the other process, a moment later
+        assert first.policy_versions() == [good]
+        bad = PolicyVersion("cd" * 32, "refused", "/etc/szb/policy.yaml", "version: [\n", LATER, ("x",))
+        for store in (first, second):
+            store.record_policy_version(bad)
+        second.record_policy_version(replace(good, time=LATER))  # back to the first: a change again
+        assert [v.result for v in first.policy_versions()] == ["loaded", "refused", "loaded"]
+
     def test_find_policy_version_prefers_a_loaded_copy(self, store: JobStore) -> None:
         h = "0f" * 32
         store.record_policy_version(PolicyVersion(h, "loaded", "p.yaml", "a", NOW))
