@@ -71,6 +71,7 @@ def prepare_launch(
         "accelerator": request.offer.accelerator if spec.accelerator_count else None,
         "slots": slots,
         "cpus": spec.resources.cpus,
+        "memory_gb": spec.resources.memory_gb,
         "cores": cores,
         "gid": gid,
         "workdir": str(work),

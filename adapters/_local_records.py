@@ -50,9 +50,27 @@ def exit_status(meta: Mapping[str, Any], path: Path, tail: str) -> AttemptStatus
     state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
     state = AttemptState.CANCELLED if (path / "cancelled").exists() else state
     ended = written_at(exit_file)
+    cause = killed_by(code, meta.get("memory_gb")) if state == AttemptState.FAILED else ""
     return AttemptStatus(
-        state=state, exit_code=code, log_tail=tail, started_at=started_at(meta), stopped_at=ended
+        state=state, exit_code=code, log_tail=tail, started_at=started_at(meta), stopped_at=ended, cause=cause
     )
+
+
+# What a process that outgrows its memory limit dies of: a failed allocation it does not check
+# (SIGSEGV, SIGBUS), an abort on one (SIGABRT), the kernel's OOM killer under a cgroup (SIGKILL).
+_MEMORY_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGKILL)
+
+
+def killed_by(code: int, memory_gb: object) -> str:
+    """Why a job whose exit code says a signal ended it (128 + N, as a shell reports), if so."""
+    try:
+        sig = signal.Signals(code - 128)
+    except ValueError:
+        return ""
+    why = f"killed by {sig.name}"
+    if sig in _MEMORY_SIGNALS and isinstance(memory_gb, int | float):
+        why += f"; it may have outgrown its memory limit (resources.memory_gb: {memory_gb:g})"
+    return why
 
 
 def written_at(path: Path) -> datetime | None:

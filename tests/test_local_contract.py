@@ -82,3 +82,33 @@ def test_capacity_names_every_job_holding_units_and_not_one_that_ended(tmp_path:
         assert ended_attempts(OfferReading([]), live) == frozenset()
     finally:
         adapter.cancel(ids[1], "tok-1")
+
+
+def test_a_job_killed_by_a_signal_says_so_and_names_its_memory_limit(tmp_path: Path) -> None:
+    """Held-out review: `resources.memory_gb: 1e-9` was accepted and the job died with exit code
+    139 and no reason: the local executor's RLIMIT_DATA of one byte, a SIGSEGV at start."""
+    import time
+
+    from broker.model import AttemptState
+    from tests.brokerproc import JOB_PYTHON
+
+    adapter = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "data"), "cpus": 2})
+    offer = next(o for o in adapter.offers(NOW) if o.accelerator is None)
+
+    def ended(token: str, command: tuple[str, ...], memory_gb: float) -> tuple[int | None, str]:
+        request = default_request(offer, token)
+        spec = request.spec.model_copy(update={"command": command,
+                                               "resources": Resources(cpus=1, memory_gb=memory_gb)})
+        backend_id = adapter.submit(request.model_copy(update={"spec": spec}))
+        deadline = time.monotonic() + 30
+        while (status := adapter.status(backend_id)).state == AttemptState.RUNNING:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert status.state == AttemptState.FAILED, status
+        return status.exit_code, status.cause
+
+    code, cause = ended("tok-tiny", (JOB_PYTHON, "-c", "print(1)"), 1e-9)
+    assert code == 139 and cause == ("killed by SIGSEGV; it may have outgrown its memory limit "
+                                     "(resources.memory_gb: 1e-09)"), cause
+    assert ended("tok-term", ("sh", "-c", "kill -TERM $$"), 1.0) == (143, "killed by SIGTERM")
+    assert ended("tok-exit", ("sh", "-c", "exit 3"), 1.0) == (3, "")
