@@ -192,7 +192,10 @@ def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console)
     console.print(escape(summary_line(body)), highlight=False)
     if not body.get("allowed_offers") and (top := _refused_by(body)) is not None:
         console.print(f"[bold red]blocked by[/] {escape(top)}", highlight=False)
-    table = Table(title=f"Offers (score = expected cost in {currency}, lower wins)")
+    # Placement's score prices a spot run as never interrupted; the decision's reasons and its
+    # spot outlook price the interruptions. A header saying "expected cost" misled (stop 45).
+    table = Table(title=f"Offers (score in {currency}: price × runtime plus the policy's terms, lower "
+                        "wins; spot as if never interrupted: the decision below prices that)")
     for col in ("", "SITE", "INSTANCE", "ACCELERATORS", "SPOT", "PRICE/H", "WAIT", f"SCORE ({currency})",
                 "VERDICT"):
         table.add_column(col, justify="right" if col in ("PRICE/H", "WAIT") or col.startswith("SCORE")
