@@ -5,7 +5,7 @@ console; ``started``/``heartbeat`` report (a heartbeat ships new output first); 
 output the broker has not acknowledged, then reports until acknowledged or given up.
 """
 
-REPORT_PY = r"""
+READABLE = r"""
 import base64, json, os, random, ssl, sys, time, urllib.error, urllib.request
 kind = sys.argv[1]
 rc = sys.argv[2] if len(sys.argv) > 2 else ""
@@ -153,3 +153,12 @@ while True:
     time.sleep(random.uniform(delay / 2, delay))
     delay = min(delay * 2, float(env["SZB_REPORT_BACKOFF_MAX_S"]))
 """
+
+
+def _shipped(source: str) -> str:
+    """The snippet as the UserData carries it: without its comment lines (EC2 takes 16 KB of
+    UserData, the job's env included; the comments are for whoever reads this file)."""
+    return "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("#")) + "\n"
+
+
+REPORT_PY = _shipped(READABLE)

@@ -43,9 +43,11 @@ def test_a_job_placed_when_the_store_failed_is_requeued_and_runs(tmp_path: Path)
             stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
             job = submit(stub, spec(f"placed-{uuid.uuid4().hex[:6]}", [PY, "-c", "print('ran')"])).job
             deadline = time.monotonic() + 60
-            placed = "SELECT 1 FROM events WHERE job_id = ? AND kind = 'placed'"
-            while not db.execute(placed, (job.id,)).fetchone():
-                assert time.monotonic() < deadline, "the job was never placed"
+            # Requeued: placed, and its attempt refused. Waiting only for `placed` let the trigger go
+            # before a loaded broker had tried the attempt (CI): it ran with no failure to mend.
+            requeued = "SELECT 1 FROM events WHERE job_id = ? AND kind = 'requeued'"
+            while not db.execute(requeued, (job.id,)).fetchone():
+                assert time.monotonic() < deadline, "the job was never placed, refused and requeued"
                 time.sleep(0.2)
             db.execute("DROP TRIGGER refuse_attempts")
             done = wait_for(stub, job.id, TERMINAL, timeout=60)
