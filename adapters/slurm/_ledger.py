@@ -1,7 +1,10 @@
-"""Which Slurm job each idempotency token started: memory, marker files, then slurmctld.
+"""Which Slurm job each idempotency token started: memory, marker files, slurmctld, then the job's word.
 
 ``<output_dir>/<token>.jobid`` outlives slurmctld's MinJobAge purge: empty means a submit
-was attempted (look before submitting again), otherwise it holds the job id.
+was attempted (look before submitting again), otherwise it holds the job id. The batch script
+writes its own job id to ``<token>.started`` as it starts: a broker killed between Slurm taking
+the job and the marker's write, and down longer than MinJobAge, finds the job it ran there (it
+submitted the token again, and the job ran twice).
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ from adapters.slurm._records import decode_marks
 
 MARKER_BYTES = 64
 """A marker holds a Slurm job id; more than this is not one of ours."""
+
+
+def started_file(output_dir: Path, token: str) -> Path:
+    """Where the batch script writes its Slurm job id as it starts (`batch_script`)."""
+    return output_dir / f"{token}.started"
 
 
 class TokenLedger:
@@ -69,13 +77,33 @@ class TokenLedger:
         if text:
             self._submitted[token] = text
             return text
-        for job in self.jobs.read(full=True).values():  # must not miss a job: no cache
+        table = self.jobs.read(full=True)  # must not miss a job: no cache
+        for job in table.values():
             marks = decode_marks(job.get("comment"))
             if marks.get("token") == token and marks.get("broker") == self.broker_id:
-                backend_id = str(job.get("job_id"))
-                self._submitted[token] = backend_id
-                return backend_id
-        return None
+                return self._adopt(token, str(job.get("job_id")))
+        started = self._started_id(token)
+        # The job writes that file: a job id slurmctld still lists under another token is not its.
+        listed = table.get(started) if started is not None else None
+        if started is None or (listed is not None and decode_marks(listed.get("comment")).get("token")
+                               != token):
+            return None
+        return self._adopt(token, started)
+
+    def _adopt(self, token: str, backend_id: str) -> str:
+        """A job found for `token` without its marker: the marker is written now, so that once
+        slurmctld forgets the job its status still finds the token (`token_of`)."""
+        self._submitted[token] = backend_id
+        self._write_marker(token, backend_id)
+        return backend_id
+
+    def _started_id(self, token: str) -> str | None:
+        try:
+            data = read_file_chunk(started_file(self.output_dir, token), 0, MARKER_BYTES)
+        except OSError:
+            return None
+        text = (data or b"").decode("ascii", "replace").strip()
+        return text if text.isdigit() else None
 
     def token_of(self, backend_id: str) -> str | None:
         """The token a job was submitted with, from memory or the marker files."""

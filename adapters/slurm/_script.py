@@ -22,6 +22,7 @@ from typing import Any
 
 from adapters.base import read_file_chunk, read_tail
 from adapters.slurm._config import PartitionConfig
+from adapters.slurm._ledger import started_file
 from adapters.slurm._records import LOG_TAIL_BYTES, decode_marks, encode_marks, slurm_number
 from broker.model import AttemptState, AttemptStatus, LaunchRequest
 
@@ -166,12 +167,14 @@ def batch_script(request: LaunchRequest, settings: ScriptSettings) -> str:
     spec = request.spec
     argv = [*settings.container_runtime, spec.image, *spec.command] if spec.image else list(spec.command)
     rc_file = shlex.quote(str(exit_code_file(settings, request.token)))
+    started = shlex.quote(str(started_file(settings.output_dir, request.token)))
     # The exit code also goes to <token>.rc: it outlives slurmctld's MinJobAge purge, so an
     # attempt that ended while slurmrestd was unreachable is still reconciled with its code.
     nodes = spec.resources.nodes
     return (
         "#!/bin/sh\n"
         f"# Shangzhuang broker: job {request.job_id} attempt {request.attempt_id}\n"
+        f'echo "$SLURM_JOB_ID" > {started}.tmp && mv -f {started}.tmp {started}\n'
         f"{gang_command(argv, nodes, settings, request.token) if nodes > 1 else shlex.join(argv)}\n"
         "rc=$?\n"
         f"echo $rc > {rc_file}.tmp && mv -f {rc_file}.tmp {rc_file}\n"

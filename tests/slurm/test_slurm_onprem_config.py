@@ -119,3 +119,38 @@ def test_a_purged_job_is_reconciled_from_its_recorded_exit_code(tmp_path: Path) 
     (tmp_path / "tok41.rc").write_text("3\n")
     status = adapter.status("41")
     assert status.state is AttemptState.FAILED and status.exit_code == 3 and status.log_tail == "the end\n"
+
+
+def test_a_job_slurm_ran_and_forgot_before_its_id_was_recorded_is_found_by_its_own_word(
+    tmp_path: Path,
+) -> None:
+    """Held-out review (issue 11): the broker was killed between Slurm taking the job and the
+    marker's write, and stayed down longer than MinJobAge; the marker was empty and slurmctld
+    listed nothing with the token, so the restarted broker submitted the token again: the job ran
+    twice, the second run overwriting the first's output. The batch script now writes its job id
+    to `<token>.started` as it starts."""
+    from adapters.slurm._script import batch_script
+    from tests.adapter_contract import default_request
+
+    listed = [{"job_id": 52, "job_state": "RUNNING", "partition": "cpu", "comment": "szb:token=tok-other"}]
+    adapter = SlurmAdapter(SITE, {"url": "http://slurm.test", "token": "t", "user": "alice",
+                                  "partitions": POLICY_PARTITIONS, "output_dir": str(tmp_path)},
+                           client=_fake(0, listed, tmp_path))
+    offer = next(o for o in adapter.offers(datetime.now(UTC)) if o.accelerator is None)
+    request = default_request(offer, "tok41")
+    assert f'echo "$SLURM_JOB_ID" > {tmp_path}/tok41.started.tmp' in batch_script(request, adapter.settings)
+    (tmp_path / "tok41.jobid").write_text("")  # the submit was attempted; its reply never recorded
+    (tmp_path / "tok41.started").write_text("41\n")
+    (tmp_path / "tok41.out").write_text("the end\n")
+    (tmp_path / "tok41.rc").write_text("0\n")
+    assert adapter.submit(request) == "41"  # the fake refuses job/submit: it was not sent again
+    assert (tmp_path / "tok41.jobid").read_text() == "41"  # and a later restart still knows it
+    fresh = SlurmAdapter(SITE, {"url": "http://slurm.test", "token": "t", "user": "alice",
+                                "partitions": POLICY_PARTITIONS, "output_dir": str(tmp_path)},
+                         client=_fake(0, listed, tmp_path))
+    done = fresh.status("41")
+    assert done.state is AttemptState.SUCCEEDED and done.log_tail == "the end\n"
+    # A job writes that file: an id slurmctld lists under another token is not taken from it.
+    (tmp_path / "tok43.jobid").write_text("")
+    (tmp_path / "tok43.started").write_text("52")
+    assert fresh.ledger.find("tok43") is None
