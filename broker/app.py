@@ -32,7 +32,7 @@ from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig
 from broker.datadir_lock import hold_data_dir, release_data_dir
 from broker.dispatch.dispatcher import Dispatcher
-from broker.dispatch.reconcile import sites_in_use
+from broker.dispatch.reconcile import site_regions, sites_in_use
 from broker.grpcserve import ON_API_REPLICAS, GrpcEdge
 from broker.ha.api import StoreOnlyDispatch
 from broker.ha.election import Timing
@@ -298,8 +298,8 @@ class BrokerApp:
             self.metrics_port = self.metrics_server.port
 
     def _vet_sites(self, policy: Policy, text: str) -> list[Problem]:
-        """A policy may drop a site only once no job runs there (none would be followed)."""
-        sites = {SiteId(site.id) for site in policy.sites} | set(self.adapter_overrides or {})
+        """A policy may drop a site, or move it to another region, only once no job runs there."""
+        sites = site_regions(policy, self.adapter_overrides or {})
         return sites_in_use(self.store, sites, str(self.planner.watcher.path), text)
 
     def _build_adapters(self) -> dict[SiteId, Adapter]:

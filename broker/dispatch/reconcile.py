@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Mapping
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from adapters.base import Adapter, AdapterError, TransientError
 from broker.clock import Clock
 from broker.dispatch.gang import adoptable, is_gang_attempt
 from broker.model import Attempt, JobId, OwnedInstance, SiteId
+from broker.policy import Policy
 from broker.store import JobStore, StoreError
 from broker.yamlfile import Problem
 
@@ -118,17 +120,57 @@ def unfollowed(store: JobStore, sites: Collection[SiteId]) -> dict[SiteId, list[
     return out
 
 
-def sites_in_use(store: JobStore, sites: Collection[SiteId], path: str, text: str) -> list[Problem]:
-    """A policy file's problems (at its `sites:` line) for each site it lacks where jobs still run."""
+def sites_in_use(
+    store: JobStore, sites: Mapping[SiteId, str | None], path: str, text: str
+) -> list[Problem]:
+    """A policy file's problems for each site it lacks where jobs still run, and for each site it
+    moves to another region (`sites` maps each site to its region; None: not the policy's to say)."""
     where = next((n for n, line in enumerate(text.splitlines(), 1) if line.startswith("sites:")), 1)
-    return [
+    problems = [
         Problem(path, where, 1,
                 f"sites: {site!r} is gone, but {len(jobs)} job(s) still run there "
-                f"({', '.join(jobs[:5])}{', ...' if len(jobs) > 5 else ''}): the broker could "
+                f"({_some(jobs)}): the broker could "
                 "neither follow them nor read their results; keep the site until they end, or "
                 "cancel them first")
         for site, jobs in sorted(unfollowed(store, sites).items())
     ]
+    for (site, old), jobs in sorted(moved(store, sites).items()):
+        problems.append(Problem(
+            path, _site_line(text, site, where), 1,
+            f"sites: {site!r} moves from region {old!r} to {sites[site]!r}, but {len(jobs)} job(s) "
+            f"still run in {old!r} ({_some(jobs)}): the broker would look for them in the new region, "
+            "call them lost and run them again; keep the region until they end, cancel them first, "
+            "or add the new region as another site"))
+    return problems
+
+
+def site_regions(policy: Policy, overrides: Collection[SiteId]) -> dict[SiteId, str | None]:
+    """Each site of `policy` with its region; a site whose adapter is overridden (tests, embedding)
+    with None: its region is its own."""
+    out: dict[SiteId, str | None] = {SiteId(site.id): site.region for site in policy.sites}
+    return out | dict.fromkeys(overrides)
+
+
+def moved(store: JobStore, sites: Mapping[SiteId, str | None]) -> dict[tuple[SiteId, str], list[JobId]]:
+    """Per (site, region) a policy moves that site away from: the jobs live there (an adapter
+    finds an instance in its own region only: one launched in the old one reads as gone)."""
+    out: dict[tuple[SiteId, str], list[JobId]] = {}
+    for attempt in store.live_attempts():
+        region, old = sites.get(attempt.site), attempt.offer.region
+        if attempt.backend_id is not None and region and old and region != old:
+            out.setdefault((attempt.site, old), []).append(attempt.job_id)
+    return out
+
+
+def _site_line(text: str, site: str, after: int) -> int:
+    """The line of the policy text that declares `site` (`id: SITE`, block or flow style)."""
+    declares = re.compile(rf"\bid:\s*['\"]?{re.escape(site)}['\"]?\s*(,|}}|$)")
+    lines = enumerate(text.splitlines(), 1)
+    return next((n for n, line in lines if n > after and declares.search(line)), after)
+
+
+def _some(jobs: Sequence[JobId]) -> str:
+    return ", ".join(jobs[:5]) + (", ..." if len(jobs) > 5 else "")
 
 
 def _second_instance(attempt: Attempt, inst: OwnedInstance) -> bool:
