@@ -102,3 +102,17 @@ def test_an_offline_explain_names_a_misspelt_accelerator_as_submission_does(
     assert code == 1, err
     said = "resources.accelerators.any_of[0]: unknown accelerator 'H1OO' (did you mean 'H100'?)"
     assert f"{job}: error: {said}" in err, err
+
+
+def test_a_store_dsn_the_broker_cannot_use_is_named_without_its_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held-out review (issue 12): the fatal line quoted psycopg's error, the DSN in it whole:
+    `... in URI: "postgres://szb:Sup3rS3cret@[::1:5432/szb"`."""
+    from tests.e2e.conftest import write_broker_config
+
+    config = write_broker_config(tmp_path)
+    monkeypatch.setenv("SZB_STORE_DSN", "postgres://szb:Sup3rS3cret@[::1:5432/szb")
+    code, err = run(capsys, "serve", "--config", str(config))
+    assert code == 1 and "szb: error: broker stopped:" in err, err
+    assert "Sup3rS3cret" not in err and "postgres://szb:[REDACTED]@" in err, err
