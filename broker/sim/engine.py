@@ -36,7 +36,7 @@ from broker.sim.backends import Clouds, Ledger, OfferBook, Partition, onprem_par
 from broker.sim.expected import estimate_of
 from broker.sim.fairbook import IncrementalBook
 from broker.sim.jobs import EPOCH, SimJob
-from broker.sim.metrics import RunResult, Series, carbon_g
+from broker.sim.metrics import GIVE_UP_INTERRUPTIONS, RunResult, Series, carbon_g
 from broker.sim.preempt import swap_instead
 from broker.sim.queues import FairRatios, LaunchQueue, ProjectedQueues, Waits, arrivals, dispatch_key
 from broker.sim.scenario import Scenario
@@ -47,12 +47,7 @@ FINISH, UP, FAIL, STOP, TIMER = EVENT_KINDS
 
 class Engine:
     def __init__(
-        self,
-        policy: Policy,
-        jobs: Sequence[SimJob],
-        scenario: Scenario,
-        strategy: Strategy,
-        *,
+        self, policy: Policy, jobs: Sequence[SimJob], scenario: Scenario, strategy: Strategy, *,
         progress: Callable[[int], None] | None = None,
         auditor: Auditor | None = None,
         prices: Mapping[str, tuple[float, str]] | None = None,
@@ -125,11 +120,8 @@ class Engine:
         if self.progress is not None:
             self.progress(n)
         return RunResult(
-            strategy=self.strategy.name,
-            records=[s.rec for s in self.state],
-            series=self.series,
-            decisions=self.decisions,
-            budget_violations=self.ledger.violations(),
+            strategy=self.strategy.name, records=[s.rec for s in self.state], series=self.series,
+            decisions=self.decisions, budget_violations=self.ledger.violations(),
             stockout_failures=self.stockout_failures,
             wall_s=time.perf_counter() - started,
             runtime_ratios=self.projected.running.learner.ratios(),
@@ -195,19 +187,26 @@ class Engine:
             self.clouds.end_attempt(st.offer.site, self.t, False)
             self._settle(job, st, hours=(self.t - st.running_since) / 3600)
             if tag == 1:
-                st.rec.interruptions += 1
-                cp = job.spec.checkpoint
-                if cp is not None:  # resume from the last checkpoint written before the interruption
-                    every = cp.interval.total_seconds()
-                    ran = self.t - st.running_since
-                    st.done_s = min(job.runtime_s, st.done_s + math.floor(ran / every) * every)
-                ttl = self.policy.burst.blocklist_ttl.capacity.total_seconds()
-                self.blocklist.block_offer(st.offer, ttl, "a spot interruption")
-                self._requeue(job, st)
+                self._interrupted(job, st, st.offer)
             else:
                 st.rec.end_s = self.t
                 self.projected.running.learn(job)
                 self._pass(self._cloud_heads(), "route")
+
+    def _interrupted(self, job: SimJob, st: SimState, offer: Offer) -> None:
+        """A spot interruption: the job goes back to the queue, from its last checkpoint if it has one
+        (after `GIVE_UP_INTERRUPTIONS`, never finished)."""
+        st.rec.interruptions += 1
+        if st.rec.interruptions >= GIVE_UP_INTERRUPTIONS:
+            return
+        cp = job.spec.checkpoint
+        if cp is not None:  # resume from the last checkpoint written before the interruption
+            every = cp.interval.total_seconds()
+            ran = self.t - st.running_since
+            st.done_s = min(job.runtime_s, st.done_s + math.floor(ran / every) * every)
+        ttl = self.policy.burst.blocklist_ttl.capacity
+        self.blocklist.block_offer(offer, ttl.total_seconds(), "a spot interruption")
+        self._requeue(job, st)
 
     def _requeue(self, job: SimJob, st: SimState) -> None:
         st.queued, st.gen, st.burst_before = True, st.gen + 1, True

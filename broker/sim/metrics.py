@@ -105,6 +105,12 @@ def carbon_g(policy: Policy, offer: Offer, hours: float) -> float:
     return kw * offer.count * hours * intensity
 
 
+GIVE_UP_INTERRUPTIONS = 1000
+"""Spot interruptions after which the simulated world gives a job up, never finished (a real
+owner would have cancelled it long before): a scenario far riskier than the policy believes (20
+interruptions an hour against 1 h of work) ran a strategy's e^20 restarts, without end."""
+
+
 def late(rec: JobRecord) -> bool:
     """Started after its max_wait (or never)."""
     return math.isnan(rec.start_s) or rec.wait_s > rec.max_wait_s + 1e-6
@@ -144,6 +150,7 @@ def summarize(run: RunResult) -> dict[str, Any]:
         "budget_violations": run.budget_violations,
         "compliance_violations": sum(1 for r in run.records if not r.compliant),
         "spot_interruptions": sum(r.interruptions for r in recs),
+        "spot_given_up": sum(1 for r in recs if r.interruptions >= GIVE_UP_INTERRUPTIONS),
         "spot_jobs": sum(1 for r in recs if r.spot),
         "spot_over_restart_limit": sum(1 for r in recs if r.spot_over_limit),
         "preempted_jobs": sum(1 for r in recs if r.preempted),
