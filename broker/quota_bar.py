@@ -83,6 +83,16 @@ def never_runs(policy: Policy, tenant: str, spec: JobSpec, allowed: Sequence[Off
     return never_admitted(policy, tenant, units_of(spec), allowed) or spot_never(spec, allowed, policy)
 
 
+def as_submitted(decision: Decision, spec: JobSpec, policy: Policy, tenant: str) -> Decision:
+    """`decision`, or a REJECT where submission would refuse the job (`never_runs`) on the offers
+    its placement allows: offline explain and the simulator (a replay of refused submissions)."""
+    if decision.action == Action.REJECT or decision.explanation is None:
+        return decision
+    allowed = [s.offer for s in decision.explanation.unranked]
+    never = never_runs(policy, tenant, spec, allowed) if allowed else []
+    return refused_at_submit(decision, never) if never else decision
+
+
 def refused_at_submit(decision: Decision, reasons: Sequence[str]) -> Decision:
     """`decision` as explain says it for a job submission refuses for `reasons`."""
     return replace(decision, action=Action.REJECT, burst=False,

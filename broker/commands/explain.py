@@ -24,7 +24,6 @@ from broker.burst.projection import minutes
 from broker.client import ClientError
 from broker.commands._connect import add_connection_args, client_for
 from broker.commands._console import Console
-from broker.decision import Action, Decision
 from broker.fairshare import priority_refusal
 from broker.jobfile import JobFileError, load_job_file
 from broker.model import JobSpec, TenantId
@@ -32,7 +31,7 @@ from broker.offline_images import static_no_images
 from broker.placement.names import unknown_accelerators
 from broker.policy import Policy, PolicyError, load_policy
 from broker.policy.offers import static_offers
-from broker.quota_bar import never_runs, refused_at_submit
+from broker.quota_bar import as_submitted
 from broker.serde import explanation_from_proto, spec_to_proto
 from broker.serde_decision import explain_json, spot_outlook_text
 from broker.validation import did_you_mean
@@ -96,19 +95,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     balances = tenant_money(policy, tenant, (), now=now).voucher_balances
     inputs = BurstInputs(now=now, queued_since=now, money=TenantMoney(voucher_balances=balances),
                          no_images=static_no_images(policy))
-    decision = _as_submission(decide(job, TenantId(tenant), offers, policy, inputs), job, policy, tenant)
+    decision = as_submitted(decide(job, TenantId(tenant), offers, policy, inputs), job, policy, tenant)
     body = explain_json(decision, job, policy)
     body["tenant"] = tenant
     return _show(body, args, job=job.name, nodes=job.resources.nodes)
-
-
-def _as_submission(decision: Decision, job: JobSpec, policy: Policy, tenant: str) -> Decision:
-    """`decision`, or a REJECT where submission would refuse the job on the policy's catalog."""
-    if decision.action == Action.REJECT or decision.explanation is None:
-        return decision
-    allowed = [s.offer for s in decision.explanation.unranked]
-    never = never_runs(policy, tenant, job, allowed) if allowed else []
-    return refused_at_submit(decision, never) if never else decision
 
 
 def _not_admitted(policy: Policy, tenant: str, job: JobSpec) -> str | None:

@@ -21,6 +21,7 @@ from broker.burst.step import build_inputs, decide_in_pass
 from broker.decision import Action, Decision
 from broker.fairshare import held_back
 from broker.policy import Policy
+from broker.quota_bar import as_submitted
 from broker.sim.backends import backoff_cap_s
 from broker.sim.jobs import SimJob
 from broker.sim.queues import LaunchQueue
@@ -48,6 +49,10 @@ class PolicyStrategy:
         freed capacity can start them, and capacity events re-decide the queue's heads, so their
         backoff timer only looks deeper and may keep doubling: capped at 2 h, weeks of queue
         re-decided each of them ~12 times a day."""
+        self.admitted: set[int] = set()
+        """Jobs submission would take (`as_submitted`, asked at a job's first decision): one it
+        refuses (no quota ever admits it, or only spot over the restart limit could run it) is
+        rejected, as the broker refused it; a replay counted it as waiting for ever."""
         self.money_bound: set[int] = set()
         """Jobs last decided to wait because money refused cloud offers they could use (`money_refused`):
         their backoff doubles up to the next budget month instead of stopping at 2 h. An overloaded
@@ -81,6 +86,10 @@ class PolicyStrategy:
             late_claims=None if claims is None else claims.view(ratios, job.tenant, gap),
         )
         d = decide_in_pass(job.spec, job.tenant, snap, self.policy, inputs)
+        if job.index not in self.admitted:
+            d = as_submitted(d, job.spec, self.policy, job.tenant)
+            if d.action != Action.REJECT:
+                self.admitted.add(job.index)
         self.lead_now = safety_lead_s(self.policy, inputs)  # (read by `timer` for this decision)
         if d.action == Action.WAIT and d.facts.cloud_offer is None and self._no_cloud_allowed(d, snap):
             self.cloudless.add(job.index)

@@ -266,3 +266,22 @@ def test_a_world_far_riskier_than_the_policy_believes_gives_a_job_up(tmp_path: P
     given_up = sim.result["strategies"]["cloud-cheapest"]
     assert given_up["spot_given_up"] == 1 and given_up["late_finish_jobs"] == 1, given_up
     assert given_up["spot_interruptions"] == GIVE_UP_INTERRUPTIONS
+
+
+def test_a_job_submission_would_refuse_is_rejected_not_left_waiting(tmp_path: Path) -> None:
+    """Held-out review: a replay of the broker's history counted a submission the broker refused
+    (spot required, 4 h without checkpoints at 0.5/h: 6.4 restarts, limit 3) as accepted and never
+    started, late, under the policy in force. The simulator rejects it, as submission did."""
+    from dataclasses import replace as replaced
+
+    from broker.burst.inputs import demand
+    from broker.jobspec import SpotMode
+
+    policy = _policy(tmp_path)
+    scenario = _scenario(None)
+    [job] = build_jobs(LONG, policy, scenario)
+    spec = job.spec.model_copy(update={"spot": SpotMode.REQUIRED})
+    refused = replaced(job, spec=spec, demand=demand(spec), shape=None)
+    sim = simulate(policy, [refused], scenario, baselines=(), lower_bound=False, parallel=False)
+    policy_run = sim.result["strategies"]["policy"]
+    assert policy_run["rejected"] == 1 and policy_run["never_started"] == 0, policy_run
