@@ -327,11 +327,11 @@ class BrokerApp:
         """Every policy load attempt goes into the audit trail and the reload metrics."""
         self.metrics.policy_reloads.labels(load.result).inc()
         self.metrics.policy_refused.set(1 if load.result == "refused" else 0)
-        if load.result == "unchanged":
-            return
-        self.store.record_policy_version(
-            PolicyVersion(load.hash, load.result, load.source, load.content, load.time, load.errors)
-        )
+        # An unchanged load is kept only where the history's newest entry says otherwise (a refused
+        # file mended back to the one in force): the store keeps no entry twice in a row.
+        result = "loaded" if load.result == "unchanged" else load.result
+        self.store.record_policy_version(PolicyVersion(load.hash, result, load.source, load.content,
+                                                       load.time, load.errors, load.inputs))
 
     def _policy_changed(self) -> None:
         rebuilt = self.site_builder.changed(self.planner.policy) if self.site_builder is not None else {}

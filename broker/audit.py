@@ -132,10 +132,12 @@ class AuditTrail:
     def versions(self, page_size: int) -> pb.ListPolicyVersionsResponse:
         limit = DEFAULT_VERSIONS if page_size <= 0 else min(page_size, MAX_VERSIONS)
         active = self.active()
-        return pb.ListPolicyVersionsResponse(
-            versions=[version_to_proto(v, active=active) for v in self.store.policy_versions(limit)],
-            active_hash=active,
-        )
+        versions, seen = [], False
+        for v in self.store.policy_versions(limit):  # newest first: only the newest load is in force
+            shown = version_to_proto(v, active="" if seen else active)
+            seen = seen or shown.active
+            versions.append(shown)
+        return pb.ListPolicyVersionsResponse(versions=versions, active_hash=active)
 
     def version(self, prefix: str) -> pb.GetPolicyVersionResponse:
         prefix = prefix.strip().lower()

@@ -37,6 +37,8 @@ class PolicyLoad:
     time: datetime
     errors: tuple[str, ...] = ()
     """`FILE:LINE:COL: error: ...` lines of a refused file."""
+    inputs: str = ""
+    """`Policy.inputs_digest` of a policy read (the files it refers to); '' when refused."""
 
 
 def refused_load(path: Path, problems: Sequence[Problem], time: datetime) -> PolicyLoad:
@@ -77,7 +79,8 @@ class PolicyWatcher:
         """A valid file refused only by `vet` (jobs still run at a site it drops): tried again."""
         policy, text = self._read()
         self._current = policy
-        self.first_load = PolicyLoad(policy.hash, "loaded", str(path), text, clock())
+        self.first_load = PolicyLoad(policy.hash, "loaded", str(path), text, clock(),
+                                     inputs=policy.inputs_digest)
         self.last_refused: PolicyLoad | None = None
         """The last refused file, while the file on disk stays invalid."""
         self._mtime = self._stat()
@@ -147,11 +150,13 @@ class PolicyWatcher:
                     "; a file it refers to changed" if same_text else "",
                     extra={"event": "reload", "policy_hash": policy.hash[:12], "source": str(self.path)},
                 )
-                self._tell(PolicyLoad(policy.hash, "loaded", str(self.path), text, self._clock()))
+                self._tell(PolicyLoad(policy.hash, "loaded", str(self.path), text, self._clock(),
+                                      inputs=policy.inputs_digest))
                 if self._on_swap is not None:
                     self._on_swap(policy)
             else:
-                self._tell(PolicyLoad(policy.hash, "unchanged", str(self.path), text, self._clock()))
+                self._tell(PolicyLoad(policy.hash, "unchanged", str(self.path), text, self._clock(),
+                                      inputs=policy.inputs_digest))
             return []
 
     def _tell(self, load: PolicyLoad) -> None:

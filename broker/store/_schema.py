@@ -99,6 +99,7 @@ ADDED_COLUMNS = (
     ("events", "epoch", "{bigint}"),
     ("spend", "fx", "{real}"),
     ("reclaim_booked", "beside", "INTEGER NOT NULL DEFAULT 0"),
+    ("policy_versions", "inputs", "TEXT NOT NULL DEFAULT ''"),
 )
 
 JOB_COLS = (

@@ -300,3 +300,41 @@ def test_a_hash_prefix_two_versions_share_is_refused_as_ambiguous(tmp_path: Path
         assert exact.returncode == 0 and exact.stdout.rstrip("\n").endswith(twin.rstrip("\n")), exact.stderr
     finally:
         broker.stop()
+
+
+def test_the_policy_history_says_which_load_is_in_force_and_keeps_catalog_edits(tmp_path: Path) -> None:
+    """Held-out review (issue 12): a file mended back to the policy in force after a refusal was
+    not recorded (the history read as if the refused file stayed on disk), every earlier entry of
+    the hash in force was labelled in force, and an edit of a file the policy refers to (its
+    catalog, accelerators, regimes), which changes decisions, left no entry at all."""
+    config = write_broker_config(tmp_path)
+    with (tmp_path / "tokens.yaml").open("a") as f:
+        f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
+    broker = BrokerProcess(config)
+    broker.start(timeout=120)
+    op = (("authorization", f"Bearer {OPERATOR}"),)
+    b_text = POLICY.replace("price_hour: 14.0", "price_hour: 15.0")
+    bad = POLICY.replace("price_hour: 14.0", "price_hour: -3")
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+
+            def history() -> list[tuple[str, int, bool]]:
+                got = stub.ListPolicyVersions(pb.ListPolicyVersionsRequest(), metadata=op).versions
+                return [(v.hash, v.result, v.active) for v in reversed(got)]  # oldest first
+
+            loaded, refused = pb.POLICY_LOAD_RESULT_LOADED, pb.POLICY_LOAD_RESULT_REFUSED
+            steps = [(b_text, loaded), (bad, refused), (b_text, loaded), (POLICY, loaded)]
+            for n, (text, result) in enumerate(steps, 2):
+                (tmp_path / "policy.yaml").write_text(text)
+                wait_for(lambda n=n: len(history()) == n)
+                assert history()[-1][:2] == (sha(text), result)
+            accelerators = tmp_path / "accelerators.yaml"
+            accelerators.write_text(accelerators.read_text() + "# an operator's note\n")
+            wait_for(lambda: len(history()) == 6)
+            assert history() == [
+                (sha(POLICY), loaded, False), (sha(b_text), loaded, False), (sha(bad), refused, False),
+                (sha(b_text), loaded, False), (sha(POLICY), loaded, False), (sha(POLICY), loaded, True),
+            ]
+    finally:
+        broker.stop()

@@ -977,6 +977,8 @@ class StoreContract:
             store.record_policy_version(bad)
         second.record_policy_version(replace(good, time=LATER))  # back to the first: a change again
         assert [v.result for v in first.policy_versions()] == ["loaded", "refused", "loaded"]
+        first.record_policy_version(replace(good, inputs="ef" * 32))  # its catalog edited: a change
+        assert first.policy_versions()[0].inputs == "ef" * 32 and len(second.policy_versions()) == 4
 
     def test_find_policy_version_prefers_a_loaded_copy(self, store: JobStore) -> None:
         h = "0f" * 32
