@@ -67,13 +67,9 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
     if isinstance(exc, _BadRequest | AgentReportError):
         shown = _shown(exc.items)
         code, message = code_pb2.INVALID_ARGUMENT, f"invalid request: {'; '.join(map(str, shown))}"
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in shown
-            ]
-        )
-        details.append(_pack(bad))
+        violation = error_details_pb2.BadRequest.FieldViolation
+        bad = [violation(field=v.field, description=v.description) for v in shown]
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=bad)))
     elif isinstance(exc, QuotaExceededError):
         code, message = code_pb2.RESOURCE_EXHAUSTED, str(exc)
         quota = error_details_pb2.QuotaFailure(
@@ -110,7 +106,7 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
     elif isinstance(exc, OutputElsewhereError | OutputRemovedError):  # said, not an empty stream
         code, message = code_pb2.FAILED_PRECONDITION, str(exc)
     elif isinstance(exc, StoreUnavailable):  # retryable: a submit with its client_id is safe to resend
-        code, message = code_pb2.UNAVAILABLE, f"the job store is unavailable, retry: {exc}"
+        code, message = code_pb2.UNAVAILABLE, f"the job store is unavailable, retry: {exc.summary}"
     elif isinstance(exc, StoreError):
         code, message = code_pb2.INTERNAL, f"store error: {exc}"
     else:

@@ -19,6 +19,7 @@ from broker.joblogs import CHUNK_BYTES, MAX_AGENT_LOG_BYTES, JobLogs, OutputElse
 from broker.model import Attempt, SiteId
 from broker.store import JobStore, StoreUnavailable
 from broker.store._dialect import connect_timeout
+from broker.store._sql_core import UNREACHABLE
 
 T = TypeVar("T")
 
@@ -64,11 +65,11 @@ class SharedJobLogs(JobLogs):
                 return work(self._connected())
             except psycopg.OperationalError as exc:
                 if self._conn is None or not (self._conn.closed or self._conn.broken):
-                    raise StoreUnavailable(f"the database cannot be reached: {exc}") from exc
+                    raise StoreUnavailable(f"the database cannot be reached: {exc}", UNREACHABLE) from exc
             try:  # it died while idle: once more, on a new one
                 return work(self._connected())
             except psycopg.OperationalError as exc:
-                raise StoreUnavailable(f"the database cannot be reached: {exc}") from exc
+                raise StoreUnavailable(f"the database cannot be reached: {exc}", UNREACHABLE) from exc
 
     def _connected(self) -> Any:
         """This replica's connection, made anew when there is none or the server dropped it."""

@@ -27,6 +27,8 @@ from broker.store.base import (
     StoreUnavailable,
 )
 
+UNREACHABLE = "the database cannot be reached"
+"""`StoreUnavailable.summary` of a connection refused, timed out or unresolved."""
 SPEC_CACHE_SIZE = 200_000
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,7 +61,7 @@ class SqlCore(JobStore):
             try:
                 self._conn = self._dialect.connect()
             except Exception as exc:  # down, restarting, refusing connections
-                raise StoreUnavailable(f"the database cannot be reached: {exc}") from exc
+                raise StoreUnavailable(f"the database cannot be reached: {exc}", UNREACHABLE) from exc
         return Db(self._dialect, self._conn)
 
     @contextmanager
@@ -115,9 +117,14 @@ class SqlCore(JobStore):
         if isinstance(exc, StoreError):
             return
         if self._dialect.broken(self._conn):
-            raise StoreUnavailable(f"the database connection was lost: {exc}") from exc
+            lost = "the database connection was lost"
+            raise StoreUnavailable(f"{lost}: {exc}", lost) from exc
         if self._dialect.unwritable(self._conn, exc):
-            raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
+            text = str(exc).lower()
+            why = " (it is read-only)" if "read-only" in text or "readonly" in text else (
+                " (its disk is full)" if "full" in text or "no space" in text else "")
+            summary = f"the store cannot be written{why}"
+            raise StoreUnavailable(f"the store cannot be written: {exc}", summary) from exc
         if self._dialect.damaged(exc):
             log.error("the store is damaged (%s): restore it from a backup", exc)  # the operator's to act on
             raise StoreError(f"the store is damaged ({exc}): restore it from a backup") from exc

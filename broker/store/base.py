@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any
 
 from broker.clock import Clock, SystemClock
-from broker.errors import BrokerError
 from broker.model import (
     Attempt,
     AttemptId,
@@ -39,6 +38,11 @@ from broker.store._records import SpendEntry as SpendEntry
 from broker.store._records import Submission as Submission
 from broker.store._rows import UNREADABLE_SPEC as UNREADABLE_SPEC
 from broker.store._rows import JobIds, placeholder_spec, read_spec
+from broker.store.errors import FencedOut as FencedOut
+from broker.store.errors import JobNotFoundError as JobNotFoundError
+from broker.store.errors import LeaseBlocked as LeaseBlocked
+from broker.store.errors import StoreError as StoreError
+from broker.store.errors import StoreUnavailable as StoreUnavailable
 
 EventListener = Callable[[JobEvent], None]
 
@@ -52,26 +56,6 @@ UNFINISHED = (
     JobState.PREEMPTED,
 )
 """States a tenant's `max_queued_jobs` quota counts."""
-
-
-class StoreError(BrokerError):
-    """Root of store errors."""
-
-
-class StoreUnavailable(StoreError):
-    """The database cannot be reached (down, restarting, refusing connections): retry later."""
-
-
-class LeaseBlocked(StoreError):
-    """A leadership claim waited longer than it was allowed for a write holding the lease row."""
-
-
-class JobNotFoundError(StoreError):
-    """No such job (or not visible to the asking tenant)."""
-
-
-class FencedOut(StoreError):
-    """A fenced write refused: another scheduler claimed leadership since this one's epoch."""
 
 
 # Fields of a Job that callers may set alongside a transition or on their own.
