@@ -34,6 +34,8 @@ from broker.validation import FieldViolation, did_you_mean
 from broker.waiting import within
 
 log = logging.getLogger(__name__)
+REFUSED_AGENT_EVERY_S = 60.0
+"""At most one log line this often about agent calls refused for a wrong secret."""
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -122,6 +124,9 @@ class BrokerServices:
     """The tenants the policy in force declares (empty: not known)."""
     submitter: SubmitPath = field(init=False)
     """SubmitJob/SubmitJobs: validate, admit, insert, ack (see broker.submit)."""
+    refused_agents: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    """(when the last line about refused agent calls was logged, how many since): an instance
+    with a stale secret, or someone guessing, showed only later as a lost job."""
 
     def __post_init__(self) -> None:
         self.submitter = SubmitPath(
@@ -264,6 +269,17 @@ class BrokerServices:
             return offset + len(data)
         return self.joblogs.append(attempt, offset, data)
 
+    def _agent_refused(self, attempt_id: str, *, known: bool) -> None:
+        """Log a refused agent call: the first, then at most one line a minute with the count."""
+        now, (last, held) = self.clock.now().timestamp(), self.refused_agents
+        if now - last < REFUSED_AGENT_EVERY_S:
+            self.refused_agents[1] = held + 1
+            return
+        self.refused_agents[:] = [now, 0.0]
+        whose = "its secret does not match" if known else "no such attempt"
+        log.warning("agent call refused for attempt %r: %s (%d more refused since the last such line)",
+                    attempt_id[:80], whose, held, extra={"event": "agent_refused"})
+
     def _agent_attempt(self, attempt_id: str, secret: str) -> Attempt:
         """The attempt whose agent secret this is; one AgentAuthError for any mismatch."""
         try:
@@ -272,6 +288,7 @@ class BrokerServices:
             attempt = None
         # An unknown attempt is hashed and compared too: both failures cost the same.
         if not agent_secret_matches(secret, attempt.secret_hash if attempt else None):
+            self._agent_refused(attempt_id, known=attempt is not None)
             raise AgentAuthError()
         assert attempt is not None
         return attempt

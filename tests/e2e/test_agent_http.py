@@ -259,3 +259,25 @@ def test_one_client_holding_every_slot_does_not_lock_out_the_other_agents(
     finally:
         for sock in held:
             sock.close()
+
+
+def test_refused_agent_calls_are_logged_without_a_flood(tmp_path: Path) -> None:
+    """Held-out review (issue 12): 20 reports with a wrong secret got 401 each and left no log
+    line and no metric (DEBUG only): an instance with a stale secret, or someone guessing, showed
+    only later, as heartbeat lag or a lost job. The first is logged, then one line a minute."""
+    config = write_broker_config(tmp_path)
+    with config.open("a") as f:
+        f.write("agent_http_listen: 127.0.0.1:0\n")
+    broker = BrokerProcess(config)
+    broker.start()
+    try:
+        m = re.search(r"agent endpoint on http://[^:]+:(\d+)", "".join(broker.output))
+        assert m, "".join(broker.output)
+        agent_port = int(m.group(1))
+        for _ in range(5):
+            assert post(agent_port, report(attempt_id="att-guessed"), token="wrong-secret")[0] == 401
+        assert broker.said("agent call refused for attempt 'att-guessed': no such attempt")
+        time.sleep(0.5)
+        assert sum("agent call refused" in line for line in broker.output) == 1, broker.output
+    finally:
+        broker.stop()
