@@ -18,16 +18,28 @@ def test_the_ratio_is_the_median_so_one_hung_job_does_not_move_it() -> None:
 
 
 def test_estimates_that_scatter_stretch_the_ratio_past_the_median() -> None:
-    # Median 1, each job a quarter off either way: the projection plans on a later end, by
+    # Median 1, most jobs a quarter off either way: the projection plans on a later end, by
     # SPREAD_Z robust standard deviations of the log ratio (1.4826 x the median absolute deviation).
-    scatter = [(100.0, 80.0), (100.0, 125.0), (100.0, 80.0), (100.0, 125.0), (100.0, 100.0)]
+    quarter = [(100.0, 80.0), (100.0, 125.0)] * 2 + [(100.0, 100.0), (100.0, 300.0), (100.0, 100 / 3)]
     assert SPREAD_Z > 0
-    assert learned_ratio(scatter) == pytest.approx(math.exp(SPREAD_Z * 1.4826 * math.log(1.25)), rel=1e-3)
-    wider = [(100.0, 50.0), (100.0, 200.0), (100.0, 50.0), (100.0, 200.0), (100.0, 100.0)]
+    assert learned_ratio(quarter) == pytest.approx(math.exp(SPREAD_Z * 1.4826 * math.log(1.25)), rel=1e-3)
+    half = [(100.0, 50.0), (100.0, 200.0)] * 2 + [(100.0, 100.0), (100.0, 1000.0), (100.0, 10.0)]
     # Each job half or twice off: the stretch is 2 to the 1.4826·z, larger than a quarter's, under the clamp.
-    assert learned_ratio(wider) == pytest.approx(2.0 ** (SPREAD_Z * 1.4826), rel=1e-3)
-    assert learned_ratio(scatter) < learned_ratio(wider) < HIGH
+    assert learned_ratio(half) == pytest.approx(2.0 ** (SPREAD_Z * 1.4826), rel=1e-3)
+    assert learned_ratio(quarter) < learned_ratio(half) < HIGH
     assert learned_ratio([(100.0, 100.0), (100.0, 300.0)]) > 2.0  # above the median of two
+
+
+def test_the_stretch_never_goes_past_the_longest_run_seen() -> None:
+    """Held-out review: a tenant's no-op runs (5 s of a 1 h estimate) beside full ones (0.74 of it)
+    made a spread so wide that one more early finish raised the ratio 0.60 -> 1.09, above every
+    run; with half and half the ratio swung between the clamps (0.25, 4) job by job."""
+    full, early = (3600.0, 0.74 * 3600), (3600.0, 5.0)
+    for n_early in (20, 24, 25, 26, 30):
+        runs = [early] * n_early + [full] * (50 - n_early)
+        assert learned_ratio(runs) <= 0.74 + 1e-9, n_early
+    scatter = [(100.0, 80.0), (100.0, 125.0), (100.0, 80.0), (100.0, 125.0), (100.0, 100.0)]
+    assert learned_ratio(scatter) == pytest.approx(1.25)  # 1.25 ** 1.48 would pass every run
 
 
 def test_no_history_or_no_usable_estimate_gives_one() -> None:
