@@ -30,7 +30,7 @@ from broker.dispatch.health import SiteHealth
 from broker.dispatch.launch_history import read_launch_times
 from broker.dispatch.offers import OfferReading, OfferSource, ended_attempts, started_attempts
 from broker.dispatch.spend import SpendLedger
-from broker.dispatch.tenant_gone import kept_while_undeclared
+from broker.dispatch.tenant_gone import kept_waiting
 from broker.dispatch.waits import LiveWaits
 from broker.fair_queue import FairQueue
 from broker.fair_reclaim import Reclaimer
@@ -284,7 +284,7 @@ class Planner:
             decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
         if barred is not None:
             decision = waiting_for_quota(self.policy, job.tenant, units_of(spec), decision)
-        decision = kept_while_undeclared(self.policy, job.tenant, decision)
+        decision = kept_waiting(self.policy, job.tenant, spec, decision, snap.now)
         decision = self.fair.adjust(self.policy, job, decision, snap)
         if projected is not None:  # recorded with where its wait came from, then in the line
             decision = self.waits.explained(decision, snap, job.tenant, store, before, projected)

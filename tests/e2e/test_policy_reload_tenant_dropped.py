@@ -83,3 +83,56 @@ def test_queued_jobs_of_a_dropped_tenant_wait_and_run_when_it_returns(tmp_path: 
             for job_id, tenant in jobs:
                 wait_for(stub, job_id, TERMINAL, tenant=tenant, timeout=60)
         broker.stop()
+
+
+A800 = "      - {name: a800, accelerator: A800, count_per_node: 4, price_hour: 14.0}\n"
+
+
+def test_queued_jobs_a_reload_leaves_no_offer_wait_and_run_when_one_returns(tmp_path: Path) -> None:
+    """Held-out review (issue 12): a reload without the a800 partition (a typo in a routine edit)
+    was accepted and failed every queued A800 job at once (`hardware.fit`), for good: 22 jobs on the
+    reviewer's broker. They now wait, saying why, and run once a policy has the partition again."""
+    config = write_broker_config(tmp_path)
+    assert A800 in POLICY
+    broker = BrokerProcess(config)
+    broker.start()
+    jobs: list[tuple[str, str]] = []
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            busy = submit(stub, spec("busy", SLEEP, gpus=4), tenant="team-b").job.id
+            jobs.append((busy, "team-b"))
+            wait_for(stub, busy, {job_pb2.JOB_STATE_RUNNING}, tenant="team-b")
+            waiter = submit(stub, spec("waiter", [PY, "-c", "print('ran')"], gpus=4)).job.id
+            jobs.append((waiter, "team-a"))
+
+            def job() -> job_pb2.Job:
+                got: job_pb2.Job = stub.GetJob(pb.GetJobRequest(id=waiter), metadata=auth("team-a")).job
+                return got
+
+            wait_until("the job waits", lambda: job().pending_reason)
+            old = policy_hash(stub)
+            (tmp_path / "policy.yaml").write_text(POLICY.replace(A800, ""))
+            wait_hash(stub, old)
+            wait_until(
+                "the job says no offer allows it any more",
+                lambda: "no offer of the policy in force" in job().pending_reason,
+                timeout=20,
+                shown=lambda: f"{job().state} {job().pending_reason} {job().message}",
+            )
+            assert job().state == job_pb2.JOB_STATE_QUEUED
+            with pytest.raises(grpc.RpcError) as refused:  # new work needing it is refused at the door
+                submit(stub, spec("new", [PY, "-c", "pass"], gpus=4))
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            old = policy_hash(stub)
+            (tmp_path / "policy.yaml").write_text(POLICY)
+            wait_hash(stub, old)
+            stub.CancelJob(pb.CancelJobRequest(id=busy), metadata=auth("team-b"))
+            done = wait_for(stub, waiter, TERMINAL, timeout=60)
+            assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done
+    finally:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            for job_id, tenant in jobs:
+                stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth(tenant))
+        broker.stop()
