@@ -116,3 +116,24 @@ def test_a_store_dsn_the_broker_cannot_use_is_named_without_its_password(
     code, err = run(capsys, "serve", "--config", str(config))
     assert code == 1 and "szb: error: broker stopped:" in err, err
     assert "Sup3rS3cret" not in err and "postgres://szb:[REDACTED]@" in err, err
+
+
+def test_with_json_logs_the_reason_the_broker_stopped_is_a_record(tmp_path: Path) -> None:
+    """Held-out review (issue 12): with `--log-format json` the fatal reason was only szb's plain
+    error line, which a JSON log pipeline drops: the one line that explains the crash."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.e2e.conftest import write_broker_config
+
+    config = write_broker_config(tmp_path)
+    env = {**os.environ, "SZB_STORE_DSN": "postgres://szb:Sup3rS3cret@[::1:5432/szb"}
+    argv = [sys.executable, "-m", "broker.cli", "serve", "--config", str(config), "--log-format", "json"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 1, done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    stopped = [r for r in records if r.get("event") == "stopped"]
+    assert stopped and "broker stopped:" in stopped[0]["message"], done.stderr
+    assert "Sup3rS3cret" not in done.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from broker.commands._console import Console
 from broker.commands._output import STATE_STYLE, console_for, fail, job_dict, print_jobs, shown_output
 from broker.config import ConfigFileError, apply_env, load_config
 from broker.jobfile import JobFileError, load_job_file
+from broker.logs import redact
 from broker.model import JobState
 from broker.serde import spec_to_proto, state_from_proto, state_to_proto
 
@@ -111,6 +113,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve_forever(config, args.config.resolve() if args.config else None))
     except Exception as exc:
+        if config.log_format == "json":  # a JSON pipeline reads records: the reason it stopped is one
+            logging.getLogger("broker").critical("broker stopped: %s", redact(str(exc)),
+                                                 extra={"event": "stopped"})
         return fail(f"broker stopped: {exc}")
     return 0
 

@@ -22,6 +22,9 @@ from broker.policy.lint import policy_warnings
 from broker.yamlfile import PolicyError, Problem, parse_yaml
 
 log = logging.getLogger(__name__)
+MAX_PROBLEMS_LOGGED = 20
+"""A refused reload is one log line naming at most this many of its problems (`szb status` and
+`szb policy history` have them all)."""
 
 
 @dataclass(frozen=True)
@@ -130,9 +133,10 @@ class PolicyWatcher:
                 self.last_refused = refused_load(self.path, exc.problems, self._clock())
                 digest = self.last_refused.hash[:12]
                 fields = {"event": "reload", "policy_hash": digest, "source": str(self.path)}
-                for problem in exc.problems:
-                    log.error("policy reload refused: %s", problem, extra=fields)
-                log.error("policy reload refused: keeping policy %s", self._current.hash[:12], extra=fields)
+                shown = [str(p) for p in exc.problems[:MAX_PROBLEMS_LOGGED]]  # one event, one line
+                more = len(exc.problems) - len(shown)
+                log.error("policy reload refused: keeping policy %s: %s%s", self._current.hash[:12],
+                          " | ".join(shown), f" | ... and {more} more" if more else "", extra=fields)
                 self._tell(self.last_refused)
                 return exc.problems
             except Exception:  # the check could not be made (the store away): the next poll tries again
