@@ -28,7 +28,7 @@ from broker.dispatch.withdraw import pending_at_queue, withdraw_late
 from broker.dispatch.withdraw_reclaim import withdraw_to_reclaim
 from broker.metrics import BrokerMetrics
 from broker.model import BROKER_SIDE, Attempt, AttemptState, Job, JobId, JobState, SiteId
-from broker.store import JobStore, StoreUnavailable
+from broker.store import FencedOut, JobStore, StoreUnavailable
 from broker.store_outage import StoreOutageLog
 from broker.waiting import within
 
@@ -281,6 +281,9 @@ class Dispatcher(Scheduling):
             except StoreUnavailable as exc:  # every pass meets it until the store is back: no flood
                 self._pass_failed = True
                 self.store_outage.failed("dispatch pass", exc)
+            except FencedOut as exc:  # deposed: the next leader takes over, no fault of this pass
+                self._pass_failed = True
+                log.info("dispatch pass stopped: %s", exc)
             except Exception:  # the loop must survive any one bad job or backend
                 self._pass_failed = True
                 log.exception("dispatch pass failed")

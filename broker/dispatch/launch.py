@@ -25,7 +25,7 @@ from broker.dispatch.records import audit_data, decision_fields, offer_fault
 from broker.metrics import BrokerMetrics
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, LaunchRequest
 from broker.serde_decision import decision_data, spot_data
-from broker.store import StoreError, StoreUnavailable
+from broker.store import FencedOut, StoreError, StoreUnavailable
 from broker.waiting import within
 
 log = logging.getLogger(__name__)
@@ -121,35 +121,20 @@ class Launching(AttemptTracking):
         if decision.burst:
             self.stats.bursts.append(attempt.created_at)  # as a restart reads it back
             self.metrics.bursts.labels(offer.site).inc()
-            log.info(
-                "burst to %s (%s, %s %s/h)",
-                offer.site,
-                offer.instance_type,
-                offer.price_per_hour,
-                offer.currency,
-                extra={**decision_fields(job, decision, "burst"), "price": offer.price_per_hour,
-                       "currency": offer.currency},
-            )
+            log.info("burst to %s (%s, %s %s/h)", offer.site, offer.instance_type, offer.price_per_hour,
+                     offer.currency, extra={**decision_fields(job, decision, "burst"),
+                                            "price": offer.price_per_hour, "currency": offer.currency})
         self.metrics.attempts.labels(offer.site).inc()
-        log.info(
-            "attempt %d on %s",
-            attempt.number,
-            offer.site,
-            extra={
-                "event": "attempt",
-                "job_id": job.id,
-                "tenant": job.tenant,
-                "site": offer.site,
-                "attempt_id": attempt.id,
-                "offer": offer.key,
-            },
-        )
+        fields = {"event": "attempt", "job_id": job.id, "tenant": job.tenant, "site": offer.site,
+                  "attempt_id": attempt.id, "offer": offer.key}
+        log.info("attempt %d on %s", attempt.number, offer.site, extra=fields)
 
     async def _launch(
         self, job: Job, attempt: Attempt, decision: Decision | None, secret: str | None = None
     ) -> None:
         """Launch an attempt. A store that fails under the launch is waited out, then what is left
         is done from what the store holds (`broker.dispatch.launch_outage`)."""
+        deposed = False
         try:
             async for trial in through_store_outages(self.store_outage):
                 with trial:
@@ -164,8 +149,15 @@ class Launching(AttemptTracking):
                         secret, attempt = self._new_secret(attempt)
                     await self._launch_once(job, attempt, decision, secret)
             self.store_outage.ok(LAUNCHING)
+        except FencedOut as exc:
+            # Deposed mid-launch: the next leader resumes it with the same token, and the secret
+            # the instance may have: dropped here, it minted another, which the instance's
+            # reports could never match (held-out review: jobs stuck RUNNING, agents refused).
+            deposed = True
+            log.info("launch of %s left to the next leader: %s", attempt.id, exc)
         finally:
-            self.escrow.drop(attempt.id)
+            if not deposed:
+                self.escrow.drop(attempt.id)
             self._inflight.pop(job.id, None)
 
     def _new_secret(self, attempt: Attempt) -> tuple[str, Attempt]:
@@ -193,7 +185,7 @@ class Launching(AttemptTracking):
             await self._attempt_failed(job, attempt, exc)
         except LaunchStopped as stop:
             self._launch_stopped(job, attempt, str(stop))
-        except StoreUnavailable:
+        except (StoreUnavailable, FencedOut):
             raise
         except Exception as exc:  # an adapter broke its contract: fail the attempt, never leave it pending
             log.exception("launch of %s raised %s", attempt.id, type(exc).__name__)

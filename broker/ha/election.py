@@ -1,7 +1,8 @@
 """Leader election for the `scheduler` role: a PostgreSQL advisory lock plus a lease.
 
-The lock is held by a dedicated session (its own connection, its own thread), so a busy
-event loop never delays renewal. A leader that dies loses the session and so the lock at
+The lock is held by a dedicated session (its own connection, its own thread), and the lease is
+kept through a store of its own (`SchedulerRole`), so neither a busy event loop nor the
+dispatcher's store calls delay renewal. A leader that dies loses the session and so the lock at
 once; a leader that is paused (SIGSTOP, a stalled VM) keeps its session open, so a standby
 that finds the lease expired terminates the holder's backend and takes the lock. Each new
 leader gets a higher epoch; a leader whose own lease ran out by its monotonic clock stops

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from adapters.base import Adapter, LogSource, TransientError
 from adapters.wrapper import AdapterWrapper, LogSourceWrapper
-from broker.store import JobStore, StoreError
+from broker.store import FencedOut, JobStore
 
 T = TypeVar("T")
 
@@ -66,8 +66,9 @@ WRITES = frozenset(
 """The store calls a scheduler makes that change state (submissions come from API replicas)."""
 
 
-class NotLeaderWriteError(StoreError):
-    """A scheduler write refused in-process: this process's lease is not surely valid."""
+class NotLeaderWriteError(FencedOut):
+    """A scheduler write refused in-process: this process's lease is not surely valid (the
+    database's fence refuses it the same way once another term began)."""
 
 
 class LeaderOnlyStore:

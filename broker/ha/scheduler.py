@@ -27,7 +27,7 @@ from broker.logs import say
 from broker.metrics import BrokerMetrics
 from broker.model import AttemptState, JobId, JobState, SiteId
 from broker.sitereport import SiteReport
-from broker.store import JobStore, StoreError
+from broker.store import JobStore, PostgresStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,14 @@ class SchedulerRole:
         report: Callable[[Sequence[datetime], datetime], SiteReport] | None = None,
     ) -> None:
         self.make_dispatcher = make_dispatcher
+        # The lease on a connection of its own: through the dispatcher's store, a renewal waited
+        # behind the pass's queue reads (one connection, one lock) and a leader over a deep queue
+        # lost its own lease again and again, never dispatching (held-out review, 1M queued).
+        self._lease_book = PostgresStore(dsn)
+        self._lease_book.clock = store.clock
         self.elector = Elector(
-            dsn, store, on_elected=self._elected, on_deposed=self._deposed, timing=timing, clock=store.clock
+            dsn, self._lease_book, on_elected=self._elected, on_deposed=self._deposed, timing=timing,
+            clock=store.clock,
         )
         # What the dispatcher writes and calls goes out only while this process surely leads.
         self.store = cast(JobStore, LeaderOnlyStore(store, self.elector.may_act))
@@ -103,6 +109,7 @@ class SchedulerRole:
         self._changes.put_nowait(("stop", None))
         await self._supervisor
         await asyncio.to_thread(self.listener.stop)
+        self._lease_book.close()
 
     # Terms -------------------------------------------------------------------------------
 
