@@ -201,13 +201,25 @@ CONNECT_TIMEOUT_S = 10
 that accepts and never answers otherwise held a store call (or `szb policy replay`) 130 s."""
 
 
-def connect_timeout(dsn: str) -> str:
-    """`dsn` with a `connect_timeout` of `CONNECT_TIMEOUT_S`, unless it sets its own."""
-    if "connect_timeout" in dsn:
-        return dsn
-    from psycopg.conninfo import make_conninfo
+DEAD_PATH: dict[str, int] = {
+    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+"""TCP settings a DSN gets unless it sets its own: a database whose network path died (no reset, no
+answer) held a store call, and with it a whole replica, for as long as the kernel's defaults (two
+hours of keepalive silence, 15 minutes of retransmits); now about 30 s, then the store is unavailable."""
 
-    return make_conninfo(dsn, connect_timeout=CONNECT_TIMEOUT_S)
+
+def connect_timeout(dsn: str) -> str:
+    """`dsn` with a `connect_timeout` of `CONNECT_TIMEOUT_S` and `DEAD_PATH`'s settings, unless it
+    sets its own."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    given = conninfo_to_dict(dsn)
+    added: dict[str, str | int | None] = {k: v for k, v in DEAD_PATH.items() if k not in given}
+    if "connect_timeout" not in given:
+        added["connect_timeout"] = CONNECT_TIMEOUT_S
+    return make_conninfo(dsn, **added) if added else dsn
 
 
 class PostgresDialect(Dialect):

@@ -59,4 +59,17 @@ def test_a_sqlite_file_that_is_no_broker_store_is_named_so(tmp_path: Path) -> No
 )
 def test_a_dsn_without_a_connect_timeout_gets_one(dsn: str) -> None:
     assert f"connect_timeout={CONNECT_TIMEOUT_S}" in connect_timeout(dsn)
-    assert connect_timeout("postgresql://h/db?connect_timeout=3") == "postgresql://h/db?connect_timeout=3"
+    own = connect_timeout("postgresql://h/db?connect_timeout=3")
+    assert "connect_timeout=3" in own and f"connect_timeout={CONNECT_TIMEOUT_S}" not in own
+
+
+def test_a_dsn_gets_keepalives_so_a_dead_network_path_ends_a_store_call() -> None:
+    """Held-out review (issue 13): a database whose network path died held a store call, and a
+    whole API replica with it, for the kernel's defaults (hours of keepalive silence)."""
+    from broker.store._dialect import DEAD_PATH
+
+    given = connect_timeout("host=127.0.0.1 dbname=szb")
+    assert all(f"{k}={v}" in given for k, v in DEAD_PATH.items()), given
+    mine = "host=h dbname=d connect_timeout=3 keepalives=0 keepalives_idle=1 keepalives_interval=1 " \
+        "keepalives_count=1 tcp_user_timeout=5"
+    assert connect_timeout(mine) == mine  # a DSN that sets its own keeps them
