@@ -15,7 +15,7 @@ from google.protobuf import timestamp_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.errors import BrokerError
-from broker.model import JobEvent, TenantId
+from broker.model import JobEvent, JobId, TenantId
 from broker.policy import Policy
 from broker.policy.watcher import PolicyLoad
 from broker.serde import state_to_proto
@@ -163,6 +163,8 @@ class AuditTrail:
         timed += [(r.time, refusal_to_proto(r)) for r in self.store.refusals(where)]
         # Each list is its newest `limit`, oldest first: merged, the newest `limit` of both.
         timed.sort(key=lambda pair: pair[0])  # stable: events of one time keep their order
+        if job_id and not timed:  # a typo would read as a job with no history
+            self.store.get(JobId(job_id))  # NOT_FOUND when there is no such job
         if tenant and not timed and (policy := self.policy()).tenant(tenant) is None:
             # A typo would read as a quiet tenant; a tenant since removed keeps its history.
             hint = did_you_mean(tenant, [t.id for t in policy.tenants])

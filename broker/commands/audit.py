@@ -17,7 +17,7 @@ from rich.table import Table
 from broker.api import broker_service_pb2 as pb
 from broker.audit import DEFAULT_EVENTS, MAX_EVENTS
 from broker.client import ClientError
-from broker.commands._args import job_id
+from broker.commands._args import job_id, page_size
 from broker.commands._connect import add_client_args, client_for
 from broker.commands._console import Console
 from broker.durations import DurationTooLong, parse_duration
@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--since", type=parse_since, help="a time (2026-12-01, 2026-12-01T08:00+08:00) or an age (2h, 1d)"
     )
-    p.add_argument("--limit", type=int, default=1000, help="at most this many events, the newest")
+    p.add_argument("--limit", type=page_size, default=1000, help="at most this many events, the newest")
     add_client_args(p)
     p.set_defaults(handler=cmd_audit)
 
@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
 def register_policy(cmds: Any) -> None:
     """`szb policy history` and `szb policy show HASH` (added to the `policy` group)."""
     history = cmds.add_parser("history", help="policy versions the broker loaded or refused (operators)")
-    history.add_argument("--limit", type=int, default=50)
+    history.add_argument("--limit", type=page_size, default=50)
     add_client_args(history)
     history.set_defaults(handler=cmd_history)
     show = cmds.add_parser("show", help="the text of a stored policy version (operators)")

@@ -336,5 +336,12 @@ def test_the_policy_history_says_which_load_is_in_force_and_keeps_catalog_edits(
                 (sha(POLICY), loaded, False), (sha(b_text), loaded, False), (sha(bad), refused, False),
                 (sha(b_text), loaded, False), (sha(POLICY), loaded, False), (sha(POLICY), loaded, True),
             ]
+        # The same review: a job id no job has was an empty list (a typo read as a quiet job), and
+        # a negative --limit was taken.
+        server = ("--server", broker.address)
+        typo = szb("audit", "--job", "j-no-such-job", *server, token=OPERATOR)
+        assert typo.returncode == 1 and "NOT_FOUND" in typo.stderr and "j-no-such-job" in typo.stderr, typo
+        negative = szb("audit", "--limit", "-3", *server, token=OPERATOR)
+        assert negative.returncode == 2 and "--limit: must be >= 0, got -3" in negative.stderr, negative.stderr
     finally:
         broker.stop()
