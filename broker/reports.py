@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from broker.api import broker_service_pb2 as pb
 from broker.burst import is_onprem
 from broker.burst.money import BEIJING, budget_alert, month_of
-from broker.burst.snapshot import partition_key
+from broker.burst.projection import NEVER_S
+from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.catalog.accelerators import normalize
 from broker.dispatch.launch_history import read_recent_bursts
 from broker.dispatch.offers import OfferReading
@@ -302,6 +303,24 @@ def _add_partitions(
             for job in waiting
             if (job.state == JobState.QUEUED or job.site == p.site) and _fits(job.spec, p.accelerator)
         )
+
+
+def project_partition_waits(
+    resp: pb.GetStatusResponse, planner: Planner, snap: PassSnapshot, store: JobStore
+) -> None:
+    """Each partition's wait as a new one-unit job there is projected to see it now (the projected
+    wait model: running jobs' expected ends at the tenant's learned ratio, the broker's queue ahead),
+    as `szb explain` and the dispatcher see it; the backend's own estimate said otherwise."""
+    for p in resp.partitions:
+        if p.capacity_unknown:
+            continue
+        one = {"count": 1, "any_of": [p.accelerator]} if p.accelerator else {"count": 0}
+        probe = JobSpec.model_validate({"name": "status", "command": ["true"], "runtime_estimate": "1h",
+                                        "resources": {"accelerators": one, "cpus": 1}})
+        waits = planner.waits.for_job(planner.policy, probe, snap, store, planner.queueing_sites())
+        wait = (waits or {}).get(f"{p.site}/{p.partition}")
+        if wait is not None:
+            p.expected_wait_seconds = min(wait, NEVER_S)
 
 
 def _add_budgets(

@@ -28,7 +28,7 @@ from broker.placement.names import unknown_names
 from broker.planning import Planner
 from broker.policy.schema import Limits
 from broker.quota import resolve_limits
-from broker.reports import spend_report, status_report
+from broker.reports import project_partition_waits, spend_report, status_report
 from broker.serde import explanation_to_proto, offers_to_proto, ts_from_proto
 from broker.serde_decision import explain_json
 from broker.store import JobNotFoundError, JobStore
@@ -170,6 +170,9 @@ class RpcViews:
             reading=reading,
             lease_watch=getattr(self.dispatcher, "lease_watch", None),  # (API replicas only)
         )
+        if self.planner.policy.burst.wait_model == "projected":  # the wait explain and the decisions use
+            snap = await self.dispatcher.current_snapshot()
+            project_partition_waits(resp, self.planner, snap, self.store)
         refused = self.audit.refused_proto()
         if refused is not None and caller.is_operator:  # file paths and errors: operators only
             resp.refused_policy.CopyFrom(refused)

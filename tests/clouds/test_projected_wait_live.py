@@ -280,3 +280,28 @@ def test_a_burst_names_the_partition_it_weighed_when_two_project_the_same_wait(
         assert placed.data["projection"]["queue_ahead_jobs"] == 1, placed.data
         for jid in (*held, job_id):
             stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md(TOKEN))
+
+
+def test_status_shows_the_wait_explain_projects(broker: BrokerProcess, tmp_path: Path) -> None:
+    """Held-out review: `szb status` showed the backend's own estimate (the running job's end
+    only: no learned ratio, no job waiting in the broker's queue) beside explain's projection for
+    the same partition at the same moment (3 min against 7, 6 against 10). With the projected
+    model it shows the wait a new one-unit job is projected to see, as explain does."""
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        holder = hold_the_a800(broker, stub, tmp_path, "20m")
+        patient = job_yaml(tmp_path, "patient", estimate="1h", max_wait="3h")
+        waiter = submit(broker, patient)
+        try:
+            first_event(stub, waiter, "waiting")  # an hour of work ahead in the broker's queue
+            explained = json.loads(szb(broker, TOKEN, "explain", str(patient), "-o", "json").stdout)
+            projected = explained["decision"]["projection"]["wait_s"]
+            status = stub.GetStatus(pb.GetStatusRequest(), metadata=md(TOKEN))
+            [a800] = [p for p in status.partitions if p.partition == "a800"]
+            assert projected > 60 * 60  # the holder's end, then the waiting job's hour
+            assert a800.expected_wait_seconds == pytest.approx(projected, abs=30), (a800, projected)
+        finally:
+            for job_id in (waiter, holder):
+                stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=md(TOKEN))
+            for job_id in (waiter, holder):
+                wait_state(stub, job_id, TERMINAL, token=TOKEN)

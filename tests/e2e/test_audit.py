@@ -342,6 +342,7 @@ def test_the_policy_history_says_which_load_is_in_force_and_keeps_catalog_edits(
         typo = szb("audit", "--job", "j-no-such-job", *server, token=OPERATOR)
         assert typo.returncode == 1 and "NOT_FOUND" in typo.stderr and "j-no-such-job" in typo.stderr, typo
         negative = szb("audit", "--limit", "-3", *server, token=OPERATOR)
-        assert negative.returncode == 2 and "--limit: must be >= 0, got -3" in negative.stderr, negative.stderr
+        assert negative.returncode == 2, negative.stderr
+        assert "--limit: must be >= 0, got -3" in negative.stderr, negative.stderr
     finally:
         broker.stop()
