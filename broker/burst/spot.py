@@ -135,6 +135,10 @@ def spot_never(spec: JobSpec, allowed: Sequence[Offer], policy: Policy) -> list[
     than the policy allows: a property of the job and the policy, so the job can never run."""
     if not allowed or not all(o.spot for o in allowed):
         return []
-    refusals = [spot_refusal(spec, o, policy, slack_h=None) for o in allowed]
-    return [] if any(r is None for r in refusals) else [f"spot: {r}" for r in refusals if r][:10]
+    refusals = [(offer_outlook(spec, o, policy).restarts, spot_refusal(spec, o, policy, slack_h=None))
+                for o in allowed]
+    if any(r is None for _, r in refusals):
+        return []
+    # The nearest miss first: a refusal names it (the likeliest to run), not the worst offer.
+    return [f"spot: {r}" for _, r in sorted(refusals, key=lambda pair: pair[0]) if r][:10]
 
