@@ -228,6 +228,8 @@ def _table(result: dict[str, Any]) -> None:
     console.print(f"prices: {n} offer(s) at the price recorded when launched, the rest at catalog prices")
     for title, rows, cols in (
         ("Placement changed", result["placement_changed"], ("placed_before", "placed_after")),
+        ("Same placement, cost changed", result.get("cost_changed", []), ("placed", "cost_before",
+                                                                          "cost_after")),
         ("Refused under the candidate", result["refusals_new"], ("site_before", "reason")),
         ("No longer refused", result["refusals_gone"], ("site_after", "reason_before")),
     ):

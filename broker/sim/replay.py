@@ -274,7 +274,7 @@ def diff(history: History, before: PolicyRun, after: PolicyRun) -> dict[str, Any
     delta = {
         k: None if a.get(k) is None or b.get(k) is None else round(b[k] - a[k], 4) for k in (*KEYS, "bursts")
     }
-    moved, refused, admitted = [], [], []
+    moved, refused, admitted, repriced = [], [], [], []
     for i, job in enumerate(history.jobs):
         ra, rb = before.run.records[i], after.run.records[i]
         row = {"job": job.id, "tenant": job.tenant, "name": job.spec.name, "recorded_site": job.site}
@@ -294,6 +294,10 @@ def diff(history: History, before: PolicyRun, after: PolicyRun) -> dict[str, Any
                     "placed_after": after.places[i],
                 }
             )
+        elif not math.isclose(ra.cost, rb.cost, rel_tol=1e-6, abs_tol=1e-4):  # same place, other runs
+            repriced.append({**row, "placed": after.places[i], "cost_before": round(ra.cost, 4),
+                             "cost_after": round(rb.cost, 4), "runs_before": ra.attempts,
+                             "runs_after": rb.attempts})
     return {
         "jobs": len(history.jobs),
         "refused_at_submit": len(history.refused_at_submit),
@@ -307,6 +311,7 @@ def diff(history: History, before: PolicyRun, after: PolicyRun) -> dict[str, Any
         "candidate": b,
         "delta": delta,
         "placement_changed": moved,
+        "cost_changed": repriced,
         "refusals_new": refused,
         "refusals_gone": admitted,
     }

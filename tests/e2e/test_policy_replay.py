@@ -189,6 +189,12 @@ def test_a_candidate_on_prem_price_changes_the_cost(history: Path) -> None:
     assert body["placement_changed"] == [] and body["candidate"]["rejected"] == 0
     assert body["candidate"]["cost"] == pytest.approx(body["current"]["cost"] / 2, rel=0.05), body
     assert body["recorded_prices"] == {}  # only cloud launches are replayed at their recorded price
+    # Held-out review: a job run in the same place at another cost was in no list, so the total's
+    # change went unexplained job by job.
+    changed = body["cost_changed"]
+    assert changed and all(r["cost_after"] == pytest.approx(r["cost_before"] / 2, abs=1e-3) for r in changed)
+    assert sum(r["cost_before"] - r["cost_after"] for r in changed) == pytest.approx(
+        body["current"]["cost"] - body["candidate"]["cost"], abs=0.05)
 
 
 def test_a_refusal_names_the_rule_that_refuses(history: Path) -> None:
