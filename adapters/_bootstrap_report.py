@@ -103,9 +103,10 @@ def ship_log():
     except Exception as exc:
         print("szb: log chunk not sent:", exc, file=sys.stderr)
         return "failed"
-    with open(mark + ".tmp", "w") as f:
+    tmp = mark + "." + str(os.getpid()) + ".tmp"  # the heartbeat's and the exit's shipping may overlap
+    with open(tmp, "w") as f:
         f.write(str(nxt))
-    os.replace(mark + ".tmp", mark)
+    os.replace(tmp, mark)
     return "sent" if nxt > off else "refused"
 
 
@@ -131,15 +132,14 @@ sick_since = None
 while True:
     # The output first: the broker's ack ends the instance, and what it still holds with it. A
     # broker that came back between a failed shipment and the report lost the rest. Output the
-    # broker answers it cannot take now holds the report back SHIP_HOLD_S at most.
+    # broker answers it cannot take now holds the report back SHIP_HOLD_S at most; a backlog past
+    # 128 chunks (4 MiB) does not: a GPU billed for minutes of 32 KiB posts the broker may not keep.
     state = ship_all(128)
     now = time.time()
     if state == "failed" and sick_since is None:
         sick_since = now
-    holding = state in ("more", "down") or (state == "failed" and now - sick_since < SHIP_HOLD_S)
+    holding = state == "down" or (state == "failed" and now - sick_since < SHIP_HOLD_S)
     if holding and now + delay <= deadline:
-        if state == "more":
-            continue
         outcome = "retry"
     else:
         outcome = send()

@@ -256,3 +256,15 @@ def test_output_the_broker_refuses_for_good_does_not_hold_the_exit_report(tmp_pa
     server, seen, logged = agent_endpoint(lambda n: 403)
     assert run_talking_to(server, OUTPUT, tmp_path) == 0
     assert not logged and [s for s in seen if s.startswith("exit")] == ["exit@0"], seen
+
+
+def test_a_backlog_past_4_mib_does_not_hold_the_exit_report(tmp_path: Path) -> None:
+    """Review of the change above: waiting for the whole backlog kept a finished GPU instance up
+    for minutes, shipping 100 MB in 32 KiB posts the broker keeps only 64 MiB of. The final flush
+    ships 128 chunks (4 MiB), then reports, as before the change."""
+    server, seen, _ = agent_endpoint(lambda n: 200)
+    big = "i=0; while [ $i -lt 7000 ]; do printf '%01000d\\n' $i; i=$((i+1)); done"  # ~7 MB at once
+    assert run_talking_to(server, big, tmp_path) == 0
+    whole = len((tmp_path / "job.log").read_bytes())
+    [exit_at] = [int(s.split("@")[1]) for s in seen if s.startswith("exit@")]
+    assert 0 < exit_at < whole, (exit_at, whole)  # reported with output still to ship
