@@ -229,7 +229,7 @@ class SlurmAdapter:
             self.site, self.partitions, self.cpu_partition, bool(self.container_runtime), request
         )
         with self._submit_lock:
-            existing = self.ledger.find(token)
+            existing = self.ledger.find(token, tenant_user(request, self.user) or self.user)
             if existing is not None:
                 return existing
             try:

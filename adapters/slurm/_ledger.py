@@ -10,7 +10,11 @@ submitted the token again, and the job ran twice).
 from __future__ import annotations
 
 import os
+import pwd
+import stat
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from adapters.base import read_file_chunk
 from adapters.slurm._jobs import JobTable
@@ -57,7 +61,7 @@ class TokenLedger:
         except OSError:
             self._markers_ok = False  # from now on every first submit asks slurmctld
 
-    def find(self, token: str) -> str | None:
+    def find(self, token: str, user: str | None = None) -> str | None:
         """A job already submitted with this token: memory, marker file, then slurmctld.
 
         slurmctld (a full job listing) is asked only when the marker says a submit was
@@ -82,11 +86,8 @@ class TokenLedger:
             marks = decode_marks(job.get("comment"))
             if marks.get("token") == token and marks.get("broker") == self.broker_id:
                 return self._adopt(token, str(job.get("job_id")))
-        started = self._started_id(token)
-        # The job writes that file: a job id slurmctld still lists under another token is not its.
-        listed = table.get(started) if started is not None else None
-        if started is None or (listed is not None and decode_marks(listed.get("comment")).get("token")
-                               != token):
+        started = self._started_id(token, user)
+        if started is None or not _plausible(started, token, table):
             return None
         return self._adopt(token, started)
 
@@ -97,10 +98,19 @@ class TokenLedger:
         self._write_marker(token, backend_id)
         return backend_id
 
-    def _started_id(self, token: str) -> str | None:
+    def _started_id(self, token: str, user: str | None) -> str | None:
+        """The job id the batch script wrote for `token`, if the job's user wrote it: jobs can
+        write this folder, and another tenant's job could name a job of its own (or a future id)
+        for an attempt whose reply was lost, to have the broker follow and cancel it."""
+        started, out = started_file(self.output_dir, token), self.output_dir / f"{token}.out"
         try:
-            data = read_file_chunk(started_file(self.output_dir, token), 0, MARKER_BYTES)
+            writer, output = os.lstat(started), os.lstat(out)  # slurmstepd made the .out as the job's user
+            data = read_file_chunk(started, 0, MARKER_BYTES)
         except OSError:
+            return None
+        regular = stat.S_ISREG(writer.st_mode) and stat.S_ISREG(output.st_mode)
+        expected = None if user is None else _uid_of(user)  # (a user this host does not know: unsaid)
+        if not regular or writer.st_uid != output.st_uid or expected not in (None, writer.st_uid):
             return None
         text = (data or b"").decode("ascii", "replace").strip()
         return text if text.isdigit() else None
@@ -121,4 +131,21 @@ class TokenLedger:
                 continue
             if (data or b"").decode("ascii", "replace").strip() == backend_id:
                 return marker.name[: -len(".jobid")]
+        return None
+
+
+def _plausible(started: str, token: str, table: Mapping[str, Mapping[str, Any]]) -> bool:
+    """A job id slurmctld lists under another token is not this token's, nor one above every id
+    it lists (not issued yet: another job would take it)."""
+    listed = table.get(started)
+    if listed is not None:
+        return decode_marks(listed.get("comment")).get("token") == token
+    ids = [int(k) for k in table if str(k).isdigit()]
+    return not ids or int(started) <= max(ids)
+
+
+def _uid_of(user: str) -> int | None:
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
         return None

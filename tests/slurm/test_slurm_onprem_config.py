@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,21 @@ def test_a_job_slurm_ran_and_forgot_before_its_id_was_recorded_is_found_by_its_o
                          client=_fake(0, listed, tmp_path))
     done = fresh.status("41")
     assert done.state is AttemptState.SUCCEEDED and done.log_tail == "the end\n"
-    # A job writes that file: an id slurmctld lists under another token is not taken from it.
+    # A job writes that file: an id slurmctld lists under another token is not taken from it,
+    # nor one above every id it lists (the next job would get it: another tenant's, which the
+    # broker would then follow and cancel), nor one the job's own output does not vouch for
+    # (review of this change: another tenant's job can write this folder).
     (tmp_path / "tok43.jobid").write_text("")
-    (tmp_path / "tok43.started").write_text("52")
-    assert fresh.ledger.find("tok43") is None
+    (tmp_path / "tok43.out").write_text("")
+    for planted in ("52", "53"):
+        (tmp_path / "tok43.started").write_text(planted)
+        assert fresh.ledger.find("tok43") is None, planted
+    (tmp_path / "tok43.started").write_text("40")
+    (tmp_path / "tok43.out").unlink()
+    assert fresh.ledger.find("tok43") is None  # no output: the job never ran as that token
+    (tmp_path / "tok43.out").write_text("")
+    if os.geteuid() == 0:  # written by another user than the job's output
+        os.chown(tmp_path / "tok43.started", 65534, 65534)
+        assert fresh.ledger.find("tok43") is None
+        os.chown(tmp_path / "tok43.started", 0, 0)
+    assert fresh.ledger.find("tok43") == "40"  # a past id, vouched for by its output: the job's own
