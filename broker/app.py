@@ -299,7 +299,7 @@ class BrokerApp:
 
     def _vet_sites(self, policy: Policy, text: str) -> list[Problem]:
         """A policy may drop a site, or move it to another region, only once no job runs there."""
-        sites = site_regions(policy, self.adapter_overrides or {})
+        sites = site_regions(policy, self.adapter_overrides or {}, self.config.sites)
         return sites_in_use(self.store, sites, str(self.planner.watcher.path), text)
 
     def _build_adapters(self) -> dict[SiteId, Adapter]:

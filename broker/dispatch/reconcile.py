@@ -20,10 +20,12 @@ import logging
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from adapters.base import Adapter, AdapterError, TransientError
 from broker.clock import Clock
 from broker.dispatch.gang import adoptable, is_gang_attempt
+from broker.dispatch.offers import site_configs
 from broker.model import Attempt, JobId, OwnedInstance, SiteId
 from broker.policy import Policy
 from broker.store import JobStore, StoreError
@@ -144,10 +146,16 @@ def sites_in_use(
     return problems
 
 
-def site_regions(policy: Policy, overrides: Collection[SiteId]) -> dict[SiteId, str | None]:
-    """Each site of `policy` with its region; a site whose adapter is overridden (tests, embedding)
-    with None: its region is its own."""
-    out: dict[SiteId, str | None] = {SiteId(site.id): site.region for site in policy.sites}
+def site_regions(
+    policy: Policy, overrides: Collection[SiteId], settings: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[SiteId, str | None]:
+    """Each site of `policy` with the region its adapter works in: broker.yaml's `sites:` (`settings`)
+    over the policy's `adapter_config` over the site's `region` label (a label edited alone moves
+    nothing). A site whose adapter is overridden (tests, embedding): None, its region is its own."""
+    out: dict[SiteId, str | None] = {}
+    for site_id, _, config in site_configs(policy):
+        region = {**config, **(settings or {}).get(site_id, {})}.get("region")
+        out[site_id] = region if isinstance(region, str) else None
     return out | dict.fromkeys(overrides)
 
 

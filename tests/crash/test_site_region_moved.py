@@ -64,3 +64,45 @@ def test_a_site_moved_to_another_region_while_a_job_runs_there_is_refused(
             final = wait_state(Stub(channel), job.id, TERMINAL, timeout=90)
         assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.site == "aws-east", final.message
         assert "done" in final.log_tail
+
+
+def test_the_region_compared_is_the_one_the_adapter_works_in(tmp_path: Path) -> None:
+    """Review of the change above: it compared the site's `region` label, where the adapter takes
+    `adapter_config`'s or broker.yaml's: a move made there went through, and a label edited alone
+    (the adapter pinned) was refused, at a restart too."""
+    from datetime import UTC, datetime
+
+    from broker.dispatch.reconcile import site_regions, sites_in_use
+    from broker.model import JobSpec, Offer, SiteId, TenantId
+    from broker.policy import load_policy
+    from broker.store import SqliteStore, Submission
+    from tests.crash.world import write_setup
+
+    write_setup(tmp_path, "http://127.0.0.1:9", "127.0.0.1:9", agent_port=9)
+    text = (tmp_path / "policy.yaml").read_text()
+    store = SqliteStore(tmp_path / "audit.db")
+    now = datetime.now(UTC)
+    spec = JobSpec.model_validate({"name": "east", "command": ["true"], "runtime_estimate": "1h"})
+    [(job, _)] = store.submit(TenantId("crash-lab"), [Submission(spec)], now)
+    offer = Offer(site=SiteId("aws-east"), instance_type="g5.xlarge", accelerator="A10G", count=1,
+                  price_per_hour=1.0, region="us-east-1")
+    attempt = store.create_attempt(job.id, offer.site, offer, "tok-east", now)
+    store.update_attempt(attempt.id, now, backend_id="i-east")
+
+    def problems(policy_text: str, settings: dict[str, dict[str, str]] | None = None) -> list[str]:
+        (tmp_path / "candidate.yaml").write_text(policy_text)
+        policy = load_policy(tmp_path / "candidate.yaml")
+        found = sites_in_use(store, site_regions(policy, (), settings), "c.yaml", policy_text)
+        return [p.message for p in found]
+
+    site = "    region: us-east-1\n    country: US\n    residency: global\n    catalog: {file: aws-east.csv"
+    pin = "    region: us-east-1\n    adapter_config: {region: us-east-1}\n" + site.split("\n", 1)[1]
+    pinned = text.replace(site, pin, 1)
+    assert pinned != text and problems(pinned) == []
+    label = "region: us-east-1\n    adapter_config"
+    label_only = pinned.replace(label, label.replace("us-east-1", "us-west-2"))
+    assert problems(label_only) == []  # the adapter still works in us-east-1
+    moved_config = pinned.replace("{region: us-east-1}", "{region: us-west-2}")
+    assert any("moves from region 'us-east-1' to 'us-west-2'" in p for p in problems(moved_config))
+    assert any("moves from region" in p for p in problems(pinned, {"aws-east": {"region": "eu-west-1"}}))
+    store.close()
