@@ -85,7 +85,8 @@ def never_runs(policy: Policy, tenant: str, spec: JobSpec, allowed: Sequence[Off
 
 def as_submitted(decision: Decision, spec: JobSpec, policy: Policy, tenant: str) -> Decision:
     """`decision`, or a REJECT where submission would refuse the job (`never_runs`) on the offers
-    its placement allows: offline explain and the simulator (a replay of refused submissions)."""
+    its placement allows, nothing blocked: offline explain (the simulator asks `never_runs` itself,
+    on its catalog, as the broker's submission does)."""
     if decision.action == Action.REJECT or decision.explanation is None:
         return decision
     allowed = [s.offer for s in decision.explanation.unranked]

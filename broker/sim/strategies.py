@@ -20,10 +20,11 @@ from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.burst.step import build_inputs, decide_in_pass
 from broker.decision import Action, Decision
 from broker.fairshare import held_back
+from broker.placement import PlacementContext, place
 from broker.policy import Policy
-from broker.quota_bar import as_submitted
+from broker.quota_bar import never_runs, refused_at_submit
 from broker.sim.backends import backoff_cap_s
-from broker.sim.jobs import SimJob
+from broker.sim.jobs import SimJob, shape_of
 from broker.sim.queues import LaunchQueue
 
 Projector = Callable[[SimJob], tuple[Mapping[str, float], LaunchQueue, Mapping[str, float], LateClaims]]
@@ -50,7 +51,7 @@ class PolicyStrategy:
         backoff timer only looks deeper and may keep doubling: capped at 2 h, weeks of queue
         re-decided each of them ~12 times a day."""
         self.admitted: set[int] = set()
-        """Jobs submission would take (`as_submitted`, asked at a job's first decision): one it
+        """Jobs submission would take (`_never_runs`, asked at a job's first decision): one it
         refuses (no quota ever admits it, or only spot over the restart limit could run it) is
         rejected, as the broker refused it; a replay counted it as waiting for ever."""
         self.money_bound: set[int] = set()
@@ -63,6 +64,14 @@ class PolicyStrategy:
         wait per partition, the bursts committed per cloud route, the tenants' fair-share
         ratios and the late claims, each job's own kept as it is decided (the live dispatcher's
         shell supplies the same from its adapters and store, `broker.dispatch.waits`)."""
+
+    def _never_runs(self, job: SimJob, snap: PassSnapshot) -> list[str]:
+        """Why submission refuses the job, as the broker's `Planner.admit` asks it: on the catalog,
+        whatever is blocked or sick now (a stock-out at its arrival refused accepted jobs)."""
+        spec = shape_of(job, self.policy) or job.spec
+        expl = place(spec, job.tenant, snap.offers, self.policy, PlacementContext(now=snap.now))
+        allowed = [s.offer for s in expl.unranked]
+        return never_runs(self.policy, job.tenant, job.spec, allowed) if allowed else []
 
     def decide(
         self, job: SimJob, snap: PassSnapshot, money: TenantMoney, pending: datetime | None
@@ -87,8 +96,10 @@ class PolicyStrategy:
         )
         d = decide_in_pass(job.spec, job.tenant, snap, self.policy, inputs)
         if job.index not in self.admitted:
-            d = as_submitted(d, job.spec, self.policy, job.tenant)
-            if d.action != Action.REJECT:
+            never = self._never_runs(job, snap)
+            if never:
+                d = refused_at_submit(d, never)
+            else:
                 self.admitted.add(job.index)
         self.lead_now = safety_lead_s(self.policy, inputs)  # (read by `timer` for this decision)
         if d.action == Action.WAIT and d.facts.cloud_offer is None and self._no_cloud_allowed(d, snap):
