@@ -81,6 +81,9 @@ class Dialect(abc.ABC):
     def lock_schema(self, db: Db) -> None:  # noqa: B027 - a single writer needs none
         """Serialise schema creation between processes until commit."""
 
+    def lock_history(self, db: Db) -> None:  # noqa: B027 - SQLite's INSERT holds the write lock
+        """Serialise entries of the policy history until commit (one "same as the newest" test each)."""
+
     @abc.abstractmethod
     def columns(self, db: Db, table: str) -> set[str]:
         """Column names of `table`."""
@@ -298,6 +301,9 @@ class PostgresDialect(Dialect):
 
     def lock_schema(self, db: Db) -> None:
         db.run("SELECT pg_advisory_xact_lock(?, 0)", (LOCK_SCHEMA,))
+
+    def lock_history(self, db: Db) -> None:
+        db.run("SELECT pg_advisory_xact_lock(?, 1)", (LOCK_SCHEMA,))
 
     def columns(self, db: Db, table: str) -> set[str]:
         rows = db.all(

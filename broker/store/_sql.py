@@ -29,6 +29,7 @@ class SqlStore(SqlAttempts, SqlRuns):
 
     def record_policy_version(self, version: PolicyVersion) -> None:
         with self._tx() as db:
+            self._dialect.lock_history(db)  # HA processes loading one file at once: one entry
             db.run(_audit.INSERT_POLICY, _audit.policy_row(version, self._dialect.ts))
 
     def policy_versions(self, limit: int = 50) -> list[PolicyVersion]:

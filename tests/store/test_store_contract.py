@@ -980,6 +980,25 @@ class StoreContract:
         first.record_policy_version(replace(good, inputs="ef" * 32))  # its catalog edited: a change
         assert first.policy_versions()[0].inputs == "ef" * 32 and len(second.policy_versions()) == 4
 
+    def test_processes_loading_one_file_at_once_leave_one_entry(self, open_store: StoreFactory) -> None:
+        """Review: on PostgreSQL `INSERT ... WHERE NOT EXISTS` takes no lock under READ COMMITTED:
+        four processes recording one load together left two entries or more in 26 of 50 trials."""
+        stores = [open_store() for _ in range(4)]
+        for trial in range(10):
+            version = PolicyVersion(f"{trial:064x}", "loaded", "/etc/szb/policy.yaml", "version: 1\n", NOW)
+            go = threading.Barrier(len(stores))
+
+            def record(store: JobStore, version: PolicyVersion = version, go: threading.Barrier = go) -> None:
+                go.wait()
+                store.record_policy_version(version)
+
+            threads = [threading.Thread(target=record, args=(s,)) for s in stores]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert [v.hash for v in stores[0].policy_versions(50)].count(version.hash) == 1, trial
+
     def test_find_policy_version_prefers_a_loaded_copy(self, store: JobStore) -> None:
         h = "0f" * 32
         store.record_policy_version(PolicyVersion(h, "loaded", "p.yaml", "a", NOW))
