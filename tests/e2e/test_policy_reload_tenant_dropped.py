@@ -9,6 +9,9 @@ policy declares its tenant again; new submissions of the undeclared tenant stay 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -26,10 +29,34 @@ TEAM_A = "  - {id: team-a, kind: university, entity_country: CN}\n"
 SLEEP = [PY, "-c", "import time; time.sleep(600)"]
 
 
-def test_queued_jobs_of_a_dropped_tenant_wait_and_run_when_it_returns(tmp_path: Path) -> None:
-    config = write_broker_config(tmp_path)
-    assert TEAM_A in POLICY
-    broker = BrokerProcess(config)
+@dataclass
+class Held:
+    """team-a's 4-A800 job waiting behind team-b's job holding the whole partition."""
+
+    stub: broker_service_pb2_grpc.BrokerServiceStub
+    busy: str
+    waiter: str
+
+    def job(self) -> job_pb2.Job:
+        got: job_pb2.Job = self.stub.GetJob(pb.GetJobRequest(id=self.waiter), metadata=auth("team-a")).job
+        return got
+
+    def reload(self, folder: Path, text: str) -> None:
+        old = policy_hash(self.stub)
+        (folder / "policy.yaml").write_text(text)
+        wait_hash(self.stub, old)
+
+    def restored_and_run(self, folder: Path) -> None:
+        """The policy of the start again, the holder gone: the waiting job runs."""
+        self.reload(folder, POLICY)
+        self.stub.CancelJob(pb.CancelJobRequest(id=self.busy), metadata=auth("team-b"))
+        done = wait_for(self.stub, self.waiter, TERMINAL, timeout=60)
+        assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done
+
+
+@contextmanager
+def held_waiter(tmp_path: Path) -> Iterator[Held]:
+    broker = BrokerProcess(write_broker_config(tmp_path))
     broker.start()
     jobs: list[tuple[str, str]] = []
     try:
@@ -40,41 +67,9 @@ def test_queued_jobs_of_a_dropped_tenant_wait_and_run_when_it_returns(tmp_path: 
             wait_for(stub, busy, {job_pb2.JOB_STATE_RUNNING}, tenant="team-b")
             waiter = submit(stub, spec("waiter", [PY, "-c", "print('ran')"], gpus=4)).job.id
             jobs.append((waiter, "team-a"))
-
-            def job() -> job_pb2.Job:
-                got: job_pb2.Job = stub.GetJob(pb.GetJobRequest(id=waiter), metadata=auth("team-a")).job
-                return got
-
-            wait_until("team-a's job waits", lambda: job().pending_reason)
-
-            old = policy_hash(stub)
-            (tmp_path / "policy.yaml").write_text(POLICY.replace(TEAM_A, ""))
-            wait_hash(stub, old)
-            wait_until(
-                "the job says its tenant is not declared",
-                lambda: "not declared" in job().pending_reason,
-                timeout=20,
-                shown=lambda: f"{job().state} {job().pending_reason}",
-            )
-            assert job().state == job_pb2.JOB_STATE_QUEUED
-            assert "team-a" in job().pending_reason
-            # Its jobs are still listed, and a filter none of them matches is an empty page (a
-            # review: NOT_FOUND "is not in the policy and has no jobs", where it has one).
-            running = pb.ListJobsRequest(tenant="team-a", states=[job_pb2.JOB_STATE_RUNNING])
-            assert not stub.ListJobs(running, metadata=auth("team-a")).jobs
-            listed = stub.ListJobs(pb.ListJobsRequest(tenant="team-a"), metadata=auth("team-a")).jobs
-            assert [j.id for j in listed] == [waiter]
-
-            with pytest.raises(grpc.RpcError) as refused:  # new work of the tenant stays refused
-                submit(stub, spec("new", [PY, "-c", "pass"], gpus=1))
-            assert "team-a" in (refused.value.details() or "")
-
-            old = policy_hash(stub)
-            (tmp_path / "policy.yaml").write_text(POLICY)
-            wait_hash(stub, old)
-            stub.CancelJob(pb.CancelJobRequest(id=busy), metadata=auth("team-b"))
-            done = wait_for(stub, waiter, TERMINAL, timeout=60)
-            assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done
+            held = Held(stub, busy, waiter)
+            wait_until("team-a's job waits", lambda: held.job().pending_reason)
+            yield held
     finally:
         with grpc.insecure_channel(broker.address) as channel:
             stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
@@ -85,6 +80,32 @@ def test_queued_jobs_of_a_dropped_tenant_wait_and_run_when_it_returns(tmp_path: 
         broker.stop()
 
 
+def test_queued_jobs_of_a_dropped_tenant_wait_and_run_when_it_returns(tmp_path: Path) -> None:
+    assert TEAM_A in POLICY
+    with held_waiter(tmp_path) as held:
+        stub, job = held.stub, held.job
+        held.reload(tmp_path, POLICY.replace(TEAM_A, ""))
+        wait_until(
+            "the job says its tenant is not declared",
+            lambda: "not declared" in job().pending_reason,
+            timeout=20,
+            shown=lambda: f"{job().state} {job().pending_reason}",
+        )
+        assert job().state == job_pb2.JOB_STATE_QUEUED
+        assert "team-a" in job().pending_reason
+        # Its jobs are still listed, and a filter none of them matches is an empty page (a
+        # review: NOT_FOUND "is not in the policy and has no jobs", where it has one).
+        running = pb.ListJobsRequest(tenant="team-a", states=[job_pb2.JOB_STATE_RUNNING])
+        assert not stub.ListJobs(running, metadata=auth("team-a")).jobs
+        listed = stub.ListJobs(pb.ListJobsRequest(tenant="team-a"), metadata=auth("team-a")).jobs
+        assert [j.id for j in listed] == [held.waiter]
+
+        with pytest.raises(grpc.RpcError) as refused:  # new work of the tenant stays refused
+            submit(stub, spec("new", [PY, "-c", "pass"], gpus=1))
+        assert "team-a" in (refused.value.details() or "")
+        held.restored_and_run(tmp_path)
+
+
 A800 = "      - {name: a800, accelerator: A800, count_per_node: 4, price_hour: 14.0}\n"
 
 
@@ -92,47 +113,18 @@ def test_queued_jobs_a_reload_leaves_no_offer_wait_and_run_when_one_returns(tmp_
     """Held-out review (issue 12): a reload without the a800 partition (a typo in a routine edit)
     was accepted and failed every queued A800 job at once (`hardware.fit`), for good: 22 jobs on the
     reviewer's broker. They now wait, saying why, and run once a policy has the partition again."""
-    config = write_broker_config(tmp_path)
     assert A800 in POLICY
-    broker = BrokerProcess(config)
-    broker.start()
-    jobs: list[tuple[str, str]] = []
-    try:
-        with grpc.insecure_channel(broker.address) as channel:
-            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-            busy = submit(stub, spec("busy", SLEEP, gpus=4), tenant="team-b").job.id
-            jobs.append((busy, "team-b"))
-            wait_for(stub, busy, {job_pb2.JOB_STATE_RUNNING}, tenant="team-b")
-            waiter = submit(stub, spec("waiter", [PY, "-c", "print('ran')"], gpus=4)).job.id
-            jobs.append((waiter, "team-a"))
-
-            def job() -> job_pb2.Job:
-                got: job_pb2.Job = stub.GetJob(pb.GetJobRequest(id=waiter), metadata=auth("team-a")).job
-                return got
-
-            wait_until("the job waits", lambda: job().pending_reason)
-            old = policy_hash(stub)
-            (tmp_path / "policy.yaml").write_text(POLICY.replace(A800, ""))
-            wait_hash(stub, old)
-            wait_until(
-                "the job says no offer allows it any more",
-                lambda: "no offer of the policy in force" in job().pending_reason,
-                timeout=20,
-                shown=lambda: f"{job().state} {job().pending_reason} {job().message}",
-            )
-            assert job().state == job_pb2.JOB_STATE_QUEUED
-            with pytest.raises(grpc.RpcError) as refused:  # new work needing it is refused at the door
-                submit(stub, spec("new", [PY, "-c", "pass"], gpus=4))
-            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-            old = policy_hash(stub)
-            (tmp_path / "policy.yaml").write_text(POLICY)
-            wait_hash(stub, old)
-            stub.CancelJob(pb.CancelJobRequest(id=busy), metadata=auth("team-b"))
-            done = wait_for(stub, waiter, TERMINAL, timeout=60)
-            assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done
-    finally:
-        with grpc.insecure_channel(broker.address) as channel:
-            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-            for job_id, tenant in jobs:
-                stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth(tenant))
-        broker.stop()
+    with held_waiter(tmp_path) as held:
+        job = held.job
+        held.reload(tmp_path, POLICY.replace(A800, ""))
+        wait_until(
+            "the job says no offer allows it any more",
+            lambda: "no offer of the policy in force" in job().pending_reason,
+            timeout=20,
+            shown=lambda: f"{job().state} {job().pending_reason} {job().message}",
+        )
+        assert job().state == job_pb2.JOB_STATE_QUEUED
+        with pytest.raises(grpc.RpcError) as refused:  # new work needing it is refused at the door
+            submit(held.stub, spec("new", [PY, "-c", "pass"], gpus=4))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        held.restored_and_run(tmp_path)
