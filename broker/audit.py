@@ -62,8 +62,8 @@ def version_to_proto(
 def _actor(tenant: TenantId, event: JobEvent) -> str:
     if event.kind == "submitted":
         return str(event.data.get("by") or tenant)
-    if event.kind == "cancelled":
-        return str(event.data.get("by") or ("broker" if "backend" in event.message else tenant))
+    if event.kind == "cancelled":  # (one at the backend, `scancel` say, was not the broker's doing)
+        return str(event.data.get("by") or ("backend" if "backend" in event.message else tenant))
     return "broker"
 
 
