@@ -60,6 +60,16 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+def redact_credentials(text: str) -> str:
+    """`text` with what is a credential whatever surrounds it masked (URL passwords, bearer tokens,
+    cloud keys, JWTs), not `key: value` pairs: for words meant for a person, where `page_token: is
+    not a token this server issued` lost its `is`."""
+    for i, (pattern, repl) in enumerate(_PATTERNS):
+        if i != 1:
+            text = pattern.sub(repl, text)
+    return text
+
+
 def redact(text: str) -> str:
     """`text` with bearer tokens, key=secret pairs, URL passwords, cloud keys and JWTs masked."""
     for pattern, repl in _PATTERNS:

@@ -170,7 +170,10 @@ class RpcViews:
             reading=reading,
             lease_watch=getattr(self.dispatcher, "lease_watch", None),  # (API replicas only)
         )
-        if self.planner.policy.burst.wait_model == "projected":  # the wait explain and the decisions use
+        # The wait explain and the decisions use; an API replica shows what the leader read (it runs
+        # no dispatcher: no running job's end is known to it).
+        replica = getattr(self.dispatcher, "lease_watch", None) is not None
+        if self.planner.policy.burst.wait_model == "projected" and not replica:
             snap = await self.dispatcher.current_snapshot()
             project_partition_waits(resp, self.planner, snap, self.store)
         refused = self.audit.refused_proto()

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from broker.api import job_pb2
 from broker.commands._console import Console
-from broker.logs import redact
+from broker.logs import redact_credentials
 from broker.model import JobState
 from broker.serde import state_from_proto
 
@@ -32,9 +32,9 @@ STATE_STYLE = {
 
 
 def fail(message: str) -> int:
-    """Print `message` as szb's error (secrets masked, as the logs mask them: an exception's text
-    may quote a DSN with its password) and return the exit code 1."""
-    print(f"szb: error: {redact(message)}", file=sys.stderr)
+    """Print `message` as szb's error (credentials masked: an exception's text may quote a DSN with
+    its password) and return the exit code 1."""
+    print(f"szb: error: {redact_credentials(message)}", file=sys.stderr)
     return 1
 
 
