@@ -160,6 +160,7 @@ class RpcViews:
         assert self.services is not None
         # The backends are asked in a worker thread; a slow one leaves its last reading in place.
         reading = await self.planner.offers.current(ANSWER_WAIT_S)
+        lease_watch = getattr(self.dispatcher, "lease_watch", None)  # (API replicas only)
         resp = status_report(
             self.planner,
             self.store,
@@ -168,12 +169,11 @@ class RpcViews:
             operator=caller.is_operator,
             quota=self.services.quota_usage(caller.tenant),
             reading=reading,
-            lease_watch=getattr(self.dispatcher, "lease_watch", None),  # (API replicas only)
+            lease_watch=lease_watch,
         )
         # The wait explain and the decisions use; an API replica shows what the leader read (it runs
         # no dispatcher: no running job's end is known to it).
-        replica = getattr(self.dispatcher, "lease_watch", None) is not None
-        if self.planner.policy.burst.wait_model == "projected" and not replica:
+        if self.planner.policy.burst.wait_model == "projected" and lease_watch is None:
             snap = await self.dispatcher.current_snapshot()
             project_partition_waits(resp, self.planner, snap, self.store)
         refused = self.audit.refused_proto()

@@ -124,9 +124,11 @@ class BrokerServices:
     """The tenants the policy in force declares (empty: not known)."""
     submitter: SubmitPath = field(init=False)
     """SubmitJob/SubmitJobs: validate, admit, insert, ack (see broker.submit)."""
-    refused_agents: list[float] = field(default_factory=lambda: [0.0, 0.0])
-    """(when the last line about refused agent calls was logged, how many since): an instance
-    with a stale secret, or someone guessing, showed only later as a lost job."""
+    refused_logged_at: float = 0.0
+    """When the last line about refused agent calls was logged: an instance with a stale secret,
+    or someone guessing, showed only later as a lost job."""
+    refused_since: int = 0
+    """Agent calls refused since that line."""
 
     def __post_init__(self) -> None:
         self.submitter = SubmitPath(
@@ -271,11 +273,11 @@ class BrokerServices:
 
     def _agent_refused(self, attempt_id: str, *, known: bool) -> None:
         """Log a refused agent call: the first, then at most one line a minute with the count."""
-        now, (last, held) = self.clock.now().timestamp(), self.refused_agents
-        if now - last < REFUSED_AGENT_EVERY_S:
-            self.refused_agents[1] = held + 1
+        now, held = self.clock.now().timestamp(), self.refused_since
+        if now - self.refused_logged_at < REFUSED_AGENT_EVERY_S:
+            self.refused_since += 1
             return
-        self.refused_agents[:] = [now, 0.0]
+        self.refused_logged_at, self.refused_since = now, 0
         whose = "its secret does not match" if known else "no such attempt"
         log.warning("agent call refused for attempt %r: %s (%d more refused since the last such line)",
                     attempt_id[:80], whose, held, extra={"event": "agent_refused"})

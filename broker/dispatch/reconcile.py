@@ -109,14 +109,14 @@ def _not_listed(report: ReconcileReport, site: SiteId, exc: BaseException, at_st
     log.warning("reconcile: %s could not be listed: %s", site, exc)
 
 
-def unfollowed(store: JobStore, sites: Collection[SiteId]) -> dict[SiteId, list[JobId]]:
+def unfollowed(live: Sequence[Attempt], sites: Collection[SiteId]) -> dict[SiteId, list[JobId]]:
     """Per site not among `sites`: the jobs with an attempt live there (started at a backend).
 
     The broker follows an attempt only through its site's adapter: a policy without that site
     would leave those jobs running unseen, their results never read.
     """
     out: dict[SiteId, list[JobId]] = {}
-    for attempt in store.live_attempts():
+    for attempt in live:
         if attempt.site not in sites and attempt.backend_id is not None:
             out.setdefault(attempt.site, []).append(attempt.job_id)
     return out
@@ -128,15 +128,16 @@ def sites_in_use(
     """A policy file's problems for each site it lacks where jobs still run, and for each site it
     moves to another region (`sites` maps each site to its region; None: not the policy's to say)."""
     where = next((n for n, line in enumerate(text.splitlines(), 1) if line.startswith("sites:")), 1)
+    live = store.live_attempts()  # read once for both checks
     problems = [
         Problem(path, where, 1,
                 f"sites: {site!r} is gone, but {len(jobs)} job(s) still run there "
                 f"({_some(jobs)}): the broker could "
                 "neither follow them nor read their results; keep the site until they end, or "
                 "cancel them first")
-        for site, jobs in sorted(unfollowed(store, sites).items())
+        for site, jobs in sorted(unfollowed(live, sites).items())
     ]
-    for (site, old), jobs in sorted(moved(store, sites).items()):
+    for (site, old), jobs in sorted(moved(live, sites).items()):
         problems.append(Problem(
             path, _site_line(text, site, where), 1,
             f"sites: {site!r} moves from region {old!r} to {sites[site]!r}, but {len(jobs)} job(s) "
@@ -159,11 +160,13 @@ def site_regions(
     return out | dict.fromkeys(overrides)
 
 
-def moved(store: JobStore, sites: Mapping[SiteId, str | None]) -> dict[tuple[SiteId, str], list[JobId]]:
+def moved(
+    live: Sequence[Attempt], sites: Mapping[SiteId, str | None]
+) -> dict[tuple[SiteId, str], list[JobId]]:
     """Per (site, region) a policy moves that site away from: the jobs live there (an adapter
     finds an instance in its own region only: one launched in the old one reads as gone)."""
     out: dict[tuple[SiteId, str], list[JobId]] = {}
-    for attempt in store.live_attempts():
+    for attempt in live:
         region, old = sites.get(attempt.site), attempt.offer.region
         if attempt.backend_id is not None and region and old and region != old:
             out.setdefault((attempt.site, old), []).append(attempt.job_id)
