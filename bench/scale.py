@@ -14,6 +14,7 @@ ListJobs page latency at depth over gRPC, and the process's RSS. PostgreSQL take
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import resource
@@ -39,9 +40,12 @@ sys.path.insert(0, str(ROOT))
 
 from broker.api import broker_service_pb2 as pb  # noqa: E402
 from broker.api import broker_service_pb2_grpc  # noqa: E402
+from broker.config import DispatchSettings  # noqa: E402
+from broker.dispatch.queue_read import read_queue  # noqa: E402
 from broker.model import JobSpec, JobState, TenantId  # noqa: E402
 from broker.store import JobStore, PostgresStore, SqliteStore, Submission  # noqa: E402
 
+WINDOW = DispatchSettings().queue_window
 TENANT = TenantId("dev")  # the built-in tenant of a broker without a tokens file
 PAGE = 500  # the dispatcher's page size when it reads the queue
 # The jobs ask for an accelerator no site has: they stay queued, nothing runs.
@@ -135,6 +139,9 @@ def queue_times(store: JobStore, mid_token: str) -> dict[str, float]:
         # Counts are O(jobs counted): the quota check (cached 1 s) and the queue-depth metric.
         "count_unfinished_ms": median_ms(lambda: store.count_unfinished(TENANT), repeat=3),
         "active_counts_ms": median_ms(store.active_counts, repeat=3),
+        # What a full dispatch pass reads: the whole queue up to the window, then each tenant's head.
+        "pass_read_ms": median_ms(lambda: asyncio.run(read_queue(store, WINDOW)), repeat=3),
+        "pass_read_jobs": len(asyncio.run(read_queue(store, WINDOW))[0]),
     }
 
 

@@ -46,6 +46,8 @@ class FairQueue:
         (used to decide, never shown)."""
         self.reasons: dict[str, str] = {}
         """The last decision's summary per queued job (shown after its standing)."""
+        self.heads_only = 0
+        """How many of each tenant's oldest queued jobs the last full pass read (0: every one)."""
         self._last: list[QueuedWork] = []
         self._shapes: dict[tuple[str, str, str], tuple[str, ...]] = {}
         self.ratios: dict[str, float] = {}
@@ -211,7 +213,11 @@ class FairQueue:
         reason's wording does, not its numbers, so the last decision's reason comes first."""
         st = self.standings.get(job_id)
         if st is None:
-            return None
+            if not self.heads_only or job_id in self.provisional:
+                return None
+            behind = (f"not yet decided again: each pass decides each tenant's {self.heads_only} oldest "
+                      "queued jobs, and this one is further back")
+            return f"{stored}; {behind}" if stored else behind
         reason = self.reasons.get(job_id) or stored
         return f"{reason}; {st.text()}" if reason else st.text()
 

@@ -90,6 +90,7 @@ class Dispatcher(Scheduling):
         self._waiting_reason: dict[JobId, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._queue_cut = False
         self._last_full_scan = 0.0
         self._unreachable: dict[SiteId, tuple[float, float]] = {}
         """Sites the last reconcile could not reach: (loop time of the next try, backoff)."""

@@ -14,6 +14,7 @@ from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision
 from broker.dispatch.launch import Launching
 from broker.dispatch.preempt import preempt
+from broker.dispatch.queue_read import read_queue
 from broker.dispatch.records import audit_data, decision_fields, gist
 from broker.dispatch.withdraw_reclaim import withdraw_beside
 from broker.fairshare import lowered_priority
@@ -55,6 +56,7 @@ class Scheduling(Launching):
     _snap: PassSnapshot | None
     _snap_at: float
     _stopping: bool
+    _queue_cut: bool
 
     async def _schedule(self) -> None:
         loop_now = asyncio.get_running_loop().time()
@@ -309,16 +311,18 @@ class Scheduling(Launching):
         return job
 
     async def _queued_jobs(self) -> list[Job]:
-        """Every queued job, read a page at a time so a deep queue never stalls the RPCs."""
-        jobs: list[Job] = []
-        token = ""
-        while True:
-            page = self.store.list_jobs(None, states=[JobState.QUEUED], page_size=500, page_token=token)
-            jobs.extend(page.jobs)
-            token = page.next_page_token
-            if not token:
-                return jobs
-            await asyncio.sleep(0)
+        """The queued jobs a pass decides (`read_queue`), read a page at a time so a deep queue
+        never stalls the RPCs; says in the log when the queue gets deeper than the window, once."""
+        window = self.settings.queue_window
+        jobs, each = await read_queue(self.store, window)
+        if each and not self._queue_cut:
+            log.info("more than %d jobs queued: each pass decides each tenant's %d oldest (%d jobs); "
+                     "the others as these leave the queue", window, each, len(jobs))
+        elif not each and self._queue_cut:
+            log.info("%d jobs queued: each pass decides all of them again", len(jobs))
+        self._queue_cut = bool(each)
+        self.planner.fair.heads_only = each
+        return jobs
 
     def _flush_waiting(self, waiting: Waiting, now: datetime) -> None:
         if waiting:

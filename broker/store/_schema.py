@@ -27,6 +27,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_client_id ON jobs(tenant, client_id) WHER
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant, id);
 CREATE INDEX IF NOT EXISTS jobs_tenant_state ON jobs(tenant, state);
+-- Each tenant's oldest queued jobs, and which tenants have any (a deep queue's full pass).
+CREATE INDEX IF NOT EXISTS jobs_queue_heads ON jobs(state, tenant, id);
 -- Covers the queue-depth metric's GROUP BY: an index-only count, no sort (6x at 300k jobs).
 CREATE INDEX IF NOT EXISTS jobs_depth ON jobs(state, site, tenant);
 -- Each tenant's newest succeeded jobs (learned runtime ratios): touched once per finished job.

@@ -38,6 +38,17 @@ def by_states(where: str, params: list[Any], states: Sequence[JobState], limit: 
     return sql, [*(v for s in states for v in (s.value, *params, limit)), limit]
 
 
+_TENANTS_IN_STATE = """
+WITH RECURSIVE t(tenant) AS (
+  SELECT (SELECT j.tenant FROM jobs j WHERE j.state = ? ORDER BY j.tenant LIMIT 1)
+  UNION ALL
+  SELECT (SELECT j.tenant FROM jobs j WHERE j.state = ? AND j.tenant > t.tenant ORDER BY j.tenant LIMIT 1)
+  FROM t WHERE t.tenant IS NOT NULL
+)
+SELECT tenant FROM t WHERE tenant IS NOT NULL
+"""
+
+
 class SqlJobs(SqlCore):
     """The job half of the store contract."""
 
@@ -298,6 +309,12 @@ class SqlJobs(SqlCore):
         jobs = [self._row_to_job(r) for r in rows]
         self._flush_quarantine()
         return [j for j in jobs if j.state in states]
+
+    def tenants_in_state(self, state: JobState) -> list[TenantId]:
+        # A skip scan of the (state, tenant, id) index: each step seeks the next tenant, so a
+        # million queued jobs of a few tenants cost a few probes, not a million index entries.
+        rows = self._all(_TENANTS_IN_STATE, [state.value, state.value])
+        return [TenantId(r[0]) for r in rows]
 
     def count_by_state(self, tenant: TenantId | None = None) -> dict[JobState, int]:
         sql, params = "SELECT state, COUNT(*) FROM jobs", []

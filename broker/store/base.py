@@ -209,6 +209,10 @@ class JobStore(AuditStore):
         """Jobs in any of `states`, oldest first (served by an index on state)."""
 
     @abc.abstractmethod
+    def tenants_in_state(self, state: JobState) -> list[TenantId]:
+        """The tenants with a job in `state`, sorted (one index probe per tenant, not per job)."""
+
+    @abc.abstractmethod
     def count_by_state(self, tenant: TenantId | None = None) -> dict[JobState, int]:
         """How many jobs are in each state (of one tenant, or of everyone)."""
 

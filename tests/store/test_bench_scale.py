@@ -26,7 +26,9 @@ def test_a_small_run_reports_every_figure_on_both_stores(pg_server: str) -> None
         store = report[kind]
         assert store["jobs"] == 1500 and store["ingest_jobs_per_s"] > 0
         assert sorted(store["checkpoints"]) == ["1000", "1500"]
-        for figures in store["checkpoints"].values():
+        for depth, figures in store["checkpoints"].items():
+            # Below the dispatcher's window a full pass reads the whole queue.
+            assert figures["pass_read_jobs"] == int(depth) and figures["pass_read_ms"] > 0
             for key in ("queue_first_page_ms", "queue_page_at_half_depth_ms", "queue_head_ms"):
                 assert figures[key] > 0
             assert figures["recover_scan_ms"] >= 0 and figures["active_counts_ms"] >= 0
