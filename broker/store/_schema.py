@@ -27,8 +27,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_client_id ON jobs(tenant, client_id) WHER
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant, id);
 CREATE INDEX IF NOT EXISTS jobs_tenant_state ON jobs(tenant, state);
--- Each tenant's oldest queued jobs, and which tenants have any (a deep queue's full pass).
-CREATE INDEX IF NOT EXISTS jobs_queue_heads ON jobs(state, tenant, id);
 -- Covers the queue-depth metric's GROUP BY: an index-only count, no sort (6x at 300k jobs).
 CREATE INDEX IF NOT EXISTS jobs_depth ON jobs(state, site, tenant);
 -- Each tenant's newest succeeded jobs (learned runtime ratios): touched once per finished job.
@@ -102,7 +100,22 @@ ADDED_COLUMNS = (
     ("spend", "fx", "{real}"),
     ("reclaim_booked", "beside", "INTEGER NOT NULL DEFAULT 0"),
     ("policy_versions", "inputs", "TEXT NOT NULL DEFAULT ''"),
+    ("jobs", "priority_rank", "INTEGER NOT NULL DEFAULT 1"),
 )
+
+PRIORITY_RANKS = {"high": 0, "normal": 1, "low": 2}
+"""`jobs.priority_rank`: a job's priority class as a sort key, first first."""
+
+# Run when the column is added: the rank of the jobs stored before it, read from their spec.
+_RANK_FROM_SPEC = (
+    "UPDATE jobs SET priority_rank = CASE {spec_priority} WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END "
+    "WHERE {spec_priority} IN ('high', 'low')"
+)
+
+AFTER_COLUMNS = """
+-- Which tenants have queued jobs, and each one's first by priority then age (a deep queue's pass).
+CREATE INDEX IF NOT EXISTS jobs_queue_heads ON jobs(state, tenant, priority_rank, id)
+"""
 
 JOB_COLS = (
     "id, tenant, client_id, state, spec, created_at, updated_at, site, attempts, exit_code, "
@@ -116,7 +129,7 @@ EVENT_COLS = "job_id, seq, time, kind, state, message, data"
 INSERT_EVENT = f"INSERT INTO events ({EVENT_COLS}, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 
-FINGERPRINT = hashlib.sha256(repr((SCHEMA, ADDED_COLUMNS)).encode()).hexdigest()[:16]
+FINGERPRINT = hashlib.sha256(repr((SCHEMA, ADDED_COLUMNS, AFTER_COLUMNS)).encode()).hexdigest()[:16]
 """What `schema_version` holds once this code's schema is in place."""
 
 
@@ -136,6 +149,9 @@ def create_schema(db: Db) -> None:
     for table, column, decl in ADDED_COLUMNS:
         if column not in dialect.columns(db, table):
             db.run(f"ALTER TABLE {table} ADD COLUMN {column} {decl.format(**dialect.types)}")
+            if column == "priority_rank":
+                db.run(_RANK_FROM_SPEC.format(**dialect.types))
+    db.run(AFTER_COLUMNS.format(**dialect.types))
     db.run(
         "INSERT INTO schema_version (id, fingerprint) VALUES (1, ?) "
         "ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint",

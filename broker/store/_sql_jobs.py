@@ -9,12 +9,12 @@ from typing import Any
 
 from broker.model import Job, JobEvent, JobId, JobState, TenantId
 from broker.store._dialect import Db, marks
-from broker.store._schema import EVENT_COLS, JOB_COLS
+from broker.store._schema import EVENT_COLS, JOB_COLS, PRIORITY_RANKS
 from broker.store._sql_core import SqlCore
 from broker.store.base import UNFINISHED, JobMove, JobNotFoundError, JobPage, StoreError, Submission
 
-_NEW_JOB_COLS = "id, tenant, client_id, state, spec, created_at, updated_at, last_seq"
-_INSERT_JOB = f"INSERT INTO jobs ({_NEW_JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, 1)"
+_NEW_JOB_COLS = "id, tenant, client_id, state, spec, created_at, updated_at, priority_rank, last_seq"
+_INSERT_JOB = f"INSERT INTO jobs ({_NEW_JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)"
 _HAS_LABEL = "EXISTS (SELECT 1 FROM job_labels l WHERE l.key = ? AND l.value = ? AND l.job_id = j.id)"
 _TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
@@ -133,7 +133,8 @@ class SqlJobs(SqlCore):
         row = db.one(
             f"{_INSERT_JOB} ON CONFLICT (tenant, client_id) WHERE client_id IS NOT NULL "
             "DO NOTHING RETURNING id",
-            (job.id, tenant, client_id, JobState.QUEUED.value, item.spec.model_dump_json(), ts, ts),
+            (job.id, tenant, client_id, JobState.QUEUED.value, item.spec.model_dump_json(), ts, ts,
+             PRIORITY_RANKS[item.spec.priority.value]),
         )
         if row is None:
             existing = self._by_client_id(db, tenant, client_id)
@@ -178,7 +179,8 @@ class SqlJobs(SqlCore):
                 "jobs",
                 _NEW_JOB_COLS,
                 [
-                    (j.id, j.tenant, j.client_id, JobState.QUEUED.value, j.spec.model_dump_json(), ts, ts, 1)
+                    (j.id, j.tenant, j.client_id, JobState.QUEUED.value, j.spec.model_dump_json(), ts, ts,
+                     PRIORITY_RANKS[j.spec.priority.value], 1)
                     for j in jobs
                 ],
             )
@@ -309,6 +311,23 @@ class SqlJobs(SqlCore):
         jobs = [self._row_to_job(r) for r in rows]
         self._flush_quarantine()
         return [j for j in jobs if j.state in states]
+
+    def queue_head(self, tenant: TenantId, page_size: int, page_token: str = "") -> JobPage:
+        where, params = "j.state = ? AND j.tenant = ?", [JobState.QUEUED.value, str(tenant)]
+        after: list[object] = []
+        if page_token:
+            rank, _, last = page_token.partition(":")
+            where += " AND (j.priority_rank, j.id) > (?, ?)"
+            after = [int(rank), last]
+        cols = ", ".join("j." + c.strip() for c in JOB_COLS.split(","))
+        rows = self._all(
+            f"SELECT {cols}, j.priority_rank FROM jobs j WHERE {where} "
+            "ORDER BY j.priority_rank, j.id LIMIT ?", [*params, *after, page_size + 1]
+        )
+        jobs = [self._row_to_job(r[:-1]) for r in rows[:page_size]]
+        token = f"{rows[page_size - 1][-1]}:{jobs[-1].id}" if len(rows) > page_size else ""
+        self._flush_quarantine()
+        return JobPage(jobs=[j for j in jobs if j.state == JobState.QUEUED], next_page_token=token)
 
     def tenants_in_state(self, state: JobState) -> list[TenantId]:
         # A skip scan of the (state, tenant, id) index: each step seeks the next tenant, so a

@@ -209,6 +209,10 @@ class JobStore(AuditStore):
         """Jobs in any of `states`, oldest first (served by an index on state)."""
 
     @abc.abstractmethod
+    def queue_head(self, tenant: TenantId, page_size: int, page_token: str = "") -> JobPage:
+        """A tenant's queued jobs in its own order, highest priority first, then oldest first."""
+
+    @abc.abstractmethod
     def tenants_in_state(self, state: JobState) -> list[TenantId]:
         """The tenants with a job in `state`, sorted (one index probe per tenant, not per job)."""
 

@@ -2,10 +2,11 @@
 
 Observed at stop 46 (#13's million-job queue): every full pass read and decided the whole queue,
 so a scheduler with a million queued jobs grew to 5.6 GB, launched nothing in 300 s and lost its
-own lease 14 times. Here a real `szb serve` on the local executor, with a window of 10 and 31
+own lease 14 times. Here a real `szb serve` on the local executor, with a window of 10 and 32
 queued jobs of two tenants: a pass decides at most the window's share per tenant, the tenant
 whose one job sits past the window by submission order still gets the freed unit first (its
-fair share), and the jobs past the window run in turn as the heads drain.
+fair share), a tenant's high-priority job submitted last goes before its older normal ones, and
+the jobs past the window run in turn as the heads drain.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ sites:
     partitions:
       - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}
 tenants:
-  - {id: flood, kind: university, entity_country: CN}
+  - {id: flood, kind: university, entity_country: CN, share: {priorities: [low, normal, high]}}
   - {id: small, kind: university, entity_country: CN}
 fair_share: {half_life: 1h}
 compliance:
@@ -73,9 +74,9 @@ def auth(tenant: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {TOKENS[tenant]}"),)
 
 
-def job(name: str, seconds: float) -> job_pb2.JobSpec:
+def job(name: str, seconds: float, priority: int = job_pb2.PRIORITY_NORMAL) -> job_pb2.JobSpec:
     msg = job_pb2.JobSpec(name=name, command=[JOB_PYTHON, "-c", f"import time; time.sleep({seconds})"],
-                          runtime_estimate=duration_pb2.Duration(seconds=60))
+                          runtime_estimate=duration_pb2.Duration(seconds=60), priority=priority)
     msg.resources.accelerators.count = 1
     msg.resources.accelerators.any_of.append("A800")
     return msg
@@ -106,10 +107,13 @@ def test_a_deep_queue_is_decided_by_each_tenants_head_and_drains_in_turn(broker:
         reqs = [pb.SubmitJobRequest(job=job(f"f{i}", 0.1)) for i in range(FLOOD)]
         flood = [r.job.id for r in stub.SubmitJobs(pb.SubmitJobsRequest(requests=reqs),
                                                    metadata=auth("flood")).responses]
-        # Past the window by submission order: a pass over the first jobs by id would never see it.
+        # Past the window by submission order: a pass over the first jobs by id would never see them.
         mine = stub.SubmitJob(pb.SubmitJobRequest(job=job("mine", 0.1)), metadata=auth("small")).job.id
-        cut = f"more than {WINDOW} jobs queued: each pass decides each tenant's {WINDOW // 2} oldest"
-        assert broker.said(f"{cut} ({WINDOW // 2 + 1} jobs)", timeout=30), "".join(broker.output[-20:])
+        urgent = stub.SubmitJob(pb.SubmitJobRequest(job=job("urgent", 0.1, job_pb2.PRIORITY_HIGH)),
+                                metadata=auth("flood")).job.id
+        cut = f"more than {WINDOW} jobs queued: each pass decides each tenant's first {WINDOW // 2} (by"
+        assert broker.said(cut, timeout=30), "".join(broker.output[-20:])
+        assert broker.said(f"then age; {WINDOW // 2 + 1} jobs)", timeout=1), "".join(broker.output[-20:])
 
         # Full passes (one a second) while the single A800 is held: none decides more than the heads.
         before = decided_and_passes(broker)
@@ -126,16 +130,20 @@ def test_a_deep_queue_is_decided_by_each_tenants_head_and_drains_in_turn(broker:
         assert decided <= passes * (WINDOW // 2 + 1), (before, after)
         # A job past the window says so, not only its reason of its last decision.
         deep = stub.GetJob(pb.GetJobRequest(id=flood[-1]), metadata=auth("flood")).job
-        assert deep.message.endswith(f"not yet decided again: each pass decides each tenant's {WINDOW // 2} "
-                                     "oldest queued jobs, and this one is further back"), deep.message
+        assert deep.message.endswith(f"not yet decided again: each pass decides each tenant's first "
+                                     f"{WINDOW // 2} queued jobs (by priority, then age), and this one "
+                                     "is further back"), deep.message
         assert deep.message.startswith("on-prem wait"), deep.message  # its last decision's reason
         head = stub.GetJob(pb.GetJobRequest(id=flood[0]), metadata=auth("flood")).job
         assert "further back" not in head.message and "in tenant order" in head.message, head.message
 
-        # The unit frees: the small tenant's job (no usage yet) runs before any of the flood's.
+        # The unit frees: the small tenant's job (no usage yet) runs before any of the flood's, then
+        # the flood's high-priority job, its newest, before its older normal ones.
         stub.CancelJob(pb.CancelJobRequest(id=hog), metadata=auth("flood"))
         first = wait_state(stub, mine, "small", {job_pb2.JOB_STATE_SUCCEEDED}, timeout=60)
+        second = wait_state(stub, urgent, "flood", {job_pb2.JOB_STATE_SUCCEEDED}, timeout=60)
+        assert second.start_time.ToDatetime() >= first.end_time.ToDatetime(), (first, second)
         # Every job past the window ran in turn (one A800: one after another).
         ended = [wait_state(stub, j, "flood", {job_pb2.JOB_STATE_SUCCEEDED}, timeout=180) for j in flood]
-        assert min(j.start_time.ToDatetime() for j in ended) >= first.end_time.ToDatetime(), (first, ended)
+        assert min(j.start_time.ToDatetime() for j in ended) >= second.end_time.ToDatetime(), (second, ended)
         assert broker.said("jobs queued: each pass decides all of them again", timeout=5)

@@ -285,6 +285,27 @@ class StoreContract:
         assert store.tenants_in_state(JobState.CANCELLED) == [c]
         assert store.tenants_in_state(JobState.RUNNING) == []
 
+    def test_queue_head_is_a_tenants_queue_by_priority_then_age_in_pages(self, store: JobStore) -> None:
+        def submit(name: str, priority: Priority, tenant: TenantId = A) -> Job:
+            item = Submission(spec(name).model_copy(update={"priority": priority}))
+            [(job, _)] = store.submit(tenant, [item], NOW)
+            return job
+
+        n0, low1 = submit("n0", Priority.NORMAL), submit("l1", Priority.LOW)
+        high2 = submit("h2", Priority.HIGH)
+        submit("other", Priority.HIGH, tenant=B)
+        n3 = submit("n3", Priority.NORMAL)
+        first = store.queue_head(A, page_size=2)
+        assert [j.id for j in first.jobs] == [high2.id, n0.id] and first.next_page_token
+        rest = store.queue_head(A, page_size=2, page_token=first.next_page_token)
+        assert [j.id for j in rest.jobs] == [n3.id, low1.id] and not rest.next_page_token
+        # A priority lowered (a reload took the grant back) moves the job back; a started one leaves.
+        lowered = n0.spec.model_copy(update={"priority": Priority.LOW})
+        store.record(n0.id, LATER, kind="priority_lowered", spec=lowered.model_dump_json())
+        store.transition(high2.id, JobState.PLACING, LATER)
+        assert [j.id for j in store.queue_head(A, page_size=10).jobs] == [n3.id, n0.id, low1.id]
+        assert store.queue_head(TenantId("nobody"), page_size=10).jobs == []
+
     # transition / record / events ----------------------------------------------------------
 
     def test_transition_moves_sets_fields_and_appends_one_event(self, store: JobStore) -> None:
@@ -845,6 +866,21 @@ class StoreContract:
         usd = replace(entry("j2-a1", 7.2), fx=7.2)
         assert store.reserve_spend(usd, tenant_limit=None, global_limit=None)
         assert store.spend_entries("2026-11") == [entry("j1-a1", 5), usd]
+
+    def test_jobs_from_before_priority_ranks_are_ranked_from_their_spec(
+        self, open_store: StoreFactory
+    ) -> None:
+        old = open_store()
+        ids = {}
+        for name, priority in (("n", Priority.NORMAL), ("l", Priority.LOW), ("h", Priority.HIGH)):
+            item = Submission(spec(name).model_copy(update={"priority": priority}))
+            [(job, _)] = old.submit(A, [item], NOW)
+            ids[name] = job.id
+        self.raw(old, "DROP INDEX jobs_queue_heads")
+        self.raw(old, "ALTER TABLE jobs DROP COLUMN priority_rank")  # as a store before the column was
+        self.raw(old, "UPDATE schema_version SET fingerprint = 'older'")  # ... written by a broker of then
+        store = open_store()  # opening brings the schema up to date
+        assert [j.id for j in store.queue_head(A, page_size=10).jobs] == [ids["h"], ids["n"], ids["l"]]
 
     def test_reclaim_bookings_from_before_free_units_were_kept_gain_the_column(
         self, open_store: StoreFactory
