@@ -166,7 +166,7 @@ class BrokerApp:
                 notifier=self.notifier,
                 snapshot_refresh_s=cfg.ha.snapshot_refresh_s, lease_s=cfg.ha.lease_s,
                 adopt=self.planner.adopt_site_report,
-                follow=self.planner.fair.follow,
+                follow=self.planner.fair.follow, queue_window=cfg.dispatch.queue_window,
             )
             self._listen(self._wake_watchers)
         else:

@@ -74,11 +74,14 @@ class FairQueue:
         self._saves.save(store)
 
     def follow(
-        self, policy: Policy, live: Sequence[Attempt], queued: Sequence[Job], now: datetime, store: JobStore
+        self, policy: Policy, live: Sequence[Attempt], queued: Sequence[Job], now: datetime, store: JobStore,
+        heads_only: int = 0,
     ) -> None:
         """On an API replica (which decides nothing, so explain stands a job where the active
         scheduler would): the usage and reclaim state it saved, the live attempts and the queue's
-        order, read from the store each time; nothing is saved from here."""
+        order, read from the store each time (`heads_only`: as the scheduler's `read_queue` cut it);
+        nothing is saved from here."""
+        self.heads_only = heads_only
         self.book.set_half_life(policy.document.fair_share.half_life.total_seconds())
         self._saves.load(store)
         self._align(policy, live, now, store)

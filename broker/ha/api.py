@@ -18,6 +18,7 @@ from broker.burst.snapshot import PassSnapshot
 from broker.clock import Clock
 from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.contract import DecisionMaker, DispatchStats
+from broker.dispatch.queue_read import read_queue
 from broker.ha.lease_watch import LeaseWatch
 from broker.ha.notify import Notifier
 from broker.model import Attempt, Job, JobId, JobState, SiteId
@@ -31,7 +32,7 @@ REPORT_REFRESH_S = 1.0
 """How often a replica re-reads the active scheduler's report on its sites."""
 
 
-Follow = Callable[[Policy, Sequence[Attempt], Sequence[Job], datetime, JobStore], None]
+Follow = Callable[[Policy, Sequence[Attempt], Sequence[Job], datetime, JobStore, int], None]
 """`FairQueue.follow`: fair share's state read from the store (live attempts, usage, the queue)."""
 
 
@@ -49,6 +50,7 @@ class StoreOnlyDispatch(AttemptTracking):
         lease_s: float = 3.0,
         adopt: Callable[[SiteReport], None] | None = None,
         follow: Follow | None = None,
+        queue_window: int = 10_000,
     ) -> None:
         self.store = store
         self.adapters: Mapping[SiteId, Adapter] = {}
@@ -71,6 +73,8 @@ class StoreOnlyDispatch(AttemptTracking):
         """Takes the active scheduler's report on its sites as this replica's view of them."""
         self.follow = follow
         """Takes fair share's state (live attempts, the queue) as the scheduler keeps it, for explain."""
+        self.queue_window = queue_window
+        """The scheduler's `dispatch.queue_window`: this replica reads the queue as its passes do."""
         self._reports: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -135,9 +139,9 @@ class StoreOnlyDispatch(AttemptTracking):
             live = self.store.live_attempts()
             snap = await asyncio.to_thread(self.planner.snapshot, self.clock.now(), live)
             if self.follow is not None:
-                queued = await asyncio.to_thread(self.store.jobs_in_states, [JobState.QUEUED])
+                queued, heads_only = await read_queue(self.store, self.queue_window)
                 policy, at = self.planner.policy, self.clock.now()
-                await asyncio.to_thread(self.follow, policy, live, queued, at, self.store)
+                await asyncio.to_thread(self.follow, policy, live, queued, at, self.store, heads_only)
             self._snap = (now, snap)
         snap = self._snap[1]
         snap.now = self.clock.now()

@@ -69,3 +69,37 @@ def test_explain_through_a_replica_stands_on_the_schedulers_fair_share_state(clu
             assert share(list(theirs.reasons))[1] == 0.0, list(theirs.reasons)
         finally:
             stub.CancelJob(pb.CancelJobRequest(id=holder.id), metadata=auth("team-a"))
+
+
+def test_a_replica_reads_a_deep_queue_as_the_schedulers_passes_do(cluster: Cluster) -> None:
+    """Past `dispatch.queue_window` the scheduler decides each tenant's first jobs; the replica
+    read the first 10,000 queued jobs by age instead, and never said a job was further back."""
+    cluster.config.write_text(cluster.config.read_text().replace(
+        "dispatch: {poll_interval_s: 0.2}", "dispatch: {poll_interval_s: 0.2, queue_window: 10}"))
+    api = cluster.start("api")
+    cluster.start("scheduler")
+    cluster.leader()
+    with grpc.insecure_channel(api.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        ask = pb.SubmitJobRequest(job=gpus("all-four", 4, 600))
+        holder = stub.SubmitJob(ask, metadata=auth("team-a")).job
+        reqs = [pb.SubmitJobRequest(job=gpus(f"w{i}", 1, 1)) for i in range(12)]
+        waiting = [r.job.id for r in stub.SubmitJobs(pb.SubmitJobsRequest(requests=reqs),
+                                                     metadata=auth("team-a")).responses]
+        stub.SubmitJob(pb.SubmitJobRequest(job=gpus("theirs", 1, 1)), metadata=auth("team-b"))
+        try:
+            deadline = time.monotonic() + 60
+            while True:  # each explain refreshes the replica's view once its snapshot is old enough
+                more = pb.ExplainPlacementRequest(job=gpus("more", 1, 1))
+                stub.ExplainPlacement(more, metadata=auth("team-a"))
+                deep = stub.GetJob(pb.GetJobRequest(id=waiting[-1]), metadata=auth("team-a")).job
+                if "further back" in deep.message or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            # 13 queued jobs of two tenants over a window of 10: each tenant's first 5.
+            assert deep.message.endswith("each pass decides each tenant's first 5 queued jobs (by priority, "
+                                         "then age), and this one is further back"), deep.message
+            head = stub.GetJob(pb.GetJobRequest(id=waiting[0]), metadata=auth("team-a")).job
+            assert "in tenant order" in head.message and "further back" not in head.message, head.message
+        finally:
+            stub.CancelJob(pb.CancelJobRequest(id=holder.id), metadata=auth("team-a"))
