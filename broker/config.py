@@ -35,9 +35,9 @@ class DispatchSettings(NoBoolNumbers):
     requeue_scan_s: float = Field(default=15.0, gt=0)
     """Full re-decision of every queued job at least this often, even with no event."""
     queue_window: int = Field(default=10_000, ge=10)
-    """A full pass over a queue deeper than this decides each tenant's first queued jobs (highest
-    priority, then oldest), this many in all, split evenly among the tenants with queued jobs; the
-    rest are decided as those leave the queue."""
+    """A full pass over a queue deeper than this decides the first queued jobs (highest priority,
+    then oldest) of each group of a tenant's jobs asking the same hardware, this many in all, split
+    evenly among the groups; the rest are decided as those leave the queue."""
     reconcile_interval_s: float = Field(default=60.0, gt=0)
     """How often every site is listed for orphans and lost attempts."""
     backend_wait_s: float = Field(default=10.0, gt=0)

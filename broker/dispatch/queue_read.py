@@ -1,10 +1,12 @@
-"""Which queued jobs a full pass reads: all of them, or from a deep queue each tenant's first.
+"""Which queued jobs a full pass reads: all of them, or of a deep queue the heads of its groups.
 
 Reading and deciding a million queued jobs in one pass held the scheduler for minutes and
-gigabytes (no launch in 300 s, its own lease lost while it decoded specs). Fair share orders
-tenants, and within a tenant a higher priority class goes first, so each tenant's head (by
-priority, then age) is what a pass can start or burst; deeper jobs are decided as the heads drain
-(and once at their submission).
+gigabytes (no launch in 300 s, its own lease lost while it decoded specs). Past the window a pass
+reads the head of each group, a group being one tenant's jobs that ask the same hardware: fair
+share orders tenants, a higher priority class goes first within one, and jobs waiting for one
+kind of hardware must not hide jobs another kind could start. Deeper jobs are decided once at
+their submission and again as the heads drain. (Slurm bounds its passes the same way, per
+partition: `partition_job_depth`.)
 """
 
 from __future__ import annotations
@@ -19,35 +21,33 @@ PAGE = 500
 
 
 async def read_queue(store: JobStore, window: int) -> tuple[list[Job], int]:
-    """Every queued job while there are at most `window`; beyond that, each tenant's first (highest
-    priority, then oldest), the window split evenly among the tenants with queued jobs. Also how
-    many each tenant got (0: all)."""
-    jobs: list[Job] = []
-    token = ""
-    while True:
-        size = min(PAGE, window + 1 - len(jobs))
-        page = store.list_jobs(None, states=[JobState.QUEUED], page_size=size, page_token=token)
-        jobs.extend(page.jobs)
-        token = page.next_page_token
-        if not token:
-            return jobs, 0
-        if len(jobs) > window:
-            break
-        await asyncio.sleep(0)
-    tenants = store.tenants_in_state(JobState.QUEUED)
-    each = max(1, -(-window // max(1, len(tenants))))
+    """Every queued job while there are at most `window`; beyond that, the first jobs (highest
+    priority, then oldest) of each tenant's group of jobs asking the same hardware, the window split
+    evenly among the groups. Also how many each group got (0: every queued job was read)."""
+    if store.queued_up_to(window + 1) <= window:
+        jobs: list[Job] = []
+        token = ""
+        while True:
+            page = store.list_jobs(None, states=[JobState.QUEUED], page_size=PAGE, page_token=token)
+            jobs.extend(page.jobs)
+            token = page.next_page_token
+            if not token:
+                return jobs, 0
+            await asyncio.sleep(0)
+    groups = store.queue_groups()
+    each = max(1, -(-window // max(1, len(groups))))
     heads: list[Job] = []
-    for tenant in tenants:
-        heads.extend(await _first(store, tenant, each))
+    for tenant, group in groups:
+        heads.extend(await _first(store, tenant, group, each))
     heads.sort(key=lambda j: j.id)
     return heads, each
 
 
-async def _first(store: JobStore, tenant: TenantId, count: int) -> list[Job]:
+async def _first(store: JobStore, tenant: TenantId, group: str, count: int) -> list[Job]:
     jobs: list[Job] = []
     token = ""
     while len(jobs) < count:
-        page = store.queue_head(tenant, page_size=min(PAGE, count - len(jobs)), page_token=token)
+        page = store.queue_head(tenant, group, page_size=min(PAGE, count - len(jobs)), page_token=token)
         jobs.extend(page.jobs)
         token = page.next_page_token
         if not token:

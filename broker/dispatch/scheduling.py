@@ -316,8 +316,9 @@ class Scheduling(Launching):
         window = self.settings.queue_window
         jobs, each = await read_queue(self.store, window)
         if each and not self._queue_cut:
-            log.info("more than %d jobs queued: each pass decides each tenant's first %d (by priority, "
-                     "then age; %d jobs); the others as these leave the queue", window, each, len(jobs))
+            log.info("more than %d jobs queued: each pass decides the first %d of each tenant's jobs "
+                     "asking the same hardware (by priority, then age; %d jobs); the others as these "
+                     "leave the queue", window, each, len(jobs))
         elif not each and self._queue_cut:
             log.info("%d jobs queued: each pass decides all of them again", len(jobs))
         self._queue_cut = bool(each)

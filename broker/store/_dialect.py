@@ -143,7 +143,6 @@ class SqliteDialect(Dialect):
         "bigint": "INTEGER",
         "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
         "norowid": "WITHOUT ROWID",
-        "spec_priority": "json_extract(spec, '$.priority')",
     }
 
     def __init__(self, path: str, durability: str) -> None:
@@ -240,7 +239,6 @@ class PostgresDialect(Dialect):
         "bigint": "BIGINT",
         "serial": "BIGSERIAL PRIMARY KEY",
         "norowid": "",
-        "spec_priority": "(spec::json ->> 'priority')",
     }
     row_lock = " FOR UPDATE"
     share_lock = " FOR SHARE"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from broker.store._dialect import Db
+from broker.store._queue_keys import queue_keys_of_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -101,21 +102,17 @@ ADDED_COLUMNS = (
     ("reclaim_booked", "beside", "INTEGER NOT NULL DEFAULT 0"),
     ("policy_versions", "inputs", "TEXT NOT NULL DEFAULT ''"),
     ("jobs", "priority_rank", "INTEGER NOT NULL DEFAULT 1"),
-)
-
-PRIORITY_RANKS = {"high": 0, "normal": 1, "low": 2}
-"""`jobs.priority_rank`: a job's priority class as a sort key, first first."""
-
-# Run when the column is added: the rank of the jobs stored before it, read from their spec.
-_RANK_FROM_SPEC = (
-    "UPDATE jobs SET priority_rank = CASE {spec_priority} WHEN 'high' THEN 0 WHEN 'low' THEN 2 ELSE 1 END "
-    "WHERE {spec_priority} IN ('high', 'low')"
+    ("jobs", "queue_group", "TEXT NOT NULL DEFAULT ''"),
 )
 
 AFTER_COLUMNS = """
--- Which tenants have queued jobs, and each one's first by priority then age (a deep queue's pass).
-CREATE INDEX IF NOT EXISTS jobs_queue_heads ON jobs(state, tenant, priority_rank, id)
+DROP INDEX IF EXISTS jobs_queue_heads;
+-- Which (tenant, hardware asked) groups have queued jobs, and each one's first by priority then
+-- age: what a pass reads of a deep queue (`broker.dispatch.queue_read`).
+CREATE INDEX IF NOT EXISTS jobs_queue_groups ON jobs(state, tenant, queue_group, priority_rank, id)
 """
+
+_UNFINISHED = ("QUEUED", "PLACING", "PROVISIONING", "RUNNING", "PREEMPTED")
 
 JOB_COLS = (
     "id, tenant, client_id, state, spec, created_at, updated_at, site, attempts, exit_code, "
@@ -149,14 +146,26 @@ def create_schema(db: Db) -> None:
     for table, column, decl in ADDED_COLUMNS:
         if column not in dialect.columns(db, table):
             db.run(f"ALTER TABLE {table} ADD COLUMN {column} {decl.format(**dialect.types)}")
-            if column == "priority_rank":
-                db.run(_RANK_FROM_SPEC.format(**dialect.types))
-    db.run(AFTER_COLUMNS.format(**dialect.types))
+    for statement in AFTER_COLUMNS.split(";"):
+        if statement.strip():
+            db.run(statement)
+    _fill_queue_keys(db)
     db.run(
         "INSERT INTO schema_version (id, fingerprint) VALUES (1, ?) "
         "ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint",
         (FINGERPRINT,),
     )
+
+
+def _fill_queue_keys(db: Db) -> None:
+    """Rank and group the unfinished jobs no current broker wrote: those stored before the columns
+    were, and those an older broker (a replica not yet upgraded) submitted since. Read in Python,
+    where an unreadable spec leaves its row as it is (the reader quarantines the job), not in SQL,
+    where one bad row would stop the store from opening."""
+    states = ", ".join(f"'{s}'" for s in _UNFINISHED)
+    rows = db.all(f"SELECT id, spec FROM jobs WHERE queue_group = '' AND state IN ({states})")
+    keyed = [(keys[0], keys[1], job_id) for job_id, spec in rows if (keys := queue_keys_of_text(spec))]
+    db.many("UPDATE jobs SET priority_rank = ?, queue_group = ? WHERE id = ?", keyed)
 
 
 def _in_place(db: Db) -> bool:

@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 from broker.model import Attempt, Job, JobEvent, JobId, JobSpec, JobState, SiteId, TenantId
 from broker.states import check_transition
 from broker.store._dialect import Db, Dialect, Row
+from broker.store._queue_keys import queue_keys_of_text
 from broker.store._rows import attempt_from_row
-from broker.store._schema import INSERT_EVENT, JOB_COLS, PRIORITY_RANKS, create_schema
+from broker.store._schema import INSERT_EVENT, JOB_COLS, create_schema
 from broker.store.base import (
     JOB_FIELDS,
     FencedOut,
@@ -255,9 +256,10 @@ class SqlCore(JobStore):
         for key, value in fields.items():
             sets.append(f"{key} = ?")
             params.append(value)
-        if "spec" in fields:  # a priority lowered by a reload moves the job in its tenant's queue
-            sets.append("priority_rank = ?")
-            params.append(PRIORITY_RANKS.get(json.loads(fields["spec"]).get("priority", "normal"), 1))
+        keys = queue_keys_of_text(fields["spec"]) if "spec" in fields else None
+        if keys is not None:  # a priority lowered by a reload moves the job in its tenant's queue
+            sets.extend(["priority_rank = ?", "queue_group = ?"])
+            params.extend(keys)
         db.run(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", [*params, job_id])
 
     def _move(self, db: Db, job_id: JobId, old: JobState, now: datetime, move: JobMove) -> JobEvent | None:

@@ -9,12 +9,15 @@ from typing import Any
 
 from broker.model import Job, JobEvent, JobId, JobState, TenantId
 from broker.store._dialect import Db, marks
-from broker.store._schema import EVENT_COLS, JOB_COLS, PRIORITY_RANKS
+from broker.store._queue_keys import queue_keys
+from broker.store._schema import EVENT_COLS, JOB_COLS
 from broker.store._sql_core import SqlCore
 from broker.store.base import UNFINISHED, JobMove, JobNotFoundError, JobPage, StoreError, Submission
 
-_NEW_JOB_COLS = "id, tenant, client_id, state, spec, created_at, updated_at, priority_rank, last_seq"
-_INSERT_JOB = f"INSERT INTO jobs ({_NEW_JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)"
+_NEW_JOB_COLS = (
+    "id, tenant, client_id, state, spec, created_at, updated_at, priority_rank, queue_group, last_seq"
+)
+_INSERT_JOB = f"INSERT INTO jobs ({_NEW_JOB_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
 _HAS_LABEL = "EXISTS (SELECT 1 FROM job_labels l WHERE l.key = ? AND l.value = ? AND l.job_id = j.id)"
 _TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
@@ -38,7 +41,9 @@ def by_states(where: str, params: list[Any], states: Sequence[JobState], limit: 
     return sql, [*(v for s in states for v in (s.value, *params, limit)), limit]
 
 
-_TENANTS_IN_STATE = """
+# Skip scans of the (state, tenant, queue_group, ...) index: each step seeks the next value, so a
+# million queued jobs in a few groups cost a few probes, not a million index entries.
+_QUEUED_TENANTS = """
 WITH RECURSIVE t(tenant) AS (
   SELECT (SELECT j.tenant FROM jobs j WHERE j.state = ? ORDER BY j.tenant LIMIT 1)
   UNION ALL
@@ -46,6 +51,17 @@ WITH RECURSIVE t(tenant) AS (
   FROM t WHERE t.tenant IS NOT NULL
 )
 SELECT tenant FROM t WHERE tenant IS NOT NULL
+"""
+_TENANT_GROUPS = """
+WITH RECURSIVE g(grp) AS (
+  SELECT (SELECT j.queue_group FROM jobs j WHERE j.state = ? AND j.tenant = ?
+          ORDER BY j.queue_group LIMIT 1)
+  UNION ALL
+  SELECT (SELECT j.queue_group FROM jobs j WHERE j.state = ? AND j.tenant = ? AND j.queue_group > g.grp
+          ORDER BY j.queue_group LIMIT 1)
+  FROM g WHERE g.grp IS NOT NULL
+)
+SELECT grp FROM g WHERE grp IS NOT NULL
 """
 
 
@@ -134,7 +150,7 @@ class SqlJobs(SqlCore):
             f"{_INSERT_JOB} ON CONFLICT (tenant, client_id) WHERE client_id IS NOT NULL "
             "DO NOTHING RETURNING id",
             (job.id, tenant, client_id, JobState.QUEUED.value, item.spec.model_dump_json(), ts, ts,
-             PRIORITY_RANKS[item.spec.priority.value]),
+             *queue_keys(item.spec)),
         )
         if row is None:
             existing = self._by_client_id(db, tenant, client_id)
@@ -180,7 +196,7 @@ class SqlJobs(SqlCore):
                 _NEW_JOB_COLS,
                 [
                     (j.id, j.tenant, j.client_id, JobState.QUEUED.value, j.spec.model_dump_json(), ts, ts,
-                     PRIORITY_RANKS[j.spec.priority.value], 1)
+                     *queue_keys(j.spec), 1)
                     for j in jobs
                 ],
             )
@@ -312,28 +328,37 @@ class SqlJobs(SqlCore):
         self._flush_quarantine()
         return [j for j in jobs if j.state in states]
 
-    def queue_head(self, tenant: TenantId, page_size: int, page_token: str = "") -> JobPage:
-        where, params = "j.state = ? AND j.tenant = ?", [JobState.QUEUED.value, str(tenant)]
-        after: list[object] = []
+    def queued_up_to(self, limit: int) -> int:
+        row = self._one(
+            "SELECT COUNT(*) FROM (SELECT j.id FROM jobs j WHERE j.state = ? LIMIT ?) q",
+            [JobState.QUEUED.value, limit],
+        )
+        return int(row[0]) if row is not None else 0
+
+    def queue_groups(self) -> list[tuple[TenantId, str]]:
+        queued = JobState.QUEUED.value
+        out: list[tuple[TenantId, str]] = []
+        for (tenant,) in self._all(_QUEUED_TENANTS, [queued, queued]):
+            groups = self._all(_TENANT_GROUPS, [queued, tenant, queued, tenant])
+            out.extend((TenantId(tenant), str(g)) for (g,) in groups)
+        return out
+
+    def queue_head(self, tenant: TenantId, group: str, page_size: int, page_token: str = "") -> JobPage:
+        where = "j.state = ? AND j.tenant = ? AND j.queue_group = ?"
+        params: list[object] = [JobState.QUEUED.value, str(tenant), group]
         if page_token:
             rank, _, last = page_token.partition(":")
             where += " AND (j.priority_rank, j.id) > (?, ?)"
-            after = [int(rank), last]
+            params += [int(rank), last]
         cols = ", ".join("j." + c.strip() for c in JOB_COLS.split(","))
         rows = self._all(
             f"SELECT {cols}, j.priority_rank FROM jobs j WHERE {where} "
-            "ORDER BY j.priority_rank, j.id LIMIT ?", [*params, *after, page_size + 1]
+            "ORDER BY j.priority_rank, j.id LIMIT ?", [*params, page_size + 1]
         )
         jobs = [self._row_to_job(r[:-1]) for r in rows[:page_size]]
         token = f"{rows[page_size - 1][-1]}:{jobs[-1].id}" if len(rows) > page_size else ""
         self._flush_quarantine()
         return JobPage(jobs=[j for j in jobs if j.state == JobState.QUEUED], next_page_token=token)
-
-    def tenants_in_state(self, state: JobState) -> list[TenantId]:
-        # A skip scan of the (state, tenant, id) index: each step seeks the next tenant, so a
-        # million queued jobs of a few tenants cost a few probes, not a million index entries.
-        rows = self._all(_TENANTS_IN_STATE, [state.value, state.value])
-        return [TenantId(r[0]) for r in rows]
 
     def count_by_state(self, tenant: TenantId | None = None) -> dict[JobState, int]:
         sql, params = "SELECT state, COUNT(*) FROM jobs", []

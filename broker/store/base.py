@@ -209,12 +209,16 @@ class JobStore(AuditStore):
         """Jobs in any of `states`, oldest first (served by an index on state)."""
 
     @abc.abstractmethod
-    def queue_head(self, tenant: TenantId, page_size: int, page_token: str = "") -> JobPage:
-        """A tenant's queued jobs in its own order, highest priority first, then oldest first."""
+    def queued_up_to(self, limit: int) -> int:
+        """How many jobs are queued, counting no further than `limit` (an index range, no rows read)."""
 
     @abc.abstractmethod
-    def tenants_in_state(self, state: JobState) -> list[TenantId]:
-        """The tenants with a job in `state`, sorted (one index probe per tenant, not per job)."""
+    def queue_groups(self) -> list[tuple[TenantId, str]]:
+        """Each (tenant, queue group) with queued jobs, sorted: a group is the hardware its jobs ask."""
+
+    @abc.abstractmethod
+    def queue_head(self, tenant: TenantId, group: str, page_size: int, page_token: str = "") -> JobPage:
+        """A tenant's queued jobs of one group in its own order: highest priority, then oldest first."""
 
     @abc.abstractmethod
     def count_by_state(self, tenant: TenantId | None = None) -> dict[JobState, int]:

@@ -56,9 +56,24 @@ compliance:
 """
 
 
+TWO_KINDS = POLICY.replace(
+    "      - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}\n",
+    "      - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}\n"
+    "      - {name: a100, accelerator: A100, count_per_node: 1, price_hour: 10.0}\n")
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
-    config = write_broker_folder(tmp_path / "broker", POLICY, TOKENS,
+    yield from windowed_broker(tmp_path, POLICY)
+
+
+@pytest.fixture
+def two_kinds(tmp_path: Path) -> Iterator[BrokerProcess]:
+    yield from windowed_broker(tmp_path, TWO_KINDS)
+
+
+def windowed_broker(tmp_path: Path, policy: str) -> Iterator[BrokerProcess]:
+    config = write_broker_folder(tmp_path / "broker", policy, TOKENS,
                                  broker_extra="metrics_listen: 127.0.0.1:0\n")
     config.write_text(config.read_text().replace(
         "dispatch: {poll_interval_s: 0.2}", f"dispatch: {{poll_interval_s: 0.2, requeue_scan_s: 1, "
@@ -74,11 +89,13 @@ def auth(tenant: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {TOKENS[tenant]}"),)
 
 
-def job(name: str, seconds: float, priority: int = job_pb2.PRIORITY_NORMAL) -> job_pb2.JobSpec:
+def job(
+    name: str, seconds: float, priority: int = job_pb2.PRIORITY_NORMAL, kind: str = "A800"
+) -> job_pb2.JobSpec:
     msg = job_pb2.JobSpec(name=name, command=[JOB_PYTHON, "-c", f"import time; time.sleep({seconds})"],
                           runtime_estimate=duration_pb2.Duration(seconds=60), priority=priority)
     msg.resources.accelerators.count = 1
-    msg.resources.accelerators.any_of.append("A800")
+    msg.resources.accelerators.any_of.append(kind)
     return msg
 
 
@@ -111,7 +128,7 @@ def test_a_deep_queue_is_decided_by_each_tenants_head_and_drains_in_turn(broker:
         mine = stub.SubmitJob(pb.SubmitJobRequest(job=job("mine", 0.1)), metadata=auth("small")).job.id
         urgent = stub.SubmitJob(pb.SubmitJobRequest(job=job("urgent", 0.1, job_pb2.PRIORITY_HIGH)),
                                 metadata=auth("flood")).job.id
-        cut = f"more than {WINDOW} jobs queued: each pass decides each tenant's first {WINDOW // 2} (by"
+        cut = f"more than {WINDOW} jobs queued: each pass decides the first {WINDOW // 2} of each tenant's"
         assert broker.said(cut, timeout=30), "".join(broker.output[-20:])
         assert broker.said(f"then age; {WINDOW // 2 + 1} jobs)", timeout=1), "".join(broker.output[-20:])
 
@@ -130,9 +147,9 @@ def test_a_deep_queue_is_decided_by_each_tenants_head_and_drains_in_turn(broker:
         assert decided <= passes * (WINDOW // 2 + 1), (before, after)
         # A job past the window says so, not only its reason of its last decision.
         deep = stub.GetJob(pb.GetJobRequest(id=flood[-1]), metadata=auth("flood")).job
-        assert deep.message.endswith(f"not yet decided again: each pass decides each tenant's first "
-                                     f"{WINDOW // 2} queued jobs (by priority, then age), and this one "
-                                     "is further back"), deep.message
+        assert deep.message.endswith(f"not yet decided again: each pass decides the first {WINDOW // 2} of "
+                                     "each tenant's queued jobs asking the same hardware (by priority, "
+                                     "then age), and this one is further back"), deep.message
         assert deep.message.startswith("on-prem wait"), deep.message  # its last decision's reason
         head = stub.GetJob(pb.GetJobRequest(id=flood[0]), metadata=auth("flood")).job
         assert "further back" not in head.message and "in tenant order" in head.message, head.message
@@ -147,3 +164,28 @@ def test_a_deep_queue_is_decided_by_each_tenants_head_and_drains_in_turn(broker:
         ended = [wait_state(stub, j, "flood", {job_pb2.JOB_STATE_SUCCEEDED}, timeout=180) for j in flood]
         assert min(j.start_time.ToDatetime() for j in ended) >= second.end_time.ToDatetime(), (second, ended)
         assert broker.said("jobs queued: each pass decides all of them again", timeout=5)
+
+
+def test_jobs_other_hardware_could_start_are_not_hidden_behind_a_tenants_waiting_ones(
+    two_kinds: BrokerProcess,
+) -> None:
+    """A review's reproducer: the tenant's first 12 jobs wait for its busy A100; with the window
+    split per tenant its 3 A800 jobs behind them were never decided again and the A800 sat idle."""
+    with grpc.insecure_channel(two_kinds.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        hogs = [stub.SubmitJob(pb.SubmitJobRequest(job=job(f"hog-{k.lower()}", 600, kind=k)),
+                               metadata=auth("flood")).job.id for k in ("A100", "A800")]
+        for hog in hogs:
+            wait_state(stub, hog, "flood", {job_pb2.JOB_STATE_RUNNING})
+        try:
+            reqs = [pb.SubmitJobRequest(job=job(f"a100-{i}", 0.1, kind="A100")) for i in range(12)]
+            stub.SubmitJobs(pb.SubmitJobsRequest(requests=reqs), metadata=auth("flood"))
+            reqs = [pb.SubmitJobRequest(job=job(f"a800-{i}", 0.1)) for i in range(3)]
+            behind = [r.job.id for r in stub.SubmitJobs(pb.SubmitJobsRequest(requests=reqs),
+                                                        metadata=auth("flood")).responses]
+            assert two_kinds.said(f"more than {WINDOW} jobs queued", timeout=30)
+            stub.CancelJob(pb.CancelJobRequest(id=hogs[1]), metadata=auth("flood"))  # the A800 frees
+            for job_id in behind:
+                wait_state(stub, job_id, "flood", {job_pb2.JOB_STATE_SUCCEEDED}, timeout=60)
+        finally:
+            stub.CancelJob(pb.CancelJobRequest(id=hogs[0]), metadata=auth("flood"))

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from broker.jobspec import AcceleratorRequest, Resources
 from broker.model import (
     Attempt,
     AttemptId,
@@ -84,6 +85,8 @@ class StoreContract:
     """Tests every JobStore must pass; subclasses provide the `open_store` fixture."""
 
     __test__ = False
+    INDEX_NAMED = ""
+    """SQL naming an index by its name, in the store's catalog (each store's subclass)."""
 
     @pytest.fixture
     def open_store(self) -> Iterator[StoreFactory]:  # pragma: no cover - overridden
@@ -273,38 +276,51 @@ class StoreContract:
         assert store.jobs_in_states([]) == []
         assert store.count_by_state() == {JobState.QUEUED: 3, JobState.PLACING: 1, JobState.FAILED: 1}
 
-    def test_tenants_in_state_names_each_tenant_with_such_a_job_once(self, store: JobStore) -> None:
-        assert store.tenants_in_state(JobState.QUEUED) == []
-        c = TenantId("team-c")
-        jobs = [self.submit_one(store, t, f"j{i}") for i, t in enumerate([B, A, B, c, B, A])]
-        assert store.tenants_in_state(JobState.QUEUED) == [A, B, c]
-        store.transition(jobs[3].id, JobState.CANCELLED, LATER)  # team-c's only job
-        store.transition(jobs[1].id, JobState.PLACING, LATER)
-        assert store.tenants_in_state(JobState.QUEUED) == [A, B]
-        assert store.tenants_in_state(JobState.PLACING) == [A]
-        assert store.tenants_in_state(JobState.CANCELLED) == [c]
-        assert store.tenants_in_state(JobState.RUNNING) == []
+    def test_queue_groups_are_each_tenants_jobs_asking_the_same_hardware(self, store: JobStore) -> None:
+        assert store.queue_groups() == [] and store.queued_up_to(10) == 0
 
-    def test_queue_head_is_a_tenants_queue_by_priority_then_age_in_pages(self, store: JobStore) -> None:
-        def submit(name: str, priority: Priority, tenant: TenantId = A) -> Job:
-            item = Submission(spec(name).model_copy(update={"priority": priority}))
+        def gpus(name: str, kinds: tuple[str, ...], count: int = 1) -> JobSpec:
+            return spec(name).model_copy(update={"resources": Resources(
+                accelerators=AcceleratorRequest(count=count, any_of=kinds))})
+
+        c = TenantId("team-c")
+        work = [(B, gpus("b1", ("A800",))), (A, gpus("a1", ("A800",))), (B, gpus("b2", ("A800",))),
+                (c, spec("c1")), (A, gpus("a2", ("A100", "A800"))), (A, gpus("a3", ("A800",), 2))]
+        jobs = [store.submit(t, [Submission(s)], NOW)[0][0] for t, s in work]
+        groups = store.queue_groups()
+        assert [t for t, _ in groups] == [A, A, A, B, c]
+        assert len({g for t, g in groups if t == A}) == 3  # one A800, A100-or-A800, two A800s
+        assert {g for t, g in groups if t == B} == {g for t, g in groups if t == A and "A100" not in g
+                                                   and "x1" in g}
+        assert store.queued_up_to(4) == 4 and store.queued_up_to(100) == 6
+        store.transition(jobs[3].id, JobState.CANCELLED, LATER)  # team-c's only job
+        store.transition(jobs[0].id, JobState.PLACING, LATER)
+        assert [t for t, _ in store.queue_groups()] == [A, A, A, B]
+        group = next(g for t, g in store.queue_groups() if t == B)
+        assert [j.id for j in store.queue_head(B, group, page_size=5).jobs] == [jobs[2].id]
+        assert store.queue_head(B, "no such group", page_size=5).jobs == []
+
+    def test_queue_head_is_a_groups_queue_by_priority_then_age_in_pages(self, store: JobStore) -> None:
+        def submit(name: str, priority: Priority, tenant: TenantId = A, client_id: str | None = None) -> Job:
+            item = Submission(spec(name).model_copy(update={"priority": priority}), client_id=client_id)
             [(job, _)] = store.submit(tenant, [item], NOW)
             return job
 
         n0, low1 = submit("n0", Priority.NORMAL), submit("l1", Priority.LOW)
-        high2 = submit("h2", Priority.HIGH)
+        high2 = submit("h2", Priority.HIGH, client_id="resent-safely")  # the client_id insert path
         submit("other", Priority.HIGH, tenant=B)
         n3 = submit("n3", Priority.NORMAL)
-        first = store.queue_head(A, page_size=2)
+        [(_, group)] = [g for g in store.queue_groups() if g[0] == A]
+        first = store.queue_head(A, group, page_size=2)
         assert [j.id for j in first.jobs] == [high2.id, n0.id] and first.next_page_token
-        rest = store.queue_head(A, page_size=2, page_token=first.next_page_token)
+        rest = store.queue_head(A, group, page_size=2, page_token=first.next_page_token)
         assert [j.id for j in rest.jobs] == [n3.id, low1.id] and not rest.next_page_token
         # A priority lowered (a reload took the grant back) moves the job back; a started one leaves.
         lowered = n0.spec.model_copy(update={"priority": Priority.LOW})
         store.record(n0.id, LATER, kind="priority_lowered", spec=lowered.model_dump_json())
         store.transition(high2.id, JobState.PLACING, LATER)
-        assert [j.id for j in store.queue_head(A, page_size=10).jobs] == [n3.id, n0.id, low1.id]
-        assert store.queue_head(TenantId("nobody"), page_size=10).jobs == []
+        assert [j.id for j in store.queue_head(A, group, page_size=10).jobs] == [n3.id, n0.id, low1.id]
+        assert store.queue_head(TenantId("nobody"), group, page_size=10).jobs == []
 
     # transition / record / events ----------------------------------------------------------
 
@@ -867,7 +883,7 @@ class StoreContract:
         assert store.reserve_spend(usd, tenant_limit=None, global_limit=None)
         assert store.spend_entries("2026-11") == [entry("j1-a1", 5), usd]
 
-    def test_jobs_from_before_priority_ranks_are_ranked_from_their_spec(
+    def test_jobs_from_before_queue_keys_are_ranked_and_grouped_from_their_spec(
         self, open_store: StoreFactory
     ) -> None:
         old = open_store()
@@ -876,11 +892,52 @@ class StoreContract:
             item = Submission(spec(name).model_copy(update={"priority": priority}))
             [(job, _)] = old.submit(A, [item], NOW)
             ids[name] = job.id
-        self.raw(old, "DROP INDEX jobs_queue_heads")
-        self.raw(old, "ALTER TABLE jobs DROP COLUMN priority_rank")  # as a store before the column was
+        self.raw(old, "DROP INDEX jobs_queue_groups")
+        self.raw(old, "ALTER TABLE jobs DROP COLUMN priority_rank")  # as a store before the columns
+        self.raw(old, "ALTER TABLE jobs DROP COLUMN queue_group")
+        # ... with the index a broker of stop 47's first commit made under the name kept today.
+        self.raw(old, "CREATE INDEX jobs_queue_heads ON jobs(state, tenant, id)")
         self.raw(old, "UPDATE schema_version SET fingerprint = 'older'")  # ... written by a broker of then
         store = open_store()  # opening brings the schema up to date
-        assert [j.id for j in store.queue_head(A, page_size=10).jobs] == [ids["h"], ids["n"], ids["l"]]
+        [(_, group)] = store.queue_groups()
+        assert [j.id for j in store.queue_head(A, group, page_size=10).jobs] == [ids["h"], ids["n"], ids["l"]]
+        assert not self.raw(store, self.INDEX_NAMED, ("jobs_queue_heads",))  # the old shape is gone
+
+    def test_jobs_an_older_broker_submits_are_keyed_when_a_current_one_opens_the_store(
+        self, open_store: StoreFactory
+    ) -> None:
+        store = open_store()
+        item = Submission(spec("h").model_copy(update={"priority": Priority.HIGH}))
+        [(high, _)] = store.submit(A, [item], NOW)
+        [(normal, _)] = store.submit(A, [Submission(spec("n"))], NOW)
+        # An older replica inserts rows without the columns (their defaults) and writes its schema mark.
+        self.raw(store, "UPDATE jobs SET priority_rank = 1, queue_group = ''")
+        self.raw(store, "UPDATE schema_version SET fingerprint = 'older'")
+        reopened = open_store()
+        [(_, group)] = reopened.queue_groups()
+        assert group != "" and [j.id for j in reopened.queue_head(A, group, page_size=5).jobs] == [
+            high.id, normal.id]
+
+    def test_an_unreadable_spec_does_not_stop_the_store_opening_to_key_the_rest(
+        self, open_store: StoreFactory
+    ) -> None:
+        store = open_store()
+        [(good, _)] = store.submit(A, [Submission(spec("good"))], NOW)
+        [(nul, _)] = store.submit(A, [Submission(spec("nul", note="x"))], NOW)
+        [(bad, _)] = store.submit(A, [Submission(spec("bad"))], NOW)
+        self.raw(store, "UPDATE jobs SET priority_rank = 1, queue_group = ''")
+        # A label value with an escaped NUL (stored before labels refused control characters; a
+        # PostgreSQL json cast refuses it), and a spec that no longer reads at all.
+        text = nul.spec.model_dump_json().replace('"x"', '"a\\u0000b"')
+        self.raw(store, "UPDATE jobs SET spec = ? WHERE id = ?", (text, nul.id))
+        self.raw(store, "UPDATE jobs SET spec = ? WHERE id = ?", ('{"name": "bad"}', bad.id))
+        self.raw(store, "UPDATE schema_version SET fingerprint = 'older'")
+        reopened = open_store()
+        groups = reopened.queue_groups()
+        assert sorted(g for _, g in groups)[0] == "" and len(groups) == 2, groups  # the bad one: as it was
+        keyed = next(g for _, g in groups if g)
+        assert [j.id for j in reopened.queue_head(A, keyed, page_size=5).jobs] == [good.id, nul.id]
+        assert reopened.get(bad.id).state == JobState.FAILED  # quarantined when read, as before
 
     def test_reclaim_bookings_from_before_free_units_were_kept_gain_the_column(
         self, open_store: StoreFactory
@@ -1262,6 +1319,8 @@ class TestSqliteStore(StoreContract):
         for s in opened:
             s.close()
 
+    INDEX_NAMED = "SELECT name FROM sqlite_master WHERE type = 'index' AND name = ?"
+
     def raw(self, store: JobStore, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         assert isinstance(store, SqliteStore)
         with closing(sqlite3.connect(store.path)) as db:
@@ -1280,7 +1339,7 @@ class TestSqliteStore(StoreContract):
         )
         text = " ".join(str(r[-1]) for r in plan)
         # The partial index, or the (state, tenant, id) one that serves a deep queue's heads too.
-        ranged = "jobs_succeeded" in text or "jobs_queue_heads (state=? AND tenant=?)" in text
+        ranged = "jobs_succeeded" in text or "jobs_queue_groups (state=? AND tenant=?)" in text
         assert ranged and "TEMP B-TREE" not in text, text
 
 
@@ -1298,6 +1357,8 @@ class TestPostgresStore(StoreContract):
         yield factory
         for s in opened:
             s.close()
+
+    INDEX_NAMED = "SELECT indexname FROM pg_indexes WHERE indexname = ?"
 
     def raw(self, store: JobStore, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         import psycopg
