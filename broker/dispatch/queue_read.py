@@ -14,33 +14,50 @@ from __future__ import annotations
 import asyncio
 
 from broker.model import Job, JobState, TenantId
-from broker.store import JobStore
+from broker.store import UNGROUPED, JobStore
 
 PAGE = 500
 """Jobs per store read; the event loop gets a turn between reads."""
+FILL_PER_PASS = 5000
+"""Unkeyed rows (an older broker's) a pass keys per tenant."""
 
 
 async def read_queue(store: JobStore, window: int) -> tuple[list[Job], int]:
-    """Every queued job while there are at most `window`; beyond that, the first jobs (highest
-    priority, then oldest) of each tenant's group of jobs asking the same hardware, the window split
-    evenly among the groups. Also how many each group got (0: every queued job was read)."""
+    """Every queued job while there are at most `window`; beyond that, the heads of the queue
+    groups: the window split evenly among the tenants with queued jobs, and each tenant's share
+    among its groups (at most that many groups). Also the most any group got (0: all were read)."""
     if store.queued_up_to(window + 1) <= window:
         jobs: list[Job] = []
         token = ""
-        while True:
+        while len(jobs) <= window:  # (submissions after the count do not make it unbounded)
             page = store.list_jobs(None, states=[JobState.QUEUED], page_size=PAGE, page_token=token)
             jobs.extend(page.jobs)
             token = page.next_page_token
             if not token:
                 return jobs, 0
             await asyncio.sleep(0)
-    groups = store.queue_groups()
-    each = max(1, -(-window // max(1, len(groups))))
+    tenants = store.queued_tenants()
+    share = max(1, -(-window // max(1, len(tenants))))
     heads: list[Job] = []
-    for tenant, group in groups:
-        heads.extend(await _first(store, tenant, group, each))
+    most = 0
+    for tenant in tenants:
+        groups = await _groups(store, tenant, share)
+        each = max(1, share // max(1, len(groups)))
+        most = max(most, each)
+        for group in groups:
+            heads.extend(await _first(store, tenant, group, each))
     heads.sort(key=lambda j: j.id)
-    return heads, each
+    return heads, most
+
+
+async def _groups(store: JobStore, tenant: TenantId, limit: int) -> list[str]:
+    """A tenant's first groups; rows an older broker stored unkeyed are keyed first, a few
+    thousand a pass (until then they are read as one group, '')."""
+    groups = store.queue_groups(tenant, limit)
+    if groups and groups[0] == UNGROUPED and store.fill_queue_keys(tenant, FILL_PER_PASS):
+        await asyncio.sleep(0)
+        groups = store.queue_groups(tenant, limit)
+    return groups
 
 
 async def _first(store: JobStore, tenant: TenantId, group: str, count: int) -> list[Job]:

@@ -8,6 +8,7 @@ from broker.store._audit import (
     PolicyVersion,
     RefusedSubmission,
 )
+from broker.store._queue_keys import UNGROUPED
 from broker.store.base import (
     FairUsage,
     FencedOut,
@@ -31,6 +32,7 @@ __all__ = [
     "AUDIT_KINDS",
     "KEEP_REFUSALS",
     "REFUSED",
+    "UNGROUPED",
     "AuditFilter",
     "FairUsage",
     "FencedOut",

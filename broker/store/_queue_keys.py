@@ -7,6 +7,8 @@ deep queue's pass reads the first jobs of each (tenant, group), not of each tena
 
 from __future__ import annotations
 
+import hashlib
+
 from broker.jobspec import JobSpec
 from broker.store._rows import read_spec
 
@@ -14,14 +16,22 @@ PRIORITY_RANKS = {"high": 0, "normal": 1, "low": 2}
 """`jobs.priority_rank`: a job's priority class as a sort key, first first."""
 
 UNGROUPED = ""
-"""`jobs.queue_group` of a row no current broker wrote (an older one's, until it is filled in)."""
+"""`jobs.queue_group` of a row no current broker wrote (an older one's, until a pass fills it in)."""
+MAX_GROUP = 200
+"""Longer groups (many accelerator names) are cut and end in a hash of the whole."""
 
 
 def queue_keys(spec: JobSpec) -> tuple[int, str]:
-    """(priority rank, queue group) of a job's spec."""
-    acc = spec.resources.accelerators
+    """(priority rank, queue group) of a job's spec. The group holds what placement filters offers
+    by (hardware per node, nodes, residency, spot, price cap); labels, which compliance rules may
+    read, are not in it."""
+    res, acc = spec.resources, spec.resources.accelerators
     kinds = "|".join(sorted(acc.any_of)) or ("any" if acc.count else "cpu")
-    group = f"{kinds} x{acc.count} n{spec.resources.nodes} {spec.data_residency.value}"
+    cap = "" if spec.max_price_per_hour is None else f" <{spec.max_price_per_hour:g}"
+    group = (f"{kinds} x{acc.count} n{res.nodes} c{res.cpus:g} m{res.memory_gb:g} g{acc.min_memory_gb:g} "
+             f"{spec.data_residency.value} {spec.spot.value}{cap}")
+    if len(group) > MAX_GROUP:  # an index entry has a size limit (8 KB on PostgreSQL)
+        group = group[:MAX_GROUP - 17] + "#" + hashlib.sha256(group.encode()).hexdigest()[:16]
     return PRIORITY_RANKS.get(spec.priority.value, 1), group
 
 

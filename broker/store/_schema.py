@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 from broker.store._dialect import Db
-from broker.store._queue_keys import queue_keys_of_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -112,8 +111,6 @@ DROP INDEX IF EXISTS jobs_queue_heads;
 CREATE INDEX IF NOT EXISTS jobs_queue_groups ON jobs(state, tenant, queue_group, priority_rank, id)
 """
 
-_UNFINISHED = ("QUEUED", "PLACING", "PROVISIONING", "RUNNING", "PREEMPTED")
-
 JOB_COLS = (
     "id, tenant, client_id, state, spec, created_at, updated_at, site, attempts, exit_code, "
     "log_tail, message, policy_hash"
@@ -149,23 +146,11 @@ def create_schema(db: Db) -> None:
     for statement in AFTER_COLUMNS.split(";"):
         if statement.strip():
             db.run(statement)
-    _fill_queue_keys(db)
     db.run(
         "INSERT INTO schema_version (id, fingerprint) VALUES (1, ?) "
         "ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint",
         (FINGERPRINT,),
     )
-
-
-def _fill_queue_keys(db: Db) -> None:
-    """Rank and group the unfinished jobs no current broker wrote: those stored before the columns
-    were, and those an older broker (a replica not yet upgraded) submitted since. Read in Python,
-    where an unreadable spec leaves its row as it is (the reader quarantines the job), not in SQL,
-    where one bad row would stop the store from opening."""
-    states = ", ".join(f"'{s}'" for s in _UNFINISHED)
-    rows = db.all(f"SELECT id, spec FROM jobs WHERE queue_group = '' AND state IN ({states})")
-    keyed = [(keys[0], keys[1], job_id) for job_id, spec in rows if (keys := queue_keys_of_text(spec))]
-    db.many("UPDATE jobs SET priority_rank = ?, queue_group = ? WHERE id = ?", keyed)
 
 
 def _in_place(db: Db) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 from broker.model import Job, JobEvent, JobId, JobState, TenantId
 from broker.store._dialect import Db, marks
-from broker.store._queue_keys import queue_keys
+from broker.store._queue_keys import UNGROUPED, queue_keys, queue_keys_of_text
 from broker.store._schema import EVENT_COLS, JOB_COLS
 from broker.store._sql_core import SqlCore
 from broker.store.base import UNFINISHED, JobMove, JobNotFoundError, JobPage, StoreError, Submission
@@ -53,13 +53,13 @@ WITH RECURSIVE t(tenant) AS (
 SELECT tenant FROM t WHERE tenant IS NOT NULL
 """
 _TENANT_GROUPS = """
-WITH RECURSIVE g(grp) AS (
+WITH RECURSIVE g(grp, n) AS (
   SELECT (SELECT j.queue_group FROM jobs j WHERE j.state = ? AND j.tenant = ?
-          ORDER BY j.queue_group LIMIT 1)
+          ORDER BY j.queue_group LIMIT 1), 1
   UNION ALL
   SELECT (SELECT j.queue_group FROM jobs j WHERE j.state = ? AND j.tenant = ? AND j.queue_group > g.grp
-          ORDER BY j.queue_group LIMIT 1)
-  FROM g WHERE g.grp IS NOT NULL
+          ORDER BY j.queue_group LIMIT 1), g.n + 1
+  FROM g WHERE g.grp IS NOT NULL AND g.n < ?
 )
 SELECT grp FROM g WHERE grp IS NOT NULL
 """
@@ -335,13 +335,26 @@ class SqlJobs(SqlCore):
         )
         return int(row[0]) if row is not None else 0
 
-    def queue_groups(self) -> list[tuple[TenantId, str]]:
+    def queued_tenants(self) -> list[TenantId]:
         queued = JobState.QUEUED.value
-        out: list[tuple[TenantId, str]] = []
-        for (tenant,) in self._all(_QUEUED_TENANTS, [queued, queued]):
-            groups = self._all(_TENANT_GROUPS, [queued, tenant, queued, tenant])
-            out.extend((TenantId(tenant), str(g)) for (g,) in groups)
-        return out
+        return [TenantId(t) for (t,) in self._all(_QUEUED_TENANTS, [queued, queued])]
+
+    def queue_groups(self, tenant: TenantId, limit: int) -> list[str]:
+        queued = JobState.QUEUED.value
+        return [str(g) for (g,) in self._all(_TENANT_GROUPS, [queued, tenant, queued, tenant, limit])]
+
+    def fill_queue_keys(self, tenant: TenantId, limit: int) -> int:
+        rows = self._all(
+            "SELECT id, spec FROM jobs WHERE state = ? AND tenant = ? AND queue_group = ? "
+            "ORDER BY id LIMIT ?", [JobState.QUEUED.value, tenant, UNGROUPED, limit],
+        )
+        # An unreadable spec keeps no group: it is quarantined when the pass reads it.
+        keyed = [(*keys, job_id) for job_id, spec in rows if (keys := queue_keys_of_text(spec))]
+        if keyed:
+            with self._tx() as db:
+                db.many("UPDATE jobs SET priority_rank = ?, queue_group = ? "
+                        "WHERE id = ? AND queue_group = ''", keyed)
+        return len(keyed)
 
     def queue_head(self, tenant: TenantId, group: str, page_size: int, page_token: str = "") -> JobPage:
         where = "j.state = ? AND j.tenant = ? AND j.queue_group = ?"

@@ -211,10 +211,16 @@ class JobStore(AuditStore):
     @abc.abstractmethod
     def queued_up_to(self, limit: int) -> int:
         """How many jobs are queued, counting no further than `limit` (an index range, no rows read)."""
+    @abc.abstractmethod
+    def queued_tenants(self) -> list[TenantId]:
+        """The tenants with queued jobs, sorted (one index probe per tenant, not per job)."""
+    @abc.abstractmethod
+    def queue_groups(self, tenant: TenantId, limit: int) -> list[str]:
+        """A tenant's first `limit` queue groups (`_queue_keys`) with queued jobs; '' holds unkeyed rows."""
 
     @abc.abstractmethod
-    def queue_groups(self) -> list[tuple[TenantId, str]]:
-        """Each (tenant, queue group) with queued jobs, sorted: a group is the hardware its jobs ask."""
+    def fill_queue_keys(self, tenant: TenantId, limit: int) -> int:
+        """Rank and group up to `limit` of a tenant's queued jobs an older broker stored unkeyed."""
 
     @abc.abstractmethod
     def queue_head(self, tenant: TenantId, group: str, page_size: int, page_token: str = "") -> JobPage:

@@ -277,7 +277,7 @@ class StoreContract:
         assert store.count_by_state() == {JobState.QUEUED: 3, JobState.PLACING: 1, JobState.FAILED: 1}
 
     def test_queue_groups_are_each_tenants_jobs_asking_the_same_hardware(self, store: JobStore) -> None:
-        assert store.queue_groups() == [] and store.queued_up_to(10) == 0
+        assert store.queued_tenants() == [] and store.queued_up_to(10) == 0
 
         def gpus(name: str, kinds: tuple[str, ...], count: int = 1) -> JobSpec:
             return spec(name).model_copy(update={"resources": Resources(
@@ -287,18 +287,27 @@ class StoreContract:
         work = [(B, gpus("b1", ("A800",))), (A, gpus("a1", ("A800",))), (B, gpus("b2", ("A800",))),
                 (c, spec("c1")), (A, gpus("a2", ("A100", "A800"))), (A, gpus("a3", ("A800",), 2))]
         jobs = [store.submit(t, [Submission(s)], NOW)[0][0] for t, s in work]
-        groups = store.queue_groups()
-        assert [t for t, _ in groups] == [A, A, A, B, c]
-        assert len({g for t, g in groups if t == A}) == 3  # one A800, A100-or-A800, two A800s
-        assert {g for t, g in groups if t == B} == {g for t, g in groups if t == A and "A100" not in g
-                                                   and "x1" in g}
+        assert store.queued_tenants() == [A, B, c]
+        mine = store.queue_groups(A, 100)
+        assert len(mine) == 3 and mine == sorted(mine)  # one A800, A100-or-A800, two A800s
+        assert store.queue_groups(A, 2) == mine[:2]  # a tenant's groups read are bounded
+        [theirs] = store.queue_groups(B, 100)
+        assert theirs in mine  # the same hardware asked, whoever asks
         assert store.queued_up_to(4) == 4 and store.queued_up_to(100) == 6
         store.transition(jobs[3].id, JobState.CANCELLED, LATER)  # team-c's only job
         store.transition(jobs[0].id, JobState.PLACING, LATER)
-        assert [t for t, _ in store.queue_groups()] == [A, A, A, B]
-        group = next(g for t, g in store.queue_groups() if t == B)
-        assert [j.id for j in store.queue_head(B, group, page_size=5).jobs] == [jobs[2].id]
+        assert store.queued_tenants() == [A, B] and store.queue_groups(c, 100) == []
+        assert [j.id for j in store.queue_head(B, theirs, page_size=5).jobs] == [jobs[2].id]
         assert store.queue_head(B, "no such group", page_size=5).jobs == []
+
+    def test_a_group_of_many_long_accelerator_names_is_stored(self, store: JobStore) -> None:
+        names = tuple(f"{i:02d}" + "x" * 126 for i in range(64))
+        job = spec("wide").model_copy(update={"resources": Resources(
+            accelerators=AcceleratorRequest(count=1, any_of=names))})
+        [(stored, created)] = store.submit(A, [Submission(job)], NOW)
+        [group] = store.queue_groups(A, 10)
+        assert created and len(group) <= 200
+        assert [j.id for j in store.queue_head(A, group, page_size=5).jobs] == [stored.id]
 
     def test_queue_head_is_a_groups_queue_by_priority_then_age_in_pages(self, store: JobStore) -> None:
         def submit(name: str, priority: Priority, tenant: TenantId = A, client_id: str | None = None) -> Job:
@@ -310,7 +319,7 @@ class StoreContract:
         high2 = submit("h2", Priority.HIGH, client_id="resent-safely")  # the client_id insert path
         submit("other", Priority.HIGH, tenant=B)
         n3 = submit("n3", Priority.NORMAL)
-        [(_, group)] = [g for g in store.queue_groups() if g[0] == A]
+        [group] = store.queue_groups(A, 10)
         first = store.queue_head(A, group, page_size=2)
         assert [j.id for j in first.jobs] == [high2.id, n0.id] and first.next_page_token
         rest = store.queue_head(A, group, page_size=2, page_token=first.next_page_token)
@@ -898,25 +907,24 @@ class StoreContract:
         # ... with the index a broker of stop 47's first commit made under the name kept today.
         self.raw(old, "CREATE INDEX jobs_queue_heads ON jobs(state, tenant, id)")
         self.raw(old, "UPDATE schema_version SET fingerprint = 'older'")  # ... written by a broker of then
-        store = open_store()  # opening brings the schema up to date
-        [(_, group)] = store.queue_groups()
+        store = open_store()  # opening brings the schema up to date (no row read: a quick open)
+        assert store.queue_groups(A, 10) == [""]
+        assert store.fill_queue_keys(A, 2) == 2 and store.fill_queue_keys(A, 10) == 1  # a pass's work
+        [group] = store.queue_groups(A, 10)
         assert [j.id for j in store.queue_head(A, group, page_size=10).jobs] == [ids["h"], ids["n"], ids["l"]]
         assert not self.raw(store, self.INDEX_NAMED, ("jobs_queue_heads",))  # the old shape is gone
 
-    def test_jobs_an_older_broker_submits_are_keyed_when_a_current_one_opens_the_store(
-        self, open_store: StoreFactory
-    ) -> None:
-        store = open_store()
+    def test_jobs_an_older_broker_submits_beside_a_current_one_are_keyed(self, store: JobStore) -> None:
         item = Submission(spec("h").model_copy(update={"priority": Priority.HIGH}))
         [(high, _)] = store.submit(A, [item], NOW)
         [(normal, _)] = store.submit(A, [Submission(spec("n"))], NOW)
-        # An older replica inserts rows without the columns (their defaults) and writes its schema mark.
+        # An older replica, still running, inserts rows without the columns (their defaults).
         self.raw(store, "UPDATE jobs SET priority_rank = 1, queue_group = ''")
-        self.raw(store, "UPDATE schema_version SET fingerprint = 'older'")
-        reopened = open_store()
-        [(_, group)] = reopened.queue_groups()
-        assert group != "" and [j.id for j in reopened.queue_head(A, group, page_size=5).jobs] == [
+        assert store.queue_groups(A, 10) == [""] and store.fill_queue_keys(A, 10) == 2
+        [group] = store.queue_groups(A, 10)
+        assert group != "" and [j.id for j in store.queue_head(A, group, page_size=5).jobs] == [
             high.id, normal.id]
+        assert store.fill_queue_keys(A, 10) == 0
 
     def test_an_unreadable_spec_does_not_stop_the_store_opening_to_key_the_rest(
         self, open_store: StoreFactory
@@ -933,11 +941,12 @@ class StoreContract:
         self.raw(store, "UPDATE jobs SET spec = ? WHERE id = ?", ('{"name": "bad"}', bad.id))
         self.raw(store, "UPDATE schema_version SET fingerprint = 'older'")
         reopened = open_store()
-        groups = reopened.queue_groups()
-        assert sorted(g for _, g in groups)[0] == "" and len(groups) == 2, groups  # the bad one: as it was
-        keyed = next(g for _, g in groups if g)
-        assert [j.id for j in reopened.queue_head(A, keyed, page_size=5).jobs] == [good.id, nul.id]
-        assert reopened.get(bad.id).state == JobState.FAILED  # quarantined when read, as before
+        assert reopened.fill_queue_keys(A, 10) == 2
+        groups = reopened.queue_groups(A, 10)
+        assert groups[0] == "" and len(groups) == 2, groups  # the bad one: as it was
+        assert [j.id for j in reopened.queue_head(A, groups[1], page_size=5).jobs] == [good.id, nul.id]
+        assert [j.id for j in reopened.queue_head(A, "", page_size=5).jobs] == []  # quarantined as read
+        assert reopened.get(bad.id).state == JobState.FAILED
 
     def test_reclaim_bookings_from_before_free_units_were_kept_gain_the_column(
         self, open_store: StoreFactory
