@@ -47,8 +47,8 @@ class FairQueue:
         self.reasons: dict[str, str] = {}
         """The last decision's summary per queued job (shown after its standing)."""
         self.heads_only = 0
-        """How many of the first queued jobs of each group (a tenant's jobs asking the same hardware)
-        the last full pass read (0: every queued job)."""
+        """The dispatcher's window when the last full pass read only the heads of the queue's groups
+        (a tenant's jobs asking the same hardware; 0: it read every queued job)."""
         self._last: list[QueuedWork] = []
         self._shapes: dict[tuple[str, str, str], tuple[str, ...]] = {}
         self.ratios: dict[str, float] = {}
@@ -219,9 +219,9 @@ class FairQueue:
         if st is None:
             if not self.heads_only or job_id in self.provisional:
                 return None
-            behind = (f"not yet decided again: each pass decides the first {self.heads_only} of each "
-                      "tenant's queued jobs asking the same hardware (by priority, then age), and this "
-                      "one is further back")
+            behind = (f"not yet decided again: with more than {self.heads_only} jobs queued, each pass "
+                      "decides the first (by priority, then age) of each tenant's jobs asking the same "
+                      "hardware, and this one is further back")
             return f"{stored}; {behind}" if stored else behind
         reason = self.reasons.get(job_id) or stored
         return f"{reason}; {st.text()}" if reason else st.text()

@@ -20,12 +20,16 @@ PAGE = 500
 """Jobs per store read; the event loop gets a turn between reads."""
 FILL_PER_PASS = 5000
 """Unkeyed rows (an older broker's) a pass keys per tenant."""
+GROUPS_SCANNED = 1000
+"""A tenant with more groups than its share has the heads of this many compared to choose them."""
 
 
-async def read_queue(store: JobStore, window: int) -> tuple[list[Job], int]:
+async def read_queue(store: JobStore, window: int, *, fill: bool = True) -> tuple[list[Job], bool]:
     """Every queued job while there are at most `window`; beyond that, the heads of the queue
     groups: the window split evenly among the tenants with queued jobs, and each tenant's share
-    among its groups (at most that many groups). Also the most any group got (0: all were read)."""
+    among its groups, those whose head comes first (priority, then age) when it has more groups
+    than its share. Also whether the queue was cut. `fill`: key an older broker's rows (the
+    active scheduler's job, not a replica's)."""
     if store.queued_up_to(window + 1) <= window:
         jobs: list[Job] = []
         token = ""
@@ -34,30 +38,32 @@ async def read_queue(store: JobStore, window: int) -> tuple[list[Job], int]:
             jobs.extend(page.jobs)
             token = page.next_page_token
             if not token:
-                return jobs, 0
+                return jobs, False
             await asyncio.sleep(0)
     tenants = store.queued_tenants()
     share = max(1, -(-window // max(1, len(tenants))))
     heads: list[Job] = []
-    most = 0
     for tenant in tenants:
-        groups = await _groups(store, tenant, share)
+        groups = await _groups(store, tenant, share, fill)
         each = max(1, share // max(1, len(groups)))
-        most = max(most, each)
         for group in groups:
             heads.extend(await _first(store, tenant, group, each))
     heads.sort(key=lambda j: j.id)
-    return heads, most
+    return heads, True
 
 
-async def _groups(store: JobStore, tenant: TenantId, limit: int) -> list[str]:
-    """A tenant's first groups; rows an older broker stored unkeyed are keyed first, a few
-    thousand a pass (until then they are read as one group, '')."""
-    groups = store.queue_groups(tenant, limit)
-    if groups and groups[0] == UNGROUPED and store.fill_queue_keys(tenant, FILL_PER_PASS):
+async def _groups(store: JobStore, tenant: TenantId, share: int, fill: bool) -> list[str]:
+    """The tenant's groups a pass reads: all of them, or the `share` whose heads come first.
+    Rows an older broker stored unkeyed are keyed first, a few thousand a pass (until then they
+    are read as one group, '')."""
+    groups = store.queue_groups(tenant, max(share, GROUPS_SCANNED))
+    if fill and groups and groups[0] == UNGROUPED and store.fill_queue_keys(tenant, FILL_PER_PASS):
         await asyncio.sleep(0)
-        groups = store.queue_groups(tenant, limit)
-    return groups
+        groups = store.queue_groups(tenant, max(share, GROUPS_SCANNED))
+    if len(groups) <= share:
+        return groups
+    firsts = store.group_heads(tenant, groups)
+    return sorted(groups, key=lambda g: firsts.get(g, (99, "")))[:share]
 
 
 async def _first(store: JobStore, tenant: TenantId, group: str, count: int) -> list[Job]:

@@ -314,15 +314,15 @@ class Scheduling(Launching):
         """The queued jobs a pass decides (`read_queue`), read a page at a time so a deep queue
         never stalls the RPCs; says in the log when the queue gets deeper than the window, once."""
         window = self.settings.queue_window
-        jobs, each = await read_queue(self.store, window)
-        if each and not self._queue_cut:
-            log.info("more than %d jobs queued: each pass decides the first %d of each tenant's jobs "
-                     "asking the same hardware (by priority, then age; %d jobs); the others as these "
-                     "leave the queue", window, each, len(jobs))
-        elif not each and self._queue_cut:
+        jobs, cut = await read_queue(self.store, window)
+        if cut and not self._queue_cut:
+            log.info("more than %d jobs queued: each pass decides the first jobs (by priority, then age) "
+                     "of each tenant's groups of jobs asking the same hardware, %d jobs now; the others "
+                     "as these leave the queue", window, len(jobs))
+        elif not cut and self._queue_cut:
             log.info("%d jobs queued: each pass decides all of them again", len(jobs))
-        self._queue_cut = bool(each)
-        self.planner.fair.heads_only = each
+        self._queue_cut = cut
+        self.planner.fair.heads_only = window if cut else 0
         return jobs
 
     def _flush_waiting(self, waiting: Waiting, now: datetime) -> None:

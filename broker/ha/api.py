@@ -139,8 +139,9 @@ class StoreOnlyDispatch(AttemptTracking):
             live = self.store.live_attempts()
             snap = await asyncio.to_thread(self.planner.snapshot, self.clock.now(), live)
             if self.follow is not None:
-                queued, heads_only = await read_queue(self.store, self.queue_window)
+                queued, cut = await read_queue(self.store, self.queue_window, fill=False)
                 policy, at = self.planner.policy, self.clock.now()
+                heads_only = self.queue_window if cut else 0
                 await asyncio.to_thread(self.follow, policy, live, queued, at, self.store, heads_only)
             self._snap = (now, snap)
         snap = self._snap[1]

@@ -343,6 +343,17 @@ class SqlJobs(SqlCore):
         queued = JobState.QUEUED.value
         return [str(g) for (g,) in self._all(_TENANT_GROUPS, [queued, tenant, queued, tenant, limit])]
 
+    def group_heads(self, tenant: TenantId, groups: Sequence[str]) -> dict[str, tuple[int, str]]:
+        out: dict[str, tuple[int, str]] = {}
+        for group in groups:  # one index probe each
+            row = self._one(
+                "SELECT priority_rank, id FROM jobs WHERE state = ? AND tenant = ? AND queue_group = ? "
+                "ORDER BY priority_rank, id LIMIT 1", [JobState.QUEUED.value, tenant, group],
+            )
+            if row is not None:
+                out[group] = (int(row[0]), str(row[1]))
+        return out
+
     def fill_queue_keys(self, tenant: TenantId, limit: int) -> int:
         rows = self._all(
             "SELECT id, spec FROM jobs WHERE state = ? AND tenant = ? AND queue_group = ? "

@@ -1,8 +1,6 @@
-"""The store contract: jobs, attempts and an append-only event log per job.
-
-Every implementation enforces the state machine inside the same transaction that writes the
-new state and its event, so a job's state and its audit log never disagree.
-"""
+"""The store contract: jobs, attempts and an append-only event log per job. Every implementation
+enforces the state machine inside the transaction that writes the new state and its event, so a
+job's state and its audit log never disagree."""
 
 from __future__ import annotations
 
@@ -183,11 +181,8 @@ class JobStore(AuditStore):
     def record_many(
         self, entries: Sequence[tuple[JobId, str, str, Mapping[str, Any]]], now: datetime
     ) -> None:
-        """Append one event (job, kind, message, data) per entry, in one transaction.
-
-        Each job's `message` becomes its entry's message: the latest word on a job whose state
-        does not move (why a queued job still waits), shown by `szb list`.
-        """
+        """Append one event (job, kind, message, data) per entry, in one transaction; each job's
+        `message` becomes its entry's (the latest word on why a queued job waits, `szb list`)."""
 
     @abc.abstractmethod
     def events_after(self, job_id: JobId, after_seq: int, limit: int = 1000) -> list[JobEvent]:
@@ -217,6 +212,10 @@ class JobStore(AuditStore):
     @abc.abstractmethod
     def queue_groups(self, tenant: TenantId, limit: int) -> list[str]:
         """A tenant's first `limit` queue groups (`_queue_keys`) with queued jobs; '' holds unkeyed rows."""
+
+    @abc.abstractmethod
+    def group_heads(self, tenant: TenantId, groups: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """Each group's first queued job as (priority rank, id): which group's head comes first."""
 
     @abc.abstractmethod
     def fill_queue_keys(self, tenant: TenantId, limit: int) -> int:

@@ -128,9 +128,10 @@ def test_a_deep_queue_is_decided_by_each_tenants_head_and_drains_in_turn(broker:
         mine = stub.SubmitJob(pb.SubmitJobRequest(job=job("mine", 0.1)), metadata=auth("small")).job.id
         urgent = stub.SubmitJob(pb.SubmitJobRequest(job=job("urgent", 0.1, job_pb2.PRIORITY_HIGH)),
                                 metadata=auth("flood")).job.id
-        cut = f"more than {WINDOW} jobs queued: each pass decides the first {WINDOW // 2} of each tenant's"
+        cut = f"more than {WINDOW} jobs queued: each pass decides the first jobs (by priority, then age)"
         assert broker.said(cut, timeout=30), "".join(broker.output[-20:])
-        assert broker.said(f"then age; {WINDOW // 2 + 1} jobs)", timeout=1), "".join(broker.output[-20:])
+        now = f"the same hardware, {WINDOW // 2 + 1} jobs now"
+        assert broker.said(now, timeout=1), "".join(broker.output[-20:])
 
         # Full passes (one a second) while the single A800 is held: none decides more than the heads.
         before = decided_and_passes(broker)
@@ -147,9 +148,9 @@ def test_a_deep_queue_is_decided_by_each_tenants_head_and_drains_in_turn(broker:
         assert decided <= passes * (WINDOW // 2 + 1), (before, after)
         # A job past the window says so, not only its reason of its last decision.
         deep = stub.GetJob(pb.GetJobRequest(id=flood[-1]), metadata=auth("flood")).job
-        assert deep.message.endswith(f"not yet decided again: each pass decides the first {WINDOW // 2} of "
-                                     "each tenant's queued jobs asking the same hardware (by priority, "
-                                     "then age), and this one is further back"), deep.message
+        assert deep.message.endswith(f"not yet decided again: with more than {WINDOW} jobs queued, each "
+                                     "pass decides the first (by priority, then age) of each tenant's jobs "
+                                     "asking the same hardware, and this one is further back"), deep.message
         assert deep.message.startswith("on-prem wait"), deep.message  # its last decision's reason
         head = stub.GetJob(pb.GetJobRequest(id=flood[0]), metadata=auth("flood")).job
         assert "further back" not in head.message and "in tenant order" in head.message, head.message

@@ -97,9 +97,9 @@ def test_a_replica_reads_a_deep_queue_as_the_schedulers_passes_do(cluster: Clust
                     break
                 time.sleep(0.5)
             # 13 queued jobs of two tenants over a window of 10: each tenant's first 5.
-            assert deep.message.endswith("each pass decides the first 5 of each tenant's queued jobs asking "
-                                         "the same hardware (by priority, then age), and this one is further "
-                                         "back"), deep.message
+            assert deep.message.endswith("with more than 10 jobs queued, each pass decides the first (by "
+                                         "priority, then age) of each tenant's jobs asking the same "
+                                         "hardware, and this one is further back"), deep.message
             head = stub.GetJob(pb.GetJobRequest(id=waiting[0]), metadata=auth("team-a")).job
             assert "in tenant order" in head.message and "further back" not in head.message, head.message
         finally:

@@ -291,6 +291,8 @@ class StoreContract:
         mine = store.queue_groups(A, 100)
         assert len(mine) == 3 and mine == sorted(mine)  # one A800, A100-or-A800, two A800s
         assert store.queue_groups(A, 2) == mine[:2]  # a tenant's groups read are bounded
+        heads = store.group_heads(A, [*mine, "no such group"])
+        assert sorted(heads.values()) == [(1, jobs[1].id), (1, jobs[4].id), (1, jobs[5].id)]
         [theirs] = store.queue_groups(B, 100)
         assert theirs in mine  # the same hardware asked, whoever asks
         assert store.queued_up_to(4) == 4 and store.queued_up_to(100) == 6
