@@ -19,7 +19,10 @@ def test_a_wait_whose_broker_dies_ends_with_one_error_line(tmp_path: Path) -> No
     broker = BrokerProcess(write_broker_config(tmp_path))
     broker.start()
     job = tmp_path / "long.yaml"
-    sleep = f"[{JOB_PYTHON}, -c, 'import time; time.sleep(60)']"
+    # Long enough to be running when the broker dies, short enough to end by itself within the
+    # grace the leftover-jobs check gives (a local job outlives its broker by design; a 60 s job
+    # was still running when the check looked, in a CI run where szb gave up quickly).
+    sleep = f"[{JOB_PYTHON}, -c, 'import time; time.sleep(15)']"
     job.write_text(f"name: long\ncommand: {sleep}\nruntime_estimate: 5m\n")
     env = {**os.environ, "SZB_SERVER": broker.address, "SZB_TOKEN": TOKENS["team-a"]}
     env["GRPC_VERBOSITY"] = "ERROR"
