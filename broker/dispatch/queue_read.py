@@ -12,9 +12,10 @@ partition: `partition_job_depth`.)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from broker.model import Job, JobState, TenantId
-from broker.store import UNGROUPED, JobStore
+from broker.store import UNGROUPED, JobPage, JobStore
 
 PAGE = 500
 """Jobs per store read; the event loop gets a turn between reads."""
@@ -31,15 +32,11 @@ async def read_queue(store: JobStore, window: int, *, fill: bool = True) -> tupl
     than its share. Also whether the queue was cut. `fill`: key an older broker's rows (the
     active scheduler's job, not a replica's)."""
     if store.queued_up_to(window + 1) <= window:
-        jobs: list[Job] = []
-        token = ""
-        while len(jobs) <= window:  # (submissions after the count do not make it unbounded)
-            page = store.list_jobs(None, states=[JobState.QUEUED], page_size=PAGE, page_token=token)
-            jobs.extend(page.jobs)
-            token = page.next_page_token
-            if not token:
-                return jobs, False
-            await asyncio.sleep(0)
+        # (Submissions after the count do not make it unbounded: past the window, the heads.)
+        every = await _paged(lambda size, token: store.list_jobs(
+            None, states=[JobState.QUEUED], page_size=size, page_token=token), window + 1)
+        if len(every) <= window:
+            return every, False
     tenants = store.queued_tenants()
     share = max(1, -(-window // max(1, len(tenants))))
     heads: list[Job] = []
@@ -67,10 +64,16 @@ async def _groups(store: JobStore, tenant: TenantId, share: int, fill: bool) -> 
 
 
 async def _first(store: JobStore, tenant: TenantId, group: str, count: int) -> list[Job]:
+    return await _paged(lambda size, token: store.queue_head(tenant, group, page_size=size, page_token=token),
+                        count)
+
+
+async def _paged(read: Callable[[int, str], JobPage], count: int) -> list[Job]:
+    """Up to `count` jobs, a page at a time, the event loop getting a turn between pages."""
     jobs: list[Job] = []
     token = ""
     while len(jobs) < count:
-        page = store.queue_head(tenant, group, page_size=min(PAGE, count - len(jobs)), page_token=token)
+        page = read(min(PAGE, count - len(jobs)), token)
         jobs.extend(page.jobs)
         token = page.next_page_token
         if not token:

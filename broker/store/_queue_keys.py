@@ -1,8 +1,8 @@
 """The two columns a deep queue is read by: a job's priority as a rank, and its queue group.
 
-A group is what the job asks of hardware (accelerators, count, nodes, residency): a tenant's jobs
-waiting for one kind of hardware must not hide its jobs that another kind could start, so a
-deep queue's pass reads the first jobs of each (tenant, group), not of each tenant.
+A group is what placement filters a job's offers by (`queue_keys`): a tenant's jobs waiting for
+one kind of hardware must not hide its jobs that another kind could start, so a deep queue's
+pass reads the first jobs of each (tenant, group), not of each tenant.
 """
 
 from __future__ import annotations
