@@ -14,12 +14,23 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from broker.api import broker_service_pb2 as pb
+from broker.audit_page import decode, encode
 from broker.errors import BrokerError
 from broker.model import JobEvent, JobId, TenantId
 from broker.policy import Policy
 from broker.policy.watcher import PolicyLoad
 from broker.serde import state_to_proto
-from broker.store import REFUSED, AuditFilter, JobNotFoundError, JobStore, PolicyVersion, RefusedSubmission
+from broker.store import (
+    EVENT,
+    REFUSAL,
+    REFUSED,
+    AuditCursor,
+    AuditFilter,
+    JobNotFoundError,
+    JobStore,
+    PolicyVersion,
+    RefusedSubmission,
+)
 from broker.validation import did_you_mean
 
 DEFAULT_VERSIONS = 50
@@ -155,21 +166,31 @@ class AuditTrail:
         )
 
     def events(
-        self, *, job_id: str, tenant: str, since: datetime | None, page_size: int
+        self, *, job_id: str, tenant: str, since: datetime | None, page_size: int,
+        until: datetime | None = None, page_token: str = "",
     ) -> pb.ListAuditEventsResponse:
         limit = DEFAULT_EVENTS if page_size <= 0 else min(page_size, MAX_EVENTS)
-        where = AuditFilter(job_id=job_id or None, tenant=tenant or None, since=since, limit=limit)
-        timed = [(e.time, event_to_proto(t, e)) for t, e in self.store.audit_events(where)]
-        timed += [(r.time, refusal_to_proto(r)) for r in self.store.refusals(where)]
-        # Each list is its newest `limit`, oldest first: merged, the newest `limit` of both.
-        timed.sort(key=lambda pair: pair[0])  # stable: events of one time keep their order
-        if job_id and not timed:  # a typo would read as a job with no history
+        after = decode(page_token) if page_token else None
+        # One beyond the page from each source tells whether older entries match.
+        where = AuditFilter(job_id=job_id or None, tenant=tenant or None, since=since, limit=limit + 1,
+                            until=until, after=after)
+        timed: list[tuple[tuple[datetime, int, str, int], pb.AuditEvent]] = [
+            ((e.time, EVENT, e.job_id, e.seq), event_to_proto(t, e))
+            for t, e in self.store.audit_events(where)
+        ]
+        timed += [((r.time, REFUSAL, "", r.id), refusal_to_proto(r)) for r in self.store.refusals(where)]
+        # Each list is its newest, oldest first: merged in the audit's order, the newest `limit`.
+        timed.sort(key=lambda pair: pair[0])
+        if job_id and not timed and after is None:  # a typo would read as a job with no history
             self.store.get(JobId(job_id))  # NOT_FOUND when there is no such job
-        if tenant and not timed and (policy := self.policy()).tenant(tenant) is None:
+        if tenant and not timed and after is None and (policy := self.policy()).tenant(tenant) is None:
             # A typo would read as a quiet tenant; a tenant since removed keeps its history.
             hint = did_you_mean(tenant, [t.id for t in policy.tenants])
             raise JobNotFoundError(f"tenant {tenant!r} is not in the policy and has no audit events{hint}")
-        return pb.ListAuditEventsResponse(events=[msg for _, msg in timed[-limit:]])
+        page = timed[-limit:]
+        more = len(timed) > limit
+        token = encode(AuditCursor(*page[0][0])) if more else ""
+        return pb.ListAuditEventsResponse(events=[msg for _, msg in page], next_page_token=token)
 
     def refused_proto(self) -> pb.PolicyVersion | None:
         refused = self.refused()

@@ -19,6 +19,7 @@ from broker.api import (
     placement_pb2,
 )
 from broker.audit import AuditTrail, BadHashError
+from broker.audit_page import BadPageTokenError
 from broker.auth import AuthError, Principal, TokenAuthority
 from broker.jobspec import MAX_DEADLINE
 from broker.model import JobSpec, TenantId
@@ -383,9 +384,13 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 raise _BadRequest([FieldViolation("page_size", "must be >= 0")])
             _bounded(request.job_id, "job_id")
             _bounded(request.tenant, "tenant")
-            since = _report_time(request, "since")
-            return audit.events(
-                job_id=request.job_id, tenant=request.tenant, since=since, page_size=request.page_size
-            )
+            since, until = _report_time(request, "since"), _report_time(request, "until")
+            try:
+                return audit.events(
+                    job_id=request.job_id, tenant=request.tenant, since=since, page_size=request.page_size,
+                    until=until, page_token=request.page_token,
+                )
+            except BadPageTokenError as exc:
+                raise _BadRequest([FieldViolation("page_token", str(exc))]) from exc
         except Exception as exc:
             await abort_with(context, exc)

@@ -39,7 +39,13 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--since", type=parse_since, help="a time (2026-12-01, 2026-12-01T08:00+08:00) or an age (2h, 1d)"
     )
+    p.add_argument(
+        "--until", type=parse_since, help="only events before this time (the same forms as --since)"
+    )
     p.add_argument("--limit", type=page_size, default=1000, help="at most this many events, the newest")
+    p.add_argument(
+        "--page-token", default="", help="the page older than the one that printed this token"
+    )
     add_client_args(p)
     p.set_defaults(handler=cmd_audit)
 
@@ -107,22 +113,21 @@ def _say_cut(shown: int, what: str, hint: str) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    # --limit 0 is the broker's default; the broker answers at most MAX_EVENTS whatever is asked,
-    # and a cut it made must be said as one the limit made is (it went unsaid).
+    # --limit 0 is the broker's default; the broker answers at most MAX_EVENTS whatever is asked.
     limit = min(args.limit if args.limit > 0 else DEFAULT_EVENTS, MAX_EVENTS)
-    ask = min(limit + 1, MAX_EVENTS)
-    request = pb.ListAuditEventsRequest(job_id=args.job, tenant=args.tenant, page_size=ask)
+    request = pb.ListAuditEventsRequest(
+        job_id=args.job, tenant=args.tenant, page_size=limit, page_token=args.page_token
+    )
     if args.since is not None:
         request.since.FromDatetime(args.since)
+    if args.until is not None:
+        request.until.FromDatetime(args.until)
     resp = _run(args, lambda c: c.audit(request))
     if resp is None:
         return 1
-    if limit < len(resp.events):  # oldest first: the one beyond the limit is the first
-        del resp.events[0]
-        _say_cut(limit, "events", "raise --limit or narrow --since")
-    elif len(resp.events) == MAX_EVENTS:
-        hint = f"the broker returns at most {MAX_EVENTS}: narrow --since, --job or --tenant"
-        _say_cut(MAX_EVENTS, "events", hint)
+    if resp.next_page_token:
+        print(f"szb: only the newest {len(resp.events)} events are shown; older ones exist: raise "
+              f"--limit (at most {MAX_EVENTS}), or add --page-token {resp.next_page_token}", file=sys.stderr)
     if args.output == "json":
         _json(resp)
         return 0

@@ -2,8 +2,11 @@
 
 from broker.store._audit import (
     AUDIT_KINDS,
+    EVENT,
     KEEP_REFUSALS,
+    REFUSAL,
     REFUSED,
+    AuditCursor,
     AuditFilter,
     PolicyVersion,
     RefusedSubmission,
@@ -30,9 +33,12 @@ from broker.store.sqlite import SqliteStore
 
 __all__ = [
     "AUDIT_KINDS",
+    "EVENT",
     "KEEP_REFUSALS",
+    "REFUSAL",
     "REFUSED",
     "UNGROUPED",
+    "AuditCursor",
     "AuditFilter",
     "FairUsage",
     "FencedOut",

@@ -67,6 +67,24 @@ class RefusedSubmission:
     policy_hash: str
     spec: str
     """The spec as JSON, secrets masked as the logs mask them."""
+    id: int = field(default=0, compare=False)
+    """The store's row id (0 until stored): orders refusals of one time."""
+
+
+EVENT, REFUSAL = 1, 0
+"""`AuditCursor.source`: at one time, events are newer than refusals in the audit's order."""
+
+
+@dataclass(frozen=True)
+class AuditCursor:
+    """A place in the audit trail's newest-first order (time, source, job id, seq or refusal id):
+    a page token names the oldest entry of its page, and the next page is what comes after it."""
+
+    time: datetime
+    source: int
+    job_id: str = ""
+    seq: int = 0
+    """The event's seq, or the refusal's row id."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,10 @@ class AuditFilter:
     tenant: str | None = None
     since: datetime | None = None
     limit: int = 1000
+    until: datetime | None = None
+    """Only entries before this time."""
+    after: AuditCursor | None = None
+    """Only entries older than this one (the page after a page)."""
 
 
 # Not when the newest entry says the same already: in HA every process loads the file (and a
@@ -131,6 +153,16 @@ def audit_query(f: AuditFilter, ts: Callable[[datetime], Any]) -> tuple[str, lis
     if f.since is not None:
         where.append("e.time >= ?")
         params.append(ts(f.since))
+    if f.until is not None:
+        where.append("e.time < ?")
+        params.append(ts(f.until))
+    if (c := f.after) is not None:
+        if c.source == EVENT:
+            where.append("(e.time < ? OR (e.time = ? AND (e.job_id < ? OR (e.job_id = ? AND e.seq < ?))))")
+            params += [ts(c.time), ts(c.time), c.job_id, c.job_id, c.seq]
+        else:  # every event of the refusal's time came before it
+            where.append("e.time < ?")
+            params.append(ts(c.time))
     sql = (
         "SELECT e.job_id, e.seq, e.time, e.kind, e.state, e.message, e.data, j.tenant "
         "FROM events e JOIN jobs j ON j.id = e.job_id "
@@ -156,7 +188,8 @@ def refusal_row(r: RefusedSubmission, ts: Callable[[datetime], Any]) -> tuple[An
 
 def refusal_query(f: AuditFilter, ts: Callable[[datetime], Any]) -> tuple[str, list[Any]]:
     """The newest refusals matching the filter (none has a job id, so a job filter finds none)."""
-    where, params = ["1 = 1"], []
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
     if f.job_id:
         where.append("1 = 0")
     if f.tenant:
@@ -165,7 +198,17 @@ def refusal_query(f: AuditFilter, ts: Callable[[datetime], Any]) -> tuple[str, l
     if f.since is not None:
         where.append("time >= ?")
         params.append(ts(f.since))
-    sql = (f"SELECT {_REFUSAL_COLS} FROM refused_submissions WHERE {' AND '.join(where)} "
+    if f.until is not None:
+        where.append("time < ?")
+        params.append(ts(f.until))
+    if (c := f.after) is not None:
+        if c.source == EVENT:  # every refusal of the event's time comes after it
+            where.append("time <= ?")
+            params.append(ts(c.time))
+        else:
+            where.append("(time < ? OR (time = ? AND id < ?))")
+            params += [ts(c.time), ts(c.time), c.seq]
+    sql = (f"SELECT {_REFUSAL_COLS}, id FROM refused_submissions WHERE {' AND '.join(where)} "
            "ORDER BY time DESC, id DESC LIMIT ?")
     return sql, [*params, f.limit]
 
@@ -177,7 +220,7 @@ def refusals_from_rows(
     out = [
         RefusedSubmission(
             time=dt(r[0]), tenant=TenantId(r[1]), by=r[2], role=r[3], job_name=r[4], message=r[5],
-            rules=tuple(json.loads(r[6])), policy_hash=r[7], spec=r[8],
+            rules=tuple(json.loads(r[6])), policy_hash=r[7], spec=r[8], id=int(r[9]),
         )
         for r in rows
     ]

@@ -177,3 +177,85 @@ def test_the_brokers_own_cap_on_audit_events_is_said(tmp_path: Path) -> None:
             assert f"only the newest {shown} events are shown" in out.stderr, (limit, out.stderr)
     finally:
         broker.stop()
+
+
+def test_paging_the_audit_trail_reads_every_entry_once_and_until_bounds_it(tmp_path: Path) -> None:
+    """`szb audit` showed only the newest 10,000 entries, with no way to read further back (no
+    `--until`, no page token). Pages now follow one another by a token naming the oldest entry
+    shown, also where many entries share one time and jobs' events and refusals interleave."""
+    from datetime import UTC, datetime, timedelta
+
+    from broker.model import TenantId
+    from broker.store import SqliteStore
+    from broker.store._audit import RefusedSubmission
+
+    config = write_broker_folder(tmp_path, REFUSING, TOKENS)
+    with (tmp_path / "tokens.yaml").open("a") as f:
+        f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
+    (tmp_path / "data").mkdir(exist_ok=True)
+    store = SqliteStore(tmp_path / "data" / "broker.db")
+    start = datetime.now(UTC) - timedelta(hours=1)
+    # 25 refusals at one instant, then 25 at another: pages must cut inside a run of equal times.
+    store.record_refusals([
+        RefusedSubmission(start + timedelta(seconds=i // 25), TenantId("team-b"), "", "tenant", f"r{i}",
+                          f"refused r{i}", (RULE,), "h", "{}")
+        for i in range(50)
+    ], keep=20_000)
+    store.close()
+    broker = BrokerProcess(config)
+    broker.start(timeout=120)
+    op = (("authorization", f"Bearer {OPERATOR}"),)
+
+    def read(**fields: Any) -> pb.ListAuditEventsResponse:
+        request = pb.ListAuditEventsRequest(**fields)
+        request.until.FromDatetime(settled)  # what is older than this no longer changes
+        return stub.ListAuditEvents(request, metadata=op)
+
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            for name in ("a1", "a2", "a3"):
+                stub.SubmitJob(pb.SubmitJobRequest(job=a800_job(name)), metadata=auth("team-a"))
+            settled = datetime.now(UTC)
+            whole = read(page_size=10_000)
+            pages, token = [], ""
+            while True:
+                resp = read(page_size=7, page_token=token)
+                pages.append(list(resp.events))
+                token = resp.next_page_token
+                if not token:
+                    break
+            with pytest.raises(grpc.RpcError) as forged:
+                stub.ListAuditEvents(pb.ListAuditEventsRequest(page_token="not-a-token"), metadata=op)
+        key = [(e.time.ToDatetime(), e.job_id, e.seq, e.message) for e in whole.events]
+        paged = [(e.time.ToDatetime(), e.job_id, e.seq, e.message) for page in reversed(pages) for e in page]
+        assert whole.next_page_token == "" and len(key) >= 53
+        assert paged == key  # every entry once, in the same order
+        assert all(len(p) == 7 for p in pages[:-1]) and len(pages) == -(-len(key) // 7)
+        assert forged.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token" in (forged.value.details() or "")
+        # The CLI says how to read on, and the token it names does.
+        first = szb(broker, OPERATOR, "audit", "--limit", "20", "-o", "json")
+        assert first.returncode == 0, first.stderr
+        token = json.loads(first.stdout)["next_page_token"]
+        assert f"--page-token {token}" in first.stderr, first.stderr
+        second = szb(broker, OPERATOR, "audit", "--limit", "10000", "--page-token", token, "-o", "json")
+        assert second.returncode == 0 and "older ones" not in second.stderr, second.stderr
+        def rows(out: str) -> list[tuple[Any, ...]]:
+            return [(e["time"], e["job_id"], e["seq"], e["message"]) for e in json.loads(out)["events"]]
+
+        shown_first, shown_second = set(rows(first.stdout)), rows(second.stdout)
+        assert len(shown_first) == 20 and not shown_first & set(shown_second)
+        with grpc.insecure_channel(broker.address) as channel:  # what is older than a page stays put
+            rest = broker_service_pb2_grpc.BrokerServiceStub(channel).ListAuditEvents(
+                pb.ListAuditEventsRequest(page_size=10_000, page_token=token), metadata=op
+            )
+        assert len(shown_second) == len(rest.events) >= 33
+        oldest = [f"refused r{i}" for i in range(25)]
+        assert [e["message"] for e in json.loads(second.stdout)["events"]][:25] == oldest
+        until = (start + timedelta(seconds=1)).isoformat()
+        old = szb(broker, OPERATOR, "audit", "--until", until, "-o", "json")
+        assert old.returncode == 0, old.stderr
+        assert [e["message"] for e in json.loads(old.stdout)["events"]] == oldest
+    finally:
+        broker.stop()

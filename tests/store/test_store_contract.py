@@ -35,6 +35,9 @@ from broker.model import (
 )
 from broker.states import IllegalTransitionError
 from broker.store import (
+    EVENT,
+    REFUSAL,
+    AuditCursor,
     AuditFilter,
     FencedOut,
     JobMove,
@@ -1147,6 +1150,37 @@ class StoreContract:
         assert sorted(e.kind for _, e in recent) == ["cancelled", "placed"]
         newest = store.audit_events(AuditFilter(limit=1))
         assert len(newest) == 1 and newest[0][1].time == LATER
+
+    def test_audit_pages_follow_one_another_through_equal_times(self, store: JobStore) -> None:
+        """Paging by the oldest entry shown (`AuditFilter.after`) reads jobs' events and refusals
+        that share one time each once, in one order; `until` keeps what is before it."""
+        jobs = [self.submit_one(store, A) for _ in range(3)]
+        for job in jobs:
+            store.transition(job.id, JobState.CANCELLED, LATER, kind="cancelled", data={"by": "ops"})
+        store.record_refusals([
+            RefusedSubmission(at, B, "", "tenant", f"r{i}", f"refused r{i}", (), "h", "{}")
+            for i, at in enumerate([NOW, NOW, LATER, LATER, LATER])
+        ])
+
+        def both(where: AuditFilter) -> list[tuple[Any, ...]]:
+            merged = [(e.time, EVENT, e.job_id, e.seq, e.kind) for _, e in store.audit_events(where)]
+            merged += [(r.time, REFUSAL, "", r.id, r.message) for r in store.refusals(where)]
+            return sorted(merged)[-where.limit:]
+
+        whole = both(AuditFilter(limit=100))
+        assert len(whole) == 11
+        pages, after = [], None
+        while True:
+            page = both(AuditFilter(limit=2, after=after))
+            if not page:
+                break
+            pages = page + pages
+            after = AuditCursor(*page[0][:4])
+        assert pages == whole
+        # At one time a job's events are newer than a refusal.
+        assert [row[4] for row in both(AuditFilter(limit=100, until=LATER))] == [
+            "refused r0", "refused r1", "submitted", "submitted", "submitted"
+        ]
 
     def test_refused_submissions_are_kept_filtered_and_bounded(
         self, store: JobStore, open_store: StoreFactory
