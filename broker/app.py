@@ -207,7 +207,7 @@ class BrokerApp:
         self.edge.add(servicer, AgentServicer(self.services))
         self.port = await self.edge.bind(cfg.listen, self.tls)
         await self.dispatcher.start()
-        await self.edge.serving()
+        await self.edge.serving(store_probe=lambda: self.store.policy_versions(1))
         self.metrics.registry.register(LiveCollector(views.live_view()))
 
     def _joblogs(self) -> JobLogs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
@@ -20,6 +21,7 @@ from broker.metrics import BrokerMetrics
 from broker.rpc_guard import DecodeGuard
 from broker.serde import MAX_MESSAGE_BYTES
 from broker.server import BrokerServicer
+from broker.store_readiness import StoreReadiness
 from broker.tls import ServerTls, warn_if_plaintext
 
 BROKER = broker_service_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name
@@ -52,6 +54,7 @@ class GrpcEdge:
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)  # type: ignore[no-untyped-call]
         self.names: list[str] = []
+        self._readiness: asyncio.Task[None] | None = None
 
     def add(self, broker: BrokerServicer | None, agent: AgentServicer | None) -> None:
         if broker is not None:
@@ -91,12 +94,26 @@ class GrpcEdge:
         await self.server.start()
         return bound
 
-    async def serving(self, extra: Sequence[str] = ()) -> None:
+    async def serving(
+        self, extra: Sequence[str] = (), store_probe: Callable[[], object] | None = None
+    ) -> None:
+        """Every service SERVING; with `store_probe`, the broker's and the agent's follow the store."""
         for name in (*self.names, *extra):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        if store_probe is not None and self.names:
+            readiness = StoreReadiness(store_probe, self._store_ready)
+            self._readiness = asyncio.get_running_loop().create_task(readiness.run())
+
+    async def _store_ready(self, ready: bool) -> None:
+        answer = health_pb2.HealthCheckResponse
+        status = answer.SERVING if ready else answer.NOT_SERVING
+        for name in self.names:
+            await self.health.set(name, status)
 
     async def stop(self, grace: float) -> None:
+        if self._readiness is not None:
+            self._readiness.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
 
