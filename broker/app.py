@@ -26,7 +26,7 @@ from broker.agent_http import AgentHttpServer
 from broker.agent_rpc import AgentServicer
 from broker.agent_secret import SecretEscrow
 from broker.audit import AuditTrail
-from broker.auth import TokenAuthority
+from broker.audit_access import audited_tokens
 from broker.bounded import bounded
 from broker.clock import Clock, SystemClock
 from broker.config import BrokerConfig
@@ -92,7 +92,7 @@ class BrokerApp:
         self.shared_logs: SharedJobLogs | None = None
         self._open_store()
         self.tls = ServerTls(cfg.tls) if cfg.tls is not None else None
-        self.auth = TokenAuthority.from_file(cfg.tokens_file)
+        self.auth = audited_tokens(cfg.tokens_file, self.store, self.clock)
         self.edge = GrpcEdge(self.metrics)
         await (self._start_scheduler() if cfg.role == "scheduler" else self._start_serving())
         self.planner.watch(self._policy_changed)

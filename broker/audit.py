@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import astuple
 from datetime import datetime
 from typing import Any
 
 from google.protobuf import timestamp_pb2
 
 from broker.api import broker_service_pb2 as pb
+from broker.audit_access import ACCESS_KIND, ACTOR, access_changes
 from broker.audit_page import decode, encode
 from broker.errors import BrokerError
 from broker.model import JobEvent, JobId, TenantId
@@ -21,7 +23,9 @@ from broker.policy import Policy
 from broker.policy.watcher import PolicyLoad
 from broker.serde import state_to_proto
 from broker.store import (
+    ACCESS,
     EVENT,
+    MAX_TOKEN_SETS,
     REFUSAL,
     REFUSED,
     AuditCursor,
@@ -179,6 +183,7 @@ class AuditTrail:
             for t, e in self.store.audit_events(where)
         ]
         timed += [((r.time, REFUSAL, "", r.id), refusal_to_proto(r)) for r in self.store.refusals(where)]
+        timed += self._access(where)
         # Each list is its newest, oldest first: merged in the audit's order, the newest `limit`.
         timed.sort(key=lambda pair: pair[0])
         if job_id and not timed and after is None:  # a typo would read as a job with no history
@@ -191,6 +196,26 @@ class AuditTrail:
         more = len(timed) > limit
         token = encode(AuditCursor(*page[0][0])) if more else ""
         return pb.ListAuditEventsResponse(events=[msg for _, msg in page], next_page_token=token)
+
+    def _access(self, where: AuditFilter) -> list[tuple[tuple[datetime, int, str, int], pb.AuditEvent]]:
+        """Tokens added, removed or changed in the window, as audit entries (never a job's)."""
+        if where.job_id:
+            return []
+        sets = self.store.token_sets(where)
+        out = []
+        for c in access_changes(sets, first_is_baseline=len(sets) > MAX_TOKEN_SETS):
+            key = (c.time, ACCESS, "", c.key[0] * 100_000 + c.key[1])
+            if (
+                (where.tenant and where.tenant not in c.tenants)
+                or (where.since is not None and c.time < where.since)
+                or (where.until is not None and c.time >= where.until)
+                or (where.after is not None and key >= astuple(where.after))
+            ):
+                continue
+            out.append((key, pb.AuditEvent(
+                time=_ts(c.time), tenant=c.tenant, kind=ACCESS_KIND, actor=ACTOR, message=c.message
+            )))
+        return out[-where.limit:]
 
     def refused_proto(self) -> pb.PolicyVersion | None:
         refused = self.refused()

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -184,6 +184,9 @@ class TokenAuthority:
         self._lock = threading.Lock()
         self._digest = self._file_digest()
         self._by_hash, self._by_cn = self._index(entries or ())
+        self.entries: tuple[TokenEntry, ...] = tuple(entries or ())
+        self.on_change: Callable[[Sequence[TokenEntry]], None] | None = None
+        """Called with the entries each time a reload puts different ones in force (the audit)."""
         if self.dev_mode:
             log.warning(
                 "NO TOKENS FILE: every caller is the built-in dev tenant %r (operator). "
@@ -243,11 +246,15 @@ class TokenAuthority:
                 return exc.problems
             self.last_problems = []
             by_hash, by_cn = self._index(entries)
-            if (by_hash, by_cn) != (self._by_hash, self._by_cn):
-                # Each swap is one assignment: a lookup sees the old or the new map.
-                self._by_hash, self._by_cn = by_hash, by_cn
-                log.info("tokens file %s reloaded: %d entries", self.path, self.count)
-            return []
+            if (by_hash, by_cn) == (self._by_hash, self._by_cn):
+                return []
+            # Each swap is one assignment: a lookup sees the old or the new map.
+            self._by_hash, self._by_cn = by_hash, by_cn
+            self.entries = tuple(entries)
+            log.info("tokens file %s reloaded: %d entries", self.path, self.count)
+        if self.on_change is not None:
+            self.on_change(entries)
+        return []
 
     def poll(self) -> list[Problem] | None:
         """Reload when the file's content changed; None when it did not."""

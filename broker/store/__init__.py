@@ -1,15 +1,18 @@
 """Durable state: the store contract and its implementations."""
 
 from broker.store._audit import (
+    ACCESS,
     AUDIT_KINDS,
     EVENT,
     KEEP_REFUSALS,
+    MAX_TOKEN_SETS,
     REFUSAL,
     REFUSED,
     AuditCursor,
     AuditFilter,
     PolicyVersion,
     RefusedSubmission,
+    TokenSet,
 )
 from broker.store._queue_keys import UNGROUPED
 from broker.store.base import (
@@ -32,9 +35,11 @@ from broker.store.postgres import PostgresStore
 from broker.store.sqlite import SqliteStore
 
 __all__ = [
+    "ACCESS",
     "AUDIT_KINDS",
     "EVENT",
     "KEEP_REFUSALS",
+    "MAX_TOKEN_SETS",
     "REFUSAL",
     "REFUSED",
     "UNGROUPED",
@@ -58,4 +63,5 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "Submission",
+    "TokenSet",
 ]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -71,8 +72,8 @@ class RefusedSubmission:
     """The store's row id (0 until stored): orders refusals of one time."""
 
 
-EVENT, REFUSAL = 1, 0
-"""`AuditCursor.source`: at one time, events are newer than refusals in the audit's order."""
+EVENT, ACCESS, REFUSAL = 2, 1, 0
+"""`AuditCursor.source`: at one time, jobs' events are newest, then access changes, then refusals."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,22 @@ class AuditCursor:
     job_id: str = ""
     seq: int = 0
     """The event's seq, or the refusal's row id."""
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """A tokens file as put in force: each entry's (key, tenant, role, name), no secret."""
+
+    time: datetime
+    source: str
+    entries: tuple[tuple[str, str, str, str], ...]
+    """(key: `sha256:` and 12 hex digits of the token's hash, or `cn:` and a certificate's common
+    name; tenant; role; name), sorted."""
+    id: int = field(default=0, compare=False)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.entries).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -160,7 +177,7 @@ def audit_query(f: AuditFilter, ts: Callable[[datetime], Any]) -> tuple[str, lis
         if c.source == EVENT:
             where.append("(e.time < ? OR (e.time = ? AND (e.job_id < ? OR (e.job_id = ? AND e.seq < ?))))")
             params += [ts(c.time), ts(c.time), c.job_id, c.job_id, c.seq]
-        else:  # every event of the refusal's time came before it
+        else:  # every event of the entry's time came before it
             where.append("e.time < ?")
             params.append(ts(c.time))
     sql = (
@@ -202,7 +219,7 @@ def refusal_query(f: AuditFilter, ts: Callable[[datetime], Any]) -> tuple[str, l
         where.append("time < ?")
         params.append(ts(f.until))
     if (c := f.after) is not None:
-        if c.source == EVENT:  # every refusal of the event's time comes after it
+        if c.source != REFUSAL:  # every refusal of the entry's time comes after it
             where.append("time <= ?")
             params.append(ts(c.time))
         else:
@@ -245,6 +262,48 @@ def audit_from_rows(
                 data=json.loads(r[6]),
             ),
         )
+        for r in rows
+    ]
+    out.reverse()
+    return out
+
+
+# Not when the newest set is the same: every HA process and every restart puts the file in force.
+INSERT_TOKEN_SET = (
+    "INSERT INTO token_sets (time, source, digest, entries) SELECT ?, ?, ?, ? WHERE NOT EXISTS ("
+    "SELECT 1 FROM token_sets WHERE id = (SELECT MAX(id) FROM token_sets) AND digest = ?)"
+)
+MAX_TOKEN_SETS = 10_000
+"""Token sets read for one audit page (a tokens file changes by hand: rarely)."""
+
+
+def token_set_row(t: TokenSet, ts: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    return (ts(t.time), t.source, t.digest, json.dumps([list(e) for e in t.entries]), t.digest)
+
+
+def token_sets_query(f: AuditFilter, ts: Callable[[datetime], Any]) -> tuple[str, list[Any]]:
+    """Token sets in `f`'s time window, newest first, and the one before the oldest (what it
+    changed is read against it): `id >= ` the newest set before the window."""
+    where: list[str] = []
+    params: list[Any] = []
+    if f.since is not None:
+        where.append("id >= COALESCE((SELECT MAX(id) FROM token_sets WHERE time < ?), 0)")
+        params.append(ts(f.since))
+    if f.until is not None:
+        where.append("time < ?")
+        params.append(ts(f.until))
+    if f.after is not None:
+        where.append("time <= ?")
+        params.append(ts(f.after.time))
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    sql = f"SELECT id, time, source, entries FROM token_sets {clause}ORDER BY id DESC LIMIT ?"
+    return sql, [*params, MAX_TOKEN_SETS + 1]
+
+
+def token_sets_from_rows(rows: Sequence[Sequence[Any]], dt: Callable[[Any], datetime]) -> list[TokenSet]:
+    """Rows of `token_sets_query`, oldest first."""
+    out = [
+        TokenSet(time=dt(r[1]), source=r[2], entries=tuple(tuple(e) for e in json.loads(r[3])), id=int(r[0]))
         for r in rows
     ]
     out.reverse()

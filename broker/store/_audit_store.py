@@ -6,7 +6,7 @@ import abc
 from collections.abc import Sequence
 
 from broker.model import JobEvent, TenantId
-from broker.store._audit import KEEP_REFUSALS, AuditFilter, PolicyVersion, RefusedSubmission
+from broker.store._audit import KEEP_REFUSALS, AuditFilter, PolicyVersion, RefusedSubmission, TokenSet
 
 
 class AuditStore(abc.ABC):
@@ -42,6 +42,15 @@ class AuditStore(abc.ABC):
     def refusals(self, where: AuditFilter) -> list[RefusedSubmission]:
         """Refused submissions matching `where`'s tenant and time, oldest first (the newest
         `where.limit`); none when it names a job (a refused submission never became one)."""
+
+    @abc.abstractmethod
+    def record_token_set(self, tokens: TokenSet) -> None:
+        """Append the tokens file put in force, unless the newest stored set is the same."""
+
+    @abc.abstractmethod
+    def token_sets(self, where: AuditFilter) -> list[TokenSet]:
+        """Token sets in `where`'s time window and the one before it, oldest first (at most
+        `MAX_TOKEN_SETS` + 1, the newest)."""
 
     @abc.abstractmethod
     def active_counts(self) -> dict[tuple[str, str, str], int]:

@@ -68,6 +68,11 @@ CREATE TABLE IF NOT EXISTS refused_submissions (
 );
 CREATE INDEX IF NOT EXISTS refused_tenant ON refused_submissions(tenant, id);
 CREATE INDEX IF NOT EXISTS refused_time ON refused_submissions(time);
+-- Each tokens file put in force (who may call in which role, no secret): the audit's `access` kind.
+CREATE TABLE IF NOT EXISTS token_sets (
+  id {serial}, time {time} NOT NULL, source TEXT NOT NULL, digest TEXT NOT NULL, entries TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS token_sets_time ON token_sets(time);
 CREATE TABLE IF NOT EXISTS fair_usage (
   tenant {key} PRIMARY KEY, half_life_s {real} NOT NULL, at_s {real} NOT NULL,
   accelerators {real} NOT NULL, cpus {real} NOT NULL, memory_gb {real} NOT NULL

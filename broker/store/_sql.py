@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from broker.model import JobEvent, TenantId
 from broker.store import _audit
-from broker.store._audit import KEEP_REFUSALS, AuditFilter, PolicyVersion, RefusedSubmission
+from broker.store._audit import KEEP_REFUSALS, AuditFilter, PolicyVersion, RefusedSubmission, TokenSet
 from broker.store._sql_attempts import SqlAttempts
 from broker.store._sql_runs import SqlRuns
 from broker.store.base import FairUsage, LeaseBlocked, LeaseRow, ReclaimBooking, ReclaimState, StoreError
@@ -59,6 +59,15 @@ class SqlStore(SqlAttempts, SqlRuns):
     def refusals(self, where: AuditFilter) -> list[RefusedSubmission]:
         sql, params = _audit.refusal_query(where, self._dialect.ts)
         return _audit.refusals_from_rows(self._all(sql, params), self._dialect.dt)
+
+    def record_token_set(self, tokens: TokenSet) -> None:
+        with self._tx() as db:
+            self._dialect.lock_history(db)  # HA processes reading one file at once: one entry
+            db.run(_audit.INSERT_TOKEN_SET, _audit.token_set_row(tokens, self._dialect.ts))
+
+    def token_sets(self, where: AuditFilter) -> list[TokenSet]:
+        sql, params = _audit.token_sets_query(where, self._dialect.ts)
+        return _audit.token_sets_from_rows(self._all(sql, params), self._dialect.dt)
 
     def active_counts(self) -> dict[tuple[str, str, str], int]:
         return {(r[0], r[1], r[2]): r[3] for r in self._all(_audit.ACTIVE_COUNTS)}

@@ -29,7 +29,9 @@ from broker.store._dialect import connect_timeout
 from broker.store.base import StoreError
 from broker.store.sqlite import SqliteStore
 
-TABLES = ("jobs", "job_labels", "events", "attempts", "policy_versions", "refused_submissions")
+TABLES = (
+    "jobs", "job_labels", "events", "attempts", "policy_versions", "refused_submissions", "token_sets"
+)
 """What history is read from (jobs, their runs and launches, the policy versions loaded, the
 submissions refused at the door)."""
 BATCH = 2000
