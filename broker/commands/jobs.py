@@ -290,5 +290,5 @@ def cmd_watch(args: argparse.Namespace) -> int:
             client.get(args.id)
         except ClientError as exc:
             return fail(str(exc))
-        _follow(client, args.id, args.after, args.output, console)
-    return 0
+        # The stream ends with the job; one that ended before (the broker gone) is an error.
+        return 0 if _follow(client, args.id, args.after, args.output, console).terminal else 1

@@ -143,7 +143,7 @@ class PolicyWatcher:
                 self._mtime = seen
                 raise
             self.last_problems = []
-            self.last_refused = None
+            mended, self.last_refused = self.last_refused, None
             if policy.version != self._current.version:  # the file, or a file it refers to, changed
                 same_text = policy.hash == self._current.hash
                 self._current = policy
@@ -159,6 +159,10 @@ class PolicyWatcher:
                 if self._on_swap is not None:
                     self._on_swap(policy)
             else:
+                if mended is not None:  # the refusal logged as an error is over: say so
+                    fields = {"event": "reload", "policy_hash": policy.hash[:12], "source": str(self.path)}
+                    log.info("policy file %s mended: the policy in force, %s, again; its refusal is over",
+                             self.path, policy.hash[:12], extra=fields)
                 self._tell(PolicyLoad(policy.hash, "unchanged", str(self.path), text, self._clock(),
                                       inputs=policy.inputs_digest))
             return []

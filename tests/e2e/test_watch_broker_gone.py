@@ -5,17 +5,22 @@ characters as `\\xNN`: a job could retitle or clear an operator's terminal."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from broker.commands._output import shown_output
 from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
 from tests.e2e.conftest import TOKENS, write_broker_config
 
 
-def test_a_wait_whose_broker_dies_ends_with_one_error_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["submit --wait", "watch"])
+def test_a_wait_whose_broker_dies_ends_with_one_error_line(tmp_path: Path, command: str) -> None:
+    """Review: `szb watch` (not `submit --wait`) exited 0 after saying the broker was gone."""
     broker = BrokerProcess(write_broker_config(tmp_path))
     broker.start()
     job = tmp_path / "long.yaml"
@@ -26,8 +31,15 @@ def test_a_wait_whose_broker_dies_ends_with_one_error_line(tmp_path: Path) -> No
     job.write_text(f"name: long\ncommand: {sleep}\nruntime_estimate: 5m\n")
     env = {**os.environ, "SZB_SERVER": broker.address, "SZB_TOKEN": TOKENS["team-a"]}
     env["GRPC_VERBOSITY"] = "ERROR"
+    args = ["submit", str(job), "--wait"]
+    if command == "watch":
+        submitted = subprocess.run(
+            [sys.executable, "-m", "broker.cli", "submit", str(job), "-o", "json"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        args = ["watch", json.loads(submitted.stdout)[0]["id"]]
     waiting = subprocess.Popen(
-        [sys.executable, "-m", "broker.cli", "submit", str(job), "--wait"],
+        [sys.executable, "-m", "broker.cli", *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     seen = []
