@@ -22,6 +22,8 @@ FIELDS = (
     "by",
     "site",
     "attempt_id",
+    "state",
+    "exit_code",
     "action",
     "offer",
     "rules",

@@ -258,9 +258,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         try:
+            before = state_from_proto(client.get(args.id).job.state)
             job = client.cancel(args.id).job
         except ClientError as exc:
             return fail(str(exc))
+    if before.terminal:  # (cancelling an ended job is no error: a script may cancel twice)
+        print(f"szb: {args.id} had already ended ({before.value}): nothing cancelled", file=sys.stderr)
     if args.output == "json":
         print(json.dumps(job_dict(job), indent=2))
     else:

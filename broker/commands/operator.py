@@ -105,7 +105,7 @@ def _print_capacity(resp: pb.GetStatusResponse, console: Console) -> None:
     """On-prem partitions, jobs per state and site, recent burst decisions."""
     table = Table(title=f"On-prem capacity (policy {resp.policy_hash[:12]})")
     for col in ("SITE", "PARTITION", "ACCELERATOR", "FREE/TOTAL", "QUEUED", "EXPECTED WAIT"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # (ids whole, folded: never cut with an ellipsis)
     for p in resp.partitions:
         table.add_row(
             escape(p.site),
@@ -148,12 +148,12 @@ def _print_refusals(resp: pb.GetStatusResponse, console: Console) -> None:
             f"[red]policy reload refused[/]: {escape(r.source)} (hash {r.hash[:12]}) is invalid; "
             f"policy {resp.policy_hash[:12]} stays in force"
         )
-        for err in r.errors:
-            console.print(f"  {escape(err)}", highlight=False)
+        for err in r.errors:  # (whole, never folded or cut: an error's end names the field)
+            console.print(f"  {escape(err)}", highlight=False, soft_wrap=True)
     if resp.refused_tokens_file:
         console.print("[red]tokens file reload refused[/] (the last good tokens stay in force):")
         for err in resp.refused_tokens_file:
-            console.print(f"  {escape(err)}", highlight=False)
+            console.print(f"  {escape(err)}", highlight=False, soft_wrap=True)
     for exposed in resp.exposed_secret_files:
         console.print(f"[red]secret file open to jobs[/]: {escape(exposed)}", highlight=False, soft_wrap=True)
 
@@ -193,7 +193,7 @@ def _print_tenants(resp: pb.GetStatusResponse, console: Console) -> None:
             money = "no budget limit"
         console.print(f"  {escape(t.tenant)}: {money}, vouchers {t.vouchers_left:,.2f} {resp.currency}")
     for site, why in sorted(resp.unhealthy_sites.items()):
-        console.print(f"[red]unhealthy[/] {escape(site)}: {escape(why)}")
+        console.print(f"[red]unhealthy[/] {escape(site)}: {escape(why)}", soft_wrap=True)
     if resp.HasField("quota"):
         q = resp.quota
         console.print(

@@ -141,10 +141,7 @@ class AttemptTracking:
         )
         log.log(
             logging.INFO if status.state == AttemptState.SUCCEEDED else logging.WARNING,
-            "attempt %d on %s ended %s%s",
-            attempt.number,
-            attempt.site,
-            status.state.value,
+            "attempt %d on %s ended %s%s", attempt.number, attempt.site, status.state.value,
             f": {status.message}" if status.message else "",
             extra={
                 "event": "attempt",
@@ -152,6 +149,8 @@ class AttemptTracking:
                 "tenant": job.tenant,
                 "site": attempt.site,
                 "attempt_id": attempt.id,
+                "state": status.state.value,
+                "exit_code": status.exit_code,
                 "error": status.message or None,
             },
         )

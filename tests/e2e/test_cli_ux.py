@@ -369,11 +369,16 @@ def test_submit_wait_and_watch_print_the_jobs_output_and_events_unfolded(
         f"name: sleeper\ncommand: [{PY}, -c, 'import time; time.sleep(120)']\nruntime_estimate: 1m\n"
     )
     [created] = json.loads(szb(broker, "submit", str(sleeper), "-o", "json").stdout)
-    assert szb(broker, "cancel", created["id"]).returncode == 0
+    cancelled = szb(broker, "cancel", created["id"])
+    assert cancelled.returncode == 0 and "nothing cancelled" not in cancelled.stderr, cancelled.stderr
     watched = szb(broker, "watch", created["id"], columns=80)
     assert watched.returncode == 0, watched.stderr
     [event] = [ln for ln in watched.stdout.splitlines() if "CANCELLED" in ln]
     assert event.endswith("cancelled: cancelled by team-a (tenant)"), watched.stdout
+    # Review: cancelling a job that had already ended said nothing, as if it had been cancelled.
+    again = szb(broker, "cancel", created["id"])
+    assert again.returncode == 0, again.stderr
+    assert f"{created['id']} had already ended (CANCELLED): nothing cancelled" in again.stderr, again.stderr
 
 
 @pytest.mark.parametrize(

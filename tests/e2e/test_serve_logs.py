@@ -103,6 +103,10 @@ def test_json_log_lines_carry_job_tenant_site_and_reloads(config: Path) -> None:
     assert {r["event"] for r in mine} >= {"placed", "attempt"}
     placed = next(r for r in mine if r["event"] == "placed")
     assert placed["tenant"] == "team-a" and placed["site"] == "local" and placed["policy_hash"]
+    # An ended attempt's outcome is a field, not only words (review: a pipeline selecting failed
+    # attempts had to parse the message).
+    ended = next(r for r in mine if r["event"] == "attempt" and "ended" in r["message"])
+    assert (ended["state"], ended["exit_code"]) == ("SUCCEEDED", 0), ended
     reload = next(r for r in records if r.get("event") == "reload")
     assert reload["level"] == "ERROR" and "refused" in reload["message"]
     problems = [r for r in records if "policy.yaml:" in r["message"] and "price_hour" in r["message"]]
