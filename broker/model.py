@@ -116,6 +116,9 @@ class Offer(_Frozen):
     """On-prem: (seconds until freed, units) of the running work this broker did not start, by
     its time limit, soonest first, when the backend knows (`PartitionCapacity.releases`). A
     reading of the moment, never stored with an attempt's offer (nor read back by an older broker)."""
+    free_by_node: tuple[int, ...] = Field(default=(), exclude=True)
+    """On-prem: free units of each node, most first, when the backend knows
+    (`PartitionCapacity.free_by_node`); a reading of the moment, never stored."""
 
     @property
     def partition(self) -> str:
@@ -267,6 +270,9 @@ class PartitionCapacity(_Frozen):
     releases: tuple[tuple[float, int], ...] = ()
     """(seconds until freed, units) of each running job this broker did not start (another
     user's work), soonest first, when the backend knows: the broker projects waits behind it."""
+    free_by_node: tuple[int, ...] = ()
+    """Free units on each usable node, most first, when the backend knows (Slurm): a job over
+    several nodes starts only where that many nodes each have its share free."""
 
 
 class CapacitySnapshot(_Frozen):

@@ -145,6 +145,8 @@ class PartitionState:
     problem: str = ""
     """Why the partition can never have capacity as configured ("" when it can): the policy and
     the cluster disagree on its name or on its nodes' gres type."""
+    node_free: tuple[int, ...] = ()
+    """Free units of each usable node, most first."""
 
 
 def config_problem(part: PartitionConfig, members: Sequence[Mapping[str, Any]], gtype: str | None) -> str:
@@ -173,6 +175,37 @@ def gres_type(part: PartitionConfig, members: Sequence[Mapping[str, Any]],
     return seen.get(part.name, default_gres_type(part.accelerator))
 
 
+@dataclass
+class _NodeUnits:
+    """Units (accelerators of the partition's gres type, or CPU cores) of a partition's usable
+    nodes, and the largest node's CPUs and memory."""
+
+    totals: list[int]
+    frees: list[int]
+    cpus: float
+    mem: float
+
+    @classmethod
+    def read(
+        cls, part: PartitionConfig, members: Sequence[Mapping[str, Any]], gtype: str | None
+    ) -> _NodeUnits:
+        out = cls([], [], 0.0, 0.0)
+        for node in members:
+            node_cpus = slurm_number(node.get("cpus")) or 0.0
+            out.cpus = max(out.cpus, node_cpus)
+            out.mem = max(out.mem, (slurm_number(node.get("real_memory")) or 0.0) / 1024)
+            if part.accelerator is None:
+                count = int(node_cpus)
+                in_use = int(slurm_number(node.get("alloc_cpus")) or 0)
+            else:
+                count = parse_gres(node.get("gres")).get(gtype, 0)
+                in_use = parse_gres(node.get("gres_used")).get(gtype, 0)
+            if node_usable(node):
+                out.totals.append(count)
+                out.frees.append(max(0, count - in_use))
+        return out
+
+
 def read_partitions(
     partitions: Mapping[str, PartitionConfig],
     nodes: Sequence[Mapping[str, Any]],
@@ -188,23 +221,7 @@ def read_partitions(
     for part in partitions.values():
         members = [n for n in nodes if part.name in node_partitions(n)]
         gtype = gres_type(part, members, gres_seen)
-        total = free = max_per_node = 0
-        cpus = mem = 0.0
-        for node in members:
-            node_cpus = slurm_number(node.get("cpus")) or 0.0
-            cpus = max(cpus, node_cpus)
-            mem = max(mem, (slurm_number(node.get("real_memory")) or 0.0) / 1024)
-            if part.accelerator is None:
-                count = int(node_cpus)
-                in_use = int(slurm_number(node.get("alloc_cpus")) or 0)
-            else:
-                count = parse_gres(node.get("gres")).get(gtype, 0)
-                in_use = parse_gres(node.get("gres_used")).get(gtype, 0)
-            if not node_usable(node):
-                continue
-            total += count
-            free += max(0, count - in_use)
-            max_per_node = max(max_per_node, count)
+        sizes = _NodeUnits.read(part, members, gtype)
         running: list[RunningWork] = []
         pending: list[PendingWork] = []
         for job in jobs:
@@ -229,6 +246,9 @@ def read_partitions(
                 if expected is not None and expected > 366 * 86400:
                     expected = None  # "never" placeholders
                 pending.append(PendingWork(units, limit_s, expected))
-        states[part.name] = PartitionState(part, total, free, max_per_node, cpus, mem, tuple(running),
-                                           tuple(pending), config_problem(part, members, gtype))
+        states[part.name] = PartitionState(
+            part, sum(sizes.totals), sum(sizes.frees), max(sizes.totals, default=0), sizes.cpus, sizes.mem,
+            tuple(running), tuple(pending), config_problem(part, members, gtype),
+            tuple(sorted(sizes.frees, reverse=True)),
+        )
     return states

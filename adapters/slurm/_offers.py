@@ -71,6 +71,7 @@ class PartitionReads:
                                                    for r in s.running) / 3600,
                 expected_wait_s=partition_wait_s(s),
                 releases=tuple(sorted((r.remaining_s, r.gpus) for r in s.running if not r.own)),
+                free_by_node=s.node_free,
             )
             for s in states.values()
         )

@@ -102,7 +102,7 @@ class _View:
 
     def fits_now(self, s: ScoredOffer, need: int) -> bool:
         free = self.inputs.free_units(s.offer)
-        return free is None or free >= need
+        return (free is None or free >= need) and self.inputs.nodes_fit(s.offer, self.spec)
 
     def wait(self, s: ScoredOffer) -> float:
         got = self.known.get(id(s))
@@ -287,6 +287,12 @@ def _queue_choice(v: _View, onprem: list[ScoredOffer]) -> tuple[ScoredOffer, flo
     return queue, wait_s
 
 
+def _apart(v: _View, s: ScoredOffer) -> str:
+    """Why a job over several nodes does not start where enough units are free in all."""
+    nodes, fits = v.spec.resources.nodes, v.inputs.nodes_fit(s.offer, v.spec)
+    return "" if fits else f" (units are free, but not {demand(v.spec) // nodes} on each of {nodes} nodes)"
+
+
 def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
     """On-prem has no room now: wait in the chosen partition, or burst when waiting costs more."""
     queue, wait_s = _queue_choice(v, onprem)
@@ -303,7 +309,7 @@ def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
             return v.done(
                 Action.RUN,
                 queue,
-                f"{queue.offer.site} expects a wait of {minutes(wait_s)}, "
+                f"{queue.offer.site} expects a wait of {minutes(wait_s)}{_apart(v, queue)}, "
                 f"within the {left_min:.0f} min the job may still wait; sent to its queue",
             )
         return v.done(

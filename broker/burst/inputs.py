@@ -61,6 +61,22 @@ class BurstInputs:
     at its last responsible moment to the best usable cloud offer, however the premium compares
     with the lateness cost. Set for a tenant below its fair share (fair share owes it the wait)."""
 
+    def nodes_fit(self, offer: Offer, spec: JobSpec) -> bool:
+        """Whether a job over several nodes finds that many with its share free each (True when
+        the backend does not say per node). Units claimed earlier in the pass are taken from the
+        nodes with most free first: where the backend puts them is not known."""
+        nodes = spec.resources.nodes
+        if nodes <= 1 or not offer.free_by_node:
+            return True
+        per_node = demand(spec) // nodes
+        free = sorted(offer.free_by_node, reverse=True)
+        claimed = self.onprem_adjust.get(offer.partition, (0, 0.0))[0]
+        for i in range(len(free)):
+            taken = min(claimed, free[i])
+            free[i] -= taken
+            claimed -= taken
+        return sum(1 for units in free if units >= per_node) >= nodes
+
     def free_units(self, offer: Offer) -> int | None:
         """Free units of the offer's partition now, less those claimed earlier in the pass (None: unknown)."""
         part = offer.partition  # (formatted on each read)

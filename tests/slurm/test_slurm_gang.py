@@ -199,3 +199,46 @@ def test_every_rank_of_a_gang_stopped_with_a_grace_gets_sigterm(slurm: Tracker, 
     status = slurm.wait(backend_id, {AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.CANCELLED},
                         timeout=180)
     assert sorted(p.name for p in marks.iterdir() if p.name.startswith("term")) == ["term0", "term1"], status
+
+
+def test_a_gang_whose_nodes_are_not_free_at_once_is_not_said_to_start_now(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """Review: with one node's 16 CPUs taken, a 2-node gang of 1 CPU per node was decided "run:
+    on-prem capacity free" (16 of 32 CPUs were free, all on one node) and pended in Slurm under
+    that reason. The decision now reads the free units of each node."""
+    config = write_onprem_config(tmp_path, slurm_cluster.env, broker_id=f"szb-gang-{uuid.uuid4().hex[:8]}")
+    proc = BrokerProcess(config)
+    proc.start()
+    try:
+        with grpc.insecure_channel(proc.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            blocker = job_pb2.JobSpec(name="whole-node", command=["/bin/sleep", "120"],
+                                      runtime_estimate=duration_pb2.Duration(seconds=600))
+            blocker.resources.cpus = 16
+            blocker_id = stub.SubmitJob(pb.SubmitJobRequest(job=blocker), metadata=auth()).job.id
+            get = pb.GetJobRequest(id=blocker_id)
+            deadline = time.monotonic() + 60
+            while stub.GetJob(get, metadata=auth()).job.state != job_pb2.JOB_STATE_RUNNING:
+                assert time.monotonic() < deadline, stub.GetJob(get, metadata=auth()).job.message
+                time.sleep(0.2)
+            job = job_pb2.JobSpec(name="gang-apart", command=["/bin/true"],
+                                  runtime_estimate=duration_pb2.Duration(seconds=600),
+                                  max_wait=duration_pb2.Duration(seconds=7200))
+            job.resources.nodes = 2
+            job.resources.cpus = 1
+            gang_id = stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth()).job.id
+            get = pb.GetJobRequest(id=gang_id)
+            deadline = time.monotonic() + 30
+            while not (got := stub.GetJob(get, metadata=auth()).job).message:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            time.sleep(2)  # a few passes: the reason must stay true
+            got = stub.GetJob(get, metadata=auth()).job
+            stub.CancelJob(pb.CancelJobRequest(id=blocker_id), metadata=auth())
+            done = until_ended(stub, gang_id, time.monotonic() + 90)
+    finally:
+        proc.stop()
+    assert "capacity free" not in got.message, got.message
+    assert "not 1 on each of 2 nodes" in got.message, got.message
+    assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.message  # it runs once the node frees

@@ -1,0 +1,44 @@
+"""A job over several nodes fits only where that many nodes each have its share free: the
+pooled free count of a partition (16 of 32 CPUs, all on one node) said a 2-node gang could start."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from broker.burst.inputs import BurstInputs
+from broker.model import JobSpec, Offer, Resources
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def offer(free_by_node: tuple[int, ...]) -> Offer:
+    return Offer(site="hpc", instance_type="cpu", accelerator=None, count=0, price_per_hour=1.0,
+                 free=sum(free_by_node), free_by_node=free_by_node)
+
+
+def gang(nodes: int, cpus: float) -> JobSpec:
+    return JobSpec(name="g", command=("true",), runtime_estimate=timedelta(minutes=5),
+                   resources=Resources(cpus=cpus, nodes=nodes))
+
+
+def fits(o: Offer, spec: JobSpec, claimed: int = 0) -> bool:
+    inputs = BurstInputs(now=NOW, queued_since=NOW, onprem_adjust={o.partition: (claimed, 0.0)})
+    return inputs.nodes_fit(o, spec)
+
+
+def test_free_units_on_one_node_do_not_start_a_two_node_gang() -> None:
+    assert not fits(offer((16, 0)), gang(2, 1))
+    assert fits(offer((16, 1)), gang(2, 1))
+    assert not fits(offer((16, 3)), gang(2, 4))
+    assert fits(offer((4, 4, 0)), gang(2, 4))
+
+
+def test_one_node_jobs_and_backends_that_do_not_say_per_node_are_left_to_the_pooled_count() -> None:
+    assert fits(offer((16, 0)), gang(1, 8))
+    assert fits(offer(()), gang(2, 4))
+
+
+def test_units_claimed_earlier_in_the_pass_are_taken_from_the_fullest_nodes() -> None:
+    # 8 + 8 free; a job of this pass took 6 somewhere: at worst one node has 2 left.
+    assert fits(offer((8, 8)), gang(2, 2), claimed=6)
+    assert not fits(offer((8, 8)), gang(2, 4), claimed=6)
