@@ -26,6 +26,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from broker.fairshare.standing import TenantStanding
 from broker.listen import listen_error
 from broker.model import Attempt
 from broker.store import StoreError
@@ -147,6 +148,8 @@ class LiveView:
     currency: Callable[[], str]
     launch_p95: Callable[[], Mapping[str, float]] = dict
     """site -> p95 seconds its launches took to come up, once it has enough of them."""
+    fair_share: Callable[[], Iterable[TenantStanding]] = list
+    """Each tenant's fair-share standing and quota use (`broker.fairshare.standing`)."""
 
 
 BREAKER_STATES = ("closed", "open", "half_open")
@@ -269,6 +272,28 @@ class LiveCollector(Collector):
         for site, seconds in sorted(v.launch_p95().items()):
             launches.add_metric([site], seconds)
         yield launches
+        yield from self._fair_share()
+
+    def _fair_share(self) -> Iterable[Metric]:
+        ratio = GaugeMetricFamily(
+            "szb_fair_share_ratio",
+            "Each active tenant's on-prem use over its entitled share (1 = exactly fair).",
+            labels=["tenant"],
+        )
+        quota = GaugeMetricFamily(
+            "szb_quota_units",
+            "A tenant's units on an on-prem partition: guaranteed, in_use, borrowed (beyond the guarantee).",
+            labels=["tenant", "partition", "kind"],
+        )
+        for s in self.view.fair_share():
+            if s.ratio is not None:
+                ratio.add_metric([s.tenant], s.ratio)
+            for q in s.quotas:
+                kinds = (("guaranteed", q.guaranteed), ("in_use", q.in_use), ("borrowed", q.borrowed))
+                for kind, units in kinds:
+                    quota.add_metric([s.tenant, q.partition, kind], float(units))
+        yield ratio
+        yield quota
 
 
 class MetricsServer:

@@ -15,6 +15,7 @@ from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.catalog.accelerators import normalize
 from broker.dispatch.launch_history import read_recent_bursts
 from broker.dispatch.offers import OfferReading
+from broker.fairshare.standing import tenant_standings
 from broker.ha.lease_watch import LeaseWatch
 from broker.model import JobSpec, JobState, TenantId
 from broker.placement.health import health_summary
@@ -207,6 +208,25 @@ def quota_to_proto(tenant: TenantId, usage: QuotaUsage) -> pb.QuotaStatus:
     )
 
 
+def fair_share_protos(planner: Planner, now: datetime, tenant: str | None) -> list[pb.TenantShareStatus]:
+    """Each tenant's fair-share standing and quotas (`tenant`: only that one's)."""
+    fair = planner.fair
+    out = []
+    for s in tenant_standings(fair.book, planner.policy, now, fair.ratios):
+        if tenant is not None and s.tenant != tenant:
+            continue
+        row = pb.TenantShareStatus(tenant=s.tenant, weight=s.weight, usage_share=s.usage_share)
+        if s.ratio is not None:
+            row.share_ratio = s.ratio
+        row.quotas.extend(
+            pb.PartitionQuotaUse(partition=q.partition, guaranteed=q.guaranteed, in_use=q.in_use,
+                                 borrowed=q.borrowed)
+            for q in s.quotas
+        )
+        out.append(row)
+    return out
+
+
 def status_report(
     planner: Planner,
     store: JobStore,
@@ -260,6 +280,7 @@ def status_report(
     if not operator:
         unhealthy = {site: health_summary(why) for site, why in unhealthy.items()}
     resp.unhealthy_sites.update(unhealthy)
+    resp.fair_share.extend(fair_share_protos(planner, now, None if operator else tenant))
     resp.currency = planner.policy.currency
     resp.status_json = json.dumps(
         {"tenants": tenants, "unhealthy": unhealthy, "currency": planner.policy.currency},

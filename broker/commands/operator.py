@@ -70,7 +70,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     _print_capacity(resp, console)
     _print_refusals(resp, console)
     _print_tenants(resp, console)
+    _print_fair_share(resp, console)
     return 0
+
+
+def _print_fair_share(resp: pb.GetStatusResponse, console: Console) -> None:
+    """Each tenant's weight, use over its fair share, and guaranteed units in use (borrowed beyond)."""
+    if not resp.fair_share:
+        return
+    table = Table(title="Fair share on-prem")
+    for col in ("TENANT", "WEIGHT", "USE", "VS SHARE", "QUOTA IN USE / GUARANTEED (BORROWED)"):
+        table.add_column(col, overflow="fold")
+    for t in resp.fair_share:
+        quotas = ", ".join(
+            f"{q.partition} {q.in_use}/{q.guaranteed}" + (f" ({q.borrowed} borrowed)" if q.borrowed else "")
+            for q in t.quotas
+        )
+        ratio = f"{t.share_ratio:.2f}×" if t.HasField("share_ratio") else "idle"
+        table.add_row(escape(t.tenant), f"{t.weight:g}", f"{t.usage_share:.1%}", ratio, quotas or "-")
+    console.print(table)
 
 
 def _status_json(resp: pb.GetStatusResponse) -> dict[str, Any]:
@@ -90,6 +108,15 @@ def _status_json(resp: pb.GetStatusResponse) -> dict[str, Any]:
     if resp.HasField("burst_cap"):  # every figure, 0 included (operators only)
         c = resp.burst_cap
         body["burst_cap"] = {"cap": c.cap, "used": c.used, "left": c.left, "over": c.over}
+    body["fair_share"] = [  # every figure, 0 included
+        {
+            "tenant": t.tenant, "weight": t.weight, "usage_share": t.usage_share,
+            "share_ratio": t.share_ratio if t.HasField("share_ratio") else None,
+            "quotas": [{"partition": q.partition, "guaranteed": q.guaranteed, "in_use": q.in_use,
+                        "borrowed": q.borrowed} for q in t.quotas],
+        }
+        for t in resp.fair_share
+    ]
     if resp.HasField("scheduler"):  # the epoch as a number and `expired` even when false
         lease = resp.scheduler
         body["scheduler"] = {

@@ -835,6 +835,7 @@ class GetStatusResponse(_message.Message):
     OPERATOR_VIEW_FIELD_NUMBER: _builtins.int
     BURST_CAP_FIELD_NUMBER: _builtins.int
     SCHEDULER_FIELD_NUMBER: _builtins.int
+    FAIR_SHARE_FIELD_NUMBER: _builtins.int
     burst_decisions_last_hour: _builtins.int
     policy_hash: _builtins.str
     status_json: _builtins.str
@@ -889,6 +890,10 @@ class GetStatusResponse(_message.Message):
         Unset in the embedded single-process mode and before any scheduler was ever elected.
         """
 
+    @_builtins.property
+    def fair_share(self) -> _containers.RepeatedCompositeFieldContainer[Global___TenantShareStatus]:
+        """Fair share on-prem: every tenant for an operator, the caller's own tenant otherwise."""
+
     def __init__(
         self,
         *,
@@ -908,14 +913,87 @@ class GetStatusResponse(_message.Message):
         operator_view: _builtins.bool = ...,
         burst_cap: Global___BurstCap | None = ...,
         scheduler: Global___SchedulerLease | None = ...,
+        fair_share: _abc.Iterable[Global___TenantShareStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["burst_cap", b"burst_cap", "quota", b"quota", "refused_policy", b"refused_policy", "scheduler", b"scheduler"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_cap", b"burst_cap", "burst_decisions_last_hour", b"burst_decisions_last_hour", "currency", b"currency", "exposed_secret_files", b"exposed_secret_files", "jobs_by_state", b"jobs_by_state", "operator_view", b"operator_view", "partitions", b"partitions", "policy_hash", b"policy_hash", "quota", b"quota", "refused_policy", b"refused_policy", "refused_tokens_file", b"refused_tokens_file", "scheduler", b"scheduler", "status_json", b"status_json", "tenants", b"tenants", "unhealthy_sites", b"unhealthy_sites"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_cap", b"burst_cap", "burst_decisions_last_hour", b"burst_decisions_last_hour", "currency", b"currency", "exposed_secret_files", b"exposed_secret_files", "fair_share", b"fair_share", "jobs_by_state", b"jobs_by_state", "operator_view", b"operator_view", "partitions", b"partitions", "policy_hash", b"policy_hash", "quota", b"quota", "refused_policy", b"refused_policy", "refused_tokens_file", b"refused_tokens_file", "scheduler", b"scheduler", "status_json", b"status_json", "tenants", b"tenants", "unhealthy_sites", b"unhealthy_sites"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class TenantShareStatus(_message.Message):
+    """Where a tenant stands in fair share on-prem."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    USAGE_SHARE_FIELD_NUMBER: _builtins.int
+    SHARE_RATIO_FIELD_NUMBER: _builtins.int
+    QUOTAS_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    weight: _builtins.float
+    usage_share: _builtins.float
+    """Its decayed usage as a fraction of on-prem capacity (the dominant resource)."""
+    share_ratio: _builtins.float
+    """usage_share over its entitled share among the active tenants (1.0 = exactly fair); unset
+    when it was not active in the last fair-share order.
+    """
+    @_builtins.property
+    def quotas(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionQuotaUse]: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        weight: _builtins.float = ...,
+        usage_share: _builtins.float = ...,
+        share_ratio: _builtins.float | None = ...,
+        quotas: _abc.Iterable[Global___PartitionQuotaUse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_share_ratio", b"_share_ratio", "share_ratio", b"share_ratio"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_share_ratio", b"_share_ratio", "quotas", b"quotas", "share_ratio", b"share_ratio", "tenant", b"tenant", "usage_share", b"usage_share", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__share_ratio: _TypeAlias = _typing.Literal["share_ratio"]  # noqa: Y015
+    _WhichOneofArgType__share_ratio: _TypeAlias = _typing.Literal["_share_ratio", b"_share_ratio"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__share_ratio) -> _WhichOneofReturnType__share_ratio | None: ...
+
+Global___TenantShareStatus: _TypeAlias = TenantShareStatus  # noqa: Y015
+
+@_typing.final
+class PartitionQuotaUse(_message.Message):
+    """A tenant's guaranteed units on one on-prem partition and what its running work holds there."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITION_FIELD_NUMBER: _builtins.int
+    GUARANTEED_FIELD_NUMBER: _builtins.int
+    IN_USE_FIELD_NUMBER: _builtins.int
+    BORROWED_FIELD_NUMBER: _builtins.int
+    partition: _builtins.str
+    """site/partition"""
+    guaranteed: _builtins.int
+    in_use: _builtins.int
+    borrowed: _builtins.int
+    """Units held beyond the guarantee: reclaimable when another tenant needs its own quota."""
+    def __init__(
+        self,
+        *,
+        partition: _builtins.str = ...,
+        guaranteed: _builtins.int = ...,
+        in_use: _builtins.int = ...,
+        borrowed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["borrowed", b"borrowed", "guaranteed", b"guaranteed", "in_use", b"in_use", "partition", b"partition"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionQuotaUse: _TypeAlias = PartitionQuotaUse  # noqa: Y015
 
 @_typing.final
 class SchedulerLease(_message.Message):
