@@ -187,8 +187,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     v = resp.version
     result = "refused" if v.result == pb.POLICY_LOAD_RESULT_REFUSED else "loaded"
-    print(f"# policy {v.hash} ({result}{', in force' if v.active else ''}) from {v.source} at {_ts(v.time)}")
+    # What it is on stderr: stdout is the file as stored, so its errors' FILE:LINE:COL point into it.
+    print(f"# policy {v.hash} ({result}{', in force' if v.active else ''}) from {v.source} at {_ts(v.time)}",
+          file=sys.stderr)
     for err in v.errors:
-        print(f"# {err}")
+        print(f"# {err}", file=sys.stderr)
     sys.stdout.write(v.content)
     return 0

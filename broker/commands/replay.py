@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from broker.commands.audit import parse_since
+from broker.commands.audit import BEIJING, parse_since
 from broker.errors import BrokerError
 from broker.policy import Policy, PolicyError, load_policy, load_policy_text
 
@@ -163,8 +163,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return _fail(f"{mixed}: costs would not compare")
     if not history.jobs:
         left_out = "".join(f"; {n} {why}" for why, n in history.skipped.items())
-        # (in UTC whatever offset --since was given with)
-        when = f" since {since.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if since else ""
+        # (in Beijing time, as spend and audit say times, whatever offset --since was given with)
+        when = f" since {since.astimezone(UTC) + BEIJING:%Y-%m-%d %H:%M} Beijing time" if since else ""
         return _fail("no recorded jobs" + when + left_out)
     result = diff(history, replay(current, history), replay(candidate, history))
     result["current_policy"], result["currency"] = source, current.currency
@@ -203,7 +203,8 @@ def _table(result: dict[str, Any]) -> None:
 
     console = Console() if sys.stdout.isatty() else Console(width=200)  # (as simulate: no wrapping in a pipe)
     since = result.get("since")
-    window = f" since {datetime.fromisoformat(since):%Y-%m-%d %H:%M} UTC" if since else ""
+    start = datetime.fromisoformat(since).astimezone(UTC) + BEIJING if since else None
+    window = f" since {start:%Y-%m-%d %H:%M} Beijing time" if start else ""
     door = result.get("refused_at_submit") or 0
     refused = f", {door} of them refused at submit" if door else ""
     t = Table(title=f"Replay of {result['jobs']} recorded jobs{window}{refused}")

@@ -115,7 +115,8 @@ def test_policy_versions_refused_reload_and_job_audit(tmp_path: Path) -> None:
             assert "refused" in history.stdout and "in force" in history.stdout
             text = szb("policy", "show", sha(bad)[:10], *server, token=OPERATOR)
             assert text.returncode == 0, text.stderr
-            assert "price_hour: -3" in text.stdout and "refused" in text.stdout
+            assert "price_hour: -3" in text.stdout and "refused" in text.stderr
+            assert text.stdout == bad  # the file as stored (review: two header lines shifted its lines)
             old = szb("policy", "show", sha(POLICY)[:10], *server, "-o", "json", token=OPERATOR)
             assert json.loads(old.stdout)["version"]["content"] == POLICY
             missing = szb("policy", "show", "abcdef12", *server, token=OPERATOR)
