@@ -15,6 +15,8 @@ from grpc_reflection.v1alpha import reflection
 
 from broker.agent_rpc import AgentServicer
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2, broker_service_pb2_grpc
+from broker.auth import TokenAuthority
+from broker.auth_gate import AuthGate
 from broker.instrument import RpcMetricsInterceptor
 from broker.listen import listen_error
 from broker.metrics import BrokerMetrics
@@ -38,11 +40,12 @@ ON_API_REPLICAS = (
 class GrpcEdge:
     """One gRPC server; `broker`/`agent` servicers are left out by roles that do not serve them."""
 
-    def __init__(self, metrics: BrokerMetrics) -> None:
+    def __init__(self, metrics: BrokerMetrics, auth: TokenAuthority | None = None) -> None:
+        gate = [] if auth is None else [AuthGate(auth, BROKER)]  # (no request decoded before it)
         self.server = grpc.aio.server(
             migration_thread_pool=futures.ThreadPoolExecutor(max_workers=4),
             # Metrics see every call; the guard turns undecodable bytes into INVALID_ARGUMENT.
-            interceptors=[RpcMetricsInterceptor(metrics), DecodeGuard()],
+            interceptors=[RpcMetricsInterceptor(metrics), *gate, DecodeGuard()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
