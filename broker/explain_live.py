@@ -19,7 +19,7 @@ from broker.fair_reclaim import bound_for_queue, reclaiming
 from broker.fairshare.book import units_of
 from broker.fairshare.holds import claimed_meanwhile
 from broker.fairshare.order import Standing
-from broker.model import JobSpec, TenantId
+from broker.model import Job, JobSpec, TenantId
 from broker.planning import Planner
 from broker.quota_bar import bar_onprem, quota_reason, refused_at_submit, waiting_for_quota
 from broker.store import JobStore
@@ -30,26 +30,34 @@ EXPLAINED = "(this job)"
 
 
 def explain_now(
-    planner: Planner, spec: JobSpec, tenant: TenantId, snap: PassSnapshot, store: JobStore
+    planner: Planner, spec: JobSpec, tenant: TenantId, snap: PassSnapshot, store: JobStore,
+    job: Job | None = None,
 ) -> Decision:
-    """What the dispatcher would decide for this job if it were queued now, on `snap`.
+    """What the dispatcher would decide for this job if it were queued now, on `snap`; with a
+    queued `job` (of that spec and tenant), for it where it stands (its arrival, its place).
 
     `snap` is the dispatcher's current pass snapshot (live attempts, routes, its claims and
     backlog); the inputs come from the same builder, and nothing is claimed or recorded.
     Fair share is applied as `decide` applies it, from where the job would stand now.
     """
     policy = planner.policy
-    standing = planner.fair.preview(policy, spec, tenant, snap.now)
+    fair = planner.fair
+    known = (fair.standings.get(job.id) or fair.provisional.get(job.id)) if job is not None else None
+    standing = known or fair.preview(policy, spec, tenant, snap.now)
+    job_id, since = (job.id, job.created_at) if job is not None else (EXPLAINED, snap.now)
+    pending = None  # (a queued job's burst condition held since, as the dispatcher keeps it)
+    if job is not None:
+        pending = job.created_at if job.id in planner.burst_jobs else planner.pending_burst.get(job.id)
     asked = spec
     limit = policy.document.fair_share.over_share_burst_ratio
     if limit is not None and not standing.in_quota and standing.ratio > limit:
         spec = spec.model_copy(update={"max_wait": timedelta(0)})
     # Waiters the job would stand behind in the fair-share order of the next full pass.
     projected = planner.waits.for_job(policy, spec, snap, store, planner.queueing_sites(), standing.position)
-    ahead = planner.waits.launches_ahead(policy, spec, tenant, snap.now)
+    ahead = planner.waits.launches_ahead(policy, spec, tenant, since, None if job is None else job.id)
     # Capacity fair share holds for a waiting job ahead is taken for a new job, as the
     # dispatcher's pass over new jobs counts it (`FairQueue.held_for`).
-    held = planner.fair.book.held_for(planner.fair.holds, policy, snap.now, EXPLAINED, tenant)
+    held = planner.fair.book.held_for(planner.fair.holds, policy, snap.now, job_id, tenant)
     barred = planner.fair.barred_at(policy, standing, tenant, spec, snap.now)  # as `Planner.decide`
     held, projected = bar_onprem(barred, held, projected)
     with claimed_meanwhile(snap.claimed, held):
@@ -57,11 +65,14 @@ def explain_now(
             tenant,
             snap,
             store,
-            queued_since=snap.now,
-            pending_since=None,
+            queued_since=since,
+            pending_since=pending,
             projected_wait=projected,
             launches_ahead=ahead,
         )
+        if job is not None:  # its own late claim is no reason to yield (as the dispatcher drops it)
+            late = {p: {j: c for j, c in cl.items() if j != job.id} for p, cl in inputs.late_claims.items()}
+            inputs = replace(inputs, late_claims=late)
         decision = decide(spec, tenant, snap.offers, policy, inputs)
     if barred is not None:
         decision = waiting_for_quota(policy, tenant, units_of(spec), decision)

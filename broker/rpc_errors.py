@@ -16,6 +16,7 @@ from broker.quota import QuotaExceededError
 from broker.service import (
     AgentAuthError,
     AgentReportError,
+    JobNotQueuedError,
     PermissionDeniedError,
 )
 from broker.store import JobNotFoundError, StoreError, StoreUnavailable
@@ -103,7 +104,7 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
             ]
         )
         details.append(_pack(failure))
-    elif isinstance(exc, OutputElsewhereError | OutputRemovedError):  # said, not an empty stream
+    elif isinstance(exc, OutputElsewhereError | OutputRemovedError | JobNotQueuedError):  # said, not empty
         code, message = code_pb2.FAILED_PRECONDITION, str(exc)
     elif isinstance(exc, StoreUnavailable):  # retryable: a submit with its client_id is safe to resend
         code, message = code_pb2.UNAVAILABLE, f"the job store is unavailable, retry: {exc.summary}"
@@ -131,6 +132,7 @@ ERROR_REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (NotPlaceableError, "NO_ALLOWED_OFFER"),
     (OutputElsewhereError, "OUTPUT_NOT_ON_REPLICA"),
     (OutputRemovedError, "OUTPUT_REMOVED"),
+    (JobNotQueuedError, "JOB_NOT_QUEUED"),
     (StoreUnavailable, "STORE_UNAVAILABLE"),
     (StoreError, "STORE_ERROR"),
 )

@@ -101,12 +101,13 @@ class RpcViews:
         ]
 
     async def explain_proto(
-        self, spec: JobSpec, caller: Principal, named: str = ""
+        self, spec: JobSpec, caller: Principal, named: str = "", job: Job | None = None
     ) -> placement_pb2.Explanation:
-        """The live decision for `spec` of the `named` tenant (empty: the caller's own)."""
-        tenant = self._viewed_tenant(caller, named)
+        """The live decision for `spec` of the `named` tenant (empty: the caller's own); for a
+        queued `job`, where it stands (its tenant, as `get` let the caller see it)."""
+        tenant = job.tenant if job is not None else self._viewed_tenant(caller, named)
         snap = await self.dispatcher.current_snapshot()
-        decision = explain_now(self.planner, spec, tenant, snap, self.store)
+        decision = explain_now(self.planner, spec, tenant, snap, self.store, job)
         return explanation_to_proto({**explain_json(decision, spec, self.planner.policy), "tenant": tenant})
 
     async def offers_proto(

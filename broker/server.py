@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from datetime import datetime
 from typing import Any
 
 import grpc
@@ -21,14 +19,20 @@ from broker.api import (
 from broker.audit import AuditTrail, BadHashError
 from broker.audit_page import BadPageTokenError
 from broker.auth import AuthError, Principal, TokenAuthority
-from broker.jobspec import MAX_DEADLINE
-from broker.model import JobSpec, TenantId
+from broker.model import Job, JobSpec, JobState, TenantId
 from broker.peer_uid import UNKNOWN_UID, loopback_peer_uid
 from broker.rpc_errors import DOMAIN, ERROR_REASONS, _BadRequest, abort_with, bad_request, error_reason
+from broker.rpc_fields import (
+    MAX_ACCELERATOR_FILTERS,
+    PAGE_TOKEN,
+    bounded_field,
+    checked_job_id,
+    label_filters,
+    report_time,
+)
 from broker.serde import (
     MAX_ANSWER_BYTES,
     WireValueError,
-    checked_timestamp,
     event_to_proto,
     job_to_proto,
     state_from_proto,
@@ -36,6 +40,7 @@ from broker.serde import (
 )
 from broker.service import (
     BrokerServices,
+    JobNotQueuedError,
     PermissionDeniedError,
 )
 from broker.submit import VetFn, wire_spec
@@ -45,66 +50,12 @@ __all__ = ["DOMAIN", "ERROR_REASONS", "BrokerServicer", "abort_with", "bad_reque
 
 log = logging.getLogger(__name__)
 
-MAX_ID = 128
-MAX_LABEL_FILTERS = 16
-MAX_ACCELERATOR_FILTERS = 64
-"""ListJobs matches at most this many labels at once (each one is a join)."""
-PAGE_TOKEN = re.compile(r"j-[0-9a-f]{1,60}")
-"""What ListJobs hands out as next_page_token: the last job id of the page (keyset paging)."""
-MAX_LABEL_TEXT = 63
-
-ExplainFn = Callable[[JobSpec, Principal, str], Awaitable[placement_pb2.Explanation]]
+ExplainFn = Callable[[JobSpec, Principal, str, Job | None], Awaitable[placement_pb2.Explanation]]
 SpendFn = Callable[[Principal, broker_service_pb2.GetSpendRequest], broker_service_pb2.GetSpendResponse]
 StatusFn = Callable[[Principal], Awaitable[broker_service_pb2.GetStatusResponse]]
 OffersFn = Callable[
     [Principal, broker_service_pb2.ListOffersRequest], Awaitable[broker_service_pb2.ListOffersResponse]
 ]
-
-
-def _label_filters(labels: Mapping[str, str]) -> dict[str, str]:
-    if len(labels) > MAX_LABEL_FILTERS:
-        raise _BadRequest([FieldViolation("labels", f"at most {MAX_LABEL_FILTERS} label filters")])
-    problems = [
-        FieldViolation(f"labels.{key[:MAX_LABEL_TEXT]}", f"at most {MAX_LABEL_TEXT} characters")
-        for key, value in labels.items()
-        if len(key) > MAX_LABEL_TEXT or len(value) > MAX_LABEL_TEXT
-    ]
-    if problems:
-        raise _BadRequest(problems[:10])
-    return dict(labels)
-
-
-def _report_time(request: Any, name: str) -> datetime | None:
-    """A report window's bound (`since`/`until`), None when unset; INVALID_ARGUMENT naming it.
-
-    Capped as job deadlines are: near year 9999 the Beijing-time month arithmetic overflows.
-    """
-    if not request.HasField(name):
-        return None
-    try:
-        value = checked_timestamp(getattr(request, name), name)
-    except WireValueError as exc:
-        raise _BadRequest([FieldViolation(exc.field, exc.description)]) from exc
-    if value >= MAX_DEADLINE:
-        raise _BadRequest([FieldViolation(name, f"must be before {MAX_DEADLINE.date().isoformat()}")])
-    return value
-
-
-def _bounded(value: str, field: str) -> str:
-    """An id-like filter (tenant, job id) of at most MAX_ID characters.
-
-    Errors quote such values: an unbounded one would exceed gRPC's 16 KiB metadata limit and
-    reach the client as RESOURCE_EXHAUSTED "Stream removed", naming nothing.
-    """
-    if len(value) > MAX_ID:
-        raise _BadRequest([FieldViolation(field, f"must be at most {MAX_ID} characters")])
-    return value
-
-
-def _job_id(value: str) -> str:
-    if not value or len(value) > MAX_ID:
-        raise _BadRequest([FieldViolation("id", "must be a job id")])
-    return value
 
 
 class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
@@ -187,7 +138,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.GetJobResponse:
         try:
-            job = self.services.get(self._principal(context), _job_id(request.id))
+            job = self.services.get(self._principal(context), checked_job_id(request.id))
             return broker_service_pb2.GetJobResponse(job=job_to_proto(job, None, self.services.details(job)))
         except Exception as exc:
             await abort_with(context, exc)
@@ -205,12 +156,12 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 states = sorted({state_from_proto(s) for s in request.states})
             except WireValueError as exc:
                 raise _BadRequest([FieldViolation("states", "unknown job state")]) from exc
-            _bounded(request.tenant, "tenant")
+            bounded_field(request.tenant, "tenant")
             page = self.services.list(
                 caller,
                 tenant=request.tenant,
                 states=states,
-                labels=_label_filters(request.labels),
+                labels=label_filters(request.labels),
                 page_size=request.page_size,
                 page_token=request.page_token,
             )
@@ -232,7 +183,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.CancelJobResponse:
         try:
-            job = await self.services.cancel(self._principal(context), _job_id(request.id))
+            job = await self.services.cancel(self._principal(context), checked_job_id(request.id))
             details = self.services.details(job)
             return broker_service_pb2.CancelJobResponse(job=within_answer(job_to_proto(job, None, details)))
         except Exception as exc:
@@ -245,7 +196,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             caller = self._principal(context)
             if request.after_seq < 0:
                 raise _BadRequest([FieldViolation("after_seq", "must be >= 0")])
-            job_id = _job_id(request.id)
+            job_id = checked_job_id(request.id)
         except Exception as exc:
             await abort_with(context, exc)
         try:
@@ -262,28 +213,47 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
     ) -> broker_service_pb2.ExplainPlacementResponse:
         try:
             caller = self._principal(context)
-            _bounded(request.tenant, "tenant")
+            bounded_field(request.tenant, "tenant")
+            if request.job_id:
+                return await self._explain_job(request, caller)
             # The spec a submission may carry, no larger (a 28 MB spec was decoded and placed).
             self.services.submitter.check_spec_bytes(caller.tenant, request.job.ByteSize(), "job")
             spec = wire_spec(request.job, "job", self.vet)
             if self.explain is None:
                 return broker_service_pb2.ExplainPlacementResponse()
-            explanation = await self.explain(spec, caller, request.tenant)
+            explanation = await self.explain(spec, caller, request.tenant, None)
             return broker_service_pb2.ExplainPlacementResponse(explanation=explanation)
         except Exception as exc:
             await abort_with(context, exc)
+
+    async def _explain_job(
+        self, request: broker_service_pb2.ExplainPlacementRequest, caller: Principal
+    ) -> broker_service_pb2.ExplainPlacementResponse:
+        """A queued job, explained where it stands (NOT_FOUND for another tenant's, as `get`)."""
+        if request.HasField("job") or request.tenant:
+            raise _BadRequest([FieldViolation("job_id", "give a job_id, or a job (and tenant): not both")])
+        job = self.services.get(caller, bounded_field(request.job_id, "job_id"))
+        if job.state != JobState.QUEUED:
+            raise JobNotQueuedError(
+                f"job {job.id} is {job.state.value}: explain answers for a queued job "
+                "(szb get shows its placement)"
+            )
+        if self.explain is None:
+            return broker_service_pb2.ExplainPlacementResponse()
+        explanation = await self.explain(job.spec, caller, job.tenant, job)
+        return broker_service_pb2.ExplainPlacementResponse(explanation=explanation)
 
     async def GetSpend(
         self, request: broker_service_pb2.GetSpendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.GetSpendResponse:
         try:
             caller = self._principal(context)
-            since, until = _report_time(request, "since"), _report_time(request, "until")
+            since, until = report_time(request, "since"), report_time(request, "until")
             if since is not None and until is not None and until <= since:
                 raise _BadRequest([FieldViolation("until", "must be after since")])
             if request.group_by not in broker_service_pb2.SpendGrouping.values():
                 raise _BadRequest([FieldViolation("group_by", "unknown enum value")])
-            _bounded(request.tenant, "tenant")
+            bounded_field(request.tenant, "tenant")
             if self.spend is None:
                 return broker_service_pb2.GetSpendResponse()
             return self.spend(caller, request)
@@ -310,7 +280,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             if request.tail_bytes < 0:
                 raise _BadRequest([FieldViolation("tail_bytes", "must be >= 0")])
             stream = self.services.logs(
-                caller, _job_id(request.id), follow=request.follow, tail_bytes=request.tail_bytes
+                caller, checked_job_id(request.id), follow=request.follow, tail_bytes=request.tail_bytes
             )
             async with aclosing(stream):
                 async for piece in stream:
@@ -328,12 +298,12 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
     ) -> broker_service_pb2.ListOffersResponse:
         try:
             caller = self._principal(context)
-            _bounded(request.tenant, "tenant")
+            bounded_field(request.tenant, "tenant")
             if len(request.accelerators) > MAX_ACCELERATOR_FILTERS:
                 why = f"at most {MAX_ACCELERATOR_FILTERS} names"
                 raise _BadRequest([FieldViolation("accelerators", why)])
             for i, name in enumerate(request.accelerators):
-                _bounded(name, f"accelerators[{i}]")
+                bounded_field(name, f"accelerators[{i}]")
             if self.offers is None:
                 return broker_service_pb2.ListOffersResponse()
             return await self.offers(caller, request)
@@ -382,9 +352,9 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             audit = self._audit(context)
             if request.page_size < 0:
                 raise _BadRequest([FieldViolation("page_size", "must be >= 0")])
-            _bounded(request.job_id, "job_id")
-            _bounded(request.tenant, "tenant")
-            since, until = _report_time(request, "since"), _report_time(request, "until")
+            bounded_field(request.job_id, "job_id")
+            bounded_field(request.tenant, "tenant")
+            since, until = report_time(request, "since"), report_time(request, "until")
             try:
                 return audit.events(
                     job_id=request.job_id, tenant=request.tenant, since=since, page_size=request.page_size,

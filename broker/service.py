@@ -67,6 +67,10 @@ class PermissionDeniedError(BrokerError):
     """The caller's role does not allow this call (never used to hide a job: that is NOT_FOUND)."""
 
 
+class JobNotQueuedError(BrokerError):
+    """The call is for a queued job, and this one is not (it runs, or it ended)."""
+
+
 class EventHub:
     """Wakes watchers when a job gets a new event; events themselves are read from the store."""
 

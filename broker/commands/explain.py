@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,9 +41,16 @@ DEFAULT_POLICY = Path("configs/policy.yaml")
 MONEY_KEYS = ("onprem_total_cost", "cloud_total_cost", "cash", "voucher")
 
 
+QUEUED_ID = re.compile(r"j-[0-9a-f]{1,60}")
+"""A job id as the broker hands them out (a spec file of that name, if one exists, is read instead)."""
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("explain", help="where would this job run, and why")
-    parser.add_argument("job", type=Path, help="job spec YAML")
+    parser.add_argument(
+        "job", type=Path,
+        help="job spec YAML, or with --server the id of a queued job (explained where it stands)",
+    )
     parser.add_argument("--policy", type=Path, default=None,
                         help=f"offline: the routing policy (default {DEFAULT_POLICY})")
     parser.add_argument("--tenant", default=None,
@@ -72,6 +80,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if QUEUED_ID.fullmatch(str(args.job)) and not args.job.exists():
+        if not server or args.tenant:
+            print(f"szb: usage error: {args.job} is a job id: explaining a queued job asks the running "
+                  "broker (--server or SZB_SERVER), for the job's own tenant (no --tenant)", file=sys.stderr)
+            return 2
+        return _explain_queued(args)
     if server:
         return _explain_remote(args)
     try:
@@ -128,6 +142,20 @@ def _explain_remote(args: argparse.Namespace) -> int:
             print(f"szb: error: {exc}", file=sys.stderr)
             return 1
     return _show(explanation_from_proto(resp.explanation), args, job=job.name, nodes=job.resources.nodes)
+
+
+def _explain_queued(args: argparse.Namespace) -> int:
+    """ExplainPlacement of a queued job: its own spec, tenant, arrival and place in the queue."""
+    with client_for(args) as client:
+        try:
+            stored = client.get(str(args.job)).job
+            resp = client.explain(pb.ExplainPlacementRequest(job_id=stored.id))
+        except ClientError as exc:
+            print(f"szb: error: {exc}", file=sys.stderr)
+            return 1
+    spec = stored.spec
+    return _show(explanation_from_proto(resp.explanation), args, job=f"{spec.name} ({stored.id})",
+                 nodes=spec.resources.nodes or 1)
 
 
 def _show(body: dict[str, Any], args: argparse.Namespace, *, job: str, nodes: int = 1) -> int:

@@ -44,6 +44,7 @@ COVERED = {
     "szb cancel ID": "test_quick_tour_on_the_embedded_default",
     "szb explain JOB.yaml --policy configs/policy.yaml --tenant pku-nlp": "test_offline_commands",
     "szb explain JOB.yaml --server HOST:PORT": "test_quick_tour_on_the_embedded_default",
+    "szb explain JOB_ID --server HOST:PORT": "test_quick_tour_on_the_embedded_default",
     "szb status": "test_quick_tour_on_the_embedded_default",
     "szb spend [--tenant ID]": "test_quick_tour_on_the_embedded_default",
     "szb token --tenant ID": "test_offline_commands",
@@ -175,6 +176,7 @@ def test_quick_tour_on_the_embedded_default(folder: Path) -> None:
     server_dir.mkdir()
     server = Server("szb serve", server_dir, serve_env)
     job_id = ""
+    extra_jobs: list[str] = []
     try:
         env["SZB_SERVER"] = f"127.0.0.1:{server.port}"
         done = run(f"szb submit {JOB} --wait", folder, env)
@@ -212,6 +214,23 @@ def test_quick_tour_on_the_embedded_default(folder: Path) -> None:
         assert "CANCELLED" in watched.stdout and " #1 " not in watched.stdout
         explained = run(f"szb explain {JOB} --server {env['SZB_SERVER']}", folder, env)
         assert "A800" in explained.stdout
+        # Every A800 taken by one job, a second waits: explained by its id where it stands.
+        (folder / "all-gpus.yaml").write_text(
+            "name: all-gpus\ncommand: [sleep, '300']\nruntime_estimate: 10m\n"
+            "resources: {accelerators: {count: 8, any_of: [A800]}}\n"
+        )
+        hog = json.loads(run("szb submit all-gpus.yaml -o json", folder, env).stdout)[0]["id"]
+        waiting = json.loads(run("szb submit all-gpus.yaml -o json", folder, env).stdout)[0]["id"]
+        extra_jobs = [hog, waiting]
+        deadline = time.monotonic() + 30
+        while "wait" not in (queued := run(f"szb explain {waiting} --server {env['SZB_SERVER']}", folder,
+                                           env)).stdout.lower():
+            assert time.monotonic() < deadline, queued.stdout
+            time.sleep(0.3)
+        assert waiting in queued.stdout and "A800" in queued.stdout, queued.stdout
+        for extra in extra_jobs:
+            run(f"szb cancel {extra}", folder, env)
+        extra_jobs = []
         assert "Jobs:" in run("szb status", folder, env).stdout
         run("szb spend", folder, env)
         run("szb spend --tenant dev", folder, env)
@@ -248,8 +267,9 @@ def test_quick_tour_on_the_embedded_default(folder: Path) -> None:
         finally:
             copy.close()
     finally:
-        if job_id:  # never leave the long job running after a failure
-            subprocess.run(["bash", "-c", f"szb cancel {job_id}"], cwd=folder, env=env, check=False)
+        for left in [job_id, *extra_jobs]:  # never leave a long job running after a failure
+            if left:
+                subprocess.run(["bash", "-c", f"szb cancel {left}"], cwd=folder, env=env, check=False)
         server.stop()
     log = "".join(server.lines)
     assert "lost" not in log and "runner process ended" not in log

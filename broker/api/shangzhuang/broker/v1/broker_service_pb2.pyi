@@ -363,9 +363,14 @@ class ExplainPlacementRequest(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     TENANT_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """Explain for this tenant. Operators and internal tenants may name any tenant; a tenant may
     only name itself. Empty: the caller's own tenant.
+    """
+    job_id: _builtins.str
+    """Instead of `job` and `tenant`: a queued job, explained where it stands (its spec, its
+    tenant, its arrival and its place in the queue), as the dispatcher decides it.
     """
     @_builtins.property
     def job(self) -> _job_pb2.JobSpec: ...
@@ -374,10 +379,11 @@ class ExplainPlacementRequest(_message.Message):
         *,
         job: _job_pb2.JobSpec | None = ...,
         tenant: _builtins.str = ...,
+        job_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "job_id", b"job_id", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
