@@ -259,3 +259,30 @@ def test_paging_the_audit_trail_reads_every_entry_once_and_until_bounds_it(tmp_p
         assert [e["message"] for e in json.loads(old.stdout)["events"]] == oldest
     finally:
         broker.stop()
+
+
+def test_a_refused_spec_with_a_long_value_is_recorded_without_stalling_the_broker(tmp_path: Path) -> None:
+    """Review: one refused submission whose env value was 60,000 letters held the event loop for
+    66 s while its record was masked (a log pattern quadratic in the run of letters), and every
+    tenant's calls waited. The refusal now answers within a default client's patience, and the
+    record still masks what it must."""
+    config = write_broker_folder(tmp_path, REFUSING, TOKENS)
+    broker = BrokerProcess(config)
+    broker.start(timeout=120)
+    job = a800_job("long-value")
+    job.env["NOTES"] = "a" * 58_000
+    job.env["HF_TOKEN"] = "hf_" + "b" * 3_000
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth("team-b"), timeout=30)
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
+            stub.ListJobs(pb.ListJobsRequest(), metadata=auth("team-a"), timeout=30)
+    finally:
+        broker.stop()
+    with closing(sqlite3.connect(tmp_path / "data" / "broker.db")) as db:
+        (spec,) = db.execute("SELECT spec FROM refused_submissions").fetchone()
+    stored = json.loads(spec)
+    assert stored["env"]["HF_TOKEN"] == "[REDACTED]" and "b" * 100 not in spec
+    assert stored["env"]["NOTES"] == "a" * 58_000

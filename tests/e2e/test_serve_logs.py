@@ -224,6 +224,12 @@ def test_bad_log_level_is_a_usage_error(config: Path) -> None:
         ("dsn postgresql://szb:p/ss@db/szb", "p/ss"),
         ("dsn postgresql://szb:p@ss@db:5432/szb", "ss@db"),
         ("store postgresql://szb:hunter@2024@db", "2024"),
+        # Keys whose letters run long before `token`/`secret` (the patterns no longer start a
+        # match inside a run of letters, which made them quadratic).
+        ("HF_TOKEN=hf_abcdef123", "hf_abcdef123"),
+        ("AVERYLONGSERVICEACCOUNTNAMEFORTHEINTERNALAPI_TOKEN: t0ps3cr3t", "t0ps3cr3t"),
+        ("MY_DB_SECRET_KEY=k3y", "k3y"),
+        ("abc1token=x9y8z7", "x9y8z7"),
     ],
 )
 def test_redact_masks_secrets(text: str, secret: str) -> None:
