@@ -88,7 +88,8 @@ def threads_of(proc: BrokerProcess) -> int:
 @pytest.mark.parametrize(
     ("length", "status"),
     [("abc", 400), ("-5", 400), ("1e3", 400), ("omit", 411), (str(10**9), 413), (str(64 * 1024 + 1), 413),
-     ("\u00b2", 400), ("12\u00b2", 400)],  # superscript digits: isdigit(), but not int()
+     ("\u00b2", 400), ("12\u00b2", 400),  # superscript digits: isdigit(), but not int()
+     ("9" * 4400, 413)],  # more digits than Python reads (review: no answer, a traceback per request)
 )
 def test_bad_content_length_gets_a_reply(port: int, length: str, status: int) -> None:
     assert post(port, report(), length=length)[0] == status
