@@ -10,6 +10,7 @@ end would otherwise starve of disk. Self-contained: -I keeps the repository off 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import json
@@ -266,6 +267,10 @@ def _not_started(program: str, env: dict[str, str], exc: BaseException) -> tuple
 def _confine(plan: dict[str, Any]) -> None:
     """In the job process, after it took its user and group, before it executes."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # No setuid program raises it (systemd's NoNewPrivileges): one a job left in /tmp ran as a
+    # later job's reused uid would have let that job read the other's secrets.
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
     if plan.get("cores"):
         os.sched_setaffinity(0, plan["cores"])
     for name, value in (plan.get("rlimits") or {}).items():

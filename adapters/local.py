@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from adapters._local_cleanup import remove_owned, seal
 from adapters._local_launch import NO_IMAGES, prepare_launch, start_runner
 from adapters._local_records import (
     boot_id,
@@ -146,7 +147,7 @@ class LocalAdapter:
         meta = read_meta(path)
         identity = meta.get("runner")
         if isinstance(identity, str) and identity.split(":")[0] != boot_id():
-            return
+            return seal(path)  # (nothing of it runs after a reboot; its folder must not stay open)
         uid = meta.get("gid") if self.sandbox.user is not None else None
         if isinstance(uid, int):
             with self._lock:
@@ -155,12 +156,15 @@ class LocalAdapter:
             if uid in taken:
                 # The job's processes all ended and its id went to a later attempt, which
                 # a kill of "every process of that uid" would end instead.
-                return
+                return seal(path)
         pid = meta.get("pid")
         attempt = meta.get("attempt_id")
         kill_leftovers(uid if isinstance(uid, int) else None, pid if isinstance(pid, int) else None,
                        identity if isinstance(identity, str) else None,
                        attempt if isinstance(attempt, str) else None)
+        if isinstance(uid, int):  # before its id is handed out again, nothing of it stays readable
+            remove_owned(uid)
+        seal(path)  # (its runner seals it on a normal end, not when killed at a cancel's grace)
 
     def _in_use(self) -> tuple[dict[str, set[int]], float, list[dict[str, Any]]]:
         slots: dict[str, set[int]] = {name: set() for name in self.inventory}

@@ -634,3 +634,56 @@ def test_an_agent_chunk_past_any_offset_and_a_bad_rank_are_invalid_argument(
         proc.kill()
         stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-b"))
     assert "Traceback" not in "".join(broker.output)
+
+
+@ROOT_ONLY
+def test_no_setuid_program_raises_a_jobs_privileges(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    """Review: a setuid copy of a shell one job left in /tmp ran a later job as the first job's
+    (reused) uid, which read the other tenant's secrets. Jobs run with no_new_privs set."""
+    code = (
+        "import json\n"
+        "lines = open('/proc/self/status').read().splitlines()\n"
+        "flags = dict(line.split(':\\t', 1) for line in lines if ':\\t' in line)\n"
+        "print(json.dumps({'no_new_privs': flags['NoNewPrivs'].strip()}))"
+    )
+    assert run_probe(stub, code)["no_new_privs"] == "1"
+
+
+@ROOT_ONLY
+def test_what_a_job_left_in_shared_temporary_folders_goes_with_it(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    """What a job writes outside its folder keeps its private uid, which a later job gets again:
+    the broker removes it when the attempt ends."""
+    name = f"szb-left-{uuid.uuid4().hex}"
+    code = (
+        "import json, os\n"
+        f"for d in ('/tmp', '/dev/shm'): open(os.path.join(d, '{name}'), 'w').write('secret')\n"
+        f"os.mkdir('/tmp/{name}.d'); open('/tmp/{name}.d/x', 'w').write('secret')\n"
+        "print(json.dumps({'uid': os.getuid()}))"
+    )
+    run_probe(stub, code)
+    made = (Path("/tmp") / name, Path("/dev/shm") / name, Path("/tmp") / f"{name}.d")
+    left = [p for p in made if p.exists()]
+    assert not left, left
+
+
+@ROOT_ONLY
+def test_a_job_killed_after_its_grace_leaves_its_folder_sealed(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    """Review: a job that ignored SIGTERM was killed with its runner at the end of the cancel's
+    grace, and its folder stayed its own: the next job given its uid read its checkpoint."""
+    ignore_term = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)"
+    job, held = start_sleeper(stub, "team-a", setup=ignore_term)
+    work = Path(os.readlink(f"/proc/{held.pid}/cwd"))
+    assert work.parent.stat().st_gid != 0  # open to the job's group while it runs
+    stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-a"))
+    wait_for(stub, job.id, {job_pb2.JOB_STATE_CANCELLED})
+    deadline = time.monotonic() + 30
+    while (st := work.parent.stat()).st_gid != 0:
+        assert time.monotonic() < deadline, (st.st_gid, oct(st.st_mode))
+        time.sleep(0.2)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o700)
