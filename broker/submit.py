@@ -101,6 +101,21 @@ def _client_id(value: str, field: str) -> str | None:
     return value or None
 
 
+def _client_id_clashes(items: list[Submission], request: pb.SubmitJobsRequest) -> list[FieldViolation]:
+    """Entries of one batch that give an earlier entry's client_id with another job: one of the
+    two would be dropped without a word (the same job twice is one job, answered twice)."""
+    first: dict[str, int] = {}
+    out = []
+    for i, item in enumerate(items):
+        if item.client_id is None:
+            continue
+        j = first.setdefault(item.client_id, i)
+        if j != i and request.requests[j].job != request.requests[i].job:
+            out.append(FieldViolation(f"requests[{i}].client_id",
+                                      f"is requests[{j}]'s, with another job: a client_id names one job"))
+    return out
+
+
 def _echo(spec: job_pb2.JobSpec) -> job_pb2.JobSpec | None:
     """The wire spec to answer with, when it is what was stored (deadlines keep microseconds)."""
     return spec if spec.deadline.nanos % 1000 == 0 else None
@@ -186,6 +201,7 @@ class SubmitPath:
                 )
             except BadRequestError as bad:
                 problems.extend(bad.items)
+        problems += _client_id_clashes(items, request)
         if problems:
             raise BadRequestError(problems)
         try:

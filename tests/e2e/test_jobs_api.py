@@ -20,6 +20,7 @@ from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.serde import state_from_proto
 from tests.brokerproc import BrokerProcess
 from tests.e2e.conftest import PY, auth
+from tests.e2e.test_hostile_input import field_violations
 from tests.processes import Held
 
 TERMINAL = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
@@ -232,6 +233,25 @@ def test_duplicate_client_id_returns_the_same_job(stub: broker_service_pb2_grpc.
     assert other.created and other.job.id != first.job.id
     page = stub.ListJobs(pb.ListJobsRequest(page_size=1000), metadata=auth("team-a"))
     assert sum(1 for j in page.jobs if j.client_id == "retry-123") == 1
+
+
+def test_one_client_id_for_two_jobs_in_a_batch_is_refused_naming_the_second(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    """Review: a batch whose two entries shared a client_id with different jobs stored the first
+    and answered it twice; the second job was dropped without a word. Now the batch is refused
+    (nothing stored); the same job twice is still one job, answered twice."""
+    key = f"batch-{uuid.uuid4().hex[:8]}"
+    one = pb.SubmitJobRequest(job=spec("first", [PY, "-c", "pass"]), client_id=key)
+    other = pb.SubmitJobRequest(job=spec("second", [PY, "-c", "pass"]), client_id=key)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitJobs(pb.SubmitJobsRequest(requests=[one, other]), metadata=auth("team-a"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "requests[1].client_id" in field_violations(err.value), field_violations(err.value)
+    listed = stub.ListJobs(pb.ListJobsRequest(page_size=1000), metadata=auth("team-a")).jobs
+    assert not any(j.client_id == key for j in listed)  # nothing of the batch was stored
+    twice = stub.SubmitJobs(pb.SubmitJobsRequest(requests=[one, one]), metadata=auth("team-a"))
+    assert twice.responses[0].job.id == twice.responses[1].job.id
 
 
 def test_tenant_cannot_see_or_cancel_another_tenants_job(
