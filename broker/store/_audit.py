@@ -157,6 +157,16 @@ def prefix_range(prefix: str) -> tuple[str, str]:
     return prefix, prefix + "g"
 
 
+def _window(
+    f: AuditFilter, column: str, where: list[str], params: list[Any], ts: Callable[[datetime], Any]
+) -> None:
+    """`f`'s since (inclusive) and until (exclusive) on `column`, added to a query's conditions."""
+    for bound, op in ((f.since, ">="), (f.until, "<")):
+        if bound is not None:
+            where.append(f"{column} {op} ?")
+            params.append(ts(bound))
+
+
 def audit_query(f: AuditFilter, ts: Callable[[datetime], Any]) -> tuple[str, list[Any]]:
     """Newest audit events first, matching the filter; rows end with the job's tenant."""
     where = [f"e.kind IN ({', '.join('?' for _ in AUDIT_KINDS)})"]
@@ -167,12 +177,7 @@ def audit_query(f: AuditFilter, ts: Callable[[datetime], Any]) -> tuple[str, lis
     if f.tenant:
         where.append("j.tenant = ?")
         params.append(f.tenant)
-    if f.since is not None:
-        where.append("e.time >= ?")
-        params.append(ts(f.since))
-    if f.until is not None:
-        where.append("e.time < ?")
-        params.append(ts(f.until))
+    _window(f, "e.time", where, params, ts)
     if (c := f.after) is not None:
         if c.source == EVENT:
             where.append("(e.time < ? OR (e.time = ? AND (e.job_id < ? OR (e.job_id = ? AND e.seq < ?))))")
@@ -212,12 +217,7 @@ def refusal_query(f: AuditFilter, ts: Callable[[datetime], Any]) -> tuple[str, l
     if f.tenant:
         where.append("tenant = ?")
         params.append(f.tenant)
-    if f.since is not None:
-        where.append("time >= ?")
-        params.append(ts(f.since))
-    if f.until is not None:
-        where.append("time < ?")
-        params.append(ts(f.until))
+    _window(f, "time", where, params, ts)
     if (c := f.after) is not None:
         if c.source != REFUSAL:  # every refusal of the entry's time comes after it
             where.append("time <= ?")

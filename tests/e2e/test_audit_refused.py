@@ -12,6 +12,7 @@ import hashlib
 import json
 import sqlite3
 from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from google.protobuf import duration_pb2
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import Role, token_entry_line
+from broker.model import TenantId
+from broker.store import SqliteStore
+from broker.store._audit import RefusedSubmission
 from tests.brokerproc import BrokerProcess, szb, write_broker_folder
 from tests.e2e.conftest import POLICY, TOKENS, auth
 
@@ -146,28 +150,28 @@ def test_refusals_newest_first_page_like_other_events(tmp_path: Path) -> None:
     assert kinds[:4] == [("refused", ""), ("refused", ""), ("refused", ""), ("submitted", later.id)], kinds
 
 
-def test_the_brokers_own_cap_on_audit_events_is_said(tmp_path: Path) -> None:
-    """Held-out review: with 10,029 audit entries `--limit 0` showed 1,000 and `--limit 20000`
-    10,000, silently; only a limit below the broker's caps said that older ones exist."""
-    from datetime import UTC, datetime, timedelta
-
-    from broker.model import TenantId
-    from broker.store import SqliteStore
-    from broker.store._audit import RefusedSubmission
-
+def with_refusals(tmp_path: Path, refusals: list[tuple[datetime, str]]) -> Path:
+    """A broker folder (an operator's token added) whose store holds team-b's refusals, (time,
+    message) each, before the broker starts; returns its broker.yaml."""
     config = write_broker_folder(tmp_path, REFUSING, TOKENS)
     with (tmp_path / "tokens.yaml").open("a") as f:
         f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
     (tmp_path / "data").mkdir(exist_ok=True)
     store = SqliteStore(tmp_path / "data" / "broker.db")
-    start = datetime.now(UTC) - timedelta(hours=1)
     store.record_refusals([
-        RefusedSubmission(start + timedelta(seconds=i * 0.1), TenantId("team-b"), "", "tenant", f"j{i}",
-                          "refused", (RULE,), "h", "{}")
-        for i in range(10_050)
+        RefusedSubmission(at, TenantId("team-b"), "", "tenant", f"r{i}", message, (RULE,), "h", "{}")
+        for i, (at, message) in enumerate(refusals)
     ], keep=20_000)
     store.close()
-    broker = BrokerProcess(config)
+    return config
+
+
+def test_the_brokers_own_cap_on_audit_events_is_said(tmp_path: Path) -> None:
+    """Held-out review: with 10,029 audit entries `--limit 0` showed 1,000 and `--limit 20000`
+    10,000, silently; only a limit below the broker's caps said that older ones exist."""
+    start = datetime.now(UTC) - timedelta(hours=1)
+    broker = BrokerProcess(with_refusals(tmp_path, [(start + timedelta(seconds=i * 0.1), "refused")
+                                                    for i in range(10_050)]))
     broker.start(timeout=120)
     try:
         for limit, shown in (("0", 1000), ("20000", 10_000)):
@@ -183,26 +187,10 @@ def test_paging_the_audit_trail_reads_every_entry_once_and_until_bounds_it(tmp_p
     """`szb audit` showed only the newest 10,000 entries, with no way to read further back (no
     `--until`, no page token). Pages now follow one another by a token naming the oldest entry
     shown, also where many entries share one time and jobs' events and refusals interleave."""
-    from datetime import UTC, datetime, timedelta
-
-    from broker.model import TenantId
-    from broker.store import SqliteStore
-    from broker.store._audit import RefusedSubmission
-
-    config = write_broker_folder(tmp_path, REFUSING, TOKENS)
-    with (tmp_path / "tokens.yaml").open("a") as f:
-        f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
-    (tmp_path / "data").mkdir(exist_ok=True)
-    store = SqliteStore(tmp_path / "data" / "broker.db")
     start = datetime.now(UTC) - timedelta(hours=1)
     # 25 refusals at one instant, then 25 at another: pages must cut inside a run of equal times.
-    store.record_refusals([
-        RefusedSubmission(start + timedelta(seconds=i // 25), TenantId("team-b"), "", "tenant", f"r{i}",
-                          f"refused r{i}", (RULE,), "h", "{}")
-        for i in range(50)
-    ], keep=20_000)
-    store.close()
-    broker = BrokerProcess(config)
+    broker = BrokerProcess(with_refusals(tmp_path, [(start + timedelta(seconds=i // 25), f"refused r{i}")
+                                                    for i in range(50)]))
     broker.start(timeout=120)
     op = (("authorization", f"Bearer {OPERATOR}"),)
 
