@@ -117,6 +117,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             logging.getLogger("broker").critical("broker stopped: %s", redact(str(exc)),
                                                  extra={"event": "stopped"})
         return fail(f"broker stopped: {exc}")
+    # The last line of a clean stop (SIGTERM, SIGINT): a log reader knows it was not a crash.
+    logging.getLogger("broker").info("stopped; running jobs keep running", extra={"event": "stopped"})
     return 0
 
 

@@ -94,6 +94,8 @@ def test_json_log_lines_carry_job_tenant_site_and_reloads(config: Path) -> None:
         serve.wait_for('"event": "reload"')
     finally:
         serve.stop()
+    # A clean stop ends with a line saying so (review: the log just ended, as after a crash).
+    assert json.loads(serve.wait_for('"event": "stopped"'))["level"] == "INFO"
     records = [json.loads(line) for line in serve.lines if line.startswith("{")]
     assert records, serve.lines
     # Every log line is a JSON object (only the two readiness lines on stdout are not).
