@@ -213,6 +213,19 @@ def test_paging_the_audit_trail_reads_every_entry_once_and_until_bounds_it(tmp_p
                 token = resp.next_page_token
                 if not token:
                     break
+            # One entry a page: most pages end on a job's event (review: those tokens were refused).
+            mine_whole = read(page_size=10_000, tenant="team-a")
+            mine, token = [], ""
+            while True:
+                resp = read(page_size=1, tenant="team-a", page_token=token)
+                mine = list(resp.events) + mine
+                token = resp.next_page_token
+                if not token:
+                    break
+            assert [(e.kind, e.job_id, e.seq) for e in mine] == [
+                (e.kind, e.job_id, e.seq) for e in mine_whole.events
+            ]
+            assert sum(1 for e in mine if e.kind == "submitted") == 3
             with pytest.raises(grpc.RpcError) as forged:
                 stub.ListAuditEvents(pb.ListAuditEventsRequest(page_token="not-a-token"), metadata=op)
         key = [(e.time.ToDatetime(), e.job_id, e.seq, e.message) for e in whole.events]
