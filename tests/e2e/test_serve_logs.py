@@ -232,6 +232,13 @@ def test_bad_log_level_is_a_usage_error(config: Path) -> None:
         ("AVERYLONGSERVICEACCOUNTNAMEFORTHEINTERNALAPI_TOKEN: t0ps3cr3t", "t0ps3cr3t"),
         ("MY_DB_SECRET_KEY=k3y", "k3y"),
         ("abc1token=x9y8z7", "x9y8z7"),
+        # Unbounded secrets, as before the patterns were made linear (a review of that change:
+        # bounds let long DSN passwords, spaced values and long JWTs through).
+        ("postgresql://app:" + "p" * 300 + "Q@db.internal:5432/x", "p" * 300),
+        ("Authorization: Bearer" + " " * 17 + "s3cr3tTOKENvalue", "s3cr3tTOKENvalue"),
+        ("password =" + " " * 17 + "hunter2hunter2", "hunter2hunter2"),
+        ("client_secret_for_the_production_environment_key=abc123SECRET", "abc123SECRET"),
+        ("jwt eyJ" + "a" * 20 + "." + "b" * 9000 + ".sig", "b" * 9000),
     ],
 )
 def test_redact_masks_secrets(text: str, secret: str) -> None:
