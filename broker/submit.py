@@ -101,16 +101,16 @@ def _client_id(value: str, field: str) -> str | None:
     return value or None
 
 
-def _client_id_clashes(items: list[Submission], request: pb.SubmitJobsRequest) -> list[FieldViolation]:
+def _client_id_clashes(request: pb.SubmitJobsRequest) -> list[FieldViolation]:
     """Entries of one batch that give an earlier entry's client_id with another job: one of the
     two would be dropped without a word (the same job twice is one job, answered twice)."""
     first: dict[str, int] = {}
     out = []
-    for i, item in enumerate(items):
-        if item.client_id is None:
+    for i, r in enumerate(request.requests):
+        if not r.client_id:
             continue
-        j = first.setdefault(item.client_id, i)
-        if j != i and request.requests[j].job != request.requests[i].job:
+        j = first.setdefault(r.client_id, i)
+        if j != i and request.requests[j].job != r.job:
             out.append(FieldViolation(f"requests[{i}].client_id",
                                       f"is requests[{j}]'s, with another job: a client_id names one job"))
     return out
@@ -201,7 +201,7 @@ class SubmitPath:
                 )
             except BadRequestError as bad:
                 problems.extend(bad.items)
-        problems += _client_id_clashes(items, request)
+        problems += _client_id_clashes(request)
         if problems:
             raise BadRequestError(problems)
         try:

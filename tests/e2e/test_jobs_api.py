@@ -250,6 +250,13 @@ def test_one_client_id_for_two_jobs_in_a_batch_is_refused_naming_the_second(
     assert "requests[1].client_id" in field_violations(err.value), field_violations(err.value)
     listed = stub.ListJobs(pb.ListJobsRequest(page_size=1000), metadata=auth("team-a")).jobs
     assert not any(j.client_id == key for j in listed)  # nothing of the batch was stored
+    # Named by the batch's own positions, with an entry before them refused for another reason.
+    bad = pb.SubmitJobRequest(job=spec("bad", [PY, "-c", "pass"]), client_id="\x01")
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitJobs(pb.SubmitJobsRequest(requests=[bad, one, other]), metadata=auth("team-a"))
+    named = field_violations(err.value)
+    assert "requests[0].client_id" in named and "requests[2].client_id" in named, named
+    assert "requests[1]'s" in named["requests[2].client_id"]
     twice = stub.SubmitJobs(pb.SubmitJobsRequest(requests=[one, one]), metadata=auth("team-a"))
     assert twice.responses[0].job.id == twice.responses[1].job.id
 
