@@ -163,7 +163,9 @@ class LocalAdapter:
                        identity if isinstance(identity, str) else None,
                        attempt if isinstance(attempt, str) else None)
         if isinstance(uid, int):  # before its id is handed out again, nothing of it stays readable
-            remove_owned(uid)
+            with self._lock:  # (unless a submit gave the id, free once its processes ended, anew)
+                if uid not in {m.get("gid") for name, m in self._live.items() if name != path.name}:
+                    remove_owned(uid)
         seal(path)  # (its runner seals it on a normal end, not when killed at a cancel's grace)
 
     def _in_use(self) -> tuple[dict[str, set[int]], float, list[dict[str, Any]]]:
@@ -267,11 +269,8 @@ class LocalAdapter:
                 left = max(0, self.inventory[accel] - len(used[accel]))
                 free = [i for i in range(self.inventory[accel]) if i not in used[accel]]
                 if left < count:
-                    raise CapacityError(
-                        self.site,
-                        "NoFreeAccelerators",
-                        f"{left} of {self.inventory[accel]} {accel} free, need {count}",
-                    )
+                    raise CapacityError(self.site, "NoFreeAccelerators",
+                                        f"{left} of {self.inventory[accel]} {accel} free, need {count}")
                 slots = free[:count]
             if not count and cpus_used + spec.resources.cpus > self.cpus + 1e-9:
                 raise CapacityError(
