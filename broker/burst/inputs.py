@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -38,6 +38,8 @@ class BurstInputs:
     onprem_adjust: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     """Partition key (`site/partition`) -> (accelerators already claimed, extra wait seconds)
     from decisions made earlier in the same pass; applied to on-prem offers here."""
+    onprem_claim_shapes: Mapping[str, Sequence[tuple[int, int]]] = field(default_factory=dict)
+    """Partition key -> (units per node, nodes) of the jobs started there earlier in the pass."""
     onprem_capacity: Mapping[str, tuple[int, float]] = field(default_factory=dict)
     """Partition key -> (free units, expected wait seconds) as the backend reports them now;
     overrides the on-prem offers' own `free` and `expected_wait_s`, so the offer list can stay
@@ -63,19 +65,29 @@ class BurstInputs:
 
     def nodes_fit(self, offer: Offer, spec: JobSpec) -> bool:
         """Whether a job over several nodes finds that many with its share free each (True when
-        the backend does not say per node). Units claimed earlier in the pass are taken from the
-        nodes with most free first: where the backend puts them is not known."""
+        the backend does not say per node). The jobs started earlier in the pass are placed as
+        Slurm's best fit places them, each node of theirs on the fullest-used node that holds its
+        share; units claimed otherwise (launches in flight) come off the nodes with most free."""
         nodes = spec.resources.nodes
         if nodes <= 1 or not offer.free_by_node:
             return True
-        per_node = demand(spec) // nodes
-        free = sorted(offer.free_by_node, reverse=True)
-        claimed = self.onprem_adjust.get(offer.partition, (0, 0.0))[0]
+        free = list(offer.free_by_node)
+        left = self.onprem_adjust.get(offer.partition, (0, 0.0))[0]
+        for per, count in self.onprem_claim_shapes.get(offer.partition, ()):
+            used: set[int] = set()  # (a job's nodes are distinct nodes)
+            for _ in range(count):
+                fits = [i for i, units in enumerate(free) if units >= per and i not in used]
+                if fits:
+                    best = min(fits, key=lambda i: free[i])
+                    free[best] -= per
+                    left -= per
+                    used.add(best)
+        free.sort(reverse=True)
         for i in range(len(free)):
-            taken = min(claimed, free[i])
+            taken = min(max(0, left), free[i])
             free[i] -= taken
-            claimed -= taken
-        return sum(1 for units in free if units >= per_node) >= nodes
+            left -= taken
+        return sum(1 for units in free if units >= demand(spec) // nodes) >= nodes
 
     def free_units(self, offer: Offer) -> int | None:
         """Free units of the offer's partition now, less those claimed earlier in the pass (None: unknown)."""

@@ -46,6 +46,9 @@ class PassSnapshot:
     """Attempts live in the store that their backend no longer runs (a poll has yet to say):
     their units read free (`broker.dispatch.offers.ended_attempts`)."""
     claimed: dict[str, int] = field(default_factory=dict)
+    claim_shapes: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    """Partition key -> (units per node, nodes) of each job this pass started there: where on the
+    nodes its units went matters to a later job over several nodes (`BurstInputs.nodes_fit`)."""
     running_jobs: set[str] = field(default_factory=set)
     """Jobs this pass decided to run on-prem: units booked to them by reclaim are in `claimed` now."""
     backlog_h: dict[str, float] = field(default_factory=dict)
@@ -89,6 +92,8 @@ class PassSnapshot:
         """A job starts here now: its accelerators are taken, and it is ahead of later jobs."""
         key = partition_key(offer)
         self.claimed[key] = self.claimed.get(key, 0) + demand(spec)
+        nodes = spec.resources.nodes
+        self.claim_shapes.setdefault(key, []).append((demand(spec) // nodes, nodes))
         self.enqueue(offer, spec)
 
     def claimed_by_others(self, partition: str, units: int) -> int:

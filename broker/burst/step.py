@@ -49,6 +49,7 @@ def build_inputs(
         burst_pending_since=pending_since,
         queueing_sites=queueing_sites,
         onprem_adjust=snap.adjustments(),
+        onprem_claim_shapes=snap.claim_shapes,
         onprem_capacity=snap.capacity,
         projected_wait=projected_wait or {},
         launches_ahead=launches_ahead or {},

@@ -21,8 +21,10 @@ def gang(nodes: int, cpus: float) -> JobSpec:
                    resources=Resources(cpus=cpus, nodes=nodes))
 
 
-def fits(o: Offer, spec: JobSpec, claimed: int = 0) -> bool:
-    inputs = BurstInputs(now=NOW, queued_since=NOW, onprem_adjust={o.partition: (claimed, 0.0)})
+def fits(o: Offer, spec: JobSpec, claimed: int = 0, shapes: tuple[tuple[int, int], ...] = ()) -> bool:
+    claimed += sum(per * n for per, n in shapes)
+    inputs = BurstInputs(now=NOW, queued_since=NOW, onprem_adjust={o.partition: (claimed, 0.0)},
+                         onprem_claim_shapes={o.partition: shapes})
     return inputs.nodes_fit(o, spec)
 
 
@@ -41,4 +43,15 @@ def test_one_node_jobs_and_backends_that_do_not_say_per_node_are_left_to_the_poo
 def test_units_claimed_earlier_in_the_pass_are_taken_from_the_fullest_nodes() -> None:
     # 8 + 8 free; a job of this pass took 6 somewhere: at worst one node has 2 left.
     assert fits(offer((8, 8)), gang(2, 2), claimed=6)
+    assert not fits(offer((8, 8)), gang(2, 4), claimed=6)
+
+
+def test_jobs_started_earlier_in_the_pass_are_placed_as_slurms_best_fit_places_them() -> None:
+    """Review of the first version: it took a pass's claims from the fullest nodes, which is
+    neither the worst case nor what Slurm does."""
+    # Two 3-CPU jobs go onto the two nodes with exactly 3 free: a 3-node gang of 3 no longer fits.
+    assert not fits(offer((10, 3, 3)), gang(3, 3), shapes=((3, 1), (3, 1)))
+    # A 2-node gang of 4 leaves 4 on each node: a second one fits.
+    assert fits(offer((8, 8)), gang(2, 4), shapes=((4, 2),))
+    # Launches in flight (no shape known) still come off the fullest nodes.
     assert not fits(offer((8, 8)), gang(2, 4), claimed=6)
