@@ -33,6 +33,8 @@ class AuthGate(grpc.aio.ServerInterceptor):
     def __init__(self, auth: TokenAuthority, service: str) -> None:
         self.auth = auth
         self.prefix = f"/{service}/"
+        self.enabled = False
+        """Set once the service is served here (a role that refuses it answers every caller)."""
 
     async def intercept_service(
         self,
@@ -40,7 +42,9 @@ class AuthGate(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        if handler is None or self.auth.dev_mode or not handler_call_details.method.startswith(self.prefix):
+        if handler is None or not self.enabled or self.auth.dev_mode:
+            return handler
+        if not handler_call_details.method.startswith(self.prefix):
             return handler
         why = self.refusal(handler_call_details.invocation_metadata or ())
         return handler if why is None else _refusing(handler, why)

@@ -41,11 +41,11 @@ class GrpcEdge:
     """One gRPC server; `broker`/`agent` servicers are left out by roles that do not serve them."""
 
     def __init__(self, metrics: BrokerMetrics, auth: TokenAuthority | None = None) -> None:
-        gate = [] if auth is None else [AuthGate(auth, BROKER)]  # (no request decoded before it)
+        self.gate = None if auth is None else AuthGate(auth, BROKER)  # (no request decoded before it)
         self.server = grpc.aio.server(
             migration_thread_pool=futures.ThreadPoolExecutor(max_workers=4),
             # Metrics see every call; the guard turns undecodable bytes into INVALID_ARGUMENT.
-            interceptors=[RpcMetricsInterceptor(metrics), *gate, DecodeGuard()],
+            interceptors=[RpcMetricsInterceptor(metrics), *([self.gate] if self.gate else []), DecodeGuard()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -63,6 +63,8 @@ class GrpcEdge:
         if broker is not None:
             broker_service_pb2_grpc.add_BrokerServiceServicer_to_server(broker, self.server)
             self.names.append(BROKER)
+            if self.gate is not None:  # (a scheduler's refusal says where to go, whoever asks)
+                self.gate.enabled = True
         if agent is not None:
             agent_service_pb2_grpc.add_AgentServiceServicer_to_server(agent, self.server)
             self.names.append(AGENT)
