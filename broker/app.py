@@ -207,7 +207,7 @@ class BrokerApp:
         self.edge.add(servicer, AgentServicer(self.services))
         self.port = await self.edge.bind(cfg.listen, self.tls)
         await self.dispatcher.start()
-        await self.edge.serving(store_probe=lambda: self.store.policy_versions(1))
+        await self.edge.serving(store_probe=self.store.leadership)  # (one small row; no policy text)
         self.metrics.registry.register(LiveCollector(views.live_view()))
 
     def _joblogs(self) -> JobLogs:

@@ -202,6 +202,7 @@ class AuditTrail:
         if where.job_id:
             return []
         sets = self.store.token_sets(where)
+        after = astuple(where.after) if where.after is not None else None
         out = []
         for c in access_changes(sets, first_is_baseline=len(sets) > MAX_TOKEN_SETS):
             key = (c.time, ACCESS, "", c.key[0] * 100_000 + c.key[1])
@@ -209,7 +210,7 @@ class AuditTrail:
                 (where.tenant and where.tenant not in c.tenants)
                 or (where.since is not None and c.time < where.since)
                 or (where.until is not None and c.time >= where.until)
-                or (where.after is not None and key >= astuple(where.after))
+                or (after is not None and key >= after)
             ):
                 continue
             out.append((key, pb.AuditEvent(

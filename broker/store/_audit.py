@@ -278,7 +278,8 @@ MAX_TOKEN_SETS = 10_000
 
 
 def token_set_row(t: TokenSet, ts: Callable[[datetime], Any]) -> tuple[Any, ...]:
-    return (ts(t.time), t.source, t.digest, json.dumps([list(e) for e in t.entries]), t.digest)
+    digest = t.digest  # (the insert's value and its "not the newest already" test)
+    return (ts(t.time), t.source, digest, json.dumps([list(e) for e in t.entries]), digest)
 
 
 def token_sets_query(f: AuditFilter, ts: Callable[[datetime], Any]) -> tuple[str, list[Any]]:
