@@ -42,23 +42,48 @@ OWN_PG_DIR = "SZB_PG_RUN_DIR"
 """Set (to `SZB_PG_DIR`) when this run made the PostgreSQL server's folder and so stops the server."""
 
 
+OWN_TMPDIR = "SZB_TEST_TMPDIR"
+"""This run's temporary folder (its `TMPDIR`), removed when the run ends."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    """Give this run its own PostgreSQL folder (see `_own_pg_dir`) and its own `TMPDIR`.
+
+    Runs in the controlling process before xdist starts its workers, which inherit both. Every
+    broker a test starts keeps its jobs' folders in `$TMPDIR/szb-jobs-<digest of its data dir>`,
+    and the tests' ledgers live there too: under `/tmp` each run left a thousand folders behind.
+    """
+    if hasattr(config, "workerinput"):
+        return
+    _own_pg_dir()
+    if OWN_TMPDIR not in os.environ:
+        folder = tempfile.mkdtemp(prefix="szb-test-tmp-")
+        os.chmod(folder, 0o1777)  # (as /tmp: a job's private uid writes the tests' ledgers here)
+        os.environ["TMPDIR"] = os.environ[OWN_TMPDIR] = folder
+        tempfile.tempdir = None  # (gettempdir() caches its first answer)
+
+
+def _own_pg_dir() -> None:
     """Without `SZB_PG_DSN` or `SZB_PG_DIR`, give this run's PostgreSQL server a folder of its own.
 
-    Runs in the controlling process before xdist starts its workers, which inherit the folder: the
-    first worker to need the server starts it there, and the controller stops it when all are done.
-    A shared folder would let one run (or one worker) stop the server another still uses.
+    The first worker to need the server starts it there, and the controller stops it when all are
+    done. A shared folder would let one run (or one worker) stop the server another still uses.
     """
-    if hasattr(config, "workerinput") or os.environ.get("SZB_PG_DSN") or os.environ.get("SZB_PG_DIR"):
+    if os.environ.get("SZB_PG_DSN") or os.environ.get("SZB_PG_DIR"):
         return
     folder = tempfile.mkdtemp(prefix="szb-pg-")
     os.environ["SZB_PG_DIR"] = os.environ[OWN_PG_DIR] = folder
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Stop the PostgreSQL server of this run's own folder (if a test started it) and remove the folder."""
+    """Stop this run's own PostgreSQL server (if a test started it); remove its folders."""
+    if hasattr(config, "workerinput"):
+        return
+    own_tmp = os.environ.pop(OWN_TMPDIR, None)
+    if own_tmp and own_tmp == os.environ.get("TMPDIR"):
+        shutil.rmtree(own_tmp, ignore_errors=True)
     folder = os.environ.get(OWN_PG_DIR)
-    if hasattr(config, "workerinput") or not folder or folder != os.environ.get("SZB_PG_DIR"):
+    if not folder or folder != os.environ.get("SZB_PG_DIR"):
         return
     script = Path(__file__).resolve().parents[1] / "scripts" / "pg-test.sh"
     if (Path(folder) / "data").exists():
