@@ -31,6 +31,8 @@ EC2_CODES: ErrorTable = {
     "UnfulfillableCapacity": CapacityError,
     "SpotMaxPriceTooLow": CapacityError,
     "InsufficientFreeAddressesInSubnet": CapacityError,
+    "InsufficientVolumeCapacity": CapacityError,  # (EBS in that zone: the type elsewhere may do)
+    "InsufficientAddressCapacity": CapacityError,
     # not offered here
     "Unsupported": UnsupportedError,
     "InvalidInstanceType.NotFound": UnsupportedError,
@@ -45,6 +47,7 @@ EC2_CODES: ErrorTable = {
     "ServerInternal": TransientError,
     "ServiceUnavailable": TransientError,
     "Unavailable": TransientError,
+    "InternalFailure": TransientError,
     # auth
     "UnauthorizedOperation": AuthError,
     "AuthFailure": AuthError,
@@ -54,6 +57,8 @@ EC2_CODES: ErrorTable = {
     "RequestExpired": AuthError,
     "InvalidClientTokenId": AuthError,
     "SignatureDoesNotMatch": AuthError,
+    "MissingAuthenticationToken": AuthError,
+    "Blocked": AuthError,  # (the account is blocked)
     # configuration
     "InvalidKeyPair.NotFound": ConfigError,
     "InvalidSubnetID.NotFound": ConfigError,
@@ -90,6 +95,7 @@ ECS_CODES: ErrorTable = {
     "InvalidInstanceType.NotSupported": UnsupportedError,
     "InvalidVpcZone.NotSupported": UnsupportedError,
     "OperationDenied.ZoneNotAllowed": UnsupportedError,
+    "InvalidResourceType.NotSupported": UnsupportedError,
     # quota
     "QuotaExceed.ElasticQuota": QuotaError,
     "QuotaExceed.DiskCapacity": QuotaError,
@@ -100,6 +106,7 @@ ECS_CODES: ErrorTable = {
     "ServiceUnavailable": TransientError,
     "InternalError": TransientError,
     "IncorrectInstanceStatus": TransientError,
+    "UnknownError": TransientError,
     # auth / account
     "InvalidAccessKeyId.NotFound": AuthError,
     "InvalidAccessKeyId.Inactive": AuthError,

@@ -11,7 +11,8 @@ from adapters.base import AdapterError
 from broker.burst import BurstInputs
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Decision
-from broker.dispatch.failover import NextStep, RetryPolicy
+from broker.dispatch.failover import NextStep
+from broker.dispatch.retry import RetryPolicy
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
 from broker.fair_queue import FairQueue

@@ -3,8 +3,7 @@
 - `classify_next_step(error)` maps each `AdapterError` subclass to a `NextStep`.
 - `Blocklist` remembers (offer | region | site) blocks with a TTL on an injected clock.
 - `CircuitBreaker` / `CircuitBreakers` keep one closed/open/half-open breaker per provider.
-- `retry_transient(fn, policy=...)` retries only `TransientError`, with exponential backoff,
-  full jitter, a bounded number of attempts and a bounded total time (tenacity).
+- Retrying a `TransientError` in place is `broker.dispatch.retry`'s.
 
 Nothing here calls a backend, reads the wall clock or sleeps unless given the means to.
 """
@@ -15,16 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypeVar
-
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
-from tenacity.stop import stop_base
 
 from adapters.base import (
     AdapterError,
@@ -51,15 +40,12 @@ __all__ = [
     "Clock",
     "FailoverPolicy",
     "NextStep",
-    "RetryPolicy",
     "classify_next_step",
-    "retry_transient",
 ]
 
 Clock = Callable[[], float]
 """Monotonic seconds; `time.monotonic` in production, a fake in tests."""
 
-T = TypeVar("T")
 
 
 class AttemptTimeoutError(TransientError):
@@ -122,7 +108,8 @@ _NEXT_STEPS: tuple[tuple[type[AdapterError], NextStep], ...] = (
 
 
 def classify_next_step(error: AdapterError) -> NextStep:
-    """Map an adapter error to what dispatch does next; unknown codes fail the attempt."""
+    """Map an adapter error to what dispatch does next; unknown codes fail the attempt (its offer
+    blocked for the unhealthy TTL by `Blocklist.record`)."""
     for cls, step in _NEXT_STEPS:
         if isinstance(error, cls):
             return step
@@ -237,6 +224,12 @@ class Blocklist:
         elif step is NextStep.AVOID_REGION_TRY_NEXT:
             why = f"a launch there that timed out or kept failing ({reason})"
             self.block_region(offer.site, offer.region, policy.unhealthy_block_s, why)
+        elif step is NextStep.FAIL_ATTEMPT:
+            # A code no table names says nothing of scope: the next attempt goes to another
+            # offer (a retry of this one would most likely meet it again); the site's breaker
+            # counts it, so codes of many offers at one site take the site out.
+            why = f"an error this broker does not recognise ({reason}: {error.message[:120]})"
+            self.block_offer(offer, policy.unhealthy_block_s, why)
         return step
 
     def reasons(self) -> dict[str, str]:  # for placement's verdicts: why each key is blocked
@@ -355,46 +348,3 @@ class CircuitBreakers:
 
     def states(self) -> dict[str, BreakerState]:
         return {name: b.state for name, b in sorted(self._breakers.items())}
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounds for retrying a TransientError in place."""
-
-    max_attempts: int = 5
-    """Calls in all, the first included."""
-    max_total_s: float = 60.0
-    """No new attempt starts after this many seconds since the first."""
-    initial_backoff_s: float = 0.5
-    """Scale of the exponential backoff (full jitter: a random wait up to this x 2^n)."""
-    max_backoff_s: float = 20.0
-
-
-class _StopAfterClock(stop_base):
-    """Stop once `limit_s` have passed on the injected clock since the first call."""
-
-    def __init__(self, limit_s: float, clock: Clock) -> None:
-        self.limit_s = limit_s
-        self.clock = clock
-        self.started = clock()
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.clock() - self.started >= self.limit_s
-
-
-def retry_transient(
-    fn: Callable[[], T],
-    *,
-    policy: RetryPolicy,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Clock = time.monotonic,
-) -> T:
-    """Call `fn`, retrying only `TransientError`; the last error is re-raised unchanged."""
-    retrying = Retrying(
-        retry=retry_if_exception_type(TransientError),
-        stop=stop_after_attempt(policy.max_attempts) | _StopAfterClock(policy.max_total_s, clock),
-        wait=wait_random_exponential(multiplier=policy.initial_backoff_s, max=policy.max_backoff_s),
-        sleep=sleep,
-        reraise=True,
-    )
-    return retrying(fn)

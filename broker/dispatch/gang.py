@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from adapters._gang import GangId, parse_gang_id
 from adapters.base import Adapter, AdapterError, GangLauncher, NotFoundError
-from broker.dispatch.failover import RetryPolicy, retry_transient
+from broker.dispatch.retry import RetryPolicy, retry_transient
 from broker.errors import BrokerError
 from broker.model import Attempt, AttemptState, AttemptStatus, LaunchRequest
 from broker.store import JobStore

@@ -18,10 +18,11 @@ from broker.config import DispatchSettings
 from broker.decision import Decision
 from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.contract import OFFER_FAULTS, DispatchStats
-from broker.dispatch.failover import AttemptTimeoutError, NextStep, RetryPolicy, retry_transient
+from broker.dispatch.failover import AttemptTimeoutError, NextStep
 from broker.dispatch.gang import LaunchStopped, gang_launcher, launch_gang
 from broker.dispatch.launch_outage import LAUNCHING, left_to_launch, through_store_outages
 from broker.dispatch.records import audit_data, decision_fields, offer_fault
+from broker.dispatch.retry import RetryPolicy, retry_transient
 from broker.metrics import BrokerMetrics
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, LaunchRequest
 from broker.serde_decision import decision_data, spot_data

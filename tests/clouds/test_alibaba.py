@@ -18,7 +18,7 @@ from adapters.base import (
     TransientError,
     UnsupportedError,
 )
-from broker.dispatch.failover import RetryPolicy, retry_transient
+from broker.dispatch.retry import RetryPolicy, retry_transient
 from broker.model import AttemptState, SiteId
 from tests.clouds.conftest import launch
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint, EcsFault

@@ -11,7 +11,7 @@ from adapters._tags import TAG_ATTEMPT, TAG_BROKER, TAG_JOB, TAG_TOKEN
 from adapters.aws import AwsAdapter, partition_for_region
 from adapters.base import Adapter, AuthError, CapacityError, ConfigError, NotFoundError, TransientError
 from adapters.registry import AdapterRegistry
-from broker.dispatch.failover import RetryPolicy, retry_transient
+from broker.dispatch.retry import RetryPolicy, retry_transient
 from broker.model import AttemptState, SiteId
 from tests.clouds.conftest import launch
 from tests.doubles.moto_front import AwsFault, MotoFront, capacity_fault, throttle_fault

@@ -26,10 +26,9 @@ from broker.dispatch.failover import (
     CircuitBreakers,
     FailoverPolicy,
     NextStep,
-    RetryPolicy,
     classify_next_step,
-    retry_transient,
 )
+from broker.dispatch.retry import RetryPolicy, retry_transient
 from broker.model import Offer, SiteId
 from tests.test_exception_root import defined_exceptions
 
@@ -103,6 +102,19 @@ def test_capacity_blocks_only_that_offer_until_ttl() -> None:
     clock.now += 1
     assert bl.blocked(offer()) is None
     assert bl.active() == []
+
+
+def test_an_unrecognised_code_blocks_that_offer_for_the_unhealthy_ttl() -> None:
+    clock = FakeClock()
+    bl = Blocklist(clock=clock)
+    error = AdapterError("aws-us", "SomethingNew", "x")
+    step = bl.record(error, offer(), FailoverPolicy(unhealthy_block_s=60))
+    assert step is NextStep.FAIL_ATTEMPT
+    block = bl.blocked(offer())
+    assert block is not None and "does not recognise" in block.reason and "SomethingNew" in block.reason
+    assert bl.blocked(offer(itype="g5.xlarge")) is None  # the region's other offers stay open
+    clock.now += 60
+    assert bl.blocked(offer()) is None
 
 
 def test_quota_blocks_the_region_and_unsupported_never_expires() -> None:

@@ -138,3 +138,23 @@ def test_a_region_throttling_past_the_launch_retries_is_left_for_the_next_region
     calls = [r for r in ecs_server.requests if r.action == "RunInstances" and job_id in r.params.values()]
     assert len(calls) == 3, f"Beijing's throttled RunInstances was called {len(calls)} times"
     assert final.attempts == 2, final.attempts
+
+
+def test_an_error_code_no_table_names_sends_the_next_attempt_to_another_offer(
+    broker: BrokerProcess, ecs_server: EcsEndpoint, regions: Regions
+) -> None:
+    # (A code the broker's tables do not name; each of the three attempts went to Beijing's one
+    # offer, until the job gave up or the site's breaker opened.)
+    bj, sh, _ = regions
+    bj.faults = [EcsFault("RunInstances", "SomeNewCode.NobodyMapped", 400, "A new refusal.")]
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job_id = stub.SubmitJob(pb.SubmitJobRequest(job=job("unmapped")), metadata=md()).job.id
+        user_data = ecs_user_data([bj.user_data, sh.user_data])
+        play_bootstrap_when_on(stub, broker, job_id, "ali-sh", user_data, timeout=60)
+        final = wait_state(stub, job_id, TERMINAL)
+        found = events(stub, job_id)
+    assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.site == "ali-sh", final.message
+    assert final.attempts == 2, final.attempts
+    [failed] = [e for e in found if e.kind == "attempt_failed"]
+    assert "SomeNewCode.NobodyMapped" in failed.message, failed.message
