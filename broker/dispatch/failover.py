@@ -30,6 +30,7 @@ from adapters.base import (
 from broker.model import Offer
 
 __all__ = [
+    "GANG_NODE_ENDED",
     "AttemptTimeoutError",
     "Block",
     "BlockScope",
@@ -105,6 +106,11 @@ _NEXT_STEPS: tuple[tuple[type[AdapterError], NextStep], ...] = (
     (RequestError, NextStep.FAIL_JOB),
     (NotFoundError, NextStep.TREAT_AS_GONE),
 )
+
+
+GANG_NODE_ENDED = "GangNodeEnded"
+"""A resumed gang launch found a node it started already ended (the broker died rolling it back):
+the gang relaunches whole, and the offer is not to blame."""
 
 
 def classify_next_step(error: AdapterError) -> NextStep:
@@ -224,10 +230,10 @@ class Blocklist:
         elif step is NextStep.AVOID_REGION_TRY_NEXT:
             why = f"a launch there that timed out or kept failing ({reason})"
             self.block_region(offer.site, offer.region, policy.unhealthy_block_s, why)
-        elif step is NextStep.FAIL_ATTEMPT:
-            # A code no table names says nothing of scope: the next attempt goes to another
-            # offer (a retry of this one would most likely meet it again); the site's breaker
-            # counts it, so codes of many offers at one site take the site out.
+        elif step is NextStep.FAIL_ATTEMPT and retried and error.code != GANG_NODE_ENDED:
+            # A cloud's code no table names says nothing of scope: the next attempt goes to
+            # another offer (a retry of this one would most likely meet it again); the site's
+            # breaker counts it, so such codes of many offers at one site take the site out.
             why = f"an error this broker does not recognise ({reason}: {error.message[:120]})"
             self.block_offer(offer, policy.unhealthy_block_s, why)
         return step

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from adapters._gang import GangId, parse_gang_id
 from adapters.base import Adapter, AdapterError, GangLauncher, NotFoundError
+from broker.dispatch.failover import GANG_NODE_ENDED
 from broker.dispatch.retry import RetryPolicy, retry_transient
 from broker.errors import BrokerError
 from broker.model import Attempt, AttemptState, AttemptStatus, LaunchRequest
@@ -112,7 +113,7 @@ def _still_there(adapter: CloudGang, request: LaunchRequest, rank: int, node: st
     if status.state.terminal:
         raise AdapterError(
             request.offer.site,
-            "GangNodeEnded",
+            GANG_NODE_ENDED,
             f"rank {rank}'s instance {node} already ended ({status.message}): the gang's launch "
             "cannot be resumed",
         )

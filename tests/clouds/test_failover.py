@@ -108,12 +108,16 @@ def test_an_unrecognised_code_blocks_that_offer_for_the_unhealthy_ttl() -> None:
     clock = FakeClock()
     bl = Blocklist(clock=clock)
     error = AdapterError("aws-us", "SomethingNew", "x")
-    step = bl.record(error, offer(), FailoverPolicy(unhealthy_block_s=60))
+    step = bl.record(error, offer(), FailoverPolicy(unhealthy_block_s=60), retried=True)
     assert step is NextStep.FAIL_ATTEMPT
     block = bl.blocked(offer())
     assert block is not None and "does not recognise" in block.reason and "SomethingNew" in block.reason
     assert bl.blocked(offer(itype="g5.xlarge")) is None  # the region's other offers stay open
     clock.now += 60
+    assert bl.blocked(offer()) is None
+    # On-prem (no retry in place) a backend's odd answer fails the attempt only: the capacity
+    # reading says when the partition takes work.
+    assert bl.record(error, offer(), FailoverPolicy(), retried=False) is NextStep.FAIL_ATTEMPT
     assert bl.blocked(offer()) is None
 
 
