@@ -13,6 +13,7 @@ Config keys: ``region`` (required), ``partition`` (optional; checked against the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -76,6 +77,8 @@ else:
 
 ERROR_CODES = EC2_CODES
 ERROR_PREFIXES = EC2_PREFIXES
+
+log = logging.getLogger(__name__)
 
 
 def classify_code(code: str, message: str = "") -> type[AdapterError]:
@@ -319,6 +322,15 @@ class AwsAdapter(Ec2Gangs):
                 self._create.create_tags(
                     Resources=[backend_id], Tags=[{"Key": TAG_CANCELLED, "Value": token}]
                 )
+        except NotFoundError:
+            return
+        except AdapterError as exc:
+            # The mark only says who ended the instance. Roles often may tag only within
+            # RunInstances (ec2:CreateAction): that must not keep the instance running.
+            log.warning("%s: could not mark %s cancelled (%s); terminating it unmarked", self.site,
+                        backend_id, exc)
+        try:
+            with map_ec2_errors(self.site):
                 self._create.terminate_instances(InstanceIds=[backend_id])
         except NotFoundError:
             return

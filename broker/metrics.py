@@ -153,7 +153,8 @@ class LiveView:
 
 
 BREAKER_STATES = ("closed", "open", "half_open")
-TROUBLE_KINDS = ("adapter not built", "capacity unavailable", "circuit open", "unreachable")
+TROUBLE_KINDS = ("adapter not built", "capacity unavailable", "circuit open", "unreachable",
+                 "cannot terminate its instances")
 """How the broker's own reasons for a sick site begin (broker.dispatch.health, offers, app)."""
 
 

@@ -14,6 +14,7 @@ from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
 from broker.dispatch.site_polls import SitePolls
+from broker.dispatch.termination import terminate
 from broker.model import BROKER_SIDE, Attempt, AttemptState, AttemptStatus, Job, JobId, JobState, SiteId
 from broker.store import JobMove, JobStore, StoreUnavailable
 from broker.store_outage import StoreOutageLog
@@ -304,19 +305,8 @@ class AttemptTracking:
         """An agent-run attempt is over: make sure its instance (`backend_id`, else the
         attempt's own) is gone; `why` goes into the event."""
         adapter, backend_id = self.adapters.get(attempt.site), backend_id or attempt.backend_id
-        if adapter is None or backend_id is None:
-            return
-        try:
-            await asyncio.to_thread(adapter.cancel, backend_id, attempt.token)
-            self.store.record(
-                attempt.job_id,
-                self.clock.now(),
-                kind="terminated",
-                message=f"instance {backend_id} at {attempt.site} terminated{f' ({why})' if why else ''}",
-                data={"attempt": attempt.id, "backend_id": backend_id},
-            )
-        except AdapterError as exc:  # the reconciler will find it again: its attempt is not live
-            log.warning("terminating %s at %s failed: %s", backend_id, attempt.site, exc)
+        if adapter is not None and backend_id is not None:
+            await terminate(self.store, self.planner.health, self.clock, adapter, attempt, backend_id, why)
 
     # Cancellation ------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from broker.burst import BurstInputs
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Decision
 from broker.dispatch.failover import NextStep
+from broker.dispatch.health import SiteHealth
 from broker.dispatch.retry import RetryPolicy
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.waits import LiveWaits
@@ -28,6 +29,7 @@ class DecisionMaker(Protocol):
 
     ledger: SpendLedger
     fair: FairQueue
+    health: SiteHealth
 
     @property
     def policy(self) -> Policy: ...

@@ -139,6 +139,8 @@ class Dispatcher(Scheduling):
         )
         loop_now = asyncio.get_running_loop().time()
         for site in report.reached:
+            # (a pass with nothing left to terminate there ends a refusal's hold too)
+            self.planner.health.record_stop(site, report.not_terminated.get(site))
             if self._unreachable.pop(site, None) is not None:
                 self.planner.mark_reachable(site)
                 log.info("site %s is reachable again", site)

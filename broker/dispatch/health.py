@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from adapters.base import AdapterError, CapacityError
+from adapters.base import AdapterError, AuthError, CapacityError, ConfigError
 from broker.burst import is_onprem
 from broker.clock import Clock
 from broker.dispatch.failover import (
@@ -45,6 +45,9 @@ class SiteHealth:
         """Sites whose adapter could not be built or whose capacity/offers could not be read."""
         self.unreachable: dict[SiteId, str] = {}
         """Sites reconciliation could not list: no new work goes there until they answer."""
+        self.cannot_stop: dict[SiteId, str] = {}
+        """Sites that refused (by permission or configuration) to terminate an instance of the
+        broker's: each instance started there would be left running too."""
         self.adopted: SiteReport | None = None
         """The active scheduler's view, on an `api` replica (which never calls a backend itself)."""
 
@@ -59,6 +62,18 @@ class SiteHealth:
 
     def mark_reachable(self, site: SiteId) -> None:
         self.unreachable.pop(site, None)
+
+    def record_stop(self, site: SiteId, error: AdapterError | None) -> None:
+        """A terminate at `site` went through (None), or failed with `error`: a refusal by
+        permission or configuration takes the site out of new work until one goes through."""
+        if error is None:
+            if self.cannot_stop.pop(site, None) is not None:
+                log.info("site %s terminates instances again: it takes new work", site)
+        elif isinstance(error, (AuthError, ConfigError)):
+            why = f"cannot terminate its instances ({type(error).__name__} {error.code}: {error.message})"
+            if self.cannot_stop.get(site) is None:
+                log.error("site %s takes no new work: it %s", site, why)
+            self.cannot_stop[site] = why[:300]
 
     def record_failure(self, attempt: Attempt, error: AdapterError) -> NextStep:
         """Block what a failed launch's error says to block; auth/config errors open the site's
@@ -120,7 +135,8 @@ class SiteHealth:
         burst = self._policy().burst
         reset, trial = burst.blocklist_ttl.unhealthy, burst.attempt_timeout
         self.breakers.set_times(reset.total_seconds(), trial.total_seconds())
-        out = {**{s: f"unreachable: {why}" for s, why in self.unreachable.items()}, **self.unhealthy}
+        out = {**{s: f"unreachable: {why}" for s, why in self.unreachable.items()}, **self.unhealthy,
+               **self.cannot_stop}
         for site, state in self.breakers.states().items():
             if state == BreakerState.OPEN:
                 out[SiteId(site)] = f"circuit open: {self.breakers.get(site).reason}"

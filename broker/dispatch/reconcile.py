@@ -42,6 +42,8 @@ class ReconcileReport:
     terminated: int = 0
     unreachable: dict[SiteId, str] = field(default_factory=dict)
     reached: list[SiteId] = field(default_factory=list)
+    not_terminated: dict[SiteId, AdapterError] = field(default_factory=dict)
+    """Per site reached: the last error of an instance there that could not be terminated."""
 
 
 async def reconcile(
@@ -88,8 +90,10 @@ async def reconcile(
                 # Preempted (its attempt closed) and being given its grace: cancelling it now, before
                 # the backend was told (Slurm's cut time limit marks it), would cut the grace to nothing.
                 continue
-            if await _remove(store, adapter, clock, inst):
-                report.terminated += 1
+            try:
+                report.terminated += await _remove(store, adapter, clock, inst)
+            except AdapterError as exc:
+                report.not_terminated[site] = exc
     return report
 
 
@@ -249,6 +253,9 @@ async def _remove(store: JobStore, adapter: Adapter, clock: Clock, inst: OwnedIn
         return False  # it became live after the listing (or lives at another site): not ours to end
     try:
         await asyncio.to_thread(adapter.cancel, inst.backend_id, inst.token or "")
+    except AdapterError as exc:
+        log.warning("reconcile: terminating %s at %s failed: %s", inst.backend_id, inst.site, exc)
+        raise
     except Exception as exc:
         log.warning("reconcile: terminating %s at %s failed: %s", inst.backend_id, inst.site, exc)
         return False

@@ -8,7 +8,7 @@ from broker.placement.types import Reason
 
 UNKNOWN_SITE = "policy.site"
 UNHEALTHY = "health.site"
-_HEALTH_KINDS = ("circuit open", "capacity unavailable")
+_HEALTH_KINDS = ("circuit open", "capacity unavailable", "cannot terminate its instances")
 
 
 def health_summary(reason: str) -> str:
