@@ -1,10 +1,8 @@
 """The shell around the pure decision core: policy, site health, offers, money and fair share.
 
 The dispatcher asks it for a `PassSnapshot` once per pass and a `Decision` per queued job;
-`explain` and admission use the very same `broker.burst.decide`. Its parts each do one job:
-`dispatch.health.SiteHealth` (blocklist, breakers, sick sites), `dispatch.offers.OfferSource`
-(adapters asked off the event loop), `dispatch.spend.SpendLedger` (money), `fair_queue.FairQueue`.
-"""
+`explain` and admission use the very same `broker.burst.decide`. Its parts: `SiteHealth`,
+`OfferSource` (adapters asked off the event loop), `SpendLedger` (money), `FairQueue`."""
 
 from __future__ import annotations
 
@@ -30,6 +28,7 @@ from broker.dispatch.health import SiteHealth
 from broker.dispatch.launch_history import read_launch_times
 from broker.dispatch.offers import OfferReading, OfferSource, ended_attempts, started_attempts
 from broker.dispatch.spend import SpendLedger
+from broker.dispatch.spot_limit import off_spot
 from broker.dispatch.tenant_gone import kept_waiting
 from broker.dispatch.waits import LiveWaits
 from broker.fair_queue import FairQueue
@@ -37,6 +36,7 @@ from broker.fair_reclaim import Reclaimer
 from broker.fairshare import BatchIdentity, batch_account, held_back, priority_refusal
 from broker.fairshare.book import units_of
 from broker.fairshare.holds import claimed_meanwhile
+from broker.jobspec import SpotMode
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, Offer, SiteId, TenantId
 from broker.placement import PlacementContext, place
 from broker.placement._env import Env
@@ -203,13 +203,9 @@ class Planner:
         )
         snap.started = started_attempts(reading, live)
         snap.ended = ended_attempts(reading, live)
-        for attempt in live:
-            # Launches still in flight are not in the adapter's capacity yet.
-            if (
-                attempt.backend_id is None
-                and attempt.offer.accelerator
-                and is_onprem(self.policy, attempt.site)
-            ):
+        for attempt in live:  # launches still in flight are not in the adapter's capacity yet
+            offer = attempt.offer
+            if attempt.backend_id is None and offer.accelerator and is_onprem(self.policy, attempt.site):
                 key = partition_key(attempt.offer)
                 snap.claimed[key] = snap.claimed.get(key, 0) + attempt.offer.count
         if self.policy.burst.wait_model == "projected":
@@ -262,6 +258,8 @@ class Planner:
         # A job that already burst fails over without waiting out the hysteresis again.
         pending = job.created_at if job.id in self.burst_jobs else self.pending_burst.get(job.id)
         spec = job.spec
+        if spec.spot == SpotMode.ALLOWED and off_spot(job, self.policy, store):
+            spec = spec.model_copy(update={"spot": SpotMode.NEVER})  # interrupted enough times
         if self.fair.over_share(self.policy, job):
             # Far over its share: the job does not wait on-prem behind others for its max_wait.
             spec = spec.model_copy(update={"max_wait": timedelta(0)})

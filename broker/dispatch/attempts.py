@@ -14,7 +14,9 @@ from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
 from broker.dispatch.site_polls import SitePolls
+from broker.dispatch.spot_limit import spot_interruptions
 from broker.dispatch.termination import terminate
+from broker.jobspec import SpotMode
 from broker.model import BROKER_SIDE, Attempt, AttemptState, AttemptStatus, Job, JobId, JobState, SiteId
 from broker.store import JobMove, JobStore, StoreUnavailable
 from broker.store_outage import StoreOutageLog
@@ -229,16 +231,16 @@ class AttemptTracking:
         if status.state == AttemptState.CANCELLED:
             return [JobMove(JobState.CANCELLED, "cancelled", "cancelled at the backend", fields=fields)]
         if status.state == AttemptState.PREEMPTED:
-            return [
-                JobMove(
-                    JobState.PREEMPTED,
-                    "preempted",
-                    f"preempted on {attempt.site}",
-                    data={"site": attempt.site, "offer": attempt.offer.key},
-                    fields=fields,
-                ),
-                JobMove(JobState.QUEUED, "requeued", "requeued after preemption"),
-            ]
+            data = {"site": attempt.site, "offer": attempt.offer.key}
+            preempted = JobMove(JobState.PREEMPTED, "preempted", f"preempted on {attempt.site}", data=data,
+                                fields=fields)
+            limit = self.planner.policy.burst.spot_max_interruptions
+            if attempt.offer.spot and job.spec.spot == SpotMode.REQUIRED and (
+                spot_interruptions(job, self.store, ending=attempt) >= limit
+            ):
+                why = f"interrupted {limit} times on spot (burst.spot_max_interruptions); it requires spot"
+                return [preempted, JobMove(JobState.FAILED, "finished", why)]
+            return [preempted, JobMove(JobState.QUEUED, "requeued", "requeued after preemption")]
         # LOST
         used = sum(1 for a in self.store.attempts_for(job.id) if not a.broker_side)
         if used >= self.planner.failover().max_attempts:

@@ -268,6 +268,8 @@ class BurstSettings(_Doc):
         description="Spot is refused for a job expected to be interrupted more often than this "
         "(from the site's interruption rate and the job's checkpoint interval).",
     )
+    spot_max_interruptions: int = Field(default=3, ge=1, description="A job interrupted on spot this many "
+                                        "times runs on-demand from then on; one requiring spot fails.")
     heartbeat_timeout: Duration = Field(default="5m", validate_default=True)
     blocklist_ttl: BlocklistTtl = BlocklistTtl()
     attempt_timeout: Duration = Field(default="20m", validate_default=True)
