@@ -289,8 +289,9 @@ def _queue_choice(v: _View, onprem: list[ScoredOffer]) -> tuple[ScoredOffer, flo
 
 def _apart(v: _View, s: ScoredOffer) -> str:
     """Why a job over several nodes does not start where enough units are free in all."""
-    nodes, fits = v.spec.resources.nodes, v.inputs.nodes_fit(s.offer, v.spec)
-    return "" if fits else f" (units are free, but not {demand(v.spec) // nodes} on each of {nodes} nodes)"
+    nodes, units = max(1, v.spec.resources.nodes), demand(v.spec)
+    each = f"no node has {units} of them" if nodes == 1 else f"not {units // nodes} on each of {nodes} nodes"
+    return "" if v.inputs.nodes_fit(s.offer, v.spec) else f" (units are free, but {each})"
 
 
 def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:

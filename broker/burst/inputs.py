@@ -64,12 +64,13 @@ class BurstInputs:
     with the lateness cost. Set for a tenant below its fair share (fair share owes it the wait)."""
 
     def nodes_fit(self, offer: Offer, spec: JobSpec) -> bool:
-        """Whether a job over several nodes finds that many with its share free each (True when
-        the backend does not say per node). The jobs started earlier in the pass are placed as
-        Slurm's best fit places them, each node of theirs on the fullest-used node that holds its
-        share; units claimed otherwise (launches in flight) come off the nodes with most free."""
-        nodes = spec.resources.nodes
-        if nodes <= 1 or not offer.free_by_node:
+        """Whether the job finds as many nodes as it spans with its share free each (True when the
+        backend does not say per node): one node holds all of a one-node job. The jobs started
+        earlier in the pass are placed as Slurm's best fit places them, each node of theirs on the
+        fullest-used node that holds its share; units claimed otherwise (launches in flight) come
+        off the nodes with most free."""
+        nodes = max(1, spec.resources.nodes)
+        if not offer.free_by_node:
             return True
         free = list(offer.free_by_node)
         left = self.onprem_adjust.get(offer.partition, (0, 0.0))[0]

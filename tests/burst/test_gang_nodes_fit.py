@@ -35,9 +35,16 @@ def test_free_units_on_one_node_do_not_start_a_two_node_gang() -> None:
     assert fits(offer((4, 4, 0)), gang(2, 4))
 
 
-def test_one_node_jobs_and_backends_that_do_not_say_per_node_are_left_to_the_pooled_count() -> None:
+def test_a_one_node_job_needs_one_node_with_all_its_units() -> None:
+    # (Review: 4 free on each of two nodes was read as room for an 8-CPU job; Slurm pended it.)
+    assert not fits(offer((4, 4)), gang(1, 8))
     assert fits(offer((16, 0)), gang(1, 8))
+    assert not fits(offer((8, 4)), gang(1, 8), claimed=2)  # (in-flight claims off the fullest)
+
+
+def test_backends_that_do_not_say_per_node_are_left_to_the_pooled_count() -> None:
     assert fits(offer(()), gang(2, 4))
+    assert fits(offer(()), gang(1, 8))
 
 
 def test_units_claimed_earlier_in_the_pass_are_taken_from_the_fullest_nodes() -> None:

@@ -242,3 +242,47 @@ def test_a_gang_whose_nodes_are_not_free_at_once_is_not_said_to_start_now(
     assert "capacity free" not in got.message, got.message
     assert "not 1 on each of 2 nodes" in got.message, got.message
     assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.message  # it runs once the node frees
+
+
+def test_a_job_no_one_node_has_room_for_is_not_said_to_start_now(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """Review: two 12-CPU jobs, one per node, left 4 free CPUs on each; an 8-CPU job was decided
+    "on-prem capacity free" (8 of 32 were free, none 8 on one node) and pended in Slurm."""
+    config = write_onprem_config(tmp_path, slurm_cluster.env, broker_id=f"szb-frag-{uuid.uuid4().hex[:8]}")
+    proc = BrokerProcess(config)
+    proc.start()
+    try:
+        with grpc.insecure_channel(proc.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            blockers = []
+            for i in range(2):
+                spec = job_pb2.JobSpec(name=f"twelve-{i}", command=["/bin/sleep", "120"],
+                                       runtime_estimate=duration_pb2.Duration(seconds=600))
+                spec.resources.cpus = 12
+                blockers.append(stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=auth()).job.id)
+            deadline = time.monotonic() + 60
+            while any(stub.GetJob(pb.GetJobRequest(id=b), metadata=auth()).job.state
+                      != job_pb2.JOB_STATE_RUNNING for b in blockers):
+                assert time.monotonic() < deadline, "the two 12-CPU jobs never both ran"
+                time.sleep(0.2)
+            job = job_pb2.JobSpec(name="eight", command=["/bin/true"],
+                                  runtime_estimate=duration_pb2.Duration(seconds=600),
+                                  max_wait=duration_pb2.Duration(seconds=7200))
+            job.resources.cpus = 8
+            job_id = stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth()).job.id
+            get = pb.GetJobRequest(id=job_id)
+            deadline = time.monotonic() + 30
+            while not stub.GetJob(get, metadata=auth()).job.message:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            time.sleep(2)  # a few passes: the reason must stay true
+            got = stub.GetJob(get, metadata=auth()).job
+            for b in blockers:
+                stub.CancelJob(pb.CancelJobRequest(id=b), metadata=auth())
+            done = until_ended(stub, job_id, time.monotonic() + 90)
+    finally:
+        proc.stop()
+    assert "capacity free" not in got.message, got.message
+    assert "no node has 8 of them" in got.message, got.message
+    assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.message
