@@ -288,22 +288,19 @@ def _queue_choice(v: _View, onprem: list[ScoredOffer]) -> tuple[ScoredOffer, flo
 
 
 def _apart(v: _View, s: ScoredOffer) -> str:
-    """Why a job over several nodes does not start where enough units are free in all."""
-    nodes, units = max(1, v.spec.resources.nodes), demand(v.spec)
+    """Why the job does not start where enough units are free in all: not on few enough nodes."""
+    nodes, units, free = max(1, v.spec.resources.nodes), demand(v.spec), v.inputs.free_units(s.offer)
     each = f"no node has {units} of them" if nodes == 1 else f"not {units // nodes} on each of {nodes} nodes"
-    return "" if v.inputs.nodes_fit(s.offer, v.spec) else f" (units are free, but {each})"
+    fits = (free is not None and free < units) or v.inputs.nodes_fit(s.offer, v.spec)
+    return "" if fits else f" (units are free, but {each})"
 
 
 def _wait_or_burst(v: _View, onprem: list[ScoredOffer]) -> Decision:
     """On-prem has no room now: wait in the chosen partition, or burst when waiting costs more."""
     queue, wait_s = _queue_choice(v, onprem)
     wait_cost = v.score(queue) + _late_cost(wait_s, v.remaining, v.policy)
-    v.note(
-        onprem_site=queue.offer.site,
-        onprem_partition=queue.offer.partition,
-        onprem_expected_wait_s=round(wait_s),
-        onprem_total_cost=round(wait_cost, 2),
-    )
+    v.note(onprem_site=queue.offer.site, onprem_partition=queue.offer.partition,
+           onprem_expected_wait_s=round(wait_s), onprem_total_cost=round(wait_cost, 2))
     left_min = v.remaining / 60
     if wait_s <= v.remaining:
         if queue.offer.site in v.inputs.queueing_sites:

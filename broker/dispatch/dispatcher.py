@@ -25,6 +25,7 @@ from broker.dispatch.reconcile import reconcile
 from broker.dispatch.scheduling import Scheduling
 from broker.dispatch.site_polls import SitePolls
 from broker.dispatch.withdraw import pending_at_queue, withdraw_late
+from broker.dispatch.withdraw_fair import withdraw_unfair
 from broker.dispatch.withdraw_reclaim import withdraw_to_reclaim
 from broker.metrics import BrokerMetrics
 from broker.model import BROKER_SIDE, Attempt, AttemptState, Job, JobId, JobState, SiteId
@@ -226,6 +227,9 @@ class Dispatcher(Scheduling):
         for job in withdraw_late(*args):
             self.job_submitted(job)
             self.capacity_changed()
+        for job in withdraw_unfair(self.store, self.planner, pending, self.adapters, self.clock,
+                                   self._in_background):
+            self.job_submitted(job)
         for owner, victims in await withdraw_to_reclaim(*args):
             self._reclaim(owner, victims)
             self.job_submitted(owner)

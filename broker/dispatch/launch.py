@@ -41,6 +41,7 @@ class Launching(AttemptTracking):
     metrics: BrokerMetrics
     agent_endpoint: str
     agent_ca_pem: str
+    _last_withdraw: float
 
     def _start(self, job: Job, decision: Decision) -> None:
         """Place the job on the decision's offer, reserve its money and launch an attempt."""
@@ -175,6 +176,9 @@ class Launching(AttemptTracking):
             backend_id = await self._submit(adapter, request, first=decision is not None)
             now = self.clock.now()
             self.store.update_attempt(attempt.id, now, backend_id=backend_id)
+            if attempt.site in self.planner.queueing_sites():  # within 2 s, jobs pending ahead of it
+                soon = asyncio.get_running_loop().time() - self.settings.requeue_scan_s + 2.0
+                self._last_withdraw = min(self._last_withdraw, soon)  # unfairly go back (withdraw_fair)
             self.planner.record_success(attempt)
             self.stats.launches += 1
             current = self.store.get(job.id)

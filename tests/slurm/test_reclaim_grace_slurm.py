@@ -13,7 +13,7 @@ import shutil
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import grpc
@@ -60,17 +60,20 @@ def auth(tenant: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {TOKENS[tenant]}"),)
 
 
-def broker_folder(slurm_cluster: SlurmCluster, folder: Path) -> Path:
-    """A broker.yaml, POLICY on the test cluster and the tokens in `folder`; its broker.yaml's path."""
+def broker_folder(
+    slurm_cluster: SlurmCluster, folder: Path, policy: str = POLICY, tokens: Mapping[str, str] = TOKENS
+) -> Path:
+    """A broker.yaml, `policy` (a template like POLICY) on the test cluster and the `tokens` in
+    `folder`; its broker.yaml's path."""
     for name in ("accelerators.yaml", "regimes.yaml"):
         shutil.copy(ROOT / "configs" / name, folder / name)
     adapter_config = {"url": slurm_cluster.url, "user": slurm_cluster.user,
                       "broker_id": f"szb-reclaim-{uuid.uuid4().hex[:8]}",
                       "output_dir": str(folder / "slurm-output"), "timeout_s": 3}
-    (folder / "policy.yaml").write_text(POLICY.format(
+    (folder / "policy.yaml").write_text(policy.format(
         site=SITE, adapter_config=json.dumps(adapter_config), grace=GRACE_S))
     (folder / "tokens.yaml").write_text(
-        "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items())
+        "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in tokens.items())
     )
     # Reconciliation every 2 s: a stopping job it took for a leftover would be cancelled at once.
     (folder / "broker.yaml").write_text(textwrap.dedent(f"""\
