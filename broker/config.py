@@ -151,13 +151,15 @@ class BrokerConfig(NoBoolNumbers):
     def absolute(self) -> BrokerConfig:
         """The same settings with every path made absolute against the current folder.
 
-        Resolved once at startup: the broker's children (local runners) run in other folders.
+        Made absolute once at startup: the broker's children (local runners) run in other folders.
         """
         updates: dict[str, Any] = {"data_dir": self.data_dir.expanduser().resolve()}
+        # Absolute, not resolved: the watched files keep their symlinks, followed at each read,
+        # so a Kubernetes ConfigMap/Secret update (`..data` re-pointed) is seen like an edit.
         if self.policy is not None:
-            updates["policy"] = self.policy.expanduser().resolve()
+            updates["policy"] = self.policy.expanduser().absolute()
         if self.tokens_file is not None:
-            updates["tokens_file"] = self.tokens_file.expanduser().resolve()
+            updates["tokens_file"] = self.tokens_file.expanduser().absolute()
         return self.model_copy(update=updates)
 
     @field_validator("log_level", mode="before")

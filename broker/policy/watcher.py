@@ -109,16 +109,17 @@ class PolicyWatcher:
         """The policy in force (read it once per decision)."""
         return self._current
 
-    def _stat(self) -> tuple[tuple[float, int] | None, ...]:
-        """mtime and size of the policy file and of every file the policy in force refers to."""
-        out: list[tuple[float, int] | None] = []
+    def _stat(self) -> tuple[tuple[int, ...] | None, ...]:
+        """mtime, size and inode of the policy file and of every file the policy in force refers to."""
+        out: list[tuple[int, ...] | None] = []
         for path in (self.path, *map(Path, self._current.inputs)):
             try:
-                st = path.stat()
+                st = path.stat()  # follows symlinks: a re-pointed one is a new file
             except OSError:
                 out.append(None)
                 continue
-            out.append((st.st_mtime, st.st_size))
+            # The inode tells a file swapped in by rename or symlink even with the old mtime and size.
+            out.append((st.st_mtime_ns, st.st_size, st.st_dev, st.st_ino))
         return tuple(out)
 
     def reload(self) -> list[Problem]:
