@@ -39,7 +39,14 @@ def check_sites(
     """Site ids are unique, zones and currencies known, partitions sane; returns id -> index."""
     currencies = {document.currency, *document.fx}
     site_ids: dict[str, int] = {}
-    zones = document.compliance.residency.zones
+    for zone, spec in document.compliance.residency.zones.items():
+        if not spec.countries:  # an empty list would let a site anywhere claim the zone
+            at(
+                ["compliance", "residency", "zones", zone],
+                f"compliance.residency.zones.{zone}: zone {zone!r} lists no countries "
+                "(a zone must list the site countries it allows, e.g. countries: [CN])",
+                key=True,
+            )
     for i, site in enumerate(document.sites):
         if site.id in site_ids:
             at(
@@ -47,22 +54,7 @@ def check_sites(
                 f"sites.{i}.id: duplicate site id {site.id!r} (first at sites.{site_ids[site.id]})",
             )
         site_ids.setdefault(site.id, i)
-        if site.residency != "global" and site.residency not in zones:
-            at(
-                ["sites", i, "residency"],
-                f"sites.{i}.residency: unknown residency zone {site.residency!r} "
-                f"(declared: {', '.join(['global', *zones])})",
-            )
-        elif (
-            site.residency in zones
-            and zones[site.residency].countries
-            and site.country not in zones[site.residency].countries
-        ):
-            at(
-                ["sites", i, "residency"],
-                f"sites.{i}.residency: site country {site.country} is not in zone "
-                f"{site.residency!r} ({', '.join(zones[site.residency].countries)})",
-            )
+        _check_residency(document, site, i, at)
         if not site.partitions and site.catalog is None:
             at(["sites", i], f"sites.{i}: a site needs 'partitions' or a 'catalog'")
         _check_operator(site, i, at)
@@ -80,6 +72,26 @@ def check_sites(
                     "policy's folder: a copy of the policy saved elsewhere needs the catalog beside it)",
                 )
     return site_ids
+
+
+def _check_residency(document: PolicyDocument, site: Site, i: int, at: Report) -> None:
+    """A site's zone is declared and lists the site's country (checked for every zone, so a job
+    confined to a zone never runs at a site outside its countries)."""
+    zones = document.compliance.residency.zones
+    if site.residency == "global":
+        return
+    if site.residency not in zones:
+        at(
+            ["sites", i, "residency"],
+            f"sites.{i}.residency: unknown residency zone {site.residency!r} "
+            f"(declared: {', '.join(['global', *zones])})",
+        )
+    elif site.country not in (countries := zones[site.residency].countries):
+        listed = ", ".join(countries) if countries else "it lists no countries"
+        at(
+            ["sites", i, "residency"],
+            f"sites.{i}.residency: site country {site.country} is not in zone {site.residency!r} ({listed})",
+        )
 
 
 def _aws_global(site: Site) -> bool:

@@ -91,6 +91,25 @@ BROKEN = [
         "sites.0.partitions.1.name: duplicate name 'a800' (first at sites.0.partitions.0)",
     ),
     ("duplicate-country", "countries: [CN]}", "countries: [CN, CN]}", 22, 43, "countries.1: duplicate 'CN'"),
+    # A zone with no countries let any site claim it: a US site ran cn-mainland jobs.
+    ("zone-empty", "countries: [CN]}", "countries: []}", 22, 13, "'cn-mainland' lists no countries"),
+    ("zone-no-countries", "{countries: [CN]}", "{}", 22, 13, "'cn-mainland' lists no countries"),
+    (
+        "site-in-zone-without-countries",
+        "countries: [CN]}",
+        "countries: []}",
+        8,
+        16,
+        "sites.0.residency: site country CN is not in zone 'cn-mainland' (it lists no countries)",
+    ),
+    (
+        "us-site-claims-cn-mainland",
+        "    residency: global\n",
+        "    residency: cn-mainland\n",
+        14,
+        16,
+        "sites.1.residency: site country US is not in zone 'cn-mainland' (CN)",
+    ),
     ("duplicate-site", "  - id: aws-us\n", "  - id: onprem\n", 11, 9, "duplicate site id 'onprem'"),
     ("unknown-zone", "    residency: global\n", "    residency: eu\n", 14, 16, "unknown residency zone 'eu'"),
     (
