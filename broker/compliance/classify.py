@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -10,6 +11,9 @@ from broker.compliance.regime import Prong, Regime
 
 NONE = "none"
 UNKNOWN = "unknown"
+UNKNOWN_PD = math.inf
+"""The PD rules see (`hardware.pd`) for a part whose die area is unknown: above every bound, as
+`_prong_holds` assumes its density prongs met, so `hardware.pd >= X` holds for it."""
 
 
 def places(value: float, thresholds: Collection[float], least: int) -> int:

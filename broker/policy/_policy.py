@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from broker.catalog.accelerators import Accelerator, AcceleratorCatalog, normalize
 from broker.catalog.instances import InstanceRow
-from broker.compliance.classify import NONE, Classification, classify, classify_unknown
+from broker.compliance.classify import NONE, UNKNOWN_PD, Classification, classify, classify_unknown
 from broker.compliance.regime import Regime, RegimeSet
 from broker.compliance.rules import RuleSet
 from broker.policy.schema import (
@@ -199,7 +199,7 @@ class Policy(BaseModel):
             "family": (spec.family or spec.name) if spec else (name or ""),
             "class": cls.cls,
             "tpp": float(cls.tpp),
-            "pd": float(cls.pd) if cls.pd is not None else -1.0,
+            "pd": _rule_pd(name, cls),
             "pd_known": cls.pd is not None,
             "memory_gb": float(spec.memory_gb) if spec else 0.0,
             "interconnect_gbps": float(spec.interconnect_gbps) if spec else 0.0,
@@ -214,6 +214,14 @@ class Policy(BaseModel):
         hw = Hardware(name, spec, cls, variables, frozenset(keys))
         self.index.hardware[name] = hw
         return hw
+
+
+def _rule_pd(name: str | None, cls: Classification) -> float:
+    """`hardware.pd`: unknown die area (or a part not in the catalog) reads as dense, never as
+    -1, so a rule denying dense parts denies it as the classifier would; -1 with no accelerator."""
+    if cls.pd is not None:
+        return float(cls.pd)
+    return -1.0 if name is None else UNKNOWN_PD
 
 
 def _site_vars(s: Site) -> dict[str, Any]:
