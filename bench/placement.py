@@ -72,7 +72,7 @@ from broker.policy import Policy, load_policy  # noqa: E402
 RULES = [
     (
         '"h20-is-informed-2025" in hardware.flags && site.operator_country == "US" && '
-        'tenant.country_groups.exists(g, g == "D:5")'
+        'tenant.country_groups.exists(g, g == "D:5" || g == "Macau")'
     ),
     '"prc-3a090-gp10" in hardware.flags && tenant.entity_country == "US"',
     'job.priority == "high" && offer.spot',
