@@ -289,8 +289,7 @@ class BrokerApp:
         self.metrics_server: MetricsServer | None = None
         if cfg.metrics_listen:
             self.metrics_server = MetricsServer(
-                self.metrics.registry,
-                cfg.metrics_listen,
+                self.metrics.registry, cfg.metrics_listen,
                 certfile=str(cfg.tls.cert_file) if cfg.tls else None,
                 keyfile=str(cfg.tls.key_file) if cfg.tls else None,
                 operator=None if self.auth.dev_mode else self.auth.is_operator_header,
@@ -313,7 +312,8 @@ class BrokerApp:
         self._policy_loaded(first)
         overrides = dict(self.adapter_overrides or {})
         self.site_builder = SiteAdapters(self.registry or AdapterRegistry.discover(), self.config.data_dir,
-                                         self.config.sites, self.planner.mark_unhealthy, skip=set(overrides))
+                                         self.config.sites, self.planner.mark_unhealthy, skip=set(overrides),
+                                         broker_id=self.store.broker_id())
         adapters = {**overrides, **self.site_builder.build_all(self.planner.policy)}
         quiet_third_party()  # SDKs imported just now may have attached handlers of their own
         boxes = [getattr(a, "sandbox", None) for a in adapters.values()]

@@ -37,6 +37,9 @@ class SiteAdapters:
     """A site whose adapter could not be built: it is marked unhealthy with the reason."""
     skip: Collection[SiteId] = ()
     """Sites whose adapters the caller built (tests inject endpoints this way)."""
+    broker_id: str | None = None
+    """The store's broker id (`JobStore.broker_id`): each site's `broker_id` unless it sets one.
+    A fixed default let two brokers on one cloud account take each other's instances for orphans."""
     built: dict[SiteId, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     adapters: dict[SiteId, Adapter] = field(default_factory=dict)
     """What this builder built, unwrapped (on-prem ones are reconfigured in place on reload)."""
@@ -44,6 +47,9 @@ class SiteAdapters:
     def build_all(self, policy: Policy) -> dict[SiteId, Adapter]:
         """Every site's adapter (a site that cannot be built is left out, marked unhealthy)."""
         out: dict[SiteId, Adapter] = {}
+        if self.broker_id is not None:
+            log.info("what this broker starts is tagged szb:broker=%s (a site's broker_id overrides it)",
+                     self.broker_id)
         for site_id, name, config in site_configs(policy):
             if site_id not in self.skip and (adapter := self._build(site_id, name, config)) is not None:
                 out[site_id] = adapter
@@ -78,7 +84,8 @@ class SiteAdapters:
         return done
 
     def _merged(self, site_id: SiteId, config: dict[str, Any]) -> dict[str, Any]:
-        return {"data_dir": str(self.data_dir), **config, **site_settings(self.settings.get(site_id, {}))}
+        own = {"data_dir": str(self.data_dir)} | ({"broker_id": self.broker_id} if self.broker_id else {})
+        return {**own, **config, **site_settings(self.settings.get(site_id, {}))}
 
     def _build(self, site_id: SiteId, name: str, config: dict[str, Any]) -> Adapter | None:
         self.built[site_id] = (name, config)  # a broken config is not tried again until it changes

@@ -40,6 +40,12 @@ class BrokerProcess:
         self.port = 0
         self.output: list[str] = []
 
+    def broker_id(self) -> str:
+        """The id the broker tags what it starts with, as its start log says."""
+        found = re.search(r"tagged szb:broker=(\S+)", "".join(self.output))
+        assert found is not None, "the broker's log does not say its broker id"
+        return found.group(1)
+
     def start(self, port: int = 0, timeout: float = 120.0) -> int:
         # The deadline only bounds a broker that never comes up: a start on a loaded 2-core CI
         # box can take more than 30 s (several tests already asked for 120).

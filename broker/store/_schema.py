@@ -92,6 +92,9 @@ INSERT INTO leadership (id, epoch) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
 CREATE TABLE IF NOT EXISTS site_report (
   id INTEGER PRIMARY KEY CHECK (id = 1), epoch {bigint}, time {time} NOT NULL, body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS broker_identity (
+  id INTEGER PRIMARY KEY CHECK (id = 1), broker_id TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS schema_version (
   id INTEGER PRIMARY KEY CHECK (id = 1), fingerprint TEXT NOT NULL
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from secrets import token_hex
 
 from broker.model import JobEvent, TenantId
 from broker.store import _audit
@@ -18,6 +19,9 @@ from broker.store._audit import KEEP_REFUSALS, AuditFilter, PolicyVersion, Refus
 from broker.store._sql_attempts import SqlAttempts
 from broker.store._sql_runs import SqlRuns
 from broker.store.base import FairUsage, LeaseBlocked, LeaseRow, ReclaimBooking, ReclaimState, StoreError
+
+LEGACY_BROKER_ID = "shangzhuang"
+"""The one broker id of every store before each store made its own (`adapters._tags`)."""
 
 _BOOKED = "attempt_id, partition_id, units, for_job, since_s, until_s, stopped, beside"
 
@@ -128,6 +132,18 @@ class SqlStore(SqlAttempts, SqlRuns):
     def site_report(self) -> tuple[str, datetime] | None:
         row = self._one("SELECT body, time FROM site_report WHERE id = 1")
         return None if row is None else (str(row[0]), self._dialect.dt(row[1]))
+
+    def broker_id(self) -> str:
+        row = self._one("SELECT broker_id FROM broker_identity WHERE id = 1")
+        if row is not None:
+            return str(row[0])
+        # A store from before ids were made per store tagged its instances with the old default.
+        made = LEGACY_BROKER_ID if self._one("SELECT 1 FROM attempts LIMIT 1") else f"szb-{token_hex(4)}"
+        with self._tx() as db:  # (two processes of one store: the first one's id stays)
+            db.run("INSERT INTO broker_identity (id, broker_id) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
+                   (made,))
+        row = self._one("SELECT broker_id FROM broker_identity WHERE id = 1")
+        return made if row is None else str(row[0])
 
     # Scheduler leadership ------------------------------------------------------------------
 

@@ -46,13 +46,7 @@ EventListener = Callable[[JobEvent], None]
 
 log = logging.getLogger(__name__)
 
-UNFINISHED = (
-    JobState.QUEUED,
-    JobState.PLACING,
-    JobState.PROVISIONING,
-    JobState.RUNNING,
-    JobState.PREEMPTED,
-)
+UNFINISHED = (JobState.QUEUED, JobState.PLACING, JobState.PROVISIONING, JobState.RUNNING, JobState.PREEMPTED)
 """States a tenant's `max_queued_jobs` quota counts."""
 
 
@@ -376,7 +370,9 @@ class JobStore(AuditStore):
     def site_report(self) -> tuple[str, datetime] | None:
         """The last report published and when; None while no scheduler published one."""
 
-    # Fair share ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def broker_id(self) -> str:
+        """The id this store's broker tags its cloud instances and Slurm jobs with (made at first use)."""
 
     @abc.abstractmethod
     def save_fair_usage(self, usage: FairUsage) -> None:

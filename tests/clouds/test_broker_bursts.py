@@ -335,7 +335,7 @@ def test_orphan_tagged_instance_is_terminated(
         aws_secret_access_key="secret",
     )
     tags = [
-        {"Key": "szb:broker", "Value": "shangzhuang"},
+        {"Key": "szb:broker", "Value": broker.broker_id()},
         {"Key": "szb:job", "Value": "j-gone"},
         {"Key": "szb:attempt", "Value": "j-gone-a1"},
         {"Key": "szb:token", "Value": "deadbeef"},

@@ -28,7 +28,7 @@ from tests.crash.world import AMI
 from tests.doubles.ecs_endpoint import EcsCloud
 from tests.doubles.moto_front import MotoFront
 
-BROKER_TAGS = {"szb:broker": "shangzhuang", "szb:job": "j-gone", "szb:attempt": "j-gone-a1"}
+ORPHAN_TAGS = {"szb:job": "j-gone", "szb:attempt": "j-gone-a1"}
 
 
 def ec2(moto: MotoFront) -> Any:
@@ -60,8 +60,12 @@ def test_stopped_instances_carrying_our_tags_are_deleted(
     make_broker: MakeBroker, moto: MotoFront, ecs: EcsCloud
 ) -> None:
     """Obs. 3: `Stopped` maps to a terminal state, but a stopped instance still exists."""
+    broker = make_broker()
+    store = broker.open_store()
+    ours = {**ORPHAN_TAGS, "szb:broker": store.broker_id()}  # (made at its first use, kept)
+    store.close()
     client = ec2(moto)
-    tags = [{"Key": k, "Value": v} for k, v in {**BROKER_TAGS, "szb:token": "tok-ec2"}.items()]
+    tags = [{"Key": k, "Value": v} for k, v in {**ours, "szb:token": "tok-ec2"}.items()]
     made = client.run_instances(
         ImageId=AMI, MinCount=1, MaxCount=1, InstanceType="g5.xlarge",
         TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
@@ -71,14 +75,13 @@ def test_stopped_instances_carrying_our_tags_are_deleted(
     stranger = client.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, InstanceType="g5.xlarge")
     client.stop_instances(InstanceIds=[stranger["Instances"][0]["InstanceId"]])
     ecs_id = "i-stoppedorphan0001"
-    ecs_tags = {**BROKER_TAGS, "szb:token": "tok-ecs"}
+    ecs_tags = {**ours, "szb:token": "tok-ecs"}
     ecs.instances[ecs_id] = {
         "InstanceId": ecs_id, "InstanceName": "szb-j-gone-a1", "InstanceType": "ecs.gn7i-c8g1.2xlarge",
         "Status": "Stopped", "ZoneId": "cn-beijing-i", "SpotStrategy": "NoSpot",
         "Tags": {"Tag": [{"TagKey": k, "TagValue": v} for k, v in ecs_tags.items()]},
         "OperationLocks": {"LockReason": []},
     }
-    broker = make_broker()
     broker.start()
     until(lambda: ecs_id not in ecs.instances, what="the stopped ECS orphan was never deleted")
     until(lambda: ec2_state(moto, ec2_id) in ("shutting-down", "terminated"),

@@ -1245,6 +1245,21 @@ class StoreContract:
             store.spend_entries("2026-11"),
         )
 
+    def test_a_store_makes_its_broker_id_once_and_every_process_of_it_shares_it(
+        self, open_store: StoreFactory
+    ) -> None:
+        made = open_store().broker_id()
+        assert made.startswith("szb-") and len(made) == len("szb-") + 8, made
+        assert open_store().broker_id() == made  # (another process of the store, a restart)
+
+    def test_a_store_with_attempts_from_before_per_store_ids_keeps_the_old_default(
+        self, open_store: StoreFactory
+    ) -> None:
+        # Its instances and Slurm jobs were tagged "shangzhuang": a new id would lose sight of them.
+        store = open_store()
+        store.create_attempt(self.submit_one(store).id, SiteId("east"), OFFER, "tok-old", NOW)
+        assert store.broker_id() == "shangzhuang"
+
     def test_leadership_is_empty_until_claimed_then_shows_the_holder(self, open_store: StoreFactory) -> None:
         one, two = open_store(), open_store()
         assert one.leadership() is None
