@@ -282,10 +282,9 @@ def status_report(
     resp.unhealthy_sites.update(unhealthy)
     resp.fair_share.extend(fair_share_protos(planner, now, None if operator else tenant))
     resp.currency = planner.policy.currency
-    resp.status_json = json.dumps(
-        {"tenants": tenants, "unhealthy": unhealthy, "currency": planner.policy.currency},
-        default=str,
-    )
+    blocked = planner.health.block_notes(now.timestamp()) if operator else {}  # (operators' business)
+    status = {"tenants": tenants, "unhealthy": unhealthy, "currency": resp.currency, "blocked": blocked}
+    resp.status_json = json.dumps(status, default=str)
     return resp
 
 

@@ -221,6 +221,8 @@ def _print_tenants(resp: pb.GetStatusResponse, console: Console) -> None:
         console.print(f"  {escape(t.tenant)}: {money}, vouchers {t.vouchers_left:,.2f} {resp.currency}")
     for site, why in sorted(resp.unhealthy_sites.items()):
         console.print(f"[red]unhealthy[/] {escape(site)}: {escape(why)}", soft_wrap=True)
+    for target, why in sorted(json.loads(resp.status_json or "{}").get("blocked", {}).items()):
+        console.print(f"[yellow]blocked[/] {escape(target)}: {escape(why)}", soft_wrap=True)
     if resp.HasField("quota"):
         q = resp.quota
         console.print(

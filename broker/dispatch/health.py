@@ -129,6 +129,17 @@ class SiteHealth:
         own = self.blocklist.keys()
         return own | self.adopted.blocked if self.adopted is not None else own
 
+    def block_notes(self, now_s: float) -> dict[str, str]:
+        """What is blocked now (an offer, `site/region`, a region's spot, a site) and why, for
+        operators: a quota or stock-out block keeps work off a region or offer for its TTL."""
+        def left(until: float | None) -> str:
+            return "" if until is None else f" (for {max(1, round((until - now_s) / 60))} min more)"
+
+        notes = {b.target: b.reason + left(b.until) for b in self.blocklist.active()}
+        if self.adopted is not None:  # (an API replica: the scheduler's keys, its reasons in its log)
+            notes.update({key: "blocked by the scheduler" for key in self.adopted.blocked - notes.keys()})
+        return notes
+
     def unhealthy_now(self) -> dict[SiteId, str]:
         """Every site that takes no new work now, with the reason (unreachable, sick, breaker open,
         or half-open with its one trial launch unanswered)."""

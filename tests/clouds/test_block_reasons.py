@@ -23,6 +23,8 @@ from tests.clouds.ecs_a10 import a10_region
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 from tests.doubles.moto_front import AwsFault, MotoFront
 
+OPERATOR = "op-token-0123456789abcdef"
+
 POLICY = (
     on_moto.POLICY_HEAD
     + on_moto.ONPREM_A800
@@ -44,6 +46,7 @@ def test_explain_names_the_error_behind_each_block(
         on_moto.BrokerSetup(
             POLICY,
             tokens={"sg-lab": TOKEN},
+            operators={"sg-lab": OPERATOR},
             sites=on_moto.east_and_beijing(moto.url, ecs_server.address, heartbeat_s=1),
             catalogs={
                 "aws-east.csv": on_moto.catalog("g5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a"),
@@ -70,3 +73,9 @@ def test_explain_names_the_error_behind_each_block(
     assert "Zone.NotOnSale" in why[("aliyun-bj", "cn-beijing-i")], why
     assert "VcpuLimitExceeded" in why[("aws-east", "us-east-1a")], why
     assert why[("aliyun-bj", "cn-beijing-h")] == "", why
+    # An operator's `szb status` shows the blocks too (a region out for its quota was invisible
+    # there), and a tenant's does not (the provider's text is the operator's business).
+    shown = szb(broker, OPERATOR, "status").stdout
+    assert "blocked aws-east/us-east-1: QuotaError: VcpuLimitExceeded (for 30 min more)" in shown, shown
+    assert "Zone.NotOnSale" in shown, shown
+    assert "blocked" not in szb(broker, TOKEN, "status").stdout
