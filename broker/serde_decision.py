@@ -54,9 +54,12 @@ def decision_data(decision: Decision) -> dict[str, Any]:
 
     `currency` labels every money figure (the policy's); the offer's price keeps its own
     currency next to it. Fair-share standing and reclaim victims are added when present.
+    The reasons go with the numbers: a burst's placed event is the only record of why it burst.
     """
     data = facts_json(decision.facts)
     data["action"] = decision.action.value
+    data["burst"] = decision.burst
+    data["reasons"] = list(decision.reasons)
     offer = decision.offer
     if offer is not None:
         data["offer_key"] = offer.key
@@ -101,9 +104,7 @@ def reclaim_json(decision: Decision) -> list[dict[str, Any]]:
 
 def decision_proto(decision: Decision) -> placement_pb2.Decision:
     """The typed wire form of a decision."""
-    return decision_to_proto(
-        {**decision_data(decision), "burst": decision.burst, "reasons": list(decision.reasons)}
-    )
+    return decision_to_proto(decision_data(decision))
 
 
 def facts_from_proto(msg: placement_pb2.Decision) -> DecisionFacts:

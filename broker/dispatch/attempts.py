@@ -13,6 +13,7 @@ from adapters.base import Adapter, AdapterError, LogSource, NotFoundError
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
+from broker.dispatch.records import running_said
 from broker.dispatch.site_polls import SitePolls
 from broker.dispatch.spot_limit import spot_interruptions
 from broker.dispatch.termination import terminate
@@ -95,10 +96,9 @@ class AttemptTracking:
             status = status.model_copy(update={"message": BROKER_SIDE + status.message})
         self.apply_status(attempt, status)
 
-    def _running(self, attempt: Attempt, now: datetime) -> None:
+    def _running(self, job: Job, attempt: Attempt, now: datetime) -> None:
         """The attempt runs (its job moves to RUNNING); a launch that just came up is timed."""
-        said = f"running on {attempt.site}"
-        move = JobMove(JobState.RUNNING, "running", said, expect=JobState.PROVISIONING)
+        move = JobMove(JobState.RUNNING, "running", running_said(job, attempt), expect=JobState.PROVISIONING)
         self.store.update_attempt(attempt.id, now, state=AttemptState.RUNNING, moves=[move])
         if attempt.state == AttemptState.PENDING:
             self.planner.launched(attempt, now)
@@ -132,7 +132,7 @@ class AttemptTracking:
             return
         if status.state == AttemptState.RUNNING:
             if attempt.state != AttemptState.RUNNING or job.state == JobState.PROVISIONING:
-                self._running(attempt, now)
+                self._running(job, attempt, now)
             return
         # The attempt's end and its job's move are one transaction: never one without the other.
         attempt = self.store.update_attempt(
@@ -212,7 +212,7 @@ class AttemptTracking:
         if not ran:
             return []
         at = None if status.started_at is None else min(max(status.started_at, attempt.created_at), now)
-        said = f"running on {attempt.site}"
+        said = running_said(job, attempt)
         return [JobMove(JobState.RUNNING, "running", said, expect=JobState.PROVISIONING, at=at)]
 
     def _job_moves(self, job: Job, attempt: Attempt, status: AttemptStatus) -> list[JobMove]:

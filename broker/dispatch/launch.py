@@ -21,7 +21,7 @@ from broker.dispatch.contract import OFFER_FAULTS, DispatchStats
 from broker.dispatch.failover import AttemptTimeoutError, NextStep
 from broker.dispatch.gang import LaunchStopped, gang_launcher, launch_gang
 from broker.dispatch.launch_outage import LAUNCHING, left_to_launch, through_store_outages
-from broker.dispatch.records import audit_data, decision_fields, offer_fault
+from broker.dispatch.records import BURST, audit_data, burst_said, decision_fields, offer_fault
 from broker.dispatch.retry import RetryPolicy, retry_transient
 from broker.metrics import BrokerMetrics
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, LaunchRequest
@@ -48,13 +48,12 @@ class Launching(AttemptTracking):
         assert decision.offer is not None
         offer = decision.offer
         now = self.clock.now()
-        burst = " [burst]" if decision.burst else ""
         job = self.store.transition(
             job.id,
             JobState.PLACING,
             now,
             kind="placed",
-            message=f"placed on {offer.site} ({offer.instance_type})" + burst,
+            message=f"placed on {offer.site} ({offer.instance_type})" + burst_said(decision),
             data={
                 **decision_data(decision),
                 **spot_data(decision, job.spec, self.planner.policy),  # on spot: what it is expected to take
@@ -71,7 +70,7 @@ class Launching(AttemptTracking):
             "job placed on %s (%s)%s",
             offer.site,
             offer.instance_type,
-            burst,
+            BURST if decision.burst else "",
             extra=decision_fields(job, decision, "placed"),
         )
         # The idempotency token names the attempt at its backend; the agent secret (only its
@@ -97,8 +96,11 @@ class Launching(AttemptTracking):
 
     def _attempt_message(self, attempt: Attempt, decision: Decision) -> str:
         """The job's message while its attempt starts. At a backend that queues jobs itself the job
-        may pend there a while: say why it was sent (its projected wait), as `szb list` shows."""
+        may pend there a while: say why it was sent (its projected wait), as `szb list` shows; a
+        burst says why it burst."""
         said = f"attempt {attempt.number} on {attempt.site}"
+        if decision.burst:  # why it burst, kept on once it runs (`running_said`)
+            return said + burst_said(decision)
         if attempt.site in self.planner.queueing_sites() and decision.summary:
             return f"{said}: {decision.summary}"
         return said

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from broker.decision import Action, Decision
-from broker.model import Job
+from broker.model import Attempt, Job
 from broker.placement import rejection_summary
 
 _DIGITS = re.compile(r"[\d.]+")
@@ -37,6 +37,25 @@ def decision_fields(job: Job, decision: Decision, event: str) -> dict[str, Any]:
 def audit_data(decision: Decision) -> dict[str, Any]:
     """What the audit trail keeps with a decision's event: the policy and the deciding rules."""
     return {"policy_hash": decision.policy_hash, "rules": deciding_rules(decision)}
+
+
+BURST = " [burst]"
+"""What marks a burst's placed, attempt and running messages (`burst_said`)."""
+
+
+def burst_said(decision: Decision) -> str:
+    """' [burst]: why' for a burst (its reasons, which no later view could rebuild), else ''."""
+    if not decision.burst:
+        return ""
+    return f"{BURST}: {decision.summary}" if decision.summary else BURST
+
+
+def running_said(job: Job, attempt: Attempt) -> str:
+    """'running on SITE', keeping why a burst was made when the job's message (its attempt's,
+    from `_attempt_message`) says so: `szb get` of a running burst then still says why."""
+    started = f"attempt {attempt.number} on {attempt.site}"
+    said = f"running on {attempt.site}"
+    return said + job.message.removeprefix(started) if job.message.startswith(started + BURST) else said
 
 
 DEADLINE = "deadline"
