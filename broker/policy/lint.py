@@ -12,6 +12,8 @@ in the rule or in accelerators.yaml, turns the rule off without a word. And `bur
 broker stops each instance when its job ends and never reuses one, so nothing is ever idle to limit.
 A rule reading `job.labels.X` without testing `has(job.labels.X)`: a job without the label makes
 the rule fail, and a rule that fails denies, to be safe, so every offer the rule covers is refused.
+And a `burst.max_wait.by_tenant_kind` entry when `by_priority` sets every priority: a job's
+priority is looked up first, so the tenant kind's wait never applies.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from broker.model import Priority
 from broker.policy._policy import Policy
 from broker.yamlfile import Loc, position
 
@@ -107,11 +110,29 @@ def policy_warnings(policy: Policy, doc: Any, filename: str) -> list[PolicyWarni
                     f"has(job.labels.{label}): for a job without that label the rule cannot be evaluated, "
                     f"and such a rule denies, to be safe (test it first: has(job.labels.{label}) && ...)",
                 )
+    for loc, message in _burst_notes(policy):
+        warn(loc, message)
+    return out
+
+
+def _burst_notes(policy: Policy) -> list[tuple[Loc, str]]:
+    """A no-op `max_idle`, and `max_wait.by_tenant_kind` entries `by_priority` leaves nothing to."""
+    out: list[tuple[Loc, str]] = []
     for site_id, limits in policy.burst.sites.items():
         if "max_idle" in limits.model_fields_set:
-            warn(
-                ["burst", "sites", site_id, "max_idle"],
+            said = (
                 f"burst.sites.{site_id}.max_idle has no effect: the broker stops each instance when its job "
-                "ends and never reuses one, so no instance is kept idle (remove it)",
+                "ends and never reuses one, so no instance is kept idle (remove it)"
             )
+            out.append((["burst", "sites", site_id, "max_idle"], said))
+    mw = policy.burst.max_wait
+    if set(Priority) <= set(mw.by_priority):  # (`effective_max_wait` reads the priority's first)
+        every = ", ".join(p.value for p in mw.by_priority)  # as the file lists them
+        for kind in mw.by_tenant_kind:
+            said = (
+                f"burst.max_wait.by_tenant_kind.{kind} never applies: burst.max_wait.by_priority sets "
+                f"every priority ({every}), and a job's priority is looked up before its tenant's kind "
+                "(leave out of by_priority the priorities the tenant kind should decide, e.g. normal)"
+            )
+            out.append((["burst", "max_wait", "by_tenant_kind", kind], said))
     return out

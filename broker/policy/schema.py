@@ -215,7 +215,7 @@ class Tenant(_Doc):
 
 
 class MaxWait(_Doc):
-    """How long a job may wait on-prem before it bursts."""
+    """How long a job without its own may wait on-prem before it bursts: by_priority, else by_tenant_kind."""
 
     default: Duration = Field(default="30m", validate_default=True)
     by_priority: dict[Priority, Duration] = Field(default_factory=dict)
