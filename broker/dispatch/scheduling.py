@@ -57,6 +57,8 @@ class Scheduling(Launching):
     _snap_at: float
     _stopping: bool
     _queue_cut: bool
+    _wake_at: float | None = None
+    """When a full pass is due for a job's last responsible moment (loop time; None: none set)."""
 
     async def _schedule(self) -> None:
         loop_now = asyncio.get_running_loop().time()
@@ -177,7 +179,24 @@ class Scheduling(Launching):
             self.stats.decisions += 1
             waits_in_a_row = waits_in_a_row + 1 if decision.action == Action.WAIT else 0
             self._act(job, decision, snap, waiting, now)
+            if decision.action == Action.WAIT and decision.facts.burst_in_s is not None:
+                self._wake_for(decision.facts.burst_in_s)
         self._flush_waiting(waiting, now)
+
+    def _wake_for(self, in_s: float) -> None:
+        """A full pass once `in_s` is up: a job bursts at its last responsible moment, not at the
+        next periodic scan (up to `requeue_scan_s` later, past its max_wait). At most one per 2 s."""
+        loop = asyncio.get_running_loop()
+        at = max(loop.time() + max(0.0, in_s) + 0.5, self._last_full_scan + 2.0)
+        if self._wake_at is not None and loop.time() < self._wake_at <= at:
+            return  # (an earlier pass is due already; it sets the next one)
+        self._wake_at = at
+        loop.call_at(at, self._due_pass)
+
+    def _due_pass(self) -> None:
+        self._wake_at = None
+        self._full = True
+        self._kick.set()
 
     def _act(self, job: Job, decision: Decision, snap: PassSnapshot, waiting: Waiting, now: datetime) -> None:
         """Carry out one decision: start, reject, give up, or record why the job waits."""

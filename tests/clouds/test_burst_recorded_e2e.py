@@ -94,3 +94,31 @@ def test_a_burst_records_its_reasons_where_operators_look(broker: BrokerProcess)
         finally:
             for jid in jobs:
                 stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md())
+
+
+def test_a_waiting_job_bursts_at_its_last_responsible_moment_not_at_the_next_scan(
+    broker: BrokerProcess,
+) -> None:
+    """Review: with a 20 s max_wait and a 5 s provisioning p95 the job was due to burst at 15 s,
+    but nothing woke the dispatcher then: it burst at the next full scan (every 15 s), 28 s in,
+    past its max_wait."""
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        holder = stub.SubmitJob(
+            pb.SubmitJobRequest(job=spec("holder", ["A800"], max_wait_s=0, seconds=120)), metadata=md()
+        ).job.id
+        jobs = [holder]
+        try:
+            wait_state(stub, holder, {job_pb2.JOB_STATE_RUNNING})
+            job_id = stub.SubmitJob(
+                pb.SubmitJobRequest(job=spec("waits", ["A800", "A10"], max_wait_s=20, seconds=120)),
+                metadata=md(),
+            ).job.id
+            jobs.append(job_id)
+            history = events_so_far(stub, job_id, TOKEN, until=has("placed"))
+            [placed] = [e for e in history if e.kind == "placed"]
+            assert placed.data["burst"] is True, placed.message
+            assert placed.data["waited_s"] <= 20, placed.data  # (its last responsible moment: 15 s)
+        finally:
+            for jid in jobs:
+                stub.CancelJob(pb.CancelJobRequest(id=jid), metadata=md())
