@@ -28,6 +28,7 @@ from broker.fairshare import (
 )
 from broker.fairshare.book import FairShareBook, Holding, capacity_of, demand_of, units_of
 from broker.fairshare.holds import Hold, Holds
+from broker.fairshare.standing import TenantStanding, tenant_standings
 from broker.model import Attempt, AttemptState, Job, JobSpec, TenantId
 from broker.policy import Policy
 from broker.quota_bar import quota_reason
@@ -59,8 +60,17 @@ class FairQueue:
         self.reclaimer = Reclaimer()
         self.holds = Holds()
         """Capacity kept for a waiting head job across passes (see `broker.fairshare.holds`)."""
+        self.adopted: tuple[TenantStanding, ...] | None = None
+        """On an API replica, the standings of the active scheduler's last site report."""
         self._loaded = False
         self._saves = Saves(self.book, self.reclaimer)
+
+    def shown(self, policy: Policy, now: datetime) -> list[TenantStanding]:
+        """Each tenant's standing for `szb status` and /metrics: a replica's book is only fed for
+        explain, when one is asked, so it shows the scheduler's (`adopted`) instead."""
+        if self.adopted is not None:
+            return list(self.adopted)
+        return tenant_standings(self.book, policy, now, self.ratios)
 
     # Usage ---------------------------------------------------------------------------------
 

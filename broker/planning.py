@@ -132,11 +132,13 @@ class Planner:
             onprem=tuple(o for o in reading.offers if is_onprem(self.policy, o.site)),
             totals=dict(reading.totals),
             read_at=reading.read_at,
+            fair_share=tuple(self.fair.shown(self.policy, now)),
         )
 
     def adopt_site_report(self, report: SiteReport) -> None:
         """On an `api` replica: the active scheduler's view of the sites becomes this one's."""
         self.health.adopted = report
+        self.fair.adopted = report.fair_share
         if report.read_at is not None:
             self.offers.adopt(OfferReading(list(report.onprem), dict(report.totals), report.read_at))
 

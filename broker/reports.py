@@ -15,7 +15,6 @@ from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.catalog.accelerators import normalize
 from broker.dispatch.launch_history import read_recent_bursts
 from broker.dispatch.offers import OfferReading
-from broker.fairshare.standing import tenant_standings
 from broker.ha.lease_watch import LeaseWatch
 from broker.model import JobSpec, JobState, TenantId
 from broker.placement.health import health_summary
@@ -210,9 +209,8 @@ def quota_to_proto(tenant: TenantId, usage: QuotaUsage) -> pb.QuotaStatus:
 
 def fair_share_protos(planner: Planner, now: datetime, tenant: str | None) -> list[pb.TenantShareStatus]:
     """Each tenant's fair-share standing and quotas (`tenant`: only that one's)."""
-    fair = planner.fair
     out = []
-    for s in tenant_standings(fair.book, planner.policy, now, fair.ratios):
+    for s in planner.fair.shown(planner.policy, now):
         if tenant is not None and s.tenant != tenant:
             continue
         row = pb.TenantShareStatus(tenant=s.tenant, weight=s.weight, usage_share=s.usage_share)

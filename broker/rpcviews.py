@@ -19,7 +19,6 @@ from broker.burst.snapshot import partition_key
 from broker.clock import Clock
 from broker.dispatch.scheduling import ANSWER_WAIT_S
 from broker.explain_live import explain_now
-from broker.fairshare.standing import tenant_standings
 from broker.jobview import JobDetails, job_details
 from broker.metrics import LiveView, heartbeat_lags
 from broker.model import Job, JobSpec, TenantId
@@ -81,8 +80,7 @@ class RpcViews:
             policy_hash=lambda: planner.policy_hash,
             currency=lambda: planner.policy.currency,
             launch_p95=planner.launches.learned,
-            fair_share=lambda: tenant_standings(planner.fair.book, planner.policy, self.clock.now(),
-                                                planner.fair.ratios),
+            fair_share=lambda: planner.fair.shown(planner.policy, self.clock.now()),
         )
 
     def describe(self, jobs: Sequence[Job]) -> list[JobDetails]:
