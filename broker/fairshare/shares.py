@@ -94,7 +94,8 @@ def batch_account(policy: Policy, tenant_id: str, priority: Priority) -> BatchId
     """The tenant's job at a batch system: its `batch` block, else its id as the account."""
     tenant = policy.tenant(tenant_id)
     account = (tenant.batch.account if tenant is not None else None) or tenant_id
-    qos = policy.document.fair_share.qos_by_priority.get(priority) or (
-        tenant.batch.qos if tenant is not None else None
-    )
+    # The tenant's own QOS over the policy's per-class map, as its own share settings layer over
+    # the defaults: an operator who gave one tenant a QOS meant that tenant's jobs to run under it.
+    own = tenant.batch.qos if tenant is not None else None
+    qos = own or policy.document.fair_share.qos_by_priority.get(priority)
     return BatchIdentity(account, qos or "", (tenant.batch.user if tenant is not None else None) or "")

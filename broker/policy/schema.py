@@ -180,7 +180,7 @@ class BatchAccount(_Doc):
         min_length=1,
         max_length=64,
         pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Slurm QOS (--qos); fair_share.qos_by_priority wins.",
+        description="Slurm QOS (--qos) of all its jobs, over fair_share.qos_by_priority.",
     )
     user: str | None = Field(
         default=None,
@@ -364,7 +364,8 @@ class FairShare(_Doc):
     )
     reclaim: Reclaim = Reclaim()
     qos_by_priority: dict[Priority, Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]] = Field(
-        default_factory=dict, description="Slurm QOS (--qos) per job priority class."
+        default_factory=dict,
+        description="Slurm QOS (--qos) per job priority class, for tenants without a batch.qos of their own.",
     )
 
 

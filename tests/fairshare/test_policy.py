@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.fairshare import lowered_priority, priority_refusal, resolve_share
+from broker.fairshare import BatchIdentity, batch_account, lowered_priority, priority_refusal, resolve_share
 from broker.model import Priority
 from broker.policy import load_policy
 
@@ -87,6 +87,29 @@ def test_a_priority_no_longer_granted_drops_to_the_highest_granted_below(
     got = lowered_priority(load_policy(write_policy(BASE)), tenant, priority)
     assert (got[0] if got else None) == lowered
     assert got is None or f"not granted priority {priority.value!r}" in got[1]
+
+
+@pytest.mark.parametrize(
+    ("tenant", "priority", "qos"),
+    [
+        ("casia", Priority.NORMAL, "premium"),  # its own batch.qos, over the policy's class map
+        ("casia", Priority.LOW, "premium"),
+        ("pku", Priority.NORMAL, "standard"),  # none of its own: the class map's
+        ("pku", Priority.LOW, "scavenger"),
+        ("pku", Priority.HIGH, ""),  # neither: Slurm's default QOS
+    ],
+)
+def test_a_tenants_own_qos_wins_over_the_class_map(
+    write_policy: Callable[[str], Path], tenant: str, priority: Priority, qos: str
+) -> None:
+    """Review: qos_by_priority overrode a tenant's own batch.qos, where every other share setting
+    layers the tenant's own over its kind's over the policy's."""
+    own = "      quota: {onprem/a800: 8}\n"
+    text = BASE.replace(own, own + "    batch: {qos: premium}\n")
+    by_class = "  qos_by_priority: {normal: standard, low: scavenger}\n"
+    text = text.replace("  half_life: 6h\n", "  half_life: 6h\n" + by_class)
+    got = batch_account(load_policy(write_policy(text)), tenant, priority)
+    assert got == BatchIdentity(tenant, qos, "")
 
 
 BROKEN = [
