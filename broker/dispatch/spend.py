@@ -99,9 +99,9 @@ class SpendLedger:
         return reserved
 
     def accrue(self, live: Sequence[Attempt], store: JobStore) -> None:
-        """A cloud attempt running past its estimate reserves what it has cost so far, so the
-        month's money (budget, global cap, `szb spend`) counts what it has really run up, and no
-        burst is made on money it has already spent; what it is settled at is unchanged."""
+        """A cloud attempt running past its estimate reserves what it has cost so far, split between
+        cash and voucher as settling would, so the month's money (budget, global cap, `szb spend`)
+        counts what it has really run up, and no burst is made on money it has already spent."""
         policy, now = self._policy(), self.clock.now()
         costs: list[tuple[AttemptId, float, float]] = []
         specs: dict[AttemptId, JobSpec] = {}
@@ -120,7 +120,12 @@ class SpendLedger:
                 cost = estimate_cost(spec, attempt.offer, policy, hours=hours, rate=1.0)
                 costs.append((attempt.id, cost, fx_rate(policy, attempt.offer) or 0.0))
         self._specs = specs
-        store.raise_reservations(costs)
+
+        def split(entry: SpendEntry, total: float, others: float) -> tuple[float, float]:
+            # What settling now would split (`settle`): the voucher pays its share of the run so far.
+            return settled_split(policy, entry.tenant, total, entry.voucher_id, others)
+
+        store.raise_reservations(costs, split)
         if costs:  # a run past its estimate may take its tenant past the alert
             raised = {c[0] for c in costs}
             for e in store.spend_entries(month_of(now)):

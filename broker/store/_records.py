@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -63,6 +63,11 @@ class SpendEntry:
     fx: float | None = None
     """Policy-currency units per unit of the offer's currency when reserved: what it is settled
     at, whatever the policy says by then (None: reserved before the rate was recorded)."""
+
+
+SplitCost = Callable[[SpendEntry, float, float], tuple[float, float]]
+"""(open entry, its cost so far in the policy currency, what the tenant's other entries drew from
+its voucher) -> (cash, voucher): how `raise_reservations` splits a run's cost as settling would."""
 
 
 @dataclass(frozen=True)

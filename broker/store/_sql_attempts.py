@@ -12,7 +12,7 @@ from broker.store._dialect import marks
 from broker.store._rows import LIVE_ATTEMPT_STATES, attempt_updates, new_attempt_id
 from broker.store._schema import ATTEMPT_COLS, SPEND_COLS
 from broker.store._sql_jobs import SqlJobs
-from broker.store.base import JobMove, JobNotFoundError, SpendEntry, StoreError
+from broker.store.base import JobMove, JobNotFoundError, SpendEntry, SplitCost, StoreError
 
 _SPEND_TOTAL = (
     "SELECT COALESCE(SUM(CASE WHEN settled THEN spent ELSE reserved END), 0) FROM spend WHERE month = ?"
@@ -21,11 +21,8 @@ _SPEND_TOTAL = (
 _VOUCHER_DRAWN = (
     "SELECT COALESCE(SUM(voucher), 0) FROM spend WHERE tenant = ? AND voucher_id = ? AND attempt_id <> ?"
 )
-# An open reservation grows to what its attempt has cost so far (at the rate it was reserved at).
-_RAISE_RESERVED = (
-    "UPDATE spend SET reserved = ? * COALESCE(fx, ?) - voucher "
-    "WHERE attempt_id = ? AND NOT settled AND reserved < ? * COALESCE(fx, ?) - voucher"
-)
+# An open reservation grows to what its attempt has cost so far (its cash never lowered).
+_RAISE_RESERVED = "UPDATE spend SET reserved = ?, voucher = ? WHERE attempt_id = ? AND NOT settled"
 _UPSERT_SPEND = (
     f"INSERT INTO spend ({SPEND_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (attempt_id) DO UPDATE SET tenant = excluded.tenant, site = excluded.site, "
@@ -197,11 +194,32 @@ class SqlAttempts(SqlJobs):
                 (spent, voucher, attempt_id),
             )
 
-    def raise_reservations(self, costs: Sequence[tuple[AttemptId, float, float]]) -> None:
+    def raise_reservations(self, costs: Sequence[tuple[AttemptId, float, float]], split: SplitCost) -> None:
         if not costs:
             return
         with self._tx(fenced=True) as db:
-            db.many(_RAISE_RESERVED, [(cost, rate, attempt, cost, rate) for attempt, cost, rate in costs])
+            marked = marks(len(costs))
+            rows = db.all(
+                f"SELECT {SPEND_COLS} FROM spend WHERE NOT settled AND attempt_id IN ({marked})",
+                [c[0] for c in costs],
+            )
+            entries = {e.attempt_id: e for e in map(self._spend_entry, rows)}
+            for month in sorted({e.month for e in entries.values()}):  # one order: no two wait on each other
+                self._dialect.lock_month(db, month)
+            for attempt, cost, rate in costs:
+                if (entry := entries.get(attempt)) is None:
+                    continue
+                # Split as settling will: the voucher's share grows with the run, within what the
+                # tenant's other entries left of it, so only the tenant's own cash is counted.
+                drawn = (
+                    db.one(_VOUCHER_DRAWN, (entry.tenant, entry.voucher_id, attempt))
+                    if entry.voucher_id
+                    else None
+                )
+                total = cost * (rate if entry.fx is None else entry.fx)
+                cash, voucher = split(entry, total, float(drawn[0]) if drawn else 0.0)
+                if cash > entry.reserved or voucher > entry.voucher:  # (a whole voucher: no cash)
+                    db.run(_RAISE_RESERVED, (max(cash, entry.reserved), voucher, attempt))
 
     def voucher_used(self, tenant: TenantId) -> dict[str, float]:
         rows = self._all(
@@ -223,19 +241,20 @@ class SqlAttempts(SqlJobs):
         return self._spend_rows(f"SELECT {SPEND_COLS} FROM spend WHERE NOT settled", [])
 
     def _spend_rows(self, sql: str, params: list[Any]) -> list[SpendEntry]:
-        return [
-            SpendEntry(
-                tenant=TenantId(r[0]),
-                site=SiteId(r[1]),
-                job_id=JobId(r[2]),
-                attempt_id=AttemptId(r[3]),
-                month=r[4],
-                reserved=r[5],
-                spent=r[6],
-                voucher=r[7],
-                settled=bool(r[8]),
-                voucher_id=r[9],
-                fx=r[10],
-            )
-            for r in self._all(sql + " ORDER BY attempt_id", params)
-        ]
+        return [self._spend_entry(r) for r in self._all(sql + " ORDER BY attempt_id", params)]
+
+    @staticmethod
+    def _spend_entry(r: Sequence[Any]) -> SpendEntry:
+        return SpendEntry(
+            tenant=TenantId(r[0]),
+            site=SiteId(r[1]),
+            job_id=JobId(r[2]),
+            attempt_id=AttemptId(r[3]),
+            month=r[4],
+            reserved=r[5],
+            spent=r[6],
+            voucher=r[7],
+            settled=bool(r[8]),
+            voucher_id=r[9],
+            fx=r[10],
+        )

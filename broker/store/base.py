@@ -33,6 +33,7 @@ from broker.store._records import LeaseRow as LeaseRow
 from broker.store._records import ReclaimBooking as ReclaimBooking
 from broker.store._records import ReclaimState as ReclaimState
 from broker.store._records import SpendEntry as SpendEntry
+from broker.store._records import SplitCost as SplitCost
 from broker.store._records import Submission as Submission
 from broker.store._rows import UNREADABLE_SPEC as UNREADABLE_SPEC
 from broker.store._rows import JobIds, placeholder_spec, read_spec
@@ -319,13 +320,12 @@ class JobStore(AuditStore):
         """Turn an attempt's reservation into actual spend."""
 
     @abc.abstractmethod
-    def raise_reservations(self, costs: Sequence[tuple[AttemptId, float, float]]) -> None:
+    def raise_reservations(self, costs: Sequence[tuple[AttemptId, float, float]], split: SplitCost) -> None:
         """Raise open reservations to what their attempts have cost so far.
 
-        Each item is (attempt, cost so far in its offer's currency, the exchange rate for an entry
-        reserved without one); an entry's cash becomes that cost at its own rate less its voucher
-        share, where that is more than it reserved. Settled entries are left as they are.
-        """
+        Each item is (attempt, cost so far in its offer's currency, the rate for an entry reserved
+        without one); in one transaction `split` gives each open entry's (cash, voucher) of it, taken
+        where either grows (cash never lowered). Settled entries are left as they are."""
 
     @abc.abstractmethod
     def spend_entries(self, month: str, tenant: TenantId | None = None) -> list[SpendEntry]:

@@ -27,8 +27,9 @@ UP: set[int] = {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING}
 PRICE = 3600.0  # CNY per hour of the one A10 offer: 1 CNY a second
 
 
-def policy(balance: float, discount: float, expires: str = "") -> str:
+def policy(balance: float, discount: float, expires: str = "", budget: float | None = None) -> str:
     until = f", expires: {expires}" if expires else ""
+    budget_line = "" if budget is None else f"\n    monthly_budget: {budget}"
     return (
         on_moto.POLICY_HEAD
         + on_moto.ONPREM_A800
@@ -37,7 +38,7 @@ def policy(balance: float, discount: float, expires: str = "") -> str:
 tenants:
   - id: vt
     kind: sme
-    entity_country: CN
+    entity_country: CN{budget_line}
     vouchers: [{{id: v1, balance: {balance}, discount: {discount}, sites: [ali-bj]{until}}}]
 burst:
   heartbeat_timeout: 1h
@@ -47,11 +48,16 @@ burst:
 
 
 def start(
-    start_broker: StartBroker, ecs_server: EcsEndpoint, balance: float, discount: float, expires: str = ""
+    start_broker: StartBroker,
+    ecs_server: EcsEndpoint,
+    balance: float,
+    discount: float,
+    expires: str = "",
+    budget: float | None = None,
 ) -> BrokerProcess:
     return start_broker(
         on_moto.BrokerSetup(
-            policy(balance, discount, expires),
+            policy(balance, discount, expires, budget),
             tokens={"vt": TOKEN},
             sites={"ali-bj": on_moto.ecs_double(ecs_server.address)},
             catalogs=a10_catalog(PRICE),
@@ -96,6 +102,35 @@ def test_a_run_longer_than_its_estimate_pays_cash_once_the_voucher_runs_out(
         wait_state(stub, second.id, UP)
         [after] = entries(broker, second.id)
         assert after.voucher == 0 and after.reserved == pytest.approx(PRICE), after
+
+
+def test_a_run_past_its_estimate_counts_as_cash_only_what_its_voucher_will_not_pay(
+    ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    """While a vouchered burst runs past its estimate, the cash counted is its cost so far less
+    the voucher's discount of it, as at settlement (the voucher's share stayed at the estimate's,
+    so a half-price run of 12 CNY counted 11.5 of a 10 CNY budget and refused the next burst)."""
+    budget = 10.0
+    broker = start(start_broker, ecs_server, 1000.0, 0.5, budget=budget)
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        long = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("long", 1)), metadata=md()).job
+        wait_state(stub, long.id, UP)
+        deadline = time.monotonic() + 30
+        while stub.GetJob(pb.GetJobRequest(id=long.id), metadata=md()).job.cost_so_far < 12:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        time.sleep(2)  # a status poll or two raises its reservation to what it has cost
+        [running] = entries(broker, long.id)
+        cost = stub.GetJob(pb.GetJobRequest(id=long.id), metadata=md()).job.cost_so_far
+        assert running.voucher == pytest.approx(running.reserved, abs=1.5), running  # half each
+        spend = stub.GetSpend(pb.GetSpendRequest(), metadata=md())
+        assert spend.budget_left >= budget - cost / 2 - 1.5 and not spend.budget_over, (cost, spend)
+        # 2 s more (1 CNY cash, 1 voucher) fits in what is left of the budget: it bursts.
+        more = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("more", 2)), metadata=md()).job
+        assert wait_state(stub, more.id, UP, timeout=10).state in UP
+        stub.CancelJob(pb.CancelJobRequest(id=more.id), metadata=md())
+        stub.CancelJob(pb.CancelJobRequest(id=long.id), metadata=md())
 
 
 def test_a_voucher_spent_last_month_is_still_spent_this_month(

@@ -869,20 +869,35 @@ class StoreContract:
         assert settled.fx == 7.2 and settled.settled and settled.spent == 1.0
 
     def test_raise_reservations_grows_open_entries_only(self, store: JobStore) -> None:
-        usd = replace(entry("j1-a1", 7.2), fx=7.2, voucher=1.0)  # 1 USD reserved at 7.2, 1.0 voucher
+        usd = replace(entry("j1-a1", 7.2), fx=7.2, voucher=1.0, voucher_id="v-1")  # 1 USD at 7.2, 1.0 voucher
         old = entry("j2-a1", 5.0)  # reserved before rates were kept: the rate given is used
         done = entry("j3-a1", 5.0)
-        for e in (usd, old, done):
+        other = replace(entry("j4-a1", 0.0), voucher=3.0, voucher_id="v-1")  # the voucher's other draw
+        whole = replace(entry("j5-a1", 0.0), voucher=2.0, voucher_id="v-2")  # a voucher paying it all
+        for e in (usd, old, done, other, whole):
             assert store.reserve_spend(e, tenant_limit=None, global_limit=None)
         store.settle_spend(AttemptId("j3-a1"), spent=2.0, voucher=0.0)
-        store.raise_reservations(
-            [(AttemptId("j1-a1"), 3.0, 1.0), (AttemptId("j2-a1"), 2.0, 2.0), (AttemptId("j3-a1"), 9.0, 1.0)]
-        )
+        asked: dict[str, tuple[float, float]] = {}
+
+        def split(e: SpendEntry, total: float, others: float) -> tuple[float, float]:
+            asked[e.attempt_id] = (total, others)
+            if e.voucher_id == "v-2":
+                return 0.0, total
+            paid = min(total / 2, 10.0 - others) if e.voucher_id else 0.0  # half, of a 10.0 balance
+            return total - paid, paid
+
+        costs = [("j1-a1", 3.0, 1.0), ("j2-a1", 2.0, 2.0), ("j3-a1", 9.0, 1.0), ("j5-a1", 5.0, 1.0)]
+        store.raise_reservations([(AttemptId(a), cost, rate) for a, cost, rate in costs], split)
+        # Its own rate; what the other entry drew of its voucher. Not asked: the settled one.
+        assert asked == {"j1-a1": (pytest.approx(3.0 * 7.2), 3.0), "j2-a1": (4.0, 0.0), "j5-a1": (5.0, 0.0)}
         got = {e.attempt_id: e for e in store.spend_entries("2026-11")}
-        assert got["j1-a1"].reserved == pytest.approx(3.0 * 7.2 - 1.0)  # its own rate, less its voucher
+        # 21.6 so far: the voucher pays the 7.0 left of it (not its half, 10.8), the rest is cash.
+        assert (got["j1-a1"].reserved, got["j1-a1"].voucher) == (pytest.approx(21.6 - 7.0), 7.0)
         assert got["j2-a1"].reserved == 5.0  # 2.0 x 2.0 is less than it reserved: never lowered
         assert (got["j3-a1"].reserved, got["j3-a1"].spent, got["j3-a1"].settled) == (5.0, 2.0, True)
-        store.raise_reservations([])
+        assert got["j4-a1"] == other
+        assert (got["j5-a1"].reserved, got["j5-a1"].voucher) == (0.0, 5.0)  # its voucher's draw grows
+        store.raise_reservations([], split)
 
     def test_a_spend_table_from_before_exchange_rates_gains_the_column(
         self, open_store: StoreFactory
