@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 
 from broker.model import JobSpec, Offer
 from broker.placement.cost import best_voucher
@@ -136,22 +136,46 @@ def tenant_money(
     )
 
 
+def expires_at(voucher: Voucher) -> datetime | None:
+    """The instant the voucher stops paying: the end of its `expires` day in Beijing time."""
+    if voucher.expires is None:
+        return None
+    return datetime.combine(voucher.expires + timedelta(days=1), time.min, BEIJING)
+
+
 def expired(voucher: Voucher, now: datetime | None) -> bool:
     """Past the voucher's last day in Beijing time (never, without an `expires` or a `now`)."""
-    if voucher.expires is None or now is None:
-        return False
-    return now.astimezone(BEIJING).date() > voucher.expires
+    ends = expires_at(voucher)
+    return ends is not None and now is not None and now >= ends
+
+
+def covered_part(voucher: Voucher, start: datetime, end: datetime) -> float:
+    """The part of a run from `start` to `end` before the voucher expires (a run costs the same
+    each hour, so that is the part of its cost the voucher may pay)."""
+    ends = expires_at(voucher)
+    if ends is None or end <= ends:
+        return 1.0
+    if start >= ends:
+        return 0.0
+    return (ends - start) / (end - start)
 
 
 def settled_split(
-    policy: Policy, tenant_id: str, total: float, voucher_id: str | None, others_used: float
+    policy: Policy,
+    tenant_id: str,
+    total: float,
+    voucher_id: str | None,
+    others_used: float,
+    run: tuple[datetime, datetime],
 ) -> tuple[float, float]:
-    """(cash, voucher) of an attempt's actual cost: the voucher it drew on pays its discount of it,
-    up to what the tenant's other attempts left of its balance; the rest is cash."""
+    """(cash, voucher) of what an attempt cost over `run` (its start and end): the voucher it drew
+    on pays its discount of the part before it expires, up to what the tenant's other attempts
+    left of its balance; the rest is cash."""
     voucher = voucher_of(policy, tenant_id, voucher_id)
     if voucher is None:
         return total, 0.0
-    paid = max(0.0, min(total * voucher.discount, voucher.balance - others_used))
+    covered = total * covered_part(voucher, *run)
+    paid = max(0.0, min(covered * voucher.discount, voucher.balance - others_used))
     return total - paid, paid
 
 

@@ -121,9 +121,12 @@ class SpendLedger:
                 costs.append((attempt.id, cost, fx_rate(policy, attempt.offer) or 0.0))
         self._specs = specs
 
+        started = {a.id: a.created_at for a in live}
+
         def split(entry: SpendEntry, total: float, others: float) -> tuple[float, float]:
             # What settling now would split (`settle`): the voucher pays its share of the run so far.
-            return settled_split(policy, entry.tenant, total, entry.voucher_id, others)
+            run = (started.get(entry.attempt_id, now), now)
+            return settled_split(policy, entry.tenant, total, entry.voucher_id, others, run)
 
         store.raise_reservations(costs, split)
         if costs:  # a run past its estimate may take its tenant past the alert
@@ -189,7 +192,8 @@ class SpendLedger:
         # The voucher pays its share of what the attempt really cost, up to what is left of it
         # besides this attempt's own reservation: a run past its estimate may exhaust it.
         others = store.voucher_used(job.tenant).get(reserved.voucher_id or "", 0.0) - reserved.voucher
-        cash, voucher = settled_split(policy, job.tenant, total, reserved.voucher_id, others)
+        run = (attempt.created_at, end)  # the voucher pays for none of it after it expires
+        cash, voucher = settled_split(policy, job.tenant, total, reserved.voucher_id, others, run)
         store.settle_spend(attempt.id, spent=cash, voucher=voucher)
 
 

@@ -338,15 +338,19 @@ class Ledger:
             self.voucher[k] = self.voucher.get(k, 0.0) + voucher
 
     def settle(
-        self, tenant: str, reserved: tuple[float, float, str | None, str], total: float
+        self,
+        tenant: str,
+        reserved: tuple[float, float, str | None, str],
+        total: float,
+        run: tuple[datetime, datetime],
     ) -> tuple[float, float]:
-        """Replace a reservation (cash, voucher, voucher id, month) by the attempt's `total` cost,
-        split as the live settle splits it (`settled_split`); returns the (cash, voucher) paid."""
+        """Replace a reservation (cash, voucher, voucher id, month) by the attempt's `total` cost over
+        `run`, split as the live settle splits it (`settled_split`); returns the (cash, voucher) paid."""
         cash, voucher, vid, month = reserved
         # The voucher pays its discount of the actual cost, up to what the tenant's other attempts
         # left of it: a run past its estimate may exhaust it, never overdraw it.
         others = self.voucher_used(tenant).get(vid or "", 0.0) - voucher
-        paid = settled_split(self.policy, tenant, total, vid, others)
+        paid = settled_split(self.policy, tenant, total, vid, others, run)
         self.add(tenant, month, paid[0] - cash, paid[1] - voucher, vid)
         return paid
 

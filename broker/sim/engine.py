@@ -391,7 +391,8 @@ class Engine:
         assert st.offer is not None
         hours *= job.spec.resources.nodes  # an instance per node of a gang, as live `estimate_cost` bills
         total = self._price(st.offer) * hours
-        paid_cash, paid_voucher = self.ledger.settle(job.tenant, st.reserved, total)
+        run = (self.epoch + timedelta(seconds=st.running_since), self.epoch + timedelta(seconds=self.t))
+        paid_cash, paid_voucher = self.ledger.settle(job.tenant, st.reserved, total, run)  # (billed from up)
         st.rec.cost_cloud += total
         st.rec.cash += paid_cash
         st.rec.voucher += paid_voucher

@@ -71,3 +71,18 @@ def test_a_voucher_pays_through_its_expiry_day_and_not_after(tmp_path: Path, sce
     jobs = build_jobs([*busy_then_burst(0), *busy_then_burst(APRIL_S)], policy, scenario)
     records = sorted(simulate(policy, jobs, scenario).runs["policy"].records, key=lambda r: r.start_s)
     assert [r.voucher for r in records if r.burst] == pytest.approx([5.0, 0.0])
+
+
+def test_a_run_across_its_expiry_is_paid_by_the_voucher_only_up_to_it(
+    tmp_path: Path, scenario: Scenario
+) -> None:
+    # The late burst runs 2 h from about 23:00 on the voucher's last day (Beijing): the voucher pays
+    # half the cost of its run up to midnight, the rest is cash (it paid half of all 2 h before).
+    policy = voucher_policy(tmp_path, "{id: v1, balance: 100, discount: 0.5, expires: 2026-03-31}")
+    trace = [*busy_then_burst(0), *busy_then_burst(APRIL_S - 3600 - 120, runtime_s=7200)]
+    records = simulate(policy, build_jobs(trace, policy, scenario), scenario).runs["policy"].records
+    [late] = [r for r in records if r.burst and r.start_s > APRIL_S / 2]
+    before_h = (APRIL_S - late.start_s) / 3600  # the voucher's last hour or so
+    assert 0 < before_h < 2
+    assert late.voucher == pytest.approx(10.0 * before_h / 2)
+    assert late.cash == pytest.approx(20.0 - late.voucher)

@@ -1,0 +1,62 @@
+"""A voucher pays for a run only up to its expiry: the end of its `expires` day, Beijing time.
+
+Held-out review: a burst reserved at 23:00 Beijing on the voucher's last day and settled 12 h
+later at 10 CNY/h had all 120 CNY paid by the voucher (settling never read `expires`), and the
+reservation raised as it ran past its estimate counted none of it as cash.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from broker.clock import ManualClock
+from broker.decision import Action, Decision, DecisionFacts
+from broker.dispatch.spend import SpendLedger
+from broker.model import JobSpec, Offer, SiteId, TenantId
+from broker.policy import load_policy
+from broker.store import SqliteStore, Submission
+from tests.burst.conftest import POLICY, write_policy
+
+VOUCHER = "vouchers: [{id: v1, balance: 100, discount: 0.5, sites: [ali-bj]}]"
+
+
+def test_a_run_across_the_vouchers_last_midnight_pays_cash_for_the_time_after(tmp_path: Path) -> None:
+    text = POLICY.replace("monthly_budget: 5\n", "monthly_budget: 5000\n").replace(
+        VOUCHER, "vouchers: [{id: v1, balance: 1000, discount: 1.0, sites: [ali-bj], expires: 2026-12-06}]"
+    )
+    policy = load_policy(write_policy(tmp_path, text))
+    offer = Offer(
+        site=SiteId("ali-bj"),
+        instance_type="ecs.gn7i-c8g1.2xlarge",
+        accelerator="A10",
+        count=1,
+        price_per_hour=10.0,
+    )
+    store = SqliteStore(tmp_path / "broker.db")
+    start = datetime(2026, 12, 6, 15, 0, tzinfo=UTC)  # 23:00 Beijing on the voucher's last day
+    clock = ManualClock(start)
+    ledger = SpendLedger(lambda: policy, clock)
+    spec = JobSpec(name="late", command=("python", "train.py"), runtime_estimate=timedelta(hours=1))
+    [(job, _)] = store.submit(TenantId("vouchered"), [Submission(spec)], start)
+    attempt = store.create_attempt(job.id, offer.site, offer, "tok", start)
+    store.update_attempt(attempt.id, start, backend_id="i-1")
+    decision = Decision(
+        action=Action.RUN,
+        offer=offer,
+        burst=True,
+        facts=DecisionFacts(currency="CNY", cash=0.0, voucher=10.0),
+    )
+    assert ledger.reserve(job, attempt, decision, store)
+    clock.set(start + timedelta(hours=3))  # past its 1 h estimate: 30 CNY so far, 10 before expiry
+    ledger.accrue(store.attempts_for(job.id), store)
+    [running] = store.unsettled_spend()
+    assert (running.reserved, running.voucher) == (pytest.approx(20.0), pytest.approx(10.0))
+    end = start + timedelta(hours=12)
+    clock.set(end)
+    ledger.settle(job, attempt, store, ended=end)
+    [settled] = store.spend_entries("2026-12")
+    assert (settled.spent, settled.voucher) == (pytest.approx(110.0), pytest.approx(10.0))
+    store.close()
