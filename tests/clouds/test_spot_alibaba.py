@@ -62,8 +62,13 @@ gangs: {spot: true}
 
 @pytest.fixture
 def broker(ecs_server: EcsEndpoint, regions: Regions, start_broker: StartBroker) -> BrokerProcess:
-    setup = on_moto.BrokerSetup(
-        POLICY,
+    return start_broker(two_region_setup(POLICY, ecs_server, regions))
+
+
+def two_region_setup(policy: str, ecs_server: EcsEndpoint, regions: Regions) -> on_moto.BrokerSetup:
+    """`policy` over ali-bj (the ECS double's first region) and ali-sh (its second), A10 in each."""
+    return on_moto.BrokerSetup(
+        policy,
         tokens={"lab": TOKEN},
         sites={
             "ali-bj": on_moto.ecs_double(ecs_server.address),
@@ -75,7 +80,6 @@ def broker(ecs_server: EcsEndpoint, regions: Regions, start_broker: StartBroker)
         },
         dispatch="poll_interval_s: 0.2",
     )
-    return start_broker(setup)
 
 
 def spot_job(

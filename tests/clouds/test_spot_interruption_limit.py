@@ -13,8 +13,8 @@ from broker.api import job_pb2
 from tests.brokerproc import BrokerProcess
 from tests.clouds import on_moto
 from tests.clouds.conftest import Regions, StartBroker
-from tests.clouds.e2e_helpers import TERMINAL, TOKEN, md, wait_state
-from tests.clouds.test_spot_alibaba import Stub, job_env, spot_job, submit
+from tests.clouds.e2e_helpers import TERMINAL, md, wait_state
+from tests.clouds.test_spot_alibaba import Stub, job_env, spot_job, submit, two_region_setup
 from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
 
 # (A reclaimed pool reopens after a second, as a real capacity TTL does after a while: the job
@@ -41,20 +41,7 @@ burst:
 
 @pytest.fixture
 def broker(ecs_server: EcsEndpoint, regions: Regions, start_broker: StartBroker) -> BrokerProcess:
-    setup = on_moto.BrokerSetup(
-        POLICY,
-        tokens={"lab": TOKEN},
-        sites={
-            "ali-bj": on_moto.ecs_double(ecs_server.address),
-            "ali-sh": on_moto.ecs_double(regions[2].address),
-        },
-        catalogs={
-            "ali-bj.csv": on_moto.catalog(f"{on_moto.A10},A10,1,8,30,13.90,4.00,cn-beijing,cn-beijing-i"),
-            "ali-sh.csv": on_moto.catalog(f"{on_moto.A10},A10,1,8,30,14.50,5.00,cn-shanghai,cn-shanghai-b"),
-        },
-        dispatch="poll_interval_s: 0.2",
-    )
-    return start_broker(setup)
+    return start_broker(two_region_setup(POLICY, ecs_server, regions))
 
 
 def _next_instance(
