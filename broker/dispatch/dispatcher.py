@@ -227,8 +227,8 @@ class Dispatcher(Scheduling):
         for job in withdraw_late(*args):
             self.job_submitted(job)
             self.capacity_changed()
-        for job in withdraw_unfair(self.store, self.planner, pending, self.adapters, self.clock,
-                                   self._in_background):
+        for job in await withdraw_unfair(self.store, self.planner, live, pending, snap, self.adapters,
+                                         self.clock, self._in_background):
             self.job_submitted(job)
         for owner, victims in await withdraw_to_reclaim(*args):
             self._reclaim(owner, victims)

@@ -359,13 +359,17 @@ class Scheduling(Launching):
         plan = self.planner.failover()
         if not job.attempts or (now - job.created_at).total_seconds() <= plan.give_up_after_s:
             return None
+        # (One only withdrawn from a backend's queue, ended broker-side, is no failed attempt.)
+        tries = [a for a in self.store.attempts_for(job.id) if not a.broker_side]
+        if not tries:
+            return None
         since, after = job.created_at, "submission"
-        ran = [a for a in self.store.attempts_for(job.id) if a.state in RAN_THEN_REQUEUED]
+        ran = [a for a in tries if a.state in RAN_THEN_REQUEUED]
         if ran:  # the deadline bounds starting the job (again), not how long it may live
             since, after = ran[-1].updated_at, f"attempt {ran[-1].number} was {ran[-1].state.value.lower()}"
         if (now - since).total_seconds() <= plan.give_up_after_s:
             return None
         return (
             f"gave up: not started {plan.give_up_after_s / 3600:.1f} h after {after} "
-            f"despite {job.attempts} attempt(s)"
+            f"despite {len(tries)} attempt(s)"
         )

@@ -71,7 +71,7 @@ async def withdraw_to_reclaim(
             _note_held_back(store, job, attempt, first, clock.now())
             continue
         adapter = adapters.get(attempt.site)
-        if adapter is None or not await _pending_at(adapter, attempt):
+        if adapter is None or not await pending_at(adapter, attempt):
             continue  # it started at the backend (no poll has said so yet): it is no waiter
         # Read again after the awaits: a job the broker saw start, or cancelled, meanwhile stays.
         if store.get_attempt(attempt.id).state != AttemptState.PENDING:
@@ -160,7 +160,7 @@ def _take(
     )
 
 
-async def _pending_at(adapter: Adapter, attempt: Attempt) -> bool:
+async def pending_at(adapter: Adapter, attempt: Attempt) -> bool:
     """The backend says the attempt still pends in its queue (an error: not known to)."""
     try:
         status = await asyncio.to_thread(adapter.status, str(attempt.backend_id))
@@ -190,7 +190,7 @@ async def withdraw_beside(
         if attempt.offer.partition not in parts or attempt.job_id == owner.id or attempt.id in stopped:
             continue
         adapter = adapters.get(attempt.site)
-        if adapter is None or not await _pending_at(adapter, attempt):
+        if adapter is None or not await pending_at(adapter, attempt):
             continue
         # Read again after the await: a job the broker saw start, or cancelled, meanwhile stays.
         job = store.get(attempt.job_id)

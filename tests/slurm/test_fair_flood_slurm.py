@@ -19,7 +19,8 @@ from tests.slurm.test_reclaim_grace_slurm import broker_folder, spec
 
 pytestmark = pytest.mark.slurm
 
-TOKENS = {"flood": "token-flood-0123456789", "small": "token-small-0123456789"}
+TOKENS = {"flood": "token-flood-0123456789", "small": "token-small-0123456789",
+          "other": "token-other-0123456789"}
 POLICY = """\
 version: 1
 currency: CNY
@@ -36,6 +37,7 @@ sites:
 tenants:
   - {{id: flood, kind: sme, entity_country: CN}}
   - {{id: small, kind: university, entity_country: CN}}
+  - {{id: other, kind: university, entity_country: CN}}
 fair_share: {{half_life: 1h}}
 compliance:
   residency:
@@ -88,3 +90,33 @@ def test_a_flooding_tenant_does_not_delay_a_small_tenants_job_beyond_one_runtime
     # One flood job's runtime, plus the broker's and Slurm's scheduling turns (a few seconds).
     assert waited <= JOB_S + 8, f"the small tenant's job started {waited:.0f} s after its submission"
     assert got.state != job_pb2.JOB_STATE_FAILED, got.message
+
+
+def test_two_tenants_waiting_behind_a_third_are_not_moved_back_and_forth(broker: BrokerProcess) -> None:
+    """Review of the first version: with `flood` holding every A800, `small`'s and `other`'s one
+    job each (both idle tenants) withdrew each other's in turn, every 2 s, for as long as they
+    waited. Neither tenant runs anything there, so neither is ahead of the other."""
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        holder = stub.SubmitJob(pb.SubmitJobRequest(job=spec("all", "sleep 60", 4, max_wait_s=7200)),
+                                metadata=auth("flood")).job.id
+        jobs = [(holder, "flood")]
+        try:
+            deadline = time.monotonic() + 60
+            while stub.GetJob(pb.GetJobRequest(id=holder), metadata=auth("flood")).job.state != (
+                job_pb2.JOB_STATE_RUNNING
+            ):
+                assert time.monotonic() < deadline, "the flood's job never ran"
+                time.sleep(0.2)
+            for tenant in ("small", "other"):
+                job = spec(tenant, "sleep 1", 1, max_wait_s=7200)
+                sent = stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth(tenant)).job
+                jobs.append((sent.id, tenant))
+                time.sleep(3)
+            time.sleep(15)  # (the first version had moved them 7 times by now)
+            for job_id, tenant in jobs[1:]:
+                got = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth(tenant)).job
+                assert got.attempts == 1, f"{tenant}'s job was withdrawn: {got.message}"
+        finally:
+            for job_id, tenant in jobs:
+                stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth(tenant))
