@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -11,9 +10,10 @@ from broker.compliance.regime import Prong, Regime
 
 NONE = "none"
 UNKNOWN = "unknown"
-UNKNOWN_PD = math.inf
-"""The PD rules see (`hardware.pd`) for a part whose die area is unknown: above every bound, as
-`_prong_holds` assumes its density prongs met, so `hardware.pd >= X` holds for it."""
+UNKNOWN_PD = 1.0e6
+"""The PD rules see (`hardware.pd`) for a part whose die area is unknown: far above every bound
+(real parts are under 100), as `_prong_holds` assumes its density prongs met, so `hardware.pd >= X`
+holds for it. Finite, not infinity: `int(hardware.pd)` or `hardware.pd - x` must still evaluate."""
 
 
 def places(value: float, thresholds: Collection[float], least: int) -> int:

@@ -48,7 +48,7 @@ def load_policy_text(text: str, filename: str) -> Policy:
         document = PolicyDocument.model_validate(doc)
     except ValidationError as exc:
         raise PolicyError(validation_problems(exc, doc, filename)) from exc
-    base = Path(filename).parent
+    base = Path(filename).resolve().parent  # (a symlinked policy's files sit beside its target)
     problems: list[Problem] = []
 
     def at(loc: list[str | int], message: str, *, key: bool = False) -> None:

@@ -89,3 +89,19 @@ def test_a_swapped_configmap_and_secret_go_into_force(tmp_path: Path) -> None:
             assert accepted(stub, "team-a")
     finally:
         broker.stop()
+
+
+def test_a_policy_symlinked_from_another_folder_finds_the_files_beside_its_target(tmp_path: Path) -> None:
+    """Review of the swap fix: a `conf/policy.yaml -> ../real/policy.yaml` link, its accelerators
+    and regimes files beside the target, stopped loading ("accelerators: file not found" in conf/)."""
+    from broker.policy import load_policy
+
+    real, conf = tmp_path / "real", tmp_path / "conf"
+    real.mkdir()
+    conf.mkdir()
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    for name in ("policy.yaml", "accelerators.yaml", "regimes.yaml"):
+        shutil.copy(configs / name, real / name)
+    shutil.copytree(configs / "catalog", real / "catalog")
+    (conf / "policy.yaml").symlink_to("../real/policy.yaml")
+    assert load_policy(conf / "policy.yaml").sites
