@@ -66,6 +66,8 @@ class SiteHealth:
     def record_stop(self, site: SiteId, error: AdapterError | None) -> None:
         """A terminate at `site` went through (None), or failed with `error`: a refusal by
         permission or configuration takes the site out of new work until one goes through."""
+        if is_onprem(self._policy(), site):
+            return  # (on-prem ends its own work: a refused token there is the breaker's to find)
         if error is None:
             if self.cannot_stop.pop(site, None) is not None:
                 log.info("site %s terminates instances again: it takes new work", site)
