@@ -304,7 +304,9 @@ def money_refusal(
     """Why the tenant's budget or the global cap refuses a burst on `offer`, or how its bill
     splits; reserved as `burst_cost` prices it, the cash in whole cents rounded up (many bursts
     under half a cent each would reserve 0). The policy's decision and the baselines alike."""
-    split = split_cost(tenant, offer.site, burst_cost(spec, offer, policy), policy, money.voucher_balances)
+    run = None if money.now is None else (money.now, money.now + spec.runtime_estimate)
+    cost = burst_cost(spec, offer, policy)
+    split = split_cost(tenant, offer.site, cost, policy, money.voucher_balances, run)
     cash = cents_up(split.cash)
     if money.budget_left is not None and cash > money.budget_left + 1e-9:
         return (

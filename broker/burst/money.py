@@ -30,6 +30,8 @@ class TenantMoney:
     """Cash left before the global burst cap; None when there is none."""
     voucher_balances: Mapping[str, float] = field(default_factory=dict)
     """Remaining balance per voucher id."""
+    now: datetime | None = None
+    """When it was read: a burst decided now pays with a voucher only for its run before expiry."""
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,18 @@ def cents_up(amount: float) -> float:
 
 
 def split_cost(
-    tenant_id: str, site_id: str, total: float, policy: Policy, balances: Mapping[str, float]
+    tenant_id: str, site_id: str, total: float, policy: Policy, balances: Mapping[str, float],
+    run: tuple[datetime, datetime] | None = None,
 ) -> CostSplit:
-    """Vouchers pay first, at their discount, for the sites they cover; the rest is cash."""
-    best = best_voucher(policy.tenant(tenant_id), site_id, balances)
+    """Vouchers pay first, at their discount, for the sites they cover; the rest is cash. Given
+    the `run` (its start and estimated end), a voucher pays only for the part before it expires."""
+    tenant = policy.tenant(tenant_id)
+    best = best_voucher(tenant, site_id, balances)
     if best is None:
         return CostSplit(total, total, 0.0, None)
-    voucher = min(total * best[0], best[1])
+    drawn = next((v for v in tenant.vouchers if v.id == best[2]), None) if tenant is not None else None
+    part = 1.0 if run is None or drawn is None else covered_part(drawn, *run)
+    voucher = min(total * best[0] * part, best[1])
     return CostSplit(total, total - voucher, voucher, best[2])
 
 
@@ -133,6 +140,7 @@ def tenant_money(
             v.id: 0.0 if expired(v, now) else max(0.0, v.balance - spent_from.get(v.id, 0.0))
             for v in (tenant.vouchers if tenant is not None else ())
         },
+        now=now,
     )
 
 

@@ -60,3 +60,30 @@ def test_a_run_across_the_vouchers_last_midnight_pays_cash_for_the_time_after(tm
     [settled] = store.spend_entries("2026-12")
     assert (settled.spent, settled.voucher) == (pytest.approx(110.0), pytest.approx(10.0))
     store.close()
+
+
+def test_a_burst_whose_estimate_runs_past_the_expiry_is_priced_in_cash_for_that_part(tmp_path: Path) -> None:
+    """Review: a 12 h job decided at 23:00 Beijing on the voucher's last day was let in on voucher
+    money (0 cash against a 5 CNY budget) and settled at 152.90 CNY cash. The decision now splits
+    the estimate at the expiry, as settling does, so the budget refuses it."""
+    from broker.burst import BurstInputs, decide
+    from broker.policy.offers import static_offers
+
+    text = POLICY.replace(
+        VOUCHER, "vouchers: [{id: v1, balance: 1000, discount: 1.0, sites: [ali-bj], expires: 2026-12-06}]"
+    )
+    policy = load_policy(write_policy(tmp_path, text))
+    start = datetime(2026, 12, 6, 15, 0, tzinfo=UTC)  # 23:00 Beijing, the voucher's last hour
+    store = SqliteStore(tmp_path / "broker.db")
+    ledger = SpendLedger(lambda: policy, ManualClock(start))
+    spec = JobSpec.model_validate({"name": "late", "command": ["true"], "runtime_estimate": "12h",
+                                   "max_wait": "1m", "spot": "never",
+                                   "resources": {"accelerators": {"count": 1, "any_of": ["A800", "A10"]}}})
+    offers = [o.model_copy(update={"free": 0, "expected_wait_s": 5 * 3600}) if o.site == "onprem" else o
+              for o in static_offers(policy, read_at=start)]
+    money = ledger.money(TenantId("vouchered"), start, store)
+    store.close()
+    decision = decide(spec, TenantId("vouchered"), offers, policy,
+                      BurstInputs(now=start, queued_since=start - timedelta(hours=1), money=money))
+    assert not decision.burst, decision.reasons
+    assert any("budget" in r and "in cash" in r for r in decision.reasons), decision.reasons
