@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 
 from broker.burst.inputs import BurstInputs
@@ -294,17 +295,19 @@ def cloud_refusal(
     why = route_refusal(s.offer.site, inputs.routes.get(SiteId(s.offer.site)), policy, inputs.now)
     if why is not None:
         return why
-    split = money_refusal(spec, s.offer, tenant, policy, inputs.money)
+    split = money_refusal(spec, s.offer, tenant, policy, inputs.money, inputs.now)
     return split if isinstance(split, str) else (cents_up(split.cash), split.voucher)
 
 
 def money_refusal(
-    spec: JobSpec, offer: Offer, tenant: str, policy: Policy, money: TenantMoney
+    spec: JobSpec, offer: Offer, tenant: str, policy: Policy, money: TenantMoney,
+    now: datetime | None = None,
 ) -> str | CostSplit:
     """Why the tenant's budget or the global cap refuses a burst on `offer`, or how its bill
     splits; reserved as `burst_cost` prices it, the cash in whole cents rounded up (many bursts
-    under half a cent each would reserve 0). The policy's decision and the baselines alike."""
-    run = None if money.now is None else (money.now, money.now + spec.runtime_estimate)
+    under half a cent each would reserve 0). The policy's decision and the baselines alike.
+    Decided `now`, a voucher pays only for the estimated run's part before it expires."""
+    run = None if now is None else (now, now + spec.runtime_estimate)
     cost = burst_cost(spec, offer, policy)
     split = split_cost(tenant, offer.site, cost, policy, money.voucher_balances, run)
     cash = cents_up(split.cash)

@@ -30,8 +30,6 @@ class TenantMoney:
     """Cash left before the global burst cap; None when there is none."""
     voucher_balances: Mapping[str, float] = field(default_factory=dict)
     """Remaining balance per voucher id."""
-    now: datetime | None = None
-    """When it was read: a burst decided now pays with a voucher only for its run before expiry."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +138,6 @@ def tenant_money(
             v.id: 0.0 if expired(v, now) else max(0.0, v.balance - spent_from.get(v.id, 0.0))
             for v in (tenant.vouchers if tenant is not None else ())
         },
-        now=now,
     )
 
 

@@ -98,8 +98,10 @@ class Baseline:
                 break
         return out
 
-    def _money_ok(self, job: SimJob, offer: Offer, money: TenantMoney) -> tuple[float, float] | None:
-        split = money_refusal(job.spec, offer, job.tenant, self.policy, money)  # as the policy's decision
+    def _money_ok(
+        self, job: SimJob, offer: Offer, money: TenantMoney, now: datetime
+    ) -> tuple[float, float] | None:
+        split = money_refusal(job.spec, offer, job.tenant, self.policy, money, now)  # as the policy's
         return None if isinstance(split, str) else (split.cash, split.voucher)
 
     def _route_refused(self, offer: Offer, snap: PassSnapshot) -> bool:
@@ -148,7 +150,7 @@ class Baseline:
         """A burst to `offer` when the tenant's money covers it, else None. A burst takes its
         route slot and money in the pass (`PassSnapshot.launch`), as the policy's does: read once
         per pass, the money let a tenant's bursts in one pass overspend its budget."""
-        paid = self._money_ok(job, offer, money)
+        paid = self._money_ok(job, offer, money, snap.now)
         if paid is None:
             self.money_bound.add(job.index)
             return None
