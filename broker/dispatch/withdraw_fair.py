@@ -15,7 +15,6 @@ work there, nothing more is withdrawn for it: no job is moved back and forth.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 
 from adapters.base import Adapter
@@ -27,8 +26,6 @@ from broker.dispatch.withdraw import Background, cancel_withdrawn, withdraw
 from broker.dispatch.withdraw_reclaim import pending_at
 from broker.model import Attempt, AttemptState, Job, JobId, JobState, SiteId, TenantId
 from broker.store import JobStore
-
-log = logging.getLogger(__name__)
 
 Queue = list[tuple[Attempt, Job]]
 
@@ -56,9 +53,12 @@ async def withdraw_unfair(
             queues.setdefault((attempt.site, partition_key(attempt.offer)), []).append((attempt, job))
     out = []
     for (site, part), queue in queues.items():
+        if len({job.tenant for _, job in queue}) < 2:
+            continue  # (one tenant's jobs keep their order: no store read for their partition)
         here = [a for a in live if a.site == site and partition_key(a.offer) == part]
         running = {a.job_id for a in here if a.state == AttemptState.RUNNING}
-        tenants = {a.job_id: store.get(a.job_id).tenant for a in here}
+        known = {a.id: job.tenant for a, job in queue}  # (read above; the running ones are read here)
+        tenants = {a.job_id: known.get(a.id) or store.get(a.job_id).tenant for a in here}
         for attempt, job in _ahead(planner.fair.ratios, queue, here, running, tenants, gap):
             adapter = adapters.get(attempt.site)
             if adapter is None or not await pending_at(adapter, attempt):
