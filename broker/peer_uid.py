@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from urllib.parse import unquote
 
+from broker.sock_diag import Address, established_uid
+
 _PEER = re.compile(r"^ipv([46]):\[?([0-9a-fA-F.:]+?)\]?:(\d+)$")
 TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 
@@ -21,6 +23,10 @@ TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 ESTABLISHED = "01"
 UNKNOWN_UID = -1
 """A loopback caller whose connection the table does not list: never the broker's own user."""
+_SERVER_ENDS: list[tuple[Address, int]] = []
+"""The far ends (this server's address and port) of the callers the tables named: later callers
+are asked of the kernel by both ends (`broker.sock_diag`), one lookup instead of a table walk."""
+_MAX_SERVER_ENDS = 8
 
 
 def loopback_peer_uid(peer: str, tables: tuple[Path, ...] = TABLES) -> int | None:
@@ -43,7 +49,13 @@ def loopback_peer_uid(peer: str, tables: tuple[Path, ...] = TABLES) -> int | Non
     # connected to 127.0.0.1 (as its own client makes them) `ipv4:`, the table `::ffff:127.0.0.1`.
     v4 = mapped if mapped is not None else address if address.version == 4 else None
     forms = [address] if v4 is None else [v4, ipaddress.IPv6Address(f"::ffff:{v4}")]
-    wanted = {f"{_table_hex(a)}:{int(m.group(3)):04X}" for a in forms}
+    port = int(m.group(3))
+    if tables is TABLES:
+        for end, end_port in _SERVER_ENDS:
+            for src in forms:
+                if (uid := established_uid(src, port, end, end_port)) is not None:
+                    return uid
+    wanted = {f"{_table_hex(a)}:{port:04X}" for a in forms}
     read_any = False
     for table in tables:
         try:
@@ -54,8 +66,19 @@ def loopback_peer_uid(peer: str, tables: tuple[Path, ...] = TABLES) -> int | Non
         for line in lines:
             fields = line.split()
             if len(fields) > 7 and fields[1].upper() in wanted and fields[3] == ESTABLISHED:
+                if tables is TABLES:
+                    _learn(fields[2])
                 return int(fields[7])
     return UNKNOWN_UID if read_any else None
+
+
+def _learn(remote: str) -> None:
+    """Keep a caller's far end (`ADDRHEX:PORT` as the table writes it) for the kernel lookups."""
+    hex_address, _, hex_port = remote.partition(":")
+    words = [int(hex_address[i:i + 8], 16).to_bytes(4, "little") for i in range(0, len(hex_address), 8)]
+    end = (ipaddress.ip_address(b"".join(words)), int(hex_port, 16))
+    if end not in _SERVER_ENDS:  # the newest first; the oldest (a server long gone) goes
+        _SERVER_ENDS[:] = [end, *_SERVER_ENDS][:_MAX_SERVER_ENDS]
 
 
 def _table_hex(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:

@@ -85,3 +85,39 @@ def test_a_caller_bound_beside_a_root_listener_is_not_read_as_root(tmp_path: Pat
     assert loopback_peer_uid("ipv6:%5B::ffff:127.0.0.2%5D:8080", (six,)) == 2000000007
     assert loopback_peer_uid("ipv6:[::ffff:127.0.0.2]:8080", (table,)) == 2000000006  # listed as IPv4
     assert loopback_peer_uid("unix:/tmp/socket", (table,)) is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="another local user (a job's private uid) needs root")
+def test_the_kernel_lookup_names_the_same_owner_as_the_socket_table() -> None:
+    """Reading /proc/net/tcp walks the kernel's whole table (4 ms of CPU per dev-mode RPC on a
+    busy host, a held-out review): once a caller taught the server's end, later callers are one
+    `sock_diag` lookup, which must name the owner the table names, another user's too."""
+    import ipaddress
+    import socket
+
+    from broker.peer_uid import TABLES
+    from broker.sock_diag import established_uid
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        hold = "import socket, sys, time\nc = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
+        hold += "print(c.getsockname()[1], flush=True)\ntime.sleep(30)\n"
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        other = subprocess.Popen(
+            [*as_nobody, sys.executable, "-c", hold, str(port)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert other.stdout is not None
+            their_port = int(other.stdout.readline())
+            peer = f"ipv4:127.0.0.1:{their_port}"
+            loopback = ipaddress.ip_address("127.0.0.1")
+            assert loopback_peer_uid(peer, (*TABLES,)) == 65534  # (a copy: the table alone)
+            assert established_uid(loopback, their_port, loopback, port) == 65534
+            assert established_uid(loopback, their_port, loopback, port + 1) is None  # another far end
+            assert loopback_peer_uid(peer) == 65534  # the table once, learning the far end
+            assert loopback_peer_uid(peer) == 65534  # then the kernel
+            with socket.create_connection(("127.0.0.1", port)) as mine:
+                assert loopback_peer_uid(f"ipv4:127.0.0.1:{mine.getsockname()[1]}") == os.getuid()
+        finally:
+            other.kill()
+            other.wait()
