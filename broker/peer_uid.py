@@ -1,16 +1,18 @@
-"""Which local user a loopback gRPC caller runs as, from the kernel's socket table (Linux).
+"""Which local user a gRPC caller on this host runs as, from the kernel's socket table (Linux).
 
 Without a tokens file every caller is the built-in `dev` operator. That is meant for one person on
 one machine, but the local executor's jobs run on that machine too: a job could call the broker
-on loopback and read or cancel any job. A root broker runs each job under a private uid, so in dev
-mode a loopback caller must run as the broker's own user (or root): `/proc/net/tcp[6]` names the
-uid owning the caller's end of the connection.
+(on loopback, or on the host's own address when it listens beyond loopback) and read or cancel
+any job. A root broker runs each job under a private uid, so in dev mode a caller on this host
+must run as the broker's own user (or root): `/proc/net/tcp[6]` names the uid owning the caller's
+end of the connection.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -29,12 +31,14 @@ are asked of the kernel by both ends (`broker.sock_diag`), one lookup instead of
 _MAX_SERVER_ENDS = 8
 
 
-def loopback_peer_uid(peer: str, tables: tuple[Path, ...] = TABLES) -> int | None:
-    """The uid of the process owning the loopback socket grpc names `peer` (`ipv4:127.0.0.1:PORT`,
-    `ipv6:[::1]:PORT`): the connected socket with exactly that local address and port. None when
-    it is not a loopback peer or no table can be read; `UNKNOWN_UID` when the tables do not list
-    it. Matching the port alone let a job bind its end to 127.0.0.2 on the port of a root
-    listener on 127.0.0.1 (the agent endpoint's), and be read as root."""
+def local_peer_uid(peer: str, tables: tuple[Path, ...] = TABLES) -> int | None:
+    """The uid of the process on this host owning the socket grpc names `peer`
+    (`ipv4:127.0.0.1:PORT`, `ipv6:[::1]:PORT`, or one of the host's own addresses): the connected
+    socket with exactly that local address and port. None for a caller on another host (or
+    when no table can be read); `UNKNOWN_UID` for a loopback caller the tables do not list.
+    Matching the port alone let a job bind its end to 127.0.0.2 on the port of a root listener
+    on 127.0.0.1 (the agent endpoint's), and be read as root; judging loopback alone let a job
+    call the host's own address on a broker listening beyond loopback, and be the dev operator."""
     m = _PEER.match(unquote(peer))
     if m is None:
         return None
@@ -43,8 +47,9 @@ def loopback_peer_uid(peer: str, tables: tuple[Path, ...] = TABLES) -> int | Non
     except ValueError:
         return None
     mapped = getattr(address, "ipv4_mapped", None)
-    if not (address.is_loopback or (mapped is not None and mapped.is_loopback)):
-        return None
+    loopback = address.is_loopback or (mapped is not None and mapped.is_loopback)
+    if not loopback and not _own_address(mapped or address):
+        return None  # another host's caller: its uid is not ours to know
     # Either family may list an IPv4 caller: grpc names the client socket of an IPv6 socket
     # connected to 127.0.0.1 (as its own client makes them) `ipv4:`, the table `::ffff:127.0.0.1`.
     v4 = mapped if mapped is not None else address if address.version == 4 else None
@@ -69,7 +74,18 @@ def loopback_peer_uid(peer: str, tables: tuple[Path, ...] = TABLES) -> int | Non
                 if tables is TABLES:
                     _learn(fields[2])
                 return int(fields[7])
-    return UNKNOWN_UID if read_any else None
+    return UNKNOWN_UID if read_any and loopback else None
+
+
+def _own_address(address: Address) -> bool:
+    """Whether `address` is one of this host's (a socket can be bound to it)."""
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((str(address), 0))
+    except OSError:
+        return False
+    return True
 
 
 def _learn(remote: str) -> None:

@@ -20,7 +20,7 @@ from broker.audit import AuditTrail, BadHashError
 from broker.audit_page import BadPageTokenError
 from broker.auth import AuthError, Principal, TokenAuthority
 from broker.model import Job, JobSpec, JobState, TenantId
-from broker.peer_uid import UNKNOWN_UID, loopback_peer_uid
+from broker.peer_uid import UNKNOWN_UID, local_peer_uid
 from broker.rpc_errors import DOMAIN, ERROR_REASONS, _BadRequest, abort_with, bad_request, error_reason
 from broker.rpc_fields import (
     MAX_ACCELERATOR_FILTERS,
@@ -92,7 +92,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             names = list(context.auth_context().get("x509_common_name") or ())
             client_cn = names[0].decode(errors="replace") if names else None
         principal = self.auth.principal_for(metadata, client_cn=client_cn)
-        uid = loopback_peer_uid(context.peer() or "") if self.auth.dev_mode else None
+        uid = local_peer_uid(context.peer() or "") if self.auth.dev_mode else None
         if uid == UNKNOWN_UID:
             raise AuthError("without a tokens file only the broker's own user may call it; this loopback "
                             "caller's connection is not in the kernel's socket table (see Security model)")
