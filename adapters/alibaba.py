@@ -226,7 +226,9 @@ class AlibabaAdapter(EcsGangs):
         if not found:
             raise NotFoundError(self.site, "InvalidInstanceId.NotFound", f"{backend_id} does not exist")
         status = _status_of(found[0])
-        if status.state is AttemptState.LOST:  # stopped before its agent reported: the console may know
+        # Stopped before its agent reported, removed by the broker, or a spot instance reclaimed
+        # (Recycling) after its job ended: the job's own result on the console says what it did.
+        if status.state in (AttemptState.LOST, AttemptState.CANCELLED, AttemptState.PREEMPTED):
             return self._console_result(found[0]) or status
         return status
 

@@ -291,10 +291,11 @@ class AwsAdapter(Ec2Gangs):
         if not found:
             raise NotFoundError(self.site, "InvalidInstanceID.NotFound", f"{backend_id} does not exist")
         status = status_of(found[0])
-        # Ended before its agent reported, or ended by the broker (it tags the instance cancelled
-        # when it removes it, after a normal end too): the job's own result on the console, if it
-        # printed one, says what it did (a store restored from a backup forgot that end).
-        if status.state in (AttemptState.LOST, AttemptState.CANCELLED):
+        # Ended before its agent reported, ended by the broker (it tags the instance cancelled
+        # when it removes it, after a normal end too), or a spot instance reclaimed after its job
+        # ended: the job's own result on the console, if it printed one, says what it did (a
+        # store restored from a backup forgot that end; a finished job is not preempted).
+        if status.state in (AttemptState.LOST, AttemptState.CANCELLED, AttemptState.PREEMPTED):
             status = self._console_result(found[0]) or status
         return with_stop_time(found[0], status)  # billed to its stop, not to when we learnt it
 

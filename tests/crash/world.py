@@ -44,13 +44,13 @@ sites:
     region: us-east-1
     country: US
     residency: global
-    catalog: {{file: aws-east.csv, region: us-east-1, currency: USD, spot: false}}
+    catalog: {{file: aws-east.csv, region: us-east-1, currency: USD, spot: {spot}}}
   - id: aliyun-bj
     adapter: alibaba
     region: cn-beijing
     country: CN
     residency: cn-mainland
-    catalog: {{file: ali.csv, region: cn-beijing, currency: CNY, spot: false}}
+    catalog: {{file: ali.csv, region: cn-beijing, currency: CNY, spot: {spot}}}
   - id: lc-east
     adapter: libcloud
     region: us-east-1
@@ -84,17 +84,24 @@ def write_setup(
     report_give_up_s: int = 1800,
     reconcile_interval_s: float = 1.0,
     lc_endpoint_port: int | None = None,
+    spot: bool = False,
 ) -> Path:
-    """broker.yaml (+ policy, catalogs, tokens) in `folder`; returns the broker.yaml path."""
+    """broker.yaml (+ policy, catalogs, tokens) in `folder`; returns the broker.yaml path.
+
+    `spot`: aws-east and aliyun-bj also sell their type on spot (a spot price in the catalog)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("accelerators.yaml", "regimes.yaml"):
         shutil.copy(ROOT / "configs" / name, folder / name)
-    (folder / "aws-east.csv").write_text(f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.006,,us-east-1,us-east-1a\n")
+    aws_spot, ali_spot = ("0.302", "4.00") if spot else ("", "")
+    (folder / "aws-east.csv").write_text(
+        f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.006,{aws_spot},us-east-1,us-east-1a\n"
+    )
     (folder / "ali.csv").write_text(
-        f"{HEADER},Currency\necs.gn7i-c8g1.2xlarge,A10,1,8,30,13.90,,cn-beijing,cn-beijing-i,CNY\n"
+        f"{HEADER},Currency\necs.gn7i-c8g1.2xlarge,A10,1,8,30,13.90,{ali_spot},cn-beijing,cn-beijing-i,CNY\n"
     )
     (folder / "lc-east.csv").write_text(f"{HEADER}\ng4dn.xlarge,T4,1,4,16,0.526,,us-east-1,us-east-1a\n")
-    (folder / "policy.yaml").write_text(POLICY.format(heartbeat_timeout=heartbeat_timeout))
+    policy = POLICY.format(heartbeat_timeout=heartbeat_timeout, spot=str(spot).lower())
+    (folder / "policy.yaml").write_text(policy)
     (folder / "tokens.yaml").write_text(f"tokens:\n  - {{tenant: crash-lab, sha256: {hash_token(TOKEN)}}}\n")
     boot = f"heartbeat_s: 1, report_give_up_s: {report_give_up_s}, report_backoff_max_s: 1"
     aws = (
