@@ -232,6 +232,11 @@ class AlibabaAdapter(EcsGangs):
             return self._console_result(found[0]) or status
         return status
 
+    def kept_result(self, backend_id: str) -> AttemptStatus | None:
+        """The result the instance's bootstrap printed to its console (`adapters.base.KeptResult`)."""
+        found = self._describe(instance_ids=[backend_id])
+        return self._console_result(found[0]) if found else None
+
     def _console_result(self, inst: Mapping[str, Any]) -> AttemptStatus | None:
         """The result the bootstrap printed to the console (GetInstanceConsoleOutput), if any."""
         attempt = _tags_of(inst).get(TAG_ATTEMPT)

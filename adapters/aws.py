@@ -37,11 +37,11 @@ from botocore.parsers import ResponseParserError
 from adapters._aws_gang import Ec2Gangs
 from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
 from adapters._codes import EC2_CODES, EC2_PREFIXES, EC2_USER_DATA_LIMIT, classify
+from adapters._ec2_console import Ec2Console
 from adapters._ec2_status import status_of, with_stop_time
 from adapters._gang import client_token, gang_tags, is_gang, parse_gang_id
 from adapters._tags import (
     DEFAULT_BROKER_ID,
-    TAG_ATTEMPT,
     TAG_BROKER,
     TAG_CANCELLED,
     TAG_TOKEN,
@@ -57,7 +57,7 @@ from adapters.base import (
     RequestError,
     TransientError,
 )
-from adapters.bootstrap import bootstrap_options, render_user_data, result_from_console
+from adapters.bootstrap import bootstrap_options, render_user_data
 from broker.model import (
     AttemptState,
     AttemptStatus,
@@ -135,7 +135,7 @@ _LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 _STOPPED_STATES = ("stopping", "stopped")
 
 
-class AwsAdapter(Ec2Gangs):
+class AwsAdapter(Ec2Gangs, Ec2Console):
     """EC2 instances, one per attempt (N in a cluster placement group for a gang), tagged."""
 
     def __init__(
@@ -298,21 +298,6 @@ class AwsAdapter(Ec2Gangs):
         if status.state in (AttemptState.LOST, AttemptState.CANCELLED, AttemptState.PREEMPTED):
             status = self._console_result(found[0]) or status
         return with_stop_time(found[0], status)  # billed to its stop, not to when we learnt it
-
-    def _console_result(self, inst: InstanceTypeDef) -> AttemptStatus | None:
-        """The result the bootstrap printed to the console (GetConsoleOutput), if any."""
-        attempt = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}.get(TAG_ATTEMPT)
-        if not attempt:
-            return None
-        try:
-            with map_ec2_errors(self.site):
-                reply = self._read.get_console_output(InstanceId=inst["InstanceId"])
-        except TransientError:
-            raise  # no evidence yet: the poll asks again
-        except AdapterError:
-            return None
-        # botocore has already decoded the base64 `Output` of GetConsoleOutput.
-        return result_from_console(str(reply.get("Output") or ""), attempt)
 
     def cancel(self, backend_id: str, token: str) -> None:
         gang = parse_gang_id(backend_id)

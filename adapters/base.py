@@ -161,6 +161,19 @@ class LogSource(Protocol):
 
 
 @runtime_checkable
+class KeptResult(Protocol):
+    """Optional: a cloud whose instances' bootstrap keeps the job's result where the broker can
+    read it without the agent (the console), so a job whose report cannot reach the broker still ends."""
+
+    def kept_result(self, backend_id: str) -> AttemptStatus | None:
+        """The job's result its bootstrap kept (the console's SZB-RESULT); None when there is none.
+
+        TransientError when it cannot be read yet (the caller asks again later).
+        """
+        ...
+
+
+@runtime_checkable
 class Reconfigurable(Protocol):
     """Optional: an on-prem backend a policy reload reaches without a restart (its partitions)."""
 

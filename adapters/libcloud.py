@@ -253,6 +253,11 @@ class LibcloudAdapter:
         lost = f"libcloud state {node.state} before the job reported"
         return AttemptStatus(state=AttemptState.LOST, message=lost)
 
+    def kept_result(self, backend_id: str) -> AttemptStatus | None:
+        """The result the node's bootstrap printed to its console (`adapters.base.KeptResult`)."""
+        node = self._node(backend_id)
+        return None if node is None else self._console_result(node)
+
     def _console_result(self, node: Node) -> AttemptStatus | None:
         """The result the bootstrap printed to the console, for drivers that can read it."""
         read = getattr(self.driver, "ex_get_console_output", None)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from adapters.base import Adapter, Capability, LogSource
+from adapters.base import Adapter, Capability, KeptResult, LogSource
 from broker.model import AttemptStatus, CapacitySnapshot, LaunchRequest, Offer, OwnedInstance, SiteId
 
 T = TypeVar("T")
@@ -46,6 +46,13 @@ class AdapterWrapper:
 
     def list_owned(self) -> Sequence[OwnedInstance]:
         return self._call("list_owned", lambda: self.inner.list_owned())
+
+    def kept_result(self, backend_id: str) -> AttemptStatus | None:
+        # Every wrapper keeps the optional `KeptResult` (None when the inner adapter lacks it).
+        inner = self.inner
+        if not isinstance(inner, KeptResult):
+            return None
+        return self._call("kept_result", lambda: inner.kept_result(backend_id))
 
 
 class LogSourceWrapper(AdapterWrapper):

@@ -25,7 +25,7 @@ from adapters.wrapper import AdapterWrapper, LogSourceWrapper
 
 T = TypeVar("T")
 
-READS = frozenset({"offers", "capacity", "status", "list_owned"})
+READS = frozenset({"offers", "capacity", "status", "kept_result", "list_owned"})
 """The calls cut short: what they would have said is read again on the next pass."""
 
 

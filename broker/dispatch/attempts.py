@@ -14,6 +14,7 @@ from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
 from broker.dispatch.records import running_said
+from broker.dispatch.silence import silent_attempt
 from broker.dispatch.site_polls import SitePolls
 from broker.dispatch.spot_limit import spot_interruptions
 from broker.dispatch.termination import terminate
@@ -88,9 +89,11 @@ class AttemptTracking:
             last = self.heartbeats.get(attempt.id, max(attempt.created_at, self.started_at))
             silent = (self.clock.now() - last).total_seconds()
             if silent > self.planner.failover().heartbeat_timeout_s:
-                status = AttemptStatus(
-                    state=AttemptState.LOST, message=f"no heartbeat from the instance for {silent:.0f}s"
-                )
+                try:  # its job may have ended, its report unable to reach us: the console says
+                    status = await silent_attempt(adapter, attempt, silent)
+                except AdapterError as exc:
+                    log.info("kept result of silent %s unavailable: %s", attempt.id, exc)
+                    return
         if status.state == AttemptState.LOST and self._unheard_since_restart(attempt):
             # Its agent may have given up on us while we were down: our fault, not the route's.
             status = status.model_copy(update={"message": BROKER_SIDE + status.message})

@@ -40,7 +40,8 @@ def make_broker(
 
     def make(**options: Any) -> Broker:
         folder = tmp_path / f"broker-{len(made)}"
-        config = write_setup(folder, moto.url, ecs_server.address, agent_port=lasting_port(), **options)
+        options = {"agent_port": lasting_port(), **options}  # a test may name its own
+        config = write_setup(folder, moto.url, ecs_server.address, **options)
         broker = Broker(config, options.get("store_dsn"))
         made.append(broker)
         return broker

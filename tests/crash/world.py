@@ -85,10 +85,12 @@ def write_setup(
     reconcile_interval_s: float = 1.0,
     lc_endpoint_port: int | None = None,
     spot: bool = False,
+    agent_endpoint: str = "",
 ) -> Path:
     """broker.yaml (+ policy, catalogs, tokens) in `folder`; returns the broker.yaml path.
 
-    `spot`: aws-east and aliyun-bj also sell their type on spot (a spot price in the catalog)."""
+    `spot`: aws-east and aliyun-bj also sell their type on spot (a spot price in the catalog);
+    `agent_endpoint`: where instances report (a proxy in front of the agent port, say)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("accelerators.yaml", "regimes.yaml"):
         shutil.copy(ROOT / "configs" / name, folder / name)
@@ -118,7 +120,8 @@ def write_setup(
         f"host: 127.0.0.1, port: {lc_port}, secure: false}}, image: {AMI}, userdata_kwarg: ex_userdata, "
         f"metadata_kwarg: ex_metadata, {boot}}}"
     )
-    store = f"store: {{dsn: '{store_dsn}'}}\n" if store_dsn else ""
+    extra = f"store: {{dsn: '{store_dsn}'}}\n" if store_dsn else ""
+    extra += f"agent_endpoint: http://{agent_endpoint}\n" if agent_endpoint else ""
     (folder / "broker.yaml").write_text(
         textwrap.dedent(f"""\
         data_dir: data
@@ -132,7 +135,7 @@ def write_setup(
           aliyun-bj: {ali}
           lc-east: {lc}
         """)
-        + store
+        + extra
     )
     return folder / "broker.yaml"
 

@@ -1,0 +1,55 @@
+"""An EC2 job's result read from its instance's console (mixed into `AwsAdapter`).
+
+The bootstrap prints one SZB-RESULT line before it reports the exit to the agent endpoint: a
+result whose report never arrives (the broker down, or the path to it cut) is still read here.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from adapters._tags import TAG_ATTEMPT
+from adapters.base import AdapterError, TransientError
+from adapters.bootstrap import result_from_console
+from broker.model import AttemptStatus, SiteId
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.client import EC2Client
+    from mypy_boto3_ec2.type_defs import InstanceTypeDef
+else:
+    EC2Client = Any
+    InstanceTypeDef = dict
+
+
+class Ec2Console:
+    """kept_result / _console_result for `AwsAdapter`."""
+
+    site: SiteId
+    _read: EC2Client
+
+    if TYPE_CHECKING:  # the adapter's own, used here
+
+        def _errors(self) -> AbstractContextManager[None]: ...
+
+    def kept_result(self, backend_id: str) -> AttemptStatus | None:
+        """The result the instance's bootstrap printed to its console (`adapters.base.KeptResult`)."""
+        with self._errors():
+            resp = self._read.describe_instances(InstanceIds=[backend_id])
+        found = [i for r in resp.get("Reservations", []) for i in r.get("Instances", [])]
+        return self._console_result(found[0]) if found else None
+
+    def _console_result(self, inst: InstanceTypeDef) -> AttemptStatus | None:
+        """The result the bootstrap printed to the console (GetConsoleOutput), if any."""
+        attempt = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}.get(TAG_ATTEMPT)
+        if not attempt:
+            return None
+        try:
+            with self._errors():
+                reply = self._read.get_console_output(InstanceId=inst["InstanceId"])
+        except TransientError:
+            raise  # no evidence yet: the poll asks again
+        except AdapterError:
+            return None
+        # botocore has already decoded the base64 `Output` of GetConsoleOutput.
+        return result_from_console(str(reply.get("Output") or ""), attempt)
