@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.base import Adapter, Reconfigurable
+from adapters.bootstrap import bootstrap_options
 from adapters.registry import AdapterRegistry
 from broker.burst import is_onprem
 from broker.config import site_settings
@@ -53,6 +54,7 @@ class SiteAdapters:
         for site_id, name, config in site_configs(policy):
             if site_id not in self.skip and (adapter := self._build(site_id, name, config)) is not None:
                 out[site_id] = adapter
+                self._check_heartbeat(policy, site_id, config)
         return out
 
     def changed(self, policy: Policy) -> dict[SiteId, Adapter]:
@@ -66,6 +68,7 @@ class SiteAdapters:
             if adapter is not None:
                 log.info("site %s: adapter built for the reloaded policy", site_id, extra={"site": site_id})
                 out[site_id] = adapter
+                self._check_heartbeat(policy, site_id, config)
         return out
 
     def reconfigure_onprem(self, policy: Policy) -> list[SiteId]:
@@ -82,6 +85,23 @@ class SiteAdapters:
             log.info("site %s: reloaded policy applied to the adapter", site_id, extra={"site": site_id})
             done.append(site_id)
         return done
+
+    def _check_heartbeat(self, policy: Policy, site_id: SiteId, config: dict[str, Any]) -> None:
+        """Warn of a cloud site whose instances heartbeat too seldom for the policy's timeout: one
+        late or lost heartbeat and the broker would take a running instance for lost (and re-run it)."""
+        if is_onprem(policy, site_id):
+            return
+        try:
+            every = bootstrap_options(self._merged(site_id, config))["heartbeat_s"]
+        except (TypeError, ValueError):  # the adapter refuses such a config itself
+            return
+        timeout = policy.burst.heartbeat_timeout.total_seconds()
+        if every >= timeout / 2:
+            log.warning(
+                "site %s: heartbeat_s %d (broker.yaml sites: or the policy's adapter config) is not under "
+                "half of burst.heartbeat_timeout %gs (the policy): its running instances will be taken "
+                "for lost", site_id, every, timeout, extra={"site": site_id},
+            )
 
     def _merged(self, site_id: SiteId, config: dict[str, Any]) -> dict[str, Any]:
         own = {"data_dir": str(self.data_dir)} | ({"broker_id": self.broker_id} if self.broker_id else {})
