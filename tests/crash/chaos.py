@@ -74,6 +74,7 @@ class ChaosReport:
     duplicate_jobs: int = 0
     duplicate_instances: int = 0
     reexecuted_jobs: int = 0
+    overlapping_runs: int = 0
     wrong_outcomes: int = 0
     leftover_instances: int = 0
     dangling_attempts: int = 0
@@ -88,6 +89,7 @@ class ChaosReport:
         "duplicate_jobs",
         "duplicate_instances",
         "reexecuted_jobs",
+        "overlapping_runs",
         "wrong_outcomes",
         "leftover_instances",
         "dangling_attempts",
@@ -309,6 +311,7 @@ def _count(
         by_client: dict[str, list[Job]] = defaultdict(list)
         for job in jobs:
             by_client[job.client_id or ""].append(job)
+        lines = ledger.entries(book)
         runs = ledger.runs(book)
         for sub in subs:
             mine = by_client.get(sub.client_id, [])
@@ -327,6 +330,9 @@ def _count(
             if ledger.started_again_after_end(runs.get(sub.name, [])):
                 report.reexecuted_jobs += 1
                 report.details.append(f"re-executed {sub.name}: {runs[sub.name]}")
+            if ledger.overlapping_runs(lines.get(sub.name, [])):
+                report.overlapping_runs += 1
+                report.details.append(f"two runs at once of {sub.name}: {runs[sub.name]}")
             report.attempts += job.attempts
         live = store.live_attempts()
         report.dangling_attempts = len(live)

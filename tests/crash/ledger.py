@@ -11,6 +11,7 @@ import os
 import tempfile
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from tests.brokerproc import JOB_PYTHON
 
@@ -49,19 +50,42 @@ def command(ledger: Path, name: str, seconds: float, exit_code: int = 0) -> list
     return [JOB_PYTHON, "-c", _CODE, str(_shared(ledger)), name, f"{seconds:g}", str(exit_code)]
 
 
-def runs(ledger: Path) -> dict[str, list[str]]:
-    """Per job name, its start/end events in the order they happened."""
-    out: dict[str, list[str]] = defaultdict(list)
+def entries(ledger: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per job name, its ledger lines (event, attempt, pid, time) in the order they were written."""
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     ledger = _shared(ledger)
     if not ledger.stat().st_size:
         return out
     for line in ledger.read_text().splitlines():
         if line.strip():
             entry = json.loads(line)
-            out[entry["job"]].append(entry["event"])
+            out[entry["job"]].append(entry)
     return out
+
+
+def runs(ledger: Path) -> dict[str, list[str]]:
+    """Per job name, its start/end events in the order they happened."""
+    return defaultdict(list, {job: [e["event"] for e in lines] for job, lines in entries(ledger).items()})
 
 
 def started_again_after_end(events: list[str]) -> bool:
     """Was a completed execution followed by another start?"""
     return "end" in events and "start" in events[events.index("end") :]
+
+
+def overlapping_runs(lines: list[dict[str, Any]]) -> bool:
+    """Did two runs of one job overlap (one's end after another's start)? Two at once, which
+    `started_again_after_end` misses in ['start', 'start', 'end', 'end'].
+
+    A run is a start and the end of the same process (pid and attempt); a run that never ended
+    (its instance was killed) has no end to compare, so it counts for nothing here."""
+    starts: dict[tuple[Any, Any], float] = {}
+    spans: list[tuple[float, float]] = []
+    for line in lines:
+        key = (line.get("pid"), line.get("attempt"))
+        if line["event"] == "start":
+            starts[key] = float(line["t"])
+        elif key in starts:
+            spans.append((starts.pop(key), float(line["t"])))
+    begun = [float(line["t"]) for line in lines if line["event"] == "start"]
+    return any(start < other < end for start, end in spans for other in begun)
