@@ -53,6 +53,12 @@ if "://" not in ep:
     ep = ("https://" if ca else "http://") + ep
 
 
+def final(exc):
+    # A 4xx is the broker's word (bad secret, gone attempt) only when its agent endpoint marked the
+    # answer: a proxy's or ingress's 404 or 403 in front of it (restarting, say) is retried.
+    return exc.code < 500 and exc.code not in (408, 429) and exc.headers.get("x-szb-agent") == "1"
+
+
 def send():
     req = urllib.request.Request(ep.rstrip("/") + env["SZB_REPORT_PATH"], data=body.encode(),
         headers={"content-type": "application/json",
@@ -61,9 +67,9 @@ def send():
         # The broker's certificate is verified (against SZB_AGENT_CA when the broker sent one).
         urllib.request.urlopen(req, timeout=10, context=ssl.create_default_context(cafile=ca)).read()
         return "acked"
-    except urllib.error.HTTPError as exc:  # the broker answered: only its own trouble is retried
+    except urllib.error.HTTPError as exc:  # only the broker's own refusal is final
         print("szb: report refused:", exc, file=sys.stderr)
-        return "retry" if exc.code >= 500 or exc.code in (408, 429) else "refused"
+        return "refused" if final(exc) else "retry"
     except Exception as exc:  # down, restarting, unreachable: try again
         print("szb: report failed:", exc, file=sys.stderr)
         return "retry"
@@ -96,7 +102,7 @@ def ship_log():
         nxt = int(json.loads(reply.read())["next_offset"])
     except urllib.error.HTTPError as exc:
         print("szb: log chunk not sent:", exc, file=sys.stderr)
-        return "failed" if exc.code >= 500 or exc.code in (408, 429) else "refused"
+        return "refused" if final(exc) else "failed"
     except urllib.error.URLError as exc:
         print("szb: log chunk not sent:", exc, file=sys.stderr)
         return "down" if isinstance(exc.reason, ConnectionError) else "failed"

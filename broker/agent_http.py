@@ -373,6 +373,8 @@ def reply(http: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> No
         http.send_header("content-type", "application/json")
         http.send_header("content-length", str(len(data)))
         http.send_header("connection", "close")
+        # The bootstrap takes a 4xx as final only with this mark: a proxy's 404 is not our word.
+        http.send_header("x-szb-agent", "1")
         http.end_headers()
         http.wfile.write(data)
     except OSError:

@@ -218,6 +218,7 @@ def agent_endpoint(log_status: Callable[[int], int]) -> tuple[ThreadingHTTPServe
             data = json.dumps(reply).encode()
             self.send_response(status)
             self.send_header("content-length", str(len(data)))
+            self.send_header("x-szb-agent", "1")  # the broker's own answer (`agent_http.reply`)
             self.end_headers()
             self.wfile.write(data)
 
