@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime
 
-from adapters.base import Adapter
+from adapters.base import Adapter, AdapterError
 from broker.agent_secret import SecretEscrow
 from broker.burst.snapshot import PassSnapshot
 from broker.clock import Clock
@@ -24,6 +24,7 @@ from broker.dispatch.launch_history import read_recent_bursts
 from broker.dispatch.reconcile import reconcile
 from broker.dispatch.scheduling import Scheduling
 from broker.dispatch.site_polls import SitePolls
+from broker.dispatch.unrecorded import LATE_CALL_S, look_up
 from broker.dispatch.withdraw import pending_at_queue, withdraw_late
 from broker.dispatch.withdraw_fair import withdraw_unfair
 from broker.dispatch.withdraw_reclaim import withdraw_to_reclaim
@@ -195,13 +196,56 @@ class Dispatcher(Scheduling):
                 resumed.add(attempt.id)
                 secret = self.escrow.get(attempt.id)
                 self._inflight[job.id] = asyncio.create_task(self._launch(job, attempt, None, secret))
-        # Any other attempt without a backend id was never sent to a backend (its job was
-        # requeued, or is over): close it, so planning never counts it as claimed capacity.
+        # Any other attempt without a backend id: its job was requeued (never sent), or is over.
+        # An ended job's launch may have been sent by the last leader (a cancel mid-launch): its
+        # token is looked up first. The rest close, so planning never counts them as capacity.
         for attempt in self.store.live_attempts():
             if attempt.backend_id is None and attempt.id not in resumed:
-                self._close_unstarted(attempt, now, "the broker restarted before the attempt was started")
+                job = self.store.get(attempt.job_id)
+                if job.state.terminal and job.spec.resources.nodes == 1 and attempt.site in self.adapters:
+                    self._inflight[job.id] = asyncio.create_task(self._stop_unrecorded(job, attempt))
+                else:
+                    self._close_unstarted(attempt, now, RESTARTED)
         self._settle_ended()
         self._dirty = True
+
+    async def _stop_unrecorded(self, job: Job, attempt: Attempt) -> None:
+        """An ended job's attempt the last leader may have launched: stop and bill what its token
+        started, or close it as never started when its site has nothing for the token."""
+        adapter = self.adapters[attempt.site]
+        until = asyncio.get_running_loop().time() + LATE_CALL_S
+        try:
+            while True:
+                try:
+                    await self._end_unrecorded(job, attempt, adapter, await look_up(adapter, attempt, until))
+                    return
+                except StoreUnavailable as exc:  # waited out: left open, no pass closes it as never sent
+                    self.store_outage.failed("closing a launch of the last term", exc)
+                    await asyncio.sleep(1.0)
+        except FencedOut as exc:
+            log.info("attempt %s left to the next leader: %s", attempt.id, exc)
+        finally:
+            self._inflight.pop(job.id, None)
+
+    async def _end_unrecorded(
+        self, job: Job, attempt: Attempt, adapter: Adapter, backend_id: str | None
+    ) -> None:
+        if backend_id is None:
+            why = f"{RESTARTED}; {attempt.site} has nothing for its token"
+            self._close_unstarted(attempt, self.clock.now(), why)
+            return
+        try:
+            await asyncio.to_thread(adapter.cancel, backend_id, attempt.token)
+            done = "cancelled"
+        except AdapterError as exc:  # the attempt is closed below, so the reconciler removes it
+            log.warning("cancel of %s (%s) at %s failed: %s", backend_id, attempt.id, attempt.site, exc)
+            done = f"its cancel failed ({exc.code}), left to the reconciler"
+        attempt = self.store.update_attempt(attempt.id, self.clock.now(), backend_id=backend_id)
+        why = (f"the job ended while the last leader launched attempt {attempt.number}; {backend_id}, "
+               f"found at {attempt.site} by the attempt's token, {done}")
+        if self.cancelled(self.store.get(job.id), attempt, why):
+            log.info("%s", why, extra={"event": "launch_stopped", "job_id": job.id, "attempt_id": attempt.id})
+        self.capacity_changed()
 
     def _settle_ended(self) -> None:
         """Settle the spend of attempts that ended unsettled: closing an attempt and settling its
