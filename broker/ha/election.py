@@ -191,13 +191,18 @@ class Elector:
             return
         pid = conn.info.backend_pid
         last_lease_ends = self._last_lease_end()
+        # The lock is ours, so the last leader is gone or its lease judged expired: a fenced write
+        # of a live leader commits within a renewal period, and one still holding the row after
+        # that is cut off or frozen. It is ended then, not after a lease (a partitioned leader's
+        # write cost the takeover a whole extra lease), and the claim made again at once.
         try:
-            epoch = self.book.claim_leadership(
-                self.holder, pid, self.timing.lease_s, self._renewal_now(), lock_wait_s=self.timing.lease_s
-            )
+            epoch = self._claim(pid, lock_wait_s=self.timing.renew_s)
         except LeaseBlocked:
-            self._end_stale_writes(conn)  # the next round claims again
-            return
+            self._end_stale_writes(conn)
+            try:
+                epoch = self._claim(pid, lock_wait_s=self.timing.lease_s)  # (its backend exits)
+            except LeaseBlocked:
+                return  # the next round ends what holds it again
         self._valid_until = sent + self.timing.lease_s
         self.epoch = epoch  # (the store's fenced writes of the last leader fail from now on)
         self._last_seen.clear()
@@ -208,6 +213,11 @@ class Elector:
                         "has run out by its own clock", epoch, self.holder, wait_s)
             return
         self._act()
+
+    def _claim(self, pid: int, *, lock_wait_s: float) -> int:
+        return self.book.claim_leadership(
+            self.holder, pid, self.timing.lease_s, self._renewal_now(), lock_wait_s=lock_wait_s
+        )
 
     def _act(self) -> None:
         """Start the term (`on_elected`): no earlier leader can still act on the backends."""
@@ -233,7 +243,7 @@ class Elector:
         return time.monotonic() + self.timing.lease_s
 
     def _end_stale_writes(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-        """End the sessions whose fenced writes hold the lease row past a lease period.
+        """End the sessions whose fenced writes hold the lease row past a renewal period.
 
         Only a scheduler's store writes fenced (`FOR SHARE` on the row). With the advisory lock
         now ours, such a write belongs to a deposed leader paused between its fence check and
@@ -247,8 +257,8 @@ class Elector:
             " AND pid <> pg_backend_pid()"
         ).fetchall()
         log.warning(
-            "a deposed scheduler's write held the lease row for over %.1f s: ended its session(s) %s",
-            self.timing.lease_s, ", ".join(str(r[0]) for r in ended) or "(none left)",
+            "a deposed scheduler's write held the lease row for over %.2f s: ended its session(s) %s",
+            self.timing.renew_s, ", ".join(str(r[0]) for r in ended) or "(none left)",
         )
 
     def _unseat_stale_holder(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:

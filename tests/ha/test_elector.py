@@ -244,3 +244,38 @@ def test_a_leader_whose_session_ends_while_it_lives_on_is_not_overlapped(
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_write_cut_off_from_the_database_holds_up_the_claim_for_far_less_than_a_lease(
+    pg_dsn: str, store: PostgresStore
+) -> None:
+    """Found by a review of issue 13: a leader cut off from PostgreSQL mid-write (a relay that stops
+    forwarding) kept the lease row locked; the standby that took the lock waited a whole lease
+    behind that write before ending it, and took over 7.25 s after the partition (lease 3 s)."""
+    timing = Timing(lease_s=4.0, renew_s=0.1)
+    old_terms, new_terms = Terms(), Terms()
+    old_store = PostgresStore(pg_dsn)
+    old = Elector(pg_dsn, old_store, on_elected=old_terms.on_elected, on_deposed=old_terms.on_deposed,
+                  timing=timing, clock=SystemClock())
+    old.start()
+    standby: Elector | None = None
+    try:
+        wait("the first scheduler leads", lambda: old_terms.elected)
+        old_store.set_fence(old_terms.elected[-1])
+        frozen = old_store._tx(fenced=True)  # the fence check ran; the commit never comes
+        frozen.__enter__()
+        old.stop()  # its lock is free at once: what holds the standby up is the write alone
+        standby = Elector(pg_dsn, store, on_elected=new_terms.on_elected, on_deposed=new_terms.on_deposed,
+                          timing=timing, clock=SystemClock())
+        began = time.monotonic()
+        standby.start()
+        wait("the standby claims the lease", lambda: standby is not None and standby.epoch is not None)
+        claimed = time.monotonic() - began
+        assert claimed < timing.lease_s / 2, f"the claim waited {claimed:.2f} s behind the cut-off write"
+        with pytest.raises(StoreError):  # the write was ended, not committed
+            frozen.__exit__(None, None, None)
+    finally:
+        if standby is not None:
+            standby.stop()
+        old.stop()
+        old_store.close()
