@@ -120,6 +120,12 @@ class Dispatcher(Scheduling):
         self._full = True
         self.capacity_changed()
 
+    def catch_up(self) -> None:
+        """Wake-ups may have been lost (the scheduler's LISTEN session reconnected): a pass over
+        the whole queue and a reconcile (instances of attempts that ended meanwhile) now."""
+        self._last_reconcile = float("-inf")
+        self.policy_changed()
+
     # Lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:

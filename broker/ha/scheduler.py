@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -40,6 +40,9 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 PUBLISH_S = 1.0
 """How often the leader looks whether its report on its sites changed (replicas show it)."""
+STEP_TRIES = 5
+STEP_RETRY_S = 1.0
+"""A wake-up's step the store refused is tried again this often, this far apart."""
 MAX_NEW_READS = 200
 """New jobs announced together up to which each is read and handed over; above: a full pass."""
 
@@ -76,6 +79,7 @@ class SchedulerRole:
             site: leader_only(a, self.elector.may_act) for site, a in adapters.items()
         }
         self.listener = Listener(dsn, self._note_from_thread, ignore_sender=notifier.sender)
+        self.listener.on_reconnect = self._reconnected_from_thread
         self.health = health
         """The gRPC health servicer: `LEADER_HEALTH` is SERVING only while this process leads."""
         self.report = report
@@ -177,6 +181,19 @@ class SchedulerRole:
     def _note_from_thread(self, note: Note) -> None:
         self._loop.call_soon_threadsafe(self._on_note, note)
 
+    def _reconnected_from_thread(self) -> None:
+        self._loop.call_soon_threadsafe(self._catch_up)
+
+    def _catch_up(self) -> None:
+        """The listener (re)connected: what its wake-ups would have said meanwhile is read again
+        (new jobs, cancellations, ended attempts), not left to the next rescan."""
+        d = self.dispatcher
+        if d is None:
+            return  # (a term's start recovers and reconciles anyway)
+        log.info("notification listener connected: catching up on what it may have missed")
+        d.catch_up()
+        self._spawn(self._retried("stopping ended jobs' attempts", self._stop_ended, d))
+
     def _on_note(self, note: Note) -> None:
         d = self.dispatcher
         if d is None:
@@ -191,9 +208,26 @@ class SchedulerRole:
                 self._loop.call_soon(self._submitted, d)
             self._new.add(job_id)
         elif kind == "cancelled":
-            self._spawn(self._stop_attempts(d, JobId(job_id)))
+            self._spawn(self._retried(f"stopping {job_id}", self._stop_attempts, d, JobId(job_id)))
         elif kind in ENDED_KINDS:
-            self._spawn(self._remove_leftovers(d, JobId(job_id)))
+            what = f"removing {job_id}'s instance"
+            self._spawn(self._retried(what, self._remove_leftovers, d, JobId(job_id)))
+
+    async def _retried(
+        self, what: str, step: Callable[..., Awaitable[None]], d: Dispatcher, *args: Any
+    ) -> None:
+        """Run a wake-up's step; one the store refused (away, or this term over) is said in one
+        line and tried again while this term lasts (a few times: the sweep and reconcile remain)."""
+        for tries in range(1, STEP_TRIES + 1):
+            try:
+                await step(d, *args)
+                return
+            except (StoreError, AdapterError) as exc:
+                if d is not self.dispatcher or tries == STEP_TRIES:
+                    log.warning("%s failed: %s; left to the sweep and the reconciler", what, exc)
+                    return
+                log.warning("%s failed: %s; trying again in %.0f s", what, exc, STEP_RETRY_S)
+                await asyncio.sleep(STEP_RETRY_S)
 
     def _submitted(self, d: Dispatcher) -> None:
         ids, self._new = self._new, set()
@@ -246,13 +280,17 @@ class SchedulerRole:
         while True:
             await asyncio.sleep(SWEEP_S)
             try:
-                ended = {
-                    a.job_id for a in self.store.live_attempts() if self.store.get(a.job_id).state.terminal
-                }
-                for job_id in ended:
-                    await self._stop_attempts(d, job_id)
-            except Exception:  # a store hiccup (or the fence): the next sweep tries again
+                await self._stop_ended(d)
+            except (StoreError, AdapterError) as exc:  # a store hiccup (or the fence): the next sweep
+                log.warning("scheduler sweep failed: %s", exc)
+            except Exception:
                 log.warning("scheduler sweep failed", exc_info=True)
+
+    async def _stop_ended(self, d: Dispatcher) -> None:
+        """Stop the live attempts of jobs that ended (a cancel whose wake-up was lost)."""
+        ended = {a.job_id for a in self.store.live_attempts() if self.store.get(a.job_id).state.terminal}
+        for job_id in ended:
+            await self._stop_attempts(d, job_id)
 
     async def _publish(
         self, d: Dispatcher, report: Callable[[Sequence[datetime], datetime], SiteReport]
