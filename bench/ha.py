@@ -22,6 +22,8 @@ Reported (JSON with `--json`):
 - `lost_acknowledged`: acknowledged submissions missing from the store at the end.
 - `leaked_instances`: instances left at the double once every job ended and a reconcile ran.
 - `unfinished`: acknowledged jobs not terminal after the drain (should be 0 too).
+- `late_standby`: rounds that found a deposed, resumed leader still saying it led (it prints
+  `standby` only once it runs again); the newest term's leader is taken, nothing overlapped.
 Exit status 1 when any of the last four is not 0.
 """
 
@@ -170,6 +172,22 @@ class Candidates:
         self._seen: dict[int, int] = {}
         self._n = itertools.count()
         self.stop = threading.Event()
+        self.late_standby = 0
+        """Rounds where a deposed (resumed) leader still said it led: its `standby` came late."""
+
+    def leader(self, timeout: float = 120.0) -> Node:
+        """The candidate of the newest term that says it leads. A resumed leader prints its
+        `standby` line only once its process runs again: counted, not taken for an overlap (the
+        lease and the fence, not what a process printed last, say who may act)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            leading = [n for n in self.cluster.nodes if n.role == "scheduler" and n.running() and n.leading()]
+            if leading:
+                self.late_standby += len(leading) - 1
+                return max(leading, key=lambda n: n.epochs()[-1])
+            if time.monotonic() > deadline:
+                raise RuntimeError("no scheduler was elected")
+            time.sleep(0.05)
 
     def start(self) -> Node:
         key = f"ak-s{next(self._n)}"
@@ -229,7 +247,7 @@ def take_over(
     A killed one is replaced by a new candidate; a paused one is resumed after the takeover
     and must step down on its own (its calls after the takeover are counted)."""
     cluster = candidates.cluster
-    old = cluster.leader()
+    old = candidates.leader()
     old_epoch = old.epochs()[-1]
     old.pause() if pause else old.kill()
     stopped = time.monotonic()
@@ -319,6 +337,7 @@ def run(args: argparse.Namespace, dsn: str, ecs: EcsEndpoint, calls: CallLog, fo
         result["deposed_calls_detail"] = deposed[:20]
         result["double_dispatch"] += len(deposed)
         result["mode"] = args.mode
+        result["late_standby"] = candidates.late_standby
         return result
     finally:
         candidates.stop.set()
