@@ -67,38 +67,44 @@ def _asked(job: job_pb2.Job) -> tuple[str, str]:
     return job.spec.name, f"{acc.count}x{'|'.join(acc.any_of) or 'any'}" if acc.count else "-"
 
 
+def _row(job: job_pb2.Job, *, tenants: bool, wide: bool) -> list[str]:
+    """One job's cells, in `print_jobs`' column order, its reason last."""
+    placed = f"{job.accelerator_count}x{job.accelerator}" if job.accelerator else ""
+    name, wanted = _asked(job)
+    row = [job.id, *([job.tenant] if tenants else []), name, state_from_proto(job.state).value,
+           job.site or "-", placed or wanted]
+    if wide:
+        row += [
+            job.instance_type or "-",
+            str(job.attempts),
+            str(job.exit_code) if job.HasField("exit_code") else "-",
+            _age(job),
+            f"{job.cost_so_far:,.2f} {job.cost_currency}" if job.cost_currency else "-",
+        ]
+    return [*row, job.pending_reason or job.message]
+
+
 def print_jobs(
-    jobs: Iterable[job_pb2.Job], console: Console, *, wide: bool = False, whole_reason: bool = False
+    jobs: Iterable[job_pb2.Job],
+    console: Console,
+    *,
+    wide: bool = False,
+    whole_reason: bool = False,
+    tenant: bool = False,
 ) -> None:
     """Ids and states are never cut (ids are what users copy); the reason, then a long name, the
     accelerators and the site are cut to the terminal's width, or shown whole with `wide`,
     which also adds placement, cost and run time. `whole_reason` (one job, `szb get`): a reason
-    that was cut also follows the table in full."""
+    that was cut also follows the table in full. `tenant`: a TENANT column whoever's jobs these are."""
     jobs = list(jobs)
-    # An operator's list spans tenants: then say whose each job is.
-    tenants = len({job.tenant for job in jobs}) > 1
+    # Whose each job is: asked for (`szb get`), every column (`wide`), or a page that spans
+    # tenants (an operator's list); a one-tenant page of a narrow list leaves it out.
+    tenants = tenant or wide or len({job.tenant for job in jobs}) > 1
     header = ["ID", *(["TENANT"] if tenants else []), "NAME", "STATE", "SITE", "ACCEL"]
     if wide:
         header += ["INSTANCE", "ATTEMPTS", "EXIT", "RAN", "COST"]
-    rows: list[list[str]] = []
-    states: list[JobState] = []
-    for job in jobs:
-        state = state_from_proto(job.state)
-        placed = f"{job.accelerator_count}x{job.accelerator}" if job.accelerator else ""
-        name, wanted = _asked(job)
-        row = [job.id, *([job.tenant] if tenants else []), name, state.value, job.site or "-",
-               placed or wanted]
-        if wide:
-            row += [
-                job.instance_type or "-",
-                str(job.attempts),
-                str(job.exit_code) if job.HasField("exit_code") else "-",
-                _age(job),
-                f"{job.cost_so_far:,.2f} {job.cost_currency}" if job.cost_currency else "-",
-            ]
-        row.append(job.pending_reason or job.message)
-        rows.append(row)
-        states.append(state)
+    rows = [_row(job, tenants=tenants, wide=wide) for job in jobs]
+    states = [state_from_proto(job.state) for job in jobs]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     # Too narrow a terminal cuts the name (a long one), then the accelerators a queued job
     # accepts and the site, never the id or the state beside them.

@@ -212,7 +212,8 @@ def cmd_get(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(job_dict(job), indent=2))
     else:
-        print_jobs([job], console_for(args.wide), wide=args.wide, whole_reason=True)
+        # An operator reading one job must see whose it is (a tenant sees its own name: harmless).
+        print_jobs([job], console_for(args.wide), wide=args.wide, whole_reason=True, tenant=True)
         if job.log_tail:
             print(shown_output(job.log_tail.rstrip()))
     return 0
