@@ -23,6 +23,7 @@ SHAPES = {
     "secret then letters": "secret" + "a" * 39 + " ",
     "key = value": "token=",
     "bearer words": "bearer ",
+    "bearer token words": "bearer token ",
     "url prefixes": "://a:",
     "url without host": "://a:@",
     "jwt prefixes": "eyJ-",

@@ -56,7 +56,9 @@ host (people write '/' and '@' in passwords without percent-encoding them; not `
 then '/' or the end are a port. The logs and the store's DSN redaction
 (`broker.store.snapshot`) share it."""
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+"), rf"\1{REDACTED}"),
+    # Not the plain word (`missing bearer token in ...`, the broker's own refusal): a credential
+    # that starts with it (`token-team-a-...`) runs on past it and is masked.
+    (re.compile(r"(?i)\b(bearer\s+)(?!tokens?[.:)]?(?:[\s\"',;]|$))[^\s\"',;]+"), rf"\1{REDACTED}"),
     (
         re.compile(
             # (A key's letters before `token`/`secret` stay in the text unmatched: `HF_TOKEN=x`

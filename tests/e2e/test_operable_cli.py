@@ -76,3 +76,11 @@ def test_an_operator_sees_whose_job_it_is_in_get_and_every_wide_table(
         assert "TENANT" in header(own.stdout), own.stdout
     finally:
         stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth("team-b"))
+
+
+def test_a_caller_without_a_token_is_told_so_in_plain_words(broker: BrokerProcess) -> None:
+    """The bearer mask took the word after "bearer" in the broker's own message: `szb list` with
+    no SZB_TOKEN printed "missing bearer [REDACTED] in 'authorization' metadata"."""
+    out = szb(broker, "", "list")
+    assert out.returncode == 1
+    assert out.stderr == "szb: error: UNAUTHENTICATED: missing bearer token in 'authorization' metadata\n"

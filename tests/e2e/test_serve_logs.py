@@ -24,7 +24,7 @@ from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from broker.logs import REDACTED, JsonFormatter, TextFormatter, configure, redact
+from broker.logs import REDACTED, JsonFormatter, TextFormatter, configure, redact, redact_credentials
 from tests.brokerproc import ROOT
 from tests.e2e.conftest import POLICY, TOKENS, auth, write_broker_config
 
@@ -214,6 +214,10 @@ def test_bad_log_level_is_a_usage_error(config: Path) -> None:
     ("text", "secret"),
     [
         ("authorization: Bearer tok-abc.def_123", "tok-abc.def_123"),
+        # A token that starts with the word "token" (the plain word alone is no credential).
+        ("sent Bearer token-team-a-0123456789", "team-a-0123456789"),
+        ("sent bearer TOKEN.abc", "abc"),
+        ("sent Bearer tokens_9f8e7d", "9f8e7d"),
         ("calling with token=9f8e7d6c5b4a", "9f8e7d6c5b4a"),
         ('{"agent_token": "0123456789abcdef"}', "0123456789abcdef"),
         ("dsn postgresql://broker:hunter2@db:5432/szb", "hunter2"),
@@ -251,6 +255,13 @@ def test_redact_keeps_ordinary_text() -> None:
     assert redact(text) == text
     url = "reached http://slurm:6820/slurm/v0.0.40/job/4@retry and https://host:443/a@b"
     assert redact(url) == url  # a port, not a password
+
+
+def test_the_plain_word_token_after_bearer_is_kept() -> None:
+    """The broker's own refusal lost its word "token" to the bearer mask ("missing bearer
+    [REDACTED] in 'authorization' metadata"): the word alone is no credential."""
+    for text in ("missing bearer token in 'authorization' metadata", "a bearer tokens file, Bearer token."):
+        assert redact(text) == text and redact_credentials(text) == text
 
 
 def test_formatters_redact_fields_and_messages() -> None:
