@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import textwrap
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +60,15 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
+def _two_lines(text: str, width: int) -> str:
+    """`text` word-wrapped in at most two lines of `width`, the rest cut: a waiting job's reason
+    says what it waits for (`expected wait 10 min`) after its kind (`waiting on-prem:`)."""
+    if len(text) <= width:
+        return text
+    lines = textwrap.wrap(text, width) or [text]
+    return "\n".join([lines[0], _fit(" ".join(lines[1:]), width)] if len(lines) > 2 else lines)
+
+
 def _asked(job: job_pb2.Job) -> tuple[str, str]:
     """A job's name and the accelerators it asks for, as a list shows them."""
     if not job.HasField("spec"):  # too large for a list's answer (szb get ID shows it)
@@ -84,6 +94,43 @@ def _row(job: job_pb2.Job, *, tenants: bool, wide: bool) -> list[str]:
     return [*row, job.pending_reason or job.message]
 
 
+MIN_REASON = 24
+"""Characters of REASON a narrow table keeps for a waiting job (`waiting on-prem: expecte…`)."""
+
+_GIVE_WAY: tuple[tuple[str, int | None], ...] = (
+    ("NAME", 12), ("ACCEL", 0), ("SITE", 0), ("SITE", None), ("ACCEL", None), ("NAME", 0),
+)
+"""What a narrow table gives up, in turn, until REASON has MIN_REASON: (column, the width it may
+be cut to, 0 for its header's; None: the column leaves the table, which `--wide` shows whole)."""
+
+
+def _widths(header: list[str], rows: list[list[str]]) -> list[int]:
+    return [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+
+
+def _give_way(header: list[str], rows: list[list[str]], width: int, need: int) -> None:
+    """Cut, then drop, the columns of `_GIVE_WAY` (in place) until REASON has `need` of `width`
+    (no more than the longest reason): an 80-column operator's list kept `waiti…` beside whole
+    tenants, names and sites."""
+    need = max(len("REASON"), min(need, max((len(r[-1]) for r in rows), default=0)))
+    for col, floor in _GIVE_WAY:
+        short = need - (width - sum(w + 3 for w in _widths(header, rows)) - 4)
+        if short <= 0:
+            return
+        if col not in header:
+            continue
+        at = header.index(col)
+        if floor is None:
+            del header[at]
+            for row in rows:
+                del row[at]
+            continue
+        have = _widths(header, rows)[at]
+        cut = max(floor, len(col), have - short)
+        for row in rows:
+            row[at] = _fit(row[at], cut)
+
+
 def print_jobs(
     jobs: Iterable[job_pb2.Job],
     console: Console,
@@ -92,8 +139,8 @@ def print_jobs(
     whole_reason: bool = False,
     tenant: bool = False,
 ) -> None:
-    """Ids and states are never cut (ids are what users copy); the reason, then a long name, the
-    accelerators and the site are cut to the terminal's width, or shown whole with `wide`,
+    """Ids and states are never cut (ids are what users copy); a narrow terminal cuts the reason,
+    after other columns gave it MIN_REASON (`_GIVE_WAY`); `wide` shows everything whole,
     which also adds placement, cost and run time. `whole_reason` (one job, `szb get`): a reason
     that was cut also follows the table in full. `tenant`: a TENANT column whoever's jobs these are."""
     jobs = list(jobs)
@@ -105,17 +152,9 @@ def print_jobs(
         header += ["INSTANCE", "ATTEMPTS", "EXIT", "RAN", "COST"]
     rows = [_row(job, tenants=tenants, wide=wide) for job in jobs]
     states = [state_from_proto(job.state) for job in jobs]
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
-    # Too narrow a terminal cuts the name (a long one), then the accelerators a queued job
-    # accepts and the site, never the id or the state beside them.
-    for col in ("NAME", "ACCEL", "SITE"):
-        over = sum(w + 3 for w in widths) + 4 + len("REASON") - console.width
-        if over <= 0 or wide:
-            break
-        at = header.index(col)
-        widths[at] = max(len(col), widths[at] - over)
-        for row in rows:
-            row[at] = _fit(row[at], widths[at])
+    if not wide:  # (`szb get` prints a cut reason whole below: its columns need not give way)
+        _give_way(header, rows, console.width, len("REASON") if whole_reason else MIN_REASON)
+    widths = _widths(header, rows)
     # Every column but the reason keeps its full width (3 of border each), the terminal's or not.
     console.width = max(console.width, sum(w + 3 for w in widths) + 4 + len("REASON"))
     room = console.width - sum(w + 3 for w in widths) - 4
@@ -126,7 +165,8 @@ def print_jobs(
     for row, state in zip(rows, states, strict=True):
         cells = [escape(c) for c in row[:-1]]
         cells[header.index("STATE")] = f"[{STATE_STYLE[state]}]{state.value}[/]"
-        reason = row[-1] if wide else _fit(row[-1], max(room, len("REASON")))
+        fit = _fit if whole_reason else _two_lines
+        reason = row[-1] if wide else fit(row[-1], max(room, len("REASON")))
         table.add_row(*cells, escape(reason))
     console.print(table)
     cut = [row[-1] for row in rows if not wide and len(row[-1]) > max(room, len("REASON"))]

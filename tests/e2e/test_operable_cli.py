@@ -4,6 +4,7 @@ it is, why a job waits at 80 columns, and what a refusal says (a review of issue
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -84,3 +85,42 @@ def test_a_caller_without_a_token_is_told_so_in_plain_words(broker: BrokerProces
     out = szb(broker, "", "list")
     assert out.returncode == 1
     assert out.stderr == "szb: error: UNAUTHENTICATED: missing bearer token in 'authorization' metadata\n"
+
+
+def reason_cell(table: str, job_id: str) -> str:
+    """The REASON cell of the job's row, with the line below it when that line is the cell's rest."""
+    lines = table.splitlines()
+    at = next(i for i, line in enumerate(lines) if job_id in line)
+    cells = [line.strip().strip("│").split("│") for line in lines[at : at + 2]]
+    rest = cells[1][-1].strip() if len(cells) > 1 and not cells[1][0].strip() else ""
+    return f"{cells[0][-1].strip()} {rest}".strip()
+
+
+def test_a_waiting_jobs_reason_is_readable_at_80_columns(broker: BrokerProcess, stub: Stub) -> None:
+    """An operator's `szb list` at 80 columns cut REASON to `waiti…` (it kept only len("REASON")
+    characters while TENANT and the rest kept their width): it must say what the job waits for."""
+    holder = submit(stub, "team-b", "holder", seconds=300, gpus=4)  # all four A800s
+    waiting = [submit(stub, "team-a", "waiter-a", gpus=4), submit(stub, "team-b", "waiter-b", gpus=4)]
+    try:
+        deadline = time.monotonic() + 30
+        while not all("wait" in stub.GetJob(pb.GetJobRequest(id=j), metadata=auth_op()).job.pending_reason
+                      for j in waiting):
+            assert time.monotonic() < deadline, "no waiting reason"
+            time.sleep(0.2)
+        out = szb(broker, OPERATOR, "list", "--state", "QUEUED", "--state", "RUNNING", columns=80)
+        assert out.returncode == 0, out.stderr
+        assert max(len(line) for line in out.stdout.splitlines()) <= 80, out.stdout
+        assert "TENANT" in header(out.stdout), out.stdout
+        for job_id in waiting:
+            reason = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth_op()).job.pending_reason
+            shown = reason_cell(out.stdout, job_id).rstrip("…")
+            # "waiting on-prem: expected wait 10 min is…": the kind of wait and how long.
+            assert len(shown) >= 30 and reason.startswith(shown), (reason, out.stdout)
+            assert "expected wait" in shown, out.stdout
+    finally:
+        for job_id in (holder, *waiting):
+            stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth_op())
+
+
+def auth_op() -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {OPERATOR}"),)
