@@ -183,9 +183,10 @@ class BrokerServices:
         page_token: str,
         tenant: str = "",
     ) -> JobPage:
-        """The caller's jobs; an operator sees every tenant's, or `tenant`'s when given."""
-        if tenant and not caller.sees(tenant):
-            raise PermissionDeniedError("only operators may list another tenant's jobs")
+        """The caller's jobs; an operator sees every tenant's, or `tenant`'s when given; a tenant
+        naming another is JobNotFoundError, as for any other tenant's thing."""
+        if tenant and not caller.sees(tenant):  # as spend and offers answer: no name is confirmed
+            raise JobNotFoundError(f"tenant {tenant!r} not found")
         owner = TenantId(tenant) if tenant else (None if caller.is_operator else caller.tenant)
         size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
         page = self.store.list_jobs(

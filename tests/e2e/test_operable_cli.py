@@ -124,3 +124,14 @@ def test_a_waiting_jobs_reason_is_readable_at_80_columns(broker: BrokerProcess, 
 
 def auth_op() -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {OPERATOR}"),)
+
+
+def test_a_tenant_naming_another_tenant_gets_one_answer_whatever_it_asks(broker: BrokerProcess) -> None:
+    """`szb list --tenant team-b` by team-a was PERMISSION_DENIED ("only operators may list
+    another tenant's jobs") where `spend` and `offers` said NOT_FOUND: one answer for every name,
+    real or made up, so a tenant learns nothing of which tenants exist."""
+    for named in ("team-b", "no-such-team"):
+        for command in ("list", "spend", "offers"):
+            out = szb(broker, TOKENS["team-a"], command, "--tenant", named)
+            assert out.returncode == 1, (command, named, out.stdout)
+            assert out.stderr == f"szb: error: NOT_FOUND: tenant '{named}' not found\n", (command, named)

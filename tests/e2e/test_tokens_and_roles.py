@@ -289,7 +289,7 @@ def test_tenant_cannot_see_or_cancel_another_tenants_job(stub: Stub) -> None:
     )
     assert job_id not in {j.id for j in stub.ListJobs(pb.ListJobsRequest(page_size=1000), metadata=b).jobs}
     assert code_of(lambda: stub.ListJobs(pb.ListJobsRequest(tenant="team-a"), metadata=b)) == (
-        grpc.StatusCode.PERMISSION_DENIED
+        grpc.StatusCode.NOT_FOUND
     )
     own = stub.ListJobs(pb.ListJobsRequest(tenant="team-b", page_size=1000), metadata=b).jobs
     assert all(j.tenant == "team-b" for j in own)
@@ -341,7 +341,7 @@ def test_operator_list_in_the_cli_says_whose_each_job_is(broker: BrokerProcess, 
         own = szb("list", *env_server, "--token", TOKENS["team-b"], "--tenant", "team-b", "-o", "json")
         assert {j["tenant"] for j in json.loads(own.stdout)["jobs"]} == {"team-b"}
         refused = szb("list", *env_server, "--token", TOKENS["team-b"], "--tenant", "team-a")
-        assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr
+        assert refused.returncode == 1 and "NOT_FOUND: tenant 'team-a' not found" in refused.stderr
     finally:
         for job_id in (a_job, b_job):
             stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=bearer(OPERATOR_TOKEN))
