@@ -92,7 +92,7 @@ class BrokerApp:
         self.shared_logs: SharedJobLogs | None = None
         self._open_store()
         self.tls = ServerTls(cfg.tls) if cfg.tls is not None else None
-        self.auth = audited_tokens(cfg.tokens_file, self.store, self.clock)
+        self.auth = audited_tokens(cfg.tokens_file, self.store, self.clock, self.metrics.tokens_reloaded)
         self.edge = GrpcEdge(self.metrics, self.auth)
         await (self._start_scheduler() if cfg.role == "scheduler" else self._start_serving())
         self.planner.watch(self._policy_changed)

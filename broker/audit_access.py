@@ -5,7 +5,7 @@ from the set before it as kind `access` (a token added, removed, or given anothe
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,10 +29,13 @@ def token_set(entries: Sequence[TokenEntry], source: str, time: datetime) -> Tok
     return TokenSet(time=time, source=source, entries=tuple(sorted(rows)))
 
 
-def audited_tokens(path: Path | None, store: JobStore, clock: Clock) -> TokenAuthority:
+def audited_tokens(
+    path: Path | None, store: JobStore, clock: Clock, on_reload: Callable[[str], None] | None = None
+) -> TokenAuthority:
     """The tokens file's authority (`TokenAuthority.from_file`), its entries stored in the audit
-    trail now and after every reload that changes them."""
+    trail now and after every reload that changes them; `on_reload` hears each reload's result."""
     auth = TokenAuthority.from_file(path)
+    auth.on_reload = on_reload
     if auth.dev_mode or path is None:
         return auth
     source = str(path)

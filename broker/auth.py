@@ -28,6 +28,9 @@ from broker.yamlfile import PolicyError, Problem, parse_yaml, read_text, validat
 
 log = logging.getLogger(__name__)
 
+MAX_PROBLEMS_LOGGED = 20
+"""Problems a refused file's one log line quotes (the rest are counted; `szb status` has all)."""
+
 DEV_TENANT = TenantId("dev")
 
 
@@ -187,6 +190,8 @@ class TokenAuthority:
         self.entries: tuple[TokenEntry, ...] = tuple(entries or ())
         self.on_change: Callable[[Sequence[TokenEntry]], None] | None = None
         """Called with the entries each time a reload puts different ones in force (the audit)."""
+        self.on_reload: Callable[[str], None] | None = None
+        """Called with each reload's result: loaded, unchanged or refused (the metrics)."""
         if self.dev_mode:
             log.warning(
                 "NO TOKENS FILE: every caller is the built-in dev tenant %r (operator). "
@@ -240,21 +245,39 @@ class TokenAuthority:
                 entries = load_tokens(self.path)
             except PolicyError as exc:
                 self.last_problems = exc.problems
-                for problem in exc.problems:
-                    log.error("tokens reload refused: %s", problem)
-                log.error("keeping the last good tokens file (%d entries)", self.count)
+                self._refused(exc.problems)
                 return exc.problems
-            self.last_problems = []
+            mended, self.last_problems = bool(self.last_problems), []
             by_hash, by_cn = self._index(entries)
             if (by_hash, by_cn) == (self._by_hash, self._by_cn):
+                self._tell("unchanged")
+                if mended:  # the refusal logged as an error is over: say so
+                    log.info("tokens file %s mended: the tokens in force again; its refusal is over",
+                             self.path, extra={"event": "tokens_reload", "result": "unchanged"})
                 return []
             # Each swap is one assignment: a lookup sees the old or the new map.
             self._by_hash, self._by_cn = by_hash, by_cn
             self.entries = tuple(entries)
-            log.info("tokens file %s reloaded: %d entries", self.path, self.count)
+            log.info("tokens file %s reloaded: %d entries", self.path, self.count,
+                     extra={"event": "tokens_reload", "result": "loaded"})
+        self._tell("loaded")
         if self.on_change is not None:
             self.on_change(entries)
         return []
+
+    def _refused(self, problems: Sequence[Problem]) -> None:
+        """One ERROR line for a refused file, its problems joined (as a refused policy's), and
+        the count: a line per problem had no `event` to alert on."""
+        shown = [str(p) for p in problems[:MAX_PROBLEMS_LOGGED]]
+        more = len(problems) - len(shown)
+        log.error("tokens reload refused: keeping the last good tokens file (%d entries): %s%s",
+                  self.count, " | ".join(shown), f" | ... and {more} more" if more else "",
+                  extra={"event": "tokens_reload", "result": "refused", "source": str(self.path)})
+        self._tell("refused")
+
+    def _tell(self, result: str) -> None:
+        if self.on_reload is not None:
+            self.on_reload(result)
 
     def poll(self) -> list[Problem] | None:
         """Reload when the file's content changed; None when it did not."""

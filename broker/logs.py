@@ -36,6 +36,7 @@ FIELDS = (
     "used",
     "budget",
     "alert_fraction",
+    "result",
 )
 """Structured fields the broker's log calls may carry (in this order in text lines)."""
 

@@ -117,7 +117,7 @@ class BrokerMetrics:
         )
 
     def _policy_metrics(self, r: CollectorRegistry) -> None:
-        """Policy reloads and whether the file on disk is refused."""
+        """Policy and tokens file reloads, and whether the policy on disk is refused."""
         self.policy_reloads = Counter(
             "szb_policy_reloads",
             "Policy (re)loads, by result (loaded, unchanged, refused).",
@@ -127,6 +127,16 @@ class BrokerMetrics:
         self.policy_refused = Gauge(
             "szb_policy_refused", "1 while the policy file on disk is invalid and was refused.", registry=r
         )
+        self.tokens_reloads = Counter(
+            "szb_tokens_reloads",
+            "Tokens file reloads, by result (loaded, unchanged, refused).",
+            ["result"],
+            registry=r,
+        )
+
+    def tokens_reloaded(self, result: str) -> None:
+        """Count one tokens file reload (`TokenAuthority.on_reload`)."""
+        self.tokens_reloads.labels(result).inc()
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ it is, why a job waits at 80 columns, and what a refusal says (a review of issue
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import Role, token_entry_line
 from tests.brokerproc import JOB_PYTHON, BrokerProcess
 from tests.brokerproc import szb as run_szb
+from tests.clouds.test_metrics_e2e import metrics_url, scrape, value
 from tests.e2e.conftest import TOKENS, auth, write_broker_config
 
 OPERATOR = "token-operator-oncall-0123456789"
@@ -135,3 +137,36 @@ def test_a_tenant_naming_another_tenant_gets_one_answer_whatever_it_asks(broker:
             out = szb(broker, TOKENS["team-a"], command, "--tenant", named)
             assert out.returncode == 1, (command, named, out.stdout)
             assert out.stderr == f"szb: error: NOT_FOUND: tenant '{named}' not found\n", (command, named)
+
+
+def test_a_refused_tokens_file_is_one_line_with_its_event_and_a_metric(broker: BrokerProcess) -> None:
+    """A refused tokens file was logged as one ERROR line per problem plus "keeping the last good
+    tokens file", none with an `event`, and counted nowhere, where a refused policy is one line
+    with `event: reload` and szb_policy_reloads_total{result="refused"}."""
+    tokens = broker.config.parent / "tokens.yaml"
+    good = tokens.read_text()
+    url = metrics_url(broker)
+    before = len(broker.output)
+    tokens.write_text(good + "  - {tenant: team-b, role: admin, sha256: abc}\n")
+    try:
+        deadline = time.monotonic() + 15
+        while value(scrape(url, OPERATOR), "szb_tokens_reloads_total", result="refused") < 1:
+            assert time.monotonic() < deadline, "no refused tokens reload counted"
+            time.sleep(0.2)
+        assert broker.said("tokens reload refused")
+        lines = [json.loads(x) for x in broker.output[before:] if x.startswith("{")]
+        refused = [x for x in lines if x.get("event") == "tokens_reload"]
+        assert len(refused) == 1 and refused[0]["level"] == "ERROR", lines
+        assert not [x for x in lines if x["level"] == "ERROR" and x not in refused], lines
+        [line] = refused
+        assert line["result"] == "refused" and line["source"] == str(tokens), line
+        assert "tokens.3.role" in line["message"], line
+        assert "keeping the last good tokens file (3 entries)" in line["message"], line
+    finally:
+        tokens.write_text(good)
+    deadline = time.monotonic() + 15
+    # Mended back to the tokens in force: `unchanged`, and one line that says the refusal is over.
+    while value(scrape(url, OPERATOR), "szb_tokens_reloads_total", result="unchanged") < 1:
+        assert time.monotonic() < deadline, "the mended tokens file's reload not counted"
+        time.sleep(0.2)
+    assert broker.said("refusal is over")
