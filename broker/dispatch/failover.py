@@ -10,6 +10,7 @@ Nothing here calls a backend, reads the wall clock or sleeps unless given the me
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from adapters.base import (
     UnsupportedError,
 )
 from broker.model import Offer
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "GANG_NODE_ENDED",
@@ -273,6 +276,8 @@ class CircuitBreaker:
     reason: str = ""
     trial_s: float = 1200.0
     """How long a trial may stay unanswered before another is let through (a cancelled one never is)."""
+    site: str = ""
+    """Whose breaker it is, for its log lines."""
     _opened_at: float | None = None
     _trial_at: float | None = None
 
@@ -301,6 +306,9 @@ class CircuitBreaker:
         return False
 
     def record_success(self) -> None:
+        if self._opened_at is not None:  # (open or half-open: the site takes new work again)
+            log.info("circuit breaker of site %s closed: a call succeeded (it opened after %s)",
+                     self.site, self.reason, extra={"event": "breaker", "site": self.site, "action": "close"})
         self.failures = 0
         self.reason = ""
         self._opened_at = None
@@ -319,6 +327,10 @@ class CircuitBreaker:
         self._open()
 
     def _open(self) -> None:
+        if self.state is not BreakerState.OPEN:  # closed, or a failed trial: one line per opening
+            log.warning("circuit breaker of site %s opened: %s", self.site, self.reason,
+                        extra={"event": "breaker", "site": self.site, "action": "open",
+                               "error": self.reason})
         self._opened_at = self.clock()
         self._trial_at = None
 
@@ -337,7 +349,7 @@ class CircuitBreakers:
         breaker = self._breakers.get(provider)
         if breaker is None:
             breaker = CircuitBreaker(
-                self.failure_threshold, self.reset_after_s, self.clock, trial_s=self.trial_s
+                self.failure_threshold, self.reset_after_s, self.clock, trial_s=self.trial_s, site=provider
             )
             self._breakers[provider] = breaker
         return breaker
