@@ -65,8 +65,9 @@ EC2_CODES: ErrorTable = {
     "InvalidGroup.NotFound": ConfigError,
     "InvalidParameterValue": ConfigError,
     "InvalidParameterCombination": ConfigError,
-    # the job's own request (never the site's health)
-    "InvalidUserData.Malformed": RequestError,
+    # The broker renders and boto3 base64-encodes every job's user data: a malformed one is the
+    # broker's (or the site's) fault, true of every job, never one job's own request.
+    "InvalidUserData.Malformed": ConfigError,
     # gone
     "InvalidInstanceID.NotFound": NotFoundError,
     "InvalidInstanceID.Malformed": NotFoundError,
@@ -122,10 +123,12 @@ ECS_CODES: ErrorTable = {
     "OperationDenied.ZoneSystemCategoryNotMatch": ConfigError,
     "OperationDenied.CloudSSDNotSupported": ConfigError,
     "InvalidAction.NotFound": ConfigError,
-    # the job's own request (never the site's health)
+    # the job's own request (never the site's health): only its size depends on the job
     "InvalidUserData.SizeExceeded": RequestError,
-    "InvalidUserData.Base64FormatInvalid": RequestError,
-    "InvalidUserData.NotSupported": RequestError,
+    # The broker's own base64 encoding, and a site whose image/instance type takes no UserData
+    # (not VPC and I/O optimised): every job would be refused the same, so the site is out.
+    "InvalidUserData.Base64FormatInvalid": ConfigError,
+    "InvalidUserData.NotSupported": ConfigError,
     # gone
     "InvalidInstanceId.NotFound": NotFoundError,
 }

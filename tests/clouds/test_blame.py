@@ -9,6 +9,7 @@ reaches the front, the second shows the broker's check stops an over-16 KB one b
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -19,9 +20,9 @@ from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import BrokerProcess
 from tests.clouds.conftest import StartBroker
-from tests.clouds.e2e_helpers import TERMINAL, events, md, play_bootstrap_when_on, wait_state
+from tests.clouds.e2e_helpers import TERMINAL, TOKEN, events, md, play_bootstrap_when_on, wait_state
 from tests.clouds.test_broker_bursts import gpu_job, setup, user_data_of
-from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint, EcsFault
 from tests.doubles.moto_front import MotoFront
 
 OTHER = "token-sg-lab2-0123456789"
@@ -116,3 +117,28 @@ def test_refused_user_data_on_a_libcloud_site_fails_the_job_alone(
         play_bootstrap_when_on(stub, two_tenants, other.id, "lc-east", user_data, token=OTHER)
         done = wait_state(stub, other.id, TERMINAL, token=OTHER)
         assert done.state == job_pb2.JOB_STATE_SUCCEEDED and done.site == "lc-east"
+
+
+def test_a_site_wide_user_data_refusal_takes_the_site_out_not_each_job(
+    two_tenants: BrokerProcess, ecs_server: EcsEndpoint
+) -> None:
+    # ECS refuses UserData on an image/instance type that is not VPC and I/O optimised: the
+    # site's own setting, true of every job, so it must open the breaker, not fail each job.
+    cloud = ecs_server.handler
+    assert isinstance(cloud, EcsCloud)
+    cloud.faults.append(EcsFault("RunInstances", "InvalidUserData.NotSupported", message=(
+        "The specified parameter UserData only support the vpc and IoOptimized Instance.")))
+    with grpc.insecure_channel(two_tenants.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        first = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("a10-1", "A10")), metadata=md()).job
+        deadline = time.monotonic() + 30
+        while "aliyun-bj" not in stub.GetStatus(pb.GetStatusRequest(), metadata=md()).unhealthy_sites:
+            assert time.monotonic() < deadline, "the site-wide refusal did not take aliyun-bj out"
+            time.sleep(0.2)
+        other = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("a10-2", "A10")), metadata=md(OTHER)).job
+        time.sleep(2)
+        for job_id, token in ((first.id, TOKEN), (other.id, OTHER)):
+            job = stub.GetJob(pb.GetJobRequest(id=job_id), metadata=md(token)).job
+            assert job.state == job_pb2.JOB_STATE_QUEUED, job.message  # waits for the site, not failed
+        calls = [r for r in ecs_server.requests if r.action == "RunInstances"]
+        assert len(calls) == 1  # the other tenant's job was not sent to be refused again

@@ -150,6 +150,9 @@ def test_a_refused_user_data_blames_the_job_not_the_site() -> None:
     message = "User data is limited to 16384 bytes"
     assert aws.classify_code("InvalidParameterValue", message) is RequestError
     assert aws.classify_code("InvalidParameterValue", "Invalid subnet") is ConfigError
-    assert aws.classify_code("InvalidUserData.Malformed") is RequestError
+    assert aws.classify_code("InvalidUserData.Malformed") is ConfigError  # the broker's encoding
     assert alibaba.classify_code("InvalidUserData.SizeExceeded") is RequestError
+    # The site's image/instance type, or the broker's encoding: every job alike, never one job's.
+    assert alibaba.classify_code("InvalidUserData.NotSupported") is ConfigError
+    assert alibaba.classify_code("InvalidUserData.Base64FormatInvalid") is ConfigError
     assert alibaba.classify_code("InvalidParameter", "The parameter UserData is invalid") is RequestError
