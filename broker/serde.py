@@ -86,7 +86,7 @@ def spec_mapping_from_proto(msg: job_pb2.JobSpec) -> dict[str, Any]:
     if msg.HasField("max_wait"):
         data["max_wait"] = checked_duration(msg.max_wait, "max_wait")
     if msg.HasField("deadline"):
-        data["deadline"] = checked_timestamp(msg.deadline, "deadline")
+        data["deadline"] = checked_timestamp(msg.deadline, "deadline", exact=True)
     for field, table, value in (
         ("priority", _PRIORITY_FROM_PROTO, msg.priority),
         ("spot", _SPOT_FROM_PROTO, msg.spot),

@@ -76,10 +76,15 @@ def checked_duration(value: duration_pb2.Duration, field: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def checked_timestamp(value: timestamp_pb2.Timestamp, field: str) -> datetime:
-    """A wire Timestamp as an aware datetime (to the microsecond); WireValueError out of range."""
+def checked_timestamp(value: timestamp_pb2.Timestamp, field: str, *, exact: bool = False) -> datetime:
+    """A wire Timestamp as an aware datetime (to the microsecond); WireValueError out of range, or
+    with `exact` (a value the broker stores) finer than a microsecond."""
     if not _TS_MIN_S <= value.seconds <= _TS_MAX_S or not 0 <= value.nanos <= _NANOS:
         raise WireValueError(field, "is not a valid google.protobuf.Timestamp")
+    if exact and value.nanos % 1000:
+        # A datetime keeps microseconds: the rest would be dropped without a word, and the
+        # job read back would carry another time than the one it was accepted with.
+        raise WireValueError(field, "must be a whole number of microseconds (nanos a multiple of 1000)")
     return _EPOCH + timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
 
 

@@ -117,7 +117,7 @@ def _client_id_clashes(request: pb.SubmitJobsRequest) -> list[FieldViolation]:
 
 
 def _echo(spec: job_pb2.JobSpec) -> job_pb2.JobSpec | None:
-    """The wire spec to answer with, when it is what was stored (deadlines keep microseconds)."""
+    """The wire spec to answer with, when it is what was stored (a finer deadline is refused)."""
     return spec if spec.deadline.nanos % 1000 == 0 else None
 
 

@@ -95,6 +95,7 @@ BAD_VALUES = [
     (_set("max_wait.seconds", 10**11), "max_wait", "10 years"),
     (_set("max_wait.nanos", -1), "max_wait", ""),
     (_set("deadline.nanos", -1), "deadline", "Timestamp"),
+    (_set("deadline.nanos", 999), "deadline", "whole number of microseconds"),  # not truncated to 0
     (_set("deadline.seconds", 2**62), "deadline", "Timestamp"),
     (_set("deadline.seconds", -(2**40)), "deadline", "Timestamp"),
     (_set("deadline.seconds", 253402300799), "deadline", "9000"),

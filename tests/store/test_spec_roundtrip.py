@@ -154,6 +154,8 @@ class SpecRoundTripContract:
         again = reader.get(job.id, A)
         assert again.state is JobState.QUEUED and again.spec == spec
         assert spec_to_proto(again.spec) == spec_to_proto(spec)
+        if msg.HasField("deadline"):  # what was accepted is kept exactly, never truncated
+            assert spec_to_proto(again.spec).deadline == msg.deadline
 
     @pytest.mark.parametrize(
         ("field", "value"),
