@@ -12,14 +12,20 @@ import ipaddress
 import logging
 import ssl
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
+from cryptography import x509
 
+from broker.clock import Clock, SystemClock
 from broker.config import TlsSettings
 from broker.errors import BrokerError
 
 log = logging.getLogger(__name__)
+
+EXPIRY_WARNING = timedelta(days=14)
+"""A server certificate that expires within this long is served with a warning to renew it."""
 
 
 class TlsFileError(BrokerError):
@@ -37,6 +43,21 @@ def _read(path: Path, field: str) -> bytes:
     if b"-----BEGIN " not in data:
         raise TlsFileError(f"{field}: {path} is not a PEM file")
     return data
+
+
+def _valid_until(path: Path, now: datetime) -> datetime:
+    """When `tls.cert_file`'s certificate expires; TlsFileError naming the file and the date when
+    it is not valid at `now`: clients would refuse every handshake, blaming nothing in our logs."""
+    try:
+        cert = x509.load_pem_x509_certificate(_read(path, "tls.cert_file"))  # the leaf comes first
+    except ValueError as exc:
+        raise TlsFileError(f"tls.cert_file: {path} holds no readable certificate") from exc
+    if now >= cert.not_valid_after_utc:
+        raise TlsFileError(f"tls.cert_file: {path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    if now < cert.not_valid_before_utc:
+        when = f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        raise TlsFileError(f"tls.cert_file: {path} is not valid before {when} (check the clock)")
+    return cert.not_valid_after_utc
 
 
 def _agent_ca_verifies(path: Path, server: ssl.SSLContext) -> None:
@@ -74,10 +95,12 @@ def _agent_ca_verifies(path: Path, server: ssl.SSLContext) -> None:
 class ServerTls:
     """Holds the current certificate material; reloads it when the files change."""
 
-    def __init__(self, settings: TlsSettings) -> None:
+    def __init__(self, settings: TlsSettings, *, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock = clock or SystemClock()  # the wall clock: the peers check the dates by theirs
         self._lock = threading.Lock()
         self._stamp = self._files_stamp()
+        self.expires = self._check_dates()  # before the CA check, which would blame the CA file
         self.http_context = self._load_http_context()  # also proves cert and key match
         self._grpc_config = self._load_grpc_config()
         if settings.agent_ca_file is not None:
@@ -96,6 +119,16 @@ class ServerTls:
             except OSError:
                 out.append((0, 0))
         return tuple(out)
+
+    def _check_dates(self) -> datetime:
+        """The certificate's expiry (refused when not valid now; a warning when it is soon)."""
+        now = self.clock.now()
+        expires = _valid_until(self.settings.cert_file, now)
+        if expires - now < EXPIRY_WARNING:
+            log.warning("TLS certificate %s expires on %s UTC (in %.1f days): renew it; the broker "
+                        "loads the renewed files without a restart", self.settings.cert_file,
+                        f"{expires:%Y-%m-%d %H:%M}", (expires - now).total_seconds() / 86400)
+        return expires
 
     def _load_http_context(self) -> ssl.SSLContext:
         s = self.settings
@@ -126,11 +159,12 @@ class ServerTls:
                 return False
             self._stamp = stamp
             try:
+                expires = self._check_dates()
                 http_context, grpc_config = self._load_http_context(), self._load_grpc_config()
             except TlsFileError as exc:
                 log.error("TLS files changed but cannot be used, keeping the current ones: %s", exc)
                 return False
-            self.http_context, self._grpc_config = http_context, grpc_config
+            self.http_context, self._grpc_config, self.expires = http_context, grpc_config, expires
             log.info("TLS certificate reloaded from %s", self.settings.cert_file)
             return True
 

@@ -69,11 +69,18 @@ def make_ca(name: str = "Shangzhuang broker test CA", *, days: int = 365) -> Iss
 
 
 def issue(
-    ca: Issued, common_name: str, *, hosts: Sequence[str] = (), client: bool = False, days: int = 365
+    ca: Issued,
+    common_name: str,
+    *,
+    hosts: Sequence[str] = (),
+    client: bool = False,
+    days: int = 365,
+    valid_from: datetime | None = None,
 ) -> Issued:
-    """A leaf certificate signed by `ca`: server (with `hosts` as SANs) or client."""
+    """A leaf certificate signed by `ca`: server (with `hosts` as SANs) or client, valid for
+    `days` from `valid_from` (now; tests make expired and not-yet-valid ones)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(UTC)
+    now = valid_from or datetime.now(UTC)
     usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
     builder = (
         x509.CertificateBuilder()

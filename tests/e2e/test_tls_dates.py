@@ -1,0 +1,92 @@
+"""A server certificate's dates on a running `szb serve`: an expired or not yet valid one is refused
+at start and at reload, naming the file and the date; one that expires soon is served with a warning.
+
+Certificates are made at run time (`broker.tlsgen`), dated in the past or the future.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.config import TlsSettings
+from broker.tls import ServerTls, TlsFileError
+from broker.tlsgen import Issued, issue, make_ca, write_pki
+from tests.brokerproc import BrokerProcess
+from tests.e2e.conftest import write_broker_config
+from tests.e2e.test_tls import call, secure, szb
+
+HOSTS = ["localhost", "127.0.0.1"]
+
+
+def server_pair(folder: Path, ca: Issued, *, days: int, valid_from: datetime | None = None) -> TlsSettings:
+    """Write ca.pem, server.pem and server-key.pem (issued by `ca`) into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pair = issue(ca, "localhost", hosts=HOSTS, days=days, valid_from=valid_from)
+    (folder / "ca.pem").write_bytes(ca.cert_pem)
+    (folder / "server.pem").write_bytes(pair.cert_pem)
+    (folder / "server-key.pem").write_bytes(pair.key_pem)
+    return TlsSettings(cert_file=folder / "server.pem", key_file=folder / "server-key.pem")
+
+
+def test_an_expired_or_not_yet_valid_certificate_is_refused_naming_the_file_and_date(tmp_path: Path) -> None:
+    ca, now = make_ca(), datetime.now(UTC)
+    expired = server_pair(tmp_path / "old", ca, days=30, valid_from=now - timedelta(days=31))
+    with pytest.raises(TlsFileError) as err:
+        ServerTls(expired)
+    said = str(err.value)
+    assert said.startswith("tls.cert_file:") and str(expired.cert_file) in said and "expired on" in said
+    assert f"{(now - timedelta(days=1)):%Y-%m-%d}" in said
+    # With an agent CA the refusal blamed the CA file ("does not verify the broker's certificate").
+    with_ca = expired.model_copy(update={"agent_ca_file": tmp_path / "old" / "ca.pem"})
+    with pytest.raises(TlsFileError, match=r"^tls\.cert_file: .* expired on"):
+        ServerTls(with_ca)
+    future = server_pair(tmp_path / "new", ca, days=30, valid_from=now + timedelta(days=2))
+    with pytest.raises(TlsFileError, match=r"^tls\.cert_file: .* is not valid before"):
+        ServerTls(future)
+
+
+def test_serve_refuses_an_expired_certificate_and_warns_of_one_expiring_soon(tmp_path: Path) -> None:
+    ca, now = make_ca(), datetime.now(UTC)
+    expired = server_pair(tmp_path / "old", ca, days=30, valid_from=now - timedelta(days=31))
+    config = write_broker_config(tmp_path / "b")
+    with config.open("a") as f:
+        f.write(f"tls: {{cert_file: {expired.cert_file}, key_file: {expired.key_file}}}\n")
+    out = szb("serve", "--config", str(config), "--listen", "127.0.0.1:0")
+    assert out.returncode == 1 and f"tls.cert_file: {expired.cert_file} expired on" in out.stderr, out.stderr
+    server_pair(tmp_path / "old", ca, days=5)  # the same files, now valid for 5 more days
+    proc = BrokerProcess(config)
+    proc.start()
+    try:
+        assert proc.said("expires on", timeout=10), "".join(proc.output)
+        assert "renew it" in "".join(proc.output)
+        with secure(proc.address, str(tmp_path / "old" / "ca.pem")) as channel:
+            assert call(channel) is None
+    finally:
+        proc.stop()
+
+
+def test_a_renewal_to_an_expired_certificate_is_refused_and_the_current_one_kept(tmp_path: Path) -> None:
+    folder = tmp_path / "pki"
+    paths = write_pki(folder)
+    config = write_broker_config(tmp_path / "b")
+    with config.open("a") as f:
+        f.write(f"tls: {{cert_file: {paths['server_cert']}, key_file: {paths['server_key']}}}\n")
+    proc = BrokerProcess(config)
+    proc.start()
+    try:
+        other = make_ca("stale CA")
+        server_pair(tmp_path / "stale", other, days=30, valid_from=datetime.now(UTC) - timedelta(days=40))
+        paths["server_key"].write_bytes((tmp_path / "stale" / "server-key.pem").read_bytes())
+        paths["server_cert"].write_bytes((tmp_path / "stale" / "server.pem").read_bytes())
+        with secure(proc.address, str(paths["ca"])) as channel:  # the current pair is still served
+            assert call(channel) is None
+        assert proc.said("cannot be used, keeping the current ones", timeout=10)
+        assert f"tls.cert_file: {paths['server_cert']} expired on" in "".join(proc.output)
+        with secure(proc.address, str(tmp_path / "stale" / "ca.pem")) as channel:
+            assert call(channel) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        proc.stop()
