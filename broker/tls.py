@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from broker.clock import Clock, SystemClock
 from broker.config import TlsSettings
@@ -214,7 +215,32 @@ def client_credentials(
     """TLS credentials for a client: CA (None: system roots) and an optional client pair."""
     if bool(cert_file) != bool(key_file):
         raise TlsFileError("--tls-cert and --tls-key go together")
-    roots = _read(Path(ca_file), "--tls-ca") if ca_file else None
-    key = _read(Path(key_file), "--tls-key") if key_file else None
-    cert = _read(Path(cert_file), "--tls-cert") if cert_file else None
+    roots = _certificates(Path(ca_file), "--tls-ca") if ca_file else None
+    cert = _certificates(Path(cert_file), "--tls-cert") if cert_file else None
+    key = _matching_key(Path(key_file), cert) if key_file and cert else None
     return grpc.ssl_channel_credentials(root_certificates=roots, private_key=key, certificate_chain=cert)
+
+
+# gRPC only finds a wrong file when it builds its handshaker, and then logs lines of its own
+# ("Handshaker factory creation failed") before a vague UNAVAILABLE: the CLI checks them first.
+def _certificates(path: Path, flag: str) -> bytes:
+    """The file's bytes when it holds PEM certificates; TlsFileError naming the flag otherwise."""
+    data = _read(path, flag)
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise TlsFileError(f"{flag}: {path} holds no PEM certificate (a key or another file?)") from exc
+    return data
+
+
+def _matching_key(path: Path, cert_pem: bytes) -> bytes:
+    """The key file's bytes when it is a PEM private key for the certificate's public key."""
+    data = _read(path, "--tls-key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:  # (TypeError: it wants a password)
+        raise TlsFileError(f"--tls-key: {path} holds no PEM private key without a password") from exc
+    cert = x509.load_pem_x509_certificates(cert_pem)[0]
+    if key.public_key() != cert.public_key():
+        raise TlsFileError(f"--tls-key: {path} does not match the certificate of --tls-cert")
+    return data

@@ -90,3 +90,24 @@ def test_a_renewal_to_an_expired_certificate_is_refused_and_the_current_one_kept
             assert call(channel) == grpc.StatusCode.UNAVAILABLE
     finally:
         proc.stop()
+
+
+def test_cli_tls_file_mistakes_are_one_line_naming_the_flag(tmp_path: Path) -> None:
+    # A key given as the CA, or a client pair that does not match, reached gRPC and printed its
+    # "Handshaker factory creation failed" lines (hostile-input review).
+    paths, other = write_pki(tmp_path / "pki"), write_pki(tmp_path / "other")
+    server = ("list", "--server", "127.0.0.1:1")  # nothing listens: the files are checked first
+    cases = [
+        (("--tls-ca", str(paths["client_key"])), "--tls-ca:", "no PEM certificate"),
+        (("--tls-ca", str(paths["ca"]), "--tls-cert", str(paths["client_key"]),
+          "--tls-key", str(paths["client_key"])), "--tls-cert:", "no PEM certificate"),
+        (("--tls-ca", str(paths["ca"]), "--tls-cert", str(paths["client_cert"]),
+          "--tls-key", str(other["client_key"])), "--tls-key:", "does not match"),
+        (("--tls-ca", str(paths["ca"]), "--tls-cert", str(paths["client_cert"]),
+          "--tls-key", str(paths["client_cert"])), "--tls-key:", "no PEM private key"),
+    ]
+    for flags, flag, words in cases:
+        out = szb(*server, *flags)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 1 and len(lines) == 1, out.stderr
+        assert lines[0].startswith(f"szb: error: {flag}") and words in lines[0], out.stderr
