@@ -7,6 +7,7 @@ deadline), so a stored spec can always be read back and run. `broker.model` re-e
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -50,6 +51,33 @@ def has_control_character(text: str) -> bool:
     operator's terminal, and PostgreSQL text holds no NUL.
     """
     return _CONTROL.search(text) is not None
+
+
+_INVISIBLE = frozenset({"Cf", "Zl", "Zp"})
+"""Format characters (bidi overrides, zero-width spaces, BOM) and line/paragraph separators."""
+
+
+def identifier_problem(text: str) -> str | None:
+    """Why `text` cannot name something a tenant refers to (an accelerator, a client_id), or None.
+
+    Beyond control characters: an invisible, bidi or separator character, or whitespace at an
+    end, makes a name that reads as another ("A800\u202e" listed as A800) and that lookups
+    ignoring separators would still take for it. The character is named as U+XXXX.
+    """
+    if has_control_character(text):
+        return CONTROL_CHARACTER
+    bad = next((ch for ch in text if unicodedata.category(ch) in _INVISIBLE), None)
+    if bad is not None:
+        return f"must not contain {_named(bad)}, an invisible or formatting character"
+    if text != text.strip():
+        end = text[0] if text[0].isspace() else text[-1]
+        return f"must not begin or end with whitespace ({_named(end)})"
+    return None
+
+
+def _named(ch: str) -> str:
+    name = unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X}" + (f" ({name})" if name else "")
 
 
 STORED = {"stored": True}
@@ -97,8 +125,9 @@ class AcceleratorRequest(_SpecPart):
         if any(len(name) > 128 for name in v):
             raise ValueError("accelerator names must be at most 128 characters")
         stored = bool(info.context and info.context.get("stored"))  # accepted before this rule
-        if not stored and any(has_control_character(name) for name in v):
-            raise ValueError(f"accelerator names {CONTROL_CHARACTER}")
+        problem = None if stored else next(filter(None, map(identifier_problem, v)), None)
+        if problem is not None:
+            raise ValueError(f"accelerator names {problem}")
         return v
 
 

@@ -22,7 +22,7 @@ from broker.api import broker_service_pb2 as pb
 from broker.api import job_pb2
 from broker.clock import Clock
 from broker.errors import BrokerError
-from broker.jobspec import CONTROL_CHARACTER, has_control_character, submission_problems
+from broker.jobspec import identifier_problem, submission_problems
 from broker.jobview import JobDetails
 from broker.model import Job, JobSpec, TenantId
 from broker.quota import Quotas, QuotaUsage
@@ -96,8 +96,9 @@ def _client_id(value: str, field: str) -> str | None:
     """The idempotency key as stored; `szb get`, listings and errors print it back."""
     if len(value) > MAX_CLIENT_ID:
         raise BadRequestError([FieldViolation(field, f"must be at most {MAX_CLIENT_ID} characters")])
-    if has_control_character(value):
-        raise BadRequestError([FieldViolation(field, CONTROL_CHARACTER)])
+    problem = identifier_problem(value)  # control, invisible and bidi characters; end spaces
+    if problem is not None:
+        raise BadRequestError([FieldViolation(field, problem)])
     return value or None
 
 

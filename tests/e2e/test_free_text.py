@@ -110,3 +110,36 @@ def test_szb_submit_says_when_its_client_id_named_an_earlier_job(
     said = again.stderr
     assert f"already names job {job_id} (first)" in said and "nothing new" in said, said
     szb(broker, TOKENS["team-a"], "cancel", job_id)
+
+
+# Invisible, bidi and separator characters, and whitespace at an end: "A800\u202e" ran on A800 and
+# was stored and listed verbatim (a name that reads one way and is another), as did a client_id.
+INVISIBLE = [
+    ("A800\u202e", "U+202E"),
+    ("A800\u200b", "U+200B"),
+    ("A800\ufeff", "U+FEFF"),
+    ("A800\u2028", "U+2028"),
+    ("A800\xa0", "U+00A0"),
+    ("A800 ", "U+0020"),
+    (" A800", "U+0020"),
+]
+
+
+@pytest.mark.parametrize(("name", "said"), INVISIBLE)
+def test_an_identifier_with_an_invisible_character_is_refused_naming_it(
+    broker: BrokerProcess, name: str, said: str
+) -> None:
+    msg = job()
+    msg.resources.accelerators.count = 1
+    msg.resources.accelerators.any_of.append(name)
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        for field, request in (
+            ("resources.accelerators.any_of", pb.SubmitJobRequest(job=msg)),
+            ("client_id", pb.SubmitJobRequest(job=job(), client_id=name)),
+        ):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.SubmitJob(request, metadata=auth("team-a"))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+            violations = field_violations(err.value)
+            assert said in violations.get(field, ""), violations
