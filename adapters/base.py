@@ -10,7 +10,7 @@ Error tree (named for what dispatch does next)::
     ├── AuthError                         open the provider's circuit breaker
     ├── ConfigError                       open the provider's circuit breaker
     ├── UnsupportedError                  never again for this offer; do not wait
-    ├── RequestError                      the job's own request is refused: fail the job, not the site
+    ├── RequestError                      the job's own request is refused: that job tries other sites
     └── NotFoundError                     the thing is gone (reconciliation treats it so)
 
 Adapters are synchronous: SDKs are, and the dispatcher runs each call in a worker thread.

@@ -15,6 +15,7 @@ from broker.burst import decide, is_onprem
 from broker.burst.inputs import deadline_missed
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, FairShareNote
+from broker.dispatch.own_refusals import excluding_refusals
 from broker.fair_reclaim import bound_for_queue, reclaiming
 from broker.fairshare.book import units_of
 from broker.fairshare.holds import claimed_meanwhile
@@ -72,7 +73,7 @@ def explain_now(
         )
         if job is not None:  # its own late claim is no reason to yield (as the dispatcher drops it)
             late = {p: {j: c for j, c in cl.items() if j != job.id} for p, cl in inputs.late_claims.items()}
-            inputs = replace(inputs, late_claims=late)
+            inputs = excluding_refusals(replace(inputs, late_claims=late), job, store)  # as `Planner.decide`
         decision = decide(spec, tenant, snap.offers, policy, inputs)
     if barred is not None:
         decision = waiting_for_quota(policy, tenant, units_of(spec), decision)

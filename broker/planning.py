@@ -27,6 +27,7 @@ from broker.dispatch.failover import NextStep
 from broker.dispatch.health import SiteHealth
 from broker.dispatch.launch_history import read_launch_times
 from broker.dispatch.offers import OfferReading, OfferSource, ended_attempts, started_attempts
+from broker.dispatch.own_refusals import excluding_refusals
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.spot_limit import off_spot
 from broker.dispatch.tenant_gone import kept_waiting
@@ -280,6 +281,7 @@ class Planner:
                 job.tenant, snap, store, queued_since=job.created_at, pending_since=pending,
                 projected_wait=projected, launches_ahead=ahead,
             )
+            inputs = excluding_refusals(inputs, job, store)  # sites that refused its own request
             # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
             decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
         if barred is not None:
@@ -319,11 +321,8 @@ class Planner:
         if status.state in (AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.CANCELLED):
             self.burst_jobs.discard(job.id)  # the job is over: forget its burst memory
             self.pending_burst.pop(job.id, None)
-        self.recent.append(
-            attempt.model_copy(
-                update={"state": status.state, "error": status.message, "updated_at": self.clock.now()}
-            )
-        )
+        update = {"state": status.state, "error": status.message, "updated_at": self.clock.now()}
+        self.recent.append(attempt.model_copy(update=update))
         self.ledger.settle(job, attempt, store, ran=ran, ended=status.stopped_at)
 
     def restore_launches(self, store: JobStore) -> None:

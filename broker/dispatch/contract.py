@@ -19,7 +19,7 @@ from broker.dispatch.waits import LiveWaits
 from broker.fair_queue import FairQueue
 from broker.fair_reclaim import Reclaimer
 from broker.fairshare import BatchIdentity
-from broker.model import Attempt, AttemptStatus, Job, SiteId, TenantId
+from broker.model import Attempt, AttemptStatus, Job, Offer, SiteId, TenantId
 from broker.policy import Policy
 from broker.store import JobStore
 
@@ -46,6 +46,8 @@ class DecisionMaker(Protocol):
     def waits(self) -> LiveWaits: ...
 
     def queueing_sites(self) -> frozenset[str]: ...
+
+    def catalog_offers(self) -> list[Offer]: ...
 
     def inputs_for(
         self,

@@ -79,8 +79,9 @@ class NextStep(StrEnum):
     DROP_OFFER_TRY_NEXT = "drop_offer_try_next"
     TREAT_AS_GONE = "treat_as_gone"
     FAIL_ATTEMPT = "fail_attempt"
-    FAIL_JOB = "fail_job"
-    """The job's own request was refused: fail the job with the reason, blame no site."""
+    SKIP_SITE_FOR_JOB = "skip_site_for_job"
+    """The job's own request was refused: that job goes on to its offers at other sites (failed
+    with the reason when none is left); the site is blamed for nothing (`dispatch.own_refusals`)."""
 
     @property
     def block_scope(self) -> BlockScope | None:
@@ -106,7 +107,7 @@ _NEXT_STEPS: tuple[tuple[type[AdapterError], NextStep], ...] = (
     (AuthError, NextStep.OPEN_CIRCUIT_TRY_NEXT),
     (ConfigError, NextStep.OPEN_CIRCUIT_TRY_NEXT),
     (UnsupportedError, NextStep.DROP_OFFER_TRY_NEXT),
-    (RequestError, NextStep.FAIL_JOB),
+    (RequestError, NextStep.SKIP_SITE_FOR_JOB),
     (NotFoundError, NextStep.TREAT_AS_GONE),
 )
 

@@ -21,6 +21,7 @@ from broker.dispatch.contract import OFFER_FAULTS, DispatchStats
 from broker.dispatch.failover import AttemptTimeoutError, NextStep
 from broker.dispatch.gang import LaunchStopped, gang_launcher, launch_gang
 from broker.dispatch.launch_outage import LAUNCHING, left_to_launch, through_store_outages
+from broker.dispatch.own_refusals import after_own_refusal
 from broker.dispatch.records import BURST, audit_data, burst_said, decision_fields, offer_fault
 from broker.dispatch.retry import RetryPolicy, retry_transient
 from broker.metrics import BrokerMetrics
@@ -327,15 +328,9 @@ class Launching(AttemptTracking):
         self, job: Job, attempt: Attempt, exc: AdapterError, step: NextStep
     ) -> tuple[JobState, str, str, str]:
         """Where a job goes after a failed submit: (state, log event, log format, event message)."""
-        if step == NextStep.FAIL_JOB:
-            # The job's own request (its user data, say) was refused: retrying elsewhere would
-            # only repeat it, and the site is healthy.
-            return (
-                JobState.FAILED,
-                "attempt_failed",
-                "attempt %d on %s refused for the job's own request: %s",
-                f"the job's request was refused by {exc.site} ({exc.code}): {exc.message}",
-            )
+        if step == NextStep.SKIP_SITE_FOR_JOB:  # the site is healthy: only this job is kept off it
+            offers, policy = self.planner.catalog_offers(), self.planner.policy
+            return after_own_refusal(job, exc, self.store, offers=offers, policy=policy, now=self.clock.now())
         counted = sum(
             1 for a in self.store.attempts_for(job.id) if a.state.terminal and not offer_fault(a.error)
         )

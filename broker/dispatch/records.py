@@ -80,5 +80,6 @@ def deciding_rules(decision: Decision) -> list[str]:
 def offer_fault(error: str) -> bool:
     """A stored attempt error that was the offer's fault (it does not use up one of the job's attempts)."""
     return error.startswith(
-        ("CapacityError", "QuotaError", "SpotQuotaError", "UnsupportedError", "AuthError", "ConfigError")
+        ("CapacityError", "QuotaError", "SpotQuotaError", "UnsupportedError", "AuthError", "ConfigError",
+         "RequestError")  # (a refusal of the job's own request: no site ran it)
     )
