@@ -26,9 +26,11 @@ class Ec2Console:
     """kept_result / _console_result for `AwsAdapter`."""
 
     site: SiteId
-    _read: EC2Client
 
     if TYPE_CHECKING:  # the adapter's own, used here
+
+        @property
+        def _read(self) -> EC2Client: ...
 
         def _errors(self) -> AbstractContextManager[None]: ...
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -35,6 +34,7 @@ from botocore.exceptions import (
 from botocore.parsers import ResponseParserError
 
 from adapters._aws_gang import Ec2Gangs
+from adapters._aws_session import Ec2Clients
 from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
 from adapters._codes import EC2_CODES, EC2_PREFIXES, EC2_USER_DATA_LIMIT, classify
 from adapters._ec2_console import Ec2Console
@@ -163,27 +163,18 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
         self.boot = bootstrap_options(config)
         self._config = dict(config)
         endpoint = endpoint_url or config_opt_str(site, config, "endpoint_url")
-        with map_ec2_errors(site):
-            session = session or boto3.Session(
-                profile_name=config_opt_str(site, config, "profile"),
-                aws_access_key_id=config_opt_str(site, config, "access_key_id"),
-                aws_secret_access_key=config_opt_str(site, config, "secret_access_key"),
-                aws_session_token=config_opt_str(site, config, "session_token"),
-            )
-            timeouts: dict[str, Any] = {"connect_timeout": 5, "read_timeout": 30}
-            # Creates fail fast: our classifier (retry_transient / failover) decides what to retry.
-            self._create: EC2Client = session.client(
-                "ec2",
-                region_name=self.region,
-                endpoint_url=endpoint,
-                config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, **timeouts),
-            )
-            self._read: EC2Client = session.client(
-                "ec2",
-                region_name=self.region,
-                endpoint_url=endpoint,
-                config=Config(retries={"total_max_attempts": 3, "mode": "standard"}, **timeouts),
-            )
+        # Built on first use, and again after a missing profile or refused keys (`_aws_session`).
+        self._clients = Ec2Clients(site, self.region, endpoint, config, session=session)
+
+    @property
+    def _create(self) -> EC2Client:
+        with map_ec2_errors(self.site):
+            return self._clients.get()[0]
+
+    @property
+    def _read(self) -> EC2Client:
+        with map_ec2_errors(self.site):
+            return self._clients.get()[1]
 
     # --- Adapter protocol ---------------------------------------------------------------------
 
@@ -198,6 +189,8 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
         return reasons
 
     def offers(self, now: datetime) -> Sequence[Offer]:
+        with self._errors():  # no profile or keys: out of service, visibly, until they are written
+            self._clients.get()
         static = catalog_offers(
             self.site, self.catalog, region=self.region, currency=self.currency, read_at=None
         )
@@ -277,7 +270,7 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
         profile = config_opt_str(self.site, self._config, "iam_instance_profile")
         if profile:
             kwargs["IamInstanceProfile"] = {"Name": profile}
-        with map_ec2_errors(self.site):
+        with self._errors():
             resp = self._create.run_instances(**kwargs)
         instances = resp.get("Instances", [])
         if not instances:
@@ -285,7 +278,7 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
         return str(instances[0]["InstanceId"])
 
     def status(self, backend_id: str) -> AttemptStatus:
-        with map_ec2_errors(self.site):
+        with self._errors():
             resp = self._read.describe_instances(InstanceIds=[backend_id])
         found = [i for r in resp.get("Reservations", []) for i in r.get("Instances", [])]
         if not found:
@@ -304,7 +297,7 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
         if gang is not None:
             return self.cancel_gang(gang, token)
         try:
-            with map_ec2_errors(self.site):
+            with self._errors():
                 self._create.create_tags(
                     Resources=[backend_id], Tags=[{"Key": TAG_CANCELLED, "Value": token}]
                 )
@@ -316,7 +309,7 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
             log.warning("%s: could not mark %s cancelled (%s); terminating it unmarked", self.site,
                         backend_id, exc)
         try:
-            with map_ec2_errors(self.site):
+            with self._errors():
                 self._create.terminate_instances(InstanceIds=[backend_id])
         except NotFoundError:
             return
@@ -338,8 +331,15 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _errors(self) -> AbstractContextManager[None]:
-        return map_ec2_errors(self.site)
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """`map_ec2_errors`; credentials the cloud refused are read again on the next call."""
+        try:
+            with map_ec2_errors(self.site):
+                yield
+        except AuthError as exc:
+            self._clients.refused(exc.code)
+            raise
 
     def _launched(self, request: LaunchRequest) -> str | None:
         """What an earlier call under this launch's token (and rank) already started."""
@@ -359,7 +359,7 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
 
     def _describe(self, filters: list[Any]) -> list[InstanceTypeDef]:
         out: list[InstanceTypeDef] = []
-        with map_ec2_errors(self.site):
+        with self._errors():
             for page in self._read.get_paginator("describe_instances").paginate(Filters=filters):
                 for reservation in page.get("Reservations", []):
                     out.extend(reservation.get("Instances", []))
@@ -368,7 +368,7 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
     def _spot_prices(self, instance_types: list[str], now: datetime) -> dict[tuple[str, str], float]:
         """Latest spot price per (type, zone) from the spot price history."""
         latest: dict[tuple[str, str], tuple[datetime, float]] = {}
-        with map_ec2_errors(self.site):
+        with self._errors():
             pages = self._read.get_paginator("describe_spot_price_history").paginate(
                 InstanceTypes=instance_types,  # type: ignore[arg-type]
                 ProductDescriptions=["Linux/UNIX"],

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -224,3 +225,34 @@ def test_an_instance_the_broker_removed_after_its_job_ended_reads_as_its_result(
     other = a.submit(launch(offer, "tok-cut", attempt="att-cut"))
     a.cancel(other, "tok-cut")
     assert a.status(other).state is AttemptState.CANCELLED
+
+
+def test_a_profile_missing_at_build_fails_its_calls_until_it_is_written(
+    moto: MotoFront, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The adapter is built without its profile (an empty aws_config), its calls name the
+    profile (ConfigError, then AuthError while the profile has no keys or keys EC2 refuses),
+    and it works once the files are written, without being built again."""
+    files = {"AWS_CONFIG_FILE": tmp_path / "config", "AWS_SHARED_CREDENTIALS_FILE": tmp_path / "credentials"}
+    for name, path in files.items():
+        path.write_text("")
+        monkeypatch.setenv(name, str(path))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    a = adapter(moto, access_key_id=None, secret_access_key=None, profile="szb-global")
+    with pytest.raises(ConfigError) as missing:
+        a.offers(NOW)
+    assert missing.value.code == "ProfileNotFound" and "szb-global" in missing.value.message
+    files["AWS_CONFIG_FILE"].write_text("[profile szb-global]\nregion = us-east-1\n")
+    with pytest.raises(AuthError) as keyless:
+        a.list_owned()
+    assert keyless.value.code == "NoCredentials" and "szb-global" in keyless.value.message
+    moto.scenario.rejected_access_keys.add("wrong")
+    keys = files["AWS_SHARED_CREDENTIALS_FILE"]
+    keys.write_text("[szb-global]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n")
+    with pytest.raises(AuthError) as refused:
+        a.list_owned()
+    assert refused.value.code == "AuthFailure"
+    keys.write_text("[szb-global]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    assert a.list_owned() == [] and a.offers(NOW)  # the refused keys were not kept

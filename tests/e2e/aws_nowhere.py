@@ -24,7 +24,8 @@ AWS_SITE = """\
 tenants:"""
 
 NO_PROFILE = "profile: no-such-profile-r7, "
-"""A profile no config file has: the adapter is not built."""
+"""A profile no config file has: the adapter is built, and its calls fail (ConfigError
+ProfileNotFound) until the profile is written."""
 CATALOG_ONLY = "live_prices: false, "
 """Prices from the catalog: only listing its instances asks AWS anything (NoCredentials)."""
 

@@ -121,7 +121,8 @@ def test_a_sick_sites_reason_label_is_a_bounded_kind_not_the_providers_text(tmp_
     finally:
         broker.stop()
     sick = {dict(labels)["reason"] for (name, labels), _ in samples.items() if name == "szb_site_unhealthy"}
-    assert sick == {"adapter not built"}
+    # (Its listing at start finds no profile: unreachable; a read of its offers says ConfigError.)
+    assert sick and sick <= {"unreachable", "ConfigError"}, sick
     assert "no-such-profile-r7" in "".join(broker.output)  # the log keeps the whole reason
 
 
