@@ -29,9 +29,10 @@ from typing import Any
 
 from broker.model import JobSpec, Offer, TenantId
 from broker.placement._env import Env, Group
-from broker.placement.pipeline import GROUP_FILTERS, OFFER_FILTERS, passing, passing_plain
+from broker.placement.pipeline import passing, passing_plain
 from broker.placement.prepared import PreparedOffers, snapshot
 from broker.placement.rank import rank
+from broker.placement.rejected import rejections
 from broker.placement.scored import PerHour, Scored, score_all, score_columns
 from broker.placement.types import Explanation, PlacementContext, Reason, ScoredOffer
 from broker.policy import Policy
@@ -177,21 +178,8 @@ def _decide(prepared: PreparedOffers, key: tuple[Any, ...], shape: _Shape, env: 
 
 
 def _rejections(prepared: PreparedOffers, env: Env) -> tuple[ScoredOffer, ...]:
-    """Every rejected offer of the snapshot with its reasons, in input order."""
-    groups = list(prepared.groups)
-    rejected: list[tuple[Offer, tuple[Reason, ...]]] = []
-    for gf in GROUP_FILTERS:
-        groups, group_rej = gf(groups, env)
-        for g, reasons in group_rej:
-            rejected.extend((o, reasons) for o in g.offers)
-    for g in groups:
-        kept = g.offers
-        for of in OFFER_FILTERS:
-            kept, offer_rej = of(g, kept, env)
-            if offer_rej:
-                rejected.extend(offer_rej)
-            if not kept:
-                break
+    """Every rejected offer of the snapshot with its reasons (a sick site's last), in input order."""
+    rejected = rejections(list(prepared.groups), env)
     if not rejected:
         return ()
     position = prepared.positions

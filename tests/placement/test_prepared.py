@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,19 @@ jobs = st.builds(
 
 
 def reference(
+    spec: JobSpec, tenant: str, offers: list[Offer], policy: Policy, ctx: PlacementContext
+) -> tuple[ScoredOffer | None, tuple[ScoredOffer, ...]]:
+    """The original eager algorithm, then rank; an offer that every filter but the sites' state
+    (health, blocklist) passes is charged to that state, any other to its first lasting misfit."""
+    chosen, ranked = eager(spec, tenant, offers, policy, ctx)
+    _, lasting = eager(spec, tenant, offers, policy, replace(ctx, unhealthy_sites={}, blocked=frozenset()))
+    misfit = {id(s.offer): s.reasons for s in lasting if not s.allowed}
+    return chosen, tuple(
+        s._replace(reasons=misfit[id(s.offer)]) if id(s.offer) in misfit else s for s in ranked
+    )
+
+
+def eager(
     spec: JobSpec, tenant: str, offers: list[Offer], policy: Policy, ctx: PlacementContext
 ) -> tuple[ScoredOffer | None, tuple[ScoredOffer, ...]]:
     """The original eager algorithm: every group, every filter, every rejection, then rank."""
