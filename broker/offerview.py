@@ -3,7 +3,9 @@
 Like SkyPilot's `show-gpus`, with compliance: each offer is judged by the same placement
 core for a probe job that asks for exactly that hardware (its accelerator and count, or its
 CPUs), so hardware fit never hides the rule that matters (export control, residency,
-tenant sites, health, blocks).
+tenant sites, health, blocks). A cloud offer is then judged by the tenant's money as a burst
+decision judges it (`money_refusal`, an hour of the offer against the budget and the global
+burst cap left): a budget that refuses every burst said "yes" here while the job waited on it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from broker.burst.cloud import money_refusal
+from broker.burst.inputs import is_onprem
+from broker.burst.money import TenantMoney
 from broker.catalog.accelerators import normalize
 from broker.model import AcceleratorRequest, JobSpec, Offer, Resources, TenantId
 from broker.placement import PlacementContext, Reason, place
@@ -46,8 +51,10 @@ def offer_verdicts(
     *,
     accelerators: Collection[str] = (),
     allowed_only: bool = False,
+    money: TenantMoney | None = None,
 ) -> list[OfferVerdict]:
-    """One verdict per offer (filtered by accelerator names), cheapest first within each model."""
+    """One verdict per offer (filtered by accelerator names), cheapest first within each model;
+    with the tenant's `money`, an allowed cloud offer it cannot pay for is refused with why."""
     wanted = {normalize(a) for a in accelerators}
     groups: dict[tuple[str, int, float], list[Offer]] = {}
     for o in offers:
@@ -56,14 +63,19 @@ def offer_verdicts(
         groups.setdefault((o.accelerator or "", o.count, o.cpus), []).append(o)
     out: list[OfferVerdict] = []
     for group in groups.values():
-        expl = place(_probe(group[0]), tenant, group, policy, ctx)
+        probe = _probe(group[0])
+        expl = place(probe, tenant, group, policy, ctx)
         for scored in expl.offers:
-            if allowed_only and not scored.allowed:
+            allowed, reasons, offer = scored.allowed, scored.reasons, scored.offer
+            if allowed and money is not None and not is_onprem(policy, offer.site):
+                refused = money_refusal(probe, offer, tenant, policy, money, ctx.now)
+                if isinstance(refused, str):  # "budget: ..." / "global burst cap: ..."
+                    rule, _, why = refused.partition(": ")
+                    allowed, reasons = False, (Reason(rule.replace(" ", "_"), why),)
+            if allowed_only and not allowed:
                 continue
-            rate = policy.rate(scored.offer.currency or policy.currency) or 0.0
-            out.append(
-                OfferVerdict(scored.offer, scored.allowed, scored.reasons, scored.offer.price_per_hour * rate)
-            )
+            rate = policy.rate(offer.currency or policy.currency) or 0.0
+            out.append(OfferVerdict(offer, allowed, reasons, offer.price_per_hour * rate))
     out.sort(
         key=lambda v: (
             v.offer.accelerator or "~",

@@ -135,6 +135,8 @@ class RpcViews:
             ctx,
             accelerators=list(request.accelerators),
             allowed_only=request.allowed_only,
+            # The money the pass's decisions judge bursts by (`Planner.inputs_for`).
+            money=snap.money.get(target) or self.planner.money(target, snap.now, self.store),
         )
         return offers_to_proto(verdicts, target, policy.currency, policy.hash, unread)
 

@@ -181,3 +181,26 @@ def test_a_tenant_crossing_its_alert_fraction_is_logged_and_audited_once_a_month
     with grpc.insecure_channel(broker.address) as channel:
         burst(broker_service_pb2_grpc.BrokerServiceStub(channel), "again", 1)
     assert len(alerts()) == 1
+
+
+def test_offers_say_no_where_the_budget_refuses_every_burst(
+    ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    """A review: with `monthly_budget: 0`, `szb offers` said "yes" for the A10 at ali-bj while a
+    job there waited on `budget: ... 0.00 left this month`. The view judges the money as the
+    decision does (an hour of the offer against what is left) and says why."""
+    broker = start(start_broker, ecs_server, budget=0.0)
+    rows = {r["site"]: r for r in json.loads(ok(broker, TOKEN, "offers", "-o", "json"))["offers"]}
+    cloud = rows["ali-bj"]
+    assert not cloud["allowed"], cloud
+    [reason] = cloud["reasons"]
+    assert reason["rule"] == "budget" and "0.00 left this month" in reason["message"], reason
+    assert rows["onprem"]["allowed"], rows["onprem"]  # on-prem work takes no burst money
+    assert "no: [budget]" in ok(broker, TOKEN, "offers", "--accelerator", "A10")
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("refused", 3600)), metadata=md()).job
+        deadline = time.monotonic() + 30
+        while "budget:" not in (said := stub.GetJob(pb.GetJobRequest(id=job.id), metadata=md()).job.message):
+            assert time.monotonic() < deadline, said
+            time.sleep(0.2)
