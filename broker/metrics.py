@@ -52,12 +52,17 @@ class BrokerMetrics:
         """What the dispatcher decides and starts, and how long deciding takes."""
         self.decisions = Counter(
             "szb_decisions",
-            "Decisions taken for queued jobs, by action (run, wait, reject).",
+            "Decisions taken for queued jobs, by action (run, wait, reject); a waiting job is decided "
+            "again at later passes and counts each time.",
             ["action"],
             registry=r,
         )
         self.bursts = Counter(
-            "szb_bursts", "Jobs sent to a cloud site (bursts), by site.", ["site"], registry=r
+            "szb_bursts",
+            "Jobs that burst: once per burst decision whose launch started, by the cloud site it "
+            "started at (a launch the cloud refused is a failover, not a burst).",
+            ["site"],
+            registry=r,
         )
         self.failovers = Counter(
             "szb_failovers",
@@ -66,7 +71,8 @@ class BrokerMetrics:
             registry=r,
         )
         self.attempts = Counter(
-            "szb_attempts", "Attempts started at a backend, by site.", ["site"], registry=r
+            "szb_attempts", "Attempts begun at a site (a launch it refused included), by site.", ["site"],
+            registry=r,
         )
         self.attempts_ended = Counter(
             "szb_attempts_ended",

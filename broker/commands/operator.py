@@ -148,7 +148,8 @@ def _print_capacity(resp: pb.GetStatusResponse, console: Console) -> None:
         "Active by site: "
         + (", ".join(f"{k} {v}" for k, v in sorted(resp.active_jobs_by_site.items())) or "none")
     )
-    console.print(f"Burst decisions in the last hour: {resp.burst_decisions_last_hour}")
+    # Jobs started at a cloud site (a launch the cloud refused is a failover, not a burst).
+    console.print(f"Jobs burst in the last hour: {resp.burst_decisions_last_hour}")
     if resp.HasField("scheduler"):
         _print_scheduler(resp.scheduler, console)
 

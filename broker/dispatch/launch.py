@@ -14,6 +14,7 @@ from functools import partial
 
 from adapters.base import Adapter, AdapterError, TransientError
 from broker.agent_secret import SecretEscrow, new_agent_secret
+from broker.burst import is_onprem
 from broker.config import DispatchSettings
 from broker.decision import Decision
 from broker.dispatch.attempts import AttemptTracking
@@ -123,9 +124,7 @@ class Launching(AttemptTracking):
     def _count_attempt(self, job: Job, attempt: Attempt, decision: Decision) -> None:
         """Metrics, stats and log lines of a new attempt (and of the burst it may be)."""
         offer = attempt.offer
-        if decision.burst:
-            self.stats.bursts.append(attempt.created_at)  # as a restart reads it back
-            self.metrics.bursts.labels(offer.site).inc()
+        if decision.burst:  # (counted as a burst once it starts: `_launch_once`)
             log.info("burst to %s (%s, %s %s/h)", offer.site, offer.instance_type, offer.price_per_hour,
                      offer.currency, extra={**decision_fields(job, decision, "burst"),
                                             "price": offer.price_per_hour, "currency": offer.currency})
@@ -184,6 +183,9 @@ class Launching(AttemptTracking):
                 self._last_withdraw = min(self._last_withdraw, soon)  # unfairly go back (withdraw_fair)
             self.planner.record_success(attempt)
             self.stats.launches += 1
+            if not is_onprem(self.planner.policy, attempt.site):  # a job burst, where it started
+                self.stats.bursts.append(attempt.created_at)  # as a restart reads it (`attempt_times`)
+                self.metrics.bursts.labels(attempt.site).inc()
             current = self.store.get(job.id)
             if current.state == JobState.CANCELLED:  # cancelled after the launch's last look
                 await asyncio.to_thread(adapter.cancel, backend_id, attempt.token)

@@ -43,7 +43,7 @@ def _clouds(policy: Policy) -> list[SiteId]:
 def read_recent_bursts(
     policy: Policy, store: JobStore, now: datetime, tenant: TenantId | None = None
 ) -> list[datetime]:
-    """When each attempt at a cloud site (of `tenant`'s jobs if given) was created within the hour
+    """When each attempt started at a cloud site (of `tenant`'s jobs if given) was created within the hour
     before `now` (`szb status`'s bursts of the last hour, which a restart or a failover would
     otherwise start from none; a tenant's status counts its own)."""
     try:

@@ -85,7 +85,7 @@ class SqlRuns(SqlCore):
         mine = "" if tenant is None else " AND job_id IN (SELECT id FROM jobs WHERE tenant = ?)"
         rows = self._all(
             f"SELECT created_at FROM attempts WHERE site IN ({marks(len(sites))}) AND created_at >= ?"
-            f"{mine} ORDER BY created_at",
+            f" AND backend_id IS NOT NULL{mine} ORDER BY created_at",
             [*sites, self._dialect.ts(since), *([] if tenant is None else [tenant])],
         )
         return [self._dialect.dt(r[0]) for r in rows]

@@ -288,8 +288,9 @@ class JobStore(AuditStore):
     def attempt_times(
         self, sites: Sequence[SiteId], since: datetime, tenant: TenantId | None = None
     ) -> list[datetime]:
-        """When each attempt at `sites` created at or after `since` was created, oldest first
-        (only those of `tenant`'s jobs if given)."""
+        """When each attempt at `sites` created at or after `since` and started there (it has a
+        backend id: a launch the site refused is no burst) was created, oldest first (only those
+        of `tenant`'s jobs if given)."""
 
     @abc.abstractmethod
     def recent_runtimes(self, tenant: TenantId, limit: int) -> list[tuple[float, float]]:

@@ -111,7 +111,7 @@ def test_a_tenants_status_counts_its_own_bursts_only(
             return stub.GetStatus(pb.GetStatusRequest(), metadata=md(token)).burst_decisions_last_hour
 
         assert (bursts(OPERATOR), bursts(TOKEN), bursts(quiet)) == (1, 1, 0)
-    assert "Burst decisions in the last hour: 0" in ok(broker, quiet, "status")
+    assert "Jobs burst in the last hour: 0" in ok(broker, quiet, "status")
 
 
 def test_spend_of_a_tenant_the_policy_does_not_declare_is_an_error(

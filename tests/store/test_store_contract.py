@@ -567,22 +567,29 @@ class StoreContract:
         assert store.launch_times(SiteId("nowhere"), 10) == []
 
     def test_attempts_created_since_at_the_sites_asked(self, store: JobStore) -> None:
-        """`szb status`'s bursts of the last hour outlive a restart: when each attempt at the
-        given sites was created, since a time, oldest first."""
+        """`szb status`'s bursts of the last hour outlive a restart: when each attempt started
+        at the given sites was created, since a time, oldest first. A launch the site refused
+        (no backend id) is no burst: a job failing over from one cloud counted at each."""
         east, west, home = SiteId("aws-east"), SiteId("ali-bj"), SiteId("onprem")
         jobs = [self.submit_one(store, A, n) for n in ("old", "e1", "e2", "w", "h")]
-        store.create_attempt(jobs[0].id, east, OFFER, "tok-0", NOW - timedelta(hours=2))
-        store.create_attempt(jobs[1].id, east, OFFER, "tok-1", NOW + timedelta(minutes=5))
-        store.create_attempt(jobs[2].id, east, OFFER, "tok-2", NOW + timedelta(minutes=1))
-        store.create_attempt(jobs[3].id, west, OFFER, "tok-3", NOW + timedelta(minutes=3))
-        store.create_attempt(jobs[4].id, home, OFFER, "tok-4", NOW + timedelta(minutes=2))
+
+        def started(job_id: JobId, site: SiteId, token: str, at: datetime) -> None:
+            attempt = store.create_attempt(job_id, site, OFFER, token, at)
+            store.update_attempt(attempt.id, at, backend_id=f"i-{token}")
+
+        started(jobs[0].id, east, "tok-0", NOW - timedelta(hours=2))
+        store.create_attempt(jobs[1].id, east, OFFER, "tok-1r", NOW + timedelta(minutes=4))  # refused
+        started(jobs[1].id, east, "tok-1", NOW + timedelta(minutes=5))
+        started(jobs[2].id, east, "tok-2", NOW + timedelta(minutes=1))
+        started(jobs[3].id, west, "tok-3", NOW + timedelta(minutes=3))
+        started(jobs[4].id, home, "tok-4", NOW + timedelta(minutes=2))
         got = store.attempt_times([east, west], NOW)
         assert got == [NOW + timedelta(minutes=m) for m in (1, 3, 5)]
         assert store.attempt_times([east], NOW - timedelta(hours=3))[0] == NOW - timedelta(hours=2)
         assert store.attempt_times([], NOW) == []
         # A tenant's `szb status` counts its own bursts only.
         other = self.submit_one(store, B, "b1")
-        store.create_attempt(other.id, east, OFFER, "tok-b", NOW + timedelta(minutes=4))
+        started(other.id, east, "tok-b", NOW + timedelta(minutes=4))
         assert store.attempt_times([east, west], NOW, B) == [NOW + timedelta(minutes=4)]
         assert store.attempt_times([east, west], NOW, A) == got
         assert len(store.attempt_times([east, west], NOW)) == 4
