@@ -105,16 +105,30 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "lower_bound_s",
     ):  # the same keys with the references skipped
         result.setdefault(key, None)
-    if args.report is not None:
-        from broker.sim.report import write_report
-
-        write_report(args.report, result, sim.runs)
-        result["report"] = str(args.report)
+    failed = _write_report(args, result, sim.runs)
     if args.output == "json":
         print(json.dumps(result, indent=2))
     else:
         print_table(result)
+    if failed is not None:  # after the result: a whole run's figures are not lost to a full disk
+        sys.stdout.flush()
+        print(f"szb: error: --report {args.report}: {failed}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _write_report(args: argparse.Namespace, result: dict[str, Any], runs: Any) -> str | None:
+    """Write the `--report` folder (noting it in `result`); why it failed, or None."""
+    if args.report is None:
+        return None
+    from broker.sim.report import write_report
+
+    try:
+        write_report(args.report, result, runs)
+    except OSError as exc:  # checked before the run, but the disk or the folder may change since
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    result["report"] = str(args.report)
+    return None
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]] | int:

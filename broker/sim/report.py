@@ -15,19 +15,31 @@ PLOTS = ("queue.png", "onprem_utilisation.png", "cost_by_strategy.png", "wait_cd
 
 
 def ensure_report_dir(folder: Path) -> Path:
-    """Check, before the run, that the `--report` folder can be written (or made): ValueError naming
-    it when it cannot be. Nothing is made yet: a run that fails later leaves no empty folder."""
+    """Check, before the run, that the `--report` folder can be made and written: ValueError naming
+    it when it cannot be. The check's folders and probe file are removed again (no empty folder)."""
     if str(folder) in ("", "."):
         raise ValueError("--report: name a folder (the current one is not taken for a report)")
-    probe = folder
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        why = "File exists" if probe == folder else f"{probe} is not a folder"
-        raise ValueError(f"--report {folder}: {why}")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        why = "Permission denied" if probe == folder else f"{probe} is not writable"
-        raise ValueError(f"--report {folder}: {why}")
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--report {folder}: File exists")
+    # os.access alone said yes to /proc as root, and mkdir failed after the whole run: so really
+    # make the folders and write a file, then take back what was made.
+    made: list[Path] = []
+    try:
+        for step in reversed([folder, *folder.parents]):
+            if not step.exists():
+                step.mkdir()
+                made.append(step)
+        probe = folder / f".szb-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"--report {folder}: {exc.strerror or exc}") from exc
+    finally:
+        for step in reversed(made):
+            try:
+                step.rmdir()
+            except OSError:
+                pass  # (something else wrote there meanwhile: not ours to remove)
     return folder
 
 
