@@ -92,7 +92,7 @@ COLUMNS: dict[TraceFormat, dict[str, str]] = {
 """Spec field -> the trace column it comes from, to name in an error."""
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def _open_text(path: Path) -> io.StringIO:
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
@@ -237,11 +237,12 @@ def _plain(rows: Iterator[Row], info: TraceInfo, max_runtime_s: float | None) ->
 
 
 def _whole_rows(
-    reader: csv.DictReader[str], path: Path, width: int, short_ok: bool
+    reader: csv.DictReader[str], path: Path, width: int, short_ok: bool, cut_at: int | None = None
 ) -> Iterator[Row]:
     """The rows, refusing one with more cells than the header, and with fewer unless `short_ok`
     (a cut or shifted pod-list row would read its missing cells as empty: a pod "never
-    scheduled", say; a hand-written plain CSV row may stop before its optional columns)."""
+    scheduled", say; a hand-written plain CSV row may stop before its optional columns) and
+    it is not on line `cut_at`, the last, with no newline after it (a file cut short)."""
     last = reader.line_num
     for row in reader:
         if any(v is not None and "\n" in v for v in row.values() if isinstance(v, str)):
@@ -253,6 +254,9 @@ def _whole_rows(
         cells = width + len(extra) if extra else sum(1 for v in row.values() if v is not None)
         if cells > width or (cells < width and not short_ok):
             raise TraceError(f"{path}:{reader.line_num}: {cells} cells, the header has {width}")
+        if cells < width and reader.line_num == cut_at:
+            said = "and the file ends there with no newline (cut short?)"
+            raise TraceError(f"{path}:{cut_at}: {cells} cells, the header has {width}, {said}")
         yield reader.line_num, row  # (its own line: blank lines are skipped, not counted out)
 
 
@@ -261,7 +265,11 @@ def read_trace(
 ) -> tuple[list[TraceJob], TraceInfo]:
     """Read a trace (format from the header unless given), sorted by submit time."""
     try:
-        reader = csv.DictReader(_open_text(path))
+        text = _open_text(path)
+        whole = text.getvalue()
+        # The last line's number when no newline ends it: a short row there is a file cut short.
+        cut_at = None if whole.endswith(("\n", "\r")) else whole.count("\n") + 1
+        reader = csv.DictReader(text)
         # Columns are matched by name, so `submit_time, runtime` reads as written.
         header = reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
     except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as exc:  # (EOFError: a cut .gz)
@@ -283,7 +291,7 @@ def read_trace(
         raise TraceError(f"{path}:1: {typo}")
     info = TraceInfo(path=str(path), format=found)
     try:
-        rows = _whole_rows(reader, path, len(header), short_ok=found == "csv")
+        rows = _whole_rows(reader, path, len(header), short_ok=found == "csv", cut_at=cut_at)
         read = {"alibaba-v2023": _alibaba, "alibaba-spot-v2026": spot_jobs, "csv": _plain}[found]
         jobs = read(rows, info, max_runtime_s)
     except csv.Error as exc:

@@ -115,3 +115,20 @@ def test_a_trace_left_with_no_jobs_says_what_was_skipped(
     err = capsys.readouterr().err
     want = "the trace has no jobs to replay: 3 rows skipped (never scheduled (run time unknown): 3)"
     assert want in err, err
+
+
+def test_a_plain_csv_cut_short_mid_row_is_refused_at_its_line(tmp_path: Path) -> None:
+    """Review: `0,36` with no newline after it (a truncated file) replayed as a 36 s CPU job of a
+    drawn tenant, said nothing; a short row that ends its line is still one written short."""
+    path = tmp_path / "jobs.csv"
+    path.write_text("submit_time,runtime,accelerator,count,tenant,max_wait\n0,3600,A800,8,t1,30m\n0,36")
+    with pytest.raises(TraceError) as err:
+        read_trace(path)
+    said = f"{path}:3: 2 cells, the header has 6, and the file ends"
+    assert str(err.value).startswith(said), str(err.value)
+    path.write_text("submit_time,runtime,accelerator\n0,1h,A800\r\n0,2h")
+    with pytest.raises(TraceError, match=f"{path}:3: 2 cells"):
+        read_trace(path)
+    # A whole last row without a newline, or a short one ending its line, reads as before.
+    path.write_text("submit_time,runtime,accelerator\n0,1h\n60,2h,A800")
+    assert [j.runtime_s for j in read_trace(path)[0]] == [3600, 7200]
