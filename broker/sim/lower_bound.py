@@ -19,6 +19,8 @@ Relaxation, per job j (arrival a, run time r, max_wait w, demand d) and partitio
 - late work d x r x u[p] arrives in a's bucket and is served, preemptively, by capacity
   left over in later buckets (or after the horizon).
 - capacity: load of each bucket <= the partition's accelerators x the bucket's length.
+- cash (`broker.sim.budgets.cash_rows`): per tenant and budget month, and per month for the global
+  cap, the least cash of the cloud fractions <= the limit (with every voucher's balance on top).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from broker.sim.budgets import CashRow
 from broker.sim.jobs import JobFacts, SimJob
 from broker.sim.offline import CapacityPrices
 
@@ -168,9 +171,11 @@ def _quiet_highs() -> Any:
 
 class _Model:
     """The LP's columns and row bounds as they are added (rows: per partition and bucket the
-    capacity and the late-work flow, one late-count row, then per job its assignment)."""
+    capacity and the late-work flow, one late-count row, the cash rows, then per job its own)."""
 
-    def __init__(self, edges: list[float], keys: list[str], capacity: Mapping[str, int]) -> None:
+    def __init__(
+        self, edges: list[float], keys: list[str], capacity: Mapping[str, int], cash: Sequence[CashRow] = ()
+    ) -> None:
         self.edges = edges
         self.nb = nb = len(edges) - 1
         self.cap_row = {k: i * nb for i, k in enumerate(keys)}
@@ -190,6 +195,12 @@ class _Model:
                 if b + 1 < nb:
                     carry.append((self.flow_row[k] + b + 1, -1.0))
                 self.cols.add(0.0, math.inf, carry)
+        # Budgets bound the cloud fractions' cash: a job's cloud column enters its month's rows.
+        self.cash_of: dict[int, list[tuple[int, float]]] = {}
+        for limit in cash:
+            at = self.row(-math.inf, limit.limit)
+            for i, least in limit.jobs:
+                self.cash_of.setdefault(i, []).append((at, least))
 
     def row(self, lo: float, hi: float) -> int:
         self.lower.append(lo)
@@ -220,7 +231,8 @@ class _Model:
         # the strategies' own counts: so the bound at their late count stays below them.
         cols.add(0.0, 1.0, [(late, 1.0), (assign, 1.0)])
         if f.cloud_cost is not None:  # spot at no interruption: what a lucky spot run is billed
-            cols.add(f.cloud_cost if f.cloud_floor is None else f.cloud_floor, 1.0, [(assign, 1.0)])
+            floor = f.cloud_cost if f.cloud_floor is None else f.cloud_floor
+            cols.add(floor, 1.0, [*self.cash_of.get(i, ()), (assign, 1.0)])
         # The buckets the job touches are the same in every partition: found once.
         arrive = min(self.nb - 1, max(0, bisect.bisect_right(self.edges, a) - 1))
         flex = min(r, w)
@@ -255,6 +267,7 @@ class LowerBound:
         capacity: Mapping[str, int],
         *,
         max_buckets: int = 100,
+        cash: Sequence[CashRow] = (),
     ) -> None:
         todo = []
         left_out = []
@@ -270,7 +283,7 @@ class LowerBound:
         if not todo:
             self._h = None
             return
-        model = _Model(_edges([j for _, j, _ in todo], max_buckets), sorted(capacity), capacity)
+        model = _Model(_edges([j for _, j, _ in todo], max_buckets), sorted(capacity), capacity, cash)
         for i, j, f in todo:
             model.add_job(i, j, f, capacity)
         self._late_row = model.late_row

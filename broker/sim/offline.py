@@ -12,8 +12,11 @@ on-prem cost, largest first), each at the earliest on-time start in its cheapest
 that has room; the rest go to the cloud. (On the bundled trace, ordering by the saving
 itself beats the saving per accelerator-hour by a quarter, and arrival order by 3x: the
 jobs that are dear in the cloud are the ones to keep at home.) Jobs no cloud can run take the
-earliest start on-prem even if late (counted in `late_jobs`). Time is kept in buckets of
-`bucket_s` seconds and a job holds every bucket it touches, so the schedule stays feasible.
+earliest start on-prem even if late (counted in `late_jobs`). Given a `Purse`, a burst must fit
+what is left of its tenant's budget for the month and of the global cap (cash after vouchers):
+a job they cannot pay waits for on-prem capacity, or for a later month's budget (late). Time is
+kept in buckets of `bucket_s` seconds and a job holds every bucket it touches, so the schedule
+stays feasible.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from broker.sim.budgets import Purse
 from broker.sim.jobs import JobFacts, SimJob
 
 NEAR_LP_PER_S = 1e-6
@@ -40,7 +44,8 @@ class OfflineSchedule:
     onprem_jobs: int
     cloud_jobs: int
     late_jobs: int
-    """Jobs no cloud can run that could not start on time on-prem either."""
+    """Jobs that could not start on time on-prem, with no cloud that runs them or no budget that
+    pays the burst then (these burst in a later month's budget)."""
     unplaced: int
     """Jobs with no allowed offer at all (rejected in every strategy too)."""
     method: str = "greedy"
@@ -123,8 +128,9 @@ def offline_schedule(
     capacity: Mapping[str, int],
     *,
     bucket_s: float = 60.0,
+    purse: Purse | None = None,
 ) -> OfflineSchedule:
-    """The greedy clairvoyant schedule of the module docstring."""
+    """The greedy clairvoyant schedule of the module docstring (within `purse`'s budgets if given)."""
     parts = _partitions(jobs, capacity, bucket_s)
 
     def saving(i: int) -> float:
@@ -137,7 +143,7 @@ def offline_schedule(
         return f.cloud_cost - min(options)
 
     order = sorted(range(len(jobs)), key=lambda i: (-saving(i), jobs[i].arrival_s, i))
-    book = _Book()
+    book = _Book(purse=purse)
     for i in order:
         j, f = jobs[i], facts[i]
         choices = sorted((c, k) for k, c in f.onprem.items() if k in parts)
@@ -193,6 +199,7 @@ def priced_schedule(
     *,
     bucket_s: float = 60.0,
     step_s: float = 60.0,
+    purse: Purse | None = None,
 ) -> OfflineSchedule:
     """The greedy with the LP bound's prices of capacity over time (a primal heuristic from the
     LP's duals): each on-time start of each partition is worth the job's saving less the price
@@ -219,7 +226,7 @@ def priced_schedule(
             worth[i] = max(worth[i], cloud + float(net.max()) if math.isfinite(cloud) else math.inf)
         ranked.append(options)
     order = sorted(range(len(jobs)), key=lambda i: (-worth[i], jobs[i].arrival_s, i))
-    book = _Book()
+    book = _Book(purse=purse)
     for i in order:
         j, f = jobs[i], facts[i]
         best: tuple[float, str, float, float] | None = None
@@ -255,6 +262,8 @@ class _Book:
     late: int = 0
     unplaced: int = 0
     placements: dict[int, tuple[str, float]] = field(default_factory=dict)
+    purse: Purse | None = None
+    """Tenants' budgets and the global cap, when the schedule keeps within them."""
 
     def home(self, i: int, part: _Partition, key: str, start: float, cost: float, job: SimJob) -> None:
         part.take(start, job.runtime_s, job.demand)
@@ -265,15 +274,22 @@ class _Book:
     def elsewhere(
         self, i: int, j: SimJob, f: JobFacts, parts: dict[str, _Partition], choices: list[tuple[float, str]]
     ) -> None:
-        """A job with no on-time start at home: the cloud, or else on-prem late (or nowhere)."""
-        if f.cloud_cost is not None:
-            self.cost += f.cloud_cost
+        """A job with no on-time start at home: the cloud if its budget pays now, or else on-prem
+        late, or else the cloud in the first later budget month that pays (late), or nowhere."""
+        cloud = f.cloud_cost
+        if cloud is not None and (self.purse is None or self.purse.pay(i, j, f, j.arrival_s)):
+            self.cost += cloud
             self.cloud += 1
             return
         first = parts[choices[0][1]] if choices else None
         start = first.earliest(j.arrival_s, math.inf, j.runtime_s, j.demand) if first is not None else None
         if start is None:
-            self.unplaced += 1
+            if cloud is not None and self.purse is not None and self.purse.pay_later(i, j, f) is not None:
+                self.cost += cloud
+                self.cloud += 1
+                self.late += 1
+            else:
+                self.unplaced += 1
             return
         c, k = choices[0]  # no cloud can run it: the earliest start on-prem, even if late
         self.home(i, parts[k], k, start, c, j)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from broker.sim.budgets import Purse
 from broker.sim.jobs import JobFacts, SimJob
 from broker.sim.offline import OfflineSchedule, offline_schedule, priced_schedule
 
@@ -123,8 +124,10 @@ def improve(
     window_jobs: int = 60,
     step_s: float = 600.0,
     time_limit_s: float = 30.0,
+    purse: Purse | None = None,
 ) -> OfflineSchedule:
-    """The greedy schedule with its `windows` dearest windows re-decided by a MILP each."""
+    """The greedy schedule with its `windows` dearest windows re-decided by a MILP each (kept only
+    if its bursts still fit `purse`, the budgets the greedy kept within)."""
     flexible = [
         i
         for i in sorted(range(len(jobs)), key=lambda i: (jobs[i].arrival_s, i))
@@ -139,6 +142,10 @@ def improve(
     for n in sorted(dearest):
         saved += _window(jobs, facts, capacity, chunks[n], placements, used, step_s, time_limit_s)
     if saved <= 1e-6:
+        return greedy
+    # The MILP knows no budget: a job it moved to the cloud may not be payable.
+    was_cloud = [*(purse.paid if purse is not None else ()), *greedy.placements]
+    if purse is not None and not purse.holds(jobs, facts, [i for i in was_cloud if i not in placements]):
         return greedy
     onprem = len(placements)
     return replace(

@@ -5,7 +5,9 @@ site) exceeds what is left of the tenant's monthly budget or of the global cap, 
 every allowed cloud offer costs more cash than a whole month's budget is never burst by any
 strategy: it runs on-prem or never starts. The references price such a job's cloud run all the
 same unless told; then the bound at zero late jobs and the "feasible" offline schedule charge
-for work no schedule can pay for, and `cost_ratio` / `offline_ratio` fall below 1.
+for work no schedule can pay for, and `cost_ratio` / `offline_ratio` fall below 1. (Several jobs
+that together overrun a month's budget are the budget rows' and the offline purse's business:
+`broker.sim.budgets`.)
 """
 
 from __future__ import annotations

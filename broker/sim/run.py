@@ -16,6 +16,7 @@ from broker.policy import Policy
 from broker.sim.audit import Auditor
 from broker.sim.backends import onprem_partitions
 from broker.sim.baselines import BASELINES, Baseline
+from broker.sim.budgets import CashRow, Purse, cash_rows
 from broker.sim.collector import fewer_collections
 from broker.sim.engine import Engine
 from broker.sim.expected import clairvoyant
@@ -95,19 +96,30 @@ class _World:
         return without_unpayable_cloud(self.jobs, self.decided, facts, self.policy)
 
     def offline(self, facts: list[JobFacts]) -> OfflineSchedule:
-        """The offline reference schedule: greedy, improved by the MILP windows."""
-        capacity, facts = self.capacity(), self.payable(facts)
-        return improve(self.jobs, facts, capacity, offline_schedule(self.jobs, facts, capacity))
+        """The offline reference schedule: greedy, improved by the MILP windows, within budgets."""
+        capacity, facts, purse = self.capacity(), self.payable(facts), Purse(self.policy)
+        greedy = offline_schedule(self.jobs, facts, capacity, purse=purse)
+        return improve(self.jobs, facts, capacity, greedy, purse=purse)
+
+    def cash(self, facts: list[JobFacts]) -> list[CashRow]:
+        """The bound's budget rows (a job that may run spot where the world interrupts it: none)."""
+        risks = {str(s): b.spot_interruption_risk for s, b in self.policy.burst.sites.items()}
+
+        def interrupted(site: str) -> bool:  # (a site with no burst settings: the engine's 0.05)
+            return self.scenario.interruptions_for(site, risks.get(site, 0.05)) > 0
+
+        return cash_rows(self.jobs, facts, self.policy, interrupted)
 
     def bound(self, facts: list[JobFacts], done: dict[str, RunResult]) -> _Others:
         """The LP bound (at each baseline's late count if asked)."""
         capacity, payable = self.capacity(), self.payable(facts)
         lb_started = time.perf_counter()
-        bound = LowerBound(self.jobs, payable, capacity)
+        bound = LowerBound(self.jobs, payable, capacity, cash=self.cash(payable))
         solved: dict[int, float | None] = {0: bound.solve(0)}
         lb_s = time.perf_counter() - lb_started
         prices = bound.capacity_prices()  # of the all-on-time LP, before another late count's solve
-        priced = priced_schedule(self.jobs, payable, capacity, prices) if prices is not None else None
+        purse = Purse(self.policy)  # (its own: the greedy's is another schedule's spend)
+        priced = priced_schedule(self.jobs, payable, capacity, prices, purse=purse) if prices else None
         if self.per_strategy_bounds:
             for run in done.values():
                 n = _late_count(run, bound.left_out)
