@@ -119,6 +119,9 @@ class Offer(_Frozen):
     free_by_node: tuple[int, ...] = Field(default=(), exclude=True)
     """On-prem: free units of each node, most first, when the backend knows
     (`PartitionCapacity.free_by_node`); a reading of the moment, never stored."""
+    stranded: tuple[str, ...] = Field(default=(), exclude=True)
+    """On-prem: backend ids of running jobs on nodes that take no new work
+    (`PartitionCapacity.stranded`); a reading of the moment, never stored."""
 
     @property
     def partition(self) -> str:
@@ -273,6 +276,9 @@ class PartitionCapacity(_Frozen):
     free_by_node: tuple[int, ...] = ()
     """Free units on each usable node, most first, when the backend knows (Slurm): a job over
     several nodes starts only where that many nodes each have its share free."""
+    stranded: tuple[str, ...] = ()
+    """Backend ids of this broker's running jobs wholly on nodes that take no new work (draining,
+    reserved for others): the units they free are no capacity for new work."""
 
 
 class CapacitySnapshot(_Frozen):

@@ -29,6 +29,7 @@ from adapters.slurm._jobs import JobTable
 from adapters.slurm._ledger import TokenLedger
 from adapters.slurm._offers import PartitionReads
 from adapters.slurm._owners import check_owner, delete_job, owner_of, tenant_user
+from adapters.slurm._queued import submitted_job_id
 from adapters.slurm._records import (
     SLURM_STATES,
     decode_marks,
@@ -242,7 +243,9 @@ class SlurmAdapter:
                                gres_type=gtype, as_tenant_user=as_user is not None)
             self.ledger.intent(token)
             try:
-                reply = self.rest.request("POST", "job/submit", payload=body, as_user=as_user)
+                reply = self.rest.request("POST", "job/submit", payload=body, as_user=as_user,
+                                          queued_ok=True)
+                backend_id = submitted_job_id(self.rest, reply)
             except UnsupportedError as exc:  # the job too big for every node: its own refusal
                 refusal = job_refusal(exc, part.name, self.rest, body["job"])
                 if refusal is None:
@@ -250,10 +253,6 @@ class SlurmAdapter:
                 raise refusal from exc
             finally:
                 self.jobs.invalidate()  # even a failed reply may have queued a job
-            job_id = reply.get("job_id")
-            if job_id is None:
-                raise AdapterError(self.site, "NoJobId", f"submit answered without a job id: {reply}")
-            backend_id = str(job_id)
             self.ledger.record(token, backend_id)
         if as_user is not None:
             check_owner(self.rest, self.jobs, backend_id, as_user)

@@ -42,6 +42,7 @@ from adapters.slurm._records import (
     SLURM_STATES,
     decode_marks,
     job_gpus,
+    job_nodes,
     job_state_name,
     node_partitions,
     node_usable,
@@ -147,6 +148,9 @@ class PartitionState:
     the cluster disagree on its name or on its nodes' gres type."""
     node_free: tuple[int, ...] = ()
     """Free units of each usable node, most first."""
+    stranded: tuple[RunningWork, ...] = ()
+    """Running jobs wholly on nodes that take no new work (draining, reserved for others): what
+    they free no new job can use, so they are not in `running` (the wait model's releases)."""
 
 
 def config_problem(part: PartitionConfig, members: Sequence[Mapping[str, Any]], gtype: str | None) -> str:
@@ -222,7 +226,9 @@ def read_partitions(
         members = [n for n in nodes if part.name in node_partitions(n)]
         gtype = gres_type(part, members, gres_seen)
         sizes = _NodeUnits.read(part, members, gtype)
+        closed = {str(n.get("name")) for n in members if not node_usable(n)}
         running: list[RunningWork] = []
+        stranded: list[RunningWork] = []
         pending: list[PendingWork] = []
         for job in jobs:
             if part.name not in str(job.get("partition") or "").split(","):
@@ -236,8 +242,10 @@ def read_partitions(
                 end = slurm_number(job.get("end_time"))
                 remaining = (end - now_s) if end else unlimited_s
                 own = bool(broker_id) and decode_marks(job.get("comment")).get("broker") == broker_id
-                running.append(RunningWork(units, max(0.0, min(remaining, unlimited_s)), own,
-                                           str(job.get("job_id") or "")))
+                work = RunningWork(units, max(0.0, min(remaining, unlimited_s)), own,
+                                   str(job.get("job_id") or ""))
+                on = set(job_nodes(job))
+                (stranded if on and on <= closed else running).append(work)
             elif state is AttemptState.PENDING and name != "SUSPENDED":
                 limit = slurm_number(job.get("time_limit"))
                 limit_s = limit * 60 if limit else unlimited_s
@@ -249,6 +257,6 @@ def read_partitions(
         states[part.name] = PartitionState(
             part, sum(sizes.totals), sum(sizes.frees), max(sizes.totals, default=0), sizes.cpus, sizes.mem,
             tuple(running), tuple(pending), config_problem(part, members, gtype),
-            tuple(sorted(sizes.frees, reverse=True)),
+            tuple(sorted(sizes.frees, reverse=True)), tuple(stranded),
         )
     return states

@@ -267,11 +267,12 @@ class SlurmRest:
 
     def request(
         self, method: str, path: str, *, payload: Any = None, versioned: bool = True,
-        as_user: str | None = None,
+        as_user: str | None = None, queued_ok: bool = False,
     ) -> dict[str, Any]:
-        """One call; `as_user`: made as that user (a token minted for it) instead of the site's."""
+        """One call; `as_user`: made as that user (a token minted for it) instead of the site's.
+        `queued_ok`: a reply with errors and a job id is returned as is (see `_queued`)."""
         body = self._send(method, path, payload=payload, versioned=versioned, not_modified_ok=False,
-                          as_user=as_user)
+                          as_user=as_user, queued_ok=queued_ok)
         assert body is not None  # only a not_modified_ok request answers None
         return body
 
@@ -285,7 +286,7 @@ class SlurmRest:
 
     def _send(
         self, method: str, path: str, *, payload: Any, versioned: bool, not_modified_ok: bool,
-        as_user: str | None,
+        as_user: str | None, queued_ok: bool = False,
     ) -> dict[str, Any] | None:
         url = self.url + (f"/slurm/{self.version()}/{path}" if versioned else path)
         refreshed = False
@@ -312,6 +313,9 @@ class SlurmRest:
                 if code == -1 and can_refresh:
                     refreshed = True
                     continue
+                if queued_ok and body.get("job_id") is not None:  # Slurm queued it all the same
+                    self._mark(True)
+                    return body
                 raise self._slurm_error(code, first, f"{method} {path}")
             if resp.status_code >= 400:
                 if resp.status_code == 404:

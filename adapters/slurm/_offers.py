@@ -72,10 +72,12 @@ class PartitionReads:
                 expected_wait_s=partition_wait_s(s),
                 releases=tuple(sorted((r.remaining_s, r.gpus) for r in s.running if not r.own)),
                 free_by_node=s.node_free,
+                stranded=tuple(r.job_id for r in s.stranded if r.own and r.job_id),
             )
             for s in states.values()
         )
-        started = tuple(r.job_id for s in states.values() for r in s.running if r.own and r.job_id)
+        started = tuple(r.job_id for s in states.values() for r in (*s.running, *s.stranded)
+                        if r.own and r.job_id)
         return CapacitySnapshot(site=self.site, taken_at=now, partitions=parts, started=started)
 
     def expected_wait_s(self, partition: str, count: int, now: datetime) -> float | None:

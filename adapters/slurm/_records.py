@@ -206,7 +206,27 @@ def node_partitions(node: Mapping[str, Any]) -> list[str]:
 
 _UNUSABLE_NODE = {"DOWN", "DRAIN", "DRAINED", "DRAINING", "NOT_RESPONDING", "FUTURE", "FAIL",
                   "FAILING", "ERROR", "UNKNOWN", "POWERED_DOWN", "POWER_DOWN", "POWERING_DOWN",
-                  "INVALID_REG", "MAINTENANCE", "REBOOT_REQUESTED", "REBOOT_ISSUED"}
+                  "INVALID_REG", "MAINTENANCE", "REBOOT_REQUESTED", "REBOOT_ISSUED",
+                  # The broker's jobs name no reservation, so a reserved node never runs them.
+                  "RESERVED"}
+
+
+def job_nodes(job: Mapping[str, Any]) -> list[str]:
+    """The node names of a job's hostlist (``nodes``: ``a800``, ``gpu[01-03,07],cpu1``)."""
+    raw = job.get("nodes")
+    if isinstance(raw, list):
+        return [str(n) for n in raw]
+    names: list[str] = []
+    for prefix, ranges in re.findall(r"([^,\[]+)(?:\[([^\]]*)\])?,?", str(raw or "")):
+        if not ranges:
+            names.append(prefix)
+            continue
+        for part in ranges.split(","):
+            lo, _, hi = part.partition("-")
+            width = len(lo)
+            span = range(int(lo), int(hi) + 1) if hi and lo.isdigit() and hi.isdigit() else None
+            names += [f"{prefix}{i:0{width}d}" for i in span] if span else [f"{prefix}{part}"]
+    return names
 
 
 def node_usable(node: Mapping[str, Any]) -> bool:

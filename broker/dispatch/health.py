@@ -16,6 +16,7 @@ from adapters.base import AdapterError, AuthError, CapacityError, ConfigError
 from broker.burst import is_onprem
 from broker.clock import Clock
 from broker.dispatch.failover import (
+    GANG_NODE_ENDED,
     Blocklist,
     BreakerState,
     CircuitBreaker,
@@ -28,6 +29,10 @@ from broker.policy import Policy
 from broker.sitereport import SiteReport
 
 log = logging.getLogger(__name__)
+
+ONPREM_REFUSAL_BLOCK_S = 20.0
+"""How long an on-prem offer whose launch was refused (capacity, an unrecognised error) takes no
+new work: its jobs are placed again after it, not every dispatch pass."""
 
 K = TypeVar("K", bound=str)
 V = TypeVar("V")
@@ -86,7 +91,10 @@ class SiteHealth:
         onprem = is_onprem(policy, attempt.site)
         if isinstance(error, CapacityError) and onprem:
             # On-prem capacity is known from capacity(); a full partition is a race to requeue
-            # on, not a stock-out to block for minutes.
+            # on, not a stock-out to block for minutes. But a refusal the capacity read does not
+            # see (a drained partition whose nodes look free) would be placed again at once and
+            # relaunched every pass: a short block keeps it to a few launches a minute.
+            self.blocklist.block_offer(attempt.offer, ONPREM_REFUSAL_BLOCK_S, _refused(error))
             return NextStep.BLOCK_OFFER_TRY_NEXT
         step = self.blocklist.record(
             error,
@@ -99,6 +107,9 @@ class SiteHealth:
             # The launch retried in place already; on-prem is home, not a region to go around.
             retried=not onprem,
         )
+        if onprem and step is NextStep.FAIL_ATTEMPT and error.code != GANG_NODE_ENDED:
+            # An error no table names: the breaker opens only after a few, relaunched each pass.
+            self.blocklist.block_offer(attempt.offer, ONPREM_REFUSAL_BLOCK_S, _refused(error))
         breaker = self.breakers.get(attempt.site)
         if step == NextStep.OPEN_CIRCUIT_TRY_NEXT:
             breaker.trip(f"{type(error).__name__} {error.code}: {error.message}")
@@ -187,6 +198,10 @@ class SiteHealth:
             blocked=self.blocked(),
             bursts=tuple(b for b in bursts if b >= hour_ago),
         )
+
+
+def _refused(error: AdapterError) -> str:
+    return f"a launch there was refused ({type(error).__name__}: {error.code}); tried again shortly"
 
 
 def _probing(breaker: CircuitBreaker) -> str | None:

@@ -217,7 +217,7 @@ def _with_capacity(
             backlog = part.running_accelerator_hours_left + part.queued_accelerator_hours
             wait = backlog / part.total * 3600 if part.total else 0.0
         update = {"free": part.free, "expected_wait_s": wait, "releases": part.releases,
-                  "free_by_node": part.free_by_node}
+                  "free_by_node": part.free_by_node, "stranded": part.stranded}
         out.append(offer.model_copy(update=update))
     return out, totals
 

@@ -94,6 +94,7 @@ class LiveWaits:
         views: dict[str, PartitionView] = {}
         waits: dict[str, float] = {}
         releases: dict[str, tuple[tuple[float, int], ...]] = {}
+        stranded: set[str] = set()  # running on nodes that take no new work: they free nothing
         for offer in snap.offers:
             # Capacity not read (the catalog alone): no projection there, the fluid estimate stands.
             if offer.free is None or not is_onprem(policy, offer.site):
@@ -102,13 +103,14 @@ class LiveWaits:
                 views[offer.partition] = PartitionView(offer.accelerator is not None, offer.free)
                 waits[offer.partition] = offer.expected_wait_s
                 releases[offer.partition] = offer.releases
+                stranded.update(offer.stranded)
         known = self._learn(live, store)
         busy: dict[str, int] = {}
         launching: dict[str, int] = {}
         for attempt in live:
             key = attempt.offer.partition
             view, k = views.get(key), known.get(attempt.id)
-            if view is None or k is None:
+            if view is None or k is None or attempt.backend_id in stranded:
                 continue
             runtime = k.estimate_s * self.ratios.ratio(k.tenant, store, now)
             if attempt.backend_id is None:  # launching: not in the backend's free count yet
