@@ -64,6 +64,13 @@ def read_exit_code(settings: ScriptSettings, token: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def own_path(settings: ScriptSettings) -> str:
+    """The PATH the batch script's own commands (mv, cat, tee, hostname, srun) are looked up in:
+    the site's PATH, then the standard one. Never the job's: it may lack /bin (``/opt/conda/bin``)."""
+    site = (settings.environment or {}).get("PATH", "")
+    return ":".join(p for p in (site, DEFAULT_PATH) if p)
+
+
 def time_limit_minutes(request: LaunchRequest, settings: ScriptSettings) -> int:
     seconds = request.spec.runtime_estimate.total_seconds() * settings.time_limit_factor
     return max(settings.min_time_limit_min, math.ceil(seconds / 60))
@@ -134,6 +141,8 @@ def gang_command(argv: Sequence[str], nodes: int, settings: ScriptSettings, toke
     """
     rank_rc = shlex.quote(str(settings.output_dir / f"{token}.rank"))
     per_rank = (
+        f"szb_path={shlex.quote(own_path(settings))}; "  # (a shell of its own: the script's is not seen)
+
         # Slurm's SIGTERM (a time limit: reclaim's grace) goes to every process of the rank. The
         # rank's own shells outlive it (`:`, a handler, is not passed on to the command, which
         # gets SIGTERM as it is and may trap it) and its tee ignores it: a shell killed by it was
@@ -146,18 +155,20 @@ def gang_command(argv: Sequence[str], nodes: int, settings: ScriptSettings, toke
         # fails (--kill-on-bad-exit), losing the failed rank's last lines from the job's output.
         'rc_file=' + rank_rc + '"$SLURM_PROCID".rc; '
         '{ trap : TERM; "$@"; echo $? > "$rc_file"; } 2>&1 | '
-        "(trap '' TERM; exec tee " + rank_rc + '"$SLURM_PROCID".out); '
-        'rc=$(cat "$rc_file" 2>/dev/null); exit "${rc:-1}"'
+        "(trap '' TERM; PATH=$szb_path exec tee " + rank_rc + '"$SLURM_PROCID".out); '
+        'rc=$(PATH=$szb_path cat "$rc_file" 2>/dev/null); exit "${rc:-1}"'
     )
     return (
         # Slurm's SIGTERM at a time limit reaches the batch shell and srun too: taken by srun, it
         # ends the step at once ("forcing job termination"); ignored here (and so by srun, which
         # inherits it), the ranks stop as they choose, within Slurm's KillWait.
         "trap '' TERM\n"
-        f"SZB_NNODES={nodes} WORLD_SIZE={nodes} SZB_MASTER_ADDR=$(hostname)\n"
+        f"SZB_NNODES={nodes} WORLD_SIZE={nodes} SZB_MASTER_ADDR=$(PATH=$szb_path hostname)\n"
         "MASTER_ADDR=$SZB_MASTER_ADDR MASTER_PORT=${MASTER_PORT:-" + str(GANG_PORT) + "}\n"
         "export SZB_NNODES WORLD_SIZE SZB_MASTER_ADDR MASTER_ADDR MASTER_PORT\n"
-        f"srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 --label "
+        # srun by its full name: run under the script's PATH it would hand that to the ranks.
+        'szb_srun=$(PATH=$szb_path:$PATH; command -v srun || echo srun)\n'
+        f'"$szb_srun" --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 --label '
         f"/bin/sh -c {shlex.quote(per_rank)} szb-rank {shlex.join(argv)}"
     )
 
@@ -170,14 +181,17 @@ def batch_script(request: LaunchRequest, settings: ScriptSettings) -> str:
     started = shlex.quote(str(started_file(settings.output_dir, request.token)))
     # The exit code also goes to <token>.rc: it outlives slurmctld's MinJobAge purge, so an
     # attempt that ended while slurmrestd was unreachable is still reconciled with its code.
+    # The script's own commands look in szb_path (not exported: the job never sees it), so a
+    # job whose env sets a PATH without /bin still has its exit code recorded.
     nodes = spec.resources.nodes
     return (
         "#!/bin/sh\n"
         f"# Shangzhuang broker: job {request.job_id} attempt {request.attempt_id}\n"
-        f'echo "$SLURM_JOB_ID" > {started}.tmp && mv -f {started}.tmp {started}\n'
+        f"szb_path={shlex.quote(own_path(settings))}\n"
+        f'echo "$SLURM_JOB_ID" > {started}.tmp && PATH=$szb_path mv -f {started}.tmp {started}\n'
         f"{gang_command(argv, nodes, settings, request.token) if nodes > 1 else shlex.join(argv)}\n"
         "rc=$?\n"
-        f"echo $rc > {rc_file}.tmp && mv -f {rc_file}.tmp {rc_file}\n"
+        f"echo $rc > {rc_file}.tmp && PATH=$szb_path mv -f {rc_file}.tmp {rc_file}\n"
         "exit $rc\n"
     )
 
