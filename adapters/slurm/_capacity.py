@@ -119,13 +119,13 @@ def _release_time(total: int, free: int, count: int, running: Sequence[RunningWo
     return sum(r.gpus * max(0.0, r.remaining_s) for r in running) / max(1, total)
 
 
-def partition_wait_s(state: PartitionState) -> float:
-    """The partition's headline wait: for the smallest job that does not fit right now."""
+def partition_wait_s(state: PartitionState) -> float | None:
+    """The partition's headline wait: for the smallest job that does not fit right now. None
+    when no job can start there (no usable units: every node drained, say), never 0."""
     if state.total <= 0:
-        return 0.0
+        return None
     count = min(state.total, state.free + 1) if state.free < state.total else 1
-    wait = estimate_wait_s(state.total, state.free, count, state.running, state.pending)
-    return wait if wait is not None else 0.0
+    return estimate_wait_s(state.total, state.free, count, state.running, state.pending)
 
 
 # ------------------------------------------------------------------------------------ reading

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from broker.api import broker_service_pb2 as pb
+from broker.burst.projection import minutes
 from broker.client import ClientError
 from broker.commands._args import job_id
 from broker.commands._connect import add_connection_args, client_for
@@ -132,7 +133,7 @@ def _offers_table(resp: pb.ListOffersResponse) -> Table:
             f"{o.price_per_hour:,.2f} {o.currency}",
             f"{o.price_per_hour_policy:,.2f}",
             "?" if o.capacity_unknown else str(o.free) if o.HasField("free") else "-",
-            "?" if o.capacity_unknown else f"{o.expected_wait_seconds / 60:.0f}m",
+            "?" if o.capacity_unknown else minutes(o.expected_wait_seconds, "m"),
             escape(verdict),
             style=None if o.allowed else "dim",
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 from adapters.base import Adapter, AdapterError, AuthError, Capability, ConfigError
 from broker.burst import is_onprem
+from broker.burst.projection import NEVER_S
 from broker.burst.snapshot import partition_key
 from broker.catalog.instances import InstanceRow
 from broker.clock import Clock
@@ -215,7 +216,8 @@ def _with_capacity(
         wait = part.expected_wait_s
         if wait is None:
             backlog = part.running_accelerator_hours_left + part.queued_accelerator_hours
-            wait = backlog / part.total * 3600 if part.total else 0.0
+            # No usable units (every node drained, say): never, as status and explain say, not 0.
+            wait = backlog / part.total * 3600 if part.total else NEVER_S
         update = {"free": part.free, "expected_wait_s": wait, "releases": part.releases,
                   "free_by_node": part.free_by_node, "stranded": part.stranded}
         out.append(offer.model_copy(update=update))

@@ -98,6 +98,8 @@ def test_partition_wait_is_for_the_smallest_job_that_does_not_fit() -> None:
     assert partition_wait_s(state) == 60  # 2 GPUs: the first release
     queued = PartitionState(part, 4, 0, 4, 16, 64, (RunningWork(4, 600),), (PendingWork(4, 1200),))
     assert partition_wait_s(queued) == pytest.approx((4 * 600 + 4 * 1200) / 4)
+    drained = PartitionState(part, 0, 0, 0, 16, 64, (), ())  # no usable node: never, not 0
+    assert partition_wait_s(drained) is None
 
 
 def test_a_purged_job_is_reconciled_from_its_recorded_exit_code(tmp_path: Path) -> None:
