@@ -120,10 +120,11 @@ szb_report() {{
   fi
 }}
 
-szb_run_job() {{
+# A subshell: the job's env (its own PATH, say) must not reach the reports that follow it.
+szb_run_job() (
 {env_lines}
 {gang_env}{run_line}
-}}
+)
 
 szb_report started
 ( while sleep "$SZB_HEARTBEAT_S"; do szb_report heartbeat; done ) &

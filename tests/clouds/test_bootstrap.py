@@ -34,6 +34,22 @@ def test_runs_the_command_writes_exit_code_and_reports(tmp_path: Path) -> None:
     assert "seed=7" in reports[-1]["log_tail"]
 
 
+def test_a_job_that_sets_its_own_path_still_has_its_result_kept_and_reported(tmp_path: Path) -> None:
+    """A job's env with a PATH of its own (a conda one, no /usr/bin) leaked into the bootstrap's
+    shell after the job: `python3` of the report was not found, and neither the result file, the
+    console line nor the report was written (found in a review of the Slurm script's twin)."""
+    req = launch(OFFER, "t").model_copy(update={"agent_endpoint": ""})
+    spec = req.spec.model_copy(
+        update={"command": ("/bin/sh", "-c", "echo working; exit 4"), "env": {"PATH": "/opt/conda/bin"}}
+    )
+    assert run(render_user_data(req.model_copy(update={"spec": spec}), heartbeat_s=1), tmp_path) == 4
+    assert (tmp_path / "exit_code").read_text().strip() == "4"
+    assert json.loads((tmp_path / "result.json").read_text())["exit_code"] == 4
+    reports = [json.loads(line) for line in (tmp_path / "reports.jsonl").read_text().splitlines()]
+    assert reports[-1]["kind"] == "exit" and reports[-1]["exit_code"] == 4
+    assert "working" in reports[-1]["log_tail"]
+
+
 def test_hostile_values_are_quoted(tmp_path: Path) -> None:
     req = launch(OFFER, "t")
     spec = req.spec.model_copy(
