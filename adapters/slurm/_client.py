@@ -151,8 +151,10 @@ class SlurmRest:
         self.token_lifespan_s = token_lifespan_s
         self.slurm_conf = slurm_conf
         self._client = client or httpx.Client(timeout=timeout_s)
-        self._configured_token = token
-        self._token_file = token_file if token else None
+        # A token file counts as configured even while empty (the deployment recipe creates it
+        # empty and fills it later): it is read again, never replaced by scontrol's tokens.
+        self._configured_token = token if token or not token_file else ""
+        self._token_file = token_file
         self._api_version = api_version
         self._token: str | None = token
         self._token_expires: float | None = _jwt_expiry(token) if token else None
@@ -225,9 +227,11 @@ class SlurmRest:
             if self._configured_token is None and stale:
                 self._token = self._scontrol_token()
                 self._token_expires = _jwt_expiry(self._token) or time.time() + self.token_lifespan_s
-            elif self._token_file is not None and stale:
+            elif self._token_file is not None and (stale or not self._token):
                 self._reread_token(self._token_file)
             token = self._token or ""
+        if not token:
+            raise AuthError(self.site, "NoToken", f"token_from_file {self._token_file} holds no token yet")
         return {"X-SLURM-USER-NAME": self.user, "X-SLURM-USER-TOKEN": token}
 
     def _reread_token(self, path: str) -> None:

@@ -34,14 +34,20 @@ def _token(cluster: SlurmCluster, lifespan_s: int) -> str:
     return found.group(1)
 
 
-def test_an_expired_token_file_is_read_again_once_rotated(
-    slurm_cluster: SlurmCluster, tmp_path: Path
+@pytest.mark.parametrize("at_start", ["expired", "empty"])
+def test_an_expired_or_empty_token_file_is_read_again_once_rotated(
+    slurm_cluster: SlurmCluster, tmp_path: Path, at_start: str
 ) -> None:
+    """`empty`: the deployment recipe touches the file and fills it later; an empty file made the
+    client mint tokens with scontrol for good (none in a container) and never read it again."""
     folder = tmp_path / "broker"
     config = write_onprem_config(folder, slurm_cluster.env, broker_id=f"szb-jwt-{uuid.uuid4().hex[:8]}")
     token_file = folder / "slurm_jwt"
-    token_file.write_text(_token(slurm_cluster, 1) + "\n")
-    time.sleep(2)  # the token in the file has expired when the broker starts
+    if at_start == "empty":
+        token_file.write_text("")
+    else:
+        token_file.write_text(_token(slurm_cluster, 1) + "\n")
+        time.sleep(2)  # the token in the file has expired when the broker starts
     text = config.read_text()
     from_file = "{token_from_file: " + json.dumps(str(token_file)) + "}"
     config.write_text(re.sub(r"\{token: .*\}", from_file, text))
@@ -51,9 +57,11 @@ def test_an_expired_token_file_is_read_again_once_rotated(
         with grpc.insecure_channel(broker.address) as channel:
             stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
             deadline = time.monotonic() + 30
-            while SITE not in stub.GetStatus(pb.GetStatusRequest(), metadata=auth()).unhealthy_sites:
-                assert time.monotonic() < deadline, "the expired token never made the site unhealthy"
+            while SITE not in (sick := stub.GetStatus(pb.GetStatusRequest(), metadata=auth()).unhealthy_sites):  # noqa: E501
+                assert time.monotonic() < deadline, f"the {at_start} token file never made the site unhealthy"
                 time.sleep(0.2)
+            if at_start == "empty":  # (not scontrol's tokens: the file is the site's token)
+                assert broker.said("holds no token yet"), sick[SITE]
             spec = job_pb2.JobSpec(name="after-rotation", command=["/bin/sh", "-c", "echo rotated"],
                                    runtime_estimate=duration_pb2.Duration(seconds=60))
             spec.resources.accelerators.count = 1
