@@ -161,3 +161,68 @@ def test_a_caller_of_another_uid_on_the_hosts_own_address_is_not_the_dev_operato
         assert "this caller runs as uid 65534" in as_nobody
     finally:
         server.stop()
+
+
+def _link_local() -> str | None:
+    """This host's IPv6 link-local address with its zone (`fe80::1%eth0`), if it has one."""
+    try:
+        lines = Path("/proc/net/if_inet6").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hexaddr, _index, _plen, scope, _flags, name = line.split()
+        if scope == "20":  # link scope
+            return f"{ipaddress_of(hexaddr)}%{name}"
+    return None
+
+
+def ipaddress_of(hexaddr: str) -> str:
+    import ipaddress
+
+    return str(ipaddress.IPv6Address(bytes.fromhex(hexaddr)))
+
+
+ECHO_AS_NOBODY = (
+    "import grpc, os, sys\n"
+    "ch = grpc.insecure_channel(sys.argv[1])\n"
+    "os.setgid(65534); os.setuid(65534)\n"
+    "print(ch.unary_unary('/t.T/Echo')(b'x', timeout=10))\n"
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="another local user (a job's private uid) needs root")
+def test_a_caller_on_the_hosts_link_local_address_is_judged_by_its_uid() -> None:
+    """A review of the own-address fix: grpc names such a caller `ipv6:[fe80::…%eth0]:PORT` and the
+    zone made the peer unreadable, which counted as another host's caller: the dev operator."""
+    import asyncio
+
+    import grpc
+
+    link_local = _link_local()
+    if link_local is None:
+        pytest.skip("this host has no IPv6 link-local address")
+    seen: list[tuple[str, int | None]] = []
+
+    def echo(_request: bytes, context: grpc.ServicerContext) -> bytes:
+        seen.append((context.peer(), local_peer_uid(context.peer())))
+        return b"ok"
+
+    async def main() -> str:
+        server = grpc.aio.server()
+        handlers = {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", handlers),))
+        port = server.add_insecure_port("[::]:0")
+        await server.start()
+        target = f"[{link_local.replace('%', '%25')}]:{port}"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", ECHO_AS_NOBODY, target, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        await server.stop(None)
+        return (out + err).decode()
+
+    said = asyncio.run(main())
+    assert seen, said
+    peer, uid = seen[0]
+    assert "fe80" in peer and uid == 65534, (peer, uid, said)
