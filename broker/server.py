@@ -94,7 +94,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         principal = self.auth.principal_for(metadata, client_cn=client_cn)
         uid = local_peer_uid(context.peer() or "") if self.auth.dev_mode else None
         if uid == UNKNOWN_UID:
-            raise AuthError("without a tokens file only the broker's own user may call it; this caller "
+            raise AuthError("without a tokens file only the broker's own user may call it; this "
                             "caller's connection is not in the kernel's socket table (see Security model)")
         if uid not in (None, 0, os.getuid()):
             # (`broker.peer_uid`: a job of this host, under its private uid, is not the dev user)
