@@ -31,8 +31,13 @@ from broker.sitereport import SiteReport
 log = logging.getLogger(__name__)
 
 ONPREM_REFUSAL_BLOCK_S = 20.0
-"""How long an on-prem offer whose launch was refused (capacity, an unrecognised error) takes no
-new work: its jobs are placed again after it, not every dispatch pass."""
+"""How long an on-prem offer whose launches keep being refused (capacity, an unrecognised error)
+takes no new work: its jobs are placed again after it, not every dispatch pass."""
+ONPREM_REFUSALS_TO_BLOCK = 3
+"""Refusals of one on-prem offer within `ONPREM_REFUSAL_WINDOW_S` that block it. One is a race
+(a reclaimed job's slots still held, say) that frees in moments: blocking the partition for it
+took on-prem away from every job, and sent them to the cloud."""
+ONPREM_REFUSAL_WINDOW_S = 60.0
 
 K = TypeVar("K", bound=str)
 V = TypeVar("V")
@@ -55,6 +60,9 @@ class SiteHealth:
         broker's: each instance started there would be left running too."""
         self.adopted: SiteReport | None = None
         """The active scheduler's view, on an `api` replica (which never calls a backend itself)."""
+        self._clock = clock
+        self._refusals: dict[str, list[float]] = {}
+        """Per on-prem offer key, when its recent launches were refused."""
 
     def mark_unhealthy(self, site: SiteId, reason: str) -> None:
         self.unhealthy[site] = reason
@@ -82,6 +90,16 @@ class SiteHealth:
                 log.error("site %s takes no new work: it %s", site, why)
             self.cannot_stop[site] = why[:300]
 
+    def _refused_onprem(self, attempt: Attempt, error: AdapterError) -> None:
+        """Block an on-prem offer for a short while once its launches keep being refused."""
+        now = self._clock.now().timestamp()
+        key = attempt.offer.key
+        recent = [t for t in self._refusals.get(key, ()) if now - t < ONPREM_REFUSAL_WINDOW_S] + [now]
+        self._refusals[key] = recent
+        if len(recent) >= ONPREM_REFUSALS_TO_BLOCK:
+            self.blocklist.block_offer(attempt.offer, ONPREM_REFUSAL_BLOCK_S, _refused(error))
+            self._refusals[key] = []
+
     def record_failure(self, attempt: Attempt, error: AdapterError) -> NextStep:
         """Block what a failed launch's error says to block; auth/config errors open the site's
         breaker. A cloud launch that timed out, or whose transient errors outlasted its retries,
@@ -93,8 +111,8 @@ class SiteHealth:
             # On-prem capacity is known from capacity(); a full partition is a race to requeue
             # on, not a stock-out to block for minutes. But a refusal the capacity read does not
             # see (a drained partition whose nodes look free) would be placed again at once and
-            # relaunched every pass: a short block keeps it to a few launches a minute.
-            self.blocklist.block_offer(attempt.offer, ONPREM_REFUSAL_BLOCK_S, _refused(error))
+            # relaunched every pass: a short block once it repeats keeps it to a few a minute.
+            self._refused_onprem(attempt, error)
             return NextStep.BLOCK_OFFER_TRY_NEXT
         step = self.blocklist.record(
             error,
@@ -109,7 +127,7 @@ class SiteHealth:
         )
         if onprem and step is NextStep.FAIL_ATTEMPT and error.code != GANG_NODE_ENDED:
             # An error no table names: the breaker opens only after a few, relaunched each pass.
-            self.blocklist.block_offer(attempt.offer, ONPREM_REFUSAL_BLOCK_S, _refused(error))
+            self._refused_onprem(attempt, error)
         breaker = self.breakers.get(attempt.site)
         if step == NextStep.OPEN_CIRCUIT_TRY_NEXT:
             breaker.trip(f"{type(error).__name__} {error.code}: {error.message}")
