@@ -14,25 +14,30 @@ from datetime import datetime
 
 from adapters.base import AdapterError, RequestError
 from broker.burst import BurstInputs
-from broker.model import AttemptState, Job, JobState, Offer, SiteId
+from broker.model import AttemptState, Job, JobState, Offer
 from broker.placement import PlacementContext, place
 from broker.policy import Policy
 from broker.store import JobStore
 
 _REFUSED = f"{RequestError.__name__}: "
 """How a failed attempt's stored error begins when the job's own request was refused."""
+PER_PARTITION = "ESLURM_"
+"""Slurm's answers about one partition (its MaxTime, its nodes' size) keep the job off that offer
+only; any other refusal (the job's user data, its Slurm user) is true of every offer at the site."""
 
 
-def refused_sites(job: Job, store: JobStore) -> dict[SiteId, str]:
-    """Site -> `code: message` of each site that refused the job's own request (no store read
-    for a job never tried)."""
+def refused_sites(job: Job, store: JobStore) -> dict[str, str]:
+    """Site id, or offer key where the refusal is the offer's own, -> `code: message` of each
+    refusal of the job's own request (no store read for a job never tried)."""
     if job.attempts == 0:
         return {}
-    refused: dict[SiteId, str] = {}
+    refused: dict[str, str] = {}
     for attempt in store.attempts_for(job.id):
         if attempt.state == AttemptState.FAILED and attempt.error.startswith(_REFUSED):
             # The stored error is "RequestError: SITE: CODE: MESSAGE" (`AdapterError.__str__`).
-            refused.setdefault(attempt.site, attempt.error.split(": ", 2)[-1])
+            said = attempt.error.split(": ", 2)[-1]
+            one_offer = said.startswith(PER_PARTITION)
+            refused.setdefault(attempt.offer.key if one_offer else attempt.site, said)
     return refused
 
 
@@ -57,7 +62,7 @@ def after_own_refusal(
     FAILED with every refusal. Returns (state, log event, log format, event message)."""
     refused = refused_sites(job, store)
     said = f"the job's request was refused by {exc.site} ({exc.code}): {exc.message}"
-    left = [o for o in offers if o.site not in refused]
+    left = [o for o in offers if o.site not in refused and o.key not in refused]
     if left and place(job.spec, job.tenant, left, policy, PlacementContext(now=now)).unranked:
         return (
             JobState.QUEUED,
@@ -65,7 +70,8 @@ def after_own_refusal(
             "attempt %d on %s refused for the job's own request: %s; trying its offers elsewhere",
             f"{said}; next: its offers at other sites",
         )
-    others = [f"{site} ({why})" for site, why in refused.items() if site != exc.site]
+    this = (exc.site, f"{exc.code}: {exc.message}")
+    others = [f"{key} ({why})" for key, why in refused.items() if (key.split("/")[0], why) != this]
     if others:
         said += "; also refused by " + ", ".join(others)
     return JobState.FAILED, "attempt_failed", "attempt %d on %s refused for the job's own request: %s", said
