@@ -88,9 +88,10 @@ class AttemptTracking:
             # After a (re)start every live attempt gets a full heartbeat timeout of grace.
             last = self.heartbeats.get(attempt.id, max(attempt.created_at, self.started_at))
             silent = (self.clock.now() - last).total_seconds()
-            if silent > self.planner.failover().heartbeat_timeout_s:
+            timeout_s = self.planner.failover().heartbeat_timeout_s
+            if silent > timeout_s:
                 try:  # its job may have ended, its report unable to reach us: the console says
-                    status = await silent_attempt(adapter, attempt, silent)
+                    status = await silent_attempt(adapter, attempt, silent, timeout_s)
                 except AdapterError as exc:
                     log.info("kept result of silent %s unavailable: %s", attempt.id, exc)
                     return

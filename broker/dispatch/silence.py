@@ -15,10 +15,14 @@ from broker.dispatch.gang import is_gang_attempt
 from broker.model import Attempt, AttemptState, AttemptStatus
 
 
-async def silent_attempt(adapter: Adapter, attempt: Attempt, silent_s: float) -> AttemptStatus:
+async def silent_attempt(
+    adapter: Adapter, attempt: Attempt, silent_s: float, timeout_s: float
+) -> AttemptStatus:
     """The result the attempt's bootstrap kept when there is one, else LOST (no heartbeat).
 
-    Raises TransientError when the kept result cannot be read yet: the next poll asks again."""
+    Raises TransientError when the kept result cannot be read yet: the next poll asks again, up
+    to twice the heartbeat timeout `timeout_s` of silence; then the attempt is lost (a console
+    throttled for hours must not keep a silent instance running and billed)."""
     silence = f"no heartbeat from the instance for {silent_s:.0f}s"
     lost = AttemptStatus(state=AttemptState.LOST, message=silence)
     # A gang's nodes each keep a rank's result; its status comes from all of them (not here).
@@ -27,6 +31,8 @@ async def silent_attempt(adapter: Adapter, attempt: Attempt, silent_s: float) ->
     try:
         kept = await asyncio.to_thread(adapter.kept_result, attempt.backend_id)
     except TransientError:
+        if silent_s > 2 * timeout_s:
+            return lost
         raise
     except AdapterError:  # the instance or its console is gone: nothing was kept for us
         return lost
