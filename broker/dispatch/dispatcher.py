@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 UNREACHABLE_RETRY_S = 2.0
 """First retry of a site the reconciler could not reach; doubles up to the reconcile interval."""
+CATCH_UP_RECONCILE_S = 30.0
+"""The shortest gap between two reconciles a reconnected LISTEN session forces (`catch_up`)."""
 
 ACTIVE = (JobState.PLACING, JobState.PROVISIONING, JobState.RUNNING)
 RESTARTED = "broker restarted before the attempt was started"
@@ -75,6 +77,7 @@ class Dispatcher(Scheduling):
         self.store_outage = StoreOutageLog(log, clock)
         self._background: set[asyncio.Task[None]] = set()
         self._last_reconcile = 0.0
+        self._last_catch_up = float("-inf")
         self._last_withdraw = 0.0
         self._last_poll = 0.0
         self._snap: PassSnapshot | None = None
@@ -122,8 +125,13 @@ class Dispatcher(Scheduling):
 
     def catch_up(self) -> None:
         """Wake-ups may have been lost (the scheduler's LISTEN session reconnected): a pass over
-        the whole queue and a reconcile (instances of attempts that ended meanwhile) now."""
-        self._last_reconcile = float("-inf")
+        the whole queue and a reconcile (instances of attempts that ended meanwhile) now; the
+        reconcile at most once per `CATCH_UP_RECONCILE_S` (a session a pooler or an idle timeout
+        keeps closing would list every cloud each second)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._last_catch_up >= CATCH_UP_RECONCILE_S:
+            self._last_catch_up = now
+            self._last_reconcile = float("-inf")
         self.policy_changed()
 
     # Lifecycle ---------------------------------------------------------------------------
