@@ -108,7 +108,7 @@ def spot_job(
 def job_env(cloud: EcsCloud, instance_id: str) -> dict[str, str]:
     """The variables the UserData exports to the job's command (`szb_run_job`)."""
     script = base64.b64decode(cloud.user_data[instance_id]).decode()
-    body = script.split("szb_run_job() {", 1)[1].split("\n}", 1)[0]
+    body = script.split("szb_run_job() (", 1)[1].split("\n)", 1)[0]
     out = {}
     for line in body.splitlines():
         assignment = line.strip().split("; export ", 1)[0]

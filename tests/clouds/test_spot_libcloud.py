@@ -110,7 +110,7 @@ def job_env(moto: MotoFront, instance_id: str) -> dict[str, str]:
     """The variables the instance's UserData exports to the job's command."""
     attr = ec2(moto).describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
     script = base64.b64decode(attr["UserData"]["Value"]).decode()
-    body = script.split("szb_run_job() {", 1)[1].split("\n}", 1)[0]
+    body = script.split("szb_run_job() (", 1)[1].split("\n)", 1)[0]
     out = {}
     for line in body.splitlines():
         if "; export " in line and "=" in line:
