@@ -62,7 +62,7 @@ def identifier_problem(text: str) -> str | None:
 
     Beyond control characters: an invisible, bidi or separator character, or whitespace at an
     end, makes a name that reads as another ("A800\u202e" listed as A800) and that lookups
-    ignoring separators would still take for it. The character is named as U+XXXX.
+    ignoring separators would still take for it. The character is named by its code point (U+202E).
     """
     if has_control_character(text):
         return CONTROL_CHARACTER

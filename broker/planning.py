@@ -27,7 +27,7 @@ from broker.dispatch.failover import NextStep
 from broker.dispatch.health import SiteHealth
 from broker.dispatch.launch_history import read_launch_times
 from broker.dispatch.offers import OfferReading, OfferSource, ended_attempts, started_attempts
-from broker.dispatch.own_refusals import excluding_refusals
+from broker.dispatch.own_refusals import RefusalMemo, excluding_refusals
 from broker.dispatch.spend import SpendLedger
 from broker.dispatch.spot_limit import off_spot
 from broker.dispatch.tenant_gone import kept_waiting
@@ -60,6 +60,7 @@ class Planner:
         self.offers = OfferSource(lambda: self.policy, clock, self.health)
         self.ledger = SpendLedger(lambda: self.policy, clock)
         self.recent: deque[Attempt] = deque(maxlen=RECENT_ATTEMPTS)
+        self.refusals = RefusalMemo()  # sites that refused a job's own request, per attempt count
         self.launches = ProvisioningTimes()
         """Each cloud route's launch times: a late job's lead counts their p95 (`burst.leads`)."""
         self.pending_burst: dict[str, datetime] = {}
@@ -281,7 +282,7 @@ class Planner:
                 job.tenant, snap, store, queued_since=job.created_at, pending_since=pending,
                 projected_wait=projected, launches_ahead=ahead,
             )
-            inputs = excluding_refusals(inputs, job, store)  # sites that refused its own request
+            inputs = excluding_refusals(inputs, job, store, self.refusals)
             # The same step the simulator takes (broker.burst.step): inputs, decide, claim/enqueue.
             decision = decide_in_pass(spec, job.tenant, snap, self.policy, inputs)
         if barred is not None:

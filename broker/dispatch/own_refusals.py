@@ -41,9 +41,28 @@ def refused_sites(job: Job, store: JobStore) -> dict[str, str]:
     return refused
 
 
-def excluding_refusals(inputs: BurstInputs, job: Job, store: JobStore) -> BurstInputs:
+class RefusalMemo:
+    """Each job's refusals as of its attempt count: the dispatcher decides a requeued job every
+    pass, and its refusals change only with a new attempt (no store read per pass)."""
+
+    def __init__(self, most: int = 10_000) -> None:
+        self._seen: dict[str, tuple[int, dict[str, str]]] = {}
+        self._most = most
+
+    def of(self, job: Job, store: JobStore) -> dict[str, str]:
+        seen = self._seen.get(job.id)
+        if seen is None or seen[0] != job.attempts:
+            if len(self._seen) >= self._most:
+                self._seen.clear()
+            seen = self._seen[job.id] = (job.attempts, refused_sites(job, store))
+        return seen[1]
+
+
+def excluding_refusals(
+    inputs: BurstInputs, job: Job, store: JobStore, memo: RefusalMemo | None = None
+) -> BurstInputs:
     """The job's decision inputs with the sites that refused its own request blocked for it."""
-    refused = refused_sites(job, store)
+    refused = memo.of(job, store) if memo is not None else refused_sites(job, store)
     if not refused:
         return inputs
     reasons: dict[str, str] = {
