@@ -44,6 +44,9 @@ def test_an_instance_launched_for_a_job_cancelled_during_a_takeover_is_stopped_a
         wait_until("the instance is gone", lambda: bool(cloud.tokens) and not cloud.instances, timeout=30,
                    shown=new.text)
         assert time.monotonic() - took < 20, "left for the periodic reconcile"
+        # The attempt is closed after the cloud's cancel returns: two steps, not one.
+        wait_until("the attempt is closed", lambda: attempts(pg_dsn, job.id)[0].state.terminal, timeout=10,
+                   shown=new.text)
         [attempt] = attempts(pg_dsn, job.id)
         assert attempt.state == AttemptState.CANCELLED
         assert attempt.backend_id is not None and attempt.backend_id in {
