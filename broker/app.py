@@ -1,8 +1,7 @@
 """Wire the broker together for its role: store, policy, adapters, dispatcher, gRPC edge.
 
-`all` (the default) is one process doing everything, exactly the embedded single-host broker.
-`api` serves every RPC and the agent endpoint from the shared PostgreSQL store and never
-calls a backend; `scheduler` campaigns to be the one process that decides and launches.
+`all` (the default) does everything in one process; `api` serves every RPC and the agent endpoint from
+the shared PostgreSQL store, never calling a backend; `scheduler` campaigns to decide and launch alone.
 """
 
 from __future__ import annotations
@@ -173,7 +172,8 @@ class BrokerApp:
             self.adapters = self._build_adapters()
             self.planner.adapters = self.adapters
             self.dispatcher = self._dispatcher(self.store, self.adapters)
-        views = RpcViews(self.planner, self.store, self.dispatcher, self.clock, self.audit, self.auth)
+        views = RpcViews(self.planner, self.store, self.dispatcher, self.clock, self.audit, self.auth,
+                         tls=self.tls)
         views.exposed = lambda: [e.message() for e in open_to_jobs(cfg, self.config_file, self.job_accounts)]
         self.views = views
         self.services = BrokerServices(

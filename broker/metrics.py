@@ -166,6 +166,8 @@ class LiveView:
     """site -> p95 seconds its launches took to come up, once it has enough of them."""
     fair_share: Callable[[], Iterable[TenantStanding]] = list
     """Each tenant's fair-share standing and quota use (`broker.fairshare.standing`)."""
+    certificate_expiry: Callable[[], float | None] = lambda: None
+    """When the server certificate in use expires (Unix seconds; None: no TLS)."""
 
 
 BREAKER_STATES = ("closed", "open", "half_open")
@@ -243,6 +245,12 @@ class LiveCollector(Collector):
         info = GaugeMetricFamily("szb_policy_info", "The policy in force (its hash).", labels=["hash"])
         info.add_metric([v.policy_hash()], 1.0)
         yield info
+        if (expires := v.certificate_expiry()) is not None:  # (alert on it minus time(); absent without TLS)
+            yield GaugeMetricFamily(
+                "szb_tls_certificate_expiry_timestamp_seconds",
+                "When the server certificate in use expires (Unix time).",
+                value=expires,
+            )
         yield GaugeMetricFamily(
             "szb_store_up",
             "1 when this scrape could read the store; 0 while it cannot (a database restarting): "

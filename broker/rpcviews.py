@@ -6,6 +6,7 @@ snapshots from the catalog alone (no adapter is asked).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from broker.reports import project_partition_waits, spend_report, status_report
 from broker.serde import explanation_to_proto, offers_to_proto, ts_from_proto
 from broker.serde_decision import explain_json
 from broker.store import JobNotFoundError, JobStore
+from broker.tls import ServerTls
 from broker.validation import BadRequestError, FieldViolation, did_you_mean
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ class RpcViews:
     clock: Clock
     audit: AuditTrail
     auth: TokenAuthority | None = None
+    tls: ServerTls | None = None
     services: BrokerServices | None = None
     exposed: Callable[[], list[str]] = lambda: []
     """Secret-bearing files the job user can read, with their fix (broker.secret_files)."""
@@ -81,6 +84,7 @@ class RpcViews:
             currency=lambda: planner.policy.currency,
             launch_p95=planner.launches.learned,
             fair_share=lambda: planner.fair.shown(planner.policy, self.clock.now()),
+            certificate_expiry=lambda: self.tls.expires.timestamp() if self.tls is not None else None,
         )
 
     def describe(self, jobs: Sequence[Job]) -> list[JobDetails]:
@@ -187,6 +191,9 @@ class RpcViews:
             resp.refused_tokens_file.extend(str(p) for p in self.auth.last_problems)
         if caller.is_operator:
             resp.exposed_secret_files.extend(self.exposed())
+        if caller.is_operator and self.tls is not None and (notice := self.tls.expiry_notice()):
+            body = json.loads(resp.status_json or "{}")
+            resp.status_json = json.dumps({**body, "certificate": notice}, default=str)
         return resp
 
     def spend_proto(

@@ -61,6 +61,17 @@ def _valid_until(path: Path, now: datetime) -> datetime:
     return cert.not_valid_after_utc
 
 
+def _expiry_notice(path: Path, expires: datetime, now: datetime) -> str | None:
+    left = expires - now
+    when = f"{expires:%Y-%m-%d %H:%M} UTC"
+    if left <= timedelta(0):  # (refused at start and at a reload; a running broker outlives it)
+        return f"TLS certificate {path} expired on {when}: clients refuse every handshake; renew it"
+    if left < EXPIRY_WARNING:
+        return (f"TLS certificate {path} expires on {when} (in {left.total_seconds() / 86400:.1f} days): "
+                "renew it; the broker loads the renewed files without a restart")
+    return None
+
+
 def _agent_ca_verifies(path: Path, server: ssl.SSLContext) -> None:
     """`tls.agent_ca_file` must verify the broker's certificate: instances are handed it to
     check the agent endpoint, and one that cannot would fail every cloud bootstrap. Proved
@@ -125,11 +136,14 @@ class ServerTls:
         """The certificate's expiry (refused when not valid now; a warning when it is soon)."""
         now = self.clock.now()
         expires = _valid_until(self.settings.cert_file, now)
-        if expires - now < EXPIRY_WARNING:
-            log.warning("TLS certificate %s expires on %s UTC (in %.1f days): renew it; the broker "
-                        "loads the renewed files without a restart", self.settings.cert_file,
-                        f"{expires:%Y-%m-%d %H:%M}", (expires - now).total_seconds() / 86400)
+        if (notice := _expiry_notice(self.settings.cert_file, expires, now)) is not None:
+            log.warning("%s", notice)
         return expires
+
+    def expiry_notice(self) -> str | None:
+        """What an operator's status says while the certificate in use expires within
+        EXPIRY_WARNING, or has expired under a broker that kept running (None: neither)."""
+        return _expiry_notice(self.settings.cert_file, self.expires, self.clock.now())
 
     def _load_http_context(self) -> ssl.SSLContext:
         s = self.settings

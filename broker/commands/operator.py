@@ -125,6 +125,8 @@ def _status_json(resp: pb.GetStatusResponse) -> dict[str, Any]:
             "lease_until": lease.lease_until.ToDatetime(tzinfo=UTC).isoformat(),
             "expired": lease.expired,
         }
+    if notice := json.loads(resp.status_json or "{}").get("certificate"):  # (operators only)
+        body["certificate"] = notice
     return body
 
 
@@ -184,6 +186,8 @@ def _print_refusals(resp: pb.GetStatusResponse, console: Console) -> None:
             console.print(f"  {escape(err)}", highlight=False, soft_wrap=True)
     for exposed in resp.exposed_secret_files:
         console.print(f"[red]secret file open to jobs[/]: {escape(exposed)}", highlight=False, soft_wrap=True)
+    if notice := json.loads(resp.status_json or "{}").get("certificate"):
+        console.print(f"[yellow]certificate[/]: {escape(notice)}", highlight=False, soft_wrap=True)
 
 
 def _used(budget: float, left: float, over: float = 0.0) -> str:

@@ -6,12 +6,19 @@ Certificates are made at run time (`broker.tlsgen`), dated in the past or the fu
 
 from __future__ import annotations
 
+import json
+import re
+import ssl
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from prometheus_client.parser import text_string_to_metric_families
 
+from broker.auth import Role, token_entry_line
 from broker.config import TlsSettings
 from broker.tls import ServerTls, TlsFileError
 from broker.tlsgen import Issued, issue, make_ca, write_pki
@@ -20,6 +27,7 @@ from tests.e2e.conftest import write_broker_config
 from tests.e2e.test_tls import call, secure, szb
 
 HOSTS = ["localhost", "127.0.0.1"]
+OPERATOR = "token-operator-tls-dates-0123456789"
 
 
 def server_pair(folder: Path, ca: Issued, *, days: int, valid_from: datetime | None = None) -> TlsSettings:
@@ -65,6 +73,57 @@ def test_serve_refuses_an_expired_certificate_and_warns_of_one_expiring_soon(tmp
         assert "renew it" in "".join(proc.output)
         with secure(proc.address, str(tmp_path / "old" / "ca.pem")) as channel:
             assert call(channel) is None
+    finally:
+        proc.stop()
+
+
+def expiry_gauge(proc: BrokerProcess, ca_file: str) -> float:
+    """szb_tls_certificate_expiry_timestamp_seconds off the broker's /metrics (served over TLS)."""
+    said = "".join(proc.output)
+    [url] = set(re.findall(r"metrics on (https://\S+/metrics)", said))
+    asked = urllib.request.Request(url, headers={"Authorization": f"Bearer {OPERATOR}"})
+    trust = ssl.create_default_context(cafile=ca_file)
+    with urllib.request.urlopen(asked, timeout=10, context=trust) as resp:
+        text = resp.read().decode()
+    [gauge] = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "szb_tls_certificate_expiry_timestamp_seconds"]
+    return float(gauge)
+
+
+def test_an_operator_sees_a_certificate_expiring_soon_in_status_and_in_metrics(tmp_path: Path) -> None:
+    """The warning was in the log only: `szb status` and /metrics said nothing of a certificate
+    about to expire, so no dashboard or alert could catch it before every client failed."""
+    ca = make_ca()
+    soon = server_pair(tmp_path / "pki", ca, days=5)
+    config = write_broker_config(tmp_path / "b")
+    with config.open("a") as f:
+        f.write(f"tls: {{cert_file: {soon.cert_file}, key_file: {soon.key_file}}}\n")
+        f.write("metrics_listen: 127.0.0.1:0\n")
+    with (config.parent / "tokens.yaml").open("a") as f:
+        f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
+    proc = BrokerProcess(config)
+    proc.start()
+    ca_file = str(tmp_path / "pki" / "ca.pem")
+    server = ("--server", proc.address, "--tls-ca", ca_file)
+    try:
+        shown = szb("status", *server, SZB_TOKEN=OPERATOR)
+        assert shown.returncode == 0, shown.stderr
+        said = " ".join(shown.stdout.split())
+        assert f"certificate: TLS certificate {soon.cert_file} expires on" in said, said
+        assert "renew it" in said, said
+        as_json = json.loads(szb("status", *server, "--output", "json", SZB_TOKEN=OPERATOR).stdout)
+        assert "expires on" in as_json["certificate"]
+        tenant = szb("status", *server, "--output", "json")  # (a file path: operators' business)
+        assert tenant.returncode == 0 and "certificate" not in json.loads(tenant.stdout), tenant.stdout
+        expires = x509.load_pem_x509_certificate(soon.cert_file.read_bytes()).not_valid_after_utc
+        assert expiry_gauge(proc, ca_file) == expires.timestamp()
+        server_pair(tmp_path / "pki", ca, days=90)  # renewed: picked up at the next handshake
+        with secure(proc.address, ca_file) as channel:
+            assert call(channel) is None
+        renewed = szb("status", *server, "--output", "json", SZB_TOKEN=OPERATOR)
+        assert renewed.returncode == 0 and "certificate" not in json.loads(renewed.stdout), renewed.stdout
+        later = expiry_gauge(proc, ca_file)
+        assert later - expires.timestamp() > 80 * 86400
     finally:
         proc.stop()
 
