@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -337,6 +337,9 @@ class SubmitPath:
         refused = self._admit_policy(tenant, items, now)
         if refused:
             await self._refuse(tenant, refused, now)
+        if self.policy_version is not None:  # the audit trail names the policy that admitted them
+            stamp = self.policy_version().split(":", 1)[0]
+            items = [replace(item, policy_hash=stamp) for item in items]
         done: asyncio.Future[Results] = asyncio.get_running_loop().create_future()
         self._pending.append((tenant, items, done))
         self._uncommitted[tenant] = self._uncommitted.get(tenant, 0) + len(items)

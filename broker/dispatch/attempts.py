@@ -331,7 +331,7 @@ class AttemptTracking:
             now,
             kind="cancelled",
             message=f"cancelled by {by}" + (f" ({role})" if role else "") if by else "cancelled by the user",
-            data=who,
+            data={**who, "policy_hash": self.planner.policy.hash},  # (the audit trail names it)
             expect=job.state,
         )
         if job.state != JobState.CANCELLED:

@@ -30,11 +30,14 @@ class Submission:
     by: str = ""
     """The submitting token's name and role, for the audit trail (empty: the tenant itself)."""
     role: str = ""
+    policy_hash: str = ""
+    """The policy in force when it was admitted (empty: none was asked, as in a bulk load)."""
 
     @property
     def event_data(self) -> dict[str, str]:
-        """The `submitted` event's data: who asked, as cancels record it."""
-        return {"by": self.by, "role": self.role} if self.by else {}
+        """The `submitted` event's data: who asked, as cancels record it, and under which policy."""
+        who = {"by": self.by, "role": self.role} if self.by else {}
+        return {**who, "policy_hash": self.policy_hash} if self.policy_hash else who
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ class SqlJobs(SqlCore):
                 who.update(
                     (job.id, item.event_data)
                     for item, (job, created) in zip(items, results, strict=True)
-                    if created and item.by
+                    if created and (item.by or item.policy_hash)
                 )
                 out.append(results)
             self._insert_batch(db, fresh, now, who)
@@ -202,8 +202,7 @@ class SqlJobs(SqlCore):
             )
         labels = [(j.id, k, v) for j in jobs for k, v in j.spec.labels.items()]
         db.insert_rows("job_labels", "job_id, key, value", labels)
-        # Most submitters have no token name: the event's data is then "{}" (no dumps per job).
-        data = {job_id: json.dumps(d) for job_id, d in who.items() if d}
+        data = {job_id: json.dumps(d) for job_id, d in who.items() if d}  # ("{}": a bulk load's)
         first = [
             (j.id, 1, ts, "submitted", JobState.QUEUED.value, "job accepted", data.get(j.id, "{}"), None)
             for j in jobs

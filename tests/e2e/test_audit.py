@@ -168,13 +168,14 @@ def test_policy_versions_refused_reload_and_job_audit(tmp_path: Path) -> None:
             kinds = [e.kind for e in mine]
             assert kinds[0] == "submitted" and "placed" in kinds and kinds[-1] == "finished"
             assert mine[0].actor == "team-a" and mine[0].tenant == "team-a"
+            assert mine[0].policy_hash == sha(good), "the policy that admitted it"
             placed = next(e for e in mine if e.kind == "placed")
             assert placed.policy_hash == sha(good) and placed.site == "local"
             assert placed.price_per_hour == 15.0 and placed.currency == "CNY"
             theirs = stub.ListAuditEvents(pb.ListAuditEventsRequest(tenant="team-b"), metadata=op).events
             assert {e.job_id for e in theirs if e.kind != "access"} == {waiting.id}  # (and its token)
             cancel = next(e for e in theirs if e.kind == "cancelled")
-            assert cancel.actor == "alice"
+            assert cancel.actor == "alice" and cancel.policy_hash == sha(good)
             versions = stub.ListPolicyVersions(pb.ListPolicyVersionsRequest(), metadata=op).versions
             assert versions[0].hash == sha(POLICY) and versions[0].active  # loaded again at start
             assert sha(bad) in {v.hash for v in versions}
