@@ -7,9 +7,7 @@ the shared PostgreSQL store, never calling a backend; `scheduler` campaigns to d
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,7 +38,7 @@ from broker.ha.notify import Listener, Note, Notifier
 from broker.ha.scheduler import SchedulerRole
 from broker.instrument import measured
 from broker.joblogs import JobLogs
-from broker.logs import quiet_third_party, say
+from broker.logs import quiet_third_party
 from broker.metrics import BrokerMetrics, LiveCollector, MetricsServer
 from broker.model import SiteId
 from broker.planning import Planner
@@ -347,6 +345,14 @@ class BrokerApp:
         if dispatcher is not None:
             dispatcher.policy_changed()
 
+    def reload(self) -> None:
+        """SIGHUP: the policy and the tokens file read again, and any site whose secret could not
+        be read built again (a file mounted, or a variable set, after the start)."""
+        self.planner.reload()
+        self.auth.reload()
+        if self.site_builder is not None and self.site_builder.unread:
+            self._policy_changed()
+
     async def stop(self, grace: float = 2.0) -> None:
         if self.edge is None:
             return
@@ -374,27 +380,3 @@ class BrokerApp:
         self.store.close()
         release_data_dir(self.dir_lock)
 
-
-async def serve_forever(config: BrokerConfig, config_file: Path | None = None) -> None:
-    """Run until SIGINT/SIGTERM; SIGHUP reloads the policy and the tokens file."""
-    app = BrokerApp(config, config_file=config_file)
-    port = await app.start()
-    # All loaded so far lives as long as the process: frozen, collections stay short under load.
-    gc.collect()
-    gc.freeze()
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-    for stop in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(stop, done.set)
-
-    def reload() -> None:
-        app.planner.reload()
-        app.auth.reload()
-
-    loop.add_signal_handler(signal.SIGHUP, reload)
-    # Ready only once the handlers are in: an early SIGHUP must reload, not kill the broker.
-    if app.metrics_server is not None:
-        say(f"metrics on {app.metrics_server.url}")
-    say(f"{'scheduler' if config.role == 'scheduler' else 'broker'} serving on port {port}")
-    await done.wait()
-    await app.stop()

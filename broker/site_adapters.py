@@ -18,7 +18,7 @@ from adapters.base import Adapter, Reconfigurable
 from adapters.bootstrap import bootstrap_options
 from adapters.registry import AdapterRegistry
 from broker.burst import is_onprem
-from broker.config import site_settings
+from broker.config import ConfigFileError, site_settings
 from broker.dispatch.offers import site_configs
 from broker.model import SiteId
 from broker.policy import Policy
@@ -44,6 +44,9 @@ class SiteAdapters:
     built: dict[SiteId, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     adapters: dict[SiteId, Adapter] = field(default_factory=dict)
     """What this builder built, unwrapped (on-prem ones are reconfigured in place on reload)."""
+    unread: set[SiteId] = field(default_factory=set)
+    """Sites left out for a `KEY_from_file`/`KEY_from_env` that could not be read (a secret
+    mounted after the start): built again at the next reload or SIGHUP, their config unchanged."""
 
     def build_all(self, policy: Policy) -> dict[SiteId, Adapter]:
         """Every site's adapter (a site that cannot be built is left out, marked unhealthy)."""
@@ -61,8 +64,8 @@ class SiteAdapters:
         """Adapters for the cloud sites `policy` adds or whose config (catalog, region) it changes."""
         out: dict[SiteId, Adapter] = {}
         for site_id, name, config in site_configs(policy):
-            same = self.built.get(site_id) == (name, config)
-            if same or site_id in self.skip or is_onprem(policy, site_id):
+            same = self.built.get(site_id) == (name, config) and site_id not in self.unread
+            if same or site_id in self.skip or (is_onprem(policy, site_id) and site_id not in self.unread):
                 continue
             adapter = self._build(site_id, name, config)
             if adapter is not None:
@@ -109,8 +112,17 @@ class SiteAdapters:
 
     def _build(self, site_id: SiteId, name: str, config: dict[str, Any]) -> Adapter | None:
         self.built[site_id] = (name, config)  # a broken config is not tried again until it changes
+        self.unread.discard(site_id)
         try:
-            adapter = self.registry.create(name, site_id, self._merged(site_id, config))
+            merged = self._merged(site_id, config)
+        except ConfigFileError as exc:  # a secret's file or variable: it may come later
+            self.unread.add(site_id)
+            log.error("site %s disabled until its secret can be read (then SIGHUP): %s", site_id, exc,
+                      extra={"site": site_id})
+            self.on_error(site_id, f"adapter not built: {exc}"[:300])
+            return None
+        try:
+            adapter = self.registry.create(name, site_id, merged)
             self.adapters[site_id] = adapter
             return adapter
         except Exception as exc:  # one broken site must not stop the broker

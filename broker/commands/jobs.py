@@ -89,8 +89,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from broker.app import serve_forever
     from broker.logs import configure
+    from broker.serving import serve_forever
 
     try:
         # broker.yaml, then SZB_* environment variables, then flags; paths made absolute.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 import uuid
@@ -34,18 +35,20 @@ def _token(cluster: SlurmCluster, lifespan_s: int) -> str:
     return found.group(1)
 
 
-@pytest.mark.parametrize("at_start", ["expired", "empty"])
+@pytest.mark.parametrize("at_start", ["expired", "empty", "missing"])
 def test_an_expired_or_empty_token_file_is_read_again_once_rotated(
     slurm_cluster: SlurmCluster, tmp_path: Path, at_start: str
 ) -> None:
     """`empty`: the deployment recipe touches the file and fills it later; an empty file made the
-    client mint tokens with scontrol for good (none in a container) and never read it again."""
+    client mint tokens with scontrol for good (none in a container) and never read it again.
+    `missing`: a secret mounted after the start left the site out until a restart; now until
+    the file is there and the broker is sent SIGHUP."""
     folder = tmp_path / "broker"
     config = write_onprem_config(folder, slurm_cluster.env, broker_id=f"szb-jwt-{uuid.uuid4().hex[:8]}")
     token_file = folder / "slurm_jwt"
     if at_start == "empty":
         token_file.write_text("")
-    else:
+    elif at_start == "expired":
         token_file.write_text(_token(slurm_cluster, 1) + "\n")
         time.sleep(2)  # the token in the file has expired when the broker starts
     text = config.read_text()
@@ -62,12 +65,17 @@ def test_an_expired_or_empty_token_file_is_read_again_once_rotated(
                 time.sleep(0.2)
             if at_start == "empty":  # (not scontrol's tokens: the file is the site's token)
                 assert broker.said("holds no token yet"), sick[SITE]
+            if at_start == "missing":
+                assert broker.said(f"site {SITE} disabled until its secret can be read"), sick[SITE]
             spec = job_pb2.JobSpec(name="after-rotation", command=["/bin/sh", "-c", "echo rotated"],
                                    runtime_estimate=duration_pb2.Duration(seconds=60))
             spec.resources.accelerators.count = 1
             spec.resources.accelerators.any_of.append("A800")
             job_id = stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=auth()).job.id
             token_file.write_text(_token(slurm_cluster, 3600) + "\n")  # the operator rotates it
+            if at_start == "missing":  # (a file that was never there is read at a reload)
+                assert broker.proc is not None
+                broker.proc.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 60
             while (job := stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth()).job).state in (
                 job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_PLACING, job_pb2.JOB_STATE_PROVISIONING,
