@@ -1,4 +1,4 @@
-"""Per-tenant quotas on what the API accepts: sizes, counts, submit rate and watch streams.
+"""Per-tenant quotas on what the API accepts: sizes, counts, submit and read rates, watch streams.
 
 Limits come from the policy (`limits:` with per-tenant overrides, see `broker.policy.schema`).
 The submit rate is a token bucket per tenant on an injected monotonic clock; a batch takes one
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from broker.errors import BrokerError
 from broker.model import JobSpec, TenantId
-from broker.policy.schema import Limits, LimitsOverride
+from broker.policy.schema_parts import Limits, LimitsOverride
 
 Monotonic = Callable[[], float]
 """Seconds on a clock that never goes back (`time.monotonic` in production)."""
@@ -83,6 +83,7 @@ class Quotas:
         self._resolved: tuple[object, dict[TenantId, Limits]] = (None, {})
         self._monotonic = monotonic
         self._buckets: dict[TenantId, TokenBucket] = {}
+        self._reads: dict[TenantId, TokenBucket] = {}
         self._watches: dict[TenantId, int] = {}
         self._lock = threading.Lock()
 
@@ -100,14 +101,22 @@ class Quotas:
         return limits
 
     def _bucket(self, tenant: TenantId, limits: Limits, now: float) -> TokenBucket:
-        bucket = self._buckets.get(tenant)
-        if bucket is None or (bucket.rate, bucket.burst) != (limits.submit_rate, limits.submit_burst):
-            # A policy change resizes the bucket; tokens already spent stay spent.
-            fresh = TokenBucket(limits.submit_rate, limits.submit_burst, now)
-            if bucket is not None:
-                fresh._tokens = min(float(limits.submit_burst), bucket.level(now))
-            bucket = self._buckets[tenant] = fresh
-        return bucket
+        return _sized(self._buckets, tenant, limits.submit_rate, limits.submit_burst, now)
+
+    def admit_read(self, tenant: TenantId, call: str, cost: int) -> None:
+        """Take `cost` of the tenant's read tokens for one `call`; QuotaExceededError when short."""
+        limits = self.limits_for(tenant)
+        with self._lock:
+            now = self._monotonic()
+            bucket = _sized(self._reads, tenant, limits.read_rate, limits.read_burst, now)
+            if bucket.take(cost, now):
+                return
+            wait = (cost - bucket.level(now)) / limits.read_rate
+        raise QuotaExceededError(
+            tenant, "read_rate", limits.read_rate,
+            f"{call} takes {cost} read token(s) (burst {limits.read_burst}, {limits.read_rate:g}/s): "
+            f"retry in {max(wait, 0.001):.3f}s",
+        )
 
     def check_spec_bytes(self, tenant: TenantId, size: int, field: str) -> None:
         limits = self.limits_for(tenant)
@@ -179,6 +188,18 @@ class Quotas:
         return QuotaUsage(
             limits=limits, unfinished_jobs=unfinished, watch_streams=watches, submit_tokens=tokens
         )
+
+
+def _sized(buckets: dict[TenantId, TokenBucket], tenant: TenantId, rate: float, burst: int,
+           now: float) -> TokenBucket:
+    """The tenant's bucket at this size: a policy change resizes it; tokens spent stay spent."""
+    bucket = buckets.get(tenant)
+    if bucket is None or (bucket.rate, bucket.burst) != (rate, burst):
+        fresh = TokenBucket(rate, burst, now)
+        if bucket is not None:
+            fresh._tokens = min(float(burst), bucket.level(now))
+        bucket = buckets[tenant] = fresh
+    return bucket
 
 
 def resolve_limits(defaults: Limits, override: LimitsOverride | None) -> Limits:

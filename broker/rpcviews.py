@@ -27,7 +27,7 @@ from broker.offerview import offer_verdicts
 from broker.placement import PlacementContext
 from broker.placement.names import unknown_names
 from broker.planning import Planner
-from broker.policy.schema import Limits
+from broker.policy.schema_parts import Limits
 from broker.quota import resolve_limits
 from broker.reports import project_partition_waits, spend_report, status_report
 from broker.serde import explanation_to_proto, offers_to_proto, ts_from_proto

@@ -104,6 +104,14 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             )
         return principal
 
+    def _reader(self, context: grpc.aio.ServicerContext[Any, Any], call: str, cost: int = 1) -> Principal:
+        """The caller of a read, its read tokens taken (an operator's are not counted: dashboards);
+        one tenant's flood of explains must not take the CPU every other tenant shares."""
+        caller = self._principal(context)
+        if not caller.is_operator and self.services.quotas is not None:
+            self.services.quotas.admit_read(caller.tenant, call, cost)
+        return caller
+
     def _still(self, context: grpc.aio.ServicerContext[Any, Any], caller: Principal) -> None:
         """Before each item of a stream: a token revoked (or moved) since it opened ends it."""
         if self._principal(context) != caller:
@@ -138,7 +146,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.GetJobResponse:
         try:
-            job = self.services.get(self._principal(context), checked_job_id(request.id))
+            job = self.services.get(self._reader(context, "GetJob"), checked_job_id(request.id))
             return broker_service_pb2.GetJobResponse(job=job_to_proto(job, None, self.services.details(job)))
         except Exception as exc:
             await abort_with(context, exc)
@@ -147,7 +155,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.ListJobsResponse:
         try:
-            caller = self._principal(context)
+            caller = self._reader(context, "ListJobs")
             if request.page_size < 0:
                 raise _BadRequest([FieldViolation("page_size", "must be >= 0")])
             if request.page_token and not PAGE_TOKEN.fullmatch(request.page_token):
@@ -212,7 +220,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.ExplainPlacementRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.ExplainPlacementResponse:
         try:
-            caller = self._principal(context)
+            caller = self._reader(context, "ExplainPlacement", 10)
             bounded_field(request.tenant, "tenant")
             if request.job_id:
                 return await self._explain_job(request, caller)
@@ -247,7 +255,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.GetSpendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.GetSpendResponse:
         try:
-            caller = self._principal(context)
+            caller = self._reader(context, "GetSpend")
             since, until = report_time(request, "since"), report_time(request, "until")
             if since is not None and until is not None and until <= since:
                 raise _BadRequest([FieldViolation("until", "must be after since")])
@@ -264,7 +272,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.GetStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.GetStatusResponse:
         try:
-            caller = self._principal(context)
+            caller = self._reader(context, "GetStatus", 10)
             if self._status is None:
                 counts = self.services.status(None if caller.is_operator else caller.tenant)["jobs_by_state"]
                 return broker_service_pb2.GetStatusResponse(jobs_by_state=counts)
@@ -297,7 +305,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.ListOffersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.ListOffersResponse:
         try:
-            caller = self._principal(context)
+            caller = self._reader(context, "ListOffers", 10)
             bounded_field(request.tenant, "tenant")
             if len(request.accelerators) > MAX_ACCELERATOR_FILTERS:
                 why = f"at most {MAX_ACCELERATOR_FILTERS} names"

@@ -17,6 +17,8 @@ from broker.policy.schema_parts import (
     BlocklistTtl,
     Budget,
     FailureThrottle,
+    Limits,
+    LimitsOverride,
     PreemptPatient,
     Retries,
     SiteBurst,
@@ -112,40 +114,6 @@ class Voucher(_Doc):
 
 
 TenantKind = Literal["university", "institute", "sme", "partner", "internal"]
-
-
-class Limits(_Doc):
-    """Per-tenant quotas on what the API accepts; exceeding one answers RESOURCE_EXHAUSTED."""
-
-    max_queued_jobs: int = Field(
-        default=10_000, ge=0, description="Unfinished jobs (queued to running) a tenant may have at once."
-    )
-    submit_rate: float = Field(
-        default=100.0, gt=0, le=1_000_000, description="Jobs per second a tenant may submit (token refill)."
-    )
-    submit_burst: int = Field(
-        default=2_000, ge=1, le=10_000_000, description="Jobs a tenant may submit at once (bucket size)."
-    )
-    max_spec_bytes: int = Field(
-        default=64 * 1024, ge=1024, le=16 * 1024 * 1024, description="Encoded size of one job spec."
-    )
-    max_env: int = Field(default=256, ge=0, le=4096, description="Environment entries per job.")
-    max_labels: int = Field(default=64, ge=0, le=1024, description="Labels per job.")
-    max_argv: int = Field(default=1024, ge=1, le=4096, description="Command arguments per job.")
-    max_watch_streams: int = Field(default=64, ge=0, description="Concurrent WatchJob/logs --follow.")
-
-
-class LimitsOverride(_Doc):
-    """A tenant's own limits; unset fields take the policy's `limits`."""
-
-    max_queued_jobs: int | None = Field(default=None, ge=0)
-    submit_rate: float | None = Field(default=None, gt=0, le=1_000_000)
-    submit_burst: int | None = Field(default=None, ge=1, le=10_000_000)
-    max_spec_bytes: int | None = Field(default=None, ge=1024, le=16 * 1024 * 1024)
-    max_env: int | None = Field(default=None, ge=0, le=4096)
-    max_labels: int | None = Field(default=None, ge=0, le=1024)
-    max_argv: int | None = Field(default=None, ge=1, le=4096)
-    max_watch_streams: int | None = Field(default=None, ge=0)
 
 
 class TenantShare(_Doc):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from broker.model import JobSpec, TenantId
-from broker.policy.schema import Limits, LimitsOverride
+from broker.policy.schema_parts import Limits, LimitsOverride
 from broker.quota import QuotaExceededError, Quotas, TokenBucket, resolve_limits
 from tests.policy.test_check import BASE
 
