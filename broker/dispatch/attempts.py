@@ -91,7 +91,9 @@ class AttemptTracking:
             timeout_s = self.planner.failover().heartbeat_timeout_s
             if silent > timeout_s:
                 try:  # its job may have ended, its report unable to reach us: the console says
-                    status = await silent_attempt(adapter, attempt, silent, timeout_s)
+                    status = await silent_attempt(
+                        adapter, attempt, silent, timeout_s, store=self.store, now=self.clock.now()
+                    )
                 except AdapterError as exc:
                     log.info("kept result of silent %s unavailable: %s", attempt.id, exc)
                     return

@@ -11,8 +11,10 @@ attempt is still wanted (the job cancelled, the attempt timed out): if not, it r
 same way and stops with `LaunchStopped`, so a cancel does not start (and bill) the other nodes.
 
 Each node reports on its own (the agent's reports carry its rank; they are kept as job
-events, so they survive a restart). The attempt succeeds when rank 0 succeeded and every
-rank ended, and fails as soon as any rank fails; terminating the attempt ends every node.
+events, so they survive a restart); a rank whose report cannot reach the broker is read from
+its node's console once the gang is silent (`broker.dispatch.silence`). The attempt succeeds
+when rank 0 succeeded and every rank ended, and fails as soon as any rank fails; terminating the
+attempt ends every node.
 """
 
 from __future__ import annotations
@@ -187,18 +189,26 @@ def _exit_status(data: Mapping[str, Any]) -> AttemptStatus:
 
 
 def rank_exit(
-    store: JobStore, attempt: Attempt, rank: int, exit_code: int, log_tail: str, now: datetime
+    store: JobStore,
+    attempt: Attempt,
+    rank: int,
+    exit_code: int,
+    log_tail: str,
+    now: datetime,
+    *,
+    source: str = "",
 ) -> AttemptStatus:
-    """Keep one rank's exit (once) and return the gang's status with it."""
+    """Keep one rank's exit (once) and return the gang's status with it.
+
+    `source` says where the exit was read when not from the rank's report (its console, say)."""
     nodes = store.get(attempt.job_id).spec.resources.nodes
     if not 0 <= rank < nodes:
         raise ValueError(f"rank: must be 0 … {nodes - 1} for this attempt")
     ranks = reported_ranks(store, attempt)
     if rank not in ranks:
         data = {"attempt": attempt.id, "rank": rank, "exit_code": exit_code, "log_tail": log_tail[-4096:]}
-        store.record(
-            attempt.job_id, now, kind=RANK_EXIT, message=f"rank {rank} exited {exit_code}", data=data
-        )
+        said = f"rank {rank} exited {exit_code}" + (f", {source}" if source else "")
+        store.record(attempt.job_id, now, kind=RANK_EXIT, message=said, data=data)
         ranks[rank] = _exit_status(data)
     return fold(nodes, ranks)
 

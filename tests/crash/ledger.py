@@ -18,6 +18,9 @@ from tests.brokerproc import JOB_PYTHON
 _CODE = r"""
 import fcntl, json, os, sys, time
 path, name, secs, code = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+if len(sys.argv) > 5:  # a gang's node: its rank names its runs; only the failing rank exits `code`
+    name += "-r" + os.environ["RANK"]
+    code = code if os.environ["RANK"] == sys.argv[5] else 0
 def note(event):
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -48,6 +51,14 @@ def _shared(ledger: Path) -> Path:
 def command(ledger: Path, name: str, seconds: float, exit_code: int = 0) -> list[str]:
     """argv of a job that sleeps `seconds`, notes its start and end, and exits with `exit_code`."""
     return [JOB_PYTHON, "-c", _CODE, str(_shared(ledger)), name, f"{seconds:g}", str(exit_code)]
+
+
+def gang_command(
+    ledger: Path, name: str, seconds: float, *, failing_rank: int = -1, exit_code: int = 0
+) -> list[str]:
+    """argv of a gang's job: each node notes its runs as `name`-r<RANK>; only `failing_rank`
+    exits with `exit_code` (the others with 0)."""
+    return [*command(ledger, name, seconds, exit_code), str(failing_rank)]
 
 
 def entries(ledger: Path) -> dict[str, list[dict[str, Any]]]:
