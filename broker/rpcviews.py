@@ -108,6 +108,8 @@ class RpcViews:
         """The live decision for `spec` of the `named` tenant (empty: the caller's own); for a
         queued `job`, where it stands (its tenant, as `get` let the caller see it)."""
         tenant = job.tenant if job is not None else self._viewed_tenant(caller, named)
+        if job is None and (why := self.planner.grant(spec, tenant)) is not None:  # as a submit would
+            raise BadRequestError([FieldViolation("job.priority", why)])
         snap = await self.dispatcher.current_snapshot()
         decision = explain_now(self.planner, spec, tenant, snap, self.store, job)
         return explanation_to_proto({**explain_json(decision, spec, self.planner.policy), "tenant": tenant})

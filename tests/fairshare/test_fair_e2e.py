@@ -141,7 +141,18 @@ def test_high_priority_without_a_grant_is_invalid_argument(
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "requests[1].job.priority" in (err.value.details() or "")
     assert len(stub.ListJobs(pb.ListJobsRequest(), metadata=auth("small")).jobs) == len(before)
+    # Explain answers as the submit would (it placed the job as if it were granted).
+    with pytest.raises(grpc.RpcError) as err:
+        asked = pb.ExplainPlacementRequest(job=gpu_job("hi", 0, priority=job_pb2.PRIORITY_HIGH))
+        stub.ExplainPlacement(asked, metadata=auth("small"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "job.priority" in (err.value.details() or "") and "not granted priority 'high'" in (
+        err.value.details() or ""
+    )
     # A granted tenant may.
+    assert stub.ExplainPlacement(
+        pb.ExplainPlacementRequest(job=gpu_job("vip-hi", 0, priority=job_pb2.PRIORITY_HIGH)), metadata=auth("vip")
+    ).explanation.offers
     job = stub.SubmitJob(
         pb.SubmitJobRequest(job=gpu_job("vip-hi", 0, priority=job_pb2.PRIORITY_HIGH)), metadata=auth("vip")
     ).job
