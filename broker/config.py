@@ -21,7 +21,7 @@ from adapters._local_retention import keep_duration
 from broker.errors import BrokerError
 from broker.numbers import NoBoolNumbers
 from broker.validation import reported_errors, violations
-from broker.yamlfile import parse_yaml, position
+from broker.yamlfile import PolicyError, parse_yaml, position
 
 
 class ConfigFileError(BrokerError):
@@ -313,9 +313,18 @@ def load_config(path: Path | None) -> BrokerConfig:
     if path is None:
         return BrokerConfig()
     try:
-        data = YAML(typ="safe").load(path.read_text()) or {}
-    except (OSError, YAMLError) as exc:
+        text = path.read_text()
+    except OSError as exc:
         raise ConfigFileError(f"{path}: {exc}") from exc
+    try:
+        data = YAML(typ="safe").load(text) or {}
+    except YAMLError as exc:
+        try:  # the round-trip parser says it in one `FILE:LINE:COL` line (a duplicate key...)
+            parse_yaml(text, str(path))
+        except PolicyError as marked:
+            where = marked.problems[0]
+            raise ConfigFileError(f"{where.file}:{where.line}:{where.col}: {where.message}") from exc
+        raise ConfigFileError(f"{path}: {' '.join(str(exc).split())}") from exc
     try:
         cfg = BrokerConfig.model_validate(data)
     except ValidationError as exc:

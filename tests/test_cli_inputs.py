@@ -137,3 +137,22 @@ def test_with_json_logs_the_reason_the_broker_stopped_is_a_record(tmp_path: Path
     stopped = [r for r in records if r.get("event") == "stopped"]
     assert stopped and "broker stopped:" in stopped[0]["message"], done.stderr
     assert "Sup3rS3cret" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("data_dir: data\ndata_dir: data2\n", ":2:1: YAML: while constructing a mapping begun at 1:1"),
+        ("data_dir: [data\nx: 1\n", ":2:2: YAML: while parsing a flow sequence begun at 1:11"),
+    ],
+)
+def test_a_broken_broker_yaml_is_one_line_naming_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, said: str
+) -> None:
+    """Held-out review (issue 2): a duplicate key printed ruamel's multi-line dump ending in "To
+    suppress this check see: https://yaml.dev/...", where the policy and job files say FILE:LINE:COL."""
+    config = tmp_path / "broker.yaml"
+    config.write_text(text)
+    code, err = run(capsys, "serve", "--config", str(config))
+    assert code == 1 and err.startswith(f"szb: error: {config}{said}"), err
+    assert len(err.strip().splitlines()) == 1 and "yaml.dev" not in err, err

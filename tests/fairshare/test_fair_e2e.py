@@ -150,9 +150,8 @@ def test_high_priority_without_a_grant_is_invalid_argument(
         err.value.details() or ""
     )
     # A granted tenant may.
-    assert stub.ExplainPlacement(
-        pb.ExplainPlacementRequest(job=gpu_job("vip-hi", 0, priority=job_pb2.PRIORITY_HIGH)), metadata=auth("vip")
-    ).explanation.offers
+    granted = pb.ExplainPlacementRequest(job=gpu_job("vip-hi", 0, priority=job_pb2.PRIORITY_HIGH))
+    assert stub.ExplainPlacement(granted, metadata=auth("vip")).explanation.offers
     job = stub.SubmitJob(
         pb.SubmitJobRequest(job=gpu_job("vip-hi", 0, priority=job_pb2.PRIORITY_HIGH)), metadata=auth("vip")
     ).job
