@@ -165,12 +165,28 @@ class BrokerClient:
     def logs(
         self, job_id: str, *, follow: bool = False, tail_bytes: int = 0
     ) -> Iterator[pb.StreamJobLogsResponse]:
-        """Stream a job's output (no deadline: `follow` lasts as long as the job)."""
-        request = pb.StreamJobLogsRequest(id=job_id, follow=follow, tail_bytes=tail_bytes)
-        try:
-            yield from self.stub.StreamJobLogs(request, metadata=self.metadata)
-        except grpc.RpcError as err:
-            raise describe_rpc_error(err) from err
+        """Stream a job's output (no deadline: `follow` lasts as long as the job). A followed
+        stream that breaks (a broker restart) reconnects, as `watch` does, and goes on from the
+        last byte it yielded: nothing is shown twice."""
+        attempt, end, failures = "", 0, 0
+        while True:
+            request = pb.StreamJobLogsRequest(id=job_id, follow=follow, tail_bytes=tail_bytes)
+            try:
+                for resp in self.stub.StreamJobLogs(request, metadata=self.metadata):
+                    chunk = resp.chunk
+                    if chunk.attempt_id == attempt and chunk.offset < end:  # shown before the break
+                        if chunk.offset + len(chunk.data) <= end:
+                            continue
+                        chunk.data, chunk.offset = chunk.data[end - chunk.offset:], end
+                    attempt, end, failures = chunk.attempt_id, chunk.offset + len(chunk.data), 0
+                    yield resp
+                return
+            except grpc.RpcError as err:
+                if not follow or err.code() != grpc.StatusCode.UNAVAILABLE or failures >= 30:
+                    raise describe_rpc_error(err) from err
+                failures += 1
+                tail_bytes = 0  # (the attempt from its start: what was shown is skipped above)
+                time.sleep(min(2.0, 0.2 * failures))
 
     def offers(self, request: pb.ListOffersRequest) -> pb.ListOffersResponse:
         try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -11,9 +14,9 @@ from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import BrokerProcess
+from tests.brokerproc import ROOT, BrokerProcess
 from tests.brokerproc import szb as run_szb
-from tests.e2e.conftest import PY, TOKENS, auth
+from tests.e2e.conftest import PY, TOKENS, auth, write_broker_config
 
 SCRIPT = (
     "import time\nfor i in range(5):\n    print('line', i, flush=True)\n    time.sleep(0.4)\nprint('done')"
@@ -62,3 +65,32 @@ def test_logs_follow_a_running_local_job_to_its_end(broker: BrokerProcess) -> No
             )
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
+
+
+def test_logs_follow_goes_on_across_a_broker_restart_without_repeating_a_line(tmp_path: Path) -> None:
+    """Held-out review (issue 2): `szb logs --follow` died with "UNAVAILABLE: Stream removed" when
+    the broker restarted mid-job, where `szb watch` on the same job reconnected and went on."""
+    broker = BrokerProcess(write_broker_config(tmp_path / "b"))
+    broker.start()
+    try:
+        slow = "import time\nfor i in range(12):\n    print('line', i, flush=True)\n    time.sleep(0.5)\n"
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            spec = job_pb2.JobSpec(name="chatty", command=[PY, "-c", slow],
+                                   runtime_estimate=duration_pb2.Duration(seconds=60))
+            job = stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=auth("team-a")).job
+        env = {**os.environ, "SZB_SERVER": broker.address, "SZB_TOKEN": TOKENS["team-a"]}
+        argv = [sys.executable, "-m", "broker.cli", "logs", job.id, "--follow"]
+        follower = subprocess.Popen(argv, cwd=ROOT,
+                                    env={**env, "GRPC_VERBOSITY": "ERROR"}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        assert follower.stdout is not None
+        assert follower.stdout.readline() == "line 0\n"
+        broker.kill()  # mid-job: the job runs on, its output with it
+        time.sleep(1.0)
+        broker.restart()
+        rest = follower.stdout.read()  # (to its end; communicate() would skip what readline buffered)
+        assert follower.wait(timeout=90) == 0, follower.stderr.read() if follower.stderr else ""
+        assert ["line 0", *rest.splitlines()] == [f"line {i}" for i in range(12)], rest
+    finally:
+        broker.stop()
