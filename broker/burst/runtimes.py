@@ -5,7 +5,8 @@ half their estimates gets projections half as long. The ratio is learned from th
 newest `WINDOW` finished jobs: their median actual/estimate, stretched by how much the
 tenant's estimates err job by job (`SPREAD_Z` robust standard deviations of log(actual /
 estimate), from the median absolute deviation, so one job that hung moves neither), clamped
-to [`LOW`, `HIGH`]; no history gives 1.0. A tenant whose jobs all miss their estimates by the
+to [`LOW`, `HIGH`]; no history gives 1.0, and fewer than `FEW` jobs only part of the way (one
+short test job is no measure of the tenant's long ones). A tenant whose jobs all miss their estimates by the
 same factor gets that factor; one whose jobs scatter around it gets projections that a
 running job beats about 5 times in 6, so a waiter is not promised a start that the median job
 would give and every other job breaks. The live dispatcher learns it from the store
@@ -26,6 +27,10 @@ WINDOW = 50
 LOW, HIGH = 0.25, 4.0
 """The ratio's clamp: an estimate is never taken as more than 4x too long or too short."""
 
+
+FEW = 5
+"""Below this many finished jobs a tenant's ratio moves from 1.0 by that share of its log: one
+2 s job against a 60 s estimate had clamped its 20-minute GPU jobs' projections to 0.25 (now 0.51)."""
 
 SPREAD_Z = 1.0
 """How many of the tenant's robust standard deviations of log(actual/estimate) a projection
@@ -61,6 +66,8 @@ def _from_ratios(ratios: list[float], logs: list[float]) -> float:
     # Never past the longest run seen: a history of two clusters (no-op runs and full ones) has a
     # wide spread, and one more early finish raised the ratio 0.60 -> 1.09 above every run (0.74).
     stretched = min(statistics.median(ratios) * math.exp(SPREAD_Z * spread), max(ratios))
+    if len(ratios) < FEW:
+        stretched = math.exp(_log(stretched) * len(ratios) / FEW)
     return min(HIGH, max(LOW, stretched))
 
 

@@ -300,5 +300,6 @@ def projection_lines(p: dict[str, Any]) -> list[str]:
         f"(units freed: {ends or 'none'})",
         f"  ahead: {p['backend_queue_jobs']} pending at the backend, {p['queue_ahead_jobs']} waiting "
         f"in the broker ({p['queue_ahead_units']} units, {p['queue_ahead_unit_hours']} unit-hours)",
-        f"  runtime ratio (actual / estimate, learned for the tenant): x{p['runtime_ratio']}",
+        f"  runtime ratio (actual / estimate) learned for this tenant: x{p['runtime_ratio']} "
+        "(each running job's end uses its own tenant's)",
     ]

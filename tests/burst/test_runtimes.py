@@ -7,14 +7,14 @@ import math
 
 import pytest
 
-from broker.burst.runtimes import HIGH, LOW, SPREAD_Z, RatioLearner, learned_ratio
+from broker.burst.runtimes import FEW, HIGH, LOW, SPREAD_Z, RatioLearner, learned_ratio
 from broker.dispatch import runtimes as live
 
 
 def test_the_ratio_is_the_median_so_one_hung_job_does_not_move_it() -> None:
-    runs = [(3600.0, 1800.0), (3600.0, 1800.0), (3600.0, 36000.0)]
+    runs = [(3600.0, 1800.0)] * 4 + [(3600.0, 36000.0)]
     assert learned_ratio(runs) == pytest.approx(0.5)  # neither the median nor the spread moves
-    assert learned_ratio([(100.0, 125.0)] * 4) == pytest.approx(1.25)  # all off by one factor: that factor
+    assert learned_ratio([(100.0, 125.0)] * 5) == pytest.approx(1.25)  # all off by one factor: that factor
 
 
 def test_estimates_that_scatter_stretch_the_ratio_past_the_median() -> None:
@@ -27,7 +27,7 @@ def test_estimates_that_scatter_stretch_the_ratio_past_the_median() -> None:
     # Each job half or twice off: the stretch is 2 to the 1.4826·z, larger than a quarter's, under the clamp.
     assert learned_ratio(half) == pytest.approx(2.0 ** (SPREAD_Z * 1.4826), rel=1e-3)
     assert learned_ratio(quarter) < learned_ratio(half) < HIGH
-    assert learned_ratio([(100.0, 100.0), (100.0, 300.0)]) > 2.0  # above the median of two
+    assert learned_ratio([(100.0, 100.0), (100.0, 300.0)] * 3) > 2.0  # above the median of an even split
 
 
 def test_the_stretch_never_goes_past_the_longest_run_seen() -> None:
@@ -50,22 +50,35 @@ def test_no_history_or_no_usable_estimate_gives_one() -> None:
 
 def test_the_ratio_is_clamped() -> None:
     assert (LOW, HIGH) == (0.25, 4.0)
-    assert learned_ratio([(3600.0, 36000.0)]) == HIGH
-    assert learned_ratio([(3600.0, 60.0)]) == LOW
+    assert learned_ratio([(3600.0, 36000.0)] * FEW) == HIGH
+    assert learned_ratio([(3600.0, 60.0)] * FEW) == LOW
+
+
+def test_a_tenants_first_few_jobs_move_the_ratio_only_part_of_the_way() -> None:
+    """Held-out review: one 2 s CPU job against a 60 s estimate clamped the tenant's ratio to 0.25,
+    and its 20-minute GPU jobs were projected to end in 5 min (they ran 15)."""
+    assert FEW == 5
+    one = learned_ratio([(60.0, 2.0)])
+    assert one == pytest.approx(math.exp(math.log(2 / 60) / FEW)) and one > 0.5
+    ratios = [learned_ratio([(60.0, 2.0)] * n) for n in range(1, FEW + 1)]
+    assert ratios == sorted(ratios, reverse=True) and ratios[-1] == LOW  # the full rule from FEW on
 
 
 def test_the_learner_keeps_each_tenants_newest_window() -> None:
-    learner = RatioLearner(window=3)
-    for _ in range(5):
+    learner = RatioLearner(window=FEW)
+    for _ in range(8):
         learner.observe("a", 1000.0, 4000.0)  # old history: 4x
     before = learner.version
-    for _ in range(3):
-        learner.observe("a", 1000.0, 500.0)  # the newest three: 0.5x
+    for _ in range(FEW):
+        learner.observe("a", 1000.0, 500.0)  # the newest window: 0.5x
     assert learner.ratio("a") == pytest.approx(0.5)
     assert learner.version > before
     assert learner.ratio("b") == 1.0
     learner.observe("b", 1000.0, 2000.0)
-    assert learner.ratio("b") == pytest.approx(2.0) and learner.ratio("a") == pytest.approx(0.5)
+    assert learner.ratio("b") == pytest.approx(2.0 ** (1 / FEW)) and learner.ratio("a") == pytest.approx(0.5)
+    for _ in range(FEW - 1):
+        learner.observe("b", 1000.0, 2000.0)
+    assert learner.ratio("b") == pytest.approx(2.0) == learned_ratio([(1e3, 2e3)] * FEW)
 
 
 def test_live_and_simulated_sides_share_one_rule() -> None:

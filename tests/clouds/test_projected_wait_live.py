@@ -18,6 +18,7 @@ import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.burst.runtimes import FEW
 from tests.brokerproc import BrokerProcess, szb
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
@@ -219,10 +220,11 @@ def test_the_ratio_learned_from_the_tenants_finished_jobs_stretches_the_projecti
     make the tenant's next running job's expected end several times its estimate too."""
     with grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-        for n in range(2):
-            sleep = "import time; time.sleep(4)"
-            slow = job_yaml(tmp_path, f"slow-{n}", estimate="1s", max_wait="1h", command=sleep)
-            done = wait_state(stub, submit(broker, slow), TERMINAL, token=TOKEN)
+        sleep = "import time; time.sleep(4)"
+        slow = [job_yaml(tmp_path, f"slow-{n}", estimate="1s", max_wait="1h", command=sleep)
+                for n in range(FEW)]
+        for job_id in [submit(broker, path) for path in slow]:  # (FEW: fewer move the ratio part way)
+            done = wait_state(stub, job_id, TERMINAL, token=TOKEN)
             assert done.state == job_pb2.JOB_STATE_SUCCEEDED, done.message
         holder = hold_the_a800(broker, stub, tmp_path, "20m")
         patient = job_yaml(tmp_path, "patient", estimate="1h", max_wait="1d")

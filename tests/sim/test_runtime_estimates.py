@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from broker.burst import TenantMoney
-from broker.burst.runtimes import RatioLearner
+from broker.burst.runtimes import FEW, RatioLearner
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision
 from broker.policy import Policy, load_policy
@@ -101,7 +101,7 @@ def test_a_running_jobs_expected_end_shrinks_with_the_learned_ratio(tmp_path: Pa
     running.started("onprem/gpu", job, 100.0, 0.0)
     assert running.ends("onprem/gpu") == [(100.0 + 7200.0, 1)]  # no history: the estimate
     assert running.expected_left(job, 0.0) == 7200.0
-    for _ in range(3):
+    for _ in range(FEW):  # (fewer move it only part of the way)
         learner.observe("t1", 2000.0, 1000.0)
     assert running.ends("onprem/gpu") == [(100.0 + 3600.0, 1)]  # learned 0.5: half as long
     assert running.expected_left(job, 600.0) == 3000.0  # less the work a checkpoint saved
@@ -122,7 +122,7 @@ class Recording(PolicyStrategy):
         return d
 
 
-@pytest.mark.parametrize(("history", "projected_s"), [(3, 1140.0), (0, 2340.0)])
+@pytest.mark.parametrize(("history", "projected_s"), [(FEW, 1140.0), (0, 2340.0)])
 def test_projections_use_the_learned_ratio_not_the_actual_runtime(
     tmp_path: Path, history: int, projected_s: float
 ) -> None:

@@ -102,11 +102,11 @@ def test_a_tenant_whose_jobs_ran_twice_their_estimates_gets_projections_twice_as
 
 
 def test_the_ratio_is_learned_from_a_bounded_window_and_clamped(store: JobStore) -> None:
-    history(store, "lab", stretch=1.0, n=5)
-    history(store, "lab", stretch=3.0, n=2)  # only the newest runs count: the window is bounded
-    assert LearnedRatios(window=2).ratio("lab", store, NOW) == 3.0
-    assert LearnedRatios(window=100).ratio("lab", store, NOW) == 1.0  # all 7: the older ones outvote
-    assert learned_ratio([(3600.0, 36000.0)]) == 4.0 and learned_ratio([(3600.0, 60.0)]) == 0.25
+    history(store, "lab", stretch=1.0, n=7)
+    history(store, "lab", stretch=3.0, n=5)  # only the newest runs count: the window is bounded
+    assert LearnedRatios(window=5).ratio("lab", store, NOW) == pytest.approx(3.0)
+    assert LearnedRatios(window=100).ratio("lab", store, NOW) == 1.0  # all 12: the older ones outvote
+    assert learned_ratio([(3600.0, 36000.0)] * 5) == 4.0 and learned_ratio([(3600.0, 60.0)] * 5) == 0.25
     assert learned_ratio([]) == 1.0 and learned_ratio([(0.0, 60.0)]) == 1.0
 
 
