@@ -202,7 +202,8 @@ def _with_passed_over(
     decision's own (or the decision took none): the refusal the burst decision recorded (or named
     in its reasons when nothing was usable); else, on spot, the spot limits or its expected billed
     hours (ranked below the pick once interruptions are priced); else the decision's own reason
-    (free on-prem capacity, a wait within max_wait or cheaper). Not for worse or rejected offers."""
+    (free on-prem capacity, a wait within max_wait or cheaper). Not for rejected offers, nor for
+    worse-scored ones unless the spot limits refuse them."""
     if not s.allowed or s is picked:
         return row
     refused = dict(decision.passed_over).get(s.offer.key)
@@ -211,16 +212,16 @@ def _with_passed_over(
     if refused is not None:
         row["passed_over"] = refused.removeprefix(f"{s.offer.key}: ")
         return row
-    if picked is not None and s.score >= picked.score - 1e-9:
-        return row
+    worse = picked is not None and s.score >= picked.score - 1e-9
     if s.offer.spot and spec is not None and policy is not None and decision.explanation is not None:
+        # Worse-scored ones too: an offer over the spot limits is no choice, whatever its score says.
         left = None if spec.deadline is None else spec.deadline - decision.explanation.decided_at
         slack_h = None if left is None else left.total_seconds() / 3600  # as the decision saw it
         why = spot_refusal(spec, s.offer, policy, slack_h=slack_h)
         if why is not None:
             row["passed_over"] = why.removeprefix(f"{s.offer.key}: ")
             return row
-        if decision.burst:
+        if not worse and decision.burst:
             o = spot_outlook_json(s.offer, spec, policy)
             row["passed_over"] = (
                 f"spot expects {restarts_text(o['expected_restarts'])} restarts (checkpoint: {_every(o)}): "
@@ -228,6 +229,8 @@ def _with_passed_over(
                 "the decision's offer"
             )
             return row
+    if worse:
+        return row
     if decision.reasons:
         row["passed_over"] = f"the decision: {decision.reasons[0]}"
     return row

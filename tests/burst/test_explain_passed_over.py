@@ -90,6 +90,22 @@ def test_a_spot_offer_ranked_below_the_pick_by_its_interruptions_says_so(policy:
         ), why
 
 
+def test_a_worse_scored_spot_offer_over_the_restart_limit_is_not_called_allowed(policy: Policy) -> None:
+    """Held-out review: a spot row over the limit read "allowed: +39.90 CNY vs the decision's offer"
+    when it scored worse than the decision's (only better-scored rows were checked)."""
+    spec = job(("A10",), runtime="40h", max_wait="5m")
+    listed = offers(policy, free=0, wait_s=0)
+    dear = [o.model_copy(update={"price_per_hour": 30.0}) if o.spot else o for o in listed]
+    d = decide(spec, TenantId("lab"), dear, policy, inputs())
+    assert d.offer is not None and not d.offer.spot, d.reasons
+    for body in (explain_json(d, spec, policy), _wire(explain_json(d, spec, policy))):
+        row = _spot_row(body)
+        assert row["score"] > body["chosen"]["score"], body  # type: ignore[index,operator]
+        assert str(row["passed_over"]).startswith("spot expects ") and "(limit 3; checkpoint: none)" in str(
+            row["passed_over"]), row
+        assert "allowed: +" not in _table(body)
+
+
 def test_a_cloud_offer_passed_over_for_free_on_prem_capacity_gives_the_decisions_reason(
     policy: Policy,
 ) -> None:
