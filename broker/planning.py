@@ -29,7 +29,7 @@ from broker.dispatch.launch_history import read_launch_times
 from broker.dispatch.offers import OfferReading, OfferSource, ended_attempts, started_attempts
 from broker.dispatch.own_refusals import RefusalMemo, excluding_refusals
 from broker.dispatch.spend import SpendLedger
-from broker.dispatch.spot_limit import off_spot
+from broker.dispatch.spot_limit import off_spot, without_spot
 from broker.dispatch.tenant_gone import kept_waiting
 from broker.dispatch.waits import LiveWaits
 from broker.fair_queue import FairQueue
@@ -263,7 +263,7 @@ class Planner:
         pending = job.created_at if job.id in self.burst_jobs else self.pending_burst.get(job.id)
         spec = job.spec
         if spec.spot == SpotMode.ALLOWED and off_spot(job, self.policy, store):
-            spec = spec.model_copy(update={"spot": SpotMode.NEVER})  # interrupted enough times
+            spec = without_spot(spec)  # interrupted enough times
         if self.fair.over_share(self.policy, job):
             # Far over its share: the job does not wait on-prem behind others for its max_wait.
             spec = spec.model_copy(update={"max_wait": timedelta(0)})

@@ -16,7 +16,7 @@ from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
 from broker.dispatch.records import running_said
 from broker.dispatch.silence import silent_attempt
 from broker.dispatch.site_polls import SitePolls
-from broker.dispatch.spot_limit import spot_interruptions
+from broker.dispatch.spot_limit import required_spot_failure, spot_interruptions
 from broker.dispatch.termination import terminate
 from broker.jobspec import SpotMode
 from broker.model import BROKER_SIDE, Attempt, AttemptState, AttemptStatus, Job, JobId, JobState, SiteId
@@ -240,12 +240,11 @@ class AttemptTracking:
             data = {"site": attempt.site, "offer": attempt.offer.key}
             preempted = JobMove(JobState.PREEMPTED, "preempted", f"preempted on {attempt.site}", data=data,
                                 fields=fields)
-            limit = self.planner.policy.burst.spot_max_interruptions
-            if attempt.offer.spot and job.spec.spot == SpotMode.REQUIRED and (
-                spot_interruptions(job, self.store, ending=attempt) >= limit
-            ):
-                why = f"interrupted {limit} times on spot (burst.spot_max_interruptions); it requires spot"
-                return [preempted, JobMove(JobState.FAILED, "finished", why)]
+            if attempt.offer.spot and job.spec.spot == SpotMode.REQUIRED:  # (else no store read)
+                count = spot_interruptions(job, self.store, ending=attempt)
+                why = required_spot_failure(job.spec, count, self.planner.policy)
+                if why is not None:
+                    return [preempted, JobMove(JobState.FAILED, "finished", why)]
             return [preempted, JobMove(JobState.QUEUED, "requeued", "requeued after preemption")]
         # LOST
         used = sum(1 for a in self.store.attempts_for(job.id) if not a.broker_side)

@@ -24,7 +24,7 @@ from broker.burst import TenantMoney, route_refusal
 from broker.burst.cloud import money_refusal
 from broker.burst.snapshot import PassSnapshot, partition_key
 from broker.decision import Action, Decision, DecisionFacts
-from broker.model import Offer, SiteId
+from broker.model import Offer, SiteId, SpotMode
 from broker.placement import PlacementContext, place
 from broker.policy import Policy
 from broker.sim.backends import backoff_cap_s
@@ -46,6 +46,8 @@ class Baseline:
         self._onprem_sites = frozenset(site.id for site in policy.sites if site.partitions)
         self._verdicts: dict[frozenset[str], dict[str, bool]] = {}
         """Per set of blocks, each cloud offer key's verdict (see `_usable`)."""
+        self._on_demand: dict[int, tuple[Sequence[Offer], Sequence[Offer], Sequence[Offer]]] = {}
+        """`_lists` of jobs decided on-demand only (spot never, or no more)."""
         self.money_bound: set[int] = set()
         """Jobs whose last decision found a cloud offer only money refused: their backoff runs to
         the next budget month, as the policy's (`PolicyStrategy.money_bound`). Capped at 2 h, a
@@ -55,7 +57,14 @@ class Baseline:
     def _lists(self, job: SimJob) -> tuple[Sequence[Offer], Sequence[Offer], Sequence[Offer]]:
         """(on-prem in placement order, cloud by cost, everything by cost) for one job."""
         f = self.facts[job.index]
-        return f.onprem_ranked, f.cloud_by_cost, f.by_cost
+        if job.spec.spot != SpotMode.NEVER:
+            return f.onprem_ranked, f.cloud_by_cost, f.by_cost
+        got = self._on_demand.get(job.index)
+        if got is None:  # off spot after its interruptions (`broker.sim.spot_rule`), as the broker's
+            cloud = tuple(o for o in f.cloud_by_cost if not o.spot)
+            by_cost = tuple(o for o in f.by_cost if not o.spot)
+            got = self._on_demand[job.index] = (f.onprem_ranked, cloud, by_cost)
+        return got
 
     # What the pass says ---------------------------------------------------------------
 

@@ -36,10 +36,11 @@ from broker.sim.backends import Clouds, Ledger, OfferBook, Partition, onprem_par
 from broker.sim.expected import estimate_of
 from broker.sim.fairbook import IncrementalBook
 from broker.sim.jobs import EPOCH, SimJob
-from broker.sim.metrics import GIVE_UP_INTERRUPTIONS, RunResult, Series, carbon_g
+from broker.sim.metrics import RunResult, Series, carbon_g
 from broker.sim.preempt import swap_instead
 from broker.sim.queues import FairRatios, LaunchQueue, ProjectedQueues, Waits, arrivals, dispatch_key
 from broker.sim.scenario import Scenario
+from broker.sim.spot_rule import interrupted
 from broker.sim.state import EVENT_KINDS, Fenwick, Line, SimState, Strategy, line_of, take_heads
 
 FINISH, UP, FAIL, STOP, TIMER = EVENT_KINDS
@@ -187,26 +188,11 @@ class Engine:
             self.clouds.end_attempt(st.offer.site, self.t, False)
             self._settle(job, st, hours=(self.t - st.running_since) / 3600)
             if tag == 1:
-                self._interrupted(job, st, st.offer)
+                interrupted(self, job, st, st.offer)
             else:
                 st.rec.end_s = self.t
                 self.projected.running.learn(job)
                 self._pass(self._cloud_heads(), "route")
-
-    def _interrupted(self, job: SimJob, st: SimState, offer: Offer) -> None:
-        """A spot interruption: the job goes back to the queue, from its last checkpoint if it has one
-        (after `GIVE_UP_INTERRUPTIONS`, never finished)."""
-        st.rec.interruptions += 1
-        if st.rec.interruptions >= GIVE_UP_INTERRUPTIONS:
-            return
-        cp = job.spec.checkpoint
-        if cp is not None:  # resume from the last checkpoint written before the interruption
-            every = cp.interval.total_seconds()
-            ran = self.t - st.running_since
-            st.done_s = min(job.runtime_s, st.done_s + math.floor(ran / every) * every)
-        ttl = self.policy.burst.blocklist_ttl.capacity
-        self.blocklist.block_offer(offer, ttl.total_seconds(), "a spot interruption")
-        self._requeue(job, st)
 
     def _requeue(self, job: SimJob, st: SimState) -> None:
         st.queued, st.gen, st.burst_before = True, st.gen + 1, True
@@ -277,7 +263,7 @@ class Engine:
             pending = job.created_at if st.burst_before else st.pending
             held = self.fair.held_for(self.holds, self.policy, now, str(j), job.tenant)
             with claimed_meanwhile(snap.claimed, held):  # kept for a waiting job ahead in fair order
-                d = self.strategy.decide(job, snap, money, pending)
+                d = self.strategy.decide(st.deciding or job, snap, money, pending)  # off spot: as live
             self.decisions += 1
             st.rec.decisions += 1
             for k, v in snap.backlog_h.items() if j != batch[-1] else ():

@@ -46,6 +46,8 @@ class JobRecord:
     """Some spot attempt was expected to restart more often than the policy's limit."""
     preempted: int = 0
     """Times it was stopped on-prem for a job that would have burst (`burst.preempt_patient`)."""
+    failed: bool = False
+    """Failed as the broker fails a job requiring spot at `burst.spot_max_interruptions`."""
 
     @property
     def wait_s(self) -> float:
@@ -151,6 +153,7 @@ def summarize(run: RunResult) -> dict[str, Any]:
         "compliance_violations": sum(1 for r in run.records if not r.compliant),
         "spot_interruptions": sum(r.interruptions for r in recs),
         "spot_given_up": sum(1 for r in recs if r.interruptions >= GIVE_UP_INTERRUPTIONS),
+        "spot_failed": sum(1 for r in recs if r.failed),
         "spot_jobs": sum(1 for r in recs if r.spot),
         "spot_over_restart_limit": sum(1 for r in recs if r.spot_over_limit),
         "preempted_jobs": sum(1 for r in recs if r.preempted),

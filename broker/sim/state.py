@@ -86,6 +86,8 @@ class SimState:
     rec: JobRecord = field(default_factory=JobRecord)
     work: QueuedWork | None = None
     """The job as fair share orders it, kept (it changes only with its candidate partitions)."""
+    deciding: SimJob | None = None
+    """The job as decided once off spot (its spec on-demand only, `broker.sim.spot_rule`)."""
 
     def fair_work(self, job: SimJob, cands: tuple[str, ...]) -> QueuedWork:
         """`queued_work(job, cands)`, built once per candidate set (read on every capacity event)."""

@@ -251,13 +251,15 @@ def test_the_policys_own_bound_of_zero_is_shown_not_the_all_on_time_one(tmp_path
 def test_a_world_far_riskier_than_the_policy_believes_gives_a_job_up(tmp_path: Path) -> None:
     """Held-out review: the world interrupted spot at 20/h, the policy believed 0.5/h, and
     `cloud-cheapest` kept a 4 h job without checkpoints on spot: e^80 restarts, a run without end.
-    After `GIVE_UP_INTERRUPTIONS` the job is given up, never finished."""
+    After `GIVE_UP_INTERRUPTIONS` the job is given up, never finished (the broker's own
+    `spot_max_interruptions` takes it off spot long before: set above it here)."""
     from broker.sim.metrics import GIVE_UP_INTERRUPTIONS
 
     _policy(tmp_path, risk=0.01)  # 4 h at 0.01/h: spot within the restart limit
     text = (tmp_path / "policy.yaml").read_text()  # an interrupted market is not blocked: back at once
     (tmp_path / "policy.yaml").write_text(text.replace("  hysteresis: 0s\n",
-                                                       "  hysteresis: 0s\n  blocklist_ttl: {capacity: 0s}\n"))
+                                                       "  hysteresis: 0s\n  blocklist_ttl: {capacity: 0s}\n"
+                                                       "  spot_max_interruptions: 100000\n"))
     policy = load_policy(tmp_path / "policy.yaml")
     scenario = Scenario(seed=4, provisioning=Delay(min_s=60, mode_s=60, max_s=60),
                         spot_interruptions_per_hour=20)
