@@ -17,6 +17,7 @@ from broker.placement import PlacementContext, place
 from broker.placement.refusal import refusal_rules as refusal_rules_of
 from broker.policy import Policy
 from broker.policy.offers import static_offers
+from broker.quota_bar import never_runs
 from broker.sim.jobs import SimJob
 from broker.sim.metrics import RunResult
 
@@ -32,6 +33,14 @@ def refused_by(
     if not rules:
         return "no offer at all" if not expl.offers else "refused by the burst decision"
     return rules
+
+
+def never_submitted(spec: JobSpec, tenant: TenantId, at: datetime, policy: Policy) -> list[str]:
+    """Why submission refuses a job its placement allows offers (`never_runs`, the live admission's
+    reasons: no quota ever admits it, or only spot over the restart limit could run it)."""
+    expl = place(spec, tenant, static_offers(policy), policy, PlacementContext(now=at))
+    allowed = [s.offer for s in expl.unranked]
+    return never_runs(policy, tenant, spec, allowed) if allowed else []
 
 
 def refusal_rules(job: SimJob, policy: Policy) -> str:

@@ -35,7 +35,7 @@ from broker.policy.offers import static_offers
 from broker.sim.engine import Engine
 from broker.sim.jobs import MAX_RUNTIME_S, SimJob
 from broker.sim.metrics import RunResult, summarize
-from broker.sim.refusals import refused_by
+from broker.sim.refusals import never_submitted, refused_by
 from broker.sim.scenario import Delay, Scenario, SiteWorld, StockOuts
 from broker.sim.strategies import PolicyStrategy
 from broker.store import AuditFilter
@@ -228,8 +228,12 @@ def market_prices(history: History, policy: Policy) -> dict[str, tuple[float, st
 
 
 def refusal_reason(job: Job, policy: Policy) -> str:
-    """`rule: message` of what refuses the job under `policy`: the commonest rule rejecting the offers
-    it fits, or its hardware misfit where it fits none (`broker.placement.refusal`)."""
+    """`rule: message` of what refuses the job under `policy`: as a submission is answered, why no
+    allowed offer can ever run it (quota, spot restarts) first, then the commonest rule rejecting
+    the offers it fits, or its hardware misfit where it fits none (`broker.placement.refusal`)."""
+    never = never_submitted(job.spec, job.tenant, job.created_at, policy)
+    if never:
+        return never[0]
     rules = refused_by(job.spec, job.tenant, job.created_at, policy)
     if isinstance(rules, str):
         return rules
