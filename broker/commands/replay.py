@@ -128,6 +128,7 @@ def _check_dsn(dsn: str | None) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from broker.sim.admission import not_modelled
     from broker.sim.replay import diff, read_history, replay
 
     given = _arguments(args)
@@ -168,6 +169,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return _fail("no recorded jobs" + when + left_out)
     result = diff(history, replay(current, history), replay(candidate, history))
     result["current_policy"], result["currency"] = source, current.currency
+    result["not_modelled"] = not_modelled(current, candidate)  # limits that differ, not replayed
     result["candidate_policy"] = str(args.policy)
     # The window read, in UTC (None: the whole history), so a saved JSON says what it covers.
     result["since"] = since.astimezone(UTC).isoformat() if since else None
@@ -225,6 +227,9 @@ def _table(result: dict[str, Any]) -> None:
         console.print(f"recorded capacity errors, replayed as stock-outs: {errors}")
     for why, n in result.get("skipped", {}).items():
         console.print(f"left out: {n} job(s) {why} (nothing of them ran)")
+    if result.get("not_modelled"):
+        names = ", ".join(result["not_modelled"])
+        console.print(f"not modelled: {names} (the candidate changes them; the replay does not apply them)")
     n = len(result.get("recorded_prices", {}))
     console.print(f"prices: {n} offer(s) at the price recorded when launched, the rest at catalog prices")
     for title, rows, cols in (

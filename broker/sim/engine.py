@@ -31,6 +31,7 @@ from broker.fairshare.book import Holding, capacity_of, demand_of
 from broker.fairshare.holds import Holds, claimed_meanwhile
 from broker.model import Offer
 from broker.policy import Policy
+from broker.sim.admission import Admission
 from broker.sim.audit import Auditor
 from broker.sim.backends import Clouds, Ledger, OfferBook, Partition, onprem_partitions
 from broker.sim.expected import estimate_of
@@ -52,8 +53,10 @@ class Engine:
         progress: Callable[[int], None] | None = None,
         auditor: Auditor | None = None,
         prices: Mapping[str, tuple[float, str]] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.policy, self.jobs, self.scenario, self.strategy = policy, jobs, scenario, strategy
+        self.admission = admission  # a replay's submissions under the live quotas
         self.progress = progress
         horizon = (jobs[-1].arrival_s if jobs else 0.0) + 86400.0
         self.parts: dict[str, Partition] = onprem_partitions(policy, scenario.onprem_gpus)
@@ -104,6 +107,8 @@ class Engine:
             if nxt < n and (not self.events or self.jobs[nxt].arrival_s < self.events[0][0]):
                 batch, nxt = arrivals(self.jobs, nxt)  # one pass, as live: submitted together
                 self._advance(self.jobs[nxt - 1].arrival_s)
+                if self.admission is not None:
+                    batch = self.admission.admitted(batch, self.jobs, self.state, self.t)
                 for j in batch:
                     st = self.state[j]
                     st.queued, st.gen = True, st.gen + 1

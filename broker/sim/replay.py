@@ -32,6 +32,7 @@ from broker.errors import BrokerError
 from broker.model import Job, JobId, JobSpec, JobState, SiteId
 from broker.policy import Policy
 from broker.policy.offers import static_offers
+from broker.sim.admission import Admission
 from broker.sim.engine import Engine
 from broker.sim.jobs import MAX_RUNTIME_S, SimJob
 from broker.sim.metrics import RunResult, summarize
@@ -246,7 +247,8 @@ def replay(policy: Policy, history: History, scenario: Scenario | None = None) -
     jobs = sim_jobs(history, policy)
     world = scenario or scenario_for(history)
     prices = market_prices(history, policy)
-    engine = Engine(policy, jobs, world, PolicyStrategy(policy), prices=prices)
+    admission = Admission(policy)  # submissions over the policy's quotas are refused, as live
+    engine = Engine(policy, jobs, world, PolicyStrategy(policy), prices=prices, admission=admission)
     run = engine.run()
     sites = [
         None if st.rec.rejected or st.offer is None or math.isnan(st.rec.start_s) else str(st.offer.site)
@@ -259,7 +261,9 @@ def replay(policy: Policy, history: History, scenario: Scenario | None = None) -
         for site, st in zip(sites, engine.state, strict=True)
     ]
     refusals = {
-        i: refusal_reason(history.jobs[i], policy) for i, st in enumerate(engine.state) if st.rec.rejected
+        i: admission.refused.get(i) or refusal_reason(history.jobs[i], policy)
+        for i, st in enumerate(engine.state)
+        if st.rec.rejected
     }
     return PolicyRun(run, sites, places, prices, refusals)
 
