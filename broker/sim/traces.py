@@ -92,6 +92,10 @@ COLUMNS: dict[TraceFormat, dict[str, str]] = {
 """Spec field -> the trace column it comes from, to name in an error."""
 
 
+KNOWN = (*PLAIN_COLUMNS, "creation_time", "scheduled_time", "deletion_time", "num_gpu")
+"""Column names an unknown header's columns are compared with, for a nearest name."""
+
+
 def _open_text(path: Path) -> io.StringIO:
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
@@ -113,8 +117,11 @@ def detect_format(header: Iterable[str]) -> TraceFormat:
         return "alibaba-spot-v2026"
     if {"submit_time", "runtime"} <= cols:
         return "csv"
+    # A misspelt required column is the likeliest cause: name the column it is nearest.
+    hints = ((c, did_you_mean(c, KNOWN)) for c in sorted(cols - set(KNOWN)))
+    near = "".join(f"{c}: unknown column{hint}; " for c, hint in hints if hint)
     raise TraceError(
-        f"unknown trace header {sorted(cols)}: expected the Alibaba GPU v2023 pod list "
+        f"unknown trace header {sorted(cols)}: {near}expected the Alibaba GPU v2023 pod list "
         "(creation_time, scheduled_time, deletion_time, num_gpu, ...), the Alibaba v2026 spot "
         "job list (submit_time, duration, gpu_request, worker_num, job_type, ...) or a CSV with "
         "submit_time and runtime"
@@ -203,7 +210,10 @@ def _plain(rows: Iterator[Row], info: TraceInfo, max_runtime_s: float | None) ->
     for line, row in rows:
         info.rows += 1
         try:
-            runtime = max(1.0, column(row, "runtime", seconds))
+            runtime = column(row, "runtime", seconds)
+            if runtime == 0:  # (a fraction of a second runs as 1 s; nothing at all is no job)
+                raise ValueError("runtime: must be > 0 (a job runs at least 1 s)")
+            runtime = max(1.0, runtime)
             if max_runtime_s is not None and runtime > max_runtime_s:
                 info.skip("run time above the scenario's max_runtime")
                 continue
@@ -280,7 +290,12 @@ def read_trace(
         raise TraceError(f"{path}:1: column {blank[0]} of the header has no name")
     if twice := sorted({c for c in header if header.count(c) > 1}):
         raise TraceError(f"{path}:1: column {twice[0]} appears twice in the header")
-    found = detect_format(header)
+    if not header:  # (nothing to tell a format from: an empty file, or blank lines only)
+        raise TraceError(f"{path}:1: empty file: no header row")
+    try:
+        found = detect_format(header)
+    except TraceError as exc:
+        raise TraceError(f"{path}:1: {exc}") from exc
     if fmt is not None and fmt != found:
         raise TraceError(f"{path}: --trace-format {fmt} given but the header is {found}")
     if found == "csv" and (unknown := [c for c in header if c and c not in PLAIN_COLUMNS]):

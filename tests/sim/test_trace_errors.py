@@ -7,6 +7,7 @@ the policy does not know turned silently into refused jobs.
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -154,3 +155,33 @@ def test_every_name_the_policy_lacks_is_named_once(
     ):
         assert said in err, err
     assert err.count("'tsinghua'") == 1 and "2 rows" in err, err  # once, with its rows counted
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [
+        ("empty.csv", b"", ":1: empty file: no header row"),
+        ("empty.csv.gz", gzip.compress(b""), ":1: empty file: no header row"),
+        ("blank.csv", b"\n\n", ":1: empty file: no header row"),
+        ("wrong.csv", b"a,b,c\n1,2,3\n", ":1: unknown trace header ['a', 'b', 'c']: expected"),
+        ("misspelt.csv", b"submit_tme,runtime\n0,1h\n",
+         ":1: unknown trace header ['runtime', 'submit_tme']: submit_tme: unknown column (did you mean "
+         "'submit_time'?); expected"),
+        ("zero.csv", b"submit_time,runtime\n0,1h\n10,0\n",
+         ":3: runtime: must be > 0 (a job runs at least 1 s)"),
+    ],
+)
+def test_a_trace_that_is_no_known_list_names_its_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes, said: str
+) -> None:
+    """Review of issue 15 (F5): an empty file, an empty .gz, a wrong or misspelt header gave
+    `unknown trace header []: ...` naming no file, line or nearest name; a runtime of 0 was run."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(TraceError) as err:
+        read_trace(path)
+    assert str(err.value).startswith(f"{path}{said}"), str(err.value)
+    code = main(["simulate", "--trace", str(path), "--policy", str(POLICY), "--no-lower-bound", "-o", "json"])
+    printed = capsys.readouterr().err
+    assert code == 1 and printed.startswith(f"szb: error: {path}{said}"), printed
+    assert "Traceback" not in printed
