@@ -110,6 +110,8 @@ class FairQueue:
                 except Exception:  # a job gone from the store holds nothing
                     continue
                 self.started(policy, job, attempt, adopting=True)
+            elif attempt.state == AttemptState.RUNNING:  # (a replica is never told it launched)
+                self.book.running(attempt.id, now)
         self.book.sync((a.id for a in onprem), now)
 
     def save_reclaim(self, store: JobStore) -> None:
@@ -132,8 +134,15 @@ class FairQueue:
                     attempt.number - 1,
                     job.spec.resources.nodes > 1,  # a gang: never stopped for a swap
                     due_at(job.spec, job.tenant, policy, job.created_at),
+                    attempt.state == AttemptState.PENDING,  # uses nothing until seen running
                 ),
             )
+
+    def launched(self, attempt_id: str, now: datetime) -> None:
+        """An attempt runs: it holds its units now (reclaim may take them), and its tenant's usage
+        counts it from now."""
+        self.queued_at_backend -= {attempt_id}
+        self.book.running(attempt_id, now)
 
     def ended(self, attempt: Attempt, now: datetime) -> None:
         self.book.ended(attempt.id, now)

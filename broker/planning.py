@@ -332,7 +332,7 @@ class Planner:
 
     def launched(self, attempt: Attempt, now: datetime) -> None:
         """An attempt's job is running for the first time: a cloud route times its launch."""
-        self.fair.queued_at_backend -= {attempt.id}  # it holds its units now: reclaim may take them
+        self.fair.launched(attempt.id, now)
         self.fair.reclaimer.release(attempt.job_id)  # units reclaimed for it are its own now
         if not is_onprem(self.policy, attempt.site):  # (an on-prem start includes its queue)
             self.launches.observe(attempt.site, (now - attempt.created_at).total_seconds())

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from broker.burst.projection import NEVER_S, expected_end, projected_wait_s
 from broker.fairshare.holds import Holds
-from broker.fairshare.order import TenantState, dominant, share_ratios
+from broker.fairshare.order import Queued, TenantState, dominant, share_ratios
 from broker.fairshare.shares import onprem_partitions, resolve_share
 from broker.fairshare.usage import ZERO, Demand, Interval, UsageLedger, usage
 from broker.model import JobSpec
@@ -51,6 +51,9 @@ class Holding:
     """A gang of several nodes: never stopped for a swap."""
     due: datetime | None = None
     """The job's start deadline (arrival + max_wait): `burst.preempt_patient`'s `min_slack`."""
+    queued: bool = False
+    """Sent to its backend's queue (Slurm's) and not seen running: it uses nothing yet, so its
+    tenant's usage and units in use leave it out, but its units count against the quota."""
 
 
 def capacity_of(policy: Policy) -> Demand:
@@ -93,12 +96,20 @@ class FairShareBook:
         if attempt_id not in self._closed:
             self.live.setdefault(attempt_id, holding)
 
+    def running(self, attempt_id: str, at: datetime) -> None:
+        """A queued attempt was seen running at `at`: its usage counts from then, not from when it
+        was sent to the backend's queue (its expected end moves with it)."""
+        held = self.live.get(attempt_id)
+        if held is not None and held.queued:
+            end = at + (held.end - held.start) if held.end is not None else None
+            self.live[attempt_id] = replace(held, queued=False, start=at, end=end)
+
     def ended(self, attempt_id: str, end: datetime) -> None:
         held = self.live.pop(attempt_id, None)
         self._closed[attempt_id] = None
         if len(self._closed) > CLOSED_KEPT:
             del self._closed[next(iter(self._closed))]
-        if held is not None:
+        if held is not None and not held.queued:  # (one that never ran used nothing)
             self.ledger.add(Interval(held.tenant, held.demand, held.start, max(end, held.start)))
 
     def sync(self, live_ids: Iterable[str], now: datetime) -> None:
@@ -113,17 +124,22 @@ class FairShareBook:
         """Every tenant that holds, held or asks for on-prem capacity, with its share and usage."""
         allocated: dict[str, Demand] = {}
         in_use: dict[str, dict[str, int]] = {}
+        queued: dict[str, Queued] = {}
         running = []
         for h in self.live.values():
+            if h.queued:
+                queued[h.tenant] = queued.get(h.tenant, Queued()).plus(h.partition, h.units, h.demand)
+                continue
             allocated[h.tenant] = allocated.get(h.tenant, ZERO) + h.demand
             per = in_use.setdefault(h.tenant, {})
             per[h.partition] = per.get(h.partition, 0) + h.units
             running.append(Interval(h.tenant, h.demand, h.start))
         history = self.ledger.history(now, running)
         used = usage(allocated, history, self.ledger.half_life_s)
-        names = {*used, *tenants, *(t.id for t in policy.tenants)}
+        names = {*used, *queued, *tenants, *(t.id for t in policy.tenants)}
         return {
-            t: TenantState(share=resolve_share(policy, t), usage=used.get(t, ZERO), in_use=in_use.get(t, {}))
+            t: TenantState(share=resolve_share(policy, t), usage=used.get(t, ZERO), in_use=in_use.get(t, {}),
+                           queued=queued.get(t, Queued()))
             for t in names
         }
 

@@ -44,6 +44,19 @@ class QueuedWork:
 
 
 @dataclass(frozen=True, slots=True)
+class Queued:
+    """A tenant's work sent to a backend's queue (Slurm's) that does not run yet."""
+
+    units: Mapping[str, int] = field(default_factory=dict)
+    """Quota units it will hold, per partition: counted against the quota, as if held."""
+    demand: Demand = ZERO
+    """What it asks for: charged in the order as a queued job is (it is ahead of them), never usage."""
+
+    def plus(self, partition: str, units: int, demand: Demand) -> Queued:
+        return Queued({**self.units, partition: self.units.get(partition, 0) + units}, self.demand + demand)
+
+
+@dataclass(frozen=True, slots=True)
 class TenantState:
     """A tenant's entitlement and where it stands now."""
 
@@ -52,6 +65,8 @@ class TenantState:
     """Usage as `broker.fairshare.usage.usage` computes it."""
     in_use: Mapping[str, int] = field(default_factory=dict)
     """Quota units its running on-prem work holds, per partition."""
+    queued: Queued = field(default_factory=Queued)
+    """Its on-prem work waiting in a backend's queue (in neither `usage` nor `in_use`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +163,10 @@ def standings(
     for tenant, jobs in by_tenant.items():
         jobs.sort(key=lambda w: (_PRIORITY_RANK[w.priority], w.due or w.created_at, w.created_at, w.job_id))
         st = states[tenant]
-        left = {p: q - st.in_use.get(p, 0) for p, q in st.share.quota.items()}
+        # Work waiting in a backend's queue takes its quota as it will once it runs: counted free,
+        # the tenant's next jobs would be sent there past its quota (or reclaim for it twice).
+        held = {p: st.in_use.get(p, 0) + st.queued.units.get(p, 0) for p in st.share.quota}
+        left = {p: q - held[p] for p, q in st.share.quota.items()}
         for w in jobs:
             fits = next((p for p in w.partitions if p in left and left[p] >= w.units), None)
             if fits is not None:
@@ -157,7 +175,7 @@ def standings(
             else:
                 tiers[1].setdefault(tenant, []).append(w)
 
-    usage = {t: s.usage for t, s in states.items()}
+    usage = {t: s.usage + s.queued.demand.scaled(charge) for t, s in states.items()}
     position = 0
     seen: dict[str, int] = {}
     for tier, queues in enumerate(tiers):
