@@ -7,6 +7,7 @@ job that is owed it; an over-share tenant bursts instead of waiting, when the po
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -14,7 +15,6 @@ from datetime import datetime
 from broker.burst import is_onprem
 from broker.burst.inputs import due_at, effective_max_wait
 from broker.burst.snapshot import PassSnapshot
-from broker.catalog.accelerators import normalize
 from broker.decision import Action, Decision, FairShareNote, ReclaimVictim
 from broker.fair_reclaim import Reclaimer, Taken, bound_for_queue, reclaiming
 from broker.fair_saves import Saves
@@ -27,6 +27,7 @@ from broker.fairshare import (
     share_ratios,
 )
 from broker.fairshare.book import FairShareBook, Holding, capacity_of, demand_of, units_of
+from broker.fairshare.candidates import Candidates
 from broker.fairshare.holds import Hold, Holds
 from broker.fairshare.standing import TenantStanding, tenant_standings
 from broker.model import Attempt, AttemptState, Job, JobSpec, TenantId
@@ -51,7 +52,12 @@ class FairQueue:
         """The dispatcher's window when the last full pass read only the heads of the queue's groups
         (a tenant's jobs asking the same hardware; 0: it read every queued job)."""
         self._last: list[QueuedWork] = []
-        self._shapes: dict[tuple[str, str, str], tuple[str, ...]] = {}
+        self._new: dict[str, QueuedWork] = {}
+        """Jobs decided by passes over new jobs since the last full pass: each such pass ranks its
+        jobs among these and the last whole queue, as the next full pass would."""
+        self._left: set[str] = set()
+        """Jobs of the last whole queue that left it since (started or burst)."""
+        self.candidates = Candidates()
         self.ratios: dict[str, float] = {}
         """Each active tenant's dominant share over its entitled share, as of the last order."""
         self.queued_at_backend: frozenset[str] = frozenset()
@@ -149,37 +155,6 @@ class FairQueue:
 
     # Order ---------------------------------------------------------------------------------
 
-    def candidates(self, policy: Policy, spec: JobSpec, tenant: str) -> tuple[str, ...]:
-        """On-prem partitions whose hardware could run the job (quota is counted against these)."""
-        acc = spec.resources.accelerators
-        key = (policy.version, tenant, f"{acc.count}|{','.join(acc.any_of)}|{spec.resources.cpus}")
-        found = self._shapes.get(key)
-        if found is not None:
-            return found
-        t = policy.tenant(tenant)
-        wanted = {normalize(n) for n in acc.any_of}
-        out = []
-        for site in policy.sites:
-            if t is not None and t.allowed_sites is not None and site.id not in t.allowed_sites:
-                continue
-            for part in site.partitions:
-                if acc.count == 0:
-                    ok = part.accelerator is None and (
-                        not part.cpus_per_node or part.cpus_per_node >= spec.resources.cpus
-                    )
-                else:
-                    ok = (
-                        part.accelerator is not None
-                        and part.count_per_node >= acc.count
-                        and (not wanted or bool(wanted & policy.hardware(part.accelerator).match_keys))
-                    )
-                if ok:
-                    out.append(f"{site.id}/{part.name}")
-        if len(self._shapes) > 10_000:
-            self._shapes.clear()
-        self._shapes[key] = found = tuple(out)
-        return found
-
     def order(self, policy: Policy, jobs: Sequence[Job], now: datetime, *, remember: bool) -> list[Job]:
         """The jobs in fair-share order; `remember` keeps their standings (a pass over the whole queue)."""
         work = [
@@ -202,15 +177,31 @@ class FairQueue:
             self.provisional = {}
             self.standings = {s.job_id: s for s in standings}
             self.reasons = {k: v for k, v in self.reasons.items() if k in self.standings}
-            self._last = work
+            self._last, self._new, self._left = work, {}, set()
         else:
-            # New jobs stand where they would in the last whole queue (as explain's `preview` puts
-            # a job): their place, share ratios and over-share are those of the next full pass.
-            known = {w.job_id for w in work}
-            ranked = self._run(policy, [*(w for w in self._last if w.job_id not in known), *work], now)
+            # New jobs stand where they would in the next full pass (as explain's `preview` puts a
+            # job): among the last whole queue and the jobs decided since, their place, share
+            # ratios and over-share. Each job ranked takes its new place (one behind a new job
+            # counts it ahead: `LiveWaits.reposition`).
+            self._new.update((w.job_id, w) for w in work)
+            ranked = self._run(policy, self._since(), now)
+            for s in ranked:
+                if s.job_id in self.standings:
+                    self.standings[s.job_id] = s
+                elif s.job_id in self._new:
+                    self.provisional[s.job_id] = s
             standings = [s for s in ranked if s.job_id in by_id]
-            self.provisional.update({s.job_id: s for s in standings if s.job_id not in self.standings})
         return [by_id[s.job_id] for s in standings]  # type: ignore[index]
+
+    def _since(self) -> list[QueuedWork]:
+        """The last whole queue and the jobs decided since (by passes over new jobs only)."""
+        gone = self._new.keys() | self._left
+        return [*(w for w in self._last if w.job_id not in gone), *self._new.values()]
+
+    def place(self, job_id: str) -> float:
+        """The job's place in the fair order as last ranked (inf: not ranked)."""
+        st = self.standings.get(job_id) or self.provisional.get(job_id)
+        return math.inf if st is None else st.position
 
     def _run(
         self, policy: Policy, work: Sequence[QueuedWork], now: datetime, *, keep: bool = True
@@ -228,6 +219,8 @@ class FairQueue:
         self.holds.drop_unless(gone=job_id)
         self.standings.pop(job_id, None)
         self.provisional.pop(job_id, None)
+        self._new.pop(job_id, None)
+        self._left.add(job_id)
         self.reasons.pop(job_id, None)
 
     def describe(self, job_id: str, stored: str = "") -> str | None:
@@ -259,7 +252,7 @@ class FairQueue:
         )
         # What-if only: the dispatcher reads `ratios` between a pass's decisions (firm deadlines,
         # late claims, reclaim), and a job that was never submitted must not count as active there.
-        standings = self._run(policy, [*self._last, me], now, keep=False)
+        standings = self._run(policy, [*self._since(), me], now, keep=False)
         return next(s for s in standings if s.job_id == me.job_id)
 
     # Decisions -----------------------------------------------------------------------------

@@ -7,7 +7,6 @@ The dispatcher asks it for a `PassSnapshot` once per pass and a `Decision` per q
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -216,11 +215,6 @@ class Planner:
             self.waits.noted(snap, live)
         return snap
 
-    def _place(self, job: Job) -> float:
-        """The job's place in this pass's fair-share order (inf: a pass over new jobs only)."""
-        standing = self.fair.standings.get(job.id)
-        return math.inf if standing is None else standing.position
-
     def money(self, tenant: str, now: datetime, store: JobStore) -> TenantMoney:
         return self.ledger.money(tenant, now, store)
 
@@ -270,7 +264,8 @@ class Planner:
         held = self.fair.held_for(self.policy, job, snap.now)  # kept for a waiting job ahead
         self.waits.claims.put(job.id, None)  # its own late claim is no reason to yield
         # A new job decided before the next full pass counts the waiters before its place in the
-        # last whole queue, as explain does; in a full pass, those decided before it.
+        # queue its pass ranked (the last whole one and the jobs decided since), as explain does;
+        # in a full pass, those decided before it.
         new = self.fair.provisional.get(job.id)
         before = new.position if new is not None and job.id not in self.fair.standings else None
         projected = self.waits.for_job(self.policy, spec, snap, store, self.queueing_sites(), before)
@@ -291,7 +286,7 @@ class Planner:
         decision = self.fair.adjust(self.policy, job, decision, snap)
         if projected is not None:  # recorded with where its wait came from, then in the line
             decision = self.waits.explained(decision, snap, job.tenant, store, before, projected)
-            self.waits.record(job, decision, self.policy, snap, store, self._place(job))
+            self.waits.record(job, decision, self.policy, snap, store, self.fair.place(job.id))
         since = decision.facts.burst_pending_since
         if since is not None:
             self.pending_burst[job.id] = since
@@ -374,11 +369,14 @@ class Planner:
 
         It starts a pass: the projected waits' lines are redrawn in this order when `full`."""
         self.waits.begin_pass(full=full)
-        return self.fair.order(self.policy, jobs, now, remember=full)
+        ordered = self.fair.order(self.policy, jobs, now, remember=full)
+        if not full:  # the waiters stand where the new jobs' ranking put them
+            self.waits.reposition(self.fair.place)
+        return ordered
 
     def still_waiting(self, job: Job) -> None:
         """A queued job the pass skipped (deep in a head scan): it still waits where it did."""
-        self.waits.keep(job, self._place(job))
+        self.waits.keep(job, self.fair.place(job.id))
 
     def observe_live(self, live: Sequence[Attempt], now: datetime, store: JobStore) -> None:
         """Tell fair share which attempts are live (after a restart, or ends nobody reported)."""

@@ -12,9 +12,10 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
+from typing import Any
 
 from broker.burst.projection import projected_wait_s
 from broker.model import SiteId
@@ -156,3 +157,31 @@ class CommittedBursts:
             if n:
                 out[SiteId(site)] = n
         return out
+
+
+def foreign_ends(
+    units: int, releases: Sequence[tuple[float, int]], now_s: float, backend_wait_s: float
+) -> list[tuple[float, int]]:
+    """(end, units) of `units` busy with work the broker did not start: each of its jobs frees
+    its units at its own end (soonest first); units no reported job explains (a job that just
+    started, a node's slack) at the backend's own expected wait, as before any were reported.
+    Lumping them all at the soonest end projected a job needing them all to start far too soon."""
+    out: list[tuple[float, int]] = []
+    for remaining_s, u in releases:
+        if units <= 0:
+            break
+        take = min(u, units)
+        out.append((now_s + remaining_s, take))
+        units -= take
+    if units > 0:
+        out.append((now_s + backend_wait_s, units))
+    return out
+
+
+def keep_last(memo: dict[int, Any], key: int, value: Any, size: int = 8) -> None:
+    """Remember `value` under `key`, forgetting the oldest entries beyond `size` (a pass in
+    progress keeps its snapshot's entry while explain reads fresh snapshots)."""
+    memo.pop(key, None)
+    memo[key] = value
+    while len(memo) > size:
+        del memo[next(iter(memo))]

@@ -4,28 +4,28 @@ The dispatcher gathers, per on-prem partition, what `broker.burst.projection.pro
 needs: free units; the running jobs' expected ends (start of their current run + runtime
 estimate x the tenant's learned actual/estimate ratio, `broker.dispatch.runtimes`); the jobs
 ahead — those pending in the backend's own queue (Slurm), then the broker's waiting jobs in
-the order the dispatcher decides them (fair share, then priority and deadline), jobs about to
-burst left out. A pass over the queue's head records each decision as it is made, so a job
-sees exactly the waiters decided before it; a new job decided in a pass over new jobs only, and
-explain, count the waiters before the job's place in the last fair-share order (all of them once
-a waiter decided since has no place yet). The math stays in `broker.burst.projection`.
+the fair order (fair share, then priority and deadline), jobs about to burst left out. A pass
+over the queue's head records each decision as it is made, so a job sees exactly the waiters
+decided before it; a pass over new jobs only ranks them among the last whole queue and the jobs
+decided since (`FairQueue.order`), every waiter takes its place in that ranking, and a new job
+(as explain's) counts the waiters before its own place there. The math stays in
+`broker.burst.projection`.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from broker.burst.claims import LateClaims, claim_premium
 from broker.burst.inputs import demand, due_at, is_onprem, latest_start
 from broker.burst.projection import NEVER_S, expected_end
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, ProjectionNote
-from broker.dispatch.lines import Ahead, CommittedBursts, Line, PartitionView
+from broker.dispatch.lines import Ahead, CommittedBursts, Line, PartitionView, foreign_ends, keep_last
 from broker.dispatch.runtimes import LearnedRatios
 from broker.model import Attempt, AttemptState, Job, JobSpec, SiteId
 from broker.policy import Policy
@@ -56,8 +56,10 @@ class LiveWaits:
         self.lines: dict[str, list[Ahead]] = {}
         """Partition -> the waiters' entries in decision order (what a later job has ahead)."""
         self.positions: dict[str, list[float]] = {}
-        """Partition -> each waiter's place in the last fair-share order (inf: not ordered yet),
-        ascending along the line: explain counts only the waiters that would stand before it."""
+        """Partition -> each waiter's place in the fair order as last ranked, ascending along the
+        line: a job counts only the waiters that stand before it."""
+        self._at: dict[str, float] = {}
+        """Job id -> its place as the waiter's entry has it."""
         self._sums: dict[str, tuple[int, float]] = {}
         """Partition -> (units, unit-seconds) of its line, kept as it grows (for the note)."""
         self._previous: dict[str, tuple[str, Ahead]] = {}
@@ -73,7 +75,7 @@ class LiveWaits:
 
     def noted(self, snap: PassSnapshot, live: Sequence[Attempt]) -> None:
         """A new snapshot and the live attempts it was taken with (read when first projected on)."""
-        _keep_last(self._unread, id(snap), (snap, live))
+        keep_last(self._unread, id(snap), (snap, live))
 
     def ready(self, policy: Policy, snap: PassSnapshot, store: JobStore, queueing: frozenset[str]) -> None:
         """Build the snapshot's partition views, once, before its first projection."""
@@ -128,9 +130,9 @@ class LiveWaits:
             # their own jobs end, where the backend says; the rest when it expects capacity back.
             view.foreign = max(0, snap.capacity_total.get(key, 0) - view.free - busy.get(key, 0))
             if view.foreign:
-                view.ends.extend(_foreign_ends(view.foreign, releases[key], now.timestamp(), waits[key]))
+                view.ends.extend(foreign_ends(view.foreign, releases[key], now.timestamp(), waits[key]))
             view.free = max(0, view.free - launching.get(key, 0))
-        _keep_last(self._views, id(snap), (snap, views))
+        keep_last(self._views, id(snap), (snap, views))
         self._latest = views
 
     def _learn(self, live: Sequence[Attempt], store: JobStore) -> dict[str, _Known]:
@@ -164,7 +166,7 @@ class LiveWaits:
         new jobs only keeps them (new jobs go behind every earlier waiter)."""
         if full:
             self._previous, self.entries, self.lines, self._sums = self.entries, {}, {}, {}
-            self.positions = {}
+            self.positions, self._at = {}, {}
             self._generation += 1
             for job_id in [j for j in self.bursts.where if j not in self._seen]:
                 self.bursts.put(job_id, None, 0.0)  # left the queue since the last full pass
@@ -188,7 +190,7 @@ class LiveWaits:
         position: float = math.inf,
     ) -> None:
         """What this decision means for the jobs decided after it (`position`: the job's place
-        in the fair-share order of this pass; inf when only new jobs are decided)."""
+        in the fair order as this pass ranked it; inf: not ranked)."""
         self._seen.add(job.id)
         f = decision.facts
         committed = f.burst_in_s is not None and f.cloud_offer and decision.action == Action.WAIT
@@ -219,11 +221,33 @@ class LiveWaits:
 
     def _line(self, job_id: str, partition: str, entry: Ahead, position: float) -> None:
         self.entries[job_id] = (partition, entry)
-        self.lines.setdefault(partition, []).append(entry)
-        places = self.positions.setdefault(partition, [])
-        places.append(max(position, places[-1]) if places else position)  # kept ascending
+        self._at[job_id] = position
+        line, places = self.lines.setdefault(partition, []), self.positions.setdefault(partition, [])
+        i = bisect.bisect_right(places, position)
+        if i < len(places):  # ahead of waiters in the line already: lines drawn over them are redrawn
+            self._generation += 1
+        line.insert(i, entry)
+        places.insert(i, position)
         units, unit_s = self._sums.get(partition, (0, 0.0))
         self._sums[partition] = (units + entry[0], unit_s + entry[0] * entry[1])
+
+    def reposition(self, place: Callable[[str], float]) -> None:
+        """A pass over new jobs ranked the queue again: each waiter stands at its `place` there
+        (one no longer ranked, inf, keeps its own), and the lines are redrawn in that order."""
+        if not self.entries:
+            return
+        for job_id in self.entries:
+            if math.isfinite(at := place(job_id)):
+                self._at[job_id] = at
+        lines: dict[str, list[Ahead]] = {}
+        positions: dict[str, list[float]] = {}
+        for job_id in sorted(self.entries, key=self._at.__getitem__):
+            partition, entry = self.entries[job_id]
+            lines.setdefault(partition, []).append(entry)
+            positions.setdefault(partition, []).append(self._at[job_id])
+        if lines != self.lines:  # (most passes only add behind: lines drawn stay as they are)
+            self._generation += 1
+        self.lines, self.positions = lines, positions
 
     # Projection -------------------------------------------------------------------------
 
@@ -310,11 +334,7 @@ class LiveWaits:
     def _ahead(self, partition: str, before: int | None) -> int:
         """How many of the partition's waiters stand before a job at place `before` (all: None)."""
         places = self.positions.get(partition, [])
-        if before is None or (places and math.isinf(places[-1])):
-            # Waiters decided since the last fair-share order have no place yet: a job asked
-            # about now goes behind them all, as the next pass over new jobs would put it.
-            return len(places)
-        return bisect.bisect_left(places, before)
+        return len(places) if before is None else bisect.bisect_left(places, before)
 
     def explained(
         self,
@@ -366,31 +386,3 @@ class LiveWaits:
 
     def _runtime(self, spec: JobSpec, tenant: str, store: JobStore, now: datetime) -> float:
         return spec.runtime_estimate.total_seconds() * self.ratios.ratio(tenant, store, now)
-
-
-def _foreign_ends(
-    units: int, releases: Sequence[tuple[float, int]], now_s: float, backend_wait_s: float
-) -> list[tuple[float, int]]:
-    """(end, units) of `units` busy with work the broker did not start: each of its jobs frees
-    its units at its own end (soonest first); units no reported job explains (a job that just
-    started, a node's slack) at the backend's own expected wait, as before any were reported.
-    Lumping them all at the soonest end projected a job needing them all to start far too soon."""
-    out: list[tuple[float, int]] = []
-    for remaining_s, u in releases:
-        if units <= 0:
-            break
-        take = min(u, units)
-        out.append((now_s + remaining_s, take))
-        units -= take
-    if units > 0:
-        out.append((now_s + backend_wait_s, units))
-    return out
-
-
-def _keep_last(memo: dict[int, Any], key: int, value: Any, size: int = 8) -> None:
-    """Remember `value` under `key`, forgetting the oldest entries beyond `size` (a pass in
-    progress keeps its snapshot's entry while explain reads fresh snapshots)."""
-    memo.pop(key, None)
-    memo[key] = value
-    while len(memo) > size:
-        del memo[next(iter(memo))]

@@ -7,6 +7,7 @@ store, and the queued job's projected wait behind it doubles.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -152,9 +153,16 @@ def test_waiters_ahead_count_in_decision_order_and_bursts_hold_up_nobody(
     waits.begin_pass(full=False)  # new jobs go behind both waiters
     assert wait_of(gpu_job("new", 1.0)) == pytest.approx(1800 + 2 * 3600.0)
     [(new, _)] = store.submit(TenantId("lab"), [Submission(gpu_job("new", 1.0))], NOW)
-    waits.record(new, waiting, policy, snap, store)  # decided among new jobs: no place yet
-    asked = waits.for_job(policy, gpu_job("asked", 1.0), snap, store, frozenset(), 1)
-    assert asked is not None and asked[A800.partition] == pytest.approx(1800 + 3 * 3600.0)
+    waits.record(new, waiting, policy, snap, store, 5)  # decided among new jobs: ranked behind both
+    for place, expected in ((1, 1800.0), (5, 1800 + 7200.0), (6, 1800 + 3 * 3600.0)):
+        asked = waits.for_job(policy, gpu_job("asked", 1.0), snap, store, frozenset(), place)
+        assert asked is not None and asked[A800.partition] == pytest.approx(expected), place
+    # The next pass over new jobs ranks the new one first (a tenant far under its share): the
+    # waiters stand where that ranking puts them, and a job 2nd there has only it ahead.
+    ranked = {new.id: 1, jobs[0].id: 2, jobs[3].id: 5}
+    waits.reposition(lambda job_id: ranked.get(job_id, math.inf))
+    asked = waits.for_job(policy, gpu_job("asked", 1.0), snap, store, frozenset(), 2)
+    assert asked is not None and asked[A800.partition] == pytest.approx(1800 + 3600.0)
     waits.begin_pass(full=True)  # a head scan that skips "second" keeps it where it was
     waits.keep(jobs[3], 4)
     assert wait_of(gpu_job("new", 1.0)) == pytest.approx(1800 + 3600.0)
