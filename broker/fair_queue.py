@@ -227,9 +227,9 @@ class FairQueue:
         """Why the job waits (the last decision's reason, else `stored`), then its standing, for a
         person reading `szb list` or `szb get`. The job's stored message changes only when the
         reason's wording does, not its numbers, so the last decision's reason comes first."""
-        st = self.standings.get(job_id)
+        st = self.standings.get(job_id) or self.provisional.get(job_id)
         if st is None:
-            if not self.heads_only or job_id in self.provisional:
+            if not self.heads_only:
                 return None
             behind = (f"not yet decided again: with more than {self.heads_only} jobs queued, each pass "
                       "decides the first (by priority, then age) of each tenant's jobs asking the same "

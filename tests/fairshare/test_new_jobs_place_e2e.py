@@ -5,7 +5,7 @@ Review of #14: between two full passes (`requeue_scan_s`) each pass decides only
 submitted, placed against the last full queue alone. A waiter decided so had no place, so every
 job counted all of them as ahead: a small tenant's job, 1st in the fair order, was told its
 on-prem wait was hours (all of a flood's waiters ahead of it). And jobs of one tenant submitted a
-moment apart each stood against the last full queue alone, none of them against the others.
+moment apart each stood "1st in tenant order", none of them against the others.
 """
 
 from __future__ import annotations
@@ -87,6 +87,14 @@ def test_a_new_job_counts_only_the_waiters_ahead_of_it(scene: Scene) -> None:
     assert scene.small.wait_seconds <= 60, scene.small
     # The flood's last job has every other flood waiter ahead of it, and the small job.
     assert scene.deepest.queue_ahead_jobs == BATCHES * PER_BATCH, scene.deepest
+
+
+def test_new_jobs_say_where_they_stand_among_each_other(scene: Scene) -> None:
+    # On main: no standing at all (the last full queue knew none of them); each batch's jobs
+    # stood against that queue alone, so the first of every batch was "1st".
+    assert "1st in tenant order" in scene.message, scene.message
+    places = [tenant_place(m) for m in scene.flood]
+    assert places == list(range(2, BATCHES * PER_BATCH + 2)), places  # (the small job is 1st)
 
 
 def projection(
