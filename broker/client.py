@@ -185,7 +185,8 @@ class BrokerClient:
                 if not follow or err.code() != grpc.StatusCode.UNAVAILABLE or failures >= 30:
                     raise describe_rpc_error(err) from err
                 failures += 1
-                tail_bytes = 0  # (the attempt from its start: what was shown is skipped above)
+                if attempt:  # the attempt from its start: what was shown is skipped above
+                    tail_bytes = 0
                 time.sleep(min(2.0, 0.2 * failures))
 
     def offers(self, request: pb.ListOffersRequest) -> pb.ListOffersResponse:

@@ -313,7 +313,9 @@ def load_config(path: Path | None) -> BrokerConfig:
     if path is None:
         return BrokerConfig()
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     except OSError as exc:
         raise ConfigFileError(f"{path}: {exc}") from exc
     try:
@@ -324,7 +326,10 @@ def load_config(path: Path | None) -> BrokerConfig:
         except PolicyError as marked:
             where = marked.problems[0]
             raise ConfigFileError(f"{where.file}:{where.line}:{where.col}: {where.message}") from exc
-        raise ConfigFileError(f"{path}: {' '.join(str(exc).split())}") from exc
+        mark = getattr(exc, "problem_mark", None)  # (an unknown tag: the round-trip parser takes it)
+        at = f"{mark.line + 1}:{mark.column + 1}: " if mark is not None else ""
+        what = " ".join(x for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x)
+        raise ConfigFileError(f"{path}:{at}YAML: {what or ' '.join(str(exc).split())}") from exc
     try:
         cfg = BrokerConfig.model_validate(data)
     except ValidationError as exc:

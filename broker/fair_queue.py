@@ -30,7 +30,7 @@ from broker.fairshare.book import FairShareBook, Holding, capacity_of, demand_of
 from broker.fairshare.candidates import Candidates
 from broker.fairshare.holds import Hold, Holds
 from broker.fairshare.standing import TenantStanding, tenant_standings
-from broker.model import Attempt, AttemptState, Job, JobSpec, TenantId
+from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, TenantId
 from broker.policy import Policy
 from broker.quota_bar import quota_reason
 from broker.store import JobStore
@@ -150,7 +150,16 @@ class FairQueue:
         self.queued_at_backend -= {attempt_id}
         self.book.running(attempt_id, now)
 
-    def ended(self, attempt: Attempt, now: datetime) -> None:
+    def ended(self, attempt: Attempt, now: datetime, status: AttemptStatus | None = None) -> None:
+        """The attempt is over. One the book still had queued at its backend that ran unseen
+        (between two polls, or while the broker was down) is charged from its backend start (its
+        sending when the backend does not say), not dropped as never run."""
+        if status is not None:
+            ran = status.state == AttemptState.SUCCEEDED or status.exit_code is not None
+            began = status.started_at or (attempt.created_at if ran else None)
+            if began is not None:
+                self.book.running(attempt.id, min(began, now))
+            now = min(status.stopped_at or now, now)
         self.book.ended(attempt.id, now)
 
     # Order ---------------------------------------------------------------------------------

@@ -311,7 +311,7 @@ class Planner:
         (none when `ran` is False: no instance of it ever existed)."""
         self.on_settled(attempt, status.state)
         if status.state.terminal:
-            self.fair.ended(attempt, self.clock.now())
+            self.fair.ended(attempt, self.clock.now(), status)
         if status.state == AttemptState.SUCCEEDED:
             self.waits.ratios.forget(job.tenant)  # its history grew: learn the ratio again
         if status.state in (AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.CANCELLED):

@@ -201,7 +201,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[broker_service_pb2.WatchJobResponse]:
         try:
-            caller = self._principal(context)
+            caller = self._reader(context, "WatchJob")
             if request.after_seq < 0:
                 raise _BadRequest([FieldViolation("after_seq", "must be >= 0")])
             job_id = checked_job_id(request.id)
@@ -284,7 +284,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.StreamJobLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[broker_service_pb2.StreamJobLogsResponse]:
         try:
-            caller = self._principal(context)
+            caller = self._reader(context, "StreamJobLogs", 10)
             if request.tail_bytes < 0:
                 raise _BadRequest([FieldViolation("tail_bytes", "must be >= 0")])
             stream = self.services.logs(

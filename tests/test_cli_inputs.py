@@ -156,3 +156,18 @@ def test_a_broken_broker_yaml_is_one_line_naming_its_line(
     code, err = run(capsys, "serve", "--config", str(config))
     assert code == 1 and err.startswith(f"szb: error: {config}{said}"), err
     assert len(err.strip().splitlines()) == 1 and "yaml.dev" not in err, err
+
+
+def test_a_broker_yaml_not_utf8_or_with_an_unknown_tag_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Self-review: bytes that are not UTF-8 ended in a traceback, and an unknown tag in a
+    multi-line message naming "<unicode string>" rather than the file."""
+    config = tmp_path / "broker.yaml"
+    config.write_bytes(b"data_dir: caf\xe9\n")
+    code, err = run(capsys, "serve", "--config", str(config))
+    assert code == 1 and err == f"szb: error: {config}: not UTF-8 text (byte 13)\n", err
+    config.write_text("x: !!python/object:os.system ls\n")
+    code, err = run(capsys, "serve", "--config", str(config))
+    assert code == 1 and err.startswith(f"szb: error: {config}:1:4: YAML: could not determine"), err
+    assert len(err.strip().splitlines()) == 1 and "unicode string" not in err, err

@@ -30,7 +30,7 @@ LOW, HIGH = 0.25, 4.0
 
 FEW = 5
 """Below this many finished jobs a tenant's ratio moves from 1.0 by that share of its log: one
-2 s job against a 60 s estimate had clamped its 20-minute GPU jobs' projections to 0.25 (now 0.51)."""
+2 s job against a 60 s estimate had clamped its 20-minute GPU jobs' projections to 0.25 (now 0.76)."""
 
 SPREAD_Z = 1.0
 """How many of the tenant's robust standard deviations of log(actual/estimate) a projection
@@ -65,10 +65,10 @@ def _from_ratios(ratios: list[float], logs: list[float]) -> float:
     spread = _MAD_TO_SD * statistics.median([abs(x - mid) for x in logs])
     # Never past the longest run seen: a history of two clusters (no-op runs and full ones) has a
     # wide spread, and one more early finish raised the ratio 0.60 -> 1.09 above every run (0.74).
-    stretched = min(statistics.median(ratios) * math.exp(SPREAD_Z * spread), max(ratios))
-    if len(ratios) < FEW:
+    stretched = min(HIGH, max(LOW, min(statistics.median(ratios) * math.exp(SPREAD_Z * spread), max(ratios))))
+    if len(ratios) < FEW:  # (after the clamp: a 3 s job on a 1 h estimate is not 0.001 to shrink)
         stretched = math.exp(_log(stretched) * len(ratios) / FEW)
-    return min(HIGH, max(LOW, stretched))
+    return stretched
 
 
 def _log(ratio: float) -> float:

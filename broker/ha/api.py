@@ -126,7 +126,7 @@ class StoreOnlyDispatch(AttemptTracking):
                 self.clock.now(),
                 kind="cancelled",
                 message=message,
-                data=who,
+                data={**who, "policy_hash": self.planner.policy.hash},  # (the audit trail names it)
                 expect=job.state,
             )
         return job

@@ -103,8 +103,8 @@ class Limits(_Doc):
     max_watch_streams: int = Field(default=64, ge=0, description="Concurrent WatchJob/logs --follow.")
     read_rate: float = Field(
         default=200.0, gt=0, le=1_000_000,
-        description="Read tokens per second a tenant's calls may take: GetJob, ListJobs and GetSpend "
-        "take 1, GetStatus, ExplainPlacement and ListOffers 10 (they read or place on every site).",
+        description="Read tokens per second a tenant's calls may take: GetJob, ListJobs, GetSpend and "
+        "opening WatchJob take 1; GetStatus, ExplainPlacement, ListOffers and opening StreamJobLogs 10.",
     )
     read_burst: int = Field(
         default=2_000, ge=10, le=10_000_000, description="Read tokens a tenant may take at once (bucket size)"

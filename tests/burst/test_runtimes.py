@@ -59,9 +59,11 @@ def test_a_tenants_first_few_jobs_move_the_ratio_only_part_of_the_way() -> None:
     and its 20-minute GPU jobs were projected to end in 5 min (they ran 15)."""
     assert FEW == 5
     one = learned_ratio([(60.0, 2.0)])
-    assert one == pytest.approx(math.exp(math.log(2 / 60) / FEW)) and one > 0.5
+    assert one == pytest.approx(math.exp(math.log(LOW) / FEW)) and one > 0.75
     ratios = [learned_ratio([(60.0, 2.0)] * n) for n in range(1, FEW + 1)]
     assert ratios == sorted(ratios, reverse=True) and ratios[-1] == LOW  # the full rule from FEW on
+    # Self-review: a 3 s smoke test on a 1 h estimate (0.0008) was shrunk from below the clamp.
+    assert learned_ratio([(3600.0, 3.0)]) == pytest.approx(LOW ** (1 / FEW))
 
 
 def test_the_learner_keeps_each_tenants_newest_window() -> None:

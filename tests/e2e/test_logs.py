@@ -94,3 +94,35 @@ def test_logs_follow_goes_on_across_a_broker_restart_without_repeating_a_line(tm
         assert ["line 0", *rest.splitlines()] == [f"line {i}" for i in range(12)], rest
     finally:
         broker.stop()
+
+
+def test_logs_follow_tail_keeps_its_tail_when_it_connects_to_a_restarting_broker(tmp_path: Path) -> None:
+    """Self-review: started while the broker was down, `szb logs --follow --tail N` reconnected
+    asking for the whole output and printed all of it, not its tail."""
+    broker = BrokerProcess(write_broker_config(tmp_path / "b"))
+    broker.start()
+    try:
+        lines = "import time\nfor i in range(200):\n    print('line', i, flush=True)\n"
+        lines += "time.sleep(6)\nprint('done')\n"
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            spec = job_pb2.JobSpec(name="many", command=[PY, "-c", lines],
+                                   runtime_estimate=duration_pb2.Duration(seconds=60))
+            job = stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=auth("team-a")).job
+            deadline = time.monotonic() + 30
+            while "line 199" not in szb(broker, "logs", job.id).stdout:
+                assert time.monotonic() < deadline, "the job never printed its lines"
+                time.sleep(0.3)
+        broker.kill()
+        env = {**os.environ, "SZB_SERVER": broker.address, "SZB_TOKEN": TOKENS["team-a"]}
+        env["GRPC_VERBOSITY"] = "ERROR"
+        argv = [sys.executable, "-m", "broker.cli", "logs", job.id, "--follow", "--tail", "9"]
+        follower = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+        time.sleep(2.0)
+        broker.restart()
+        out, err = follower.communicate(timeout=90)
+        assert follower.returncode == 0, err
+        assert out == "line 199\ndone\n", out[:300]
+    finally:
+        broker.stop()

@@ -75,6 +75,13 @@ def test_a_flood_of_explains_is_refused_past_the_read_burst_and_no_one_else_is(s
     assert violation.quota_id == "read_rate" and violation.subject == "tenant:team-a"
     said = err.value.details() or ""
     assert "ExplainPlacement takes 10 read token(s) (burst 30, 2/s): retry in" in said, said
+    # Streams too: each opening of a log stream or a watch takes its tokens.
+    a = auth("team-a")
+    for opening in (lambda: list(stub.StreamJobLogs(pb.StreamJobLogsRequest(id="j-0"), metadata=a)),
+                    lambda: list(stub.WatchJob(pb.WatchJobRequest(id="j-0"), metadata=a))):
+        with pytest.raises(grpc.RpcError) as refused:
+            opening()
+        assert quota_failure(refused.value).quota_id == "read_rate"
     # Another tenant, and the operator, are served as before.
     for _ in range(5):
         assert explain(stub, auth("team-b")).explanation.offers

@@ -40,6 +40,7 @@ def test_a_queued_job_is_explained_where_it_stands(tmp_path: Path) -> None:
                                                             metadata=auth("flood")).job).message:
                 assert time.monotonic() < deadline, job.message
                 time.sleep(0.2)
+            time.sleep(1.5)  # (its standing now shows at once: let it have waited, which explain must say)
             asked = szb(broker, TOKENS["flood"], "explain", queued[1], "-o", "json")
             job = stub.GetJob(pb.GetJobRequest(id=queued[1]), metadata=auth("flood")).job
             running_one = szb(broker, TOKENS["flood"], "explain", running[0])

@@ -64,3 +64,33 @@ def test_queued_units_take_the_quota_and_are_charged_in_the_order(tmp_path: Path
     # goes ahead of the owner, running nothing with 2 queued.
     ranked = order([work("o2", "owner", 1), work("b1", "borrower", 1)], states, capacity_of(pol))
     assert [s.job_id for s in ranked] == ["b1", "o2"]
+
+
+def test_a_queued_attempt_that_ran_unseen_is_charged_from_its_backend_start(tmp_path: Path) -> None:
+    """Self-review: an attempt still pending in the store that ran and ended between two polls (or
+    while the broker was down) was dropped as never run: its tenant was charged nothing."""
+    from broker.fair_queue import FairQueue
+    from broker.model import Attempt, AttemptId, AttemptState, AttemptStatus, JobId, SiteId
+    from tests.fairshare.test_reclaim_queued import job, sent_to_queue
+
+    pol = policy(tmp_path)
+    sent = NOW - timedelta(hours=3)
+    attempt = Attempt(id=AttemptId("a1"), job_id=JobId("j1"), number=1, site=SiteId("lab"),
+                      offer=sent_to_queue(0).offer, token="t", state=AttemptState.PENDING,
+                      created_at=sent, updated_at=sent)
+
+    def usage(status: AttemptStatus | None, seen_running: bool) -> float:
+        fair = FairQueue()
+        fair.book.set_half_life(3600.0)
+        fair.started(pol, job("j1", "owner", 2), attempt)
+        if seen_running:
+            fair.launched("a1", NOW - timedelta(hours=1))
+        fair.ended(attempt, NOW, status)
+        return fair.book.tenant_states(pol, NOW)["owner"].usage.accelerators
+
+    seen = usage(None, seen_running=True)  # ran its last hour, seen running
+    unseen = AttemptStatus(state=AttemptState.SUCCEEDED, exit_code=0, started_at=NOW - timedelta(hours=1),
+                           stopped_at=NOW)
+    assert seen > 0 and usage(unseen, seen_running=False) == seen
+    never = AttemptStatus(state=AttemptState.CANCELLED)  # cancelled while still queued: it used nothing
+    assert usage(never, seen_running=False) == 0
