@@ -103,7 +103,7 @@ def test_logs_follow_tail_keeps_its_tail_when_it_connects_to_a_restarting_broker
     broker.start()
     try:
         lines = "import time\nfor i in range(200):\n    print('line', i, flush=True)\n"
-        lines += "time.sleep(6)\nprint('done')\n"
+        lines += "time.sleep(20)\nprint('done')\n"  # (done only well after the restart)
         with grpc.insecure_channel(broker.address) as channel:
             stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
             spec = job_pb2.JobSpec(name="many", command=[PY, "-c", lines],
