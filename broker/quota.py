@@ -12,10 +12,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from broker.errors import BrokerError
 from broker.model import JobSpec, TenantId
 from broker.policy.schema_parts import Limits, LimitsOverride
+
+if TYPE_CHECKING:
+    from broker.policy import Policy
 
 Monotonic = Callable[[], float]
 """Seconds on a clock that never goes back (`time.monotonic` in production)."""
@@ -200,6 +204,12 @@ def _sized(buckets: dict[TenantId, TokenBucket], tenant: TenantId, rate: float, 
             fresh._tokens = min(float(burst), bucket.level(now))
         bucket = buckets[tenant] = fresh
     return bucket
+
+
+def tenant_limits(policy: Policy, tenant: str) -> Limits:
+    """The tenant's limits under `policy`: the policy's `limits` with the tenant's own overrides."""
+    declared = policy.tenant(tenant)
+    return resolve_limits(policy.document.limits, declared.limits if declared else None)
 
 
 def resolve_limits(defaults: Limits, override: LimitsOverride | None) -> Limits:

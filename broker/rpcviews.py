@@ -28,7 +28,7 @@ from broker.placement import PlacementContext
 from broker.placement.names import unknown_names
 from broker.planning import Planner
 from broker.policy.schema_parts import Limits
-from broker.quota import resolve_limits
+from broker.quota import tenant_limits
 from broker.reports import project_partition_waits, spend_report, status_report
 from broker.serde import explanation_to_proto, offers_to_proto, ts_from_proto
 from broker.serde_decision import explain_json
@@ -162,9 +162,7 @@ class RpcViews:
 
     def limits(self, tenant: TenantId) -> Limits:
         """The tenant's quotas under the current policy (a reload applies at once)."""
-        policy = self.planner.policy
-        declared = policy.tenant(tenant)
-        return resolve_limits(policy.document.limits, declared.limits if declared else None)
+        return tenant_limits(self.planner.policy, tenant)
 
     async def status_proto(self, caller: Principal) -> broker_service_pb2.GetStatusResponse:
         assert self.services is not None

@@ -14,19 +14,13 @@ from collections.abc import Sequence
 from broker.model import TenantId
 from broker.policy import Policy
 from broker.policy.schema_parts import Limits
-from broker.quota import QuotaExceededError, Quotas, resolve_limits
+from broker.quota import QuotaExceededError, Quotas, tenant_limits
 from broker.sim.jobs import SimJob
 from broker.sim.metrics import GIVE_UP_INTERRUPTIONS, JobRecord
 from broker.sim.state import SimState
 
 MODELLED = ("max_queued_jobs", "submit_rate", "submit_burst")
 """The `limits` a replay applies at each submission."""
-
-
-def tenant_limits(policy: Policy, tenant: str) -> Limits:
-    """The tenant's limits under `policy`, as the live broker resolves them."""
-    declared = policy.tenant(tenant)
-    return resolve_limits(policy.document.limits, declared.limits if declared else None)
 
 
 def not_modelled(current: Policy, candidate: Policy) -> list[str]:
