@@ -181,6 +181,11 @@ class Reclaimer:
         self._stopping.add(partition, victim, units, for_job, now.timestamp(), grace)
         book.ended(victim, now)
 
+    def unseen_stops(self) -> list[Stopping]:
+        """Bookings whose preempted attempt is not yet seen stopped (a restart reads them back
+        unwatched)."""
+        return [s for s in self._stopping.entries() if not s.stopped]
+
     def stopping_ids(self) -> set[str]:
         """The attempts preempted and still booked: not running work any more."""
         return {s.attempt_id for s in self._stopping.entries()}

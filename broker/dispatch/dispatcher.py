@@ -92,6 +92,7 @@ class Dispatcher(Scheduling):
         self._polls = SitePolls()  # sites whose status calls fail: polled less often
         self._stops_in_flight: set[str] = set()
         """Attempts of ended jobs whose backend is being told to stop again."""
+        self._stops_watched: set[str] = set()
         self._waiting_reason: dict[JobId, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False

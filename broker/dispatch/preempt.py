@@ -71,7 +71,8 @@ async def preempt(
         adapter = adapters.get(attempt.site)
         if adapter is not None and attempt.backend_id is not None:
             stops.append(_stop(adapter, attempt.backend_id, attempt.token, grace_s))
-            watches.append(_watch(adapter, attempt.id, attempt.backend_id, grace_s + STOP_CAP_S, on_stopped))
+            within_s = grace_s + STOP_CAP_S
+            watches.append(watch_stop(adapter, attempt.id, attempt.backend_id, within_s, on_stopped))
         else:
             on_stopped(attempt.id)
     await asyncio.gather(*stops)
@@ -91,24 +92,29 @@ async def _stop(adapter: Adapter, backend_id: str, token: str, grace_s: float) -
         log.warning("preempting %s failed: %s", backend_id, exc)
 
 
-async def _watch(
+async def watch_stop(
     adapter: Adapter, attempt_id: str, backend_id: str, within_s: float, on_stopped: Callable[[str], None]
 ) -> None:
-    """Read the victim's status until it has stopped, then say so; give up after `within_s`
-    (reclaim then reports it and may go on)."""
+    """Read a preempted attempt's status until it has stopped, then say so; give up after
+    `within_s` (reclaim then reports it and may go on)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
     while True:
-        try:
-            done = (await asyncio.to_thread(adapter.status, backend_id)).state.terminal
-        except NotFoundError:  # gone: purged, or never known any more
-            done = True
-        except AdapterError as exc:  # the next read may answer
-            log.debug("status of stopping %s: %s", backend_id, exc)
-            done = False
-        if done:
+        if await stopped_now(adapter, backend_id):
             on_stopped(attempt_id)
             return
         if loop.time() >= deadline:
             return
         await asyncio.sleep(WATCH_POLL_S)
+
+
+async def stopped_now(adapter: Adapter, backend_id: str) -> bool:
+    """One read of a preempted attempt's backend status: it has stopped, or is gone (an error:
+    not yet known)."""
+    try:
+        return (await asyncio.to_thread(adapter.status, backend_id)).state.terminal
+    except NotFoundError:  # purged, or never known any more
+        return True
+    except AdapterError as exc:  # the next read may answer
+        log.debug("status of stopping %s: %s", backend_id, exc)
+        return False
