@@ -20,6 +20,7 @@ from broker.burst.snapshot import PassSnapshot
 from broker.clock import Clock
 from broker.config import DispatchSettings
 from broker.dispatch.contract import DecisionMaker, DispatchStats
+from broker.dispatch.kept_stops import KeptStops
 from broker.dispatch.launch_history import read_recent_bursts
 from broker.dispatch.reconcile import reconcile
 from broker.dispatch.scheduling import Scheduling
@@ -92,7 +93,7 @@ class Dispatcher(Scheduling):
         self._polls = SitePolls()  # sites whose status calls fail: polled less often
         self._stops_in_flight: set[str] = set()
         """Attempts of ended jobs whose backend is being told to stop again."""
-        self._stops_watched: set[str] = set()
+        self._kept_stops = KeptStops()
         self._waiting_reason: dict[JobId, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False

@@ -9,12 +9,12 @@ import time
 from datetime import datetime
 from typing import Any
 
-from adapters.base import Adapter
 from broker.burst.inputs import deadline_missed
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision
+from broker.dispatch.kept_stops import KeptStops
 from broker.dispatch.launch import Launching
-from broker.dispatch.preempt import preempt, stopped_now, watch_stop
+from broker.dispatch.preempt import preempt
 from broker.dispatch.queue_read import read_queue
 from broker.dispatch.records import audit_data, decision_fields, gist
 from broker.dispatch.withdraw_reclaim import withdraw_beside
@@ -57,8 +57,7 @@ class Scheduling(Launching):
     _snap: PassSnapshot | None
     _snap_at: float
     _stopping: bool
-    _stops_watched: set[str]
-    """Preempted attempts whose backend status a task reads until they stop."""
+    _kept_stops: KeptStops
     _queue_cut: bool
     _wake_at: float | None = None
     """When a full pass is due for a job's last responsible moment (loop time; None: none set)."""
@@ -83,7 +82,8 @@ class Scheduling(Launching):
             # (An attempt that ended during the reading, a cancel, is not adopted again: the book
             # never reopens an ended attempt, `FairShareBook.adopt`.)
             self.planner.observe_live(live, now, self.store)
-            await self._watch_kept_bookings()
+            await self._kept_stops.check(self.planner.reclaimer, self.store, self.adapters, self.clock,
+                                         self._victim_stopped, self._in_background)
         snap = self._snap
         queued, head_only = self._join_late(queued, head_only)
         # Across tenants by weighted dominant share (quota work first), then priority and age.
@@ -261,7 +261,7 @@ class Scheduling(Launching):
             log.warning("reclaim bookings not saved before preempting for job %s: %s", owner.id, exc)
         stopping = {str(v["attempt"]) for v in victims} - self._stops_in_flight
         self._stops_in_flight |= stopping  # the reconciler leaves them to their graceful stop
-        self._stops_watched |= stopping
+        self._kept_stops.watched |= stopping
         self._in_background(self._preempting(stopping, victims, owner))
         self._in_background(self._withdrawing_beside(owner, victims))
 
@@ -293,35 +293,7 @@ class Scheduling(Launching):
             )
         finally:
             self._stops_in_flight -= stopping
-            self._stops_watched -= stopping
-
-    async def _watch_kept_bookings(self) -> None:
-        """Victims of bookings read back from the store (a restart, a new leader) and not seen
-        stopped: each is read once before the pass decides, then watched until it stops. Unwatched,
-        a victim that stopped while no broker ran was never seen stopped, and other jobs were sent
-        onto the units booked to the owner's job."""
-        for s in self.planner.reclaimer.unseen_stops():
-            if s.attempt_id in self._stops_watched:
-                continue
-            try:
-                attempt = self.store.get_attempt(s.attempt_id)
-            except StoreError as exc:  # a later pass reads it again
-                log.info("stopping attempt %s unread: %s", s.attempt_id, exc)
-                continue
-            adapter, backend_id = self.adapters.get(attempt.site), attempt.backend_id
-            if adapter is None or backend_id is None or await stopped_now(adapter, backend_id):
-                # (or nothing runs that the broker could read; this pass's snapshot stands)
-                self.planner.reclaimer.stopped(s.attempt_id, self.clock.now())
-                continue
-            self._stops_watched.add(s.attempt_id)
-            self._in_background(self._watch_kept(s.attempt_id, adapter, backend_id, s.until))
-
-    async def _watch_kept(self, attempt_id: str, adapter: Adapter, backend_id: str, until_s: float) -> None:
-        try:
-            within_s = max(0.0, until_s - self.clock.now().timestamp())
-            await watch_stop(adapter, attempt_id, backend_id, within_s, self._victim_stopped)
-        finally:
-            self._stops_watched.discard(attempt_id)
+            self._kept_stops.watched -= stopping
 
     def _victim_stopped(self, attempt_id: str) -> None:
         """A preempted attempt stopped: its units, kept for the owner's job until now, read free."""

@@ -1,0 +1,67 @@
+"""Victims of reclaim bookings a store kept (a restart, a new leader): read once before the first
+pass decides, then watched until they stop (`broker.fairshare.stopping`).
+
+Only the process that preempted watched a victim's stop. A victim that stopped while no broker
+ran was then never seen stopped, and its units read free to any job while the owner's job waited
+in Slurm's queue (a CI run saw explain send another borrowed job onto them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from adapters.base import Adapter
+from broker.clock import Clock
+from broker.dispatch.preempt import stopped_now, watch_stop
+from broker.fair_reclaim import Reclaimer
+from broker.model import SiteId
+from broker.store import JobStore, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class KeptStops:
+    """The preempted attempts this process reads until they stop."""
+
+    def __init__(self) -> None:
+        self.watched: set[str] = set()
+        """Attempt ids a task (a preemption's, or one of `check`'s) watches now."""
+
+    async def check(
+        self,
+        reclaimer: Reclaimer,
+        store: JobStore,
+        adapters: Mapping[SiteId, Adapter],
+        clock: Clock,
+        on_stopped: Callable[[str], None],
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+    ) -> None:
+        """Read each booked victim not seen stopped and not watched: stopped now, the reclaimer is
+        told at once (the pass's snapshot stands); else a task (`spawn`) watches it and calls
+        `on_stopped` when it stops."""
+        for s in reclaimer.unseen_stops():
+            if s.attempt_id in self.watched:
+                continue
+            try:
+                attempt = store.get_attempt(s.attempt_id)
+            except StoreError as exc:  # a later pass reads it again
+                log.info("stopping attempt %s unread: %s", s.attempt_id, exc)
+                continue
+            adapter, backend_id = adapters.get(attempt.site), attempt.backend_id
+            if adapter is None or backend_id is None or await stopped_now(adapter, backend_id):
+                reclaimer.stopped(s.attempt_id, clock.now())  # (or nothing runs the broker could read)
+                continue
+            self.watched.add(s.attempt_id)
+            within_s = max(0.0, s.until - clock.now().timestamp())
+            spawn(self._watch(adapter, s.attempt_id, backend_id, within_s, on_stopped))
+
+    async def _watch(
+        self, adapter: Adapter, attempt_id: str, backend_id: str, within_s: float,
+        on_stopped: Callable[[str], None],
+    ) -> None:
+        try:
+            await watch_stop(adapter, attempt_id, backend_id, within_s, on_stopped)
+        finally:
+            self.watched.discard(attempt_id)
