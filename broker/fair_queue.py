@@ -18,14 +18,7 @@ from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, FairShareNote, ReclaimVictim
 from broker.fair_reclaim import Reclaimer, Taken, bound_for_queue, reclaiming
 from broker.fair_saves import Saves
-from broker.fairshare import (
-    QueuedWork,
-    Standing,
-    charge_factor,
-    onprem_partitions,
-    order,
-    share_ratios,
-)
+from broker.fairshare import QueuedWork, Standing, charge_factor, onprem_partitions, order, share_ratios
 from broker.fairshare.book import FairShareBook, Holding, capacity_of, demand_of, units_of
 from broker.fairshare.candidates import Candidates
 from broker.fairshare.holds import Hold, Holds
@@ -109,13 +102,17 @@ class FairQueue:
         parts = onprem_partitions(policy)
         onprem = [a for a in live if a.offer.partition in parts]
         self.queued_at_backend = frozenset(a.id for a in onprem if a.state == AttemptState.PENDING)
+        # One adopted while running is charged from its last start, not its sending (its wait in
+        # Slurm's queue was counted as use again after each restart).
+        ran = [a.job_id for a in onprem if a.id not in self.book.live and a.state == AttemptState.RUNNING]
+        starts = store.run_starts(ran) if ran else {}
         for attempt in onprem:
             if attempt.id not in self.book.live:
                 try:
                     job = store.get(attempt.job_id)
                 except Exception:  # a job gone from the store holds nothing
                     continue
-                self.started(policy, job, attempt, adopting=True)
+                self.started(policy, job, attempt, adopting=True, since=starts.get(attempt.job_id))
             elif attempt.state == AttemptState.RUNNING:  # (a replica is never told it launched)
                 self.book.running(attempt.id, now)
         self.book.sync((a.id for a in onprem), now)
@@ -124,8 +121,11 @@ class FairQueue:
         """Store reclaim's state now, before a preemption (`Saves.save_reclaim`; raises `StoreError`)."""
         self._saves.save_reclaim(store)
 
-    def started(self, policy: Policy, job: Job, attempt: Attempt, *, adopting: bool = False) -> None:
+    def started(self, policy: Policy, job: Job, attempt: Attempt, *, adopting: bool = False,
+                since: datetime | None = None) -> None:
+        """The book holds an on-prem attempt, used from `since` (its sending when not known)."""
         if attempt.offer.partition in onprem_partitions(policy):
+            start = max(since, attempt.created_at) if since is not None else attempt.created_at
             (self.book.adopt if adopting else self.book.started)(
                 attempt.id,
                 Holding(
@@ -133,8 +133,8 @@ class FairQueue:
                     attempt.offer.partition,
                     demand_of(job.spec),
                     units_of(job.spec),
-                    attempt.created_at,
-                    attempt.created_at + job.spec.runtime_estimate,
+                    start,
+                    start + job.spec.runtime_estimate,
                     job.spec.checkpoint.interval.total_seconds() if job.spec.checkpoint else None,
                     effective_max_wait(job.spec, job.tenant, policy).total_seconds(),
                     attempt.number - 1,

@@ -53,8 +53,11 @@ def swapped(
     if mine:  # stopped for it already: it waits for those units, and stops nothing more
         _give_back(snap, tenant, decision, commit)
         return _waiting(decision, _home(snap, mine[0].partition), _still_stopping(policy, mine, snap.now))
+    # Work pending in its backend's queue holds no unit: stopping it would free nothing (unless
+    # the backend already runs it, and no poll has said so yet).
     stopping = reclaimer.stopping_ids()
-    live = {aid: h for aid, h in book.live.items() if aid not in stopping}
+    live = {aid: h for aid, h in book.live.items()
+            if aid not in stopping and (not h.queued or aid in snap.started)}
     guaranteed = _in_quota(policy, live)
     running = [_candidate(aid, h, snap.now, aid in guaranteed) for aid, h in live.items()]
     swap = swap_for(decision, spec, policy, running, tenant)

@@ -13,7 +13,7 @@ from broker.decision import Action, Decision
 from broker.fair_queue import FairQueue
 from broker.fairshare import Demand
 from broker.fairshare.book import Holding
-from broker.model import Attempt, AttemptId, Job, JobId, TenantId
+from broker.model import Attempt, AttemptId, AttemptState, Job, JobId, TenantId
 from broker.policy import Policy
 from broker.swap_live import swapped
 from tests.burst.test_decision import NOW, job, offers
@@ -113,7 +113,7 @@ def test_the_live_book_holds_each_jobs_start_deadline(tmp_path: Path) -> None:
         )
         attempt = Attempt(
             id=AttemptId(f"j{n}-a1"), job_id=owner.id, number=1, site=home.site, offer=home, token="t" * 32,
-            created_at=NOW - timedelta(minutes=5), updated_at=NOW,
+            created_at=NOW - timedelta(minutes=5), updated_at=NOW, state=AttemptState.RUNNING,
         )
         fair.started(policy, owner, attempt)
     assert fair.book.live["j1-a1"].due == submitted + timedelta(hours=3)
@@ -181,3 +181,20 @@ def test_a_burst_waiting_for_work_reclaimed_for_its_quota_says_reclaimed(tmp_pat
     got = swap(fair, policy, a_burst(policy))
     assert got.action == Action.WAIT and got.reclaim == ()
     assert "patient work" not in got.summary and "preempted for it" in got.summary, got.summary
+
+
+def test_work_pending_in_its_backends_queue_is_no_candidate(policy: Policy) -> None:
+    """Review of #14: a patient job still pending in Slurm's queue holds no unit, so stopping it
+    for a burst frees nothing: the job bursts. Once the backend runs it (before a poll says so,
+    `PassSnapshot.started`) it may be stopped."""
+    fair = FairQueue()
+    start = NOW - timedelta(minutes=5)
+    fair.book.started("q1", Holding("other", PART, Demand(1, 0, 0), 1, start, None, None, 4 * 3600.0,
+                                    queued=True))
+    burst = a_burst(policy)
+    assert swap(fair, policy, burst) == burst
+    assert "q1" in fair.book.live and fair.reclaimer.state().bookings == ()
+    at = snap(policy)
+    at.started = frozenset({"q1"})
+    got = swapped(fair.book, fair.reclaimer, policy, "urgent", "lab", SPEC, burst, at, commit=False)
+    assert got.action == Action.WAIT and [v.attempt for v in got.reclaim] == ["q1"]
