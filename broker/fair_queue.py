@@ -93,7 +93,7 @@ class FairQueue:
         nothing is saved from here."""
         self.heads_only = heads_only
         self.book.set_half_life(policy.document.fair_share.half_life.total_seconds())
-        self._saves.load(store)
+        self._saves.load(store, mirror=True)
         self._align(policy, live, now, store)
         self.order(policy, queued, now, remember=True)
 

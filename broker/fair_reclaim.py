@@ -230,6 +230,12 @@ class Reclaimer:
                 )
             )
 
+    def mirror(self, kept: ReclaimState) -> None:
+        """An API replica's copy of what the scheduler saved: those bookings and no other (one
+        the scheduler released or saw stopped since is not kept as it was)."""
+        self._stopping = StoppingWork()
+        self.restore(kept)
+
     def state(self) -> ReclaimState:
         """What a store keeps: (level, at) per partition charged, or kept and not used since, and
         the bookings held."""

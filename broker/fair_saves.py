@@ -29,12 +29,14 @@ class Saves:
         self._budget = 0
         """The reclaimer's change count as last saved to the store."""
 
-    def load(self, store: JobStore) -> None:
-        """Past use and reclaim's waste budget survive a restart: take back what the store kept."""
+    def load(self, store: JobStore, *, mirror: bool = False) -> None:
+        """Past use and reclaim's waste budget survive a restart: take back what the store kept
+        (`mirror`: an API replica's copy, reclaim's bookings replaced by the store's)."""
         ledger = self.book.ledger
         if restored(store.load_fair_usage, lambda kept: restore_usage(ledger, kept), "fair-share usage"):
             self._usage = self._usage_mark()
-        if restored(store.load_reclaim_state, self.reclaimer.restore, "reclaim budget"):
+        take = self.reclaimer.mirror if mirror else self.reclaimer.restore
+        if restored(store.load_reclaim_state, take, "reclaim budget"):
             self._budget = self.reclaimer.changes
 
     def save(self, store: JobStore) -> None:
