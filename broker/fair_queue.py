@@ -64,6 +64,12 @@ class FairQueue:
         self._loaded = False
         self._saves = Saves(self.book, self.reclaimer)
 
+    def begin_term(self) -> None:
+        """A scheduler's term begins (its start, or an HA re-election): its book and reclaim state
+        are read again from the store at the next `observe`, not kept from an earlier term."""
+        self.book, self.reclaimer = FairShareBook(0.0), Reclaimer()
+        self._saves, self._loaded = Saves(self.book, self.reclaimer), False
+
     def shown(self, policy: Policy, now: datetime) -> list[TenantStanding]:
         """Each tenant's standing for `szb status` and /metrics: a replica's book is only fed for
         explain, when one is asked, so it shows the scheduler's (`adopted`) instead."""

@@ -181,9 +181,10 @@ class Reclaimer:
         self._stopping.add(partition, victim, units, for_job, now.timestamp(), grace)
         book.ended(victim, now)
 
-    def unseen_stops(self) -> list[Stopping]:
+    def unseen_stops(self, now: datetime) -> list[Stopping]:
         """Bookings whose preempted attempt is not yet seen stopped (a restart reads them back
-        unwatched)."""
+        unwatched), less those past their cap at `now` (reported and dropped)."""
+        self._prune(now.timestamp())
         return [s for s in self._stopping.entries() if not s.stopped]
 
     def stopping_ids(self) -> set[str]:

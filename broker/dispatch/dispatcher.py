@@ -142,7 +142,10 @@ class Dispatcher(Scheduling):
         await self.recover()
         # Fair share's book from the store and the live attempts now, not at the first pass (an
         # empty queue has none): explain reads it too, and must stand a tenant where a pass will.
+        # Read afresh each term: another leader may have booked, released and charged meanwhile.
+        self.planner.fair.begin_term()
         self.planner.observe_live(self.store.live_attempts(), self.clock.now(), self.store)
+        await self._check_kept_stops()
         self.planner.restore_launches(self.store)
         self.stats.bursts[:0] = read_recent_bursts(self.planner.policy, self.store, self.clock.now())
         await self._reconcile(None, at_start=True)

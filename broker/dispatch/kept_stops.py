@@ -41,7 +41,7 @@ class KeptStops:
         """Read each booked victim not seen stopped and not watched: stopped now, the reclaimer is
         told at once (the pass's snapshot stands); else a task (`spawn`) watches it and calls
         `on_stopped` when it stops."""
-        for s in reclaimer.unseen_stops():
+        for s in reclaimer.unseen_stops(clock.now()):
             if s.attempt_id in self.watched:
                 continue
             try:

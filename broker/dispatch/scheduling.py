@@ -75,16 +75,16 @@ class Scheduling(Launching):
         pass_started = time.perf_counter()
         # A snapshot (adapters asked for capacity, prices) is reused by passes that only add
         # new jobs, until it is a poll interval old or something freed or changed capacity.
-        if self._snap is None or loop_now - self._snap_at >= self.settings.poll_interval_s:
+        # (Held here: something freed during an await below drops `self._snap` for the next pass.)
+        snap = self._snap
+        if snap is None or loop_now - self._snap_at >= self.settings.poll_interval_s:
             live = self.store.live_attempts()
-            self._snap = await self.planner.read_snapshot(now, live, wait_s=None)
+            snap = self._snap = await self.planner.read_snapshot(now, live, wait_s=None)
             self._snap_at = loop_now
             # (An attempt that ended during the reading, a cancel, is not adopted again: the book
             # never reopens an ended attempt, `FairShareBook.adopt`.)
             self.planner.observe_live(live, now, self.store)
-            await self._kept_stops.check(self.planner.reclaimer, self.store, self.adapters, self.clock,
-                                         self._victim_stopped, self._in_background)
-        snap = self._snap
+            await self._check_kept_stops()
         queued, head_only = self._join_late(queued, head_only)
         # Across tenants by weighted dominant share (quota work first), then priority and age.
         queued = self.planner.order_queue(queued, now, full=not new_only)
@@ -294,6 +294,11 @@ class Scheduling(Launching):
         finally:
             self._stops_in_flight -= stopping
             self._kept_stops.watched -= stopping
+
+    async def _check_kept_stops(self) -> None:
+        """Read the kept bookings' victims not seen stopped (`KeptStops.check`)."""
+        await self._kept_stops.check(self.planner.reclaimer, self.store, self.adapters, self.clock,
+                                     self._victim_stopped, self._in_background)
 
     def _victim_stopped(self, attempt_id: str) -> None:
         """A preempted attempt stopped: its units, kept for the owner's job until now, read free."""

@@ -69,7 +69,7 @@ class StoppingWork:
     def stopped(self, attempt_id: str, t: float) -> None:
         """The attempt was seen stopped at `t`: its units stay booked until its job has them (`release`)."""
         s = self._by_attempt.get(attempt_id)
-        if s is not None and not s.stopped:
+        if s is not None and not s.stopped and s.until > t:  # (past its cap it is no longer kept)
             s.stopped, s.until = True, t + SETTLE_S
             self.version += 1
 

@@ -82,6 +82,6 @@ def test_a_victim_that_stopped_while_no_broker_ran_keeps_its_units_for_the_owner
     kept = store.get(another)
     assert kept.state == JobState.QUEUED, kept
     assert BOOKED in kept.message, kept.message
-    assert planner.reclaimer.unseen_stops() == []  # the restart read the victim stopped
+    assert planner.reclaimer.unseen_stops(now) == []  # the restart read the victim stopped
     assert [b.for_job for b in planner.reclaimer.booked_for(owner_job, now)] == [owner_job]
     store.close()
