@@ -102,9 +102,16 @@ def test_a_waiting_jobs_reason_is_readable_at_80_columns(broker: BrokerProcess, 
     """An operator's `szb list` at 80 columns cut REASON to `waiti…` (it kept only len("REASON")
     characters while TENANT and the rest kept their width): it must say what the job waits for."""
     holder = submit(stub, "team-b", "holder", seconds=300, gpus=4)  # all four A800s
-    waiting = [submit(stub, "team-a", "waiter-a", gpus=4), submit(stub, "team-b", "waiter-b", gpus=4)]
+    waiting: list[str] = []
     try:
+        # Running before the others come: decided in one pass, fair share may put team-a's waiter
+        # first (a CI run saw it run and finish while the holder waited).
         deadline = time.monotonic() + 90  # (a loaded CI box starts the holder's run slowly)
+        while not reason_of(stub, holder).startswith("JOB_STATE_RUNNING"):
+            assert time.monotonic() < deadline, f"the holder never ran: {reason_of(stub, holder)}"
+            time.sleep(0.2)
+        waiting += [submit(stub, "team-a", "waiter-a", gpus=4), submit(stub, "team-b", "waiter-b", gpus=4)]
+        deadline = time.monotonic() + 90
         while not all("wait" in (said := [reason_of(stub, j) for j in waiting])[i] for i in range(2)):
             assert time.monotonic() < deadline, f"no waiting reason: {said}"
             time.sleep(0.2)
