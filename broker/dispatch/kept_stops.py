@@ -9,7 +9,7 @@ in Slurm's queue (a CI run saw explain send another borrowed job onto them).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
 
 from adapters.base import Adapter
@@ -27,7 +27,7 @@ class KeptStops:
 
     def __init__(self) -> None:
         self.watched: set[str] = set()
-        """Attempt ids a task (a preemption's, or one of `check`'s) watches now."""
+        """Attempt ids one of `check`'s tasks watches now."""
 
     async def check(
         self,
@@ -37,12 +37,13 @@ class KeptStops:
         clock: Clock,
         on_stopped: Callable[[str], None],
         spawn: Callable[[Coroutine[Any, Any, None]], None],
+        stopping: Collection[str],
     ) -> None:
-        """Read each booked victim not seen stopped and not watched: stopped now, the reclaimer is
-        told at once (the pass's snapshot stands); else a task (`spawn`) watches it and calls
-        `on_stopped` when it stops."""
+        """Read each booked victim not seen stopped and not watched, here or by a stop in flight
+        (`stopping`: a preemption's own watch): stopped now, the reclaimer is told at once (the
+        pass's snapshot stands); else a task (`spawn`) watches it and calls `on_stopped`."""
         for s in reclaimer.unseen_stops(clock.now()):
-            if s.attempt_id in self.watched:
+            if s.attempt_id in self.watched or s.attempt_id in stopping:
                 continue
             try:
                 attempt = store.get_attempt(s.attempt_id)

@@ -261,7 +261,6 @@ class Scheduling(Launching):
             log.warning("reclaim bookings not saved before preempting for job %s: %s", owner.id, exc)
         stopping = {str(v["attempt"]) for v in victims} - self._stops_in_flight
         self._stops_in_flight |= stopping  # the reconciler leaves them to their graceful stop
-        self._kept_stops.watched |= stopping
         self._in_background(self._preempting(stopping, victims, owner))
         self._in_background(self._withdrawing_beside(owner, victims))
 
@@ -293,12 +292,11 @@ class Scheduling(Launching):
             )
         finally:
             self._stops_in_flight -= stopping
-            self._kept_stops.watched -= stopping
 
     async def _check_kept_stops(self) -> None:
         """Read the kept bookings' victims not seen stopped (`KeptStops.check`)."""
         await self._kept_stops.check(self.planner.reclaimer, self.store, self.adapters, self.clock,
-                                     self._victim_stopped, self._in_background)
+                                     self._victim_stopped, self._in_background, self._stops_in_flight)
 
     def _victim_stopped(self, attempt_id: str) -> None:
         """A preempted attempt stopped: its units, kept for the owner's job until now, read free."""

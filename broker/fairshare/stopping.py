@@ -46,6 +46,10 @@ class Stopping:
     """Free units beside this attempt's that the reclaim counted on for `for_job`: booked to it
     as long as this attempt's units are (another job taking them left that job short)."""
 
+    def kept_at(self, t: float) -> bool:
+        """Still booked at `t`: past `until` (its cap, or its settling after the stop) it is over."""
+        return self.until > t
+
 
 class StoppingWork:
     """The preempted attempts still holding units, by attempt id. Every method takes the time."""
@@ -69,7 +73,7 @@ class StoppingWork:
     def stopped(self, attempt_id: str, t: float) -> None:
         """The attempt was seen stopped at `t`: its units stay booked until its job has them (`release`)."""
         s = self._by_attempt.get(attempt_id)
-        if s is not None and not s.stopped and s.until > t:  # (past its cap it is no longer kept)
+        if s is not None and not s.stopped and s.kept_at(t):
             s.stopped, s.until = True, t + SETTLE_S
             self.version += 1
 
@@ -87,7 +91,7 @@ class StoppingWork:
 
     def prune(self, t: float) -> list[Stopping]:
         """Forget what is over at `t`; returns the attempts never seen stopped (overdue)."""
-        over = [s for s in self._by_attempt.values() if s.until <= t]
+        over = [s for s in self._by_attempt.values() if not s.kept_at(t)]
         for s in over:
             del self._by_attempt[s.attempt_id]
         self.version += bool(over)
@@ -111,5 +115,5 @@ class StoppingWork:
         """The attempts on `partition` whose units are still booked at `t` to a job other than `job`."""
         return [
             s for s in self._by_attempt.values()
-            if s.partition == partition and s.for_job != job and s.until > t
+            if s.partition == partition and s.for_job != job and s.kept_at(t)
         ]
