@@ -250,6 +250,8 @@ class Planner:
             # Fair share owes the tenant what a far-over-share tenant holds: its max_wait is firm.
             firm_deadline=held_back(self.fair.ratios, tenant, gap),
             late_claims=self.waits.claims.view(self.fair.ratios, tenant, gap),  # one may take what frees
+            # (projected waits learn it; the fluid model reads no history, as in the simulator)
+            runtime_ratio=1.0 if projected_wait is None else self.waits.ratios.ratio(tenant, store, snap.now),
         )
 
     def decide(self, job: Job, snap: PassSnapshot, store: JobStore) -> Decision:

@@ -248,7 +248,7 @@ def _riskier(
         i, _, key, spot = slots[r]
         if spot is None or scores[i] >= best - 1e-9:
             continue
-        why = spot_refusal(spec, spot, policy, slack_h=_slack_h(spec, inputs))
+        why = spot_refusal(spec, spot, policy, slack_h=_slack_h(spec, inputs), ratio=inputs.runtime_ratio)
         out.append((key, why or dearer_on_spot(spec, spot, policy)))
     return out
 
@@ -289,7 +289,8 @@ def cloud_refusal(
         # expected completion hold for every spot run, `spot: required` included.
         if not slack_spot_ok and spec.spot != SpotMode.REQUIRED:
             return f"{s.offer.key}: deadline too close for spot"
-        why_spot = spot_refusal(spec, s.offer, policy, slack_h=_slack_h(spec, inputs))
+        slack_h, ratio = _slack_h(spec, inputs), inputs.runtime_ratio
+        why_spot = spot_refusal(spec, s.offer, policy, slack_h=slack_h, ratio=ratio)
         if why_spot is not None:
             return why_spot
     why = route_refusal(s.offer.site, inputs.routes.get(SiteId(s.offer.site)), policy, inputs.now)

@@ -93,19 +93,25 @@ def offer_outlook(spec: JobSpec, offer: Offer, policy: Policy, runtime_h: float 
     return outlook(r, rate, checkpoint_h(spec), provisioning_p95_h(policy, offer.site))
 
 
-def spot_refusal(spec: JobSpec, offer: Offer, policy: Policy, *, slack_h: float | None) -> str | None:
+def spot_refusal(
+    spec: JobSpec, offer: Offer, policy: Policy, *, slack_h: float | None, ratio: float = 1.0
+) -> str | None:
     """Why spot is not acceptable for this job on this offer (None: acceptable).
 
     Refused when the expected restarts exceed `burst.spot_max_expected_restarts`, or when the
     expected completion would run past the job's slack (deadline or max_wait), if it has one.
+    `ratio`: the tenant's learned actual/estimated runtime; above 1 it stretches the estimate.
     """
     if not offer.spot:
         return None
-    out = offer_outlook(spec, offer, policy)
+    stretch = max(1.0, ratio)
+    out = offer_outlook(spec, offer, policy, spec.runtime_estimate.total_seconds() / 3600 * stretch)
     limit = policy.burst.spot_max_expected_restarts
     if out.restarts > limit:
         every = "none" if spec.checkpoint is None else format_duration(spec.checkpoint.interval)
         expects = f"{restarts_text(out.restarts)} restarts (limit {limit:g}; checkpoint: {every})"
+        if stretch > 1.0:  # (the estimate alone may be within it: say why it is not)
+            expects += f" for the estimate x {stretch:.2f}, the tenant's runtime ratio"
         return f"{offer.key}: spot expects {expects}"
     if slack_h is not None and out.completion_h > slack_h:
         return (

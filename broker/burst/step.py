@@ -35,6 +35,7 @@ def build_inputs(
     launches_ahead: Mapping[SiteId, int] | None = None,
     firm_deadline: bool = False,
     late_claims: Mapping[str, Mapping[str, Claim]] | None = None,
+    runtime_ratio: float = 1.0,
 ) -> BurstInputs:
     """The decision inputs of one queued job, as of the pass snapshot."""
     return BurstInputs(
@@ -55,6 +56,7 @@ def build_inputs(
         launches_ahead=launches_ahead or {},
         firm_deadline=firm_deadline,
         late_claims=late_claims or {},
+        runtime_ratio=runtime_ratio,
     )
 
 

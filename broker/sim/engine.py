@@ -83,6 +83,8 @@ class Engine:
         if policy.burst.wait_model == "projected" and hasattr(strategy, "projector"):
             strategy.projector = self._project
         self.projected.running.learns = hasattr(strategy, "projector")  # only the policy reads ratios
+        if hasattr(strategy, "runtime_ratio"):
+            strategy.runtime_ratio = self.projected.running.learner.ratio
         self.events: list[tuple[float, int, int, int, int]] = []
         self.seq = self.queued = self.decisions = 0
         self.causes: dict[str, int] = {}

@@ -64,6 +64,9 @@ class PolicyStrategy:
         wait per partition, the bursts committed per cloud route, the tenants' fair-share
         ratios and the late claims, each job's own kept as it is decided (the live dispatcher's
         shell supplies the same from its adapters and store, `broker.dispatch.waits`)."""
+        self.runtime_ratio: Callable[[str], float] | None = None
+        """Set by the engine: a tenant's learned actual/estimated runtime ratio, as the live
+        planner reads it from the store's finished jobs (`BurstInputs.runtime_ratio`)."""
 
     def _never_runs(self, job: SimJob, snap: PassSnapshot) -> list[str]:
         """Why submission refuses the job, as the broker's `Planner.admit` asks it: on the catalog,
@@ -83,6 +86,7 @@ class PolicyStrategy:
             ahead = launches.ahead(job.arrival_s + job.max_wait_s, job.index)
             gap = self.policy.burst.firm_deadline_share_gap
             firm = held_back(ratios, job.tenant, gap)
+        learned = self.runtime_ratio
         inputs = build_inputs(
             snap,
             queued_since=job.created_at,
@@ -93,6 +97,7 @@ class PolicyStrategy:
             launches_ahead=ahead,
             firm_deadline=firm,
             late_claims=None if claims is None else claims.view(ratios, job.tenant, gap),
+            runtime_ratio=1.0 if learned is None or projected is None else learned(job.tenant),
         )
         d = decide_in_pass(job.spec, job.tenant, snap, self.policy, inputs)
         if job.index not in self.admitted:

@@ -146,3 +146,27 @@ def test_the_spot_risk_plus_the_voucher_term_is_the_cash_split_cost_bills(tmp_pa
         assert math.isclose(
             cost + term + paid_risk(cost, factor, got), split.cash, rel_tol=1e-9, abs_tol=1e-9
         )
+
+
+def test_a_tenant_whose_jobs_overrun_estimates_is_not_put_on_spot_past_the_limit(tmp_path: Path) -> None:
+    # A held-out review: a tenant's 11 h estimate ran 40 h on spot, 3 interruptions at 0.1/h over a
+    # limit of 2, because the restart check read the estimate while the wait model knew the
+    # tenant's jobs run ~3.5x theirs.
+    strict = _variant(
+        tmp_path, "max_provisioning: 2, spot_interruption_risk: 0.1", "  spot_max_expected_restarts: 2\n"
+    )
+    spec = _spec("15h", "30m")  # ~1.5 interruptions expected on the estimate
+    full = offers(strict, free=0, wait_s=0)
+    trusted = decide(spec, TenantId("lab"), full, strict, inputs())
+    assert trusted.offer is not None and trusted.offer.spot
+    stretched = decide(spec, TenantId("lab"), full, strict, inputs(runtime_ratio=2.0))  # ~3 expected
+    assert stretched.offer is not None and not stretched.offer.spot
+    only_spot = [o for o in full if o.spot or o.site == "onprem"]
+    refused = decide(spec, TenantId("lab"), only_spot, strict, inputs(runtime_ratio=2.0))
+    assert refused.action == Action.WAIT
+    said = "x 2.00, the tenant's runtime ratio"
+    assert any("restarts (limit 2" in r and said in r for r in refused.reasons), refused.reasons
+    # A tenant whose jobs end early does not loosen the limit: 40 h at a ratio of 0.5 is still refused.
+    long = _spec("40h", "30m")
+    early = decide(long, TenantId("lab"), full, strict, inputs(runtime_ratio=0.5))
+    assert early.offer is not None and not early.offer.spot
