@@ -202,6 +202,7 @@ def _table(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     from broker.commands._console import Console
+    from broker.sim.replay_report import figure
 
     console = Console() if sys.stdout.isatty() else Console(width=200)  # (as simulate: no wrapping in a pipe)
     since = result.get("since")
@@ -215,7 +216,7 @@ def _table(result: dict[str, Any]) -> None:
     for key, label in ROWS.items():
         label = label.format(currency=result["currency"])
         a, b, d = result["current"].get(key), result["candidate"].get(key), result["delta"].get(key)
-        t.add_row(label, _v(a), _v(b), "" if d in (None, 0) else f"{d:+g}")
+        t.add_row(label, figure(a), figure(b), "" if d in (None, 0) else figure(d, sign=True))
     console.print(t)
     more = (result["candidate"].get("rejected") or 0) - (result["current"].get("rejected") or 0)
     if more:  # (a cost that fell because jobs are refused is no saving)
@@ -247,7 +248,3 @@ def _table(result: dict[str, Any]) -> None:
         for r in rows[:50]:
             jt.add_row(*(str(r.get(c) or "-") for c in ("job", "tenant", "name", *cols)))
         console.print(jt)
-
-
-def _v(v: Any) -> str:
-    return "-" if v is None else f"{v:g}" if isinstance(v, int | float) else str(v)

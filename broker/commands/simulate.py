@@ -301,6 +301,9 @@ def print_table(result: dict[str, Any]) -> None:
         late = (result.get("offline") or {}).get("late_jobs")  # (where none can start every job on time)
         line += f"; offline schedule {offline} {cur}{f' ({late} jobs late)' if late else ''}, ratio {ratio}"
     console.print(f"{line}; simulated in {result['sim_wall_s']} s")
+    for key in ("cost_ratio_note", "offline_ratio_note"):
+        if note := result.get(key):
+            console.print(f"{key.removesuffix('_note').replace('_', ' ')}: {note}", markup=False)
     own_run = result["strategies"].get("policy", {})
     if stopped := own_run.get("preempted_jobs"):
         why = "for a job that would have burst (burst.preempt_patient)"

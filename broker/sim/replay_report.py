@@ -20,6 +20,18 @@ PANELS = {
 """Key of the run's totals -> its panel's title: the rows of the command's table."""
 
 
+def figure(v: Any, sign: bool = False) -> str:
+    """A total as the table and the plots show it: counts whole, costs and seconds to the cent
+    (`:g` printed 14,355.25 as 14355.2 and a million as 2.27301e+06), "-" for nothing measured."""
+    if v is None:
+        return "-"
+    if isinstance(v, int):
+        return f"{v:+,}" if sign else f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:+,.2f}" if sign else f"{v:,.2f}"
+    return str(v)
+
+
 def write_replay_report(folder: Path, result: Mapping[str, Any]) -> list[Path]:
     """Write the diff and its plots; returns the files written."""
     import matplotlib
@@ -36,7 +48,7 @@ def write_replay_report(folder: Path, result: Mapping[str, Any]) -> list[Path]:
         shown = [a.get(key), b.get(key)]  # None: nothing to measure (no job ran: no wait), as the table's "-"
         values = [v or 0 for v in shown]
         bars = ax.bar(["current", "candidate"], values, color=["#4c72b0", "#dd8452"])
-        ax.bar_label(bars, labels=["-" if v is None else f"{v:,.4g}" for v in shown])
+        ax.bar_label(bars, labels=[figure(v) for v in shown])
         ax.set_ylim(0, max(values) * 1.15 or 1.0)  # (counts and costs: never a negative axis)
         ax.set_title(title.format(currency=result.get("currency", "")))
     fig.suptitle(f"Replay of {result['jobs']} recorded jobs: current vs candidate policy")

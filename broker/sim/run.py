@@ -247,6 +247,12 @@ def _result(world: _World, runs: dict[str, RunResult], others: _Others) -> dict[
             "unplaced": offline.unplaced,
             "method": offline.method,
         }
+        late, ratio = strategies["policy"]["late_jobs"], out["offline_ratio"]
+        said = f"the offline schedule started {offline.late_jobs} jobs late, the policy {late}"
+        if offline.late_jobs > late:  # (a budget no schedule can stretch: the greedy pays the dearest first)
+            out["offline_ratio_note"] = f"{said}: a reference later than the policy, no floor under its cost"
+        elif ratio is not None and ratio < 1:  # (said, as cost_ratio's note says it)
+            out["offline_ratio_note"] = f"below 1: {said}, and starting them on time costs more"
     out["frontier"] = frontier(strategies)
     return out
 

@@ -210,6 +210,26 @@ def test_the_report_plots_every_row_of_the_table() -> None:
     assert list(PANELS) == list(ROWS)
 
 
+def test_the_table_prints_totals_whole_to_the_cent(capsys: pytest.CaptureFixture[str]) -> None:
+    """A held-out review: `:g` printed 14,355.25 as 14355.2 and 2,273,010.5 as 2.27301e+06, and the
+    change column lost its cents."""
+    from broker.commands.replay import _table
+
+    current = {"cost": 14_355.25, "p50_wait_s": 97.0, "p95_wait_s": 13_801.0, "bursts": 1_302}
+    candidate = {"cost": 2_273_010.5, "p50_wait_s": 97.0, "p95_wait_s": 12_000.5, "bursts": 1_290}
+    delta = {k: candidate[k] - current[k] for k in current}
+    result = {
+        "jobs": 7_214, "currency": "CNY", "current": current, "candidate": candidate, "delta": delta,
+        "current_policy": "aaaa", "candidate_policy": "bbbb", "capacity_errors": {},
+        "placement_changed": [], "refusals_new": [], "refusals_gone": [],
+    }
+    _table(result)
+    out = capsys.readouterr().out
+    assert "14,355.25" in out and "2,273,010.50" in out and "+2,258,655.25" in out, out
+    assert "-1,800.50" in out and "-12" in out and "1,302" in out, out
+    assert "e+06" not in out and "14355.2 " not in out
+
+
 def test_a_gang_job_replays_at_the_price_of_all_its_nodes(tmp_path: Path) -> None:
     """A 2-node job runs on two instances, and the live broker bills it so (`estimate_cost` x
     nodes, as its decision reserved); the replay billed one. On-prem is one 4-GPU node, so the
