@@ -34,12 +34,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 import decision_quality as dq  # noqa: E402
 
 from broker.policy import Policy  # noqa: E402
-from broker.sim.backends import onprem_partitions  # noqa: E402
 from broker.sim.engine import Engine  # noqa: E402
-from broker.sim.expected import clairvoyant  # noqa: E402
-from broker.sim.jobs import SimJob, all_facts  # noqa: E402
+from broker.sim.jobs import SimJob  # noqa: E402
 from broker.sim.metrics import late  # noqa: E402
-from broker.sim.offline_milp import reference  # noqa: E402
+from broker.sim.run import references  # noqa: E402
 from broker.sim.scenario import Scenario  # noqa: E402
 from broker.sim.strategies import PolicyStrategy  # noqa: E402
 
@@ -50,10 +48,8 @@ def gap(policy: Policy, jobs: Sequence[SimJob], scenario: Scenario) -> dict[str,
     """The policy's run against the offline schedule on the same jobs, split job by job."""
     engine = Engine(policy, jobs, scenario, PolicyStrategy(policy))
     run = engine.run()
-    refs = clairvoyant(jobs)
-    facts = all_facts(refs, policy)
-    capacity = {k: p.total for k, p in onprem_partitions(policy, scenario.onprem_gpus).items()}
-    off = reference(refs, facts, capacity)
+    off, _, facts = references(policy, jobs, scenario)  # as `szb simulate` reports it, budgets kept
+    assert off is not None
     prefs = {s.id: s.preference_per_hour * policy.objective.preference for s in policy.sites}
     buckets = dict.fromkeys(BUCKETS, 0.0)
     moved = [[0, 0.0], [0, 0.0]]  # burst but kept at home offline; kept at home but burst offline

@@ -22,10 +22,10 @@ import numpy as np
 
 from broker.sim.budgets import Purse
 from broker.sim.jobs import JobFacts, SimJob
-from broker.sim.offline import OfflineSchedule, offline_schedule, priced_schedule
+from broker.sim.offline import OfflineSchedule
 
 if TYPE_CHECKING:
-    from broker.sim.lower_bound import LowerBound
+    pass
 
 BUCKET_S = 60.0
 """The greedy's time buckets (a job holds every bucket it touches)."""
@@ -88,25 +88,6 @@ def check(
     if not math.isclose(cost, sched.cost, rel_tol=1e-9, abs_tol=1e-6):
         problems.append(f"cost {sched.cost:.2f} but the placements cost {cost:.2f}")
     return problems
-
-
-def reference(
-    jobs: Sequence[SimJob],
-    facts: Sequence[JobFacts],
-    capacity: Mapping[str, int],
-    bound: LowerBound | None = None,
-) -> OfflineSchedule:
-    """The offline reference as the simulator reports it (one process, one after the other): the
-    greedy improved by the MILP windows, or the greedy priced by the LP bound's duals if cheaper.
-    `bound`: the same jobs' LP, last solved with no late jobs (built and solved here if None)."""
-    if bound is None:
-        from broker.sim.lower_bound import LowerBound
-
-        bound = LowerBound(jobs, facts, capacity)
-        bound.solve(0)
-    greedy = improve(jobs, facts, capacity, offline_schedule(jobs, facts, capacity))
-    prices = bound.capacity_prices()
-    return cheaper(greedy, priced_schedule(jobs, facts, capacity, prices) if prices is not None else None)
 
 
 def cheaper(a: OfflineSchedule, b: OfflineSchedule | None) -> OfflineSchedule:

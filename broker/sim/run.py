@@ -194,6 +194,18 @@ def simulate(
     return Simulation(out, runs)
 
 
+def references(
+    policy: Policy, jobs: Sequence[SimJob], scenario: Scenario
+) -> tuple[OfflineSchedule | None, float | None, list[JobFacts]]:
+    """The offline reference schedule and the all-on-time LP bound exactly as `simulate` reports
+    them (within the tenants' budgets), with the facts they priced, in this process and without a
+    policy run: for a bench that runs the policy its own way."""
+    world = _World(policy, clairvoyant(jobs), scenario, (), True, False, None, jobs)
+    facts = all_facts(world.jobs, policy)
+    got = world.bound(facts, {})
+    return cheaper(world.offline(facts), got.priced), got.full, world.payable(facts)
+
+
 def _others_in_parallel(world: _World) -> _Others:
     """In the forked worker: facts once, then each baseline, the offline schedule and the LP
     bound as tasks of a pool of two processes, the longest first (`_LONGEST_FIRST`)."""
