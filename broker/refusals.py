@@ -25,18 +25,24 @@ def rule_ids(reasons: Sequence[str]) -> tuple[str, ...]:
 
 
 def refusal_record(
-    tenant: TenantId, item: Submission, reasons: Sequence[str], version: str, now: datetime
+    tenant: TenantId, item: Submission, reasons: Sequence[str], version: str, now: datetime,
+    *, with_call: str | None = None,
 ) -> RefusedSubmission:
-    """The audit record of one refused item; `version` is `Policy.version` ("hash:inputs")."""
+    """The audit record of one refused item; `version` is `Policy.version` ("hash:inputs").
+    `with_call`: the item itself is placeable, refused only with the call's refused item (named)."""
     spec = redact_data(item.spec.model_dump(mode="json"))
+    message = (
+        f"job {item.spec.name!r} refused: no allowed offer: {'; '.join(reasons)}" if with_call is None
+        else f"job {item.spec.name!r} refused with its call: {with_call}"
+    )
     return RefusedSubmission(
         time=now,
         tenant=tenant,
         by=item.by,
         role=item.role,
         job_name=item.spec.name,
-        message=f"job {item.spec.name!r} refused: no allowed offer: {'; '.join(reasons)}",
-        rules=rule_ids(reasons),
+        message=message,
+        rules=rule_ids(reasons) if with_call is None else (),
         policy_hash=version.split(":", 1)[0],
         spec=json.dumps(spec, ensure_ascii=False, sort_keys=True),
     )
@@ -56,3 +62,23 @@ def log_refusal(refusal: RefusedSubmission, reasons: Sequence[str]) -> None:
             "policy_hash": refusal.policy_hash[:12],
         },
     )
+
+
+def call_refusals(
+    tenant: TenantId,
+    refused: Sequence[tuple[int, Submission, Sequence[str]]],
+    items: Sequence[Submission],
+    version: str,
+    now: datetime,
+) -> list[RefusedSubmission]:
+    """The audit records of a refused call, each refused item logged: those no offer can take,
+    then every other item of the call, refused with it (a call is all or nothing)."""
+    records = [refusal_record(tenant, item, reasons, version, now) for _, item, reasons in refused]
+    for record, (_, _, reasons) in zip(records, refused, strict=True):
+        log_refusal(record, reasons)
+    first, bad = refused[0][0], {index for index, _, _ in refused}
+    call = f"requests[{first}] ({items[first].spec.name!r}) has no allowed offer"
+    return records + [
+        refusal_record(tenant, item, (), version, now, with_call=call)
+        for index, item in enumerate(items) if index not in bad
+    ]

@@ -26,7 +26,7 @@ from broker.jobspec import identifier_problem, submission_problems
 from broker.jobview import JobDetails
 from broker.model import Job, JobSpec, TenantId
 from broker.quota import Quotas, QuotaUsage
-from broker.refusals import log_refusal, refusal_record
+from broker.refusals import call_refusals
 from broker.serde import WireValueError, job_to_proto, spec_from_proto, within_answer
 from broker.store import JobStore, Submission
 from broker.validation import BadRequestError, FieldViolation, violations
@@ -286,15 +286,15 @@ class SubmitPath:
         found = ((index, item, self.admit(item.spec, tenant, now)) for index, item in enumerate(items))
         return [(index, item, reasons) for index, item, reasons in found if reasons]
 
-    async def _refuse(self, tenant: TenantId, refused: Refused, now: datetime) -> NoReturn:
-        """Log and audit each refused item, then refuse the call (naming the first).
+    async def _refuse(
+        self, tenant: TenantId, refused: Refused, items: Sequence[Submission], now: datetime
+    ) -> NoReturn:
+        """Log and audit the call's items (`call_refusals`), then refuse the call (naming the first).
 
         A store error while recording is logged, never raised: the caller still gets its
         refusal, not an INTERNAL error."""
         version = self.policy_version() if self.policy_version is not None else ""
-        records = [refusal_record(tenant, item, reasons, version, now) for _, item, reasons in refused]
-        for record, (_, _, reasons) in zip(records, refused, strict=True):
-            log_refusal(record, reasons)
+        records = call_refusals(tenant, refused, items, version, now)
         try:
             if self.commit_inline:
                 self.store.record_refusals(records)
@@ -336,7 +336,7 @@ class SubmitPath:
         now = self.clock.now()
         refused = self._admit_policy(tenant, items, now)
         if refused:
-            await self._refuse(tenant, refused, now)
+            await self._refuse(tenant, refused, items, now)
         if self.policy_version is not None:  # the audit trail names the policy that admitted them
             stamp = self.policy_version().split(":", 1)[0]
             items = [replace(item, policy_hash=stamp) for item in items]

@@ -12,9 +12,10 @@ The other limits (spec sizes, watch streams, reads) are not modelled: `not_model
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 
-from broker.model import TenantId
+from broker.model import Job, TenantId
 from broker.policy import Policy
 from broker.policy.schema_parts import Limits
 from broker.quota import QuotaExceededError, Quotas, tenant_limits
@@ -41,14 +42,34 @@ def _ended(rec: JobRecord) -> bool:
     return gone or not math.isnan(rec.end_s)
 
 
-class Admission:
-    """The live submission quotas on a run's arrivals (`refused`: job index -> the live message)."""
+def calls_refused(jobs: Sequence[Job], refuses: Callable[[Job], str | None]) -> dict[int, str]:
+    """Job index -> why, for the placeable jobs of a call (a tenant's submissions stored at one
+    time) that `refuses` refuses another job of: the live submit refuses a call whole."""
+    calls: dict[tuple[str, datetime], list[int]] = {}
+    for i, job in enumerate(jobs):
+        calls.setdefault((job.tenant, job.created_at), []).append(i)
+    out: dict[int, str] = {}
+    for call in calls.values():
+        if len(call) < 2:
+            continue  # (a job refused alone is refused by the run's own decision)
+        why = {i: refuses(jobs[i]) for i in call}
+        first = next((i for i in call if why[i] is not None), None)
+        if first is not None:
+            said = f"refused with its call: job {jobs[first].spec.name!r}: {why[first]}"
+            out.update({i: said for i in call if why[i] is None})
+    return out
 
-    def __init__(self, policy: Policy) -> None:
+
+class Admission:
+    """The live submission quotas on a run's arrivals (`refused`: job index -> the live message).
+    `with_calls`: the jobs refused with their call (`calls_refused`), refused on arrival."""
+
+    def __init__(self, policy: Policy, with_calls: Mapping[int, str] | None = None) -> None:
         self.now = 0.0
         self.quotas = Quotas(lambda t: tenant_limits(policy, t), monotonic=lambda: self.now)
         self.unfinished: dict[str, list[JobRecord]] = {}
         self.refused: dict[int, str] = {}
+        self.with_calls = with_calls or {}
 
     def admitted(
         self, batch: Sequence[int], jobs: Sequence[SimJob], state: Sequence[SimState], now: float
@@ -58,6 +79,9 @@ class Admission:
         self.now = now
         calls: dict[str, list[int]] = {}
         for j in batch:
+            if j in self.with_calls:
+                self.refused[j], state[j].rec.rejected = self.with_calls[j], True
+                continue
             calls.setdefault(jobs[j].tenant, []).append(j)
         taken: set[int] = set()
         for tenant, call in calls.items():

@@ -30,9 +30,11 @@ from broker.burst.inputs import is_onprem
 from broker.burst.runtimes import work_s
 from broker.errors import BrokerError
 from broker.model import Job, JobId, JobSpec, JobState, SiteId
+from broker.placement import PlacementContext, place
 from broker.policy import Policy
 from broker.policy.offers import static_offers
-from broker.sim.admission import Admission
+from broker.quota_bar import never_runs
+from broker.sim.admission import Admission, calls_refused
 from broker.sim.engine import Engine
 from broker.sim.jobs import MAX_RUNTIME_S, SimJob
 from broker.sim.metrics import RunResult, summarize
@@ -242,12 +244,23 @@ def refusal_reason(job: Job, policy: Policy) -> str:
     return f"{rule}: {message}"
 
 
+def at_the_door(job: Job, policy: Policy) -> str | None:
+    """What refuses the job at submit under `policy` (`refusal_reason`), None if it is admitted."""
+    expl = place(job.spec, job.tenant, static_offers(policy), policy, PlacementContext(now=job.created_at))
+    allowed = [s.offer for s in expl.unranked]
+    if allowed and not never_runs(policy, job.tenant, job.spec, allowed):
+        return None
+    return refusal_reason(job, policy)
+
+
 def replay(policy: Policy, history: History, scenario: Scenario | None = None) -> PolicyRun:
     """Replay the history under one policy."""
     jobs = sim_jobs(history, policy)
     world = scenario or scenario_for(history)
     prices = market_prices(history, policy)
-    admission = Admission(policy)  # submissions over the policy's quotas are refused, as live
+    # Submissions over the policy's quotas are refused, as live; a call any job of which the
+    # policy refuses at the door is refused whole.
+    admission = Admission(policy, calls_refused(history.jobs, lambda job: at_the_door(job, policy)))
     engine = Engine(policy, jobs, world, PolicyStrategy(policy), prices=prices, admission=admission)
     run = engine.run()
     sites = [

@@ -313,3 +313,40 @@ def test_a_submission_refused_at_the_door_is_admitted_by_a_candidate(tmp_path: P
     assert back["reason_before"] == "hardware.fit: a800 has 8 x A800; the job needs 16"
     assert "refused" in back["refused_at_submit"]
     assert body["current"]["rejected"] == 1 and body["candidate"]["rejected"] == 0
+
+
+def test_the_jobs_of_a_refused_call_are_recorded_and_replayed_as_one_call(tmp_path: Path) -> None:
+    """A held-out review: `szb submit hello.yaml wide.yaml` is one call, refused whole, but only the
+    refused spec was kept, so `hello` was lost from the history and a candidate admitting `wide`
+    replayed one job where the call would have run two."""
+    folder = fresh_clone(tmp_path)
+    env = base_env(folder)
+    (folder / "wide.yaml").write_text(
+        "name: wide\ncommand: [python3, -c, 'print(1)']\nruntime_estimate: 1h\n"
+        "resources: {accelerators: {count: 16, any_of: [A800]}}\n"
+    )
+    server = Server("szb serve", folder, {**env, "SZB_LISTEN": "127.0.0.1:0"})
+    try:
+        env["SZB_SERVER"] = f"127.0.0.1:{server.port}"
+        refused = subprocess.run(
+            ["bash", "-c", "szb submit configs/examples/hello.yaml wide.yaml"],
+            cwd=folder, env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert refused.returncode == 1 and "FAILED_PRECONDITION" in refused.stderr, refused.stderr
+        audit = run("szb audit -o json", folder, env).stdout
+    finally:
+        server.stop()
+    said = [e["message"] for e in json.loads(audit)["events"] if e["kind"] == "refused"]
+    assert "job 'hello' refused with its call: requests[1] ('wide') has no allowed offer" in said, said
+    assert any(m.startswith("job 'wide' refused: no allowed offer: hardware.fit") for m in said), said
+    wider = default_policy().replace("count_per_node: 8", "count_per_node: 16")
+    (folder / "big-nodes.yaml").write_text(wider)
+    body = json.loads(replay(folder, "--policy big-nodes.yaml -o json").stdout)
+    assert body["jobs"] == 2 and body["refused_at_submit"] == 2
+    # Under the policy that refused `wide`, `hello` is refused with it; the candidate takes both.
+    assert body["current"]["rejected"] == 2 and body["candidate"]["rejected"] == 0
+    gone = {r["name"]: r for r in body["refusals_gone"]}
+    assert set(gone) == {"hello", "wide"}
+    assert gone["hello"]["reason_before"] == (
+        "refused with its call: job 'wide': hardware.fit: a800 has 8 x A800; the job needs 16"
+    )
