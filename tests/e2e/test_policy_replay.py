@@ -279,9 +279,11 @@ def test_a_piped_table_keeps_each_refusal_on_one_line(history: Path) -> None:
     assert any(reason in line for line in out.stdout.splitlines()), out.stdout
 
 
-def test_a_submission_refused_at_the_door_is_admitted_by_a_candidate(tmp_path: Path) -> None:
-    """A job refused at submit has no job row, only the audit trail's record of its spec: the
-    replay left it out, so a candidate that would admit it could not say so."""
+def serve_and_submit_wide(
+    tmp_path: Path, submit: str
+) -> tuple[Path, dict[str, str], Server, subprocess.CompletedProcess[str]]:
+    """A fresh clone's `szb serve` on the embedded default (stopped by the caller), and `submit`
+    typed there beside `wide.yaml`, a 16-A800 job no 8-card node can take."""
     folder = fresh_clone(tmp_path)
     env = base_env(folder)
     (folder / "wide.yaml").write_text(
@@ -289,12 +291,22 @@ def test_a_submission_refused_at_the_door_is_admitted_by_a_candidate(tmp_path: P
         "resources: {accelerators: {count: 16, any_of: [A800]}}\n"
     )
     server = Server("szb serve", folder, {**env, "SZB_LISTEN": "127.0.0.1:0"})
+    env["SZB_SERVER"] = f"127.0.0.1:{server.port}"
     try:
-        env["SZB_SERVER"] = f"127.0.0.1:{server.port}"
-        refused = subprocess.run(
-            ["bash", "-c", "szb submit wide.yaml"],
-            cwd=folder, env=env, capture_output=True, text=True, timeout=60,
+        done = subprocess.run(
+            ["bash", "-c", submit], cwd=folder, env=env, capture_output=True, text=True, timeout=60
         )
+    except BaseException:
+        server.stop()
+        raise
+    return folder, env, server, done
+
+
+def test_a_submission_refused_at_the_door_is_admitted_by_a_candidate(tmp_path: Path) -> None:
+    """A job refused at submit has no job row, only the audit trail's record of its spec: the
+    replay left it out, so a candidate that would admit it could not say so."""
+    folder, env, server, refused = serve_and_submit_wide(tmp_path, "szb submit wide.yaml")
+    try:
         # (the nearest miss first: the 8-card slice, not the 1-card one)
         told = "FAILED_PRECONDITION: no allowed offer: hardware.fit: a800 has 8 x A800; the job needs 16"
         assert refused.returncode == 1 and told in refused.stderr, refused.stderr
@@ -319,19 +331,10 @@ def test_the_jobs_of_a_refused_call_are_recorded_and_replayed_as_one_call(tmp_pa
     """A held-out review: `szb submit hello.yaml wide.yaml` is one call, refused whole, but only the
     refused spec was kept, so `hello` was lost from the history and a candidate admitting `wide`
     replayed one job where the call would have run two."""
-    folder = fresh_clone(tmp_path)
-    env = base_env(folder)
-    (folder / "wide.yaml").write_text(
-        "name: wide\ncommand: [python3, -c, 'print(1)']\nruntime_estimate: 1h\n"
-        "resources: {accelerators: {count: 16, any_of: [A800]}}\n"
+    folder, env, server, refused = serve_and_submit_wide(
+        tmp_path, "szb submit configs/examples/hello.yaml wide.yaml"
     )
-    server = Server("szb serve", folder, {**env, "SZB_LISTEN": "127.0.0.1:0"})
     try:
-        env["SZB_SERVER"] = f"127.0.0.1:{server.port}"
-        refused = subprocess.run(
-            ["bash", "-c", "szb submit configs/examples/hello.yaml wide.yaml"],
-            cwd=folder, env=env, capture_output=True, text=True, timeout=60,
-        )
         assert refused.returncode == 1 and "FAILED_PRECONDITION" in refused.stderr, refused.stderr
         audit = run("szb audit -o json", folder, env).stdout
     finally:
