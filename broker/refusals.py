@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from broker.logs import redact_data
@@ -70,15 +70,20 @@ def call_refusals(
     items: Sequence[Submission],
     version: str,
     now: datetime,
+    stored: Collection[int] = (),
 ) -> list[RefusedSubmission]:
-    """The audit records of a refused call, each refused item logged: those no offer can take,
-    then every other item of the call, refused with it (a call is all or nothing)."""
-    records = [refusal_record(tenant, item, reasons, version, now) for _, item, reasons in refused]
-    for record, (_, _, reasons) in zip(records, refused, strict=True):
+    """The audit records of a refused call, each refused item logged: every other item of the call
+    first, refused with it (a call is all or nothing; `stored`: items a resend names that are
+    stored already, not refused), then those no offer can take. Written in this order, the items
+    that caused the refusal are the newest: the first a listing shows, the last the per-tenant
+    cap prunes (it prunes the oldest), so a replay never reads a call's rest without its cause."""
+    refusals = [refusal_record(tenant, item, reasons, version, now) for _, item, reasons in refused]
+    for record, (_, _, reasons) in zip(refusals, refused, strict=True):
         log_refusal(record, reasons)
     first, bad = refused[0][0], {index for index, _, _ in refused}
     call = f"requests[{first}] ({items[first].spec.name!r}) has no allowed offer"
-    return records + [
+    mates = [
         refusal_record(tenant, item, (), version, now, with_call=call)
-        for index, item in enumerate(items) if index not in bad
+        for index, item in enumerate(items) if index not in bad and index not in stored
     ]
+    return mates + refusals

@@ -217,7 +217,8 @@ def _with_passed_over(
         # Worse-scored ones too: an offer over the spot limits is no choice, whatever its score says.
         left = None if spec.deadline is None else spec.deadline - decision.explanation.decided_at
         slack_h = None if left is None else left.total_seconds() / 3600  # as the decision saw it
-        why = spot_refusal(spec, s.offer, policy, slack_h=slack_h)
+        seen = decision.projection  # (the stretch the decision judged spot on, where it had one)
+        why = spot_refusal(spec, s.offer, policy, slack_h=slack_h, ratio=seen.runtime_ratio if seen else 1.0)
         if why is not None:
             row["passed_over"] = why.removeprefix(f"{s.offer.key}: ")
             return row

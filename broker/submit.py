@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -287,14 +287,13 @@ class SubmitPath:
         return [(index, item, reasons) for index, item, reasons in found if reasons]
 
     async def _refuse(
-        self, tenant: TenantId, refused: Refused, items: Sequence[Submission], now: datetime
+        self, tenant: TenantId, refused: Refused, items: Sequence[Submission], stored: Collection[int],
+        now: datetime,
     ) -> NoReturn:
         """Log and audit the call's items (`call_refusals`), then refuse the call (naming the first).
-
-        A store error while recording is logged, never raised: the caller still gets its
-        refusal, not an INTERNAL error."""
+        A store error while recording is logged, never raised: the caller gets its refusal."""
         version = self.policy_version() if self.policy_version is not None else ""
-        records = call_refusals(tenant, refused, items, version, now)
+        records = call_refusals(tenant, refused, items, version, now, stored)
         try:
             if self.commit_inline:
                 self.store.record_refusals(records)
@@ -336,7 +335,7 @@ class SubmitPath:
         now = self.clock.now()
         refused = self._admit_policy(tenant, items, now)
         if refused:
-            await self._refuse(tenant, refused, items, now)
+            await self._refuse(tenant, refused, items, known, now)
         if self.policy_version is not None:  # the audit trail names the policy that admitted them
             stamp = self.policy_version().split(":", 1)[0]
             items = [replace(item, policy_hash=stamp) for item in items]

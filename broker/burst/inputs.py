@@ -59,9 +59,10 @@ class BurstInputs:
     last responsible moment (`broker.burst.claims`). A job that could start now yields the
     capacity to one that fits it and whose burst would cost more than this job's own."""
     runtime_ratio: float = 1.0
-    """The tenant's learned ratio of actual to estimated runtime (`broker.burst.runtimes`): a
-    spot run's expected restarts and completion are judged on the estimate stretched by it (never
-    shrunk), so a tenant whose jobs overrun their estimates is not put on spot past the limit."""
+    """The stretch the projected wait model puts on the tenant's estimates (`broker.burst.runtimes`:
+    its median actual/estimated runtime times its spread, a high quantile): a spot run's expected
+    restarts and completion are judged on the estimate stretched by it (never shrunk), so a tenant
+    whose jobs overrun their estimates is not put on spot past the limit."""
     firm_deadline: bool = False
     """The job's max_wait is a firm deadline ("Can't Be Late"): projected late on-prem, it bursts
     at its last responsible moment to the best usable cloud offer, however the premium compares

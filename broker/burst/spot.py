@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from broker.burst.routes import RouteState
 from broker.durations import format_duration
-from broker.model import JobSpec, Offer, SiteId
+from broker.model import JobSpec, Offer, SiteId, SpotMode
 from broker.policy import Policy
 
 DEFAULT_RISK = 0.05
@@ -100,18 +100,21 @@ def spot_refusal(
 
     Refused when the expected restarts exceed `burst.spot_max_expected_restarts`, or when the
     expected completion would run past the job's slack (deadline or max_wait), if it has one.
-    `ratio`: the tenant's learned actual/estimated runtime; above 1 it stretches the estimate.
+    `ratio`: the stretch the projected wait model puts on the tenant's estimates (its median
+    actual/estimated runtime times its spread, `broker.burst.runtimes`: a high quantile); above
+    1 it stretches the estimate, except for a job that requires spot, which submission admitted
+    on its estimate (stretched, it could wait for ever for an offer it may not take).
     """
     if not offer.spot:
         return None
-    stretch = max(1.0, ratio)
+    stretch = 1.0 if spec.spot == SpotMode.REQUIRED else max(1.0, ratio)
     out = offer_outlook(spec, offer, policy, spec.runtime_estimate.total_seconds() / 3600 * stretch)
     limit = policy.burst.spot_max_expected_restarts
     if out.restarts > limit:
         every = "none" if spec.checkpoint is None else format_duration(spec.checkpoint.interval)
         expects = f"{restarts_text(out.restarts)} restarts (limit {limit:g}; checkpoint: {every})"
         if stretch > 1.0:  # (the estimate alone may be within it: say why it is not)
-            expects += f" for the estimate x {stretch:.2f}, the tenant's runtime ratio"
+            expects += f" for the estimate x {stretch:.2f}, the tenant's runtime stretch"
         return f"{offer.key}: spot expects {expects}"
     if slack_h is not None and out.completion_h > slack_h:
         return (

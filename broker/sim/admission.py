@@ -79,19 +79,20 @@ class Admission:
         self.now = now
         calls: dict[str, list[int]] = {}
         for j in batch:
-            if j in self.with_calls:
-                self.refused[j], state[j].rec.rejected = self.with_calls[j], True
-                continue
             calls.setdefault(jobs[j].tenant, []).append(j)
         taken: set[int] = set()
         for tenant, call in calls.items():
             mine = self.unfinished[tenant] = [r for r in self.unfinished.get(tenant, []) if not _ended(r)]
-            try:
+            try:  # (live, the quotas see the whole call before the policy refuses any of it)
                 self.quotas.admit(TenantId(tenant), len(call), len(mine))
             except QuotaExceededError as exc:
                 for j in call:
                     self.refused[j], state[j].rec.rejected = str(exc), True
                 continue
-            mine += (state[j].rec for j in call)
-            taken.update(call)
+            for j in call:
+                if j in self.with_calls:
+                    self.refused[j], state[j].rec.rejected = self.with_calls[j], True
+                else:  # (the call's cause is refused by the run's own decision)
+                    mine.append(state[j].rec)
+                    taken.add(j)
         return [j for j in batch if j in taken]

@@ -28,6 +28,8 @@ def figure(v: Any, sign: bool = False) -> str:
     if isinstance(v, int):
         return f"{v:+,}" if sign else f"{v:,}"
     if isinstance(v, float):
+        if v != 0 and abs(v) < 0.005:  # (a change of 0.004 is no 0.00)
+            return f"{v:+.2g}" if sign else f"{v:.2g}"
         return f"{v:+,.2f}" if sign else f"{v:,.2f}"
     return str(v)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,10 +12,11 @@ from broker.burst import decide
 from broker.burst.cloud import paid_risk
 from broker.burst.money import split_cost
 from broker.burst.spot import outlook
-from broker.decision import Action
-from broker.model import Checkpoint, JobSpec, TenantId
+from broker.decision import Action, ProjectionNote
+from broker.model import Checkpoint, JobSpec, SpotMode, TenantId
 from broker.placement.cost import best_voucher
 from broker.policy import Policy, load_policy
+from broker.serde_decision import explain_json
 from tests.burst.conftest import HEADER, POLICY, write_policy
 from tests.burst.test_decision import NOW, inputs, job, offers
 
@@ -164,9 +166,35 @@ def test_a_tenant_whose_jobs_overrun_estimates_is_not_put_on_spot_past_the_limit
     only_spot = [o for o in full if o.spot or o.site == "onprem"]
     refused = decide(spec, TenantId("lab"), only_spot, strict, inputs(runtime_ratio=2.0))
     assert refused.action == Action.WAIT
-    said = "x 2.00, the tenant's runtime ratio"
+    said = "x 2.00, the tenant's runtime stretch"
     assert any("restarts (limit 2" in r and said in r for r in refused.reasons), refused.reasons
     # A tenant whose jobs end early does not loosen the limit: 40 h at a ratio of 0.5 is still refused.
     long = _spec("40h", "30m")
     early = decide(long, TenantId("lab"), full, strict, inputs(runtime_ratio=0.5))
     assert early.offer is not None and not early.offer.spot
+
+
+def test_a_job_that_requires_spot_is_judged_on_its_estimate_as_submission_admitted_it(tmp_path: Path) -> None:
+    # A review: stretched by its tenant's runtime stretch, a `spot: required` job submission had
+    # admitted on its estimate was refused every spot offer, and waited with no end.
+    strict = _variant(
+        tmp_path, "max_provisioning: 2, spot_interruption_risk: 0.1", "  spot_max_expected_restarts: 2\n"
+    )
+    spec = _spec("15h", "30m").model_copy(update={"spot": SpotMode.REQUIRED})
+    d = decide(spec, TenantId("lab"), offers(strict, free=0, wait_s=0), strict, inputs(runtime_ratio=2.0))
+    assert d.burst and d.offer is not None and d.offer.spot, d.reasons
+
+
+def test_explain_names_the_stretch_the_decision_judged_spot_on(tmp_path: Path) -> None:
+    # A review: `szb explain`'s row for a spot offer the decision refused on the stretch gave no reason.
+    strict = _variant(
+        tmp_path, "max_provisioning: 2, spot_interruption_risk: 0.1", "  spot_max_expected_restarts: 2\n"
+    )
+    spec = _spec("15h", "30m")
+    d = decide(spec, TenantId("lab"), offers(strict, free=0, wait_s=0), strict, inputs(runtime_ratio=2.0))
+    assert d.offer is not None and not d.offer.spot
+    note = ProjectionNote("onprem/a800", 0.0, 0, (), 0, 0, 0, 0, 0.0, runtime_ratio=2.0)
+    rows = explain_json(replace(d, projection=note), spec, strict)["offers"]
+    spot = [r for r in rows if r["allowed"] and r["spot"]]
+    said = "x 2.00, the tenant's runtime stretch"
+    assert spot and all(said in r.get("passed_over", "") for r in spot), spot

@@ -228,6 +228,9 @@ def test_the_table_prints_totals_whole_to_the_cent(capsys: pytest.CaptureFixture
     assert "14,355.25" in out and "2,273,010.50" in out and "+2,258,655.25" in out, out
     assert "-1,800.50" in out and "-12" in out and "1,302" in out, out
     assert "e+06" not in out and "14355.2 " not in out
+    from broker.sim.replay_report import figure
+
+    assert (figure(0.004, sign=True), figure(0.0), figure(None)) == ("+0.004", "0.00", "-")  # (not "+0.00")
 
 
 def test_a_gang_job_replays_at_the_price_of_all_its_nodes(tmp_path: Path) -> None:
@@ -322,3 +325,35 @@ def test_a_burst_replays_with_its_sites_recorded_launch_times(tmp_path: Path) ->
         assert again.run.records[0].start_s - again.run.records[0].arrival_s == 20.0
     finally:
         store.close()
+
+
+def _submission(name: str, count: int = 0) -> Submission:
+    res = {"accelerators": {"count": count, "any_of": ["A800"]}} if count else {}
+    fields = {"name": name, "command": ["true"], "runtime_estimate": "1m", "resources": res}
+    spec = JobSpec.model_validate(fields)
+    return Submission(spec=spec, by="dev", role="operator")
+
+
+def test_a_refused_call_cut_by_the_refusal_cap_keeps_its_cause(tmp_path: Path) -> None:
+    """A review: the refused job was written first, so the per-tenant cap (it prunes the oldest)
+    dropped it before its call's placeable jobs, and a replay under the policy that refused the
+    call ran them. The cause is written last now; a resent job already stored is no refusal."""
+    from broker.policy import load_policy
+    from broker.refusals import call_refusals
+    from broker.sim.replay import replay
+    from tests.brokerproc import ROOT
+
+    policy = load_policy(ROOT / "broker" / "defaults" / "policy.yaml")
+    store = SqliteStore(tmp_path / "broker.db")
+    why = ["hardware.fit: a800 has 8 x A800; the job needs 16"]
+    call = [_submission("wide", 16), *(_submission(n) for n in ("h1", "h2", "h3", "kept"))]
+    records = call_refusals(TenantId("dev"), [(0, call[0], why)], call, "x:y", T0, stored={4})
+    assert [r.job_name for r in records] == ["h1", "h2", "h3", "wide"]  # (kept: stored, not refused)
+    store.record_refusals(records, keep=4)
+    again = [_submission("wide", 16)]
+    later = T0 + timedelta(minutes=1)
+    store.record_refusals(call_refusals(TenantId("dev"), [(0, again[0], why)], again, "x:y", later), keep=4)
+    history = read_history(store, None)
+    assert [j.spec.name for j in history.jobs] == ["h2", "h3", "wide", "wide"]  # h1, the oldest, pruned
+    run = replay(policy, history).run
+    assert all(r.rejected for r in run.records), run.records
