@@ -16,16 +16,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from broker.sim.budgets import Purse
 from broker.sim.jobs import JobFacts, SimJob
 from broker.sim.offline import OfflineSchedule
-
-if TYPE_CHECKING:
-    pass
 
 BUCKET_S = 60.0
 """The greedy's time buckets (a job holds every bucket it touches)."""
