@@ -53,16 +53,18 @@ class RunningEnds:
         else:
             self._ends.pop(part, None)
 
-    def ended(self, part: str, job: SimJob) -> float | None:
-        """The job finished on the partition: its units are free, its runtime is learned.
-        Returns the end its estimate gave the backend (start + estimate - done), if it ran here."""
+    def ended(self, part: str, job: SimJob, *, finished: bool = True) -> float | None:
+        """The job's run on the partition ended: its units are free, and its runtime is learned if
+        it `finished` (a run stopped early is no measure of the job, and it is learned when it
+        finishes). Returns the end its estimate gave the backend (start + estimate - done), if it ran here."""
         run = self.running[part].pop(job.index, None)
         got = self._ends.get(part)
         if got is not None and got.version == self.learner.version:
             got.drop(job.index)
         else:
             self._ends.pop(part, None)
-        self.learn(job)
+        if finished:
+            self.learn(job)
         return None if run is None else run[0] + max(0.0, run[1] - run[2])
 
     def learn(self, job: SimJob) -> None:

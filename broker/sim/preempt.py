@@ -97,7 +97,7 @@ def stop(eng: Engine, v: int, key: str) -> None:
     vj, vs = eng.jobs[v], eng.state[v]
     assert vs.offer is not None
     ran = eng.t - vs.running_since
-    eng.parts[key].finish(eng.t, vj.demand, eng.projected.running.ended(key, vj))
+    eng.parts[key].finish(eng.t, vj.demand, eng.projected.running.ended(key, vj, finished=False))
     eng.fair.ended(str(v), eng.epoch + timedelta(seconds=eng.t))
     # Its start charged the whole run left; take back what it will not run now.
     unrun_h = max(0.0, vj.runtime_s - vs.done_s - ran) / 3600

@@ -15,7 +15,7 @@ from broker.policy import Policy, load_policy
 from broker.sim.jobs import build_jobs
 from broker.sim.metrics import JobRecord, RunResult, Series, finished_late, late, summarize
 from broker.sim.run import simulate
-from broker.sim.scenario import Delay, Scenario
+from broker.sim.scenario import Delay, RuntimeEstimates, Scenario
 from broker.sim.traces import TraceJob
 from tests.brokerproc import ROOT
 from tests.sim.conftest import CATALOG, CONFIGS, POLICY, table_row
@@ -158,3 +158,21 @@ def test_another_tenants_work_within_its_quota_is_not_stopped(tmp_path: Path) ->
     assert u.burst and p.preempted == 0
     p, u = records("t1")
     assert not u.burst and p.preempted == 1
+
+
+def test_a_stopped_job_is_learned_once_when_it_finishes(tmp_path: Path) -> None:
+    # t1 estimates every job at half its runtime (ratio 2). P is stopped for U, then runs again:
+    # two jobs finished, so two ratios of 2 are learned (2^(2/5) below `FEW` jobs); the stop is no
+    # finish, and learning P's full runtime there had counted it twice (2^(3/5)). Live counts only
+    # SUCCEEDED jobs, once each.
+    policy = policy_with(tmp_path, "{enabled: true}")
+    scenario = Scenario(
+        seed=1,
+        provisioning=Delay(min_s=60, mode_s=60, max_s=60),
+        runtime_estimates=RuntimeEstimates(default_bias=0.5),
+    )
+    trace = [a800("p", 0, 2 * HOUR, 4 * HOUR), a800("u", 300, 2 * HOUR)]
+    sim = simulate(policy, build_jobs(trace, policy, scenario), scenario, baselines=(), lower_bound=False)
+    p, u = sim.runs["policy"].records
+    assert p.preempted == 1 and not u.burst and p.end_s is not None and u.end_s is not None
+    assert sim.runs["policy"].runtime_ratios["t1"] == pytest.approx(2 ** (2 / 5))
