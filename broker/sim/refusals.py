@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from broker.model import JobSpec, TenantId
-from broker.placement import PlacementContext, place
+from broker.model import JobSpec, Offer, TenantId
+from broker.placement import Explanation, PlacementContext, place
 from broker.placement.refusal import refusal_rules as refusal_rules_of
 from broker.policy import Policy
 from broker.policy.offers import static_offers
@@ -22,31 +23,60 @@ from broker.sim.jobs import SimJob
 from broker.sim.metrics import RunResult
 
 
-def refused_by(
-    spec: JobSpec, tenant: TenantId, at: datetime, policy: Policy
-) -> list[tuple[str, int, str]] | str:
-    """(rule, offers, message) of what refuses a job submitted at `at` under `policy`, placed on its
-    static offers, the commonest first (`broker.placement.refusal`); no rule: why not, as text."""
+@dataclass(frozen=True)
+class Judged:
+    """A job placed on its static offers at submit under a policy: whether submission admits it,
+    and why not (one placement serves both questions)."""
+
+    spec: JobSpec
+    tenant: TenantId
+    policy: Policy
+    offers: list[Offer]
+    ctx: PlacementContext
+    explanation: Explanation
+    never: list[str]
+    """Why no allowed offer can ever run it (`never_runs`: the live admission's reasons)."""
+
+    @property
+    def admitted(self) -> bool:
+        """Submission takes it: some offer is allowed and one of them can run it."""
+        return bool(self.explanation.unranked) and not self.never
+
+    def rules(self) -> list[tuple[str, int, str]] | str:
+        """(rule, offers, message) of what refuses it, the commonest first (`broker.placement.refusal`);
+        no rule: why not, as text."""
+        expl = self.explanation
+        rules = refusal_rules_of(expl, self.spec, self.tenant, self.offers, self.policy, self.ctx)
+        if not rules:
+            return "no offer at all" if not expl.offers else "refused by the burst decision"
+        return rules
+
+    def reason(self) -> str:
+        """`rule: message` of what refuses it, as a submission is answered: why no allowed offer can
+        ever run it (quota, spot restarts) first, then the commonest rule rejecting the offers it fits,
+        or its hardware misfit where it fits none."""
+        if self.never:
+            return self.never[0]
+        rules = self.rules()
+        if isinstance(rules, str):
+            return rules
+        rule, _, message = rules[0]
+        return f"{rule}: {message}"
+
+
+def judge(spec: JobSpec, tenant: TenantId, at: datetime, policy: Policy) -> Judged:
+    """The job submitted at `at` under `policy`, placed once on its static offers."""
     offers, ctx = static_offers(policy), PlacementContext(now=at)
     expl = place(spec, tenant, offers, policy, ctx)
-    rules = refusal_rules_of(expl, spec, tenant, offers, policy, ctx)
-    if not rules:
-        return "no offer at all" if not expl.offers else "refused by the burst decision"
-    return rules
-
-
-def never_submitted(spec: JobSpec, tenant: TenantId, at: datetime, policy: Policy) -> list[str]:
-    """Why submission refuses a job its placement allows offers (`never_runs`, the live admission's
-    reasons: no quota ever admits it, or only spot over the restart limit could run it)."""
-    expl = place(spec, tenant, static_offers(policy), policy, PlacementContext(now=at))
     allowed = [s.offer for s in expl.unranked]
-    return never_runs(policy, tenant, spec, allowed) if allowed else []
+    never = never_runs(policy, tenant, spec, allowed) if allowed else []
+    return Judged(spec, tenant, policy, offers, ctx, expl, never)
 
 
 def refusal_rules(job: SimJob, policy: Policy) -> str:
     """`rule + rule ...`: the set of rules that refuse the job under `policy`, by name (the
     commonest-first order varies with the job's shape: one set was counted under two orders)."""
-    rules = refused_by(job.spec, job.tenant, job.created_at, policy)
+    rules = judge(job.spec, job.tenant, job.created_at, policy).rules()
     return rules if isinstance(rules, str) else " + ".join(sorted({rule for rule, _, _ in rules}))
 
 

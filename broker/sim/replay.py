@@ -30,15 +30,13 @@ from broker.burst.inputs import is_onprem
 from broker.burst.runtimes import work_s
 from broker.errors import BrokerError
 from broker.model import Job, JobId, JobSpec, JobState, SiteId
-from broker.placement import PlacementContext, place
 from broker.policy import Policy
 from broker.policy.offers import static_offers
-from broker.quota_bar import never_runs
 from broker.sim.admission import Admission, calls_refused
 from broker.sim.engine import Engine
 from broker.sim.jobs import MAX_RUNTIME_S, SimJob
 from broker.sim.metrics import RunResult, summarize
-from broker.sim.refusals import never_submitted, refused_by
+from broker.sim.refusals import judge
 from broker.sim.scenario import Delay, Scenario, SiteWorld, StockOuts
 from broker.sim.strategies import PolicyStrategy
 from broker.store import AuditFilter
@@ -231,26 +229,14 @@ def market_prices(history: History, policy: Policy) -> dict[str, tuple[float, st
 
 
 def refusal_reason(job: Job, policy: Policy) -> str:
-    """`rule: message` of what refuses the job under `policy`: as a submission is answered, why no
-    allowed offer can ever run it (quota, spot restarts) first, then the commonest rule rejecting
-    the offers it fits, or its hardware misfit where it fits none (`broker.placement.refusal`)."""
-    never = never_submitted(job.spec, job.tenant, job.created_at, policy)
-    if never:
-        return never[0]
-    rules = refused_by(job.spec, job.tenant, job.created_at, policy)
-    if isinstance(rules, str):
-        return rules
-    rule, _, message = rules[0]
-    return f"{rule}: {message}"
+    """`rule: message` of what refuses the job under `policy` (`Judged.reason`)."""
+    return judge(job.spec, job.tenant, job.created_at, policy).reason()
 
 
 def at_the_door(job: Job, policy: Policy) -> str | None:
     """What refuses the job at submit under `policy` (`refusal_reason`), None if it is admitted."""
-    expl = place(job.spec, job.tenant, static_offers(policy), policy, PlacementContext(now=job.created_at))
-    allowed = [s.offer for s in expl.unranked]
-    if allowed and not never_runs(policy, job.tenant, job.spec, allowed):
-        return None
-    return refusal_reason(job, policy)
+    judged = judge(job.spec, job.tenant, job.created_at, policy)
+    return None if judged.admitted else judged.reason()
 
 
 def replay(policy: Policy, history: History, scenario: Scenario | None = None) -> PolicyRun:
