@@ -37,11 +37,15 @@ def a800(name: str, at: float, runtime: float, max_wait: float | None = None) ->
     return TraceJob(name, at, runtime, count=1, accelerators=("A800",), tenant="t1", max_wait_s=max_wait)
 
 
-def run(folder: Path, preempt: str, trace: list[TraceJob]) -> list:  # type: ignore[type-arg]
+def run(
+    folder: Path, preempt: str, trace: list[TraceJob], estimates: RuntimeEstimates | None = None
+) -> RunResult:
+    """The policy's run: instances up in a minute, users' estimates as `estimates` says (None: exact)."""
     policy = policy_with(folder, preempt)
-    scenario = Scenario(seed=1, provisioning=Delay(min_s=60, mode_s=60, max_s=60))
+    minute = Delay(min_s=60, mode_s=60, max_s=60)
+    scenario = Scenario(seed=1, provisioning=minute, runtime_estimates=estimates)
     sim = simulate(policy, build_jobs(trace, policy, scenario), scenario, baselines=(), lower_bound=False)
-    return sim.runs["policy"].records
+    return sim.runs["policy"]
 
 
 def test_an_urgent_job_takes_the_units_of_a_patient_one_instead_of_bursting(tmp_path: Path) -> None:
@@ -49,7 +53,7 @@ def test_an_urgent_job_takes_the_units_of_a_patient_one_instead_of_bursting(tmp_
     # is projected at 2 h, so it would burst for 10 CNY against 2 at home. Instead P is stopped
     # (~30 min of work lost, ~1 CNY, under a quarter of the 8 CNY premium) and U runs at home;
     # P runs again, in full, once U is done, its first start on time.
-    p, u = run(tmp_path, "{enabled: true}", [a800("p", 0, 2 * HOUR, 4 * HOUR), a800("u", 300, HOUR)])
+    p, u = run(tmp_path, "{enabled: true}", [a800("p", 0, 2 * HOUR, 4 * HOUR), a800("u", 300, HOUR)]).records
     assert not u.burst and u.cost_cloud == 0 and not late(u)
     assert p.preempted == 1 and not p.burst and not late(p)
     lost_h = u.start_s / HOUR  # P ran from 0 until U took its GPU
@@ -61,7 +65,7 @@ def test_an_urgent_job_takes_the_units_of_a_patient_one_instead_of_bursting(tmp_
 
 
 def test_with_the_knob_off_the_urgent_job_bursts(tmp_path: Path) -> None:
-    p, u = run(tmp_path, "{enabled: false}", [a800("p", 0, 2 * HOUR, 4 * HOUR), a800("u", 300, HOUR)])
+    p, u = run(tmp_path, "{enabled: false}", [a800("p", 0, 2 * HOUR, 4 * HOUR), a800("u", 300, HOUR)]).records
     assert u.burst and u.cost_cloud == pytest.approx(10.0)
     assert p.preempted == 0 and p.cost == pytest.approx(4.0) and p.end_s == pytest.approx(2 * HOUR)
 
@@ -76,7 +80,7 @@ def test_with_the_knob_off_the_urgent_job_bursts(tmp_path: Path) -> None:
 def test_the_burst_stands_when_the_patient_job_does_not_qualify(
     tmp_path: Path, preempt: str, patient_wait: float
 ) -> None:
-    p, u = run(tmp_path, preempt, [a800("p", 0, 2 * HOUR, patient_wait), a800("u", 300, HOUR)])
+    p, u = run(tmp_path, preempt, [a800("p", 0, 2 * HOUR, patient_wait), a800("u", 300, HOUR)]).records
     assert u.burst and p.preempted == 0
 
 
@@ -86,7 +90,7 @@ def test_min_slack_keeps_a_job_near_its_own_deadline_running(
 ) -> None:
     # U would take P's GPU at ~0.5 h, when P's own start deadline (4 h) is ~3.5 h away.
     trace = [a800("p", 0, 2 * HOUR, 4 * HOUR), a800("u", 300, HOUR)]
-    p, u = run(tmp_path, f"{{enabled: true, min_slack: {min_slack}}}", trace)
+    p, u = run(tmp_path, f"{{enabled: true, min_slack: {min_slack}}}", trace).records
     assert p.preempted == int(stopped) and u.burst != stopped
 
 
@@ -106,7 +110,7 @@ def test_a_patient_job_is_stopped_once(tmp_path: Path) -> None:
     # After its first stop P runs again from ~1.5 h; V (30 min) comes at 2 h and would burst:
     # P has restarted once already (max_restarts 1), so V bursts.
     trace = [a800("p", 0, 2 * HOUR, 4 * HOUR), a800("u", 300, HOUR), a800("v", 2 * HOUR, HOUR)]
-    p, u, v = run(tmp_path, "{enabled: true}", trace)
+    p, u, v = run(tmp_path, "{enabled: true}", trace).records
     assert p.preempted == 1 and not u.burst and v.burst
 
 
@@ -165,14 +169,8 @@ def test_a_stopped_job_is_learned_once_when_it_finishes(tmp_path: Path) -> None:
     # two jobs finished, so two ratios of 2 are learned (2^(2/5) below `FEW` jobs); the stop is no
     # finish, and learning P's full runtime there had counted it twice (2^(3/5)). Live counts only
     # SUCCEEDED jobs, once each.
-    policy = policy_with(tmp_path, "{enabled: true}")
-    scenario = Scenario(
-        seed=1,
-        provisioning=Delay(min_s=60, mode_s=60, max_s=60),
-        runtime_estimates=RuntimeEstimates(default_bias=0.5),
-    )
     trace = [a800("p", 0, 2 * HOUR, 4 * HOUR), a800("u", 300, 2 * HOUR)]
-    sim = simulate(policy, build_jobs(trace, policy, scenario), scenario, baselines=(), lower_bound=False)
-    p, u = sim.runs["policy"].records
+    got = run(tmp_path, "{enabled: true}", trace, RuntimeEstimates(default_bias=0.5))
+    p, u = got.records
     assert p.preempted == 1 and not u.burst and p.end_s is not None and u.end_s is not None
-    assert sim.runs["policy"].runtime_ratios["t1"] == pytest.approx(2 ** (2 / 5))
+    assert got.runtime_ratios["t1"] == pytest.approx(2 ** (2 / 5))
