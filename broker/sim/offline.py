@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +52,19 @@ class OfflineSchedule:
     """How the schedule was made: `greedy`, or `greedy+milp` when the MILP improved it."""
     placements: dict[int, tuple[str, float]] = field(default_factory=dict, repr=False, compare=False)
     """Job index -> (partition key, start second) of every job placed on-prem."""
+    burst_late: frozenset[int] = field(default_factory=frozenset, repr=False, compare=False)
+    """The jobs burst in a later budget month (late), by index."""
+
+
+def late_count(
+    jobs: Sequence[SimJob], placements: Mapping[int, tuple[str, float]], burst_late: Iterable[int]
+) -> int:
+    """Jobs a schedule starts late: on-prem after arrival + max_wait, or burst in a later month (and
+    not placed on-prem since)."""
+    due = {i: jobs[i].arrival_s + jobs[i].max_wait_s + 1e-6 for i in placements}
+    return sum(1 for i, (_, start) in placements.items() if start > due[i]) + sum(
+        1 for i in burst_late if i not in placements
+    )
 
 
 class _Partition:
@@ -143,7 +156,7 @@ def offline_schedule(
         return f.cloud_cost - min(options)
 
     order = sorted(range(len(jobs)), key=lambda i: (-saving(i), jobs[i].arrival_s, i))
-    book = _Book(purse=purse)
+    book = _Book(jobs, purse=purse)
     for i in order:
         j, f = jobs[i], facts[i]
         choices = sorted((c, k) for k, c in f.onprem.items() if k in parts)
@@ -226,7 +239,7 @@ def priced_schedule(
             worth[i] = max(worth[i], cloud + float(net.max()) if math.isfinite(cloud) else math.inf)
         ranked.append(options)
     order = sorted(range(len(jobs)), key=lambda i: (-worth[i], jobs[i].arrival_s, i))
-    book = _Book(purse=purse)
+    book = _Book(jobs, purse=purse)
     for i in order:
         j, f = jobs[i], facts[i]
         best: tuple[float, str, float, float] | None = None
@@ -256,12 +269,13 @@ def _partitions(
 class _Book:
     """A schedule as it is built: cost, counts and on-prem placements."""
 
+    jobs: Sequence[SimJob]
     cost: float = 0.0
     onprem: int = 0
     cloud: int = 0
-    late: int = 0
     unplaced: int = 0
     placements: dict[int, tuple[str, float]] = field(default_factory=dict)
+    burst_late: set[int] = field(default_factory=set)
     purse: Purse | None = None
     """Tenants' budgets and the global cap, when the schedule keeps within them."""
 
@@ -274,29 +288,30 @@ class _Book:
     def elsewhere(
         self, i: int, j: SimJob, f: JobFacts, parts: dict[str, _Partition], choices: list[tuple[float, str]]
     ) -> None:
-        """A job with no on-time start at home: the cloud if its budget pays now, or else on-prem
-        late, or else the cloud in the first later budget month that pays (late), or nowhere."""
+        """A job with no on-time start at home: the cloud if its budget pays now, or else on-prem at
+        the earliest start of the cheapest partition that can hold it (late, or on time where the
+        cloud looked cheaper but its budget cannot pay), or else the cloud in the first later
+        budget month that pays (late), or nowhere."""
         cloud = f.cloud_cost
         if cloud is not None and (self.purse is None or self.purse.pay(i, j, f, j.arrival_s)):
             self.cost += cloud
             self.cloud += 1
             return
-        first = parts[choices[0][1]] if choices else None
-        start = first.earliest(j.arrival_s, math.inf, j.runtime_s, j.demand) if first is not None else None
-        if start is None:
-            if cloud is not None and self.purse is not None and self.purse.pay_later(i, j, f) is not None:
-                self.cost += cloud
-                self.cloud += 1
-                self.late += 1
-            else:
-                self.unplaced += 1
-            return
-        c, k = choices[0]  # no cloud can run it: the earliest start on-prem, even if late
-        self.home(i, parts[k], k, start, c, j)
-        self.late += 1
+        for c, k in choices:
+            start = parts[k].earliest(j.arrival_s, math.inf, j.runtime_s, j.demand)
+            if start is not None:  # (None: the partition is too small for it)
+                self.home(i, parts[k], k, start, c, j)
+                return
+        if cloud is not None and self.purse is not None and self.purse.pay_later(i, j, f) is not None:
+            self.cost += cloud
+            self.cloud += 1
+            self.burst_late.add(i)
+        else:
+            self.unplaced += 1
 
     def schedule(self, method: str) -> OfflineSchedule:
+        late = late_count(self.jobs, self.placements, self.burst_late)
         return OfflineSchedule(
-            self.cost, self.onprem, self.cloud, self.late, self.unplaced,
-            method=method, placements=self.placements,
+            self.cost, self.onprem, self.cloud, late, self.unplaced,
+            method=method, placements=self.placements, burst_late=frozenset(self.burst_late),
         )

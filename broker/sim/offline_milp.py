@@ -21,7 +21,7 @@ import numpy as np
 
 from broker.sim.budgets import Purse
 from broker.sim.jobs import JobFacts, SimJob
-from broker.sim.offline import OfflineSchedule
+from broker.sim.offline import OfflineSchedule, late_count
 
 BUCKET_S = 60.0
 """The greedy's time buckets (a job holds every bucket it touches)."""
@@ -130,6 +130,7 @@ def improve(
         cost=greedy.cost - saved,
         onprem_jobs=onprem,
         cloud_jobs=greedy.cloud_jobs - (onprem - greedy.onprem_jobs),
+        late_jobs=late_count(jobs, placements, greedy.burst_late),
         method=f"{greedy.method}+milp",
         placements=placements,
     )
