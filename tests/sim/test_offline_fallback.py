@@ -26,7 +26,8 @@ def policy_of(folder: Path, *, gpu_price: float = 2.0, budget: int = 100000) -> 
     """The tiny world with a 4-GPU `gpu` partition and an 8-GPU `big` one at 3 CNY an hour."""
     (folder / "cloud.csv").write_text(CATALOG)
     text = POLICY.format(configs=CONFIGS, gpus=4)
-    big = GPU_LINE.replace("name: gpu", "name: big").replace("nodes: 1, price_hour: 2.0", "nodes: 2, price_hour: 3.")
+    big = GPU_LINE.replace("name: gpu", "name: big")
+    big = big.replace("nodes: 1, price_hour: 2.0", "nodes: 2, price_hour: 3.0")
     text = text.replace(GPU_LINE, GPU_LINE.replace("price_hour: 2.0", f"price_hour: {gpu_price}") + big)
     text = text.replace("monthly_budget: 100000", f"monthly_budget: {budget}")
     (folder / "policy.yaml").write_text(text)
