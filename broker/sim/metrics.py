@@ -125,6 +125,14 @@ def finished_late(rec: JobRecord) -> bool:
     return math.isnan(rec.end_s) or rec.end_s > rec.arrival_s + rec.max_wait_s + rec.runtime_s + 1e-6
 
 
+def outside_bound(rec: JobRecord) -> bool:
+    """Not one on-time run, as the LP bound's on-time jobs are (it counts such a job among its late
+    ones): started late or never, finished late, stopped on-prem and run again (`preempt_patient`:
+    its work is split, the rest after its window), or interrupted in the cloud and finished on-prem."""
+    stopped = rec.preempted > 0 or (rec.interruptions > 0 and not rec.burst)
+    return late(rec) or finished_late(rec) or stopped
+
+
 def summarize(run: RunResult) -> dict[str, Any]:
     """The per-strategy numbers of the JSON output."""
     recs = [r for r in run.records if not r.rejected]

@@ -236,12 +236,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
     frontier = result.get("frontier", {})
     lines += [
         "",
-        f"Lower bound (LP relaxation, HiGHS), every job starting within its max_wait: "
-        f"{_bound(result, cur)}. Policy cost ratio: {_f(result.get('cost_ratio'))}.",
-        "",
-        "A strategy's own lower bound (when solved) is the least cost of any schedule with at most as many "
-        "late jobs as it had (a job is late when it starts after its max_wait), so its ratio is at least 1.",
-        "",
+        *_bound_lines(result, cur),
         *_offline_lines(result, cur),
         f"Policy on the cost-vs-SLO frontier: {_f(frontier.get('policy_on_frontier'))}"
         + (f" (dominated by {', '.join(frontier['dominated_by'])})" if frontier.get("dominated_by") else "")
@@ -292,6 +287,21 @@ def _f(v: Any, spec: str = ",.2f") -> str:
     return str(v)
 
 
+def _bound_lines(result: Mapping[str, Any], cur: str) -> list[str]:
+    """The LP bound's lines: the all-on-time bound with the policy's ratio (and why it is under 1)."""
+    note = result.get("cost_ratio_note")
+    return [
+        f"Lower bound (LP relaxation, HiGHS), every job starting within its max_wait: "
+        f"{_bound(result, cur)}. Policy cost ratio: {_f(result.get('cost_ratio'))}"
+        + (f" ({note})." if note else "."),
+        "",
+        "A strategy's own lower bound (when solved) is the least cost of any schedule with at most as many "
+        "late jobs as it had (a job is late here when it was not one run within its window: it started after "
+        "its max_wait or never, was stopped and run again, or finished late), so its ratio is at least 1.",
+        "",
+    ]
+
+
 def _offline_lines(result: Mapping[str, Any], cur: str) -> list[str]:
     """The offline reference schedule's line (none when the references were skipped)."""
     if result.get("offline_cost") is None:
@@ -304,6 +314,7 @@ def _offline_lines(result: Mapping[str, Any], cur: str) -> list[str]:
         where += f", {o['late_jobs']} late"
     return [
         f"Offline reference schedule (feasible and clairvoyant, {o.get('method', 'greedy')}; {where}): "
-        f"{_f(result['offline_cost'])} {cur}. Policy offline ratio: {_f(result.get('offline_ratio'))}.",
+        f"{_f(result['offline_cost'])} {cur}. Policy offline ratio: {_f(result.get('offline_ratio'))}"
+        + (f" ({note})." if (note := result.get("offline_ratio_note")) else "."),
         "",
     ]
