@@ -317,24 +317,23 @@ def has(base: Fn, name: str) -> Fn:
 
 
 def macro(base: Fn, name: str, var: str, body: Fn) -> Fn:
-    """`exists` / `all` over a list (or a map's keys), absorbing errors like CEL."""
+    """`exists` / `all` over a list (or a map's keys), element by element in order as the CEL
+    library runs them: the first decisive element decides, and an element that errors before
+    one does makes the whole an error (the spec's error absorption is not the library's)."""
     decisive = name == "exists"
 
     def run(env: Mapping[str, Any]) -> bool:
         items = base(env)
         if items.__class__ not in (list, tuple, dict):
             raise Fallback
-        failure: str | None = None
         for item in items:
             r = _side(body, {**env, var: item})
             if r is decisive:
                 return decisive
-            if (r is _UNKNOWN or r is _FALLBACK) and failure is not _UNKNOWN:
-                failure = r
-        if failure is _UNKNOWN:
-            raise Unknown
-        if failure is _FALLBACK:
-            raise Fallback
+            if r is _UNKNOWN:  # (what it will be decides whether a later element is reached)
+                raise Unknown
+            if r is _FALLBACK:
+                raise Fallback
         return not decisive
 
     return strict_as(run, base)

@@ -123,12 +123,17 @@ def sample(var: str) -> dict[str, Any]:
 
 
 def _strip_strings(src: str) -> str:
-    """The expression with string literal contents blanked (offsets kept)."""
+    """The expression with string literal contents and `//` comments blanked (offsets kept)."""
     out = list(src)
     i, n = 0, len(src)
     while i < n:
         ch = src[i]
-        if ch in "\"'":
+        if src.startswith("//", i):  # a comment, to the end of its line
+            j = src.find("\n", i)
+            j = n if j < 0 else j
+            out[i:j] = " " * (j - i)
+            i = j
+        elif ch in "\"'":
             triple = src[i : i + 3] == ch * 3
             quote = ch * 3 if triple else ch
             j = i + len(quote)
@@ -142,10 +147,45 @@ def _strip_strings(src: str) -> str:
     return "".join(out)
 
 
+def _macro_scopes(text: str) -> list[tuple[str, int, int]]:
+    """(variable, start, end) of each macro's variable: bound from its call's `(` to the matching
+    `)` (outside it, a variable named `site` is the site again). `text` has its strings blanked."""
+    scopes = []
+    for m in _MACROS.finditer(text):
+        opened = text.index("(", m.start())
+        depth, k = 0, opened
+        while k < len(text):
+            depth += {"(": 1, ")": -1}.get(text[k], 0)
+            if depth == 0:
+                break
+            k += 1
+        scopes.append((m.group(1), opened, k))
+    return scopes
+
+
+def _dotted(text: str, chain: list[tuple[str, int]], j: int) -> int:
+    """Append the `.name` parts after offset `j` to `chain` (name, offset); returns where they end."""
+    n = len(text)
+    while True:
+        k = j
+        while k < n and text[k] == " ":
+            k += 1
+        if k >= n or text[k] != ".":
+            return j
+        k += 1
+        while k < n and text[k] == " ":
+            k += 1
+        m = _IDENT.match(text, k)
+        if m is None:
+            return j
+        chain.append((m.group(), m.start()))
+        j = m.end()
+
+
 def referenced_paths(src: str) -> tuple[list[Path], list[FieldError]]:
     """Field paths the expression reads (`("job", "accelerators", "count")` …) and unknown names."""
     text = _strip_strings(src)
-    bound = set(_MACROS.findall(text))
+    scopes = _macro_scopes(text)
     paths: list[Path] = []
     errors: list[FieldError] = []
     i, n = 0, len(text)
@@ -156,30 +196,15 @@ def referenced_paths(src: str) -> tuple[list[Path], list[FieldError]]:
             continue
         prev = text[:i].rstrip()
         chain = [(m.group(), m.start())]
-        j = m.end()
-        while True:
-            k = j
-            while k < n and text[k] == " ":
-                k += 1
-            if k < n and text[k] == ".":
-                k += 1
-                while k < n and text[k] == " ":
-                    k += 1
-                m2 = _IDENT.match(text, k)
-                if m2 is None:
-                    break
-                chain.append((m2.group(), m2.start()))
-                j = m2.end()
-            else:
-                break
-        i = j
+        i = j = _dotted(text, chain, m.end())
         after = text[j:].lstrip()
         if after.startswith("("):
             chain.pop()  # a function or method call
         if not chain or (prev.endswith(".")) or (prev and prev[-1].isdigit()):
             continue
         root, root_at = chain[0]
-        if root in bound or root in _KEYWORDS or (root in _FUNCTIONS and len(chain) == 1):
+        bound = any(name == root and start <= root_at < end for name, start, end in scopes)
+        if bound or root in _KEYWORDS or (root in _FUNCTIONS and len(chain) == 1):
             continue
         if root not in VARIABLES:
             if root in _FUNCTIONS:

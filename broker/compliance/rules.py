@@ -19,7 +19,7 @@ from typing import Any
 
 import cel
 
-from broker.compliance.celenv import Path, lookup
+from broker.compliance.celenv import VARIABLES, Path, lookup
 from broker.compliance.classes import ValueClasses
 from broker.compliance.native import compile_native
 from broker.compliance.plan import Live, Outcome, Plan, Standings, run_native
@@ -113,7 +113,10 @@ class RuleSet:
         )
         self.classes = ValueClasses(rules)  # compiled with the rules: `clear()` keeps them
         self.job_paths = tuple(sorted({p for r in rules for p in r.paths if p[0] == "job"}))
-        self.offer_paths = tuple(sorted({p for r in self.offer_rules for p in r.paths if p[0] == "offer"}))
+        offer = {p for r in self.offer_rules for p in r.paths if p[0] == "offer"}
+        if ("offer",) in offer:  # the whole offer is read (`offer["spot"]`): every field counts
+            offer = {("offer", name) for name in VARIABLES["offer"]}
+        self.offer_paths = tuple(sorted(offer))
         self._memo: dict[tuple[Any, ...], Verdict] = {}
         self._rule_memo: dict[tuple[Any, ...], tuple[bool, str | None]] = {}
         self._plans: dict[tuple[Any, ...], Plan] = {}
