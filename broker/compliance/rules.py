@@ -33,20 +33,8 @@ FROZEN_LIMIT = 4096
 """Variable mappings whose frozen fields are kept (each is pinned alive while kept)."""
 
 PLACEHOLDERS = frozenset(
-    {
-        "site",
-        "tenant",
-        "accelerator",
-        "class",
-        "region",
-        "country",
-        "operator_country",
-        "rule",
-        "zone",
-        "site_zone",
-        "tenant_group",
-        "instance_type",
-    }
+    {"site", "tenant", "accelerator", "class", "region", "country", "operator_country", "rule", "zone"}
+    | {"site_zone", "tenant_group", "instance_type"}
 )
 
 
@@ -90,6 +78,9 @@ class _Default(dict[str, str]):
 Verdict = tuple[tuple[tuple[str, str], ...], bool]
 """((rule id, message) of every deny rule that matched, whether an allow rule matched)."""
 
+_RESIDENCY = ("job", "data_residency")
+"""What a reason's `{zone}` says (the job's data zone)."""
+
 DEFAULT_DENY = ("compliance.default", "no allow rule matched and compliance.default is deny")
 
 
@@ -112,10 +103,15 @@ class RuleSet:
             self.natives, tuple(r.tenants for r in rules), tuple(r.uses_offer for r in rules)
         )
         self.classes = ValueClasses(rules)  # compiled with the rules: `clear()` keeps them
-        self.job_paths = tuple(sorted({p for r in rules for p in r.paths if p[0] == "job"}))
+        # A verdict's messages are kept with it: the inputs of the reason templates count as read.
+        said = {name for r in rules for name in template_fields(r.reason)}
+        job = {p for r in rules for p in r.paths if p[0] == "job"}
+        self.job_paths = tuple(sorted(job | ({_RESIDENCY} if "zone" in said else set())))
         offer = {p for r in self.offer_rules for p in r.paths if p[0] == "offer"}
         if ("offer",) in offer:  # the whole offer is read (`offer["spot"]`): every field counts
             offer = {("offer", name) for name in VARIABLES["offer"]}
+        elif "instance_type" in said and self.offer_rules:
+            offer.add(("offer", "instance_type"))
         self.offer_paths = tuple(sorted(offer))
         self._memo: dict[tuple[Any, ...], Verdict] = {}
         self._rule_memo: dict[tuple[Any, ...], tuple[bool, str | None]] = {}

@@ -123,3 +123,19 @@ def test_offer_read_with_brackets_decides_by_the_field(tmp_path: Path) -> None:
     assert any("r-spot" in r for key, (_, r) in fits.items() if key in spot)
     assert not any("r-spot" in r for key, (_, r) in fits.items() if key not in spot)
     assert any(a for a, _ in fits.values())
+
+
+def test_a_reason_names_the_zone_of_the_job_it_refuses(tmp_path: Path) -> None:
+    # The rule reads no job field, so its verdict was kept for the next job with the first job's
+    # message: a cn-mainland job was told "job data zone any".
+    policy_with(tmp_path, "r-cn", "deny", 'site.id == "aliyun-cn-beijing"')
+    path = tmp_path / "policy.yaml"
+    path.write_text(path.read_text().replace("'r-cn at {site}'", "'zone {zone} refused at {site}'"))
+    policy = load_policy(path)
+    offers = static_offers(policy)
+    policy.rules.clear()
+    forget_snapshots()
+    for zone in ("any", "cn-mainland"):
+        expl = place(job(data_residency=zone), TenantId("pku-nlp"), offers, policy, PlacementContext())
+        said = {r.message for s in expl.offers for r in s.reasons if r.rule == "r-cn"}
+        assert said == {f"zone {zone} refused at aliyun-cn-beijing"}, said
