@@ -42,11 +42,12 @@ import decision_quality as dq  # noqa: E402
 from broker.sim.backends import onprem_partitions  # noqa: E402
 from broker.sim.engine import Engine  # noqa: E402
 from broker.sim.expected import clairvoyant  # noqa: E402
-from broker.sim.jobs import JobFacts, SimJob, all_facts  # noqa: E402
+from broker.sim.facts import JobFacts, all_facts  # noqa: E402
+from broker.sim.jobs import SimJob  # noqa: E402
 from broker.sim.lower_bound import LowerBound, _quiet_highs  # noqa: E402
 from broker.sim.offline import offline_schedule, priced_schedule  # noqa: E402
 from broker.sim.offline_milp import cheaper, improve  # noqa: E402
-from broker.sim.payable import without_unpayable_cloud  # noqa: E402
+from broker.sim.payable import reference_facts  # noqa: E402
 from broker.sim.strategies import PolicyStrategy  # noqa: E402
 
 GRID_S = 300.0
@@ -163,7 +164,7 @@ def scenario(name: str, windows: int, scale: float, time_limit_s: float, full: b
     """Every reduced instance of one scenario, and with `full` the whole-scenario comparison."""
     policy, scen, jobs, _ = dq.scenario_jobs(name, 0)
     refs = clairvoyant(jobs)
-    facts = without_unpayable_cloud(refs, jobs, all_facts(refs, policy), policy)
+    facts = reference_facts(refs, jobs, all_facts(refs, policy), policy)
     capacity = {k: p.total for k, p in onprem_partitions(policy, scen.onprem_gpus).items()}
     last = max(j.arrival_s for j in refs)
     starts = [last * (n + 0.5) / windows - WINDOW_S / 2 for n in range(windows)]

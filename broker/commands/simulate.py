@@ -186,6 +186,8 @@ def _onprem_gpus(args: argparse.Namespace, policy: Any, scenario: Any) -> int:
     if asked is not None and asked != gpus:  # (rescaled partitions keep a whole node at least)
         where = "--onprem-gpus" if args.onprem_gpus is not None else f"{args.scenario}: onprem_gpus:"
         said = f"each GPU partition keeps at least one node: {gpus} GPUs"
+        if not any(p.accelerated for p in parts):
+            said = "the policy has no on-prem GPU partition to scale: 0 GPUs"
         print(f"szb: {where} {asked}: {said}", file=sys.stderr)
     return gpus
 

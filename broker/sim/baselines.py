@@ -28,7 +28,8 @@ from broker.model import Offer, SiteId, SpotMode
 from broker.placement import PlacementContext, place
 from broker.policy import Policy
 from broker.sim.backends import backoff_cap_s
-from broker.sim.jobs import JobFacts, SimJob, shape_of
+from broker.sim.facts import JobFacts
+from broker.sim.jobs import SimJob, shape_of
 
 Kind = Literal["onprem-only", "cloud-cheapest", "cheapest-offer"]
 BASELINES: tuple[Kind, ...] = ("onprem-only", "cloud-cheapest", "cheapest-offer")

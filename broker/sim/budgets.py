@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 
 from broker.burst.money import BEIJING, month_of, monthly_budget, split_cost
 from broker.policy import Policy
-from broker.sim.jobs import JobFacts, SimJob
+from broker.sim.facts import JobFacts
+from broker.sim.jobs import SimJob
 
 SLACK = 1e-6
 """Relative room on each limit (the strategies refuse above limit + 1e-9)."""
@@ -44,7 +45,8 @@ def cash_rows(
     months: dict[str, list[tuple[int, float]]] = {}
     for i, (j, f) in enumerate(zip(jobs, facts, strict=True)):
         floor = f.cloud_cost if f.cloud_floor is None else f.cloud_floor
-        if floor is None or any(o.spot and interrupted(str(o.site)) for o in f.cloud_by_cost):
+        spot = (*f.cloud_by_cost, *f.over_limit_spot)  # (the latter: what a short estimate may take)
+        if floor is None or any(o.spot and interrupted(str(o.site)) for o in spot):
             continue
         first, last = month_of(j.created_at), month_of(j.created_at + timedelta(seconds=j.max_wait_s))
         if first != last:

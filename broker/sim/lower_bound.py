@@ -36,7 +36,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from broker.sim.budgets import CashRow
-from broker.sim.jobs import JobFacts, SimJob
+from broker.sim.facts import JobFacts
+from broker.sim.jobs import SimJob
 from broker.sim.offline import CapacityPrices
 
 SLACK = 1e-7
@@ -232,8 +233,8 @@ class _Model:
         # Never starting (e.g. no budget can pay) costs nothing and counts as late, as in
         # the strategies' own counts: so the bound at their late count stays below them.
         cols.add(0.0, 1.0, [(late, 1.0), (assign, 1.0)])
-        if f.cloud_cost is not None:  # spot at no interruption: what a lucky spot run is billed
-            floor = f.cloud_cost if f.cloud_floor is None else f.cloud_floor
+        floor = f.cloud_cost if f.cloud_floor is None else f.cloud_floor
+        if floor is not None:  # spot at no interruption: what a lucky spot run is billed
             cols.add(floor, 1.0, [*self.cash_of.get(i, ()), (assign, 1.0)])
         # The buckets the job touches are the same in every partition: found once.
         arrive = min(self.nb - 1, max(0, bisect.bisect_right(self.edges, a) - 1))

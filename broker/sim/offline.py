@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from broker.sim.budgets import Purse
-from broker.sim.jobs import JobFacts, SimJob
+from broker.sim.facts import JobFacts
+from broker.sim.jobs import SimJob
 
 NEAR_LP_PER_S = 1e-6
 """What the priced greedy charges per second between a start and the LP's own start for the job."""

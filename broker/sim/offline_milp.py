@@ -20,7 +20,8 @@ from dataclasses import replace
 import numpy as np
 
 from broker.sim.budgets import Purse
-from broker.sim.jobs import JobFacts, SimJob
+from broker.sim.facts import JobFacts
+from broker.sim.jobs import SimJob
 from broker.sim.offline import OfflineSchedule, late_count
 
 BUCKET_S = 60.0

@@ -17,9 +17,12 @@ from collections.abc import Mapping, Sequence
 
 from broker.burst.inputs import onprem_sites
 from broker.burst.money import estimate_cost, split_cost, tenant_money
+from broker.burst.spot import spot_refusal
+from broker.model import Offer
 from broker.policy import Policy
 from broker.sim.expected import estimate_of
-from broker.sim.jobs import JobFacts, SimJob
+from broker.sim.facts import JobFacts
+from broker.sim.jobs import SimJob
 
 SLACK = 1e-6
 """Cash within this of the limit counts as payable (the strategies refuse above limit + 1e-9)."""
@@ -54,5 +57,38 @@ def without_unpayable_cloud(
             > limit + SLACK
             for o in clouds
         ):
-            out[i] = dataclasses.replace(f, cloud_cost=None, cloud_by_cost=())
+            out[i] = dataclasses.replace(f, cloud_cost=None, cloud_by_cost=(), cloud_floor=None)
     return out
+
+
+def with_misjudged_spot(
+    jobs: Sequence[SimJob], decided: Sequence[SimJob], facts: Sequence[JobFacts], policy: Policy
+) -> list[JobFacts]:
+    """`facts` with the spot offers a strategy may take on a runtime estimate shorter than the
+    job's runtime in its cloud floor (the bound's cloud option): the restart limit left them out for
+    the actual runtime, but the policy checks it on the estimate, and a run the world does not
+    interrupt is billed the spot price alone (a policy run under the bound had 0 late jobs)."""
+    out = list(facts)
+    for i, (job, seen, f) in enumerate(zip(jobs, decided, facts, strict=True)):
+        if not f.over_limit_spot:
+            continue
+        taken: tuple[Offer, ...] = ()
+        if estimate_of(seen) < job.runtime_s:
+            spec = seen.spec
+            taken = tuple(o for o in f.over_limit_spot if not spot_refusal(spec, o, policy, slack_h=None))
+        # What is left in `over_limit_spot` is what a strategy may take (the budget rows read it).
+        if not taken:
+            out[i] = dataclasses.replace(f, over_limit_spot=())
+            continue
+        least = min(estimate_cost(job.spec, o, policy) for o in taken)
+        floor = least if f.cloud_floor is None else min(f.cloud_floor, least)
+        out[i] = dataclasses.replace(f, cloud_floor=floor, over_limit_spot=taken)
+    return out
+
+
+def reference_facts(
+    jobs: Sequence[SimJob], decided: Sequence[SimJob], facts: Sequence[JobFacts], policy: Policy
+) -> list[JobFacts]:
+    """The facts the references price: no cloud for a job no budget pays, and the spot a short
+    estimate lets a strategy take."""
+    return with_misjudged_spot(jobs, decided, without_unpayable_cloud(jobs, decided, facts, policy), policy)

@@ -63,3 +63,31 @@ def test_summary_md_gives_both_notes(tmp_path: Path, capsys: pytest.CaptureFixtu
     summary = " ".join((tmp_path / "rep" / "summary.md").read_text().split())
     assert result["cost_ratio"] < 1 and f"({result['cost_ratio_note']})." in summary, summary
     assert f"({result['offline_ratio_note']})." in summary, summary
+
+
+def test_spot_a_short_estimate_lets_the_policy_take_is_in_the_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A 40 h job estimated at 2 h: on its estimate, spot is within the restart limit and the policy
+    # takes it; the world never interrupts it, so it is billed 40 h of spot (64 CNY). The bound
+    # priced only on-demand (196 CNY): for the true 40 h, spot is past the limit.
+    trace = tmp_path / "trace.csv"
+    trace.write_text("submit_time,runtime,accelerator,count,tenant,max_wait\n0,40h,T4,1,pku-nlp,30m\n")
+    world = "name: short\nseed: 3\nspot_interruptions_per_hour: 0\n"
+    (tmp_path / "world.yaml").write_text(world + "runtime_estimates: {bias: {pku-nlp: 0.05}}\n")
+    argv = [
+        "simulate", "--trace", str(trace), "--policy", str(CONFIGS / "policy-sim.yaml"),
+        "--scenario", str(tmp_path / "world.yaml"), "--baselines", "all", "-o", "json",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    policy = out["strategies"]["policy"]
+    assert policy["spot_over_restart_limit"] == 1 and policy["late_jobs"] == 0
+    assert out["lower_bound_cost"] <= policy["cost"]
+    assert out["offline_ratio"] < 1 and "1 job(s) on spot past the restart limit" in out["offline_ratio_note"]
+    # With the estimate exact the policy keeps off that spot, and the bound is on-demand's again.
+    (tmp_path / "world.yaml").write_text(world)
+    assert main(argv) == 0
+    exact = json.loads(capsys.readouterr().out)
+    assert exact["strategies"]["policy"]["spot_over_restart_limit"] == 0
+    assert exact["lower_bound_cost"] > policy["cost"]

@@ -13,7 +13,8 @@ import pytest
 from broker.policy import load_policy
 from broker.sim.baselines import Baseline
 from broker.sim.engine import Engine
-from broker.sim.jobs import EPOCH, all_facts, build_jobs
+from broker.sim.facts import all_facts
+from broker.sim.jobs import EPOCH, build_jobs
 from broker.sim.scenario import Scenario
 from broker.sim.state import Strategy
 from broker.sim.strategies import PolicyStrategy

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from broker.policy import Policy, load_policy
 from broker.sim.budgets import Purse
-from broker.sim.jobs import all_facts, build_jobs
+from broker.sim.facts import all_facts
+from broker.sim.jobs import build_jobs
 from broker.sim.offline import late_count, offline_schedule
 from broker.sim.scenario import Delay, Scenario
 from broker.sim.traces import TraceJob

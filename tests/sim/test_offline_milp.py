@@ -7,7 +7,8 @@ import random
 import pytest
 
 from broker.model import JobSpec, TenantId
-from broker.sim.jobs import JobFacts, SimJob
+from broker.sim.facts import JobFacts
+from broker.sim.jobs import SimJob
 from broker.sim.offline import offline_schedule
 from broker.sim.offline_milp import check, improve
 

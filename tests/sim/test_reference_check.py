@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-from broker.sim.jobs import JobFacts
+from broker.sim.facts import JobFacts
 from tests.sim.conftest import load_bench
 from tests.sim.test_offline_priced import patient_and_urgent, sim_job
 

@@ -16,7 +16,8 @@ from broker.policy.offers import static_offers
 from broker.sim.audit import Auditor
 from broker.sim.baselines import Baseline, Kind
 from broker.sim.engine import Engine
-from broker.sim.jobs import EPOCH, JobFacts, SimJob, all_facts, build_jobs, job_facts, shape_spec
+from broker.sim.facts import JobFacts, all_facts, job_facts
+from broker.sim.jobs import EPOCH, SimJob, build_jobs, shape_spec
 from broker.sim.scenario import load_scenario
 from broker.sim.traces import read_trace
 

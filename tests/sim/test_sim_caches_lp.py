@@ -19,7 +19,8 @@ import pytest
 from broker.policy import load_policy
 from broker.sim.backends import onprem_partitions
 from broker.sim.expected import clairvoyant
-from broker.sim.jobs import JobFacts, SimJob, all_facts, build_jobs
+from broker.sim.facts import JobFacts, all_facts
+from broker.sim.jobs import SimJob, build_jobs
 from broker.sim.lower_bound import LowerBound, _edges
 from broker.sim.scenario import load_scenario
 from broker.sim.traces import read_trace

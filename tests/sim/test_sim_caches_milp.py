@@ -15,7 +15,8 @@ import pytest
 import broker.sim.lower_bound as lb
 import broker.sim.offline_milp as om
 from broker.model import JobSpec, TenantId
-from broker.sim.jobs import JobFacts, SimJob
+from broker.sim.facts import JobFacts
+from broker.sim.jobs import SimJob
 from broker.sim.offline import offline_schedule
 
 

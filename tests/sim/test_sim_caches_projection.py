@@ -196,7 +196,8 @@ def test_baselines_decide_the_same_without_learning_runtime_ratios() -> None:
     from broker.policy import load_policy
     from broker.sim.baselines import BASELINES, Baseline
     from broker.sim.engine import Engine
-    from broker.sim.jobs import all_facts, build_jobs
+    from broker.sim.facts import all_facts
+    from broker.sim.jobs import build_jobs
     from broker.sim.scenario import load_scenario
     from broker.sim.strategies import PolicyStrategy
     from broker.sim.traces import read_trace

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,22 @@ def test_an_offline_ratio_below_one_says_who_started_late(capsys: pytest.Capture
     assert main([*argv[:-2], "-o", "table"]) == 0
     table = capsys.readouterr().out
     assert f"offline ratio: below 1: the offline schedule started {offline_late} jobs late" in table, table
+
+
+def test_onprem_gpus_on_a_policy_with_no_gpu_partition_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said `each GPU partition keeps at least one node: 0 GPUs`: there was none to keep one."""
+    text = POLICY.read_text(encoding="utf-8")
+    start = text.index("      - name: ascend\n")
+    end = text.index("      - name:", text.index("      - name: a800\n") + 1)
+    policy = tmp_path / "policy.yaml"
+    text = text[:start] + text[end:]
+    for name in ("accelerators.yaml", "regimes.yaml", "catalog/"):  # (`: x` covers `file: x` too)
+        text = text.replace(f": {name}", f": {POLICY.parent}/{name}")
+    policy.write_text(text)
+    argv = ["simulate", "--synthetic", "5", "--policy", str(policy), "--no-lower-bound", "-o", "json"]
+    assert main([*argv, "--baselines", "none", "--onprem-gpus", "8"]) == 0
+    out, err = capsys.readouterr()
+    assert "--onprem-gpus 8: the policy has no on-prem GPU partition to scale: 0 GPUs" in err, err
+    assert json.loads(out)["onprem_gpus"] == 0

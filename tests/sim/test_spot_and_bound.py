@@ -138,7 +138,7 @@ def test_jobs_flag_replays_the_first_n(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_offline_schedule_never_overcommits_and_prefers_onprem_savings() -> None:
-    from broker.sim.jobs import JobFacts
+    from broker.sim.facts import JobFacts
     from broker.sim.offline import offline_schedule
 
     def sim_job(i: int, arrival: float, runtime: float, demand: int, wait: float) -> SimJob:
@@ -204,7 +204,7 @@ def test_a_job_the_policy_expects_shorter_keeps_its_cloud_option(tmp_path: Path)
     import dataclasses
     from datetime import timedelta
 
-    from broker.sim.jobs import all_facts
+    from broker.sim.facts import all_facts
     from broker.sim.payable import without_unpayable_cloud
 
     policy = _policy(tmp_path, budget=23, risk=0.0)
