@@ -32,6 +32,10 @@ Four cases are measured side by side at every size (`--modes` picks some):
                 on a known fleet)
   repeated      everything kept, jobs from the small mix (the same question asked again)
 
+Every 50th decision of each case (`CHECK_EVERY`) is decided again after the timing on the plain
+CEL path (no memo, no native predicate: `RuleSet.fast = False`) and compared verdict by verdict
+(`checked_against_plain_cel`, `differing_from_plain_cel`); the bench exits 1 if any differs.
+
 How the offers reach `place()` (`--offers`):
   same      the same list object every decision (the simulator, one dispatcher pass):
             `place()` recognises it by identity and reuses its prepared snapshot
@@ -65,7 +69,7 @@ import broker.placement.vector  # noqa: E402,F401
 from broker.catalog.instances import load_instance_csv  # noqa: E402
 from broker.commands._args import whole_number  # noqa: E402
 from broker.model import JobSpec, Offer, TenantId  # noqa: E402
-from broker.placement import PlacementContext, forget_snapshots, place, prepare_offers  # noqa: E402
+from broker.placement import Explanation, PlacementContext, forget_snapshots, place, prepare_offers  # noqa: E402
 from broker.placement.prepared import snapshot  # noqa: E402
 from broker.policy import Policy, load_policy  # noqa: E402
 
@@ -210,7 +214,8 @@ def measure(
             collections[info["generation"]] += 1
 
     gc.callbacks.append(count)
-    for _ in range(decisions):
+    sampled: list[tuple[JobSpec, TenantId, object]] = []
+    for i in range(decisions):
         job, tenant = rng.choice(jobs), rng.choice(tenants)
         if mode != "repeated":  # a new job: the scored-decision memo cannot answer it
             job = job.model_copy(update={"runtime_estimate": timedelta(seconds=rng.randint(600, 86400))})
@@ -226,13 +231,17 @@ def measure(
         seen = sum(collections)
         c0 = time.process_time()
         t0 = time.perf_counter()
-        place(job, tenant, given, policy, ctx)
+        expl = place(job, tenant, given, policy, ctx)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
+        if i % CHECK_EVERY == 0:
+            sampled.append((job, tenant, _verdicts(expl)))
         collected.append(sum(collections) > seen)
         shapes.append(f"{job.name}/{tenant}")
     gc.callbacks.remove(count)  # (a collection between decisions is counted too: it is their garbage)
     return {
+        "checked_against_plain_cel": len(sampled),
+        "differing_from_plain_cel": _differing(policy, offers, sampled),
         "p50_ms": _ms(times, 0.5),
         "p99_ms": _ms(times, 0.99),
         "cpu_p50_ms": _ms(cpu, 0.5),
@@ -241,6 +250,37 @@ def measure(
         "gc_collections": {str(g): n for g, n in enumerate(collections)},
         "tail": _tail(times, cpu, shapes, collected),
     }
+
+
+CHECK_EVERY = 50
+"""Every this many decisions, one is decided again on the plain CEL path after the timing
+(`RuleSet.fast = False`: no memo, no native predicate) and the two are compared."""
+
+
+def _verdicts(expl: Explanation) -> tuple[object, ...]:
+    """What a decision decided: the offer chosen and each offer's verdict with its rules."""
+    chosen = expl.chosen.offer.key if expl.chosen else None
+    each = tuple((s.offer.key, s.allowed, tuple(sorted({r.rule for r in s.reasons}))) for s in expl.offers)
+    return chosen, each
+
+
+def _differing(
+    policy: Policy, offers: list[Offer], sampled: list[tuple[JobSpec, TenantId, object]]
+) -> int:
+    """How many sampled decisions the plain CEL path decides otherwise (the fast path's memos,
+    native predicates and classes must not change a verdict)."""
+    policy.rules.fast = False
+    try:
+        differing = 0
+        for job, tenant, seen in sampled:
+            policy.rules.clear()
+            forget_snapshots()
+            differing += _verdicts(place(job, tenant, list(offers), policy, PlacementContext())) != seen
+        return differing
+    finally:
+        policy.rules.fast = True
+        policy.rules.clear()
+        forget_snapshots()
 
 
 def _tail(
@@ -304,15 +344,20 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         ap.error(f"--modes: unknown {', '.join(unknown)} (known: {', '.join(MODES)})")
-    results = []
+    results, differing = [], 0
     load_before = os.getloadavg()
     for n in args.sizes:
         offers = make_offers(policy, n, rng)
         decisions = max(50, args.decisions * 1000 // max(n, 1000)) if n > 1000 else args.decisions
         row: dict[str, object] = {"offers": len(offers), "rules": len(policy.rules)}
         for mode in modes:
-            row[mode] = measure(policy, offers, decisions, mode=mode, seed=args.seed, how=args.offers)
+            got = row[mode] = measure(policy, offers, decisions, mode=mode, seed=args.seed, how=args.offers)
+            differs = got["differing_from_plain_cel"]
+            assert isinstance(differs, int)
+            differing += differs
         results.append(row)
+    if differing:
+        print(f"placement: {differing} sampled decision(s) differ from the plain CEL path", file=sys.stderr)
     if args.json:
         load = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
         machine = {"cpus": os.cpu_count(), "load_average_1_5_15m": load}
@@ -331,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{m['decisions_per_s']:,.0f} decisions/s; slowest 1%: {tail['with_gc']} of "
                     f"{tail['decisions']} with a GC, {tail['shapes']}"
                 )
-    return 0
+    return 1 if differing else 0
 
 
 if __name__ == "__main__":

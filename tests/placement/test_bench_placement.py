@@ -42,6 +42,8 @@ def test_bench_json_has_every_mode_with_wall_and_cpu_quantiles_and_the_load() ->
             assert 0 <= figures["cpu_p50_ms"] <= figures["cpu_p99_ms"]
             assert figures["decisions_per_s"] > 0
             assert set(figures["gc_collections"]) == {"0", "1", "2"}
+            # the first decision of each mode decided again on the plain CEL path: the same verdicts
+            assert (figures["checked_against_plain_cel"], figures["differing_from_plain_cel"]) == (1, 0)
             tail = figures["tail"]  # what the p99 cases are: shapes, and how many ran a collection
             assert tail["decisions"] == sum(tail["shapes"].values()) >= 1
             assert 0 <= tail["with_gc"] <= tail["decisions"]
