@@ -92,6 +92,12 @@ COLUMNS: dict[TraceFormat, dict[str, str]] = {
 """Spec field -> the trace column it comes from, to name in an error."""
 
 
+POD_COLUMNS = (
+    "name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec", "qos", "pod_phase",
+    "creation_time", "deletion_time", "scheduled_time",
+)  # fmt: skip
+"""The Alibaba GPU v2023 pod list's columns (`gpu_spec`, `qos` and `name` may be missing)."""
+
 KNOWN = (*PLAIN_COLUMNS, "creation_time", "scheduled_time", "deletion_time", "num_gpu")
 """Column names an unknown header's columns are compared with, for a nearest name."""
 
@@ -298,10 +304,13 @@ def read_trace(
         raise TraceError(f"{path}:1: {exc}") from exc
     if fmt is not None and fmt != found:
         raise TraceError(f"{path}: --trace-format {fmt} given but the header is {found}")
-    if found == "csv" and (unknown := [c for c in header if c and c not in PLAIN_COLUMNS]):
-        # A misspelt column would be read as absent (an accelerator job as CPU-only), silently.
-        why = "; ".join(f"{c}: unknown column{did_you_mean(c, PLAIN_COLUMNS)}" for c in unknown)
-        raise TraceError(f"{path}:1: {why} (a plain CSV's columns: {', '.join(PLAIN_COLUMNS)})")
+    known = {"csv": (PLAIN_COLUMNS, "a plain CSV's"), "alibaba-v2023": (POD_COLUMNS, "the v2023 pod list's")}
+    if found in known and (unknown := [c for c in header if c and c not in known[found][0]]):
+        # A misspelt column would be read as absent (an accelerator job as CPU-only, a pod's
+        # `gpu_specs` as any accelerator), silently.
+        columns, whose = known[found]
+        why = "; ".join(f"{c}: unknown column{did_you_mean(c, columns)}" for c in unknown)
+        raise TraceError(f"{path}:1: {why} ({whose} columns: {', '.join(columns)})")
     if found == "alibaba-spot-v2026" and (typo := misspelt(header)):
         raise TraceError(f"{path}:1: {typo}")
     info = TraceInfo(path=str(path), format=found)

@@ -112,6 +112,20 @@ def test_an_unknown_column_of_a_plain_csv_is_refused_with_the_known_ones(
     assert "accelerator" in err and "memory_gb" in err  # the known columns are listed
 
 
+@pytest.mark.parametrize(("typo", "near"), [("gpu_specs", "gpu_spec"), ("qoss", "qos")])
+def test_a_misspelt_column_of_a_v2023_pod_list_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], typo: str, near: str
+) -> None:
+    """Held-out review: `gpu_specs` was read as a missing `gpu_spec`, so a T4 pod ran on any
+    accelerator (on-prem, where the spelt-right one is refused), without a word."""
+    header = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time,"
+    header += "scheduled_time\n"
+    row = "p0,8000,16384,1,1000,T4,LS,Running,0,100,0\n"
+    code, _, err = run(tmp_path, header.replace(near, typo, 1) + row, capsys)
+    assert code == 1, err
+    assert f"trace.csv:1: {typo}: unknown column (did you mean '{near}'?)" in err, err
+
+
 def test_seconds_in_any_number_notation_read_as_seconds(tmp_path: Path) -> None:
     """A trace exported by another tool may write `1.2e6` seconds or `600.0`; only `600` and
     `1h` read before (the Alibaba pod list's times were read as any number already)."""
