@@ -59,6 +59,9 @@ class TraceJob:
     of one group is given the same drawn tenant."""
     line: int = field(default=0, compare=False)
     """The row's line in the trace file, for errors (0: a generated job)."""
+    undisclosed: str = field(default="", compare=False)
+    """The trace's name for a model it does not disclose (v2026 `GPU-series-N`): the job takes
+    any accelerator, and is counted under it (`any_accelerator`)."""
 
 
 @dataclass

@@ -98,9 +98,8 @@ def spot_jobs(rows: Iterator[Row], info: TraceInfo, max_runtime_s: float | None)
             continue
         if (why := checked.problem(job)) is not None:
             raise TraceError(f"{info.path}:{line}: {why}")
-        model = (row.get("gpu_model") or "").strip()
-        if job.count and UNDISCLOSED.fullmatch(model):  # (counted among the jobs kept only)
-            info.any_model[model] = info.any_model.get(model, 0) + 1
+        if job.undisclosed:  # (counted among the jobs kept only)
+            info.any_model[job.undisclosed] = info.any_model.get(job.undisclosed, 0) + 1
         jobs.append(job)
     return jobs
 
@@ -116,7 +115,7 @@ def _job(row: dict[str, str], line: int) -> TraceJob:
     if workers < 1:
         raise ValueError("worker_num: must be >= 1")
     cpus = column(row, "cpu_request", non_negative, 1)
-    kind = (row.get("job_type") or "").strip()
+    kind, model = (row.get("job_type") or "").strip(), (row.get("gpu_model") or "").strip()
     if kind.lower() not in JOB_TYPE_PRIORITY:
         raise ValueError(f"job_type: {kind!r} is neither HP nor Spot" if kind else "job_type: required")
     return TraceJob(
@@ -124,13 +123,14 @@ def _job(row: dict[str, str], line: int) -> TraceJob:
         submit_s=column(row, "submit_time", seconds),
         runtime_s=max(1.0, column(row, "duration", seconds)),
         count=count,
-        accelerators=_model(row.get("gpu_model") or "") if count else (),
+        accelerators=_model(model) if count else (),
         gpu_spec=True,
         cpus=max(0.1, cpus),
         priority=JOB_TYPE_PRIORITY[kind.lower()],
         nodes=workers,
         group=(row.get("organization") or "").strip() or None,
         line=line,
+        undisclosed=model if count and UNDISCLOSED.fullmatch(model) else "",
     )
 
 

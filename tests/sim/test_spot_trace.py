@@ -178,6 +178,16 @@ def test_szb_simulate_replays_the_list(tmp_path: Path) -> None:
     assert "Jobs of the trace's undisclosed models, run on any accelerator: GPU-series-2 (90)" in table.stdout
     policy = result["strategies"]["policy"]
     assert policy["jobs"] + policy["rejected"] == 120 and policy["cost"] > 0
+    # With --jobs 8 only the first 8 by arrival are replayed (rows 0-7: 6 of them GPU-series-2); the
+    # count covered the whole trace's 90 (held-out review).
+    sample = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "simulate", "--trace", str(path), "--policy",
+         str(CONFIGS / "policy-sim.yaml"), "--baselines", "none", "--no-lower-bound", "--jobs", "8",
+         "-o", "json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert sample.returncode == 0, sample.stderr
+    assert json.loads(sample.stdout)["any_accelerator"] == {"GPU-series-2": 6}
 
 
 @pytest.mark.parametrize(
