@@ -52,6 +52,8 @@ def test_a_job_file_larger_than_any_spec_is_not_read_whole(
         # OverflowError: date value out of range
         (["spend", "--since", "99999999d"], "'99999999d': an age must be at most 10 years"),
         (["spend", "--until", "junk"], "'junk' is neither a time"),
+        # (read as 7 seconds and 20,261,208 seconds: a held-out review meant a week and a date)
+        (["spend", "--since", "7"], "'7': an age needs a unit (7d, 12h, 30m, 45s)"),
         # ValueError: Value out of range (int64 on the wire)
         (["watch", "j-1", "--after", "99999999999999999999"], "must be between 0 and 9223372036854775807"),
         (["watch", "j-1", "--after", "-1"], "must be between 0 and"),
@@ -69,6 +71,11 @@ def test_a_job_file_larger_than_any_spec_is_not_read_whole(
 def test_a_bad_flag_is_a_usage_error(argv: list[str], said: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run(capsys, *argv)
     assert code == 2 and said in err and "Traceback" not in err, err
+
+
+def test_policy_replay_since_a_bare_number_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(capsys, "policy", "replay", "--policy", "p.yaml", "--since", "86400")
+    assert code == 1 and "--since: '86400': an age needs a unit" in err, err
 
 
 def test_one_label_given_two_values_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

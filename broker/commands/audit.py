@@ -63,9 +63,15 @@ def register_policy(cmds: Any) -> None:
 
 
 def parse_since(text: str) -> datetime:
-    """An ISO time or date (Beijing time when no offset is given), or an age like `2h`."""
+    """An ISO time or date (Beijing time when no offset is given), or an age like `2h`; a bare
+    number is neither (7 s or 7 days?), but eight digits read as a date (20261208)."""
+    if text.strip().isdigit() and len(text.strip()) != 8:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: an age needs a unit (7d, 12h, 30m, 45s), a date its dashes (2026-12-08)"
+        )
     try:
-        return datetime.now(UTC) - parse_duration(text)
+        if not text.strip().isdigit():
+            return datetime.now(UTC) - parse_duration(text)
     except DurationTooLong as exc:  # an age, but too long to be one (not "neither")
         raise argparse.ArgumentTypeError(f"{text!r}: an age must be at most 10 years") from exc
     except ValueError:
