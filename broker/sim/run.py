@@ -25,6 +25,7 @@ from broker.sim.fairness import tenant_summary
 from broker.sim.jobs import SimJob
 from broker.sim.lower_bound import LowerBound
 from broker.sim.metrics import RunResult, outside_bound, summarize
+from broker.sim.notes import below_bound, offline_note
 from broker.sim.offline import OfflineSchedule, offline_schedule, priced_schedule
 from broker.sim.offline_milp import cheaper, improve
 from broker.sim.payable import reference_facts
@@ -260,16 +261,8 @@ def _result(world: _World, runs: dict[str, RunResult], others: _Others) -> dict[
             "unplaced": offline.unplaced,
             "method": offline.method,
         }
-        late, ratio = strategies["policy"]["late_jobs"], out["offline_ratio"]
-        said = f"the offline schedule started {offline.late_jobs} jobs late, the policy {late}"
-        if offline.late_jobs > late:  # (a budget no schedule can stretch: the greedy pays the dearest first)
-            out["offline_ratio_note"] = f"{said}: a reference later than the policy, no floor under its cost"
-        elif ratio is not None and ratio < 1:  # (said, as cost_ratio's note says it)
-            on_time, over = offline.late_jobs < late, strategies["policy"]["spot_over_restart_limit"]
-            why = "starting them on time costs more" if on_time else "the schedule is a heuristic"
-            if over and not on_time:  # (its estimates were short: it took spot the schedule keeps off)
-                why = f"the policy ran {over} job(s) on spot past the restart limit, kept to by the schedule"
-            out["offline_ratio_note"] = f"below 1: {said}, and {why}"
+        if note := offline_note(strategies["policy"], offline.late_jobs, out["offline_ratio"]):
+            out["offline_ratio_note"] = note
     out["frontier"] = frontier(strategies)
     return out
 
@@ -297,7 +290,7 @@ def _bound_rows(
     out["lower_bound_cost"] = None if full is None else round(full, 2)
     out["cost_ratio"] = round(_cost(runs["policy"]) / full, 4) if full else None
     if out["cost_ratio"] is not None and out["cost_ratio"] < 1:  # said, as the bench says it
-        out["cost_ratio_note"] = _below_bound(strategies["policy"], n_policy, world.per_strategy_bounds)
+        out["cost_ratio_note"] = below_bound(strategies["policy"], n_policy, world.per_strategy_bounds)
     if strategies["policy"]["lower_bound_cost"] is None and full:
         # Its own bound (as many late jobs as it had) was not solved: the policy's row shows
         # its ratio to the all-on-time bound instead of nothing (a bound with no late jobs).
@@ -308,19 +301,6 @@ def _bound_rows(
             late_jobs_allowed_in_bound=0,
         )
     out["lower_bound_s"] = round(others.lb_s, 2)
-
-
-def _below_bound(policy: dict[str, Any], outside: int, per_strategy: bool) -> str:
-    """Why the policy cost less than the all-on-time bound: the jobs it did not run once and on
-    time, or its spot runs past the restart limit (estimates shorter than the runtimes)."""
-    over = policy.get("spot_over_restart_limit", 0)
-    if not outside and over:
-        return (f"below 1: the policy ran {over} job(s) on spot past the restart limit (its estimates were "
-                "shorter than the runtimes), which the bound and the other references keep to")
-    late, stopped, finished = policy["late_jobs"], policy.get("preempted_jobs", 0), policy["late_finish_jobs"]
-    said = (f"below 1: the bound runs every job once and on time, and the policy did not for {outside} "
-            f"({late} started late or never, {stopped} stopped and run again, {finished} finished late)")
-    return said if per_strategy else f"{said}; --per-strategy-bounds gives each strategy a bound with its own"
 
 
 def _cost(run: RunResult) -> float:

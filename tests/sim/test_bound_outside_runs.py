@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from broker.cli import main
+from broker.sim.notes import offline_note
 from tests.sim.conftest import CONFIGS, tiny_policy
 
 
@@ -91,3 +92,19 @@ def test_spot_a_short_estimate_lets_the_policy_take_is_in_the_bound(
     exact = json.loads(capsys.readouterr().out)
     assert exact["strategies"]["policy"]["spot_over_restart_limit"] == 0
     assert exact["lower_bound_cost"] > policy["cost"]
+
+
+def test_an_offline_ratio_a_hair_under_one_gets_no_note() -> None:
+    """Held-out review: 0.25 CNY against 0.25 read `offline_ratio` 0.9999 with `below 1: ... the
+    schedule is a heuristic` (the schedule prices spot at its expected hours, the run was spared)."""
+    policy = {"late_jobs": 0, "spot_over_restart_limit": 0}
+    assert offline_note(policy, 0, 0.9999) is None and offline_note(policy, 0, 1.2) is None
+    assert offline_note(policy, 0, 0.95) == (
+        "below 1: the offline schedule started 0 jobs late, the policy 0, and the schedule is a heuristic"
+    )
+    later = offline_note({**policy, "late_jobs": 3}, 0, 0.95)
+    assert later is not None and later.endswith("starting them on time costs more")
+    assert offline_note(policy, 2, 1.3) == (
+        "the offline schedule started 2 jobs late, the policy 0: a reference later than the policy, no floor "
+        "under its cost"
+    )

@@ -1,0 +1,37 @@
+"""Why a ratio of `szb simulate` is under 1, in words for its JSON and table (`*_ratio_note`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+OFFLINE_NOTE_BELOW = 0.999
+"""An `offline_ratio` under this gets a word of why: the offline schedule prices spot at its
+expected billed hours, so a policy whose spot runs the world spared lands a hair under 1 (0.9999)."""
+
+
+def below_bound(policy: dict[str, Any], outside: int, per_strategy: bool) -> str:
+    """Why the policy cost less than the all-on-time bound: the jobs it did not run once and on
+    time, or its spot runs past the restart limit (estimates shorter than the runtimes)."""
+    over = policy.get("spot_over_restart_limit", 0)
+    if not outside and over:
+        return (f"below 1: the policy ran {over} job(s) on spot past the restart limit (its estimates were "
+                "shorter than the runtimes), which the bound and the other references keep to")
+    late, stopped, finished = policy["late_jobs"], policy.get("preempted_jobs", 0), policy["late_finish_jobs"]
+    said = (f"below 1: the bound runs every job once and on time, and the policy did not for {outside} "
+            f"({late} started late or never, {stopped} stopped and run again, {finished} finished late)")
+    return said if per_strategy else f"{said}; --per-strategy-bounds gives each strategy a bound with its own"
+
+
+def offline_note(policy: dict[str, Any], offline_late: int, ratio: float | None) -> str | None:
+    """Why the offline schedule is no floor under the policy's cost here (None: it is one)."""
+    late = policy["late_jobs"]
+    said = f"the offline schedule started {offline_late} jobs late, the policy {late}"
+    if offline_late > late:  # (a budget no schedule can stretch: the greedy pays the dearest first)
+        return f"{said}: a reference later than the policy, no floor under its cost"
+    if ratio is None or ratio >= OFFLINE_NOTE_BELOW:
+        return None
+    on_time, over = offline_late < late, policy["spot_over_restart_limit"]
+    why = "starting them on time costs more" if on_time else "the schedule is a heuristic"
+    if over and not on_time:  # (its estimates were short: it took spot the schedule keeps off)
+        why = f"the policy ran {over} job(s) on spot past the restart limit, kept to by the schedule"
+    return f"below 1: {said}, and {why}"
