@@ -147,6 +147,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
             ensure_report_dir(args.report)
         if args.synthetic is not None and args.synthetic < 1:
             raise ValueError(f"--synthetic: must be >= 1, got {args.synthetic}")
+        if args.synthetic is not None and args.trace_format is not None:
+            raise ValueError("--trace-format: only with --trace (a synthetic workload has no file to read)")
+        if args.per_strategy_bounds and args.no_lower_bound:
+            raise ValueError("--per-strategy-bounds: there is no bound to solve with --no-lower-bound")
         policy = load_policy(args.policy)
         sites, tenants = [str(site.id) for site in policy.sites], [str(t.id) for t in policy.tenants]
         scenario = load_scenario(args.scenario, sites=sites, tenants=tenants)

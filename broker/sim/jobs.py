@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from broker.burst import demand, effective_max_wait
 from broker.burst.money import BEIJING
+from broker.burst.spot import restarts_text
 from broker.durations import MAX_DURATION_S
 from broker.jobspec import check_runtime_estimate
 from broker.model import (
@@ -95,8 +96,9 @@ def build_jobs(
     if jobs and max(j.arrival_s for j in jobs) > MAX_DURATION_S:  # (a simulated clock's dates end)
         span = max(tj.submit_s for tj in trace) - t0
         raise ValueError(
-            f"time_scale {scenario.time_scale:g}: the trace's {span:,.0f} s of arrivals would span "
-            f"{span / scenario.time_scale / (365 * 86400):,.0f} years (at most 10)"
+            f"time_scale {scenario.time_scale:g} (--time-scale, or the scenario's): the trace's "
+            f"{span:,.0f} s of arrivals would span "
+            f"{restarts_text(span / scenario.time_scale / (365 * 86400))} years (at most 10)"
         )
     return jobs
 

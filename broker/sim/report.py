@@ -20,7 +20,7 @@ def ensure_report_dir(folder: Path) -> Path:
     if str(folder) in ("", "."):
         raise ValueError("--report: name a folder (the current one is not taken for a report)")
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--report {folder}: File exists")
+        raise ValueError(f"--report {folder}: a file, not a folder (a report is a folder of files)")
     # os.access alone said yes to /proc as root, and mkdir failed after the whole run: so really
     # make the folders and write a file, then take back what was made.
     made: list[Path] = []
