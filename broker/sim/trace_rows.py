@@ -148,6 +148,14 @@ def column(
     return value
 
 
+def number(text: str) -> float:
+    """A number column (Python's own `could not convert string to float` named no rule)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"must be a number, got {text!r}") from None
+
+
 def non_negative(text: str) -> float:
     """A number column that cannot be below zero (a request of -8 CPUs is a broken row)."""
     value = float(text)

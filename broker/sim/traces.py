@@ -38,6 +38,7 @@ from broker.sim.trace_rows import (
     TraceJob,
     column,
     non_negative,
+    number,
     seconds,
     whole,
 )
@@ -83,8 +84,9 @@ COLUMNS: dict[TraceFormat, dict[str, str]] = {
     "alibaba-v2023": {
         "resources.accelerators.count": "num_gpu",
         "resources.accelerators.any_of": "gpu_spec",
-        "resources.cpus": "cpu_milli",
-        "resources.memory_gb": "memory_mib",
+        # (checked as the spec's fields, in their units: the limit a message names is in those)
+        "resources.cpus": "cpu_milli (as CPUs, 1,000 to a CPU)",
+        "resources.memory_gb": "memory_mib (as GB, 1,024 MiB to a GB)",
         "priority": "qos",
     },
     "alibaba-spot-v2026": SPOT_COLUMNS,
@@ -107,10 +109,13 @@ def _open_text(path: Path) -> io.StringIO:
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     try:
-        return io.StringIO(raw.decode("utf-8-sig"))
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:  # (its line, not a byte offset nobody can find)
         line = raw[: exc.start].count(b"\n") + 1
         raise TraceError(f"{path}:{line}: not UTF-8: {exc.reason}") from exc
+    if "\r" in text and "\n" not in text:  # (old Mac line ends: the csv module reads none of its rows)
+        text = text.replace("\r", "\n")
+    return io.StringIO(text)
 
 
 def detect_format(header: Iterable[str]) -> TraceFormat:
@@ -234,8 +239,8 @@ def _plain(rows: Iterator[Row], info: TraceInfo, max_runtime_s: float | None) ->
                 runtime_s=runtime,
                 count=count,
                 accelerators=accel,
-                cpus=column(row, "cpus", float, 1),
-                memory_gb=column(row, "memory_gb", float, 1),
+                cpus=column(row, "cpus", number, 1),
+                memory_gb=column(row, "memory_gb", number, 1),
                 tenant=(row.get("tenant") or "").strip() or None,
                 max_wait_s=column(row, "max_wait", seconds) if wait else None,
                 residency=(row.get("residency") or "any").strip() or "any",

@@ -28,6 +28,10 @@ POLICY = ROOT / "configs" / "policy-sim.yaml"
         ("submit_time,runtime,accelerator,count\n0,1h,A10,2.5\n", ":2: count: must be a whole number"),
         ("submit_time,runtime,accelerator,count\n0,1h,A10,5000\n", ":2: count: must be <= 1024"),
         ("submit_time,runtime,memory_gb\n0,1h,-5\n", ":2: memory_gb: must be > 0"),
+        # (Python's `could not convert string to float: 'abc'` before; and a file with old Mac
+        # line ends, CR alone, read none of its rows: `new-line character seen in unquoted field`)
+        ("submit_time,runtime,memory_gb\n0,1h,abc\n", ":2: memory_gb: must be a number, got 'abc'"),
+        ("submit_time,runtime,cpus\r0,1h,2\r60,1h,x\r", ":3: cpus: must be a number, got 'x'"),
         ("submit_time,runtime,residency\n0,1h,eu-west\n", ":2: residency: must be one of"),
         ("submit_time,runtime,priority\n0,1h,urgent\n", ":2: priority: must be one of"),
         ("submit_time,runtime\n0,\n", ":2: runtime: required"),
