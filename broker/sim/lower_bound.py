@@ -7,11 +7,13 @@ which every job could start within its max_wait". Every strategy's schedule is f
 for the relaxation at its own count of late jobs, so the bound never exceeds its cost.
 
 Relaxation, per job j (arrival a, run time r, max_wait w, demand d) and partition p:
-- fractions: cloud `yc` (cheapest allowed cloud offer, spot priced as if never interrupted:
+- fractions: cloud `yc`, on time or late (cheapest allowed cloud offer, spot priced as if never interrupted:
   a strategy's spot run the world happened not to interrupt is billed just that, below its
   expected restarts as `broker.burst.spot` prices them; no provisioning delay),
   on-time on-prem `y[p]`, late on-prem `u[p]`, never started `z` (cost 0, late);
-  yc + sum(y) + sum(u) + z = 1; sum(u) + sum(z) <= late.
+  yc + ycl + sum(y) + sum(u) + z = 1; ycl + sum(u) + sum(z) <= late; and for a strategy's own
+  bound (`lateness`) sum(z) <= never, its jobs that never started (those it left late ran, and
+  paid, somewhere), with late cloud runs `ycl`, in no budget row (a later month may pay them).
 - on time, j runs inside [a, a+w+r] and always during [a+w, a+r] (when r > w): that
   mandatory part loads each time bucket by its overlap x d x y[p]; the rest, d x min(r, w)
   x y[p] accelerator-seconds, spreads freely over the buckets of [a, a+w] and [a+r, a+w+r]
@@ -172,20 +174,29 @@ def _quiet_highs() -> Any:
 
 class _Model:
     """The LP's columns and row bounds as they are added (rows: per partition and bucket the
-    capacity and the late-work flow, one late-count row, the cash rows, then per job its own)."""
+    capacity and the late-work flow, the late-count and never-started rows, the cash rows, then per
+    job its own)."""
 
     def __init__(
-        self, edges: list[float], keys: list[str], capacity: Mapping[str, int], cash: Sequence[CashRow] = ()
+        self,
+        edges: list[float],
+        keys: list[str],
+        capacity: Mapping[str, int],
+        cash: Sequence[CashRow] = (),
+        lateness: bool = False,
     ) -> None:
         self.edges = edges
         self.nb = nb = len(edges) - 1
         self.cap_row = {k: i * nb for i, k in enumerate(keys)}
         self.flow_row = {k: len(keys) * nb + i * nb for i, k in enumerate(keys)}
         self.late_row = 2 * len(keys) * nb
-        self.n_rows = self.late_row + 1
-        self.lower = [-math.inf] * (len(keys) * nb) + [0.0] * (len(keys) * nb) + [-math.inf]
+        self.never_row = self.late_row + 1 if lateness else None
+        """With `lateness`: the never-started row, and each job's late cloud column (`LowerBound`)."""
+        extra = 1 if lateness else 0
+        self.n_rows = self.late_row + 1 + extra
+        self.lower = [-math.inf] * (len(keys) * nb) + [0.0] * (len(keys) * nb) + [-math.inf] * (1 + extra)
         self.upper = [capacity[k] * (edges[b + 1] - edges[b]) for k in keys for b in range(nb)]
-        self.upper += [0.0] * (len(keys) * nb) + [0.0]
+        self.upper += [0.0] * (len(keys) * nb) + [0.0] * (1 + extra)
         self.cols = _Cols([], [], [0], [], [])
         self.where: dict[tuple[int, str], _Where] = {}
         # Per partition: served[b] and carry[b] (late work carried from bucket b to b+1).
@@ -232,10 +243,13 @@ class _Model:
         cols, late, assign = self.cols, self.late_row, self.row(1.0, 1.0)
         # Never starting (e.g. no budget can pay) costs nothing and counts as late, as in
         # the strategies' own counts: so the bound at their late count stays below them.
-        cols.add(0.0, 1.0, [(late, 1.0), (assign, 1.0)])
+        never = [] if self.never_row is None else [(self.never_row, 1.0)]
+        cols.add(0.0, 1.0, [(late, 1.0), *never, (assign, 1.0)])
         floor = f.cloud_cost if f.cloud_floor is None else f.cloud_floor
         if floor is not None:  # spot at no interruption: what a lucky spot run is billed
             cols.add(floor, 1.0, [*self.cash_of.get(i, ()), (assign, 1.0)])
+            if self.never_row is not None:  # late in the cloud: burst later, in a later budget month
+                cols.add(floor, 1.0, [(late, 1.0), (assign, 1.0)])
         # The buckets the job touches are the same in every partition: found once.
         arrive = min(self.nb - 1, max(0, bisect.bisect_right(self.edges, a) - 1))
         flex = min(r, w)
@@ -261,7 +275,8 @@ class _Model:
 
 
 class LowerBound:
-    """The LP, built once; `solve(late)` re-solves it for another late-job allowance."""
+    """The LP, built once; `solve(late)` re-solves it for another late-job allowance (`lateness`:
+    the never-started row and late cloud runs of a strategy's own bound, in the module docstring)."""
 
     def __init__(
         self,
@@ -271,6 +286,7 @@ class LowerBound:
         *,
         max_buckets: int = 100,
         cash: Sequence[CashRow] = (),
+        lateness: bool = False,
     ) -> None:
         todo = []
         left_out = []
@@ -286,10 +302,11 @@ class LowerBound:
         if not todo:
             self._h = None
             return
-        model = _Model(_edges([j for _, j, _ in todo], max_buckets), sorted(capacity), capacity, cash)
+        edges = _edges([j for _, j, _ in todo], max_buckets)
+        model = _Model(edges, sorted(capacity), capacity, cash, lateness)
         for i, j, f in todo:
             model.add_job(i, j, f, capacity)
-        self._late_row = model.late_row
+        self._late_row, self._never_row = model.late_row, model.never_row
         self._cash = model.cash_rows
         self._edges, self._cap_rows = np.array(model.edges), (dict(model.cap_row), model.nb)
         self._where, self._jobs = model.where, jobs
@@ -320,12 +337,15 @@ class LowerBound:
         self._h = h
         self._inf = highspy.kHighsInf
 
-    def solve(self, late: int) -> float | None:
-        """The bound when at most `late` jobs may start after their max_wait (None: infeasible)."""
+    def solve(self, late: int, never: int | None = None) -> float | None:
+        """The bound when at most `late` jobs may start after their max_wait, `never` of them (all
+        `late` if None) not at all (None: infeasible)."""
         if self._h is None:
             return 0.0
         h = self._h
         h.changeRowBounds(self._late_row, -self._inf, float(max(0, late)))
+        if self._never_row is not None:
+            h.changeRowBounds(self._never_row, -self._inf, float(max(0, late if never is None else never)))
         if not self._run_within_budgets():
             return None
         value = float(h.getInfo().objective_function_value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import time
@@ -51,7 +52,7 @@ class _Others:
 
     done: dict[str, RunResult] = field(default_factory=dict)
     full: float | None = None
-    solved: dict[int, float | None] = field(default_factory=dict)
+    solved: dict[tuple[int, int], float | None] = field(default_factory=dict)
     lb_s: float = 0.0
     offline: OfflineSchedule | None = None
     priced: OfflineSchedule | None = None
@@ -117,19 +118,20 @@ class _World:
         capacity, payable = self.capacity(), self.payable(facts)
         lb_started = time.perf_counter()
         bound = LowerBound(self.jobs, payable, capacity, cash=self.cash(payable))
-        solved: dict[int, float | None] = {0: bound.solve(0)}
+        solved: dict[tuple[int, int], float | None] = {(0, 0): bound.solve(0)}
         lb_s = time.perf_counter() - lb_started
         prices = bound.capacity_prices()  # of the all-on-time LP, before another late count's solve
         purse = Purse(self.policy)  # (its own: the greedy's is another schedule's spend)
         priced = priced_schedule(self.jobs, payable, capacity, prices, purse=purse) if prices else None
-        if self.per_strategy_bounds:
+        if self.per_strategy_bounds:  # (another LP: the all-on-time one's duals price the offline schedule)
+            own = LowerBound(self.jobs, payable, capacity, cash=self.cash(payable), lateness=True)
             for run in done.values():
                 n = _late_count(run, bound.left_out)
                 if n not in solved:
-                    solved[n] = bound.solve(n)
+                    solved[n] = own.solve(*n)
             global _BOUND
-            _BOUND = bound
-        return _Others(done, solved[0], solved, lb_s, priced=priced, left_out=bound.left_out)
+            _BOUND = own
+        return _Others(done, solved[0, 0], solved, lb_s, priced=priced, left_out=bound.left_out)
 
     def others(self) -> _Others:
         """Facts, baselines and the bound, one after the other (with progress)."""
@@ -279,18 +281,18 @@ def _bound_rows(
     n_policy = _late_count(runs["policy"], others.left_out)
     if world.per_strategy_bounds and n_policy not in solved and _BOUND is not None:
         again = time.perf_counter()
-        solved[n_policy] = _BOUND.solve(n_policy)
+        solved[n_policy] = _BOUND.solve(*n_policy)
         others.lb_s += time.perf_counter() - again
     for name, run in runs.items():
         n_late = _late_count(run, others.left_out)
         lb = solved.get(n_late)
-        strategies[name]["late_jobs_allowed_in_bound"] = n_late
+        strategies[name]["late_jobs_allowed_in_bound"] = n_late[0]
         strategies[name]["lower_bound_cost"] = None if lb is None else round(lb, 2)
         strategies[name]["cost_ratio"] = round(_cost(run) / lb, 4) if lb else None
     out["lower_bound_cost"] = None if full is None else round(full, 2)
     out["cost_ratio"] = round(_cost(runs["policy"]) / full, 4) if full else None
     if out["cost_ratio"] is not None and out["cost_ratio"] < 1:  # said, as the bench says it
-        out["cost_ratio_note"] = below_bound(strategies["policy"], n_policy, world.per_strategy_bounds)
+        out["cost_ratio_note"] = below_bound(strategies["policy"], n_policy[0], world.per_strategy_bounds)
     if strategies["policy"]["lower_bound_cost"] is None and full:
         # Its own bound (as many late jobs as it had) was not solved: the policy's row shows
         # its ratio to the all-on-time bound instead of nothing (a bound with no late jobs).
@@ -317,12 +319,13 @@ _BOUND: LowerBound | None = None
 """The last bound built in this process (re-solved for the policy's late count)."""
 
 
-def _late_count(run: RunResult, left_out: frozenset[int] = frozenset()) -> int:
-    """Jobs of the run that were not one on-time run (`outside_bound`: started late or never,
-    finished late, stopped and run again), but for those the bound leaves out (they can start
-    nowhere, so counting them would allow the LP as many more late jobs)."""
-    records = enumerate(run.records)
-    return sum(1 for i, r in records if not r.rejected and outside_bound(r) and i not in left_out)
+def _late_count(run: RunResult, left_out: frozenset[int] = frozenset()) -> tuple[int, int]:
+    """(late, never) of the run for its own bound: its jobs that were not one on-time run
+    (`outside_bound`: started late or never, finished late, stopped and run again), and those of
+    them that never started; but for those the bound leaves out (they can start nowhere, so
+    counting them would allow the LP as many more late jobs)."""
+    records = [r for i, r in enumerate(run.records) if not r.rejected and i not in left_out]
+    return sum(1 for r in records if outside_bound(r)), sum(1 for r in records if math.isnan(r.start_s))
 
 
 def _can_fork() -> bool:

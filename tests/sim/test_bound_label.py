@@ -81,7 +81,7 @@ def test_a_bound_no_schedule_can_meet_says_so_and_the_flag_it_names_gives_one(
     # instance with 4 GPUs: one of them starts late in any schedule, so there is no all-on-time
     # bound. The footer printed "lower bound - CNY (every job on time; ... --per-strategy-bounds
     # gives its own bound)", that advice even when the flag was given and its bound solved (the
-    # late job may never start in that bound: one job on-prem, 8 CNY).
+    # late job runs late on-prem in that bound: two jobs on-prem, 16 CNY, the policy's own cost).
     from tests.sim.conftest import tiny_policy
 
     tiny_policy(tmp_path, gpus=4)  # (written to tmp_path/policy.yaml)
@@ -108,8 +108,8 @@ def test_a_bound_no_schedule_can_meet_says_so_and_the_flag_it_names_gives_one(
     assert "lower bound - CNY (not computed); cost ratio -" in capsys.readouterr().out
     assert main([*argv, "--per-strategy-bounds", "-o", "json"]) == 0
     own = json.loads(capsys.readouterr().out)["strategies"]["policy"]
-    assert own["late_jobs_allowed_in_bound"] == 1 and own["lower_bound_cost"] == pytest.approx(8.0)
+    assert own["late_jobs_allowed_in_bound"] == 1 and own["lower_bound_cost"] == pytest.approx(16.0)
     assert main([*argv, "--per-strategy-bounds"]) == 0
     table = capsys.readouterr().out
     assert "--per-strategy-bounds gives" not in table
-    assert "the policy started 1 late: its own bound with 1 late 8.00 CNY, cost ratio 2.00" in table
+    assert "the policy started 1 late: its own bound with 1 late 16.00 CNY, cost ratio 1.00" in table
