@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -62,10 +63,14 @@ def register_policy(cmds: Any) -> None:
     show.set_defaults(handler=cmd_show)
 
 
+_BARE_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+"""A number with no unit (`7`, `7.5`, `1e3`): seconds to `parse_duration`, days to a person."""
+
+
 def parse_since(text: str) -> datetime:
     """An ISO time or date (Beijing time when no offset is given), or an age like `2h`; a bare
     number is neither (7 s or 7 days?), but eight digits read as a date (20261208)."""
-    if text.strip().isdigit() and len(text.strip()) != 8:
+    if _BARE_NUMBER.fullmatch(text.strip()) and not (text.strip().isdigit() and len(text.strip()) == 8):
         raise argparse.ArgumentTypeError(
             f"{text!r}: an age needs a unit (7d, 12h, 30m, 45s), a date its dashes (2026-12-08)"
         )

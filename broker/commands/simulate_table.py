@@ -66,19 +66,21 @@ def _bound_terms(result: dict[str, Any]) -> str:
     them a policy can cost less than the bound: its lateness bought it)."""
     own = result["strategies"].get("policy", {})
     late, allowed = own.get("late_jobs") or 0, own.get("late_jobs_allowed_in_bound") or 0
+    # (a stop or a refusal counts against the bound too: with no late start, say those)
+    said = f"started {late} late" if late else f"ran {allowed} job(s) not once and on time"
     if result.get("lower_bound_s") is None:
         return "not computed"  # (--no-lower-bound, or no jobs)
     terms = "every job on time"
     if result.get("lower_bound_cost") is None:  # solved: no schedule meets every max_wait
         terms = "none: no schedule starts every job on time"
-    if not late:
+    if not late and not allowed:
         return terms
     if allowed and own.get("lower_bound_cost") is not None:  # its own, solved (--per-strategy-bounds)
         bound = f"{_fmt(own['lower_bound_cost'])} {result.get('currency', '')}"
-        return f"{terms}; the policy started {late} late: its own bound with {allowed} late {bound}, " + (
+        return f"{terms}; the policy {said}: its own bound with {allowed} late {bound}, " + (
             f"cost ratio {_fmt(own.get('cost_ratio'))}"
         )
-    return f"{terms}; the policy started {late} late: --per-strategy-bounds gives its own bound"
+    return f"{terms}; the policy {said}: --per-strategy-bounds gives its own bound"
 
 
 def _strategy_table(result: dict[str, Any]) -> Any:

@@ -321,11 +321,13 @@ _BOUND: LowerBound | None = None
 
 def _late_count(run: RunResult, left_out: frozenset[int] = frozenset()) -> tuple[int, int]:
     """(late, never) of the run for its own bound: its jobs that were not one on-time run
-    (`outside_bound`: started late or never, finished late, stopped and run again), and those of
-    them that never started; but for those the bound leaves out (they can start nowhere, so
-    counting them would allow the LP as many more late jobs)."""
-    records = [r for i, r in enumerate(run.records) if not r.rejected and i not in left_out]
-    return sum(1 for r in records if outside_bound(r)), sum(1 for r in records if math.isnan(r.start_s))
+    (`outside_bound`: started late or never, refused, finished late on-prem, stopped and run
+    again), and those of them it never ran; but for those the bound leaves out (they can start
+    nowhere, so counting them would allow the LP as many more late jobs). A job the strategy
+    refused costs it nothing: its bound must let it go unstarted too."""
+    records = [r for i, r in enumerate(run.records) if i not in left_out]
+    never = sum(1 for r in records if r.rejected or math.isnan(r.start_s))
+    return sum(1 for r in records if r.rejected or outside_bound(r)), never
 
 
 def _can_fork() -> bool:

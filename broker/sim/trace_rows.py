@@ -73,8 +73,6 @@ class TraceInfo:
     rows: int = 0
     kept: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
-    any_model: dict[str, int] = field(default_factory=dict)
-    """Jobs per model name the catalog does not know, read as 'any accelerator'."""
 
     def skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
@@ -158,7 +156,7 @@ def number(text: str) -> float:
 
 def non_negative(text: str) -> float:
     """A number column that cannot be below zero (a request of -8 CPUs is a broken row)."""
-    value = float(text)
+    value = number(text)
     if value < 0:
         raise ValueError(f"must be >= 0, got {value:g}")
     return value

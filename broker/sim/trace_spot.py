@@ -98,8 +98,6 @@ def spot_jobs(rows: Iterator[Row], info: TraceInfo, max_runtime_s: float | None)
             continue
         if (why := checked.problem(job)) is not None:
             raise TraceError(f"{info.path}:{line}: {why}")
-        if job.undisclosed:  # (counted among the jobs kept only)
-            info.any_model[job.undisclosed] = info.any_model.get(job.undisclosed, 0) + 1
         jobs.append(job)
     return jobs
 

@@ -66,7 +66,7 @@ def _with(**cells: str) -> str:
         (_with(creation_time="1e12"), ":3: creation_time: must be a finite duration of at most 10 years"),
         (_with(qos="XX"), ":3: qos: unknown 'XX'; one of LS, Burstable, Guaranteed, BE"),
         (_with(gpu_spec="T4|V100M64"), ":3: gpu_spec: unknown 'V100M64' (did you mean 'V100M16'?)"),
-        (_with(cpu_milli="lots"), ":3: cpu_milli: "),
+        (_with(cpu_milli="lots"), ":3: cpu_milli: must be a number, got 'lots'"),
         # (they said `must be <= 65536.0` and `<= 4096.0`: the spec's limits, in GB and in CPUs)
         (_with(memory_mib="67200000"), ":3: memory_mib (as GB, 1,024 MiB to a GB): must be <= 65536"),
         (_with(cpu_milli="5000000"), ":3: cpu_milli (as CPUs, 1,000 to a CPU): must be <= 4096"),

@@ -41,7 +41,7 @@ def test_a_stopped_job_counts_against_the_bound_and_the_note_says_so(
         assert s["lower_bound_cost"] is None or s["lower_bound_cost"] <= s["cost"] + 1e-6, name
     assert out["cost_ratio_note"] == (
         "below 1: the bound runs every job once and on time, and the policy did not for 1 "
-        "(0 started late or never, 1 stopped and run again, 1 finished late)"
+        "(refused, started late or never, stopped and run again, or ended late on-prem)"
     )
     assert main(argv) == 0  # without the flag, the note names it
     assert json.loads(capsys.readouterr().out)["cost_ratio_note"].endswith(
@@ -108,3 +108,27 @@ def test_an_offline_ratio_a_hair_under_one_gets_no_note() -> None:
         "the offline schedule started 2 jobs late, the policy 0: a reference later than the policy, no floor "
         "under its cost"
     )
+
+
+def test_jobs_a_strategy_refused_may_go_unstarted_in_its_own_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Diff review: with a 300 CNY budget the policy refuses two of three jobs at submission and
+    bursts the third (121.92 CNY); its own bound ran all three (132.0): the refused jobs were
+    left out of its count, though they cost it nothing."""
+    text = (CONFIGS / "policy-sim.yaml").read_text(encoding="utf-8")
+    text = text.replace("monthly_budget: 50000", "monthly_budget: 300")
+    for name in ("accelerators.yaml", "regimes.yaml", "catalog/"):
+        text = text.replace(f": {name}", f": {CONFIGS}/{name}")
+    (tmp_path / "policy.yaml").write_text(text)
+    trace = tmp_path / "trace.csv"
+    rows = "4024,12h,H100,2,pku-nlp,15m\n6560,12h,T4,8,pku-nlp,3h\n7081,12h,T4,2,pku-nlp,1h\n"
+    trace.write_text("submit_time,runtime,accelerator,count,tenant,max_wait\n" + rows)
+    argv = ["simulate", "--trace", str(trace), "--policy", str(tmp_path / "policy.yaml"), "--seed", "18"]
+    assert main([*argv, "--onprem-gpus", "16", "--per-strategy-bounds", "-o", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for name, s in out["strategies"].items():
+        assert s["lower_bound_cost"] is None or s["lower_bound_cost"] <= s["cost"] + 1e-6, (name, s)
+    policy = out["strategies"]["policy"]
+    assert policy["rejected"] == 2 and policy["late_jobs_allowed_in_bound"] == 2
+    assert out["cost_ratio"] < 1 and "did not for 2 (refused, " in out["cost_ratio_note"]

@@ -72,7 +72,7 @@ def test_a_cost_ratio_below_the_bound_is_not_judged_met(tmp_path: Path) -> None:
     target = result["targets"]["cost_ratio"]
     assert target["value"] == result["cost_ratio"] and target["met"] is None
     assert target["why"] == result["cost_ratio_note"], target
-    assert f"({late} started late or never, 0 stopped and run again" in target["why"], target
+    assert f"the policy did not for {late} (refused, started late or never" in target["why"], target
 
 
 def test_the_table_counts_the_refused_jobs(tmp_path: Path) -> None:

@@ -302,9 +302,9 @@ def test_a_cost_ratio_below_one_says_why(tmp_path: Path) -> None:
     out = simulate(policy, build_jobs(trace, policy, scenario), scenario, parallel=False).result
     assert out["cost_ratio"] < 1 and out["strategies"]["policy"]["late_jobs"] == 2
     assert out["cost_ratio_note"] == (
-        "below 1: the bound runs every job once and on time, and the policy did not for 2 (2 started late or "
-        "never, 0 stopped and run again, 2 finished late); --per-strategy-bounds gives each strategy a bound "
-        "with its own"), out["cost_ratio_note"]
+        "below 1: the bound runs every job once and on time, and the policy did not for 2 (refused, started "
+        "late or never, stopped and run again, or ended late on-prem); --per-strategy-bounds gives each "
+        "strategy a bound with its own"), out["cost_ratio_note"]
 
 
 def test_a_job_blocked_only_for_now_is_not_refused_as_submission_would(tmp_path: Path) -> None:

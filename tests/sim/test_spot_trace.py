@@ -67,7 +67,7 @@ def test_columns_in_another_order_an_index_column_and_undisclosed_models(tmp_pat
         ("c", 20.0, 0, 1, (), "normal"),  # a CPU-only job names no accelerator
         ("a", 50.0, 1, 1, (), "low"),  # half a GPU takes a whole one; an undisclosed model takes any
     ]
-    assert info.any_model == {"GPU-series-1": 1}
+    assert [j.undisclosed for j in jobs] == ["", "", "GPU-series-1"]
 
 
 @pytest.mark.parametrize(
@@ -235,7 +235,7 @@ def test_models_are_counted_and_vetted_as_the_run_uses_them(tmp_path: Path) -> N
     )
     path = _write(tmp_path, HEADER + rows)
     trace, info = read_trace(path)
-    assert info.any_model == {"GPU-series-1": 1}  # the kept jobs only (the skipped one counted too)
+    assert [j.undisclosed for j in trace] == ["GPU-series-1", ""]  # the kept jobs only
     policy = load_policy(CONFIGS / "policy-sim.yaml")
     with pytest.raises(TraceError, match=r":4: gpu_model: unknown accelerator 'H800-PCIe-80GB'"):
         vet_trace(trace, policy, path, info.format)  # the file's own column, not `accelerator`
