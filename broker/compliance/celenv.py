@@ -78,7 +78,7 @@ VARIABLES: Mapping[str, Mapping[str, Any]] = {
 }
 
 _SAMPLE = {"string": "", "int": 0, "double": 0.0, "bool": False, "list": [], "map": {}}
-_MACROS = re.compile(r"\.(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_]\w*)\s*,")
+_MACROS = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _IDENT = re.compile(r"[A-Za-z_]\w*")
 _KEYWORDS = frozenset({"true", "false", "null", "in"})
 _FUNCTIONS = frozenset(
@@ -134,17 +134,32 @@ def _strip_strings(src: str) -> str:
             out[i:j] = " " * (j - i)
             i = j
         elif ch in "\"'":
+            prefix = _prefix(src, i)  # (r"..." and b"...": its letters are no variable)
+            out[i - len(prefix) : i] = " " * len(prefix)
+            raw = "r" in prefix.lower()  # (a backslash there escapes nothing: r'\' ends at its quote)
             triple = src[i : i + 3] == ch * 3
             quote = ch * 3 if triple else ch
             j = i + len(quote)
             while j < n and src[j : j + len(quote)] != quote:
-                j += 2 if src[j] == "\\" else 1
+                j += 2 if src[j] == "\\" and not raw else 1
             for k in range(i + len(quote), min(j, n)):
                 out[k] = " "
             i = j + len(quote)
         else:
             i += 1
     return "".join(out)
+
+
+def _prefix(src: str, quote_at: int) -> str:
+    """The raw or bytes prefix (`r`, `b`, `rb`, `br`, any case) of the string literal opening at
+    `quote_at`, or ''."""
+    for size in (2, 1):
+        start = quote_at - size
+        word = src[start:quote_at]
+        before = src[start - 1] if start > 0 else " "
+        if start >= 0 and word.lower() in ("r", "b", "rb", "br") and not (before.isalnum() or before == "_"):
+            return word
+    return ""
 
 
 def _macro_scopes(text: str) -> list[tuple[str, int, int]]:
@@ -251,10 +266,14 @@ def literal_type_errors(src: str) -> list[FieldError]:
     an error, so such a rule would load and never match (nor would the sample run see one
     behind `&&`). Numbers compare with numbers; maps, lists and macro variables are not checked."""
     text = _strip_strings(src)
+    scopes = _macro_scopes(text)
     errors: list[FieldError] = []
     for pattern, path_group, literal_group in _COMPARISONS:
         for m in pattern.finditer(text):
             names = [p.strip() for p in m.group(path_group).split(".")]
+            at = m.start(path_group)
+            if any(name == names[0] and start <= at < end for name, start, end in scopes):
+                continue  # (a macro's variable: `site` there is an element, not the site)
             spec: Any = VARIABLES.get(names[0])
             for name in names[1:]:
                 spec = spec.get(name) if isinstance(spec, Mapping) else None

@@ -139,3 +139,21 @@ def test_a_reason_names_the_zone_of_the_job_it_refuses(tmp_path: Path) -> None:
         expl = place(job(data_residency=zone), TenantId("pku-nlp"), offers, policy, PlacementContext())
         said = {r.message for s in expl.offers for r in s.reasons if r.rule == "r-cn"}
         assert said == {f"zone {zone} refused at aliyun-cn-beijing"}, said
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        'site.country == "US" && b"x" == b"x"',  # a bytes literal: `b` was an unknown variable
+        "r'\\' != \"x\" && site.country == \"US\"",  # a raw string: its backslash escapes nothing
+        'site.country == "US" && ["US"].exists (c, c == site.country)',  # a space before the macro's (
+        '[{"region": 1}].exists(site, site.region == 1) && site.country == "US"',  # `site` an element
+    ],
+)
+def test_valid_cel_the_library_takes_loads_and_decides_alike(tmp_path: Path, expr: str) -> None:
+    """Diff review: each was refused at load (an unknown variable, or a literal of the wrong type
+    for a field the macro's variable hides)."""
+    policy = policy_with(tmp_path, "r-us", "deny", expr)
+    got = decided(policy, job(any_of=["L4", "L20"]), "sg-partner", "aws-us-east-1")
+    assert by_site(got, "aws-us-east-1") == {(False, ("r-us",))}
+    assert by_site(got, "aliyun-ap-southeast-1") == {(True, ())}
