@@ -72,8 +72,11 @@ def _active_policy(store: Any) -> tuple[Policy, str]:
     """The newest policy version the broker loaded, from the audit trail."""
     for version in store.policy_versions(limit=200):
         if version.result in ("loaded", "unchanged") and version.content:
-            stored = version.time.astimezone(UTC) if version.time.tzinfo else version.time
-            where = f"{version.source} (sha256 {version.hash[:12]}, stored {stored:%Y-%m-%d %H:%M} UTC)"
+            # (Beijing time, as the title's `since` is: a naive time is the store's UTC)
+            at = version.time if version.time.tzinfo else version.time.replace(tzinfo=UTC)
+            stored = at.astimezone(UTC) + BEIJING
+            when = f"stored {stored:%Y-%m-%d %H:%M} Beijing time"
+            where = f"{version.source} (sha256 {version.hash[:12]}, {when})"
             try:
                 return load_policy_text(version.content, version.source or "stored policy"), where
             except PolicyError as exc:

@@ -102,6 +102,7 @@ def test_readme_line_shows_a_moved_and_a_refused_job(history: Path) -> None:
     assert body["current"]["rejected"] == 0 and body["candidate"]["rejected"] == 1
     assert body["candidate"]["cost"] < body["current"]["cost"]
     assert "defaults/policy.yaml (sha256 " in body["current_policy"]  # the version the broker loaded
+    assert body["current_policy"].endswith(" Beijing time)")  # as the title's `since` (it said UTC)
     assert body["actual_runtimes"] == 2  # both ran: their recorded runtimes, not the estimates
     # Only local (on-prem) offers were launched: no recorded price applies, not even to the A800
     # offer key the candidate no longer has.
