@@ -178,6 +178,11 @@ def _macro_scopes(text: str) -> list[tuple[str, int, int]]:
     return scopes
 
 
+def _bound(scopes: list[tuple[str, int, int]], name: str, at: int) -> bool:
+    """Whether `name` at offset `at` is a macro's variable (`_macro_scopes`), not a rule variable."""
+    return any(var == name and start <= at < end for var, start, end in scopes)
+
+
 def _dotted(text: str, chain: list[tuple[str, int]], j: int) -> int:
     """Append the `.name` parts after offset `j` to `chain` (name, offset); returns where they end."""
     n = len(text)
@@ -218,8 +223,7 @@ def referenced_paths(src: str) -> tuple[list[Path], list[FieldError]]:
         if not chain or (prev.endswith(".")) or (prev and prev[-1].isdigit()):
             continue
         root, root_at = chain[0]
-        bound = any(name == root and start <= root_at < end for name, start, end in scopes)
-        if bound or root in _KEYWORDS or (root in _FUNCTIONS and len(chain) == 1):
+        if _bound(scopes, root, root_at) or root in _KEYWORDS or (root in _FUNCTIONS and len(chain) == 1):
             continue
         if root not in VARIABLES:
             if root in _FUNCTIONS:
@@ -271,8 +275,7 @@ def literal_type_errors(src: str) -> list[FieldError]:
     for pattern, path_group, literal_group in _COMPARISONS:
         for m in pattern.finditer(text):
             names = [p.strip() for p in m.group(path_group).split(".")]
-            at = m.start(path_group)
-            if any(name == names[0] and start <= at < end for name, start, end in scopes):
+            if _bound(scopes, names[0], m.start(path_group)):
                 continue  # (a macro's variable: `site` there is an element, not the site)
             spec: Any = VARIABLES.get(names[0])
             for name in names[1:]:
