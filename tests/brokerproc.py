@@ -116,6 +116,12 @@ class BrokerProcess:
         return self.start(port=self.port)
 
 
+def copy_hardware_files(folder: Path) -> None:
+    """The shipped accelerators.yaml and regimes.yaml into `folder`, where a test's policy names them."""
+    for name in ("accelerators.yaml", "regimes.yaml"):
+        shutil.copy(ROOT / "configs" / name, folder / name)
+
+
 def write_broker_folder(
     folder: Path, policy: str, tokens: Mapping[str, str], *, broker_extra: str = ""
 ) -> Path:
@@ -125,8 +131,7 @@ def write_broker_folder(
     broker.yaml. Returns the broker.yaml path.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, folder / name)
+    copy_hardware_files(folder)
     (folder / "policy.yaml").write_text(policy)
     (folder / "tokens.yaml").write_text(
         "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in tokens.items())

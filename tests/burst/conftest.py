@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from broker.policy import Policy, load_policy
-from tests.brokerproc import ROOT
+from tests.brokerproc import copy_hardware_files
 
 HEADER = (
     "InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone"
@@ -60,8 +59,7 @@ compliance:
 
 
 def write_policy(folder: Path, text: str = POLICY) -> Path:
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, folder / name)
+    copy_hardware_files(folder)
     (folder / "ali.csv").write_text(
         f"{HEADER}\necs.gn7i-c8g1.2xlarge,A10,1,8,30,13.90,4.00,cn-beijing,cn-beijing-i\n"
     )

@@ -9,13 +9,12 @@ moto, T4), so a job picks its cloud by the accelerator it asks for.
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 from pathlib import Path
 
 from broker.auth import hash_token
 from broker.store import JobStore, PostgresStore, SqliteStore
-from tests.brokerproc import ROOT, BrokerProcess
+from tests.brokerproc import BrokerProcess, copy_hardware_files
 
 TOKEN = "token-crash-lab-0123456789"
 AMI = "ami-12c6146b"  # one of moto's stock images
@@ -92,8 +91,7 @@ def write_setup(
     `spot`: aws-east and aliyun-bj also sell their type on spot (a spot price in the catalog);
     `agent_endpoint`: where instances report (a proxy in front of the agent port, say)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, folder / name)
+    copy_hardware_files(folder)
     aws_spot, ali_spot = ("0.302", "4.00") if spot else ("", "")
     (folder / "aws-east.csv").write_text(
         f"{HEADER}\ng5.xlarge,A10G,1,4,16,1.006,{aws_spot},us-east-1,us-east-1a\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 import threading
 import time
@@ -15,7 +14,7 @@ from broker.api import job_pb2
 from broker.auth import hash_token
 from broker.model import Attempt, JobId
 from broker.store import PostgresStore
-from tests.brokerproc import JOB_PYTHON, ROOT
+from tests.brokerproc import JOB_PYTHON, copy_hardware_files
 from tests.clouds.conftest import ECS_KEYS
 from tests.clouds.e2e_helpers import TOKEN
 from tests.doubles.ecs_endpoint import EcsCloud, Reply
@@ -66,8 +65,7 @@ def cloud_cluster(
     `access_key` is the site's key setting (`access_key_id_from_env: VAR` gives each process
     a key of its own, so the double can tell whose calls it gets)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, folder / name)
+    copy_hardware_files(folder)
     (folder / "ali-bj.csv").write_text(f"{HEADER}\n{A10},A10,1,8,30,13.90,4.00,cn-beijing,cn-beijing-i\n")
     (folder / "policy.yaml").write_text(POLICY)
     (folder / "tokens.yaml").write_text(

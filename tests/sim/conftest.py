@@ -57,6 +57,15 @@ gpu.double,A800,2,16,128,20.0,,r1,r1-a,CNY
 """
 
 
+def sim_policy_text() -> str:
+    """configs/policy-sim.yaml with the files it names (accelerators, regimes, the catalog) made
+    absolute, for a test to edit and write in a folder of its own."""
+    text = (CONFIGS / "policy-sim.yaml").read_text(encoding="utf-8")
+    for name in ("accelerators.yaml", "regimes.yaml", "catalog/"):  # (`: x` covers `file: x` too)
+        text = text.replace(f": {name}", f": {CONFIGS}/{name}")
+    return text
+
+
 def tiny_policy(folder: Path, gpus: int = 1, wait_model: str | None = None) -> Policy:
     (folder / "cloud.csv").write_text(CATALOG)
     path = folder / "policy.yaml"

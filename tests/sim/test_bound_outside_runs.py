@@ -14,7 +14,7 @@ import pytest
 
 from broker.cli import main
 from broker.sim.notes import offline_note
-from tests.sim.conftest import CONFIGS, tiny_policy
+from tests.sim.conftest import CONFIGS, sim_policy_text, tiny_policy
 
 
 def test_a_stopped_job_counts_against_the_bound_and_the_note_says_so(
@@ -116,10 +116,7 @@ def test_jobs_a_strategy_refused_may_go_unstarted_in_its_own_bound(
     """Diff review: with a 300 CNY budget the policy refuses two of three jobs at submission and
     bursts the third (121.92 CNY); its own bound ran all three (132.0): the refused jobs were
     left out of its count, though they cost it nothing."""
-    text = (CONFIGS / "policy-sim.yaml").read_text(encoding="utf-8")
-    text = text.replace("monthly_budget: 50000", "monthly_budget: 300")
-    for name in ("accelerators.yaml", "regimes.yaml", "catalog/"):
-        text = text.replace(f": {name}", f": {CONFIGS}/{name}")
+    text = sim_policy_text().replace("monthly_budget: 50000", "monthly_budget: 300")
     (tmp_path / "policy.yaml").write_text(text)
     trace = tmp_path / "trace.csv"
     rows = "4024,12h,H100,2,pku-nlp,15m\n6560,12h,T4,8,pku-nlp,3h\n7081,12h,T4,2,pku-nlp,1h\n"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from broker.cli import main
+from tests.sim.conftest import sim_policy_text
 
 POLICY = Path(__file__).resolve().parents[2] / "configs" / "policy-sim.yaml"
 
@@ -274,13 +275,11 @@ def test_onprem_gpus_on_a_policy_with_no_gpu_partition_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """It said `each GPU partition keeps at least one node: 0 GPUs`: there was none to keep one."""
-    text = POLICY.read_text(encoding="utf-8")
+    text = sim_policy_text()
     start = text.index("      - name: ascend\n")
     end = text.index("      - name:", text.index("      - name: a800\n") + 1)
     policy = tmp_path / "policy.yaml"
     text = text[:start] + text[end:]
-    for name in ("accelerators.yaml", "regimes.yaml", "catalog/"):  # (`: x` covers `file: x` too)
-        text = text.replace(f": {name}", f": {POLICY.parent}/{name}")
     policy.write_text(text)
     argv = ["simulate", "--synthetic", "5", "--policy", str(policy), "--no-lower-bound", "-o", "json"]
     assert main([*argv, "--baselines", "none", "--onprem-gpus", "8"]) == 0

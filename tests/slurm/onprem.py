@@ -6,7 +6,6 @@ Shared by tests/slurm/test_broker_on_slurm.py and bench/slurm_overhead.py.
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
-from tests.brokerproc import ROOT
+from tests.brokerproc import copy_hardware_files
 
 SITE = "shangzhuang-onprem"
 TOKENS = {"team-a": "token-team-a-0123456789"}
@@ -59,8 +58,7 @@ def write_onprem_config(
     cancels jobs marked with it that the broker does not know.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, folder / name)
+    copy_hardware_files(folder)
     adapter_config = {
         "url": cluster_env["SZB_SLURM_URL"],
         "user": cluster_env.get("SZB_SLURM_USER", "root"),

@@ -9,7 +9,6 @@ KillWait later (2 s on the test cluster), and the reconciler leaves the stopping
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 import time
 import uuid
@@ -23,7 +22,7 @@ from google.protobuf import duration_pb2
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
-from tests.brokerproc import ROOT, BrokerProcess
+from tests.brokerproc import BrokerProcess, copy_hardware_files
 from tests.job_events import events_until
 from tests.slurm.conftest import SlurmCluster
 
@@ -65,8 +64,7 @@ def broker_folder(
 ) -> Path:
     """A broker.yaml, `policy` (a template like POLICY) on the test cluster and the `tokens` in
     `folder`; its broker.yaml's path."""
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, folder / name)
+    copy_hardware_files(folder)
     adapter_config = {"url": slurm_cluster.url, "user": slurm_cluster.user,
                       "broker_id": f"szb-reclaim-{uuid.uuid4().hex[:8]}",
                       "output_dir": str(folder / "slurm-output"), "timeout_s": 3}

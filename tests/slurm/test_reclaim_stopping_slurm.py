@@ -16,7 +16,6 @@ victim stops, and under load the victim can be gone before any pass does (a CI r
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from google.protobuf import json_format
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
-from tests.brokerproc import ROOT, BrokerProcess
+from tests.brokerproc import BrokerProcess, copy_hardware_files
 from tests.job_events import events_so_far, events_until, has, reached
 from tests.slurm.conftest import SlurmCluster
 from tests.slurm.test_reclaim_grace_slurm import POLICY, SITE, TOKENS, auth, spec, until
@@ -42,8 +41,7 @@ GRACE_S = 5
 @pytest.fixture(scope="module")
 def broker(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     folder = tmp_path_factory.mktemp("reclaim-stopping")
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, folder / name)
+    copy_hardware_files(folder)
     adapter_config = {"url": slurm_cluster.url, "user": slurm_cluster.user,
                       "broker_id": f"szb-stopping-{uuid.uuid4().hex[:8]}",
                       "output_dir": str(folder / "slurm-output"), "timeout_s": 3}

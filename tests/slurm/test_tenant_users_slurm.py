@@ -29,7 +29,7 @@ from google.protobuf import duration_pb2
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
-from tests.brokerproc import ROOT, BrokerProcess, stub_for
+from tests.brokerproc import BrokerProcess, copy_hardware_files, stub_for
 from tests.slurm.conftest import SlurmCluster
 from tests.slurm.onprem import SITE, TERMINAL
 
@@ -88,8 +88,7 @@ def users() -> Iterator[Users]:
 @pytest.fixture
 def broker(slurm_cluster: SlurmCluster, users: Users, tmp_path: Path) -> Iterator[tuple[Stub, Path]]:
     """A broker whose Slurm site mints its tokens (no fixed one) and runs as an unprivileged user."""
-    for name in ("accelerators.yaml", "regimes.yaml"):
-        shutil.copy(ROOT / "configs" / name, tmp_path / name)
+    copy_hardware_files(tmp_path)
     # The nodes' users must reach it: not under pytest's own folders (mode 0700).
     output_dir = Path(tempfile.mkdtemp(prefix="szb-users-", dir=os.environ.get("SZB_TEST_RUN_DIR")))
     output_dir.chmod(0o3733)  # as the README says: anyone may write, nobody but its owner lists
