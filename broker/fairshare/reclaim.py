@@ -2,11 +2,13 @@
 
 Work a tenant runs on a partition beyond its quota there is *borrowed* (its most recently
 started attempts are the borrowed ones). When a job waits for a partition where what is left
-of its tenant's quota has room for it, borrowed work of other tenants there is preempted —
-tenants furthest over their share first, the youngest attempts first (the least work lost) —
-but only if that frees enough for the job, and at the rate the waste budget allows (a token
-bucket of accelerator-seconds of lost work, `broker.fairshare.budget`): within what the bucket
-holds, or, when it is full, the least costly attempts that free enough, whatever they lose.
+of its tenant's quota has room for it, borrowed work of other tenants there is preempted:
+wholly borrowed attempts before one that straddles its tenant's quota (taking it would take
+that tenant below its own guarantee), then tenants furthest over their share first, the
+youngest attempts first (the least work lost); but only if that frees enough for the job, and
+at the rate the waste budget allows (a token bucket of accelerator-seconds of lost work,
+`broker.fairshare.budget`): within what the bucket holds, or, when it is full, the least
+costly attempts that free enough, whatever they lose.
 A job loses what it ran since it started, or, when it checkpoints, at most one checkpoint
 interval of it.
 """
@@ -55,7 +57,13 @@ class Victim:
 
 def borrowed(running: Sequence[Running], quotas: Mapping[str, int]) -> list[Running]:
     """The attempts beyond their tenant's quota on this partition (the latest started are borrowed)."""
-    out: list[Running] = []
+    return [r for r, _ in _borrowed_parts(running, quotas)]
+
+
+def _borrowed_parts(running: Sequence[Running], quotas: Mapping[str, int]) -> list[tuple[Running, int]]:
+    """`borrowed`, each with how many of its units are still within its tenant's quota: the first
+    attempt that does not fit what is left of the quota straddles it, the later ones hold none."""
+    out: list[tuple[Running, int]] = []
     by_tenant: dict[str, list[Running]] = {}
     for r in running:
         by_tenant.setdefault(r.tenant, []).append(r)
@@ -66,20 +74,21 @@ def borrowed(running: Sequence[Running], quotas: Mapping[str, int]) -> list[Runn
             if left >= r.units:
                 left -= r.units
             else:
+                out.append((r, left))
                 left = 0
-                out.append(r)
     return out
 
 
 def _candidates(
     owner: str, need: int, free: int, running: Sequence[Running], quotas: Mapping[str, int]
-) -> list[Running]:
-    """Other tenants' borrowed attempts, when the owner's quota here (less what it runs here) has
-    room for `need` that is not free: a partition it holds no guarantee on is nothing to take back."""
+) -> list[tuple[Running, int]]:
+    """Other tenants' borrowed attempts with their units within quota (`_borrowed_parts`), when the
+    owner's quota here (less what it runs here) has room for `need` that is not free: a partition
+    it holds no guarantee on is nothing to take back."""
     held = sum(r.units for r in running if r.tenant == owner)
     if free >= need or quotas.get(owner, 0) - held < need:
         return []
-    return [r for r in borrowed(running, quotas) if r.tenant != owner]
+    return [(r, inside) for r, inside in _borrowed_parts(running, quotas) if r.tenant != owner]
 
 
 def victims(
@@ -97,10 +106,14 @@ def victims(
     `waste_left` (what the budget's bucket holds), or when the owner's quota on this partition
     (less what it runs there) has no room for `need`: a partition it holds no guarantee on is
     nothing it can take back."""
-    candidates = _candidates(owner, need, free, running, quotas)
-    candidates.sort(key=lambda r: (-ratios.get(r.tenant, 0.0), -r.start.timestamp(), r.attempt_id))
+    # Wholly borrowed work first: an attempt straddling its tenant's quota takes that tenant below
+    # its own guarantee, so it goes only when the wholly borrowed work cannot free enough.
+    candidates = sorted(
+        _candidates(owner, need, free, running, quotas),
+        key=lambda c: (c[1], -ratios.get(c[0].tenant, 0.0), -c[0].start.timestamp(), c[0].attempt_id),
+    )
     chosen: list[Victim] = []
-    for r in candidates:
+    for r, _ in candidates:
         waste = lost(r, now)
         if waste > waste_left:
             continue
@@ -129,10 +142,11 @@ def cheapest(
     """The borrowed attempts that free `need` losing the least work (smallest loss first): what a
     full bucket preempts when `victims` finds none within what it holds. Empty when none can."""
     candidates = sorted(
-        _candidates(owner, need, free, running, quotas), key=lambda r: (lost(r, now), r.attempt_id)
+        _candidates(owner, need, free, running, quotas),
+        key=lambda c: (c[1], lost(c[0], now), c[0].attempt_id),  # wholly borrowed first, as `victims`
     )
     chosen: list[Victim] = []
-    for r in candidates:
+    for r, _ in candidates:
         chosen.append(Victim(r.attempt_id, r.tenant, r.units, lost(r, now), growth(r, now)))
         free += r.units
         if free >= need:

@@ -108,3 +108,26 @@ def test_no_attempt_is_preempted_that_the_others_chosen_make_unneeded() -> None:
     assert [v.attempt_id for v in got] == ["b-4"]
     # The full bucket's least costly set is trimmed the same way.
     assert [v.attempt_id for v in cheapest(**common)] == ["b-4"]  # type: ignore[arg-type]
+
+
+def test_wholly_borrowed_work_goes_before_an_attempt_straddling_its_tenants_quota() -> None:
+    """Held-out review: lab's 2-unit attempt is half within lab's quota of 1; sme's two 1-unit
+    attempts are wholly borrowed. Preempting lab's took lab below its own guarantee, though sme's
+    freed as much. Both paths (within the bucket, and a full bucket's cheapest) now take sme's."""
+    running = [run("lab-2u", "lab", 2, 300), run("sme-a", "sme", 1, 270), run("sme-b", "sme", 1, 240)]
+    quotas = {"own": 3, "lab": 1}
+    ratios = {"lab": 1.5, "sme": 0.75, "own": 0.0}
+    kw = {"owner": "own", "need": 2, "free": 0, "running": running, "quotas": quotas, "now": NOW}
+    got = victims(**kw, ratios=ratios, waste_left=1e9)  # type: ignore[arg-type]
+    assert {v.attempt_id for v in got} == {"sme-a", "sme-b"}
+    assert {v.attempt_id for v in cheapest(**kw)} == {"sme-a", "sme-b"}  # type: ignore[arg-type]
+
+
+def test_an_attempt_straddling_its_quota_still_goes_when_nothing_else_frees_enough() -> None:
+    """Whole attempts are preempted: when the straddling one is the only way to free the units,
+    it is taken (lab keeps none of its quota of 1 for the owner's guaranteed 2)."""
+    running = [run("lab-2u", "lab", 2, 300), run("sme-a", "sme", 1, 270)]
+    quotas = {"own": 3, "lab": 1}
+    kw = {"owner": "own", "need": 2, "free": 0, "running": running, "quotas": quotas, "now": NOW}
+    got = victims(**kw, ratios={"lab": 1.5, "sme": 0.75}, waste_left=1e9)  # type: ignore[arg-type]
+    assert [v.attempt_id for v in got] == ["lab-2u"]
