@@ -22,7 +22,7 @@ from broker.decision import Action, Decision, ReclaimVictim
 from broker.fair_reclaim import Reclaimer
 from broker.fairshare import resolve_share
 from broker.fairshare.book import FairShareBook, Holding
-from broker.fairshare.reclaim import Running, borrowed
+from broker.fairshare.reclaim import Running, holding_quota
 from broker.fairshare.stopping import Stopping
 from broker.model import JobSpec, Offer
 from broker.policy import Policy
@@ -95,15 +95,15 @@ def _candidate(attempt_id: str, h: Holding, now: datetime, in_quota: bool) -> Pr
 
 
 def _in_quota(policy: Policy, live: Mapping[str, Holding]) -> set[str]:
-    """The attempts running within their tenant's guaranteed quota on their partition (the
-    earliest started count first, as reclaim counts them): only that tenant's jobs stop them."""
+    """The attempts running within their tenant's guaranteed quota on their partition, wholly or
+    in part (the earliest started count first, as reclaim counts them): only that tenant's jobs
+    stop them."""
     out: set[str] = set()
     for part in {h.partition for h in live.values()}:
         mine = [(a, h) for a, h in live.items() if h.partition == part]
         here = [Running(a, h.tenant, h.units, h.start, h.checkpoint_s) for a, h in mine]
         quotas = {t: resolve_share(policy, t).quota.get(part, 0) for t in {r.tenant for r in here}}
-        lent = {r.attempt_id for r in borrowed(here, quotas)}
-        out |= {r.attempt_id for r in here if r.attempt_id not in lent}
+        out |= holding_quota(here, quotas)
     return out
 
 

@@ -60,6 +60,13 @@ def borrowed(running: Sequence[Running], quotas: Mapping[str, int]) -> list[Runn
     return [r for r, _ in _borrowed_parts(running, quotas)]
 
 
+def holding_quota(running: Sequence[Running], quotas: Mapping[str, int]) -> set[str]:
+    """The attempts holding any of their tenant's quota on this partition, wholly or straddling it:
+    stopping one for another tenant's work takes that tenant below its own guarantee."""
+    lent = {r.attempt_id for r, inside in _borrowed_parts(running, quotas) if inside == 0}
+    return {r.attempt_id for r in running if r.attempt_id not in lent}
+
+
 def _borrowed_parts(running: Sequence[Running], quotas: Mapping[str, int]) -> list[tuple[Running, int]]:
     """`borrowed`, each with how many of its units are still within its tenant's quota: the first
     attempt that does not fit what is left of the quota straddles it, the later ones hold none."""

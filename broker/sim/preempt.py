@@ -26,7 +26,7 @@ from broker.burst.swap import (
 )
 from broker.decision import Decision
 from broker.fairshare import resolve_share
-from broker.fairshare.reclaim import Running, borrowed
+from broker.fairshare.reclaim import Running, holding_quota
 from broker.model import Offer
 from broker.sim.jobs import SimJob
 from broker.sim.metrics import carbon_g
@@ -117,8 +117,8 @@ def stop(eng: Engine, v: int, key: str) -> None:
 
 
 def _in_quota(eng: Engine, key: str) -> set[int]:
-    """The jobs running on partition `key` within their tenant's guaranteed quota there (fair
-    share: the earliest started count first, as reclaim counts them)."""
+    """The jobs running on partition `key` within their tenant's guaranteed quota there, wholly or
+    in part (fair share: the earliest started count first, as reclaim counts them)."""
     runs = eng.projected.running.running.get(key, {})
     quotas = {t: resolve_share(eng.policy, t).quota.get(key, 0) for t in {r[4] for r in runs.values()}}
     if not any(quotas.values()):
@@ -127,5 +127,4 @@ def _in_quota(eng: Engine, key: str) -> set[int]:
         Running(str(v), r[4], r[3], eng.epoch + timedelta(seconds=eng.state[v].running_since))
         for v, r in runs.items()
     ]
-    lent = {int(r.attempt_id) for r in borrowed(at, quotas)}
-    return {v for v in runs if v not in lent}
+    return {int(a) for a in holding_quota(at, quotas)}

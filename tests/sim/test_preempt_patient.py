@@ -23,10 +23,10 @@ from tests.sim.conftest import CATALOG, CONFIGS, POLICY, table_row
 HOUR = 3600.0
 
 
-def policy_with(folder: Path, preempt: str) -> Policy:
-    """One A800 at 2 CNY/h on-prem, the cloud's at 10 CNY/h; projected waits."""
+def policy_with(folder: Path, preempt: str, gpus: int = 1) -> Policy:
+    """`gpus` A800s at 2 CNY/h on-prem, the cloud's at 10 CNY/h; projected waits."""
     (folder / "cloud.csv").write_text(CATALOG)
-    text = POLICY.format(configs=CONFIGS, gpus=1).replace(
+    text = POLICY.format(configs=CONFIGS, gpus=gpus).replace(
         "  hysteresis: 0s\n", f"  hysteresis: 0s\n  wait_model: projected\n  preempt_patient: {preempt}\n"
     )
     (folder / "policy.yaml").write_text(text)
@@ -154,7 +154,7 @@ def test_another_tenants_work_within_its_quota_is_not_stopped(tmp_path: Path) ->
         (folder / "policy.yaml").write_text(text.replace(line, share))
         policy = load_policy(folder / "policy.yaml")
         scenario = Scenario(seed=1, provisioning=Delay(min_s=60, mode_s=60, max_s=60))
-        urgent = TraceJob("u", 300, HOUR, count=1, accelerators=("A800",), tenant=tenant)
+        urgent = TraceJob("u", 300, 2 * HOUR, count=1, accelerators=("A800",), tenant=tenant)  # premium 16
         jobs = build_jobs([a800("p", 0, 2 * HOUR, 4 * HOUR), urgent], policy, scenario)
         return simulate(policy, jobs, scenario, baselines=(), lower_bound=False).runs["policy"].records
 
@@ -174,3 +174,29 @@ def test_a_stopped_job_is_learned_once_when_it_finishes(tmp_path: Path) -> None:
     p, u = got.records
     assert p.preempted == 1 and not u.burst and p.end_s is not None and u.end_s is not None
     assert got.runtime_ratios["t1"] == pytest.approx(2 ** (2 / 5))
+
+
+def test_another_tenants_work_straddling_its_quota_is_not_stopped(tmp_path: Path) -> None:
+    # P (2 GPUs of 2) runs half within t1's quota of 1: stopping it for t2's urgent job took t1
+    # below its own guarantee (it counted as borrowed, being the attempt that crossed the quota).
+    # t2's job bursts instead; t1's own urgent job may still stop it.
+    policy_with(tmp_path, "{enabled: true}", gpus=2)
+    text = (tmp_path / "policy.yaml").read_text()
+    line = "  - {id: t1, kind: university, entity_country: CN, monthly_budget: 100000}\n"
+    share = "  - {id: t1, kind: university, entity_country: CN, monthly_budget: 100000,\n"
+    share += "     share: {quota: {onprem/gpu: 1}}}\n  - {id: t2, kind: university, entity_country: CN}\n"
+    assert line in text
+    (tmp_path / "policy.yaml").write_text(text.replace(line, share))
+    policy = load_policy(tmp_path / "policy.yaml")
+    scenario = Scenario(seed=1, provisioning=Delay(min_s=60, mode_s=60, max_s=60))
+    patient = TraceJob("p", 0, 2 * HOUR, count=2, accelerators=("A800",), tenant="t1", max_wait_s=4 * HOUR)
+
+    def records(tenant: str) -> list[JobRecord]:
+        urgent = TraceJob("u", 300, 2 * HOUR, count=1, accelerators=("A800",), tenant=tenant)  # premium 16
+        jobs = build_jobs([patient, urgent], policy, scenario)
+        return simulate(policy, jobs, scenario, baselines=(), lower_bound=False).runs["policy"].records
+
+    p, u = records("t2")
+    assert u.burst and p.preempted == 0
+    p, u = records("t1")
+    assert not u.burst and p.preempted == 1
