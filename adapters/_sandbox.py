@@ -37,7 +37,7 @@ from typing import Any
 
 from adapters.base import ConfigError
 from broker.model import SiteId
-from broker.secret_files import JobAccount, untraversable
+from broker.secret_files import JobAccount, replaceable_above, untraversable
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,12 @@ class Sandbox:
             raise ConfigError(self.site, "JobRootNotOwned",
                               f"job_root {self.job_root} must belong to the broker's user and not "
                               "be writable by others")
+        unsafe = replaceable_above(self.job_root, {0, os.geteuid()})
+        if unsafe is not None:  # (checked after mkdir: the folders above exist)
+            raise ConfigError(self.site, "JobRootReplaceable",
+                              f"job_root {self.job_root}: {unsafe[0]} {unsafe[1]}, so another user "
+                              "could put a folder or link of their own in job_root's place; choose a "
+                              "job_root whose parent folders belong to root or the broker's user")
         self.job_root.chmod(0o711 if self.user else 0o700)
         if self.user is not None:
             # A job's uid owns nothing outside its folder: it passes only where others may.
@@ -155,12 +161,21 @@ class Sandbox:
         """Create the job's guard folder and its 0700 working folder; returns (guard, work)."""
         guard = self.job_root / name
         work = guard / "work"
-        guard.mkdir(mode=0o700, exist_ok=True)
-        work.mkdir(mode=0o700, exist_ok=True)
+        # Neither may be a link or another user's folder: root would chown and chmod whatever it
+        # names (and make `work` in it). Only root, the broker or a private id own them (a launch of
+        # this attempt again, after a crash, finds them owned by the id the first one picked).
+        first, last = self.gids
+        for folder in (guard, work):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            info = os.lstat(folder)
+            owner = info.st_uid in (0, os.geteuid()) or first <= info.st_uid <= last
+            if not stat.S_ISDIR(info.st_mode) or not owner:
+                raise ConfigError(self.site, "JobFolderNotOwned",
+                                  f"{folder} is not a folder of the broker's own: not used")
         if self.user is not None and gid is not None:
-            os.chown(guard, 0, gid)
+            os.chown(guard, 0, gid, follow_symlinks=False)
             guard.chmod(0o710)
-            os.chown(work, gid, gid)  # the attempt's id is its uid too
+            os.chown(work, gid, gid, follow_symlinks=False)  # the attempt's id is its uid too
         work.chmod(0o700)
         return guard, work
 

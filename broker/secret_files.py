@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,20 @@ def untraversable(path: Path, uid: int) -> Path | None:
         info = folder.stat()
         if not info.st_mode & (stat.S_IXUSR if info.st_uid == uid else stat.S_IXOTH):
             return folder
+    return None
+
+
+def replaceable_above(path: Path, owners: Collection[int]) -> tuple[Path, str] | None:
+    """The first folder above `path` (resolved) in which a user outside `owners` could replace
+    what follows it: one owned by another user, or writable by others without the sticky bit
+    (a sticky folder lets only an entry's owner rename it), with why; None: none can."""
+    for folder in path.parents:
+        info = folder.stat()
+        if info.st_uid not in owners:
+            return folder, f"belongs to uid {info.st_uid}"
+        others = info.st_mode & stat.S_IWOTH or (info.st_mode & stat.S_IWGRP and info.st_gid != 0)
+        if others and not info.st_mode & stat.S_ISVTX:
+            return folder, "may be written by others and is not sticky"
     return None
 
 
