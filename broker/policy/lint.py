@@ -136,3 +136,21 @@ def _burst_notes(policy: Policy) -> list[tuple[Loc, str]]:
             )
             out.append((["burst", "max_wait", "by_tenant_kind", kind], said))
     return out
+
+
+def shared_batch_users(policy: Policy) -> list[str]:
+    """Slurm sites where tenants without a `batch.user` of their own would share the site's one
+    user: each such job can read another's environment (its agent secret included) through /proc,
+    report its exit and signal it. For `szb serve`'s log at each policy load (the README documents
+    the setting; the shipped example leaves it unset for a test cluster without those users)."""
+    shared = [t.id for t in policy.tenants if not t.batch.user]
+    if len(shared) < 2:
+        return []
+    return [
+        f"site {site.id}: tenants {', '.join(shared)} have no batch.user, so their Slurm jobs all run "
+        f"as {site.adapter_config.get('user') or 'the site user'}: one tenant's job can read another's "
+        "environment (its agent secret included) through /proc, report its exit and signal it; give each "
+        "tenant a user of its own (README: A Unix user per tenant on Slurm)"
+        for site in policy.sites
+        if site.adapter == "slurm"
+    ]

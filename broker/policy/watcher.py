@@ -18,7 +18,7 @@ from pathlib import Path
 
 from broker.policy._load import load_policy, load_policy_text
 from broker.policy._policy import Policy
-from broker.policy.lint import policy_warnings
+from broker.policy.lint import policy_warnings, shared_batch_users
 from broker.yamlfile import PolicyError, Problem, parse_yaml
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,8 @@ class PolicyWatcher:
             raise PolicyError(problems)
         for warning in policy_warnings(policy, parse_yaml(text, str(self.path)), str(self.path)):
             log.warning("policy %s: %s", policy.hash[:12], warning)  # valid, but not what it seems to say
+        for note in shared_batch_users(policy):
+            log.warning("policy %s: %s", policy.hash[:12], note)
         return policy, text
 
     @property

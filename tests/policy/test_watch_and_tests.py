@@ -235,3 +235,26 @@ def test_a_change_checked_while_the_store_is_away_is_read_again_and_the_watch_go
 
     assert asyncio.run(watch_a_while()), "the watch ended at the first failed check"
     assert watcher.current is not first and watcher.current.objective.wait_hour_cost == 55
+
+
+def test_serve_warns_when_tenants_share_the_slurm_sites_user(
+    shipped: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Held-out review: under the shipped policy every tenant's Slurm job runs as the site's user
+    `broker` (no tenant sets batch.user), so one can read another's agent secret, and nothing said so."""
+    with caplog.at_level("WARNING", logger="broker.policy.watcher"):
+        PolicyWatcher(shipped)
+    said = [r.getMessage() for r in caplog.records if "have no batch.user" in r.getMessage()]
+    assert len(said) == 1, caplog.text
+    tenants = "pku-nlp, zhipu-sme, sg-partner, casia"
+    assert f"site shangzhuang-onprem: tenants {tenants} have no batch.user" in said[0]
+    assert "all run as broker" in said[0]
+    caplog.clear()
+    text = shipped.read_text()
+    for tenant in ("pku-nlp", "zhipu-sme", "sg-partner", "casia"):
+        text = text.replace(f"  - id: {tenant}\n", f"  - id: {tenant}\n    batch: {{user: {tenant}-jobs}}\n")
+    shipped.write_text(text)
+    with caplog.at_level("WARNING", logger="broker.policy.watcher"):
+        watcher = PolicyWatcher(shipped)
+    assert all(t.batch.user for t in watcher.current.tenants)
+    assert "batch.user" not in caplog.text
