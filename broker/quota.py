@@ -196,11 +196,17 @@ class Quotas:
 
 def _sized(buckets: dict[TenantId, TokenBucket], tenant: TenantId, rate: float, burst: int,
            now: float) -> TokenBucket:
-    """The tenant's bucket at this size: a policy change resizes it; tokens spent stay spent."""
+    """The tenant's bucket at this size: a policy change resizes it; tokens spent stay spent.
+
+    The bucket learns of the change at the tenant's next call, not at the reload: the time since
+    its last call refills at the faster of the two rates, so a raised rate applies at once (the
+    old one, 0.01/s, had refused the first call after a reload to 100/s)."""
     bucket = buckets.get(tenant)
     if bucket is None or (bucket.rate, bucket.burst) != (rate, burst):
         fresh = TokenBucket(rate, burst, now)
         if bucket is not None:
+            bucket.rate = max(bucket.rate, rate)
+            bucket.burst = max(bucket.burst, burst)
             fresh._tokens = min(float(burst), bucket.level(now))
         bucket = buckets[tenant] = fresh
     return bucket

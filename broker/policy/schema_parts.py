@@ -82,6 +82,11 @@ class PreemptPatient(_Doc):
     )
 
 
+MIN_RATE = 0.0001
+"""The slowest submit or read rate a policy may set: one token in under three hours (1e-300 passed,
+and a refused call was told to retry in a number of seconds 300 digits long)."""
+
+
 class Limits(_Doc):
     """Per-tenant quotas on what the API accepts; exceeding one answers RESOURCE_EXHAUSTED."""
 
@@ -89,7 +94,8 @@ class Limits(_Doc):
         default=10_000, ge=0, description="Unfinished jobs (queued to running) a tenant may have at once."
     )
     submit_rate: float = Field(
-        default=100.0, gt=0, le=1_000_000, description="Jobs per second a tenant may submit (token refill)."
+        default=100.0, ge=MIN_RATE, le=1_000_000,
+        description="Jobs per second a tenant may submit (token refill).",
     )
     submit_burst: int = Field(
         default=2_000, ge=1, le=10_000_000, description="Jobs a tenant may submit at once (bucket size)."
@@ -102,7 +108,7 @@ class Limits(_Doc):
     max_argv: int = Field(default=1024, ge=1, le=4096, description="Command arguments per job.")
     max_watch_streams: int = Field(default=64, ge=0, description="Concurrent WatchJob/logs --follow.")
     read_rate: float = Field(
-        default=200.0, gt=0, le=1_000_000,
+        default=200.0, ge=MIN_RATE, le=1_000_000,
         description="Read tokens per second a tenant's calls may take: GetJob, ListJobs, GetSpend and "
         "opening WatchJob take 1; GetStatus, ExplainPlacement, ListOffers and opening StreamJobLogs 10.",
     )
@@ -115,12 +121,12 @@ class LimitsOverride(_Doc):
     """A tenant's own limits; unset fields take the policy's `limits`."""
 
     max_queued_jobs: int | None = Field(default=None, ge=0)
-    submit_rate: float | None = Field(default=None, gt=0, le=1_000_000)
+    submit_rate: float | None = Field(default=None, ge=MIN_RATE, le=1_000_000)
     submit_burst: int | None = Field(default=None, ge=1, le=10_000_000)
     max_spec_bytes: int | None = Field(default=None, ge=1024, le=16 * 1024 * 1024)
     max_env: int | None = Field(default=None, ge=0, le=4096)
     max_labels: int | None = Field(default=None, ge=0, le=1024)
     max_argv: int | None = Field(default=None, ge=1, le=4096)
     max_watch_streams: int | None = Field(default=None, ge=0)
-    read_rate: float | None = Field(default=None, gt=0, le=1_000_000)
+    read_rate: float | None = Field(default=None, ge=MIN_RATE, le=1_000_000)
     read_burst: int | None = Field(default=None, ge=10, le=10_000_000)

@@ -59,6 +59,25 @@ def test_a_batch_takes_one_token_per_job_and_tenants_have_their_own_buckets() ->
     quotas.admit(A, 2, unfinished=0)
 
 
+def test_a_raised_rate_applies_at_the_next_call_after_a_reload() -> None:
+    """Held-out review: after a reload from 0.01/s (burst 1) to 100/s (burst 5) the first submit,
+    6 s later, was refused (the 6 s had refilled at the old rate: 0.06 tokens)."""
+    clock = FakeMonotonic()
+    limits = {"now": Limits(submit_rate=0.01, submit_burst=1)}
+    quotas = Quotas(lambda t: limits["now"], monotonic=clock)
+    quotas.admit(A, 1, unfinished=0)
+    limits["now"] = Limits(submit_rate=100.0, submit_burst=5)
+    clock.now += 6.0
+    quotas.admit(A, 5, unfinished=0)
+    with pytest.raises(QuotaExceededError):
+        quotas.admit(A, 1, unfinished=0)  # tokens spent stay spent
+    limits["now"] = Limits(submit_rate=0.01, submit_burst=1)  # lowered: at most the new burst
+    clock.now += 60.0
+    quotas.admit(A, 1, unfinished=0)
+    with pytest.raises(QuotaExceededError):
+        quotas.admit(A, 1, unfinished=0)
+
+
 def test_unfinished_jobs_and_spec_counts_are_bounded() -> None:
     quotas = Quotas(lambda t: Limits(max_queued_jobs=10, max_env=2, max_labels=1, max_argv=3))
     quotas.admit(A, 4, unfinished=6)
@@ -106,6 +125,11 @@ def test_policy_limits_are_checked_with_file_line_col(
     assert cli(["policy", "check", str(path)]) != 0
     err = capsys.readouterr().err
     assert f"{path}:{text.count(chr(10))}:23: error: limits.submit_rate" in err
+    for tiny in ("1e-300", "0.00009"):  # a refused call was told to retry in 300 digits of seconds
+        text = good + f"limits: {{read_rate: {tiny}}}\n"
+        path = write_policy(text)
+        assert cli(["policy", "check", str(path)]) != 0
+        assert f"{path}:{text.count(chr(10))}:21: error: limits.read_rate" in capsys.readouterr().err
     text = BASE.replace("    entity_country: CN\n", "    entity_country: CN\n    limits: {max_env: x}\n")
     path = write_policy(text)
     assert cli(["policy", "check", str(path)]) != 0
