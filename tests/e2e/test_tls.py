@@ -336,3 +336,16 @@ def test_an_agent_ca_that_does_not_verify_the_broker_is_refused_at_start(tmp_pat
         with pytest.raises(TlsFileError, match=r"tls\.agent_ca_file") as err:
             ServerTls(TlsSettings(**base, agent_ca_file=bad))
         assert said in str(err.value), err.value
+
+
+def test_a_client_ca_file_that_holds_no_certificate_is_named_at_start(tmp_path: Path) -> None:
+    """Held-out review: `client_ca_file` set to the server's key (a PEM file, but no certificate)
+    stopped the broker saying the address was in use; it names the field and the file now."""
+    from broker.config import TlsSettings
+    from broker.tls import ServerTls, TlsFileError
+
+    ours = write_pki(tmp_path / "ours")
+    base = {"cert_file": ours["server_cert"], "key_file": ours["server_key"], "require_client_cert": True}
+    ServerTls(TlsSettings(**base, client_ca_file=ours["ca"]))  # a CA certificate: fine
+    with pytest.raises(TlsFileError, match=r"tls\.client_ca_file: .* holds no PEM certificate"):
+        ServerTls(TlsSettings(**base, client_ca_file=ours["server_key"]))
