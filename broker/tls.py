@@ -160,7 +160,8 @@ class ServerTls:
 
     def _load_grpc_config(self) -> grpc.ServerCertificateConfiguration:
         s = self.settings
-        roots = _certificates(s.client_ca_file, "tls.client_ca_file") if s.client_ca_file is not None else None
+        ca = s.client_ca_file
+        roots = _certificates(ca, "tls.client_ca_file") if ca is not None else None
         pair = (_read(s.key_file, "tls.key_file"), _read(s.cert_file, "tls.cert_file"))
         return grpc.ssl_server_certificate_configuration([pair], root_certificates=roots)
 
