@@ -48,7 +48,11 @@ def exit_status(meta: Mapping[str, Any], path: Path, tail: str) -> AttemptStatus
     exit_file = path / "exit_code"
     code = int(exit_file.read_text().strip() or "1")
     state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
-    state = AttemptState.CANCELLED if (path / "cancelled").exists() else state
+    # Cancelled only if the stop came before the end: a job that wrote its exit code before the
+    # cancel's mark (a cancel racing its end) ended on its own, and its result stands.
+    marked = path / "cancelled"
+    if marked.exists() and marked.stat().st_mtime_ns <= exit_file.stat().st_mtime_ns:
+        state = AttemptState.CANCELLED
     ended = written_at(exit_file)
     cause = killed_by(code, meta.get("memory_gb")) if state == AttemptState.FAILED else ""
     return AttemptStatus(

@@ -337,8 +337,9 @@ class LocalAdapter:
         path = self.root / backend_id
         if not read_meta(path):
             return
-        (path / "cancelled").touch()
-        pid = self._runner(path)
+        if not (ended := (path / "exit_code").exists()):  # (ended on its own first: its result stands)
+            (path / "cancelled").touch()
+        pid = None if ended else self._runner(path)
         if pid is None:
             self._kill_leftovers(path)
             return

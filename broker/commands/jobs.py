@@ -265,8 +265,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             job = client.cancel(args.id).job
         except ClientError as exc:
             return fail(str(exc))
-    if before.terminal:  # (cancelling an ended job is no error: a script may cancel twice)
-        print(f"szb: {args.id} had already ended ({before.value}): nothing cancelled", file=sys.stderr)
+    # (Cancelling an ended job is no error: a script may cancel twice.) One that ended since the
+    # broker last read it comes back with its own result, not CANCELLED.
+    after = state_from_proto(job.state)
+    ended = before if before.terminal else after if after.terminal and after != JobState.CANCELLED else None
+    if ended is not None:
+        print(f"szb: {args.id} had already ended ({ended.value}): nothing cancelled", file=sys.stderr)
     if args.output == "json":
         print(json.dumps(job_dict(job), indent=2))
     else:

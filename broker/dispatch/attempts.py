@@ -12,6 +12,7 @@ from typing import Any
 from adapters.base import Adapter, AdapterError, LogSource, NotFoundError
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
+from broker.dispatch.ended_first import ended_first
 from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
 from broker.dispatch.records import running_said
 from broker.dispatch.silence import silent_attempt
@@ -318,13 +319,16 @@ class AttemptTracking:
     # Cancellation ------------------------------------------------------------------------
 
     async def cancel(self, job: Job, *, by: str = "", role: str = "") -> Job:
-        """Cancel a job wherever it is; the backend is told after the state is recorded.
-
-        `by` and `role` name who asked; they go into the event's data for the audit trail.
-        """
-        now = self.clock.now()
+        """Cancel a job wherever it is (unless it ended since the last poll); the backend is told
+        after the state is recorded. `by` and `role` name who asked, for the audit trail."""
         if job.state.terminal:
             return job
+        ended = await ended_first(self.store.attempts_for(job.id), self.adapters, self.planner.needs_agent)
+        for attempt, status in ended:  # it finished since the last poll: its result stands
+            self.apply_status(attempt, status)
+        if (job := self.store.get(job.id)).state.terminal:
+            return job
+        now = self.clock.now()
         who = {"by": by, "role": role} if by else {}
         job = self.store.transition(
             job.id,

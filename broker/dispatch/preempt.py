@@ -18,8 +18,9 @@ from typing import Any
 from adapters.base import Adapter, AdapterError, NotFoundError
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
+from broker.dispatch.ended_first import ended_first
 from broker.fairshare.stopping import STOP_CAP_S
-from broker.model import AttemptState, AttemptStatus, Job, JobState, SiteId
+from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, SiteId
 from broker.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -39,13 +40,18 @@ async def preempt(
     grace_s: float,
     on_freed: Callable[[], None],
     on_stopped: Callable[[str], None],
+    record: Callable[[Attempt, AttemptStatus], None],
 ) -> None:
     """Record and carry out the preemption of each victim attempt (ids from the fair-share decision);
-    `on_stopped(attempt id)` once its backend says it stopped (at once when nothing runs)."""
+    `on_stopped(attempt id)` once its backend says it stopped (at once when nothing runs). A victim
+    that ended on its own since the last poll is not preempted: `record` records its result."""
     stops = []
     watches = []
     for v in victims:
         attempt = store.get_attempt(str(v["attempt"]))
+        for done, status in await ended_first([attempt], adapters, planner.needs_agent):
+            record(done, status)  # its result stands: preempted, it would run again
+            attempt = store.get_attempt(attempt.id)
         if attempt.state.terminal:
             on_stopped(attempt.id)
             continue

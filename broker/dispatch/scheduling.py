@@ -289,6 +289,7 @@ class Scheduling(Launching):
                 grace_s=self.planner.policy.document.fair_share.reclaim.grace.total_seconds(),
                 on_freed=self.capacity_changed,
                 on_stopped=self._victim_stopped,
+                record=self.apply_status,
             )
         finally:
             self._stops_in_flight -= stopping

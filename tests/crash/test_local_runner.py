@@ -8,6 +8,7 @@ the spawn and the runner records its own pid, so a restarted broker follows the 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 import threading
@@ -113,3 +114,27 @@ def test_an_exit_code_on_a_disk_gone_read_only_waits_for_the_disk(tmp_path: Path
         assert (disk / "exit_code").read_text().strip() == "3"
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_cancel_after_the_job_ended_does_not_rewrite_its_result(tmp_path: Path) -> None:
+    """Held-out review: the job wrote its exit code 0, the broker had not read it yet, and a cancel
+    then (or a reclaim's stop) marked the attempt cancelled: its status read CANCELLED."""
+    adapter = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "data"), "cpus": 2})
+    name = adapter.submit(request("tok-1", [JOB_PYTHON, "-c", "print('done')"]))
+    exit_code = tmp_path / "data" / "local" / name / "exit_code"
+    deadline = time.monotonic() + 60
+    while not exit_code.exists():
+        assert time.monotonic() < deadline, "the job never ended"
+        time.sleep(0.05)
+    adapter.cancel(name, "tok-1")
+    got = adapter.status(name)
+    assert (got.state, got.exit_code) == (AttemptState.SUCCEEDED, 0)
+    # A cancel that marked the attempt just before its exit code was written (a race the first
+    # check cannot close) leaves it cancelled; one marked just after it does not.
+    marked = exit_code.parent / "cancelled"
+    marked.touch()
+    ns = exit_code.stat().st_mtime_ns
+    os.utime(marked, ns=(ns - 1_000_000, ns - 1_000_000))
+    assert adapter.status(name).state is AttemptState.CANCELLED
+    os.utime(marked, ns=(ns + 1_000_000, ns + 1_000_000))
+    assert adapter.status(name).state is AttemptState.SUCCEEDED

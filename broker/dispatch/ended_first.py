@@ -1,0 +1,43 @@
+"""Before a cancel or a reclaim stops an on-prem attempt, read whether it has ended on its own.
+
+A job that finished since the last poll (its exit code written, its result not yet read) would
+otherwise be recorded CANCELLED, or PREEMPTED and run again, from the store's view: a finished
+job's result rewritten, its work repeated. One status read narrows that window from the poll
+interval to the read itself; the local adapter closes the rest (a cancel after the exit code
+does not mark it cancelled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+
+from adapters.base import Adapter, AdapterError
+from broker.dispatch.gang import is_gang_attempt
+from broker.model import Attempt, AttemptState, AttemptStatus, SiteId
+
+_ENDED = (AttemptState.SUCCEEDED, AttemptState.FAILED)
+
+
+async def ended_first(
+    attempts: Iterable[Attempt],
+    adapters: Mapping[SiteId, Adapter],
+    needs_agent: Callable[[str], bool],
+) -> list[tuple[Attempt, AttemptStatus]]:
+    """The live on-prem attempts among `attempts` whose backend says they ended on their own, with
+    that status, for the caller to record as a poll would. Agent-run attempts (their results come
+    from their agents), gangs and backends that do not answer are left to the polls."""
+    out: list[tuple[Attempt, AttemptStatus]] = []
+    for attempt in attempts:
+        adapter = adapters.get(attempt.site)
+        if attempt.state.terminal or attempt.backend_id is None or adapter is None:
+            continue
+        if needs_agent(attempt.site) or is_gang_attempt(attempt):
+            continue
+        try:
+            status = await asyncio.to_thread(adapter.status, attempt.backend_id)
+        except AdapterError:  # (NotFoundError too: what a vanished attempt means is the poll's to say)
+            continue
+        if status.state in _ENDED:
+            out.append((attempt, status))
+    return out
