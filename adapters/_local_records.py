@@ -46,7 +46,11 @@ def exit_status(meta: Mapping[str, Any], path: Path, tail: str) -> AttemptStatus
     says, until the code was written (a job that ended while the broker was down ends then, not
     when the restarted broker read it)."""
     exit_file = path / "exit_code"
-    code = int(exit_file.read_text().strip() or "1")
+    text = exit_file.read_text().strip()
+    if not text:  # (a power loss before the runner synced it): the result is unknown, not a failure
+        return AttemptStatus(state=AttemptState.LOST, log_tail=tail,
+                             message="the exit code file is empty (lost in a power cut?): result unknown")
+    code = int(text)
     state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
     # Cancelled only if the stop came before the end: a job that wrote its exit code before the
     # cancel's mark (a cancel racing its end) ended on its own, and its result stands.

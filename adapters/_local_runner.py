@@ -100,6 +100,8 @@ def _record_exit(tmp: Path, code: int) -> None:
         try:
             with open(tmp, "r+b") as f:
                 f.write(str(code).encode().ljust(EXIT_CODE_ROOM))
+                f.flush()
+                os.fsync(f.fileno())  # after a power loss the renamed file holds the code, not blanks
             os.replace(tmp, tmp.with_name("exit_code"))
             return
         except OSError as exc:  # (the runner's stderr is /dev/null: nobody to tell)

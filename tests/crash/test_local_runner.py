@@ -138,3 +138,19 @@ def test_a_cancel_after_the_job_ended_does_not_rewrite_its_result(tmp_path: Path
     assert adapter.status(name).state is AttemptState.CANCELLED
     os.utime(marked, ns=(ns + 1_000_000, ns + 1_000_000))
     assert adapter.status(name).state is AttemptState.SUCCEEDED
+
+
+def test_an_exit_code_file_left_blank_reads_as_unknown_not_as_a_failure(tmp_path: Path) -> None:
+    """Held-out review: the runner reserves the file with blanks and a power cut before its write
+    reached the disk left them; that read as exit 1 (FAILED). It is synced now, and blanks say lost."""
+    adapter = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "data"), "cpus": 2})
+    name = adapter.submit(request("tok-1", [JOB_PYTHON, "-c", "print('done')"]))
+    exit_code = tmp_path / "data" / "local" / name / "exit_code"
+    deadline = time.monotonic() + 60
+    while not exit_code.exists():
+        assert time.monotonic() < deadline, "the job never ended"
+        time.sleep(0.05)
+    assert exit_code.read_text().strip() == "0"
+    exit_code.write_text(" " * 16)
+    got = adapter.status(name)
+    assert got.state is AttemptState.LOST and got.exit_code is None and "result unknown" in got.message
