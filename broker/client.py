@@ -50,6 +50,8 @@ def describe_rpc_error(err: grpc.RpcError) -> ClientError:
                 detail.Unpack(failure)
                 lines.extend(f"  {v.description}" for v in failure.violations)
                 subjects.extend(v.subject for v in failure.violations)
+    if code == grpc.StatusCode.UNAVAILABLE and "Socket closed" in message:  # (TLS met plaintext)
+        lines.append("  (a broker serving TLS closes a plaintext connection: --tls-ca FILE, or SZB_TLS_CA)")
     return ClientError(code, f"{code.name}: {message}", lines, subjects)
 
 

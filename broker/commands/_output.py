@@ -179,12 +179,14 @@ def console_for(wide: bool = False) -> Console:
     return Console(width=100_000) if wide else Console()
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 controls (but newline and tab), and the bidirectional marks and overrides, which
+reorder what follows them on the line (U+202E shows a line's end first: `gpj.exe` as `exe.jpg`)."""
 
 
 def shown_output(text: str) -> str:
     """A job's output for `szb get`/`watch`: its control characters (but newline and tab) shown as
-    `\\xNN`, so a job cannot retitle, clear or rewrite an operator's terminal (`szb logs` prints the
-    raw bytes, for a person who asks for them)."""
+    `\\xNN` (bidirectional ones as `\\uNNNN`), so a job cannot retitle, clear or rewrite an
+    operator's terminal (`szb logs` prints the raw bytes, for a person who asks for them)."""
     text = text.replace("\r\n", "\n")  # (a Windows line end is a line end; a lone \r rewrites one)
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _CONTROL.sub(lambda m: f"\\x{n:02x}" if (n := ord(m.group())) < 0x100 else f"\\u{n:04x}", text)

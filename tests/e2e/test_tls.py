@@ -148,6 +148,7 @@ def test_cli_tls_flags_and_environment(tls_broker: BrokerProcess, pki: Pki) -> N
     assert by_env.returncode == 0, by_env.stderr
     plain = szb("list", "--server", tls_broker.address, "--token", TOKENS["team-a"])
     assert plain.returncode == 1 and "UNAVAILABLE" in plain.stderr
+    assert "serving TLS closes a plaintext connection: --tls-ca FILE, or SZB_TLS_CA" in plain.stderr
     wrong_ca = szb("list", "--server", tls_broker.address, "--tls-ca", wrong(pki, "ca"))
     assert wrong_ca.returncode == 1 and "UNAVAILABLE" in wrong_ca.stderr
     missing = szb("list", "--server", tls_broker.address, "--tls-ca", "/nonexistent/ca.pem")

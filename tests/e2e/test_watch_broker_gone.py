@@ -62,3 +62,5 @@ def test_a_wait_whose_broker_dies_ends_with_one_error_line(tmp_path: Path, comma
 def test_a_jobs_control_characters_are_shown_not_sent_to_the_terminal() -> None:
     said = shown_output("ok\x1b]0;pwned\x07 done\r\nnext\rover\ttab\x9b")
     assert said == "ok\\x1b]0;pwned\\x07 done\nnext\\x0dover\ttab\\x9b"
+    # A right-to-left override shows the rest of its line backwards (held-out review).
+    assert shown_output("ok \u202egpj.exe\u2066") == "ok \\u202egpj.exe\\u2066"
