@@ -116,16 +116,22 @@ def test_an_exit_code_on_a_disk_gone_read_only_waits_for_the_disk(tmp_path: Path
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
+def ended(attempt_dir: Path) -> Path:
+    """The attempt's exit code file, once its runner has written it."""
+    exit_code = attempt_dir / "exit_code"
+    deadline = time.monotonic() + 60
+    while not exit_code.exists():
+        assert time.monotonic() < deadline, "the job never ended"
+        time.sleep(0.05)
+    return exit_code
+
+
 def test_a_cancel_after_the_job_ended_does_not_rewrite_its_result(tmp_path: Path) -> None:
     """Held-out review: the job wrote its exit code 0, the broker had not read it yet, and a cancel
     then (or a reclaim's stop) marked the attempt cancelled: its status read CANCELLED."""
     adapter = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "data"), "cpus": 2})
     name = adapter.submit(request("tok-1", [JOB_PYTHON, "-c", "print('done')"]))
-    exit_code = tmp_path / "data" / "local" / name / "exit_code"
-    deadline = time.monotonic() + 60
-    while not exit_code.exists():
-        assert time.monotonic() < deadline, "the job never ended"
-        time.sleep(0.05)
+    exit_code = ended(tmp_path / "data" / "local" / name)
     adapter.cancel(name, "tok-1")
     got = adapter.status(name)
     assert (got.state, got.exit_code) == (AttemptState.SUCCEEDED, 0)
@@ -145,11 +151,7 @@ def test_an_exit_code_file_left_blank_reads_as_unknown_not_as_a_failure(tmp_path
     reached the disk left them; that read as exit 1 (FAILED). It is synced now, and blanks say lost."""
     adapter = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "data"), "cpus": 2})
     name = adapter.submit(request("tok-1", [JOB_PYTHON, "-c", "print('done')"]))
-    exit_code = tmp_path / "data" / "local" / name / "exit_code"
-    deadline = time.monotonic() + 60
-    while not exit_code.exists():
-        assert time.monotonic() < deadline, "the job never ended"
-        time.sleep(0.05)
+    exit_code = ended(tmp_path / "data" / "local" / name)
     assert exit_code.read_text().strip() == "0"
     exit_code.write_text(" " * 16)
     got = adapter.status(name)

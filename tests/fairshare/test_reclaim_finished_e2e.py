@@ -8,23 +8,13 @@ import time
 from pathlib import Path
 
 import grpc
-from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import JOB_PYTHON, running_broker, write_broker_folder
-from tests.fairshare.test_reclaim_e2e import POLICY, TOKENS, auth, until
+from tests.brokerproc import running_broker, write_broker_folder
+from tests.fairshare.test_reclaim_e2e import POLICY, TOKENS, auth, job, until
 
 ONE_GPU = POLICY.replace("count_per_node: 4", "count_per_node: 1").replace("local/a800: 2", "local/a800: 1")
-
-
-def one_gpu_job(name: str, code: str) -> job_pb2.JobSpec:
-    msg = job_pb2.JobSpec(
-        name=name, command=[JOB_PYTHON, "-c", code], runtime_estimate=duration_pb2.Duration(seconds=600)
-    )
-    msg.resources.accelerators.count = 1
-    msg.resources.accelerators.any_of.append("A800")
-    return msg
 
 
 def test_a_borrowed_job_that_finished_unread_is_not_preempted_or_run_again(tmp_path: Path) -> None:
@@ -32,19 +22,19 @@ def test_a_borrowed_job_that_finished_unread_is_not_preempted_or_run_again(tmp_p
     config.write_text(config.read_text().replace("poll_interval_s: 0.2", "poll_interval_s: 30"))
     with running_broker(config) as broker, grpc.insecure_channel(broker.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-        submit = pb.SubmitJobRequest(job=one_gpu_job("quick", "print('done')"))
+        submit = pb.SubmitJobRequest(job=job("quick", "print('done')"))
         quick = stub.SubmitJob(submit, metadata=auth("borrower")).job
         data = config.parent / "data" / "local"
         until(lambda: list(data.glob(f"{quick.id}-a*/exit_code")), "the borrower's job never ended")
         got = stub.GetJob(pb.GetJobRequest(id=quick.id), metadata=auth("borrower")).job
         live = (job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING)
         assert got.state in live  # ended, not read yet: its unit looks busy
-        mine = pb.SubmitJobRequest(job=one_gpu_job("mine", "print(1)"))
+        mine = pb.SubmitJobRequest(job=job("mine", "print(1)"))
         owner = stub.SubmitJob(mine, metadata=auth("owner"))
 
         def ended() -> bool:
-            job = stub.GetJob(pb.GetJobRequest(id=quick.id), metadata=auth("borrower")).job
-            return job.state not in live
+            got = stub.GetJob(pb.GetJobRequest(id=quick.id), metadata=auth("borrower")).job
+            return got.state not in live
 
         until(ended, "the borrower's job never ended in the store", timeout=90)
         time.sleep(1.0)  # a requeued job would be decided and started again by now
