@@ -20,7 +20,7 @@ from rich.table import Table
 
 from broker.api import broker_service_pb2 as pb
 from broker.burst import BurstInputs, decide
-from broker.burst.money import TenantMoney, tenant_money
+from broker.burst.money import tenant_money
 from broker.burst.projection import minutes
 from broker.client import ClientError
 from broker.commands._connect import add_connection_args, client_for
@@ -105,10 +105,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for violation in unknown:
             print(f"{args.job}: error: {violation}", file=sys.stderr)
         return 1
-    # Nothing spent is known offline, but a voucher past its expiry day pays nothing, as live.
-    balances = tenant_money(policy, tenant, (), now=now).voucher_balances
-    inputs = BurstInputs(now=now, queued_since=now, money=TenantMoney(voucher_balances=balances),
-                         no_images=static_no_images(policy))
+    # Nothing spent is known offline: the month's whole budget and cap, every voucher's balance
+    # (but one past its expiry day, which pays nothing), as live in a month with nothing spent.
+    money = tenant_money(policy, tenant, (), now=now)
+    inputs = BurstInputs(now=now, queued_since=now, money=money, no_images=static_no_images(policy))
     decision = as_submitted(decide(job, TenantId(tenant), offers, policy, inputs), job, policy, tenant)
     body = explain_json(decision, job, policy)
     body["tenant"] = tenant

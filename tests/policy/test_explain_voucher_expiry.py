@@ -67,3 +67,30 @@ def test_an_expired_voucher_gives_no_discount_offline(tmp_path: Path) -> None:
     chosen = expired["chosen"]
     assert isinstance(chosen, dict) and chosen["terms"]["cost"] > 0
     assert chosen["score"] == pytest.approx(sum(chosen["terms"].values()))  # the full price, nothing off
+
+
+def test_offline_explain_refuses_a_burst_the_tenants_monthly_budget_cannot_pay(tmp_path: Path) -> None:
+    """Held-out review: offline `szb explain` read only the vouchers, so a 10 h A10 burst (139 CNY)
+    showed as `run (burst)` for a tenant whose whole month is 20 CNY; live it waits for money."""
+    from tests.burst.conftest import write_policy
+
+    policy = write_policy(tmp_path)
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "name: a10\ncommand: [python, x.py]\nruntime_estimate: 10h\nmax_wait: 0s\nspot: never\n"
+        "resources:\n  accelerators: {count: 1, any_of: [A10]}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SZB_SERVER"}
+    done = {}
+    for tenant in ("poor", "lab"):  # lab has no budget: it bursts
+        args = ["explain", str(job), "--policy", str(policy), "--tenant", tenant, "-o", "json"]
+        out = subprocess.run(
+            [sys.executable, "-m", "broker.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        done[tenant] = json.loads(out.stdout)["decision"]
+    assert done["lab"]["action"] == "run" and done["lab"]["burst"], done["lab"]
+    poor = done["poor"]
+    assert poor["action"] == "wait", poor
+    assert any("in cash, 20.00 left this month" in r for r in poor["reasons"]), poor["reasons"]
