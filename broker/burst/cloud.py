@@ -312,12 +312,13 @@ def money_refusal(
     cost = burst_cost(spec, offer, policy)
     split = split_cost(tenant, offer.site, cost, policy, money.voucher_balances, run)
     cash = cents_up(split.cash)
-    if money.budget_left is not None and cash > money.budget_left + 1e-9:
+    # No cash (a voucher pays it all) breaks no limit, even a month already overrun by settlements.
+    if money.budget_left is not None and cash > 0 and cash > money.budget_left + 1e-9:
         return (
             f"{MONEY_REFUSALS[0]} {offer.key} would cost {cash:.2f} {policy.currency} in cash, "
             f"{max(0.0, money.budget_left):.2f} left this month"
         )
-    if money.global_left is not None and cash > money.global_left + 1e-9:
+    if money.global_left is not None and cash > 0 and cash > money.global_left + 1e-9:
         return (
             f"{MONEY_REFUSALS[1]} {cash:.2f} {policy.currency} needed, "
             f"{max(0.0, money.global_left):.2f} left"

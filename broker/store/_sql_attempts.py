@@ -157,11 +157,12 @@ class SqlAttempts(SqlJobs):
                 row = db.one(_VOUCHER_DRAWN, (entry.tenant, entry.voucher_id, entry.attempt_id))
                 paid = max(0.0, min(entry.voucher, voucher_balance - (row[0] if row else 0.0)))
                 entry = replace(entry, reserved=entry.reserved + entry.voucher - paid, voucher=paid)
-            if tenant_limit is not None:
+            # A reservation of no cash (a voucher pays all) breaks no limit, even one already overrun.
+            if tenant_limit is not None and entry.reserved > 0:
                 row = db.one(_SPEND_TOTAL + " AND tenant = ?", (entry.month, entry.tenant))
                 if row is None or row[0] + entry.reserved > tenant_limit + 1e-9:
                     return False
-            if global_limit is not None:
+            if global_limit is not None and entry.reserved > 0:
                 row = db.one(_SPEND_TOTAL, (entry.month,))
                 if row is None or row[0] + entry.reserved > global_limit + 1e-9:
                     return False

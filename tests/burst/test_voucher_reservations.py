@@ -100,3 +100,34 @@ def test_a_burst_the_voucher_can_no_longer_pay_reserves_its_cash(tmp_path: Path,
     assert (by_name[2.0].reserved, by_name[2.0].voucher) == (2.0, 0.0), by_name[2.0]
     assert store.voucher_used(TENANT) == {"v1": pytest.approx(100.0)}
     assert ledger.money(TENANT, NOW, store).budget_left == pytest.approx(45.0)
+
+
+def test_a_burst_a_voucher_pays_in_full_goes_ahead_in_a_month_already_overrun(tmp_path: Path) -> None:
+    """Held-out review: settlements took the tenant past its budget (-0.50 left); a burst its
+    voucher pays in full needs no cash, yet was refused saying `0.00 in cash, 0.00 left`, by the
+    decision and by the store's reservation alike."""
+    from broker.burst.cloud import money_refusal
+    from broker.burst.money import CostSplit
+
+    policy = load_policy(write_policy(tmp_path, POLICY.replace("discount: 0.5", "discount: 1.0")))
+    store = SqliteStore(tmp_path / "overrun.db")
+    try:
+        month = month_of(NOW)
+        overrun = SpendEntry(TENANT, SiteId("ali-bj"), JobId("j-0"), AttemptId("j-0-a1"), month, 0.0,
+                             spent=5.5, settled=True)
+        assert store.reserve_spend(overrun, tenant_limit=None, global_limit=None)
+        ledger = SpendLedger(lambda: policy, ManualClock(NOW))
+        money = ledger.money(TENANT, NOW, store)
+        assert money.budget_left == pytest.approx(-0.5)
+        spec = JobSpec(name="free", command=("python", "x.py"), runtime_estimate=timedelta(hours=2))
+        split = money_refusal(spec, A10, TENANT, policy, money, NOW)
+        assert isinstance(split, CostSplit) and split.cash == 0 and split.voucher > 0, split
+        decision = Decision(action=Action.RUN, offer=A10, facts=DecisionFacts(
+            currency="CNY", cash=0.0, voucher=round(split.voucher, 2)), burst=True)
+        assert reserve(ledger, store, "free", decision)
+        # One that needs cash is still refused.
+        decision = Decision(action=Action.RUN, offer=A10, facts=DecisionFacts(
+            currency="CNY", cash=0.01, voucher=1.0), burst=True)
+        assert not reserve(ledger, store, "cash", decision)
+    finally:
+        store.close()
