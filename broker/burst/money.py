@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime
 
 from broker.model import JobSpec, Offer
 from broker.placement.cost import best_voucher
 from broker.policy import Policy
 from broker.policy.schema import Voucher
-
-BEIJING = timezone(timedelta(hours=8))
+from broker.voucher_time import BEIJING as BEIJING  # (budgets' months are Beijing's too)
+from broker.voucher_time import covered_part, expires_at
 
 
 def month_of(when: datetime) -> str:
@@ -141,28 +141,10 @@ def tenant_money(
     )
 
 
-def expires_at(voucher: Voucher) -> datetime | None:
-    """The instant the voucher stops paying: the end of its `expires` day in Beijing time."""
-    if voucher.expires is None:
-        return None
-    return datetime.combine(voucher.expires + timedelta(days=1), time.min, BEIJING)
-
-
 def expired(voucher: Voucher, now: datetime | None) -> bool:
     """Past the voucher's last day in Beijing time (never, without an `expires` or a `now`)."""
     ends = expires_at(voucher)
     return ends is not None and now is not None and now >= ends
-
-
-def covered_part(voucher: Voucher, start: datetime, end: datetime) -> float:
-    """The part of a run from `start` to `end` before the voucher expires (a run costs the same
-    each hour, so that is the part of its cost the voucher may pay)."""
-    ends = expires_at(voucher)
-    if ends is None or end <= ends:
-        return 1.0
-    if start >= ends:
-        return 0.0
-    return (ends - start) / (end - start)
 
 
 def settled_split(

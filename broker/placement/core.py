@@ -29,6 +29,7 @@ from typing import Any
 
 from broker.model import JobSpec, Offer, TenantId
 from broker.placement._env import Env, Group
+from broker.placement.cost import covered
 from broker.placement.pipeline import passing, passing_plain
 from broker.placement.prepared import PreparedOffers, snapshot
 from broker.placement.rank import rank
@@ -165,7 +166,10 @@ def _decide(prepared: PreparedOffers, key: tuple[Any, ...], shape: _Shape, env: 
         # voucher terms as any larger one: key it as "ample" so spending elsewhere keeps the memo.
         ample = shape.top_hourly(prepared.policy) * (env.machine_h * prepared.policy.objective.price)
         vouchers = tuple(None if (b := balances.get(v.id, 0.0)) >= ample else b for v in tenant.vouchers)
-    dkey = (key, env.machine_h, vouchers)
+    # A voucher expiring during the run pays its part before then: a key that moves with `now`
+    # only while a run would outlast one (1.0 for every voucher without an `expires`).
+    parts = tuple(covered(env, v.id) for v in tenant.vouchers if v.expires) if tenant is not None else ()
+    dkey = (key, env.machine_h, vouchers, parts)
     decision: _Decision | None = prepared.decisions.get(dkey)
     if decision is None:
         if env.policy.rules.fast:

@@ -1,7 +1,8 @@
 """Scorer: expected cost = price/hour x runtime estimate, FX converted, minus a voucher's share.
 
 Terms: `cost` (what the job would cost, weighted by `objective.price`) and `voucher`
-(negative: the part a voucher covering the site pays, capped by its remaining balance).
+(negative: the part a voucher covering the site pays, capped by its remaining balance; of a run
+that outlasts the voucher, only the part before it expires).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from broker.model import Offer
 from broker.placement._env import Env, Group
 from broker.policy.schema import Tenant
+from broker.voucher_time import covered_part
 
 
 def best_voucher(
@@ -49,12 +51,22 @@ def score_cost(g: Group, offers: list[Offer], env: Env) -> tuple[list[float], li
 
 
 def voucher_terms(g: Group, env: Env, costs: list[float]) -> list[float]:
-    """The `voucher` term of each offer of the group, given their `cost` terms."""
+    """The `voucher` term of each offer of the group, given their `cost` terms: the voucher pays
+    its discount of the part of the run before it expires, as the burst's money split does."""
     voucher = best_voucher(env.tenant, g.site_id, env.ctx.voucher_balances)
     if voucher is None:
         return [0.0] * len(costs)
-    discount, balance, _ = voucher
+    discount, balance, voucher_id = voucher
+    discount *= covered(env, voucher_id)
     return [-min(c * discount, balance) for c in costs]
+
+
+def covered(env: Env, voucher_id: str) -> float:
+    """The part of the job's run, started at the decision's `now`, before the voucher expires."""
+    voucher = next((v for v in env.tenant.vouchers if v.id == voucher_id), None) if env.tenant else None
+    if voucher is None or voucher.expires is None:
+        return 1.0
+    return covered_part(voucher, env.ctx.now, env.ctx.now + env.spec.runtime_estimate)
 
 
 def voucher_columns(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.burst.money import TenantMoney
 from broker.clock import ManualClock
 from broker.decision import Action, Decision, DecisionFacts
 from broker.dispatch.spend import SpendLedger
@@ -87,3 +88,36 @@ def test_a_burst_whose_estimate_runs_past_the_expiry_is_priced_in_cash_for_that_
                       BurstInputs(now=start, queued_since=start - timedelta(hours=1), money=money))
     assert not decision.burst, decision.reasons
     assert any("budget" in r and "in cash" in r for r in decision.reasons), decision.reasons
+
+
+def test_a_voucher_expiring_during_the_run_pays_only_its_part_in_the_wait_or_burst_choice(
+    tmp_path: Path,
+) -> None:
+    """Held-out review: with no budget to stop it, a 20 h A10 run decided 4 h before the voucher's
+    end was compared with waiting as if the voucher paid it all ("ali-bj costs 0.00 < 86.67 for
+    waiting") while the tenant would pay 222.40 in cash (a run it should not have made). The
+    placement's voucher term now pays the part before the expiry, as the money split does."""
+    from broker.burst import BurstInputs, decide
+    from broker.policy.offers import static_offers
+
+    text = POLICY.replace("monthly_budget: 5\n", "monthly_budget: 100000\n").replace(
+        VOUCHER, "vouchers: [{id: v1, balance: 1000, discount: 1.0, sites: [ali-bj], expires: 2026-11-30}]"
+    )
+    policy = load_policy(write_policy(tmp_path, text))
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)  # 20:00 Beijing: 4 h of the voucher left
+    spec = JobSpec.model_validate({"name": "long", "command": ["true"], "runtime_estimate": "20h",
+                                   "max_wait": "5m", "spot": "never",
+                                   "resources": {"accelerators": {"count": 1, "any_of": ["A800", "A10"]}}})
+    offers = [o.model_copy(update={"free": 0, "expected_wait_s": 1800}) if o.site == "onprem" else o
+              for o in static_offers(policy, read_at=now)]
+    inputs = BurstInputs(now=now, queued_since=now, money=TenantMoney(voucher_balances={"v1": 1000.0}))
+    decision = decide(spec, TenantId("vouchered"), offers, policy, inputs)
+    # Compared with waiting at what the tenant pays: 16 of the 20 h in cash (13.90 CNY/h).
+    assert decision.facts.cloud_total_cost == pytest.approx(222.4, abs=0.01), decision.facts
+    assert decision.facts.cash == pytest.approx(222.4, abs=0.01), decision.facts
+    assert any("ali-bj costs 222.40 <" in r for r in decision.reasons), decision.reasons
+    later = BurstInputs(now=now - timedelta(days=2), queued_since=now - timedelta(days=2),
+                        money=TenantMoney(voucher_balances={"v1": 1000.0}))
+    spec_short = spec.model_copy(update={"runtime_estimate": timedelta(hours=2)})
+    early = decide(spec_short, TenantId("vouchered"), offers, policy, later)  # all of it before then
+    assert early.burst and early.facts.cash == 0.0, early.reasons
