@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import sys
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from broker.commands._args import event_seq, job_id, page_size
 from broker.commands._connect import add_client_args, client_for
 from broker.commands._console import Console
 from broker.commands._output import STATE_STYLE, console_for, fail, job_dict, print_jobs, shown_output
+from broker.commands.audit import BEIJING
 from broker.config import ConfigFileError, apply_env, load_config
 from broker.jobfile import JobFileError, load_job_file
 from broker.logs import redact
@@ -183,8 +185,10 @@ def _follow(client: BrokerClient, job_id: str, after: int, output: str, console:
             if output == "json":
                 continue
             # One line per event (soft_wrap): a pipe is 80 columns to rich, and grep sees lines.
+            # In Beijing time with its date, as `szb audit` and `szb spend` show times (it was UTC).
+            when = ev.time.ToDatetime(tzinfo=UTC) + BEIJING
             console.print(
-                f"{ev.time.ToDatetime():%H:%M:%S} {job_id} #{ev.seq:<3} "
+                f"{when:%Y-%m-%d %H:%M:%S} {job_id} #{ev.seq:<3} "
                 f"[{STATE_STYLE[state]}]{state.value:<12}[/] {escape(ev.kind)}: {escape(ev.message)}",
                 highlight=False,
                 soft_wrap=True,

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import grpc
@@ -375,6 +376,9 @@ def test_submit_wait_and_watch_print_the_jobs_output_and_events_unfolded(
     assert watched.returncode == 0, watched.stderr
     [event] = [ln for ln in watched.stdout.splitlines() if "CANCELLED" in ln]
     assert event.endswith("cancelled: cancelled by team-a (tenant)"), watched.stdout
+    # In Beijing time with its date, as `szb audit` shows it (a review: a bare UTC clock).
+    shown = datetime.strptime(event[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone(timedelta(hours=8)))
+    assert abs((datetime.now(UTC) - shown).total_seconds()) < 600, event
     # Review: cancelling a job that had already ended said nothing, as if it had been cancelled.
     again = szb(broker, "cancel", created["id"])
     assert again.returncode == 0, again.stderr
