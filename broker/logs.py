@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -56,7 +57,7 @@ URL_PASSWORD = re.compile(
 host (people write '/' and '@' in passwords without percent-encoding them; not `://`); digits
 then '/' or the end are a port. The logs and the store's DSN redaction
 (`broker.store.snapshot`) share it."""
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+_PATTERNS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
     # Not the plain word (`missing bearer token in ...`, the broker's own refusal): a credential
     # that starts with it (`token-team-a-...`) runs on past it and is masked.
     (re.compile(r"(?i)\b(bearer\s+)(?!tokens?[.:)]?(?:[\s\"',;]|$))[^\s\"',;]+"), rf"\1{REDACTED}"),
@@ -64,11 +65,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(
             # (A key's letters before `token`/`secret` stay in the text unmatched: `HF_TOKEN=x`
             # keeps `HF_` and masks x.)
-            r"(?i)((?:token|secret(?:(?!secret)[a-z_])*|password|passwd|access_key_id|"
-            r"accesskeyid|api_key|x-slurm-user-token|authorization)[\"']?\s*[:=]\s*[\"']?)"
-            r"[^\s\"',;}&]+"
+            r"(?i)((?:token|secret(?:(?!secret)[a-z_])*|password|passwd|access_key_id|private_key|"
+            r"accesskeyid|api_key|x-slurm-user-token|authorization)[\"']?\s*[:=]\s*)"
+            # Not a validation message's next word (`tokens.3.secret: unknown field 'secret'` read
+            # `[REDACTED] field`); a quoted value whole, spaces and all (`password='hunter two'`).
+            r"(?!(?:unknown|must|missing|required|expected|invalid|not|is|cannot)\b)"
+            r"(?:([\"'])[^\"'\n]*[\"']?|[^\s\"',;}&]+)"
         ),
-        rf"\1{REDACTED}",
+        lambda m: f"{m[1]}{m[2] or ''}{REDACTED}{m[2] or ''}",
     ),
     (URL_PASSWORD, rf"\1{REDACTED}@"),
     (re.compile(r"\b(AKIA|ASIA|LTAI)[0-9A-Za-z]{12,}\b"), REDACTED),
