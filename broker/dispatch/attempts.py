@@ -14,7 +14,7 @@ from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.ended_first import ended_first
 from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
-from broker.dispatch.records import running_said
+from broker.dispatch.records import log_attempt_end, running_said
 from broker.dispatch.silence import silent_attempt
 from broker.dispatch.site_polls import SitePolls
 from broker.dispatch.spot_limit import required_spot_failure, spot_interruptions
@@ -149,21 +149,7 @@ class AttemptTracking:
             error=status.message,
             moves=self._ending_moves(job, attempt, status, now),
         )
-        log.log(
-            logging.INFO if status.state == AttemptState.SUCCEEDED else logging.WARNING,
-            "attempt %d on %s ended %s%s", attempt.number, attempt.site, status.state.value,
-            f": {status.message}" if status.message else "",
-            extra={
-                "event": "attempt",
-                "job_id": job.id,
-                "tenant": job.tenant,
-                "site": attempt.site,
-                "attempt_id": attempt.id,
-                "state": status.state.value,
-                "exit_code": status.exit_code,
-                "error": status.message or None,
-            },
-        )
+        log_attempt_end(log, job, attempt, status)
         self.planner.settle(job, attempt, status, self.store)
         self.heartbeats.pop(attempt.id, None)
         # An agent's word ends it at its backend, on-prem too (there the job holds the secret).
@@ -395,5 +381,6 @@ class AttemptTracking:
             return False
         status = AttemptStatus(state=AttemptState.CANCELLED, message=why or "cancelled")
         ended = self.store.update_attempt(attempt.id, self.clock.now(), state=status.state, error=why)
+        log_attempt_end(log, job, ended, status)
         self.planner.settle(job, ended, status, self.store)
         return True

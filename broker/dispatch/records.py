@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from broker.decision import Action, Decision
-from broker.model import Attempt, Job
+from broker.model import Attempt, AttemptState, AttemptStatus, Job
 from broker.placement import rejection_summary
 
 _DIGITS = re.compile(r"[\d.]+")
@@ -82,4 +83,24 @@ def offer_fault(error: str) -> bool:
     return error.startswith(
         ("CapacityError", "QuotaError", "SpotQuotaError", "UnsupportedError", "AuthError", "ConfigError",
          "RequestError")  # (a refusal of the job's own request: no site ran it)
+    )
+
+
+def log_attempt_end(log: logging.Logger, job: Job, attempt: Attempt, status: AttemptStatus) -> None:
+    """The one log line of an attempt's end (a poll's, an agent's or a cancel's): its state, exit
+    code and error, as structured fields too."""
+    log.log(
+        logging.INFO if status.state in (AttemptState.SUCCEEDED, AttemptState.CANCELLED) else logging.WARNING,
+        "attempt %d on %s ended %s%s", attempt.number, attempt.site, status.state.value,
+        f": {status.message}" if status.message else "",
+        extra={
+            "event": "attempt",
+            "job_id": job.id,
+            "tenant": job.tenant,
+            "site": attempt.site,
+            "attempt_id": attempt.id,
+            "state": status.state.value,
+            "exit_code": status.exit_code,
+            "error": status.message or None,
+        },
     )

@@ -157,13 +157,23 @@ def test_a_cancel_is_logged_with_who_asked(config: Path) -> None:
                 pb.SubmitJobRequest(job=job("long", "sleep", "120")), metadata=auth("team-a")
             ).job
             serve.wait_for(rf'"job_id": "{j.id}".*"event": "placed"|"event": "placed".*"job_id": "{j.id}"')
+            deadline = time.monotonic() + 30
+            while stub.GetJob(pb.GetJobRequest(id=j.id), metadata=auth("team-a")).job.state != (
+                job_pb2.JOB_STATE_RUNNING
+            ):
+                assert time.monotonic() < deadline, "the job never ran"
+                time.sleep(0.1)
             stub.CancelJob(pb.CancelJobRequest(id=j.id), metadata=auth("team-a"))
             line = serve.wait_for('"event": "cancelled"')
+            # The attempt the cancel ends gets its line too, as a polled end does (a review: none).
+            ended = serve.wait_for(r'"message": "attempt 1 on local ended CANCELLED')
     finally:
         serve.stop()
     record = json.loads(line)
     assert record["job_id"] == j.id and record["tenant"] == "team-a", record
     assert record["by"] and record["by"] in record["message"], record
+    attempt = json.loads(ended)
+    assert (attempt["event"], attempt["job_id"], attempt["state"]) == ("attempt", j.id, "CANCELLED"), attempt
 
 
 def test_text_format_and_log_level(config: Path) -> None:
