@@ -312,7 +312,7 @@ class AttemptTracking:
         ended = await ended_first(self.store.attempts_for(job.id), self.adapters, self.planner.needs_agent)
         for attempt, status in ended:  # it finished since the last poll: its result stands
             self.apply_status(attempt, status)
-        if (job := self.store.get(job.id)).state.terminal:
+        if ended and (job := self.store.get(job.id)).state.terminal:  # (re-read only if one ended)
             return job
         now = self.clock.now()
         who = {"by": by, "role": role} if by else {}

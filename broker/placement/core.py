@@ -168,7 +168,7 @@ def _decide(prepared: PreparedOffers, key: tuple[Any, ...], shape: _Shape, env: 
         vouchers = tuple(None if (b := balances.get(v.id, 0.0)) >= ample else b for v in tenant.vouchers)
     # A voucher expiring during the run pays its part before then: a key that moves with `now`
     # only while a run would outlast one (1.0 for every voucher without an `expires`).
-    parts = tuple(covered(env, v.id) for v in tenant.vouchers if v.expires) if tenant is not None else ()
+    parts = tuple(covered(env, v) for v in tenant.vouchers if v.expires) if tenant is not None else ()
     dkey = (key, env.machine_h, vouchers, parts)
     decision: _Decision | None = prepared.decisions.get(dkey)
     if decision is None:

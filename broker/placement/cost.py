@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from broker.model import Offer
 from broker.placement._env import Env, Group
-from broker.policy.schema import Tenant
+from broker.policy.schema import Tenant, Voucher
 from broker.voucher_time import covered_part
 
 
@@ -57,15 +57,13 @@ def voucher_terms(g: Group, env: Env, costs: list[float]) -> list[float]:
     if voucher is None:
         return [0.0] * len(costs)
     discount, balance, voucher_id = voucher
-    discount *= covered(env, voucher_id)
+    if env.tenant is not None and (v := next(v for v in env.tenant.vouchers if v.id == voucher_id)).expires:
+        discount *= covered(env, v)
     return [-min(c * discount, balance) for c in costs]
 
 
-def covered(env: Env, voucher_id: str) -> float:
+def covered(env: Env, voucher: Voucher) -> float:
     """The part of the job's run, started at the decision's `now`, before the voucher expires."""
-    voucher = next((v for v in env.tenant.vouchers if v.id == voucher_id), None) if env.tenant else None
-    if voucher is None or voucher.expires is None:
-        return 1.0
     return covered_part(voucher, env.ctx.now, env.ctx.now + env.spec.runtime_estimate)
 
 
