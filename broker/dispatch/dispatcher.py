@@ -22,7 +22,7 @@ from broker.config import DispatchSettings
 from broker.dispatch.contract import DecisionMaker, DispatchStats
 from broker.dispatch.kept_stops import KeptStops
 from broker.dispatch.launch_history import read_recent_bursts
-from broker.dispatch.reconcile import reconcile
+from broker.dispatch.reconcile import log_not_listed, reconcile
 from broker.dispatch.scheduling import Scheduling
 from broker.dispatch.site_polls import SitePolls
 from broker.dispatch.unrecorded import LATE_CALL_S, look_up
@@ -100,6 +100,7 @@ class Dispatcher(Scheduling):
         self._queue_cut = False
         self._last_full_scan = 0.0
         self._unreachable: dict[SiteId, tuple[float, float]] = {}
+        self._listing_errors: dict[SiteId, str] = {}  # as last logged, so each outage is logged once
         """Sites the last reconcile could not reach: (loop time of the next try, backoff)."""
         self._pass_failed = False
         """The last pass raised (the store went away mid-launch, say): placed jobs may be stranded."""
@@ -159,13 +160,18 @@ class Dispatcher(Scheduling):
             stopping=set(self._stops_in_flight), at_start=at_start,
         )
         loop_now = asyncio.get_running_loop().time()
+        for site, exc in report.not_listed.items():
+            self._listing_errors[site] = log_not_listed(site, exc, self._listing_errors.get(site))
         for site in report.reached:
             # (a pass with nothing left to terminate there ends a refusal's hold too)
             self.planner.health.record_stop(site, report.not_terminated.get(site))
+            failed = self._listing_errors.pop(site, None) is not None
             if self._unreachable.pop(site, None) is not None:
                 self.planner.mark_reachable(site)
-                log.info("site %s is reachable again", site)
                 self.capacity_changed()  # jobs waiting for it are decided now, not at the next scan
+            elif not failed:
+                continue
+            log.info("site %s is reachable again", site)
         for site, reason in report.unreachable.items():
             self._back_off(site, loop_now)
             self.planner.mark_unreachable(site, reason)

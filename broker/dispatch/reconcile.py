@@ -44,6 +44,9 @@ class ReconcileReport:
     reached: list[SiteId] = field(default_factory=list)
     not_terminated: dict[SiteId, AdapterError] = field(default_factory=dict)
     """Per site reached: the last error of an instance there that could not be terminated."""
+    not_listed: dict[SiteId, Exception] = field(default_factory=dict)
+    """Every site whose listing failed (unreachable or not), with its error: the caller logs it,
+    once per outage, not once per pass."""
 
 
 async def reconcile(
@@ -104,13 +107,23 @@ def _not_listed(report: ReconcileReport, site: SiteId, exc: BaseException, at_st
     later, auth errors are the breaker's to find."""
     if not isinstance(exc, Exception):
         raise exc  # cancelled: the pass ends
-    if not isinstance(exc, AdapterError):  # an unmapped SDK error must not stop startup either
+    report.not_listed[site] = exc
+    # An unmapped SDK error must not stop startup either.
+    if not isinstance(exc, AdapterError) or at_start or isinstance(exc, TransientError):
         report.unreachable[site] = f"{type(exc).__name__}: {exc}"
-        log.error("reconcile: %s could not be listed", site, exc_info=exc)
-        return
-    if at_start or isinstance(exc, TransientError):
-        report.unreachable[site] = f"{type(exc).__name__}: {exc}"
-    log.warning("reconcile: %s could not be listed: %s", site, exc)
+
+
+def log_not_listed(site: SiteId, exc: Exception, logged_before: str | None) -> str:
+    """Log a failed listing: a warning when the site's error is new (with a traceback for an
+    unmapped SDK error), a debug line when it repeats. Returns what to compare the next with."""
+    said = f"{type(exc).__name__}: {exc}"
+    if said == logged_before:
+        log.debug("reconcile: %s still could not be listed: %s", site, exc)
+    elif isinstance(exc, AdapterError):
+        log.warning("reconcile: %s could not be listed (said again only if this changes): %s", site, exc)
+    else:
+        log.error("reconcile: %s could not be listed (said again only if this changes)", site, exc_info=exc)
+    return said
 
 
 def unfollowed(live: Sequence[Attempt], sites: Collection[SiteId]) -> dict[SiteId, list[JobId]]:
