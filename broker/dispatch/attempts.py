@@ -14,6 +14,7 @@ from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.ended_first import ended_first
 from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
+from broker.dispatch.hung import pending_too_long
 from broker.dispatch.records import log_attempt_end, running_said
 from broker.dispatch.silence import silent_attempt
 from broker.dispatch.site_polls import SitePolls
@@ -85,6 +86,9 @@ class AttemptTracking:
                 log.info("status of %s unavailable: %s", attempt.id, exc)
             return
         self._polls.answered(attempt.site)
+        if self.planner.needs_agent(attempt.site):
+            status = pending_too_long(attempt, status, since=self.started_at, now=self.clock.now(),
+                                      timeout_s=self.planner.failover().attempt_timeout_s)
         if status.state == AttemptState.RUNNING and self.planner.needs_agent(attempt.site):
             # After a (re)start every live attempt gets a full heartbeat timeout of grace.
             last = self.heartbeats.get(attempt.id, max(attempt.created_at, self.started_at))
@@ -160,6 +164,8 @@ class AttemptTracking:
                 self._in_background(self._terminate(attempt))
         if status.state == AttemptState.PREEMPTED:
             self.planner.record_preemption(attempt)
+        elif status.state == AttemptState.LOST and not attempt.broker_side:
+            self.planner.health.record_lost(attempt)
         self.capacity_changed()
 
     def _note_held(self, job: Job, attempt: Attempt, status: AttemptStatus) -> None:

@@ -24,6 +24,7 @@ from broker.dispatch.failover import (
     FailoverPolicy,
     NextStep,
 )
+from broker.dispatch.hung import NEVER_UP
 from broker.model import Attempt, SiteId
 from broker.policy import Policy
 from broker.sitereport import SiteReport
@@ -154,6 +155,24 @@ class SiteHealth:
             return
         ttl = policy.burst.blocklist_ttl.capacity.total_seconds()
         self.blocklist.block_offer(attempt.offer, ttl, "a spot interruption")
+
+    def record_lost(self, attempt: Attempt) -> None:
+        """A cloud attempt lost after its launch was accepted (no capacity at boot, a host that
+        died, an agent gone silent): its job's next attempt goes to another offer, as after a
+        capacity error, not to the same one again; an instance that never came up avoids its
+        region, as a launch that timed out does. Not on-prem: there the capacity reading rules."""
+        policy = self._policy()
+        if is_onprem(policy, attempt.site):
+            return
+        ttl = policy.burst.blocklist_ttl
+        why = attempt.error.splitlines()[0][:160] if attempt.error else "lost"
+        if attempt.error.startswith(NEVER_UP):
+            offer = attempt.offer
+            self.blocklist.block_region(offer.site, offer.region, ttl.unhealthy.total_seconds(),
+                                        f"an instance there that {why}")
+        else:
+            lost = f"an attempt lost there ({why})"
+            self.blocklist.block_offer(attempt.offer, ttl.capacity.total_seconds(), lost)
 
     def blocked(self) -> frozenset[str]:
         """The blocklist's keys (offers, regions, sites) as placement reads them."""
