@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from adapters._tags import owner_prefix
 from adapters.base import AdapterError
 from broker.model import AttemptState, LaunchRequest, OwnedInstance, SiteId
 
@@ -58,12 +59,12 @@ def client_token(request: LaunchRequest) -> str:
 
 def group_name(broker_id: str, token: str) -> str:
     """The name of a gang's placement group / deployment set (idempotent per attempt token)."""
-    return f"szb-{broker_id}-{token}"[:128]
+    return owner_prefix(broker_id) + token
 
 
 def group_token(broker_id: str, name: str) -> str | None:
     """The attempt token a group of this broker is named after (None: not this broker's)."""
-    prefix = f"szb-{broker_id}-"
+    prefix = owner_prefix(broker_id)
     return name[len(prefix) :] or None if name.startswith(prefix) else None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 from broker.model import AttemptId, AttemptState, JobId, LaunchRequest, OwnedInstance, SiteId
@@ -16,6 +17,16 @@ TAG_CANCELLED = "szb:cancelled"
 """Set (to the cancel token) just before the broker terminates an instance."""
 
 DEFAULT_BROKER_ID = "shangzhuang"
+
+
+def owner_prefix(broker_id: str, *, shown: int = 24) -> str:
+    """`szb-<broker id, cut to shown>-<6 hex of its hash>-`: how a name made by this broker starts.
+
+    The hash keeps two brokers' names apart where a bare `szb-<id>-` would not: an id that
+    extends another (`prod`, `prod-eu`: `szb-prod-eu-…` starts with `szb-prod-`) or two ids cut
+    to the same length to fit a name."""
+    digest = hashlib.sha256(broker_id.encode()).hexdigest()[:6]
+    return f"szb-{broker_id[:shown]}-{digest}-"
 
 
 def ownership_tags(broker_id: str, request: LaunchRequest) -> dict[str, str]:

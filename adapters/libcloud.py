@@ -38,7 +38,15 @@ from libcloud.compute.types import KeyPairDoesNotExistError, NodeState, Provider
 
 from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
 from adapters._codes import EC2_CODES, EC2_PREFIXES, ECS_CODES, ECS_PREFIXES, classify
-from adapters._tags import DEFAULT_BROKER_ID, TAG_ATTEMPT, TAG_JOB, TAG_TOKEN, ownership_tags
+from adapters._tags import (
+    DEFAULT_BROKER_ID,
+    TAG_ATTEMPT,
+    TAG_BROKER,
+    TAG_JOB,
+    TAG_TOKEN,
+    owner_prefix,
+    ownership_tags,
+)
 from adapters.base import (
     AdapterError,
     AuthError,
@@ -174,7 +182,9 @@ class LibcloudAdapter:
         self.catalog: tuple[CatalogEntry, ...] = parse_catalog(site, config)
         self.boot = bootstrap_options(config)
         self._config = dict(config)
-        self._prefix = f"szb-{_safe(self.broker_id)}-"
+        # The id cut short leaves room for a whole token in a 63-character hostname (a cut
+        # token could not be read back); its hash still tells this broker's nodes apart.
+        self._prefix = _safe(owner_prefix(self.broker_id, shown=12))
         self.driver: NodeDriver = driver if driver is not None else self._make_driver()
 
     def _make_driver(self) -> NodeDriver:
@@ -292,6 +302,8 @@ class LibcloudAdapter:
             if not str(node.name or "").startswith(self._prefix) or node.state == NodeState.TERMINATED:
                 continue
             tags = _node_tags(node)
+            if tags.get(TAG_BROKER, self.broker_id) != self.broker_id:
+                continue  # another broker's, whatever its name says
             token = tags.get(TAG_TOKEN) or str(node.name)[len(self._prefix) :]
             job, attempt = tags.get(TAG_JOB), tags.get(TAG_ATTEMPT)
             owned.append(
@@ -322,8 +334,11 @@ class LibcloudAdapter:
         return spot
 
     def node_name(self, token: str) -> str:
-        """The node name that marks an attempt (broker id + token, hostname-safe)."""
-        return (self._prefix + _safe(token))[:63]
+        """The node name that marks an attempt (broker id + token, hostname-safe, ≤ 63 chars)."""
+        name = self._prefix + _safe(token)
+        if len(name) > 63:  # never cut: the token is read back from the name where tags are not
+            raise UnsupportedError(self.site, "NameTooLong", f"node name {name!r} is over 63 characters")
+        return name
 
     def _find(self, name: str) -> Node | None:
         with map_libcloud_errors(self.site):
