@@ -1,4 +1,4 @@
-"""Watching attempts at their backends: status polls, agent reports, termination, cancel."""
+"""Watching attempts at their backends: status polls, agent reports, termination."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Any
 from adapters.base import Adapter, AdapterError, LogSource, NotFoundError
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
-from broker.dispatch.ended_first import ended_first
 from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
 from broker.dispatch.hung import pending_too_long
 from broker.dispatch.records import log_attempt_end, running_said
@@ -283,9 +282,14 @@ class AttemptTracking:
             self._stops_in_flight.discard(attempt.id)
 
     def _in_background(self, coro: Any) -> None:
+        self._spawn(coro)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        """Run `coro` as a task the dispatcher's stop cancels; returns it, to be waited for."""
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     def _leave_to_cloud(self, attempt: Attempt) -> None:
         """A spot instance under a reclaim notice: the cloud releases it within minutes, and
@@ -309,54 +313,6 @@ class AttemptTracking:
             await terminate(self.store, self.planner.health, self.clock, adapter, attempt, backend_id, why)
 
     # Cancellation ------------------------------------------------------------------------
-
-    async def cancel(self, job: Job, *, by: str = "", role: str = "") -> Job:
-        """Cancel a job wherever it is (unless it ended since the last poll); the backend is told
-        after the state is recorded. `by` and `role` name who asked, for the audit trail."""
-        if job.state.terminal:
-            return job
-        ended = await ended_first(self.store.attempts_for(job.id), self.adapters, self.planner.needs_agent)
-        for attempt, status in ended:  # it finished since the last poll: its result stands
-            self.apply_status(attempt, status)
-        if ended and (job := self.store.get(job.id)).state.terminal:  # (re-read only if one ended)
-            return job
-        now = self.clock.now()
-        who = {"by": by, "role": role} if by else {}
-        job = self.store.transition(
-            job.id,
-            JobState.CANCELLED,
-            now,
-            kind="cancelled",
-            message=f"cancelled by {by}" + (f" ({role})" if role else "") if by else "cancelled by the user",
-            data={**who, "policy_hash": self.planner.policy.hash},  # (the audit trail names it)
-            expect=job.state,
-        )
-        if job.state != JobState.CANCELLED:
-            return await self.cancel(job, by=by, role=role)  # it moved meanwhile: retry from there
-        self.planner.reclaimer.release(job.id)  # units reclaimed for it are no longer kept off others
-        for attempt in self.store.attempts_for(job.id):
-            if attempt.state.terminal:
-                continue
-            if attempt.backend_id is None:
-                if job.id not in self._inflight:  # never sent anywhere: nothing to stop
-                    self.store.update_attempt(attempt.id, self.clock.now(), state=AttemptState.CANCELLED)
-                    self.store.settle_spend(attempt.id, spent=0.0, voucher=0.0)
-                continue
-            adapter = self.adapters.get(attempt.site)
-            if adapter is None:
-                continue
-            self._stops_in_flight.add(attempt.id)  # reports meanwhile do not stop it a second time
-            try:
-                await asyncio.to_thread(adapter.cancel, attempt.backend_id, attempt.token)
-            except AdapterError as exc:  # a later poll or report stops it again (_stop_leftover)
-                log.warning("cancel of %s at %s failed: %s", attempt.id, attempt.site, exc)
-                continue
-            finally:
-                self._stops_in_flight.discard(attempt.id)
-            if self.cancelled(job, attempt):
-                await self.keep_output(job, attempt, adapter)
-        self.capacity_changed()
-        return self.store.get(job.id)
 
     async def keep_output(self, job: Job, attempt: Attempt, adapter: Adapter) -> None:
         """The output a stopped attempt wrote becomes its job's tail, as a finished one's does: the

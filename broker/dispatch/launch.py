@@ -17,7 +17,7 @@ from broker.agent_secret import SecretEscrow, new_agent_secret
 from broker.burst import is_onprem
 from broker.config import DispatchSettings
 from broker.decision import Decision
-from broker.dispatch.attempts import AttemptTracking
+from broker.dispatch.cancelling import Cancelling
 from broker.dispatch.contract import OFFER_FAULTS, DispatchStats
 from broker.dispatch.failover import AttemptTimeoutError, NextStep
 from broker.dispatch.gang import LaunchStopped, gang_launcher, launch_gang
@@ -34,7 +34,7 @@ from broker.waiting import within
 log = logging.getLogger(__name__)
 
 
-class Launching(AttemptTracking):
+class Launching(Cancelling):
     """The part of the dispatcher that starts attempts; mixed into `Dispatcher`."""
 
     escrow: SecretEscrow

@@ -25,7 +25,7 @@ from broker.ha.guard import LeaderOnlyAdapter, LeaderOnlyStore, leader_only
 from broker.ha.notify import Listener, Note, Notifier
 from broker.logs import say
 from broker.metrics import BrokerMetrics
-from broker.model import AttemptState, JobId, JobState, SiteId
+from broker.model import JobId, JobState, SiteId
 from broker.sitereport import SiteReport
 from broker.store import JobStore, PostgresStore, StoreError
 
@@ -246,27 +246,7 @@ class SchedulerRole:
 
     async def _stop_attempts(self, d: Dispatcher, job_id: JobId) -> None:
         """Stop the live attempts of a job an API replica cancelled (or that ended meanwhile)."""
-        for attempt in self.store.attempts_for(job_id):
-            if attempt.state.terminal:
-                continue
-            now = self.store.clock.now()
-            if attempt.backend_id is None:
-                if job_id not in d._inflight:  # never sent: nothing to stop
-                    self.store.update_attempt(attempt.id, now, state=AttemptState.CANCELLED)
-                    self.store.settle_spend(attempt.id, spent=0.0, voucher=0.0)
-                continue  # a launch in flight cancels itself once it sees the job CANCELLED
-            adapter = self.adapters.get(attempt.site)
-            if adapter is None:
-                continue
-            try:
-                await asyncio.to_thread(adapter.cancel, attempt.backend_id, attempt.token)
-            except AdapterError as exc:
-                log.warning("cancel of %s at %s failed: %s", attempt.id, attempt.site, exc)
-                continue
-            job = self.store.get(job_id)
-            if d.cancelled(job, attempt):
-                await d.keep_output(job, attempt, adapter)  # as a cancel in one process keeps it
-        d.capacity_changed()
+        await d.stop_attempts(self.store.get(job_id))
 
     async def _remove_leftovers(self, d: Dispatcher, job_id: JobId) -> None:
         """An agent reported the end through a replica: remove the instance, re-decide."""
