@@ -4,8 +4,10 @@ Expected wait model (`estimate_wait_s`)
 ---------------------------------------
 For a new job needing ``count`` accelerators in a partition with ``total`` usable and
 ``free`` idle ones, given the running jobs there (accelerators, seconds left until their time
-limit) and the pending ones (accelerators, time limit, and Slurm's own expected start when the
-backfill scheduler has computed one):
+limit) and the pending ones in line for the partition's units (accelerators, time limit, and
+Slurm's own expected start when the backfill scheduler has computed one). A held job, one
+deferred to a begin time, waiting on a dependency or blocked by a limit of its own is in no line
+(`waits_for_capacity`): it starts no earlier for units freeing up, so it delays no one.
 
 1. ``count > total``: it can never start (None). ``count == 0``: no wait.
 2. Pending jobs with a Slurm start estimate are taken as Slurm sees them: the new job, queued
@@ -13,7 +15,7 @@ backfill scheduler has computed one):
    At ``S`` the running jobs still going and the pending ones started by then (until start +
    time limit) become the "running" set, and the estimate continues from ``S`` with the
    remaining (unestimated) pending jobs: ``wait = S + estimate(at S)``.
-3. No pending jobs: ``0`` if ``free >= count``, else the moment enough running jobs have
+3. No pending jobs in line: ``0`` if ``free >= count``, else the moment enough running jobs have
    reached their time limit that ``count`` accelerators are free (exact for time limits).
 4. Pending jobs without Slurm estimates: the backlog of accelerator-seconds ahead of the job,
    ``sum(running gpus x seconds left) + sum(pending gpus x time limit)``, spread over the
@@ -48,6 +50,7 @@ from adapters.slurm._records import (
     node_usable,
     parse_gres,
     slurm_number,
+    waits_for_capacity,
 )
 from broker.model import AttemptState
 
@@ -246,7 +249,7 @@ def read_partitions(
                                    str(job.get("job_id") or ""))
                 on = set(job_nodes(job))
                 (stranded if on and on <= closed else running).append(work)
-            elif state is AttemptState.PENDING and name != "SUSPENDED":
+            elif state is AttemptState.PENDING and waits_for_capacity(job):
                 limit = slurm_number(job.get("time_limit"))
                 limit_s = limit * 60 if limit else unlimited_s
                 start = slurm_number(job.get("start_time"))

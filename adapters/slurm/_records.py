@@ -307,6 +307,25 @@ BLOCKED_BY = (
 turn (Priority) or free resources (Resources), and what each means for the job."""
 
 
+NOT_WAITING_FOR_CAPACITY = (
+    "JobHeld",  # JobHeldUser, JobHeldAdmin: not until released
+    "BeginTime", "Dependency",  # deferred (--begin), or after other jobs (DependencyNeverSatisfied too)
+    "PartitionDown", "PartitionInactive", "PartitionTimeLimit", "PartitionNodeLimit", "PartitionConfig",
+    "NodeDown", "ReqNodeNotAvail", "BadConstraints", "InvalidAccount", "InvalidQOS",
+    "QOS", "Assoc", "Reservation", "Licenses",  # a limit or resource of its own, not the units
+)
+"""Pending reasons (by prefix) of a job Slurm does not start when units free up: it is not in
+line for them, and Slurm schedules the jobs behind it past it. Resources and Priority (or None,
+not yet evaluated) are the reasons of a job waiting for capacity or its turn."""
+
+
+def waits_for_capacity(job: Mapping[str, Any]) -> bool:
+    """Is this pending job in line for the partition's units (not held, deferred or blocked)?"""
+    if job_state_name(job) in ("REQUEUE_HOLD", "RESV_DEL_HOLD", "SUSPENDED"):
+        return False
+    return not str(job.get("state_reason") or "").startswith(NOT_WAITING_FOR_CAPACITY)
+
+
 def held_cause(name: str, reason: str) -> str:
     """Why a job Slurm lists as pending will not start (or go on) by itself ("" when it will)."""
     said = "" if reason in ("", "None") else reason

@@ -1,0 +1,88 @@
+"""Another Slurm user's pending jobs in the adapter's wait model (found by a held-out review).
+
+Only jobs pending for capacity or their turn (Resources, Priority) stand ahead of a new job: a
+held job (JobHeldUser), one deferred to a begin time (BeginTime) or waiting on another job
+(Dependency) takes no units when a new job could start. Before, every pending job counted: a
+held job on an idle partition made a 1-GPU job wait a day, a job deferred by 5 hours made it
+wait 15, and on a full partition a held job added a day to a wait of under 10 minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.slurm.conftest import SlurmCluster, Tracker
+
+pytestmark = pytest.mark.slurm
+
+
+class Outside:
+    """sbatch jobs of another user's on the test cluster (cancelled at teardown)."""
+
+    def __init__(self, cluster: SlurmCluster) -> None:
+        self.env = {**os.environ, **cluster.env}
+        self.ids: list[str] = []
+
+    def sbatch(self, *args: str, gpus: int = 1, minutes: int = 10) -> str:
+        """One job on a800 holding `gpus` for at most `minutes` (it sleeps past that)."""
+        out = subprocess.run(
+            ["sbatch", "--parsable", "-p", "a800", f"--gres=gpu:a800:{gpus}", "-t", str(minutes),
+             "-o", "/dev/null", *args, "--wrap", f"sleep {minutes * 60}"],
+            env=self.env, capture_output=True, text=True, timeout=30, check=True,
+        )
+        self.ids.append(out.stdout.strip().split(";")[0])
+        return self.ids[-1]
+
+    def squeue(self) -> dict[str, tuple[str, str]]:
+        """Job id -> (state, reason) of the jobs submitted here (array tasks by array id)."""
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%F %T %r"], env=self.env, capture_output=True,
+                             text=True, timeout=30, check=True)
+        rows = (line.split() for line in out.stdout.splitlines())
+        return {f[0]: (f[1], f[2]) for f in rows if f[0] in self.ids}
+
+    def until(self, check: Callable[[dict[str, tuple[str, str]]], bool]) -> None:
+        deadline = time.monotonic() + 60
+        while not check(seen := self.squeue()):
+            assert time.monotonic() < deadline, f"outside jobs never settled: {seen}"
+            time.sleep(0.3)
+
+
+@pytest.fixture
+def outside(slurm_cluster: SlurmCluster) -> Iterator[Outside]:
+    slurm_cluster.wait_usable()
+    jobs = Outside(slurm_cluster)
+    yield jobs
+    if jobs.ids:
+        subprocess.run(["scancel", *jobs.ids], env=jobs.env, timeout=30, check=False)
+
+
+def _reasons(jobs: Outside, *wanted: str) -> Callable[[dict[str, tuple[str, str]]], bool]:
+    return lambda seen: sorted(r for _, r in seen.values()) == sorted(wanted)
+
+
+def test_held_deferred_and_dependent_jobs_stand_ahead_of_no_one(slurm: Tracker, outside: Outside) -> None:
+    outside.sbatch("-H")
+    begins = outside.sbatch("--begin=now+5hours", minutes=60)
+    outside.sbatch(f"--dependency=afterok:{begins}")
+    outside.until(_reasons(outside, "JobHeldUser", "BeginTime", "Dependency"))
+    # All four A800s are idle: a 1-GPU (or 4-GPU) job starts at once, as Slurm would start it.
+    now = datetime.now(UTC)
+    assert slurm.adapter.expected_wait_s("a800", 1, now) == 0
+    assert slurm.adapter.expected_wait_s("a800", 4, now) == 0
+    part = slurm.adapter.capacity(now).partition_for("A800")
+    assert part is not None and part.queued_jobs == 0 and part.queued_accelerator_hours == 0, part
+
+
+def test_a_held_job_adds_nothing_to_the_wait_on_a_full_partition(slurm: Tracker, outside: Outside) -> None:
+    for _ in range(4):
+        outside.sbatch(minutes=10)
+    outside.sbatch("-H", gpus=4, minutes=600)
+    outside.until(lambda seen: sorted(s for s, _ in seen.values()) == ["PENDING"] + ["RUNNING"] * 4)
+    wait = slurm.adapter.expected_wait_s("a800", 1, datetime.now(UTC))
+    assert wait is not None and 9 * 60 <= wait <= 10 * 60, wait  # when the first 10-min job ends
