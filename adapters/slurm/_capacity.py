@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 from adapters.slurm._config import PartitionConfig, default_gres_type
 from adapters.slurm._records import (
     SLURM_STATES,
+    array_tasks,
     decode_marks,
     job_gpus,
     job_nodes,
@@ -256,7 +257,9 @@ def read_partitions(
                 expected = max(0.0, start - now_s) if start else None
                 if expected is not None and expected > 366 * 86400:
                     expected = None  # "never" placeholders
+                # A job array's pending tasks: Slurm's start is its first's, the rest follow it.
                 pending.append(PendingWork(units, limit_s, expected))
+                pending.extend([PendingWork(units, limit_s)] * (array_tasks(job) - 1))
         states[part.name] = PartitionState(
             part, sum(sizes.totals), sum(sizes.frees), max(sizes.totals, default=0), sizes.cpus, sizes.mem,
             tuple(running), tuple(pending), config_problem(part, members, gtype),

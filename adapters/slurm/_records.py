@@ -173,6 +173,21 @@ def job_gpus(job: Mapping[str, Any]) -> int:
     return 0
 
 
+def array_tasks(job: Mapping[str, Any]) -> int:
+    """Tasks a job record stands for: a job array's pending tasks share one record whose
+    ``array_task_string`` lists them (``0-39``, ``1,3,8-20:4``, ``0-99%4``); 1 for any other job."""
+    text = str(job.get("array_task_string") or "").partition("%")[0]  # "%4": how many run at once
+    count = 0
+    for part in filter(None, text.split(",")):
+        lo, _, rest = part.partition("-")
+        hi, _, step = rest.partition(":")
+        if lo.isdigit() and hi.isdigit():
+            count += len(range(int(lo), int(hi) + 1, int(step) if step.isdigit() and int(step) else 1))
+        elif lo.isdigit():
+            count += 1
+    return max(1, count)
+
+
 # ------------------------------------------------------------------------------------ marks
 
 def encode_marks(marks: Mapping[str, str]) -> str:

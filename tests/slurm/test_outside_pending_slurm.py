@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from adapters.slurm._records import array_tasks
 from tests.slurm.conftest import SlurmCluster, Tracker
 
 pytestmark = pytest.mark.slurm
@@ -86,3 +87,26 @@ def test_a_held_job_adds_nothing_to_the_wait_on_a_full_partition(slurm: Tracker,
     outside.until(lambda seen: sorted(s for s, _ in seen.values()) == ["PENDING"] + ["RUNNING"] * 4)
     wait = slurm.adapter.expected_wait_s("a800", 1, datetime.now(UTC))
     assert wait is not None and 9 * 60 <= wait <= 10 * 60, wait  # when the first 10-min job ends
+
+
+def test_a_pending_job_array_counts_each_of_its_tasks(slurm: Tracker, outside: Outside) -> None:
+    """Slurm lists a job array's pending tasks as one record (`array_task_string` "0-39"): it
+    counted as one 1-GPU job (0.17 GPU-hours queued) instead of 40 (6.7 GPU-hours)."""
+    for _ in range(4):
+        outside.sbatch(minutes=10)
+    outside.sbatch("--array=0-39", minutes=10)
+    outside.until(lambda seen: sorted(s for s, _ in seen.values()) == ["PENDING"] + ["RUNNING"] * 4)
+    now = datetime.now(UTC)
+    part = slurm.adapter.capacity(now).partition_for("A800")
+    assert part is not None and part.queued_jobs == 40, part
+    assert part.queued_accelerator_hours == pytest.approx(40 * 10 / 60), part
+    # 40 ten-minute tasks on 4 GPUs after the running jobs' 10 minutes: close to two hours.
+    wait = slurm.adapter.expected_wait_s("a800", 1, now)
+    assert wait is not None and wait >= 100 * 60, wait
+
+
+@pytest.mark.parametrize(("listed", "tasks"), [("0-39", 40), ("4-39", 36), ("1,3,8-20:4", 6), ("0-99%4", 100),
+                                                ("", 1), (None, 1)])
+def test_the_tasks_a_pending_array_record_lists(listed: str | None, tasks: int) -> None:
+    """Ranges, steps and a throttle ("%4": how many run at once, not how many there are)."""
+    assert array_tasks({"job_id": 9, "array_task_string": listed}) == tasks
