@@ -122,6 +122,10 @@ class Offer(_Frozen):
     stranded: tuple[str, ...] = Field(default=(), exclude=True)
     """On-prem: backend ids of running jobs on nodes that take no new work
     (`PartitionCapacity.stranded`); a reading of the moment, never stored."""
+    queued: tuple[tuple[int, float, str], ...] = Field(default=(), exclude=True)
+    """On-prem: (units, seconds it may run, backend id if this broker's else "") of each job in
+    the backend's own queue for these units, in its order (`PartitionCapacity.queued`); a
+    reading of the moment, never stored."""
 
     @property
     def partition(self) -> str:
@@ -279,6 +283,10 @@ class PartitionCapacity(_Frozen):
     stranded: tuple[str, ...] = ()
     """Backend ids of this broker's running jobs wholly on nodes that take no new work (draining,
     reserved for others): the units they free are no capacity for new work."""
+    queued: tuple[tuple[int, float, str], ...] = ()
+    """(units, seconds it may hold them (its time limit), backend id if this broker's job else "")
+    of each job pending for these units, in the order the backend starts them as far as it says
+    (Slurm: its expected start, then priority), when it knows: they start before a new job."""
 
 
 class CapacitySnapshot(_Frozen):

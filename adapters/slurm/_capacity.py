@@ -72,6 +72,16 @@ class PendingWork(NamedTuple):
     """Its time limit: how long it may hold the accelerators once started."""
     expected_start_s: float | None = None
     """Slurm's expected start, seconds from now (backfill scheduler), when known."""
+    priority: float = 0
+    """Slurm's priority (its order among jobs without an expected start)."""
+    job_id: str = ""
+    """Slurm's job id when the job is this broker's (its attempt's backend id), else ""."""
+
+
+def slurm_order(pending: Sequence[PendingWork]) -> list[PendingWork]:
+    """Pending work in the order Slurm starts it, as far as a reading tells: by Slurm's expected
+    start where it gives one, then by priority."""
+    return sorted(pending, key=lambda p: (p.expected_start_s is None, p.expected_start_s or 0.0, -p.priority))
 
 
 def estimate_wait_s(
@@ -245,8 +255,7 @@ def read_partitions(
             if state is AttemptState.RUNNING:
                 end = slurm_number(job.get("end_time"))
                 remaining = (end - now_s) if end else unlimited_s
-                own = bool(broker_id) and decode_marks(job.get("comment")).get("broker") == broker_id
-                work = RunningWork(units, max(0.0, min(remaining, unlimited_s)), own,
+                work = RunningWork(units, max(0.0, min(remaining, unlimited_s)), _own(job, broker_id),
                                    str(job.get("job_id") or ""))
                 on = set(job_nodes(job))
                 (stranded if on and on <= closed else running).append(work)
@@ -257,12 +266,19 @@ def read_partitions(
                 expected = max(0.0, start - now_s) if start else None
                 if expected is not None and expected > 366 * 86400:
                     expected = None  # "never" placeholders
+                priority = slurm_number(job.get("priority")) or 0.0
+                mine = str(job.get("job_id") or "") if _own(job, broker_id) else ""
                 # A job array's pending tasks: Slurm's start is its first's, the rest follow it.
-                pending.append(PendingWork(units, limit_s, expected))
-                pending.extend([PendingWork(units, limit_s)] * (array_tasks(job) - 1))
+                pending.append(PendingWork(units, limit_s, expected, priority, mine))
+                pending.extend([PendingWork(units, limit_s, None, priority, mine)] * (array_tasks(job) - 1))
         states[part.name] = PartitionState(
             part, sum(sizes.totals), sum(sizes.frees), max(sizes.totals, default=0), sizes.cpus, sizes.mem,
             tuple(running), tuple(pending), config_problem(part, members, gtype),
             tuple(sorted(sizes.frees, reverse=True)), tuple(stranded),
         )
     return states
+
+
+def _own(job: Mapping[str, Any], broker_id: str) -> bool:
+    """Does the job carry this broker's marks (one of its attempts)?"""
+    return bool(broker_id) and decode_marks(job.get("comment")).get("broker") == broker_id

@@ -19,6 +19,7 @@ from adapters.slurm._capacity import (
     gres_type,
     partition_wait_s,
     read_partitions,
+    slurm_order,
 )
 from adapters.slurm._client import SlurmRest
 from adapters.slurm._config import PartitionConfig
@@ -73,6 +74,7 @@ class PartitionReads:
                 releases=tuple(sorted((r.remaining_s, r.gpus) for r in s.running if not r.own)),
                 free_by_node=s.node_free,
                 stranded=tuple(r.job_id for r in s.stranded if r.own and r.job_id),
+                queued=tuple((p.gpus, p.limit_s, p.job_id) for p in slurm_order(s.pending)),
             )
             for s in states.values()
         )

@@ -36,9 +36,10 @@ class PartitionView:
     ends: list[tuple[float, int]] = field(default_factory=list)
     """(expected end, units) of running and launching jobs (as epoch seconds)."""
     backend_queue: list[Ahead] = field(default_factory=list)
-    """Broker jobs pending in the backend's own queue (Slurm): ahead of every broker waiter."""
+    """Jobs pending in the backend's own queue (Slurm), the broker's and other users', in its
+    order: ahead of every broker waiter."""
     backend_jobs: list[str] = field(default_factory=list)
-    """The ids of the jobs of `backend_queue`, in the same order."""
+    """The broker job ids of `backend_queue`, in the same order ("": another user's job)."""
     foreign: int = 0
     """Units busy with work the broker did not start (their ends: the backend's own estimate)."""
     line: Line | None = None
@@ -157,6 +158,24 @@ class CommittedBursts:
             if n:
                 out[SiteId(site)] = n
         return out
+
+
+def line_up(
+    view: PartitionView, queued: Sequence[tuple[int, float, str]], mine: dict[str, tuple[Ahead, str]]
+) -> None:
+    """The view's backend queue in the backend's order: `queued` as read (units, time limit,
+    backend id of this broker's job or "" for another user's), each of `mine` (backend id ->
+    (its entry, its job id)) at its place there, the rest of `mine` (pending since) last.
+    Another user's pending work starts before a new job as the broker's own does; leaving it
+    out projected a short wait on a partition Slurm had promised to a long job for hours."""
+    for units, limit_s, backend_id in queued:
+        hit = mine.pop(backend_id, None) if backend_id else ((units, limit_s), "")
+        if hit is not None:  # (a job of ours the broker no longer counts as pending: not here)
+            view.backend_queue.append(hit[0])
+            view.backend_jobs.append(hit[1])
+    for entry, job_id in mine.values():
+        view.backend_queue.append(entry)
+        view.backend_jobs.append(job_id)
 
 
 def foreign_ends(

@@ -219,7 +219,7 @@ def _with_capacity(
             # No usable units (every node drained, say): never, as status and explain say, not 0.
             wait = backlog / part.total * 3600 if part.total else NEVER_S
         update = {"free": part.free, "expected_wait_s": wait, "releases": part.releases,
-                  "free_by_node": part.free_by_node, "stranded": part.stranded}
+                  "free_by_node": part.free_by_node, "stranded": part.stranded, "queued": part.queued}
         out.append(offer.model_copy(update=update))
     return out, totals
 

@@ -3,7 +3,8 @@
 The dispatcher gathers, per on-prem partition, what `broker.burst.projection.projected_wait_s`
 needs: free units; the running jobs' expected ends (start of their current run + runtime
 estimate x the tenant's learned actual/estimate ratio, `broker.dispatch.runtimes`); the jobs
-ahead — those pending in the backend's own queue (Slurm), then the broker's waiting jobs in
+ahead — those pending in the backend's own queue (Slurm: the broker's and other users', in
+Slurm's order as the capacity reading gives it), then the broker's waiting jobs in
 the fair order (fair share, then priority and deadline), jobs about to burst left out. A pass
 over the queue's head records each decision as it is made, so a job sees exactly the waiters
 decided before it; a pass over new jobs only ranks them among the last whole queue and the jobs
@@ -25,7 +26,15 @@ from broker.burst.inputs import demand, due_at, is_onprem, latest_start
 from broker.burst.projection import NEVER_S, expected_end
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, ProjectionNote
-from broker.dispatch.lines import Ahead, CommittedBursts, Line, PartitionView, foreign_ends, keep_last
+from broker.dispatch.lines import (
+    Ahead,
+    CommittedBursts,
+    Line,
+    PartitionView,
+    foreign_ends,
+    keep_last,
+    line_up,
+)
 from broker.dispatch.runtimes import LearnedRatios
 from broker.model import Attempt, AttemptState, Job, JobSpec, SiteId
 from broker.policy import Policy
@@ -93,22 +102,15 @@ class LiveWaits:
     ) -> None:
         """The partition views of a snapshot from its offers and the live attempts."""
         now = snap.now
-        views: dict[str, PartitionView] = {}
-        waits: dict[str, float] = {}
-        releases: dict[str, tuple[tuple[float, int], ...]] = {}
-        stranded: set[str] = set()  # running on nodes that take no new work: they free nothing
-        for offer in snap.offers:
-            # Capacity not read (the catalog alone): no projection there, the fluid estimate stands.
-            if offer.free is None or not is_onprem(policy, offer.site):
-                continue
-            if offer.partition not in views:
-                views[offer.partition] = PartitionView(offer.accelerator is not None, offer.free)
-                waits[offer.partition] = offer.expected_wait_s
-                releases[offer.partition] = offer.releases
-                stranded.update(offer.stranded)
+        # Capacity not read (the catalog alone): no projection there, the fluid estimate stands.
+        read = {o.partition: o for o in reversed(snap.offers)  # (the first offer of a partition)
+                if o.free is not None and is_onprem(policy, o.site)}
+        views = {key: PartitionView(o.accelerator is not None, o.free or 0) for key, o in read.items()}
+        stranded = {b for o in read.values() for b in o.stranded}  # on nodes that take no new work
         known = self._learn(live, store)
         busy: dict[str, int] = {}
         launching: dict[str, int] = {}
+        pending: dict[str, dict[str, tuple[Ahead, str]]] = {}
         for attempt in live:
             key = attempt.offer.partition
             view, k = views.get(key), known.get(attempt.id)
@@ -119,18 +121,19 @@ class LiveWaits:
                 launching[key] = launching.get(key, 0) + k.units
                 view.ends.append((now.timestamp() + runtime, k.units))
             elif attempt.state == AttemptState.PENDING and attempt.site in queueing:
-                view.backend_queue.append((k.units, runtime))
-                view.backend_jobs.append(attempt.job_id)
+                pending.setdefault(key, {})[attempt.backend_id] = ((k.units, runtime), attempt.job_id)
             else:
                 start = (k.started or attempt.created_at).timestamp()
                 view.ends.append((expected_end(start + runtime, now.timestamp()), k.units))
                 busy[key] = busy.get(key, 0) + k.units
         for key, view in views.items():
+            line_up(view, read[key].queued, pending.get(key, {}))
             # Busy units no broker job accounts for (another Slurm user's work) free up when
             # their own jobs end, where the backend says; the rest when it expects capacity back.
             view.foreign = max(0, snap.capacity_total.get(key, 0) - view.free - busy.get(key, 0))
             if view.foreign:
-                view.ends.extend(foreign_ends(view.foreign, releases[key], now.timestamp(), waits[key]))
+                view.ends.extend(foreign_ends(view.foreign, read[key].releases, now.timestamp(),
+                                              read[key].expected_wait_s))
             view.free = max(0, view.free - launching.get(key, 0))
         keep_last(self._views, id(snap), (snap, views))
         self._latest = views
