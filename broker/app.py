@@ -36,6 +36,7 @@ from broker.ha.election import Timing
 from broker.ha.logs import SharedJobLogs
 from broker.ha.notify import Listener, Note, Notifier
 from broker.ha.scheduler import SchedulerRole
+from broker.ha.sole import SoleScheduler
 from broker.instrument import measured
 from broker.joblogs import JobLogs
 from broker.logs import quiet_third_party
@@ -87,6 +88,10 @@ class BrokerApp:
         self.role: SchedulerRole | None = None
         self.agent_http: AgentHttpServer | None = None
         self.shared_logs: SharedJobLogs | None = None
+        self.sole: SoleScheduler | None = None
+        self.halted = asyncio.Event()
+        """Set when the process must stop by itself (`halt_reason` says why)."""
+        self.halt_reason = ""
         self._open_store()
         self.tls = ServerTls(cfg.tls) if cfg.tls is not None else None
         self.auth = audited_tokens(cfg.tokens_file, self.store, self.clock, self.metrics.tokens_reloaded)
@@ -168,8 +173,12 @@ class BrokerApp:
             self._listen(self._wake_watchers)
         else:
             self.adapters = self._build_adapters()
+            store = self.store
+            if cfg.store is not None:  # PostgreSQL: other processes may dispatch for it too
+                self.sole = SoleScheduler(cfg.store.dsn, self.store, Timing(cfg.ha.lease_s, cfg.ha.renew_s))
+                self.adapters, store = await self.sole.take(self.adapters, on_lost=self._halt)
             self.planner.adapters = self.adapters
-            self.dispatcher = self._dispatcher(self.store, self.adapters)
+            self.dispatcher = self._dispatcher(store, self.adapters)
         views = RpcViews(self.planner, self.store, self.dispatcher, self.clock, self.audit, self.auth,
                          tls=self.tls)
         views.exposed = lambda: [e.message() for e in open_to_jobs(cfg, self.config_file, self.job_accounts)]
@@ -207,6 +216,11 @@ class BrokerApp:
         await self.dispatcher.start()
         await self.edge.serving(store_probe=self.store.leadership)  # (one small row; no policy text)
         self.metrics.registry.register(LiveCollector(views.live_view()))
+
+    def _halt(self, reason: str) -> None:
+        log.critical("stopping: %s; another process may dispatch for this database now", reason)
+        self.halt_reason = reason
+        self.halted.set()
 
     def _joblogs(self) -> JobLogs:
         folder = self.config.data_dir / "agent-logs"
@@ -368,6 +382,8 @@ class BrokerApp:
             await self.role.stop()
         else:
             await self.dispatcher.stop()
+        if self.sole is not None:
+            await self.sole.stop()
         await edge.stop(grace)
         if self.agent_http is not None:
             self.agent_http.stop()

@@ -28,5 +28,10 @@ async def serve_forever(config: BrokerConfig, config_file: Path | None = None) -
     if app.metrics_server is not None:
         say(f"metrics on {app.metrics_server.url}")
     say(f"{'scheduler' if config.role == 'scheduler' else 'broker'} serving on port {port}")
-    await done.wait()
+    waits = [asyncio.ensure_future(done.wait()), asyncio.ensure_future(app.halted.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
     await app.stop()
+    if app.halted.is_set():
+        raise RuntimeError(app.halt_reason)
