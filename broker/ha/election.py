@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,8 +35,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = (0x5A42_0100, 1)
-"""The advisory lock (two-int form) only the active scheduler's election session holds."""
+def lock_key(schema: str) -> tuple[int, int]:
+    """The advisory lock (two-int form) only the active scheduler's election session holds.
+
+    One per schema: advisory locks are per database, and two deployments in two schemas of one
+    database (each its own `search_path`) must not take each other's leader for a rival."""
+    return (0x5A42_0100, 1 if schema == "public" else zlib.crc32(schema.encode()) & 0x7FFF_FFFF)
+
+
+LOCK_KEY = lock_key("public")
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class Elector:
         """Per lock holder: its lease row as last read (None: no lease of its own) and since when."""
         self._last_until: datetime | None = None
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._key = LOCK_KEY
         self._stop = threading.Event()
         self._resign = threading.Event()
         self._thread = threading.Thread(target=self._run, name="elector", daemon=True)
@@ -124,6 +133,8 @@ class Elector:
             import psycopg
 
             self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+            row = self._conn.execute("SELECT current_schema()").fetchone()
+            self._key = lock_key(str(row[0]) if row is not None and row[0] else "public")
         return self._conn
 
     def _drop_session(self, reason: str) -> None:
@@ -172,6 +183,9 @@ class Elector:
         if not self.book.renew_leadership(self.holder, self.epoch, self.timing.lease_s, self._renewal_now()):
             self._drop_session("another scheduler holds a newer epoch")
             return
+        # The lock's session is used too: left idle, a server's idle_session_timeout ends it (and
+        # with it the lock), and a lost session is found here, not when a standby claims.
+        conn.execute("SELECT 1")
         self._valid_until = sent + self.timing.lease_s
 
     def _renewal_now(self) -> datetime:
@@ -185,7 +199,7 @@ class Elector:
 
     def _campaign(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         sent = time.monotonic()
-        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEY).fetchone()
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", self._key).fetchone()
         if row is None or not row[0]:
             self._unseat_stale_holder(conn)
             return
@@ -268,7 +282,7 @@ class Elector:
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
             " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             " AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 2",
-            LOCK_KEY,
+            self._key,
         ).fetchone()
         if found is None:
             return  # freed meanwhile: the next round takes it
