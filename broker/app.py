@@ -51,7 +51,7 @@ from broker.secret_files import JobAccount, check_at_start, open_to_jobs
 from broker.server import BrokerServicer
 from broker.service import BrokerServices, EventHub
 from broker.site_adapters import SiteAdapters
-from broker.store import JobStore, PolicyVersion, PostgresStore, SqliteStore
+from broker.store import LOCK_WAIT_S, JobStore, PolicyVersion, PostgresStore, SqliteStore
 from broker.tls import ServerTls, warn_if_plaintext
 from broker.yamlfile import PolicyError, Problem
 
@@ -112,7 +112,8 @@ class BrokerApp:
     def _open_store(self) -> None:
         cfg = self.config
         self.store: JobStore = (
-            PostgresStore(cfg.store.dsn)
+            # A scheduler's write waiting on a row holds its lease row: it gives up within half a lease.
+            PostgresStore(cfg.store.dsn, lock_wait_s=min(LOCK_WAIT_S, cfg.ha.lease_s / 2))
             if cfg.store is not None
             else SqliteStore(cfg.data_dir / "broker.db", durability=cfg.durability)
         )

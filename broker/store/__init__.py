@@ -32,7 +32,7 @@ from broker.store.base import (
     StoreUnavailable,
     Submission,
 )
-from broker.store.postgres import PostgresStore
+from broker.store.postgres import LOCK_WAIT_S, PostgresStore
 from broker.store.sqlite import SqliteStore
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "AUDIT_KINDS",
     "EVENT",
     "KEEP_REFUSALS",
+    "LOCK_WAIT_S",
     "MAX_TOKEN_SETS",
     "REFUSAL",
     "REFUSED",

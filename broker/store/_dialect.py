@@ -199,6 +199,9 @@ LOCK_SCHEMA = 0x5A42_0001
 LOCK_SPEND = 0x5A42_0002
 
 
+LOCK_WAIT_S = 5.0
+"""How long a PostgreSQL statement waits for a lock another session holds, unless set."""
+
 CONNECT_TIMEOUT_S = 10
 """How long a PostgreSQL connection may take when the DSN names no `connect_timeout`: a server
 that accepts and never answers otherwise held a store call (or `szb policy replay`) 130 s."""
@@ -243,7 +246,7 @@ class PostgresDialect(Dialect):
     row_lock = " FOR UPDATE"
     share_lock = " FOR SHARE"
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, lock_wait_s: float = LOCK_WAIT_S) -> None:
         from broker.store.base import StoreError
 
         try:
@@ -254,9 +257,14 @@ class PostgresDialect(Dialect):
             ) from exc
         self._psycopg = psycopg
         self.dsn = dsn
+        self.lock_wait_s = lock_wait_s
 
     def connect(self) -> Any:
-        return self._psycopg.connect(connect_timeout(self.dsn), autocommit=True)
+        conn = self._psycopg.connect(connect_timeout(self.dsn), autocommit=True)
+        # A session frozen mid-write (a paused or cut-off process) holds its rows for as long as
+        # it lives: a call waiting on them fails after this, not the whole process with it.
+        conn.execute(f"SET lock_timeout = {max(1, round(self.lock_wait_s * 1000))}")
+        return conn
 
     def unwritable(self, conn: Any, exc: BaseException) -> bool:
         state = getattr(exc, "sqlstate", None) or ""
@@ -274,7 +282,8 @@ class PostgresDialect(Dialect):
         conn.execute(f"SET LOCAL lock_timeout = {max(1, round(seconds * 1000))}")
 
     def lock_timed_out(self, exc: BaseException) -> bool:
-        return getattr(exc, "sqlstate", None) == "55P03"  # lock_not_available
+        cause = exc.__cause__  # (as StoreUnavailable raised from it)
+        return "55P03" in (getattr(exc, "sqlstate", None), getattr(cause, "sqlstate", None))
 
     @contextmanager
     def transaction(self, conn: Any) -> Iterator[None]:

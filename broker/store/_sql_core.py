@@ -126,6 +126,9 @@ class SqlCore(JobStore):
                 " (its disk is full)" if "full" in text or "no space" in text else "")
             summary = f"the store cannot be written{why}"
             raise StoreUnavailable(f"the store cannot be written: {exc}", summary) from exc
+        if self._dialect.lock_timed_out(exc):
+            held = "a row it needs is held by another session (a write stuck mid-transaction)"
+            raise StoreUnavailable(f"{held}: {exc}", held) from exc
         if self._dialect.damaged(exc):
             log.error("the store is damaged (%s): restore it from a backup", exc)  # the operator's to act on
             raise StoreError(f"the store is damaged ({exc}): restore it from a backup") from exc
