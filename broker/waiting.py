@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 async def within(work: Awaitable[T], timeout_s: float) -> T:
@@ -19,3 +21,10 @@ async def within(work: Awaitable[T], timeout_s: float) -> T:
     """
     async with asyncio.timeout(timeout_s):
         return await work
+
+
+def end_unawaited(work: asyncio.Future[Any]) -> None:
+    """Take the end of work no one awaits any more (a done-callback), so asyncio does not report
+    its exception as never retrieved."""
+    if not work.cancelled() and (exc := work.exception()) is not None:
+        log.info("work no longer awaited here ended: %s", exc)

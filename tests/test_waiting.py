@@ -6,10 +6,13 @@ waits for the term's tasks) never ended."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import logging
 
 import pytest
 
-from broker.waiting import within
+from broker.waiting import end_unawaited, within
 
 
 def test_a_cancel_in_the_turn_the_work_finishes_cancels_the_caller() -> None:
@@ -42,3 +45,31 @@ def test_the_result_in_time_and_a_timeout_after() -> None:
         assert never.cancelled()  # what timed out was stopped, like wait_for does
 
     asyncio.run(scenario())
+
+
+def test_work_no_one_awaits_any_more_is_not_reported_as_a_lost_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by a held-out review of issue 13: a deposed leader's launch, shielded and left to end
+    by itself, was logged at ERROR as "Task exception was never retrieved"."""
+
+    async def main() -> None:
+        async def fails() -> None:
+            await asyncio.sleep(0.01)
+            raise RuntimeError("launch stopped before its next call")
+
+        work = asyncio.ensure_future(fails())
+        waiter = asyncio.ensure_future(within(asyncio.shield(work), 5))
+        await asyncio.sleep(0)
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+        work.add_done_callback(end_unawaited)
+        await asyncio.sleep(0.05)
+        del work
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(main())
+        gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()], caplog.text
+    assert any("launch stopped before its next call" in r.getMessage() for r in caplog.records)

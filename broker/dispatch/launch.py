@@ -29,7 +29,7 @@ from broker.metrics import BrokerMetrics
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, LaunchRequest
 from broker.serde_decision import decision_data, spot_data
 from broker.store import FencedOut, StoreError, StoreUnavailable
-from broker.waiting import within
+from broker.waiting import end_unawaited, within
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +279,9 @@ class Launching(Cancelling):
         work = asyncio.ensure_future(asyncio.to_thread(launch))
         try:
             return await within(asyncio.shield(work), plan.attempt_timeout_s)
+        except asyncio.CancelledError:  # (a deposed leader's term ending): the thread ends by itself
+            work.add_done_callback(end_unawaited)
+            raise
         except TimeoutError as exc:
             work.add_done_callback(partial(self._late_launch, request, request.attempt_number))
             raise AttemptTimeoutError(
