@@ -62,3 +62,29 @@ def test_a_row_held_by_a_stuck_session_holds_up_only_calls_on_that_job(cluster: 
         # Once the row is free, the cancel goes through.
         done = stub.CancelJob(pb.CancelJobRequest(id=victim), metadata=team, timeout=10).job
         assert done.state == job_pb2.JOB_STATE_CANCELLED
+
+
+def test_max_queued_jobs_holds_across_api_replicas(cluster: Cluster) -> None:
+    """Found by a held-out review of issue 13: each replica cached the tenant's unfinished count
+    for a second and added only its own new jobs, so 12 submits one at a time, alternating
+    between two replicas, stored 9 jobs for a limit of 5."""
+    policy = cluster.config.parent / "policy.yaml"
+    team_b = "- {id: team-b, kind: institute, entity_country: CN}"
+    assert team_b in policy.read_text()
+    policy.write_text(policy.read_text().replace(
+        team_b, "- {id: team-b, kind: institute, entity_country: CN, limits: {max_queued_jobs: 5}}"
+    ))
+    replicas = [cluster.start("api"), cluster.start("api")]  # no scheduler: the jobs stay queued
+    accepted = 0
+    for k in range(12):
+        with grpc.insecure_channel(replicas[k % 2].address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            try:
+                stub.SubmitJob(pb.SubmitJobRequest(job=_spec(f"q{k}")), metadata=auth("team-b"), timeout=10)
+                accepted += 1
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()
+    assert accepted == 5
+    with psycopg.connect(cluster.dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM jobs WHERE tenant = 'team-b'").fetchone()
+    assert row is not None and row[0] == 5
