@@ -174,12 +174,11 @@ class BrokerApp:
             self._listen(self._wake_watchers)
         else:
             self.adapters = self._build_adapters()
-            store = self.store
             if cfg.store is not None:  # PostgreSQL: other processes may dispatch for it too
                 self.sole = SoleScheduler(cfg.store.dsn, self.store, Timing(cfg.ha.lease_s, cfg.ha.renew_s))
-                self.adapters, store = await self.sole.take(self.adapters, on_lost=self._halt)
+                self.adapters = await self.sole.take(self.adapters, on_lost=self._halt)
             self.planner.adapters = self.adapters
-            self.dispatcher = self._dispatcher(store, self.adapters)
+            self.dispatcher = self._dispatcher(self.store, self.adapters)
         views = RpcViews(self.planner, self.store, self.dispatcher, self.clock, self.audit, self.auth,
                          tls=self.tls)
         views.exposed = lambda: [e.message() for e in open_to_jobs(cfg, self.config_file, self.job_accounts)]

@@ -117,14 +117,19 @@ class Elector:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        failing = False  # an outage is logged once, not at every round until it ends
         while not self._stop.is_set():
             try:
                 self._tick()
             except Exception as exc:  # the session broke (terminated, network): start over
-                log.warning("election session lost: %s", exc)
+                (log.debug if failing else log.warning)("election session lost: %s", exc)
+                failing = True
                 self._drop_session(f"election session lost: {exc}")
                 self._stop.wait(self.timing.renew_s)
                 continue
+            if failing:
+                log.info("election session open again")
+                failing = False
             self._stop.wait(self.timing.renew_s)
         self._drop_session("shutting down")
 

@@ -65,4 +65,4 @@ def test_an_all_process_whose_lease_a_standby_took_stops_itself(cluster: Cluster
     finally:
         alone.resume()
     assert alone.proc is not None and alone.proc.wait(timeout=30) == 1, alone.text()
-    assert "the scheduler lease was lost" in alone.text(), alone.text()
+    assert "the scheduler lease was lost" in alone.text() and "holds it now" in alone.text(), alone.text()
