@@ -248,6 +248,26 @@ def apply_env(config: BrokerConfig, environ: Mapping[str, str] | None = None) ->
         raise ConfigFileError(f"environment: {lines}") from exc
 
 
+def apply_flags(config: BrokerConfig, flags: Mapping[str, Any]) -> BrokerConfig:
+    """`config` with `szb serve` flags (field name → value) set, checked as broker.yaml is.
+
+    A ConfigFileError names the flag (`--listen: must be HOST:PORT ...`).
+    """
+    if not flags:
+        return config
+    # Validated, not model_copy(update=...): that skips every field check, so `--listen
+    # 127.0.0.1:99999` served on port 34463.
+    try:
+        return BrokerConfig.model_validate({**config.model_dump(), **flags})
+    except ValidationError as exc:
+        lines = []
+        for v in violations(exc):
+            field = v.field.split(".", 1)[0].split("[", 1)[0]
+            named = f"--{field.replace('_', '-')}" if field in flags else v.field
+            lines.append(f"{named}: {v.description}" if named else v.description)
+        raise ConfigFileError("; ".join(lines)) from exc
+
+
 def site_settings(settings: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A site's broker.yaml settings with `KEY_from_file: PATH` / `KEY_from_env: VAR` read in.
 

@@ -23,7 +23,7 @@ from broker.commands._connect import add_client_args, client_for
 from broker.commands._console import Console
 from broker.commands._output import STATE_STYLE, console_for, fail, job_dict, print_jobs, shown_output
 from broker.commands.audit import BEIJING
-from broker.config import ConfigFileError, apply_env, load_config
+from broker.config import ConfigFileError, apply_env, apply_flags, load_config
 from broker.jobfile import JobFileError, load_job_file
 from broker.logs import redact
 from broker.model import JobState
@@ -106,8 +106,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value:
             updates[name] = value
-    config = config.model_copy(update=updates).absolute()
     try:
+        config = apply_flags(config, updates).absolute()
         config.check_role()
     except ConfigFileError as exc:
         return fail(str(exc))
