@@ -56,3 +56,25 @@ def positive_seconds(text: str) -> float:
 
 MAX_WAIT_S = 86400.0
 """A day: gRPC's deadline arithmetic overflows far above it (1e10 s read as already past)."""
+
+
+def server_address(text: str) -> str:
+    """--server / SZB_SERVER: HOST:PORT, refused before any call (gRPC took `""` for an unknown
+    error, `HOST` for port 443 and `http://HOST:PORT` for a DNS name)."""
+    if "://" in text:
+        where = text.partition("://")[2].split("/", 1)[0] or "HOST:PORT"
+        raise argparse.ArgumentTypeError(
+            f"takes HOST:PORT, not a URL ({text!r}): try --server {where} (TLS is --tls-ca, not https://)"
+        )
+    host, sep, port = text.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be HOST:PORT with a port of 1-65535, e.g. 127.0.0.1:50051 (as the flag or SZB_SERVER), "
+            f"not {text!r}"
+        )
+    return text
+
+
+def server_address_or_none(text: str) -> str:
+    """As `server_address`, with `""` for no server (`szb explain`'s offline mode)."""
+    return server_address(text) if text else text

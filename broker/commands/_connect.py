@@ -7,6 +7,7 @@ import os
 import sys
 
 from broker.client import DEFAULT_SERVER, BrokerClient
+from broker.commands._args import server_address, server_address_or_none
 from broker.tls import TlsFileError, is_loopback
 
 
@@ -15,6 +16,8 @@ def add_connection_args(p: argparse.ArgumentParser, *, server_default: str | Non
     p.add_argument(
         "--server",
         default=os.environ.get("SZB_SERVER", server_default),
+        # (argparse checks a string default too: a bad SZB_SERVER is the same usage error)
+        type=server_address if server_default is not None else server_address_or_none,
         help="broker address HOST:PORT (env SZB_SERVER)",
     )
     p.add_argument("--token", default=os.environ.get("SZB_TOKEN"), help="bearer token (env SZB_TOKEN)")
