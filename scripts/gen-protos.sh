@@ -2,9 +2,11 @@
 # Regenerate broker/api/shangzhuang/** from protos/. protoc writes `from shangzhuang.broker.v1
 # import ...`; the sed rewrite makes those imports live under the `broker.api` package.
 # Everything is generated in a scratch folder first, so a failed run leaves the tree as it was.
+# An argument names another folder to write into (check-protos.sh compares that with broker/api).
 set -e
 cd "$(dirname "$0")/.."
-OUT=broker/api
+OUT=${1:-broker/api}
+mkdir -p "$OUT"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 python -m grpc_tools.protoc -I protos \
