@@ -11,9 +11,12 @@ SubmitJobRequest and answers a SubmitJobResponse holding the job (the same messa
 
 Prints one JSON object: echo and submit throughput (closed loop), `submit_ratio`, SubmitJobs
 of 500 in jobs/s, p50/p99 of SubmitJob at half the echo's measured capacity (open loop; the
-rate is `latency_rate_rps`, the fraction `load_point`), the server CPU seconds spent per
-request in each phase (the machine is shared: CPU per request moves less than wall figures),
-and the load average before and after.
+rate is `latency_rate_rps`, the fraction `load_point`) and at a fixed 500 requests/s
+(`p50_ms_at_500rps`, `p99_ms_at_500rps`), the server CPU seconds spent per request in each
+phase (the machine is shared: CPU per request moves less than wall figures), and the load
+average before and after. Open-loop calls that fail are timed like the others (a timeout
+counts at its full wait) and counted by status code in `failed`, `failed_at_500rps` and
+`echo_failed`; `all_calls_ok` is false when any did, so a run that shed load is not read as fast.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +53,8 @@ from broker.api import broker_service_pb2_grpc, job_pb2  # noqa: E402
 ECHO_METHOD = "/bench.Echo/Echo"
 SUBMIT_METHOD = "/shangzhuang.broker.v1.BrokerService/SubmitJob"
 SUBMIT_BATCH_METHOD = "/shangzhuang.broker.v1.BrokerService/SubmitJobs"
+FIXED_RATE_RPS = 500.0
+"""The open-loop rate of `p99_ms_at_500rps`: one load point whatever the echo measured."""
 
 POLICY = """\
 version: 1
@@ -136,20 +143,36 @@ async def closed_loop(call: object, make: object, seconds: float, concurrency: i
     return done / (time.perf_counter() - started)
 
 
-async def open_loop(call: object, make: object, rate: float, seconds: float) -> list[float]:
+@dataclass
+class OpenLoop:
+    """An open-loop phase: every call's latency (ms), failed ones included, and failures by code."""
+
+    latencies: list[float] = field(default_factory=list)
+    failed: Counter[str] = field(default_factory=Counter)
+
+    def figures(self, suffix: str = "", prefix: str = "") -> dict[str, Any]:
+        """`{prefix}p50_ms{suffix}`, `...p99_ms...` and `{prefix}failed{suffix}` (code -> count)."""
+        return {
+            f"{prefix}p50_ms{suffix}": round(statistics.median(self.latencies), 2),
+            f"{prefix}p99_ms{suffix}": percentile(self.latencies, 0.99),
+            f"{prefix}failed{suffix}": dict(sorted(self.failed.items())),
+        }
+
+
+async def open_loop(call: object, make: object, rate: float, seconds: float) -> OpenLoop:
     """Latencies (ms) of requests sent at a fixed rate, whatever the answers do."""
-    latencies: list[float] = []
-    failures: list[str] = []
+    result = OpenLoop()
     tasks = []
 
     async def one(i: int) -> None:
         t0 = time.perf_counter()
         try:
             await call(make(i))  # type: ignore[operator]
-        except grpc.aio.AioRpcError as exc:  # counted, never timed: see `failed`
-            failures.append(exc.code().name)
-            return
-        latencies.append((time.perf_counter() - t0) * 1000)
+        except grpc.aio.AioRpcError as exc:
+            # Timed too: leaving a failure out made p99 the successes' alone (a shed call is
+            # the slowest a caller sees, not a call that never happened).
+            result.failed[exc.code().name] += 1
+        result.latencies.append((time.perf_counter() - t0) * 1000)
 
     start_t = time.perf_counter()
     n = int(rate * seconds)
@@ -159,9 +182,10 @@ async def open_loop(call: object, make: object, rate: float, seconds: float) -> 
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
-    if failures:
-        print(f"open loop: {len(failures)} call(s) failed: {sorted(set(failures))}", file=sys.stderr)
-    return latencies
+    if result.failed:
+        print(f"open loop at {rate:.0f}/s: {result.failed.total()} of {n} call(s) failed: "
+              f"{dict(result.failed)}", file=sys.stderr)
+    return result
 
 
 def cpu_s(pid: int) -> float:
@@ -179,6 +203,17 @@ async def batches(call: Any, body: bytes, seconds: float) -> tuple[float, int]:
         jobs += 500
         calls += 1
     return jobs / (time.perf_counter() - t0), calls
+
+
+async def stop_holder(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str) -> None:
+    """Cancel the job holding the only slot, and wait until it ended."""
+    # Its process would outlive the broker otherwise (in the api role nothing started it).
+    await stub.CancelJob(pb.CancelJobRequest(id=job_id))
+    for _ in range(150):  # the local site stops it (a grace period, then SIGKILL)
+        state = (await stub.GetJob(pb.GetJobRequest(id=job_id))).job.state
+        if state in (job_pb2.JOB_STATE_CANCELLED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_SUCCEEDED):
+            break
+        await asyncio.sleep(0.1)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -210,7 +245,9 @@ async def measure(
         # Latency first, on a broker with a short queue; then the throughput runs.
         cpu0 = cpu_s(broker[1])
         lat = await open_loop(lambda r: r, lambda i: call(prepared[i % 1000]), rate, seconds)
-        out["latency_cpu_ms_per_request"] = round((cpu_s(broker[1]) - cpu0) * 1000 / len(lat), 3)
+        out["latency_cpu_ms_per_request"] = round((cpu_s(broker[1]) - cpu0) * 1000 / len(lat.latencies), 3)
+        await asyncio.sleep(2.0)
+        at_fixed = await open_loop(lambda r: r, lambda i: call(prepared[i % 1000]), FIXED_RATE_RPS, seconds)
         await asyncio.sleep(2.0)
         cpu0 = cpu_s(broker[1])
         submit_rps = await closed_loop(lambda r: r, lambda i: call(prepared[i % 1000]), seconds, concurrency)
@@ -221,13 +258,7 @@ async def measure(
         batch_call: Any = ch.unary_unary(SUBMIT_BATCH_METHOD)
         batch_rate, calls = await batches(batch_call, body.SerializeToString(), seconds)
         out["batch_cpu_ms_per_job"] = round((cpu_s(broker[1]) - cpu0) * 1000 / (calls * 500), 4)
-        # Its process would outlive the broker otherwise (in the api role nothing started it).
-        await stub.CancelJob(pb.CancelJobRequest(id=holder.id))
-        for _ in range(150):  # the local site stops it (a grace period, then SIGKILL)
-            state = (await stub.GetJob(pb.GetJobRequest(id=holder.id))).job.state
-            if state in (job_pb2.JOB_STATE_CANCELLED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_SUCCEEDED):
-                break
-            await asyncio.sleep(0.1)
+        await stop_holder(stub, holder.id)
     return {
         "echo_rps": round(echo_rps, 1),
         "submit_rps": round(submit_rps, 1),
@@ -235,10 +266,10 @@ async def measure(
         "batch_jobs_per_s": round(batch_rate, 1),
         "latency_rate_rps": round(rate, 1),
         "load_point": 0.5,
-        "p50_ms": round(statistics.median(lat), 2),
-        "p99_ms": percentile(lat, 0.99),
-        "echo_p50_ms": round(statistics.median(lat_echo), 2),
-        "echo_p99_ms": percentile(lat_echo, 0.99),
+        **lat.figures(),
+        **at_fixed.figures("_at_500rps"),
+        **lat_echo.figures(prefix="echo_"),
+        "all_calls_ok": not (lat.failed or at_fixed.failed or lat_echo.failed),
         **out,
         # What the ratio would be with the CPU to itself: the shared machine moves wall figures.
         "submit_cpu_ratio": round(out["echo_cpu_ms_per_request"] / out["submit_cpu_ms_per_request"], 3),
