@@ -53,6 +53,7 @@ from broker.service import BrokerServices, EventHub
 from broker.site_adapters import SiteAdapters
 from broker.store import LOCK_WAIT_S, JobStore, PolicyVersion, PostgresStore, SqliteStore
 from broker.tls import ServerTls, warn_if_plaintext
+from broker.token_tenants import watch_token_tenants
 from broker.yamlfile import PolicyError, Problem
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class BrokerApp:
         self.tls = ServerTls(cfg.tls) if cfg.tls is not None else None
         self.auth = audited_tokens(cfg.tokens_file, self.store, self.clock, self.metrics.tokens_reloaded)
         self.edge = GrpcEdge(self.metrics, self.auth)
+        self._check_token_tenants = watch_token_tenants(self.auth, lambda: self.planner.policy)
         await (self._start_scheduler() if cfg.role == "scheduler" else self._start_serving())
         self.planner.watch(self._policy_changed)
         self._tokens_task: asyncio.Task[None] | None = None
@@ -346,6 +348,7 @@ class BrokerApp:
                                                        load.time, load.errors, load.inputs))
 
     def _policy_changed(self) -> None:
+        self._check_token_tenants()  # (a tenant the tokens still name may be gone)
         rebuilt = self.site_builder.changed(self.planner.policy) if self.site_builder is not None else {}
         for site in self.site_builder.reconfigure_onprem(self.planner.policy) if self.site_builder else ():
             self.planner.offers.forget(site)  # its capacity is read again under the new size
