@@ -36,6 +36,7 @@ from broker.serde_wire import (
     UnknownEnumError,
     WireValueError,
     checked_duration,
+    checked_known_fields,
     checked_timestamp,
     duration_to_proto,
     state_from_proto,
@@ -46,7 +47,7 @@ from broker.serde_wire import (
 
 # Split in three modules (primitives, jobs, explanations); importers keep using `broker.serde`.
 __all__ = [
-    "UnknownEnumError", "WireValueError", "checked_duration", "checked_timestamp",
+    "UnknownEnumError", "WireValueError", "checked_duration", "checked_known_fields", "checked_timestamp",
     "decision_from_proto", "decision_to_proto", "duration_to_proto", "explanation_from_proto",
     "explanation_to_proto", "offers_to_proto", "state_from_proto", "state_to_proto",
     "ts_from_proto", "ts_to_proto",

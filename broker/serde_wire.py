@@ -6,8 +6,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from broker.api import job_pb2
 from broker.durations import MAX_DURATION_S
@@ -22,6 +25,9 @@ _SPOT_TO_PROTO = {s: job_pb2.SpotMode.Value(f"SPOT_MODE_{s.name}") for s in Spot
 _SPOT_FROM_PROTO = {v: k for k, v in _SPOT_TO_PROTO.items()}
 _RES_TO_PROTO = {r: job_pb2.DataResidency.Value(f"DATA_RESIDENCY_{r.name}") for r in Residency}
 _RES_FROM_PROTO = {v: k for k, v in _RES_TO_PROTO.items()}
+
+
+M = TypeVar("M", bound=Message)
 
 
 class WireValueError(BrokerError, ValueError):
@@ -102,3 +108,24 @@ def state_from_proto(value: int) -> JobState:
     if value not in _STATE_FROM_PROTO:
         raise UnknownEnumError("states", value)
     return _STATE_FROM_PROTO[value]  # type: ignore[index]
+
+
+def checked_known_fields(msg: M, path: str = "") -> M:
+    """`msg` itself when neither it nor any message in it carries a field this broker does not
+    know; else WireValueError naming where (`path` within) and the field's number."""
+    # Protobuf keeps an unknown field aside and the spec is built without it: a newer client's
+    # constraint would be dropped unread, where a job YAML's unknown field is refused.
+    unknown = UnknownFieldSet(msg)
+    if len(unknown):
+        raise WireValueError(path, f"unknown field number {unknown[0].field_number} of "
+                                   f"{msg.DESCRIPTOR.name}: not a field this broker knows (a newer client?)")
+    for fd, value in msg.ListFields():
+        if fd.message_type is None or fd.message_type.GetOptions().map_entry:
+            continue  # (scalars; the spec's maps hold strings)
+        at = f"{path}.{fd.name}" if path else fd.name
+        if fd.is_repeated:
+            for i, item in enumerate(value):
+                checked_known_fields(item, f"{at}[{i}]")
+        else:
+            checked_known_fields(value, at)
+    return msg

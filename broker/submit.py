@@ -27,7 +27,7 @@ from broker.jobview import JobDetails
 from broker.model import Job, JobSpec, TenantId
 from broker.quota import Quotas, QuotaUsage
 from broker.refusals import call_refusals
-from broker.serde import WireValueError, job_to_proto, spec_from_proto, within_answer
+from broker.serde import WireValueError, checked_known_fields, job_to_proto, spec_from_proto, within_answer
 from broker.store import JobStore, Submission
 from broker.validation import BadRequestError, FieldViolation, violations
 
@@ -76,7 +76,7 @@ class PriorityNotGrantedError(BrokerError):
 def wire_spec(msg: job_pb2.JobSpec, prefix: str, vet: VetFn | None = None) -> JobSpec:
     """The domain spec of a wire spec; BadRequestError naming each bad field under `prefix`."""
     try:
-        spec = spec_from_proto(msg)
+        spec = spec_from_proto(checked_known_fields(msg))
     except ValidationError as exc:
         raise BadRequestError(violations(exc, prefix, model=JobSpec)) from exc
     except WireValueError as exc:
@@ -89,7 +89,7 @@ def wire_spec(msg: job_pb2.JobSpec, prefix: str, vet: VetFn | None = None) -> Jo
 
 
 def _under(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
+    return f"{prefix}.{name}" if prefix and name else prefix or name
 
 
 def _client_id(value: str, field: str) -> str | None:
