@@ -85,7 +85,6 @@ class GrpcEdge:
         """Listen on HOST:PORT (TLS when given); returns the bound port."""
         host, _, port = listen.rpartition(":")
         address = f"{host or '127.0.0.1'}:{port or 0}"
-        refused = listen_error(address, "listen")
         try:
             if tls is not None:
                 bound = self.server.add_secure_port(address, tls.grpc_credentials())
@@ -93,9 +92,9 @@ class GrpcEdge:
                 warn_if_plaintext(host or "127.0.0.1", "the gRPC port")
                 bound = self.server.add_insecure_port(address)
         except RuntimeError as exc:  # grpc says only "Failed to bind to address"
-            raise refused from exc
+            raise listen_error(address, "listen") from exc
         if not bound:
-            raise refused
+            raise listen_error(address, "listen")
         await self.server.start()
         return bound
 

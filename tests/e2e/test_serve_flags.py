@@ -54,3 +54,17 @@ def _check_refused(flag: str, value: str, said: str, data: Path, proc: subproces
     assert said in last and repr(value) in last, (flag, value, stderr)
     assert "in use" not in stderr and "Traceback" not in stderr, (flag, value, stderr)
     assert not (data / "broker.db").exists(), (flag, value)
+
+
+def test_a_listen_host_that_does_not_resolve_is_told_so_not_blamed_on_a_busy_port(tmp_path: Path) -> None:
+    """A well-formed HOST:PORT whose host no resolver knows was said to be "in use (another szb
+    serve?) or not this host's". Found by a held-out review."""
+    out = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "serve", "--data-dir", str(tmp_path / "data"),
+         "--listen", "no-such-host.invalid:0"],
+        cwd=ROOT, env={**os.environ, "GRPC_VERBOSITY": "NONE"}, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert "cannot listen on no-such-host.invalid:0 (listen)" in last, out.stderr
+    assert "does not resolve" in last and "in use" not in last, out.stderr
