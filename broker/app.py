@@ -90,8 +90,7 @@ class BrokerApp:
         self.agent_http: AgentHttpServer | None = None
         self.shared_logs: SharedJobLogs | None = None
         self.sole: SoleScheduler | None = None
-        self.halted = asyncio.Event()
-        """Set when the process must stop by itself (`halt_reason` says why)."""
+        self.halted = asyncio.Event()  # set when the process must stop by itself (`halt_reason` says why)
         self.halt_reason = ""
         self._open_store()
         self.tls = ServerTls(cfg.tls) if cfg.tls is not None else None
