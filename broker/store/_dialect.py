@@ -228,6 +228,16 @@ def connect_timeout(dsn: str) -> str:
     return make_conninfo(dsn, **added) if added else dsn
 
 
+def _server(dsn: str) -> str:
+    """Where a DSN connects, for messages: host, port and database (never its password)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(connect_timeout(dsn))
+    host = given.get("host") or given.get("hostaddr") or "the local socket"
+    return (f"{host} port {given.get('port') or 5432}, database {given.get('dbname') or '(default)'},"
+            f" within {given.get('connect_timeout')} s")
+
+
 class PostgresDialect(Dialect):
     """psycopg 3, imported lazily: the broker runs without it until a PostgresStore is built."""
 
@@ -260,7 +270,12 @@ class PostgresDialect(Dialect):
         self.lock_wait_s = lock_wait_s
 
     def connect(self) -> Any:
-        conn = self._psycopg.connect(connect_timeout(self.dsn), autocommit=True)
+        try:
+            conn = self._psycopg.connect(connect_timeout(self.dsn), autocommit=True)
+        except self._psycopg.OperationalError as exc:
+            if "timeout expired" not in str(exc):
+                raise  # (psycopg names the server in the others: refused, unresolved, auth)
+            raise self._psycopg.OperationalError(f"{exc}: no answer from {_server(self.dsn)}") from exc
         # A session frozen mid-write (a paused or cut-off process) holds its rows for as long as
         # it lives: a call waiting on them fails after this, not the whole process with it.
         conn.execute(f"SET lock_timeout = {max(1, round(self.lock_wait_s * 1000))}")
