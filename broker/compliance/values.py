@@ -44,13 +44,24 @@ def project(variables: Mapping[str, Any], paths: tuple[Path, ...]) -> dict[str, 
 def execute(
     program: cel.Program, paths: tuple[Path, ...], variables: dict[str, Any], small: bool
 ) -> tuple[bool, str | None]:
-    """(matched, error message) of one rule; run on its projection, or on everything if that fails."""
+    """(matched, error message) of one rule; run on its projection, or on everything if that fails.
+
+    A result that is not a bool is an error, as one CEL raises: a deny rule fails closed on it."""
     if small:
         try:
-            return program.execute(cel.Context(project(variables, paths))) is True, None
+            return _matched(program.execute(cel.Context(project(variables, paths))))
         except Exception:  # rerun on the full context: the outcome it always had
             pass
     try:
-        return program.execute(cel.Context(variables)) is True, None
+        result = program.execute(cel.Context(variables))
     except Exception as exc:
         return False, f"rule could not be evaluated ({type(exc).__name__}: {exc}); denied to be safe"
+    return _matched(result)
+
+
+def _matched(result: Any) -> tuple[bool, str | None]:
+    # `is True` alone read "true" or 1 as no match: a deny rule returning them never denied.
+    if result is True or result is False:
+        return result, None
+    kind = "null" if result is None else type(result).__name__
+    return False, f"rule returned a non-bool ({kind} {result!r}), not true or false; denied to be safe"

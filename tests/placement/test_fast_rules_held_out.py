@@ -157,3 +157,40 @@ def test_valid_cel_the_library_takes_loads_and_decides_alike(tmp_path: Path, exp
     got = decided(policy, job(any_of=["L4", "L20"]), "sg-partner", "aws-us-east-1")
     assert by_site(got, "aws-us-east-1") == {(False, ("r-us",))}
     assert by_site(got, "aliyun-ap-southeast-1") == {(True, ())}
+
+
+def reasons_of(policy: Policy, spec: JobSpec, tenant: str, rule_id: str) -> set[str]:
+    """Every message `rule_id` gave against the job's offers."""
+    expl = place(spec, TenantId(tenant), static_offers(policy), policy, PlacementContext())
+    return {r.message for s in expl.offers for r in s.reasons if r.rule == rule_id}
+
+
+def test_a_deny_rule_returning_a_string_denies_and_says_so(tmp_path: Path) -> None:
+    """Held-out review: a non-bool result counted as no match, so a deny rule failed open."""
+    expr = "has(job.labels.restricted) ? job.labels.restricted : false"
+    policy = policy_with(tmp_path, "r-str", "deny", expr)
+    got = decided(policy, job(any_of=["T4"], labels={"restricted": "true"}), "pku-nlp", "aws-cn-north-1")
+    assert by_site(got, "aws-cn-north-1") == {(False, ("r-str",))}
+    said = reasons_of(policy, job(any_of=["T4"], labels={"restricted": "true"}), "pku-nlp", "r-str")
+    assert said and all("non-bool" in m for m in said), said  # shown as [r-str] message
+    unlabelled = decided(policy, job(any_of=["T4"]), "pku-nlp", "aws-cn-north-1")
+    assert by_site(unlabelled, "aws-cn-north-1") == {(True, ())}
+
+
+def test_a_deny_rule_returning_a_number_for_spot_offers_denies_them(tmp_path: Path) -> None:
+    """Held-out review: `offer.spot ? 1 : false` never denied a spot offer."""
+    policy = policy_with(tmp_path, "r-int", "deny", "offer.spot ? 1 : false")
+    got = decided(policy, job(any_of=["T4", "A10"]), "pku-nlp", "aliyun-cn-beijing")
+    spot = {o.key for o in static_offers(policy) if o.spot}
+    fits = {key: v for key, v in got.items() if "hardware.fit" not in v[1]}
+    assert spot & fits.keys()
+    assert all(v == (False, ["r-int"]) for key, v in fits.items() if key in spot)
+    assert any(a for key, (a, _) in fits.items() if key not in spot)
+
+
+def test_an_allow_rule_returning_a_non_bool_allows_nothing(tmp_path: Path) -> None:
+    """Held-out review: the allow side of a non-bool result (an error, so it allows nothing)."""
+    expr = "has(job.labels.ok) ? job.labels.ok : false"
+    policy = policy_with(tmp_path, "a-str", "allow", expr, default="deny")
+    got = decided(policy, job(any_of=["T4"], labels={"ok": "true"}), "pku-nlp", "aws-cn-north-1")
+    assert {allowed for allowed, _ in got.values()} == {False}
