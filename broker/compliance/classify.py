@@ -14,6 +14,9 @@ UNKNOWN_PD = 1.0e6
 """The PD rules see (`hardware.pd`) for a part whose die area is unknown: far above every bound
 (real parts are under 100), as `_prong_holds` assumes its density prongs met, so `hardware.pd >= X`
 holds for it. Finite, not infinity: `int(hardware.pd)` or `hardware.pd - x` must still evaluate."""
+UNKNOWN_TPP = 1.0e9
+"""The TPP of a part missing from the accelerator catalog, for the same reason: far above every
+bound (real parts are under 100,000), so `hardware.tpp >= X` holds for it as its class assumes."""
 
 
 def places(value: float, thresholds: Collection[float], least: int) -> int:
@@ -103,8 +106,14 @@ def classify(acc: Accelerator, regime: Regime) -> Classification:
 
 
 def classify_unknown(name: str, regime: Regime) -> Classification:
-    """An accelerator missing from the catalog: treated as controlled (the most restrictive class)."""
+    """An accelerator missing from the catalog: treated as controlled (the most restrictive class),
+    with a TPP above every threshold (a TPP of 0 let `hardware.tpp >= X` rules pass it)."""
     cls = regime.classes[0].class_
     return Classification(
-        name, 0.0, None, cls, f"{name!r} is not in the accelerator catalog: treated as {cls}", regime.name
+        name,
+        UNKNOWN_TPP,
+        None,
+        cls,
+        f"{name!r} is not in the accelerator catalog: treated as {cls}",
+        regime.name,
     )

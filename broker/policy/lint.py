@@ -10,6 +10,8 @@ a dearer cloud, which is not what `max_wait` reads as. A rule testing a flag tha
 has (`"x" in hardware.flags`, `hardware.flags.exists(f, f == "x")`): a misspelling on either side,
 in the rule or in accelerators.yaml, turns the rule off without a word. And `burst.sites.*.max_idle`, set: the
 broker stops each instance when its job ends and never reuses one, so nothing is ever idle to limit.
+A catalog row selling an accelerator accelerators.yaml does not describe: it is classified as the most
+restrictive class, above every TPP and PD threshold (safe, but rarely meant).
 A rule reading `job.labels.X` without testing `has(job.labels.X)`: a job without the label makes
 the rule fail, and a rule that fails denies, to be safe, so every offer the rule covers is refused.
 And a `burst.max_wait.by_tenant_kind` entry when `by_priority` sets every priority: a job's
@@ -80,6 +82,12 @@ def policy_warnings(policy: Policy, doc: Any, filename: str) -> list[PolicyWarni
                 ["sites", i, "catalog"],
                 f"sites[{i}] ({site.id}): catalog {file} has no priced rows{where}: the site makes no offers",
             )
+        # (an undescribed part is classified as the most restrictive: safe, but rarely what was meant)
+        missing = sorted(
+            {r.accelerator for r in rows if r.accelerator and not policy.accelerators.get(r.accelerator)}
+        )
+        if missing and site.catalog is not None:
+            warn(["sites", i, "catalog"], _undescribed(i, site.id, site.catalog.file, missing))
     clouds = any(not site.partitions for site in policy.sites)
     if clouds and any(site.partitions for site in policy.sites) and policy.objective.wait_hour_cost == 0:
         warn(
@@ -113,6 +121,15 @@ def policy_warnings(policy: Policy, doc: Any, filename: str) -> list[PolicyWarni
     for loc, message in _burst_notes(policy):
         warn(loc, message)
     return out
+
+
+def _undescribed(i: int, site: str, file: str, missing: list[str]) -> str:
+    """The warning for catalog accelerators accelerators.yaml does not describe."""
+    return (
+        f"sites[{i}] ({site}): catalog {file} sells {', '.join(missing)}, which accelerators.yaml does not "
+        "describe: rules see it as the most restrictive class, above every TPP and PD threshold "
+        "(describe it there to classify it)"
+    )
 
 
 def _burst_notes(policy: Policy) -> list[tuple[Loc, str]]:

@@ -572,3 +572,44 @@ def test_a_rule_testing_a_flag_no_accelerator_has_is_warned_about(
     path = write_policy(BASE + rule.replace("informd", "informed") + "objective: {wait_hour_cost: 40}\n")
     assert cli(["policy", "check", "--strict", str(path)]) == 1
     assert "tests flag 'h20-is-informed-2025', which no accelerator has" in capsys.readouterr().err
+
+
+def test_an_accelerator_accelerators_yaml_does_not_describe_reads_as_above_every_tpp(
+    cli: Cli,
+    policy_dir: Path,
+    write_policy: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Held-out review: an unknown part read hardware.tpp 0, so `hardware.tpp >= 4800` denied H100 and
+    let MI300X through; it is now as conservative as its PD, and check warns of the part."""
+    import json
+
+    rows = "x.mi300,MI300X,8,96,1024,50,,us-east-1,use1-az1\nx.h100,H100,8,96,1024,90,,us-east-1,use1-az1\n"
+    header = (CONFIGS / "catalog" / "aws_gpu_vms.csv").read_text().splitlines()[0]
+    (policy_dir / "catalog" / "extra.csv").write_text(header + "\n" + rows)
+    rule = (
+        "    - id: big\n      deny: 'hardware.tpp >= 4800'\n      reason: '{accelerator} is above TPP 4800'\n"
+    )
+    text = BASE.replace("catalog/aws_gpu_vms.csv", "catalog/extra.csv").replace(
+        "country: CN\ncomp", "country: SG\ncomp"
+    )
+    text += rule
+    path = write_policy(text + "objective: {wait_hour_cost: 40}\n")
+    assert cli(["policy", "check", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "1 warning(s)" in captured.out, captured
+    assert (
+        f"{path}:15:5: warning: sites[1] (aws-us): catalog catalog/extra.csv sells MI300X, which "
+        "accelerators.yaml does not describe"
+    ) in captured.err, captured.err
+    assert cli(["policy", "check", "--strict", str(path)]) == 1
+    capsys.readouterr()
+    job = policy_dir / "job.yaml"
+    job.write_text(
+        "name: j\ncommand: [run]\nruntime_estimate: 2h\n"
+        "resources: {accelerators: {count: 8, any_of: [MI300X, H100]}}\n"
+    )
+    assert cli(["explain", str(job), "--policy", str(path), "--tenant", "pku", "--output", "json"]) == 1
+    offers = json.loads(capsys.readouterr().out)["offers"]
+    cloud = {o["accelerator"]: [r["rule"] for r in o["reasons"]] for o in offers if o["site"] == "aws-us"}
+    assert cloud == {"MI300X": ["big"], "H100": ["big"]}, cloud
