@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, merge_attrib
 from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
 
@@ -117,16 +117,28 @@ def position(root: Any, loc: Loc, *, key: bool = False) -> tuple[int, int]:
         last = i == len(loc) - 1
         if isinstance(node, CommentedMap) and part in node:
             child = node[part]
+            held = _holder(node, part)
             if (key and last) or isinstance(child, CommentedMap | CommentedSeq):
-                pos = node.lc.key(part)
+                pos = held.lc.key(part)
             else:
-                pos = node.lc.value(part)
+                pos = held.lc.value(part)
             node = child
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
             pos, node = node.lc.item(part), node[part]
         else:
             break
     return pos[0] + 1, pos[1] + 1
+
+
+def _holder(node: CommentedMap, key: Any) -> CommentedMap:
+    """The mapping whose text holds `key` of `node`: `node` itself, or the mapping a merge key
+    (`<<: {...}`) brought it from (a merged key has no position in `node`)."""
+    if key in node.lc.data:
+        return node
+    for merged in getattr(node, merge_attrib, None) or ():
+        if isinstance(merged, CommentedMap) and key in merged:
+            return _holder(merged, key)  # (the first merged mapping holding it wins, as in YAML)
+    return node
 
 
 def _describe(err: Any) -> str:
@@ -170,7 +182,7 @@ def value_origin(root: Any, loc: Loc) -> tuple[int, int, str]:
     if isinstance(node, CommentedSeq):
         line, col = node.lc.item(int(last))
     else:
-        line, col = node.lc.value(last)
+        line, col = _holder(node, last).lc.value(last)
     style = getattr(value, "style", None)
     if style is None:
         cls = type(value).__name__

@@ -388,6 +388,31 @@ BROKEN = [
         61,
         "'2027-02-30' is not a valid date or time: day is out of range for month",
     ),
+    # Held-out review: a bad value under a YAML merge key (`<<:`) crashed check with a KeyError.
+    (
+        "merged-bad-value",
+        "    residency: global\n",
+        "    residency: global\n    <<: {carbon_gco2_kwh: -1}\n",
+        15,
+        27,
+        "sites.1.carbon_gco2_kwh: input should be greater than or equal to 0",
+    ),
+    (
+        "merged-unknown-field",
+        "    residency: global\n",
+        "    residency: global\n    <<: {colour: red}\n",
+        15,
+        10,
+        "sites.1.colour: unknown field 'colour'",
+    ),
+    (
+        "merged-bad-rule",
+        "    - id: r1\n      deny: 'job.priority == \"high\" && offer.spot'\n",
+        "    - <<: {id: r1, deny: 'offer.spotty'}\n",
+        24,
+        33,
+        "compliance.rules.0.deny: unknown field offer.spotty",
+    ),
 ]
 
 
