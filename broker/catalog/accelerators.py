@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from broker.numbers import NoBoolNumbers
-from broker.yamlfile import PolicyError, Problem, parse_yaml, position, validation_problems
+from broker.yamlfile import PolicyError, Problem, parse_yaml, position, read_text, validation_problems
 
 BITS: Mapping[str, int] = {
     "fp4": 4,
@@ -153,10 +153,5 @@ def load_accelerators_text(text: str, filename: str) -> AcceleratorCatalog:
 
 def load_accelerators(path: Path) -> AcceleratorCatalog:
     """Load configs/accelerators.yaml (or another catalog file)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(
-            [Problem(str(path), 1, 1, f"cannot read accelerator catalog: {exc.strerror}")]
-        ) from exc
+    text = read_text(path, "accelerator catalog")  # (not UTF-8: an error at its line, not a crash)
     return load_accelerators_text(text, str(path))

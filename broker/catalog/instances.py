@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from broker.yamlfile import PolicyError, Problem
+from broker.yamlfile import PolicyError, Problem, read_text
 
 REQUIRED = (
     "InstanceType",
@@ -144,8 +144,5 @@ def _row(c: _Cells, default_currency: str, seen: set[tuple[str, str]]) -> Instan
 
 
 def load_instance_csv(path: Path, *, default_currency: str = "USD") -> list[InstanceRow]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError([Problem(str(path), 1, 1, f"cannot read catalog: {exc.strerror}")]) from exc
+    text = read_text(path, "catalog")  # (a byte that is not UTF-8: an error at its line, not a crash)
     return parse_instance_csv(text, str(path), default_currency=default_currency)

@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from broker.catalog.accelerators import exact
 from broker.numbers import NoBoolNumbers
-from broker.yamlfile import PolicyError, Problem, parse_yaml, position, validation_problems
+from broker.yamlfile import PolicyError, Problem, parse_yaml, position, read_text, validation_problems
 
 
 class _Data(NoBoolNumbers):
@@ -161,8 +161,6 @@ def load_regimes_text(text: str, filename: str) -> RegimeSet:
 
 
 def load_regimes(path: Path) -> RegimeSet:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError([Problem(str(path), 1, 1, f"cannot read regimes file: {exc.strerror}")]) from exc
+    """Load configs/regimes.yaml (or another regimes file)."""
+    text = read_text(path, "regimes file")  # (not UTF-8: an error at its line, not a crash)
     return load_regimes_text(text, str(path))

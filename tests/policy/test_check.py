@@ -638,3 +638,36 @@ def test_an_accelerator_accelerators_yaml_does_not_describe_reads_as_above_every
     offers = json.loads(capsys.readouterr().out)["offers"]
     cloud = {o["accelerator"]: [r["rule"] for r in o["reasons"]] for o in offers if o["site"] == "aws-us"}
     assert cloud == {"MI300X": ["big"], "H100": ["big"]}, cloud
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "line"),
+    [
+        ("catalog/aws_gpu_vms.csv", b"g5.xlarge,A10G,1.0,4.0,16.0,1.237", 4),
+        ("accelerators.yaml", b"dense_tops: {fp16: 65, int8: 130}", None),
+        ("regimes.yaml", b"regimes:", None),
+    ],
+)
+def test_a_referenced_file_that_is_not_utf8_is_an_error_at_its_line(
+    cli: Cli,
+    policy_dir: Path,
+    write_policy: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    old: bytes,
+    line: int | None,
+) -> None:
+    """Held-out review: a byte that is not UTF-8 in a catalog, accelerators.yaml or regimes.yaml was a
+    UnicodeDecodeError traceback naming no file."""
+    path = policy_dir / name
+    data = path.read_bytes()
+    assert old in data
+    path.write_bytes(data.replace(old, b"\xff" + old, 1))
+    line = line or data[: data.index(old)].count(b"\n") + 1
+    assert cli(["policy", "check", str(write_policy(BASE))]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:{line}:1: error: " in err and "is not UTF-8" in err, err
+    if name != "catalog/aws_gpu_vms.csv":  # `szb hardware classify` reads the same two files
+        catalog, regimes = policy_dir / "accelerators.yaml", policy_dir / "regimes.yaml"
+        assert cli(["hardware", "classify", "--catalog", str(catalog), "--regimes", str(regimes)]) == 1
+        assert f"{path}:{line}:1: error: " in capsys.readouterr().err

@@ -258,3 +258,17 @@ def test_serve_warns_when_tenants_share_the_slurm_sites_user(
         watcher = PolicyWatcher(shipped)
     assert all(t.batch.user for t in watcher.current.tenants)
     assert "batch.user" not in caplog.text
+
+
+def test_a_reload_refused_for_a_referenced_file_not_utf8_is_recorded(shipped: Path) -> None:
+    """Held-out review: a non-UTF-8 byte in the catalog made the watcher log 'not checked' and record no
+    refusal, where any other broken input is a refused reload."""
+    watcher = PolicyWatcher(shipped)
+    loads: list[str] = []
+    watcher.on_load = lambda load: loads.append(load.result)
+    good = watcher.current
+    csv = shipped.parent / "catalog" / "alibaba_gpu_ecs.csv"
+    csv.write_bytes(csv.read_bytes().replace(b"cn-beijing-h,CNY", b"\xb1\xb1\xbe\xa9-h,CNY", 1))
+    problems = watcher.poll()
+    assert problems and problems[0].file == str(csv) and "is not UTF-8" in problems[0].message
+    assert loads == ["refused"] and watcher.current is good and watcher.last_refused is not None
