@@ -11,6 +11,7 @@ import hashlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 MAX_PROBLEMS_LOGGED = 20
 """A refused reload is one log line naming at most this many of its problems (`szb status` and
 `szb policy history` have them all)."""
+SETTLE_S = 5.0
+"""How long a file changed in place must stay as it is before it is read: one written in parts (an
+editor saving in place, `cat > policy.yaml` from a slow pipe) is not put in force half-written. A
+file replaced by rename (a new inode: atomic) is read at once."""
 
 
 @dataclass(frozen=True)
@@ -68,9 +73,14 @@ class PolicyWatcher:
         *,
         on_swap: Callable[[Policy], None] | None = None,
         clock: Callable[[], datetime] = _utc_now,
+        settle_s: float = SETTLE_S,
     ) -> None:
-        """Load `path` now; raises PolicyError when even the first policy is invalid."""
+        """Load `path` now; raises PolicyError when even the first policy is invalid. `poll` reads a
+        change once the files have stayed as they are for `settle_s` seconds."""
         self.path = path
+        self._settle_s = settle_s
+        self._pending: tuple[tuple[tuple[int, ...] | None, ...], float] | None = None
+        """The changed files' stat as last polled, and when (monotonic) it was first seen so."""
         self._on_swap = on_swap
         self.on_load: Callable[[PolicyLoad], None] | None = None
         self.vet: Callable[[Policy, str], list[Problem]] = lambda policy, text: []
@@ -128,6 +138,7 @@ class PolicyWatcher:
         """Load the file again; swap when valid, else keep the last good policy and log why."""
         with self._lock:
             seen, self._mtime = self._mtime, self._stat()
+            self._pending = None
             self._vet_refused = None
             try:
                 policy, text = self._read()
@@ -182,11 +193,30 @@ class PolicyWatcher:
         """Whether the mtime or size of the file, or of a file it refers to, differs from the last load."""
         return self._stat() != self._mtime
 
+    def _settled(self, now: tuple[tuple[int, ...] | None, ...]) -> bool:
+        """Whether the change to `now` is over: the files have stayed so for `settle_s` since a poll
+        first saw them so, or each changed one was replaced by rename (a new inode, written whole) or
+        last written `settle_s` ago or more."""
+        clock = time.monotonic()
+        if self._pending is None or self._pending[0] != now:
+            self._pending = (now, clock)  # (still being written, maybe: seen again before it is read)
+        if clock - self._pending[1] >= self._settle_s:
+            return True
+        age_ns = (time.time() - self._settle_s) * 1e9
+        return all(
+            st is not None and (was is None or st[2:] != was[2:] or st[0] <= age_ns)
+            for st, was in zip(now, self._mtime, strict=False)
+            if st != was
+        )
+
     def poll(self) -> list[Problem] | None:
-        """Reload if the file changed, or if what refused it last is over (its jobs at a site it
-        drops have ended: the file is the same, the broker's state is not); None otherwise."""
-        if self.changed():
-            return self.reload()
+        """Reload if the file changed and has stopped changing (`settle_s`), or if what refused it last
+        is over (its jobs at a site it drops have ended: the file is the same, the broker's state is
+        not); None otherwise."""
+        now = self._stat()
+        if now != self._mtime:
+            # A file read the moment it changes may be half-written (the rest still to come).
+            return self.reload() if self._settled(now) else None
         refused = self._vet_refused
         if refused is not None and not self.vet(*refused):
             return self.reload()

@@ -269,6 +269,39 @@ def test_a_reload_refused_for_a_referenced_file_not_utf8_is_recorded(shipped: Pa
     good = watcher.current
     csv = shipped.parent / "catalog" / "alibaba_gpu_ecs.csv"
     csv.write_bytes(csv.read_bytes().replace(b"cn-beijing-h,CNY", b"\xb1\xb1\xbe\xa9-h,CNY", 1))
+    os.utime(csv, (1, 1))  # written long ago: read at once, not after the settle time
     problems = watcher.poll()
     assert problems and problems[0].file == str(csv) and "is not UTF-8" in problems[0].message
     assert loads == ["refused"] and watcher.current is good and watcher.last_refused is not None
+
+
+def test_a_policy_file_written_in_parts_goes_into_force_whole(tmp_path: Path) -> None:
+    """Held-out review: a policy file truncated and written in two parts (an editor saving in place)
+    was read between them, and the part before `rules:` went into force without its deny rule."""
+    import time
+
+    shutil.copytree(CONFIGS, tmp_path / "configs")
+    live = tmp_path / "configs" / "live.yaml"
+    local = (CONFIGS / "policy-local.yaml").read_text()
+    rule = "  rules:\n    - id: {0}\n      deny: 'job.name == \"{0}\"'\n      reason: no {0} jobs\n"
+    live.write_text(local + rule.format("old"))
+    swapped: list[str] = []
+    watcher = PolicyWatcher(live, on_swap=lambda p: swapped.append(p.hash), settle_s=1.0)
+    with live.open("w") as f:  # truncated, then the part before `rules:`
+        f.write(local)
+        f.flush()
+        assert watcher.poll() is None
+        time.sleep(0.4)
+        assert watcher.poll() is None
+        f.write(rule.format("forbidden"))
+    assert watcher.poll() is None  # changed again: read once it has stayed so
+    assert swapped == []
+    time.sleep(1.1)
+    assert watcher.poll() == []
+    assert [r.id for r in watcher.current.compliance.rules] == ["forbidden"]
+    assert swapped == [watcher.current.hash]
+    new = live.with_name("live.yaml.new")  # replaced by rename, as the README says: read at once
+    new.write_text(local + rule.format("renamed"))
+    new.replace(live)
+    assert watcher.poll() == []
+    assert [r.id for r in watcher.current.compliance.rules] == ["renamed"]
