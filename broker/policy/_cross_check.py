@@ -58,6 +58,7 @@ def check_sites(
         if not site.partitions and site.catalog is None:
             at(["sites", i], f"sites.{i}: a site needs 'partitions' or a 'catalog'")
         _check_operator(site, i, at)
+        _check_regions(site, i, at)
         _check_partitions(document, site, i, accelerators, at)
         if site.catalog is not None:
             if site.catalog.currency not in currencies:
@@ -92,6 +93,33 @@ def _check_residency(document: PolicyDocument, site: Site, i: int, at: Report) -
             ["sites", i, "residency"],
             f"sites.{i}.residency: site country {site.country} is not in zone {site.residency!r} ({listed})",
         )
+
+
+REGION_KEYS = ("region", "region_id")
+"""The adapter_config keys naming a region: `region` (what the adapters read, merged over the site's)
+and `region_id` (the Alibaba SDK's word, which no adapter reads: a second name that must agree)."""
+
+
+def _check_regions(site: Site, i: int, at: Report) -> None:
+    """The site's region, its catalog's and its adapter's are one: a catalog of another region offers
+    rows from there, and an adapter_config region overrides the site's where instances launch."""
+    region, said = site.region, "the site's region"
+    if not region and site.catalog is not None:
+        region, said = site.catalog.region, "the site's catalog region"
+    elif site.catalog is not None and site.catalog.region != region:
+        at(
+            ["sites", i, "catalog", "region"],
+            f"sites.{i}.catalog.region: {site.catalog.region} is not the site's region {region} (the site "
+            "would offer that region's rows as its own)",
+        )
+    for key in REGION_KEYS:
+        value = site.adapter_config.get(key)
+        if region and value is not None and str(value) != region:
+            why = "the adapter would launch its instances there" if key == "region" else "no adapter reads it"
+            at(
+                ["sites", i, "adapter_config", key],
+                f"sites.{i}.adapter_config.{key}: {value} is not {said} {region} ({why})",
+            )
 
 
 def _aws_global(site: Site) -> bool:
@@ -138,8 +166,7 @@ def _check_partitions(
             if not 1 <= n <= part.count_per_node:
                 at(
                     [*ploc, "slot_counts", k],
-                    f"sites.{i}.partitions.{j}.slot_counts.{k}: {n} is not "
-                    f"within 1..{part.count_per_node}",
+                    f"sites.{i}.partitions.{j}.slot_counts.{k}: {n} is not within 1..{part.count_per_node}",
                 )
 
 

@@ -76,6 +76,7 @@ def test_the_region_compared_is_the_one_the_adapter_works_in(tmp_path: Path) -> 
     from broker.model import JobSpec, Offer, SiteId, TenantId
     from broker.policy import load_policy
     from broker.store import SqliteStore, Submission
+    from broker.yamlfile import PolicyError
     from tests.crash.world import write_setup
 
     write_setup(tmp_path, "http://127.0.0.1:9", "127.0.0.1:9", agent_port=9)
@@ -101,8 +102,12 @@ def test_the_region_compared_is_the_one_the_adapter_works_in(tmp_path: Path) -> 
     assert pinned != text and problems(pinned) == []
     label = "region: us-east-1\n    adapter_config"
     label_only = pinned.replace(label, label.replace("us-east-1", "us-west-2"))
-    assert problems(label_only) == []  # the adapter still works in us-east-1
     moved_config = pinned.replace("{region: us-east-1}", "{region: us-west-2}")
-    assert any("moves from region 'us-east-1' to 'us-west-2'" in p for p in problems(moved_config))
+    # Held-out review: a site's region label and its adapter's region may no longer disagree (its
+    # catalog rows and residency were the label's, its instances the adapter's): refused at load.
+    for disagreeing in (label_only, moved_config):
+        with pytest.raises(PolicyError, match=r"adapter_config\.region: us-\w+-\d is not the site's region"):
+            problems(disagreeing)
+    assert any("moves from region 'us-east-1' to 'us-west-2'" in p for p in problems(moved(pinned)))
     assert any("moves from region" in p for p in problems(pinned, {"aws-east": {"region": "eu-west-1"}}))
     store.close()

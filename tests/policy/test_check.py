@@ -388,6 +388,33 @@ BROKEN = [
         61,
         "'2027-02-30' is not a valid date or time: day is out of range for month",
     ),
+    # Held-out review: a site's region, its catalog's and its adapter's disagreed without a word
+    # (a cn-mainland job got the rows of another region; the adapter would launch in its own region).
+    (
+        "catalog-region-not-the-sites",
+        "    residency: global\n    catalog: {file: catalog/aws_gpu_vms.csv, region: us-east-1,",
+        "    residency: global\n    region: us-east-1\n    catalog: {file: catalog/aws_gpu_vms.csv, "
+        "region: ap-northeast-1,",
+        16,
+        54,
+        "sites.1.catalog.region: ap-northeast-1 is not the site's region us-east-1",
+    ),
+    (
+        "adapter-region-not-the-sites",
+        "    residency: global\n",
+        "    residency: global\n    region: us-east-1\n    adapter_config: {region: us-west-2}\n",
+        16,
+        30,
+        "sites.1.adapter_config.region: us-west-2 is not the site's region us-east-1",
+    ),
+    (
+        "adapter-region-not-the-catalogs",
+        "    residency: global\n",
+        "    residency: global\n    adapter_config: {region_id: us-west-2}\n",
+        15,
+        33,
+        "sites.1.adapter_config.region_id: us-west-2 is not the site's catalog region us-east-1",
+    ),
     # Held-out review: a bad value under a YAML merge key (`<<:`) crashed check with a KeyError.
     (
         "merged-bad-value",
@@ -671,3 +698,4 @@ def test_a_referenced_file_that_is_not_utf8_is_an_error_at_its_line(
         catalog, regimes = policy_dir / "accelerators.yaml", policy_dir / "regimes.yaml"
         assert cli(["hardware", "classify", "--catalog", str(catalog), "--regimes", str(regimes)]) == 1
         assert f"{path}:{line}:1: error: " in capsys.readouterr().err
+
