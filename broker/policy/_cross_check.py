@@ -38,6 +38,13 @@ def check_sites(
 ) -> dict[str, int]:
     """Site ids are unique, zones and currencies known, partitions sane; returns id -> index."""
     currencies = {document.currency, *document.fx}
+    own = document.fx.get(document.currency)
+    if own is not None and own != 1:  # (prices in it are multiplied by their currency's rate)
+        at(
+            ["fx", document.currency],
+            f"fx.{document.currency}: a rate of {own:g} for {document.currency}, the policy's own currency, "
+            f"would multiply every {document.currency} price by {own:g} (leave it out: it is 1)",
+        )
     site_ids: dict[str, int] = {}
     for zone, spec in document.compliance.residency.zones.items():
         if not spec.countries:  # an empty list would let a site anywhere claim the zone

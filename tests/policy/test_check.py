@@ -66,6 +66,15 @@ BROKEN = [
     ("unknown-top-field", "fx: {USD: 7.2}\n", "fx: {USD: 7.2}\nfoo: 1\n", 4, 1, "unknown field 'foo'"),
     ("missing-country", "    country: US\n", "", 11, 5, "sites.1.country: missing required field 'country'"),
     ("negative-fx", "fx: {USD: 7.2}", "fx: {USD: -1}", 3, 11, "fx.USD: input should be greater than 0"),
+    # Held-out review: a rate for the policy's own currency rescaled every price in it (CNY: 2 doubled them).
+    (
+        "fx-own-currency",
+        "fx: {USD: 7.2}",
+        "fx: {USD: 7.2, CNY: 2}",
+        3,
+        21,
+        "fx.CNY: a rate of 2 for CNY, the",
+    ),
     (
         "zero-shadow-price",
         "price_hour: 14}",
@@ -699,3 +708,12 @@ def test_a_referenced_file_that_is_not_utf8_is_an_error_at_its_line(
         assert cli(["hardware", "classify", "--catalog", str(catalog), "--regimes", str(regimes)]) == 1
         assert f"{path}:{line}:1: error: " in capsys.readouterr().err
 
+
+def test_a_rate_of_exactly_1_for_the_policys_own_currency_is_allowed(
+    cli: Cli, write_policy: Callable[[str], Path]
+) -> None:
+    """Held-out review (fx for the policy's own currency): 1 changes nothing, so it still loads."""
+    assert (
+        cli(["policy", "check", str(write_policy(BASE.replace("fx: {USD: 7.2}", "fx: {USD: 7.2, CNY: 1}")))])
+        == 0
+    )
