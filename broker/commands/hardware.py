@@ -21,7 +21,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--catalog", type=Path, default=None,
         help="default: configs/accelerators.yaml here, else the catalog bundled with the broker",
     )  # fmt: skip
-    cls.add_argument("--regimes", type=Path, default=None, help="default: regimes.yaml next to the catalog")
+    cls.add_argument(
+        "--regimes",
+        type=Path,
+        default=None,
+        help="default: regimes.yaml next to the catalog, else the bundled one",
+    )
     cls.add_argument("--regime", default=None, help="regime name (default: the file's default)")
     cls.add_argument("--output", "-o", choices=("json", "table"), default="table")
     cls.set_defaults(handler=cmd_classify)
@@ -38,6 +43,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
         here = Path("configs/accelerators.yaml")
         args.catalog = here if here.is_file() else _bundled("accelerators.yaml")
     regimes_path = args.regimes or args.catalog.parent / "regimes.yaml"
+    if args.regimes is None and not regimes_path.is_file():  # (a catalog kept elsewhere: as a policy does)
+        regimes_path = _bundled("regimes.yaml")
     try:
         catalog = load_accelerators(args.catalog)
         regimes = load_regimes(regimes_path)

@@ -171,3 +171,29 @@ def test_hardware_classify_as_written_from_any_folder(
     assert main(["hardware", "classify", "--output", "json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["H20"]["class"] == "none" and rows["Ascend910B"]["class"] == "3A090.a"
+
+
+def test_hardware_classify_a_catalog_with_no_regimes_file_beside_it(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    cli,  # type: ignore[no-untyped-def]
+) -> None:
+    """Held-out review: `--catalog` outside configs/ failed ("regimes.yaml:1:1: cannot read regimes
+    file") unless --regimes was given: the bundled regimes answer, as the bundled catalog does."""
+    import shutil
+
+    shutil.copy(CONFIGS / "accelerators.yaml", tmp_path / "accelerators.yaml")
+    assert cli(["hardware", "classify", "--catalog", str(tmp_path / "accelerators.yaml"), "-o", "json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["H20"]["class"] == "none" and rows["A100"]["class"] == "3A090.a"
+    missing = tmp_path / "nope.yaml"  # one named on the command line is still read, or an error
+    args = [
+        "hardware",
+        "classify",
+        "--catalog",
+        str(tmp_path / "accelerators.yaml"),
+        "--regimes",
+        str(missing),
+    ]
+    assert cli(args) == 1
+    assert f"{missing}:1:1: error: cannot read regimes file" in capsys.readouterr().err
