@@ -20,14 +20,39 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from broker.catalog.accelerators import normalize
+from broker.compliance.rules import DEFAULT_DENY
 from broker.jobfile import MAX_JOB_FILE_BYTES
 from broker.model import JobSpec, SiteId, TenantId
 from broker.offline_images import static_no_images
 from broker.placement import PlacementContext, place
+from broker.placement.blocklist import BLOCKED
+from broker.placement.bursting import BURST_OFF
+from broker.placement.gang import GANG
+from broker.placement.hardware import FIT
+from broker.placement.health import UNHEALTHY, UNKNOWN_SITE
+from broker.placement.images import IMAGES
 from broker.placement.names import unknown_names
+from broker.placement.price_cap import CAP, FX
+from broker.placement.spot import SPOT
+from broker.placement.tenant import ALLOWED_SITES, UNKNOWN_TENANT
 from broker.policy import Policy
 from broker.policy.offers import static_offers
+from broker.validation import did_you_mean
 from broker.yamlfile import PolicyError, Problem, parse_yaml, position, read_text, validation_problems
+
+BUILT_IN_RULES = frozenset(
+    {BLOCKED, BURST_OFF, GANG, FIT, UNHEALTHY, UNKNOWN_SITE, IMAGES, CAP, FX, SPOT, ALLOWED_SITES}
+    | {UNKNOWN_TENANT, DEFAULT_DENY[0]}
+)
+"""The rules placement itself gives as reasons (besides the policy's own and its residency and export)."""
+
+
+def rule_ids(policy: Policy) -> set[str]:
+    """Every rule id an offer of `policy` can be rejected by (what `expect.denied_by` may name)."""
+    comp = policy.document.compliance
+    ids = {r.id for r in comp.rules} | {comp.residency.id} | set(BUILT_IN_RULES)
+    return ids | ({comp.export.id} if comp.export is not None else set())
 
 
 class Expect(BaseModel):
@@ -89,8 +114,8 @@ def load_tests(path: Path, policy: Policy) -> Suite:
 
 
 def _dangling(suite: Suite, policy: Policy, doc: Any, filename: str) -> list[Problem]:
-    """A tenant, site or zone the policy does not declare, or an accelerator nobody knows: the case
-    would pass or fail vacuously (a misspelt tenant is placed nowhere, so `allowed: false` holds)."""
+    """A tenant, site, zone or rule the policy does not declare, or an accelerator nobody knows: the
+    case would pass or fail vacuously (a misspelt tenant is placed nowhere, so `allowed: false` holds)."""
     sites = {s.id for s in policy.sites}
     zones = {"global", *policy.document.compliance.residency.zones}
     offers = static_offers(policy)
@@ -117,6 +142,14 @@ def _dangling(suite: Suite, policy: Policy, doc: Any, filename: str) -> list[Pro
             check([i, "expect", "sites_in", j], site, sites, "site")
         if e.residency is not None:
             check([i, "expect", "residency"], e.residency, zones, "residency zone")
+        if e.denied_by is not None and e.denied_by not in (rules := rule_ids(policy)):
+            line, col = position(doc, ["tests", i, "expect", "denied_by"])
+            said = (
+                f"tests.{i}.expect.denied_by: unknown rule {e.denied_by!r}{did_you_mean(e.denied_by, rules)}"
+            )
+            problems.append(
+                Problem(filename, line, col, said)
+            )  # (it would fail, as if the policy were wrong)
         for j, why in unknown_names(case.job.resources.accelerators.any_of, policy, offers):
             loc: list[str | int] = ["tests", i, "job", "resources", "accelerators", "any_of", j]
             line, col = position(doc, loc)
@@ -153,7 +186,9 @@ def run_tests(policy: Policy, suite: Suite) -> list[Result]:
         if e.residency is not None and (site is None or site.residency != e.residency):
             got = site.residency if site is not None else "nothing"
             failures.append(f"expected residency {e.residency}, got {got} ({where})")
-        if e.accelerator is not None and (chosen is None or chosen.accelerator != e.accelerator):
+        if e.accelerator is not None and (
+            chosen is None or not _same_part(policy, chosen.accelerator, e.accelerator)
+        ):
             failures.append(
                 f"expected accelerator {e.accelerator}, got {chosen.accelerator if chosen else 'nothing'}"
             )
@@ -161,3 +196,14 @@ def run_tests(policy: Policy, suite: Suite) -> list[Result]:
             failures.append(f"expected rule {e.denied_by} to reject an offer; it rejected none")
         results.append(Result(case.name, not failures, "; ".join(failures)))
     return results
+
+
+def _same_part(policy: Policy, got: str | None, expected: str) -> bool:
+    """Whether `got` is the accelerator `expected` names: spelt alike but for case and separators,
+    or the catalog's name for the same part (an alias)."""
+    if got is None:
+        return False
+    spec = policy.accelerators.get(expected)
+    return normalize(got) == normalize(expected) or (
+        spec is not None and spec is policy.accelerators.get(got)
+    )

@@ -1,4 +1,4 @@
-"""`szb policy test` refuses a test that names a tenant, site or zone the policy lacks.
+"""`szb policy test` refuses a test that names a tenant, site, zone or rule the policy lacks.
 
 Such a test passed vacuously: a misspelt tenant is placed nowhere, so `residency`,
 `not_site` and `allowed: false` expectations all held whatever the policy said.
@@ -72,3 +72,41 @@ def test_unknown_sites_and_zones_are_errors_each_at_its_place(
 
 def test_the_shipped_tests_still_pass(cli: Cli) -> None:
     assert cli(["policy", "test", str(CONFIGS / "policy.yaml"), str(CONFIGS / "policy-tests.yaml")]) == 0
+
+
+def test_an_unknown_rule_in_denied_by_is_an_error(
+    cli: Cli, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Held-out review: `denied_by` naming a rule no policy has was not flagged (the case failed,
+    with "it rejected none", as if the policy were wrong); built-in rules are known too."""
+    code, out, err, tests = run(
+        cli,
+        capsys,
+        tmp_path,
+        "  - name: the partner never gets the on-prem A800\n"
+        "    tenant: sg-partner\n" + JOB + "    expect: {denied_by: partner-no-onprem-a80}\n"
+        "  - name: a built-in rule\n"
+        "    tenant: pku-nlp\n" + JOB + "    expect: {denied_by: hardware.fit}\n",
+    )
+    assert code == 1 and "PASS" not in out
+    assert err.strip().splitlines() == [
+        f"{tests}:5:25: error: tests.0.expect.denied_by: unknown rule 'partner-no-onprem-a80' "
+        "(did you mean 'partner-no-onprem-a800'?)"
+    ], err
+
+
+def test_the_expected_accelerator_is_compared_as_the_catalog_names_it(
+    cli: Cli, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Held-out review: `accelerator: a800` failed against the A800 the job got (compared case by case)."""
+    job = "    job: {name: x, command: [run], runtime_estimate: 1h,\n"
+    job += "          resources: {accelerators: {count: 8, any_of: [A800]}}}\n"
+    code, out, _, _ = run(
+        cli,
+        capsys,
+        tmp_path,
+        "  - name: pku-nlp gets the on-prem A800\n    tenant: pku-nlp\n"
+        + job
+        + "    expect: {site: shangzhuang-onprem, accelerator: a800}\n",
+    )
+    assert code == 0 and "PASS: 1/1" in out, out
