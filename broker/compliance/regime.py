@@ -139,25 +139,35 @@ def load_regimes_text(text: str, filename: str) -> RegimeSet:
                     )
                 )
     for i, regime in enumerate(regimes.regimes):
-        classes = regime.class_names
-        for j, name in enumerate(classes):
-            if name in classes[:j]:
-                line, col = position(doc, ["regimes", i, "classes", j, "class"])
-                problems.append(
-                    Problem(
-                        filename,
-                        line,
-                        col,
-                        f"regimes.{i}.classes.{j}.class: duplicate class {name!r} in regime {regime.name} "
-                        "(the first one wins; the second never applies)",
-                    )
-                )
+        problems += _duplicates(regime, i, doc, filename)
     if sum(r.default for r in regimes.regimes) > 1:
         line, col = position(doc, ["regimes"])
         problems.append(Problem(filename, line, col, "regimes: more than one regime is marked default"))
     if problems:
         raise PolicyError(problems)
     return regimes
+
+
+def _duplicates(regime: Regime, i: int, doc: object, filename: str) -> list[Problem]:
+    """A class named twice in the regime (the second never applies), and a prong id used twice in
+    one class (a reason naming it could mean either)."""
+    out: list[Problem] = []
+
+    def at(loc: list[str | int], message: str) -> None:
+        line, col = position(doc, ["regimes", i, "classes", *loc])
+        out.append(Problem(filename, line, col, f"regimes.{i}.classes.{'.'.join(map(str, loc))}: {message}"))
+
+    classes = regime.class_names
+    for j, rule in enumerate(regime.classes):
+        if rule.class_ in classes[:j]:
+            said = f"duplicate class {rule.class_!r} in regime {regime.name}"
+            at([j, "class"], f"{said} (the first one wins; the second never applies)")
+        ids = [p.id for p in rule.prongs]
+        for k, prong in enumerate(ids):
+            if prong in ids[:k]:
+                said = f"duplicate prong {prong!r} in class {rule.class_} of regime {regime.name}"
+                at([j, "prongs", k, "id"], f"{said} (a reason naming it could mean either)")
+    return out
 
 
 def load_regimes(path: Path) -> RegimeSet:

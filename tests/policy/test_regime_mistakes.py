@@ -72,6 +72,15 @@ MISTAKES = [
         16,
         "regimes.1.classes.1.class: duplicate class '3A090.a' in regime us-ac-2023",
     ),
+    # Held-out review: two prongs of one class with one id loaded (a reason naming it is ambiguous).
+    (
+        "duplicate-prong",
+        "          - id: a.2\n",
+        "          - id: a.1\n",
+        31,
+        17,
+        "regimes.1.classes.0.prongs.1.id: duplicate prong 'a.1' in class 3A090.a of regime us-ac-2023",
+    ),
 ]
 
 
