@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 MAX_PROBLEMS_LOGGED = 20
 """A refused reload is one log line naming at most this many of its problems (`szb status` and
 `szb policy history` have them all)."""
-SETTLE_S = 5.0
+SETTLE_S = 2.0
 """How long a file changed in place must stay as it is before it is read: one written in parts (an
 editor saving in place, `cat > policy.yaml` from a slow pipe) is not put in force half-written. A
 file replaced by rename (a new inode: atomic) is read at once."""
