@@ -118,8 +118,25 @@ def policy_warnings(policy: Policy, doc: Any, filename: str) -> list[PolicyWarni
                     f"has(job.labels.{label}): for a job without that label the rule cannot be evaluated, "
                     f"and such a rule denies, to be safe (test it first: has(job.labels.{label}) && ...)",
                 )
-    for loc, message in _burst_notes(policy):
+    for loc, message in [*_group_notes(policy), *_burst_notes(policy)]:
         warn(loc, message)
+    return out
+
+
+def _group_notes(policy: Policy) -> list[tuple[Loc, str]]:
+    """Tenants whose explicit `country_groups` leave out groups their country is in."""
+    out: list[tuple[Loc, str]] = []
+    for i, tenant in enumerate(policy.tenants):
+        if tenant.country_groups is None:
+            continue
+        dropped = sorted(set(policy.regimes.groups_of(tenant.entity_country)) - set(tenant.country_groups))
+        if dropped:
+            out.append((
+                ["tenants", i, "country_groups"],
+                f"tenants[{i}] ({tenant.id}): country_groups replaces the groups of entity_country "
+                f"{tenant.entity_country}, leaving out {', '.join(dropped)}: export rules for those groups "
+                "no longer apply to it (list them too, unless a licence or a ruling says otherwise)",
+            ))
     return out
 
 

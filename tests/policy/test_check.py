@@ -717,3 +717,22 @@ def test_a_rate_of_exactly_1_for_the_policys_own_currency_is_allowed(
         cli(["policy", "check", str(write_policy(BASE.replace("fx: {USD: 7.2}", "fx: {USD: 7.2, CNY: 1}")))])
         == 0
     )
+
+
+def test_country_groups_that_leave_out_the_countrys_own_groups_are_warned_about(
+    cli: Cli, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a held-out review: a CN tenant given `country_groups: [D:1]` silently lost D:5 (and
+    with it the export rules for D:5), and got H100s at a US site; nothing said so."""
+    text = BASE.replace("    entity_country: CN\n", "    entity_country: CN\n    country_groups: [D:1]\n", 1)
+    assert text != BASE
+    path = write_policy(text + "objective: {wait_hour_cost: 40}\n")
+    assert cli(["policy", "check", str(path)]) == 0
+    err = capsys.readouterr().err
+    line = text.splitlines().index("    country_groups: [D:1]") + 1
+    assert f"{path}:{line}:5: warning: tenants[0] (pku): country_groups replaces the groups of " in err, err
+    assert "leaving out D:4, D:5" in err, err
+    # Listing them all is no mistake: nothing to say.
+    path = write_policy(text.replace("[D:1]", "[D:1, D:4, D:5]") + "objective: {wait_hour_cost: 40}\n")
+    assert cli(["policy", "check", str(path)]) == 0
+    assert "country_groups replaces" not in capsys.readouterr().err
