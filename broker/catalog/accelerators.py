@@ -36,6 +36,10 @@ def exact(value: float) -> Fraction:
     return Fraction(repr(value))
 
 
+MAX_TOPS = 1e7
+"""Dense TOPS no accelerator comes near (the largest parts of 2026 are ~1e4 at their narrowest)."""
+
+
 class Accelerator(NoBoolNumbers):
     """One accelerator model with the specs its export classification needs."""
 
@@ -47,7 +51,7 @@ class Accelerator(NoBoolNumbers):
     aliases: tuple[str, ...] = ()
     memory_gb: float = Field(gt=0)
     dense_tops: dict[str, float] = Field(min_length=1)
-    die_area_mm2: float | None = Field(default=None, gt=0)
+    die_area_mm2: float | None = Field(default=None, ge=1, le=100_000)  # (wafer-scale parts ~46,000)
     interconnect_gbps: float = Field(ge=0)
     datacenter: bool
     origin_country: str = Field(pattern=r"^[A-Z]{2}$")
@@ -63,6 +67,9 @@ class Accelerator(NoBoolNumbers):
                 raise ValueError(f"unknown precision {prec!r} (known: {', '.join(BITS)})")
             if tops <= 0:
                 raise ValueError(f"{prec}: dense TOPS must be > 0")
+            if tops > MAX_TOPS:  # (the classification's arithmetic must stay within floats)
+                limit = f"at most {MAX_TOPS:g}"
+                raise ValueError(f"{prec}: {tops:g} dense TOPS is beyond any accelerator ({limit})")
         return v
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -511,6 +512,30 @@ def test_broken_referenced_catalog_reports_its_own_file(
     assert cli(["policy", "check", str(write_policy(BASE))]) == 1
     err = capsys.readouterr().err
     assert f"{acc}:" in err and "unknown precision 'fp12'" in err
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ("dense_tops: {fp16: 1e308}", "1e+308 dense TOPS is beyond any accelerator"),
+        ("die_area_mm2: 1e-300", "die_area_mm2: input should be greater"),
+    ],
+)
+def test_an_absurd_accelerator_figure_is_an_error_at_load_not_a_crash_later(
+    cli: Cli, policy_dir: Path, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str],
+    spec: str, said: str,
+) -> None:
+    """Found by a held-out review: `dense_tops: {fp16: 1e308}` passed `policy check`, then `szb explain`
+    and `szb hardware classify` died with OverflowError."""
+    acc = policy_dir / "accelerators.yaml"
+    text = acc.read_text()
+    changed = re.sub(r"dense_tops: \{fp16: 65, int8: 130\}" if "tops" in spec else r"die_area_mm2: [0-9.]+",
+                     spec, text, count=1)
+    assert changed != text
+    acc.write_text(changed)
+    assert cli(["policy", "check", str(write_policy(BASE))]) == 1
+    err = capsys.readouterr().err
+    assert f"{acc}:" in err and said in err and "Traceback" not in err, err
 
 
 def test_schema_is_json_schema(cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
