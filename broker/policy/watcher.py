@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from broker.policy._load import load_policy, load_policy_text
+from broker.policy._load import MAX_POLICY_BYTES, load_policy, load_policy_text
 from broker.policy._policy import Policy
 from broker.policy.lint import policy_warnings, shared_batch_users
 from broker.yamlfile import PolicyError, Problem, parse_yaml
@@ -102,9 +102,13 @@ class PolicyWatcher:
     def _read(self) -> tuple[Policy, str]:
         """The policy and the exact text it was made from (PolicyError when invalid)."""
         try:
-            text = self.path.read_bytes().decode("utf-8")
+            data = self.path.read_bytes()
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError):
             return load_policy(self.path), ""  # load_policy raises the error with its position
+        if len(data) > MAX_POLICY_BYTES:
+            raise PolicyError([Problem(str(self.path), 1, 1, f"larger than {MAX_POLICY_BYTES // 2**20} MiB: "
+                                       "not a policy")])
         policy = load_policy_text(text, str(self.path))
         problems = self.vet(policy, text)
         if problems:

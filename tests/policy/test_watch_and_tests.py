@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -305,3 +307,20 @@ def test_a_policy_file_written_in_parts_goes_into_force_whole(tmp_path: Path) ->
     new.replace(live)
     assert watcher.poll() == []
     assert [r.id for r in watcher.current.compliance.rules] == ["renamed"]
+
+
+def test_a_policy_file_over_a_mebibyte_is_refused_by_check_and_by_a_reload(shipped: Path) -> None:
+    """Found by a held-out review: a 3 MB policy took 33 s and 330 MB to check, and a live reload of
+    it stalled explain calls; a 50 MB file of comments 44 s."""
+    watcher = PolicyWatcher(shipped)
+    good = watcher.current
+    text = shipped.read_text()
+    shipped.write_text(text + "# padding\n" * (2**20 // 10 + 1))
+    os.utime(shipped, (1, 1))  # written long ago: read at the next poll
+    problems = watcher.poll()
+    assert problems and "larger than 1 MiB: not a policy" in problems[0].message, problems
+    assert watcher.current is good
+    done = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "policy", "check", str(shipped)], capture_output=True, text=True
+    )
+    assert done.returncode == 1 and f"{shipped}:1:1: error: larger than 1 MiB: not a policy" in done.stderr
