@@ -83,21 +83,22 @@ class _Cells:
 
 
 def parse_instance_csv(text: str, filename: str, *, default_currency: str) -> list[InstanceRow]:
-    """Rows of a catalog CSV, de-duplicated on (type, zone): the first row wins. Every bad cell
+    """Rows of a catalog CSV, de-duplicated on (type, region, zone): the first row wins. Every bad cell
     (up to `MAX_PROBLEMS`) is a problem at its line and column, naming its column."""
-    lines = csv.reader(io.StringIO(text))
+    lines = csv.reader(io.StringIO(text.removeprefix("\ufeff")))  # (a spreadsheet's byte-order mark)
     header = [h.strip() for h in next(lines, [])]
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise PolicyError([Problem(filename, 1, 1, f"catalog CSV lacks columns: {', '.join(missing)}")])
     rows: list[InstanceRow] = []
     problems: list[Problem] = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str]] = set()
     for cells in lines:
         n = lines.line_num
         if not any(c.strip() for c in cells):
             continue
-        if len(cells) < len(header):
+        if len(cells) != len(header):
+            # (more: a decimal comma, say `4,90`, shifts every cell after it; quote such a cell)
             problems.append(Problem(filename, n, 1, f"{len(cells)} cells, the header has {len(header)}"))
             continue
         row = _row(_Cells(cells, header, n, filename), default_currency, seen)
@@ -111,12 +112,13 @@ def parse_instance_csv(text: str, filename: str, *, default_currency: str) -> li
     return rows
 
 
-def _row(c: _Cells, default_currency: str, seen: set[tuple[str, str]]) -> InstanceRow | _Cells | None:
-    """The row, its cells with their problems, or None for a repeated (type, zone)."""
+def _row(c: _Cells, default_currency: str, seen: set[tuple[str, str, str]]) -> InstanceRow | _Cells | None:
+    """The row, its cells with their problems, or None for a repeated (type, region, zone)."""
     itype, zone = c.text("InstanceType"), c.text("AvailabilityZone")
-    if (itype, zone) in seen:
+    key = (itype, c.text("Region"), zone)  # (a zone left empty is per region)
+    if key in seen:
         return None
-    seen.add((itype, zone))
+    seen.add(key)
     acc: str | None = c.text("AcceleratorName") or None
     count = c.number("AcceleratorCount", whole=True)
     if acc is None and itype in _KNOWN_EMPTY_ACCELERATOR:

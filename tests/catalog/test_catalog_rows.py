@@ -34,6 +34,8 @@ GOOD = "x0,A100,8,96,1152,30.0,10.0,r1,r1-a,CNY\n"
         ("x1,A100,0,96,1152,30,,r1,r1-a,CNY", "3:9: AcceleratorCount: 0 with AcceleratorName A100"),
         ("x1,A100,8,-96,1152,30,,r1,r1-a,CNY", "3:11: vCPUs: must be a finite number >= 0"),
         ("x1.short,A100,8", "3:1: 3 cells, the header has 10"),
+        # (held-out review: a decimal comma shifted the cells after it and the row vanished)
+        ("x1,A100,8,96,1152,4,90,,r1,r1-a,CNY", "3:1: 11 cells, the header has 10"),
     ],
 )
 def test_a_bad_cell_is_named_at_its_line_and_column(row: str, where: str) -> None:
@@ -90,3 +92,12 @@ def test_policy_check_lists_the_catalogs_problems_with_the_policys(
     job.write_text("name: j\ncommand: [true]\nruntime_estimate: 1h\nresources: {accelerators: {count: 8}}\n")
     assert main(["explain", str(job), "--policy", str(tmp_path / "policy.yaml"), "--tenant", "t1"]) == 1
     assert "no fx rate for EUR" in capsys.readouterr().err
+
+
+def test_a_byte_order_mark_and_a_zone_left_empty_in_two_regions_read_as_meant() -> None:
+    """Found by a held-out review: a CSV saved with a byte-order mark "lacked" InstanceType, and a
+    type priced per region with the zone left empty kept only its first region's row."""
+    text = "\ufeff" + HEADER + "x1,A100,8,96,1152,30,,r1,,CNY\n" + "x1,A100,8,96,1152,31,,r2,,CNY\n"
+    rows = parse_instance_csv(text, "c.csv", default_currency="CNY")
+    assert [(r.region, r.price) for r in rows] == [("r1", 30.0), ("r2", 31.0)]
+
