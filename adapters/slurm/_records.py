@@ -190,6 +190,10 @@ def array_tasks(job: Mapping[str, Any]) -> int:
 
 # ------------------------------------------------------------------------------------ marks
 
+LIMIT_MARK = "limit"
+"""The mark holding the time limit (minutes) the broker submitted the job with."""
+
+
 def encode_marks(marks: Mapping[str, str]) -> str:
     """``szb:key=value;…`` with values percent-encoded (they may hold any character)."""
     return ";".join(f"{MARK_PREFIX}{k}={quote(v, safe='')}" for k, v in marks.items())
@@ -360,6 +364,10 @@ def stop_cause(name: str, job: Mapping[str, Any]) -> str:
     if name == "TIMEOUT":
         limit = slurm_number(job.get("time_limit"))
         of = f" of {limit:g} min" if limit else ""
+        set_at = decode_marks(job.get("comment")).get(LIMIT_MARK)
+        if limit and set_at and set_at != f"{limit:g}":  # (changed in Slurm after the submit)
+            return (f"TIMEOUT: Slurm stopped it at its time limit{of}, changed in Slurm since the broker "
+                    f"set {set_at} min")
         return (f"TIMEOUT: Slurm stopped it at its time limit{of} (the job's runtime_estimate "
                 "x the site's time_limit_factor)")
     if name == "OUT_OF_MEMORY":

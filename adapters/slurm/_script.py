@@ -23,7 +23,7 @@ from typing import Any
 from adapters.base import read_file_chunk, read_tail
 from adapters.slurm._config import PartitionConfig
 from adapters.slurm._ledger import started_file
-from adapters.slurm._records import LOG_TAIL_BYTES, decode_marks, encode_marks, slurm_number
+from adapters.slurm._records import LIMIT_MARK, LOG_TAIL_BYTES, decode_marks, encode_marks, slurm_number
 from broker.model import AttemptState, AttemptStatus, LaunchRequest
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -233,15 +233,17 @@ def submit_body(
     nodes = spec.resources.nodes
     script = batch_script(request, settings)
     env = job_environment(request, settings, as_tenant_user=as_tenant_user)
+    limit = time_limit_minutes(request, settings)
+    # (the limit set here is marked: a TIMEOUT at another limit was set by an administrator)
     marks = {"broker": settings.broker_id, "job": str(request.job_id),
-             "attempt": str(request.attempt_id), "token": request.token}
+             "attempt": str(request.attempt_id), "token": request.token, LIMIT_MARK: str(limit)}
     job: dict[str, Any] = {
         "name": f"szb.{request.job_id}.{request.attempt_id}"[:200],
         "comment": encode_marks(marks),
         "partition": part.name,
         "cpus_per_task": max(1, math.ceil(spec.resources.cpus)),
         "memory_per_node": max(1, math.ceil(spec.resources.memory_gb * 1024)),
-        "time_limit": time_limit_minutes(request, settings),
+        "time_limit": limit,
         "requeue": False,  # the broker decides about retries, not Slurm
         "current_working_directory": settings.workdir,
         "standard_output": str(output_file(settings, request.token)),

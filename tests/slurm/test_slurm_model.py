@@ -224,6 +224,13 @@ def test_a_job_slurm_stopped_carries_the_cause_a_plain_failure_none() -> None:
     assert "time limit of 90 min" in job_status(record("TIMEOUT")).cause
     newer = record(["TIMEOUT"], time_limit={"set": True, "infinite": False, "number": 5})
     assert "time limit of 5 min" in job_status(newer).cause
+    # (held-out review: an administrator's `scontrol update timelimit=1` was blamed on the estimate)
+    set_by_broker = record("TIMEOUT", time_limit=15, comment="szb:broker=b;szb:limit=15")
+    assert "runtime_estimate" in job_status(set_by_broker).cause
+    changed = record("TIMEOUT", time_limit=1, comment="szb:broker=b;szb:limit=15")
+    assert job_status(changed).cause == (
+        "TIMEOUT: Slurm stopped it at its time limit of 1 min, changed in Slurm since the broker set 15 min"
+    )
     assert "memory" in job_status(record("OUT_OF_MEMORY")).cause
     assert job_status(record("FAILED", exit_code=3 << 8)).cause == ""
     assert job_status(record("COMPLETED")).cause == ""
