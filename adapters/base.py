@@ -137,7 +137,8 @@ class Adapter(Protocol):
         ...
 
     def cancel(self, backend_id: str, token: str) -> None:
-        """Required. Stop and release the attempt; a second call is a no-op."""
+        """Required. Stop and release the attempt; a second call is a no-op. A backend that marks
+        its jobs with their tokens leaves a job under `backend_id` with another token alone."""
         ...
 
     def list_owned(self) -> Sequence[OwnedInstance]:
@@ -170,6 +171,17 @@ class KeptResult(Protocol):
 
         TransientError when it cannot be read yet (the caller asks again later).
         """
+        ...
+
+
+@runtime_checkable
+class TokenStatus(Protocol):
+    """Optional: a backend that may give an attempt's backend id to another job (Slurm, after
+    slurmctld lost the attempt's job) and marks each job with its attempt's token."""
+
+    def status_of(self, backend_id: str, token: str) -> AttemptStatus:
+        """As `Adapter.status`, of the attempt with `token`: a job under `backend_id` that is not
+        that attempt's is not read as its (the attempt's own job is gone)."""
         ...
 
 
@@ -207,6 +219,13 @@ class GangLauncher(Protocol):
 def supports(adapter: Adapter, capability: Capability) -> bool:
     """Whether the adapter has the capability (it is not among those it says it lacks)."""
     return capability not in adapter.unsupported()
+
+
+def status_for(adapter: Adapter, backend_id: str, token: str) -> AttemptStatus:
+    """The attempt's status: read with its token where the backend checks it (`TokenStatus`)."""
+    if isinstance(adapter, TokenStatus):
+        return adapter.status_of(backend_id, token)
+    return adapter.status(backend_id)
 
 
 def open_output(path: Path) -> BinaryIO:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from adapters.base import Adapter, Capability, KeptResult, LogSource
+from adapters.base import Adapter, Capability, KeptResult, LogSource, TokenStatus
 from broker.model import AttemptStatus, CapacitySnapshot, LaunchRequest, Offer, OwnedInstance, SiteId
 
 T = TypeVar("T")
@@ -40,6 +40,13 @@ class AdapterWrapper:
 
     def status(self, backend_id: str) -> AttemptStatus:
         return self._call("status", lambda: self.inner.status(backend_id))
+
+    def status_of(self, backend_id: str, token: str) -> AttemptStatus:
+        # Every wrapper keeps the optional `TokenStatus` (the plain status when the inner lacks it).
+        inner = self.inner
+        if not isinstance(inner, TokenStatus):
+            return self.status(backend_id)
+        return self._call("status", lambda: inner.status_of(backend_id, token))
 
     def cancel(self, backend_id: str, token: str) -> None:
         self._call("cancel", lambda: self.inner.cancel(backend_id, token))

@@ -100,9 +100,14 @@ class AdapterContract:
         """Backend ids a test started; cancelled at teardown so nothing outlives the test."""
         ids: list[str] = []
         yield ids
+        # Each with its own token: a backend that marks jobs with theirs stops no other's.
+        try:
+            tokens = {o.backend_id: o.token for o in adapter.list_owned()} if ids else {}
+        except AdapterError:
+            tokens = {}
         for backend_id in ids:
             try:
-                adapter.cancel(backend_id, "contract-teardown")
+                adapter.cancel(backend_id, tokens.get(backend_id) or "contract-teardown")
             except AdapterError:
                 pass
 
@@ -172,9 +177,10 @@ class AdapterContract:
         self, adapter: Adapter, launch_request: MakeRequest, launched: list[str]
     ) -> None:
         offer = self.pick_offer(adapter)
-        first = adapter.submit(launch_request(offer, f"tok-{uuid.uuid4().hex}"))
+        token = f"tok-{uuid.uuid4().hex}"
+        first = adapter.submit(launch_request(offer, token))
         launched.append(first)
-        adapter.cancel(first, "contract")
+        adapter.cancel(first, token)
         second = adapter.submit(launch_request(offer, f"tok-{uuid.uuid4().hex}"))
         launched.append(second)
         assert second != first

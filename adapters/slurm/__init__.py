@@ -9,6 +9,8 @@ The broker's on-prem site: ``adapters.slurm:SlurmAdapter`` (entry point ``slurm`
 * `adapters.slurm._owners`: jobs of tenant users: the user a job is submitted as, the check
   that Slurm runs it as that user, and stopping it as its owner.
 * `adapters.slurm._ledger`: which job each idempotency token started (``<token>.jobid`` markers).
+* `adapters.slurm._gone`: which job record is an attempt's (its marks), and the result of an
+  attempt whose job slurmctld no longer has (purged, or its id reissued), from its token's files.
 * `adapters.slurm._script`: the batch script and job description of one attempt.
 * `adapters.slurm._offers`: the site's capacity snapshot, offers and expected waits.
 * `adapters.slurm._capacity`: free/total units per partition and the expected-wait model.

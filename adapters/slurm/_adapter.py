@@ -9,7 +9,7 @@ import shlex
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from adapters.base import (
 )
 from adapters.slurm._client import SlurmRest, checked_job_id
 from adapters.slurm._config import parse_partitions, partition_for
+from adapters.slurm._gone import files_status, own_job
 from adapters.slurm._jobs import JobTable
 from adapters.slurm._ledger import TokenLedger
 from adapters.slurm._offers import PartitionReads
@@ -35,7 +36,6 @@ from adapters.slurm._records import (
     decode_marks,
     job_state_name,
     job_status,
-    log_tail,
     output_path,
 )
 from adapters.slurm._refusals import job_refusal
@@ -44,7 +44,6 @@ from adapters.slurm._script import (
     launch_hint,
     name_failed_rank,
     output_file,
-    read_exit_code,
     submit_body,
 )
 from adapters.slurm._stop import grace_update, stopping
@@ -259,41 +258,44 @@ class SlurmAdapter:
         return backend_id
 
     def status(self, backend_id: str) -> AttemptStatus:
-        job_id = checked_job_id(self.site, backend_id)
+        """The job's status; NotFoundError for a job without this broker's marks (another user's)."""
+        job = self._record(checked_job_id(self.site, backend_id))
+        if job is None:  # purged (MinJobAge): the files of the token that has this id say
+            return files_status(self.settings, self.site, backend_id, self.ledger.token_of(backend_id))
+        if not own_job(job, self.broker_id):
+            raise NotFoundError(self.site, "NotOurs", f"slurm job {backend_id} is not this broker's")
+        return self._job_status(job)
+
+    def status_of(self, backend_id: str, token: str) -> AttemptStatus:
+        """The status of the attempt with `token` (`adapters.base.TokenStatus`): from the job's
+        record when its marks name this broker and `token`; else, its own job gone (purged, or its
+        id reissued after slurmctld lost it), from the files `token` names."""
+        job = self._record(checked_job_id(self.site, backend_id))
+        if job is not None and own_job(job, self.broker_id, token):
+            return self._job_status(job)
+        if job is not None:
+            log.info("site %s: slurm job %s is not the attempt with token %s (its marks: %r); "
+                     "the attempt's job is gone", self.site, backend_id, token, job.get("comment"))
+        return files_status(self.settings, self.site, backend_id, token)
+
+    def _record(self, job_id: str) -> Mapping[str, Any] | None:
+        """The job's slurmrestd record; None when slurmctld has none."""
         # The table read within the window (by capacity() of this pass, say) answers for free;
         # otherwise one job's record (~4 KB, a few ms) instead of refreshing the whole table.
         table = self.jobs.fresh()
         job = table.get(job_id) if table is not None else None
         if job is not None:
             self.jobs.stats.cache_hits += 1
-        else:
-            try:
-                jobs = self.rest.request("GET", f"job/{job_id}").get("jobs") or []
-            except NotFoundError:
-                jobs = []
-            if not jobs:
-                return self._forgotten(backend_id)
-            job = jobs[0]
+            return job
+        try:
+            jobs = self.rest.request("GET", f"job/{job_id}").get("jobs") or []
+        except NotFoundError:
+            jobs = []
+        return jobs[0] if jobs else None
+
+    def _job_status(self, job: Mapping[str, Any]) -> AttemptStatus:
         hint = launch_hint(self.settings, str(job.get("user_name") or self.user))
         return name_failed_rank(job_status(job, hint), self.settings, job)
-
-    def _forgotten(self, backend_id: str) -> AttemptStatus:
-        """slurmctld purged the job (MinJobAge): its recorded exit code; else, when it started,
-        FAILED with no code (it ran: never run again); else NotFoundError (it never ran)."""
-        token = self.ledger.token_of(backend_id)
-        code = read_exit_code(self.settings, token) if token else None
-        unrecorded = None
-        if token is not None and code is None:
-            unrecorded = _ended_unrecorded(output_file(self.settings, token))
-        if token is None or (code is None and unrecorded is None):
-            raise NotFoundError(self.site, "NoSuchJob", f"slurm job {backend_id} is not known (any more)")
-        if unrecorded is not None:
-            return unrecorded
-        tail = log_tail(output_file(self.settings, token))
-        state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
-        return AttemptStatus(state=state, exit_code=code, log_tail=tail,
-                             message=f"{'COMPLETED' if code == 0 else 'FAILED'} (from the recorded "
-                             "exit code; slurmctld no longer lists the job)")
 
     def read_log(self, backend_id: str, token: str, offset: int, limit: int) -> bytes:
         """The job's output file: the one this adapter's script names (`<output_dir>/<token>.out`),
@@ -305,18 +307,21 @@ class SlurmAdapter:
             jobs = self.rest.request("GET", f"job/{checked_job_id(self.site, backend_id)}").get("jobs") or []
         except NotFoundError:
             jobs = []
-        path = output_path(jobs[0]) if jobs else None
+        job = jobs[0] if jobs and own_job(jobs[0], self.broker_id, token) else None  # (not another's)
+        path = output_path(job) if job else None
         data = read_file_chunk(path, offset, limit) if path is not None else None
         if data is None:
-            if jobs and SLURM_STATES.get(job_state_name(jobs[0])) is AttemptState.PENDING:
+            if job and SLURM_STATES.get(job_state_name(job)) is AttemptState.PENDING:
                 return b""  # not started yet: no output file
             raise NotFoundError(self.site, "NoOutput", f"no output file for slurm job {backend_id}")
         return data
 
     def cancel(self, backend_id: str, token: str) -> None:
+        """Cancel the attempt's job; a job under its id that is not the attempt's is left alone."""
         job_id = checked_job_id(self.site, backend_id)
         try:
-            delete_job(self.rest, job_id)  # as the job's owner when the site's user may not
+            if self._own_record(job_id, token) is not None:
+                delete_job(self.rest, job_id)  # as the job's owner when the site's user may not
         except NotFoundError:
             return  # gone already (purged after MinJobAge): nothing to stop
         except AdapterError as exc:
@@ -335,10 +340,12 @@ class SlurmAdapter:
         """
         job_id = checked_job_id(self.site, backend_id)
         try:
-            jobs = (self.rest.request("GET", f"job/{job_id}").get("jobs") or []) if grace_s > 0 else []
-            update = grace_update(jobs[0], time.time(), grace_s) if jobs else None
+            job = self._own_record(job_id, token)
+            if job is None:
+                return  # gone already, or not the attempt's
+            update = grace_update(job, time.time(), grace_s) if grace_s > 0 else None
             if update is not None:
-                owner = owner_of(self.rest, job_id, jobs[0])
+                owner = owner_of(self.rest, job_id, job)
                 self.rest.request("POST", f"job/{job_id}", payload=update, as_user=owner)
                 self.jobs.invalidate()
                 log.info("site %s: job %s stops at a time limit of %d min (a %.0f s grace)",
@@ -349,6 +356,16 @@ class SlurmAdapter:
         except AdapterError as exc:  # refused (an older slurmctld, a limit a user may not set)
             log.warning("site %s: no graceful stop for job %s (%s): cancelling it", self.site, job_id, exc)
         self.cancel(backend_id, token)
+
+    def _own_record(self, job_id: str, token: str) -> Mapping[str, Any] | None:
+        """The job's record read now when it is the attempt's with `token`; None when slurmctld has
+        none, or it is another's (the id reissued after slurmctld lost the attempt's job)."""
+        jobs = self.rest.request("GET", f"job/{job_id}").get("jobs") or []
+        if jobs and not own_job(jobs[0], self.broker_id, token):
+            log.warning("site %s: slurm job %s is not the attempt with token %s (its marks: %r): "
+                        "left alone", self.site, job_id, token, jobs[0].get("comment"))
+            return None
+        return jobs[0] if jobs else None
 
     def list_owned(self) -> Sequence[OwnedInstance]:
         owned = []
@@ -372,17 +389,3 @@ class SlurmAdapter:
     def close(self) -> None:
         self.rest.close()
 
-
-def _ended_unrecorded(output: Path) -> AttemptStatus | None:
-    """A purged job that left no exit code. Slurm writes its output file when it starts the job:
-    with one, the job ran and ended while nobody watched (cancelled there, out of time, its shell
-    or node killed), and run again it would run twice: FAILED. Without one (None), it never ran."""
-    try:
-        written = output.stat()
-    except OSError:
-        return None
-    why = ("slurmctld no longer lists the job and it left no exit code: it started (its output "
-           "file exists) and ended while the broker was not watching (cancelled at Slurm, out of "
-           "time, or its batch shell or node was killed); it is not run again")
-    return AttemptStatus(state=AttemptState.FAILED, log_tail=log_tail(output), message=why, cause=why,
-                         stopped_at=datetime.fromtimestamp(written.st_mtime, UTC))

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from adapters.base import Adapter, AdapterError, LogSource, NotFoundError
+from adapters.base import Adapter, AdapterError, LogSource, NotFoundError, status_for
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
@@ -77,7 +77,7 @@ class AttemptTracking:
             if is_gang_attempt(attempt):
                 status = await asyncio.to_thread(gang_status, adapter, attempt, self.store)
             else:
-                status = await asyncio.to_thread(adapter.status, attempt.backend_id)
+                status = await asyncio.to_thread(status_for, adapter, attempt.backend_id, attempt.token)
         except NotFoundError:
             status = vanished(attempt, attempt.backend_id)
         except AdapterError as exc:
@@ -322,7 +322,7 @@ class AttemptTracking:
         if not isinstance(adapter, LogSource) or backend_id is None or is_gang_attempt(attempt):
             return
         try:
-            tail = (await asyncio.to_thread(adapter.status, backend_id)).log_tail
+            tail = (await asyncio.to_thread(status_for, adapter, backend_id, attempt.token)).log_tail
         except (AdapterError, OSError) as exc:  # szb logs still reads the output from the backend
             log.info("output of cancelled %s not read: %s", attempt.id, exc)
             return

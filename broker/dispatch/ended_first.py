@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
 
-from adapters.base import Adapter, AdapterError
+from adapters.base import Adapter, AdapterError, status_for
 from broker.dispatch.gang import is_gang_attempt
 from broker.model import Attempt, AttemptState, AttemptStatus, SiteId
 
@@ -35,7 +35,7 @@ async def ended_first(
         if needs_agent(attempt.site) or is_gang_attempt(attempt):
             continue
         try:
-            status = await asyncio.to_thread(adapter.status, attempt.backend_id)
+            status = await asyncio.to_thread(status_for, adapter, attempt.backend_id, attempt.token)
         except AdapterError:  # (NotFoundError too: what a vanished attempt means is the poll's to say)
             continue
         if status.state in _ENDED:

@@ -16,7 +16,7 @@ from adapters.base import Adapter
 from broker.clock import Clock
 from broker.dispatch.preempt import stopped_now, watch_stop
 from broker.fair_reclaim import Reclaimer
-from broker.model import SiteId
+from broker.model import Attempt, SiteId
 from broker.store import JobStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -51,18 +51,17 @@ class KeptStops:
                 log.info("stopping attempt %s unread: %s", s.attempt_id, exc)
                 continue
             adapter, backend_id = adapters.get(attempt.site), attempt.backend_id
-            if adapter is None or backend_id is None or await stopped_now(adapter, backend_id):
+            if adapter is None or backend_id is None or await stopped_now(adapter, attempt):
                 reclaimer.stopped(s.attempt_id, clock.now())  # (or nothing runs the broker could read)
                 continue
             self.watched.add(s.attempt_id)
             within_s = max(0.0, s.until - clock.now().timestamp())
-            spawn(self._watch(adapter, s.attempt_id, backend_id, within_s, on_stopped))
+            spawn(self._watch(adapter, attempt, within_s, on_stopped))
 
     async def _watch(
-        self, adapter: Adapter, attempt_id: str, backend_id: str, within_s: float,
-        on_stopped: Callable[[str], None],
+        self, adapter: Adapter, attempt: Attempt, within_s: float, on_stopped: Callable[[str], None],
     ) -> None:
         try:
-            await watch_stop(adapter, attempt_id, backend_id, within_s, on_stopped)
+            await watch_stop(adapter, attempt, within_s, on_stopped)
         finally:
-            self.watched.discard(attempt_id)
+            self.watched.discard(attempt.id)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from adapters.base import Adapter, AdapterError, NotFoundError
+from adapters.base import Adapter, AdapterError, NotFoundError, status_for
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.ended_first import ended_first
@@ -78,7 +78,7 @@ async def preempt(
         if adapter is not None and attempt.backend_id is not None:
             stops.append(_stop(adapter, attempt.backend_id, attempt.token, grace_s))
             within_s = grace_s + STOP_CAP_S
-            watches.append(watch_stop(adapter, attempt.id, attempt.backend_id, within_s, on_stopped))
+            watches.append(watch_stop(adapter, attempt, within_s, on_stopped))
         else:
             on_stopped(attempt.id)
     await asyncio.gather(*stops)
@@ -99,26 +99,27 @@ async def _stop(adapter: Adapter, backend_id: str, token: str, grace_s: float) -
 
 
 async def watch_stop(
-    adapter: Adapter, attempt_id: str, backend_id: str, within_s: float, on_stopped: Callable[[str], None]
+    adapter: Adapter, attempt: Attempt, within_s: float, on_stopped: Callable[[str], None]
 ) -> None:
     """Read a preempted attempt's status until it has stopped, then say so; give up after
     `within_s` (reclaim then reports it and may go on)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
     while True:
-        if await stopped_now(adapter, backend_id):
-            on_stopped(attempt_id)
+        if await stopped_now(adapter, attempt):
+            on_stopped(attempt.id)
             return
         if loop.time() >= deadline:
             return
         await asyncio.sleep(WATCH_POLL_S)
 
 
-async def stopped_now(adapter: Adapter, backend_id: str) -> bool:
+async def stopped_now(adapter: Adapter, attempt: Attempt) -> bool:
     """One read of a preempted attempt's backend status: it has stopped, or is gone (an error:
     not yet known)."""
+    backend_id = str(attempt.backend_id)
     try:
-        return (await asyncio.to_thread(adapter.status, backend_id)).state.terminal
+        return (await asyncio.to_thread(status_for, adapter, backend_id, attempt.token)).state.terminal
     except NotFoundError:  # purged, or never known any more
         return True
     except AdapterError as exc:  # the next read may answer

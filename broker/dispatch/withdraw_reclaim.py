@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.base import Adapter, AdapterError
+from adapters.base import Adapter, AdapterError, status_for
 from broker.burst.snapshot import PassSnapshot
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
@@ -163,7 +163,7 @@ def _take(
 async def pending_at(adapter: Adapter, attempt: Attempt) -> bool:
     """The backend says the attempt still pends in its queue (an error: not known to)."""
     try:
-        status = await asyncio.to_thread(adapter.status, str(attempt.backend_id))
+        status = await asyncio.to_thread(status_for, adapter, str(attempt.backend_id), attempt.token)
     except AdapterError as exc:
         log.info("status of %s at %s unavailable: %s", attempt.backend_id, attempt.site, exc)
         return False

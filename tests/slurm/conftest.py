@@ -132,6 +132,8 @@ class Tracker:
         self.broker_id = f"szb-test-{uuid.uuid4().hex[:8]}"
         self.adapter = self.make()
         self.submitted: list[str] = []
+        self.tokens: dict[str, str] = {}
+        """Each submitted job's token: a cancel stops only the job its token marks."""
 
     def make(self, **overrides: Any) -> SlurmAdapter:
         config: dict[str, Any] = {
@@ -145,6 +147,7 @@ class Tracker:
     def submit(self, request: LaunchRequest, adapter: SlurmAdapter | None = None) -> str:
         backend_id = (adapter or self.adapter).submit(request)
         self.submitted.append(backend_id)
+        self.tokens[backend_id] = request.token
         return backend_id
 
     def wait(self, backend_id: str, states: set[AttemptState], timeout: float = 60) -> AttemptStatus:
@@ -170,9 +173,9 @@ def slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -> Iterator[Tracker]:
     except TransientError:
         slurm_cluster.restart()
     for backend_id in tracker.submitted:
-        adapter.cancel(backend_id, "teardown")
+        adapter.cancel(backend_id, tracker.tokens[backend_id])
     for owned in adapter.list_owned():
-        adapter.cancel(owned.backend_id, "teardown")
+        adapter.cancel(owned.backend_id, owned.token or "teardown")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if all(o.state.terminal for o in adapter.list_owned()):

@@ -79,7 +79,7 @@ def test_one_jobs_read_serves_capacity_and_every_status_in_the_window(slurm: Tra
     assert (a800.total - a800.free) + a800.queued_jobs >= 3  # our 3 jobs, running or pending
 
     # our own cancel invalidates it: the next read is a fresh, full one and shows the cancellation
-    adapter.cancel(ids[0], "test")
+    adapter.cancel(ids[0], slurm.tokens[ids[0]])
     reqs.reset()
     deadline = time.monotonic() + 20
     while adapter.status(ids[0]).state is not AttemptState.CANCELLED:

@@ -306,6 +306,7 @@ def _fake_rest(version: str, seen: list[httpx.Request]) -> Callable[[httpx.Reque
         if path == f"/slurm/{version}/job/77":
             return httpx.Response(200, json={"errors": [], "jobs": [{
                 "job_id": 77, "job_state": ["FAILED"], "state_reason": "NonZeroExitCode",
+                "comment": encode_marks({"broker": "shangzhuang", "token": "tok1"}),
                 "exit_code": {"status": ["EXITED"], "return_code": {"set": True, "number": 4}},
             }]})
         if path == f"/slurm/{version}/job/78":

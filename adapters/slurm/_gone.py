@@ -1,0 +1,59 @@
+"""Which Slurm record is an attempt's, and the result of an attempt whose job slurmctld no longer has.
+
+A job id names the attempt's job only while slurmctld keeps it. It purges an ended job after
+MinJobAge, and slurmctld killed before it saved a job issues that job's id again after its
+restart: to the broker's next job, or to another user's. A record is the attempt's only when its
+marks (the job comment) name this broker and the attempt's token; otherwise the attempt's job is
+gone, and the files its token names (`<token>.rc`, `<token>.out`) say how it ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from adapters.base import NotFoundError
+from adapters.slurm._records import decode_marks, log_tail
+from adapters.slurm._script import ScriptSettings, output_file, read_exit_code
+from broker.model import AttemptState, AttemptStatus
+
+
+def own_job(job: Mapping[str, Any], broker_id: str, token: str | None = None) -> bool:
+    """The record carries this broker's marks (and `token`'s, when given)."""
+    marks = decode_marks(job.get("comment"))
+    return marks.get("broker") == broker_id and (token is None or marks.get("token") == token)
+
+
+def files_status(settings: ScriptSettings, site: str, backend_id: str, token: str | None) -> AttemptStatus:
+    """A job slurmctld no longer has for `token`: its recorded exit code; else, when it started,
+    FAILED with no code (it ran: never run again); else NotFoundError (it never ran)."""
+    code = read_exit_code(settings, token) if token else None
+    unrecorded = None
+    if token is not None and code is None:
+        unrecorded = ended_unrecorded(output_file(settings, token))
+    if token is None or (code is None and unrecorded is None):
+        raise NotFoundError(site, "NoSuchJob", f"slurm job {backend_id} is not known (any more)")
+    if unrecorded is not None:
+        return unrecorded
+    tail = log_tail(output_file(settings, token))
+    state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
+    return AttemptStatus(state=state, exit_code=code, log_tail=tail,
+                         message=f"{'COMPLETED' if code == 0 else 'FAILED'} (from the recorded "
+                         "exit code; slurmctld no longer lists the job)")
+
+
+def ended_unrecorded(output: Path) -> AttemptStatus | None:
+    """A purged job that left no exit code. Slurm writes its output file when it starts the job:
+    with one, the job ran and ended while nobody watched (cancelled there, out of time, its shell
+    or node killed), and run again it would run twice: FAILED. Without one (None), it never ran."""
+    try:
+        written = output.stat()
+    except OSError:
+        return None
+    why = ("slurmctld no longer lists the job and it left no exit code: it started (its output "
+           "file exists) and ended while the broker was not watching (cancelled at Slurm, out of "
+           "time, or its batch shell or node was killed); it is not run again")
+    return AttemptStatus(state=AttemptState.FAILED, log_tail=log_tail(output), message=why, cause=why,
+                         stopped_at=datetime.fromtimestamp(written.st_mtime, UTC))
