@@ -16,7 +16,8 @@ The broker's on-prem site: ``adapters.slurm:SlurmAdapter`` (entry point ``slurm`
 * `adapters.slurm._capacity`: free/total units per partition and the expected-wait model.
 * `adapters.slurm._stop`: the graceful stop of reclaim (a time limit cut to run time + grace).
 * `adapters.slurm._refusals`: which submit refusals are the job's own (too large, too long).
-* `adapters.slurm._client`: slurmrestd over HTTP (JWT, API version, the error table).
+* `adapters.slurm._client`: slurmrestd over HTTP (JWT, API version).
+* `adapters.slurm._errors`: the one Slurm error table (code -> what dispatch does).
 * `adapters.slurm._jobs`: the job table, one ``GET jobs`` shared for ``jobs_cache_s`` by
   capacity/status, re-checked with ``?update_time=`` (HTTP 304 when unchanged).
 * `adapters.slurm._records`: decoding states, numbers, exit codes, gres strings, marks, and
@@ -39,8 +40,9 @@ from adapters.slurm._capacity import (
     partition_wait_s,
     read_partitions,
 )
-from adapters.slurm._client import SLURM_ERRORS, SUPPORTED_API_VERSIONS, SlurmRest, error_for
+from adapters.slurm._client import SUPPORTED_API_VERSIONS, SlurmRest
 from adapters.slurm._config import PartitionConfig, default_gres_type, parse_partitions
+from adapters.slurm._errors import SLURM_ERRORS, error_for
 from adapters.slurm._records import (
     SLURM_STATES,
     decode_exit_code,

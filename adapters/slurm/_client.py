@@ -1,11 +1,11 @@
-"""slurmrestd over HTTP: JWT handling, API version detection, and the one Slurm error table.
+"""slurmrestd over HTTP: JWT handling and API version detection.
 
 Transport failures and timeouts are `TransientError` and mark the client unhealthy
 (``healthy`` / ``last_error``); HTTP 401/403 is `AuthError`; Slurm error codes in a reply's
-``errors`` list go through the one table `SLURM_ERRORS`. slurmrestd 22.05 reports a rejected
-or expired JWT and an unreachable slurmctld alike as error -1 with HTTP 500: a token the
-client fetched itself is refreshed once and the call retried, a token past its ``exp`` claim
-is `AuthError`, otherwise -1 is `TransientError`.
+``errors`` list go through the one table, `adapters.slurm._errors.SLURM_ERRORS`. slurmrestd
+22.05 reports a rejected or expired JWT and an unreachable slurmctld alike as error -1 with HTTP
+500 (or 5005, slurmctld hanging up): a token the client fetched itself is refreshed once and the
+call retried, a token past its ``exp`` claim is `AuthError`, otherwise they are `TransientError`.
 
 The REST API version is detected on first use from the paths slurmrestd serves
 (``/openapi/v3``), newest first from `SUPPORTED_API_VERSIONS`.
@@ -29,91 +29,16 @@ import httpx
 from adapters.base import (
     AdapterError,
     AuthError,
-    CapacityError,
     ConfigError,
     NotFoundError,
-    QuotaError,
     RequestError,
     TransientError,
-    UnsupportedError,
 )
+from adapters.slurm._errors import TOKEN_ERRORS, error_for
 from broker.model import SiteId
 
 SUPPORTED_API_VERSIONS: tuple[str, ...] = ("v0.0.41", "v0.0.40", "v0.0.39", "v0.0.38")
 """slurmrestd openapi plugin versions this adapter speaks, newest first (the one place)."""
-
-
-# ------------------------------------------------------------------------------------ errors
-
-SLURM_ERRORS: Mapping[int, tuple[str, type[AdapterError]]] = {
-    # code: (Slurm's name, what dispatch should do). Codes absent here become AdapterError.
-    -1: ("SLURM_ERROR", TransientError),  # 22.05: bad/expired JWT *or* slurmctld unreachable
-    1000: ("SLURM_UNEXPECTED_MSG_ERROR", TransientError),
-    1001: ("SLURM_COMMUNICATIONS_CONNECTION_ERROR", TransientError),
-    1002: ("SLURM_COMMUNICATIONS_SEND_ERROR", TransientError),
-    1003: ("SLURM_COMMUNICATIONS_RECEIVE_ERROR", TransientError),
-    1004: ("SLURM_COMMUNICATIONS_SHUTDOWN_ERROR", TransientError),
-    1005: ("SLURM_PROTOCOL_VERSION_ERROR", ConfigError),
-    1007: ("SLURM_PROTOCOL_AUTHENTICATION_ERROR", AuthError),
-    1800: ("SLURMCTLD_COMMUNICATIONS_CONNECTION_ERROR", TransientError),
-    1801: ("SLURMCTLD_COMMUNICATIONS_SEND_ERROR", TransientError),
-    1802: ("SLURMCTLD_COMMUNICATIONS_RECEIVE_ERROR", TransientError),
-    1803: ("SLURMCTLD_COMMUNICATIONS_SHUTDOWN_ERROR", TransientError),
-    2000: ("ESLURM_INVALID_PARTITION_NAME", ConfigError),
-    2001: ("ESLURM_DEFAULT_PARTITION_NOT_SET", ConfigError),
-    2002: ("ESLURM_ACCESS_DENIED", AuthError),
-    2003: ("ESLURM_JOB_MISSING_REQUIRED_PARTITION_GROUP", AuthError),
-    2005: ("ESLURM_TOO_MANY_REQUESTED_CPUS", UnsupportedError),
-    2006: ("ESLURM_INVALID_NODE_COUNT", UnsupportedError),
-    2007: ("ESLURM_ERROR_ON_DESC_TO_RECORD_COPY", TransientError),
-    2010: ("ESLURM_USER_ID_MISSING", AuthError),
-    2014: ("ESLURM_REQUESTED_NODE_CONFIG_UNAVAILABLE", UnsupportedError),
-    2015: ("ESLURM_REQUESTED_PART_CONFIG_UNAVAILABLE", UnsupportedError),
-    2016: ("ESLURM_NODES_BUSY", CapacityError),
-    2017: ("ESLURM_INVALID_JOB_ID", NotFoundError),
-    2019: ("ESLURM_WRITING_TO_FILE", TransientError),
-    2020: ("ESLURM_TRANSITION_STATE_NO_UPDATE", TransientError),
-    2021: ("ESLURM_ALREADY_DONE", AdapterError),  # cancel treats it as done; elsewhere: report
-    2027: ("ESLURM_IN_STANDBY_MODE", TransientError),
-    2035: ("ESLURM_FRAGMENTATION", CapacityError),
-    2036: ("ESLURM_NOT_SUPPORTED", UnsupportedError),
-    2037: ("ESLURM_DISABLED", UnsupportedError),
-    2044: ("ESLURM_INVALID_TASK_MEMORY", UnsupportedError),
-    2045: ("ESLURM_INVALID_ACCOUNT", ConfigError),
-    2050: ("ESLURM_ACCOUNTING_POLICY", QuotaError),
-    2051: ("ESLURM_INVALID_TIME_LIMIT", UnsupportedError),
-    2052: ("ESLURM_RESERVATION_ACCESS", AuthError),
-    2066: ("ESLURM_INVALID_QOS", ConfigError),
-    2068: ("ESLURM_NODE_NOT_AVAIL", CapacityError),
-    2069: ("ESLURM_INVALID_CPU_COUNT", UnsupportedError),
-    2070: ("ESLURM_PARTITION_NOT_AVAIL", CapacityError),
-    2072: ("ESLURM_INVALID_GRES", ConfigError),
-    2074: ("ESLURM_QOS_THRES", QuotaError),
-    2090: ("ESLURM_INTERNAL", TransientError),
-    2101: ("ESLURM_PARTITION_DOWN", CapacityError),
-    2102: ("ESLURM_DUPLICATE_GRES", ConfigError),
-    2105: ("ESLURM_SUBMISSIONS_DISABLED", TransientError),
-    2115: ("ESLURM_INVALID_TRES", ConfigError),
-    2118: ("ESLURM_MAINTENANCE_RESERVATION", CapacityError),
-    2119: ("ESLURM_INVALID_GRES_TYPE", ConfigError),
-    2127: ("ESLURM_ENVIRONMENT_MISSING", ConfigError),
-    2131: ("ESLURM_IN_STANDBY_USE_BACKUP", TransientError),
-    2134: ("ESLURM_INSUFFICIENT_GRES", CapacityError),
-    5004: ("SLURM_PROTOCOL_SOCKET_IMPL_TIMEOUT", TransientError),
-    6000: ("ESLURM_AUTH_CRED_INVALID", AuthError),
-    6006: ("ESLURM_AUTH_BADARG", AuthError),
-    8000: ("ESLURM_MISSING_TIME_LIMIT", ConfigError),
-    9000: ("ESLURM_REST_INVALID_QUERY", ConfigError),
-    9001: ("ESLURM_REST_FAIL_PARSING", ConfigError),
-    9002: ("ESLURM_REST_INVALID_JOBS_DESC", ConfigError),
-    9003: ("ESLURM_REST_EMPTY_RESULT", NotFoundError),
-}
-
-
-def error_for(site: str, code: int, message: str) -> AdapterError:
-    """The AdapterError for a Slurm error code (via `SLURM_ERRORS`); `code` keeps the name."""
-    name, cls = SLURM_ERRORS.get(code, (f"SLURM_{code}", AdapterError))
-    return cls(site, name, f"{message} (slurm error {code})")
 
 
 class SlurmRest:
@@ -314,7 +239,7 @@ class SlurmRest:
             coded = [(c, e) for c, e in coded if c != 0]
             if coded:
                 code, first = coded[0]
-                if code == -1 and can_refresh:
+                if code in TOKEN_ERRORS and can_refresh:
                     refreshed = True
                     continue
                 if queued_ok and body.get("job_id") is not None:  # Slurm queued it all the same
@@ -361,9 +286,9 @@ class SlurmRest:
                            f"{resp.text[:300]}")
 
     def _slurm_error(self, code: int, first: Mapping[str, Any], call: str) -> AdapterError:
-        """The classified error for Slurm's first error code (-1 with an expired JWT: AuthError)."""
+        """The classified error for Slurm's first error code (-1 or 5005 with an expired JWT: AuthError)."""
         text = str(first.get("description") or first.get("error") or "")
-        if code == -1 and self._token_expires is not None and self._token_expires < time.time():
+        if code in TOKEN_ERRORS and self._token_expires is not None and self._token_expires < time.time():
             self._mark(True)
             return AuthError(self.site, "TokenExpired", "the configured Slurm JWT has expired")
         if code == -1:  # 22.05 says no more than "Unspecified error" for either cause
@@ -386,7 +311,6 @@ def checked_job_id(site: SiteId, backend_id: str) -> str:
     if not re.fullmatch(r"\d+", backend_id):
         raise NotFoundError(site, "BadJobId", f"{backend_id!r} is not a Slurm job id")
     return backend_id
-
 
 
 def _jwt_expiry(token: str) -> float | None:

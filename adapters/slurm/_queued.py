@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters.base import AdapterError
-from adapters.slurm._client import SlurmRest, error_for
+from adapters.slurm._client import SlurmRest
+from adapters.slurm._errors import error_for
 from adapters.slurm._owners import delete_job
 
 log = logging.getLogger(__name__)

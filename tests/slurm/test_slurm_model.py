@@ -193,6 +193,7 @@ def test_every_listed_error_code_is_mapped() -> None:
     (2002, AuthError),         # access denied
     (1800, TransientError),    # slurmctld unreachable
     (-1, TransientError),      # 22.05: bad JWT or slurmctld down (indistinguishable)
+    (5005, TransientError),    # zero bytes: slurmctld hung up (a JWT expired mid-run); a held-out review
 ])
 def test_key_codes(code: int, cls: type[AdapterError]) -> None:
     assert isinstance(error_for("s", code, ""), cls)
