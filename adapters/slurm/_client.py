@@ -8,12 +8,14 @@ Transport failures and timeouts are `TransientError` and mark the client unhealt
 call retried, a token past its ``exp`` claim is `AuthError`, otherwise they are `TransientError`.
 
 The REST API version is detected on first use from the paths slurmrestd serves
-(``/openapi/v3``), newest first from `SUPPORTED_API_VERSIONS`.
+(``/openapi/v3``), newest first from `SUPPORTED_API_VERSIONS`, and again when slurmrestd no
+longer serves it (restarted with other openapi plugins).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import re
@@ -81,6 +83,7 @@ class SlurmRest:
         self._configured_token = token if token or not token_file else ""
         self._token_file = token_file
         self._api_version = api_version
+        self._pinned = api_version is not None  # the operator's: never detected again
         self._token: str | None = token
         self._token_expires: float | None = _jwt_expiry(token) if token else None
         self._token_lock = threading.Lock()
@@ -92,7 +95,7 @@ class SlurmRest:
         self._client.close()
 
     def version(self) -> str:
-        """The API version in use (detected on first call)."""
+        """The API version in use (detected on first call, and after slurmrestd stopped serving it)."""
         if self._api_version is None:
             self._api_version = self._detect_version()
         return self._api_version
@@ -214,6 +217,26 @@ class SlurmRest:
         return self._send("GET", path, payload=None, versioned=True, not_modified_ok=True, as_user=None)
 
     def _send(
+        self, method: str, path: str, *, payload: Any, versioned: bool, not_modified_ok: bool,
+        as_user: str | None, queued_ok: bool = False,
+    ) -> dict[str, Any] | None:
+        """One call (`_exchange`); a versioned path slurmrestd no longer serves detects the API
+        version again, once (slurmrestd restarted with other openapi plugins: no broker restart)."""
+        send = functools.partial(self._exchange, method, path, payload=payload, versioned=versioned,
+                                 not_modified_ok=not_modified_ok, as_user=as_user, queued_ok=queued_ok)
+        used = self.version() if versioned and not self._pinned else None
+        try:
+            return send()
+        except ConfigError as exc:
+            if exc.code != "NotServed" or used is None:
+                raise
+            if self._api_version == used:  # (unless another call has detected it again already)
+                self._api_version = None
+            if self.version() == used:
+                raise  # the version is still served: this path is not
+        return send()
+
+    def _exchange(
         self, method: str, path: str, *, payload: Any, versioned: bool, not_modified_ok: bool,
         as_user: str | None, queued_ok: bool = False,
     ) -> dict[str, Any] | None:

@@ -1,6 +1,6 @@
 """`SlurmRest` against a stand-in slurmrestd (httpx.MockTransport): the client's own code runs
 unchanged, only the server is fake, so it can answer what a live one does only now and then (an
-error 5005 as its JWT expires)."""
+error 5005 as its JWT expires, a restart serving other API versions)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.base import AuthError, TransientError
+from adapters.base import AuthError, ConfigError, TransientError
 from adapters.slurm import SlurmRest, error_for
 from broker.model import SiteId
 
@@ -64,3 +64,52 @@ def test_5005_rereads_a_rotated_token_file_once_and_retries(tmp_path: Path) -> N
     rest = _rest(httpx.MockTransport(handle), token_file=str(token_file))
     assert rest.request("DELETE", "job/7") == {"errors": []}
     assert sent == ["t-old", "t-new"]
+
+
+def _restarting_slurmrestd(served: list[str], seen: list[str]) -> httpx.MockTransport:
+    """A slurmrestd serving only the API version `served[0]` (changed by the test: a restart)."""
+    def handle(request: httpx.Request) -> httpx.Response:
+        path, version = request.url.path, served[0]
+        seen.append(path)
+        if path == "/openapi/v3":
+            paths = {f"/slurm/{version}/{p}": {} for p in ("ping", "jobs")}
+            return httpx.Response(200, json={"paths": paths})
+        if path == f"/slurm/{version}/ping":
+            return httpx.Response(200, json={"errors": [], "pings": [{"pinged": "UP"}]})
+        return httpx.Response(404, text="Unable find requested URL")
+    return httpx.MockTransport(handle)
+
+
+def test_a_slurmrestd_restarted_with_other_api_versions_is_detected_again() -> None:
+    """Found by a held-out review: the version detected first was kept for good, and a slurmrestd
+    restarted serving only another one answered every call "NotServed" until the broker restarted."""
+    served, seen = ["v0.0.40"], []
+    client = httpx.Client(transport=_restarting_slurmrestd(served, seen))
+    rest = SlurmRest(SiteId("s"), "http://slurm.test", user="alice", token="t", client=client)
+    rest.request("GET", "ping")
+    assert rest.version() == "v0.0.40"
+    served[0] = "v0.0.38"  # restarted: an older slurmrestd
+    seen.clear()
+    rest.request("GET", "ping")
+    assert rest.version() == "v0.0.38"
+    assert seen == ["/slurm/v0.0.40/ping", "/openapi/v3", "/slurm/v0.0.38/ping"], seen
+
+    served[0] = "v0.0.37"  # one this adapter does not speak: said, once per call (no loop)
+    seen.clear()
+    with pytest.raises(ConfigError) as info:
+        rest.request("GET", "ping")
+    assert info.value.code == "NoSupportedApiVersion" and seen.count("/openapi/v3") == 1, seen
+    served[0] = "v0.0.41"
+    rest.request("GET", "ping")
+    assert rest.version() == "v0.0.41"
+
+
+def test_a_pinned_api_version_is_not_detected_again() -> None:
+    """A configured api_version is the operator's: a slurmrestd that no longer serves it says so."""
+    served, seen = ["v0.0.40"], []
+    client = httpx.Client(transport=_restarting_slurmrestd(served, seen))
+    rest = SlurmRest(SiteId("s"), "http://slurm.test", user="alice", token="t", client=client,
+                     api_version="v0.0.39")
+    with pytest.raises(ConfigError) as info:
+        rest.request("GET", "ping")
+    assert info.value.code == "NotServed" and "/openapi/v3" not in seen
