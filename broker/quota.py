@@ -30,12 +30,17 @@ LimitsFn = Callable[[TenantId], Limits]
 class QuotaExceededError(BrokerError):
     """A tenant went over one of its limits; nothing of the request was stored."""
 
-    def __init__(self, tenant: TenantId, limit: str, value: float, description: str) -> None:
+    def __init__(
+        self, tenant: TenantId, limit: str, value: float, description: str, *,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(f"tenant {tenant}: {limit} ({value:g}) exceeded: {description}")
         self.tenant = tenant
         self.limit = limit
         self.value = value
         self.description = description
+        self.retry_after_s = retry_after_s
+        """When the same request would be taken (a rate's tokens refilled); None: not by waiting."""
 
 
 class TokenBucket:
@@ -120,6 +125,7 @@ class Quotas:
             tenant, "read_rate", limits.read_rate,
             f"{call} takes {cost} read token(s) (burst {limits.read_burst}, {limits.read_rate:g}/s): "
             f"retry in {max(wait, 0.001):.3f}s",
+            retry_after_s=max(wait, 0.001) if cost <= limits.read_burst else None,
         )
 
     def check_spec_bytes(self, tenant: TenantId, size: int, field: str) -> None:
@@ -154,12 +160,14 @@ class Quotas:
             now = self._monotonic()
             bucket = self._bucket(tenant, limits, now)
             if not bucket.take(jobs, now):
+                wait = (jobs - bucket.level(now)) / limits.submit_rate
                 raise QuotaExceededError(
                     tenant,
                     "submit_rate",
                     limits.submit_rate,
                     f"{jobs} job(s) asked, {int(bucket.level(now))} may be submitted now "
                     f"(burst {limits.submit_burst}, {limits.submit_rate:g}/s)",
+                    retry_after_s=max(wait, 0.001) if jobs <= limits.submit_burst else None,
                 )
 
     @contextmanager

@@ -6,7 +6,7 @@ import logging
 from typing import Any, NoReturn
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -86,6 +86,10 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcep
             ]
         )
         details.append(_pack(quota))
+        if exc.retry_after_s is not None:  # (a client library backs off by it: google.rpc.RetryInfo)
+            delay = duration_pb2.Duration()
+            delay.FromNanoseconds(round(exc.retry_after_s * 1e9))
+            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     elif isinstance(exc, AuthError | AgentAuthError):
         code, message = code_pb2.UNAUTHENTICATED, str(exc)
     elif isinstance(exc, PermissionDeniedError):

@@ -106,6 +106,18 @@ def quota_failure(err: grpc.RpcError) -> error_details_pb2.QuotaFailure.Violatio
     raise AssertionError(f"no QuotaFailure in {status}")
 
 
+def retry_delay_s(err: grpc.RpcError) -> float | None:
+    """The google.rpc.RetryInfo delay of a refusal, None when it carries none."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return float(info.retry_delay.ToNanoseconds()) / 1e9
+    return None
+
+
 @pytest.fixture
 def stub(quota_broker: BrokerProcess) -> Iterator[broker_service_pb2_grpc.BrokerServiceStub]:
     with grpc.insecure_channel(quota_broker.address) as channel:
@@ -151,6 +163,7 @@ def test_queue_and_rate_limits_count_every_job_of_a_batch(
     with pytest.raises(grpc.RpcError) as err:
         stub.SubmitJobs(five, metadata=auth("team-a"))
     assert quota_failure(err.value).quota_id == "max_queued_jobs"
+    assert retry_delay_s(err.value) is None  # (waiting does not make room: jobs must end)
     assert list(stub.ListJobs(pb.ListJobsRequest(), metadata=auth("team-a")).jobs) == []  # nothing stored
     four = pb.SubmitJobsRequest(requests=list(five.requests)[:4])
     ids = [r.job.id for r in stub.SubmitJobs(four, metadata=auth("team-a")).responses]
@@ -173,6 +186,10 @@ def test_queue_and_rate_limits_count_every_job_of_a_batch(
         stub.SubmitJobs(three, metadata=auth("team-a"))
     violation = quota_failure(err.value)
     assert violation.quota_id == "submit_rate" and violation.subject == "tenant:team-a"
+    # (held-out review: no RetryInfo, so a client library could not back off by it) One token
+    # short at 0.01/s: up to 100 s, less what refilled since the batch (a few seconds).
+    delay = retry_delay_s(err.value)
+    assert delay is not None and 50 < delay <= 100, delay
     stub.SubmitJobs(pb.SubmitJobsRequest(requests=list(three.requests)[:2]), metadata=auth("team-a"))
 
 
