@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from broker.policy._load import MAX_POLICY_BYTES, load_policy, load_policy_text
+from broker.policy._load import MAX_POLICY_BYTES, load_policy_text
 from broker.policy._policy import Policy
 from broker.policy.lint import policy_warnings, shared_batch_users
-from broker.yamlfile import PolicyError, Problem, parse_yaml
+from broker.yamlfile import PolicyError, Problem, parse_yaml, read_text
 
 log = logging.getLogger(__name__)
 MAX_PROBLEMS_LOGGED = 20
@@ -101,14 +101,7 @@ class PolicyWatcher:
 
     def _read(self) -> tuple[Policy, str]:
         """The policy and the exact text it was made from (PolicyError when invalid)."""
-        try:
-            data = self.path.read_bytes()
-            text = data.decode("utf-8")
-        except (OSError, UnicodeDecodeError):
-            return load_policy(self.path), ""  # load_policy raises the error with its position
-        if len(data) > MAX_POLICY_BYTES:
-            raise PolicyError([Problem(str(self.path), 1, 1, f"larger than {MAX_POLICY_BYTES // 2**20} MiB: "
-                                       "not a policy")])
+        text = read_text(self.path, "policy", MAX_POLICY_BYTES)  # (errors named at their position)
         policy = load_policy_text(text, str(self.path))
         problems = self.vet(policy, text)
         if problems:
