@@ -9,35 +9,22 @@ in Slurm's order) now goes into the line, the broker's own pending jobs at their
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from broker.burst.snapshot import PassSnapshot
 from broker.dispatch.waits import LiveWaits
 from broker.model import Attempt, AttemptState, JobState, SiteId, TenantId
-from broker.policy import Policy, load_policy_text
-from broker.store import JobStore, SqliteStore, Submission
-from tests.burst.conftest import POLICY, write_policy
+from broker.policy import Policy
+from broker.store import JobStore, Submission
+from tests.dispatch.test_live_explain import policy, store
 from tests.store.test_runtime_ratios import A800, NOW, gpu_job
+
+__all__ = ["policy", "store"]  # (the fixtures this file shares)
 
 HOURS_10 = 10 * 3600.0
 QUEUEING = frozenset({SiteId("onprem")})
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
-    opened = SqliteStore(tmp_path / "broker.db")
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def policy(tmp_path: Path) -> Policy:
-    path = write_policy(tmp_path, POLICY.replace("burst:\n", "burst:\n  wait_model: projected\n", 1))
-    return load_policy_text(path.read_text(), str(path))
 
 
 def snapshot(queued: tuple[tuple[int, float, str], ...]) -> PassSnapshot:
