@@ -126,15 +126,21 @@ class Dispatcher(Scheduling):
         self._full = True
         self.capacity_changed()
 
-    def catch_up(self) -> None:
-        """Wake-ups may have been lost (the scheduler's LISTEN session reconnected): a pass over
-        the whole queue and a reconcile (instances of attempts that ended meanwhile) now; the
-        reconcile at most once per `CATCH_UP_RECONCILE_S` (a session a pooler or an idle timeout
-        keeps closing would list every cloud each second)."""
+    def catch_up(self, reconnected: bool = True) -> None:
+        """Wake-ups may have been lost (the scheduler's LISTEN session (re)connected): a pass over
+        the whole queue and a reconcile (instances of attempts that ended meanwhile) now; after a
+        reconnect at most one reconcile per `CATCH_UP_RECONCILE_S`, a later one put off to then,
+        not dropped (a session a pooler or an idle timeout keeps closing would list every cloud
+        each second). The first connection does not count: it often lands as a term starts."""
         now = asyncio.get_running_loop().time()
-        if now - self._last_catch_up >= CATCH_UP_RECONCILE_S:
-            self._last_catch_up = now
+        if not reconnected or now - self._last_catch_up >= CATCH_UP_RECONCILE_S:
             self._last_reconcile = float("-inf")
+            if reconnected:
+                self._last_catch_up = now
+        elif self._last_catch_up <= now:  # (none put off yet)
+            self._last_catch_up += CATCH_UP_RECONCILE_S
+            due = self._last_catch_up - self.settings.reconcile_interval_s
+            self._last_reconcile = min(self._last_reconcile, due)
         self.policy_changed()
 
     # Lifecycle ---------------------------------------------------------------------------

@@ -101,8 +101,9 @@ class Listener:
         self.ignore_sender = ignore_sender
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="listener", daemon=True)
-        self.on_reconnect: Callable[[], None] = lambda: None
-        """Called after (re)connecting: notifications may have been missed meanwhile."""
+        self.on_reconnect: Callable[[bool], None] = lambda first: None
+        """Called after (re)connecting (`first` on the first connection): notifications may have
+        been missed meanwhile."""
 
     def start(self) -> None:
         self._thread.start()
@@ -114,11 +115,13 @@ class Listener:
     def _run(self) -> None:
         import psycopg
 
+        first = True
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    self.on_reconnect()
+                    self.on_reconnect(first)
+                    first = False
                     while not self._stop.is_set():
                         for n in conn.notifies(timeout=0.5):
                             self._handle(n.payload)

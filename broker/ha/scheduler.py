@@ -181,17 +181,17 @@ class SchedulerRole:
     def _note_from_thread(self, note: Note) -> None:
         self._loop.call_soon_threadsafe(self._on_note, note)
 
-    def _reconnected_from_thread(self) -> None:
-        self._loop.call_soon_threadsafe(self._catch_up)
+    def _reconnected_from_thread(self, first: bool) -> None:
+        self._loop.call_soon_threadsafe(self._catch_up, first)
 
-    def _catch_up(self) -> None:
+    def _catch_up(self, first: bool) -> None:
         """The listener (re)connected: what its wake-ups would have said meanwhile is read again
         (new jobs, cancellations, ended attempts), not left to the next rescan."""
         d = self.dispatcher
         if d is None:
             return  # (a term's start recovers and reconciles anyway)
         log.info("notification listener connected: catching up on what it may have missed")
-        d.catch_up()
+        d.catch_up(reconnected=not first)
         self._spawn(self._retried("stopping ended jobs' attempts", self._stop_ended, d))
 
     def _on_note(self, note: Note) -> None:
