@@ -14,7 +14,7 @@ from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
 from broker.dispatch.hung import pending_too_long
-from broker.dispatch.records import log_attempt_end, running_said
+from broker.dispatch.records import log_attempt_end, running_said, used_an_attempt
 from broker.dispatch.silence import silent_attempt
 from broker.dispatch.site_polls import SitePolls
 from broker.dispatch.spot_limit import required_spot_failure, spot_interruptions
@@ -239,7 +239,7 @@ class AttemptTracking:
                     return [preempted, JobMove(JobState.FAILED, "finished", why)]
             return [preempted, JobMove(JobState.QUEUED, "requeued", "requeued after preemption")]
         # LOST
-        used = sum(1 for a in self.store.attempts_for(job.id) if not a.broker_side)
+        used = sum(1 for a in self.store.attempts_for(job.id) if a.id == attempt.id or used_an_attempt(a))
         if used >= self.planner.failover().max_attempts:
             return [
                 JobMove(

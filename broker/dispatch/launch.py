@@ -23,7 +23,7 @@ from broker.dispatch.failover import AttemptTimeoutError, NextStep
 from broker.dispatch.gang import LaunchStopped, gang_launcher, launch_gang
 from broker.dispatch.launch_outage import LAUNCHING, left_to_launch, through_store_outages
 from broker.dispatch.own_refusals import after_own_refusal
-from broker.dispatch.records import BURST, audit_data, burst_said, decision_fields, offer_fault
+from broker.dispatch.records import BURST, audit_data, burst_said, decision_fields, used_an_attempt
 from broker.dispatch.retry import RetryPolicy, retry_transient
 from broker.metrics import BrokerMetrics
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, LaunchRequest
@@ -336,9 +336,7 @@ class Launching(Cancelling):
         if step == NextStep.SKIP_SITE_FOR_JOB:  # the site is healthy: only this job is kept off it
             offers, policy = self.planner.catalog_offers(), self.planner.policy
             return after_own_refusal(job, exc, self.store, offers=offers, policy=policy, now=self.clock.now())
-        counted = sum(
-            1 for a in self.store.attempts_for(job.id) if a.state.terminal and not offer_fault(a.error)
-        )
+        counted = sum(1 for a in self.store.attempts_for(job.id) if used_an_attempt(a))
         if step in OFFER_FAULTS or counted < self.planner.failover().max_attempts:
             return (
                 JobState.QUEUED,

@@ -86,6 +86,18 @@ def offer_fault(error: str) -> bool:
     )
 
 
+def used_an_attempt(attempt: Attempt) -> bool:
+    """An ended attempt that counts against the job's `max_attempts`: not the offer's refusal, not
+    a preemption (a reclaim or a spot interruption: spot's own limit counts those) and not the
+    broker's own doing (its downtime, a withdrawal)."""
+    return (
+        attempt.state.terminal
+        and attempt.state != AttemptState.PREEMPTED
+        and not attempt.broker_side
+        and not offer_fault(attempt.error)
+    )
+
+
 def log_attempt_end(log: logging.Logger, job: Job, attempt: Attempt, status: AttemptStatus) -> None:
     """The one log line of an attempt's end (a poll's, an agent's or a cancel's): its state, exit
     code and error, as structured fields too."""
