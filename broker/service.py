@@ -28,7 +28,7 @@ from broker.model import (
     TenantId,
 )
 from broker.quota import Quotas, QuotaUsage
-from broker.store import JobNotFoundError, JobPage, JobStore, SqliteStore, StoreError
+from broker.store import JobNotFoundError, JobPage, JobStore, SqliteStore, StoreError, StoreUnavailable
 from broker.submit import AdmitFn, GrantFn, SubmitPath
 from broker.validation import FieldViolation, did_you_mean
 from broker.waiting import within
@@ -291,6 +291,8 @@ class BrokerServices:
         """The attempt whose agent secret this is; one AgentAuthError for any mismatch."""
         try:
             attempt: Attempt | None = self.store.get_attempt(attempt_id)
+        except StoreUnavailable:
+            raise  # (not "no such attempt": a refusal would make the agent give up its result)
         except (StoreError, UnicodeError):  # (JSON may carry a lone surrogate no store can encode)
             attempt = None
         # An unknown attempt is hashed and compared too: both failures cost the same.

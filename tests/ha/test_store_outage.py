@@ -17,8 +17,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
 from broker.api import broker_service_pb2 as pb
-from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import JOB_PYTHON
 from tests.e2e.conftest import auth
 from tests.e2e.test_jobs_api import TERMINAL, spec, wait_for
@@ -158,3 +158,25 @@ def test_a_read_only_database_is_unavailable_and_the_replica_writes_again_after(
                 assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
         assert after is not None and after.created, "the replica never wrote again"
         assert wait_for(stub, after.job.id, TERMINAL, timeout=90).state == job_pb2.JOB_STATE_SUCCEEDED
+
+
+def test_an_agent_is_told_to_retry_while_the_database_is_away_not_refused(
+    cluster: Cluster, pg_server: str
+) -> None:
+    # Found by a held-out review of issue 11: the attempt's lookup failing was "no such
+    # attempt", so a finished instance was refused (UNAUTHENTICATED, 401), gave up its report
+    # and powered off with its output.
+    api = cluster.start("api")
+    database = str(conninfo_to_dict(cluster.dsn)["dbname"])
+    with (
+        psycopg.connect(pg_server, autocommit=True) as admin,
+        grpc.insecure_channel(api.address) as channel,
+    ):
+        agent = agent_service_pb2_grpc.AgentServiceStub(channel)
+        exited = agent_service_pb2.ReportExitRequest(attempt_id="j-0-a1", token="s" * 43, exit_code=0)
+        with refusing(admin, database), pytest.raises(grpc.RpcError) as away:
+            agent.ReportExit(exited, timeout=30)
+        assert away.value.code() == grpc.StatusCode.UNAVAILABLE, away.value.details()
+        with pytest.raises(grpc.RpcError) as refused:  # (back: an unknown attempt is refused as ever)
+            agent.ReportExit(exited, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, refused.value.details()
