@@ -277,6 +277,8 @@ class LibcloudAdapter:
         try:
             with map_libcloud_errors(self.site):
                 reply = read(node)
+        except UnicodeDecodeError as exc:  # (EC2's driver decodes strictly; a console holds any byte)
+            reply = bytes(exc.object).decode("utf-8", errors="replace")
         except TransientError:
             raise  # no evidence yet: the poll asks again
         except AdapterError:

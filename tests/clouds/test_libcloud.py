@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Any
 
@@ -132,3 +133,14 @@ def test_libcloud_exceptions_map_through_one_table(exc: Exception, cls: type, co
     assert type(err.value) is cls
     assert err.value.code == code
     assert err.value.__cause__ is exc
+
+
+def test_a_console_holding_bytes_that_are_not_utf8_still_gives_the_result(moto: MotoFront) -> None:
+    """Found by a held-out review of issue 11: libcloud's EC2 driver decodes the console strictly,
+    and serial consoles carry any byte; the poll failed for ever and the job stayed RUNNING."""
+    a = LibcloudAdapter(SiteId("lc-ec2"), ec2_config(moto))
+    node_id = a.submit(launch(a.offers(NOW)[0], "tok-b", attempt="att-b"))
+    payload = base64.b64encode(b'{"exit_code": 0, "log_tail": "done\\n"}').decode()
+    moto.console[node_id] = b"\xff\xfe BIOS noise\n" + f"[cloud-init] SZB-RESULT att-b {payload}\n".encode()
+    found = a.kept_result(node_id)
+    assert found is not None and found.state is AttemptState.SUCCEEDED and found.exit_code == 0, found

@@ -241,7 +241,9 @@ class _FaultFront:
 
     def _console(self, start_response: StartResponse, instance_id: str) -> list[bytes]:
         """GetConsoleOutput with what the instance printed (moto only has a canned boot log)."""
-        output = base64.b64encode(self.front.console[instance_id].encode()).decode()
+        printed = self.front.console[instance_id]
+        raw = printed.encode() if isinstance(printed, str) else printed  # (bytes: not all UTF-8)
+        output = base64.b64encode(raw).decode()
         xml = (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
             '<GetConsoleOutputResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
@@ -287,7 +289,7 @@ class MotoFront:
         self.scenario = Scenario()
         self.placement = PlacementGroups()
         """Placement groups (moto has none) and the instances started in each."""
-        self.console: dict[str, str] = {}
+        self.console: dict[str, str | bytes] = {}
         """Instance id -> what it printed to its console (GetConsoleOutput answers with it)."""
         self.libcloud_region = "us-east-1"
         """Region assumed for libcloud's query-signed (SigV2) requests, which name none."""
