@@ -47,11 +47,23 @@ class Ec2Console:
         if not attempt:
             return None
         try:
-            with self._errors():
-                reply = self._read.get_console_output(InstanceId=inst["InstanceId"])
+            reply = self._console_output(inst["InstanceId"])
         except TransientError:
             raise  # no evidence yet: the poll asks again
         except AdapterError:
             return None
         # botocore has already decoded the base64 `Output` of GetConsoleOutput.
         return result_from_console(str(reply.get("Output") or ""), attempt)
+
+    def _console_output(self, instance_id: str) -> Any:
+        """The newest console output: without `Latest`, EC2 answers with what was posted at the
+        instance's last state change (a running instance's result line is not in it yet).
+        Instance types off the Nitro hypervisor refuse `Latest`: those are read the old way."""
+        try:
+            with self._errors():
+                return self._read.get_console_output(InstanceId=instance_id, Latest=True)
+        except TransientError:
+            raise
+        except AdapterError:
+            with self._errors():
+                return self._read.get_console_output(InstanceId=instance_id)

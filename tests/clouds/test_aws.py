@@ -256,3 +256,17 @@ def test_a_profile_missing_at_build_fails_its_calls_until_it_is_written(
     assert refused.value.code == "AuthFailure"
     keys.write_text("[szb-global]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
     assert a.list_owned() == [] and a.offers(NOW)  # the refused keys were not kept
+
+
+def test_a_running_instance_s_result_is_read_from_its_newest_console_output(moto: MotoFront) -> None:
+    """Found by a held-out review of issue 11: without `Latest`, EC2 answers GetConsoleOutput with
+    what was posted at the last state change, so the result line a running instance cut off from
+    the broker printed was never seen: the attempt was called lost and the job run again."""
+    moto.scenario.console_buffered = True
+    a = adapter(moto)
+    offer = next(o for o in a.offers(NOW) if o.instance_type == "g5.xlarge")
+    iid = a.submit(launch(offer, "tok-cut-off", attempt="att-cut-off"))
+    payload = base64.b64encode(b'{"exit_code": 0, "log_tail": "done\\n"}').decode()
+    moto.console[iid] = f"[cloud-init] SZB-RESULT att-cut-off {payload}\n"
+    found = a.kept_result(iid)
+    assert found is not None and found.state is AttemptState.SUCCEEDED, found

@@ -117,6 +117,9 @@ class Scenario:
     """EC2 refuses RunInstances whose UserData is longer than this in raw form (16 KB, EC2
     User Guide "Work with instance user data"); a test may lower it to reach the refusal
     with a spec the broker's own check lets through."""
+    console_buffered: bool = False
+    """GetConsoleOutput without `Latest=true` answers with what was posted at the instance's
+    last state change, as EC2 does (modelled as nothing: the job's lines came after its boot)."""
     delay_after: dict[str, float] = field(default_factory=dict)
     """Action -> seconds: the call reaches moto, then the answer is held back this long
     (a broker killed meanwhile has made the cloud call without learning its result)."""
@@ -210,7 +213,8 @@ class _FaultFront:
             )
             return self._held(action, grouped)
         if action == "GetConsoleOutput" and params.get("InstanceId") in self.front.console:
-            return self._console(start_response, params["InstanceId"])
+            latest = params.get("Latest") == "true" or not self.front.scenario.console_buffered
+            return self._console(start_response, params["InstanceId"], latest)
         if not libcloud:
             return self._held(action, self.app(environ, start_response))
         captured: dict[str, Any] = {}
@@ -239,9 +243,9 @@ class _FaultFront:
             gate.wait(timeout=60)  # a test that failed before opening it must not hang the server
         return [data]
 
-    def _console(self, start_response: StartResponse, instance_id: str) -> list[bytes]:
+    def _console(self, start_response: StartResponse, instance_id: str, latest: bool = True) -> list[bytes]:
         """GetConsoleOutput with what the instance printed (moto only has a canned boot log)."""
-        printed = self.front.console[instance_id]
+        printed = self.front.console[instance_id] if latest else ""
         raw = printed.encode() if isinstance(printed, str) else printed  # (bytes: not all UTF-8)
         output = base64.b64encode(raw).decode()
         xml = (
