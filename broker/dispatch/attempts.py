@@ -20,11 +20,15 @@ from broker.dispatch.site_polls import SitePolls
 from broker.dispatch.spot_limit import required_spot_failure, spot_interruptions
 from broker.dispatch.termination import terminate
 from broker.jobspec import SpotMode
+from broker.metrics import BrokerMetrics
 from broker.model import BROKER_SIDE, Attempt, AttemptState, AttemptStatus, Job, JobId, JobState, SiteId
 from broker.store import JobMove, JobStore, StoreUnavailable
 from broker.store_outage import StoreOutageLog
 
 log = logging.getLogger(__name__)
+
+LOST_ERROR = "AttemptLost"
+"""The `error` label of a failover after a lost attempt (a failed launch's is its error class)."""
 
 
 class AttemptTracking:
@@ -42,6 +46,7 @@ class AttemptTracking:
     _stops_in_flight: set[str]
     _polls: SitePolls
     store_outage: StoreOutageLog
+    metrics: BrokerMetrics
 
     def capacity_changed(self) -> None:
         """Re-decide queued jobs (the dispatcher's own; a no-op here)."""
@@ -145,14 +150,13 @@ class AttemptTracking:
                 self._running(job, attempt, now)
             return
         # The attempt's end and its job's move are one transaction: never one without the other.
+        moves = self._ending_moves(job, attempt, status, now)
         attempt = self.store.update_attempt(
-            attempt.id,
-            now,
-            state=status.state,
-            error=status.message,
-            moves=self._ending_moves(job, attempt, status, now),
+            attempt.id, now, state=status.state, error=status.message, moves=moves
         )
         log_attempt_end(log, job, attempt, status)
+        if any(m.kind == "lost" and m.state == JobState.QUEUED for m in moves) and not attempt.broker_side:
+            self._lost_failover(job, attempt)
         self.planner.settle(job, attempt, status, self.store)
         self.heartbeats.pop(attempt.id, None)
         # An agent's word ends it at its backend, on-prem too (there the job holds the secret).
@@ -166,6 +170,15 @@ class AttemptTracking:
         elif status.state == AttemptState.LOST and not attempt.broker_side:
             self.planner.health.record_lost(attempt)
         self.capacity_changed()
+
+    def _lost_failover(self, job: Job, attempt: Attempt) -> None:
+        """A lost attempt after which the job moved on is a failover, as a failed launch is."""
+        self.metrics.failovers.labels(attempt.site, LOST_ERROR).inc()
+        log.warning(
+            "failover: attempt %d on %s lost: %s", attempt.number, attempt.offer.key, attempt.error,
+            extra={"event": "failover", "job_id": job.id, "tenant": job.tenant, "site": attempt.site,
+                   "attempt_id": attempt.id, "offer": attempt.offer.key, "error": LOST_ERROR},
+        )
 
     def _note_held(self, job: Job, attempt: Attempt, status: AttemptStatus) -> None:
         """The job's message says when its backend holds or suspends it (Slurm's JobHeldAdmin, a

@@ -6,6 +6,9 @@ dropped, so an alert on "failures per site" had nothing to read.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +23,7 @@ from tests.brokerproc import JOB_PYTHON, BrokerProcess
 from tests.clouds.test_metrics_e2e import OPERATOR, metrics_url, scrape, value
 from tests.e2e.aws_nowhere import CATALOG_ONLY, aws_nowhere
 from tests.e2e.conftest import POLICY, auth, write_broker_config
+from tests.processes import runners_under
 
 DONE = (job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED)
 
@@ -29,7 +33,7 @@ def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
     config = write_broker_config(tmp_path)
     with (tmp_path / "tokens.yaml").open("a") as tokens:  # Prometheus' operator token
         tokens.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "prometheus") + "\n")
-    proc = BrokerProcess(config, extra_env={"SZB_METRICS_LISTEN": "127.0.0.1:0"})
+    proc = BrokerProcess(config, extra_env={"SZB_METRICS_LISTEN": "127.0.0.1:0", "SZB_LOG_FORMAT": "json"})
     proc.start()
     yield proc
     proc.stop()
@@ -178,3 +182,33 @@ def test_sites_a_reload_removes_leave_the_site_series(tmp_path: Path) -> None:
         broker.stop()
     for name in ("szb_site_unhealthy", "szb_breaker_state"):
         assert not sites(after, name) & {"aws-east", "local"}, (name, sites(after, name))
+
+
+def test_a_lost_attempt_after_which_the_job_moved_on_is_a_failover(broker: BrokerProcess) -> None:
+    """Found by a held-out review of issue 12: only failed launches counted; a runner killed
+    (the attempt lost, the job placed again) moved no failover counter and logged no failover."""
+    url = metrics_url(broker)
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        request = pb.SubmitJobRequest(job=spec("lost", "import time; time.sleep(60)"))
+        job = stub.SubmitJob(request, metadata=auth("team-a")).job
+
+        def state() -> int:
+            return stub.GetJob(pb.GetJobRequest(id=job.id), metadata=auth("team-a")).job.state
+
+        deadline = time.monotonic() + 60
+        while state() != job_pb2.JOB_STATE_RUNNING or not runners_under(broker.config.parent):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        for pid in runners_under(broker.config.parent):
+            os.kill(pid, signal.SIGKILL)
+        while value(scrape(url), "szb_attempts_ended_total", site="local", state="LOST") != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        samples = scrape(url)
+        stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=auth("team-a"))
+        wait_done(stub, job.id)
+    assert value(samples, "szb_failovers_total", site="local", error="AttemptLost") == 1
+    logged = [json.loads(line) for line in broker.output if line.startswith("{")]
+    failovers = [r for r in logged if r.get("event") == "failover" and r.get("job_id") == job.id]
+    assert [r["site"] for r in failovers] == ["local"]
