@@ -219,7 +219,7 @@ class AgentHttpServer:
                 self,
                 tls=tls,
                 max_connections=max_connections,
-                max_per_client=max_per_client or max(1, max_connections // 2),
+                max_per_client=max_per_client or max(2, max_connections // 8),
                 read_timeout_s=timeout_s,
                 deadline_s=2 * timeout_s,
             )

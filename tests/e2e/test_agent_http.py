@@ -262,6 +262,36 @@ def test_one_client_holding_every_slot_does_not_lock_out_the_other_agents(
             sock.close()
 
 
+def test_two_client_addresses_cannot_take_every_slot(broker: BrokerProcess, port: int) -> None:
+    # Found by a held-out review of issue 10: one address could hold half the slots, so a tenant
+    # with two instances holding half-sent requests locked every other instance out (503).
+    deadline = time.monotonic() + 60
+    while post(port, report())[0] != 401:  # slots of earlier tests given back
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    held = []
+    for host in ("127.0.0.2", remote_address()):
+        for _ in range(MAX_CONNECTIONS):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(b"POST /v1/agent/report HTTP/1.1\r\ncontent-length: 100\r\nx-slow: ")
+            held.append(sock)
+    try:
+        admitted = 0
+        for sock in held:
+            sock.settimeout(0.3)
+            try:
+                refused = sock.recv(64, socket.MSG_PEEK).startswith(b"HTTP/1.0 503")
+            except TimeoutError:
+                refused = False  # (held by the server, waiting for the rest)
+            admitted += not refused
+        assert admitted <= MAX_CONNECTIONS // 2, admitted  # a third address finds free slots
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def test_refused_agent_calls_are_logged_without_a_flood(tmp_path: Path) -> None:
     """Held-out review (issue 12): 20 reports with a wrong secret got 401 each and left no log
     line and no metric (DEBUG only): an instance with a stale secret, or someone guessing, showed
