@@ -136,7 +136,7 @@ class _BoundedServer(HTTPServer):
         try:
             raw.settimeout(self.read_timeout_s)
             if self.tls is not None:
-                conn = self.tls.current_http_context().wrap_socket(raw, server_side=True)
+                conn = self.tls.handshake(raw, self.read_timeout_s)
                 with self._live_lock:  # wrapping moved the descriptor to `conn`
                     self._live[conn] = self._live.pop(raw, time.monotonic())
             self.finish_request(conn, client_address)

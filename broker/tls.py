@@ -1,7 +1,7 @@
-"""TLS for the broker's two listening ports and for its clients.
+"""TLS for the broker's listening ports (gRPC, the agent endpoint, `/metrics`) and for its clients.
 
-The gRPC port uses gRPC's own TLS (optionally mutual); the HTTP agent endpoint uses an
-`ssl.SSLContext` with the same certificate. Both pick up a renewed certificate/key pair on
+The gRPC port uses gRPC's own TLS (optionally mutual); the HTTP agent endpoint and `/metrics`
+use an `ssl.SSLContext` with the same certificate. All pick up a renewed certificate/key pair on
 the next handshake after the files change, so rotation needs no restart. Without TLS the
 broker still serves, but says so when a port is reachable from other hosts.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import ssl
 import threading
 from datetime import datetime, timedelta
@@ -200,6 +201,14 @@ class ServerTls:
         """The context for the next handshake (a renewed certificate is loaded first)."""
         self._changed()
         return self.http_context
+
+    def handshake(self, raw: socket.socket, timeout_s: float) -> ssl.SSLSocket:
+        """TLS on one accepted connection, in the caller's thread; each read waits `timeout_s` at most.
+
+        Never on a listening socket: there the handshake runs inside `accept()`, and one peer that
+        connects and says nothing stalls every other caller. A failed handshake closes `raw`."""
+        raw.settimeout(timeout_s)
+        return self.current_http_context().wrap_socket(raw, server_side=True)
 
 
 def is_loopback(host: str) -> bool:
