@@ -40,7 +40,8 @@ from broker.ha.sole import SoleScheduler
 from broker.instrument import measured
 from broker.joblogs import JobLogs
 from broker.logs import quiet_third_party
-from broker.metrics import BrokerMetrics, LiveCollector, MetricsServer
+from broker.metrics import BrokerMetrics, LiveCollector
+from broker.metrics_http import MetricsServer
 from broker.model import SiteId
 from broker.planning import Planner
 from broker.policy import Policy
@@ -303,8 +304,7 @@ class BrokerApp:
         if cfg.metrics_listen:
             self.metrics_server = MetricsServer(
                 self.metrics.registry, cfg.metrics_listen,
-                certfile=str(cfg.tls.cert_file) if cfg.tls else None,
-                keyfile=str(cfg.tls.key_file) if cfg.tls else None,
+                tls=self.tls,
                 operator=None if self.auth.dev_mode else self.auth.is_operator_header,
             )
             self.metrics_port = self.metrics_server.port

@@ -1,8 +1,8 @@
 """Prometheus metrics of one broker: counters bumped where things happen, gauges read at scrape.
 
 Each broker owns its `CollectorRegistry` (never the process-global one), so several brokers in
-one process (tests, the simulator) keep separate numbers. `/metrics` is served by
-prometheus-client's own HTTP server on `metrics_listen`.
+one process (tests, the simulator) keep separate numbers. `/metrics` is served from it on
+`metrics_listen` by `broker.metrics_http`.
 """
 
 from __future__ import annotations
@@ -11,26 +11,20 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from threading import Thread
-from typing import Any, TypeVar
-from wsgiref.simple_server import WSGIServer
+from typing import TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    disable_created_metrics,
-    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from broker.fairshare.standing import TenantStanding
-from broker.listen import listen_error
 from broker.model import Attempt
 from broker.store import StoreError
-from broker.tls import warn_if_plaintext
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -319,63 +313,6 @@ class LiveCollector(Collector):
                     quota.add_metric([s.tenant, q.partition, kind], float(units))
         yield ratio
         yield quota
-
-
-class MetricsServer:
-    """prometheus-client's HTTP server for one registry on HOST:PORT (port 0 picks one)."""
-
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        listen: str,
-        *,
-        certfile: str | None = None,
-        keyfile: str | None = None,
-        operator: Callable[[str], bool] | None = None,
-    ) -> None:
-        """Serve `registry`; with `certfile`/`keyfile` over HTTPS (the broker's own certificate).
-        `operator`: whether an `Authorization` header is an operator's (None: anyone may read)."""
-        host, _, port = listen.rpartition(":")
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # `*_created` series: noise
-        self._server: WSGIServer
-        self._thread: Thread
-        addr = host or "127.0.0.1"
-        try:
-            self._server, self._thread = start_http_server(
-                int(port or 0), addr=addr, registry=registry, certfile=certfile, keyfile=keyfile
-            )
-        except OSError as exc:
-            raise listen_error(f"{addr}:{port or 0}", "metrics_listen", exc) from exc
-        if operator is not None:
-            # Every tenant's budget, spend and queue are here: operators only, as `szb status` has it.
-            self._server.set_app(_operators_only(self._server.get_app(), operator))
-        self.port: int = self._server.server_port
-        self.host = host or "127.0.0.1"
-        self.scheme = "https" if certfile else "http"
-        log.info("metrics on %s", self.url)
-        if not certfile:  # Prometheus sends an operator's token here
-            warn_if_plaintext(self.host, "the metrics endpoint")
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}/metrics"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def _operators_only(app: Any, operator: Callable[[str], bool]) -> Any:
-    """The WSGI `app`, answering 401 unless the request's `Authorization` is an operator's."""
-
-    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        if operator(str(environ.get("HTTP_AUTHORIZATION", ""))):
-            return app(environ, start_response)
-        start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
-                                            ("WWW-Authenticate", 'Bearer realm="szb metrics"')])
-        return [b"/metrics needs an operator's bearer token (Authorization: Bearer TOKEN)\n"]
-
-    return guarded
 
 
 def heartbeat_lags(
