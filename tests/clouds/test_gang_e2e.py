@@ -21,6 +21,7 @@ from typing import Any
 import boto3
 import grpc
 import pytest
+from botocore.exceptions import ResponseParserError
 from google.protobuf import duration_pb2
 
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
@@ -135,7 +136,15 @@ def ec2(moto: MotoFront, region: str) -> Any:
 
 def ec2_live(moto: MotoFront, region: str, job_id: str) -> dict[str, dict[str, Any]]:
     """The job's EC2 instances that are not terminated (or shutting down), by id."""
-    pages = ec2(moto, region).describe_instances(Filters=[{"Name": "tag:szb:job", "Values": [job_id]}])
+    mine = [{"Name": "tag:szb:job", "Values": [job_id]}]
+    for tries in range(1, 6):
+        try:
+            pages = ec2(moto, region).describe_instances(Filters=mine)
+            break
+        except ResponseParserError:  # moto's server fails a read now and then (an HTML 500) while
+            if tries == 5:           # the broker changes instances: a race in moto, not the broker's
+                raise
+            time.sleep(0.2)
     return {
         i["InstanceId"]: i
         for r in pages["Reservations"]
