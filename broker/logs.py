@@ -43,7 +43,8 @@ FIELDS = (
 
 REDACTED = "[REDACTED]"
 _SECRET_KEY = re.compile(
-    r"(?i)(token|secret|password|passwd|credential|access_key|api_key|private_key|authorization)"
+    r"(?i)(token|secret|password|passwd|credential|access_key|api_key|private_key|authorization"
+    r"|(?:^|_)(?:pass|pwd)(?:_|$))"
 )
 # No pattern may take time quadratic in a string's length. A match is tried at every start,
 # so what a failed try scans must not run on over the next try's ground: a repetition stops at
@@ -100,7 +101,7 @@ def redact(text: str) -> str:
 
 def secret_key(name: str) -> bool:
     """True for a setting's name that says its value is a secret (token, password, key...)."""
-    return bool(_SECRET_KEY.search(name))
+    return bool(_SECRET_KEY.search(name.lstrip("-").replace("-", "_")))
 
 
 def _redact_value(key: str, value: Any) -> Any:
@@ -108,8 +109,9 @@ def _redact_value(key: str, value: Any) -> Any:
         return REDACTED
     if isinstance(value, str):
         return redact(value)
-    if isinstance(value, list | tuple):
-        return [_redact_value("", v) for v in value]
+    if isinstance(value, list | tuple):  # (an argv: `--password X` masks X)
+        flags = ["", *(v if isinstance(v, str) and v.startswith("-") and "=" not in v else "" for v in value)]
+        return [_redact_value(flag, v) for flag, v in zip(flags, value, strict=False)]
     if isinstance(value, dict):
         return {k: _redact_value(str(k), v) for k, v in value.items()}
     return value

@@ -287,3 +287,26 @@ def test_a_refused_spec_with_a_long_value_is_recorded_without_stalling_the_broke
     stored = json.loads(spec)
     assert stored["env"]["HF_TOKEN"] == "[REDACTED]" and "b" * 100 not in spec
     assert stored["env"]["NOTES"] == "a" * 58_000
+
+
+def test_a_refused_spec_keeps_no_secret_given_as_a_flag_s_value_or_a_short_env_key(tmp_path: Path) -> None:
+    """Found by a held-out review of issue 12: `--password hunter2pass` in the argv and `DB_PASS`
+    in the env were stored in the clear, though the README says the copy is masked as logs are."""
+    config = write_broker_folder(tmp_path, REFUSING, TOKENS)
+    broker = BrokerProcess(config)
+    broker.start(timeout=120)
+    job = a800_job("flags")
+    job.command.extend(["--password", "hunter2pass", "--api-key", "sk-live-123", "--epochs", "3"])
+    job.env["DB_PASS"] = "pass-of-db"
+    try:
+        with grpc.insecure_channel(broker.address) as channel:
+            stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+            with pytest.raises(grpc.RpcError):
+                stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth("team-b"), timeout=30)
+    finally:
+        broker.stop()
+    with closing(sqlite3.connect(tmp_path / "data" / "broker.db")) as db:
+        (spec,) = db.execute("SELECT spec FROM refused_submissions").fetchone()
+    for secret in ("hunter2pass", "sk-live-123", "pass-of-db"):
+        assert secret not in spec, spec
+    assert json.loads(spec)["command"][-2:] == ["--epochs", "3"]
