@@ -363,6 +363,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             bounded_field(request.job_id, "job_id")
             bounded_field(request.tenant, "tenant")
             since, until = report_time(request, "since"), report_time(request, "until")
+            if since is not None and until is not None and until <= since:
+                raise _BadRequest([FieldViolation("until", "must be after since")])
             try:
                 return audit.events(
                     job_id=request.job_id, tenant=request.tenant, since=since, page_size=request.page_size,
