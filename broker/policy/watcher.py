@@ -143,7 +143,8 @@ class PolicyWatcher:
                 self.last_problems = exc.problems
                 self.last_refused = refused_load(self.path, exc.problems, self._clock())
                 digest = self.last_refused.hash[:12]
-                fields = {"event": "reload", "policy_hash": digest, "source": str(self.path)}
+                fields = {"event": "reload", "result": "refused", "policy_hash": digest,
+                          "source": str(self.path)}
                 shown = [str(p) for p in exc.problems[:MAX_PROBLEMS_LOGGED]]  # one event, one line
                 more = len(exc.problems) - len(shown)
                 log.error("policy reload refused: keeping policy %s: %s%s", self._current.hash[:12],
@@ -163,7 +164,8 @@ class PolicyWatcher:
                     policy.hash[:12],
                     self.path,
                     "; a file it refers to changed" if same_text else "",
-                    extra={"event": "reload", "policy_hash": policy.hash[:12], "source": str(self.path)},
+                    extra={"event": "reload", "result": "loaded", "policy_hash": policy.hash[:12],
+                           "source": str(self.path)},
                 )
                 self._tell(PolicyLoad(policy.hash, "loaded", str(self.path), text, self._clock(),
                                       inputs=policy.inputs_digest))
@@ -171,7 +173,8 @@ class PolicyWatcher:
                     self._on_swap(policy)
             else:
                 if mended is not None:  # the refusal logged as an error is over: say so
-                    fields = {"event": "reload", "policy_hash": policy.hash[:12], "source": str(self.path)}
+                    fields = {"event": "reload", "result": "mended", "policy_hash": policy.hash[:12],
+                              "source": str(self.path)}
                     log.info("policy file %s mended: the policy in force, %s, again; its refusal is over",
                              self.path, policy.hash[:12], extra=fields)
                 self._tell(PolicyLoad(policy.hash, "unchanged", str(self.path), text, self._clock(),

