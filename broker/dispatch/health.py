@@ -217,7 +217,10 @@ class SiteHealth:
 
     def breaker_states(self) -> dict[str, str]:
         """site -> its breaker's state (closed, open, half_open); the leader's on a replica."""
-        own = {site: state.value for site, state in self.breakers.states().items()}
+        # A site not called yet has no breaker object: it is closed, and its series shows so
+        # (an alert on "open" must not be the first sign the site exists).
+        closed = {str(s.id): BreakerState.CLOSED.value for s in self._policy().sites}
+        own = {**closed, **{site: state.value for site, state in self.breakers.states().items()}}
         return self._in_policy({**own, **self.adopted.breakers} if self.adopted is not None else own)
 
     def _in_policy(self, by_site: dict[K, V]) -> dict[K, V]:
