@@ -19,17 +19,11 @@ if kind in ("exit", "keep"):
             tail = f.read()[-int(env["SZB_LOG_TAIL_BYTES"]):].decode("utf-8", "replace")
     except OSError:
         pass
-if kind == "keep":  # the result, kept before anyone is told: a file, then the console
-    result = json.dumps({"exit_code": int(rc), "log_tail": tail})
-    for name, text in (("exit_code", rc), ("result.json", result)):
-        with open(os.path.join(work, name + ".tmp"), "w") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(os.path.join(work, name + ".tmp"), os.path.join(work, name))
+if kind == "keep":  # the result, kept before anyone is told: the console, then files
     # Others write to the console too (the heartbeat, the kernel), maybe half a line at a time:
     # the result goes out in one write that starts its own line and that a pipe keeps whole
-    # (PIPE_BUF, 4096 bytes on Linux), so the broker can always read it back.
+    # (PIPE_BUF, 4096 bytes on Linux), so the broker can always read it back. It goes first: a
+    # job that filled the disk makes the files below fail (ENOSPC), never the console line.
     short = tail[-int(env["SZB_CONSOLE_TAIL_BYTES"]):]
     while True:
         data = base64.b64encode(json.dumps({"exit_code": int(rc), "log_tail": short}).encode())
@@ -38,13 +32,26 @@ if kind == "keep":  # the result, kept before anyone is told: a file, then the c
             break
         short = short[max(1, (len(line) - 4096) // 8):]  # an escaped character: 8 bytes of it
     os.write(1, line)
+    result = json.dumps({"exit_code": int(rc), "log_tail": tail})
+    for name, text in (("exit_code", rc), ("result.json", result)):
+        try:
+            with open(os.path.join(work, name + ".tmp"), "w") as f:
+                f.write(text + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(os.path.join(work, name + ".tmp"), os.path.join(work, name))
+        except OSError as exc:
+            print("szb: result file not written:", exc, file=sys.stderr)
     sys.exit(0)
 body = json.dumps({"job_id": env["SZB_JOB_ID"], "attempt_id": env["SZB_ATTEMPT_ID"],
                    "token": env["SZB_TOKEN"], "kind": kind,
                    "rank": int(env["SZB_NODE_RANK"]) if env.get("SZB_NODE_RANK") else None,
                    "exit_code": int(rc) if rc else None, "log_tail": tail, "time": time.time()})
-with open(os.path.join(work, "reports.jsonl"), "a") as f:
-    f.write(body + "\n")
+try:  # a record for whoever looks at the instance; a full disk must not stop the report
+    with open(os.path.join(work, "reports.jsonl"), "a") as f:
+        f.write(body + "\n")
+except OSError:
+    pass
 ep = env.get("SZB_AGENT_ENDPOINT", "")
 if not ep:
     sys.exit(0)
@@ -77,6 +84,9 @@ def send():
 
 
 
+acked = [0]  # the offset acknowledged last, in memory too: on a full disk log.offset is not written
+
+
 def ship_log():
     # `szb logs`: output written since the last offset the broker acknowledged. Says "sent",
     # "empty" (all acknowledged), "down" (no answer: the broker is away), "failed" (its trouble,
@@ -85,11 +95,15 @@ def ship_log():
     try:
         with open(mark) as f:
             off = int(f.read() or 0)
+    except (OSError, ValueError):
+        off = 0
+    off = max(off, acked[0])
+    try:
         with open(env["SZB_LOG"], "rb") as f:
             f.seek(off)
             chunk = f.read(32768)  # LOG_CHUNK_BYTES: its JSON stays under the endpoint's 64 KiB
-    except (OSError, ValueError):
-        off, chunk = 0, b""
+    except OSError:
+        chunk = b""
     if not chunk:
         return "empty"
     data = json.dumps({"attempt_id": env["SZB_ATTEMPT_ID"], "offset": off,
@@ -109,16 +123,20 @@ def ship_log():
     except Exception as exc:
         print("szb: log chunk not sent:", exc, file=sys.stderr)
         return "failed"
+    acked[0] = nxt
     tmp = mark + "." + str(os.getpid()) + ".tmp"  # the heartbeat's and the exit's shipping may overlap
-    with open(tmp, "w") as f:
-        f.write(str(nxt))
-    os.replace(tmp, mark)
+    try:
+        with open(tmp, "w") as f:
+            f.write(str(nxt))
+        os.replace(tmp, mark)
+    except OSError:  # a full disk: a later snippet resends from an older offset (chunks are idempotent)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
     return "sent" if nxt > off else "refused"
 
 
-if not os.path.exists(os.path.join(work, "log.offset")):
-    with open(os.path.join(work, "log.offset"), "w") as f:
-        f.write("0")
 def ship_all(chunks):
     for _ in range(chunks):
         state = ship_log()
@@ -150,7 +168,10 @@ while True:
     else:
         outcome = send()
     if outcome == "acked":
-        open(os.path.join(work, "acked"), "w").close()
+        try:
+            open(os.path.join(work, "acked"), "w").close()
+        except OSError:
+            pass
         sys.exit(0)
     if outcome == "refused" or time.time() + delay > deadline:
         print("szb: result not delivered (" + outcome + "); it stays in", work, "and on the console",

@@ -1,13 +1,15 @@
 """UserData: the POSIX sh script a cloud instance runs at boot to do one attempt.
 
 The script runs the job (``docker run`` when the spec names an image, else the command
-itself) with the job's env, reports ``started`` and a ``heartbeat`` every N seconds to the
-broker's AgentService, and when the job ends:
+itself) with the job's env, in a session of its own (``setsid``: a job that signals its
+process group cannot kill the bootstrap), reports ``started`` and a ``heartbeat`` every N
+seconds to the broker's AgentService, and when the job ends:
 
-1. keeps the result before telling anyone: ``$SZB_WORKDIR/exit_code`` and ``result.json``
-   (exit code + log tail), and one ``SZB-RESULT`` line on its stdout, which cloud-init copies
-   to the instance's console output, where the broker can read it through the cloud's API
-   without the agent (`result_from_console`);
+1. keeps the result before telling anyone: one ``SZB-RESULT`` line on its stdout, which
+   cloud-init copies to the instance's console output, where the broker can read it through
+   the cloud's API without the agent (`result_from_console`), then ``$SZB_WORKDIR/exit_code``
+   and ``result.json`` (exit code + log tail). A job that filled the disk fails only the files:
+   no write on the instance's disk stops the console line or a report;
 2. ships the output the broker has not acknowledged, then reports ``exit``, with retries
    (exponential backoff with jitter, at most ``report_backoff_max_s`` apart) until the broker
    acknowledges it, for at most ``report_give_up_s`` (default 30 min, well above a broker
@@ -97,13 +99,14 @@ SZB_REPORT_PY={report_py_q}
 szb_report() {{
   if command -v python3 >/dev/null 2>&1; then
     python3 -c "$SZB_REPORT_PY" "$@" || true
-  elif [ "$1" = keep ]; then
-    echo "$2" > "$SZB_WORKDIR/exit_code.tmp" && mv "$SZB_WORKDIR/exit_code.tmp" "$SZB_WORKDIR/exit_code"
+  elif [ "$1" = keep ]; then  # the console line first: a full disk fails only the file
     _result=$(printf '{{"exit_code":%s}}' "$2" | base64 | tr -d '\\n')
     printf '\\n%s %s %s\\n' {report_mark} "$SZB_ATTEMPT_ID" "$_result"  # a line of its own
+    {{ echo "$2" > "$SZB_WORKDIR/exit_code.tmp" &&
+      mv "$SZB_WORKDIR/exit_code.tmp" "$SZB_WORKDIR/exit_code"; }} 2>/dev/null
   else
     _line="{{\\"job_id\\":\\"$SZB_JOB_ID\\",\\"attempt_id\\":\\"$SZB_ATTEMPT_ID\\",\\"kind\\":\\"$1\\",\\"rank\\":${{SZB_NODE_RANK:-null}},\\"exit_code\\":${{2:-null}}}}"
-    echo "$_line" >> "$SZB_WORKDIR/reports.jsonl"
+    echo "$_line" >> "$SZB_WORKDIR/reports.jsonl" 2>/dev/null
     if [ -n "$SZB_AGENT_ENDPOINT" ] && command -v curl >/dev/null 2>&1; then
       case "$SZB_AGENT_ENDPOINT" in
         *://*) _ep="$SZB_AGENT_ENDPOINT" ;;
@@ -120,11 +123,17 @@ szb_report() {{
   fi
 }}
 
-# A subshell: the job's env (its own PATH, say) must not reach the reports that follow it.
-szb_run_job() (
-{env_lines}
-{gang_env}{run_line}
-)
+# The job in a shell of its own: its env (its own PATH, say) must not reach the reports that
+# follow it; and in a session of its own, so that a job signalling its process group (`trap
+# 'kill 0' EXIT`) does not kill us. (setsid forks only when run as a group leader: never here.)
+SZB_JOB_SH={job_sh_q}
+szb_run_job() {{
+  if command -v setsid >/dev/null 2>&1; then
+    setsid sh -c "$SZB_JOB_SH"
+  else
+    sh -c "$SZB_JOB_SH"
+  fi
+}}
 
 szb_report started
 ( while sleep "$SZB_HEARTBEAT_S"; do szb_report heartbeat; done ) &
@@ -153,16 +162,16 @@ def render_user_data(
     """The boot script for one attempt; every value from the request is shell-quoted."""
     spec = request.spec
     job_env = {**spec.env, **request.resume_vars()}
-    env_lines = "\n".join(f"  {k}={shlex.quote(v)}; export {k}" for k, v in sorted(job_env.items()))
+    env_lines = "\n".join(f"{k}={shlex.quote(v)}; export {k}" for k, v in sorted(job_env.items()))
     command = " ".join(shlex.quote(arg) for arg in spec.command)
     gang_vars = _GANG_VARS if spec.resources.nodes > 1 else ()
     if spec.image:
         env_flags = "".join(f" -e {k}" for k in sorted({*job_env, *gang_vars}))
         gpus = " --gpus all" if spec.accelerator_count else ""
         name = shlex.quote(f"szb-{_safe(str(request.attempt_id))}")
-        run_line = f"  docker run --rm --name {name}{gpus}{env_flags} {shlex.quote(spec.image)} {command}"
+        run_line = f"docker run --rm --name {name}{gpus}{env_flags} {shlex.quote(spec.image)} {command}"
     else:
-        run_line = f"  {command}"
+        run_line = command
     return _TEMPLATE.format(
         job_id=_safe(str(request.job_id)),
         attempt_id=_safe(str(request.attempt_id)),
@@ -181,10 +190,8 @@ def render_user_data(
         report_mark=RESULT_MARK,
         report_py_q=shlex.quote(_REPORT_PY),
         ca_block=_ca_block(request.agent_ca_pem),
-        env_lines=env_lines or "  :",
-        run_line=run_line,
+        job_sh_q=shlex.quote(f"{env_lines}\n{_GANG_ENV if gang_vars else ''}{run_line}\n"),
         gang_block=_gang_block(request),
-        gang_env=_GANG_ENV if gang_vars else "",
     )
 
 
@@ -193,9 +200,9 @@ _GANG_VARS = ("SZB_NODE_RANK", "SZB_NNODES", "SZB_MASTER_ADDR", "NODE_RANK", "RA
 # Set after the job's own env: the launcher's variables are the broker's, except a MASTER_PORT
 # the job chose.
 _GANG_ENV = (
-    "  NODE_RANK=$SZB_NODE_RANK RANK=$SZB_NODE_RANK LOCAL_RANK=0 WORLD_SIZE=$SZB_NNODES\n"
-    "  MASTER_ADDR=$SZB_MASTER_ADDR MASTER_PORT=${MASTER_PORT:-" + str(GANG_PORT) + "}\n"
-    "  export NODE_RANK RANK LOCAL_RANK WORLD_SIZE MASTER_ADDR MASTER_PORT\n"
+    "NODE_RANK=$SZB_NODE_RANK RANK=$SZB_NODE_RANK LOCAL_RANK=0 WORLD_SIZE=$SZB_NNODES\n"
+    "MASTER_ADDR=$SZB_MASTER_ADDR MASTER_PORT=${MASTER_PORT:-" + str(GANG_PORT) + "}\n"
+    "export NODE_RANK RANK LOCAL_RANK WORLD_SIZE MASTER_ADDR MASTER_PORT\n"
 )
 
 
