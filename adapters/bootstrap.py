@@ -21,7 +21,8 @@ seconds to the broker's AgentService, and when the job ends:
    attempt lost.
 
 The transport lives in one shell function, ``szb_report``; it runs a python3 snippet that
-POSTs JSON (`REPORT_PATH` on the agent endpoint, bearer token) and falls back to curl. Both
+POSTs JSON (`REPORT_PATH` on the agent endpoint, bearer token) and falls back to curl (no
+output shipped; the log tail printable ASCII only, escaped by ``szb_tail_json``). Both
 verify the broker's TLS certificate: against the CA bundle the broker put in the UserData
 (``agent_ca_pem``), else against the instance's system roots.
 Every report is also appended to ``$SZB_WORKDIR/reports.jsonl``. With each heartbeat (and
@@ -93,6 +94,13 @@ SZB_AGENT_CA=""
 {ca_block}export SZB_AGENT_CA
 SZB_REPORT_PY={report_py_q}
 
+# The job's log tail as the inside of a JSON string, for the curl fallback (no python3 to escape
+# it): printable ASCII only, backslashes and quotes escaped, lines joined with \\n.
+szb_tail_json() {{
+  tail -c "$1" "$SZB_LOG" 2>/dev/null | tr -cd '\\12\\40-\\176' | sed 's/\\\\/\\\\\\\\/g; s/"/\\\\"/g' |
+    while IFS= read -r _l || [ -n "$_l" ]; do printf '%s\\\\n' "$_l"; done
+}}
+
 # The one transport function: szb_report KIND [EXIT_CODE]. Never fails the script.
 # KIND `exit` retries until the broker acknowledges (or the give-up time); `keep` only keeps
 # the result (files + the console line) and talks to nobody.
@@ -100,13 +108,16 @@ szb_report() {{
   if command -v python3 >/dev/null 2>&1; then
     python3 -c "$SZB_REPORT_PY" "$@" || true
   elif [ "$1" = keep ]; then  # the console line first: a full disk fails only the file
-    _result=$(printf '{{"exit_code":%s}}' "$2" | base64 | tr -d '\\n')
+    _tail=$(szb_tail_json $(( SZB_CONSOLE_TAIL_BYTES / 2 )))  # escaped, at most twice as long
+    _result=$(printf '{{"exit_code":%s,"log_tail":"%s"}}' "$2" "$_tail" | base64 | tr -d '\\n')
     printf '\\n%s %s %s\\n' {report_mark} "$SZB_ATTEMPT_ID" "$_result"  # a line of its own
     {{ echo "$2" > "$SZB_WORKDIR/exit_code.tmp" &&
       mv "$SZB_WORKDIR/exit_code.tmp" "$SZB_WORKDIR/exit_code"; }} 2>/dev/null
   else
-    _line="{{\\"job_id\\":\\"$SZB_JOB_ID\\",\\"attempt_id\\":\\"$SZB_ATTEMPT_ID\\",\\"kind\\":\\"$1\\",\\"rank\\":${{SZB_NODE_RANK:-null}},\\"exit_code\\":${{2:-null}}}}"
-    echo "$_line" >> "$SZB_WORKDIR/reports.jsonl" 2>/dev/null
+    _tail=""
+    [ "$1" = exit ] && _tail=$(szb_tail_json "$SZB_LOG_TAIL_BYTES")
+    _line="{{\\"job_id\\":\\"$SZB_JOB_ID\\",\\"attempt_id\\":\\"$SZB_ATTEMPT_ID\\",\\"kind\\":\\"$1\\",\\"rank\\":${{SZB_NODE_RANK:-null}},\\"exit_code\\":${{2:-null}},\\"log_tail\\":\\"$_tail\\"}}"
+    printf '%s\\n' "$_line" >> "$SZB_WORKDIR/reports.jsonl" 2>/dev/null  # (echo would unescape)
     if [ -n "$SZB_AGENT_ENDPOINT" ] && command -v curl >/dev/null 2>&1; then
       case "$SZB_AGENT_ENDPOINT" in
         *://*) _ep="$SZB_AGENT_ENDPOINT" ;;

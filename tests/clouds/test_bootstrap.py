@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable
@@ -285,3 +286,28 @@ def test_a_backlog_past_4_mib_does_not_hold_the_exit_report(tmp_path: Path) -> N
     whole = len((tmp_path / "job.log").read_bytes())
     [exit_at] = [int(s.split("@")[1]) for s in seen if s.startswith("exit@")]
     assert 0 < exit_at < whole, (exit_at, whole)  # reported with output still to ship
+
+
+def test_an_image_without_python3_still_keeps_and_reports_the_log_tail(tmp_path: Path) -> None:
+    """Review of issue 11: the shell fallback (no python3; curl sends the reports) sent no log
+    tail and printed none to the console, so every job's output was lost. It keeps printable
+    ASCII, escaped for JSON."""
+    from adapters.bootstrap import result_from_console
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("sh", "base64", "tr", "mv", "mkdir", "sleep", "tail", "sed", "setsid", "cat"):
+        if found := shutil.which(tool):
+            os.symlink(found, tools / tool)
+    req = launch(OFFER, "t").model_copy(update={"agent_endpoint": ""})
+    job = "printf '%s\\n' 'say \"hi\" C:\\dir'; printf 'x\\ty 训练\\n'; exit 3"
+    spec = req.spec.model_copy(update={"command": ("sh", "-c", job)})
+    script = render_user_data(req.model_copy(update={"spec": spec}), heartbeat_s=1)
+    env = {"PATH": str(tools), "SZB_WORKDIR": str(tmp_path / "w"), "SZB_NO_POWEROFF": "1"}
+    done = subprocess.run([str(tools / "sh"), "-c", script], env=env, timeout=60, capture_output=True)
+    assert done.returncode == 3, done.stderr
+    tail = 'say "hi" C:\\dir\nxy \n'  # the tab and the non-ASCII characters dropped
+    kept = result_from_console(done.stdout.decode(), "att-1")
+    assert kept is not None and kept.exit_code == 3 and kept.log_tail == tail, done.stdout
+    reports = [json.loads(line) for line in (tmp_path / "w" / "reports.jsonl").read_text().splitlines()]
+    assert reports[-1]["kind"] == "exit" and reports[-1]["log_tail"] == tail
