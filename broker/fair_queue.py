@@ -310,7 +310,7 @@ class FairQueue:
             and offer is not None
             and offer.free is not None
             and policy.document.fair_share.hold_for_under_share
-            and (st.in_quota or (st.ratio < 1.0 and st.may_run_onprem))
+            and (st.in_quota or st.owed or (st.ratio < 1.0 and st.may_run_onprem))
         ):
             # Freed capacity is kept for this job: later (over-share, borrowed) jobs of the pass
             # must not backfill it, or a large job of a small tenant would wait for ever. Not for

@@ -4,7 +4,8 @@
    then age (then id).
 2. A tenant's jobs that fit in what is left of its guaranteed quota on a partition they
    can run on are *in quota*; the rest is *borrowed* work. Every in-quota job goes ahead of
-   every borrowed job.
+   every borrowed job. A job that fits the quota whole but not what its tenant's own work
+   leaves of it is *owed* that quota: the tenant's jobs behind it are borrowed work there.
 3. Within each of the two tiers, tenants take turns by weighted dominant share: the tenant
    whose largest share of on-prem capacity (accelerators, CPUs or memory), divided by its
    weight, is lowest goes next (ties: accelerator share, then CPU/memory share, then tenant
@@ -84,6 +85,9 @@ class Standing:
     """The tenant's dominant share of on-prem capacity over its entitled share (1.0 = exactly fair)."""
     may_run_onprem: bool
     """False for borrowed work of a tenant that may not borrow."""
+    owed: bool = False
+    """Borrowed only because its tenant's own work holds the quota it fits in: what that work
+    frees is kept for it (a hold), and its tenant's later jobs do not take that quota first."""
 
     def text(self) -> str:
         where = "within its quota" if self.in_quota else "borrowed"
@@ -143,6 +147,39 @@ def order(
     return list(standings(work, tenants, capacity, charge=charge))
 
 
+def _tiers(
+    by_tenant: Mapping[str, list[QueuedWork]], states: Mapping[str, TenantState]
+) -> tuple[tuple[dict[str, list[QueuedWork]], dict[str, list[QueuedWork]]], set[str]]:
+    """Each tenant's jobs in its own order, split into in-quota and borrowed work; and the ids of
+    borrowed jobs owed their quota (`Standing.owed`)."""
+    tiers: tuple[dict[str, list[QueuedWork]], dict[str, list[QueuedWork]]] = ({}, {})
+    owed: set[str] = set()
+    for tenant, jobs in by_tenant.items():
+        jobs.sort(key=lambda w: (_PRIORITY_RANK[w.priority], w.due or w.created_at, w.created_at, w.job_id))
+        st = states[tenant]
+        # Work waiting in a backend's queue takes its quota as it will once it runs: counted free,
+        # the tenant's next jobs would be sent there past its quota (or reclaim for it twice).
+        held = {p: st.in_use.get(p, 0) + st.queued.units.get(p, 0) for p in st.share.quota}
+        left = {p: q - held[p] for p, q in st.share.quota.items()}
+        for w in jobs:
+            fits = next((p for p in w.partitions if p in left and left[p] >= w.units), None)
+            if fits is not None:
+                left[fits] -= w.units
+                tiers[0].setdefault(tenant, []).append(w)
+                continue
+            # No room left in the quota, but the job fits the quota whole: its tenant's own work
+            # holds it. The tenant's later (lower priority, younger) jobs must not take that quota
+            # as it frees, or a stream of small ones would keep the older big job waiting for ever.
+            quota = st.share.quota
+            owed_on = max((p for p in w.partitions if p in left and w.units <= quota[p]),
+                          key=lambda p: left[p], default=None)
+            if owed_on is not None:
+                left[owed_on] = min(left[owed_on], 0)
+                owed.add(w.job_id)
+            tiers[1].setdefault(tenant, []).append(w)
+    return tiers, owed
+
+
 def standings(
     work: Sequence[QueuedWork],
     tenants: Mapping[str, TenantState],
@@ -159,21 +196,7 @@ def standings(
     active = set(by_tenant) | {t for t, s in tenants.items() if dominant(s.usage, capacity) > 0}
     ratios = share_ratios({**tenants, **states}, active, capacity)
 
-    tiers: tuple[dict[str, list[QueuedWork]], dict[str, list[QueuedWork]]] = ({}, {})
-    for tenant, jobs in by_tenant.items():
-        jobs.sort(key=lambda w: (_PRIORITY_RANK[w.priority], w.due or w.created_at, w.created_at, w.job_id))
-        st = states[tenant]
-        # Work waiting in a backend's queue takes its quota as it will once it runs: counted free,
-        # the tenant's next jobs would be sent there past its quota (or reclaim for it twice).
-        held = {p: st.in_use.get(p, 0) + st.queued.units.get(p, 0) for p in st.share.quota}
-        left = {p: q - held[p] for p, q in st.share.quota.items()}
-        for w in jobs:
-            fits = next((p for p in w.partitions if p in left and left[p] >= w.units), None)
-            if fits is not None:
-                left[fits] -= w.units
-                tiers[0].setdefault(tenant, []).append(w)
-            else:
-                tiers[1].setdefault(tenant, []).append(w)
+    tiers, owed = _tiers(by_tenant, states)
 
     usage = {t: s.usage + s.queued.demand.scaled(charge) for t, s in states.items()}
     position = 0
@@ -197,6 +220,7 @@ def standings(
                 in_quota=in_quota,
                 ratio=ratios.get(t, 0.0),
                 may_run_onprem=in_quota or states[t].share.may_borrow or not w.partitions,
+                owed=w.job_id in owed,
             )
             usage[t] = usage[t] + w.demand.scaled(charge)
             if heads[t] < len(queues[t]):

@@ -157,7 +157,7 @@ def take_heads(
         if jobs[j].demand <= free - units:
             out.append(j)
             units += jobs[j].demand
-        elif hold and (standing.in_quota or standing.ratio < 1.0):
+        elif hold and (standing.in_quota or standing.owed or standing.ratio < 1.0):
             if on_hold is not None:
                 on_hold(standing, jobs[j].demand)
             break  # the free capacity is held for this job (as the live dispatcher holds it)
