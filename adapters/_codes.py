@@ -6,6 +6,9 @@ these tables. `classify` keeps the most specific match: exact code, then longest
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from adapters.base import (
     AdapterError,
     AuthError,
@@ -18,6 +21,7 @@ from adapters.base import (
     TransientError,
     UnsupportedError,
 )
+from broker.quota_scope import family_of
 
 ErrorTable = dict[str, type[AdapterError]]
 PrefixTable = tuple[tuple[str, type[AdapterError]], ...]
@@ -146,9 +150,53 @@ ECS_PREFIXES: PrefixTable = (
 """Families of codes; the longest matching prefix wins after an exact match."""
 
 
+EC2_QUOTA_BUCKETS: tuple[tuple[str, ...], ...] = (
+    ("a", "c", "d", "h", "i", "im", "is", "m", "r", "t", "z"),  # "Standard (A, C, D, H, I, M, R, T, Z)"
+    ("g", "vt"),
+    ("p",),
+    ("inf",),
+    ("f",),
+    ("x",),
+    ("dl",),
+    ("trn",),
+    ("hpc",),
+    ("u",),  # "High Memory"
+)
+"""The families EC2 counts under one vCPU quota ("Running On-Demand P instances", "All P Spot
+Instance Requests": on-demand and spot are separate quotas over the same families)."""
+
+EC2_FAMILY_QUOTA_CODES = frozenset(
+    {"VcpuLimitExceeded", "InstanceLimitExceeded", "MaxSpotInstanceCountExceeded"}
+)
+"""EC2's quota refusals that count one family bucket in one market, not the whole region."""
+
+
+def ec2_quota_types(instance_type: str) -> tuple[str, ...]:
+    """The families whose vCPU quota `instance_type` counts against (its own family if unknown)."""
+    family = family_of(instance_type)
+    return next((b for b in EC2_QUOTA_BUCKETS if family in b), (family,))
+
+
+@contextmanager
+def scope_ec2_quota(instance_type: str, spot: bool) -> Iterator[None]:
+    """Narrow an EC2 launch's quota refusal to the family bucket and market EC2 counts it in:
+    another family's (or market's) launches in that region are not refused by it."""
+    try:
+        yield
+    except QuotaError as error:
+        if error.code in EC2_FAMILY_QUOTA_CODES:
+            error.types = ec2_quota_types(instance_type)
+            error.market = "spot" if spot else "ondemand"
+        raise
+
+
 EC2_USER_DATA_LIMIT = 16 * 1024
 """EC2 User Guide, "Work with instance user data": user data is limited to 16 KB in raw form,
 before it is base64-encoded (boto3 encodes it)."""
+
+ECS_TYPE_QUOTA = "QuotaExceed.ElasticQuota"
+"""ECS's "no additional quota is available for the specified ECS instance type": that type's
+quota in the region (its other types, and QuotaExceed.DiskCapacity's disks, are other limits)."""
 
 ECS_USER_DATA_LIMIT = 32 * 1024
 """ECS RunInstances `UserData`: at most 32 KB of raw data before Base64 encoding."""

@@ -27,7 +27,7 @@ from alibabacloud_tea_openapi import models as openapi
 from Tea.exceptions import TeaException, UnretryableException
 
 from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
-from adapters._codes import ECS_CODES, ECS_PREFIXES, ECS_USER_DATA_LIMIT, classify
+from adapters._codes import ECS_CODES, ECS_PREFIXES, ECS_TYPE_QUOTA, ECS_USER_DATA_LIMIT, classify
 from adapters._ecs_gang import EcsGangs
 from adapters._gang import client_token, gang_tags, is_gang, parse_gang_id
 from adapters._tags import (
@@ -44,6 +44,7 @@ from adapters.base import (
     AuthError,
     Capability,
     NotFoundError,
+    QuotaError,
     RequestError,
     TransientError,
 )
@@ -214,8 +215,13 @@ class AlibabaAdapter(EcsGangs):
         disk = config_opt_str(self.site, self._config, "system_disk_category")
         if disk:
             req.system_disk = ecs.RunInstancesRequestSystemDisk(category=disk)
-        with map_ecs_errors(self.site):
-            body = self._client.run_instances(req).body.to_map()
+        try:
+            with map_ecs_errors(self.site):
+                body = self._client.run_instances(req).body.to_map()
+        except QuotaError as exc:
+            if exc.code == ECS_TYPE_QUOTA:  # ECS's elastic quota counts this instance type only
+                exc.types = (offer.instance_type,)
+            raise
         ids = body.get("InstanceIdSets", {}).get("InstanceIdSet", [])
         if not ids:
             raise AdapterError(self.site, "NoInstanceReturned", f"RunInstances returned no id: {body}")

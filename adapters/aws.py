@@ -36,7 +36,7 @@ from botocore.parsers import ResponseParserError
 from adapters._aws_gang import Ec2Gangs
 from adapters._aws_session import Ec2Clients
 from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
-from adapters._codes import EC2_CODES, EC2_PREFIXES, EC2_USER_DATA_LIMIT, classify
+from adapters._codes import EC2_CODES, EC2_PREFIXES, EC2_USER_DATA_LIMIT, classify, scope_ec2_quota
 from adapters._ec2_console import Ec2Console
 from adapters._ec2_status import status_of, with_stop_time
 from adapters._gang import client_token, gang_tags, is_gang, parse_gang_id
@@ -270,7 +270,7 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
         profile = config_opt_str(self.site, self._config, "iam_instance_profile")
         if profile:
             kwargs["IamInstanceProfile"] = {"Name": profile}
-        with self._errors():
+        with scope_ec2_quota(offer.instance_type, offer.spot), self._errors():
             resp = self._create.run_instances(**kwargs)
         instances = resp.get("Instances", [])
         if not instances:

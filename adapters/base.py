@@ -4,7 +4,8 @@ Error tree (named for what dispatch does next)::
 
     AdapterError(site, code, message)     unknown code: kept, reported, attempt failed
     ├── CapacityError                     block (site, type, zone) for a TTL, try the next offer
-    ├── QuotaError                        block the region for a TTL, try the next offer
+    ├── QuotaError                        block what the quota counts for a TTL (the region, or
+    │   │                                 the types and market it names), try the next offer
     │   └── SpotQuotaError                block the region's spot market only (on demand is open)
     ├── TransientError                    back off and retry the same call (tenacity)
     ├── AuthError                         open the provider's circuit breaker
@@ -53,7 +54,21 @@ class CapacityError(AdapterError):
 
 
 class QuotaError(AdapterError):
-    """The account's quota or limit in this region is exhausted."""
+    """The account's quota or limit in this region is exhausted.
+
+    The adapter that knows what the quota counts narrows it (`types`, `market`); a gang launch
+    refused at a later node sets `nodes`: room was left for the nodes before it."""
+
+    def __init__(
+        self, site: str, code: str, message: str, *, types: tuple[str, ...] = (), market: str = "any"
+    ) -> None:
+        super().__init__(site, code, message)
+        self.types = types
+        """Instance types or families (`broker.quota_scope.family_of`) it counts; empty: all."""
+        self.market = market
+        """`ondemand` or `spot` when the quota counts that market only; `any` when both."""
+        self.nodes = 1
+        """The least nodes a job needs to meet this refusal."""
 
 
 class SpotQuotaError(QuotaError):

@@ -29,6 +29,7 @@ from adapters.base import (
     UnsupportedError,
 )
 from broker.model import Offer
+from broker.quota_scope import QuotaScope, scopes
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class BlockScope(StrEnum):
     """One offer key: site/zone-or-region/instance type/market."""
     REGION = "region"
     REGION_SPOT = "region_spot"  # the spot market of one region (its on-demand offers stay open)
+    QUOTA = "quota"
+    """What one quota counts in a region (`broker.quota_scope`): some types, a market, a gang size."""
     SITE = "site"
 
 
@@ -186,15 +189,22 @@ class Blocklist:
         target = f"{site}/{region}/spot"
         return self._add(_spot_key(site, region), BlockScope.REGION_SPOT, ttl_s, reason, target)
 
+    def block_quota(self, scope: QuotaScope, ttl_s: float | None, reason: str) -> Block:
+        """Block what one quota counts; placement reads the target back (`broker.quota_scope`)."""
+        return self._add(f"quota:{scope.target}", BlockScope.QUOTA, ttl_s, reason, scope.target)
+
     def block_site(self, site: str, ttl_s: float | None, reason: str) -> Block:
         return self._add(_site_key(site), BlockScope.SITE, ttl_s, reason, site)
 
-    def blocked(self, offer: Offer) -> Block | None:
-        """The block that keeps this offer out (offer, then region, then site), or None."""
+    def blocked(self, offer: Offer, nodes: int = 1) -> Block | None:
+        """The block that keeps this offer out for a job of `nodes` nodes (offer, then a quota's,
+        then region, then site), or None."""
         now = self.clock()
         keys = [_offer_key(offer), _region_key(offer.site, offer.region), _site_key(offer.site)]
         if offer.spot:
             keys.insert(1, _spot_key(offer.site, offer.region))
+        quotas = [f"quota:{q.target}" for q in scopes(self.keys()) if q.covers(offer, nodes)]
+        keys[1:1] = quotas
         for key in keys:
             entry = self._blocks.get(key)
             if entry is None:
@@ -227,10 +237,8 @@ class Blocklist:
             self.block_offer(offer, policy.capacity_block_s, reason)
         elif step is NextStep.DROP_OFFER_TRY_NEXT:
             self.block_offer(offer, policy.unsupported_block_s, reason)
-        elif step is NextStep.BLOCK_REGION_TRY_NEXT:
-            self.block_region(offer.site, offer.region, policy.quota_block_s, reason)
-        elif step is NextStep.BLOCK_SPOT_TRY_NEXT:
-            self.block_region_spot(offer.site, offer.region, policy.quota_block_s, reason)
+        elif isinstance(error, QuotaError):  # (BLOCK_REGION_TRY_NEXT or BLOCK_SPOT_TRY_NEXT)
+            self._block_quota(error, offer, policy.quota_block_s, reason)
         elif step is NextStep.AVOID_REGION_TRY_NEXT:
             why = f"a launch there that timed out or kept failing ({reason})"
             self.block_region(offer.site, offer.region, policy.unhealthy_block_s, why)
@@ -241,6 +249,19 @@ class Blocklist:
             why = f"an error this broker does not recognise ({reason}: {error.message[:120]})"
             self.block_offer(offer, policy.unhealthy_block_s, why)
         return step
+
+    def _block_quota(self, error: QuotaError, offer: Offer, ttl_s: float, reason: str) -> None:
+        """Block what a quota refusal counts: the region (its spot market for a spot quota), or
+        the types, market and gang size the adapter and the launch narrowed it to."""
+        spot = isinstance(error, SpotQuotaError)
+        if error.types or error.market != "any" or error.nodes > 1:
+            market = "spot" if spot and error.market == "any" else error.market
+            scope = QuotaScope(offer.site, offer.region, market, error.types, error.nodes)
+            self.block_quota(scope, ttl_s, reason)
+        elif spot:
+            self.block_region_spot(offer.site, offer.region, ttl_s, reason)
+        else:
+            self.block_region(offer.site, offer.region, ttl_s, reason)
 
     def reasons(self) -> dict[str, str]:  # for placement's verdicts: why each key is blocked
         return {b.target: b.reason for b in self.active()}

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from adapters._gang import GangId, parse_gang_id
-from adapters.base import Adapter, AdapterError, GangLauncher, NotFoundError
+from adapters.base import Adapter, AdapterError, GangLauncher, NotFoundError, QuotaError
 from broker.dispatch.failover import GANG_NODE_ENDED
 from broker.dispatch.retry import RetryPolicy, retry_transient
 from broker.errors import BrokerError
@@ -92,6 +92,10 @@ def launch_gang(
             if rank == 0:
                 master = retry_transient(lambda: adapter.node_address(ids[0]), policy=retry)
     except AdapterError as exc:
+        if isinstance(exc, QuotaError) and ids:
+            # The quota had room for the nodes before this one: it refuses gangs this big, not
+            # every job there (a one-node job still fits).
+            exc.nodes = max(exc.nodes, len(ids) + 1)
         log.warning(
             "gang of %d at %s: node %d failed (%s); rolling back",
             nodes,

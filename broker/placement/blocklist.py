@@ -1,5 +1,5 @@
 """Filter: the failover blocklist (offer keys, site ids, `site/region` keys or `site/region/spot` for a
-region's spot market, with a TTL upstream)."""
+region's spot market, and what one quota counts there (`broker.quota_scope`), with a TTL upstream)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from broker.placement._filter import (
     split_groups,
 )
 from broker.placement.types import Reason
+from broker.quota_scope import QuotaScope, scopes
 
 BLOCKED = "failover.blocked"
 
@@ -53,9 +54,14 @@ def filter_blocked_offers(g: Group, offers: list[Offer], env: Env) -> tuple[list
         return offers, []
     kept: list[Offer] = []
     rejected: OfferRejections = []
+    quotas = [q for q in scopes(blocked) if q.site == g.site_id]
     for o in offers:
         zone_key = f"{o.site}/{o.zone}" if o.zone else ""
-        if o.spot and f"{o.site}/{o.region}/spot" in blocked:
+        quota = next((q for q in quotas if q.covers(o, env.nodes)), None)
+        if quota is not None:  # a quota counting this type and market (and gangs of this size)
+            why = _after(env, quota.target, "a quota error")
+            rejected.append((o, (Reason(BLOCKED, f"{o.key} is blocked after {why} ({_counted(quota)})"),)))
+        elif o.spot and f"{o.site}/{o.region}/spot" in blocked:
             why = f"spot in region {o.region} of {o.site} is blocked after a spot quota error"
             why += " (on demand is not)"
             rejected.append((o, (Reason(BLOCKED, why),)))
@@ -68,6 +74,14 @@ def filter_blocked_offers(g: Group, offers: list[Offer], env: Env) -> tuple[list
         else:
             kept.append(o)
     return kept, rejected
+
+
+def _counted(quota: QuotaScope) -> str:
+    """What the quota that refused counts, in words ("the spot quota of families g,vt in us-east-1")."""
+    market = {"spot": "spot ", "ondemand": "on-demand "}.get(quota.market, "")
+    types = f" of families/types {','.join(quota.types)}" if quota.types else ""
+    nodes = f", for jobs of {quota.nodes} or more nodes" if quota.nodes > 1 else ""
+    return f"the {market}quota{types} in {quota.region}{nodes}"
 
 
 def keep_unblocked_sites(env: Env) -> GroupKeep | None:

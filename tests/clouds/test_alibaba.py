@@ -183,6 +183,23 @@ def test_wire_errors_map_through_the_table(
     assert err.value.code == fault.code
 
 
+def test_an_elastic_quota_refusal_counts_its_instance_type_only(
+    ecs_server: EcsEndpoint, ecs: EcsCloud
+) -> None:
+    """Review (issue 10): "no additional quota for the specified ECS instance type" blocks that type,
+    not the region; a disk quota is the region's (every instance has a disk)."""
+    a = adapter(ecs_server, live_prices=False)
+    offer = a.offers(NOW)[0]
+    ecs.faults.append(EcsFault("RunInstances", "QuotaExceed.ElasticQuota", 403, times=1))
+    with pytest.raises(QuotaError) as err:
+        a.submit(launch(offer, "tok-q1"))
+    assert err.value.types == (offer.instance_type,) and err.value.market == "any"
+    ecs.faults.append(EcsFault("RunInstances", "QuotaExceed.DiskCapacity", 403))
+    with pytest.raises(QuotaError) as err:
+        a.submit(launch(offer, "tok-q2"))
+    assert err.value.types == ()
+
+
 def test_bad_image_is_config_error(ecs_server: EcsEndpoint, ecs: EcsCloud) -> None:
     a = adapter(ecs_server, image_id="m-missing", live_prices=False)
     with pytest.raises(ConfigError) as err:

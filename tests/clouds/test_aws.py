@@ -10,7 +10,15 @@ import pytest
 
 from adapters._tags import TAG_ATTEMPT, TAG_BROKER, TAG_JOB, TAG_TOKEN
 from adapters.aws import AwsAdapter, partition_for_region
-from adapters.base import Adapter, AuthError, CapacityError, ConfigError, NotFoundError, TransientError
+from adapters.base import (
+    Adapter,
+    AuthError,
+    CapacityError,
+    ConfigError,
+    NotFoundError,
+    QuotaError,
+    TransientError,
+)
 from adapters.registry import AdapterRegistry
 from broker.dispatch.retry import RetryPolicy, retry_transient
 from broker.model import AttemptState, SiteId
@@ -200,6 +208,28 @@ def test_wire_errors_map_through_the_table(moto: MotoFront, code: str, status: i
     with pytest.raises(Exception) as err:
         a.submit(launch(a.offers(NOW)[0], "tok-w"))
     assert type(err.value).__name__ == cls and err.value.code == code  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("itype", "spot", "types"),
+    [
+        ("p4d.24xlarge", False, ("p",)),
+        ("g5.xlarge", True, ("g", "vt")),
+        ("m5.large", False, ("a", "c", "d", "h", "i", "im", "is", "m", "r", "t", "z")),
+    ],
+)
+def test_a_vcpu_quota_refusal_names_the_family_bucket_and_market_it_counts(
+    moto: MotoFront, itype: str, spot: bool, types: tuple[str, ...]
+) -> None:
+    """Review (issue 10): EC2 counts vCPU quotas per family bucket and market; the refusal says which,
+    so one family's refusal does not block the region's other families (`broker.quota_scope`)."""
+    moto.scenario.faults.append(AwsFault("RunInstances", "VcpuLimitExceeded", 400, "scripted"))
+    a = adapter(moto)
+    offer = next(o for o in a.offers(NOW) if o.instance_type == "g5.xlarge")
+    offer = offer.model_copy(update={"instance_type": itype, "spot": spot})
+    with pytest.raises(QuotaError) as err:
+        a.submit(launch(offer, "tok-q"))
+    assert err.value.types == types and err.value.market == ("spot" if spot else "ondemand")
 
 
 def test_registry_builds_it_from_config_alone(moto: MotoFront) -> None:

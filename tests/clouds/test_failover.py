@@ -134,6 +134,34 @@ def test_quota_blocks_the_region_and_unsupported_never_expires() -> None:
     assert bl.keys() == frozenset({"aws-us/z9/p4d.24xlarge/ondemand"})
 
 
+def test_a_family_quota_blocks_that_family_in_that_market_only() -> None:
+    """Review (issue 10): EC2's P-family on-demand vCPU quota leaves G launches, and P on spot, open."""
+    clock = FakeClock()
+    bl = Blocklist(clock=clock)
+    error = QuotaError("aws-us", "VcpuLimitExceeded", "x", types=("p",), market="ondemand")
+    step = bl.record(error, offer(), FailoverPolicy(quota_block_s=60))
+    assert step is NextStep.BLOCK_REGION_TRY_NEXT
+    block = bl.blocked(offer(zone="us-east-1c", itype="p5.48xlarge"))
+    assert block is not None and block.scope is BlockScope.QUOTA and "VcpuLimitExceeded" in block.reason
+    assert bl.blocked(offer(itype="g5.xlarge")) is None
+    assert bl.blocked(offer(spot=True)) is None
+    assert bl.keys() == frozenset({"aws-us/us-east-1/quota:ondemand:p:1"})
+    clock.now += 60
+    assert bl.blocked(offer()) is None
+
+
+def test_a_gang_refused_at_a_later_node_blocks_gangs_that_big_only() -> None:
+    """Review (issue 14): room was left for the nodes before the refused one: one-node jobs fit."""
+    bl = Blocklist(clock=FakeClock())
+    error = QuotaError("aws-us", "VcpuLimitExceeded", "x", types=("g", "vt"), market="ondemand")
+    error.nodes = 2  # (set by `dispatch.gang.launch_gang`: its second node was refused)
+    bl.record(error, offer(itype="g5.xlarge"), FailoverPolicy(quota_block_s=60))
+    assert bl.blocked(offer(itype="g5.xlarge")) is None
+    assert bl.blocked(offer(itype="g5.xlarge"), nodes=2) is not None
+    assert bl.blocked(offer(itype="g6.xlarge"), nodes=4) is not None
+    assert bl.blocked(offer(itype="p4d.24xlarge"), nodes=4) is None
+
+
 def test_a_spot_quota_blocks_the_regions_spot_offers_only() -> None:
     clock = FakeClock()
     bl = Blocklist(clock=clock)
