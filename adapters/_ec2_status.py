@@ -15,11 +15,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters._tags import TAG_CANCELLED
-from broker.model import AttemptState, AttemptStatus
+from broker.model import JOB_SIDE, AttemptState, AttemptStatus
 
 _WHEN = re.compile(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)")
 _STOPPED = ("stopping", "stopped", "shutting-down", "terminated")
 _SPOT_REASONS = {"Server.SpotInstanceTermination", "Server.SpotInstanceShutdown"}
+_JOB_REASONS = {"Client.InstanceInitiatedShutdown", "Client.UserInitiatedShutdown"}
+"""Shut down from inside (the job ran `poweroff`) or by an API call not the broker's (which tags
+what it ends cancelled): the job's doing, not the offer's (EC2 User Guide, "State change reasons")."""
 
 
 def with_stop_time(inst: Mapping[str, Any], status: AttemptStatus) -> AttemptStatus:
@@ -47,6 +50,5 @@ def status_of(inst: Mapping[str, Any]) -> AttemptStatus:
     tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
     if TAG_CANCELLED in tags:
         return AttemptStatus(state=AttemptState.CANCELLED, message=f"cancelled; EC2 state {state}")
-    return AttemptStatus(
-        state=AttemptState.LOST, message=f"EC2 state {state} before the job reported: {code} {text}".strip()
-    )
+    lost = f"EC2 state {state} before the job reported: {code} {text}".strip()
+    return AttemptStatus(state=AttemptState.LOST, message=JOB_SIDE + lost if code in _JOB_REASONS else lost)

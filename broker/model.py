@@ -158,6 +158,11 @@ BROKER_SIDE = "broker-side: "
 was down or restarted): such an attempt never counts against its route, a circuit breaker or
 the job's attempts."""
 
+JOB_SIDE = "job-side: "
+"""Prefix of a lost attempt's error when its own job ended it (it powered its instance off, or
+killed its agent while the instance ran): it uses up one of the job's attempts, but blames
+neither the offer (no block) nor the route (no failure toward its throttle)."""
+
 
 class Attempt(_Frozen):
     """One try of a job on one offer; the token is stored before the backend is called."""
@@ -181,6 +186,11 @@ class Attempt(_Frozen):
     def broker_side(self) -> bool:
         """It ended because of the broker, not the backend (see `BROKER_SIDE`)."""
         return self.error.startswith(BROKER_SIDE)
+
+    @property
+    def job_side(self) -> bool:
+        """It ended because of its own job, not its offer or route (see `JOB_SIDE`)."""
+        return self.error.startswith(JOB_SIDE)
 
 
 class LaunchRequest(_Frozen):

@@ -41,7 +41,8 @@ def route_states(
             s = replace(s, running=s.running + 1)
         elif now - a.updated_at <= window:
             s = replace(s, recent_attempts=s.recent_attempts + 1)
-            if a.state in (AttemptState.FAILED, AttemptState.LOST) and a.error:
+            # (an end its own job caused, `JOB_SIDE`, is no failure of the route)
+            if a.state in (AttemptState.FAILED, AttemptState.LOST) and a.error and not a.job_side:
                 last = a.updated_at if s.last_failure is None else max(s.last_failure, a.updated_at)
                 s = replace(s, recent_failures=s.recent_failures + 1, last_failure=last)
         acc[a.site] = s

@@ -100,9 +100,8 @@ class AttemptTracking:
             timeout_s = self.planner.failover().heartbeat_timeout_s
             if silent > timeout_s:
                 try:  # its job may have ended, its report unable to reach us: the console says
-                    status = await silent_attempt(
-                        adapter, attempt, silent, timeout_s, store=self.store, now=self.clock.now()
-                    )
+                    status = await silent_attempt(adapter, attempt, silent, timeout_s, store=self.store,
+                                                  now=self.clock.now(), heard=attempt.id in self.heartbeats)
                 except AdapterError as exc:
                     log.info("kept result of silent %s unavailable: %s", attempt.id, exc)
                     return

@@ -160,10 +160,11 @@ class SiteHealth:
         """A cloud attempt lost after its launch was accepted (no capacity at boot, a host that
         died, an agent gone silent): its job's next attempt goes to another offer, as after a
         capacity error, not to the same one again; an instance that never came up avoids its
-        region, as a launch that timed out does. Not on-prem: there the capacity reading rules."""
+        region, as a launch that timed out does. Not on-prem: there the capacity reading rules;
+        not an end its own job caused (`JOB_SIDE`)."""
         policy = self._policy()
-        if is_onprem(policy, attempt.site):
-            return
+        if is_onprem(policy, attempt.site) or attempt.job_side:
+            return  # (a job that ended its own instance says nothing of the offer)
         ttl = policy.burst.blocklist_ttl
         why = attempt.error.splitlines()[0][:160] if attempt.error else "lost"
         if attempt.error.startswith(NEVER_UP):

@@ -15,21 +15,33 @@ from datetime import datetime
 from adapters._gang import parse_gang_id
 from adapters.base import Adapter, AdapterError, KeptResult, TransientError
 from broker.dispatch.gang import fold, rank_exit, reported_ranks
-from broker.model import Attempt, AttemptState, AttemptStatus
+from broker.model import JOB_SIDE, Attempt, AttemptState, AttemptStatus
 from broker.store import JobStore
 
 _FROM_CONSOLE = "read from its instance's console output"
 
 
 async def silent_attempt(
-    adapter: Adapter, attempt: Attempt, silent_s: float, timeout_s: float, *, store: JobStore, now: datetime
+    adapter: Adapter,
+    attempt: Attempt,
+    silent_s: float,
+    timeout_s: float,
+    *,
+    store: JobStore,
+    now: datetime,
+    heard: bool = False,
 ) -> AttemptStatus:
-    """The result the attempt's bootstrap kept when there is one, else LOST (no heartbeat).
+    """The result the attempt's bootstrap kept when there is one, else LOST (no heartbeat):
+    lost on the job (`JOB_SIDE`) when its agent was `heard` and fell silent while the instance runs.
 
     Raises TransientError when the kept result cannot be read yet: the next poll asks again, up
     to twice the heartbeat timeout `timeout_s` of silence; then the attempt is lost (a console
     throttled for hours must not keep a silent instance running and billed)."""
     silence = f"no heartbeat from the instance for {silent_s:.0f}s"
+    if heard:
+        # Its agent ran, then stopped while the backend says the instance still runs: the job
+        # killed it (or cut its path to us), which says nothing of the offer or the route.
+        silence = f"{JOB_SIDE}{silence}, its agent heard before and its instance still running"
     lost = AttemptStatus(state=AttemptState.LOST, message=silence)
     if attempt.backend_id is None or not isinstance(adapter, KeptResult):
         return lost
