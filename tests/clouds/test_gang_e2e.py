@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 import grpc
 import pytest
-from botocore.exceptions import ResponseParserError
+from botocore.parsers import ResponseParserError
 from google.protobuf import duration_pb2
 
 from broker.api import agent_service_pb2, agent_service_pb2_grpc, broker_service_pb2_grpc, job_pb2
