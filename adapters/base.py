@@ -243,8 +243,9 @@ def status_for(adapter: Adapter, backend_id: str, token: str) -> AttemptStatus:
     return adapter.status(backend_id)
 
 
-def open_output(path: Path) -> BinaryIO:
-    """Open a job's output file for reading, refusing anything but a plain file of one name.
+def open_output(path: Path, owner: int | None = None) -> BinaryIO:
+    """Open a job's output file for reading, refusing anything but a plain file of one name
+    (and, given `owner`, one of that uid's that others may not write).
 
     Jobs can write the folder their output lives in (Slurm's `output_dir`), and the broker
     reading it is often root: a job that swapped its output file for a symbolic link, a hard
@@ -256,16 +257,25 @@ def open_output(path: Path) -> BinaryIO:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
             raise OSError(errno.EPERM, "not a plain file of its own", str(path))
+        if owner is not None and not written_by(info, owner):
+            raise OSError(errno.EPERM, "not the job's user's own file", str(path))
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
 
 
-def read_file_chunk(path: Path, offset: int, limit: int) -> bytes | None:
-    """Bytes [offset, offset + limit) of a job's output file; None when there is no such plain file."""
+def written_by(info: os.stat_result, owner: int) -> bool:
+    """The file is `owner`'s and no one else may write it. In a folder every tenant's user may
+    write (Slurm's `output_dir`), one user can create the file another's job is to write."""
+    return info.st_uid == owner and not info.st_mode & stat.S_IWOTH
+
+
+def read_file_chunk(path: Path, offset: int, limit: int, owner: int | None = None) -> bytes | None:
+    """Bytes [offset, offset + limit) of a job's output file; None when there is no such plain file
+    (of `owner`'s, when given: see `open_output`)."""
     try:
-        with open_output(path) as f:
+        with open_output(path, owner) as f:
             f.seek(offset)
             return f.read(limit)
     except FileNotFoundError:
@@ -276,10 +286,11 @@ def read_file_chunk(path: Path, offset: int, limit: int) -> bytes | None:
         raise
 
 
-def read_tail(path: Path, limit: int) -> str:
-    """The file's last `limit` bytes as text ("" when unreadable), from a character's start."""
+def read_tail(path: Path, limit: int, owner: int | None = None) -> str:
+    """The file's last `limit` bytes as text ("" when unreadable or not `owner`'s), from a
+    character's start."""
     try:
-        with open_output(path) as f:
+        with open_output(path, owner) as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - limit))

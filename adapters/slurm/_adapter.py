@@ -29,7 +29,8 @@ from adapters.slurm._gone import files_status, own_job
 from adapters.slurm._jobs import JobTable
 from adapters.slurm._ledger import TokenLedger
 from adapters.slurm._offers import PartitionReads
-from adapters.slurm._owners import check_owner, delete_job, owner_of, tenant_user
+from adapters.slurm._owned import record_owner
+from adapters.slurm._owners import check_owner, delete_job, job_uid, owner_of, tenant_user
 from adapters.slurm._queued import submitted_job_id
 from adapters.slurm._records import (
     SLURM_STATES,
@@ -252,7 +253,7 @@ class SlurmAdapter:
                 raise refusal from exc
             finally:
                 self.jobs.invalidate()  # even a failed reply may have queued a job
-            self.ledger.record(token, backend_id)
+            self.ledger.record(token, backend_id, job_uid(self.rest, backend_id, as_user or self.user))
         if as_user is not None:
             check_owner(self.rest, self.jobs, backend_id, as_user)
         return backend_id
@@ -261,7 +262,9 @@ class SlurmAdapter:
         """The job's status; NotFoundError for a job without this broker's marks (another user's)."""
         job = self._record(checked_job_id(self.site, backend_id))
         if job is None:  # purged (MinJobAge): the files of the token that has this id say
-            return files_status(self.settings, self.site, backend_id, self.ledger.token_of(backend_id))
+            token = self.ledger.token_of(backend_id)
+            owner = self.ledger.owner(token, self.user) if token else None
+            return files_status(self.settings, self.site, backend_id, token, owner)
         if not own_job(job, self.broker_id):
             raise NotFoundError(self.site, "NotOurs", f"slurm job {backend_id} is not this broker's")
         return self._job_status(job)
@@ -276,7 +279,7 @@ class SlurmAdapter:
         if job is not None:
             log.info("site %s: slurm job %s is not the attempt with token %s (its marks: %r); "
                      "the attempt's job is gone", self.site, backend_id, token, job.get("comment"))
-        return files_status(self.settings, self.site, backend_id, token)
+        return files_status(self.settings, self.site, backend_id, token, self.ledger.owner(token, self.user))
 
     def _record(self, job_id: str) -> Mapping[str, Any] | None:
         """The job's slurmrestd record; None when slurmctld has none."""
@@ -295,12 +298,16 @@ class SlurmAdapter:
 
     def _job_status(self, job: Mapping[str, Any]) -> AttemptStatus:
         hint = launch_hint(self.settings, str(job.get("user_name") or self.user))
-        return name_failed_rank(job_status(job, hint), self.settings, job)
+        owner = record_owner(job)  # its files are believed only when its user wrote them
+        return name_failed_rank(job_status(job, hint, owner), self.settings, job, owner)
 
     def read_log(self, backend_id: str, token: str, offset: int, limit: int) -> bytes:
         """The job's output file: the one this adapter's script names (`<output_dir>/<token>.out`),
-        else the `standard_output` path slurmrestd reports for the job."""
-        data = read_file_chunk(output_file(self.settings, token), offset, limit)
+        else the `standard_output` path slurmrestd reports for the job; either only when written
+        by the job's user (another tenant's user may have made it first: `_owned`)."""
+        owner, data = self.ledger.owner(token, self.user), None
+        if owner is not None:
+            data = read_file_chunk(output_file(self.settings, token), offset, limit, owner)
         if data is not None:
             return data
         try:
@@ -309,7 +316,7 @@ class SlurmAdapter:
             jobs = []
         job = jobs[0] if jobs and own_job(jobs[0], self.broker_id, token) else None  # (not another's)
         path = output_path(job) if job else None
-        data = read_file_chunk(path, offset, limit) if path is not None else None
+        data = read_file_chunk(path, offset, limit, record_owner(job)) if job and path else None
         if data is None:
             if job and SLURM_STATES.get(job_state_name(job)) is AttemptState.PENDING:
                 return b""  # not started yet: no output file

@@ -1,7 +1,8 @@
 """Which Slurm job each idempotency token started: memory, marker files, slurmctld, then the job's word.
 
 ``<output_dir>/<token>.jobid`` outlives slurmctld's MinJobAge purge: empty means a submit
-was attempted (look before submitting again), otherwise it holds the job id. The batch script
+was attempted (look before submitting again), otherwise it holds the job id, then the uid the
+job runs as (whose files alone are believed once slurmctld forgets the job: `_owned`). The batch script
 writes its own job id to ``<token>.started`` as it starts: a broker killed between Slurm taking
 the job and the marker's write, and down longer than MinJobAge, finds the job it ran there (it
 submitted the token again, and the job ran twice).
@@ -10,7 +11,6 @@ submitted the token again, and the job ran twice).
 from __future__ import annotations
 
 import os
-import pwd
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 
 from adapters.base import read_file_chunk
 from adapters.slurm._jobs import JobTable
+from adapters.slurm._owned import NOBODY, record_owner, uid_of
 from adapters.slurm._records import decode_marks
 
 MARKER_BYTES = 64
@@ -37,16 +38,38 @@ class TokenLedger:
         self.jobs = jobs
         self.broker_id = broker_id
         self._submitted: dict[str, str] = {}
+        self._owners: dict[str, int] = {}
         self._markers_ok = True
 
     def intent(self, token: str) -> None:
         """A submit with this token is about to be sent: a retry must look before sending."""
         self._write_marker(token, "")
 
-    def record(self, token: str, backend_id: str) -> None:
-        """The submit with this token returned this job id."""
+    def record(self, token: str, backend_id: str, owner: int | None = None) -> None:
+        """The submit with this token returned this job id, of a job that runs as uid `owner`."""
         self._submitted[token] = backend_id
-        self._write_marker(token, backend_id)
+        if owner is not None:
+            self._owners[token] = owner
+        self._write_marker(token, backend_id if owner is None else f"{backend_id} {owner}")
+
+    def owner(self, token: str, site_user: str) -> int | None:
+        """The uid the token's job runs as, from memory or its marker; None when not known.
+
+        A marker an older broker wrote (no uid) stands for the site's user: a tenant user's job
+        then reads as lost, never with another user's files.
+        """
+        if token in self._owners:
+            return self._owners[token]
+        words = self._marker_words(self.output_dir / f"{token}.jobid")
+        return int(words[1]) if len(words) > 1 and words[1].isdigit() else uid_of(site_user)
+
+    @staticmethod
+    def _marker_words(marker: Path) -> list[str]:
+        try:  # a link or a FIFO a job left here reads as no marker (a FIFO would block)
+            data = read_file_chunk(marker, 0, MARKER_BYTES)
+        except OSError:
+            return []
+        return (data or b"").decode("ascii", "replace").split()
 
     def _write_marker(self, token: str, backend_id: str) -> None:
         """``<token>.jobid``: empty = a submit was attempted; else the job id it returned."""
@@ -77,28 +100,27 @@ class TokenLedger:
             data = b""
         if data is None and self._markers_ok and not os.path.lexists(marker):
             return None  # never attempted from this output_dir
-        text = (data or b"").decode("ascii", "replace").strip()
-        if text:
-            self._submitted[token] = text
-            return text
+        words = (data or b"").decode("ascii", "replace").split()
+        if words:
+            self._submitted[token] = words[0]
+            return words[0]
         table = self.jobs.read(full=True)  # must not miss a job: no cache
         for job in table.values():
             marks = decode_marks(job.get("comment"))
             if marks.get("token") == token and marks.get("broker") == self.broker_id:
-                return self._adopt(token, str(job.get("job_id")))
+                return self._adopt(token, str(job.get("job_id")), record_owner(job))
         started = self._started_id(token, user)
-        if started is None or not _plausible(started, token, table):
+        if started is None or not _plausible(started[0], token, table):
             return None
-        return self._adopt(token, started)
+        return self._adopt(token, *started)
 
-    def _adopt(self, token: str, backend_id: str) -> str:
+    def _adopt(self, token: str, backend_id: str, owner: int | None) -> str:
         """A job found for `token` without its marker: the marker is written now, so that once
         slurmctld forgets the job its status still finds the token (`token_of`)."""
-        self._submitted[token] = backend_id
-        self._write_marker(token, backend_id)
+        self.record(token, backend_id, None if owner == NOBODY else owner)
         return backend_id
 
-    def _started_id(self, token: str, user: str | None) -> str | None:
+    def _started_id(self, token: str, user: str | None) -> tuple[str, int] | None:
         """The job id the batch script wrote for `token`, if the job's user wrote it: jobs can
         write this folder, and another tenant's job could name a job of its own (or a future id)
         for an attempt whose reply was lost, to have the broker follow and cancel it."""
@@ -109,11 +131,11 @@ class TokenLedger:
         except OSError:
             return None
         regular = stat.S_ISREG(writer.st_mode) and stat.S_ISREG(output.st_mode)
-        expected = None if user is None else _uid_of(user)  # (a user this host does not know: unsaid)
+        expected = None if user is None else uid_of(user)  # (a user this host does not know: unsaid)
         if not regular or writer.st_uid != output.st_uid or expected not in (None, writer.st_uid):
             return None
         text = (data or b"").decode("ascii", "replace").strip()
-        return text if text.isdigit() else None
+        return (text, writer.st_uid) if text.isdigit() else None
 
     def token_of(self, backend_id: str) -> str | None:
         """The token a job was submitted with, from memory or the marker files."""
@@ -125,11 +147,7 @@ class TokenLedger:
         except OSError:
             return None
         for marker in markers:
-            try:  # a link or a FIFO a job left here reads as no marker (a FIFO would block)
-                data = read_file_chunk(marker, 0, MARKER_BYTES)
-            except OSError:
-                continue
-            if (data or b"").decode("ascii", "replace").strip() == backend_id:
+            if self._marker_words(marker)[:1] == [backend_id]:
                 return marker.name[: -len(".jobid")]
         return None
 
@@ -142,10 +160,3 @@ def _plausible(started: str, token: str, table: Mapping[str, Mapping[str, Any]])
         return decode_marks(listed.get("comment")).get("token") == token
     ids = [int(k) for k in table if str(k).isdigit()]
     return not ids or int(started) <= max(ids)
-
-
-def _uid_of(user: str) -> int | None:
-    try:
-        return pwd.getpwnam(user).pw_uid
-    except KeyError:
-        return None

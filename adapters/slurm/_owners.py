@@ -16,6 +16,7 @@ from typing import Any
 from adapters.base import AdapterError, AuthError, RequestError
 from adapters.slurm._client import SlurmRest
 from adapters.slurm._jobs import JobTable
+from adapters.slurm._owned import NOBODY, record_owner, uid_of
 from broker.model import LaunchRequest
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,19 @@ def check_owner(rest: SlurmRest, jobs: JobTable, backend_id: str, user: str) -> 
     raise RequestError(rest.site, "UnknownUser",
                        f"Slurm does not know user {user!r} (tenants[].batch.user): it would run the "
                        f"job as {owner or 'nobody'}; create the user on the cluster or change batch.user")
+
+
+def job_uid(rest: SlurmRest, backend_id: str, user: str) -> int | None:
+    """The uid the job submitted as `user` runs as: this host's for the name, else Slurm's record."""
+    uid = uid_of(user)
+    if uid is not None:
+        return uid
+    try:
+        found = rest.request("GET", f"job/{backend_id}").get("jobs") or []
+    except AdapterError:
+        return None  # not known: its files are not believed once slurmctld forgets it
+    uid = record_owner(found[0]) if found else NOBODY
+    return None if uid == NOBODY else uid
 
 
 def owner_of(rest: SlurmRest, job_id: str, job: Mapping[str, Any] | None = None) -> str | None:

@@ -269,19 +269,21 @@ def output_path(job: Mapping[str, Any]) -> Path | None:
     return Path(path)
 
 
-def log_tail(path: Path | None) -> str:
-    return "" if path is None else read_tail(path, LOG_TAIL_BYTES)
+def log_tail(path: Path | None, owner: int | None = None) -> str:
+    """The output's tail; "" without one (or, given `owner`, without one of that uid's)."""
+    return "" if path is None else read_tail(path, LOG_TAIL_BYTES, owner)
 
 
-def job_status(job: Mapping[str, Any], launch_hint: str = "") -> AttemptStatus:
+def job_status(job: Mapping[str, Any], launch_hint: str = "", owner: int | None = None) -> AttemptStatus:
     """An attempt's status from its slurmrestd job record: state, reason, exit code, output.
 
-    `launch_hint`: what to check when Slurm could not launch the job at all (JobLaunchFailure).
+    `launch_hint`: what to check when Slurm could not launch the job at all (JobLaunchFailure);
+    `owner`: the uid whose output file alone is read (`adapters.slurm._owned`).
     """
     name = job_state_name(job)
     state = SLURM_STATES.get(name)
     reason = str(job.get("state_reason") or "")
-    tail = log_tail(output_path(job))
+    tail = log_tail(output_path(job), owner)
     if state is None:
         return AttemptStatus(state=AttemptState.PENDING, log_tail=tail,
                              message=f"unknown Slurm state {name}")

@@ -54,10 +54,10 @@ def launch_hint(settings: ScriptSettings, user: str) -> str:
             f"and workdir {settings.workdir} one it can enter")
 
 
-def read_exit_code(settings: ScriptSettings, token: str) -> int | None:
-    """The exit code the batch script recorded, when it ran to its end."""
+def read_exit_code(settings: ScriptSettings, token: str, owner: int) -> int | None:
+    """The exit code the batch script recorded, when it ran to its end (as the uid `owner`)."""
     try:  # the job's user can write output_dir: a link or FIFO there reads as no file
-        data = read_file_chunk(exit_code_file(settings, token), 0, 32)
+        data = read_file_chunk(exit_code_file(settings, token), 0, 32, owner)
     except OSError:
         return None
     text = (data or b"").decode("ascii", "replace").strip()
@@ -88,7 +88,7 @@ SLURM_STOPPED = ("TIMEOUT", "DEADLINE")
 """Causes (`stop_cause`) of a gang whose ranks Slurm stopped all together."""
 
 
-def first_failed_rank(settings: ScriptSettings, token: str) -> tuple[int, int] | None:
+def first_failed_rank(settings: ScriptSettings, token: str, owner: int) -> tuple[int, int] | None:
     """(rank, exit code) of the gang's rank that failed first, from the ranks' exit files.
 
     srun stops the other ranks when one fails, and they exit too (143 after SIGTERM, say), so the
@@ -99,7 +99,7 @@ def first_failed_rank(settings: ScriptSettings, token: str) -> tuple[int, int] |
     for path in settings.output_dir.glob(f"{glob.escape(prefix)}*.rc"):
         rank = path.name[len(prefix):-len(".rc")]
         try:  # a link or FIFO the job put there reads as no file (a FIFO would block forever)
-            data, written = read_file_chunk(path, 0, 32), path.stat().st_mtime_ns
+            data, written = read_file_chunk(path, 0, 32, owner), path.stat().st_mtime_ns
         except OSError:
             continue
         code = (data or b"").decode("ascii", "replace").strip()
@@ -109,22 +109,22 @@ def first_failed_rank(settings: ScriptSettings, token: str) -> tuple[int, int] |
 
 
 def name_failed_rank(
-    status: AttemptStatus, settings: ScriptSettings, job: Mapping[str, Any]
+    status: AttemptStatus, settings: ScriptSettings, job: Mapping[str, Any], owner: int
 ) -> AttemptStatus:
     """A failed gang's status with the rank that failed first and its exit code ("rank 1 of 2: …"),
-    as a cloud gang's; any other status as it is."""
+    as a cloud gang's, from the rank files of the uid `owner`; any other status as it is."""
     nodes = int(slurm_number(job.get("node_count")) or 1)
     token = decode_marks(job.get("comment")).get("token")
     if status.state is not AttemptState.FAILED or nodes <= 1 or not token:
         return status
     if status.cause.startswith(SLURM_STOPPED):
         return status  # Slurm stopped every rank: none of them is the cause
-    hit = first_failed_rank(settings, token)
+    hit = first_failed_rank(settings, token, owner)
     if hit is None:
         return status
     rank, code = hit
     message = f"rank {rank} of {nodes}: {status.message}"
-    own = read_tail(settings.output_dir / f"{token}.rank{rank}.out", LOG_TAIL_BYTES // 2).strip()
+    own = read_tail(settings.output_dir / f"{token}.rank{rank}.out", LOG_TAIL_BYTES // 2, owner).strip()
     tail = status.log_tail
     if own and f"{rank}: {own.splitlines()[-1]}" not in tail:  # srun lost its last lines
         tail = f"{tail.rstrip()}\n--- rank {rank}'s own output (tail) ---\n{own}\n".lstrip()

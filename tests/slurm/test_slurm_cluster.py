@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import pwd
 import secrets
 import signal
 import subprocess
@@ -192,8 +193,9 @@ def test_idempotent_resubmit_returns_same_job(slurm: Tracker, tmp_path: Path) ->
     fresh = slurm.make()
     assert fresh.submit(req) == first
     # Found, not resubmitted, and written down: once slurmctld forgets the job (MinJobAge), a
-    # restarted broker's status still finds its token (and its recorded exit code).
-    assert marker.read_text() == first
+    # restarted broker's status still finds its token (and its recorded exit code), with the uid
+    # it runs as (only that user's files are believed: `adapters.slurm._owned`).
+    assert marker.read_text().split() == [first, str(pwd.getpwnam(slurm.cluster.user).pw_uid)]
     # and one that kept its output dir finds the marker even without asking slurmctld
     again = slurm.make()
     assert again.submit(req) == first

@@ -418,7 +418,7 @@ def test_a_failed_gang_names_its_first_failed_rank_but_not_when_slurm_stopped_it
         path.write_text(f"{code}\n")
         os.utime(path, ns=(10**9 * (rank == 0) + 1, 10**9 * (rank == 0) + 1))
     job = _gang_record(state, "tok")
-    status = name_failed_rank(job_status(job), settings, job)
+    status = name_failed_rank(job_status(job), settings, job, os.geteuid())
     assert status.message.startswith("rank 1 of 2: ") is named
     assert status.exit_code == (3 if named else 143)
 

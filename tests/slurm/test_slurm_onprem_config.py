@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from adapters.slurm import (
 from broker.model import AttemptState, SiteId
 
 SITE = SiteId("shangzhuang-onprem")
+ME = pwd.getpwuid(os.geteuid()).pw_name
 POLICY_PARTITIONS: list[dict[str, Any]] = [  # what dispatch.offers.site_configs() passes
     {"name": "ascend", "accelerator": "Ascend910B", "count_per_node": 4, "nodes": 1, "price_hour": 6.0,
      "cpus_per_node": 16.0, "memory_gb_per_node": 0.0, "slot_counts": None, "expected_wait": None},
@@ -103,7 +105,8 @@ def test_partition_wait_is_for_the_smallest_job_that_does_not_fit() -> None:
 
 
 def test_a_purged_job_is_reconciled_from_its_recorded_exit_code(tmp_path: Path) -> None:
-    adapter = SlurmAdapter(SITE, {"url": "http://slurm.test", "token": "t", "user": "alice",
+    # (the site's user is this test's: the files it writes are then the job's user's own)
+    adapter = SlurmAdapter(SITE, {"url": "http://slurm.test", "token": "t", "user": ME,
                                   "partitions": POLICY_PARTITIONS, "output_dir": str(tmp_path)},
                            client=_fake(0, [], tmp_path))
     with pytest.raises(NotFoundError):
@@ -122,6 +125,14 @@ def test_a_purged_job_is_reconciled_from_its_recorded_exit_code(tmp_path: Path) 
     (tmp_path / "tok41.rc").write_text("3\n")
     status = adapter.status("41")
     assert status.state is AttemptState.FAILED and status.exit_code == 3 and status.log_tail == "the end\n"
+    if os.geteuid() == 0:  # files another user made (held-out review, issue 10): not believed
+        os.chown(tmp_path / "tok41.rc", 65534, 65534)
+        status = adapter.status("41")  # its own output, no code of its own: it ran and left none
+        assert status.state is AttemptState.FAILED and status.exit_code is None, status
+        assert f"{tmp_path}/tok41.rc (uid 65534" in status.message, status.message
+        os.chown(tmp_path / "tok41.out", 65534, 65534)
+        status = adapter.status("41")
+        assert status.state is AttemptState.LOST and "tok41.out (uid 65534" in status.message, status
 
 
 def test_a_job_slurm_ran_and_forgot_before_its_id_was_recorded_is_found_by_its_own_word(
@@ -136,7 +147,7 @@ def test_a_job_slurm_ran_and_forgot_before_its_id_was_recorded_is_found_by_its_o
     from tests.adapter_contract import default_request
 
     listed = [{"job_id": 52, "job_state": "RUNNING", "partition": "cpu", "comment": "szb:token=tok-other"}]
-    adapter = SlurmAdapter(SITE, {"url": "http://slurm.test", "token": "t", "user": "alice",
+    adapter = SlurmAdapter(SITE, {"url": "http://slurm.test", "token": "t", "user": ME,
                                   "partitions": POLICY_PARTITIONS, "output_dir": str(tmp_path)},
                            client=_fake(0, listed, tmp_path))
     offer = next(o for o in adapter.offers(datetime.now(UTC)) if o.accelerator is None)
@@ -147,8 +158,9 @@ def test_a_job_slurm_ran_and_forgot_before_its_id_was_recorded_is_found_by_its_o
     (tmp_path / "tok41.out").write_text("the end\n")
     (tmp_path / "tok41.rc").write_text("0\n")
     assert adapter.submit(request) == "41"  # the fake refuses job/submit: it was not sent again
-    assert (tmp_path / "tok41.jobid").read_text() == "41"  # and a later restart still knows it
-    fresh = SlurmAdapter(SITE, {"url": "http://slurm.test", "token": "t", "user": "alice",
+    # and a later restart still knows it, and the uid the job ran as (whose files alone count)
+    assert (tmp_path / "tok41.jobid").read_text() == f"41 {os.geteuid()}"
+    fresh = SlurmAdapter(SITE, {"url": "http://slurm.test", "token": "t", "user": ME,
                                 "partitions": POLICY_PARTITIONS, "output_dir": str(tmp_path)},
                          client=_fake(0, listed, tmp_path))
     done = fresh.status("41")
