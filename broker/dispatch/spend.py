@@ -16,12 +16,13 @@ from broker.burst.money import (
     Charge,
     TenantMoney,
     budget_alert,
+    cents_up,
     fx_rate,
     month_of,
     monthly_budget,
     settled_split,
+    split_cost,
     tenant_money,
-    voucher_for,
     voucher_of,
 )
 from broker.clock import Clock
@@ -71,11 +72,16 @@ class SpendLedger:
         # Beijing midnight on the 1st, file the entry under the next month, and leave the
         # estimate reserved for good.
         now = attempt.created_at
-        # The voucher the decision's split drew on: chosen from the same balances.
-        voucher_id = voucher_for(policy, job.tenant, attempt.site, self.money(job.tenant, now, store))
         cash, voucher = decision.facts.cash or 0.0, decision.facts.voucher or 0.0
-        if voucher_id is None:  # the voucher it was decided on is spent by now: all of it is cash
-            cash, voucher = cash + voucher, 0.0
+        # The split again on today's balances: the voucher the decision drew on may be spent by
+        # now (another burst settled meanwhile), and another one pays only at its own discount.
+        # Reserved at the decision's split, settling would bill the difference past the budget.
+        run = (now, now + job.spec.runtime_estimate)
+        balances = self.money(job.tenant, now, store).voucher_balances
+        split = split_cost(job.tenant, attempt.site, cash + voucher, policy, balances, run)
+        voucher_id = split.voucher_id
+        if split.voucher < voucher - 0.005:  # (as decided, give or take a cent: its split stands)
+            cash, voucher = cents_up(cash + voucher - split.voucher), split.voucher
         entry = SpendEntry(
             tenant=job.tenant,
             site=attempt.site,
