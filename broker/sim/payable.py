@@ -49,9 +49,11 @@ def without_unpayable_cloud(
             left = [x for x in (money.budget_left, money.global_left) if x is not None]
             limits[job.tenant] = (min(left) if left else None, money.voucher_balances)
         limit, balances = limits[job.tenant]
-        if limit is None or f.cloud_cost - max(balances.values(), default=0.0) <= limit + SLACK:
-            continue  # a budget this large (or a voucher) may pay it: keep the option
+        if limit is None:
+            continue
         clouds = [o for o in f.allowed if o.site not in home]
+        if f.cloud_cost - _most_voucher(policy, job.tenant, clouds, f.cloud_cost, balances) <= limit + SLACK:
+            continue  # a budget this large (or a voucher) may pay it: keep the option
         if clouds and all(
             split_cost(job.tenant, o.site, estimate_cost(job.spec, o, policy), policy, balances).cash
             > limit + SLACK
@@ -59,6 +61,26 @@ def without_unpayable_cloud(
         ):
             out[i] = dataclasses.replace(f, cloud_cost=None, cloud_by_cost=(), cloud_floor=None)
     return out
+
+
+def _most_voucher(
+    policy: Policy, tenant_id: str, clouds: Sequence[Offer], cost: float, balances: Mapping[str, float]
+) -> float:
+    """The most any voucher of the tenant can pay of a `cost` bill at one of the `clouds` sites.
+
+    A voucher pays only its discount share, only at its own sites, and only its balance: taking
+    its whole balance off let a job no budget pays keep its cloud option (the bound charged it).
+    """
+    tenant = policy.tenant(tenant_id)
+    sites = {o.site for o in clouds}
+    return max(
+        (
+            min(balances.get(v.id, 0.0), cost * v.discount)
+            for v in (tenant.vouchers if tenant is not None else ())
+            if not v.sites or sites.intersection(v.sites)
+        ),
+        default=0.0,
+    )
 
 
 def with_misjudged_spot(

@@ -321,3 +321,25 @@ def test_a_job_blocked_only_for_now_is_not_refused_as_submission_would(tmp_path:
     run = simulate(policy, build_jobs(trace, policy, scenario), scenario, baselines=(), lower_bound=False,
                    parallel=False).result["strategies"]["policy"]
     assert run["rejected"] == 0, run
+
+
+@pytest.mark.parametrize(
+    "voucher",
+    ["{id: v, balance: 1000, discount: 0.4}", "{id: v, balance: 1000, discount: 1.0, sites: [onprem]}"],
+)
+def test_a_voucher_pays_only_its_share_at_its_sites_in_the_references(tmp_path: Path, voucher: str) -> None:
+    # The 2-GPU job's uninterrupted spot run costs 24 CNY. A voucher paying 40% leaves 14.40 in cash,
+    # one covering only on-prem leaves all 24: over a budget of 10 either way, so no strategy bursts
+    # it, and the references must not price its cloud run though the voucher's balance is 1000.
+    policy = _policy(tmp_path, budget=10, risk=0.0)
+    text = (tmp_path / "policy.yaml").read_text()
+    text = text.replace("monthly_budget: 10}", f"monthly_budget: 10, vouchers: [{voucher}]}}")
+    assert "vouchers" in text
+    (tmp_path / "policy.yaml").write_text(text)
+    policy = load_policy(tmp_path / "policy.yaml")
+    scenario = _scenario(None)
+    out = simulate(policy, build_jobs(LONG, policy, scenario), scenario, baselines=("cost-greedy",)).result
+    assert out["strategies"]["policy"]["never_started"] == 1
+    assert out["offline"]["unplaced"] == 1 and out["offline_cost"] == pytest.approx(0.0)
+    assert out["lower_bound_cost"] == pytest.approx(0.0)  # was 24: the voucher's whole balance taken off
+    assert out["cost_ratio"] is None
