@@ -40,7 +40,7 @@ import numpy as np
 from broker.sim.budgets import CashRow
 from broker.sim.facts import JobFacts
 from broker.sim.jobs import SimJob
-from broker.sim.offline import CapacityPrices
+from broker.sim.offline import CapacityPrices, holds
 
 SLACK = 1e-7
 """Relative slack taken off the LP optimum (solver tolerances) so the bound stays below the true one."""
@@ -259,7 +259,7 @@ class _Model:
         windows = [(a, a + w + r)] if r <= w else [(a, a + w), (a + r, a + w + r)]
         free = [(b, d * ov, mid) for x, y in windows for b, ov, mid in self.span(x, y)] if flex > 0 else []
         for k, cost in f.onprem.items():
-            if k not in capacity:
+            if not holds(capacity, k, j.demand):
                 continue
             cap, flow = self.cap_row[k], self.flow_row[k]
             cols.add(cost, 1.0, [(flow + arrive, -d * r), (late, 1.0), (assign, 1.0)])
@@ -291,7 +291,7 @@ class LowerBound:
         todo = []
         left_out = []
         for i, (j, f) in enumerate(zip(jobs, facts, strict=True)):
-            if f.cloud_cost is not None or any(k in capacity for k in f.onprem):
+            if f.cloud_cost is not None or any(holds(capacity, k, j.demand) for k in f.onprem):
                 todo.append((i, j, f))
             elif f.allowed:
                 left_out.append(i)

@@ -68,6 +68,12 @@ def late_count(
     )
 
 
+def holds(capacity: Mapping[str, int], k: str, demand: int) -> bool:
+    """Partition `k` is simulated and can hold the job at all: placement checks the policy's nodes,
+    but a scaled-down partition may be smaller than a gang, which then never starts there."""
+    return k in capacity and demand <= capacity[k]
+
+
 class _Partition:
     """Accelerators in use per time bucket, and the sorted end times of what was placed."""
 
