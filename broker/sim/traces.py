@@ -325,7 +325,8 @@ def read_trace(
         jobs = read(rows, info, max_runtime_s)
     except csv.Error as exc:
         raise TraceError(f"{path}:{reader.line_num}: {exc}") from exc
-    jobs.sort(key=lambda j: (j.submit_s, j.name))
+    # A stable sort: rows at one instant keep the file's order (by name, job-10 came before job-2).
+    jobs.sort(key=lambda j: j.submit_s)
     info.kept = len(jobs)
     return jobs, info
 
