@@ -319,10 +319,9 @@ def money_refusal(
             f"{max(0.0, money.budget_left):.2f} left this month"
         )
     if money.global_left is not None and cash > 0 and cash > money.global_left + 1e-9:
-        return (
-            f"{MONEY_REFUSALS[1]} {cash:.2f} {policy.currency} needed, "
-            f"{max(0.0, money.global_left):.2f} left"
-        )
+        # No figures: the reason reaches the tenant's own job message, and what is left of the
+        # cap would tell every tenant's spend (operators see it in `szb status` / `szb spend`).
+        return f"{MONEY_REFUSALS[1]} reached for {offer.key} this month"
     return split
 
 

@@ -109,11 +109,11 @@ class PassSnapshot:
 
     def launch(self, tenant: str, offer: Offer) -> None:
         """A burst starts at a cloud: its route has one more instance provisioning (per-route
-        limits hold within the pass), and the tenant's money is read again for its next job."""
+        limits hold within the pass), and the money it draws on is read again for the next jobs."""
         site = SiteId(offer.site)
         state = self.routes.get(site, RouteState())
         self.routes[site] = replace(state, provisioning=state.provisioning + 1)
-        self.money.pop(tenant, None)
+        self._forget_money(tenant)
 
     def unlaunch(self, tenant: str, offer: Offer) -> None:
         """A burst `launch` recorded that will not start after all (the job waits on-prem
@@ -121,4 +121,12 @@ class PassSnapshot:
         site = SiteId(offer.site)
         state = self.routes.get(site, RouteState())
         self.routes[site] = replace(state, provisioning=max(0, state.provisioning - 1))
-        self.money.pop(tenant, None)
+        self._forget_money(tenant)
+
+    def _forget_money(self, tenant: str) -> None:
+        """Drop the cached money a burst changed: the tenant's, and every tenant's when a global
+        cap is set, since each tenant's `global_left` counts this burst too (a stale one would
+        send another tenant's job to a burst the store then refuses)."""
+        cached = self.money.pop(tenant, None)
+        if cached is None or cached.global_left is not None:
+            self.money.clear()

@@ -23,7 +23,15 @@ from broker.dispatch.failover import AttemptTimeoutError, NextStep
 from broker.dispatch.gang import LaunchStopped, gang_launcher, launch_gang
 from broker.dispatch.launch_outage import LAUNCHING, left_to_launch, through_store_outages
 from broker.dispatch.own_refusals import after_own_refusal
-from broker.dispatch.records import BURST, audit_data, burst_said, decision_fields, used_an_attempt
+from broker.dispatch.records import (
+    BURST,
+    audit_data,
+    burst_said,
+    decision_fields,
+    refused_reservation,
+    reservation_refusal,
+    used_an_attempt,
+)
 from broker.dispatch.retry import RetryPolicy, retry_transient
 from broker.metrics import BrokerMetrics
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, LaunchRequest
@@ -82,7 +90,7 @@ class Launching(Cancelling):
             job.id, offer.site, offer, secrets.token_hex(16), now, secret_hash=secret_hash
         )
         if not self.planner.reserve(job, attempt, decision, self.store):
-            self._over_budget(job, attempt)
+            self._over_budget(job, attempt, decision)
             return
         self._count_attempt(job, attempt, decision)
         job = self.store.transition(
@@ -107,19 +115,12 @@ class Launching(Cancelling):
             return f"{said}: {decision.summary}"
         return said
 
-    def _over_budget(self, job: Job, attempt: Attempt) -> None:
-        """The burst's reservation was refused: close the attempt and requeue the job on-prem."""
+    def _over_budget(self, job: Job, attempt: Attempt, decision: Decision) -> None:
+        """The burst's reservation was refused: close the attempt (broker-side) and requeue the job."""
         now = self.clock.now()
-        self.store.update_attempt(
-            attempt.id, now, state=AttemptState.CANCELLED, error="budget would be exceeded"
-        )
-        self.store.transition(
-            job.id,
-            JobState.QUEUED,
-            now,
-            kind="budget",
-            message=f"not bursting to {attempt.site}: the budget would be exceeded; waiting on-prem",
-        )
+        money = self.planner.ledger.money(job.tenant, now, self.store)
+        why = reservation_refusal(money, decision.facts.cash or 0.0)
+        refused_reservation(self.store, job, attempt, why, now)
 
     def _count_attempt(self, job: Job, attempt: Attempt, decision: Decision) -> None:
         """Metrics, stats and log lines of a new attempt (and of the burst it may be)."""
