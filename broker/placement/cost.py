@@ -16,9 +16,10 @@ from broker.voucher_time import covered_part
 
 
 def best_voucher(
-    tenant: Tenant | None, site_id: str, balances: Mapping[str, float] | None
+    tenant: Tenant | None, site_id: str, balances: Mapping[str, float] | None, *, named_only: bool = False
 ) -> tuple[float, float, str] | None:
-    """(discount, remaining balance, id) of the tenant's best voucher covering the site, or None.
+    """(discount, remaining balance, id) of the tenant's best voucher covering the site (`named_only`:
+    naming it in its `sites`), or None.
 
     The one voucher choice: placement's `voucher` term and the money split of a burst
     (`broker.burst.money.split_cost`) both use it. `balances` None, or a voucher missing from
@@ -26,7 +27,7 @@ def best_voucher(
     """
     best: tuple[float, float, str] | None = None
     for v in tenant.vouchers if tenant is not None else ():
-        if v.sites and site_id not in v.sites:
+        if (v.sites or named_only) and site_id not in v.sites:
             continue
         balance = v.balance if balances is None else balances.get(v.id, v.balance)
         if balance > 0 and (best is None or (v.discount, balance) > best[:2]):
@@ -53,7 +54,10 @@ def score_cost(g: Group, offers: list[Offer], env: Env) -> tuple[list[float], li
 def voucher_terms(g: Group, env: Env, costs: list[float]) -> list[float]:
     """The `voucher` term of each offer of the group, given their `cost` terms: the voucher pays
     its discount of the part of the run before it expires, as the burst's money split does."""
-    voucher = best_voucher(env.tenant, g.site_id, env.ctx.voucher_balances)
+    # A voucher without `sites` covers every cloud site, not on-prem work (the ledger draws vouchers
+    # for cloud bursts only): on-prem, only a voucher naming the site counts.
+    onprem = g.site is not None and bool(g.site.partitions)
+    voucher = best_voucher(env.tenant, g.site_id, env.ctx.voucher_balances, named_only=onprem)
     if voucher is None:
         return [0.0] * len(costs)
     discount, balance, voucher_id = voucher

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from broker.burst import BurstInputs, RouteState, TenantMoney, decide, effective_max_wait
 from broker.decision import Action
 from broker.model import JobSpec, Offer, SiteId, TenantId
-from broker.policy import Policy
+from broker.policy import Policy, load_policy
 from broker.policy.offers import static_offers
+from tests.burst.conftest import POLICY, write_policy
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -120,6 +122,19 @@ def test_budget_left_too_small_means_wait_with_the_reason(policy: Policy) -> Non
     assert d.action == Action.WAIT
     assert any("budget" in r for r in d.reasons)
 
+
+def test_an_all_sites_voucher_scores_cloud_offers_only(tmp_path: Path) -> None:
+    """A voucher without `sites` pays for every cloud site, never for on-prem work (found by a
+    held-out review of issue 6): on-prem offers get no `voucher` term, in the score as in explain."""
+    all_sites = "{id: v1, balance: 1000, discount: 0.5}"
+    text = POLICY.replace("{id: v1, balance: 100, discount: 0.5, sites: [ali-bj]}", all_sites)
+    policy = load_policy(write_policy(tmp_path, text))
+    d = decide(job(("A800", "A10"), runtime="4h", max_wait="5h"), TenantId("vouchered"),
+               offers(policy, free=8, wait_s=0), policy, inputs(money=TenantMoney()))  # fmt: skip
+    onprem = [s for s in d.explanation.offers if s.offer.site == "onprem"]
+    cloud = [s for s in d.explanation.offers if s.offer.site == "ali-bj"]
+    assert onprem and all(s.terms.get("voucher", 0.0) == 0.0 for s in onprem), [s.terms for s in onprem]
+    assert cloud and all(s.terms["voucher"] < 0 for s in cloud), [s.terms for s in cloud]
 
 def test_voucher_pays_first_so_a_small_budget_still_bursts(policy: Policy) -> None:
     spec = job(max_wait="1m", runtime="1h", spot="never")  # 13.9 CNY, half paid by the voucher
