@@ -58,13 +58,13 @@ def test_refused_user_data_fails_the_job_and_the_site_keeps_working(
 ) -> None:
     assert isinstance(ecs_server.handler, EcsCloud)
     user_data = user_data_of((moto, ecs_server.handler))
-    moto.scenario.user_data_limit = 9000  # a bootstrap is ~6 KB; the big job's is ~11 KB
+    moto.scenario.user_data_limit = 13000  # a bootstrap is ~10 KB; the big job's is ~15 KB
     with grpc.insecure_channel(two_tenants.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         job = stub.SubmitJob(pb.SubmitJobRequest(job=big_job("huge-env", 5000)), metadata=md()).job
         final = wait_state(stub, job.id, TERMINAL)
         assert final.state == job_pb2.JOB_STATE_FAILED
-        assert "User data is limited to 9000 bytes" in final.message and "aws-east" in final.message
+        assert "User data is limited to 13000 bytes" in final.message and "aws-east" in final.message
         # Refused at aws-east, it went on to its other offer (aws-west, the same limit), once each:
         # failed with both reasons when no offer was left.
         assert "aws-west" in final.message
@@ -105,7 +105,7 @@ def test_refused_user_data_on_a_libcloud_site_fails_the_job_alone(
     # libcloud error whose text carries the code and message, and must be blamed the same way.
     assert isinstance(ecs_server.handler, EcsCloud)
     user_data = user_data_of((moto, ecs_server.handler))
-    moto.scenario.user_data_limit = 9000
+    moto.scenario.user_data_limit = 13000
     with grpc.insecure_channel(two_tenants.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         spec = gpu_job("huge-env-lc", "T4")
@@ -113,7 +113,7 @@ def test_refused_user_data_on_a_libcloud_site_fails_the_job_alone(
         job = stub.SubmitJob(pb.SubmitJobRequest(job=spec), metadata=md()).job
         final = wait_state(stub, job.id, TERMINAL)
         assert final.state == job_pb2.JOB_STATE_FAILED, final.message
-        assert "User data is limited to 9000 bytes" in final.message and "lc-east" in final.message
+        assert "User data is limited to 13000 bytes" in final.message and "lc-east" in final.message
         failed = [e for e in events(stub, job.id) if e.kind == "attempt_failed"]
         assert len(failed) == 1 and failed[0].data["error"] == "RequestError"
         assert moto.scenario.count("RunInstances") == 1

@@ -105,10 +105,17 @@ def spot_job(
     return spec
 
 
+def job_shell(script: str) -> str:
+    """The job's own shell script in a UserData (`SZB_JOB_SH`, run by `szb_run_job`)."""
+    lex = shlex.shlex(script.split("\nSZB_JOB_SH=", 1)[1], posix=True)
+    lex.whitespace_split = True
+    return str(lex.get_token())
+
+
 def job_env(cloud: EcsCloud, instance_id: str) -> dict[str, str]:
     """The variables the UserData exports to the job's command (`szb_run_job`)."""
     script = base64.b64decode(cloud.user_data[instance_id]).decode()
-    body = script.split("szb_run_job() (", 1)[1].split("\n)", 1)[0]
+    body = job_shell(script)
     out = {}
     for line in body.splitlines():
         assignment = line.strip().split("; export ", 1)[0]

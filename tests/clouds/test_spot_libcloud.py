@@ -22,6 +22,7 @@ from tests.brokerproc import BrokerProcess
 from tests.clouds import on_moto
 from tests.clouds.conftest import StartBroker
 from tests.clouds.e2e_helpers import TOKEN, md
+from tests.clouds.test_spot_alibaba import job_shell
 from tests.doubles.moto_front import MotoFront
 from tests.job_events import Events, has
 
@@ -110,7 +111,7 @@ def job_env(moto: MotoFront, instance_id: str) -> dict[str, str]:
     """The variables the instance's UserData exports to the job's command."""
     attr = ec2(moto).describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
     script = base64.b64decode(attr["UserData"]["Value"]).decode()
-    body = script.split("szb_run_job() (", 1)[1].split("\n)", 1)[0]
+    body = job_shell(script)
     out = {}
     for line in body.splitlines():
         if "; export " in line and "=" in line:
