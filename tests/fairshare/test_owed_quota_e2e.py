@@ -12,47 +12,28 @@ import time
 from pathlib import Path
 
 import grpc
-from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import JOB_PYTHON, running_broker, write_broker_folder
+from tests.brokerproc import running_broker, write_broker_folder
+from tests.fairshare.local_site import Metadata, a800_job, bearer, policy
 
 TOKENS = {"a": "token-aaaa-0123456789", "b": "token-bbbb-0123456789"}
-POLICY = """\
-version: 1
-currency: CNY
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 4, price_hour: 14.0}
-tenants:
-  - {id: a, kind: institute, entity_country: CN, share: {quota: {local/a800: 4}}}
-  - {id: b, kind: institute, entity_country: CN}
-fair_share: {half_life: 1h}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = policy(
+    "  - {id: a, kind: institute, entity_country: CN, share: {quota: {local/a800: 4}}}\n"
+    "  - {id: b, kind: institute, entity_country: CN}",
+    per_node=4, rest="fair_share: {half_life: 1h}",
+)
 RUNNING = job_pb2.JOB_STATE_RUNNING
 DONE = (job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED)
 
 
-def auth() -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {TOKENS['a']}"),)
+def auth() -> Metadata:
+    return bearer(TOKENS, "a")
 
 
 def job(name: str, seconds: float, gpus: int = 1) -> job_pb2.JobSpec:
-    spec = job_pb2.JobSpec(name=name, command=[JOB_PYTHON, "-c", f"import time; time.sleep({seconds})"],
-                           runtime_estimate=duration_pb2.Duration(seconds=60))
-    spec.resources.accelerators.count = gpus
-    spec.resources.accelerators.any_of.append("A800")
-    return spec
+    return a800_job(name, f"import time; time.sleep({seconds})", gpus=gpus, estimate_s=60)
 
 
 def test_an_older_job_owed_its_tenant_s_quota_goes_before_the_tenant_s_newer_small_jobs(

@@ -14,35 +14,19 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import JOB_PYTHON, BrokerProcess, running_broker, write_broker_folder
+from tests.brokerproc import BrokerProcess, running_broker, write_broker_folder
+from tests.fairshare.local_site import Metadata, a800_job, bearer, policy
 
 TOKENS = {"owner": "token-owner-0123456789", "borrower": "token-borrower-012345"}
 
-POLICY = """\
-version: 1
-currency: CNY
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 4, price_hour: 14.0}
-tenants:
-  - {id: owner, kind: institute, entity_country: CN, share: {quota: {local/a800: 2}}}
-  - {id: borrower, kind: sme, entity_country: CN}
-fair_share:
-  reclaim: {grace: 5s, max_capacity_share: 0.5, window: 10m}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = policy(
+    "  - {id: owner, kind: institute, entity_country: CN, share: {quota: {local/a800: 2}}}\n"
+    "  - {id: borrower, kind: sme, entity_country: CN}",
+    per_node=4, rest="fair_share:\n  reclaim: {grace: 5s, max_capacity_share: 0.5, window: 10m}",
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +35,12 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
         yield proc
 
 
-def auth(tenant: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {TOKENS[tenant]}"),)
+def auth(tenant: str) -> Metadata:
+    return bearer(TOKENS, tenant)
 
 
 def job(name: str, code: str) -> job_pb2.JobSpec:
-    msg = job_pb2.JobSpec(
-        name=name, command=[JOB_PYTHON, "-c", code], runtime_estimate=duration_pb2.Duration(seconds=600)
-    )
-    msg.resources.accelerators.count = 1
-    msg.resources.accelerators.any_of.append("A800")
-    return msg
+    return a800_job(name, code)
 
 
 def get(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, tenant: str) -> job_pb2.Job:
