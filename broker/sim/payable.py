@@ -53,7 +53,7 @@ def without_unpayable_cloud(
             continue
         clouds = [o for o in f.allowed if o.site not in home]
         if f.cloud_cost - _most_voucher(policy, job.tenant, clouds, f.cloud_cost, balances) <= limit + SLACK:
-            continue  # a budget this large (or a voucher) may pay it: keep the option
+            continue  # a budget this large (or a voucher) may pay the cheapest: keep the option
         if clouds and all(
             split_cost(job.tenant, o.site, estimate_cost(job.spec, o, policy), policy, balances).cash
             > limit + SLACK
@@ -66,19 +66,13 @@ def without_unpayable_cloud(
 def _most_voucher(
     policy: Policy, tenant_id: str, clouds: Sequence[Offer], cost: float, balances: Mapping[str, float]
 ) -> float:
-    """The most any voucher of the tenant can pay of a `cost` bill at one of the `clouds` sites.
+    """The most a voucher of the tenant pays of a `cost` bill at one of the `clouds` sites.
 
-    A voucher pays only its discount share, only at its own sites, and only its balance: taking
-    its whole balance off let a job no budget pays keep its cloud option (the bound charged it).
+    Each site's voucher and share are the burst's own (`split_cost`): its best voucher there pays
+    its discount, up to its balance; another voucher with a larger balance pays nothing there.
     """
-    tenant = policy.tenant(tenant_id)
-    sites = {o.site for o in clouds}
     return max(
-        (
-            min(balances.get(v.id, 0.0), cost * v.discount)
-            for v in (tenant.vouchers if tenant is not None else ())
-            if not v.sites or sites.intersection(v.sites)
-        ),
+        (split_cost(tenant_id, site, cost, policy, balances).voucher for site in {o.site for o in clouds}),
         default=0.0,
     )
 

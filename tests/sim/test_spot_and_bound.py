@@ -343,3 +343,22 @@ def test_a_voucher_pays_only_its_share_at_its_sites_in_the_references(tmp_path: 
     assert out["offline"]["unplaced"] == 1 and out["offline_cost"] == pytest.approx(0.0)
     assert out["lower_bound_cost"] == pytest.approx(0.0)  # was 24: the voucher's whole balance taken off
     assert out["cost_ratio"] is None
+
+
+def test_the_references_take_the_burst_s_voucher_not_the_one_with_most_balance(tmp_path: Path) -> None:
+    # The burst draws the site's best voucher, the highest discount: `a` pays 1 CNY of the 24, 23 in
+    # cash, over a budget of 10, so no strategy bursts the job. `b` would have paid 40% (9.60 cash),
+    # but the burst never draws it: the references must not keep the job's cloud run on its account.
+    vouchers = "vouchers: [{id: a, balance: 1, discount: 0.9}, {id: b, balance: 1000, discount: 0.6}]"
+    _policy(tmp_path, budget=10, risk=0.0)
+    text = (tmp_path / "policy.yaml").read_text()
+    text = text.replace("monthly_budget: 10}", f"monthly_budget: 10, {vouchers}}}")
+    assert "vouchers" in text
+    (tmp_path / "policy.yaml").write_text(text)
+    policy = load_policy(tmp_path / "policy.yaml")
+    scenario = _scenario(None)
+    out = simulate(policy, build_jobs(LONG, policy, scenario), scenario, baselines=("cost-greedy",)).result
+    assert out["strategies"]["policy"]["never_started"] == 1
+    assert out["strategies"]["cost-greedy"]["never_started"] == 1
+    assert out["offline"]["unplaced"] == 1 and out["offline_cost"] == pytest.approx(0.0)
+    assert out["lower_bound_cost"] == pytest.approx(0.0)  # was 24: `b`'s 40% taken off
