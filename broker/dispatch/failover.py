@@ -29,7 +29,7 @@ from adapters.base import (
     UnsupportedError,
 )
 from broker.model import Offer
-from broker.quota_scope import QuotaScope, scopes
+from broker.quota_scope import QuotaScope
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,8 @@ class Blocklist:
 
     clock: Clock = time.monotonic
     _blocks: dict[str, Block] = field(default_factory=dict)
+    _quotas: dict[str, QuotaScope] = field(default_factory=dict)
+    """The quota blocks' scopes by key, kept as added: `blocked` checks offers against them unparsed."""
 
     def block_offer(self, offer: Offer, ttl_s: float | None, reason: str) -> Block:
         return self._add(_offer_key(offer), BlockScope.OFFER, ttl_s, reason, offer.key)
@@ -191,7 +193,9 @@ class Blocklist:
 
     def block_quota(self, scope: QuotaScope, ttl_s: float | None, reason: str) -> Block:
         """Block what one quota counts; placement reads the target back (`broker.quota_scope`)."""
-        return self._add(f"quota:{scope.target}", BlockScope.QUOTA, ttl_s, reason, scope.target)
+        key = f"quota:{scope.target}"
+        self._quotas[key] = scope
+        return self._add(key, BlockScope.QUOTA, ttl_s, reason, scope.target)
 
     def block_site(self, site: str, ttl_s: float | None, reason: str) -> Block:
         return self._add(_site_key(site), BlockScope.SITE, ttl_s, reason, site)
@@ -203,14 +207,14 @@ class Blocklist:
         keys = [_offer_key(offer), _region_key(offer.site, offer.region), _site_key(offer.site)]
         if offer.spot:
             keys.insert(1, _spot_key(offer.site, offer.region))
-        quotas = [f"quota:{q.target}" for q in scopes(self.keys()) if q.covers(offer, nodes)]
-        keys[1:1] = quotas
+        keys[1:1] = [key for key, q in self._quotas.items() if q.covers(offer, nodes)]
         for key in keys:
             entry = self._blocks.get(key)
             if entry is None:
                 continue
             if entry.until is not None and now >= entry.until:
                 del self._blocks[key]
+                self._quotas.pop(key, None)
                 continue
             return entry
         return None

@@ -14,7 +14,7 @@ from broker.placement._filter import (
     split_groups,
 )
 from broker.placement.types import Reason
-from broker.quota_scope import QuotaScope, scopes
+from broker.quota_scope import QuotaScope
 
 BLOCKED = "failover.blocked"
 
@@ -54,7 +54,7 @@ def filter_blocked_offers(g: Group, offers: list[Offer], env: Env) -> tuple[list
         return offers, []
     kept: list[Offer] = []
     rejected: OfferRejections = []
-    quotas = [q for q in scopes(blocked) if q.site == g.site_id]
+    quotas = [q for q in env.ctx.quotas if q.site == g.site_id]
     for o in offers:
         zone_key = f"{o.site}/{o.zone}" if o.zone else ""
         quota = next((q for q in quotas if q.covers(o, env.nodes)), None)

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 from broker.model import Offer, SiteId
 from broker.policy import SiteFacts
+from broker.quota_scope import QuotaScope, scopes
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -49,6 +50,11 @@ class PlacementContext:
     """Site id -> why it cannot run a job's container image (its adapter's reason)."""
     voucher_balances: Mapping[str, float] | None = None
     """Remaining balance per voucher id; None = the balances written in the policy."""
+    quotas: tuple[QuotaScope, ...] = field(init=False, repr=False, compare=False)
+    """The quota blocks among `blocked` (`broker.quota_scope`), parsed once here, not per offer."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "quotas", tuple(scopes(self.blocked)))
 
 
 class Explanation:
