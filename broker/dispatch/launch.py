@@ -28,10 +28,9 @@ from broker.dispatch.records import (
     audit_data,
     burst_said,
     decision_fields,
-    refused_reservation,
-    reservation_refusal,
     used_an_attempt,
 )
+from broker.dispatch.reservations import refused_reservation, reservation_refusal
 from broker.dispatch.retry import RetryPolicy, retry_transient
 from broker.metrics import BrokerMetrics
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, LaunchRequest

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
 from typing import Any
 
-from broker.burst.money import TenantMoney
 from broker.decision import Action, Decision
-from broker.model import BROKER_SIDE, Attempt, AttemptState, AttemptStatus, Job, JobState
+from broker.model import Attempt, AttemptState, AttemptStatus, Job
 from broker.placement import rejection_summary
-from broker.store import JobStore
 
 _DIGITS = re.compile(r"[\d.]+")
 
@@ -119,19 +116,3 @@ def log_attempt_end(log: logging.Logger, job: Job, attempt: Attempt, status: Att
             "error": status.message or None,
         },
     )
-
-
-def reservation_refusal(money: TenantMoney, cash: float) -> str:
-    """Which limit refused a burst's cash reservation, from the money read after the refusal."""
-    if money.budget_left is not None and cash > money.budget_left + 1e-9:
-        return "the tenant's budget would be exceeded"
-    return "the global burst cap is reached"  # (no figures: they would tell every tenant's spend)
-
-
-def refused_reservation(store: JobStore, job: Job, attempt: Attempt, why: str, now: datetime) -> None:
-    """Close an attempt whose reservation the store refused and requeue its job to wait on-prem."""
-    # The decision read money another burst has taken since: the broker's own doing, so it counts
-    # as no attempt of the job (`used_an_attempt`, `_give_up_reason`) nor of the route (`route_states`).
-    store.update_attempt(attempt.id, now, state=AttemptState.CANCELLED, error=BROKER_SIDE + why)
-    message = f"not bursting to {attempt.site}: {why}; waiting on-prem"
-    store.transition(job.id, JobState.QUEUED, now, kind="budget", message=message)

@@ -10,7 +10,8 @@ from pathlib import Path
 from broker.burst.money import TenantMoney
 from broker.burst.routes import route_states
 from broker.burst.snapshot import PassSnapshot
-from broker.dispatch.records import refused_reservation, reservation_refusal, used_an_attempt
+from broker.dispatch.records import used_an_attempt
+from broker.dispatch.reservations import refused_reservation, reservation_refusal
 from broker.model import AttemptState, JobSpec, JobState, Offer, Resources, SiteId, TenantId
 from broker.policy import load_policy
 from broker.store import SqliteStore, Submission
