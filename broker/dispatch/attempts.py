@@ -14,7 +14,7 @@ from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
 from broker.dispatch.hung import pending_too_long
-from broker.dispatch.records import log_attempt_end, running_said, used_an_attempt
+from broker.dispatch.records import failover_said, log_attempt_end, running_said, used_an_attempt
 from broker.dispatch.silence import silent_attempt
 from broker.dispatch.site_polls import SitePolls
 from broker.dispatch.spot_limit import required_spot_failure, spot_interruptions
@@ -172,11 +172,9 @@ class AttemptTracking:
 
     def _lost_failover(self, job: Job, attempt: Attempt) -> None:
         """A lost attempt after which the job moved on is a failover, as a failed launch is."""
-        self.metrics.failovers.labels(attempt.site, LOST_ERROR).inc()
-        log.warning(
-            "failover: attempt %d on %s lost: %s", attempt.number, attempt.offer.key, attempt.error,
-            extra={"event": "failover", "job_id": job.id, "tenant": job.tenant, "site": attempt.site,
-                   "attempt_id": attempt.id, "offer": attempt.offer.key, "error": LOST_ERROR},
+        failover_said(
+            log, self.metrics, job, attempt, "failover: attempt %d on %s lost: %s", attempt.error,
+            error=LOST_ERROR, label=LOST_ERROR,
         )
 
     def _note_held(self, job: Job, attempt: Attempt, status: AttemptStatus) -> None:

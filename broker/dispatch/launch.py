@@ -28,6 +28,7 @@ from broker.dispatch.records import (
     audit_data,
     burst_said,
     decision_fields,
+    failover_said,
     used_an_attempt,
 )
 from broker.dispatch.reservations import refused_reservation, reservation_refusal
@@ -300,23 +301,10 @@ class Launching(Cancelling):
         if current.state.terminal:
             return
         state, event, text, message = self._after_failure(current, attempt, exc, step)
-        if event == "failover":
-            self.metrics.failovers.labels(attempt.site, type(exc).__name__).inc()
-        log.warning(
-            text,
-            attempt.number,
-            attempt.offer.key,
-            exc.message,
-            extra={
-                "event": event,
-                "job_id": job.id,
-                "tenant": job.tenant,
-                "site": exc.site,
-                "attempt_id": attempt.id,
-                "offer": attempt.offer.key,
-                "error": f"{type(exc).__name__} {exc.code}",
-                "next": step.value,
-            },
+        name = type(exc).__name__
+        failover_said(
+            log, self.metrics, job, attempt, text, exc.message, error=f"{name} {exc.code}", label=name,
+            event=event, site=exc.site, next=step.value,
         )
         data = {
             "attempt": attempt.id,

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from broker.decision import Action, Decision
+from broker.metrics import BrokerMetrics
 from broker.model import Attempt, AttemptState, AttemptStatus, Job
 from broker.placement import rejection_summary
 
@@ -115,4 +116,19 @@ def log_attempt_end(log: logging.Logger, job: Job, attempt: Attempt, status: Att
             "exit_code": status.exit_code,
             "error": status.message or None,
         },
+    )
+
+
+def failover_said(
+    log: logging.Logger, metrics: BrokerMetrics, job: Job, attempt: Attempt, text: str, detail: str,
+    *, error: str, label: str, event: str = "failover", **fields: Any,
+) -> None:
+    """The log line of an attempt that failed or was lost (`text` formats its number, offer key and
+    `detail`), and, when its job moved on elsewhere (a `failover` event), the failover metric."""
+    if event == "failover":
+        metrics.failovers.labels(attempt.site, label).inc()
+    log.warning(
+        text, attempt.number, attempt.offer.key, detail,
+        extra={"event": event, "job_id": job.id, "tenant": job.tenant, "site": attempt.site,
+               "attempt_id": attempt.id, "offer": attempt.offer.key, "error": error, **fields},
     )
