@@ -110,6 +110,16 @@ def test_a_half_open_breaker_lets_one_trial_launch_through(
     moto: MotoFront, ecs_server: EcsEndpoint, start_broker: StartBroker
 ) -> None:
     proc = start_broker(revoked_east(moto, ecs_server, POLICY))
+    # The start's reconcile pass (instances, then placement groups) must have read aws-east first:
+    # on a loaded box it can run after serving began, and a revoked key there puts the site out of
+    # service from the start, so the first job would never try it.
+    start_pass_done = lambda: ("DescribePlacementGroups", "us-east-1") in [  # noqa: E731
+        (action, region) for action, region, _ in moto.scenario.calls
+    ]
+    deadline = time.monotonic() + 30
+    while not start_pass_done():
+        assert time.monotonic() < deadline, "the start's reconcile pass never read aws-east"
+        time.sleep(0.05)
     revoke(moto)
     with stub_for(proc.address) as stub:
         first = submit(stub, "opens")
