@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from broker.durations import parse_duration
+from broker.durations import MAX_DURATION_S, parse_duration
 from broker.errors import BrokerError
 from broker.jobspec import Priority, Residency, Resources
 from broker.validation import violations
@@ -128,6 +128,37 @@ def seconds(text: str) -> float:
     if value < 0:
         raise ValueError(f"must be >= 0, got {value:g}")
     return parse_duration(value).total_seconds()  # (the same 10-year and finite limits)
+
+
+LATEST_MOMENT_S = 1e11
+"""The largest time a trace may give (the year 5138 in Unix epoch seconds): more is milliseconds."""
+
+
+def moment(text: str) -> float:
+    """A point in time in seconds: from the trace's start (`600`, `1h`) or Unix epoch seconds
+    (`1.7e9`); arrivals count from the trace's first, so only their span has a limit (`check_span`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return seconds(text)
+    if value < 0:
+        raise ValueError(f"must be >= 0, got {value:g}")
+    # (read as seconds, a week of millisecond stamps would span 19 years)
+    if math.isfinite(value) and value > LATEST_MOMENT_S:
+        raise ValueError(f"{value:g} is too large for seconds (milliseconds? give seconds)")
+    return value
+
+
+def check_span(jobs: list[TraceJob], path: str, name: str) -> None:
+    """Refuse jobs (sorted by submit time) whose arrivals, column `name`, span more than ten years."""
+    if jobs and jobs[-1].submit_s - jobs[0].submit_s > MAX_DURATION_S:
+        first, last = jobs[0], jobs[-1]
+        years = (last.submit_s - first.submit_s) / (365 * 86400)
+        raise TraceError(
+            f"{path}:{last.line}: {name}: {last.submit_s:g} is {years:,.1f} years after the first "
+            f"arrival ({first.submit_s:g}, line {first.line}); arrivals may span at most 10 years "
+            "(give every time from the trace's start, or every one in Unix epoch seconds)"
+        )
 
 
 def column(

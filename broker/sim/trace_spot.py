@@ -26,6 +26,7 @@ from broker.sim.trace_rows import (
     TraceInfo,
     TraceJob,
     column,
+    moment,
     non_negative,
     seconds,
     whole,
@@ -118,7 +119,7 @@ def _job(row: dict[str, str], line: int) -> TraceJob:
         raise ValueError(f"job_type: {kind!r} is neither HP nor Spot" if kind else "job_type: required")
     return TraceJob(
         name=(row.get("job_name") or "").strip() or f"job-{line - 1}",
-        submit_s=column(row, "submit_time", seconds),
+        submit_s=column(row, "submit_time", moment),
         runtime_s=max(1.0, column(row, "duration", seconds)),
         count=count,
         accelerators=_model(model) if count else (),

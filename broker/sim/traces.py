@@ -12,8 +12,9 @@ catalog accelerators by `GPU_SPEC_MODELS` (models the catalog lacks are dropped,
 whose list becomes empty may run on any accelerator); `qos` maps to a priority by `QOS_PRIORITY`.
 
 Plain CSV columns (header required; `submit_time` and `runtime` are required):
-`submit_time` (s from trace start), `runtime` (s or a duration such as 1h30m),
-`accelerator` (catalog names separated by `|`, empty = any), `count` (per node), `tenant`,
+`submit_time` (s from trace start, or Unix epoch seconds: arrivals count from the first),
+`runtime` (s or a duration such as 1h30m), `accelerator` (catalog names separated by `|`, empty =
+any), `count` (per node), `tenant`,
 `max_wait` (s or duration, empty = the policy default), `residency` (`any` or `cn-mainland`),
 and optionally `cpus`, `memory_gb`, `priority` (low/normal/high), `name`, `nodes` (a gang),
 `group` (jobs of one group without a `tenant` get one drawn tenant).
@@ -36,7 +37,9 @@ from broker.sim.trace_rows import (
     TraceFormat,
     TraceInfo,
     TraceJob,
+    check_span,
     column,
+    moment,
     non_negative,
     number,
     seconds,
@@ -176,9 +179,9 @@ def _pod(row: dict[str, str], line: int) -> TraceJob:
     `name`, `gpu_spec` and `qos` may be missing (Alibaba's other pod lists, such as
     `openb_pod_list_default.csv`, may come without `gpu_spec`): the pod then runs on any
     accelerator, at normal priority."""
-    # (seconds from the trace's start: >= 0, finite and within ten years, as the other readers')
-    created, scheduled = column(row, "creation_time", seconds), column(row, "scheduled_time", seconds)
-    deleted = column(row, "deletion_time", seconds)
+    # (seconds from the trace's start or Unix epoch seconds, as the other readers')
+    created, scheduled = column(row, "creation_time", moment), column(row, "scheduled_time", moment)
+    deleted = column(row, "deletion_time", moment)
     if scheduled < created:
         raise ValueError(f"scheduled_time: before creation_time ({created:g})")
     if deleted < scheduled:
@@ -235,7 +238,7 @@ def _plain(rows: Iterator[Row], info: TraceInfo, max_runtime_s: float | None) ->
             wait = (row.get("max_wait") or "").strip()
             job = TraceJob(
                 name=(row.get("name") or f"job-{line - 1}").strip(),
-                submit_s=column(row, "submit_time", seconds),
+                submit_s=column(row, "submit_time", moment),
                 runtime_s=runtime,
                 count=count,
                 accelerators=accel,
@@ -327,6 +330,7 @@ def read_trace(
         raise TraceError(f"{path}:{reader.line_num}: {exc}") from exc
     # A stable sort: rows at one instant keep the file's order (by name, job-10 came before job-2).
     jobs.sort(key=lambda j: j.submit_s)
+    check_span(jobs, str(path), "creation_time" if found == "alibaba-v2023" else "submit_time")
     info.kept = len(jobs)
     return jobs, info
 
