@@ -95,15 +95,29 @@ def parse_yaml(text: str, filename: str) -> Any:
         return yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        line, col = _at(mark, text)
         what = " ".join(x for x in (exc.context, exc.problem) if x)
-        opened = exc.context_mark
-        if exc.context and opened is not None and mark is not None and opened.line != mark.line:
+        opened = None if exc.context_mark is None else _at(exc.context_mark, text)
+        if exc.context == "while scanning a simple key" and opened is not None:
+            # (a key with no `:` is noticed on the next line: a simple key cannot span lines)
+            line, col = opened
+        elif exc.context and opened is not None and mark is not None and opened != (line, col):
             # (an unclosed bracket or quote is found lines later: say where it began)
-            what = f"{exc.context} begun at {opened.line + 1}:{opened.column + 1}: {exc.problem}"
+            what = f"{exc.context} begun at {opened[0]}:{opened[1]}: {exc.problem}"
         raise PolicyError([Problem(filename, line, col, f"YAML: {what}")]) from exc
     except Exception as exc:  # ruamel raises a few unmarked errors (e.g. bad encodings)
         raise PolicyError([Problem(filename, 1, 1, f"YAML: {exc}")]) from exc
+
+
+def _at(mark: Any, text: str) -> tuple[int, int]:
+    """1-based (line, col) of a YAML error's mark; one at the end of the file is placed after its
+    last character (ruamel's is the line after the final newline: past the file's last line)."""
+    if mark is None:
+        return 1, 1
+    if mark.index >= len(body := text.rstrip()) and body:
+        last = body.rsplit("\n", 1)[-1]
+        return body.count("\n") + 1, len(last) + 1
+    return mark.line + 1, mark.column + 1
 
 
 def position(root: Any, loc: Loc, *, key: bool = False) -> tuple[int, int]:
@@ -118,7 +132,8 @@ def position(root: Any, loc: Loc, *, key: bool = False) -> tuple[int, int]:
         if isinstance(node, CommentedMap) and part in node:
             child = node[part]
             held = _holder(node, part)
-            if (key and last) or isinstance(child, CommentedMap | CommentedSeq):
+            # (an empty value, `seed:`, is placed where the next token starts: a line further on)
+            if (key and last) or child is None or isinstance(child, CommentedMap | CommentedSeq):
                 pos = held.lc.key(part)
             else:
                 pos = held.lc.value(part)

@@ -24,7 +24,13 @@ POLICY = ROOT / "configs" / "policy-sim.yaml"
         # (drawn as if min and max were swapped, said nothing)
         ("name: x\nprovisioning: {min_s: 600, mode_s: 60, max_s: 10}\n", ":2:1: provisioning: must have "),
         ("name: x\nbogus: 1\n", ":2:1: bogus: unknown field"),
-        ("name: [\n", ":2:1: YAML: "),
+        # Review: each was placed a line too far: past the last line, on the line after a key
+        # with no colon, and on the next key's line for an empty value.
+        ("name: [\n", ":1:8: YAML: "),
+        ("name: x\nseed 1\ntime_scale: 2\n", ":2:1: YAML: while scanning a simple key could not find"),
+        ("name: x\nseed:\ntime_scale: 2\n", ":2:1: seed: input should be a valid integer"),
+        ("name: x\ntime_scale:\n", ":2:1: time_scale: input should be a valid number"),
+        ("name: x\nseed: [1, 2\n\n", ":2:12: YAML: while parsing a flow sequence begun at 2:7"),
         ("- a\n- b\n", ":1:1: a scenario must be a YAML mapping"),
         # (a raw pydantic dump of Checkpoint, with no file or line, when the jobs were built)
         ("name: x\ncheckpoint_interval_s: 90.5\n", ":2:24: checkpoint_interval_s: must be a whole number"),
@@ -36,6 +42,28 @@ def test_a_broken_scenario_names_file_line_and_field(tmp_path: Path, text: str, 
     with pytest.raises(ScenarioError) as err:
         load_scenario(path)
     assert str(err.value).startswith(f"{path}{where}"), str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "where"),
+    [
+        ("redecide_head:", ":8:1: redecide_head: input should be a valid integer"),
+        ("time_scale 50", ":8:1: YAML: while scanning a simple key could not find expected ':'"),
+        ("audit_every: [256", ":8:18: YAML: while parsing a flow sequence begun at 8:14"),
+    ],
+)
+def test_simulate_names_the_line_of_a_broken_scenario(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, where: str
+) -> None:
+    """A bundled scenario with its seventh row, after a comment line, broken: the error is at line 8."""
+    rows = (ROOT / "configs" / "scenarios" / "alibaba-peak.yaml").read_text().splitlines()
+    assert rows[7].startswith("max_runtime_s:")
+    rows[7] = line
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text("\n".join(rows[:8]) + "\n")  # (the last line, for the unclosed bracket)
+    argv = ["simulate", "--synthetic", "5", "--policy", str(POLICY), "--scenario", str(scenario)]
+    assert main([*argv, "-o", "json"]) == 1
+    assert f"szb: error: {scenario}{where}" in capsys.readouterr().err
 
 
 def test_a_site_or_tenant_the_policy_lacks_is_refused(tmp_path: Path) -> None:
