@@ -29,9 +29,11 @@ def print_table(result: dict[str, Any]) -> None:
     from broker.sim.report import model_note, refusal_note, runtime_note, sample_note
 
     console = Console() if sys.stdout.isatty() else Console(width=200)
-    console.print(_strategy_table(result))
+    for table in _strategy_table(result, console.width):
+        console.print(table)
     if result["strategies"].get("policy", {}).get("tenants"):
-        console.print(_tenant_table(result))
+        for table in _tenant_table(result, console.width):
+            console.print(table)
     cur = result.get("currency", "")
     line = (
         f"lower bound {_fmt(result.get('lower_bound_cost'))} {cur} ({_bound_terms(result)}); cost ratio "
@@ -83,18 +85,14 @@ def _bound_terms(result: dict[str, Any]) -> str:
     return f"{terms}; the policy {said}: --per-strategy-bounds gives its own bound"
 
 
-def _strategy_table(result: dict[str, Any]) -> Any:
-    from rich.table import Table
-
+def _strategy_table(result: dict[str, Any], width: int) -> list[Any]:
     from broker.sim.report import money
 
     cur = result.get("currency", "")
-    table = Table(title=f"szb simulate: {result.get('scenario')} (time scale {result.get('time_scale')})")
-    table.add_column("strategy", justify="left")
-    for c in (*_STRATEGY_COLS, "budget viol.", "compl. viol."):
-        table.add_column(f"cost {cur}" if c == "cost" else c, justify="right")
-    for name, s in result["strategies"].items():
-        table.add_row(
+    title = f"szb simulate: {result.get('scenario')} (time scale {result.get('time_scale')})"
+    headers = ["strategy", *(f"cost {cur}" if c == "cost" else c for c in _STRATEGY_COLS)]
+    rows = [
+        [
             name,
             str(s["jobs"]),
             str(s["rejected"]),  # (not in jobs, cost or SLO: no allowed offer would take them)
@@ -107,19 +105,16 @@ def _strategy_table(result: dict[str, Any]) -> Any:
             f"{s['carbon_kg']:,.0f}",
             str(s["budget_violations"]),
             str(s["compliance_violations"]),
-        )
-    return table
+        ]
+        for name, s in result["strategies"].items()
+    ]
+    return _fitted((title, "strategies, continued"), [*headers, "budget viol.", "compl. viol."], rows, width)
 
 
-def _tenant_table(result: dict[str, Any]) -> Any:
-    from rich.table import Table
-
+def _tenant_table(result: dict[str, Any], width: int) -> list[Any]:
     jain = _fmt(result["strategies"]["policy"].get("jain_index"))
-    per = Table(title=f"policy, per tenant (Jain's fairness index {jain})")
-    for c in _TENANT_COLS:
-        per.add_column(c, justify="left" if c == "tenant" else "right")
-    for name, t in result["strategies"]["policy"]["tenants"].items():
-        per.add_row(
+    rows = [
+        [
             name,
             _fmt(t["weight"]),
             str(t["jobs"]),
@@ -131,8 +126,41 @@ def _tenant_table(result: dict[str, Any]) -> Any:
             f"{t['onprem_share_entitled']:.3f}",
             _fmt(t["used_over_entitled"]),
             f"{t['burst_fraction']:.3f}",
-        )
-    return per
+        ]
+        for name, t in result["strategies"]["policy"]["tenants"].items()
+    ]
+    titles = (f"policy, per tenant (Jain's fairness index {jain})", "per tenant, continued")
+    return _fitted(titles, list(_TENANT_COLS), rows, width)
+
+
+def _fitted(titles: tuple[str, str], headers: list[str], rows: list[list[str]], width: int) -> list[Any]:
+    """The table, or where it is wider than `width` its columns in tables that fit, each led by
+    the first (rich cut every figure to `6,…` at 80 columns); headers wrap at their spaces."""
+    from rich.cells import cell_len
+    from rich.table import Table
+
+    cells = [max((cell_len(row[i]) for row in rows), default=0) for i in range(len(headers))]
+    fixed: list[int | None]
+    if sum(max(cell_len(h), c) + 3 for h, c in zip(headers, cells, strict=True)) + 1 <= width:
+        groups, fixed = [list(range(len(headers)))], [None] * len(headers)
+    else:
+        fits = [max(c, *(cell_len(w) for w in h.split())) for h, c in zip(headers, cells, strict=True)]
+        groups, fixed, rest = [], list(fits), list(range(1, len(headers)))
+        while rest:  # (each column costs its width, its padding and a border: 3)
+            group, used = [0], fits[0] + 4
+            while rest and (len(group) == 1 or used + fits[rest[0]] + 3 <= width):
+                used += fits[rest[0]] + 3
+                group.append(rest.pop(0))
+            groups.append(group)
+    tables = []
+    for n, group in enumerate(groups):
+        table = Table(title=titles[min(n, 1)])
+        for i in group:
+            table.add_column(headers[i], justify="left" if i == 0 else "right", width=fixed[i])
+        for row in rows:
+            table.add_row(*(row[i] for i in group))
+        tables.append(table)
+    return tables
 
 
 def _fmt(v: Any, spec: str = ",.2f") -> str:
