@@ -4,7 +4,9 @@ Each baseline ranks nothing itself: it takes the allowed offers `place()` return
 job (static facts, re-filtered by `place()` while failover blocks are active) and applies a
 simpler rule to them.
 
-- `onprem-only`: never burst a job on-prem can run; wait in FIFO order for capacity.
+- `onprem-only`: never burst a job on-prem can run; wait for capacity, which goes to waiting
+  jobs in fair-share order with backfill: a job that fits starts ahead of a bigger one that does
+  not (unless `fair_share.hold_for_under_share` holds it for an in-quota or under-share job).
 - `cloud-cheapest`: burst everything at once to the cheapest allowed cloud offer (route
   limits ignored; budgets and failover blocks respected).
 - `cheapest-offer` (SkyPilot-like): the cheapest allowed offer that is available now, on-prem
