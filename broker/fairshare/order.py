@@ -88,8 +88,13 @@ class Standing:
     owed: bool = False
     """Borrowed only because its tenant's own work holds the quota it fits in: what that work
     frees is kept for it (a hold), and its tenant's later jobs do not take that quota first."""
+    onprem: bool = True
+    """Some on-prem partition could run it (`QueuedWork.partitions`); False: no on-prem share
+    applies to it (a cloud-only policy, or hardware only clouds sell), so none is borrowed."""
 
     def text(self) -> str:
+        if not self.onprem:
+            return "fair share: no on-prem partition can run it, so no on-prem share applies"
         where = "within its quota" if self.in_quota else "borrowed"
         return (
             f"{ordinal(self.position)} in tenant order ({where}); tenant {self.tenant} at "
@@ -221,6 +226,7 @@ def standings(
                 ratio=ratios.get(t, 0.0),
                 may_run_onprem=in_quota or states[t].share.may_borrow or not w.partitions,
                 owed=w.job_id in owed,
+                onprem=bool(w.partitions),
             )
             usage[t] = usage[t] + w.demand.scaled(charge)
             if heads[t] < len(queues[t]):
