@@ -96,7 +96,7 @@ class BrokerApp:
         self._open_store()
         self.tls = ServerTls(cfg.tls) if cfg.tls is not None else None
         self.auth = audited_tokens(cfg.tokens_file, self.store, self.clock, self.metrics.tokens_reloaded)
-        self.edge = GrpcEdge(self.metrics, self.auth)
+        self.edge = GrpcEdge(self.metrics, self.planner.policy, self.auth)
         self._check_token_tenants = watch_token_tenants(self.auth, lambda: self.planner.policy)
         await (self._start_scheduler() if cfg.role == "scheduler" else self._start_serving())
         self.planner.watch(self._policy_changed)
@@ -146,13 +146,8 @@ class BrokerApp:
     def _dispatcher(self, store: JobStore, adapters: Mapping[SiteId, Adapter]) -> Dispatcher:
         cfg = self.config
         dispatcher = Dispatcher(
-            store,
-            adapters,
-            planner=self.planner,
-            clock=self.clock,
-            settings=cfg.dispatch,
-            metrics=self.metrics,
-            escrow=SecretEscrow(cfg.data_dir / "launching"),
+            store, adapters, planner=self.planner, clock=self.clock, settings=cfg.dispatch,
+            metrics=self.metrics, escrow=SecretEscrow(cfg.data_dir / "launching"),
         )
         dispatcher.agent_endpoint = cfg.agent_endpoint or (self.agent_http.url if self.agent_http else "")
         if cfg.tls is not None and cfg.tls.agent_ca_file is not None:
@@ -348,6 +343,8 @@ class BrokerApp:
 
     def _policy_changed(self) -> None:
         self._check_token_tenants()  # (a tenant the tokens still name may be gone)
+        if self.edge is not None:  # (gRPC's request limit is fixed at the start: a larger one is warned of)
+            self.edge.policy_changed(self.planner.policy)
         rebuilt = self.site_builder.changed(self.planner.policy) if self.site_builder is not None else {}
         for site in self.site_builder.reconfigure_onprem(self.planner.policy) if self.site_builder else ():
             self.planner.offers.forget(site)  # its capacity is read again under the new size

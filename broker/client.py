@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Sequence
 
@@ -16,6 +17,8 @@ from broker.serde import MAX_MESSAGE_BYTES
 from broker.tls import client_credentials
 
 DEFAULT_SERVER = "127.0.0.1:50051"
+_TOO_LARGE = re.compile(r"Received message larger than max \((\d+) vs\. (\d+)\)")
+"""gRPC's refusal of a request over the server's receive limit (sent, received)."""
 
 
 class ClientError(BrokerError):
@@ -52,6 +55,13 @@ def describe_rpc_error(err: grpc.RpcError) -> ClientError:
                 subjects.extend(v.subject for v in failure.violations)
     if code == grpc.StatusCode.UNAVAILABLE and "Socket closed" in message:  # (TLS met plaintext)
         lines.append("  (a broker serving TLS closes a plaintext connection: --tls-ca FILE, or SZB_TLS_CA)")
+    too_large = _TOO_LARGE.search(message) if code == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+    if too_large:
+        lines.append(
+            f"  (the request is {too_large[1]} bytes; the broker takes requests of at most {too_large[2]}"
+            " bytes, from its policy's largest max_spec_bytes (8 MiB of specs at least) plus room for a"
+            " batch's client ids: send a smaller job, or fewer jobs per call)"
+        )
     return ClientError(code, f"{code.name}: {message}", lines, subjects)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
@@ -20,11 +21,17 @@ from broker.auth_gate import AuthGate
 from broker.instrument import RpcMetricsInterceptor
 from broker.listen import listen_error
 from broker.metrics import BrokerMetrics
+from broker.policy import Policy
+from broker.quota import tenant_limits
+from broker.request_bytes import RequestBytes
 from broker.rpc_guard import DecodeGuard
 from broker.serde import MAX_MESSAGE_BYTES
 from broker.server import BrokerServicer
 from broker.store_readiness import StoreReadiness
+from broker.submit import MAX_BATCH
 from broker.tls import ServerTls, warn_if_plaintext
+
+log = logging.getLogger(__name__)
 
 BROKER = broker_service_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name
 AGENT = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
@@ -35,19 +42,38 @@ ON_API_REPLICAS = (
     " or the agent at one of them"
 )
 """Why a scheduler refuses the broker's and the agent's calls."""
+BATCH_BYTES = 8 * 1024 * 1024
+"""The specs a `SubmitJobs` call may carry in all, when no tenant's `max_spec_bytes` is larger."""
+REQUEST_SLACK = MAX_BATCH * 160 + 64 * 1024
+"""Bytes a request carries besides its specs: a batch's per-job framing and 128-character client ids."""
+
+
+def request_limit(policy: Policy) -> int:
+    """The largest request `policy` can take: its largest `max_spec_bytes` (or a batch's
+    `BATCH_BYTES`) plus slack, at most `MAX_MESSAGE_BYTES`; gRPC refuses larger ones unread."""
+    specs = [policy.document.limits.max_spec_bytes]
+    specs += [tenant_limits(policy, t.id).max_spec_bytes for t in policy.document.tenants]
+    return min(MAX_MESSAGE_BYTES, max(*specs, BATCH_BYTES) + REQUEST_SLACK)
 
 
 class GrpcEdge:
     """One gRPC server; `broker`/`agent` servicers are left out by roles that do not serve them."""
 
-    def __init__(self, metrics: BrokerMetrics, auth: TokenAuthority | None = None) -> None:
+    def __init__(self, metrics: BrokerMetrics, policy: Policy, auth: TokenAuthority | None = None) -> None:
+        # Every request is received whole before any Python code sees it: a limit far above what
+        # the policy takes let 30 callers of 25 MB requests take the broker from 110 MB to 1.5 GB.
+        self.request_limit = request_limit(policy)
         self.gate = None if auth is None else AuthGate(auth, BROKER)  # (no request decoded before it)
         self.server = grpc.aio.server(
             migration_thread_pool=futures.ThreadPoolExecutor(max_workers=4),
             # Metrics see every call; the guard turns undecodable bytes into INVALID_ARGUMENT.
-            interceptors=[RpcMetricsInterceptor(metrics), *([self.gate] if self.gate else []), DecodeGuard()],
+            # The guard also decodes at most twice the request limit of large requests at once.
+            interceptors=[
+                RpcMetricsInterceptor(metrics), *([self.gate] if self.gate else []),
+                DecodeGuard(RequestBytes(2 * self.request_limit)),
+            ],
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", self.request_limit),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 # gRPC shares a port by default (SO_REUSEPORT): a second broker started on the
                 # same address would get half the connections, with its own store behind them.
@@ -58,6 +84,16 @@ class GrpcEdge:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)  # type: ignore[no-untyped-call]
         self.names: list[str] = []
         self._readiness: asyncio.Task[None] | None = None
+
+    def policy_changed(self, policy: Policy) -> None:
+        """Warn when a reloaded policy takes requests larger than this server, started under an
+        earlier one, receives (gRPC's limit is fixed at the start)."""
+        wanted = request_limit(policy)
+        if wanted > self.request_limit:
+            log.warning(
+                "the policy now takes requests of up to %d bytes (its largest max_spec_bytes plus slack);"
+                " this broker receives at most %d until it is restarted", wanted, self.request_limit,
+            )
 
     def add(self, broker: BrokerServicer | None, agent: AgentServicer | None) -> None:
         if broker is not None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf.descriptor import Descriptor
 
+from broker.request_bytes import LARGE_REQUEST_BYTES, RequestBytes
 from broker.server import abort_with, bad_request
 from broker.wire_text import non_utf8_field
 
@@ -38,6 +39,15 @@ class _Undecodable:
         self.reason = reason
         self.field = field
         """The field holding text that is not UTF-8, when that is why."""
+
+
+class _Large:
+    """A large request, not decoded yet: it is counted against the in-flight budget first."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
 
 
 class RateLimitedWarning:
@@ -77,12 +87,22 @@ def _guard(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any
     return deserialize
 
 
+def _deferred(decode: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """`decode`, except that a large request is left whole (a `_Large`) for the handler."""
+    if decode is None:
+        return None
+    return lambda raw: _Large(raw) if len(raw) >= LARGE_REQUEST_BYTES else decode(raw)
+
+
 class DecodeGuard(grpc.aio.ServerInterceptor):
     """Server interceptor: bad request bytes become INVALID_ARGUMENT on every RPC (request streams too)."""
 
-    def __init__(self) -> None:
+    def __init__(self, in_flight: RequestBytes | None = None) -> None:
         self._wrapped: dict[str, Handler] = {}
         self.warning = RateLimitedWarning(log)
+        self.in_flight = in_flight
+        self.busy_warning = RateLimitedWarning(log)
+        """Large unary requests decoded and handled at once (all on the server's event loop)."""
 
     async def intercept_service(
         self,
@@ -112,18 +132,28 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
         # Plain functions too: the health service's List is one (it answered UNKNOWN, with a traceback).
         if handler.unary_unary is not None:
             inner: Any = handler.unary_unary
+            gated = self.in_flight is not None and deserializer is not None
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                if isinstance(request, _Undecodable):
-                    await abort_with(context, self._reject(method, request))
+                held = 0
                 try:
+                    if isinstance(request, _Large):
+                        size = len(request.raw)
+                        request = await self._decode_large(request, deserializer, context)
+                        held = size  # (counted in by `_decode_large`; nothing can raise in between)
+                    if isinstance(request, _Undecodable):
+                        await abort_with(context, self._reject(method, request))
                     answer = inner(request, context)
                     return await answer if inspect.isawaitable(answer) else answer
                 except NotImplementedError:  # (a generated base class: grpc logged a traceback each time)
                     await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented here")
+                finally:
+                    if held and self.in_flight is not None:
+                        self.in_flight.give(held)
 
             return grpc.unary_unary_rpc_method_handler(
-                unary, request_deserializer=deserializer, response_serializer=handler.response_serializer
+                unary, request_deserializer=_deferred(deserializer) if gated else deserializer,
+                response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
             inner_stream = handler.unary_stream
@@ -151,6 +181,21 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
         if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
             return self._wrap_bidi(method, handler, deserializer)
         return handler
+
+    async def _decode_large(
+        self,
+        request: _Large,
+        decode: Callable[[bytes], Any] | None,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> Any:
+        """`request` decoded once the in-flight budget takes it; RESOURCE_EXHAUSTED, unread, if not."""
+        assert self.in_flight is not None and decode is not None
+        raw, request.raw = request.raw, b""
+        if not self.in_flight.take(len(raw)):
+            why = self.in_flight.refusal(len(raw))
+            self.busy_warning.warn("a large request was answered RESOURCE_EXHAUSTED: %s", why)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, why)
+        return decode(raw)
 
     def _wrap_bidi(
         self, method: str, handler: Handler, deserializer: Callable[[bytes], Any] | None
