@@ -3,7 +3,8 @@
 prometheus-client's own `start_http_server(certfile=...)` wraps the listening socket, so the TLS
 handshake runs inside `accept()` on its one serving thread: a peer that connects and never
 says a word froze every scrape. Here each connection gets a thread of its own, which does the
-handshake (with the broker's `ServerTls`, so a renewed certificate is served) under a timeout.
+handshake (with the broker's `ServerTls`, so a renewed certificate is served) under a timeout;
+past `MAX_CONNECTIONS` open at once a new one is closed at once, so idle peers cannot pile up threads.
 """
 
 from __future__ import annotations
@@ -12,19 +13,22 @@ import logging
 import socket
 from collections.abc import Callable
 from socketserver import ThreadingMixIn
-from threading import Thread
+from threading import BoundedSemaphore, Thread
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, make_wsgi_app
 
 from broker.listen import listen_error
+from broker.rpc_guard import RateLimitedWarning
 from broker.tls import ServerTls, warn_if_plaintext
 
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 10.0
 """How long each read of a connection (the TLS handshake's included) waits before it is closed."""
+MAX_CONNECTIONS = 32
+"""Connections served at once (a thread each); Prometheus needs one per scrape."""
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -38,12 +42,31 @@ class _MetricsHttp(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # (never joined at close: a scrape in progress does not hold the broker)
 
     def __init__(
-        self, address: tuple[str, int], family: int, tls: ServerTls | None, timeout_s: float
+        self, address: tuple[str, int], family: int, tls: ServerTls | None, timeout_s: float,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.address_family = family  # (read by the base class when it makes the socket)
         self.tls = tls
         self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        self._slots = BoundedSemaphore(max_connections)
+        self._full = RateLimitedWarning(log)
         super().__init__(address, _QuietHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection, or (all `max_connections` taken) the connection closed."""
+        if not self._slots.acquire(blocking=False):
+            self._full.warn(
+                "metrics: %d connections are open already (the most served at once); one from %s"
+                " was closed", self.max_connections, client_address,
+            )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # (no thread started: nothing else gives the slot back)
+            self._slots.release()
+            raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         conn: socket.socket = request
@@ -59,6 +82,7 @@ class _MetricsHttp(ThreadingMixIn, WSGIServer):
             self.handle_error(conn, client_address)
         finally:
             self.shutdown_request(conn)
+            self._slots.release()
 
 
 class MetricsServer:
@@ -72,9 +96,10 @@ class MetricsServer:
         tls: ServerTls | None = None,
         operator: Callable[[str], bool] | None = None,
         timeout_s: float = TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         """Serve `registry`; `operator`: whether an `Authorization` header is an operator's
-        (None: anyone may read)."""
+        (None: anyone may read); at most `max_connections` at once."""
         host, _, port = listen.rpartition(":")
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `*_created` series: noise
         self.host = host or "127.0.0.1"
@@ -82,7 +107,8 @@ class MetricsServer:
             family, *_, sockaddr = socket.getaddrinfo(
                 self.host, int(port or 0), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )[0]
-            self._server = _MetricsHttp((str(sockaddr[0]), int(port or 0)), family, tls, timeout_s)
+            address = (str(sockaddr[0]), int(port or 0))
+            self._server = _MetricsHttp(address, family, tls, timeout_s, max_connections)
         except OSError as exc:
             raise listen_error(f"{self.host}:{port or 0}", "metrics_listen", exc) from exc
         app = make_wsgi_app(registry)

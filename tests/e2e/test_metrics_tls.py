@@ -11,6 +11,7 @@ import re
 import socket
 import ssl
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -96,5 +97,34 @@ def test_a_connection_that_never_handshakes_is_closed_and_a_renewed_certificate_
         sock.close()
         renewed = server_pair(tmp_path / "pki", ca, days=90)  # picked up at the next handshake
         assert served_certificate(server.port, ca_file) == leaf_der(renewed)
+    finally:
+        server.stop()
+
+
+def test_connections_past_the_cap_are_closed_at_once_and_scrapes_go_on(tmp_path: Path) -> None:
+    # Review: a thread per connection and no cap, so many idle peers (no token needed) each held
+    # a thread for up to 10 s.
+    server = MetricsServer(BrokerMetrics().registry, "127.0.0.1:0", timeout_s=60.0, max_connections=4)
+    try:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(4)]
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        # (the server accepts in order: the four before it hold every slot by now)
+        try:
+            assert extra.recv(1) == b""  # closed at once; before the cap it waited 60 s for a request
+        except ConnectionResetError:
+            pass
+        extra.close()
+        held.pop().close()  # a slot comes free when its connection ends: scrapes are served again
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(server.url, timeout=5) as resp:
+                    assert resp.status == 200 and b"szb_" in resp.read()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "no scrape was served after a slot came free"
+                time.sleep(0.1)
+        for sock in held:
+            sock.close()
     finally:
         server.stop()
