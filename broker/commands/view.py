@@ -17,6 +17,7 @@ from broker.client import ClientError
 from broker.commands._args import job_id
 from broker.commands._connect import add_connection_args, client_for
 from broker.commands._console import Console
+from broker.serde import state_from_proto
 
 
 def register(sub: Any) -> None:
@@ -59,6 +60,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 attempt = chunk.attempt_id
                 out.write(chunk.data)
                 out.flush()
+            if not attempt:  # nothing came: say why when the job never started (not a silent job)
+                job = client.get(args.id).job
+                if not job.attempts:
+                    state = state_from_proto(job.state)
+                    started = "never started" if state.terminal else "has no attempt yet"
+                    print(f"szb: job {job.id} {started} (state {state.value}): it has no output",
+                          file=sys.stderr)
         except ClientError as exc:
             print(f"szb: error: {exc}", file=sys.stderr)
             return 1

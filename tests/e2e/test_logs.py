@@ -18,6 +18,7 @@ from tests.brokerproc import ROOT, BrokerProcess
 from tests.brokerproc import szb as run_szb
 from tests.e2e.conftest import PY, TOKENS, auth, write_broker_config
 
+RUNNING = job_pb2.JOB_STATE_RUNNING
 SCRIPT = (
     "import time\nfor i in range(5):\n    print('line', i, flush=True)\n    time.sleep(0.4)\nprint('done')"
 )
@@ -126,3 +127,33 @@ def test_logs_follow_tail_keeps_its_tail_when_it_connects_to_a_restarting_broker
         assert out == "line 199\ndone\n", out[:300]
     finally:
         broker.stop()
+
+
+def test_logs_of_a_job_that_never_started_says_so_with_its_state(broker: BrokerProcess) -> None:
+    # Review: `szb logs` of a queued job printed nothing at all, as for a job that printed nothing.
+    def on_a800s(name: str, code: str) -> pb.SubmitJobRequest:
+        spec = job_pb2.JobSpec(name=name, command=[PY, "-c", code])
+        spec.runtime_estimate.seconds = 60
+        spec.resources.accelerators.count = 4
+        spec.resources.accelerators.any_of.append("A800")
+        return pb.SubmitJobRequest(job=spec)
+
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        hog = stub.SubmitJob(on_a800s("hog", "import time; time.sleep(60)"), metadata=auth("team-a")).job
+        deadline = time.monotonic() + 60
+        while stub.GetJob(pb.GetJobRequest(id=hog.id), metadata=auth("team-a")).job.state != RUNNING:
+            assert time.monotonic() < deadline, "the hog never ran"
+            time.sleep(0.2)
+        # All 4 A800s are taken: this one waits.
+        waits = stub.SubmitJob(on_a800s("waits", "print('x')"), metadata=auth("team-a")).job
+        try:
+            queued = szb(broker, "logs", waits.id)
+            assert queued.returncode == 0 and queued.stdout == "", queued
+            said = f"job {waits.id} has no attempt yet (state QUEUED): it has no output"
+            assert said in queued.stderr, queued
+            stub.CancelJob(pb.CancelJobRequest(id=waits.id), metadata=auth("team-a"))
+            gone = szb(broker, "logs", waits.id)
+            assert f"job {waits.id} never started (state CANCELLED)" in gone.stderr, gone
+        finally:
+            stub.CancelJob(pb.CancelJobRequest(id=hog.id), metadata=auth("team-a"))
