@@ -96,6 +96,7 @@ class _BoundedServer(HTTPServer):
         address: tuple[str, int],
         bridge: AgentHttpServer,
         *,
+        family: int = socket.AF_INET,
         tls: ServerTls | None,
         max_connections: int,
         max_per_client: int,
@@ -113,6 +114,7 @@ class _BoundedServer(HTTPServer):
         self._live: dict[socket.socket, float] = {}
         self._live_lock = threading.Lock()
         self._closing = threading.Event()
+        self.address_family = family  # (read by the base class when it makes the socket)
         super().__init__(address, _Handler)
         self._reaper = threading.Thread(target=self._reap, name="agent-http-reaper", daemon=True)
         self._reaper.start()
@@ -214,9 +216,14 @@ class AgentHttpServer:
         self.host = (host or "127.0.0.1").strip("[]")
         self.timeout_s = timeout_s
         try:
+            # The family of the address given: an IPv6 one ([::1]:0) could not be bound at all.
+            family, *_, sockaddr = socket.getaddrinfo(
+                self.host, int(port or 0), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
             self.server = _BoundedServer(
-                (self.host, int(port or 0)),
+                (str(sockaddr[0]), int(port or 0)),
                 self,
+                family=family,
                 tls=tls,
                 max_connections=max_connections,
                 max_per_client=max_per_client or max(2, max_connections // 8),

@@ -102,7 +102,7 @@ class MetricsServer:
         (None: anyone may read); at most `max_connections` at once."""
         host, _, port = listen.rpartition(":")
         disable_created_metrics()  # type: ignore[no-untyped-call]  # `*_created` series: noise
-        self.host = host or "127.0.0.1"
+        self.host = (host or "127.0.0.1").strip("[]")  # ([::1]: an IPv6 address, bracketed as in URLs)
         try:
             family, *_, sockaddr = socket.getaddrinfo(
                 self.host, int(port or 0), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -124,7 +124,8 @@ class MetricsServer:
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}/metrics"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}/metrics"
 
     def stop(self) -> None:
         self._server.shutdown()

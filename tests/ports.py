@@ -36,3 +36,15 @@ def lasting_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def ipv6_loopback_missing() -> str | None:
+    """Why `::1` cannot be bound on this machine (a test's skip reason), or None when it can."""
+    if not socket.has_ipv6:
+        return "this Python was built without IPv6"
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        return f"no IPv6 loopback address ::1 on this machine ({exc})"
+    return None

@@ -10,6 +10,8 @@ import json
 import re
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import JOB_PYTHON, BrokerProcess
 from tests.e2e.conftest import auth, write_broker_config
+from tests.ports import ipv6_loopback_missing
 
 MAX_CONNECTIONS = 8
 TIMEOUT_S = 1.0
@@ -312,3 +315,27 @@ def test_refused_agent_calls_are_logged_without_a_flood(tmp_path: Path) -> None:
         assert sum("agent call refused" in line for line in broker.output) == 1, broker.output
     finally:
         broker.stop()
+
+
+@pytest.mark.skipif(ipv6_loopback_missing() is not None, reason=str(ipv6_loopback_missing()))
+def test_the_agent_endpoint_listens_on_an_ipv6_address_and_hands_out_its_url(tmp_path: Path) -> None:
+    # Review: `agent_http_listen: "[::1]:0"` stopped the broker: "Address family for hostname not
+    # supported" (the server was made for IPv4 whatever the address).
+    config = write_broker_config(tmp_path)
+    with config.open("a") as f:
+        f.write("agent_http_listen: '[::1]:0'\n")
+    proc = BrokerProcess(config)
+    proc.start()
+    try:
+        m = re.search(r"agent endpoint on (http://\[::1\]:(\d+))", "".join(proc.output))
+        assert m, "".join(proc.output)
+        url, port = m.group(1), int(m.group(2))
+        assert post(port, report(), host="::1") == (401, {"error": "unauthenticated"})
+        # The URL instances are given (brackets and all) reaches it too.
+        asked = urllib.request.Request(url + "/v1/agent/report", data=report().encode(), method="POST",
+                                       headers={"authorization": "Bearer nope"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(asked, timeout=10)
+        assert refused.value.code == 401
+    finally:
+        proc.stop()

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -27,6 +28,7 @@ from broker.tlsgen import make_ca, write_pki
 from tests.brokerproc import BrokerProcess
 from tests.e2e.conftest import write_broker_config
 from tests.e2e.test_tls_dates import server_pair
+from tests.ports import ipv6_loopback_missing
 
 OPERATOR = "token-operator-metrics-tls-0123456789"
 
@@ -126,5 +128,19 @@ def test_connections_past_the_cap_are_closed_at_once_and_scrapes_go_on(tmp_path:
                 time.sleep(0.1)
         for sock in held:
             sock.close()
+    finally:
+        server.stop()
+
+
+def test_metrics_listen_on_an_ipv6_address_is_served_at_a_bracketed_url() -> None:
+    # The same review's IPv6 case: `metrics_listen: "[::1]:0"` would not start ("Name or service
+    # not known"), and `::1:0` printed http://::1:PORT/metrics, which no client can use.
+    if (missing := ipv6_loopback_missing()) is not None:
+        pytest.skip(missing)
+    server = MetricsServer(BrokerMetrics().registry, "[::1]:0")
+    try:
+        assert server.url == f"http://[::1]:{server.port}/metrics"
+        with urllib.request.urlopen(server.url, timeout=10) as resp:
+            assert resp.status == 200 and b"szb_" in resp.read()
     finally:
         server.stop()
