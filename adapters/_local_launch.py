@@ -13,10 +13,8 @@ from typing import Any
 
 from adapters._local_records import read_int
 from adapters._sandbox import DEFAULT_PATH, Sandbox, pick_cores
+from adapters.base import NO_IMAGES as NO_IMAGES  # (said where `adapters.local` reads it)
 from broker.model import LaunchRequest
-
-NO_IMAGES = "the local executor runs commands directly, not images"
-"""Why a local site runs no container image (also said offline: `broker.offline_images`)."""
 
 
 def prepare_launch(

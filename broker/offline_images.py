@@ -9,8 +9,7 @@ set (offline tools read the policy only, and say so).
 
 from __future__ import annotations
 
-from adapters._local_launch import NO_IMAGES
-from adapters.slurm._adapter import NO_RUNTIME
+from adapters.base import NO_IMAGES, NO_RUNTIME
 from broker.model import SiteId
 from broker.policy import Policy
 

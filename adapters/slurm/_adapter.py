@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from adapters.base import (
+    NO_RUNTIME,
     AdapterError,
     Capability,
     ConfigError,
@@ -63,8 +64,6 @@ from broker.model import (
 DEFAULT_BROKER_ID = "shangzhuang"
 log = logging.getLogger(__name__)
 
-NO_RUNTIME = "no container_runtime configured for this cluster"
-"""Why a Slurm site runs no container image (also said offline: `broker.offline_images`)."""
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 

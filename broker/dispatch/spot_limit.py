@@ -5,9 +5,13 @@ The rule itself (`used_up`, `without_spot`, `required_spot_failure`) is pure, so
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from broker.model import Attempt, AttemptState, Job, JobSpec, SpotMode
 from broker.policy import Policy
-from broker.store import JobStore
+
+if TYPE_CHECKING:  # (a type only: the simulator imports this module, and needs no store)
+    from broker.store import JobStore
 
 
 def spot_interruptions(job: Job, store: JobStore, *, ending: Attempt | None = None) -> int:
