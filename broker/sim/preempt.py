@@ -45,20 +45,24 @@ def swap_instead(eng: Engine, job: SimJob, d: Decision) -> Offer | None:
     homes = home_offers(d, eng.policy)
     premiums = burst_premiums(job.spec, d.offer, homes, eng.policy)
     prices, patient = partition_prices(eng.policy), cfg.min_max_wait.total_seconds()
+    min_slack, jobs, states, need = cfg.min_slack.total_seconds(), eng.jobs, eng.state, job.demand
     running: list[Preemptible] = []
     for key, premium in premiums.items():
+        if premium <= 0:
+            continue  # (`may_stop` stops nothing for it)
         price = prices.get(key, 0.0)
         guaranteed: set[int] | None = None
         for v in eng.projected.running.running.get(key, ()):
-            vj, vs = eng.jobs[v], eng.state[v]
-            if vj.max_wait_s < patient or vj.demand < job.demand:
-                continue  # (a quick skip of most running jobs; `may_stop` below decides)
+            vj = jobs[v]
+            slack = vj.arrival_s + vj.max_wait_s - eng.t  # (its due as the queue orders it)
+            if vj.max_wait_s < patient or vj.demand < need or slack < min_slack:
+                continue  # (a quick skip of most running jobs, on `may_stop`'s tests; it decides below)
+            vs = states[v]
             ran = eng.t - vs.running_since
             cp = vj.spec.checkpoint
             every = None if cp is None else cp.interval.total_seconds()
             lost = lost_cost(price, vj.demand, work_lost_s(ran, every))
             gang, restarts = vj.spec.resources.nodes > 1, vs.rec.attempts - 1
-            slack = vj.arrival_s + vj.max_wait_s - eng.t  # (its due as the queue orders it)
             # Only the jobs `swap_for` could take are listed (the answer is the same, without
             # building a candidate of every running job); quotas are read only when one is.
             if not may_stop(
