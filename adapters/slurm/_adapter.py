@@ -26,6 +26,7 @@ from adapters.base import (
 )
 from adapters.slurm._client import SlurmRest, checked_job_id
 from adapters.slurm._config import parse_partitions, partition_for
+from adapters.slurm._filekey import FileKey
 from adapters.slurm._gone import files_status, own_job
 from adapters.slurm._jobs import JobTable
 from adapters.slurm._ledger import TokenLedger
@@ -43,6 +44,7 @@ from adapters.slurm._records import (
 from adapters.slurm._refusals import job_refusal
 from adapters.slurm._script import (
     ScriptSettings,
+    job_output,
     launch_hint,
     name_failed_rank,
     output_file,
@@ -140,6 +142,7 @@ class SlurmAdapter:
             environment={str(k): str(v) for k, v in dict(config.get("environment") or {}).items()},
             time_limit_factor=float(config.get("time_limit_factor", 1.5)),
             min_time_limit_min=int(config.get("min_time_limit_minutes", 1)),
+            file_key=FileKey(site, output_dir),
         )
         self._submit_lock = threading.Lock()
         self.jobs = JobTable(self.rest, cache_s=float(config.get("jobs_cache_s", 1.0)),
@@ -151,7 +154,7 @@ class SlurmAdapter:
             currency=str(config.get("currency", "CNY")),
             unlimited_s=float(config.get("unlimited_job_hours", 24)) * 3600,
         )
-        self.ledger = TokenLedger(output_dir, self.jobs, self.settings.broker_id)
+        self.ledger = TokenLedger(self.settings, self.jobs)
 
     # Settings and health, as attributes ---------------------------------------------------
 
@@ -261,9 +264,8 @@ class SlurmAdapter:
         """The job's status; NotFoundError for a job without this broker's marks (another user's)."""
         job = self._record(checked_job_id(self.site, backend_id))
         if job is None:  # purged (MinJobAge): the files of the token that has this id say
-            token = self.ledger.token_of(backend_id)
-            owner = self.ledger.owner(token, self.user) if token else None
-            return files_status(self.settings, self.site, backend_id, token, owner)
+            tok = self.ledger.token_of(backend_id)
+            return files_status(self.settings, self.site, backend_id, tok, self.ledger.owner(tok, self.user))
         if not own_job(job, self.broker_id):
             raise NotFoundError(self.site, "NotOurs", f"slurm job {backend_id} is not this broker's")
         return self._job_status(job)
@@ -298,12 +300,12 @@ class SlurmAdapter:
     def _job_status(self, job: Mapping[str, Any]) -> AttemptStatus:
         hint = launch_hint(self.settings, str(job.get("user_name") or self.user))
         owner = record_owner(job)  # its files are believed only when its user wrote them
-        return name_failed_rank(job_status(job, hint, owner), self.settings, job, owner)
+        status = job_status(job, hint, owner, job_output(self.settings, job))
+        return name_failed_rank(status, self.settings, job, owner)
 
     def read_log(self, backend_id: str, token: str, offset: int, limit: int) -> bytes:
-        """The job's output file: the one this adapter's script names (`<output_dir>/<token>.out`),
-        else the `standard_output` path slurmrestd reports for the job; either only when written
-        by the job's user (another tenant's user may have made it first: `_owned`)."""
+        """The job's output file: the one its script makes (`output_file`), else Slurm's StdOut
+        for it; either only when written by the job's user (another's may be there: `_owned`)."""
         owner, data = self.ledger.owner(token, self.user), None
         if owner is not None:
             data = read_file_chunk(output_file(self.settings, token), offset, limit, owner)

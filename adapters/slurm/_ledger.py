@@ -3,7 +3,7 @@
 ``<output_dir>/<token>.jobid`` outlives slurmctld's MinJobAge purge: empty means a submit
 was attempted (look before submitting again), otherwise it holds the job id, then the uid the
 job runs as (whose files alone are believed once slurmctld forgets the job: `_owned`). The batch script
-writes its own job id to ``<token>.started`` as it starts: a broker killed between Slurm taking
+writes its own job id to ``<token>.<key>.started`` as it starts: a broker killed between Slurm taking
 the job and the marker's write, and down longer than MinJobAge, finds the job it ran there (it
 submitted the token again, and the job ran twice).
 """
@@ -20,23 +20,20 @@ from adapters.base import read_file_chunk
 from adapters.slurm._jobs import JobTable
 from adapters.slurm._owned import NOBODY, record_owner, uid_of
 from adapters.slurm._records import decode_marks
+from adapters.slurm._script import ScriptSettings, output_file, started_file
 
 MARKER_BYTES = 64
 """A marker holds a Slurm job id; more than this is not one of ours."""
 
 
-def started_file(output_dir: Path, token: str) -> Path:
-    """Where the batch script writes its Slurm job id as it starts (`batch_script`)."""
-    return output_dir / f"{token}.started"
-
-
 class TokenLedger:
     """Token -> job id for one adapter; callers serialize submits around `find` + `record`."""
 
-    def __init__(self, output_dir: Path, jobs: JobTable, broker_id: str) -> None:
-        self.output_dir = output_dir
+    def __init__(self, settings: ScriptSettings, jobs: JobTable) -> None:
+        self.settings = settings
+        self.output_dir = settings.output_dir
         self.jobs = jobs
-        self.broker_id = broker_id
+        self.broker_id = settings.broker_id
         self._submitted: dict[str, str] = {}
         self._owners: dict[str, int] = {}
         self._markers_ok = True
@@ -52,12 +49,14 @@ class TokenLedger:
             self._owners[token] = owner
         self._write_marker(token, backend_id if owner is None else f"{backend_id} {owner}")
 
-    def owner(self, token: str, site_user: str) -> int | None:
+    def owner(self, token: str | None, site_user: str) -> int | None:
         """The uid the token's job runs as, from memory or its marker; None when not known.
 
         A marker an older broker wrote (no uid) stands for the site's user: a tenant user's job
         then reads as lost, never with another user's files.
         """
+        if token is None:
+            return None
         if token in self._owners:
             return self._owners[token]
         words = self._marker_words(self.output_dir / f"{token}.jobid")
@@ -124,9 +123,9 @@ class TokenLedger:
         """The job id the batch script wrote for `token`, if the job's user wrote it: jobs can
         write this folder, and another tenant's job could name a job of its own (or a future id)
         for an attempt whose reply was lost, to have the broker follow and cancel it."""
-        started, out = started_file(self.output_dir, token), self.output_dir / f"{token}.out"
+        started, out = started_file(self.settings, token), output_file(self.settings, token)
         try:
-            writer, output = os.lstat(started), os.lstat(out)  # slurmstepd made the .out as the job's user
+            writer, output = os.lstat(started), os.lstat(out)  # the script made the .out as the job's user
             data = read_file_chunk(started, 0, MARKER_BYTES)
         except OSError:
             return None

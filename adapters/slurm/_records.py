@@ -274,16 +274,19 @@ def log_tail(path: Path | None, owner: int | None = None) -> str:
     return "" if path is None else read_tail(path, LOG_TAIL_BYTES, owner)
 
 
-def job_status(job: Mapping[str, Any], launch_hint: str = "", owner: int | None = None) -> AttemptStatus:
+def job_status(
+    job: Mapping[str, Any], launch_hint: str = "", owner: int | None = None, output: Path | None = None
+) -> AttemptStatus:
     """An attempt's status from its slurmrestd job record: state, reason, exit code, output.
 
     `launch_hint`: what to check when Slurm could not launch the job at all (JobLaunchFailure);
-    `owner`: the uid whose output file alone is read (`adapters.slurm._owned`).
+    `owner`: the uid whose output files alone are read (`adapters.slurm._owned`); `output`: the
+    job's own output file, else (empty or none) Slurm's StdOut is read.
     """
     name = job_state_name(job)
     state = SLURM_STATES.get(name)
     reason = str(job.get("state_reason") or "")
-    tail = log_tail(output_path(job), owner)
+    tail = log_tail(output, owner) or log_tail(output_path(job), owner)
     if state is None:
         return AttemptStatus(state=AttemptState.PENDING, log_tail=tail,
                              message=f"unknown Slurm state {name}")

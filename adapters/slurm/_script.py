@@ -3,10 +3,10 @@
 ``--partition``, ``--account``/``--qos`` (the tenant's), ``--gres=gpu:<type>:<n>``, cpus,
 memory, a time limit derived from the runtime estimate (x ``time_limit_factor``, at least
 ``min_time_limit_minutes``), the spec's env, the working directory, and stdout+stderr in
-``<output_dir>/<token>.out``, the exit code in ``<token>.rc`` (the cluster's shared
-filesystem: the broker reads them from there). A container image runs through the configured
-``container_runtime`` prefix (``apptainer exec IMAGE argv…``); a plain command runs as the
-shell-quoted argv. The job's name (``szb.<job>.<attempt>``) and comment
+``<output_dir>/<token>.<key>.out``, the exit code in ``<token>.<key>.rc`` (the cluster's
+shared filesystem: the broker reads them from there; `<key>` is secret: `_filekey`). A container
+image runs through the configured ``container_runtime`` prefix (``apptainer exec IMAGE argv…``);
+a plain command runs as the shell-quoted argv. The job's name (``szb.<job>.<attempt>``) and comment
 (``szb:broker=…;szb:job=…;szb:attempt=…;szb:token=…``) carry the broker's marks.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from adapters.base import read_file_chunk, read_tail
 from adapters.slurm._config import PartitionConfig
-from adapters.slurm._ledger import started_file
+from adapters.slurm._filekey import FileKey
 from adapters.slurm._records import LIMIT_MARK, LOG_TAIL_BYTES, decode_marks, encode_marks, slurm_number
 from broker.model import AttemptState, AttemptStatus, LaunchRequest
 
@@ -38,14 +38,38 @@ class ScriptSettings:
     environment: Mapping[str, str] | None = None
     time_limit_factor: float = 1.5
     min_time_limit_min: int = 1
+    file_key: FileKey | None = None  # None (tests of the script alone): names of the token alone
+
+
+def file_stem(settings: ScriptSettings, token: str) -> str:
+    """`<token>.<key>`, the start of the names of the job's own files (see `_filekey`)."""
+    return settings.file_key.stem(token) if settings.file_key is not None else token
 
 
 def output_file(settings: ScriptSettings, token: str) -> Path:
-    return settings.output_dir / f"{token}.out"
+    """The job's output, which its script creates itself (never one that is there already)."""
+    return settings.output_dir / f"{file_stem(settings, token)}.out"
+
+
+def job_output(settings: ScriptSettings, job: Mapping[str, Any]) -> Path | None:
+    """The output file of the job a slurmrestd record describes, by the token in its marks."""
+    token = decode_marks(job.get("comment")).get("token")
+    return output_file(settings, token) if token else None
+
+
+def slurm_output_file(settings: ScriptSettings, token: str) -> Path:
+    """Slurm's StdOut for the job: `scontrol show job` shows its name to every user, so it gets
+    only what comes before the script's own output file is open (and slurmstepd's words)."""
+    return settings.output_dir / f"{token}.slurm.out"
 
 
 def exit_code_file(settings: ScriptSettings, token: str) -> Path:
-    return settings.output_dir / f"{token}.rc"
+    return settings.output_dir / f"{file_stem(settings, token)}.rc"
+
+
+def started_file(settings: ScriptSettings, token: str) -> Path:
+    """Where the batch script writes its Slurm job id as it starts (`_ledger`)."""
+    return settings.output_dir / f"{file_stem(settings, token)}.started"
 
 
 def launch_hint(settings: ScriptSettings, user: str) -> str:
@@ -81,7 +105,7 @@ GANG_PORT = 29500
 
 
 def rank_exit_file(settings: ScriptSettings, token: str, rank: int) -> Path:
-    return settings.output_dir / f"{token}.rank{rank}.rc"
+    return settings.output_dir / f"{file_stem(settings, token)}.rank{rank}.rc"
 
 
 SLURM_STOPPED = ("TIMEOUT", "DEADLINE")
@@ -94,7 +118,7 @@ def first_failed_rank(settings: ScriptSettings, token: str, owner: int) -> tuple
     srun stops the other ranks when one fails, and they exit too (143 after SIGTERM, say), so the
     job's own exit code is often a stopped rank's: the first non-zero file written is the cause.
     """
-    prefix = f"{token}.rank"
+    prefix = f"{file_stem(settings, token)}.rank"
     failed = []
     for path in settings.output_dir.glob(f"{glob.escape(prefix)}*.rc"):
         rank = path.name[len(prefix):-len(".rc")]
@@ -124,7 +148,8 @@ def name_failed_rank(
         return status
     rank, code = hit
     message = f"rank {rank} of {nodes}: {status.message}"
-    own = read_tail(settings.output_dir / f"{token}.rank{rank}.out", LOG_TAIL_BYTES // 2, owner).strip()
+    own_out = settings.output_dir / f"{file_stem(settings, token)}.rank{rank}.out"
+    own = read_tail(own_out, LOG_TAIL_BYTES // 2, owner).strip()
     tail = status.log_tail
     if own and f"{rank}: {own.splitlines()[-1]}" not in tail:  # srun lost its last lines
         tail = f"{tail.rstrip()}\n--- rank {rank}'s own output (tail) ---\n{own}\n".lstrip()
@@ -139,7 +164,7 @@ def gang_command(argv: Sequence[str], nodes: int, settings: ScriptSettings, toke
     and the job's output lines are labelled with the rank; srun fails the job when any rank
     fails and stops the others (--kill-on-bad-exit).
     """
-    rank_rc = shlex.quote(str(settings.output_dir / f"{token}.rank"))
+    rank_rc = shlex.quote(str(settings.output_dir / f"{file_stem(settings, token)}.rank"))
     per_rank = (
         f"szb_path={shlex.quote(own_path(settings))}; "  # (a shell of its own: the script's is not seen)
 
@@ -178,7 +203,8 @@ def batch_script(request: LaunchRequest, settings: ScriptSettings) -> str:
     spec = request.spec
     argv = [*settings.container_runtime, spec.image, *spec.command] if spec.image else list(spec.command)
     rc_file = shlex.quote(str(exit_code_file(settings, request.token)))
-    started = shlex.quote(str(started_file(settings.output_dir, request.token)))
+    started = shlex.quote(str(started_file(settings, request.token)))
+    output = shlex.quote(str(output_file(settings, request.token)))
     # The exit code also goes to <token>.rc: it outlives slurmctld's MinJobAge purge, so an
     # attempt that ended while slurmrestd was unreachable is still reconciled with its code.
     # The script's own commands look in szb_path (not exported: the job never sees it), so a
@@ -188,6 +214,9 @@ def batch_script(request: LaunchRequest, settings: ScriptSettings) -> str:
         "#!/bin/sh\n"
         f"# Shangzhuang broker: job {request.job_id} attempt {request.attempt_id}\n"
         f"szb_path={shlex.quote(own_path(settings))}\n"
+        # Its own output file, new (noclobber: O_EXCL): never one another user made first to read
+        # it; when there is one the shell stops here, saying so in Slurm's StdOut.
+        f"set -C\nexec > {output} 2>&1\nset +C\n"
         f'echo "$SLURM_JOB_ID" > {started}.tmp && PATH=$szb_path mv -f {started}.tmp {started}\n'
         f"{gang_command(argv, nodes, settings, request.token) if nodes > 1 else shlex.join(argv)}\n"
         "rc=$?\n"
@@ -246,7 +275,7 @@ def submit_body(
         "time_limit": limit,
         "requeue": False,  # the broker decides about retries, not Slurm
         "current_working_directory": settings.workdir,
-        "standard_output": str(output_file(settings, request.token)),
+        "standard_output": str(slurm_output_file(settings, request.token)),
     }
     # The tenant's account (and QOS) let Slurm's own fair share and limits see who runs this.
     if request.account:

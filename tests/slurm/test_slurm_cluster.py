@@ -18,7 +18,7 @@ import pytest
 
 from adapters.base import AuthError, ConfigError, TransientError, UnsupportedError
 from adapters.slurm import SLURM_ERRORS, SLURM_STATES, SlurmAdapter, error_for
-from adapters.slurm._script import submit_body
+from adapters.slurm._script import output_file, started_file, submit_body
 from broker.model import AttemptState
 from tests.slurm.conftest import SITE, SlurmCluster, Tracker, launch
 
@@ -75,9 +75,9 @@ def test_job_succeeds_with_output_tail(slurm: Tracker) -> None:
     assert status.state is AttemptState.SUCCEEDED, status
     assert status.exit_code == 0
     assert f"hello from {req.job_id} ni hao 3" in status.log_tail
-    assert Path(slurm.adapter.output_dir / f"{req.token}.out").exists()
-    # The job's own word of which Slurm job ran it (`adapters.slurm._ledger.started_file`).
-    assert Path(slurm.adapter.output_dir / f"{req.token}.started").read_text().strip() == backend_id
+    assert output_file(slurm.adapter.settings, req.token).exists()
+    # The job's own word of which Slurm job ran it (`adapters.slurm._script.started_file`).
+    assert started_file(slurm.adapter.settings, req.token).read_text().strip() == backend_id
 
 
 def test_agent_secret_reaches_the_job_env_only(slurm: Tracker) -> None:

@@ -40,7 +40,13 @@ from adapters.slurm import (
     slurm_number,
 )
 from adapters.slurm._records import job_status
-from adapters.slurm._script import ScriptSettings, name_failed_rank, rank_exit_file
+from adapters.slurm._script import (
+    ScriptSettings,
+    exit_code_file,
+    name_failed_rank,
+    output_file,
+    rank_exit_file,
+)
 from adapters.slurm._stop import grace_update, stopping
 from broker.model import (
     AcceleratorRequest,
@@ -346,9 +352,12 @@ def test_newer_api_version_is_detected_and_spoken(tmp_path: Any) -> None:
     assert job["tres_per_node"] == "gres/gpu:a800:2"
     assert job["partition"] == "a800" and job["cpus_per_task"] == 2 and job["memory_per_node"] == 1536
     assert job["time_limit"] == 15 and job["requeue"] is False
-    assert job["standard_output"].endswith("/tok1.out")
+    # Slurm's StdOut (every user sees its name) is not the job's output, which its script makes
+    assert job["standard_output"].endswith("/tok1.slurm.out")
+    assert f"exec > {output_file(adapter.settings, 'tok1')} 2>&1" in body["script"]
     assert decode_marks(job["comment"])["token"] == "tok1"
-    assert "\necho 'hi there'\nrc=$?\n" in body["script"] and "/tok1.rc" in body["script"]
+    assert "\necho 'hi there'\nrc=$?\n" in body["script"]
+    assert str(exit_code_file(adapter.settings, "tok1")) in body["script"]
     status = adapter.status("77")
     assert status.state is AttemptState.FAILED and status.exit_code == 4
     with pytest.raises(NotFoundError):

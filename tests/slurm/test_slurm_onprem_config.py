@@ -21,6 +21,7 @@ from adapters.slurm import (
     parse_partitions,
     partition_wait_s,
 )
+from adapters.slurm._script import exit_code_file, output_file, started_file
 from broker.model import AttemptState, SiteId
 
 SITE = SiteId("shangzhuang-onprem")
@@ -114,7 +115,7 @@ def test_a_purged_job_is_reconciled_from_its_recorded_exit_code(tmp_path: Path) 
     (tmp_path / "tok41.jobid").write_text("41")
     with pytest.raises(NotFoundError):
         adapter.status("41")  # purged before it ever started (no output file): it never ran
-    (tmp_path / "tok41.out").write_text("the end\n")
+    output_file(adapter.settings, "tok41").write_text("the end\n")
     # The script did not get to record a code (cancelled at Slurm, killed, node lost) while the
     # broker was down: it ran, so it is FAILED, never lost and run again (held-out review: a
     # job whose shell was killed after its command finished ran twice).
@@ -122,17 +123,18 @@ def test_a_purged_job_is_reconciled_from_its_recorded_exit_code(tmp_path: Path) 
     assert unrecorded.state is AttemptState.FAILED and unrecorded.exit_code is None
     assert "left no exit code" in unrecorded.message and unrecorded.log_tail == "the end\n"
     assert unrecorded.stopped_at is not None  # settled to its output's last write, not to now
-    (tmp_path / "tok41.rc").write_text("3\n")
+    exit_code_file(adapter.settings, "tok41").write_text("3\n")
     status = adapter.status("41")
     assert status.state is AttemptState.FAILED and status.exit_code == 3 and status.log_tail == "the end\n"
     if os.geteuid() == 0:  # files another user made (held-out review, issue 10): not believed
-        os.chown(tmp_path / "tok41.rc", 65534, 65534)
+        os.chown(exit_code_file(adapter.settings, "tok41"), 65534, 65534)
         status = adapter.status("41")  # its own output, no code of its own: it ran and left none
         assert status.state is AttemptState.FAILED and status.exit_code is None, status
-        assert f"{tmp_path}/tok41.rc (uid 65534" in status.message, status.message
-        os.chown(tmp_path / "tok41.out", 65534, 65534)
+        assert f"{exit_code_file(adapter.settings, 'tok41')} (uid 65534" in status.message, status.message
+        os.chown(output_file(adapter.settings, "tok41"), 65534, 65534)
         status = adapter.status("41")
-        assert status.state is AttemptState.LOST and "tok41.out (uid 65534" in status.message, status
+        said = f"{output_file(adapter.settings, 'tok41')} (uid 65534"
+        assert status.state is AttemptState.LOST and said in status.message, status
 
 
 def test_a_job_slurm_ran_and_forgot_before_its_id_was_recorded_is_found_by_its_own_word(
@@ -142,7 +144,7 @@ def test_a_job_slurm_ran_and_forgot_before_its_id_was_recorded_is_found_by_its_o
     marker's write, and stayed down longer than MinJobAge; the marker was empty and slurmctld
     listed nothing with the token, so the restarted broker submitted the token again: the job ran
     twice, the second run overwriting the first's output. The batch script now writes its job id
-    to `<token>.started` as it starts."""
+    to `<token>.<key>.started` as it starts."""
     from adapters.slurm._script import batch_script
     from tests.adapter_contract import default_request
 
@@ -152,11 +154,12 @@ def test_a_job_slurm_ran_and_forgot_before_its_id_was_recorded_is_found_by_its_o
                            client=_fake(0, listed, tmp_path))
     offer = next(o for o in adapter.offers(datetime.now(UTC)) if o.accelerator is None)
     request = default_request(offer, "tok41")
-    assert f'echo "$SLURM_JOB_ID" > {tmp_path}/tok41.started.tmp' in batch_script(request, adapter.settings)
+    started = started_file(adapter.settings, "tok41")
+    assert f'echo "$SLURM_JOB_ID" > {started}.tmp' in batch_script(request, adapter.settings)
     (tmp_path / "tok41.jobid").write_text("")  # the submit was attempted; its reply never recorded
-    (tmp_path / "tok41.started").write_text("41\n")
-    (tmp_path / "tok41.out").write_text("the end\n")
-    (tmp_path / "tok41.rc").write_text("0\n")
+    started_file(adapter.settings, "tok41").write_text("41\n")
+    output_file(adapter.settings, "tok41").write_text("the end\n")
+    exit_code_file(adapter.settings, "tok41").write_text("0\n")
     assert adapter.submit(request) == "41"  # the fake refuses job/submit: it was not sent again
     # and a later restart still knows it, and the uid the job ran as (whose files alone count)
     assert (tmp_path / "tok41.jobid").read_text() == f"41 {os.geteuid()}"
@@ -170,16 +173,16 @@ def test_a_job_slurm_ran_and_forgot_before_its_id_was_recorded_is_found_by_its_o
     # broker would then follow and cancel), nor one the job's own output does not vouch for
     # (review of this change: another tenant's job can write this folder).
     (tmp_path / "tok43.jobid").write_text("")
-    (tmp_path / "tok43.out").write_text("")
+    output_file(adapter.settings, "tok43").write_text("")
     for planted in ("52", "53"):
-        (tmp_path / "tok43.started").write_text(planted)
+        started_file(adapter.settings, "tok43").write_text(planted)
         assert fresh.ledger.find("tok43") is None, planted
-    (tmp_path / "tok43.started").write_text("40")
-    (tmp_path / "tok43.out").unlink()
+    started_file(adapter.settings, "tok43").write_text("40")
+    output_file(adapter.settings, "tok43").unlink()
     assert fresh.ledger.find("tok43") is None  # no output: the job never ran as that token
-    (tmp_path / "tok43.out").write_text("")
+    output_file(adapter.settings, "tok43").write_text("")
     if os.geteuid() == 0:  # written by another user than the job's output
-        os.chown(tmp_path / "tok43.started", 65534, 65534)
+        os.chown(started_file(adapter.settings, "tok43"), 65534, 65534)
         assert fresh.ledger.find("tok43") is None
-        os.chown(tmp_path / "tok43.started", 0, 0)
+        os.chown(started_file(adapter.settings, "tok43"), 0, 0)
     assert fresh.ledger.find("tok43") == "40"  # a past id, vouched for by its output: the job's own

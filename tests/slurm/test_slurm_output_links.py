@@ -102,13 +102,14 @@ def test_a_job_that_leaves_a_fifo_for_its_output_file_still_ends(broker: BrokerP
     assert read == [], read
 
 
-# The job finds its own token as a job can: the ledger's `<token>.jobid` marker holding its job id.
-OWN_TOKEN = ('for i in 1 2 3 4 5 6 7 8 9 10; do t=$(grep -lx "$SLURM_JOB_ID" *.jobid) && break; '
-             'sleep 0.5; done; t=${t%.jobid}; ')
+# The job finds its own token as a job can: the ledger's `<token>.jobid` marker holding its job id;
+# then the names of its own files (`<token>.<key>`), as its own output file's (the test's user lists).
+OWN_TOKEN = ('for i in 1 2 3 4 5 6 7 8 9 10; do t=$(grep -lx "$SLURM_JOB_ID *[0-9]*" *.jobid) && break; '
+             'sleep 0.5; done; t=${t%.jobid}; t=$(ls | grep -E "^$t[.][0-9a-f]{32}[.]out$"); t=${t%.out}; ')
 
 
 def test_a_gang_that_leaves_a_fifo_for_a_rank_exit_file_still_ends(slurm: Tracker) -> None:
-    # A failed gang's rank exit files (`<token>.rank<N>.rc`) are read to name the rank that
+    # A failed gang's rank exit files (`<token>.<key>.rank<N>.rc`) are read to name the rank that
     # failed first: a FIFO among them would block that read, and the status poll, forever.
     adapter = slurm.make(partitions={**PARTITIONS, "cpu": None})
     request = gang(OWN_TOKEN + 'if [ "$RANK" = 0 ]; then mkfifo "$t.rank7.rc"; fi; exit 3')

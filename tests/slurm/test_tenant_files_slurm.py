@@ -106,3 +106,58 @@ def test_another_tenants_planted_exit_code_is_not_believed(
     named = status.state is AttemptState.LOST and f"{token}.rc" in status.message  # A's file, named
     assert own_result or named, status
 
+
+def test_another_tenants_user_cannot_read_a_jobs_output_through_a_file_it_made_first(
+    broker: tuple[Stub, Path], users: Users, planter: list[str],  # noqa: F811
+) -> None:
+    stub, output_dir = broker
+    job, token, _ = b_job_ended_with_planted_files(stub, output_dir, planter)
+    a = pwd.getpwnam(users.a)
+    for path in output_dir.iterdir():  # (user a cannot list the folder; it may know names)
+        read = subprocess.run(["cat", str(path)], capture_output=True, text=True, user=a.pw_uid,
+                              group=a.pw_gid, extra_groups=[], check=False)
+        assert "secret of team-b" not in read.stdout, (path.name, read.stdout)
+    assert "secret of team-b" in job.log_tail, job.log_tail  # B's own output, read by the broker
+    own = [p.name for p in output_dir.iterdir() if "secret of team-b" in p.read_text(errors="replace")]
+    assert len(own) == 1 and own[0].startswith(f"{token}.") and own[0] != f"{token}.out", own
+
+
+def test_the_script_stops_when_its_output_file_is_there_already(tmp_path: Path) -> None:
+    """A file of the job's output's name made first (by another user, say) is never written to."""
+    from adapters.slurm._filekey import FileKey
+    from adapters.slurm._script import ScriptSettings, batch_script, exit_code_file, output_file
+    from tests.slurm.conftest import launch
+
+    settings = ScriptSettings(broker_id="b", output_dir=tmp_path, workdir=str(tmp_path),
+                              file_key=FileKey(SITE, tmp_path))
+    request = launch(("/bin/sh", "-c", "echo ran"), token="tok7")
+    output_file(settings, "tok7").write_text("made first\n")
+    run = subprocess.run(["/bin/sh", "-c", batch_script(request, settings)], capture_output=True,
+                         text=True, cwd=tmp_path, env={"SLURM_JOB_ID": "7"}, check=False)
+    assert run.returncode != 0 and "ran" not in run.stdout, run
+    assert output_file(settings, "tok7").read_text() == "made first\n"
+    assert not exit_code_file(settings, "tok7").exists()
+    output_file(settings, "tok7").unlink()
+    run = subprocess.run(["/bin/sh", "-c", batch_script(request, settings)], capture_output=True,
+                         text=True, cwd=tmp_path, env={"SLURM_JOB_ID": "7"}, check=False)
+    assert run.returncode == 0 and output_file(settings, "tok7").read_text() == "ran\n", run
+    assert exit_code_file(settings, "tok7").read_text() == "0\n"
+
+
+def test_the_file_key_is_the_brokers_own_and_private(tmp_path: Path) -> None:
+    from adapters.base import ConfigError
+    from adapters.slurm._filekey import KEY_FILE, FileKey
+
+    stem = FileKey(SITE, tmp_path).stem("tok1")
+    key = tmp_path / KEY_FILE
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert FileKey(SITE, tmp_path).stem("tok1") == stem != FileKey(SITE, tmp_path).stem("tok2")  # a restart
+    assert stem.startswith("tok1.") and len(stem) == len("tok1.") + 32
+    key.chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by others"):
+        FileKey(SITE, tmp_path).stem("tok1")
+    if os.geteuid() == 0:  # one another user made there first: never used
+        key.chmod(0o600)
+        os.chown(key, 65534, 65534)
+        with pytest.raises(ConfigError, match="not this broker's own"):
+            FileKey(SITE, tmp_path).stem("tok1")
