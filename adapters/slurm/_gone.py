@@ -4,7 +4,7 @@ A job id names the attempt's job only while slurmctld keeps it. It purges an end
 MinJobAge, and slurmctld killed before it saved a job issues that job's id again after its
 restart: to the broker's next job, or to another user's. A record is the attempt's only when its
 marks (the job comment) name this broker and the attempt's token; otherwise the attempt's job is
-gone, and the files its token names (`<token>.rc`, `<token>.out`) say how it ended, when the
+gone, and its files (`<token>.<key>.rc`, `.out`: `_filekey`) say how it ended, when the
 job's own user wrote them (`adapters.slurm._owned`).
 """
 

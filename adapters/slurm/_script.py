@@ -205,7 +205,7 @@ def batch_script(request: LaunchRequest, settings: ScriptSettings) -> str:
     rc_file = shlex.quote(str(exit_code_file(settings, request.token)))
     started = shlex.quote(str(started_file(settings, request.token)))
     output = shlex.quote(str(output_file(settings, request.token)))
-    # The exit code also goes to <token>.rc: it outlives slurmctld's MinJobAge purge, so an
+    # The exit code also goes to <token>.<key>.rc: it outlives slurmctld's MinJobAge purge, so an
     # attempt that ended while slurmrestd was unreachable is still reconciled with its code.
     # The script's own commands look in szb_path (not exported: the job never sees it), so a
     # job whose env sets a PATH without /bin still has its exit code recorded.

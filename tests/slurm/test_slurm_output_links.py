@@ -1,7 +1,7 @@
 """A Slurm job cannot make the broker read a file for it through its own output file.
 
 The job runs as the site's unprivileged `user`, who must be able to write `output_dir`; the
-broker (root here) reads `<output_dir>/<token>.out` for `szb logs` and for the job's log tail.
+broker (root here) reads `<output_dir>/<token>.<key>.out` for `szb logs` and for the job's log tail.
 A job that swaps its output file for a symbolic link to a file only root can read must get
 nothing of that file back, through either path.
 """
