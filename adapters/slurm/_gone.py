@@ -10,8 +10,10 @@ job's own user wrote them (`adapters.slurm._owned`).
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,8 @@ def files_status(
     FAILED with no code (it ran: never run again); else NotFoundError (it never ran). Only the
     files of `owner` (the uid the job ran as; None: not known) count; with another's there, LOST."""
     uid = NOBODY if owner is None else owner
+    if token and not any(os.path.lexists(f(settings, token)) for f in (exit_code_file, output_file)):
+        settings = replace(settings, file_key=None)  # an attempt an older broker ran: `<token>.rc`
     code = read_exit_code(settings, token, uid) if token else None
     unrecorded = None
     if token is not None and code is None:

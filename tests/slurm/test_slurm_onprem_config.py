@@ -135,6 +135,14 @@ def test_a_purged_job_is_reconciled_from_its_recorded_exit_code(tmp_path: Path) 
         status = adapter.status("41")
         said = f"{output_file(adapter.settings, 'tok41')} (uid 65534"
         assert status.state is AttemptState.LOST and said in status.message, status
+    # An attempt an older broker ran (its marker without a uid: the site's user's) named its files
+    # by the token alone; they still say how it ended when that user wrote them.
+    (tmp_path / "tok41.jobid").unlink()
+    (tmp_path / "tok42.jobid").write_text("41")
+    (tmp_path / "tok42.out").write_text("old\n")
+    (tmp_path / "tok42.rc").write_text("0\n")
+    status = adapter.status("41")
+    assert status.state is AttemptState.SUCCEEDED and status.log_tail == "old\n", status
 
 
 def test_a_job_slurm_ran_and_forgot_before_its_id_was_recorded_is_found_by_its_own_word(
