@@ -81,7 +81,7 @@ def b_job_ended_with_planted_files(
     stub: Stub, output_dir: Path, planter: list[str]
 ) -> tuple[job_pb2.Job, str, str]:
     """B's job (it says a secret, exits 3) run while user a plants; B's job, its token and job id."""
-    job = ended(stub, "team-b", submit(stub, "team-b", "sleep 3; echo secret of team-b; exit 3"), 120)
+    job = ended(stub, "team-b", submit(stub, "team-b", "sleep 6; echo secret of team-b; exit 3"), 120)
     time.sleep(0.5)
     assert any(line.startswith("planted") for line in planter), planter  # (else nothing was tried)
     markers = [p for p in output_dir.glob("*.jobid") if p.read_text().strip()]
