@@ -304,15 +304,15 @@ class SlurmAdapter:
         return name_failed_rank(status, self.settings, job, owner)
 
     def read_log(self, backend_id: str, token: str, offset: int, limit: int) -> bytes:
-        """The job's output file: the one its script makes (`output_file`), else Slurm's StdOut
-        for it; either only when written by the job's user (another's may be there: `_owned`)."""
+        """The job's own output file (`output_file`), else its Slurm StdOut; only its user's (`_owned`)."""
         owner, data = self.ledger.owner(token, self.user), None
-        if owner is not None:
-            data = read_file_chunk(output_file(self.settings, token), offset, limit, owner)
+        job_id = checked_job_id(self.site, backend_id)
+        if owner is not None:  # (its own job's: a second job of the attempt has files of its own)
+            data = read_file_chunk(output_file(self.settings, token, job_id), offset, limit, owner)
         if data is not None:
             return data
         try:
-            jobs = self.rest.request("GET", f"job/{checked_job_id(self.site, backend_id)}").get("jobs") or []
+            jobs = self.rest.request("GET", f"job/{job_id}").get("jobs") or []
         except NotFoundError:
             jobs = []
         job = jobs[0] if jobs and own_job(jobs[0], self.broker_id, token) else None  # (not another's)

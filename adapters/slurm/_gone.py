@@ -4,8 +4,8 @@ A job id names the attempt's job only while slurmctld keeps it. It purges an end
 MinJobAge, and slurmctld killed before it saved a job issues that job's id again after its
 restart: to the broker's next job, or to another user's. A record is the attempt's only when its
 marks (the job comment) name this broker and the attempt's token; otherwise the attempt's job is
-gone, and its files (`<token>.<key>.rc`, `.out`: `_filekey`) say how it ended, when the
-job's own user wrote them (`adapters.slurm._owned`).
+gone, and its files (`<token>.<key>.<job id>.rc`, `.out`: `_script.file_stem`) say how it ended,
+when the job's own user wrote them (`adapters.slurm._owned`).
 """
 
 from __future__ import annotations
@@ -38,13 +38,15 @@ def files_status(
     FAILED with no code (it ran: never run again); else NotFoundError (it never ran). Only the
     files of `owner` (the uid the job ran as; None: not known) count; with another's there, LOST."""
     uid = NOBODY if owner is None else owner
-    if token and not any(os.path.lexists(f(settings, token)) for f in (exit_code_file, output_file)):
+    files = _own_files(settings, token, backend_id) if token else []
+    if token and not any(os.path.lexists(f) for f in files):
         settings = replace(settings, file_key=None)  # an attempt an older broker ran: `<token>.rc`
-    code = read_exit_code(settings, token, uid) if token else None
+        files = _own_files(settings, token, backend_id)
+    code = read_exit_code(settings, token, backend_id, uid) if token else None
     unrecorded = None
     if token is not None and code is None:
-        unrecorded = ended_unrecorded(output_file(settings, token), uid)
-    planted = foreign([exit_code_file(settings, token), output_file(settings, token)], uid) if token else []
+        unrecorded = ended_unrecorded(files[1], uid)
+    planted = foreign(files, uid)
     if unrecorded is not None and planted:
         note = f"; ignored, not the job's user's ({_expected(owner)}): {', '.join(planted)}"
         unrecorded = unrecorded.model_copy(update={"message": unrecorded.message + note})
@@ -56,11 +58,16 @@ def files_status(
         raise NotFoundError(site, "NoSuchJob", f"slurm job {backend_id} is not known (any more)")
     if unrecorded is not None:
         return unrecorded
-    tail = log_tail(output_file(settings, token), uid)
+    tail = log_tail(files[1], uid)
     state = AttemptState.SUCCEEDED if code == 0 else AttemptState.FAILED
     return AttemptStatus(state=state, exit_code=code, log_tail=tail,
                          message=f"{'COMPLETED' if code == 0 else 'FAILED'} (from the recorded "
                          "exit code; slurmctld no longer lists the job)")
+
+
+def _own_files(settings: ScriptSettings, token: str, backend_id: str) -> list[Path]:
+    """Job `backend_id`'s exit code and output files (not another job's of the same token)."""
+    return [exit_code_file(settings, token, backend_id), output_file(settings, token, backend_id)]
 
 
 def _expected(owner: int | None) -> str:

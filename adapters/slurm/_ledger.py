@@ -123,18 +123,20 @@ class TokenLedger:
         """The job id the batch script wrote for `token`, if the job's user wrote it: jobs can
         write this folder, and another tenant's job could name a job of its own (or a future id)
         for an attempt whose reply was lost, to have the broker follow and cancel it."""
-        started, out = started_file(self.settings, token), output_file(self.settings, token)
+        started = started_file(self.settings, token)
         try:
-            writer, output = os.lstat(started), os.lstat(out)  # the script made the .out as the job's user
-            data = read_file_chunk(started, 0, MARKER_BYTES)
+            writer, data = os.lstat(started), read_file_chunk(started, 0, MARKER_BYTES)
+            text = (data or b"").decode("ascii", "replace").strip()
+            # the script made the job's own .out as the job's user
+            output = os.lstat(output_file(self.settings, token, text)) if text.isdigit() else None
         except OSError:
             return None
-        regular = stat.S_ISREG(writer.st_mode) and stat.S_ISREG(output.st_mode)
-        expected = None if user is None else uid_of(user)  # (a user this host does not know: unsaid)
-        if not regular or writer.st_uid != output.st_uid or expected not in (None, writer.st_uid):
+        if output is None or not (stat.S_ISREG(writer.st_mode) and stat.S_ISREG(output.st_mode)):
             return None
-        text = (data or b"").decode("ascii", "replace").strip()
-        return (text, writer.st_uid) if text.isdigit() else None
+        expected = None if user is None else uid_of(user)  # (a user this host does not know: unsaid)
+        if writer.st_uid != output.st_uid or expected not in (None, writer.st_uid):
+            return None
+        return text, writer.st_uid
 
     def token_of(self, backend_id: str) -> str | None:
         """The token a job was submitted with, from memory or the marker files."""

@@ -3,11 +3,12 @@
 ``--partition``, ``--account``/``--qos`` (the tenant's), ``--gres=gpu:<type>:<n>``, cpus,
 memory, a time limit derived from the runtime estimate (x ``time_limit_factor``, at least
 ``min_time_limit_minutes``), the spec's env, the working directory, and stdout+stderr in
-``<output_dir>/<token>.<key>.out``, the exit code in ``<token>.<key>.rc`` (the cluster's
-shared filesystem: the broker reads them from there; `<key>` is secret: `_filekey`). A container
-image runs through the configured ``container_runtime`` prefix (``apptainer exec IMAGE argv…``);
-a plain command runs as the shell-quoted argv. The job's name (``szb.<job>.<attempt>``) and comment
-(``szb:broker=…;szb:job=…;szb:attempt=…;szb:token=…``) carry the broker's marks.
+``<output_dir>/<token>.<key>.<job id>.out``, the exit code in ``<token>.<key>.<job id>.rc`` (the
+cluster's shared filesystem: the broker reads the files of the job it follows; `<key>` is secret:
+`_filekey`). A container image runs through the configured ``container_runtime`` prefix
+(``apptainer exec IMAGE argv…``); a plain command runs as the shell-quoted argv. The job's name
+(``szb.<job>.<attempt>``) and comment (``szb:broker=…;szb:job=…;szb:attempt=…;szb:token=…``)
+carry the broker's marks.
 """
 
 from __future__ import annotations
@@ -41,35 +42,53 @@ class ScriptSettings:
     file_key: FileKey | None = None  # None (tests of the script alone): names of the token alone
 
 
-def file_stem(settings: ScriptSettings, token: str) -> str:
-    """`<token>.<key>`, the start of the names of the job's own files (see `_filekey`)."""
+JOB_ID_SLOT = "{SLURM_JOB_ID}"
+"""A job id in a path the script writes: the shell's ``$SLURM_JOB_ID`` there (`shell_word`)."""
+
+
+def token_stem(settings: ScriptSettings, token: str) -> str:
+    """`<token>.<key>` (see `_filekey`); the token alone without a key."""
     return settings.file_key.stem(token) if settings.file_key is not None else token
 
 
-def output_file(settings: ScriptSettings, token: str) -> Path:
-    """The job's output, which its script creates itself (never one that is there already)."""
-    return settings.output_dir / f"{file_stem(settings, token)}.out"
+def file_stem(settings: ScriptSettings, token: str, job_id: str) -> str:
+    """`<token>.<key>.<job id>`, the start of the names of one Slurm job's own files: a second job of
+    the attempt (a deposed leader's late submit) has files of its own, never the first one's."""
+    return f"{token_stem(settings, token)}.{job_id}" if settings.file_key is not None else token
+
+
+def shell_word(path: Path) -> str:
+    """`path` quoted for the batch script, its `JOB_ID_SLOT` (in the file name) the job's own id."""
+    head, slot, tail = str(path).rpartition(JOB_ID_SLOT)
+    if not slot:
+        return shlex.quote(tail)
+    return shlex.quote(head) + '"$SLURM_JOB_ID"' + (shlex.quote(tail) if tail else "")
+
+
+def output_file(settings: ScriptSettings, token: str, job_id: str) -> Path:
+    """Job `job_id`'s output, which its script creates itself (never one that is there already)."""
+    return settings.output_dir / f"{file_stem(settings, token, job_id)}.out"
 
 
 def job_output(settings: ScriptSettings, job: Mapping[str, Any]) -> Path | None:
     """The output file of the job a slurmrestd record describes, by the token in its marks."""
     token = decode_marks(job.get("comment")).get("token")
-    return output_file(settings, token) if token else None
+    return output_file(settings, token, str(job.get("job_id"))) if token else None
 
 
 def slurm_output_file(settings: ScriptSettings, token: str) -> Path:
-    """Slurm's StdOut for the job: `scontrol show job` shows its name to every user, so it gets
-    only what comes before the script's own output file is open (and slurmstepd's words)."""
-    return settings.output_dir / f"{token}.slurm.out"
+    """Slurm's StdOut for the job (``%j``: each job's own): `scontrol show job` shows its name to every
+    user, so it gets only what comes before the script's own output file is open (and slurmstepd's)."""
+    return settings.output_dir / f"{token}.slurm.%j.out"
 
 
-def exit_code_file(settings: ScriptSettings, token: str) -> Path:
-    return settings.output_dir / f"{file_stem(settings, token)}.rc"
+def exit_code_file(settings: ScriptSettings, token: str, job_id: str) -> Path:
+    return settings.output_dir / f"{file_stem(settings, token, job_id)}.rc"
 
 
 def started_file(settings: ScriptSettings, token: str) -> Path:
-    """Where the batch script writes its Slurm job id as it starts (`_ledger`)."""
-    return settings.output_dir / f"{file_stem(settings, token)}.started"
+    """Where the batch script writes its Slurm job id as it starts (`_ledger`): one per token."""
+    return settings.output_dir / f"{token_stem(settings, token)}.started"
 
 
 def launch_hint(settings: ScriptSettings, user: str) -> str:
@@ -78,10 +97,10 @@ def launch_hint(settings: ScriptSettings, user: str) -> str:
             f"and workdir {settings.workdir} one it can enter")
 
 
-def read_exit_code(settings: ScriptSettings, token: str, owner: int) -> int | None:
-    """The exit code the batch script recorded, when it ran to its end (as the uid `owner`)."""
+def read_exit_code(settings: ScriptSettings, token: str, job_id: str, owner: int) -> int | None:
+    """The exit code job `job_id`'s batch script recorded, when it ran to its end (as the uid `owner`)."""
     try:  # the job's user can write output_dir: a link or FIFO there reads as no file
-        data = read_file_chunk(exit_code_file(settings, token), 0, 32, owner)
+        data = read_file_chunk(exit_code_file(settings, token, job_id), 0, 32, owner)
     except OSError:
         return None
     text = (data or b"").decode("ascii", "replace").strip()
@@ -104,21 +123,23 @@ GANG_PORT = 29500
 """MASTER_PORT of a gang unless the job's env sets one (PyTorch's default)."""
 
 
-def rank_exit_file(settings: ScriptSettings, token: str, rank: int) -> Path:
-    return settings.output_dir / f"{file_stem(settings, token)}.rank{rank}.rc"
+def rank_exit_file(settings: ScriptSettings, token: str, job_id: str, rank: int) -> Path:
+    return settings.output_dir / f"{file_stem(settings, token, job_id)}.rank{rank}.rc"
 
 
 SLURM_STOPPED = ("TIMEOUT", "DEADLINE")
 """Causes (`stop_cause`) of a gang whose ranks Slurm stopped all together."""
 
 
-def first_failed_rank(settings: ScriptSettings, token: str, owner: int) -> tuple[int, int] | None:
+def first_failed_rank(
+    settings: ScriptSettings, token: str, job_id: str, owner: int
+) -> tuple[int, int] | None:
     """(rank, exit code) of the gang's rank that failed first, from the ranks' exit files.
 
     srun stops the other ranks when one fails, and they exit too (143 after SIGTERM, say), so the
     job's own exit code is often a stopped rank's: the first non-zero file written is the cause.
     """
-    prefix = f"{file_stem(settings, token)}.rank"
+    prefix = f"{file_stem(settings, token, job_id)}.rank"
     failed = []
     for path in settings.output_dir.glob(f"{glob.escape(prefix)}*.rc"):
         rank = path.name[len(prefix):-len(".rc")]
@@ -143,12 +164,13 @@ def name_failed_rank(
         return status
     if status.cause.startswith(SLURM_STOPPED):
         return status  # Slurm stopped every rank: none of them is the cause
-    hit = first_failed_rank(settings, token, owner)
+    job_id = str(job.get("job_id"))
+    hit = first_failed_rank(settings, token, job_id, owner)
     if hit is None:
         return status
     rank, code = hit
     message = f"rank {rank} of {nodes}: {status.message}"
-    own_out = settings.output_dir / f"{file_stem(settings, token)}.rank{rank}.out"
+    own_out = settings.output_dir / f"{file_stem(settings, token, job_id)}.rank{rank}.out"
     own = read_tail(own_out, LOG_TAIL_BYTES // 2, owner).strip()
     tail = status.log_tail
     if own and f"{rank}: {own.splitlines()[-1]}" not in tail:  # srun lost its last lines
@@ -160,11 +182,11 @@ def gang_command(argv: Sequence[str], nodes: int, settings: ScriptSettings, toke
     """Run argv once per node with srun; every rank gets its rank, the world size and the master.
 
     The batch script runs on the first node, so its host name is the master address. Each
-    rank writes its own exit code (``<token>.rank<N>.rc``) and output (``<token>.rank<N>.out``),
+    rank writes its own exit code (``<stem>.rank<N>.rc``) and output (``<stem>.rank<N>.out``, `file_stem`),
     and the job's output lines are labelled with the rank; srun fails the job when any rank
     fails and stops the others (--kill-on-bad-exit).
     """
-    rank_rc = shlex.quote(str(settings.output_dir / f"{file_stem(settings, token)}.rank"))
+    rank_rc = shell_word(settings.output_dir / f"{file_stem(settings, token, JOB_ID_SLOT)}.rank")
     per_rank = (
         f"szb_path={shlex.quote(own_path(settings))}; "  # (a shell of its own: the script's is not seen)
 
@@ -202,11 +224,11 @@ def batch_script(request: LaunchRequest, settings: ScriptSettings) -> str:
     """The job's shell script: run the command (in the container runtime, over the gang's nodes)."""
     spec = request.spec
     argv = [*settings.container_runtime, spec.image, *spec.command] if spec.image else list(spec.command)
-    rc_file = shlex.quote(str(exit_code_file(settings, request.token)))
+    rc_file = shell_word(exit_code_file(settings, request.token, JOB_ID_SLOT))
     started = shlex.quote(str(started_file(settings, request.token)))
-    output = shlex.quote(str(output_file(settings, request.token)))
-    # The exit code also goes to <token>.<key>.rc: it outlives slurmctld's MinJobAge purge, so an
-    # attempt that ended while slurmrestd was unreachable is still reconciled with its code.
+    output = shell_word(output_file(settings, request.token, JOB_ID_SLOT))
+    # The exit code also goes to <token>.<key>.<job id>.rc: it outlives slurmctld's MinJobAge purge,
+    # so an attempt that ended while slurmrestd was unreachable is still reconciled with its code.
     # The script's own commands look in szb_path (not exported: the job never sees it), so a
     # job whose env sets a PATH without /bin still has its exit code recorded.
     nodes = spec.resources.nodes
@@ -217,7 +239,8 @@ def batch_script(request: LaunchRequest, settings: ScriptSettings) -> str:
         # Its own output file, new (noclobber: O_EXCL): never one another user made first to read
         # it; when there is one the shell stops here, saying so in Slurm's StdOut.
         f"set -C\nexec > {output} 2>&1\nset +C\n"
-        f'echo "$SLURM_JOB_ID" > {started}.tmp && PATH=$szb_path mv -f {started}.tmp {started}\n'
+        f'echo "$SLURM_JOB_ID" > {started}."$SLURM_JOB_ID".tmp && '
+        f'PATH=$szb_path mv -f {started}."$SLURM_JOB_ID".tmp {started}\n'
         f"{gang_command(argv, nodes, settings, request.token) if nodes > 1 else shlex.join(argv)}\n"
         "rc=$?\n"
         f"echo $rc > {rc_file}.tmp && PATH=$szb_path mv -f {rc_file}.tmp {rc_file}\n"

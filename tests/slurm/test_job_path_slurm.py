@@ -82,6 +82,6 @@ def test_a_gang_without_bin_in_its_path_records_every_ranks_exit_code(slurm: Tra
     backend_id = slurm.submit(request, adapter)
     status = slurm.wait(backend_id, {AttemptState.SUCCEEDED, AttemptState.FAILED})
     assert status.state == AttemptState.SUCCEEDED, status
-    assert exit_code_file(adapter.settings, request.token).read_text().strip() == "0"
+    assert exit_code_file(adapter.settings, request.token, backend_id).read_text().strip() == "0"
     for rank in (0, 1):
-        assert rank_exit_file(adapter.settings, request.token, rank).read_text().strip() == "0"
+        assert rank_exit_file(adapter.settings, request.token, backend_id, rank).read_text().strip() == "0"

@@ -75,7 +75,7 @@ def test_job_succeeds_with_output_tail(slurm: Tracker) -> None:
     assert status.state is AttemptState.SUCCEEDED, status
     assert status.exit_code == 0
     assert f"hello from {req.job_id} ni hao 3" in status.log_tail
-    assert output_file(slurm.adapter.settings, req.token).exists()
+    assert output_file(slurm.adapter.settings, req.token, backend_id).exists()
     # The job's own word of which Slurm job ran it (`adapters.slurm._script.started_file`).
     assert started_file(slurm.adapter.settings, req.token).read_text().strip() == backend_id
 

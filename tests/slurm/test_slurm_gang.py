@@ -56,7 +56,7 @@ def test_two_node_gang_runs_every_rank_with_its_variables(slurm: Tracker) -> Non
     backend_id = slurm.submit(request, adapter)
     status = slurm.wait(backend_id, {AttemptState.SUCCEEDED, AttemptState.FAILED})
     assert status.state == AttemptState.SUCCEEDED, status
-    out = output_file(adapter.settings, request.token).read_text()
+    out = output_file(adapter.settings, request.token, backend_id).read_text()
     lines = sorted(line.split(": ", 1)[1] for line in out.splitlines() if "rank=" in line)
     assert [line.split()[0] for line in lines] == ["rank=0", "rank=1"]
     assert {line.split()[1] for line in lines} == {"node=0", "node=1"}
@@ -64,7 +64,7 @@ def test_two_node_gang_runs_every_rank_with_its_variables(slurm: Tracker) -> Non
     masters = {line.split()[-1] for line in lines}
     assert len(masters) == 1 and masters.pop().endswith(":29500")
     for rank in (0, 1):  # each rank reports its own exit code
-        assert rank_exit_file(adapter.settings, request.token, rank).read_text().strip() == "0"
+        assert rank_exit_file(adapter.settings, request.token, backend_id, rank).read_text().strip() == "0"
 
 
 def test_gang_fails_when_any_rank_fails(slurm: Tracker) -> None:
@@ -73,7 +73,7 @@ def test_gang_fails_when_any_rank_fails(slurm: Tracker) -> None:
     backend_id = slurm.submit(request, adapter)
     status = slurm.wait(backend_id, {AttemptState.SUCCEEDED, AttemptState.FAILED})
     assert status.state == AttemptState.FAILED
-    assert rank_exit_file(adapter.settings, request.token, 1).read_text().strip() == "3"
+    assert rank_exit_file(adapter.settings, request.token, backend_id, 1).read_text().strip() == "3"
 
 
 @pytest.fixture(scope="module")

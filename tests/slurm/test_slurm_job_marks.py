@@ -139,7 +139,7 @@ def test_a_broker_keeps_its_jobs_result_when_its_slurm_id_names_another_job(
         broker.kill()
         db = sqlite3.connect(tmp_path / "broker" / "data" / "broker.db", isolation_level=None, timeout=30)
         token = db.execute("SELECT token FROM attempts WHERE job_id = ?", (job_id,)).fetchone()[0]
-        out = tmp_path / "broker" / "slurm-output"  # (its exit code: `<token>.<key>.rc`)
+        out = tmp_path / "broker" / "slurm-output"  # (its exit code: `<token>.<key>.<job id>.rc`)
         until(lambda: any(out.glob(f"{token}.*.rc")), "a never ended", 60)
         db.execute("UPDATE attempts SET backend_id = ? WHERE job_id = ?", (outside, job_id))
         db.close()

@@ -41,11 +41,13 @@ from adapters.slurm import (
 )
 from adapters.slurm._records import job_status
 from adapters.slurm._script import (
+    JOB_ID_SLOT,
     ScriptSettings,
     exit_code_file,
     name_failed_rank,
     output_file,
     rank_exit_file,
+    shell_word,
 )
 from adapters.slurm._stop import grace_update, stopping
 from broker.model import (
@@ -353,11 +355,12 @@ def test_newer_api_version_is_detected_and_spoken(tmp_path: Any) -> None:
     assert job["partition"] == "a800" and job["cpus_per_task"] == 2 and job["memory_per_node"] == 1536
     assert job["time_limit"] == 15 and job["requeue"] is False
     # Slurm's StdOut (every user sees its name) is not the job's output, which its script makes
-    assert job["standard_output"].endswith("/tok1.slurm.out")
-    assert f"exec > {output_file(adapter.settings, 'tok1')} 2>&1" in body["script"]
+    assert job["standard_output"].endswith("/tok1.slurm.%j.out")
+    own = shell_word(output_file(adapter.settings, "tok1", JOB_ID_SLOT))  # (the job's id: its own file)
+    assert f"exec > {own} 2>&1" in body["script"] and own.endswith("\"$SLURM_JOB_ID\".out'")
     assert decode_marks(job["comment"])["token"] == "tok1"
     assert "\necho 'hi there'\nrc=$?\n" in body["script"]
-    assert str(exit_code_file(adapter.settings, "tok1")) in body["script"]
+    assert f"> {shell_word(exit_code_file(adapter.settings, 'tok1', JOB_ID_SLOT))}.tmp" in body["script"]
     status = adapter.status("77")
     assert status.state is AttemptState.FAILED and status.exit_code == 4
     with pytest.raises(NotFoundError):
@@ -423,7 +426,7 @@ def test_a_failed_gang_names_its_first_failed_rank_but_not_when_slurm_stopped_it
     # by Slurm: no rank is the cause, so none is named.
     settings = ScriptSettings(broker_id="b", output_dir=tmp_path, workdir="/tmp")
     for rank, code in ((1, 3), (0, 143)):
-        path = rank_exit_file(settings, "tok", rank)
+        path = rank_exit_file(settings, "tok", "1", rank)
         path.write_text(f"{code}\n")
         os.utime(path, ns=(10**9 * (rank == 0) + 1, 10**9 * (rank == 0) + 1))
     job = _gang_record(state, "tok")

@@ -115,7 +115,7 @@ def test_a_purged_job_is_reconciled_from_its_recorded_exit_code(tmp_path: Path) 
     (tmp_path / "tok41.jobid").write_text("41")
     with pytest.raises(NotFoundError):
         adapter.status("41")  # purged before it ever started (no output file): it never ran
-    output_file(adapter.settings, "tok41").write_text("the end\n")
+    output_file(adapter.settings, "tok41", "41").write_text("the end\n")
     # The script did not get to record a code (cancelled at Slurm, killed, node lost) while the
     # broker was down: it ran, so it is FAILED, never lost and run again (held-out review: a
     # job whose shell was killed after its command finished ran twice).
@@ -123,17 +123,18 @@ def test_a_purged_job_is_reconciled_from_its_recorded_exit_code(tmp_path: Path) 
     assert unrecorded.state is AttemptState.FAILED and unrecorded.exit_code is None
     assert "left no exit code" in unrecorded.message and unrecorded.log_tail == "the end\n"
     assert unrecorded.stopped_at is not None  # settled to its output's last write, not to now
-    exit_code_file(adapter.settings, "tok41").write_text("3\n")
+    exit_code_file(adapter.settings, "tok41", "41").write_text("3\n")
     status = adapter.status("41")
     assert status.state is AttemptState.FAILED and status.exit_code == 3 and status.log_tail == "the end\n"
     if os.geteuid() == 0:  # files another user made (held-out review, issue 10): not believed
-        os.chown(exit_code_file(adapter.settings, "tok41"), 65534, 65534)
+        os.chown(exit_code_file(adapter.settings, "tok41", "41"), 65534, 65534)
         status = adapter.status("41")  # its own output, no code of its own: it ran and left none
         assert status.state is AttemptState.FAILED and status.exit_code is None, status
-        assert f"{exit_code_file(adapter.settings, 'tok41')} (uid 65534" in status.message, status.message
-        os.chown(output_file(adapter.settings, "tok41"), 65534, 65534)
+        said = f"{exit_code_file(adapter.settings, 'tok41', '41')} (uid 65534"
+        assert said in status.message, status.message
+        os.chown(output_file(adapter.settings, "tok41", "41"), 65534, 65534)
         status = adapter.status("41")
-        said = f"{output_file(adapter.settings, 'tok41')} (uid 65534"
+        said = f"{output_file(adapter.settings, 'tok41', '41')} (uid 65534"
         assert status.state is AttemptState.LOST and said in status.message, status
     # An attempt an older broker ran (its marker without a uid: the site's user's) named its files
     # by the token alone; they still say how it ended when that user wrote them.
@@ -163,11 +164,11 @@ def test_a_job_slurm_ran_and_forgot_before_its_id_was_recorded_is_found_by_its_o
     offer = next(o for o in adapter.offers(datetime.now(UTC)) if o.accelerator is None)
     request = default_request(offer, "tok41")
     started = started_file(adapter.settings, "tok41")
-    assert f'echo "$SLURM_JOB_ID" > {started}.tmp' in batch_script(request, adapter.settings)
+    assert f'echo "$SLURM_JOB_ID" > {started}."$SLURM_JOB_ID".tmp' in batch_script(request, adapter.settings)
     (tmp_path / "tok41.jobid").write_text("")  # the submit was attempted; its reply never recorded
     started_file(adapter.settings, "tok41").write_text("41\n")
-    output_file(adapter.settings, "tok41").write_text("the end\n")
-    exit_code_file(adapter.settings, "tok41").write_text("0\n")
+    output_file(adapter.settings, "tok41", "41").write_text("the end\n")
+    exit_code_file(adapter.settings, "tok41", "41").write_text("0\n")
     assert adapter.submit(request) == "41"  # the fake refuses job/submit: it was not sent again
     # and a later restart still knows it, and the uid the job ran as (whose files alone count)
     assert (tmp_path / "tok41.jobid").read_text() == f"41 {os.geteuid()}"
@@ -181,14 +182,13 @@ def test_a_job_slurm_ran_and_forgot_before_its_id_was_recorded_is_found_by_its_o
     # broker would then follow and cancel), nor one the job's own output does not vouch for
     # (review of this change: another tenant's job can write this folder).
     (tmp_path / "tok43.jobid").write_text("")
-    output_file(adapter.settings, "tok43").write_text("")
     for planted in ("52", "53"):
         started_file(adapter.settings, "tok43").write_text(planted)
+        output_file(adapter.settings, "tok43", planted).write_text("")
         assert fresh.ledger.find("tok43") is None, planted
     started_file(adapter.settings, "tok43").write_text("40")
-    output_file(adapter.settings, "tok43").unlink()
-    assert fresh.ledger.find("tok43") is None  # no output: the job never ran as that token
-    output_file(adapter.settings, "tok43").write_text("")
+    assert fresh.ledger.find("tok43") is None  # no output of job 40: it never ran as that token
+    output_file(adapter.settings, "tok43", "40").write_text("")
     if os.geteuid() == 0:  # written by another user than the job's output
         os.chown(started_file(adapter.settings, "tok43"), 65534, 65534)
         assert fresh.ledger.find("tok43") is None

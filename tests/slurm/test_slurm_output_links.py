@@ -1,7 +1,7 @@
 """A Slurm job cannot make the broker read a file for it through its own output file.
 
 The job runs as the site's unprivileged `user`, who must be able to write `output_dir`; the
-broker (root here) reads `<output_dir>/<token>.<key>.out` for `szb logs` and for the job's log tail.
+broker (root here) reads `<output_dir>/<token>.<key>.<job id>.out` for `szb logs` and for the job's log tail.
 A job that swaps its output file for a symbolic link to a file only root can read must get
 nothing of that file back, through either path.
 """
@@ -103,13 +103,15 @@ def test_a_job_that_leaves_a_fifo_for_its_output_file_still_ends(broker: BrokerP
 
 
 # The job finds its own token as a job can: the ledger's `<token>.jobid` marker holding its job id;
-# then the names of its own files (`<token>.<key>`), as its own output file's (the test's user lists).
+# then the names of its own files (`<token>.<key>.<job id>`), as its own output file's (the test's
+# user lists).
 OWN_TOKEN = ('for i in 1 2 3 4 5 6 7 8 9 10; do t=$(grep -lx "$SLURM_JOB_ID *[0-9]*" *.jobid) && break; '
-             'sleep 0.5; done; t=${t%.jobid}; t=$(ls | grep -E "^$t[.][0-9a-f]{32}[.]out$"); t=${t%.out}; ')
+             'sleep 0.5; done; t=${t%.jobid}; '
+             't=$(ls | grep -E "^$t[.][0-9a-f]{32}[.]$SLURM_JOB_ID[.]out$"); t=${t%.out}; ')
 
 
 def test_a_gang_that_leaves_a_fifo_for_a_rank_exit_file_still_ends(slurm: Tracker) -> None:
-    # A failed gang's rank exit files (`<token>.<key>.rank<N>.rc`) are read to name the rank that
+    # A failed gang's rank exit files (`<token>.<key>.<job id>.rank<N>.rc`) are read to name the rank that
     # failed first: a FIFO among them would block that read, and the status poll, forever.
     adapter = slurm.make(partitions={**PARTITIONS, "cpu": None})
     request = gang(OWN_TOKEN + 'if [ "$RANK" = 0 ]; then mkfifo "$t.rank7.rc"; fi; exit 3')

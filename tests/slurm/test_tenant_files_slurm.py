@@ -131,17 +131,17 @@ def test_the_script_stops_when_its_output_file_is_there_already(tmp_path: Path) 
     settings = ScriptSettings(broker_id="b", output_dir=tmp_path, workdir=str(tmp_path),
                               file_key=FileKey(SITE, tmp_path))
     request = launch(("/bin/sh", "-c", "echo ran"), token="tok7")
-    output_file(settings, "tok7").write_text("made first\n")
+    output_file(settings, "tok7", "7").write_text("made first\n")
     run = subprocess.run(["/bin/sh", "-c", batch_script(request, settings)], capture_output=True,
                          text=True, cwd=tmp_path, env={"SLURM_JOB_ID": "7"}, check=False)
     assert run.returncode != 0 and "ran" not in run.stdout, run
-    assert output_file(settings, "tok7").read_text() == "made first\n"
-    assert not exit_code_file(settings, "tok7").exists()
-    output_file(settings, "tok7").unlink()
+    assert output_file(settings, "tok7", "7").read_text() == "made first\n"
+    assert not exit_code_file(settings, "tok7", "7").exists()
+    output_file(settings, "tok7", "7").unlink()
     run = subprocess.run(["/bin/sh", "-c", batch_script(request, settings)], capture_output=True,
                          text=True, cwd=tmp_path, env={"SLURM_JOB_ID": "7"}, check=False)
-    assert run.returncode == 0 and output_file(settings, "tok7").read_text() == "ran\n", run
-    assert exit_code_file(settings, "tok7").read_text() == "0\n"
+    assert run.returncode == 0 and output_file(settings, "tok7", "7").read_text() == "ran\n", run
+    assert exit_code_file(settings, "tok7", "7").read_text() == "0\n"
 
 
 def test_the_file_key_is_the_brokers_own_and_private(tmp_path: Path) -> None:
