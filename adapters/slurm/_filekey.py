@@ -3,9 +3,10 @@
 Every cluster user can read an attempt's token (its job's comment: `squeue -o %k`) and create
 files in `output_dir`: with names made of the token alone, one tenant's user could make another's
 output file first and read what that job writes into it. So a job's own files are named
-`<token>.<key>.*`, the key an HMAC of the token under a secret only the broker reads
-(`<output_dir>/.szb-file-key`, its own, mode 0600). The names are written into the batch script
-alone, which Slurm shows only to the job's user and administrators (unlike its comment and StdOut).
+`<token>.<key>.<job id>.*` (`_script.file_stem`), the key an HMAC of the token under a secret only
+the broker reads (`<output_dir>/.szb-file-key`, its own, mode 0600). The names are written into the
+batch script alone, which Slurm shows only to the job's user and administrators (unlike its comment
+and StdOut).
 """
 
 from __future__ import annotations
