@@ -357,7 +357,7 @@ def test_newer_api_version_is_detected_and_spoken(tmp_path: Any) -> None:
     # Slurm's StdOut (every user sees its name) is not the job's output, which its script makes
     assert job["standard_output"].endswith("/tok1.slurm.%j.out")
     own = shell_word(output_file(adapter.settings, "tok1", JOB_ID_SLOT))  # (the job's id: its own file)
-    assert f"exec > {own} 2>&1" in body["script"] and own.endswith("\"$SLURM_JOB_ID\".out'")
+    assert f"exec > {own} 2>&1" in body["script"] and own.endswith('"$SLURM_JOB_ID".out')
     assert decode_marks(job["comment"])["token"] == "tok1"
     assert "\necho 'hi there'\nrc=$?\n" in body["script"]
     assert f"> {shell_word(exit_code_file(adapter.settings, 'tok1', JOB_ID_SLOT))}.tmp" in body["script"]
