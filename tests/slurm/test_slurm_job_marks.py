@@ -19,6 +19,7 @@ import pytest
 
 from adapters.base import NotFoundError, TokenStatus, status_for
 from adapters.slurm._records import slurm_number
+from adapters.slurm._script import exit_code_file, output_file
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.model import AttemptState
@@ -94,6 +95,9 @@ def test_a_job_under_another_attempts_token_answers_from_that_tokens_files(slurm
     a_id = slurm.submit(running)
     slurm.wait(a_id, {AttemptState.RUNNING})
     adapter = slurm.adapter
+    # After a real reuse B had run as A's id, and its own files carry that id (`file_stem`).
+    for named in (output_file, exit_code_file):
+        named(adapter.settings, done.token, b_id).rename(named(adapter.settings, done.token, a_id))
 
     status = status_for(adapter, a_id, done.token)  # A's record: not B's
     assert status.state is AttemptState.FAILED and status.exit_code == 3, status
@@ -138,9 +142,13 @@ def test_a_broker_keeps_its_jobs_result_when_its_slurm_id_names_another_job(
             until(lambda: get().state == job_pb2.JOB_STATE_RUNNING, "job a never ran", timeout=60)
         broker.kill()
         db = sqlite3.connect(tmp_path / "broker" / "data" / "broker.db", isolation_level=None, timeout=30)
-        token = db.execute("SELECT token FROM attempts WHERE job_id = ?", (job_id,)).fetchone()[0]
+        token, own_id = db.execute("SELECT token, backend_id FROM attempts WHERE job_id = ?",
+                                   (job_id,)).fetchone()
         out = tmp_path / "broker" / "slurm-output"  # (its exit code: `<token>.<key>.<job id>.rc`)
-        until(lambda: any(out.glob(f"{token}.*.rc")), "a never ended", 60)
+        until(lambda: any(out.glob(f"{token}.*.{own_id}.rc")), "a never ended", 60)
+        # After a real reuse a had run as the outside job's id, and its own files carry that id.
+        for own in out.glob(f"{token}.*.{own_id}.*"):
+            own.rename(own.with_name(own.name.replace(f".{own_id}.", f".{outside}.")))
         db.execute("UPDATE attempts SET backend_id = ? WHERE job_id = ?", (outside, job_id))
         db.close()
         broker.restart()
