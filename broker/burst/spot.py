@@ -3,10 +3,10 @@
 Interruptions arrive as a Poisson process at the site's rate λ (per hour, policy
 `burst.sites.<id>.spot_interruption_risk`). Work is kept up to the last checkpoint (every
 τ hours; without checkpoints τ is the whole run r, so a restart begins from zero). A segment
-of τ hours of work then takes (e^{λτ} − 1)/λ hours of billed running on average, so the run
-takes
+of τ hours of work then takes (e^{λτ} − 1)/λ hours of billed running on average, so a run of
+k = ⌊r/τ⌋ whole segments and a last one of ρ = r − kτ hours takes
 
-    E[billed hours] = (r / τ) × (e^{λτ} − 1) / λ        (→ r as λ → 0)
+    E[billed hours] = (k × (e^{λτ} − 1) + (e^{λρ} − 1)) / λ        (→ r as λ → 0)
     E[restarts]     = λ × E[billed hours]
     E[completion]   = E[billed hours] + E[restarts] × the route's provisioning p95
 
@@ -76,10 +76,13 @@ def outlook(runtime_h: float, rate_h: float, interval_h: float | None, restart_h
     if rate_h <= 0 or runtime_h <= 0:
         return SpotOutlook(runtime_h, 0.0, runtime_h)
     tau = runtime_h if interval_h is None else min(interval_h, runtime_h)
-    exponent = rate_h * tau
-    if exponent > 600:  # e^600 overflows soon after; the run never completes in practice
+    if rate_h * tau > 600:  # e^600 overflows soon after; the run never completes in practice
         return SpotOutlook(math.inf, math.inf, math.inf)
-    billed = (runtime_h / tau) * math.expm1(exponent) / rate_h
+    # Whole segments of τ, then the remainder as a shorter one: (r/τ) segments of τ would price
+    # the remainder as a fraction of a full segment, and e^{λτ} grows faster than τ.
+    whole = math.floor(runtime_h / tau)
+    rest = max(0.0, runtime_h - whole * tau)
+    billed = (whole * math.expm1(rate_h * tau) + math.expm1(rate_h * rest)) / rate_h
     restarts = rate_h * billed
     return SpotOutlook(billed, restarts, billed + restarts * restart_h)
 

@@ -54,6 +54,20 @@ def test_the_closed_form_matches_a_simulated_restart_process() -> None:
         assert abs(mean - expected) / expected < 0.03, (runtime_h, rate_h, interval_h, mean, expected)
 
 
+def test_a_runtime_not_a_whole_number_of_intervals_prices_its_last_segment_as_short() -> None:
+    # 34 h, a checkpoint every 24 h, 0.05/h: one segment of 24 h, then one of 10 h (review 58):
+    # (e^{1.2} - 1) + (e^{0.5} - 1) = 2.97 restarts, not (34/24)(e^{1.2} - 1) = 3.3 over a limit of 3.
+    out = outlook(34.0, 0.05, 24.0, 0.0)
+    assert math.isclose(out.restarts, math.expm1(1.2) + math.expm1(0.5))
+    assert out.restarts < 3
+    # The simulator resumes from the last checkpoint: the restart process agrees with the formula.
+    rng = random.Random(58)
+    for runtime_h, rate_h, interval_h in ((34.0, 0.05, 24.0), (5.0, 0.3, 3.0)):
+        mean = sum(_restart_process(runtime_h, rate_h, interval_h, rng) for _ in range(20_000)) / 20_000
+        expected = outlook(runtime_h, rate_h, interval_h, 0.0).billed_h
+        assert abs(mean - expected) / expected < 0.03, (runtime_h, rate_h, interval_h, mean, expected)
+
+
 def test_restarts_add_provisioning_time_to_the_completion() -> None:
     base = outlook(10.0, 0.2, 1.0, 0.0)
     slow = outlook(10.0, 0.2, 1.0, 0.25)
