@@ -195,7 +195,10 @@ def non_negative(text: str) -> float:
 
 def whole(text: str) -> float:
     """An integer column (`int` alone would call `2.5` not a number at all)."""
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:  # (Python's `could not convert string to float` named no rule)
+        raise ValueError(f"must be a whole number, got {text!r}") from None
     if not math.isfinite(value):
         raise ValueError("must be a finite number")
     if value != int(value):

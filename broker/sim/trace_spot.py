@@ -28,6 +28,7 @@ from broker.sim.trace_rows import (
     column,
     moment,
     non_negative,
+    number,
     seconds,
     whole,
 )
@@ -104,7 +105,7 @@ def spot_jobs(rows: Iterator[Row], info: TraceInfo, max_runtime_s: float | None)
 
 
 def _job(row: dict[str, str], line: int) -> TraceJob:
-    gpus = column(row, "gpu_request", float)
+    gpus = column(row, "gpu_request", number)
     if gpus < 0:
         raise ValueError("gpu_request: must be >= 0")
     if gpus > 1 and gpus != int(gpus):

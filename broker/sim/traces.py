@@ -186,7 +186,7 @@ def _pod(row: dict[str, str], line: int) -> TraceJob:
         raise ValueError(f"scheduled_time: before creation_time ({created:g})")
     if deleted < scheduled:
         raise ValueError(f"deletion_time: before scheduled_time ({scheduled:g})")
-    num_gpu, milli = int(column(row, "num_gpu", whole)), column(row, "gpu_milli", float, 0)
+    num_gpu, milli = int(column(row, "num_gpu", whole)), column(row, "gpu_milli", number, 0)
     if num_gpu < 0:
         raise ValueError("num_gpu: must be >= 0")
     if not 0 <= milli <= 1000:

@@ -67,6 +67,9 @@ def _with(**cells: str) -> str:
         (_with(qos="XX"), ":3: qos: unknown 'XX'; one of LS, Burstable, Guaranteed, BE"),
         (_with(gpu_spec="T4|V100M64"), ":3: gpu_spec: unknown 'V100M64' (did you mean 'V100M16'?)"),
         (_with(cpu_milli="lots"), ":3: cpu_milli: must be a number, got 'lots'"),
+        # (review 58: these were Python's `could not convert string to float: 'one'`)
+        (_with(num_gpu="one"), ":3: num_gpu: must be a whole number, got 'one'"),
+        (_with(gpu_milli="half"), ":3: gpu_milli: must be a number, got 'half'"),
         # (they said `must be <= 65536.0` and `<= 4096.0`: the spec's limits, in GB and in CPUs)
         (_with(memory_mib="67200000"), ":3: memory_mib (as GB, 1,024 MiB to a GB): must be <= 65536"),
         (_with(cpu_milli="5000000"), ":3: cpu_milli (as CPUs, 1,000 to a CPU): must be <= 4096"),

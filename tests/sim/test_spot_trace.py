@@ -77,6 +77,9 @@ def test_columns_in_another_order_an_index_column_and_undisclosed_models(tmp_pat
         ("1,13,A10,8,1,1,0,600,\n", ":3: job_type: required"),
         ("1,13,A10,8,1,0,0,600,HP\n", ":3: worker_num: must be >= 1"),
         ("1,13,A10,8,1,2.5,0,600,HP\n", ":3: worker_num: must be a whole number"),
+        # (review 58: Python's `could not convert string to float: 'x'` before)
+        ("1,13,A10,8,1,x,0,600,HP\n", ":3: worker_num: must be a whole number, got 'x'"),
+        ("1,13,A10,8,one,1,0,600,HP\n", ":3: gpu_request: must be a number, got 'one'"),
         ("1,13,A10,8,2.5,1,0,600,HP\n", ":3: gpu_request: a share of one GPU, or whole GPUs"),
         ("1,13,A10,8,-1,1,0,600,HP\n", ":3: gpu_request: must be >= 0"),
         ("1,13,A10,8,1,1,0,-5,HP\n", ":3: duration: must be >= 0"),

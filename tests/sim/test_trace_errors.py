@@ -32,6 +32,9 @@ POLICY = ROOT / "configs" / "policy-sim.yaml"
         # line ends, CR alone, read none of its rows: `new-line character seen in unquoted field`)
         ("submit_time,runtime,memory_gb\n0,1h,abc\n", ":2: memory_gb: must be a number, got 'abc'"),
         ("submit_time,runtime,cpus\r0,1h,2\r60,1h,x\r", ":3: cpus: must be a number, got 'x'"),
+        # (review 58: Python's `count: could not convert string to float: 'x'`, as for nodes)
+        ("submit_time,runtime,accelerator,count\n0,1h,A10,x\n", ":2: count: must be a whole number, got 'x'"),
+        ("submit_time,runtime,nodes\n0,1h,two\n", ":2: nodes: must be a whole number, got 'two'"),
         ("submit_time,runtime,residency\n0,1h,eu-west\n", ":2: residency: must be one of"),
         ("submit_time,runtime,priority\n0,1h,urgent\n", ":2: priority: must be one of"),
         ("submit_time,runtime\n0,\n", ":2: runtime: required"),
