@@ -27,12 +27,35 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+DASHED_VALUES = ("--since",)
+"""Options whose value a user may start with `-` (an age typed as `-1d`): argparse takes `-1d`
+for an option and says only "expected one argument", so the value is joined to its option."""
+
+
+def join_dashed_values(argv: Sequence[str]) -> list[str]:
+    """`--since -1d` as `--since=-1d`, so the option's own check says what is wrong with it."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":  # (what follows is positional)
+            return [*out, *argv[i:]]
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg in DASHED_VALUES and value[:1] == "-" and value[1:2].isdigit():
+            out.append(f"{arg}={value}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: 0 ok, 1 error (message on stderr), 2 usage. Without `argv` it is the
     process's command (`szb ...`), which ends when it returns; callers in a process that goes on
     (tests) pass theirs."""
     ending = argv is None
-    argv = sys.argv[1:] if argv is None else argv
+    argv = join_dashed_values(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:

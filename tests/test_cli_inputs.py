@@ -55,6 +55,9 @@ def test_a_job_file_larger_than_any_spec_is_not_read_whole(
         # (read as 7 seconds and 20,261,208 seconds: a held-out review meant a week and a date)
         (["spend", "--since", "7"], "'7': an age needs a unit (7d, 12h, 30m, 45s)"),
         (["spend", "--since", "7.5"], "'7.5': an age needs a unit"),
+        # ("argument --since: expected one argument": argparse took `-1d` for an option)
+        (["spend", "--since", "-1d"], "argument --since: '-1d': an age is positive, like 7d"),
+        (["audit", "--since", "-2h"], "argument --since: '-2h': an age is positive, like 7d"),
         # ValueError: Value out of range (int64 on the wire)
         (["watch", "j-1", "--after", "99999999999999999999"], "must be between 0 and 9223372036854775807"),
         (["watch", "j-1", "--after", "-1"], "must be between 0 and"),

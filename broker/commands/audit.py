@@ -74,6 +74,8 @@ _BARE_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 def parse_since(text: str) -> datetime:
     """An ISO time or date (Beijing time when no offset is given), or an age like `2h`; a bare
     number is neither (7 s or 7 days?), but eight digits read as a date (20261208)."""
+    if text.strip().startswith("-"):  # (`-1d`: no ISO time begins with a minus either)
+        raise argparse.ArgumentTypeError(f"{text!r}: an age is positive, like 7d (since 7 days ago)")
     if _BARE_NUMBER.fullmatch(text.strip()) and not (text.strip().isdigit() and len(text.strip()) == 8):
         raise argparse.ArgumentTypeError(
             f"{text!r}: an age needs a unit (7d, 12h, 30m, 45s), a date its dashes (2026-12-08)"

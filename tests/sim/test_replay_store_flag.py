@@ -42,6 +42,8 @@ def test_the_since_help_says_a_time_without_an_offset_is_beijing_time(
         # A duration too long was "neither a time nor an age"; an unknown unit named no units.
         ("100000d", "--since: '100000d': an age must be at most 10 years"),
         ("1y", "nor an age (2h, 1d; units d, h, m, s)"),
+        # (review 58: argparse took `-1d` for an option, "argument --since: expected one argument")
+        ("-1d", "szb policy replay: --since: '-1d': an age is positive, like 7d"),
     ],
 )
 def test_a_since_that_is_no_age_says_why(since: str, said: str, capsys: pytest.CaptureFixture[str]) -> None:
