@@ -20,16 +20,19 @@ over the mix is the dearest shapes' upper tail, not a rare event.
 
 Four cases are measured side by side at every size (`--modes` picks some):
   cold          nothing cached about the job or the rules (the headline): every rule plan and
-                verdict and every memo a job filled (the shapes, the scored decisions, the
-                candidate groups) are dropped before each decision, and each job has its own
-                runtime; the catalog's snapshot stays, as it does in a server between catalog
-                refreshes: its offers grouped by (site, accelerator) and each group's per-market
-                values (`broker/placement/parts.py`), which no job decides
+                verdict, the rules' value classes of sites and accelerators, and every memo a job
+                or the rules filled (the shapes, the scored decisions, the candidate groups, the
+                market parts' classes by rule reads and cells by count) are dropped before each
+                decision, and each job has its own runtime; the catalog's snapshot stays, as it
+                does in a server between catalog refreshes: its offers grouped by (site,
+                accelerator) and each group's per-market values (`broker/placement/parts.py`),
+                which neither a job nor a rule decides
   cold_regroup  cold, and the snapshot dropped too: the catalog is grouped again and every
                 group's values computed again inside each decision (a new catalog per job; the
                 definition of "cold" before the fifth pass)
-  warm_rules    cold, with the rule plans and verdicts kept from earlier decisions (a new job
-                on a known fleet)
+  warm_rules    a new job on a known fleet: the rule plans and verdicts, the rules' value classes
+                and the parts' classes and cells kept from earlier decisions (the shapes, scored
+                decisions and candidate groups dropped, as in cold)
   repeated      everything kept, jobs from the small mix (the same question asked again)
 
 Every 50th decision of each case (`CHECK_EVERY`) is decided again after the timing on the plain
@@ -221,13 +224,7 @@ def measure(
             job = job.model_copy(update={"runtime_estimate": timedelta(seconds=rng.randint(600, 86400))})
         if how == "fresh":
             given = list(offers)
-        if mode != "repeated":
-            if mode != "warm_rules":
-                policy.rules.clear()
-            if mode == "cold_regroup" or how == "fresh":
-                forget_snapshots()  # `place()` prepares the offers again
-            else:
-                snapshot(given, policy).clear()  # the catalog's snapshot, its job memos dropped
+        forget(policy, given, mode=mode, how=how)
         seen = sum(collections)
         c0 = time.process_time()
         t0 = time.perf_counter()
@@ -250,6 +247,22 @@ def measure(
         "gc_collections": {str(g): n for g, n in enumerate(collections)},
         "tail": _tail(times, cpu, shapes, collected),
     }
+
+
+def forget(policy: Policy, given: Sequence[Offer], *, mode: str, how: str) -> None:
+    """Drop what `mode` does not keep before a decision (see the module doc)."""
+    if mode == "repeated":
+        return
+    if mode != "warm_rules":
+        policy.rules.clear()
+        policy.rules.classes.clear()  # (`clear()` keeps them: compiled with the rules, yet read from them)
+    if mode == "cold_regroup" or how == "fresh":
+        forget_snapshots()  # `place()` prepares the offers again
+        return
+    snap = snapshot(given, policy)
+    snap.clear()  # the catalog's snapshot, its job memos dropped
+    if mode == "cold":
+        snap.forget_parts()
 
 
 CHECK_EVERY = 50

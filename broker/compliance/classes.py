@@ -45,6 +45,10 @@ class ValueClasses:
         """(rule, root, name) -> (the mapping read, its class): what `of` returns for that very
         mapping, readable without a call (the folds' inner loops)."""
 
+    def clear(self) -> None:
+        """Forget every class (benchmarks of a first decision on new rules; results unchanged)."""
+        self._classes.clear()
+
     def of(self, index: int, root: str, name: str | None, mapping: Any) -> Hashable:
         """The class of `mapping` (the `root` variable of site or accelerator `name`) for rule
         `index`: equal classes mean the rule reads equal values there (a field the rule

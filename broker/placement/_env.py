@@ -128,6 +128,11 @@ class Group:
             part = parts[spot] = market_part(self.offers, fields, spot, policy, self.scoring(policy))
         return part
 
+    def forget(self) -> None:
+        """Drop what decisions derived on the group's market parts (`Part.forget`); the parts stay."""
+        for part in (self._parts or {}).values():
+            part.forget()
+
     def scoring(self, policy: Policy) -> tuple[float, float, float, float]:
         """What the carbon and preference terms read of the group, kept with the snapshot: power
         per device (kW), site intensity, carbon mode (`broker.placement.vector`), preference per hour."""

@@ -136,6 +136,11 @@ class Part(list[Offer]):
             found.kept = True
         return found
 
+    def forget(self) -> None:
+        """Drop what decisions derived here: the classes by rule reads, their cells and the cells by
+        count (benchmarks of a first decision; results unchanged). The columns stay."""
+        self._classes = self._keeping = self._cells = None
+
     def classes(self, reads: Hashable, project: Callable[[Offer], Any]) -> Classes:
         """The distinct values `project` gives over the offers (first seen first), each with the
         indexes of the offers giving it, kept per `reads`: what `project`'s values depend on

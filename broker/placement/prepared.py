@@ -126,6 +126,12 @@ class PreparedOffers(Sequence[Offer]):
         self.decisions.clear()
         self._weight.clear()
 
+    def forget_parts(self) -> None:
+        """Drop what decisions derived on the groups' parts (`Part.forget`; benchmarks of a first
+        decision): the grouping and each part's per-offer values stay."""
+        for g in self.groups:
+            g.forget()
+
     # -- Sequence[Offer] --------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.offers)

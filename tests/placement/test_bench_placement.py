@@ -4,8 +4,10 @@ CPU time and the machine's load average (issue 15, "Cold decisions"); a small ru
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,36 @@ def test_bench_refuses_sizes_and_counts_it_cannot_measure(args: list[str], said:
     )  # fmt: skip
     assert out.returncode == 2 and out.stdout == ""
     assert "Traceback" not in out.stderr and said in out.stderr, out.stderr
+
+
+def test_cold_forgets_what_the_rules_derived_and_warm_rules_keeps_it() -> None:
+    """Cold means nothing about the job or the rules is cached: the rules' value classes and the
+    market parts' classes and cells went too (review 58: they stayed, so cold was partly warm)."""
+    from bench.placement import JOBS, forget, load_policy, make_offers, write_policy
+    from broker.model import JobSpec, TenantId
+    from broker.placement import PlacementContext, place
+    from broker.placement.prepared import snapshot
+
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = load_policy(write_policy(Path(tmp)))
+    offers = make_offers(policy, 300, random.Random(7))
+    place(JobSpec.model_validate(JOBS[1]), TenantId("t-sme"), offers, policy, PlacementContext())
+    parts = [g.part(spot, policy) for g in snapshot(offers, policy).groups for spot in (None, True, False)]
+    for part in parts:  # what a decision derives on a part: classes by some reads, a cell by count
+        part.classes("probe", lambda o: o.spot)
+        part.at_least(2)
+
+    def kept(mode: str) -> tuple[bool, bool, bool]:
+        """(the rules' value classes, every part's classes, every part's cells) kept over `forget`."""
+        classes_known = bool(policy.rules.classes.known)
+        cells = [part.at_least(2) for part in parts]
+        forget(policy, offers, mode=mode, how="same")
+        projected: list[object] = []
+        for part in parts:
+            part.classes("probe", projected.append)
+        same_cells = all(part.at_least(2) is cell for part, cell in zip(parts, cells, strict=True))
+        return classes_known and bool(policy.rules.classes.known), not projected, same_cells
+
+    assert policy.rules.classes.known  # the decision classified sites and accelerators for its rules
+    assert kept("warm_rules") == (True, True, True)
+    assert kept("cold") == (False, False, False)
