@@ -104,6 +104,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "offline_cost",
         "offline_ratio",
         "lower_bound_s",
+        "offline_s",
     ):  # the same keys with the references skipped
         result.setdefault(key, None)
     failed = _write_report(args, result, sim.runs)

@@ -51,6 +51,9 @@ class OfflineSchedule:
     """Jobs with no allowed offer at all (rejected in every strategy too)."""
     method: str = "greedy"
     """How the schedule was made: `greedy`, or `greedy+milp` when the MILP improved it."""
+    milp_cut_short: int = 0
+    """MILP windows the time budget or the size limit cut short (they keep the greedy's choices,
+    or the best the MILP found in time)."""
     placements: dict[int, tuple[str, float]] = field(default_factory=dict, repr=False, compare=False)
     """Job index -> (partition key, start second) of every job placed on-prem."""
     burst_late: frozenset[int] = field(default_factory=frozenset, repr=False, compare=False)

@@ -8,14 +8,16 @@ start times (arrival, every `step_s`, arrival + max_wait, and its greedy start),
 bucket's accelerators (what the rest of the schedule holds there plus the window's jobs)
 within the partition. The greedy assignment is one solution of each MILP, so a window is
 only replaced by a cheaper feasible one: the result never costs more than the greedy and
-stays feasible (`check` re-verifies the whole schedule from scratch).
+stays feasible (`check` re-verifies the whole schedule from scratch). The windows share a
+wall-clock budget: a window that does not fit it (or `MAX_NONZEROS`) keeps the greedy's choices.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -32,6 +34,29 @@ GAP = 5e-3
 """Relative MILP gap per window. A window's jobs cost ~200 CNY of a ~15,500 CNY schedule, so
 0.5% of it moves the total by well under 0.1%; 1e-3 cost a third more CPU (HiGHS closing the
 last tenths of a percent at the root) for the same 8k alibaba-peak schedule."""
+MAX_STARTS = 24
+"""On-time starts tried per job and partition after its arrival: every `step_s` up to 4 h of
+max_wait (every job of the 8k trace), evenly sparser for a longer one (1 d: hourly). An option of
+a job that runs for days sits in every capacity row it spans, so a window grew with the square of
+its starts: 7-day waits every 10 min made a MILP of 2.5 M nonzeros whose presolve ran 100 s."""
+MAX_NONZEROS = 200_000
+"""A window whose MILP has more nonzeros keeps the greedy's choices: HiGHS's presolve does not
+stop at the time limit, and took ~4 s per 100k nonzeros of such windows (the 8k trace's: <60k)."""
+BUDGET_S = 20.0
+"""Wall-clock seconds for all windows together (each HiGHS run gets what is left, at most its own
+limit). The 8k trace's six windows take ~4 s, so only a much slower machine makes it bind."""
+
+
+@dataclass
+class _Clock:
+    """The windows' shared time budget, and how many of them it (or `MAX_NONZEROS`) cut short."""
+
+    ends: float
+    per_window: float
+    short: int = 0
+
+    def left(self) -> float:
+        return min(self.per_window, self.ends - time.perf_counter())
 
 
 def _span(start: float, runtime: float) -> tuple[int, int]:
@@ -101,11 +126,12 @@ def improve(
     windows: int = 6,
     window_jobs: int = 60,
     step_s: float = 600.0,
-    time_limit_s: float = 30.0,
+    time_limit_s: float = 10.0,
+    budget_s: float = BUDGET_S,
     purse: Purse | None = None,
 ) -> OfflineSchedule:
     """The greedy schedule with its `windows` dearest windows re-decided by a MILP each (kept only
-    if its bursts still fit `purse`, the budgets the greedy kept within)."""
+    if its bursts still fit `purse`, the budgets the greedy kept within), within `budget_s` seconds."""
     flexible = [
         i
         for i in sorted(range(len(jobs)), key=lambda i: (jobs[i].arrival_s, i))
@@ -116,18 +142,22 @@ def improve(
     spent = [sum(facts[i].cloud_cost or 0.0 for i in c if i not in placements) for c in chunks]
     dearest = sorted(range(len(chunks)), key=lambda n: -spent[n])[:windows]
     used = usage(jobs, placements, _horizon(jobs, placements))
-    saved = 0.0
+    saved, clock = 0.0, _Clock(time.perf_counter() + budget_s, time_limit_s)
     for n in sorted(dearest):
-        saved += _window(jobs, facts, capacity, chunks[n], placements, used, step_s, time_limit_s)
+        if clock.left() <= 0:  # out of time: this window keeps the greedy's choices
+            clock.short += 1
+            continue
+        saved += _window(jobs, facts, capacity, chunks[n], placements, used, step_s, clock)
+    kept = replace(greedy, milp_cut_short=clock.short)
     if saved <= 1e-6:
-        return greedy
+        return kept
     # The MILP knows no budget: a job it moved to the cloud may not be payable.
     was_cloud = [*(purse.paid if purse is not None else ()), *greedy.placements]
     if purse is not None and not purse.holds(jobs, facts, [i for i in was_cloud if i not in placements]):
-        return greedy
+        return kept
     onprem = len(placements)
     return replace(
-        greedy,
+        kept,
         cost=greedy.cost - saved,
         onprem_jobs=onprem,
         cloud_jobs=greedy.cloud_jobs - (onprem - greedy.onprem_jobs),
@@ -145,7 +175,7 @@ def _window(
     placements: dict[int, tuple[str, float]],
     used: dict[str, np.ndarray],
     step_s: float,
-    time_limit_s: float,
+    clock: _Clock,
 ) -> float:
     """Re-decide one window's jobs together; apply and return the saving (0: greedy kept)."""
     before = sum(
@@ -157,7 +187,7 @@ def _window(
             b0, b1 = _span(s, jobs[i].runtime_s)
             used[k][b0:b1] -= jobs[i].demand
     cands = _candidates(jobs, facts, capacity, window, placements, used, step_s)
-    chosen = _solve(jobs, facts, capacity, window, cands, used, time_limit_s)
+    chosen = _solve(jobs, facts, capacity, window, cands, used, clock)
     after = (
         None
         if chosen is None
@@ -190,7 +220,8 @@ def _candidates(
         for k, c in f.onprem.items():
             if k not in capacity or k not in used or f.cloud_cost is None or c >= f.cloud_cost:
                 continue
-            starts = {j.arrival_s + m * step_s for m in range(int(j.max_wait_s // step_s) + 1)}
+            step = max(step_s, j.max_wait_s / MAX_STARTS)
+            starts = {j.arrival_s + m * step for m in range(int(j.max_wait_s // step) + 1)}
             starts.add(j.arrival_s + j.max_wait_s)
             if placements.get(i, ("", 0.0))[0] == k:
                 starts.add(placements[i][1])
@@ -206,11 +237,13 @@ def _capacity_rows(
     capacity: Mapping[str, int],
     cands: list[tuple[int, str, float]],
     used: Mapping[str, np.ndarray],
-) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    most: int,
+) -> list[tuple[float, np.ndarray, np.ndarray]] | None:
     """Per partition and stretch of buckets where the same options overlap: their accelerators
     within what the rest of the schedule leaves free there (rows that cannot bind are left out),
-    as (room, the options' columns, their accelerators)."""
+    as (room, the options' columns, their accelerators); None past `most` nonzeros in all."""
     rows: list[tuple[float, np.ndarray, np.ndarray]] = []
+    nonzeros = 0
     for k in sorted({k for _, k, _ in cands}):
         mine = [
             (c, *_span(s, jobs[i].runtime_s), jobs[i].demand) for c, (i, kk, s) in enumerate(cands) if kk == k
@@ -223,6 +256,9 @@ def _capacity_rows(
             room = capacity[k] - int(held[t])
             if int(d[active].sum()) > room:
                 rows.append((float(room), col[active], d[active]))
+                nonzeros += len(rows[-1][1])
+                if nonzeros > most:
+                    return None
     return rows
 
 
@@ -250,9 +286,10 @@ def _solve(
     window: list[int],
     cands: list[tuple[int, str, float]],
     used: Mapping[str, np.ndarray],
-    time_limit_s: float,
+    clock: _Clock,
 ) -> dict[int, tuple[str, float]] | None:
-    """The MILP of the module docstring; the chosen on-prem starts, or None if not solved."""
+    """The MILP of the module docstring; the chosen on-prem starts (the best found when cut short
+    by the clock), or None if none was found or the model is over `MAX_NONZEROS`."""
     import highspy
 
     from broker.sim.lower_bound import _quiet_highs
@@ -260,7 +297,10 @@ def _solve(
     if not cands:
         return None
     row_of = {i: r for r, i in enumerate(window)}
-    rows = _capacity_rows(jobs, capacity, cands, used)
+    rows = _capacity_rows(jobs, capacity, cands, used, MAX_NONZEROS - len(cands) - len(window))
+    if rows is None:
+        clock.short += 1
+        return None
     costs = [facts[i].onprem[k] for i, k, _ in cands] + [facts[i].cloud_cost or 0.0 for i in window]
     start, index, value = _matrix([row_of[i] for i, _, _ in cands], len(window), rows)
     lp = highspy.HighsLp()
@@ -274,12 +314,14 @@ def _solve(
     lp.integrality_ = [highspy.HighsVarType.kInteger] * len(costs)
     h = _quiet_highs()
     h.setOptionValue("output_flag", False)
-    h.setOptionValue("time_limit", time_limit_s)
+    h.setOptionValue("time_limit", max(clock.left(), 0.01))
     h.setOptionValue("mip_rel_gap", GAP)
     h.setOptionValue("threads", 1)
     h.setOptionValue("mip_max_nodes", MAX_NODES)  # a work limit, so the result does not depend on load
     h.passModel(lp)
     h.run()
+    if h.getModelStatus() == highspy.HighsModelStatus.kTimeLimit:
+        clock.short += 1
     if h.getInfo().primal_solution_status != 2:  # no feasible solution found
         return None
     x = h.getSolution().col_value

@@ -59,6 +59,9 @@ class _Others:
     """The offline schedule priced by the bound's capacity duals (made with the bound)."""
     left_out: frozenset[int] = frozenset()
     """Jobs the bound leaves out (no option can start them): late in every run, not in the LP."""
+    offline_s: float = 0.0
+    milp_cut_short: int = 0
+    """Seconds of the greedy+MILP offline schedule, and its MILP windows cut short (time, size)."""
 
 
 @dataclass
@@ -109,6 +112,11 @@ class _World:
         greedy = offline_schedule(self.jobs, facts, capacity, purse=purse)
         return improve(self.jobs, facts, capacity, greedy, purse=purse)
 
+    def timed_offline(self, facts: list[JobFacts]) -> tuple[OfflineSchedule, float]:
+        """`offline`, and the seconds it took."""
+        started = time.perf_counter()
+        return self.offline(facts), time.perf_counter() - started
+
     def cash(self, facts: list[JobFacts]) -> list[CashRow]:
         """The bound's budget rows (a job that may run spot where the world interrupts it: none)."""
         risks = {str(s): b.spot_interruption_risk for s, b in self.policy.burst.sites.items()}
@@ -151,7 +159,7 @@ class _World:
         if not self.lower_bound:
             return _Others(done)
         got = self.bound(facts, done)
-        got.offline = cheaper(self.offline(facts), got.priced)
+        _take_offline(got, self.timed_offline(facts))
         return got
 
 
@@ -224,7 +232,7 @@ def _others_in_parallel(world: _World) -> _Others:
     _NAMED = {name: partial(world.baseline, name, facts, None, False) for name in world.baselines}
     if world.lower_bound:  # set before the pool forks its workers
         world.payable(facts)  # (once, for both)
-        _NAMED["offline"] = partial(world.offline, facts)
+        _NAMED["offline"] = partial(world.timed_offline, facts)
         _NAMED["bound"] = partial(world.bound, facts, {})
     order = sorted(
         _NAMED, key=lambda n: (_LONGEST_FIRST.index(n) if n in _LONGEST_FIRST else len(_LONGEST_FIRST), n)
@@ -234,10 +242,16 @@ def _others_in_parallel(world: _World) -> _Others:
         futures = {name: pool.submit(_run_named, name) for name in order}
         results = {name: f.result() for name, f in futures.items()}
     got: _Others = results.pop("bound", _Others())
-    offline = results.pop("offline", None)
-    got.offline = cheaper(offline, got.priced) if offline is not None else got.priced
+    if (offline := results.pop("offline", None)) is not None:
+        _take_offline(got, offline)
     got.done = {name: results[name] for name in world.baselines}
     return got
+
+
+def _take_offline(got: _Others, timed: tuple[OfflineSchedule, float]) -> None:
+    """The greedy+MILP schedule into `got`: the reference if cheaper than the priced one, its time."""
+    got.offline = cheaper(timed[0], got.priced)
+    got.offline_s, got.milp_cut_short = timed[1], timed[0].milp_cut_short
 
 
 _LONGEST_FIRST = ("offline", "onprem-only", "bound", "cloud-cheapest", "cheapest-offer")
@@ -268,7 +282,9 @@ def _result(world: _World, runs: dict[str, RunResult], others: _Others) -> dict[
             "late_jobs": offline.late_jobs,
             "unplaced": offline.unplaced,
             "method": offline.method,
+            "milp_cut_short": others.milp_cut_short,
         }
+        out["offline_s"] = round(others.offline_s, 2)
         if note := offline_note(strategies["policy"], offline.late_jobs, out["offline_ratio"]):
             out["offline_ratio_note"] = note
     out["frontier"] = frontier(strategies)

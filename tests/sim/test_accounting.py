@@ -61,6 +61,7 @@ def test_three_jobs_known_costs_and_waits(tmp_path: Path, scenario: Scenario) ->
         "cloud_jobs": 1,
         "late_jobs": 0,
         "unplaced": 0,
+        "milp_cut_short": 0,
     }
     assert sim.result["offline_ratio"] == pytest.approx(1.0)
 

@@ -58,7 +58,7 @@ def test_lower_bound_below_every_strategy(
 
 
 def _strip(result: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in result.items() if k not in ("sim_wall_s", "lower_bound_s")}
+    out = {k: v for k, v in result.items() if k not in ("sim_wall_s", "lower_bound_s", "offline_s")}
     out["strategies"] = {
         n: {k: v for k, v in s.items() if k != "wall_s"} for n, s in result["strategies"].items()
     }

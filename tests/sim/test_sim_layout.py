@@ -31,7 +31,7 @@ def _world(n: int = 300) -> tuple[Policy, list[SimJob], Scenario]:
 
 
 def _strip(result: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in result.items() if k not in ("sim_wall_s", "lower_bound_s")}
+    out = {k: v for k, v in result.items() if k not in ("sim_wall_s", "lower_bound_s", "offline_s")}
     out["strategies"] = {
         n: {k: v for k, v in s.items() if k != "wall_s"} for n, s in result["strategies"].items()
     }

@@ -74,12 +74,12 @@ def test_all_in_a_list_of_baselines_is_said_to_stand_alone(capsys: pytest.Captur
 def test_the_json_keeps_its_keys_when_the_references_are_skipped(capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    keys = ("lower_bound_cost", "cost_ratio", "offline_cost", "offline_ratio", "lower_bound_s")
+    keys = ("lower_bound_cost", "cost_ratio", "offline_cost", "offline_ratio", "lower_bound_s", "offline_s")
     for extra in ((), ("--no-lower-bound",)):
         assert main(["simulate", "--synthetic", "20", "--policy", str(POLICY), "-o", "json", *extra]) == 0
         body = json.loads(capsys.readouterr().out)
         assert all(k in body for k in keys), sorted(body)
-        assert (body["offline_cost"] is None) == bool(extra)
+        assert (body["offline_cost"] is None) == bool(extra) == (body["offline_s"] is None)
 
 
 def test_a_report_folder_that_cannot_be_made_is_refused_before_the_run(
