@@ -42,9 +42,10 @@ its starts: 7-day waits every 10 min made a MILP of 2.5 M nonzeros whose presolv
 MAX_NONZEROS = 200_000
 """A window whose MILP has more nonzeros keeps the greedy's choices: HiGHS's presolve does not
 stop at the time limit, and took ~4 s per 100k nonzeros of such windows (the 8k trace's: <60k)."""
-BUDGET_S = 20.0
-"""Wall-clock seconds for all windows together (each HiGHS run gets what is left, at most its own
-limit). The 8k trace's six windows take ~4 s, so only a much slower machine makes it bind."""
+BUDGET_S, BUDGET_PER_JOB_S, BUDGET_MAX_S = 5.0, 0.003, 60.0
+"""Wall-clock seconds for all windows together: 5 s and 3 ms a job, at most 60 (each HiGHS run gets
+what is left, at most its own limit). The 8k trace's (7,214 jobs) six windows take ~4 s of its 27 s
+(~9 s at a load of 6 on 2 cores): the budget binds on a small trace's hard windows, not there."""
 
 
 @dataclass
@@ -126,12 +127,13 @@ def improve(
     windows: int = 6,
     window_jobs: int = 60,
     step_s: float = 600.0,
-    time_limit_s: float = 10.0,
-    budget_s: float = BUDGET_S,
+    time_limit_s: float = 15.0,
+    budget_s: float | None = None,
     purse: Purse | None = None,
 ) -> OfflineSchedule:
     """The greedy schedule with its `windows` dearest windows re-decided by a MILP each (kept only
-    if its bursts still fit `purse`, the budgets the greedy kept within), within `budget_s` seconds."""
+    if its bursts still fit `purse`, the budgets the greedy kept within), within `budget_s` seconds
+    (default: `BUDGET_S` and `BUDGET_PER_JOB_S` a job, at most `BUDGET_MAX_S`)."""
     flexible = [
         i
         for i in sorted(range(len(jobs)), key=lambda i: (jobs[i].arrival_s, i))
@@ -142,6 +144,8 @@ def improve(
     spent = [sum(facts[i].cloud_cost or 0.0 for i in c if i not in placements) for c in chunks]
     dearest = sorted(range(len(chunks)), key=lambda n: -spent[n])[:windows]
     used = usage(jobs, placements, _horizon(jobs, placements))
+    if budget_s is None:
+        budget_s = min(BUDGET_MAX_S, BUDGET_S + BUDGET_PER_JOB_S * len(jobs))
     saved, clock = 0.0, _Clock(time.perf_counter() + budget_s, time_limit_s)
     for n in sorted(dearest):
         if clock.left() <= 0:  # out of time: this window keeps the greedy's choices
