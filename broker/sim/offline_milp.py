@@ -45,7 +45,7 @@ stop at the time limit, and took ~4 s per 100k nonzeros of such windows (the 8k 
 BUDGET_S, BUDGET_PER_JOB_S, BUDGET_MAX_S = 5.0, 0.003, 60.0
 """Wall-clock seconds for all windows together: 5 s and 3 ms a job, at most 60 (each HiGHS run gets
 what is left, at most its own limit). The 8k trace's (7,214 jobs) six windows take ~4 s of its 27 s
-(~9 s at a load of 6 on 2 cores): the budget binds on a small trace's hard windows, not there."""
+(the greedy and its windows 7-14 s at a load of 6 on 2 cores): it binds on small traces, not there."""
 
 
 @dataclass
