@@ -59,9 +59,8 @@ class _Others:
     """The offline schedule priced by the bound's capacity duals (made with the bound)."""
     left_out: frozenset[int] = frozenset()
     """Jobs the bound leaves out (no option can start them): late in every run, not in the LP."""
-    offline_s: float = 0.0
-    milp_cut_short: int = 0
-    """Seconds of the greedy+MILP offline schedule, and its MILP windows cut short (time, size)."""
+    offline_s: float = 0.0  # the greedy+MILP schedule's seconds
+    milp_cut_short: int = 0  # and its MILP windows cut short (time or size)
 
 
 @dataclass
@@ -74,10 +73,8 @@ class _World:
     per_strategy_bounds: bool
     progress: Progress | None
     decided: Sequence[SimJob]
-    """The jobs as submitted (users' runtime estimates) for the policy; `jobs` are the same jobs
-    with their actual runtimes as estimates, for the clairvoyant references."""
-    paid: tuple[list[JobFacts], list[JobFacts]] | None = None
-    """(facts, `payable(facts)`) as last made: the offline schedule and the bound read the same."""
+    """The jobs as submitted, for the policy; `jobs` has their actual runtimes as estimates."""
+    paid: tuple[list[JobFacts], list[JobFacts]] | None = None  # (facts, `payable(facts)`) as last made
 
     def tick(self, phase: str) -> Callable[[int], None] | None:
         progress, n = self.progress, len(self.jobs)
@@ -100,8 +97,7 @@ class _World:
         return {k: p.total for k, p in onprem_partitions(self.policy, self.scenario.onprem_gpus).items()}
 
     def payable(self, facts: list[JobFacts]) -> list[JobFacts]:
-        """The facts the references use: no cloud option for a job no budget can pay (made once
-        per facts: ~0.2 s on the 8k trace, made before the side tasks fork)."""
+        """The facts the references use: no cloud option for a job no budget can pay (made once)."""
         if self.paid is None or self.paid[0] is not facts:
             self.paid = (facts, reference_facts(self.jobs, self.decided, facts, self.policy))
         return self.paid[1]
@@ -255,9 +251,7 @@ def _take_offline(got: _Others, timed: tuple[OfflineSchedule, float]) -> None:
 
 
 _LONGEST_FIRST = ("offline", "onprem-only", "bound", "cloud-cheapest", "cheapest-offer")
-"""The parallel tasks by their usual CPU time on the 8k trace, longest first (offline + MILP ~4 s,
-onprem-only ~2, LP ~2, cloud-cheapest ~1.8, cheapest-offer ~1.5), so that when the policy run
-ends first the two workers share what is left and end together."""
+"""The parallel tasks, longest first on the 8k trace, so the two workers end together."""
 
 
 def _result(world: _World, runs: dict[str, RunResult], others: _Others) -> dict[str, Any]:
