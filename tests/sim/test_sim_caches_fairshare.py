@@ -207,6 +207,7 @@ def _plain_order(
                     in_quota=in_quota,
                     ratio=ratios.get(t, 0.0),
                     may_run_onprem=in_quota or states[t].share.may_borrow or not w.partitions,
+                    onprem=bool(w.partitions),
                 )
             )
             usage[t] = usage[t] + w.demand.scaled(charge)
