@@ -18,7 +18,7 @@ from rich.table import Table
 from broker.api import broker_service_pb2 as pb
 from broker.audit import DEFAULT_EVENTS, MAX_EVENTS
 from broker.client import ClientError
-from broker.commands._args import job_id, page_size, whole_number
+from broker.commands._args import job_id, page_size
 from broker.commands._connect import add_client_args, client_for
 from broker.commands._console import Console
 from broker.durations import DurationTooLong, parse_duration
@@ -43,11 +43,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--until", type=parse_since, help="only events before this time (the same forms as --since)"
     )
-    p.add_argument(
-        # (the broker answers at most MAX_EVENTS: a larger --limit was quietly taken as that)
-        "--limit", type=whole_number(0, MAX_EVENTS), default=1000,
-        help=f"at most this many events, the newest (at most {MAX_EVENTS})",
-    )
+    p.add_argument("--limit", type=page_size, default=1000, help="at most this many events, the newest")
     p.add_argument(
         "--page-token", default="", help="the page older than the one that printed this token"
     )
