@@ -213,7 +213,8 @@ def _another_attempts(pid: int, attempt: str | None, holders: _Holders) -> bool:
     (a demo beside a test run) may hand it to its own job before this one's kill comes: that job
     carries its own SZB_ATTEMPT_ID, and that attempt's runner (root's, alive) ran it as the uid.
     The variable alone is the job's to write: a process naming an attempt with no such runner, or
-    one whose runner runs another uid, is still killed (as is one that dropped the variable).
+    one whose runner runs another uid, is still killed, as is one that dropped the variable,
+    unless its parent is such a runner (its own child, between the runner's setuid and exec).
     """
     if attempt is None:
         return False
@@ -222,9 +223,37 @@ def _another_attempts(pid: int, attempt: str | None, holders: _Holders) -> bool:
     except OSError:
         return False
     ids = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"SZB_ATTEMPT_ID=")]
-    if not ids or ids[0] == attempt.encode():
+    if not ids:  # (a runner's child between its setuid and its exec still has the runner's env)
+        started_for = _runner_attempt(_parent(pid))
+        return started_for is not None and started_for != attempt and started_for in holders.attempts()
+    if ids[0] == attempt.encode():
         return False
     return ids[0].decode(errors="replace") in holders.attempts()
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("PPid:")), None)
+    except (OSError, ValueError):
+        return None
+
+
+def _runner_attempt(pid: int | None) -> str | None:
+    """The attempt whose live runner `pid` is, if it is one."""
+    folder = None if pid is None else _runner_folder(pid)
+    return None if folder is None else Path(folder).name
+
+
+def _runner_folder(pid: int) -> str | None:
+    """The attempt folder of `pid` if it is a live runner (root's `_local_runner.py` process)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    except OSError:
+        return None
+    if len(argv) >= 2 and argv[-2].endswith(b"_local_runner.py") and _real_uid(pid) == os.getuid():
+        return argv[-1].decode(errors="replace")
+    return None
 
 
 class _Holders:
@@ -250,15 +279,7 @@ class _Holders:
 
 def _runner_folders() -> list[Path]:
     """The attempt folders of the live runners (root's `_local_runner.py` processes) on this host."""
-    out: list[Path] = []
-    for pid in _pids():
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-        except OSError:
-            continue
-        if len(argv) >= 2 and argv[-2].endswith(b"_local_runner.py") and _real_uid(pid) == os.getuid():
-            out.append(Path(argv[-1].decode(errors="replace")))
-    return out
+    return [Path(folder) for pid in _pids() if (folder := _runner_folder(pid)) is not None]
 
 
 def _pids() -> list[int]:

@@ -88,13 +88,19 @@ def _running_as(uid: int) -> bool:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="private job uids need root")
-def test_a_lost_attempt_spares_another_brokers_job_holding_its_uid(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bare", [False, True], ids=["its-env", "no-env"])
+def test_a_lost_attempt_spares_another_brokers_job_holding_its_uid(tmp_path: Path, bare: bool) -> None:
     """Two brokers on one host (a demo beside a test run) draw job uids from the same range: once
     one's lost attempt has no process left, its uid may go to the other's next job, which the
-    first broker's "kill every process of that uid" must not reach."""
+    first broker's "kill every process of that uid" must not reach.
+
+    `no-env`: the other job runs without SZB_ATTEMPT_ID in its environment, as a runner's child
+    does between its setuid and its exec (a CI run saw that job killed): its parent, the other
+    attempt's live runner, says whose it is."""
     ours = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "ours"), "cpus": 4})
     theirs = LocalAdapter(SiteId("local"), {"data_dir": str(tmp_path / "theirs"), "cpus": 4})
     sleeper = [JOB_PYTHON, "-c", "import time; time.sleep(120)"]
+    their_job = ["/usr/bin/env", "-i", *sleeper] if bare else sleeper
     first = ours.submit(request("tok-1", sleeper))
     meta = json.loads((tmp_path / "ours" / "local" / first / "meta.json").read_text())
     uid = meta["gid"]
@@ -104,7 +110,7 @@ def test_a_lost_attempt_spares_another_brokers_job_holding_its_uid(tmp_path: Pat
         assert time.monotonic() < deadline, "the killed job still runs"
         time.sleep(0.05)
     (tmp_path / "theirs" / "local" / "next_gid").write_text(str(uid))
-    other = theirs.submit(request("tok-2", sleeper).model_copy(update={"attempt_id": "j-other-a1"}))
+    other = theirs.submit(request("tok-2", their_job).model_copy(update={"attempt_id": "j-other-a1"}))
     assert json.loads((tmp_path / "theirs" / "local" / other / "meta.json").read_text())["gid"] == uid
     try:
         deadline = time.monotonic() + 20
