@@ -46,8 +46,8 @@ def swapped(
     still stopping for it): it waits, saying so first. Any other decision stands, as does the
     burst of a job fair share keeps off idle on-prem units (`may_run_onprem` False: it may not
     borrow beyond its quota), since the units freed would not be its to take. `ratios`: the
-    tenants' fair-share ratios of the queue's order (no work of a tenant fair share owes, by
-    `burst.firm_deadline_share_gap`, is stopped)."""
+    tenants' fair-share ratios of the queue's order (no other tenant's work further under its share
+    is stopped)."""
     if not policy.burst.preempt_patient.enabled or decision.action != Action.RUN or not decision.burst:
         return decision
     if not may_run_onprem:

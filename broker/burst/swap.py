@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from broker.burst.claims import owes
 from broker.burst.cloud import onprem_offers
 from broker.burst.inputs import demand, onprem_sites
 from broker.burst.money import estimate_cost
@@ -120,8 +119,8 @@ def swap_for(
     allows one: on a partition the job may run on, holding at least the units it needs (units free
     beside it are not counted: live, nothing keeps them for the job while the victim stops), patient
     enough, not restarted too often, not near its own deadline, not another tenant's work within its
-    quota nor of a tenant fair share owes (`owed`), losing at most `max_lost_share` of the burst's
-    premium; the least lost work first. None: the burst stands."""
+    quota nor of a tenant further under its share (`ratios`, the fair-share order's), losing at most
+    `max_lost_share` of the burst's premium; the least lost work first. None: the burst stands."""
     cfg = policy.burst.preempt_patient
     cloud = decision.offer
     if not cfg.enabled or decision.action != Action.RUN or not decision.burst or cloud is None:
@@ -136,7 +135,7 @@ def swap_for(
     best: Swap | None = None
     for p in running:
         home = homes.get(p.partition)
-        if home is None or (p.tenant != tenant and (p.in_quota or owed(ratios, p.tenant, tenant, policy))):
+        if home is None or (p.tenant != tenant and (p.in_quota or under_share(ratios, p.tenant, tenant))):
             continue
         premium = premiums[p.partition]
         lost = lost_cost(prices.get(p.partition, 0.0), p.units, lost_s(p))
@@ -150,11 +149,11 @@ def swap_for(
     return best
 
 
-def owed(ratios: Mapping[str, float] | None, victim: str, tenant: str, policy: Policy) -> bool:
-    """`tenant`'s share ratio is at least `burst.firm_deadline_share_gap` times `victim`'s (the
-    fair-share order's `ratios`): fair share owes `victim`, so a cost-driven swap does not take its
-    work for `tenant` (near parity it may: ratios move by the hour). No `ratios`: not known, no bar."""
-    return ratios is not None and owes(ratios, tenant, victim, policy.burst.firm_deadline_share_gap)
+def under_share(ratios: Mapping[str, float] | None, victim: str, tenant: str) -> bool:
+    """`victim`'s tenant stands lower in fair share than `tenant` (its share ratio is below): a
+    cost-driven swap must not take its work for a tenant further over its share (fair-share
+    reclaim, not this, moves capacity between tenants). No `ratios`: not known, no bar."""
+    return ratios is not None and ratios.get(victim, 0.0) < ratios.get(tenant, 0.0)
 
 
 def burst_premiums(spec: JobSpec, cloud: Offer, homes: dict[str, Offer], policy: Policy) -> dict[str, float]:
