@@ -12,7 +12,7 @@ The simulator and the live dispatcher both ask `swap_for` after a burst decision
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from broker.burst.cloud import onprem_offers
@@ -113,14 +113,13 @@ def swap_for(
     policy: Policy,
     running: Sequence[Preemptible],
     tenant: str = "",
-    ratios: Mapping[str, float] | None = None,
 ) -> Swap | None:
     """The patient job to stop instead of this burst of `tenant`'s job, if `burst.preempt_patient`
     allows one: on a partition the job may run on, holding at least the units it needs (units free
     beside it are not counted: live, nothing keeps them for the job while the victim stops), patient
     enough, not restarted too often, not near its own deadline, not another tenant's work within its
-    quota nor of a tenant further under its share (`ratios`, the fair-share order's), losing at most
-    `max_lost_share` of the burst's premium; the least lost work first. None: the burst stands."""
+    quota, losing at most `max_lost_share` of the burst's premium; the least lost work first.
+    None: the burst stands."""
     cfg = policy.burst.preempt_patient
     cloud = decision.offer
     if not cfg.enabled or decision.action != Action.RUN or not decision.burst or cloud is None:
@@ -135,7 +134,7 @@ def swap_for(
     best: Swap | None = None
     for p in running:
         home = homes.get(p.partition)
-        if home is None or (p.tenant != tenant and (p.in_quota or under_share(ratios, p.tenant, tenant))):
+        if home is None or (p.in_quota and p.tenant != tenant):
             continue
         premium = premiums[p.partition]
         lost = lost_cost(prices.get(p.partition, 0.0), p.units, lost_s(p))
@@ -147,13 +146,6 @@ def swap_for(
         if best is None or (lost, p.key) < (best.lost, best.victim.key):
             best = Swap(p, home, premium, lost)
     return best
-
-
-def under_share(ratios: Mapping[str, float] | None, victim: str, tenant: str) -> bool:
-    """`victim`'s tenant stands lower in fair share than `tenant` (its share ratio is below): a
-    cost-driven swap must not take its work for a tenant further over its share (fair-share
-    reclaim, not this, moves capacity between tenants). No `ratios`: not known, no bar."""
-    return ratios is not None and ratios.get(victim, 0.0) < ratios.get(tenant, 0.0)
 
 
 def burst_premiums(spec: JobSpec, cloud: Offer, homes: dict[str, Offer], policy: Policy) -> dict[str, float]:

@@ -198,23 +198,3 @@ def test_work_pending_in_its_backends_queue_is_no_candidate(policy: Policy) -> N
     at.started = frozenset({"q1"})
     got = swapped(fair.book, fair.reclaimer, policy, "urgent", "lab", SPEC, burst, at, commit=False)
     assert got.action == Action.WAIT and [v.attempt for v in got.reclaim] == ["q1"]
-
-
-@pytest.mark.parametrize(("heavy", "stopped"), [("lab", False), ("other", True), ("", True)])
-def test_a_tenant_over_its_share_does_not_stop_the_work_of_one_under_it(
-    policy: Policy, heavy: str, stopped: bool
-) -> None:
-    """The dispatcher's pass: `heavy` has held 6 of the 8 A800s for ten hours (impatient work, no
-    candidate), `other` one patient job for five minutes. `lab`'s urgent job, about to burst, stops
-    `other`'s job only when `other` is not under `lab`'s share ratio (the pass's fair-share order's):
-    an over-share tenant's cost-driven swap does not take a more deserving tenant's work."""
-    fair = fair_running("p1")
-    if heavy:
-        ten_hours = NOW - timedelta(hours=10)
-        fair.book.started("h1", Holding(heavy, PART, Demand(6, 0, 0), 6, ten_hours, None, None, 0.0))
-    urgent = Job(id=JobId("urgent"), tenant=TenantId("lab"), spec=SPEC, created_at=NOW, updated_at=NOW)
-    fair.order(policy, [urgent], NOW, remember=True)
-    assert (fair.ratios["lab"] > fair.ratios["other"]) == (heavy == "lab")
-    got = fair.adjust(policy, urgent, a_burst(policy), snap(policy))
-    assert got.burst != stopped and [v.attempt for v in got.reclaim] == (["p1"] if stopped else [])
-    assert ("p1" in fair.book.live) != stopped
