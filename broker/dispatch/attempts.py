@@ -154,6 +154,8 @@ class AttemptTracking:
             attempt.id, now, state=status.state, error=status.message, moves=moves
         )
         log_attempt_end(log, job, attempt, status)
+        if job.state.terminal:  # a poll that saw a cancel's stop through before the stop returned
+            self._keep_tail(job, attempt, status.log_tail)
         if any(m.kind == "lost" and m.state == JobState.QUEUED for m in moves) and not attempt.broker_side:
             self._lost_failover(job, attempt)
         self.planner.settle(job, attempt, status, self.store)
@@ -336,13 +338,17 @@ class AttemptTracking:
         except (AdapterError, OSError) as exc:  # szb logs still reads the output from the backend
             log.info("output of cancelled %s not read: %s", attempt.id, exc)
             return
+        self._keep_tail(job, attempt, tail)
+
+    def _keep_tail(self, job: Job, attempt: Attempt, tail: str) -> None:
+        """An ended job's stopped attempt's output becomes the job's tail (no move carries it)."""
         if tail:
             self.store.record(
                 job.id,
                 self.clock.now(),
                 kind="terminated",
-                message=f"{backend_id} at {attempt.site} stopped; the output it wrote is kept",
-                data={"attempt": attempt.id, "backend_id": backend_id},
+                message=f"{attempt.backend_id} at {attempt.site} stopped; the output it wrote is kept",
+                data={"attempt": attempt.id, "backend_id": attempt.backend_id},
                 log_tail=tail,
             )
 
