@@ -102,7 +102,8 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
         self.warning = RateLimitedWarning(log)
         self.in_flight = in_flight
         self.busy_warning = RateLimitedWarning(log)
-        """Large unary requests decoded and handled at once (all on the server's event loop)."""
+        """Large requests (a unary call's, a streamed answer's) decoded and handled at once (all on
+        the server's event loop)."""
 
     async def intercept_service(
         self,
@@ -137,10 +138,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 held = 0
                 try:
-                    if isinstance(request, _Large):
-                        size = len(request.raw)
-                        request = await self._decode_large(request, deserializer, context)
-                        held = size  # (counted in by `_decode_large`; nothing can raise in between)
+                    request, held = await self._decode_large(request, deserializer, context)
                     if isinstance(request, _Undecodable):
                         await abort_with(context, self._reject(method, request))
                     answer = inner(request, context)
@@ -148,54 +146,82 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
                 except NotImplementedError:  # (a generated base class: grpc logged a traceback each time)
                     await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented here")
                 finally:
-                    if held and self.in_flight is not None:
-                        self.in_flight.give(held)
+                    self._give(held)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary, request_deserializer=_deferred(deserializer) if gated else deserializer,
                 response_serializer=handler.response_serializer,
             )
+        if handler.unary_stream is not None:
+            return self._wrap_stream(method, handler, deserializer)
+        if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
+            return self._wrap_bidi(method, handler, deserializer)
+        return handler
+
+    def _wrap_stream(
+        self, method: str, handler: Handler, deserializer: Callable[[bytes], Any] | None
+    ) -> Handler:
+        """A streamed answer's handler; its request is gated as a unary one's (a 10 MB WatchJob
+        decodes as much)."""
+        stream_decode = _deferred(deserializer) if self.in_flight is not None else deserializer
         if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
             inner_stream = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                if isinstance(request, _Undecodable):
-                    await abort_with(context, self._reject(method, request))
-                async for item in inner_stream(request, context):  # type: ignore[arg-type]
-                    yield item
+                held = 0
+                try:
+                    request, held = await self._decode_large(request, deserializer, context)
+                    if isinstance(request, _Undecodable):
+                        await abort_with(context, self._reject(method, request))
+                    async for item in inner_stream(request, context):  # type: ignore[arg-type]
+                        yield item
+                finally:
+                    self._give(held)
 
             return grpc.unary_stream_rpc_method_handler(
-                stream, request_deserializer=deserializer, response_serializer=handler.response_serializer
+                stream, request_deserializer=stream_decode, response_serializer=handler.response_serializer
             )
         if handler.unary_stream is not None and inspect.iscoroutinefunction(handler.unary_stream):
             writer = handler.unary_stream  # a stream sent with context.write (the health service's Watch)
 
             async def written(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-                if isinstance(request, _Undecodable):
-                    await abort_with(context, self._reject(method, request))
-                await writer(request, context)  # type: ignore[arg-type]
+                held = 0
+                try:
+                    request, held = await self._decode_large(request, deserializer, context)
+                    if isinstance(request, _Undecodable):
+                        await abort_with(context, self._reject(method, request))
+                    await writer(request, context)  # type: ignore[arg-type]
+                finally:
+                    self._give(held)
 
             return grpc.unary_stream_rpc_method_handler(
-                written, request_deserializer=deserializer, response_serializer=handler.response_serializer
+                written, request_deserializer=stream_decode, response_serializer=handler.response_serializer
             )
-        if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
-            return self._wrap_bidi(method, handler, deserializer)
         return handler
 
     async def _decode_large(
         self,
-        request: _Large,
+        request: Any,
         decode: Callable[[bytes], Any] | None,
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> Any:
-        """`request` decoded once the in-flight budget takes it; RESOURCE_EXHAUSTED, unread, if not."""
+    ) -> tuple[Any, int]:
+        """`request` decoded, with the bytes it holds of the in-flight budget (0: not large, so
+        decoded already). A large one is decoded once the budget takes it; if not,
+        RESOURCE_EXHAUSTED, unread."""
+        if not isinstance(request, _Large):
+            return request, 0
         assert self.in_flight is not None and decode is not None
         raw, request.raw = request.raw, b""
         if not self.in_flight.take(len(raw)):
             why = self.in_flight.refusal(len(raw))
             self.busy_warning.warn("a large request was answered RESOURCE_EXHAUSTED: %s", why)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, why)
-        return decode(raw)
+        # Counted in: the caller's `finally` gives it back.
+        return decode(raw), len(raw)
+
+    def _give(self, held: int) -> None:
+        if held and self.in_flight is not None:
+            self.in_flight.give(held)
 
     def _wrap_bidi(
         self, method: str, handler: Handler, deserializer: Callable[[bytes], Any] | None

@@ -10,6 +10,7 @@ are decoded; `bench/large_requests.py` has the memory figures.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -127,6 +128,61 @@ def test_large_requests_past_the_in_flight_budget_are_refused_before_they_are_de
                 assert await first == b"ok"
                 assert budget.held == 0
                 assert await call(b"c" * (2 << 20)) == b"ok"  # taken again once the first ended
+        finally:
+            await server.stop(None)
+
+    asyncio.run(main())
+
+
+def test_a_streamed_answers_large_request_is_gated_as_a_unary_ones() -> None:
+    # WatchJob and StreamJobLogs answer with a stream: their request, up to the request limit,
+    # was decoded whatever the budget held (30 callers of 10 MB watches: 600 MB decoded at once).
+    budget = RequestBytes(3 * 1024 * 1024)
+    decoded: list[int] = []
+
+    async def main() -> None:
+        release, entered = asyncio.Event(), asyncio.Event()
+
+        async def hold(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            entered.set()
+            await release.wait()
+            return b"ok"
+
+        async def watch(
+            request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+        ) -> AsyncIterator[bytes]:
+            yield b"event"
+
+        def decode(raw: bytes) -> bytes:
+            decoded.append(len(raw))
+            return raw
+
+        server = grpc.aio.server(
+            interceptors=[DecodeGuard(budget)], options=[("grpc.max_receive_message_length", 32 << 20)]
+        )
+        handlers = {
+            "Hold": grpc.unary_unary_rpc_method_handler(hold, request_deserializer=decode),
+            "Watch": grpc.unary_stream_rpc_method_handler(watch, request_deserializer=decode),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", handlers),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                watch_call = channel.unary_stream("/t.T/Watch")
+                assert [m async for m in watch_call(b"w" * (2 << 20))] == [b"event"]
+                assert budget.held == 0  # given back when the stream ended
+                first = asyncio.ensure_future(channel.unary_unary("/t.T/Hold")(b"a" * (2 << 20)))
+                await entered.wait()
+                with pytest.raises(grpc.aio.AioRpcError) as busy:
+                    [m async for m in watch_call(b"b" * (2 << 20))]
+                assert busy.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "this request (2097152 bytes) was not read" in (busy.value.details() or "")
+                assert decoded == [2 << 20, 2 << 20]  # the refused watch was never decoded
+                assert [m async for m in watch_call(b"small")] == [b"event"]  # small: not counted
+                release.set()
+                assert await first == b"ok"
+                assert budget.held == 0
         finally:
             await server.stop(None)
 
