@@ -68,6 +68,7 @@ class Explanation:
     __slots__ = (
         "_allowed",
         "_chain",
+        "_frozen",
         "_offers",
         "_unranked",
         "chosen",
@@ -85,6 +86,8 @@ class Explanation:
     _chain: Callable[[], tuple[ScoredOffer, ...]] | None
     _allowed: Callable[[], tuple[ScoredOffer, ...]] | None
     _unranked: Sequence[ScoredOffer] | None
+    _frozen: bool
+    """Set once `__init__` has set every field; `__setattr__` refuses from then on."""
 
     def __init__(
         self,
@@ -99,21 +102,21 @@ class Explanation:
         allowed: Callable[[], tuple[ScoredOffer, ...]] | None = None,
         unranked: Sequence[ScoredOffer] | None = None,
     ) -> None:
-        # Set past `__setattr__`'s guard: its `hasattr` on an unset slot raises and catches an
-        # AttributeError per field, ~1% of a simulated policy run (one explanation per decision).
-        put = object.__setattr__
-        put(self, "chosen", chosen)
-        put(self, "policy_hash", policy_hash)
-        put(self, "currency", currency)
-        put(self, "sites", sites or {})
-        put(self, "decided_at", decided_at)
-        put(self, "_offers", offers)
-        put(self, "_chain", ranking)
-        put(self, "_allowed", allowed)
-        put(self, "_unranked", unranked)
+        self._frozen = False
+        self.chosen = chosen
+        self.policy_hash = policy_hash
+        self.currency = currency
+        self.sites = sites or {}
+        self.decided_at = decided_at
+        self._offers = offers
+        self._chain = ranking
+        self._allowed = allowed
+        self._unranked = unranked
+        self._frozen = True
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name != "_offers" and hasattr(self, name):
+        # `_offers` stays writable: it memoizes the ranked tuple on the first read of `offers`.
+        if name != "_offers" and getattr(self, "_frozen", False):
             raise AttributeError(f"Explanation is immutable ({name})")
         object.__setattr__(self, name, value)
 

@@ -200,6 +200,14 @@ def test_ranking_order(policy: Policy, offers: list[Offer]) -> None:
     assert all(not s.allowed for s in ex.offers[first_rejected:])
 
 
+def test_an_explanation_refuses_changes_once_built(policy: Policy, offers: list[Offer]) -> None:
+    ex = place(job(resources=accel(1)), TenantId("sg-partner"), offers, policy, PlacementContext())
+    for name in ("chosen", "policy_hash", "decided_at", "_chain", "_frozen"):
+        with pytest.raises(AttributeError, match="immutable"):
+            setattr(ex, name, None)
+    assert ex.offers and ex.offers is ex.offers  # the ranked tuple is still built once, on first read
+
+
 def test_wait_cost_uses_expected_wait(policy: Policy, offers: list[Offer]) -> None:
     slow = [
         o.model_copy(update={"expected_wait_s": 360000.0}) if o.site == "shangzhuang-onprem" else o
