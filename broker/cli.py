@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from broker.commands import groups
+from broker.commands._args import join_dashed_values
 from broker.errors import BrokerError
 
 
@@ -25,29 +26,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     for register in groups(command):
         register(sub)
     return parser
-
-
-DASHED_VALUES = ("--since",)
-"""Options whose value a user may start with `-` (an age typed as `-1d`): argparse takes `-1d`
-for an option and says only "expected one argument", so the value is joined to its option."""
-
-
-def join_dashed_values(argv: Sequence[str]) -> list[str]:
-    """`--since -1d` as `--since=-1d`, so the option's own check says what is wrong with it."""
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--":  # (what follows is positional)
-            return [*out, *argv[i:]]
-        value = argv[i + 1] if i + 1 < len(argv) else ""
-        if arg in DASHED_VALUES and value[:1] == "-" and value[1:2].isdigit():
-            out.append(f"{arg}={value}")
-            i += 2
-            continue
-        out.append(arg)
-        i += 1
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from broker.cli import main
+from broker.cli import build_parser, main
+from broker.commands._args import AGE_OPTIONS, parse_since
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +61,9 @@ def test_a_job_file_larger_than_any_spec_is_not_read_whole(
         # ("argument --since: expected one argument": argparse took `-1d` for an option)
         (["spend", "--since", "-1d"], "argument --since: '-1d': an age is positive, like 7d"),
         (["audit", "--since", "-2h"], "argument --since: '-2h': an age is positive, like 7d"),
+        # (the same, for the other option taking an age: "argument --until: expected one argument")
+        (["spend", "--until", "-1d"], "argument --until: '-1d': an age is positive, like 7d"),
+        (["audit", "--until", "-3h"], "argument --until: '-3h': an age is positive, like 7d"),
         # ValueError: Value out of range (int64 on the wire)
         (["watch", "j-1", "--after", "99999999999999999999"], "must be between 0 and 9223372036854775807"),
         (["watch", "j-1", "--after", "-1"], "must be between 0 and"),
@@ -75,6 +81,27 @@ def test_a_job_file_larger_than_any_spec_is_not_read_whole(
 def test_a_bad_flag_is_a_usage_error(argv: list[str], said: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run(capsys, *argv)
     assert code == 2 and said in err and "Traceback" not in err, err
+
+
+def _options(parser: argparse.ArgumentParser, path: str = "szb") -> Iterator[tuple[str, argparse.Action]]:
+    """(command, option) for every option of every command and subcommand."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _options(child, f"{path} {name}")
+        elif action.option_strings:
+            yield path, action
+
+
+def test_every_option_taking_an_age_takes_one_written_with_a_minus() -> None:
+    # `--until -1d` was "expected one argument" where `--since -1d` said what was wrong.
+    ages = {
+        (command, action.option_strings[-1])
+        for command, action in _options(build_parser())
+        if action.type is parse_since or action.dest in ("since", "until")
+    }
+    assert {"szb audit", "szb spend", "szb policy replay"} <= {command for command, _ in ages}
+    assert {option for _, option in ages} <= set(AGE_OPTIONS), ages
 
 
 def test_policy_replay_since_a_bare_number_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

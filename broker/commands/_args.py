@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from broker.durations import DurationTooLong, parse_duration
+
+BEIJING = timedelta(hours=8)
+"""The CLI's times without an offset are Beijing time, as it shows them."""
 
 MAX_SEQ = 2**63 - 1
 """The largest event sequence number the wire carries (int64)."""
@@ -78,3 +85,63 @@ def server_address(text: str) -> str:
 def server_address_or_none(text: str) -> str:
     """As `server_address`, with `""` for no server (`szb explain`'s offline mode)."""
     return server_address(text) if text else text
+
+
+_BARE_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+"""A number with no unit (`7`, `7.5`, `1e3`): seconds to `parse_duration`, days to a person."""
+
+
+def parse_since(text: str) -> datetime:
+    """An ISO time or date (Beijing time when no offset is given), or an age like `2h`; a bare
+    number is neither (7 s or 7 days?), but eight digits read as a date (20261208)."""
+    if text.strip().startswith("-"):  # (`-1d`: no ISO time begins with a minus either)
+        raise argparse.ArgumentTypeError(f"{text!r}: an age is positive, like 7d (since 7 days ago)")
+    if _BARE_NUMBER.fullmatch(text.strip()) and not (text.strip().isdigit() and len(text.strip()) == 8):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: an age needs a unit (7d, 12h, 30m, 45s), a date its dashes (2026-12-08)"
+        )
+    try:
+        if not text.strip().isdigit():
+            return datetime.now(UTC) - parse_duration(text)
+    except DurationTooLong as exc:  # an age, but too long to be one (not "neither")
+        raise argparse.ArgumentTypeError(f"{text!r}: an age must be at most 10 years") from exc
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a time (2026-12-01T08:00+08:00) nor an age (2h, 1d; units d, h, m, s)"
+        ) from exc
+    try:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC) - BEIJING
+        when.astimezone(UTC)
+    except OverflowError as exc:  # (0001-01-01 in Beijing time is before the first UTC instant)
+        raise argparse.ArgumentTypeError(f"{text!r} is too far back") from exc
+    return when
+
+
+AGE_OPTIONS = ("--since", "--until")
+"""Every command's options that take a time or an age (`parse_since`), whose value a user may
+start with `-` (`-1d`): argparse takes `-1d` for an option and says only "expected one argument",
+so the value is joined to its option (tests/test_cli_inputs.py checks that no such option is
+missing here)."""
+
+
+def join_dashed_values(argv: Sequence[str]) -> list[str]:
+    """`--since -1d` as `--since=-1d` (and `--until`), so the option's own check says what is wrong."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":  # (what follows is positional)
+            return [*out, *argv[i:]]
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg in AGE_OPTIONS and value[:1] == "-" and value[1:2].isdigit():
+            out.append(f"{arg}={value}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out

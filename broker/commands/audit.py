@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -18,13 +17,10 @@ from rich.table import Table
 from broker.api import broker_service_pb2 as pb
 from broker.audit import DEFAULT_EVENTS, MAX_EVENTS
 from broker.client import ClientError
-from broker.commands._args import job_id, page_size
+from broker.commands._args import BEIJING, job_id, page_size, parse_since
 from broker.commands._connect import add_client_args, client_for
 from broker.commands._console import Console
-from broker.durations import DurationTooLong, parse_duration
 from broker.serde import state_from_proto
-
-BEIJING = timedelta(hours=8)
 
 
 def register(sub: Any) -> None:
@@ -61,41 +57,6 @@ def register_policy(cmds: Any) -> None:
     show.add_argument("hash", help="the hash or a prefix of at least 4 hex digits")
     add_client_args(show)
     show.set_defaults(handler=cmd_show)
-
-
-_BARE_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-"""A number with no unit (`7`, `7.5`, `1e3`): seconds to `parse_duration`, days to a person."""
-
-
-def parse_since(text: str) -> datetime:
-    """An ISO time or date (Beijing time when no offset is given), or an age like `2h`; a bare
-    number is neither (7 s or 7 days?), but eight digits read as a date (20261208)."""
-    if text.strip().startswith("-"):  # (`-1d`: no ISO time begins with a minus either)
-        raise argparse.ArgumentTypeError(f"{text!r}: an age is positive, like 7d (since 7 days ago)")
-    if _BARE_NUMBER.fullmatch(text.strip()) and not (text.strip().isdigit() and len(text.strip()) == 8):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: an age needs a unit (7d, 12h, 30m, 45s), a date its dashes (2026-12-08)"
-        )
-    try:
-        if not text.strip().isdigit():
-            return datetime.now(UTC) - parse_duration(text)
-    except DurationTooLong as exc:  # an age, but too long to be one (not "neither")
-        raise argparse.ArgumentTypeError(f"{text!r}: an age must be at most 10 years") from exc
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a time (2026-12-01T08:00+08:00) nor an age (2h, 1d; units d, h, m, s)"
-        ) from exc
-    try:
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC) - BEIJING
-        when.astimezone(UTC)
-    except OverflowError as exc:  # (0001-01-01 in Beijing time is before the first UTC instant)
-        raise argparse.ArgumentTypeError(f"{text!r} is too far back") from exc
-    return when
 
 
 def _ts(value: timestamp_pb2.Timestamp) -> str:

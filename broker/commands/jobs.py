@@ -18,11 +18,10 @@ from rich.markup import escape
 from broker.api import broker_service_pb2 as pb
 from broker.api import job_pb2
 from broker.client import BrokerClient, ClientError
-from broker.commands._args import event_seq, job_id, page_size
+from broker.commands._args import BEIJING, event_seq, job_id, page_size
 from broker.commands._connect import add_client_args, client_for
 from broker.commands._console import Console
 from broker.commands._output import STATE_STYLE, console_for, fail, job_dict, print_jobs, shown_output
-from broker.commands.audit import BEIJING
 from broker.config import ConfigFileError, apply_env, apply_flags, load_config
 from broker.jobfile import JobFileError, load_job_file
 from broker.logs import redact

@@ -18,10 +18,10 @@ from broker.api import broker_service_pb2 as pb
 from broker.auth import Role, token_entry_line
 from broker.burst.projection import minutes
 from broker.client import ClientError
+from broker.commands._args import parse_since
 from broker.commands._connect import add_client_args, client_for
 from broker.commands._console import Console
 from broker.commands._output import fail
-from broker.commands.audit import parse_since
 from broker.serde import ts_to_proto
 
 BEIJING_TZ = timezone(timedelta(hours=8))

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from broker.commands.audit import BEIJING, parse_since
+from broker.commands._args import BEIJING, parse_since
 from broker.errors import BrokerError
 from broker.policy import Policy, PolicyError, load_policy, load_policy_text
 
