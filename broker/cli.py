@@ -36,6 +36,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = join_dashed_values(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    code = _run(args)
+    if ending and args.command not in LONG_LIVED:
+        # The process ends now: its objects need no last collections. Python's at exit walked
+        # all of them: ~240k after a simulation of the 8k trace (0.3-1 s of its wall time), and
+        # the ~50k that the imports alone make for any command (tens of ms of its CPU).
+        gc.freeze()
+    return code
+
+
+LONG_LIVED = frozenset({"serve"})
+"""Commands that run until stopped: their heap turns over for days and their exit is a shutdown,
+whose last collection still finalizes what they held in cycles."""
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's own exit code, or the one its usage error, ^C or a closed stdout gives."""
     try:
         code: int = args.handler(args)
     except UsageError as exc:
@@ -49,10 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
     except BrokenPipeError:
         return _closed_pipe()
-    if ending and args.command == "simulate":
-        # The process ends now: its objects need no last collections. Python's at exit walked
-        # all of them (~240k after a simulation of the 8k trace: 0.3-1 s of its wall time).
-        gc.freeze()
     return code
 
 

@@ -59,16 +59,20 @@ def test_szb_simulate_imports_no_adapter_nor_store() -> None:
     assert out.split() == ["adapters", "adapters.base"]
 
 
-def _frozen_after(main_call: str) -> int:
+SIMULATE = [
+    "simulate", "--synthetic", "5", "--policy", "configs/policy-sim.yaml", "--no-lower-bound",
+    "--baselines", "none", "--output", "json",
+]
+
+
+def _frozen_after(main_call: str, argv: list[str] = SIMULATE, exit_code: str = "0") -> int:
     code = (
-        "import gc, sys; from broker.cli import main; "
-        "sys.argv = ['szb', 'simulate', '--synthetic', '5', '--policy', 'configs/policy-sim.yaml', "
-        "'--no-lower-bound', '--baselines', 'none', '--output', 'json']; "
+        f"import gc, sys; from broker.cli import main; sys.argv = ['szb', *{argv!r}]; "
         f"code = {main_call}; print(code, gc.get_freeze_count(), file=sys.stderr)"
     )
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
     code, frozen = got.split()[-2:]
-    assert code == "0"
+    assert code == exit_code, got
     return int(frozen)
 
 
@@ -77,3 +81,12 @@ def test_szb_simulate_as_the_process_leaves_its_objects_to_the_exit() -> None:
     exit walked ~240k of them); a caller passing its own arguments goes on and keeps collecting."""
     assert _frozen_after("main()") > 10_000
     assert _frozen_after("main(sys.argv[1:])") == 0
+
+
+def test_every_short_command_leaves_its_objects_to_the_exit_but_serve() -> None:
+    """The rule is every command's (the imports alone leave ~50k tracked objects for Python's
+    last collection); `szb serve`, whose exit is a shutdown, keeps collecting."""
+    assert _frozen_after("main()", ["policy", "check", "configs/policy.yaml"]) > 10_000
+    assert _frozen_after("main()", ["health", "--server", "127.0.0.1:1", "--timeout", "0.5"], "1") > 10_000
+    assert _frozen_after("main(sys.argv[1:])", ["policy", "check", "configs/policy.yaml"]) == 0
+    assert _frozen_after("main()", ["serve", "--config", "/nonexistent/szb.yaml"], "1") == 0
