@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from broker.model import Offer
 
@@ -50,8 +51,11 @@ class QuotaScope:
         return not self.types or kind in self.types or family_of(kind) in self.types
 
 
+@lru_cache(maxsize=4096)
 def parse(key: str) -> QuotaScope | None:
-    """The scope a blocklist target names (None: it is no quota scope)."""
+    """The scope a blocklist target names (None: it is no quota scope). Memoized: the target is
+    the one source of a quota block's scope, read back by the blocklist and by every placement
+    context that carries it (a region has a few quotas; 4096 targets are far more than are live)."""
     head, mark, tail = key.partition(_MARK)
     site, _, region = head.partition("/")
     parts = tail.split(":")

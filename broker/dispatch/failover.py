@@ -30,6 +30,7 @@ from adapters.base import (
 )
 from broker.model import Offer
 from broker.quota_scope import QuotaScope
+from broker.quota_scope import parse as parse_quota
 
 log = logging.getLogger(__name__)
 
@@ -171,14 +172,21 @@ def _site_key(site: str) -> str:
     return f"site:{site}"
 
 
+def _quota_covers(block: Block, offer: Offer, nodes: int) -> bool:
+    """Is `block` a quota's that counts `offer` for a job of `nodes` nodes? Its scope is read back
+    from the target, as placement reads it (`quota_scope.parse`, memoized: one parse per target)."""
+    if block.scope is not BlockScope.QUOTA:
+        return False
+    quota = parse_quota(block.target)
+    return quota is not None and quota.covers(offer, nodes)
+
+
 @dataclass
 class Blocklist:
     """Blocked offers, regions and sites, each until a deadline on the injected clock."""
 
     clock: Clock = time.monotonic
     _blocks: dict[str, Block] = field(default_factory=dict)
-    _quotas: dict[str, QuotaScope] = field(default_factory=dict)
-    """The quota blocks' scopes by key, kept as added: `blocked` checks offers against them unparsed."""
 
     def block_offer(self, offer: Offer, ttl_s: float | None, reason: str) -> Block:
         return self._add(_offer_key(offer), BlockScope.OFFER, ttl_s, reason, offer.key)
@@ -193,9 +201,7 @@ class Blocklist:
 
     def block_quota(self, scope: QuotaScope, ttl_s: float | None, reason: str) -> Block:
         """Block what one quota counts; placement reads the target back (`broker.quota_scope`)."""
-        key = f"quota:{scope.target}"
-        self._quotas[key] = scope
-        return self._add(key, BlockScope.QUOTA, ttl_s, reason, scope.target)
+        return self._add(f"quota:{scope.target}", BlockScope.QUOTA, ttl_s, reason, scope.target)
 
     def block_site(self, site: str, ttl_s: float | None, reason: str) -> Block:
         return self._add(_site_key(site), BlockScope.SITE, ttl_s, reason, site)
@@ -207,14 +213,13 @@ class Blocklist:
         keys = [_offer_key(offer), _region_key(offer.site, offer.region), _site_key(offer.site)]
         if offer.spot:
             keys.insert(1, _spot_key(offer.site, offer.region))
-        keys[1:1] = [key for key, q in self._quotas.items() if q.covers(offer, nodes)]
+        keys[1:1] = [key for key, b in self._blocks.items() if _quota_covers(b, offer, nodes)]
         for key in keys:
             entry = self._blocks.get(key)
             if entry is None:
                 continue
             if entry.until is not None and now >= entry.until:
                 del self._blocks[key]
-                self._quotas.pop(key, None)
                 continue
             return entry
         return None

@@ -30,6 +30,8 @@ from broker.dispatch.failover import (
 )
 from broker.dispatch.retry import RetryPolicy, retry_transient
 from broker.model import Offer, SiteId
+from broker.placement import PlacementContext
+from broker.quota_scope import parse as parse_quota
 from tests.test_exception_root import defined_exceptions
 
 
@@ -160,6 +162,18 @@ def test_a_gang_refused_at_a_later_node_blocks_gangs_that_big_only() -> None:
     assert bl.blocked(offer(itype="g5.xlarge"), nodes=2) is not None
     assert bl.blocked(offer(itype="g6.xlarge"), nodes=4) is not None
     assert bl.blocked(offer(itype="p4d.24xlarge"), nodes=4) is None
+
+
+def test_the_blocklist_and_placement_read_a_quota_block_from_one_scope() -> None:
+    """The block's target is its scope's one source: the blocklist kept a second copy beside it."""
+    bl = Blocklist(clock=FakeClock())
+    error = QuotaError("aws-us", "VcpuLimitExceeded", "x", types=("g", "vt"), market="spot")
+    bl.record(error, offer(itype="g5.xlarge", spot=True), FailoverPolicy(quota_block_s=60))
+    blocked = bl.keys()
+    (scope,) = PlacementContext(blocked=blocked).quotas
+    assert scope is parse_quota(scope.target) and scope.target in blocked
+    assert bl.blocked(offer(itype="g6.xlarge", spot=True)) is not None
+    assert bl.blocked(offer(itype="g6.xlarge")) is None and not hasattr(bl, "_quotas")
 
 
 def test_a_spot_quota_blocks_the_regions_spot_offers_only() -> None:
