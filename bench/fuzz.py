@@ -42,6 +42,7 @@ from google.protobuf import message_factory
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import local_policy  # noqa: E402
 from broker.api import agent_service_pb2, broker_service_pb2, job_pb2  # noqa: E402
 from broker.auth import hash_token  # noqa: E402
 from broker.serde import spec_from_proto  # noqa: E402
@@ -49,29 +50,15 @@ from broker.serde import spec_from_proto  # noqa: E402
 TOKENS = {"fuzz-a": "token-fuzz-a-0123456789", "fuzz-b": "token-fuzz-b-9876543210"}
 SEEDED = 40
 
-POLICY = """\
-version: 1
-currency: CNY
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 2, price_hour: 14.0}
-      - {name: cpu, price_hour: 1.0, cpus_per_node: 4}
-tenants:
-  - {id: fuzz-a, kind: university, entity_country: CN}
-  - {id: fuzz-b, kind: institute, entity_country: CN}
-# Valid submissions the fuzzer happens to make are capped, so the run measures the API edge;
-# reads are not, so every case reaches the handler that checks it.
-limits: {submit_burst: 300, submit_rate: 5, read_rate: 1000000, read_burst: 10000000}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = local_policy(
+    "  - {id: fuzz-a, kind: university, entity_country: CN}\n"
+    "  - {id: fuzz-b, kind: institute, entity_country: CN}\n",
+    "{name: a800, accelerator: A800, count_per_node: 2, price_hour: 14.0}",
+    "{name: cpu, price_hour: 1.0, cpus_per_node: 4}",
+    rest="# Valid submissions the fuzzer happens to make are capped, so the run measures the API edge;\n"
+    "# reads are not, so every case reaches the handler that checks it.\n"
+    "limits: {submit_burst: 300, submit_rate: 5, read_rate: 1000000, read_burst: 10000000}\n",
+)
 
 FD = _descriptor.FieldDescriptor
 _INT_EDGES = {

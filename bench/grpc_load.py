@@ -47,6 +47,7 @@ from google.protobuf import duration_pb2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import FLOODED_POLICY  # noqa: E402
 from broker.api import broker_service_pb2 as pb  # noqa: E402
 from broker.api import broker_service_pb2_grpc, job_pb2  # noqa: E402
 
@@ -56,26 +57,7 @@ SUBMIT_BATCH_METHOD = "/shangzhuang.broker.v1.BrokerService/SubmitJobs"
 FIXED_RATE_RPS = 500.0
 """The open-loop rate of `p99_ms_at_500rps`: one load point whatever the echo measured."""
 
-POLICY = """\
-version: 1
-currency: CNY
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}
-tenants:
-  - {id: dev, kind: internal, entity_country: CN}
-# A load test floods one tenant on purpose: lift its quotas (see README "Quotas").
-limits: {max_queued_jobs: 10000000, submit_rate: 1000000, submit_burst: 10000000}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = FLOODED_POLICY
 
 
 async def serve_echo() -> None:

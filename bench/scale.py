@@ -38,6 +38,7 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import FLOODED_POLICY  # noqa: E402
 from broker.api import broker_service_pb2 as pb  # noqa: E402
 from broker.api import broker_service_pb2_grpc  # noqa: E402
 from broker.config import DispatchSettings  # noqa: E402
@@ -49,25 +50,7 @@ WINDOW = DispatchSettings().queue_window
 TENANT = TenantId("dev")  # the built-in tenant of a broker without a tokens file
 PAGE = 500  # the dispatcher's page size when it reads the queue
 # The jobs ask for an accelerator no site has: they stay queued, nothing runs.
-POLICY = """\
-version: 1
-currency: CNY
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}
-tenants:
-  - {id: dev, kind: internal, entity_country: CN}
-limits: {max_queued_jobs: 10000000, submit_rate: 1000000, submit_burst: 10000000}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = FLOODED_POLICY
 
 
 def job_spec(i: int) -> JobSpec:

@@ -27,33 +27,20 @@ from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
 from tests.brokerproc import JOB_PYTHON, BrokerProcess, running_broker, write_broker_folder
 from tests.fairshare.test_fair_e2e import wait_state
+from tests.local_policy import a800, local_policy
 
 TOKENS = {"flood": "token-flood-0123456789", "small": "token-small-0123456789"}
 OPERATOR = "token-ops-window-0123456789"
 WINDOW = 10
 FLOOD = 30
 
-POLICY = """\
-version: 1
-currency: CNY
-objective: {price: 1.0, wait_hour_cost: 40}
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}
-tenants:
-  - {id: flood, kind: university, entity_country: CN, share: {priorities: [low, normal, high]}}
-  - {id: small, kind: university, entity_country: CN}
-fair_share: {half_life: 1h}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = local_policy(
+    "  - {id: flood, kind: university, entity_country: CN, share: {priorities: [low, normal, high]}}\n"
+    "  - {id: small, kind: university, entity_country: CN}\n",
+    a800(1),
+    rest="fair_share: {half_life: 1h}\n",
+    objective=True,
+)
 
 
 TWO_KINDS = POLICY.replace(

@@ -8,32 +8,19 @@ from pathlib import Path
 import pytest
 
 from tests.brokerproc import JOB_PYTHON, BrokerProcess, write_broker_folder
+from tests.local_policy import a800, cpu, local_policy
 
 TOKENS = {"team-a": "token-team-a-0123456789", "team-b": "token-team-b-9876543210"}
 
-POLICY = """\
-version: 1
-currency: CNY
-objective: {price: 1.0, wait_hour_cost: 40}
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 4, price_hour: 14.0}
-      - {name: cpu, price_hour: 1.0, cpus_per_node: 8}
-tenants:
-  - {id: team-a, kind: university, entity_country: CN}
-  - {id: team-b, kind: institute, entity_country: CN}
-# test_restart floods 10,000 jobs at once; tests/e2e/test_quotas.py checks the defaults.
-limits: {max_queued_jobs: 20000, submit_burst: 20000}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = local_policy(
+    "  - {id: team-a, kind: university, entity_country: CN}\n"
+    "  - {id: team-b, kind: institute, entity_country: CN}\n",
+    a800(4),
+    cpu(8),
+    rest="# test_restart floods 10,000 jobs at once; tests/e2e/test_quotas.py checks the defaults.\n"
+    "limits: {max_queued_jobs: 20000, submit_burst: 20000}\n",
+    objective=True,
+)
 
 
 def write_broker_config(folder: Path, *, cancel_grace_s: float = 2.0) -> Path:

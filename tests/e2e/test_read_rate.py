@@ -17,29 +17,16 @@ from broker.auth import hash_token
 from tests.brokerproc import BrokerProcess
 from tests.e2e.conftest import TOKENS, auth, write_broker_config
 from tests.e2e.test_quotas import OPS_TOKEN, job, quota_failure
+from tests.local_policy import cpu, local_policy
 
-POLICY = """\
-version: 1
-currency: CNY
-objective: {price: 1.0, wait_hour_cost: 40}
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: cpu, price_hour: 1.0, cpus_per_node: 64}
-tenants:
-  - {id: team-a, kind: university, entity_country: CN}
-  - {id: team-b, kind: institute, entity_country: CN, limits: {read_burst: 1000}}
-  - {id: ops, kind: internal, entity_country: CN}
-limits: {read_rate: 2, read_burst: 30}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = local_policy(
+    "  - {id: team-a, kind: university, entity_country: CN}\n"
+    "  - {id: team-b, kind: institute, entity_country: CN, limits: {read_burst: 1000}}\n"
+    "  - {id: ops, kind: internal, entity_country: CN}\n",
+    cpu(64),
+    rest="limits: {read_rate: 2, read_burst: 30}\n",
+    objective=True,
+)
 
 Stub = broker_service_pb2_grpc.BrokerServiceStub
 

@@ -19,27 +19,14 @@ from broker.api import broker_service_pb2_grpc
 from tests.brokerproc import running_broker, write_broker_folder
 from tests.e2e.conftest import TOKENS, auth
 from tests.e2e.test_quotas import job, quota_failure, unfinished
+from tests.local_policy import cpu, local_policy
 
-POLICY = """\
-version: 1
-currency: CNY
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: cpu, price_hour: 1.0, cpus_per_node: 64}
-tenants:
-  - {id: team-a, kind: university, entity_country: CN}
-  - {id: team-b, kind: institute, entity_country: CN}
-limits: {max_queued_jobs: 2, submit_rate: 0.001, submit_burst: 3}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = local_policy(
+    "  - {id: team-a, kind: university, entity_country: CN}\n"
+    "  - {id: team-b, kind: institute, entity_country: CN}\n",
+    cpu(64),
+    rest="limits: {max_queued_jobs: 2, submit_rate: 0.001, submit_burst: 3}\n",
+)
 
 
 @pytest.fixture(scope="module")

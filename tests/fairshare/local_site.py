@@ -9,31 +9,14 @@ from google.protobuf import duration_pb2
 
 from broker.api import job_pb2
 from tests.brokerproc import JOB_PYTHON
+from tests.local_policy import a800, local_policy
 
 Metadata = tuple[tuple[str, str], ...]
 
 
 def policy(tenants: str, *, per_node: int, rest: str = "") -> str:
     """A policy whose one site is `local` with one A800 partition of `per_node` GPUs."""
-    return f"""\
-version: 1
-currency: CNY
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {{name: a800, accelerator: A800, count_per_node: {per_node}, price_hour: 14.0}}
-tenants:
-{tenants.rstrip()}
-{rest.rstrip()}
-compliance:
-  residency:
-    zones: {{cn-mainland: {{countries: [CN]}}}}
-"""
+    return local_policy(f"{tenants.rstrip()}\n", a800(per_node), rest=f"{rest.rstrip()}\n")
 
 
 def bearer(tokens: Mapping[str, str], tenant: str) -> Metadata:

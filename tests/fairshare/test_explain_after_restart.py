@@ -21,26 +21,17 @@ from broker.api import job_pb2
 from broker.store import FairUsage, SqliteStore
 from tests.brokerproc import JOB_PYTHON, BrokerProcess, stub_for, szb, write_broker_folder
 from tests.fairshare.test_reclaim_budget_e2e import until
+from tests.local_policy import a800, local_policy
 
 TOKENS = {"heavy": "token-heavy-0123456789", "light": "token-light-0123456789"}
-POLICY = """\
-version: 1
-currency: CNY
-sites:
-  - id: lab
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 2, price_hour: 10.0}
-tenants:
-  - {id: heavy, kind: university, entity_country: CN}
-  - {id: light, kind: university, entity_country: CN}
-fair_share: {half_life: 1d}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = local_policy(
+    "  - {id: heavy, kind: university, entity_country: CN}\n"
+    "  - {id: light, kind: university, entity_country: CN}\n",
+    a800(2, 10.0),
+    site="lab",
+    rest="fair_share: {half_life: 1d}\n",
+    catalogs=False,
+)
 
 
 def job_file(folder: Path, name: str, until_file: Path, gpus: int) -> Path:

@@ -24,34 +24,22 @@ from grpc_status import rpc_status
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess, running_broker, write_broker_folder
+from tests.local_policy import a800, cpu, local_policy
 
 TOKENS = {"flood": "token-flood-0123456789", "small": "token-small-0123456789", "vip": "token-vip-01234567"}
 SLOTS = 4
 JOB_S = 1.5
 
-POLICY = f"""\
-version: 1
-currency: CNY
-objective: {{price: 1.0, wait_hour_cost: 40}}
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {{name: a800, accelerator: A800, count_per_node: {SLOTS}, price_hour: 14.0}}
-      - {{name: cpu, price_hour: 1.0, cpus_per_node: 8}}
-tenants:
-  - {{id: flood, kind: university, entity_country: CN}}
-  - {{id: small, kind: university, entity_country: CN}}
-  - {{id: vip, kind: institute, entity_country: CN, share: {{weight: 2, priorities: [low, normal, high]}}}}
-fair_share: {{half_life: 1h}}
-compliance:
-  residency:
-    zones: {{cn-mainland: {{countries: [CN]}}}}
-"""
+POLICY = local_policy(
+    "  - {id: flood, kind: university, entity_country: CN}\n"
+    "  - {id: small, kind: university, entity_country: CN}\n"
+    "  - {id: vip, kind: institute, entity_country: CN,"
+    " share: {weight: 2, priorities: [low, normal, high]}}\n",
+    a800(SLOTS),
+    cpu(8),
+    rest="fair_share: {half_life: 1h}\n",
+    objective=True,
+)
 
 
 @pytest.fixture(scope="module")

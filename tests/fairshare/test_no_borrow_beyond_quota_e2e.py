@@ -17,27 +17,18 @@ from pathlib import Path
 import pytest
 
 from tests.brokerproc import JOB_PYTHON, BrokerProcess, running_broker, szb, write_broker_folder
+from tests.local_policy import a800, local_policy
 
 TOKENS = {"strict": "token-strict-0123456789", "busy": "token-busy-01234567890"}
 
-POLICY = """\
-version: 1
-currency: CNY
-sites:
-  - id: lab
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: gpu, accelerator: A800, count_per_node: 4, price_hour: 10.0}
-tenants:
-  - {id: strict, kind: institute, entity_country: CN, share: {quota: {lab/gpu: 1}, may_borrow: false}}
-  - {id: busy, kind: sme, entity_country: CN}
-fair_share: {half_life: 1h, reclaim: {enabled: false}}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = local_policy(
+    "  - {id: strict, kind: institute, entity_country: CN, share: {quota: {lab/gpu: 1}, may_borrow: false}}\n"
+    "  - {id: busy, kind: sme, entity_country: CN}\n",
+    a800(4, 10.0, name="gpu"),
+    site="lab",
+    rest="fair_share: {half_life: 1h, reclaim: {enabled: false}}\n",
+    catalogs=False,
+)
 
 
 @pytest.fixture(scope="module")

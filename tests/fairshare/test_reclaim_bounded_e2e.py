@@ -20,28 +20,18 @@ from pathlib import Path
 import pytest
 
 from tests.brokerproc import JOB_PYTHON, BrokerProcess, running_broker, szb, write_broker_folder
+from tests.local_policy import a800, local_policy
 
 TOKENS = {"owner": "token-owner-0123456789", "borrower": "token-borrower-012345"}
 
-POLICY = """\
-version: 1
-currency: CNY
-sites:
-  - id: lab
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 2, price_hour: 10.0}
-tenants:
-  - {id: owner, kind: institute, entity_country: CN, share: {quota: {lab/a800: 1}}}
-  - {id: borrower, kind: sme, entity_country: CN}
-fair_share:
-  reclaim: {grace: 1s, max_capacity_share: 0.25, window: 20s}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = local_policy(
+    "  - {id: owner, kind: institute, entity_country: CN, share: {quota: {lab/a800: 1}}}\n"
+    "  - {id: borrower, kind: sme, entity_country: CN}\n",
+    a800(2, 10.0),
+    site="lab",
+    rest="fair_share:\n  reclaim: {grace: 1s, max_capacity_share: 0.25, window: 20s}\n",
+    catalogs=False,
+)
 
 
 @pytest.fixture(scope="module")

@@ -19,29 +19,15 @@ from broker.auth import hash_token
 from broker.store import SqliteStore
 from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
 from tests.fairshare.test_reclaim_e2e import TOKENS, auth, get, until
+from tests.local_policy import local_policy
 
-POLICY = """\
-version: 1
-currency: CNY
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: owned, accelerator: A800, count_per_node: 2, price_hour: 14.0}
-      - {name: spare, accelerator: H800, count_per_node: 2, price_hour: 10.0}
-tenants:
-  - {id: owner, kind: institute, entity_country: CN, share: {quota: {local/owned: 2}}}
-  - {id: borrower, kind: sme, entity_country: CN}
-fair_share:
-  reclaim: {grace: 5s, max_capacity_share: 0.5, window: 10m}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = local_policy(
+    "  - {id: owner, kind: institute, entity_country: CN, share: {quota: {local/owned: 2}}}\n"
+    "  - {id: borrower, kind: sme, entity_country: CN}\n",
+    "{name: owned, accelerator: A800, count_per_node: 2, price_hour: 14.0}",
+    "{name: spare, accelerator: H800, count_per_node: 2, price_hour: 10.0}",
+    rest="fair_share:\n  reclaim: {grace: 5s, max_capacity_share: 0.5, window: 10m}\n",
+)
 
 
 def job(name: str, seconds: float) -> job_pb2.JobSpec:

@@ -22,31 +22,16 @@ from broker.api import broker_service_pb2_grpc
 from tests.brokerproc import BrokerProcess, running_broker, write_broker_folder
 from tests.fairshare.test_reclaim_two_owners_e2e import job, until
 from tests.job_events import events_so_far
+from tests.local_policy import a800, local_policy
 
 TOKENS = {"alpha": "token-alpha-0123456789ab", "borrower": "token-borrower-012345"}
 
-POLICY = """\
-version: 1
-currency: CNY
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 4, price_hour: 14.0}
-tenants:
-  - {id: alpha, kind: institute, entity_country: CN, share: {weight: 1, quota: {local/a800: 4}}}
-  - {id: borrower, kind: sme, entity_country: CN, share: {weight: 3}}
-fair_share:
-  half_life: 0s
-  reclaim: {grace: 3s, max_capacity_share: 1, window: 10m}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = local_policy(
+    "  - {id: alpha, kind: institute, entity_country: CN, share: {weight: 1, quota: {local/a800: 4}}}\n"
+    "  - {id: borrower, kind: sme, entity_country: CN, share: {weight: 3}}\n",
+    a800(4),
+    rest="fair_share:\n  half_life: 0s\n  reclaim: {grace: 3s, max_capacity_share: 1, window: 10m}\n",
+)
 
 KEPT_OFF = "being reclaimed for another job"
 

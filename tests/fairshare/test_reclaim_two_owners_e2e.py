@@ -22,6 +22,7 @@ from google.protobuf import duration_pb2
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import JOB_PYTHON, BrokerProcess, running_broker, write_broker_folder
+from tests.local_policy import a800, local_policy
 
 TOKENS = {
     "alpha": "token-alpha-0123456789ab",
@@ -29,29 +30,13 @@ TOKENS = {
     "borrower": "token-borrower-012345",
 }
 
-POLICY = """\
-version: 1
-currency: CNY
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 4, price_hour: 14.0}
-tenants:
-  - {id: alpha, kind: institute, entity_country: CN, share: {weight: 1, quota: {local/a800: 2}}}
-  - {id: beta, kind: university, entity_country: CN, share: {weight: 0.5, quota: {local/a800: 2}}}
-  - {id: borrower, kind: sme, entity_country: CN, share: {weight: 3}}
-fair_share:
-  half_life: 0s
-  reclaim: {grace: 8s, max_capacity_share: 1, window: 10m}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = local_policy(
+    "  - {id: alpha, kind: institute, entity_country: CN, share: {weight: 1, quota: {local/a800: 2}}}\n"
+    "  - {id: beta, kind: university, entity_country: CN, share: {weight: 0.5, quota: {local/a800: 2}}}\n"
+    "  - {id: borrower, kind: sme, entity_country: CN, share: {weight: 3}}\n",
+    a800(4),
+    rest="fair_share:\n  half_life: 0s\n  reclaim: {grace: 8s, max_capacity_share: 1, window: 10m}\n",
+)
 
 
 @pytest.fixture(scope="module")

@@ -17,30 +17,16 @@ from google.protobuf import duration_pb2
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import JOB_PYTHON, BrokerProcess, running_broker, szb, write_broker_folder
+from tests.local_policy import a800, local_policy
 
 TOKENS = {"owner": "token-owner-0123456789", "borrower": "token-borrower-012345"}
 
-POLICY = """\
-version: 1
-currency: CNY
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}
-tenants:
-  - {id: owner, kind: institute, entity_country: CN, share: {quota: {local/a800: 1}}}
-  - {id: borrower, kind: sme, entity_country: CN}
-fair_share:
-  reclaim: {grace: 1s, max_capacity_share: 0.5, window: 10m}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = local_policy(
+    "  - {id: owner, kind: institute, entity_country: CN, share: {quota: {local/a800: 1}}}\n"
+    "  - {id: borrower, kind: sme, entity_country: CN}\n",
+    a800(1),
+    rest="fair_share:\n  reclaim: {grace: 1s, max_capacity_share: 0.5, window: 10m}\n",
+)
 
 
 @pytest.fixture(scope="module")

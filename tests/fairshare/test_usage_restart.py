@@ -21,30 +21,15 @@ from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
 from broker.store import SqliteStore
 from tests.brokerproc import JOB_PYTHON, ROOT, BrokerProcess
+from tests.local_policy import a800, local_policy
 
 TOKENS = {t: f"token-{t}-restart-0123456789" for t in ("heavy", "light", "other")}
-POLICY = """\
-version: 1
-currency: CNY
-objective: {price: 1.0, wait_hour_cost: 40}
-accelerators: accelerators.yaml
-regimes: regimes.yaml
-sites:
-  - id: local
-    adapter: local
-    country: CN
-    residency: cn-mainland
-    partitions:
-      - {name: a800, accelerator: A800, count_per_node: 1, price_hour: 14.0}
-tenants:
-  - {id: heavy, kind: university, entity_country: CN}
-  - {id: light, kind: university, entity_country: CN}
-  - {id: other, kind: university, entity_country: CN}
-fair_share: {half_life: 1d}
-compliance:
-  residency:
-    zones: {cn-mainland: {countries: [CN]}}
-"""
+POLICY = local_policy(
+    "".join(f"  - {{id: {t}, kind: university, entity_country: CN}}\n" for t in ("heavy", "light", "other")),
+    a800(1),
+    rest="fair_share: {half_life: 1d}\n",
+    objective=True,
+)
 DONE = {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
 
 
