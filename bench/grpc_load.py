@@ -28,16 +28,13 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +44,7 @@ from google.protobuf import duration_pb2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import FLOODED_POLICY  # noqa: E402
+from bench._common import FLOODED_POLICY, Calls  # noqa: E402
 from broker.api import broker_service_pb2 as pb  # noqa: E402
 from broker.api import broker_service_pb2_grpc, job_pb2  # noqa: E402
 
@@ -125,44 +122,21 @@ async def closed_loop(call: object, make: object, seconds: float, concurrency: i
     return done / (time.perf_counter() - started)
 
 
-@dataclass
-class OpenLoop:
-    """An open-loop phase: every call's latency (ms), failed ones included, and failures by code."""
-
-    latencies: list[float] = field(default_factory=list)
-    failed: Counter[str] = field(default_factory=Counter)
-
-    def figures(self, suffix: str = "", prefix: str = "") -> dict[str, Any]:
-        """`{prefix}p50_ms{suffix}`, `...p99_ms...` and `{prefix}failed{suffix}` (code -> count)."""
-        return {
-            f"{prefix}p50_ms{suffix}": round(statistics.median(self.latencies), 2),
-            f"{prefix}p99_ms{suffix}": percentile(self.latencies, 0.99),
-            f"{prefix}failed{suffix}": dict(sorted(self.failed.items())),
-        }
+OpenLoop = Calls
+"""An open-loop phase's calls (`bench._common.Calls`)."""
 
 
 async def open_loop(call: object, make: object, rate: float, seconds: float) -> OpenLoop:
     """Latencies (ms) of requests sent at a fixed rate, whatever the answers do."""
     result = OpenLoop()
     tasks = []
-
-    async def one(i: int) -> None:
-        t0 = time.perf_counter()
-        try:
-            await call(make(i))  # type: ignore[operator]
-        except grpc.aio.AioRpcError as exc:
-            # Timed too: leaving a failure out made p99 the successes' alone (a shed call is
-            # the slowest a caller sees, not a call that never happened).
-            result.failed[exc.code().name] += 1
-        result.latencies.append((time.perf_counter() - t0) * 1000)
-
     start_t = time.perf_counter()
     n = int(rate * seconds)
     for i in range(n):
         delay = start_t + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i)))
+        tasks.append(asyncio.create_task(result.record(lambda i=i: call(make(i)))))  # type: ignore[misc, operator]
     await asyncio.gather(*tasks)
     if result.failed:
         print(f"open loop at {rate:.0f}/s: {result.failed.total()} of {n} call(s) failed: "
@@ -196,11 +170,6 @@ async def stop_holder(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: s
         if state in (job_pb2.JOB_STATE_CANCELLED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_SUCCEEDED):
             break
         await asyncio.sleep(0.1)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[max(0, int(len(ordered) * q) - 1)], 2)
 
 
 async def measure(

@@ -31,6 +31,7 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import Calls  # noqa: E402
 from bench.fuzz import TOKENS, BrokerUnderTest  # noqa: E402
 from broker.api import broker_service_pb2, job_pb2  # noqa: E402
 
@@ -56,28 +57,17 @@ KINDS = {
 async def flood(address: str, body: bytes, calls: int) -> tuple[Counter[str], Counter[str], str]:
     """`calls` concurrent SubmitJobs of `body`, each on its own channel (as separate clients):
     the status codes, the limits that refused them and the first refusal's message."""
-    codes: Counter[str] = Counter()
-    refused_by: Counter[str] = Counter()
-    first: list[str] = []
     options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
-    token = next(iter(TOKENS.values()))
+    bearer = (("authorization", f"Bearer {next(iter(TOKENS.values()))}"),)
 
     async def one() -> None:
         async with grpc.aio.insecure_channel(address, options=options) as channel:
-            try:
-                await channel.unary_unary(METHOD)(
-                    body, metadata=(("authorization", f"Bearer {token}"),), timeout=120.0
-                )
-                codes["OK"] += 1
-            except grpc.aio.AioRpcError as exc:
-                codes[exc.code().name] += 1
-                details = exc.details() or ""
-                refused_by[next((k for p, k in KINDS.items() if p in details), "other")] += 1
-                if not first:
-                    first.append(exc.details() or "")
+            await channel.unary_unary(METHOD)(body, metadata=bearer, timeout=120.0)
 
-    await asyncio.gather(*(one() for _ in range(calls)))
-    return codes, refused_by, first[0] if first else ""
+    made = Calls()
+    await asyncio.gather(*(made.record(one) for _ in range(calls)))
+    refused_by = Counter(next((k for p, k in KINDS.items() if p in d), "other") for d in made.details)
+    return made.codes(), refused_by, made.details[0] if made.details else ""
 
 
 def normal_submit(address: str) -> bool:
