@@ -13,7 +13,13 @@ LARGE_REQUEST_BYTES = 1024 * 1024
 
 
 class RequestBytes:
-    """Bytes of large requests being decoded or handled, kept within `budget` (all or nothing)."""
+    """Bytes of large requests being decoded or handled, kept within `budget` (all or nothing).
+
+    Unlocked, on purpose: one server's `DecodeGuard` alone calls `take` and `give`, from its
+    coroutine handlers, so on that server's event loop only (grpc.aio runs a coroutine handler
+    on the loop; its thread pool runs plain functions, which the guard wraps in a coroutine).
+    No await falls between a check and its update. Calling it from another thread needs a lock.
+    """
 
     def __init__(self, budget: int) -> None:
         self.budget = budget

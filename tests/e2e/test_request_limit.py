@@ -10,7 +10,9 @@ are decoded; `bench/large_requests.py` has the memory figures.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
+from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -187,3 +189,34 @@ def test_a_streamed_answers_large_request_is_gated_as_a_unary_ones() -> None:
             await server.stop(None)
 
     asyncio.run(main())
+
+
+def test_the_budget_is_counted_on_the_event_loop_even_for_a_plain_handler() -> None:
+    # RequestBytes has no lock: grpc.aio runs plain (non-async) handlers in its thread pool, but
+    # the guard wraps each in a coroutine, so the budget's take/give stay on the server's loop.
+    budget = RequestBytes(3 * 1024 * 1024)
+    threads: list[int] = []
+
+    def plain(request: bytes, context: grpc.ServicerContext) -> bytes:
+        threads.append(threading.get_ident())
+        return b"ok"
+
+    async def main() -> None:
+        server = grpc.aio.server(
+            migration_thread_pool=futures.ThreadPoolExecutor(max_workers=2),
+            interceptors=[DecodeGuard(budget)],
+            options=[("grpc.max_receive_message_length", 32 << 20)],
+        )
+        handler = grpc.unary_unary_rpc_method_handler(plain, request_deserializer=bytes)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", {"Plain": handler}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                assert await channel.unary_unary("/t.T/Plain")(b"a" * (2 << 20)) == b"ok"
+        finally:
+            await server.stop(None)
+
+    asyncio.run(main())
+    assert threads == [threading.get_ident()] and budget.held == 0  # (the loop ran in this thread)
+
