@@ -15,6 +15,11 @@ from broker.burst.money import estimate_cost
 from broker.model import Attempt, AttemptState, Job, JobState
 from broker.policy import Policy
 
+MAX_PAGE_SIZE = 1000
+"""The most jobs one ListJobs page holds, whatever page size is asked for (`szb list` says so)."""
+DEFAULT_PAGE_SIZE = 100
+"""A ListJobs page's size when none is asked for (page_size 0)."""
+
 
 @dataclass(frozen=True)
 class JobDetails:

@@ -16,7 +16,7 @@ from broker.dispatch.dispatcher import Dispatcher
 from broker.dispatch.gang import is_gang_attempt, rank_exit
 from broker.errors import BrokerError
 from broker.joblogs import JobLogs, LogPiece
-from broker.jobview import JobDetails
+from broker.jobview import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, JobDetails
 from broker.model import (
     Attempt,
     AttemptState,
@@ -36,9 +36,6 @@ from broker.waiting import within
 log = logging.getLogger(__name__)
 REFUSED_AGENT_EVERY_S = 60.0
 """At most one log line this often about agent calls refused for a wrong secret."""
-
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 100
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 AGENT_KINDS = frozenset({"started", "heartbeat", "alive", "exit"})

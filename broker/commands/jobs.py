@@ -24,6 +24,7 @@ from broker.commands._console import Console
 from broker.commands._output import STATE_STYLE, console_for, fail, job_dict, print_jobs, shown_output
 from broker.config import ConfigFileError, apply_env, apply_flags, load_config
 from broker.jobfile import JobFileError, load_job_file
+from broker.jobview import MAX_PAGE_SIZE
 from broker.logs import redact
 from broker.model import JobState
 from broker.serde import spec_to_proto, state_from_proto, state_to_proto
@@ -69,7 +70,8 @@ def register(sub: Any) -> None:
         "--state", action="append", default=[], type=str.upper, choices=[s.value for s in JobState]
     )
     p.add_argument("--label", action="append", default=[], help="KEY=VALUE")
-    p.add_argument("--page-size", type=page_size, default=100)
+    p.add_argument("--page-size", type=page_size, default=100,
+                   help=f"jobs a page (the broker answers at most {MAX_PAGE_SIZE})")
     p.add_argument("--page-token", default="", help="continue from a previous page's next token")
     p.add_argument("--all", action="store_true", help="follow every page")
     p.add_argument("--tenant", default="", help="only this tenant's jobs (operators: any tenant)")
@@ -255,6 +257,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             token = resp.next_page_token
             if not token or not args.all:
                 break
+    if token and not args.all and args.page_size > MAX_PAGE_SIZE:  # (a page the broker's cap cut)
+        print(f"szb: only {len(jobs)} jobs are shown: the broker answers at most {MAX_PAGE_SIZE} a page, "
+              f"not --page-size {args.page_size}; more exist: --all, or --page-token {token}",
+              file=sys.stderr)
     if args.output == "json":
         print(json.dumps({"jobs": [job_dict(j) for j in jobs], "next_page_token": token}, indent=2))
     else:
