@@ -321,7 +321,7 @@ class BrokerApp:
         overrides = dict(self.adapter_overrides or {})
         self.site_builder = SiteAdapters(self.registry or AdapterRegistry.discover(), self.config.data_dir,
                                          self.config.sites, self.planner.mark_unhealthy, skip=set(overrides),
-                                         broker_id=self.store.broker_id())
+                                         config_file=self.config_file, broker_id=self.store.broker_id())
         adapters = {**overrides, **self.site_builder.build_all(self.planner.policy)}
         quiet_third_party()  # SDKs imported just now may have attached handlers of their own
         boxes = [getattr(a, "sandbox", None) for a in adapters.values()]

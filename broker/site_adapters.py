@@ -8,6 +8,7 @@ size) reaches those that can take it in place (`adapters.base.Reconfigurable`).
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from broker.config import ConfigFileError, site_settings
 from broker.dispatch.offers import site_configs
 from broker.model import SiteId
 from broker.policy import Policy
+from broker.yamlfile import PolicyError, parse_yaml, position
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ class SiteAdapters:
     """A site whose adapter could not be built: it is marked unhealthy with the reason."""
     skip: Collection[SiteId] = ()
     """Sites whose adapters the caller built (tests inject endpoints this way)."""
+    config_file: Path | None = None
+    """The broker.yaml `settings` came from (its lines are named in warnings)."""
     broker_id: str | None = None
     """The store's broker id (`JobStore.broker_id`): each site's `broker_id` unless it sets one.
     A fixed default let two brokers on one cloud account take each other's instances for orphans."""
@@ -54,6 +58,7 @@ class SiteAdapters:
         if self.broker_id is not None:
             log.info("what this broker starts is tagged szb:broker=%s (a site's broker_id overrides it)",
                      self.broker_id)
+        self.warn_unmatched(policy)
         for site_id, name, config in site_configs(policy):
             if site_id not in self.skip and (adapter := self._build(site_id, name, config)) is not None:
                 out[site_id] = adapter
@@ -62,6 +67,7 @@ class SiteAdapters:
 
     def changed(self, policy: Policy) -> dict[SiteId, Adapter]:
         """Adapters for the cloud sites `policy` adds or whose config (catalog, region) it changes."""
+        self.warn_unmatched(policy)
         out: dict[SiteId, Adapter] = {}
         for site_id, name, config in site_configs(policy):
             same = self.built.get(site_id) == (name, config) and site_id not in self.unread
@@ -88,6 +94,16 @@ class SiteAdapters:
             log.info("site %s: reloaded policy applied to the adapter", site_id, extra={"site": site_id})
             done.append(site_id)
         return done
+
+    def warn_unmatched(self, policy: Policy) -> None:
+        """A WARNING for each broker.yaml site `policy` does not name: a misspelt one left the site
+        it meant without its settings (run_as, limits, credentials) without a word."""
+        # Not refused: the README has a cloud site's settings written before a reload names it.
+        for where in unmatched_sites(self.settings, policy, self.config_file):
+            log.warning(
+                "%s; its settings are unused until the policy (%s) names that site", where,
+                policy.hash[:12], extra={"event": "site_settings_unmatched"},
+            )
 
     def _check_heartbeat(self, policy: Policy, site_id: SiteId, config: dict[str, Any]) -> None:
         """Warn of a cloud site whose instances heartbeat too seldom for the policy's timeout: one
@@ -129,3 +145,27 @@ class SiteAdapters:
             log.error("site %s disabled: %s", site_id, exc, extra={"site": site_id})
             self.on_error(site_id, f"adapter not built: {exc}"[:300])
             return None
+
+
+def unmatched_sites(settings: Mapping[str, Any], policy: Policy, config_file: Path | None) -> list[str]:
+    """`FILE:LINE:COL: sites.X: not a site of the policy (did you mean 'Y'?)` for each site of
+    broker.yaml's `sites:` that `policy` does not name."""
+    known = [str(s.id) for s in policy.sites]
+    missing = [site for site in settings if site not in known]
+    if not missing:
+        return []
+    root = None
+    if config_file is not None:
+        try:  # (read again: a reload's warning may come long after the start)
+            root = parse_yaml(config_file.read_text(encoding="utf-8"), str(config_file))
+        except (OSError, UnicodeDecodeError, PolicyError):
+            root = None
+    out = []
+    for site in missing:
+        where = str(config_file or "broker.yaml")
+        if root is not None:
+            where += ":{}:{}".format(*position(root, ["sites", site], key=True))
+        close = difflib.get_close_matches(site, known, n=1)
+        out.append(f"{where}: sites.{site}: not a site of the policy"
+                   + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return out
