@@ -157,9 +157,10 @@ def write_burst_setup(folder: Path, moto: MotoFront, ecs: EcsEndpoint, backend: 
             f"user: '{env.get('SZB_SLURM_USER', 'root')}', broker_id: szb-demo}}"
         )
     (folder / "policy.yaml").write_text(policy)
-    (folder / "tokens.yaml").write_text(
-        "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items())
-    )
+    # `ops` is an operator: the closing `szb status` shows every tenant's jobs and the bursts.
+    roles = {t: "operator" if t == "ops" else "tenant" for t in TOKENS}
+    entries = (f"  - {{tenant: {t}, role: {roles[t]}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items())
+    (folder / "tokens.yaml").write_text("tokens:\n" + "".join(entries))
     aws = (
         f"{{endpoint_url: '{moto.url}', access_key_id: AKIDDEMO, secret_access_key: demo, "
         "image_id: ami-12c6146b, live_prices: false, heartbeat_s: 2}"

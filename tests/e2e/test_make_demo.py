@@ -58,5 +58,11 @@ def test_make_demo_as_written(tmp_path: Path) -> None:
     imp_home, imp_cloud, pat_home, pat_cloud = map(int, m.groups())
     assert imp_home + imp_cloud == 5 and imp_cloud >= 1 and (pat_home, pat_cloud) == (5, 0)
     assert re.search(r"placed on\s+aws-us-east-1|placed on\s+aliyun-cn-beijing", out), out
+    # The closing `szb status` is an operator's: every tenant's jobs, the burst just shown (a
+    # tenant-role `ops` token saw "Jobs: none ... burst in the last hour: 0").
+    status = out[out.index("$ szb status") : out.index("$ szb spend")]
+    assert re.search(r"Jobs: .*SUCCEEDED (\d+)", status), status
+    burst = re.search(r"Jobs burst in the last hour: (\d+)", status)
+    assert burst is not None and int(burst.group(1)) >= imp_cloud, status
     spent = re.search(r"Total spent ([\d,.]+) CNY", out)
     assert spent is not None and float(spent.group(1).replace(",", "")) > 0, out
