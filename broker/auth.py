@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -105,7 +106,8 @@ def hash_token(token: str) -> str:
 
 
 def token_entry_line(tenant: str, token: str, role: Role = Role.TENANT, name: str = "") -> str:
-    """One tokens-file entry, indented so it can be appended to a file as is (or start one)."""
+    """One tokens-file entry, indented two spaces: appended as is to a file whose entries are so (or
+    starting one); `append_token_entry` fits it to any layout."""
     extra = f", name: {_yaml_str(name)}" if name else ""
     return f'  - {{tenant: {_yaml_str(tenant)}, role: {role.value}, sha256: "{hash_token(token)}"{extra}}}'
 
@@ -121,10 +123,45 @@ def _yaml_str(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def append_token_entry(path: Path, entry: str) -> None:
+    """Append `entry` (a `token_entry_line`) to the tokens file at `path` in its layout: at the
+    indentation of its last entry, under `tokens:` or in a bare list; a new file gets `tokens:`.
+
+    The result is read as the broker reads it before a byte is written: PolicyError otherwise.
+    """
+    item = entry.strip()
+    if not path.exists():
+        added, text = f"tokens:\n  {item}\n", ""
+    else:
+        text = read_text(path, "tokens file")
+        root = parse_yaml(text, str(path))
+        seq = root.get("tokens") if isinstance(root, CommentedMap) else root
+        if isinstance(seq, CommentedSeq) and len(seq) and not seq.fa.flow_style():
+            last = text.splitlines()[seq.lc.item(len(seq) - 1)[0]]
+            added = " " * (len(last) - len(last.lstrip(" "))) + item + "\n"
+        elif root is None or (isinstance(root, CommentedMap) and seq is None):  # comments or `tokens:`
+            added = ("" if root is not None else "tokens:\n") + f"  {item}\n"
+        elif isinstance(seq, CommentedSeq):  # `tokens: []`, `[...]`: one line holds them all
+            raise PolicyError([Problem(str(path), seq.lc.line + 1, seq.lc.col + 1, "a `[...]` list: "
+                                       "write its entries one `- ` line each to append to it")])
+        else:
+            tokens_from_text(text, str(path))  # (its own errors)
+            raise PolicyError([Problem(str(path), 1, 1, "not a tokens file")])
+        added = ("" if not text or text.endswith("\n") else "\n") + added
+    tokens_from_text(text + added, str(path))
+    # Appended, not replaced: a symlinked Secret, the file's owner and mode stay as they are.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write(added)
+
+
 def load_tokens(path: Path) -> list[TokenEntry]:
     """Read a tokens file (`tokens: [...]` or a bare list); PolicyError with FILE:LINE:COL."""
-    name = str(path)
-    text = read_text(path, "tokens file")
+    return tokens_from_text(read_text(path, "tokens file"), str(path))
+
+
+def tokens_from_text(text: str, name: str) -> list[TokenEntry]:
+    """The entries of a tokens file's text (`name`: the file, for errors); as `load_tokens`."""
     root = parse_yaml(text, name)
     if root is None:  # (a save caught half-way by the poll must not lock every caller out)
         raise PolicyError([Problem(name, 1, 1, "the tokens file is empty: write `tokens: []` to refuse "

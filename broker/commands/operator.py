@@ -8,6 +8,7 @@ import re
 import secrets
 import sys
 from datetime import UTC, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -15,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from broker.api import broker_service_pb2 as pb
-from broker.auth import Role, token_entry_line
+from broker.auth import Role, append_token_entry, token_entry_line
 from broker.burst.projection import minutes
 from broker.client import ClientError
 from broker.commands._args import parse_since
@@ -23,6 +24,7 @@ from broker.commands._connect import add_client_args, client_for
 from broker.commands._console import Console
 from broker.commands._output import fail
 from broker.serde import ts_to_proto
+from broker.yamlfile import PolicyError
 
 BEIJING_TZ = timezone(timedelta(hours=8))
 
@@ -30,13 +32,15 @@ BEIJING_TZ = timezone(timedelta(hours=8))
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "token",
-        help="make a token: its tokens-file entry goes to stdout (append it as is), the token to stderr",
+        help="make a token: its tokens-file entry goes to stdout (or --append FILE), the token to stderr",
     )
     p.add_argument("--tenant", required=True)
     p.add_argument("--role", choices=["tenant", "operator"], default="tenant",
                    help="operator: may see and cancel every tenant's jobs")
     p.add_argument("--name", default="", help="who holds the token (recorded with cancels)")
     p.add_argument("--token", help="hash this token instead of making a new one")
+    p.add_argument("--append", metavar="FILE", type=Path,
+                   help="append the entry to this tokens file in its layout (made if missing), not to stdout")
     p.set_defaults(handler=cmd_token)
 
     p = sub.add_parser("status", help="capacity, your jobs, quota and budget (operators: every tenant)")
@@ -299,7 +303,7 @@ def cmd_spend(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    """Print the tokens-file entry (stdout, appendable as is) and the new token (stderr).
+    """Print the tokens-file entry (stdout, or appended to `--append FILE`) and the new token (stderr).
 
     `szb token --tenant T >> tokens.yaml` keeps only the hash on disk; the token itself is
     shown once on the terminal, to hand to the tenant.
@@ -310,8 +314,16 @@ def cmd_token(args: argparse.Namespace) -> int:
         return fail(f"--tenant {args.tenant!r}: a tenant id is lowercase letters, digits and '-', "
                     "as the policy's tenants.id")  # fmt: skip
     token = args.token or secrets.token_urlsafe(32)
+    entry = token_entry_line(args.tenant, token, Role(args.role), args.name)
+    if args.append is not None:
+        try:  # (before the token is shown: a token no file holds is no use)
+            append_token_entry(args.append, entry)
+        except PolicyError as exc:
+            return fail(f"--append: {exc} (the file is unchanged)")
+        print(f"szb: entry for {args.tenant} appended to {args.append}", file=sys.stderr)
     if not args.token:
         print(f"szb: token for {args.tenant} (give it to them, store it nowhere else): {token}",
               file=sys.stderr)
-    print(token_entry_line(args.tenant, token, Role(args.role), args.name))
+    if args.append is None:
+        print(entry)
     return 0
