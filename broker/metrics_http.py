@@ -113,7 +113,7 @@ class MetricsServer:
             raise listen_error(f"{self.host}:{port or 0}", "metrics_listen", exc) from exc
         app = make_wsgi_app(registry)
         # Every tenant's budget, spend and queue are here: operators only, as `szb status` has it.
-        self._server.set_app(app if operator is None else _operators_only(app, operator))
+        self._server.set_app(_metrics_path_only(app if operator is None else _operators_only(app, operator)))
         self._thread = Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
         self._thread.start()
         self.port: int = self._server.server_port
@@ -143,3 +143,16 @@ def _operators_only(app: Any, operator: Callable[[str], bool]) -> Any:
         return [b"/metrics needs an operator's bearer token (Authorization: Bearer TOKEN)\n"]
 
     return guarded
+
+
+def _metrics_path_only(app: Any) -> Any:
+    """The WSGI `app` on `/metrics` alone; any other path is 404 (prometheus-client answers every
+    path with the metrics, so a typo in a scrape config went unnoticed)."""
+
+    def routed(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") == "/metrics":
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: the metrics are on /metrics\n"]
+
+    return routed
