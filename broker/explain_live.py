@@ -115,7 +115,8 @@ def _fair_share(
     if not onprem:  # a burst may stop patient work instead, as the dispatcher's would (nothing stopped)
         book, reclaimer, may = planner.fair.book, planner.reclaimer, standing.may_run_onprem
         return swapped(
-            book, reclaimer, policy, EXPLAINED, tenant, spec, decision, snap, may_run_onprem=may, commit=False
+            book, reclaimer, policy, EXPLAINED, tenant, spec, decision, snap, may_run_onprem=may,
+            commit=False, ratios=planner.fair.ratios,
         )
     return _kept_off(planner, decision, units_of(spec), snap)
 

@@ -326,7 +326,7 @@ class FairQueue:
         decision = replace(decision, fair_share=fair, reclaim=reclaim)
         return swapped(
             self.book, self.reclaimer, policy, job.id, job.tenant, job.spec, decision, snap,
-            may_run_onprem=st.may_run_onprem,
+            may_run_onprem=st.may_run_onprem, ratios=self.ratios,
         )
 
     @staticmethod

@@ -40,11 +40,14 @@ def swapped(
     *,
     may_run_onprem: bool = True,
     commit: bool = True,
+    ratios: Mapping[str, float] | None = None,
 ) -> Decision:
     """The decision of a job about to burst when patient work is stopped for it instead (or is
     still stopping for it): it waits, saying so first. Any other decision stands, as does the
     burst of a job fair share keeps off idle on-prem units (`may_run_onprem` False: it may not
-    borrow beyond its quota), since the units freed would not be its to take."""
+    borrow beyond its quota), since the units freed would not be its to take. `ratios`: the
+    tenants' fair-share ratios of the queue's order (no work of a tenant fair share owes, by
+    `burst.firm_deadline_share_gap`, is stopped)."""
     if not policy.burst.preempt_patient.enabled or decision.action != Action.RUN or not decision.burst:
         return decision
     if not may_run_onprem:
@@ -60,7 +63,7 @@ def swapped(
             if aid not in stopping and (not h.queued or aid in snap.started)}
     guaranteed = _in_quota(policy, live)
     running = [_candidate(aid, h, snap.now, aid in guaranteed) for aid, h in live.items()]
-    swap = swap_for(decision, spec, policy, running, tenant)
+    swap = swap_for(decision, spec, policy, running, tenant, ratios)
     if swap is None:
         return decision
     victim = swap.victim

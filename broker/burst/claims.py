@@ -55,8 +55,7 @@ class LateClaims:
         the capacity, so it does not yield it to them."""
         if not ratios or gap <= 0 or not self.where:
             return self.by_partition
-        limit = gap * ratios.get(tenant, 0.0)
-        far = {t for t, r in ratios.items() if r > 0 and r >= limit and t != tenant}
+        far = {t for t in ratios if t != tenant and owes(ratios, t, tenant, gap)}
         if not far:
             return self.by_partition
         out: dict[str, dict[str, Claim]] = {}
@@ -96,3 +95,10 @@ def claim_premium(facts: DecisionFacts, policy: Policy) -> float | None:
     late_h = max(0.0, (facts.onprem_expected_wait_s or 0) - facts.remaining_wait_s) / 3600
     late_cost = late_h * policy.objective.wait_hour_cost * policy.burst.late_wait_factor
     return facts.cloud_total_cost - (facts.onprem_total_cost - late_cost)
+
+
+def owes(ratios: Mapping[str, float], over: str, under: str, gap: float) -> bool:
+    """`over`'s fair-share ratio is at least `gap` times `under`'s (and above 0, so two idle tenants
+    owe nothing): fair share owes `under` the capacity `over` holds. `gap` 0: never."""
+    top = ratios.get(over, 0.0)
+    return gap > 0 and top > 0 and top >= gap * ratios.get(under, 0.0)

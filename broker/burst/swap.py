@@ -12,9 +12,10 @@ The simulator and the live dispatcher both ask `swap_for` after a burst decision
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from broker.burst.claims import owes
 from broker.burst.cloud import onprem_offers
 from broker.burst.inputs import demand, onprem_sites
 from broker.burst.money import estimate_cost
@@ -113,13 +114,14 @@ def swap_for(
     policy: Policy,
     running: Sequence[Preemptible],
     tenant: str = "",
+    ratios: Mapping[str, float] | None = None,
 ) -> Swap | None:
     """The patient job to stop instead of this burst of `tenant`'s job, if `burst.preempt_patient`
     allows one: on a partition the job may run on, holding at least the units it needs (units free
     beside it are not counted: live, nothing keeps them for the job while the victim stops), patient
     enough, not restarted too often, not near its own deadline, not another tenant's work within its
-    quota, losing at most `max_lost_share` of the burst's premium; the least lost work first.
-    None: the burst stands."""
+    quota nor of a tenant fair share owes (`owed`), losing at most `max_lost_share` of the burst's
+    premium; the least lost work first. None: the burst stands."""
     cfg = policy.burst.preempt_patient
     cloud = decision.offer
     if not cfg.enabled or decision.action != Action.RUN or not decision.burst or cloud is None:
@@ -134,7 +136,7 @@ def swap_for(
     best: Swap | None = None
     for p in running:
         home = homes.get(p.partition)
-        if home is None or (p.in_quota and p.tenant != tenant):
+        if home is None or (p.tenant != tenant and (p.in_quota or owed(ratios, p.tenant, tenant, policy))):
             continue
         premium = premiums[p.partition]
         lost = lost_cost(prices.get(p.partition, 0.0), p.units, lost_s(p))
@@ -146,6 +148,16 @@ def swap_for(
         if best is None or (lost, p.key) < (best.lost, best.victim.key):
             best = Swap(p, home, premium, lost)
     return best
+
+
+def owed(ratios: Mapping[str, float] | None, victim: str, tenant: str, policy: Policy) -> bool:
+    """`tenant` is over its own share (ratio above 1, the fair-share order's `ratios`) and at least
+    `burst.firm_deadline_share_gap` times `victim`'s ratio: fair share owes `victim`, so a
+    cost-driven swap does not take its work for `tenant`. Two tenants both under their share may
+    swap however far apart (near 0 any two read "2x" apart). No `ratios`: not known, no bar."""
+    if ratios is None or ratios.get(tenant, 0.0) <= 1.0:
+        return False
+    return owes(ratios, tenant, victim, policy.burst.firm_deadline_share_gap)
 
 
 def burst_premiums(spec: JobSpec, cloud: Offer, homes: dict[str, Offer], policy: Policy) -> dict[str, float]:

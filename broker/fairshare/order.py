@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from broker.burst.claims import owes
 from broker.fairshare.shares import Share
 from broker.fairshare.usage import ZERO, Demand
 from broker.model import Priority
@@ -130,10 +131,7 @@ def held_back(ratios: Mapping[str, float], tenant: str, gap: float) -> bool:
     """Another active tenant's share ratio is at least `gap` times `tenant`'s (and above 0): the
     tenant waits for capacity fair share owes it, held by a tenant far further over its share.
     `gap` 0: never."""
-    if gap <= 0:
-        return False
-    top = max((r for t, r in ratios.items() if t != tenant), default=0.0)
-    return top > 0 and top >= gap * ratios.get(tenant, 0.0)
+    return any(owes(ratios, t, tenant, gap) for t in ratios if t != tenant)
 
 
 def _key(usage: Demand, capacity: Demand, weight: float, tenant: str) -> tuple[float, float, float, str]:

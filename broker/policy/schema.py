@@ -224,7 +224,8 @@ class BurstSettings(_Doc):
         ge=0,
         description="Projected waits: a job's max_wait is firm (projected late, it bursts at its last "
         "responsible moment whatever the premium) while another active tenant's fair-share ratio is "
-        "at least this many times its own tenant's (the capacity it waits for is owed to it); 0: never.",
+        "at least this many times its own tenant's (the capacity it waits for is owed to it); 0: never. "
+        "The same gap keeps preempt_patient from stopping such a tenant's work for the other's burst.",
     )
     sites: dict[str, SiteBurst] = Field(default_factory=dict, description="Per-site limits, by site id.")
     failure_throttle: FailureThrottle = FailureThrottle()

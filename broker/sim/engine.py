@@ -370,11 +370,13 @@ class Engine:
 
     def _project(self, job: SimJob) -> tuple[Waits, LaunchQueue, Mapping[str, float], LateClaims]:
         """The job's projected waits, committed bursts, tenants' fair-share ratios and late claims."""
-        now = self.epoch + timedelta(seconds=self.t)
-        ratios = self.fair_ratios.at(
-            self.t, job.tenant, lambda ts: self.fair.tenant_states(self.policy, now, ts)
-        )
+        ratios = self.share_ratios(job.tenant)
         return self.projected.project_job(job, self.t, ratios), self.launches, ratios, self.claims
+
+    def share_ratios(self, tenant: str) -> dict[str, float]:
+        """The tenants' fair-share ratios now, as the fair-share order reads them (`tenant` active)."""
+        now = self.epoch + timedelta(seconds=self.t)
+        return self.fair_ratios.at(self.t, tenant, lambda ts: self.fair.tenant_states(self.policy, now, ts))
 
     def _price(self, offer: Offer) -> float:
         return offer.price_per_hour * (self.policy.rate(offer.currency or self.policy.currency) or 0.0)

@@ -89,7 +89,7 @@ def swap_instead(eng: Engine, job: SimJob, d: Decision) -> Offer | None:
             )
     if not running:
         return None
-    swap = swap_for(d, job.spec, eng.policy, running, job.tenant)
+    swap = swap_for(d, job.spec, eng.policy, running, job.tenant, eng.share_ratios(job.tenant))
     if swap is None:
         return None
     stop(eng, int(swap.victim.key), swap.victim.partition)

@@ -198,3 +198,33 @@ def test_work_pending_in_its_backends_queue_is_no_candidate(policy: Policy) -> N
     at.started = frozenset({"q1"})
     got = swapped(fair.book, fair.reclaimer, policy, "urgent", "lab", SPEC, burst, at, commit=False)
     assert got.action == Action.WAIT and [v.attempt for v in got.reclaim] == ["q1"]
+
+
+@pytest.mark.parametrize(
+    ("heavy", "units", "more", "stopped"),
+    [("lab", 6, 0, False), ("lab", 5, 1, False), ("lab", 4, 1, True), ("lab", 5, 2, True),
+     ("other", 6, 0, True), ("", 0, 0, True)],
+)
+def test_a_tenant_far_over_its_share_does_not_stop_the_work_of_one_under_it(
+    policy: Policy, heavy: str, units: int, more: int, stopped: bool
+) -> None:
+    """The dispatcher's pass: `heavy` holds `units` of the 8 A800s and `other` `more` (impatient
+    work, no candidate) beside one patient job. `lab`'s urgent job, about to burst, stops `other`'s
+    job unless `lab` is over its share (ratio above 1, the pass's fair-share order's) and at least
+    `burst.firm_deadline_share_gap` (2) times `other`'s: an over-share tenant's cost-driven swap
+    does not take the work of a tenant fair share owes. At 5 units to 3 (1.67 times) it still does,
+    and at 4 to 2 (2 times, lab at exactly its share) too."""
+    fair = fair_running("p1")
+    ten_hours = NOW - timedelta(hours=10)
+    if heavy:
+        fair.book.started("h1", Holding(heavy, PART, Demand(units, 0, 0), units, ten_hours, None, None, 0.0))
+    if more:
+        fair.book.started("o1", Holding("other", PART, Demand(more, 0, 0), more, ten_hours, None, None, 0.0))
+    urgent = Job(id=JobId("urgent"), tenant=TenantId("lab"), spec=SPEC, created_at=NOW, updated_at=NOW)
+    fair.order(policy, [urgent], NOW, remember=True)
+    assert policy.burst.firm_deadline_share_gap == 2
+    lab = units / (1 + more) * fair.ratios["other"] if heavy == "lab" else 0.0  # (6, 2.5, 2, 1.67 times)
+    assert fair.ratios["lab"] == pytest.approx(lab)
+    got = fair.adjust(policy, urgent, a_burst(policy), snap(policy))
+    assert got.burst != stopped and [v.attempt for v in got.reclaim] == (["p1"] if stopped else [])
+    assert ("p1" in fair.book.live) != stopped

@@ -21,6 +21,7 @@ from tests.brokerproc import ROOT
 from tests.sim.conftest import CATALOG, CONFIGS, POLICY, table_row
 
 HOUR = 3600.0
+DAYS = 72 * HOUR
 
 
 def policy_with(folder: Path, preempt: str, gpus: int = 1) -> Policy:
@@ -200,3 +201,38 @@ def test_another_tenants_work_straddling_its_quota_is_not_stopped(tmp_path: Path
     assert u.burst and p.preempted == 0
     p, u = records("t1")
     assert not u.burst and p.preempted == 1
+
+
+@pytest.mark.parametrize(
+    ("early", "tenant", "stopped"),
+    [("t2", "t2", False), ("t1", "t2", True), ("t2", "t1", True), ("t2", "t3", True)],
+)
+def test_a_tenant_far_over_its_share_does_not_stop_the_work_of_one_under_it(
+    tmp_path: Path, early: str, tenant: str, stopped: bool
+) -> None:
+    # `early` ran all three GPUs for three days (its usage history nears the whole cluster). Then
+    # t1's patient P takes one GPU and t2's impatient B the other two; U comes 5 min later and would
+    # burst. With t2 early, t2 is over its share (1.5) and 4.5 times t1's ratio (P's tenant), past
+    # `burst.firm_deadline_share_gap` (2): t2's U bursts rather than stop the work of a tenant fair
+    # share owes (held-out review: 17 of 24 swaps took an under-share tenant's work for an
+    # over-share one's). With t1 early t2 is under its share: its U stops P. t1's own U stops P, as
+    # does t3's (no usage: it owes nobody).
+    policy_with(tmp_path, "{enabled: true}", gpus=3)
+    text = (tmp_path / "policy.yaml").read_text()
+    line = "  - {id: t1, kind: university, entity_country: CN, monthly_budget: 100000}\n"
+    more = "".join(f"  - {{id: {t}, kind: university, entity_country: CN}}\n" for t in ("t2", "t3"))
+    assert line in text
+    (tmp_path / "policy.yaml").write_text(text.replace(line, line + more))
+    policy = load_policy(tmp_path / "policy.yaml")
+    assert policy.burst.firm_deadline_share_gap == 2
+    scenario = Scenario(seed=1, provisioning=Delay(min_s=60, mode_s=60, max_s=60))
+    trace = [
+        TraceJob("early", 0, DAYS - 120, count=3, accelerators=("A800",), tenant=early),
+        a800("p", DAYS, 2 * HOUR, 4 * HOUR),
+        TraceJob("b", DAYS, 4 * HOUR, count=2, accelerators=("A800",), tenant="t2"),
+        TraceJob("u", DAYS + 300, 2 * HOUR, count=1, accelerators=("A800",), tenant=tenant),
+    ]
+    jobs = build_jobs(trace, policy, scenario)
+    first, p, b, u = simulate(policy, jobs, scenario, baselines=(), lower_bound=False).runs["policy"].records
+    assert not first.burst and not p.burst and not b.burst and b.preempted == 0
+    assert p.preempted == int(stopped) and u.burst != stopped
