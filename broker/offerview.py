@@ -10,7 +10,7 @@ burst cap left): a budget that refuses every burst said "yes" here while the job
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -87,3 +87,15 @@ def offer_verdicts(
         )
     )
     return out
+
+
+def unread_offers(
+    policy: Policy, offers: Iterable[Offer], unhealthy: Container[str], totals: Mapping[str, int]
+) -> frozenset[str]:
+    """Keys of the on-prem offers whose free capacity and wait nobody knows: a sick site without a
+    live reading (slurmrestd down) still has its policy's size, which its static offers carry as
+    free. `szb offers`, `szb status` and `szb explain` show them as unknown ('?')."""
+    return frozenset(
+        o.key for o in offers
+        if o.site in unhealthy and is_onprem(policy, o.site) and o.partition not in totals
+    )

@@ -17,6 +17,7 @@ from broker.dispatch.launch_history import read_recent_bursts
 from broker.dispatch.offers import OfferReading
 from broker.ha.lease_watch import LeaseWatch
 from broker.model import JobSpec, JobState, TenantId
+from broker.offerview import unread_offers
 from broker.placement.health import health_summary
 from broker.planning import Planner
 from broker.quota import QuotaUsage
@@ -291,16 +292,14 @@ def _add_partitions(
 ) -> None:
     """One line per on-prem partition: free/total, expected wait, jobs queued for it."""
     offers, totals = reading.offers, reading.totals
-    sick = planner.unhealthy_now()
+    unread = unread_offers(planner.policy, offers, planner.unhealthy_now(), totals)
     seen: set[str] = set()
     for o in offers:
         key = partition_key(o)
         if not is_onprem(planner.policy, o.site) or key in seen:
             continue
         seen.add(key)
-        # A sick site without a live reading (slurmrestd down) still has its policy's size: its
-        # static offers carry the whole partition as free, which nobody knows; it says so instead.
-        unknown = key not in totals and o.site in sick
+        unknown = o.key in unread  # (its total is still the policy's size of it)
         resp.partitions.append(
             pb.PartitionStatus(
                 site=o.site,

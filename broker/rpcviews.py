@@ -14,16 +14,14 @@ from typing import TYPE_CHECKING, Any
 from broker.api import broker_service_pb2, placement_pb2
 from broker.audit import AuditTrail
 from broker.auth import Principal, TokenAuthority
-from broker.burst import is_onprem
 from broker.burst.money import month_of
-from broker.burst.snapshot import partition_key
 from broker.clock import Clock
 from broker.dispatch.scheduling import ANSWER_WAIT_S
 from broker.explain_live import explain_now
 from broker.jobview import JobDetails, job_details
 from broker.metrics import LiveView, heartbeat_lags
 from broker.model import Job, JobSpec, TenantId
-from broker.offerview import offer_verdicts
+from broker.offerview import offer_verdicts, unread_offers
 from broker.placement import PlacementContext
 from broker.placement.names import unknown_names
 from broker.planning import Planner
@@ -112,7 +110,9 @@ class RpcViews:
             raise BadRequestError([FieldViolation("job.priority", why)])
         snap = await self.dispatcher.current_snapshot()
         decision = explain_now(self.planner, spec, tenant, snap, self.store, job)
-        return explanation_to_proto({**explain_json(decision, spec, self.planner.policy), "tenant": tenant})
+        policy = self.planner.policy
+        unread = unread_offers(policy, snap.offers, snap.unhealthy, snap.capacity_total)
+        return explanation_to_proto({**explain_json(decision, spec, policy, unread), "tenant": tenant})
 
     async def offers_proto(
         self, caller: Principal, request: broker_service_pb2.ListOffersRequest
@@ -129,10 +129,7 @@ class RpcViews:
             now=snap.now, blocked=snap.blocked, block_reasons=snap.block_reasons,
             unhealthy_sites=snap.unhealthy,
         )
-        # A sick site without a live reading (slurmrestd down) still has its policy's size: its
-        # static offers carry the whole partition as free, which nobody knows.
-        unread = {o.key for o in snap.offers if o.site in snap.unhealthy and is_onprem(policy, o.site)
-                  and partition_key(o) not in snap.capacity_total}
+        unread = unread_offers(policy, snap.offers, snap.unhealthy, snap.capacity_total)
         verdicts = offer_verdicts(
             [o.model_copy(update={"free": None, "expected_wait_s": 0.0}) if o.key in unread else o
              for o in snap.offers],

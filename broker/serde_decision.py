@@ -8,6 +8,7 @@ the typed proto (`broker.serde.decision_to_proto` / `decision_from_proto`).
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -113,13 +114,15 @@ def facts_from_proto(msg: placement_pb2.Decision) -> DecisionFacts:
 
 
 def explain_json(
-    decision: Decision, spec: JobSpec | None = None, policy: Policy | None = None
+    decision: Decision, spec: JobSpec | None = None, policy: Policy | None = None,
+    unread: Collection[str] = (),
 ) -> dict[str, Any]:
     """The explanation as the decision sees it: `chosen` is the decision's offer (run, burst
     or wait there), offers are listed decision first, then allowed, then rejected with the
     rules that block the job before hardware misfits; `rejections` counts offers per rule.
     With the job and policy, a spot offer's outlook is known: the decision's, and why a better
-    scored spot offer was passed over (`passed_over` on each allowed offer the decision did not take)."""
+    scored spot offer was passed over (`passed_over` on each allowed offer the decision did not take).
+    Offers keyed in `unread` have no live reading: `capacity_unknown`, and no wait (None)."""
     expl: Explanation | None = decision.explanation
     if expl is None:
         body: dict[str, Any] = {"chosen": None, "offers": [], "policy_hash": decision.policy_hash}
@@ -134,9 +137,10 @@ def explain_json(
             expl.offers,
             key=lambda s: (s is not picked, not s.allowed, _is_misfit(s)),
         )
-        body["chosen"] = expl.offer_json(picked) if picked is not None else None
+        body["chosen"] = _unread(expl.offer_json(picked), picked, unread) if picked is not None else None
         body["offers"] = [
-            _with_passed_over(expl.offer_json(s), s, picked, decision, spec, policy) for s in ordered
+            _unread(_with_passed_over(expl.offer_json(s), s, picked, decision, spec, policy), s, unread)
+            for s in ordered
         ]
         body["rejections"] = [
             {"rule": rule, "offers": n, "message": message} for rule, n, message in rejection_counts(expl)
@@ -150,6 +154,12 @@ def explain_json(
     }
     if spec is not None and policy is not None:
         body["decision"].update(spot_data(decision, spec, policy))
+    return body
+
+
+def _unread(body: dict[str, Any], scored: ScoredOffer, unread: Collection[str]) -> dict[str, Any]:
+    if scored.offer.key in unread:  # (its static offer's wait, 0, is made up)
+        body.update(capacity_unknown=True, expected_wait_s=None)
     return body
 
 

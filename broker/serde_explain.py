@@ -182,6 +182,7 @@ def _scored_to_proto(d: Mapping[str, Any]) -> placement_pb2.ScoredOffer:
         zone=d.get("zone") or "",
         region=d.get("region") or "",
         passed_over=d.get("passed_over") or "",
+        capacity_unknown=bool(d.get("capacity_unknown")),
     )
 
 
@@ -196,7 +197,7 @@ def _scored_from_proto(m: placement_pb2.ScoredOffer) -> dict[str, Any]:
         "spot": m.spot,
         "price_per_hour": m.price_per_hour,
         "currency": m.currency,
-        "expected_wait_s": m.expected_wait_seconds,
+        "expected_wait_s": None if m.capacity_unknown else m.expected_wait_seconds,
         "zone": m.zone,
         "region": m.region,
         "allowed": m.allowed,
@@ -204,6 +205,7 @@ def _scored_from_proto(m: placement_pb2.ScoredOffer) -> dict[str, Any]:
         "score": m.score if m.allowed else None,
         "terms": dict(m.terms),
         **({"passed_over": m.passed_over} if m.passed_over else {}),
+        **({"capacity_unknown": True} if m.capacity_unknown else {}),
     }
 
 

@@ -240,7 +240,7 @@ def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console)
             else:
                 verdict = "allowed"
         acc = f"{o['accelerator']}x{o['count']}" if o.get("accelerator") else "-"
-        wait = minutes(_wait_shown(o, decision, weighed), "m")
+        wait = "?" if o.get("capacity_unknown") else minutes(_wait_shown(o, decision, weighed), "m")
         site = f"{o['site']}/{o['zone']}" if o.get("zone") else o["site"]  # two zones: two rows
         table.add_row(
             mark, escape(site), escape(o["instance_type"]), escape(acc), "yes" if o["spot"] else "no",

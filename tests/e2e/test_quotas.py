@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -272,6 +273,26 @@ def test_status_of_a_site_that_cannot_report_shows_its_partitions_size(
     offers = stub.ListOffers(pb.ListOffersRequest(), metadata=auth("team-b")).offers
     broken = [o for o in offers if o.site == "broken"]
     assert broken and all(o.capacity_unknown and not o.HasField("free") for o in broken), broken
+
+
+def test_explain_shows_the_unknown_wait_of_a_site_that_cannot_report(
+    quota_broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """`szb explain --server` printed WAIT '0m' for the broken site's a800 rows, where `szb offers`
+    and `szb status` print '?': nobody knows its wait. The explanation flags those offers too."""
+    spec = tmp_path / "a800.yaml"
+    spec.write_text("name: a800\ncommand: [\"true\"]\nruntime_estimate: 1h\n"
+                    "resources: {accelerators: {count: 1, any_of: [A800]}}\n")
+    cmd = [sys.executable, "-m", "broker.cli", "explain", str(spec), "--server", quota_broker.address,
+           "--token", TOKENS["team-b"]]
+    table = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True).stdout
+    rows = [line for line in table.splitlines() if " broken " in line and " a800 " in line]
+    assert rows and all(" ? " in row and " 0m " not in row for row in rows), table
+    body = json.loads(subprocess.run([*cmd, "-o", "json"], cwd=ROOT, capture_output=True, text=True).stdout)
+    broken = [o for o in body["offers"] if o["site"] == "broken"]
+    assert broken and all(o.get("capacity_unknown") and o["expected_wait_s"] is None for o in broken), broken
+    local = [o for o in body["offers"] if o["site"] == "local"]
+    assert local and not any(o.get("capacity_unknown") for o in local), local
 
 
 def open_streams(stub: broker_service_pb2_grpc.BrokerServiceStub, tenant: str) -> int:

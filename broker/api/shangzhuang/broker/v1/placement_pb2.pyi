@@ -112,6 +112,7 @@ class ScoredOffer(_message.Message):
     ZONE_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
     PASSED_OVER_FIELD_NUMBER: _builtins.int
+    CAPACITY_UNKNOWN_FIELD_NUMBER: _builtins.int
     site: _builtins.str
     country: _builtins.str
     residency: _builtins.str
@@ -130,6 +131,10 @@ class ScoredOffer(_message.Message):
     """Why the decision did not take this allowed offer although it scores better than the
     decision's own (a route limit, no stock, too many expected spot restarts, money...); empty
     when it did not score better or was taken.
+    """
+    capacity_unknown: _builtins.bool
+    """The offer's site cannot report (unhealthy, no live reading): its free capacity and wait are
+    unknown; expected_wait_seconds is then 0 and means nothing.
     """
     @_builtins.property
     def reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reason]: ...
@@ -155,10 +160,11 @@ class ScoredOffer(_message.Message):
         zone: _builtins.str = ...,
         region: _builtins.str = ...,
         passed_over: _builtins.str = ...,
+        capacity_unknown: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "allowed", b"allowed", "count", b"count", "country", b"country", "currency", b"currency", "expected_wait_seconds", b"expected_wait_seconds", "instance_type", b"instance_type", "passed_over", b"passed_over", "price_per_hour", b"price_per_hour", "reasons", b"reasons", "region", b"region", "residency", b"residency", "score", b"score", "site", b"site", "spot", b"spot", "terms", b"terms", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "allowed", b"allowed", "capacity_unknown", b"capacity_unknown", "count", b"count", "country", b"country", "currency", b"currency", "expected_wait_seconds", b"expected_wait_seconds", "instance_type", b"instance_type", "passed_over", b"passed_over", "price_per_hour", b"price_per_hour", "reasons", b"reasons", "region", b"region", "residency", b"residency", "score", b"score", "site", b"site", "spot", b"spot", "terms", b"terms", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
