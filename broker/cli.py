@@ -9,12 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from broker.commands import groups
-from broker.commands._args import join_dashed_values
-from broker.errors import BrokerError
-
-
-class UsageError(BrokerError):
-    """Wrong arguments: exit code 2."""
+from broker.commands._args import UsageError, join_dashed_values
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ tell the broker's own, expected errors from bugs. The tree::
     ├── BadReportError, BadHashError (also ValueErrors) broker.agent_http, broker.audit
     ├── ClientError            broker.client: what the server answered
     ├── BadRequestError        broker.validation: becomes INVALID_ARGUMENT with field violations
-    ├── UsageError             broker.cli
+    ├── UsageError             broker.commands._args: wrong arguments (exit 2, in broker.cli)
     ├── _Stop                  broker.wire_text: internal, never leaves it
     ├── ReplayError, TraceError, ScenarioError         broker.sim
     └── AdapterError           adapters.base: a backend's error, classified by kind

@@ -13,6 +13,7 @@ from broker.cli import build_parser, main
 from broker.commands._args import AGE_OPTIONS, parse_since
 
 ROOT = Path(__file__).resolve().parents[1]
+HELLO = str(ROOT / "configs/examples/hello.yaml")
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -65,8 +66,8 @@ def test_a_job_file_larger_than_any_spec_is_not_read_whole(
         (["spend", "--until", "-1d"], "argument --until: '-1d': an age is positive, like 7d"),
         (["audit", "--until", "-3h"], "argument --until: '-3h': an age is positive, like 7d"),
         # ValueError: Value out of range (int64 on the wire)
-        (["watch", "j-1", "--after", "99999999999999999999"], "must be between 0 and 9223372036854775807"),
-        (["watch", "j-1", "--after", "-1"], "must be between 0 and"),
+        (["watch", "j-1", "--after", "99999999999999999999"], "must be at most 9223372036854775807"),
+        (["watch", "j-1", "--after", "-1"], "argument --after: must be >= 0, got -1"),
         # UnicodeEncodeError: surrogates not allowed
         (["get", "j-\udcff"], "is not a job id: not UTF-8 text"),
         (["cancel", "j-\udcff"], "is not a job id: not UTF-8 text"),
@@ -76,6 +77,15 @@ def test_a_job_file_larger_than_any_spec_is_not_read_whole(
         (["health", "--timeout", "-1"], "got -1"),
         (["health", "--timeout", "inf"], "got inf"),
         (["health", "--timeout", "1e10"], "got 1e10"),  # (an instant DEADLINE_EXCEEDED)
+        # (accepted: -1 showed all rows but the last, "... 6 more offers"; 0 a table of none)
+        (["explain", HELLO, "--limit", "-1"], "argument --limit: must be >= 1, got -1"),
+        (["explain", HELLO, "--limit", "0"], "argument --limit: must be >= 1, got 0"),
+        # ValueError: Value out of range (int64 / int32 on the wire)
+        (["logs", "j-1", "--tail", "99999999999999999999"], "argument --tail: must be at most 9223372036"),
+        (["logs", "j-1", "--tail", "-1"], "argument --tail: must be >= 0, got -1"),
+        (["list", "--page-size", "99999999999"], "argument --page-size: must be at most 2147483647, got"),
+        (["policy", "history", "--limit", "99999999999"], "argument --limit: must be at most 2147483647"),
+        (["audit", "--limit", "-3"], "argument --limit: must be >= 0, got -3"),
     ],
 )
 def test_a_bad_flag_is_a_usage_error(argv: list[str], said: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,6 +112,21 @@ def test_every_option_taking_an_age_takes_one_written_with_a_minus() -> None:
     }
     assert {"szb audit", "szb spend", "szb policy replay"} <= {command for command, _ in ages}
     assert {option for _, option in ages} <= set(AGE_OPTIONS), ages
+
+
+SCENARIO_FLAGS = {("szb simulate", flag) for flag in ("--time-scale", "--onprem-gpus", "--seed")}
+"""Checked as the scenario file's values are, a refused one a usage error (tests/sim/test_simulate_args)."""
+
+
+def test_no_option_takes_an_unchecked_number() -> None:
+    # A bare `type=int` took `explain --limit -1` (and `logs --tail` past int64, a traceback):
+    # each number an option takes is checked for what it means, as a usage error.
+    bare = {
+        (command, action.option_strings[-1])
+        for command, action in _options(build_parser())
+        if action.type in (int, float)
+    }
+    assert bare <= SCENARIO_FLAGS, bare - SCENARIO_FLAGS
 
 
 def test_policy_replay_since_a_bare_number_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

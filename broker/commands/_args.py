@@ -8,9 +8,15 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from broker.durations import DurationTooLong, parse_duration
+from broker.errors import BrokerError
 
 BEIJING = timedelta(hours=8)
 """The CLI's times without an offset are Beijing time, as it shows them."""
+
+
+class UsageError(BrokerError):
+    """Wrong arguments, found past argparse: `broker.cli` prints it and exits 2."""
+
 
 MAX_SEQ = 2**63 - 1
 """The largest event sequence number the wire carries (int64)."""
@@ -33,10 +39,10 @@ def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
             n = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if high is not None and not low <= n <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {n}")
         if n < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {n}")
+        if high is not None and n > high:  # (what the wire carries)
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {n}")
         return n
 
     return parse
@@ -45,8 +51,16 @@ def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
 event_seq = whole_number(0, MAX_SEQ)
 """--after: an event sequence number (int64 on the wire)."""
 
-page_size = whole_number(0)
-"""--page-size: 0 for the server's default."""
+INT32_MAX = 2**31 - 1
+
+page_size = whole_number(0, INT32_MAX)
+"""--page-size, audit's --limit: 0 for the server's default (int32 on the wire)."""
+
+tail_bytes = whole_number(0, MAX_SEQ)
+"""logs --tail: 0 for all of it (int64 on the wire)."""
+
+table_rows = whole_number(1)
+"""How many rows a table shows (none would show only "... N more")."""
 
 
 def positive_seconds(text: str) -> float:

@@ -17,7 +17,7 @@ from rich.table import Table
 from broker.api import broker_service_pb2 as pb
 from broker.audit import DEFAULT_EVENTS, MAX_EVENTS
 from broker.client import ClientError
-from broker.commands._args import BEIJING, job_id, page_size, parse_since
+from broker.commands._args import BEIJING, INT32_MAX, job_id, page_size, parse_since
 from broker.commands._connect import add_client_args, client_for
 from broker.commands._console import Console
 from broker.serde import state_from_proto
@@ -79,7 +79,7 @@ def _json(msg: Any) -> None:
 
 def _one_more(limit: int) -> int:
     """The page size to ask for: one beyond `limit` tells whether the limit cut anything."""
-    return limit + 1 if limit > 0 else 0
+    return min(limit + 1, INT32_MAX) if limit > 0 else 0
 
 
 def _say_cut(shown: int, what: str, hint: str) -> None:

@@ -23,6 +23,7 @@ from broker.burst import BurstInputs, decide
 from broker.burst.money import tenant_money
 from broker.burst.projection import minutes
 from broker.client import ClientError
+from broker.commands._args import table_rows
 from broker.commands._connect import add_connection_args, client_for
 from broker.commands._console import Console
 from broker.fairshare import priority_refusal
@@ -57,7 +58,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         help="tenant id (offline default: the policy's first tenant; with --server: "
                         "the token's tenant, and only operators may name another)")
     parser.add_argument("--output", "-o", choices=("json", "table"), default="table")
-    parser.add_argument("--limit", type=int, default=25, help="table rows (json always has all offers)")
+    parser.add_argument("--limit", type=table_rows, default=25,
+                        help="table rows (json always has all offers)")
     # --server (or SZB_SERVER) asks a running broker instead: live capacity, waits, blocks, money.
     add_connection_args(parser, server_default=None)
     parser.set_defaults(handler=cmd_explain)

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from broker.commands._args import UsageError, whole_number
 from broker.policy import PolicyError
 
 
@@ -19,7 +20,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--trace", type=Path,
         help="trace file (Alibaba GPU v2023 pod list, Alibaba v2026 spot job list or plain CSV; .gz ok)",
     )
-    src.add_argument("--synthetic", type=int, metavar="N", help="generate N LLM-heavy jobs instead")
+    src.add_argument(
+        "--synthetic", type=whole_number(1), metavar="N", help="generate N LLM-heavy jobs instead"
+    )
     p.add_argument(
         "--trace-format",
         choices=("alibaba-v2023", "alibaba-spot-v2026", "csv"),
@@ -38,7 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument(
         "--jobs",
-        type=int,
+        type=whole_number(1),
         default=None,
         metavar="N",
         help="replay only the first N jobs (in arrival order) for a quick look",
@@ -140,14 +143,12 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
     from broker.policy import load_policy
     from broker.sim.jobs import MAX_RUNTIME_S, build_jobs
     from broker.sim.report import ensure_report_dir
-    from broker.sim.scenario import ScenarioError, load_scenario, with_flags
+    from broker.sim.scenario import ScenarioError, load_scenario
     from broker.sim.traces import TraceError
 
     try:
         if args.report is not None:  # before the run, not after it
             ensure_report_dir(args.report)
-        if args.synthetic is not None and args.synthetic < 1:
-            raise ValueError(f"--synthetic: must be >= 1, got {args.synthetic}")
         if args.synthetic is not None and args.trace_format is not None:
             raise ValueError("--trace-format: only with --trace (a synthetic workload has no file to read)")
         if args.per_strategy_bounds and args.no_lower_bound:
@@ -155,10 +156,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
         policy = load_policy(args.policy)
         sites, tenants = [str(site.id) for site in policy.sites], [str(t.id) for t in policy.tenants]
         scenario = load_scenario(args.scenario, sites=sites, tenants=tenants)
-        update = {
-            k: getattr(args, k) for k in ("time_scale", "onprem_gpus", "seed") if getattr(args, k) is not None
-        }
-        scenario = with_flags(scenario, update)
+        scenario = _flagged(args, scenario)
         trace, source = _trace(args, scenario)
         source["onprem_gpus"] = _onprem_gpus(args, policy, scenario)
         if args.trace is not None:
@@ -184,6 +182,19 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
         print(f"szb: error: {which} has no jobs to replay{_skipped(source)}", file=sys.stderr)
         return 1
     return policy, scenario, jobs, source
+
+
+def _flagged(args: argparse.Namespace, scenario: Any) -> Any:
+    """The scenario with --time-scale, --onprem-gpus and --seed, checked as the file is; a value
+    it refuses is a usage error naming the flag (exit 2)."""
+    from broker.sim.scenario import ScenarioError, with_flags
+
+    flags = ("time_scale", "onprem_gpus", "seed")
+    update = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
+    try:
+        return with_flags(scenario, update)
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _onprem_gpus(args: argparse.Namespace, policy: Any, scenario: Any) -> int:
@@ -213,8 +224,6 @@ def _skipped(source: dict[str, Any]) -> str:
 
 def _sample(n: int, trace: list[Any], source: dict[str, Any]) -> list[Any]:
     """The first n jobs in arrival order; a sample is recorded as one only when it leaves jobs out."""
-    if n < 1:
-        raise ValueError(f"--jobs: must be >= 1, got {n}")
     if n >= len(trace):  # the whole workload: its figures are not a sample's
         if n > len(trace):
             whole = f"the workload has {len(trace)} jobs; replaying all of them"

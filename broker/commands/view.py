@@ -14,7 +14,7 @@ from rich.table import Table
 from broker.api import broker_service_pb2 as pb
 from broker.burst.projection import minutes
 from broker.client import ClientError
-from broker.commands._args import job_id
+from broker.commands._args import job_id, tail_bytes
 from broker.commands._connect import add_connection_args, client_for
 from broker.commands._console import Console
 from broker.serde import state_from_proto
@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
     p.add_argument("id", type=job_id)
     p.add_argument("--follow", "-f", action="store_true", help="keep streaming until the job ends")
     p.add_argument(
-        "--tail", type=int, default=0, metavar="BYTES", help="only the last BYTES of output so far"
+        "--tail", type=tail_bytes, default=0, metavar="BYTES", help="only the last BYTES of output so far"
     )
     add_connection_args(p)
     p.set_defaults(handler=cmd_logs)
@@ -46,9 +46,6 @@ def register(sub: Any) -> None:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    if args.tail < 0:
-        print("szb: usage error: --tail must be >= 0", file=sys.stderr)
-        return 2
     out = sys.stdout.buffer
     attempt = ""
     with client_for(args) as client:

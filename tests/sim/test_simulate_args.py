@@ -15,9 +15,12 @@ POLICY = Path(__file__).resolve().parents[2] / "configs" / "policy-sim.yaml"
 
 @pytest.mark.parametrize("n", ["0", "-1"])
 def test_a_synthetic_size_below_one_is_refused(n: str, capsys: pytest.CaptureFixture[str]) -> None:
-    # (0 raised ZeroDivisionError in the generator; -1 claimed "the trace has no jobs")
-    assert main(["simulate", "--synthetic", n, "--policy", str(POLICY), "-o", "json"]) == 1
-    assert capsys.readouterr().err.strip() == f"szb: error: --synthetic: must be >= 1, got {n}"
+    # (0 raised ZeroDivisionError in the generator; -1 claimed "the trace has no jobs"; then
+    # exit 1, where the README has usage errors exit 2)
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--synthetic", n, "--policy", str(POLICY), "-o", "json"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f"error: argument --synthetic: must be >= 1, got {n}")
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, object]:
@@ -113,20 +116,24 @@ def test_a_replay_that_fails_leaves_no_report_folder(
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
-        ("--time-scale", "0", "--time-scale: must be > 0"),
-        ("--time-scale", "-2", "--time-scale: must be > 0"),
-        ("--time-scale", "nan", "--time-scale: Input should be a finite number"),
-        ("--onprem-gpus", "-8", "--onprem-gpus: must be >= 1"),
-        # (an OverflowError traceback: the simulated clock ran past the dates Python has)
-        ("--time-scale", "1e-9", "time_scale 1e-09 (--time-scale, or the scenario's): the trace's "),
+        # (usage errors: exit 2 as the README has them, where these exited 1)
+        ("--time-scale", "0", "szb: usage error: --time-scale: must be > 0"),
+        ("--time-scale", "-2", "szb: usage error: --time-scale: must be > 0"),
+        ("--time-scale", "nan", "szb: usage error: --time-scale: Input should be a finite number"),
+        ("--onprem-gpus", "-8", "szb: usage error: --onprem-gpus: must be >= 1"),
+        ("--onprem-gpus", "0", "szb: usage error: --onprem-gpus: must be >= 1"),
+        # (an OverflowError traceback: the simulated clock ran past the dates Python has; the
+        # scenario file's time_scale may be the cause as well: an error, not a usage error)
+        ("--time-scale", "1e-9", "szb: error: time_scale 1e-09 (--time-scale, or the scenario's): the "),
     ],
 )
 def test_a_scenario_override_is_validated_like_the_file(
     flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # (0 and nan ended in a traceback deep in the run; -8 GPUs ran as if the flag were absent)
-    assert main(["simulate", "--synthetic", "5", "--policy", str(POLICY), flag, value]) == 1
-    assert capsys.readouterr().err.startswith(f"szb: error: {message}")
+    code = main(["simulate", "--synthetic", "5", "--policy", str(POLICY), flag, value])
+    assert code == (2 if "usage error" in message else 1)
+    assert capsys.readouterr().err.startswith(message)
 
 
 def test_the_report_states_the_offline_reference_next_to_the_bound(
