@@ -38,6 +38,15 @@ class Residency(StrEnum):
 
 _NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9_.\-/]{0,61}[a-z0-9])?$")
+LABEL_KEY_RULE = "1-63 chars of [a-z0-9_.-/], beginning and ending with a letter or digit"
+
+
+def may_be_label_key(key: str) -> bool:
+    """Whether a job can carry a label of this key (a stored one too, under the looser old rule):
+    a filter on any other key matches nothing."""
+    return _LABEL_KEY.match(key) is not None
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 """Control characters (Unicode category Cc: C0, DEL and C1)."""
 CONTROL_CHARACTER = "must not contain a control character"
@@ -202,10 +211,7 @@ class JobSpec(_SpecPart):
         matches = _key_matcher(_LABEL_KEY, info)
         for key, value in v.items():
             if not matches(key):
-                raise ValueError(
-                    f"label key {key!r} must be 1-63 chars of [a-z0-9_.-/], "
-                    "beginning and ending with a letter or digit"
-                )
+                raise ValueError(f"label key {key!r} must be {LABEL_KEY_RULE}")
             if len(value) > 63:
                 raise ValueError(f"label {key}: value longer than 63 characters")
             if not stored and has_control_character(value):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from broker.jobspec import MAX_DEADLINE
+from broker.jobspec import LABEL_KEY_RULE, MAX_DEADLINE, may_be_label_key
 from broker.rpc_errors import _BadRequest
 from broker.serde import WireValueError, checked_timestamp
 from broker.validation import FieldViolation
@@ -22,13 +22,18 @@ MAX_LABEL_TEXT = 63
 
 
 def label_filters(labels: Mapping[str, str]) -> dict[str, str]:
-    """ListJobs' label filters, each bounded (INVALID_ARGUMENT naming the one too long)."""
+    """ListJobs' label filters, each bounded and of a key a job can have (INVALID_ARGUMENT naming
+    the one refused)."""
     if len(labels) > MAX_LABEL_FILTERS:
         raise _BadRequest([FieldViolation("labels", f"at most {MAX_LABEL_FILTERS} label filters")])
     problems = [
         FieldViolation(f"labels.{key[:MAX_LABEL_TEXT]}", f"at most {MAX_LABEL_TEXT} characters")
         for key, value in labels.items()
         if len(key) > MAX_LABEL_TEXT or len(value) > MAX_LABEL_TEXT
+    ] + [  # (an empty key, say: an empty list read as "no such jobs")
+        FieldViolation(f"labels.{key}", f"not a label key: a label key is {LABEL_KEY_RULE}")
+        for key in labels
+        if len(key) <= MAX_LABEL_TEXT and not may_be_label_key(key)
     ]
     if problems:
         raise _BadRequest(problems[:10])

@@ -140,6 +140,14 @@ def test_one_label_given_two_values_is_refused(capsys: pytest.CaptureFixture[str
     assert code == 2 and "--label example given twice ('yes', 'no')" in err, err
 
 
+@pytest.mark.parametrize("item", ["=x", "Team=x", "a b=x"])
+def test_a_label_of_a_key_no_job_can_have_is_refused(item: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # (`--label =x` listed nothing, exit 0: as if no job had the label)
+    code, err = run(capsys, "list", "--label", item, "--server", "127.0.0.1:1")
+    key = item.partition("=")[0]
+    assert code == 2 and f"szb: usage error: --label {item!r}: {key!r} is not a label key" in err, err
+
+
 @pytest.mark.parametrize("tenant", ["", "a\nb", "Pku NLP"])
 def test_a_token_for_a_tenant_id_no_policy_can_have_is_refused(
     tenant: str, capsys: pytest.CaptureFixture[str]

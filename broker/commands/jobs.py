@@ -24,6 +24,7 @@ from broker.commands._console import Console
 from broker.commands._output import STATE_STYLE, console_for, fail, job_dict, print_jobs, shown_output
 from broker.config import ConfigFileError, apply_env, apply_flags, load_config
 from broker.jobfile import JobFileError, load_job_file
+from broker.jobspec import LABEL_KEY_RULE, may_be_label_key
 from broker.jobview import MAX_PAGE_SIZE
 from broker.logs import redact
 from broker.model import JobState
@@ -233,6 +234,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep:
             print(f"szb: usage error: --label {item!r} must be KEY=VALUE", file=sys.stderr)
+            return 2
+        if not may_be_label_key(key):  # (`=x` listed no job, as if none had the label)
+            print(f"szb: usage error: --label {item!r}: {key!r} is not a label key (a label key is "
+                  f"{LABEL_KEY_RULE})", file=sys.stderr)
             return 2
         if labels.get(key, value) != value:  # (the filters are one value per key: the last one won)
             print(f"szb: usage error: --label {key} given twice ({labels[key]!r}, {value!r}): "

@@ -158,6 +158,17 @@ def test_huge_filters_are_invalid_argument_not_internal(broker: BrokerProcess) -
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_a_label_filter_of_a_key_no_job_can_have_is_invalid_argument(broker: BrokerProcess) -> None:
+    # (`szb list --label =x`: an empty list, as if no job had the label)
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        for key in ("", "Team", "-x"):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ListJobs(pb.ListJobsRequest(labels={key: "x", "ok": "y"}), metadata=auth("team-a"))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert list(field_violations(err.value)) == [f"labels.{key}"], field_violations(err.value)
+
+
 def test_an_oversized_tenant_filter_is_invalid_argument_naming_it(broker: BrokerProcess) -> None:
     # The answer used to quote the whole value ("tenant 'xxx…' not found"): over gRPC's 16 KiB
     # metadata limit the client saw RESOURCE_EXHAUSTED "Stream removed" and no field.
