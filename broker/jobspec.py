@@ -101,6 +101,7 @@ MAX_ARGV = 4096
 MAX_ENV = 4096
 MAX_LABELS = 1024
 MAX_ANY_OF = 64
+_FINER_THAN_MICROSECOND = re.compile(r"\d:\d\d[.,]\d{6}0*[1-9]")
 MIN_DEADLINE = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_DEADLINE = datetime(9000, 1, 1, tzinfo=UTC)
 
@@ -241,6 +242,14 @@ class JobSpec(_SpecPart):
         if v is not None and v < timedelta(0):
             raise ValueError("must be >= 0")
         return None if v is None else whole_seconds(v)
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _deadline_exact(cls, v: object) -> object:
+        if isinstance(v, str) and _FINER_THAN_MICROSECOND.search(v):
+            # (a datetime keeps microseconds: the rest was dropped, as the wire refuses it)
+            raise ValueError("must be a whole number of microseconds (at most 6 digits after the seconds)")
+        return v
 
     @field_validator("deadline")
     @classmethod

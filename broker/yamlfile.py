@@ -6,6 +6,7 @@ so none of them depends on another to report an error.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,10 @@ class PolicyError(BrokerError):
         self.problems = problems
 
 
+_PAST_MICROSECONDS = re.compile(r"\d:\d\d[.,]\d{7}")
+"""A time written with more than six digits of seconds' fraction."""
+
+
 class _MarkedConstructor(RoundTripConstructor):
     """Round-trip construction whose value errors carry the node's position.
 
@@ -56,6 +61,10 @@ class _MarkedConstructor(RoundTripConstructor):
     """
 
     def construct_yaml_timestamp(self, node: Any, values: Any = None) -> Any:
+        if _PAST_MICROSECONDS.search(str(node.value)):
+            # ruamel rounds past the microsecond (.1234567 became .123457) without a word; the
+            # text as written goes to the model, whose field says whether it takes it.
+            return str(node.value)
         try:
             return super().construct_yaml_timestamp(node, values)
         except ValueError as exc:

@@ -3,6 +3,7 @@ for a list that has one (pydantic counts the list without its bad items; held-ou
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,22 @@ def test_a_bad_item_is_said_once(tmp_path: Path) -> None:
     with pytest.raises(JobFileError) as err:
         load_job_file(job)
     assert [p.message for p in err.value.problems] == ["command: must have at least 1 item(s)"]
+
+
+NANOS = "2027-01-01T00:00:00.1234567+08:00"
+HEAD = 'name: j\ncommand: ["true"]\nruntime_estimate: 1h\n'
+
+
+@pytest.mark.parametrize("written", [NANOS, f'"{NANOS}"'])
+def test_a_deadline_finer_than_a_microsecond_is_refused_not_rounded(tmp_path: Path, written: str) -> None:
+    # (read as .123457 unquoted, .123456 quoted: the README has finer nanos refused, as the wire does)
+    job = tmp_path / "job.yaml"
+    job.write_text(f"{HEAD}deadline: {written}\n")
+    with pytest.raises(JobFileError) as err:
+        load_job_file(job)
+    assert [str(p) for p in err.value.problems] == [
+        f"{job}:4:11: error: deadline: must be a whole number of microseconds "
+        "(at most 6 digits after the seconds)"
+    ]
+    job.write_text(f"{HEAD}deadline: 2027-01-01T00:00:00.1234560Z\n")
+    assert load_job_file(job).deadline == datetime(2027, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)  # (exact)
