@@ -6,6 +6,7 @@ deadline), so a stored spec can always be read back and run. `broker.model` re-e
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationInfo, field_validator
 
-from broker.durations import Duration, format_duration, whole_seconds
+from broker.durations import Duration, DurationTooLong, format_duration, parse_duration, whole_seconds
 from broker.imageref import check_image
 
 
@@ -102,6 +103,8 @@ MAX_ENV = 4096
 MAX_LABELS = 1024
 MAX_ANY_OF = 64
 _FINER_THAN_MICROSECOND = re.compile(r"\d:\d\d[.,]\d{6}0*[1-9]")
+MAX_RUNTIME_ESTIMATE = timedelta(days=90)
+RUNTIME_TOO_LONG = f"must be at most {format_duration(MAX_RUNTIME_ESTIMATE)}"
 MIN_DEADLINE = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_DEADLINE = datetime(9000, 1, 1, tzinfo=UTC)
 
@@ -224,6 +227,19 @@ class JobSpec(_SpecPart):
     def _image_reference(cls, v: str | None) -> str | None:
         return None if v is None else check_image(v)
 
+    @field_validator("runtime_estimate", mode="before")
+    @classmethod
+    def _runtime_past_any_duration(cls, v: object) -> object:
+        try:
+            return parse_duration(v)
+        except DurationTooLong:
+            # (`1000000d` said "at most 10 years", every duration's bound, not this field's)
+            if isinstance(v, int | float) and v < 0:
+                raise ValueError("must be > 0") from None
+            if isinstance(v, float) and math.isnan(v):
+                raise
+            raise ValueError(RUNTIME_TOO_LONG) from None
+
     @field_validator("runtime_estimate")
     @classmethod
     def _runtime_positive(cls, v: timedelta) -> timedelta:
@@ -291,8 +307,8 @@ def check_runtime_estimate(v: timedelta) -> timedelta:
     """A runtime estimate as `JobSpec` accepts it (> 0, at most 90 days, whole seconds); ValueError else."""
     if v <= timedelta(0):
         raise ValueError("must be > 0")
-    if v > timedelta(days=90):
-        raise ValueError("must be at most 90d")
+    if v > MAX_RUNTIME_ESTIMATE:
+        raise ValueError(RUNTIME_TOO_LONG)
     return whole_seconds(v)
 
 

@@ -9,6 +9,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.json_format import MessageToDict
 
 from broker.api import job_pb2
+from broker.jobspec import MAX_RUNTIME_ESTIMATE
 from broker.jobview import JobDetails
 from broker.model import (
     Job,
@@ -83,7 +84,9 @@ def spec_mapping_from_proto(msg: job_pb2.JobSpec) -> dict[str, Any]:
             res["nodes"] = r.nodes
         data["resources"] = res
     if msg.HasField("runtime_estimate"):
-        data["runtime_estimate"] = checked_duration(msg.runtime_estimate, "runtime_estimate")
+        data["runtime_estimate"] = checked_duration(
+            msg.runtime_estimate, "runtime_estimate", longest=MAX_RUNTIME_ESTIMATE
+        )
     if msg.HasField("max_wait"):
         data["max_wait"] = checked_duration(msg.max_wait, "max_wait")
     if msg.HasField("deadline"):

@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from broker.api import job_pb2
-from broker.durations import MAX_DURATION_S
+from broker.durations import MAX_DURATION_S, format_duration
 from broker.errors import BrokerError
 from broker.model import JobState, Priority, Residency, SpotMode
 
@@ -67,8 +67,11 @@ def ts_from_proto(value: timestamp_pb2.Timestamp) -> datetime:
     return value.ToDatetime(tzinfo=UTC)
 
 
-def checked_duration(value: duration_pb2.Duration, field: str) -> timedelta:
-    """A wire Duration as a timedelta; WireValueError when it is not a valid whole-second one.
+def checked_duration(
+    value: duration_pb2.Duration, field: str, *, longest: timedelta | None = None
+) -> timedelta:
+    """A wire Duration as a timedelta; WireValueError when it is not a valid whole-second one, or
+    longer than the field's `longest` (said as that bound, not every duration's 10 years).
 
     Specs store durations as `1h30m`, so a sub-second part would be lost: it is refused.
     """
@@ -77,6 +80,8 @@ def checked_duration(value: duration_pb2.Duration, field: str) -> timedelta:
         raise WireValueError(field, "is not a valid google.protobuf.Duration")
     if nanos:
         raise WireValueError(field, "must be a whole number of seconds (nanos = 0)")
+    if longest is not None and seconds > longest.total_seconds():
+        raise WireValueError(field, f"must be at most {format_duration(longest)}")
     if abs(seconds) > MAX_DURATION_S:
         raise WireValueError(field, "must be at most 10 years")
     return timedelta(seconds=seconds)

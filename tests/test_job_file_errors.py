@@ -40,3 +40,14 @@ def test_a_deadline_finer_than_a_microsecond_is_refused_not_rounded(tmp_path: Pa
     ]
     job.write_text(f"{HEAD}deadline: 2027-01-01T00:00:00.1234560Z\n")
     assert load_job_file(job).deadline == datetime(2027, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)  # (exact)
+
+
+@pytest.mark.parametrize("written", ["1000000d", "100d", "1e30", ".inf"])
+def test_a_runtime_estimate_too_long_is_said_with_its_own_limit(tmp_path: Path, written: str) -> None:
+    # (`1000000d` said "must be a finite duration of at most 10 years"; `100d`, the real 90d)
+    job = tmp_path / "job.yaml"
+    job.write_text(f'name: j\ncommand: ["true"]\nruntime_estimate: {written}\n')
+    with pytest.raises(JobFileError) as err:
+        load_job_file(job)
+    said = [str(p) for p in err.value.problems]
+    assert said == [f"{job}:3:19: error: runtime_estimate: must be at most 90d"], said

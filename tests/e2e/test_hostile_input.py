@@ -92,6 +92,8 @@ BAD_VALUES = [
     (_set("runtime_estimate.nanos", 500_000_000), "runtime_estimate", "whole number of seconds"),
     (_set("runtime_estimate.seconds", -(2**63)), "runtime_estimate", "Duration"),
     (_set("runtime_estimate.seconds", 2**62), "runtime_estimate", "Duration"),
+    # (said "must be at most 10 years", every duration's bound, where 100 days said this field's)
+    (_set("runtime_estimate.seconds", 10**11), "runtime_estimate", "must be at most 90d"),
     (_set("max_wait.seconds", 10**11), "max_wait", "10 years"),
     (_set("max_wait.nanos", -1), "max_wait", ""),
     (_set("deadline.nanos", -1), "deadline", "Timestamp"),
