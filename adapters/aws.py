@@ -6,7 +6,8 @@ own ``profile`` or keys, and their catalog prices in CNY (``currency`` defaults 
 Config keys: ``region`` (required), ``partition`` (optional; checked against the region),
 ``profile`` or ``access_key_id``/``secret_access_key``/``session_token``, ``endpoint_url``
 (moto), ``image_id``, ``subnet_id``, ``security_group_ids``, ``key_name``,
-``iam_instance_profile`` (name), ``broker_id``, ``currency``, ``instance_types`` (see
+``iam_instance_profile`` (name), ``imds_v1`` (default false: IMDSv2 only) and ``imds_hop_limit``
+(default 1), ``broker_id``, ``currency``, ``instance_types`` (see
 `adapters._catalog`), ``live_prices`` (spot price history, default true), ``heartbeat_s``,
 ``report_give_up_s`` and ``report_backoff_max_s`` (see `adapters.bootstrap`).
 """
@@ -135,6 +136,20 @@ _LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 _STOPPED_STATES = ("stopping", "stopped")
 
 
+def metadata_options(site: SiteId, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The instances' metadata service: IMDSv2 only (a job's SSRF-able HTTP client cannot read
+    the instance profile's keys with a plain GET) within `imds_hop_limit` hops (1: not from a
+    container on the instance)."""
+    v1 = config.get("imds_v1", False)
+    hops = config.get("imds_hop_limit", 1)
+    if not isinstance(v1, bool):
+        raise ConfigError(site, "InvalidConfig", f"config key 'imds_v1' must be true or false, not {v1!r}")
+    if isinstance(hops, bool) or not isinstance(hops, int) or not 1 <= hops <= 64:
+        raise ConfigError(site, "InvalidConfig", f"config key 'imds_hop_limit' must be 1 to 64, not {hops!r}")
+    return {"HttpTokens": "optional" if v1 else "required", "HttpPutResponseHopLimit": hops,
+            "HttpEndpoint": "enabled"}
+
+
 class AwsAdapter(Ec2Gangs, Ec2Console):
     """EC2 instances, one per attempt (N in a cluster placement group for a gang), tagged."""
 
@@ -161,6 +176,7 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
         self.catalog: tuple[CatalogEntry, ...] = parse_catalog(site, config)
         self.live_prices = bool(config.get("live_prices", True))
         self.boot = bootstrap_options(config)
+        self.metadata_options = metadata_options(site, config)
         self._config = dict(config)
         endpoint = endpoint_url or config_opt_str(site, config, "endpoint_url")
         # Built on first use, and again after a missing profile or refused keys (`_aws_session`).
@@ -246,6 +262,7 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
             # Powered off, an on-demand instance stays (stopped) until the broker has read the
             # result from its console and deletes it; one-time spot instances cannot stop.
             "InstanceInitiatedShutdownBehavior": "terminate" if offer.spot else "stop",
+            "MetadataOptions": self.metadata_options,
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": tags},
                 {"ResourceType": "volume", "Tags": tags},

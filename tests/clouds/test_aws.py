@@ -300,3 +300,19 @@ def test_a_running_instance_s_result_is_read_from_its_newest_console_output(moto
     moto.console[iid] = f"[cloud-init] SZB-RESULT att-cut-off {payload}\n"
     found = a.kept_result(iid)
     assert found is not None and found.state is AttemptState.SUCCEEDED, found
+
+
+def test_instances_serve_imdsv2_only_unless_the_site_allows_v1(moto: MotoFront) -> None:
+    # A job's HTTP client tricked into a plain GET of 169.254.169.254 (SSRF) read the instance
+    # profile's keys: instances took EC2's default, IMDSv1 on.
+    client = ec2(moto)
+    for extra, tokens, hops in (({}, "required", 1), ({"imds_v1": True, "imds_hop_limit": 2}, "optional", 2)):
+        a = adapter(moto, **extra)
+        iid = a.submit(launch(a.offers(NOW)[0], f"tok-imds-{tokens}"))
+        inst = client.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        assert inst["MetadataOptions"]["HttpTokens"] == tokens
+        assert inst["MetadataOptions"]["HttpPutResponseHopLimit"] == hops
+    for bad in ({"imds_v1": "no"}, {"imds_hop_limit": 0}, {"imds_hop_limit": True}):
+        with pytest.raises(ConfigError) as err:
+            adapter(moto, **bad)
+        assert next(iter(bad)) in str(err.value)
