@@ -21,12 +21,24 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 def test_settings_hold_inside_nest_and_come_back() -> None:
     before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    assert gc.isenabled()
     with fewer_collections():
         assert gc.get_threshold()[0] == YOUNG and gc.get_freeze_count() > frozen
+        assert not gc.isenabled()  # no collection on its own inside
         with fewer_collections():  # re-entrant: the inner block changes nothing
-            assert gc.get_threshold()[0] == YOUNG
-        assert gc.get_threshold()[0] == YOUNG
-    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+            assert gc.get_threshold()[0] == YOUNG and not gc.isenabled()
+        assert gc.get_threshold()[0] == YOUNG and not gc.isenabled()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen and gc.isenabled()
+
+
+def test_a_collector_turned_off_before_stays_off() -> None:
+    gc.disable()
+    try:
+        with fewer_collections():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_a_policy_run_with_fewer_collections_gives_the_same_records() -> None:
@@ -52,4 +64,5 @@ def test_a_policy_run_with_fewer_collections_gives_the_same_records() -> None:
     before, frozen = gc.get_threshold(), gc.get_freeze_count()
     sim = simulate(policy, jobs, scenario, baselines=("onprem-only",), lower_bound=False, parallel=False)
     assert sim.result["strategies"]["policy"]["jobs"] == len(jobs)
-    assert (gc.get_threshold(), gc.get_freeze_count()) == (before, frozen)  # a whole run leaves them as found
+    # a whole run leaves them as found
+    assert (gc.get_threshold(), gc.get_freeze_count(), gc.isenabled()) == (before, frozen, True)
