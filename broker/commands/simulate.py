@@ -159,6 +159,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[Any], dict[str, Any]
             raise ValueError("--trace-format: only with --trace (a synthetic workload has no file to read)")
         if args.per_strategy_bounds and args.no_lower_bound:
             raise ValueError("--per-strategy-bounds: there is no bound to solve with --no-lower-bound")
+        if not args.no_lower_bound:
+            from broker.sim.extras import check_solver
+
+            check_solver()
         policy = load_policy(args.policy)
         sites, tenants = [str(site.id) for site in policy.sites], [str(t.id) for t in policy.tenants]
         scenario = load_scenario(args.scenario, sites=sites, tenants=tenants)

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from broker.sim.extras import check_plots
 from broker.sim.metrics import RunResult
 
 PLOTS = ("queue.png", "onprem_utilisation.png", "cost_by_strategy.png", "wait_cdf.png")
@@ -21,6 +22,7 @@ def ensure_report_dir(folder: Path) -> Path:
         raise ValueError("--report: name a folder (the current one is not taken for a report)")
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--report {folder}: a file, not a folder (a report is a folder of files)")
+    check_plots()
     # os.access alone said yes to /proc as root, and mkdir failed after the whole run: so really
     # make the folders and write a file, then take back what was made.
     made: list[Path] = []
