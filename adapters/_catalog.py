@@ -109,3 +109,16 @@ def config_opt_str(site: SiteId, config: Mapping[str, Any], key: str) -> str | N
     if not isinstance(value, str):
         raise ConfigError(site, "InvalidConfig", f"config key {key!r} must be a string")
     return value
+
+
+def config_imds(site: SiteId, config: Mapping[str, Any]) -> tuple[bool, int]:
+    """(`imds_v1`, `imds_hop_limit`): the instances' metadata service is IMDSv2 only unless
+    `imds_v1` (a job's HTTP client tricked into a plain GET, SSRF, must not read the instance
+    profile's keys), within `imds_hop_limit` hops (1: not from a container on the instance)."""
+    v1 = config.get("imds_v1", False)
+    hops = config.get("imds_hop_limit", 1)
+    if not isinstance(v1, bool):
+        raise ConfigError(site, "InvalidConfig", f"config key 'imds_v1' must be true or false, not {v1!r}")
+    if isinstance(hops, bool) or not isinstance(hops, int) or not 1 <= hops <= 64:
+        raise ConfigError(site, "InvalidConfig", f"config key 'imds_hop_limit' must be 1 to 64, not {hops!r}")
+    return v1, hops

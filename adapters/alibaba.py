@@ -4,7 +4,8 @@ Config keys: ``region`` (required), ``access_key_id``/``access_key_secret``/``se
 (else the SDK's default credential chain), ``endpoint`` and ``protocol`` (a local double),
 ``signature_algorithm`` ("v2" for the legacy RPC signature), ``image_id``,
 ``security_group_id``, ``vswitch_ids`` ({zone: vswitch}) or ``vswitch_id``,
-``system_disk_category``, ``internet_max_bandwidth_out``, ``broker_id``, ``instance_types``
+``system_disk_category``, ``internet_max_bandwidth_out``, ``imds_v1`` (default false: the metadata
+service in its hardened mode only; ECS has no hop limit), ``broker_id``, ``instance_types``
 (see `adapters._catalog`), ``live_prices`` (DescribePrice/DescribeAvailableResource, default
 true), ``heartbeat_s``, ``report_give_up_s`` and
 ``report_backoff_max_s`` (see `adapters.bootstrap`).
@@ -26,7 +27,14 @@ from alibabacloud_ecs20140526.client import Client as EcsClient
 from alibabacloud_tea_openapi import models as openapi
 from Tea.exceptions import TeaException, UnretryableException
 
-from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
+from adapters._catalog import (
+    CatalogEntry,
+    catalog_offers,
+    config_imds,
+    config_opt_str,
+    config_str,
+    parse_catalog,
+)
 from adapters._codes import ECS_CODES, ECS_PREFIXES, ECS_TYPE_QUOTA, ECS_USER_DATA_LIMIT, classify
 from adapters._ecs_gang import EcsGangs
 from adapters._gang import client_token, gang_tags, is_gang, parse_gang_id
@@ -117,6 +125,7 @@ class AlibabaAdapter(EcsGangs):
         self.catalog: tuple[CatalogEntry, ...] = parse_catalog(site, config)
         self.live_prices = bool(config.get("live_prices", True))
         self.boot = bootstrap_options(config)
+        self.imds_v1 = config_imds(site, config)[0]
         self._config = dict(config)
         self._client = client or self._make_client(endpoint, protocol)
 
@@ -211,6 +220,8 @@ class AlibabaAdapter(EcsGangs):
             user_data=base64.b64encode(user_data.encode()).decode(),
             internet_max_bandwidth_out=self._config.get("internet_max_bandwidth_out"),
             tag=[ecs.RunInstancesRequestTag(key=k, value=v) for k, v in tags.items()],
+            http_endpoint="enabled",
+            http_tokens="optional" if self.imds_v1 else "required",  # (ECS sets no hop limit)
         )
         disk = config_opt_str(self.site, self._config, "system_disk_category")
         if disk:

@@ -36,7 +36,14 @@ from botocore.parsers import ResponseParserError
 
 from adapters._aws_gang import Ec2Gangs
 from adapters._aws_session import Ec2Clients
-from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
+from adapters._catalog import (
+    CatalogEntry,
+    catalog_offers,
+    config_imds,
+    config_opt_str,
+    config_str,
+    parse_catalog,
+)
 from adapters._codes import EC2_CODES, EC2_PREFIXES, EC2_USER_DATA_LIMIT, classify, scope_ec2_quota
 from adapters._ec2_console import Ec2Console
 from adapters._ec2_status import status_of, with_stop_time
@@ -137,15 +144,8 @@ _STOPPED_STATES = ("stopping", "stopped")
 
 
 def metadata_options(site: SiteId, config: Mapping[str, Any]) -> dict[str, Any]:
-    """The instances' metadata service: IMDSv2 only (a job's SSRF-able HTTP client cannot read
-    the instance profile's keys with a plain GET) within `imds_hop_limit` hops (1: not from a
-    container on the instance)."""
-    v1 = config.get("imds_v1", False)
-    hops = config.get("imds_hop_limit", 1)
-    if not isinstance(v1, bool):
-        raise ConfigError(site, "InvalidConfig", f"config key 'imds_v1' must be true or false, not {v1!r}")
-    if isinstance(hops, bool) or not isinstance(hops, int) or not 1 <= hops <= 64:
-        raise ConfigError(site, "InvalidConfig", f"config key 'imds_hop_limit' must be 1 to 64, not {hops!r}")
+    """EC2's MetadataOptions for the site's `imds_v1` / `imds_hop_limit` (`config_imds`)."""
+    v1, hops = config_imds(site, config)
     return {"HttpTokens": "optional" if v1 else "required", "HttpPutResponseHopLimit": hops,
             "HttpEndpoint": "enabled"}
 

@@ -221,3 +221,20 @@ def test_unreachable_endpoint_is_transient() -> None:
     a = AlibabaAdapter(SiteId("x"), config(), endpoint="127.0.0.1:9", protocol="http")
     with pytest.raises(TransientError):
         a.list_owned()
+
+
+def test_instances_serve_hardened_metadata_only_unless_the_site_allows_v1(
+    ecs_server: EcsEndpoint, ecs: EcsCloud
+) -> None:
+    # As on EC2: with ECS's default (plain GETs answered) a job's HTTP client tricked into one
+    # read the instance's RAM role keys.
+    for extra, tokens in (({}, "required"), ({"imds_v1": True}, "optional")):
+        a = adapter(ecs_server, **extra)
+        a.submit(launch(a.offers(NOW)[0], f"tok-imds-{tokens}"))
+        run = [r for r in ecs_server.requests if r.action == "RunInstances"][-1]
+        assert run.params["HttpTokens"] == tokens
+        assert "HttpPutResponseHopLimit" not in run.params  # ("not available" on ECS)
+        assert run.params["HttpEndpoint"] == "enabled"
+    with pytest.raises(ConfigError) as err:
+        adapter(ecs_server, imds_v1="yes")
+    assert "imds_v1" in str(err.value)
