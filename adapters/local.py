@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from adapters._local_cleanup import remove_owned, seal
-from adapters._local_launch import NO_IMAGES, prepare_launch, start_runner
+from adapters._local_launch import prepare_launch, start_runner
+from adapters._local_offers import UNSUPPORTED, local_offers
 from adapters._local_records import (
     boot_id,
     exit_status,
@@ -98,25 +99,18 @@ class LocalAdapter:
         self._lock = threading.Lock()
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._stopping: set[str] = set()  # attempts this process is stopping now (preempt)
-        # Live attempts by token; the folders are read once here, then kept up to date, so
-        # capacity and reconciliation never rescan every attempt this host ever ran.
+        # Live attempts by token, kept up to date as this process starts and ends them; the
+        # folders are read here and at each reconciliation (`_find_live`), past those known over.
         self._live: dict[str, dict[str, Any]] = {}
-        for path in self.root.iterdir():
-            if path.is_dir() and self._is_live(path):
-                self._live[path.name] = read_meta(path)
+        self._over: set[str] = set()
+        self._find_live()
         self.retention = Retention.from_config(site, self.root, config, self.sandbox.job_root)
         self.retention.prune(time.time(), self._is_live)
 
     # Capability and capacity -------------------------------------------------------------
 
     def unsupported(self) -> Mapping[Capability, str]:
-        return {
-            Capability.SPOT: "local processes are never preempted, so there is no spot market",
-            Capability.CONTAINER_IMAGES: NO_IMAGES,
-            Capability.LIVE_PRICES: "local capacity is charged at its configured shadow price",
-            Capability.STOCK: "local capacity is reported through capacity(), not zone stock",
-            Capability.QUEUES_JOBS: "a local process starts at once or fails; nothing queues here",
-        }
+        return UNSUPPORTED
 
     def reconfigure(self, config: Mapping[str, Any]) -> None:
         """A reloaded policy's partitions: running jobs keep their slots, new starts fit the new size."""
@@ -219,24 +213,8 @@ class LocalAdapter:
                                 started_complete=True)
 
     def offers(self, now: datetime) -> Sequence[Offer]:
-        snap = self.capacity(now)
-        result = []
-        for part in snap.partitions:
-            price = self.accel_price if part.accelerator else self.cpu_price
-            result.append(
-                Offer(
-                    site=self.site,
-                    instance_type=f"local-{part.name}",
-                    accelerator=part.accelerator,
-                    count=part.total if part.accelerator else 0,
-                    price_per_hour=price,
-                    currency=self.currency,
-                    cpus=self.cpus,
-                    free=part.free,
-                    price_read_at=now,
-                )
-            )
-        return result
+        prices = (self.accel_price, self.cpu_price, self.currency)
+        return local_offers(self.site, self.capacity(now), prices, self.cpus, now)
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -367,9 +345,26 @@ class LocalAdapter:
         self._reap(backend_id)
         self._kill_leftovers(self.root / backend_id)  # (what left the group: a setsid daemon)
 
+    def _find_live(self) -> None:
+        """Take in live attempts another process started in this data dir: a scheduler elected
+        after the leader that started them (HA) counted only what ran when it booted, and placed
+        jobs on slots still in use (7 jobs on 4 GPUs)."""
+        present = set()
+        for path in self.root.iterdir():
+            name = path.name
+            present.add(name)
+            if name in self._live or name in self._over or not path.is_dir():
+                continue
+            if self._is_live(path):
+                self._live[name] = read_meta(path)
+            elif (path / "exit_code").exists():
+                self._over.add(name)  # (a folder with no exit code yet may be one being made)
+        self._over &= present  # (retention removed the others)
+
     def list_owned(self) -> Sequence[OwnedInstance]:
         """Attempts still running on this host (finished ones are nobody's orphans)."""
         with self._lock:
+            self._find_live()
             self._in_use()
             live = dict(self._live)
             self.retention.prune(time.time(), self._is_live)  # (reconciliation calls this periodically)
