@@ -130,11 +130,12 @@ def test_jobs_flag_replays_the_first_n(capsys: pytest.CaptureFixture[str]) -> No
     assert out["jobs_sampled"] == 7
     s = out["strategies"]["policy"]
     assert s["jobs"] + s["rejected"] == 7
-    bad = parser.parse_args(
-        ["simulate", "--synthetic", "5", "--jobs", "0", "--policy", str(CONFIGS / "policy-sim.yaml")]
-    )
-    assert bad.handler(bad) == 1
-    assert "--jobs" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # a usage error, exit 2, as argparse's own are
+        parser.parse_args(
+            ["simulate", "--synthetic", "5", "--jobs", "0", "--policy", str(CONFIGS / "policy-sim.yaml")]
+        )
+    assert usage.value.code == 2
+    assert "--jobs: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_offline_schedule_never_overcommits_and_prefers_onprem_savings() -> None:
