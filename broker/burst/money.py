@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from broker.model import JobSpec, Offer
-from broker.placement.cost import best_voucher
+from broker.placement.cost import Draws, draw_vouchers, usable_vouchers
 from broker.policy import Policy
 from broker.policy.schema import Voucher
 from broker.voucher_time import BEIJING as BEIJING  # (budgets' months are Beijing's too)
-from broker.voucher_time import covered_part, expires_at
+from broker.voucher_time import expires_at
 
 
 def month_of(when: datetime) -> str:
@@ -38,6 +38,9 @@ class CostSplit:
     cash: float
     voucher: float
     voucher_id: str | None
+    """The voucher that pays first (None: none pays)."""
+    draws: Draws = ()
+    """What each voucher pays, in the order they pay (`draw_vouchers`)."""
 
 
 def estimate_cost(
@@ -65,16 +68,12 @@ def split_cost(
     tenant_id: str, site_id: str, total: float, policy: Policy, balances: Mapping[str, float],
     run: tuple[datetime, datetime] | None = None,
 ) -> CostSplit:
-    """Vouchers pay first, at their discount, for the sites they cover; the rest is cash. Given
+    """Vouchers pay first, for the sites they cover, one after another as each runs out
+    (`draw_vouchers`: the one expiring first, then the higher discount); the rest is cash. Given
     the `run` (its start and estimated end), a voucher pays only for the part before it expires."""
-    tenant = policy.tenant(tenant_id)
-    best = best_voucher(tenant, site_id, balances)
-    if best is None:
-        return CostSplit(total, total, 0.0, None)
-    drawn = next((v for v in tenant.vouchers if v.id == best[2]), None) if tenant is not None else None
-    part = 1.0 if run is None or drawn is None else covered_part(drawn, *run)
-    voucher = min(total * best[0] * part, best[1])
-    return CostSplit(total, total - voucher, voucher, best[2])
+    draws = draw_vouchers(usable_vouchers(policy.tenant(tenant_id), site_id, balances), total, run)
+    voucher = sum(paid for _, paid in draws)
+    return CostSplit(total, total - voucher, voucher, draws[0][0] if draws else None, draws)
 
 
 @dataclass(frozen=True)
@@ -150,20 +149,19 @@ def expired(voucher: Voucher, now: datetime | None) -> bool:
 def settled_split(
     policy: Policy,
     tenant_id: str,
+    site_id: str,
     total: float,
-    voucher_id: str | None,
-    others_used: float,
+    others_used: Mapping[str, float],
     run: tuple[datetime, datetime],
-) -> tuple[float, float]:
-    """(cash, voucher) of what an attempt cost over `run` (its start and end): the voucher it drew
-    on pays its discount of the part before it expires, up to what the tenant's other attempts
-    left of its balance; the rest is cash."""
-    voucher = voucher_of(policy, tenant_id, voucher_id)
-    if voucher is None:
-        return total, 0.0
-    covered = total * covered_part(voucher, *run)
-    paid = max(0.0, min(covered * voucher.discount, voucher.balance - others_used))
-    return total - paid, paid
+) -> tuple[float, Draws]:
+    """(cash, draws) of what an attempt at `site_id` cost over `run` (its start and end), split as
+    `split_cost` splits a burst, each voucher within what the tenant's other attempts left of its
+    balance (`others_used`, open reservations included, so theirs stay payable)."""
+    tenant = policy.tenant(tenant_id)
+    vouchers = tenant.vouchers if tenant is not None else ()
+    balances = {v.id: max(0.0, v.balance - others_used.get(v.id, 0.0)) for v in vouchers}
+    got = split_cost(tenant_id, site_id, total, policy, balances, run)
+    return got.cash, got.draws
 
 
 def voucher_of(policy: Policy, tenant_id: str, voucher_id: str | None) -> Voucher | None:
@@ -172,7 +170,23 @@ def voucher_of(policy: Policy, tenant_id: str, voucher_id: str | None) -> Vouche
     return next((v for v in (tenant.vouchers if tenant else ()) if v.id == voucher_id), None)
 
 
-def voucher_for(policy: Policy, tenant_id: str, site_id: str, money: TenantMoney) -> str | None:
-    """The voucher a burst to `site_id` draws on: the one `split_cost` chose with these balances."""
-    best = best_voucher(policy.tenant(tenant_id), site_id, money.voucher_balances)
-    return None if best is None else best[2]
+def voucher_for(
+    policy: Policy, tenant_id: str, site_id: str, money: TenantMoney, split: tuple[float, float],
+    run: tuple[datetime, datetime] | None = None,
+) -> Draws:
+    """The draws of a burst to `site_id` decided at `split` (cash, voucher): those `split_cost`
+    makes of its cost with these balances, paying the decided voucher share in all."""
+    cash, voucher = split
+    got = split_cost(tenant_id, site_id, cash + voucher, policy, money.voucher_balances, run)
+    return drawn_up_to(got.draws, voucher)
+
+
+def drawn_up_to(draws: Draws, voucher: float) -> Draws:
+    """The first of `draws` (in paying order) up to `voucher` in all: the split a decision took."""
+    out: list[tuple[str, float]] = []
+    for vid, paid in draws:
+        take = min(paid, voucher - sum(p for _, p in out))
+        if take <= 0:
+            break
+        out.append((vid, take))
+    return tuple(out)

@@ -7,7 +7,7 @@ module reads the month's entries, reserves a burst's cash atomically, and settle
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
 from broker.burst import estimate_cost, is_onprem
@@ -17,6 +17,7 @@ from broker.burst.money import (
     TenantMoney,
     budget_alert,
     cents_up,
+    drawn_up_to,
     fx_rate,
     month_of,
     monthly_budget,
@@ -28,6 +29,7 @@ from broker.burst.money import (
 from broker.clock import Clock
 from broker.decision import Decision
 from broker.model import Attempt, AttemptId, Job, JobId, JobSpec, TenantId
+from broker.placement.cost import Draws
 from broker.policy import Policy
 from broker.store import AuditFilter, JobNotFoundError, JobStore, SpendEntry
 
@@ -79,9 +81,11 @@ class SpendLedger:
         run = (now, now + job.spec.runtime_estimate)
         balances = self.money(job.tenant, now, store).voucher_balances
         split = split_cost(job.tenant, attempt.site, cash + voucher, policy, balances, run)
-        voucher_id = split.voucher_id
         if split.voucher < voucher - 0.005:  # (as decided, give or take a cent: its split stands)
             cash, voucher = cents_up(cash + voucher - split.voucher), split.voucher
+        draws = drawn_up_to(split.draws, voucher)
+        if (paid := sum(p for _, p in draws)) < voucher:  # (less than a cent: the cash stays whole cents)
+            cash, voucher = cents_up(cash + voucher - paid), paid
         entry = SpendEntry(
             tenant=job.tenant,
             site=attempt.site,
@@ -90,15 +94,16 @@ class SpendLedger:
             month=month_of(now),
             reserved=cash,
             voucher=voucher,
-            voucher_id=voucher_id,
+            voucher_id=draws[0][0] if draws else None,
             fx=fx_rate(policy, attempt.offer),  # settled at it, whatever a reload sets meanwhile
+            draws=draws,
         )
-        drawn_on = voucher_of(policy, job.tenant, voucher_id)
+        drawn_on = (voucher_of(policy, job.tenant, vid) for vid, _ in draws)
         reserved = store.reserve_spend(
             entry,
             tenant_limit=self.budget(job.tenant),
             global_limit=policy.burst.budget.global_monthly_cap,
-            voucher_balance=None if drawn_on is None else drawn_on.balance,
+            voucher_balances={v.id: v.balance for v in drawn_on if v is not None},
         )
         if reserved:
             self.alert(job.tenant, job.id, store)
@@ -129,10 +134,10 @@ class SpendLedger:
 
         started = {a.id: a.created_at for a in live}
 
-        def split(entry: SpendEntry, total: float, others: float) -> tuple[float, float]:
-            # What settling now would split (`settle`): the voucher pays its share of the run so far.
+        def split(entry: SpendEntry, total: float, others: Mapping[str, float]) -> tuple[float, Draws]:
+            # What settling now would split (`settle`): the vouchers pay their share of the run so far.
             run = (started.get(entry.attempt_id, now), now)
-            return settled_split(policy, entry.tenant, total, entry.voucher_id, others, run)
+            return settled_split(policy, entry.tenant, entry.site, total, others, run)
 
         store.raise_reservations(costs, split)
         if costs:  # a run past its estimate may take its tenant past the alert
@@ -195,12 +200,15 @@ class SpendLedger:
         end = min(ended, self.clock.now()) if ended else self.clock.now()  # (a skewed clock)
         hours = max(0.0, (end - attempt.created_at).total_seconds()) / 3600 if ran else 0.0
         total = estimate_cost(job.spec, attempt.offer, policy, hours=hours, rate=reserved.fx)
-        # The voucher pays its share of what the attempt really cost, up to what is left of it
-        # besides this attempt's own reservation: a run past its estimate may exhaust it.
-        others = store.voucher_used(job.tenant).get(reserved.voucher_id or "", 0.0) - reserved.voucher
-        run = (attempt.created_at, end)  # the voucher pays for none of it after it expires
-        cash, voucher = settled_split(policy, job.tenant, total, reserved.voucher_id, others, run)
-        store.settle_spend(attempt.id, spent=cash, voucher=voucher)
+        # The vouchers pay their share of what the attempt really cost, each up to what is left
+        # of it besides this attempt's own draw: a run past its estimate may exhaust one, and
+        # the next pays on before cash.
+        others = store.voucher_used(job.tenant)
+        for vid, paid in reserved.voucher_draws():
+            others[vid] = others.get(vid, 0.0) - paid
+        run = (attempt.created_at, end)  # a voucher pays for none of it after it expires
+        cash, draws = settled_split(policy, job.tenant, attempt.site, total, others, run)
+        store.settle_spend(attempt.id, spent=cash, voucher=sum(p for _, p in draws), draws=draws)
 
 
 def _alerted_before(tenant: str, month: str, now: datetime, store: JobStore) -> bool:

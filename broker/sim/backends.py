@@ -21,6 +21,7 @@ from broker.burst.snapshot import partition_key
 from broker.model import Offer, SiteId
 from broker.offline_images import static_no_images
 from broker.placement import prepare_offers
+from broker.placement.cost import Draws
 from broker.policy import Policy
 from broker.policy.offers import static_offers
 from broker.sim.jobs import EPOCH
@@ -330,29 +331,37 @@ class Ledger:
                 used[vid] = used.get(vid, 0.0) + v
         return used
 
-    def add(self, tenant: str, month: str, cash: float, voucher: float, voucher_id: str | None) -> None:
+    def add(self, tenant: str, month: str, cash: float, draws: Draws) -> None:
+        """Book `cash` in the tenant's month and what each voucher pays (`draws`, changes of either)."""
         self._money.clear()
         self.cash[(tenant, month)] = self.cash.get((tenant, month), 0.0) + cash
-        if voucher_id is not None and voucher:
-            k = (tenant, month, voucher_id)
-            self.voucher[k] = self.voucher.get(k, 0.0) + voucher
+        for vid, paid in draws:
+            if paid:
+                k = (tenant, month, vid)
+                self.voucher[k] = self.voucher.get(k, 0.0) + paid
 
     def settle(
         self,
         tenant: str,
-        reserved: tuple[float, float, str | None, str],
+        site: str,
+        reserved: tuple[float, float, Draws, str],
         total: float,
         run: tuple[datetime, datetime],
     ) -> tuple[float, float]:
-        """Replace a reservation (cash, voucher, voucher id, month) by the attempt's `total` cost over
-        `run`, split as the live settle splits it (`settled_split`); returns the (cash, voucher) paid."""
-        cash, voucher, vid, month = reserved
-        # The voucher pays its discount of the actual cost, up to what the tenant's other attempts
-        # left of it: a run past its estimate may exhaust it, never overdraw it.
-        others = self.voucher_used(tenant).get(vid or "", 0.0) - voucher
-        paid = settled_split(self.policy, tenant, total, vid, others, run)
-        self.add(tenant, month, paid[0] - cash, paid[1] - voucher, vid)
-        return paid
+        """Replace a reservation (cash, voucher, draws, month) of a run at `site` by the attempt's
+        `total` cost over `run`, split as the live settle splits it (`settled_split`); returns
+        the (cash, voucher) paid."""
+        cash, _, own, month = reserved
+        # The vouchers pay their discount of the actual cost, up to what the tenant's other attempts
+        # left of each: a run past its estimate may exhaust one, never overdraw it.
+        others = self.voucher_used(tenant)
+        for vid, paid in own:
+            others[vid] = others.get(vid, 0.0) - paid
+        paid_cash, draws = settled_split(self.policy, tenant, site, total, others, run)
+        now, was = dict(draws), dict(own)
+        change = tuple((vid, now.get(vid, 0.0) - was.get(vid, 0.0)) for vid in {**was, **now})
+        self.add(tenant, month, paid_cash - cash, change)
+        return paid_cash, sum(now.values())
 
     def violations(self) -> int:
         """Tenant-months whose cash exceeds the budget, plus months over the global cap."""

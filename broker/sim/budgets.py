@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from broker.burst.money import BEIJING, month_of, monthly_budget, split_cost
+from broker.placement.cost import Draws
 from broker.policy import Policy
 from broker.sim.facts import JobFacts
 from broker.sim.jobs import SimJob
@@ -90,15 +91,15 @@ class Purse:
         tenant = str(job.tenant)
         start = job.epoch + timedelta(seconds=at_s)
         month = month_of(start)
-        cash, voucher, vid = self._split(job, f, (start, start + timedelta(seconds=job.runtime_s)))
+        cash, draws = self._split(job, f, (start, start + timedelta(seconds=job.runtime_s)))
         budget = monthly_budget(self.policy, tenant)
         cap = self.policy.burst.budget.global_monthly_cap
         mine, everyone = self.cash.get((tenant, month), 0.0) + cash, self.month_cash.get(month, 0.0) + cash
         if (budget is not None and mine > budget + 1e-9) or (cap is not None and everyone > cap + 1e-9):
             return False
         self.cash[(tenant, month)], self.month_cash[month] = mine, everyone
-        if vid is not None:
-            self.voucher_used[vid] = self.voucher_used.get(vid, 0.0) + voucher
+        for vid, paid in draws:
+            self.voucher_used[vid] = self.voucher_used.get(vid, 0.0) + paid
         self.paid[i] = (tenant, month, cash)
         return True
 
@@ -131,14 +132,14 @@ class Purse:
 
     def _split(
         self, job: SimJob, f: JobFacts, run: tuple[datetime, datetime]
-    ) -> tuple[float, float, str | None]:
-        """(cash, voucher, voucher id) of the job's cheapest cloud run (its expected cost)."""
+    ) -> tuple[float, Draws]:
+        """(cash, voucher draws) of the job's cheapest cloud run (its expected cost)."""
         total = f.cloud_cost or 0.0
         offer = f.cloud_by_cost[0] if f.cloud_by_cost else None
         tenant = self.policy.tenant(str(job.tenant))
         if offer is None or tenant is None or not tenant.vouchers:
-            return total, 0.0, None
+            return total, ()
         balances = {v.id: max(0.0, v.balance - self.voucher_used.get(v.id, 0.0)) for v in tenant.vouchers}
         got = split_cost(str(job.tenant), str(offer.site), total, self.policy, balances, run)
-        return got.cash, got.voucher, got.voucher_id
+        return got.cash, got.draws
 

@@ -356,14 +356,16 @@ class Engine:
         st.rec.burst = True
         st.running_since = self.t  # the launch, until it is up: the route times its launches
         if self.clouds.stocked_out(offer.site, self.t):
-            st.reserved = (0.0, 0.0, None, month_of(snap.now))
+            st.reserved = (0.0, 0.0, (), month_of(snap.now))
             self._push(self.t + self.scenario.stockouts_for(offer.site).fail_after_s, FAIL, job.index)
             return
         cash, voucher = d.facts.cash or 0.0, d.facts.voucher or 0.0
-        # The voucher the decision's split drew on (chosen from the same balances).
-        vid = voucher_for(self.policy, job.tenant, offer.site, self.ledger.money(job.tenant, snap.now))
-        st.reserved = (cash, voucher, vid, month_of(snap.now))
-        self.ledger.add(job.tenant, st.reserved[3], cash, voucher, vid)
+        # The vouchers the decision's split drew on (from the same balances, over the same run).
+        run = (snap.now, snap.now + job.spec.runtime_estimate)
+        money = self.ledger.money(job.tenant, snap.now)
+        draws = voucher_for(self.policy, job.tenant, offer.site, money, (cash, voucher), run)
+        st.reserved = (cash, voucher, draws, month_of(snap.now))
+        self.ledger.add(job.tenant, st.reserved[3], cash, draws)
         self._push(
             self.t + self.clouds.provisioning_delay(offer.site, job.index, st.rec.attempts), UP, job.index
         )
@@ -386,10 +388,11 @@ class Engine:
         assert st.offer is not None
         hours *= job.spec.resources.nodes  # an instance per node of a gang, as live `estimate_cost` bills
         total = self._price(st.offer) * hours
+        # (billed from up)
         run = (self.epoch + timedelta(seconds=st.running_since), self.epoch + timedelta(seconds=self.t))
-        paid_cash, paid_voucher = self.ledger.settle(job.tenant, st.reserved, total, run)  # (billed from up)
+        paid_cash, paid_voucher = self.ledger.settle(job.tenant, st.offer.site, st.reserved, total, run)
         st.rec.cost_cloud += total
         st.rec.cash += paid_cash
         st.rec.voucher += paid_voucher
         st.rec.carbon_g += carbon_g(self.policy, st.offer, hours)
-        st.reserved = (0.0, 0.0, None, st.reserved[3])
+        st.reserved = (0.0, 0.0, (), st.reserved[3])

@@ -13,6 +13,7 @@ from broker.decision import Decision
 from broker.fairshare import QueuedWork, Standing
 from broker.fairshare.book import demand_of
 from broker.model import Offer
+from broker.placement.cost import Draws
 from broker.sim.jobs import SimJob
 from broker.sim.metrics import JobRecord
 
@@ -82,7 +83,7 @@ class SimState:
     running_since: float = 0.0
     done_s: float = 0.0
     """Work kept by checkpoints across interruptions (a restart runs only the rest)."""
-    reserved: tuple[float, float, str | None, str] = (0.0, 0.0, None, "")
+    reserved: tuple[float, float, Draws, str] = (0.0, 0.0, (), "")
     rec: JobRecord = field(default_factory=JobRecord)
     work: QueuedWork | None = None
     """The job as fair share orders it, kept (it changes only with its candidate partitions)."""

@@ -46,6 +46,10 @@ class JobPage:
     next_page_token: str
 
 
+Draws = tuple[tuple[str, float], ...]
+"""(voucher id, amount) each voucher pays of an attempt, in the order they pay."""
+
+
 @dataclass(frozen=True)
 class SpendEntry:
     """Money committed at one site for one job attempt: reserved while live, spent once done."""
@@ -62,15 +66,25 @@ class SpendEntry:
     voucher: float = 0.0
     """Amount paid from vouchers rather than cash."""
     voucher_id: str | None = None
+    """The voucher that pays first."""
     settled: bool = False
     fx: float | None = None
     """Policy-currency units per unit of the offer's currency when reserved: what it is settled
     at, whatever the policy says by then (None: reserved before the rate was recorded)."""
+    draws: Draws = ()
+    """(voucher id, amount) each voucher pays, in the order they pay; empty: `voucher_id` pays all
+    of `voucher` (`voucher_draws`)."""
+
+    def voucher_draws(self) -> Draws:
+        """What each voucher pays of the entry, in the order they pay."""
+        if self.draws:
+            return self.draws
+        return () if self.voucher_id is None else ((self.voucher_id, self.voucher),)
 
 
-SplitCost = Callable[[SpendEntry, float, float], tuple[float, float]]
+SplitCost = Callable[[SpendEntry, float, Mapping[str, float]], tuple[float, Draws]]
 """(open entry, its cost so far in the policy currency, what the tenant's other entries drew from
-its voucher) -> (cash, voucher): how `raise_reservations` splits a run's cost as settling would."""
+each voucher) -> (cash, draws): how `raise_reservations` splits a run's cost as settling would."""
 
 
 @dataclass(frozen=True)

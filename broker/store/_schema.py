@@ -55,6 +55,13 @@ CREATE TABLE IF NOT EXISTS spend (
   settled {bool} NOT NULL, voucher_id TEXT, fx {real}
 );
 CREATE INDEX IF NOT EXISTS spend_month ON spend(month, tenant);
+-- What each voucher pays of an attempt (a burst draws on one after another as each runs out);
+-- `spend.voucher` is their sum, `spend.voucher_id` the first.
+CREATE TABLE IF NOT EXISTS spend_draws (
+  attempt_id {key} NOT NULL, ord INTEGER NOT NULL, voucher_id TEXT NOT NULL, tenant TEXT NOT NULL,
+  amount {real} NOT NULL, PRIMARY KEY (attempt_id, voucher_id)
+);
+CREATE INDEX IF NOT EXISTS spend_draws_voucher ON spend_draws(tenant, voucher_id);
 CREATE TABLE IF NOT EXISTS policy_versions (
   id {serial}, hash {key} NOT NULL, result TEXT NOT NULL,
   source TEXT NOT NULL, content TEXT NOT NULL, errors TEXT NOT NULL, time {time} NOT NULL
@@ -116,7 +123,12 @@ AFTER_COLUMNS = """
 DROP INDEX IF EXISTS jobs_queue_heads;
 -- Which (tenant, hardware asked) groups have queued jobs, and each one's first by priority then
 -- age: what a pass reads of a deep queue (`broker.dispatch.queue_read`).
-CREATE INDEX IF NOT EXISTS jobs_queue_groups ON jobs(state, tenant, queue_group, priority_rank, id)
+CREATE INDEX IF NOT EXISTS jobs_queue_groups ON jobs(state, tenant, queue_group, priority_rank, id);
+-- Entries written before `spend_draws`: their one voucher paid all of `voucher`.
+INSERT INTO spend_draws (attempt_id, ord, voucher_id, tenant, amount)
+  SELECT attempt_id, 0, voucher_id, tenant, voucher FROM spend
+  WHERE voucher_id IS NOT NULL AND voucher > 0
+  AND NOT EXISTS (SELECT 1 FROM spend_draws d WHERE d.attempt_id = spend.attempt_id)
 """
 
 JOB_COLS = (

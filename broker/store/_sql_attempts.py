@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from broker.model import Attempt, AttemptId, AttemptState, JobEvent, JobId, Offer, SiteId, TenantId
-from broker.store._dialect import marks
+from broker.store._dialect import Db, marks
 from broker.store._rows import LIVE_ATTEMPT_STATES, attempt_updates, new_attempt_id
 from broker.store._schema import ATTEMPT_COLS, SPEND_COLS
 from broker.store._sql_jobs import SqlJobs
-from broker.store.base import JobMove, JobNotFoundError, SpendEntry, SplitCost, StoreError
+from broker.store.base import Draws, JobMove, JobNotFoundError, SpendEntry, SplitCost, StoreError
 
 _SPEND_TOTAL = (
     "SELECT COALESCE(SUM(CASE WHEN settled THEN spent ELSE reserved END), 0) FROM spend WHERE month = ?"
 )
 # What the tenant's other entries drew from a voucher, reserved or settled, in every month.
 _VOUCHER_DRAWN = (
-    "SELECT COALESCE(SUM(voucher), 0) FROM spend WHERE tenant = ? AND voucher_id = ? AND attempt_id <> ?"
+    "SELECT COALESCE(SUM(amount), 0) FROM spend_draws WHERE tenant = ? AND voucher_id = ? AND attempt_id <> ?"
+)
+_VOUCHERS_DRAWN = (
+    "SELECT voucher_id, SUM(amount) FROM spend_draws WHERE tenant = ? AND attempt_id <> ? GROUP BY voucher_id"
 )
 # An open reservation grows to what its attempt has cost so far (its cash never lowered).
-_RAISE_RESERVED = "UPDATE spend SET reserved = ?, voucher = ? WHERE attempt_id = ? AND NOT settled"
+_RAISE_RESERVED = (
+    "UPDATE spend SET reserved = ?, voucher = ?, voucher_id = ? WHERE attempt_id = ? AND NOT settled"
+)
+_DRAWS = (
+    "SELECT d.attempt_id, d.voucher_id, d.amount FROM spend_draws d "
+    "JOIN spend ON spend.attempt_id = d.attempt_id"
+)
 _UPSERT_SPEND = (
     f"INSERT INTO spend ({SPEND_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (attempt_id) DO UPDATE SET tenant = excluded.tenant, site = excluded.site, "
@@ -149,13 +158,15 @@ class SqlAttempts(SqlJobs):
         *,
         tenant_limit: float | None,
         global_limit: float | None,
-        voucher_balance: float | None = None,
+        voucher_balances: Mapping[str, float] | None = None,
     ) -> bool:
         with self._tx(fenced=True) as db:
             self._dialect.lock_month(db, entry.month)
-            if entry.voucher_id is not None and voucher_balance is not None:
-                row = db.one(_VOUCHER_DRAWN, (entry.tenant, entry.voucher_id, entry.attempt_id))
-                paid = max(0.0, min(entry.voucher, voucher_balance - (row[0] if row else 0.0)))
+            draws = entry.voucher_draws()
+            if voucher_balances is not None and draws:
+                balances = voucher_balances
+                draws = tuple((v, self._payable(db, entry, v, paid, balances.get(v))) for v, paid in draws)
+                paid = sum(p for _, p in draws)
                 entry = replace(entry, reserved=entry.reserved + entry.voucher - paid, voucher=paid)
             # A reservation of no cash (a voucher pays all) breaks no limit, even one already overrun.
             if tenant_limit is not None and entry.reserved > 0:
@@ -182,67 +193,87 @@ class SqlAttempts(SqlJobs):
                     entry.fx,
                 ),
             )
+            _write_draws(db, entry.attempt_id, entry.tenant, draws)
         return True
 
-    def settle_spend(self, attempt_id: AttemptId, spent: float, voucher: float) -> None:
+    @staticmethod
+    def _payable(db: Db, entry: SpendEntry, voucher_id: str, amount: float, balance: float | None) -> float:
+        """What of `amount` the voucher can pay: what the tenant's other entries left of `balance`."""
+        if balance is None:
+            return amount
+        row = db.one(_VOUCHER_DRAWN, (entry.tenant, voucher_id, entry.attempt_id))
+        return max(0.0, min(amount, balance - (row[0] if row else 0.0)))
+
+    def settle_spend(
+        self, attempt_id: AttemptId, spent: float, voucher: float, draws: Draws | None = None
+    ) -> None:
         with self._tx(fenced=True) as db:
-            row = db.one("SELECT month FROM spend WHERE attempt_id = ?", (attempt_id,))
+            row = db.one("SELECT month, tenant, voucher_id FROM spend WHERE attempt_id = ?", (attempt_id,))
             if row is None:
                 return
             self._dialect.lock_month(db, row[0])
+            if draws is None:  # its first voucher pays it all
+                draws = () if row[2] is None else ((row[2], voucher),)
             db.run(
                 "UPDATE spend SET spent = ?, voucher = ?, settled = TRUE WHERE attempt_id = ?",
                 (spent, voucher, attempt_id),
             )
+            _write_draws(db, attempt_id, row[1], draws)
 
     def raise_reservations(self, costs: Sequence[tuple[AttemptId, float, float]], split: SplitCost) -> None:
         if not costs:
             return
         with self._tx(fenced=True) as db:
             marked = marks(len(costs))
-            rows = db.all(
-                f"SELECT {SPEND_COLS} FROM spend WHERE NOT settled AND attempt_id IN ({marked})",
-                [c[0] for c in costs],
-            )
-            entries = {e.attempt_id: e for e in map(self._spend_entry, rows)}
+            where = f"WHERE NOT settled AND spend.attempt_id IN ({marked})"
+            ids = [c[0] for c in costs]
+            entries = {e.attempt_id: e for e in self._entries(db, where, ids)}
             for month in sorted({e.month for e in entries.values()}):  # one order: no two wait on each other
                 self._dialect.lock_month(db, month)
             for attempt, cost, rate in costs:
                 if (entry := entries.get(attempt)) is None:
                     continue
-                # Split as settling will: the voucher's share grows with the run, within what the
-                # tenant's other entries left of it, so only the tenant's own cash is counted.
-                drawn = (
-                    db.one(_VOUCHER_DRAWN, (entry.tenant, entry.voucher_id, attempt))
-                    if entry.voucher_id
-                    else None
-                )
+                # Split as settling will: the vouchers' share grows with the run, within what the
+                # tenant's other entries left of each, so only the tenant's own cash is counted.
+                others = {r[0]: float(r[1]) for r in db.all(_VOUCHERS_DRAWN, (entry.tenant, attempt))}
                 total = cost * (rate if entry.fx is None else entry.fx)
-                cash, voucher = split(entry, total, float(drawn[0]) if drawn else 0.0)
+                cash, draws = split(entry, total, others)
+                voucher = sum(p for _, p in draws)
                 if cash > entry.reserved or voucher > entry.voucher:  # (a whole voucher: no cash)
-                    db.run(_RAISE_RESERVED, (max(cash, entry.reserved), voucher, attempt))
+                    first = draws[0][0] if draws else entry.voucher_id
+                    db.run(_RAISE_RESERVED, (max(cash, entry.reserved), voucher, first, attempt))
+                    _write_draws(db, attempt, entry.tenant, draws)
 
     def voucher_used(self, tenant: TenantId) -> dict[str, float]:
         rows = self._all(
-            "SELECT voucher_id, SUM(voucher) FROM spend WHERE tenant = ? AND voucher_id IS NOT NULL "
-            "GROUP BY voucher_id",
-            [tenant],
+            "SELECT voucher_id, SUM(amount) FROM spend_draws WHERE tenant = ? GROUP BY voucher_id", [tenant]
         )
         return {r[0]: float(r[1]) for r in rows}
 
     def spend_entries(self, month: str, tenant: TenantId | None = None) -> list[SpendEntry]:
-        sql = f"SELECT {SPEND_COLS} FROM spend WHERE month = ?"
+        where = "WHERE month = ?"
         params: list[Any] = [month]
         if tenant is not None:
-            sql += " AND tenant = ?"
+            where += " AND spend.tenant = ?"
             params.append(tenant)
-        return self._spend_rows(sql, params)
+        return self._reading(lambda db: self._entries(db, where, params))
 
     def unsettled_spend(self) -> list[SpendEntry]:
-        return self._spend_rows(f"SELECT {SPEND_COLS} FROM spend WHERE NOT settled", [])
+        return self._reading(lambda db: self._entries(db, "WHERE NOT settled", []))
 
-    def _spend_rows(self, sql: str, params: list[Any]) -> list[SpendEntry]:
-        return [self._spend_entry(r) for r in self._all(sql + " ORDER BY attempt_id", params)]
+    def _entries(self, db: Db, where: str, params: Sequence[Any]) -> list[SpendEntry]:
+        """The spend entries `where` picks, ordered by attempt, with their voucher draws."""
+        cols = ", ".join(f"spend.{c.strip()}" for c in SPEND_COLS.split(","))
+        rows = db.all(f"SELECT {cols} FROM spend {where} ORDER BY spend.attempt_id", params)
+        entries = [self._spend_entry(r) for r in rows]
+        if not any(e.voucher_id is not None for e in entries):
+            return entries
+        draws: dict[str, list[tuple[str, float]]] = {}
+        for r in db.all(f"{_DRAWS} {where} ORDER BY d.attempt_id, d.ord", params):
+            draws.setdefault(r[0], []).append((r[1], float(r[2])))
+        # An entry its first voucher paid all of reads as it was written (`voucher_draws` alike).
+        got = ((e, tuple(draws.get(e.attempt_id, ()))) for e in entries)
+        return [e if d == e.voucher_draws() else replace(e, draws=d) for e, d in got]
 
     @staticmethod
     def _spend_entry(r: Sequence[Any]) -> SpendEntry:
@@ -258,4 +289,14 @@ class SqlAttempts(SqlJobs):
             settled=bool(r[8]),
             voucher_id=r[9],
             fx=r[10],
+        )
+
+
+def _write_draws(db: Db, attempt_id: str, tenant: str, draws: Draws) -> None:
+    """Replace what each voucher pays of the attempt (`spend_draws`)."""
+    db.run("DELETE FROM spend_draws WHERE attempt_id = ?", (attempt_id,))
+    for i, (vid, amount) in enumerate(draws):
+        db.run(
+            "INSERT INTO spend_draws (attempt_id, ord, voucher_id, tenant, amount) VALUES (?, ?, ?, ?, ?)",
+            (attempt_id, i, vid, tenant, amount),
         )

@@ -26,6 +26,7 @@ from broker.model import (
     TenantId,
 )
 from broker.store._audit_store import AuditStore
+from broker.store._records import Draws as Draws
 from broker.store._records import FairUsage as FairUsage
 from broker.store._records import JobMove as JobMove
 from broker.store._records import JobPage as JobPage
@@ -306,26 +307,29 @@ class JobStore(AuditStore):
         *,
         tenant_limit: float | None,
         global_limit: float | None,
-        voucher_balance: float | None = None,
+        voucher_balances: Mapping[str, float] | None = None,
     ) -> bool:
         """Insert `entry` only if the tenant's and everyone's month totals stay within limits.
 
         The check and the insert are one transaction, so concurrent bursts cannot overspend.
-        Totals count cash only (spent + reserved, not voucher-paid amounts). With a
-        `voucher_balance`, the entry's voucher share is capped at what the tenant's other
+        Totals count cash only (spent + reserved, not voucher-paid amounts). With `voucher_balances`,
+        each voucher's draw (`SpendEntry.voucher_draws`) is capped at what the tenant's other
         entries (open reservations included) left of it, the rest added to its cash first.
         """
 
     @abc.abstractmethod
-    def settle_spend(self, attempt_id: AttemptId, spent: float, voucher: float) -> None:
-        """Turn an attempt's reservation into actual spend."""
+    def settle_spend(
+        self, attempt_id: AttemptId, spent: float, voucher: float, draws: Draws | None = None
+    ) -> None:
+        """Turn an attempt's reservation into actual spend: `voucher` paid by vouchers as `draws`
+        says (None: all by the voucher that paid first)."""
 
     @abc.abstractmethod
     def raise_reservations(self, costs: Sequence[tuple[AttemptId, float, float]], split: SplitCost) -> None:
         """Raise open reservations to what their attempts have cost so far.
 
         Each item is (attempt, cost so far in its offer's currency, the rate for an entry reserved
-        without one); in one transaction `split` gives each open entry's (cash, voucher) of it, taken
+        without one); in one transaction `split` gives each open entry's (cash, voucher draws) of it, taken
         where either grows (cash never lowered). Settled entries are left as they are."""
 
     @abc.abstractmethod

@@ -47,7 +47,7 @@ def test_the_voucher_that_pays_sets_the_cash_reserved(tmp_path: Path, budget: in
     first = store.create_attempt(other.id, OFFER.site, OFFER, "t0", NOW)
     store.reserve_spend(SpendEntry(tenant=TENANT, site=OFFER.site, job_id=other.id, attempt_id=first.id,
                                    month="2026-11", reserved=0.0, voucher=90.0, voucher_id="x", fx=1.0),
-                        tenant_limit=budget, global_limit=None, voucher_balance=90)
+                        tenant_limit=budget, global_limit=None, voucher_balances={"x": 90})
     store.settle_spend(first.id, spent=0.0, voucher=90.0)
     # Decided on balances where x still had 90: 100 CNY = 90 voucher + 10 cash.
     [(job, _)] = store.submit(TENANT, [Submission(spec)], NOW)

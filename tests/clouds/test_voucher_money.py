@@ -190,3 +190,34 @@ def test_a_voucher_pays_until_its_expiry_day_and_not_after(
     else:
         assert left == 100000
         assert entry.voucher == pytest.approx(PRICE / 2) and entry.reserved == pytest.approx(PRICE / 2), entry
+
+
+def test_a_burst_draws_on_the_next_voucher_when_one_runs_out(
+    ecs: EcsCloud, ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    """A 90% voucher with 600 left pays its 600 (of 666.67 CNY of the run), then a 50% one half of
+    the rest, before cash (one voucher paid per burst: the other 2,933.33 were all cash)."""
+    text = policy(600.0, 0.9).replace(
+        "sites: [ali-bj]}]", "sites: [ali-bj]}, {id: v2, balance: 100000, discount: 0.5}]"
+    )
+    assert "id: v2" in text
+    broker = start_broker(
+        on_moto.BrokerSetup(
+            text,
+            tokens={"vt": TOKEN},
+            sites={"ali-bj": on_moto.ecs_double(ecs_server.address)},
+            catalogs=a10_catalog(PRICE),
+        )
+    )
+    with grpc.insecure_channel(broker.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=a10_job("burst", 3600)), metadata=md()).job
+        wait_state(stub, job.id, UP)
+        [entry] = entries(broker, job.id)
+        assert [vid for vid, _ in entry.voucher_draws()] == ["v1", "v2"], entry
+        paid = dict(entry.voucher_draws())
+        assert paid == {"v1": pytest.approx(600), "v2": pytest.approx(1466.67, abs=0.01)}
+        assert entry.reserved == pytest.approx(1533.34, abs=0.01), entry
+        left = stub.GetSpend(pb.GetSpendRequest(), metadata=md()).vouchers_left
+        assert left == pytest.approx(100600 - 2066.67, abs=0.01)
+        stub.CancelJob(pb.CancelJobRequest(id=job.id), metadata=md())

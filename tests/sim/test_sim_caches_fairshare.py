@@ -114,7 +114,7 @@ def test_the_ledgers_money_with_its_month_kept_per_instant_equals_a_fresh_ledger
         t += timedelta(seconds=rng.choice([0, 0, 20, 45]))
         tenant = rng.choice(tenants)
         if rng.random() < 0.3:
-            ledger.add(tenant, month_of(t), rng.uniform(0, 900), 0.0, None)
+            ledger.add(tenant, month_of(t), rng.uniform(0, 900), ())
         fresh = Ledger(policy)
         fresh.cash, fresh.voucher = dict(ledger.cash), dict(ledger.voucher)
         assert ledger.money(tenant, t) == fresh.money(tenant, t)

@@ -346,14 +346,15 @@ def test_a_voucher_pays_only_its_share_at_its_sites_in_the_references(tmp_path: 
     assert out["cost_ratio"] is None
 
 
-def test_the_references_take_the_burst_s_voucher_not_the_one_with_most_balance(tmp_path: Path) -> None:
-    # The burst draws the site's best voucher, the highest discount: `a` pays 1 CNY of the 24, 23 in
-    # cash, over a budget of 10, so no strategy bursts the job. `b` would have paid 40% (9.60 cash),
-    # but the burst never draws it: the references must not keep the job's cloud run on its account.
+def test_the_references_take_the_burst_s_voucher_split_not_the_one_with_most_balance(tmp_path: Path) -> None:
+    # The burst draws the site's vouchers in order, the higher discount first: `a` pays 1 CNY (of
+    # 1.11 of the 24), then `b` 60% of the other 22.89: 9.16 in cash, over a budget of 9, so no
+    # strategy bursts the job. `b` alone would have paid 60% of all of it (9.60 cash, over too), its
+    # balance much more: the references must not keep the job's cloud run on either account.
     vouchers = "vouchers: [{id: a, balance: 1, discount: 0.9}, {id: b, balance: 1000, discount: 0.6}]"
     _policy(tmp_path, budget=10, risk=0.0)
     text = (tmp_path / "policy.yaml").read_text()
-    text = text.replace("monthly_budget: 10}", f"monthly_budget: 10, {vouchers}}}")
+    text = text.replace("monthly_budget: 10}", f"monthly_budget: 9, {vouchers}}}")
     assert "vouchers" in text
     (tmp_path / "policy.yaml").write_text(text)
     policy = load_policy(tmp_path / "policy.yaml")

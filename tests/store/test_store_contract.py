@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -53,6 +53,7 @@ from broker.store import (
     Submission,
 )
 from broker.store._sql_runs import RUN_STARTS_CHUNK
+from broker.store.base import Draws
 from broker.store.postgres import PostgresStore
 
 NOW = datetime(2026, 11, 3, 8, 0, 0, 123456, tzinfo=UTC)
@@ -886,12 +887,13 @@ class StoreContract:
         store.settle_spend(AttemptId("j3-a1"), spent=2.0, voucher=0.0)
         asked: dict[str, tuple[float, float]] = {}
 
-        def split(e: SpendEntry, total: float, others: float) -> tuple[float, float]:
+        def split(e: SpendEntry, total: float, drawn: Mapping[str, float]) -> tuple[float, Draws]:
+            others = drawn.get(e.voucher_id or "", 0.0)
             asked[e.attempt_id] = (total, others)
             if e.voucher_id == "v-2":
-                return 0.0, total
+                return 0.0, (("v-2", total),)
             paid = min(total / 2, 10.0 - others) if e.voucher_id else 0.0  # half, of a 10.0 balance
-            return total - paid, paid
+            return total - paid, ((e.voucher_id, paid),) if e.voucher_id else ()
 
         costs = [("j1-a1", 3.0, 1.0), ("j2-a1", 2.0, 2.0), ("j3-a1", 9.0, 1.0), ("j5-a1", 5.0, 1.0)]
         store.raise_reservations([(AttemptId(a), cost, rate) for a, cost, rate in costs], split)
@@ -1000,18 +1002,18 @@ class StoreContract:
         assert store.reserve_spend(drawing("j2-a1", 1, 4), tenant_limit=None, global_limit=None)
         # Decided on a balance that no longer holds: 3 from the voucher, only 2 are left.
         assert store.reserve_spend(
-            drawing("j3-a1", 1, 3), tenant_limit=3, global_limit=None, voucher_balance=12
+            drawing("j3-a1", 1, 3), tenant_limit=3, global_limit=None, voucher_balances={"v-1": 12}
         )
         got = {e.attempt_id: e for e in store.spend_entries("2026-11")}[AttemptId("j3-a1")]
         assert (got.reserved, got.voucher) == (2.0, 2.0)
         assert store.voucher_used(A) == {"v-1": 12.0}
         # Nothing is left: all 3 would be cash, and 1 + 2 + 3 is over a budget of 5.
         assert not store.reserve_spend(
-            drawing("j4-a1", 0, 3), tenant_limit=5, global_limit=None, voucher_balance=12
+            drawing("j4-a1", 0, 3), tenant_limit=5, global_limit=None, voucher_balances={"v-1": 12}
         )
         # Reserving an attempt again does not count its own earlier draw against it.
         assert store.reserve_spend(
-            drawing("j3-a1", 1, 3), tenant_limit=None, global_limit=None, voucher_balance=15
+            drawing("j3-a1", 1, 3), tenant_limit=None, global_limit=None, voucher_balances={"v-1": 15}
         )
         got = {e.attempt_id: e for e in store.spend_entries("2026-11")}[AttemptId("j3-a1")]
         assert (got.reserved, got.voucher) == (1.0, 3.0)
@@ -1029,6 +1031,34 @@ class StoreContract:
         store.settle_spend(AttemptId("j2-a1"), spent=1.0, voucher=7.0)
         assert store.voucher_used(A) == {"v-1": 37.0, "v-2": 2.0}
         assert store.voucher_used(B) == {"v-1": 9.0}
+
+    def test_a_burst_drawing_on_two_vouchers_keeps_each_ones_draw(self, store: JobStore) -> None:
+        # 10 of v-1's 12 held elsewhere: of a draw of 4 from v-1 and 3 from v-2, v-1 pays 2 and
+        # the other 2 are cash; v-2 (balance 20) pays its 3.
+        held = replace(entry("j1-a1", 0), voucher=10.0, voucher_id="v-1")
+        assert store.reserve_spend(held, tenant_limit=None, global_limit=None)
+        both = replace(entry("j2-a1", 1), voucher=7.0, voucher_id="v-1", draws=(("v-1", 4.0), ("v-2", 3.0)))
+        balances = {"v-1": 12.0, "v-2": 20.0}
+        assert store.reserve_spend(both, tenant_limit=None, global_limit=None, voucher_balances=balances)
+        got = {e.attempt_id: e for e in store.spend_entries("2026-11")}[AttemptId("j2-a1")]
+        assert (got.reserved, got.voucher, got.voucher_id) == (3.0, 5.0, "v-1")
+        assert got.draws == (("v-1", 2.0), ("v-2", 3.0))
+        assert store.voucher_used(A) == {"v-1": 12.0, "v-2": 3.0}
+        store.settle_spend(AttemptId("j2-a1"), spent=4.0, voucher=6.0, draws=(("v-1", 2.0), ("v-2", 4.0)))
+        [settled] = [e for e in store.spend_entries("2026-11", A) if e.attempt_id == "j2-a1"]
+        assert (settled.spent, settled.voucher, settled.draws) == (4.0, 6.0, (("v-1", 2.0), ("v-2", 4.0)))
+        assert store.voucher_used(A) == {"v-1": 12.0, "v-2": 4.0}
+        assert store.unsettled_spend() == [held]
+
+    def test_voucher_draws_from_before_several_vouchers_count(self, open_store: StoreFactory) -> None:
+        old = open_store()
+        drawn = replace(entry("j1-a1", 1), voucher=6.0, voucher_id="v-1")
+        assert old.reserve_spend(drawn, tenant_limit=None, global_limit=None)
+        self.raw(old, "DROP TABLE spend_draws")  # as a store before a burst drew on several vouchers
+        self.raw(old, "DELETE FROM schema_version")  # ... written by a broker of then
+        store = open_store()  # opening brings the schema up to date
+        assert store.voucher_used(A) == {"v-1": 6.0}
+        assert store.spend_entries("2026-11") == [drawn]
 
     @pytest.mark.parametrize("round_", range(3))
     def test_concurrent_reservations_never_exceed_limits(self, open_store: StoreFactory, round_: int) -> None:
