@@ -10,10 +10,12 @@ are decoded; `bench/large_requests.py` has the memory figures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -86,6 +88,25 @@ def test_the_limit_follows_the_policys_largest_max_spec_bytes(tmp_path: Path) ->
         assert "max_spec_bytes (65536) exceeded" in (refused.value.details() or "")
 
 
+@contextlib.asynccontextmanager
+async def guarded(
+    budget: RequestBytes, handlers: dict[str, Any], **server_args: Any
+) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to a grpc.aio server of `handlers` (service `t.T`) behind the broker's DecodeGuard."""
+    server = grpc.aio.server(
+        interceptors=[DecodeGuard(budget)], options=[("grpc.max_receive_message_length", 32 << 20)],
+        **server_args,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield channel
+    finally:
+        await server.stop(None)
+
+
 def test_large_requests_past_the_in_flight_budget_are_refused_before_they_are_decoded() -> None:
     # The broker's own interceptor over a real channel, in front of a handler that holds a large
     # request until told (a broker's handlers answer too soon to hold one on purpose).
@@ -106,32 +127,23 @@ def test_large_requests_past_the_in_flight_budget_are_refused_before_they_are_de
             decoded.append(len(raw))
             return raw
 
-        server = grpc.aio.server(
-            interceptors=[DecodeGuard(budget)], options=[("grpc.max_receive_message_length", 32 << 20)]
-        )
         handler = grpc.unary_unary_rpc_method_handler(hold, request_deserializer=decode)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", {"Hold": handler}),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                call = channel.unary_unary("/t.T/Hold")
-                first = asyncio.ensure_future(call(b"a" * (2 << 20)))
-                await entered.wait()
-                with pytest.raises(grpc.aio.AioRpcError) as busy:
-                    await call(b"b" * (2 << 20))
-                assert busy.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                said = busy.value.details() or ""
-                assert "it handles at most 3145728 bytes of them at once" in said, said
-                assert "this request (2097152 bytes) was not read: retry shortly" in said, said
-                assert decoded == [2 << 20]  # the refused one was never decoded
-                assert await call(b"small") == b"ok"  # small requests are not counted
-                release.set()
-                assert await first == b"ok"
-                assert budget.held == 0
-                assert await call(b"c" * (2 << 20)) == b"ok"  # taken again once the first ended
-        finally:
-            await server.stop(None)
+        async with guarded(budget, {"Hold": handler}) as channel:
+            call = channel.unary_unary("/t.T/Hold")
+            first = asyncio.ensure_future(call(b"a" * (2 << 20)))
+            await entered.wait()
+            with pytest.raises(grpc.aio.AioRpcError) as busy:
+                await call(b"b" * (2 << 20))
+            assert busy.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            said = busy.value.details() or ""
+            assert "it handles at most 3145728 bytes of them at once" in said, said
+            assert "this request (2097152 bytes) was not read: retry shortly" in said, said
+            assert decoded == [2 << 20]  # the refused one was never decoded
+            assert await call(b"small") == b"ok"  # small requests are not counted
+            release.set()
+            assert await first == b"ok"
+            assert budget.held == 0
+            assert await call(b"c" * (2 << 20)) == b"ok"  # taken again once the first ended
 
     asyncio.run(main())
 
@@ -159,34 +171,25 @@ def test_a_streamed_answers_large_request_is_gated_as_a_unary_ones() -> None:
             decoded.append(len(raw))
             return raw
 
-        server = grpc.aio.server(
-            interceptors=[DecodeGuard(budget)], options=[("grpc.max_receive_message_length", 32 << 20)]
-        )
         handlers = {
             "Hold": grpc.unary_unary_rpc_method_handler(hold, request_deserializer=decode),
             "Watch": grpc.unary_stream_rpc_method_handler(watch, request_deserializer=decode),
         }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", handlers),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                watch_call = channel.unary_stream("/t.T/Watch")
-                assert [m async for m in watch_call(b"w" * (2 << 20))] == [b"event"]
-                assert budget.held == 0  # given back when the stream ended
-                first = asyncio.ensure_future(channel.unary_unary("/t.T/Hold")(b"a" * (2 << 20)))
-                await entered.wait()
-                with pytest.raises(grpc.aio.AioRpcError) as busy:
-                    [m async for m in watch_call(b"b" * (2 << 20))]
-                assert busy.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert "this request (2097152 bytes) was not read" in (busy.value.details() or "")
-                assert decoded == [2 << 20, 2 << 20]  # the refused watch was never decoded
-                assert [m async for m in watch_call(b"small")] == [b"event"]  # small: not counted
-                release.set()
-                assert await first == b"ok"
-                assert budget.held == 0
-        finally:
-            await server.stop(None)
+        async with guarded(budget, handlers) as channel:
+            watch_call = channel.unary_stream("/t.T/Watch")
+            assert [m async for m in watch_call(b"w" * (2 << 20))] == [b"event"]
+            assert budget.held == 0  # given back when the stream ended
+            first = asyncio.ensure_future(channel.unary_unary("/t.T/Hold")(b"a" * (2 << 20)))
+            await entered.wait()
+            with pytest.raises(grpc.aio.AioRpcError) as busy:
+                [m async for m in watch_call(b"b" * (2 << 20))]
+            assert busy.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "this request (2097152 bytes) was not read" in (busy.value.details() or "")
+            assert decoded == [2 << 20, 2 << 20]  # the refused watch was never decoded
+            assert [m async for m in watch_call(b"small")] == [b"event"]  # small: not counted
+            release.set()
+            assert await first == b"ok"
+            assert budget.held == 0
 
     asyncio.run(main())
 
@@ -202,20 +205,10 @@ def test_the_budget_is_counted_on_the_event_loop_even_for_a_plain_handler() -> N
         return b"ok"
 
     async def main() -> None:
-        server = grpc.aio.server(
-            migration_thread_pool=futures.ThreadPoolExecutor(max_workers=2),
-            interceptors=[DecodeGuard(budget)],
-            options=[("grpc.max_receive_message_length", 32 << 20)],
-        )
         handler = grpc.unary_unary_rpc_method_handler(plain, request_deserializer=bytes)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", {"Plain": handler}),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                assert await channel.unary_unary("/t.T/Plain")(b"a" * (2 << 20)) == b"ok"
-        finally:
-            await server.stop(None)
+        pool = futures.ThreadPoolExecutor(max_workers=2)
+        async with guarded(budget, {"Plain": handler}, migration_thread_pool=pool) as channel:
+            assert await channel.unary_unary("/t.T/Plain")(b"a" * (2 << 20)) == b"ok"
 
     asyncio.run(main())
     assert threads == [threading.get_ident()] and budget.held == 0  # (the loop ran in this thread)
