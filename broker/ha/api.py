@@ -67,6 +67,7 @@ class StoreOnlyDispatch(AttemptTracking):
         self._inflight: dict[JobId, asyncio.Task[None]] = {}
         self._stops_in_flight: set[str] = set()  # (a replica has no adapters: the leader stops them)
         self._snap: tuple[float, PassSnapshot] | None = None
+        self._refreshing = asyncio.Lock()
         self.lease_watch = LeaseWatch(lease_s, REPORT_REFRESH_S)
         """The scheduler's lease as this replica sees it renewed (`szb status`'s "leads")."""
         self.adopt = adopt
@@ -134,16 +135,27 @@ class StoreOnlyDispatch(AttemptTracking):
     async def current_snapshot(self) -> PassSnapshot:
         """Offers from the catalog and the scheduler's site report (no adapter is asked), and fair
         share's state from the store, cached for a refresh interval."""
-        now = time.monotonic()
-        if self._snap is None or now - self._snap[0] >= self.snapshot_refresh_s:
-            live = self.store.live_attempts()
-            snap = await asyncio.to_thread(self.planner.snapshot, self.clock.now(), live)
-            if self.follow is not None:
-                queued, cut = await read_queue(self.store, self.queue_window, fill=False)
-                policy, at = self.planner.policy, self.clock.now()
-                heads_only = self.queue_window if cut else 0
-                await asyncio.to_thread(self.follow, policy, live, queued, at, self.store, heads_only)
-            self._snap = (now, snap)
+        async with self._refreshing:  # (two refreshes at once would decide the queue into one planner)
+            now = time.monotonic()
+            if self._snap is None or now - self._snap[0] >= self.snapshot_refresh_s:
+                live = self.store.live_attempts()
+                snap = await asyncio.to_thread(self.planner.snapshot, self.clock.now(), live)
+                if self.follow is not None:
+                    queued, cut = await read_queue(self.store, self.queue_window, fill=False)
+                    heads_only = self.queue_window if cut else 0
+                    await asyncio.to_thread(self._follow, self.follow, live, queued, snap, heads_only)
+                self._snap = (now, snap)
         snap = self._snap[1]
         snap.now = self.clock.now()
         return snap
+
+    def _follow(
+        self, follow: Follow, live: Sequence[Attempt], queued: Sequence[Job], snap: PassSnapshot,
+        heads_only: int,
+    ) -> None:
+        """Fair share's state as the scheduler keeps it, then the queue decided on `snap` in fair
+        order as the scheduler's pass decides it, acting on nothing: explain and `szb get` then
+        count the waiters ahead, the capacity held for a head job and the units the pass claims."""
+        follow(self.planner.policy, live, queued, snap.now, self.store, heads_only)
+        for job in self.planner.order_queue(queued, snap.now, full=True):
+            self.planner.decide(job, snap, self.store)

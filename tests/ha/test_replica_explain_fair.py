@@ -104,3 +104,37 @@ def test_a_replica_reads_a_deep_queue_as_the_schedulers_passes_do(cluster: Clust
             assert "in tenant order" in head.message and "further back" not in head.message, head.message
         finally:
             stub.CancelJob(pb.CancelJobRequest(id=holder.id), metadata=auth("team-a"))
+
+
+def test_a_replica_counts_the_jobs_queued_ahead_of_a_queued_job(cluster: Cluster) -> None:
+    """A replica decided nothing, so its projected waits had no line: every queued job was
+    explained with 0 waiting in the broker ahead of it, the 3rd in tenant order as the 1st."""
+    api = cluster.start("api")
+    cluster.start("scheduler")
+    cluster.leader()
+    with grpc.insecure_channel(api.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        ask = pb.SubmitJobRequest(job=gpus("all-four", 4, 600))
+        holder = stub.SubmitJob(ask, metadata=auth("team-a")).job
+        try:
+            deadline = time.monotonic() + 90
+            while stub.GetJob(pb.GetJobRequest(id=holder.id), metadata=auth("team-a")).job.state != (
+                job_pb2.JOB_STATE_RUNNING
+            ):
+                assert time.monotonic() < deadline, "team-a's job never ran"
+                time.sleep(0.2)
+            reqs = [pb.SubmitJobRequest(job=gpus(f"w{i}", 1, 1)) for i in range(3)]
+            waiting = [r.job.id for r in stub.SubmitJobs(pb.SubmitJobsRequest(requests=reqs),
+                                                         metadata=auth("team-a")).responses]
+            deadline = time.monotonic() + 30
+            while True:  # until the replica's snapshot (refreshed every few seconds) has the queue
+                said = stub.ExplainPlacement(pb.ExplainPlacementRequest(job_id=waiting[-1]),
+                                             metadata=auth("team-a")).explanation.decision
+                if said.projection.queue_ahead_jobs == 2 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert said.HasField("projection"), list(said.reasons)
+            assert said.projection.queue_ahead_jobs == 2, (said.projection, list(said.reasons))
+            assert share(list(said.reasons))[0] == "3rd", list(said.reasons)
+        finally:
+            stub.CancelJob(pb.CancelJobRequest(id=holder.id), metadata=auth("team-a"))
