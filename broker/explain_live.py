@@ -16,9 +16,10 @@ from broker.burst.inputs import deadline_missed
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, FairShareNote
 from broker.dispatch.own_refusals import excluding_refusals
+from broker.fair_queue import FairQueue
 from broker.fair_reclaim import bound_for_queue, reclaiming
 from broker.fairshare.book import units_of
-from broker.fairshare.holds import claimed_meanwhile
+from broker.fairshare.holds import claimed_meanwhile, naming_hold
 from broker.fairshare.order import Standing
 from broker.model import Job, JobSpec, TenantId
 from broker.planning import Planner
@@ -80,6 +81,7 @@ def explain_now(
     if projected is not None:
         decision = planner.waits.explained(decision, snap, tenant, store, standing.position, projected)
     decision = _fair_share(planner, spec, tenant, standing, decision, snap)
+    decision = _held(fair, job_id, tenant, spec, decision, whole=job is not None and job.id in fair.standings)
     if decision.action == Action.WAIT and (never := planner.admit(asked, tenant, snap.now)):
         # (as submission refuses it: on the catalog's offers, whatever is blocked or sick now)
         return refused_at_submit(decision, never)
@@ -87,6 +89,17 @@ def explain_now(
     if missed is not None:  # the dispatcher fails a waiting job it can no longer finish in time
         return replace(decision, action=Action.REJECT, reasons=(missed, *decision.reasons))
     return decision
+
+
+def _held(
+    fair: FairQueue, job_id: str, tenant: str, spec: JobSpec, decision: Decision, *, whole: bool
+) -> Decision:
+    """The decision naming the hold that keeps it off capacity free now, as the pass names it
+    (`whole`: a queued job decided in a pass over the queue's head)."""
+    if decision.offer is None:
+        return decision
+    hold = fair.holds.against(job_id, tenant, decision.offer.partition, fair.ratios, whole_pass=whole)
+    return naming_hold(decision, hold, units_of(spec))
 
 
 def _fair_share(

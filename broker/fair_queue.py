@@ -16,12 +16,12 @@ from broker.burst import is_onprem
 from broker.burst.inputs import due_at, effective_max_wait
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, FairShareNote, ReclaimVictim
-from broker.fair_reclaim import Reclaimer, Taken, bound_for_queue, reclaiming
+from broker.fair_reclaim import Reclaimer, Taken, bound_in_pass, reclaiming
 from broker.fair_saves import Saves
 from broker.fairshare import QueuedWork, Standing, charge_factor, onprem_partitions, order, share_ratios
 from broker.fairshare.book import FairShareBook, Holding, capacity_of, demand_of, units_of
 from broker.fairshare.candidates import Candidates
-from broker.fairshare.holds import Hold, Holds
+from broker.fairshare.holds import Hold, Holds, naming_hold
 from broker.fairshare.standing import TenantStanding, tenant_standings
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, TenantId
 from broker.policy import Policy
@@ -293,7 +293,7 @@ class FairQueue:
             why = quota_reason(policy, job.tenant, units_of(job.spec), key)
             self.reasons[job.id] = why  # szb get says what the event says
             return replace(decision, action=Action.WAIT, reasons=(why,), fair_share=fair)
-        if decision.action == Action.WAIT or (onprem and self._queue_bound(decision, job.spec, snap)):
+        if decision.action == Action.WAIT or (onprem and bound_in_pass(decision, job.spec, snap)):
             taken = self._reclaim(policy, job, st, decision, snap)
             reclaim = taken.victims
             if taken.reason:  # preempting: it starts once they stop, not when the projection has it
@@ -302,7 +302,11 @@ class FairQueue:
             decision = kept  # units reclaimed for another job: it may not queue for them ahead of it
         if onprem and decision.action == Action.RUN:
             snap.running_jobs.add(job.id)
-        if decision.action == Action.WAIT:
+        if decision.action == Action.WAIT and onprem and offer is not None:  # (a pass over the queue's
+            # head counts the hold against every job after its holder; one over new jobs, as `held_for`)
+            hold = self.holds.against(job.id, job.tenant, offer.partition, self.ratios,
+                                      whole_pass=job.id not in self.provisional)
+            decision = naming_hold(decision, hold, units_of(job.spec))
             self.reasons[job.id] = decision.summary
         if (
             decision.action == Action.WAIT
@@ -322,20 +326,12 @@ class FairQueue:
             if free > 0:
                 snap.claimed[key] = snap.claimed.get(key, 0) + min(free, units_of(job.spec))
             # Passes that decide only new jobs do not see this one: the hold is remembered.
-            self.holds.put(key, Hold(job.id, job.tenant, units_of(job.spec), st.in_quota))
+            self.holds.claim(key, Hold(job.id, job.tenant, units_of(job.spec), st.in_quota), self.place)
         decision = replace(decision, fair_share=fair, reclaim=reclaim)
         return swapped(
             self.book, self.reclaimer, policy, job.id, job.tenant, job.spec, decision, snap,
             may_run_onprem=st.may_run_onprem, ratios=self.ratios,
         )
-
-    @staticmethod
-    def _queue_bound(decision: Decision, spec: JobSpec, snap: PassSnapshot) -> bool:
-        """`bound_for_queue` for a decision of the pass: it claimed the job's own units already."""
-        offer = decision.offer
-        if offer is None:
-            return False
-        return bound_for_queue(decision, spec, snap.claimed_by_others(offer.partition, units_of(spec)))
 
     def barred(self, policy: Policy, job: Job, now: datetime) -> dict[str, float] | None:
         """Borrowed work of a tenant that may not borrow: per on-prem partition, the seconds until

@@ -310,6 +310,14 @@ def bound_for_queue(decision: Decision, spec: JobSpec, others: int = 0) -> bool:
     )
 
 
+def bound_in_pass(decision: Decision, spec: JobSpec, snap: PassSnapshot) -> bool:
+    """`bound_for_queue` for a decision of the pass: it claimed the job's own units already."""
+    offer = decision.offer
+    if offer is None:
+        return False
+    return bound_for_queue(decision, spec, snap.claimed_by_others(offer.partition, units_of(spec)))
+
+
 def reclaiming(decision: Decision, reason: str) -> Decision:
     """The decision of a job that reclaims its quota: it waits in the broker, saying so first. A
     job bound for Slurm's queue waits here instead: there it would wait out the borrowed work it

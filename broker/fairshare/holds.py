@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from broker.decision import Action, Decision
 from broker.fairshare.order import Standing
 
 
@@ -43,6 +44,13 @@ class Holds:
         else:
             self._by_partition[partition] = hold
 
+    def claim(self, partition: str, hold: Hold, place: Callable[[str], float]) -> None:
+        """`hold` becomes the partition's, unless a job standing before its job in the fair order
+        (`place`) holds it already: a later waiter of the pass would take the head's hold over."""
+        held = self._by_partition.get(partition)
+        if held is None or held.job_id == hold.job_id or place(hold.job_id) < place(held.job_id):
+            self._by_partition[partition] = hold
+
     def at(self, partition: str) -> Callable[[Standing, int], None]:
         """Forget the partition's hold; the returned function sets the new one (job, its units)."""
         self._by_partition.pop(partition, None)
@@ -57,6 +65,16 @@ class Holds:
         for part, hold in list(self._by_partition.items()):
             if hold.job_id == gone or (queued is not None and hold.job_id not in queued):
                 del self._by_partition[part]
+
+    def against(
+        self, job_id: str, tenant: str, partition: str, ratios: Mapping[str, float], *, whole_pass: bool
+    ) -> Hold | None:
+        """The hold on `partition` that keeps units from this job: in a pass over the queue's head,
+        any other job's (its holder claimed them before this job's turn); else as `blocking` says."""
+        hold = self._by_partition.get(partition)
+        if hold is None or hold.job_id == job_id:
+            return None
+        return hold if whole_pass or partition in self.blocking(job_id, tenant, ratios) else None
 
     def holders(self) -> set[str]:
         return {h.tenant for h in self._by_partition.values()}
@@ -97,3 +115,14 @@ class _Claimed:
 
 
 _NOTHING: AbstractContextManager[None] = nullcontext()
+
+
+def naming_hold(decision: Decision, hold: Hold | None, units: int) -> Decision:
+    """A job waiting where the capacity reading has room for it, while `hold` keeps that room for
+    a job ahead: its reasons say so first (a projected wait alone reads as no room at all)."""
+    offer = decision.offer
+    if hold is None or decision.action != Action.WAIT or offer is None or (offer.free or 0) < units:
+        return decision
+    why = (f"held: the {offer.free} free unit(s) at {offer.partition} are kept for job {hold.job_id} "
+           f"of {hold.tenant}, ahead in the fair-share order and waiting for {hold.units}")
+    return replace(decision, reasons=(why, *decision.reasons))

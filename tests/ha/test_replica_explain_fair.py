@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
-from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.api import broker_service_pb2_grpc, job_pb2, placement_pb2
 from tests.e2e.conftest import PY, auth
 from tests.ha.conftest import Cluster
 
@@ -28,6 +28,63 @@ def gpus(name: str, count: int, seconds: float) -> job_pb2.JobSpec:
     spec.resources.accelerators.count = count
     spec.resources.accelerators.any_of.append("A800")
     return spec
+
+
+Stub = broker_service_pb2_grpc.BrokerServiceStub
+
+
+def state(stub: Stub, job_id: str, tenant: str) -> job_pb2.Job:
+    return stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth(tenant)).job
+
+
+def submit(stub: Stub, started: list[tuple[str, str]], name: str, count: int, seconds: float,
+           tenant: str) -> str:
+    """A job of `count` A800s sleeping `seconds`, noted in `started` (to cancel at the end)."""
+    job_id = stub.SubmitJob(pb.SubmitJobRequest(job=gpus(name, count, seconds)), metadata=auth(tenant)).job.id
+    started.append((job_id, tenant))
+    return str(job_id)
+
+
+def hold_one(stub: Stub, started: list[tuple[str, str]]) -> tuple[str, str]:
+    """(team-b's holding job, team-a's held job); `started` gets each job submitted, with its tenant."""
+    ran = [submit(stub, started, f"r{i}", 1, 600, "team-a") for i in range(2)]
+    deadline = time.monotonic() + 90
+    while any(state(stub, r, "team-a").state != job_pb2.JOB_STATE_RUNNING for r in ran):
+        assert time.monotonic() < deadline, "team-a's jobs never ran"
+        time.sleep(0.2)
+    big = submit(stub, started, "big", 4, 60, "team-b")
+    while "waiting" not in state(stub, big, "team-b").message:  # decided: it holds the 2 free A800s
+        assert time.monotonic() < deadline, "team-b's job was never decided"
+        time.sleep(0.2)
+    return big, submit(stub, started, "small", 1, 60, "team-a")
+
+
+def said_held(stub: Stub, big: str, small: str, timeout: float) -> tuple[str, pb.ExplainPlacementResponse]:
+    """The held job's message and live explanation, once they name the hold (or at `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        explained = stub.ExplainPlacement(pb.ExplainPlacementRequest(job_id=small), metadata=auth("team-a"))
+        message = state(stub, small, "team-a").message
+        first = explained.explanation.decision.reasons[0]
+        if (big in message and big in first) or time.monotonic() > deadline:
+            return message, explained
+        time.sleep(0.5)
+
+
+def check_held(stub: Stub, big: str, small: str, timeout: float) -> None:
+    message, explained = said_held(stub, big, small, timeout)
+    held = f"held: the 2 free unit(s) at local/a800 are kept for job {big} of team-b"
+    assert message.startswith(held), message
+    decision = explained.explanation.decision
+    assert decision.action == placement_pb2.DECISION_ACTION_WAIT, list(decision.reasons)  # not "run"
+    assert decision.reasons[0].startswith(held), list(decision.reasons)
+    assert state(stub, small, "team-a").state == job_pb2.JOB_STATE_QUEUED
+
+
+def cancel_all(stub: Stub, started: list[tuple[str, str]]) -> None:
+    """The last submitted first: no waiting job starts on what the running ones free."""
+    for job_id, tenant in reversed(started):
+        stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth(tenant))
 
 
 def share(reasons: list[str]) -> tuple[str, float]:
@@ -138,3 +195,19 @@ def test_a_replica_counts_the_jobs_queued_ahead_of_a_queued_job(cluster: Cluster
             assert share(list(said.reasons))[0] == "3rd", list(said.reasons)
         finally:
             stub.CancelJob(pb.CancelJobRequest(id=holder.id), metadata=auth("team-a"))
+
+
+def test_a_replica_explains_a_held_job_as_held(cluster: Cluster) -> None:
+    """The replica kept no holds and its snapshot claimed nothing for the holder: a job held for
+    a bigger one ahead was explained "run — on-prem capacity free", and stayed queued."""
+    api = cluster.start("api")
+    cluster.start("scheduler")
+    cluster.leader()
+    with grpc.insecure_channel(api.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        started: list[tuple[str, str]] = []
+        try:
+            big, small = hold_one(stub, started)
+            check_held(stub, big, small, 30)
+        finally:
+            cancel_all(stub, started)
