@@ -146,7 +146,10 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         self, request: broker_service_pb2.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> broker_service_pb2.GetJobResponse:
         try:
-            job = self.services.get(self._reader(context, "GetJob"), checked_job_id(request.id))
+            caller = self._reader(context, "GetJob")
+            job = self.services.get(caller, checked_job_id(request.id))
+            if job.state == JobState.QUEUED and await self.services.dispatcher.follow_queue():
+                job = self.services.get(caller, job.id)  # (why it waits, as of now)
             return broker_service_pb2.GetJobResponse(job=job_to_proto(job, None, self.services.details(job)))
         except Exception as exc:
             await abort_with(context, exc)

@@ -115,6 +115,11 @@ class Dispatcher(Scheduling):
         self._new_jobs[job.id] = job
         self._kick.set()
 
+    async def follow_queue(self) -> bool:
+        """A replica's hook to re-decide the queue before a read (`StoreOnlyDispatch`); this
+        dispatcher's own passes keep the waiting reasons current: nothing to do."""
+        return False
+
     def capacity_changed(self) -> None:
         """Capacity freed or a job came back: re-decide the head of the queue now."""
         self._dirty = True

@@ -132,6 +132,14 @@ class StoreOnlyDispatch(AttemptTracking):
             )
         return job
 
+    async def follow_queue(self) -> bool:
+        """Decide the queue again (when the snapshot is old) before a queued job's reason is read:
+        the scheduler stores a new reason only when its wording changes, not its numbers."""
+        if self.follow is None:
+            return False
+        await self.current_snapshot()
+        return True
+
     async def current_snapshot(self) -> PassSnapshot:
         """Offers from the catalog and the scheduler's site report (no adapter is asked), and fair
         share's state from the store, cached for a refresh interval."""
