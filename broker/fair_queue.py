@@ -302,11 +302,12 @@ class FairQueue:
             decision = kept  # units reclaimed for another job: it may not queue for them ahead of it
         if onprem and decision.action == Action.RUN:
             snap.running_jobs.add(job.id)
-        if decision.action == Action.WAIT and onprem and offer is not None:  # (a pass over the queue's
-            # head counts the hold against every job after its holder; one over new jobs, as `held_for`)
-            hold = self.holds.against(job.id, job.tenant, offer.partition, self.ratios,
-                                      whole_pass=job.id not in self.provisional)
-            decision = naming_hold(decision, hold, units_of(job.spec))
+        if decision.action == Action.WAIT:
+            if onprem and offer is not None:  # (a pass over the queue's head counts the hold
+                # against every job after its holder; one over new jobs, as `held_for`)
+                hold = self.holds.against(job.id, job.tenant, offer.partition, self.ratios,
+                                          whole_pass=job.id not in self.provisional)
+                decision = naming_hold(decision, hold, units_of(job.spec))
             self.reasons[job.id] = decision.summary
         if (
             decision.action == Action.WAIT
