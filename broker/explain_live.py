@@ -19,7 +19,7 @@ from broker.dispatch.own_refusals import excluding_refusals
 from broker.fair_queue import FairQueue
 from broker.fair_reclaim import bound_for_queue, reclaiming
 from broker.fairshare.book import units_of
-from broker.fairshare.holds import claimed_meanwhile, naming_hold
+from broker.fairshare.holds import claimed_meanwhile
 from broker.fairshare.order import Standing
 from broker.model import Job, JobSpec, TenantId
 from broker.planning import Planner
@@ -98,8 +98,8 @@ def _held(
     (`whole`: a queued job decided in a pass over the queue's head)."""
     if decision.offer is None:
         return decision
-    hold = fair.holds.against(job_id, tenant, decision.offer.partition, fair.ratios, whole_pass=whole)
-    return naming_hold(decision, hold, units_of(spec))
+    job = (job_id, tenant, units_of(spec))
+    return fair.holds.named(decision, decision.offer.partition, job, fair.ratios, whole_pass=whole)
 
 
 def _fair_share(

@@ -21,7 +21,7 @@ from broker.fair_saves import Saves
 from broker.fairshare import QueuedWork, Standing, charge_factor, onprem_partitions, order, share_ratios
 from broker.fairshare.book import FairShareBook, Holding, capacity_of, demand_of, units_of
 from broker.fairshare.candidates import Candidates
-from broker.fairshare.holds import Hold, Holds, naming_hold
+from broker.fairshare.holds import Hold, Holds
 from broker.fairshare.standing import TenantStanding, tenant_standings
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, TenantId
 from broker.policy import Policy
@@ -305,9 +305,9 @@ class FairQueue:
         if decision.action == Action.WAIT:
             if onprem and offer is not None:  # (a pass over the queue's head counts the hold
                 # against every job after its holder; one over new jobs, as `held_for`)
-                hold = self.holds.against(job.id, job.tenant, offer.partition, self.ratios,
-                                          whole_pass=job.id not in self.provisional)
-                decision = naming_hold(decision, hold, units_of(job.spec))
+                mine = (job.id, job.tenant, units_of(job.spec))
+                decision = self.holds.named(decision, offer.partition, mine, self.ratios,
+                                            whole_pass=job.id not in self.provisional)
             self.reasons[job.id] = decision.summary
         if (
             decision.action == Action.WAIT

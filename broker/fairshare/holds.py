@@ -66,15 +66,26 @@ class Holds:
             if hold.job_id == gone or (queued is not None and hold.job_id not in queued):
                 del self._by_partition[part]
 
-    def against(
-        self, job_id: str, tenant: str, partition: str, ratios: Mapping[str, float], *, whole_pass: bool
-    ) -> Hold | None:
-        """The hold on `partition` that keeps units from this job: in a pass over the queue's head,
-        any other job's (its holder claimed them before this job's turn); else as `blocking` says."""
+    def named(
+        self, decision: Decision, partition: str, job: tuple[str, str, int], ratios: Mapping[str, float],
+        *, whole_pass: bool,
+    ) -> Decision:
+        """`decision` of `job` (id, tenant, units), waiting where the capacity reading has room for
+        it while a hold on `partition` keeps that room for a job ahead: its reasons say so first (a
+        projected wait alone reads as no room at all). The hold counts against it in a pass over
+        the queue's head when another job holds (it claimed them before this job's turn); else
+        as `blocking` says."""
+        job_id, tenant, units = job
+        offer = decision.offer
         hold = self._by_partition.get(partition)
-        if hold is None or hold.job_id == job_id:
-            return None
-        return hold if whole_pass or partition in self.blocking(job_id, tenant, ratios) else None
+        if hold is None or hold.job_id == job_id or decision.action != Action.WAIT or offer is None:
+            return decision
+        counts = whole_pass or partition in self.blocking(job_id, tenant, ratios)
+        if (offer.free or 0) < units or not counts:
+            return decision
+        why = (f"held: the {offer.free} free unit(s) at {offer.partition} are kept for job {hold.job_id} "
+               f"of {hold.tenant}, ahead in the fair-share order and waiting for {hold.units}")
+        return replace(decision, reasons=(why, *decision.reasons))
 
     def holders(self) -> set[str]:
         return {h.tenant for h in self._by_partition.values()}
@@ -115,14 +126,3 @@ class _Claimed:
 
 
 _NOTHING: AbstractContextManager[None] = nullcontext()
-
-
-def naming_hold(decision: Decision, hold: Hold | None, units: int) -> Decision:
-    """A job waiting where the capacity reading has room for it, while `hold` keeps that room for
-    a job ahead: its reasons say so first (a projected wait alone reads as no room at all)."""
-    offer = decision.offer
-    if hold is None or decision.action != Action.WAIT or offer is None or (offer.free or 0) < units:
-        return decision
-    why = (f"held: the {offer.free} free unit(s) at {offer.partition} are kept for job {hold.job_id} "
-           f"of {hold.tenant}, ahead in the fair-share order and waiting for {hold.units}")
-    return replace(decision, reasons=(why, *decision.reasons))
