@@ -87,6 +87,23 @@ def cancel_all(stub: Stub, started: list[tuple[str, str]]) -> None:
         stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth(tenant))
 
 
+def wait_running(stub: Stub, job_id: str, tenant: str = "team-a", timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while state(stub, job_id, tenant).state != job_pb2.JOB_STATE_RUNNING:
+        assert time.monotonic() < deadline, f"{tenant}'s job never ran"
+        time.sleep(0.2)
+
+
+def a_held_job_is_named(stub: Stub) -> None:
+    """A job held for a bigger one ahead (`hold_one`) is said to be held (`check_held`)."""
+    started: list[tuple[str, str]] = []
+    try:
+        big, small = hold_one(stub, started)
+        check_held(stub, big, small, 30)
+    finally:
+        cancel_all(stub, started)
+
+
 def share(reasons: list[str]) -> tuple[str, float]:
     """(place in tenant order, share ratio) from an explained decision's standing reason."""
     said = next((r for r in reasons if "in tenant order" in r), "")
@@ -104,12 +121,7 @@ def test_explain_through_a_replica_stands_on_the_schedulers_fair_share_state(clu
         ask = pb.SubmitJobRequest(job=gpus("all-four", 4, 600))
         holder = stub.SubmitJob(ask, metadata=auth("team-a")).job
         try:
-            deadline = time.monotonic() + 90
-            while stub.GetJob(pb.GetJobRequest(id=holder.id), metadata=auth("team-a")).job.state != (
-                job_pb2.JOB_STATE_RUNNING
-            ):
-                assert time.monotonic() < deadline, "team-a's job never ran"
-                time.sleep(0.2)
+            wait_running(stub, holder.id)
             # team-b waits behind nothing; team-a holds all four A800s. Ask until the replica's
             # snapshot (refreshed every few seconds) has seen the running job.
             deadline = time.monotonic() + 30
@@ -176,12 +188,7 @@ def test_a_replica_counts_the_jobs_queued_ahead_of_a_queued_job(cluster: Cluster
         ask = pb.SubmitJobRequest(job=gpus("all-four", 4, 600))
         holder = stub.SubmitJob(ask, metadata=auth("team-a")).job
         try:
-            deadline = time.monotonic() + 90
-            while stub.GetJob(pb.GetJobRequest(id=holder.id), metadata=auth("team-a")).job.state != (
-                job_pb2.JOB_STATE_RUNNING
-            ):
-                assert time.monotonic() < deadline, "team-a's job never ran"
-                time.sleep(0.2)
+            wait_running(stub, holder.id)
             reqs = [pb.SubmitJobRequest(job=gpus(f"w{i}", 1, 1)) for i in range(3)]
             waiting = [r.job.id for r in stub.SubmitJobs(pb.SubmitJobsRequest(requests=reqs),
                                                          metadata=auth("team-a")).responses]
@@ -207,12 +214,7 @@ def test_a_replica_explains_a_held_job_as_held(cluster: Cluster) -> None:
     cluster.leader()
     with grpc.insecure_channel(api.address) as channel:
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
-        started: list[tuple[str, str]] = []
-        try:
-            big, small = hold_one(stub, started)
-            check_held(stub, big, small, 30)
-        finally:
-            cancel_all(stub, started)
+        a_held_job_is_named(stub)
 
 
 def test_szb_get_through_a_replica_says_why_a_job_waits_as_of_now(cluster: Cluster) -> None:
@@ -227,10 +229,8 @@ def test_szb_get_through_a_replica_says_why_a_job_waits_as_of_now(cluster: Clust
         started: list[tuple[str, str]] = []
         try:
             holder = submit(stub, started, "all-four", 4, 600, "team-a")
+            wait_running(stub, holder)
             deadline = time.monotonic() + 90
-            while state(stub, holder, "team-a").state != job_pb2.JOB_STATE_RUNNING:
-                assert time.monotonic() < deadline, "team-a's job never ran"
-                time.sleep(0.2)
             mine = submit(stub, started, "mine", 1, 60, "team-a")
             while "waiting" not in (first := state(stub, mine, "team-a").message):
                 assert time.monotonic() < deadline, "team-a's job was never decided"
