@@ -168,6 +168,8 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             except WireValueError as exc:
                 raise _BadRequest([FieldViolation("states", "unknown job state")]) from exc
             bounded_field(request.tenant, "tenant")
+            if not states or JobState.QUEUED in states:
+                await self.services.dispatcher.follow_queue()  # (why queued jobs wait, as of now)
             page = self.services.list(
                 caller,
                 tenant=request.tenant,

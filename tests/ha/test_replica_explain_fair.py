@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
 import grpc
 from google.protobuf import duration_pb2
@@ -217,6 +218,37 @@ def test_a_replica_explains_a_held_job_as_held(cluster: Cluster) -> None:
         a_held_job_is_named(stub)
 
 
+Read = Callable[[Stub, str, str], str]
+
+
+def got(stub: Stub, job_id: str, tenant: str) -> str:
+    return str(state(stub, job_id, tenant).message)
+
+
+def listed(stub: Stub, job_id: str, tenant: str) -> str:
+    queued = [job_pb2.JOB_STATE_QUEUED]
+    page = stub.ListJobs(pb.ListJobsRequest(states=queued, page_size=100), metadata=auth(tenant))
+    return str(next(j.message for j in page.jobs if j.id == job_id))
+
+
+def overtaken(stub: Stub, started: list[tuple[str, str]], read: Read) -> tuple[str, str]:
+    """A 1-GPU job of team-a waits behind team-a's 4-GPU job, then team-b's bigger job goes ahead
+    of it in the fair order: its message (by `read`) when first decided, and once overtaken."""
+    holder = submit(stub, started, "all-four", 4, 600, "team-a")
+    wait_running(stub, holder)
+    deadline = time.monotonic() + 90
+    mine = submit(stub, started, "mine", 1, 60, "team-a")
+    while "waiting" not in (first := read(stub, mine, "team-a")):
+        assert time.monotonic() < deadline, "team-a's job was never decided"
+        time.sleep(0.2)
+    theirs = submit(stub, started, "theirs", 4, 60, "team-b")
+    while "waiting" not in read(stub, theirs, "team-b"):
+        assert time.monotonic() < deadline, "team-b's job was never decided"
+        time.sleep(0.2)
+    time.sleep(3)  # (past the replica's snapshot refresh: the next read decides the queue again)
+    return first, read(stub, mine, "team-a")
+
+
 def test_szb_get_through_a_replica_says_why_a_job_waits_as_of_now(cluster: Cluster) -> None:
     """The scheduler stores a waiting reason again only when its wording changes: a replica showed
     the stored one, whose projected wait was that of the job's first decision (60 min), after a
@@ -228,23 +260,29 @@ def test_szb_get_through_a_replica_says_why_a_job_waits_as_of_now(cluster: Clust
         stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
         started: list[tuple[str, str]] = []
         try:
-            holder = submit(stub, started, "all-four", 4, 600, "team-a")
-            wait_running(stub, holder)
-            deadline = time.monotonic() + 90
-            mine = submit(stub, started, "mine", 1, 60, "team-a")
-            while "waiting" not in (first := state(stub, mine, "team-a").message):
-                assert time.monotonic() < deadline, "team-a's job was never decided"
-                time.sleep(0.2)
-            theirs = submit(stub, started, "theirs", 4, 60, "team-b")
-            while "waiting" not in state(stub, theirs, "team-b").message:
-                assert time.monotonic() < deadline, "team-b's job was never decided"
-                time.sleep(0.2)
-            time.sleep(3)  # (past the replica's snapshot refresh: the next read decides the queue again)
-            now = state(stub, mine, "team-a").message
-            said = stub.ExplainPlacement(pb.ExplainPlacementRequest(job_id=mine),
+            first, now = overtaken(stub, started, got)
+            said = stub.ExplainPlacement(pb.ExplainPlacementRequest(job_id=started[1][0]),
                                          metadata=auth("team-a")).explanation.decision
             assert "expected wait 60 min" in first, first
             assert "expected wait 120 min" in said.reasons[0], list(said.reasons)
             assert now.startswith(said.reasons[0]), (now, list(said.reasons))
+        finally:
+            cancel_all(stub, started)
+
+
+def test_szb_list_through_a_replica_says_why_a_job_waits_as_of_now(cluster: Cluster) -> None:
+    """`szb list` (ListJobs) through a replica showed each queued job's stored reason, decided
+    again only by a GetJob or an explain: the 60-minute wait of its first decision after team-b's
+    bigger job had gone ahead of it."""
+    api = cluster.start("api")
+    cluster.start("scheduler")
+    cluster.leader()
+    with grpc.insecure_channel(api.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        started: list[tuple[str, str]] = []
+        try:
+            first, now = overtaken(stub, started, listed)
+            assert "expected wait 60 min" in first, first
+            assert "expected wait 120 min" in now, now
         finally:
             cancel_all(stub, started)
