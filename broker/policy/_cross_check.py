@@ -141,13 +141,36 @@ def _aws_global(site: Site) -> bool:
     )
 
 
+US_LIBCLOUD_DRIVERS = {
+    "gce": "Google", "azure": "Microsoft", "azure_arm": "Microsoft", "digitalocean": "DigitalOcean",
+    "linode": "Akamai (Linode)", "vultr": "Vultr", "equinixmetal": "Equinix", "ibm": "IBM",
+}
+"""libcloud compute drivers of clouds run by US companies (besides `ec2*`, AWS's global partition)."""
+
+
+def us_operator(site: Site) -> str | None:
+    """Who runs the site from the US, when its adapter says so; None when nothing does."""
+    if _aws_global(site):
+        return "is in AWS's global partition"
+    if site.adapter != "libcloud":
+        return None
+    driver = str(site.adapter_config.get("driver", "")).lower()
+    if driver.startswith("ec2"):
+        region = site.region or str(site.adapter_config.get("region", ""))
+        return None if region.startswith("cn-") else "runs on libcloud's ec2 driver (AWS's global partition)"
+    company = US_LIBCLOUD_DRIVERS.get(driver) or ("Rackspace" if driver.startswith("rackspace") else None)
+    return None if company is None else f"runs on libcloud's {driver} driver ({company})"
+
+
 def _check_operator(site: Site, i: int, at: Report) -> None:
     # operator_country defaults to the site's country, right for on-prem and domestic clouds but
-    # not for an AWS region abroad: the export rule for US-operated sites would silently be off there
-    if site.operator_country is None and site.country != "US" and _aws_global(site):
+    # not for a US cloud's region abroad: the export rule for US-operated sites would silently be off
+    # there (AWS through its own adapter or libcloud's ec2 driver; Google, Azure … through libcloud)
+    run = us_operator(site) if site.operator_country is None and site.country != "US" else None
+    if run is not None:
         at(
             ["sites", i, "country"],
-            f"sites.{i}.operator_country: site {site.id} is in AWS's global partition, operated from the "
+            f"sites.{i}.operator_country: site {site.id} {run}, operated from the "
             f"US, but names no operator_country, so it defaults to the site's country ({site.country}) "
             "and export rules for US-operated sites do not apply there; write operator_country: US",
         )

@@ -89,7 +89,8 @@ class Site(_Doc):
         min_length=1, description="Data-residency zone (declared in compliance.residency)."
     )
     operator_country: str | None = Field(
-        default=None, pattern=_COUNTRY, description="HQ of the operator; default country (AWS abroad: US)."
+        default=None, pattern=_COUNTRY,
+        description="HQ of the operator; default country (a US cloud abroad must say US).",
     )
     carbon_gco2_kwh: float = Field(default=0.0, ge=0)
     preference_per_hour: float = Field(

@@ -101,3 +101,63 @@ def test_an_operator_may_still_say_another_country(
     """An explicit operator_country is the operator's statement (a reseller, say) and is taken as written."""
     path = _write(write_policy, "\n    operator_country: SG")
     assert cli(["policy", "check", str(path)]) == 0
+
+
+LIBCLOUD_SITE = """\
+version: 1
+currency: CNY
+fx: {{USD: 7.2}}
+sites:
+  - id: cloud-hk
+    adapter: libcloud
+    adapter_config: {{driver: {driver}}}
+    region: asia-east2
+    country: HK
+    residency: global{operator}
+    catalog: {{file: catalog/h100.csv, region: asia-east2, currency: USD}}
+tenants:
+  - {{id: hk-lab, kind: university, entity_country: HK}}
+compliance:
+  export:
+    id: us-export-3a090
+    operator_countries: [US]
+    tenant_country_groups: ["D:5"]
+    classes: [3A090.a]
+"""
+
+
+US_DRIVERS = [("gce", "Google"), ("azure_arm", "Microsoft"), ("ec2", "AWS")]
+
+
+@pytest.mark.parametrize(("driver", "company"), US_DRIVERS)
+def test_a_us_cloud_through_libcloud_abroad_without_operator_country_is_an_error(
+    cli: Cli, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str], driver: str,
+    company: str,
+) -> None:
+    """Review: the check above knew only the aws adapter. A Hong Kong site on libcloud's gce (or
+    azure_arm, or ec2) driver defaulted to 'operated from HK', and `szb explain` gave a D:5 tenant
+    H100s there with `policy check` silent. Now it is the same error; said, the export rule denies."""
+    path = write_policy(LIBCLOUD_SITE.format(driver=driver, operator=""))
+    (path.parent / "catalog" / "h100.csv").write_text(CATALOG.replace("ap-southeast-1", "asia-east2"))
+    assert cli(["policy", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    said = f"{path}:9:14: error: sites.0.operator_country: site cloud-hk runs on libcloud's {driver}"
+    assert said in err, err
+    assert company in err and "write operator_country: US" in err
+    path = write_policy(LIBCLOUD_SITE.format(driver=driver, operator="\n    operator_country: US"))
+    assert cli(["policy", "check", str(path)]) == 0
+    job = path.parent / "job.yaml"
+    job.write_text(JOB)
+    capsys.readouterr()
+    cli(["explain", str(job), "--policy", str(path), "--tenant", "hk-lab", "-o", "json"])
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["chosen"] is None
+    assert {o["reasons"][0]["rule"] for o in plan["offers"]} == {"us-export-3a090"}
+
+
+def test_a_libcloud_site_of_a_cloud_run_from_elsewhere_is_taken_as_written(
+    cli: Cli, write_policy: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_policy(LIBCLOUD_SITE.format(driver="aliyun_ecs", operator=""))
+    (path.parent / "catalog" / "h100.csv").write_text(CATALOG.replace("ap-southeast-1", "asia-east2"))
+    assert cli(["policy", "check", str(path)]) == 0, capsys.readouterr().err
