@@ -291,16 +291,23 @@ class JobSpec(_SpecPart):
 def submission_problems(spec: JobSpec) -> list[tuple[tuple[str, ...], str]]:
     """(field path, message) of what a submitted spec must not have beyond each field's own
     checks; a stored spec with it still reads back (it would be quarantined otherwise)."""
+    out: list[tuple[tuple[str, ...], str]] = []
+    acc = spec.resources.accelerators
+    if acc.count == 0 and (acc.any_of or acc.min_memory_gb):
+        # count 0 means no accelerator: the models and memory asked for would be dropped unread,
+        # and the job run CPU-only
+        asked = "any_of" if acc.any_of else "min_memory_gb"
+        out.append((("resources", "accelerators", "count"),
+                    f"must be >= 1 when {asked} is given (count 0, or no count, runs the job with no "
+                    "accelerator)"))
     cp = spec.checkpoint
     if cp is not None and cp.interval >= spec.runtime_estimate:
-        return [
-            (
-                ("checkpoint", "interval"),
-                f"must be shorter than runtime_estimate ({format_duration(spec.runtime_estimate)}): "
-                "a job that saves no checkpoint within its run restarts from zero, as without one",
-            )
-        ]
-    return []
+        out.append((
+            ("checkpoint", "interval"),
+            f"must be shorter than runtime_estimate ({format_duration(spec.runtime_estimate)}): "
+            "a job that saves no checkpoint within its run restarts from zero, as without one",
+        ))
+    return out
 
 
 def check_runtime_estimate(v: timedelta) -> timedelta:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from broker.catalog.accelerators import normalize
 from broker.compliance.rules import DEFAULT_DENY
 from broker.jobfile import MAX_JOB_FILE_BYTES
+from broker.jobspec import submission_problems
 from broker.model import JobSpec, SiteId, TenantId
 from broker.offline_images import static_no_images
 from broker.placement import PlacementContext, place
@@ -152,6 +153,10 @@ def _dangling(suite: Suite, policy: Policy, doc: Any, filename: str) -> list[Pro
             )  # (it would fail, as if the policy were wrong)
         for j, why in unknown_names(case.job.resources.accelerators.any_of, policy, offers):
             loc: list[str | int] = ["tests", i, "job", "resources", "accelerators", "any_of", j]
+            line, col = position(doc, loc)
+            problems.append(Problem(filename, line, col, f"{'.'.join(map(str, loc))}: {why}"))
+        for sub, why in submission_problems(case.job):  # what the broker refuses, as a job file does
+            loc = ["tests", i, "job", *sub]
             line, col = position(doc, loc)
             problems.append(Problem(filename, line, col, f"{'.'.join(map(str, loc))}: {why}"))
     return sorted(problems, key=lambda p: (p.line, p.col))

@@ -341,6 +341,9 @@ BAD_SPECS = [
     # (the message said only "1-63 chars of [a-z0-9_.-/]", which "k." seems to meet)
     ("labels", _bad(labels={"k.": "x"}), "ending with a letter or digit"),
     ("resources.accelerators.min_memory_gb", _bad(resources__accelerators__min_memory_gb=-1), ">= 0"),
+    # Review: accelerator models or memory asked for with no count ran the job CPU-only, unsaid
+    ("resources.accelerators.count", _bad(resources__accelerators__any_of=["A800"]), ">= 1 when any_of"),
+    ("resources.accelerators.count", _bad(resources__accelerators__min_memory_gb=64.0), ">= 1 when min_"),
 ]
 
 

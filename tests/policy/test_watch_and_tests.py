@@ -85,7 +85,8 @@ def test_policy_test_cases_that_check_nothing_are_refused_or_fail(
     """Held-out review: `expect: {}` passed; `sites_in`, `not_site` and `residency` passed for a job
     placed nowhere; a test job's misspelt accelerator was accepted (a job file refuses it)."""
     tests = tmp_path / "t.yaml"
-    job = "{name: x, command: [run], runtime_estimate: 1h, resources: {accelerators: {any_of: [%s]}}}"
+    job = ("{name: x, command: [run], runtime_estimate: 1h, "
+           "resources: {accelerators: {count: 1, any_of: [%s]}}}")
     case = "tests:\n  - name: one\n    tenant: pku-nlp\n    job: %s\n    expect: %s\n"
     tests.write_text(case % (job % "A800", "{}"))
     assert cli(["policy", "test", str(CONFIGS / "policy.yaml"), str(tests)]) == 1
@@ -324,3 +325,22 @@ def test_a_policy_file_over_a_mebibyte_is_refused_by_check_and_by_a_reload(shipp
         [sys.executable, "-m", "broker.cli", "policy", "check", str(shipped)], capture_output=True, text=True
     )
     assert done.returncode == 1 and f"{shipped}:1:1: error: larger than 1 MiB: not a policy" in done.stderr
+
+
+def test_a_test_job_asking_for_models_with_no_count_is_refused(
+    cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review: `any_of: [A800]` with no count is a CPU-only job, so a case meant for the A800 pool
+    passed on the CPU partition (`site: shangzhuang-onprem`). The broker refuses such a job; so does
+    `szb policy test`, at its position."""
+    tests = tmp_path / "t.yaml"
+    tests.write_text(
+        "tests:\n  - name: a800 pool\n    tenant: pku-nlp\n"
+        "    job: {name: x, command: [run], runtime_estimate: 1h,\n"
+        "      resources: {accelerators: {any_of: [A800]}}}\n"
+        "    expect: {site: shangzhuang-onprem}\n"
+    )
+    assert cli(["policy", "test", str(CONFIGS / "policy.yaml"), str(tests)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tests}:5:" in err, err
+    assert "tests.0.job.resources.accelerators.count: must be >= 1 when any_of" in err
