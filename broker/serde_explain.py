@@ -164,6 +164,14 @@ def _spot_from_proto(m: placement_pb2.SpotOutlook) -> dict[str, Any]:
 
 
 def _scored_to_proto(d: Mapping[str, Any]) -> placement_pb2.ScoredOffer:
+    msg = _scored_fields(d)
+    read = _ts_from_iso(d.get("price_read_at"))
+    if read is not None:  # offline explain prints it per offer: the live one must too
+        msg.price_read_at.CopyFrom(read)
+    return msg
+
+
+def _scored_fields(d: Mapping[str, Any]) -> placement_pb2.ScoredOffer:
     return placement_pb2.ScoredOffer(
         site=d["site"],
         country=d.get("country") or "",
@@ -206,6 +214,8 @@ def _scored_from_proto(m: placement_pb2.ScoredOffer) -> dict[str, Any]:
         "terms": dict(m.terms),
         **({"passed_over": m.passed_over} if m.passed_over else {}),
         **({"capacity_unknown": True} if m.capacity_unknown else {}),
+        **({"price_read_at": ts_from_proto(m.price_read_at).isoformat()}
+           if m.HasField("price_read_at") else {}),
     }
 
 

@@ -119,3 +119,22 @@ def test_the_cli_passes_tenant_with_server(broker: BrokerProcess, tmp_path: Path
     # --policy stays an offline-only flag
     both = szb(broker, OPERATOR, "explain", str(job), "--policy", "configs/policy.yaml")
     assert both.returncode == 2 and "--policy" in both.stderr
+
+
+def test_live_explain_gives_each_offer_its_price_read_time_as_offline_does(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """Review: offline `szb explain -o json` gave every offer (and `chosen`) its `price_read_at`;
+    the live one, through `ExplainPlacement`, had none (the wire `ScoredOffer` lacked the field),
+    so the same job's two explanations differed in shape and the live one hid how old a price was."""
+    job = job_file(tmp_path)
+    policy = broker.config.parent / "policy.yaml"
+    offline = szb(broker, OPERATOR, "explain", str(job), "--policy", str(policy), "--tenant", "lab-a",
+                  "-o", "json", env={"SZB_SERVER": ""})
+    live = szb(broker, OPERATOR, "explain", str(job), "--tenant", "lab-a", "-o", "json")
+    assert offline.returncode == 0 and live.returncode == 0, (offline.stderr, live.stderr)
+    off, on = json.loads(offline.stdout), json.loads(live.stdout)
+    assert "price_read_at" in off["chosen"]  # (what the live answer is held to)
+    assert set(on["chosen"]) == set(off["chosen"]), set(off["chosen"]) ^ set(on["chosen"])
+    assert all(o.get("price_read_at") for o in on["offers"]), on["offers"]
+    assert on["chosen"]["price_read_at"] == on["decision"]["price_read_at"]

@@ -113,6 +113,7 @@ class ScoredOffer(_message.Message):
     REGION_FIELD_NUMBER: _builtins.int
     PASSED_OVER_FIELD_NUMBER: _builtins.int
     CAPACITY_UNKNOWN_FIELD_NUMBER: _builtins.int
+    PRICE_READ_AT_FIELD_NUMBER: _builtins.int
     site: _builtins.str
     country: _builtins.str
     residency: _builtins.str
@@ -140,6 +141,10 @@ class ScoredOffer(_message.Message):
     def reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reason]: ...
     @_builtins.property
     def terms(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    @_builtins.property
+    def price_read_at(self) -> _timestamp_pb2.Timestamp:
+        """When the offer's price was read (the catalog's load, or the adapter's live read)."""
+
     def __init__(
         self,
         *,
@@ -161,10 +166,11 @@ class ScoredOffer(_message.Message):
         region: _builtins.str = ...,
         passed_over: _builtins.str = ...,
         capacity_unknown: _builtins.bool = ...,
+        price_read_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["price_read_at", b"price_read_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "allowed", b"allowed", "capacity_unknown", b"capacity_unknown", "count", b"count", "country", b"country", "currency", b"currency", "expected_wait_seconds", b"expected_wait_seconds", "instance_type", b"instance_type", "passed_over", b"passed_over", "price_per_hour", b"price_per_hour", "reasons", b"reasons", "region", b"region", "residency", b"residency", "score", b"score", "site", b"site", "spot", b"spot", "terms", b"terms", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accelerator", b"accelerator", "allowed", b"allowed", "capacity_unknown", b"capacity_unknown", "count", b"count", "country", b"country", "currency", b"currency", "expected_wait_seconds", b"expected_wait_seconds", "instance_type", b"instance_type", "passed_over", b"passed_over", "price_per_hour", b"price_per_hour", "price_read_at", b"price_read_at", "reasons", b"reasons", "region", b"region", "residency", b"residency", "score", b"score", "site", b"site", "spot", b"spot", "terms", b"terms", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
