@@ -24,8 +24,10 @@ NEVER_S = 1e9
 
 def minutes(wait_s: float, unit: str = " min") -> str:
     """A wait for a person in whole minutes; `NEVER_S` is "∞" (shown as a number it read
-    "16666667 min" for a drained partition)."""
-    return f"∞{unit}" if wait_s >= NEVER_S else f"{wait_s / 60:.0f}{unit}"
+    "16666667 min" for a drained partition); a wait under half a minute is "<1", not "0"."""
+    if wait_s >= NEVER_S:
+        return f"∞{unit}"
+    return f"<1{unit}" if 0 < wait_s < 30 else f"{wait_s / 60:.0f}{unit}"
 
 
 def start_text(wait_s: float, raised_from: float | None) -> str:

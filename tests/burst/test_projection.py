@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.burst.projection import projected_wait_s, queue_key
+from broker.burst.projection import NEVER_S, minutes, projected_wait_s, queue_key
 from broker.fairshare import Demand, TenantState, order
 from broker.model import Priority
 from broker.policy import load_policy
@@ -78,3 +78,12 @@ def test_simulator_bursts_a_late_job_at_the_last_responsible_moment(tmp_path: Pa
     # Decided at arrival (wait), then at 60 + 1800 - 300 s (+1 s timer slack): up 60 s later.
     assert b.start_s == pytest.approx(60 + 1800 - 300 + 1 + 60, abs=2)
     assert b.wait_s <= b.max_wait_s
+
+
+@pytest.mark.parametrize(
+    ("wait_s", "said"),
+    [(0.0, "0 min"), (28.0, "<1 min"), (45.0, "1 min"), (600.0, "10 min"), (NEVER_S, "∞ min")],
+)
+def test_a_wait_is_told_in_whole_minutes_and_a_few_seconds_are_not_none(wait_s: float, said: str) -> None:
+    """A 28 s wait read "expected wait 0 min", as if the job would start at once."""
+    assert minutes(wait_s) == said
