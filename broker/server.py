@@ -20,6 +20,7 @@ from broker.audit import AuditTrail, BadHashError
 from broker.audit_page import BadPageTokenError
 from broker.auth import AuthError, Principal, TokenAuthority
 from broker.model import Job, JobSpec, JobState, TenantId
+from broker.page_tokens import bind, filters_print, unbind
 from broker.peer_uid import UNKNOWN_UID, local_peer_uid
 from broker.rpc_errors import DOMAIN, ERROR_REASONS, _BadRequest, abort_with, bad_request, error_reason
 from broker.rpc_fields import (
@@ -161,22 +162,26 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             caller = self._reader(context, "ListJobs")
             if request.page_size < 0:
                 raise _BadRequest([FieldViolation("page_size", "must be >= 0")])
-            if request.page_token and not PAGE_TOKEN.fullmatch(request.page_token):
-                raise _BadRequest([FieldViolation("page_token", "is not a token this server issued")])
             try:
                 states = sorted({state_from_proto(s) for s in request.states})
             except WireValueError as exc:
                 raise _BadRequest([FieldViolation("states", "unknown job state")]) from exc
             bounded_field(request.tenant, "tenant")
+            labels = label_filters(request.labels)
+            printed = filters_print(request.tenant, [s.value for s in states], sorted(labels.items()))
+            try:
+                after = unbind(request.page_token, printed, PAGE_TOKEN) if request.page_token else ""
+            except BadPageTokenError as exc:
+                raise _BadRequest([FieldViolation("page_token", str(exc))]) from exc
             if not states or JobState.QUEUED in states:
                 await self.services.dispatcher.follow_queue()  # (why queued jobs wait, as of now)
             page = self.services.list(
                 caller,
                 tenant=request.tenant,
                 states=states,
-                labels=label_filters(request.labels),
+                labels=labels,
                 page_size=request.page_size,
-                page_token=request.page_token,
+                page_token=after,
             )
             jobs: list[job_pb2.Job] = []
             size = 0
@@ -186,9 +191,11 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 if jobs and size > MAX_ANSWER_BYTES:
                     # A page of large specs would outgrow the message limit: stop, and say where
                     # the next page starts.
-                    return broker_service_pb2.ListJobsResponse(jobs=jobs, next_page_token=jobs[-1].id)
+                    token = bind(jobs[-1].id, printed)
+                    return broker_service_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
                 jobs.append(msg)
-            return broker_service_pb2.ListJobsResponse(jobs=jobs, next_page_token=page.next_page_token)
+            token = bind(page.next_page_token, printed)
+            return broker_service_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
         except Exception as exc:
             await abort_with(context, exc)
 
@@ -370,12 +377,17 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             since, until = report_time(request, "since"), report_time(request, "until")
             if since is not None and until is not None and until <= since:
                 raise _BadRequest([FieldViolation("until", "must be after since")])
+            # (not since/until: the CLI sends `--since 1h` as of each call; the cursor is a time anyway)
+            printed = filters_print(request.job_id, request.tenant)
             try:
-                return audit.events(
+                after = unbind(request.page_token, printed) if request.page_token else ""
+                got = audit.events(
                     job_id=request.job_id, tenant=request.tenant, since=since, page_size=request.page_size,
-                    until=until, page_token=request.page_token,
+                    until=until, page_token=after,
                 )
             except BadPageTokenError as exc:
                 raise _BadRequest([FieldViolation("page_token", str(exc))]) from exc
+            got.next_page_token = bind(got.next_page_token, printed)
+            return got
         except Exception as exc:
             await abort_with(context, exc)

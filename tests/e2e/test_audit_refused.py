@@ -228,6 +228,9 @@ def test_paging_the_audit_trail_reads_every_entry_once_and_until_bounds_it(tmp_p
             assert sum(1 for e in mine if e.kind == "submitted") == 3
             with pytest.raises(grpc.RpcError) as forged:
                 stub.ListAuditEvents(pb.ListAuditEventsRequest(page_token="not-a-token"), metadata=op)
+            tied = read(page_size=1, tenant="team-a").next_page_token  # (team-a's trail: not the whole)
+            with pytest.raises(grpc.RpcError) as crossed:
+                stub.ListAuditEvents(pb.ListAuditEventsRequest(page_size=1, page_token=tied), metadata=op)
         key = [(e.time.ToDatetime(), e.job_id, e.seq, e.message) for e in whole.events]
         paged = [(e.time.ToDatetime(), e.job_id, e.seq, e.message) for page in reversed(pages) for e in page]
         assert whole.next_page_token == "" and len(key) >= 53
@@ -235,6 +238,8 @@ def test_paging_the_audit_trail_reads_every_entry_once_and_until_bounds_it(tmp_p
         assert all(len(p) == 7 for p in pages[:-1]) and len(pages) == -(-len(key) // 7)
         assert forged.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "page_token" in (forged.value.details() or "")
+        assert crossed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token: was issued for a listing with other filters" in (crossed.value.details() or "")
         # The CLI says how to read on, and the token it names does.
         first = szb(broker, OPERATOR, "audit", "--limit", "20", "-o", "json")
         assert first.returncode == 0, first.stderr

@@ -203,7 +203,6 @@ def _pids_with(marker: str) -> list[int]:
     return found
 
 
-
 def test_cancel_queued_job(stub: broker_service_pb2_grpc.BrokerServiceStub) -> None:
     # More A800s than the site has free right now keeps it queued (4 exist, all taken below).
     hogs = [
@@ -427,6 +426,42 @@ def test_list_filters_and_pages(stub: broker_service_pb2_grpc.BrokerServiceStub)
         metadata=auth("team-b"),
     )
     assert list(none.jobs) == []
+
+
+def test_a_page_token_pages_on_only_the_listing_that_issued_it(
+    stub: broker_service_pb2_grpc.BrokerServiceStub,
+) -> None:
+    """A token was the last job id alone: carried to a listing of other states, labels or tenant it
+    started that listing at an arbitrary point, silently (AIP-158: INVALID_ARGUMENT)."""
+    reqs = [
+        pb.SubmitJobRequest(job=spec(f"tied-{i}", [PY, "-c", "pass"], labels={"suite": "tied"}))
+        for i in range(3)
+    ]
+    ids = [
+        r.job.id
+        for r in stub.SubmitJobs(pb.SubmitJobsRequest(requests=reqs), metadata=auth("team-b")).responses
+    ]
+    for job_id in ids:
+        wait_for(stub, job_id, TERMINAL, tenant="team-b")
+    done = [job_pb2.JOB_STATE_SUCCEEDED]
+    first = stub.ListJobs(
+        pb.ListJobsRequest(labels={"suite": "tied"}, states=done, page_size=1), metadata=auth("team-b")
+    )
+    assert first.next_page_token
+    same = pb.ListJobsRequest(
+        labels={"suite": "tied"}, states=done, page_size=5, page_token=first.next_page_token
+    )
+    assert [j.id for j in stub.ListJobs(same, metadata=auth("team-b")).jobs] == ids[1:]
+    for other in (
+        pb.ListJobsRequest(labels={"suite": "tied"}, states=[job_pb2.JOB_STATE_FAILED]),
+        pb.ListJobsRequest(labels={"suite": "other"}, states=done),
+        pb.ListJobsRequest(states=done),
+    ):
+        other.page_token = first.next_page_token
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ListJobs(other, metadata=auth("team-b"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token: was issued for a listing with other filters" in (err.value.details() or "")
 
 
 def test_watch_resumed_from_seq_gets_exactly_the_later_events(
