@@ -217,8 +217,9 @@ def rank_exit(
     return fold(nodes, ranks)
 
 
-def gang_status(adapter: Adapter, attempt: Attempt, store: JobStore) -> AttemptStatus:
-    """The gang's status from each node at its backend, its ranks' own reports taking precedence."""
+def gang_status(adapter: Adapter, attempt: Attempt, store: JobStore, *, fresh: bool = False) -> AttemptStatus:
+    """The gang's status from each node at its backend, its ranks' own reports taking precedence;
+    `fresh`: a node the backend does not list yet is pending (`hung.not_listed_yet`)."""
     gang = parse_gang_id(attempt.backend_id or "")
     assert gang is not None
     ranks = reported_ranks(store, attempt)
@@ -228,7 +229,7 @@ def gang_status(adapter: Adapter, attempt: Attempt, store: JobStore) -> AttemptS
         try:
             ranks[rank] = adapter.status(node)
         except NotFoundError:
-            ranks[rank] = vanished(attempt, node)
+            ranks[rank] = AttemptStatus(state=AttemptState.PENDING) if fresh else vanished(attempt, node)
     return fold(len(gang.nodes), ranks)
 
 

@@ -61,6 +61,8 @@ class AwsFault:
     """Let this many matching calls through first (the 2nd launch of a gang fails: after=1)."""
     client_token: str | None = None
     """Only calls carrying this ClientToken (one attempt's launch)."""
+    by_id: bool = False
+    """Only calls naming instance ids (a poll of one instance, not a list by tags)."""
     html: str = ""
     """Answer with an HTML error page instead of EC2's XML (a load balancer or proxy in front
     of the endpoint failing): "html5" (no closing tags: botocore cannot parse it) or "bare"
@@ -70,6 +72,8 @@ class AwsFault:
         if self.times == 0 or action != self.action:
             return False
         if self.client_token is not None and params.get("ClientToken") != self.client_token:
+            return False
+        if self.by_id and "InstanceId.1" not in params:
             return False
         if self.region is not None and region != self.region:
             return False

@@ -1,0 +1,44 @@
+"""An instance EC2 does not list yet, just after RunInstances, is pending, not gone.
+
+Found by a held-out review of issue 4: EC2's reads are eventually consistent, and
+DescribeInstances may answer InvalidInstanceID.NotFound for an instance RunInstances has just
+returned. The broker read that as a vanished instance: it terminated the healthy instance,
+spent the job's attempt and launched another (twice in a row here, ending on another region).
+szb serve against moto behind the fault front.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from broker.api import broker_service_pb2 as pb
+from broker.api import broker_service_pb2_grpc, job_pb2
+from tests.clouds.conftest import StartBroker
+from tests.clouds.e2e_helpers import TERMINAL, md, play_bootstrap, wait_state
+from tests.clouds.test_broker_bursts import clouds, ec2_instances, events, gpu_job, setup, user_data_of
+from tests.doubles.ecs_endpoint import EcsCloud, EcsEndpoint
+from tests.doubles.moto_front import AwsFault, MotoFront
+
+__all__ = ["clouds"]
+
+
+def test_an_instance_not_listed_yet_after_its_launch_is_kept_and_runs_its_job(
+    clouds: tuple[MotoFront, EcsCloud], ecs_server: EcsEndpoint, start_broker: StartBroker
+) -> None:
+    moto = clouds[0]
+    moto.scenario.faults.append(AwsFault(
+        "DescribeInstances", "InvalidInstanceID.NotFound", 400,
+        "The instance ID 'i-0' does not exist", times=2, by_id=True,
+    ))
+    proc = start_broker(setup(moto.url, ecs_server.address))
+    with grpc.insecure_channel(proc.address) as channel:
+        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+        job = stub.SubmitJob(pb.SubmitJobRequest(job=gpu_job("unlisted", "A10G")), metadata=md()).job
+        wait_state(stub, job.id, {job_pb2.JOB_STATE_PROVISIONING, job_pb2.JOB_STATE_RUNNING})
+        play_bootstrap(proc, job.id, user_data_of(clouds))
+        final = wait_state(stub, job.id, TERMINAL)
+        kinds = [e.kind for e in events(stub, job.id)]
+    assert final.state == job_pb2.JOB_STATE_SUCCEEDED, (final.message, kinds)
+    assert final.attempts == 1 and final.site == "aws-east" and "lost" not in kinds
+    assert moto.scenario.faults[0].times == 0  # both polls were answered "not found"
+    assert len(ec2_instances(moto, "us-east-1", job.id)) == 1  # no second instance started
