@@ -150,6 +150,28 @@ ECS_PREFIXES: PrefixTable = (
 """Families of codes; the longest matching prefix wins after an exact match."""
 
 
+GCE_CODES: ErrorTable = {
+    # Compute Engine's codes as libcloud's GCE driver carries them (`GoogleBaseError.code`): an
+    # operation's error code, or the `reason` of an HTTP error. A 403 is a quota or a rate
+    # limit as often as a permission: its code, not its status, says which.
+    "ZONE_RESOURCE_POOL_EXHAUSTED": CapacityError,
+    "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS": CapacityError,
+    "QUOTA_EXCEEDED": QuotaError,
+    "quotaExceeded": QuotaError,
+    "rateLimitExceeded": TransientError,
+    "userRateLimitExceeded": TransientError,
+    "RATE_LIMIT_EXCEEDED": TransientError,
+    "backendError": TransientError,
+    "internalError": TransientError,
+    "authError": AuthError,
+    "forbidden": AuthError,
+    "accessNotConfigured": AuthError,
+    "notFound": NotFoundError,
+    "RESOURCE_NOT_FOUND": NotFoundError,
+}
+"""Compute Engine error codes ("Troubleshooting resource availability errors", "Error
+messages" of the Compute Engine API) and what dispatch does next."""
+
 EC2_QUOTA_BUCKETS: tuple[tuple[str, ...], ...] = (
     ("a", "c", "d", "h", "i", "im", "is", "m", "r", "t", "z"),  # "Standard (A, C, D, H, I, M, R, T, Z)"
     ("g", "vt"),

@@ -1,14 +1,15 @@
 """Generic Apache libcloud compute adapter: any driver named in config.
 
 Config keys: ``driver`` ("dummy" or a libcloud `Provider` name such as "ec2", "openstack",
-"aliyun_ecs"), ``driver_args`` (list) and ``driver_kwargs`` (mapping) for the driver's
-constructor, ``image`` (image id), ``location`` (location id), ``region``, ``currency``,
-``broker_id``, ``instance_types`` (see `adapters._catalog`; `instance_type` is the libcloud
-size id), ``userdata_kwarg`` (e.g. "ex_userdata") and ``metadata_kwarg`` (e.g. "ex_metadata")
-when the driver takes them, ``create_kwargs`` (passed through), ``spot_kwargs`` (what asks the
-driver for spot capacity: ``{ex_spot: true}`` for "ec2", ``{ex_preemptible: true}`` for "gce";
-without it the site offers no spot), ``heartbeat_s``, ``report_give_up_s`` and
-``report_backoff_max_s`` (see `adapters.bootstrap`).
+"gce", "aliyun_ecs"), ``driver_args`` (list) and ``driver_kwargs`` (mapping) for the driver's
+constructor, ``image`` (image id; for "gce" its URL or ``projects/P/global/images/NAME``),
+``location`` (location id), ``region``, ``currency``, ``broker_id``, ``instance_types`` (see
+`adapters._catalog`; `instance_type` is the libcloud size id), ``userdata_kwarg`` (e.g.
+"ex_userdata") and ``metadata_kwarg`` (e.g. "ex_metadata") when the driver takes them,
+``create_kwargs`` (passed through), ``spot_kwargs`` (what asks the driver for spot capacity:
+``{ex_spot: true}`` for "ec2", ``{ex_preemptible: true}`` for "gce"; without it the site offers
+no spot), ``heartbeat_s``, ``report_give_up_s`` and ``report_backoff_max_s`` (see
+`adapters.bootstrap`).
 
 Marks: the node name is ``szb-<broker_id>-<token>``; drivers that take metadata also get the
 broker's tags. Idempotency: submit looks for a node with that name before creating one.
@@ -37,7 +38,7 @@ from libcloud.compute.providers import get_driver
 from libcloud.compute.types import KeyPairDoesNotExistError, NodeState, Provider
 
 from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
-from adapters._codes import EC2_CODES, EC2_PREFIXES, ECS_CODES, ECS_PREFIXES, classify
+from adapters._codes import EC2_CODES, EC2_PREFIXES, ECS_CODES, ECS_PREFIXES, GCE_CODES, classify
 from adapters._tags import (
     DEFAULT_BROKER_ID,
     TAG_ATTEMPT,
@@ -98,7 +99,11 @@ _CODE_IN_DICT = re.compile(r"""['"]code['"]\s*:\s*['"]([^'"]+)['"]""")
 
 
 def provider_code(exc: BaseException) -> str | None:
-    """The provider's own error code inside a libcloud error message, if it carries one."""
+    """The provider's own error code: the one a driver kept on the error (GCE's), else one
+    inside its message."""
+    kept = getattr(exc, "code", None)
+    if isinstance(kept, str) and kept:
+        return kept
     text = str(getattr(exc, "message", None) or getattr(exc, "value", None) or exc)
     for pattern in (_CODE_IN_DICT, _CODE_IN_MESSAGE):
         match = pattern.search(text)
@@ -117,7 +122,7 @@ def classify_exception(exc: BaseException) -> tuple[type[AdapterError], str]:
         # The message too: EC2's oversized UserData is a generic InvalidParameterValue whose
         # text alone says it is the job's own request, not the site's configuration.
         message = str(getattr(exc, "message", None) or getattr(exc, "value", None) or exc)
-        for exact, prefixes in ((EC2_CODES, EC2_PREFIXES), (ECS_CODES, ECS_PREFIXES)):
+        for exact, prefixes in ((EC2_CODES, EC2_PREFIXES), (ECS_CODES, ECS_PREFIXES), (GCE_CODES, ())):
             cls = classify(code, exact, prefixes, message)
             if cls is not AdapterError:
                 return cls, code
@@ -231,7 +236,9 @@ class LibcloudAdapter:
         with map_libcloud_errors(self.site):
             size = self._pick(self.driver.list_sizes(), request.offer.instance_type, "size")
             image_id = config_str(self.site, self._config, "image")
-            image = NodeImage(id=image_id, name=image_id, driver=self.driver)  # listing images is slow
+            # Listing images is slow. GCE's driver reads an image's selfLink (its URL or
+            # `projects/P/global/images/NAME` path), which is what a GCE site's `image` names.
+            image = NodeImage(id=image_id, name=image_id, driver=self.driver, extra={"selfLink": image_id})
             kwargs: dict[str, Any] = dict(self._config.get("create_kwargs", {}))
             location = config_opt_str(self.site, self._config, "location")
             if location:
