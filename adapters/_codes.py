@@ -212,6 +212,11 @@ def scope_ec2_quota(instance_type: str, spot: bool) -> Iterator[None]:
         raise
 
 
+EC2_LISTING_LAG_S = 180.0
+"""How long EC2 may take to list an instance RunInstances has just returned ("Eventual
+consistency in the Amazon EC2 API": InvalidInstanceID.NotFound meanwhile); the dispatcher takes
+such an attempt as pending, not vanished, for this long (`broker.dispatch.hung.listing_grace`)."""
+
 EC2_USER_DATA_LIMIT = 16 * 1024
 """EC2 User Guide, "Work with instance user data": user data is limited to 16 KB in raw form,
 before it is base64-encoded (boto3 encodes it)."""

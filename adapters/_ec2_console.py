@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from adapters._codes import EC2_LISTING_LAG_S
 from adapters._tags import TAG_ATTEMPT
 from adapters.base import AdapterError, TransientError
 from adapters.bootstrap import result_from_console
@@ -23,9 +24,11 @@ else:
 
 
 class Ec2Console:
-    """kept_result / _console_result for `AwsAdapter`."""
+    """kept_result / _console_result for `AwsAdapter`, and how late EC2 lists a new instance."""
 
     site: SiteId
+    unlisted_grace_s = EC2_LISTING_LAG_S
+    """EC2 may not list an instance it has just started (`broker.dispatch.hung.listing_grace`)."""
 
     if TYPE_CHECKING:  # the adapter's own, used here
 

@@ -38,7 +38,15 @@ from libcloud.compute.providers import get_driver
 from libcloud.compute.types import KeyPairDoesNotExistError, NodeState, Provider
 
 from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
-from adapters._codes import EC2_CODES, EC2_PREFIXES, ECS_CODES, ECS_PREFIXES, GCE_CODES, classify
+from adapters._codes import (
+    EC2_CODES,
+    EC2_LISTING_LAG_S,
+    EC2_PREFIXES,
+    ECS_CODES,
+    ECS_PREFIXES,
+    GCE_CODES,
+    classify,
+)
 from adapters._tags import (
     DEFAULT_BROKER_ID,
     TAG_ATTEMPT,
@@ -187,6 +195,8 @@ class LibcloudAdapter:
         self.catalog: tuple[CatalogEntry, ...] = parse_catalog(site, config)
         self.boot = bootstrap_options(config)
         self._config = dict(config)
+        ec2 = str(config.get("driver", "")).lower() == "ec2"
+        self.unlisted_grace_s = EC2_LISTING_LAG_S if ec2 else 0.0  # (`broker.dispatch.hung`)
         # The id cut short leaves room for a whole token in a 63-character hostname (a cut
         # token could not be read back); its hash still tells this broker's nodes apart.
         self._prefix = _safe(owner_prefix(self.broker_id, shown=12))

@@ -13,7 +13,7 @@ from adapters.base import Adapter, AdapterError, LogSource, NotFoundError, statu
 from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.gang import gang_status, is_gang_attempt, vanished
-from broker.dispatch.hung import not_listed_yet, pending_too_long
+from broker.dispatch.hung import listing_grace, not_listed_yet, pending_too_long
 from broker.dispatch.records import failover_said, log_attempt_end, running_said, used_an_attempt
 from broker.dispatch.silence import silent_attempt
 from broker.dispatch.site_polls import SitePolls
@@ -79,8 +79,8 @@ class AttemptTracking:
         if adapter is None or attempt.backend_id is None:
             return
         # A cloud may not list an instance it has just started (EC2's eventual consistency).
-        fresh = self.planner.needs_agent(attempt.site) and not_listed_yet(
-            attempt, now=self.clock.now(), timeout_s=self.planner.failover().attempt_timeout_s)
+        fresh = not_listed_yet(attempt, grace_s=listing_grace(adapter), now=self.clock.now(),
+                               timeout_s=self.planner.failover().attempt_timeout_s)
         try:
             if is_gang_attempt(attempt):
                 status = await asyncio.to_thread(gang_status, adapter, attempt, self.store, fresh=fresh)

@@ -12,14 +12,6 @@ from datetime import datetime
 
 from broker.model import Attempt, AttemptState, AttemptStatus
 
-UNLISTED_GRACE_S = 180.0
-"""How long a cloud attempt its backend does not list yet is taken as pending, not vanished.
-
-EC2's reads are eventually consistent ("Eventual consistency in the Amazon EC2 API"):
-DescribeInstances may answer InvalidInstanceID.NotFound for an instance RunInstances has just
-returned, for seconds to minutes. Read as gone, the healthy instance was terminated and the
-job's attempt spent (a spot one even blocked its region as preempted)."""
-
 NEVER_UP = "never came up: "
 """The start of a lost attempt's message when its instance was still pending at the timeout."""
 
@@ -41,10 +33,21 @@ def pending_too_long(
     )
 
 
-def not_listed_yet(attempt: Attempt, *, now: datetime, timeout_s: float) -> bool:
-    """Is an unknown backend id of this attempt the cloud's eventual consistency, not a vanished
-    instance? Only while it was never seen up, within `UNLISTED_GRACE_S` (at most the attempt
-    timeout, `timeout_s`) of its launch."""
+def listing_grace(adapter: object) -> float:
+    """Seconds the adapter's cloud may take to list an instance it has just started (0: none).
+
+    EC2's reads are eventually consistent: DescribeInstances may answer
+    InvalidInstanceID.NotFound for an instance RunInstances has just returned. Read as gone, the
+    healthy instance was terminated and the job's attempt spent (a spot one even blocked its
+    region as preempted). Such an adapter says how late its cloud lists in `unlisted_grace_s`."""
+    grace = getattr(adapter, "unlisted_grace_s", 0.0)
+    return float(grace) if isinstance(grace, int | float) else 0.0
+
+
+def not_listed_yet(attempt: Attempt, *, grace_s: float, now: datetime, timeout_s: float) -> bool:
+    """Is an unknown backend id of this attempt its cloud's eventual consistency, not a vanished
+    instance? Only while it was never seen up, within `grace_s` (at most the attempt timeout,
+    `timeout_s`) of its launch."""
     if attempt.state != AttemptState.PENDING:
         return False
-    return (now - attempt.created_at).total_seconds() <= min(UNLISTED_GRACE_S, timeout_s)
+    return (now - attempt.created_at).total_seconds() <= min(grace_s, timeout_s)
