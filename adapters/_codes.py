@@ -172,6 +172,26 @@ GCE_CODES: ErrorTable = {
 """Compute Engine error codes ("Troubleshooting resource availability errors", "Error
 messages" of the Compute Engine API) and what dispatch does next."""
 
+LIBCLOUD_TABLES: tuple[tuple[ErrorTable, PrefixTable], ...] = (
+    (EC2_CODES, EC2_PREFIXES), (ECS_CODES, ECS_PREFIXES), (GCE_CODES, ()),
+)
+"""The code tables libcloud's drivers meet, tried in turn (`adapters.libcloud`)."""
+
+MESSAGE_CLASSES: tuple[tuple[str, type[AdapterError]], ...] = (
+    ("quota exceeded", QuotaError),  # OpenStack Nova's 403 "Quota exceeded for cores: …"
+    ("rate-limited", TransientError),  # Nova's 413 overLimit "This request was rate-limited."
+    ("rate limit exceeded", TransientError),
+    ("no valid host was found", CapacityError),  # Nova's scheduler: no host has room for it
+)
+"""Words of a refusal whose driver keeps no provider code (OpenStack's): a 403 that is a quota
+is not a credentials problem, and must not open the provider's auth breaker."""
+
+
+def classify_message(message: str) -> type[AdapterError] | None:
+    """The class a code-less refusal's words name (`MESSAGE_CLASSES`), if any."""
+    lowered = message.lower()
+    return next((cls for words, cls in MESSAGE_CLASSES if words in lowered), None)
+
 EC2_QUOTA_BUCKETS: tuple[tuple[str, ...], ...] = (
     ("a", "c", "d", "h", "i", "im", "is", "m", "r", "t", "z"),  # "Standard (A, C, D, H, I, M, R, T, Z)"
     ("g", "vt"),

@@ -38,15 +38,7 @@ from libcloud.compute.providers import get_driver
 from libcloud.compute.types import KeyPairDoesNotExistError, NodeState, Provider
 
 from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
-from adapters._codes import (
-    EC2_CODES,
-    EC2_LISTING_LAG_S,
-    EC2_PREFIXES,
-    ECS_CODES,
-    ECS_PREFIXES,
-    GCE_CODES,
-    classify,
-)
+from adapters._codes import EC2_LISTING_LAG_S, LIBCLOUD_TABLES, classify, classify_message
 from adapters._tags import (
     DEFAULT_BROKER_ID,
     TAG_ATTEMPT,
@@ -94,6 +86,7 @@ HTTP_STATUS: dict[int, type[AdapterError]] = {
     403: AuthError,
     404: NotFoundError,
     408: TransientError,
+    413: TransientError,  # OpenStack's overLimit (with Retry-After)
     429: TransientError,
     500: TransientError,
     502: TransientError,
@@ -126,17 +119,19 @@ def classify_exception(exc: BaseException) -> tuple[type[AdapterError], str]:
         if isinstance(exc, exc_type):
             return cls, type(exc).__name__
     code = provider_code(exc)
-    if code is not None:
-        # The message too: EC2's oversized UserData is a generic InvalidParameterValue whose
-        # text alone says it is the job's own request, not the site's configuration.
-        message = str(getattr(exc, "message", None) or getattr(exc, "value", None) or exc)
-        for exact, prefixes in ((EC2_CODES, EC2_PREFIXES), (ECS_CODES, ECS_PREFIXES), (GCE_CODES, ())):
-            cls = classify(code, exact, prefixes, message)
-            if cls is not AdapterError:
-                return cls, code
+    # The message too: EC2's oversized UserData is a generic InvalidParameterValue whose text
+    # alone says it is the job's own request, not the site's configuration.
+    message = str(getattr(exc, "message", None) or getattr(exc, "value", None) or exc)
+    for exact, prefixes in LIBCLOUD_TABLES if code is not None else ():
+        cls = classify(code or "", exact, prefixes, message)
+        if cls is not AdapterError:
+            return cls, code or ""
     status = getattr(exc, "code", None) if isinstance(exc, BaseHTTPError) else None
     if isinstance(exc, ProviderError):
         status = exc.http_code
+    worded = classify_message(message)
+    if worded is not None:  # (a quota's 403 is not refused credentials)
+        return worded, code or (f"HTTP{status}" if isinstance(status, int) else type(exc).__name__)
     if isinstance(status, int) and status in HTTP_STATUS:
         return HTTP_STATUS[status], code or f"HTTP{status}"
     return AdapterError, code or type(exc).__name__

@@ -13,6 +13,7 @@ import datetime
 import json
 import subprocess
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -54,23 +55,18 @@ def failed_operation(code: str, message: str) -> tuple[int, dict[str, Any]]:
                  "error": {"errors": [{"code": code, "message": message}]}}
 
 
-class GceEndpoint:
-    def __init__(self) -> None:
-        self.fault: tuple[int, dict[str, Any]] = failed_operation("INTERNAL", "no fault set")
-        self.inserts = 0
-        endpoint = self
+Route = Callable[[str, str], tuple[int, Any]]
+"""(method, path without its query) -> (HTTP status, JSON body)."""
 
+
+class JsonEndpoint:
+    """A local HTTP endpoint answering JSON by `route` (a cloud API's double for libcloud drivers)."""
+
+    def __init__(self, route: Route) -> None:
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                path = self.path.split("?")[0].removeprefix("/compute/v1/projects/p")
-                if self.command == "POST" and path == f"/zones/{ZONE}/instances":
-                    endpoint.inserts += 1
-                    status, body = endpoint.fault
-                elif path in _READS:
-                    status, body = 200, _READS[path]
-                else:
-                    status, body = http_error(404, "notFound", f"{path} was not found")
+                status, body = route(self.command, self.path.split("?")[0])
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -93,6 +89,22 @@ class GceEndpoint:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class GceEndpoint(JsonEndpoint):
+    def __init__(self) -> None:
+        self.fault: tuple[int, dict[str, Any]] = failed_operation("INTERNAL", "no fault set")
+        self.inserts = 0
+        super().__init__(self._route)
+
+    def _route(self, method: str, path: str) -> tuple[int, Any]:
+        path = path.removeprefix("/compute/v1/projects/p")
+        if method == "POST" and path == f"/zones/{ZONE}/instances":
+            self.inserts += 1
+            return self.fault
+        if path in _READS:
+            return 200, _READS[path]
+        return http_error(404, "notFound", f"{path} was not found")
 
 
 def gce_driver(endpoint: GceEndpoint, folder: Path) -> GCENodeDriver:
