@@ -313,13 +313,11 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
         gang = parse_gang_id(backend_id)
         if gang is not None:
             return self.cancel_gang(gang, token)
-        try:
+        try:  # (NotFound too: EC2 may not list a new instance yet; TerminateInstances says)
             with self._errors():
                 self._create.create_tags(
                     Resources=[backend_id], Tags=[{"Key": TAG_CANCELLED, "Value": token}]
                 )
-        except NotFoundError:
-            return
         except AdapterError as exc:
             # The mark only says who ended the instance. Roles often may tag only within
             # RunInstances (ec2:CreateAction): that must not keep the instance running.
