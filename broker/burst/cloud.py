@@ -15,9 +15,10 @@ from broker.burst.spot import offer_outlook, restarts_text, spot_refusal
 from broker.durations import format_duration
 from broker.model import JobSpec, Offer, SiteId, SpotMode, TenantId
 from broker.placement import ScoredOffer
-from broker.placement.cost import best_voucher
+from broker.placement.cost import draw_vouchers, usable_vouchers
 from broker.placement.scored import Scored
 from broker.policy import Policy
+from broker.policy.schema import Voucher as PolicyVoucher
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,31 +40,35 @@ class CloudPick:
         return self.skipped if self.later is None else (*self.skipped, *self.later())
 
 
-Voucher = tuple[float, float, str]  # (discount, remaining balance, id), as `best_voucher` gives it
+Covering = tuple[Sequence[tuple[PolicyVoucher, float]], tuple[datetime, datetime] | None]
+"""The tenant's vouchers covering a site with their balances left, in the order they pay
+(`usable_vouchers`), and the run they would pay for (None: all of it, whatever they expire)."""
 
 
-def spot_risk_cost(spec: JobSpec, scored: ScoredOffer, policy: Policy, voucher: Voucher | None) -> float:
+def spot_risk_cost(spec: JobSpec, scored: ScoredOffer, policy: Policy, covering: Covering | None) -> float:
     """Expected extra cost of running on spot: the billed hours lost to interruptions
     (`broker.burst.spot`: restarts from the last checkpoint, or from zero), less what the
-    tenant's voucher covering the site pays of them."""
+    tenant's vouchers covering the site pay of them."""
     if not scored.offer.spot:
         return 0.0
     runtime_h = spec.runtime_estimate.total_seconds() / 3600
     out = offer_outlook(spec, scored.offer, policy, runtime_h)
     if math.isinf(out.billed_h):
         return math.inf
-    return paid_risk(scored.terms.get("cost", 0.0), out.billed_h / runtime_h - 1.0, voucher)
+    return paid_risk(scored.terms.get("cost", 0.0), out.billed_h / runtime_h - 1.0, covering)
 
 
-def paid_risk(cost: float, factor: float, voucher: Voucher | None) -> float:
-    """What `factor` × `cost` of lost hours adds to the tenant's bill: the voucher pays its discount
-    of the expected billed cost up to its balance (`split_cost`'s split), against that of `cost`
-    (the placement's `voucher` term), so voucher-covered spot is priced as it is paid."""
+def paid_risk(cost: float, factor: float, covering: Covering | None) -> float:
+    """What `factor` × `cost` of lost hours adds to the tenant's bill: what the vouchers draw of the
+    expected billed cost (`draw_vouchers`, the split the reservation makes: one after another, each
+    within its balance and up to its expiry) against what they draw of `cost` (the placement's
+    `voucher` term), so voucher-covered spot is priced as it is paid."""
     extra = cost * factor
-    if voucher is None:
+    if covering is None or not covering[0]:
         return extra
-    discount, balance = voucher[0], voucher[1]
-    return extra - (min((cost + extra) * discount, balance) - min(cost * discount, balance))
+    usable, run = covering
+    billed = sum(paid for _, paid in draw_vouchers(usable, cost + extra, run))
+    return extra - (billed - sum(paid for _, paid in draw_vouchers(usable, cost, run)))
 
 
 MONEY_REFUSALS = ("budget:", "global burst cap:")
@@ -109,8 +114,8 @@ class CloudOrder:
             yield total, i, at(i)
 
 
-# The allowed list, its order, the largest spot bill and the voucher balances it was made with.
-_Memo = tuple[Sequence[ScoredOffer], CloudOrder, float, tuple[float, ...]]
+# The allowed list, its order, the largest spot bill, the voucher balances and the run it was made with.
+_Memo = tuple[Sequence[ScoredOffer], CloudOrder, float, tuple[float, ...], tuple[datetime, datetime] | None]
 _ORDERS: dict[tuple[int, object, object], _Memo] = {}
 
 
@@ -121,9 +126,11 @@ def cloud_order(
     policy: Policy,
     tenant: str,
     balances: Mapping[str, float] | None = None,
+    now: datetime | None = None,
 ) -> CloudOrder:
     """Cloud offers as (total, input index, offer), best-first by score plus spot risk (as the
-    tenant pays it: `balances` are its vouchers' remaining balances, None: the policy's).
+    tenant pays it: `balances` are its vouchers' remaining balances, None: the policy's; a voucher
+    pays for the part of a run started `now` before it expires, None: all of it).
 
     Memoized on the allowed list's identity (placement hands out the same list for the same
     job shape, runtime and vouchers), so re-deciding a waiting job does not re-sort its offers;
@@ -133,8 +140,10 @@ def cloud_order(
     owner = policy.tenant(tenant)
     vouchers = owner.vouchers if owner is not None else ()
     held = tuple(v.balance if balances is None else balances.get(v.id, v.balance) for v in vouchers)
+    run = None if now is None else (now, now + spec.runtime_estimate)
+    when = run if any(v.expires for v in vouchers) else None  # (the split reads the run only then)
     hit = _ORDERS.get(key)
-    if hit is not None and hit[0] is allowed and _same_bills(hit[3], held, hit[2]):
+    if hit is not None and hit[0] is allowed and hit[4] == when and _same_bills(hit[3], held, hit[2]):
         return hit[1]
     if isinstance(allowed, Scored):  # from the placement's floats, no `ScoredOffer` built
         offers, scores, costs = allowed.floats()
@@ -142,11 +151,13 @@ def cloud_order(
     else:
         slots = _slots([s.offer for s in allowed], home)
         scores, costs = [s.score for s in allowed], [s.terms.get("cost", 0.0) for s in allowed]
-    rows, need = _ranked(spec, slots, scores, costs, policy, lambda site: best_voucher(owner, site, balances))
+    rows, need = _ranked(
+        spec, slots, scores, costs, policy, lambda site: (usable_vouchers(owner, site, balances), when)
+    )
     order = CloudOrder(allowed, rows, slots, scores)
     if len(_ORDERS) > 4096:
         _ORDERS.clear()
-    _ORDERS[key] = (allowed, order, need, held)
+    _ORDERS[key] = (allowed, order, need, held, when)
     return order
 
 
@@ -203,14 +214,14 @@ def _ranked(
     scores: Sequence[float],
     costs: Sequence[float],
     policy: Policy,
-    covering: Callable[[str], Voucher | None],
+    covering: Callable[[str], Covering],
 ) -> tuple[list[tuple[float, int]], float]:
     """(total, position in `slots`) per cloud offer, sorted: `slots` are in tie order, so this is the
     order on (total, site, key, index). A spot offer's risk is `spot_risk_cost`'s float: the outlook
     and the voucher depend only on the site for one job, so they are looked up once per site.
     Also the largest expected spot bill (cost + risk before vouchers), for the memo."""
     runtime_h = spec.runtime_estimate.total_seconds() / 3600
-    factors: dict[str, tuple[float | None, Voucher | None]] = {}  # site -> billed/runtime - 1, voucher
+    factors: dict[str, tuple[float | None, Covering]] = {}  # site -> billed/runtime - 1, its vouchers
     rows: list[tuple[float, int]] = []
     need = 0.0
     for r, (i, site, _, spot) in enumerate(slots):
@@ -219,11 +230,11 @@ def _ranked(
             got = factors.get(site)
             if got is None:
                 got = factors[site] = (_factor(spec, spot, policy, runtime_h), covering(site))
-            f, voucher = got
+            f, vouchers = got
             if f is None:
                 risk = math.inf
             else:
-                risk = paid_risk(costs[i], f, voucher)
+                risk = paid_risk(costs[i], f, vouchers)
                 need = max(need, costs[i] * (1.0 + f))
         rows.append((scores[i] + risk, r))
     rows.sort()
@@ -342,7 +353,7 @@ def best_cloud(
         runtime_s = spec.runtime_estimate.total_seconds()
         slack = (spec.deadline - inputs.now).total_seconds() - runtime_s
         slack_spot_ok = slack >= runtime_s * (policy.burst.deadline_slack_factor - 1)
-    order = cloud_order(spec, allowed, home, policy, tenant, inputs.money.voucher_balances)
+    order = cloud_order(spec, allowed, home, policy, tenant, inputs.money.voucher_balances, inputs.now)
     shut: dict[str, str | None] = {}
     passed: list[int] = []
     refused: list[tuple[int, str]] = []

@@ -30,7 +30,7 @@ from broker.burst.spot import spot_refusal
 from broker.decision import Action, DecisionFacts
 from broker.model import Checkpoint, JobSpec, SiteId, TenantId
 from broker.placement import PlacementContext, ScoredOffer, place, prepare_offers
-from broker.placement.cost import best_voucher
+from broker.placement.cost import usable_vouchers
 from broker.placement.scored import Scored
 from broker.policy import Policy, load_policy
 from broker.policy.offers import static_offers
@@ -55,7 +55,8 @@ def _plain_order(
     ranked = sorted(
         (
             (
-                s.score + spot_risk_cost(spec, s, policy, best_voucher(owner, s.offer.site, balances)),
+                s.score
+                + spot_risk_cost(spec, s, policy, (usable_vouchers(owner, s.offer.site, balances), None)),
                 s.offer.site,
                 s.offer.key,
                 i,
