@@ -24,6 +24,7 @@ from broker.quota import QuotaUsage
 from broker.serde import ts_to_proto
 from broker.store import JobNotFoundError, JobStore
 from broker.validation import BadRequestError, FieldViolation
+from broker.voucher_time import month_span
 
 GROUPINGS = {
     pb.SPEND_GROUPING_UNSPECIFIED: ("tenant", "site"),
@@ -74,7 +75,7 @@ def spend_report(
     until: datetime | None = None,
     group_by: pb.SpendGrouping.ValueType = pb.SPEND_GROUPING_UNSPECIFIED,
 ) -> pb.GetSpendResponse:
-    """Spend of bursts started in [since, until) (default: this month so far), grouped.
+    """Spend of bursts run in [since, until) (default: this month so far), grouped.
 
     Tenants see their own; internal tenants and operators anyone's (`*` for all). Not asked for
     one, an operator gets every tenant's, as its job list is every tenant's. Budget fields are
@@ -163,24 +164,36 @@ def _add_tenant_money(
 def _spend_lines(
     store: JobStore, target: str, start: datetime, end: datetime, keys: tuple[str, ...]
 ) -> dict[tuple[str, str, str], list[float]]:
-    """(tenant, site, day) -> [spent, reserved, voucher] of bursts started in [start, end)."""
+    """(tenant, site, day) -> [spent, reserved, voucher] of bursts run in [start, end): each its
+    part run there (per day it ran), as the budget counts it; a reservation, of work still to run,
+    its part up to the end of the range's last budget month. An entry kept without its run (from
+    before runs were kept) counts wholly at its attempt's start."""
     lines: dict[tuple[str, str, str], list[float]] = {}
-    for m in _months(start, end):
+    months = _months(start, end)
+    reach = month_span(months[-1])[1] if months else end
+    seen: set[str] = set()
+    for m in months:
         for e in store.spend_entries(m, None if target == "*" else TenantId(target)):
-            started = store.get_attempt(e.attempt_id).created_at
-            if not start <= started < end:
+            if e.attempt_id in seen:  # (a run across a month's end is an entry of both)
                 continue
-            key = (
-                e.tenant if "tenant" in keys else "",
-                e.site if "site" in keys else "",
-                started.astimezone(BEIJING).date().isoformat() if "day" in keys else "",
-            )
-            line = lines.setdefault(key, [0.0, 0.0, 0.0])
-            if e.settled:
-                line[0] += e.spent
+            seen.add(e.attempt_id)
+            if e.started is None or e.ends is None:
+                began = store.get_attempt(e.attempt_id).created_at
+                parts = [(began.astimezone(BEIJING).date().isoformat(), 1.0)] if start <= began < end else []
             else:
-                line[1] += e.reserved
-            line[2] += e.voucher
+                parts = e.days(start, end if e.settled else max(end, reach))
+            for day, part in parts:
+                key = (
+                    e.tenant if "tenant" in keys else "",
+                    e.site if "site" in keys else "",
+                    day if "day" in keys else "",
+                )
+                line = lines.setdefault(key, [0.0, 0.0, 0.0])
+                if e.settled:
+                    line[0] += e.spent * part
+                else:
+                    line[1] += e.reserved * part
+                line[2] += e.voucher * part
     return lines
 
 

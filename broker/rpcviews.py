@@ -17,6 +17,7 @@ from broker.auth import Principal, TokenAuthority
 from broker.burst.money import month_of
 from broker.clock import Clock
 from broker.dispatch.scheduling import ANSWER_WAIT_S
+from broker.dispatch.spend import charges
 from broker.explain_live import explain_now
 from broker.jobview import JobDetails, job_details
 from broker.metrics import LiveView, heartbeat_lags
@@ -58,8 +59,9 @@ class RpcViews:
         def money() -> list[tuple[str, float, float | None]]:
             now = self.clock.now()
             used: dict[str, float] = {t.id: 0.0 for t in planner.policy.tenants}
-            for e in store.spend_entries(month_of(now)):
-                used[e.tenant] = used.get(e.tenant, 0.0) + (e.spent if e.settled else e.reserved)
+            month = month_of(now)
+            for c in charges(store.spend_entries(month), month):
+                used[c.tenant] = used.get(c.tenant, 0.0) + c.cash
             return [
                 (tenant, cash, planner.money(tenant, now, store).budget_left)
                 for tenant, cash in sorted(used.items())

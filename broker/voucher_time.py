@@ -28,3 +28,18 @@ def covered_part(voucher: Voucher, start: datetime, end: datetime) -> float:
     if start >= ends:
         return 0.0
     return (ends - start) / (end - start)
+
+
+def month_span(month: str) -> tuple[datetime, datetime]:
+    """The Beijing calendar month `YYYY-MM` (a budget month) as [start, end)."""
+    year, mon = (int(x) for x in month.split("-"))
+    start = datetime(year, mon, 1, tzinfo=BEIJING)
+    return start, datetime(year + mon // 12, mon % 12 + 1, 1, tzinfo=BEIJING)
+
+
+def months_of(start: datetime, end: datetime) -> list[str]:
+    """The Beijing budget months (`YYYY-MM`) a run from `start` to `end` touches, in order."""
+    out = [start.astimezone(BEIJING).strftime("%Y-%m")]
+    while (nxt := month_span(out[-1])[1]) < end:
+        out.append(nxt.strftime("%Y-%m"))
+    return out

@@ -36,9 +36,16 @@ from broker.store import AuditFilter, JobNotFoundError, JobStore, SpendEntry
 log = logging.getLogger(__name__)
 
 
-def charges(entries: Iterable[SpendEntry]) -> list[Charge]:
-    """Spend entries as the ledger counts them: what was spent once settled, else what is reserved."""
-    return [Charge(e.tenant, e.spent if e.settled else e.reserved, e.voucher, e.voucher_id) for e in entries]
+def charges(entries: Iterable[SpendEntry], month: str) -> list[Charge]:
+    """Spend entries as the ledger counts them in a budget month: what was spent once settled, else
+    what is reserved, of each entry its part run in that month (`SpendEntry.in_month`)."""
+    out = []
+    for e in entries:
+        part = e.in_month(month)
+        if part > 0:
+            cash = (e.spent if e.settled else e.reserved) * part
+            out.append(Charge(e.tenant, cash, e.voucher * part, e.voucher_id))
+    return out
 
 
 class SpendLedger:
@@ -52,10 +59,11 @@ class SpendLedger:
 
     def money(self, tenant: str, now: datetime, store: JobStore) -> TenantMoney:
         """The tenant's money this month (budget, global cap and voucher balances left ever)."""
+        month = month_of(now)
         return tenant_money(
             self._policy(),
             tenant,
-            charges(store.spend_entries(month_of(now))),
+            charges(store.spend_entries(month), month),
             store.voucher_used(TenantId(tenant)),
             now,
         )
@@ -65,7 +73,8 @@ class SpendLedger:
 
     def cap_used(self, now: datetime, store: JobStore) -> float:
         """Every tenant's cash spent and reserved this month: what the global burst cap counts."""
-        return sum(c.cash for c in charges(store.spend_entries(month_of(now))))
+        month = month_of(now)
+        return sum(c.cash for c in charges(store.spend_entries(month), month))
 
     def reserve(self, job: Job, attempt: Attempt, decision: Decision, store: JobStore) -> bool:
         """Reserve a burst's estimated cash atomically; False when a budget would be exceeded."""
@@ -97,6 +106,8 @@ class SpendLedger:
             voucher_id=draws[0][0] if draws else None,
             fx=fx_rate(policy, attempt.offer),  # settled at it, whatever a reload sets meanwhile
             draws=draws,
+            started=now,  # its money is counted in each budget month for the part it runs in
+            ends=now + job.spec.runtime_estimate,
         )
         drawn_on = (voucher_of(policy, job.tenant, vid) for vid, _ in draws)
         reserved = store.reserve_spend(
@@ -139,7 +150,7 @@ class SpendLedger:
             run = (started.get(entry.attempt_id, now), now)
             return settled_split(policy, entry.tenant, entry.site, total, others, run)
 
-        store.raise_reservations(costs, split)
+        store.raise_reservations(costs, split, now)
         if costs:  # a run past its estimate may take its tenant past the alert
             raised = {c[0] for c in costs}
             for e in store.spend_entries(month_of(now)):
@@ -208,7 +219,9 @@ class SpendLedger:
             others[vid] = others.get(vid, 0.0) - paid
         run = (attempt.created_at, end)  # a voucher pays for none of it after it expires
         cash, draws = settled_split(policy, job.tenant, attempt.site, total, others, run)
-        store.settle_spend(attempt.id, spent=cash, voucher=sum(p for _, p in draws), draws=draws)
+        ran_to = end if ran else attempt.created_at  # (no run: all of it where it began)
+        voucher = sum(p for _, p in draws)
+        store.settle_spend(attempt.id, spent=cash, voucher=voucher, draws=draws, ended=ran_to)
 
 
 def _alerted_before(tenant: str, month: str, now: datetime, store: JobStore) -> bool:

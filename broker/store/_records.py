@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from broker.model import AttemptId, Job, JobId, JobSpec, JobState, SiteId, TenantId
+from broker.voucher_time import BEIJING, month_span, months_of
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,45 @@ class SpendEntry:
     draws: Draws = ()
     """(voucher id, amount) each voucher pays, in the order they pay; empty: `voucher_id` pays all
     of `voucher` (`voucher_draws`)."""
+    started: datetime | None = None
+    """When the attempt's run began; None: an entry from before runs were kept, wholly of `month`."""
+    ends: datetime | None = None
+    """When its run ends: estimated while reserved (raised as it runs past), actual once settled."""
+
+    def share(self, since: datetime, until: datetime) -> float:
+        """The part of the entry's money in [since, until): its run's part there (a run costs the
+        same each hour), so a burst across a month's end is counted in each month for its part.
+        A run of no length is all at its start; an entry without a run, all at `month`'s start."""
+        if self.started is None or self.ends is None:
+            return 1.0 if since <= month_span(self.month)[0] < until else 0.0
+        if self.ends <= self.started:
+            return 1.0 if since <= self.started < until else 0.0
+        inside = min(self.ends, until) - max(self.started, since)
+        return max(0.0, inside / (self.ends - self.started))
+
+    def days(self, since: datetime, until: datetime) -> list[tuple[str, float]]:
+        """(Beijing date, `share` of that day within [since, until)) of each day its run touches
+        (a run of no length: its start's day). For an entry with a run only."""
+        assert self.started is not None and self.ends is not None
+        day = max(self.started, since).astimezone(BEIJING).replace(hour=0, minute=0, second=0, microsecond=0)
+        out: list[tuple[str, float]] = []
+        while day < min(max(self.ends, self.started + timedelta(microseconds=1)), until):
+            nxt = day + timedelta(days=1)
+            part = self.share(max(day, since), min(nxt, until))
+            if part > 0:
+                out.append((day.date().isoformat(), part))
+            day = nxt
+        return out
+
+    def months(self) -> list[str]:
+        """The budget months its money is counted in."""
+        if self.started is None or self.ends is None or self.ends <= self.started:
+            return [self.month]
+        return months_of(self.started, self.ends)
+
+    def in_month(self, month: str) -> float:
+        """`share` of the Beijing budget month `month`."""
+        return self.share(*month_span(month))
 
     def voucher_draws(self) -> Draws:
         """What each voucher pays of the entry, in the order they pay."""

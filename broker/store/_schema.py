@@ -117,6 +117,10 @@ ADDED_COLUMNS = (
     ("policy_versions", "inputs", "TEXT NOT NULL DEFAULT ''"),
     ("jobs", "priority_rank", "INTEGER NOT NULL DEFAULT 1"),
     ("jobs", "queue_group", "TEXT NOT NULL DEFAULT ''"),
+    # A burst's run (start, end) so that its money is counted in each budget month it runs in;
+    # NULL in entries written before: those stay wholly in their `month`.
+    ("spend", "started", "{time}"),
+    ("spend", "ends", "{time}"),
 )
 
 AFTER_COLUMNS = """
@@ -138,7 +142,10 @@ JOB_COLS = (
 ATTEMPT_COLS = (
     "id, job_id, number, site, offer, token, state, backend_id, created_at, updated_at, error, secret_hash"
 )
-SPEND_COLS = "tenant, site, job_id, attempt_id, month, reserved, spent, voucher, settled, voucher_id, fx"
+SPEND_COLS = (
+    "tenant, site, job_id, attempt_id, month, reserved, spent, voucher, settled, voucher_id, fx, "
+    "started, ends"
+)
 EVENT_COLS = "job_id, seq, time, kind, state, message, data"
 INSERT_EVENT = f"INSERT INTO events ({EVENT_COLS}, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 

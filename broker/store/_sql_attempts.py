@@ -13,10 +13,10 @@ from broker.store._rows import LIVE_ATTEMPT_STATES, attempt_updates, new_attempt
 from broker.store._schema import ATTEMPT_COLS, SPEND_COLS
 from broker.store._sql_jobs import SqlJobs
 from broker.store.base import Draws, JobMove, JobNotFoundError, SpendEntry, SplitCost, StoreError
+from broker.voucher_time import month_span
 
-_SPEND_TOTAL = (
-    "SELECT COALESCE(SUM(CASE WHEN settled THEN spent ELSE reserved END), 0) FROM spend WHERE month = ?"
-)
+# The entries whose money counts in a budget month: filed under it, or with a run reaching into it.
+_IN_MONTH = "WHERE (spend.month = ? OR (spend.started IS NOT NULL AND spend.started < ? AND spend.ends > ?))"
 # What the tenant's other entries drew from a voucher, reserved or settled, in every month.
 _VOUCHER_DRAWN = (
     "SELECT COALESCE(SUM(amount), 0) FROM spend_draws WHERE tenant = ? AND voucher_id = ? AND attempt_id <> ?"
@@ -28,16 +28,18 @@ _VOUCHERS_DRAWN = (
 _RAISE_RESERVED = (
     "UPDATE spend SET reserved = ?, voucher = ?, voucher_id = ? WHERE attempt_id = ? AND NOT settled"
 )
+# ... and its run to now, so its money is counted in the months it has really run in.
+_RAISE_ENDS = "UPDATE spend SET ends = ? WHERE attempt_id = ? AND NOT settled AND ends < ?"
 _DRAWS = (
     "SELECT d.attempt_id, d.voucher_id, d.amount FROM spend_draws d "
     "JOIN spend ON spend.attempt_id = d.attempt_id"
 )
 _UPSERT_SPEND = (
-    f"INSERT INTO spend ({SPEND_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO spend ({SPEND_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (attempt_id) DO UPDATE SET tenant = excluded.tenant, site = excluded.site, "
     "job_id = excluded.job_id, month = excluded.month, reserved = excluded.reserved, "
     "spent = excluded.spent, voucher = excluded.voucher, settled = excluded.settled, "
-    "voucher_id = excluded.voucher_id, fx = excluded.fx"
+    "voucher_id = excluded.voucher_id, fx = excluded.fx, started = excluded.started, ends = excluded.ends"
 )
 
 
@@ -161,7 +163,8 @@ class SqlAttempts(SqlJobs):
         voucher_balances: Mapping[str, float] | None = None,
     ) -> bool:
         with self._tx(fenced=True) as db:
-            self._dialect.lock_month(db, entry.month)
+            for month in entry.months():  # (in order: no two wait on each other)
+                self._dialect.lock_month(db, month)
             draws = entry.voucher_draws()
             if voucher_balances is not None and draws:
                 balances = voucher_balances
@@ -169,14 +172,9 @@ class SqlAttempts(SqlJobs):
                 paid = sum(p for _, p in draws)
                 entry = replace(entry, reserved=entry.reserved + entry.voucher - paid, voucher=paid)
             # A reservation of no cash (a voucher pays all) breaks no limit, even one already overrun.
-            if tenant_limit is not None and entry.reserved > 0:
-                row = db.one(_SPEND_TOTAL + " AND tenant = ?", (entry.month, entry.tenant))
-                if row is None or row[0] + entry.reserved > tenant_limit + 1e-9:
-                    return False
-            if global_limit is not None and entry.reserved > 0:
-                row = db.one(_SPEND_TOTAL, (entry.month,))
-                if row is None or row[0] + entry.reserved > global_limit + 1e-9:
-                    return False
+            if entry.reserved > 0 and not self._within(db, entry, tenant_limit, global_limit):
+                return False
+            dt = self._dialect.ts
             db.run(
                 _UPSERT_SPEND,
                 (
@@ -191,10 +189,39 @@ class SqlAttempts(SqlJobs):
                     entry.settled,
                     entry.voucher_id,
                     entry.fx,
+                    None if entry.started is None else dt(entry.started),
+                    None if entry.ends is None else dt(entry.ends),
                 ),
             )
             _write_draws(db, entry.attempt_id, entry.tenant, draws)
         return True
+
+    def _within(
+        self, db: Db, entry: SpendEntry, tenant_limit: float | None, global_limit: float | None
+    ) -> bool:
+        """Each budget month the entry's run touches keeps the tenant's and everyone's cash (spent,
+        else reserved) within the limits, counting each entry's part in that month."""
+        for month in entry.months():
+            part = entry.reserved * entry.in_month(month)
+            if part <= 0:
+                continue
+            there = self._entries(db, *self._in_month(month))
+            cash = [
+                ((e.spent if e.settled else e.reserved) * e.in_month(month), e.tenant)
+                for e in there
+                if e.attempt_id != entry.attempt_id
+            ]
+            mine = sum(c for c, t in cash if t == entry.tenant)
+            if tenant_limit is not None and mine + part > tenant_limit + 1e-9:
+                return False
+            if global_limit is not None and sum(c for c, _ in cash) + part > global_limit + 1e-9:
+                return False
+        return True
+
+    def _in_month(self, month: str) -> tuple[str, list[Any]]:
+        """The `where` and parameters of the entries counted in `month` (`_IN_MONTH`)."""
+        start, end = month_span(month)
+        return _IN_MONTH, [month, self._dialect.ts(end), self._dialect.ts(start)]
 
     @staticmethod
     def _payable(db: Db, entry: SpendEntry, voucher_id: str, amount: float, balance: float | None) -> float:
@@ -205,22 +232,29 @@ class SqlAttempts(SqlJobs):
         return max(0.0, min(amount, balance - (row[0] if row else 0.0)))
 
     def settle_spend(
-        self, attempt_id: AttemptId, spent: float, voucher: float, draws: Draws | None = None
+        self, attempt_id: AttemptId, spent: float, voucher: float, draws: Draws | None = None,
+        ended: datetime | None = None,
     ) -> None:
         with self._tx(fenced=True) as db:
-            row = db.one("SELECT month, tenant, voucher_id FROM spend WHERE attempt_id = ?", (attempt_id,))
-            if row is None:
+            found = self._entries(db, "WHERE spend.attempt_id = ?", [attempt_id])
+            if not found:
                 return
-            self._dialect.lock_month(db, row[0])
+            entry = found[0]
+            settled = entry if ended is None or entry.started is None else replace(entry, ends=ended)
+            for month in sorted({*entry.months(), *settled.months()}):
+                self._dialect.lock_month(db, month)
             if draws is None:  # its first voucher pays it all
-                draws = () if row[2] is None else ((row[2], voucher),)
+                draws = () if entry.voucher_id is None else ((entry.voucher_id, voucher),)
+            ends = None if settled.ends is None else self._dialect.ts(settled.ends)
             db.run(
-                "UPDATE spend SET spent = ?, voucher = ?, settled = TRUE WHERE attempt_id = ?",
-                (spent, voucher, attempt_id),
+                "UPDATE spend SET spent = ?, voucher = ?, settled = TRUE, ends = ? WHERE attempt_id = ?",
+                (spent, voucher, ends, attempt_id),
             )
-            _write_draws(db, attempt_id, row[1], draws)
+            _write_draws(db, attempt_id, entry.tenant, draws)
 
-    def raise_reservations(self, costs: Sequence[tuple[AttemptId, float, float]], split: SplitCost) -> None:
+    def raise_reservations(
+        self, costs: Sequence[tuple[AttemptId, float, float]], split: SplitCost, now: datetime | None = None
+    ) -> None:
         if not costs:
             return
         with self._tx(fenced=True) as db:
@@ -228,7 +262,10 @@ class SqlAttempts(SqlJobs):
             where = f"WHERE NOT settled AND spend.attempt_id IN ({marked})"
             ids = [c[0] for c in costs]
             entries = {e.attempt_id: e for e in self._entries(db, where, ids)}
-            for month in sorted({e.month for e in entries.values()}):  # one order: no two wait on each other
+            months = {m for e in entries.values() for m in e.months()}
+            if now is not None:  # (its run reaches now: the months to now are written too)
+                months |= {m for e in entries.values() if e.ends for m in replace(e, ends=now).months()}
+            for month in sorted(months):  # one order: no two wait on each other
                 self._dialect.lock_month(db, month)
             for attempt, cost, rate in costs:
                 if (entry := entries.get(attempt)) is None:
@@ -243,6 +280,8 @@ class SqlAttempts(SqlJobs):
                     first = draws[0][0] if draws else entry.voucher_id
                     db.run(_RAISE_RESERVED, (max(cash, entry.reserved), voucher, first, attempt))
                     _write_draws(db, attempt, entry.tenant, draws)
+                if now is not None:
+                    db.run(_RAISE_ENDS, (self._dialect.ts(now), attempt, self._dialect.ts(now)))
 
     def voucher_used(self, tenant: TenantId) -> dict[str, float]:
         rows = self._all(
@@ -251,8 +290,7 @@ class SqlAttempts(SqlJobs):
         return {r[0]: float(r[1]) for r in rows}
 
     def spend_entries(self, month: str, tenant: TenantId | None = None) -> list[SpendEntry]:
-        where = "WHERE month = ?"
-        params: list[Any] = [month]
+        where, params = self._in_month(month)
         if tenant is not None:
             where += " AND spend.tenant = ?"
             params.append(tenant)
@@ -265,7 +303,11 @@ class SqlAttempts(SqlJobs):
         """The spend entries `where` picks, ordered by attempt, with their voucher draws."""
         cols = ", ".join(f"spend.{c.strip()}" for c in SPEND_COLS.split(","))
         rows = db.all(f"SELECT {cols} FROM spend {where} ORDER BY spend.attempt_id", params)
-        entries = [self._spend_entry(r) for r in rows]
+        dt = self._dialect.dt
+        entries = [
+            self._spend_entry(r, None if r[11] is None else dt(r[11]), None if r[12] is None else dt(r[12]))
+            for r in rows
+        ]
         if not any(e.voucher_id is not None for e in entries):
             return entries
         draws: dict[str, list[tuple[str, float]]] = {}
@@ -276,7 +318,7 @@ class SqlAttempts(SqlJobs):
         return [e if d == e.voucher_draws() else replace(e, draws=d) for e, d in got]
 
     @staticmethod
-    def _spend_entry(r: Sequence[Any]) -> SpendEntry:
+    def _spend_entry(r: Sequence[Any], started: datetime | None, ends: datetime | None) -> SpendEntry:
         return SpendEntry(
             tenant=TenantId(r[0]),
             site=SiteId(r[1]),
@@ -289,6 +331,8 @@ class SqlAttempts(SqlJobs):
             settled=bool(r[8]),
             voucher_id=r[9],
             fx=r[10],
+            started=started,
+            ends=ends,
         )
 
 

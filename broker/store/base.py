@@ -299,7 +299,6 @@ class JobStore(AuditStore):
         newest first; bounded by `limit` however long the history."""
 
     # Money --------------------------------------------------------------------------------
-
     @abc.abstractmethod
     def reserve_spend(
         self,
@@ -309,37 +308,38 @@ class JobStore(AuditStore):
         global_limit: float | None,
         voucher_balances: Mapping[str, float] | None = None,
     ) -> bool:
-        """Insert `entry` only if the tenant's and everyone's month totals stay within limits.
-
+        """Insert `entry` only if the tenant's and everyone's totals stay within limits in each month
+        its run touches (each entry counted for its part there, `SpendEntry.in_month`).
         The check and the insert are one transaction, so concurrent bursts cannot overspend.
         Totals count cash only (spent + reserved, not voucher-paid amounts). With `voucher_balances`,
         each voucher's draw (`SpendEntry.voucher_draws`) is capped at what the tenant's other
-        entries (open reservations included) left of it, the rest added to its cash first.
-        """
+        entries (open reservations included) left of it, the rest added to its cash first."""
 
     @abc.abstractmethod
     def settle_spend(
-        self, attempt_id: AttemptId, spent: float, voucher: float, draws: Draws | None = None
+        self, attempt_id: AttemptId, spent: float, voucher: float, draws: Draws | None = None,
+        ended: datetime | None = None,
     ) -> None:
         """Turn an attempt's reservation into actual spend: `voucher` paid by vouchers as `draws`
-        says (None: all by the voucher that paid first)."""
+        (None: all by the first), its run ended at `ended` (None: as reserved; `in_month`)."""
 
     @abc.abstractmethod
-    def raise_reservations(self, costs: Sequence[tuple[AttemptId, float, float]], split: SplitCost) -> None:
-        """Raise open reservations to what their attempts have cost so far.
-
+    def raise_reservations(
+        self, costs: Sequence[tuple[AttemptId, float, float]], split: SplitCost, now: datetime | None = None
+    ) -> None:
+        """Raise open reservations to what their attempts have cost so far (their runs to `now`).
         Each item is (attempt, cost so far in its offer's currency, the rate for an entry reserved
-        without one); in one transaction `split` gives each open entry's (cash, voucher draws) of it, taken
-        where either grows (cash never lowered). Settled entries are left as they are."""
+        without one); in one transaction `split` gives each open entry's (cash, voucher draws) of it,
+        taken where either grows (cash never lowered). Settled entries are left as they are."""
 
     @abc.abstractmethod
     def spend_entries(self, month: str, tenant: TenantId | None = None) -> list[SpendEntry]:
-        """This month's entries (all tenants when None)."""
+        """Entries whose money counts in this month, in part (`SpendEntry.in_month`); None: all tenants."""
 
     @abc.abstractmethod
     def unsettled_spend(self) -> list[SpendEntry]:
-        """Entries not settled yet, of every month and tenant (reservations of live attempts,
-        and any whose settlement a crash cut short)."""
+        """Entries not settled yet, of every month and tenant (live attempts' reservations, and any
+        whose settlement a crash cut short)."""
 
     @abc.abstractmethod
     def voucher_used(self, tenant: TenantId) -> dict[str, float]:

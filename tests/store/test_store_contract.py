@@ -921,6 +921,55 @@ class StoreContract:
         assert store.reserve_spend(usd, tenant_limit=None, global_limit=None)
         assert store.spend_entries("2026-11") == [entry("j1-a1", 5), usd]
 
+    def test_a_run_across_a_months_end_counts_in_each_month_for_its_part(self, store: JobStore) -> None:
+        # Held-out review of issue 6: spend was filed under the attempt's month only, so a burst
+        # from Nov 30 23:00 to Dec 1 02:00 (Beijing) charged all of it to November, and December's
+        # budget let another burst through on money its own hours had already used.
+        start = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # 23:00 Beijing
+        across = replace(entry("j1-a1", 30), started=start, ends=start + timedelta(hours=3))
+        december = entry("j2-a1", 85, month="2026-12")
+        assert store.reserve_spend(december, tenant_limit=100, global_limit=None)
+        # December already holds 85: the run's 20 there would take it to 105.
+        assert not store.reserve_spend(across, tenant_limit=100, global_limit=None)
+        assert not store.reserve_spend(across, tenant_limit=None, global_limit=100)
+        assert store.reserve_spend(across, tenant_limit=105, global_limit=None)
+        [(nov, part)] = [(e, e.in_month("2026-11")) for e in store.spend_entries("2026-11")]
+        assert nov == across and part == pytest.approx(1 / 3)
+        got = {e.attempt_id: e.in_month("2026-12") for e in store.spend_entries("2026-12")}
+        assert got == {"j1-a1": pytest.approx(2 / 3), "j2-a1": 1.0}
+        assert store.spend_entries("2027-01") == []
+        # It ran one hour past its estimate: settled, its run is what it really was.
+        store.settle_spend(AttemptId("j1-a1"), spent=40.0, voucher=0.0, ended=start + timedelta(hours=4))
+        [done] = [e for e in store.spend_entries("2026-12") if e.attempt_id == "j1-a1"]
+        assert done.settled and done.ends == start + timedelta(hours=4)
+        parts = (done.in_month("2026-11"), done.in_month("2026-12"))
+        assert parts == (pytest.approx(1 / 4), pytest.approx(3 / 4))
+
+    def test_a_reservation_raised_past_its_estimate_runs_into_the_next_month(self, store: JobStore) -> None:
+        start = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)  # 20:00 Beijing, estimated to 22:00
+        assert store.reserve_spend(
+            replace(entry("j1-a1", 20), started=start, ends=start + timedelta(hours=2)),
+            tenant_limit=None, global_limit=None,
+        )
+        assert [e.attempt_id for e in store.spend_entries("2026-12")] == []
+        now = start + timedelta(hours=8)  # 04:00 Beijing, Dec 1: it has run 8 h
+        store.raise_reservations([(AttemptId("j1-a1"), 80.0, 1.0)], lambda e, total, _: (total, ()), now)
+        [e] = store.spend_entries("2026-12")
+        assert (e.reserved, e.ends) == (80.0, now)
+        assert e.in_month("2026-11") == pytest.approx(0.5) and e.in_month("2026-12") == pytest.approx(0.5)
+
+    def test_spend_from_before_runs_were_kept_stays_in_its_month(self, open_store: StoreFactory) -> None:
+        old = open_store()
+        assert old.reserve_spend(entry("j1-a1", 5), tenant_limit=None, global_limit=None)
+        self.raw(old, "ALTER TABLE spend DROP COLUMN started")  # as a store before the columns were
+        self.raw(old, "ALTER TABLE spend DROP COLUMN ends")
+        self.raw(old, "UPDATE schema_version SET fingerprint = 'older'")  # ... written by a broker of then
+        store = open_store()  # opening brings the schema up to date
+        [e] = store.spend_entries("2026-11")
+        assert e == entry("j1-a1", 5) and e.in_month("2026-11") == 1.0 and e.in_month("2026-12") == 0.0
+        assert store.spend_entries("2026-12") == []
+        assert not store.reserve_spend(entry("j2-a1", 96), tenant_limit=100, global_limit=None)
+
     def test_jobs_from_before_queue_keys_are_ranked_and_grouped_from_their_spec(
         self, open_store: StoreFactory
     ) -> None:
