@@ -9,7 +9,15 @@ from datetime import datetime
 from functools import partial
 
 from broker.burst.inputs import BurstInputs
-from broker.burst.money import CostSplit, TenantMoney, cents_up, estimate_cost, split_cost
+from broker.burst.money import (
+    CostSplit,
+    TenantMoney,
+    cash_by_month,
+    cents_up,
+    estimate_cost,
+    monthly_budget,
+    split_cost,
+)
 from broker.burst.routes import route_refusal
 from broker.burst.spot import offer_outlook, restarts_text, spot_refusal
 from broker.durations import format_duration
@@ -41,8 +49,7 @@ class CloudPick:
 
 
 Covering = tuple[Sequence[tuple[PolicyVoucher, float]], tuple[datetime, datetime] | None]
-"""The tenant's vouchers covering a site with their balances left, in the order they pay
-(`usable_vouchers`), and the run they would pay for (None: all of it, whatever they expire)."""
+"""A site's `usable_vouchers` (with balances, in paying order) and the run they pay for (None: all)."""
 
 
 def spot_risk_cost(spec: JobSpec, scored: ScoredOffer, policy: Policy, covering: Covering | None) -> float:
@@ -71,8 +78,7 @@ def paid_risk(cost: float, factor: float, covering: Covering | None) -> float:
     return extra - (billed - sum(paid for _, paid in draw_vouchers(usable, cost, run)))
 
 
-MONEY_REFUSALS = ("budget:", "global burst cap:")
-"""How a cloud offer refused by money alone (it passed stock, spot and route) is said to be."""
+MONEY_REFUSALS = ("budget:", "global burst cap:")  # how an offer refused by money alone is said to be
 PASSED_OVER_SHOWN = 3  # better-scored offers a burst's reasons name (`passed_over` keeps all)
 
 
@@ -323,16 +329,20 @@ def money_refusal(
     cost = burst_cost(spec, offer, policy)
     split = split_cost(tenant, offer.site, cost, policy, money.voucher_balances, run)
     cash = cents_up(split.cash)
-    # No cash (a voucher pays it all) breaks no limit, even a month already overrun by settlements.
-    if money.budget_left is not None and cash > 0 and cash > money.budget_left + 1e-9:
-        return (
-            f"{MONEY_REFUSALS[0]} {offer.key} would cost {cash:.2f} {policy.currency} in cash, "
-            f"{max(0.0, money.budget_left):.2f} left this month"
-        )
-    if money.global_left is not None and cash > 0 and cash > money.global_left + 1e-9:
-        # No figures: the reason reaches the tenant's own job message, and what is left of the
-        # cap would tell every tenant's spend (operators see it in `szb status` / `szb spend`).
-        return f"{MONEY_REFUSALS[1]} reached for {offer.key} this month"
+    if cash <= 0:  # (a voucher pays it all: no limit broken, even a month overrun by settlements)
+        return split
+    parts = [("", cash)] if money.ahead is None or run is None else cash_by_month(cash, run)
+    untouched = (monthly_budget(policy, tenant), policy.burst.budget.global_monthly_cap)
+    for i, (month, part) in enumerate(parts):  # this month's money, then those its run reaches
+        left = (money.budget_left, money.global_left) if i == 0 else (money.ahead or {}).get(month, untouched)
+        when = (",", "this month") if i == 0 else (f" in {month}, where its run goes on,", "then")
+        if left[0] is not None and part > left[0] + 1e-9:
+            where = f"{when[0]} {max(0.0, left[0]):.2f} left {when[1]}"
+            return f"{MONEY_REFUSALS[0]} {offer.key} would cost {part:.2f} {policy.currency} in cash{where}"
+        if left[1] is not None and part > left[1] + 1e-9:
+            # No figures: the reason reaches the tenant's own job message, and what is left of the
+            # cap would tell every tenant's spend (operators see it in `szb status` / `szb spend`).
+            return f"{MONEY_REFUSALS[1]} reached for {offer.key} {'this month' if i == 0 else 'in ' + month}"
     return split
 
 

@@ -12,7 +12,7 @@ from broker.placement.cost import Draws, draw_vouchers, usable_vouchers
 from broker.policy import Policy
 from broker.policy.schema import Voucher
 from broker.voucher_time import BEIJING as BEIJING  # (budgets' months are Beijing's too)
-from broker.voucher_time import expires_at
+from broker.voucher_time import expires_at, month_span, months_of
 
 
 def month_of(when: datetime) -> str:
@@ -30,6 +30,11 @@ class TenantMoney:
     """Cash left before the global burst cap; None when there is none."""
     voucher_balances: Mapping[str, float] = field(default_factory=dict)
     """Remaining balance per voucher id."""
+    ahead: Mapping[str, tuple[float | None, float | None]] | None = None
+    """(budget left, global cap left) of each later budget month that runs already reserved reach
+    into (a month not named: all of it left): a burst's cash counts in each month for the part of
+    its run there, as the store checks its reservation. None: the ledger files a burst wholly in
+    the month it starts (the simulator's), so its cash is checked in full against this month."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,19 @@ class Charge:
     cash: float
     voucher: float = 0.0
     voucher_id: str | None = None
+
+
+def cash_by_month(cash: float, run: tuple[datetime, datetime]) -> list[tuple[str, float]]:
+    """(budget month, cash) of each month a run from `run[0]` to `run[1]` touches: the part of
+    `cash` run there (a run costs the same each hour), as `SpendEntry.in_month` counts it."""
+    start, end = run
+    if end <= start:
+        return [(month_of(start), cash)]
+    out = []
+    for month in months_of(start, end):
+        since, until = month_span(month)
+        out.append((month, cash * max(0.0, (min(end, until) - max(start, since)) / (end - start))))
+    return out
 
 
 def monthly_budget(policy: Policy, tenant_id: str) -> float | None:

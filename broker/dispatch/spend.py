@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from broker.burst import estimate_cost, is_onprem
@@ -58,15 +59,18 @@ class SpendLedger:
         self._alerted: set[tuple[str, str]] = set()  # (tenant, month) past its budget alert
 
     def money(self, tenant: str, now: datetime, store: JobStore) -> TenantMoney:
-        """The tenant's money this month (budget, global cap and voucher balances left ever)."""
-        month = month_of(now)
-        return tenant_money(
-            self._policy(),
-            tenant,
-            charges(store.spend_entries(month), month),
-            store.voucher_used(TenantId(tenant)),
-            now,
-        )
+        """The tenant's money this month (budget, global cap and voucher balances left ever), and
+        that of each later month the runs reserved reach into (`TenantMoney.ahead`)."""
+        policy, month = self._policy(), month_of(now)
+        entries = store.spend_entries(month)
+        used = store.voucher_used(TenantId(tenant))
+        ahead = {}
+        # A run reaching a later month began by now, so it is one of this month's entries too.
+        for later in sorted({m for e in entries for m in e.months() if m > month}):
+            there = tenant_money(policy, tenant, charges(entries, later), used, now)
+            ahead[later] = (there.budget_left, there.global_left)
+        money = tenant_money(policy, tenant, charges(entries, month), used, now)
+        return replace(money, ahead=ahead)
 
     def budget(self, tenant: str) -> float | None:
         return monthly_budget(self._policy(), tenant)

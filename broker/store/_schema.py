@@ -128,6 +128,8 @@ DROP INDEX IF EXISTS jobs_queue_heads;
 -- Which (tenant, hardware asked) groups have queued jobs, and each one's first by priority then
 -- age: what a pass reads of a deep queue (`broker.dispatch.queue_read`).
 CREATE INDEX IF NOT EXISTS jobs_queue_groups ON jobs(state, tenant, queue_group, priority_rank, id);
+-- The entries a budget month counts beside those filed under it: runs reaching into it.
+CREATE INDEX IF NOT EXISTS spend_ends ON spend(ends);
 -- Entries written before `spend_draws`: their one voucher paid all of `voucher`.
 INSERT INTO spend_draws (attempt_id, ord, voucher_id, tenant, amount)
   SELECT attempt_id, 0, voucher_id, tenant, voucher FROM spend
