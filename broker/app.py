@@ -270,7 +270,7 @@ class BrokerApp:
         attempt_id = note.get("hb")
         if isinstance(attempt_id, str):
             # An agent sticks to one replica: every replica's heartbeat lag must hear it.
-            self.dispatcher.heartbeats[attempt_id] = self.clock.now()
+            self.dispatcher.heartbeats.beat(attempt_id)
         job_id = note.get("j")
         if isinstance(job_id, str):
             self.hub.wake(job_id)

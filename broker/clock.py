@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -11,10 +12,18 @@ class Clock(Protocol):
         """The current time, timezone-aware (UTC)."""
         ...
 
+    def ticks(self) -> float:
+        """Seconds on a clock that never steps (monotonic): to measure how long, never to tell when.
+        The wall clock steps (NTP, a resumed VM); a heartbeat's silence must not step with it."""
+        ...
+
 
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def ticks(self) -> float:
+        return time.monotonic()
 
 
 class ManualClock:
@@ -25,6 +34,9 @@ class ManualClock:
 
     def now(self) -> datetime:
         return self._now
+
+    def ticks(self) -> float:
+        return self._now.timestamp()  # (a manual clock moves only when told: it never steps by itself)
 
     def advance(self, delta: timedelta) -> None:
         self._now += delta

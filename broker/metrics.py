@@ -23,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from broker.fairshare.standing import TenantStanding
+from broker.heard import Heard
 from broker.model import Attempt
 from broker.store import StoreError
 
@@ -316,11 +317,7 @@ class LiveCollector(Collector):
 
 
 def heartbeat_lags(
-    live: Iterable[Attempt],
-    heartbeats: Mapping[str, datetime],
-    now: datetime,
-    cloud: Callable[[str], bool],
-    since: datetime,
+    live: Iterable[Attempt], heartbeats: Heard, cloud: Callable[[str], bool], since: datetime
 ) -> dict[str, float]:
     """site -> max seconds since a live cloud attempt last reported (since it started when never).
 
@@ -330,7 +327,6 @@ def heartbeat_lags(
     for attempt in live:
         if not cloud(attempt.site) or attempt.backend_id is None:
             continue
-        last = heartbeats.get(attempt.id, max(attempt.created_at, since))
-        lag = max(0.0, (now - last).total_seconds())
+        lag = heartbeats.silent_s(attempt, since)
         out[attempt.site] = max(out.get(attempt.site, 0.0), lag)
     return out

@@ -76,7 +76,6 @@ class RpcViews:
             heartbeat_lag=lambda: heartbeat_lags(
                 store.live_attempts(),
                 dispatcher.heartbeats,
-                self.clock.now(),
                 planner.needs_agent,
                 dispatcher.started_at,
             ),

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the tests need (single-node Slurm with slurmrestd and JWT, PostgreSQL),
+# Debian packages the tests need (single-node Slurm with slurmrestd and JWT, PostgreSQL, libfaketime),
 # installed with one `apt-get update` and one `apt-get install`, only when something is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in slurm-wlm slurmctld slurmd slurm-client munge slurmrestd slurm-wlm-jwt-plugin postgresql; do
+for pkg in slurm-wlm slurmctld slurmd slurm-client munge slurmrestd slurm-wlm-jwt-plugin postgresql faketime; do
   have "$pkg" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -eq 0 ]; then

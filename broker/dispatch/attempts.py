@@ -19,6 +19,7 @@ from broker.dispatch.silence import silent_attempt
 from broker.dispatch.site_polls import SitePolls
 from broker.dispatch.spot_limit import required_spot_failure, spot_interruptions
 from broker.dispatch.termination import terminate
+from broker.heard import Heard
 from broker.jobspec import SpotMode
 from broker.metrics import BrokerMetrics
 from broker.model import BROKER_SIDE, Attempt, AttemptState, AttemptStatus, Job, JobId, JobState, SiteId
@@ -38,7 +39,7 @@ class AttemptTracking:
     adapters: Mapping[SiteId, Adapter]
     planner: DecisionMaker
     clock: Clock
-    heartbeats: dict[str, datetime]
+    heartbeats: Heard
     started_at: datetime
     """When this process started following attempts: no silence before it is known."""
     _background: set[asyncio.Task[None]]
@@ -55,9 +56,11 @@ class AttemptTracking:
 
     async def _poll_attempts(self) -> None:
         now = asyncio.get_running_loop().time()
+        attempts = self.store.live_attempts()
+        self.heartbeats.keep_only(a.id for a in attempts)  # (those that ended by any path)
         live = [
             a
-            for a in self.store.live_attempts()
+            for a in attempts
             if a.backend_id is not None and a.job_id not in self._inflight and self._polls.due(a.site, now)
         ]
         results = await asyncio.gather(*(self._poll_one(a) for a in live), return_exceptions=True)
@@ -97,12 +100,11 @@ class AttemptTracking:
             return
         self._polls.answered(attempt.site)
         if self.planner.needs_agent(attempt.site):
-            status = pending_too_long(attempt, status, since=self.started_at, now=self.clock.now(),
+            status = pending_too_long(attempt, status, self.heartbeats.pending_s(attempt, self.started_at),
                                       timeout_s=self.planner.failover().attempt_timeout_s)
         if status.state == AttemptState.RUNNING and self.planner.needs_agent(attempt.site):
             # After a (re)start every live attempt gets a full heartbeat timeout of grace.
-            last = self.heartbeats.get(attempt.id, max(attempt.created_at, self.started_at))
-            silent = (self.clock.now() - last).total_seconds()
+            silent = self.heartbeats.silent_s(attempt, self.started_at)
             timeout_s = self.planner.failover().heartbeat_timeout_s
             if silent > timeout_s:
                 try:  # its job may have ended, its report unable to reach us: the console says
@@ -133,7 +135,7 @@ class AttemptTracking:
 
     def heartbeat(self, attempt: Attempt) -> None:
         """The agent on an instance is alive (AgentService)."""
-        self.heartbeats[attempt.id] = self.clock.now()
+        self.heartbeats.beat(attempt.id)
 
     def apply_status(self, attempt: Attempt, status: AttemptStatus, *, by_agent: bool = False) -> None:
         """Fold what a backend (or an attempt's agent: `by_agent`) reported into job and attempt."""
@@ -165,7 +167,7 @@ class AttemptTracking:
         if any(m.kind == "lost" and m.state == JobState.QUEUED for m in moves) and not attempt.broker_side:
             self._lost_failover(job, attempt)
         self.planner.settle(job, attempt, status, self.store)
-        self.heartbeats.pop(attempt.id, None)
+        self.heartbeats.forget(attempt.id)
         # An agent's word ends it at its backend, on-prem too (there the job holds the secret).
         if (by_agent or self.planner.needs_agent(attempt.site)) and attempt.backend_id is not None:
             if status.reclaiming:

@@ -29,6 +29,7 @@ from broker.dispatch.unrecorded import LATE_CALL_S, look_up
 from broker.dispatch.withdraw import pending_at_queue, withdraw_late
 from broker.dispatch.withdraw_fair import withdraw_unfair
 from broker.dispatch.withdraw_reclaim import withdraw_to_reclaim
+from broker.heard import Heard
 from broker.metrics import BrokerMetrics
 from broker.model import BROKER_SIDE, Attempt, AttemptState, Job, JobId, JobState, SiteId
 from broker.store import FencedOut, JobStore, StoreUnavailable
@@ -73,7 +74,7 @@ class Dispatcher(Scheduling):
         """CA bundle instances verify the agent endpoint's certificate with (empty: system roots)."""
         self.stats = DispatchStats()
         self.metrics = metrics or BrokerMetrics()
-        self.heartbeats: dict[str, datetime] = {}
+        self.heartbeats = Heard(clock)
         self.started_at = clock.now()
         self.store_outage = StoreOutageLog(log, clock)
         self._background: set[asyncio.Task[None]] = set()

@@ -8,8 +8,6 @@ launch that timed out.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from broker.model import Attempt, AttemptState, AttemptStatus
 
 NEVER_UP = "never came up: "
@@ -17,13 +15,12 @@ NEVER_UP = "never came up: "
 
 
 def pending_too_long(
-    attempt: Attempt, status: AttemptStatus, *, since: datetime, now: datetime, timeout_s: float
+    attempt: Attempt, status: AttemptStatus, pending_s: float, *, timeout_s: float
 ) -> AttemptStatus:
-    """LOST when the attempt still pends `timeout_s` after `since` (its launch, or the broker's
-    start: a restart gives every attempt the whole timeout again); else `status` as it is."""
+    """LOST when the attempt still pends `timeout_s` after it began: `pending_s` since its launch, or
+    the broker's start (a restart gives every attempt the whole timeout again); else `status`."""
     if status.state != AttemptState.PENDING or status.cause:  # held by the backend: it says why
         return status
-    pending_s = (now - max(attempt.created_at, since)).total_seconds()
     if pending_s <= timeout_s:
         return status
     return AttemptStatus(

@@ -21,6 +21,7 @@ from broker.dispatch.contract import DecisionMaker, DispatchStats
 from broker.dispatch.queue_read import read_queue
 from broker.ha.lease_watch import LeaseWatch
 from broker.ha.notify import Notifier
+from broker.heard import Heard
 from broker.model import Attempt, Job, JobId, JobState, SiteId
 from broker.policy import Policy
 from broker.sitereport import SiteReport
@@ -58,7 +59,7 @@ class StoreOnlyDispatch(AttemptTracking):
         self.clock = clock
         self.notifier = notifier
         self.snapshot_refresh_s = snapshot_refresh_s
-        self.heartbeats: dict[str, datetime] = {}
+        self.heartbeats = Heard(clock)
         self.stats = DispatchStats()
         self.agent_endpoint = ""
         self.agent_ca_pem = ""
@@ -112,7 +113,7 @@ class StoreOnlyDispatch(AttemptTracking):
 
     def heartbeat(self, attempt: Attempt) -> None:
         """An agent is alive: tell the scheduler, which keeps the heartbeat clock."""
-        self.heartbeats[attempt.id] = self.clock.now()
+        self.heartbeats.beat(attempt.id)
         if self.notifier is not None:
             self.notifier.send({"hb": attempt.id, "j": attempt.job_id})
 

@@ -199,7 +199,7 @@ class SchedulerRole:
         if d is None:
             return
         if isinstance(note.get("hb"), str):
-            d.heartbeats[note["hb"]] = self.store.clock.now()
+            d.heartbeats.beat(note["hb"])
         kind, job_id = note.get("e"), note.get("j")
         if not isinstance(job_id, str):
             return
@@ -252,7 +252,7 @@ class SchedulerRole:
         """An agent reported the end through a replica: remove the instance, re-decide."""
         for attempt in self.store.attempts_for(job_id):
             if attempt.state.terminal and attempt.backend_id and d.planner.needs_agent(attempt.site):
-                d.heartbeats.pop(attempt.id, None)
+                d.heartbeats.forget(attempt.id)
                 await d._terminate(attempt)
         d.capacity_changed()
 
