@@ -7,11 +7,15 @@ names the attempt at backends (tags, Slurm comments, file names) and grants noth
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 SECRET_BYTES = 32
 """256 bits of randomness per attempt."""
@@ -47,15 +51,33 @@ class SecretEscrow:
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
+        self._failing = False
 
     def put(self, attempt_id: str, secret: str) -> None:
+        """Keep the secret while its launch is in flight. A data dir that cannot take it (full, or
+        read-only) costs only that: the launch goes on, and only a broker restarted in the middle
+        of it mints a new secret. It never stops the dispatch pass (a held-out review of issue 11:
+        with a PostgreSQL store and a full data dir the OSError failed every pass, and the job
+        stayed PROVISIONING, its attempt holding a slot, until the broker was restarted)."""
         if self.folder is None:
             return
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.folder / attempt_id
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret)
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secret)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)  # (never a cut secret for a resumed launch to use)
+            if not self._failing:
+                log.warning("cannot keep launch secrets in %s (%s): a broker restarted mid-launch "
+                            "gives that launch a new secret", self.folder, exc.strerror or exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("launch secrets are kept in %s again", self.folder)
+        self._failing = False
 
     def get(self, attempt_id: str) -> str | None:
         if self.folder is None:
