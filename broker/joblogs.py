@@ -8,20 +8,26 @@ endpoint; the broker appends them, in order, to one file per attempt under its d
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from adapters.base import Adapter, AdapterError, LogSource, read_file_chunk
 from broker.errors import BrokerError
 from broker.model import Attempt, Job, SiteId
-from broker.store import JobStore
+from broker.store import JobStore, StoreUnavailable
 
 CHUNK_BYTES = 64 * 1024
 MAX_AGENT_LOG_BYTES = 64 * 1024 * 1024
 """Output kept per cloud attempt; later chunks are acknowledged and dropped."""
 FOLLOW_POLL_S = 0.5
+UNWRITABLE_LOG_EVERY_S = 60.0
+
+log = logging.getLogger(__name__)
 
 
 class OutputElsewhereError(BrokerError):
@@ -65,6 +71,7 @@ class JobLogs:
         self.agent_posted = agent_posted
         """Whether a site's jobs post their output through the agent (cloud instances)."""
         self._lock = threading.Lock()
+        self._unwritable_logged = float("-inf")
 
     def _agent_file(self, attempt_id: str) -> Path:
         return self.folder / f"{attempt_id}.log"
@@ -84,16 +91,29 @@ class JobLogs:
     def _keep(self, attempt: Attempt, offset: int, data: bytes) -> int:
         path = self._agent_file(attempt.id)
         with self._lock:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            size = path.stat().st_size if path.exists() else 0
-            if offset > size or offset + len(data) <= size:
-                return size  # a gap to resend from, or a chunk kept already
-            if size >= MAX_AGENT_LOG_BYTES:
-                return offset + len(data)
-            with open(path, "r+b" if path.exists() else "wb") as f:
-                f.seek(offset)
-                f.write(data[: MAX_AGENT_LOG_BYTES - offset])
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                size = path.stat().st_size if path.exists() else 0
+                if offset > size or offset + len(data) <= size:
+                    return size  # a gap to resend from, or a chunk kept already
+                if size >= MAX_AGENT_LOG_BYTES:
+                    return offset + len(data)
+                with open(path, "r+b" if path.exists() else "wb") as f:
+                    f.seek(offset)
+                    f.write(data[: MAX_AGENT_LOG_BYTES - offset])
+            except OSError as exc:  # a full data dir: the agent retries, then reports its result
+                self._unwritable(exc)
             return offset + len(data)
+
+    def _unwritable(self, exc: OSError) -> NoReturn:
+        """The data dir cannot take cloud output now: one warning a minute (not a traceback per
+        chunk, as before), and the agent is told to retry later (503, UNAVAILABLE)."""
+        now = time.monotonic()
+        if now - self._unwritable_logged >= UNWRITABLE_LOG_EVERY_S:
+            self._unwritable_logged = now
+            log.warning("cannot keep cloud jobs' output in %s (%s): their agents send it again, then "
+                        "report their results without it", self.folder, exc.strerror or exc)
+        raise StoreUnavailable(str(exc), "the broker cannot keep job output now; retry later") from exc
 
     def read(self, attempt: Attempt, offset: int, limit: int = CHUNK_BYTES) -> bytes:
         """Up to `limit` bytes of the attempt's output from `offset` (blocking I/O: use a thread)."""

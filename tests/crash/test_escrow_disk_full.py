@@ -4,7 +4,8 @@ Found by a held-out review of issue 11: a launch keeps its agent secret in
 `data_dir/launching/` while it is in flight. With the store on PostgreSQL the data dir can fill on
 its own (cloud jobs' output chunks are kept there); the secret's write then raised OSError out of
 the dispatch pass ("dispatch pass failed"), every pass, and the job stayed PROVISIONING with an
-attempt that no backend was ever asked to start, holding its slot, until the broker restarted.
+attempt that no backend was ever asked to start, holding its slot, until the broker restarted. Its
+output, kept there too, got HTTP 500 and an ERROR with a traceback for each chunk the agent sent.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def test_a_cloud_job_launched_while_the_data_dir_is_full_runs_once(
             try:
                 job = submit(stub, job_spec("full-data-dir", "A10G", ledger.command(book, "j", 1.0)))
                 wait_state(stub, job.id, {job_pb2.JOB_STATE_RUNNING, *TERMINAL}, timeout=60)
+                # Its output has no room either: the agent is told to send it again, in one line.
+                assert broker.said("cannot keep cloud jobs' output in", timeout=60), "".join(broker.output)
             finally:
                 filler.unlink()  # (its output, kept in the data dir too, then has room)
             final = wait_state(stub, job.id, TERMINAL, timeout=60)
@@ -47,4 +50,5 @@ def test_a_cloud_job_launched_while_the_data_dir_is_full_runs_once(
         until(lambda: not instances.running(), what="the instance stayed up after its result was taken")
     assert ledger.runs(book)["j"] == ["start", "end"]
     assert broker.said("cannot keep launch secrets in"), "".join(broker.output)
-    assert not any("dispatch pass failed" in line for line in broker.output), "".join(broker.output)
+    troubles = ("dispatch pass failed", "agent log chunk failed", "Traceback")
+    assert not any(t in line for line in broker.output for t in troubles), "".join(broker.output)
