@@ -294,7 +294,7 @@ def status_report(
     resp.unhealthy_sites.update(unhealthy)
     resp.fair_share.extend(fair_share_protos(planner, now, None if operator else tenant))
     resp.currency = planner.policy.currency
-    blocked = planner.health.block_notes(now.timestamp()) if operator else {}  # (operators' business)
+    blocked = planner.health.block_notes() if operator else {}  # (operators' business)
     status = {"tenants": tenants, "unhealthy": unhealthy, "currency": resp.currency, "blocked": blocked}
     resp.status_json = json.dumps(status, default=str)
     return resp

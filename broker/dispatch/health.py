@@ -49,9 +49,10 @@ class SiteHealth:
 
     def __init__(self, policy: Callable[[], Policy], clock: Clock) -> None:
         self._policy = policy
-        seconds = lambda: clock.now().timestamp()  # noqa: E731
-        self.blocklist = Blocklist(clock=seconds)
-        self.breakers = CircuitBreakers(failure_threshold=3, reset_after_s=300.0, clock=seconds)
+        # Blocks and breakers run out on the monotonic clock: a wall-clock step back (NTP, a resumed
+        # VM) would hold a site's breaker open, or a region blocked, for as long as the step.
+        self.blocklist = Blocklist(clock=clock.ticks)
+        self.breakers = CircuitBreakers(failure_threshold=3, reset_after_s=300.0, clock=clock.ticks)
         self.unhealthy: dict[SiteId, str] = {}
         """Sites whose adapter could not be built or whose capacity/offers could not be read."""
         self.unreachable: dict[SiteId, str] = {}
@@ -93,7 +94,7 @@ class SiteHealth:
 
     def _refused_onprem(self, attempt: Attempt, error: AdapterError) -> None:
         """Block an on-prem offer for a short while once its launches keep being refused."""
-        now = self._clock.now().timestamp()
+        now = self._clock.ticks()
         key = attempt.offer.key
         recent = [t for t in self._refusals.get(key, ()) if now - t < ONPREM_REFUSAL_WINDOW_S] + [now]
         self._refusals[key] = recent
@@ -180,9 +181,11 @@ class SiteHealth:
         own = self.blocklist.keys()
         return own | self.adopted.blocked if self.adopted is not None else own
 
-    def block_notes(self, now_s: float) -> dict[str, str]:
+    def block_notes(self) -> dict[str, str]:
         """What is blocked now (an offer, `site/region`, a region's spot, a site) and why, for
         operators: a quota or stock-out block keeps work off a region or offer for its TTL."""
+        now_s = self._clock.ticks()
+
         def left(until: float | None) -> str:
             return "" if until is None else f" (for {max(1, round((until - now_s) / 60))} min more)"
 

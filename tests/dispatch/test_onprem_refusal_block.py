@@ -23,6 +23,9 @@ class Fixed(Clock):
     def now(self) -> datetime:
         return NOW
 
+    def ticks(self) -> float:
+        return NOW.timestamp()
+
 
 def test_one_refusal_keeps_the_partition_and_repeated_ones_block_it(tmp_path: Path) -> None:
     policy = load_policy(write_policy(tmp_path))
