@@ -40,8 +40,8 @@ class Heard:
         """Forget attempts that are no longer live (ended by any path)."""
         keep = set(live)
         for book in (self._beat, self._began):
-            for attempt_id in [a for a in book if a not in keep]:
-                del book[attempt_id]
+            for attempt_id in [a for a in list(book) if a not in keep]:  # (beats come from threads too)
+                book.pop(attempt_id, None)
 
     def silent_s(self, attempt: Attempt, since: datetime) -> float:
         """Seconds since the attempt last reported; never heard: since it began, or `since` (when
