@@ -82,7 +82,8 @@ class AttemptTracking:
         if adapter is None or attempt.backend_id is None:
             return
         # A cloud may not list an instance it has just started (EC2's eventual consistency).
-        fresh = not_listed_yet(attempt, grace_s=listing_grace(adapter), now=self.clock.now(),
+        since_launch = self.heartbeats.pending_s(attempt, attempt.created_at)  # (monotonic once seen)
+        fresh = not_listed_yet(attempt, grace_s=listing_grace(adapter), pending_s=since_launch,
                                timeout_s=self.planner.failover().attempt_timeout_s)
         try:
             if is_gang_attempt(attempt):

@@ -41,10 +41,10 @@ def listing_grace(adapter: object) -> float:
     return float(grace) if isinstance(grace, int | float) else 0.0
 
 
-def not_listed_yet(attempt: Attempt, *, grace_s: float, now: datetime, timeout_s: float) -> bool:
+def not_listed_yet(attempt: Attempt, *, grace_s: float, pending_s: float, timeout_s: float) -> bool:
     """Is an unknown backend id of this attempt its cloud's eventual consistency, not a vanished
     instance? Only while it was never seen up, within `grace_s` (at most the attempt timeout,
-    `timeout_s`) of its launch."""
+    `timeout_s`) of its launch, `pending_s` ago."""
     if attempt.state != AttemptState.PENDING:
         return False
-    return (now - attempt.created_at).total_seconds() <= min(grace_s, timeout_s)
+    return pending_s <= min(grace_s, timeout_s)
