@@ -44,7 +44,7 @@ def swap_instead(eng: Engine, job: SimJob, d: Decision) -> Offer | None:
         return None
     homes = home_offers(d, eng.policy)
     premiums = burst_premiums(job.spec, d.offer, homes, eng.policy)
-    prices, patient = partition_prices(eng.policy), cfg.min_max_wait.total_seconds()
+    prices, patient, now_s = partition_prices(eng.policy), cfg.min_max_wait.total_seconds(), eng.t
     min_slack, jobs, states, need = cfg.min_slack.total_seconds(), eng.jobs, eng.state, job.demand
     running: list[Preemptible] = []
     for key, premium in premiums.items():
@@ -54,11 +54,13 @@ def swap_instead(eng: Engine, job: SimJob, d: Decision) -> Offer | None:
         guaranteed: set[int] | None = None
         for v in eng.projected.running.running.get(key, ()):
             vj = jobs[v]
-            slack = vj.arrival_s + vj.max_wait_s - eng.t  # (its due as the queue orders it)
-            if vj.max_wait_s < patient or vj.demand < need or slack < min_slack:
+            if vj.max_wait_s < patient or vj.demand < need:
                 continue  # (a quick skip of most running jobs, on `may_stop`'s tests; it decides below)
+            slack = vj.arrival_s + vj.max_wait_s - now_s  # (its due as the queue orders it)
+            if slack < min_slack:
+                continue
             vs = states[v]
-            ran = eng.t - vs.running_since
+            ran = now_s - vs.running_since
             cp = vj.spec.checkpoint
             every = None if cp is None else cp.interval.total_seconds()
             lost = lost_cost(price, vj.demand, work_lost_s(ran, every))
