@@ -21,6 +21,7 @@ from broker.burst.step import build_inputs, decide_in_pass
 from broker.decision import Action, Decision
 from broker.fairshare import held_back
 from broker.placement import PlacementContext, place
+from broker.placement.scored import Scored
 from broker.policy import Policy
 from broker.quota_bar import never_runs, refused_at_submit
 from broker.sim.backends import backoff_cap_s
@@ -73,7 +74,8 @@ class PolicyStrategy:
         whatever is blocked or sick now (a stock-out at its arrival refused accepted jobs)."""
         spec = shape_of(job, self.policy) or job.spec
         expl = place(spec, job.tenant, snap.offers, self.policy, PlacementContext(now=snap.now))
-        allowed = [s.offer for s in expl.unranked]
+        unranked = expl.unranked  # (its offers, in the same order, without building each scored one)
+        allowed = unranked.offers() if isinstance(unranked, Scored) else [s.offer for s in unranked]
         return never_runs(self.policy, job.tenant, job.spec, allowed) if allowed else []
 
     def decide(
