@@ -7,6 +7,7 @@ failures), and the sites a backend call could not reach or read. Time comes from
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -39,6 +40,11 @@ ONPREM_REFUSALS_TO_BLOCK = 3
 (a reclaimed job's slots still held, say) that frees in moments: blocking the partition for it
 took on-prem away from every job, and sent them to the cloud."""
 ONPREM_REFUSAL_WINDOW_S = 60.0
+OWN_STORAGE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+"""OSErrors of a launch that say the broker host's own storage (its data dir) takes no writes."""
+OWN_STORAGE_BLOCK_S = 30.0
+"""How long a site whose launch found the broker's own storage full takes no new work: no fault
+of the site's (its breaker stays as it was) nor of the job's, but every pass would meet it again."""
 
 K = TypeVar("K", bound=str)
 V = TypeVar("V")
@@ -101,6 +107,12 @@ class SiteHealth:
         if len(recent) >= ONPREM_REFUSALS_TO_BLOCK:
             self.blocklist.block_offer(attempt.offer, ONPREM_REFUSAL_BLOCK_S, _refused(error))
             self._refusals[key] = []
+
+    def own_storage_failed(self, attempt: Attempt, error: OSError) -> NextStep:
+        """A launch that failed on the broker host's own storage: the site is tried again shortly."""
+        why = f"the broker's own storage takes no writes ({error.strerror}); tried again shortly"
+        self.blocklist.block_site(attempt.site, OWN_STORAGE_BLOCK_S, why)
+        return NextStep.BLOCK_OFFER_TRY_NEXT
 
     def record_failure(self, attempt: Attempt, error: AdapterError) -> NextStep:
         """Block what a failed launch's error says to block; auth/config errors open the site's

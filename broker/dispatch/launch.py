@@ -21,6 +21,7 @@ from broker.dispatch.cancelling import Cancelling
 from broker.dispatch.contract import OFFER_FAULTS, DispatchStats
 from broker.dispatch.failover import AttemptTimeoutError, NextStep
 from broker.dispatch.gang import LaunchStopped, gang_launcher, launch_gang
+from broker.dispatch.health import OWN_STORAGE
 from broker.dispatch.launch_outage import LAUNCHING, left_to_launch, through_store_outages
 from broker.dispatch.own_refusals import after_own_refusal
 from broker.dispatch.records import (
@@ -34,7 +35,7 @@ from broker.dispatch.records import (
 from broker.dispatch.reservations import refused_reservation, reservation_refusal
 from broker.dispatch.retry import RetryPolicy, retry_transient
 from broker.metrics import BrokerMetrics
-from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, LaunchRequest
+from broker.model import BROKER_SIDE, Attempt, AttemptState, AttemptStatus, Job, JobState, LaunchRequest
 from broker.serde_decision import decision_data, spot_data
 from broker.store import FencedOut, StoreError, StoreUnavailable
 from broker.waiting import end_unawaited, within
@@ -199,9 +200,11 @@ class Launching(Cancelling):
         except (StoreUnavailable, FencedOut):
             raise
         except Exception as exc:  # an adapter broke its contract: fail the attempt, never leave it pending
-            log.exception("launch of %s raised %s", attempt.id, type(exc).__name__)
+            own = exc if isinstance(exc, OSError) and exc.errno in OWN_STORAGE else None  # (the host's disk)
+            if own is None:
+                log.exception("launch of %s raised %s", attempt.id, type(exc).__name__)
             broken = AdapterError(attempt.site, type(exc).__name__, str(exc)[:300])
-            await self._attempt_failed(job, attempt, broken)
+            await self._attempt_failed(job, attempt, broken, own_storage=own)
 
     def _unwanted(self, request: LaunchRequest) -> str | None:
         """Why a launch in flight should make no further cloud call (None: go on): its job
@@ -289,14 +292,20 @@ class Launching(Cancelling):
                 request.offer.site, "AttemptTimeout", f"no answer within {plan.attempt_timeout_s:.0f}s"
             ) from exc
 
-    async def _attempt_failed(self, job: Job, attempt: Attempt, exc: AdapterError) -> None:
+    async def _attempt_failed(
+        self, job: Job, attempt: Attempt, exc: AdapterError, own_storage: OSError | None = None
+    ) -> None:
+        """`own_storage`: the launch failed on the broker host's own disk, which counts against
+        neither the job's attempts nor the site's breaker (`BROKER_SIDE`)."""
         now = self.clock.now()
-        attempt = self.store.update_attempt(
-            attempt.id, now, state=AttemptState.FAILED, error=f"{type(exc).__name__}: {exc}"
-        )
+        error = ("" if own_storage is None else BROKER_SIDE) + f"{type(exc).__name__}: {exc}"
+        attempt = self.store.update_attempt(attempt.id, now, state=AttemptState.FAILED, error=error)
         status = AttemptStatus(state=AttemptState.FAILED, message=str(exc))
         self.planner.settle(job, attempt, status, self.store, ran=not refused_outright(job, attempt, exc))
-        step = self.planner.record_failure(attempt, exc)
+        if own_storage is None:
+            step = self.planner.record_failure(attempt, exc)
+        else:
+            step = self.planner.health.own_storage_failed(attempt, own_storage)
         current = self.store.get(job.id)
         if current.state.terminal:
             return
