@@ -21,18 +21,25 @@ from tests.crash.conftest import MakeBroker
 from tests.crash.instances import Instances
 from tests.crash.test_disk_full import _fill
 from tests.crash.test_results_survive import until
+from tests.crash.world import Broker
 from tests.doubles.ecs_endpoint import EcsCloud
 from tests.doubles.moto_front import MotoFront
+
+
+def started_on(small_disk: Path, make_broker: MakeBroker, pg_dsn: str) -> Broker:
+    """A broker on PostgreSQL whose data dir is the small disk, started."""
+    broker = make_broker(store_dsn=pg_dsn)
+    text = broker.config.read_text()
+    broker.config.write_text(text.replace("data_dir: data\n", f"data_dir: {small_disk}\n"))
+    broker.start()
+    return broker
 
 
 def test_a_cloud_job_launched_while_the_data_dir_is_full_runs_once(
     make_broker: MakeBroker, moto: MotoFront, ecs: EcsCloud, tmp_path: Path, small_disk: Path, pg_dsn: str
 ) -> None:
     book = tmp_path / "ledger.jsonl"
-    broker = make_broker(store_dsn=pg_dsn)
-    text = broker.config.read_text()
-    broker.config.write_text(text.replace("data_dir: data\n", f"data_dir: {small_disk}\n"))
-    broker.start()
+    broker = started_on(small_disk, make_broker, pg_dsn)
     with Instances(moto, ecs, tmp_path / "instances") as instances:
         with grpc.insecure_channel(broker.address) as channel:
             stub = Stub(channel)

@@ -20,16 +20,14 @@ from tests.crash import ledger
 from tests.crash.client import TERMINAL, Stub, events, get, job_spec, submit, wait_state
 from tests.crash.conftest import MakeBroker
 from tests.crash.test_disk_full import _fill
+from tests.crash.test_escrow_disk_full import started_on
 
 
 def test_a_local_launch_on_a_full_data_dir_opens_no_breaker_and_spends_no_attempt(
     make_broker: MakeBroker, tmp_path: Path, small_disk: Path, pg_dsn: str
 ) -> None:
     book = tmp_path / "ledger.jsonl"
-    broker = make_broker(store_dsn=pg_dsn)
-    text = broker.config.read_text()
-    broker.config.write_text(text.replace("data_dir: data\n", f"data_dir: {small_disk}\n"))
-    broker.start()
+    broker = started_on(small_disk, make_broker, pg_dsn)
     with grpc.insecure_channel(broker.address) as channel:
         stub = Stub(channel)
         filler = _fill(small_disk)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import grpc
 from google.protobuf import duration_pb2
@@ -32,6 +33,16 @@ def gpus(name: str, count: int, seconds: float) -> job_pb2.JobSpec:
 
 
 Stub = broker_service_pb2_grpc.BrokerServiceStub
+
+
+@contextmanager
+def through_replica(cluster: Cluster) -> Iterator[Stub]:
+    """A stub on an API replica of a split cluster whose scheduler leads."""
+    api = cluster.start("api")
+    cluster.start("scheduler")
+    cluster.leader()
+    with grpc.insecure_channel(api.address) as channel:
+        yield broker_service_pb2_grpc.BrokerServiceStub(channel)
 
 
 def state(stub: Stub, job_id: str, tenant: str) -> job_pb2.Job:
@@ -114,11 +125,7 @@ def share(reasons: list[str]) -> tuple[str, float]:
 
 
 def test_explain_through_a_replica_stands_on_the_schedulers_fair_share_state(cluster: Cluster) -> None:
-    api = cluster.start("api")
-    cluster.start("scheduler")
-    cluster.leader()
-    with grpc.insecure_channel(api.address) as channel:
-        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+    with through_replica(cluster) as stub:
         ask = pb.SubmitJobRequest(job=gpus("all-four", 4, 600))
         holder = stub.SubmitJob(ask, metadata=auth("team-a")).job
         try:
@@ -148,11 +155,7 @@ def test_a_replica_reads_a_deep_queue_as_the_schedulers_passes_do(cluster: Clust
     read the first 10,000 queued jobs by age instead, and never said a job was further back."""
     cluster.config.write_text(cluster.config.read_text().replace(
         "dispatch: {poll_interval_s: 0.2}", "dispatch: {poll_interval_s: 0.2, queue_window: 10}"))
-    api = cluster.start("api")
-    cluster.start("scheduler")
-    cluster.leader()
-    with grpc.insecure_channel(api.address) as channel:
-        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+    with through_replica(cluster) as stub:
         ask = pb.SubmitJobRequest(job=gpus("all-four", 4, 600))
         holder = stub.SubmitJob(ask, metadata=auth("team-a")).job
         reqs = [pb.SubmitJobRequest(job=gpus(f"w{i}", 1, 1)) for i in range(12)]
@@ -181,11 +184,7 @@ def test_a_replica_reads_a_deep_queue_as_the_schedulers_passes_do(cluster: Clust
 def test_a_replica_counts_the_jobs_queued_ahead_of_a_queued_job(cluster: Cluster) -> None:
     """A replica decided nothing, so its projected waits had no line: every queued job was
     explained with 0 waiting in the broker ahead of it, the 3rd in tenant order as the 1st."""
-    api = cluster.start("api")
-    cluster.start("scheduler")
-    cluster.leader()
-    with grpc.insecure_channel(api.address) as channel:
-        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+    with through_replica(cluster) as stub:
         ask = pb.SubmitJobRequest(job=gpus("all-four", 4, 600))
         holder = stub.SubmitJob(ask, metadata=auth("team-a")).job
         try:
@@ -210,11 +209,7 @@ def test_a_replica_counts_the_jobs_queued_ahead_of_a_queued_job(cluster: Cluster
 def test_a_replica_explains_a_held_job_as_held(cluster: Cluster) -> None:
     """The replica kept no holds and its snapshot claimed nothing for the holder: a job held for
     a bigger one ahead was explained "run — on-prem capacity free", and stayed queued."""
-    api = cluster.start("api")
-    cluster.start("scheduler")
-    cluster.leader()
-    with grpc.insecure_channel(api.address) as channel:
-        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+    with through_replica(cluster) as stub:
         a_held_job_is_named(stub)
 
 
@@ -253,11 +248,7 @@ def test_szb_get_through_a_replica_says_why_a_job_waits_as_of_now(cluster: Clust
     """The scheduler stores a waiting reason again only when its wording changes: a replica showed
     the stored one, whose projected wait was that of the job's first decision (60 min), after a
     bigger job of team-b had gone ahead of it in the fair order (120 min, as explain said)."""
-    api = cluster.start("api")
-    cluster.start("scheduler")
-    cluster.leader()
-    with grpc.insecure_channel(api.address) as channel:
-        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+    with through_replica(cluster) as stub:
         started: list[tuple[str, str]] = []
         try:
             first, now = overtaken(stub, started, got)
@@ -274,11 +265,7 @@ def test_szb_list_through_a_replica_says_why_a_job_waits_as_of_now(cluster: Clus
     """`szb list` (ListJobs) through a replica showed each queued job's stored reason, decided
     again only by a GetJob or an explain: the 60-minute wait of its first decision after team-b's
     bigger job had gone ahead of it."""
-    api = cluster.start("api")
-    cluster.start("scheduler")
-    cluster.leader()
-    with grpc.insecure_channel(api.address) as channel:
-        stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
+    with through_replica(cluster) as stub:
         started: list[tuple[str, str]] = []
         try:
             first, now = overtaken(stub, started, listed)
