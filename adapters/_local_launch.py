@@ -2,19 +2,51 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from adapters._local_records import read_int
 from adapters._sandbox import DEFAULT_PATH, Sandbox, pick_cores
 from adapters.base import NO_IMAGES as NO_IMAGES  # (said where `adapters.local` reads it)
-from broker.model import LaunchRequest
+from adapters.base import TransientError
+from broker.model import LaunchRequest, SiteId
+
+LAUNCH_LOCK = "launch.lock"
+"""In an attempt's folder: held (flock) by the process starting that attempt."""
+
+
+@contextmanager
+def launch_claim(site: SiteId, path: Path) -> Iterator[None]:
+    """This process's claim on starting the attempt whose folder is `path` (made here, 0700).
+
+    Scheduler candidates on one host share the data dir (HA). A leader paused inside a launch,
+    after its lease check, is replaced; the new leader resumes that launch (same attempt, same
+    folder), and the old one, resumed, went on to start a second runner: the job ran twice. An
+    flock is released when its holder dies, so a SIGKILLed leader leaves nothing to clean; while
+    another live process holds it the launch is refused as transient and tried again, and then
+    finds the attempt started. Raises TransientError while another process holds the claim.
+    """
+    path.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(path / LAUNCH_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TransientError(
+                site, "LaunchInProgress", f"another process is starting local attempt {path.name}"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def prepare_launch(

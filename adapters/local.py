@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters._local_cleanup import remove_owned, seal
-from adapters._local_launch import prepare_launch, start_runner
+from adapters._local_launch import launch_claim, prepare_launch, start_runner
 from adapters._local_offers import UNSUPPORTED, local_offers
 from adapters._local_records import (
     boot_id,
@@ -256,19 +256,21 @@ class LocalAdapter:
                     "NoFreeCpus",
                     f"{self.cpus - cpus_used:g} of {self.cpus:g} cpus free, need {spec.resources.cpus:g}",
                 )
-            path.mkdir(mode=0o700, exist_ok=True)
-            meta = prepare_launch(self.sandbox, self.root, self._cores, request, path, slots, live,
-                                  self.max_output)
-            env = meta.pop("env")
-            # Intent first: a broker killed between the spawn and the pid being recorded must
-            # find this folder on its retry and not start the job a second time (the runner
-            # records its own pid in runner.pid, so it is followed either way).
-            write_json(path / "meta.json", meta)
-            self._children[name] = start_runner(path, env)
-            meta["pid"] = self._children[name].pid
-            meta["runner"] = process_identity(meta["pid"])  # our unreaped child: it is the runner
-            write_json(path / "meta.json", meta)
-            self._live[name] = meta
+            with launch_claim(self.site, path):  # (another scheduler process may be starting it)
+                if (path / "meta.json").exists():
+                    return name
+                meta = prepare_launch(self.sandbox, self.root, self._cores, request, path, slots, live,
+                                      self.max_output)
+                env = meta.pop("env")
+                # Intent first: a broker killed between the spawn and the pid being recorded must
+                # find this folder on its retry and not start the job a second time (the runner
+                # records its own pid in runner.pid, so it is followed either way).
+                write_json(path / "meta.json", meta)
+                self._children[name] = start_runner(path, env)
+                meta["pid"] = self._children[name].pid
+                meta["runner"] = process_identity(meta["pid"])  # our unreaped child: it is the runner
+                write_json(path / "meta.json", meta)
+                self._live[name] = meta
         return name
 
     def status(self, backend_id: str) -> AttemptStatus:

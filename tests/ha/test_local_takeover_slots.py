@@ -9,20 +9,28 @@ reconciliation lists the site, and that listing now takes in what runs there.
 
 from __future__ import annotations
 
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 
+from adapters.base import TransientError
 from adapters.local import LocalAdapter
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.model import AttemptId, JobId, JobSpec, LaunchRequest, Offer, SiteId
-from tests.brokerproc import JOB_PYTHON
+from tests.brokerproc import JOB_PYTHON, ROOT
 from tests.e2e.conftest import auth
 from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
 from tests.ha.conftest import LEASE_S, Cluster
+from tests.processes import kill_runner_groups, runners_under
 
 SITE = SiteId("local")
 OFFER = Offer(site=SITE, instance_type="local-A800", accelerator="A800", count=1, price_per_hour=14.0)
@@ -90,3 +98,65 @@ def test_after_a_takeover_no_more_jobs_run_than_the_site_has_gpus(cluster: Clust
                 stub.CancelJob(pb.CancelJobRequest(id=job_id), metadata=auth("team-a"))
             for job_id in ids:
                 wait_for(stub, job_id, TERMINAL, timeout=60)
+
+
+IN_CREATE = 0x100
+LEADER = """
+import json, sys
+from adapters.local import LocalAdapter
+from tests.ha.test_local_takeover_slots import SITE, request
+adapter = LocalAdapter(SITE, json.loads(sys.argv[1]))
+sys.stdin.read(1)  # go: the test watches the attempts' folder by now
+print(adapter.submit(request(int(sys.argv[2]))), flush=True)
+"""
+
+
+def paused_in_launch(config: dict[str, object], n: int) -> subprocess.Popen[str]:
+    """A leader process launching attempt `j-n-a1`, SIGSTOPped the moment its folder appears
+    (inotify: the rest of its launch, the private id picked and the runner spawned, takes
+    far longer than the stop)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    watch = libc.inotify_init1(os.O_CLOEXEC)
+    assert watch >= 0 and libc.inotify_add_watch(watch, str(config["data_dir"]).encode() + b"/local",
+                                                 IN_CREATE) >= 0
+    leader = subprocess.Popen([sys.executable, "-c", LEADER, json.dumps(config), str(n)], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert leader.stdin is not None
+        time.sleep(1.0)  # (its start-up, out of the way: nothing is created in the folder before go)
+        leader.stdin.write("g")
+        leader.stdin.flush()
+        os.read(watch, 4096)  # the attempt's folder was made
+        leader.send_signal(signal.SIGSTOP)
+    finally:
+        os.close(watch)
+    return leader
+
+
+def test_a_leader_paused_inside_a_launch_starts_no_second_runner_after_the_next_leader_resumed_it(
+    tmp_path: Path,
+) -> None:
+    """Found by a held-out HA review: paused after its lease check, inside the launch, a leader
+    is replaced; the new leader resumes the launch (same attempt, same folder) and starts it;
+    the old one, resumed, spawned a second runner of the same attempt: the job ran twice."""
+    config = {"data_dir": str(tmp_path / "data"), "accelerators": {"A800": 4}, "cancel_grace_s": 0.5}
+    standby = LocalAdapter(SITE, config)
+    folder = tmp_path / "data" / "local"
+    caught = False
+    try:
+        for n in range(20, 26):  # until the stop lands before the old leader's runner started
+            old = paused_in_launch(config, n)
+            caught = not runners_under(folder / f"j-{n}-a1")
+            try:
+                name = standby.submit(request(n))  # the next leader resumes the launch
+            except TransientError:
+                name = None  # the old leader is starting it: it is left to finish
+            old.send_signal(signal.SIGCONT)
+            assert old.communicate(timeout=60)[0].strip() == f"j-{n}-a1"
+            name = name or standby.submit(request(n))  # tried again: finds it started
+            assert len(runners_under(folder / name)) == 1, f"attempt {name} has two runners"
+            if caught:
+                break
+        assert caught, "no stop landed inside a launch"
+    finally:
+        kill_runner_groups(list(runners_under(folder)))
