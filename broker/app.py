@@ -351,6 +351,8 @@ class BrokerApp:
         wait_s = self.config.dispatch.backend_wait_s
         for site, adapter in rebuilt.items():  # into the dispatcher's and planner's dict:
             self.adapters[site] = measured(bounded(adapter, wait_s), self.metrics)
+            if self.sole is not None:  # (role all on PostgreSQL: calls only while it leads, as at start)
+                self.adapters[site] = self.sole.guard(self.adapters[site])
             if self.role is not None:
                 self.role.add_adapter(site, self.adapters[site])
             self.planner.offers.forget(site)

@@ -68,7 +68,12 @@ class SoleScheduler:
                 "start this process with role api beside it (and role scheduler for a standby)"
             ) from None
         log.info("role all on PostgreSQL: the scheduler lease is this process's (epoch %s)", self.epoch)
-        return {site: leader_only(a, self.elector.may_act) for site, a in adapters.items()}
+        return {site: self.guard(a) for site, a in adapters.items()}
+
+    def guard(self, adapter: Adapter) -> Adapter:
+        """`adapter` as the dispatcher may call it: only while this process surely leads (also a
+        site's adapter a policy reload builds again)."""
+        return leader_only(adapter, self.elector.may_act)
 
     async def stop(self) -> None:
         if self._watch is not None:
