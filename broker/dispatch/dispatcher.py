@@ -178,7 +178,9 @@ class Dispatcher(Scheduling):
             # (a pass with nothing left to terminate there ends a refusal's hold too)
             self.planner.health.record_stop(site, report.not_terminated.get(site))
             failed = self._listing_errors.pop(site, None) is not None
-            if self._unreachable.pop(site, None) is not None:
+            # The planner outlives a term: a deposed leader's refused listing (NotLeader) marked
+            # the site unreachable there, and this term's dispatcher never knew (held-out review).
+            if self._unreachable.pop(site, None) is not None or site in self.planner.health.unreachable:
                 self.planner.mark_reachable(site)
                 self.capacity_changed()  # jobs waiting for it are decided now, not at the next scan
             elif not failed:
