@@ -26,7 +26,7 @@ from adapters.base import (
 )
 from adapters.slurm._client import SlurmRest, checked_job_id
 from adapters.slurm._config import parse_partitions, partition_for
-from adapters.slurm._filekey import FileKey
+from adapters.slurm._filekey import FileKey, ready_output_dir
 from adapters.slurm._gone import files_status, own_job
 from adapters.slurm._jobs import JobTable
 from adapters.slurm._ledger import TokenLedger
@@ -235,10 +235,7 @@ class SlurmAdapter:
             existing = self.ledger.find(token, tenant_user(request, self.user) or self.user)
             if existing is not None:
                 return existing
-            try:
-                self.output_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(self.site, "OutputDir", f"cannot create {self.output_dir}: {exc}") from exc
+            ready_output_dir(self.site, self.output_dir, self.user)
             as_user = tenant_user(request, self.user)  # None: the site's user, also when named
             gtype = self.reads.gres_type_for_submit(part) if request.spec.accelerator_count else None
             body = submit_body(request, part, self.settings, api_version=self.rest.version(),

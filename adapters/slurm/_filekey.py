@@ -11,15 +11,18 @@ and StdOut).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
+import pwd
 import secrets
 import threading
 import time
 from pathlib import Path
 
 from adapters.base import ConfigError, open_output
+from broker.secret_files import replaceable_above
 
 SECRET_BYTES = 32
 KEY_FILE = ".szb-file-key"
@@ -84,3 +87,21 @@ class FileKey:
         if mode & 0o077:
             return f"is readable by others (mode {mode & 0o777:o})"
         return data if len(data) == SECRET_BYTES else f"holds {len(data)} bytes, not {SECRET_BYTES}"
+
+
+def ready_output_dir(site: str, output_dir: Path, site_user: str) -> None:
+    """Make `output_dir` if missing. ConfigError when that fails, or when a user other than the
+    broker's, the site's job user or root could remove or replace what is in it: the default under
+    /tmp may be another user's, made first, and its owner could delete any job's result or the key."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        owners = {os.geteuid(), 0}
+        with contextlib.suppress(KeyError):  # (a user only the cluster's nodes know)
+            owners.add(pwd.getpwnam(site_user).pw_uid)
+        unsafe = replaceable_above(output_dir / KEY_FILE, owners)
+    except OSError as exc:
+        raise ConfigError(site, "OutputDir", f"cannot create {output_dir}: {exc}") from exc
+    if unsafe is not None:
+        folder, why = unsafe
+        raise ConfigError(site, "OutputDir", f"{folder} {why}: another user could remove or replace the job "
+                          f"files in {output_dir}; name an output_dir of the broker's own")
