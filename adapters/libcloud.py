@@ -39,6 +39,7 @@ from libcloud.compute.types import KeyPairDoesNotExistError, NodeState, Provider
 
 from adapters._catalog import CatalogEntry, catalog_offers, config_opt_str, config_str, parse_catalog
 from adapters._codes import EC2_LISTING_LAG_S, LIBCLOUD_TABLES, classify, classify_message
+from adapters._libcloud_imds import harden_metadata, metadata_params
 from adapters._tags import (
     DEFAULT_BROKER_ID,
     TAG_ATTEMPT,
@@ -190,8 +191,10 @@ class LibcloudAdapter:
         self.catalog: tuple[CatalogEntry, ...] = parse_catalog(site, config)
         self.boot = bootstrap_options(config)
         self._config = dict(config)
-        ec2 = str(config.get("driver", "")).lower() == "ec2"
-        self.unlisted_grace_s = EC2_LISTING_LAG_S if ec2 else 0.0  # (`broker.dispatch.hung`)
+        self.ec2 = str(config.get("driver", "")).lower() == "ec2"
+        if self.ec2:
+            metadata_params(site, config, "")  # (a bad imds_v1 / imds_hop_limit is said at start)
+        self.unlisted_grace_s = EC2_LISTING_LAG_S if self.ec2 else 0.0  # (`broker.dispatch.hung`)
         # The id cut short leaves room for a whole token in a 63-character hostname (a cut
         # token could not be read back); its hash still tells this broker's nodes apart.
         self._prefix = _safe(owner_prefix(self.broker_id, shown=12))
@@ -256,6 +259,8 @@ class LibcloudAdapter:
                 kwargs[metadata_kwarg] = ownership_tags(self.broker_id, request)
             kwargs.update(self._market(request.offer))
             node = self.driver.create_node(name=name, size=size, image=image, **kwargs)
+        if self.ec2:
+            harden_metadata(self.driver, self.site, self._config, str(node.id))
         return str(node.id)
 
     def status(self, backend_id: str) -> AttemptStatus:

@@ -19,7 +19,8 @@ from adapters.base import (
 from adapters.libcloud import LibcloudAdapter, map_libcloud_errors
 from broker.model import AttemptState, SiteId
 from tests.clouds.conftest import launch
-from tests.doubles.moto_front import MotoFront, capacity_fault
+from tests.clouds.test_aws import ec2
+from tests.doubles.moto_front import AwsFault, MotoFront, capacity_fault
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -144,3 +145,29 @@ def test_a_console_holding_bytes_that_are_not_utf8_still_gives_the_result(moto: 
     moto.console[node_id] = b"\xff\xfe BIOS noise\n" + f"[cloud-init] SZB-RESULT att-b {payload}\n".encode()
     found = a.kept_result(node_id)
     assert found is not None and found.state is AttemptState.SUCCEEDED and found.exit_code == 0, found
+
+
+def test_ec2_nodes_serve_imdsv2_only_unless_the_site_allows_v1(moto: MotoFront) -> None:
+    # libcloud's create_node has no MetadataOptions: its EC2 nodes kept IMDSv1 on, so a job's HTTP
+    # client tricked into a plain GET of 169.254.169.254 (SSRF) read the instance profile's keys.
+    client = ec2(moto)
+    for extra, tokens, hops in (({}, "required", 1), ({"imds_v1": True, "imds_hop_limit": 2}, "optional", 2)):
+        a = LibcloudAdapter(SiteId("lc-ec2"), ec2_config(moto, **extra))
+        node_id = a.submit(launch(a.offers(NOW)[0], f"tok-imds-{tokens}"))
+        inst = client.describe_instances(InstanceIds=[node_id])["Reservations"][0]["Instances"][0]
+        assert inst["MetadataOptions"]["HttpTokens"] == tokens
+        assert inst["MetadataOptions"]["HttpPutResponseHopLimit"] == hops
+    for bad in ({"imds_v1": "no"}, {"imds_hop_limit": 0}):
+        with pytest.raises(ConfigError) as err:
+            LibcloudAdapter(SiteId("lc-ec2"), ec2_config(moto, **bad))
+        assert next(iter(bad)) in str(err.value)
+
+
+def test_a_node_whose_metadata_options_ec2_refuses_still_runs_its_job(moto: MotoFront) -> None:
+    # (an EC2-compatible endpoint without the call): the launch stands, with a warning
+    moto.scenario.faults.append(AwsFault("ModifyInstanceMetadataOptions", "InvalidAction", status=400))
+    a = LibcloudAdapter(SiteId("lc-ec2"), ec2_config(moto))
+    node_id = a.submit(launch(a.offers(NOW)[0], "tok-imds-refused"))
+    assert a.status(node_id).state in (AttemptState.PENDING, AttemptState.RUNNING)
+    assert moto.scenario.count("RunInstances") == 1
+    assert moto.scenario.count("ModifyInstanceMetadataOptions") == 1
