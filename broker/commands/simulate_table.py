@@ -86,7 +86,7 @@ def _bound_terms(result: dict[str, Any]) -> str:
 
 
 def _strategy_table(result: dict[str, Any], width: int) -> list[Any]:
-    from broker.sim.report import money
+    from broker.sim.report import carbon, money
 
     cur = result.get("currency", "")
     title = f"szb simulate: {result.get('scenario')} (time scale {result.get('time_scale')})"
@@ -102,7 +102,7 @@ def _strategy_table(result: dict[str, Any], width: int) -> list[Any]:
             _fmt(s["p95_wait_s"]),
             _fmt(s["slo_attainment"], ".3f"),
             f"{s['burst_fraction']:.3f}",
-            f"{s['carbon_kg']:,.0f}",
+            carbon(s["carbon_kg"]),
             str(s["budget_violations"]),
             str(s["compliance_violations"]),
         ]

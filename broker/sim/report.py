@@ -233,7 +233,7 @@ def summary_markdown(result: Mapping[str, Any]) -> str:
             f"| {_f(s.get('lower_bound_cost'))} "
             f"| {_f(s.get('cost_ratio'))} | {_f(s['p50_wait_s'])} | {_f(s['p95_wait_s'])} "
             f"| {_f(s['slo_attainment'], '.3f')} | {s['late_finish_jobs']} | {s['burst_fraction']:.3f} "
-            f"| {s['carbon_kg']:,.0f} | {s['budget_violations']} | {s['compliance_violations']} |"
+            f"| {carbon(s['carbon_kg'])} | {s['budget_violations']} | {s['compliance_violations']} |"
         )
     frontier = result.get("frontier", {})
     lines += [
@@ -279,6 +279,12 @@ def money(v: float) -> str:
     """A strategy's cost for a table: whole units from 100 up, cents below (a run of a few CNY read
     "4" beside a bound of 3.90)."""
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}"
+
+
+def carbon(kg: float) -> str:
+    """A strategy's carbon for a table: whole kg from 100 up, tenths below, as the JSON keeps it
+    (whole kg read "0" for a run the JSON puts at 0.3 kg, and "1" beside another at 0.7)."""
+    return f"{kg:,.0f}" if abs(kg) >= 100 else f"{kg:,.1f}"
 
 
 def _f(v: Any, spec: str = ",.2f") -> str:
