@@ -21,6 +21,14 @@ def below_bound(policy: dict[str, Any], outside: int, per_strategy: bool) -> str
     return said if per_strategy else f"{said}; --per-strategy-bounds gives each strategy a bound with its own"
 
 
+def no_bound(per_strategy: bool) -> str:
+    """Why `lower_bound_cost` is null though the bound was solved: no schedule is on time."""
+    said = "none: no schedule starts every job within its max_wait, so no cost ratio"
+    if per_strategy:
+        return f"{said}; each strategy's lower_bound_cost allows as many late jobs as it had"
+    return f"{said}; --per-strategy-bounds gives each strategy a bound with its own late jobs"
+
+
 def offline_note(policy: dict[str, Any], offline_late: int, ratio: float | None) -> str | None:
     """Why the offline schedule is no floor under the policy's cost here (None: it is one)."""
     late = policy["late_jobs"]
