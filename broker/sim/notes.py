@@ -21,12 +21,18 @@ def below_bound(policy: dict[str, Any], outside: int, per_strategy: bool) -> str
     return said if per_strategy else f"{said}; --per-strategy-bounds gives each strategy a bound with its own"
 
 
-def no_bound(per_strategy: bool) -> str:
-    """Why `lower_bound_cost` is null though the bound was solved: no schedule is on time."""
-    said = "none: no schedule starts every job within its max_wait, so no cost ratio"
-    if per_strategy:
-        return f"{said}; each strategy's lower_bound_cost allows as many late jobs as it had"
-    return f"{said}; --per-strategy-bounds gives each strategy a bound with its own late jobs"
+def bound_note(infeasible: bool, left_out: int, per_strategy: bool) -> str | None:
+    """Why `lower_bound_cost` is null though the bound was solved (no schedule is on time), and
+    the jobs it leaves out (no partition holds them and no cloud runs them: late in every run)."""
+    said = []
+    if infeasible:
+        said.append("none: no schedule starts every job within its max_wait, so no cost ratio; " + (
+            "each strategy's lower_bound_cost allows as many late jobs as it had" if per_strategy
+            else "--per-strategy-bounds gives each strategy a bound with its own late jobs"))
+    if left_out:
+        said.append(f"{left_out} job(s) no option can start (no partition holds them, no cloud runs them) "
+                    "left out of the bound: late in every strategy")
+    return "; ".join(said) or None
 
 
 def offline_note(policy: dict[str, Any], offline_late: int, ratio: float | None) -> str | None:

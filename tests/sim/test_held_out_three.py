@@ -120,3 +120,32 @@ def test_a_bound_no_schedule_meets_says_why_in_the_json(tmp_path: Path) -> None:
         # Each strategy's own bound allows its late job, and stays under its cost.
         if per_strategy:
             assert out["strategies"]["policy"]["lower_bound_cost"] <= out["strategies"]["policy"]["cost"]
+
+
+def test_jobs_the_bound_leaves_out_are_said_in_the_json(tmp_path: Path) -> None:
+    """A gang of 2 x 3 GPUs fits the policy's two 4-GPU nodes, but not the one node `onprem_gpus: 4`
+    keeps, and no cloud offer is that large: no option starts it, and the bound leaves it out,
+    which the JSON did not say (its bound read as one of every job on time)."""
+    from broker.policy import load_policy
+    from broker.sim.jobs import build_jobs
+    from broker.sim.run import simulate
+    from broker.sim.scenario import Scenario
+    from broker.sim.traces import TraceJob
+    from tests.sim.conftest import tiny_policy
+
+    tiny_policy(tmp_path, gpus=4)
+    path = tmp_path / "policy.yaml"
+    path.write_text(path.read_text().replace("count_per_node: 4, nodes: 1", "count_per_node: 4, nodes: 2"))
+    policy = load_policy(path)
+    trace = [
+        TraceJob("gang", 0, 3600, count=3, nodes=2, accelerators=("A800",), tenant="t1"),
+        TraceJob("one", 0, 3600, count=1, accelerators=("A800",), tenant="t1"),
+    ]
+    scenario = Scenario(seed=1, onprem_gpus=4)
+    out = simulate(policy, build_jobs(trace, policy, scenario), scenario).result
+    assert out["strategies"]["policy"]["never_started"] == 1
+    assert out["lower_bound_cost"] == pytest.approx(2.0)  # the one job, 1 h x 1 GPU x 2 CNY
+    assert out["lower_bound_note"] == (
+        "1 job(s) no option can start (no partition holds them, no cloud runs them) left out of the bound: "
+        "late in every strategy"
+    )
