@@ -44,6 +44,7 @@ from broker.api import broker_service_pb2_grpc  # noqa: E402
 from broker.config import DispatchSettings  # noqa: E402
 from broker.dispatch.queue_read import read_queue  # noqa: E402
 from broker.model import JobSpec, JobState, TenantId  # noqa: E402
+from broker.page_tokens import bind, job_list_print  # noqa: E402
 from broker.store import JobStore, PostgresStore, SqliteStore, Submission  # noqa: E402
 
 WINDOW = DispatchSettings().queue_window
@@ -254,7 +255,9 @@ def process_figures(config: Path, mid: str, deep: str, settle_s: float, role: st
     with serve(config, role) as (proc, ready_s, address), grpc.insecure_channel(address) as ch:
         stub = broker_service_pb2_grpc.BrokerServiceStub(ch)
 
-        def page(token: str) -> Callable[[], object]:
+        def page(after: str) -> Callable[[], object]:
+            # The page after job `after` of the unfiltered listing, as the server's token names it.
+            token = bind(after, job_list_print("", [], {}))
             return lambda: stub.ListJobs(pb.ListJobsRequest(page_size=100, page_token=token), timeout=60)
 
         out: dict[str, Any] = {"restart_to_serving_s": round(ready_s, 2)}

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping, Sequence
 
 from broker.audit_page import BadPageTokenError
+from broker.model import JobState
 
 _SEP = "~"
 _PRINT = re.compile(r"[0-9a-f]{12}")
@@ -15,6 +17,11 @@ _PRINT = re.compile(r"[0-9a-f]{12}")
 def filters_print(*filters: object) -> str:
     """A short fingerprint of a listing's filters (their reprs, in the order given)."""
     return hashlib.sha256(repr(filters).encode()).hexdigest()[:12]
+
+
+def job_list_print(tenant: str, states: Sequence[JobState], labels: Mapping[str, str]) -> str:
+    """The fingerprint of a ListJobs listing's filters (the request's tenant, states and labels)."""
+    return filters_print(tenant, [s.value for s in states], sorted(labels.items()))
 
 
 def bind(cursor: str, printed: str) -> str:

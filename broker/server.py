@@ -20,7 +20,7 @@ from broker.audit import AuditTrail, BadHashError
 from broker.audit_page import BadPageTokenError
 from broker.auth import AuthError, Principal, TokenAuthority
 from broker.model import Job, JobSpec, JobState, TenantId
-from broker.page_tokens import bind, filters_print, unbind
+from broker.page_tokens import bind, filters_print, job_list_print, unbind
 from broker.peer_uid import UNKNOWN_UID, local_peer_uid
 from broker.rpc_errors import DOMAIN, ERROR_REASONS, _BadRequest, abort_with, bad_request, error_reason
 from broker.rpc_fields import (
@@ -168,7 +168,7 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
                 raise _BadRequest([FieldViolation("states", "unknown job state")]) from exc
             bounded_field(request.tenant, "tenant")
             labels = label_filters(request.labels)
-            printed = filters_print(request.tenant, [s.value for s in states], sorted(labels.items()))
+            printed = job_list_print(request.tenant, states, labels)
             try:
                 after = unbind(request.page_token, printed, PAGE_TOKEN) if request.page_token else ""
             except BadPageTokenError as exc:
