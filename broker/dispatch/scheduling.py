@@ -17,6 +17,7 @@ from broker.dispatch.launch import Launching
 from broker.dispatch.preempt import preempt
 from broker.dispatch.queue_read import read_queue
 from broker.dispatch.records import audit_data, decision_fields, gist
+from broker.dispatch.stop_first import jobs_still_stopping
 from broker.dispatch.withdraw_reclaim import withdraw_beside
 from broker.fairshare import lowered_priority
 from broker.model import AttemptState, Job, JobId, JobState, SiteId
@@ -166,9 +167,14 @@ class Scheduling(Launching):
     ) -> None:
         waiting: Waiting = []
         waits_in_a_row = 0
+        stopping = jobs_still_stopping(self.planner.reclaimer, self.store, now)
         for n, job in enumerate(queued, start=1):
             if head_only is not None and waits_in_a_row >= HEAD_SCAN_WAITS and job.id not in head_only:
                 self.planner.still_waiting(job)
+                continue
+            if job.id in stopping:  # its preempted attempt still runs: not started twice
+                self.planner.still_waiting(job)
+                self._note_waiting(job.id, stopping[job.id], {}, waiting)
                 continue
             if n % DECISIONS_PER_SLICE == 0:
                 self._flush_waiting(waiting, now)
@@ -245,12 +251,19 @@ class Scheduling(Launching):
         if decision.reclaim:
             self._reclaim(job, reclaim_json(decision))
         reason = decision.summary or "waiting for capacity"
-        # Record a new waiting event only when the reason changes, not its numbers.
-        said = gist(reason)
-        if self._waiting_reason.get(job.id) != said:
-            self._waiting_reason[job.id] = said
+        if self._note_waiting(job.id, reason, decision_data(decision), waiting, decision.policy_hash):
             log.info("job waits: %s", reason, extra=decision_fields(job, decision, "waiting"))
-            waiting.append((job.id, reason, decision_data(decision), decision.policy_hash))
+
+    def _note_waiting(
+        self, job_id: JobId, reason: str, data: dict[str, Any], waiting: Waiting, policy_hash: str = ""
+    ) -> bool:
+        """Record a new waiting event only when the reason changes, not its numbers (True: it did)."""
+        said = gist(reason)
+        if self._waiting_reason.get(job_id) == said:
+            return False
+        self._waiting_reason[job_id] = said
+        waiting.append((job_id, reason, data, policy_hash or self.planner.policy.hash))
+        return True
 
     def _reclaim(self, owner: Job, victims: list[dict[str, Any]]) -> None:
         """Fair share asked to preempt borrowed work for this job's quota (`reclaim_json`): do it
