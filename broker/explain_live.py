@@ -16,6 +16,7 @@ from broker.burst.inputs import deadline_missed
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, FairShareNote
 from broker.dispatch.own_refusals import excluding_refusals
+from broker.dispatch.stop_first import jobs_still_stopping
 from broker.fair_queue import FairQueue
 from broker.fair_reclaim import bound_for_queue, reclaiming
 from broker.fairshare.book import units_of
@@ -82,6 +83,7 @@ def explain_now(
         decision = planner.waits.explained(decision, snap, tenant, store, standing.position, projected)
     decision = _fair_share(planner, spec, tenant, standing, decision, snap)
     decision = _held(fair, job_id, tenant, spec, decision, whole=job is not None and job.id in fair.standings)
+    decision = _stopping_first(planner, store, job, decision, snap)
     if decision.action == Action.WAIT and (never := planner.admit(asked, tenant, snap.now)):
         # (as submission refuses it: on the catalog's offers, whatever is blocked or sick now)
         return refused_at_submit(decision, never)
@@ -89,6 +91,19 @@ def explain_now(
     if missed is not None:  # the dispatcher fails a waiting job it can no longer finish in time
         return replace(decision, action=Action.REJECT, reasons=(missed, *decision.reasons))
     return decision
+
+
+def _stopping_first(
+    planner: Planner, store: JobStore, job: Job | None, decision: Decision, snap: PassSnapshot
+) -> Decision:
+    """A queued job whose preempted attempt has not stopped yet waits for that first, as the
+    dispatcher's pass leaves it (`broker.dispatch.stop_first`)."""
+    if job is None or decision.action == Action.REJECT:
+        return decision
+    why = jobs_still_stopping(planner.reclaimer, store, snap.now).get(job.id)
+    if why is None:
+        return decision
+    return replace(decision, action=Action.WAIT, reasons=(why, *decision.reasons))
 
 
 def _held(

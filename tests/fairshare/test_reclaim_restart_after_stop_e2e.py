@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 
 from broker.api import broker_service_pb2 as pb
-from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.api import broker_service_pb2_grpc, job_pb2, placement_pb2
 from tests.brokerproc import running_broker, write_broker_folder
 from tests.fairshare.local_site import a800_job, bearer, until
 from tests.local_policy import a800, local_policy
@@ -99,6 +99,12 @@ def test_a_reclaimed_job_starts_again_only_after_its_preempted_run_stopped(tmp_p
             until("a borrowed job is preempted", lambda: any(x.startswith("term ") for x in lines()))
             victim = next(x.split()[1] for x in lines() if x.startswith("term "))
             assert victim in borrowed
+            # While its first run saves, explain says what the dispatcher does: the job waits for it.
+            told = stub.ExplainPlacement(pb.ExplainPlacementRequest(job_id=victim),
+                                         metadata=bearer(TOKENS, "borrower")).explanation
+            if marked("saved", victim) == 0:  # (the run is held saving until the job starts again)
+                assert told.decision.action == placement_pb2.DECISION_ACTION_WAIT, told.decision
+                assert "waiting for its preempted attempt" in told.decision.reasons[0]
             until("the victim starts again", lambda: marked("start", victim) == 2, timeout=120)
             until("the victim's first run saved", lambda: marked("saved", victim) >= 1)
             mine = [x.split()[0] for x in lines() if x.split()[1] == victim]
