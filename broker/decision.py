@@ -91,6 +91,9 @@ class ReclaimVictim:
     why: str | None = None
     """What its preemption says when it is stopped for a job that would have burst
     (`burst.preempt_patient`); None: reclaim's own words."""
+    lost_unit_s: float = 0.0
+    """Unit-seconds of its work the preemption loses (its run, or since its last checkpoint), as
+    reclaim's waste budget counts it; kept on its `preempted` event."""
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ class Reclaimer:
             self._charges += 1
             short = need - sum(v.units for v in chosen) - sum(s.units + s.beside for s in mine)
             self._book_chosen(policy, book, partition, chosen, for_job, now, max(0, min(room, short)))
-        chosen_ = tuple(ReclaimVictim(v.attempt_id, v.tenant, v.units) for v in chosen)
+        chosen_ = tuple(ReclaimVictim(v.attempt_id, v.tenant, v.units, lost_unit_s=v.waste) for v in chosen)
         return Taken(chosen_, preempting(policy, partition, chosen))
 
     def _book_chosen(self, policy: Policy, book: FairShareBook, partition: str, chosen: Sequence[Victim],

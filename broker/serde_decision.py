@@ -15,7 +15,7 @@ from typing import Any
 
 from broker.api import placement_pb2
 from broker.burst.spot import checkpoint_h, interruption_rate, offer_outlook, restarts_text, spot_refusal
-from broker.decision import Decision, DecisionFacts
+from broker.decision import Decision, DecisionFacts, ReclaimVictim
 from broker.durations import format_duration
 from broker.model import JobSpec, Offer
 from broker.placement import HARDWARE_PREFIX, Explanation, ScoredOffer, rejection_counts
@@ -97,10 +97,13 @@ def decision_data(decision: Decision) -> dict[str, Any]:
 
 def reclaim_json(decision: Decision) -> list[dict[str, Any]]:
     """The borrowed attempts fair share asks to preempt for this job."""
-    return [
-        {"attempt": v.attempt, "tenant": v.tenant, "units": v.units, **({"why": v.why} if v.why else {})}
-        for v in decision.reclaim
-    ]
+    return [victim_json(v) for v in decision.reclaim]
+
+
+def victim_json(v: ReclaimVictim) -> dict[str, Any]:
+    """One borrowed attempt to preempt, as the dispatcher's preemption reads it."""
+    return {"attempt": v.attempt, "tenant": v.tenant, "units": v.units, **({"why": v.why} if v.why else {}),
+            **({"lost_unit_s": round(v.lost_unit_s, 3)} if v.lost_unit_s else {})}
 
 
 def decision_proto(decision: Decision) -> placement_pb2.Decision:

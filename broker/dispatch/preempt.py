@@ -60,7 +60,7 @@ async def preempt(
         why = str(swap) if swap else (
             f"preempted: borrowed capacity on {attempt.offer.partition} reclaimed for tenant "
             f"{owner.tenant}'s guaranteed quota (job {owner.id})"
-        )
+        ) + (f"; work lost: {float(v['lost_unit_s']) / 3600:.2f} unit-hours" if v.get("lost_unit_s") else "")
         attempt = store.update_attempt(attempt.id, now, state=AttemptState.PREEMPTED, error=why)
         job = store.get(attempt.job_id)
         planner.settle(job, attempt, AttemptStatus(state=AttemptState.PREEMPTED, message=why), store)
@@ -70,6 +70,7 @@ async def preempt(
                 "site": attempt.site,
                 ("stopped_by" if swap else "reclaimed_by"): owner.tenant,
                 "for_job": owner.id,
+                **({"lost_unit_s": v["lost_unit_s"]} if v.get("lost_unit_s") else {}),
             }
             store.transition(job.id, JobState.PREEMPTED, now, kind="preempted", message=why, data=data)
             again = f"requeued: stopped for {owner.id}" if swap else "requeued after fair-share reclaim"

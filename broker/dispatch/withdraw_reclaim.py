@@ -34,6 +34,7 @@ from broker.fair_reclaim import Taken
 from broker.fairshare import onprem_partitions, resolve_share
 from broker.fairshare.book import units_of
 from broker.model import Attempt, AttemptState, Job, JobState, SiteId
+from broker.serde_decision import victim_json
 from broker.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ async def withdraw_to_reclaim(
         taken = _take(planner, job, attempt, free, now, commit=False, queued=queued)
         if not taken.victims or taken.reason is None:
             continue
-        victims = [{"attempt": v.attempt, "tenant": v.tenant, "units": v.units} for v in taken.victims]
+        victims = [victim_json(v) for v in taken.victims]
         requeued = withdraw(store, planner, job, attempt, taken.reason, clock, {"reclaim": victims})
         _take(planner, job, attempt, free, now, commit=True, queued=queued)  # as just said: booked, charged
         in_background(cancel_withdrawn(adapter, attempt))

@@ -105,6 +105,8 @@ def test_reclaim_preempts_borrowed_work_and_the_owner_starts(broker: BrokerProce
                 preempted.append(j)
                 ev = events[kinds.index("preempted")]
                 assert ev.data["reclaimed_by"] == "owner" and ev.data["for_job"] == mine.id
+                # The work the preemption lost is counted (the run so far: it has no checkpoint).
+                assert float(ev.data["lost_unit_s"]) > 0 and "work lost:" in ev.message
                 assert kinds[kinds.index("preempted") + 1] == "requeued"  # history kept, back in the queue
         # Exactly one borrowed job made room for the owner's one accelerator.
         assert len(preempted) == 1
