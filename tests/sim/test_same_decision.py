@@ -10,7 +10,7 @@ import broker.planning
 import broker.sim.strategies
 from broker.burst.snapshot import PassSnapshot
 from broker.burst.step import decide_in_pass
-from broker.clock import Clock
+from broker.clock import Clock, ManualClock
 from broker.model import Job, JobId, TenantId
 from broker.planning import Planner
 from broker.policy import PolicyWatcher
@@ -45,7 +45,7 @@ def test_planner_and_simulator_decide_alike(tmp_path: Path) -> None:
     path.write_text(fluid)
     watcher = PolicyWatcher(path)
     policy = watcher.current
-    planner = Planner(watcher, clock=None)  # type: ignore[arg-type]
+    planner = Planner(watcher, ManualClock(EPOCH))
     scenario = Scenario(seed=3, onprem_gpus=16)
     trace = [
         TraceJob(f"j{i}", i * 30.0, 3600 * (1 + i % 3), count=8 if i % 2 else 4, tenant="pku-nlp")
@@ -91,7 +91,7 @@ def test_planner_gives_a_firm_deadline_to_a_tenant_held_back_by_a_far_over_share
     # The live planner sets BurstInputs.firm_deadline from its fair-share pass's ratios, by the
     # same rule as the simulator (broker.fairshare.held_back, burst.firm_deadline_share_gap 2).
     watcher = PolicyWatcher(CONFIGS / "policy-sim.yaml")
-    planner = Planner(watcher, clock=None)  # type: ignore[arg-type]
+    planner = Planner(watcher, ManualClock(EPOCH))
     assert watcher.current.burst.firm_deadline_share_gap == 2.0
     engine = Engine(watcher.current, [], Scenario(seed=3, onprem_gpus=16), PolicyStrategy(watcher.current))
     now = EPOCH
