@@ -16,6 +16,9 @@ from datetime import datetime
 from broker.clock import Clock
 from broker.model import Attempt
 
+MAX_MOMENTS = 64
+"""Moments other than attempts' creations kept in ticks (each read off the wall clock once)."""
+
 
 class Heard:
     """When each live attempt last reported (its agent's heartbeat), on the monotonic clock."""
@@ -24,6 +27,7 @@ class Heard:
         self.clock = clock
         self._beat: dict[str, float] = {}
         self._began: dict[str, float] = {}
+        self._since: dict[datetime, float] = {}
 
     def beat(self, attempt_id: str) -> None:
         """The attempt's agent is alive now."""
@@ -50,14 +54,32 @@ class Heard:
         last = self._beat.get(attempt.id)
         return max(0.0, ticks - (self._start(attempt, since, ticks) if last is None else last))
 
+    def age_s(self, attempt: Attempt) -> float:
+        """Seconds since the attempt was created (its launch began)."""
+        ticks = self.clock.ticks()
+        return max(0.0, ticks - self._created(attempt, ticks))
+
     def pending_s(self, attempt: Attempt, since: datetime) -> float:
         """Seconds since the attempt began, or since `since` if that is later."""
         ticks = self.clock.ticks()
         return max(0.0, ticks - self._start(attempt, since, ticks))
 
     def _start(self, attempt: Attempt, since: datetime, ticks: float) -> float:
+        """The later of the attempt's creation and `since`, in ticks. Each is read off the wall
+        clock once: the creation per attempt, `since` per value (this process's start, mostly)."""
+        return max(self._created(attempt, ticks), self._tick_of(since, ticks))
+
+    def _created(self, attempt: Attempt, ticks: float) -> float:
         began = self._began.get(attempt.id)
         if began is None:
-            ago = max(0.0, (self.clock.now() - max(attempt.created_at, since)).total_seconds())
+            ago = max(0.0, (self.clock.now() - attempt.created_at).total_seconds())
             began = self._began[attempt.id] = ticks - ago
         return began
+
+    def _tick_of(self, moment: datetime, ticks: float) -> float:
+        tick = self._since.get(moment)
+        if tick is None:
+            tick = ticks - max(0.0, (self.clock.now() - moment).total_seconds())
+            if len(self._since) < MAX_MOMENTS:  # (callers pass one or two: this process's start)
+                self._since[moment] = tick
+        return tick

@@ -82,8 +82,8 @@ class AttemptTracking:
         if adapter is None or attempt.backend_id is None:
             return
         # A cloud may not list an instance it has just started (EC2's eventual consistency).
-        since_launch = self.heartbeats.pending_s(attempt, attempt.created_at)  # (monotonic once seen)
-        fresh = not_listed_yet(attempt, grace_s=listing_grace(adapter), pending_s=since_launch,
+        age_s = self.heartbeats.age_s(attempt)
+        fresh = not_listed_yet(attempt, grace_s=listing_grace(adapter), pending_s=age_s,
                                timeout_s=self.planner.failover().attempt_timeout_s)
         try:
             if is_gang_attempt(attempt):
