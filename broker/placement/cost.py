@@ -41,15 +41,6 @@ def usable_vouchers(
     return out
 
 
-def best_voucher(
-    tenant: Tenant | None, site_id: str, balances: Mapping[str, float] | None, *, named_only: bool = False
-) -> tuple[float, float, str] | None:
-    """(discount, remaining balance, id) of the voucher that pays first for a burst to the site
-    (`usable_vouchers`' first), or None."""
-    usable = usable_vouchers(tenant, site_id, balances, named_only=named_only)
-    return None if not usable else (usable[0][0].discount, usable[0][1], usable[0][0].id)
-
-
 def draw_vouchers(
     usable: Sequence[tuple[Voucher, float]], total: float, run: tuple[datetime, datetime] | None = None
 ) -> Draws:
