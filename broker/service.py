@@ -125,9 +125,10 @@ class BrokerServices:
     """The tenants the policy in force declares (empty: not known)."""
     submitter: SubmitPath = field(init=False)
     """SubmitJob/SubmitJobs: validate, admit, insert, ack (see broker.submit)."""
-    refused_logged_at: float = 0.0
-    """When the last line about refused agent calls was logged: an instance with a stale secret,
-    or someone guessing, showed only later as a lost job."""
+    refused_logged_at: float | None = None
+    """When the last line about refused agent calls was logged (the clock's ticks: a wall-clock
+    step must neither silence the lines nor let a flood through); an instance with a stale
+    secret, or someone guessing, showed only later as a lost job."""
     refused_since: int = 0
     """Agent calls refused since that line."""
 
@@ -275,8 +276,8 @@ class BrokerServices:
 
     def _agent_refused(self, attempt_id: str, *, known: bool) -> None:
         """Log a refused agent call: the first, then at most one line a minute with the count."""
-        now, held = self.clock.now().timestamp(), self.refused_since
-        if now - self.refused_logged_at < REFUSED_AGENT_EVERY_S:
+        now, held, last = self.clock.ticks(), self.refused_since, self.refused_logged_at
+        if last is not None and now - last < REFUSED_AGENT_EVERY_S:
             self.refused_since += 1
             return
         self.refused_logged_at, self.refused_since = now, 0

@@ -21,6 +21,7 @@ import pytest
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.brokerproc import JOB_PYTHON, BrokerProcess
+from tests.crash.test_clock_jump import faked_clock
 from tests.e2e.conftest import auth, write_broker_config
 from tests.ports import ipv6_loopback_missing
 
@@ -311,6 +312,30 @@ def test_refused_agent_calls_are_logged_without_a_flood(tmp_path: Path) -> None:
         for _ in range(5):
             assert post(agent_port, report(attempt_id="att-guessed"), token="wrong-secret")[0] == 401
         assert broker.said("agent call refused for attempt 'att-guessed': no such attempt")
+        time.sleep(0.5)
+        assert sum("agent call refused" in line for line in broker.output) == 1, broker.output
+    finally:
+        broker.stop()
+
+
+def test_a_wall_clock_step_lets_no_flood_of_refused_agent_lines_through(tmp_path: Path) -> None:
+    """The one line a minute was timed on the wall clock: a step forward (NTP, a resumed VM) logged
+    the next refusal at once, a step back held every line for as long. It runs on monotonic ticks."""
+    config = write_broker_config(tmp_path)
+    with config.open("a") as f:
+        f.write("agent_http_listen: 127.0.0.1:0\n")
+    offset = tmp_path / "clock-offset"
+    broker = BrokerProcess(config, extra_env=faked_clock(offset))
+    broker.start()
+    try:
+        m = re.search(r"agent endpoint on http://[^:]+:(\d+)", "".join(broker.output))
+        assert m, "".join(broker.output)
+        agent_port = int(m.group(1))
+        assert post(agent_port, report(attempt_id="att-guessed"), token="wrong-secret")[0] == 401
+        assert broker.said("agent call refused for attempt 'att-guessed'")
+        offset.write_text("+3600\n")  # an hour ahead at once; a second later by the monotonic clock
+        for _ in range(3):
+            assert post(agent_port, report(attempt_id="att-guessed"), token="wrong-secret")[0] == 401
         time.sleep(0.5)
         assert sum("agent call refused" in line for line in broker.output) == 1, broker.output
     finally:
