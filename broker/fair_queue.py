@@ -8,7 +8,7 @@ job that is owed it; an over-share tenant bursts instead of waiting, when the po
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -33,8 +33,8 @@ from broker.swap_live import swapped
 class FairQueue:
     """Fair-share state of one scheduler: the usage book and the last order's standings."""
 
-    def __init__(self) -> None:
-        self.book = FairShareBook(0.0)
+    def __init__(self, ticks: Callable[[], float] | None = None) -> None:
+        self.book, self._ticks = FairShareBook(0.0), ticks  # (`Clock.ticks`: the reclaimer's)
         self.standings: dict[str, Standing] = {}
         self.provisional: dict[str, Standing] = {}
         """Standings of new jobs decided before the next full pass, ranked in the last whole queue
@@ -56,7 +56,7 @@ class FairQueue:
         self.queued_at_backend: frozenset[str] = frozenset()
         """Live on-prem attempts pending in their backend's queue (Slurm's): they hold no unit,
         so reclaim never preempts them (that frees nothing and costs them their place)."""
-        self.reclaimer = Reclaimer()
+        self.reclaimer = Reclaimer(ticks)
         self.holds = Holds()
         """Capacity kept for a waiting head job across passes (see `broker.fairshare.holds`)."""
         self.adopted: tuple[TenantStanding, ...] | None = None
@@ -67,7 +67,7 @@ class FairQueue:
     def begin_term(self) -> None:
         """A scheduler's term begins (its start, or an HA re-election): its book and reclaim state
         are read again from the store at the next `observe`, not kept from an earlier term."""
-        self.book, self.reclaimer = FairShareBook(0.0), Reclaimer()
+        self.book, self.reclaimer = FairShareBook(0.0), Reclaimer(self._ticks)
         self._saves, self._loaded = Saves(self.book, self.reclaimer), False
 
     def shown(self, policy: Policy, now: datetime) -> list[TenantStanding]:

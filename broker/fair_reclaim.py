@@ -11,7 +11,7 @@ stopped (`stopped`; `broker.fairshare.stopping`), so no later pass preempts more
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -43,7 +43,11 @@ class Taken:
 class Reclaimer:
     """The waste budget's bucket per partition and preempted work still stopping."""
 
-    def __init__(self) -> None:
+    def __init__(self, ticks: Callable[[], float] | None = None) -> None:
+        self._ticks = ticks
+        """The clock's monotonic ticks (`Clock.ticks`): the work still stopping is timed on them."""
+        self._anchor: float | None = None
+        """Wall-clock seconds less ticks, read once: where the ticks' timeline meets a kept booking's."""
         self._buckets: dict[str, Bucket] = {}
         """Per partition; a partition not yet charged has a full bucket."""
         self._kept: dict[str, tuple[float, float]] = {}
@@ -54,6 +58,17 @@ class Reclaimer:
         """Preempted work still shutting down, booked to the job it was preempted for: another
         owner's job reclaims its own."""
 
+    def stop_time(self, now: datetime) -> float:
+        """`now` in seconds for the work still stopping: the wall clock read once, then the ticks.
+        On the wall clock, a step forward (NTP, a resumed VM) dropped every booking as never seen
+        stopped, and reclaim preempted more for the same need; a step back held them as long."""
+        if self._ticks is None:  # (the simulator, and tests without a clock)
+            return now.timestamp()
+        ticks = self._ticks()
+        if self._anchor is None:
+            self._anchor = now.timestamp() - ticks
+        return ticks + self._anchor
+
     @property
     def changes(self) -> int:
         """Counts the charges and bookings made (or restored): a saver compares it with its last."""
@@ -61,7 +76,7 @@ class Reclaimer:
 
     def stopped(self, attempt_id: str, now: datetime) -> None:
         """The dispatcher saw a preempted attempt stopped (its backend's status said so)."""
-        self._stopping.stopped(attempt_id, now.timestamp())
+        self._stopping.stopped(attempt_id, self.stop_time(now))
 
     def release(self, for_job: str) -> None:
         """`for_job` runs, or left the queue: the units booked to it are no longer kept for it."""
@@ -93,8 +108,8 @@ class Reclaimer:
         if not rc.enabled or part is None:
             return Taken()
         tenant, need = owner
-        t, window = now.timestamp(), rc.window.total_seconds()
-        mine = self._booked(partition, for_job, t)
+        t, window, stop_t = now.timestamp(), rc.window.total_seconds(), self.stop_time(now)
+        mine = self._booked(partition, for_job, stop_t)
         units = partition_units(part)
         capacity, rate = rc.max_capacity_share * units * window, rc.max_capacity_share * units
         bucket = self._bucket(partition, capacity, rate, t)
@@ -118,7 +133,7 @@ class Reclaimer:
             # full, whatever it loses (into debt), so the rate limit never keeps a quota for good.
             least = cheapest(owner=tenant, need=need, free=free, running=running, quotas=quotas, now=now)
             if not least:
-                return Taken(reason=still_stopping(policy, partition, mine, t) if mine else None)
+                return Taken(reason=still_stopping(policy, partition, mine, stop_t) if mine else None)
             loss = sum(v.waste for v in least)
             if not bucket.allows(loss, t):
                 wait = bucket.wait_s(loss, t, sum(v.growth for v in least))
@@ -139,7 +154,7 @@ class Reclaimer:
         reclaim would preempt more)."""
         grace = policy.document.fair_share.reclaim.grace.total_seconds()
         for i, v in enumerate(chosen):
-            self._stopping.add(partition, v.attempt_id, v.units, for_job, now.timestamp(), grace,
+            self._stopping.add(partition, v.attempt_id, v.units, for_job, self.stop_time(now), grace,
                                beside=beside if i == 0 else 0)
             book.ended(v.attempt_id, now)
 
@@ -153,7 +168,7 @@ class Reclaimer:
         if decision.action != Action.RUN or offer is None or offer.free is None:
             return None
         key = offer.partition
-        booked = self._stopping.booked_elsewhere(key, job, snap.now.timestamp())
+        booked = self._stopping.booked_elsewhere(key, job, self.stop_time(snap.now))
         if not booked:
             return None
         # The decision claimed the job's own units already; units seen stopped may read free, but
@@ -178,13 +193,13 @@ class Reclaimer:
         """Book the units of `victim`, stopped for `for_job` with reclaim's grace, to that job (a
         swap, `burst.preempt_patient`: bounded by its own max_lost_share, not this budget)."""
         grace = policy.document.fair_share.reclaim.grace.total_seconds()
-        self._stopping.add(partition, victim, units, for_job, now.timestamp(), grace)
+        self._stopping.add(partition, victim, units, for_job, self.stop_time(now), grace)
         book.ended(victim, now)
 
     def unseen_stops(self, now: datetime) -> list[Stopping]:
         """Bookings whose preempted attempt is not yet seen stopped (a restart reads them back
         unwatched), less those past their cap at `now` (reported and dropped)."""
-        self._prune(now.timestamp())
+        self._prune(self.stop_time(now))
         return [s for s in self._stopping.entries() if not s.stopped]
 
     def stopping_ids(self) -> set[str]:
@@ -193,7 +208,7 @@ class Reclaimer:
 
     def booked_for(self, for_job: str, now: datetime) -> list[Stopping]:
         """The work still stopping whose units are `for_job`'s, on any partition."""
-        self._prune(now.timestamp())
+        self._prune(self.stop_time(now))
         return [s for s in self._stopping.entries() if s.for_job == for_job]
 
     def _booked(self, partition: str, for_job: str, t: float) -> list[Stopping]:

@@ -67,7 +67,7 @@ class Planner:
         """Jobs that already burst once: failover to the next cloud offer skips the hysteresis."""
         self._watch_task: asyncio.Task[None] | None = None
         self._admitted: dict[tuple[str, str, str, bool], list[str]] = {}
-        self.fair = FairQueue()
+        self.fair = FairQueue(clock.ticks)
         """Fair share across tenants: the usage book and each queued job's standing."""
         self.waits = LiveWaits()
         """Projected on-prem waits (`burst.wait_model: projected`): what each job has ahead."""

@@ -55,7 +55,8 @@ def swapped(
     mine = reclaimer.booked_for(job_id, snap.now)
     if mine:  # stopped for it already: it waits for those units, and stops nothing more
         _give_back(snap, tenant, decision, commit)
-        return _waiting(decision, _home(snap, mine[0].partition), _still_stopping(policy, mine, snap.now))
+        why = _still_stopping(policy, mine, reclaimer.stop_time(snap.now))
+        return _waiting(decision, _home(snap, mine[0].partition), why)
     # Work pending in its backend's queue holds no unit: stopping it would free nothing (unless
     # the backend already runs it, and no poll has said so yet).
     stopping = reclaimer.stopping_ids()
@@ -123,10 +124,10 @@ def _waiting(decision: Decision, home: Offer | None, reason: str) -> Decision:
     return replace(decision, action=Action.WAIT, offer=offer, burst=False, reasons=(reason,))
 
 
-def _still_stopping(policy: Policy, mine: Sequence[Stopping], now: datetime) -> str:
+def _still_stopping(policy: Policy, mine: Sequence[Stopping], t: float) -> str:
     # (a swap's or fair-share reclaim's: a booking does not say which, so neither is named)
     grace = policy.document.fair_share.reclaim.grace.total_seconds()
-    since = now.timestamp() - min(s.since for s in mine)
+    since = t - min(s.since for s in mine)  # (`t`: `Reclaimer.stop_time`)
     return (
         f"work preempted for it on {mine[0].partition} is stopping ({sum(s.units for s in mine)} unit(s), "
         f"{since:.0f} s since the preemption, {grace:.0f} s grace): it starts when they stop, "

@@ -55,7 +55,7 @@ class KeptStops:
                 reclaimer.stopped(s.attempt_id, clock.now())  # (or nothing runs the broker could read)
                 continue
             self.watched.add(s.attempt_id)
-            within_s = max(0.0, s.until - clock.now().timestamp())
+            within_s = max(0.0, s.until - reclaimer.stop_time(clock.now()))  # (its cap, on the ticks)
             spawn(self._watch(adapter, attempt, within_s, on_stopped))
 
     async def _watch(
