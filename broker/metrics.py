@@ -75,6 +75,13 @@ class BrokerMetrics:
             ["site", "state"],
             registry=r,
         )
+        self.reclaim_lost = Counter(
+            "szb_reclaim_lost_unit_seconds",
+            "Work fair-share reclaim preemptions lost (accelerator-unit seconds since the victim's last "
+            "checkpoint, its start without one), by site and the victim's tenant.",
+            ["site", "tenant"],
+            registry=r,
+        )
         self.placement_seconds = Histogram(
             "szb_placement_seconds",
             "Time to decide one queued job (placement + burst decision).",

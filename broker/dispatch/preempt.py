@@ -41,10 +41,12 @@ async def preempt(
     on_freed: Callable[[], None],
     on_stopped: Callable[[str], None],
     record: Callable[[Attempt, AttemptStatus], None],
+    lost: Callable[[str, str, float], None] = lambda site, tenant, unit_s: None,
 ) -> None:
     """Record and carry out the preemption of each victim attempt (ids from the fair-share decision);
     `on_stopped(attempt id)` once its backend says it stopped (at once when nothing runs). A victim
-    that ended on its own since the last poll is not preempted: `record` records its result."""
+    that ended on its own since the last poll is not preempted: `record` records its result.
+    `lost(site, tenant, unit-seconds)`: the work a preemption lost, once its job's event records it."""
     stops = []
     watches = []
     for v in victims:
@@ -73,6 +75,8 @@ async def preempt(
                 **({"lost_unit_s": v["lost_unit_s"]} if v.get("lost_unit_s") else {}),
             }
             store.transition(job.id, JobState.PREEMPTED, now, kind="preempted", message=why, data=data)
+            if v.get("lost_unit_s"):
+                lost(attempt.site, job.tenant, float(v["lost_unit_s"]))
             again = f"requeued: stopped for {owner.id}" if swap else "requeued after fair-share reclaim"
             store.transition(job.id, JobState.QUEUED, now, kind="requeued", message=again)
         adapter = adapters.get(attempt.site)

@@ -303,6 +303,7 @@ class Scheduling(Launching):
                 on_freed=self.capacity_changed,
                 on_stopped=self._victim_stopped,
                 record=self.apply_status,
+                lost=lambda site, tenant, unit_s: self.metrics.reclaim_lost.labels(site, tenant).inc(unit_s),
             )
         finally:
             self._stops_in_flight -= stopping

@@ -17,7 +17,9 @@ import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
+from broker.auth import Role, token_entry_line
 from tests.brokerproc import BrokerProcess, running_broker, write_broker_folder
+from tests.clouds.test_metrics_e2e import OPERATOR, metrics_url, scrape, value
 from tests.fairshare.local_site import Metadata, a800_job, bearer, policy
 
 TOKENS = {"owner": "token-owner-0123456789", "borrower": "token-borrower-012345"}
@@ -31,7 +33,11 @@ POLICY = policy(
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    with running_broker(write_broker_folder(tmp_path_factory.mktemp("reclaim"), POLICY, TOKENS)) as proc:
+    folder = tmp_path_factory.mktemp("reclaim")
+    config = write_broker_folder(folder, POLICY, TOKENS, broker_extra="metrics_listen: 127.0.0.1:0\n")
+    with (folder / "tokens.yaml").open("a") as tokens:  # Prometheus' operator token
+        tokens.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "prometheus") + "\n")
+    with running_broker(config) as proc:
         yield proc
 
 
@@ -110,6 +116,11 @@ def test_reclaim_preempts_borrowed_work_and_the_owner_starts(broker: BrokerProce
                 assert kinds[kinds.index("preempted") + 1] == "requeued"  # history kept, back in the queue
         # Exactly one borrowed job made room for the owner's one accelerator.
         assert len(preempted) == 1
+        lost = next(float(e.data["lost_unit_s"]) for e in histories[preempted[0]] if e.kind == "preempted")
+        samples = scrape(metrics_url(broker))  # and /metrics counts it (none did)
+        assert value(samples, "szb_reclaim_lost_unit_seconds_total", site="local", tenant="borrower") == (
+            pytest.approx(lost, rel=1e-3)
+        )
         assert len(list(marks.glob("term-*"))) == 1, "the preempted job got SIGTERM and could clean up"
         victim = get(stub, preempted[0], "borrower")
         assert victim.state in (
