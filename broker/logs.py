@@ -195,7 +195,10 @@ def quiet_third_party() -> None:
 
 
 def configure(fmt: str = "text", level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Route every log record to `stream` (stderr) in `fmt`, at `level` and above."""
+    """Route every log record to `stream` (stderr) in `fmt`, at `level` and above; `say` lines
+    are JSON records too under `json`."""
+    global _say_json
+    _say_json = fmt == "json"
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
@@ -206,10 +209,25 @@ def configure(fmt: str = "text", level: str = "INFO", stream: TextIO | None = No
     quiet_third_party()
 
 
-def say(line: str, stream: TextIO | None = None) -> None:
+_say_json = False
+"""`configure`d for JSON logs: a pipeline reading stdout as records choked on plain `szb:` lines."""
+
+
+def says_json() -> bool:
+    """`say` writes JSON records (the log is JSON)."""
+    return _say_json
+
+
+def say(line: str, stream: TextIO | None = None, *, event: str | None = None) -> None:
     """One `szb: ...` line on stdout for operators and whatever reads it (the test harness takes
     the port from one), written whole: `print` writes the text and its newline apart, and a log
-    line from another thread landed between them ("serving on port 116772026-12-03 ...")."""
+    line from another thread landed between them ("serving on port 116772026-12-03 ...").
+    Under `--log-format json`, a JSON record as the log's (logger `szb`, with `event`)."""
     out = stream if stream is not None else sys.stdout
-    out.write(f"szb: {line}\n")
+    if _say_json:
+        record = logging.LogRecord("szb", logging.INFO, __file__, 0, line, None, None)
+        record.event = event
+        out.write(f"{JsonFormatter().format(record)}\n")
+    else:
+        out.write(f"szb: {line}\n")
     out.flush()

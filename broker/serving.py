@@ -26,8 +26,8 @@ async def serve_forever(config: BrokerConfig, config_file: Path | None = None) -
     loop.add_signal_handler(signal.SIGHUP, app.reload)
     # Ready only once the handlers are in: an early SIGHUP must reload, not kill the broker.
     if app.metrics_server is not None:
-        say(f"metrics on {app.metrics_server.url}")
-    say(f"{'scheduler' if config.role == 'scheduler' else 'broker'} serving on port {port}")
+        say(f"metrics on {app.metrics_server.url}", event="serving")
+    say(f"{'scheduler' if config.role == 'scheduler' else 'broker'} serving on port {port}", event="serving")
     waits = [asyncio.ensure_future(done.wait()), asyncio.ensure_future(app.halted.wait())]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for wait in waits:

@@ -23,7 +23,7 @@ from broker.dispatch.dispatcher import Dispatcher
 from broker.ha.election import Elector, Timing
 from broker.ha.guard import LeaderOnlyAdapter, LeaderOnlyStore, leader_only
 from broker.ha.notify import Listener, Note, Notifier
-from broker.logs import say
+from broker.logs import say, says_json
 from broker.metrics import BrokerMetrics
 from broker.model import JobId, JobState, SiteId
 from broker.sitereport import SiteReport
@@ -302,6 +302,8 @@ class SchedulerRole:
 
 
 def _say(line: str) -> None:
-    """One line on stdout for operators and the test harness (the log may be JSON)."""
-    log.info("%s", line)
-    say(line)
+    """One line on stdout for operators and the test harness, and in the log (a JSON log has it
+    once: `say` writes it as a record)."""
+    if not says_json():
+        log.info("%s", line)
+    say(line, event="election")

@@ -98,9 +98,11 @@ def test_json_log_lines_carry_job_tenant_site_and_reloads(config: Path) -> None:
     assert json.loads(serve.wait_for('"event": "stopped"'))["level"] == "INFO"
     records = [json.loads(line) for line in serve.lines if line.startswith("{")]
     assert records, serve.lines
-    # Every log line is a JSON object (only the two readiness lines on stdout are not).
-    others = [line for line in serve.lines if not line.startswith("{")]
-    assert all(line.startswith("szb: ") for line in others), others
+    # Every line is a JSON object, the readiness line on stdout too (it was plain text).
+    assert all(line.startswith("{") for line in serve.lines), serve.lines
+    ready = next(r for r in records if "serving on port" in r["message"])
+    assert (ready["event"], ready["level"], ready["logger"]) == ("serving", "INFO", "szb"), ready
+    assert ready["message"] == f"broker serving on port {serve.port}" and ready["time"], ready
     mine = [r for r in records if r.get("job_id") == j.id]
     assert {r["event"] for r in mine} >= {"placed", "attempt"}
     placed = next(r for r in mine if r["event"] == "placed")
@@ -202,6 +204,7 @@ def test_text_format_and_log_level(config: Path) -> None:
         serve.stop()
     metrics = next(x for x in serve.lines if x.startswith("szb: metrics on http://127.0.0.1:"))
     assert not metrics.endswith(":0/metrics")  # --metrics-listen took a free port and said which
+    assert f"szb: broker serving on port {serve.port}" in serve.lines  # plain text, the default format
     # WARNING and above only: the failed attempt is there, the INFO placement is not.
     assert (
         " WARNING " in line and "event=attempt" in line and "tenant=team-b" in line and "site=local" in line
