@@ -47,6 +47,7 @@ from adapters._catalog import (
 from adapters._codes import EC2_CODES, EC2_PREFIXES, EC2_USER_DATA_LIMIT, classify, scope_ec2_quota
 from adapters._ec2_console import Ec2Console
 from adapters._ec2_status import status_of, with_stop_time
+from adapters._ec2_terminate import Ec2Terminate
 from adapters._gang import client_token, gang_tags, is_gang, parse_gang_id
 from adapters._tags import (
     DEFAULT_BROKER_ID,
@@ -150,7 +151,7 @@ def metadata_options(site: SiteId, config: Mapping[str, Any]) -> dict[str, Any]:
             "HttpEndpoint": "enabled"}
 
 
-class AwsAdapter(Ec2Gangs, Ec2Console):
+class AwsAdapter(Ec2Gangs, Ec2Console, Ec2Terminate):
     """EC2 instances, one per attempt (N in a cluster placement group for a gang), tagged."""
 
     def __init__(
@@ -181,6 +182,7 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
         endpoint = endpoint_url or config_opt_str(site, config, "endpoint_url")
         # Built on first use, and again after a missing profile or refused keys (`_aws_session`).
         self._clients = Ec2Clients(site, self.region, endpoint, config, session=session)
+        self._started: dict[str, float] = {}
 
     @property
     def _create(self) -> EC2Client:
@@ -292,7 +294,8 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
         instances = resp.get("Instances", [])
         if not instances:
             raise AdapterError(self.site, "NoInstanceReturned", "RunInstances returned no instance")
-        return str(instances[0]["InstanceId"])
+        self._just_started(backend_id := str(instances[0]["InstanceId"]))
+        return backend_id
 
     def status(self, backend_id: str) -> AttemptStatus:
         with self._errors():
@@ -323,11 +326,7 @@ class AwsAdapter(Ec2Gangs, Ec2Console):
             # RunInstances (ec2:CreateAction): that must not keep the instance running.
             log.warning("%s: could not mark %s cancelled (%s); terminating it unmarked", self.site,
                         backend_id, exc)
-        try:
-            with self._errors():
-                self._create.terminate_instances(InstanceIds=[backend_id])
-        except NotFoundError:
-            return
+        self._terminate(backend_id)  # (again while EC2 may not list an instance just started)
 
     def list_owned(self) -> Sequence[OwnedInstance]:
         owned = []
