@@ -30,6 +30,7 @@ from broker.config import BrokerConfig
 from broker.datadir_lock import hold_data_dir, release_data_dir
 from broker.dispatch.dispatcher import Dispatcher
 from broker.dispatch.reconcile import site_regions, sites_in_use
+from broker.drains import SiteDrains
 from broker.grpcserve import ON_API_REPLICAS, GrpcEdge
 from broker.ha.api import StoreOnlyDispatch
 from broker.ha.election import Timing
@@ -72,7 +73,6 @@ class BrokerApp:
     job_accounts: tuple[JobAccount, ...] = ()
     """The users sandboxed local jobs run as (none when the broker is not root)."""
     site_builder: SiteAdapters | None = None  # builds site adapters (again after a reload); not on `api`
-
     edge: GrpcEdge | None = None
     port: int = 0
     metrics_port: int = 0
@@ -126,6 +126,7 @@ class BrokerApp:
         self.metrics = BrokerMetrics()
         try:
             self.planner = Planner.load(cfg, self.clock)
+            self.drains = SiteDrains.placing(self.planner, self.store, self.clock)
         except PolicyError as exc:  # "every policy file the broker loads or refuses is stored"
             self._policy_loaded(refused_load(cfg.policy_path(), exc.problems, self.clock.now()))
             raise
@@ -206,7 +207,7 @@ class BrokerApp:
             status=views.status_proto,
             audit=self.audit,
             vet=self.planner.vet,
-            offers=views.offers_proto,
+            offers=views.offers_proto, drains=self.drains,
         )
         self.edge.add(servicer, AgentServicer(self.services))
         self.port = await self.edge.bind(cfg.listen, self.tls)

@@ -24,12 +24,15 @@ from broker.policy.watcher import PolicyLoad
 from broker.serde import state_to_proto
 from broker.store import (
     ACCESS,
+    DRAIN,
+    DRAINED,
     EVENT,
     MAX_TOKEN_SETS,
     REFUSAL,
     REFUSED,
     AuditCursor,
     AuditFilter,
+    DrainChange,
     JobNotFoundError,
     JobStore,
     PolicyVersion,
@@ -130,6 +133,15 @@ def refusal_to_proto(r: RefusedSubmission) -> pb.AuditEvent:
     )
 
 
+def drain_change_to_proto(c: DrainChange) -> pb.AuditEvent:
+    """A site drained (or its reason changed) or undrained by an operator: no job, no tenant."""
+    why = f": {c.reason}" if c.reason else ""
+    message = f"site {c.site} drained{why}"
+    if c.action != DRAINED:
+        message = f"site {c.site} undrained (was drained{why})"
+    return pb.AuditEvent(time=_ts(c.time), kind=c.action, actor=c.by, site=c.site, message=message)
+
+
 class AuditTrail:
     """The three operator RPCs over one store; `active` and `refused` read the live watcher."""
 
@@ -184,6 +196,7 @@ class AuditTrail:
         ]
         timed += [((r.time, REFUSAL, "", r.id), refusal_to_proto(r)) for r in self.store.refusals(where)]
         timed += self._access(where)
+        timed += [((c.time, DRAIN, "", c.id), drain_change_to_proto(c)) for c in self.store.drain_log(where)]
         # Each list is its newest, oldest first: merged in the audit's order, the newest `limit`.
         timed.sort(key=lambda pair: pair[0])
         if job_id and not timed and after is None:  # a typo would read as a job with no history

@@ -234,3 +234,19 @@ class BrokerClient:
             return self.stub.ListAuditEvents(request, metadata=self.metadata, timeout=self.timeout)
         except grpc.RpcError as err:
             raise describe_rpc_error(err) from err
+
+    def drain(self, site: str, reason: str) -> pb.DrainSiteResponse:
+        try:
+            return self.stub.DrainSite(
+                pb.DrainSiteRequest(site=site, reason=reason), metadata=self.metadata, timeout=self.timeout
+            )
+        except grpc.RpcError as err:
+            raise describe_rpc_error(err) from err
+
+    def undrain(self, site: str) -> pb.UndrainSiteResponse:
+        try:
+            return self.stub.UndrainSite(
+                pb.UndrainSiteRequest(site=site), metadata=self.metadata, timeout=self.timeout
+            )
+        except grpc.RpcError as err:
+            raise describe_rpc_error(err) from err

@@ -170,6 +170,8 @@ class LiveView:
     """Each tenant's fair-share standing and quota use (`broker.fairshare.standing`)."""
     certificate_expiry: Callable[[], float | None] = lambda: None
     """When the server certificate in use expires (Unix seconds; None: no TLS)."""
+    drained: Callable[[], Mapping[str, bool]] = dict
+    """Each site of the policy -> whether an operator drained it (`szb drain`)."""
 
 
 BREAKER_STATES = ("closed", "open", "half_open")
@@ -242,6 +244,15 @@ class LiveCollector(Collector):
         for site, reason in sorted(v.unhealthy().items()):
             unhealthy.add_metric([site, trouble_kind(reason)], 1.0)
         yield unhealthy
+        drained = GaugeMetricFamily(
+            "szb_site_drained",
+            "1 for each site an operator drained (no new placements; szb status says who and why), "
+            "0 for the policy's other sites.",
+            labels=["site"],
+        )
+        for site, out in sorted(v.drained().items()):
+            drained.add_metric([site], 1.0 if out else 0.0)
+        yield drained
         yield from self._money(read)
         yield from self._routes(read)
         info = GaugeMetricFamily("szb_policy_info", "The policy in force (its hash).", labels=["hash"])

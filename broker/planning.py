@@ -145,7 +145,6 @@ class Planner:
 
     def unhealthy_now(self) -> dict[SiteId, str]:
         return self.health.unhealthy_now()
-
     def failover(self) -> FailoverPlan:
         return failover_plan(self.policy)
 
@@ -203,6 +202,7 @@ class Planner:
             routes=route_states([*live, *self.recent], now, self.policy, self.launches.learned()),
             blocked=self.health.blocked(), block_reasons=self.health.blocklist.reasons(),
             unhealthy=self.health.unhealthy_now(), no_images=self.offers.no_images(),
+            drained=self.health.drained(),
         )
         snap.started = started_attempts(reading, live)
         snap.ended = ended_attempts(reading, live)

@@ -31,7 +31,7 @@ from broker.placement.blocklist import BLOCKED
 from broker.placement.bursting import BURST_OFF
 from broker.placement.gang import GANG
 from broker.placement.hardware import FIT
-from broker.placement.health import UNHEALTHY, UNKNOWN_SITE
+from broker.placement.health import DRAINED, UNHEALTHY, UNKNOWN_SITE
 from broker.placement.images import IMAGES
 from broker.placement.names import unknown_names
 from broker.placement.price_cap import CAP, FX
@@ -44,7 +44,7 @@ from broker.yamlfile import PolicyError, Problem, parse_yaml, position, read_tex
 
 BUILT_IN_RULES = frozenset(
     {BLOCKED, BURST_OFF, GANG, FIT, UNHEALTHY, UNKNOWN_SITE, IMAGES, CAP, FX, SPOT, ALLOWED_SITES}
-    | {UNKNOWN_TENANT, DEFAULT_DENY[0]}
+    | {UNKNOWN_TENANT, DEFAULT_DENY[0], DRAINED}
 )
 """The rules placement itself gives as reasons (besides the policy's own and its residency and export)."""
 

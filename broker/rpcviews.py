@@ -35,6 +35,13 @@ from broker.store import JobNotFoundError, JobStore
 from broker.tls import ServerTls
 from broker.validation import BadRequestError, FieldViolation, did_you_mean
 
+
+def drained_sites(planner: Planner) -> dict[str, bool]:
+    """Each site of the policy in force -> whether it is drained (the gauge shows every site)."""
+    drained = planner.health.drained()
+    return {str(s.id): s.id in drained for s in planner.policy.sites}
+
+
 if TYPE_CHECKING:
     from broker.service import BrokerServices
 
@@ -84,6 +91,7 @@ class RpcViews:
             launch_p95=planner.launches.learned,
             fair_share=lambda: planner.fair.shown(planner.policy, self.clock.now()),
             certificate_expiry=lambda: self.tls.expires.timestamp() if self.tls is not None else None,
+            drained=lambda: drained_sites(planner),
         )
 
     def describe(self, jobs: Sequence[Job]) -> list[JobDetails]:
@@ -128,7 +136,7 @@ class RpcViews:
             raise BadRequestError([FieldViolation(f"accelerators[{asked[i][0]}]", why) for i, why in unknown])
         ctx = PlacementContext(
             now=snap.now, blocked=snap.blocked, block_reasons=snap.block_reasons,
-            unhealthy_sites=snap.unhealthy,
+            unhealthy_sites=snap.unhealthy, drained_sites=snap.drained,
         )
         unread = unread_offers(policy, snap.offers, snap.unhealthy, snap.capacity_total)
         verdicts = offer_verdicts(

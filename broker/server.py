@@ -19,6 +19,8 @@ from broker.api import (
 from broker.audit import AuditTrail, BadHashError
 from broker.audit_page import BadPageTokenError
 from broker.auth import AuthError, Principal, TokenAuthority
+from broker.drain_rpcs import DrainRpcs, drains_proto
+from broker.drains import SiteDrains
 from broker.model import Job, JobSpec, JobState, TenantId
 from broker.page_tokens import bind, filters_print, job_list_print, unbind
 from broker.peer_uid import UNKNOWN_UID, local_peer_uid
@@ -59,7 +61,7 @@ OffersFn = Callable[
 ]
 
 
-class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
+class BrokerServicer(DrainRpcs, broker_service_pb2_grpc.BrokerServiceServicer):
     def __init__(
         self,
         services: BrokerServices,
@@ -71,8 +73,9 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
         audit: AuditTrail | None = None,
         vet: VetFn | None = None,
         offers: OffersFn | None = None,
+        drains: SiteDrains | None = None,
     ) -> None:
-        self.vet = vet
+        self.vet, self.drains = vet, drains
         self.offers = offers
         self.services = services
         self.auth = auth
@@ -288,7 +291,9 @@ class BrokerServicer(broker_service_pb2_grpc.BrokerServiceServicer):
             if self._status is None:
                 counts = self.services.status(None if caller.is_operator else caller.tenant)["jobs_by_state"]
                 return broker_service_pb2.GetStatusResponse(jobs_by_state=counts)
-            return await self._status(caller)
+            status = await self._status(caller)
+            status.drains.extend(drains_proto(self.drains))  # (a tenant's job may wait on one)
+            return status
         except Exception as exc:
             await abort_with(context, exc)
 

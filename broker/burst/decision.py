@@ -146,6 +146,7 @@ def decide(
         blocked=inputs.blocked,
         block_reasons=inputs.block_reasons,
         unhealthy_sites=inputs.unhealthy,
+        drained_sites=inputs.drained,
         no_images=inputs.no_images,
         voucher_balances=inputs.money.voucher_balances or None,
     )
@@ -247,7 +248,7 @@ def _nothing_allowed(v: _View) -> Decision:
         return v.done(
             Action.WAIT,
             None,
-            "every allowed offer is blocked or unhealthy for now",
+            "every allowed offer is blocked, drained or unhealthy for now",
             *(f"{r.rule}: {r.message}" for r in summary[:5]),
         )
     reasons = [f"{r.rule}: {r.message}" for r in summary[:10]] or ["no offers at all"]

@@ -11,11 +11,12 @@ from broker.burst.money import TenantMoney
 from broker.burst.routes import RouteState
 from broker.model import JobSpec, Offer, SiteId
 from broker.placement.blocklist import BLOCKED
-from broker.placement.health import UNHEALTHY
+from broker.placement.health import DRAINED, UNHEALTHY
 from broker.policy import Policy
 
-TRANSIENT_RULES = frozenset({BLOCKED, UNHEALTHY})
-"""Rejections that may lift by themselves: a job rejected only by these waits, never fails."""
+TRANSIENT_RULES = frozenset({BLOCKED, UNHEALTHY, DRAINED})
+"""Rejections that may lift by themselves (or when an operator undrains a site): a job rejected
+only by these waits, never fails."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class BurstInputs:
     blocked: frozenset[str] = frozenset()
     block_reasons: Mapping[str, str] = field(default_factory=dict)
     unhealthy: Mapping[SiteId, str] = field(default_factory=dict)
+    drained: Mapping[SiteId, str] = field(default_factory=dict)
+    """Sites an operator drained, with who and why (`PlacementContext.drained_sites`)."""
     no_images: Mapping[SiteId, str] = field(default_factory=dict)
     """Sites that cannot run a container image, with why (`PlacementContext.no_images`)."""
     burst_pending_since: datetime | None = None

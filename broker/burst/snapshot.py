@@ -33,6 +33,8 @@ class PassSnapshot:
     block_reasons: Mapping[str, str] = field(default_factory=dict)
     """Why each blocked key is blocked (`PlacementContext.block_reasons`)."""
     unhealthy: Mapping[SiteId, str] = field(default_factory=dict)
+    drained: Mapping[SiteId, str] = field(default_factory=dict)
+    """Sites an operator drained, with who and why: no new placements there."""
     no_images: Mapping[SiteId, str] = field(default_factory=dict)
     """Sites whose backend cannot run a container image, with why."""
     capacity: Mapping[str, tuple[int, float]] = field(default_factory=dict)

@@ -46,6 +46,7 @@ def build_inputs(
         blocked=snap.blocked,
         block_reasons=snap.block_reasons,
         unhealthy=snap.unhealthy if unhealthy is None else unhealthy,
+        drained=snap.drained,
         no_images=snap.no_images,
         burst_pending_since=pending_since,
         queueing_sites=queueing_sites,

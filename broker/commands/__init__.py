@@ -14,7 +14,7 @@ Register = Callable[[Any], None]
 
 GROUPS = (
     "jobs", "operator", "policy", "hardware", "explain", "simulate", "tls", "audit", "health", "view",
-    "backup",
+    "backup", "drain",
 )
 """The command modules, in `szb --help` order."""
 
@@ -26,6 +26,7 @@ COMMAND_MODULE = {
         for name in ("policy", "hardware", "explain", "simulate", "tls", "audit", "health", "backup")
     },
     **dict.fromkeys(("logs", "offers"), "view"),
+    **dict.fromkeys(("drain", "undrain"), "drain"),
 }
 """Each top-level command's module (tests/test_cli_groups.py checks it against every module's
 own registrations); a command not listed here registers every group, so nothing breaks."""

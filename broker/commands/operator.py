@@ -230,6 +230,11 @@ def _print_tenants(resp: pb.GetStatusResponse, console: Console) -> None:
         console.print(f"  {escape(t.tenant)}: {money}, vouchers {t.vouchers_left:,.2f} {resp.currency}")
     for site, why in sorted(resp.unhealthy_sites.items()):
         console.print(f"[red]unhealthy[/] {escape(site)}: {escape(why)}", soft_wrap=True)
+    for d in resp.drains:  # (an operator's hand: `szb undrain SITE` puts it back)
+        since = d.since.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M UTC")
+        why = escape(d.reason or "no reason given")
+        who = f"{escape(d.site)} by {escape(d.by)}"
+        console.print(f"[yellow]drained[/] {who} since {since}: {why}", soft_wrap=True)
     for target, why in sorted(json.loads(resp.status_json or "{}").get("blocked", {}).items()):
         console.print(f"[yellow]blocked[/] {escape(target)}: {escape(why)}", soft_wrap=True)
     if resp.HasField("quota"):

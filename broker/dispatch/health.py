@@ -66,6 +66,9 @@ class SiteHealth:
         self.cannot_stop: dict[SiteId, str] = {}
         """Sites that refused (by permission or configuration) to terminate an instance of the
         broker's: each instance started there would be left running too."""
+        self.drained: Callable[[], dict[SiteId, str]] = dict
+        """Sites an operator drained, with who and why (`broker.drains`: read from the store, which
+        every process of a split deployment shares; none without one, as in the simulator)."""
         self.adopted: SiteReport | None = None
         """The active scheduler's view, on an `api` replica (which never calls a backend itself)."""
         self._clock = clock

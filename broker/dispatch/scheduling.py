@@ -327,7 +327,8 @@ class Scheduling(Launching):
         loop_now = asyncio.get_running_loop().time()
         now = self.clock.now()
         if self._snap is not None and loop_now - self._snap_at < self.settings.poll_interval_s:
-            return dataclasses.replace(self._snap, now=now)
+            # (the drains as of now: an undrain is placeable at once, not after the pass)
+            return dataclasses.replace(self._snap, now=now, drained=self.planner.health.drained())
         live = self.store.live_attempts()
         return await self.planner.read_snapshot(now, live, wait_s=ANSWER_WAIT_S)
 

@@ -156,6 +156,7 @@ class StoreOnlyDispatch(AttemptTracking):
                 self._snap = (now, snap)
         snap = self._snap[1]
         snap.now = self.clock.now()
+        snap.drained = self.planner.health.drained()  # (an undrain is placeable at once)
         return snap
 
     def _follow(

@@ -54,8 +54,10 @@ def place(
     prepared = snapshot(offers, policy)
     prepared.decided += 1
     env = Env(spec, tenant, policy, ctx)
-    if ctx.unhealthy_sites:  # the rejections are built lazily: keep what this call saw
-        env.ctx = replace(ctx, unhealthy_sites=dict(ctx.unhealthy_sites))
+    if ctx.unhealthy_sites or ctx.drained_sites:  # the rejections are built lazily: keep what this call saw
+        env.ctx = replace(
+            ctx, unhealthy_sites=dict(ctx.unhealthy_sites), drained_sites=dict(ctx.drained_sites)
+        )
     key = _shape_key(env)
     shape = prepared.shapes.get(key)
     if shape is None:
@@ -144,6 +146,7 @@ def _shape_key(env: Env) -> tuple[Any, ...]:
         ctx.blocked,
         frozenset(ctx.block_reasons.items()) if ctx.block_reasons else None,
         frozenset(sick.items()) if sick else None,
+        frozenset(ctx.drained_sites.items()) if ctx.drained_sites else None,
         frozenset(ctx.no_images.items()) if env.spec.image and ctx.no_images else None,
     )
 

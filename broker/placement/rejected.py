@@ -13,13 +13,14 @@ from __future__ import annotations
 from broker.model import Offer
 from broker.placement._env import Env, Group
 from broker.placement.blocklist import BLOCKED
-from broker.placement.health import UNHEALTHY
+from broker.placement.health import DRAINED, UNHEALTHY
 from broker.placement.pipeline import GROUP_FILTERS, OFFER_FILTERS
 from broker.placement.types import Reason
 
-TRANSIENT_RULES = frozenset({UNHEALTHY, BLOCKED})
-"""Rules about the state of a site (health, its breaker) or of a region, zone or pool (the
-failover blocklist): they pass once it heals, unlike every other rule about the job and offer."""
+TRANSIENT_RULES = frozenset({UNHEALTHY, BLOCKED, DRAINED})
+"""Rules about the state of a site (health, its breaker, an operator's drain) or of a region,
+zone or pool (the failover blocklist): they pass once it heals or is back in service, unlike
+every other rule about the job and offer."""
 
 Rejected = list[tuple[Offer, tuple[Reason, ...]]]
 

@@ -48,6 +48,9 @@ class PlacementContext:
     """Site id -> why it is unhealthy (circuit breaker open)."""
     no_images: Mapping[SiteId, str] = field(default_factory=dict)
     """Site id -> why it cannot run a job's container image (its adapter's reason)."""
+    drained_sites: Mapping[SiteId, str] = field(default_factory=dict)
+    """Site id -> who drained it and why (`drained by alice: rack maintenance`): an operator took
+    it out of service, so it gets no new placements."""
     voucher_balances: Mapping[str, float] | None = None
     """Remaining balance per voucher id; None = the balances written in the policy."""
     quotas: tuple[QuotaScope, ...] = field(init=False, repr=False, compare=False)

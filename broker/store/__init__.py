@@ -14,6 +14,7 @@ from broker.store._audit import (
     RefusedSubmission,
     TokenSet,
 )
+from broker.store._drains import DRAIN, DRAINED, UNDRAINED, DrainChange, SiteDrain
 from broker.store._queue_keys import UNGROUPED
 from broker.store.base import (
     FairUsage,
@@ -38,15 +39,19 @@ from broker.store.sqlite import SqliteStore
 __all__ = [
     "ACCESS",
     "AUDIT_KINDS",
+    "DRAIN",
+    "DRAINED",
     "EVENT",
     "KEEP_REFUSALS",
     "LOCK_WAIT_S",
     "MAX_TOKEN_SETS",
     "REFUSAL",
     "REFUSED",
+    "UNDRAINED",
     "UNGROUPED",
     "AuditCursor",
     "AuditFilter",
+    "DrainChange",
     "FairUsage",
     "FencedOut",
     "JobMove",
@@ -60,6 +65,7 @@ __all__ = [
     "ReclaimBooking",
     "ReclaimState",
     "RefusedSubmission",
+    "SiteDrain",
     "SpendEntry",
     "SplitCost",
     "SqliteStore",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from datetime import datetime
 
 from broker.model import JobEvent, TenantId
 from broker.store._audit import KEEP_REFUSALS, AuditFilter, PolicyVersion, RefusedSubmission, TokenSet
+from broker.store._drains import DrainChange, SiteDrain
 
 
 class AuditStore(abc.ABC):
@@ -55,3 +57,22 @@ class AuditStore(abc.ABC):
     @abc.abstractmethod
     def active_counts(self) -> dict[tuple[str, str, str], int]:
         """(state, site or '', tenant) -> how many unfinished jobs (for the queue-depth metric)."""
+
+    @abc.abstractmethod
+    def drain_site(self, drain: SiteDrain) -> SiteDrain | None:
+        """Put `drain` in force (replacing the site's drain, if any) and log it, in one
+        transaction; the drain it replaced, or None."""
+
+    @abc.abstractmethod
+    def undrain_site(self, site: str, by: str, time: datetime) -> SiteDrain | None:
+        """Lift the site's drain and log who did (nothing when it is not drained); the drain
+        lifted, or None."""
+
+    @abc.abstractmethod
+    def site_drains(self) -> list[SiteDrain]:
+        """The drains in force, by site."""
+
+    @abc.abstractmethod
+    def drain_log(self, where: AuditFilter) -> list[DrainChange]:
+        """Drains and undrains matching `where`'s time window, oldest first (the newest
+        `where.limit`); none when it names a job or a tenant."""

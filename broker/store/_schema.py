@@ -80,6 +80,15 @@ CREATE TABLE IF NOT EXISTS token_sets (
   id {serial}, time {time} NOT NULL, source TEXT NOT NULL, digest TEXT NOT NULL, entries TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS token_sets_time ON token_sets(time);
+-- Sites an operator drained (no new placements), and every drain and undrain for the audit trail.
+CREATE TABLE IF NOT EXISTS site_drains (
+  site {key} PRIMARY KEY, by_name TEXT NOT NULL, reason TEXT NOT NULL, since {time} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS site_drain_log (
+  id {serial}, time {time} NOT NULL, site TEXT NOT NULL, action TEXT NOT NULL, by_name TEXT NOT NULL,
+  reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS site_drain_log_time ON site_drain_log(time);
 CREATE TABLE IF NOT EXISTS fair_usage (
   tenant {key} PRIMARY KEY, half_life_s {real} NOT NULL, at_s {real} NOT NULL,
   accelerators {real} NOT NULL, cpus {real} NOT NULL, memory_gb {real} NOT NULL

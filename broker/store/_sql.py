@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 from secrets import token_hex
 
 from broker.model import JobEvent, TenantId
-from broker.store import _audit
+from broker.store import _audit, _drains
 from broker.store._audit import KEEP_REFUSALS, AuditFilter, PolicyVersion, RefusedSubmission, TokenSet
+from broker.store._drains import DRAINED, UNDRAINED, DrainChange, SiteDrain
 from broker.store._sql_attempts import SqlAttempts
 from broker.store._sql_runs import SqlRuns
 from broker.store.base import FairUsage, LeaseBlocked, LeaseRow, ReclaimBooking, ReclaimState, StoreError
@@ -75,6 +76,31 @@ class SqlStore(SqlAttempts, SqlRuns):
 
     def active_counts(self) -> dict[tuple[str, str, str], int]:
         return {(r[0], r[1], r[2]): r[3] for r in self._all(_audit.ACTIVE_COUNTS)}
+
+    # Drained sites ----------------------------------------------------------------------
+
+    def drain_site(self, drain: SiteDrain) -> SiteDrain | None:
+        ts = self._dialect.ts
+        with self._tx() as db:
+            row = db.one(_drains.FIND_DRAIN + self._dialect.row_lock, (drain.site,))
+            db.run(_drains.PUT_DRAIN, (drain.site, drain.by, drain.reason, ts(drain.since)))
+            db.run(_drains.LOG_DRAIN, (ts(drain.since), drain.site, DRAINED, drain.by, drain.reason))
+        return None if row is None else _drains.drain_from_row(row, self._dialect.dt)
+
+    def undrain_site(self, site: str, by: str, time: datetime) -> SiteDrain | None:
+        with self._tx() as db:
+            row = db.one(_drains.FIND_DRAIN + self._dialect.row_lock, (site,))
+            if row is not None:
+                db.run(_drains.DROP_DRAIN, (site,))
+                db.run(_drains.LOG_DRAIN, (self._dialect.ts(time), site, UNDRAINED, by, str(row[2])))
+        return None if row is None else _drains.drain_from_row(row, self._dialect.dt)
+
+    def site_drains(self) -> list[SiteDrain]:
+        return [_drains.drain_from_row(r, self._dialect.dt) for r in self._all(_drains.SITE_DRAINS)]
+
+    def drain_log(self, where: AuditFilter) -> list[DrainChange]:
+        sql, params = _drains.log_query(where, self._dialect.ts)
+        return _drains.log_from_rows(self._all(sql, params), self._dialect.dt)
 
     # Fair share ----------------------------------------------------------------------------
 

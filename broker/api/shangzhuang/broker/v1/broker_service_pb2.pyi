@@ -65,6 +65,132 @@ POLICY_LOAD_RESULT_REFUSED: PolicyLoadResult.ValueType  # 2
 Global___PolicyLoadResult: _TypeAlias = PolicyLoadResult  # noqa: Y015
 
 @_typing.final
+class SiteDrain(_message.Message):
+    """A site out of service by an operator's hand."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    site: _builtins.str
+    by: _builtins.str
+    """Who drained it (the token's name, else its tenant)."""
+    reason: _builtins.str
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        site: _builtins.str = ...,
+        by: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by", b"by", "reason", b"reason", "since", b"since", "site", b"site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SiteDrain: _TypeAlias = SiteDrain  # noqa: Y015
+
+@_typing.final
+class DrainSiteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    site: _builtins.str
+    """A site of the policy in force (NOT_FOUND otherwise, naming it)."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        site: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "site", b"site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainSiteRequest: _TypeAlias = DrainSiteRequest  # noqa: Y015
+
+@_typing.final
+class DrainSiteResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRAIN_FIELD_NUMBER: _builtins.int
+    REPLACED_FIELD_NUMBER: _builtins.int
+    ACTIVE_JOBS_FIELD_NUMBER: _builtins.int
+    active_jobs: _builtins.int
+    """Jobs placed there and not yet ended: they keep running (no preemption)."""
+    @_builtins.property
+    def drain(self) -> Global___SiteDrain: ...
+    @_builtins.property
+    def replaced(self) -> Global___SiteDrain:
+        """The drain it replaced (the site was drained already: its reason is updated); unset otherwise."""
+
+    def __init__(
+        self,
+        *,
+        drain: Global___SiteDrain | None = ...,
+        replaced: Global___SiteDrain | None = ...,
+        active_jobs: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["drain", b"drain", "replaced", b"replaced"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs", b"active_jobs", "drain", b"drain", "replaced", b"replaced"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainSiteResponse: _TypeAlias = DrainSiteResponse  # noqa: Y015
+
+@_typing.final
+class UndrainSiteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SITE_FIELD_NUMBER: _builtins.int
+    site: _builtins.str
+    def __init__(
+        self,
+        *,
+        site: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["site", b"site"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UndrainSiteRequest: _TypeAlias = UndrainSiteRequest  # noqa: Y015
+
+@_typing.final
+class UndrainSiteResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIFTED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lifted(self) -> Global___SiteDrain:
+        """The drain lifted; unset when the site was not drained (nothing changed)."""
+
+    def __init__(
+        self,
+        *,
+        lifted: Global___SiteDrain | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lifted", b"lifted"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lifted", b"lifted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UndrainSiteResponse: _TypeAlias = UndrainSiteResponse  # noqa: Y015
+
+@_typing.final
 class SubmitJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -842,6 +968,7 @@ class GetStatusResponse(_message.Message):
     BURST_CAP_FIELD_NUMBER: _builtins.int
     SCHEDULER_FIELD_NUMBER: _builtins.int
     FAIR_SHARE_FIELD_NUMBER: _builtins.int
+    DRAINS_FIELD_NUMBER: _builtins.int
     burst_decisions_last_hour: _builtins.int
     policy_hash: _builtins.str
     status_json: _builtins.str
@@ -900,6 +1027,12 @@ class GetStatusResponse(_message.Message):
     def fair_share(self) -> _containers.RepeatedCompositeFieldContainer[Global___TenantShareStatus]:
         """Fair share on-prem: every tenant for an operator, the caller's own tenant otherwise."""
 
+    @_builtins.property
+    def drains(self) -> _containers.RepeatedCompositeFieldContainer[Global___SiteDrain]:
+        """Sites an operator drained (no new placements), for every caller: a tenant may see why its
+        jobs wait or go elsewhere.
+        """
+
     def __init__(
         self,
         *,
@@ -920,10 +1053,11 @@ class GetStatusResponse(_message.Message):
         burst_cap: Global___BurstCap | None = ...,
         scheduler: Global___SchedulerLease | None = ...,
         fair_share: _abc.Iterable[Global___TenantShareStatus] | None = ...,
+        drains: _abc.Iterable[Global___SiteDrain] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["burst_cap", b"burst_cap", "quota", b"quota", "refused_policy", b"refused_policy", "scheduler", b"scheduler"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_cap", b"burst_cap", "burst_decisions_last_hour", b"burst_decisions_last_hour", "currency", b"currency", "exposed_secret_files", b"exposed_secret_files", "fair_share", b"fair_share", "jobs_by_state", b"jobs_by_state", "operator_view", b"operator_view", "partitions", b"partitions", "policy_hash", b"policy_hash", "quota", b"quota", "refused_policy", b"refused_policy", "refused_tokens_file", b"refused_tokens_file", "scheduler", b"scheduler", "status_json", b"status_json", "tenants", b"tenants", "unhealthy_sites", b"unhealthy_sites"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_jobs_by_site", b"active_jobs_by_site", "burst_cap", b"burst_cap", "burst_decisions_last_hour", b"burst_decisions_last_hour", "currency", b"currency", "drains", b"drains", "exposed_secret_files", b"exposed_secret_files", "fair_share", b"fair_share", "jobs_by_state", b"jobs_by_state", "operator_view", b"operator_view", "partitions", b"partitions", "policy_hash", b"policy_hash", "quota", b"quota", "refused_policy", b"refused_policy", "refused_tokens_file", b"refused_tokens_file", "scheduler", b"scheduler", "status_json", b"status_json", "tenants", b"tenants", "unhealthy_sites", b"unhealthy_sites"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

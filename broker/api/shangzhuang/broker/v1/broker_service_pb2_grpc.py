@@ -105,6 +105,16 @@ class BrokerServiceStub:
                 request_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.DrainSite = channel.unary_unary(
+                '/shangzhuang.broker.v1.BrokerService/DrainSite',
+                request_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.DrainSiteRequest.SerializeToString,
+                response_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.DrainSiteResponse.FromString,
+                _registered_method=True)
+        self.UndrainSite = channel.unary_unary(
+                '/shangzhuang.broker.v1.BrokerService/UndrainSite',
+                request_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.UndrainSiteRequest.SerializeToString,
+                response_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.UndrainSiteResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServiceServicer:
@@ -208,6 +218,21 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainSite(self, request, context):
+        """Operators only: take a site out of service (maintenance). It gets no new placements; its
+        running jobs run to their end. Stored (every process of the store sees it) and audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndrainSite(self, request, context):
+        """Operators only: put a drained site back in service; it is placeable again at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -280,6 +305,16 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'DrainSite': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainSite,
+                    request_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.DrainSiteRequest.FromString,
+                    response_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.DrainSiteResponse.SerializeToString,
+            ),
+            'UndrainSite': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndrainSite,
+                    request_deserializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.UndrainSiteRequest.FromString,
+                    response_serializer=shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.UndrainSiteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -661,6 +696,60 @@ class BrokerService:
             '/shangzhuang.broker.v1.BrokerService/ListAuditEvents',
             shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListAuditEventsRequest.SerializeToString,
             shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainSite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shangzhuang.broker.v1.BrokerService/DrainSite',
+            shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.DrainSiteRequest.SerializeToString,
+            shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.DrainSiteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndrainSite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shangzhuang.broker.v1.BrokerService/UndrainSite',
+            shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.UndrainSiteRequest.SerializeToString,
+            shangzhuang_dot_broker_dot_v1_dot_broker__service__pb2.UndrainSiteResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,12 @@ class BrokerServiceStub:
     """Operators only: who submitted and cancelled what, and what the broker decided, at which
     price and under which policy.
     """
+    DrainSite: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.DrainSiteRequest, _broker_service_pb2.DrainSiteResponse]
+    """Operators only: take a site out of service (maintenance). It gets no new placements; its
+    running jobs run to their end. Stored (every process of the store sees it) and audited.
+    """
+    UndrainSite: _grpc.UnaryUnaryMultiCallable[_broker_service_pb2.UndrainSiteRequest, _broker_service_pb2.UndrainSiteResponse]
+    """Operators only: put a drained site back in service; it is placeable again at once."""
 
 @_typing.type_check_only
 class BrokerServiceAsyncStub(BrokerServiceStub):
@@ -97,6 +103,12 @@ class BrokerServiceAsyncStub(BrokerServiceStub):
     """Operators only: who submitted and cancelled what, and what the broker decided, at which
     price and under which policy.
     """
+    DrainSite: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.DrainSiteRequest, _broker_service_pb2.DrainSiteResponse]  # type: ignore[assignment]
+    """Operators only: take a site out of service (maintenance). It gets no new placements; its
+    running jobs run to their end. Stored (every process of the store sees it) and audited.
+    """
+    UndrainSite: _aio.UnaryUnaryMultiCallable[_broker_service_pb2.UndrainSiteRequest, _broker_service_pb2.UndrainSiteResponse]  # type: ignore[assignment]
+    """Operators only: put a drained site back in service; it is placeable again at once."""
 
 class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
     """The broker's front door. Every call carries `authorization: Bearer <token>` metadata."""
@@ -213,5 +225,23 @@ class BrokerServiceServicer(metaclass=_abc_1.ABCMeta):
         """Operators only: who submitted and cancelled what, and what the broker decided, at which
         price and under which policy.
         """
+
+    @_abc_1.abstractmethod
+    def DrainSite(
+        self,
+        request: _broker_service_pb2.DrainSiteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_service_pb2.DrainSiteResponse, _abc.Awaitable[_broker_service_pb2.DrainSiteResponse]]:
+        """Operators only: take a site out of service (maintenance). It gets no new placements; its
+        running jobs run to their end. Stored (every process of the store sees it) and audited.
+        """
+
+    @_abc_1.abstractmethod
+    def UndrainSite(
+        self,
+        request: _broker_service_pb2.UndrainSiteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_service_pb2.UndrainSiteResponse, _abc.Awaitable[_broker_service_pb2.UndrainSiteResponse]]:
+        """Operators only: put a drained site back in service; it is placeable again at once."""
 
 def add_BrokerServiceServicer_to_server(servicer: BrokerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
