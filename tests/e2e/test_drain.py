@@ -112,7 +112,8 @@ def test_drain_keeps_new_work_off_a_site_and_undrain_places_at_once(tmp_path: Pa
             assert again.returncode == 0 and "was not drained" in again.stdout, again.stdout
 
             trail = stub.ListAuditEvents(pb.ListAuditEventsRequest(), metadata=OP).events
-            drains = [(e.kind, e.actor, e.site, e.message) for e in trail if e.kind in ("drained", "undrained")]
+            kinds = ("drained", "undrained")
+            drains = [(e.kind, e.actor, e.site, e.message) for e in trail if e.kind in kinds]
             assert drains == [
                 ("drained", "alice", "local", "site local drained: rack 4 maintenance"),
                 ("undrained", "alice", "local", "site local undrained (was drained: rack 4 maintenance)"),
