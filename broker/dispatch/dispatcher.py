@@ -103,6 +103,8 @@ class Dispatcher(Scheduling):
         self._unreachable: dict[SiteId, tuple[float, float]] = {}
         self._listing_errors: dict[SiteId, str] = {}  # as last logged, so each outage is logged once
         """Sites the last reconcile could not reach: (loop time of the next try, backoff)."""
+        self._drained: dict[SiteId, str] | None = None
+        """The drained sites the last loop saw (`_drains_changed`)."""
         self._pass_failed = False
         """The last pass raised (the store went away mid-launch, say): placed jobs may be stranded."""
 
@@ -131,6 +133,15 @@ class Dispatcher(Scheduling):
         """A new policy: every queued job is decided again, from the head to the tail."""
         self._full = True
         self.capacity_changed()
+
+    def _drains_changed(self) -> None:
+        """A drain put in force or lifted, by this process or any other of the store (an API
+        replica): every queued job is decided again, as after a reload, so an undrained site
+        is placed on at once and a drained one's waiters look elsewhere."""
+        drained = self.planner.health.drained()
+        if self._drained is not None and drained != self._drained:
+            self.policy_changed()
+        self._drained = drained
 
     def catch_up(self, reconnected: bool = True) -> None:
         """Wake-ups may have been lost (the scheduler's LISTEN session (re)connected): a pass over
@@ -353,6 +364,7 @@ class Dispatcher(Scheduling):
             try:
                 if self._pass_failed:
                     self._requeue_stranded()
+                self._drains_changed()
                 # New work first; backends are polled on their own interval, not on every
                 # submission that wakes the loop.
                 await self._schedule()

@@ -265,3 +265,26 @@ def test_a_gangs_price_cap_is_for_the_whole_gang(policy: Policy, offers: list[Of
     single = place(job(resources=accel(8, "A800", "H800"), max_price_per_hour=300), TenantId("pku-nlp"),
                    offers, policy, PlacementContext())
     assert any(s.allowed and s.offer.price_per_hour > 75 for s in single.offers)  # one node: per node
+
+
+def test_a_drained_site_places_nothing_and_says_who_drained_it(policy: Policy, offers: list[Offer]) -> None:
+    """The drained set is an input like site health: the job goes to the next site, and every
+    offer of the drained one names the operator and the reason (a transient rule: the job waits
+    when nothing else fits, it never fails for it)."""
+    spec = job(resources=accel(8, "A800", "H800"))
+    free = place(spec, TenantId("pku-nlp"), offers, policy, PlacementContext())
+    assert free.chosen is not None and free.chosen.offer.site == "shangzhuang-onprem"
+    why = "drained by alice: rack 4 maintenance"
+    ctx = PlacementContext(drained_sites={SiteId("shangzhuang-onprem"): why})
+    ex = place(spec, TenantId("pku-nlp"), offers, policy, ctx)
+    assert ex.chosen is not None and ex.chosen.offer.site == "aliyun-cn-wulanchabu"
+    onprem = [s for s in ex.offers if s.offer.site == "shangzhuang-onprem"]
+    assert onprem and all(not s.allowed for s in onprem)
+    # (an offer the job does not fit says so first: the drain is charged to the ones it fits)
+    assert {r.rule for s in onprem for r in s.reasons} == {"operator.drain", "hardware.fit"}
+    fits = [s for s in onprem if all(r.rule == "operator.drain" for r in s.reasons)]
+    assert fits and {r.message for s in fits for r in s.reasons} == {
+        "site shangzhuang-onprem drained by alice: rack 4 maintenance"
+    }
+    again = place(spec, TenantId("pku-nlp"), offers, policy, PlacementContext())  # (not memoized drained)
+    assert again.chosen is not None and again.chosen.offer.site == "shangzhuang-onprem"
