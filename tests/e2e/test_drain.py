@@ -84,6 +84,7 @@ def test_drain_keeps_new_work_off_a_site_and_undrain_places_at_once(tmp_path: Pa
             reasons = [r.message for o in explained.offers for r in o.reasons]
             assert why in reasons, reasons
             assert not explained.HasField("chosen") or not explained.chosen.site
+            assert why in state(stub, waiting.id).message  # (szb get and szb list say it too)
             # The job already there runs on: a drain is no preemption.
             assert state(stub, running.id).state == job_pb2.JOB_STATE_RUNNING
 
