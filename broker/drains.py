@@ -27,7 +27,7 @@ MAX_REASON = 500
 
 def drain_words(drain: SiteDrain) -> str:
     """How placement and explain say it: `drained by alice: rack 4 maintenance`."""
-    return f"drained by {drain.by}: {drain.reason}" if drain.reason else f"drained by {drain.by}"
+    return f"drained by {drain.by}: {drain.reason}"
 
 
 @dataclass(frozen=True)
@@ -77,15 +77,17 @@ class SiteDrains:
         """Drain `site` of the policy in force (NOT_FOUND naming it otherwise), or give a drained
         site a new reason."""
         site = site.strip()
+        self._known(site)
         reason = " ".join(reason.split())  # (one line: it is shown in tables and job reasons)
+        if not reason:  # (as Slurm asks of a drain: whoever waits on the site is told it)
+            raise BadRequestError([FieldViolation("reason", "say why the site is drained (and until when)")])
         if len(reason) > MAX_REASON:
             raise BadRequestError([FieldViolation("reason", f"at most {MAX_REASON} characters")])
-        self._known(site)
         drain = SiteDrain(site=site, by=caller.who, reason=reason, since=self.clock.now())
         replaced = self.store.drain_site(drain)
         active = sum(n for (_, at, _), n in self.store.active_counts().items() if at == site)
         log.warning("site %s drained by %s: %s (%d jobs there run to their end)",
-                    site, caller.who, reason or "no reason given", active)
+                    site, caller.who, reason, active)
         return Drained(drain, replaced, active)
 
     def undrain(self, caller: Principal, site: str) -> SiteDrain | None:

@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
         "without SITE, list the drained sites",
     )
     p.add_argument("site", nargs="?", help="a site of the policy (szb status lists them)")
-    p.add_argument("--reason", default="", help="why, shown to whoever waits on the site")
+    p.add_argument("--reason", default="", help="why (required with SITE): whoever waits on the site is told")
     add_client_args(p)
     p.set_defaults(handler=cmd_drain)
 
@@ -48,6 +48,8 @@ def cmd_drain(args: argparse.Namespace) -> int:
         try:
             if args.site is None:
                 return _list(client.status().drains, args.output)
+            if not args.reason.strip():  # (before the call: the broker would refuse it too)
+                return fail("--reason TEXT: say why the site is drained (whoever waits on it is told)")
             resp = client.drain(args.site, args.reason)
         except ClientError as exc:
             return fail(str(exc))

@@ -61,6 +61,10 @@ def test_drain_keeps_new_work_off_a_site_and_undrain_places_at_once(tmp_path: Pa
             assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
             assert denied.value.details() == "only operators may drain a site"
 
+            with pytest.raises(grpc.RpcError) as no_reason:
+                stub.DrainSite(pb.DrainSiteRequest(site="local", reason="  "), metadata=OP)
+            assert no_reason.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "reason" in no_reason.value.details()
             unknown = szb(proc, OPERATOR, "drain", "locl", "--reason", "x")
             assert unknown.returncode == 1
             assert "site 'locl' is not in the policy in force (did you mean 'local'?)" in unknown.stderr

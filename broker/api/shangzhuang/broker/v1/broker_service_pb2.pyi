@@ -105,6 +105,7 @@ class DrainSiteRequest(_message.Message):
     site: _builtins.str
     """A site of the policy in force (NOT_FOUND otherwise, naming it)."""
     reason: _builtins.str
+    """Required (INVALID_ARGUMENT without one): placement and explain show it to whoever waits."""
     def __init__(
         self,
         *,
