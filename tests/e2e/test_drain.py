@@ -115,6 +115,8 @@ def test_drain_keeps_new_work_off_a_site_and_undrain_places_at_once(tmp_path: Pa
             assert drained_gauge(proc) == {"local": 0.0}
             again = szb(proc, OPERATOR, "undrain", "local")
             assert again.returncode == 0 and "was not drained" in again.stdout, again.stdout
+            nowhere = szb(proc, OPERATOR, "undrain", "nowhere")
+            assert nowhere.returncode == 1 and "site 'nowhere' is not in the policy" in nowhere.stderr
 
             trail = stub.ListAuditEvents(pb.ListAuditEventsRequest(), metadata=OP).events
             kinds = ("drained", "undrained")
