@@ -12,13 +12,10 @@ from broker.policy.schema import Partition, Site
 
 
 def default_slots(count_per_node: int) -> tuple[int, ...]:
-    """Powers of two up to the node size, plus the node size itself."""
-    slots, n = [], 1
-    while n < count_per_node:
-        slots.append(n)
-        n *= 2
-    slots.append(count_per_node)
-    return tuple(slots)
+    """Every count from one to the node size: Slurm and the local executor give a job exactly the
+    accelerators it asks for, and `price_hour` is per accelerator-hour, so a 3-GPU job is offered
+    (and priced, and counted against the partition) as 3, not as the next power of two."""
+    return tuple(range(1, count_per_node + 1))
 
 
 def partition_offers(site: Site, part: Partition, *, read_at: datetime | None = None) -> list[Offer]:

@@ -61,7 +61,7 @@ class Partition(_Doc):
     cpus_per_node: float = Field(default=0, ge=0)
     memory_gb_per_node: float = Field(default=0, ge=0)
     slot_counts: tuple[int, ...] | None = Field(
-        default=None, description="Accelerator counts offered; default powers of two up to count_per_node."
+        default=None, description="Accelerator counts offered; default every count from 1 to count_per_node."
     )
     expected_wait: Duration | None = Field(default=None, description="Static wait estimate for explain.")
 
