@@ -10,15 +10,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, merge_attrib
 from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
 
 from broker.errors import BrokerError
+from broker.validation import did_you_mean
 
 Loc = Sequence[str | int]
 
@@ -165,20 +166,24 @@ def _holder(node: CommentedMap, key: Any) -> CommentedMap:
     return node
 
 
-def _describe(err: Any) -> str:
+def _describe(err: Any, model: type[BaseModel] | None = None) -> str:
     kind = err["type"]
     loc = err["loc"]
     name = str(loc[-1]) if loc else ""
     if kind == "extra_forbidden":
-        return f"unknown field {name!r}"
+        hint = did_you_mean(name, fields_at(model, loc)) if model is not None and loc else ""
+        return f"unknown field {name!r}{hint}"
     if kind == "missing":
         return f"missing required field {name!r}"
     msg = str(err["msg"]).removeprefix("Value error, ")  # pydantic's wrapper for a validator's ValueError
     return msg[0].lower() + msg[1:] if msg else kind
 
 
-def validation_problems(exc: ValidationError, root: Any, filename: str, prefix: Loc = ()) -> list[Problem]:
-    """Turn a pydantic ValidationError on a YAML document into positioned problems."""
+def validation_problems(
+    exc: ValidationError, root: Any, filename: str, prefix: Loc = (), *, model: type[BaseModel] | None = None
+) -> list[Problem]:
+    """Turn a pydantic ValidationError on a YAML document into positioned problems (with the
+    document's `model`, an unknown field suggests the closest known one)."""
     problems: list[Problem] = []
     errors = exc.errors()
     # Lists with an item in error: (..., list) for each (..., list, index, ...) an error is at.
@@ -190,9 +195,8 @@ def validation_problems(exc: ValidationError, root: Any, filename: str, prefix: 
         full = [*prefix, *loc]
         line, col = position(root, full, key=err["type"] == "extra_forbidden")
         where = ".".join(str(p) for p in full)
-        problems.append(
-            Problem(filename, line, col, f"{where}: {_describe(err)}" if where else _describe(err))
-        )
+        said = _describe(err, model)
+        problems.append(Problem(filename, line, col, f"{where}: {said}" if where else said))
     return problems
 
 
@@ -217,3 +221,26 @@ def value_origin(root: Any, loc: Loc) -> tuple[int, int, str]:
             "DoubleQuotedScalarString": '"',
         }.get(cls, "")
     return line + 1, col + 1, str(style or "")
+
+
+def fields_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """The field names of the model that holds `loc`'s last part, through lists, tuples, mappings
+    and optionals (`sites.0.partitions.1.x` -> Partition's fields; empty when unknown)."""
+    current: Any = model
+    for part in loc[:-1]:
+        fields = getattr(current, "model_fields", None)
+        if isinstance(part, int) or fields is None or part not in fields:
+            continue  # (an item's index, or a mapping's key: its value's model is already current)
+        current = _model_in(fields[part].annotation)
+    return list(getattr(current, "model_fields", {}))
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model an annotation holds (`X`, `tuple[X, ...]`, `dict[str, X]`, `X | None`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

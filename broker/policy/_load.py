@@ -52,7 +52,7 @@ def load_policy_text(text: str, filename: str) -> Policy:
     try:
         document = PolicyDocument.model_validate(doc)
     except ValidationError as exc:
-        raise PolicyError(validation_problems(exc, doc, filename)) from exc
+        raise PolicyError(validation_problems(exc, doc, filename, model=PolicyDocument)) from exc
     base = Path(filename).resolve().parent  # (a symlinked policy's files sit beside its target)
     problems: list[Problem] = []
 
