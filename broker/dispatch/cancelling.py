@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 from adapters.base import Adapter, AdapterError
 from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.ended_first import ended_first
-from broker.model import Attempt, AttemptState, Job, JobState
+from broker.model import BROKER_SIDE, Attempt, AttemptState, Job, JobState
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +84,8 @@ class Cancelling(AttemptTracking):
         if self.cancelled(job, attempt):
             await self.keep_output(job, attempt, adapter)
         self.capacity_changed()  # its units are free now
+
+    def _close_unstarted(self, attempt: Attempt, now: datetime, why: str) -> None:
+        """Close an attempt no backend was ever asked to start; its reservation is released."""
+        self.store.update_attempt(attempt.id, now, state=AttemptState.CANCELLED, error=BROKER_SIDE + why)
+        self.store.settle_spend(attempt.id, spent=0.0, voucher=0.0)

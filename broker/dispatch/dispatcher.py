@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from datetime import datetime
 
 from adapters.base import Adapter, AdapterError
 from broker.agent_secret import SecretEscrow
@@ -31,7 +30,7 @@ from broker.dispatch.withdraw_fair import withdraw_unfair
 from broker.dispatch.withdraw_reclaim import withdraw_to_reclaim
 from broker.heard import Heard
 from broker.metrics import BrokerMetrics
-from broker.model import BROKER_SIDE, Attempt, AttemptState, Job, JobId, JobState, SiteId
+from broker.model import Attempt, Job, JobId, JobState, SiteId
 from broker.store import FencedOut, JobStore, StoreUnavailable
 from broker.store_outage import StoreOutageLog
 from broker.waiting import within
@@ -346,11 +345,6 @@ class Dispatcher(Scheduling):
             log.warning("job requeued: %s", STRANDED, extra={"job_id": job.id, "event": "requeued"})
         self._pass_failed = False
         self.capacity_changed()
-
-    def _close_unstarted(self, attempt: Attempt, now: datetime, why: str) -> None:
-        """Close an attempt no backend was ever asked to start; its reservation is released."""
-        self.store.update_attempt(attempt.id, now, state=AttemptState.CANCELLED, error=BROKER_SIDE + why)
-        self.store.settle_spend(attempt.id, spent=0.0, voucher=0.0)
 
     async def _run(self) -> None:
         while not self._stopping:

@@ -93,7 +93,6 @@ class Launching(Cancelling):
         if not self.planner.reserve(job, attempt, decision, self.store):
             self._over_budget(job, attempt, decision)
             return
-        self._count_attempt(job, attempt, decision)
         job = self.store.transition(
             job.id,
             JobState.PROVISIONING,
@@ -101,7 +100,14 @@ class Launching(Cancelling):
             kind="attempt",
             message=self._attempt_message(attempt, decision),
             data={"attempt": attempt.id, "site": offer.site, "offer": offer.key},
+            expect=JobState.PLACING,
         )
+        if job.state != JobState.PROVISIONING:
+            # An API replica cancelled it after it was placed (another process: no lock of ours
+            # covers that): nothing was sent, so the attempt closes here and the pass goes on.
+            self._close_unstarted(attempt, now, f"the job was {job.state.value} before its launch")
+            return
+        self._count_attempt(job, attempt, decision)
         self.escrow.put(attempt.id, secret)  # before any backend can have seen it
         self._inflight[job.id] = asyncio.create_task(self._launch(job, attempt, decision, secret))
 

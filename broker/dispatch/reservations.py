@@ -22,4 +22,5 @@ def refused_reservation(store: JobStore, job: Job, attempt: Attempt, why: str, n
     # as no attempt of the job (`used_an_attempt`, `_give_up_reason`) nor of the route (`route_states`).
     store.update_attempt(attempt.id, now, state=AttemptState.CANCELLED, error=BROKER_SIDE + why)
     message = f"not bursting to {attempt.site}: {why}; waiting on-prem"
-    store.transition(job.id, JobState.QUEUED, now, kind="budget", message=message)
+    # (`expect`: a job an API replica cancelled meanwhile stays cancelled)
+    store.transition(job.id, JobState.QUEUED, now, kind="budget", message=message, expect=JobState.PLACING)
