@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,9 +29,10 @@ class PrivateServer:
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _script(self, *args: str) -> None:
-        subprocess.run(
-            [str(PG_SCRIPT), *args], env=self.env, check=True, capture_output=True, stdin=subprocess.DEVNULL
+        done = subprocess.run(
+            [str(PG_SCRIPT), *args], env=self.env, capture_output=True, text=True, stdin=subprocess.DEVNULL
         )
+        assert done.returncode == 0, f"pg-test.sh {' '.join(args)}: {done.stderr}"
 
     def _ctl(self, *args: str) -> None:
         bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
@@ -50,12 +53,17 @@ class PrivateServer:
 
 
 @pytest.fixture
-def private_pg(tmp_path: Path) -> Iterator[PrivateServer]:
+def private_pg() -> Iterator[PrivateServer]:
     reason = _missing_prerequisite()
     if reason is not None:
         pytest.skip(reason)
-    server = PrivateServer(tmp_path / "pg")
+    # A short folder: the server's socket path must stay within 107 bytes (a worker's tmp_path need not).
+    folder = Path(tempfile.mkdtemp(prefix="szb-pg-"))
     try:
-        yield server
+        server = PrivateServer(folder)
+        try:
+            yield server
+        finally:
+            subprocess.run([str(PG_SCRIPT), "stop"], env=server.env, capture_output=True, check=False)
     finally:
-        subprocess.run([str(PG_SCRIPT), "stop"], env=server.env, capture_output=True, check=False)
+        shutil.rmtree(folder, ignore_errors=True)
