@@ -1,6 +1,6 @@
 """Which of Slurm's submit refusals are the job's own, not the partition's.
 
-Slurm answers a job larger than every node of its partition (memory, CPUs) or longer than the
+Slurm answers a job larger than every node of its partition (memory, CPUs, GPUs) or longer than the
 partition's MaxTime with the same codes as a partition that can run nothing (2014, 2015 …).
 The adapter turns the first kind into `RequestError`: that job fails with the reason, and the
 partition, which still takes other jobs, is blocked for no one.
@@ -13,7 +13,7 @@ from typing import Any
 
 from adapters.base import AdapterError, RequestError, UnsupportedError
 from adapters.slurm._client import SlurmRest
-from adapters.slurm._records import node_partitions, slurm_number
+from adapters.slurm._records import node_partitions, parse_gres, slurm_number
 
 JOB_REFUSALS = frozenset({
     "ESLURM_REQUESTED_NODE_CONFIG_UNAVAILABLE", "ESLURM_TOO_MANY_REQUESTED_CPUS",
@@ -41,8 +41,8 @@ def job_refusal(
 
 
 def too_large(partition: str, members: Sequence[Mapping[str, Any]], job: Mapping[str, Any]) -> str | None:
-    """Why no node of the partition could ever hold the job (memory, CPUs per node), or why the
-    partition has too few nodes for a gang; None when it could run."""
+    """Why no node of the partition could ever hold the job (memory, CPUs, GPUs per node), or why
+    the partition has too few nodes for a gang; None when it could run."""
     gang = gang_nodes(job)
     if members and gang > len(members):
         return f"the {gang}-node gang needs {gang} nodes; partition {partition} has {len(members)}"
@@ -54,6 +54,20 @@ def too_large(partition: str, members: Sequence[Mapping[str, Any]], job: Mapping
                 f"largest node has {most_memory} MB")
     if most_cpus and cpus > most_cpus:
         return f"the job asks {cpus} CPUs per node; partition {partition}'s largest node has {most_cpus}"
+    return too_many_gpus(partition, members, job)
+
+
+def too_many_gpus(partition: str, members: Sequence[Mapping[str, Any]], job: Mapping[str, Any]) -> str | None:
+    """Why no node of the partition has as many GPUs (of the asked type) as the job asks per node."""
+    # version-specific: v0.0.38 "gres", v0.0.40+ "tres_per_node"
+    asked = parse_gres(job.get("gres") or job.get("tres_per_node"))
+    for gtype, count in asked.items():
+        held = [parse_gres(n.get("gres")) for n in members]
+        most = max((sum(g.values()) if gtype is None else g.get(gtype, 0) for g in held), default=0)
+        if most and count > most:  # (no node with the type at all: the site's gres_type is wrong)
+            kind = f"{gtype} GPUs" if gtype else "GPUs"
+            return (f"the job asks {count} {kind} per node; partition {partition}'s largest node "
+                    f"has {most}")
     return None
 
 

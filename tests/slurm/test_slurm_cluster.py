@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import AuthError, ConfigError, TransientError, UnsupportedError
+from adapters.base import AuthError, ConfigError, RequestError, TransientError, UnsupportedError
 from adapters.slurm import SLURM_ERRORS, SLURM_STATES, SlurmAdapter, error_for
 from adapters.slurm._script import output_file, started_file, submit_body
 from broker.model import AttemptState
@@ -242,9 +242,10 @@ def test_unknown_partition_and_gres_are_config_or_unsupported(slurm: Tracker) ->
     with pytest.raises(UnsupportedError) as info2:
         bad_gres.submit(launch(("true",)))
     assert info2.value.code == "ESLURM_REQUESTED_NODE_CONFIG_UNAVAILABLE"
-    # more GPUs than a node has
-    with pytest.raises(UnsupportedError):
+    # more GPUs than a node has: the job's own refusal (it fails alone), not the partition's
+    with pytest.raises(RequestError) as info3:
         slurm.adapter.submit(launch(("true",), gpus=5))
+    assert "5 a800 GPUs per node" in info3.value.message and "has 4" in info3.value.message
     # an accelerator this site has no partition for
     req = launch(("true",))
     h100 = req.model_copy(update={"offer": req.offer.model_copy(
