@@ -54,7 +54,8 @@ def test_a_gang_that_cannot_start_holds_no_job_behind_it(slurm_cluster: SlurmClu
             gang = stub.SubmitJob(pb.SubmitJobRequest(job=_job("gang", "echo gang", nodes=2)),
                                   metadata=auth()).job.id
             time.sleep(2)
-            cpu = stub.SubmitJob(pb.SubmitJobRequest(job=_job("cpu", "echo one node")), metadata=auth()).job.id
+            cpu = stub.SubmitJob(pb.SubmitJobRequest(job=_job("cpu", "echo one node")),
+                                 metadata=auth()).job.id
             gpu = stub.SubmitJob(pb.SubmitJobRequest(job=_job("gpu", "echo a800", gpus=1)),
                                  metadata=auth()).job.id
             for job_id in (cpu, gpu):

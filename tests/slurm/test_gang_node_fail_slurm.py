@@ -50,11 +50,13 @@ def test_a_node_failing_under_a_running_gang_reruns_the_gang_once(
             job.resources.cpus = 1
             job_id = stub.SubmitJob(pb.SubmitJobRequest(job=job), metadata=auth()).job.id
             deadline = time.monotonic() + 60
-            while stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth()).job.state != job_pb2.JOB_STATE_RUNNING:
+            running = job_pb2.JOB_STATE_RUNNING
+            while stub.GetJob(pb.GetJobRequest(id=job_id), metadata=auth()).job.state != running:
                 assert time.monotonic() < deadline, "the gang never ran"
                 time.sleep(0.2)
             try:
-                _scontrol(slurm_cluster, "update", "nodename=szb-ascend", "state=down", "reason=szb-gang-fail")
+                _scontrol(slurm_cluster, "update", "nodename=szb-ascend", "state=down",
+                          "reason=szb-gang-fail")
                 deadline = time.monotonic() + 120
                 while not any(e.kind == "lost" for e in events_so_far(stub, job_id, auth())):
                     assert time.monotonic() < deadline, f"no lost attempt: {slurm.list_owned()}"
