@@ -302,6 +302,8 @@ def job_status(
     if not state.terminal:
         return AttemptStatus(state=state, log_tail=tail, message=message, started_at=started)
     code = decode_exit_code(job.get("exit_code"))
+    if started is None and state is AttemptState.CANCELLED:
+        code = None  # cancelled before it ran: Slurm's 0 is no exit code of the job's
     if state is AttemptState.SUCCEEDED and code is None:
         code = 0
     cause = stop_cause(name, job)

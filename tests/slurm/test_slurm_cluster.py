@@ -123,6 +123,21 @@ def test_cancel_running_job(slurm: Tracker) -> None:
     assert owned[backend_id].state is AttemptState.CANCELLED
 
 
+def test_a_job_cancelled_while_pending_has_no_exit_code(slurm: Tracker) -> None:
+    """It never ran: Slurm's exit code 0 for it is no exit code of the job's (a caller reading
+    `exit_code == 0` must not take it for a success)."""
+    wait_idle(slurm, "a800")
+    holder = slurm.submit(launch(("/bin/sleep", "300"), gpus=4))
+    slurm.wait(holder, {AttemptState.RUNNING})
+    req = launch(("/bin/true",), gpus=4)
+    pending = slurm.submit(req)
+    assert slurm.adapter.status(pending).state is AttemptState.PENDING
+    slurm.adapter.cancel(pending, req.token)
+    status = slurm.wait(pending, TERMINAL, timeout=30)
+    assert status.state is AttemptState.CANCELLED and status.started_at is None
+    assert status.exit_code is None, status
+
+
 def test_capacity_per_partition(slurm: Tracker) -> None:
     wait_idle(slurm, "a800")
     ascend_before = free_of(slurm, "ascend")
