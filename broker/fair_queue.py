@@ -16,7 +16,7 @@ from broker.burst import is_onprem
 from broker.burst.inputs import due_at, effective_max_wait
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, FairShareNote, ReclaimVictim
-from broker.fair_reclaim import Reclaimer, Taken, bound_in_pass, reclaiming
+from broker.fair_reclaim import Reclaimer, Taken, bound_in_pass, quota_offer, reclaiming, run_on_quota
 from broker.fair_saves import Saves
 from broker.fairshare import QueuedWork, Standing, charge_factor, onprem_partitions, order, share_ratios
 from broker.fairshare.book import FairShareBook, Holding, capacity_of, demand_of, units_of
@@ -283,6 +283,8 @@ class FairQueue:
         st = self.standings.get(job.id) or self.provisional.get(job.id)
         if st is None:
             return decision
+        if st.in_quota and st.may_run_onprem:  # its quota's partition has room: no waiting elsewhere
+            decision = run_on_quota(policy, job.tenant, job.spec, decision, snap)
         offer = decision.offer
         onprem = offer is not None and is_onprem(policy, offer.site)
         fair = FairShareNote(st.position, st.in_quota, round(st.ratio, 3), st.text(), st.tenant_position)
@@ -386,7 +388,7 @@ class FairQueue:
     ) -> Taken:
         """The borrowed work preempted for a job within its quota that waits on-prem, or why none
         is (`commit` False: only say which, as explain does; nothing is preempted or booked)."""
-        offer = decision.offer
+        offer = quota_offer(policy, tenant, decision)
         if not st.in_quota or offer is None or offer.free is None or not is_onprem(policy, offer.site):
             return Taken()
         free = offer.free - snap.claimed.get(offer.partition, 0)

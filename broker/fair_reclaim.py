@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from broker.burst import is_onprem
 from broker.burst.snapshot import PassSnapshot
 from broker.decision import Action, Decision, ReclaimVictim
 from broker.fairshare import onprem_partitions, partition_units, resolve_share
@@ -22,7 +23,7 @@ from broker.fairshare.book import FairShareBook, units_of
 from broker.fairshare.budget import Bucket
 from broker.fairshare.reclaim import Running, Victim, cheapest, victims
 from broker.fairshare.stopping import Stopping, StoppingWork
-from broker.model import JobSpec
+from broker.model import JobSpec, Offer
 from broker.policy import Policy
 from broker.store import ReclaimBooking, ReclaimState
 
@@ -341,3 +342,40 @@ def reclaiming(decision: Decision, reason: str) -> Decision:
     if decision.action == Action.RUN:  # (burst.decision's reason for it no longer holds)
         reasons = tuple(r for r in reasons if not r.endswith("; sent to its queue"))
     return replace(decision, action=Action.WAIT, reasons=(reason, *reasons))
+
+
+def quota_offer(policy: Policy, tenant: str, decision: Decision) -> Offer | None:
+    """The on-prem offer whose partition reclaim takes back for a waiting job: the decision's own
+    when the tenant has quota there, else the best allowed on-prem one where it has.
+
+    A job that may also run on a cheaper partition nobody is guaranteed waits for that one; with
+    it full of borrowed work too, the quota's partition must still be taken back, or the owner
+    waits behind borrowed work for as long as that runs."""
+    offer, quota = decision.offer, resolve_share(policy, tenant).quota
+    if offer is None or quota.get(offer.partition, 0) > 0 or decision.explanation is None:
+        return offer
+    for scored in decision.explanation.allowed:
+        other = scored.offer
+        if other.free is not None and quota.get(other.partition, 0) > 0 and is_onprem(policy, other.site):
+            return other
+    return offer
+
+
+def run_on_quota(
+    policy: Policy, tenant: str, spec: JobSpec, decision: Decision, snap: PassSnapshot
+) -> Decision:
+    """A job within its quota that would wait for another on-prem partition (a cheaper one nobody
+    is guaranteed) runs now on its quota's partition when that has room for it: its guarantee is
+    not to wait behind borrowed work, and there reclaim frees the room (`quota_offer`)."""
+    waits_for = decision.offer
+    if decision.action != Action.WAIT or waits_for is None or spec.resources.nodes > 1:
+        return decision
+    offer = quota_offer(policy, tenant, decision)
+    if offer is None or offer.partition == waits_for.partition or not is_onprem(policy, waits_for.site):
+        return decision
+    if offer.free is None or offer.free - snap.claimed.get(offer.partition, 0) < units_of(spec):
+        return decision
+    snap.claim(offer, spec)
+    why = (f"runs on {offer.partition}, within its tenant's quota there, rather than waiting for "
+           f"{waits_for.partition}")
+    return replace(decision, action=Action.RUN, offer=offer, reasons=(why,))
