@@ -83,8 +83,10 @@ class Holds:
         counts = whole_pass or partition in self.blocking(job_id, tenant, ratios)
         if (offer.free or 0) < units or not counts:
             return decision
-        why = (f"held: the {offer.free} free unit(s) at {offer.partition} are kept for job {hold.job_id} "
-               f"of {hold.tenant}, ahead in the fair-share order and waiting for {hold.units}")
+        # Another tenant's job is not named: its id and tenant are not this tenant's to learn.
+        whose = f"job {hold.job_id}" if hold.tenant == tenant else "another tenant's job"
+        why = (f"held: the {offer.free} free unit(s) at {offer.partition} are kept for {whose}, "
+               f"ahead in the fair-share order and waiting for {hold.units}")
         return replace(decision, reasons=(why, *decision.reasons))
 
     def holders(self) -> set[str]:

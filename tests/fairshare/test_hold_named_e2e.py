@@ -14,6 +14,7 @@ from broker.api import job_pb2
 from tests.brokerproc import running_broker, stub_for
 from tests.e2e.conftest import write_broker_config
 from tests.ha.test_replica_explain_fair import (
+    HELD,
     a_held_job_is_named,
     cancel_all,
     check_held,
@@ -44,7 +45,7 @@ def test_the_hold_stays_with_the_head_through_full_passes(tmp_path: Path) -> Non
             late = submit(stub, started, "late", 1, 60, "team-a")
             deadline = time.monotonic() + 30
             while (job := state(stub, late, "team-a")).state == job_pb2.JOB_STATE_QUEUED and (
-                big not in job.message
+                HELD not in job.message
             ):
                 assert time.monotonic() < deadline, job.message
                 time.sleep(0.2)
