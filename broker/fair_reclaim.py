@@ -269,11 +269,11 @@ class Reclaimer:
 def preempting(policy: Policy, partition: str, chosen: Sequence[Victim]) -> str:
     """What a waiting job's reasons say first when borrowed work is preempted for it."""
     units = sum(v.units for v in chosen)
-    tenants = ", ".join(sorted({v.tenant for v in chosen}))
     grace = policy.document.fair_share.reclaim.grace.total_seconds()
+    # (other tenants' work, always: their names are not the owner's to learn)
     return (
         f"reclaiming {units} borrowed unit(s) on {partition} for its quota: preempting {len(chosen)} "
-        f"job(s) of {tenants} ({grace:.0f} s grace); it starts when they stop"
+        f"job(s) of other tenants ({grace:.0f} s grace); it starts when they stop"
     )
 
 
@@ -294,11 +294,10 @@ def delayed(
     (in `wait_s`, `Bucket.wait_s`)."""
     rc = policy.document.fair_share.reclaim
     loss = sum(v.waste for v in least)
-    tenants = ", ".join(sorted({v.tenant for v in least}))
     wait_min = max(1, round(wait_s / 60))
     unit = "accelerator" if onprem_partitions(policy)[partition].accelerator else "core"
     return (
-        f"its quota on {partition} is lent to borrowed work of {tenants}, reclaimed in about "
+        f"its quota on {partition} is lent to borrowed work of other tenants, reclaimed in about "
         f"{wait_min} min, when the reclaim budget has refilled: preempting it now would lose "
         f"{loss:,.0f} {unit}-seconds of work, and the budget holds {bucket.level_at(t):,.0f} "
         f"(it refills at {rc.max_capacity_share:.0%} of the partition, up to {span(rc.window)} "

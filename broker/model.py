@@ -7,6 +7,7 @@ from the wire) and cannot be mutated on the way through. The job spec itself liv
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, NewType
@@ -91,6 +92,43 @@ class JobEvent(_Frozen):
     state: JobState
     message: str = ""
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+OTHERS_JOB = "another tenant's job"
+NAMES_OTHERS = ("reclaimed_by", "stopped_by", "for_job")
+"""Event data naming the tenant and job another job was stopped for (`others_unnamed`)."""
+NAMES_VICTIM = ("attempt", "tenant", "why")
+"""What a decision's reclaim entry says of the borrowed attempt it stops (`others_unnamed`)."""
+
+
+def job_named_for(job_id: str, tenant: str, reader: str) -> str:
+    """A job as a reason that `reader`'s tenant reads names it: another tenant's job id and
+    tenant name are not that tenant's to learn (its owner, or an operator, looks them up)."""
+    return f"job {job_id}" if tenant == reader else OTHERS_JOB
+
+
+def others_unnamed(data: Mapping[str, Any], tenant: str) -> dict[str, Any]:
+    """Event or decision data of `tenant`'s job as that tenant reads it: without another tenant's
+    name, job or attempt ids (whose job its job was stopped for; whose work a reclaim for it
+    stops), which what is stored keeps for operators."""
+    out = dict(data)
+    by = out.get("reclaimed_by", out.get("stopped_by"))
+    if by is not None and by != tenant:
+        for key in NAMES_OTHERS:
+            out.pop(key, None)
+    if isinstance(out.get("reclaim"), list):
+        out["reclaim"] = [
+            {k: x for k, x in v.items() if k not in NAMES_VICTIM}
+            if isinstance(v, Mapping) and v.get("tenant") != tenant else v
+            for v in out["reclaim"]
+        ]
+    return out
+
+
+def by_others(event: JobEvent, tenant: str) -> JobEvent:
+    """`event` of `tenant`'s job as that tenant reads it (`others_unnamed`)."""
+    data = others_unnamed(event.data, tenant)
+    return event if data == event.data else event.model_copy(update={"data": data})
 
 
 class Offer(_Frozen):

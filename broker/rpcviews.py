@@ -21,7 +21,7 @@ from broker.dispatch.spend import charges
 from broker.explain_live import explain_now
 from broker.jobview import JobDetails, job_details
 from broker.metrics import LiveView, heartbeat_lags
-from broker.model import Job, JobSpec, TenantId
+from broker.model import Job, JobSpec, TenantId, others_unnamed
 from broker.offerview import offer_verdicts, unread_offers
 from broker.placement import PlacementContext
 from broker.placement.names import unknown_names
@@ -121,7 +121,10 @@ class RpcViews:
         decision = explain_now(self.planner, spec, tenant, snap, self.store, job)
         policy = self.planner.policy
         unread = unread_offers(policy, snap.offers, snap.unhealthy, snap.capacity_total)
-        return explanation_to_proto({**explain_json(decision, spec, policy, unread), "tenant": tenant})
+        body = explain_json(decision, spec, policy, unread)
+        if not caller.is_operator:  # (whose work a reclaim for it stops is not the tenant's to learn)
+            body["decision"] = others_unnamed(body["decision"], tenant)
+        return explanation_to_proto({**body, "tenant": tenant})
 
     async def offers_proto(
         self, caller: Principal, request: broker_service_pb2.ListOffersRequest

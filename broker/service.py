@@ -26,6 +26,7 @@ from broker.model import (
     JobId,
     JobState,
     TenantId,
+    by_others,
 )
 from broker.quota import Quotas, QuotaUsage
 from broker.store import JobNotFoundError, JobPage, JobStore, SqliteStore, StoreError, StoreUnavailable
@@ -216,11 +217,11 @@ class BrokerServices:
         job = self.get(caller, job_id)
         if self.quotas is None:
             async for event in self._watch(job, after_seq):
-                yield event
+                yield event if caller.is_operator else by_others(event, job.tenant)
             return
         with self.quotas.watch_stream(caller.tenant):
             async for event in self._watch(job, after_seq):
-                yield event
+                yield event if caller.is_operator else by_others(event, job.tenant)
 
     async def _watch(self, job: Job, after_seq: int) -> AsyncIterator[JobEvent]:
         ev = self.hub.subscribe(job.id)

@@ -24,7 +24,7 @@ from broker.fairshare import resolve_share
 from broker.fairshare.book import FairShareBook, Holding
 from broker.fairshare.reclaim import Running, holding_quota
 from broker.fairshare.stopping import Stopping
-from broker.model import JobSpec, Offer
+from broker.model import JobSpec, Offer, job_named_for
 from broker.policy import Policy
 
 
@@ -71,7 +71,7 @@ def swapped(
     currency = policy.document.currency
     owner = book.live[victim.key].tenant
     why = (
-        f"preempted: stopped for job {job_id}, which would otherwise have burst to "
+        f"preempted: stopped for {job_named_for(job_id, tenant, owner)}, which would otherwise have burst to "
         f"{decision.offer.site if decision.offer else 'the cloud'} at {swap.premium:.2f} {currency} more "
         f"than running on {victim.partition} (burst.preempt_patient); requeued with its wait ahead"
     )

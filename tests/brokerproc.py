@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 
 from broker.api import broker_service_pb2_grpc
-from broker.auth import hash_token
+from broker.auth import Role, hash_token, token_entry_line
 from tests.ports import lasting_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +25,11 @@ JOB_USER = "szb-job"
 """The local executor's default `run_as` user; a broker running as root creates it."""
 JOB_PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
 """A python3 the sandboxed job user can run (the test venv may sit in root's home)."""
+OPERATOR_TOKEN = "token-operator-tests-0123456789"
+OPERATOR_LINE = token_entry_line("ops", OPERATOR_TOKEN, Role.OPERATOR, "ops")
+"""A tokens-file entry of an operator, who reads a job's events as stored: what a tenant's view
+of its own job leaves out of another tenant's (who reclaimed it, for which job)."""
+OPERATOR = (("authorization", f"Bearer {OPERATOR_TOKEN}"),)
 
 
 class BrokerProcess:
@@ -134,18 +139,19 @@ def copy_hardware_files(folder: Path) -> None:
 
 
 def write_broker_folder(
-    folder: Path, policy: str, tokens: Mapping[str, str], *, broker_extra: str = ""
+    folder: Path, policy: str, tokens: Mapping[str, str], *, broker_extra: str = "", operator: bool = False
 ) -> Path:
     """A broker.yaml, the policy, a tokens file (tenant: token) and the bundled catalogs in `folder`.
 
     The broker keeps its data in `folder/data` and polls every 0.2 s; `broker_extra` is more
-    broker.yaml. Returns the broker.yaml path.
+    broker.yaml; `operator` adds OPERATOR_LINE. Returns the broker.yaml path.
     """
     folder.mkdir(parents=True, exist_ok=True)
     copy_hardware_files(folder)
     (folder / "policy.yaml").write_text(policy)
     (folder / "tokens.yaml").write_text(
         "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in tokens.items())
+        + (OPERATOR_LINE + "\n" if operator else "")
     )
     (folder / "broker.yaml").write_text(
         "data_dir: data\npolicy: policy.yaml\ntokens_file: tokens.yaml\ndispatch: {poll_interval_s: 0.2}\n"

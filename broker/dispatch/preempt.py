@@ -20,7 +20,7 @@ from broker.clock import Clock
 from broker.dispatch.contract import DecisionMaker
 from broker.dispatch.ended_first import ended_first
 from broker.fairshare.stopping import STOP_CAP_S
-from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, SiteId
+from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobState, SiteId, job_named_for
 from broker.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -58,10 +58,11 @@ async def preempt(
             on_stopped(attempt.id)
             continue
         now = clock.now()
+        job = store.get(attempt.job_id)
         swap = v.get("why")  # stopped for a job that would have burst (burst.preempt_patient)
         why = str(swap) if swap else (
-            f"preempted: borrowed capacity on {attempt.offer.partition} reclaimed for tenant "
-            f"{owner.tenant}'s guaranteed quota (job {owner.id})"
+            f"preempted: borrowed capacity on {attempt.offer.partition} reclaimed for the guaranteed "
+            f"quota of {job_named_for(owner.id, owner.tenant, job.tenant)}"
         ) + (f"; work lost: {float(v['lost_unit_s']) / 3600:.2f} unit-hours" if v.get("lost_unit_s") else "")
         attempt = store.update_attempt(attempt.id, now, state=AttemptState.PREEMPTED, error=why)
         job = store.get(attempt.job_id)
@@ -77,7 +78,8 @@ async def preempt(
             store.transition(job.id, JobState.PREEMPTED, now, kind="preempted", message=why, data=data)
             if v.get("lost_unit_s"):
                 lost(attempt.site, job.tenant, float(v["lost_unit_s"]))
-            again = f"requeued: stopped for {owner.id}" if swap else "requeued after fair-share reclaim"
+            again = (f"requeued: stopped for {job_named_for(owner.id, owner.tenant, job.tenant)}" if swap
+                     else "requeued after fair-share reclaim")
             store.transition(job.id, JobState.QUEUED, now, kind="requeued", message=again)
         adapter = adapters.get(attempt.site)
         if adapter is not None and attempt.backend_id is not None:

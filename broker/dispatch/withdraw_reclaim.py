@@ -33,7 +33,7 @@ from broker.dispatch.withdraw import Background, cancel_withdrawn, pending_at_qu
 from broker.fair_reclaim import Taken
 from broker.fairshare import onprem_partitions, resolve_share
 from broker.fairshare.book import units_of
-from broker.model import Attempt, AttemptState, Job, JobState, SiteId
+from broker.model import Attempt, AttemptState, Job, JobState, SiteId, job_named_for
 from broker.serde_decision import victim_json
 from broker.store import JobStore
 
@@ -197,8 +197,8 @@ async def withdraw_beside(
         job = store.get(attempt.job_id)
         if job.state != JobState.PROVISIONING or store.get_attempt(attempt.id).state != AttemptState.PENDING:
             continue
-        why = (f"the capacity reclaimed on {attempt.offer.partition} is tenant {owner.tenant}'s "
-               f"(job {owner.id}); it waits here until that job has it")
+        why = (f"the capacity reclaimed on {attempt.offer.partition} is the quota of "
+               f"{job_named_for(owner.id, owner.tenant, job.tenant)}; it waits here until that job has it")
         out.append(withdraw(store, planner, job, attempt, why, clock))
         await cancel_withdrawn(adapter, attempt)
     return out

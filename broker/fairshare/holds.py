@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 from broker.decision import Action, Decision
 from broker.fairshare.order import Standing
+from broker.model import job_named_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +84,7 @@ class Holds:
         counts = whole_pass or partition in self.blocking(job_id, tenant, ratios)
         if (offer.free or 0) < units or not counts:
             return decision
-        # Another tenant's job is not named: its id and tenant are not this tenant's to learn.
-        whose = f"job {hold.job_id}" if hold.tenant == tenant else "another tenant's job"
+        whose = job_named_for(hold.job_id, hold.tenant, tenant)
         why = (f"held: the {offer.free} free unit(s) at {offer.partition} are kept for {whose}, "
                f"ahead in the fair-share order and waiting for {hold.units}")
         return replace(decision, reasons=(why, *decision.reasons))

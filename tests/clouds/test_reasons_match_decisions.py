@@ -251,7 +251,10 @@ def test_explain_and_the_waiting_reason_say_borrowed_work_is_reclaimed_for_the_o
         waiting = first_event_as(stub, job_id, "waiting", OWNER)
         assert waiting.message.startswith("reclaiming 1 borrowed unit(s) on onprem/a800"), waiting.message
         assert waiting.message.split(";")[0] == decision["reasons"][0].split(";")[0], waiting.message
-        assert [dict(v)["tenant"] for v in waiting.data["reclaim"]] == ["borrower"], waiting.data
+        # One borrowed job is stopped for it; the owner is not told whose (tenant, job or attempt).
+        assert [dict(v)["units"] for v in waiting.data["reclaim"]] == [1], waiting.data
+        told = [waiting.message, str(waiting.data), json.dumps(decision)]
+        assert not [t for t in told if "borrower" in t or any(j in t for j in borrowed)], told
         def preempted_now() -> list[str]:
             return [j for j in borrowed if "preempted" in {e.kind for e in events_so_far(stub, j, BORROWER)}]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
@@ -90,6 +91,11 @@ def test_reclaim_preempts_borrowed_work_and_the_owner_starts(broker: BrokerProce
             pb.SubmitJobRequest(job=job("mine", "print('owner ran')")), metadata=auth("owner")
         ).job
         until(lambda: get(stub, mine.id, "owner").state == job_pb2.JOB_STATE_SUCCEEDED, "the owner's job ran")
+        # Nor is the owner told which tenant's work, or which jobs, it reclaimed (its waiting
+        # event's decision data listed each victim's attempt id and tenant).
+        told = [f"{e.message} {json_format.MessageToJson(e.data)}" for e in _events(stub, mine.id, "owner")]
+        assert "reclaim" in " ".join(told), told
+        assert not [t for t in told if "borrower" in t or any(j in t for j in borrowed)], told
 
         # Each read of a live job's history is cut after 2 s, and a loaded broker may send little
         # or nothing in that time: read again until one shows the preemption (a history only
@@ -110,7 +116,10 @@ def test_reclaim_preempts_borrowed_work_and_the_owner_starts(broker: BrokerProce
             if "preempted" in kinds:
                 preempted.append(j)
                 ev = events[kinds.index("preempted")]
-                assert ev.data["reclaimed_by"] == "owner" and ev.data["for_job"] == mine.id
+                # The borrower is told another tenant reclaimed it: not which one, nor its job.
+                assert "another tenant's" in ev.message, ev.message
+                told = [e.message for e in events] + [str(dict(e.data)) for e in events]
+                assert not [t for t in told if "owner" in t or mine.id in t], told
                 # The work the preemption lost is counted (the run so far: it has no checkpoint).
                 assert float(ev.data["lost_unit_s"]) > 0 and "work lost:" in ev.message
                 assert kinds[kinds.index("preempted") + 1] == "requeued"  # history kept, back in the queue
@@ -138,10 +147,12 @@ def _preempted_then_requeued(events: list[job_pb2.JobEvent]) -> bool:
     return "preempted" in kinds and "requeued" in kinds[kinds.index("preempted") :]
 
 
-def _events(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str) -> list[job_pb2.JobEvent]:
+def _events(
+    stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, tenant: str = "borrower"
+) -> list[job_pb2.JobEvent]:
     out = []
     try:
-        for resp in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=auth("borrower"), timeout=2):
+        for resp in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=auth(tenant), timeout=2):
             out.append(resp.event)
     except grpc.RpcError as exc:
         if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -21,7 +21,7 @@ from google.protobuf import duration_pb2
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import JOB_PYTHON, BrokerProcess, running_broker, write_broker_folder
+from tests.brokerproc import JOB_PYTHON, OPERATOR, BrokerProcess, running_broker, write_broker_folder
 from tests.local_policy import a800, local_policy
 
 TOKENS = {
@@ -42,7 +42,7 @@ POLICY = local_policy(
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     folder = tmp_path_factory.mktemp("two-owners")
-    with running_broker(write_broker_folder(folder, POLICY, TOKENS)) as proc:
+    with running_broker(write_broker_folder(folder, POLICY, TOKENS, operator=True)) as proc:
         yield proc
 
 
@@ -64,9 +64,10 @@ def state(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str, tenant: 
 
 
 def preempted_for(stub: broker_service_pb2_grpc.BrokerServiceStub, job_id: str) -> str | None:
-    """The owner job a borrowed job was preempted for, if it was."""
+    """The owner job a borrowed job was preempted for, if it was (an operator reads it: the
+    borrower is not told another tenant's job)."""
     try:
-        for resp in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=auth("borrower"), timeout=2):
+        for resp in stub.WatchJob(pb.WatchJobRequest(id=job_id), metadata=OPERATOR, timeout=2):
             if resp.event.kind == "preempted":
                 return str(resp.event.data["for_job"])
     except grpc.RpcError as exc:

@@ -73,7 +73,8 @@ def test_a_job_pending_at_slurm_says_its_reclaim_waits_for_the_budget(
             assert notes, told
             prefix = f"pending in {SITE}'s queue until its quota is reclaimed, about "
             assert notes[0].startswith(prefix), notes
-            assert "lent to borrowed work of borrower" in notes[0], notes
+            # Whose work is not said: another tenant's name is not the owner's to learn.
+            assert "lent to borrowed work of other tenants" in notes[0] and "borrower" not in notes[0], notes
             got = stub.GetJob(pb.GetJobRequest(id=mine), metadata=auth("owner")).job
             assert got.state == job_pb2.JOB_STATE_PROVISIONING and got.message == notes[-1], got.message
             # Held back: nothing preempted, and it is said once, not at every scan.

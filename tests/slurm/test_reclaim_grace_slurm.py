@@ -22,7 +22,7 @@ from google.protobuf import duration_pb2
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
-from tests.brokerproc import BrokerProcess, copy_hardware_files
+from tests.brokerproc import OPERATOR, OPERATOR_LINE, BrokerProcess, copy_hardware_files
 from tests.job_events import events_until
 from tests.slurm.conftest import SlurmCluster
 
@@ -72,6 +72,7 @@ def broker_folder(
         site=SITE, adapter_config=json.dumps(adapter_config), grace=GRACE_S))
     (folder / "tokens.yaml").write_text(
         "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in tokens.items())
+        + OPERATOR_LINE + "\n"
     )
     # Reconciliation every 2 s: a stopping job it took for a leftover would be cancelled at once.
     (folder / "broker.yaml").write_text(textwrap.dedent(f"""\
@@ -134,7 +135,7 @@ def test_a_preempted_slurm_job_gets_sigterm_and_its_clean_up_runs(
         mine = stub.SubmitJob(pb.SubmitJobRequest(job=spec("mine", "echo owner ran", 1, max_wait_s=60)),
                               metadata=auth("owner")).job.id
         try:
-            seen = events_until(stub, borrowed, auth("borrower"),
+            seen = events_until(stub, borrowed, OPERATOR,
                                 lambda seen: any(e.kind == "requeued" for e in seen))
             preempted = [e for e in seen if e.kind == "preempted"]
             assert preempted and preempted[0].data["reclaimed_by"] == "owner", (
@@ -176,7 +177,7 @@ def test_an_owner_job_bound_for_slurms_queue_reclaims_its_quota(
         mine = stub.SubmitJob(pb.SubmitJobRequest(job=spec("mine", "echo owner ran", 1, max_wait_s=86400)),
                               metadata=auth("owner")).job.id
         try:
-            seen = events_until(stub, borrowed, auth("borrower"),
+            seen = events_until(stub, borrowed, OPERATOR,
                                 lambda seen: any(e.kind == "requeued" for e in seen))
             preempted = [e for e in seen if e.kind == "preempted"]
             assert preempted and preempted[0].data["reclaimed_by"] == "owner", (

@@ -23,7 +23,7 @@ import pytest
 
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
-from tests.brokerproc import BrokerProcess
+from tests.brokerproc import OPERATOR, BrokerProcess
 from tests.job_events import events_so_far, events_until, has, reached
 from tests.slurm.conftest import SlurmCluster
 from tests.slurm.test_reclaim_grace_slurm import auth, broker_folder, spec, until
@@ -81,7 +81,7 @@ def test_an_owner_job_decided_beside_a_borrowed_one_just_placed_reclaims(
             ask = spec("mine", "echo owner ran", 1, max_wait_s=86400)
             mine = stub.SubmitJob(pb.SubmitJobRequest(job=ask), metadata=auth("owner")).job.id
             jobs.append((mine, "owner"))
-            seen = events_until(stub, borrowed, auth("borrower"), has("requeued"), timeout_s=60)
+            seen = events_until(stub, borrowed, OPERATOR, has("requeued"), timeout_s=60)
             preempted = [e for e in seen if e.kind == "preempted"]
             told = [(e.kind, e.message) for e in events_so_far(stub, mine, auth("owner"))]
             # On main: sent to Slurm's queue behind the borrowed job, which nothing preempted.
@@ -132,7 +132,7 @@ def test_an_owner_job_pending_in_slurms_queue_is_withdrawn_and_reclaims(
             # The owner's first job ends: 1 A800 is free, the job needs 2, Slurm keeps it pending
             # behind the borrowed job; now within its quota, it takes it back.
             (marks / "own.go").touch()
-            seen = events_until(stub, borrowed, auth("borrower"), has("requeued"), timeout_s=60)
+            seen = events_until(stub, borrowed, OPERATOR, has("requeued"), timeout_s=60)
             told = [(e.kind, e.message) for e in events_so_far(stub, mine, auth("owner"))]
             preempted = [e for e in seen if e.kind == "preempted"]
             # On main: nothing was preempted; the owner's job pended at Slurm behind the borrowed one.

@@ -28,7 +28,7 @@ from google.protobuf import json_format
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import hash_token
-from tests.brokerproc import BrokerProcess, copy_hardware_files
+from tests.brokerproc import OPERATOR, OPERATOR_LINE, BrokerProcess, copy_hardware_files
 from tests.job_events import events_so_far, events_until, has, reached
 from tests.slurm.conftest import SlurmCluster
 from tests.slurm.test_reclaim_grace_slurm import POLICY, SITE, TOKENS, auth, spec, until
@@ -49,6 +49,7 @@ def broker(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory
         site=SITE, adapter_config=json.dumps(adapter_config), grace=GRACE_S))
     (folder / "tokens.yaml").write_text(
         "tokens:\n" + "".join(f"  - {{tenant: {t}, sha256: {hash_token(v)}}}\n" for t, v in TOKENS.items())
+        + OPERATOR_LINE + "\n"
     )
     (folder / "broker.yaml").write_text(textwrap.dedent(f"""\
         data_dir: data
@@ -119,14 +120,14 @@ def test_a_second_borrowed_job_is_not_preempted_while_the_first_stops(
             assert not (marks / "older.term").exists()
             assert get(older, "borrower").state == job_pb2.JOB_STATE_RUNNING
             # The younger job went (the least work lost), once, for the owner's job.
-            seen = events_until(stub, younger, auth("borrower"), has("requeued"))
+            seen = events_until(stub, younger, OPERATOR, has("requeued"))
             preempted = [e for e in seen if e.kind == "preempted"]
             assert [e.data["for_job"] for e in preempted] == [mine], [(e.kind, e.message) for e in seen]
             # Slurm reports the job ended once it signals it; the trap writes its mark just after.
             until((marks / "younger.term").exists, "the younger job's SIGTERM trap ran", timeout=30)
             # The owner's job recorded the one preemption it asked for, and no other: every decision
             # it recorded that names victims names the younger job's attempt alone.
-            told = events_until(stub, mine, auth("owner"), reached(job_pb2.JOB_STATE_SUCCEEDED))
+            told = events_until(stub, mine, OPERATOR, reached(job_pb2.JOB_STATE_SUCCEEDED))
             recorded = [json_format.MessageToDict(e.data) for e in told]
             asked = [[v["attempt"] for v in d["reclaim"]] for d in recorded if "reclaim" in d]
             assert asked and all(a == [preempted[0].data["attempt"]] for a in asked), (
