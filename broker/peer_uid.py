@@ -39,12 +39,14 @@ def local_peer_uid(peer: str, tables: tuple[Path, ...] = TABLES) -> int | None:
     own addresses): the connected socket with exactly that local address and port whose far end
     is one of this process's listening sockets. None for a caller on another host (or when no
     table can be read); `UNKNOWN_UID` for a caller on this host the tables do not list, or a peer
-    that cannot be read. Matching the port alone let a job bind its end to 127.0.0.2 on the port
-    of a root listener on 127.0.0.1 (the agent endpoint's), and be read as root; judging loopback
-    alone let a job call the host's own address, and be the dev operator."""
+    that cannot be read (a unix socket's). Matching the port alone let a job bind its end to
+    127.0.0.2 on the port of a root listener on 127.0.0.1 (the agent endpoint's), and be read as
+    root; judging loopback alone let a job call the host's own address, and be the dev operator."""
     m = _PEER.match(unquote(peer))
-    if m is None:  # (unix: and the like are not judged; an address we cannot read is refused)
-        return UNKNOWN_UID if peer.startswith(("ipv4:", "ipv6:")) else None
+    if m is None:  # a peer we cannot read is refused: a unix socket's caller (`--listen
+        # unix-abstract:NAME:0`) is in no TCP table, and an abstract one has no file mode to keep
+        # any local user, a job too, from calling
+        return UNKNOWN_UID
     try:
         address = ipaddress.ip_address(m.group(2))
     except ValueError:

@@ -51,6 +51,28 @@ def test_a_loopback_caller_of_another_uid_is_not_the_dev_operator(tmp_path: Path
         server.stop()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="another local user (a job's private uid) needs root")
+def test_a_unix_socket_caller_is_not_the_dev_operator(tmp_path: Path) -> None:
+    """`--listen` took `unix-abstract:NAME:0` (HOST:PORT in form), and a unix socket's peer was not
+    judged: any local user, a job under its private uid too, called the dev broker as its operator.
+    An abstract socket has no file mode to stop them: such a caller is refused like an unlisted one."""
+    folder = fresh_clone(tmp_path)
+    env = base_env(folder)
+    address = f"unix-abstract:szb-test-{os.getpid()}-{tmp_path.name}:0"
+    server = Server("szb serve", folder, {**env, "SZB_LISTEN": address})
+    try:
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        as_nobody = subprocess.run(
+            [*nobody, sys.executable, "-c", CALL, address],
+            cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        said = as_nobody.stdout + as_nobody.stderr
+        assert said.startswith("UNAUTHENTICATED"), said  # was: answered
+        assert "only the broker's own user may call it" in said, said
+    finally:
+        server.stop()
+
+
 def test_the_socket_table_names_a_loopback_callers_uid(tmp_path: Path) -> None:
     table = tmp_path / "tcp"
     table.write_text(
@@ -84,7 +106,7 @@ def test_a_caller_bound_beside_a_root_listener_is_not_read_as_root(tmp_path: Pat
     )
     assert local_peer_uid("ipv6:%5B::ffff:127.0.0.2%5D:8080", (six,)) == 2000000007
     assert local_peer_uid("ipv6:[::ffff:127.0.0.2]:8080", (table,)) == 2000000006  # listed as IPv4
-    assert local_peer_uid("unix:/tmp/socket", (table,)) is None
+    assert local_peer_uid("unix:/tmp/socket", (table,)) == UNKNOWN_UID  # (not judged was: any user)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="another local user (a job's private uid) needs root")
