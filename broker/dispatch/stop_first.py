@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from broker.fair_reclaim import Reclaimer
-from broker.model import JobId, job_named_for
+from broker.model import OTHERS_JOB, JobId, job_named_for
 from broker.store import JobStore, StoreError
 
 
@@ -25,9 +25,13 @@ def jobs_still_stopping(reclaimer: Reclaimer, store: JobStore, now: datetime) ->
     for s in reclaimer.unseen_stops(now):
         try:
             attempt = store.get_attempt(s.attempt_id)
-            whose = job_named_for(s.for_job, store.get(s.for_job).tenant, store.get(attempt.job_id).tenant)
+            reader = store.get(attempt.job_id).tenant
         except StoreError:  # an attempt gone from the store holds no job back
             continue
+        try:
+            whose = job_named_for(s.for_job, store.get(s.for_job).tenant, reader)
+        except StoreError:  # (whose it was cannot be told: named as another's)
+            whose = OTHERS_JOB
         since = datetime.fromtimestamp(s.since, now.tzinfo).strftime("%H:%M:%S")
         out[attempt.job_id] = (
             f"waiting for its preempted attempt {attempt.id} on {s.partition} to stop (stopped "
