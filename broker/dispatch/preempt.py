@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from adapters.base import Adapter, AdapterError, NotFoundError, status_for
@@ -68,19 +69,7 @@ async def preempt(
         job = store.get(attempt.job_id)
         planner.settle(job, attempt, AttemptStatus(state=AttemptState.PREEMPTED, message=why), store)
         if job.state in (JobState.PROVISIONING, JobState.RUNNING):
-            data = {
-                "attempt": attempt.id,
-                "site": attempt.site,
-                ("stopped_by" if swap else "reclaimed_by"): owner.tenant,
-                "for_job": owner.id,
-                **({"lost_unit_s": v["lost_unit_s"]} if v.get("lost_unit_s") else {}),
-            }
-            store.transition(job.id, JobState.PREEMPTED, now, kind="preempted", message=why, data=data)
-            if v.get("lost_unit_s"):
-                lost(attempt.site, job.tenant, float(v["lost_unit_s"]))
-            again = (f"requeued: stopped for {job_named_for(owner.id, owner.tenant, job.tenant)}" if swap
-                     else "requeued after fair-share reclaim")
-            store.transition(job.id, JobState.QUEUED, now, kind="requeued", message=again)
+            _requeue(store, job, attempt, owner, v, why, now, lost)
         adapter = adapters.get(attempt.site)
         if adapter is not None and attempt.backend_id is not None:
             stops.append(_stop(adapter, attempt.backend_id, attempt.token, grace_s))
@@ -91,6 +80,33 @@ async def preempt(
     await asyncio.gather(*stops)
     on_freed()
     await asyncio.gather(*watches)
+
+
+def _requeue(
+    store: JobStore,
+    job: Job,
+    attempt: Attempt,
+    owner: Job,
+    v: Mapping[str, Any],
+    why: str,
+    now: datetime,
+    lost: Callable[[str, str, float], None],
+) -> None:
+    """The victim's job: its preempted event (who it was stopped for, the work lost), then queued again."""
+    swap = v.get("why")
+    data = {
+        "attempt": attempt.id,
+        "site": attempt.site,
+        ("stopped_by" if swap else "reclaimed_by"): owner.tenant,
+        "for_job": owner.id,
+        **({"lost_unit_s": v["lost_unit_s"]} if v.get("lost_unit_s") else {}),
+    }
+    store.transition(job.id, JobState.PREEMPTED, now, kind="preempted", message=why, data=data)
+    if v.get("lost_unit_s"):
+        lost(attempt.site, job.tenant, float(v["lost_unit_s"]))
+    again = (f"requeued: stopped for {job_named_for(owner.id, owner.tenant, job.tenant)}" if swap
+             else "requeued after fair-share reclaim")
+    store.transition(job.id, JobState.QUEUED, now, kind="requeued", message=again)
 
 
 async def _stop(adapter: Adapter, backend_id: str, token: str, grace_s: float) -> None:
