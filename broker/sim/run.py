@@ -102,16 +102,24 @@ class _World:
             self.paid = (facts, reference_facts(self.jobs, self.decided, facts, self.policy))
         return self.paid[1]
 
-    def offline(self, facts: list[JobFacts]) -> OfflineSchedule:
-        """The offline reference schedule: greedy, improved by the MILP windows, within budgets."""
+    def offline(self, facts: list[JobFacts], beat: OfflineSchedule | None = None) -> OfflineSchedule:
+        """The offline reference schedule: greedy, improved by the MILP windows, within budgets;
+        the windows are left unsolved when they could not make it cheaper than `beat` (the
+        schedule priced by the bound's duals, the reference then: `cheaper`)."""
         capacity, facts, purse = self.capacity(), self.payable(facts), Purse(self.policy)
         greedy = offline_schedule(self.jobs, facts, capacity, purse=purse)
-        return improve(self.jobs, facts, capacity, greedy, purse=purse)
+        below = None if beat is None else beat.cost
+        return improve(self.jobs, facts, capacity, greedy, purse=purse, beat=below)
 
-    def timed_offline(self, facts: list[JobFacts]) -> tuple[OfflineSchedule, float]:
-        """`offline`, and the seconds it took."""
+    def references(self, facts: list[JobFacts], done: dict[str, RunResult]) -> _Others:
+        """The LP bound, then the offline schedule (the reference if cheaper than the bound's
+        priced one) and its seconds: one after the other, so the MILP knows what it must beat."""
+        got = self.bound(facts, done)
         started = time.perf_counter()
-        return self.offline(facts), time.perf_counter() - started
+        made = self.offline(facts, got.priced)
+        got.offline = cheaper(made, got.priced)
+        got.offline_s, got.milp_cut_short = time.perf_counter() - started, made.milp_cut_short
+        return got
 
     def cash(self, facts: list[JobFacts]) -> list[CashRow]:
         """The bound's budget rows (a job that may run spot where the world interrupts it: none)."""
@@ -154,9 +162,7 @@ class _World:
         done = {name: self.baseline(name, facts, auditor, True) for name in self.baselines}
         if not self.lower_bound:
             return _Others(done)
-        got = self.bound(facts, done)
-        _take_offline(got, self.timed_offline(facts))
-        return got
+        return self.references(facts, done)
 
 
 def simulate(
@@ -216,20 +222,20 @@ def references(
     world = _World(policy, clairvoyant(jobs), scenario, (), True, False, None, jobs)
     facts = all_facts(world.jobs, policy)
     got = world.bound(facts, {})
-    return cheaper(world.offline(facts), got.priced), got.full, world.payable(facts)
+    return cheaper(world.offline(facts, got.priced), got.priced), got.full, world.payable(facts)
 
 
 def _others_in_parallel(world: _World) -> _Others:
-    """In the forked worker: facts once, then each baseline, the offline schedule and the LP
-    bound as tasks of a pool of two processes, the longest first (`_LONGEST_FIRST`)."""
+    """In the forked worker: facts once, then each baseline and the references (the LP bound,
+    then the offline schedule) as tasks of a pool of two processes, the longest first
+    (`_LONGEST_FIRST`)."""
     with fewer_collections():
         facts = all_facts(world.jobs, world.policy)
     global _NAMED
     _NAMED = {name: partial(world.baseline, name, facts, None, False) for name in world.baselines}
     if world.lower_bound:  # set before the pool forks its workers
         world.payable(facts)  # (once, for both)
-        _NAMED["offline"] = partial(world.timed_offline, facts)
-        _NAMED["bound"] = partial(world.bound, facts, {})
+        _NAMED["references"] = partial(world.references, facts, {})
     order = sorted(
         _NAMED, key=lambda n: (_LONGEST_FIRST.index(n) if n in _LONGEST_FIRST else len(_LONGEST_FIRST), n)
     )
@@ -237,20 +243,12 @@ def _others_in_parallel(world: _World) -> _Others:
     with ProcessPoolExecutor(max_workers=SIDE_WORKERS, mp_context=ctx) as pool:
         futures = {name: pool.submit(_run_named, name) for name in order}
         results = {name: f.result() for name, f in futures.items()}
-    got: _Others = results.pop("bound", _Others())
-    if (offline := results.pop("offline", None)) is not None:
-        _take_offline(got, offline)
+    got: _Others = results.pop("references", _Others())
     got.done = {name: results[name] for name in world.baselines}
     return got
 
 
-def _take_offline(got: _Others, timed: tuple[OfflineSchedule, float]) -> None:
-    """The greedy+MILP schedule into `got`: the reference if cheaper than the priced one, its time."""
-    got.offline = cheaper(timed[0], got.priced)
-    got.offline_s, got.milp_cut_short = timed[1], timed[0].milp_cut_short
-
-
-_LONGEST_FIRST = ("offline", "onprem-only", "bound", "cloud-cheapest", "cheapest-offer")
+_LONGEST_FIRST = ("references", "onprem-only", "cloud-cheapest", "cheapest-offer")
 """The parallel tasks, longest first on the 8k trace, so the two workers end together."""
 
 
