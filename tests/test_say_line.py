@@ -11,7 +11,16 @@ import io
 import logging
 import threading
 
+import pytest
+
+from broker import logs
 from broker.logs import say
+
+
+@pytest.fixture(autouse=True)
+def text_log_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plain `szb:` form: an earlier test in this process may have configured JSON logs."""
+    monkeypatch.setattr(logs, "_say_json", False)
 
 
 class Writes(io.StringIO):

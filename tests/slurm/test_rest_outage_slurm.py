@@ -28,12 +28,15 @@ def test_a_long_slurmrestd_outage_loses_nothing_reruns_nothing_and_cancels_late(
 ) -> None:
     if slurm_cluster.rest_pidfile is None or os.geteuid() != 0:
         pytest.skip("needs the cluster's pid files and root to kill and restart slurmrestd")
-    ends = world.submit(spec("ends-in-outage", "echo begin; sleep 12; echo end of run", gpus=1))
+    # `pends` asks the whole a800 node, so it waits at Slurm behind `runs` whatever other tests'
+    # jobs come and go there (a 2-GPU one backfilled and ran in CI); `ends` runs on the other node.
     runs = world.submit(spec("runs-on", "echo start; sleep 600", gpus=3, runtime_s=900))
-    pends = world.submit(spec("pends", "echo never", gpus=2, max_wait_s=3600))
-    for job_id in (ends, runs):
-        world.wait(job_id, {job_pb2.JOB_STATE_RUNNING})
+    world.wait(runs, {job_pb2.JOB_STATE_RUNNING})
+    pends = world.submit(spec("pends", "echo never", gpus=4, max_wait_s=3600))
     world.wait_at_slurm(pends, {AttemptState.PENDING}, timeout=60)
+    ends = world.submit(spec("ends-in-outage", "echo begin; sleep 12; echo end of run", gpus=1,
+                             accelerator="Ascend910B"))
+    world.wait(ends, {job_pb2.JOB_STATE_RUNNING})
     _kill_slurmrestd(slurm_cluster)
     try:
         world.cancel(runs)

@@ -245,7 +245,7 @@ def test_image_entrypoint_and_cmd_run_with_the_compose_environment(
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
-            if m := re.search(r"metrics on (http://[^\s\"]+)", line):  # (a JSON record's message too)
+            if m := re.search(r"metrics on (https?://[^\s\"]+)", line):  # (a JSON record's message too)
                 found["metrics"] = m.group(1)
             if m := re.search(r"serving on port (\d+)", line):
                 found["port"] = m.group(1)
