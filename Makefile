@@ -45,7 +45,7 @@ test: $(VENV)/.dev-installed $(BUF)
 	else echo "WARNING: could not start the Slurm test cluster; Slurm tests will fail" >&2; started=0; fi; \
 	if scripts/pg-test.sh start; then eval "$$(scripts/pg-test.sh env)"; pg_started=1; \
 	else echo "WARNING: could not start PostgreSQL; the PostgreSQL store tests will fail" >&2; pg_started=0; fi; \
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS); rc=$$?; \
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --durations=25; rc=$$?; \
 	[ "$$started" = 1 ] && scripts/slurm-cluster.sh stop; \
 	[ "$$pg_started" = 1 ] && scripts/pg-test.sh stop; \
 	rm -rf "$$SZB_TEST_RUN_DIR"; \
