@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -33,8 +34,8 @@ class DrainRpcs:
     drains: SiteDrains | None
     services: BrokerServices
 
-    def _principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
-        raise NotImplementedError  # pragma: no cover - BrokerServicer's
+    _principal: Callable[[grpc.aio.ServicerContext[Any, Any]], Principal]
+    """Who calls (`BrokerServicer._principal`)."""
 
     def _operator(
         self, context: grpc.aio.ServicerContext[Any, Any], what: str
