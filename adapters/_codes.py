@@ -37,8 +37,10 @@ EC2_CODES: ErrorTable = {
     "InsufficientFreeAddressesInSubnet": CapacityError,
     "InsufficientVolumeCapacity": CapacityError,  # (EBS in that zone: the type elsewhere may do)
     "InsufficientAddressCapacity": CapacityError,
+    "InsufficientCapacityOnHost": CapacityError,
     # not offered here
     "Unsupported": UnsupportedError,
+    "UnsupportedOperation": UnsupportedError,  # e.g. an instance type its AMI does not support
     "InvalidInstanceType.NotFound": UnsupportedError,
     # quota
     "MaxSpotInstanceCountExceeded": SpotQuotaError,
@@ -69,6 +71,7 @@ EC2_CODES: ErrorTable = {
     "InvalidGroup.NotFound": ConfigError,
     "InvalidParameterValue": ConfigError,
     "InvalidParameterCombination": ConfigError,
+    "MissingParameter": ConfigError,
     # The broker renders and boto3 base64-encodes every job's user data: a malformed one is the
     # broker's (or the site's) fault, true of every job, never one job's own request.
     "InvalidUserData.Malformed": ConfigError,
@@ -81,6 +84,7 @@ EC2_CODES: ErrorTable = {
 EC2_PREFIXES: PrefixTable = (
     ("InvalidParameter", ConfigError),
     ("InvalidAMIID.", ConfigError),
+    ("AuthFailure.", AuthError),  # e.g. .ServiceLinkedRoleCreationNotPermitted (a first spot launch)
 )
 """Families of codes; the longest matching prefix wins after an exact match."""
 
@@ -92,6 +96,10 @@ ECS_CODES: ErrorTable = {
     "LackResource": CapacityError,
     "InvalidDedicatedHost.NotEnoughResource": CapacityError,
     "ResourceNotAvailable": CapacityError,
+    "QuotaExceeded.PrivateIpAddress": CapacityError,  # this zone's vSwitch has no address left
+    "InvalidSpotPriceLimit.LowerThanPublicPrice": CapacityError,  # (EC2's SpotMaxPriceTooLow)
+    # "The specified region is in resource control, please try later": not this job's to retry
+    "OperationDenied.ResourceControl": CapacityError,
     # never sold here: drop the offer
     "Zone.NotOnSale": UnsupportedError,
     "Zone.NotOpen": UnsupportedError,
@@ -101,9 +109,11 @@ ECS_CODES: ErrorTable = {
     "InvalidVpcZone.NotSupported": UnsupportedError,
     "OperationDenied.ZoneNotAllowed": UnsupportedError,
     "InvalidResourceType.NotSupported": UnsupportedError,
+    "InstanceType.Offline": UnsupportedError,  # retired (or none of it left)
     # quota
     "QuotaExceed.ElasticQuota": QuotaError,
     "QuotaExceed.DiskCapacity": QuotaError,
+    "QuotaExceeded": QuotaError,  # "Living instances quota exceeded in this VPC."
     # transient
     "Throttling": TransientError,
     "Throttling.User": TransientError,
@@ -112,6 +122,7 @@ ECS_CODES: ErrorTable = {
     "InternalError": TransientError,
     "IncorrectInstanceStatus": TransientError,
     "UnknownError": TransientError,
+    "OperationDenied.CreatingConflict": TransientError,  # "Another Instance has been creating"
     # auth / account
     "InvalidAccessKeyId.NotFound": AuthError,
     "InvalidAccessKeyId.Inactive": AuthError,
@@ -120,6 +131,13 @@ ECS_CODES: ErrorTable = {
     "InvalidCredentials": AuthError,
     "MissingAccessKeyId": AuthError,
     "InvalidAccountStatus.NotEnoughBalance": AuthError,
+    # Billing and account holds: no launch at the site goes through until a person acts.
+    "Account.Arrearage": AuthError,
+    "InsufficientBalance": AuthError,
+    "PaymentMethodNotFound": AuthError,
+    "RealNameAuthenticationError": AuthError,
+    "SecurityRisk.3DVerification": AuthError,
+    "RegionUnauthorized": AuthError,  # (one site is one region: its breaker)
     # configuration
     "InvalidImageId.NotFound": ConfigError,
     "InvalidSecurityGroupId.NotFound": ConfigError,
@@ -136,10 +154,13 @@ ECS_CODES: ErrorTable = {
     # gone
     "InvalidInstanceId.NotFound": NotFoundError,
 }
-"""Exact ECS error codes (export-controls-and-catalog.md §5.2) and what dispatch does next."""
+"""Exact ECS error codes (export-controls-and-catalog.md §5.2, and the RunInstances API reference's
+error codes) and what dispatch does next."""
 
 ECS_PREFIXES: PrefixTable = (
     ("QuotaExceed.", QuotaError),
+    ("QuotaExceeded.", QuotaError),  # ECS spells its quotas both ways ("QuotaExceeded" too)
+    ("InvalidAccountStatus.", AuthError),
     ("Throttling.", TransientError),
     ("Forbidden.", AuthError),
     ("InvalidAccessKeyId.", AuthError),

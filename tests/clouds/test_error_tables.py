@@ -156,3 +156,42 @@ def test_a_refused_user_data_blames_the_job_not_the_site() -> None:
     assert alibaba.classify_code("InvalidUserData.NotSupported") is ConfigError
     assert alibaba.classify_code("InvalidUserData.Base64FormatInvalid") is ConfigError
     assert alibaba.classify_code("InvalidParameter", "The parameter UserData is invalid") is RequestError
+
+
+# Refusals RunInstances' own API references document beyond the reference's summary (review of
+# issues 4 and 6): ECS "RunInstances" error codes, EC2 "Error codes for the Amazon EC2 API".
+# Unmapped, each failed the attempt as an unknown code: a region's quota cost the job one attempt
+# per offer there (the job gave up with the next region untried) and a billing hold never opened
+# the provider's breaker.
+ECS_RUN_INSTANCES: dict[str, type[AdapterError]] = {
+    "QuotaExceeded": QuotaError,  # "Living instances quota exceeded in this VPC."
+    "QuotaExceeded.Whatever": QuotaError,
+    "QuotaExceeded.PrivateIpAddress": CapacityError,  # this zone's vSwitch is full: try another
+    "Account.Arrearage": AuthError,  # billing, like InvalidAccountStatus.NotEnoughBalance
+    "InsufficientBalance": AuthError,
+    "InvalidAccountStatus.Whatever": AuthError,
+    "PaymentMethodNotFound": AuthError,
+    "RealNameAuthenticationError": AuthError,
+    "SecurityRisk.3DVerification": AuthError,
+    "RegionUnauthorized": AuthError,
+    "InstanceType.Offline": UnsupportedError,  # retired, or none left of it
+    "InvalidSpotPriceLimit.LowerThanPublicPrice": CapacityError,  # EC2's SpotMaxPriceTooLow
+    "OperationDenied.CreatingConflict": TransientError,  # "Another Instance has been creating"
+    "OperationDenied.ResourceControl": CapacityError,  # "region is in resource control, try later"
+}
+EC2_RUN_INSTANCES: dict[str, type[AdapterError]] = {
+    "InsufficientCapacityOnHost": CapacityError,
+    "UnsupportedOperation": UnsupportedError,  # e.g. an instance type the AMI does not support
+    "MissingParameter": ConfigError,
+    "AuthFailure.ServiceLinkedRoleCreationNotPermitted": AuthError,
+}
+
+
+@pytest.mark.parametrize(("code", "cls"), sorted(ECS_RUN_INSTANCES.items()))
+def test_ecs_run_instances_refusals_are_mapped(code: str, cls: type[AdapterError]) -> None:
+    assert alibaba.classify_code(code) is cls
+
+
+@pytest.mark.parametrize(("code", "cls"), sorted(EC2_RUN_INSTANCES.items()))
+def test_ec2_run_instances_refusals_are_mapped(code: str, cls: type[AdapterError]) -> None:
+    assert aws.classify_code(code) is cls
