@@ -100,6 +100,11 @@ def map_ecs_errors(site: str) -> Iterator[None]:
         raise TransientError(site, type(exc).__name__, str(exc)) from exc
 
 
+_IN_STOCK = frozenset({"WithStock", "ClosedWithStock"})
+"""DescribeAvailableResource's StatusCategory values that still sell: ClosedWithStock is "in
+insufficient stock" (Status Available), where GPU types often stand; WithoutStock and
+ClosedWithoutStock are sold out."""
+
 _RUNNING = {
     "Pending": AttemptState.PENDING,
     "Starting": AttemptState.PENDING,
@@ -347,7 +352,7 @@ class AlibabaAdapter(EcsGangs):
         for zone in body.get("AvailableZones", {}).get("AvailableZone", []):
             for res in zone.get("AvailableResources", {}).get("AvailableResource", []):
                 for sup in res.get("SupportedResources", {}).get("SupportedResource", []):
-                    stock[(zone["ZoneId"], sup["Value"])] = sup.get("StatusCategory") == "WithStock"
+                    stock[(zone["ZoneId"], sup["Value"])] = sup.get("StatusCategory") in _IN_STOCK
         return stock
 
     def _price(self, instance_type: str, spot: bool) -> float:

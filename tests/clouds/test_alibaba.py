@@ -136,6 +136,20 @@ def test_spot_release_is_preempted_and_stopped_is_lost(ecs_server: EcsEndpoint, 
     assert a.status(plain).state is AttemptState.LOST
 
 
+def test_a_type_short_of_stock_is_still_offered_and_launches(ecs_server: EcsEndpoint, ecs: EcsCloud) -> None:
+    """Review of issues 4 and 6: DescribeAvailableResource's ClosedWithStock ("resources in
+    insufficient stock", Status Available) was read as sold out, so a GPU type short of stock,
+    which ECS still sells, was never offered (free 0: "no stock" to the burst decision)."""
+    ecs.low_stock.add(("cn-beijing-i", A10))
+    ecs.sold_out.add(("cn-beijing-h", A10))
+    a = adapter(ecs_server)
+    offers = {o.key: o for o in a.offers(NOW)}
+    low = offers[f"aliyun-bj/cn-beijing-i/{A10}/ondemand"]
+    assert low.free is None
+    assert offers[f"aliyun-bj/cn-beijing-h/{A10}/ondemand"].free == 0  # WithoutStock
+    assert a.submit(launch(low, "tok-low")) in ecs.instances
+
+
 def test_no_stock_is_a_capacity_error_with_the_code(ecs_server: EcsEndpoint, ecs: EcsCloud) -> None:
     ecs.sold_out.add(("cn-beijing-i", A100))
     a = adapter(ecs_server)

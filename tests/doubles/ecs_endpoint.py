@@ -244,6 +244,9 @@ class EcsCloud(DeploymentSets):
     instance_types: tuple[str, ...] = ("ecs.gn7i-c8g1.2xlarge", "ecs.gn7-c12g1.3xlarge")
     sold_out: set[tuple[str, str]] = field(default_factory=set)
     """(zone, instance type) pairs with no stock: RunInstances → OperationDenied.NoStock."""
+    low_stock: set[tuple[str, str]] = field(default_factory=set)
+    """(zone, instance type) pairs in stock but short of it: DescribeAvailableResource says
+    Available / ClosedWithStock ("resources in insufficient stock"); RunInstances succeeds."""
     prices: dict[str, float] = field(
         default_factory=lambda: {"ecs.gn7i-c8g1.2xlarge": 9.5, "ecs.gn7-c12g1.3xlarge": 31.0}
     )
@@ -421,11 +424,12 @@ class EcsCloud(DeploymentSets):
                 if p.get("InstanceType") and p["InstanceType"] != itype:
                     continue
                 stock = (zone, itype) not in self.sold_out
+                low = "ClosedWithStock" if (zone, itype) in self.low_stock else "WithStock"
                 supported.append(
                     {
                         "Value": itype,
                         "Status": "Available" if stock else "SoldOut",
-                        "StatusCategory": "WithStock" if stock else "WithoutStock",
+                        "StatusCategory": low if stock else "WithoutStock",
                     }
                 )
             zones.append(
