@@ -167,13 +167,15 @@ class AlibabaAdapter(EcsGangs):
         static = catalog_offers(self.site, self.catalog, region=self.region, currency="CNY", read_at=None)
         if not self.live_prices or not static:
             return static
-        stock = self._stock()
+        # ECS keeps spot stock apart from pay-as-you-go stock: each market's offers read their own.
+        stocks = {spot: self._stock(spot) for spot in sorted({o.spot for o in static})}
         prices: dict[tuple[str, bool], float] = {}
         offers = []
         for offer in static:
             key = (offer.instance_type, offer.spot)
             if key not in prices:
                 prices[key] = self._price(offer.instance_type, offer.spot)
+            stock = stocks[offer.spot]
             zones = [offer.zone] if offer.zone else sorted(z for (z, t) in stock if t == offer.instance_type)
             for zone in zones or [""]:
                 has_stock = stock.get((zone, offer.instance_type))
@@ -339,12 +341,14 @@ class AlibabaAdapter(EcsGangs):
                 return out
             page += 1
 
-    def _stock(self) -> dict[tuple[str, str], bool]:
-        """(zone, type) → has stock, from DescribeAvailableResource."""
+    def _stock(self, spot: bool) -> dict[tuple[str, str], bool]:
+        """(zone, type) → has stock in the market (spot or pay-as-you-go), from
+        DescribeAvailableResource."""
         req = ecs.DescribeAvailableResourceRequest(
             region_id=self.region,
             destination_resource="InstanceType",
             instance_charge_type="PostPaid",
+            spot_strategy="SpotAsPriceGo" if spot else None,
         )
         with map_ecs_errors(self.site):
             body = self._client.describe_available_resource(req).body.to_map()

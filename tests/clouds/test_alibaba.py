@@ -150,6 +150,21 @@ def test_a_type_short_of_stock_is_still_offered_and_launches(ecs_server: EcsEndp
     assert a.submit(launch(low, "tok-low")) in ecs.instances
 
 
+def test_spot_offers_carry_the_spot_markets_stock(ecs_server: EcsEndpoint, ecs: EcsCloud) -> None:
+    """Review of issues 4 and 6: stock was read for pay-as-you-go only (no SpotStrategy), so a
+    zone whose on-demand A10s were sold out had its spot A10s refused as "no stock" too (and
+    spot sold out where on-demand was not was offered, to fail at RunInstances)."""
+    ecs.sold_out.add(("cn-beijing-i", A10))
+    ecs.spot_sold_out = {("cn-beijing-h", A10)}
+    a = adapter(ecs_server)
+    offers = {o.key: o for o in a.offers(NOW)}
+    assert offers[f"aliyun-bj/cn-beijing-i/{A10}/ondemand"].free == 0
+    assert offers[f"aliyun-bj/cn-beijing-i/{A10}/spot"].free is None
+    assert offers[f"aliyun-bj/cn-beijing-h/{A10}/ondemand"].free is None
+    assert offers[f"aliyun-bj/cn-beijing-h/{A10}/spot"].free == 0
+    assert a.submit(launch(offers[f"aliyun-bj/cn-beijing-i/{A10}/spot"], "tok-sp")) in ecs.instances
+
+
 def test_no_stock_is_a_capacity_error_with_the_code(ecs_server: EcsEndpoint, ecs: EcsCloud) -> None:
     ecs.sold_out.add(("cn-beijing-i", A100))
     a = adapter(ecs_server)

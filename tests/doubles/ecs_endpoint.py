@@ -244,6 +244,9 @@ class EcsCloud(DeploymentSets):
     instance_types: tuple[str, ...] = ("ecs.gn7i-c8g1.2xlarge", "ecs.gn7-c12g1.3xlarge")
     sold_out: set[tuple[str, str]] = field(default_factory=set)
     """(zone, instance type) pairs with no stock: RunInstances → OperationDenied.NoStock."""
+    spot_sold_out: set[tuple[str, str]] | None = None
+    """The spot market's sold-out pairs when they differ from `sold_out` (None: the same): ECS
+    keeps spot stock apart (DescribeAvailableResource with a SpotStrategy reports it)."""
     low_stock: set[tuple[str, str]] = field(default_factory=set)
     """(zone, instance type) pairs in stock but short of it: DescribeAvailableResource says
     Available / ClosedWithStock ("resources in insufficient stock"); RunInstances succeeds."""
@@ -324,7 +327,7 @@ class EcsCloud(DeploymentSets):
         zone = p.get("ZoneId") or self.zones[0]
         if zone not in self.zones:
             return error(403, "Zone.NotOnSale", "The specified zone is not available for purchase.")
-        if (zone, itype) in self.sold_out:
+        if (zone, itype) in self._sold_out(p):
             return error(
                 403,
                 "OperationDenied.NoStock",
@@ -414,6 +417,11 @@ class EcsCloud(DeploymentSets):
             "ConsoleOutput": base64.b64encode(self.console.get(iid, "").encode()).decode(),
         }
 
+    def _sold_out(self, p: Mapping[str, str]) -> set[tuple[str, str]]:
+        """The sold-out pairs of the market a request names (its SpotStrategy)."""
+        spot = p.get("SpotStrategy") in ("SpotAsPriceGo", "SpotWithPriceLimit")
+        return self.spot_sold_out if spot and self.spot_sold_out is not None else self.sold_out
+
     def describe_available_resource(self, p: Mapping[str, str]) -> Reply:
         zones = []
         for zone in self.zones:
@@ -423,7 +431,7 @@ class EcsCloud(DeploymentSets):
             for itype in self.instance_types:
                 if p.get("InstanceType") and p["InstanceType"] != itype:
                     continue
-                stock = (zone, itype) not in self.sold_out
+                stock = (zone, itype) not in self._sold_out(p)
                 low = "ClosedWithStock" if (zone, itype) in self.low_stock else "WithStock"
                 supported.append(
                     {
