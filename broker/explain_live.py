@@ -50,7 +50,8 @@ def explain_now(
     job_id, since = (job.id, job.created_at) if job is not None else (EXPLAINED, snap.now)
     pending = None  # (a queued job's burst condition held since, as the dispatcher keeps it)
     if job is not None:
-        pending = job.created_at if job.id in planner.burst_jobs else planner.pending_burst.get(job.id)
+        burst = job.id in planner.burst_jobs
+        pending = job.created_at if burst else planner.pending_burst.get(job.id, snap.now)
     asked = spec
     limit = policy.document.fair_share.over_share_burst_ratio
     if limit is not None and not standing.in_quota and standing.ratio > limit:

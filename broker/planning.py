@@ -38,6 +38,7 @@ from broker.fairshare.book import units_of
 from broker.fairshare.holds import claimed_meanwhile
 from broker.jobspec import SpotMode
 from broker.model import Attempt, AttemptState, AttemptStatus, Job, JobSpec, Offer, SiteId, TenantId
+from broker.pending_bursts import PendingBursts
 from broker.placement import PlacementContext, place
 from broker.placement._env import Env
 from broker.placement.names import unknown_accelerators
@@ -62,7 +63,7 @@ class Planner:
         self.refusals = RefusalMemo()  # sites that refused a job's own request, per attempt count
         self.launches = ProvisioningTimes()
         """Each cloud route's launch times: a late job's lead counts their p95 (`burst.leads`)."""
-        self.pending_burst: dict[str, datetime] = {}
+        self.pending_burst = PendingBursts(clock.ticks)
         self.burst_jobs: set[str] = set()
         """Jobs that already burst once: failover to the next cloud offer skips the hysteresis."""
         self._watch_task: asyncio.Task[None] | None = None
@@ -256,7 +257,7 @@ class Planner:
 
     def decide(self, job: Job, snap: PassSnapshot, store: JobStore) -> Decision:
         # A job that already burst fails over without waiting out the hysteresis again.
-        pending = job.created_at if job.id in self.burst_jobs else self.pending_burst.get(job.id)
+        pending = job.created_at if job.id in self.burst_jobs else self.pending_burst.get(job.id, snap.now)
         spec = job.spec
         if spec.spot == SpotMode.ALLOWED and off_spot(job, self.policy, store):
             spec = without_spot(spec)  # interrupted enough times
@@ -289,11 +290,7 @@ class Planner:
         if projected is not None:  # recorded with where its wait came from, then in the line
             decision = self.waits.explained(decision, snap, job.tenant, store, before, projected)
             self.waits.record(job, decision, self.policy, snap, store, self.fair.place(job.id))
-        since = decision.facts.burst_pending_since
-        if since is not None:
-            self.pending_burst[job.id] = since
-        else:
-            self.pending_burst.pop(job.id, None)
+        self.pending_burst.seen(job.id, decision.facts.burst_pending_since, snap.now)
         return decision
 
     # Money -----------------------------------------------------------------------------
@@ -318,7 +315,7 @@ class Planner:
             self.waits.ratios.forget(job.tenant)  # its history grew: learn the ratio again
         if status.state in (AttemptState.SUCCEEDED, AttemptState.FAILED, AttemptState.CANCELLED):
             self.burst_jobs.discard(job.id)  # the job is over: forget its burst memory
-            self.pending_burst.pop(job.id, None)
+            self.pending_burst.pop(job.id)
         update = {"state": status.state, "error": status.message, "updated_at": self.clock.now()}
         self.recent.append(attempt.model_copy(update=update))
         self.ledger.settle(job, attempt, store, ran=ran, ended=status.stopped_at)
