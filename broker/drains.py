@@ -87,7 +87,8 @@ class SiteDrains:
         replaced = self.store.drain_site(drain)
         active = sum(n for (_, at, _), n in self.store.active_counts().items() if at == site)
         log.warning("site %s drained by %s: %s (%d jobs there run to their end)",
-                    site, caller.who, reason, active)
+                    site, caller.who, reason, active,
+                    extra={"event": "drained", "site": site, "by": caller.who, "reason": reason})
         return Drained(drain, replaced, active)
 
     def undrain(self, caller: Principal, site: str) -> SiteDrain | None:
@@ -98,7 +99,8 @@ class SiteDrains:
         if lifted is None:
             self._known(site)
         else:
-            log.warning("site %s undrained by %s: it takes new placements", site, caller.who)
+            log.warning("site %s undrained by %s: it takes new placements", site, caller.who,
+                        extra={"event": "undrained", "site": site, "by": caller.who})
         return lifted
 
     def _known(self, site: str) -> None:

@@ -38,6 +38,7 @@ FIELDS = (
     "budget",
     "alert_fraction",
     "result",
+    "reason",
 )
 """Structured fields the broker's log calls may carry (in this order in text lines)."""
 

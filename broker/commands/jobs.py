@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -96,11 +98,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from broker.logs import configure
     from broker.serving import serve_forever
 
+    # Known before broker.yaml is read, so a file it cannot read is a record too under JSON.
+    log_format = args.log_format or os.environ.get("SZB_LOG_FORMAT", "").strip().lower()
     try:
         # broker.yaml, then SZB_* environment variables, then flags; paths made absolute.
         config = apply_env(load_config(args.config))
     except ConfigFileError as exc:
-        return fail(str(exc))
+        return _stopped(str(exc), log_format, configure)
     updates: dict[str, Any] = {}
     names = ["listen", "data_dir", "policy", "tokens_file", "metrics_listen", "log_format", "log_level"]
     names.append("role")
@@ -112,18 +116,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = apply_flags(config, updates).absolute()
         config.check_role()
     except ConfigFileError as exc:
-        return fail(str(exc))
+        return _stopped(str(exc), log_format, configure)
     configure(config.log_format, config.log_level)
     try:
         asyncio.run(serve_forever(config, args.config.resolve() if args.config else None))
     except Exception as exc:
-        if config.log_format == "json":  # a JSON pipeline reads records: the reason it stopped is one
-            logging.getLogger("broker").critical("broker stopped: %s", redact(str(exc)),
-                                                 extra={"event": "stopped"})
-        return fail(f"broker stopped: {exc}")
+        return _stopped(f"broker stopped: {exc}", config.log_format, None)
     # The last line of a clean stop (SIGTERM, SIGINT): a log reader knows it was not a crash.
     logging.getLogger("broker").info("stopped; running jobs keep running", extra={"event": "stopped"})
     return 0
+
+
+def _stopped(message: str, log_format: str, configure: Callable[[str], None] | None) -> int:
+    """Exit 1 for a broker that could not serve: szb's plain error line, or under JSON logs one
+    CRITICAL record and nothing else (a plain line beside it is the one a JSON pipeline drops)."""
+    if log_format != "json":
+        return fail(message)
+    if configure is not None:  # (the log is not configured yet: broker.yaml did not read)
+        configure("json")
+    if not message.startswith("broker stopped: "):
+        message = f"broker stopped: {message}"
+    logging.getLogger("broker").critical("%s", redact(message), extra={"event": "stopped"})
+    return 1
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
