@@ -74,6 +74,7 @@ def version_to_proto(
         errors=list(v.errors),
         content=v.content if content else "",
         active=v.hash == active and v.result != "refused",
+        inputs_digest=v.inputs,
     )
 
 

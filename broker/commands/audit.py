@@ -141,13 +141,15 @@ def cmd_history(args: argparse.Namespace) -> int:
         _json(resp)
         return 0
     table = Table(title=f"Policy versions (in force: {resp.active_hash[:12]})")
-    for col in ("TIME", "HASH", "RESULT", "SOURCE", "ERRORS"):
+    # FILES: the referenced files' digest: one HASH loaded twice with other files decides otherwise.
+    for col in ("TIME", "HASH", "FILES", "RESULT", "SOURCE", "ERRORS"):
         table.add_column(col, overflow="fold")
     for v in resp.versions:
         result = "refused" if v.result == pb.POLICY_LOAD_RESULT_REFUSED else "loaded"
         if v.active:
             result += " (in force)"
-        table.add_row(_ts(v.time), v.hash[:12], result, v.source, escape("\n".join(v.errors)))
+        table.add_row(_ts(v.time), v.hash[:12], v.inputs_digest[:12] or "-", result, v.source,
+                      escape("\n".join(v.errors)))
     Console(width=max(Console().width, 140)).print(table)
     return 0
 
@@ -164,6 +166,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     # What it is on stderr: stdout is the file as stored, so its errors' FILE:LINE:COL point into it.
     print(f"# policy {v.hash} ({result}{', in force' if v.active else ''}) from {v.source} at {_ts(v.time)}",
           file=sys.stderr)
+    if v.inputs_digest:
+        print(f"# the files it refers to: sha256 {v.inputs_digest}", file=sys.stderr)
     for err in v.errors:
         print(f"# {err}", file=sys.stderr)
     sys.stdout.write(v.content)

@@ -1183,6 +1183,7 @@ class PolicyVersion(_message.Message):
     ERRORS_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
+    INPUTS_DIGEST_FIELD_NUMBER: _builtins.int
     hash: _builtins.str
     """SHA-256 of the file's text."""
     result: Global___PolicyLoadResult.ValueType
@@ -1192,6 +1193,11 @@ class PolicyVersion(_message.Message):
     """The file's text (GetPolicyVersion only)."""
     active: _builtins.bool
     """True for the version in force now."""
+    inputs_digest: _builtins.str
+    """SHA-256 over the files the policy refers to (accelerators, regimes, price catalogs) as
+    loaded; empty when refused. Two entries of one hash with different digests differ in those
+    files only, and so may decide differently (an accelerator's export class, a price).
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1208,10 +1214,11 @@ class PolicyVersion(_message.Message):
         errors: _abc.Iterable[_builtins.str] | None = ...,
         content: _builtins.str = ...,
         active: _builtins.bool = ...,
+        inputs_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "content", b"content", "errors", b"errors", "hash", b"hash", "result", b"result", "source", b"source", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "content", b"content", "errors", b"errors", "hash", b"hash", "inputs_digest", b"inputs_digest", "result", b"result", "source", b"source", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
