@@ -14,6 +14,7 @@ from broker.store._audit import (
     RefusedSubmission,
     TokenSet,
 )
+from broker.store._cancels import REQUESTED, TOO_LATE, CancelRequest
 from broker.store._drains import DRAIN, DRAINED, UNDRAINED, DrainChange, SiteDrain
 from broker.store._queue_keys import UNGROUPED
 from broker.store.base import (
@@ -47,10 +48,13 @@ __all__ = [
     "MAX_TOKEN_SETS",
     "REFUSAL",
     "REFUSED",
+    "REQUESTED",
+    "TOO_LATE",
     "UNDRAINED",
     "UNGROUPED",
     "AuditCursor",
     "AuditFilter",
+    "CancelRequest",
     "DrainChange",
     "FairUsage",
     "FencedOut",

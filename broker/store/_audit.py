@@ -15,6 +15,8 @@ from broker.model import JobEvent, JobId, JobState, TenantId
 AUDIT_KINDS = (
     "submitted",
     "cancelled",
+    "cancel_requested",
+    "cancel_too_late",
     "placed",
     "rejected",
     "gave_up",

@@ -6,13 +6,15 @@ import abc
 from collections.abc import Sequence
 from datetime import datetime
 
-from broker.model import JobEvent, TenantId
+from broker.model import Job, JobEvent, JobId, TenantId
 from broker.store._audit import KEEP_REFUSALS, AuditFilter, PolicyVersion, RefusedSubmission, TokenSet
+from broker.store._cancels import CancelRequest
 from broker.store._drains import DrainChange, SiteDrain
 
 
 class AuditStore(abc.ABC):
-    """Policy versions, who did what to which job, submissions refused by policy, queue depth."""
+    """Policy versions, who did what to which job, submissions refused by policy, queue depth,
+    cancels waiting for the scheduler."""
 
     @abc.abstractmethod
     def record_policy_version(self, version: PolicyVersion) -> None:
@@ -76,3 +78,21 @@ class AuditStore(abc.ABC):
     def drain_log(self, where: AuditFilter) -> list[DrainChange]:
         """Drains and undrains matching `where`'s time window, oldest first (the newest
         `where.limit`); none when it names a job or a tenant."""
+
+    @abc.abstractmethod
+    def request_cancel(self, request: CancelRequest, message: str) -> tuple[Job, bool]:
+        """Record a cancel for the scheduler to settle, with a `cancel_requested` event and
+        `message` as the job's, in one transaction; True when it is new (not when the job ended
+        or a request is pending already)."""
+
+    @abc.abstractmethod
+    def cancel_request(self, job_id: JobId) -> CancelRequest | None:
+        """The job's pending cancel request, if any."""
+
+    @abc.abstractmethod
+    def cancel_requests(self, limit: int = 1000) -> list[CancelRequest]:
+        """Pending cancel requests, oldest first."""
+
+    @abc.abstractmethod
+    def drop_cancel_request(self, job_id: JobId) -> None:
+        """The scheduler settled the job's cancel request (a fenced write)."""

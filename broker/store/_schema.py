@@ -89,6 +89,10 @@ CREATE TABLE IF NOT EXISTS site_drain_log (
   reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS site_drain_log_time ON site_drain_log(time);
+-- Cancels of running jobs an API replica recorded, until the scheduler settles them (`_cancels`).
+CREATE TABLE IF NOT EXISTS cancel_requests (
+  job_id {key} PRIMARY KEY, by_name TEXT NOT NULL, role TEXT NOT NULL, time {time} NOT NULL
+);
 CREATE TABLE IF NOT EXISTS fair_usage (
   tenant {key} PRIMARY KEY, half_life_s {real} NOT NULL, at_s {real} NOT NULL,
   accelerators {real} NOT NULL, cpus {real} NOT NULL, memory_gb {real} NOT NULL

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from secrets import token_hex
 
-from broker.model import JobEvent, TenantId
-from broker.store import _audit, _drains
+from broker.model import Job, JobEvent, JobId, TenantId
+from broker.store import _audit, _cancels, _drains
 from broker.store._audit import KEEP_REFUSALS, AuditFilter, PolicyVersion, RefusedSubmission, TokenSet
+from broker.store._cancels import CancelRequest
 from broker.store._drains import DRAINED, UNDRAINED, DrainChange, SiteDrain
 from broker.store._sql_attempts import SqlAttempts
 from broker.store._sql_runs import SqlRuns
@@ -101,6 +102,35 @@ class SqlStore(SqlAttempts, SqlRuns):
     def drain_log(self, where: AuditFilter) -> list[DrainChange]:
         sql, params = _drains.log_query(where, self._dialect.ts)
         return _drains.log_from_rows(self._all(sql, params), self._dialect.dt)
+
+    # Cancels waiting for the scheduler ----------------------------------------------------
+
+    def request_cancel(self, request: CancelRequest, message: str) -> tuple[Job, bool]:
+        job_id, data = request.job_id, {"by": request.by, "role": request.role} if request.by else {}
+        event = None
+        with self._tx(fenced=True) as db:
+            state = self._lock_state(db, job_id)
+            new = not state.terminal and db.one(
+                _cancels.PUT, (job_id, request.by, request.role, self._dialect.ts(request.time))
+            ) is not None
+            if new:
+                self._set_fields(db, job_id, request.time, None, {"message": message})
+                event = self._append_event(db, job_id, request.time, _cancels.REQUESTED, state, message, data)
+            row = self._job_row(db, job_id)
+        if event is not None:
+            self._publish([event])
+        return self._row_to_job(row), new
+
+    def cancel_request(self, job_id: JobId) -> CancelRequest | None:
+        row = self._one(_cancels.FIND, (job_id,))
+        return None if row is None else _cancels.from_row(row, self._dialect.dt)
+
+    def cancel_requests(self, limit: int = 1000) -> list[CancelRequest]:
+        return [_cancels.from_row(r, self._dialect.dt) for r in self._all(_cancels.OLDEST, (limit,))]
+
+    def drop_cancel_request(self, job_id: JobId) -> None:
+        with self._tx(fenced=True) as db:
+            db.run(_cancels.DROP, (job_id,))
 
     # Fair share ----------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from broker.store import (
     REFUSAL,
     AuditCursor,
     AuditFilter,
+    CancelRequest,
     FencedOut,
     JobMove,
     JobNotFoundError,
@@ -1337,6 +1338,7 @@ class StoreContract:
             lambda: store.update_attempt(attempt.id, LATER, state=AttemptState.RUNNING, backend_id="i-x"),
             lambda: store.reserve_spend(entry(attempt.id, 5), tenant_limit=None, global_limit=None),
             lambda: store.settle_spend(attempt.id, 9.0, 0.0),
+            lambda: store.drop_cancel_request(job.id),
         ]
 
     def snapshot(self, store: JobStore, job: Job) -> tuple[object, ...]:
@@ -1449,6 +1451,28 @@ class StoreContract:
         assert api.transition(queued.id, JobState.CANCELLED, LATER).state is JobState.CANCELLED
         assert two.transition(late.id, JobState.PLACING, LATER).state is JobState.PLACING
         assert [j.id for j in api.jobs_in_states([JobState.PLACING])] == [late.id]
+
+    def test_a_cancel_request_is_recorded_once_for_a_live_job_then_dropped_by_the_leader(
+        self, open_store: StoreFactory
+    ) -> None:
+        api, leader = open_store(), open_store()
+        job = self.submit_one(api)
+        api.transition(job.id, JobState.PLACING, NOW)
+        asked = CancelRequest(job.id, "alice", "tenant", LATER)
+        got, new = api.request_cancel(asked, "cancel requested by alice")
+        assert new and got.state is JobState.PLACING and got.message == "cancel requested by alice"
+        again, new = api.request_cancel(CancelRequest(job.id, "bob", "operator", LATER), "by bob")
+        assert not new and again.message == "cancel requested by alice"  # the first one stands
+        assert leader.cancel_request(job.id) == asked and leader.cancel_requests() == [asked]
+        [event] = [e for e in api.events_after(job.id, 0) if e.kind == "cancel_requested"]
+        assert (event.state, event.time) == (JobState.PLACING, LATER)
+        assert event.data == {"by": "alice", "role": "tenant"}
+        leader.set_fence(leader.claim_leadership("sched-1", None, 10.0, NOW))
+        leader.drop_cancel_request(job.id)
+        assert api.cancel_request(job.id) is None and api.cancel_requests() == []
+        api.transition(job.id, JobState.CANCELLED, LATER)
+        assert not api.request_cancel(asked, "too late")[1]  # an ended job: nothing to settle
+        assert api.cancel_requests() == [] and api.get(job.id).message != "too late"
 
     def test_the_leaders_site_report_is_read_by_others_and_a_deposed_one_cannot_replace_it(
         self, open_store: StoreFactory
