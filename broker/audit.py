@@ -79,7 +79,7 @@ def version_to_proto(
 
 
 def _actor(tenant: TenantId, event: JobEvent) -> str:
-    if event.kind == "submitted":
+    if event.kind in ("submitted", "cancel_requested", "cancel_too_late"):
         return str(event.data.get("by") or tenant)
     if event.kind == "cancelled":  # (one at the backend, `scancel` say, was not the broker's doing)
         return str(event.data.get("by") or ("backend" if "backend" in event.message else tenant))

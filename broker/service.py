@@ -51,6 +51,8 @@ class AgentAuthError(BrokerError):
 
 MAX_LOG_OFFSET = 2**63 - 1
 """The largest next offset an agent can be answered (`AppendLogResponse.next_offset` is an int64)."""
+CANCEL_SETTLED_POLLS = 25
+"""How long (x 0.2 s) a watch of a job that ended waits for the scheduler's word on its cancel."""
 
 
 class AgentReportError(BrokerError):
@@ -206,8 +208,9 @@ class BrokerServices:
         done = await self.dispatcher.cancel(job, by=caller.who, role=caller.role.value)
         if not job.state.terminal:  # a cancel of a finished job changes nothing: no line
             log.info(
-                "job %s (%s) cancelled by %s (%s) in state %s",
-                job.id, job.spec.name, caller.who, caller.role.value, job.state.value,
+                "job %s (%s) %s by %s (%s) in state %s",
+                job.id, job.spec.name, "cancelled" if done.state.terminal else "cancel requested",
+                caller.who, caller.role.value, job.state.value,
                 extra={"event": "cancelled", "job_id": job.id, "tenant": job.tenant, "by": caller.who},
             )
         return done
@@ -233,18 +236,29 @@ class BrokerServices:
                 for event in events:
                     seq = event.seq
                     yield event
-                if events and events[-1].state.terminal and len(events) < 1000:
+                ended = bool(events) and events[-1].state.terminal and len(events) < 1000
+                if ended or (not events and self.store.get(job.id).state.terminal):
+                    for event in await self._cancel_settled(JobId(job.id), seq):
+                        yield event
                     return
                 if not events:
-                    current = self.store.get(job.id)
-                    if current.state.terminal:
-                        return
                     try:
                         await within(ev.wait(), 5.0)
                     except TimeoutError:
                         pass
         finally:
             self.hub.unsubscribe(job.id, ev)
+
+    async def _cancel_settled(self, job_id: JobId, seq: int) -> Sequence[JobEvent]:
+        """A job that ended while a cancel of it waited for the scheduler: the scheduler's word on
+        that cancel (it came too late) follows the end; it is waited for a moment, then sent."""
+        if not self.dispatcher.cancel_pending(job_id):
+            return []  # (always, but on an API replica)
+        for _ in range(CANCEL_SETTLED_POLLS):
+            await asyncio.sleep(0.2)
+            if not self.dispatcher.cancel_pending(job_id):
+                return self.store.events_after(job_id, seq)
+        return []
 
     async def logs(
         self, caller: Principal, job_id: str, *, follow: bool, tail_bytes: int
@@ -351,7 +365,7 @@ class BrokerServices:
         else:
             self.dispatcher.heartbeat(attempt)
             self.dispatcher.apply_status(attempt, AttemptStatus(state=AttemptState.RUNNING))
-        return self.store.get(attempt.job_id).state.terminal
+        return self.store.get(attempt.job_id).state.terminal or self.dispatcher.cancel_pending(attempt.job_id)
 
     def status(self, tenant: TenantId | None = None) -> dict[str, Any]:
         """Jobs by state: the tenant's own, or everyone's when `tenant` is None."""

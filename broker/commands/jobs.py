@@ -302,6 +302,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     ended = before if before.terminal else after if after.terminal and after != JobState.CANCELLED else None
     if ended is not None:
         print(f"szb: {args.id} had already ended ({ended.value}): nothing cancelled", file=sys.stderr)
+    elif not after.terminal:  # (an API replica: the scheduler settles it, or finds the run ended first)
+        print(f"szb: cancel of {args.id} requested; `szb watch {args.id}` shows how it ends", file=sys.stderr)
     if args.output == "json":
         print(json.dumps(job_dict(job), indent=2))
     else:

@@ -52,6 +52,10 @@ class AttemptTracking:
     def capacity_changed(self) -> None:
         """Re-decide queued jobs (the dispatcher's own; a no-op here)."""
 
+    def cancel_pending(self, job_id: JobId) -> bool:
+        """A cancel of the job waits to be settled (only an API replica records such requests)."""
+        return False
+
     # Watching attempts -------------------------------------------------------------------
 
     async def _poll_attempts(self) -> None:

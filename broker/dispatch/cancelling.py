@@ -15,7 +15,8 @@ from datetime import datetime
 from adapters.base import Adapter, AdapterError
 from broker.dispatch.attempts import AttemptTracking
 from broker.dispatch.ended_first import ended_first
-from broker.model import BROKER_SIDE, Attempt, AttemptState, Job, JobState
+from broker.model import BROKER_SIDE, Attempt, AttemptState, Job, JobId, JobState
+from broker.store import TOO_LATE
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,24 @@ class Cancelling(AttemptTracking):
         self.planner.reclaimer.release(job.id)  # units reclaimed for it are no longer kept off others
         await self.stop_attempts(job)
         return self.store.get(job.id)
+
+    async def settle_cancel_request(self, job_id: JobId) -> None:
+        """A cancel an API replica recorded (it cannot ask a backend whether the run ended):
+        cancel the job as one asked here is, unless its run ended first, which is then said."""
+        request = self.store.cancel_request(job_id)
+        if request is None:
+            return
+        job = self.store.get(job_id)
+        if not job.state.terminal:
+            job = await self.cancel(job, by=request.by, role=request.role)
+        if job.state != JobState.CANCELLED:  # it ended on its own before the cancel: its result stands
+            who = {"by": request.by, "role": request.role} if request.by else {}
+            asked = request.time.isoformat(timespec="seconds")
+            self.store.record(
+                job_id, self.clock.now(), kind=TOO_LATE, data={**who, "result": job.state.value},
+                message=f"the cancel asked at {asked} came too late: the job had ended {job.state.value}",
+            )
+        self.store.drop_cancel_request(job_id)
 
     async def stop_attempts(self, job: Job, *, answer_within_s: float = ANSWER_WITHIN_S) -> None:
         """Stop an ended job's live attempts at their backends, waiting at most `answer_within_s`."""

@@ -17,6 +17,7 @@ from adapters.base import Adapter
 from broker.burst.snapshot import PassSnapshot
 from broker.clock import Clock
 from broker.dispatch.attempts import AttemptTracking
+from broker.dispatch.cancelling import ANSWER_WITHIN_S
 from broker.dispatch.contract import DecisionMaker, DispatchStats
 from broker.dispatch.queue_read import read_queue
 from broker.ha.lease_watch import LeaseWatch
@@ -25,12 +26,14 @@ from broker.heard import Heard
 from broker.model import Attempt, Job, JobId, JobState, SiteId
 from broker.policy import Policy
 from broker.sitereport import SiteReport
-from broker.store import JobStore, StoreError
+from broker.store import CancelRequest, JobStore, StoreError
 
 log = logging.getLogger(__name__)
 
 REPORT_REFRESH_S = 1.0
 """How often a replica re-reads the active scheduler's report on its sites."""
+SETTLE_POLL_S = 0.1
+"""How often a cancel's answer reads whether the scheduler settled it (for `ANSWER_WITHIN_S`)."""
 
 
 Follow = Callable[[Policy, Sequence[Attempt], Sequence[Job], datetime, JobStore, int], None]
@@ -118,10 +121,18 @@ class StoreOnlyDispatch(AttemptTracking):
             self.notifier.send({"hb": attempt.id, "j": attempt.job_id})
 
     async def cancel(self, job: Job, *, by: str = "", role: str = "") -> Job:
-        """Record the cancellation; the scheduler stops its attempts at their backends."""
+        """Cancel a job nothing ran of yet; for one that runs, record the request for the
+        scheduler, which alone can ask the backend whether the run ended first, and wait a moment
+        for its answer. The scheduler also stops the attempts at their backends."""
+        message = f"cancelled by {by}" + (f" ({role})" if role else "") if by else "cancelled by the user"
         while not job.state.terminal:
+            if self._may_have_run(job):
+                request = CancelRequest(JobId(job.id), by, role, self.clock.now())
+                asked = "cancel requested" + message.removeprefix("cancelled")
+                asked += "; the scheduler stops it unless it ended"
+                job, _ = self.store.request_cancel(request, asked)
+                return await self._settled(job)
             who = {"by": by, "role": role} if by else {}
-            message = f"cancelled by {by}" + (f" ({role})" if role else "") if by else "cancelled by the user"
             job = self.store.transition(
                 job.id,
                 JobState.CANCELLED,
@@ -132,6 +143,25 @@ class StoreOnlyDispatch(AttemptTracking):
                 expect=job.state,
             )
         return job
+
+    def _may_have_run(self, job: Job) -> bool:
+        """A backend was asked to start the job (a launch still in flight stops itself on seeing
+        the job cancelled, and reads nothing of a run)."""
+        if job.state == JobState.QUEUED:
+            return False
+        return any(a.backend_id is not None and not a.state.terminal for a in self.store.attempts_for(job.id))
+
+    async def _settled(self, job: Job) -> Job:
+        """The job once the scheduler settled its cancel, or as it is after `ANSWER_WITHIN_S`."""
+        deadline = time.monotonic() + ANSWER_WITHIN_S
+        while not job.state.terminal and time.monotonic() < deadline:
+            await asyncio.sleep(SETTLE_POLL_S)
+            job = await asyncio.to_thread(self.store.get, job.id)
+        return job
+
+    def cancel_pending(self, job_id: JobId) -> bool:
+        """A cancel of the job waits for the scheduler (its agent is told to stop meanwhile)."""
+        return self.store.cancel_request(job_id) is not None
 
     async def follow_queue(self) -> bool:
         """Decide the queue again (when the snapshot is old) before a queued job's reason is read:

@@ -61,6 +61,7 @@ WRITES = frozenset(
         "reserve_spend",
         "settle_spend",
         "publish_site_report",
+        "drop_cancel_request",
     }
 )
 """The store calls a scheduler makes that change state (submissions come from API replicas)."""

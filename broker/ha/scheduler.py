@@ -27,7 +27,7 @@ from broker.logs import say, says_json
 from broker.metrics import BrokerMetrics
 from broker.model import JobId, JobState, SiteId
 from broker.sitereport import SiteReport
-from broker.store import JobStore, PostgresStore, StoreError
+from broker.store import REQUESTED, JobStore, PostgresStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,8 @@ class SchedulerRole:
         self._leader.set(1)
         self._epoch.set(epoch)
         await self._set_health(True)
+        # Cancels recorded while no scheduler ran: settled now, not at the first sweep.
+        self._spawn(self._retried("settling recorded cancels", self._stop_ended, dispatcher))
         self._spawn(self._sweep(dispatcher))
         if self.report is not None:
             self._spawn(self._publish(dispatcher, self.report))
@@ -209,9 +211,13 @@ class SchedulerRole:
             self._new.add(job_id)
         elif kind == "cancelled":
             self._spawn(self._retried(f"stopping {job_id}", self._stop_attempts, d, JobId(job_id)))
+        elif kind == REQUESTED:
+            self._spawn(self._retried(f"settling {job_id}'s cancel", self._settle, d, JobId(job_id)))
         elif kind in ENDED_KINDS:
             what = f"removing {job_id}'s instance"
             self._spawn(self._retried(what, self._remove_leftovers, d, JobId(job_id)))
+            # (an agent's report through a replica can end a job whose cancel is pending)
+            self._spawn(self._retried(f"settling {job_id}'s cancel", self._settle, d, JobId(job_id)))
 
     async def _retried(
         self, what: str, step: Callable[..., Awaitable[None]], d: Dispatcher, *args: Any
@@ -248,6 +254,10 @@ class SchedulerRole:
         """Stop the live attempts of a job an API replica cancelled (or that ended meanwhile)."""
         await d.stop_attempts(self.store.get(job_id))
 
+    async def _settle(self, d: Dispatcher, job_id: JobId) -> None:
+        """Cancel a job an API replica asked to cancel, unless it ended first (then it is said)."""
+        await d.settle_cancel_request(job_id)
+
     async def _remove_leftovers(self, d: Dispatcher, job_id: JobId) -> None:
         """An agent reported the end through a replica: remove the instance, re-decide."""
         for attempt in self.store.attempts_for(job_id):
@@ -267,7 +277,10 @@ class SchedulerRole:
                 log.warning("scheduler sweep failed", exc_info=True)
 
     async def _stop_ended(self, d: Dispatcher) -> None:
-        """Stop the live attempts of jobs that ended (a cancel whose wake-up was lost)."""
+        """Settle the cancels replicas recorded (while no scheduler ran, or a wake-up was lost),
+        then stop the live attempts of jobs that ended (a cancel whose wake-up was lost)."""
+        for request in self.store.cancel_requests():
+            await self._settle(d, request.job_id)
         ended = {a.job_id for a in self.store.live_attempts() if self.store.get(a.job_id).state.terminal}
         for job_id in ended:
             await self._stop_attempts(d, job_id)
