@@ -9,6 +9,7 @@ closed then. A real `szb serve` over gRPC.
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -43,6 +44,12 @@ def test_a_cancel_answers_before_a_job_that_traps_sigterm_is_killed(tmp_path: Pa
                 time.sleep(0.05)
             (pid,) = pids
             process = Held(pid)
+            # Its command line shows before Python has run a line: a cancel before the trap is set
+            # kills it at once, as happened on a loaded machine.
+            deadline = time.monotonic() + 30
+            while not _traps_sigterm(pid):
+                assert time.monotonic() < deadline, "the job never set its SIGTERM trap"
+                time.sleep(0.05)
             # Half the grace period: the answer must not wait for SIGKILL.
             cancelled = stub.CancelJob(
                 pb.CancelJobRequest(id=job.id), metadata=auth("team-a"), timeout=GRACE_S / 2
@@ -61,3 +68,11 @@ def test_a_cancel_answers_before_a_job_that_traps_sigterm_is_killed(tmp_path: Pa
             assert "saving" in got.log_tail, got.log_tail
     finally:
         broker.stop()
+
+
+def _traps_sigterm(pid: int) -> bool:
+    """Whether the process has a SIGTERM handler (`SigCgt` in /proc/PID/status is a signal mask)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
