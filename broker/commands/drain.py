@@ -62,7 +62,8 @@ def cmd_drain(args: argparse.Namespace) -> int:
     console = Console()
     console.print(f"site {escape(d.site)} drained by {escape(d.by)} at {when(d)}{again}", soft_wrap=True)
     console.print(f"  no new placements there; {resp.active_jobs} job(s) there run to their end "
-                  f"(szb list --wide shows them); szb undrain {escape(d.site)} puts it back")
+                  f"(szb list --wide shows them; one still pending in its queue is placed again); "
+                  f"szb undrain {escape(d.site)} puts it back")
     return 0
 
 

@@ -26,6 +26,7 @@ from broker.dispatch.scheduling import Scheduling
 from broker.dispatch.site_polls import SitePolls
 from broker.dispatch.unrecorded import LATE_CALL_S, look_up
 from broker.dispatch.withdraw import pending_at_queue, withdraw_late
+from broker.dispatch.withdraw_drained import withdraw_drained
 from broker.dispatch.withdraw_fair import withdraw_unfair
 from broker.dispatch.withdraw_reclaim import withdraw_to_reclaim
 from broker.heard import Heard
@@ -140,6 +141,8 @@ class Dispatcher(Scheduling):
         drained = self.planner.health.drained()
         if self._drained is not None and drained != self._drained:
             self.policy_changed()
+        if drained.keys() - (self._drained or {}).keys():
+            self._last_withdraw = float("-inf")  # (what pends at a newly drained site leaves now)
         self._drained = drained
 
     def catch_up(self, reconnected: bool = True) -> None:
@@ -309,10 +312,17 @@ class Dispatcher(Scheduling):
 
     async def _withdraw_late(self) -> None:
         """Jobs pending at Slurm leave its queue when they are to burst now (`dispatch.withdraw`),
-        or to reclaim their quota from borrowed work (`dispatch.withdraw_reclaim`); one reading
-        of the attempts and of capacity serves both."""
+        or to reclaim their quota from borrowed work (`dispatch.withdraw_reclaim`), or their site
+        was drained (`dispatch.withdraw_drained`); one reading of the attempts and of capacity
+        serves all."""
         live = self.store.live_attempts()
         pending = pending_at_queue(live, self.planner.queueing_sites())
+        if pending and self._drained:
+            back = await withdraw_drained(self.store, self.planner, pending, self._drained, self.adapters,
+                                          self.clock, self._in_background)
+            for job in back:
+                self.job_submitted(job)
+            pending = [a for a in pending if a.job_id not in {j.id for j in back}]
         if not pending:
             return
         snap = await self.planner.read_snapshot(self.clock.now(), live, wait_s=None)
