@@ -114,7 +114,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     decision = as_submitted(decide(job, TenantId(tenant), offers, policy, inputs), job, policy, tenant)
     body = explain_json(decision, job, policy)
     body["tenant"] = tenant
-    return _show(body, args, job=job.name, nodes=job.resources.nodes)
+    return _show(body, args, job=job.name, nodes=job.resources.nodes, count=job.resources.accelerators.count)
 
 
 def _not_admitted(policy: Policy, tenant: str, job: JobSpec) -> str | None:
@@ -143,7 +143,8 @@ def _explain_remote(args: argparse.Namespace) -> int:
         except ClientError as exc:
             print(f"szb: error: {exc}", file=sys.stderr)
             return 1
-    return _show(explanation_from_proto(resp.explanation), args, job=job.name, nodes=job.resources.nodes)
+    return _show(explanation_from_proto(resp.explanation), args, job=job.name, nodes=job.resources.nodes,
+                 count=job.resources.accelerators.count)
 
 
 def _explain_queued(args: argparse.Namespace) -> int:
@@ -157,17 +158,17 @@ def _explain_queued(args: argparse.Namespace) -> int:
             return 1
     spec = stored.spec
     return _show(explanation_from_proto(resp.explanation), args, job=f"{spec.name} ({stored.id})",
-                 nodes=spec.resources.nodes or 1)
+                 nodes=spec.resources.nodes or 1, count=spec.resources.accelerators.count)
 
 
-def _show(body: dict[str, Any], args: argparse.Namespace, *, job: str, nodes: int = 1) -> int:
+def _show(body: dict[str, Any], args: argparse.Namespace, *, job: str, nodes: int = 1, count: int = 0) -> int:
     if nodes > 1:
         body["nodes"] = nodes
     if args.output == "json":
         print(json.dumps(body, indent=2))
     else:
         console = Console() if sys.stdout.isatty() else Console(width=220)
-        print_table(body, job=job, limit=args.limit, console=console)
+        print_table(body, job=job, limit=args.limit, console=console, count=count)
         print_decision(body["decision"], console=console)
     return 0 if body.get("allowed_offers") else 1
 
@@ -196,8 +197,9 @@ def _price(value: float, currency: str) -> str:
     return f"{value:,.2f} {currency}".rstrip()
 
 
-def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console) -> None:
-    """The decision's offer marked first, then allowed offers, then why the others lost."""
+def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console, count: int = 0) -> None:
+    """The decision's offer marked first, then allowed offers, then why the others lost; a
+    partition's offers at the job's accelerator `count` only (`at_the_jobs_count`)."""
     decision = body.get("decision", {})
     currency = body.get("score_currency") or decision.get("currency", "")
     chosen = body.get("chosen")
@@ -220,7 +222,7 @@ def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console)
                 "VERDICT"):
         table.add_column(col, justify="right" if col in ("PRICE/H", "WAIT") or col.startswith("SCORE")
                          else "left", no_wrap=col != "VERDICT")
-    offers = body.get("offers", [])
+    offers, other_counts = at_the_jobs_count(body.get("offers", []), count, chosen is not None)
     action = decision.get("action", "")
     weighed = decision.get("onprem_partition") if decision.get("onprem_expected_wait_s") is not None else None
     for i, o in enumerate(offers[:limit]):
@@ -253,8 +255,31 @@ def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console)
     hidden = len(offers) - min(limit, len(offers))
     if hidden:
         console.print(f"... {hidden} more offers (use --limit or --output json)")
+    if other_counts:
+        console.print(f"{other_counts} on-prem offers of other accelerator counts are not shown "
+                      "(--output json has them)")
     if not body.get("allowed_offers"):
         console.print("[bold red]No offer is allowed for this job.[/]")
+
+
+def at_the_jobs_count(
+    offers: list[dict[str, Any]], count: int, chosen_first: bool
+) -> tuple[list[dict[str, Any]], int]:
+    """`offers` less the rows of a partition at counts other than the job's, and how many those
+    are. An on-prem partition offers every count up to its node's size (a row each, differing by
+    count alone); a job is given its own count, so the others are noise in a table: the row at
+    the job's count is kept, else the nearest (a node too small still says why). The decision's
+    own offer (first, when `chosen_first`) always stays."""
+    def group(o: dict[str, Any]) -> tuple[Any, ...]:
+        return o["site"], o.get("zone"), o["instance_type"], o.get("spot"), o.get("accelerator")
+
+    counts: dict[tuple[Any, ...], set[int]] = {}
+    for o in offers:
+        counts.setdefault(group(o), set()).add(int(o.get("count") or 0))
+    nearest = {g: min(cs, key=lambda c: (abs(c - count), c)) for g, cs in counts.items()}
+    kept = [o for i, o in enumerate(offers)
+            if (i == 0 and chosen_first) or int(o.get("count") or 0) == nearest[group(o)]]
+    return kept, len(offers) - len(kept)
 
 
 def _wait_shown(offer: dict[str, Any], decision: dict[str, Any], weighed: str | None) -> float:
