@@ -18,6 +18,13 @@ class Clock(Protocol):
         ...
 
 
+def tick_at(moment: datetime, now: datetime, ticks: float) -> float:
+    """The tick (`Clock.ticks`) at which the wall clock read `moment`, as it reads `now` at `ticks`
+    (a moment still to come: `ticks`). Read once and kept, a wall-clock moment is then measured
+    on the ticks, so a later step of the wall clock does not move it."""
+    return ticks - max(0.0, (now - moment).total_seconds())
+
+
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)

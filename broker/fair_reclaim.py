@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from broker.burst import is_onprem
 from broker.burst.snapshot import PassSnapshot
+from broker.clock import tick_at
 from broker.decision import Action, Decision, ReclaimVictim
 from broker.fairshare import onprem_partitions, partition_units, resolve_share
 from broker.fairshare.book import FairShareBook, units_of
@@ -28,6 +29,8 @@ from broker.policy import Policy
 from broker.store import ReclaimBooking, ReclaimState
 
 log = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +50,8 @@ class Reclaimer:
     def __init__(self, ticks: Callable[[], float] | None = None) -> None:
         self._ticks = ticks
         """The clock's monotonic ticks (`Clock.ticks`): the work still stopping is timed on them."""
-        self._anchor: float | None = None
-        """Wall-clock seconds less ticks, read once: where the ticks' timeline meets a kept booking's."""
+        self._epoch: float | None = None
+        """The tick of the Unix epoch, read once: where the ticks' timeline meets a kept booking's."""
         self._buckets: dict[str, Bucket] = {}
         """Per partition; a partition not yet charged has a full bucket."""
         self._kept: dict[str, tuple[float, float]] = {}
@@ -66,9 +69,9 @@ class Reclaimer:
         if self._ticks is None:  # (the simulator, and tests without a clock)
             return now.timestamp()
         ticks = self._ticks()
-        if self._anchor is None:
-            self._anchor = now.timestamp() - ticks
-        return ticks + self._anchor
+        if self._epoch is None:
+            self._epoch = tick_at(EPOCH, now, ticks)
+        return ticks - self._epoch
 
     @property
     def changes(self) -> int:

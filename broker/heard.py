@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from broker.clock import Clock
+from broker.clock import Clock, tick_at
 from broker.model import Attempt
 
 MAX_MOMENTS = 64
@@ -72,14 +72,13 @@ class Heard:
     def _created(self, attempt: Attempt, ticks: float) -> float:
         began = self._began.get(attempt.id)
         if began is None:
-            ago = max(0.0, (self.clock.now() - attempt.created_at).total_seconds())
-            began = self._began[attempt.id] = ticks - ago
+            began = self._began[attempt.id] = tick_at(attempt.created_at, self.clock.now(), ticks)
         return began
 
     def _tick_of(self, moment: datetime, ticks: float) -> float:
         tick = self._since.get(moment)
         if tick is None:
-            tick = ticks - max(0.0, (self.clock.now() - moment).total_seconds())
+            tick = tick_at(moment, self.clock.now(), ticks)
             if len(self._since) < MAX_MOMENTS:  # (callers pass one or two: this process's start)
                 self._since[moment] = tick
         return tick
