@@ -223,26 +223,10 @@ def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console,
         table.add_column(col, justify="right" if col in ("PRICE/H", "WAIT") or col.startswith("SCORE")
                          else "left", no_wrap=col != "VERDICT")
     offers, other_counts = at_the_jobs_count(body.get("offers", []), count, chosen is not None)
-    action = decision.get("action", "")
     weighed = decision.get("onprem_partition") if decision.get("onprem_expected_wait_s") is not None else None
     for i, o in enumerate(offers[:limit]):
         mark = "✔" if i == 0 and chosen is not None else ""
-        if not o["allowed"]:
-            verdict = "; ".join(f"[{r['rule']}] {r['message']}" for r in o["reasons"])
-            score = "-"
-        else:
-            score = f"{o['score']:,.2f}" if o.get("score") is not None else "-"
-            if mark:
-                verdict = {"run": "decision: run here", "wait": "decision: wait for this"}.get(
-                    action, f"decision: {action}")
-                if decision.get("burst"):
-                    verdict += " (burst)"
-            elif o.get("passed_over"):
-                verdict = f"passed over: {o['passed_over']}"
-            elif best is not None and o.get("score") is not None:
-                verdict = f"allowed: {o['score'] - best:+,.2f} {currency} vs the decision's offer"
-            else:
-                verdict = "allowed"
+        verdict, score = _verdict(o, bool(mark), decision, best, currency)
         acc = f"{o['accelerator']}x{o['count']}" if o.get("accelerator") else "-"
         wait = "?" if o.get("capacity_unknown") else minutes(_wait_shown(o, decision, weighed), "m")
         site = f"{o['site']}/{o['zone']}" if o.get("zone") else o["site"]  # two zones: two rows
@@ -260,6 +244,24 @@ def print_table(body: dict[str, Any], *, job: str, limit: int, console: Console,
                       "(--output json has them)")
     if not body.get("allowed_offers"):
         console.print("[bold red]No offer is allowed for this job.[/]")
+
+
+def _verdict(o: dict[str, Any], chosen: bool, decision: dict[str, Any], best: float | None,
+             currency: str) -> tuple[str, str]:
+    """An offer row's VERDICT and SCORE cells."""
+    if not o["allowed"]:
+        return "; ".join(f"[{r['rule']}] {r['message']}" for r in o["reasons"]), "-"
+    score = f"{o['score']:,.2f}" if o.get("score") is not None else "-"
+    if chosen:
+        action = decision.get("action", "")
+        verdict = {"run": "decision: run here", "wait": "decision: wait for this"}.get(
+            action, f"decision: {action}")
+        return verdict + (" (burst)" if decision.get("burst") else ""), score
+    if o.get("passed_over"):
+        return f"passed over: {o['passed_over']}", score
+    if best is not None and o.get("score") is not None:
+        return f"allowed: {o['score'] - best:+,.2f} {currency} vs the decision's offer", score
+    return "allowed", score
 
 
 def at_the_jobs_count(
