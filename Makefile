@@ -1,6 +1,7 @@
 # Two commands matter: `make demo` and `make test`. Everything they need is installed here.
-# `make test` runs its own Slurm cluster and PostgreSQL in a fresh folder on free ports
-# (scripts/test-env.sh), so two runs on one machine never stop each other's services.
+# `make test` runs its own two Slurm clusters (two Slurm test files run at once, one on each:
+# tests/slurm/groups.py) and PostgreSQL in a fresh folder on free ports (scripts/test-env.sh),
+# so two runs on one machine never stop each other's services.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -43,10 +44,16 @@ test: $(VENV)/.dev-installed $(BUF)
 	if scripts/slurm-cluster.sh start; then \
 	  eval "$$(scripts/slurm-cluster.sh env)"; started=1; \
 	else echo "WARNING: could not start the Slurm test cluster; Slurm tests will fail" >&2; started=0; fi; \
+	slurm_b() { SZB_SLURM_DIR=$$SZB_SLURM_B_DIR SZB_SLURM_REST_PORT=$$SZB_SLURM_B_REST_PORT \
+	  SZB_SLURMCTLD_PORT=$$SZB_SLURM_B_CTLD_PORT SZB_SLURMD_PORT=$$SZB_SLURM_B_SLURMD_PORT scripts/slurm-cluster.sh "$$@"; }; \
+	if [ "$$started" = 1 ] && slurm_b start && (umask 077; slurm_b env > "$$SZB_SLURM_B_DIR/client.env"); then \
+	  export SZB_SLURM_B_ENV=$$SZB_SLURM_B_DIR/client.env; \
+	else echo "WARNING: no second Slurm cluster; all Slurm tests run on one worker" >&2; fi; \
 	if scripts/pg-test.sh start; then eval "$$(scripts/pg-test.sh env)"; pg_started=1; \
 	else echo "WARNING: could not start PostgreSQL; the PostgreSQL store tests will fail" >&2; pg_started=0; fi; \
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --durations=25; rc=$$?; \
 	[ "$$started" = 1 ] && scripts/slurm-cluster.sh stop; \
+	[ -d "$$SZB_SLURM_B_DIR" ] && slurm_b stop; \
 	[ "$$pg_started" = 1 ] && scripts/pg-test.sh stop; \
 	rm -rf "$$SZB_TEST_RUN_DIR"; \
 	exit $$rc

@@ -6,8 +6,9 @@
 set -euo pipefail
 run=$(mktemp -d "${TMPDIR:-/tmp}/szb-test.XXXXXX")
 chmod 0755 "$run"
-# Three free loopback ports for slurmrestd, slurmctld and the first slurmd; the second slurmd
-# takes the next port, so that one must be free too.
+# Free loopback ports for two Slurm clusters (`make test` runs two, so that two Slurm test files
+# run at once: tests/slurm/groups.py): slurmrestd, slurmctld and the first slurmd of each; the
+# second slurmd takes the next port, so that one must be free too.
 ports=$(python3 - <<'PY'
 import socket
 
@@ -21,18 +22,27 @@ def free(port=0):
     finally:
         s.close()
 
-rest, ctld = free(), free()
-while True:
-    slurmd = free()
-    if slurmd and slurmd < 65535 and free(slurmd + 1) and slurmd not in (rest, ctld, rest - 1, ctld - 1):
-        break
-print(rest, ctld, slurmd)
+taken = set()
+
+def pick(pair=False):
+    while True:
+        port = free()
+        wanted = {port, port + 1} if pair and port else {port}
+        if port and port < 65535 and (not pair or free(port + 1)) and not wanted & taken:
+            taken.update(wanted)
+            return port
+
+print(*(pick(pair) for _ in range(2) for pair in (False, False, True)))
 PY
 )
-read -r rest ctld slurmd <<<"$ports"
+read -r rest ctld slurmd rest_b ctld_b slurmd_b <<<"$ports"
 echo "export SZB_TEST_RUN_DIR=$run"
 echo "export SZB_SLURM_DIR=$run/slurm"
 echo "export SZB_PG_DIR=$run/pg"
 echo "export SZB_SLURM_REST_PORT=$rest"
 echo "export SZB_SLURMCTLD_PORT=$ctld"
 echo "export SZB_SLURMD_PORT=$slurmd"
+echo "export SZB_SLURM_B_DIR=$run/slurm-b"
+echo "export SZB_SLURM_B_REST_PORT=$rest_b"
+echo "export SZB_SLURM_B_CTLD_PORT=$ctld_b"
+echo "export SZB_SLURM_B_SLURMD_PORT=$slurmd_b"

@@ -12,25 +12,35 @@ from pathlib import Path
 
 import pytest
 from xdist.scheduler import LoadScopeScheduling
+from xdist.workermanage import WorkerController
 
 from broker.cli import main
 from tests.processes import kill_runner_groups, runners_under
+from tests.slurm.groups import FIRST, SECOND, slurm_scope
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 class FileScheduling(LoadScopeScheduling):
-    """Each test file runs on one worker, and every Slurm test on the same one.
+    """Each test file runs on one worker, and every Slurm test of one cluster on the same one.
 
     A file's broker and cloud doubles are module fixtures, so splitting a file would start them on
-    every worker. The Slurm tests share the run's one single-node cluster and count on its GPUs
-    being theirs, so two of them must never run at once.
+    every worker. The Slurm tests count on their cluster's GPUs being theirs, so two tests of one
+    cluster must never run at once; `make test` starts two clusters so that two Slurm files can
+    (tests/slurm/groups.py says which file uses which).
     """
 
     def _split_scope(self, nodeid: str) -> str:
         path = nodeid.split("::", 1)[0]
-        on_slurm = path.startswith("tests/slurm/") or path.rsplit("/", 1)[-1].startswith("test_slurm_")
-        return "tests/slurm" if on_slurm else path  # (tests/ha/test_slurm_*.py use the cluster too)
+        return slurm_scope(path) or path
+
+    def _assign_work_unit(self, node: WorkerController) -> None:
+        # The Slurm groups first, each to a worker of its own: they take the longest. (xdist
+        # orders files by their number of tests, and the second group has few.)
+        for scope in (SECOND, FIRST):
+            if scope in self.workqueue:
+                self.workqueue.move_to_end(scope, last=False)
+        super()._assign_work_unit(node)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadScopeScheduling:

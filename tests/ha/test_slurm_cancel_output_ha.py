@@ -21,10 +21,10 @@ from broker.api import broker_service_pb2_grpc, job_pb2
 from tests.ha.cloud import wait_until
 from tests.ha.conftest import Cluster
 from tests.ha.test_slurm_takeover import live_slurm_jobs, slurm_cluster_config
-from tests.slurm.conftest import SlurmCluster, slurm_cluster
+from tests.slurm.conftest import SlurmCluster, slurm_cluster, slurm_clusters
 from tests.slurm.onprem import auth
 
-__all__ = ["slurm_cluster"]
+__all__ = ["slurm_cluster", "slurm_clusters"]
 
 pytestmark = pytest.mark.slurm
 

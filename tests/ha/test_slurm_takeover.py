@@ -26,11 +26,11 @@ from broker.model import JobId
 from broker.store import PostgresStore
 from tests.ha.cloud import attempts, wait_until
 from tests.ha.conftest import LEASE_S, RENEW_S, Cluster
-from tests.slurm.conftest import SlurmCluster, slurm_cluster
+from tests.slurm.conftest import SlurmCluster, slurm_cluster, slurm_clusters
 from tests.slurm.gate import Gate
 from tests.slurm.onprem import SITE, auth, write_onprem_config
 
-__all__ = ["slurm_cluster"]
+__all__ = ["slurm_cluster", "slurm_clusters"]
 
 pytestmark = pytest.mark.slurm
 

@@ -1,7 +1,7 @@
-"""The real single-node Slurm cluster (scripts/slurm-cluster.sh) for the Slurm adapter tests.
+"""The real single-host Slurm clusters (scripts/slurm-cluster.sh) for the Slurm adapter tests.
 
-The session fixture uses the cluster named by SZB_SLURM_URL / SZB_SLURM_TOKEN when it answers;
-otherwise it installs and starts one (root only) and stops it again at the end.
+`slurm_cluster` is the cluster of the test's file (see `Clusters`): the run's first, or its
+second for the files tests/slurm/groups.py puts there.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from broker.model import (
     Resources,
     SiteId,
 )
+from tests.slurm.groups import FIRST, SECOND, SECOND_CLUSTER_ENV, slurm_scope
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "slurm-cluster.sh"
@@ -97,30 +98,74 @@ def _parse_env(text: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[SlurmCluster]:
-    url = os.environ.get("SZB_SLURM_URL", "")
-    started = False
-    if url and os.environ.get("SZB_SLURM_TOKEN") and _answers(url):
-        env = {k: v for k, v in os.environ.items() if k.startswith(("SZB_SLURM", "SLURM_CONF"))}
-    else:
+class Clusters:
+    """The clusters of this session, by Slurm group (tests/slurm/groups.py).
+
+    The first is the one named by SZB_SLURM_URL / SZB_SLURM_TOKEN when it answers, otherwise one
+    this session installs and starts (root only) and stops at the end. The second is the one
+    `SZB_SLURM_B_ENV` describes; without it (or when it does not answer) every file uses the first,
+    and the scheduler keeps them all on one worker.
+    """
+
+    def __init__(self) -> None:
+        self.by_group: dict[str, SlurmCluster] = {}
+        self.started: SlurmCluster | None = None
+
+    def of(self, path: str) -> SlurmCluster:
+        group = slurm_scope(path) or FIRST
+        if group not in self.by_group:
+            self.by_group[group] = (group == SECOND and self._second()) or self._first()
+        return self.by_group[group]
+
+    def _first(self) -> SlurmCluster:
+        if FIRST in self.by_group:
+            return self.by_group[FIRST]
+        url = os.environ.get("SZB_SLURM_URL", "")
+        if url and os.environ.get("SZB_SLURM_TOKEN") and _answers(url):
+            env = {k: v for k, v in os.environ.items()
+                   if k.startswith(("SZB_SLURM", "SLURM_CONF")) and not k.startswith("SZB_SLURM_B_")}
+            self.by_group[FIRST] = _cluster(env, started=False)
+            return self.by_group[FIRST]
         if os.geteuid() != 0:
             pytest.skip("no Slurm cluster at SZB_SLURM_URL and not root: cannot start one")
         _run("install")
         t0 = time.monotonic()
         _run("start")
         print(f"slurm test cluster started in {time.monotonic() - t0:.1f}s")
-        started = True
-        env = _parse_env(_run("env"))
+        self.started = self.by_group[FIRST] = _cluster(_parse_env(_run("env")), started=True)
+        return self.started
+
+    def _second(self) -> SlurmCluster | None:
+        path = os.environ.get(SECOND_CLUSTER_ENV, "")
+        if not path or not os.path.exists(path):
+            return None
+        env = _parse_env(Path(path).read_text(encoding="utf-8"))
+        if not (env.get("SZB_SLURM_URL") and env.get("SZB_SLURM_TOKEN") and _answers(env["SZB_SLURM_URL"])):
+            return None
+        return _cluster(env, started=False)
+
+
+def _cluster(env: dict[str, str], started: bool) -> SlurmCluster:
     directory = Path(env["SZB_SLURM_DIR"]) if env.get("SZB_SLURM_DIR") else None
-    cluster = SlurmCluster(
+    return SlurmCluster(
         url=env["SZB_SLURM_URL"], token=env["SZB_SLURM_TOKEN"], user=env.get("SZB_SLURM_USER", "root"),
         env=env, started_here=started, directory=directory,
         rest_pidfile=directory / "run" / "slurmrestd.pid" if directory else None,
     )
-    yield cluster
-    if started:
+
+
+@pytest.fixture(scope="session")
+def slurm_clusters() -> Iterator[Clusters]:
+    clusters = Clusters()
+    yield clusters
+    if clusters.started:
         _run("stop")
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(slurm_clusters: Clusters, request: pytest.FixtureRequest) -> SlurmCluster:
+    """The cluster of this test's file: two files of one cluster never run at once."""
+    return slurm_clusters.of(request.path.relative_to(ROOT).as_posix())
 
 
 class Tracker:

@@ -49,8 +49,14 @@ def test_test_env_gives_a_fresh_folder_and_distinct_free_ports() -> None:
             assert Path(env["SZB_TEST_RUN_DIR"]).is_dir()
             assert env["SZB_SLURM_DIR"].startswith(env["SZB_TEST_RUN_DIR"])
             assert env["SZB_PG_DIR"].startswith(env["SZB_TEST_RUN_DIR"])
-            ports = {int(env[k]) for k in ("SZB_SLURM_REST_PORT", "SZB_SLURMCTLD_PORT", "SZB_SLURMD_PORT")}
-            assert len(ports | {int(env["SZB_SLURMD_PORT"]) + 1}) == 4
+            assert env["SZB_SLURM_B_DIR"].startswith(env["SZB_TEST_RUN_DIR"])
+            assert env["SZB_SLURM_B_DIR"] != env["SZB_SLURM_DIR"]
+            # `make test`'s two clusters: three ports each, and the next after each first slurmd's
+            slurmds = ("SZB_SLURMD_PORT", "SZB_SLURM_B_SLURMD_PORT")
+            names = ("SZB_SLURM_REST_PORT", "SZB_SLURMCTLD_PORT",
+                     "SZB_SLURM_B_REST_PORT", "SZB_SLURM_B_CTLD_PORT")
+            ports = {int(env[k]) for k in (*names, *slurmds)}
+            assert len(ports | {int(env[k]) + 1 for k in slurmds}) == 8
     finally:
         for env in (a, b):
             shutil.rmtree(env["SZB_TEST_RUN_DIR"], ignore_errors=True)
