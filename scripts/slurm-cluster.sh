@@ -365,6 +365,11 @@ env_lines() {
   echo "export SZB_SLURM_USER=$TOKEN_USER"
   echo "export SZB_SLURM_DIR=$D"
   echo "export SLURM_CONF=$SLURM_CONF"
+  # its ports too: a later `start` with these lines (a test restarting a daemon) must not take
+  # another cluster's from the caller's environment
+  echo "export SZB_SLURM_REST_PORT=$REST_PORT"
+  echo "export SZB_SLURMCTLD_PORT=$CTLD_PORT"
+  echo "export SZB_SLURMD_PORT=$SLURMD_PORT"
 }
 
 wipe() { stop; rm -rf "$D"; log "removed $D"; }

@@ -82,6 +82,11 @@ def test_a_second_slurm_cluster_starts_and_stops_without_touching_this_one() -> 
         assert started.returncode == 0, started.stderr
         url = sh(SCRIPTS / "slurm-cluster.sh", "env", env=other).stdout
         assert f":{other['SZB_SLURM_REST_PORT']}" in url and os.environ["SZB_SLURM_URL"] not in url
+        # Its ports too: a test restarting one of its daemons with these lines (the second
+        # cluster of `make test`) would otherwise rewrite its slurm.conf with the caller's ports.
+        said = dict(re.findall(r"^export (\w+)=(\S+)$", url, re.M))
+        ports = ("SZB_SLURM_REST_PORT", "SZB_SLURMCTLD_PORT", "SZB_SLURMD_PORT")
+        assert {k: said.get(k) for k in ports} == {k: other[k] for k in ports}, url
         # Its own munged, on a socket in its folder (not the system's).
         conf = Path(other["SZB_SLURM_DIR"], "etc", "slurm.conf").read_text()
         assert f"AuthInfo=socket={other['SZB_SLURM_DIR']}/munge/munge.socket" in conf
