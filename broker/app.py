@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -316,7 +316,7 @@ class BrokerApp:
         first = self.planner.watcher.first_load
         problems = self._vet_sites(self.planner.policy, first.content)
         if problems:
-            self._policy_loaded(replace(first, result="refused", errors=tuple(map(str, problems))))
+            self._policy_loaded(first.refused(problems))
             raise PolicyError(problems)
         self._policy_loaded(first)
         overrides = dict(self.adapter_overrides or {})
@@ -340,7 +340,7 @@ class BrokerApp:
         # file mended back to the one in force): the store keeps no entry twice in a row.
         result = "loaded" if load.result == "unchanged" else load.result
         self.store.record_policy_version(PolicyVersion(load.hash, result, load.source, load.content,
-                                                       load.time, load.errors, load.inputs))
+                                                       load.time, load.errors, load.inputs, load.files))
 
     def _policy_changed(self) -> None:
         self._check_token_tenants()  # (a tenant the tokens still name may be gone)

@@ -6,6 +6,7 @@ Reads the store (`policy_versions`, `audit_events`, `refusals`) and turns rows i
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import astuple
@@ -75,6 +76,11 @@ def version_to_proto(
         content=v.content if content else "",
         active=v.hash == active and v.result != "refused",
         inputs_digest=v.inputs,
+        files=[
+            pb.PolicyFile(name=name, sha256=hashlib.sha256(text.encode()).hexdigest(),
+                          content=text if content else "")
+            for name, text in v.files
+        ],
     )
 
 

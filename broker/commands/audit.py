@@ -21,6 +21,7 @@ from broker.commands._args import BEIJING, INT32_MAX, job_id, page_size, parse_s
 from broker.commands._connect import add_client_args, client_for
 from broker.commands._console import Console
 from broker.serde import state_from_proto
+from broker.validation import did_you_mean
 
 
 def register(sub: Any) -> None:
@@ -55,6 +56,8 @@ def register_policy(cmds: Any) -> None:
     history.set_defaults(handler=cmd_history)
     show = cmds.add_parser("show", help="the text of a stored policy version (operators)")
     show.add_argument("hash", help="the hash or a prefix of at least 4 hex digits")
+    show.add_argument("--file", default="", metavar="NAME",
+                      help="print a file the policy refers to (accelerators.yaml, a catalog CSV) as loaded")
     add_client_args(show)
     show.set_defaults(handler=cmd_show)
 
@@ -166,9 +169,34 @@ def cmd_show(args: argparse.Namespace) -> int:
     # What it is on stderr: stdout is the file as stored, so its errors' FILE:LINE:COL point into it.
     print(f"# policy {v.hash} ({result}{', in force' if v.active else ''}) from {v.source} at {_ts(v.time)}",
           file=sys.stderr)
+    if args.file:
+        return _show_file(v, args.file)
     if v.inputs_digest:
         print(f"# the files it refers to: sha256 {v.inputs_digest}", file=sys.stderr)
+    for f in v.files:
+        print(f"#   {f.name} sha256 {f.sha256} (szb policy show {v.hash[:12]} --file {f.name})",
+              file=sys.stderr)
+    if v.inputs_digest and not v.files:
+        print("#   (their contents were not stored: the entry is older than that)", file=sys.stderr)
     for err in v.errors:
         print(f"# {err}", file=sys.stderr)
     sys.stdout.write(v.content)
     return 0
+
+
+def _show_file(v: pb.PolicyVersion, name: str) -> int:
+    """A referenced file's text as the version loaded it, on stdout (byte for byte)."""
+    for f in v.files:
+        if f.name == name:
+            print(f"# {f.name} of policy {v.hash[:12]}: sha256 {f.sha256}", file=sys.stderr)
+            sys.stdout.write(f.content)
+            return 0
+    if not v.files:
+        refused = v.result == pb.POLICY_LOAD_RESULT_REFUSED
+        why = "it was refused" if refused else "the entry is older than that"
+        print(f"szb: error: policy {v.hash[:12]} stores no files it refers to ({why})", file=sys.stderr)
+    else:
+        names = [f.name for f in v.files]
+        print(f"szb: error: policy {v.hash[:12]} refers to no file {name!r}{did_you_mean(name, names)}; "
+              f"it refers to {', '.join(names)}", file=sys.stderr)
+    return 1

@@ -51,7 +51,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(warning, file=sys.stderr)
     print(
         f"{args.file}: ok: {len(policy.sites)} sites, {len(policy.tenants)} tenants, "
-        f"{len(policy.rules)} rules, regime {policy.regime.name}, sha256 {policy.hash[:12]}"
+        f"{len(policy.rules)} rules, regime {policy.regime.name}, policy hash {policy.hash[:12]}"
         + (f", {len(warnings)} warning(s)" if warnings else "")
     )
     return 1 if warnings and args.strict else 0

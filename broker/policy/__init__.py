@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.policy._load import RANKERS, load_policy, load_policy_text
+from broker.policy._load import RANKERS, combined_hash, load_policy, load_policy_text
 from broker.policy._policy import Hardware, Policy, SiteFacts
 from broker.policy.watcher import PolicyWatcher
 from broker.yamlfile import PolicyError, Problem
@@ -15,6 +15,7 @@ __all__ = [
     "PolicyWatcher",
     "Problem",
     "SiteFacts",
+    "combined_hash",
     "load_policy",
     "load_policy_text",
 ]

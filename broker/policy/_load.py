@@ -10,9 +10,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from broker.catalog.accelerators import AcceleratorCatalog, load_accelerators
-from broker.catalog.instances import InstanceRow, load_instance_csv
-from broker.compliance.regime import RegimeSet, load_regimes
+from broker.catalog.accelerators import AcceleratorCatalog, load_accelerators_text
+from broker.catalog.instances import InstanceRow, parse_instance_csv
+from broker.compliance.regime import RegimeSet, load_regimes_text
 from broker.compliance.rules import RuleSet
 from broker.policy._cel_check import compile_rules
 from broker.policy._cel_values import known_values
@@ -61,8 +61,12 @@ def load_policy_text(text: str, filename: str) -> Policy:
         problems.append(Problem(filename, line, col, message))
 
     inputs = _input_paths(document, base)
-    inputs_digest = _digest(inputs)  # before loading them: a later edit changes the next digest
-    accelerators, regimes = _referenced_files(document, base, at, problems)
+    # Each file is read once, and what is parsed is what is hashed and stored (read twice, an edit
+    # between the reads would be decided on under the other text's hash).
+    texts = _read_inputs(inputs, problems)
+    files = tuple((_file_name(p, base), t) for p, t in texts.items() if t is not None)
+    inputs_digest = _digest(files)
+    accelerators, regimes = _referenced_files(document, base, texts, at, problems)
     regime = pick_regime(document, regimes, at)
     site_ids = check_sites(document, accelerators, base, at)
     tenant_ids = check_tenants(document, regime, regimes, site_ids, at)
@@ -72,7 +76,7 @@ def load_policy_text(text: str, filename: str) -> Policy:
     check_duplicates(document, at)
 
     comp = document.compliance
-    instances = _instances(document, base, problems)
+    instances = _instances(document, base, texts, problems)
     known = _known_values(document, accelerators, regimes, instances)
     compiled, cel_problems = compile_rules(
         comp.rules, doc, text, filename, set(site_ids), set(tenant_ids), comp.default == "deny", known
@@ -82,7 +86,7 @@ def load_policy_text(text: str, filename: str) -> Policy:
     if problems:
         raise PolicyError(problems)
     return Policy(
-        hash=digest,
+        hash=combined_hash(digest, inputs_digest),
         source=filename,
         document=document,
         accelerators=accelerators,
@@ -90,17 +94,25 @@ def load_policy_text(text: str, filename: str) -> Policy:
         regime=regime,
         rules=RuleSet(tuple(compiled), default_deny=comp.default == "deny"),
         instances=instances,
-        inputs=tuple(str(p) for p in inputs),
+        inputs=tuple(map(str, inputs)),
         inputs_digest=inputs_digest,
+        files=files,
     )
 
 
-def _input_paths(document: PolicyDocument, base: Path) -> list[Path]:
+def combined_hash(text_sha256: str, inputs_digest: str) -> str:
+    """The policy hash decisions record: the policy file's text and the files it refers to (an edit
+    of accelerators.yaml alone can turn an export refusal into a placement)."""
+    return hashlib.sha256(f"policy {text_sha256}\ninputs {inputs_digest}\n".encode()).hexdigest()
+
+
+def _input_paths(document: PolicyDocument, base: Path) -> dict[Path, str]:
     """The accelerator and regime files (bundled ones when the policy names none beside it) and
-    every catalog CSV, as `_referenced_files` and `_instances` resolve them."""
-    paths = [_reference(document, base, field) for field in ("accelerators", "regimes")]
-    paths += [base / s.catalog.file for s in document.sites if s.catalog is not None]
-    return list(dict.fromkeys(paths))
+    every catalog CSV, as `_referenced_files` and `_instances` resolve them: path -> what it is."""
+    paths = {base / s.catalog.file: "catalog" for s in document.sites if s.catalog is not None}
+    paths[_reference(document, base, "regimes")] = "regimes file"
+    paths[_reference(document, base, "accelerators")] = "accelerator catalog"
+    return paths
 
 
 def _reference(document: PolicyDocument, base: Path, field: str) -> Path:
@@ -110,21 +122,46 @@ def _reference(document: PolicyDocument, base: Path, field: str) -> Path:
     return ref
 
 
-def _digest(paths: list[Path]) -> str:
-    """sha256 over each file's path and bytes (a missing file counts as empty: it is an error anyway)."""
-    digest = hashlib.sha256()
-    for path in paths:
+def _read_inputs(paths: dict[Path, str], problems: list[Problem]) -> dict[Path, str | None]:
+    """Each file's text; None for one missing (the cross-checks say so) or unreadable (a problem)."""
+    texts: dict[Path, str | None] = {}
+    for path, what in paths.items():
+        texts[path] = None
+        if not path.is_file():
+            continue
         try:
-            data = path.read_bytes()
-        except OSError:
-            data = b""
-        digest.update(f"{path}\0{len(data)}\0".encode())
+            texts[path] = read_text(path, what)  # (a byte that is not UTF-8: an error at its line)
+        except PolicyError as exc:
+            problems.extend(exc.problems)
+    return texts
+
+
+def _file_name(path: Path, base: Path) -> str:
+    """How a stored version names a file: relative to the policy's folder, so that one set of files
+    has one hash wherever its folder is (a copy for `szb explain`, each HA process's mount)."""
+    bundled = Path(str(resources.files("broker") / "defaults"))
+    for folder, prefix in ((base, ""), (bundled, "bundled:")):
+        if path.is_relative_to(folder):
+            return prefix + path.relative_to(folder).as_posix()
+    return str(path)
+
+
+def _digest(files: tuple[tuple[str, str], ...]) -> str:
+    """sha256 over each file's name and text."""
+    digest = hashlib.sha256()
+    for name, text in files:
+        data = text.encode("utf-8")
+        digest.update(f"{name}\0{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()
 
 
 def _referenced_files(
-    document: PolicyDocument, base: Path, at: Report, problems: list[Problem]
+    document: PolicyDocument,
+    base: Path,
+    texts: Mapping[Path, str | None],
+    at: Report,
+    problems: list[Problem],
 ) -> tuple[AcceleratorCatalog, RegimeSet]:
     """Load the accelerator and regime files the policy names; raise if either is unusable.
 
@@ -134,16 +171,19 @@ def _referenced_files(
     regimes: RegimeSet | None = None
     for field in ("accelerators", "regimes"):
         ref = _reference(document, base, field)
+        text = texts.get(ref)
         if not ref.is_file():
             # (a copy of a policy saved in another folder, `szb policy show HASH > candidate.yaml`)
             at([field], f"{field}: file not found: {ref} (relative to the policy's folder; without "
                         f"this line the broker's bundled {field}.yaml is used)")
             continue
+        if text is None:  # (unreadable: a problem already)
+            continue
         try:
             if field == "accelerators":
-                accelerators = load_accelerators(ref)
+                accelerators = load_accelerators_text(text, str(ref))
             else:
-                regimes = load_regimes(ref)
+                regimes = load_regimes_text(text, str(ref))
         except PolicyError as exc:
             problems.extend(exc.problems)
     if accelerators is None or regimes is None:
@@ -167,7 +207,7 @@ def _known_values(
 
 
 def _instances(
-    document: PolicyDocument, base: Path, problems: list[Problem]
+    document: PolicyDocument, base: Path, texts: Mapping[Path, str | None], problems: list[Problem]
 ) -> dict[str, tuple[InstanceRow, ...]]:
     """Each cloud site's catalog rows in its region; a bad row, or a row priced in a currency the
     policy has no fx rate for, is a problem at its line (listed with the policy's own)."""
@@ -176,12 +216,13 @@ def _instances(
     # Sites often share a catalog file (one per provider, a region each): read and check it once.
     read: dict[Path, list[InstanceRow] | None] = {}
     for site in document.sites:
-        if site.catalog is None or not (base / site.catalog.file).is_file():
-            continue  # (a missing file is the cross-check's problem)
-        path = base / site.catalog.file
+        path = base / site.catalog.file if site.catalog is not None else None
+        text = texts.get(path) if path is not None else None
+        if site.catalog is None or path is None or text is None:
+            continue  # (a missing file is the cross-check's problem; an unreadable one a problem already)
         if path not in read:
             try:  # (a row without a Currency cell is priced in its site's: filled in below)
-                read[path] = load_instance_csv(path, default_currency="")
+                read[path] = parse_instance_csv(text, str(path), default_currency="")
             except PolicyError as exc:
                 read[path] = None
                 problems.extend(exc.problems)

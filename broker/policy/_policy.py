@@ -65,7 +65,8 @@ class Policy(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     hash: str
-    """sha256 of the policy file's bytes; every decision records it."""
+    """sha256 over the policy file's text and the files it refers to (`files`); every decision records
+    it, so that one hash names one set of data (`szb policy show HASH` finds them all)."""
     source: str
     document: PolicyDocument
     accelerators: AcceleratorCatalog
@@ -77,7 +78,10 @@ class Policy(BaseModel):
     inputs: tuple[str, ...] = ()
     """The files the policy file refers to (accelerators, regimes, price catalogs): watched too."""
     inputs_digest: str = ""
-    """sha256 over those files' bytes, read before they were loaded."""
+    """sha256 over those files' names and texts, as loaded."""
+    files: tuple[tuple[str, str], ...] = Field(default=(), repr=False)
+    """(name relative to the policy's folder, text) of each file it refers to, as loaded: stored with
+    the version for the audit trail."""
 
     index: PolicyIndex = Field(default_factory=lambda: PolicyIndex(), exclude=True, repr=False)
     """Lookups derived at load time (a plain object: attribute access stays cheap)."""
@@ -93,8 +97,7 @@ class Policy(BaseModel):
     # -- plain accessors -------------------------------------------------------------------
     @property
     def version(self) -> str:
-        """What a reload and the caches compare: the policy file and every file it refers to
-        (`hash` stays the policy file's own, the one decisions record and `szb policy show` finds)."""
+        """What a reload and the caches compare: the policy file and every file it refers to."""
         return f"{self.hash}:{self.inputs_digest}"
 
     @property

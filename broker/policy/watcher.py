@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,7 +37,7 @@ class PolicyLoad:
     """One attempt to load the policy file: what was read, and whether it went into force."""
 
     hash: str
-    """SHA-256 of the file's text (the policy hash when it loaded)."""
+    """The policy hash when it loaded (`Policy.hash`); the SHA-256 of the file's text when refused."""
     result: str
     """`loaded` (now in force), `unchanged` (same hash as in force) or `refused` (invalid)."""
     source: str
@@ -47,6 +47,15 @@ class PolicyLoad:
     """`FILE:LINE:COL: error: ...` lines of a refused file."""
     inputs: str = ""
     """`Policy.inputs_digest` of a policy read (the files it refers to); '' when refused."""
+    files: tuple[tuple[str, str], ...] = ()
+    """`Policy.files`: (name, text) of the files it refers to; none when refused."""
+
+    def refused(self, problems: Sequence[Problem]) -> PolicyLoad:
+        """This valid file refused all the same (a site its live jobs run at is gone): recorded as a
+        refused reload is, under its text's hash (the broker made no decision with it)."""
+        digest = hashlib.sha256(self.content.encode("utf-8")).hexdigest()
+        return replace(self, hash=digest, result="refused", errors=tuple(map(str, problems)), inputs="",
+                       files=())
 
 
 def refused_load(path: Path, problems: Sequence[Problem], time: datetime) -> PolicyLoad:
@@ -93,7 +102,7 @@ class PolicyWatcher:
         policy, text = self._read()
         self._current = policy
         self.first_load = PolicyLoad(policy.hash, "loaded", str(path), text, clock(),
-                                     inputs=policy.inputs_digest)
+                                     inputs=policy.inputs_digest, files=policy.files)
         self.last_refused: PolicyLoad | None = None
         """The last refused file, while the file on disk stays invalid."""
         self._mtime = self._stat()
@@ -168,7 +177,7 @@ class PolicyWatcher:
                            "source": str(self.path)},
                 )
                 self._tell(PolicyLoad(policy.hash, "loaded", str(self.path), text, self._clock(),
-                                      inputs=policy.inputs_digest))
+                                      inputs=policy.inputs_digest, files=policy.files))
                 if self._on_swap is not None:
                     self._on_swap(policy)
             else:
@@ -178,7 +187,7 @@ class PolicyWatcher:
                     log.info("policy file %s mended: the policy in force, %s, again; its refusal is over",
                              self.path, policy.hash[:12], extra=fields)
                 self._tell(PolicyLoad(policy.hash, "unchanged", str(self.path), text, self._clock(),
-                                      inputs=policy.inputs_digest))
+                                      inputs=policy.inputs_digest, files=policy.files))
             return []
 
     def _tell(self, load: PolicyLoad) -> None:

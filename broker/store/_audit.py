@@ -52,7 +52,9 @@ class PolicyVersion:
     errors: tuple[str, ...] = field(default_factory=tuple)
     inputs: str = ""
     """sha256 over the files the policy refers to (accelerators, regimes, price catalogs) as
-    loaded: an edit of a catalog alone is a new entry with the same `hash` ('' when refused)."""
+    loaded ('' when refused)."""
+    files: tuple[tuple[str, str], ...] = ()
+    """(name, text) of each of those files as loaded; none when refused or stored before they were."""
 
 
 @dataclass(frozen=True)
@@ -121,11 +123,11 @@ class AuditFilter:
 # Not when the newest entry says the same already: in HA every process loads the file (and a
 # restart loads it again), and the history listed each load once per process.
 INSERT_POLICY = (
-    "INSERT INTO policy_versions (hash, result, source, content, errors, time, inputs) "
-    "SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM policy_versions WHERE "
+    "INSERT INTO policy_versions (hash, result, source, content, errors, time, inputs, files) "
+    "SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM policy_versions WHERE "
     "id = (SELECT MAX(id) FROM policy_versions) AND hash = ? AND result = ? AND inputs = ?)"
 )
-_POLICY_COLS = "hash, result, source, content, errors, time, inputs"
+_POLICY_COLS = "hash, result, source, content, errors, time, inputs, files"
 LIST_POLICIES = f"SELECT {_POLICY_COLS} FROM policy_versions ORDER BY id DESC LIMIT ?"
 # Loaded versions before refused ones with the same prefix, newest first.
 FIND_POLICY = (
@@ -144,13 +146,13 @@ ACTIVE_COUNTS = (
 def policy_row(v: PolicyVersion, ts: Callable[[datetime], Any]) -> tuple[Any, ...]:
     """`INSERT_POLICY`'s parameters."""
     return (v.hash, v.result, v.source, v.content, json.dumps(list(v.errors)), ts(v.time), v.inputs,
-            v.hash, v.result, v.inputs)
+            json.dumps([list(f) for f in v.files]) if v.files else "", v.hash, v.result, v.inputs)
 
 
 def policy_from_row(r: Sequence[Any], dt: Callable[[Any], datetime]) -> PolicyVersion:
     return PolicyVersion(
         hash=r[0], result=r[1], source=r[2], content=r[3], errors=tuple(json.loads(r[4])), time=dt(r[5]),
-        inputs=r[6] or "",
+        inputs=r[6] or "", files=tuple((str(n), str(t)) for n, t in json.loads(r[7] or "[]")),
     )
 
 

@@ -128,6 +128,8 @@ ADDED_COLUMNS = (
     ("spend", "fx", "{real}"),
     ("reclaim_booked", "beside", "INTEGER NOT NULL DEFAULT 0"),
     ("policy_versions", "inputs", "TEXT NOT NULL DEFAULT ''"),
+    # The referenced files' texts as loaded (JSON [[name, text], ...]); '' in entries from before.
+    ("policy_versions", "files", "TEXT NOT NULL DEFAULT ''"),
     ("jobs", "priority_rank", "INTEGER NOT NULL DEFAULT 1"),
     ("jobs", "queue_group", "TEXT NOT NULL DEFAULT ''"),
     # A burst's run (start, end) so that its money is counted in each budget month it runs in;

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -21,6 +22,7 @@ from google.protobuf import duration_pb2
 from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import Role, token_entry_line
+from broker.policy import combined_hash, load_policy_text
 from tests.brokerproc import ROOT, BrokerProcess
 from tests.e2e.conftest import POLICY, TOKENS, auth, write_broker_config
 
@@ -42,6 +44,13 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def hasher(folder: Path) -> Callable[[str], str]:
+    """The policy hash of a text as `folder`/policy.yaml, with the files beside it as they are now
+    (the hash covers them too); a refused file's hash is `sha` of its text alone."""
+    inputs = load_policy_text(POLICY, str(folder / "policy.yaml")).inputs_digest
+    return lambda text: combined_hash(sha(text), inputs)
+
+
 def wait_for(check, timeout: float = 15.0):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while True:
@@ -54,6 +63,7 @@ def wait_for(check, timeout: float = 15.0):  # type: ignore[no-untyped-def]
 
 def test_policy_versions_refused_reload_and_job_audit(tmp_path: Path) -> None:
     config = write_broker_config(tmp_path)
+    ph = hasher(tmp_path)
     with (tmp_path / "tokens.yaml").open("a") as f:
         f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
     broker = BrokerProcess(config)
@@ -64,16 +74,16 @@ def test_policy_versions_refused_reload_and_job_audit(tmp_path: Path) -> None:
         with grpc.insecure_channel(broker.address) as channel:
             stub = broker_service_pb2_grpc.BrokerServiceStub(channel)
             first = stub.ListPolicyVersions(pb.ListPolicyVersionsRequest(), metadata=op)
-            assert first.active_hash == sha(POLICY)
+            assert first.active_hash == ph(POLICY)
             assert [(v.hash, v.result, v.active) for v in first.versions] == [
-                (sha(POLICY), pb.POLICY_LOAD_RESULT_LOADED, True)
+                (ph(POLICY), pb.POLICY_LOAD_RESULT_LOADED, True)
             ]
 
             # Tenants may not read the audit trail, and are told what they asked for.
             history = "the policy history"
             for call, req, what in (
                 (stub.ListPolicyVersions, pb.ListPolicyVersionsRequest(), history),
-                (stub.GetPolicyVersion, pb.GetPolicyVersionRequest(hash=sha(POLICY)[:8]), history),
+                (stub.GetPolicyVersion, pb.GetPolicyVersionRequest(hash=ph(POLICY)[:8]), history),
                 (stub.ListAuditEvents, pb.ListAuditEventsRequest(), "the audit trail"),
             ):
                 with pytest.raises(grpc.RpcError) as denied:
@@ -94,7 +104,7 @@ def test_policy_versions_refused_reload_and_job_audit(tmp_path: Path) -> None:
             assert refused[0].hash == sha(bad) and not refused[0].active
             assert any("policy.yaml:" in e and "price_hour" in e for e in refused[0].errors)
             status = stub.GetStatus(pb.GetStatusRequest(), metadata=op)
-            assert status.policy_hash == sha(POLICY)
+            assert status.policy_hash == ph(POLICY)
             assert status.refused_policy.hash == sha(bad) and status.refused_policy.errors
             shown = szb("status", *server, token=OPERATOR)
             assert shown.returncode == 0, shown.stderr
@@ -104,20 +114,20 @@ def test_policy_versions_refused_reload_and_job_audit(tmp_path: Path) -> None:
             good = POLICY.replace("price_hour: 14.0", "price_hour: 15.0")
             (tmp_path / "policy.yaml").write_text(good)
             wait_for(
-                lambda: stub.GetStatus(pb.GetStatusRequest(), metadata=op).policy_hash == sha(good)
+                lambda: stub.GetStatus(pb.GetStatusRequest(), metadata=op).policy_hash == ph(good)
             )
             assert not stub.GetStatus(pb.GetStatusRequest(), metadata=op).HasField("refused_policy")
 
             history = szb("policy", "history", *server, token=OPERATOR)
             assert history.returncode == 0, history.stderr
-            for h in (sha(POLICY), sha(bad), sha(good)):
+            for h in (ph(POLICY), sha(bad), ph(good)):
                 assert h[:12] in history.stdout
             assert "refused" in history.stdout and "in force" in history.stdout
             text = szb("policy", "show", sha(bad)[:10], *server, token=OPERATOR)
             assert text.returncode == 0, text.stderr
             assert "price_hour: -3" in text.stdout and "refused" in text.stderr
             assert text.stdout == bad  # the file as stored (review: two header lines shifted its lines)
-            old = szb("policy", "show", sha(POLICY)[:10], *server, "-o", "json", token=OPERATOR)
+            old = szb("policy", "show", ph(POLICY)[:10], *server, "-o", "json", token=OPERATOR)
             assert json.loads(old.stdout)["version"]["content"] == POLICY
             missing = szb("policy", "show", "abcdef12", *server, token=OPERATOR)
             assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
@@ -168,16 +178,16 @@ def test_policy_versions_refused_reload_and_job_audit(tmp_path: Path) -> None:
             kinds = [e.kind for e in mine]
             assert kinds[0] == "submitted" and "placed" in kinds and kinds[-1] == "finished"
             assert mine[0].actor == "team-a" and mine[0].tenant == "team-a"
-            assert mine[0].policy_hash == sha(good), "the policy that admitted it"
+            assert mine[0].policy_hash == ph(good), "the policy that admitted it"
             placed = next(e for e in mine if e.kind == "placed")
-            assert placed.policy_hash == sha(good) and placed.site == "local"
+            assert placed.policy_hash == ph(good) and placed.site == "local"
             assert placed.price_per_hour == 15.0 and placed.currency == "CNY"
             theirs = stub.ListAuditEvents(pb.ListAuditEventsRequest(tenant="team-b"), metadata=op).events
             assert {e.job_id for e in theirs if e.kind != "access"} == {waiting.id}  # (and its token)
             cancel = next(e for e in theirs if e.kind == "cancelled")
-            assert cancel.actor == "alice" and cancel.policy_hash == sha(good)
+            assert cancel.actor == "alice" and cancel.policy_hash == ph(good)
             versions = stub.ListPolicyVersions(pb.ListPolicyVersionsRequest(), metadata=op).versions
-            assert versions[0].hash == sha(POLICY) and versions[0].active  # loaded again at start
+            assert versions[0].hash == ph(POLICY) and versions[0].active  # loaded again at start
             assert sha(bad) in {v.hash for v in versions}
 
         table = szb("audit", "--tenant", "team-b", "--since", "1h", *server, token=OPERATOR)
@@ -234,6 +244,7 @@ def test_a_limit_that_cuts_the_trail_says_so(tmp_path: Path) -> None:
     the newest 50 versions; a trail longer than that was cut without a word, so an operator
     reading `szb audit --since 1d` on a busy day took the newest thousand for the whole day."""
     config = write_broker_config(tmp_path)
+    ph = hasher(tmp_path)
     with (tmp_path / "tokens.yaml").open("a") as f:
         f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
     broker = BrokerProcess(config)
@@ -269,7 +280,7 @@ def test_a_limit_that_cuts_the_trail_says_so(tmp_path: Path) -> None:
         history = szb("policy", "history", "--limit", "1", *server, token=OPERATOR)
         assert history.returncode == 0, history.stderr
         assert "newest 1" in history.stderr and "--limit" in history.stderr, history.stderr
-        assert sha(POLICY + "\n# edited\n")[:12] in history.stdout and sha(POLICY)[:12] not in history.stdout
+        assert ph(POLICY + "\n# edited\n")[:12] in history.stdout and ph(POLICY)[:12] not in history.stdout
         # Nothing matched: the key is still there (scripts index it), as an empty list.
         old = ("--until", "2000-01-01")
         none = szb("audit", "--tenant", "team-b", *old, *server, "-o", "json", token=OPERATOR)
@@ -283,23 +294,24 @@ def test_a_hash_prefix_two_versions_share_is_refused_as_ambiguous(tmp_path: Path
     """Review: `szb policy show PREFIX` showed the loaded version though a refused one shared the
     prefix, with nothing said: a guess the operator cannot see."""
     config = write_broker_config(tmp_path)
+    ph = hasher(tmp_path)
     with (tmp_path / "tokens.yaml").open("a") as f:
         f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
-    prefix = sha(POLICY)[:4]
-    twin = next(text for n in range(10**7) if sha(text := POLICY + f"# twin {n}\n")[:4] == prefix)
+    prefix = ph(POLICY)[:4]
+    twin = next(text for n in range(10**7) if ph(text := POLICY + f"# twin {n}\n")[:4] == prefix)
     broker = BrokerProcess(config)
     broker.start(timeout=120)
     try:
         server = ("--server", broker.address)
         (tmp_path / "policy.yaml").write_text(twin)
         deadline = time.monotonic() + 30
-        while sha(twin)[:12] not in szb("policy", "history", *server, token=OPERATOR).stdout:
+        while ph(twin)[:12] not in szb("policy", "history", *server, token=OPERATOR).stdout:
             assert time.monotonic() < deadline, "the twin policy was never loaded"
             time.sleep(0.2)
         shown = szb("policy", "show", prefix, *server, token=OPERATOR)
         assert shown.returncode == 1 and "give more digits" in shown.stderr, shown.stderr
-        assert sha(POLICY)[:12] in shown.stderr and sha(twin)[:12] in shown.stderr
-        exact = szb("policy", "show", sha(twin)[:12], *server, token=OPERATOR)
+        assert ph(POLICY)[:12] in shown.stderr and ph(twin)[:12] in shown.stderr
+        exact = szb("policy", "show", ph(twin)[:12], *server, token=OPERATOR)
         assert exact.returncode == 0 and exact.stdout.rstrip("\n").endswith(twin.rstrip("\n")), exact.stderr
     finally:
         broker.stop()
@@ -311,6 +323,7 @@ def test_the_policy_history_says_which_load_is_in_force_and_keeps_catalog_edits(
     the hash in force was labelled in force, and an edit of a file the policy refers to (its
     catalog, accelerators, regimes), which changes decisions, left no entry at all."""
     config = write_broker_config(tmp_path)
+    ph = hasher(tmp_path)
     with (tmp_path / "tokens.yaml").open("a") as f:
         f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
     broker = BrokerProcess(config)
@@ -331,15 +344,16 @@ def test_the_policy_history_says_which_load_is_in_force_and_keeps_catalog_edits(
             for n, (text, result) in enumerate(steps, 2):
                 (tmp_path / "policy.yaml").write_text(text)
                 wait_for(lambda n=n: len(history()) == n)
-                assert history()[-1][:2] == (sha(text), result)
+                assert history()[-1][:2] == (ph(text) if result == loaded else sha(text), result)
                 if n == 4:  # (review: the mend was in the history, but the log kept only the error)
                     wait_for(lambda: "mended: the policy in force" in "".join(broker.output))
             accelerators = tmp_path / "accelerators.yaml"
             accelerators.write_text(accelerators.read_text() + "# an operator's note\n")
+            after = hasher(tmp_path)  # the same policy file, with other accelerators: another hash
             wait_for(lambda: len(history()) == 6)
             assert history() == [
-                (sha(POLICY), loaded, False), (sha(b_text), loaded, False), (sha(bad), refused, False),
-                (sha(b_text), loaded, False), (sha(POLICY), loaded, False), (sha(POLICY), loaded, True),
+                (ph(POLICY), loaded, False), (ph(b_text), loaded, False), (sha(bad), refused, False),
+                (ph(b_text), loaded, False), (ph(POLICY), loaded, False), (after(POLICY), loaded, True),
             ]
         # The same review: a job id no job has was an empty list (a typo read as a quiet job), and
         # a negative --limit was taken.

@@ -8,7 +8,6 @@ took them away.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from contextlib import closing
@@ -24,6 +23,7 @@ from broker.api import broker_service_pb2 as pb
 from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import Role, token_entry_line
 from broker.model import TenantId
+from broker.policy import load_policy_text
 from broker.store import SqliteStore
 from broker.store._audit import RefusedSubmission
 from tests.brokerproc import BrokerProcess, szb, write_broker_folder
@@ -81,7 +81,7 @@ def test_a_refused_submission_is_audited_and_survives_a_restart(tmp_path: Path) 
     with (tmp_path / "tokens.yaml").open("a") as f:
         f.write(token_entry_line("ops", OPERATOR, Role.OPERATOR, "alice") + "\n")
         f.write(token_entry_line("team-b", DAVE, Role.TENANT, "dave") + "\n")
-    policy_hash = hashlib.sha256(REFUSING.encode()).hexdigest()
+    policy_hash = load_policy_text(REFUSING, str(tmp_path / "policy.yaml")).hash  # (and its files')
     broker = BrokerProcess(config)
     broker.start(timeout=120)
     try:

@@ -20,6 +20,7 @@ from broker.api import broker_service_pb2_grpc, job_pb2
 from broker.auth import Role, token_entry_line
 from tests.brokerproc import ROOT, BrokerProcess
 from tests.e2e.conftest import POLICY, PY, auth, write_broker_config
+from tests.e2e.test_audit import hasher
 from tests.e2e.test_jobs_api import TERMINAL, spec, submit, wait_for
 
 OPERATOR = "token-operator-start-0123456789"
@@ -70,7 +71,7 @@ def test_policies_refused_at_start_are_recorded_as_refused(tmp_path: Path) -> No
             seen = versions(stub)
             assert seen.get(sha(RENAMED)) == pb.POLICY_LOAD_RESULT_REFUSED, seen
             assert seen.get(sha(BROKEN)) == pb.POLICY_LOAD_RESULT_REFUSED, seen
-            assert seen.get(sha(POLICY)) == pb.POLICY_LOAD_RESULT_LOADED, seen
+            assert seen.get(hasher(tmp_path)(POLICY)) == pb.POLICY_LOAD_RESULT_LOADED, seen
             shown = stub.GetPolicyVersion(
                 pb.GetPolicyVersionRequest(hash=sha(RENAMED)[:12]),
                 metadata=(("authorization", f"Bearer {OPERATOR}"),),

@@ -1186,6 +1186,24 @@ class StoreContract:
         assert second.policy_hashes("", 5) == ["ab" * 32, "cd" * 32]  # each once, by hash
         assert second.policy_hashes("cdcd", 5) == ["cd" * 32] and second.policy_hashes("ef", 5) == []
 
+    def test_a_version_keeps_the_files_it_refers_to_and_old_entries_still_read(
+        self, open_store: StoreFactory
+    ) -> None:
+        """Review (issues 3 and 12): the files a policy refers to decide too (an accelerators.yaml
+        edit alone turned an export refusal into a placement), so a version keeps their texts;
+        an entry stored before the column was reads with none."""
+        old = open_store()
+        before = PolicyVersion("ab" * 32, "loaded", "/etc/szb/policy.yaml", "version: 1\n", NOW, (), "d1")
+        old.record_policy_version(before)
+        self.raw(old, "ALTER TABLE policy_versions DROP COLUMN files")  # as a store before the column was
+        self.raw(old, "DELETE FROM schema_version")  # ... written by a broker of then
+        store = open_store()  # opening brings the schema up to date
+        files = (("accelerators.yaml", "accelerators:\n  - name: H100 \u2713\n"), ("bundled:x.yaml", ""))
+        now = PolicyVersion("cd" * 32, "loaded", "/etc/szb/policy.yaml", "v: 1\n", LATER, (), "d2", files)
+        store.record_policy_version(now)
+        assert store.policy_versions() == [now, before]
+        assert store.find_policy_version("cdcd") == now and store.find_policy_version("abab") == before
+
     def test_a_load_the_newest_entry_says_already_is_not_kept_twice(self, open_store: StoreFactory) -> None:
         """In HA each broker process loads the policy file and recorded it: `szb policy history`
         listed every reload once per process (and once per restart of an unchanged file)."""

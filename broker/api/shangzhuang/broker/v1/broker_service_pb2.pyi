@@ -1184,8 +1184,12 @@ class PolicyVersion(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
     INPUTS_DIGEST_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
     hash: _builtins.str
-    """SHA-256 of the file's text."""
+    """The policy hash decisions record: SHA-256 over the file's text and the files it refers to
+    (`files`). A refused file's is the SHA-256 of its text alone (nothing it refers to was used);
+    so is that of an entry stored before the hash covered those files.
+    """
     result: Global___PolicyLoadResult.ValueType
     source: _builtins.str
     """The file it was read from."""
@@ -1204,6 +1208,12 @@ class PolicyVersion(_message.Message):
     def errors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """FILE:LINE:COL errors of a refused file."""
 
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___PolicyFile]:
+        """The files the policy refers to, as loaded (contents in GetPolicyVersion only); none for a
+        refused file or an entry stored before they were kept.
+        """
+
     def __init__(
         self,
         *,
@@ -1215,14 +1225,47 @@ class PolicyVersion(_message.Message):
         content: _builtins.str = ...,
         active: _builtins.bool = ...,
         inputs_digest: _builtins.str = ...,
+        files: _abc.Iterable[Global___PolicyFile] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "content", b"content", "errors", b"errors", "hash", b"hash", "inputs_digest", b"inputs_digest", "result", b"result", "source", b"source", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "content", b"content", "errors", b"errors", "files", b"files", "hash", b"hash", "inputs_digest", b"inputs_digest", "result", b"result", "source", b"source", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PolicyVersion: _TypeAlias = PolicyVersion  # noqa: Y015
+
+@_typing.final
+class PolicyFile(_message.Message):
+    """A file a policy refers to (accelerators, regimes, a price catalog)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Its path as the policy names it, relative to the policy's folder ("bundled:NAME" for a file
+    the broker ships, used when the policy names none).
+    """
+    sha256: _builtins.str
+    """SHA-256 of its text."""
+    content: _builtins.str
+    """Its text (GetPolicyVersion only)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        content: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "name", b"name", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicyFile: _TypeAlias = PolicyFile  # noqa: Y015
 
 @_typing.final
 class ListPolicyVersionsRequest(_message.Message):
