@@ -1198,9 +1198,9 @@ class PolicyVersion(_message.Message):
     active: _builtins.bool
     """True for the version in force now."""
     inputs_digest: _builtins.str
-    """SHA-256 over the files the policy refers to (accelerators, regimes, price catalogs) as
-    loaded; empty when refused. Two entries of one hash with different digests differ in those
-    files only, and so may decide differently (an accelerator's export class, a price).
+    """SHA-256 over the names and texts of the files the policy refers to (accelerators, regimes,
+    price catalogs) as loaded; empty when refused. `hash` covers it; two entries stored before it
+    did may share a hash and differ here (and so have decided differently).
     """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
