@@ -241,7 +241,7 @@ def _ranked(
                 risk = math.inf
             else:
                 risk = paid_risk(costs[i], f, vouchers)
-                need = max(need, costs[i] * (1.0 + f))
+                need = bill if (bill := costs[i] * (1.0 + f)) > need else need  # (max, with no call)
         rows.append((scores[i] + risk, r))
     rows.sort()
     return rows, need

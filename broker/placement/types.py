@@ -105,17 +105,18 @@ class Explanation:
         allowed: Callable[[], tuple[ScoredOffer, ...]] | None = None,
         unranked: Sequence[ScoredOffer] | None = None,
     ) -> None:
-        self._frozen = False
-        self.chosen = chosen
-        self.policy_hash = policy_hash
-        self.currency = currency
-        self.sites = sites or {}
-        self.decided_at = decided_at
-        self._offers = offers
-        self._chain = ranking
-        self._allowed = allowed
-        self._unranked = unranked
-        self._frozen = True
+        # Set past `__setattr__`'s frozen check (it is not frozen yet): one per decision adds up.
+        put = object.__setattr__
+        put(self, "chosen", chosen)
+        put(self, "policy_hash", policy_hash)
+        put(self, "currency", currency)
+        put(self, "sites", sites or {})
+        put(self, "decided_at", decided_at)
+        put(self, "_offers", offers)
+        put(self, "_chain", ranking)
+        put(self, "_allowed", allowed)
+        put(self, "_unranked", unranked)
+        put(self, "_frozen", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # `_offers` stays writable: it memoizes the ranked tuple on the first read of `offers`.

@@ -175,6 +175,8 @@ class Route:
     running: int = 0
     ended: deque[tuple[float, bool]] = field(default_factory=deque)
     """(end time, failed) of recent attempts, oldest first."""
+    failed: deque[float] = field(default_factory=deque)
+    """The end times of the failed ones among `ended` (read every pass: not filtered out of it)."""
     quiet: tuple[tuple[int, int, int, float | None], RouteState] | None = None
     """The last state read with no failure in the window, by (provisioning, running, attempts,
     observed provisioning p95)."""
@@ -235,15 +237,19 @@ class Clouds:
         return random.Random(f"{self.scenario.seed}:spot:{job}:{attempt}").expovariate(rate / 3600.0)
 
     def end_attempt(self, site: str, t: float, failed: bool) -> None:
-        self.routes[site].ended.append((t, failed))
+        r = self.routes[site]
+        r.ended.append((t, failed))
+        if failed:
+            r.failed.append(t)
 
     def states(self, t: float, now: datetime) -> dict[SiteId, RouteState]:
         out: dict[SiteId, RouteState] = {}
         for site, r in self.routes.items():
-            ended = r.ended
+            ended, fails = r.ended, r.failed
             while ended and ended[0][0] < t - self.window_s:
                 ended.popleft()
-            fails = [e for e, f in ended if f] if ended else []
+            while fails and fails[0] < t - self.window_s:
+                fails.popleft()
             if fails:
                 last = now + timedelta(seconds=fails[-1] - t)
                 state = _route(r, len(ended), len(fails), last)
