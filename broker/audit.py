@@ -25,20 +25,24 @@ from broker.policy.watcher import PolicyLoad
 from broker.serde import state_to_proto
 from broker.store import (
     ACCESS,
+    ACTION_REFUSED,
     DRAIN,
     DRAINED,
     EVENT,
     MAX_TOKEN_SETS,
     REFUSAL,
     REFUSED,
+    REFUSED_ACTION,
     AuditCursor,
     AuditFilter,
     DrainChange,
     JobNotFoundError,
     JobStore,
     PolicyVersion,
+    RefusedAction,
     RefusedSubmission,
 )
+from broker.store._refused_actions import CANCEL
 from broker.validation import did_you_mean
 
 DEFAULT_VERSIONS = 50
@@ -149,6 +153,14 @@ def drain_change_to_proto(c: DrainChange) -> pb.AuditEvent:
     return pb.AuditEvent(time=_ts(c.time), kind=c.action, actor=c.by, site=c.site, message=message)
 
 
+def refused_action_to_proto(a: RefusedAction) -> pb.AuditEvent:
+    """A call the broker refused: who (actor, tenant) tried what on which site or job, and why."""
+    message = f"{a.action} {a.target} refused ({a.code}): {a.reason}" if a.target else a.reason
+    on_job = a.target if a.action == CANCEL else ""
+    return pb.AuditEvent(time=_ts(a.time), tenant=a.tenant, kind=ACTION_REFUSED, actor=a.by or a.tenant,
+                         job_id=on_job, site="" if on_job else a.target, message=message)
+
+
 class AuditTrail:
     """The three operator RPCs over one store; `active` and `refused` read the live watcher."""
 
@@ -204,6 +216,8 @@ class AuditTrail:
         timed += [((r.time, REFUSAL, "", r.id), refusal_to_proto(r)) for r in self.store.refusals(where)]
         timed += self._access(where)
         timed += [((c.time, DRAIN, "", c.id), drain_change_to_proto(c)) for c in self.store.drain_log(where)]
+        timed += [((a.time, REFUSED_ACTION, "", a.id), refused_action_to_proto(a))
+                  for a in self.store.refused_actions(where)]
         # Each list is its newest, oldest first: merged in the audit's order, the newest `limit`.
         timed.sort(key=lambda pair: pair[0])
         if job_id and not timed and after is None:  # a typo would read as a job with no history

@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from broker.errors import BrokerError
-from broker.store import ACCESS, DRAIN, EVENT, REFUSAL, AuditCursor
+from broker.store import ACCESS, DRAIN, EVENT, REFUSAL, REFUSED_ACTION, AuditCursor
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_TOKEN = 1024
@@ -34,8 +34,9 @@ def decode(token: str) -> AuditCursor:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         micros, source, job_id, seq = json.loads(raw)
         if not (
-            isinstance(micros, int) and source in (EVENT, ACCESS, REFUSAL, DRAIN) and isinstance(job_id, str)
-            and isinstance(seq, int) and 0 <= seq < 2**63 and not isinstance(source, bool)
+            isinstance(micros, int) and source in (EVENT, ACCESS, REFUSAL, DRAIN, REFUSED_ACTION)
+            and isinstance(job_id, str) and isinstance(seq, int) and 0 <= seq < 2**63
+            and not isinstance(source, bool)
         ):
             raise bad
         time = _EPOCH + timedelta(microseconds=micros)

@@ -12,7 +12,7 @@ from broker.api import broker_service_pb2 as pb
 from broker.auth import Principal
 from broker.drains import SiteDrains
 from broker.rpc_errors import abort_with
-from broker.rpc_fields import bounded_field
+from broker.rpc_fields import MAX_ID, bounded_field
 from broker.service import BrokerServices, PermissionDeniedError
 from broker.store import SiteDrain
 
@@ -38,12 +38,19 @@ class DrainRpcs:
     """Who calls (`BrokerServicer._principal`)."""
 
     def _operator(
-        self, context: grpc.aio.ServicerContext[Any, Any], what: str
+        self, context: grpc.aio.ServicerContext[Any, Any], what: str, site: str, reason: str = ""
     ) -> tuple[Principal, SiteDrains]:
-        """The calling operator and the drains (tenants get PERMISSION_DENIED naming `what`)."""
+        """The calling operator and the drains (tenants get PERMISSION_DENIED naming `what`, and
+        the audit trail records who tried it on `site`, with the `reason` they gave)."""
         caller = self._principal(context)
         if not caller.is_operator:
-            raise PermissionDeniedError(f"only operators may {what}")
+            denied = f"only operators may {what}"
+            given = f" (reason given: {reason[:MAX_ID]!r})" if reason.strip() else ""
+            # (truncated, not refused as too long: the answer stays PERMISSION_DENIED)
+            self.services.refused_calls.record(
+                caller, what.split()[0], site[:MAX_ID], "PERMISSION_DENIED", denied + given
+            )
+            raise PermissionDeniedError(denied)
         if self.drains is None:
             raise PermissionDeniedError(f"this broker keeps no drains, so it cannot {what}")
         return caller, self.drains
@@ -58,7 +65,7 @@ class DrainRpcs:
         self, request: pb.DrainSiteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DrainSiteResponse:
         try:
-            caller, drains = self._operator(context, "drain a site")
+            caller, drains = self._operator(context, "drain a site", request.site, request.reason)
             bounded_field(request.site, "site")
             done = drains.drain(caller, request.site, request.reason)
             self._kick()
@@ -73,7 +80,7 @@ class DrainRpcs:
         self, request: pb.UndrainSiteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.UndrainSiteResponse:
         try:
-            caller, drains = self._operator(context, "undrain a site")
+            caller, drains = self._operator(context, "undrain a site", request.site)
             bounded_field(request.site, "site")
             lifted = drains.undrain(caller, request.site)
             self._kick()

@@ -29,6 +29,7 @@ from broker.model import (
     by_others,
 )
 from broker.quota import Quotas, QuotaUsage
+from broker.refused_calls import RefusedCalls
 from broker.store import JobNotFoundError, JobPage, JobStore, SqliteStore, StoreError, StoreUnavailable
 from broker.submit import AdmitFn, GrantFn, SubmitPath
 from broker.validation import FieldViolation, did_you_mean
@@ -128,6 +129,8 @@ class BrokerServices:
     """The tenants the policy in force declares (empty: not known)."""
     submitter: SubmitPath = field(init=False)
     """SubmitJob/SubmitJobs: validate, admit, insert, ack (see broker.submit)."""
+    refused_calls: RefusedCalls = field(init=False)
+    """Operator actions refused to the caller, for the audit trail."""
     refused_logged_at: float | None = None
     """When the last line about refused agent calls was logged (the clock's ticks: a wall-clock
     step must neither silence the lines nor let a flood through); an instance with a stale
@@ -136,6 +139,7 @@ class BrokerServices:
     """Agent calls refused since that line."""
 
     def __post_init__(self) -> None:
+        self.refused_calls = RefusedCalls(self.store, self.clock)
         self.submitter = SubmitPath(
             self.store,
             self.clock,
@@ -204,7 +208,12 @@ class BrokerServices:
 
     async def cancel(self, caller: Principal, job_id: str) -> Job:
         """Cancel the job; the event records who asked and in which role."""
-        job = self.get(caller, job_id)
+        try:
+            job = self.get(caller, job_id)
+        except JobNotFoundError:
+            if not caller.is_operator:  # (an operator's NOT_FOUND is a typo, no refusal)
+                self.refused_calls.cancel_refused(caller, job_id)
+            raise
         done = await self.dispatcher.cancel(job, by=caller.who, role=caller.role.value)
         if not job.state.terminal:  # a cancel of a finished job changes nothing: no line
             log.info(

@@ -17,6 +17,7 @@ from broker.store._audit import (
 from broker.store._cancels import REQUESTED, TOO_LATE, CancelRequest
 from broker.store._drains import DRAIN, DRAINED, UNDRAINED, DrainChange, SiteDrain
 from broker.store._queue_keys import UNGROUPED
+from broker.store._refused_actions import ACTION_REFUSED, REFUSED_ACTION, RefusedAction
 from broker.store.base import (
     FairUsage,
     FencedOut,
@@ -39,6 +40,7 @@ from broker.store.sqlite import SqliteStore
 
 __all__ = [
     "ACCESS",
+    "ACTION_REFUSED",
     "AUDIT_KINDS",
     "DRAIN",
     "DRAINED",
@@ -48,6 +50,7 @@ __all__ = [
     "MAX_TOKEN_SETS",
     "REFUSAL",
     "REFUSED",
+    "REFUSED_ACTION",
     "REQUESTED",
     "TOO_LATE",
     "UNDRAINED",
@@ -68,6 +71,7 @@ __all__ = [
     "PostgresStore",
     "ReclaimBooking",
     "ReclaimState",
+    "RefusedAction",
     "RefusedSubmission",
     "SiteDrain",
     "SpendEntry",

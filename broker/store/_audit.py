@@ -223,7 +223,7 @@ def refusal_query(f: AuditFilter, ts: Callable[[datetime], Any]) -> tuple[str, l
         params.append(f.tenant)
     _window(f, "time", where, params, ts)
     if (c := f.after) is not None:
-        if c.source < REFUSAL:  # a drain change: every refusal of its time came before it
+        if c.source < REFUSAL:  # a drain change or refused action: every refusal of its time came before
             where.append("time < ?")
             params.append(ts(c.time))
         elif c.source != REFUSAL:  # every refusal of the entry's time comes after it

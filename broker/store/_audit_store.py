@@ -10,6 +10,7 @@ from broker.model import Job, JobEvent, JobId, TenantId
 from broker.store._audit import KEEP_REFUSALS, AuditFilter, PolicyVersion, RefusedSubmission, TokenSet
 from broker.store._cancels import CancelRequest
 from broker.store._drains import DrainChange, SiteDrain
+from broker.store._refused_actions import RefusedAction
 
 
 class AuditStore(abc.ABC):
@@ -46,6 +47,15 @@ class AuditStore(abc.ABC):
     def refusals(self, where: AuditFilter) -> list[RefusedSubmission]:
         """Refused submissions matching `where`'s tenant and time, oldest first (the newest
         `where.limit`); none when it names a job (a refused submission never became one)."""
+
+    @abc.abstractmethod
+    def record_refused_action(self, action: RefusedAction) -> None:
+        """Append an operator action the broker refused (never updated, never deleted)."""
+
+    @abc.abstractmethod
+    def refused_actions(self, where: AuditFilter) -> list[RefusedAction]:
+        """Refused actions matching `where`'s tenant and time (its job: refused cancels of that
+        id), oldest first (the newest `where.limit`)."""
 
     @abc.abstractmethod
     def record_token_set(self, tokens: TokenSet) -> None:

@@ -64,6 +64,9 @@ def log_query(f: AuditFilter, ts: Callable[[datetime], Any]) -> tuple[str, list[
         if c.source == DRAIN:
             where.append("(time < ? OR (time = ? AND id < ?))")
             params += [ts(c.time), ts(c.time), c.seq]
+        elif c.source < DRAIN:  # a refused action: every drain change of its time came before it
+            where.append("time < ?")
+            params.append(ts(c.time))
         else:  # every other kind of the entry's time is newer than any drain change
             where.append("time <= ?")
             params.append(ts(c.time))

@@ -89,6 +89,12 @@ CREATE TABLE IF NOT EXISTS site_drain_log (
   reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS site_drain_log_time ON site_drain_log(time);
+-- Operator actions refused (a tenant's drain, a cancel of another tenant's job): `_refused_actions`.
+CREATE TABLE IF NOT EXISTS refused_actions (
+  id {serial}, time {time} NOT NULL, tenant {key} NOT NULL, by_name TEXT NOT NULL, role TEXT NOT NULL,
+  action TEXT NOT NULL, target TEXT NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refused_actions_time ON refused_actions(time);
 -- Cancels of running jobs an API replica recorded, until the scheduler settles them (`_cancels`).
 CREATE TABLE IF NOT EXISTS cancel_requests (
   job_id {key} PRIMARY KEY, by_name TEXT NOT NULL, role TEXT NOT NULL, time {time} NOT NULL

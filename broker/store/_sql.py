@@ -14,10 +14,11 @@ from datetime import datetime, timedelta
 from secrets import token_hex
 
 from broker.model import Job, JobEvent, JobId, TenantId
-from broker.store import _audit, _cancels, _drains
+from broker.store import _audit, _cancels, _drains, _refused_actions
 from broker.store._audit import KEEP_REFUSALS, AuditFilter, PolicyVersion, RefusedSubmission, TokenSet
 from broker.store._cancels import CancelRequest
 from broker.store._drains import DRAINED, UNDRAINED, DrainChange, SiteDrain
+from broker.store._refused_actions import RefusedAction
 from broker.store._sql_attempts import SqlAttempts
 from broker.store._sql_runs import SqlRuns
 from broker.store.base import FairUsage, LeaseBlocked, LeaseRow, ReclaimBooking, ReclaimState, StoreError
@@ -65,6 +66,14 @@ class SqlStore(SqlAttempts, SqlRuns):
     def refusals(self, where: AuditFilter) -> list[RefusedSubmission]:
         sql, params = _audit.refusal_query(where, self._dialect.ts)
         return _audit.refusals_from_rows(self._all(sql, params), self._dialect.dt)
+
+    def record_refused_action(self, action: RefusedAction) -> None:
+        with self._tx() as db:
+            db.run(_refused_actions.INSERT, _refused_actions.row(action, self._dialect.ts))
+
+    def refused_actions(self, where: AuditFilter) -> list[RefusedAction]:
+        sql, params = _refused_actions.query(where, self._dialect.ts)
+        return _refused_actions.from_rows(self._all(sql, params), self._dialect.dt)
 
     def record_token_set(self, tokens: TokenSet) -> None:
         with self._tx() as db:
