@@ -68,8 +68,10 @@ def _open_store(args: argparse.Namespace, since: datetime | None, scratch: ExitS
     return SqliteStore(copy)
 
 
-def _active_policy(store: Any) -> tuple[Policy, str]:
-    """The newest policy version the broker loaded, from the audit trail."""
+def _active_policy(store: Any) -> tuple[Policy, str, str]:
+    """The newest policy version the broker loaded, from the audit trail, with the files it referred
+    to as stored with it ("store"); a version stored before those were reads them from disk as they are
+    now ("disk, none stored"): they may have changed since."""
     for version in store.policy_versions(limit=200):
         if version.result in ("loaded", "unchanged") and version.content:
             # (Beijing time, as the title's `since` is: a naive time is the store's UTC)
@@ -77,10 +79,12 @@ def _active_policy(store: Any) -> tuple[Policy, str]:
             stored = at.astimezone(UTC) + BEIJING
             when = f"stored {stored:%Y-%m-%d %H:%M} Beijing time"
             where = f"{version.source} (sha256 {version.hash[:12]}, {when})"
+            stored = dict(version.files) if version.files else None
             try:
-                return load_policy_text(version.content, version.source or "stored policy"), where
+                policy = load_policy_text(version.content, version.source or "stored policy", stored)
             except PolicyError as exc:
                 raise StoredPolicyError(where, exc) from exc
+            return policy, where, "disk, none stored" if stored is None else "store"
     raise LookupError("the store records no loaded policy version (give --baseline FILE)")
 
 
@@ -145,9 +149,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             return _fail(str(exc))
         try:
             if args.baseline is not None:
-                current, source = load_policy(args.baseline), str(args.baseline)
+                current, source, files_from = load_policy(args.baseline), str(args.baseline), "disk"
             else:
-                current, source = _active_policy(store)
+                current, source, files_from = _active_policy(store)
             history = read_history(store, since)
         except PolicyError as exc:
             for problem in exc.problems:
@@ -172,6 +176,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return _fail("no recorded jobs" + when + left_out)
     result = diff(history, replay(current, history), replay(candidate, history))
     result["current_policy"], result["currency"] = source, current.currency
+    result["current_files_from"] = files_from  # (the files it refers to: as stored with it, or on disk now)
     result["not_modelled"] = not_modelled(current, candidate)  # limits that differ, not replayed
     result["candidate_policy"] = str(args.policy)
     # The window read, in UTC (None: the whole history), so a saved JSON says what it covers.
@@ -226,6 +231,9 @@ def _table(result: dict[str, Any]) -> None:
         who, n = ("candidate", more) if more > 0 else ("current policy", -more)
         console.print(f"cost counts only the jobs a policy runs: the {who} refuses {n} more")
     console.print(f"current: {result['current_policy']}   candidate: {result['candidate_policy']}")
+    if result.get("current_files_from") == "disk, none stored":
+        console.print("current: this stored version kept no copy of the files it refers to (stored before "
+                      "they were); they were read from disk as they are now")
     if result["capacity_errors"]:
         errors = ", ".join(f"{site} {n}" for site, n in result["capacity_errors"].items())
         console.print(f"recorded capacity errors, replayed as stock-outs: {errors}")

@@ -6,6 +6,7 @@ none stops at the first problem.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from broker.catalog.accelerators import AcceleratorCatalog
@@ -34,9 +35,14 @@ def pick_regime(document: PolicyDocument, regimes: RegimeSet, at: Report) -> Reg
 
 
 def check_sites(
-    document: PolicyDocument, accelerators: AcceleratorCatalog, base: Path, at: Report
+    document: PolicyDocument,
+    accelerators: AcceleratorCatalog,
+    base: Path,
+    at: Report,
+    present: Callable[[Path], bool] = Path.is_file,
 ) -> dict[str, int]:
-    """Site ids are unique, zones and currencies known, partitions sane; returns id -> index."""
+    """Site ids are unique, zones and currencies known, partitions sane; returns id -> index.
+    `present` says whether a catalog file exists (on disk, or among a stored version's files)."""
     currencies = {document.currency, *document.fx}
     own = document.fx.get(document.currency)
     if own is not None and own != 1:  # (prices in it are multiplied by their currency's rate)
@@ -73,7 +79,7 @@ def check_sites(
                     ["sites", i, "catalog", "currency"],
                     f"sites.{i}.catalog.currency: no fx rate for {site.catalog.currency} (add it under fx)",
                 )
-            if not (base / site.catalog.file).is_file():
+            if not present(base / site.catalog.file):
                 at(
                     ["sites", i, "catalog", "file"],
                     f"sites.{i}.catalog.file: file not found: {base / site.catalog.file} (relative to the "

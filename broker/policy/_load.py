@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -43,8 +43,11 @@ def load_policy(path: Path) -> Policy:
     return load_policy_text(read_text(path, "policy", MAX_POLICY_BYTES), str(path))
 
 
-def load_policy_text(text: str, filename: str) -> Policy:
-    """Validate policy text; relative paths in it resolve against `filename`'s directory."""
+def load_policy_text(text: str, filename: str, stored: Mapping[str, str] | None = None) -> Policy:
+    """Validate policy text; relative paths in it resolve against `filename`'s directory.
+
+    `stored`: a stored version's files (name as `Policy.files` gives it -> text), read instead of
+    the disk, so that a recorded version loads with what was in force, not what is there now."""
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     doc = parse_yaml(text, filename)
     if not isinstance(doc, dict):
@@ -60,15 +63,16 @@ def load_policy_text(text: str, filename: str) -> Policy:
         line, col = position(doc, loc, key=key)
         problems.append(Problem(filename, line, col, message))
 
-    inputs = _input_paths(document, base)
+    present = _presence(base, stored)
+    inputs = _input_paths(document, base, present)
     # Each file is read once, and what is parsed is what is hashed and stored (read twice, an edit
     # between the reads would be decided on under the other text's hash).
-    texts = _read_inputs(inputs, problems)
+    texts = _read_inputs(inputs, problems, base, stored)
     files = tuple((_file_name(p, base), t) for p, t in texts.items() if t is not None)
     inputs_digest = _digest(files)
-    accelerators, regimes = _referenced_files(document, base, texts, at, problems)
+    accelerators, regimes = _referenced_files(document, base, texts, at, problems, present)
     regime = pick_regime(document, regimes, at)
-    site_ids = check_sites(document, accelerators, base, at)
+    site_ids = check_sites(document, accelerators, base, at, present)
     tenant_ids = check_tenants(document, regime, regimes, site_ids, at)
     check_compliance(document, regime, regimes, at)
     check_rank(document, at)
@@ -106,27 +110,40 @@ def combined_hash(text_sha256: str, inputs_digest: str) -> str:
     return hashlib.sha256(f"policy {text_sha256}\ninputs {inputs_digest}\n".encode()).hexdigest()
 
 
-def _input_paths(document: PolicyDocument, base: Path) -> dict[Path, str]:
+def _presence(base: Path, stored: Mapping[str, str] | None) -> Callable[[Path], bool]:
+    """Whether a referenced file exists: on disk, or (a stored version) among its files only, so that
+    a file added beside the policy since does not displace the bundled one the version used."""
+    if stored is None:
+        return Path.is_file
+    return lambda path: _file_name(path, base) in stored
+
+
+def _input_paths(document: PolicyDocument, base: Path, present: Callable[[Path], bool]) -> dict[Path, str]:
     """The accelerator and regime files (bundled ones when the policy names none beside it) and
     every catalog CSV, as `_referenced_files` and `_instances` resolve them: path -> what it is."""
     paths = {base / s.catalog.file: "catalog" for s in document.sites if s.catalog is not None}
-    paths[_reference(document, base, "regimes")] = "regimes file"
-    paths[_reference(document, base, "accelerators")] = "accelerator catalog"
+    paths[_reference(document, base, "regimes", present)] = "regimes file"
+    paths[_reference(document, base, "accelerators", present)] = "accelerator catalog"
     return paths
 
 
-def _reference(document: PolicyDocument, base: Path, field: str) -> Path:
+def _reference(document: PolicyDocument, base: Path, field: str, present: Callable[[Path], bool]) -> Path:
     ref = base / str(getattr(document, field))
-    if field not in document.model_fields_set and not ref.is_file():
+    if field not in document.model_fields_set and not present(ref):
         ref = Path(str(resources.files("broker") / "defaults" / f"{field}.yaml"))
     return ref
 
 
-def _read_inputs(paths: dict[Path, str], problems: list[Problem]) -> dict[Path, str | None]:
+def _read_inputs(
+    paths: dict[Path, str], problems: list[Problem], base: Path, stored: Mapping[str, str] | None
+) -> dict[Path, str | None]:
     """Each file's text; None for one missing (the cross-checks say so) or unreadable (a problem)."""
     texts: dict[Path, str | None] = {}
     for path, what in paths.items():
         texts[path] = None
+        if stored is not None:
+            texts[path] = stored.get(_file_name(path, base))
+            continue
         if not path.is_file():
             continue
         try:
@@ -162,6 +179,7 @@ def _referenced_files(
     texts: Mapping[Path, str | None],
     at: Report,
     problems: list[Problem],
+    present: Callable[[Path], bool],
 ) -> tuple[AcceleratorCatalog, RegimeSet]:
     """Load the accelerator and regime files the policy names; raise if either is unusable.
 
@@ -170,9 +188,9 @@ def _referenced_files(
     accelerators: AcceleratorCatalog | None = None
     regimes: RegimeSet | None = None
     for field in ("accelerators", "regimes"):
-        ref = _reference(document, base, field)
+        ref = _reference(document, base, field, present)
         text = texts.get(ref)
-        if not ref.is_file():
+        if not present(ref):
             # (a copy of a policy saved in another folder, `szb policy show HASH > candidate.yaml`)
             at([field], f"{field}: file not found: {ref} (relative to the policy's folder; without "
                         f"this line the broker's bundled {field}.yaml is used)")

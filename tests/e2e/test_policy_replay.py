@@ -243,6 +243,11 @@ def test_an_active_policy_that_no_longer_loads_says_so(history: Path, tmp_path: 
     with sqlite3.connect(data / "broker.db") as db:
         db.execute("UPDATE policy_versions SET source = '/srv/moved/policy.yaml', content = ?", (own_files,))
     (history / "same.yaml").write_text(default_policy())
+    # The version keeps the files it referred to, by their names beside it: it loads from those.
+    kept = replay(history, f"--policy same.yaml --data-dir {data} -o json")
+    assert kept.returncode == 0 and json.loads(kept.stdout)["current_files_from"] == "store", kept.stderr
+    with sqlite3.connect(data / "broker.db") as db:  # a version stored before its files were
+        db.execute("UPDATE policy_versions SET files = ''")
     out = replay(history, f"--policy same.yaml --data-dir {data}")
     assert out.returncode == 1
     assert "the active policy the store records, /srv/moved/policy.yaml (sha256 " in out.stderr, out.stderr
