@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.policy import load_policy_text
 from tests.brokerproc import ROOT
 from tests.e2e.test_policy_replay import replay
 from tests.e2e.test_readme_quick_tour import Server, base_env, fresh_clone, run
@@ -71,3 +72,18 @@ def test_a_version_stored_without_its_files_reads_the_disk_and_says_so(history: 
     table = replay(history, f"--policy pol/policy.yaml --data-dir {data}")
     assert table.returncode == 0, table.stderr
     assert "kept no copy of the files it refers to" in table.stdout and "read from disk" in table.stdout
+
+
+def test_a_version_loaded_from_its_stored_files_has_its_recorded_hash(history: Path) -> None:
+    """What replay calls the policy in force is the version recorded: the same hash, though the
+    catalog on disk has changed since."""
+    with sqlite3.connect(history / ".szb" / "broker.db") as db:
+        rows = db.execute(
+            "SELECT hash, source, content, files FROM policy_versions WHERE result = 'loaded'"
+        ).fetchall()
+    assert rows
+    for recorded, source, content, files in rows:
+        stored = {str(n): str(t) for n, t in json.loads(files)}
+        assert "accelerators.yaml" in stored
+        assert load_policy_text(content, source, stored).hash == recorded
+        assert load_policy_text(content, source).hash != recorded  # (from disk: the edited catalog)
