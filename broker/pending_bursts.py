@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from broker.clock import tick_at
+
 
 class PendingBursts:
     """Job id → the tick its burst condition was first seen (while it still holds)."""
@@ -30,7 +32,7 @@ class PendingBursts:
         if since is None:
             self._since.pop(job_id, None)
         elif job_id not in self._since:
-            self._since[job_id] = self._ticks() - max(0.0, (now - since).total_seconds())
+            self._since[job_id] = tick_at(since, now, self._ticks())
 
     def pop(self, job_id: str) -> None:
         self._since.pop(job_id, None)

@@ -322,7 +322,8 @@ class Dispatcher(Scheduling):
                                           self.clock, self._in_background)
             for job in back:
                 self.job_submitted(job)
-            pending = [a for a in pending if a.job_id not in {j.id for j in back}]
+            withdrawn = {j.id for j in back}
+            pending = [a for a in pending if a.job_id not in withdrawn]
         if not pending:
             return
         snap = await self.planner.read_snapshot(self.clock.now(), live, wait_s=None)
